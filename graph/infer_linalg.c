@@ -1,0 +1,611 @@
+/* Shape and type inference for the linear-algebra, convolution and pooling ops, plus the window
+ * geometry (pads, output sizes) and Einsum equation parsing that the CPU kernels share with it,
+ * so that inference and execution can never disagree on a shape. */
+#include "graph/ops.h"
+#include "kernels/cpu/gemm.h"
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DESC(t, buf) kn_tensor_desc((t), (buf), sizeof(buf))
+
+static kn_status *need_inputs(kn_infer_ctx *c, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (i >= c->n_in || !c->in[i])
+            return kn_error(KN_ERR_INVALID_MODEL, "%s: missing required input %d", c->node->op_type, i);
+    if (c->n_out < 1 || !c->out[0])
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: missing output 0", c->node->op_type);
+    return NULL;
+}
+
+static void set_unknown(kn_tensor *t, kn_dtype dt)
+{
+    t->dtype = dt;
+    t->ndim = -1;
+}
+
+/* ---------------------------------------------------------------- window geometry */
+
+kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, const int64_t *in,
+                            const int64_t *kernel, bool ceil_mode, kn_conv_geom *g)
+{
+    memset(g, 0, sizeof *g);
+    if (nsp < 1 || nsp > KN_MAX_DIMS - 2)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %d spatial dims not supported", op, nsp);
+    g->nsp = nsp;
+    const int64_t *v;
+    int cnt;
+    for (int i = 0; i < nsp; i++) {
+        g->in[i] = in[i];
+        g->k[i] = kernel[i];
+        g->stride[i] = 1;
+        g->dil[i] = 1;
+        if (kernel[i] == 0 || kernel[i] < -1)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: kernel dim %d is %lld", op, i, (long long)kernel[i]);
+    }
+    if ((cnt = kn_attr_ints(n, "strides", &v)) >= 0) {
+        if (cnt != nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: strides has %d values for %d spatial dims", op, cnt, nsp);
+        for (int i = 0; i < nsp; i++) {
+            if (v[i] < 1) return kn_error(KN_ERR_INVALID_MODEL, "%s: stride %lld must be >= 1", op, (long long)v[i]);
+            g->stride[i] = v[i];
+        }
+    }
+    if ((cnt = kn_attr_ints(n, "dilations", &v)) >= 0) {
+        if (cnt != nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: dilations has %d values for %d spatial dims", op, cnt, nsp);
+        for (int i = 0; i < nsp; i++) {
+            if (v[i] < 1) return kn_error(KN_ERR_INVALID_MODEL, "%s: dilation %lld must be >= 1", op, (long long)v[i]);
+            g->dil[i] = v[i];
+        }
+    }
+    const char *ap = kn_attr_str(n, "auto_pad", "NOTSET");
+    bool same_u = !strcmp(ap, "SAME_UPPER"), same_l = !strcmp(ap, "SAME_LOWER"), valid = !strcmp(ap, "VALID");
+    if (!same_u && !same_l && !valid && strcmp(ap, "NOTSET") && ap[0])
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: unknown auto_pad '%s'", op, ap);
+    if (!same_u && !same_l && !valid && (cnt = kn_attr_ints(n, "pads", &v)) >= 0) {
+        if (cnt != 2 * nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: pads has %d values for %d spatial dims", op, cnt, nsp);
+        for (int i = 0; i < nsp; i++) {
+            if (v[i] < 0 || v[i + nsp] < 0) return kn_error(KN_ERR_INVALID_MODEL, "%s: negative pads", op);
+            g->pad_b[i] = v[i];
+            g->pad_e[i] = v[i + nsp];
+        }
+    }
+    for (int i = 0; i < nsp; i++) {
+        if (in[i] < 0 || kernel[i] < 0) { g->out[i] = -1; continue; }
+        int64_t ek = (g->k[i] - 1) * g->dil[i] + 1, s = g->stride[i];
+        if (same_u || same_l) {
+            int64_t o = (in[i] + s - 1) / s;
+            int64_t total = (o - 1) * s + ek - in[i];
+            if (total < 0) total = 0;
+            g->pad_b[i] = same_u ? total / 2 : total - total / 2;
+            g->pad_e[i] = total - g->pad_b[i];
+            g->out[i] = o;
+        } else {
+            int64_t span = in[i] + g->pad_b[i] + g->pad_e[i] - ek;
+            if (span < 0)
+                return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: window %lld (dilated) larger than padded input %lld in dim %d",
+                                op, (long long)ek, (long long)(in[i] + g->pad_b[i] + g->pad_e[i]), i);
+            int64_t o = ceil_mode ? (span + s - 1) / s + 1 : span / s + 1;
+            /* The last window must start inside the input or the leading pad. */
+            if (ceil_mode && (o - 1) * s >= in[i] + g->pad_b[i]) o--;
+            g->out[i] = o;
+        }
+    }
+    return NULL;
+}
+
+kn_status *kn_convt_geometry(const struct kn_node *n, int nsp, const int64_t *in,
+                             const int64_t *kernel, kn_conv_geom *g, int64_t *outpad)
+{
+    /* Start from the Conv reading of strides/dilations/pads but without auto_pad, which means
+     * something different here. */
+    const char *ap = kn_attr_str(n, "auto_pad", "NOTSET");
+    bool same_u = !strcmp(ap, "SAME_UPPER"), same_l = !strcmp(ap, "SAME_LOWER");
+    int64_t fake_in[KN_MAX_DIMS];
+    for (int i = 0; i < nsp && i < KN_MAX_DIMS; i++) fake_in[i] = -1;
+    KN_TRY(kn_conv_geometry(n, "ConvTranspose", nsp, fake_in, kernel, false, g));
+    if (same_u || same_l || !strcmp(ap, "VALID"))
+        for (int i = 0; i < nsp; i++) g->pad_b[i] = g->pad_e[i] = 0;
+    const int64_t *v;
+    int cnt;
+    for (int i = 0; i < nsp; i++) { outpad[i] = 0; g->in[i] = in[i]; }
+    if ((cnt = kn_attr_ints(n, "output_padding", &v)) >= 0) {
+        if (cnt != nsp) return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: output_padding has %d values for %d spatial dims", cnt, nsp);
+        for (int i = 0; i < nsp; i++) {
+            if (v[i] < 0) return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: negative output_padding");
+            outpad[i] = v[i];
+        }
+    }
+    const int64_t *os = NULL;
+    if ((cnt = kn_attr_ints(n, "output_shape", &v)) >= 0) {
+        if (cnt == nsp) os = v;
+        else if (cnt == nsp + 2) os = v + 2;
+        else return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: output_shape has %d values for %d spatial dims", cnt, nsp);
+    }
+    for (int i = 0; i < nsp; i++) {
+        if (in[i] < 0 || kernel[i] < 0) { g->out[i] = -1; continue; }
+        int64_t ek = (g->k[i] - 1) * g->dil[i] + 1, s = g->stride[i];
+        int64_t full = s * (in[i] - 1) + outpad[i] + ek;
+        if (os || same_u || same_l) {
+            int64_t o = os ? os[i] : in[i] * s;
+            int64_t total = full - o;
+            if (total < 0 && !os) total = 0;
+            if (same_u) { g->pad_b[i] = total / 2; g->pad_e[i] = total - total / 2; }
+            else { g->pad_b[i] = total - total / 2; g->pad_e[i] = total / 2; }
+            g->out[i] = o;
+        } else {
+            g->out[i] = full - g->pad_b[i] - g->pad_e[i];
+        }
+        if (g->out[i] < 0)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: output dim %d would be %lld", i, (long long)g->out[i]);
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- matrix products */
+
+/* numpy matmul: 1-D operands are promoted and the added dim removed; batch dims broadcast. */
+static kn_status *matmul_shape(const char *op, const kn_tensor *a, const kn_tensor *b, kn_tensor *out)
+{
+    char ba[KN_DESC_LEN], bb[KN_DESC_LEN];
+    if (a->ndim < 0 || b->ndim < 0) { out->ndim = -1; return NULL; }
+    if (a->ndim == 0 || b->ndim == 0)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: scalar operand (%s, %s)", op, DESC(a, ba), DESC(b, bb));
+    int64_t ka = a->dims[a->ndim - 1];
+    int64_t kb = b->ndim == 1 ? b->dims[0] : b->dims[b->ndim - 2];
+    if (ka >= 0 && kb >= 0 && ka != kb)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: inner dims differ: %s x %s", op, DESC(a, ba), DESC(b, bb));
+    kn_tensor ta = {0}, tb = {0}, tc = {0};
+    ta.ndim = a->ndim >= 2 ? a->ndim - 2 : 0;
+    tb.ndim = b->ndim >= 2 ? b->ndim - 2 : 0;
+    for (int i = 0; i < ta.ndim; i++) ta.dims[i] = a->dims[i];
+    for (int i = 0; i < tb.ndim; i++) tb.dims[i] = b->dims[i];
+    kn_status *st = kn_broadcast_shape(&ta, &tb, &tc);
+    if (st) return kn_error_wrap(st, "%s (%s x %s): ", op, DESC(a, ba), DESC(b, bb));
+    int r = tc.ndim;
+    int64_t dims[KN_MAX_DIMS + 2];
+    for (int i = 0; i < r; i++) dims[i] = tc.dims[i];
+    if (a->ndim >= 2) dims[r++] = a->dims[a->ndim - 2];
+    if (b->ndim >= 2) dims[r++] = b->dims[b->ndim - 1];
+    if (r > KN_MAX_DIMS) return kn_error(KN_ERR_UNSUPPORTED, "%s: result rank %d too large", op, r);
+    kn_tensor_set_shape(out, r, dims);
+    return NULL;
+}
+
+kn_status *kn_infer_MatMul(kn_infer_ctx *c)
+{
+    KN_TRY(need_inputs(c, 2));
+    c->out[0]->dtype = c->in[0]->dtype;
+    if (c->in[0]->dtype != c->in[1]->dtype)
+        return kn_error(KN_ERR_INVALID_MODEL, "MatMul: operand dtypes differ (%s, %s)",
+                        kn_dtype_name(c->in[0]->dtype), kn_dtype_name(c->in[1]->dtype));
+    return matmul_shape("MatMul", c->in[0], c->in[1], c->out[0]);
+}
+
+kn_status *kn_infer_MatMulInteger(kn_infer_ctx *c)
+{
+    KN_TRY(need_inputs(c, 2));
+    c->out[0]->dtype = KN_I32;
+    return matmul_shape("MatMulInteger", c->in[0], c->in[1], c->out[0]);
+}
+
+kn_status *kn_infer_QLinearMatMul(kn_infer_ctx *c)
+{
+    KN_TRY(need_inputs(c, 8));
+    c->out[0]->dtype = c->in[7]->dtype;
+    return matmul_shape("QLinearMatMul", c->in[0], c->in[3], c->out[0]);
+}
+
+kn_status *kn_infer_Gemm(kn_infer_ctx *c)
+{
+    KN_TRY(need_inputs(c, 2));
+    const kn_tensor *a = c->in[0], *b = c->in[1];
+    char ba[KN_DESC_LEN], bb[KN_DESC_LEN];
+    c->out[0]->dtype = a->dtype;
+    if (a->ndim < 0 || b->ndim < 0) { c->out[0]->ndim = -1; return NULL; }
+    if (a->ndim != 2 || b->ndim != 2)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: operands must be 2-D, got %s and %s", DESC(a, ba), DESC(b, bb));
+    bool ta = kn_attr_int(c->node, "transA", 0) != 0, tb = kn_attr_int(c->node, "transB", 0) != 0;
+    int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
+    int64_t K2 = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
+    if (K >= 0 && K2 >= 0 && K != K2)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: inner dims differ: %s x %s (transA=%d transB=%d)",
+                        DESC(a, ba), DESC(b, bb), ta, tb);
+    if (c->n_in > 2 && c->in[2] && c->in[2]->ndim >= 0) {
+        const kn_tensor *C = c->in[2];
+        if (C->ndim > 2) return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: C %s has rank > 2", DESC(C, ba));
+        int64_t want[2] = {M, N};
+        for (int i = 0; i < C->ndim; i++) {
+            int64_t d = C->dims[i], w = want[2 - C->ndim + i];
+            if (d >= 0 && w >= 0 && d != 1 && d != w)
+                return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: C %s does not broadcast to [%lld,%lld]",
+                                DESC(C, ba), (long long)M, (long long)N);
+        }
+    }
+    int64_t dims[2] = {M, N};
+    kn_tensor_set_shape(c->out[0], 2, dims);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- convolutions */
+
+static kn_status *conv_like(kn_infer_ctx *c, const char *op, const kn_tensor *x, const kn_tensor *w, kn_dtype dt)
+{
+    char bx[KN_DESC_LEN], bw[KN_DESC_LEN];
+    kn_tensor *o = c->out[0];
+    o->dtype = dt;
+    if (x->ndim < 0 && w->ndim < 0) { o->ndim = -1; return NULL; }
+    int rank = x->ndim >= 0 ? x->ndim : w->ndim;
+    if (rank < 3 || rank > KN_MAX_DIMS || (w->ndim >= 0 && w->ndim != rank))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: X %s and W %s must have equal rank >= 3", op, DESC(x, bx), DESC(w, bw));
+    int nsp = rank - 2;
+    int64_t group = kn_attr_int(c->node, "group", 1);
+    if (group < 1) return kn_error(KN_ERR_INVALID_MODEL, "%s: group %lld must be >= 1", op, (long long)group);
+    int64_t kernel[KN_MAX_DIMS], in[KN_MAX_DIMS];
+    const int64_t *ks;
+    int nk = kn_attr_ints(c->node, "kernel_shape", &ks);
+    if (nk >= 0 && nk != nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: kernel_shape has %d values for %d spatial dims", op, nk, nsp);
+    for (int i = 0; i < nsp; i++) {
+        kernel[i] = nk >= 0 ? ks[i] : (w->ndim >= 0 ? w->dims[2 + i] : -1);
+        in[i] = x->ndim >= 0 ? x->dims[2 + i] : -1;
+    }
+    if (x->ndim >= 0 && w->ndim >= 0 && x->dims[1] >= 0 && w->dims[1] >= 0 && x->dims[1] != w->dims[1] * group)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: X %s has %lld channels but W %s with group %lld wants %lld",
+                        op, DESC(x, bx), (long long)x->dims[1], DESC(w, bw), (long long)group, (long long)(w->dims[1] * group));
+    if (w->ndim >= 0 && w->dims[0] >= 0 && w->dims[0] % group)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: W %s output channels not divisible by group %lld", op, DESC(w, bw), (long long)group);
+    kn_conv_geom g;
+    KN_TRY(kn_conv_geometry(c->node, op, nsp, in, kernel, false, &g));
+    int64_t dims[KN_MAX_DIMS];
+    dims[0] = x->ndim >= 0 ? x->dims[0] : -1;
+    dims[1] = w->ndim >= 0 ? w->dims[0] : -1;
+    for (int i = 0; i < nsp; i++) dims[2 + i] = g.out[i];
+    kn_tensor_set_shape(o, rank, dims);
+    return NULL;
+}
+
+kn_status *kn_infer_Conv(kn_infer_ctx *c)
+{
+    KN_TRY(need_inputs(c, 2));
+    return conv_like(c, "Conv", c->in[0], c->in[1], c->in[0]->dtype);
+}
+
+kn_status *kn_infer_ConvInteger(kn_infer_ctx *c)
+{
+    KN_TRY(need_inputs(c, 2));
+    return conv_like(c, "ConvInteger", c->in[0], c->in[1], KN_I32);
+}
+
+kn_status *kn_infer_QLinearConv(kn_infer_ctx *c)
+{
+    KN_TRY(need_inputs(c, 8));
+    return conv_like(c, "QLinearConv", c->in[0], c->in[3], c->in[7]->dtype);
+}
+
+kn_status *kn_infer_DeformConv(kn_infer_ctx *c)
+{
+    KN_TRY(need_inputs(c, 3));
+    return conv_like(c, "DeformConv", c->in[0], c->in[1], c->in[0]->dtype);
+}
+
+kn_status *kn_infer_ConvTranspose(kn_infer_ctx *c)
+{
+    KN_TRY(need_inputs(c, 2));
+    const kn_tensor *x = c->in[0], *w = c->in[1];
+    char bx[KN_DESC_LEN], bw[KN_DESC_LEN];
+    kn_tensor *o = c->out[0];
+    o->dtype = x->dtype;
+    if (x->ndim < 0 && w->ndim < 0) { o->ndim = -1; return NULL; }
+    int rank = x->ndim >= 0 ? x->ndim : w->ndim;
+    if (rank < 3 || rank > KN_MAX_DIMS || (w->ndim >= 0 && w->ndim != rank))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: X %s and W %s must have equal rank >= 3", DESC(x, bx), DESC(w, bw));
+    int nsp = rank - 2;
+    int64_t group = kn_attr_int(c->node, "group", 1);
+    if (group < 1) return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: group %lld must be >= 1", (long long)group);
+    if (x->ndim >= 0 && w->ndim >= 0 && x->dims[1] >= 0 && w->dims[0] >= 0 && x->dims[1] != w->dims[0])
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: X %s channels differ from W %s dim 0", DESC(x, bx), DESC(w, bw));
+    if (w->ndim >= 0 && w->dims[0] >= 0 && w->dims[0] % group)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: W %s channels not divisible by group %lld", DESC(w, bw), (long long)group);
+    int64_t kernel[KN_MAX_DIMS], in[KN_MAX_DIMS], outpad[KN_MAX_DIMS];
+    const int64_t *ks;
+    int nk = kn_attr_ints(c->node, "kernel_shape", &ks);
+    if (nk >= 0 && nk != nsp) return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: kernel_shape has %d values for %d spatial dims", nk, nsp);
+    for (int i = 0; i < nsp; i++) {
+        kernel[i] = nk >= 0 ? ks[i] : (w->ndim >= 0 ? w->dims[2 + i] : -1);
+        in[i] = x->ndim >= 0 ? x->dims[2 + i] : -1;
+    }
+    kn_conv_geom g;
+    KN_TRY(kn_convt_geometry(c->node, nsp, in, kernel, &g, outpad));
+    int64_t dims[KN_MAX_DIMS];
+    dims[0] = x->ndim >= 0 ? x->dims[0] : -1;
+    dims[1] = w->ndim >= 0 && w->dims[1] >= 0 ? w->dims[1] * group : -1;
+    for (int i = 0; i < nsp; i++) dims[2 + i] = g.out[i];
+    kn_tensor_set_shape(o, rank, dims);
+    return NULL;
+}
+
+kn_status *kn_infer_Col2Im(kn_infer_ctx *c)
+{
+    KN_TRY(need_inputs(c, 3));
+    const kn_tensor *x = c->in[0], *is = c->in[1], *bs = c->in[2];
+    char bx[KN_DESC_LEN];
+    kn_tensor *o = c->out[0];
+    o->dtype = x->dtype;
+    if (!is->data || !bs->data || x->ndim < 0) { o->ndim = -1; return NULL; }
+    if (x->ndim != 3) return kn_error(KN_ERR_INVALID_ARGUMENT, "Col2Im: input %s must be 3-D", DESC(x, bx));
+    int64_t *img = NULL, *blk = NULL, ni = 0, nb = 0;
+    kn_status *st = kn_tensor_to_i64(is, &img, &ni);
+    if (!st) st = kn_tensor_to_i64(bs, &blk, &nb);
+    if (!st && (ni != nb || ni < 1 || ni + 2 > KN_MAX_DIMS))
+        st = kn_error(KN_ERR_INVALID_ARGUMENT, "Col2Im: image_shape has %lld values, block_shape %lld", (long long)ni, (long long)nb);
+    int64_t prod = 1, dims[KN_MAX_DIMS];
+    for (int64_t i = 0; !st && i < nb; i++) {
+        if (blk[i] < 1 || img[i] < 1) st = kn_error(KN_ERR_INVALID_ARGUMENT, "Col2Im: non-positive image/block dim");
+        else prod *= blk[i];
+    }
+    if (!st && x->dims[1] >= 0 && x->dims[1] % prod)
+        st = kn_error(KN_ERR_INVALID_ARGUMENT, "Col2Im: input %s dim 1 not divisible by block size %lld", DESC(x, bx), (long long)prod);
+    if (!st) {
+        dims[0] = x->dims[0];
+        dims[1] = x->dims[1] >= 0 ? x->dims[1] / prod : -1;
+        for (int64_t i = 0; i < ni; i++) dims[2 + i] = img[i];
+        kn_tensor_set_shape(o, (int)ni + 2, dims);
+    }
+    free(img);
+    free(blk);
+    return st;
+}
+
+/* ---------------------------------------------------------------- pooling */
+
+static kn_status *pool_like(kn_infer_ctx *c, const char *op, bool has_ceil)
+{
+    KN_TRY(need_inputs(c, 1));
+    const kn_tensor *x = c->in[0];
+    char bx[KN_DESC_LEN];
+    for (int i = 0; i < c->n_out; i++)
+        if (c->out[i]) set_unknown(c->out[i], i == 0 ? x->dtype : KN_I64);
+    if (x->ndim < 0) return NULL;
+    if (x->ndim < 3 || x->ndim > KN_MAX_DIMS) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input %s must have rank >= 3", op, DESC(x, bx));
+    int nsp = x->ndim - 2;
+    const int64_t *ks;
+    int nk = kn_attr_ints(c->node, "kernel_shape", &ks);
+    if (nk != nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: kernel_shape has %d values for input %s", op, nk, DESC(x, bx));
+    bool ceil_mode = has_ceil && kn_attr_int(c->node, "ceil_mode", 0) != 0;
+    kn_conv_geom g;
+    KN_TRY(kn_conv_geometry(c->node, op, nsp, x->dims + 2, ks, ceil_mode, &g));
+    int64_t dims[KN_MAX_DIMS] = {x->dims[0], x->dims[1]};
+    for (int i = 0; i < nsp; i++) dims[2 + i] = g.out[i];
+    for (int i = 0; i < c->n_out && i < 2; i++)
+        if (c->out[i]) kn_tensor_set_shape(c->out[i], x->ndim, dims);
+    return NULL;
+}
+
+kn_status *kn_infer_AveragePool(kn_infer_ctx *c) { return pool_like(c, "AveragePool", true); }
+kn_status *kn_infer_MaxPool(kn_infer_ctx *c) { return pool_like(c, "MaxPool", true); }
+kn_status *kn_infer_LpPool(kn_infer_ctx *c) { return pool_like(c, "LpPool", true); }
+
+static kn_status *global_pool(kn_infer_ctx *c, const char *op)
+{
+    KN_TRY(need_inputs(c, 1));
+    const kn_tensor *x = c->in[0];
+    char bx[KN_DESC_LEN];
+    c->out[0]->dtype = x->dtype;
+    if (x->ndim < 0) { c->out[0]->ndim = -1; return NULL; }
+    if (x->ndim < 2) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input %s must have rank >= 2", op, DESC(x, bx));
+    int64_t dims[KN_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++) dims[i] = i < 2 ? x->dims[i] : 1;
+    kn_tensor_set_shape(c->out[0], x->ndim, dims);
+    return NULL;
+}
+
+kn_status *kn_infer_GlobalAveragePool(kn_infer_ctx *c) { return global_pool(c, "GlobalAveragePool"); }
+kn_status *kn_infer_GlobalMaxPool(kn_infer_ctx *c) { return global_pool(c, "GlobalMaxPool"); }
+kn_status *kn_infer_GlobalLpPool(kn_infer_ctx *c) { return global_pool(c, "GlobalLpPool"); }
+
+kn_status *kn_infer_MaxUnpool(kn_infer_ctx *c)
+{
+    KN_TRY(need_inputs(c, 2));
+    const kn_tensor *x = c->in[0];
+    char bx[KN_DESC_LEN];
+    kn_tensor *o = c->out[0];
+    o->dtype = x->dtype;
+    o->ndim = -1;
+    if (c->n_in > 2 && c->in[2]) {
+        const kn_tensor *os = c->in[2];
+        if (!os->data) return NULL;
+        int64_t *v = NULL, n = 0;
+        KN_TRY(kn_tensor_to_i64(os, &v, &n));
+        kn_status *st = NULL;
+        if (n < 3 || n > KN_MAX_DIMS || (x->ndim >= 0 && n != x->ndim))
+            st = kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: output_shape has %lld values for input %s", (long long)n, DESC(x, bx));
+        for (int64_t i = 0; !st && i < n; i++)
+            if (v[i] < 0) st = kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: negative output_shape");
+        if (!st) kn_tensor_set_shape(o, (int)n, v);
+        free(v);
+        return st;
+    }
+    if (x->ndim < 0) return NULL;
+    if (x->ndim < 3 || x->ndim > KN_MAX_DIMS) return kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: input %s must have rank >= 3", DESC(x, bx));
+    int nsp = x->ndim - 2;
+    const int64_t *ks;
+    if (kn_attr_ints(c->node, "kernel_shape", &ks) != nsp)
+        return kn_error(KN_ERR_INVALID_MODEL, "MaxUnpool: kernel_shape does not match input %s", DESC(x, bx));
+    int64_t fake[KN_MAX_DIMS];
+    for (int i = 0; i < nsp; i++) fake[i] = -1;
+    kn_conv_geom g;
+    KN_TRY(kn_conv_geometry(c->node, "MaxUnpool", nsp, fake, ks, false, &g));
+    int64_t dims[KN_MAX_DIMS] = {x->dims[0], x->dims[1]};
+    for (int i = 0; i < nsp; i++) {
+        int64_t d = x->dims[2 + i];
+        dims[2 + i] = d < 0 ? -1 : (d - 1) * g.stride[i] - g.pad_b[i] - g.pad_e[i] + ks[i];
+        if (d >= 0 && dims[2 + i] < 0) return kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: negative output dim");
+    }
+    kn_tensor_set_shape(o, x->ndim, dims);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- Einsum, Det */
+
+static int label_id(char ch)
+{
+    if (ch >= 'a' && ch <= 'z') return ch - 'a';
+    if (ch >= 'A' && ch <= 'Z') return 26 + ch - 'A';
+    return -1;
+}
+
+kn_status *kn_einsum_parse(const char *eq_in, int n_ops, const kn_tensor *const *ops, kn_einsum *e)
+{
+    memset(e, 0, sizeof *e);
+    char eq[512];
+    size_t L = 0;
+    for (const char *p = eq_in; *p; p++) {
+        if (isspace((unsigned char)*p)) continue;
+        if (L + 1 >= sizeof eq) return kn_error(KN_ERR_UNSUPPORTED, "Einsum: equation too long");
+        eq[L++] = *p;
+    }
+    eq[L] = 0;
+    if (n_ops < 1 || n_ops > KN_EINSUM_MAX_OPS) return kn_error(KN_ERR_UNSUPPORTED, "Einsum: %d operands", n_ops);
+    e->n_ops = n_ops;
+    for (int i = 0; i < KN_EINSUM_MAX_LABELS; i++) e->lab_dim[i] = -2; /* -2: not seen */
+    const char *arrow = strstr(eq, "->");
+    const char *p = eq;
+    int ell_rank = 0; /* dims the ellipsis stands for: the most any operand needs */
+    int op_ell_rank[KN_EINSUM_MAX_OPS] = {0};
+    /* first pass: ellipsis ranks */
+    for (int o = 0; o < n_ops; o++) {
+        const char *end = p;
+        while (*end && *end != ',' && (arrow ? end < arrow : 1)) end++;
+        int letters = 0;
+        bool ell = false;
+        for (const char *q = p; q < end; q++) {
+            if (*q == '.') {
+                if (ell || q + 2 >= end || q[1] != '.' || q[2] != '.') return kn_error(KN_ERR_INVALID_MODEL, "Einsum: bad ellipsis in '%s'", eq_in);
+                ell = true;
+                q += 2;
+            } else if (label_id(*q) < 0) {
+                return kn_error(KN_ERR_INVALID_MODEL, "Einsum: bad character '%c' in '%s'", *q, eq_in);
+            } else {
+                letters++;
+            }
+        }
+        if (ops[o]->ndim < 0) return kn_error(KN_ERR_INVALID_ARGUMENT, "Einsum: operand %d rank unknown", o);
+        if (ell) {
+            op_ell_rank[o] = ops[o]->ndim - letters;
+            if (op_ell_rank[o] < 0) return kn_error(KN_ERR_INVALID_ARGUMENT, "Einsum: operand %d rank %d too small for '%s'", o, ops[o]->ndim, eq_in);
+            if (op_ell_rank[o] > ell_rank) ell_rank = op_ell_rank[o];
+        } else if (letters != ops[o]->ndim) {
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "Einsum: operand %d has rank %d but '%s' gives it %d labels", o, ops[o]->ndim, eq_in, letters);
+        }
+        if (o + 1 < n_ops) {
+            if (*end != ',') return kn_error(KN_ERR_INVALID_MODEL, "Einsum: '%s' names fewer than %d operands", eq_in, n_ops);
+            p = end + 1;
+        } else if (*end == ',') {
+            return kn_error(KN_ERR_INVALID_MODEL, "Einsum: '%s' names more than %d operands", eq_in, n_ops);
+        }
+    }
+    if (ell_rank > KN_MAX_DIMS) return kn_error(KN_ERR_UNSUPPORTED, "Einsum: ellipsis too long");
+    e->ell_rank = ell_rank;
+    int counts[KN_EINSUM_MAX_LABELS] = {0};
+    p = eq;
+    for (int o = 0; o < n_ops; o++) {
+        int d = 0;
+        const kn_tensor *t = ops[o];
+        while (*p && *p != ',' && (arrow ? p < arrow : 1)) {
+            if (*p == '.') {
+                for (int k = 0; k < op_ell_rank[o]; k++) {
+                    int id = 52 + ell_rank - op_ell_rank[o] + k;
+                    e->op_lab[o][d] = id;
+                    int64_t sz = t->dims[d];
+                    /* ellipsis dims broadcast: 1 yields to the other size */
+                    if (e->lab_dim[id] == -2 || e->lab_dim[id] == 1 || e->lab_dim[id] == -1) {
+                        if (!(sz == 1 && e->lab_dim[id] != -2)) e->lab_dim[id] = sz;
+                    } else if (sz != 1 && sz >= 0 && sz != e->lab_dim[id]) {
+                        return kn_error(KN_ERR_INVALID_ARGUMENT, "Einsum: ellipsis dims do not broadcast (%lld vs %lld)", (long long)sz, (long long)e->lab_dim[id]);
+                    }
+                    counts[id]++;
+                    d++;
+                }
+                p += 3;
+                continue;
+            }
+            int id = label_id(*p);
+            int64_t sz = t->dims[d];
+            if (e->lab_dim[id] == -2 || e->lab_dim[id] == -1) e->lab_dim[id] = sz;
+            else if (sz >= 0 && sz != e->lab_dim[id])
+                return kn_error(KN_ERR_INVALID_ARGUMENT, "Einsum: label '%c' has sizes %lld and %lld", *p, (long long)e->lab_dim[id], (long long)sz);
+            e->op_lab[o][d] = id;
+            counts[id]++;
+            d++;
+            p++;
+        }
+        e->op_ndim[o] = d;
+        if (*p == ',') p++;
+    }
+    for (int k = 0; k < ell_rank; k++) if (e->lab_dim[52 + k] == -2) e->lab_dim[52 + k] = 1;
+    if (arrow) {
+        const char *q = arrow + 2;
+        bool ell = false;
+        while (*q) {
+            if (*q == '.') {
+                if (ell || q[1] != '.' || q[2] != '.') return kn_error(KN_ERR_INVALID_MODEL, "Einsum: bad output ellipsis in '%s'", eq_in);
+                ell = true;
+                for (int k = 0; k < ell_rank; k++) e->out_lab[e->out_ndim++] = 52 + k;
+                q += 3;
+                continue;
+            }
+            int id = label_id(*q);
+            if (id < 0 || counts[id] == 0)
+                return kn_error(KN_ERR_INVALID_MODEL, "Einsum: output label '%c' not in the inputs of '%s'", *q, eq_in);
+            for (int k = 0; k < e->out_ndim; k++)
+                if (e->out_lab[k] == id) return kn_error(KN_ERR_INVALID_MODEL, "Einsum: output label '%c' repeated", *q);
+            if (e->out_ndim >= KN_MAX_DIMS) return kn_error(KN_ERR_UNSUPPORTED, "Einsum: output rank too large");
+            e->out_lab[e->out_ndim++] = id;
+            q++;
+        }
+        /* Without an output ellipsis, broadcast dims are summed over like any absent label. */
+    } else {
+        for (int k = 0; k < ell_rank; k++) e->out_lab[e->out_ndim++] = 52 + k;
+        for (int id = 26; id < 52; id++) /* uppercase sorts before lowercase */
+            if (counts[id] == 1) { if (e->out_ndim >= KN_MAX_DIMS) return kn_error(KN_ERR_UNSUPPORTED, "Einsum: output rank too large"); e->out_lab[e->out_ndim++] = id; }
+        for (int id = 0; id < 26; id++)
+            if (counts[id] == 1) { if (e->out_ndim >= KN_MAX_DIMS) return kn_error(KN_ERR_UNSUPPORTED, "Einsum: output rank too large"); e->out_lab[e->out_ndim++] = id; }
+    }
+    for (int id = 0; id < KN_EINSUM_MAX_LABELS; id++) e->used[id] = counts[id] > 0;
+    return NULL;
+}
+
+kn_status *kn_infer_Einsum(kn_infer_ctx *c)
+{
+    if (c->n_in < 1 || !c->in[0] || c->n_out < 1 || !c->out[0])
+        return kn_error(KN_ERR_INVALID_MODEL, "Einsum: needs inputs and an output");
+    kn_tensor *o = c->out[0];
+    o->dtype = c->in[0]->dtype;
+    for (int i = 0; i < c->n_in; i++) {
+        if (!c->in[i]) return kn_error(KN_ERR_INVALID_MODEL, "Einsum: missing input %d", i);
+        if (c->in[i]->ndim < 0) { o->ndim = -1; return NULL; }
+    }
+    const char *eq = kn_attr_str(c->node, "equation", NULL);
+    if (!eq) return kn_error(KN_ERR_INVALID_MODEL, "Einsum: missing equation");
+    kn_einsum e;
+    KN_TRY(kn_einsum_parse(eq, c->n_in, c->in, &e));
+    int64_t dims[KN_MAX_DIMS];
+    for (int i = 0; i < e.out_ndim; i++) dims[i] = e.lab_dim[e.out_lab[i]];
+    kn_tensor_set_shape(o, e.out_ndim, dims);
+    return NULL;
+}
+
+kn_status *kn_infer_Det(kn_infer_ctx *c)
+{
+    KN_TRY(need_inputs(c, 1));
+    const kn_tensor *x = c->in[0];
+    char bx[KN_DESC_LEN];
+    c->out[0]->dtype = x->dtype;
+    if (x->ndim < 0) { c->out[0]->ndim = -1; return NULL; }
+    if (x->ndim < 2) return kn_error(KN_ERR_INVALID_ARGUMENT, "Det: input %s must have rank >= 2", DESC(x, bx));
+    int64_t a = x->dims[x->ndim - 2], b = x->dims[x->ndim - 1];
+    if (a >= 0 && b >= 0 && a != b) return kn_error(KN_ERR_INVALID_ARGUMENT, "Det: input %s is not square", DESC(x, bx));
+    kn_tensor_set_shape(c->out[0], x->ndim - 2, x->dims);
+    return NULL;
+}

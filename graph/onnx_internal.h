@@ -1,0 +1,23 @@
+/* Private to the ONNX loader (graph/onnx_load.c) and the TensorProto code (graph/tensor_proto.c):
+ * where a tensor's external data may be found and where the file mappings it lives in are kept. */
+#ifndef KN_ONNX_INTERNAL_H
+#define KN_ONNX_INTERNAL_H
+#include "model.h"
+#include "onnx/onnx.pb-c.h"
+#include <stdbool.h>
+
+typedef struct kn_onnx_src {
+    const char *file;      /* for messages: the model or .pb path, or "<buffer>" */
+    const char *base_dir;  /* external data paths are relative to it; NULL refuses external data */
+    struct kn_model *m;    /* mappings are recorded in m->maps; NULL: external data is copied */
+    char **map_paths;      /* parallel to m->maps, so each external file is mapped once */
+} kn_onnx_src;
+
+/* TensorProto -> host tensor (typed fields, raw_data, packed sub-byte types, external data).
+ * steal: raw_data's buffer may be taken over from tp instead of copied (tp is then changed). */
+kn_status *kn_onnx_tensor_from_pb(kn_onnx_src *src, Onnx__TensorProto *tp, bool steal, kn_tensor **out);
+/* SparseTensorProto -> dense host tensor. */
+kn_status *kn_onnx_sparse_from_pb(kn_onnx_src *src, Onnx__SparseTensorProto *sp, kn_tensor **out);
+void kn_onnx_src_release(kn_onnx_src *src); /* frees map_paths (the maps stay with m) */
+
+#endif

@@ -1,0 +1,104 @@
+/* Op registry contracts: the kn_op enum from ops.def, shape-inference functions, kernels and
+ * the backend function table. An op's infer function is device-agnostic; kernels are per
+ * backend. Ops are pure: outputs depend only on inputs and attributes. */
+#ifndef KN_OPS_H
+#define KN_OPS_H
+#include "ir.h"
+#include "../runtime/threadpool.h"
+
+typedef enum kn_inplace { KN_INPLACE_NONE = 0, KN_INPLACE_ELEMENTWISE = 1, KN_INPLACE_ALIAS = 2 } kn_inplace;
+
+typedef enum kn_op {
+#define KN_OP(id, name, domain, inplace) KN_OP_##id,
+#include "ops.def"
+#undef KN_OP
+    KN_OP_COUNT
+} kn_op;
+
+typedef struct kn_op_info {
+    const char *name;
+    const char *domain;
+    kn_inplace inplace;
+} kn_op_info;
+extern const kn_op_info kn_op_table[KN_OP_COUNT];
+/* Resolve (op_type, domain) to a kn_op id; -1 if unknown. "ai.onnx" is treated as "". */
+int kn_op_lookup(const char *op_type, const char *domain);
+
+/* Shape and type inference. in[i] is NULL for an omitted optional input; otherwise it carries the
+ * dtype and shape, and data != NULL when the value is known on the host (a constant, or computed
+ * at plan time, or at run time on the CPU). The function fills dtype/ndim/dims of every non-NULL
+ * out[i]. Unknown dims are -1 (static inference). When the output shape depends on a value that is
+ * not known, set out ndim = -1 and return NULL: the executor calls again at run time with data.
+ * Errors name the op and shapes (the executor prefixes the node). */
+typedef struct kn_infer_ctx {
+    const kn_node *node;
+    const kn_tensor *const *in; int n_in;
+    kn_tensor *const *out; int n_out;
+} kn_infer_ctx;
+typedef kn_status *(*kn_infer_fn)(kn_infer_ctx *c);
+
+struct kn_backend;
+struct kn_run;
+/* What a kernel may use beyond its tensors. scratch: a per-run bump allocator reset before each
+ * node (kn_scratch_alloc); never free what it returns. */
+typedef struct kn_exec_ctx {
+    kn_threadpool *pool;
+    const struct kn_backend *backend;
+    struct kn_run *run;          /* for control flow: runs subgraphs */
+    void *(*scratch_alloc)(struct kn_exec_ctx *ctx, size_t bytes);
+    void *scratch_state;
+    uint64_t seed;               /* for random ops: seeded per run unless the node gives a seed */
+} kn_exec_ctx;
+static inline void *kn_scratch_alloc(kn_exec_ctx *ctx, size_t bytes) { return ctx->scratch_alloc(ctx, bytes); }
+
+/* A kernel computes every non-NULL out[i], whose shape and dtype the infer function set and
+ * whose data the executor allocated (out[0]->data may equal in[0]->data when the op's in-place
+ * rule allows). in[i] is NULL for omitted optional inputs. Ops whose output shapes depend on
+ * data (NonZero, Unique, ...) may be called with out[i]->data == NULL and ndim set by infer
+ * from the data: infer always sees data at run time on the CPU. */
+typedef kn_status *(*kn_kernel_fn)(kn_exec_ctx *ctx, const kn_node *node,
+                                   const kn_tensor *const *in, int n_in,
+                                   kn_tensor *const *out, int n_out);
+
+/* Backend function table. The executor never special-cases a backend: it asks supports() and
+ * kernel(), allocates through alloc/free, and moves data with copy(). */
+typedef struct kn_backend {
+    const char *name;
+    kn_device_kind device;
+    kn_kernel_fn (*kernel)(const struct kn_backend *b, int op);
+    bool (*supports)(const struct kn_backend *b, const kn_node *n, const kn_tensor *const *in, int n_in);
+    void *(*alloc)(const struct kn_backend *b, size_t bytes);
+    void (*free)(const struct kn_backend *b, void *p);
+    /* copy bytes between host (KN_DEVICE_CPU) and this backend's memory */
+    kn_status *(*copy)(const struct kn_backend *b, void *dst, kn_device_kind dst_dev,
+                       const void *src, kn_device_kind src_dev, size_t bytes);
+    void *impl;
+} kn_backend;
+
+const kn_backend *kn_cpu_backend(void);
+
+/* Declarations of every infer function and CPU kernel (weak: a missing one reads as NULL and the
+ * op reports unsupported; tests/unit/test_ops.c fails while any is missing). */
+#define KN_OP(id, name, domain, inplace) \
+    kn_status *kn_infer_##id(kn_infer_ctx *c) __attribute__((weak)); \
+    kn_status *kn_cpu_##id(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, \
+                          kn_tensor *const *out, int n_out) __attribute__((weak));
+#include "ops.def"
+#undef KN_OP
+kn_infer_fn kn_op_infer(int op);
+
+/* ---- helpers for infer functions and kernels (graph/infer_common.c) ---- */
+/* Numpy-style broadcast of shapes a and b into out (ndim/dims); error if incompatible. */
+kn_status *kn_broadcast_shape(const kn_tensor *a, const kn_tensor *b, kn_tensor *out);
+/* Normalise a possibly negative axis into [0, rank); error naming the op if out of range. */
+kn_status *kn_norm_axis(int64_t axis, int rank, const kn_node *n, int *out);
+/* Same shape and dtype as in[0] (unary elementwise). */
+kn_status *kn_infer_same_as_input0(kn_infer_ctx *c);
+/* Read an integer tensor (int32/int64) into a freshly malloc'd int64 array; *n = numel. */
+kn_status *kn_tensor_to_i64(const kn_tensor *t, int64_t **vals, int64_t *n);
+/* Row-major strides (in elements) for a shape. */
+void kn_strides(const kn_tensor *t, int64_t *strides);
+/* Error for a dtype the kernel does not handle: names op and tensor. */
+kn_status *kn_err_dtype(const kn_node *n, const kn_tensor *t);
+
+#endif

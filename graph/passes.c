@@ -1,0 +1,228 @@
+/* Graph passes: op resolution, topological order, constant folding, dead-node elimination. */
+#include "passes.h"
+#include "ops.h"
+#include "runtime/executor.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void kn_graph_reindex_producers(kn_graph *g) {
+    for (int v = 0; v < g->n_values; v++) g->values[v].producer = -1;
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_outputs; k++)
+            if (g->nodes[i].outputs[k] >= 0) g->values[g->nodes[i].outputs[k]].producer = i;
+}
+
+/* Keep nodes with keep[i] != 0, freeing the others. */
+static void kn_graph_compact(kn_graph *g, const uint8_t *keep) {
+    int w = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        kn_node *n = &g->nodes[i];
+        if (keep[i]) { g->nodes[w++] = *n; continue; }
+        free(n->name); free(n->op_type); free(n->domain); free(n->inputs); free(n->outputs);
+        for (int a = 0; a < n->n_attrs; a++) kn_attr_clear(&n->attrs[a]);
+        free(n->attrs);
+    }
+    g->n_nodes = w;
+    kn_graph_reindex_producers(g);
+}
+
+void kn_graph_resolve_ops(kn_graph *g) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        kn_node *n = &g->nodes[i];
+        n->op = kn_op_lookup(n->op_type, n->domain);
+        if (n->opset == 0) n->opset = kn_graph_opset(g, n->domain);
+        for (int a = 0; a < n->n_attrs; a++)
+            if (n->attrs[a].g) kn_graph_resolve_ops(n->attrs[a].g);
+    }
+}
+
+kn_status *kn_graph_check_supported(const kn_graph *g) {
+    char list[1024];
+    size_t off = 0;
+    int missing = 0;
+    list[0] = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        bool ok = n->op >= 0 && kn_op_infer(n->op) && kn_cpu_backend()->kernel(kn_cpu_backend(), n->op);
+        if (!ok) {
+            /* list each (domain, op) once */
+            bool seen = false;
+            for (int j = 0; j < i && !seen; j++)
+                seen = strcmp(g->nodes[j].op_type, n->op_type) == 0 && strcmp(g->nodes[j].domain, n->domain) == 0;
+            if (!seen && off < sizeof list)
+                off += (size_t)snprintf(list + off, sizeof list - off, "%s%s (domain '%s', opset %d)", missing ? ", " : "",
+                                        n->op_type, n->domain[0] ? n->domain : "ai.onnx", n->opset);
+            if (!seen) missing++;
+        }
+        for (int a = 0; a < n->n_attrs; a++)
+            if (n->attrs[a].g) KN_TRY(kn_graph_check_supported(n->attrs[a].g));
+    }
+    if (missing) return kn_error(KN_ERR_UNSUPPORTED, "graph '%s': %d unsupported op%s: %s", g->name, missing, missing > 1 ? "s" : "", list);
+    return NULL;
+}
+
+kn_status *kn_graph_toposort(kn_graph *g) {
+    int nn = g->n_nodes;
+    if (nn == 0) return NULL;
+    int *pending = calloc((size_t)nn, sizeof(int));  /* inputs still to be produced */
+    int *order = malloc(sizeof(int) * (size_t)nn);
+    int *first = malloc(sizeof(int) * (size_t)(g->n_values ? g->n_values : 1)); /* consumer lists per value */
+    int *next = NULL, *who = NULL;
+    int n_edges = 0;
+    for (int i = 0; i < nn; i++) n_edges += g->nodes[i].n_inputs;
+    next = malloc(sizeof(int) * (size_t)(n_edges ? n_edges : 1));
+    who = malloc(sizeof(int) * (size_t)(n_edges ? n_edges : 1));
+    kn_node *sorted = malloc(sizeof(kn_node) * (size_t)nn);
+    kn_status *st = NULL;
+    if (!pending || !order || !first || !next || !who || !sorted) { st = KN_OOM(0); goto done; }
+    for (int v = 0; v < g->n_values; v++) first[v] = -1;
+    /* producers by scanning nodes: a value produced twice is an error */
+    for (int v = 0; v < g->n_values; v++) g->values[v].producer = -1;
+    for (int i = 0; i < nn; i++)
+        for (int k = 0; k < g->nodes[i].n_outputs; k++) {
+            int v = g->nodes[i].outputs[k];
+            if (v < 0) continue;
+            if (g->values[v].producer >= 0 || g->values[v].constant || g->values[v].is_input) {
+                st = kn_error(KN_ERR_INVALID_MODEL, "graph '%s': value '%s' is produced more than once (node '%s')", g->name, g->values[v].name, g->nodes[i].name);
+                goto done;
+            }
+            g->values[v].producer = i;
+        }
+    int e = 0;
+    for (int i = 0; i < nn; i++)
+        for (int k = 0; k < g->nodes[i].n_inputs; k++) {
+            int v = g->nodes[i].inputs[k];
+            if (v < 0 || g->values[v].producer < 0) continue;
+            pending[i]++;
+            who[e] = i;
+            next[e] = first[v];
+            first[v] = e++;
+        }
+    int head = 0, tail = 0;
+    for (int i = 0; i < nn; i++) if (pending[i] == 0) order[tail++] = i;
+    while (head < tail) {
+        int i = order[head++];
+        for (int k = 0; k < g->nodes[i].n_outputs; k++) {
+            int v = g->nodes[i].outputs[k];
+            if (v < 0) continue;
+            for (int ed = first[v]; ed >= 0; ed = next[ed])
+                if (--pending[who[ed]] == 0) order[tail++] = who[ed];
+            first[v] = -1; /* an output listed twice must not release consumers twice */
+        }
+    }
+    if (tail < nn) {
+        int bad = -1;
+        for (int i = 0; i < nn && bad < 0; i++) if (pending[i] > 0) bad = i;
+        st = kn_error(KN_ERR_INVALID_MODEL, "graph '%s' has a cycle: %d nodes never become ready (first: '%s', %s)",
+                      g->name, nn - tail, g->nodes[bad].name, g->nodes[bad].op_type);
+        goto done;
+    }
+    for (int i = 0; i < nn; i++) sorted[i] = g->nodes[order[i]];
+    memcpy(g->nodes, sorted, sizeof(kn_node) * (size_t)nn);
+    kn_graph_reindex_producers(g);
+    for (int i = 0; i < nn && !st; i++)
+        for (int a = 0; a < g->nodes[i].n_attrs && !st; a++)
+            if (g->nodes[i].attrs[a].g) st = kn_graph_toposort(g->nodes[i].attrs[a].g);
+done:
+    free(pending); free(order); free(first); free(next); free(who); free(sorted);
+    return st;
+}
+
+int kn_graph_eliminate_dead(kn_graph *g) {
+    if (g->n_nodes == 0) return 0;
+    uint8_t *live_v = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
+    uint8_t *keep = calloc((size_t)g->n_nodes, 1);
+    if (!live_v || !keep) { free(live_v); free(keep); return 0; }
+    for (int k = 0; k < g->n_outputs; k++) if (g->outputs[k] >= 0) live_v[g->outputs[k]] = 1;
+    /* nodes are in topological order: one backward sweep marks everything that feeds an output */
+    for (int i = g->n_nodes - 1; i >= 0; i--) {
+        kn_node *n = &g->nodes[i];
+        bool needed = false;
+        for (int k = 0; k < n->n_outputs && !needed; k++) needed = n->outputs[k] >= 0 && live_v[n->outputs[k]];
+        if (!needed) continue;
+        keep[i] = 1;
+        for (int k = 0; k < n->n_inputs; k++) if (n->inputs[k] >= 0) live_v[n->inputs[k]] = 1;
+    }
+    int removed = 0;
+    for (int i = 0; i < g->n_nodes; i++) removed += !keep[i];
+    if (removed) kn_graph_compact(g, keep);
+    free(live_v);
+    free(keep);
+    return removed;
+}
+
+kn_status *kn_graph_fold_constants(kn_graph *g, int64_t max_elems, int *folded) {
+    *folded = 0;
+    if (g->n_nodes == 0) return NULL;
+    uint8_t *keep = malloc((size_t)g->n_nodes);
+    const kn_tensor **inb = malloc(sizeof(void *) * (size_t)KN_NODE_MAX_IO);
+    kn_tensor **outb = malloc(sizeof(void *) * (size_t)KN_NODE_MAX_IO);
+    kn_tensor *outs = calloc((size_t)KN_NODE_MAX_IO, sizeof(kn_tensor));
+    kn_scratch scratch = {0};
+    kn_status *st = NULL;
+    if (!keep || !inb || !outb || !outs) { st = KN_OOM(0); goto done; }
+    memset(keep, 1, (size_t)g->n_nodes);
+    kn_exec_ctx ctx = {.backend = kn_cpu_backend(), .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch};
+    for (int i = 0; i < g->n_nodes; i++) {
+        kn_node *n = &g->nodes[i];
+        if (n->op < 0 || kn_op_is_volatile(n->op) || n->n_outputs > KN_NODE_MAX_IO || n->n_inputs > KN_NODE_MAX_IO) continue;
+        if (!kn_cpu_backend()->kernel(kn_cpu_backend(), n->op) || !kn_op_infer(n->op)) continue;
+        bool all_const = true, has_graph = false;
+        for (int a = 0; a < n->n_attrs; a++) if (n->attrs[a].g) has_graph = true;
+        for (int k = 0; k < n->n_inputs && all_const; k++) {
+            int v = n->inputs[k];
+            inb[k] = v >= 0 ? g->values[v].constant : NULL;
+            if (v >= 0 && !g->values[v].constant) all_const = false;
+        }
+        if (!all_const || has_graph) continue;
+        for (int k = 0; k < n->n_outputs; k++) {
+            int v = n->outputs[k];
+            memset(&outs[k], 0, sizeof(kn_tensor));
+            outs[k].ndim = -1;
+            outb[k] = v >= 0 ? &outs[k] : NULL;
+        }
+        /* infer first so an oversized result is never computed */
+        kn_infer_ctx ic = {.node = n, .in = inb, .n_in = n->n_inputs, .out = outb, .n_out = n->n_outputs};
+        kn_status *ist = kn_op_infer(n->op)(&ic);
+        if (ist) { kn_status_free(ist); continue; } /* the run reports it with real context */
+        bool small = true;
+        for (int k = 0; k < n->n_outputs; k++) {
+            if (!outb[k]) continue;
+            int64_t ne = kn_numel(outb[k]);
+            if (outb[k]->ndim < 0 || ne < 0 || ne > max_elems) small = false;
+            outb[k]->data = NULL;
+        }
+        if (!small) continue;
+        kn_status *est = kn_node_eval_host(&ctx, n, inb, n->n_inputs, outb, n->n_outputs);
+        if (est) { kn_status_free(est); continue; }
+        for (int k = 0; k < n->n_outputs; k++) {
+            int v = n->outputs[k];
+            if (v < 0) continue;
+            kn_tensor *c = malloc(sizeof *c);
+            if (!c) { st = KN_OOM(sizeof *c); goto done; }
+            *c = outs[k];
+            memset(&outs[k], 0, sizeof(kn_tensor));
+            g->values[v].constant = c;
+            g->values[v].type.dtype = c->dtype;
+            kn_tensor_set_shape(&g->values[v].type, c->ndim, c->dims);
+        }
+        keep[i] = 0;
+        (*folded)++;
+    }
+    if (*folded) kn_graph_compact(g, keep);
+done:
+    if (outs) for (int k = 0; k < KN_NODE_MAX_IO; k++) kn_tensor_release(&outs[k]);
+    kn_scratch_release(&scratch);
+    free(keep); free(inb); free(outb); free(outs);
+    return st;
+}
+
+kn_status *kn_graph_optimize(kn_graph *g) {
+    kn_graph_resolve_ops(g);
+    KN_TRY(kn_graph_toposort(g));
+    int folded = 0;
+    KN_TRY(kn_graph_fold_constants(g, (int64_t)1 << 24, &folded));
+    kn_graph_eliminate_dead(g);
+    return NULL;
+}

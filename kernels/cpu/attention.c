@@ -1,0 +1,370 @@
+/* CPU kernels for ai.onnx Attention (opset 23+) and RotaryEmbedding. Attention works on float
+ * copies of Q, K and V laid out [batch, heads, seq, head_size]; each task takes a block of query
+ * rows of one head, forms the scores with kn_sgemm, adds the combined additive bias (mask, causal,
+ * sliding window, padding), takes a guarded softmax and multiplies by V with kn_sgemm again.
+ * Semantics follow the ONNX reference: fully-masked rows (bias all -inf) give zeros. */
+#include "graph/ops.h"
+#include "kernels/cpu/gemm.h"
+#include "runtime/dtype.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- float views of the float-like dtypes the ops accept ---- */
+
+static bool attn_float_dtype(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
+
+static inline float load_f(const void *p, kn_dtype t, int64_t i)
+{
+    switch (t) {
+    case KN_F32: return ((const float *)p)[i];
+    case KN_F64: return (float)((const double *)p)[i];
+    case KN_F16: return kn_f16_to_f32(((const uint16_t *)p)[i]);
+    case KN_BF16: return kn_bf16_to_f32(((const uint16_t *)p)[i]);
+    case KN_BOOL: return ((const uint8_t *)p)[i] ? 1.0f : 0.0f;
+    default: return 0.0f;
+    }
+}
+
+static inline void store_f(void *p, kn_dtype t, int64_t i, float v)
+{
+    switch (t) {
+    case KN_F32: ((float *)p)[i] = v; break;
+    case KN_F64: ((double *)p)[i] = v; break;
+    case KN_F16: ((uint16_t *)p)[i] = kn_f32_to_f16(v); break;
+    case KN_BF16: ((uint16_t *)p)[i] = kn_f32_to_bf16(v); break;
+    default: break;
+    }
+}
+
+/* ---- Attention ---- */
+
+typedef struct attn_job {
+    int64_t B, Hq, Hkv, Sq, T, Dk, Dv, past, qblk, nblk;
+    const float *q;          /* [B,Hq,Sq,Dk] */
+    const float *k, *v;      /* [B,Hkv,T,Dk], [B,Hkv,T,Dv] */
+    float *y;                /* [B,Hq,Sq,Dv] */
+    float *qk;               /* [B,Hq,Sq,T] or NULL */
+    int qk_mode;
+    float scale, softcap;
+    /* additive mask as float, broadcast over [B,Hq,Sq,mT] through strides (0 = broadcast) */
+    const float *mask; int64_t mstride[4], mT;
+    bool causal;
+    int64_t left, right;     /* sliding window, -1 = unbounded */
+    const int64_t *nonpad;   /* [B] or NULL */
+    bool failed;             /* allocation failure inside a task */
+} attn_job;
+
+static int64_t attn_offset(const attn_job *j, int64_t b)
+{
+    if (j->past > 0) return j->past;
+    if (j->nonpad) return j->nonpad[b] - j->Sq;
+    return 0;
+}
+
+/* Additive bias for query row i of (b, h) into bias[T]; returns whether every key is masked. */
+static bool attn_bias_row(const attn_job *j, int64_t b, int64_t h, int64_t i, float *bias)
+{
+    int64_t off = attn_offset(j, b);
+    bool all_masked = true;
+    for (int64_t t = 0; t < j->T; t++) {
+        float v = 0.0f;
+        if (j->mask) {
+            if (t < j->mT) v = j->mask[b * j->mstride[0] + h * j->mstride[1] + i * j->mstride[2] + t * j->mstride[3]];
+            else v = -INFINITY;
+        }
+        if (j->causal && t > i + off) v = -INFINITY;
+        if (j->left >= 0 || j->right >= 0) {
+            int64_t diff = i + off - t;
+            if (j->left >= 0 && diff > j->left) v = -INFINITY;
+            if (j->right >= 0 && -diff > j->right) v = -INFINITY;
+        }
+        if (j->nonpad && t >= j->nonpad[b]) v = -INFINITY;
+        bias[t] = v;
+        if (!(isinf(v) && v < 0)) all_masked = false;
+    }
+    return all_masked;
+}
+
+static void attn_task(void *vctx, int64_t begin, int64_t end)
+{
+    attn_job *j = vctx;
+    int64_t T = j->T;
+    float *s = malloc(sizeof(float) * (size_t)(j->qblk * T + T));
+    if (!s) { j->failed = true; return; }
+    float *bias = s + j->qblk * T;
+    for (int64_t task = begin; task < end; task++) {
+        int64_t blk = task % j->nblk, bh = task / j->nblk;
+        int64_t b = bh / j->Hq, h = bh % j->Hq, kvh = h / (j->Hq / j->Hkv);
+        int64_t i0 = blk * j->qblk, m = j->Sq - i0 < j->qblk ? j->Sq - i0 : j->qblk;
+        const float *q = j->q + ((b * j->Hq + h) * j->Sq + i0) * j->Dk;
+        const float *k = j->k + (b * j->Hkv + kvh) * T * j->Dk;
+        const float *v = j->v + (b * j->Hkv + kvh) * T * j->Dv;
+        float *y = j->y + ((b * j->Hq + h) * j->Sq + i0) * j->Dv;
+        if (T > 0 && j->Dk > 0)
+            kn_sgemm(NULL, false, true, m, T, j->Dk, j->scale, q, j->Dk, k, j->Dk, 0.0f, s, T);
+        else
+            memset(s, 0, sizeof(float) * (size_t)(m * T));
+        for (int64_t r = 0; r < m; r++) {
+            int64_t i = i0 + r;
+            float *row = s + r * T;
+            float *qk = j->qk ? j->qk + ((b * j->Hq + h) * j->Sq + i) * T : NULL;
+            if (j->softcap > 0.0f)
+                for (int64_t t = 0; t < T; t++) row[t] = j->softcap * tanhf(row[t] / j->softcap);
+            if (qk && j->qk_mode <= 1) memcpy(qk, row, sizeof(float) * (size_t)T);
+            bool all_masked = attn_bias_row(j, b, h, i, bias);
+            for (int64_t t = 0; t < T; t++) row[t] += bias[t];
+            if (qk && j->qk_mode == 2) memcpy(qk, row, sizeof(float) * (size_t)T);
+            /* numpy's max propagates NaN, which then spreads over the row */
+            float mx = -INFINITY;
+            bool has_nan = false;
+            for (int64_t t = 0; t < T; t++) {
+                if (isnan(row[t])) has_nan = true;
+                else if (row[t] > mx) mx = row[t];
+            }
+            if (has_nan) mx = NAN;
+            if (all_masked || (isinf(mx) && mx < 0)) {
+                memset(row, 0, sizeof(float) * (size_t)T);
+            } else {
+                float sum = 0.0f;
+                for (int64_t t = 0; t < T; t++) { row[t] = expf(row[t] - mx); sum += row[t]; }
+                if (sum == 0.0f) sum = 1.0f;
+                float inv = 1.0f / sum;
+                for (int64_t t = 0; t < T; t++) row[t] *= inv;
+            }
+            if (qk && j->qk_mode == 3) memcpy(qk, row, sizeof(float) * (size_t)T);
+        }
+        if (T > 0 && j->Dv > 0)
+            kn_sgemm(NULL, false, false, m, j->Dv, T, 1.0f, s, T, v, j->Dv, 0.0f, y, j->Dv);
+        else
+            memset(y, 0, sizeof(float) * (size_t)(m * j->Dv));
+    }
+    free(s);
+}
+
+/* Copies a Q/K/V input (3-D [B,S,H*D] or 4-D [B,H,S,D]) into a float [B,H,S,D] buffer at
+ * sequence offset s0 of a buffer holding Stot positions. */
+static void attn_load_heads(const kn_tensor *x, int64_t B, int64_t H, int64_t S, int64_t D,
+                            float *dst, int64_t Stot, int64_t s0)
+{
+    bool is3 = x->ndim == 3;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t s = 0; s < S; s++) {
+                int64_t src = is3 ? ((b * S + s) * H + h) * D : ((b * H + h) * S + s) * D;
+                float *d = dst + ((b * H + h) * Stot + s0 + s) * D;
+                if (x->dtype == KN_F32) memcpy(d, (const float *)x->data + src, sizeof(float) * (size_t)D);
+                else for (int64_t e = 0; e < D; e++) d[e] = load_f(x->data, x->dtype, src + e);
+            }
+}
+
+kn_status *kn_cpu_Attention(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                            kn_tensor *const *out, int n_out)
+{
+    char b1[KN_DESC_LEN], b2[KN_DESC_LEN], b3[KN_DESC_LEN];
+    const kn_tensor *Q = in[0], *K = in[1], *V = in[2];
+    const kn_tensor *mask = n_in > 3 ? in[3] : NULL, *pk = n_in > 4 ? in[4] : NULL, *pv = n_in > 5 ? in[5] : NULL;
+    const kn_tensor *np_t = n_in > 6 ? in[6] : NULL;
+    if (!Q || !K || !V) return kn_error(KN_ERR_INVALID_MODEL, "Attention: Q, K and V are required");
+    if (!attn_float_dtype(Q->dtype)) return kn_err_dtype(node, Q);
+    if (!attn_float_dtype(K->dtype)) return kn_err_dtype(node, K);
+    if (!attn_float_dtype(V->dtype)) return kn_err_dtype(node, V);
+    if (Q->ndim != K->ndim || Q->ndim != V->ndim || (Q->ndim != 3 && Q->ndim != 4))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: Q %s, K %s, V %s must all be 3-D or 4-D",
+                        kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2), kn_tensor_desc(V, b3, sizeof b3));
+    if ((pk == NULL) != (pv == NULL))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: past_key and past_value must be given together");
+    attn_job j;
+    memset(&j, 0, sizeof j);
+    int64_t B = Q->dims[0], Hq, Hkv, Sq, Skv, Dk, Dv;
+    if (Q->ndim == 3) {
+        Hq = kn_attr_int(node, "q_num_heads", 0);
+        Hkv = kn_attr_int(node, "kv_num_heads", 0);
+        if (Hq <= 0 || Hkv <= 0 || Q->dims[2] % Hq || K->dims[2] % Hkv || V->dims[2] % Hkv)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: hidden sizes of Q %s, K %s, V %s do not split into q_num_heads %lld / kv_num_heads %lld",
+                            kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2), kn_tensor_desc(V, b3, sizeof b3),
+                            (long long)Hq, (long long)Hkv);
+        Sq = Q->dims[1]; Skv = K->dims[1]; Dk = K->dims[2] / Hkv; Dv = V->dims[2] / Hkv;
+        if (Q->dims[2] / Hq != Dk || V->dims[1] != Skv)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: head sizes of Q %s, K %s, V %s disagree",
+                            kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2), kn_tensor_desc(V, b3, sizeof b3));
+    } else {
+        Hq = Q->dims[1]; Hkv = K->dims[1]; Sq = Q->dims[2]; Skv = K->dims[2]; Dk = K->dims[3]; Dv = V->dims[3];
+        if (Q->dims[3] != Dk || V->dims[1] != Hkv || V->dims[2] != Skv)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: shapes of Q %s, K %s, V %s disagree",
+                            kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2), kn_tensor_desc(V, b3, sizeof b3));
+    }
+    if (K->dims[0] != B || V->dims[0] != B || Hkv <= 0 || Hq % Hkv)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: batch or head counts of Q %s, K %s, V %s are incompatible (q heads must be a multiple of kv heads)",
+                        kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2), kn_tensor_desc(V, b3, sizeof b3));
+    int64_t past = 0;
+    if (pk) {
+        if (pk->ndim != 4 || pv->ndim != 4 || pk->dims[0] != B || pk->dims[1] != Hkv || pk->dims[3] != Dk ||
+            pv->dims[0] != B || pv->dims[1] != Hkv || pv->dims[3] != Dv || pv->dims[2] != pk->dims[2])
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: past_key %s / past_value %s do not match K %s",
+                            kn_tensor_desc(pk, b1, sizeof b1), kn_tensor_desc(pv, b2, sizeof b2), kn_tensor_desc(K, b3, sizeof b3));
+        if (!attn_float_dtype(pk->dtype)) return kn_err_dtype(node, pk);
+        if (!attn_float_dtype(pv->dtype)) return kn_err_dtype(node, pv);
+        past = pk->dims[2];
+    }
+    int64_t T = past + Skv;
+    j.B = B; j.Hq = Hq; j.Hkv = Hkv; j.Sq = Sq; j.T = T; j.Dk = Dk; j.Dv = Dv; j.past = past;
+    float scale = kn_attr_float(node, "scale", 0.0f);
+    if (!kn_node_attr(node, "scale")) scale = Dk > 0 ? 1.0f / sqrtf((float)Dk) : 1.0f;
+    j.scale = scale;
+    j.softcap = kn_attr_float(node, "softcap", 0.0f);
+    j.causal = kn_attr_int(node, "is_causal", 0) != 0;
+    j.qk_mode = (int)kn_attr_int(node, "qk_matmul_output_mode", 0);
+    if (j.qk_mode < 0 || j.qk_mode > 3)
+        return kn_error(KN_ERR_INVALID_MODEL, "Attention: qk_matmul_output_mode %d not in 0..3", j.qk_mode);
+    j.left = kn_attr_int(node, "left_window_size", -1);
+    j.right = kn_attr_int(node, "right_window_size", -1);
+    if (j.left < -1 || j.right < -1)
+        return kn_error(KN_ERR_INVALID_MODEL, "Attention: window sizes must be -1 or nonnegative");
+
+    if (np_t) {
+        if (pk) return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: nonpad_kv_seqlen cannot be combined with past_key");
+        if (np_t->ndim != 1 || np_t->dims[0] != B || (np_t->dtype != KN_I64 && np_t->dtype != KN_I32))
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: nonpad_kv_seqlen %s must be int64 [batch=%lld]",
+                            kn_tensor_desc(np_t, b1, sizeof b1), (long long)B);
+        int64_t *npv = kn_scratch_alloc(ctx, sizeof(int64_t) * (size_t)(B ? B : 1));
+        if (!npv) return KN_OOM(sizeof(int64_t) * B);
+        for (int64_t b = 0; b < B; b++) npv[b] = kn_get_i64(np_t, b);
+        j.nonpad = npv;
+    }
+    if (mask) {
+        if (mask->ndim < 1 || mask->ndim > 4)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: attn_mask %s must have rank 1..4", kn_tensor_desc(mask, b1, sizeof b1));
+        if (mask->dtype != KN_BOOL && !attn_float_dtype(mask->dtype)) return kn_err_dtype(node, mask);
+        int64_t full[4] = {B, Hq, Sq, T}, md[4] = {1, 1, 1, 1};
+        for (int d = 0; d < mask->ndim; d++) md[4 - mask->ndim + d] = mask->dims[d];
+        for (int d = 0; d < 3; d++)
+            if (md[d] != 1 && md[d] != full[d])
+                return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: attn_mask %s does not broadcast to [%lld,%lld,%lld,%lld]",
+                                kn_tensor_desc(mask, b1, sizeof b1), (long long)B, (long long)Hq, (long long)Sq, (long long)T);
+        if (md[3] > T)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: attn_mask %s is longer than the %lld keys",
+                            kn_tensor_desc(mask, b1, sizeof b1), (long long)T);
+        int64_t n = kn_numel(mask);
+        float *mf = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(n ? n : 1));
+        if (!mf) return KN_OOM(sizeof(float) * n);
+        for (int64_t i = 0; i < n; i++) {
+            if (mask->dtype == KN_BOOL) mf[i] = ((const uint8_t *)mask->data)[i] ? 0.0f : -INFINITY;
+            else mf[i] = load_f(mask->data, mask->dtype, i);
+        }
+        int64_t st = 1;
+        for (int d = 3; d >= 0; d--) { j.mstride[d] = md[d] == 1 && d < 3 ? 0 : st; st *= md[d]; }
+        j.mask = mf;
+        j.mT = md[3];
+    }
+
+    /* float copies of Q and the full key/value sequences */
+    size_t nq = (size_t)(B * Hq * Sq * Dk), nk = (size_t)(B * Hkv * T * Dk), nv = (size_t)(B * Hkv * T * Dv);
+    size_t ny = (size_t)(B * Hq * Sq * Dv), nqk = (size_t)(B * Hq * Sq * T);
+    float *qf = kn_scratch_alloc(ctx, sizeof(float) * (nq + 1));
+    float *kf = kn_scratch_alloc(ctx, sizeof(float) * (nk + 1));
+    float *vf = kn_scratch_alloc(ctx, sizeof(float) * (nv + 1));
+    kn_tensor *Y = out[0];
+    kn_tensor *PK = n_out > 1 ? out[1] : NULL, *PV = n_out > 2 ? out[2] : NULL, *QK = n_out > 3 ? out[3] : NULL;
+    bool y_direct = Y->dtype == KN_F32 && Q->ndim == 4;
+    float *yf = y_direct ? (float *)Y->data : kn_scratch_alloc(ctx, sizeof(float) * (ny + 1));
+    float *qkf = NULL;
+    if (QK && QK->data) qkf = QK->dtype == KN_F32 ? (float *)QK->data : kn_scratch_alloc(ctx, sizeof(float) * (nqk + 1));
+    if (!qf || !kf || !vf || !yf || (QK && QK->data && !qkf)) return KN_OOM(sizeof(float) * (nq + nk + nv + ny));
+    attn_load_heads(Q, B, Hq, Sq, Dk, qf, Sq, 0);
+    if (pk) {
+        attn_load_heads(pk, B, Hkv, past, Dk, kf, T, 0);
+        attn_load_heads(pv, B, Hkv, past, Dv, vf, T, 0);
+    }
+    attn_load_heads(K, B, Hkv, Skv, Dk, kf, T, past);
+    attn_load_heads(V, B, Hkv, Skv, Dv, vf, T, past);
+    j.q = qf; j.k = kf; j.v = vf; j.y = yf; j.qk = qkf;
+
+    j.qblk = 64;
+    j.nblk = Sq > 0 ? (Sq + j.qblk - 1) / j.qblk : 0;
+    int64_t tasks = B * Hq * j.nblk;
+    if (tasks > 0) kn_parallel_for(ctx->pool, tasks, 1, attn_task, &j);
+    if (j.failed) return KN_OOM(sizeof(float) * (size_t)(j.qblk * T + T));
+
+    /* results back into the outputs' dtypes and layouts */
+    if (!y_direct) {
+        bool is3 = Q->ndim == 3;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t h = 0; h < Hq; h++)
+                for (int64_t s = 0; s < Sq; s++) {
+                    const float *src = yf + ((b * Hq + h) * Sq + s) * Dv;
+                    int64_t dst = is3 ? ((b * Sq + s) * Hq + h) * Dv : ((b * Hq + h) * Sq + s) * Dv;
+                    for (int64_t e = 0; e < Dv; e++) store_f(Y->data, Y->dtype, dst + e, src[e]);
+                }
+    }
+    if (PK && PK->data) for (size_t i = 0; i < nk; i++) store_f(PK->data, PK->dtype, (int64_t)i, kf[i]);
+    if (PV && PV->data) for (size_t i = 0; i < nv; i++) store_f(PV->data, PV->dtype, (int64_t)i, vf[i]);
+    if (qkf && QK->dtype != KN_F32) for (size_t i = 0; i < nqk; i++) store_f(QK->data, QK->dtype, (int64_t)i, qkf[i]);
+    return NULL;
+}
+
+/* ---- RotaryEmbedding ---- */
+
+kn_status *kn_cpu_RotaryEmbedding(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                  kn_tensor *const *out, int n_out)
+{
+    char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
+    const kn_tensor *X = in[0], *cosc = in[1], *sinc = in[2], *pos = n_in > 3 ? in[3] : NULL;
+    kn_tensor *Y = out[0];
+    if (!attn_float_dtype(X->dtype)) return kn_err_dtype(node, X);
+    if (!attn_float_dtype(cosc->dtype)) return kn_err_dtype(node, cosc);
+    if (!attn_float_dtype(sinc->dtype)) return kn_err_dtype(node, sinc);
+    int64_t B, S, H, D;
+    bool is4 = X->ndim == 4;
+    if (is4) { B = X->dims[0]; H = X->dims[1]; S = X->dims[2]; D = X->dims[3]; }
+    else if (X->ndim == 3) {
+        B = X->dims[0]; S = X->dims[1];
+        H = kn_attr_int(node, "num_heads", 0);
+        if (H <= 0 || X->dims[2] % H)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: 3-D input %s needs num_heads dividing its hidden size",
+                            kn_tensor_desc(X, b1, sizeof b1));
+        D = X->dims[2] / H;
+    } else return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: input %s must be 3-D or 4-D", kn_tensor_desc(X, b1, sizeof b1));
+    int64_t rd = kn_attr_int(node, "rotary_embedding_dim", 0);
+    if (rd == 0) rd = D;
+    int64_t half = rd / 2;
+    bool inter = kn_attr_int(node, "interleaved", 0) != 0;
+    if (rd < 0 || rd > D || rd % 2)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: rotary_embedding_dim %lld invalid for head size %lld",
+                        (long long)rd, (long long)D);
+    if (!kn_same_shape(cosc, sinc) || cosc->ndim < 2 || cosc->dims[cosc->ndim - 1] != half)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: caches %s / %s must end in rotary_dim/2 = %lld",
+                        kn_tensor_desc(cosc, b1, sizeof b1), kn_tensor_desc(sinc, b2, sizeof b2), (long long)half);
+    if (pos) {
+        if (cosc->ndim != 2 || pos->ndim != 2 || pos->dims[0] != B || pos->dims[1] != S)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: position_ids %s must be [%lld,%lld] with a 2-D cache %s",
+                            kn_tensor_desc(pos, b1, sizeof b1), (long long)B, (long long)S, kn_tensor_desc(cosc, b2, sizeof b2));
+    } else if (cosc->ndim != 3 || cosc->dims[0] != B || cosc->dims[1] != S) {
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: without position_ids the cache %s must be [%lld,%lld,%lld]",
+                        kn_tensor_desc(cosc, b1, sizeof b1), (long long)B, (long long)S, (long long)half);
+    }
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t s = 0; s < S; s++) {
+            int64_t crow;
+            if (pos) {
+                int64_t p = kn_get_i64(pos, b * S + s);
+                if (p < 0 || p >= cosc->dims[0])
+                    return kn_error(KN_ERR_RUNTIME, "RotaryEmbedding: position id %lld outside the cache of %lld rows",
+                                    (long long)p, (long long)cosc->dims[0]);
+                crow = p * half;
+            } else crow = (b * S + s) * half;
+            for (int64_t h = 0; h < H; h++) {
+                int64_t base = is4 ? ((b * H + h) * S + s) * D : ((b * S + s) * H + h) * D;
+                for (int64_t k = 0; k < half; k++) {
+                    float c = load_f(cosc->data, cosc->dtype, crow + k), sn = load_f(sinc->data, sinc->dtype, crow + k);
+                    int64_t i1 = inter ? base + 2 * k : base + k, i2 = inter ? base + 2 * k + 1 : base + k + half;
+                    float x1 = load_f(X->data, X->dtype, i1), x2 = load_f(X->data, X->dtype, i2);
+                    store_f(Y->data, Y->dtype, i1, c * x1 - sn * x2);
+                    store_f(Y->data, Y->dtype, i2, sn * x1 + c * x2);
+                }
+                if (Y->data != X->data)
+                    for (int64_t e = rd; e < D; e++) store_f(Y->data, Y->dtype, base + e, load_f(X->data, X->dtype, base + e));
+            }
+        }
+    return NULL;
+}

@@ -1,0 +1,361 @@
+/* kn_sgemm: packed, cache-blocked single-precision GEMM. The structure follows the usual
+ * Goto/BLIS design: for each NC-wide column block and KC-deep slice of K, op(B) is packed into
+ * NR-wide interleaved panels, then for each MC-high row block op(A) is packed (scaled by alpha)
+ * into MR-high panels, and a register-tiled micro-kernel computes MR x NR tiles of C. Work is
+ * split into one rectangular region of C per thread, each with its own packing buffers, so the
+ * threads never synchronise inside a call. Skinny products (M <= 4) skip packing entirely. */
+#include "kernels/cpu/gemm.h"
+#include <stdlib.h>
+#include <string.h>
+
+/* KC covers K = 384 (BERT-base/MiniLM hidden size) in one slice, so C is written once; an MC x KC
+ * block of A (144 KiB) stays in L2 and one KC x NR panel of B in L1/L2 while the micro-kernel
+ * sweeps the block. MC is a multiple of every MR (4, 6, 8) and NC of every NR (8, 16, 32). */
+#ifndef KC_MAX
+#define KC_MAX 384
+#endif
+#define MC_MAX 96
+#define NC_MAX 1536
+#define SCALAR_MR 4
+#define SCALAR_NR 8
+
+typedef struct isa_desc {
+    int isa;
+    int mr, nr;
+    kn_sgemm_micro_fn micro;
+    kn_sgemm_rows_fn rows; /* NULL: no skinny path */
+} isa_desc;
+
+static void micro_scalar(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta)
+{
+    float acc[SCALAR_MR][SCALAR_NR] = {{0}};
+    for (int64_t k = 0; k < kc; k++, Ap += SCALAR_MR, Bp += SCALAR_NR)
+        for (int r = 0; r < SCALAR_MR; r++)
+            for (int j = 0; j < SCALAR_NR; j++) acc[r][j] += Ap[r] * Bp[j];
+    for (int r = 0; r < SCALAR_MR; r++)
+        for (int j = 0; j < SCALAR_NR; j++) {
+            float *p = C + r * ldc + j;
+            *p = beta == 0.0f ? acc[r][j] : beta * *p + acc[r][j];
+        }
+}
+
+static int resolve_isa(int want)
+{
+    __builtin_cpu_init();
+    bool has512 = __builtin_cpu_supports("avx512f");
+    bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (want == KN_SGEMM_ISA_SCALAR) return KN_SGEMM_ISA_SCALAR;
+    if (want == KN_SGEMM_ISA_AVX2) return has2 ? KN_SGEMM_ISA_AVX2 : KN_SGEMM_ISA_SCALAR;
+    if (has512) return KN_SGEMM_ISA_AVX512;
+    return has2 ? KN_SGEMM_ISA_AVX2 : KN_SGEMM_ISA_SCALAR;
+}
+
+static isa_desc get_isa(int want)
+{
+    isa_desc d;
+    d.isa = resolve_isa(want);
+    switch (d.isa) {
+    case KN_SGEMM_ISA_AVX512:
+        d.mr = KN_SGEMM_AVX512_MR; d.nr = KN_SGEMM_AVX512_NR;
+        d.micro = kn_sgemm_micro_avx512; d.rows = kn_sgemm_rows_avx512;
+        break;
+    case KN_SGEMM_ISA_AVX2:
+        d.mr = KN_SGEMM_AVX2_MR; d.nr = KN_SGEMM_AVX2_NR;
+        d.micro = kn_sgemm_micro_avx2; d.rows = kn_sgemm_rows_avx2;
+        break;
+    default:
+        d.mr = SCALAR_MR; d.nr = SCALAR_NR;
+        d.micro = micro_scalar; d.rows = NULL;
+        break;
+    }
+    return d;
+}
+
+const char *kn_sgemm_isa_name(int isa)
+{
+    switch (resolve_isa(isa)) {
+    case KN_SGEMM_ISA_AVX512: return "avx512";
+    case KN_SGEMM_ISA_AVX2: return "avx2";
+    default: return "scalar";
+    }
+}
+
+void kn_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                  float beta, float *C, int64_t ldc)
+{
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            double s = 0;
+            for (int64_t k = 0; k < K; k++) {
+                float a = trans_a ? A[k * lda + i] : A[i * lda + k];
+                float b = trans_b ? B[j * ldb + k] : B[k * ldb + j];
+                s += (double)a * b;
+            }
+            float *c = C + i * ldc + j;
+            *c = beta == 0.0f ? (float)(alpha * s) : (float)(alpha * s + (double)beta * *c);
+        }
+}
+
+static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc)
+{
+    if (beta == 1.0f) return;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+}
+
+/* op(A)[ic:ic+mc, pc:pc+kc] * alpha into MR-row panels: dst[panel][k*MR + r], zero-padded. */
+static void pack_a(bool ta, const float *A, int64_t lda, int64_t ic, int64_t pc, int64_t mc,
+                   int64_t kc, int mr_full, float alpha, float *dst)
+{
+    for (int64_t ir = 0; ir < mc; ir += mr_full, dst += mr_full * kc) {
+        int mr = mc - ir < mr_full ? (int)(mc - ir) : mr_full;
+        if (!ta) {
+            for (int r = 0; r < mr; r++) {
+                const float *src = A + (ic + ir + r) * lda + pc;
+                for (int64_t k = 0; k < kc; k++) dst[k * mr_full + r] = alpha * src[k];
+            }
+            for (int r = mr; r < mr_full; r++)
+                for (int64_t k = 0; k < kc; k++) dst[k * mr_full + r] = 0.0f;
+        } else {
+            for (int64_t k = 0; k < kc; k++) {
+                const float *src = A + (pc + k) * lda + ic + ir;
+                float *d = dst + k * mr_full;
+                int r = 0;
+                for (; r < mr; r++) d[r] = alpha * src[r];
+                for (; r < mr_full; r++) d[r] = 0.0f;
+            }
+        }
+    }
+}
+
+/* op(B)[pc:pc+kc, jc:jc+nc] into NR-column panels: dst[panel][k*NR + j], zero-padded. */
+static void pack_b(bool tb, const float *B, int64_t ldb, int64_t pc, int64_t jc, int64_t kc,
+                   int64_t nc, int nr_full, float *dst)
+{
+    for (int64_t jr = 0; jr < nc; jr += nr_full, dst += nr_full * kc) {
+        int nr = nc - jr < nr_full ? (int)(nc - jr) : nr_full;
+        if (!tb) {
+            for (int64_t k = 0; k < kc; k++) {
+                const float *src = B + (pc + k) * ldb + jc + jr;
+                float *d = dst + k * nr_full;
+                if (nr == nr_full) {
+                    memcpy(d, src, sizeof(float) * (size_t)nr_full);
+                } else {
+                    int j = 0;
+                    for (; j < nr; j++) d[j] = src[j];
+                    for (; j < nr_full; j++) d[j] = 0.0f;
+                }
+            }
+        } else {
+            for (int j = 0; j < nr; j++) {
+                const float *src = B + (jc + jr + j) * ldb + pc;
+                for (int64_t k = 0; k < kc; k++) dst[k * nr_full + j] = src[k];
+            }
+            for (int j = nr; j < nr_full; j++)
+                for (int64_t k = 0; k < kc; k++) dst[k * nr_full + j] = 0.0f;
+        }
+    }
+}
+
+static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+/* One thread's share: the whole blocked algorithm on an M x N region of C. */
+static void sgemm_region(const isa_desc *d, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                         float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                         float beta, float *C, int64_t ldc)
+{
+    const int MR = d->mr, NR = d->nr;
+    int64_t kc_max = K < KC_MAX ? K : KC_MAX;
+    int64_t mc_max = round_up(M < MC_MAX ? M : MC_MAX, MR);
+    int64_t nc_max = round_up(N < NC_MAX ? N : NC_MAX, NR);
+    size_t bytes = sizeof(float) * (size_t)(mc_max * kc_max + nc_max * kc_max + MR * NR) + 128;
+    float *ws = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!ws) { /* no memory for packing: still give the right answer */
+        kn_sgemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    float *Ap = ws, *Bp = ws + round_up(mc_max * kc_max, 16), *tile = Bp + round_up(nc_max * kc_max, 16);
+    for (int64_t jc = 0; jc < N; jc += NC_MAX) {
+        int64_t nc = N - jc < NC_MAX ? N - jc : NC_MAX;
+        for (int64_t pc = 0; pc < K; pc += KC_MAX) {
+            int64_t kc = K - pc < KC_MAX ? K - pc : KC_MAX;
+            float bet = pc == 0 ? beta : 1.0f;
+            pack_b(tb, B, ldb, pc, jc, kc, nc, NR, Bp);
+            for (int64_t ic = 0; ic < M; ic += MC_MAX) {
+                int64_t mc = M - ic < MC_MAX ? M - ic : MC_MAX;
+                pack_a(ta, A, lda, ic, pc, mc, kc, MR, alpha, Ap);
+                for (int64_t jr = 0; jr < nc; jr += NR) {
+                    int nr = nc - jr < NR ? (int)(nc - jr) : NR;
+                    const float *bp = Bp + jr * kc;
+                    for (int64_t ir = 0; ir < mc; ir += MR) {
+                        int mr = mc - ir < MR ? (int)(mc - ir) : MR;
+                        const float *ap = Ap + ir * kc;
+                        float *c = C + (ic + ir) * ldc + jc + jr;
+                        if (mr == MR && nr == NR) {
+                            d->micro(kc, ap, bp, c, ldc, bet);
+                        } else {
+                            d->micro(kc, ap, bp, tile, NR, 0.0f);
+                            for (int r = 0; r < mr; r++)
+                                for (int j = 0; j < nr; j++) {
+                                    float *p = c + r * ldc + j;
+                                    *p = bet == 0.0f ? tile[r * NR + j] : bet * *p + tile[r * NR + j];
+                                }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    free(ws);
+}
+
+typedef struct gemm_job {
+    const isa_desc *d;
+    bool ta, tb;
+    int64_t M, N, K;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+    int64_t lda, ldb, ldc;
+    int64_t tm, tn;       /* task grid */
+    int64_t rows, cols;   /* region size per task (the last ones are smaller) */
+    bool skinny;
+} gemm_job;
+
+static void gemm_task(void *ctx, int64_t begin, int64_t end)
+{
+    const gemm_job *j = ctx;
+    for (int64_t t = begin; t < end; t++) {
+        int64_t i0 = (t / j->tn) * j->rows, j0 = (t % j->tn) * j->cols;
+        if (i0 >= j->M || j0 >= j->N) continue;
+        int64_t m = j->M - i0 < j->rows ? j->M - i0 : j->rows;
+        int64_t n = j->N - j0 < j->cols ? j->N - j0 : j->cols;
+        const float *a = j->ta ? j->A + i0 : j->A + i0 * j->lda;
+        const float *b = j->tb ? j->B + j0 * j->ldb : j->B + j0;
+        float *c = j->C + i0 * j->ldc + j0;
+        if (j->skinny)
+            j->d->rows(m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->beta, c, j->ldc);
+        else
+            sgemm_region(j->d, j->ta, j->tb, m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->beta, c, j->ldc);
+    }
+}
+
+static void sgemm_dispatch(kn_threadpool *pool, int isa, bool ta, bool tb, int64_t M, int64_t N,
+                           int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                           int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) {
+        scale_c(M, N, beta, C, ldc);
+        return;
+    }
+    isa_desc d = get_isa(isa);
+    gemm_job j = {&d, ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, 1, 1, M, N, false};
+    j.skinny = d.rows && M <= 4 && !ta && !tb;
+    int64_t T = pool ? kn_threadpool_size(pool) : 1;
+    double flops = 2.0 * (double)M * (double)N * (double)K;
+    /* Below ~1 MFLOP the fork/join costs more than it saves. */
+    if (T > 1 && flops >= 1e6) {
+        int64_t unit_n = j.skinny ? 64 : d.nr;
+        if (j.skinny) {
+            j.tm = 1; j.tn = T;
+        } else {
+            /* Pick the grid tm x tn = T whose padded per-task area is smallest; ties go to
+             * splitting M, which keeps each task's packed B panels long. */
+            double best = -1;
+            for (int64_t tm = T; tm >= 1; tm--) {
+                if (T % tm) continue;
+                int64_t tn = T / tm;
+                double area = (double)round_up((M + tm - 1) / tm, d.mr) * (double)round_up((N + tn - 1) / tn, unit_n);
+                if (best < 0 || area < best) { best = area; j.tm = tm; j.tn = tn; }
+            }
+        }
+        j.rows = round_up((M + j.tm - 1) / j.tm, j.skinny ? 1 : d.mr);
+        j.cols = round_up((N + j.tn - 1) / j.tn, unit_n);
+    }
+    int64_t tasks = j.tm * j.tn;
+    if (tasks == 1)
+        gemm_task(&j, 0, 1);
+    else
+        kn_parallel_for(pool, tasks, 1, gemm_task, &j);
+}
+
+void kn_sgemm(kn_threadpool *pool, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+              float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+              float beta, float *C, int64_t ldc)
+{
+    sgemm_dispatch(pool, KN_SGEMM_ISA_AUTO, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void kn_sgemm_isa(kn_threadpool *pool, int isa, bool trans_a, bool trans_b, int64_t M, int64_t N,
+                  int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                  float beta, float *C, int64_t ldc)
+{
+    sgemm_dispatch(pool, isa, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+typedef struct batch_job {
+    bool ta, tb;
+    int64_t M, N, K;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+    int64_t lda, ldb, ldc, sa, sb, sc;
+} batch_job;
+
+static void batch_task(void *ctx, int64_t begin, int64_t end)
+{
+    const batch_job *j = ctx;
+    for (int64_t b = begin; b < end; b++)
+        sgemm_dispatch(NULL, KN_SGEMM_ISA_AUTO, j->ta, j->tb, j->M, j->N, j->K, j->alpha,
+                       j->A + b * j->sa, j->lda, j->B + b * j->sb, j->ldb, j->beta,
+                       j->C + b * j->sc, j->ldc);
+}
+
+void kn_sgemm_batched(kn_threadpool *pool, bool trans_a, bool trans_b, int64_t batch,
+                      int64_t M, int64_t N, int64_t K, float alpha,
+                      const float *A, int64_t lda, int64_t stride_a,
+                      const float *B, int64_t ldb, int64_t stride_b,
+                      float beta, float *C, int64_t ldc, int64_t stride_c)
+{
+    if (batch <= 0) return;
+    int64_t T = pool ? kn_threadpool_size(pool) : 1;
+    double flops = 2.0 * (double)M * (double)N * (double)K;
+    /* Many small products: one whole product per task. Few big ones: thread inside each. */
+    if (batch == 1 || T <= 1 || (batch < 2 * T && flops >= 4e6)) {
+        for (int64_t b = 0; b < batch; b++)
+            kn_sgemm(pool, trans_a, trans_b, M, N, K, alpha, A + b * stride_a, lda,
+                     B + b * stride_b, ldb, beta, C + b * stride_c, ldc);
+        return;
+    }
+    batch_job j = {trans_a, trans_b, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, stride_a, stride_b, stride_c};
+    kn_parallel_for(pool, batch, 1, batch_task, &j);
+}
+
+void kn_dgemm_plain(int64_t M, int64_t N, int64_t K, const double *A, const double *B, double *C)
+{
+    for (int64_t i = 0; i < M; i++) {
+        double *c = C + i * N;
+        for (int64_t j = 0; j < N; j++) c[j] = 0.0;
+        for (int64_t k = 0; k < K; k++) {
+            double a = A[i * K + k];
+            const double *b = B + k * N;
+            for (int64_t j = 0; j < N; j++) c[j] += a * b[j];
+        }
+    }
+}
+
+void kn_igemm_plain(int64_t M, int64_t N, int64_t K, const int64_t *A, const int64_t *B, int64_t *C)
+{
+    /* Unsigned arithmetic: integer MatMul wraps on overflow like the reference, without UB. */
+    for (int64_t i = 0; i < M; i++) {
+        uint64_t *c = (uint64_t *)(C + i * N);
+        for (int64_t j = 0; j < N; j++) c[j] = 0;
+        for (int64_t k = 0; k < K; k++) {
+            uint64_t a = (uint64_t)A[i * K + k];
+            const int64_t *b = B + k * N;
+            for (int64_t j = 0; j < N; j++) c[j] += a * (uint64_t)b[j];
+        }
+    }
+}

@@ -1,0 +1,104 @@
+/* Single-precision GEMM shared by every CPU kernel that multiplies matrices (MatMul, Gemm, Conv,
+ * attention, RNNs): C = alpha * op(A) * op(B) + beta * C with row-major storage, where op(X) is X
+ * or its transpose. A packed, cache-blocked implementation with SIMD micro-kernels picked at run
+ * time (AVX-512, AVX2+FMA, scalar), threaded over blocks of C; kn_sgemm_ref is the plain loop it
+ * is tested against. Also the plain double / integer products used by MatMul on other dtypes. */
+#ifndef KN_GEMM_H
+#define KN_GEMM_H
+#include "runtime/threadpool.h"
+#include "runtime/status.h"
+#include "runtime/tensor.h"
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* op(A) is M x K, op(B) is K x N, C is M x N. lda/ldb/ldc are row strides in elements of the
+ * matrices as stored (A is K x M when trans_a). beta == 0 means C is write-only (NaNs in it are
+ * not propagated). pool may be NULL; called from inside a parallel region it runs serially. */
+void kn_sgemm(kn_threadpool *pool, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+              float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+              float beta, float *C, int64_t ldc);
+
+/* batch independent products; matrix b uses A + b*stride_a, B + b*stride_b, C + b*stride_c.
+ * A stride of 0 shares one matrix across the batch (broadcast). */
+void kn_sgemm_batched(kn_threadpool *pool, bool trans_a, bool trans_b, int64_t batch,
+                      int64_t M, int64_t N, int64_t K, float alpha,
+                      const float *A, int64_t lda, int64_t stride_a,
+                      const float *B, int64_t ldb, int64_t stride_b,
+                      float beta, float *C, int64_t ldc, int64_t stride_c);
+
+/* The obviously-correct triple loop (double accumulation) the fast path is checked against. */
+void kn_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                  float beta, float *C, int64_t ldc);
+
+/* kn_sgemm with an explicit micro-kernel family, for tests and benchmarks: KN_SGEMM_ISA_AUTO,
+ * _SCALAR, _AVX2 or _AVX512. A family this CPU lacks falls back to the best one it has. */
+enum { KN_SGEMM_ISA_AUTO = 0, KN_SGEMM_ISA_SCALAR = 1, KN_SGEMM_ISA_AVX2 = 2, KN_SGEMM_ISA_AVX512 = 3 };
+void kn_sgemm_isa(kn_threadpool *pool, int isa, bool trans_a, bool trans_b, int64_t M, int64_t N,
+                  int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                  float beta, float *C, int64_t ldc);
+const char *kn_sgemm_isa_name(int isa); /* name of the family isa resolves to on this CPU */
+
+/* Plain row-major products C = A(MxK) * B(KxN) for the other MatMul dtypes (no alpha/beta). */
+void kn_dgemm_plain(int64_t M, int64_t N, int64_t K, const double *A, const double *B, double *C);
+/* Integer product with wrap-around in 64-bit accumulators, any int-like element layout read
+ * through the callers' converters: A and B are given as int64 arrays. */
+void kn_igemm_plain(int64_t M, int64_t N, int64_t K, const int64_t *A, const int64_t *B, int64_t *C);
+
+/* ---- convolution / pooling window geometry, shared by graph/infer_linalg.c (which defines it)
+ * and the Conv / pool kernels, so both agree on output sizes and pads. ---- */
+struct kn_node;
+typedef struct kn_conv_geom {
+    int nsp;                      /* spatial rank */
+    int64_t in[KN_MAX_DIMS], out[KN_MAX_DIMS], k[KN_MAX_DIMS];
+    int64_t stride[KN_MAX_DIMS], dil[KN_MAX_DIMS], pad_b[KN_MAX_DIMS], pad_e[KN_MAX_DIMS];
+} kn_conv_geom;
+/* Read strides/dilations/pads/auto_pad of node n for a window of size kernel over the input
+ * spatial dims in (either may be -1 = unknown: the output dim is then -1). ceil_mode applies to
+ * the pools. Validates the attribute lengths and values; errors name op. */
+kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, const int64_t *in,
+                            const int64_t *kernel, bool ceil_mode, kn_conv_geom *g);
+/* ConvTranspose: output spatial size and pads from output_shape / output_padding / auto_pad;
+ * outpad receives output_padding. */
+kn_status *kn_convt_geometry(const struct kn_node *n, int nsp, const int64_t *in,
+                             const int64_t *kernel, kn_conv_geom *g, int64_t *outpad);
+
+/* Einsum equations, parsed once for inference and the kernel. Labels a-z are ids 0-25, A-Z
+ * 26-51, and the dims an ellipsis stands for 52.. (right-aligned across operands). */
+#define KN_EINSUM_MAX_OPS 16
+#define KN_EINSUM_MAX_LABELS (52 + KN_MAX_DIMS)
+typedef struct kn_einsum {
+    int n_ops, ell_rank;
+    int op_ndim[KN_EINSUM_MAX_OPS];
+    int op_lab[KN_EINSUM_MAX_OPS][KN_MAX_DIMS]; /* label id of each operand dim */
+    int out_ndim;
+    int out_lab[KN_MAX_DIMS];
+    int64_t lab_dim[KN_EINSUM_MAX_LABELS];       /* size of each label, -1 unknown */
+    bool used[KN_EINSUM_MAX_LABELS];
+} kn_einsum;
+struct kn_tensor;
+kn_status *kn_einsum_parse(const char *eq, int n_ops, const struct kn_tensor *const *ops, kn_einsum *e);
+
+/* ---- internal: the per-ISA micro-kernels (gemm_avx2.c, gemm_avx512.c) ---- */
+/* C[MR x NR] (row stride ldc) = beta * C + Ap * Bp over kc steps, with Ap packed MR-interleaved
+ * (Ap[k*MR + r]) and Bp packed NR-interleaved (Bp[k*NR + j]). beta == 0: C is not read. */
+typedef void (*kn_sgemm_micro_fn)(int64_t kc, const float *Ap, const float *Bp, float *C,
+                                  int64_t ldc, float beta);
+/* Rows of a skinny product (M small): C[m x N] = beta*C + alpha * A[m x K] * B[K x N], B
+ * non-transposed and unpacked; m <= 4. */
+typedef void (*kn_sgemm_rows_fn)(int64_t m, int64_t N, int64_t K, float alpha, const float *A,
+                                 int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                                 int64_t ldc);
+#define KN_SGEMM_AVX2_MR 6
+#define KN_SGEMM_AVX2_NR 16
+#define KN_SGEMM_AVX512_MR 8
+#define KN_SGEMM_AVX512_NR 32
+void kn_sgemm_micro_avx2(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta);
+void kn_sgemm_micro_avx512(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta);
+void kn_sgemm_rows_avx2(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void kn_sgemm_rows_avx512(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                          const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+#endif

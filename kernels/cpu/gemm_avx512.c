@@ -1,0 +1,96 @@
+/* AVX-512 micro-kernels for kn_sgemm (gemm.c picks them at run time when the CPU has avx512f):
+ * an 8 x 32 register tile (16 zmm accumulators, enough independent chains to hide FMA latency
+ * while leaving registers for the B loads) and a skinny-rows kernel for M <= 4. */
+#include "kernels/cpu/gemm.h"
+#include <immintrin.h>
+
+#define MR KN_SGEMM_AVX512_MR
+#define NR KN_SGEMM_AVX512_NR
+
+/* The tile is spelled out with macros rather than arrays of vectors so that every accumulator is
+ * certain to live in a register whatever the optimisation level. */
+#define ROW_FMA(r, c0, c1)                                   \
+    do {                                                     \
+        __m512 a_ = _mm512_set1_ps(Ap[r]);                   \
+        c0 = _mm512_fmadd_ps(a_, b0, c0);                    \
+        c1 = _mm512_fmadd_ps(a_, b1, c1);                    \
+    } while (0)
+
+#define ROW_STORE(r, c0, c1)                                                              \
+    do {                                                                                  \
+        float *p_ = C + (r) * ldc;                                                        \
+        if (beta == 0.0f) {                                                               \
+            _mm512_storeu_ps(p_, c0); _mm512_storeu_ps(p_ + 16, c1);                       \
+        } else if (beta == 1.0f) {                                                        \
+            _mm512_storeu_ps(p_, _mm512_add_ps(c0, _mm512_loadu_ps(p_)));                 \
+            _mm512_storeu_ps(p_ + 16, _mm512_add_ps(c1, _mm512_loadu_ps(p_ + 16)));       \
+        } else {                                                                          \
+            __m512 bv_ = _mm512_set1_ps(beta);                                            \
+            _mm512_storeu_ps(p_, _mm512_fmadd_ps(bv_, _mm512_loadu_ps(p_), c0));          \
+            _mm512_storeu_ps(p_ + 16, _mm512_fmadd_ps(bv_, _mm512_loadu_ps(p_ + 16), c1)); \
+        }                                                                                 \
+    } while (0)
+
+void kn_sgemm_micro_avx512(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta)
+{
+    __m512 c00 = _mm512_setzero_ps(), c01 = _mm512_setzero_ps();
+    __m512 c10 = _mm512_setzero_ps(), c11 = _mm512_setzero_ps();
+    __m512 c20 = _mm512_setzero_ps(), c21 = _mm512_setzero_ps();
+    __m512 c30 = _mm512_setzero_ps(), c31 = _mm512_setzero_ps();
+    __m512 c40 = _mm512_setzero_ps(), c41 = _mm512_setzero_ps();
+    __m512 c50 = _mm512_setzero_ps(), c51 = _mm512_setzero_ps();
+    __m512 c60 = _mm512_setzero_ps(), c61 = _mm512_setzero_ps();
+    __m512 c70 = _mm512_setzero_ps(), c71 = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_loadu_ps(Bp), b1 = _mm512_loadu_ps(Bp + 16);
+        _mm_prefetch((const char *)(Bp + 8 * NR), _MM_HINT_T0);
+        ROW_FMA(0, c00, c01); ROW_FMA(1, c10, c11); ROW_FMA(2, c20, c21); ROW_FMA(3, c30, c31);
+        ROW_FMA(4, c40, c41); ROW_FMA(5, c50, c51); ROW_FMA(6, c60, c61); ROW_FMA(7, c70, c71);
+        Ap += MR;
+        Bp += NR;
+    }
+    ROW_STORE(0, c00, c01); ROW_STORE(1, c10, c11); ROW_STORE(2, c20, c21); ROW_STORE(3, c30, c31);
+    ROW_STORE(4, c40, c41); ROW_STORE(5, c50, c51); ROW_STORE(6, c60, c61); ROW_STORE(7, c70, c71);
+}
+
+/* One output row at a time, 64 columns per pass: B is streamed once per row, which for m <= 4
+ * costs less than packing it. */
+void kn_sgemm_rows_avx512(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                          const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    for (int64_t i = 0; i < m; i++) {
+        const float *a = A + i * lda;
+        float *c = C + i * ldc;
+        int64_t j = 0;
+        for (; j + 64 <= N; j += 64) {
+            __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+            __m512 s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
+            const float *b = B + j;
+            for (int64_t k = 0; k < K; k++, b += ldb) {
+                __m512 av = _mm512_set1_ps(a[k]);
+                s0 = _mm512_fmadd_ps(av, _mm512_loadu_ps(b), s0);
+                s1 = _mm512_fmadd_ps(av, _mm512_loadu_ps(b + 16), s1);
+                s2 = _mm512_fmadd_ps(av, _mm512_loadu_ps(b + 32), s2);
+                s3 = _mm512_fmadd_ps(av, _mm512_loadu_ps(b + 48), s3);
+            }
+            __m512 al = _mm512_set1_ps(alpha);
+            __m512 r[4] = {_mm512_mul_ps(al, s0), _mm512_mul_ps(al, s1), _mm512_mul_ps(al, s2), _mm512_mul_ps(al, s3)};
+            for (int q = 0; q < 4; q++) {
+                float *p = c + j + 16 * q;
+                if (beta != 0.0f) r[q] = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_loadu_ps(p), r[q]);
+                _mm512_storeu_ps(p, r[q]);
+            }
+        }
+        for (; j < N; j += 16) {
+            __mmask16 mk = N - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - j)) - 1u);
+            __m512 s0 = _mm512_setzero_ps();
+            const float *b = B + j;
+            for (int64_t k = 0; k < K; k++, b += ldb)
+                s0 = _mm512_fmadd_ps(_mm512_set1_ps(a[k]), _mm512_maskz_loadu_ps(mk, b), s0);
+            s0 = _mm512_mul_ps(_mm512_set1_ps(alpha), s0);
+            if (beta != 0.0f)
+                s0 = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(mk, c + j), s0);
+            _mm512_mask_storeu_ps(c + j, mk, s0);
+        }
+    }
+}

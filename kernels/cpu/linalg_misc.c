@@ -1,0 +1,491 @@
+/* CPU kernels for the matrix-product ops (MatMul, Gemm, MatMulInteger, QLinearMatMul), Einsum and
+ * Det. float32 goes through kn_sgemm; float16/bfloat16 are widened to float32 around it; double
+ * and the integer types use plain loops, which is all those rarer dtypes need. */
+#include "graph/ops.h"
+#include "kernels/cpu/gemm.h"
+#include "runtime/dtype.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DESC(t, buf) kn_tensor_desc((t), (buf), sizeof(buf))
+
+/* ---------------------------------------------------------------- helpers */
+
+static bool is_half(kn_dtype t) { return t == KN_F16 || t == KN_BF16; }
+
+/* A float32 view of a float16/bfloat16/float32 tensor (converted into scratch when needed). */
+static float *as_f32(kn_exec_ctx *ctx, const kn_tensor *t)
+{
+    if (t->dtype == KN_F32) return (float *)t->data;
+    int64_t n = kn_numel(t);
+    float *f = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(n > 0 ? n : 1));
+    if (!f) return NULL;
+    const uint16_t *h = t->data;
+    if (t->dtype == KN_F16)
+        for (int64_t i = 0; i < n; i++) f[i] = kn_f16_to_f32(h[i]);
+    else if (t->dtype == KN_BF16)
+        for (int64_t i = 0; i < n; i++) f[i] = kn_bf16_to_f32(h[i]);
+    else
+        for (int64_t i = 0; i < n; i++) f[i] = (float)kn_get_f64(t, i);
+    return f;
+}
+
+static void store_from_f32(kn_tensor *t, const float *f)
+{
+    int64_t n = kn_numel(t);
+    uint16_t *h = t->data;
+    if (t->dtype == KN_F16)
+        for (int64_t i = 0; i < n; i++) h[i] = kn_f32_to_f16(f[i]);
+    else if (t->dtype == KN_BF16)
+        for (int64_t i = 0; i < n; i++) h[i] = kn_f32_to_bf16(f[i]);
+}
+
+/* Batch structure of a numpy matmul: output batch index -> matrix index in A and in B. */
+typedef struct mm_geom {
+    int64_t M, N, K, nbatch;
+    int nbd;
+    int64_t bdims[KN_MAX_DIMS], sa[KN_MAX_DIMS], sb[KN_MAX_DIMS];
+    int64_t a_mats, b_mats; /* matrices stored in A and B */
+} mm_geom;
+
+static kn_status *mm_geom_init(const char *op, const kn_tensor *a, const kn_tensor *b, const kn_tensor *out, mm_geom *g)
+{
+    char ba[KN_DESC_LEN], bb[KN_DESC_LEN];
+    memset(g, 0, sizeof *g);
+    if (a->ndim < 1 || b->ndim < 1)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: scalar operand (%s, %s)", op, DESC(a, ba), DESC(b, bb));
+    g->M = a->ndim == 1 ? 1 : a->dims[a->ndim - 2];
+    g->K = a->dims[a->ndim - 1];
+    int64_t kb = b->ndim == 1 ? b->dims[0] : b->dims[b->ndim - 2];
+    g->N = b->ndim == 1 ? 1 : b->dims[b->ndim - 1];
+    if (kb != g->K) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: inner dims differ: %s x %s", op, DESC(a, ba), DESC(b, bb));
+    int nba = a->ndim >= 2 ? a->ndim - 2 : 0, nbb = b->ndim >= 2 ? b->ndim - 2 : 0;
+    g->nbd = nba > nbb ? nba : nbb;
+    g->nbatch = 1;
+    g->a_mats = g->b_mats = 1;
+    int64_t st_a = 1, st_b = 1;
+    for (int i = g->nbd - 1; i >= 0; i--) {
+        int ia = i - (g->nbd - nba), ib = i - (g->nbd - nbb);
+        int64_t da = ia >= 0 ? a->dims[ia] : 1, db = ib >= 0 ? b->dims[ib] : 1;
+        if (da != db && da != 1 && db != 1)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: batch dims do not broadcast: %s x %s", op, DESC(a, ba), DESC(b, bb));
+        g->bdims[i] = da > db ? da : db;
+        if (da == 0 || db == 0) g->bdims[i] = 0;
+        g->sa[i] = da == 1 ? 0 : st_a;
+        g->sb[i] = db == 1 ? 0 : st_b;
+        st_a *= da;
+        st_b *= db;
+        g->nbatch *= g->bdims[i];
+    }
+    g->a_mats = st_a;
+    g->b_mats = st_b;
+    if (kn_numel(out) != g->nbatch * g->M * g->N)
+        return kn_error(KN_ERR_RUNTIME, "%s: output %s does not match %s x %s", op, DESC(out, ba), DESC(a, ba), DESC(b, bb));
+    return NULL;
+}
+
+static void mm_offsets(const mm_geom *g, int64_t bi, int64_t *ia, int64_t *ib)
+{
+    int64_t oa = 0, ob = 0;
+    for (int i = g->nbd - 1; i >= 0; i--) {
+        int64_t d = g->bdims[i] ? bi % g->bdims[i] : 0;
+        bi = g->bdims[i] ? bi / g->bdims[i] : 0;
+        oa += d * g->sa[i];
+        ob += d * g->sb[i];
+    }
+    *ia = oa;
+    *ib = ob;
+}
+
+/* C[batch] = A[batch] * B[batch] in float32, using one big or one batched sgemm when the batch
+ * layout allows it. */
+static void matmul_f32(kn_threadpool *pool, const mm_geom *g, const float *A, const float *B, float *C)
+{
+    int64_t M = g->M, N = g->N, K = g->K;
+    if (g->nbatch == 0 || M == 0 || N == 0) return;
+    if (g->b_mats == 1 && g->a_mats == g->nbatch) {
+        /* Activations times weights: the batch folds into M. */
+        kn_sgemm(pool, false, false, g->nbatch * M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+    } else if (g->a_mats == g->nbatch && g->b_mats == g->nbatch) {
+        kn_sgemm_batched(pool, false, false, g->nbatch, M, N, K, 1.0f, A, K, M * K, B, N, K * N, 0.0f, C, N, M * N);
+    } else if (g->a_mats == 1 && g->b_mats == g->nbatch) {
+        kn_sgemm_batched(pool, false, false, g->nbatch, M, N, K, 1.0f, A, K, 0, B, N, K * N, 0.0f, C, N, M * N);
+    } else {
+        for (int64_t bi = 0; bi < g->nbatch; bi++) {
+            int64_t ia, ib;
+            mm_offsets(g, bi, &ia, &ib);
+            kn_sgemm(pool, false, false, M, N, K, 1.0f, A + ia * M * K, K, B + ib * K * N, N, 0.0f, C + bi * M * N, N);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- MatMul */
+
+kn_status *kn_cpu_MatMul(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                         kn_tensor *const *out, int n_out)
+{
+    const kn_tensor *a = in[0], *b = in[1];
+    kn_tensor *y = out[0];
+    mm_geom g;
+    KN_TRY(mm_geom_init("MatMul", a, b, y, &g));
+    if (a->dtype != b->dtype) return kn_err_dtype(node, b);
+    int64_t M = g.M, N = g.N, K = g.K;
+    switch (a->dtype) {
+    case KN_F32:
+        matmul_f32(ctx->pool, &g, a->data, b->data, y->data);
+        return NULL;
+    case KN_F16: case KN_BF16: {
+        float *fa = as_f32(ctx, a), *fb = as_f32(ctx, b);
+        float *fc = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(kn_numel(y) > 0 ? kn_numel(y) : 1));
+        if (!fa || !fb || !fc) return KN_OOM(kn_nbytes(y));
+        matmul_f32(ctx->pool, &g, fa, fb, fc);
+        store_from_f32(y, fc);
+        return NULL;
+    }
+    case KN_F64:
+        for (int64_t bi = 0; bi < g.nbatch; bi++) {
+            int64_t ia, ib;
+            mm_offsets(&g, bi, &ia, &ib);
+            kn_dgemm_plain(M, N, K, (const double *)a->data + ia * M * K, (const double *)b->data + ib * K * N,
+                           (double *)y->data + bi * M * N);
+        }
+        return NULL;
+    case KN_I32: case KN_I64: case KN_U32: case KN_U64: case KN_I8: case KN_U8: case KN_I16: case KN_U16: {
+        int64_t na = kn_numel(a), nb = kn_numel(b);
+        int64_t *ia64 = kn_scratch_alloc(ctx, sizeof(int64_t) * (size_t)(na + nb + M * N + 1));
+        if (!ia64) return KN_OOM(sizeof(int64_t) * (size_t)(na + nb + M * N));
+        int64_t *ib64 = ia64 + na, *ic64 = ib64 + nb;
+        for (int64_t i = 0; i < na; i++) ia64[i] = kn_get_i64(a, i);
+        for (int64_t i = 0; i < nb; i++) ib64[i] = kn_get_i64(b, i);
+        for (int64_t bi = 0; bi < g.nbatch; bi++) {
+            int64_t ia, ib;
+            mm_offsets(&g, bi, &ia, &ib);
+            kn_igemm_plain(M, N, K, ia64 + ia * M * K, ib64 + ib * K * N, ic64);
+            for (int64_t i = 0; i < M * N; i++) kn_set_i64(y, bi * M * N + i, ic64[i]);
+        }
+        return NULL;
+    }
+    default:
+        return kn_err_dtype(node, a);
+    }
+}
+
+/* ---------------------------------------------------------------- Gemm */
+
+kn_status *kn_cpu_Gemm(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                       kn_tensor *const *out, int n_out)
+{
+    const kn_tensor *a = in[0], *b = in[1], *c = n_in > 2 ? in[2] : NULL;
+    kn_tensor *y = out[0];
+    char ba[KN_DESC_LEN], bb[KN_DESC_LEN];
+    if (a->ndim != 2 || b->ndim != 2)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: operands must be 2-D, got %s and %s", DESC(a, ba), DESC(b, bb));
+    bool ta = kn_attr_int(node, "transA", 0) != 0, tb = kn_attr_int(node, "transB", 0) != 0;
+    float alpha = kn_attr_float(node, "alpha", 1.0f), beta = kn_attr_float(node, "beta", 1.0f);
+    int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
+    int64_t K2 = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
+    if (K != K2 || y->ndim != 2 || y->dims[0] != M || y->dims[1] != N)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: shapes %s x %s do not give %s", DESC(a, ba), DESC(b, bb), DESC(y, ba));
+    /* C broadcast to (M, N): per-dim stride 0 where C has size 1 or lacks the dim. */
+    int64_t csr = 0, csc = 0;
+    if (c) {
+        if (c->ndim > 2) return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: C %s has rank > 2", DESC(c, ba));
+        int64_t cr = c->ndim == 2 ? c->dims[0] : 1, cc = c->ndim >= 1 ? c->dims[c->ndim - 1] : 1;
+        if ((cr != 1 && cr != M) || (cc != 1 && cc != N))
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: C %s does not broadcast to [%lld,%lld]", DESC(c, ba), (long long)M, (long long)N);
+        csr = cr == 1 ? 0 : cc;
+        csc = cc == 1 ? 0 : 1;
+        if (c->dtype != y->dtype) return kn_err_dtype(node, c);
+    }
+    if (a->dtype != b->dtype) return kn_err_dtype(node, b);
+    if (a->dtype == KN_F32 || is_half(a->dtype)) {
+        float *fa = as_f32(ctx, a), *fb = as_f32(ctx, b), *fc = c ? as_f32(ctx, c) : NULL;
+        float *fy = a->dtype == KN_F32 ? y->data : kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * N > 0 ? M * N : 1));
+        if (!fa || !fb || !fy || (c && !fc)) return KN_OOM(kn_nbytes(y));
+        float bet = 0.0f;
+        if (c && beta != 0.0f) {
+            for (int64_t i = 0; i < M; i++)
+                for (int64_t j = 0; j < N; j++) fy[i * N + j] = fc[i * csr + j * csc];
+            bet = beta;
+        }
+        kn_sgemm(ctx->pool, ta, tb, M, N, K, alpha, fa, ta ? M : K, fb, tb ? K : N, bet, fy, N);
+        if (a->dtype != KN_F32) store_from_f32(y, fy);
+        return NULL;
+    }
+    bool is_f64 = a->dtype == KN_F64;
+    if (!is_f64 && !kn_dtype_is_int(a->dtype)) return kn_err_dtype(node, a);
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            double s = 0;
+            int64_t si = 0;
+            for (int64_t k = 0; k < K; k++) {
+                int64_t ai = ta ? k * M + i : i * K + k, bi = tb ? j * K + k : k * N + j;
+                if (is_f64) s += ((const double *)a->data)[ai] * ((const double *)b->data)[bi];
+                else si += kn_get_i64(a, ai) * kn_get_i64(b, bi);
+            }
+            if (!is_f64) s = (double)si;
+            double v = alpha * s;
+            if (c && beta != 0.0f) v += beta * kn_get_f64(c, i * csr + j * csc);
+            if (is_f64) ((double *)y->data)[i * N + j] = v;
+            else kn_set_i64(y, i * N + j, (int64_t)llround(v));
+        }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- integer products */
+
+/* Zero point read per row/column: scalar (numel 1) or one per index along the axis. */
+static kn_status *zero_points(const char *op, const kn_tensor *zp, int64_t n, const char *what, int64_t *out)
+{
+    char bz[KN_DESC_LEN];
+    if (!zp) { for (int64_t i = 0; i < n; i++) out[i] = 0; return NULL; }
+    int64_t cnt = kn_numel(zp);
+    if (cnt != 1 && cnt != n)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s %s must be a scalar or have %lld values", op, what, DESC(zp, bz), (long long)n);
+    for (int64_t i = 0; i < n; i++) out[i] = kn_get_i64(zp, cnt == 1 ? 0 : i);
+    return NULL;
+}
+
+static bool is_8bit(kn_dtype t) { return t == KN_U8 || t == KN_I8; }
+
+/* acc[b][i][j] = sum_k (A - azp[i]) * (B - bzp[j]) over the numpy matmul batch, in int64. */
+static kn_status *int_matmul(kn_exec_ctx *ctx, const char *op, const mm_geom *g, const kn_tensor *a,
+                             const kn_tensor *b, const kn_tensor *azp_t, const kn_tensor *bzp_t, int64_t **acc_out)
+{
+    int64_t M = g->M, N = g->N, K = g->K;
+    int64_t *azp = kn_scratch_alloc(ctx, sizeof(int64_t) * (size_t)(M + N + 2));
+    int64_t *acc = kn_scratch_alloc(ctx, sizeof(int64_t) * (size_t)(g->nbatch * M * N + 1));
+    int32_t *bt = kn_scratch_alloc(ctx, sizeof(int32_t) * (size_t)(K * N + 1));
+    if (!azp || !acc || !bt) return KN_OOM(sizeof(int64_t) * (size_t)(g->nbatch * M * N));
+    int64_t *bzp = azp + M + 1;
+    KN_TRY(zero_points(op, azp_t, M, "A zero point", azp));
+    KN_TRY(zero_points(op, bzp_t, N, "B zero point", bzp));
+    const uint8_t *au = a->data, *bu = b->data;
+    bool as = a->dtype == KN_I8, bs = b->dtype == KN_I8;
+    for (int64_t bi = 0; bi < g->nbatch; bi++) {
+        int64_t ia, ib;
+        mm_offsets(g, bi, &ia, &ib);
+        const uint8_t *am = au + ia * M * K, *bm = bu + ib * K * N;
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t j = 0; j < N; j++) {
+                int32_t v = bs ? (int8_t)bm[k * N + j] : bm[k * N + j];
+                bt[k * N + j] = v - (int32_t)bzp[j];
+            }
+        int64_t *c = acc + bi * M * N;
+        for (int64_t i = 0; i < M; i++) {
+            int64_t *ci = c + i * N;
+            for (int64_t j = 0; j < N; j++) ci[j] = 0;
+            for (int64_t k = 0; k < K; k++) {
+                int32_t av = (as ? (int8_t)am[i * K + k] : am[i * K + k]) - (int32_t)azp[i];
+                const int32_t *br = bt + k * N;
+                for (int64_t j = 0; j < N; j++) ci[j] += (int64_t)av * br[j];
+            }
+        }
+    }
+    *acc_out = acc;
+    return NULL;
+}
+
+kn_status *kn_cpu_MatMulInteger(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                kn_tensor *const *out, int n_out)
+{
+    const kn_tensor *a = in[0], *b = in[1];
+    if (!is_8bit(a->dtype)) return kn_err_dtype(node, a);
+    if (!is_8bit(b->dtype)) return kn_err_dtype(node, b);
+    mm_geom g;
+    KN_TRY(mm_geom_init("MatMulInteger", a, b, out[0], &g));
+    int64_t *acc;
+    KN_TRY(int_matmul(ctx, "MatMulInteger", &g, a, b, n_in > 2 ? in[2] : NULL, n_in > 3 ? in[3] : NULL, &acc));
+    int32_t *y = out[0]->data;
+    int64_t n = g.nbatch * g.M * g.N;
+    for (int64_t i = 0; i < n; i++) y[i] = (int32_t)acc[i];
+    return NULL;
+}
+
+static kn_status *scales(const char *op, const kn_tensor *s, int64_t n, const char *what, float *out)
+{
+    char bz[KN_DESC_LEN];
+    int64_t cnt = kn_numel(s);
+    if (cnt != 1 && cnt != n)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s %s must be a scalar or have %lld values", op, what, DESC(s, bz), (long long)n);
+    for (int64_t i = 0; i < n; i++) out[i] = (float)kn_get_f64(s, cnt == 1 ? 0 : i);
+    return NULL;
+}
+
+static int64_t saturate_q(double v, kn_dtype t)
+{
+    double lo = t == KN_U8 ? 0 : -128, hi = t == KN_U8 ? 255 : 127;
+    if (t == KN_I32) { lo = -2147483648.0; hi = 2147483647.0; }
+    if (v < lo) v = lo;
+    if (v > hi) v = hi;
+    return (int64_t)v;
+}
+
+kn_status *kn_cpu_QLinearMatMul(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                kn_tensor *const *out, int n_out)
+{
+    const kn_tensor *a = in[0], *b = in[3];
+    kn_tensor *y = out[0];
+    if (!is_8bit(a->dtype)) return kn_err_dtype(node, a);
+    if (!is_8bit(b->dtype)) return kn_err_dtype(node, b);
+    if (!is_8bit(y->dtype)) return kn_err_dtype(node, y);
+    mm_geom g;
+    KN_TRY(mm_geom_init("QLinearMatMul", a, b, y, &g));
+    int64_t M = g.M, N = g.N;
+    float *as = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M + N + 2));
+    int64_t *yzp = kn_scratch_alloc(ctx, sizeof(int64_t));
+    if (!as || !yzp) return KN_OOM(M + N);
+    float *bs = as + M + 1, ys;
+    KN_TRY(scales("QLinearMatMul", in[1], M, "a_scale", as));
+    KN_TRY(scales("QLinearMatMul", in[4], N, "b_scale", bs));
+    KN_TRY(scales("QLinearMatMul", in[6], 1, "y_scale", &ys));
+    KN_TRY(zero_points("QLinearMatMul", in[7], 1, "y_zero_point", yzp));
+    int64_t *acc;
+    KN_TRY(int_matmul(ctx, "QLinearMatMul", &g, a, b, in[2], in[5], &acc));
+    for (int64_t bi = 0; bi < g.nbatch; bi++)
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t j = 0; j < N; j++) {
+                int64_t o = (bi * M + i) * N + j;
+                float m = as[i] * bs[j] / ys; /* float32 like the reference */
+                double v = rint((double)acc[o] * (double)m) + (double)yzp[0];
+                kn_set_i64(y, o, saturate_q(v, y->dtype));
+            }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- Einsum */
+
+typedef struct einsum_job {
+    const kn_einsum *e;
+    const kn_tensor *const *in;
+    kn_tensor *out;
+    int n_sum;                          /* contracted labels */
+    int sum_lab[KN_EINSUM_MAX_LABELS];
+    int64_t ostr[KN_EINSUM_MAX_OPS][KN_EINSUM_MAX_LABELS]; /* per operand, per label stride */
+    bool is_int;
+} einsum_job;
+
+static void einsum_range(void *ctx, int64_t begin, int64_t end)
+{
+    const einsum_job *j = ctx;
+    const kn_einsum *e = j->e;
+    int nops = e->n_ops;
+    for (int64_t o = begin; o < end; o++) {
+        int64_t base[KN_EINSUM_MAX_OPS] = {0};
+        int64_t rem = o;
+        for (int d = e->out_ndim - 1; d >= 0; d--) {
+            int lab = e->out_lab[d];
+            int64_t sz = e->lab_dim[lab], v = rem % sz;
+            rem /= sz;
+            for (int q = 0; q < nops; q++) base[q] += v * j->ostr[q][lab];
+        }
+        int64_t idx[KN_EINSUM_MAX_LABELS] = {0};
+        int64_t off[KN_EINSUM_MAX_OPS];
+        for (int q = 0; q < nops; q++) off[q] = base[q];
+        double s = 0;
+        int64_t si = 0;
+        bool empty = false;
+        for (int k = 0; k < j->n_sum; k++) if (e->lab_dim[j->sum_lab[k]] == 0) empty = true;
+        while (!empty) {
+            if (j->is_int) {
+                int64_t p = 1;
+                for (int q = 0; q < nops; q++) p *= kn_get_i64(j->in[q], off[q]);
+                si += p;
+            } else {
+                double p = 1;
+                for (int q = 0; q < nops; q++) p *= kn_get_f64(j->in[q], off[q]);
+                s += p;
+            }
+            int k = j->n_sum - 1;
+            for (; k >= 0; k--) {
+                int lab = j->sum_lab[k];
+                idx[k]++;
+                for (int q = 0; q < nops; q++) off[q] += j->ostr[q][lab];
+                if (idx[k] < e->lab_dim[lab]) break;
+                for (int q = 0; q < nops; q++) off[q] -= idx[k] * j->ostr[q][lab];
+                idx[k] = 0;
+            }
+            if (k < 0) break;
+        }
+        if (j->is_int) kn_set_i64(j->out, o, si);
+        else kn_set_f64(j->out, o, s);
+    }
+}
+
+kn_status *kn_cpu_Einsum(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                         kn_tensor *const *out, int n_out)
+{
+    const char *eq = kn_attr_str(node, "equation", NULL);
+    if (!eq) return kn_error(KN_ERR_INVALID_MODEL, "Einsum: missing equation");
+    kn_tensor *y = out[0];
+    for (int i = 0; i < n_in; i++) {
+        if (!in[i]) return kn_error(KN_ERR_INVALID_MODEL, "Einsum: missing input %d", i);
+        if (in[i]->dtype != y->dtype) return kn_err_dtype(node, in[i]);
+    }
+    if (!kn_dtype_is_int(y->dtype) && y->dtype != KN_F32 && y->dtype != KN_F64 && !is_half(y->dtype))
+        return kn_err_dtype(node, y);
+    einsum_job *j = kn_scratch_alloc(ctx, sizeof *j);
+    kn_einsum *e = kn_scratch_alloc(ctx, sizeof *e);
+    if (!j || !e) return KN_OOM(sizeof *j);
+    memset(j, 0, sizeof *j);
+    KN_TRY(kn_einsum_parse(eq, n_in, in, e));
+    j->e = e;
+    j->in = in;
+    j->out = y;
+    j->is_int = kn_dtype_is_int(y->dtype);
+    for (int q = 0; q < n_in; q++) {
+        int64_t st = 1;
+        for (int d = e->op_ndim[q] - 1; d >= 0; d--) {
+            int lab = e->op_lab[q][d];
+            /* a size-1 ellipsis dim broadcasts: it does not advance with its label */
+            if (!(in[q]->dims[d] == 1 && e->lab_dim[lab] != 1)) j->ostr[q][lab] += st;
+            st *= in[q]->dims[d];
+        }
+    }
+    bool in_out[KN_EINSUM_MAX_LABELS] = {false};
+    for (int d = 0; d < e->out_ndim; d++) in_out[e->out_lab[d]] = true;
+    for (int lab = 0; lab < KN_EINSUM_MAX_LABELS; lab++)
+        if (e->used[lab] && !in_out[lab]) j->sum_lab[j->n_sum++] = lab;
+    int64_t n = kn_numel(y);
+    if (n <= 0) return NULL;
+    kn_parallel_for(ctx->pool, n, 64, einsum_range, j);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- Det */
+
+kn_status *kn_cpu_Det(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                      kn_tensor *const *out, int n_out)
+{
+    const kn_tensor *x = in[0];
+    char bx[KN_DESC_LEN];
+    if (x->dtype != KN_F32 && x->dtype != KN_F64 && !is_half(x->dtype)) return kn_err_dtype(node, x);
+    if (x->ndim < 2 || x->dims[x->ndim - 1] != x->dims[x->ndim - 2])
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Det: input %s must be (..., n, n)", DESC(x, bx));
+    int64_t n = x->dims[x->ndim - 1], nb = kn_numel(out[0]);
+    double *m = kn_scratch_alloc(ctx, sizeof(double) * (size_t)(n * n + 1));
+    if (!m) return KN_OOM(sizeof(double) * (size_t)(n * n));
+    for (int64_t b = 0; b < nb; b++) {
+        for (int64_t i = 0; i < n * n; i++) m[i] = kn_get_f64(x, b * n * n + i);
+        /* LU with partial pivoting: det = sign * prod(diag U). */
+        double det = 1.0;
+        for (int64_t c = 0; c < n && det != 0.0; c++) {
+            int64_t p = c;
+            for (int64_t r = c + 1; r < n; r++) if (fabs(m[r * n + c]) > fabs(m[p * n + c])) p = r;
+            if (m[p * n + c] == 0.0) { det = 0.0; break; }
+            if (p != c) {
+                for (int64_t k = 0; k < n; k++) { double t = m[c * n + k]; m[c * n + k] = m[p * n + k]; m[p * n + k] = t; }
+                det = -det;
+            }
+            double piv = m[c * n + c];
+            det *= piv;
+            for (int64_t r = c + 1; r < n; r++) {
+                double f = m[r * n + c] / piv;
+                for (int64_t k = c; k < n; k++) m[r * n + k] -= f * m[c * n + k];
+            }
+        }
+        kn_set_f64(out[0], b, det);
+    }
+    return NULL;
+}

@@ -1,0 +1,267 @@
+/* CPU kernels for the recurrent ops RNN, GRU and LSTM. All three share one driver: the input
+ * projections of every time step are one kn_sgemm, the recurrent projection is one kn_sgemm per
+ * step, and a per-op cell function combines the gates. Computation is in float32 whatever the
+ * tensor dtype (float16 / double tensors are converted on the way in and out). */
+#include "graph/ops.h"
+#include "kernels/cpu/gemm.h"
+#include "runtime/dtype.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static bool rnn_dtype_ok(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
+
+static float rnn_load(const kn_tensor *t, int64_t i)
+{
+    switch (t->dtype) {
+    case KN_F32: return ((const float *)t->data)[i];
+    case KN_F64: return (float)((const double *)t->data)[i];
+    case KN_F16: return kn_f16_to_f32(((const uint16_t *)t->data)[i]);
+    case KN_BF16: return kn_bf16_to_f32(((const uint16_t *)t->data)[i]);
+    default: return 0.0f;
+    }
+}
+
+static void rnn_store(kn_tensor *t, int64_t i, float v)
+{
+    switch (t->dtype) {
+    case KN_F32: ((float *)t->data)[i] = v; break;
+    case KN_F64: ((double *)t->data)[i] = v; break;
+    case KN_F16: ((uint16_t *)t->data)[i] = kn_f32_to_f16(v); break;
+    case KN_BF16: ((uint16_t *)t->data)[i] = kn_f32_to_bf16(v); break;
+    default: break;
+    }
+}
+
+/* ---- activation functions named by the activations attribute ---- */
+
+typedef enum { ACT_SIGMOID, ACT_TANH, ACT_RELU, ACT_AFFINE, ACT_LEAKYRELU, ACT_THRESHOLDEDRELU, ACT_SCALEDTANH,
+               ACT_HARDSIGMOID, ACT_ELU, ACT_SOFTSIGN, ACT_SOFTPLUS } rnn_act_kind;
+
+typedef struct rnn_act { rnn_act_kind kind; float alpha, beta; } rnn_act;
+
+static float rnn_apply(const rnn_act *a, float x)
+{
+    switch (a->kind) {
+    case ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
+    case ACT_TANH: return tanhf(x);
+    case ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case ACT_AFFINE: return a->alpha * x + a->beta;
+    case ACT_LEAKYRELU: return x >= 0.0f ? x : a->alpha * x;
+    case ACT_THRESHOLDEDRELU: return x > a->alpha ? x : 0.0f;
+    case ACT_SCALEDTANH: return a->alpha * tanhf(a->beta * x);
+    case ACT_HARDSIGMOID: { float v = a->alpha * x + a->beta; return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; }
+    case ACT_ELU: return x >= 0.0f ? x : a->alpha * (expf(x) - 1.0f);
+    case ACT_SOFTSIGN: return x / (1.0f + fabsf(x));
+    case ACT_SOFTPLUS: return log1pf(expf(x));
+    }
+    return x;
+}
+
+/* Parses activations (n_per_dir per direction) with their optional alpha/beta lists, which are
+ * consumed in order by the functions that take them. */
+static kn_status *rnn_parse_acts(const kn_node *node, int dirs, int n_per_dir, const char *const *defaults, rnn_act *acts)
+{
+    static const struct { const char *name; rnn_act_kind kind; int n_params; float da, db; } table[] = {
+        {"Sigmoid", ACT_SIGMOID, 0, 0, 0}, {"Tanh", ACT_TANH, 0, 0, 0}, {"Relu", ACT_RELU, 0, 0, 0},
+        {"Affine", ACT_AFFINE, 2, 1.0f, 0.0f}, {"LeakyRelu", ACT_LEAKYRELU, 1, 0.01f, 0},
+        {"ThresholdedRelu", ACT_THRESHOLDEDRELU, 1, 1.0f, 0}, {"ScaledTanh", ACT_SCALEDTANH, 2, 1.0f, 1.0f},
+        {"HardSigmoid", ACT_HARDSIGMOID, 2, 0.2f, 0.5f}, {"Elu", ACT_ELU, 1, 1.0f, 0},
+        {"Softsign", ACT_SOFTSIGN, 0, 0, 0}, {"Softplus", ACT_SOFTPLUS, 0, 0, 0},
+    };
+    const kn_attr *names = kn_node_attr(node, "activations");
+    const kn_attr *al = kn_node_attr(node, "activation_alpha"), *be = kn_node_attr(node, "activation_beta");
+    int n = dirs * n_per_dir, ia = 0, ib = 0;
+    if (names && names->n_strings != n && !(names->n_strings == n_per_dir))
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: expected %d activations, got %d", node->op_type, n, names->n_strings);
+    for (int i = 0; i < n; i++) {
+        const char *nm = names ? names->strings[i % names->n_strings] : defaults[i % n_per_dir];
+        int k = -1;
+        for (size_t t = 0; t < sizeof table / sizeof table[0]; t++)
+            if (strcasecmp(table[t].name, nm) == 0) k = (int)t;
+        if (k < 0) return kn_error(KN_ERR_UNSUPPORTED, "%s: unknown activation '%s'", node->op_type, nm);
+        acts[i].kind = table[k].kind;
+        acts[i].alpha = table[k].da;
+        acts[i].beta = table[k].db;
+        if (table[k].n_params >= 1 && al && ia < al->n_floats) acts[i].alpha = al->floats[ia++];
+        if (table[k].n_params >= 2 && be && ib < be->n_floats) acts[i].beta = be->floats[ib++];
+    }
+    return NULL;
+}
+
+/* ---- the shared driver ---- */
+
+typedef enum { CELL_RNN = 1, CELL_GRU = 3, CELL_LSTM = 4 } rnn_cell;
+
+static inline float rnn_clip(float x, float clip) { return clip > 0.0f ? (x < -clip ? -clip : x > clip ? clip : x) : x; }
+
+static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                          kn_tensor *const *out, int n_out, rnn_cell cell)
+{
+    char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
+    int G = (int)cell;
+    const kn_tensor *X = in[0], *W = in[1], *R = in[2];
+    const kn_tensor *Bt = n_in > 3 ? in[3] : NULL, *SL = n_in > 4 ? in[4] : NULL, *H0 = n_in > 5 ? in[5] : NULL;
+    const kn_tensor *C0 = cell == CELL_LSTM && n_in > 6 ? in[6] : NULL, *P = cell == CELL_LSTM && n_in > 7 ? in[7] : NULL;
+    for (int i = 0; i < 3; i++)
+        if (!rnn_dtype_ok(in[i]->dtype)) return kn_err_dtype(node, in[i]);
+    if (X->ndim != 3 || W->ndim != 3 || R->ndim != 3)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: X %s and W %s must be 3-D", node->op_type,
+                        kn_tensor_desc(X, b1, sizeof b1), kn_tensor_desc(W, b2, sizeof b2));
+    int layout = (int)kn_attr_int(node, "layout", 0);
+    const char *dir = kn_attr_str(node, "direction", "forward");
+    int dirs = strcmp(dir, "bidirectional") == 0 ? 2 : 1;
+    bool reverse_only = strcmp(dir, "reverse") == 0;
+    int64_t S = layout ? X->dims[1] : X->dims[0], Bn = layout ? X->dims[0] : X->dims[1], I = X->dims[2];
+    int64_t H = kn_attr_int(node, "hidden_size", R->dims[2]);
+    int64_t GH = G * H;
+    if (H <= 0 || W->dims[0] != dirs || W->dims[1] != GH || W->dims[2] != I || R->dims[0] != dirs || R->dims[1] != GH || R->dims[2] != H)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: W %s / R %s do not match %d direction(s), hidden_size %lld, input %s",
+                        node->op_type, kn_tensor_desc(W, b1, sizeof b1), kn_tensor_desc(R, b2, sizeof b2), dirs, (long long)H,
+                        kn_tensor_desc(X, b1, sizeof b1));
+    if (Bt && (Bt->ndim != 2 || Bt->dims[0] != dirs || Bt->dims[1] != 2 * GH))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: B %s must be [%d, %lld]", node->op_type, kn_tensor_desc(Bt, b1, sizeof b1), dirs, (long long)(2 * GH));
+    if (SL && (SL->ndim != 1 || SL->dims[0] != Bn))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: sequence_lens %s must be [%lld]", node->op_type, kn_tensor_desc(SL, b1, sizeof b1), (long long)Bn);
+    const kn_tensor *states[2] = {H0, C0};
+    for (int k = 0; k < 2; k++) {
+        const kn_tensor *s = states[k];
+        if (!s) continue;
+        bool ok = s->ndim == 3 && (layout ? (s->dims[0] == Bn && s->dims[1] == dirs) : (s->dims[0] == dirs && s->dims[1] == Bn)) && s->dims[2] == H;
+        if (!ok) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: initial state %s has the wrong shape", node->op_type, kn_tensor_desc(s, b1, sizeof b1));
+    }
+    if (P && (P->ndim != 2 || P->dims[0] != dirs || P->dims[1] != 3 * H))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "LSTM: P %s must be [%d, %lld]", kn_tensor_desc(P, b1, sizeof b1), dirs, (long long)(3 * H));
+    float clip = kn_attr_float(node, "clip", 0.0f);
+    if (!kn_node_attr(node, "clip")) clip = 0.0f;
+    bool lbr = kn_attr_int(node, "linear_before_reset", 0) != 0;
+    bool input_forget = kn_attr_int(node, "input_forget", 0) != 0;
+    static const char *const d_rnn[] = {"Tanh"}, *const d_gru[] = {"Sigmoid", "Tanh"}, *const d_lstm[] = {"Sigmoid", "Tanh", "Tanh"};
+    int n_act = cell == CELL_RNN ? 1 : cell == CELL_GRU ? 2 : 3;
+    rnn_act acts[6];
+    KN_TRY(rnn_parse_acts(node, dirs, n_act, cell == CELL_RNN ? d_rnn : cell == CELL_GRU ? d_gru : d_lstm, acts));
+
+    int64_t *lens = kn_scratch_alloc(ctx, sizeof(int64_t) * (size_t)(Bn + 1));
+    float *xf = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(S * Bn * I + 1));
+    float *w = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(GH * I + 1));
+    float *r = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(GH * H + 1));
+    float *xw = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(S * Bn * GH + 1));
+    float *hr = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(Bn * GH + 1));
+    float *h = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(Bn * H + 1));
+    float *c = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(Bn * H + 1));
+    float *tmp = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(2 * Bn * H + 1));
+    float *bias = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(2 * GH + 3 * H + 1));
+    if (!lens || !xf || !w || !r || !xw || !hr || !h || !c || !tmp || !bias)
+        return KN_OOM(sizeof(float) * (size_t)(S * Bn * (I + GH)));
+    float *peep = bias + 2 * GH;
+    for (int64_t b = 0; b < Bn; b++) {
+        lens[b] = SL ? kn_get_i64(SL, b) : S;
+        if (lens[b] < 0 || lens[b] > S)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: sequence length %lld outside [0, %lld]", node->op_type, (long long)lens[b], (long long)S);
+    }
+    for (int64_t t = 0; t < S; t++)
+        for (int64_t b = 0; b < Bn; b++)
+            for (int64_t i = 0; i < I; i++)
+                xf[(t * Bn + b) * I + i] = rnn_load(X, layout ? (b * S + t) * I + i : (t * Bn + b) * I + i);
+    kn_tensor *Y = n_out > 0 ? out[0] : NULL, *Yh = n_out > 1 ? out[1] : NULL, *Yc = cell == CELL_LSTM && n_out > 2 ? out[2] : NULL;
+    if (Y && !Y->data) Y = NULL;
+    if (Yh && !Yh->data) Yh = NULL;
+    if (Yc && !Yc->data) Yc = NULL;
+
+    for (int d = 0; d < dirs; d++) {
+        bool rev = reverse_only || d == 1;
+        const rnn_act *fa = &acts[d * n_act], *ga = &acts[d * n_act + (n_act > 1 ? 1 : 0)], *ha = &acts[d * n_act + (n_act > 2 ? 2 : 0)];
+        for (int64_t i = 0; i < GH * I; i++) w[i] = rnn_load(W, d * GH * I + i);
+        for (int64_t i = 0; i < GH * H; i++) r[i] = rnn_load(R, d * GH * H + i);
+        for (int64_t i = 0; i < 2 * GH; i++) bias[i] = Bt ? rnn_load(Bt, d * 2 * GH + i) : 0.0f;
+        for (int64_t i = 0; i < 3 * H; i++) peep[i] = P ? rnn_load(P, d * 3 * H + i) : 0.0f;
+        const float *wb = bias, *rb = bias + GH;
+        for (int64_t b = 0; b < Bn; b++)
+            for (int64_t k = 0; k < H; k++) {
+                int64_t si = layout ? (b * dirs + d) * H + k : (d * Bn + b) * H + k;
+                h[b * H + k] = H0 ? rnn_load(H0, si) : 0.0f;
+                c[b * H + k] = C0 ? rnn_load(C0, si) : 0.0f;
+            }
+        if (S * Bn > 0 && I > 0)
+            kn_sgemm(ctx->pool, false, true, S * Bn, GH, I, 1.0f, xf, I, w, I, 0.0f, xw, GH);
+        else
+            memset(xw, 0, sizeof(float) * (size_t)(S * Bn * GH));
+        for (int64_t step = 0; step < S; step++) {
+            int64_t t = rev ? S - 1 - step : step;
+            kn_sgemm(ctx->pool, false, true, Bn, GH, H, 1.0f, h, H, r, H, 0.0f, hr, GH);
+            if (cell == CELL_GRU && !lbr) {
+                /* the candidate gate needs (r ⊙ h)·Rh, so r is computed first for all rows */
+                for (int64_t b = 0; b < Bn; b++)
+                    for (int64_t k = 0; k < H; k++) {
+                        const float *x = xw + (t * Bn + b) * GH;
+                        float rg = rnn_apply(fa, rnn_clip(x[H + k] + hr[b * GH + H + k] + wb[H + k] + rb[H + k], clip));
+                        tmp[b * H + k] = rg * h[b * H + k];
+                    }
+                kn_sgemm(ctx->pool, false, true, Bn, H, H, 1.0f, tmp, H, r + 2 * H * H, H, 0.0f, tmp + Bn * H, H);
+            }
+            for (int64_t b = 0; b < Bn; b++) {
+                if (t >= lens[b]) continue;
+                const float *x = xw + (t * Bn + b) * GH, *hrb = hr + b * GH;
+                float *hb = h + b * H, *cb = c + b * H;
+                for (int64_t k = 0; k < H; k++) {
+                    if (cell == CELL_RNN) {
+                        hb[k] = rnn_apply(fa, rnn_clip(x[k] + hrb[k] + wb[k] + rb[k], clip));
+                    } else if (cell == CELL_GRU) {
+                        float z = rnn_apply(fa, rnn_clip(x[k] + hrb[k] + wb[k] + rb[k], clip));
+                        float hh;
+                        if (lbr) {
+                            float rg = rnn_apply(fa, rnn_clip(x[H + k] + hrb[H + k] + wb[H + k] + rb[H + k], clip));
+                            hh = rnn_apply(ga, rnn_clip(x[2 * H + k] + rg * (hrb[2 * H + k] + rb[2 * H + k]) + wb[2 * H + k], clip));
+                        } else {
+                            hh = rnn_apply(ga, rnn_clip(x[2 * H + k] + tmp[Bn * H + b * H + k] + rb[2 * H + k] + wb[2 * H + k], clip));
+                        }
+                        tmp[b * H + k] = (1.0f - z) * hh + z * hb[k]; /* written back after the row */
+                    } else {
+                        float cp = cb[k];
+                        float ig = rnn_apply(fa, rnn_clip(x[k] + hrb[k] + wb[k] + rb[k] + peep[k] * cp, clip));
+                        float fg = input_forget ? 1.0f - ig
+                                                : rnn_apply(fa, rnn_clip(x[2 * H + k] + hrb[2 * H + k] + wb[2 * H + k] + rb[2 * H + k] + peep[2 * H + k] * cp, clip));
+                        float cg = rnn_apply(ga, rnn_clip(x[3 * H + k] + hrb[3 * H + k] + wb[3 * H + k] + rb[3 * H + k], clip));
+                        float cn = fg * cp + ig * cg;
+                        float og = rnn_apply(fa, rnn_clip(x[H + k] + hrb[H + k] + wb[H + k] + rb[H + k] + peep[H + k] * cn, clip));
+                        cb[k] = cn;
+                        hb[k] = og * rnn_apply(ha, cn);
+                    }
+                }
+                if (cell == CELL_GRU) memcpy(hb, tmp + b * H, sizeof(float) * (size_t)H);
+            }
+            if (Y)
+                for (int64_t b = 0; b < Bn; b++)
+                    for (int64_t k = 0; k < H; k++) {
+                        int64_t yi = layout ? ((b * S + t) * dirs + d) * H + k : ((t * dirs + d) * Bn + b) * H + k;
+                        rnn_store(Y, yi, t < lens[b] ? h[b * H + k] : 0.0f);
+                    }
+        }
+        for (int64_t b = 0; b < Bn; b++)
+            for (int64_t k = 0; k < H; k++) {
+                int64_t si = layout ? (b * dirs + d) * H + k : (d * Bn + b) * H + k;
+                if (Yh) rnn_store(Yh, si, h[b * H + k]);
+                if (Yc) rnn_store(Yc, si, c[b * H + k]);
+            }
+    }
+    return NULL;
+}
+
+kn_status *kn_cpu_RNN(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                      kn_tensor *const *out, int n_out)
+{
+    return rnn_run(ctx, node, in, n_in, out, n_out, CELL_RNN);
+}
+
+kn_status *kn_cpu_GRU(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                      kn_tensor *const *out, int n_out)
+{
+    return rnn_run(ctx, node, in, n_in, out, n_out, CELL_GRU);
+}
+
+kn_status *kn_cpu_LSTM(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                       kn_tensor *const *out, int n_out)
+{
+    return rnn_run(ctx, node, in, n_in, out, n_out, CELL_LSTM);
+}

@@ -1,0 +1,282 @@
+/* CPU kernels for the string ops: StringNormalizer, StringConcat, StringSplit, RegexFullMatch and
+ * TfIdfVectorizer. String tensors hold malloc'd char* elements; outputs arrive with NULL elements
+ * and every element written here is a fresh allocation. Case mapping is ASCII only (UTF-8 bytes
+ * above 0x7f pass through unchanged). RegexFullMatch uses PCRE2 when KILN_HAVE_PCRE2 is defined
+ * (RE2-like syntax) and the POSIX extended regex of the C library otherwise. */
+#include "graph/ops.h"
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#ifdef KILN_HAVE_PCRE2
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#else
+#include <regex.h>
+#endif
+
+/* Shared with graph/infer_misc.c so the shapes inferred there match what is produced here. */
+int64_t kn_string_normalizer_kept(const kn_node *n, const kn_tensor *x);
+int64_t kn_string_split_count(const char *s, const char *delim, int64_t maxsplit);
+
+static const char *str_at(const kn_tensor *t, int64_t i)
+{
+    const char *s = ((const char *const *)t->data)[i];
+    return s ? s : "";
+}
+
+static kn_status *str_put(kn_tensor *t, int64_t i, const char *s, size_t len)
+{
+    char **d = (char **)t->data;
+    char *p = malloc(len + 1);
+    if (!p) return KN_OOM(len + 1);
+    memcpy(p, s, len);
+    p[len] = '\0';
+    free(d[i]);
+    d[i] = p;
+    return NULL;
+}
+
+/* ---- StringNormalizer ---- */
+
+kn_status *kn_cpu_StringNormalizer(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                   kn_tensor *const *out, int n_out)
+{
+    const kn_tensor *x = in[0];
+    kn_tensor *y = out[0];
+    if (x->dtype != KN_STRING) return kn_err_dtype(node, x);
+    const char *action = kn_attr_str(node, "case_change_action", "NONE");
+    int mode = strcmp(action, "LOWER") == 0 ? 1 : strcmp(action, "UPPER") == 0 ? 2 : 0;
+    if (mode == 0 && strcmp(action, "NONE") != 0)
+        return kn_error(KN_ERR_INVALID_MODEL, "StringNormalizer: unknown case_change_action '%s'", action);
+    bool cs = kn_attr_int(node, "is_case_sensitive", 0) != 0;
+    const kn_attr *sw = kn_node_attr(node, "stopwords");
+    int64_t n = kn_numel(x), kept = kn_string_normalizer_kept(node, x), o = 0;
+    if (kn_numel(y) != (kept ? kept : 1))
+        return kn_error(KN_ERR_RUNTIME, "StringNormalizer: output holds %lld strings, %lld kept", (long long)kn_numel(y), (long long)kept);
+    for (int64_t i = 0; i < n; i++) {
+        const char *s = str_at(x, i);
+        bool stop = false;
+        for (int k = 0; sw && k < sw->n_strings && !stop; k++)
+            stop = cs ? strcmp(sw->strings[k], s) == 0 : strcasecmp(sw->strings[k], s) == 0;
+        if (stop) continue;
+        size_t len = strlen(s);
+        KN_TRY(str_put(y, o, s, len));
+        char *d = ((char **)y->data)[o++];
+        for (size_t k = 0; k < len; k++)
+            if (mode == 1) d[k] = (char)tolower((unsigned char)d[k]);
+            else if (mode == 2) d[k] = (char)toupper((unsigned char)d[k]);
+    }
+    if (kept == 0) KN_TRY(str_put(y, 0, "", 0));
+    return NULL;
+}
+
+/* ---- StringConcat (numpy broadcasting) ---- */
+
+static int64_t str_bcast_index(const kn_tensor *t, const kn_tensor *y, int64_t i)
+{
+    int64_t idx = 0, stride = 1;
+    for (int d = y->ndim - 1, td = t->ndim - 1; d >= 0; d--, td--) {
+        int64_t c = i % y->dims[d];
+        i /= y->dims[d];
+        if (td < 0) continue;
+        if (t->dims[td] != 1) idx += c * stride;
+        stride *= t->dims[td];
+    }
+    return idx;
+}
+
+kn_status *kn_cpu_StringConcat(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                               kn_tensor *const *out, int n_out)
+{
+    const kn_tensor *a = in[0], *b = in[1];
+    kn_tensor *y = out[0];
+    if (a->dtype != KN_STRING) return kn_err_dtype(node, a);
+    if (b->dtype != KN_STRING) return kn_err_dtype(node, b);
+    int64_t n = kn_numel(y);
+    for (int64_t i = 0; i < n; i++) {
+        const char *sa = str_at(a, str_bcast_index(a, y, i)), *sb = str_at(b, str_bcast_index(b, y, i));
+        size_t la = strlen(sa), lb = strlen(sb);
+        char *p = malloc(la + lb + 1);
+        if (!p) return KN_OOM(la + lb + 1);
+        memcpy(p, sa, la);
+        memcpy(p + la, sb, lb + 1);
+        char **d = (char **)y->data;
+        free(d[i]);
+        d[i] = p;
+    }
+    return NULL;
+}
+
+/* ---- StringSplit (Python str.split semantics) ---- */
+
+static bool str_is_space(char c) { return c && strchr(" \t\n\r\f\v", c) != NULL; }
+
+kn_status *kn_cpu_StringSplit(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                              kn_tensor *const *out, int n_out)
+{
+    const kn_tensor *x = in[0];
+    kn_tensor *y = out[0], *lens = n_out > 1 ? out[1] : NULL;
+    if (x->dtype != KN_STRING) return kn_err_dtype(node, x);
+    const char *delim = kn_attr_str(node, "delimiter", NULL);
+    if (delim && !*delim) delim = NULL;
+    int64_t maxsplit = kn_attr_int(node, "maxsplit", -1);
+    int64_t n = kn_numel(x), width = y->dims[y->ndim - 1];
+    for (int64_t i = 0; i < n; i++) {
+        const char *s = str_at(x, i);
+        int64_t cnt = kn_string_split_count(s, delim, maxsplit), k = 0;
+        if (cnt > width) return kn_error(KN_ERR_RUNTIME, "StringSplit: %lld pieces exceed the output width %lld", (long long)cnt, (long long)width);
+        const char *p = s;
+        if (!delim) {
+            while (k < cnt) {
+                while (str_is_space(*p)) p++;
+                const char *e = p;
+                if (k == cnt - 1 && maxsplit >= 0 && cnt == maxsplit + 1) e = p + strlen(p); /* remainder kept whole */
+                else while (*e && !str_is_space(*e)) e++;
+                KN_TRY(str_put(y, i * width + k, p, (size_t)(e - p)));
+                k++;
+                p = e;
+            }
+        } else {
+            size_t dl = strlen(delim);
+            while (k < cnt) {
+                const char *e = k == cnt - 1 ? NULL : strstr(p, delim);
+                if (!e) e = p + strlen(p);
+                KN_TRY(str_put(y, i * width + k, p, (size_t)(e - p)));
+                k++;
+                p = *e ? e + dl : e;
+            }
+        }
+        for (; k < width; k++) KN_TRY(str_put(y, i * width + k, "", 0));
+        if (lens && lens->data) ((int64_t *)lens->data)[i] = cnt;
+    }
+    return NULL;
+}
+
+/* ---- RegexFullMatch ---- */
+
+kn_status *kn_cpu_RegexFullMatch(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                 kn_tensor *const *out, int n_out)
+{
+    const kn_tensor *x = in[0];
+    uint8_t *y = out[0]->data;
+    if (x->dtype != KN_STRING) return kn_err_dtype(node, x);
+    const char *pat = kn_attr_str(node, "pattern", NULL);
+    if (!pat) return kn_error(KN_ERR_INVALID_MODEL, "RegexFullMatch: missing pattern attribute");
+    int64_t n = kn_numel(x);
+#ifdef KILN_HAVE_PCRE2
+    int err;
+    PCRE2_SIZE off;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_UTF, &err, &off, NULL);
+    if (!re) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(err, msg, sizeof msg);
+        return kn_error(KN_ERR_INVALID_MODEL, "RegexFullMatch: bad pattern '%s' at %zu: %s", pat, (size_t)off, (const char *)msg);
+    }
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
+    if (!md) { pcre2_code_free(re); return KN_OOM(sizeof(void *)); }
+    for (int64_t i = 0; i < n; i++) {
+        const char *s = str_at(x, i);
+        int rc = pcre2_match(re, (PCRE2_SPTR)s, strlen(s), 0, 0, md, NULL);
+        y[i] = rc >= 0;
+    }
+    pcre2_match_data_free(md);
+    pcre2_code_free(re);
+#else
+    size_t pl = strlen(pat);
+    char *full = malloc(pl + 5);
+    if (!full) return KN_OOM(pl + 5);
+    memcpy(full, "^(", 2);
+    memcpy(full + 2, pat, pl);
+    memcpy(full + 2 + pl, ")$", 3);
+    regex_t re;
+    int rc = regcomp(&re, full, REG_EXTENDED | REG_NOSUB);
+    free(full);
+    if (rc) {
+        char msg[256];
+        regerror(rc, &re, msg, sizeof msg);
+        return kn_error(KN_ERR_INVALID_MODEL, "RegexFullMatch: bad pattern '%s': %s", pat, msg);
+    }
+    for (int64_t i = 0; i < n; i++) y[i] = regexec(&re, str_at(x, i), 0, NULL, 0) == 0;
+    regfree(&re);
+#endif
+    return NULL;
+}
+
+/* ---- TfIdfVectorizer ---- */
+
+typedef struct tfidf_gram { int64_t size, start, out_idx; } tfidf_gram;
+
+static bool tfidf_token_eq(const kn_tensor *x, int64_t xi, const kn_attr *pool_s, const int64_t *pool_i, int64_t pi)
+{
+    if (x->dtype == KN_STRING) return strcmp(str_at(x, xi), pool_s->strings[pi]) == 0;
+    return kn_get_i64(x, xi) == pool_i[pi];
+}
+
+kn_status *kn_cpu_TfIdfVectorizer(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                  kn_tensor *const *out, int n_out)
+{
+    const kn_tensor *x = in[0];
+    kn_tensor *y = out[0];
+    const char *mode_s = kn_attr_str(node, "mode", "TF");
+    int mode = strcmp(mode_s, "TF") == 0 ? 1 : strcmp(mode_s, "IDF") == 0 ? 2 : strcmp(mode_s, "TFIDF") == 0 ? 3 : 0;
+    if (!mode) return kn_error(KN_ERR_INVALID_MODEL, "TfIdfVectorizer: unknown mode '%s'", mode_s);
+    int64_t minn = kn_attr_int(node, "min_gram_length", 1), maxn = kn_attr_int(node, "max_gram_length", 1);
+    int64_t max_skip = kn_attr_int(node, "max_skip_count", 0);
+    const int64_t *counts, *idx, *pool_i = NULL;
+    int nc = kn_attr_ints(node, "ngram_counts", &counts), ni = kn_attr_ints(node, "ngram_indexes", &idx);
+    const kn_attr *pool_s = kn_node_attr(node, "pool_strings"), *wts = kn_node_attr(node, "weights");
+    int np_i = kn_attr_ints(node, "pool_int64s", &pool_i);
+    int64_t pool_n = x->dtype == KN_STRING ? (pool_s ? pool_s->n_strings : 0) : (np_i > 0 ? np_i : 0);
+    if (x->dtype == KN_STRING ? !pool_s : np_i < 0)
+        return kn_error(KN_ERR_INVALID_MODEL, "TfIdfVectorizer: the pool does not match the input type");
+    if (minn < 1 || maxn < minn || max_skip < 0 || nc < 1 || ni < 0)
+        return kn_error(KN_ERR_INVALID_MODEL, "TfIdfVectorizer: bad gram lengths [%lld, %lld], skip %lld or counts",
+                        (long long)minn, (long long)maxn, (long long)max_skip);
+    /* enumerate the pool's n-grams in id order; each id maps to an output column */
+    int64_t n_grams = 0;
+    for (int i = 0; i < nc; i++) {
+        int64_t s = counts[i], e = i + 1 < nc ? counts[i + 1] : pool_n;
+        if (s < 0 || e > pool_n || e < s) return kn_error(KN_ERR_INVALID_MODEL, "TfIdfVectorizer: bad ngram_counts");
+        n_grams += (e - s) / (i + 1);
+    }
+    if (n_grams > ni) return kn_error(KN_ERR_INVALID_MODEL, "TfIdfVectorizer: %lld n-grams but %d ngram_indexes", (long long)n_grams, ni);
+    tfidf_gram *grams = kn_scratch_alloc(ctx, sizeof(tfidf_gram) * (size_t)(n_grams + 1));
+    if (!grams) return KN_OOM(sizeof(tfidf_gram) * n_grams);
+    int64_t g = 0;
+    for (int i = 0; i < nc; i++) {
+        int64_t s = counts[i], e = i + 1 < nc ? counts[i + 1] : pool_n, sz = i + 1;
+        for (int64_t p = s; p + sz <= e; p += sz, g++) { grams[g].size = sz; grams[g].start = p; grams[g].out_idx = idx[g]; }
+    }
+    int64_t width = y->dims[y->ndim - 1], rows = x->ndim == 2 ? x->dims[0] : 1, C = x->dims[x->ndim - 1];
+    float *yv = y->data;
+    memset(yv, 0, sizeof(float) * (size_t)(rows * width));
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t start_n = minn;
+        for (int64_t skip = 1; skip <= max_skip + 1; skip++) {
+            for (int64_t s0 = 0; s0 < C; s0++) {
+                if (s0 + skip * (start_n - 1) >= C) break;
+                for (int64_t n = start_n; n <= maxn && s0 + skip * (n - 1) < C; n++) {
+                    for (int64_t k = 0; k < n_grams; k++) {
+                        if (grams[k].size != n) continue;
+                        bool eq = true;
+                        for (int64_t t = 0; t < n && eq; t++)
+                            eq = tfidf_token_eq(x, r * C + s0 + skip * t, pool_s, pool_i, grams[k].start + t);
+                        if (eq) { yv[r * width + grams[k].out_idx] += 1.0f; break; }
+                    }
+                }
+            }
+            if (start_n == 1) {
+                start_n = 2;
+                if (start_n > maxn) break;
+            }
+        }
+    }
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < width; i++) {
+            float f = yv[r * width + i], w = wts && i < wts->n_floats ? wts->floats[i] : 1.0f;
+            if (mode == 2) yv[r * width + i] = f > 0.0f ? (wts && wts->n_floats ? w : 1.0f) : 0.0f;
+            else if (mode == 3) yv[r * width + i] = wts && wts->n_floats ? w * f : f;
+        }
+    return NULL;
+}

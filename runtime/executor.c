@@ -1,0 +1,444 @@
+/* Graph execution: plan building (shape inference with values known before the run, memory
+ * planning), planned runs over one arena, and unplanned runs for control-flow subgraphs. */
+#include "executor.h"
+#include "graph/planner.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KN_ARENA_ALIGN 64
+/* Values computed before the run (shape arithmetic) are kept small; bigger ones run each time. */
+#define KN_PLAN_EVAL_MAX_ELEMS 4096
+
+bool kn_op_is_volatile(int op) {
+    switch (op) {
+    case KN_OP_RandomUniform: case KN_OP_RandomUniformLike: case KN_OP_RandomNormal:
+    case KN_OP_RandomNormalLike: case KN_OP_Bernoulli: case KN_OP_If: case KN_OP_Loop: case KN_OP_Scan:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* ---- per-graph facts ---- */
+
+kn_status *kn_graph_info_init(kn_graph_info *gi, const kn_graph *g) {
+    memset(gi, 0, sizeof *gi);
+    gi->g = g;
+    size_t nv = (size_t)(g->n_values ? g->n_values : 1);
+    gi->last_use = malloc(sizeof(int) * nv);
+    gi->is_output = calloc(nv, 1);
+    if (!gi->last_use || !gi->is_output) { kn_graph_info_release(gi); return KN_OOM(nv); }
+    for (int v = 0; v < g->n_values; v++) gi->last_use[v] = -1;
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_inputs; k++) {
+            int v = g->nodes[i].inputs[k];
+            if (v >= 0) gi->last_use[v] = i;
+        }
+    for (int k = 0; k < g->n_outputs; k++)
+        if (g->outputs[k] >= 0) gi->is_output[g->outputs[k]] = 1;
+    return NULL;
+}
+
+void kn_graph_info_release(kn_graph_info *gi) {
+    free(gi->last_use);
+    free(gi->is_output);
+    memset(gi, 0, sizeof *gi);
+}
+
+/* ---- scratch ---- */
+
+void kn_scratch_reset(kn_scratch *s) {
+    if (s->n_extra) {
+        /* grow the main buffer to what the last node needed, so the steady state never mallocs */
+        size_t want = s->cap + s->extra_bytes;
+        for (int i = 0; i < s->n_extra; i++) free(s->extra[i]);
+        s->n_extra = 0;
+        s->extra_bytes = 0;
+        void *nb = NULL;
+        if (posix_memalign(&nb, KN_ARENA_ALIGN, want) == 0) {
+            free(s->buf);
+            s->buf = nb;
+            s->cap = want;
+        }
+    }
+    s->used = 0;
+}
+
+void kn_scratch_release(kn_scratch *s) {
+    for (int i = 0; i < s->n_extra; i++) free(s->extra[i]);
+    free(s->extra);
+    free(s->buf);
+    memset(s, 0, sizeof *s);
+}
+
+void *kn_scratch_alloc_impl(kn_exec_ctx *ctx, size_t bytes) {
+    kn_scratch *s = ctx->scratch_state;
+    size_t need = (bytes + KN_ARENA_ALIGN - 1) & ~(size_t)(KN_ARENA_ALIGN - 1);
+    if (need == 0) need = KN_ARENA_ALIGN;
+    if (s->used + need <= s->cap) {
+        void *p = s->buf + s->used;
+        s->used += need;
+        return p;
+    }
+    if (s->n_extra == s->cap_extra) {
+        int cap = s->cap_extra ? s->cap_extra * 2 : 8;
+        void **e = realloc(s->extra, sizeof(void *) * (size_t)cap);
+        if (!e) return NULL;
+        s->extra = e;
+        s->cap_extra = cap;
+    }
+    void *p = NULL;
+    if (posix_memalign(&p, KN_ARENA_ALIGN, need)) return NULL;
+    s->extra[s->n_extra++] = p;
+    s->extra_bytes += need;
+    return p;
+}
+
+/* ---- running one node ---- */
+
+static kn_status *kn_node_error(kn_status *st, const kn_node *n, const kn_tensor *const *in, int n_in) {
+    char nd[256], shapes[512], buf[KN_DESC_LEN];
+    size_t off = 0;
+    shapes[0] = 0;
+    for (int i = 0; i < n_in && off < sizeof shapes; i++)
+        off += (size_t)snprintf(shapes + off, sizeof shapes - off, "%s%s", i ? ", " : "", in[i] ? kn_tensor_desc(in[i], buf, sizeof buf) : "-");
+    return kn_error_wrap(st, "%s with inputs (%s): ", kn_node_desc(n, nd, sizeof nd), shapes);
+}
+
+static kn_status *kn_infer_node(const kn_node *n, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
+    kn_infer_fn fn = kn_op_infer(n->op);
+    if (!fn) return kn_error(KN_ERR_UNSUPPORTED, "op %s (domain '%s', opset %d) has no shape inference in kiln",
+                             n->op_type, n->domain, n->opset);
+    kn_infer_ctx c = {.node = n, .in = in, .n_in = n_in, .out = out, .n_out = n_out};
+    return fn(&c);
+}
+
+static kn_status *kn_call_kernel(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor *const *in, int n_in,
+                                 kn_tensor *const *out, int n_out) {
+    kn_kernel_fn k = ctx->backend->kernel(ctx->backend, n->op);
+    if (!k) return kn_error(KN_ERR_UNSUPPORTED, "op %s (domain '%s', opset %d) has no %s kernel in kiln",
+                            n->op_type, n->domain, n->opset, ctx->backend->name);
+    if (ctx->scratch_state) kn_scratch_reset(ctx->scratch_state);
+    return k(ctx, n, in, n_in, out, n_out);
+}
+
+kn_status *kn_node_eval_host(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor *const *in, int n_in,
+                             kn_tensor *const *out, int n_out) {
+    kn_status *st = kn_infer_node(n, in, n_in, out, n_out);
+    for (int i = 0; !st && i < n_out; i++) {
+        if (!out[i]) continue;
+        if (out[i]->ndim < 0 || !kn_shape_known(out[i]))
+            st = kn_error(KN_ERR_RUNTIME, "output %d shape could not be inferred", i);
+        else
+            st = kn_tensor_alloc_data(out[i]);
+    }
+    if (!st) st = kn_call_kernel(ctx, n, in, n_in, out, n_out);
+    if (st) {
+        for (int i = 0; i < n_out; i++) if (out[i]) kn_tensor_release(out[i]);
+        return kn_node_error(st, n, in, n_in);
+    }
+    return NULL;
+}
+
+/* ---- plans ---- */
+
+void kn_plan_free(kn_plan *p, int n_values) {
+    if (!p) return;
+    if (p->vals)
+        for (int v = 0; v < n_values; v++) if (p->state[v] == KN_VS_KNOWN) kn_tensor_release(&p->vals[v]);
+    free(p->key); free(p->vals); free(p->state); free(p->offset); free(p->skip);
+    free(p);
+}
+
+typedef struct { const kn_tensor **in; kn_tensor **out; } kn_io_bufs;
+
+kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const kn_backend *be,
+                         kn_threadpool *pool, kn_plan **out) {
+    const kn_graph *g = gi->g;
+    *out = NULL;
+    kn_plan *p = calloc(1, sizeof *p);
+    size_t nv = (size_t)(g->n_values ? g->n_values : 1);
+    if (!p) return KN_OOM(sizeof *p);
+    p->vals = calloc(nv, sizeof(kn_tensor));
+    p->state = calloc(nv, 1);
+    p->offset = calloc(nv, sizeof(size_t));
+    p->skip = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), 1);
+    kn_mem_req *reqs = malloc(sizeof(kn_mem_req) * nv);
+    int *req_of = malloc(sizeof(int) * nv);
+    int *req_val = malloc(sizeof(int) * nv);
+    size_t *offs = malloc(sizeof(size_t) * nv);
+    const kn_tensor **inb = malloc(sizeof(void *) * KN_NODE_MAX_IO);
+    kn_tensor **outb = malloc(sizeof(void *) * KN_NODE_MAX_IO);
+    kn_scratch scratch = {0};
+    kn_status *st = NULL;
+    if (!p->vals || !p->state || !p->offset || !p->skip || !reqs || !req_of || !req_val || !offs || !inb || !outb) { st = KN_OOM(nv); goto done; }
+
+    for (int v = 0; v < g->n_values; v++) {
+        const kn_value *val = &g->values[v];
+        req_of[v] = -1;
+        if (val->constant) {
+            p->vals[v] = *val->constant;
+            p->vals[v].owns = false;
+            p->state[v] = KN_VS_CONST;
+        } else if (val->is_outer) {
+            p->vals[v] = val->type;
+            p->state[v] = KN_VS_OUTER;
+        } else {
+            p->vals[v].ndim = -1;
+        }
+    }
+    for (int k = 0; k < g->n_inputs; k++) {
+        int v = g->inputs[k];
+        if (v < 0) continue;
+        p->vals[v] = inputs[k];
+        p->vals[v].data = NULL;
+        p->vals[v].owns = false;
+        p->state[v] = KN_VS_INPUT;
+    }
+
+    kn_exec_ctx ctx = {.pool = pool, .backend = kn_cpu_backend(), .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch};
+    int n_req = 0;
+    for (int i = 0; i < g->n_nodes && !st; i++) {
+        const kn_node *n = &g->nodes[i];
+        if (n->n_inputs > KN_NODE_MAX_IO || n->n_outputs > KN_NODE_MAX_IO) { st = kn_error(KN_ERR_UNSUPPORTED, "node '%s' has too many inputs/outputs", n->name); break; }
+        bool all_known = !kn_op_is_volatile(n->op);
+        for (int k = 0; k < n->n_inputs; k++) {
+            int v = n->inputs[k];
+            inb[k] = v >= 0 ? &p->vals[v] : NULL;
+            if (v < 0) continue;
+            bool has_data = p->state[v] == KN_VS_CONST || p->state[v] == KN_VS_KNOWN;
+            /* Shape and Size read only the shape of their input */
+            bool shape_only = (n->op == KN_OP_Shape || n->op == KN_OP_Size) && k == 0 && kn_shape_known(&p->vals[v]);
+            if (!has_data && !shape_only) all_known = false;
+        }
+        for (int k = 0; k < n->n_outputs; k++) {
+            int v = n->outputs[k];
+            outb[k] = v >= 0 ? &p->vals[v] : NULL;
+            if (v >= 0) { memset(&p->vals[v], 0, sizeof(kn_tensor)); p->vals[v].ndim = -1; }
+        }
+        st = kn_infer_node(n, inb, n->n_inputs, outb, n->n_outputs);
+        if (st) { st = kn_node_error(st, n, inb, n->n_inputs); break; }
+        bool small = true;
+        for (int k = 0; k < n->n_outputs; k++) {
+            int v = n->outputs[k];
+            if (v < 0) continue;
+            int64_t ne = kn_numel(&p->vals[v]);
+            if (ne < 0 || ne > KN_PLAN_EVAL_MAX_ELEMS) small = false;
+        }
+        if (all_known && small && be->kernel(kn_cpu_backend(), n->op)) {
+            /* shape arithmetic: compute now on the host, once per plan */
+            for (int k = 0; k < n->n_outputs; k++)
+                if (outb[k]) { kn_tensor_release(outb[k]); outb[k]->data = NULL; }
+            st = kn_node_eval_host(&ctx, n, inb, n->n_inputs, outb, n->n_outputs);
+            if (st) break;
+            for (int k = 0; k < n->n_outputs; k++)
+                if (n->outputs[k] >= 0) p->state[n->outputs[k]] = KN_VS_KNOWN;
+            p->skip[i] = 1;
+            continue;
+        }
+        /* a node with any data-dependent output allocates all its outputs at run time */
+        bool node_dyn = false;
+        for (int k = 0; k < n->n_outputs; k++) {
+            int v = n->outputs[k];
+            if (v < 0) continue;
+            kn_tensor *t = &p->vals[v];
+            if (t->ndim < 0 || !kn_shape_known(t) || t->dtype == KN_STRING || kn_numel(t) > KN_MAX_NUMEL) node_dyn = true;
+        }
+        for (int k = 0; k < n->n_outputs; k++) {
+            int v = n->outputs[k];
+            if (v < 0) continue;
+            kn_tensor *t = &p->vals[v];
+            if (node_dyn) {
+                p->state[v] = KN_VS_DYNAMIC;
+                continue;
+            }
+            p->state[v] = KN_VS_ARENA;
+            int end = gi->is_output[v] ? g->n_nodes : (gi->last_use[v] >= i ? gi->last_use[v] : i);
+            int share = -1;
+            kn_inplace ip = n->op >= 0 ? kn_op_table[n->op].inplace : KN_INPLACE_NONE;
+            if (k == 0 && ip != KN_INPLACE_NONE && n->n_inputs > 0 && n->inputs[0] >= 0) {
+                int iv = n->inputs[0];
+                if (p->state[iv] == KN_VS_ARENA && req_of[iv] >= 0 && gi->last_use[iv] == i && !gi->is_output[iv] &&
+                    kn_nbytes(&p->vals[iv]) == kn_nbytes(t) && p->vals[iv].dtype != KN_STRING) {
+                    /* no other input of this node may be the same value read later: elementwise reads are in order */
+                    share = req_of[iv];
+                }
+            }
+            reqs[n_req] = (kn_mem_req){.bytes = kn_nbytes(t), .start = i, .end = end, .share_with = share};
+            req_of[v] = n_req;
+            req_val[n_req] = v;
+            n_req++;
+        }
+    }
+    if (!st) st = kn_plan_memory(reqs, n_req, KN_ARENA_ALIGN, offs, &p->arena_bytes);
+    if (!st) {
+        for (int r = 0; r < n_req; r++) p->offset[req_val[r]] = offs[r];
+        p->key_len = 0;
+        *out = p;
+        p = NULL;
+    }
+done:
+    if (p) kn_plan_free(p, g->n_values);
+    kn_scratch_release(&scratch);
+    free(reqs); free(req_of); free(req_val); free(offs); free(inb); free(outb);
+    return st;
+}
+
+/* ---- runs ---- */
+
+static kn_tensor *kn_find_outer(kn_run *run, const char *name) {
+    for (kn_run *r = run; r; r = r->parent) {
+        int v = kn_graph_find_value(r->g, name);
+        if (v >= 0 && r->state[v] != KN_VS_ABSENT && r->state[v] != KN_VS_OUTER) return &r->vals[v];
+    }
+    return NULL;
+}
+
+/* Execute nodes [0, n_nodes) of run->g; values not yet materialised are allocated per value. */
+static kn_status *kn_run_nodes(kn_run *run, const uint8_t *skip) {
+    const kn_graph *g = run->g;
+    const kn_tensor **inb = malloc(sizeof(void *) * KN_NODE_MAX_IO);
+    kn_tensor **outb = malloc(sizeof(void *) * KN_NODE_MAX_IO);
+    kn_status *st = NULL;
+    if (!inb || !outb) { free(inb); free(outb); return KN_OOM(0); }
+    for (int i = 0; i < g->n_nodes && !st; i++) {
+        if (skip && skip[i]) continue;
+        const kn_node *n = &g->nodes[i];
+        if (n->n_inputs > KN_NODE_MAX_IO || n->n_outputs > KN_NODE_MAX_IO) { st = kn_error(KN_ERR_UNSUPPORTED, "node '%s' has too many inputs/outputs", n->name); break; }
+        for (int k = 0; k < n->n_inputs; k++) {
+            int v = n->inputs[k];
+            inb[k] = NULL;
+            if (v < 0) continue;
+            if (run->state[v] == KN_VS_ABSENT) {
+                char nd[256];
+                st = kn_error(KN_ERR_INVALID_MODEL, "%s: input %d ('%s') is not produced by any earlier node",
+                              kn_node_desc(n, nd, sizeof nd), k, g->values[v].name);
+                break;
+            }
+            inb[k] = &run->vals[v];
+        }
+        if (st) break;
+        bool dyn = false;
+        for (int k = 0; k < n->n_outputs; k++) {
+            int v = n->outputs[k];
+            outb[k] = v >= 0 ? &run->vals[v] : NULL;
+            if (v >= 0 && run->state[v] != KN_VS_ARENA) dyn = true;
+        }
+        if (dyn) {
+            /* shapes depend on data (or no plan): infer now, allocate each output */
+            for (int k = 0; k < n->n_outputs; k++) {
+                int v = n->outputs[k];
+                if (v < 0) continue;
+                memset(&run->vals[v], 0, sizeof(kn_tensor));
+                run->vals[v].ndim = -1;
+                run->state[v] = KN_VS_DYNAMIC;
+            }
+            st = kn_node_eval_host(&run->ctx, n, inb, n->n_inputs, outb, n->n_outputs);
+        } else {
+            st = kn_call_kernel(&run->ctx, n, inb, n->n_inputs, outb, n->n_outputs);
+            if (st) st = kn_node_error(st, n, inb, n->n_inputs);
+        }
+        if (st) break;
+        /* free per-value allocations at their last use */
+        for (int k = 0; k < n->n_inputs; k++) {
+            int v = n->inputs[k];
+            if (v >= 0 && run->state[v] == KN_VS_DYNAMIC && run->gi->last_use[v] == i && !run->gi->is_output[v]) {
+                kn_tensor_release(&run->vals[v]);
+                run->state[v] = KN_VS_ABSENT;
+            }
+        }
+    }
+    free(inb);
+    free(outb);
+    return st;
+}
+
+kn_status *kn_run_planned(kn_run *run, const kn_plan *plan, const kn_tensor *inputs, void *arena) {
+    const kn_graph *g = run->g;
+    for (int v = 0; v < g->n_values; v++) {
+        run->vals[v] = plan->vals[v];
+        run->vals[v].owns = false;
+        run->state[v] = plan->state[v];
+        if (plan->state[v] == KN_VS_ARENA) run->vals[v].data = (char *)arena + plan->offset[v];
+        else if (plan->state[v] == KN_VS_DYNAMIC) run->vals[v].data = NULL;
+        else if (plan->state[v] == KN_VS_OUTER) {
+            kn_tensor *t = run->parent ? kn_find_outer(run->parent, g->values[v].name) : NULL;
+            if (!t) return kn_error(KN_ERR_INVALID_MODEL, "graph '%s': outer value '%s' not found", g->name, g->values[v].name);
+            run->vals[v] = *t;
+            run->vals[v].owns = false;
+        }
+    }
+    for (int k = 0; k < g->n_inputs; k++) {
+        int v = g->inputs[k];
+        if (v < 0) continue;
+        run->vals[v] = inputs[k];
+        run->vals[v].owns = false;
+        run->state[v] = KN_VS_INPUT;
+    }
+    return kn_run_nodes(run, plan->skip);
+}
+
+void kn_run_release(kn_run *run) {
+    if (!run->vals) return;
+    for (int v = 0; v < run->g->n_values; v++)
+        if (run->state[v] == KN_VS_DYNAMIC) kn_tensor_release(&run->vals[v]);
+    free(run->vals);
+    free(run->state);
+    run->vals = NULL;
+    run->state = NULL;
+}
+
+kn_status *kn_run_subgraph(kn_exec_ctx *ctx, const kn_graph *sub, const kn_tensor *const *inputs, int n_inputs,
+                           kn_tensor *outs) {
+    KN_CHECK(n_inputs == sub->n_inputs, KN_ERR_INVALID_MODEL, "subgraph '%s' expects %d inputs, got %d", sub->name, sub->n_inputs, n_inputs);
+    kn_graph_info gi;
+    KN_TRY(kn_graph_info_init(&gi, sub));
+    kn_scratch scratch = {0};
+    kn_run run = {.g = sub, .gi = &gi, .parent = ctx->run};
+    run.ctx = *ctx;
+    run.ctx.run = &run;
+    run.ctx.scratch_state = &scratch;
+    run.ctx.scratch_alloc = kn_scratch_alloc_impl;
+    size_t nv = (size_t)(sub->n_values ? sub->n_values : 1);
+    run.vals = calloc(nv, sizeof(kn_tensor));
+    run.state = calloc(nv, 1);
+    kn_status *st = NULL;
+    for (int k = 0; k < sub->n_outputs; k++) memset(&outs[k], 0, sizeof(kn_tensor));
+    if (!run.vals || !run.state) { st = KN_OOM(nv); goto done; }
+    for (int v = 0; v < sub->n_values && !st; v++) {
+        const kn_value *val = &sub->values[v];
+        if (val->constant) {
+            run.vals[v] = *val->constant;
+            run.vals[v].owns = false;
+            run.state[v] = KN_VS_CONST;
+        } else if (val->is_outer) {
+            kn_tensor *t = kn_find_outer(ctx->run, val->name);
+            if (!t) st = kn_error(KN_ERR_INVALID_MODEL, "subgraph '%s': outer value '%s' not found", sub->name, val->name);
+            else { run.vals[v] = *t; run.vals[v].owns = false; run.state[v] = KN_VS_OUTER; }
+        }
+    }
+    for (int k = 0; k < n_inputs && !st; k++) {
+        int v = sub->inputs[k];
+        if (v < 0 || !inputs[k]) continue;
+        run.vals[v] = *inputs[k];
+        run.vals[v].owns = false;
+        run.state[v] = KN_VS_INPUT;
+    }
+    if (!st) st = kn_run_nodes(&run, NULL);
+    for (int k = 0; k < sub->n_outputs && !st; k++) {
+        int v = sub->outputs[k];
+        if (v < 0 || run.state[v] == KN_VS_ABSENT) { st = kn_error(KN_ERR_INVALID_MODEL, "subgraph '%s': output %d was not computed", sub->name, k); break; }
+        kn_tensor *c = NULL;
+        st = kn_tensor_clone(&run.vals[v], &c);
+        if (st) break;
+        outs[k] = *c;
+        free(c);
+    }
+    if (st) for (int k = 0; k < sub->n_outputs; k++) kn_tensor_release(&outs[k]);
+done:
+    kn_run_release(&run);
+    kn_scratch_release(&scratch);
+    kn_graph_info_release(&gi);
+    return st;
+}

@@ -1,0 +1,75 @@
+/* The executor: runs a graph's nodes in order on a backend, with intermediates placed in one
+ * arena per run by the memory planner. A plan (shapes, offsets, values known before the run) is
+ * built once per input-shape signature and cached by the session. Subgraphs of control-flow ops
+ * run through the same node path with per-value allocation. */
+#ifndef KN_EXECUTOR_H
+#define KN_EXECUTOR_H
+#include "graph/ops.h"
+#include "graph/model.h"
+
+/* Most inputs/outputs a node may have (Concat/Sum of thousands are refused, not overflowed). */
+#define KN_NODE_MAX_IO 4096
+
+typedef enum kn_val_state {
+    KN_VS_ABSENT = 0, KN_VS_CONST, KN_VS_INPUT, KN_VS_KNOWN, KN_VS_ARENA, KN_VS_DYNAMIC, KN_VS_OUTER,
+} kn_val_state;
+
+typedef struct kn_plan {
+    int64_t *key; int key_len;   /* input ranks and dims this plan is for */
+    kn_tensor *vals;             /* per value: dtype/shape; data set for KNOWN values (owned) */
+    uint8_t *state;              /* kn_val_state per value */
+    size_t *offset;              /* arena offset for ARENA values */
+    uint8_t *skip;               /* per node: all outputs known before the run */
+    size_t arena_bytes;
+    int refs;                    /* runs using it (under the session lock) */
+    uint64_t last_used;
+} kn_plan;
+
+/* Per-graph facts the executor needs, computed once. */
+typedef struct kn_graph_info {
+    const kn_graph *g;
+    int *last_use;               /* per value: last node index reading it, -1 if none */
+    uint8_t *is_output;          /* per value */
+} kn_graph_info;
+
+kn_status *kn_graph_info_init(kn_graph_info *gi, const kn_graph *g);
+void kn_graph_info_release(kn_graph_info *gi);
+
+/* Scratch bump allocator: kernels' temporary buffers, reset before each node. */
+typedef struct kn_scratch {
+    char *buf; size_t cap, used;
+    void **extra; int n_extra, cap_extra; size_t extra_bytes;
+} kn_scratch;
+void kn_scratch_reset(kn_scratch *s);
+void kn_scratch_release(kn_scratch *s);
+void *kn_scratch_alloc_impl(kn_exec_ctx *ctx, size_t bytes);
+
+/* One execution of a graph (the main graph or a subgraph). */
+typedef struct kn_run {
+    const kn_graph *g;
+    const kn_graph_info *gi;
+    kn_tensor *vals;             /* per value, for this run */
+    uint8_t *state;
+    struct kn_run *parent;       /* enclosing run, for outer values of subgraphs */
+    kn_exec_ctx ctx;
+} kn_run;
+
+/* Infer shapes with data, allocate outputs on the host (owned) and run the CPU kernel. */
+kn_status *kn_node_eval_host(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor *const *in, int n_in,
+                             kn_tensor *const *out, int n_out);
+/* Plan for the given input tensors (graph input order). */
+kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const kn_backend *be,
+                         kn_threadpool *pool, kn_plan **out);
+void kn_plan_free(kn_plan *p, int n_values);
+/* Run a planned graph: inputs in graph input order, arena of plan->arena_bytes. Output tensors are
+ * left in run->vals (arena or owned memory) for the caller to copy before kn_run_release. */
+kn_status *kn_run_planned(kn_run *run, const kn_plan *plan, const kn_tensor *inputs, void *arena);
+/* Run a subgraph: inputs bound to sub->inputs in order, outer values found through parent.
+ * outs (sub->n_outputs) receive owned host tensors. */
+kn_status *kn_run_subgraph(kn_exec_ctx *ctx, const kn_graph *sub, const kn_tensor *const *inputs, int n_inputs,
+                           kn_tensor *outs);
+void kn_run_release(kn_run *run);
+/* Ops that must never run before the actual run (random numbers, control flow). */
+bool kn_op_is_volatile(int op);
+
+#endif

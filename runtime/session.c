@@ -1,0 +1,356 @@
+/* The public API over the executor: model loading with graph optimisation, sessions with a plan
+ * cache keyed by input shapes and a pool of arenas, and thread-safe runs. */
+#include "executor.h"
+#include "dtype.h"
+#include "graph/passes.h"
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KN_PLAN_CACHE 16
+#define KN_ARENA_POOL 64
+
+typedef struct { void *p; size_t size; } kn_arena;
+
+struct kn_session {
+    const kn_model *model;
+    const kn_graph *g;
+    kn_session_options opt;
+    kn_graph_info gi;
+    kn_threadpool *pool;
+    const kn_backend *be;
+    pthread_mutex_t mu;
+    kn_plan *plans[KN_PLAN_CACHE]; int n_plans;
+    uint64_t tick;
+    kn_arena free_arenas[KN_ARENA_POOL]; int n_free;
+    size_t peak_bytes;
+    atomic_uint_fast64_t runs;
+};
+
+void kn_session_options_init(kn_session_options *opt) {
+    memset(opt, 0, sizeof *opt);
+    opt->device = KN_DEVICE_CPU;
+    opt->optimize = 1;
+}
+
+kn_status *kn_model_load(const char *path, kn_model **out) {
+    *out = NULL;
+    KN_CHECK(path, KN_ERR_INVALID_ARGUMENT, "kn_model_load: path is NULL");
+    kn_model *m = NULL;
+    KN_TRY(kn_onnx_load_file(path, &m));
+    kn_status *st = kn_graph_optimize(m->graph);
+    if (st) { kn_model_release(m); return kn_error_wrap(st, "%s: ", path); }
+    *out = m;
+    return NULL;
+}
+
+kn_status *kn_model_load_buffer(const void *data, size_t size, const char *base_dir, kn_model **out) {
+    *out = NULL;
+    KN_CHECK(data || size == 0, KN_ERR_INVALID_ARGUMENT, "kn_model_load_buffer: data is NULL");
+    kn_model *m = NULL;
+    KN_TRY(kn_onnx_load_buffer(data, size, base_dir, &m));
+    kn_status *st = kn_graph_optimize(m->graph);
+    if (st) { kn_model_release(m); return st; }
+    *out = m;
+    return NULL;
+}
+
+void kn_model_free(kn_model *m) { if (m) kn_model_release(m); }
+
+kn_status *kn_session_create(const kn_model *model, const kn_session_options *opt, kn_session **out) {
+    *out = NULL;
+    KN_CHECK(model && model->graph, KN_ERR_INVALID_ARGUMENT, "kn_session_create: model is NULL");
+    kn_session_options o;
+    if (opt) o = *opt; else kn_session_options_init(&o);
+    if (o.device != KN_DEVICE_CPU) {
+        /* the CUDA backend registers itself when built; until then a GPU session is refused clearly */
+        return kn_error(KN_ERR_NO_DEVICE, "device cuda:%d requested, but this build of kiln has no CUDA backend", o.device_index);
+    }
+    KN_TRY(kn_graph_check_supported(model->graph));
+    kn_session *s = calloc(1, sizeof *s);
+    if (!s) return KN_OOM(sizeof *s);
+    s->model = model;
+    s->g = model->graph;
+    s->opt = o;
+    s->be = kn_cpu_backend();
+    pthread_mutex_init(&s->mu, NULL);
+    atomic_init(&s->runs, 0);
+    kn_status *st = kn_graph_info_init(&s->gi, s->g);
+    if (!st) {
+        s->pool = kn_threadpool_create(o.num_threads);
+        if (!s->pool) st = kn_error(KN_ERR_RUNTIME, "could not start %d threads", o.num_threads);
+    }
+    if (st) { kn_session_free(s); return st; }
+    *out = s;
+    return NULL;
+}
+
+void kn_session_free(kn_session *s) {
+    if (!s) return;
+    for (int i = 0; i < s->n_plans; i++) kn_plan_free(s->plans[i], s->g->n_values);
+    for (int i = 0; i < s->n_free; i++) s->be->free(s->be, s->free_arenas[i].p);
+    kn_threadpool_free(s->pool);
+    kn_graph_info_release(&s->gi);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+int kn_session_input_count(const kn_session *s) { return s->g->n_inputs; }
+int kn_session_output_count(const kn_session *s) { return s->g->n_outputs; }
+
+static void kn_fill_info(const kn_value *v, kn_value_info *info) {
+    memset(info, 0, sizeof *info);
+    info->name = v->name;
+    info->dtype = v->type.dtype;
+    info->ndim = v->type.ndim;
+    for (int d = 0; d < v->type.ndim && d < KN_MAX_DIMS; d++) {
+        info->dims[d] = v->type.dims[d];
+        info->dim_names[d] = v->dim_names[d];
+    }
+}
+
+kn_status *kn_session_input_info(const kn_session *s, int index, kn_value_info *info) {
+    KN_CHECK(index >= 0 && index < s->g->n_inputs, KN_ERR_INVALID_ARGUMENT, "input index %d out of range (model has %d inputs)", index, s->g->n_inputs);
+    kn_fill_info(&s->g->values[s->g->inputs[index]], info);
+    return NULL;
+}
+
+kn_status *kn_session_output_info(const kn_session *s, int index, kn_value_info *info) {
+    KN_CHECK(index >= 0 && index < s->g->n_outputs, KN_ERR_INVALID_ARGUMENT, "output index %d out of range (model has %d outputs)", index, s->g->n_outputs);
+    kn_fill_info(&s->g->values[s->g->outputs[index]], info);
+    return NULL;
+}
+
+size_t kn_session_peak_bytes(const kn_session *s) {
+    pthread_mutex_lock((pthread_mutex_t *)&s->mu);
+    size_t p = s->peak_bytes;
+    pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+    return p;
+}
+
+/* Check the caller's inputs against the graph's declared inputs; order them like the graph. */
+static kn_status *kn_bind_inputs(const kn_session *s, const kn_named_tensor *inputs, int n_inputs, kn_tensor *bound) {
+    const kn_graph *g = s->g;
+    char want[KN_DESC_LEN], got[KN_DESC_LEN];
+    for (int k = 0; k < g->n_inputs; k++) bound[k].ndim = -2; /* marks "not given" */
+    for (int i = 0; i < n_inputs; i++) {
+        const kn_named_tensor *t = &inputs[i];
+        KN_CHECK(t->name, KN_ERR_INVALID_ARGUMENT, "input %d has no name", i);
+        int k = 0;
+        while (k < g->n_inputs && strcmp(g->values[g->inputs[k]].name, t->name) != 0) k++;
+        if (k == g->n_inputs) {
+            char names[512]; size_t off = 0; names[0] = 0;
+            for (int j = 0; j < g->n_inputs && off < sizeof names; j++)
+                off += (size_t)snprintf(names + off, sizeof names - off, "%s'%s'", j ? ", " : "", g->values[g->inputs[j]].name);
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "unknown input '%s' (the model's inputs are %s)", t->name, names);
+        }
+        KN_CHECK(bound[k].ndim == -2, KN_ERR_INVALID_ARGUMENT, "input '%s' given twice", t->name);
+        KN_CHECK(t->ndim >= 0 && t->ndim <= KN_MAX_DIMS, KN_ERR_INVALID_ARGUMENT, "input '%s': rank %d unsupported", t->name, t->ndim);
+        kn_tensor *b = &bound[k];
+        memset(b, 0, sizeof *b);
+        b->dtype = t->dtype;
+        kn_tensor_set_shape(b, t->ndim, t->dims);
+        b->data = t->data;
+        b->device = KN_DEVICE_CPU;
+        for (int d = 0; d < t->ndim; d++)
+            KN_CHECK(t->dims[d] >= 0, KN_ERR_INVALID_ARGUMENT, "input '%s': negative dimension %lld", t->name, (long long)t->dims[d]);
+        int64_t ne = kn_numel(b);
+        KN_CHECK(ne <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "input '%s': %s is too large", t->name, kn_tensor_desc(b, got, sizeof got));
+        KN_CHECK(ne == 0 || t->data, KN_ERR_INVALID_ARGUMENT, "input '%s': data is NULL", t->name);
+        KN_CHECK(kn_dtype_valid(t->dtype), KN_ERR_INVALID_ARGUMENT, "input '%s': invalid dtype %d", t->name, (int)t->dtype);
+        const kn_value *decl = &g->values[g->inputs[k]];
+        if (decl->kind == KN_VAL_TENSOR && decl->type.dtype != KN_UNDEFINED && decl->type.dtype != t->dtype)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s': expected %s, got %s", t->name,
+                            kn_tensor_desc(&decl->type, want, sizeof want), kn_tensor_desc(b, got, sizeof got));
+        if (decl->type.ndim >= 0) {
+            bool ok = decl->type.ndim == t->ndim;
+            for (int d = 0; ok && d < t->ndim; d++) ok = decl->type.dims[d] < 0 || decl->type.dims[d] == t->dims[d];
+            if (!ok) return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s': expected shape %s, got %s", t->name,
+                                     kn_tensor_desc(&decl->type, want, sizeof want), kn_tensor_desc(b, got, sizeof got));
+        }
+    }
+    for (int k = 0; k < g->n_inputs; k++)
+        KN_CHECK(bound[k].ndim != -2, KN_ERR_INVALID_ARGUMENT, "missing input '%s'", g->values[g->inputs[k]].name);
+    return NULL;
+}
+
+static bool kn_plan_matches(const kn_plan *p, const int64_t *key, int len) {
+    return p->key_len == len && memcmp(p->key, key, sizeof(int64_t) * (size_t)len) == 0;
+}
+
+static kn_status *kn_session_get_plan(kn_session *s, const kn_tensor *bound, kn_plan **out) {
+    int len = 0;
+    int64_t key[1 + 64 * (KN_MAX_DIMS + 2)];
+    int64_t *dyn_key = NULL, *k = key;
+    int need = 0;
+    for (int i = 0; i < s->g->n_inputs; i++) need += 2 + bound[i].ndim;
+    if (need > (int)(sizeof key / sizeof key[0])) {
+        dyn_key = malloc(sizeof(int64_t) * (size_t)need);
+        if (!dyn_key) return KN_OOM(0);
+        k = dyn_key;
+    }
+    for (int i = 0; i < s->g->n_inputs; i++) {
+        k[len++] = bound[i].dtype;
+        k[len++] = bound[i].ndim;
+        for (int d = 0; d < bound[i].ndim; d++) k[len++] = bound[i].dims[d];
+    }
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n_plans; i++)
+        if (kn_plan_matches(s->plans[i], k, len)) {
+            *out = s->plans[i];
+            s->plans[i]->refs++;
+            s->plans[i]->last_used = ++s->tick;
+            pthread_mutex_unlock(&s->mu);
+            free(dyn_key);
+            return NULL;
+        }
+    pthread_mutex_unlock(&s->mu);
+    /* build outside the lock: other shapes keep running */
+    kn_plan *p = NULL;
+    kn_status *st = kn_plan_build(&s->gi, bound, s->be, s->pool, &p);
+    if (st) { free(dyn_key); return st; }
+    p->key = malloc(sizeof(int64_t) * (size_t)(len ? len : 1));
+    if (!p->key) { kn_plan_free(p, s->g->n_values); free(dyn_key); return KN_OOM(0); }
+    memcpy(p->key, k, sizeof(int64_t) * (size_t)len);
+    p->key_len = len;
+    free(dyn_key);
+    pthread_mutex_lock(&s->mu);
+    p->refs = 1;
+    p->last_used = ++s->tick;
+    if (s->n_plans == KN_PLAN_CACHE) {
+        /* evict the least recently used plan nobody is running */
+        int victim = -1;
+        for (int i = 0; i < s->n_plans; i++)
+            if (s->plans[i]->refs == 0 && (victim < 0 || s->plans[i]->last_used < s->plans[victim]->last_used)) victim = i;
+        if (victim >= 0) {
+            kn_plan_free(s->plans[victim], s->g->n_values);
+            s->plans[victim] = s->plans[--s->n_plans];
+        }
+    }
+    if (s->n_plans < KN_PLAN_CACHE) s->plans[s->n_plans++] = p;
+    else p->refs = -1000000; /* not cached: the caller frees it after the run */
+    if (p->arena_bytes > s->peak_bytes) s->peak_bytes = p->arena_bytes;
+    pthread_mutex_unlock(&s->mu);
+    *out = p;
+    return NULL;
+}
+
+static void kn_session_put_plan(kn_session *s, kn_plan *p) {
+    pthread_mutex_lock(&s->mu);
+    p->refs--;
+    bool orphan = p->refs < -100000;
+    pthread_mutex_unlock(&s->mu);
+    if (orphan) kn_plan_free(p, s->g->n_values);
+}
+
+static void *kn_session_get_arena(kn_session *s, size_t bytes) {
+    pthread_mutex_lock(&s->mu);
+    int best = -1;
+    for (int i = 0; i < s->n_free; i++)
+        if (s->free_arenas[i].size >= bytes && (best < 0 || s->free_arenas[i].size < s->free_arenas[best].size)) best = i;
+    if (best >= 0) {
+        void *p = s->free_arenas[best].p;
+        s->free_arenas[best] = s->free_arenas[--s->n_free];
+        pthread_mutex_unlock(&s->mu);
+        return p;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static void kn_session_put_arena(kn_session *s, void *p, size_t size) {
+    if (!p) return;
+    pthread_mutex_lock(&s->mu);
+    if (s->n_free < KN_ARENA_POOL) {
+        s->free_arenas[s->n_free++] = (kn_arena){p, size};
+        p = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (p) s->be->free(s->be, p);
+}
+
+static kn_status *kn_copy_output(const kn_tensor *src, kn_named_tensor *dst) {
+    char buf[KN_DESC_LEN];
+    dst->dtype = src->dtype;
+    dst->ndim = src->ndim;
+    for (int d = 0; d < src->ndim; d++) dst->dims[d] = src->dims[d];
+    size_t bytes = kn_nbytes(src);
+    int64_t n = kn_numel(src);
+    if (!dst->data) {
+        dst->data = malloc(bytes ? bytes : 1);
+        if (!dst->data) return KN_OOM(bytes);
+        dst->capacity = bytes;
+    } else if (dst->capacity < bytes) {
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "output '%s' needs %zu bytes for %s, the buffer holds %zu",
+                        dst->name, bytes, kn_tensor_desc(src, buf, sizeof buf), dst->capacity);
+    }
+    if (src->dtype == KN_STRING) {
+        char **from = src->data, **to = dst->data;
+        for (int64_t i = 0; i < n; i++) to[i] = strdup(from[i] ? from[i] : "");
+    } else if (bytes) {
+        memcpy(dst->data, src->data, bytes);
+    }
+    return NULL;
+}
+
+kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_inputs,
+                          kn_named_tensor *outputs, int n_outputs) {
+    KN_CHECK(s, KN_ERR_INVALID_ARGUMENT, "kn_session_run: session is NULL");
+    KN_CHECK(n_inputs >= 0 && (inputs || n_inputs == 0), KN_ERR_INVALID_ARGUMENT, "kn_session_run: bad inputs array");
+    KN_CHECK(n_outputs >= 0 && (outputs || n_outputs == 0), KN_ERR_INVALID_ARGUMENT, "kn_session_run: bad outputs array");
+    const kn_graph *g = s->g;
+    int *out_vals = NULL;
+    kn_tensor *bound = calloc((size_t)(g->n_inputs ? g->n_inputs : 1), sizeof(kn_tensor));
+    if (!bound) return KN_OOM(0);
+    kn_status *st = kn_bind_inputs(s, inputs, n_inputs, bound);
+    if (!st && n_outputs) {
+        out_vals = malloc(sizeof(int) * (size_t)n_outputs);
+        if (!out_vals) st = KN_OOM(0);
+        for (int i = 0; !st && i < n_outputs; i++) {
+            int k = 0;
+            while (k < g->n_outputs && (!outputs[i].name || strcmp(g->values[g->outputs[k]].name, outputs[i].name) != 0)) k++;
+            if (k == g->n_outputs) st = kn_error(KN_ERR_INVALID_ARGUMENT, "unknown output '%s'", outputs[i].name ? outputs[i].name : "(null)");
+            else out_vals[i] = g->outputs[k];
+        }
+    }
+    if (st) { free(bound); free(out_vals); return st; }
+
+    kn_plan *plan = NULL;
+    st = kn_session_get_plan(s, bound, &plan);
+    if (st) { free(bound); free(out_vals); return st; }
+    void *arena = kn_session_get_arena(s, plan->arena_bytes);
+    size_t arena_size = plan->arena_bytes;
+    if (!arena) {
+        arena = s->be->alloc(s->be, plan->arena_bytes);
+        if (!arena) st = kn_error(KN_ERR_OUT_OF_MEMORY, "could not allocate the %zu-byte activation arena", plan->arena_bytes);
+    } else {
+        arena_size = plan->arena_bytes; /* real capacity may be larger; keep the recorded one conservative */
+    }
+    kn_scratch scratch = {0};
+    kn_run run = {.g = g, .gi = &s->gi};
+    if (!st) {
+        run.ctx = (kn_exec_ctx){.pool = s->pool, .backend = s->be, .run = &run, .scratch_alloc = kn_scratch_alloc_impl,
+                                .scratch_state = &scratch, .seed = 0x9e3779b97f4a7c15ull * (atomic_fetch_add(&s->runs, 1) + 1)};
+        run.vals = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(kn_tensor));
+        run.state = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
+        if (!run.vals || !run.state) st = KN_OOM(0);
+    }
+    if (!st) st = kn_run_planned(&run, plan, bound, arena);
+    for (int i = 0; !st && i < n_outputs; i++) {
+        int v = out_vals[i];
+        if (run.state[v] == KN_VS_ABSENT) st = kn_error(KN_ERR_RUNTIME, "output '%s' was not computed", g->values[v].name);
+        else st = kn_copy_output(&run.vals[v], &outputs[i]);
+    }
+    if (run.vals) kn_run_release(&run);
+    else { free(run.state); }
+    kn_scratch_release(&scratch);
+    if (arena) kn_session_put_arena(s, arena, arena_size);
+    kn_session_put_plan(s, plan);
+    free(bound);
+    free(out_vals);
+    return st;
+}
+
+const char *kn_version(void) { return KN_VERSION_STRING; }

@@ -1,0 +1,28 @@
+/* Shared pieces of the kiln CLI: reading ONNX test-layout folders and binding tensors. */
+#ifndef KN_CLI_H
+#define KN_CLI_H
+#include "graph/model.h"
+#include "kiln.h"
+
+/* input_0.pb, input_1.pb, ... in numeric order (prefix "input_" or "output_"). */
+typedef struct kn_pb_set {
+    int n;
+    kn_tensor **t;
+    char **names;   /* name stored in the TensorProto, may be NULL */
+} kn_pb_set;
+kn_status *kn_cli_read_pb_set(const char *dir, const char *prefix, kn_pb_set *out);
+void kn_cli_pb_set_free(kn_pb_set *s);
+/* Bind a set of input tensors to the session's inputs: by TensorProto name when every name
+ * matches, else in order. named[] receives views of the tensors. */
+kn_status *kn_cli_bind(const kn_session *s, const kn_pb_set *in, kn_named_tensor *named);
+int kn_cli_parse_device(const char *s, kn_session_options *o);
+
+int kn_cmd_info(int argc, char **argv);
+int kn_cmd_exec(int argc, char **argv);
+int kn_cmd_conformance(int argc, char **argv);
+int kn_cmd_bench(int argc, char **argv);
+/* provided by pipelines when built */
+int kn_cmd_tokenize(int argc, char **argv) __attribute__((weak));
+int kn_cmd_detokenize(int argc, char **argv) __attribute__((weak));
+
+#endif

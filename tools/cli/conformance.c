@@ -1,0 +1,283 @@
+/* `kiln conformance`: runs every ONNX test-layout case (model.onnx + test_data_set_N/) under the
+ * given folders, each in a child process with a time limit so a crash or hang in one case is
+ * reported as that case's failure. Prints failures, a per-op summary, and a last line
+ * "N passed, N failed, N skipped". */
+#include "cli.h"
+#include "dtype.h"
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <regex.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define KN_RTOL 1e-3
+#define KN_ATOL 1e-5
+
+typedef struct { char **v; int n, cap; } kn_strlist;
+
+static void kn_strlist_add(kn_strlist *l, const char *s) {
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 256;
+        l->v = realloc(l->v, sizeof(char *) * (size_t)l->cap);
+    }
+    l->v[l->n++] = strdup(s);
+}
+
+static int kn_strcmp_p(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static bool kn_is_file(const char *p) { struct stat st; return stat(p, &st) == 0 && S_ISREG(st.st_mode); }
+static bool kn_is_dir(const char *p) { struct stat st; return stat(p, &st) == 0 && S_ISDIR(st.st_mode); }
+
+static void kn_find_cases(const char *dir, kn_strlist *out, int depth) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/model.onnx", dir);
+    if (kn_is_file(p)) { kn_strlist_add(out, dir); return; }
+    if (depth > 6) return;
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (kn_is_dir(p)) kn_find_cases(p, out, depth + 1);
+    }
+    closedir(d);
+}
+
+/* Compare one output; writes a reason into msg on mismatch. */
+static bool kn_compare(const kn_tensor *want, const kn_named_tensor *got, char *msg, size_t len) {
+    char a[KN_DESC_LEN], b[KN_DESC_LEN];
+    kn_tensor g = {.dtype = got->dtype, .ndim = got->ndim, .data = got->data};
+    for (int d = 0; d < got->ndim; d++) g.dims[d] = got->dims[d];
+    if (want->dtype != g.dtype || !kn_same_shape(want, &g)) {
+        snprintf(msg, len, "expected %s, got %s", kn_tensor_desc(want, a, sizeof a), kn_tensor_desc(&g, b, sizeof b));
+        return false;
+    }
+    int64_t n = kn_numel(want);
+    for (int64_t i = 0; i < n; i++) {
+        if (want->dtype == KN_STRING) {
+            const char *x = ((char **)want->data)[i], *y = ((char **)g.data)[i];
+            if (strcmp(x ? x : "", y ? y : "")) { snprintf(msg, len, "element %lld: expected \"%s\", got \"%s\"", (long long)i, x, y); return false; }
+        } else if (kn_dtype_is_float(want->dtype)) {
+            double x = kn_get_f64(want, i), y = kn_get_f64(&g, i);
+            if (isnan(x) && isnan(y)) continue;
+            if (isinf(x) || isinf(y)) { if (x == y) continue; }
+            else if (fabs(x - y) <= KN_ATOL + KN_RTOL * fabs(x)) continue;
+            snprintf(msg, len, "element %lld of %s: expected %.9g, got %.9g", (long long)i, kn_tensor_desc(want, a, sizeof a), x, y);
+            return false;
+        } else if (want->dtype == KN_C64 || want->dtype == KN_C128) {
+            double x = want->dtype == KN_C64 ? ((float *)want->data)[i * 2] : ((double *)want->data)[i * 2];
+            double y = want->dtype == KN_C64 ? ((float *)g.data)[i * 2] : ((double *)g.data)[i * 2];
+            double xi = want->dtype == KN_C64 ? ((float *)want->data)[i * 2 + 1] : ((double *)want->data)[i * 2 + 1];
+            double yi = want->dtype == KN_C64 ? ((float *)g.data)[i * 2 + 1] : ((double *)g.data)[i * 2 + 1];
+            if (fabs(x - y) > KN_ATOL + KN_RTOL * fabs(x) || fabs(xi - yi) > KN_ATOL + KN_RTOL * fabs(xi)) {
+                snprintf(msg, len, "element %lld: expected %g%+gi, got %g%+gi", (long long)i, x, xi, y, yi);
+                return false;
+            }
+        } else {
+            if (want->dtype == KN_U64 ? ((uint64_t *)want->data)[i] != ((uint64_t *)g.data)[i] : kn_get_i64(want, i) != kn_get_i64(&g, i)) {
+                snprintf(msg, len, "element %lld of %s: expected %lld, got %lld", (long long)i, kn_tensor_desc(want, a, sizeof a),
+                         (long long)kn_get_i64(want, i), (long long)kn_get_i64(&g, i));
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+static void kn_free_outputs(kn_named_tensor *outs, int n) {
+    for (int i = 0; i < n; i++) {
+        if (outs[i].dtype == KN_STRING && outs[i].data) {
+            int64_t ne = 1;
+            for (int d = 0; d < outs[i].ndim; d++) ne *= outs[i].dims[d];
+            for (int64_t k = 0; k < ne; k++) free(((char **)outs[i].data)[k]);
+        }
+        free(outs[i].data);
+        outs[i].data = NULL;
+    }
+}
+
+/* Runs one case in this process; returns 0 pass, 1 fail, 2 skip; msg explains. */
+static int kn_run_case(const char *dir, const kn_session_options *o, char *msg, size_t len) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/model.onnx", dir);
+    kn_model *m = NULL;
+    kn_session *s = NULL;
+    kn_status *st = kn_model_load(p, &m);
+    if (!st) st = kn_session_create(m, o, &s);
+    if (st) { snprintf(msg, len, "%s", kn_status_message(st)); kn_status_free(st); kn_model_free(m); return 1; }
+    int sets = 0, rc = 0;
+    for (int k = 0; rc == 0; k++) {
+        snprintf(p, sizeof p, "%s/test_data_set_%d", dir, k);
+        if (!kn_is_dir(p)) break;
+        sets++;
+        kn_pb_set in = {0}, want = {0};
+        kn_named_tensor *named = NULL, *outs = NULL;
+        int n_out = kn_session_output_count(s);
+        st = kn_cli_read_pb_set(p, "input_", &in);
+        if (!st) st = kn_cli_read_pb_set(p, "output_", &want);
+        if (!st && want.n != n_out) st = kn_error(KN_ERR_INVALID_ARGUMENT, "%d reference outputs for %d graph outputs", want.n, n_out);
+        if (!st) {
+            named = calloc((size_t)in.n + 1, sizeof *named);
+            outs = calloc((size_t)n_out + 1, sizeof *outs);
+            st = kn_cli_bind(s, &in, named);
+        }
+        for (int i = 0; !st && i < n_out; i++) {
+            kn_value_info vi;
+            st = kn_session_output_info(s, i, &vi);
+            outs[i].name = vi.name;
+        }
+        if (!st) st = kn_session_run(s, named, in.n, outs, n_out);
+        if (st) {
+            snprintf(msg, len, "data set %d: %s", k, kn_status_message(st));
+            kn_status_free(st);
+            rc = 1;
+        }
+        for (int i = 0; rc == 0 && i < n_out; i++) {
+            char why[512];
+            if (!kn_compare(want.t[i], &outs[i], why, sizeof why)) {
+                snprintf(msg, len, "data set %d, output %d ('%s'): %s", k, i, outs[i].name, why);
+                rc = 1;
+            }
+        }
+        if (outs) kn_free_outputs(outs, n_out);
+        free(outs);
+        free(named);
+        kn_cli_pb_set_free(&in);
+        kn_cli_pb_set_free(&want);
+    }
+    kn_session_free(s);
+    kn_model_free(m);
+    if (rc == 0 && sets == 0) { snprintf(msg, len, "no test_data_set_N folders"); return 2; }
+    return rc;
+}
+
+/* Fork, run the case in the child, report through a pipe; a timeout or a signal is a failure. */
+static int kn_run_case_isolated(const char *dir, const kn_session_options *o, int timeout_s, char *msg, size_t len) {
+    int fd[2];
+    if (pipe(fd) != 0) return kn_run_case(dir, o, msg, len);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) { close(fd[0]); close(fd[1]); return kn_run_case(dir, o, msg, len); }
+    if (pid == 0) {
+        close(fd[0]);
+        char m[2048] = "";
+        int rc = kn_run_case(dir, o, m, sizeof m);
+        char out[2100];
+        int n = snprintf(out, sizeof out, "%d %s", rc, m);
+        if (write(fd[1], out, (size_t)(n < (int)sizeof out ? n : (int)sizeof out - 1)) < 0) _exit(3);
+        _exit(0);
+    }
+    close(fd[1]);
+    char buf[2100];
+    size_t got = 0;
+    double deadline = time(NULL) + timeout_s;
+    bool timed_out = false;
+    for (;;) {
+        struct pollfd pf = {.fd = fd[0], .events = POLLIN};
+        int left = (int)(deadline - time(NULL));
+        if (left <= 0) { timed_out = true; break; }
+        int r = poll(&pf, 1, left * 1000);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) { timed_out = true; break; }
+        ssize_t k = read(fd[0], buf + got, sizeof buf - 1 - got);
+        if (k <= 0) break;
+        got += (size_t)k;
+        if (got >= sizeof buf - 1) break;
+    }
+    buf[got] = 0;
+    close(fd[0]);
+    if (timed_out) kill(pid, SIGKILL);
+    int wst = 0;
+    waitpid(pid, &wst, 0);
+    if (timed_out) { snprintf(msg, len, "timed out after %d s", timeout_s); return 1; }
+    if (WIFSIGNALED(wst)) { snprintf(msg, len, "crashed with signal %d (%s)", WTERMSIG(wst), strsignal(WTERMSIG(wst))); return 1; }
+    if (got == 0) { snprintf(msg, len, "child exited with status %d and no report", WEXITSTATUS(wst)); return 1; }
+    int rc = atoi(buf);
+    const char *sp = strchr(buf, ' ');
+    snprintf(msg, len, "%s", sp ? sp + 1 : "");
+    return rc;
+}
+
+/* The op a case tests: from the folder name test_<op>_..., matched later against the summary. */
+static void kn_case_op(const char *dir, char *op, size_t len) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/model.onnx", dir);
+    kn_model *m = NULL;
+    kn_status *st = kn_onnx_load_file(p, &m);
+    if (st || !m->graph->n_nodes) { kn_status_free(st); snprintf(op, len, "(unreadable)"); kn_model_free(m); return; }
+    /* single-node cases name their op; expanded function graphs are grouped by their last node */
+    const kn_graph *g = m->graph;
+    const char *name = g->n_nodes == 1 ? g->nodes[0].op_type : NULL;
+    const char *base = strrchr(dir, '/');
+    base = base ? base + 1 : dir;
+    if (name) snprintf(op, len, "%s", name);
+    else snprintf(op, len, "%s", strstr(base, "expanded") ? "(expanded function)" : "(multi-node)");
+    kn_model_free(m);
+}
+
+typedef struct { char op[64]; int pass, fail, skip; } kn_op_row;
+
+int kn_cmd_conformance(int argc, char **argv) {
+    kn_session_options o;
+    kn_session_options_init(&o);
+    o.num_threads = 1;
+    const char *filter = NULL;
+    int timeout_s = 60;
+    bool verbose = false;
+    kn_strlist roots = {0}, cases = {0};
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--filter") == 0 && i + 1 < argc) filter = argv[++i];
+        else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) { if (kn_cli_parse_device(argv[++i], &o)) return 2; }
+        else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) timeout_s = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) o.num_threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--verbose") == 0) verbose = true;
+        else kn_strlist_add(&roots, argv[i]);
+    }
+    if (!roots.n) { fprintf(stderr, "usage: kiln conformance DIR... [--device D] [--filter REGEX] [--timeout S] [--verbose]\n"); return 2; }
+    regex_t re;
+    if (filter && regcomp(&re, filter, REG_EXTENDED | REG_NOSUB)) { fprintf(stderr, "kiln conformance: bad --filter regex '%s'\n", filter); return 2; }
+    for (int i = 0; i < roots.n; i++) {
+        if (!kn_is_dir(roots.v[i])) { fprintf(stderr, "kiln conformance: %s is not a folder\n", roots.v[i]); return 2; }
+        kn_find_cases(roots.v[i], &cases, 0);
+    }
+    qsort(cases.v, (size_t)cases.n, sizeof(char *), kn_strcmp_p);
+    int pass = 0, fail = 0, skip = 0;
+    kn_op_row *rows = calloc(512, sizeof *rows);
+    int n_rows = 0;
+    for (int i = 0; i < cases.n; i++) {
+        const char *base = strrchr(cases.v[i], '/');
+        base = base ? base + 1 : cases.v[i];
+        if (filter && regexec(&re, base, 0, NULL, 0) != 0 && regexec(&re, cases.v[i], 0, NULL, 0) != 0) continue;
+        char msg[2048] = "", op[64];
+        int rc = kn_run_case_isolated(cases.v[i], &o, timeout_s, msg, sizeof msg);
+        kn_case_op(cases.v[i], op, sizeof op);
+        int r = 0;
+        while (r < n_rows && strcmp(rows[r].op, op)) r++;
+        if (r == n_rows && n_rows < 512) { snprintf(rows[r].op, sizeof rows[r].op, "%s", op); n_rows++; }
+        if (rc == 0) { pass++; if (r < 512) rows[r].pass++; if (verbose) printf("PASS %s\n", base); }
+        else if (rc == 2) { skip++; if (r < 512) rows[r].skip++; printf("SKIP %s: %s\n", base, msg); }
+        else { fail++; if (r < 512) rows[r].fail++; printf("FAIL %s [%s]: %s\n", base, op, msg); }
+        fflush(stdout);
+    }
+    printf("\nper-op summary (op: passed/total):\n");
+    for (int r = 0; r < n_rows; r++)
+        if (rows[r].fail || rows[r].skip) printf("  %-32s %d/%d%s\n", rows[r].op, rows[r].pass, rows[r].pass + rows[r].fail + rows[r].skip, rows[r].fail ? "  <- failing" : "");
+    int full = 0;
+    for (int r = 0; r < n_rows; r++) full += !rows[r].fail && !rows[r].skip;
+    printf("  (%d more ops pass every case)\n", full);
+    printf("\n%d passed, %d failed, %d skipped\n", pass, fail, skip);
+    if (filter) regfree(&re);
+    for (int i = 0; i < roots.n; i++) free(roots.v[i]);
+    for (int i = 0; i < cases.n; i++) free(cases.v[i]);
+    free(roots.v); free(cases.v); free(rows);
+    return fail ? 1 : 0;
+}
