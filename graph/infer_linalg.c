@@ -129,8 +129,9 @@ kn_status *kn_convt_geometry(const struct kn_node *n, int nsp, const int64_t *in
         int64_t full = s * (in[i] - 1) + outpad[i] + ek;
         if (os || same_u || same_l) {
             int64_t o = os ? os[i] : in[i] * s;
+            /* A larger output than the transposed conv covers is padded at the end, as ORT does. */
             int64_t total = full - o;
-            if (total < 0 && !os) total = 0;
+            if (total < 0) total = 0;
             if (same_u) { g->pad_b[i] = total / 2; g->pad_e[i] = total - total / 2; }
             else { g->pad_b[i] = total - total / 2; g->pad_e[i] = total / 2; }
             g->out[i] = o;

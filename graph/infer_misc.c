@@ -184,8 +184,8 @@ kn_status *kn_infer_DynamicQuantizeLinear(kn_infer_ctx *c)
 
 /* ---------------- signal ---------------- */
 
-/* Axis, transform length and output length of a DFT node; *known false when a needed value is
- * not yet available. Shared with the kernel through the same rules (kernels/cpu/signal.c). */
+/* The output keeps the input's rank: the transformed axis becomes dft_length (or dft_length/2+1
+ * one-sided) and the last dimension 2 (complex), or 1 for the one-sided inverse (real output). */
 kn_status *kn_infer_DFT(kn_infer_ctx *c)
 {
     const kn_node *n = c->node;

@@ -29,7 +29,8 @@ kn_status *kn_reduce_axes_mask(const kn_node *n, const kn_tensor *x, const kn_te
     int64_t n_axes = 0;
     int64_t *owned = NULL;
     if (reduce_axes_from_input(n)) {
-        if (axes_in) {
+        /* an empty axes tensor may carry no data pointer at all: its value is still known */
+        if (axes_in && !(kn_shape_known(axes_in) && kn_numel(axes_in) == 0)) {
             if (!axes_in->data) { *unknown = true; return NULL; }
             if (axes_in->dtype != KN_I64 && axes_in->dtype != KN_I32)
                 return kn_error(KN_ERR_INVALID_MODEL, "%s: axes must be int64, got %s", n->op_type,

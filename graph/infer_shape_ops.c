@@ -23,12 +23,23 @@ kn_status *kn_shapeops_nms_count(const kn_node *node, const kn_tensor *const *in
 
 #define MAXR KN_MAX_DIMS
 
-static void set_out(kn_infer_ctx *c, int i, kn_dtype dt, int ndim, const int64_t *dims)
+/* Every output shape passes here, so absurd element counts (overflowing int64 included) are
+ * refused before anything is allocated. */
+static kn_status *set_out(kn_infer_ctx *c, int i, kn_dtype dt, int ndim, const int64_t *dims)
 {
-    if (i >= c->n_out || !c->out[i]) return;
+    if (i >= c->n_out || !c->out[i]) return NULL;
+    KN_CHECK(ndim <= MAXR, KN_ERR_UNSUPPORTED, "%s: output rank %d exceeds %d", c->node->op_type, ndim, MAXR);
+    int64_t total = 1;
+    for (int k = 0; k < ndim; k++) {
+        if (dims[k] < 0) continue;
+        KN_CHECK(dims[k] == 0 || total <= KN_MAX_NUMEL / dims[k], KN_ERR_INVALID_ARGUMENT,
+                 "%s: output %d would have more than %lld elements", c->node->op_type, i, (long long)KN_MAX_NUMEL);
+        total = dims[k] == 0 ? total : total * dims[k];
+    }
     c->out[i]->dtype = dt;
     c->out[i]->ndim = ndim;
-    for (int k = 0; k < ndim && k < MAXR; k++) c->out[i]->dims[k] = dims[k];
+    for (int k = 0; k < ndim; k++) c->out[i]->dims[k] = dims[k];
+    return NULL;
 }
 
 static void set_unknown(kn_infer_ctx *c, int i, kn_dtype dt)
@@ -113,7 +124,7 @@ kn_status *kn_infer_Identity(kn_infer_ctx *c)
 {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
-    set_out(c, 0, x->dtype, x->ndim, x->dims);
+    KN_TRY(set_out(c, 0, x->dtype, x->ndim, x->dims));
     return NULL;
 }
 
@@ -153,8 +164,10 @@ kn_status *kn_infer_Reshape(kn_infer_ctx *c)
             return kn_error(KN_ERR_INVALID_ARGUMENT, "Reshape: invalid target dimension %lld", (long long)d);
         }
         out[i] = d;
-        if (i != neg && d >= 0) known_prod *= d;
-        if (known_prod > KN_MAX_NUMEL) return kn_error(KN_ERR_INVALID_ARGUMENT, "Reshape: target shape too large");
+        if (i != neg && d > 0) {
+            KN_CHECK(known_prod <= KN_MAX_NUMEL / d, KN_ERR_INVALID_ARGUMENT, "Reshape: target shape too large");
+            known_prod *= d;
+        } else if (i != neg && d == 0) known_prod = 0;
     }
     int64_t total = x->ndim < 0 ? -1 : kn_numel(x);
     if (neg >= 0) {
@@ -174,7 +187,7 @@ kn_status *kn_infer_Reshape(kn_infer_ctx *c)
         KN_CHECK(known_prod == total, KN_ERR_INVALID_ARGUMENT, "Reshape: cannot reshape %s (%lld elements) to %lld elements",
                  kn_tensor_desc(x, b1, sizeof b1), (long long)total, (long long)known_prod);
     }
-    set_out(c, 0, x->dtype, (int)n, out);
+    KN_TRY(set_out(c, 0, x->dtype, (int)n, out));
     return NULL;
 }
 
@@ -188,7 +201,7 @@ kn_status *kn_infer_Flatten(kn_infer_ctx *c)
     KN_CHECK(axis >= 0 && axis <= x->ndim, KN_ERR_INVALID_ARGUMENT, "Flatten: axis %lld out of range for rank %d",
              (long long)kn_attr_int(c->node, "axis", 1), x->ndim);
     int64_t d[2] = { mul_dims(x->dims, 0, (int)axis), mul_dims(x->dims, (int)axis, x->ndim) };
-    set_out(c, 0, x->dtype, 2, d);
+    KN_TRY(set_out(c, 0, x->dtype, 2, d));
     return NULL;
 }
 
@@ -202,7 +215,7 @@ kn_status *kn_infer_Squeeze(kn_infer_ctx *c)
     if (!known || x->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
     bool drop[MAXR] = { false };
     char b[KN_DESC_LEN];
-    if (n < 0) {
+    if (n <= 0) { /* an empty axes list squeezes every 1, as onnxruntime does */
         for (int i = 0; i < x->ndim; i++) {
             if (x->dims[i] < 0) { set_unknown(c, 0, x->dtype); return NULL; }
             drop[i] = x->dims[i] == 1;
@@ -220,7 +233,7 @@ kn_status *kn_infer_Squeeze(kn_infer_ctx *c)
     int r = 0;
     for (int i = 0; i < x->ndim; i++)
         if (!drop[i]) d[r++] = x->dims[i];
-    set_out(c, 0, x->dtype, r, d);
+    KN_TRY(set_out(c, 0, x->dtype, r, d));
     return NULL;
 }
 
@@ -245,7 +258,7 @@ kn_status *kn_infer_Unsqueeze(kn_infer_ctx *c)
     int64_t d[MAXR];
     int j = 0;
     for (int i = 0; i < r; i++) d[i] = ins[i] ? 1 : x->dims[j++];
-    set_out(c, 0, x->dtype, r, d);
+    KN_TRY(set_out(c, 0, x->dtype, r, d));
     return NULL;
 }
 
@@ -253,9 +266,9 @@ kn_status *kn_infer_Dropout(kn_infer_ctx *c)
 {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
-    set_out(c, 0, x->dtype, x->ndim, x->dims);
+    KN_TRY(set_out(c, 0, x->dtype, x->ndim, x->dims));
     /* The mask was typed like the data before opset 10. */
-    set_out(c, 1, c->node->opset < 10 ? x->dtype : KN_BOOL, x->ndim, x->dims);
+    KN_TRY(set_out(c, 1, c->node->opset < 10 ? x->dtype : KN_BOOL, x->ndim, x->dims));
     return NULL;
 }
 
@@ -283,14 +296,14 @@ kn_status *kn_infer_Shape(kn_infer_ctx *c)
         shape_range(c->node, x->ndim, &s, &e);
         d[0] = e - s;
     }
-    set_out(c, 0, KN_I64, 1, d);
+    KN_TRY(set_out(c, 0, KN_I64, 1, d));
     return NULL;
 }
 
 kn_status *kn_infer_Size(kn_infer_ctx *c)
 {
     KN_TRY(need_input(c, 0));
-    set_out(c, 0, KN_I64, 0, NULL);
+    KN_TRY(set_out(c, 0, KN_I64, 0, NULL));
     return NULL;
 }
 
@@ -298,16 +311,16 @@ kn_status *kn_infer_Constant(kn_infer_ctx *c)
 {
     const kn_node *n = c->node;
     const kn_attr *a;
-    if ((a = kn_node_attr(n, "value")) && a->t) { set_out(c, 0, a->t->dtype, a->t->ndim, a->t->dims); return NULL; }
-    int64_t d[1];
-    if ((a = kn_node_attr(n, "value_float"))) { set_out(c, 0, KN_F32, 0, d); return NULL; }
-    if ((a = kn_node_attr(n, "value_int"))) { set_out(c, 0, KN_I64, 0, d); return NULL; }
-    if ((a = kn_node_attr(n, "value_string"))) { set_out(c, 0, KN_STRING, 0, d); return NULL; }
-    if ((a = kn_node_attr(n, "value_floats"))) { d[0] = a->n_floats; set_out(c, 0, KN_F32, 1, d); return NULL; }
-    if ((a = kn_node_attr(n, "value_ints"))) { d[0] = a->n_ints; set_out(c, 0, KN_I64, 1, d); return NULL; }
-    if ((a = kn_node_attr(n, "value_strings"))) { d[0] = a->n_strings; set_out(c, 0, KN_STRING, 1, d); return NULL; }
-    if (kn_node_attr(n, "sparse_value"))
-        return kn_error(KN_ERR_UNSUPPORTED, "Constant: sparse_value is not supported");
+    if ((a = kn_node_attr(n, "value")) && a->t) { KN_TRY(set_out(c, 0, a->t->dtype, a->t->ndim, a->t->dims)); return NULL; }
+    int64_t d[1] = { 0 };
+    if ((a = kn_node_attr(n, "value_float"))) { KN_TRY(set_out(c, 0, KN_F32, 0, d)); return NULL; }
+    if ((a = kn_node_attr(n, "value_int"))) { KN_TRY(set_out(c, 0, KN_I64, 0, d)); return NULL; }
+    if ((a = kn_node_attr(n, "value_string"))) { KN_TRY(set_out(c, 0, KN_STRING, 0, d)); return NULL; }
+    if ((a = kn_node_attr(n, "value_floats"))) { d[0] = a->n_floats; KN_TRY(set_out(c, 0, KN_F32, 1, d)); return NULL; }
+    if ((a = kn_node_attr(n, "value_ints"))) { d[0] = a->n_ints; KN_TRY(set_out(c, 0, KN_I64, 1, d)); return NULL; }
+    if ((a = kn_node_attr(n, "value_strings"))) { d[0] = a->n_strings; KN_TRY(set_out(c, 0, KN_STRING, 1, d)); return NULL; }
+    /* the loader densifies sparse_value into a->t */
+    if ((a = kn_node_attr(n, "sparse_value")) && a->t) { KN_TRY(set_out(c, 0, a->t->dtype, a->t->ndim, a->t->dims)); return NULL; }
     return kn_error(KN_ERR_INVALID_MODEL, "Constant: no value attribute");
 }
 
@@ -322,7 +335,7 @@ kn_status *kn_infer_ConstantOfShape(kn_infer_ctx *c)
         if (s->ndim == 1 && s->dims[0] >= 0 && s->dims[0] <= MAXR) {
             int64_t d[MAXR];
             for (int i = 0; i < s->dims[0]; i++) d[i] = -1;
-            set_out(c, 0, dt, (int)s->dims[0], d);
+            KN_TRY(set_out(c, 0, dt, (int)s->dims[0], d));
         } else set_unknown(c, 0, dt);
         return NULL;
     }
@@ -331,10 +344,10 @@ kn_status *kn_infer_ConstantOfShape(kn_infer_ctx *c)
     int64_t total = 1;
     for (int i = 0; i < n; i++) {
         KN_CHECK(d[i] >= 0, KN_ERR_INVALID_ARGUMENT, "ConstantOfShape: negative dimension %lld", (long long)d[i]);
-        total = total > KN_MAX_NUMEL ? total : total * d[i];
+        KN_CHECK(d[i] == 0 || total <= KN_MAX_NUMEL / d[i], KN_ERR_INVALID_ARGUMENT, "ConstantOfShape: shape too large");
+        total *= d[i];
     }
-    KN_CHECK(total <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "ConstantOfShape: shape too large");
-    set_out(c, 0, dt, (int)n, d);
+    KN_TRY(set_out(c, 0, dt, (int)n, d));
     return NULL;
 }
 
@@ -345,7 +358,7 @@ kn_status *kn_infer_EyeLike(kn_infer_ctx *c)
     KN_TRY(need_rank(c, x, 2, 2));
     int64_t dt = kn_attr_int(c->node, "dtype", 0);
     KN_CHECK(dt == 0 || kn_dtype_valid((int)dt), KN_ERR_INVALID_MODEL, "EyeLike: invalid dtype %lld", (long long)dt);
-    set_out(c, 0, dt ? (kn_dtype)dt : x->dtype, 2, x->dims);
+    KN_TRY(set_out(c, 0, dt ? (kn_dtype)dt : x->dtype, 2, x->dims));
     return NULL;
 }
 
@@ -372,7 +385,7 @@ kn_status *kn_infer_Range(kn_infer_ctx *c)
         KN_CHECK(n <= (double)KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "Range: %g elements is too many", n);
         d[0] = (int64_t)n;
     }
-    set_out(c, 0, dt, 1, d);
+    KN_TRY(set_out(c, 0, dt, 1, d));
     return NULL;
 }
 
@@ -406,14 +419,17 @@ kn_status *kn_infer_Transpose(kn_infer_ctx *c)
     KN_TRY(get_perm(c->node, x->ndim, perm));
     int64_t d[MAXR];
     for (int i = 0; i < x->ndim; i++) d[i] = x->dims[perm[i]];
-    set_out(c, 0, x->dtype, x->ndim, d);
+    KN_TRY(set_out(c, 0, x->dtype, x->ndim, d));
     return NULL;
 }
 
 kn_status *kn_infer_Concat(kn_infer_ctx *c)
 {
     KN_TRY(need_input(c, 0));
+    /* inputs from untyped subgraph values may still have an undefined dtype: take the first known */
     const kn_tensor *x = c->in[0];
+    for (int i = 0; i < c->n_in; i++)
+        if (c->in[i] && c->in[i]->dtype != KN_UNDEFINED) { x = c->in[i]; break; }
     int rank = -1;
     for (int i = 0; i < c->n_in; i++)
         if (c->in[i] && c->in[i]->ndim >= 0) rank = c->in[i]->ndim;
@@ -426,7 +442,7 @@ kn_status *kn_infer_Concat(kn_infer_ctx *c)
     for (int i = 0; i < c->n_in; i++) {
         const kn_tensor *t = c->in[i];
         KN_CHECK(t, KN_ERR_INVALID_MODEL, "Concat: input %d is missing", i);
-        KN_CHECK(t->dtype == x->dtype, KN_ERR_INVALID_ARGUMENT, "Concat: dtype mismatch between %s and %s",
+        KN_CHECK(t->dtype == x->dtype || t->dtype == KN_UNDEFINED, KN_ERR_INVALID_ARGUMENT, "Concat: dtype mismatch between %s and %s",
                  kn_tensor_desc(x, b1, sizeof b1), kn_tensor_desc(t, b2, sizeof b2));
         if (t->ndim < 0) { d[axis] = -1; continue; }
         KN_CHECK(t->ndim == rank, KN_ERR_INVALID_ARGUMENT, "Concat: rank mismatch between %s and %s",
@@ -441,7 +457,7 @@ kn_status *kn_infer_Concat(kn_infer_ctx *c)
             }
         }
     }
-    set_out(c, 0, x->dtype, rank, d);
+    KN_TRY(set_out(c, 0, x->dtype, rank, d));
     return NULL;
 }
 
@@ -508,7 +524,7 @@ kn_status *kn_infer_Split(kn_infer_ctx *c)
         int64_t d[MAXR];
         memcpy(d, x->dims, sizeof d);
         d[axis] = sizes[i];
-        set_out(c, i, x->dtype, x->ndim, d);
+        KN_TRY(set_out(c, i, x->dtype, x->ndim, d));
     }
     return NULL;
 }
@@ -583,13 +599,13 @@ kn_status *kn_infer_Slice(kn_infer_ctx *c)
                 /* Without the values only the rank is known. */
                 int64_t d[MAXR];
                 for (int k = 0; k < x->ndim; k++) d[k] = -1;
-                set_out(c, 0, x->dtype, x->ndim, d);
+                KN_TRY(set_out(c, 0, x->dtype, x->ndim, d));
                 return NULL;
             }
     }
     int64_t st[MAXR], sp[MAXR], d[MAXR];
     KN_TRY(kn_shapeops_slice_params(c->node, c->in, c->n_in, st, sp, d));
-    set_out(c, 0, x->dtype, x->ndim, d);
+    KN_TRY(set_out(c, 0, x->dtype, x->ndim, d));
     return NULL;
 }
 
@@ -635,18 +651,21 @@ kn_status *kn_infer_Pad(kn_infer_ctx *c)
     int64_t d[MAXR];
     if (c->node->opset >= 11 && (!has_value(opt_in(c, 1)) || (opt_in(c, 3) && !has_value(opt_in(c, 3))))) {
         for (int k = 0; k < x->ndim; k++) d[k] = -1;
-        set_out(c, 0, x->dtype, x->ndim, d);
+        KN_TRY(set_out(c, 0, x->dtype, x->ndim, d));
         return NULL;
     }
     int64_t pads[2 * MAXR];
     KN_TRY(kn_shapeops_pad_params(c->node, c->in, c->n_in, pads));
     char b[KN_DESC_LEN];
     for (int k = 0; k < x->ndim; k++) {
+        KN_CHECK(pads[k] >= -KN_MAX_NUMEL && pads[k] <= KN_MAX_NUMEL && pads[x->ndim + k] >= -KN_MAX_NUMEL &&
+                 pads[x->ndim + k] <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT,
+                 "Pad: pads on axis %d are absurdly large", k);
         d[k] = x->dims[k] < 0 ? -1 : x->dims[k] + pads[k] + pads[x->ndim + k];
         KN_CHECK(x->dims[k] < 0 || d[k] >= 0, KN_ERR_INVALID_ARGUMENT, "Pad: negative pads crop %s below zero on axis %d",
                  kn_tensor_desc(x, b, sizeof b), k);
     }
-    set_out(c, 0, x->dtype, x->ndim, d);
+    KN_TRY(set_out(c, 0, x->dtype, x->ndim, d));
     return NULL;
 }
 
@@ -663,7 +682,7 @@ kn_status *kn_infer_Expand(kn_infer_ctx *c)
         KN_CHECK(s.dims[i] >= 0, KN_ERR_INVALID_ARGUMENT, "Expand: negative dimension %lld in shape", (long long)s.dims[i]);
     kn_tensor o = { 0 };
     KN_TRY(kn_broadcast_shape(x, &s, &o));
-    set_out(c, 0, x->dtype, o.ndim, o.dims);
+    KN_TRY(set_out(c, 0, x->dtype, o.ndim, o.dims));
     return NULL;
 }
 
@@ -675,7 +694,7 @@ kn_status *kn_infer_Tile(kn_infer_ctx *c)
     int64_t d[MAXR];
     if (!has_value(c->in[1])) {
         for (int k = 0; k < x->ndim; k++) d[k] = -1;
-        set_out(c, 0, x->dtype, x->ndim, d);
+        KN_TRY(set_out(c, 0, x->dtype, x->ndim, d));
         return NULL;
     }
     int64_t rep[MAXR], n;
@@ -683,14 +702,15 @@ kn_status *kn_infer_Tile(kn_infer_ctx *c)
     KN_CHECK(n == x->ndim, KN_ERR_INVALID_ARGUMENT, "Tile: %lld repeats for rank %d", (long long)n, x->ndim);
     int64_t total = 1;
     for (int k = 0; k < x->ndim; k++) {
-        KN_CHECK(rep[k] >= 0, KN_ERR_INVALID_ARGUMENT, "Tile: negative repeat %lld", (long long)rep[k]);
+        KN_CHECK(rep[k] >= 0 && rep[k] <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "Tile: invalid repeat %lld", (long long)rep[k]);
+        KN_CHECK(x->dims[k] <= 0 || rep[k] <= KN_MAX_NUMEL / x->dims[k], KN_ERR_INVALID_ARGUMENT, "Tile: output too large");
         d[k] = x->dims[k] < 0 ? -1 : x->dims[k] * rep[k];
         if (d[k] > 0 && total > 0) {
             KN_CHECK(d[k] <= KN_MAX_NUMEL && total <= KN_MAX_NUMEL / d[k], KN_ERR_INVALID_ARGUMENT, "Tile: output too large");
             total *= d[k];
         }
     }
-    set_out(c, 0, x->dtype, x->ndim, d);
+    KN_TRY(set_out(c, 0, x->dtype, x->ndim, d));
     return NULL;
 }
 
@@ -711,7 +731,7 @@ kn_status *kn_infer_Gather(kn_infer_ctx *c)
     for (int i = 0; i < axis; i++) d[j++] = x->dims[i];
     for (int i = 0; i < idx->ndim; i++) d[j++] = idx->dims[i];
     for (int i = axis + 1; i < x->ndim; i++) d[j++] = x->dims[i];
-    set_out(c, 0, x->dtype, r, d);
+    KN_TRY(set_out(c, 0, x->dtype, r, d));
     return NULL;
 }
 
@@ -723,7 +743,7 @@ kn_status *kn_infer_GatherElements(kn_infer_ctx *c)
     if (x->ndim >= 0 && idx->ndim >= 0)
         KN_CHECK(x->ndim == idx->ndim, KN_ERR_INVALID_ARGUMENT, "GatherElements: rank of %s and indices %s differ",
                  kn_tensor_desc(x, b1, sizeof b1), kn_tensor_desc(idx, b2, sizeof b2));
-    set_out(c, 0, x->dtype, idx->ndim, idx->dims);
+    KN_TRY(set_out(c, 0, x->dtype, idx->ndim, idx->dims));
     return NULL;
 }
 
@@ -746,7 +766,7 @@ kn_status *kn_infer_GatherND(kn_infer_ctx *c)
     int j = 0;
     for (int i = 0; i < idx->ndim - 1; i++) d[j++] = idx->dims[i];
     for (int i = (int)(b + last); i < x->ndim; i++) d[j++] = x->dims[i];
-    set_out(c, 0, x->dtype, r, d);
+    KN_TRY(set_out(c, 0, x->dtype, r, d));
     return NULL;
 }
 
@@ -774,7 +794,7 @@ kn_status *kn_infer_OneHot(kn_infer_ctx *c)
     int64_t d[MAXR];
     int j = 0;
     for (int i = 0; i < r; i++) d[i] = i == axis ? dep : idx->dims[j++];
-    set_out(c, 0, vals->dtype, r, d);
+    KN_TRY(set_out(c, 0, vals->dtype, r, d));
     return NULL;
 }
 
@@ -808,7 +828,7 @@ static kn_status *space_depth(kn_infer_ctx *c, bool to_space)
         if (d[2] >= 0) d[2] /= bs;
         if (d[3] >= 0) d[3] /= bs;
     }
-    set_out(c, 0, x->dtype, 4, d);
+    KN_TRY(set_out(c, 0, x->dtype, 4, d));
     return NULL;
 }
 kn_status *kn_infer_DepthToSpace(kn_infer_ctx *c) { return space_depth(c, true); }
@@ -841,11 +861,11 @@ kn_status *kn_infer_Compress(kn_infer_ctx *c)
         set_unknown(c, 0, x->dtype);
         return NULL;
     }
-    if (axis < 0) { set_out(c, 0, x->dtype, 1, &cnt); return NULL; }
+    if (axis < 0) { KN_TRY(set_out(c, 0, x->dtype, 1, &cnt)); return NULL; }
     int64_t d[MAXR];
     memcpy(d, x->dims, sizeof d);
     d[axis] = cnt;
-    set_out(c, 0, x->dtype, x->ndim, d);
+    KN_TRY(set_out(c, 0, x->dtype, x->ndim, d));
     return NULL;
 }
 
@@ -869,7 +889,7 @@ kn_status *kn_infer_NonZero(kn_infer_ctx *c)
         }
     }
     int64_t d[2] = { x->ndim, cnt };
-    set_out(c, 0, KN_I64, 2, d);
+    KN_TRY(set_out(c, 0, KN_I64, 2, d));
     return NULL;
 }
 
@@ -883,7 +903,7 @@ kn_status *kn_infer_Unique(kn_infer_ctx *c)
     int64_t dn[1] = { -1 };
     /* inverse_indices has one entry per input element (or per slice along axis) */
     if (x->ndim >= 0) dn[0] = axis < 0 ? kn_numel(x) : x->dims[axis];
-    set_out(c, 2, KN_I64, 1, dn);
+    KN_TRY(set_out(c, 2, KN_I64, 1, dn));
     if (!has_value(x)) {
         set_unknown(c, 0, x->dtype);
         set_unknown(c, 1, KN_I64);
@@ -892,15 +912,15 @@ kn_status *kn_infer_Unique(kn_infer_ctx *c)
     }
     int64_t u;
     KN_TRY(kn_shapeops_unique_count(c->node, x, &u));
-    if (axis < 0) set_out(c, 0, x->dtype, 1, &u);
+    if (axis < 0) KN_TRY(set_out(c, 0, x->dtype, 1, &u));
     else {
         int64_t d[MAXR];
         memcpy(d, x->dims, sizeof d);
         d[axis] = u;
-        set_out(c, 0, x->dtype, x->ndim, d);
+        KN_TRY(set_out(c, 0, x->dtype, x->ndim, d));
     }
-    set_out(c, 1, KN_I64, 1, &u);
-    set_out(c, 3, KN_I64, 1, &u);
+    KN_TRY(set_out(c, 1, KN_I64, 1, &u));
+    KN_TRY(set_out(c, 3, KN_I64, 1, &u));
     return NULL;
 }
 
@@ -911,7 +931,7 @@ kn_status *kn_infer_NonMaxSuppression(kn_infer_ctx *c)
         if (c->in[i] && !has_value(c->in[i])) { set_unknown(c, 0, KN_I64); return NULL; }
     int64_t d[2] = { 0, 3 };
     KN_TRY(kn_shapeops_nms_count(c->node, c->in, c->n_in, &d[0]));
-    set_out(c, 0, KN_I64, 2, d);
+    KN_TRY(set_out(c, 0, KN_I64, 2, d));
     return NULL;
 }
 
@@ -1023,13 +1043,13 @@ static kn_status *infer_resize(kn_infer_ctx *c)
         if (c->in[i] && kn_numel(c->in[i]) != 0 && !has_value(c->in[i])) {
             int64_t d[MAXR];
             for (int k = 0; k < x->ndim; k++) d[k] = -1;
-            set_out(c, 0, x->dtype, x->ndim, d);
+            KN_TRY(set_out(c, 0, x->dtype, x->ndim, d));
             return NULL;
         }
     double sc[MAXR], roi[2 * MAXR];
     int64_t d[MAXR];
     KN_TRY(kn_shapeops_resize_params(c->node, c->in, c->n_in, sc, d, roi));
-    set_out(c, 0, x->dtype, x->ndim, d);
+    KN_TRY(set_out(c, 0, x->dtype, x->ndim, d));
     return NULL;
 }
 kn_status *kn_infer_Resize(kn_infer_ctx *c) { return infer_resize(c); }
@@ -1043,7 +1063,7 @@ kn_status *kn_infer_CenterCropPad(kn_infer_ctx *c)
         if (x->ndim >= 0) {
             int64_t d[MAXR];
             for (int k = 0; k < x->ndim; k++) d[k] = -1;
-            set_out(c, 0, x->dtype, x->ndim, d);
+            KN_TRY(set_out(c, 0, x->dtype, x->ndim, d));
         } else set_unknown(c, 0, x->dtype);
         return NULL;
     }
@@ -1061,7 +1081,7 @@ kn_status *kn_infer_CenterCropPad(kn_infer_ctx *c)
         KN_CHECK(sh[i] >= 0, KN_ERR_INVALID_ARGUMENT, "CenterCropPad: negative size %lld", (long long)sh[i]);
         d[a] = sh[i];
     }
-    set_out(c, 0, x->dtype, x->ndim, d);
+    KN_TRY(set_out(c, 0, x->dtype, x->ndim, d));
     return NULL;
 }
 
@@ -1071,14 +1091,15 @@ kn_status *kn_infer_GridSample(kn_infer_ctx *c)
     const kn_tensor *x = c->in[0], *g = c->in[1];
     if (x->ndim < 0 || g->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
-    KN_CHECK(x->ndim >= 3 && g->ndim == x->ndim && (g->dims[g->ndim - 1] < 0 || g->dims[g->ndim - 1] == x->ndim - 2),
+    KN_CHECK(x->ndim >= 3 && g->ndim == x->ndim && (g->dims[g->ndim - 1] < 0 || g->dims[g->ndim - 1] == x->ndim - 2) &&
+             (g->dims[0] < 0 || x->dims[0] < 0 || g->dims[0] == x->dims[0]),
              KN_ERR_INVALID_ARGUMENT, "GridSample: grid %s does not match input %s", kn_tensor_desc(g, b2, sizeof b2),
              kn_tensor_desc(x, b1, sizeof b1));
     int64_t d[MAXR];
     d[0] = x->dims[0];
     d[1] = x->dims[1];
     for (int i = 2; i < x->ndim; i++) d[i] = g->dims[i - 1];
-    set_out(c, 0, x->dtype, x->ndim, d);
+    KN_TRY(set_out(c, 0, x->dtype, x->ndim, d));
     return NULL;
 }
 
@@ -1098,7 +1119,7 @@ kn_status *kn_infer_AffineGrid(kn_infer_ctx *c)
         d[1 + i] = s[2 + i];
     }
     d[1 + sp] = sp;
-    set_out(c, 0, th->dtype, sp + 2, d);
+    KN_TRY(set_out(c, 0, th->dtype, sp + 2, d));
     return NULL;
 }
 
@@ -1111,6 +1132,6 @@ kn_status *kn_infer_RoiAlign(kn_infer_ctx *c)
     int64_t oh = kn_attr_int(c->node, "output_height", 1), ow = kn_attr_int(c->node, "output_width", 1);
     KN_CHECK(oh >= 1 && ow >= 1 && oh <= 1 << 20 && ow <= 1 << 20, KN_ERR_INVALID_MODEL, "RoiAlign: invalid output size");
     int64_t d[4] = { rois->ndim == 2 ? rois->dims[0] : -1, x->ndim == 4 ? x->dims[1] : -1, oh, ow };
-    set_out(c, 0, x->dtype, 4, d);
+    KN_TRY(set_out(c, 0, x->dtype, 4, d));
     return NULL;
 }

@@ -4,7 +4,12 @@
  * attributes and subgraphs. Names a subgraph uses from an enclosing graph become outer values there
  * and implicit inputs of the owning node. Calls of model-local functions are inlined with renamed
  * internals. Everything is validated: a bad file yields an error naming the file and the node or
- * tensor, never a crash or an allocation larger than the file justifies. */
+ * tensor, never a crash or an allocation larger than the file justifies.
+ *
+ * Size limits: protobuf caps a message at 2 GB (protobuf-c reads a length-delimited field with a
+ * 32-bit length), so a model whose weights exceed that must keep them as external data, which is
+ * mapped, not parsed: external data files may be any size. Embedded raw_data buffers are taken
+ * over from the parse rather than copied, so loading costs one copy of embedded weights. */
 #include "onnx_internal.h"
 #include "ops.h"
 #include "../runtime/dtype.h"
@@ -763,8 +768,16 @@ static kn_status *kn_model_opsets(kn_loader *L, const Onnx__ModelProto *mp) {
         const Onnx__OperatorSetIdProto *o = mp->opset_import[i];
         const char *d = kn_dom(o->domain);
         int64_t v = o->has_version ? o->version : 0;
-        for (size_t k = 0; k < L->n_ops; k++)
-            if (strcmp(L->op_domains[k], d) == 0) return kn_error(KN_ERR_INVALID_MODEL, "opset of domain '%s' imported twice", d[0] ? d : "ai.onnx");
+        bool seen = false;
+        for (size_t k = 0; k < L->n_ops; k++) {
+            if (strcmp(L->op_domains[k], d) != 0) continue;
+            /* "" and "ai.onnx" both listed is harmless when they agree. */
+            if (L->op_versions[k] != v)
+                return kn_error(KN_ERR_INVALID_MODEL, "domain '%s' is imported at two opset versions (%lld and %lld)", d[0] ? d : "ai.onnx",
+                                (long long)L->op_versions[k], (long long)v);
+            seen = true;
+        }
+        if (seen) continue;
         if (v < 1 || v > INT_MAX) return kn_error(KN_ERR_INVALID_MODEL, "opset import of domain '%s' has invalid version %lld", d[0] ? d : "ai.onnx", (long long)v);
         if (!d[0] && v > KN_ONNX_MAX_OPSET)
             return kn_error(KN_ERR_UNSUPPORTED, "ai.onnx opset %lld is newer than kiln supports (up to %d)", (long long)v, KN_ONNX_MAX_OPSET);

@@ -18,9 +18,10 @@
 #error "raw_data is little-endian; kiln copies it verbatim and so needs a little-endian host"
 #endif
 
-/* Largest dense tensor a sparse tensor may expand to: sparse data is small by nature, so a tiny
- * file must not be able to ask for a huge zeroed buffer. */
-#define KN_SPARSE_MAX_BYTES ((size_t)1 << 30)
+/* How far a sparse tensor may expand: up to 16 MB freely, beyond that at most 1024 times the bytes
+ * its values and indices occupy, so a tiny file cannot ask for a huge zeroed buffer. */
+#define KN_SPARSE_FREE_BYTES ((size_t)16 << 20)
+#define KN_SPARSE_MAX_RATIO 1024
 
 static const char *kn_pb_name(const Onnx__TensorProto *tp) {
     return tp->name && tp->name[0] ? tp->name : "<unnamed>";
@@ -114,7 +115,8 @@ static kn_status *kn_pb_check_location(const char *what, const char *loc) {
 }
 
 /* Maps path once per model; the mapping is private and writable so that a stray write lands in a
- * copy-on-write page instead of faulting or changing the file. */
+ * copy-on-write page instead of faulting or changing the file (MAP_NORESERVE: no swap is reserved
+ * for pages that are only ever read). */
 static kn_status *kn_pb_map(kn_onnx_src *src, const char *what, const char *path, const uint8_t **base, size_t *len) {
     kn_model *m = src->m;
     for (int i = 0; i < m->n_maps; i++)
@@ -129,7 +131,7 @@ static kn_status *kn_pb_map(kn_onnx_src *src, const char *what, const char *path
     size_t sz = (size_t)sb.st_size;
     void *p = NULL;
     if (sz > 0) {
-        p = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+        p = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
         if (p == MAP_FAILED) {
             int e = errno;
             close(fd);
@@ -262,51 +264,53 @@ static kn_status *kn_pb_typed(const Onnx__TensorProto *tp, kn_tensor *t, int64_t
         }
         return NULL;
     }
+    /* The count check comes before the allocation: dims alone must not decide how much to allocate. */
+    const char *field = "int32_data";
+    size_t have = tp->n_int32_data, need = un;
+    switch (dt) {
+    case KN_F32: case KN_C64: field = "float_data"; have = tp->n_float_data; need = dt == KN_C64 ? 2 * un : un; break;
+    case KN_F64: case KN_C128: field = "double_data"; have = tp->n_double_data; need = dt == KN_C128 ? 2 * un : un; break;
+    case KN_I64: field = "int64_data"; have = tp->n_int64_data; break;
+    case KN_U64: case KN_U32: field = "uint64_data"; have = tp->n_uint64_data; break;
+    case KN_U4: case KN_I4: case KN_F4E2M1: case KN_U2: case KN_I2: field = "int32_data (packed)"; need = kn_pb_packed_bytes(dt, n); break;
+    default: break;
+    }
+    KN_TRY(kn_pb_count(what, dt, field, have, need));
     uint8_t *d = malloc(bytes ? bytes : 1);
     if (!d) return KN_OOM(bytes);
     t->data = d;
     t->owns = true;
     switch (dt) {
     case KN_F32: case KN_C64:
-        KN_TRY(kn_pb_count(what, dt, "float_data", tp->n_float_data, dt == KN_C64 ? 2 * un : un));
         if (bytes) memcpy(d, tp->float_data, bytes);
         return NULL;
     case KN_F64: case KN_C128:
-        KN_TRY(kn_pb_count(what, dt, "double_data", tp->n_double_data, dt == KN_C128 ? 2 * un : un));
         if (bytes) memcpy(d, tp->double_data, bytes);
         return NULL;
     case KN_I64:
-        KN_TRY(kn_pb_count(what, dt, "int64_data", tp->n_int64_data, un));
         if (bytes) memcpy(d, tp->int64_data, bytes);
         return NULL;
     case KN_U64:
-        KN_TRY(kn_pb_count(what, dt, "uint64_data", tp->n_uint64_data, un));
         if (bytes) memcpy(d, tp->uint64_data, bytes);
         return NULL;
     case KN_U32:
-        KN_TRY(kn_pb_count(what, dt, "uint64_data", tp->n_uint64_data, un));
         for (size_t i = 0; i < un; i++) ((uint32_t *)d)[i] = (uint32_t)tp->uint64_data[i];
         return NULL;
     case KN_I32:
-        KN_TRY(kn_pb_count(what, dt, "int32_data", tp->n_int32_data, un));
         if (bytes) memcpy(d, tp->int32_data, bytes);
         return NULL;
     case KN_I16: case KN_U16: case KN_F16: case KN_BF16:
-        KN_TRY(kn_pb_count(what, dt, "int32_data", tp->n_int32_data, un));
         for (size_t i = 0; i < un; i++) ((uint16_t *)d)[i] = (uint16_t)tp->int32_data[i];
         return NULL;
     case KN_BOOL:
-        KN_TRY(kn_pb_count(what, dt, "int32_data", tp->n_int32_data, un));
         for (size_t i = 0; i < un; i++) d[i] = tp->int32_data[i] != 0;
         return NULL;
     case KN_I8: case KN_U8: case KN_F8E4M3FN: case KN_F8E4M3FNUZ: case KN_F8E5M2: case KN_F8E5M2FNUZ: case KN_F8E8M0:
-        KN_TRY(kn_pb_count(what, dt, "int32_data", tp->n_int32_data, un));
         for (size_t i = 0; i < un; i++) d[i] = (uint8_t)tp->int32_data[i];
         return NULL;
     case KN_U4: case KN_I4: case KN_F4E2M1: case KN_U2: case KN_I2: {
         /* Each int32 holds one packed byte (two 4-bit or four 2-bit elements). */
-        size_t pb = kn_pb_packed_bytes(dt, n);
-        KN_TRY(kn_pb_count(what, dt, "int32_data (packed)", tp->n_int32_data, pb));
+        size_t pb = need;
         uint8_t *packed = malloc(pb ? pb : 1);
         if (!packed) return KN_OOM(pb);
         for (size_t i = 0; i < pb; i++) packed[i] = (uint8_t)tp->int32_data[i];
@@ -325,7 +329,9 @@ kn_status *kn_onnx_tensor_from_pb(kn_onnx_src *src, Onnx__TensorProto *tp, bool 
     if (!tp->has_data_type || !kn_dtype_valid(tp->data_type))
         return kn_error(tp->has_data_type && tp->data_type > 0 ? KN_ERR_UNSUPPORTED : KN_ERR_INVALID_MODEL,
                         "tensor '%s': unknown or unsupported data type %d", what, tp->has_data_type ? (int)tp->data_type : 0);
-    if (tp->segment) return kn_error(KN_ERR_UNSUPPORTED, "tensor '%s': segmented tensors are not supported", what);
+    if (tp->segment)
+        return kn_error(KN_ERR_UNSUPPORTED, "tensor '%s': segmented tensors are not supported (a SequenceProto or OptionalProto "
+                        "read as a TensorProto looks like one)", what);
     kn_tensor *t = calloc(1, sizeof *t);
     if (!t) return KN_OOM(sizeof *t);
     t->dtype = (kn_dtype)tp->data_type;
@@ -385,8 +391,9 @@ kn_status *kn_onnx_sparse_from_pb(kn_onnx_src *src, Onnx__SparseTensorProto *sp,
         goto done;
     }
     size_t esz = kn_dtype_size(vals->dtype);
-    if ((size_t)numel > KN_SPARSE_MAX_BYTES / (esz ? esz : 1)) {
-        st = kn_error(KN_ERR_UNSUPPORTED, "sparse tensor '%s' would densify to more than %zu bytes", what, KN_SPARSE_MAX_BYTES);
+    size_t dense_bytes = (size_t)numel * esz, sparse_bytes = kn_nbytes(vals) + kn_nbytes(idx);
+    if (dense_bytes > KN_SPARSE_FREE_BYTES && dense_bytes / KN_SPARSE_MAX_RATIO > sparse_bytes) {
+        st = kn_error(KN_ERR_UNSUPPORTED, "sparse tensor '%s' would densify from %zu to %zu bytes", what, sparse_bytes, dense_bytes);
         goto done;
     }
     st = kn_tensor_new(vals->dtype, shape.ndim, shape.dims, &dense);

@@ -138,6 +138,7 @@ typedef struct tk_decoder {
 
 typedef struct tk_added {
     char *content; int32_t len; int32_t id;
+    char *ncontent; int32_t nlen;          /* content after the normalizer (normalized tokens) */
     int single_word, lstrip, rstrip, normalized, special;
 } tk_added;
 
@@ -151,9 +152,10 @@ struct kn_tokenizer {
     tk_decoder *decoder;
     tk_added *added; int n_added;
     tk_strmap added_map;               /* content -> index in added */
-    int16_t added_by_byte[256][2];     /* not used: first-byte buckets are built below */
-    int32_t *bucket_start, *bucket_items; /* added tokens grouped by first byte, per set */
-    int32_t *nbucket_start, *nbucket_items;
+    /* added tokens grouped by first byte: [0] matched on the original text, [1] on normalized */
+    int32_t bucket_start[2][257];
+    int32_t *bucket_items[2];
+    int32_t *added_by_id; int32_t added_by_id_len;   /* id -> index in added, or -1 */
     int trunc_on, trunc_strategy, trunc_stride, trunc_left; int32_t trunc_max;
     int pad, pad_left; int32_t pad_len, pad_multiple, pad_id, pad_type_id; char *pad_token;
 };

@@ -128,12 +128,17 @@ kn_status *kn_node_eval_host(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor
     kn_status *st = kn_infer_node(n, in, n_in, out, n_out);
     for (int i = 0; !st && i < n_out; i++) {
         if (!out[i]) continue;
-        if (out[i]->ndim < 0 || !kn_shape_known(out[i]))
+        /* rank -1 after inference with data: the kernel sizes and allocates it (control flow) */
+        if (out[i]->ndim < 0) { out[i]->data = NULL; continue; }
+        if (!kn_shape_known(out[i]))
             st = kn_error(KN_ERR_RUNTIME, "output %d shape could not be inferred", i);
         else
             st = kn_tensor_alloc_data(out[i]);
     }
     if (!st) st = kn_call_kernel(ctx, n, in, n_in, out, n_out);
+    for (int i = 0; !st && i < n_out; i++)
+        if (out[i] && (out[i]->ndim < 0 || (!out[i]->data && kn_numel(out[i]) != 0)))
+            st = kn_error(KN_ERR_RUNTIME, "output %d was not produced", i);
     if (st) {
         for (int i = 0; i < n_out; i++) if (out[i]) kn_tensor_release(out[i]);
         return kn_node_error(st, n, in, n_in);

@@ -81,6 +81,38 @@ def write_node_cases(out_dir):
     return n_written
 
 
+def write_light_cases(src, out_dir):
+    """The 'light' models ship only model + expected output; their input is the deterministic
+    arange(n)/n tensor that onnx's own runner feeds them (float inputs, unknown dims as 1)."""
+    n = 0
+    for f in sorted(os.listdir(src)):
+        if not f.endswith(".onnx"):
+            continue
+        stem = f[:-5]
+        model = onnx.load(os.path.join(src, f))
+        d = os.path.join(out_dir, stem)
+        ds = os.path.join(d, "test_data_set_0")
+        os.makedirs(ds, exist_ok=True)
+        shutil.copy(os.path.join(src, f), os.path.join(d, "model.onnx"))
+        inits = {i.name for i in model.graph.initializer}
+        k = 0
+        for x in model.graph.input:
+            if x.name in inits:
+                continue
+            shape = tuple(dd.dim_value if dd.HasField("dim_value") else 1 for dd in x.type.tensor_type.shape.dim)
+            cnt = int(np.prod(shape))
+            arr = (np.arange(cnt).reshape(shape) / cnt).astype(np.float32)
+            with open(os.path.join(ds, f"input_{k}.pb"), "wb") as fh:
+                fh.write(numpy_helper.from_array(arr, x.name).SerializeToString())
+            k += 1
+        for i in range(len(model.graph.output)):
+            o = os.path.join(src, f"{stem}_output_{i}.pb")
+            if os.path.exists(o):
+                shutil.copy(o, os.path.join(ds, f"output_{i}.pb"))
+        n += 1
+    return n
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "generated"))
@@ -95,10 +127,12 @@ def main():
     os.makedirs(args.out)
     n = write_node_cases(os.path.join(args.out, "node"))
     data_root = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
-    for suite in ("simple", "pytorch-converted", "pytorch-operator", "light"):
+    for suite in ("simple", "pytorch-converted", "pytorch-operator"):
         src = os.path.join(data_root, suite)
         if os.path.isdir(src):
             shutil.copytree(src, os.path.join(args.out, suite))
+    if os.path.isdir(os.path.join(data_root, "light")):
+        write_light_cases(os.path.join(data_root, "light"), os.path.join(args.out, "light"))
     with open(stamp, "w") as f:
         f.write(want)
     print(f"wrote {n} node cases and the data suites to {args.out}")

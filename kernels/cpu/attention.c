@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Softmax over float32 rows with the AVX2 / AVX-512 exp (kernels/cpu/softmax.c, no header). */
+void kn_softmax_rows_f32(kn_threadpool *pool, const float *x, float *y, int64_t rows, int64_t n, int log_out);
+
 /* ---- float views of the float-like dtypes the ops accept ---- */
 
 static bool attn_float_dtype(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
@@ -39,6 +42,15 @@ static inline void store_f(void *p, kn_dtype t, int64_t i, float v)
 
 /* ---- Attention ---- */
 
+/* Rounds to the input's precision after each step, as the reference does for float16 and
+ * bfloat16 inputs; results then agree to the last bit far more often than float32 math does. */
+static inline float attn_round(int rnd, float v)
+{
+    if (rnd == 1) return kn_f16_to_f32(kn_f32_to_f16(v));
+    if (rnd == 2) return kn_bf16_to_f32(kn_f32_to_bf16(v));
+    return v;
+}
+
 typedef struct attn_job {
     int64_t B, Hq, Hkv, Sq, T, Dk, Dv, past, qblk, nblk;
     const float *q;          /* [B,Hq,Sq,Dk] */
@@ -46,6 +58,8 @@ typedef struct attn_job {
     float *y;                /* [B,Hq,Sq,Dv] */
     float *qk;               /* [B,Hq,Sq,T] or NULL */
     int qk_mode;
+    int rnd;                 /* 0: float32 math; 1 / 2: round every step to float16 / bfloat16 */
+    int rnd_soft;            /* the same for the softmax steps (softmax_precision) */
     float scale, softcap;
     /* additive mask as float, broadcast over [B,Hq,Sq,mT] through strides (0 = broadcast) */
     const float *mask; int64_t mstride[4], mT;
@@ -63,11 +77,11 @@ static int64_t attn_offset(const attn_job *j, int64_t b)
 }
 
 /* Additive bias for query row i of (b, h) into bias[T]; returns whether every key is masked. */
-static bool attn_bias_row(const attn_job *j, int64_t b, int64_t h, int64_t i, float *bias)
+static bool attn_bias_row(const attn_job *j, int64_t b, int64_t h, int64_t i, int64_t Tc, float *bias)
 {
     int64_t off = attn_offset(j, b);
     bool all_masked = true;
-    for (int64_t t = 0; t < j->T; t++) {
+    for (int64_t t = 0; t < Tc; t++) {
         float v = 0.0f;
         if (j->mask) {
             if (t < j->mT) v = j->mask[b * j->mstride[0] + h * j->mstride[1] + i * j->mstride[2] + t * j->mstride[3]];
@@ -101,41 +115,75 @@ static void attn_task(void *vctx, int64_t begin, int64_t end)
         const float *k = j->k + (b * j->Hkv + kvh) * T * j->Dk;
         const float *v = j->v + (b * j->Hkv + kvh) * T * j->Dv;
         float *y = j->y + ((b * j->Hq + h) * j->Sq + i0) * j->Dv;
-        if (T > 0 && j->Dk > 0)
-            kn_sgemm(NULL, false, true, m, T, j->Dk, j->scale, q, j->Dk, k, j->Dk, 0.0f, s, T);
+        /* Under a causal mask no row of this block sees keys at or past `lim`: those columns are
+         * skipped (their probabilities are exactly 0). Kept whole when the scores are an output.
+         * Unlike the reference, a NaN score in a skipped column then no longer poisons the row. */
+        int64_t Tc = T;
+        if (j->causal && !j->qk) {
+            int64_t lim = i0 + m + attn_offset(j, b);
+            Tc = lim < 0 ? 0 : lim < T ? lim : T;
+        }
+        if (Tc > 0 && j->Dk > 0)
+            kn_sgemm(NULL, false, true, m, Tc, j->Dk, j->rnd ? 1.0f : j->scale, q, j->Dk, k, j->Dk, 0.0f, s, T);
         else
             memset(s, 0, sizeof(float) * (size_t)(m * T));
+        bool fast = !j->mask && j->left < 0 && j->right < 0 && !j->nonpad && !j->rnd && !j->rnd_soft && !j->qk;
         for (int64_t r = 0; r < m; r++) {
             int64_t i = i0 + r;
             float *row = s + r * T;
             float *qk = j->qk ? j->qk + ((b * j->Hq + h) * j->Sq + i) * T : NULL;
+            int rd = j->rnd, rs = j->rnd_soft;
+            if (rd) for (int64_t t = 0; t < Tc; t++) row[t] = attn_round(rd, row[t]);
             if (j->softcap > 0.0f)
-                for (int64_t t = 0; t < T; t++) row[t] = j->softcap * tanhf(row[t] / j->softcap);
+                for (int64_t t = 0; t < Tc; t++)
+                    row[t] = attn_round(rd, j->softcap * attn_round(rd, tanhf(attn_round(rd, row[t] / j->softcap))));
+            if (fast) {
+                /* only a causal frontier (or nothing) masks this row: softmax over the keys it
+                 * sees, zeros after them */
+                int64_t seen = Tc;
+                if (j->causal) {
+                    int64_t a = i + attn_offset(j, b) + 1;
+                    seen = a < 0 ? 0 : a < Tc ? a : Tc;
+                }
+                if (seen > 0) kn_softmax_rows_f32(NULL, row, row, 1, seen, 0);
+                memset(row + seen, 0, sizeof(float) * (size_t)(Tc - seen));
+                continue;
+            }
             if (qk && j->qk_mode <= 1) memcpy(qk, row, sizeof(float) * (size_t)T);
-            bool all_masked = attn_bias_row(j, b, h, i, bias);
-            for (int64_t t = 0; t < T; t++) row[t] += bias[t];
+            bool all_masked = attn_bias_row(j, b, h, i, Tc, bias);
+            for (int64_t t = 0; t < Tc; t++) row[t] = attn_round(rd, row[t] + bias[t]);
             if (qk && j->qk_mode == 2) memcpy(qk, row, sizeof(float) * (size_t)T);
             /* numpy's max propagates NaN, which then spreads over the row */
             float mx = -INFINITY;
             bool has_nan = false;
-            for (int64_t t = 0; t < T; t++) {
+            for (int64_t t = 0; t < Tc; t++) {
                 if (isnan(row[t])) has_nan = true;
                 else if (row[t] > mx) mx = row[t];
             }
             if (has_nan) mx = NAN;
             if (all_masked || (isinf(mx) && mx < 0)) {
-                memset(row, 0, sizeof(float) * (size_t)T);
+                memset(row, 0, sizeof(float) * (size_t)Tc);
+            } else if (!rd && !rs && !has_nan) {
+                kn_softmax_rows_f32(NULL, row, row, 1, Tc, 0);
             } else {
                 float sum = 0.0f;
-                for (int64_t t = 0; t < T; t++) { row[t] = expf(row[t] - mx); sum += row[t]; }
+                for (int64_t t = 0; t < Tc; t++) {
+                    row[t] = attn_round(rs, expf(attn_round(rs, row[t] - mx)));
+                    sum = rs == 2 ? attn_round(rs, sum + row[t]) : sum + row[t]; /* bfloat16 sums round per add */
+                }
+                sum = attn_round(rs, sum);
                 if (sum == 0.0f) sum = 1.0f;
-                float inv = 1.0f / sum;
-                for (int64_t t = 0; t < T; t++) row[t] *= inv;
+                /* probabilities are cast back to the input type before the product with V */
+                if (rd || rs) for (int64_t t = 0; t < Tc; t++) row[t] = attn_round(rd, attn_round(rs, row[t] / sum));
+                else {
+                    float inv = 1.0f / sum;
+                    for (int64_t t = 0; t < Tc; t++) row[t] *= inv;
+                }
             }
             if (qk && j->qk_mode == 3) memcpy(qk, row, sizeof(float) * (size_t)T);
         }
-        if (T > 0 && j->Dv > 0)
-            kn_sgemm(NULL, false, false, m, j->Dv, T, 1.0f, s, T, v, j->Dv, 0.0f, y, j->Dv);
+        if (Tc > 0 && j->Dv > 0)
+            kn_sgemm(NULL, false, false, m, j->Dv, Tc, 1.0f, s, T, v, j->Dv, 0.0f, y, j->Dv);
         else
             memset(y, 0, sizeof(float) * (size_t)(m * j->Dv));
     }
@@ -145,7 +193,7 @@ static void attn_task(void *vctx, int64_t begin, int64_t end)
 /* Copies a Q/K/V input (3-D [B,S,H*D] or 4-D [B,H,S,D]) into a float [B,H,S,D] buffer at
  * sequence offset s0 of a buffer holding Stot positions. */
 static void attn_load_heads(const kn_tensor *x, int64_t B, int64_t H, int64_t S, int64_t D,
-                            float *dst, int64_t Stot, int64_t s0)
+                            float *dst, int64_t Stot, int64_t s0, int rnd, float mul)
 {
     bool is3 = x->ndim == 3;
     for (int64_t b = 0; b < B; b++)
@@ -153,8 +201,8 @@ static void attn_load_heads(const kn_tensor *x, int64_t B, int64_t H, int64_t S,
             for (int64_t s = 0; s < S; s++) {
                 int64_t src = is3 ? ((b * S + s) * H + h) * D : ((b * H + h) * S + s) * D;
                 float *d = dst + ((b * H + h) * Stot + s0 + s) * D;
-                if (x->dtype == KN_F32) memcpy(d, (const float *)x->data + src, sizeof(float) * (size_t)D);
-                else for (int64_t e = 0; e < D; e++) d[e] = load_f(x->data, x->dtype, src + e);
+                if (x->dtype == KN_F32 && mul == 1.0f) memcpy(d, (const float *)x->data + src, sizeof(float) * (size_t)D);
+                else for (int64_t e = 0; e < D; e++) d[e] = attn_round(rnd, load_f(x->data, x->dtype, src + e) * mul);
             }
 }
 
@@ -266,19 +314,32 @@ kn_status *kn_cpu_Attention(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
     float *vf = kn_scratch_alloc(ctx, sizeof(float) * (nv + 1));
     kn_tensor *Y = out[0];
     kn_tensor *PK = n_out > 1 ? out[1] : NULL, *PV = n_out > 2 ? out[2] : NULL, *QK = n_out > 3 ? out[3] : NULL;
-    bool y_direct = Y->dtype == KN_F32 && Q->ndim == 4;
+    bool y_direct = Y && Y->data && Y->dtype == KN_F32 && Q->ndim == 4;
     float *yf = y_direct ? (float *)Y->data : kn_scratch_alloc(ctx, sizeof(float) * (ny + 1));
     float *qkf = NULL;
     if (QK && QK->data) qkf = QK->dtype == KN_F32 ? (float *)QK->data : kn_scratch_alloc(ctx, sizeof(float) * (nqk + 1));
     if (!qf || !kf || !vf || !yf || (QK && QK->data && !qkf)) return KN_OOM(sizeof(float) * (nq + nk + nv + ny));
-    attn_load_heads(Q, B, Hq, Sq, Dk, qf, Sq, 0);
+    /* Reduced-precision inputs follow the reference: Q and K are each scaled by sqrt(scale),
+     * rounded to the input type; float32 applies the scale once inside the product. */
+    j.rnd = Q->dtype == KN_F16 ? 1 : Q->dtype == KN_BF16 ? 2 : 0;
+    float half_scale = j.rnd ? attn_round(j.rnd, sqrtf(scale)) : 1.0f;
+    int64_t sp = kn_attr_int(node, "softmax_precision", 0);
+    j.rnd_soft = sp == KN_F32 || sp == KN_F64 ? 0 : sp == KN_F16 ? 1 : sp == KN_BF16 ? 2 : j.rnd;
+    attn_load_heads(Q, B, Hq, Sq, Dk, qf, Sq, 0, j.rnd, half_scale);
     if (pk) {
-        attn_load_heads(pk, B, Hkv, past, Dk, kf, T, 0);
-        attn_load_heads(pv, B, Hkv, past, Dv, vf, T, 0);
+        attn_load_heads(pk, B, Hkv, past, Dk, kf, T, 0, 0, 1.0f);
+        attn_load_heads(pv, B, Hkv, past, Dv, vf, T, 0, 0, 1.0f);
     }
-    attn_load_heads(K, B, Hkv, Skv, Dk, kf, T, past);
-    attn_load_heads(V, B, Hkv, Skv, Dv, vf, T, past);
-    j.q = qf; j.k = kf; j.v = vf; j.y = yf; j.qk = qkf;
+    attn_load_heads(K, B, Hkv, Skv, Dk, kf, T, past, 0, 1.0f);
+    attn_load_heads(V, B, Hkv, Skv, Dv, vf, T, past, 0, 1.0f);
+    const float *kuse = kf;
+    if (j.rnd) {
+        float *ks = kn_scratch_alloc(ctx, sizeof(float) * (nk + 1));
+        if (!ks) return KN_OOM(sizeof(float) * nk);
+        for (size_t i = 0; i < nk; i++) ks[i] = attn_round(j.rnd, kf[i] * half_scale);
+        kuse = ks;
+    }
+    j.q = qf; j.k = kuse; j.v = vf; j.y = yf; j.qk = qkf;
 
     j.qblk = 64;
     j.nblk = Sq > 0 ? (Sq + j.qblk - 1) / j.qblk : 0;
@@ -287,7 +348,7 @@ kn_status *kn_cpu_Attention(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
     if (j.failed) return KN_OOM(sizeof(float) * (size_t)(j.qblk * T + T));
 
     /* results back into the outputs' dtypes and layouts */
-    if (!y_direct) {
+    if (!y_direct && Y && Y->data) {
         bool is3 = Q->ndim == 3;
         for (int64_t b = 0; b < B; b++)
             for (int64_t h = 0; h < Hq; h++)

@@ -125,14 +125,25 @@ static void cast_st_from_double(const cast_job *j, int64_t i, double v) {
 }
 
 /* Shortest decimal that reads back as the same float, formatted like Python's repr. */
-static void cast_format_float(char *buf, size_t n, double v, bool single) {
+/* Whether the decimal text reads back as v in the source's own precision. */
+static bool cast_round_trips(const char *text, double v, kn_dtype t) {
+    switch (t) {
+    case KN_F64: return strtod(text, NULL) == v;
+    case KN_F32: return strtof(text, NULL) == (float)v;
+    case KN_F16: return kn_f32_to_f16(strtof(text, NULL)) == kn_f32_to_f16((float)v);
+    case KN_BF16: return kn_f32_to_bf16(strtof(text, NULL)) == kn_f32_to_bf16((float)v);
+    default: return strtof(text, NULL) == (float)v; /* 8/4-bit floats: exact in float32 */
+    }
+}
+
+static void cast_format_float(char *buf, size_t n, double v, kn_dtype t) {
     if (isnan(v)) { snprintf(buf, n, "nan"); return; }
     if (isinf(v)) { snprintf(buf, n, v > 0 ? "inf" : "-inf"); return; }
     char digits[64];
     int prec;
     for (prec = 1; prec <= 17; prec++) {
         snprintf(digits, sizeof digits, "%.*e", prec - 1, v);
-        if (single ? strtof(digits, NULL) == (float)v : strtod(digits, NULL) == v) break;
+        if (cast_round_trips(digits, v, t)) break;
     }
     /* digits is "[-]d.ddde[+-]XX": split mantissa digits and exponent */
     char *e = strchr(digits, 'e');
@@ -148,7 +159,10 @@ static void cast_format_float(char *buf, size_t n, double v, bool single) {
     size_t o = 0;
     char out[96];
     if (neg) out[o++] = '-';
-    if (exp10 < -4 || exp10 >= 16) {
+    /* numpy's str(): positional for 1e-4 <= |v| < 10^p, where p is the type's decimal precision
+     * class (16 for float64, 6 for float32, 3 for float16) */
+    double av = fabs(v), hi = t == KN_F64 ? 1e16 : (t == KN_F16 || t == KN_BF16) ? 1e3 : 1e6;
+    if (av != 0 && (av < 1e-4 || av >= hi)) {
         out[o++] = mant[0];
         if (m > 1) { out[o++] = '.'; for (size_t k = 1; k < m; k++) out[o++] = mant[k]; }
         o += (size_t)snprintf(out + o, sizeof out - o, "e%c%02d", exp10 < 0 ? '-' : '+', abs(exp10));
@@ -171,7 +185,7 @@ static kn_status *cast_to_string(const cast_job *j, int64_t n) {
     char buf[96];
     for (int64_t i = 0; i < n; i++) {
         switch (cast_carrier_of(j->ts)) {
-        case CAST_F: cast_format_float(buf, sizeof buf, cast_ld_f(j->x, j->ts, i), j->ts != KN_F64); break;
+        case CAST_F: cast_format_float(buf, sizeof buf, cast_ld_f(j->x, j->ts, i), j->ts); break;
         case CAST_S: snprintf(buf, sizeof buf, "%lld", (long long)cast_ld_s(j->x, j->ts, i)); break;
         case CAST_U:
             if (j->ts == KN_BOOL) snprintf(buf, sizeof buf, "%s", ((const uint8_t *)j->x)[i] ? "True" : "False");

@@ -31,6 +31,8 @@
 
 void kn_sgemm_micro_avx2(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta)
 {
+    /* C is only touched after the k loop; start pulling its rows in now. */
+    for (int r = 0; r < MR; r++) _mm_prefetch((const char *)(C + r * ldc), _MM_HINT_T0);
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();

@@ -104,6 +104,39 @@ static kn_status *expand_param(const kn_node *node, const kn_tensor *p, const in
 static void *scratch(kn_exec_ctx *ctx, size_t bytes) { return kn_scratch_alloc(ctx, bytes ? bytes : 1); }
 
 /* ---- LayerNormalization / RMSNormalization ---- */
+typedef struct {
+    const kn_tensor *x; kn_tensor *y, *mean_t, *inv_t; const double *sc, *bi; int64_t n; double eps; bool rms;
+} ln_gen_job;
+
+/* Generic rows (any float dtype, RMS too), in double. RMS skips the mean: x / sqrt(mean(x^2) + eps). */
+static void ln_gen_range(void *ctx, int64_t b, int64_t e)
+{
+    ln_gen_job *j = ctx;
+    kn_dtype t = j->x->dtype;
+    const void *xd = j->x->data;
+    int64_t n = j->n;
+    for (int64_t r = b; r < e; r++) {
+        int64_t base = r * n;
+        double mu = 0, v = 0;
+        if (!j->rms) {
+            for (int64_t i = 0; i < n; i++) mu += kn_red_ld(xd, t, base + i);
+            mu /= (double)n;
+        }
+        for (int64_t i = 0; i < n; i++) {
+            double d = kn_red_ld(xd, t, base + i) - mu;
+            v += d * d;
+        }
+        double inv = 1.0 / sqrt(v / (double)n + j->eps);
+        if (j->mean_t) kn_red_st(j->mean_t->data, j->mean_t->dtype, r, mu);
+        if (j->inv_t) kn_red_st(j->inv_t->data, j->inv_t->dtype, r, inv);
+        for (int64_t i = 0; i < n; i++) {
+            double o = (kn_red_ld(xd, t, base + i) - mu) * inv * j->sc[i];
+            if (j->bi) o += j->bi[i];
+            kn_red_st(j->y->data, t, base + i, o);
+        }
+    }
+}
+
 static kn_status *ln_common(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                             kn_tensor *const *out, int n_out, bool rms)
 {
@@ -142,27 +175,8 @@ static kn_status *ln_common(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
                               mean_t ? mean_t->data : NULL, inv_t ? inv_t->data : NULL);
         return NULL;
     }
-    kn_dtype t = x->dtype;
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t base = r * n;
-        double mu = 0, v = 0;
-        if (!rms) {
-            for (int64_t i = 0; i < n; i++) mu += kn_red_ld(x->data, t, base + i);
-            mu /= (double)n;
-        }
-        for (int64_t i = 0; i < n; i++) {
-            double d = kn_red_ld(x->data, t, base + i) - mu;
-            v += d * d;
-        }
-        double inv = 1.0 / sqrt(v / (double)n + eps);
-        if (mean_t) kn_red_st(mean_t->data, mean_t->dtype, r, mu);
-        if (inv_t) kn_red_st(inv_t->data, inv_t->dtype, r, inv);
-        for (int64_t i = 0; i < n; i++) {
-            double o = (kn_red_ld(x->data, t, base + i) - mu) * inv * sc[i];
-            if (bi) o += bi[i];
-            kn_red_st(y->data, t, base + i, o);
-        }
-    }
+    ln_gen_job j = { x, y, mean_t, inv_t, sc, bi, n, eps, rms };
+    kn_parallel_for(ctx->pool, rows, kn_red_grain(n * 4), ln_gen_range, &j);
     return NULL;
 }
 
@@ -198,6 +212,74 @@ static kn_status *nchw(const kn_node *node, const kn_tensor *x, int64_t *N, int6
     return NULL;
 }
 
+/* ---- per-channel blocks: BatchNormalization, InstanceNormalization, GroupNormalization ---- */
+
+/* y[off + i] = x[off + i] * a + b for i in [0, cnt); float32 directly, other dtypes via double. */
+static void affine_block(const kn_tensor *x, kn_tensor *y, int64_t off, int64_t cnt, double a, double b)
+{
+    if (x->dtype == KN_F32) {
+        const float *p = (const float *)x->data + off;
+        float *q = (float *)y->data + off, fa = (float)a, fb = (float)b;
+        for (int64_t i = 0; i < cnt; i++) q[i] = p[i] * fa + fb;
+        return;
+    }
+    for (int64_t i = 0; i < cnt; i++) kn_red_st(y->data, x->dtype, off + i, kn_red_ld(x->data, x->dtype, off + i) * a + b);
+}
+
+/* Mean and 1/sqrt(var + eps) of x[off + k], k in [0, cnt): two passes, double accumulation. */
+static void block_stats(const kn_tensor *x, int64_t off, int64_t cnt, double eps, double *mean_out, double *inv_out)
+{
+    double s = 0, v = 0;
+    if (x->dtype == KN_F32) {
+        const float *p = (const float *)x->data + off;
+        for (int64_t k = 0; k < cnt; k++) s += p[k];
+        double mu = s / (double)cnt;
+        for (int64_t k = 0; k < cnt; k++) v += (p[k] - mu) * (p[k] - mu);
+        *mean_out = mu;
+    } else {
+        for (int64_t k = 0; k < cnt; k++) s += kn_red_ld(x->data, x->dtype, off + k);
+        double mu = s / (double)cnt;
+        for (int64_t k = 0; k < cnt; k++) {
+            double d = kn_red_ld(x->data, x->dtype, off + k) - mu;
+            v += d * d;
+        }
+        *mean_out = mu;
+    }
+    *inv_out = 1.0 / sqrt(v / (double)cnt + eps);
+}
+
+/* One job per (n, group) block of cpg channels x S positions. With stats == false the affine
+ * (a, b) per channel is precomputed (BatchNormalization); otherwise each block normalises by its
+ * own statistics, then applies scale/bias per channel (or per group: opset-18 GroupNorm). */
+typedef struct {
+    const kn_tensor *x; kn_tensor *y; int64_t C, S, G; bool stats, per_channel; double eps;
+    const double *a, *b;
+} chan_job;
+
+static void chan_range(void *ctx, int64_t beg, int64_t end)
+{
+    chan_job *j = ctx;
+    int64_t cpg = j->C / j->G;
+    for (int64_t blk = beg; blk < end; blk++) {
+        int64_t n = blk / j->G, g = blk % j->G, off = (n * j->C + g * cpg) * j->S;
+        double mu = 0, inv = 1;
+        if (j->stats) block_stats(j->x, off, cpg * j->S, j->eps, &mu, &inv);
+        for (int64_t cc = 0; cc < cpg; cc++) {
+            int64_t c = g * cpg + cc, pi = j->per_channel ? c : g;
+            double a = j->a[pi] * inv, b = j->b[pi] - mu * a;
+            affine_block(j->x, j->y, off + cc * j->S, j->S, a, b);
+        }
+    }
+}
+
+/* Reads a float parameter tensor into doubles (scratch). */
+static double *param_doubles(kn_exec_ctx *ctx, const kn_tensor *p, int64_t n)
+{
+    double *d = scratch(ctx, sizeof(double) * (size_t)n);
+    if (d) for (int64_t i = 0; i < n; i++) d[i] = kn_red_ld(p->data, p->dtype, i);
+    return d;
+}
+
 /* ---- BatchNormalization ---- */
 kn_status *kn_cpu_BatchNormalization(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                                      kn_tensor *const *out, int n_out)
@@ -211,6 +293,8 @@ kn_status *kn_cpu_BatchNormalization(kn_exec_ctx *ctx, const kn_node *node, cons
     double eps = kn_attr_float(node, "epsilon", 1e-5f), mom = kn_attr_float(node, "momentum", 0.9f);
     bool training = node->opset >= 14 ? kn_attr_int(node, "training_mode", 0) != 0
                                       : (n_out > 1 && out[1] != NULL);
+    double *a = scratch(ctx, sizeof(double) * (size_t)C), *b = scratch(ctx, sizeof(double) * (size_t)C);
+    if (!a || !b) return KN_OOM(sizeof(double) * (size_t)C);
     kn_dtype t = x->dtype;
     for (int64_t c = 0; c < C; c++) {
         double mean = kn_red_ld(in[3]->data, in[3]->dtype, c), var = kn_red_ld(in[4]->data, in[4]->dtype, c);
@@ -232,31 +316,12 @@ kn_status *kn_cpu_BatchNormalization(kn_exec_ctx *ctx, const kn_node *node, cons
             if (n_out > 4 && out[4]) kn_red_st(out[4]->data, out[4]->dtype, c, bv);
             mean = bm; var = bv;
         }
-        double a = kn_red_ld(in[1]->data, in[1]->dtype, c) / sqrt(var + eps);
-        double b = kn_red_ld(in[2]->data, in[2]->dtype, c) - mean * a;
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t i = 0; i < S; i++) {
-                int64_t k = (n * C + c) * S + i;
-                kn_red_st(out[0]->data, t, k, kn_red_ld(x->data, t, k) * a + b);
-            }
+        a[c] = kn_red_ld(in[1]->data, in[1]->dtype, c) / sqrt(var + eps);
+        b[c] = kn_red_ld(in[2]->data, in[2]->dtype, c) - mean * a[c];
     }
+    chan_job j = { x, out[0], C, S, C, false, true, eps, a, b };
+    kn_parallel_for(ctx->pool, N * C, kn_red_grain(S), chan_range, &j);
     return NULL;
-}
-
-/* Mean and 1/sqrt(var + eps) of x[base + k], k in [0, cnt) (two-pass, double). */
-static void norm_block(const kn_tensor *x, int64_t base, int64_t cnt, double eps,
-                       double *mean_out, double *inv_out)
-{
-    kn_dtype t = x->dtype;
-    double s = 0, v = 0;
-    for (int64_t k = 0; k < cnt; k++) s += kn_red_ld(x->data, t, base + k);
-    double mu = s / (double)cnt;
-    for (int64_t k = 0; k < cnt; k++) {
-        double d = kn_red_ld(x->data, t, base + k) - mu;
-        v += d * d;
-    }
-    *mean_out = mu;
-    *inv_out = 1.0 / sqrt(v / (double)cnt + eps);
 }
 
 /* ---- InstanceNormalization ---- */
@@ -269,18 +334,10 @@ kn_status *kn_cpu_InstanceNormalization(kn_exec_ctx *ctx, const kn_node *node, c
     if (n_in < 3) return kn_error(KN_ERR_INVALID_ARGUMENT, "InstanceNormalization: needs 3 inputs, got %d", n_in);
     KN_TRY(check_param(node, in[1], C, "scale"));
     KN_TRY(check_param(node, in[2], C, "B"));
-    double eps = kn_attr_float(node, "epsilon", 1e-5f);
-    kn_dtype t = x->dtype;
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t c = 0; c < C; c++) {
-            int64_t base = (n * C + c) * S;
-            double mu, inv;
-            norm_block(x, base, S, eps, &mu, &inv);
-            double a = kn_red_ld(in[1]->data, in[1]->dtype, c) * inv;
-            double b = kn_red_ld(in[2]->data, in[2]->dtype, c) - mu * a;
-            for (int64_t i = 0; i < S; i++)
-                kn_red_st(out[0]->data, t, base + i, kn_red_ld(x->data, t, base + i) * a + b);
-        }
+    double *sc = param_doubles(ctx, in[1], C), *bi = param_doubles(ctx, in[2], C);
+    if (!sc || !bi) return KN_OOM(sizeof(double) * (size_t)C);
+    chan_job j = { x, out[0], C, S, C, true, true, kn_attr_float(node, "epsilon", 1e-5f), sc, bi };
+    kn_parallel_for(ctx->pool, N * C, kn_red_grain(S * 2), chan_range, &j);
     return NULL;
 }
 
@@ -300,26 +357,13 @@ kn_status *kn_cpu_GroupNormalization(kn_exec_ctx *ctx, const kn_node *node, cons
     /* opset 21 takes one scale/bias per channel; opset 18 took one per group */
     int64_t ns = kn_numel(in[1]);
     bool per_channel = ns == C && (node->opset >= 21 || ns != G);
-    KN_TRY(check_param(node, in[1], per_channel ? C : G, "scale"));
-    KN_TRY(check_param(node, in[2], per_channel ? C : G, "bias"));
-    double eps = kn_attr_float(node, "epsilon", 1e-5f);
-    kn_dtype t = x->dtype;
-    int64_t cpg = C / G;
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t g = 0; g < G; g++) {
-            int64_t base = (n * C + g * cpg) * S;
-            double mu, inv;
-            norm_block(x, base, cpg * S, eps, &mu, &inv);
-            for (int64_t cc = 0; cc < cpg; cc++) {
-                int64_t pi = per_channel ? g * cpg + cc : g;
-                double a = kn_red_ld(in[1]->data, in[1]->dtype, pi) * inv;
-                double b = kn_red_ld(in[2]->data, in[2]->dtype, pi) - mu * a;
-                for (int64_t i = 0; i < S; i++) {
-                    int64_t k = base + cc * S + i;
-                    kn_red_st(out[0]->data, t, k, kn_red_ld(x->data, t, k) * a + b);
-                }
-            }
-        }
+    int64_t np = per_channel ? C : G;
+    KN_TRY(check_param(node, in[1], np, "scale"));
+    KN_TRY(check_param(node, in[2], np, "bias"));
+    double *sc = param_doubles(ctx, in[1], np), *bi = param_doubles(ctx, in[2], np);
+    if (!sc || !bi) return KN_OOM(sizeof(double) * (size_t)np);
+    chan_job j = { x, out[0], C, S, G, true, per_channel, kn_attr_float(node, "epsilon", 1e-5f), sc, bi };
+    kn_parallel_for(ctx->pool, N * G, kn_red_grain(S * (C / G) * 2), chan_range, &j);
     return NULL;
 }
 

@@ -76,7 +76,8 @@ static kn_status *q_make_map(const kn_node *node, const kn_tensor *x, const kn_t
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
     memset(m, 0, sizeof *m);
     int64_t axis = kn_attr_int(node, "axis", 1), block = kn_attr_int(node, "block_size", 0);
-    if (zp && !kn_same_shape(zp, scale))
+    bool both_scalar = zp && kn_numel(zp) == 1 && kn_numel(scale) == 1 && zp->ndim <= 1 && scale->ndim <= 1;
+    if (zp && !both_scalar && !kn_same_shape(zp, scale))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: zero point %s and scale %s differ in shape", node->op_type,
                         kn_tensor_desc(zp, b1, sizeof b1), kn_tensor_desc(scale, b2, sizeof b2));
     if (scale->ndim == 0 || (scale->ndim == 1 && kn_numel(scale) == 1 && block <= 0)) {
@@ -147,7 +148,7 @@ kn_status *kn_cpu_QuantizeLinear(kn_exec_ctx *ctx, const kn_node *node, const kn
             int64_t si = q_index(&m, i);
             float s = q_load(scale, si);
             float v = q_load(x, i) / s;
-            double r = isnan(v) ? 0.0 : nearbyint((double)v) + (zp ? (double)q_load_int(zp, si) : 0.0);
+            double r = (isnan(v) ? 0.0 : nearbyint((double)v)) + (zp ? (double)q_load_int(zp, si) : 0.0);
             if (r < lo) r = lo;
             if (r > hi) r = hi;
             q_store_int(y, i, (int64_t)r);
@@ -212,8 +213,8 @@ kn_status *kn_cpu_DynamicQuantizeLinear(kn_exec_ctx *ctx, const kn_node *node, c
     float zpf = 0.0f - mn / scale;
     zpf = zpf < 0.0f ? 0.0f : zpf > 255.0f ? 255.0f : zpf;
     float zp = nearbyintf(zpf);
-    uint8_t *y = out[0]->data;
-    for (int64_t i = 0; i < n; i++) {
+    uint8_t *y = n_out > 0 && out[0] ? out[0]->data : NULL;
+    for (int64_t i = 0; y && i < n; i++) {
         float v = nearbyintf(xv[i] / scale) + zp;
         if (isnan(v)) v = 0.0f;
         y[i] = (uint8_t)(v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v);

@@ -61,10 +61,10 @@ static double mt_gauss(rng_mt *s)
     return f * x2;
 }
 
-/* One Bernoulli draw as numpy's binomial(1, p) does it (inversion on min(p, 1-p)). */
+/* One Bernoulli draw as numpy's legacy binomial(1, p) does it: inversion on min(p, 1-p), which
+ * consumes a uniform draw even for p = 0 or 1. */
 static int mt_bernoulli(rng_mt *s, double p)
 {
-    if (p == 0.0) return 0;
     bool flip = p > 0.5;
     double pp = flip ? 1.0 - p : p, q = 1.0 - pp;
     double qn = exp(log(q)), np_ = pp;
@@ -82,7 +82,16 @@ static int mt_bernoulli(rng_mt *s, double p)
 static void rng_init(rng_mt *s, kn_exec_ctx *ctx, const kn_node *node)
 {
     const kn_attr *a = kn_node_attr(node, "seed");
-    uint32_t seed = a ? (uint32_t)(int64_t)a->f : (uint32_t)(ctx->seed ^ (ctx->seed >> 32));
+    uint32_t seed;
+    if (a) seed = (uint32_t)(int64_t)(a->type == KN_ATTR_INT ? (float)a->i : a->f);
+    else {
+        /* distinct streams for the unseeded random nodes of one run: mix the node's name and
+         * first output id into the run seed (FNV-1a) */
+        uint64_t h = 1469598103934665603ull ^ ctx->seed;
+        for (const char *p = node->name ? node->name : ""; *p; p++) h = (h ^ (uint8_t)*p) * 1099511628211ull;
+        h = (h ^ (uint64_t)(node->n_outputs > 0 && node->outputs ? node->outputs[0] : 0)) * 1099511628211ull;
+        seed = (uint32_t)(h ^ (h >> 32));
+    }
     mt_seed(s, seed);
 }
 

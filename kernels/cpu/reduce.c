@@ -41,7 +41,8 @@ void kn_red_st(void *p, kn_dtype t, int64_t i, double v)
     case KN_BF16: ((uint16_t *)p)[i] = kn_f32_to_bf16((float)v); break;
     case KN_BOOL: ((uint8_t *)p)[i] = v != 0; break;
     default: {
-        /* out-of-range and NaN casts are undefined in C: saturate instead */
+        /* double -> int64 is undefined in C for NaN and out-of-range values: clamp first; the
+         * narrower types then wrap, as numpy's astype does */
         int64_t q;
         if (isnan(v)) q = 0;
         else if (v >= 9.2e18) q = INT64_MAX;
@@ -104,11 +105,14 @@ static bool is_int_dtype(kn_dtype t)
 }
 static bool is_unsigned_dtype(kn_dtype t) { return t == KN_U8 || t == KN_U16 || t == KN_U32 || t == KN_U64 || t == KN_BOOL; }
 
-/* 0: scalar, 1: AVX2+FMA, 2: AVX-512F. Asked each time (cheap) rather than cached in a global. */
+/* 0: scalar, 1: AVX2+FMA, 2: AVX-512. Asked each time (cheap) rather than cached in a global.
+ * reduce_avx512.c is compiled with F/BW/VL/DQ, so the compiler may use any of them there. */
 int kn_red_simd_level(void)
 {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return 2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        return 2;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
     return 0;
 }
@@ -492,6 +496,50 @@ static int topk_cmp(const void *pa, const void *pb, void *arg)
     return (a->idx > b->idx) - (a->idx < b->idx);
 }
 
+static void topk_load(const kn_tensor *x, int64_t at, int64_t i, const topk_order *ord, topk_item *it)
+{
+    it->idx = i;
+    if (ord->fl) it->f = kn_red_ld(x->data, x->dtype, at);
+    else it->k = ld_i64(x->data, x->dtype, at);
+}
+
+/* Top k of one line for k much smaller than n: a heap of the k best so far with the worst at the
+ * root (O(n log k)), then sorted. topk_cmp is a total order (index breaks ties), so the result
+ * equals that of sorting the whole line. */
+static void topk_select(const kn_tensor *x, int64_t base, int64_t n, int64_t inner, int64_t k,
+                        topk_order *ord, topk_item *heap)
+{
+    int64_t size = 0;
+    for (int64_t i = 0; i < n; i++) {
+        topk_item it;
+        topk_load(x, base + i * inner, i, ord, &it);
+        int64_t pos;
+        if (size < k) {
+            pos = size++;
+            while (pos > 0) { /* sift up: parents are worse than children */
+                int64_t parent = (pos - 1) / 2;
+                if (topk_cmp(&heap[parent], &it, ord) >= 0) break;
+                heap[pos] = heap[parent];
+                pos = parent;
+            }
+            heap[pos] = it;
+            continue;
+        }
+        if (topk_cmp(&it, &heap[0], ord) >= 0) continue; /* not better than the worst kept */
+        pos = 0;
+        for (;;) { /* sift down from the root */
+            int64_t c = 2 * pos + 1;
+            if (c >= size) break;
+            if (c + 1 < size && topk_cmp(&heap[c + 1], &heap[c], ord) > 0) c++;
+            if (topk_cmp(&heap[c], &it, ord) <= 0) break;
+            heap[pos] = heap[c];
+            pos = c;
+        }
+        heap[pos] = it;
+    }
+    qsort_r(heap, (size_t)size, sizeof(topk_item), topk_cmp, ord);
+}
+
 kn_status *kn_cpu_TopK(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                        kn_tensor *const *out, int n_out)
 {
@@ -517,12 +565,12 @@ kn_status *kn_cpu_TopK(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     for (int64_t o = 0; o < outer; o++)
         for (int64_t in_ = 0; in_ < inner; in_++) {
             int64_t base = o * n * inner + in_;
-            for (int64_t i = 0; i < n; i++) {
-                items[i].idx = i;
-                if (ord.fl) items[i].f = kn_red_ld(x->data, t, base + i * inner);
-                else items[i].k = ld_i64(x->data, t, base + i * inner);
+            if (k * 8 < n) {
+                topk_select(x, base, n, inner, k, &ord, items);
+            } else {
+                for (int64_t i = 0; i < n; i++) topk_load(x, base + i * inner, i, &ord, &items[i]);
+                qsort_r(items, (size_t)n, sizeof(topk_item), topk_cmp, &ord);
             }
-            qsort_r(items, (size_t)n, sizeof(topk_item), topk_cmp, &ord);
             int64_t obase = o * k * inner + in_;
             for (int64_t i = 0; i < k; i++) {
                 if (vals) {

@@ -118,11 +118,12 @@ void kn_softmax_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n,
                 sv = _mm256_add_ps(sv, _mm256_and_ps(e, _mm256_castsi256_ps(mk)));
             }
             s = hsum8(sv);
-            __m256 sh = _mm256_set1_ps(m + logf(s));
-            for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(q + i, _mm256_sub_ps(_mm256_loadu_ps(p + i), sh));
+            /* (x - max) - log(sum): folding max + log(sum) first loses bits for large x */
+            __m256 sh = _mm256_set1_ps(logf(s));
+            for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(q + i, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(p + i), vm), sh));
             if (i < n) {
                 __m256i mk = tail_mask(n - i);
-                _mm256_maskstore_ps(q + i, mk, _mm256_sub_ps(_mm256_maskload_ps(p + i, mk), sh));
+                _mm256_maskstore_ps(q + i, mk, _mm256_sub_ps(_mm256_sub_ps(_mm256_maskload_ps(p + i, mk), vm), sh));
             }
         } else {
             for (i = 0; i + 8 <= n; i += 8) {

@@ -1,6 +1,7 @@
 /* AVX-512F row kernels for float32: the same operations as reduce_avx2.c (sum/mean/max/min
  * rows, stable softmax / log-softmax, layer normalisation over the last axis), with masked
- * loads for row tails. Only called after a runtime check for avx512f (kn_red_simd_level). */
+ * loads for row tails. Only called after a runtime check for AVX-512 F/BW/VL/DQ
+ * (kn_red_simd_level in reduce.c). */
 #include <immintrin.h>
 #include <math.h>
 #include <stdbool.h>
@@ -85,11 +86,12 @@ void kn_softmax_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t 
                 __mmask16 mk = tail16(n - i);
                 sv = _mm512_mask_add_ps(sv, mk, sv, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, p + i), vm)));
             }
-            __m512 sh = _mm512_set1_ps(m + logf(_mm512_reduce_add_ps(sv)));
-            for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(q + i, _mm512_sub_ps(_mm512_loadu_ps(p + i), sh));
+            /* (x - max) - log(sum): folding max + log(sum) first loses bits for large x */
+            __m512 sh = _mm512_set1_ps(logf(_mm512_reduce_add_ps(sv)));
+            for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(q + i, _mm512_sub_ps(_mm512_sub_ps(_mm512_loadu_ps(p + i), vm), sh));
             if (i < n) {
                 __mmask16 mk = tail16(n - i);
-                _mm512_mask_storeu_ps(q + i, mk, _mm512_sub_ps(_mm512_maskz_loadu_ps(mk, p + i), sh));
+                _mm512_mask_storeu_ps(q + i, mk, _mm512_sub_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, p + i), vm), sh));
             }
         } else {
             for (i = 0; i + 16 <= n; i += 16) {

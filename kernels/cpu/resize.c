@@ -188,10 +188,51 @@ static void store_value(kn_tensor *y, int64_t i, double v)
     } else kn_set_f64(y, i, v);
 }
 
+/* Nearest needs no arithmetic on values: each output element copies one input element, so
+ * every dtype is exact (int64 beyond 2^53 included). */
+static kn_status *resize_nearest(const resize_opts *o, const kn_tensor *x, kn_tensor *y, const double *scales, const double *roi)
+{
+    int r = x->ndim;
+    int64_t *src[MAXR], xs[MAXR], s = 1;
+    for (int k = r - 1; k >= 0; k--) { xs[k] = s; s *= x->dims[k]; }
+    for (int k = 0; k < r; k++) {
+        src[k] = malloc((size_t)y->dims[k] * sizeof(int64_t));
+        if (!src[k]) { for (int j = 0; j < k; j++) free(src[j]); return KN_OOM(y->dims[k] * 8); }
+        bool identity = fabs(scales[k] - 1.0) <= 1e-9 && y->dims[k] == x->dims[k];
+        for (int64_t i = 0; i < y->dims[k]; i++) {
+            int64_t ix = i;
+            double w;
+            bool ex;
+            if (!identity) resize_taps(o, src_coord(o, (double)i, scales[k], x->dims[k], y->dims[k], roi[k], roi[r + k], &ex),
+                                       scales[k], x->dims[k], &ix, &w, 1);
+            src[k][i] = ix * xs[k];
+        }
+    }
+    size_t es = kn_dtype_size(x->dtype);
+    int64_t ny = kn_numel(y), inner = y->dims[r - 1], idx[MAXR] = { 0 };
+    const char *xb = x->data;
+    char *yb = y->data;
+    for (int64_t row = 0; row < ny / inner; row++) {
+        int64_t base = 0;
+        for (int k = 0; k < r - 1; k++) base += src[k][idx[k]];
+        char *d = yb + row * inner * (int64_t)es;
+        switch (es) {
+        case 4: for (int64_t i = 0; i < inner; i++) ((uint32_t *)d)[i] = ((const uint32_t *)xb)[base + src[r - 1][i]]; break;
+        case 2: for (int64_t i = 0; i < inner; i++) ((uint16_t *)d)[i] = ((const uint16_t *)xb)[base + src[r - 1][i]]; break;
+        case 1: for (int64_t i = 0; i < inner; i++) d[i] = xb[base + src[r - 1][i]]; break;
+        default: for (int64_t i = 0; i < inner; i++) memcpy(d + i * (int64_t)es, xb + (base + src[r - 1][i]) * (int64_t)es, es);
+        }
+        for (int k = r - 2; k >= 0; k--) { if (++idx[k] < y->dims[k]) break; idx[k] = 0; }
+    }
+    for (int k = 0; k < r; k++) free(src[k]);
+    return NULL;
+}
+
 static kn_status *resize_run(const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *y)
 {
     const kn_tensor *x = in[0];
     if (!kn_dtype_is_float(x->dtype) && !kn_dtype_is_int(x->dtype)) return kn_err_dtype(node, x);
+    KN_CHECK(x->ndim >= 1, KN_ERR_INVALID_ARGUMENT, "%s: input must have rank >= 1", node->op_type);
     resize_opts o;
     KN_TRY(resize_opts_get(node, &o));
     double scales[MAXR], roi[2 * MAXR];
@@ -203,6 +244,10 @@ static kn_status *resize_run(const kn_node *node, const kn_tensor *const *in, in
                                                  (long long)y->dims[k], (long long)od[k]);
     int64_t ny = kn_numel(y), nx = kn_numel(x);
     if (ny == 0) return NULL;
+    char desc[KN_DESC_LEN];
+    KN_CHECK(nx > 0, KN_ERR_INVALID_ARGUMENT, "%s: cannot resize empty %s to a non-empty output", node->op_type,
+             kn_tensor_desc(x, desc, sizeof desc));
+    if (o.mode == RM_NEAREST && o.ct != CT_TF_CROP) return resize_nearest(&o, x, y, scales, roi);
     int64_t cur[MAXR];
     memcpy(cur, x->dims, sizeof cur);
     int64_t cap = nx > ny ? nx : ny;
@@ -219,6 +264,7 @@ static kn_status *resize_run(const kn_node *node, const kn_tensor *const *in, in
         }
         if (best > cap) cap = best;
     }
+    KN_CHECK(cap <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "%s: intermediate of %lld elements is too large", node->op_type, (long long)cap);
     double *a = malloc((size_t)cap * sizeof(double)), *b = malloc((size_t)cap * sizeof(double));
     if (!a || !b) { free(a); free(b); return KN_OOM(cap * 16); }
     for (int64_t i = 0; i < nx; i++) a[i] = kn_get_f64(x, i);
@@ -296,6 +342,11 @@ kn_status *kn_cpu_GridSample(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
     KN_CHECK(sd >= 1 && sd <= 3, KN_ERR_UNSUPPORTED, "GridSample: %d spatial dims", sd);
     int64_t N = x->dims[0], C = x->dims[1], in_sp = 1, out_sp = 1;
     const int64_t *dims = x->dims + 2;
+    char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
+    KN_CHECK(g->ndim == x->ndim && g->dims[0] == N && g->dims[g->ndim - 1] == sd, KN_ERR_INVALID_ARGUMENT,
+             "GridSample: grid %s does not match input %s", kn_tensor_desc(g, b2, sizeof b2), kn_tensor_desc(x, b1, sizeof b1));
+    for (int k = 0; k < sd; k++)
+        KN_CHECK(g->dims[1 + k] == y->dims[2 + k], KN_ERR_RUNTIME, "GridSample: output does not match grid %s", kn_tensor_desc(g, b2, sizeof b2));
     for (int k = 0; k < sd; k++) { in_sp *= dims[k]; out_sp *= y->dims[2 + k]; }
     double lo[3], hi[3];
     for (int k = 0; k < sd; k++) {
@@ -418,6 +469,8 @@ kn_status *kn_cpu_RoiAlign(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     double scale = kn_attr_float(node, "spatial_scale", 1.0f);
     int64_t sr = kn_attr_int(node, "sampling_ratio", 0);
     int64_t R = rois->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3], PH = y->dims[2], PW = y->dims[3];
+    KN_CHECK(kn_numel(y) == 0 || (H > 0 && W > 0), KN_ERR_INVALID_ARGUMENT, "RoiAlign: empty feature map %s",
+             kn_tensor_desc(x, b1, sizeof b1));
     for (int64_t r = 0; r < R; r++) {
         int64_t b = kn_get_i64(bi, r);
         KN_CHECK(b >= 0 && b < x->dims[0], KN_ERR_RUNTIME, "RoiAlign: batch index %lld out of range for %s", (long long)b,

@@ -48,6 +48,23 @@ kn_status *kn_shapeops_copy_elems(kn_dtype dt, void *dst, const void *src, int64
     return NULL;
 }
 
+/* n copies of one element: memset when its bytes are all equal, else doubling memcpy. */
+static void fill_elems(void *dst, int64_t n, size_t es, const void *val)
+{
+    if (n <= 0) return;
+    const unsigned char *v = val;
+    bool same = true;
+    for (size_t k = 1; k < es; k++) same &= v[k] == v[0];
+    if (same) { memset(dst, v[0], (size_t)n * es); return; }
+    memcpy(dst, val, es);
+    size_t done = es, total = (size_t)n * es;
+    while (done < total) {
+        size_t c = done < total - done ? done : total - done;
+        memcpy((char *)dst + done, dst, c);
+        done += c;
+    }
+}
+
 /* Identity-like ops: the output is the input's bytes (skipped when the planner aliased them). */
 static kn_status *copy_whole(const kn_tensor *x, kn_tensor *y)
 {
@@ -287,13 +304,41 @@ kn_status *kn_cpu_Unsqueeze(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
                             kn_tensor *const *out, int n_out)
 { return copy_whole(in[0], out[0]); }
 
-/* splitmix64: a small, seedable generator for training-mode Dropout. */
-static uint64_t splitmix64(uint64_t *s)
+/* MT19937 seeded like numpy's legacy np.random.seed(int), drawing doubles like
+ * RandomState.uniform: with the node's seed, training-mode Dropout reproduces the ONNX
+ * reference masks bit for bit. */
+typedef struct mt19937 { uint32_t key[624]; int pos; } mt19937;
+
+static void mt_seed(mt19937 *m, uint32_t seed)
 {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    for (int i = 0; i < 624; i++) {
+        m->key[i] = seed;
+        seed = 1812433253u * (seed ^ (seed >> 30)) + (uint32_t)i + 1u;
+    }
+    m->pos = 624;
+}
+
+static uint32_t mt_next(mt19937 *m)
+{
+    if (m->pos >= 624) {
+        for (int i = 0; i < 624; i++) {
+            uint32_t y = (m->key[i] & 0x80000000u) | (m->key[(i + 1) % 624] & 0x7fffffffu);
+            m->key[i] = m->key[(i + 397) % 624] ^ (y >> 1) ^ ((y & 1u) ? 0x9908b0dfu : 0u);
+        }
+        m->pos = 0;
+    }
+    uint32_t y = m->key[m->pos++];
+    y ^= y >> 11;
+    y ^= (y << 7) & 0x9d2c5680u;
+    y ^= (y << 15) & 0xefc60000u;
+    y ^= y >> 18;
+    return y;
+}
+
+static double mt_double(mt19937 *m)
+{
+    uint32_t a = mt_next(m) >> 5, b = mt_next(m) >> 6;
+    return ((double)a * 67108864.0 + (double)b) / 9007199254740992.0;
 }
 
 kn_status *kn_cpu_Dropout(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
@@ -323,10 +368,12 @@ kn_status *kn_cpu_Dropout(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
     }
     if (!kn_dtype_is_float(x->dtype)) return kn_err_dtype(node, x);
     const kn_attr *sa = kn_node_attr(node, "seed");
-    uint64_t state = sa ? (uint64_t)sa->i : ctx->seed;
+    mt19937 *mt = kn_scratch_alloc(ctx, sizeof *mt);
+    if (!mt) return KN_OOM(sizeof *mt);
+    mt_seed(mt, (uint32_t)(sa ? (uint64_t)sa->i : ctx->seed));
     double scale = 1.0 / (1.0 - ratio);
     for (int64_t i = 0; i < n; i++) {
-        double u = (double)(splitmix64(&state) >> 11) * (1.0 / 9007199254740992.0);
+        double u = mt_double(mt);
         bool keep = u >= ratio;
         kn_set_f64(out[0], i, keep ? kn_get_f64(x, i) * scale : 0.0);
         if (mask && mask->data) kn_set_f64(mask, i, keep ? 1.0 : 0.0);
@@ -363,7 +410,7 @@ kn_status *kn_cpu_Constant(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
 {
     const kn_attr *a;
     kn_tensor *y = out[0];
-    if ((a = kn_node_attr(node, "value")) && a->t) {
+    if (((a = kn_node_attr(node, "value")) && a->t) || ((a = kn_node_attr(node, "sparse_value")) && a->t)) {
         KN_CHECK(a->t->data || kn_numel(a->t) == 0, KN_ERR_INVALID_MODEL, "Constant: value tensor has no data");
         return kn_shapeops_copy_elems(y->dtype, y->data, a->t->data, kn_numel(y));
     }
@@ -388,7 +435,7 @@ kn_status *kn_cpu_ConstantOfShape(kn_exec_ctx *ctx, const kn_node *node, const k
         for (int64_t i = 0; i < n; i++) KN_TRY(dup_str(&((char **)y->data)[i], ((char *const *)a->t->data)[0]));
         return NULL;
     }
-    for (int64_t i = 0; i < n; i++) memcpy((char *)y->data + i * (int64_t)es, a->t->data, es);
+    fill_elems(y->data, n, es, a->t->data);
     return NULL;
 }
 
@@ -557,10 +604,9 @@ kn_status *kn_cpu_Pad(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *co
     row_strides(r, y->dims, ys);
     if (mode == 0) {
         /* fill, then copy the (possibly cropped) interior with one strided copy */
-        for (int64_t i = 0; i < ny; i++) {
-            if (x->dtype == KN_STRING) KN_TRY(dup_str(&((char **)y->data)[i], cs));
-            else memcpy((char *)y->data + i * (int64_t)es, cv, es);
-        }
+        if (x->dtype == KN_STRING)
+            for (int64_t i = 0; i < ny; i++) KN_TRY(dup_str(&((char **)y->data)[i], cs));
+        else fill_elems(y->data, ny, es, cv);
         int64_t box[MAXR], soff = 0, doff = 0;
         for (int k = 0; k < r; k++) {
             int64_t lo = pads[k] < 0 ? -pads[k] : 0;           /* first source index kept */

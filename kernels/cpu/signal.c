@@ -1,6 +1,6 @@
 /* CPU kernels for the signal-processing ops: DFT (opset 17 axis attribute, opset 20 axis input),
  * STFT, the Hann / Hamming / Blackman windows and MelWeightMatrix. Transforms run in double: a
- * radix-2 FFT for power-of-two lengths and a direct DFT with a twiddle table otherwise. */
+ * radix-2 FFT for power-of-two lengths and Bluestein's algorithm on top of it otherwise. */
 #include "graph/ops.h"
 #include "runtime/dtype.h"
 #include <math.h>
@@ -13,48 +13,80 @@
 
 static bool sig_float(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
 
-/* In-place complex transform of length n (re/im arrays); sign -1 forward, +1 inverse (unscaled).
- * work must hold 2*n doubles. */
+static int64_t sig_pow2_ceil(int64_t n)
+{
+    int64_t m = 1;
+    while (m < n) m <<= 1;
+    return m;
+}
+
+/* Doubles of work memory sig_transform needs for length n: none for powers of two, the padded
+ * convolution buffers and the chirp for Bluestein otherwise. */
+static int64_t sig_work_len(int64_t n)
+{
+    if (n <= 1 || (n & (n - 1)) == 0) return 0;
+    return 4 * sig_pow2_ceil(2 * n - 1) + 2 * n;
+}
+
+/* Iterative radix-2 transform, n a power of two; sign -1 forward, +1 inverse (unscaled). */
+static void sig_fft_pow2(double *re, double *im, int64_t n, int sign)
+{
+    for (int64_t i = 1, j = 0; i < n; i++) { /* bit reversal */
+        int64_t bit = n >> 1;
+        for (; j & bit; bit >>= 1) j ^= bit;
+        j ^= bit;
+        if (i < j) {
+            double t = re[i]; re[i] = re[j]; re[j] = t;
+            t = im[i]; im[i] = im[j]; im[j] = t;
+        }
+    }
+    for (int64_t len = 2; len <= n; len <<= 1) {
+        int64_t half = len / 2;
+        for (int64_t k = 0; k < half; k++) {
+            double ang = sign * 2.0 * M_PI * (double)k / (double)len, wr = cos(ang), wi = sin(ang);
+            for (int64_t i = k; i < n; i += len) {
+                double vr = re[i + half] * wr - im[i + half] * wi, vi = re[i + half] * wi + im[i + half] * wr;
+                re[i + half] = re[i] - vr; im[i + half] = im[i] - vi;
+                re[i] += vr; im[i] += vi;
+            }
+        }
+    }
+}
+
+/* In-place complex transform of any length n (re/im arrays); sign -1 forward, +1 inverse
+ * (unscaled). Other lengths use Bluestein's chirp-z: a power-of-two convolution of the input
+ * times the chirp exp(s*i*pi*k^2/n) with its conjugate. work holds sig_work_len(n) doubles. */
 static void sig_transform(double *re, double *im, int64_t n, int sign, double *work)
 {
     if (n <= 1) return;
-    if ((n & (n - 1)) == 0) {
-        for (int64_t i = 1, j = 0; i < n; i++) { /* bit reversal */
-            int64_t bit = n >> 1;
-            for (; j & bit; bit >>= 1) j ^= bit;
-            j ^= bit;
-            if (i < j) {
-                double t = re[i]; re[i] = re[j]; re[j] = t;
-                t = im[i]; im[i] = im[j]; im[j] = t;
-            }
-        }
-        for (int64_t len = 2; len <= n; len <<= 1) {
-            double ang = sign * 2.0 * M_PI / (double)len;
-            for (int64_t i = 0; i < n; i += len)
-                for (int64_t k = 0; k < len / 2; k++) {
-                    double wr = cos(ang * (double)k), wi = sin(ang * (double)k);
-                    double ur = re[i + k], ui = im[i + k];
-                    double vr = re[i + k + len / 2] * wr - im[i + k + len / 2] * wi;
-                    double vi = re[i + k + len / 2] * wi + im[i + k + len / 2] * wr;
-                    re[i + k] = ur + vr; im[i + k] = ui + vi;
-                    re[i + k + len / 2] = ur - vr; im[i + k + len / 2] = ui - vi;
-                }
-        }
-        return;
-    }
-    double *or_ = work, *oi = work + n;
+    if ((n & (n - 1)) == 0) { sig_fft_pow2(re, im, n, sign); return; }
+    int64_t M = sig_pow2_ceil(2 * n - 1);
+    double *ar = work, *ai = work + M, *br = work + 2 * M, *bi = work + 3 * M, *wr = work + 4 * M, *wi = wr + n;
+    memset(work, 0, sizeof(double) * (size_t)(4 * M));
     for (int64_t k = 0; k < n; k++) {
-        double sr = 0.0, si = 0.0;
-        for (int64_t j = 0; j < n; j++) {
-            int64_t idx = (int64_t)(((__int128)k * j) % n); /* exact phase, no drift for long inputs */
-            double a = sign * 2.0 * M_PI * (double)idx / (double)n, c = cos(a), s = sin(a);
-            sr += re[j] * c - im[j] * s;
-            si += re[j] * s + im[j] * c;
-        }
-        or_[k] = sr; oi[k] = si;
+        double ang = sign * M_PI * (double)((k * k) % (2 * n)) / (double)n; /* exact phase for long n */
+        wr[k] = cos(ang);
+        wi[k] = sin(ang);
+        ar[k] = re[k] * wr[k] - im[k] * wi[k];
+        ai[k] = re[k] * wi[k] + im[k] * wr[k];
+        br[k] = wr[k];
+        bi[k] = -wi[k];
+        if (k > 0) { br[M - k] = wr[k]; bi[M - k] = -wi[k]; }
     }
-    memcpy(re, or_, sizeof(double) * (size_t)n);
-    memcpy(im, oi, sizeof(double) * (size_t)n);
+    sig_fft_pow2(ar, ai, M, -1);
+    sig_fft_pow2(br, bi, M, -1);
+    for (int64_t k = 0; k < M; k++) {
+        double r = ar[k] * br[k] - ai[k] * bi[k], i = ar[k] * bi[k] + ai[k] * br[k];
+        ar[k] = r;
+        ai[k] = i;
+    }
+    sig_fft_pow2(ar, ai, M, 1);
+    double inv = 1.0 / (double)M;
+    for (int64_t k = 0; k < n; k++) {
+        double cr = ar[k] * inv, ci = ai[k] * inv;
+        re[k] = cr * wr[k] - ci * wi[k];
+        im[k] = cr * wi[k] + ci * wr[k];
+    }
 }
 
 static double sig_load(const kn_tensor *t, int64_t i)
@@ -86,6 +118,8 @@ kn_status *kn_cpu_DFT(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *co
     const kn_tensor *x = in[0], *len_t = n_in > 1 ? in[1] : NULL, *axis_t = n_in > 2 ? in[2] : NULL;
     kn_tensor *y = out[0];
     if (!sig_float(x->dtype)) return kn_err_dtype(node, x);
+    if ((len_t && kn_numel(len_t) != 1) || (axis_t && kn_numel(axis_t) != 1))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "DFT: dft_length and axis must be scalars");
     int r = x->ndim;
     int64_t axis = node->opset >= 20 ? (axis_t ? kn_get_i64(axis_t, 0) : -2) : kn_attr_int(node, "axis", 1);
     if (r < 2 || axis < -r || axis >= r || (axis + r) % r == r - 1 || (x->dims[r - 1] != 1 && x->dims[r - 1] != 2))
@@ -100,8 +134,9 @@ kn_status *kn_cpu_DFT(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *co
     for (int d = 0; d < axis; d++) outer *= x->dims[d];
     for (int d = axis + 1; d < r - 1; d++) inner *= x->dims[d];
     int64_t cin = x->dims[r - 1], cout = y->dims[r - 1], yl = y->dims[axis];
-    double *buf = kn_scratch_alloc(ctx, sizeof(double) * (size_t)(4 * N));
-    if (!buf) return KN_OOM(sizeof(double) * 4 * N);
+    size_t nbuf = (size_t)(2 * N + sig_work_len(N));
+    double *buf = kn_scratch_alloc(ctx, sizeof(double) * nbuf);
+    if (!buf) return KN_OOM(sizeof(double) * nbuf);
     double *re = buf, *im = buf + N, *work = buf + 2 * N;
     for (int64_t o = 0; o < outer; o++)
         for (int64_t i = 0; i < inner; i++) {
@@ -147,6 +182,8 @@ kn_status *kn_cpu_STFT(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     if (win && !sig_float(win->dtype)) return kn_err_dtype(node, win);
     if (x->ndim != 3 || (x->dims[2] != 1 && x->dims[2] != 2))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "STFT: signal %s must be [batch, length, 1 or 2]", kn_tensor_desc(x, b1, sizeof b1));
+    if (kn_numel(in[1]) != 1 || (n_in > 3 && in[3] && kn_numel(in[3]) != 1) || (win && win->ndim != 1))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "STFT: frame_step / frame_length must be scalars and window 1-D");
     int64_t step = kn_get_i64(in[1], 0);
     int64_t B = x->dims[0], L = x->dims[1], cin = x->dims[2];
     int64_t frames = y->dims[1], bins = y->dims[2];
@@ -156,8 +193,9 @@ kn_status *kn_cpu_STFT(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     if (fl <= 0 || fl > L || step <= 0 || (frames > 0 && (frames - 1) * step + fl > L))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "STFT: frame_length %lld / frame_step %lld do not fit signal %s",
                         (long long)fl, (long long)step, kn_tensor_desc(x, b1, sizeof b1));
-    double *buf = kn_scratch_alloc(ctx, sizeof(double) * (size_t)(4 * fl));
-    if (!buf) return KN_OOM(sizeof(double) * 4 * fl);
+    size_t nbuf = (size_t)(2 * fl + sig_work_len(fl));
+    double *buf = kn_scratch_alloc(ctx, sizeof(double) * nbuf);
+    if (!buf) return KN_OOM(sizeof(double) * nbuf);
     double *re = buf, *im = buf + fl, *work = buf + 2 * fl;
     for (int64_t b = 0; b < B; b++)
         for (int64_t f = 0; f < frames; f++) {
@@ -214,6 +252,8 @@ kn_status *kn_cpu_MelWeightMatrix(kn_exec_ctx *ctx, const kn_node *node, const k
                                   kn_tensor *const *out, int n_out)
 {
     kn_tensor *y = out[0];
+    for (int i = 0; i < 5; i++)
+        if (i >= n_in || !in[i] || kn_numel(in[i]) != 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "MelWeightMatrix: input %d must be a scalar", i);
     int64_t mel = kn_get_i64(in[0], 0), dft = kn_get_i64(in[1], 0);
     double rate = sig_load(in[2], 0), lo = sig_load(in[3], 0), hi = sig_load(in[4], 0);
     int64_t nspec = dft / 2 + 1;

@@ -1,8 +1,11 @@
 /* CPU kernels for Softmax, LogSoftmax and Hardmax. Opset < 13 coerces the input to 2-D at
  * `axis` (default 1); opset >= 13 works along `axis` (default -1). float32 rows that are
  * contiguous (the normalised block is trailing) take the row kernels: scalar reference here,
- * AVX2/AVX-512 versions in reduce_avx2.c / reduce_avx512.c, threaded over rows. */
+ * AVX2/AVX-512 versions in reduce_avx2.c / reduce_avx512.c, threaded over rows. Other lines are
+ * computed in double, except float16/bfloat16 Softmax, which rounds step by step like the ONNX
+ * reference (half_softmax_line). */
 #include "graph/ops.h"
+#include "runtime/dtype.h"
 #include <math.h>
 #include <string.h>
 
@@ -62,6 +65,31 @@ typedef struct {
     const kn_tensor *x; kn_tensor *y; int64_t n, inner; sm_kind kind;
 } sm_gen_job;
 
+/* Rounds v to the storage precision of t (float16 or bfloat16). */
+static float round_half(kn_dtype t, float v)
+{
+    return t == KN_F16 ? kn_f16_to_f32(kn_f32_to_f16(v)) : kn_bf16_to_f32(kn_f32_to_bf16(v));
+}
+
+/* float16/bfloat16 softmax rounded step by step the way the ONNX reference computes it in numpy:
+ * x - max, exp and the quotient each round to the storage type; float16 sums in float32 (numpy's
+ * pairwise half sum), bfloat16 rounds after every addition (ml_dtypes). Computing in higher
+ * precision and rounding once differs from the reference by an ulp, which at bfloat16's 8 bits
+ * exceeds the conformance tolerance. */
+static void half_softmax_line(const void *x, void *y, kn_dtype t, int64_t base, int64_t n, int64_t inner, float m)
+{
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float e = round_half(t, expf(round_half(t, (float)kn_red_ld(x, t, base + i * inner) - m)));
+        s = t == KN_BF16 ? round_half(t, s + e) : s + e;
+    }
+    s = round_half(t, s);
+    for (int64_t i = 0; i < n; i++) {
+        float e = round_half(t, expf(round_half(t, (float)kn_red_ld(x, t, base + i * inner) - m)));
+        kn_red_st(y, t, base + i * inner, e / s);
+    }
+}
+
 /* Generic path: one (outer, inner) line at a time, computed in double. */
 static void sm_gen_range(void *ctx, int64_t b, int64_t e)
 {
@@ -84,6 +112,10 @@ static void sm_gen_range(void *ctx, int64_t b, int64_t e)
         for (int64_t i = 0; i < n; i++) {
             double v = kn_red_ld(j->x->data, t, base + i * inner);
             if (v > m) m = v;
+        }
+        if (j->kind == SM_SOFTMAX && (t == KN_F16 || t == KN_BF16)) {
+            half_softmax_line(j->x->data, j->y->data, t, base, n, inner, (float)m);
+            continue;
         }
         for (int64_t i = 0; i < n; i++) s += exp(kn_red_ld(j->x->data, t, base + i * inner) - m);
         double ls = log(s);

@@ -5,6 +5,7 @@
  * (RE2-like syntax) and the POSIX extended regex of the C library otherwise. */
 #include "graph/ops.h"
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -155,6 +156,50 @@ kn_status *kn_cpu_StringSplit(kn_exec_ctx *ctx, const kn_node *node, const kn_te
 
 /* ---- RegexFullMatch ---- */
 
+#ifndef KILN_HAVE_PCRE2
+/* Rewrites the common RE2 escapes the C library's extended regex lacks (\d, \s and the class
+ * escapes inside brackets, non-capturing groups) and anchors the whole pattern. glibc already
+ * understands \w, \W, \b and \B outside brackets. Returns a malloc'd string or NULL. */
+static char *str_regex_to_posix(const char *pat)
+{
+    size_t pl = strlen(pat);
+    char *o = malloc(pl * 12 + 8), *q = o;
+    if (!o) return NULL;
+    bool in_br = false;
+    q += sprintf(q, "^(");
+    for (const char *p = pat; *p; p++) {
+        if (*p == '\\' && p[1]) {
+            char c = *++p;
+            const char *cls = c == 'd' || c == 'D' ? "[:digit:]" : c == 's' || c == 'S' ? "[:space:]" : c == 'w' || c == 'W' ? "[:alnum:]_" : NULL;
+            if (in_br) {
+                if (cls && (c == 'd' || c == 's' || c == 'w')) q += sprintf(q, "%s", cls);
+                else if (c == '-') { /* a literal '-' must not form a range: use a one-member class */
+                    q += sprintf(q, "%s", "[.-.]");
+                } else *q++ = c;
+            } else if (cls && c != 'w' && c != 'W') {
+                q += sprintf(q, c >= 'a' ? "[%s]" : "[^%s]", cls);
+            } else {
+                *q++ = '\\';
+                *q++ = c;
+            }
+            continue;
+        }
+        if (!in_br && *p == '[') {
+            in_br = true;
+            *q++ = *p;
+            if (p[1] == '^') *q++ = *++p;
+            if (p[1] == ']') *q++ = *++p;
+            continue;
+        }
+        if (in_br && *p == ']') in_br = false;
+        if (!in_br && *p == '(' && p[1] == '?' && p[2] == ':') { *q++ = '('; p += 2; continue; }
+        *q++ = *p;
+    }
+    q += sprintf(q, ")$");
+    return o;
+}
+#endif
+
 kn_status *kn_cpu_RegexFullMatch(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                                  kn_tensor *const *out, int n_out)
 {
@@ -183,12 +228,8 @@ kn_status *kn_cpu_RegexFullMatch(kn_exec_ctx *ctx, const kn_node *node, const kn
     pcre2_match_data_free(md);
     pcre2_code_free(re);
 #else
-    size_t pl = strlen(pat);
-    char *full = malloc(pl + 5);
-    if (!full) return KN_OOM(pl + 5);
-    memcpy(full, "^(", 2);
-    memcpy(full + 2, pat, pl);
-    memcpy(full + 2 + pl, ")$", 3);
+    char *full = str_regex_to_posix(pat);
+    if (!full) return KN_OOM(strlen(pat) * 12 + 8);
     regex_t re;
     int rc = regcomp(&re, full, REG_EXTENDED | REG_NOSUB);
     free(full);

@@ -42,7 +42,8 @@ static int simd_variants(rowred_fn *rf, softmax_fn *sf)
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         rf[n] = kn_reduce_rows_f32_avx2; sf[n] = kn_softmax_rows_f32_avx2; n++;
     }
-    if (__builtin_cpu_supports("avx512f")) {
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
         rf[n] = kn_reduce_rows_f32_avx512; sf[n] = kn_softmax_rows_f32_avx512; n++;
     }
     return n;
@@ -63,6 +64,11 @@ START_TEST(test_rowreduce_simd_matches_scalar)
     rowred_fn rf[2]; softmax_fn sf[2];
     int nv = simd_variants(rf, sf);
     const int rows = 3;
+    /* the scalar reference itself, on any machine */
+    const float known[4] = {1, -2, 5, 0.5f};
+    float r4[4];
+    for (int kind = 0; kind < 4; kind++) kn_reduce_rows_f32_scalar(known, r4 + kind, 1, 4, kind);
+    ck_assert(r4[0] == 4.5f && r4[1] == 1.125f && r4[2] == 5 && r4[3] == -2);
     for (int v = 0; v < nv; v++)
         for (int si = 0; si < NSIZES; si++)
             for (int special = 0; special < 4; special++)
@@ -124,12 +130,22 @@ START_TEST(test_softmax_large_magnitudes_stable)
     rowred_fn rf[2]; softmax_fn sf[2];
     int nv = simd_variants(rf, sf);
     float x[40], ref[40], got[40];
-    for (int i = 0; i < 40; i++) x[i] = 1000.0f + (float)i; /* naive exp overflows */
+    for (int i = 0; i < 40; i++) x[i] = 10000.0f + (float)i; /* naive exp overflows */
     kn_softmax_rows_f32_scalar(x, ref, 1, 40, 0);
     ck_assert(fabsf(ref[39] - 0.632120f) < 1e-4f);
     for (int v = 0; v < nv; v++) {
         sf[v](x, got, 1, 40, 0);
         for (int i = 0; i < 40; i++) ck_assert(close_f(got[i], ref[i], 1e-5f, 1e-7f));
+    }
+    /* log-softmax must not fold max + log(sum) into one float: at 1e4 that costs ~1e-3 */
+    double s = 0;
+    for (int i = 0; i < 40; i++) s += exp((double)i - 39);
+    double want = -log(s);
+    kn_softmax_rows_f32_scalar(x, ref, 1, 40, 1);
+    ck_assert(fabs(ref[39] - want) < 1e-5);
+    for (int v = 0; v < nv; v++) {
+        sf[v](x, got, 1, 40, 1);
+        ck_assert_msg(fabs(got[39] - want) < 1e-5, "variant %d: %g vs %g", v, got[39], want);
     }
 }
 END_TEST
@@ -198,6 +214,14 @@ static kn_status *run_op(int op, int opset, kn_attr *attrs, int n_attrs, kn_tens
     return st;
 }
 
+/* An error status that names the op (the executor adds the node), freed after checking. */
+static void expect_err(kn_status *st)
+{
+    ck_assert_ptr_nonnull(st);
+    ck_assert_msg(strlen(kn_status_message(st)) > 0, "empty error message");
+    kn_status_free(st);
+}
+
 static void free_all(kn_tensor **ts, int n)
 {
     for (int i = 0; i < n; i++) if (ts[i]) kn_tensor_free(ts[i]);
@@ -250,6 +274,13 @@ START_TEST(test_reduce_empty_axes_and_noop)
     ck_assert_ptr_null(run_op(KN_OP_ReduceMax, 18, at, 1, in, 2, out, 1, NULL));
     ck_assert_int_eq(kn_numel(out[0]), 6);
     ck_assert(kn_get_f64(out[0], 1) == -2);
+    free_all(out, 1);
+    /* an empty axes tensor without a data pointer is still a known (empty) value */
+    kn_tensor no_data = { .dtype = KN_I64, .ndim = 1, .dims = {0} };
+    kn_tensor *in2[2] = { in[0], &no_data };
+    ck_assert_ptr_null(run_op(KN_OP_ReduceSum, 13, NULL, 0, in2, 2, out, 1, NULL));
+    ck_assert_int_eq(kn_numel(out[0]), 1);
+    ck_assert(kn_get_f64(out[0], 0) == 17);
     free_all(out, 1);
     free_all(in, 2);
 }
@@ -378,7 +409,7 @@ START_TEST(test_argmax_select_last_and_topk_ties)
     free_all(out, 2);
     /* k larger than the axis is an error, not a read out of bounds */
     kn_set_f64(in[1], 0, 9);
-    ck_assert_ptr_nonnull(run_op(KN_OP_TopK, 11, NULL, 0, in, 2, out, 2, NULL));
+    expect_err(run_op(KN_OP_TopK, 11, NULL, 0, in, 2, out, 2, NULL));
     free_all(out, 2);
     free_all(in, 2);
 }
@@ -405,7 +436,7 @@ START_TEST(test_cumsum_modes)
     ck_assert_int_eq(kn_get_i64(out[0], 3), 24);
     free_all(out, 1);
     kn_set_f64(in[1], 0, 3); /* axis out of range */
-    ck_assert_ptr_nonnull(run_op(KN_OP_CumSum, 14, NULL, 0, in, 2, out, 1, NULL));
+    expect_err(run_op(KN_OP_CumSum, 14, NULL, 0, in, 2, out, 1, NULL));
     free_all(out, 1);
     free_all(in, 2);
 }
@@ -436,6 +467,68 @@ START_TEST(test_softmax_opset_semantics)
 }
 END_TEST
 
+/* bfloat16/float16 softmax must equal the ONNX reference, which rounds every step to the storage
+ * type; values below come from onnx.reference.ReferenceEvaluator. */
+START_TEST(test_softmax_half_matches_reference_rounding)
+{
+    int64_t d[2] = {1, 9};
+    double v[9] = {0.5, -1.25, 2.0, 0.75, -3.0, 1.5, 0.10009765625, 2.203125, -0.69921875};
+    double want_bf16[9] = {0.061767578125, 0.01080322265625, 0.27734375, 0.07958984375, 0.00189971923828125,
+                           0.16796875, 0.041259765625, 0.33984375, 0.0186767578125};
+    double want_f16[9] = {0.061920166015625, 0.0107574462890625, 0.277587890625, 0.07952880859375,
+                          0.0018701553344726562, 0.1683349609375, 0.041473388671875, 0.340087890625, 0.0186614990234375};
+    kn_dtype types[2] = {KN_BF16, KN_F16};
+    for (int k = 0; k < 2; k++) {
+        kn_tensor *in[1] = { mk(types[k], 2, d, v) }, *out[1];
+        ck_assert_ptr_null(run_op(KN_OP_Softmax, 13, NULL, 0, in, 1, out, 1, NULL));
+        for (int i = 0; i < 9; i++)
+            ck_assert_msg(kn_get_f64(out[0], i) == (k ? want_f16[i] : want_bf16[i]), "type %d i %d: %.12g", k, i,
+                          kn_get_f64(out[0], i));
+        free_all(out, 1);
+        free_all(in, 1);
+    }
+}
+END_TEST
+
+/* The heap selection used when k << n gives exactly the first k of a full sort (ties by index,
+ * NaN counting as largest), on float and integer data, largest and smallest. */
+START_TEST(test_topk_select_matches_full_sort)
+{
+    const int64_t n = 1000;
+    int64_t d[2] = {3, n};
+    double *v = malloc(sizeof(double) * 3 * n);
+    for (int64_t i = 0; i < 3 * n; i++) v[i] = (double)((int)(frand() * 3)); /* many ties */
+    kn_dtype types[2] = {KN_F32, KN_I32};
+    for (int ti = 0; ti < 2; ti++)
+        for (int largest = 0; largest < 2; largest++) {
+            int64_t kd[1] = {1};
+            double ksmall[1] = {7}, kall[1] = {(double)n};
+            v[500] = ti == 0 ? NAN : 1; /* NaN only where the dtype has it */
+            kn_tensor *x = mk(types[ti], 2, d, v);
+            kn_tensor *a_in[2] = { x, mk(KN_I64, 1, kd, ksmall) }, *b_in[2] = { x, mk(KN_I64, 1, kd, kall) };
+            kn_attr at[1] = { attr_i("largest", largest) };
+            kn_tensor *oa[2], *ob[2];
+            ck_assert_ptr_null(run_op(KN_OP_TopK, 11, at, 1, a_in, 2, oa, 2, NULL));
+            ck_assert_ptr_null(run_op(KN_OP_TopK, 11, at, 1, b_in, 2, ob, 2, NULL));
+            for (int r = 0; r < 3; r++)
+                for (int i = 0; i < 7; i++) {
+                    ck_assert_int_eq(kn_get_i64(oa[1], r * 7 + i), kn_get_i64(ob[1], r * n + i));
+                    double va = kn_get_f64(oa[0], r * 7 + i), vb = kn_get_f64(ob[0], r * n + i);
+                    ck_assert(va == vb || (isnan(va) && isnan(vb)));
+                    if (i > 0 && !isnan(va)) {
+                        double prev = kn_get_f64(oa[0], r * 7 + i - 1);
+                        ck_assert(isnan(prev) || (largest ? prev >= va : prev <= va));
+                        if (prev == va) ck_assert(kn_get_i64(oa[1], r * 7 + i - 1) < kn_get_i64(oa[1], r * 7 + i));
+                    }
+                }
+            if (ti == 0 && largest) ck_assert_int_eq(kn_get_i64(oa[1], 0), 500); /* NaN first */
+            free_all(oa, 2); free_all(ob, 2);
+            kn_tensor_free(a_in[1]); kn_tensor_free(b_in[1]); kn_tensor_free(x);
+        }
+    free(v);
+}
+END_TEST
+
 static Suite *reduce_suite(void)
 {
     Suite *s = suite_create("reduce");
@@ -449,8 +542,10 @@ static Suite *reduce_suite(void)
     tcase_add_test(tc, test_reduce_fast_path_matches_generic);
     tcase_add_test(tc, test_reduce_int_and_bool);
     tcase_add_test(tc, test_argmax_select_last_and_topk_ties);
+    tcase_add_test(tc, test_topk_select_matches_full_sort);
     tcase_add_test(tc, test_cumsum_modes);
     tcase_add_test(tc, test_softmax_opset_semantics);
+    tcase_add_test(tc, test_softmax_half_matches_reference_rounding);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -23,6 +23,7 @@ int kn_cmd_conformance(int argc, char **argv);
 int kn_cmd_bench(int argc, char **argv);
 /* provided by pipelines when built */
 int kn_cmd_tokenize(int argc, char **argv) __attribute__((weak));
+int kn_cmd_embed(int argc, char **argv) __attribute__((weak));
 int kn_cmd_detokenize(int argc, char **argv) __attribute__((weak));
 
 #endif

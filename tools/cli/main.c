@@ -251,6 +251,7 @@ static void kn_usage(void) {
             "  exec MODEL.onnx --inputs DIR --outputs DIR [--device D]\n"
             "  conformance DIR... [--device D] [--filter REGEX] [--timeout S]\n"
             "  bench MODEL.onnx --inputs DIR [--iters N] [--warmup N] [--threads T] [--device D]\n"
+            "  embed --model DIR [--pooling mean|cls|max] [--normalize] [TEXT...]\n"
             "  tokenize --tokenizer PATH [--pair] [--no-special-tokens] [--max-length N]\n"
             "  detokenize --tokenizer PATH\n", kn_version());
 }
@@ -267,6 +268,10 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "exec") == 0) return kn_cmd_exec(argc - 1, argv + 1);
     if (strcmp(cmd, "conformance") == 0) return kn_cmd_conformance(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0) return kn_cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "embed") == 0) {
+        if (!kn_cmd_embed) { fprintf(stderr, "kiln: this build has no pipelines (pipelines/ was not built)\n"); return 2; }
+        return kn_cmd_embed(argc - 1, argv + 1);
+    }
     if (strcmp(cmd, "tokenize") == 0 || strcmp(cmd, "detokenize") == 0) {
         int (*fn)(int, char **) = strcmp(cmd, "tokenize") == 0 ? kn_cmd_tokenize : kn_cmd_detokenize;
         if (!fn) { fprintf(stderr, "kiln: this build has no tokenizers (pipelines/ was not built)\n"); return 2; }

@@ -1,0 +1,231 @@
+/* CPU kernels for pooling: AveragePool, MaxPool (with Indices), LpPool, their Global forms and
+ * MaxUnpool. One generic N-D window walk serves every pool; work is split over the N*C planes.
+ * Values are read and accumulated in double, which covers every dtype the specs allow with one
+ * code path; float32 planes are read directly to keep the common case quick. */
+#include "graph/ops.h"
+#include "kernels/cpu/gemm.h"
+#include "runtime/dtype.h"
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+/* Every kernel has the one signature the op table wants; not all use every argument. */
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+
+#define DESC(t, buf) kn_tensor_desc((t), (buf), sizeof(buf))
+
+enum pool_kind { POOL_AVG, POOL_MAX, POOL_LP };
+
+typedef struct pool_job {
+    enum pool_kind kind;
+    const kn_tensor *x;
+    kn_tensor *y, *ind;
+    kn_conv_geom g;
+    int64_t in_n, out_n, k_n;
+    bool include_pad, col_major;
+    double p;
+} pool_job;
+
+static inline double rd(const kn_tensor *t, int64_t i)
+{
+    return t->dtype == KN_F32 ? (double)((const float *)t->data)[i] : kn_get_f64(t, i);
+}
+
+static inline void wr(kn_tensor *t, int64_t i, double v)
+{
+    if (t->dtype == KN_F32) ((float *)t->data)[i] = (float)v;
+    else kn_set_f64(t, i, v);
+}
+
+static bool float_dtype(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
+
+static void pool_planes(void *ctx, int64_t begin, int64_t end)
+{
+    const pool_job *j = ctx;
+    const kn_conv_geom *g = &j->g;
+    int nsp = g->nsp;
+    for (int64_t pl = begin; pl < end; pl++) {
+        int64_t xb = pl * j->in_n, yb = pl * j->out_n;
+        for (int64_t o = 0; o < j->out_n; o++) {
+            int64_t opos[KN_MAX_DIMS], rem = o;
+            for (int d = nsp - 1; d >= 0; d--) { opos[d] = rem % g->out[d]; rem /= g->out[d]; }
+            double acc = j->kind == POOL_MAX ? -INFINITY : 0.0;
+            int64_t best = -1, cnt_valid = 0, cnt_pad = 0;
+            for (int64_t kk = 0; kk < j->k_n; kk++) {
+                int64_t r = kk, off = 0, ipos[KN_MAX_DIMS];
+                bool inside = true, in_pad = true;
+                for (int d = nsp - 1; d >= 0; d--) {
+                    int64_t q = r % g->k[d];
+                    r /= g->k[d];
+                    ipos[d] = opos[d] * g->stride[d] - g->pad_b[d] + q * g->dil[d];
+                    if (ipos[d] < 0 || ipos[d] >= g->in[d]) inside = false;
+                    if (ipos[d] < -g->pad_b[d] || ipos[d] >= g->in[d] + g->pad_e[d]) in_pad = false;
+                }
+                if (in_pad) cnt_pad++;
+                if (!inside) continue;
+                cnt_valid++;
+                for (int d = 0; d < nsp; d++) off = off * g->in[d] + ipos[d];
+                double v = rd(j->x, xb + off);
+                if (j->kind == POOL_MAX) {
+                    if (v > acc || best < 0) {
+                        acc = v;
+                        if (j->col_major) {
+                            int64_t cm = 0;
+                            for (int d = nsp - 1; d >= 0; d--) cm = cm * g->in[d] + ipos[d];
+                            best = cm;
+                        } else {
+                            best = off;
+                        }
+                    }
+                } else if (j->kind == POOL_AVG) {
+                    acc += v;
+                } else {
+                    acc += pow(fabs(v), j->p);
+                }
+            }
+            double out;
+            if (j->kind == POOL_MAX) out = best < 0 && !float_dtype(j->x->dtype) ? 0.0 : acc;
+            else if (j->kind == POOL_AVG) {
+                int64_t div = j->include_pad ? cnt_pad : cnt_valid;
+                out = div ? acc / (double)div : 0.0;
+            } else out = pow(acc, 1.0 / j->p);
+            wr(j->y, yb + o, out);
+            if (j->ind) ((int64_t *)j->ind->data)[yb + o] = best < 0 ? -1 : xb + best;
+        }
+    }
+}
+
+static kn_status *run_pool(kn_exec_ctx *ctx, const kn_node *node, const char *op, enum pool_kind kind,
+                           bool global, const kn_tensor *x, kn_tensor *y, kn_tensor *ind)
+{
+    char bx[KN_DESC_LEN], by[KN_DESC_LEN];
+    bool ok = float_dtype(x->dtype) || (kind == POOL_MAX && (x->dtype == KN_I8 || x->dtype == KN_U8));
+    if (!ok) return kn_err_dtype(node, x);
+    if (x->ndim < (global ? 2 : 3) || x->ndim > KN_MAX_DIMS)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input %s has too small a rank", op, DESC(x, bx));
+    pool_job j;
+    memset(&j, 0, sizeof j);
+    j.kind = kind;
+    j.x = x; j.y = y; j.ind = ind;
+    int nsp = x->ndim - 2;
+    if (global) {
+        j.g.nsp = nsp;
+        for (int i = 0; i < nsp; i++) {
+            j.g.in[i] = x->dims[2 + i]; j.g.k[i] = x->dims[2 + i];
+            j.g.out[i] = 1; j.g.stride[i] = 1; j.g.dil[i] = 1;
+        }
+        if (nsp == 0) j.g.nsp = 0;
+    } else {
+        const int64_t *ks;
+        if (kn_attr_ints(node, "kernel_shape", &ks) != nsp)
+            return kn_error(KN_ERR_INVALID_MODEL, "%s: kernel_shape does not match input %s", op, DESC(x, bx));
+        bool ceil_mode = kn_attr_int(node, "ceil_mode", 0) != 0;
+        KN_TRY(kn_conv_geometry(node, op, nsp, x->dims + 2, ks, ceil_mode, &j.g));
+    }
+    if (y->ndim != x->ndim || y->dims[0] != x->dims[0] || y->dims[1] != x->dims[1])
+        return kn_error(KN_ERR_RUNTIME, "%s: output %s does not fit input %s", op, DESC(y, by), DESC(x, bx));
+    for (int i = 0; i < nsp; i++)
+        if (y->dims[2 + i] != j.g.out[i])
+            return kn_error(KN_ERR_RUNTIME, "%s: output %s does not fit input %s", op, DESC(y, by), DESC(x, bx));
+    j.in_n = j.out_n = j.k_n = 1;
+    for (int i = 0; i < nsp; i++) { j.in_n *= j.g.in[i]; j.out_n *= j.g.out[i]; j.k_n *= j.g.k[i]; }
+    j.include_pad = kn_attr_int(node, "count_include_pad", 0) != 0;
+    j.col_major = kn_attr_int(node, "storage_order", 0) != 0;
+    j.p = (double)kn_attr_int(node, "p", 2);
+    if (kind == POOL_LP && j.p <= 0) return kn_error(KN_ERR_INVALID_MODEL, "%s: p must be positive", op);
+    int64_t planes = x->dims[0] * x->dims[1];
+    if (planes == 0 || j.out_n == 0) return NULL;
+    int64_t grain = 1 + 16384 / (j.out_n * j.k_n + 1);
+    kn_parallel_for(ctx->pool, planes, grain, pool_planes, &j);
+    return NULL;
+}
+
+kn_status *kn_cpu_AveragePool(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                              kn_tensor *const *out, int n_out)
+{
+    return run_pool(ctx, node, "AveragePool", POOL_AVG, false, in[0], out[0], NULL);
+}
+
+kn_status *kn_cpu_MaxPool(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                          kn_tensor *const *out, int n_out)
+{
+    kn_tensor *ind = n_out > 1 ? out[1] : NULL;
+    if (ind && ind->dtype != KN_I64) return kn_err_dtype(node, ind);
+    return run_pool(ctx, node, "MaxPool", POOL_MAX, false, in[0], out[0], ind);
+}
+
+kn_status *kn_cpu_LpPool(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                         kn_tensor *const *out, int n_out)
+{
+    return run_pool(ctx, node, "LpPool", POOL_LP, false, in[0], out[0], NULL);
+}
+
+kn_status *kn_cpu_GlobalAveragePool(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                    kn_tensor *const *out, int n_out)
+{
+    return run_pool(ctx, node, "GlobalAveragePool", POOL_AVG, true, in[0], out[0], NULL);
+}
+
+kn_status *kn_cpu_GlobalMaxPool(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                kn_tensor *const *out, int n_out)
+{
+    return run_pool(ctx, node, "GlobalMaxPool", POOL_MAX, true, in[0], out[0], NULL);
+}
+
+kn_status *kn_cpu_GlobalLpPool(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                               kn_tensor *const *out, int n_out)
+{
+    return run_pool(ctx, node, "GlobalLpPool", POOL_LP, true, in[0], out[0], NULL);
+}
+
+kn_status *kn_cpu_MaxUnpool(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                            kn_tensor *const *out, int n_out)
+{
+    const kn_tensor *x = in[0], *idx = in[1];
+    kn_tensor *y = out[0];
+    char bx[KN_DESC_LEN], bi[KN_DESC_LEN];
+    if (!float_dtype(x->dtype)) return kn_err_dtype(node, x);
+    if (idx->dtype != KN_I64) return kn_err_dtype(node, idx);
+    if (!kn_same_shape(x, idx))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: X %s and I %s differ in shape", DESC(x, bx), DESC(idx, bi));
+    if (x->ndim < 3 || x->ndim > KN_MAX_DIMS || y->ndim != x->ndim)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: X %s and output %s ranks do not fit", DESC(x, bx), DESC(y, bi));
+    /* Indices address the default unpooled shape (what MaxPool saw); an explicit output_shape
+     * only pads it, so coordinates are re-linearised into the actual output. */
+    int nsp = x->ndim - 2;
+    const int64_t *ks;
+    if (kn_attr_ints(node, "kernel_shape", &ks) != nsp)
+        return kn_error(KN_ERR_INVALID_MODEL, "MaxUnpool: kernel_shape does not match input %s", DESC(x, bx));
+    int64_t unknown[KN_MAX_DIMS], def[KN_MAX_DIMS] = {x->dims[0], x->dims[1]};
+    for (int i = 0; i < nsp; i++) unknown[i] = -1;
+    kn_conv_geom g;
+    KN_TRY(kn_conv_geometry(node, "MaxUnpool", nsp, unknown, ks, false, &g));
+    int64_t ndef = def[0] * def[1];
+    bool same = y->dims[0] == def[0] && y->dims[1] == def[1];
+    for (int i = 0; i < nsp; i++) {
+        def[2 + i] = (x->dims[2 + i] - 1) * g.stride[i] - g.pad_b[i] - g.pad_e[i] + ks[i];
+        if (def[2 + i] > y->dims[2 + i] || def[2 + i] < 0)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: output %s smaller than the unpooled shape", DESC(y, bi));
+        if (def[2 + i] != y->dims[2 + i]) same = false;
+        ndef *= def[2 + i];
+    }
+    if (y->dims[0] != def[0] || y->dims[1] != def[1])
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: output %s does not keep the batch and channels of X %s", DESC(y, bi), DESC(x, bx));
+    int64_t n = kn_numel(x), ny = kn_numel(y);
+    if (ny > 0) memset(y->data, 0, kn_nbytes(y));
+    const int64_t *iv = idx->data;
+    for (int64_t i = 0; i < n; i++) {
+        if (iv[i] < 0 || iv[i] >= ndef)
+            return kn_error(KN_ERR_RUNTIME, "MaxUnpool: index %lld out of range for unpooled shape of %lld elements",
+                            (long long)iv[i], (long long)ndef);
+        int64_t dst = iv[i];
+        if (!same) {
+            int64_t rem = iv[i], coord[KN_MAX_DIMS];
+            for (int d = x->ndim - 1; d >= 0; d--) { coord[d] = rem % def[d]; rem /= def[d]; }
+            dst = 0;
+            for (int d = 0; d < x->ndim; d++) dst = dst * y->dims[d] + coord[d];
+        }
+        wr(y, dst, rd(x, i));
+    }
+    return NULL;
+}

@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Parity of kiln's C tokenizer with the `tokenizers` package.
+
+Generates the multilingual corpus (gen_corpus.py), trains tokenizers with the package's own
+trainers into a temporary folder (WordPiece BERT-style, byte-level BPE with GPT-2 and RoBERTa
+post-processing, Unigram with Metaspace T5-style, WordLevel), then encodes every line (and
+pairs of lines, with and without special tokens, with truncation) both ways and compares ids,
+type ids and offsets. Prints mismatch counts per tokenizer; exits 1 on any mismatch.
+
+Without the package installed it prints "skipped: tokenizers not installed" and exits 0, unless
+KILN_REQUIRE_PARITY=1. Extra real tokenizer.json files can be checked with --real PATH.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gen_corpus  # noqa: E402
+
+try:
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+except ImportError:
+    if os.environ.get("KILN_REQUIRE_PARITY") == "1":
+        print("error: tokenizers not installed and KILN_REQUIRE_PARITY=1", file=sys.stderr)
+        sys.exit(1)
+    print("skipped: tokenizers not installed")
+    sys.exit(0)
+
+VOCAB = 8000
+
+
+def train_all(lines, tmp):
+    """Returns {name: path} of freshly trained tokenizer.json files."""
+    out = {}
+
+    def save(name, tok):
+        p = os.path.join(tmp, name + ".json")
+        tok.save(p)
+        out[name] = p
+
+    bert_special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    for name, lower in (("wordpiece-bert-uncased", True), ("wordpiece-bert-cased", False)):
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+        tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lower)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece(prefix="##")
+        tok.train_from_iterator(lines, trainers.WordPieceTrainer(vocab_size=VOCAB, special_tokens=bert_special, show_progress=False))
+        cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+        if lower:
+            tok.post_processor = processors.TemplateProcessing(
+                single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+        else:
+            tok.post_processor = processors.BertProcessing(("[SEP]", sep), ("[CLS]", cls))
+        save(name, tok)
+
+    for name in ("bpe-gpt2", "bpe-roberta"):
+        tok = Tokenizer(models.BPE())
+        roberta = name == "bpe-roberta"
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=roberta)
+        tok.decoder = decoders.ByteLevel()
+        special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"] if roberta else ["<|endoftext|>"]
+        tok.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=special, show_progress=False,
+                                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        if roberta:
+            tok.post_processor = processors.RobertaProcessing(("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")),
+                                                              trim_offsets=True, add_prefix_space=True)
+        else:
+            tok.post_processor = processors.ByteLevel(trim_offsets=True)
+        save(name, tok)
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.train_from_iterator(lines, trainers.UnigramTrainer(vocab_size=VOCAB, special_tokens=["<pad>", "</s>", "<unk>"],
+                                                          unk_token="<unk>", show_progress=False))
+    eos = tok.token_to_id("</s>")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B:1 </s>:1", special_tokens=[("</s>", eos)])
+    save("unigram-t5", tok)
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(),
+                                                 pre_tokenizers.Digits(individual_digits=True)])
+    tok.train_from_iterator(lines, trainers.WordLevelTrainer(vocab_size=VOCAB, special_tokens=["[UNK]"], show_progress=False))
+    save("wordlevel", tok)
+    return out
+
+
+def run_kiln(driver, path, inp, extra):
+    r = subprocess.run([driver, "tokenize", "--tokenizer", path, "--threads", "2"] + extra, input=inp, capture_output=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"kiln tokenize failed ({r.returncode}): {r.stderr.decode(errors='replace')[:2000]}")
+    return [json.loads(l) for l in r.stdout.decode("utf-8").split("\n") if l]
+
+
+def compare(name, mode, ref, got, texts, show=3):
+    bad = {"ids": 0, "type_ids": 0, "offsets": 0}
+    shown = 0
+    if len(ref) != len(got):
+        print(f"  {name} [{mode}]: line count differs: package {len(ref)}, kiln {len(got)}")
+        return len(ref) + 1
+    n_bad = 0
+    for i, (r, g) in enumerate(zip(ref, got)):
+        o = [list(x) for x in r.offsets]
+        line_bad = False
+        if r.ids != g["ids"]:
+            bad["ids"] += 1; line_bad = True
+        if r.type_ids != g["type_ids"]:
+            bad["type_ids"] += 1; line_bad = True
+        if o != g["offsets"]:
+            bad["offsets"] += 1; line_bad = True
+        if line_bad:
+            n_bad += 1
+            if shown < show:
+                shown += 1
+                print(f"    line {i}: {texts[i][:120]!r}")
+                for k in range(max(len(r.ids), len(g["ids"]))):
+                    a = (r.ids[k], r.tokens[k], tuple(r.offsets[k]), r.type_ids[k]) if k < len(r.ids) else None
+                    b = (g["ids"][k], g["tokens"][k], tuple(g["offsets"][k]), g["type_ids"][k]) if k < len(g["ids"]) else None
+                    if a != b:
+                        print(f"      first difference at token {k}: package {a} kiln {b}")
+                        break
+    print(f"  {name:24s} [{mode:18s}] lines {len(ref):6d}  mismatching lines {n_bad:5d}  (ids {bad['ids']}, type_ids {bad['type_ids']}, offsets {bad['offsets']})")
+    return n_bad
+
+
+def check(driver, name, path, lines, pairs):
+    tok = Tokenizer.from_file(path)
+    blob = ("\n".join(lines) + "\n").encode("utf-8")
+    pblob = ("\n".join(a + "\t" + b for a, b in pairs) + "\n").encode("utf-8")
+    total = 0
+    total += compare(name, "single", tok.encode_batch(lines), run_kiln(driver, path, blob, []), lines)
+    total += compare(name, "pair", tok.encode_batch(pairs), run_kiln(driver, path, pblob, ["--pair"]), [a + " | " + b for a, b in pairs])
+    total += compare(name, "no special tokens", tok.encode_batch(lines, add_special_tokens=False),
+                     run_kiln(driver, path, blob, ["--no-special-tokens"]), lines)
+    tok.enable_truncation(max_length=24)
+    total += compare(name, "pair, max_length 24", tok.encode_batch(pairs), run_kiln(driver, path, pblob, ["--pair", "--max-length", "24"]),
+                     [a + " | " + b for a, b in pairs])
+    return total
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--driver", required=True, help="kiln_tok (or kiln) executable")
+    ap.add_argument("--lines", type=int, default=12000)
+    ap.add_argument("--real", nargs="*", default=[], help="extra tokenizer.json files to check")
+    a = ap.parse_args()
+    driver = a.driver
+    lines = gen_corpus.generate(a.lines)
+    # pairs: neighbouring lines, without the tab the CLI uses as separator
+    clean = [l.replace("\t", " ") for l in lines]
+    pairs = list(zip(clean[0::2], clean[1::2]))
+    total = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = train_all(lines, tmp)
+        for p in a.real:
+            paths[os.path.basename(os.path.dirname(p)) or p] = p
+        for name, path in paths.items():
+            total += check(driver, name, path, lines, pairs)
+    print("parity:", "OK" if total == 0 else f"{total} mismatching lines")
+    return 0 if total == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

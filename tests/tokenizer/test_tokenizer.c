@@ -1,0 +1,227 @@
+/* Unit tests of the C tokenizer on small hand-written tokenizer.json files whose expected ids
+ * and offsets were taken from the `tokenizers` Python package, plus UTF-8 repair, load errors,
+ * decoding, batch/thread agreement and a long input. */
+#include "tok_internal.h"
+#include "tokenizer.h"
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *BERT_JSON =
+    "{\"added_tokens\": [{\"id\": 1, \"content\": \"[CLS]\", \"special\": true, \"normalized\": false},"
+    " {\"id\": 2, \"content\": \"[SEP]\", \"special\": true, \"normalized\": false}],"
+    " \"normalizer\": {\"type\": \"BertNormalizer\", \"lowercase\": true},"
+    " \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"},"
+    " \"post_processor\": {\"type\": \"BertProcessing\", \"sep\": [\"[SEP]\", 2], \"cls\": [\"[CLS]\", 1]},"
+    " \"decoder\": {\"type\": \"WordPiece\", \"prefix\": \"##\", \"cleanup\": true},"
+    " \"model\": {\"type\": \"WordPiece\", \"unk_token\": \"[UNK]\", \"vocab\": {\"[UNK]\": 0, \"[CLS]\": 1, \"[SEP]\": 2,"
+    " \"hello\": 3, \"world\": 4, \"##s\": 5, \",\": 6, \"un\": 7, \"##aff\": 8, \"##able\": 9, \"cafe\": 10}}}";
+
+static const char *BPE_JSON =
+    "{\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": true},"
+    " \"post_processor\": {\"type\": \"ByteLevel\", \"trim_offsets\": true, \"add_prefix_space\": false},"
+    " \"decoder\": {\"type\": \"ByteLevel\"},"
+    " \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"\\u0120\": 2, \"ab\": 3, \"\\u0120a\": 4, \"\\u0120ab\": 5,"
+    " \"\\u00c3\": 6, \"\\u00a9\": 7}, \"merges\": [[\"a\", \"b\"], [\"\\u0120\", \"a\"], [\"\\u0120a\", \"b\"]]}}";
+
+static const char *UNIGRAM_JSON =
+    "{\"normalizer\": {\"type\": \"NFKC\"},"
+    " \"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"\\u2581\", \"prepend_scheme\": \"always\", \"split\": true},"
+    " \"decoder\": {\"type\": \"Metaspace\", \"replacement\": \"\\u2581\", \"prepend_scheme\": \"always\"},"
+    " \"model\": {\"type\": \"Unigram\", \"unk_id\": 0, \"vocab\": [[\"<unk>\", 0.0], [\"\\u2581\", -1.0], [\"c\", -2.0], [\"a\", -2.0],"
+    " [\"f\", -2.0], [\"\\u00e9\", -2.0], [\"e\", -3.0], [\"\\u2581caf\\u00e9\", -1.0]]}}";
+
+static kn_tokenizer *load(const char *json)
+{
+    char err[512] = {0};
+    kn_tokenizer *t = kn_tokenizer_load_json(json, strlen(json), err, sizeof err);
+    ck_assert_msg(t != NULL, "load failed: %s", err);
+    return t;
+}
+
+static void encode(const kn_tokenizer *t, const char *s, const char *pair, kn_encoding *e)
+{
+    char err[512] = {0};
+    int rc = kn_tokenizer_encode(t, s, strlen(s), pair, pair ? strlen(pair) : 0, NULL, e, err, sizeof err);
+    ck_assert_msg(rc == 0, "encode failed: %s", err);
+}
+
+START_TEST(test_wordpiece_bert)
+{
+    kn_tokenizer *t = load(BERT_JSON);
+    kn_encoding e;
+    encode(t, "Hello, worlds! unaffable", NULL, &e);
+    const int32_t ids[] = {1, 3, 6, 4, 5, 0, 7, 8, 9, 2};
+    const int32_t off[] = {0, 0, 0, 5, 5, 6, 7, 12, 12, 13, 13, 14, 15, 17, 17, 20, 20, 24, 0, 0};
+    ck_assert_int_eq(e.n, 10);
+    for (int i = 0; i < 10; i++) {
+        ck_assert_int_eq(e.ids[i], ids[i]);
+        ck_assert_int_eq(e.offsets[2 * i], off[2 * i]);
+        ck_assert_int_eq(e.offsets[2 * i + 1], off[2 * i + 1]);
+    }
+    ck_assert_str_eq(e.tokens[4], "##s");
+    ck_assert_int_eq(e.special_mask[0], 1);
+    kn_encoding_free(&e);
+    /* accents stripped from NFD input, offsets still count the original characters */
+    encode(t, "CAFE\xCC\x81 hello", "world", &e);
+    ck_assert_int_eq(e.n, 6);
+    ck_assert_int_eq(e.ids[1], 10);
+    ck_assert_int_eq(e.offsets[2], 0);
+    ck_assert_int_eq(e.offsets[3], 4);
+    ck_assert_int_eq(e.offsets[4], 6);
+    ck_assert_int_eq(e.type_ids[4], 1);
+    ck_assert_int_eq(e.type_ids[5], 1);
+    ck_assert_int_eq(e.type_ids[3], 0);
+    kn_encoding_free(&e);
+    /* [CLS] in the text is matched as the special token, not split by punctuation */
+    encode(t, "hello[SEP]world", NULL, &e);
+    ck_assert_int_eq(e.n, 5);
+    ck_assert_int_eq(e.ids[2], 2);
+    ck_assert_int_eq(e.offsets[4], 5);
+    ck_assert_int_eq(e.offsets[5], 10);
+    kn_encoding_free(&e);
+    const int32_t dec_ids[] = {1, 3, 6, 4, 5, 2};
+    char err[256];
+    char *text = kn_tokenizer_decode(t, dec_ids, 6, 1, err, sizeof err);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_str_eq(text, "hello, worlds");
+    free(text);
+    kn_tokenizer_free(t);
+}
+END_TEST
+
+START_TEST(test_bpe_bytelevel)
+{
+    kn_tokenizer *t = load(BPE_JSON);
+    kn_encoding e;
+    encode(t, "ab ab  a\xC3\xA9", NULL, &e);
+    /* the package: ['ab', 'Ġ', 'ab', 'Ġ', 'Ġa', 'Ã', '©'] (a+b merges first, so no Ġab), offsets
+     * trimmed of the leading space, both halves of é at [8, 9] */
+    const int32_t ids[] = {3, 2, 3, 2, 4, 6, 7};
+    const int32_t off[] = {0, 2, 3, 3, 3, 5, 6, 6, 7, 8, 8, 9, 8, 9};
+    ck_assert_int_eq(e.n, 7);
+    for (int i = 0; i < 7; i++) {
+        ck_assert_int_eq(e.ids[i], ids[i]);
+        ck_assert_int_eq(e.offsets[2 * i], off[2 * i]);
+        ck_assert_int_eq(e.offsets[2 * i + 1], off[2 * i + 1]);
+    }
+    char err[256];
+    char *text = kn_tokenizer_decode(t, e.ids, e.n, 0, err, sizeof err);
+    ck_assert_str_eq(text, "ab ab  a\xC3\xA9");
+    free(text);
+    kn_encoding_free(&e);
+    kn_tokenizer_free(t);
+}
+END_TEST
+
+START_TEST(test_unigram_metaspace_nfkc)
+{
+    kn_tokenizer *t = load(UNIGRAM_JSON);
+    kn_encoding e;
+    encode(t, "cafe\xCC\x81 x", NULL, &e);
+    /* the package gives ['▁café', '▁', 'x'] at [(0, 4), (5, 6), (6, 7)] ('x' is unknown) */
+    ck_assert_int_eq(e.n, 3);
+    ck_assert_int_eq(e.ids[0], 7);
+    ck_assert_int_eq(e.ids[1], 1);
+    ck_assert_int_eq(e.ids[2], 0);
+    ck_assert_str_eq(e.tokens[2], "x");
+    const int32_t off[] = {0, 4, 5, 6, 6, 7};
+    for (int i = 0; i < 6; i++) ck_assert_int_eq(e.offsets[i], off[i]);
+    kn_encoding_free(&e);
+    kn_tokenizer_free(t);
+}
+END_TEST
+
+START_TEST(test_utf8_lossy)
+{
+    size_t n;
+    char *s = tk_utf8_lossy("a\xE2\x82z", 4, &n);
+    ck_assert_str_eq(s, "a\xEF\xBF\xBDz");   /* one U+FFFD for the truncated sequence */
+    free(s);
+    s = tk_utf8_lossy("\xC0\xAF", 2, &n);
+    ck_assert_str_eq(s, "\xEF\xBF\xBD\xEF\xBF\xBD");
+    free(s);
+    s = tk_utf8_lossy("\xF0\x9F\x98\x80", 4, &n);
+    ck_assert_int_eq(n, 4);
+    free(s);
+    for (int b = 0; b < 256; b++) ck_assert_int_eq(tk_cp_to_byte(tk_byte_to_cp((uint8_t)b)), b);
+}
+END_TEST
+
+START_TEST(test_load_errors)
+{
+    char err[512];
+    ck_assert_ptr_null(kn_tokenizer_load_json("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\"", 38, err, sizeof err));
+    ck_assert_msg(strstr(err, "truncated") != NULL, "%s", err);
+    ck_assert_ptr_null(kn_tokenizer_load_json("{\"model\": ]", 11, err, sizeof err));
+    ck_assert_msg(strstr(err, "malformed") != NULL, "%s", err);
+    const char *j = "{\"model\": {\"type\": \"WordPiece\", \"unk_token\": \"[UNK]\"}}";
+    ck_assert_ptr_null(kn_tokenizer_load_json(j, strlen(j), err, sizeof err));
+    ck_assert_msg(strstr(err, "model.vocab") != NULL, "%s", err);
+    j = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [[\"a\", \"b\"]]}}";
+    ck_assert_ptr_null(kn_tokenizer_load_json(j, strlen(j), err, sizeof err));
+    ck_assert_msg(strstr(err, "model.merges[0]") != NULL, "%s", err);
+    j = "{\"model\": {\"type\": \"WordLevel\", \"vocab\": {}}, \"normalizer\": {\"type\": \"Bogus\"}}";
+    ck_assert_ptr_null(kn_tokenizer_load_json(j, strlen(j), err, sizeof err));
+    ck_assert_msg(strstr(err, "normalizer.type") != NULL, "%s", err);
+}
+END_TEST
+
+START_TEST(test_batch_and_long)
+{
+    kn_tokenizer *t = load(BPE_JSON);
+    enum { N = 64 };
+    char *texts[N];
+    size_t lens[N];
+    for (int i = 0; i < N; i++) {
+        texts[i] = malloc(64);
+        lens[i] = (size_t)snprintf(texts[i], 64, "ab%*s a b", i % 7, "");
+    }
+    kn_encoding batch[N], one;
+    char err[256];
+    ck_assert_int_eq(kn_tokenizer_encode_batch(t, N, (const char *const *)texts, lens, NULL, NULL, NULL, 4, batch, err, sizeof err), 0);
+    for (int i = 0; i < N; i++) {
+        encode(t, texts[i], NULL, &one);
+        ck_assert_int_eq(one.n, batch[i].n);
+        for (int k = 0; k < one.n; k++) ck_assert_int_eq(one.ids[k], batch[i].ids[k]);
+        kn_encoding_free(&one);
+        kn_encoding_free(&batch[i]);
+        free(texts[i]);
+    }
+    /* one 2 MB word: the BPE merge heap keeps this linear-logarithmic */
+    size_t n = 2u << 20;
+    char *big = malloc(n + 1);
+    for (size_t i = 0; i < n; i++) big[i] = i % 2 ? 'b' : 'a';
+    big[n] = 0;
+    encode(t, big, NULL, &one);
+    ck_assert_int_eq(one.n, (int32_t)(n / 2));
+    ck_assert_int_eq(one.ids[0], 3);
+    ck_assert_int_eq(one.offsets[2 * (one.n - 1) + 1], (int32_t)n);
+    kn_encoding_free(&one);
+    encode(t, "", NULL, &one);
+    ck_assert_int_eq(one.n, 0);
+    kn_encoding_free(&one);
+    free(big);
+    kn_tokenizer_free(t);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("tokenizer");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_wordpiece_bert);
+    tcase_add_test(tc, test_bpe_bytelevel);
+    tcase_add_test(tc, test_unigram_metaspace_nfkc);
+    tcase_add_test(tc, test_utf8_lossy);
+    tcase_add_test(tc, test_load_errors);
+    tcase_add_test(tc, test_batch_and_long);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,368 @@
+/* Unit tests for the convolution and pooling kernels against naive double-precision references
+ * written straight from the ONNX definitions: Conv in 1-D/2-D/3-D with pads, strides, dilations,
+ * groups (depthwise included, which takes the per-item threaded path), 1x1 direct, auto_pad
+ * modes, an empty batch and float16; ConvTranspose with groups, strides and output_padding;
+ * MaxPool (values and Indices, ceil_mode, dilations), AveragePool (count_include_pad), and the
+ * error paths (mismatched channels, out-of-range MaxUnpool indices). */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "graph/ops.h"
+#include "runtime/dtype.h"
+
+static uint32_t rng_state = 88172645u;
+static float frand(void)
+{
+    rng_state = rng_state * 1664525u + 1013904223u;
+    return (float)((rng_state >> 8) & 0xFFFF) / 65536.0f * 2.0f - 1.0f;
+}
+
+static kn_threadpool *pool;
+static void pool_setup(void) { pool = kn_threadpool_create(2); }
+static void pool_teardown(void) { kn_threadpool_free(pool); pool = NULL; }
+
+/* ---- op harness ---- */
+typedef struct { void *blocks[256]; int n; } scratch_list;
+static void *test_scratch(kn_exec_ctx *ctx, size_t bytes)
+{
+    scratch_list *s = ctx->scratch_state;
+    if (s->n >= 256) return NULL;
+    return s->blocks[s->n++] = calloc(1, bytes ? bytes : 1);
+}
+
+static kn_attr attr_i(const char *name, int64_t v) { kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_INT; a.i = v; return a; }
+static kn_attr attr_s(const char *name, const char *v)
+{
+    kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_STRING; a.s = (char *)v; a.s_len = strlen(v); return a;
+}
+static kn_attr attr_is(const char *name, const int64_t *v, int n)
+{
+    kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_INTS; a.ints = (int64_t *)v; a.n_ints = n; return a;
+}
+
+static kn_tensor *mk(kn_dtype t, int nd, const int64_t *dims)
+{
+    kn_tensor *x;
+    ck_assert_ptr_null(kn_tensor_new(t, nd, dims, &x));
+    for (int64_t i = 0; i < kn_numel(x); i++) kn_set_f64(x, i, frand());
+    return x;
+}
+
+static kn_status *run_op(int op, kn_attr *attrs, int n_attrs, kn_tensor **in, int n_in, kn_tensor **out, int n_out)
+{
+    kn_node node = {0};
+    node.name = (char *)"t";
+    node.op_type = (char *)kn_op_table[op].name;
+    node.domain = (char *)"";
+    node.op = op;
+    node.opset = 21;
+    node.n_attrs = n_attrs;
+    node.attrs = attrs;
+    for (int i = 0; i < n_out; i++) out[i] = calloc(1, sizeof(kn_tensor));
+    kn_infer_ctx ic = {&node, (const kn_tensor *const *)in, n_in, out, n_out};
+    kn_status *st = kn_op_infer(op)(&ic);
+    if (st) return st;
+    for (int i = 0; i < n_out; i++) ck_assert_ptr_null(kn_tensor_alloc_data(out[i]));
+    scratch_list sl = {0};
+    kn_exec_ctx ctx = {0};
+    ctx.pool = pool;
+    ctx.scratch_alloc = test_scratch;
+    ctx.scratch_state = &sl;
+    kn_kernel_fn fns[] = {
+#define KN_OP(id, name, domain, inplace) kn_cpu_##id,
+#include "graph/ops.def"
+#undef KN_OP
+    };
+    st = fns[op](&ctx, &node, (const kn_tensor *const *)in, n_in, out, n_out);
+    for (int i = 0; i < sl.n; i++) free(sl.blocks[i]);
+    return st;
+}
+
+/* ---- naive references ---- */
+typedef struct cparams {
+    int nsp;
+    int64_t N, C, M, G;
+    int64_t in[3], k[3], s[3], d[3], pb[3], pe[3];
+} cparams;
+
+static int64_t prod(const int64_t *v, int n) { int64_t p = 1; for (int i = 0; i < n; i++) p *= v[i]; return p; }
+
+static void conv_out_dims(const cparams *p, int64_t *out)
+{
+    for (int i = 0; i < p->nsp; i++)
+        out[i] = (p->in[i] + p->pb[i] + p->pe[i] - (p->k[i] - 1) * p->d[i] - 1) / p->s[i] + 1;
+}
+
+/* y[n][m][o...] = b[m] + sum_{c,q} x[n][g*Cg+c][o*s - pb + q*d] w[m][c][q] */
+static void conv_naive(const cparams *p, const kn_tensor *x, const kn_tensor *w, const kn_tensor *b, double *y)
+{
+    int64_t od[3], Cg = p->C / p->G, Mg = p->M / p->G;
+    conv_out_dims(p, od);
+    int64_t on = prod(od, p->nsp), kn = prod(p->k, p->nsp), inn = prod(p->in, p->nsp);
+    for (int64_t n = 0; n < p->N; n++)
+        for (int64_t m = 0; m < p->M; m++)
+            for (int64_t o = 0; o < on; o++) {
+                double s = b ? kn_get_f64(b, m) : 0;
+                for (int64_t c = 0; c < Cg; c++)
+                    for (int64_t q = 0; q < kn; q++) {
+                        int64_t oi[3], qi[3], r = o, rq = q, off = 0;
+                        bool ok = true;
+                        for (int dd = p->nsp - 1; dd >= 0; dd--) { oi[dd] = r % od[dd]; r /= od[dd]; qi[dd] = rq % p->k[dd]; rq /= p->k[dd]; }
+                        for (int dd = 0; dd < p->nsp; dd++) {
+                            int64_t ip = oi[dd] * p->s[dd] - p->pb[dd] + qi[dd] * p->d[dd];
+                            if (ip < 0 || ip >= p->in[dd]) ok = false;
+                            off = off * p->in[dd] + ip;
+                        }
+                        if (!ok) continue;
+                        s += kn_get_f64(x, (n * p->C + (m / Mg) * Cg + c) * inn + off) * kn_get_f64(w, (m * Cg + c) * kn + q);
+                    }
+                y[(n * p->M + m) * on + o] = s;
+            }
+}
+
+static void expect_conv(const cparams *p, kn_dtype dt, bool bias, kn_attr *extra, int n_extra, double tol)
+{
+    int64_t xd[5] = {p->N, p->C}, wd[5] = {p->M, p->C / p->G}, bd[1] = {p->M};
+    for (int i = 0; i < p->nsp; i++) { xd[2 + i] = p->in[i]; wd[2 + i] = p->k[i]; }
+    kn_tensor *in[3] = {mk(dt, p->nsp + 2, xd), mk(dt, p->nsp + 2, wd), bias ? mk(dt, 1, bd) : NULL}, *out[1];
+    int64_t pads[6];
+    for (int i = 0; i < p->nsp; i++) { pads[i] = p->pb[i]; pads[p->nsp + i] = p->pe[i]; }
+    kn_attr at[8] = {attr_is("strides", p->s, p->nsp), attr_is("dilations", p->d, p->nsp), attr_i("group", p->G)};
+    int na = 3;
+    if (n_extra) for (int i = 0; i < n_extra; i++) at[na++] = extra[i];
+    else at[na++] = attr_is("pads", pads, 2 * p->nsp);
+    kn_status *st = run_op(KN_OP_Conv, at, na, in, bias ? 3 : 2, out, 1);
+    ck_assert_msg(!st, "Conv: %s", st ? kn_status_message(st) : "");
+    int64_t od[3];
+    conv_out_dims(p, od);
+    ck_assert_int_eq(out[0]->ndim, p->nsp + 2);
+    for (int i = 0; i < p->nsp; i++) ck_assert_int_eq(out[0]->dims[2 + i], od[i]);
+    int64_t n = kn_numel(out[0]);
+    double *ref = malloc(sizeof(double) * (size_t)(n + 1));
+    conv_naive(p, in[0], in[1], in[2], ref);
+    for (int64_t i = 0; i < n; i++)
+        ck_assert_msg(fabs(kn_get_f64(out[0], i) - ref[i]) <= tol * (1 + fabs(ref[i])),
+                      "Conv nsp=%d G=%lld [%lld]: %g vs %g", p->nsp, (long long)p->G, (long long)i, kn_get_f64(out[0], i), ref[i]);
+    free(ref);
+    for (int i = 0; i < 3; i++) if (in[i]) kn_tensor_free(in[i]);
+    kn_tensor_free(out[0]);
+}
+
+START_TEST(test_conv_shapes)
+{
+    cparams p2 = {2, 2, 4, 6, 2, {7, 9}, {3, 2}, {2, 1}, {1, 2}, {1, 0}, {2, 1}};
+    expect_conv(&p2, KN_F32, true, NULL, 0, 1e-5);
+    expect_conv(&p2, KN_F64, true, NULL, 0, 1e-12);
+    expect_conv(&p2, KN_F16, false, NULL, 0, 2e-2);
+    cparams dw = {2, 5, 8, 8, 8, {6, 6}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}};
+    expect_conv(&dw, KN_F32, true, NULL, 0, 1e-5);
+    cparams one = {2, 3, 16, 8, 1, {5, 5}, {1, 1}, {1, 1}, {1, 1}, {0, 0}, {0, 0}};
+    expect_conv(&one, KN_F32, true, NULL, 0, 1e-5);
+    cparams one_s = {2, 1, 4, 4, 1, {5, 6}, {1, 1}, {2, 2}, {1, 1}, {0, 0}, {0, 0}};
+    expect_conv(&one_s, KN_F32, false, NULL, 0, 1e-5);
+    cparams c1 = {1, 2, 3, 2, 1, {10}, {3}, {2}, {1}, {1}, {1}};
+    expect_conv(&c1, KN_F32, true, NULL, 0, 1e-5);
+    cparams c3 = {3, 1, 2, 3, 1, {4, 5, 6}, {2, 3, 2}, {1, 2, 1}, {1, 1, 2}, {1, 1, 1}, {1, 0, 1}};
+    expect_conv(&c3, KN_F32, true, NULL, 0, 1e-5);
+    cparams big = {2, 1, 32, 48, 1, {20, 20}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}};
+    expect_conv(&big, KN_F32, true, NULL, 0, 1e-4);
+    cparams empty = {2, 0, 3, 4, 1, {5, 5}, {3, 3}, {1, 1}, {1, 1}, {0, 0}, {0, 0}};
+    expect_conv(&empty, KN_F32, true, NULL, 0, 1e-5);
+}
+END_TEST
+
+START_TEST(test_conv_auto_pad)
+{
+    static const char *modes[] = {"SAME_UPPER", "SAME_LOWER", "VALID"};
+    for (int m = 0; m < 3; m++) {
+        cparams p = {2, 1, 2, 3, 1, {7, 8}, {3, 4}, {2, 2}, {1, 1}, {0, 0}, {0, 0}};
+        for (int i = 0; i < 2 && m < 2; i++) {
+            int64_t o = (p.in[i] + p.s[i] - 1) / p.s[i];
+            int64_t total = (o - 1) * p.s[i] + p.k[i] - p.in[i];
+            if (total < 0) total = 0;
+            p.pb[i] = m == 0 ? total / 2 : total - total / 2;
+            p.pe[i] = total - p.pb[i];
+        }
+        kn_attr ap = attr_s("auto_pad", modes[m]);
+        expect_conv(&p, KN_F32, true, &ap, 1, 1e-5);
+    }
+}
+END_TEST
+
+START_TEST(test_conv_errors)
+{
+    int64_t xd[4] = {1, 3, 5, 5}, wd[4] = {4, 2, 3, 3};
+    kn_tensor *in[2] = {mk(KN_F32, 4, xd), mk(KN_F32, 4, wd)}, *out[1];
+    kn_status *st = run_op(KN_OP_Conv, NULL, 0, in, 2, out, 1);
+    ck_assert_ptr_nonnull(st); /* 3 channels vs W wanting 2 */
+    kn_status_free(st);
+    kn_tensor_free(out[0]);
+    kn_attr g = attr_i("group", 0);
+    st = run_op(KN_OP_Conv, &g, 1, in, 2, out, 1);
+    ck_assert_ptr_nonnull(st);
+    kn_status_free(st);
+    kn_tensor_free(out[0]);
+    kn_tensor_free(in[0]); kn_tensor_free(in[1]);
+    /* window larger than the input */
+    int64_t xs[4] = {1, 2, 2, 2}, ws[4] = {1, 2, 3, 3};
+    kn_tensor *in2[2] = {mk(KN_F32, 4, xs), mk(KN_F32, 4, ws)};
+    st = run_op(KN_OP_Conv, NULL, 0, in2, 2, out, 1);
+    ck_assert_ptr_nonnull(st);
+    kn_status_free(st);
+    kn_tensor_free(out[0]);
+    kn_tensor_free(in2[0]); kn_tensor_free(in2[1]);
+}
+END_TEST
+
+START_TEST(test_conv_transpose)
+{
+    /* X [2,4,4,5], W [4,3,3,3], group 2 -> 6 output channels, stride 2, pads 1, output_padding 1 */
+    const int64_t N = 2, C = 4, Mg = 3, G = 2, H = 4, W = 5, k = 3, s = 2, pad = 1, op = 1, dil = 1;
+    int64_t xd[4] = {N, C, H, W}, wd[4] = {C, Mg, k, k}, bd[1] = {Mg * G};
+    kn_tensor *in[3] = {mk(KN_F32, 4, xd), mk(KN_F32, 4, wd), mk(KN_F32, 1, bd)}, *out[1];
+    int64_t st2[2] = {s, s}, pads[4] = {pad, pad, pad, pad}, opad[2] = {op, op};
+    kn_attr at[4] = {attr_is("strides", st2, 2), attr_is("pads", pads, 4), attr_is("output_padding", opad, 2), attr_i("group", G)};
+    kn_status *st = run_op(KN_OP_ConvTranspose, at, 4, in, 3, out, 1);
+    ck_assert_msg(!st, "ConvTranspose: %s", st ? kn_status_message(st) : "");
+    int64_t OH = s * (H - 1) + op + (k - 1) * dil + 1 - 2 * pad, OW = s * (W - 1) + op + (k - 1) * dil + 1 - 2 * pad;
+    ck_assert_int_eq(out[0]->dims[1], Mg * G);
+    ck_assert_int_eq(out[0]->dims[2], OH);
+    ck_assert_int_eq(out[0]->dims[3], OW);
+    double *ref = calloc((size_t)(N * Mg * G * OH * OW), sizeof(double));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t m = 0; m < Mg * G; m++)
+            for (int64_t i = 0; i < OH * OW; i++) ref[(n * Mg * G + m) * OH * OW + i] = kn_get_f64(in[2], m);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t w = 0; w < W; w++)
+                    for (int64_t m = 0; m < Mg; m++)
+                        for (int64_t a = 0; a < k; a++)
+                            for (int64_t b = 0; b < k; b++) {
+                                int64_t oh = h * s - pad + a * dil, ow = w * s - pad + b * dil;
+                                if (oh < 0 || oh >= OH || ow < 0 || ow >= OW) continue;
+                                int64_t mo = (c / (C / G)) * Mg + m;
+                                ref[((n * Mg * G + mo) * OH + oh) * OW + ow] +=
+                                    kn_get_f64(in[0], ((n * C + c) * H + h) * W + w) * kn_get_f64(in[1], ((c * Mg + m) * k + a) * k + b);
+                            }
+    for (int64_t i = 0; i < kn_numel(out[0]); i++)
+        ck_assert_msg(fabs(kn_get_f64(out[0], i) - ref[i]) < 1e-5, "ConvTranspose [%lld]: %g vs %g", (long long)i, kn_get_f64(out[0], i), ref[i]);
+    free(ref);
+    for (int i = 0; i < 3; i++) kn_tensor_free(in[i]);
+    kn_tensor_free(out[0]);
+}
+END_TEST
+
+START_TEST(test_pools)
+{
+    /* MaxPool 2-D: kernel 3x2, stride 2, dilation (1,2), pads (1,1,1,0), ceil_mode */
+    const int64_t N = 2, C = 3, H = 7, W = 8;
+    int64_t xd[4] = {N, C, H, W}, ks[2] = {3, 2}, st2[2] = {2, 2}, dl[2] = {1, 2}, pads[4] = {1, 1, 1, 0};
+    for (int ceil_mode = 0; ceil_mode < 2; ceil_mode++) {
+        kn_tensor *x = mk(KN_F32, 4, xd), *out[2];
+        kn_attr at[5] = {attr_is("kernel_shape", ks, 2), attr_is("strides", st2, 2), attr_is("dilations", dl, 2),
+                         attr_is("pads", pads, 4), attr_i("ceil_mode", ceil_mode)};
+        kn_status *st = run_op(KN_OP_MaxPool, at, 5, &x, 1, out, 2);
+        ck_assert_msg(!st, "MaxPool: %s", st ? kn_status_message(st) : "");
+        int64_t OH = out[0]->dims[2], OW = out[0]->dims[3];
+        for (int d = 0; d < 2; d++) {
+            int64_t in = xd[2 + d], ek = (ks[d] - 1) * dl[d] + 1, span = in + pads[d] + pads[2 + d] - ek;
+            int64_t o = ceil_mode ? (span + st2[d] - 1) / st2[d] + 1 : span / st2[d] + 1;
+            if (ceil_mode && (o - 1) * st2[d] >= in + pads[d]) o--;
+            ck_assert_int_eq(out[0]->dims[2 + d], o);
+        }
+        for (int64_t p = 0; p < N * C; p++)
+            for (int64_t oh = 0; oh < OH; oh++)
+                for (int64_t ow = 0; ow < OW; ow++) {
+                    double best = -INFINITY;
+                    int64_t bi = -1;
+                    for (int64_t a = 0; a < ks[0]; a++)
+                        for (int64_t b = 0; b < ks[1]; b++) {
+                            int64_t h = oh * 2 - 1 + a, w = ow * 2 - 1 + b * 2;
+                            if (h < 0 || h >= H || w < 0 || w >= W) continue;
+                            double v = kn_get_f64(x, (p * H + h) * W + w);
+                            if (v > best) { best = v; bi = (p * H + h) * W + w; }
+                        }
+                    int64_t o = (p * OH + oh) * OW + ow;
+                    ck_assert(kn_get_f64(out[0], o) == best);
+                    ck_assert_int_eq(((int64_t *)out[1]->data)[o], bi);
+                }
+        kn_tensor_free(x); kn_tensor_free(out[0]); kn_tensor_free(out[1]);
+    }
+    /* AveragePool 1-D with and without the pads in the divisor */
+    int64_t xd1[3] = {1, 2, 6}, k1[1] = {3}, p1[2] = {2, 1};
+    for (int inc = 0; inc < 2; inc++) {
+        kn_tensor *x = mk(KN_F32, 3, xd1), *out[1];
+        kn_attr at[3] = {attr_is("kernel_shape", k1, 1), attr_is("pads", p1, 2), attr_i("count_include_pad", inc)};
+        ck_assert_ptr_null(run_op(KN_OP_AveragePool, at, 3, &x, 1, out, 1));
+        ck_assert_int_eq(out[0]->dims[2], 6 + 3 - 3 + 1);
+        for (int64_t c = 0; c < 2; c++)
+            for (int64_t o = 0; o < 7; o++) {
+                double s = 0;
+                int cnt = 0;
+                for (int64_t q = 0; q < 3; q++) {
+                    int64_t i = o - 2 + q;
+                    if (i >= 0 && i < 6) { s += kn_get_f64(x, c * 6 + i); cnt++; }
+                }
+                double want = s / (inc ? 3 : cnt);
+                ck_assert_msg(fabs(kn_get_f64(out[0], c * 7 + o) - want) < 1e-6, "AveragePool inc=%d [%lld,%lld]", inc, (long long)c, (long long)o);
+            }
+        kn_tensor_free(x); kn_tensor_free(out[0]);
+    }
+    /* GlobalAveragePool on an empty batch: no work, right shape */
+    int64_t xe[4] = {0, 3, 4, 4};
+    kn_tensor *x = mk(KN_F32, 4, xe), *out[1];
+    ck_assert_ptr_null(run_op(KN_OP_GlobalAveragePool, NULL, 0, &x, 1, out, 1));
+    ck_assert_int_eq(out[0]->dims[0], 0);
+    ck_assert_int_eq(out[0]->dims[2], 1);
+    kn_tensor_free(x); kn_tensor_free(out[0]);
+}
+END_TEST
+
+START_TEST(test_maxunpool_bad_index)
+{
+    int64_t xd[4] = {1, 1, 2, 2}, ks[2] = {2, 2};
+    kn_tensor *in[2] = {mk(KN_F32, 4, xd), NULL}, *out[1];
+    ck_assert_ptr_null(kn_tensor_new(KN_I64, 4, xd, &in[1]));
+    int64_t *iv = in[1]->data;
+    iv[0] = 0; iv[1] = 3; iv[2] = 9; iv[3] = 16; /* 16 is past the 4x4 output */
+    kn_attr at[2] = {attr_is("kernel_shape", ks, 2), attr_is("strides", ks, 2)};
+    kn_status *st = run_op(KN_OP_MaxUnpool, at, 2, in, 2, out, 1);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_int_eq(kn_status_get_code(st), KN_ERR_RUNTIME);
+    kn_status_free(st);
+    kn_tensor_free(out[0]);
+    iv[3] = 15;
+    ck_assert_ptr_null(run_op(KN_OP_MaxUnpool, at, 2, in, 2, out, 1));
+    ck_assert(kn_get_f64(out[0], 15) == kn_get_f64(in[0], 3));
+    ck_assert(kn_get_f64(out[0], 1) == 0.0);
+    kn_tensor_free(out[0]);
+    kn_tensor_free(in[0]); kn_tensor_free(in[1]);
+}
+END_TEST
+
+static Suite *conv_suite(void)
+{
+    Suite *s = suite_create("conv");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 300);
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, test_conv_shapes);
+    tcase_add_test(tc, test_conv_auto_pad);
+    tcase_add_test(tc, test_conv_errors);
+    tcase_add_test(tc, test_conv_transpose);
+    tcase_add_test(tc, test_pools);
+    tcase_add_test(tc, test_maxunpool_bad_index);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(conv_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

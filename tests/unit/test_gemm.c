@@ -1,0 +1,359 @@
+/* Unit tests for kn_sgemm: every micro-kernel family (scalar, AVX2, AVX-512 where the CPU has
+ * them) and the threaded split against the plain reference over many shapes (1x1x1, odd sizes,
+ * partial tiles, K slices, skinny M, a BERT-sized slice), transposes, alpha/beta (including
+ * beta = 0 over NaN garbage) and padded leading dimensions; the batched variant with broadcast
+ * strides; and the MatMul / Gemm / Einsum / Det op kernels end to end through infer + kernel. */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "graph/ops.h"
+#include "kernels/cpu/gemm.h"
+#include "runtime/dtype.h"
+
+static uint32_t rng_state = 2463534242u;
+static float frand(void)
+{
+    rng_state = rng_state * 1664525u + 1013904223u;
+    return (float)((rng_state >> 8) & 0xFFFF) / 65536.0f * 2.0f - 1.0f;
+}
+
+static kn_threadpool *pool4;
+
+/* |got - ref| within a bound that scales with sum |alpha a b| + |beta c| per element. */
+static void check_gemm(int isa, kn_threadpool *pool, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                       float alpha, float beta, int64_t pad)
+{
+    int64_t lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+    int64_t arows = ta ? K : M, brows = tb ? N : K;
+    float *A = malloc(sizeof(float) * (size_t)(arows * lda + 1));
+    float *B = malloc(sizeof(float) * (size_t)(brows * ldb + 1));
+    float *C = malloc(sizeof(float) * (size_t)(M * ldc + 1));
+    float *R = malloc(sizeof(float) * (size_t)(M * ldc + 1));
+    float *Aa = malloc(sizeof(float) * (size_t)(arows * lda + 1));
+    float *Ba = malloc(sizeof(float) * (size_t)(brows * ldb + 1));
+    float *Bound = malloc(sizeof(float) * (size_t)(M * ldc + 1));
+    for (int64_t i = 0; i < arows * lda; i++) { A[i] = frand(); Aa[i] = fabsf(A[i]); }
+    for (int64_t i = 0; i < brows * ldb; i++) { B[i] = frand(); Ba[i] = fabsf(B[i]); }
+    for (int64_t i = 0; i < M * ldc; i++) {
+        /* beta == 0 must ignore whatever C holds, NaN included */
+        C[i] = R[i] = beta == 0.0f ? NAN : frand();
+        Bound[i] = beta == 0.0f ? 0.0f : fabsf(C[i]);
+    }
+    kn_sgemm_isa(pool, isa, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    kn_sgemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, R, ldc);
+    kn_sgemm_ref(ta, tb, M, N, K, fabsf(alpha), Aa, lda, Ba, ldb, fabsf(beta), Bound, ldc);
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < ldc; j++) {
+            float g = C[i * ldc + j], r = R[i * ldc + j];
+            if (j >= N) { /* padding columns are never written */
+                ck_assert_msg(isnan(g) == isnan(r) && (isnan(g) || g == r), "isa %d wrote past N at (%lld,%lld)", isa, (long long)i, (long long)j);
+                continue;
+            }
+            float tol = 2e-6f * (Bound[i * ldc + j] + 1.0f) * (1.0f + sqrtf((float)K) * 0.05f);
+            ck_assert_msg(!isnan(g) && fabsf(g - r) <= tol,
+                          "isa %s ta=%d tb=%d %lldx%lldx%lld alpha=%g beta=%g pad=%lld: C[%lld,%lld] = %.8g, want %.8g",
+                          kn_sgemm_isa_name(isa), ta, tb, (long long)M, (long long)N, (long long)K, alpha, beta,
+                          (long long)pad, (long long)i, (long long)j, g, r);
+        }
+    free(A); free(B); free(C); free(R); free(Aa); free(Ba); free(Bound);
+}
+
+static const int64_t shapes[][3] = {
+    {1, 1, 1}, {1, 7, 3}, {2, 2, 2}, {17, 33, 65}, {8, 32, 1}, {6, 16, 5}, {9, 33, 17},
+    {64, 64, 64}, {95, 97, 400}, {100, 1, 50}, {1, 100, 50}, {3, 200, 77}, {4, 129, 385},
+    {130, 70, 800}, {200, 1600, 20}, {5, 3, 0},
+};
+#define NSHAPES (int)(sizeof shapes / sizeof shapes[0])
+
+START_TEST(test_sgemm_shapes_all_isas)
+{
+    for (int isa = KN_SGEMM_ISA_SCALAR; isa <= KN_SGEMM_ISA_AVX512; isa++)
+        for (int s = 0; s < NSHAPES; s++)
+            for (int t = 0; t < 4; t++)
+                check_gemm(isa, NULL, t & 1, t & 2, shapes[s][0], shapes[s][1], shapes[s][2], 1.0f, 0.0f, 0);
+}
+END_TEST
+
+START_TEST(test_sgemm_alpha_beta_ld)
+{
+    static const float ab[][2] = {{1, 1}, {0.5f, -2}, {-1.5f, 0}, {2, 0.25f}, {0, 3}};
+    for (int isa = KN_SGEMM_ISA_SCALAR; isa <= KN_SGEMM_ISA_AVX512; isa++)
+        for (int k = 0; k < 5; k++)
+            for (int t = 0; t < 4; t++) {
+                check_gemm(isa, NULL, t & 1, t & 2, 17, 33, 65, ab[k][0], ab[k][1], 3);
+                check_gemm(isa, NULL, t & 1, t & 2, 37, 70, 500, ab[k][0], ab[k][1], 5);
+                check_gemm(isa, NULL, t & 1, t & 2, 3, 100, 20, ab[k][0], ab[k][1], 1);
+            }
+}
+END_TEST
+
+START_TEST(test_sgemm_threaded)
+{
+    for (int s = 0; s < NSHAPES; s++)
+        for (int t = 0; t < 4; t++)
+            check_gemm(KN_SGEMM_ISA_AUTO, pool4, t & 1, t & 2, shapes[s][0], shapes[s][1], shapes[s][2], 0.75f, 0.5f, 2);
+    /* a slice of a BERT FFN product, big enough that every thread gets several blocks */
+    check_gemm(KN_SGEMM_ISA_AUTO, pool4, false, false, 128, 768, 3072, 1.0f, 0.0f, 0);
+    check_gemm(KN_SGEMM_ISA_AUTO, pool4, false, true, 256, 384, 1536, 1.0f, 1.0f, 0);
+    check_gemm(KN_SGEMM_ISA_AUTO, pool4, false, false, 1, 3000, 700, 1.0f, 0.0f, 0);
+}
+END_TEST
+
+START_TEST(test_sgemm_batched)
+{
+    const int64_t batch = 7, M = 13, N = 21, K = 19;
+    for (int bcast = 0; bcast < 2; bcast++)
+        for (int t = 0; t < 4; t++) {
+            bool ta = t & 1, tb = t & 2;
+            int64_t sa = bcast ? 0 : M * K;
+            float *A = malloc(sizeof(float) * (size_t)(batch * M * K));
+            float *B = malloc(sizeof(float) * (size_t)(batch * K * N));
+            float *C = malloc(sizeof(float) * (size_t)(batch * M * N));
+            float *R = malloc(sizeof(float) * (size_t)(batch * M * N));
+            for (int64_t i = 0; i < batch * M * K; i++) A[i] = frand();
+            for (int64_t i = 0; i < batch * K * N; i++) B[i] = frand();
+            for (int64_t i = 0; i < batch * M * N; i++) C[i] = R[i] = frand();
+            kn_sgemm_batched(pool4, ta, tb, batch, M, N, K, 1.25f, A, ta ? M : K, sa, B, tb ? K : N, K * N,
+                             0.5f, C, N, M * N);
+            for (int64_t b = 0; b < batch; b++)
+                kn_sgemm_ref(ta, tb, M, N, K, 1.25f, A + b * sa, ta ? M : K, B + b * K * N, tb ? K : N, 0.5f,
+                             R + b * M * N, N);
+            for (int64_t i = 0; i < batch * M * N; i++)
+                ck_assert_msg(fabsf(C[i] - R[i]) <= 1e-4f, "batched bcast=%d t=%d [%lld]: %g vs %g", bcast, t, (long long)i, C[i], R[i]);
+            free(A); free(B); free(C); free(R);
+        }
+}
+END_TEST
+
+/* ---- op harness ---- */
+typedef struct { void *blocks[256]; int n; } scratch_list;
+static void *test_scratch(kn_exec_ctx *ctx, size_t bytes)
+{
+    scratch_list *s = ctx->scratch_state;
+    if (s->n >= 256) return NULL;
+    return s->blocks[s->n++] = calloc(1, bytes ? bytes : 1);
+}
+
+static kn_attr attr_i(const char *name, int64_t v) { kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_INT; a.i = v; return a; }
+static kn_attr attr_f(const char *name, float v) { kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_FLOAT; a.f = v; return a; }
+static kn_attr attr_s(const char *name, const char *v)
+{
+    kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_STRING; a.s = (char *)v; a.s_len = strlen(v); return a;
+}
+
+static kn_tensor *mk(kn_dtype t, int nd, const int64_t *dims)
+{
+    kn_tensor *x;
+    ck_assert_ptr_null(kn_tensor_new(t, nd, dims, &x));
+    for (int64_t i = 0; i < kn_numel(x); i++)
+        kn_set_f64(x, i, kn_dtype_is_int(t) ? (double)((int)((frand() + 1.0f) * 10.0f)) : frand());
+    return x;
+}
+
+static kn_status *run_op(int op, kn_attr *attrs, int n_attrs, kn_tensor **in, int n_in, kn_tensor **out, int n_out)
+{
+    kn_node node = {0};
+    node.name = (char *)"t";
+    node.op_type = (char *)kn_op_table[op].name;
+    node.domain = (char *)"";
+    node.op = op;
+    node.opset = 21;
+    node.n_attrs = n_attrs;
+    node.attrs = attrs;
+    kn_infer_fn infer = kn_op_infer(op);
+    for (int i = 0; i < n_out; i++) out[i] = calloc(1, sizeof(kn_tensor));
+    kn_infer_ctx ic = {&node, (const kn_tensor *const *)in, n_in, out, n_out};
+    kn_status *st = infer(&ic);
+    if (st) return st;
+    for (int i = 0; i < n_out; i++) ck_assert_ptr_null(kn_tensor_alloc_data(out[i]));
+    scratch_list sl = {0};
+    kn_exec_ctx ctx = {0};
+    ctx.pool = pool4;
+    ctx.scratch_alloc = test_scratch;
+    ctx.scratch_state = &sl;
+    kn_kernel_fn fns[] = {
+#define KN_OP(id, name, domain, inplace) kn_cpu_##id,
+#include "graph/ops.def"
+#undef KN_OP
+    };
+    st = fns[op](&ctx, &node, (const kn_tensor *const *)in, n_in, out, n_out);
+    for (int i = 0; i < sl.n; i++) free(sl.blocks[i]);
+    return st;
+}
+
+/* numpy matmul in double via index arithmetic, independent of the kernel's batching logic */
+static double matmul_ref(const kn_tensor *a, const kn_tensor *b, const kn_tensor *y, int64_t flat)
+{
+    int ya = a->ndim == 1 ? 0 : 1, yb = b->ndim == 1 ? 0 : 1;
+    int nb = y->ndim - ya - yb;
+    int64_t idx[KN_MAX_DIMS], rem = flat;
+    for (int d = y->ndim - 1; d >= 0; d--) { idx[d] = rem % y->dims[d]; rem /= y->dims[d]; }
+    int64_t i = ya ? idx[nb] : 0, j = yb ? idx[nb + ya] : 0, K = a->dims[a->ndim - 1];
+    int64_t oa = 0, ob = 0;
+    int abd = a->ndim - 2 > 0 ? a->ndim - 2 : 0, bbd = b->ndim - 2 > 0 ? b->ndim - 2 : 0;
+    for (int d = 0; d < abd; d++) oa = oa * a->dims[d] + (a->dims[d] == 1 ? 0 : idx[nb - abd + d]);
+    for (int d = 0; d < bbd; d++) ob = ob * b->dims[d] + (b->dims[d] == 1 ? 0 : idx[nb - bbd + d]);
+    int64_t M = a->ndim == 1 ? 1 : a->dims[a->ndim - 2], N = b->ndim == 1 ? 1 : b->dims[b->ndim - 1];
+    double s = 0;
+    for (int64_t k = 0; k < K; k++) s += kn_get_f64(a, (oa * M + i) * K + k) * kn_get_f64(b, (ob * K + k) * N + j);
+    return s;
+}
+
+START_TEST(test_matmul_op_broadcast_dtypes)
+{
+    static const struct { int na, nb; int64_t da[4], db[4]; } cases[] = {
+        {2, 2, {5, 7}, {7, 3}},       {1, 2, {7}, {7, 4}},          {2, 1, {3, 7}, {7}},
+        {1, 1, {6}, {6}},             {3, 2, {4, 5, 6}, {6, 9}},    {3, 3, {2, 5, 6}, {2, 6, 3}},
+        {4, 3, {2, 1, 3, 4}, {5, 4, 2}}, {2, 3, {3, 4}, {6, 4, 5}}, {3, 3, {1, 3, 4}, {5, 4, 0}},
+        {3, 2, {0, 3, 4}, {4, 5}},
+    };
+    static const kn_dtype dts[] = {KN_F32, KN_F64, KN_F16, KN_I32, KN_I64, KN_U32};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (size_t d = 0; d < sizeof dts / sizeof dts[0]; d++) {
+            kn_tensor *in[2] = {mk(dts[d], cases[c].na, cases[c].da), mk(dts[d], cases[c].nb, cases[c].db)}, *out[1];
+            kn_status *st = run_op(KN_OP_MatMul, NULL, 0, in, 2, out, 1);
+            ck_assert_msg(!st, "MatMul case %zu dtype %d: %s", c, dts[d], st ? kn_status_message(st) : "");
+            ck_assert_int_eq(out[0]->dtype, dts[d]);
+            double tol = dts[d] == KN_F16 ? 2e-2 : 1e-5;
+            for (int64_t i = 0; i < kn_numel(out[0]); i++) {
+                double r = matmul_ref(in[0], in[1], out[0], i), g = kn_get_f64(out[0], i);
+                ck_assert_msg(fabs(g - r) <= tol * (1 + fabs(r)), "MatMul case %zu dtype %d [%lld]: %g vs %g", c, dts[d], (long long)i, g, r);
+            }
+            kn_tensor_free(in[0]); kn_tensor_free(in[1]); kn_tensor_free(out[0]);
+        }
+    /* mismatched inner dims are an error, not a crash */
+    int64_t da[2] = {3, 4}, db[2] = {5, 2};
+    kn_tensor *in[2] = {mk(KN_F32, 2, da), mk(KN_F32, 2, db)}, *out[1];
+    kn_status *st = run_op(KN_OP_MatMul, NULL, 0, in, 2, out, 1);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_int_eq(kn_status_get_code(st), KN_ERR_INVALID_ARGUMENT);
+    kn_status_free(st);
+    kn_tensor_free(in[0]); kn_tensor_free(in[1]); kn_tensor_free(out[0]);
+}
+END_TEST
+
+START_TEST(test_gemm_op_trans_bias)
+{
+    const int64_t M = 7, N = 5, K = 9;
+    static const int64_t cshapes[][3] = {{0}, {1, 1}, {1, 5}, {2, 7, 1}, {2, 1, 5}, {2, 7, 5}, {2, 1, 1}};
+    for (int t = 0; t < 4; t++)
+        for (int cs = 0; cs < 7; cs++) {
+            bool ta = t & 1, tb = t & 2;
+            int64_t da[2] = {ta ? K : M, ta ? M : K}, db[2] = {tb ? N : K, tb ? K : N};
+            kn_tensor *in[3] = {mk(KN_F32, 2, da), mk(KN_F32, 2, db), NULL}, *out[1];
+            if (cs) in[2] = mk(KN_F32, (int)cshapes[cs][0], cshapes[cs] + 1);
+            kn_attr at[4] = {attr_i("transA", ta), attr_i("transB", tb), attr_f("alpha", 0.5f), attr_f("beta", -2.0f)};
+            kn_status *st = run_op(KN_OP_Gemm, at, 4, in, cs ? 3 : 2, out, 1);
+            ck_assert_msg(!st, "Gemm: %s", st ? kn_status_message(st) : "");
+            for (int64_t i = 0; i < M; i++)
+                for (int64_t j = 0; j < N; j++) {
+                    double s = 0;
+                    for (int64_t k = 0; k < K; k++)
+                        s += kn_get_f64(in[0], ta ? k * M + i : i * K + k) * kn_get_f64(in[1], tb ? j * K + k : k * N + j);
+                    s *= 0.5;
+                    if (in[2]) {
+                        const kn_tensor *c = in[2];
+                        int64_t cr = c->ndim == 2 ? c->dims[0] : 1, cc = c->ndim >= 1 ? c->dims[c->ndim - 1] : 1;
+                        s += -2.0 * kn_get_f64(c, (cr == 1 ? 0 : i) * cc + (cc == 1 ? 0 : j));
+                    }
+                    double g = kn_get_f64(out[0], i * N + j);
+                    ck_assert_msg(fabs(g - s) < 1e-5, "Gemm t=%d cs=%d (%lld,%lld): %g vs %g", t, cs, (long long)i, (long long)j, g, s);
+                }
+            for (int i = 0; i < 3; i++) if (in[i]) kn_tensor_free(in[i]);
+            kn_tensor_free(out[0]);
+        }
+}
+END_TEST
+
+START_TEST(test_einsum_det)
+{
+    /* "bij,bjk->bik" against the matmul reference; a trace; an implicit-output transpose. */
+    int64_t da[3] = {2, 3, 4}, db[3] = {2, 4, 5};
+    kn_tensor *in[2] = {mk(KN_F32, 3, da), mk(KN_F32, 3, db)}, *out[1];
+    kn_attr at = attr_s("equation", "bij, bjk -> bik");
+    ck_assert_ptr_null(run_op(KN_OP_Einsum, &at, 1, in, 2, out, 1));
+    ck_assert_int_eq(out[0]->ndim, 3);
+    for (int64_t i = 0; i < kn_numel(out[0]); i++)
+        ck_assert(fabs(kn_get_f64(out[0], i) - matmul_ref(in[0], in[1], out[0], i)) < 1e-5);
+    kn_tensor_free(out[0]);
+    kn_tensor_free(in[1]);
+
+    int64_t ds[2] = {4, 4};
+    kn_tensor *sq = mk(KN_F64, 2, ds);
+    at = attr_s("equation", "ii");
+    ck_assert_ptr_null(run_op(KN_OP_Einsum, &at, 1, &sq, 1, out, 1));
+    ck_assert_int_eq(out[0]->ndim, 0);
+    double tr = 0;
+    for (int i = 0; i < 4; i++) tr += kn_get_f64(sq, i * 5);
+    ck_assert(fabs(kn_get_f64(out[0], 0) - tr) < 1e-12);
+    kn_tensor_free(out[0]);
+
+    at = attr_s("equation", "...ji");
+    ck_assert_ptr_null(run_op(KN_OP_Einsum, &at, 1, in, 1, out, 1));
+    ck_assert_int_eq(out[0]->ndim, 3);
+    ck_assert_int_eq(out[0]->dims[1], 4);
+    ck_assert_int_eq(out[0]->dims[2], 3);
+    for (int64_t b = 0; b < 2; b++)
+        for (int64_t i = 0; i < 4; i++)
+            for (int64_t j = 0; j < 3; j++)
+                ck_assert(kn_get_f64(out[0], (b * 4 + i) * 3 + j) == kn_get_f64(in[0], (b * 3 + j) * 4 + i));
+    kn_tensor_free(out[0]);
+    kn_tensor_free(in[0]);
+
+    /* det of a known matrix, and of a singular one */
+    double vals[9] = {2, -1, 0, -1, 2, -1, 0, -1, 2};
+    int64_t d3[2] = {3, 3};
+    kn_tensor *m = mk(KN_F32, 2, d3);
+    for (int i = 0; i < 9; i++) kn_set_f64(m, i, vals[i]);
+    ck_assert_ptr_null(run_op(KN_OP_Det, NULL, 0, &m, 1, out, 1));
+    ck_assert(fabs(kn_get_f64(out[0], 0) - 4.0) < 1e-5);
+    kn_tensor_free(out[0]);
+    for (int i = 0; i < 3; i++) kn_set_f64(m, 6 + i, kn_get_f64(m, i) + kn_get_f64(m, 3 + i));
+    ck_assert_ptr_null(run_op(KN_OP_Det, NULL, 0, &m, 1, out, 1));
+    ck_assert(fabs(kn_get_f64(out[0], 0)) < 1e-5);
+    kn_tensor_free(out[0]);
+    kn_tensor_free(m);
+    kn_tensor_free(sq);
+
+    /* a label with two sizes is an error */
+    int64_t e1[2] = {3, 4}, e2[2] = {5, 2};
+    kn_tensor *bad[2] = {mk(KN_F32, 2, e1), mk(KN_F32, 2, e2)};
+    at = attr_s("equation", "ij,jk->ik");
+    kn_status *st = run_op(KN_OP_Einsum, &at, 1, bad, 2, out, 1);
+    ck_assert_ptr_nonnull(st);
+    kn_status_free(st);
+    kn_tensor_free(out[0]);
+    kn_tensor_free(bad[0]); kn_tensor_free(bad[1]);
+}
+END_TEST
+
+static void pool_setup(void) { pool4 = kn_threadpool_create(4); }
+static void pool_teardown(void) { kn_threadpool_free(pool4); pool4 = NULL; }
+
+static Suite *gemm_suite(void)
+{
+    Suite *s = suite_create("gemm");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 300);
+    /* checked fixture: the pool is made in the forked test process, where its threads live */
+    tcase_add_checked_fixture(tc, pool_setup, pool_teardown);
+    tcase_add_test(tc, test_sgemm_shapes_all_isas);
+    tcase_add_test(tc, test_sgemm_alpha_beta_ld);
+    tcase_add_test(tc, test_sgemm_threaded);
+    tcase_add_test(tc, test_sgemm_batched);
+    tcase_add_test(tc, test_matmul_op_broadcast_dtypes);
+    tcase_add_test(tc, test_gemm_op_trans_bias);
+    tcase_add_test(tc, test_einsum_det);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(gemm_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
