@@ -81,10 +81,15 @@ kn_status *kn_infer_PRelu(kn_infer_ctx *c) {
     KN_TRY(ie_input(c, 0));
     KN_TRY(ie_input(c, 1));
     KN_TRY(ie_same_dtype(c, c->in[0], c->in[1]));
+    const kn_tensor *x = c->in[0], *slope = c->in[1];
+    /* PRelu-6 takes a 1-D slope along the channel axis (see kn_cpu_PRelu) */
+    if (c->node->opset > 0 && c->node->opset < 7 && slope->ndim == 1 && x->ndim >= 2 && slope->dims[0] == x->dims[1]) {
+        ie_set(c, x->dtype, x);
+        return NULL;
+    }
     kn_tensor shape = {0};
-    kn_status *st = kn_broadcast_shape(c->in[0], c->in[1], &shape);
+    kn_status *st = kn_broadcast_shape(x, slope, &shape);
     if (st) return kn_error_wrap(st, "PRelu: ");
-    const kn_tensor *x = c->in[0];
     if (x->ndim >= 0 && shape.ndim >= 0) {
         bool ok = shape.ndim == x->ndim;
         for (int i = 0; ok && i < x->ndim; i++)
@@ -92,7 +97,7 @@ kn_status *kn_infer_PRelu(kn_infer_ctx *c) {
         if (!ok) {
             char ba[KN_DESC_LEN], bb[KN_DESC_LEN];
             return kn_error(KN_ERR_INVALID_ARGUMENT, "PRelu: slope %s does not broadcast to X %s",
-                            kn_tensor_desc(c->in[1], bb, sizeof bb), kn_tensor_desc(x, ba, sizeof ba));
+                            kn_tensor_desc(slope, bb, sizeof bb), kn_tensor_desc(x, ba, sizeof ba));
         }
     }
     ie_set(c, x->dtype, x);
@@ -167,11 +172,20 @@ static kn_status *ie_to_attr(kn_infer_ctx *c) {
 
 kn_status *kn_infer_Cast(kn_infer_ctx *c) { return ie_to_attr(c); }
 
+/* Bits per element as ONNX defines them (sub-byte types are one element per byte in memory). */
+static int ie_bits(kn_dtype t) {
+    switch (t) {
+    case KN_U4: case KN_I4: case KN_F4E2M1: return 4;
+    case KN_U2: case KN_I2: return 2;
+    default: return (int)kn_dtype_size(t) * 8;
+    }
+}
+
 kn_status *kn_infer_BitCast(kn_infer_ctx *c) {
     KN_TRY(ie_to_attr(c));
     kn_dtype from = c->in[0]->dtype, to = c->out[0] ? c->out[0]->dtype : KN_UNDEFINED;
     if (from != KN_UNDEFINED && to != KN_UNDEFINED &&
-        (from == KN_STRING || to == KN_STRING || kn_dtype_size(from) != kn_dtype_size(to)))
+        (from == KN_STRING || to == KN_STRING || ie_bits(from) != ie_bits(to)))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "BitCast: %s and %s differ in bit width", kn_dtype_name(from), kn_dtype_name(to));
     return NULL;
 }

@@ -435,7 +435,7 @@ kn_status *kn_infer_Concat(kn_infer_ctx *c)
         if (c->in[i] && c->in[i]->ndim >= 0) rank = c->in[i]->ndim;
     if (rank < 0) { set_unknown(c, 0, x->dtype); return NULL; }
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(c->node, "axis", 0), rank, c->node, &axis));
+    KN_TRY(kn_norm_axis(kn_attr_int(c->node, "axis", c->node->opset < 4 ? 1 : 0), rank, c->node, &axis));
     int64_t d[MAXR];
     for (int k = 0; k < rank; k++) d[k] = k == axis ? 0 : -1;
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
@@ -470,7 +470,8 @@ kn_status *kn_shapeops_split_sizes(const kn_node *node, const kn_tensor *const *
     int64_t dim = x->ndim > axis ? x->dims[axis] : -1;
     int64_t sp[256], ns = -1;
     KN_CHECK(n_out >= 1 && n_out <= 256, KN_ERR_UNSUPPORTED, "Split: %d outputs", n_out);
-    if (node->opset >= 13) {
+    /* split is an input from opset 13 on (and an optional input in Split-1) */
+    if (node->opset >= 13 || (node->opset < 2 && n_in > 1 && in[1])) {
         const kn_tensor *s = n_in > 1 ? in[1] : NULL;
         if (s) {
             if (!has_value(s)) { for (int i = 0; i < n_out; i++) sizes[i] = -1; return NULL; }

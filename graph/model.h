@@ -24,5 +24,8 @@ void kn_model_release(struct kn_model *m);
 kn_status *kn_tensor_proto_read(const void *buf, size_t len, kn_tensor **out, char **name);
 kn_status *kn_tensor_proto_read_file(const char *path, kn_tensor **out, char **name);
 kn_status *kn_tensor_proto_write_file(const char *path, const kn_tensor *t, const char *name);
+/* A test-data value of the given kind (kn_tensor_kind): TensorProto, SequenceProto or
+ * OptionalProto (an optional that holds nothing reads as kind NONE). graph/value_proto.c */
+kn_status *kn_value_proto_read_file(const char *path, int kind, kn_tensor **out, char **name);
 
 #endif

@@ -192,7 +192,10 @@ static int kn_opset_for(const kn_loader *L, const kn_fcall *fn, const char *doma
     const char *d = kn_dom(domain);
     if (fn)
         for (size_t i = 0; i < fn->fp->n_opset_import; i++)
-            if (strcmp(kn_dom(fn->fp->opset_import[i]->domain), d) == 0) return (int)fn->fp->opset_import[i]->version;
+            if (strcmp(kn_dom(fn->fp->opset_import[i]->domain), d) == 0) {
+                int64_t v = fn->fp->opset_import[i]->version;
+                return v > 0 && v <= INT_MAX ? (int)v : 0;
+            }
     for (size_t i = 0; i < L->n_ops; i++)
         if (strcmp(L->op_domains[i], d) == 0) return (int)L->op_versions[i];
     return 0;

@@ -14,6 +14,7 @@ bool kn_op_is_volatile(int op) {
     switch (op) {
     case KN_OP_RandomUniform: case KN_OP_RandomUniformLike: case KN_OP_RandomNormal:
     case KN_OP_RandomNormalLike: case KN_OP_Bernoulli: case KN_OP_If: case KN_OP_Loop: case KN_OP_Scan:
+    case KN_OP_SequenceMap:
         return true;
     default:
         return false;
@@ -137,7 +138,7 @@ kn_status *kn_node_eval_host(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor
     }
     if (!st) st = kn_call_kernel(ctx, n, in, n_in, out, n_out);
     for (int i = 0; !st && i < n_out; i++)
-        if (out[i] && (out[i]->ndim < 0 || (!out[i]->data && kn_numel(out[i]) != 0)))
+        if (out[i] && out[i]->kind == KN_KIND_TENSOR && (out[i]->ndim < 0 || (!out[i]->data && kn_numel(out[i]) != 0)))
             st = kn_error(KN_ERR_RUNTIME, "output %d was not produced", i);
     if (st) {
         for (int i = 0; i < n_out; i++) if (out[i]) kn_tensor_release(out[i]);

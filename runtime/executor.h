@@ -69,6 +69,9 @@ kn_status *kn_run_planned(kn_run *run, const kn_plan *plan, const kn_tensor *inp
 kn_status *kn_run_subgraph(kn_exec_ctx *ctx, const kn_graph *sub, const kn_tensor *const *inputs, int n_inputs,
                            kn_tensor *outs);
 void kn_run_release(kn_run *run);
+/* Run a session with inputs already as tensors in graph input order (sequences and empty
+ * optionals allowed, for the conformance runner); outs[k] receives an owned copy of graph output k. */
+kn_status *kn_session_run_values(kn_session *s, const kn_tensor *inputs, kn_tensor *outs);
 /* Ops that must never run before the actual run (random numbers, control flow). */
 bool kn_op_is_volatile(int op);
 

@@ -185,16 +185,16 @@ static kn_status *kn_session_get_plan(kn_session *s, const kn_tensor *bound, kn_
     int64_t key[1 + 64 * (KN_MAX_DIMS + 2)];
     int64_t *dyn_key = NULL, *k = key;
     int need = 0;
-    for (int i = 0; i < s->g->n_inputs; i++) need += 2 + bound[i].ndim;
+    for (int i = 0; i < s->g->n_inputs; i++) need += 2 + (bound[i].ndim > 0 ? bound[i].ndim : 0);
     if (need > (int)(sizeof key / sizeof key[0])) {
         dyn_key = malloc(sizeof(int64_t) * (size_t)need);
         if (!dyn_key) return KN_OOM(0);
         k = dyn_key;
     }
     for (int i = 0; i < s->g->n_inputs; i++) {
-        k[len++] = bound[i].dtype;
+        k[len++] = bound[i].dtype + 1000 * (int64_t)bound[i].kind;
         k[len++] = bound[i].ndim;
-        for (int d = 0; d < bound[i].ndim; d++) k[len++] = bound[i].dims[d];
+        for (int d = 0; d < bound[i].ndim && bound[i].kind == KN_KIND_TENSOR; d++) k[len++] = bound[i].dims[d];
     }
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < s->n_plans; i++)
@@ -295,6 +295,53 @@ static kn_status *kn_copy_output(const kn_tensor *src, kn_named_tensor *dst) {
     return NULL;
 }
 
+/* Plan, arena and run for bound inputs (graph order); take() reads outputs while the run lives. */
+typedef kn_status *(*kn_take_fn)(void *ctx, const kn_graph *g, kn_run *run);
+
+static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, kn_take_fn take, void *take_ctx) {
+    const kn_graph *g = s->g;
+    kn_plan *plan = NULL;
+    KN_TRY(kn_session_get_plan(s, bound, &plan));
+    kn_status *st = NULL;
+    void *arena = kn_session_get_arena(s, plan->arena_bytes);
+    if (!arena) {
+        arena = s->be->alloc(s->be, plan->arena_bytes);
+        if (!arena) st = kn_error(KN_ERR_OUT_OF_MEMORY, "could not allocate the %zu-byte activation arena", plan->arena_bytes);
+    }
+    kn_scratch scratch = {0};
+    kn_run run = {.g = g, .gi = &s->gi};
+    if (!st) {
+        run.ctx = (kn_exec_ctx){.pool = s->pool, .backend = s->be, .run = &run, .scratch_alloc = kn_scratch_alloc_impl,
+                                .scratch_state = &scratch, .seed = 0x9e3779b97f4a7c15ull * (atomic_fetch_add(&s->runs, 1) + 1)};
+        run.vals = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(kn_tensor));
+        run.state = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
+        if (!run.vals || !run.state) st = KN_OOM(0);
+    }
+    if (!st) st = kn_run_planned(&run, plan, bound, arena);
+    if (!st) st = take(take_ctx, g, &run);
+    if (run.vals) kn_run_release(&run);
+    else free(run.state);
+    kn_scratch_release(&scratch);
+    /* the arena may be larger than this plan needs; it is pooled under the size it was made for */
+    if (arena) kn_session_put_arena(s, arena, plan->arena_bytes);
+    kn_session_put_plan(s, plan);
+    return st;
+}
+
+typedef struct { kn_named_tensor *outputs; int n_outputs; const int *vals; } kn_take_named;
+
+static kn_status *kn_take_named_outputs(void *ctx, const kn_graph *g, kn_run *run) {
+    kn_take_named *t = ctx;
+    for (int i = 0; i < t->n_outputs; i++) {
+        int v = t->vals[i];
+        if (run->state[v] == KN_VS_ABSENT) return kn_error(KN_ERR_RUNTIME, "output '%s' was not computed", g->values[v].name);
+        if (run->vals[v].kind != KN_KIND_TENSOR)
+            return kn_error(KN_ERR_UNSUPPORTED, "output '%s' is a sequence or optional, which kn_session_run cannot return", g->values[v].name);
+        KN_TRY(kn_copy_output(&run->vals[v], &t->outputs[i]));
+    }
+    return NULL;
+}
+
 kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_inputs,
                           kn_named_tensor *outputs, int n_outputs) {
     KN_CHECK(s, KN_ERR_INVALID_ARGUMENT, "kn_session_run: session is NULL");
@@ -315,41 +362,42 @@ kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_in
             else out_vals[i] = g->outputs[k];
         }
     }
-    if (st) { free(bound); free(out_vals); return st; }
-
-    kn_plan *plan = NULL;
-    st = kn_session_get_plan(s, bound, &plan);
-    if (st) { free(bound); free(out_vals); return st; }
-    void *arena = kn_session_get_arena(s, plan->arena_bytes);
-    size_t arena_size = plan->arena_bytes;
-    if (!arena) {
-        arena = s->be->alloc(s->be, plan->arena_bytes);
-        if (!arena) st = kn_error(KN_ERR_OUT_OF_MEMORY, "could not allocate the %zu-byte activation arena", plan->arena_bytes);
-    } else {
-        arena_size = plan->arena_bytes; /* real capacity may be larger; keep the recorded one conservative */
-    }
-    kn_scratch scratch = {0};
-    kn_run run = {.g = g, .gi = &s->gi};
-    if (!st) {
-        run.ctx = (kn_exec_ctx){.pool = s->pool, .backend = s->be, .run = &run, .scratch_alloc = kn_scratch_alloc_impl,
-                                .scratch_state = &scratch, .seed = 0x9e3779b97f4a7c15ull * (atomic_fetch_add(&s->runs, 1) + 1)};
-        run.vals = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(kn_tensor));
-        run.state = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
-        if (!run.vals || !run.state) st = KN_OOM(0);
-    }
-    if (!st) st = kn_run_planned(&run, plan, bound, arena);
-    for (int i = 0; !st && i < n_outputs; i++) {
-        int v = out_vals[i];
-        if (run.state[v] == KN_VS_ABSENT) st = kn_error(KN_ERR_RUNTIME, "output '%s' was not computed", g->values[v].name);
-        else st = kn_copy_output(&run.vals[v], &outputs[i]);
-    }
-    if (run.vals) kn_run_release(&run);
-    else { free(run.state); }
-    kn_scratch_release(&scratch);
-    if (arena) kn_session_put_arena(s, arena, arena_size);
-    kn_session_put_plan(s, plan);
+    kn_take_named take = {outputs, n_outputs, out_vals};
+    if (!st) st = kn_session_exec(s, bound, kn_take_named_outputs, &take);
     free(bound);
     free(out_vals);
+    return st;
+}
+
+static kn_status *kn_take_all_values(void *ctx, const kn_graph *g, kn_run *run) {
+    kn_tensor *outs = ctx;
+    for (int k = 0; k < g->n_outputs; k++) {
+        int v = g->outputs[k];
+        if (run->state[v] == KN_VS_ABSENT) return kn_error(KN_ERR_RUNTIME, "output '%s' was not computed", g->values[v].name);
+        kn_tensor *c = NULL;
+        KN_TRY(kn_tensor_clone(&run->vals[v], &c));
+        outs[k] = *c;
+        free(c);
+    }
+    return NULL;
+}
+
+kn_status *kn_session_run_values(kn_session *s, const kn_tensor *inputs, kn_tensor *outs) {
+    const kn_graph *g = s->g;
+    for (int k = 0; k < g->n_outputs; k++) memset(&outs[k], 0, sizeof outs[k]);
+    for (int k = 0; k < g->n_inputs; k++) {
+        const kn_value *decl = &g->values[g->inputs[k]];
+        const kn_tensor *t = &inputs[k];
+        bool want_seq = decl->kind == KN_VAL_SEQUENCE || (decl->kind == KN_VAL_OPTIONAL && decl->elem_kind == KN_VAL_SEQUENCE);
+        if (t->kind == KN_KIND_SEQUENCE && !want_seq)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s' is a sequence, the model expects a tensor", decl->name);
+        if (t->kind == KN_KIND_NONE && decl->kind != KN_VAL_OPTIONAL)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s' is an empty optional, the model expects a value", decl->name);
+        if (t->kind == KN_KIND_TENSOR && decl->type.dtype && t->dtype != decl->type.dtype)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s': expected %s, got %s", decl->name, kn_dtype_name(decl->type.dtype), kn_dtype_name(t->dtype));
+    }
+    kn_status *st = kn_session_exec(s, inputs, kn_take_all_values, outs);
+    if (st) for (int k = 0; k < g->n_outputs; k++) kn_tensor_release(&outs[k]);
     return st;
 }
 

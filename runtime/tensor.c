@@ -64,8 +64,45 @@ kn_status *kn_tensor_new(kn_dtype dtype, int ndim, const int64_t *dims, kn_tenso
     return NULL;
 }
 
+kn_status *kn_seq_init(kn_tensor *t, kn_dtype dtype) {
+    memset(t, 0, sizeof *t);
+    kn_seq *q = calloc(1, sizeof *q);
+    if (!q) return KN_OOM(sizeof *q);
+    t->kind = KN_KIND_SEQUENCE;
+    t->dtype = dtype;
+    t->data = q;
+    t->owns = true;
+    return NULL;
+}
+
+kn_status *kn_seq_insert(kn_tensor *seq, int64_t pos, kn_tensor *item) {
+    kn_seq *q = seq->data;
+    KN_CHECK(seq->kind == KN_KIND_SEQUENCE && q, KN_ERR_INVALID_ARGUMENT, "not a sequence");
+    KN_CHECK(pos >= 0 && pos <= q->n, KN_ERR_INVALID_ARGUMENT, "sequence position %lld out of range [0, %lld]", (long long)pos, (long long)q->n);
+    if (q->n == q->cap) {
+        int64_t cap = q->cap ? q->cap * 2 : 8;
+        kn_tensor **v = realloc(q->items, sizeof(kn_tensor *) * (size_t)cap);
+        if (!v) return KN_OOM(0);
+        q->items = v;
+        q->cap = cap;
+    }
+    memmove(q->items + pos + 1, q->items + pos, sizeof(kn_tensor *) * (size_t)(q->n - pos));
+    q->items[pos] = item;
+    q->n++;
+    return NULL;
+}
+
 void kn_tensor_release(kn_tensor *t) {
     if (!t || !t->owns || !t->data) return;
+    if (t->kind == KN_KIND_SEQUENCE) {
+        kn_seq *q = t->data;
+        for (int64_t i = 0; i < q->n; i++) kn_tensor_free(q->items[i]);
+        free(q->items);
+        free(q);
+        t->data = NULL;
+        t->owns = false;
+        return;
+    }
     if (t->dtype == KN_STRING && t->device == KN_DEVICE_CPU) {
         int64_t n = kn_numel(t);
         char **s = t->data;
@@ -83,6 +120,26 @@ void kn_tensor_free(kn_tensor *t) {
 }
 
 kn_status *kn_tensor_clone(const kn_tensor *t, kn_tensor **out) {
+    if (t->kind != KN_KIND_TENSOR) {
+        kn_tensor *c = calloc(1, sizeof *c);
+        if (!c) return KN_OOM(sizeof *c);
+        *c = *t;
+        c->data = NULL;
+        c->owns = false;
+        if (t->kind == KN_KIND_SEQUENCE) {
+            kn_status *st = kn_seq_init(c, t->dtype);
+            const kn_seq *q = t->data;
+            for (int64_t i = 0; !st && q && i < q->n; i++) {
+                kn_tensor *item = NULL;
+                st = kn_tensor_clone(q->items[i], &item);
+                if (!st) st = kn_seq_insert(c, i, item);
+                if (st) kn_tensor_free(item);
+            }
+            if (st) { kn_tensor_free(c); return st; }
+        }
+        *out = c;
+        return NULL;
+    }
     KN_TRY(kn_tensor_new(t->dtype, t->ndim, t->dims, out));
     int64_t n = kn_numel(t);
     if (!t->data || n == 0) return NULL;
@@ -100,6 +157,11 @@ kn_status *kn_tensor_clone(const kn_tensor *t, kn_tensor **out) {
 
 const char *kn_tensor_desc(const kn_tensor *t, char *buf, size_t n) {
     if (!t) { snprintf(buf, n, "(none)"); return buf; }
+    if (t->kind == KN_KIND_NONE) { snprintf(buf, n, "optional<%s>(empty)", kn_dtype_name(t->dtype)); return buf; }
+    if (t->kind == KN_KIND_SEQUENCE) {
+        snprintf(buf, n, "sequence<%s>(%lld)", kn_dtype_name(t->dtype), t->data ? (long long)((const kn_seq *)t->data)->n : 0LL);
+        return buf;
+    }
     size_t off = (size_t)snprintf(buf, n, "%s", kn_dtype_name(t->dtype));
     if (t->ndim < 0) { snprintf(buf + (off < n ? off : n), off < n ? n - off : 0, "[?rank]"); return buf; }
     if (off < n) off += (size_t)snprintf(buf + off, n - off, "[");
@@ -118,7 +180,7 @@ double kn_get_f64(const kn_tensor *t, int64_t i) {
     case KN_F64: return ((const double *)p)[i];
     case KN_F16: return kn_f16_to_f32(((const uint16_t *)p)[i]);
     case KN_BF16: return kn_bf16_to_f32(((const uint16_t *)p)[i]);
-    case KN_F8E4M3FN: case KN_F8E4M3FNUZ: case KN_F8E5M2: case KN_F8E5M2FNUZ:
+    case KN_F8E4M3FN: case KN_F8E4M3FNUZ: case KN_F8E5M2: case KN_F8E5M2FNUZ: case KN_F8E8M0:
         return kn_f8_to_f32(((const uint8_t *)p)[i], t->dtype);
     case KN_F4E2M1: return kn_f4e2m1_to_f32(((const uint8_t *)p)[i]);
     case KN_U64: return (double)((const uint64_t *)p)[i];
@@ -148,7 +210,7 @@ void kn_set_f64(kn_tensor *t, int64_t i, double v) {
     case KN_F64: ((double *)p)[i] = v; break;
     case KN_F16: ((uint16_t *)p)[i] = kn_f32_to_f16((float)v); break;
     case KN_BF16: ((uint16_t *)p)[i] = kn_f32_to_bf16((float)v); break;
-    case KN_F8E4M3FN: case KN_F8E4M3FNUZ: case KN_F8E5M2: case KN_F8E5M2FNUZ:
+    case KN_F8E4M3FN: case KN_F8E4M3FNUZ: case KN_F8E5M2: case KN_F8E5M2FNUZ: case KN_F8E8M0:
         ((uint8_t *)p)[i] = kn_f32_to_f8((float)v, t->dtype, true); break;
     case KN_F4E2M1: ((uint8_t *)p)[i] = kn_f32_to_f4e2m1((float)v); break;
     case KN_BOOL: ((uint8_t *)p)[i] = v != 0; break;

@@ -1,7 +1,10 @@
 /* The one tensor struct of the runtime: dtype, shape, data pointer, device. Always dense and
  * row-major; views are made by copying, which keeps every kernel's indexing simple. Sub-byte
  * types (int4, uint4, float4, int2, uint2) hold one element per byte in memory and are packed
- * only in TensorProto files. String tensors hold char* elements, each malloc'd. */
+ * only in TensorProto files. String tensors hold char* elements, each malloc'd.
+ * The same struct carries the two non-tensor values of ONNX: a sequence (kind SEQUENCE, data a
+ * kn_seq, dtype its element type) and an empty optional (kind NONE, no data). An optional that
+ * holds a value is simply that value. */
 #ifndef KN_TENSOR_H
 #define KN_TENSOR_H
 #include "kiln.h"
@@ -10,6 +13,8 @@
 #include <stdint.h>
 #include <stddef.h>
 
+typedef enum kn_tensor_kind { KN_KIND_TENSOR = 0, KN_KIND_SEQUENCE = 1, KN_KIND_NONE = 2 } kn_tensor_kind;
+
 typedef struct kn_tensor {
     kn_dtype dtype;
     int ndim;                   /* -1: rank unknown (static inference only) */
@@ -17,7 +22,18 @@ typedef struct kn_tensor {
     void *data;                 /* NULL: not materialised */
     kn_device_kind device;
     bool owns;                  /* data (and string elements) are freed with the tensor */
+    kn_tensor_kind kind;
 } kn_tensor;
+
+/* A sequence value: items owned by the sequence. */
+typedef struct kn_seq {
+    int64_t n, cap;
+    struct kn_tensor **items;
+} kn_seq;
+/* Make t an empty owned sequence of element type dtype. */
+kn_status *kn_seq_init(kn_tensor *t, kn_dtype dtype);
+/* Insert item (ownership taken) at position pos (pos == n appends). */
+kn_status *kn_seq_insert(kn_tensor *seq, int64_t pos, kn_tensor *item);
 
 int64_t kn_numel(const kn_tensor *t);               /* -1 if any dim unknown */
 size_t kn_nbytes(const kn_tensor *t);                /* numel * element size */

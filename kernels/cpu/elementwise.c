@@ -716,8 +716,6 @@ static kn_status *ew_binary(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
             return kn_error(KN_ERR_INVALID_MODEL, "BitShift: direction must be LEFT or RIGHT, got '%s'", d);
     }
     if (op == KN_OP_SwiGLU) alpha = kn_attr_float(node, "alpha", 1.0f);
-    if (op == KN_OP_Mod && !iattr && ew_class_of(in[0]->dtype) == EW_FLOAT && node->opset < 10)
-        return kn_error(KN_ERR_INVALID_MODEL, "Mod: float inputs need fmod=1");
     return ew_binary_apply(ctx, node, op, in[0], in[1], out[0], iattr, alpha);
 }
 
@@ -727,9 +725,30 @@ static kn_status *ew_binary(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
         return ew_binary(ctx, node, in, n_in, out, n_out, KN_OP_##ID); \
     }
 EW_BINARY(Add) EW_BINARY(Sub) EW_BINARY(Mul) EW_BINARY(Div) EW_BINARY(Pow) EW_BINARY(Mod)
-EW_BINARY(PRelu) EW_BINARY(BitShift) EW_BINARY(BitwiseAnd) EW_BINARY(BitwiseOr) EW_BINARY(BitwiseXor)
+EW_BINARY(BitShift) EW_BINARY(BitwiseAnd) EW_BINARY(BitwiseOr) EW_BINARY(BitwiseXor)
 EW_BINARY(And) EW_BINARY(Or) EW_BINARY(Xor) EW_BINARY(Equal) EW_BINARY(Greater) EW_BINARY(GreaterOrEqual)
 EW_BINARY(Less) EW_BINARY(LessOrEqual) EW_BINARY(SwiGLU)
+
+/* PRelu before opset 7 applies a 1-D slope along the channel axis (1), which PyTorch exports rely
+ * on; the slope is viewed as [C, 1, ..., 1] so ordinary broadcasting does the rest. */
+kn_status *kn_cpu_PRelu(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                        kn_tensor *const *out, int n_out) {
+    KN_TRY(ew_need_input(node, in, n_in, 0));
+    KN_TRY(ew_need_input(node, in, n_in, 1));
+    if (n_out < 1 || !out[0]) return NULL;
+    const kn_tensor *x = in[0], *slope = in[1];
+    kn_tensor view;
+    if (node->opset > 0 && node->opset < 7 && slope->ndim == 1 && x->ndim >= 2 && slope->dims[0] == x->dims[1] &&
+        x->ndim - 1 <= KN_MAX_DIMS) {
+        view = *slope;
+        view.owns = false;
+        view.ndim = x->ndim - 1;
+        view.dims[0] = slope->dims[0];
+        for (int i = 1; i < view.ndim; i++) view.dims[i] = 1;
+        slope = &view;
+    }
+    return ew_binary_apply(ctx, node, KN_OP_PRelu, x, slope, out[0], 0, 0);
+}
 
 /* ------------------------------------------------------------------ variadic Max Min Sum Mean */
 
@@ -837,7 +856,10 @@ kn_status *kn_cpu_Clip(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     ew_class c = ew_class_of(x->dtype);
     if (c != EW_FLOAT && c != EW_SINT && c != EW_UINT) return kn_err_dtype(node, x);
     ew_clip_job j = {x, out[0], -INFINITY, INFINITY, INT64_MIN, INT64_MAX, 0, UINT64_MAX};
-    if (node->opset < 11) {
+    /* Clip-6 carries the bounds as attributes, Clip-11+ as optional scalar inputs */
+    bool attr_bounds = (node->opset > 0 && node->opset < 11) ||
+                       (n_in < 2 && (kn_node_attr(node, "min") || kn_node_attr(node, "max")));
+    if (attr_bounds) {
         j.lo = kn_attr_float(node, "min", -3.402823466e+38f);
         j.hi = kn_attr_float(node, "max", 3.402823466e+38f);
     } else {

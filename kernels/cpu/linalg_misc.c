@@ -252,35 +252,54 @@ static kn_status *zero_points(const char *op, const kn_tensor *zp, int64_t n, co
 
 static bool is_8bit(kn_dtype t) { return t == KN_U8 || t == KN_I8; }
 
+/* Per-matrix zero points: a scalar, one per row of A (per column of B), or one per row of every
+ * stored matrix ([..., M, 1] for A, [..., 1, N] for B). */
+static kn_status *zp_table(kn_exec_ctx *ctx, const char *op, const kn_tensor *zp, int64_t per, int64_t mats,
+                           const char *what, int64_t **out, int64_t *mat_stride)
+{
+    char bz[KN_DESC_LEN];
+    int64_t cnt = zp ? kn_numel(zp) : 1;
+    if (cnt != 1 && cnt != per && cnt != per * mats)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s %s must be a scalar or have %lld (or %lld) values", op, what,
+                        DESC(zp, bz), (long long)per, (long long)(per * mats));
+    int64_t *v = kn_scratch_alloc(ctx, sizeof(int64_t) * (size_t)(per * (cnt == per * mats ? mats : 1) + 1));
+    if (!v) return KN_OOM(cnt);
+    int64_t n = per * (cnt == per * mats ? mats : 1);
+    for (int64_t i = 0; i < n; i++) v[i] = zp ? kn_get_i64(zp, cnt == 1 ? 0 : cnt == per ? i % per : i) : 0;
+    *out = v;
+    *mat_stride = cnt == per * mats && mats > 1 ? per : 0;
+    return NULL;
+}
+
 /* acc[b][i][j] = sum_k (A - azp[i]) * (B - bzp[j]) over the numpy matmul batch, in int64. */
 static kn_status *int_matmul(kn_exec_ctx *ctx, const char *op, const mm_geom *g, const kn_tensor *a,
                              const kn_tensor *b, const kn_tensor *azp_t, const kn_tensor *bzp_t, int64_t **acc_out)
 {
     int64_t M = g->M, N = g->N, K = g->K;
-    int64_t *azp = kn_scratch_alloc(ctx, sizeof(int64_t) * (size_t)(M + N + 2));
     int64_t *acc = kn_scratch_alloc(ctx, sizeof(int64_t) * (size_t)(g->nbatch * M * N + 1));
     int32_t *bt = kn_scratch_alloc(ctx, sizeof(int32_t) * (size_t)(K * N + 1));
-    if (!azp || !acc || !bt) return KN_OOM(sizeof(int64_t) * (size_t)(g->nbatch * M * N));
-    int64_t *bzp = azp + M + 1;
-    KN_TRY(zero_points(op, azp_t, M, "A zero point", azp));
-    KN_TRY(zero_points(op, bzp_t, N, "B zero point", bzp));
+    if (!acc || !bt) return KN_OOM(sizeof(int64_t) * (size_t)(g->nbatch * M * N));
+    int64_t *azp, *bzp, azs, bzs;
+    KN_TRY(zp_table(ctx, op, azp_t, M, g->a_mats, "A zero point", &azp, &azs));
+    KN_TRY(zp_table(ctx, op, bzp_t, N, g->b_mats, "B zero point", &bzp, &bzs));
     const uint8_t *au = a->data, *bu = b->data;
     bool as = a->dtype == KN_I8, bs = b->dtype == KN_I8;
     for (int64_t bi = 0; bi < g->nbatch; bi++) {
         int64_t ia, ib;
         mm_offsets(g, bi, &ia, &ib);
         const uint8_t *am = au + ia * M * K, *bm = bu + ib * K * N;
+        const int64_t *az = azp + ia * azs, *bz = bzp + ib * bzs;
         for (int64_t k = 0; k < K; k++)
             for (int64_t j = 0; j < N; j++) {
                 int32_t v = bs ? (int8_t)bm[k * N + j] : bm[k * N + j];
-                bt[k * N + j] = v - (int32_t)bzp[j];
+                bt[k * N + j] = v - (int32_t)bz[j];
             }
         int64_t *c = acc + bi * M * N;
         for (int64_t i = 0; i < M; i++) {
             int64_t *ci = c + i * N;
             for (int64_t j = 0; j < N; j++) ci[j] = 0;
             for (int64_t k = 0; k < K; k++) {
-                int32_t av = (as ? (int8_t)am[i * K + k] : am[i * K + k]) - (int32_t)azp[i];
+                int32_t av = (as ? (int8_t)am[i * K + k] : am[i * K + k]) - (int32_t)az[i];
                 const int32_t *br = bt + k * N;
                 for (int64_t j = 0; j < N; j++) ci[j] += (int64_t)av * br[j];
             }

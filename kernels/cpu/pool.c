@@ -39,11 +39,52 @@ static inline void wr(kn_tensor *t, int64_t i, double v)
 
 static bool float_dtype(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
 
+/* The common CNN case (2-D float32, no Indices) without the generic walk's index arithmetic. */
+static void pool_plane_2d_f32(const pool_job *j, int64_t pl)
+{
+    const kn_conv_geom *g = &j->g;
+    const float *x = (const float *)j->x->data + pl * j->in_n;
+    float *y = (float *)j->y->data + pl * j->out_n;
+    int64_t H = g->in[0], W = g->in[1];
+    for (int64_t oh = 0; oh < g->out[0]; oh++)
+        for (int64_t ow = 0; ow < g->out[1]; ow++) {
+            int64_t h0 = oh * g->stride[0] - g->pad_b[0], w0 = ow * g->stride[1] - g->pad_b[1];
+            float mx = -INFINITY;
+            double sum = 0.0;
+            int64_t cnt_valid = 0, cnt_pad = 0;
+            for (int64_t a = 0; a < g->k[0]; a++) {
+                int64_t h = h0 + a * g->dil[0];
+                bool hpad = h >= -g->pad_b[0] && h < H + g->pad_e[0];
+                for (int64_t b = 0; b < g->k[1]; b++) {
+                    int64_t w = w0 + b * g->dil[1];
+                    if (hpad && w >= -g->pad_b[1] && w < W + g->pad_e[1]) cnt_pad++;
+                    if (h < 0 || h >= H || w < 0 || w >= W) continue;
+                    float v = x[h * W + w];
+                    cnt_valid++;
+                    if (j->kind == POOL_MAX) mx = v > mx ? v : mx;
+                    else if (j->kind == POOL_AVG) sum += v;
+                    else sum += pow(fabs((double)v), j->p);
+                }
+            }
+            float out;
+            if (j->kind == POOL_MAX) out = mx;
+            else if (j->kind == POOL_AVG) {
+                int64_t div = j->include_pad ? cnt_pad : cnt_valid;
+                out = div ? (float)(sum / (double)div) : 0.0f;
+            } else out = (float)pow(sum, 1.0 / j->p);
+            y[oh * g->out[1] + ow] = out;
+        }
+}
+
 static void pool_planes(void *ctx, int64_t begin, int64_t end)
 {
     const pool_job *j = ctx;
     const kn_conv_geom *g = &j->g;
     int nsp = g->nsp;
+    if (nsp == 2 && j->x->dtype == KN_F32 && !j->ind) {
+        for (int64_t pl = begin; pl < end; pl++) pool_plane_2d_f32(j, pl);
+        return;
+    }
     for (int64_t pl = begin; pl < end; pl++) {
         int64_t xb = pl * j->in_n, yb = pl * j->out_n;
         for (int64_t o = 0; o < j->out_n; o++) {

@@ -179,7 +179,9 @@ kn_status *kn_shapeops_transpose_ref(kn_dtype dt, void *dst, const void *src, in
     return NULL;
 }
 
-typedef struct tr2d_job { const char *src; char *dst; int64_t rows, cols; size_t es; int64_t tiles_r, tiles_c; } tr2d_job;
+typedef struct tr2d_job { const char *src; char *dst; int64_t rows, cols; size_t es; int64_t tiles_r, tiles_c; bool avx2; } tr2d_job;
+void kn_transpose_tile32_avx2(const void *src, void *dst, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
+                              int64_t c0, int64_t c1);
 #define TILE 32
 
 /* One batch of [rows, cols] -> [cols, rows] in TILE x TILE blocks so both sides stay in cache. */
@@ -195,6 +197,7 @@ static void tr2d_tiles(void *arg, int64_t begin, int64_t end)
         char *d = j->dst + b * j->rows * j->cols * (int64_t)j->es;
         switch (j->es) {
         case 4:
+            if (j->avx2) { kn_transpose_tile32_avx2(s, d, j->rows, j->cols, r0, r1, c0, c1); break; }
             for (int64_t r = r0; r < r1; r++)
                 for (int64_t c = c0; c < c1; c++) ((uint32_t *)d)[c * j->rows + r] = ((const uint32_t *)s)[r * j->cols + c];
             break;
@@ -260,7 +263,8 @@ static kn_status *transpose_run(kn_exec_ctx *ctx, kn_dtype dt, void *dst, const 
         bool batch_ok = true;
         for (int g = 0; g < n - 2; g++) batch_ok &= p2[g] == g;
         if (batch_ok) {
-            tr2d_job j = { .src = src, .dst = dst, .rows = d2[n - 2], .cols = d2[n - 1], .es = kn_dtype_size(dt) };
+            tr2d_job j = { .src = src, .dst = dst, .rows = d2[n - 2], .cols = d2[n - 1], .es = kn_dtype_size(dt),
+                           .avx2 = __builtin_cpu_supports("avx2") };
             j.tiles_r = (j.rows + TILE - 1) / TILE;
             j.tiles_c = (j.cols + TILE - 1) / TILE;
             int64_t batches = total / (j.rows * j.cols);
@@ -476,7 +480,7 @@ kn_status *kn_cpu_Concat(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
 {
     kn_tensor *y = out[0];
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", 0), y->ndim, node, &axis));
+    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", node->opset < 4 ? 1 : 0), y->ndim, node, &axis));
     int64_t outer = 1, inner = 1;
     for (int k = 0; k < axis; k++) outer *= y->dims[k];
     for (int k = axis + 1; k < y->ndim; k++) inner *= y->dims[k];

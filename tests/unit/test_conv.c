@@ -310,6 +310,24 @@ START_TEST(test_pools)
             }
         kn_tensor_free(x); kn_tensor_free(out[0]);
     }
+    /* The 2-D float32 fast path (no Indices) against the generic walk (float64 input) */
+    static const char *ops2[] = {"MaxPool", "AveragePool", "LpPool"};
+    const int kinds[] = {KN_OP_MaxPool, KN_OP_AveragePool, KN_OP_LpPool};
+    for (int k = 0; k < 3; k++)
+        for (int inc = 0; inc < 2; inc++) {
+            kn_tensor *x32 = mk(KN_F32, 4, xd), *x64, *o32[1], *o64[1];
+            ck_assert_ptr_null(kn_tensor_new(KN_F64, 4, xd, &x64));
+            for (int64_t i = 0; i < kn_numel(x32); i++) kn_set_f64(x64, i, kn_get_f64(x32, i));
+            kn_attr at[5] = {attr_is("kernel_shape", ks, 2), attr_is("strides", st2, 2), attr_is("dilations", dl, 2),
+                             attr_is("pads", pads, 4), attr_i("count_include_pad", inc)};
+            ck_assert_ptr_null(run_op(kinds[k], at, 5, &x32, 1, o32, 1));
+            ck_assert_ptr_null(run_op(kinds[k], at, 5, &x64, 1, o64, 1));
+            ck_assert_int_eq(kn_numel(o32[0]), kn_numel(o64[0]));
+            for (int64_t i = 0; i < kn_numel(o32[0]); i++)
+                ck_assert_msg(fabs(kn_get_f64(o32[0], i) - kn_get_f64(o64[0], i)) < 1e-5, "%s inc=%d [%lld]: %g vs %g",
+                              ops2[k], inc, (long long)i, kn_get_f64(o32[0], i), kn_get_f64(o64[0], i));
+            kn_tensor_free(x32); kn_tensor_free(x64); kn_tensor_free(o32[0]); kn_tensor_free(o64[0]);
+        }
     /* GlobalAveragePool on an empty batch: no work, right shape */
     int64_t xe[4] = {0, 3, 4, 4};
     kn_tensor *x = mk(KN_F32, 4, xe), *out[1];

@@ -452,6 +452,17 @@ START_TEST(test_swiglu_prelu) {
     expect_ok(RUN(PRelu, NULL, 0, 16, pin, 2, &y));
     ck_assert(((float *)y->data)[1] == -2 * 0.2f && ((float *)y->data)[4] == -1 * 0.2f && ((float *)y->data)[3] == 4);
     kn_tensor_free(y);
+    /* PRelu-6: a 1-D slope runs along axis 1 */
+    int64_t d3[] = {2, 3, 2};
+    float xv3[12];
+    for (int i = 0; i < 12; i++) xv3[i] = -1.0f - (float)i;
+    kn_tensor *x3 = mk_f32(3, d3, xv3);
+    const kn_tensor *cin[2] = {x3, s};
+    expect_ok(RUN(PRelu, NULL, 0, 6, cin, 2, &y));
+    for (int i = 0; i < 12; i++) ck_assert(((float *)y->data)[i] == xv3[i] * sv[(i / 2) % 3]);
+    kn_tensor_free(y);
+    expect_err(RUN(PRelu, NULL, 0, 16, cin, 2, &y)); /* not numpy-broadcastable from opset 7 */
+    kn_tensor_free(x3);
     /* slope may not grow X */
     const kn_tensor *bad[2] = {s, a};
     expect_err(RUN(PRelu, NULL, 0, 16, bad, 2, &y));

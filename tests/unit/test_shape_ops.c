@@ -599,6 +599,37 @@ START_TEST(test_resize_nearest_and_linear)
 }
 END_TEST
 
+START_TEST(test_dropout_modes)
+{
+    int64_t xd[1] = { 6 };
+    float xv[6] = { 1, 1, 1, 1, 1, 1 };
+    kn_tensor *x = mk(KN_F32, 1, xd, xv), *out[2];
+    /* inference: identity with an all-true mask */
+    kn_tensor *in1[1] = { x };
+    ck_assert_ptr_null(RUN(Dropout, 13, NULL, 0, in1, 1, out, 2));
+    ck_assert_int_eq(out[1]->dtype, KN_BOOL);
+    for (int i = 0; i < 6; i++) { ck_assert_float_eq(((float *)out[0]->data)[i], 1); ck_assert_int_eq(((uint8_t *)out[1]->data)[i], 1); }
+    free_all(out, 2);
+    /* training with seed 0 reproduces numpy's np.random.seed(0); uniform(): 0.549 0.715 0.603 0.545 0.424 0.646 */
+    float r = 0.6f;
+    uint8_t t = 1;
+    int64_t sd[1] = { 1 };
+    kn_tensor *rt = mk(KN_F32, 0, sd, &r), *tt = mk(KN_BOOL, 0, sd, &t), *in2[3] = { x, rt, tt };
+    kn_attr at[1] = { attr_i("seed", 0) };
+    ck_assert_ptr_null(RUN(Dropout, 13, at, 1, in2, 3, out, 2));
+    const uint8_t want[6] = { 0, 1, 1, 0, 0, 1 };
+    for (int i = 0; i < 6; i++) {
+        ck_assert_int_eq(((uint8_t *)out[1]->data)[i], want[i]);
+        ck_assert_float_eq_tol(((float *)out[0]->data)[i], want[i] ? 2.5f : 0.0f, 1e-6f);
+    }
+    free_all(out, 2);
+    /* ratio out of range */
+    *(float *)rt->data = 1.0f;
+    expect_err(RUN(Dropout, 13, at, 1, in2, 3, out, 2), KN_ERR_INVALID_ARGUMENT);
+    kn_tensor_free(rt); kn_tensor_free(tt); kn_tensor_free(x);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("shape_ops");
@@ -615,6 +646,7 @@ int main(void)
     tcase_add_test(tc, test_pad_modes);
     tcase_add_test(tc, test_unique_and_nonzero);
     tcase_add_test(tc, test_resize_nearest_and_linear);
+    tcase_add_test(tc, test_dropout_modes);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -13,8 +13,9 @@ typedef struct kn_pb_set {
 kn_status *kn_cli_read_pb_set(const char *dir, const char *prefix, kn_pb_set *out);
 void kn_cli_pb_set_free(kn_pb_set *s);
 /* Bind a set of input tensors to the session's inputs: by TensorProto name when every name
- * matches, else in order. named[] receives views of the tensors. */
-kn_status *kn_cli_bind(const kn_session *s, const kn_pb_set *in, kn_named_tensor *named);
+ * matches, else in order. strict: a file naming a tensor the model lacks is an error (exec);
+ * otherwise such names are ignored and the order decides (old test suites). */
+kn_status *kn_cli_bind(const kn_session *s, const kn_pb_set *in, kn_named_tensor *named, bool strict);
 int kn_cli_parse_device(const char *s, kn_session_options *o);
 
 int kn_cmd_info(int argc, char **argv);

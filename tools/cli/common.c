@@ -41,7 +41,7 @@ kn_status *kn_cli_read_pb_set(const char *dir, const char *prefix, kn_pb_set *ou
     return NULL;
 }
 
-kn_status *kn_cli_bind(const kn_session *s, const kn_pb_set *in, kn_named_tensor *named) {
+kn_status *kn_cli_bind(const kn_session *s, const kn_pb_set *in, kn_named_tensor *named, bool strict) {
     int n = kn_session_input_count(s);
     if (in->n != n) return kn_error(KN_ERR_INVALID_ARGUMENT, "the model has %d inputs but %d input files were given", n, in->n);
     bool by_name = true;
@@ -53,6 +53,15 @@ kn_status *kn_cli_bind(const kn_session *s, const kn_pb_set *in, kn_named_tensor
             found = in->names[i] && strcmp(in->names[i], vi.name) == 0;
         }
         by_name = found;
+        if (!found && strict && in->names[i] && in->names[i][0]) {
+            char names[512]; size_t off = 0; names[0] = 0;
+            for (int k = 0; k < n && off < sizeof names; k++) {
+                kn_value_info vi;
+                kn_session_input_info(s, k, &vi);
+                off += (size_t)snprintf(names + off, sizeof names - off, "%s'%s'", k ? ", " : "", vi.name);
+            }
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "input file %d names '%s', which is not a model input (the model's inputs are %s)", i, in->names[i], names);
+        }
     }
     for (int i = 0; i < in->n; i++) {
         kn_value_info vi;

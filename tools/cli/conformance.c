@@ -4,6 +4,7 @@
  * "N passed, N failed, N skipped". */
 #include "cli.h"
 #include "dtype.h"
+#include "runtime/executor.h"
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -93,16 +94,50 @@ static bool kn_compare(const kn_tensor *want, const kn_named_tensor *got, char *
     return true;
 }
 
-static void kn_free_outputs(kn_named_tensor *outs, int n) {
-    for (int i = 0; i < n; i++) {
-        if (outs[i].dtype == KN_STRING && outs[i].data) {
-            int64_t ne = 1;
-            for (int d = 0; d < outs[i].ndim; d++) ne *= outs[i].dims[d];
-            for (int64_t k = 0; k < ne; k++) free(((char **)outs[i].data)[k]);
-        }
-        free(outs[i].data);
-        outs[i].data = NULL;
+static bool kn_compare_value(const kn_tensor *want, const kn_tensor *got, char *msg, size_t len) {
+    char a[KN_DESC_LEN], b[KN_DESC_LEN];
+    if (want->kind != got->kind) {
+        snprintf(msg, len, "expected %s, got %s", kn_tensor_desc(want, a, sizeof a), kn_tensor_desc(got, b, sizeof b));
+        return false;
     }
+    if (want->kind == KN_KIND_NONE) return true;
+    if (want->kind == KN_KIND_SEQUENCE) {
+        const kn_seq *x = want->data, *y = got->data;
+        if (x->n != y->n) { snprintf(msg, len, "expected a sequence of %lld, got %lld", (long long)x->n, (long long)y->n); return false; }
+        for (int64_t i = 0; i < x->n; i++)
+            if (!kn_compare_value(x->items[i], y->items[i], msg, len)) return false;
+        return true;
+    }
+    kn_named_tensor g = {.dtype = got->dtype, .ndim = got->ndim, .data = got->data};
+    for (int d = 0; d < got->ndim; d++) g.dims[d] = got->dims[d];
+    return kn_compare(want, &g, msg, len);
+}
+
+/* What kind of value a graph input/output carries, for reading its test file. */
+static int kn_value_kind_of(const kn_value *v) {
+    if (v->kind == KN_VAL_SEQUENCE) return KN_KIND_SEQUENCE;
+    if (v->kind == KN_VAL_OPTIONAL) return v->elem_kind == KN_VAL_SEQUENCE ? KN_KIND_SEQUENCE + 10 : KN_KIND_NONE;
+    return KN_KIND_TENSOR;
+}
+
+/* Reads <dir>/<prefix>K.pb for each value id in ids, by the kind each declares. */
+static kn_status *kn_read_values(const char *dir, const char *prefix, const kn_graph *g, const int *ids, int n, kn_tensor **out, int *n_found) {
+    *n_found = 0;
+    for (int k = 0; k < n; k++) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s%d.pb", dir, prefix, k);
+        struct stat st;
+        if (stat(p, &st) != 0) break;
+        int kind = kn_value_kind_of(&g->values[ids[k]]);
+        /* optionals are stored as OptionalProto: the NONE marker asks for that reader */
+        int read_kind = kind == KN_KIND_TENSOR ? KN_KIND_TENSOR : kind == KN_KIND_SEQUENCE ? KN_KIND_SEQUENCE : KN_KIND_NONE;
+        char *name = NULL;
+        kn_status *s = kn_value_proto_read_file(p, read_kind, &out[k], &name);
+        free(name);
+        if (s) return kn_error_wrap(s, "%s: ", p);
+        (*n_found)++;
+    }
+    return NULL;
 }
 
 /* Runs one case in this process; returns 0 pass, 1 fail, 2 skip; msg explains. */
@@ -114,46 +149,39 @@ static int kn_run_case(const char *dir, const kn_session_options *o, char *msg, 
     kn_status *st = kn_model_load(p, &m);
     if (!st) st = kn_session_create(m, o, &s);
     if (st) { snprintf(msg, len, "%s", kn_status_message(st)); kn_status_free(st); kn_model_free(m); return 1; }
+    const kn_graph *g = m->graph;
     int sets = 0, rc = 0;
+    kn_tensor **ins = calloc((size_t)g->n_inputs + 1, sizeof(kn_tensor *));
+    kn_tensor **want = calloc((size_t)g->n_outputs + 1, sizeof(kn_tensor *));
+    kn_tensor *bound = calloc((size_t)g->n_inputs + 1, sizeof(kn_tensor));
+    kn_tensor *got = calloc((size_t)g->n_outputs + 1, sizeof(kn_tensor));
     for (int k = 0; rc == 0; k++) {
         snprintf(p, sizeof p, "%s/test_data_set_%d", dir, k);
         if (!kn_is_dir(p)) break;
         sets++;
-        kn_pb_set in = {0}, want = {0};
-        kn_named_tensor *named = NULL, *outs = NULL;
-        int n_out = kn_session_output_count(s);
-        st = kn_cli_read_pb_set(p, "input_", &in);
-        if (!st) st = kn_cli_read_pb_set(p, "output_", &want);
-        if (!st && want.n != n_out) st = kn_error(KN_ERR_INVALID_ARGUMENT, "%d reference outputs for %d graph outputs", want.n, n_out);
-        if (!st) {
-            named = calloc((size_t)in.n + 1, sizeof *named);
-            outs = calloc((size_t)n_out + 1, sizeof *outs);
-            st = kn_cli_bind(s, &in, named);
-        }
-        for (int i = 0; !st && i < n_out; i++) {
-            kn_value_info vi;
-            st = kn_session_output_info(s, i, &vi);
-            outs[i].name = vi.name;
-        }
-        if (!st) st = kn_session_run(s, named, in.n, outs, n_out);
+        int n_in = 0, n_want = 0;
+        st = kn_read_values(p, "input_", g, g->inputs, g->n_inputs, ins, &n_in);
+        if (!st) st = kn_read_values(p, "output_", g, g->outputs, g->n_outputs, want, &n_want);
+        if (!st && n_in != g->n_inputs) st = kn_error(KN_ERR_INVALID_ARGUMENT, "%d input files for %d graph inputs", n_in, g->n_inputs);
+        if (!st && n_want != g->n_outputs) st = kn_error(KN_ERR_INVALID_ARGUMENT, "%d reference outputs for %d graph outputs", n_want, g->n_outputs);
+        for (int i = 0; !st && i < n_in; i++) bound[i] = *ins[i];
+        if (!st) st = kn_session_run_values(s, bound, got);
         if (st) {
             snprintf(msg, len, "data set %d: %s", k, kn_status_message(st));
             kn_status_free(st);
             rc = 1;
         }
-        for (int i = 0; rc == 0 && i < n_out; i++) {
+        for (int i = 0; rc == 0 && i < g->n_outputs; i++) {
             char why[512];
-            if (!kn_compare(want.t[i], &outs[i], why, sizeof why)) {
-                snprintf(msg, len, "data set %d, output %d ('%s'): %s", k, i, outs[i].name, why);
+            if (!kn_compare_value(want[i], &got[i], why, sizeof why)) {
+                snprintf(msg, len, "data set %d, output %d ('%s'): %s", k, i, g->values[g->outputs[i]].name, why);
                 rc = 1;
             }
         }
-        if (outs) kn_free_outputs(outs, n_out);
-        free(outs);
-        free(named);
-        kn_cli_pb_set_free(&in);
-        kn_cli_pb_set_free(&want);
+        for (int i = 0; i < g->n_inputs; i++) { kn_tensor_free(ins[i]); ins[i] = NULL; }
+        for (int i = 0; i < g->n_outputs; i++) { kn_tensor_free(want[i]); want[i] = NULL; kn_tensor_release(&got[i]); }
     }
+    free(ins); free(want); free(bound); free(got);
     kn_session_free(s);
     kn_model_free(m);
     if (rc == 0 && sets == 0) { snprintf(msg, len, "no test_data_set_N folders"); return 2; }

@@ -135,7 +135,7 @@ int kn_cmd_exec(int argc, char **argv) {
         outs = calloc((size_t)(n_out ? n_out : 1), sizeof *outs);
         if (!named || !outs) st = KN_OOM(0);
     }
-    if (!st) st = kn_cli_bind(s, &in, named);
+    if (!st) st = kn_cli_bind(s, &in, named, true);
     for (int i = 0; !st && i < n_out; i++) {
         kn_value_info vi;
         st = kn_session_output_info(s, i, &vi);
@@ -211,7 +211,7 @@ int kn_cmd_bench(int argc, char **argv) {
     t_load = kn_now() - t_load;
     if (!st) st = kn_cli_read_pb_set(in_dir, "input_", &in);
     if (!st) { named = calloc((size_t)(in.n ? in.n : 1), sizeof *named); if (!named) st = KN_OOM(0); }
-    if (!st) st = kn_cli_bind(s, &in, named);
+    if (!st) st = kn_cli_bind(s, &in, named, false);
     for (int i = 0; !st && i < warmup; i++) st = kn_session_run(s, named, in.n, NULL, 0);
     for (int i = 0; !st && i < iters; i++) {
         double t0 = kn_now();
