@@ -1008,16 +1008,22 @@ kn_status *kn_shapeops_resize_params(const kn_node *node, const kn_tensor *const
         return NULL;
     }
     const char *pol = kn_attr_str(node, "keep_aspect_ratio_policy", "stretch");
+    bool dims_known = true;
     for (int i = 0; i < na; i++) {
         KN_CHECK(sz[i] >= 0 && sz[i] <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "%s: invalid size %lld", node->op_type, (long long)sz[i]);
-        if (x->dims[axes[i]] < 0) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: sizes with unknown input dims", node->op_type);
+        dims_known &= x->dims[axes[i]] > 0;
     }
     if (!strcmp(pol, "stretch")) {
+        /* the output shape is the sizes themselves; scales matter only to the kernel */
         for (int i = 0; i < na; i++) {
             int a = axes[i];
             out_dims[a] = sz[i];
-            scales[a] = (double)sz[i] / (double)x->dims[a];
+            scales[a] = x->dims[a] > 0 ? (double)sz[i] / (double)x->dims[a] : 1.0;
         }
+        return NULL;
+    }
+    if (!dims_known) {
+        for (int i = 0; i < na; i++) out_dims[axes[i]] = x->dims[axes[i]] == 0 ? 0 : -1;
         return NULL;
     }
     bool larger = !strcmp(pol, "not_smaller");

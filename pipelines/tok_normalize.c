@@ -164,6 +164,12 @@ static int lowercase(tk_arena *a, tk_nstr *s)
     return 0;
 }
 
+static int is_mark(uint32_t c)
+{
+    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
+    return k == UTF8PROC_CATEGORY_MN || k == UTF8PROC_CATEGORY_MC || k == UTF8PROC_CATEGORY_ME;
+}
+
 static int strip_accents(tk_arena *a, tk_nstr *s)
 {
     tk_nstr o; tk_ns_init(&o);
@@ -172,7 +178,7 @@ static int strip_accents(tk_arena *a, tk_nstr *s)
         uint32_t c; int k = tk_utf8_dec(s->s, s->len, i, &c);
         int32_t o0 = s->a0[i], o1 = s->a1[i + k - 1];
         i += k;
-        if (c >= 0x300 && tk_is_mn(c)) continue;
+        if (c >= 0x300 && is_mark(c)) continue;   /* StripAccents drops every mark (Mn, Mc, Me) */
         if (tk_ns_push(a, &o, c, o0, o1)) return -1;
     }
     o.fixed_id = s->fixed_id;

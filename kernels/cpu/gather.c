@@ -4,6 +4,7 @@
  * checked before any element moves. Elements move by byte size (strings are strdup'd). */
 #include "graph/ops.h"
 #include "runtime/dtype.h"
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -343,6 +344,7 @@ kn_status *kn_cpu_OneHot(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
         for (int64_t e = 0; e < inner; e++) {
             /* indices may be any numeric type; fractional ones truncate */
             double dv = kn_get_f64(ind, o * inner + e);
+            if (!(fabs(dv) < (double)depth + 1)) continue; /* NaN and far out of range */
             int64_t v = (int64_t)dv;
             if (v < 0) v += depth;
             if (v < 0 || v >= depth) continue;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #define MAXR KN_MAX_DIMS
+#define MAX_TAPS 64 /* most taps one output coordinate reads along an axis */
 
 kn_status *kn_shapeops_resize_params(const kn_node *node, const kn_tensor *const *in, int n_in,
                                      double *scales, int64_t *out_dims, double *roi);
@@ -77,7 +78,7 @@ static double src_coord(const resize_opts *o, double y, double scale, int64_t in
     case CT_TF_CROP: {
         double x = out_w == 1 ? (roi1 - roi0) * (double)(in_w - 1) / 2 : y * (roi1 - roi0) * (double)(in_w - 1) / (out_w - 1);
         x += roi0 * (double)(in_w - 1);
-        *extrap = x < 0 || x > (double)(in_w - 1);
+        *extrap = !(x >= 0 && x <= (double)(in_w - 1)); /* NaN roi included */
         return x;
     }
     case CT_PYTORCH_HALF_PIXEL: return out_w == 1 ? -0.5 : (y + 0.5) / scale - 0.5;
@@ -95,6 +96,14 @@ static double cubic_w(double x, double A)
     if (x <= 1) return ((A + 2) * x - (A + 3)) * x * x + 1;
     if (x < 2) return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A;
     return 0;
+}
+
+/* First tap offset of an antialiased kernel, floor(v) + 1, bounded so tiny scales cannot
+ * overflow the int conversion (the tap count is capped at MAX_TAPS anyway). */
+static int aa_start(double v)
+{
+    double f = floor(v) + 1;
+    return f < -(double)MAX_TAPS ? -MAX_TAPS : (int)f;
 }
 
 /* Taps for one output coordinate: n indices (already clamped to the input: edge padding) and
@@ -122,13 +131,16 @@ static int resize_taps(const resize_opts *o, double x, double scale, int64_t in_
     }
     double s = o->antialias ? fmin(scale, 1.0) : 1.0;
     if (o->mode == RM_LINEAR) {
-        start = o->antialias ? (int)floor(-1 / s) + 1 : 0;
+        start = o->antialias ? aa_start(-1 / s) : 0;
         n = 2 - 2 * start;
     } else {
-        start = o->antialias ? (int)floor(-2 / s) + 1 : -1;
+        start = o->antialias ? aa_start(-2 / s) : -1;
         n = 2 - 2 * start;
     }
-    if (n > cap) n = cap, start = 1 - n / 2;
+    if (n > cap) { /* extreme antialiased downscales: keep the central taps (weights are renormalised) */
+        n = cap;
+        start = 1 - n / 2;
+    }
     double sum = 0;
     for (int t = 0; t < n; t++) {
         int i = start + t;
@@ -146,33 +158,60 @@ static int resize_taps(const resize_opts *o, double x, double scale, int64_t in_
     return n;
 }
 
-#define MAX_TAPS 64
+
+/* Taps per output coordinate along an axis with this scale (the same for every coordinate). */
+static int taps_for(const resize_opts *o, double scale)
+{
+    if (o->mode == RM_NEAREST) return 1;
+    double s = o->antialias ? fmin(scale, 1.0) : 1.0;
+    int start = o->mode == RM_LINEAR ? (o->antialias ? aa_start(-1 / s) : 0) : (o->antialias ? aa_start(-2 / s) : -1);
+    int n = 2 - 2 * start;
+    return n < MAX_TAPS ? n : MAX_TAPS;
+}
+
+typedef struct axis_job {
+    const resize_opts *o;
+    const double *src; double *dst;
+    int64_t in_w, out_w, inner;
+    const int64_t *idx; const double *w; const int *nt;
+    int stride;             /* taps stored per output coordinate */
+} axis_job;
+
+static void axis_rows(void *arg, int64_t begin, int64_t end)
+{
+    const axis_job *j = arg;
+    for (int64_t row = begin; row < end; row++) {
+        int64_t b = row / j->out_w, y = row % j->out_w;
+        double *d = j->dst + row * j->inner;
+        if (j->nt[y] == 0) { for (int64_t k = 0; k < j->inner; k++) d[k] = j->o->extrapolation; continue; }
+        for (int64_t k = 0; k < j->inner; k++) d[k] = 0;
+        for (int t = 0; t < j->nt[y]; t++) {
+            double wt = j->w[y * j->stride + t];
+            if (wt == 0) continue;
+            const double *s = j->src + (b * j->in_w + j->idx[y * j->stride + t]) * j->inner;
+            for (int64_t k = 0; k < j->inner; k++) d[k] += wt * s[k];
+        }
+    }
+}
 
 /* One axis: dst[outer, o, inner] = sum_t w[o,t] * src[outer, idx[o,t], inner]. */
-static kn_status *resize_axis(const resize_opts *o, const double *src, double *dst, int64_t outer, int64_t in_w, int64_t out_w,
-                              int64_t inner, double scale, double roi0, double roi1)
+static kn_status *resize_axis(kn_exec_ctx *ctx, const resize_opts *o, const double *src, double *dst, int64_t outer, int64_t in_w,
+                              int64_t out_w, int64_t inner, double scale, double roi0, double roi1)
 {
-    int64_t *idx = malloc((size_t)(out_w ? out_w : 1) * MAX_TAPS * sizeof(int64_t));
-    double *w = malloc((size_t)(out_w ? out_w : 1) * MAX_TAPS * sizeof(double));
-    int *nt = malloc((size_t)(out_w ? out_w : 1) * sizeof(int));
-    if (!idx || !w || !nt) { free(idx); free(w); free(nt); return KN_OOM(out_w * MAX_TAPS * 16); }
+    int cap = taps_for(o, scale);
+    size_t rows = (size_t)(out_w ? out_w : 1);
+    int64_t *idx = malloc(rows * (size_t)cap * sizeof(int64_t));
+    double *w = malloc(rows * (size_t)cap * sizeof(double));
+    int *nt = malloc(rows * sizeof(int));
+    if (!idx || !w || !nt) { free(idx); free(w); free(nt); return KN_OOM(rows * (size_t)cap * 16); }
     for (int64_t y = 0; y < out_w; y++) {
         bool ex;
         double x = src_coord(o, (double)y, scale, in_w, out_w, roi0, roi1, &ex);
-        nt[y] = ex ? 0 : resize_taps(o, x, scale, in_w, idx + y * MAX_TAPS, w + y * MAX_TAPS, MAX_TAPS);
+        nt[y] = ex ? 0 : resize_taps(o, x, scale, in_w, idx + y * cap, w + y * cap, cap);
     }
-    for (int64_t b = 0; b < outer; b++)
-        for (int64_t y = 0; y < out_w; y++) {
-            double *d = dst + (b * out_w + y) * inner;
-            if (nt[y] == 0) { for (int64_t k = 0; k < inner; k++) d[k] = o->extrapolation; continue; }
-            for (int64_t k = 0; k < inner; k++) d[k] = 0;
-            for (int t = 0; t < nt[y]; t++) {
-                double wt = w[y * MAX_TAPS + t];
-                if (wt == 0) continue;
-                const double *s = src + (b * in_w + idx[y * MAX_TAPS + t]) * inner;
-                for (int64_t k = 0; k < inner; k++) d[k] += wt * s[k];
-            }
-        }
+    axis_job j = { o, src, dst, in_w, out_w, inner, idx, w, nt, cap };
+    int64_t grain = inner >= 256 ? 1 : 256 / inner;
+    kn_parallel_for(ctx ? ctx->pool : NULL, outer * out_w, grain, axis_rows, &j);
     free(idx); free(w); free(nt);
     return NULL;
 }
@@ -228,7 +267,7 @@ static kn_status *resize_nearest(const resize_opts *o, const kn_tensor *x, kn_te
     return NULL;
 }
 
-static kn_status *resize_run(const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *y)
+static kn_status *resize_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *y)
 {
     const kn_tensor *x = in[0];
     if (!kn_dtype_is_float(x->dtype) && !kn_dtype_is_int(x->dtype)) return kn_err_dtype(node, x);
@@ -275,7 +314,7 @@ static kn_status *resize_run(const kn_node *node, const kn_tensor *const *in, in
         int64_t outer = 1, inner = 1;
         for (int j = 0; j < k; j++) outer *= cur[j];
         for (int j = k + 1; j < r; j++) inner *= cur[j];
-        st = resize_axis(&o, a, b, outer, cur[k], od[k], inner, scales[k], roi[k], roi[r + k]);
+        st = resize_axis(ctx, &o, a, b, outer, cur[k], od[k], inner, scales[k], roi[k], roi[r + k]);
         cur[k] = od[k];
         double *t = a; a = b; b = t;
     }
@@ -288,29 +327,27 @@ static kn_status *resize_run(const kn_node *node, const kn_tensor *const *in, in
 
 kn_status *kn_cpu_Resize(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                          kn_tensor *const *out, int n_out)
-{ return resize_run(node, in, n_in, out[0]); }
+{ return resize_run(ctx, node, in, n_in, out[0]); }
 
 kn_status *kn_cpu_Upsample(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                            kn_tensor *const *out, int n_out)
-{ return resize_run(node, in, n_in, out[0]); }
+{ return resize_run(ctx, node, in, n_in, out[0]); }
 
 /* ---------------- GridSample ---------------- */
 
+/* Reflect by the near border until inside [lo, hi]; in doubles throughout so huge grid values
+ * cannot overflow an integer conversion. */
 static double gs_reflect(double x, double lo, double hi)
 {
     double rng = hi - lo;
     if (rng <= 0) return lo;
     if (x < lo) {
-        double dx = lo - x;
-        int64_t n = (int64_t)(dx / rng);
-        double r = dx - (double)n * rng;
-        return n % 2 == 0 ? lo + r : hi - r;
+        double dx = lo - x, n = floor(dx / rng), r = dx - n * rng;
+        return fmod(n, 2.0) == 0 ? lo + r : hi - r;
     }
     if (x > hi) {
-        double dx = x - hi;
-        int64_t n = (int64_t)(dx / rng);
-        double r = dx - (double)n * rng;
-        return n % 2 == 0 ? hi - r : lo + r;
+        double dx = x - hi, n = floor(dx / rng), r = dx - n * rng;
+        return fmod(n, 2.0) == 0 ? hi - r : lo + r;
     }
     return x;
 }
@@ -318,6 +355,7 @@ static double gs_reflect(double x, double lo, double hi)
 /* Pixel index after padding; -1 means zero. */
 static int64_t gs_pixel(int64_t i, int64_t d, int pad, double lo, double hi)
 {
+    if (d <= 0) return -1; /* empty input: every sample reads padding zero */
     if (pad == 0) return i >= 0 && i < d ? i : -1;
     if (pad == 1) return i < 0 ? 0 : i >= d ? d - 1 : i;
     int64_t j = (int64_t)gs_reflect((double)i, lo, hi);
@@ -363,10 +401,12 @@ kn_status *kn_cpu_GridSample(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
                 double nv = kn_get_f64(g, (n * out_sp + p) * sd + (sd - 1 - k));
                 float xf = ac ? (float)((nv + 1) / 2.0 * (double)(dims[k] - 1)) : (float)(((nv + 1) * (double)dims[k] - 1) / 2.0);
                 double xv = xf;
+                if (!isfinite(xv)) xv = pad == 0 ? lo[k] - 4 : 0; /* NaN/inf grid: zero, or the first pixel */
                 if (mode == 0) xv = nearbyint(xv);
                 if (xv < lo[k] || xv > hi[k]) {
                     if (pad == 1) xv = xv < 0 ? 0 : xv > (double)(dims[k] - 1) ? (double)(dims[k] - 1) : xv;
                     else if (pad == 2) xv = (float)gs_reflect(xv, lo[k], hi[k]);
+                    else if (fabs(xv) > 1e15) xv = lo[k] - 4; /* far outside: all taps are zero padding */
                 }
                 if (mode == 0) {
                     tidx[k][0] = gs_pixel((int64_t)xv, dims[k], pad, lo[k], hi[k]);
@@ -481,8 +521,10 @@ kn_status *kn_cpu_RoiAlign(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
         double rw = ew - sw, rh = eh - sh;
         if (!half) { rw = fmax(rw, 1.0); rh = fmax(rh, 1.0); }
         double bh = rh / (double)PH, bw = rw / (double)PW;
-        int64_t gh = sr > 0 ? sr : (int64_t)ceil(rh / (double)PH), gw = sr > 0 ? sr : (int64_t)ceil(rw / (double)PW);
-        if (gh > 1 << 16 || gw > 1 << 16) return kn_error(KN_ERR_INVALID_ARGUMENT, "RoiAlign: sampling grid too large");
+        double ghd = sr > 0 ? (double)sr : ceil(rh / (double)PH), gwd = sr > 0 ? (double)sr : ceil(rw / (double)PW);
+        if (!(ghd <= 65536 && gwd <= 65536 && isfinite(sh) && isfinite(sw) && isfinite(eh) && isfinite(ew)))
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "RoiAlign: roi %lld gives a non-finite or too large sampling grid", (long long)r);
+        int64_t gh = ghd > 0 ? (int64_t)ghd : 0, gw = gwd > 0 ? (int64_t)gwd : 0;
         double count = (double)(gh * gw > 1 ? gh * gw : 1);
         for (int64_t c = 0; c < C; c++) {
             int64_t base = (b * C + c) * H * W;

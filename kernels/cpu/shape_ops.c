@@ -464,7 +464,8 @@ kn_status *kn_cpu_Range(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *
     int64_t n = y->dims[0];
     if (kn_dtype_is_int(y->dtype)) {
         int64_t s = kn_get_i64(in[0], 0), d = kn_get_i64(in[2], 0);
-        for (int64_t i = 0; i < n; i++) kn_set_i64(y, i, s + i * d);
+        /* unsigned: wraps instead of overflowing when n was rounded up near the int64 limits */
+        for (int64_t i = 0; i < n; i++) kn_set_i64(y, i, (int64_t)((uint64_t)s + (uint64_t)i * (uint64_t)d));
         return NULL;
     }
     if (!kn_dtype_is_float(y->dtype)) return kn_err_dtype(node, y);

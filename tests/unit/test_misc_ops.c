@@ -291,6 +291,41 @@ START_TEST(test_attention_vs_reference)
 }
 END_TEST
 
+START_TEST(test_attention_half_precision)
+{
+    /* float16 / bfloat16 inputs round every step like the reference; compare loosely with the
+     * double reference run on the same (already rounded) values */
+    attn_case c = {4, 1, 2, 2, 5, 5, 8, 8, 0, 1, 0, 0, 3};
+    int64_t d[4] = {1, 2, 5, 8};
+    size_t n = 80;
+    float q[80], k[80], v[80];
+    for (int dt = 0; dt < 2; dt++) {
+        kn_dtype t = dt ? KN_BF16 : KN_F16;
+        kn_tensor *in[3];
+        float *src[3] = {q, k, v};
+        for (int i = 0; i < 3; i++) {
+            in[i] = mk(t, 4, d, NULL);
+            for (size_t e = 0; e < n; e++) {
+                float x = frand();
+                uint16_t hbits = dt ? kn_f32_to_bf16(x) : kn_f32_to_f16(x);
+                ((uint16_t *)in[i]->data)[e] = hbits;
+                src[i][e] = dt ? kn_bf16_to_f32(hbits) : kn_f16_to_f32(hbits);
+            }
+        }
+        kn_attr at[2] = {attr_i("is_causal", 1), attr_i("qk_matmul_output_mode", 3)};
+        kn_tensor *out[4];
+        ck_assert_ptr_null(run_op(KN_OP_Attention, 23, at, 2, in, 3, out, 4, NULL));
+        ck_assert_int_eq(out[0]->dtype, t);
+        double y[80], qk[50];
+        attn_reference(&c, q, k, v, NULL, NULL, y, qk);
+        expect_close(out[0], y, 80, dt ? 2e-2 : 4e-3, "half Y");
+        expect_close(out[3], qk, 50, dt ? 2e-2 : 4e-3, "half probabilities");
+        free_all(out, 4);
+        free_all(in, 3);
+    }
+}
+END_TEST
+
 START_TEST(test_attention_rejects_bad_shapes)
 {
     int64_t dq[4] = {1, 3, 2, 4}, dk[4] = {1, 2, 2, 4}, dk2[4] = {1, 3, 2, 5};
@@ -774,6 +809,7 @@ static Suite *misc_suite(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_attention_vs_reference);
     tcase_add_test(tc, test_attention_rejects_bad_shapes);
+    tcase_add_test(tc, test_attention_half_precision);
     tcase_add_test(tc, test_rotary_embedding);
     tcase_add_test(tc, test_lstm_peepholes);
     tcase_add_test(tc, test_gru_bidirectional_seqlens);
