@@ -124,6 +124,9 @@ kn_status *kn_infer_Identity(kn_infer_ctx *c)
 {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
+    /* sequences and empty optionals pass through too: their size is known only when the kernel
+     * clones them */
+    if (x->kind != KN_KIND_TENSOR) { set_unknown(c, 0, x->dtype); return NULL; }
     KN_TRY(set_out(c, 0, x->dtype, x->ndim, x->dims));
     return NULL;
 }
@@ -490,7 +493,7 @@ kn_status *kn_shapeops_split_sizes(const kn_node *node, const kn_tensor *const *
         KN_CHECK(ns == n_out, KN_ERR_INVALID_ARGUMENT, "Split: %lld split sizes for %d outputs", (long long)ns, n_out);
         int64_t sum = 0;
         for (int i = 0; i < n_out; i++) {
-            KN_CHECK(sp[i] >= 0, KN_ERR_INVALID_ARGUMENT, "Split: negative split size %lld", (long long)sp[i]);
+            KN_CHECK(sp[i] >= 0 && sp[i] <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "Split: invalid split size %lld", (long long)sp[i]);
             sizes[i] = sp[i];
             sum += sp[i];
         }
@@ -578,11 +581,11 @@ kn_status *kn_shapeops_slice_params(const kn_node *node, const kn_tensor *const 
         if (step > 0) {
             s = s < 0 ? 0 : s > dim ? dim : s;
             e = e < 0 ? 0 : e > dim ? dim : e;
-            out_dims[a] = e > s ? (e - s + step - 1) / step : 0;
+            out_dims[a] = e > s ? 1 + (e - s - 1) / step : 0; /* no overflow with steps near INT64_MAX */
         } else {
             s = s < 0 ? 0 : s > dim - 1 ? dim - 1 : s;
             e = e < -1 ? -1 : e > dim - 1 ? dim - 1 : e;
-            out_dims[a] = s > e ? (s - e + (-step) - 1) / (-step) : 0;
+            out_dims[a] = s > e ? 1 + (int64_t)((uint64_t)(s - e - 1) / ((uint64_t)0 - (uint64_t)step)) : 0;
         }
         starts[a] = s;
     }

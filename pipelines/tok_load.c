@@ -8,7 +8,22 @@
 #include <string.h>
 #include <sys/stat.h>
 
-typedef struct { char *err; size_t len; } lctx;
+/* nul: the text had \\u0000 escapes, rewritten to U+10FFFF before parsing because json-c cuts
+ * object keys at NUL; strings taken from the tree turn the sentinel back into NUL. */
+typedef struct { char *err; size_t len; int nul; } lctx;
+
+static const char SENTINEL[4] = {(char)0xF4, (char)0x8F, (char)0xBF, (char)0xBF};
+
+static int32_t unsentinel(char *s, int32_t len)
+{
+    int32_t w = 0;
+    for (int32_t i = 0; i < len;) {
+        if (i + 4 <= len && !memcmp(s + i, SENTINEL, 4)) { s[w++] = 0; i += 4; }
+        else s[w++] = s[i++];
+    }
+    s[w] = 0;
+    return w;
+}
 
 #define FAIL(L, ...) do { tk_errf((L)->err, (L)->len, __VA_ARGS__); return -1; } while (0)
 
@@ -273,6 +288,56 @@ static int load_pretok(lctx *L, json_object *o, const char *path, tk_pretok **ou
 }
 
 /* ---- model ---- */
+static double pow10_exact(int k)
+{
+    char b[16];
+    snprintf(b, sizeof b, "1e%d", k);
+    return strtod(b, NULL);
+}
+
+/* serde_json's default (not correctly rounded) float parsing, which is how the Rust package
+ * reads Unigram scores: u64 significand, then one multiply or divide by a power of ten. A
+ * correctly rounded strtod differs by an ulp now and then, which flips Viterbi ties. */
+static double serde_f64(const char *s)
+{
+    int neg = 0, exp = 0;
+    uint64_t sig = 0;
+    const char *p = s;
+    if (*p == '-') { neg = 1; p++; }
+    int overflow = 0;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        uint64_t d = (uint64_t)(*p - '0');
+        if (overflow || (sig >= UINT64_MAX / 10 && (sig > UINT64_MAX / 10 || d > UINT64_MAX % 10))) { overflow = 1; exp++; continue; }
+        sig = sig * 10 + d;
+    }
+    if (*p == '.') {
+        p++;
+        for (; *p >= '0' && *p <= '9'; p++) {
+            uint64_t d = (uint64_t)(*p - '0');
+            if (overflow || (sig >= UINT64_MAX / 10 && (sig > UINT64_MAX / 10 || d > UINT64_MAX % 10))) { overflow = 1; continue; }
+            sig = sig * 10 + d;
+            exp--;
+        }
+    }
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        int eneg = 0, e = 0;
+        if (*p == '+') p++;
+        else if (*p == '-') { eneg = 1; p++; }
+        for (; *p >= '0' && *p <= '9'; p++) if (e < 100000) e = e * 10 + (*p - '0');
+        exp += eneg ? -e : e;
+    }
+    double f = (double)sig;
+    for (;;) {
+        int a = exp < 0 ? -exp : exp;
+        if (a <= 308) { if (exp >= 0) f *= pow10_exact(a); else f /= pow10_exact(a); break; }
+        if (f == 0.0 || exp >= 0) break;
+        f /= 1e308;
+        exp += 308;
+    }
+    return neg ? -f : f;
+}
+
 static int vocab_alloc(lctx *L, tk_model *m, int32_t n)
 {
     m->n_vocab = n;
@@ -289,7 +354,7 @@ static int vocab_set(lctx *L, tk_model *m, int32_t id, const char *s, int32_t le
     if (!m->id2tok[id]) FAIL(L, "out of memory");
     memcpy(m->id2tok[id], s, (size_t)len);
     m->id2tok[id][len] = 0;
-    m->id2len[id] = len;
+    m->id2len[id] = L->nul ? unsentinel(m->id2tok[id], len) : len;
     return 0;
 }
 
@@ -374,6 +439,11 @@ static int load_model(lctx *L, json_object *o, tk_model *m)
                 a = json_object_get_string(json_object_array_get_idx(e, 0)); al = strlen(a);
                 b = json_object_get_string(json_object_array_get_idx(e, 1)); bl = strlen(b);
             } else { free(buf); tk_errf(L->err, L->len, "model.merges[%zu]: expected \"a b\" or [a, b]", i); goto fail; }
+            char abuf[256], bbuf[256];
+            if (L->nul && al < sizeof abuf && bl < sizeof bbuf) {
+                memcpy(abuf, a, al); al = (size_t)unsentinel(abuf, (int32_t)al); a = abuf;
+                memcpy(bbuf, b, bl); bl = (size_t)unsentinel(bbuf, (int32_t)bl); b = bbuf;
+            }
             int32_t ia = tk_strmap_get(&m->vocab, a, (uint32_t)al), ib = tk_strmap_get(&m->vocab, b, (uint32_t)bl);
             if (ia < 0 || ib < 0) {
                 free(buf);
@@ -415,7 +485,7 @@ static int load_model(lctx *L, json_object *o, tk_model *m)
                 goto fail;
             }
             if (vocab_set(L, m, i, json_object_get_string(ps), json_object_get_string_len(ps))) goto fail;
-            m->scores[i] = json_object_get_double(sc);
+            m->scores[i] = json_object_is_type(sc, json_type_double) ? serde_f64(json_object_get_string(sc)) : json_object_get_double(sc);
             if (m->scores[i] < m->min_score) m->min_score = m->scores[i];
             if (tk_strmap_put(&m->vocab, m->id2tok[i], (uint32_t)m->id2len[i], i) ||
                 tk_trie_insert(&m->trie, m->id2tok[i], m->id2len[i], i))
@@ -628,6 +698,7 @@ static int load_added(lctx *L, json_object *a, kn_tokenizer *t)
         x->content = malloc((size_t)x->len + 1);
         if (!x->content) FAIL(L, "out of memory");
         memcpy(x->content, json_object_get_string(c), (size_t)x->len + 1);
+        if (L->nul) x->len = unsentinel(x->content, x->len);
         t->n_added = i + 1;
         int special;
         if (get_bool(L, e, "single_word", path, 0, &x->single_word) || get_bool(L, e, "lstrip", path, 0, &x->lstrip) ||
@@ -680,9 +751,9 @@ static int load_trunc_pad(lctx *L, json_object *root, kn_tokenizer *t)
 
 int tk_tokenizer_finish(kn_tokenizer *t, char *err, size_t err_len);
 
-static kn_tokenizer *from_json(json_object *root, char *err, size_t err_len)
+static kn_tokenizer *from_json(json_object *root, int nul, char *err, size_t err_len)
 {
-    lctx L = {err, err_len};
+    lctx L = {err, err_len, nul};
     if (!json_object_is_type(root, json_type_object)) { tk_errf(err, err_len, "top level: expected an object"); return NULL; }
     kn_tokenizer *t = calloc(1, sizeof *t);
     if (!t) { tk_errf(err, err_len, "out of memory"); return NULL; }
@@ -700,10 +771,38 @@ fail:
     return NULL;
 }
 
+/* Copy of the JSON text with every \u0000 escape replaced by the U+10FFFF sentinel, or NULL
+ * (with *nul = 0) when there is none. */
+static char *escape_nuls(const char *json, size_t len, size_t *out_len, int *nul)
+{
+    *nul = 0;
+    if (!memmem(json, len, "\\u0000", 6)) return NULL;
+    char *o = malloc(len * 2 + 1);
+    if (!o) return NULL;
+    size_t w = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (json[i] == '\\' && i + 1 < len) {
+            if (i + 5 < len && !memcmp(json + i + 1, "u0000", 5)) {
+                memcpy(o + w, "\\udbff\\udfff", 12); w += 12; i += 5; *nul = 1;
+                continue;
+            }
+            o[w++] = json[i++];
+        }
+        o[w++] = json[i];
+    }
+    o[w] = 0;
+    *out_len = w;
+    return o;
+}
+
 kn_tokenizer *kn_tokenizer_load_json(const char *json, size_t len, char *err, size_t err_len)
 {
+    int nul;
+    size_t clen;
+    char *copy = escape_nuls(json, len, &clen, &nul);
+    if (copy) { json = copy; len = clen; }
     json_tokener *tok = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
-    if (!tok) { tk_errf(err, err_len, "out of memory"); return NULL; }
+    if (!tok) { free(copy); tk_errf(err, err_len, "out of memory"); return NULL; }
     json_object *root = json_tokener_parse_ex(tok, json, (int)len);
     enum json_tokener_error je = json_tokener_get_error(tok);
     if (!root || je != json_tokener_success) {
@@ -711,11 +810,13 @@ kn_tokenizer *kn_tokenizer_load_json(const char *json, size_t len, char *err, si
         else tk_errf(err, err_len, "malformed JSON at byte %zu: %s", json_tokener_get_parse_end(tok), json_tokener_error_desc(je));
         if (root) json_object_put(root);
         json_tokener_free(tok);
+        free(copy);
         return NULL;
     }
     json_tokener_free(tok);
-    kn_tokenizer *t = from_json(root, err, err_len);
+    kn_tokenizer *t = from_json(root, nul, err, err_len);
     json_object_put(root);
+    free(copy);
     return t;
 }
 
@@ -796,7 +897,7 @@ static kn_tokenizer *from_vocab_txt(const char *dir, char *err, size_t err_len)
         json_object_array_add(added, a);
     }
     json_object_object_add(root, "added_tokens", added);
-    kn_tokenizer *t = from_json(root, err, err_len);
+    kn_tokenizer *t = from_json(root, 0, err, err_len);
     json_object_put(root);
     return t;
 }

@@ -208,7 +208,7 @@ static int encode_seq(const kn_tokenizer *t, tk_arena *a, const char *text, int3
         if (p->fixed_id >= 0) {
             int32_t ai = p->fixed_id < t->added_by_id_len ? t->added_by_id[p->fixed_id] : -1;
             const char *str = ai >= 0 ? t->added[ai].content : "";
-            if (tk_enc_push(a, e, p->fixed_id, type_id, cidx[p->a0[0]], cidx[p->a1[p->len - 1]], 0, str, (int32_t)strlen(str)))
+            if (tk_enc_push(a, e, p->fixed_id, type_id, cidx[p->a0[0]], cidx[p->a1[p->len - 1]], 0, str, ai >= 0 ? t->added[ai].len : 0))
                 return -1;
             continue;
         }
@@ -274,7 +274,8 @@ static int to_public(const kn_tokenizer *t, const tk_enc *e, int32_t pad_to, kn_
     out->special_mask = malloc((size_t)n + 1);
     out->attention_mask = malloc((size_t)n + 1);
     out->tokens = malloc(sizeof(char *) * (size_t)(n + 1) + tl + 1);
-    if (!out->ids || !out->type_ids || !out->offsets || !out->special_mask || !out->attention_mask || !out->tokens) {
+    out->token_lens = malloc(sizeof(int32_t) * (size_t)(n + 1));
+    if (!out->token_lens || !out->ids || !out->type_ids || !out->offsets || !out->special_mask || !out->attention_mask || !out->tokens) {
         kn_encoding_free(out);
         return -1;
     }
@@ -287,12 +288,14 @@ static int to_public(const kn_tokenizer *t, const tk_enc *e, int32_t pad_to, kn_
             out->offsets[2 * k] = out->offsets[2 * k + 1] = 0;
             out->special_mask[k] = 1; out->attention_mask[k] = 0;
             out->tokens[k] = w; strcpy(w, pt); w += strlen(pt) + 1;
+            out->token_lens[k] = (int32_t)strlen(pt);
             continue;
         }
         out->ids[k] = e->ids[i]; out->type_ids[k] = e->type_ids[i];
         out->offsets[2 * k] = e->off[2 * i]; out->offsets[2 * k + 1] = e->off[2 * i + 1];
         out->special_mask[k] = e->special[i]; out->attention_mask[k] = 1;
         out->tokens[k] = w; memcpy(w, e->tok[i], (size_t)e->tok_len[i]); w[e->tok_len[i]] = 0; w += e->tok_len[i] + 1;
+        out->token_lens[k] = e->tok_len[i];
     }
     return 0;
 }
@@ -410,7 +413,7 @@ int kn_tokenizer_encode_batch(const kn_tokenizer *t, int n, const char *const *t
             for (int32_t k = 0; k < e.n && !rc; k++)
                 if (e.attention_mask[k])
                     rc = tk_enc_push(&a, &tmp, e.ids[k], e.type_ids[k], e.offsets[2 * k], e.offsets[2 * k + 1], e.special_mask[k],
-                                     e.tokens[k], (int32_t)strlen(e.tokens[k]));
+                                     e.tokens[k], e.token_lens[k]);
             if (!rc) rc = to_public(t, &tmp, longest, &out[i]);
             tk_arena_free(&a);
             if (rc) { out[i] = e; tk_errf(err, err_len, "out of memory padding the batch"); return -1; }
@@ -424,6 +427,7 @@ void kn_encoding_free(kn_encoding *e)
 {
     if (!e) return;
     free(e->ids); free(e->type_ids); free(e->offsets); free(e->special_mask); free(e->attention_mask); free(e->tokens);
+    free(e->token_lens);
     for (int32_t i = 0; i < e->n_overflow; i++) kn_encoding_free(&e->overflow[i]);
     free(e->overflow);
     memset(e, 0, sizeof *e);

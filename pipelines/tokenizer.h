@@ -23,6 +23,7 @@ typedef struct kn_encoding {
     uint8_t *special_mask;     /* 1 for tokens added by post-processing or padding */
     uint8_t *attention_mask;   /* 0 for padding */
     char **tokens;             /* n NUL-terminated strings, owned by the encoding */
+    int32_t *token_lens;       /* their lengths in bytes (a token may itself hold a NUL) */
     int32_t n_overflow;        /* truncated windows (stride), each a full encoding */
     struct kn_encoding *overflow;
 } kn_encoding;

@@ -71,21 +71,22 @@ static void kpos_of(const win *w, int64_t kk, int64_t *kpos)
     }
 }
 
-/* col[(c*k_n + kk) * col_n + p] = img[c][coord] (0 in the padding). */
-static void im2col(const float *img, int64_t C, const win *w, float *col)
+/* Column rows o0..o1 (blocks of the innermost dim): col[(c*k_n + kk) * width + p] =
+ * img[c][coord] (0 in the padding), width = (o1 - o0) * cols[last]. */
+static void im2col(const float *img, int64_t C, const win *w, int64_t o0, int64_t o1, float *col)
 {
     int L = w->nsp - 1;
-    int64_t wl = w->cols[L], nouter = w->col_n / (wl ? wl : 1);
+    int64_t wl = w->cols[L], width = (o1 - o0) * wl;
     for (int64_t c = 0; c < C; c++)
         for (int64_t kk = 0; kk < w->k_n; kk++) {
             int64_t kpos[KN_MAX_DIMS];
             kpos_of(w, kk, kpos);
-            float *row = col + (c * w->k_n + kk) * w->col_n;
+            float *row = col + (c * w->k_n + kk) * width;
             const float *src = img + c * w->img_n;
             int64_t off = kpos[L] * w->d[L] - w->pb[L], lo, hi;
             valid_range(wl, w->s[L], off, w->img[L], &lo, &hi);
-            for (int64_t o = 0; o < nouter; o++) {
-                float *r = row + o * wl;
+            for (int64_t o = o0; o < o1; o++) {
+                float *r = row + (o - o0) * wl;
                 int64_t base = row_base(w, o, kpos);
                 if (base < 0) { memset(r, 0, sizeof(float) * (size_t)wl); continue; }
                 const float *s = src + base + off;
@@ -172,6 +173,7 @@ typedef struct conv_job {
     int64_t N, G, Cg, Mg;
     win wn;
     bool direct;      /* 1x1, stride 1, no pad: X is its own column matrix */
+    int64_t chunk;    /* outer column rows unfolded at a time (bounds the column buffer) */
     float *cols;      /* one column buffer per slot */
     int64_t slots;
     kn_threadpool *pool; /* threads for the sgemm when items run one at a time */
@@ -184,13 +186,17 @@ static void conv_item(const conv_job *j, int64_t item, float *col)
     const float *x = j->x + (n * j->G + g) * j->Cg * w->img_n;
     float *y = j->y + (n * j->G + g) * j->Mg * w->col_n;
     const float *wt = j->w + g * j->Mg * j->Cg * w->k_n;
-    const float *B = x;
-    if (!j->direct) {
-        im2col(x, j->Cg, w, col);
-        B = col;
+    int64_t K = j->Cg * w->k_n;
+    if (j->direct) {
+        kn_sgemm(j->pool, false, false, j->Mg, w->col_n, K, 1.0f, wt, K, x, w->col_n, 0.0f, y, w->col_n);
+    } else {
+        int64_t wl = w->cols[w->nsp - 1], nouter = wl ? w->col_n / wl : 0;
+        for (int64_t o0 = 0; o0 < nouter; o0 += j->chunk) {
+            int64_t o1 = o0 + j->chunk < nouter ? o0 + j->chunk : nouter, width = (o1 - o0) * wl;
+            im2col(x, j->Cg, w, o0, o1, col);
+            kn_sgemm(j->pool, false, false, j->Mg, width, K, 1.0f, wt, K, col, width, 0.0f, y + o0 * wl, w->col_n);
+        }
     }
-    kn_sgemm(j->pool, false, false, j->Mg, w->col_n, j->Cg * w->k_n, 1.0f, wt, j->Cg * w->k_n,
-             B, w->col_n, 0.0f, y, w->col_n);
     if (j->b)
         for (int64_t m = 0; m < j->Mg; m++) {
             float bv = j->b[g * j->Mg + m];
@@ -202,7 +208,7 @@ static void conv_item(const conv_job *j, int64_t item, float *col)
 static void conv_slot(void *ctx, int64_t begin, int64_t end)
 {
     const conv_job *j = ctx;
-    int64_t colsz = j->direct ? 0 : j->Cg * j->wn.k_n * j->wn.col_n;
+    int64_t colsz = j->direct ? 0 : j->Cg * j->wn.k_n * j->chunk * j->wn.cols[j->wn.nsp - 1];
     for (int64_t s = begin; s < end; s++)
         for (int64_t item = s; item < j->N * j->G; item += j->slots)
             conv_item(j, item, j->cols + s * colsz);
@@ -229,7 +235,14 @@ static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, con
     j.slots = per_item ? T : 1;
     j.pool = per_item ? NULL : ctx->pool;
     if (!j.direct) {
-        size_t bytes = sizeof(float) * (size_t)(j.Cg * j.wn.k_n * j.wn.col_n) * (size_t)j.slots;
+        /* Unfold at most ~32 MiB of columns at a time (at least one innermost row), so a large
+         * image with a large kernel cannot demand an absurd buffer. */
+        int64_t wl = j.wn.cols[j.wn.nsp - 1], nouter = j.wn.col_n / wl;
+        int64_t row_bytes = (int64_t)sizeof(float) * j.Cg * j.wn.k_n * wl;
+        j.chunk = ((int64_t)32 << 20) / (row_bytes > 0 ? row_bytes : 1);
+        if (j.chunk < 1) j.chunk = 1;
+        if (j.chunk > nouter) j.chunk = nouter;
+        size_t bytes = (size_t)row_bytes * (size_t)j.chunk * (size_t)j.slots;
         j.cols = kn_scratch_alloc(ctx, bytes ? bytes : 1);
         if (!j.cols) return KN_OOM(bytes);
     }

@@ -26,7 +26,8 @@ typedef struct isa_desc {
     int isa;
     int mr, nr;
     kn_sgemm_micro_fn micro;
-    kn_sgemm_rows_fn rows; /* NULL: no skinny path */
+    kn_sgemm_rows_fn rows, rows_bt; /* NULL: no skinny path */
+    void (*pack_a8)(const float *A, int64_t lda, int64_t kc, float alpha, float *dst); /* mr == 8 only */
 } isa_desc;
 
 static void micro_scalar(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta)
@@ -55,20 +56,23 @@ static int resolve_isa(int want)
 
 static isa_desc get_isa(int want)
 {
-    isa_desc d;
+    isa_desc d = {0};
     d.isa = resolve_isa(want);
     switch (d.isa) {
     case KN_SGEMM_ISA_AVX512:
         d.mr = KN_SGEMM_AVX512_MR; d.nr = KN_SGEMM_AVX512_NR;
         d.micro = kn_sgemm_micro_avx512; d.rows = kn_sgemm_rows_avx512;
+        d.rows_bt = kn_sgemm_rows_bt_avx512;
+        d.pack_a8 = kn_sgemm_pack_a8_avx2;
         break;
     case KN_SGEMM_ISA_AVX2:
         d.mr = KN_SGEMM_AVX2_MR; d.nr = KN_SGEMM_AVX2_NR;
         d.micro = kn_sgemm_micro_avx2; d.rows = kn_sgemm_rows_avx2;
+        d.rows_bt = kn_sgemm_rows_bt_avx2;
         break;
     default:
         d.mr = SCALAR_MR; d.nr = SCALAR_NR;
-        d.micro = micro_scalar; d.rows = NULL;
+        d.micro = micro_scalar; d.rows = d.rows_bt = NULL;
         break;
     }
     return d;
@@ -108,12 +112,14 @@ static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc)
 }
 
 /* op(A)[ic:ic+mc, pc:pc+kc] * alpha into MR-row panels: dst[panel][k*MR + r], zero-padded. */
-static void pack_a(bool ta, const float *A, int64_t lda, int64_t ic, int64_t pc, int64_t mc,
-                   int64_t kc, int mr_full, float alpha, float *dst)
+static void pack_a(const isa_desc *d, bool ta, const float *A, int64_t lda, int64_t ic, int64_t pc,
+                   int64_t mc, int64_t kc, int mr_full, float alpha, float *dst)
 {
     for (int64_t ir = 0; ir < mc; ir += mr_full, dst += mr_full * kc) {
         int mr = mc - ir < mr_full ? (int)(mc - ir) : mr_full;
-        if (!ta) {
+        if (!ta && mr == 8 && mr_full == 8 && d->pack_a8) {
+            d->pack_a8(A + (ic + ir) * lda + pc, lda, kc, alpha, dst);
+        } else if (!ta) {
             for (int r = 0; r < mr; r++) {
                 const float *src = A + (ic + ir + r) * lda + pc;
                 for (int64_t k = 0; k < kc; k++) dst[k * mr_full + r] = alpha * src[k];
@@ -187,7 +193,7 @@ static void sgemm_region(const isa_desc *d, bool ta, bool tb, int64_t M, int64_t
             pack_b(tb, B, ldb, pc, jc, kc, nc, NR, Bp);
             for (int64_t ic = 0; ic < M; ic += MC_MAX) {
                 int64_t mc = M - ic < MC_MAX ? M - ic : MC_MAX;
-                pack_a(ta, A, lda, ic, pc, mc, kc, MR, alpha, Ap);
+                pack_a(d, ta, A, lda, ic, pc, mc, kc, MR, alpha, Ap);
                 for (int64_t jr = 0; jr < nc; jr += NR) {
                     int nr = nc - jr < NR ? (int)(nc - jr) : NR;
                     const float *bp = Bp + jr * kc;
@@ -238,7 +244,7 @@ static void gemm_task(void *ctx, int64_t begin, int64_t end)
         const float *b = j->tb ? j->B + j0 * j->ldb : j->B + j0;
         float *c = j->C + i0 * j->ldc + j0;
         if (j->skinny)
-            j->d->rows(m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->beta, c, j->ldc);
+            (j->tb ? j->d->rows_bt : j->d->rows)(m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->beta, c, j->ldc);
         else
             sgemm_region(j->d, j->ta, j->tb, m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->beta, c, j->ldc);
     }
@@ -255,7 +261,7 @@ static void sgemm_dispatch(kn_threadpool *pool, int isa, bool ta, bool tb, int64
     }
     isa_desc d = get_isa(isa);
     gemm_job j = {&d, ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, 1, 1, M, N, false};
-    j.skinny = d.rows && M <= 4 && !ta && !tb;
+    j.skinny = (tb ? d.rows_bt : d.rows) && M <= 4 && !ta;
     int64_t T = pool ? kn_threadpool_size(pool) : 1;
     double flops = 2.0 * (double)M * (double)N * (double)K;
     /* Below ~1 MFLOP the fork/join costs more than it saves. */

@@ -85,8 +85,8 @@ kn_status *kn_einsum_parse(const char *eq, int n_ops, const struct kn_tensor *co
  * (Ap[k*MR + r]) and Bp packed NR-interleaved (Bp[k*NR + j]). beta == 0: C is not read. */
 typedef void (*kn_sgemm_micro_fn)(int64_t kc, const float *Ap, const float *Bp, float *C,
                                   int64_t ldc, float beta);
-/* Rows of a skinny product (M small): C[m x N] = beta*C + alpha * A[m x K] * B[K x N], B
- * non-transposed and unpacked; m <= 4. */
+/* Rows of a skinny product (M small): C[m x N] = beta*C + alpha * A[m x K] * op(B), unpacked,
+ * m <= 4; the _bt variants take B transposed (stored N x K). */
 typedef void (*kn_sgemm_rows_fn)(int64_t m, int64_t N, int64_t K, float alpha, const float *A,
                                  int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                                  int64_t ldc);
@@ -96,8 +96,13 @@ typedef void (*kn_sgemm_rows_fn)(int64_t m, int64_t N, int64_t K, float alpha, c
 #define KN_SGEMM_AVX512_NR 32
 void kn_sgemm_micro_avx2(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta);
 void kn_sgemm_micro_avx512(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta);
+void kn_sgemm_pack_a8_avx2(const float *A, int64_t lda, int64_t kc, float alpha, float *dst);
 void kn_sgemm_rows_avx2(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                         const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void kn_sgemm_rows_bt_avx2(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                           const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void kn_sgemm_rows_bt_avx512(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                             const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 void kn_sgemm_rows_avx512(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                           const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 

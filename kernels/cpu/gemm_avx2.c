@@ -50,48 +50,110 @@ void kn_sgemm_micro_avx2(int64_t kc, const float *Ap, const float *Bp, float *C,
     ROW_STORE(3, c30, c31); ROW_STORE(4, c40, c41); ROW_STORE(5, c50, c51);
 }
 
-static inline __m256i tail_mask(int64_t n)
-{
-    static const int32_t lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-    return _mm256_loadu_si256((const __m256i *)(lanes + 8 - (n > 8 ? 8 : n)));
-}
-
+/* Skinny products (m <= 4 rows): B is read once, row by row in address order (four rows of K at a
+ * time), and each C row is updated in place, so the memory traffic - the whole cost here - is one
+ * pass over B with the hardware prefetchers on full streams. */
 void kn_sgemm_rows_avx2(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                         const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
     for (int64_t i = 0; i < m; i++) {
-        const float *a = A + i * lda;
         float *c = C + i * ldc;
-        int64_t j = 0;
-        for (; j + 32 <= N; j += 32) {
-            __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-            __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-            const float *b = B + j;
-            for (int64_t k = 0; k < K; k++, b += ldb) {
-                __m256 av = _mm256_set1_ps(a[k]);
-                s0 = _mm256_fmadd_ps(av, _mm256_loadu_ps(b), s0);
-                s1 = _mm256_fmadd_ps(av, _mm256_loadu_ps(b + 8), s1);
-                s2 = _mm256_fmadd_ps(av, _mm256_loadu_ps(b + 16), s2);
-                s3 = _mm256_fmadd_ps(av, _mm256_loadu_ps(b + 24), s3);
-            }
-            __m256 al = _mm256_set1_ps(alpha);
-            __m256 r[4] = {_mm256_mul_ps(al, s0), _mm256_mul_ps(al, s1), _mm256_mul_ps(al, s2), _mm256_mul_ps(al, s3)};
-            for (int q = 0; q < 4; q++) {
-                float *p = c + j + 8 * q;
-                if (beta != 0.0f) r[q] = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(p), r[q]);
-                _mm256_storeu_ps(p, r[q]);
+        if (beta == 0.0f) for (int64_t j = 0; j < N; j++) c[j] = 0.0f;
+        else if (beta != 1.0f) for (int64_t j = 0; j < N; j++) c[j] *= beta;
+    }
+    /* Full vectors use plain loads and stores: masked stores are microcoded and slow on AMD. */
+    int64_t nfull = N / 8 * 8;
+    int64_t k = 0;
+    for (; k + 4 <= K; k += 4) {
+        const float *b = B + k * ldb;
+        float x[4][4];
+        for (int64_t i = 0; i < 4; i++)
+            for (int q = 0; q < 4; q++) x[i][q] = i < m ? alpha * A[i * lda + k + q] : 0.0f;
+        for (int64_t j = 0; j < nfull; j += 8) {
+            __m256 b0 = _mm256_loadu_ps(b + j), b1 = _mm256_loadu_ps(b + ldb + j);
+            __m256 b2 = _mm256_loadu_ps(b + 2 * ldb + j), b3 = _mm256_loadu_ps(b + 3 * ldb + j);
+            for (int64_t i = 0; i < m; i++) {
+                float *c = C + i * ldc + j;
+                __m256 v = _mm256_loadu_ps(c);
+                v = _mm256_fmadd_ps(_mm256_set1_ps(x[i][0]), b0, v);
+                v = _mm256_fmadd_ps(_mm256_set1_ps(x[i][1]), b1, v);
+                v = _mm256_fmadd_ps(_mm256_set1_ps(x[i][2]), b2, v);
+                v = _mm256_fmadd_ps(_mm256_set1_ps(x[i][3]), b3, v);
+                _mm256_storeu_ps(c, v);
             }
         }
-        for (; j < N; j += 8) {
-            __m256i mk = tail_mask(N - j);
-            __m256 s0 = _mm256_setzero_ps();
-            const float *b = B + j;
-            for (int64_t k = 0; k < K; k++, b += ldb)
-                s0 = _mm256_fmadd_ps(_mm256_set1_ps(a[k]), _mm256_maskload_ps(b, mk), s0);
-            s0 = _mm256_mul_ps(_mm256_set1_ps(alpha), s0);
-            if (beta != 0.0f)
-                s0 = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_maskload_ps(c + j, mk), s0);
-            _mm256_maskstore_ps(c + j, mk, s0);
+        for (int64_t j = nfull; j < N; j++)
+            for (int64_t i = 0; i < m; i++)
+                C[i * ldc + j] += x[i][0] * b[j] + x[i][1] * b[ldb + j] + x[i][2] * b[2 * ldb + j] + x[i][3] * b[3 * ldb + j];
+    }
+    for (; k < K; k++) {
+        const float *b = B + k * ldb;
+        for (int64_t i = 0; i < m; i++) {
+            __m256 x = _mm256_set1_ps(alpha * A[i * lda + k]);
+            float *c = C + i * ldc;
+            int64_t j = 0;
+            for (; j < nfull; j += 8)
+                _mm256_storeu_ps(c + j, _mm256_fmadd_ps(x, _mm256_loadu_ps(b + j), _mm256_loadu_ps(c + j)));
+            for (; j < N; j++) c[j] += alpha * A[i * lda + k] * b[j];
+        }
+    }
+}
+
+/* Packs a full 8-row panel of a non-transposed A (8 x kc, row stride lda) into the MR = 8
+ * interleaved layout dst[k*8 + r], scaled by alpha, with 8x8 in-register transposes: the scalar
+ * loop's strided stores cost a noticeable share of a product with few columns. */
+void kn_sgemm_pack_a8_avx2(const float *A, int64_t lda, int64_t kc, float alpha, float *dst)
+{
+    __m256 al = _mm256_set1_ps(alpha);
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        __m256 r0 = _mm256_loadu_ps(A + 0 * lda + k), r1 = _mm256_loadu_ps(A + 1 * lda + k);
+        __m256 r2 = _mm256_loadu_ps(A + 2 * lda + k), r3 = _mm256_loadu_ps(A + 3 * lda + k);
+        __m256 r4 = _mm256_loadu_ps(A + 4 * lda + k), r5 = _mm256_loadu_ps(A + 5 * lda + k);
+        __m256 r6 = _mm256_loadu_ps(A + 6 * lda + k), r7 = _mm256_loadu_ps(A + 7 * lda + k);
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+        __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+        __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+        __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)), s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+        __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)), s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+        float *d = dst + k * 8;
+        _mm256_storeu_ps(d + 0, _mm256_mul_ps(al, _mm256_permute2f128_ps(s0, s4, 0x20)));
+        _mm256_storeu_ps(d + 8, _mm256_mul_ps(al, _mm256_permute2f128_ps(s1, s5, 0x20)));
+        _mm256_storeu_ps(d + 16, _mm256_mul_ps(al, _mm256_permute2f128_ps(s2, s6, 0x20)));
+        _mm256_storeu_ps(d + 24, _mm256_mul_ps(al, _mm256_permute2f128_ps(s3, s7, 0x20)));
+        _mm256_storeu_ps(d + 32, _mm256_mul_ps(al, _mm256_permute2f128_ps(s0, s4, 0x31)));
+        _mm256_storeu_ps(d + 40, _mm256_mul_ps(al, _mm256_permute2f128_ps(s1, s5, 0x31)));
+        _mm256_storeu_ps(d + 48, _mm256_mul_ps(al, _mm256_permute2f128_ps(s2, s6, 0x31)));
+        _mm256_storeu_ps(d + 56, _mm256_mul_ps(al, _mm256_permute2f128_ps(s3, s7, 0x31)));
+    }
+    for (; k < kc; k++)
+        for (int r = 0; r < 8; r++) dst[k * 8 + r] = alpha * A[r * lda + k];
+}
+
+/* Skinny products with B transposed (B stored N x K): each output is a dot product of an A row
+ * with a B row; B is read once while the m <= 4 rows of A stay in L1. */
+void kn_sgemm_rows_bt_avx2(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                           const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    int64_t kfull = K / 8 * 8;
+    for (int64_t j = 0; j < N; j++) {
+        const float *b = B + j * ldb;
+        __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int64_t k = 0; k < kfull; k += 8) {
+            __m256 bv = _mm256_loadu_ps(b + k);
+            for (int64_t i = 0; i < m; i++) s[i] = _mm256_fmadd_ps(_mm256_loadu_ps(A + i * lda + k), bv, s[i]);
+        }
+        for (int64_t i = 0; i < m; i++) {
+            float t[8];
+            _mm256_storeu_ps(t, s[i]);
+            float v = ((t[0] + t[4]) + (t[1] + t[5])) + ((t[2] + t[6]) + (t[3] + t[7]));
+            for (int64_t k = kfull; k < K; k++) v += A[i * lda + k] * b[k];
+            v *= alpha;
+            float *c = C + i * ldc + j;
+            *c = beta == 0.0f ? v : v + beta * *c;
         }
     }
 }

@@ -58,44 +58,69 @@ void kn_sgemm_micro_avx512(int64_t kc, const float *Ap, const float *Bp, float *
     ROW_STORE(4, c40, c41); ROW_STORE(5, c50, c51); ROW_STORE(6, c60, c61); ROW_STORE(7, c70, c71);
 }
 
-/* One output row at a time, 64 columns per pass: B is streamed once per row, which for m <= 4
- * costs less than packing it. */
+/* Skinny products (m <= 4 rows): B is read once, row by row in address order (four rows of K at a
+ * time), and each C row is updated in place, so the memory traffic - the whole cost here - is one
+ * pass over B with the hardware prefetchers on full streams. */
 void kn_sgemm_rows_avx512(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                           const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
     for (int64_t i = 0; i < m; i++) {
-        const float *a = A + i * lda;
         float *c = C + i * ldc;
-        int64_t j = 0;
-        for (; j + 64 <= N; j += 64) {
-            __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-            __m512 s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-            const float *b = B + j;
-            for (int64_t k = 0; k < K; k++, b += ldb) {
-                __m512 av = _mm512_set1_ps(a[k]);
-                s0 = _mm512_fmadd_ps(av, _mm512_loadu_ps(b), s0);
-                s1 = _mm512_fmadd_ps(av, _mm512_loadu_ps(b + 16), s1);
-                s2 = _mm512_fmadd_ps(av, _mm512_loadu_ps(b + 32), s2);
-                s3 = _mm512_fmadd_ps(av, _mm512_loadu_ps(b + 48), s3);
-            }
-            __m512 al = _mm512_set1_ps(alpha);
-            __m512 r[4] = {_mm512_mul_ps(al, s0), _mm512_mul_ps(al, s1), _mm512_mul_ps(al, s2), _mm512_mul_ps(al, s3)};
-            for (int q = 0; q < 4; q++) {
-                float *p = c + j + 16 * q;
-                if (beta != 0.0f) r[q] = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_loadu_ps(p), r[q]);
-                _mm512_storeu_ps(p, r[q]);
+        if (beta == 0.0f) for (int64_t j = 0; j < N; j++) c[j] = 0.0f;
+        else if (beta != 1.0f) for (int64_t j = 0; j < N; j++) c[j] *= beta;
+    }
+    int64_t k = 0;
+    for (; k + 4 <= K; k += 4) {
+        const float *b = B + k * ldb;
+        __m512 x[4][4];
+        for (int64_t i = 0; i < 4; i++)
+            for (int q = 0; q < 4; q++) x[i][q] = _mm512_set1_ps(i < m ? alpha * A[i * lda + k + q] : 0.0f);
+        for (int64_t j = 0; j < N; j += 16) {
+            __mmask16 mk = N - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - j)) - 1u);
+            __m512 b0 = _mm512_maskz_loadu_ps(mk, b + j), b1 = _mm512_maskz_loadu_ps(mk, b + ldb + j);
+            __m512 b2 = _mm512_maskz_loadu_ps(mk, b + 2 * ldb + j), b3 = _mm512_maskz_loadu_ps(mk, b + 3 * ldb + j);
+            for (int64_t i = 0; i < m; i++) {
+                float *c = C + i * ldc + j;
+                __m512 v = _mm512_maskz_loadu_ps(mk, c);
+                v = _mm512_fmadd_ps(x[i][0], b0, v);
+                v = _mm512_fmadd_ps(x[i][1], b1, v);
+                v = _mm512_fmadd_ps(x[i][2], b2, v);
+                v = _mm512_fmadd_ps(x[i][3], b3, v);
+                _mm512_mask_storeu_ps(c, mk, v);
             }
         }
-        for (; j < N; j += 16) {
-            __mmask16 mk = N - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - j)) - 1u);
-            __m512 s0 = _mm512_setzero_ps();
-            const float *b = B + j;
-            for (int64_t k = 0; k < K; k++, b += ldb)
-                s0 = _mm512_fmadd_ps(_mm512_set1_ps(a[k]), _mm512_maskz_loadu_ps(mk, b), s0);
-            s0 = _mm512_mul_ps(_mm512_set1_ps(alpha), s0);
-            if (beta != 0.0f)
-                s0 = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(mk, c + j), s0);
-            _mm512_mask_storeu_ps(c + j, mk, s0);
+    }
+    for (; k < K; k++) {
+        const float *b = B + k * ldb;
+        for (int64_t i = 0; i < m; i++) {
+            __m512 x = _mm512_set1_ps(alpha * A[i * lda + k]);
+            float *c = C + i * ldc;
+            for (int64_t j = 0; j < N; j += 16) {
+                __mmask16 mk = N - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - j)) - 1u);
+                _mm512_mask_storeu_ps(c + j, mk, _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(mk, b + j), _mm512_maskz_loadu_ps(mk, c + j)));
+            }
+        }
+    }
+}
+
+/* Skinny products with B transposed (B stored N x K, as Gemm transB weights are): every output is
+ * a dot product of an A row with a B row, so B is read once, row by row, while the m <= 4 rows
+ * of A stay in L1. */
+void kn_sgemm_rows_bt_avx512(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                             const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
+{
+    for (int64_t j = 0; j < N; j++) {
+        const float *b = B + j * ldb;
+        __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int64_t k = 0; k < K; k += 16) {
+            __mmask16 mk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1u);
+            __m512 bv = _mm512_maskz_loadu_ps(mk, b + k);
+            for (int64_t i = 0; i < m; i++) s[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, A + i * lda + k), bv, s[i]);
+        }
+        for (int64_t i = 0; i < m; i++) {
+            float v = alpha * _mm512_reduce_add_ps(s[i]);
+            float *c = C + i * ldc + j;
+            *c = beta == 0.0f ? v : v + beta * *c;
         }
     }
 }

@@ -358,7 +358,7 @@ kn_status *kn_cpu_QLinearMatMul(kn_exec_ctx *ctx, const kn_node *node, const kn_
     float *as = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M + N + 2));
     int64_t *yzp = kn_scratch_alloc(ctx, sizeof(int64_t));
     if (!as || !yzp) return KN_OOM(M + N);
-    float *bs = as + M + 1, ys;
+    float *bs = as + M + 1, ys = 1.0f;
     KN_TRY(scales("QLinearMatMul", in[1], M, "a_scale", as));
     KN_TRY(scales("QLinearMatMul", in[4], N, "b_scale", bs));
     KN_TRY(scales("QLinearMatMul", in[6], 1, "y_scale", &ys));
@@ -435,6 +435,107 @@ static void einsum_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
+/* dst (dims nd, row-major) = src gathered with per-dst-dim source strides. */
+static void gather_strided(const float *src, int nd, const int64_t *dims, const int64_t *sstr, float *dst)
+{
+    int64_t n = 1, idx[KN_EINSUM_MAX_LABELS] = {0}, off = 0;
+    for (int d = 0; d < nd; d++) n *= dims[d];
+    for (int64_t i = 0; i < n; i++) {
+        dst[i] = src[off];
+        for (int d = nd - 1; d >= 0; d--) {
+            idx[d]++;
+            off += sstr[d];
+            if (idx[d] < dims[d]) break;
+            off -= idx[d] * sstr[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+/* Two float32 operands whose labels each fall in one class - batch (both inputs and output), M
+ * (first input and output), N (second input and output), K (both inputs, summed) - become one
+ * batched sgemm between permuted copies (skipped when the layout already fits, with the second
+ * operand read transposed when it is [batch, N, K] as in attention scores). Returns false to
+ * fall back to the plain loop (repeated labels, broadcasting, labels summed inside one input). */
+static bool einsum_gemm_f32(kn_exec_ctx *ctx, const kn_einsum *e, const kn_tensor *const *in, kn_tensor *y)
+{
+    if (e->n_ops != 2 || in[0]->dtype != KN_F32 || in[1]->dtype != KN_F32) return false;
+    int cls[KN_EINSUM_MAX_LABELS]; /* 0 unused, 1 batch, 2 M, 3 N, 4 K */
+    bool ina[KN_EINSUM_MAX_LABELS] = {false}, inb[KN_EINSUM_MAX_LABELS] = {false}, ino[KN_EINSUM_MAX_LABELS] = {false};
+    for (int q = 0; q < 2; q++)
+        for (int d = 0; d < e->op_ndim[q]; d++) {
+            int lab = e->op_lab[q][d];
+            bool *seen = q ? inb : ina;
+            if (seen[lab] || in[q]->dims[d] != e->lab_dim[lab]) return false;
+            seen[lab] = true;
+        }
+    for (int d = 0; d < e->out_ndim; d++) ino[e->out_lab[d]] = true;
+    int order[4][KN_EINSUM_MAX_LABELS], cnt[4] = {0};
+    int64_t size[4] = {1, 1, 1, 1};
+    for (int lab = 0; lab < KN_EINSUM_MAX_LABELS; lab++) {
+        cls[lab] = 0;
+        if (!e->used[lab]) continue;
+        if (ina[lab] && inb[lab]) cls[lab] = ino[lab] ? 1 : 4;
+        else if (ina[lab] && ino[lab]) cls[lab] = 2;
+        else if (inb[lab] && ino[lab]) cls[lab] = 3;
+        else return false;
+    }
+    for (int d = 0; d < e->out_ndim; d++) { int lab = e->out_lab[d]; order[cls[lab] - 1][cnt[cls[lab] - 1]++] = lab; }
+    for (int d = 0; d < e->op_ndim[0]; d++) { int lab = e->op_lab[0][d]; if (cls[lab] == 4) order[3][cnt[3]++] = lab; }
+    for (int c = 0; c < 4; c++)
+        for (int i = 0; i < cnt[c]; i++) size[c] *= e->lab_dim[order[c][i]];
+    int64_t Bt = size[0], M = size[1], N = size[2], K = size[3];
+    /* source strides of every label in each operand */
+    int64_t str[2][KN_EINSUM_MAX_LABELS] = {{0}};
+    for (int q = 0; q < 2; q++) {
+        int64_t st = 1;
+        for (int d = e->op_ndim[q] - 1; d >= 0; d--) { str[q][e->op_lab[q][d]] = st; st *= in[q]->dims[d]; }
+    }
+    /* wanted layouts as label lists */
+    int la[KN_EINSUM_MAX_LABELS], lb[KN_EINSUM_MAX_LABELS], lbt[KN_EINSUM_MAX_LABELS], lc[KN_EINSUM_MAX_LABELS];
+    int na = 0, nb = 0, nbt = 0, nc = 0;
+    for (int i = 0; i < cnt[0]; i++) la[na++] = lb[nb++] = lbt[nbt++] = lc[nc++] = order[0][i];
+    for (int i = 0; i < cnt[1]; i++) la[na++] = lc[nc++] = order[1][i];
+    for (int i = 0; i < cnt[3]; i++) la[na++] = lb[nb++] = order[3][i];
+    for (int i = 0; i < cnt[2]; i++) lb[nb++] = lbt[nbt++] = lc[nc++] = order[2][i];
+    for (int i = 0; i < cnt[3]; i++) lbt[nbt++] = order[3][i];
+    bool a_ok = na == e->op_ndim[0] && !memcmp(la, e->op_lab[0], sizeof(int) * (size_t)na);
+    bool b_ok = nb == e->op_ndim[1] && !memcmp(lb, e->op_lab[1], sizeof(int) * (size_t)nb);
+    bool bt_ok = !b_ok && nbt == e->op_ndim[1] && !memcmp(lbt, e->op_lab[1], sizeof(int) * (size_t)nbt);
+    bool c_ok = nc == e->out_ndim && !memcmp(lc, e->out_lab, sizeof(int) * (size_t)nc);
+    const float *A = in[0]->data, *B = in[1]->data;
+    float *C = y->data;
+    int64_t dims[KN_EINSUM_MAX_LABELS], sstr[KN_EINSUM_MAX_LABELS];
+    if (!a_ok) {
+        float *t = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(Bt * M * K + 1));
+        if (!t) return false;
+        for (int i = 0; i < na; i++) { dims[i] = e->lab_dim[la[i]]; sstr[i] = str[0][la[i]]; }
+        gather_strided(A, na, dims, sstr, t);
+        A = t;
+    }
+    if (!b_ok && !bt_ok) {
+        float *t = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(Bt * K * N + 1));
+        if (!t) return false;
+        for (int i = 0; i < nb; i++) { dims[i] = e->lab_dim[lb[i]]; sstr[i] = str[1][lb[i]]; }
+        gather_strided(B, nb, dims, sstr, t);
+        B = t;
+    }
+    if (!c_ok) {
+        C = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(Bt * M * N + 1));
+        if (!C) return false;
+    }
+    kn_sgemm_batched(ctx->pool, false, bt_ok, Bt, M, N, K, 1.0f, A, K, M * K, B, bt_ok ? K : N, K * N,
+                     0.0f, C, N, M * N);
+    if (!c_ok) {
+        /* y[out order] from C[batch, M, N]: gather with C's strides per output label */
+        int64_t cstr[KN_EINSUM_MAX_LABELS], st = 1;
+        for (int i = nc - 1; i >= 0; i--) { cstr[lc[i]] = st; st *= e->lab_dim[lc[i]]; }
+        for (int d = 0; d < e->out_ndim; d++) { dims[d] = e->lab_dim[e->out_lab[d]]; sstr[d] = cstr[e->out_lab[d]]; }
+        gather_strided(C, e->out_ndim, dims, sstr, y->data);
+    }
+    return true;
+}
+
 kn_status *kn_cpu_Einsum(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                          kn_tensor *const *out, int n_out)
 {
@@ -471,6 +572,7 @@ kn_status *kn_cpu_Einsum(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
         if (e->used[lab] && !in_out[lab]) j->sum_lab[j->n_sum++] = lab;
     int64_t n = kn_numel(y);
     if (n <= 0) return NULL;
+    if (einsum_gemm_f32(ctx, e, in, y)) return NULL;
     kn_parallel_for(ctx->pool, n, 64, einsum_range, j);
     return NULL;
 }

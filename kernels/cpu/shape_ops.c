@@ -294,7 +294,18 @@ kn_status *kn_cpu_Transpose(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
 
 kn_status *kn_cpu_Identity(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                            kn_tensor *const *out, int n_out)
-{ return copy_whole(in[0], out[0]); }
+{
+    if (in[0]->kind != KN_KIND_TENSOR) {
+        /* sequence or empty optional: a deep copy owned by the output (the executor allocates
+         * nothing for these) */
+        kn_tensor *c = NULL;
+        KN_TRY(kn_tensor_clone(in[0], &c));
+        *out[0] = *c;
+        free(c);
+        return NULL;
+    }
+    return copy_whole(in[0], out[0]);
+}
 kn_status *kn_cpu_Reshape(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                           kn_tensor *const *out, int n_out)
 { return copy_whole(in[0], out[0]); }
@@ -546,7 +557,7 @@ kn_status *kn_cpu_Slice(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *
                                                  (long long)y->dims[k], (long long)od[k]);
         if (od[k] == 0) return NULL;
         off += st[k] * xs[k];
-        ss[k] = sp[k] * xs[k];
+        ss[k] = od[k] > 1 ? sp[k] * xs[k] : 0; /* |step| < dim here, so no overflow */
     }
     size_t es = kn_dtype_size(x->dtype);
     return kn_shapeops_strided_copy(ctx, x->dtype, y->data, (const char *)x->data + off * (int64_t)es, x->ndim, od, ss, ys);

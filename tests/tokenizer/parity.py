@@ -134,6 +134,22 @@ def compare(name, mode, ref, got, texts, show=3):
     return n_bad
 
 
+def check_decode(driver, name, path, tok, lines):
+    """`kiln detokenize` on the package's ids against the package's decode (special tokens skipped)."""
+    ids = [e.ids for e in tok.encode_batch(lines)]
+    r = subprocess.run([driver, "detokenize", "--tokenizer", path, "--skip-special-tokens", "--json"],
+                       input=("\n".join(json.dumps(i) for i in ids) + "\n").encode(), capture_output=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"kiln detokenize failed ({r.returncode}): {r.stderr.decode(errors='replace')[:2000]}")
+    got = [json.loads(l) for l in r.stdout.decode("utf-8").split("\n") if l]
+    ref = tok.decode_batch(ids)
+    bad = [i for i in range(len(ref)) if i >= len(got) or got[i] != ref[i]]
+    for i in bad[:3]:
+        print(f"    line {i}: package {ref[i][:100]!r} kiln {got[i][:100] if i < len(got) else None!r}")
+    print(f"  {name:24s} [{'decode':18s}] lines {len(ref):6d}  mismatching lines {len(bad):5d}")
+    return len(bad)
+
+
 def check(driver, name, path, lines, pairs):
     tok = Tokenizer.from_file(path)
     blob = ("\n".join(lines) + "\n").encode("utf-8")
@@ -143,6 +159,7 @@ def check(driver, name, path, lines, pairs):
     total += compare(name, "pair", tok.encode_batch(pairs), run_kiln(driver, path, pblob, ["--pair"]), [a + " | " + b for a, b in pairs])
     total += compare(name, "no special tokens", tok.encode_batch(lines, add_special_tokens=False),
                      run_kiln(driver, path, blob, ["--no-special-tokens"]), lines)
+    total += check_decode(driver, name, path, tok, lines)
     tok.enable_truncation(max_length=24)
     total += compare(name, "pair, max_length 24", tok.encode_batch(pairs), run_kiln(driver, path, pblob, ["--pair", "--max-length", "24"]),
                      [a + " | " + b for a, b in pairs])

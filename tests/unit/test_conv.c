@@ -1,9 +1,10 @@
 /* Unit tests for the convolution and pooling kernels against naive double-precision references
  * written straight from the ONNX definitions: Conv in 1-D/2-D/3-D with pads, strides, dilations,
  * groups (depthwise included, which takes the per-item threaded path), 1x1 direct, auto_pad
- * modes, an empty batch and float16; ConvTranspose with groups, strides and output_padding;
- * MaxPool (values and Indices, ceil_mode, dilations), AveragePool (count_include_pad), and the
- * error paths (mismatched channels, out-of-range MaxUnpool indices). */
+ * modes, a column matrix big enough to be unfolded in chunks, an empty batch and float16;
+ * ConvTranspose with groups, strides and output_padding; MaxPool (values and Indices, ceil_mode,
+ * dilations), AveragePool (count_include_pad), the 2-D float32 pool fast path against the
+ * generic walk, and the error paths (mismatched channels, out-of-range MaxUnpool indices). */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -167,6 +168,9 @@ START_TEST(test_conv_shapes)
     expect_conv(&c3, KN_F32, true, NULL, 0, 1e-5);
     cparams big = {2, 1, 32, 48, 1, {20, 20}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}};
     expect_conv(&big, KN_F32, true, NULL, 0, 1e-4);
+    /* 64*25 column rows x 76*76 positions = 37 MB of columns: unfolded in chunks */
+    cparams chunked = {2, 1, 64, 4, 1, {80, 80}, {5, 5}, {1, 1}, {1, 1}, {0, 0}, {0, 0}};
+    expect_conv(&chunked, KN_F32, true, NULL, 0, 1e-4);
     cparams empty = {2, 0, 3, 4, 1, {5, 5}, {3, 3}, {1, 1}, {1, 1}, {0, 0}, {0, 0}};
     expect_conv(&empty, KN_F32, true, NULL, 0, 1e-5);
 }

@@ -173,6 +173,43 @@ START_TEST(toposort_orders_and_detects_cycles) {
 }
 END_TEST
 
+START_TEST(constant_folding) {
+    /* y = x + Neg(Constant([1,2,3])): Constant and Neg fold into one constant, Add stays */
+    kn_graph *g = kn_graph_new("fold");
+    int x = kn_graph_add_value(g, "x"), c1 = kn_graph_add_value(g, "c1"), c2 = kn_graph_add_value(g, "c2"), y = kn_graph_add_value(g, "y");
+    g->values[x].is_input = true;
+    g->values[x].type.dtype = KN_F32;
+    g->values[x].type.ndim = 1;
+    g->values[x].type.dims[0] = 3;
+    g->inputs = malloc(sizeof(int)); g->inputs[0] = x; g->n_inputs = 1;
+    g->outputs = malloc(sizeof(int)); g->outputs[0] = y; g->n_outputs = 1;
+    g->values[y].is_output = true;
+    g->n_opsets = 1; g->opsets[0] = 17; g->opset_domains[0] = strdup("");
+    kn_attr *a = calloc(1, sizeof *a);
+    a->name = strdup("value");
+    a->type = KN_ATTR_TENSOR;
+    int64_t d3[1] = {3};
+    ck_assert_ptr_null(kn_tensor_new(KN_F32, 1, d3, &a->t));
+    for (int i = 0; i < 3; i++) ((float *)a->t->data)[i] = (float)(i + 1);
+    int o1[1] = {c1}, i2[1] = {c1}, o2[1] = {c2}, i3[2] = {x, c2}, o3[1] = {y};
+    kn_graph_add_node(g, "const", "Constant", "", NULL, 0, o1, 1, a, 1);
+    kn_graph_add_node(g, "neg", "Neg", "", i2, 1, o2, 1, NULL, 0);
+    kn_graph_add_node(g, "add", "Add", "", i3, 2, o3, 1, NULL, 0);
+    kn_graph_resolve_ops(g);
+    ck_assert_ptr_null(kn_graph_toposort(g));
+    int folded = 0;
+    ck_assert_ptr_null(kn_graph_fold_constants(g, 1 << 20, &folded));
+    ck_assert_int_eq(folded, 2);
+    ck_assert_int_eq(g->n_nodes, 1);
+    ck_assert_str_eq(g->nodes[0].op_type, "Add");
+    const kn_tensor *c = g->values[c2].constant;
+    ck_assert_ptr_nonnull(c);
+    ck_assert_float_eq(((float *)c->data)[0], -1.0f);
+    ck_assert_float_eq(((float *)c->data)[2], -3.0f);
+    kn_graph_free(g);
+}
+END_TEST
+
 START_TEST(ops_table_is_complete) {
     /* every op in ops.def must have shape inference and a CPU kernel */
     int missing = 0;
@@ -200,6 +237,7 @@ int main(void) {
     tcase_add_test(tc, planner_reuses_and_never_overlaps);
     tcase_add_test(tc, planner_in_place);
     tcase_add_test(tc, toposort_orders_and_detects_cycles);
+    tcase_add_test(tc, constant_folding);
     tcase_add_test(tc, ops_table_is_complete);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);

@@ -2,7 +2,8 @@
  * them) and the threaded split against the plain reference over many shapes (1x1x1, odd sizes,
  * partial tiles, K slices, skinny M, a BERT-sized slice), transposes, alpha/beta (including
  * beta = 0 over NaN garbage) and padded leading dimensions; the batched variant with broadcast
- * strides; and the MatMul / Gemm / Einsum / Det op kernels end to end through infer + kernel. */
+ * strides; and the MatMul / Gemm / Einsum / Det op kernels end to end through infer + kernel,
+ * including Einsum's lowering to batched sgemm against its plain loop. */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -331,6 +332,44 @@ END_TEST
 static void pool_setup(void) { pool4 = kn_threadpool_create(4); }
 static void pool_teardown(void) { kn_threadpool_free(pool4); pool4 = NULL; }
 
+/* The float32 batched-sgemm lowering of two-operand Einsum against the plain loop (float64) */
+START_TEST(test_einsum_gemm_lowering)
+{
+    static const struct { const char *eq; int na, nb; int64_t da[4], db[4]; } cases[] = {
+        {"bhqd,bhkd->bhqk", 4, 4, {2, 3, 5, 4}, {2, 3, 6, 4}},
+        {"bhqk,bhkd->bhqd", 4, 4, {2, 3, 5, 6}, {2, 3, 6, 4}},
+        {"ij,jk->ki", 2, 2, {3, 4}, {4, 5}},
+        {"abc,cd->abd", 3, 2, {2, 3, 4}, {4, 5}},
+        {"i,i->", 1, 1, {7}, {7}},
+        {"i,j->ij", 1, 1, {3}, {4}},
+        {"bn,anm->bam", 2, 3, {2, 3}, {4, 3, 5}},
+        {"ij,ij->ij", 2, 2, {3, 4}, {3, 4}},
+        {"ij,jk", 2, 2, {3, 4}, {4, 2}},
+        {"...ij,...jk->...ik", 3, 3, {2, 3, 4}, {2, 4, 5}},
+        {"ii,ij->j", 2, 2, {3, 3}, {3, 4}},
+        {"ij,kj->ik", 2, 2, {0, 4}, {3, 4}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        kn_tensor *f[2] = {mk(KN_F32, cases[c].na, cases[c].da), mk(KN_F32, cases[c].nb, cases[c].db)};
+        kn_tensor *d[2], *of[1], *od[1];
+        for (int q = 0; q < 2; q++) {
+            ck_assert_ptr_null(kn_tensor_new(KN_F64, f[q]->ndim, f[q]->dims, &d[q]));
+            for (int64_t i = 0; i < kn_numel(f[q]); i++) kn_set_f64(d[q], i, kn_get_f64(f[q], i));
+        }
+        kn_attr at = attr_s("equation", cases[c].eq);
+        kn_status *st = run_op(KN_OP_Einsum, &at, 1, f, 2, of, 1);
+        ck_assert_msg(!st, "%s: %s", cases[c].eq, st ? kn_status_message(st) : "");
+        ck_assert_ptr_null(run_op(KN_OP_Einsum, &at, 1, d, 2, od, 1));
+        ck_assert_int_eq(kn_numel(of[0]), kn_numel(od[0]));
+        for (int64_t i = 0; i < kn_numel(of[0]); i++)
+            ck_assert_msg(fabs(kn_get_f64(of[0], i) - kn_get_f64(od[0], i)) < 1e-5, "%s [%lld]: %g vs %g", cases[c].eq,
+                          (long long)i, kn_get_f64(of[0], i), kn_get_f64(od[0], i));
+        for (int q = 0; q < 2; q++) { kn_tensor_free(f[q]); kn_tensor_free(d[q]); }
+        kn_tensor_free(of[0]); kn_tensor_free(od[0]);
+    }
+}
+END_TEST
+
 static Suite *gemm_suite(void)
 {
     Suite *s = suite_create("gemm");
@@ -345,6 +384,7 @@ static Suite *gemm_suite(void)
     tcase_add_test(tc, test_matmul_op_broadcast_dtypes);
     tcase_add_test(tc, test_gemm_op_trans_bias);
     tcase_add_test(tc, test_einsum_det);
+    tcase_add_test(tc, test_einsum_gemm_lowering);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -185,13 +185,19 @@ static int ref_slice(int64_t n, int64_t s, int64_t e, int64_t step, int64_t *idx
         if (s > n) s = n;
         if (e < 0) e = 0;
         if (e > n) e = n;
-        for (int64_t i = s; i < e; i += step) idx[cnt++] = i;
+        for (int64_t i = s; i < e; i += step) {
+            idx[cnt++] = i;
+            if (e - i <= step) break; /* the next step would pass e (and could overflow) */
+        }
     } else {
         if (s < 0) s = 0; /* only reached when s < -n */
         if (s > n - 1) s = n - 1;
         if (e < -1) e = -1;
         if (e > n - 1) e = n - 1;
-        for (int64_t i = s; i > e; i += step) idx[cnt++] = i;
+        for (int64_t i = s; i > e; i += step) {
+            idx[cnt++] = i;
+            if ((uint64_t)(i - e) <= (uint64_t)0 - (uint64_t)step) break;
+        }
     }
     return cnt;
 }
@@ -203,7 +209,7 @@ START_TEST(test_slice_clamping)
     int32_t xv[7] = { 0, 1, 2, 3, 4, 5, 6 };
     kn_tensor *x = mk(KN_I32, 1, xd, xv), *out[1];
     const int64_t vals[] = { INT64_MIN, -100, -8, -7, -3, -1, 0, 1, 3, 6, 7, 8, 100, INT64_MAX };
-    const int64_t steps[] = { 1, 2, 3, -1, -2, -5, 100, -100 };
+    const int64_t steps[] = { 1, 2, 3, -1, -2, -5, 100, -100, INT64_MAX, INT64_MIN };
     int nv = sizeof vals / sizeof vals[0];
     for (int a = 0; a < nv; a++)
         for (int b = 0; b < nv; b++)

@@ -1,7 +1,12 @@
-/* Standalone kn_sgemm benchmark and cross-check (not built by CMake). Build from the repo root:
- *   gcc -O2 -std=c11 -D_GNU_SOURCE -DKN_BENCH_OWN_POOL -I runtime -I . tools/bench/gemm_bench.c \
- *       kernels/cpu/gemm.c -x c kernels/cpu/gemm_avx2.c -mavx2 -mfma ... (see below) -lpthread
- * or link with the kiln objects instead of -DKN_BENCH_OWN_POOL. Prints GFLOP/s per shape. */
+/* Standalone kn_sgemm benchmark and cross-check (not built by CMake). Prints GFLOP/s per shape,
+ * by wall time and per CPU-second (steadier on a shared machine). From the repo root:
+ *   F="-O2 -std=c11 -D_GNU_SOURCE -I runtime -I ."
+ *   gcc $F -c kernels/cpu/gemm.c -o /tmp/g.o
+ *   gcc $F -mavx2 -mfma -mf16c -c kernels/cpu/gemm_avx2.c -o /tmp/g2.o
+ *   gcc $F -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c -c kernels/cpu/gemm_avx512.c -o /tmp/g5.o
+ *   gcc $F -DKN_BENCH_OWN_POOL tools/bench/gemm_bench.c /tmp/g.o /tmp/g2.o /tmp/g5.o -lm -lpthread -o /tmp/gbench
+ *   /tmp/gbench THREADS [ISA: 0 auto, 1 scalar, 2 avx2, 3 avx512]
+ * KN_BENCH_OWN_POOL supplies a minimal pthread stand-in for the runtime's pool. */
 #include "kernels/cpu/gemm.h"
 #include <math.h>
 #include <stdio.h>

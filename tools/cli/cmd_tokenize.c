@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int kn_cmd_tokenize(int argc, char **argv);
 int kn_cmd_detokenize(int argc, char **argv);
@@ -38,9 +39,8 @@ static int ob_int(obuf *o, long v)
     return ob_str(o, t, (size_t)n);
 }
 
-static int ob_json_string(obuf *o, const char *s)
+static int ob_json_string(obuf *o, const char *s, size_t n)
 {
-    size_t n = strlen(s);
     if (ob_reserve(o, n * 6 + 2)) return -1;
     char *w = o->buf + o->len;
     *w++ = '"';
@@ -63,7 +63,7 @@ static int write_encoding(obuf *o, const kn_encoding *e, int full)
     int rc = ob_str(o, "{\"ids\": [", 9);
     for (int32_t i = 0; i < e->n && !rc; i++) { if (i) rc |= ob_str(o, ", ", 2); rc |= ob_int(o, e->ids[i]); }
     rc |= ob_str(o, "], \"tokens\": [", 14);
-    for (int32_t i = 0; i < e->n && !rc; i++) { if (i) rc |= ob_str(o, ", ", 2); rc |= ob_json_string(o, e->tokens[i]); }
+    for (int32_t i = 0; i < e->n && !rc; i++) { if (i) rc |= ob_str(o, ", ", 2); rc |= ob_json_string(o, e->tokens[i], (size_t)e->token_lens[i]); }
     rc |= ob_str(o, "], \"offsets\": [", 15);
     for (int32_t i = 0; i < e->n && !rc; i++) {
         if (i) rc |= ob_str(o, ", ", 2);
@@ -82,12 +82,74 @@ static int write_encoding(obuf *o, const kn_encoding *e, int full)
     return rc;
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* --bench: reads all of stdin, then times only the encoding (threads 0 or 1: one at a time on
+ * the calling thread; more: batches of 512 across threads) and prints a JSON summary. */
+static int run_bench(const kn_tokenizer *tok, const kn_encode_options *opt, int threads)
+{
+    char **lines = NULL;
+    size_t *lens = NULL, n = 0, cap = 0, bytes = 0;
+    char *line = NULL; size_t lcap = 0;
+    ssize_t r;
+    while ((r = getline(&line, &lcap, stdin)) >= 0) {
+        if (r > 0 && line[r - 1] == '\n') line[--r] = 0;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 1024;
+            char **nl = realloc(lines, cap * sizeof *lines);
+            size_t *ns = realloc(lens, cap * sizeof *lens);
+            if (nl) lines = nl;
+            if (ns) lens = ns;
+            if (!nl || !ns) { fprintf(stderr, "kiln tokenize: out of memory\n"); return 1; }
+        }
+        lines[n] = line; lens[n] = (size_t)r; bytes += (size_t)r + 1; n++;
+        line = NULL; lcap = 0;
+    }
+    free(line);
+    char err[512];
+    long tokens = 0;
+    int rc = 0;
+    double t0 = now_s();
+    if (threads <= 1) {
+        for (size_t i = 0; i < n && !rc; i++) {
+            kn_encoding e;
+            if (kn_tokenizer_encode(tok, lines[i], lens[i], NULL, 0, opt, &e, err, sizeof err)) { rc = 1; break; }
+            tokens += e.n;
+            kn_encoding_free(&e);
+        }
+    } else {
+        kn_encoding enc[512];
+        for (size_t i = 0; i < n && !rc; i += 512) {
+            int m = (int)(n - i < 512 ? n - i : 512);
+            if (kn_tokenizer_encode_batch(tok, m, (const char *const *)lines + i, lens + i, NULL, NULL, opt, threads, enc, err, sizeof err)) {
+                rc = 1;
+                break;
+            }
+            for (int k = 0; k < m; k++) { tokens += enc[k].n; kn_encoding_free(&enc[k]); }
+        }
+    }
+    double dt = now_s() - t0;
+    if (rc) fprintf(stderr, "kiln tokenize: %s\n", err);
+    else printf("{\"lines\": %zu, \"bytes\": %zu, \"tokens\": %ld, \"seconds\": %.6f, \"mb_per_s\": %.3f}\n", n, bytes, tokens, dt,
+                (double)bytes / 1e6 / (dt > 0 ? dt : 1e-9));
+    for (size_t i = 0; i < n; i++) free(lines[i]);
+    free(lines); free(lens);
+    return rc;
+}
+
 static void usage_tokenize(FILE *f)
 {
-    fprintf(f, "usage: kiln tokenize --tokenizer PATH [--pair] [--no-special-tokens] [--max-length N] [--threads N] [--masks]\n"
+    fprintf(f, "usage: kiln tokenize --tokenizer PATH [--pair] [--no-special-tokens] [--max-length N] [--threads N] [--masks] [--bench]\n"
                "  Reads one text per line from stdin (with --pair: two texts separated by a tab) and writes one JSON\n"
                "  object per line: {\"ids\": [...], \"tokens\": [...], \"offsets\": [[start, end], ...], \"type_ids\": [...]}.\n"
-               "  PATH is a tokenizer.json, or a folder with tokenizer.json or an old BERT vocab.txt.\n");
+               "  PATH is a tokenizer.json, or a folder with tokenizer.json or an old BERT vocab.txt.\n"
+               "  --masks adds special_tokens_mask and attention_mask; --bench times encoding of all input\n"
+               "  (single thread unless --threads N > 1) and prints MB/s instead of the encodings.\n");
 }
 
 static int parse_int_arg(const char *s, long *v)
@@ -101,7 +163,7 @@ static int parse_int_arg(const char *s, long *v)
 int kn_cmd_tokenize(int argc, char **argv)
 {
     const char *path = NULL;
-    int pair = 0, masks = 0;
+    int pair = 0, masks = 0, bench = 0;
     long threads = 0, maxlen = 0;
     kn_encode_options opt;
     kn_encode_options_init(&opt);
@@ -110,6 +172,7 @@ int kn_cmd_tokenize(int argc, char **argv)
         else if (!strcmp(argv[i], "--pair")) pair = 1;
         else if (!strcmp(argv[i], "--no-special-tokens")) opt.add_special_tokens = 0;
         else if (!strcmp(argv[i], "--masks")) masks = 1;
+        else if (!strcmp(argv[i], "--bench")) bench = 1;
         else if (!strcmp(argv[i], "--max-length") && i + 1 < argc) {
             if (parse_int_arg(argv[++i], &maxlen) || maxlen <= 0 || maxlen > (1L << 30)) {
                 fprintf(stderr, "kiln tokenize: --max-length needs a positive integer, got '%s'\n", argv[i]);
@@ -128,6 +191,11 @@ int kn_cmd_tokenize(int argc, char **argv)
     char err[1024];
     kn_tokenizer *tok = kn_tokenizer_load(path, err, sizeof err);
     if (!tok) { fprintf(stderr, "kiln tokenize: %s\n", err); return 1; }
+    if (bench) {
+        int rc = run_bench(tok, &opt, (int)threads);
+        kn_tokenizer_free(tok);
+        return rc;
+    }
 
     enum { BATCH = 512 };
     char *lines[BATCH], *pairs[BATCH];
@@ -229,7 +297,7 @@ int kn_cmd_detokenize(int argc, char **argv)
         char *text = kn_tokenizer_decode(tok, ids, (int)n, skip, err, sizeof err);
         if (!text) { fprintf(stderr, "kiln detokenize: %s\n", err); rc = 1; break; }
         o.len = 0;
-        if (json ? ob_json_string(&o, text) : ob_str(&o, text, strlen(text))) rc = 1;
+        if (json ? ob_json_string(&o, text, strlen(text)) : ob_str(&o, text, strlen(text))) rc = 1;
         if (!rc) rc = ob_str(&o, "\n", 1);
         free(text);
         if (!rc) fwrite(o.buf, 1, o.len, stdout);

@@ -1,0 +1,605 @@
+/* CPU kernels for the com.microsoft contrib ops found in optimised transformer exports: Gelu (erf),
+ * FastGelu (tanh approximation), BiasGelu, SkipLayerNormalization, Attention and
+ * MultiHeadAttention, following ONNX Runtime's documented semantics. Everything is computed in
+ * float32 (float64 inputs in double for the elementwise ops); float16 / bfloat16 tensors are
+ * converted on the way in and out. Attention masks are additive like ORT's: a masked key gets
+ * mask_filter_value (default -10000) added to its score, and the causal mask adds it again, so a
+ * fully masked row gives ORT's near-uniform softmax rather than zeros. */
+#include "graph/ops.h"
+#include "kernels/cpu/gemm.h"
+#include "runtime/dtype.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- float views ---- */
+
+static bool ms_float_dtype(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
+
+static inline float ms_load(const void *p, kn_dtype t, int64_t i)
+{
+    switch (t) {
+    case KN_F32: return ((const float *)p)[i];
+    case KN_F64: return (float)((const double *)p)[i];
+    case KN_F16: return kn_f16_to_f32(((const uint16_t *)p)[i]);
+    case KN_BF16: return kn_bf16_to_f32(((const uint16_t *)p)[i]);
+    default: return 0.0f;
+    }
+}
+
+static inline void ms_store(void *p, kn_dtype t, int64_t i, float v)
+{
+    switch (t) {
+    case KN_F32: ((float *)p)[i] = v; break;
+    case KN_F64: ((double *)p)[i] = v; break;
+    case KN_F16: ((uint16_t *)p)[i] = kn_f32_to_f16(v); break;
+    case KN_BF16: ((uint16_t *)p)[i] = kn_f32_to_bf16(v); break;
+    default: break;
+    }
+}
+
+/* The tensor as float32: its own data when already float32, else a converted scratch copy. */
+static kn_status *ms_f32_view(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *t, const float **out)
+{
+    if (t->dtype == KN_F32) { *out = (const float *)t->data; return NULL; }
+    if (!ms_float_dtype(t->dtype)) return kn_err_dtype(node, t);
+    int64_t n = kn_numel(t);
+    float *f = kn_scratch_alloc(ctx, (size_t)(n > 0 ? n : 1) * sizeof(float));
+    if (!f) return KN_OOM((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) f[i] = ms_load(t->data, t->dtype, i);
+    *out = f;
+    return NULL;
+}
+
+/* Where float32 results go before ms_commit: the output itself when float32. */
+static kn_status *ms_f32_dest(kn_exec_ctx *ctx, const kn_tensor *t, float **out)
+{
+    if (t->dtype == KN_F32) { *out = (float *)t->data; return NULL; }
+    int64_t n = kn_numel(t);
+    float *f = kn_scratch_alloc(ctx, (size_t)(n > 0 ? n : 1) * sizeof(float));
+    if (!f) return KN_OOM((size_t)n * sizeof(float));
+    *out = f;
+    return NULL;
+}
+
+static void ms_commit(kn_tensor *t, const float *f)
+{
+    if (t->dtype == KN_F32) return;
+    int64_t n = kn_numel(t);
+    for (int64_t i = 0; i < n; i++) ms_store(t->data, t->dtype, i, f[i]);
+}
+
+/* ---- Gelu family ---- */
+
+enum { MS_GELU_ERF = 0, MS_GELU_TANH = 1 };
+
+typedef struct gelu_job {
+    const void *x, *bias;
+    void *y;
+    kn_dtype dt, bdt;
+    int64_t blen;
+    int form;
+} gelu_job;
+
+static inline double gelu_d(double x, int form)
+{
+    if (form == MS_GELU_ERF) return 0.5 * x * (1.0 + erf(x * 0.70710678118654752440));
+    return 0.5 * x * (1.0 + tanh(0.79788456080286535588 * x * (1.0 + 0.044715 * x * x)));
+}
+
+static inline float gelu_f(float x, int form)
+{
+    if (form == MS_GELU_ERF) return 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
+    return 0.5f * x * (1.0f + tanhf(0.79788456080286535588f * x * (1.0f + 0.044715f * x * x)));
+}
+
+static void gelu_task(void *vctx, int64_t begin, int64_t end)
+{
+    const gelu_job *j = vctx;
+    if (j->dt == KN_F32 && (!j->bias || j->bdt == KN_F32)) {
+        const float *x = j->x, *b = j->bias;
+        float *y = j->y;
+        for (int64_t i = begin; i < end; i++) y[i] = gelu_f(x[i] + (b ? b[i % j->blen] : 0.0f), j->form);
+    } else if (j->dt == KN_F64) {
+        const double *x = j->x;
+        double *y = j->y;
+        for (int64_t i = begin; i < end; i++) {
+            double b = 0.0;
+            if (j->bias) b = j->bdt == KN_F64 ? ((const double *)j->bias)[i % j->blen] : ms_load(j->bias, j->bdt, i % j->blen);
+            y[i] = gelu_d(x[i] + b, j->form);
+        }
+    } else {
+        for (int64_t i = begin; i < end; i++) {
+            float v = ms_load(j->x, j->dt, i);
+            if (j->bias) v += ms_load(j->bias, j->bdt, i % j->blen);
+            ms_store(j->y, j->dt, i, gelu_f(v, j->form));
+        }
+    }
+}
+
+static kn_status *gelu_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *x, const kn_tensor *bias,
+                           kn_tensor *y, int form)
+{
+    char bx[KN_DESC_LEN], bb[KN_DESC_LEN];
+    if (!ms_float_dtype(x->dtype)) return kn_err_dtype(node, x);
+    gelu_job j = {x->data, NULL, y->data, x->dtype, x->dtype, 1, form};
+    if (bias) {
+        if (!ms_float_dtype(bias->dtype)) return kn_err_dtype(node, bias);
+        if (bias->ndim != 1 || x->ndim < 1 || bias->dims[0] != x->dims[x->ndim - 1] || bias->dims[0] <= 0)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: bias %s must be 1-D matching the last dim of %s",
+                            node->op_type, kn_tensor_desc(bias, bb, sizeof bb), kn_tensor_desc(x, bx, sizeof bx));
+        j.bias = bias->data;
+        j.bdt = bias->dtype;
+        j.blen = bias->dims[0];
+    }
+    int64_t n = kn_numel(x);
+    if (n > 0) kn_parallel_for(ctx->pool, n, 4096, gelu_task, &j);
+    return NULL;
+}
+
+kn_status *kn_cpu_MsGelu(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                         kn_tensor *const *out, int n_out)
+{
+    (void)n_in; (void)n_out;
+    return gelu_run(ctx, node, in[0], NULL, out[0], MS_GELU_ERF);
+}
+
+kn_status *kn_cpu_MsFastGelu(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                             kn_tensor *const *out, int n_out)
+{
+    (void)n_out;
+    return gelu_run(ctx, node, in[0], n_in > 1 ? in[1] : NULL, out[0], MS_GELU_TANH);
+}
+
+kn_status *kn_cpu_MsBiasGelu(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                             kn_tensor *const *out, int n_out)
+{
+    (void)n_out;
+    if (n_in < 2 || !in[1]) return kn_error(KN_ERR_INVALID_MODEL, "BiasGelu: missing input B");
+    return gelu_run(ctx, node, in[0], in[1], out[0], MS_GELU_ERF);
+}
+
+/* ---- SkipLayerNormalization ---- */
+
+typedef struct sln_job {
+    const float *x, *skip, *gamma, *beta, *bias;
+    int64_t H, skip_rows;      /* skip repeats every skip_rows rows (broadcast over batch) */
+    float eps;
+    float *y, *mean, *inv, *sum;
+} sln_job;
+
+static void sln_task(void *vctx, int64_t begin, int64_t end)
+{
+    const sln_job *j = vctx;
+    int64_t H = j->H;
+    for (int64_t r = begin; r < end; r++) {
+        const float *x = j->x + r * H, *s = j->skip + (r % j->skip_rows) * H;
+        float *y = j->y + r * H;
+        /* the sum is kept in y first: it is needed twice (mean, then variance) */
+        double acc = 0.0;
+        for (int64_t i = 0; i < H; i++) {
+            float v = x[i] + s[i];
+            if (j->bias) v += j->bias[i];
+            y[i] = v;
+            acc += v;
+        }
+        if (j->sum) memcpy(j->sum + r * H, y, (size_t)H * sizeof(float));
+        double mean = acc / (double)H, var = 0.0;
+        for (int64_t i = 0; i < H; i++) {
+            double d = y[i] - mean;
+            var += d * d;
+        }
+        var /= (double)H;
+        float inv = (float)(1.0 / sqrt(var + (double)j->eps)), m = (float)mean;
+        for (int64_t i = 0; i < H; i++) {
+            float v = (y[i] - m) * inv * j->gamma[i];
+            y[i] = j->beta ? v + j->beta[i] : v;
+        }
+        if (j->mean) j->mean[r] = m;
+        if (j->inv) j->inv[r] = inv;
+    }
+}
+
+kn_status *kn_cpu_MsSkipLayerNormalization(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in,
+                                           int n_in, kn_tensor *const *out, int n_out)
+{
+    char b0[KN_DESC_LEN], b1[KN_DESC_LEN];
+    const kn_tensor *x = in[0], *skip = n_in > 1 ? in[1] : NULL, *gamma = n_in > 2 ? in[2] : NULL;
+    const kn_tensor *beta = n_in > 3 ? in[3] : NULL, *bias = n_in > 4 ? in[4] : NULL;
+    if (!skip || !gamma) return kn_error(KN_ERR_INVALID_MODEL, "SkipLayerNormalization: input, skip and gamma are required");
+    if (x->ndim < 2 || x->ndim > 3)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "SkipLayerNormalization: input must be 2-D or 3-D, got %s",
+                        kn_tensor_desc(x, b0, sizeof b0));
+    int64_t H = x->dims[x->ndim - 1], rows = H > 0 ? kn_numel(x) / H : 0;
+    /* skip is the input's shape, or its trailing dims ([S,H] / [1,S,H]) broadcast over the batch */
+    bool ok = skip->ndim >= 2 && skip->ndim <= x->ndim && skip->dims[skip->ndim - 1] == H;
+    int64_t skip_rows = rows;
+    if (ok) {
+        int64_t sn = kn_numel(skip);
+        skip_rows = H > 0 ? sn / H : 0;
+        for (int i = 1; i <= skip->ndim && ok; i++) {
+            int64_t sd = skip->dims[skip->ndim - i], xd = x->dims[x->ndim - i];
+            if (sd != xd && !(i == skip->ndim && sd == 1 && i == x->ndim)) ok = false;
+        }
+        if (ok && skip_rows > 0 && rows % skip_rows) ok = false;
+        if (skip_rows == 0 && rows > 0) ok = false;
+    }
+    if (!ok)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "SkipLayerNormalization: skip %s does not match input %s",
+                        kn_tensor_desc(skip, b1, sizeof b1), kn_tensor_desc(x, b0, sizeof b0));
+    const kn_tensor *vecs[3] = {gamma, beta, bias};
+    for (int i = 0; i < 3; i++)
+        if (vecs[i] && (vecs[i]->ndim != 1 || vecs[i]->dims[0] != H))
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "SkipLayerNormalization: gamma/beta/bias %s must be [%lld] for input %s",
+                            kn_tensor_desc(vecs[i], b1, sizeof b1), (long long)H, kn_tensor_desc(x, b0, sizeof b0));
+    if (rows == 0 || H == 0) return NULL;
+    float eps = kn_attr_float(node, "epsilon", 1e-12f);
+    if (!(eps >= 0.0f)) return kn_error(KN_ERR_INVALID_MODEL, "SkipLayerNormalization: epsilon must be >= 0");
+
+    sln_job j = {0};
+    j.H = H;
+    j.skip_rows = skip_rows;
+    j.eps = eps;
+    KN_TRY(ms_f32_view(ctx, node, x, &j.x));
+    KN_TRY(ms_f32_view(ctx, node, skip, &j.skip));
+    KN_TRY(ms_f32_view(ctx, node, gamma, &j.gamma));
+    if (beta) KN_TRY(ms_f32_view(ctx, node, beta, &j.beta));
+    if (bias) KN_TRY(ms_f32_view(ctx, node, bias, &j.bias));
+    kn_tensor *y = out[0];
+    kn_tensor *mo = n_out > 1 ? out[1] : NULL, *io = n_out > 2 ? out[2] : NULL, *so = n_out > 3 ? out[3] : NULL;
+    KN_TRY(ms_f32_dest(ctx, y, &j.y));
+    if (mo) KN_TRY(ms_f32_dest(ctx, mo, &j.mean));
+    if (io) KN_TRY(ms_f32_dest(ctx, io, &j.inv));
+    if (so) KN_TRY(ms_f32_dest(ctx, so, &j.sum));
+    kn_parallel_for(ctx->pool, rows, 16, sln_task, &j);
+    ms_commit(y, j.y);
+    if (mo) ms_commit(mo, j.mean);
+    if (io) ms_commit(io, j.inv);
+    if (so) ms_commit(so, j.sum);
+    return NULL;
+}
+
+/* ---- scaled dot-product attention shared by Attention and MultiHeadAttention ---- */
+
+typedef struct ms_attn {
+    int64_t B, N, S, T, H, Hv;
+    const float *q;       /* [B,N,S,H] */
+    const float *k;       /* [B,N,T,H] */
+    const float *v;       /* [B,N,T,Hv] */
+    const float *mask;    /* additive [B,S,T] or NULL */
+    const float *abias;   /* additive [ab_B, ab_N, S, T] or NULL, broadcast over size-1 dims */
+    int64_t ab_sb, ab_sn; /* its strides for b and n (0 when broadcast) */
+    float scale;
+    float *scores;        /* scratch [B,N,S,T] */
+    float *qk;            /* [B,N,S,T] scores as softmax sees them (MHA's qk output), or NULL */
+    float *y;             /* [B,S,N*Hv] */
+} ms_attn;
+
+static void ms_attn_task(void *vctx, int64_t begin, int64_t end)
+{
+    const ms_attn *a = vctx;
+    int64_t S = a->S, T = a->T, H = a->H, Hv = a->Hv;
+    for (int64_t bn = begin; bn < end; bn++) {
+        int64_t b = bn / a->N, h = bn % a->N;
+        float *sc = a->scores + bn * S * T;
+        kn_sgemm(NULL, false, true, S, T, H, a->scale, a->q + bn * S * H, H, a->k + bn * T * H, H, 0.0f, sc, T);
+        for (int64_t i = 0; i < S; i++) {
+            float *row = sc + i * T;
+            if (a->mask) {
+                const float *m = a->mask + (b * S + i) * T;
+                for (int64_t t = 0; t < T; t++) row[t] += m[t];
+            }
+            if (a->abias) {
+                const float *m = a->abias + b * a->ab_sb + h * a->ab_sn + i * T;
+                for (int64_t t = 0; t < T; t++) row[t] += m[t];
+            }
+            if (a->qk) memcpy(a->qk + (bn * S + i) * T, row, (size_t)T * sizeof(float));
+            float mx = row[0];
+            for (int64_t t = 1; t < T; t++) mx = row[t] > mx ? row[t] : mx;
+            float sum = 0.0f;
+            for (int64_t t = 0; t < T; t++) {
+                row[t] = expf(row[t] - mx);
+                sum += row[t];
+            }
+            float r = 1.0f / sum;
+            for (int64_t t = 0; t < T; t++) row[t] *= r;
+        }
+        kn_sgemm(NULL, false, false, S, Hv, T, 1.0f, sc, T, a->v + bn * T * Hv, Hv, 0.0f,
+                 a->y + b * S * a->N * Hv + h * Hv, a->N * Hv);
+    }
+}
+
+/* Builds the additive [B,S,T] mask from an int32/int64 mask tensor and the causal flag. Shapes:
+ * [B] key end positions, [2B] end then start positions, [B,T] and [B,S,T] 0/1 masks. *out is
+ * NULL when neither applies. P is the past length (query i sits at key position P+i). */
+static kn_status *ms_build_mask(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *m, bool causal,
+                                int64_t B, int64_t S, int64_t T, int64_t P, float filter, float **out)
+{
+    char b0[KN_DESC_LEN];
+    *out = NULL;
+    if (!m && !causal) return NULL;
+    if (B * S * T <= 0) return NULL;
+    float *mk = kn_scratch_alloc(ctx, (size_t)(B * S * T) * sizeof(float));
+    if (!mk) return KN_OOM((size_t)(B * S * T) * sizeof(float));
+    for (int64_t i = 0; i < B * S * T; i++) mk[i] = 0.0f;
+    if (m) {
+        if (m->dtype != KN_I32 && m->dtype != KN_I64 && m->dtype != KN_BOOL) return kn_err_dtype(node, m);
+        if (m->ndim == 1 && (m->dims[0] == B || m->dims[0] == 2 * B)) {
+            bool has_start = m->dims[0] == 2 * B && B > 0;
+            for (int64_t b = 0; b < B; b++) {
+                int64_t e = kn_get_i64(m, b), s0 = has_start ? kn_get_i64(m, B + b) : 0;
+                for (int64_t t = 0; t < T; t++) {
+                    if (t < e && t >= s0) continue;
+                    for (int64_t i = 0; i < S; i++) mk[(b * S + i) * T + t] = filter;
+                }
+            }
+        } else if (m->ndim == 2 && m->dims[0] == B && m->dims[1] == T) {
+            for (int64_t b = 0; b < B; b++)
+                for (int64_t t = 0; t < T; t++)
+                    if (kn_get_i64(m, b * T + t) <= 0)
+                        for (int64_t i = 0; i < S; i++) mk[(b * S + i) * T + t] = filter;
+        } else if (m->ndim == 3 && m->dims[0] == B && m->dims[1] == S && m->dims[2] == T) {
+            for (int64_t i = 0; i < B * S * T; i++)
+                if (kn_get_i64(m, i) <= 0) mk[i] = filter;
+        } else {
+            return kn_error(KN_ERR_UNSUPPORTED,
+                            "%s: mask %s not supported (expected [B], [2B], [B,T] or [B,S,T] with B=%lld S=%lld T=%lld)",
+                            node->op_type, kn_tensor_desc(m, b0, sizeof b0), (long long)B, (long long)S, (long long)T);
+        }
+    }
+    if (causal)
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t i = 0; i < S; i++)
+                for (int64_t t = P + i + 1; t < T; t++) mk[(b * S + i) * T + t] += filter;
+    *out = mk;
+    return NULL;
+}
+
+/* Validates attention_bias [B|1, N|1, S, T] and fills its float view and broadcast strides. */
+static kn_status *ms_attn_bias(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *ab, ms_attn *a)
+{
+    char b0[KN_DESC_LEN];
+    if (!ab) return NULL;
+    if (ab->ndim != 4 || (ab->dims[0] != a->B && ab->dims[0] != 1) || (ab->dims[1] != a->N && ab->dims[1] != 1) ||
+        ab->dims[2] != a->S || ab->dims[3] != a->T)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: attention_bias %s must be [B|1, N|1, S, T] with B=%lld N=%lld S=%lld T=%lld",
+                        node->op_type, kn_tensor_desc(ab, b0, sizeof b0), (long long)a->B, (long long)a->N,
+                        (long long)a->S, (long long)a->T);
+    KN_TRY(ms_f32_view(ctx, node, ab, &a->abias));
+    a->ab_sn = ab->dims[1] == 1 ? 0 : a->S * a->T;
+    a->ab_sb = ab->dims[0] == 1 ? 0 : ab->dims[1] * a->S * a->T;
+    return NULL;
+}
+
+static kn_status *ms_attn_run(kn_exec_ctx *ctx, ms_attn *a)
+{
+    int64_t n = a->B * a->N * a->S * a->T;
+    if (a->B * a->N * a->S == 0 || a->Hv == 0) return NULL;
+    if (a->T == 0) {
+        /* no keys at all: an empty weighted sum, defined here as zeros */
+        for (int64_t i = 0; i < a->B * a->S * a->N * a->Hv; i++) a->y[i] = 0.0f;
+        return NULL;
+    }
+    if (n > KN_MAX_NUMEL) return kn_error(KN_ERR_INVALID_ARGUMENT, "attention: score matrix of %lld elements is too large", (long long)n);
+    a->scores = kn_scratch_alloc(ctx, (size_t)n * sizeof(float));
+    if (!a->scores) return KN_OOM((size_t)n * sizeof(float));
+    kn_parallel_for(ctx->pool, a->B * a->N, 1, ms_attn_task, a);
+    return NULL;
+}
+
+/* Splits rows [B, L, N*D] (row stride ld, column offset col) into [B, N, P+L, D] after P past rows
+ * taken from past ([B,N,P,D], may be NULL when P == 0). */
+static void ms_to_heads(const float *src, int64_t ld, int64_t col, const float *past, int64_t B, int64_t N,
+                        int64_t L, int64_t P, int64_t D, float *dst)
+{
+    int64_t T = P + L;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < N; h++) {
+            float *d = dst + (b * N + h) * T * D;
+            if (P > 0) memcpy(d, past + (b * N + h) * P * D, (size_t)(P * D) * sizeof(float));
+            for (int64_t l = 0; l < L; l++)
+                memcpy(d + (P + l) * D, src + (b * L + l) * ld + col + h * D, (size_t)D * sizeof(float));
+        }
+}
+
+static float ms_scale(const kn_node *node, int64_t H)
+{
+    float s = kn_attr_float(node, "scale", 0.0f);
+    return s != 0.0f ? s : (float)(1.0 / sqrt((double)H));
+}
+
+/* ---- Attention (fused QKV projection) ---- */
+
+kn_status *kn_cpu_MsAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                              kn_tensor *const *out, int n_out)
+{
+    char b0[KN_DESC_LEN], b1[KN_DESC_LEN];
+    const kn_tensor *x = in[0], *w = n_in > 1 ? in[1] : NULL, *bias = n_in > 2 ? in[2] : NULL;
+    const kn_tensor *mask = n_in > 3 ? in[3] : NULL, *past = n_in > 4 ? in[4] : NULL;
+    const kn_tensor *ab = n_in > 5 ? in[5] : NULL;
+    kn_tensor *present = n_out > 1 ? out[1] : NULL;
+    if (!w) return kn_error(KN_ERR_INVALID_MODEL, "Attention: weights input is required");
+    if (n_in > 6 && in[6]) return kn_error(KN_ERR_UNSUPPORTED, "Attention: past_sequence_length input is not supported");
+    if (kn_attr_int(node, "do_rotary", 0) != 0) return kn_error(KN_ERR_UNSUPPORTED, "Attention: do_rotary is not supported");
+    if (kn_attr_int(node, "past_present_share_buffer", 0) != 0)
+        return kn_error(KN_ERR_UNSUPPORTED, "Attention: past_present_share_buffer is not supported");
+    int64_t N = kn_attr_int(node, "num_heads", 0);
+    if (x->ndim != 3 || w->ndim != 2 || w->dims[0] != x->dims[2] || N <= 0)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: need input [B,S,D], weights [D, 3*hidden] and num_heads > 0, got %s and %s",
+                        kn_tensor_desc(x, b0, sizeof b0), kn_tensor_desc(w, b1, sizeof b1));
+    int64_t B = x->dims[0], S = x->dims[1], Din = x->dims[2], Dtot = w->dims[1];
+    const int64_t *qkv = NULL;
+    int nq = kn_attr_ints(node, "qkv_hidden_sizes", &qkv);
+    int64_t hq, hv;
+    if (nq > 0) {
+        if (nq != 3 || qkv[0] != qkv[1] || qkv[0] <= 0 || qkv[2] <= 0 || qkv[0] + qkv[1] + qkv[2] != Dtot)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: qkv_hidden_sizes must be [q, q, v] summing to weights dim 1 of %s",
+                            kn_tensor_desc(w, b1, sizeof b1));
+        hq = qkv[0];
+        hv = qkv[2];
+    } else {
+        if (Dtot % 3) return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: weights %s dim 1 must be 3 * hidden", kn_tensor_desc(w, b1, sizeof b1));
+        hq = hv = Dtot / 3;
+    }
+    if (hq % N || hv % N)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: hidden sizes %lld/%lld not divisible by num_heads %lld",
+                        (long long)hq, (long long)hv, (long long)N);
+    int64_t H = hq / N, Hv = hv / N;
+    if (bias && (bias->ndim != 1 || bias->dims[0] != Dtot))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: bias %s must be [%lld]", kn_tensor_desc(bias, b1, sizeof b1), (long long)Dtot);
+    int64_t P = 0;
+    if (past) {
+        if (past->ndim != 5 || past->dims[0] != 2 || past->dims[1] != B || past->dims[2] != N || past->dims[4] != H || H != Hv)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: past %s must be [2, %lld, %lld, past, %lld] (equal q/v head sizes)",
+                            kn_tensor_desc(past, b1, sizeof b1), (long long)B, (long long)N, (long long)H);
+        P = past->dims[3];
+    }
+    if (present && H != Hv) return kn_error(KN_ERR_UNSUPPORTED, "Attention: present output needs equal q and v head sizes");
+    int64_t T = P + S;
+
+    const float *xf, *wf, *bf = NULL, *pf = NULL;
+    KN_TRY(ms_f32_view(ctx, node, x, &xf));
+    KN_TRY(ms_f32_view(ctx, node, w, &wf));
+    if (bias) KN_TRY(ms_f32_view(ctx, node, bias, &bf));
+    if (past) KN_TRY(ms_f32_view(ctx, node, past, &pf));
+
+    int64_t rows = B * S;
+    size_t need = (size_t)(rows * Dtot + B * N * (S * H + T * H + T * Hv)) + 4;
+    float *buf = kn_scratch_alloc(ctx, need * sizeof(float));
+    if (!buf) return KN_OOM(need * sizeof(float));
+    float *proj = buf, *q = proj + rows * Dtot, *k = q + B * N * S * H, *v = k + B * N * T * H;
+    /* the bias rides in as the initial C of the projection (beta = 1) */
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < Dtot; c++) proj[r * Dtot + c] = bf ? bf[c] : 0.0f;
+    if (rows > 0 && Dtot > 0) kn_sgemm(ctx->pool, false, false, rows, Dtot, Din, 1.0f, xf, Din, wf, Dtot, 1.0f, proj, Dtot);
+    ms_to_heads(proj, Dtot, 0, NULL, B, N, S, 0, H, q);
+    ms_to_heads(proj, Dtot, hq, pf, B, N, S, P, H, k);
+    ms_to_heads(proj, Dtot, 2 * hq, pf ? pf + B * N * P * H : NULL, B, N, S, P, Hv, v);
+
+    ms_attn a = {0};
+    a.B = B; a.N = N; a.S = S; a.T = T; a.H = H; a.Hv = Hv;
+    a.q = q; a.k = k; a.v = v;
+    a.scale = ms_scale(node, H);
+    float filter = kn_attr_float(node, "mask_filter_value", -10000.0f);
+    bool causal = kn_attr_int(node, "unidirectional", 0) != 0;
+    float *mk = NULL;
+    KN_TRY(ms_build_mask(ctx, node, mask, causal, B, S, T, P, filter, &mk));
+    a.mask = mk;
+    KN_TRY(ms_attn_bias(ctx, node, ab, &a));
+    KN_TRY(ms_f32_dest(ctx, out[0], &a.y));
+    KN_TRY(ms_attn_run(ctx, &a));
+    ms_commit(out[0], a.y);
+    if (present) {
+        int64_t half = B * N * T * H;
+        for (int64_t i = 0; i < half; i++) {
+            ms_store(present->data, present->dtype, i, k[i]);
+            ms_store(present->data, present->dtype, half + i, v[i]);
+        }
+    }
+    return NULL;
+}
+
+/* ---- MultiHeadAttention (separate Q, K, V) ---- */
+
+kn_status *kn_cpu_MsMultiHeadAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                       kn_tensor *const *out, int n_out)
+{
+    char b0[KN_DESC_LEN], b1[KN_DESC_LEN], b2[KN_DESC_LEN];
+#define MS_IN(i) (n_in > (i) ? in[i] : NULL)
+    const kn_tensor *qt = in[0], *kt = MS_IN(1), *vt = MS_IN(2), *bias = MS_IN(3), *mask = MS_IN(4);
+    const kn_tensor *ab = MS_IN(5), *pk = MS_IN(6), *pv = MS_IN(7);
+    if (MS_IN(8) || MS_IN(9))
+        return kn_error(KN_ERR_UNSUPPORTED, "MultiHeadAttention: past_sequence_length / cache_indirection inputs are not supported");
+#undef MS_IN
+    if (!kt || !vt) return kn_error(KN_ERR_UNSUPPORTED, "MultiHeadAttention: packed QKV / packed KV layouts are not supported");
+    int64_t N = kn_attr_int(node, "num_heads", 0);
+    if (qt->ndim != 3 || N <= 0 || qt->dims[2] % N)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "MultiHeadAttention: query %s must be [B,S,D] with D divisible by num_heads %lld",
+                        kn_tensor_desc(qt, b0, sizeof b0), (long long)N);
+    int64_t B = qt->dims[0], S = qt->dims[1], D = qt->dims[2], H = D / N, L, Hv;
+    bool bnsh = kt->ndim == 4;
+    if (kt->ndim == 3 && vt->ndim == 3 && kt->dims[0] == B && vt->dims[0] == B && kt->dims[1] == vt->dims[1] &&
+        kt->dims[2] == D && vt->dims[2] % N == 0) {
+        L = kt->dims[1];
+        Hv = vt->dims[2] / N;
+    } else if (bnsh && vt->ndim == 4 && kt->dims[0] == B && vt->dims[0] == B && kt->dims[1] == N && vt->dims[1] == N &&
+               kt->dims[2] == vt->dims[2] && kt->dims[3] == H) {
+        L = kt->dims[2];
+        Hv = vt->dims[3];
+    } else {
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "MultiHeadAttention: key %s / value %s do not fit query %s (need [B,L,D]/[B,L,Dv] or [B,N,L,H]/[B,N,L,Hv])",
+                        kn_tensor_desc(kt, b1, sizeof b1), kn_tensor_desc(vt, b2, sizeof b2), kn_tensor_desc(qt, b0, sizeof b0));
+    }
+    int64_t Dv = N * Hv;
+    if (bias && (bias->ndim != 1 || bias->dims[0] != 2 * D + Dv))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "MultiHeadAttention: bias %s must be [%lld]", kn_tensor_desc(bias, b1, sizeof b1),
+                        (long long)(2 * D + Dv));
+    if (bias && bnsh)
+        return kn_error(KN_ERR_UNSUPPORTED, "MultiHeadAttention: bias with key/value in [B,N,L,H] layout is not supported");
+    if ((pk != NULL) != (pv != NULL)) return kn_error(KN_ERR_INVALID_ARGUMENT, "MultiHeadAttention: past_key and past_value go together");
+    int64_t P = 0;
+    if (pk) {
+        if (bnsh) return kn_error(KN_ERR_UNSUPPORTED, "MultiHeadAttention: past with key/value in [B,N,L,H] layout is not supported");
+        if (pk->ndim != 4 || pv->ndim != 4 || pk->dims[0] != B || pk->dims[1] != N || pk->dims[3] != H ||
+            pv->dims[0] != B || pv->dims[1] != N || pv->dims[2] != pk->dims[2] || pv->dims[3] != Hv)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "MultiHeadAttention: past_key %s / past_value %s must be [B,N,P,H] / [B,N,P,Hv]",
+                            kn_tensor_desc(pk, b1, sizeof b1), kn_tensor_desc(pv, b2, sizeof b2));
+        P = pk->dims[2];
+    }
+    int64_t T = P + L;
+
+    const float *qf, *kf, *vf, *bf = NULL, *pkf = NULL, *pvf = NULL;
+    KN_TRY(ms_f32_view(ctx, node, qt, &qf));
+    KN_TRY(ms_f32_view(ctx, node, kt, &kf));
+    KN_TRY(ms_f32_view(ctx, node, vt, &vf));
+    if (bias) KN_TRY(ms_f32_view(ctx, node, bias, &bf));
+    if (pk) {
+        KN_TRY(ms_f32_view(ctx, node, pk, &pkf));
+        KN_TRY(ms_f32_view(ctx, node, pv, &pvf));
+    }
+    size_t need = (size_t)(B * N * (S * H + T * H + T * Hv) + B * S * D + B * L * (D + Dv)) + 4;
+    float *buf = kn_scratch_alloc(ctx, need * sizeof(float));
+    if (!buf) return KN_OOM(need * sizeof(float));
+    float *q = buf, *k = q + B * N * S * H, *v = k + B * N * T * H, *tmp = v + B * N * T * Hv;
+    const float *qsrc = qf, *ksrc = kf, *vsrc = vf;
+    if (bf) {
+        float *qb = tmp, *kb = qb + B * S * D, *vb = kb + B * L * D;
+        for (int64_t r = 0; r < B * S; r++)
+            for (int64_t c = 0; c < D; c++) qb[r * D + c] = qf[r * D + c] + bf[c];
+        for (int64_t r = 0; r < B * L; r++) {
+            for (int64_t c = 0; c < D; c++) kb[r * D + c] = kf[r * D + c] + bf[D + c];
+            for (int64_t c = 0; c < Dv; c++) vb[r * Dv + c] = vf[r * Dv + c] + bf[2 * D + c];
+        }
+        qsrc = qb; ksrc = kb; vsrc = vb;
+    }
+    ms_to_heads(qsrc, D, 0, NULL, B, N, S, 0, H, q);
+    if (bnsh) {
+        memcpy(k, kf, (size_t)(B * N * L * H) * sizeof(float));
+        memcpy(v, vf, (size_t)(B * N * L * Hv) * sizeof(float));
+    } else {
+        ms_to_heads(ksrc, D, 0, pkf, B, N, L, P, H, k);
+        ms_to_heads(vsrc, Dv, 0, pvf, B, N, L, P, Hv, v);
+    }
+
+    ms_attn a = {0};
+    a.B = B; a.N = N; a.S = S; a.T = T; a.H = H; a.Hv = Hv;
+    a.q = q; a.k = k; a.v = v;
+    a.scale = ms_scale(node, H);
+    float filter = kn_attr_float(node, "mask_filter_value", -10000.0f);
+    bool causal = kn_attr_int(node, "unidirectional", 0) != 0;
+    float *mk = NULL;
+    KN_TRY(ms_build_mask(ctx, node, mask, causal, B, S, T, P, filter, &mk));
+    a.mask = mk;
+    KN_TRY(ms_attn_bias(ctx, node, ab, &a));
+    kn_tensor *oqk = n_out > 3 ? out[3] : NULL;
+    if (oqk) KN_TRY(ms_f32_dest(ctx, oqk, &a.qk));
+    KN_TRY(ms_f32_dest(ctx, out[0], &a.y));
+    KN_TRY(ms_attn_run(ctx, &a));
+    ms_commit(out[0], a.y);
+    if (oqk) ms_commit(oqk, a.qk);
+    kn_tensor *ok = n_out > 1 ? out[1] : NULL, *ov = n_out > 2 ? out[2] : NULL;
+    if (ok) for (int64_t i = 0; i < B * N * T * H; i++) ms_store(ok->data, ok->dtype, i, k[i]);
+    if (ov) for (int64_t i = 0; i < B * N * T * Hv; i++) ms_store(ov->data, ov->dtype, i, v[i]);
+    return NULL;
+}

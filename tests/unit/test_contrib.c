@@ -1,0 +1,456 @@
+/* Unit tests for the com.microsoft contrib ops (graph/infer_contrib.c, kernels/cpu/contrib.c):
+ * each kernel runs through infer + kernel and is checked against a plain double-precision
+ * reference written here (Gelu forms, SkipLayerNormalization with all outputs, Attention with
+ * masks / past / present, MultiHeadAttention with bias / padding mask / attention bias / qk),
+ * threaded and unthreaded, plus the error paths for malformed shapes and attributes.
+ * tests/contrib_parity.py covers the same ops end to end against ONNX Runtime. */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "graph/ops.h"
+#include "runtime/dtype.h"
+
+/* ---- op-level harness ---- */
+typedef struct { void *blocks[64]; int n; } scratch_list;
+static void *test_scratch(kn_exec_ctx *ctx, size_t bytes)
+{
+    scratch_list *s = ctx->scratch_state;
+    if (s->n >= 64) return NULL;
+    return s->blocks[s->n++] = calloc(1, bytes);
+}
+static kn_attr attr_i(const char *name, int64_t v) { kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_INT; a.i = v; return a; }
+static kn_attr attr_f(const char *name, float v) { kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_FLOAT; a.f = v; return a; }
+static kn_attr attr_ints(const char *name, int64_t *v, int n)
+{
+    kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_INTS; a.ints = v; a.n_ints = n; return a;
+}
+
+static uint32_t rng_state = 4242;
+static double drand(void)
+{
+    rng_state = rng_state * 1664525u + 1013904223u;
+    return (double)((rng_state >> 8) & 0xFFFF) / 65536.0 * 4.0 - 2.0;
+}
+
+static kn_tensor *mk(kn_dtype t, int nd, const int64_t *dims, const double *vals)
+{
+    kn_tensor *x;
+    ck_assert_ptr_null(kn_tensor_new(t, nd, dims, &x));
+    for (int64_t i = 0; vals && i < kn_numel(x); i++) kn_set_f64(x, i, vals[i]);
+    return x;
+}
+static kn_tensor *mk_rand(kn_dtype t, int nd, const int64_t *dims, double s)
+{
+    kn_tensor *x = mk(t, nd, dims, NULL);
+    for (int64_t i = 0; i < kn_numel(x); i++) kn_set_f64(x, i, drand() * s);
+    return x;
+}
+
+/* Runs infer then the kernel; want[i] false leaves output i omitted (NULL). */
+static kn_status *run_op(int op, kn_attr *attrs, int n_attrs, kn_tensor **in, int n_in, kn_tensor **out,
+                         const bool *want, int n_out, kn_threadpool *pool)
+{
+    kn_node node = {0};
+    node.name = (char *)"t";
+    node.op_type = (char *)kn_op_table[op].name;
+    node.domain = (char *)"com.microsoft";
+    node.op = op;
+    node.opset = 17;
+    node.n_attrs = n_attrs;
+    node.attrs = attrs;
+    for (int i = 0; i < n_out; i++) out[i] = (!want || want[i]) ? calloc(1, sizeof(kn_tensor)) : NULL;
+    kn_infer_ctx ic = { &node, (const kn_tensor *const *)in, n_in, out, n_out };
+    kn_status *st = kn_op_infer(op)(&ic);
+    if (st) return st;
+    for (int i = 0; i < n_out; i++) if (out[i]) ck_assert_ptr_null(kn_tensor_alloc_data(out[i]));
+    scratch_list sl = {0};
+    kn_exec_ctx ctx = {0};
+    ctx.pool = pool;
+    ctx.scratch_alloc = test_scratch;
+    ctx.scratch_state = &sl;
+    kn_kernel_fn k = kn_cpu_backend()->kernel(kn_cpu_backend(), op);
+    ck_assert_ptr_nonnull(k);
+    st = k(&ctx, &node, (const kn_tensor *const *)in, n_in, out, n_out);
+    for (int i = 0; i < sl.n; i++) free(sl.blocks[i]);
+    return st;
+}
+static void expect_err(kn_status *st)
+{
+    ck_assert_ptr_nonnull(st);
+    ck_assert_msg(strlen(kn_status_message(st)) > 0, "empty error message");
+    kn_status_free(st);
+}
+static void free_all(kn_tensor **ts, int n) { for (int i = 0; i < n; i++) if (ts[i]) { kn_tensor_free(ts[i]); ts[i] = NULL; } }
+
+static void expect_close(const kn_tensor *t, const double *ref, double rtol, double atol, const char *what)
+{
+    for (int64_t i = 0; i < kn_numel(t); i++) {
+        double g = kn_get_f64(t, i);
+        ck_assert_msg(fabs(g - ref[i]) <= atol + rtol * fabs(ref[i]), "%s[%lld]: got %.9g want %.9g", what,
+                      (long long)i, g, ref[i]);
+    }
+}
+
+/* ---- Gelu family ---- */
+
+static double gelu_erf(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
+static double gelu_tanh(double x) { return 0.5 * x * (1.0 + tanh(sqrt(2.0 / 3.14159265358979323846) * (x + 0.044715 * x * x * x))); }
+
+START_TEST(test_gelu_family)
+{
+    kn_threadpool *pool = kn_threadpool_create(3);
+    const kn_dtype dts[3] = {KN_F32, KN_F64, KN_F16};
+    for (int di = 0; di < 3; di++) {
+        kn_dtype dt = dts[di];
+        double tol = dt == KN_F16 ? 2e-3 : dt == KN_F64 ? 1e-12 : 2e-6;
+        int64_t d[2] = {37, 129}, db[1] = {129};
+        kn_tensor *x = mk(dt, 2, d, NULL), *b = mk_rand(dt, 1, db, 1.0);
+        for (int64_t i = 0; i < kn_numel(x); i++) kn_set_f64(x, i, -8.0 + 16.0 * (double)i / (double)kn_numel(x));
+        double *ref = malloc(sizeof(double) * (size_t)kn_numel(x));
+        for (int form = 0; form < 3; form++) {
+            int op = form == 0 ? KN_OP_MsGelu : form == 1 ? KN_OP_MsFastGelu : KN_OP_MsBiasGelu;
+            kn_tensor *in[2] = {x, b}, *out[1];
+            for (int64_t i = 0; i < kn_numel(x); i++) {
+                double v = kn_get_f64(x, i) + (form ? kn_get_f64(b, i % 129) : 0.0);
+                if (dt == KN_F16 && form) v = kn_f16_to_f32(kn_f32_to_f16((float)v));
+                ref[i] = form == 1 ? gelu_tanh(v) : gelu_erf(v);
+            }
+            ck_assert_ptr_null(run_op(op, NULL, 0, in, form ? 2 : 1, out, NULL, 1, pool));
+            ck_assert_int_eq(out[0]->dtype, dt);
+            expect_close(out[0], ref, tol, tol, kn_op_table[op].name);
+            free_all(out, 1);
+        }
+        /* FastGelu without its optional bias */
+        kn_tensor *in1[2] = {x, NULL}, *out[1];
+        for (int64_t i = 0; i < kn_numel(x); i++) ref[i] = gelu_tanh(kn_get_f64(x, i));
+        ck_assert_ptr_null(run_op(KN_OP_MsFastGelu, NULL, 0, in1, 2, out, NULL, 1, NULL));
+        expect_close(out[0], ref, tol, tol, "FastGelu no bias");
+        free_all(out, 1);
+        /* a bias that does not match the last dim is an error */
+        int64_t dbad[1] = {7};
+        kn_tensor *bad = mk_rand(dt, 1, dbad, 1.0), *in2[2] = {x, bad};
+        expect_err(run_op(KN_OP_MsBiasGelu, NULL, 0, in2, 2, out, NULL, 1, NULL));
+        free_all(out, 1);
+        free(ref);
+        kn_tensor_free(bad);
+        kn_tensor_free(x);
+        kn_tensor_free(b);
+    }
+    int64_t d1[1] = {4};
+    kn_tensor *xi = mk(KN_I32, 1, d1, NULL), *in[1] = {xi}, *out[1];
+    expect_err(run_op(KN_OP_MsGelu, NULL, 0, in, 1, out, NULL, 1, NULL));
+    free_all(out, 1);
+    kn_tensor_free(xi);
+    kn_threadpool_free(pool);
+}
+END_TEST
+
+/* ---- SkipLayerNormalization ---- */
+
+START_TEST(test_skip_layer_norm)
+{
+    kn_threadpool *pool = kn_threadpool_create(3);
+    int64_t B = 3, S = 5, H = 24;
+    int64_t dx[3] = {B, S, H}, dskip_b[3] = {1, S, H}, dskip_2[2] = {S, H}, dh[1] = {H};
+    kn_tensor *x = mk_rand(KN_F32, 3, dx, 3.0), *g = mk_rand(KN_F32, 1, dh, 1.0), *be = mk_rand(KN_F32, 1, dh, 1.0);
+    kn_tensor *bi = mk_rand(KN_F32, 1, dh, 1.0);
+    for (int64_t i = 0; i < kn_numel(x); i++) kn_set_f64(x, i, kn_get_f64(x, i) + 7.0); /* offset mean */
+    kn_tensor *skips[3] = {mk_rand(KN_F32, 3, dx, 1.0), mk_rand(KN_F32, 3, dskip_b, 1.0), mk_rand(KN_F32, 2, dskip_2, 1.0)};
+    float eps = 1e-5f;
+    kn_attr at[1] = {attr_f("epsilon", eps)};
+    double *ry = malloc(sizeof(double) * (size_t)(B * S * H)), *rs = malloc(sizeof(double) * (size_t)(B * S * H));
+    double rm[15], ri[15];
+    for (int si = 0; si < 3; si++) {
+        kn_tensor *sk = skips[si];
+        int64_t skip_rows = kn_numel(sk) / H;
+        for (int64_t r = 0; r < B * S; r++) {
+            double m = 0, v = 0;
+            for (int64_t i = 0; i < H; i++) {
+                double s = kn_get_f64(x, r * H + i) + kn_get_f64(sk, (r % skip_rows) * H + i) + kn_get_f64(bi, i);
+                rs[r * H + i] = s;
+                m += s;
+            }
+            m /= (double)H;
+            for (int64_t i = 0; i < H; i++) v += (rs[r * H + i] - m) * (rs[r * H + i] - m);
+            v /= (double)H;
+            rm[r] = m;
+            ri[r] = 1.0 / sqrt(v + eps);
+            for (int64_t i = 0; i < H; i++) ry[r * H + i] = (rs[r * H + i] - m) * ri[r] * kn_get_f64(g, i) + kn_get_f64(be, i);
+        }
+        kn_tensor *in[5] = {x, sk, g, be, bi}, *out[4];
+        ck_assert_ptr_null(run_op(KN_OP_MsSkipLayerNormalization, at, 1, in, 5, out, NULL, 4, si ? pool : NULL));
+        ck_assert_int_eq(out[1]->ndim, 3);
+        ck_assert_int_eq(out[1]->dims[2], 1);
+        expect_close(out[0], ry, 1e-5, 1e-5, "SLN output");
+        expect_close(out[1], rm, 1e-6, 1e-6, "SLN mean");
+        expect_close(out[2], ri, 1e-5, 1e-6, "SLN inv_std_var");
+        expect_close(out[3], rs, 1e-6, 1e-6, "SLN sum");
+        free_all(out, 4);
+    }
+    /* optional outputs omitted, no beta / bias, float16 */
+    kn_tensor *x16 = mk(KN_F16, 3, dx, NULL), *s16 = mk(KN_F16, 3, dx, NULL), *g16 = mk(KN_F16, 1, dh, NULL);
+    for (int64_t i = 0; i < kn_numel(x); i++) {
+        kn_set_f64(x16, i, kn_get_f64(x, i));
+        kn_set_f64(s16, i, kn_get_f64(skips[0], i));
+    }
+    for (int64_t i = 0; i < H; i++) kn_set_f64(g16, i, kn_get_f64(g, i));
+    for (int64_t r = 0; r < B * S; r++) {
+        double m = 0, v = 0, tmp[24];
+        for (int64_t i = 0; i < H; i++) m += (tmp[i] = kn_get_f64(x16, r * H + i) + kn_get_f64(s16, r * H + i));
+        m /= (double)H;
+        for (int64_t i = 0; i < H; i++) v += (tmp[i] - m) * (tmp[i] - m);
+        v /= (double)H;
+        for (int64_t i = 0; i < H; i++) ry[r * H + i] = (tmp[i] - m) / sqrt(v + 1e-12) * kn_get_f64(g16, i);
+    }
+    kn_tensor *in16[3] = {x16, s16, g16}, *out16[4];
+    bool want[4] = {true, false, false, false};
+    ck_assert_ptr_null(run_op(KN_OP_MsSkipLayerNormalization, NULL, 0, in16, 3, out16, want, 4, pool));
+    ck_assert_int_eq(out16[0]->dtype, KN_F16);
+    expect_close(out16[0], ry, 4e-3, 4e-3, "SLN fp16");
+    free_all(out16, 4);
+    /* errors: gamma of the wrong length, skip that does not broadcast, 1-D input */
+    int64_t dbad[1] = {H - 1}, dsbad[3] = {B, S + 1, H};
+    kn_tensor *gbad = mk_rand(KN_F32, 1, dbad, 1.0), *sbad = mk_rand(KN_F32, 3, dsbad, 1.0), *out[4];
+    kn_tensor *e1[3] = {x, skips[0], gbad}, *e2[3] = {x, sbad, g}, *e3[3] = {g, g, g};
+    expect_err(run_op(KN_OP_MsSkipLayerNormalization, NULL, 0, e1, 3, out, NULL, 1, NULL));
+    free_all(out, 1);
+    expect_err(run_op(KN_OP_MsSkipLayerNormalization, NULL, 0, e2, 3, out, NULL, 1, NULL));
+    free_all(out, 1);
+    expect_err(run_op(KN_OP_MsSkipLayerNormalization, NULL, 0, e3, 3, out, NULL, 1, NULL));
+    free_all(out, 1);
+    kn_tensor *all[] = {x, g, be, bi, skips[0], skips[1], skips[2], x16, s16, g16, gbad, sbad};
+    free_all(all, (int)(sizeof all / sizeof all[0]));
+    free(ry);
+    free(rs);
+    kn_threadpool_free(pool);
+}
+END_TEST
+
+/* ---- attention reference ---- */
+
+/* y[B,S,N*Hv] from q[B,N,S,H], k[B,N,T,H], v[B,N,T,Hv] (double), additive mask[B,S,T] and bias
+ * [B,N,S,T] (either may be NULL); qk receives the pre-softmax scores when non-NULL. */
+static void ref_attention(int64_t B, int64_t N, int64_t S, int64_t T, int64_t H, int64_t Hv, const double *q,
+                          const double *k, const double *v, const double *mask, const double *bias, double scale,
+                          double *y, double *qk)
+{
+    double *sc = malloc(sizeof(double) * (size_t)T);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t i = 0; i < S; i++) {
+                double mx = -INFINITY, sum = 0;
+                for (int64_t t = 0; t < T; t++) {
+                    double d = 0;
+                    for (int64_t h = 0; h < H; h++) d += q[((b * N + n) * S + i) * H + h] * k[((b * N + n) * T + t) * H + h];
+                    sc[t] = d * scale + (mask ? mask[(b * S + i) * T + t] : 0) + (bias ? bias[((b * N + n) * S + i) * T + t] : 0);
+                    if (qk) qk[((b * N + n) * S + i) * T + t] = sc[t];
+                    mx = sc[t] > mx ? sc[t] : mx;
+                }
+                for (int64_t t = 0; t < T; t++) sum += (sc[t] = exp(sc[t] - mx));
+                for (int64_t h = 0; h < Hv; h++) {
+                    double acc = 0;
+                    for (int64_t t = 0; t < T; t++) acc += sc[t] / sum * v[((b * N + n) * T + t) * Hv + h];
+                    y[(b * S + i) * N * Hv + n * Hv + h] = acc;
+                }
+            }
+    free(sc);
+}
+
+START_TEST(test_attention_fused)
+{
+    kn_threadpool *pool = kn_threadpool_create(3);
+    enum { B = 2, S = 3, D = 10, N = 2, HQ = 8, HV = 12, P = 2, T = P + S, DT = 2 * HQ + HV, H = HQ / N, Hv = HV / N };
+    int64_t dx[3] = {B, S, D}, dw[2] = {D, DT}, db[1] = {DT}, dm[2] = {B, T};
+    kn_tensor *x = mk_rand(KN_F32, 3, dx, 1.0), *w = mk_rand(KN_F32, 2, dw, 0.5), *bias = mk_rand(KN_F32, 1, db, 0.2);
+    double mvals[B * T] = {1, 1, 1, 0, 1, 0, 1, 1, 1, 1};
+    kn_tensor *mask = mk(KN_I32, 2, dm, mvals);
+    int64_t qkv[3] = {HQ, HQ, HV};
+    float filter = -1000.0f;
+    /* projection and reference q/k/v without past */
+    double proj[B * S * DT];
+    for (int64_t r = 0; r < B * S; r++)
+        for (int64_t c = 0; c < DT; c++) {
+            double acc = kn_get_f64(bias, c);
+            for (int64_t i = 0; i < D; i++) acc += kn_get_f64(x, r * D + i) * kn_get_f64(w, i * DT + c);
+            proj[r * DT + c] = acc;
+        }
+    for (int with_past = 0; with_past < 2; with_past++) {
+        int64_t Tc = with_past ? T : S, Pc = with_past ? P : 0;
+        /* present needs equal head sizes, so the past variant uses square q/k/v */
+        int64_t hq = HQ, hv = with_past ? HQ : HV, dt = 2 * hq + hv, h = hq / N, hvh = hv / N;
+        int64_t dw2[2] = {D, dt}, db2[1] = {dt}, dp[5] = {2, B, N, P, h}, dm2[2] = {B, Tc};
+        kn_tensor *w2 = with_past ? mk_rand(KN_F32, 2, dw2, 0.5) : w, *b2 = with_past ? mk_rand(KN_F32, 1, db2, 0.2) : bias;
+        kn_tensor *past = with_past ? mk_rand(KN_F32, 5, dp, 1.0) : NULL;
+        kn_tensor *m2 = with_past ? mask : mk(KN_I32, 2, dm2, (double[]){1, 1, 0, 0, 1, 1});
+        if (with_past)
+            for (int64_t r = 0; r < B * S; r++)
+                for (int64_t c = 0; c < dt; c++) {
+                    double acc = kn_get_f64(b2, c);
+                    for (int64_t i = 0; i < D; i++) acc += kn_get_f64(x, r * D + i) * kn_get_f64(w2, i * dt + c);
+                    proj[r * dt + c] = acc;
+                }
+        double *q = calloc((size_t)(B * N * S * h), sizeof(double)), *k = calloc((size_t)(B * N * Tc * h), sizeof(double));
+        double *v = calloc((size_t)(B * N * Tc * hvh), sizeof(double)), *am = calloc((size_t)(B * S * Tc), sizeof(double));
+        double *y = calloc((size_t)(B * S * N * hvh), sizeof(double));
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t n = 0; n < N; n++) {
+                for (int64_t t = 0; t < Pc; t++) {
+                    for (int64_t j = 0; j < h; j++) k[((b * N + n) * Tc + t) * h + j] = kn_get_f64(past, (((0 * B + b) * N + n) * P + t) * h + j);
+                    for (int64_t j = 0; j < hvh; j++) v[((b * N + n) * Tc + t) * hvh + j] = kn_get_f64(past, (((1 * B + b) * N + n) * P + t) * h + j);
+                }
+                for (int64_t s = 0; s < S; s++) {
+                    const double *row = proj + (b * S + s) * dt;
+                    for (int64_t j = 0; j < h; j++) {
+                        q[((b * N + n) * S + s) * h + j] = row[n * h + j];
+                        k[((b * N + n) * Tc + Pc + s) * h + j] = row[hq + n * h + j];
+                    }
+                    for (int64_t j = 0; j < hvh; j++) v[((b * N + n) * Tc + Pc + s) * hvh + j] = row[2 * hq + n * hvh + j];
+                }
+            }
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t s = 0; s < S; s++)
+                for (int64_t t = 0; t < Tc; t++)
+                    am[(b * S + s) * Tc + t] = (kn_get_i64(m2, b * Tc + t) ? 0.0 : filter) + (t > Pc + s ? filter : 0.0);
+        ref_attention(B, N, S, Tc, h, hvh, q, k, v, am, NULL, 1.0 / sqrt((double)h), y, NULL);
+        kn_attr at[4] = {attr_i("num_heads", N), attr_i("unidirectional", 1), attr_f("mask_filter_value", filter),
+                         attr_ints("qkv_hidden_sizes", qkv, 3)};
+        kn_tensor *in[5] = {x, w2, b2, m2, past}, *out[2];
+        bool want[2] = {true, with_past != 0};
+        ck_assert_ptr_null(run_op(KN_OP_MsAttention, at, with_past ? 3 : 4, in, 5, out, want, 2, with_past ? pool : NULL));
+        ck_assert_int_eq(out[0]->dims[2], N * hvh);
+        expect_close(out[0], y, 1e-4, 1e-5, with_past ? "Attention past" : "Attention");
+        if (with_past) {
+            ck_assert_int_eq(out[1]->ndim, 5);
+            ck_assert_int_eq(out[1]->dims[3], T);
+            /* present is [2,B,N,T,h]: keys then values */
+            int64_t half = B * N * T * h;
+            for (int64_t i = 0; i < half; i++) {
+                ck_assert_msg(fabs(kn_get_f64(out[1], i) - k[i]) < 1e-5, "present key %lld", (long long)i);
+                ck_assert_msg(fabs(kn_get_f64(out[1], half + i) - v[i]) < 1e-5, "present value %lld", (long long)i);
+            }
+        }
+        free_all(out, 2);
+        free(q); free(k); free(v); free(am); free(y);
+        if (with_past) { kn_tensor_free(w2); kn_tensor_free(b2); kn_tensor_free(past); }
+        else kn_tensor_free(m2);
+    }
+    /* errors: weights not 3*hidden, num_heads missing, unsupported mask shape */
+    kn_attr at1[1] = {attr_i("num_heads", N)};
+    int64_t dwb[2] = {D, 13}, dmb[2] = {B, 9};
+    kn_tensor *wb = mk_rand(KN_F32, 2, dwb, 1.0), *mb = mk(KN_I32, 2, dmb, NULL), *out[2];
+    kn_tensor *e1[2] = {x, wb}, *e3[4] = {x, w, bias, mb};
+    int64_t sq[3] = {HQ, HQ, HV};
+    kn_attr at3[2] = {attr_i("num_heads", N), attr_ints("qkv_hidden_sizes", sq, 3)};
+    expect_err(run_op(KN_OP_MsAttention, at1, 1, e1, 2, out, NULL, 1, NULL));
+    free_all(out, 1);
+    expect_err(run_op(KN_OP_MsAttention, NULL, 0, e3, 3, out, NULL, 1, NULL));
+    free_all(out, 1);
+    expect_err(run_op(KN_OP_MsAttention, at3, 2, e3, 4, out, NULL, 1, NULL));
+    free_all(out, 1);
+    kn_tensor *all[] = {x, w, bias, mask, wb, mb};
+    free_all(all, 6);
+    kn_threadpool_free(pool);
+}
+END_TEST
+
+START_TEST(test_multi_head_attention)
+{
+    kn_threadpool *pool = kn_threadpool_create(3);
+    enum { B = 2, S = 3, L = 5, N = 2, D = 8, DV = 6, H = D / N, Hv = DV / N };
+    int64_t dq[3] = {B, S, D}, dk[3] = {B, L, D}, dv[3] = {B, L, DV}, db[1] = {2 * D + DV}, dm[2] = {B, L};
+    int64_t dab[4] = {1, N, S, L};
+    kn_tensor *qt = mk_rand(KN_F32, 3, dq, 1.0), *kt = mk_rand(KN_F32, 3, dk, 1.0), *vt = mk_rand(KN_F32, 3, dv, 1.0);
+    kn_tensor *bias = mk_rand(KN_F32, 1, db, 0.3), *ab = mk_rand(KN_F32, 4, dab, 1.0);
+    kn_tensor *kpm = mk(KN_I32, 2, dm, (double[]){1, 1, 1, 0, 0, 1, 1, 1, 1, 1});
+    double q[B * N * S * H], k[B * N * L * H], v[B * N * L * Hv], am[B * S * L], abb[B * N * S * L];
+    double y[B * S * DV], qk[B * N * S * L];
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t n = 0; n < N; n++) {
+            for (int64_t s = 0; s < S; s++)
+                for (int64_t j = 0; j < H; j++)
+                    q[((b * N + n) * S + s) * H + j] = kn_get_f64(qt, (b * S + s) * D + n * H + j) + kn_get_f64(bias, n * H + j);
+            for (int64_t l = 0; l < L; l++) {
+                for (int64_t j = 0; j < H; j++)
+                    k[((b * N + n) * L + l) * H + j] = kn_get_f64(kt, (b * L + l) * D + n * H + j) + kn_get_f64(bias, D + n * H + j);
+                for (int64_t j = 0; j < Hv; j++)
+                    v[((b * N + n) * L + l) * Hv + j] = kn_get_f64(vt, (b * L + l) * DV + n * Hv + j) + kn_get_f64(bias, 2 * D + n * Hv + j);
+            }
+            for (int64_t i = 0; i < S * L; i++) abb[(b * N + n) * S * L + i] = kn_get_f64(ab, n * S * L + i);
+        }
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t s = 0; s < S; s++)
+            for (int64_t l = 0; l < L; l++) am[(b * S + s) * L + l] = kn_get_i64(kpm, b * L + l) ? 0.0 : -10000.0;
+    ref_attention(B, N, S, L, H, Hv, q, k, v, am, abb, 0.7, y, qk);
+    kn_attr at[2] = {attr_i("num_heads", N), attr_f("scale", 0.7f)};
+    kn_tensor *in[6] = {qt, kt, vt, bias, kpm, ab}, *out[4];
+    bool want[4] = {true, true, true, true};
+    for (int threaded = 0; threaded < 2; threaded++) {
+        ck_assert_ptr_null(run_op(KN_OP_MsMultiHeadAttention, at, 2, in, 6, out, want, 4, threaded ? pool : NULL));
+        expect_close(out[0], y, 1e-4, 1e-5, "MHA output");
+        expect_close(out[1], k, 1e-5, 1e-5, "MHA present_key");
+        expect_close(out[2], v, 1e-5, 1e-5, "MHA present_value");
+        expect_close(out[3], qk, 1e-4, 1e-4, "MHA qk");
+        free_all(out, 4);
+    }
+    /* errors: key width differs from query, value/key length mismatch, bias length, packed QKV */
+    int64_t dkb[3] = {B, L, D + 2}, dvb[3] = {B, L + 1, DV}, dbb[1] = {7};
+    kn_tensor *kb = mk_rand(KN_F32, 3, dkb, 1.0), *vb = mk_rand(KN_F32, 3, dvb, 1.0), *bb = mk_rand(KN_F32, 1, dbb, 1.0);
+    kn_tensor *e1[3] = {qt, kb, vt}, *e2[3] = {qt, kt, vb}, *e3[4] = {qt, kt, vt, bb}, *e4[3] = {qt, NULL, NULL};
+    expect_err(run_op(KN_OP_MsMultiHeadAttention, at, 2, e1, 3, out, NULL, 1, NULL));
+    free_all(out, 1);
+    expect_err(run_op(KN_OP_MsMultiHeadAttention, at, 2, e2, 3, out, NULL, 1, NULL));
+    free_all(out, 1);
+    expect_err(run_op(KN_OP_MsMultiHeadAttention, at, 2, e3, 4, out, NULL, 1, NULL));
+    free_all(out, 1);
+    expect_err(run_op(KN_OP_MsMultiHeadAttention, at, 2, e4, 3, out, NULL, 1, NULL));
+    free_all(out, 1);
+    kn_tensor *all[] = {qt, kt, vt, bias, ab, kpm, kb, vb, bb};
+    free_all(all, 9);
+    kn_threadpool_free(pool);
+}
+END_TEST
+
+/* Static inference with unknown dims propagates -1 instead of failing. */
+START_TEST(test_infer_unknown_dims)
+{
+    kn_tensor q = {0}, k = {0}, v = {0}, o[4] = {{0}};
+    q.dtype = k.dtype = v.dtype = KN_F32;
+    int64_t dq[3] = {-1, -1, 8}, dk[3] = {-1, -1, 8};
+    kn_tensor_set_shape(&q, 3, dq);
+    kn_tensor_set_shape(&k, 3, dk);
+    kn_tensor_set_shape(&v, 3, dk);
+    kn_attr at[1] = {attr_i("num_heads", 2)};
+    kn_node node = {0};
+    node.op_type = (char *)"MultiHeadAttention";
+    node.n_attrs = 1;
+    node.attrs = at;
+    const kn_tensor *in[3] = {&q, &k, &v};
+    kn_tensor *out[4] = {&o[0], &o[1], &o[2], &o[3]};
+    kn_infer_ctx ic = {&node, in, 3, out, 4};
+    ck_assert_ptr_null(kn_infer_MsMultiHeadAttention(&ic));
+    ck_assert_int_eq(o[0].ndim, 3);
+    ck_assert_int_eq(o[0].dims[0], -1);
+    ck_assert_int_eq(o[0].dims[2], 8);
+    ck_assert_int_eq(o[1].dims[2], -1);
+    ck_assert_int_eq(o[1].dims[3], 4);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("contrib");
+    TCase *tc = tcase_create("contrib");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_gelu_family);
+    tcase_add_test(tc, test_skip_layer_norm);
+    tcase_add_test(tc, test_attention_fused);
+    tcase_add_test(tc, test_multi_head_attention);
+    tcase_add_test(tc, test_infer_unknown_dims);
+    suite_add_tcase(s, tc);
+    SRunner *r = srunner_create(s);
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    return failed ? 1 : 0;
+}
