@@ -52,11 +52,30 @@ static char *cat_all(svec *s)
     return o;
 }
 
+/* Decoded text travels as C strings between the steps, so a NUL in it is carried as the
+ * U+10FFFF sentinel and turned back into NUL by kn_tokenizer_decode. */
+static char *nul_to_sentinel(char *s, size_t n)
+{
+    size_t z = 0;
+    for (size_t i = 0; i < n; i++) z += s[i] == 0;
+    if (!z) return s;
+    char *o = malloc(n + 3 * z + 1), *w = o;
+    if (!o) { free(s); return NULL; }
+    for (size_t i = 0; i < n; i++) {
+        if (s[i]) *w++ = s[i];
+        else { memcpy(w, "\xF4\x8F\xBF\xBF", 4); w += 4; }
+    }
+    *w = 0;
+    free(s);
+    return o;
+}
+
 /* bytes -> string, every invalid sequence replaced by U+FFFD */
 static char *lossy(const char *b, size_t n)
 {
     size_t ol;
-    return tk_utf8_lossy(b, n, &ol);
+    char *s = tk_utf8_lossy(b, n, &ol);
+    return s ? nul_to_sentinel(s, ol) : NULL;
 }
 
 static int parse_byte_token(const char *s, uint8_t *b)
@@ -133,11 +152,11 @@ static int decode_step(const tk_decoder *d, svec *in, svec *out)
             while (j < in->n && parse_byte_token(in->v[j], &b)) { buf[w++] = (char)b; j++; }
             size_t ol;
             char *o = tk_utf8_lossy(buf, w, &ol);
-            if (o && ol != w) {  /* invalid bytes: one replacement character per byte token */
+            if (o && (ol != w || memcmp(o, buf, w))) {  /* invalid bytes: one replacement character per byte token */
                 free(o);
                 o = malloc(w * 3 + 1);
                 if (o) { for (size_t k = 0; k < w; k++) memcpy(o + 3 * k, "\xEF\xBF\xBD", 3); o[3 * w] = 0; }
-            }
+            } else if (o) o = nul_to_sentinel(o, ol);
             free(buf);
             if (sv_push(out, o)) return -1;
             i = j;

@@ -454,22 +454,44 @@ int32_t kn_tokenizer_vocab_size(const kn_tokenizer *t)
     return t->added_by_id_len > n ? t->added_by_id_len : n;
 }
 
-char *kn_tokenizer_decode(const kn_tokenizer *t, const int32_t *ids, int n, int skip_special, char *err, size_t err_len)
+char *kn_tokenizer_decode(const kn_tokenizer *t, const int32_t *ids, int n, int skip_special, size_t *out_len,
+                          char *err, size_t err_len)
 {
-    char **toks = malloc(sizeof(char *) * (size_t)(n + 1));
-    if (!toks) { tk_errf(err, err_len, "out of memory"); return NULL; }
-    int m = 0;
-    for (int i = 0; i < n; i++) {
-        const char *s = kn_tokenizer_id_to_token(t, ids[i]);
-        if (!s) continue;
-        if (skip_special) {
-            int32_t ai = tk_strmap_get(&t->added_map, s, (uint32_t)strlen(s));
-            if (ai >= 0 && t->added[ai].special) continue;
+    static const char sentinel[4] = {(char)0xF4, (char)0x8F, (char)0xBF, (char)0xBF};
+    char **toks = calloc((size_t)n + 1, sizeof(char *));
+    char *r = NULL;
+    int m = 0, ok = toks != NULL;
+    for (int i = 0; ok && i < n; i++) {
+        int32_t id = ids[i], len;
+        const char *s;
+        if (id < 0) continue;
+        if (id < t->added_by_id_len && t->added_by_id[id] >= 0) {
+            const tk_added *x = &t->added[t->added_by_id[id]];
+            if (skip_special && x->special) continue;
+            s = x->content; len = x->len;
+        } else if (id < t->model.n_vocab && t->model.id2tok[id]) {
+            s = t->model.id2tok[id]; len = t->model.id2len[id];
+        } else continue;
+        /* NUL inside a token becomes the sentinel for the C-string decoder steps */
+        char *c = malloc((size_t)len * 4 + 1), *w = c;
+        if (!c) { ok = 0; break; }
+        for (int32_t k = 0; k < len; k++) {
+            if (s[k]) *w++ = s[k];
+            else { memcpy(w, sentinel, 4); w += 4; }
         }
-        toks[m++] = (char *)s;
+        *w = 0;
+        toks[m++] = c;
     }
-    char *r = tk_decode_tokens(t->decoder, toks, m);
+    if (ok) r = tk_decode_tokens(t->decoder, toks, m);
+    for (int i = 0; i < m; i++) free(toks[i]);
     free(toks);
-    if (!r) tk_errf(err, err_len, "out of memory decoding");
+    if (!r) { tk_errf(err, err_len, "out of memory decoding"); return NULL; }
+    size_t w = 0, len = strlen(r);
+    for (size_t i = 0; i < len;) {
+        if (i + 4 <= len && !memcmp(r + i, sentinel, 4)) { r[w++] = 0; i += 4; }
+        else r[w++] = r[i++];
+    }
+    r[w] = 0;
+    if (out_len) *out_len = w;
     return r;
 }

@@ -56,10 +56,11 @@ int kn_tokenizer_encode_batch(const kn_tokenizer *tok, int n, const char *const 
                               char *err, size_t err_len);
 void kn_encoding_free(kn_encoding *e);
 
-/* Decodes ids back into text through the tokenizer's decoder; returns a malloc'd string or NULL
- * with a message in err. */
+/* Decodes ids back into text through the tokenizer's decoder (unknown ids are skipped, like
+ * the package); returns a malloc'd NUL-terminated string, its length in *out_len (the text
+ * itself may hold NULs; out_len may be NULL), or NULL with a message in err. */
 char *kn_tokenizer_decode(const kn_tokenizer *tok, const int32_t *ids, int n, int skip_special,
-                          char *err, size_t err_len);
+                          size_t *out_len, char *err, size_t err_len);
 
 int32_t kn_tokenizer_token_to_id(const kn_tokenizer *tok, const char *token); /* -1 if absent */
 const char *kn_tokenizer_id_to_token(const kn_tokenizer *tok, int32_t id);   /* NULL if absent */

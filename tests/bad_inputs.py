@@ -112,6 +112,11 @@ def main():
     z = helper.make_tensor_value_info("z", TensorProto.FLOAT, None)
     add_model("reshape to an impossible size", model([helper.make_node("Reshape", ["x", "shp"], ["z"])], [x], [z], [shp]),
               [("x", np.zeros((2, 3), np.float32))])
+    img = helper.make_tensor_value_info("img", TensorProto.UINT8, [None])
+    pix = helper.make_tensor_value_info("pix", TensorProto.UINT8, None)
+    dec = model([helper.make_node("ImageDecoder", ["img"], ["pix"])], [img], [pix], opset=20)
+    add_model("corrupt JPEG", dec, [("img", np.frombuffer(b"\xff\xd8\xff\xe0" + bytes(rng.randrange(256) for _ in range(300)), np.uint8))])
+    add_model("corrupt PNG", dec, [("img", np.frombuffer(b"\x89PNG\r\n\x1a\n" + bytes(rng.randrange(256) for _ in range(300)), np.uint8))])
     add_model("missing input value", model([helper.make_node("Add", ["x", "ghost"], ["y"])], [x], [y]),
               [("x", np.zeros((2, 3), np.float32))])
 

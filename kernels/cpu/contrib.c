@@ -270,18 +270,23 @@ typedef struct ms_attn {
     const float *abias;   /* additive [ab_B, ab_N, S, T] or NULL, broadcast over size-1 dims */
     int64_t ab_sb, ab_sn; /* its strides for b and n (0 when broadcast) */
     float scale;
-    float *scores;        /* scratch [B,N,S,T] */
+    float *scores;        /* scratch: one [S,T] block per worker slot */
+    int64_t per_slot;     /* (batch, head) pairs each slot handles */
     float *qk;            /* [B,N,S,T] scores as softmax sees them (MHA's qk output), or NULL */
     float *y;             /* [B,S,N*Hv] */
 } ms_attn;
 
-static void ms_attn_task(void *vctx, int64_t begin, int64_t end)
+/* Work is split into slots, each owning one score block, so scratch stays at threads * S * T
+ * rather than B * N * S * T. */
+static void ms_attn_task(void *vctx, int64_t slot_begin, int64_t slot_end)
 {
     const ms_attn *a = vctx;
     int64_t S = a->S, T = a->T, H = a->H, Hv = a->Hv;
+    int64_t begin = slot_begin * a->per_slot, end = slot_end * a->per_slot;
+    if (end > a->B * a->N) end = a->B * a->N;
     for (int64_t bn = begin; bn < end; bn++) {
         int64_t b = bn / a->N, h = bn % a->N;
-        float *sc = a->scores + bn * S * T;
+        float *sc = a->scores + ((bn / a->per_slot) * S * T);
         kn_sgemm(NULL, false, true, S, T, H, a->scale, a->q + bn * S * H, H, a->k + bn * T * H, H, 0.0f, sc, T);
         for (int64_t i = 0; i < S; i++) {
             float *row = sc + i * T;
@@ -381,9 +386,15 @@ static kn_status *ms_attn_run(kn_exec_ctx *ctx, ms_attn *a)
         return NULL;
     }
     if (n > KN_MAX_NUMEL) return kn_error(KN_ERR_INVALID_ARGUMENT, "attention: score matrix of %lld elements is too large", (long long)n);
-    a->scores = kn_scratch_alloc(ctx, (size_t)n * sizeof(float));
-    if (!a->scores) return KN_OOM((size_t)n * sizeof(float));
-    kn_parallel_for(ctx->pool, a->B * a->N, 1, ms_attn_task, a);
+    int64_t bn = a->B * a->N, threads = ctx->pool ? kn_threadpool_size(ctx->pool) : 1;
+    int64_t slots = bn < threads ? bn : threads;
+    if (slots < 1) slots = 1;
+    a->per_slot = (bn + slots - 1) / slots;
+    slots = (bn + a->per_slot - 1) / a->per_slot;
+    size_t sz = (size_t)(slots * a->S * a->T) * sizeof(float);
+    a->scores = kn_scratch_alloc(ctx, sz);
+    if (!a->scores) return KN_OOM(sz);
+    kn_parallel_for(ctx->pool, slots, 1, ms_attn_task, a);
     return NULL;
 }
 

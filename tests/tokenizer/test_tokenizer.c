@@ -83,7 +83,7 @@ START_TEST(test_wordpiece_bert)
     kn_encoding_free(&e);
     const int32_t dec_ids[] = {1, 3, 6, 4, 5, 2};
     char err[256];
-    char *text = kn_tokenizer_decode(t, dec_ids, 6, 1, err, sizeof err);
+    char *text = kn_tokenizer_decode(t, dec_ids, 6, 1, NULL, err, sizeof err);
     ck_assert_ptr_nonnull(text);
     ck_assert_str_eq(text, "hello, worlds");
     free(text);
@@ -107,7 +107,7 @@ START_TEST(test_bpe_bytelevel)
         ck_assert_int_eq(e.offsets[2 * i + 1], off[2 * i + 1]);
     }
     char err[256];
-    char *text = kn_tokenizer_decode(t, e.ids, e.n, 0, err, sizeof err);
+    char *text = kn_tokenizer_decode(t, e.ids, e.n, 0, NULL, err, sizeof err);
     ck_assert_str_eq(text, "ab ab  a\xC3\xA9");
     free(text);
     kn_encoding_free(&e);

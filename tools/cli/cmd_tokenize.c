@@ -294,10 +294,11 @@ int kn_cmd_detokenize(int argc, char **argv)
             else { fprintf(stderr, "kiln detokenize: unexpected character '%c' in ids line\n", *p); rc = 1; break; }
         }
         if (rc) break;
-        char *text = kn_tokenizer_decode(tok, ids, (int)n, skip, err, sizeof err);
+        size_t tlen;
+        char *text = kn_tokenizer_decode(tok, ids, (int)n, skip, &tlen, err, sizeof err);
         if (!text) { fprintf(stderr, "kiln detokenize: %s\n", err); rc = 1; break; }
         o.len = 0;
-        if (json ? ob_json_string(&o, text, strlen(text)) : ob_str(&o, text, strlen(text))) rc = 1;
+        if (json ? ob_json_string(&o, text, tlen) : ob_str(&o, text, tlen)) rc = 1;
         if (!rc) rc = ob_str(&o, "\n", 1);
         free(text);
         if (!rc) fwrite(o.buf, 1, o.len, stdout);
