@@ -24,6 +24,9 @@ static void kn_jpeg_fail(j_common_ptr c) {
     longjmp(e->jb, 1);
 }
 
+/* libjpeg would print warnings (a truncated stream, say) to stderr; kiln reports errors itself */
+static void kn_jpeg_quiet(j_common_ptr c) { (void)c; }
+
 static kn_status *kn_decode_jpeg(const uint8_t *buf, size_t len, kn_image *out) {
     struct jpeg_decompress_struct d;
     kn_jpeg_err err;
@@ -31,6 +34,7 @@ static kn_status *kn_decode_jpeg(const uint8_t *buf, size_t len, kn_image *out) 
     uint8_t *volatile rgb = NULL;
     d.err = jpeg_std_error(&err.mgr);
     err.mgr.error_exit = kn_jpeg_fail;
+    err.mgr.output_message = kn_jpeg_quiet;
     if (setjmp(err.jb)) {
         jpeg_destroy_decompress(&d);
         free(rgb);
