@@ -6,7 +6,7 @@ Each case is a one-node model built with onnx.helper; ORT runs it in-process and
 `kiln exec MODEL --inputs DIR --outputs DIR` on the same inputs (written as input_K.pb in an ONNX
 test-data folder). Every output is compared with rtol 1e-4, atol 1e-5.
 
-Usage: KILN=path/to/kiln python3 tests/contrib_parity.py [-k SUBSTRING] [-v]
+Usage: KILN=path/to/kiln python3 tests/contrib_parity.py [--kiln PATH] [-k SUBSTRING] [-v]
 Prints "N passed, N failed, 0 skipped" last and exits non-zero on any failure.
 """
 import argparse
@@ -206,6 +206,10 @@ def cases():
     mha("mha_kpm2d", 2, 3, 6, 8, 2, kpm=kp)
     mha("mha_kpm2d_bias_filter", 2, 3, 6, 8, 2, kpm=kp, bias=True, mask_filter_value=-5000.0)
     mha("mha_kpm1d", 2, 3, 6, 8, 2, kpm=np.array([2, 6], np.int32))
+    kp3 = (rng.random((2, 3, 6)) > 0.4).astype(np.int32)
+    kp3[:, :, 1] = 1
+    mha("mha_kpm3d", 2, 3, 6, 8, 2, kpm=kp3)
+    mha("mha_bnsh_kv_kpm", 2, 3, 6, 8, 2, bnsh=True, kpm=kp)
     mha("mha_attn_bias", 2, 3, 6, 8, 2, abias=f32(2, 2, 3, 6))
     mha("mha_attn_bias_bcast_heads", 2, 3, 6, 8, 2, abias=f32(2, 1, 3, 6))
     mha("mha_kpm_and_bias", 2, 3, 6, 8, 2, kpm=kp, abias=f32(1, 2, 3, 6))
@@ -223,8 +227,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-k", default="", help="only cases whose name contains this")
     ap.add_argument("-v", action="store_true")
+    ap.add_argument("--kiln", default=os.environ.get("KILN", os.path.join(os.path.dirname(__file__), "..", "build", "kiln")),
+                    help="kiln binary (default: $KILN, else build/kiln)")
     args = ap.parse_args()
-    kiln = os.environ.get("KILN", os.path.join(os.path.dirname(__file__), "..", "build", "kiln"))
+    kiln = args.kiln
     if not os.access(kiln, os.X_OK):
         print(f"kiln binary not found: {kiln} (set KILN)")
         print("0 passed, 1 failed, 0 skipped")

@@ -169,7 +169,7 @@ def check(driver, name, path, lines, pairs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--driver", required=True, help="kiln_tok (or kiln) executable")
-    ap.add_argument("--lines", type=int, default=12000)
+    ap.add_argument("--lines", type=int, default=10000)
     ap.add_argument("--real", nargs="*", default=[], help="extra tokenizer.json files to check")
     a = ap.parse_args()
     driver = a.driver
