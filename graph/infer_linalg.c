@@ -28,6 +28,10 @@ static void set_unknown(kn_tensor *t, kn_dtype dt)
 
 /* ---------------------------------------------------------------- window geometry */
 
+/* Strides, dilations and pads beyond this are refused: no real model comes near, and the bound
+ * keeps every window computation (kernel dims are at most KN_MAX_NUMEL) far from int64 overflow. */
+#define KN_MAX_WINDOW_ATTR ((int64_t)1 << 24)
+
 kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, const int64_t *in,
                             const int64_t *kernel, bool ceil_mode, kn_conv_geom *g)
 {
@@ -42,20 +46,20 @@ kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, co
         g->k[i] = kernel[i];
         g->stride[i] = 1;
         g->dil[i] = 1;
-        if (kernel[i] == 0 || kernel[i] < -1)
+        if (kernel[i] == 0 || kernel[i] < -1 || kernel[i] > KN_MAX_NUMEL)
             return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: kernel dim %d is %lld", op, i, (long long)kernel[i]);
     }
     if ((cnt = kn_attr_ints(n, "strides", &v)) >= 0) {
         if (cnt != nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: strides has %d values for %d spatial dims", op, cnt, nsp);
         for (int i = 0; i < nsp; i++) {
-            if (v[i] < 1) return kn_error(KN_ERR_INVALID_MODEL, "%s: stride %lld must be >= 1", op, (long long)v[i]);
+            if (v[i] < 1 || v[i] > KN_MAX_WINDOW_ATTR) return kn_error(KN_ERR_INVALID_MODEL, "%s: stride %lld out of range", op, (long long)v[i]);
             g->stride[i] = v[i];
         }
     }
     if ((cnt = kn_attr_ints(n, "dilations", &v)) >= 0) {
         if (cnt != nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: dilations has %d values for %d spatial dims", op, cnt, nsp);
         for (int i = 0; i < nsp; i++) {
-            if (v[i] < 1) return kn_error(KN_ERR_INVALID_MODEL, "%s: dilation %lld must be >= 1", op, (long long)v[i]);
+            if (v[i] < 1 || v[i] > KN_MAX_WINDOW_ATTR) return kn_error(KN_ERR_INVALID_MODEL, "%s: dilation %lld out of range", op, (long long)v[i]);
             g->dil[i] = v[i];
         }
     }
@@ -66,7 +70,8 @@ kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, co
     if (!same_u && !same_l && !valid && (cnt = kn_attr_ints(n, "pads", &v)) >= 0) {
         if (cnt != 2 * nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: pads has %d values for %d spatial dims", op, cnt, nsp);
         for (int i = 0; i < nsp; i++) {
-            if (v[i] < 0 || v[i + nsp] < 0) return kn_error(KN_ERR_INVALID_MODEL, "%s: negative pads", op);
+            if (v[i] < 0 || v[i + nsp] < 0 || v[i] > KN_MAX_WINDOW_ATTR || v[i + nsp] > KN_MAX_WINDOW_ATTR)
+                return kn_error(KN_ERR_INVALID_MODEL, "%s: pads out of range", op);
             g->pad_b[i] = v[i];
             g->pad_e[i] = v[i + nsp];
         }
@@ -113,7 +118,7 @@ kn_status *kn_convt_geometry(const struct kn_node *n, int nsp, const int64_t *in
     if ((cnt = kn_attr_ints(n, "output_padding", &v)) >= 0) {
         if (cnt != nsp) return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: output_padding has %d values for %d spatial dims", cnt, nsp);
         for (int i = 0; i < nsp; i++) {
-            if (v[i] < 0) return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: negative output_padding");
+            if (v[i] < 0 || v[i] > KN_MAX_WINDOW_ATTR) return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: output_padding out of range");
             outpad[i] = v[i];
         }
     }
@@ -122,6 +127,8 @@ kn_status *kn_convt_geometry(const struct kn_node *n, int nsp, const int64_t *in
         if (cnt == nsp) os = v;
         else if (cnt == nsp + 2) os = v + 2;
         else return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: output_shape has %d values for %d spatial dims", cnt, nsp);
+        for (int i = 0; i < nsp; i++)
+            if (os[i] < 0 || os[i] > KN_MAX_NUMEL) return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: output_shape value %lld out of range", (long long)os[i]);
     }
     for (int i = 0; i < nsp; i++) {
         if (in[i] < 0 || kernel[i] < 0) { g->out[i] = -1; continue; }
@@ -342,7 +349,8 @@ kn_status *kn_infer_Col2Im(kn_infer_ctx *c)
         st = kn_error(KN_ERR_INVALID_ARGUMENT, "Col2Im: image_shape has %lld values, block_shape %lld", (long long)ni, (long long)nb);
     int64_t prod = 1, dims[KN_MAX_DIMS];
     for (int64_t i = 0; !st && i < nb; i++) {
-        if (blk[i] < 1 || img[i] < 1) st = kn_error(KN_ERR_INVALID_ARGUMENT, "Col2Im: non-positive image/block dim");
+        if (blk[i] < 1 || img[i] < 1 || blk[i] > KN_MAX_NUMEL || img[i] > KN_MAX_NUMEL)
+            st = kn_error(KN_ERR_INVALID_ARGUMENT, "Col2Im: image/block dim out of range");
         else prod *= blk[i];
     }
     if (!st && x->dims[1] >= 0 && x->dims[1] % prod)
@@ -422,7 +430,7 @@ kn_status *kn_infer_MaxUnpool(kn_infer_ctx *c)
         if (n < 3 || n > KN_MAX_DIMS || (x->ndim >= 0 && n != x->ndim))
             st = kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: output_shape has %lld values for input %s", (long long)n, DESC(x, bx));
         for (int64_t i = 0; !st && i < n; i++)
-            if (v[i] < 0) st = kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: negative output_shape");
+            if (v[i] < 0 || v[i] > KN_MAX_NUMEL) st = kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: output_shape value out of range");
         if (!st) kn_tensor_set_shape(o, (int)n, v);
         free(v);
         return st;
@@ -552,6 +560,7 @@ kn_status *kn_einsum_parse(const char *eq_in, int n_ops, const kn_tensor *const 
             if (*q == '.') {
                 if (ell || q[1] != '.' || q[2] != '.') return kn_error(KN_ERR_INVALID_MODEL, "Einsum: bad output ellipsis in '%s'", eq_in);
                 ell = true;
+                if (e->out_ndim + ell_rank > KN_MAX_DIMS) return kn_error(KN_ERR_UNSUPPORTED, "Einsum: output rank too large");
                 for (int k = 0; k < ell_rank; k++) e->out_lab[e->out_ndim++] = 52 + k;
                 q += 3;
                 continue;

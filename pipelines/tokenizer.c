@@ -259,6 +259,42 @@ static void truncate_pair(tk_enc *A, tk_enc *B, int has_pair, int32_t max, int s
     enc_truncate(B, n2, left);
 }
 
+/* The overflowing parts of Encoding::truncate(max, stride, direction): windows of max tokens
+ * stepping by max - stride; the first window is what truncation keeps, the rest are returned. */
+static int overflow_windows(tk_arena *a, const tk_enc *e, int32_t max, int32_t stride, int left, tk_enc **out, int32_t *nout)
+{
+    *out = NULL; *nout = 0;
+    if (max <= 0) return 0;
+    if (stride >= max) return -4;
+    int32_t step = max - stride, len = e->n, cnt = 0;
+    int32_t *rs = tk_alloc(a, sizeof(int32_t) * 2 * (size_t)(len / step + 2));
+    if (!rs) return -1;
+    if (!left) {
+        for (int32_t s = 0; s < len; s += step) {
+            int32_t stop = s + max < len ? s + max : len;
+            rs[2 * cnt] = s; rs[2 * cnt + 1] = stop; cnt++;
+            if (stop == len) break;
+        }
+    } else {
+        for (int32_t st = len - 1; st >= 0; st -= step) {
+            int32_t stop = st + 1, s = stop > max ? stop - max : 0;
+            rs[2 * cnt] = s; rs[2 * cnt + 1] = stop; cnt++;
+            if (s == 0) break;
+        }
+    }
+    if (cnt <= 1) return 0;
+    tk_enc *w = tk_alloc(a, sizeof(tk_enc) * (size_t)(cnt - 1));
+    if (!w) return -1;
+    memset(w, 0, sizeof(tk_enc) * (size_t)(cnt - 1));
+    for (int32_t k = 1; k < cnt; k++)
+        for (int32_t i = rs[2 * k]; i < rs[2 * k + 1]; i++)
+            if (tk_enc_push(a, &w[k - 1], e->ids[i], e->type_ids[i], e->off[2 * i], e->off[2 * i + 1], e->special[i], e->tok[i],
+                            e->tok_len[i]))
+                return -1;
+    *out = w; *nout = cnt - 1;
+    return 0;
+}
+
 static int to_public(const kn_tokenizer *t, const tk_enc *e, int32_t pad_to, kn_encoding *out)
 {
     memset(out, 0, sizeof *out);
@@ -318,22 +354,42 @@ static int encode_impl(const kn_tokenizer *t, const char *text, size_t len, cons
     tk_enc A = {0}, B = {0}, R = {0};
     int rc = encode_seq(t, &a, t1, (int32_t)l1, 0, &A);
     if (!rc && pair) rc = encode_seq(t, &a, t2, (int32_t)l2, 1, &B);
+    tk_enc *win = NULL;
+    int32_t nwin = 0;
     if (!rc) {
         int32_t max = opt->max_length > 0 ? opt->max_length : (t->trunc_on ? t->trunc_max : -1);
         if (max > 0) {
             int added = opt->add_special_tokens ? tk_post_added_tokens(t->post, pair != NULL) : 0;
-            truncate_pair(&A, &B, pair != NULL, max - added, opt->max_length > 0 ? TRUNC_LONGEST_FIRST : t->trunc_strategy,
-                          opt->max_length > 0 ? 0 : t->trunc_left);
+            int left = opt->max_length > 0 ? 0 : t->trunc_left;
+            int32_t stride = opt->max_length > 0 ? 0 : t->trunc_stride;
+            if (!pair && A.n > max - added) {
+                rc = overflow_windows(&a, &A, max - added, stride, left, &win, &nwin);
+                if (rc == -4) tk_errf(err, err_len, "truncation.stride %d must be less than max_length %d minus %d special tokens",
+                                      stride, max, added);
+            }
+            truncate_pair(&A, &B, pair != NULL, max - added, opt->max_length > 0 ? TRUNC_LONGEST_FIRST : t->trunc_strategy, left);
         }
-        rc = tk_post_process(t, t->post, &a, &A, &B, pair != NULL, opt->add_special_tokens, &R);
+        if (!rc) rc = tk_post_process(t, t->post, &a, &A, &B, pair != NULL, opt->add_special_tokens, &R);
     }
     if (!rc) {
         int32_t target = pad_to;
         if (t->pad == PAD_FIXED && target < t->pad_len) target = t->pad_len;
         if (t->pad != PAD_NONE) target = round_up(target > R.n ? target : R.n, t->pad_multiple);
         rc = to_public(t, &R, target, out);
+        if (!rc && nwin > 0) {   /* each overflowing window gets its own special tokens and the same padding */
+            out->overflow = calloc((size_t)nwin, sizeof *out->overflow);
+            if (!out->overflow) rc = -1;
+            for (int32_t k = 0; !rc && k < nwin; k++) {
+                tk_enc W = {0};
+                rc = tk_post_process(t, t->post, &a, &win[k], &B, 0, opt->add_special_tokens, &W);
+                if (!rc) rc = to_public(t, &W, t->pad != PAD_NONE ? target : 0, &out->overflow[k]);
+                if (!rc) out->n_overflow = k + 1;
+            }
+            if (rc) kn_encoding_free(out);
+        }
     }
-    if (rc == -2) tk_errf(err, err_len, "model: unknown token and no usable unk_token");
+    if (rc == -4) { /* message already written */ }
+    else if (rc == -2) tk_errf(err, err_len, "model: unknown token and no usable unk_token");
     else if (rc == -3) tk_errf(err, err_len, "model: Unigram piece without a match and no unk_id");
     else if (rc || a.oom) tk_errf(err, err_len, "out of memory encoding %zu bytes", len);
     if (!rc && a.oom) { kn_encoding_free(out); rc = -1; }

@@ -1,8 +1,9 @@
 /* CPU kernels for the convolution family: Conv, ConvInteger, QLinearConv, ConvTranspose,
  * DeformConv and Col2Im. Float convolutions lower to im2col + kn_sgemm per (image, group), with
- * the column matrix skipped for 1x1 stride-1 kernels; ConvTranspose is the mirror image (sgemm,
- * then col2im). The integer and double variants run a plain direct convolution in double, exact
- * for the integer sums these ops produce. */
+ * the column matrix skipped for 1x1 stride-1 kernels and unfolded in chunks when it would be
+ * huge; ConvTranspose is the mirror image (sgemm, then col2im). The integer convolutions run
+ * im2col + the int16-pair integer GEMM on zero-point-shifted data; double Conv, DeformConv and
+ * the integer fallback (no AVX2) use a plain direct convolution in double. */
 #include "graph/ops.h"
 #include "kernels/cpu/gemm.h"
 #include "runtime/dtype.h"
@@ -72,31 +73,35 @@ static void kpos_of(const win *w, int64_t kk, int64_t *kpos)
 }
 
 /* Column rows o0..o1 (blocks of the innermost dim): col[(c*k_n + kk) * width + p] =
- * img[c][coord] (0 in the padding), width = (o1 - o0) * cols[last]. */
-static void im2col(const float *img, int64_t C, const win *w, int64_t o0, int64_t o1, float *col)
-{
-    int L = w->nsp - 1;
-    int64_t wl = w->cols[L], width = (o1 - o0) * wl;
-    for (int64_t c = 0; c < C; c++)
-        for (int64_t kk = 0; kk < w->k_n; kk++) {
-            int64_t kpos[KN_MAX_DIMS];
-            kpos_of(w, kk, kpos);
-            float *row = col + (c * w->k_n + kk) * width;
-            const float *src = img + c * w->img_n;
-            int64_t off = kpos[L] * w->d[L] - w->pb[L], lo, hi;
-            valid_range(wl, w->s[L], off, w->img[L], &lo, &hi);
-            for (int64_t o = o0; o < o1; o++) {
-                float *r = row + (o - o0) * wl;
-                int64_t base = row_base(w, o, kpos);
-                if (base < 0) { memset(r, 0, sizeof(float) * (size_t)wl); continue; }
-                const float *s = src + base + off;
-                for (int64_t p = 0; p < lo; p++) r[p] = 0.0f;
-                if (w->s[L] == 1) memcpy(r + lo, s + lo, sizeof(float) * (size_t)(hi - lo));
-                else for (int64_t p = lo; p < hi; p++) r[p] = s[p * w->s[L]];
-                for (int64_t p = hi; p < wl; p++) r[p] = 0.0f;
-            }
-        }
-}
+ * img[c][coord] (0 in the padding), width = (o1 - o0) * cols[last]. One body for the float and
+ * the int16 (integer convolution) element types. */
+#define KN_DEFINE_IM2COL(name, T)                                                                  \
+    static void name(const T *img, int64_t C, const win *w, int64_t o0, int64_t o1, T *col)         \
+    {                                                                                              \
+        int L = w->nsp - 1;                                                                        \
+        int64_t wl = w->cols[L], width = (o1 - o0) * wl;                                           \
+        for (int64_t c = 0; c < C; c++)                                                            \
+            for (int64_t kk = 0; kk < w->k_n; kk++) {                                              \
+                int64_t kpos[KN_MAX_DIMS];                                                         \
+                kpos_of(w, kk, kpos);                                                              \
+                T *row = col + (c * w->k_n + kk) * width;                                          \
+                const T *src = img + c * w->img_n;                                                 \
+                int64_t off = kpos[L] * w->d[L] - w->pb[L], lo, hi;                                \
+                valid_range(wl, w->s[L], off, w->img[L], &lo, &hi);                                \
+                for (int64_t o = o0; o < o1; o++) {                                                \
+                    T *r = row + (o - o0) * wl;                                                    \
+                    int64_t base = row_base(w, o, kpos);                                           \
+                    if (base < 0) { memset(r, 0, sizeof(T) * (size_t)wl); continue; }              \
+                    const T *sp = src + base + off;                                                \
+                    for (int64_t p = 0; p < lo; p++) r[p] = 0;                                     \
+                    if (w->s[L] == 1) memcpy(r + lo, sp + lo, sizeof(T) * (size_t)(hi - lo));      \
+                    else for (int64_t p = lo; p < hi; p++) r[p] = sp[p * w->s[L]];                 \
+                    for (int64_t p = hi; p < wl; p++) r[p] = 0;                                    \
+                }                                                                                  \
+            }                                                                                      \
+    }
+KN_DEFINE_IM2COL(im2col, float)
+KN_DEFINE_IM2COL(im2col_i16, int16_t)
 
 /* img[c][coord] += col[(c*k_n + kk) * col_n + p], the adjoint of im2col. */
 static void col2im(const float *col, int64_t C, const win *w, float *img)
@@ -384,9 +389,41 @@ static kn_status *int_conv(kn_exec_ctx *ctx, const kn_node *node, const char *op
     for (int64_t i = 0; i < nx; i++) xd[i] -= (double)zx;
     for (int64_t m = 0; m < M; m++)
         for (int64_t i = 0; i < per_m; i++) wd[m * per_m + i] -= (double)zw[m];
-    conv_direct_f64(xd, wd, bd, N, C, M, G, &g, yd);
     *acc = yd;
     *Mout = M;
+    if (kn_numel(y) == 0) return NULL;
+    /* 8-bit data less zero points fits int16: im2col + the int16-pair GEMM (int32 sums, as the
+     * spec's int32 result), when AVX2 is there and the column matrix is of sane size. */
+    win wn = win_from_conv(&g);
+    int64_t Cg = C / G, Mg = M / G, Kc = Cg * wn.k_n;
+    int16_t *x16 = NULL, *w16 = NULL, *col = NULL, *bp = NULL;
+    int32_t *c32 = NULL;
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && Kc * wn.col_n <= ((int64_t)1 << 26)) {
+        x16 = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)(nx + 1));
+        w16 = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)(kn_numel(w) + 1));
+        col = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)(Kc * wn.col_n + 1));
+        bp = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)((Kc + 1) * wn.col_n + 1));
+        c32 = kn_scratch_alloc(ctx, sizeof(int32_t) * (size_t)(Mg * wn.col_n + 1));
+    }
+    if (!x16 || !w16 || !col || !bp || !c32) {
+        conv_direct_f64(xd, wd, bd, N, C, M, G, &g, yd);
+        return NULL;
+    }
+    for (int64_t i = 0; i < nx; i++) x16[i] = (int16_t)xd[i];
+    for (int64_t i = 0; i < kn_numel(w); i++) w16[i] = (int16_t)wd[i];
+    int64_t wl = wn.cols[wn.nsp - 1];
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t gi = 0; gi < G; gi++) {
+            im2col_i16(x16 + (n * C + gi * Cg) * wn.img_n, Cg, &wn, 0, wl ? wn.col_n / wl : 0, col);
+            kn_igemm_pack_b16(Kc, wn.col_n, col, bp);
+            kn_igemm_s16(Mg, wn.col_n, Kc, w16 + gi * Mg * Kc, Kc, bp, c32, wn.col_n);
+            for (int64_t m = 0; m < Mg; m++) {
+                double bv = bd ? bd[gi * Mg + m] : 0.0;
+                double *yr = yd + (n * M + gi * Mg + m) * wn.col_n;
+                for (int64_t p = 0; p < wn.col_n; p++) yr[p] = (double)c32[m * wn.col_n + p] + bv;
+            }
+        }
     return NULL;
 }
 

@@ -368,3 +368,18 @@ void kn_igemm_plain(int64_t M, int64_t N, int64_t K, const int64_t *A, const int
         }
     }
 }
+
+void kn_igemm_pack_b16(int64_t K, int64_t N, const int16_t *B, int16_t *Bp)
+{
+    for (int64_t k = 0; k < K + (K & 1); k++)
+        for (int64_t j = 0; j < N; j++) Bp[(k / 2) * 2 * N + 2 * j + (k & 1)] = k < K ? B[k * N + j] : 0;
+}
+
+bool kn_igemm_s16(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda, const int16_t *Bp,
+                  int32_t *C, int64_t ldc)
+{
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2")) return false;
+    kn_igemm_s16_avx2(M, N, K, A, lda, Bp, C, ldc);
+    return true;
+}

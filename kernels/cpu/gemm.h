@@ -42,9 +42,17 @@ const char *kn_sgemm_isa_name(int isa); /* name of the family isa resolves to on
 
 /* Plain row-major products C = A(MxK) * B(KxN) for the other MatMul dtypes (no alpha/beta). */
 void kn_dgemm_plain(int64_t M, int64_t N, int64_t K, const double *A, const double *B, double *C);
-/* Integer product with wrap-around in 64-bit accumulators, any int-like element layout read
- * through the callers' converters: A and B are given as int64 arrays. */
+/* Integer product of operands widened to int64 by the caller; wraps on overflow (no UB). */
 void kn_igemm_plain(int64_t M, int64_t N, int64_t K, const int64_t *A, const int64_t *B, int64_t *C);
+
+/* Integer products for MatMulInteger / QLinearMatMul: B (K x N int16) is packed in k pairs,
+ * Bp[(k/2)*2N + 2j + (k&1)] (zero for the odd tail), then C (int32, wrapping) = A * B. Returns
+ * false when the CPU lacks AVX2 (the caller then uses its plain loop). */
+void kn_igemm_pack_b16(int64_t K, int64_t N, const int16_t *B, int16_t *Bp);
+bool kn_igemm_s16(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda, const int16_t *Bp,
+                  int32_t *C, int64_t ldc);
+void kn_igemm_s16_avx2(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda,
+                       const int16_t *Bp, int32_t *C, int64_t ldc);
 
 /* ---- convolution / pooling window geometry, shared by graph/infer_linalg.c (which defines it)
  * and the Conv / pool kernels, so both agree on output sizes and pads. ---- */

@@ -157,3 +157,49 @@ void kn_sgemm_rows_bt_avx2(int64_t m, int64_t N, int64_t K, float alpha, const f
         }
     }
 }
+
+/* Integer product C[M x N] (int32, wrapping like ONNX's int32 result) = A[M x K] * B, both int16
+ * (8-bit data less zero points fits), with B packed in k pairs by kn_igemm_pack_b16: one
+ * vpmaddwd does 16 multiply-adds, each pair sum exact in int32. */
+void kn_igemm_s16_avx2(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda,
+                       const int16_t *Bp, int32_t *C, int64_t ldc)
+{
+    int64_t KP = (K + 1) / 2;
+    for (int64_t i = 0; i < M; i++) {
+        const int16_t *a = A + i * lda;
+        int32_t *c = C + i * ldc;
+        int64_t j = 0;
+        for (; j + 32 <= N; j += 32) {
+            __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+            __m256i s2 = _mm256_setzero_si256(), s3 = _mm256_setzero_si256();
+            const int16_t *b = Bp + 2 * j;
+            for (int64_t kp = 0; kp < KP; kp++, b += 2 * N) {
+                int32_t hi = 2 * kp + 1 < K ? a[2 * kp + 1] : 0;
+                __m256i av = _mm256_set1_epi32((int32_t)(uint16_t)a[2 * kp] | (int32_t)((uint32_t)(uint16_t)hi << 16));
+                s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(av, _mm256_loadu_si256((const __m256i *)b)));
+                s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(av, _mm256_loadu_si256((const __m256i *)(b + 16))));
+                s2 = _mm256_add_epi32(s2, _mm256_madd_epi16(av, _mm256_loadu_si256((const __m256i *)(b + 32))));
+                s3 = _mm256_add_epi32(s3, _mm256_madd_epi16(av, _mm256_loadu_si256((const __m256i *)(b + 48))));
+            }
+            _mm256_storeu_si256((__m256i *)(c + j), s0);
+            _mm256_storeu_si256((__m256i *)(c + j + 8), s1);
+            _mm256_storeu_si256((__m256i *)(c + j + 16), s2);
+            _mm256_storeu_si256((__m256i *)(c + j + 24), s3);
+        }
+        for (; j + 8 <= N; j += 8) {
+            __m256i s0 = _mm256_setzero_si256();
+            const int16_t *b = Bp + 2 * j;
+            for (int64_t kp = 0; kp < KP; kp++, b += 2 * N) {
+                int32_t hi = 2 * kp + 1 < K ? a[2 * kp + 1] : 0;
+                __m256i av = _mm256_set1_epi32((int32_t)(uint16_t)a[2 * kp] | (int32_t)((uint32_t)(uint16_t)hi << 16));
+                s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(av, _mm256_loadu_si256((const __m256i *)b)));
+            }
+            _mm256_storeu_si256((__m256i *)(c + j), s0);
+        }
+        for (; j < N; j++) {
+            uint32_t s = 0;
+            for (int64_t k = 0; k < K; k++) s += (uint32_t)((int32_t)a[k] * Bp[(k / 2) * 2 * N + 2 * j + (k & 1)]);
+            c[j] = (int32_t)s;
+        }
+    }
+}

@@ -1,6 +1,8 @@
 /* CPU kernels for the matrix-product ops (MatMul, Gemm, MatMulInteger, QLinearMatMul), Einsum and
- * Det. float32 goes through kn_sgemm; float16/bfloat16 are widened to float32 around it; double
- * and the integer types use plain loops, which is all those rarer dtypes need. */
+ * Det. float32 goes through kn_sgemm; float16/bfloat16 are widened to float32 around it; the
+ * 8-bit integer products use the int16-pair integer GEMM; double and the other integer MatMul
+ * types use plain loops. Two-operand float32 Einsums lower to a batched sgemm, the rest run a
+ * plain loop over the label space. */
 #include "graph/ops.h"
 #include "kernels/cpu/gemm.h"
 #include "runtime/dtype.h"
@@ -271,14 +273,30 @@ static kn_status *zp_table(kn_exec_ctx *ctx, const char *op, const kn_tensor *zp
     return NULL;
 }
 
-/* acc[b][i][j] = sum_k (A - azp[i]) * (B - bzp[j]) over the numpy matmul batch, in int64. */
+typedef struct igemm_job {
+    int64_t N, K;
+    const int16_t *A, *Bp;
+    int32_t *C;
+} igemm_job;
+
+static void igemm_rows(void *ctx, int64_t begin, int64_t end)
+{
+    const igemm_job *j = ctx;
+    kn_igemm_s16(end - begin, j->N, j->K, j->A + begin * j->K, j->K, j->Bp, j->C + begin * j->N, j->N);
+}
+
+/* acc[b][i][j] = sum_k (A - azp[i]) * (B - bzp[j]) over the numpy matmul batch, in int32 with
+ * wrap-around (the ONNX result type). The 8-bit operands less their zero points fit int16, which
+ * the SIMD kernel multiplies in pairs; the plain loop is the fallback without AVX2. */
 static kn_status *int_matmul(kn_exec_ctx *ctx, const char *op, const mm_geom *g, const kn_tensor *a,
-                             const kn_tensor *b, const kn_tensor *azp_t, const kn_tensor *bzp_t, int64_t **acc_out)
+                             const kn_tensor *b, const kn_tensor *azp_t, const kn_tensor *bzp_t, int32_t **acc_out)
 {
     int64_t M = g->M, N = g->N, K = g->K;
-    int64_t *acc = kn_scratch_alloc(ctx, sizeof(int64_t) * (size_t)(g->nbatch * M * N + 1));
-    int32_t *bt = kn_scratch_alloc(ctx, sizeof(int32_t) * (size_t)(K * N + 1));
-    if (!acc || !bt) return KN_OOM(sizeof(int64_t) * (size_t)(g->nbatch * M * N));
+    int32_t *acc = kn_scratch_alloc(ctx, sizeof(int32_t) * (size_t)(g->nbatch * M * N + 1));
+    int16_t *a16 = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)(M * K + 1));
+    int16_t *b16 = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)(K * N + 1));
+    int16_t *bp = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)((K + 1) * N + 1));
+    if (!acc || !a16 || !b16 || !bp) return KN_OOM(sizeof(int32_t) * (size_t)(g->nbatch * M * N));
     int64_t *azp, *bzp, azs, bzs;
     KN_TRY(zp_table(ctx, op, azp_t, M, g->a_mats, "A zero point", &azp, &azs));
     KN_TRY(zp_table(ctx, op, bzp_t, N, g->b_mats, "B zero point", &bzp, &bzs));
@@ -290,18 +308,26 @@ static kn_status *int_matmul(kn_exec_ctx *ctx, const char *op, const mm_geom *g,
         const uint8_t *am = au + ia * M * K, *bm = bu + ib * K * N;
         const int64_t *az = azp + ia * azs, *bz = bzp + ib * bzs;
         for (int64_t k = 0; k < K; k++)
-            for (int64_t j = 0; j < N; j++) {
-                int32_t v = bs ? (int8_t)bm[k * N + j] : bm[k * N + j];
-                bt[k * N + j] = v - (int32_t)bz[j];
-            }
-        int64_t *c = acc + bi * M * N;
+            for (int64_t j = 0; j < N; j++)
+                b16[k * N + j] = (int16_t)((bs ? (int8_t)bm[k * N + j] : bm[k * N + j]) - bz[j]);
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t k = 0; k < K; k++)
+                a16[i * K + k] = (int16_t)((as ? (int8_t)am[i * K + k] : am[i * K + k]) - az[i]);
+        int32_t *c = acc + bi * M * N;
+        kn_igemm_pack_b16(K, N, b16, bp);
+        igemm_job job = {N, K, a16, bp, c};
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2")) {
+            kn_parallel_for(ctx->pool, M, 1 + 65536 / (N * K + 1), igemm_rows, &job);
+            continue;
+        }
         for (int64_t i = 0; i < M; i++) {
-            int64_t *ci = c + i * N;
+            uint32_t *ci = (uint32_t *)(c + i * N);
             for (int64_t j = 0; j < N; j++) ci[j] = 0;
             for (int64_t k = 0; k < K; k++) {
-                int32_t av = (as ? (int8_t)am[i * K + k] : am[i * K + k]) - (int32_t)az[i];
-                const int32_t *br = bt + k * N;
-                for (int64_t j = 0; j < N; j++) ci[j] += (int64_t)av * br[j];
+                uint32_t av = (uint32_t)(int32_t)a16[i * K + k];
+                const int16_t *br = b16 + k * N;
+                for (int64_t j = 0; j < N; j++) ci[j] += av * (uint32_t)(int32_t)br[j];
             }
         }
     }
@@ -317,11 +343,10 @@ kn_status *kn_cpu_MatMulInteger(kn_exec_ctx *ctx, const kn_node *node, const kn_
     if (!is_8bit(b->dtype)) return kn_err_dtype(node, b);
     mm_geom g;
     KN_TRY(mm_geom_init("MatMulInteger", a, b, out[0], &g));
-    int64_t *acc;
+    int32_t *acc;
     KN_TRY(int_matmul(ctx, "MatMulInteger", &g, a, b, n_in > 2 ? in[2] : NULL, n_in > 3 ? in[3] : NULL, &acc));
-    int32_t *y = out[0]->data;
     int64_t n = g.nbatch * g.M * g.N;
-    for (int64_t i = 0; i < n; i++) y[i] = (int32_t)acc[i];
+    if (n > 0) memcpy(out[0]->data, acc, sizeof(int32_t) * (size_t)n);
     return NULL;
 }
 
@@ -363,7 +388,7 @@ kn_status *kn_cpu_QLinearMatMul(kn_exec_ctx *ctx, const kn_node *node, const kn_
     KN_TRY(scales("QLinearMatMul", in[4], N, "b_scale", bs));
     KN_TRY(scales("QLinearMatMul", in[6], 1, "y_scale", &ys));
     KN_TRY(zero_points("QLinearMatMul", in[7], 1, "y_zero_point", yzp));
-    int64_t *acc;
+    int32_t *acc;
     KN_TRY(int_matmul(ctx, "QLinearMatMul", &g, a, b, in[2], in[5], &acc));
     for (int64_t bi = 0; bi < g.nbatch; bi++)
         for (int64_t i = 0; i < M; i++)
@@ -573,6 +598,12 @@ kn_status *kn_cpu_Einsum(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
     int64_t n = kn_numel(y);
     if (n <= 0) return NULL;
     if (einsum_gemm_f32(ctx, e, in, y)) return NULL;
+    /* The plain loop visits every (output, summed) index pair: refuse work that would run for
+     * hours rather than appear to hang. */
+    double visits = (double)n;
+    for (int k = 0; k < j->n_sum; k++) visits *= (double)e->lab_dim[j->sum_lab[k]];
+    if (visits > 4e11)
+        return kn_error(KN_ERR_UNSUPPORTED, "Einsum: '%s' needs %.3g multiply-adds in the general loop", eq, visits);
     kn_parallel_for(ctx->pool, n, 64, einsum_range, j);
     return NULL;
 }

@@ -77,6 +77,29 @@ def train_all(lines, tmp):
             tok.post_processor = processors.ByteLevel(trim_offsets=True)
         save(name, tok)
 
+    # Llama-3 style: a Split regex in front of a regex-free ByteLevel, template with BOS
+    tok = Tokenizer(models.BPE(ignore_merges=True))
+    llama3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(llama3), behavior="isolated"),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
+                                                      show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bos = tok.token_to_id("<|begin_of_text|>")
+    tok.post_processor = processors.Sequence([processors.ByteLevel(trim_offsets=False), processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|>:1 $B:1", special_tokens=[("<|begin_of_text|>", bos)])])
+    save("bpe-llama3", tok)
+
+    # Llama-2 style: no pre-tokenizer, Prepend + Replace normalizer, byte fallback, decoder chain
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    tok.train_from_iterator(lines[:1000], trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<unk>", "<s>", "</s>"] + byte_tokens,
+                                                             show_progress=False, limit_alphabet=300))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B:1", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    save("bpe-llama2", tok)
+
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
@@ -150,16 +173,53 @@ def check_decode(driver, name, path, tok, lines):
     return len(bad)
 
 
-def check(driver, name, path, lines, pairs):
+def check_overflow(driver, name, path, tok, lines):
+    """Truncation with a stride read from the file: the kept part and every overflowing window."""
+    bad = 0
+    for direction in ("right", "left"):
+        tok.enable_truncation(max_length=20, stride=5, direction=direction)
+        p = path + f".overflow-{direction}.json"
+        tok.save(p)
+        ref = tok.encode_batch(lines)
+        r = subprocess.run([driver, "tokenize", "--tokenizer", p, "--overflow"], input=("\n".join(lines) + "\n").encode(), capture_output=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"kiln tokenize failed: {r.stderr.decode(errors='replace')[:2000]}")
+        got = [json.loads(l) for l in r.stdout.decode("utf-8").split("\n") if l]
+        n = 0
+        for i, (a, g) in enumerate(zip(ref, got)):
+            parts_a = [a] + list(a.overflowing)
+            parts_g = [g] + g["overflowing"]
+            same = len(parts_a) == len(parts_g) and all(
+                x.ids == y["ids"] and x.type_ids == y["type_ids"] and [list(o) for o in x.offsets] == y["offsets"]
+                for x, y in zip(parts_a, parts_g))
+            if not same:
+                n += 1
+                if n <= 2:
+                    print(f"    line {i}: package {len(parts_a)} parts {parts_a[-1].ids}, kiln {len(parts_g)} parts {parts_g[-1]['ids']}")
+        n += abs(len(ref) - len(got))
+        print(f"  {name:24s} [{'stride 5, ' + direction:18s}] lines {len(ref):6d}  mismatching lines {n:5d}")
+        bad += n
+    tok.no_truncation()
+    return bad
+
+
+def check(driver, name, path, lines, pairs, n_other):
+    """Every line single and decoded; the first n_other lines (pairs, no special tokens,
+    truncation) to keep the test within a couple of minutes."""
     tok = Tokenizer.from_file(path)
     blob = ("\n".join(lines) + "\n").encode("utf-8")
+    few = lines[:n_other]
+    fblob = ("\n".join(few) + "\n").encode("utf-8")
+    pairs = pairs[:n_other // 2]
     pblob = ("\n".join(a + "\t" + b for a, b in pairs) + "\n").encode("utf-8")
     total = 0
     total += compare(name, "single", tok.encode_batch(lines), run_kiln(driver, path, blob, []), lines)
-    total += compare(name, "pair", tok.encode_batch(pairs), run_kiln(driver, path, pblob, ["--pair"]), [a + " | " + b for a, b in pairs])
-    total += compare(name, "no special tokens", tok.encode_batch(lines, add_special_tokens=False),
-                     run_kiln(driver, path, blob, ["--no-special-tokens"]), lines)
     total += check_decode(driver, name, path, tok, lines)
+    total += compare(name, "pair", tok.encode_batch(pairs), run_kiln(driver, path, pblob, ["--pair"]), [a + " | " + b for a, b in pairs])
+    total += compare(name, "no special tokens", tok.encode_batch(few, add_special_tokens=False),
+                     run_kiln(driver, path, fblob, ["--no-special-tokens"]), few)
+    total += check_overflow(driver, name, path, tok, few)
+    tok.no_truncation()
     tok.enable_truncation(max_length=24)
     total += compare(name, "pair, max_length 24", tok.encode_batch(pairs), run_kiln(driver, path, pblob, ["--pair", "--max-length", "24"]),
                      [a + " | " + b for a, b in pairs])
@@ -170,6 +230,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--driver", required=True, help="kiln_tok (or kiln) executable")
     ap.add_argument("--lines", type=int, default=10000)
+    ap.add_argument("--other-lines", type=int, default=4000, help="lines used for the pair/no-special/truncation runs")
     ap.add_argument("--real", nargs="*", default=[], help="extra tokenizer.json files to check")
     a = ap.parse_args()
     driver = a.driver
@@ -183,7 +244,7 @@ def main():
         for p in a.real:
             paths[os.path.basename(os.path.dirname(p)) or p] = p
         for name, path in paths.items():
-            total += check(driver, name, path, lines, pairs)
+            total += check(driver, name, path, lines, pairs, a.other_lines)
     print("parity:", "OK" if total == 0 else f"{total} mismatching lines")
     return 0 if total == 0 else 1
 

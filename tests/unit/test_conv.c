@@ -2,9 +2,10 @@
  * written straight from the ONNX definitions: Conv in 1-D/2-D/3-D with pads, strides, dilations,
  * groups (depthwise included, which takes the per-item threaded path), 1x1 direct, auto_pad
  * modes, a column matrix big enough to be unfolded in chunks, an empty batch and float16;
- * ConvTranspose with groups, strides and output_padding; MaxPool (values and Indices, ceil_mode,
- * dilations), AveragePool (count_include_pad), the 2-D float32 pool fast path against the
- * generic walk, and the error paths (mismatched channels, out-of-range MaxUnpool indices). */
+ * ConvInteger with zero points (per-channel for W); ConvTranspose with groups, strides and
+ * output_padding; MaxPool (values and Indices, ceil_mode, dilations), AveragePool
+ * (count_include_pad), the 2-D float32 pool fast path against the generic walk, and the error
+ * paths (mismatched channels, out-of-range MaxUnpool indices). */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -364,6 +365,45 @@ START_TEST(test_maxunpool_bad_index)
 }
 END_TEST
 
+/* ConvInteger (im2col + int16-pair GEMM) against the naive reference on zero-point-shifted data */
+START_TEST(test_conv_integer)
+{
+    cparams p = {2, 2, 4, 6, 2, {7, 9}, {3, 2}, {2, 1}, {1, 2}, {1, 0}, {2, 1}};
+    int64_t xd[4] = {p.N, p.C, p.in[0], p.in[1]}, wd[4] = {p.M, p.C / p.G, p.k[0], p.k[1]}, zd[1] = {p.M};
+    kn_tensor *in[4], *out[1], *xr, *wr;
+    ck_assert_ptr_null(kn_tensor_new(KN_U8, 4, xd, &in[0]));
+    ck_assert_ptr_null(kn_tensor_new(KN_I8, 4, wd, &in[1]));
+    ck_assert_ptr_null(kn_tensor_new(KN_U8, 0, NULL, &in[2]));
+    ck_assert_ptr_null(kn_tensor_new(KN_I8, 1, zd, &in[3]));
+    ck_assert_ptr_null(kn_tensor_new(KN_F64, 4, xd, &xr));
+    ck_assert_ptr_null(kn_tensor_new(KN_F64, 4, wd, &wr));
+    kn_set_i64(in[2], 0, 100);
+    for (int64_t m = 0; m < p.M; m++) kn_set_i64(in[3], m, m - 3);
+    for (int64_t i = 0; i < kn_numel(in[0]); i++) {
+        kn_set_i64(in[0], i, (int64_t)((frand() + 1.0f) * 127.0f));
+        kn_set_f64(xr, i, (double)(kn_get_i64(in[0], i) - 100));
+    }
+    int64_t per = kn_numel(in[1]) / p.M;
+    for (int64_t i = 0; i < kn_numel(in[1]); i++) {
+        kn_set_i64(in[1], i, (int64_t)(frand() * 127.0f));
+        kn_set_f64(wr, i, (double)(kn_get_i64(in[1], i) - (i / per - 3)));
+    }
+    int64_t pads[4] = {p.pb[0], p.pb[1], p.pe[0], p.pe[1]};
+    kn_attr at[4] = {attr_is("strides", p.s, 2), attr_is("dilations", p.d, 2), attr_i("group", p.G), attr_is("pads", pads, 4)};
+    kn_status *st = run_op(KN_OP_ConvInteger, at, 4, in, 4, out, 1);
+    ck_assert_msg(!st, "ConvInteger: %s", st ? kn_status_message(st) : "");
+    ck_assert_int_eq(out[0]->dtype, KN_I32);
+    int64_t n = kn_numel(out[0]);
+    double *ref = malloc(sizeof(double) * (size_t)(n + 1));
+    conv_naive(&p, xr, wr, NULL, ref);
+    for (int64_t i = 0; i < n; i++)
+        ck_assert_msg(kn_get_f64(out[0], i) == ref[i], "ConvInteger [%lld]: %g vs %g", (long long)i, kn_get_f64(out[0], i), ref[i]);
+    free(ref);
+    for (int i = 0; i < 4; i++) kn_tensor_free(in[i]);
+    kn_tensor_free(xr); kn_tensor_free(wr); kn_tensor_free(out[0]);
+}
+END_TEST
+
 static Suite *conv_suite(void)
 {
     Suite *s = suite_create("conv");
@@ -374,6 +414,7 @@ static Suite *conv_suite(void)
     tcase_add_test(tc, test_conv_auto_pad);
     tcase_add_test(tc, test_conv_errors);
     tcase_add_test(tc, test_conv_transpose);
+    tcase_add_test(tc, test_conv_integer);
     tcase_add_test(tc, test_pools);
     tcase_add_test(tc, test_maxunpool_bad_index);
     suite_add_tcase(s, tc);

@@ -3,7 +3,8 @@
  * partial tiles, K slices, skinny M, a BERT-sized slice), transposes, alpha/beta (including
  * beta = 0 over NaN garbage) and padded leading dimensions; the batched variant with broadcast
  * strides; and the MatMul / Gemm / Einsum / Det op kernels end to end through infer + kernel,
- * including Einsum's lowering to batched sgemm against its plain loop. */
+ * including Einsum's lowering to batched sgemm against its plain loop, and MatMulInteger's SIMD
+ * path against a plain integer sum. */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -329,6 +330,49 @@ START_TEST(test_einsum_det)
 }
 END_TEST
 
+/* MatMulInteger (SIMD int16-pair path and its odd-K / column tails) against a plain sum */
+START_TEST(test_matmul_integer)
+{
+    static const struct { int64_t B, M, N, K; kn_dtype ta, tb; int zp_kind; } cases[] = {
+        {1, 5, 37, 9, KN_U8, KN_U8, 1}, {2, 3, 64, 33, KN_I8, KN_U8, 2}, {1, 17, 8, 1, KN_U8, KN_I8, 0},
+        {3, 4, 45, 130, KN_I8, KN_I8, 2}, {1, 2, 3, 0, KN_U8, KN_U8, 1},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int64_t M = cases[c].M, N = cases[c].N, K = cases[c].K, Bt = cases[c].B;
+        int64_t da[3] = {Bt, M, K}, db[3] = {Bt, K, N}, dza[1] = {M}, dzb[1] = {N};
+        kn_tensor *in[4] = {NULL, NULL, NULL, NULL}, *out[1];
+        ck_assert_ptr_null(kn_tensor_new(cases[c].ta, 3, da, &in[0]));
+        ck_assert_ptr_null(kn_tensor_new(cases[c].tb, 3, db, &in[1]));
+        for (int64_t i = 0; i < kn_numel(in[0]); i++) kn_set_i64(in[0], i, (int64_t)(frand() * 127.0f) + (cases[c].ta == KN_U8 ? 128 : 0));
+        for (int64_t i = 0; i < kn_numel(in[1]); i++) kn_set_i64(in[1], i, (int64_t)(frand() * 127.0f) + (cases[c].tb == KN_U8 ? 128 : 0));
+        int nz = 2;
+        if (cases[c].zp_kind) {
+            ck_assert_ptr_null(kn_tensor_new(cases[c].ta, cases[c].zp_kind == 2 ? 1 : 0, dza, &in[2]));
+            ck_assert_ptr_null(kn_tensor_new(cases[c].tb, cases[c].zp_kind == 2 ? 1 : 0, dzb, &in[3]));
+            for (int64_t i = 0; i < kn_numel(in[2]); i++) kn_set_i64(in[2], i, 3 + i % 5);
+            for (int64_t i = 0; i < kn_numel(in[3]); i++) kn_set_i64(in[3], i, (int64_t)(i % 7) - 2 + (cases[c].tb == KN_U8 ? 4 : 0));
+            nz = 4;
+        }
+        kn_status *st = run_op(KN_OP_MatMulInteger, NULL, 0, in, nz, out, 1);
+        ck_assert_msg(!st, "MatMulInteger: %s", st ? kn_status_message(st) : "");
+        ck_assert_int_eq(out[0]->dtype, KN_I32);
+        for (int64_t b = 0; b < Bt; b++)
+            for (int64_t i = 0; i < M; i++)
+                for (int64_t j = 0; j < N; j++) {
+                    int64_t za = in[2] ? kn_get_i64(in[2], kn_numel(in[2]) == 1 ? 0 : i) : 0;
+                    int64_t zb = in[3] ? kn_get_i64(in[3], kn_numel(in[3]) == 1 ? 0 : j) : 0;
+                    int64_t sum = 0;
+                    for (int64_t k = 0; k < K; k++)
+                        sum += (kn_get_i64(in[0], (b * M + i) * K + k) - za) * (kn_get_i64(in[1], (b * K + k) * N + j) - zb);
+                    ck_assert_msg(kn_get_i64(out[0], (b * M + i) * N + j) == sum, "MatMulInteger case %zu (%lld,%lld,%lld): %lld vs %lld",
+                                  c, (long long)b, (long long)i, (long long)j, (long long)kn_get_i64(out[0], (b * M + i) * N + j), (long long)sum);
+                }
+        for (int i = 0; i < 4; i++) if (in[i]) kn_tensor_free(in[i]);
+        kn_tensor_free(out[0]);
+    }
+}
+END_TEST
+
 static void pool_setup(void) { pool4 = kn_threadpool_create(4); }
 static void pool_teardown(void) { kn_threadpool_free(pool4); pool4 = NULL; }
 
@@ -385,6 +429,7 @@ static Suite *gemm_suite(void)
     tcase_add_test(tc, test_gemm_op_trans_bias);
     tcase_add_test(tc, test_einsum_det);
     tcase_add_test(tc, test_einsum_gemm_lowering);
+    tcase_add_test(tc, test_matmul_integer);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -78,6 +78,14 @@ static int write_encoding(obuf *o, const kn_encoding *e, int full)
         rc |= ob_str(o, "], \"attention_mask\": [", 22);
         for (int32_t i = 0; i < e->n && !rc; i++) { if (i) rc |= ob_str(o, ", ", 2); rc |= ob_int(o, e->attention_mask[i]); }
     }
+    if (full > 1) {   /* the overflowing windows of a truncated text, each a full object */
+        rc |= ob_str(o, "], \"overflowing\": [", 19);
+        for (int32_t k = 0; k < e->n_overflow && !rc; k++) {
+            if (k) rc |= ob_str(o, ", ", 2);
+            rc |= write_encoding(o, &e->overflow[k], 1);
+            if (!rc) o->len--;   /* drop the newline */
+        }
+    }
     rc |= ob_str(o, "]}\n", 3);
     return rc;
 }
@@ -144,11 +152,12 @@ static int run_bench(const kn_tokenizer *tok, const kn_encode_options *opt, int 
 
 static void usage_tokenize(FILE *f)
 {
-    fprintf(f, "usage: kiln tokenize --tokenizer PATH [--pair] [--no-special-tokens] [--max-length N] [--threads N] [--masks] [--bench]\n"
+    fprintf(f, "usage: kiln tokenize --tokenizer PATH [--pair] [--no-special-tokens] [--max-length N] [--threads N] [--masks] [--overflow] [--bench]\n"
                "  Reads one text per line from stdin (with --pair: two texts separated by a tab) and writes one JSON\n"
                "  object per line: {\"ids\": [...], \"tokens\": [...], \"offsets\": [[start, end], ...], \"type_ids\": [...]}.\n"
                "  PATH is a tokenizer.json, or a folder with tokenizer.json or an old BERT vocab.txt.\n"
-               "  --masks adds special_tokens_mask and attention_mask; --bench times encoding of all input\n"
+               "  --masks adds special_tokens_mask and attention_mask, --overflow those and the overflowing windows\n"
+               "  of truncated single texts; --bench times encoding of all input\n"
                "  (single thread unless --threads N > 1) and prints MB/s instead of the encodings.\n");
 }
 
@@ -171,7 +180,8 @@ int kn_cmd_tokenize(int argc, char **argv)
         if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) path = argv[++i];
         else if (!strcmp(argv[i], "--pair")) pair = 1;
         else if (!strcmp(argv[i], "--no-special-tokens")) opt.add_special_tokens = 0;
-        else if (!strcmp(argv[i], "--masks")) masks = 1;
+        else if (!strcmp(argv[i], "--masks")) masks = masks > 1 ? masks : 1;
+        else if (!strcmp(argv[i], "--overflow")) masks = 2;
         else if (!strcmp(argv[i], "--bench")) bench = 1;
         else if (!strcmp(argv[i], "--max-length") && i + 1 < argc) {
             if (parse_int_arg(argv[++i], &maxlen) || maxlen <= 0 || maxlen > (1L << 30)) {
