@@ -17,28 +17,7 @@ void kn_softmax_rows_f32(kn_threadpool *pool, const float *x, float *y, int64_t 
 
 static bool attn_float_dtype(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
 
-static inline float load_f(const void *p, kn_dtype t, int64_t i)
-{
-    switch (t) {
-    case KN_F32: return ((const float *)p)[i];
-    case KN_F64: return (float)((const double *)p)[i];
-    case KN_F16: return kn_f16_to_f32(((const uint16_t *)p)[i]);
-    case KN_BF16: return kn_bf16_to_f32(((const uint16_t *)p)[i]);
-    case KN_BOOL: return ((const uint8_t *)p)[i] ? 1.0f : 0.0f;
-    default: return 0.0f;
-    }
-}
 
-static inline void store_f(void *p, kn_dtype t, int64_t i, float v)
-{
-    switch (t) {
-    case KN_F32: ((float *)p)[i] = v; break;
-    case KN_F64: ((double *)p)[i] = v; break;
-    case KN_F16: ((uint16_t *)p)[i] = kn_f32_to_f16(v); break;
-    case KN_BF16: ((uint16_t *)p)[i] = kn_f32_to_bf16(v); break;
-    default: break;
-    }
-}
 
 /* ---- Attention ---- */
 
@@ -202,7 +181,7 @@ static void attn_load_heads(const kn_tensor *x, int64_t B, int64_t H, int64_t S,
                 int64_t src = is3 ? ((b * S + s) * H + h) * D : ((b * H + h) * S + s) * D;
                 float *d = dst + ((b * H + h) * Stot + s0 + s) * D;
                 if (x->dtype == KN_F32 && mul == 1.0f) memcpy(d, (const float *)x->data + src, sizeof(float) * (size_t)D);
-                else for (int64_t e = 0; e < D; e++) d[e] = attn_round(rnd, load_f(x->data, x->dtype, src + e) * mul);
+                else for (int64_t e = 0; e < D; e++) d[e] = attn_round(rnd, kn_load_f32(x->data, x->dtype, src + e) * mul);
             }
 }
 
@@ -298,7 +277,7 @@ kn_status *kn_cpu_Attention(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
         if (!mf) return KN_OOM(sizeof(float) * n);
         for (int64_t i = 0; i < n; i++) {
             if (mask->dtype == KN_BOOL) mf[i] = ((const uint8_t *)mask->data)[i] ? 0.0f : -INFINITY;
-            else mf[i] = load_f(mask->data, mask->dtype, i);
+            else mf[i] = kn_load_f32(mask->data, mask->dtype, i);
         }
         int64_t st = 1;
         for (int d = 3; d >= 0; d--) { j.mstride[d] = md[d] == 1 && d < 3 ? 0 : st; st *= md[d]; }
@@ -355,12 +334,12 @@ kn_status *kn_cpu_Attention(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
                 for (int64_t s = 0; s < Sq; s++) {
                     const float *src = yf + ((b * Hq + h) * Sq + s) * Dv;
                     int64_t dst = is3 ? ((b * Sq + s) * Hq + h) * Dv : ((b * Hq + h) * Sq + s) * Dv;
-                    for (int64_t e = 0; e < Dv; e++) store_f(Y->data, Y->dtype, dst + e, src[e]);
+                    for (int64_t e = 0; e < Dv; e++) kn_store_f32(Y->data, Y->dtype, dst + e, src[e]);
                 }
     }
-    if (PK && PK->data) for (size_t i = 0; i < nk; i++) store_f(PK->data, PK->dtype, (int64_t)i, kf[i]);
-    if (PV && PV->data) for (size_t i = 0; i < nv; i++) store_f(PV->data, PV->dtype, (int64_t)i, vf[i]);
-    if (qkf && QK->dtype != KN_F32) for (size_t i = 0; i < nqk; i++) store_f(QK->data, QK->dtype, (int64_t)i, qkf[i]);
+    if (PK && PK->data) for (size_t i = 0; i < nk; i++) kn_store_f32(PK->data, PK->dtype, (int64_t)i, kf[i]);
+    if (PV && PV->data) for (size_t i = 0; i < nv; i++) kn_store_f32(PV->data, PV->dtype, (int64_t)i, vf[i]);
+    if (qkf && QK->dtype != KN_F32) for (size_t i = 0; i < nqk; i++) kn_store_f32(QK->data, QK->dtype, (int64_t)i, qkf[i]);
     return NULL;
 }
 
@@ -417,14 +396,14 @@ kn_status *kn_cpu_RotaryEmbedding(kn_exec_ctx *ctx, const kn_node *node, const k
             for (int64_t h = 0; h < H; h++) {
                 int64_t base = is4 ? ((b * H + h) * S + s) * D : ((b * S + s) * H + h) * D;
                 for (int64_t k = 0; k < half; k++) {
-                    float c = load_f(cosc->data, cosc->dtype, crow + k), sn = load_f(sinc->data, sinc->dtype, crow + k);
+                    float c = kn_load_f32(cosc->data, cosc->dtype, crow + k), sn = kn_load_f32(sinc->data, sinc->dtype, crow + k);
                     int64_t i1 = inter ? base + 2 * k : base + k, i2 = inter ? base + 2 * k + 1 : base + k + half;
-                    float x1 = load_f(X->data, X->dtype, i1), x2 = load_f(X->data, X->dtype, i2);
-                    store_f(Y->data, Y->dtype, i1, c * x1 - sn * x2);
-                    store_f(Y->data, Y->dtype, i2, sn * x1 + c * x2);
+                    float x1 = kn_load_f32(X->data, X->dtype, i1), x2 = kn_load_f32(X->data, X->dtype, i2);
+                    kn_store_f32(Y->data, Y->dtype, i1, c * x1 - sn * x2);
+                    kn_store_f32(Y->data, Y->dtype, i2, sn * x1 + c * x2);
                 }
                 if (Y->data != X->data)
-                    for (int64_t e = rd; e < D; e++) store_f(Y->data, Y->dtype, base + e, load_f(X->data, X->dtype, base + e));
+                    for (int64_t e = rd; e < D; e++) kn_store_f32(Y->data, Y->dtype, base + e, kn_load_f32(X->data, X->dtype, base + e));
             }
         }
     return NULL;

@@ -16,27 +16,7 @@
 
 static bool ms_float_dtype(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
 
-static inline float ms_load(const void *p, kn_dtype t, int64_t i)
-{
-    switch (t) {
-    case KN_F32: return ((const float *)p)[i];
-    case KN_F64: return (float)((const double *)p)[i];
-    case KN_F16: return kn_f16_to_f32(((const uint16_t *)p)[i]);
-    case KN_BF16: return kn_bf16_to_f32(((const uint16_t *)p)[i]);
-    default: return 0.0f;
-    }
-}
 
-static inline void ms_store(void *p, kn_dtype t, int64_t i, float v)
-{
-    switch (t) {
-    case KN_F32: ((float *)p)[i] = v; break;
-    case KN_F64: ((double *)p)[i] = v; break;
-    case KN_F16: ((uint16_t *)p)[i] = kn_f32_to_f16(v); break;
-    case KN_BF16: ((uint16_t *)p)[i] = kn_f32_to_bf16(v); break;
-    default: break;
-    }
-}
 
 /* The tensor as float32: its own data when already float32, else a converted scratch copy. */
 static kn_status *ms_f32_view(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *t, const float **out)
@@ -46,7 +26,7 @@ static kn_status *ms_f32_view(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     int64_t n = kn_numel(t);
     float *f = kn_scratch_alloc(ctx, (size_t)(n > 0 ? n : 1) * sizeof(float));
     if (!f) return KN_OOM((size_t)n * sizeof(float));
-    for (int64_t i = 0; i < n; i++) f[i] = ms_load(t->data, t->dtype, i);
+    for (int64_t i = 0; i < n; i++) f[i] = kn_load_f32(t->data, t->dtype, i);
     *out = f;
     return NULL;
 }
@@ -66,7 +46,7 @@ static void ms_commit(kn_tensor *t, const float *f)
 {
     if (t->dtype == KN_F32) return;
     int64_t n = kn_numel(t);
-    for (int64_t i = 0; i < n; i++) ms_store(t->data, t->dtype, i, f[i]);
+    for (int64_t i = 0; i < n; i++) kn_store_f32(t->data, t->dtype, i, f[i]);
 }
 
 /* ---- Gelu family ---- */
@@ -105,14 +85,14 @@ static void gelu_task(void *vctx, int64_t begin, int64_t end)
         double *y = j->y;
         for (int64_t i = begin; i < end; i++) {
             double b = 0.0;
-            if (j->bias) b = j->bdt == KN_F64 ? ((const double *)j->bias)[i % j->blen] : ms_load(j->bias, j->bdt, i % j->blen);
+            if (j->bias) b = j->bdt == KN_F64 ? ((const double *)j->bias)[i % j->blen] : kn_load_f32(j->bias, j->bdt, i % j->blen);
             y[i] = gelu_d(x[i] + b, j->form);
         }
     } else {
         for (int64_t i = begin; i < end; i++) {
-            float v = ms_load(j->x, j->dt, i);
-            if (j->bias) v += ms_load(j->bias, j->bdt, i % j->blen);
-            ms_store(j->y, j->dt, i, gelu_f(v, j->form));
+            float v = kn_load_f32(j->x, j->dt, i);
+            if (j->bias) v += kn_load_f32(j->bias, j->bdt, i % j->blen);
+            kn_store_f32(j->y, j->dt, i, gelu_f(v, j->form));
         }
     }
 }
@@ -503,8 +483,8 @@ kn_status *kn_cpu_MsAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     if (present) {
         int64_t half = B * N * T * H;
         for (int64_t i = 0; i < half; i++) {
-            ms_store(present->data, present->dtype, i, k[i]);
-            ms_store(present->data, present->dtype, half + i, v[i]);
+            kn_store_f32(present->data, present->dtype, i, k[i]);
+            kn_store_f32(present->data, present->dtype, half + i, v[i]);
         }
     }
     return NULL;
@@ -610,7 +590,7 @@ kn_status *kn_cpu_MsMultiHeadAttention(kn_exec_ctx *ctx, const kn_node *node, co
     ms_commit(out[0], a.y);
     if (oqk) ms_commit(oqk, a.qk);
     kn_tensor *ok = n_out > 1 ? out[1] : NULL, *ov = n_out > 2 ? out[2] : NULL;
-    if (ok) for (int64_t i = 0; i < B * N * T * H; i++) ms_store(ok->data, ok->dtype, i, k[i]);
-    if (ov) for (int64_t i = 0; i < B * N * T * Hv; i++) ms_store(ov->data, ov->dtype, i, v[i]);
+    if (ok) for (int64_t i = 0; i < B * N * T * H; i++) kn_store_f32(ok->data, ok->dtype, i, k[i]);
+    if (ov) for (int64_t i = 0; i < B * N * T * Hv; i++) kn_store_f32(ov->data, ov->dtype, i, v[i]);
     return NULL;
 }

@@ -12,27 +12,7 @@
 
 static bool rnn_dtype_ok(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
 
-static float rnn_load(const kn_tensor *t, int64_t i)
-{
-    switch (t->dtype) {
-    case KN_F32: return ((const float *)t->data)[i];
-    case KN_F64: return (float)((const double *)t->data)[i];
-    case KN_F16: return kn_f16_to_f32(((const uint16_t *)t->data)[i]);
-    case KN_BF16: return kn_bf16_to_f32(((const uint16_t *)t->data)[i]);
-    default: return 0.0f;
-    }
-}
 
-static void rnn_store(kn_tensor *t, int64_t i, float v)
-{
-    switch (t->dtype) {
-    case KN_F32: ((float *)t->data)[i] = v; break;
-    case KN_F64: ((double *)t->data)[i] = v; break;
-    case KN_F16: ((uint16_t *)t->data)[i] = kn_f32_to_f16(v); break;
-    case KN_BF16: ((uint16_t *)t->data)[i] = kn_f32_to_bf16(v); break;
-    default: break;
-    }
-}
 
 /* ---- activation functions named by the activations attribute ---- */
 
@@ -163,7 +143,7 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
     for (int64_t t = 0; t < S; t++)
         for (int64_t b = 0; b < Bn; b++)
             for (int64_t i = 0; i < I; i++)
-                xf[(t * Bn + b) * I + i] = rnn_load(X, layout ? (b * S + t) * I + i : (t * Bn + b) * I + i);
+                xf[(t * Bn + b) * I + i] = kn_load_f32(X->data, X->dtype, layout ? (b * S + t) * I + i : (t * Bn + b) * I + i);
     kn_tensor *Y = n_out > 0 ? out[0] : NULL, *Yh = n_out > 1 ? out[1] : NULL, *Yc = cell == CELL_LSTM && n_out > 2 ? out[2] : NULL;
     if (Y && !Y->data) Y = NULL;
     if (Yh && !Yh->data) Yh = NULL;
@@ -172,16 +152,16 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
     for (int d = 0; d < dirs; d++) {
         bool rev = reverse_only || d == 1;
         const rnn_act *fa = &acts[d * n_act], *ga = &acts[d * n_act + (n_act > 1 ? 1 : 0)], *ha = &acts[d * n_act + (n_act > 2 ? 2 : 0)];
-        for (int64_t i = 0; i < GH * I; i++) w[i] = rnn_load(W, d * GH * I + i);
-        for (int64_t i = 0; i < GH * H; i++) r[i] = rnn_load(R, d * GH * H + i);
-        for (int64_t i = 0; i < 2 * GH; i++) bias[i] = Bt ? rnn_load(Bt, d * 2 * GH + i) : 0.0f;
-        for (int64_t i = 0; i < 3 * H; i++) peep[i] = P ? rnn_load(P, d * 3 * H + i) : 0.0f;
+        for (int64_t i = 0; i < GH * I; i++) w[i] = kn_load_f32(W->data, W->dtype, d * GH * I + i);
+        for (int64_t i = 0; i < GH * H; i++) r[i] = kn_load_f32(R->data, R->dtype, d * GH * H + i);
+        for (int64_t i = 0; i < 2 * GH; i++) bias[i] = Bt ? kn_load_f32(Bt->data, Bt->dtype, d * 2 * GH + i) : 0.0f;
+        for (int64_t i = 0; i < 3 * H; i++) peep[i] = P ? kn_load_f32(P->data, P->dtype, d * 3 * H + i) : 0.0f;
         const float *wb = bias, *rb = bias + GH;
         for (int64_t b = 0; b < Bn; b++)
             for (int64_t k = 0; k < H; k++) {
                 int64_t si = layout ? (b * dirs + d) * H + k : (d * Bn + b) * H + k;
-                h[b * H + k] = H0 ? rnn_load(H0, si) : 0.0f;
-                c[b * H + k] = C0 ? rnn_load(C0, si) : 0.0f;
+                h[b * H + k] = H0 ? kn_load_f32(H0->data, H0->dtype, si) : 0.0f;
+                c[b * H + k] = C0 ? kn_load_f32(C0->data, C0->dtype, si) : 0.0f;
             }
         if (S * Bn > 0 && I > 0)
             kn_sgemm(ctx->pool, false, true, S * Bn, GH, I, 1.0f, xf, I, w, I, 0.0f, xw, GH);
@@ -235,14 +215,14 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                 for (int64_t b = 0; b < Bn; b++)
                     for (int64_t k = 0; k < H; k++) {
                         int64_t yi = layout ? ((b * S + t) * dirs + d) * H + k : ((t * dirs + d) * Bn + b) * H + k;
-                        rnn_store(Y, yi, t < lens[b] ? h[b * H + k] : 0.0f);
+                        kn_store_f32(Y->data, Y->dtype, yi, t < lens[b] ? h[b * H + k] : 0.0f);
                     }
         }
         for (int64_t b = 0; b < Bn; b++)
             for (int64_t k = 0; k < H; k++) {
                 int64_t si = layout ? (b * dirs + d) * H + k : (d * Bn + b) * H + k;
-                if (Yh) rnn_store(Yh, si, h[b * H + k]);
-                if (Yc) rnn_store(Yc, si, c[b * H + k]);
+                if (Yh) kn_store_f32(Yh->data, Yh->dtype, si, h[b * H + k]);
+                if (Yc) kn_store_f32(Yc->data, Yc->dtype, si, c[b * H + k]);
             }
     }
     return NULL;
