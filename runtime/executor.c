@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define KN_ARENA_ALIGN 64
 /* Values computed before the run (shape arithmetic) are kept small; bigger ones run each time. */
@@ -331,6 +332,8 @@ static kn_status *kn_run_nodes(kn_run *run, const uint8_t *skip) {
             outb[k] = v >= 0 ? &run->vals[v] : NULL;
             if (v >= 0 && run->state[v] != KN_VS_ARENA) dyn = true;
         }
+        struct timespec t0;
+        if (run->op_seconds) clock_gettime(CLOCK_MONOTONIC, &t0);
         if (dyn) {
             /* shapes depend on data (or no plan): infer now, allocate each output */
             for (int k = 0; k < n->n_outputs; k++) {
@@ -346,6 +349,12 @@ static kn_status *kn_run_nodes(kn_run *run, const uint8_t *skip) {
             if (st) st = kn_node_error(st, n, inb, n->n_inputs);
         }
         if (st) break;
+        if (run->op_seconds && n->op >= 0) {
+            struct timespec t1;
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            run->op_seconds[n->op] += (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+            run->op_calls[n->op]++;
+        }
         /* free per-value allocations at their last use */
         for (int k = 0; k < n->n_inputs; k++) {
             int v = n->inputs[k];

@@ -52,6 +52,8 @@ typedef struct kn_run {
     uint8_t *state;
     struct kn_run *parent;       /* enclosing run, for outer values of subgraphs */
     kn_exec_ctx ctx;
+    double *op_seconds;          /* per kn_op, when profiling (else NULL) */
+    int64_t *op_calls;
 } kn_run;
 
 /* Infer shapes with data, allocate outputs on the host (owned) and run the CPU kernel. */

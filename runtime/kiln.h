@@ -52,6 +52,7 @@ typedef struct kn_session_options {
     int num_threads;        /* 0: one per core */
     kn_precision precision;
     int optimize;           /* 1 (default): constant folding, dead-node elimination, fusions */
+    int profile;            /* 1: time every node; read with kn_session_profile */
 } kn_session_options;
 void kn_session_options_init(kn_session_options *opt);
 
@@ -100,6 +101,9 @@ kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_in
                           kn_named_tensor *outputs, int n_outputs);
 /* Statistics of the last plan built: peak arena bytes for one run. */
 size_t kn_session_peak_bytes(const kn_session *s);
+/* With options.profile set: time spent per op type over all runs so far, most expensive first,
+ * as text lines "op  calls  total_ms  share%" into buf (truncated to len). Returns buf. */
+const char *kn_session_profile(const kn_session *s, char *buf, size_t len);
 void kn_free(void *p);
 
 /* Helpers for callers. */

@@ -27,6 +27,8 @@ struct kn_session {
     kn_arena free_arenas[KN_ARENA_POOL]; int n_free;
     size_t peak_bytes;
     atomic_uint_fast64_t runs;
+    double op_seconds[KN_OP_COUNT];   /* profiling totals, under mu */
+    int64_t op_calls[KN_OP_COUNT];
 };
 
 void kn_session_options_init(kn_session_options *opt) {
@@ -128,6 +130,30 @@ size_t kn_session_peak_bytes(const kn_session *s) {
     size_t p = s->peak_bytes;
     pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
     return p;
+}
+
+const char *kn_session_profile(const kn_session *s, char *buf, size_t len) {
+    if (!len) return buf;
+    buf[0] = 0;
+    double secs[KN_OP_COUNT];
+    int64_t calls[KN_OP_COUNT];
+    pthread_mutex_lock((pthread_mutex_t *)&s->mu);
+    memcpy(secs, s->op_seconds, sizeof secs);
+    memcpy(calls, s->op_calls, sizeof calls);
+    pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+    double total = 0;
+    for (int i = 0; i < KN_OP_COUNT; i++) total += secs[i];
+    size_t off = (size_t)snprintf(buf, len, "%-28s %8s %12s %7s\n", "op", "calls", "total ms", "share");
+    for (;;) {
+        int best = -1;
+        for (int i = 0; i < KN_OP_COUNT; i++)
+            if (calls[i] && (best < 0 || secs[i] > secs[best])) best = i;
+        if (best < 0 || off >= len) break;
+        off += (size_t)snprintf(buf + off, len - off, "%-28s %8lld %12.3f %6.1f%%\n", kn_op_table[best].name, (long long)calls[best],
+                                secs[best] * 1e3, total > 0 ? 100.0 * secs[best] / total : 0.0);
+        calls[best] = 0;
+    }
+    return buf;
 }
 
 /* Check the caller's inputs against the graph's declared inputs; order them like the graph. */
@@ -310,6 +336,14 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, kn_take
     }
     kn_scratch scratch = {0};
     kn_run run = {.g = g, .gi = &s->gi};
+    double op_seconds[KN_OP_COUNT];
+    int64_t op_calls[KN_OP_COUNT];
+    if (s->opt.profile) {
+        memset(op_seconds, 0, sizeof op_seconds);
+        memset(op_calls, 0, sizeof op_calls);
+        run.op_seconds = op_seconds;
+        run.op_calls = op_calls;
+    }
     if (!st) {
         run.ctx = (kn_exec_ctx){.pool = s->pool, .backend = s->be, .run = &run, .scratch_alloc = kn_scratch_alloc_impl,
                                 .scratch_state = &scratch, .seed = 0x9e3779b97f4a7c15ull * (atomic_fetch_add(&s->runs, 1) + 1)};
@@ -319,6 +353,11 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, kn_take
     }
     if (!st) st = kn_run_planned(&run, plan, bound, arena);
     if (!st) st = take(take_ctx, g, &run);
+    if (s->opt.profile) {
+        pthread_mutex_lock(&s->mu);
+        for (int i = 0; i < KN_OP_COUNT; i++) { s->op_seconds[i] += op_seconds[i]; s->op_calls[i] += op_calls[i]; }
+        pthread_mutex_unlock(&s->mu);
+    }
     if (run.vals) kn_run_release(&run);
     else free(run.state);
     kn_scratch_release(&scratch);

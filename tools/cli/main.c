@@ -192,11 +192,12 @@ int kn_cmd_bench(int argc, char **argv) {
         else if (strcmp(argv[i], "--warmup") == 0 && i + 1 < argc) warmup = atoi(argv[++i]);
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) o.num_threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) { if (kn_cli_parse_device(argv[++i], &o)) return 2; }
+        else if (strcmp(argv[i], "--profile") == 0) o.profile = 1;
         else if (!path) path = argv[i];
         else { fprintf(stderr, "kiln bench: unexpected argument '%s'\n", argv[i]); return 2; }
     }
     if (!path || !in_dir || iters < 1 || warmup < 0) {
-        fprintf(stderr, "usage: kiln bench MODEL.onnx --inputs DIR [--iters N] [--warmup N] [--threads T] [--device D]\n");
+        fprintf(stderr, "usage: kiln bench MODEL.onnx --inputs DIR [--iters N] [--warmup N] [--threads T] [--device D] [--profile]\n");
         return 2;
     }
     kn_model *m = NULL;
@@ -233,6 +234,10 @@ int kn_cmd_bench(int argc, char **argv) {
         printf("latency:     median %.3f ms, p90 %.3f ms, mean %.3f ms, min %.3f ms\n", med * 1e3, p90 * 1e3, mean * 1e3, times[0] * 1e3);
         printf("throughput:  %.2f runs/s, %.2f items/s (batch %lld)\n", 1.0 / med, batch / med, (long long)batch);
         printf("peak arena:  %zu bytes\n", kn_session_peak_bytes(s));
+        if (o.profile) {
+            char prof[8192];
+            printf("\ntime per op over warmup and timed runs:\n%s", kn_session_profile(s, prof, sizeof prof));
+        }
     }
     free(times);
     free(named);
@@ -250,7 +255,7 @@ static void kn_usage(void) {
             "  info MODEL.onnx                    metadata, inputs/outputs, op histogram, unsupported ops\n"
             "  exec MODEL.onnx --inputs DIR --outputs DIR [--device D]\n"
             "  conformance DIR... [--device D] [--filter REGEX] [--timeout S]\n"
-            "  bench MODEL.onnx --inputs DIR [--iters N] [--warmup N] [--threads T] [--device D]\n"
+            "  bench MODEL.onnx --inputs DIR [--iters N] [--warmup N] [--threads T] [--device D] [--profile]\n"
             "  embed --model DIR [--pooling mean|cls|max] [--normalize] [TEXT...]\n"
             "  tokenize --tokenizer PATH [--pair] [--no-special-tokens] [--max-length N]\n"
             "  detokenize --tokenizer PATH\n", kn_version());
