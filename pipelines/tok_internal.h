@@ -100,7 +100,6 @@ typedef struct tk_model {
     int kind;
     tk_strmap vocab;
     char **id2tok; int32_t *id2len; int32_t n_vocab;
-    char *strings;                     /* not used when each entry is malloc'd */
     int32_t unk_id;
     char *cont_prefix; int32_t cont_prefix_len;       /* WordPiece, BPE */
     int max_chars;
@@ -162,8 +161,9 @@ struct kn_tokenizer {
 
 /* stages */
 int tk_normalize(const tk_normalizer *n, tk_arena *a, tk_nstr *s);  /* in place (new buffers) */
-/* Splits each piece of *pieces (n of them) further; returns new array via out. */
-int tk_pretokenize(const tk_pretok *p, tk_arena *a, tk_nstr **pieces, int *n, int first_piece_at_zero);
+/* Splits each piece of *pieces (n of them) further, replacing the array; pieces holding an
+ * added token (fixed_id >= 0) pass through untouched. */
+int tk_pretokenize(const tk_pretok *p, tk_arena *a, tk_nstr **pieces, int *n);
 
 typedef struct tk_tok { int32_t id; int32_t s, e; const char *str; int32_t len; } tk_tok;
 typedef struct tk_toks { tk_tok *v; int32_t n, cap; } tk_toks;

@@ -284,7 +284,7 @@ void tk_model_clear(tk_model *m)
 {
     tk_strmap_free(&m->vocab);
     if (m->id2tok) for (int32_t i = 0; i < m->n_vocab; i++) free(m->id2tok[i]);
-    free(m->id2tok); free(m->id2len); free(m->strings);
+    free(m->id2tok); free(m->id2len);
     free(m->cont_prefix); free(m->eow_suffix); free(m->scores);
     tk_pairmap_free(&m->merges);
     tk_trie_free(&m->trie);

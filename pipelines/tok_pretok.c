@@ -237,12 +237,11 @@ static int pretok_one(const tk_pretok *pt, tk_arena *a, tk_nstr *p, plist *out)
     return pl_push(a, out, p);
 }
 
-int tk_pretokenize(const tk_pretok *pt, tk_arena *a, tk_nstr **pieces, int *n, int unused)
+int tk_pretokenize(const tk_pretok *pt, tk_arena *a, tk_nstr **pieces, int *n)
 {
-    (void)unused;
     if (!pt) return 0;
     if (pt->kind == PT_SEQ) {
-        for (int i = 0; i < pt->n_seq; i++) if (tk_pretokenize(pt->seq[i], a, pieces, n, 0)) return -1;
+        for (int i = 0; i < pt->n_seq; i++) if (tk_pretokenize(pt->seq[i], a, pieces, n)) return -1;
         return 0;
     }
     plist out = {0};

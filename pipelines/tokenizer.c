@@ -200,7 +200,7 @@ static int encode_seq(const kn_tokenizer *t, tk_arena *a, const char *text, int3
         if (tk_normalize(t->normalizer, a, &s)) return -1;
         if (split_added(t, 1, a, &s, &pieces, &np, &capp)) return -1;
     }
-    if (tk_pretokenize(t->pretok, a, &pieces, &np, 0)) return -1;
+    if (tk_pretokenize(t->pretok, a, &pieces, &np)) return -1;
     tk_toks toks = {0};
     for (int i = 0; i < np; i++) {
         const tk_nstr *p = &pieces[i];

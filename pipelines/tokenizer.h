@@ -28,9 +28,10 @@ typedef struct kn_encoding {
     struct kn_encoding *overflow;
 } kn_encoding;
 
-/* Loads a tokenizer from a tokenizer.json file, or from a folder holding tokenizer.json
- * (with tokenizer_config.json beside it) or only an old BERT vocab.txt. On failure returns
- * NULL and writes a message naming the file and the offending field into err. */
+/* Loads a tokenizer from a tokenizer.json file, or from a folder holding tokenizer.json or
+ * only an old BERT vocab.txt (then do_lower_case is read from tokenizer_config.json when
+ * present). On failure returns NULL and writes a message naming the file and the offending
+ * field into err. */
 kn_tokenizer *kn_tokenizer_load(const char *path, char *err, size_t err_len);
 /* The same from a JSON text already in memory. */
 kn_tokenizer *kn_tokenizer_load_json(const char *json, size_t len, char *err, size_t err_len);

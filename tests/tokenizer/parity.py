@@ -173,12 +173,12 @@ def check_decode(driver, name, path, tok, lines):
     return len(bad)
 
 
-def check_overflow(driver, name, path, tok, lines):
+def check_overflow(driver, name, tmp, tok, lines):
     """Truncation with a stride read from the file: the kept part and every overflowing window."""
     bad = 0
     for direction in ("right", "left"):
         tok.enable_truncation(max_length=20, stride=5, direction=direction)
-        p = path + f".overflow-{direction}.json"
+        p = os.path.join(tmp, f"{name}.overflow-{direction}.json")
         tok.save(p)
         ref = tok.encode_batch(lines)
         r = subprocess.run([driver, "tokenize", "--tokenizer", p, "--overflow"], input=("\n".join(lines) + "\n").encode(), capture_output=True)
@@ -203,7 +203,7 @@ def check_overflow(driver, name, path, tok, lines):
     return bad
 
 
-def check(driver, name, path, lines, pairs, n_other):
+def check(driver, name, path, tmp, lines, pairs, n_other):
     """Every line single and decoded; the first n_other lines (pairs, no special tokens,
     truncation) to keep the test within a couple of minutes."""
     tok = Tokenizer.from_file(path)
@@ -218,7 +218,7 @@ def check(driver, name, path, lines, pairs, n_other):
     total += compare(name, "pair", tok.encode_batch(pairs), run_kiln(driver, path, pblob, ["--pair"]), [a + " | " + b for a, b in pairs])
     total += compare(name, "no special tokens", tok.encode_batch(few, add_special_tokens=False),
                      run_kiln(driver, path, fblob, ["--no-special-tokens"]), few)
-    total += check_overflow(driver, name, path, tok, few)
+    total += check_overflow(driver, name, tmp, tok, few)
     tok.no_truncation()
     tok.enable_truncation(max_length=24)
     total += compare(name, "pair, max_length 24", tok.encode_batch(pairs), run_kiln(driver, path, pblob, ["--pair", "--max-length", "24"]),
@@ -244,7 +244,7 @@ def main():
         for p in a.real:
             paths[os.path.basename(os.path.dirname(p)) or p] = p
         for name, path in paths.items():
-            total += check(driver, name, path, lines, pairs, a.other_lines)
+            total += check(driver, name, path, tmp, lines, pairs, a.other_lines)
     print("parity:", "OK" if total == 0 else f"{total} mismatching lines")
     return 0 if total == 0 else 1
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *BERT_JSON =
     "{\"added_tokens\": [{\"id\": 1, \"content\": \"[CLS]\", \"special\": true, \"normalized\": false},"
@@ -207,6 +208,39 @@ START_TEST(test_batch_and_long)
 }
 END_TEST
 
+/* An old BERT folder with only vocab.txt (and do_lower_case in tokenizer_config.json). */
+START_TEST(test_vocab_txt_folder)
+{
+    char dir[] = "/tmp/kn_tok_vocabXXXXXX", path[256], err[512];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/vocab.txt", dir);
+    FILE *f = fopen(path, "w");
+    fputs("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nworld\n##s\n,\n", f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    f = fopen(path, "w");
+    fputs("{\"do_lower_case\": false}", f);
+    fclose(f);
+    kn_tokenizer *t = kn_tokenizer_load(dir, err, sizeof err);
+    ck_assert_msg(t != NULL, "%s", err);
+    kn_encoding e;
+    encode(t, "hello, worlds Hello", NULL, &e);
+    const int32_t ids[] = {2, 5, 8, 6, 7, 1, 3};   /* cased: "Hello" is unknown */
+    ck_assert_int_eq(e.n, 7);
+    for (int i = 0; i < 7; i++) ck_assert_int_eq(e.ids[i], ids[i]);
+    ck_assert_int_eq(e.offsets[2 * 5], 14);
+    ck_assert_int_eq(e.offsets[2 * 5 + 1], 19);
+    kn_encoding_free(&e);
+    kn_tokenizer_free(t);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/vocab.txt", dir);
+    unlink(path);
+    rmdir(dir);
+    ck_assert_ptr_null(kn_tokenizer_load(dir, err, sizeof err));
+    ck_assert_msg(strstr(err, dir) != NULL, "%s", err);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tokenizer");
@@ -218,6 +252,7 @@ int main(void)
     tcase_add_test(tc, test_utf8_lossy);
     tcase_add_test(tc, test_load_errors);
     tcase_add_test(tc, test_batch_and_long);
+    tcase_add_test(tc, test_vocab_txt_folder);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
