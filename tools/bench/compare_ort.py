@@ -10,7 +10,6 @@ prints a table of median latencies with the ratio kiln/ORT (below 1.0 means kiln
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -37,12 +36,11 @@ def load_inputs(d):
 
 def kiln_round(kiln, model, inputs, iters, threads):
     p = subprocess.run([kiln, "bench", model, "--inputs", inputs, "--iters", str(iters), "--warmup", "1",
-                        "--threads", str(threads)], capture_output=True, text=True)
+                        "--threads", str(threads), "--json"], capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit(f"kiln bench failed: {p.stderr}")
-    m = re.search(r"median ([\d.]+) ms", p.stdout)
-    peak = re.search(r"peak arena:\s+(\d+)", p.stdout)
-    return float(m.group(1)), int(peak.group(1)) if peak else 0
+    r = json.loads(p.stdout)
+    return r["median_ms"], r["peak_arena_bytes"]
 
 
 def main():
