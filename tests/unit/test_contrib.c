@@ -4,27 +4,8 @@
  * masks / past / present, MultiHeadAttention with bias / padding mask / attention bias / qk),
  * threaded and unthreaded, plus the error paths for malformed shapes and attributes.
  * tests/contrib_parity.py covers the same ops end to end against ONNX Runtime. */
-#include <check.h>
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-#include "graph/ops.h"
+#include "harness.h"
 #include "runtime/dtype.h"
-
-/* ---- op-level harness ---- */
-typedef struct { void *blocks[64]; int n; } scratch_list;
-static void *test_scratch(kn_exec_ctx *ctx, size_t bytes)
-{
-    scratch_list *s = ctx->scratch_state;
-    if (s->n >= 64) return NULL;
-    return s->blocks[s->n++] = calloc(1, bytes);
-}
-static kn_attr attr_i(const char *name, int64_t v) { kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_INT; a.i = v; return a; }
-static kn_attr attr_f(const char *name, float v) { kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_FLOAT; a.f = v; return a; }
-static kn_attr attr_ints(const char *name, int64_t *v, int n)
-{
-    kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_INTS; a.ints = v; a.n_ints = n; return a;
-}
 
 static uint32_t rng_state = 4242;
 static double drand(void)
@@ -33,63 +14,11 @@ static double drand(void)
     return (double)((rng_state >> 8) & 0xFFFF) / 65536.0 * 4.0 - 2.0;
 }
 
-static kn_tensor *mk(kn_dtype t, int nd, const int64_t *dims, const double *vals)
-{
-    kn_tensor *x;
-    ck_assert_ptr_null(kn_tensor_new(t, nd, dims, &x));
-    for (int64_t i = 0; vals && i < kn_numel(x); i++) kn_set_f64(x, i, vals[i]);
-    return x;
-}
 static kn_tensor *mk_rand(kn_dtype t, int nd, const int64_t *dims, double s)
 {
     kn_tensor *x = mk(t, nd, dims, NULL);
     for (int64_t i = 0; i < kn_numel(x); i++) kn_set_f64(x, i, drand() * s);
     return x;
-}
-
-/* Runs infer then the kernel; want[i] false leaves output i omitted (NULL). */
-static kn_status *run_op(int op, kn_attr *attrs, int n_attrs, kn_tensor **in, int n_in, kn_tensor **out,
-                         const bool *want, int n_out, kn_threadpool *pool)
-{
-    kn_node node = {0};
-    node.name = (char *)"t";
-    node.op_type = (char *)kn_op_table[op].name;
-    node.domain = (char *)"com.microsoft";
-    node.op = op;
-    node.opset = 17;
-    node.n_attrs = n_attrs;
-    node.attrs = attrs;
-    for (int i = 0; i < n_out; i++) out[i] = (!want || want[i]) ? calloc(1, sizeof(kn_tensor)) : NULL;
-    kn_infer_ctx ic = { &node, (const kn_tensor *const *)in, n_in, out, n_out };
-    kn_status *st = kn_op_infer(op)(&ic);
-    if (st) return st;
-    for (int i = 0; i < n_out; i++) if (out[i]) ck_assert_ptr_null(kn_tensor_alloc_data(out[i]));
-    scratch_list sl = {0};
-    kn_exec_ctx ctx = {0};
-    ctx.pool = pool;
-    ctx.scratch_alloc = test_scratch;
-    ctx.scratch_state = &sl;
-    kn_kernel_fn k = kn_cpu_backend()->kernel(kn_cpu_backend(), op);
-    ck_assert_ptr_nonnull(k);
-    st = k(&ctx, &node, (const kn_tensor *const *)in, n_in, out, n_out);
-    for (int i = 0; i < sl.n; i++) free(sl.blocks[i]);
-    return st;
-}
-static void expect_err(kn_status *st)
-{
-    ck_assert_ptr_nonnull(st);
-    ck_assert_msg(strlen(kn_status_message(st)) > 0, "empty error message");
-    kn_status_free(st);
-}
-static void free_all(kn_tensor **ts, int n) { for (int i = 0; i < n; i++) if (ts[i]) { kn_tensor_free(ts[i]); ts[i] = NULL; } }
-
-static void expect_close(const kn_tensor *t, const double *ref, double rtol, double atol, const char *what)
-{
-    for (int64_t i = 0; i < kn_numel(t); i++) {
-        double g = kn_get_f64(t, i);
-        ck_assert_msg(fabs(g - ref[i]) <= atol + rtol * fabs(ref[i]), "%s[%lld]: got %.9g want %.9g", what,
-                      (long long)i, g, ref[i]);
-    }
 }
 
 /* ---- Gelu family ---- */
@@ -116,21 +45,21 @@ START_TEST(test_gelu_family)
                 if (dt == KN_F16 && form) v = kn_f16_to_f32(kn_f32_to_f16((float)v));
                 ref[i] = form == 1 ? gelu_tanh(v) : gelu_erf(v);
             }
-            ck_assert_ptr_null(run_op(op, NULL, 0, in, form ? 2 : 1, out, NULL, 1, pool));
+            ck_assert_ptr_null(kn_test_run_op(op, 17, NULL, 0, in, form ? 2 : 1, out, NULL, 1, pool));
             ck_assert_int_eq(out[0]->dtype, dt);
-            expect_close(out[0], ref, tol, tol, kn_op_table[op].name);
+            expect_close(out[0], ref, kn_numel(out[0]), tol, tol, kn_op_table[op].name);
             free_all(out, 1);
         }
         /* FastGelu without its optional bias */
         kn_tensor *in1[2] = {x, NULL}, *out[1];
         for (int64_t i = 0; i < kn_numel(x); i++) ref[i] = gelu_tanh(kn_get_f64(x, i));
-        ck_assert_ptr_null(run_op(KN_OP_MsFastGelu, NULL, 0, in1, 2, out, NULL, 1, NULL));
-        expect_close(out[0], ref, tol, tol, "FastGelu no bias");
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_MsFastGelu, 17, NULL, 0, in1, 2, out, NULL, 1, NULL));
+        expect_close(out[0], ref, kn_numel(out[0]), tol, tol, "FastGelu no bias");
         free_all(out, 1);
         /* a bias that does not match the last dim is an error */
         int64_t dbad[1] = {7};
         kn_tensor *bad = mk_rand(dt, 1, dbad, 1.0), *in2[2] = {x, bad};
-        expect_err(run_op(KN_OP_MsBiasGelu, NULL, 0, in2, 2, out, NULL, 1, NULL));
+        expect_err(kn_test_run_op(KN_OP_MsBiasGelu, 17, NULL, 0, in2, 2, out, NULL, 1, NULL));
         free_all(out, 1);
         free(ref);
         kn_tensor_free(bad);
@@ -139,7 +68,7 @@ START_TEST(test_gelu_family)
     }
     int64_t d1[1] = {4};
     kn_tensor *xi = mk(KN_I32, 1, d1, NULL), *in[1] = {xi}, *out[1];
-    expect_err(run_op(KN_OP_MsGelu, NULL, 0, in, 1, out, NULL, 1, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsGelu, 17, NULL, 0, in, 1, out, NULL, 1, NULL));
     free_all(out, 1);
     kn_tensor_free(xi);
     kn_threadpool_free(pool);
@@ -179,13 +108,13 @@ START_TEST(test_skip_layer_norm)
             for (int64_t i = 0; i < H; i++) ry[r * H + i] = (rs[r * H + i] - m) * ri[r] * kn_get_f64(g, i) + kn_get_f64(be, i);
         }
         kn_tensor *in[5] = {x, sk, g, be, bi}, *out[4];
-        ck_assert_ptr_null(run_op(KN_OP_MsSkipLayerNormalization, at, 1, in, 5, out, NULL, 4, si ? pool : NULL));
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_MsSkipLayerNormalization, 17, at, 1, in, 5, out, NULL, 4, si ? pool : NULL));
         ck_assert_int_eq(out[1]->ndim, 3);
         ck_assert_int_eq(out[1]->dims[2], 1);
-        expect_close(out[0], ry, 1e-5, 1e-5, "SLN output");
-        expect_close(out[1], rm, 1e-6, 1e-6, "SLN mean");
-        expect_close(out[2], ri, 1e-5, 1e-6, "SLN inv_std_var");
-        expect_close(out[3], rs, 1e-6, 1e-6, "SLN sum");
+        expect_close(out[0], ry, kn_numel(out[0]), 1e-5, 1e-5, "SLN output");
+        expect_close(out[1], rm, kn_numel(out[1]), 1e-6, 1e-6, "SLN mean");
+        expect_close(out[2], ri, kn_numel(out[2]), 1e-5, 1e-6, "SLN inv_std_var");
+        expect_close(out[3], rs, kn_numel(out[3]), 1e-6, 1e-6, "SLN sum");
         free_all(out, 4);
     }
     /* optional outputs omitted, no beta / bias, float16 */
@@ -205,19 +134,19 @@ START_TEST(test_skip_layer_norm)
     }
     kn_tensor *in16[3] = {x16, s16, g16}, *out16[4];
     bool want[4] = {true, false, false, false};
-    ck_assert_ptr_null(run_op(KN_OP_MsSkipLayerNormalization, NULL, 0, in16, 3, out16, want, 4, pool));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_MsSkipLayerNormalization, 17, NULL, 0, in16, 3, out16, want, 4, pool));
     ck_assert_int_eq(out16[0]->dtype, KN_F16);
-    expect_close(out16[0], ry, 4e-3, 4e-3, "SLN fp16");
+    expect_close(out16[0], ry, kn_numel(out16[0]), 4e-3, 4e-3, "SLN fp16");
     free_all(out16, 4);
     /* errors: gamma of the wrong length, skip that does not broadcast, 1-D input */
     int64_t dbad[1] = {H - 1}, dsbad[3] = {B, S + 1, H};
     kn_tensor *gbad = mk_rand(KN_F32, 1, dbad, 1.0), *sbad = mk_rand(KN_F32, 3, dsbad, 1.0), *out[4];
     kn_tensor *e1[3] = {x, skips[0], gbad}, *e2[3] = {x, sbad, g}, *e3[3] = {g, g, g};
-    expect_err(run_op(KN_OP_MsSkipLayerNormalization, NULL, 0, e1, 3, out, NULL, 1, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsSkipLayerNormalization, 17, NULL, 0, e1, 3, out, NULL, 1, NULL));
     free_all(out, 1);
-    expect_err(run_op(KN_OP_MsSkipLayerNormalization, NULL, 0, e2, 3, out, NULL, 1, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsSkipLayerNormalization, 17, NULL, 0, e2, 3, out, NULL, 1, NULL));
     free_all(out, 1);
-    expect_err(run_op(KN_OP_MsSkipLayerNormalization, NULL, 0, e3, 3, out, NULL, 1, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsSkipLayerNormalization, 17, NULL, 0, e3, 3, out, NULL, 1, NULL));
     free_all(out, 1);
     kn_tensor *all[] = {x, g, be, bi, skips[0], skips[1], skips[2], x16, s16, g16, gbad, sbad};
     free_all(all, (int)(sizeof all / sizeof all[0]));
@@ -317,9 +246,9 @@ START_TEST(test_attention_fused)
                          attr_ints("qkv_hidden_sizes", qkv, 3)};
         kn_tensor *in[5] = {x, w2, b2, m2, past}, *out[2];
         bool want[2] = {true, with_past != 0};
-        ck_assert_ptr_null(run_op(KN_OP_MsAttention, at, with_past ? 3 : 4, in, 5, out, want, 2, with_past ? pool : NULL));
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_MsAttention, 17, at, with_past ? 3 : 4, in, 5, out, want, 2, with_past ? pool : NULL));
         ck_assert_int_eq(out[0]->dims[2], N * hvh);
-        expect_close(out[0], y, 1e-4, 1e-5, with_past ? "Attention past" : "Attention");
+        expect_close(out[0], y, kn_numel(out[0]), 1e-4, 1e-5, with_past ? "Attention past" : "Attention");
         if (with_past) {
             ck_assert_int_eq(out[1]->ndim, 5);
             ck_assert_int_eq(out[1]->dims[3], T);
@@ -342,11 +271,11 @@ START_TEST(test_attention_fused)
     kn_tensor *e1[2] = {x, wb}, *e3[4] = {x, w, bias, mb};
     int64_t sq[3] = {HQ, HQ, HV};
     kn_attr at3[2] = {attr_i("num_heads", N), attr_ints("qkv_hidden_sizes", sq, 3)};
-    expect_err(run_op(KN_OP_MsAttention, at1, 1, e1, 2, out, NULL, 1, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsAttention, 17, at1, 1, e1, 2, out, NULL, 1, NULL));
     free_all(out, 1);
-    expect_err(run_op(KN_OP_MsAttention, NULL, 0, e3, 3, out, NULL, 1, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsAttention, 17, NULL, 0, e3, 3, out, NULL, 1, NULL));
     free_all(out, 1);
-    expect_err(run_op(KN_OP_MsAttention, at3, 2, e3, 4, out, NULL, 1, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsAttention, 17, at3, 2, e3, 4, out, NULL, 1, NULL));
     free_all(out, 1);
     kn_tensor *all[] = {x, w, bias, mask, wb, mb};
     free_all(all, 6);
@@ -386,24 +315,24 @@ START_TEST(test_multi_head_attention)
     kn_tensor *in[6] = {qt, kt, vt, bias, kpm, ab}, *out[4];
     bool want[4] = {true, true, true, true};
     for (int threaded = 0; threaded < 2; threaded++) {
-        ck_assert_ptr_null(run_op(KN_OP_MsMultiHeadAttention, at, 2, in, 6, out, want, 4, threaded ? pool : NULL));
-        expect_close(out[0], y, 1e-4, 1e-5, "MHA output");
-        expect_close(out[1], k, 1e-5, 1e-5, "MHA present_key");
-        expect_close(out[2], v, 1e-5, 1e-5, "MHA present_value");
-        expect_close(out[3], qk, 1e-4, 1e-4, "MHA qk");
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_MsMultiHeadAttention, 17, at, 2, in, 6, out, want, 4, threaded ? pool : NULL));
+        expect_close(out[0], y, kn_numel(out[0]), 1e-4, 1e-5, "MHA output");
+        expect_close(out[1], k, kn_numel(out[1]), 1e-5, 1e-5, "MHA present_key");
+        expect_close(out[2], v, kn_numel(out[2]), 1e-5, 1e-5, "MHA present_value");
+        expect_close(out[3], qk, kn_numel(out[3]), 1e-4, 1e-4, "MHA qk");
         free_all(out, 4);
     }
     /* errors: key width differs from query, value/key length mismatch, bias length, packed QKV */
     int64_t dkb[3] = {B, L, D + 2}, dvb[3] = {B, L + 1, DV}, dbb[1] = {7};
     kn_tensor *kb = mk_rand(KN_F32, 3, dkb, 1.0), *vb = mk_rand(KN_F32, 3, dvb, 1.0), *bb = mk_rand(KN_F32, 1, dbb, 1.0);
     kn_tensor *e1[3] = {qt, kb, vt}, *e2[3] = {qt, kt, vb}, *e3[4] = {qt, kt, vt, bb}, *e4[3] = {qt, NULL, NULL};
-    expect_err(run_op(KN_OP_MsMultiHeadAttention, at, 2, e1, 3, out, NULL, 1, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsMultiHeadAttention, 17, at, 2, e1, 3, out, NULL, 1, NULL));
     free_all(out, 1);
-    expect_err(run_op(KN_OP_MsMultiHeadAttention, at, 2, e2, 3, out, NULL, 1, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsMultiHeadAttention, 17, at, 2, e2, 3, out, NULL, 1, NULL));
     free_all(out, 1);
-    expect_err(run_op(KN_OP_MsMultiHeadAttention, at, 2, e3, 4, out, NULL, 1, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsMultiHeadAttention, 17, at, 2, e3, 4, out, NULL, 1, NULL));
     free_all(out, 1);
-    expect_err(run_op(KN_OP_MsMultiHeadAttention, at, 2, e4, 3, out, NULL, 1, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsMultiHeadAttention, 17, at, 2, e4, 3, out, NULL, 1, NULL));
     free_all(out, 1);
     kn_tensor *all[] = {qt, kt, vt, bias, ab, kpm, kb, vb, bb};
     free_all(all, 9);
@@ -421,14 +350,9 @@ START_TEST(test_infer_unknown_dims)
     kn_tensor_set_shape(&k, 3, dk);
     kn_tensor_set_shape(&v, 3, dk);
     kn_attr at[1] = {attr_i("num_heads", 2)};
-    kn_node node = {0};
-    node.op_type = (char *)"MultiHeadAttention";
-    node.n_attrs = 1;
-    node.attrs = at;
     const kn_tensor *in[3] = {&q, &k, &v};
     kn_tensor *out[4] = {&o[0], &o[1], &o[2], &o[3]};
-    kn_infer_ctx ic = {&node, in, 3, out, 4};
-    ck_assert_ptr_null(kn_infer_MsMultiHeadAttention(&ic));
+    ck_assert_ptr_null(kn_test_infer(KN_OP_MsMultiHeadAttention, 17, at, 1, in, 3, out, 4));
     ck_assert_int_eq(o[0].ndim, 3);
     ck_assert_int_eq(o[0].dims[0], -1);
     ck_assert_int_eq(o[0].dims[2], 8);
@@ -448,9 +372,5 @@ int main(void)
     tcase_add_test(tc, test_multi_head_attention);
     tcase_add_test(tc, test_infer_unknown_dims);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return kn_test_run_suite(s);
 }

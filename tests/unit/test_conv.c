@@ -6,11 +6,7 @@
  * output_padding; MaxPool (values and Indices, ceil_mode, dilations), AveragePool
  * (count_include_pad), the 2-D float32 pool fast path against the generic walk, and the error
  * paths (mismatched channels, out-of-range MaxUnpool indices). */
-#include <check.h>
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-#include "graph/ops.h"
+#include "harness.h"
 #include "runtime/dtype.h"
 
 static uint32_t rng_state = 88172645u;
@@ -24,61 +20,12 @@ static kn_threadpool *pool;
 static void pool_setup(void) { pool = kn_threadpool_create(2); }
 static void pool_teardown(void) { kn_threadpool_free(pool); pool = NULL; }
 
-/* ---- op harness ---- */
-typedef struct { void *blocks[256]; int n; } scratch_list;
-static void *test_scratch(kn_exec_ctx *ctx, size_t bytes)
+/* A tensor of uniform values in [-1, 1). */
+static kn_tensor *mk_rand(kn_dtype t, int nd, const int64_t *dims)
 {
-    scratch_list *s = ctx->scratch_state;
-    if (s->n >= 256) return NULL;
-    return s->blocks[s->n++] = calloc(1, bytes ? bytes : 1);
-}
-
-static kn_attr attr_i(const char *name, int64_t v) { kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_INT; a.i = v; return a; }
-static kn_attr attr_s(const char *name, const char *v)
-{
-    kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_STRING; a.s = (char *)v; a.s_len = strlen(v); return a;
-}
-static kn_attr attr_is(const char *name, const int64_t *v, int n)
-{
-    kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_INTS; a.ints = (int64_t *)v; a.n_ints = n; return a;
-}
-
-static kn_tensor *mk(kn_dtype t, int nd, const int64_t *dims)
-{
-    kn_tensor *x;
-    ck_assert_ptr_null(kn_tensor_new(t, nd, dims, &x));
+    kn_tensor *x = mk(t, nd, dims, NULL);
     for (int64_t i = 0; i < kn_numel(x); i++) kn_set_f64(x, i, frand());
     return x;
-}
-
-static kn_status *run_op(int op, kn_attr *attrs, int n_attrs, kn_tensor **in, int n_in, kn_tensor **out, int n_out)
-{
-    kn_node node = {0};
-    node.name = (char *)"t";
-    node.op_type = (char *)kn_op_table[op].name;
-    node.domain = (char *)"";
-    node.op = op;
-    node.opset = 21;
-    node.n_attrs = n_attrs;
-    node.attrs = attrs;
-    for (int i = 0; i < n_out; i++) out[i] = calloc(1, sizeof(kn_tensor));
-    kn_infer_ctx ic = {&node, (const kn_tensor *const *)in, n_in, out, n_out};
-    kn_status *st = kn_op_infer(op)(&ic);
-    if (st) return st;
-    for (int i = 0; i < n_out; i++) ck_assert_ptr_null(kn_tensor_alloc_data(out[i]));
-    scratch_list sl = {0};
-    kn_exec_ctx ctx = {0};
-    ctx.pool = pool;
-    ctx.scratch_alloc = test_scratch;
-    ctx.scratch_state = &sl;
-    kn_kernel_fn fns[] = {
-#define KN_OP(id, name, domain, inplace) kn_cpu_##id,
-#include "graph/ops.def"
-#undef KN_OP
-    };
-    st = fns[op](&ctx, &node, (const kn_tensor *const *)in, n_in, out, n_out);
-    for (int i = 0; i < sl.n; i++) free(sl.blocks[i]);
-    return st;
 }
 
 /* ---- naive references ---- */
@@ -127,14 +74,14 @@ static void expect_conv(const cparams *p, kn_dtype dt, bool bias, kn_attr *extra
 {
     int64_t xd[5] = {p->N, p->C}, wd[5] = {p->M, p->C / p->G}, bd[1] = {p->M};
     for (int i = 0; i < p->nsp; i++) { xd[2 + i] = p->in[i]; wd[2 + i] = p->k[i]; }
-    kn_tensor *in[3] = {mk(dt, p->nsp + 2, xd), mk(dt, p->nsp + 2, wd), bias ? mk(dt, 1, bd) : NULL}, *out[1];
+    kn_tensor *in[3] = {mk_rand(dt, p->nsp + 2, xd), mk_rand(dt, p->nsp + 2, wd), bias ? mk_rand(dt, 1, bd) : NULL}, *out[1];
     int64_t pads[6];
     for (int i = 0; i < p->nsp; i++) { pads[i] = p->pb[i]; pads[p->nsp + i] = p->pe[i]; }
-    kn_attr at[8] = {attr_is("strides", p->s, p->nsp), attr_is("dilations", p->d, p->nsp), attr_i("group", p->G)};
+    kn_attr at[8] = {attr_ints("strides", p->s, p->nsp), attr_ints("dilations", p->d, p->nsp), attr_i("group", p->G)};
     int na = 3;
     if (n_extra) for (int i = 0; i < n_extra; i++) at[na++] = extra[i];
-    else at[na++] = attr_is("pads", pads, 2 * p->nsp);
-    kn_status *st = run_op(KN_OP_Conv, at, na, in, bias ? 3 : 2, out, 1);
+    else at[na++] = attr_ints("pads", pads, 2 * p->nsp);
+    kn_status *st = kn_test_run_op(KN_OP_Conv, 21, at, na, in, bias ? 3 : 2, out, NULL, 1, pool);
     ck_assert_msg(!st, "Conv: %s", st ? kn_status_message(st) : "");
     int64_t od[3];
     conv_out_dims(p, od);
@@ -198,21 +145,21 @@ END_TEST
 START_TEST(test_conv_errors)
 {
     int64_t xd[4] = {1, 3, 5, 5}, wd[4] = {4, 2, 3, 3};
-    kn_tensor *in[2] = {mk(KN_F32, 4, xd), mk(KN_F32, 4, wd)}, *out[1];
-    kn_status *st = run_op(KN_OP_Conv, NULL, 0, in, 2, out, 1);
+    kn_tensor *in[2] = {mk_rand(KN_F32, 4, xd), mk_rand(KN_F32, 4, wd)}, *out[1];
+    kn_status *st = kn_test_run_op(KN_OP_Conv, 21, NULL, 0, in, 2, out, NULL, 1, pool);
     ck_assert_ptr_nonnull(st); /* 3 channels vs W wanting 2 */
     kn_status_free(st);
     kn_tensor_free(out[0]);
     kn_attr g = attr_i("group", 0);
-    st = run_op(KN_OP_Conv, &g, 1, in, 2, out, 1);
+    st = kn_test_run_op(KN_OP_Conv, 21, &g, 1, in, 2, out, NULL, 1, pool);
     ck_assert_ptr_nonnull(st);
     kn_status_free(st);
     kn_tensor_free(out[0]);
     kn_tensor_free(in[0]); kn_tensor_free(in[1]);
     /* window larger than the input */
     int64_t xs[4] = {1, 2, 2, 2}, ws[4] = {1, 2, 3, 3};
-    kn_tensor *in2[2] = {mk(KN_F32, 4, xs), mk(KN_F32, 4, ws)};
-    st = run_op(KN_OP_Conv, NULL, 0, in2, 2, out, 1);
+    kn_tensor *in2[2] = {mk_rand(KN_F32, 4, xs), mk_rand(KN_F32, 4, ws)};
+    st = kn_test_run_op(KN_OP_Conv, 21, NULL, 0, in2, 2, out, NULL, 1, pool);
     ck_assert_ptr_nonnull(st);
     kn_status_free(st);
     kn_tensor_free(out[0]);
@@ -225,10 +172,10 @@ START_TEST(test_conv_transpose)
     /* X [2,4,4,5], W [4,3,3,3], group 2 -> 6 output channels, stride 2, pads 1, output_padding 1 */
     const int64_t N = 2, C = 4, Mg = 3, G = 2, H = 4, W = 5, k = 3, s = 2, pad = 1, op = 1, dil = 1;
     int64_t xd[4] = {N, C, H, W}, wd[4] = {C, Mg, k, k}, bd[1] = {Mg * G};
-    kn_tensor *in[3] = {mk(KN_F32, 4, xd), mk(KN_F32, 4, wd), mk(KN_F32, 1, bd)}, *out[1];
+    kn_tensor *in[3] = {mk_rand(KN_F32, 4, xd), mk_rand(KN_F32, 4, wd), mk_rand(KN_F32, 1, bd)}, *out[1];
     int64_t st2[2] = {s, s}, pads[4] = {pad, pad, pad, pad}, opad[2] = {op, op};
-    kn_attr at[4] = {attr_is("strides", st2, 2), attr_is("pads", pads, 4), attr_is("output_padding", opad, 2), attr_i("group", G)};
-    kn_status *st = run_op(KN_OP_ConvTranspose, at, 4, in, 3, out, 1);
+    kn_attr at[4] = {attr_ints("strides", st2, 2), attr_ints("pads", pads, 4), attr_ints("output_padding", opad, 2), attr_i("group", G)};
+    kn_status *st = kn_test_run_op(KN_OP_ConvTranspose, 21, at, 4, in, 3, out, NULL, 1, pool);
     ck_assert_msg(!st, "ConvTranspose: %s", st ? kn_status_message(st) : "");
     int64_t OH = s * (H - 1) + op + (k - 1) * dil + 1 - 2 * pad, OW = s * (W - 1) + op + (k - 1) * dil + 1 - 2 * pad;
     ck_assert_int_eq(out[0]->dims[1], Mg * G);
@@ -265,10 +212,10 @@ START_TEST(test_pools)
     const int64_t N = 2, C = 3, H = 7, W = 8;
     int64_t xd[4] = {N, C, H, W}, ks[2] = {3, 2}, st2[2] = {2, 2}, dl[2] = {1, 2}, pads[4] = {1, 1, 1, 0};
     for (int ceil_mode = 0; ceil_mode < 2; ceil_mode++) {
-        kn_tensor *x = mk(KN_F32, 4, xd), *out[2];
-        kn_attr at[5] = {attr_is("kernel_shape", ks, 2), attr_is("strides", st2, 2), attr_is("dilations", dl, 2),
-                         attr_is("pads", pads, 4), attr_i("ceil_mode", ceil_mode)};
-        kn_status *st = run_op(KN_OP_MaxPool, at, 5, &x, 1, out, 2);
+        kn_tensor *x = mk_rand(KN_F32, 4, xd), *out[2];
+        kn_attr at[5] = {attr_ints("kernel_shape", ks, 2), attr_ints("strides", st2, 2), attr_ints("dilations", dl, 2),
+                         attr_ints("pads", pads, 4), attr_i("ceil_mode", ceil_mode)};
+        kn_status *st = kn_test_run_op(KN_OP_MaxPool, 21, at, 5, &x, 1, out, NULL, 2, pool);
         ck_assert_msg(!st, "MaxPool: %s", st ? kn_status_message(st) : "");
         int64_t OH = out[0]->dims[2], OW = out[0]->dims[3];
         for (int d = 0; d < 2; d++) {
@@ -298,9 +245,9 @@ START_TEST(test_pools)
     /* AveragePool 1-D with and without the pads in the divisor */
     int64_t xd1[3] = {1, 2, 6}, k1[1] = {3}, p1[2] = {2, 1};
     for (int inc = 0; inc < 2; inc++) {
-        kn_tensor *x = mk(KN_F32, 3, xd1), *out[1];
-        kn_attr at[3] = {attr_is("kernel_shape", k1, 1), attr_is("pads", p1, 2), attr_i("count_include_pad", inc)};
-        ck_assert_ptr_null(run_op(KN_OP_AveragePool, at, 3, &x, 1, out, 1));
+        kn_tensor *x = mk_rand(KN_F32, 3, xd1), *out[1];
+        kn_attr at[3] = {attr_ints("kernel_shape", k1, 1), attr_ints("pads", p1, 2), attr_i("count_include_pad", inc)};
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_AveragePool, 21, at, 3, &x, 1, out, NULL, 1, pool));
         ck_assert_int_eq(out[0]->dims[2], 6 + 3 - 3 + 1);
         for (int64_t c = 0; c < 2; c++)
             for (int64_t o = 0; o < 7; o++) {
@@ -320,13 +267,13 @@ START_TEST(test_pools)
     const int kinds[] = {KN_OP_MaxPool, KN_OP_AveragePool, KN_OP_LpPool};
     for (int k = 0; k < 3; k++)
         for (int inc = 0; inc < 2; inc++) {
-            kn_tensor *x32 = mk(KN_F32, 4, xd), *x64, *o32[1], *o64[1];
+            kn_tensor *x32 = mk_rand(KN_F32, 4, xd), *x64, *o32[1], *o64[1];
             ck_assert_ptr_null(kn_tensor_new(KN_F64, 4, xd, &x64));
             for (int64_t i = 0; i < kn_numel(x32); i++) kn_set_f64(x64, i, kn_get_f64(x32, i));
-            kn_attr at[5] = {attr_is("kernel_shape", ks, 2), attr_is("strides", st2, 2), attr_is("dilations", dl, 2),
-                             attr_is("pads", pads, 4), attr_i("count_include_pad", inc)};
-            ck_assert_ptr_null(run_op(kinds[k], at, 5, &x32, 1, o32, 1));
-            ck_assert_ptr_null(run_op(kinds[k], at, 5, &x64, 1, o64, 1));
+            kn_attr at[5] = {attr_ints("kernel_shape", ks, 2), attr_ints("strides", st2, 2), attr_ints("dilations", dl, 2),
+                             attr_ints("pads", pads, 4), attr_i("count_include_pad", inc)};
+            ck_assert_ptr_null(kn_test_run_op(kinds[k], 21, at, 5, &x32, 1, o32, NULL, 1, pool));
+            ck_assert_ptr_null(kn_test_run_op(kinds[k], 21, at, 5, &x64, 1, o64, NULL, 1, pool));
             ck_assert_int_eq(kn_numel(o32[0]), kn_numel(o64[0]));
             for (int64_t i = 0; i < kn_numel(o32[0]); i++)
                 ck_assert_msg(fabs(kn_get_f64(o32[0], i) - kn_get_f64(o64[0], i)) < 1e-5, "%s inc=%d [%lld]: %g vs %g",
@@ -335,8 +282,8 @@ START_TEST(test_pools)
         }
     /* GlobalAveragePool on an empty batch: no work, right shape */
     int64_t xe[4] = {0, 3, 4, 4};
-    kn_tensor *x = mk(KN_F32, 4, xe), *out[1];
-    ck_assert_ptr_null(run_op(KN_OP_GlobalAveragePool, NULL, 0, &x, 1, out, 1));
+    kn_tensor *x = mk_rand(KN_F32, 4, xe), *out[1];
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_GlobalAveragePool, 21, NULL, 0, &x, 1, out, NULL, 1, pool));
     ck_assert_int_eq(out[0]->dims[0], 0);
     ck_assert_int_eq(out[0]->dims[2], 1);
     kn_tensor_free(x); kn_tensor_free(out[0]);
@@ -346,18 +293,18 @@ END_TEST
 START_TEST(test_maxunpool_bad_index)
 {
     int64_t xd[4] = {1, 1, 2, 2}, ks[2] = {2, 2};
-    kn_tensor *in[2] = {mk(KN_F32, 4, xd), NULL}, *out[1];
+    kn_tensor *in[2] = {mk_rand(KN_F32, 4, xd), NULL}, *out[1];
     ck_assert_ptr_null(kn_tensor_new(KN_I64, 4, xd, &in[1]));
     int64_t *iv = in[1]->data;
     iv[0] = 0; iv[1] = 3; iv[2] = 9; iv[3] = 16; /* 16 is past the 4x4 output */
-    kn_attr at[2] = {attr_is("kernel_shape", ks, 2), attr_is("strides", ks, 2)};
-    kn_status *st = run_op(KN_OP_MaxUnpool, at, 2, in, 2, out, 1);
+    kn_attr at[2] = {attr_ints("kernel_shape", ks, 2), attr_ints("strides", ks, 2)};
+    kn_status *st = kn_test_run_op(KN_OP_MaxUnpool, 21, at, 2, in, 2, out, NULL, 1, pool);
     ck_assert_ptr_nonnull(st);
     ck_assert_int_eq(kn_status_get_code(st), KN_ERR_RUNTIME);
     kn_status_free(st);
     kn_tensor_free(out[0]);
     iv[3] = 15;
-    ck_assert_ptr_null(run_op(KN_OP_MaxUnpool, at, 2, in, 2, out, 1));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_MaxUnpool, 21, at, 2, in, 2, out, NULL, 1, pool));
     ck_assert(kn_get_f64(out[0], 15) == kn_get_f64(in[0], 3));
     ck_assert(kn_get_f64(out[0], 1) == 0.0);
     kn_tensor_free(out[0]);
@@ -389,8 +336,8 @@ START_TEST(test_conv_integer)
         kn_set_f64(wr, i, (double)(kn_get_i64(in[1], i) - (i / per - 3)));
     }
     int64_t pads[4] = {p.pb[0], p.pb[1], p.pe[0], p.pe[1]};
-    kn_attr at[4] = {attr_is("strides", p.s, 2), attr_is("dilations", p.d, 2), attr_i("group", p.G), attr_is("pads", pads, 4)};
-    kn_status *st = run_op(KN_OP_ConvInteger, at, 4, in, 4, out, 1);
+    kn_attr at[4] = {attr_ints("strides", p.s, 2), attr_ints("dilations", p.d, 2), attr_i("group", p.G), attr_ints("pads", pads, 4)};
+    kn_status *st = kn_test_run_op(KN_OP_ConvInteger, 21, at, 4, in, 4, out, NULL, 1, pool);
     ck_assert_msg(!st, "ConvInteger: %s", st ? kn_status_message(st) : "");
     ck_assert_int_eq(out[0]->dtype, KN_I32);
     int64_t n = kn_numel(out[0]);
@@ -423,9 +370,5 @@ static Suite *conv_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(conv_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kn_test_run_suite(conv_suite());
 }

@@ -4,6 +4,7 @@
 #include "graph/passes.h"
 #include "graph/planner.h"
 #include "runtime/executor.h"
+#include "harness.h"
 #include <check.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -240,9 +241,5 @@ int main(void) {
     tcase_add_test(tc, constant_folding);
     tcase_add_test(tc, ops_table_is_complete);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return kn_test_run_suite(s);
 }

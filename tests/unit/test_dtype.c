@@ -2,14 +2,8 @@
  * trips of every float16 / bfloat16 / float8 / float4 code, rounding at halfway points (ties to
  * even), the extremes (max finite, min subnormal, overflow to Inf), NaN handling, negative zero
  * in the FNUZ formats, and the saturate / non-saturate rules of the ONNX Cast spec. */
-#include <check.h>
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
+#include "harness.h"
 #include "dtype.h"
-
-/* Check records each passing assertion with a file write; hot loops only call it on failure. */
-#define FAST_ASSERT(cond, ...) do { if (!(cond)) ck_assert_msg((cond), __VA_ARGS__); } while (0)
 
 START_TEST(test_f16_round_trip_all_codes) {
     for (uint32_t h = 0; h < 65536; h++) {
@@ -173,9 +167,5 @@ static Suite *dtype_suite(void) {
 }
 
 int main(void) {
-    SRunner *sr = srunner_create(dtype_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kn_test_run_suite(dtype_suite());
 }

@@ -5,11 +5,7 @@
  * strides; and the MatMul / Gemm / Einsum / Det op kernels end to end through infer + kernel,
  * including Einsum's lowering to batched sgemm against its plain loop, and MatMulInteger's SIMD
  * path against a plain integer sum. */
-#include <check.h>
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-#include "graph/ops.h"
+#include "harness.h"
 #include "kernels/cpu/gemm.h"
 #include "runtime/dtype.h"
 
@@ -128,60 +124,15 @@ START_TEST(test_sgemm_batched)
 }
 END_TEST
 
-/* ---- op harness ---- */
-typedef struct { void *blocks[256]; int n; } scratch_list;
-static void *test_scratch(kn_exec_ctx *ctx, size_t bytes)
-{
-    scratch_list *s = ctx->scratch_state;
-    if (s->n >= 256) return NULL;
-    return s->blocks[s->n++] = calloc(1, bytes ? bytes : 1);
-}
+/* ---- op-level tests ---- */
 
-static kn_attr attr_i(const char *name, int64_t v) { kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_INT; a.i = v; return a; }
-static kn_attr attr_f(const char *name, float v) { kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_FLOAT; a.f = v; return a; }
-static kn_attr attr_s(const char *name, const char *v)
+/* A tensor of uniform values in [-1, 1), or of small non-negative integers for integer dtypes. */
+static kn_tensor *mk_rand(kn_dtype t, int nd, const int64_t *dims)
 {
-    kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_STRING; a.s = (char *)v; a.s_len = strlen(v); return a;
-}
-
-static kn_tensor *mk(kn_dtype t, int nd, const int64_t *dims)
-{
-    kn_tensor *x;
-    ck_assert_ptr_null(kn_tensor_new(t, nd, dims, &x));
+    kn_tensor *x = mk(t, nd, dims, NULL);
     for (int64_t i = 0; i < kn_numel(x); i++)
         kn_set_f64(x, i, kn_dtype_is_int(t) ? (double)((int)((frand() + 1.0f) * 10.0f)) : frand());
     return x;
-}
-
-static kn_status *run_op(int op, kn_attr *attrs, int n_attrs, kn_tensor **in, int n_in, kn_tensor **out, int n_out)
-{
-    kn_node node = {0};
-    node.name = (char *)"t";
-    node.op_type = (char *)kn_op_table[op].name;
-    node.domain = (char *)"";
-    node.op = op;
-    node.opset = 21;
-    node.n_attrs = n_attrs;
-    node.attrs = attrs;
-    kn_infer_fn infer = kn_op_infer(op);
-    for (int i = 0; i < n_out; i++) out[i] = calloc(1, sizeof(kn_tensor));
-    kn_infer_ctx ic = {&node, (const kn_tensor *const *)in, n_in, out, n_out};
-    kn_status *st = infer(&ic);
-    if (st) return st;
-    for (int i = 0; i < n_out; i++) ck_assert_ptr_null(kn_tensor_alloc_data(out[i]));
-    scratch_list sl = {0};
-    kn_exec_ctx ctx = {0};
-    ctx.pool = pool4;
-    ctx.scratch_alloc = test_scratch;
-    ctx.scratch_state = &sl;
-    kn_kernel_fn fns[] = {
-#define KN_OP(id, name, domain, inplace) kn_cpu_##id,
-#include "graph/ops.def"
-#undef KN_OP
-    };
-    st = fns[op](&ctx, &node, (const kn_tensor *const *)in, n_in, out, n_out);
-    for (int i = 0; i < sl.n; i++) free(sl.blocks[i]);
-    return st;
 }
 
 /* numpy matmul in double via index arithmetic, independent of the kernel's batching logic */
@@ -213,8 +164,8 @@ START_TEST(test_matmul_op_broadcast_dtypes)
     static const kn_dtype dts[] = {KN_F32, KN_F64, KN_F16, KN_I32, KN_I64, KN_U32};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         for (size_t d = 0; d < sizeof dts / sizeof dts[0]; d++) {
-            kn_tensor *in[2] = {mk(dts[d], cases[c].na, cases[c].da), mk(dts[d], cases[c].nb, cases[c].db)}, *out[1];
-            kn_status *st = run_op(KN_OP_MatMul, NULL, 0, in, 2, out, 1);
+            kn_tensor *in[2] = {mk_rand(dts[d], cases[c].na, cases[c].da), mk_rand(dts[d], cases[c].nb, cases[c].db)}, *out[1];
+            kn_status *st = kn_test_run_op(KN_OP_MatMul, 21, NULL, 0, in, 2, out, NULL, 1, pool4);
             ck_assert_msg(!st, "MatMul case %zu dtype %d: %s", c, dts[d], st ? kn_status_message(st) : "");
             ck_assert_int_eq(out[0]->dtype, dts[d]);
             double tol = dts[d] == KN_F16 ? 2e-2 : 1e-5;
@@ -226,8 +177,8 @@ START_TEST(test_matmul_op_broadcast_dtypes)
         }
     /* mismatched inner dims are an error, not a crash */
     int64_t da[2] = {3, 4}, db[2] = {5, 2};
-    kn_tensor *in[2] = {mk(KN_F32, 2, da), mk(KN_F32, 2, db)}, *out[1];
-    kn_status *st = run_op(KN_OP_MatMul, NULL, 0, in, 2, out, 1);
+    kn_tensor *in[2] = {mk_rand(KN_F32, 2, da), mk_rand(KN_F32, 2, db)}, *out[1];
+    kn_status *st = kn_test_run_op(KN_OP_MatMul, 21, NULL, 0, in, 2, out, NULL, 1, pool4);
     ck_assert_ptr_nonnull(st);
     ck_assert_int_eq(kn_status_get_code(st), KN_ERR_INVALID_ARGUMENT);
     kn_status_free(st);
@@ -243,10 +194,10 @@ START_TEST(test_gemm_op_trans_bias)
         for (int cs = 0; cs < 7; cs++) {
             bool ta = t & 1, tb = t & 2;
             int64_t da[2] = {ta ? K : M, ta ? M : K}, db[2] = {tb ? N : K, tb ? K : N};
-            kn_tensor *in[3] = {mk(KN_F32, 2, da), mk(KN_F32, 2, db), NULL}, *out[1];
-            if (cs) in[2] = mk(KN_F32, (int)cshapes[cs][0], cshapes[cs] + 1);
+            kn_tensor *in[3] = {mk_rand(KN_F32, 2, da), mk_rand(KN_F32, 2, db), NULL}, *out[1];
+            if (cs) in[2] = mk_rand(KN_F32, (int)cshapes[cs][0], cshapes[cs] + 1);
             kn_attr at[4] = {attr_i("transA", ta), attr_i("transB", tb), attr_f("alpha", 0.5f), attr_f("beta", -2.0f)};
-            kn_status *st = run_op(KN_OP_Gemm, at, 4, in, cs ? 3 : 2, out, 1);
+            kn_status *st = kn_test_run_op(KN_OP_Gemm, 21, at, 4, in, cs ? 3 : 2, out, NULL, 1, pool4);
             ck_assert_msg(!st, "Gemm: %s", st ? kn_status_message(st) : "");
             for (int64_t i = 0; i < M; i++)
                 for (int64_t j = 0; j < N; j++) {
@@ -272,9 +223,9 @@ START_TEST(test_einsum_det)
 {
     /* "bij,bjk->bik" against the matmul reference; a trace; an implicit-output transpose. */
     int64_t da[3] = {2, 3, 4}, db[3] = {2, 4, 5};
-    kn_tensor *in[2] = {mk(KN_F32, 3, da), mk(KN_F32, 3, db)}, *out[1];
+    kn_tensor *in[2] = {mk_rand(KN_F32, 3, da), mk_rand(KN_F32, 3, db)}, *out[1];
     kn_attr at = attr_s("equation", "bij, bjk -> bik");
-    ck_assert_ptr_null(run_op(KN_OP_Einsum, &at, 1, in, 2, out, 1));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_Einsum, 21, &at, 1, in, 2, out, NULL, 1, pool4));
     ck_assert_int_eq(out[0]->ndim, 3);
     for (int64_t i = 0; i < kn_numel(out[0]); i++)
         ck_assert(fabs(kn_get_f64(out[0], i) - matmul_ref(in[0], in[1], out[0], i)) < 1e-5);
@@ -282,9 +233,9 @@ START_TEST(test_einsum_det)
     kn_tensor_free(in[1]);
 
     int64_t ds[2] = {4, 4};
-    kn_tensor *sq = mk(KN_F64, 2, ds);
+    kn_tensor *sq = mk_rand(KN_F64, 2, ds);
     at = attr_s("equation", "ii");
-    ck_assert_ptr_null(run_op(KN_OP_Einsum, &at, 1, &sq, 1, out, 1));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_Einsum, 21, &at, 1, &sq, 1, out, NULL, 1, pool4));
     ck_assert_int_eq(out[0]->ndim, 0);
     double tr = 0;
     for (int i = 0; i < 4; i++) tr += kn_get_f64(sq, i * 5);
@@ -292,7 +243,7 @@ START_TEST(test_einsum_det)
     kn_tensor_free(out[0]);
 
     at = attr_s("equation", "...ji");
-    ck_assert_ptr_null(run_op(KN_OP_Einsum, &at, 1, in, 1, out, 1));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_Einsum, 21, &at, 1, in, 1, out, NULL, 1, pool4));
     ck_assert_int_eq(out[0]->ndim, 3);
     ck_assert_int_eq(out[0]->dims[1], 4);
     ck_assert_int_eq(out[0]->dims[2], 3);
@@ -306,13 +257,13 @@ START_TEST(test_einsum_det)
     /* det of a known matrix, and of a singular one */
     double vals[9] = {2, -1, 0, -1, 2, -1, 0, -1, 2};
     int64_t d3[2] = {3, 3};
-    kn_tensor *m = mk(KN_F32, 2, d3);
+    kn_tensor *m = mk_rand(KN_F32, 2, d3);
     for (int i = 0; i < 9; i++) kn_set_f64(m, i, vals[i]);
-    ck_assert_ptr_null(run_op(KN_OP_Det, NULL, 0, &m, 1, out, 1));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_Det, 21, NULL, 0, &m, 1, out, NULL, 1, pool4));
     ck_assert(fabs(kn_get_f64(out[0], 0) - 4.0) < 1e-5);
     kn_tensor_free(out[0]);
     for (int i = 0; i < 3; i++) kn_set_f64(m, 6 + i, kn_get_f64(m, i) + kn_get_f64(m, 3 + i));
-    ck_assert_ptr_null(run_op(KN_OP_Det, NULL, 0, &m, 1, out, 1));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_Det, 21, NULL, 0, &m, 1, out, NULL, 1, pool4));
     ck_assert(fabs(kn_get_f64(out[0], 0)) < 1e-5);
     kn_tensor_free(out[0]);
     kn_tensor_free(m);
@@ -320,9 +271,9 @@ START_TEST(test_einsum_det)
 
     /* a label with two sizes is an error */
     int64_t e1[2] = {3, 4}, e2[2] = {5, 2};
-    kn_tensor *bad[2] = {mk(KN_F32, 2, e1), mk(KN_F32, 2, e2)};
+    kn_tensor *bad[2] = {mk_rand(KN_F32, 2, e1), mk_rand(KN_F32, 2, e2)};
     at = attr_s("equation", "ij,jk->ik");
-    kn_status *st = run_op(KN_OP_Einsum, &at, 1, bad, 2, out, 1);
+    kn_status *st = kn_test_run_op(KN_OP_Einsum, 21, &at, 1, bad, 2, out, NULL, 1, pool4);
     ck_assert_ptr_nonnull(st);
     kn_status_free(st);
     kn_tensor_free(out[0]);
@@ -353,7 +304,7 @@ START_TEST(test_matmul_integer)
             for (int64_t i = 0; i < kn_numel(in[3]); i++) kn_set_i64(in[3], i, (int64_t)(i % 7) - 2 + (cases[c].tb == KN_U8 ? 4 : 0));
             nz = 4;
         }
-        kn_status *st = run_op(KN_OP_MatMulInteger, NULL, 0, in, nz, out, 1);
+        kn_status *st = kn_test_run_op(KN_OP_MatMulInteger, 21, NULL, 0, in, nz, out, NULL, 1, pool4);
         ck_assert_msg(!st, "MatMulInteger: %s", st ? kn_status_message(st) : "");
         ck_assert_int_eq(out[0]->dtype, KN_I32);
         for (int64_t b = 0; b < Bt; b++)
@@ -394,16 +345,16 @@ START_TEST(test_einsum_gemm_lowering)
         {"ij,kj->ik", 2, 2, {0, 4}, {3, 4}},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        kn_tensor *f[2] = {mk(KN_F32, cases[c].na, cases[c].da), mk(KN_F32, cases[c].nb, cases[c].db)};
+        kn_tensor *f[2] = {mk_rand(KN_F32, cases[c].na, cases[c].da), mk_rand(KN_F32, cases[c].nb, cases[c].db)};
         kn_tensor *d[2], *of[1], *od[1];
         for (int q = 0; q < 2; q++) {
             ck_assert_ptr_null(kn_tensor_new(KN_F64, f[q]->ndim, f[q]->dims, &d[q]));
             for (int64_t i = 0; i < kn_numel(f[q]); i++) kn_set_f64(d[q], i, kn_get_f64(f[q], i));
         }
         kn_attr at = attr_s("equation", cases[c].eq);
-        kn_status *st = run_op(KN_OP_Einsum, &at, 1, f, 2, of, 1);
+        kn_status *st = kn_test_run_op(KN_OP_Einsum, 21, &at, 1, f, 2, of, NULL, 1, pool4);
         ck_assert_msg(!st, "%s: %s", cases[c].eq, st ? kn_status_message(st) : "");
-        ck_assert_ptr_null(run_op(KN_OP_Einsum, &at, 1, d, 2, od, 1));
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_Einsum, 21, &at, 1, d, 2, od, NULL, 1, pool4));
         ck_assert_int_eq(kn_numel(of[0]), kn_numel(od[0]));
         for (int64_t i = 0; i < kn_numel(of[0]); i++)
             ck_assert_msg(fabs(kn_get_f64(of[0], i) - kn_get_f64(od[0], i)) < 1e-5, "%s [%lld]: %g vs %g", cases[c].eq,
@@ -436,9 +387,5 @@ static Suite *gemm_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(gemm_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kn_test_run_suite(gemm_suite());
 }

@@ -7,6 +7,7 @@
 #endif
 #include "graph/model.h"
 #include "graph/ops.h"
+#include "harness.h"
 #include <check.h>
 #include <dirent.h>
 #include <ftw.h>
@@ -720,10 +721,7 @@ int main(void) {
     tcase_add_test(tc, deep_nesting_refused);
     tcase_add_test(tc, zoo_models_load_and_survive_bit_flips);
     suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
+    int rc = kn_test_run_suite(s);
     nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    return failed ? 1 : 0;
+    return rc;
 }

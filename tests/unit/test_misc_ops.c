@@ -3,32 +3,8 @@
  * inputs, softcap, odd sizes, more query rows than one block), LSTM / GRU against values from
  * onnxruntime, Quantize / Dequantize rounding, saturation and round trips, DFT against a direct
  * sum, seeded random draws against numpy's RandomState, and the string ops. */
-#include <check.h>
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-#include "graph/ops.h"
+#include "harness.h"
 #include "runtime/dtype.h"
-
-/* ---- harness: build a node, run infer then the kernel ---- */
-typedef struct { void *blocks[256]; int n; } scratch_list;
-static void *test_scratch(kn_exec_ctx *ctx, size_t bytes)
-{
-    scratch_list *s = ctx->scratch_state;
-    if (s->n >= 256) return NULL;
-    return s->blocks[s->n++] = calloc(1, bytes ? bytes : 1);
-}
-
-static kn_attr attr_i(const char *name, int64_t v) { kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_INT; a.i = v; return a; }
-static kn_attr attr_f(const char *name, float v) { kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_FLOAT; a.f = v; return a; }
-static kn_attr attr_s(const char *name, const char *v)
-{
-    kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_STRING; a.s = (char *)v; a.s_len = strlen(v); return a;
-}
-static kn_attr attr_ss(const char *name, char **v, int n)
-{
-    kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_STRINGS; a.strings = v; a.n_strings = n; return a;
-}
 
 static uint32_t rng_state = 987654321u;
 static float frand(void)
@@ -37,83 +13,11 @@ static float frand(void)
     return (float)((rng_state >> 8) & 0xFFFF) / 65536.0f * 2.0f - 1.0f;
 }
 
-static kn_tensor *mk(kn_dtype t, int nd, const int64_t *dims, const double *vals)
-{
-    kn_tensor *x;
-    ck_assert_ptr_null(kn_tensor_new(t, nd, dims, &x));
-    for (int64_t i = 0; vals && i < kn_numel(x); i++) kn_set_f64(x, i, vals[i]);
-    return x;
-}
-
 static kn_tensor *mk_rand(int nd, const int64_t *dims)
 {
     kn_tensor *x = mk(KN_F32, nd, dims, NULL);
     for (int64_t i = 0; i < kn_numel(x); i++) ((float *)x->data)[i] = frand();
     return x;
-}
-
-static kn_tensor *mk_str(int nd, const int64_t *dims, const char *const *vals)
-{
-    kn_tensor *x = mk(KN_STRING, nd, dims, NULL);
-    for (int64_t i = 0; i < kn_numel(x); i++) ((char **)x->data)[i] = strdup(vals[i]);
-    return x;
-}
-
-static const kn_kernel_fn kernels[] = {
-#define KN_OP(id, name, domain, inplace) kn_cpu_##id,
-#include "graph/ops.def"
-#undef KN_OP
-};
-static const kn_infer_fn infers[] = {
-#define KN_OP(id, name, domain, inplace) kn_infer_##id,
-#include "graph/ops.def"
-#undef KN_OP
-};
-
-/* Runs op; out[i] NULL in want_out means the output is omitted. Outputs are allocated here. */
-static kn_status *run_op(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor **in, int n_in,
-                         kn_tensor **out, int n_out, kn_threadpool *pool)
-{
-    kn_node node = {0};
-    node.name = (char *)"t";
-    node.op_type = (char *)kn_op_table[op].name;
-    node.domain = (char *)"";
-    node.op = op;
-    node.opset = opset;
-    node.n_attrs = n_attrs;
-    node.attrs = attrs;
-    for (int i = 0; i < n_out; i++) out[i] = calloc(1, sizeof(kn_tensor));
-    kn_infer_ctx ic = { &node, (const kn_tensor *const *)in, n_in, out, n_out };
-    kn_status *st = infers[op](&ic);
-    if (st) return st;
-    for (int i = 0; i < n_out; i++) ck_assert_ptr_null(kn_tensor_alloc_data(out[i]));
-    scratch_list sl = {0};
-    kn_exec_ctx ctx = {0};
-    ctx.pool = pool;
-    ctx.scratch_alloc = test_scratch;
-    ctx.scratch_state = &sl;
-    ctx.seed = 1234;
-    st = kernels[op](&ctx, &node, (const kn_tensor *const *)in, n_in, out, n_out);
-    for (int i = 0; i < sl.n; i++) free(sl.blocks[i]);
-    return st;
-}
-
-static void free_all(kn_tensor **ts, int n)
-{
-    for (int i = 0; i < n; i++) if (ts[i]) kn_tensor_free(ts[i]);
-}
-
-static void expect_close(const kn_tensor *t, const double *ref, int64_t n, double tol, const char *what)
-{
-    ck_assert_int_eq(kn_numel(t), n);
-    for (int64_t i = 0; i < n; i++) {
-        double g = kn_get_f64(t, i);
-        if (isinf(ref[i]) || isnan(ref[i])) {
-            ck_assert_msg(g == ref[i] || (isnan(g) && isnan(ref[i])), "%s[%lld]: got %g want %g", what, (long long)i, g, ref[i]);
-            continue;
-        }
-        ck_assert_msg(fabs(g - ref[i]) <= tol + tol * fabs(ref[i]), "%s[%lld]: got %.9g want %.9g", what, (long long)i, g, ref[i]);
-    }
 }
 
 /* ---- Attention ---- */
@@ -239,7 +143,7 @@ static void run_attn_case(const attn_case *c, kn_threadpool *pool)
         }
     }
     kn_tensor *out[4];
-    kn_status *st = run_op(KN_OP_Attention, 24, at, na, in, 6, out, 4, pool);
+    kn_status *st = kn_test_run_op(KN_OP_Attention, 24, at, na, in, 6, out, NULL, 4, pool);
     ck_assert_msg(st == NULL, "attention failed: %s", st ? kn_status_message(st) : "");
     double *y = malloc(sizeof(double) * (size_t)(c->B * c->Hq * c->Sq * c->Dv + 1));
     double *qk = malloc(sizeof(double) * (size_t)(c->B * c->Hq * c->Sq * T + 1));
@@ -257,16 +161,16 @@ static void run_attn_case(const attn_case *c, kn_threadpool *pool)
     } else {
         ck_assert_int_eq(out[0]->ndim, 4);
     }
-    expect_close(out[0], y, ny, 2e-5, "Y");
-    expect_close(out[3], qk, c->B * c->Hq * c->Sq * T, 2e-5, "qk");
+    expect_close(out[0], y, ny, 2e-5, 2e-5, "Y");
+    expect_close(out[3], qk, c->B * c->Hq * c->Sq * T, 2e-5, 2e-5, "qk");
     ck_assert_int_eq(out[1]->dims[2], T);
     for (int64_t i = 0; i < (int64_t)nk; i++) ck_assert(((float *)out[1]->data)[i] == k[i]);
     for (int64_t i = 0; i < (int64_t)nv; i++) ck_assert(((float *)out[2]->data)[i] == v[i]);
     /* Y alone (the causal path then skips fully masked key blocks) must agree */
     kn_tensor *y_only[1];
-    st = run_op(KN_OP_Attention, 24, at, na, in, 6, y_only, 1, pool);
+    st = kn_test_run_op(KN_OP_Attention, 24, at, na, in, 6, y_only, NULL, 1, pool);
     ck_assert_msg(st == NULL, "attention (Y only) failed: %s", st ? kn_status_message(st) : "");
-    expect_close(y_only[0], y, ny, 2e-5, "Y only");
+    expect_close(y_only[0], y, ny, 2e-5, 2e-5, "Y only");
     free_all(y_only, 1);
     free(y); free(qk); free(q); free(k); free(v); free(mask); free(bmask);
     free_all(out, 4);
@@ -314,12 +218,13 @@ START_TEST(test_attention_half_precision)
         }
         kn_attr at[2] = {attr_i("is_causal", 1), attr_i("qk_matmul_output_mode", 3)};
         kn_tensor *out[4];
-        ck_assert_ptr_null(run_op(KN_OP_Attention, 23, at, 2, in, 3, out, 4, NULL));
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_Attention, 23, at, 2, in, 3, out, NULL, 4, NULL));
         ck_assert_int_eq(out[0]->dtype, t);
         double y[80], qk[50];
         attn_reference(&c, q, k, v, NULL, NULL, y, qk);
-        expect_close(out[0], y, 80, dt ? 2e-2 : 4e-3, "half Y");
-        expect_close(out[3], qk, 50, dt ? 2e-2 : 4e-3, "half probabilities");
+        double tol = dt ? 2e-2 : 4e-3;
+        expect_close(out[0], y, 80, tol, tol, "half Y");
+        expect_close(out[3], qk, 50, tol, tol, "half probabilities");
         free_all(out, 4);
         free_all(in, 3);
     }
@@ -331,7 +236,7 @@ START_TEST(test_attention_rejects_bad_shapes)
     int64_t dq[4] = {1, 3, 2, 4}, dk[4] = {1, 2, 2, 4}, dk2[4] = {1, 3, 2, 5};
     kn_tensor *in[3] = {mk_rand(4, dq), mk_rand(4, dk), mk_rand(4, dk)};
     kn_tensor *out[1];
-    kn_status *st = run_op(KN_OP_Attention, 23, NULL, 0, in, 3, out, 1, NULL); /* 3 q heads over 2 kv heads */
+    kn_status *st = kn_test_run_op(KN_OP_Attention, 23, NULL, 0, in, 3, out, NULL, 1, NULL); /* 3 q heads over 2 kv heads */
     ck_assert_ptr_nonnull(st);
     kn_status_free(st);
     free_all(out, 1);
@@ -339,7 +244,7 @@ START_TEST(test_attention_rejects_bad_shapes)
     in[1] = mk_rand(4, dk2);
     kn_tensor_free(in[2]);
     in[2] = mk_rand(4, dk2);
-    st = run_op(KN_OP_Attention, 23, NULL, 0, in, 3, out, 1, NULL); /* head sizes differ */
+    st = kn_test_run_op(KN_OP_Attention, 23, NULL, 0, in, 3, out, NULL, 1, NULL); /* head sizes differ */
     ck_assert_ptr_nonnull(st);
     kn_status_free(st);
     free_all(out, 1);
@@ -354,19 +259,19 @@ START_TEST(test_rotary_embedding)
     double xv[8] = {1, 2, 3, 4, 5, 6, 7, 8}, cv[6] = {1, 1, 0, 0, 0.5, 0.5}, sv[6] = {0, 0, 1, 1, 0.5, 0.5}, pv[2] = {2, 1};
     kn_tensor *in[4] = {mk(KN_F32, 4, dx, xv), mk(KN_F32, 2, dc, cv), mk(KN_F32, 2, dc, sv), mk(KN_I64, 2, dp, pv)};
     kn_tensor *out[1];
-    ck_assert_ptr_null(run_op(KN_OP_RotaryEmbedding, 23, NULL, 0, in, 4, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_RotaryEmbedding, 23, NULL, 0, in, 4, out, NULL, 1, NULL));
     /* pos 2: c=s=0.5: x1=(1,2), x2=(3,4) -> (0.5-1.5, 1-2, 0.5+1.5, 1+2); pos 1: c=0, s=1 -> (-7,-8,5,6) */
     double want[8] = {-1, -1, 2, 3, -7, -8, 5, 6};
-    expect_close(out[0], want, 8, 1e-6, "rope");
+    expect_close(out[0], want, 8, 1e-6, 1e-6, "rope");
     free_all(out, 1);
     kn_attr at[1] = {attr_i("interleaved", 1)};
-    ck_assert_ptr_null(run_op(KN_OP_RotaryEmbedding, 23, at, 1, in, 4, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_RotaryEmbedding, 23, at, 1, in, 4, out, NULL, 1, NULL));
     /* interleaved pairs (1,2),(3,4) at c=s=0.5 -> (-0.5,1.5,-0.5,3.5); (5,6),(7,8) at c=0,s=1 -> (-6,5,-8,7) */
     double want2[8] = {-0.5, 1.5, -0.5, 3.5, -6, 5, -8, 7};
-    expect_close(out[0], want2, 8, 1e-6, "rope interleaved");
+    expect_close(out[0], want2, 8, 1e-6, 1e-6, "rope interleaved");
     free_all(out, 1);
     ((int64_t *)in[3]->data)[0] = 3; /* beyond the cache */
-    kn_status *st = run_op(KN_OP_RotaryEmbedding, 23, NULL, 0, in, 4, out, 1, NULL);
+    kn_status *st = kn_test_run_op(KN_OP_RotaryEmbedding, 23, NULL, 0, in, 4, out, NULL, 1, NULL);
     ck_assert_ptr_nonnull(st);
     kn_status_free(st);
     free_all(out, 1);
@@ -396,16 +301,16 @@ START_TEST(test_lstm_peepholes)
                         NULL, NULL, NULL, mk(KN_F32, 2, dp, p)};
     kn_attr at[1] = {attr_i("hidden_size", H)};
     kn_tensor *out[3];
-    ck_assert_ptr_null(run_op(KN_OP_LSTM, 14, at, 1, in, 8, out, 3, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_LSTM, 14, at, 1, in, 8, out, NULL, 3, NULL));
     static const double y[18] = {-0.04359481483697891, -0.053506091237068176, -0.062175214290618896, -0.00731675885617733,
         -0.009478442370891571, -0.011596543714404106, 0.006410067435353994, 0.008893161080777645, 0.011806702241301537,
         0.038407664746046066, 0.052240848541259766, 0.06733797490596771, 0.05635807290673256, 0.07941628247499466,
         0.1055261492729187, 0.07735618203878403, 0.11240529268980026, 0.15308086574077606};
     static const double yc[6] = {0.12665605545043945, 0.16926290094852448, 0.2139320820569992, 0.18088509142398834,
         0.24557863175868988, 0.3144134283065796};
-    expect_close(out[0], y, 18, 1e-5, "lstm Y");
-    expect_close(out[1], y + 12, 6, 1e-5, "lstm Y_h");
-    expect_close(out[2], yc, 6, 1e-5, "lstm Y_c");
+    expect_close(out[0], y, 18, 1e-5, 1e-5, "lstm Y");
+    expect_close(out[1], y + 12, 6, 1e-5, 1e-5, "lstm Y_h");
+    expect_close(out[2], yc, 6, 1e-5, 1e-5, "lstm Y_c");
     free_all(out, 3);
     free_all(in, 8);
 }
@@ -448,9 +353,9 @@ START_TEST(test_gru_bidirectional_seqlens)
     for (int lbr = 0; lbr < 2; lbr++) {
         kn_attr at[3] = {attr_i("hidden_size", H), attr_i("linear_before_reset", lbr), attr_s("direction", "bidirectional")};
         kn_tensor *out[2];
-        ck_assert_ptr_null(run_op(KN_OP_GRU, 14, at, 3, in, 5, out, 2, NULL));
-        expect_close(out[0], lbr ? y1 : y0, 36, 1e-5, "gru Y");
-        expect_close(out[1], lbr ? yh1 : yh0, 12, 1e-5, "gru Y_h");
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_GRU, 14, at, 3, in, 5, out, NULL, 2, NULL));
+        expect_close(out[0], lbr ? y1 : y0, 36, 1e-5, 1e-5, "gru Y");
+        expect_close(out[1], lbr ? yh1 : yh0, 12, 1e-5, 1e-5, "gru Y_h");
         free_all(out, 2);
     }
     free_all(in, 5);
@@ -464,18 +369,18 @@ START_TEST(test_rnn_simple_and_layout)
     double xv[2] = {0.3, -0.2}, wv[1] = {1}, rv[1] = {0.5};
     kn_tensor *in[3] = {mk(KN_F32, 3, dx, xv), mk(KN_F32, 3, dw, wv), mk(KN_F32, 3, dw, rv)};
     kn_tensor *out[2];
-    ck_assert_ptr_null(run_op(KN_OP_RNN, 14, NULL, 0, in, 3, out, 2, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_RNN, 14, NULL, 0, in, 3, out, NULL, 2, NULL));
     double h1 = tanh(0.3), h2 = tanh(-0.2 + 0.5 * h1), want[2] = {h1, h2};
-    expect_close(out[0], want, 2, 1e-6, "rnn Y");
-    expect_close(out[1], want + 1, 1, 1e-6, "rnn Y_h");
+    expect_close(out[0], want, 2, 1e-6, 1e-6, "rnn Y");
+    expect_close(out[1], want + 1, 1, 1e-6, 1e-6, "rnn Y_h");
     free_all(out, 2);
     /* layout 1 with batch 1 and seq 2: X is [1, 2, 1], same numbers */
     in[0]->dims[0] = 1; in[0]->dims[1] = 2;
     kn_attr at[1] = {attr_i("layout", 1)};
-    ck_assert_ptr_null(run_op(KN_OP_RNN, 14, at, 1, in, 3, out, 2, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_RNN, 14, at, 1, in, 3, out, NULL, 2, NULL));
     ck_assert_int_eq(out[0]->dims[0], 1);
     ck_assert_int_eq(out[0]->dims[1], 2);
-    expect_close(out[0], want, 2, 1e-6, "rnn Y layout 1");
+    expect_close(out[0], want, 2, 1e-6, 1e-6, "rnn Y layout 1");
     free_all(out, 2);
     free_all(in, 3);
 }
@@ -490,16 +395,16 @@ START_TEST(test_quantize_rounding_and_saturation)
     double sv[1] = {1}, zv[1] = {10};
     kn_tensor *in[3] = {mk(KN_F32, 1, d, xv), mk(KN_F32, 0, s1, sv), mk(KN_U8, 0, s1, zv)};
     kn_tensor *out[1];
-    ck_assert_ptr_null(run_op(KN_OP_QuantizeLinear, 21, NULL, 0, in, 3, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_QuantizeLinear, 21, NULL, 0, in, 3, out, NULL, 1, NULL));
     ck_assert_int_eq(out[0]->dtype, KN_U8);
     double want[9] = {10, 12, 12, 10, 8, 255, 0, 13, 10}; /* half to even, then + zero point, saturated */
-    expect_close(out[0], want, 9, 0, "q uint8");
+    expect_close(out[0], want, 9, 0, 0, "q uint8");
     free_all(out, 1);
     kn_tensor_free(in[2]);
     in[2] = mk(KN_I4, 0, s1, (double[]){0});
-    ck_assert_ptr_null(run_op(KN_OP_QuantizeLinear, 21, NULL, 0, in, 3, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_QuantizeLinear, 21, NULL, 0, in, 3, out, NULL, 1, NULL));
     double want4[9] = {0, 2, 2, -0, -2, 7, -8, 3, 0};
-    expect_close(out[0], want4, 9, 0, "q int4");
+    expect_close(out[0], want4, 9, 0, 0, "q int4");
     free_all(out, 1);
     free_all(in, 3);
 }
@@ -513,10 +418,10 @@ START_TEST(test_quantize_axis_blocked_round_trip)
     double sv[4] = {0.01, 0.02, 0.05, 0.1}, zv[4] = {0, -3, 5, 1}, bs[4] = {0.01, 0.05, 0.02, 0.1}, bz[4] = {1, -2, 0, 3};
     kn_tensor *q_in[3] = {mk(KN_F32, 2, dx, xv), mk(KN_F32, 1, ds, sv), mk(KN_I8, 1, ds, zv)};
     kn_tensor *q_out[1], *d_out[1];
-    ck_assert_ptr_null(run_op(KN_OP_QuantizeLinear, 21, NULL, 0, q_in, 3, q_out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_QuantizeLinear, 21, NULL, 0, q_in, 3, q_out, NULL, 1, NULL));
     ck_assert_int_eq(q_out[0]->dtype, KN_I8);
     kn_tensor *d_in[3] = {q_out[0], q_in[1], q_in[2]};
-    ck_assert_ptr_null(run_op(KN_OP_DequantizeLinear, 21, NULL, 0, d_in, 3, d_out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_DequantizeLinear, 21, NULL, 0, d_in, 3, d_out, NULL, 1, NULL));
     for (int i = 0; i < 8; i++) {
         double s = sv[i % 4], qv = xv[i] / s + zv[i % 4];
         if (qv >= -128.5 && qv <= 127.5) ck_assert(fabs(kn_get_f64(d_out[0], i) - xv[i]) <= s / 2 + 1e-6);
@@ -529,7 +434,7 @@ START_TEST(test_quantize_axis_blocked_round_trip)
     q_in[1] = mk(KN_F32, 2, db, bs);
     q_in[2] = mk(KN_I8, 2, db, bz);
     kn_attr at[2] = {attr_i("axis", 1), attr_i("block_size", 2)};
-    ck_assert_ptr_null(run_op(KN_OP_QuantizeLinear, 21, at, 2, q_in, 3, q_out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_QuantizeLinear, 21, at, 2, q_in, 3, q_out, NULL, 1, NULL));
     /* element (r, c) uses scale/zero point (r, c / 2) */
     for (int i = 0; i < 8; i++) {
         int r = i / 4, c = i % 4;
@@ -541,7 +446,7 @@ START_TEST(test_quantize_axis_blocked_round_trip)
     d_in[0] = q_out[0];
     d_in[1] = q_in[1];
     d_in[2] = q_in[2];
-    ck_assert_ptr_null(run_op(KN_OP_DequantizeLinear, 21, at, 2, d_in, 3, d_out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_DequantizeLinear, 21, at, 2, d_in, 3, d_out, NULL, 1, NULL));
     for (int i = 0; i < 8; i++) {
         int r = i / 4, c = i % 4;
         double s = bs[r * 2 + c / 2], z = bz[r * 2 + c / 2];
@@ -551,7 +456,7 @@ START_TEST(test_quantize_axis_blocked_round_trip)
     free_all(q_out, 1);
     /* a scale that matches neither layout is an error */
     kn_attr bad[2] = {attr_i("axis", 1), attr_i("block_size", 1)};
-    kn_status *st = run_op(KN_OP_QuantizeLinear, 21, bad, 2, q_in, 3, q_out, 1, NULL);
+    kn_status *st = kn_test_run_op(KN_OP_QuantizeLinear, 21, bad, 2, q_in, 3, q_out, NULL, 1, NULL);
     ck_assert_ptr_nonnull(st);
     kn_status_free(st);
     free_all(q_out, 1);
@@ -565,7 +470,7 @@ START_TEST(test_dynamic_quantize)
     double xv[4] = {0, 2, -3, 255};
     kn_tensor *in[1] = {mk(KN_F32, 1, d, xv)};
     kn_tensor *out[3];
-    ck_assert_ptr_null(run_op(KN_OP_DynamicQuantizeLinear, 11, NULL, 0, in, 1, out, 3, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_DynamicQuantizeLinear, 11, NULL, 0, in, 1, out, NULL, 3, NULL));
     float scale = *(float *)out[1]->data;
     ck_assert(fabsf(scale - 258.0f / 255.0f) < 1e-6f);
     ck_assert_int_eq(*(uint8_t *)out[2]->data, 3);
@@ -588,7 +493,7 @@ START_TEST(test_dft_matches_direct_sum)
         for (int i = 0; i < 2 * n; i++) xv[i] = frand();
         kn_tensor *in[3] = {mk(KN_F32, 3, d, xv), NULL, NULL};
         kn_tensor *out[1];
-        ck_assert_ptr_null(run_op(KN_OP_DFT, 20, NULL, 0, in, 3, out, 1, NULL));
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_DFT, 20, NULL, 0, in, 3, out, NULL, 1, NULL));
         ck_assert_int_eq(out[0]->dims[2], 2);
         for (int b = 0; b < 2; b++)
             for (int k = 0; k < n; k++) {
@@ -603,15 +508,15 @@ START_TEST(test_dft_matches_direct_sum)
         /* onesided forward then onesided inverse restores the signal */
         kn_attr fw[1] = {attr_i("onesided", 1)};
         kn_tensor *spec[1];
-        ck_assert_ptr_null(run_op(KN_OP_DFT, 20, fw, 1, in, 3, spec, 1, NULL));
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_DFT, 20, fw, 1, in, 3, spec, NULL, 1, NULL));
         ck_assert_int_eq(spec[0]->dims[1], n / 2 + 1);
         int64_t ld[1] = {1};
         kn_tensor *inv_in[2] = {spec[0], mk(KN_I64, 0, ld, (double[]){n})};
         kn_attr iv[2] = {attr_i("onesided", 1), attr_i("inverse", 1)};
         kn_tensor *back[1];
-        ck_assert_ptr_null(run_op(KN_OP_DFT, 20, iv, 2, inv_in, 2, back, 1, NULL));
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_DFT, 20, iv, 2, inv_in, 2, back, NULL, 1, NULL));
         ck_assert_int_eq(back[0]->dims[2], 1);
-        expect_close(back[0], xv, 2 * n, 1e-4, "irfft");
+        expect_close(back[0], xv, 2 * n, 1e-4, 1e-4, "irfft");
         free_all(back, 1);
         kn_tensor_free(inv_in[1]);
         free_all(spec, 1);
@@ -627,14 +532,14 @@ START_TEST(test_windows)
     int64_t s1[1] = {0};
     kn_tensor *in[1] = {mk(KN_I64, 0, s1, (double[]){4})};
     kn_tensor *out[1];
-    ck_assert_ptr_null(run_op(KN_OP_HannWindow, 17, NULL, 0, in, 1, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_HannWindow, 17, NULL, 0, in, 1, out, NULL, 1, NULL));
     double hann[4] = {0, 0.5, 1, 0.5};
-    expect_close(out[0], hann, 4, 1e-6, "hann periodic");
+    expect_close(out[0], hann, 4, 1e-6, 1e-6, "hann periodic");
     free_all(out, 1);
     kn_attr sym[1] = {attr_i("periodic", 0)};
-    ck_assert_ptr_null(run_op(KN_OP_BlackmanWindow, 17, sym, 1, in, 1, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_BlackmanWindow, 17, sym, 1, in, 1, out, NULL, 1, NULL));
     double bl[4] = {0, 0.63, 0.63, 0};
-    expect_close(out[0], bl, 4, 1e-6, "blackman symmetric");
+    expect_close(out[0], bl, 4, 1e-6, 1e-6, "blackman symmetric");
     free_all(out, 1);
     free_all(in, 1);
 }
@@ -649,21 +554,21 @@ START_TEST(test_random_matches_numpy_seeded)
     kn_tensor *in[1] = {mk(KN_F32, 1, d, p)};
     kn_attr at[1] = {attr_f("seed", 0)};
     kn_tensor *out[1];
-    ck_assert_ptr_null(run_op(KN_OP_Bernoulli, 22, at, 1, in, 1, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_Bernoulli, 22, at, 1, in, 1, out, NULL, 1, NULL));
     double want[8] = {0, 1, 1, 0, 1, 0, 1, 1}; /* numpy RandomState(0).binomial(1, p) */
-    expect_close(out[0], want, 8, 0, "bernoulli");
+    expect_close(out[0], want, 8, 0, 0, "bernoulli");
     free_all(out, 1);
     free_all(in, 1);
     int64_t shape[1] = {3};
     kn_attr ua[2] = {attr_f("seed", 3), {0}};
     ua[1].name = (char *)"shape"; ua[1].type = KN_ATTR_INTS; ua[1].ints = shape; ua[1].n_ints = 1;
-    ck_assert_ptr_null(run_op(KN_OP_RandomUniform, 22, ua, 2, NULL, 0, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_RandomUniform, 22, ua, 2, NULL, 0, out, NULL, 1, NULL));
     double u[3] = {0.5507979025745755, 0.7081478226181048, 0.2909047389129443};
-    expect_close(out[0], u, 3, 1e-6, "uniform");
+    expect_close(out[0], u, 3, 1e-6, 1e-6, "uniform");
     free_all(out, 1);
-    ck_assert_ptr_null(run_op(KN_OP_RandomNormal, 22, ua, 2, NULL, 0, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_RandomNormal, 22, ua, 2, NULL, 0, out, NULL, 1, NULL));
     double g[3] = {1.7886284734303186, 0.43650985051198943, 0.09649746807200862};
-    expect_close(out[0], g, 3, 1e-6, "normal");
+    expect_close(out[0], g, 3, 1e-6, 1e-6, "normal");
     free_all(out, 1);
 }
 END_TEST
@@ -674,27 +579,27 @@ START_TEST(test_string_ops)
 {
     int64_t d3[1] = {3}, d1[1] = {1};
     const char *words[3] = {"Monday", "tuesday", "MONDAY"};
-    kn_tensor *x = mk_str(1, d3, words);
+    kn_tensor *x = mk_raw(KN_STRING,1, d3, words);
     char *stops[1] = {(char *)"monday"};
-    kn_attr at[2] = {attr_ss("stopwords", stops, 1), attr_s("case_change_action", "UPPER")};
+    kn_attr at[2] = {attr_strings("stopwords", stops, 1), attr_s("case_change_action", "UPPER")};
     kn_tensor *out[2];
-    ck_assert_ptr_null(run_op(KN_OP_StringNormalizer, 10, at, 2, &x, 1, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_StringNormalizer, 10, at, 2, &x, 1, out, NULL, 1, NULL));
     ck_assert_int_eq(out[0]->dims[0], 1);
     ck_assert_str_eq(((char **)out[0]->data)[0], "TUESDAY");
     free_all(out, 1);
 
     const char *suffix[1] = {"!"};
-    kn_tensor *cin[2] = {x, mk_str(1, d1, suffix)};
-    ck_assert_ptr_null(run_op(KN_OP_StringConcat, 20, NULL, 0, cin, 2, out, 1, NULL));
+    kn_tensor *cin[2] = {x, mk_raw(KN_STRING,1, d1, suffix)};
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_StringConcat, 20, NULL, 0, cin, 2, out, NULL, 1, NULL));
     ck_assert_int_eq(out[0]->dims[0], 3);
     ck_assert_str_eq(((char **)out[0]->data)[2], "MONDAY!");
     free_all(out, 1);
     kn_tensor_free(cin[1]);
 
     const char *lines[3] = {"a,b,,c", "", "x"};
-    kn_tensor *s = mk_str(1, d3, lines);
+    kn_tensor *s = mk_raw(KN_STRING,1, d3, lines);
     kn_attr sa[2] = {attr_s("delimiter", ","), attr_i("maxsplit", 2)};
-    ck_assert_ptr_null(run_op(KN_OP_StringSplit, 20, sa, 2, &s, 1, out, 2, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_StringSplit, 20, sa, 2, &s, 1, out, NULL, 2, NULL));
     ck_assert_int_eq(out[0]->ndim, 2);
     ck_assert_int_eq(out[0]->dims[1], 3);
     char **sp = out[0]->data;
@@ -708,17 +613,17 @@ START_TEST(test_string_ops)
     ck_assert_int_eq(((int64_t *)out[1]->data)[1], 1);
     free_all(out, 2);
     const char *ws[3] = {"  one  two three ", "   ", "x"};
-    kn_tensor *w = mk_str(1, d3, ws);
-    ck_assert_ptr_null(run_op(KN_OP_StringSplit, 20, NULL, 0, &w, 1, out, 2, NULL));
+    kn_tensor *w = mk_raw(KN_STRING,1, d3, ws);
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_StringSplit, 20, NULL, 0, &w, 1, out, NULL, 2, NULL));
     ck_assert_int_eq(out[0]->dims[1], 3);
     ck_assert_str_eq(((char **)out[0]->data)[2], "three");
     ck_assert_int_eq(((int64_t *)out[1]->data)[1], 0);
     free_all(out, 2);
 
     const char *urls[3] = {"www.google.com", "www.bbc.co.uk", "xwww.a.com"};
-    kn_tensor *u = mk_str(1, d3, urls);
+    kn_tensor *u = mk_raw(KN_STRING,1, d3, urls);
     kn_attr ra[1] = {attr_s("pattern", "www\\.[a-z.]+\\.com")};
-    ck_assert_ptr_null(run_op(KN_OP_RegexFullMatch, 20, ra, 1, &u, 1, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_RegexFullMatch, 20, ra, 1, &u, 1, out, NULL, 1, NULL));
     ck_assert_int_eq(((uint8_t *)out[0]->data)[0], 1);
     ck_assert_int_eq(((uint8_t *)out[0]->data)[1], 0);
     ck_assert_int_eq(((uint8_t *)out[0]->data)[2], 0);
@@ -742,10 +647,10 @@ START_TEST(test_tfidf_bigrams_with_skip)
     at[5] = (kn_attr){0}; at[5].name = (char *)"pool_int64s"; at[5].type = KN_ATTR_INTS; at[5].ints = pool; at[5].n_ints = 6;
     at[6] = (kn_attr){0}; at[6].name = (char *)"ngram_indexes"; at[6].type = KN_ATTR_INTS; at[6].ints = idx; at[6].n_ints = 4;
     kn_tensor *out[1];
-    ck_assert_ptr_null(run_op(KN_OP_TfIdfVectorizer, 9, at, 7, in, 1, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_TfIdfVectorizer, 9, at, 7, in, 1, out, NULL, 1, NULL));
     /* unigrams 2 x2, 3 x2; bigram (2,3): adjacent once (pos 4-5), skip-1 once (pos 0-2); (4,5): skip-1 once */
     double want[4] = {2, 2, 2, 1};
-    expect_close(out[0], want, 4, 0, "tfidf");
+    expect_close(out[0], want, 4, 0, 0, "tfidf");
     free_all(out, 1);
     free_all(in, 1);
 }
@@ -756,7 +661,7 @@ END_TEST
 static void expect_error(int op, int opset, kn_attr *at, int na, kn_tensor **in, int n_in, int n_out, const char *what)
 {
     kn_tensor *out[4] = {0};
-    kn_status *st = run_op(op, opset, at, na, in, n_in, out, n_out, NULL);
+    kn_status *st = kn_test_run_op(op, opset, at, na, in, n_in, out, NULL, n_out, NULL);
     ck_assert_msg(st != NULL, "%s: expected an error", what);
     kn_status_free(st);
     free_all(out, n_out);
@@ -775,7 +680,7 @@ START_TEST(test_misc_error_paths)
     int64_t dx[3] = {2, 1, 3}, dw[3] = {1, 4, 2}, dr[3] = {1, 4, 1};
     kn_tensor *rnn[3] = {mk_rand(3, dx), mk_rand(3, dw), mk_rand(3, dr)};
     expect_error(KN_OP_LSTM, 14, NULL, 0, rnn, 3, 3, "LSTM input size 3 vs W [1,4,2]");
-    kn_attr bad_act[1] = {attr_ss("activations", (char *[]){(char *)"Nope"}, 1)};
+    kn_attr bad_act[1] = {attr_strings("activations", (char *[]){(char *)"Nope"}, 1)};
     expect_error(KN_OP_RNN, 14, bad_act, 1, rnn, 3, 2, "unknown activation");
     free_all(rnn, 3);
 
@@ -796,7 +701,7 @@ START_TEST(test_misc_error_paths)
     expect_error(KN_OP_RegexFullMatch, 20, NULL, 0, notstr, 1, 1, "RegexFullMatch of floats");
     free_all(notstr, 1);
     const char *w[2] = {"a", "b"};
-    kn_tensor *str[1] = {mk_str(1, ds, w)};
+    kn_tensor *str[1] = {mk_raw(KN_STRING,1, ds, w)};
     kn_attr badre[1] = {attr_s("pattern", "(unclosed")};
     expect_error(KN_OP_RegexFullMatch, 20, badre, 1, str, 1, 1, "bad regex");
     free_all(str, 1);
@@ -829,9 +734,5 @@ static Suite *misc_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(misc_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kn_test_run_suite(misc_suite());
 }

@@ -2,11 +2,7 @@
  * the scalar reference over many sizes and special values, and the op kernels end to end through
  * infer + kernel (axes as attribute and as input, negative axes, keepdims, empty tensors and
  * identities, NaN propagation, ArgMax/TopK tie order, CumSum modes). */
-#include <check.h>
-#include <math.h>
-#include <stdlib.h>
-#include <string.h>
-#include "graph/ops.h"
+#include "harness.h"
 
 void kn_reduce_rows_f32_scalar(const float *x, float *y, int64_t rows, int64_t n, int kind);
 void kn_reduce_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, int kind);
@@ -23,13 +19,6 @@ static float frand(void)
 {
     rng_state = rng_state * 1664525u + 1013904223u;
     return (float)((rng_state >> 8) & 0xFFFF) / 65536.0f * 20.0f - 10.0f;
-}
-
-static bool close_f(float a, float b, float rtol, float atol)
-{
-    if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);
-    if (isinf(a) || isinf(b)) return a == b;
-    return fabsf(a - b) <= atol + rtol * fabsf(b);
 }
 
 typedef void (*rowred_fn)(const float *, float *, int64_t, int64_t, int);
@@ -80,7 +69,7 @@ START_TEST(test_rowreduce_simd_matches_scalar)
                     kn_reduce_rows_f32_scalar(x, ref, rows, n, kind);
                     rf[v](x, got, rows, n, kind);
                     for (int r = 0; r < rows; r++)
-                        ck_assert_msg(close_f(got[r], ref[r], 1e-5f, 1e-3f),
+                        ck_assert_msg(close_to(got[r], ref[r], 1e-5f, 1e-3f),
                                       "variant %d kind %d n %lld special %d row %d: %g vs %g", v, kind,
                                       (long long)n, special, r, got[r], ref[r]);
                     if (n > 0 && special == 1) ck_assert(isnan(ref[1]));
@@ -107,13 +96,13 @@ START_TEST(test_softmax_simd_matches_scalar)
                     kn_softmax_rows_f32_scalar(x, ref, rows, n, lg);
                     sf[v](x, got, rows, n, lg);
                     for (int64_t i = 0; i < rows * n; i++)
-                        ck_assert_msg(close_f(got[i], ref[i], 1e-5f, 1e-6f),
+                        ck_assert_msg(close_to(got[i], ref[i], 1e-5f, 1e-6f),
                                       "variant %d log %d n %lld special %d i %lld: %g vs %g", v, lg, (long long)n,
                                       special, (long long)i, got[i], ref[i]);
                     /* in place gives the same answer */
                     memcpy(got, x, bytes);
                     sf[v](got, got, rows, n, lg);
-                    for (int64_t i = 0; i < rows * n; i++) ck_assert(close_f(got[i], ref[i], 1e-5f, 1e-6f));
+                    for (int64_t i = 0; i < rows * n; i++) ck_assert(close_to(got[i], ref[i], 1e-5f, 1e-6f));
                     if (!lg && special == 0 && n > 0) {
                         double s = 0;
                         for (int64_t i = 0; i < n; i++) s += ref[i];
@@ -135,7 +124,7 @@ START_TEST(test_softmax_large_magnitudes_stable)
     ck_assert(fabsf(ref[39] - 0.632120f) < 1e-4f);
     for (int v = 0; v < nv; v++) {
         sf[v](x, got, 1, 40, 0);
-        for (int i = 0; i < 40; i++) ck_assert(close_f(got[i], ref[i], 1e-5f, 1e-7f));
+        for (int i = 0; i < 40; i++) ck_assert(close_to(got[i], ref[i], 1e-5f, 1e-7f));
     }
     /* log-softmax must not fold max + log(sum) into one float: at 1e4 that costs ~1e-3 */
     double s = 0;
@@ -150,83 +139,6 @@ START_TEST(test_softmax_large_magnitudes_stable)
 }
 END_TEST
 
-/* ---- op-level harness: build a node, run infer then the kernel ---- */
-typedef struct { void *blocks[64]; int n; } scratch_list;
-static void *test_scratch(kn_exec_ctx *ctx, size_t bytes)
-{
-    scratch_list *s = ctx->scratch_state;
-    if (s->n >= 64) return NULL;
-    return s->blocks[s->n++] = calloc(1, bytes);
-}
-
-static kn_attr attr_i(const char *name, int64_t v) { kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_INT; a.i = v; return a; }
-static kn_attr attr_is(const char *name, int64_t *v, int n) { kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_INTS; a.ints = v; a.n_ints = n; return a; }
-
-static kn_tensor *mk(kn_dtype t, int nd, const int64_t *dims, const double *vals)
-{
-    kn_tensor *x;
-    kn_status *st = kn_tensor_new(t, nd, dims, &x);
-    ck_assert_ptr_null(st);
-    int64_t n = kn_numel(x);
-    for (int64_t i = 0; vals && i < n; i++) kn_set_f64(x, i, vals[i]);
-    return x;
-}
-
-/* Straight from the op table, so these tests need only this family's functions. */
-static const kn_kernel_fn kernels[] = {
-#define KN_OP(id, name, domain, inplace) kn_cpu_##id,
-#include "graph/ops.def"
-#undef KN_OP
-};
-static const kn_infer_fn infers[] = {
-#define KN_OP(id, name, domain, inplace) kn_infer_##id,
-#include "graph/ops.def"
-#undef KN_OP
-};
-
-/* Runs op; outputs are allocated here (freed by the caller). Returns the status. */
-static kn_status *run_op(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor **in, int n_in,
-                         kn_tensor **out, int n_out, kn_threadpool *pool)
-{
-    kn_node node = {0};
-    node.name = (char *)"t";
-    node.op_type = (char *)kn_op_table[op].name;
-    node.domain = (char *)"";
-    node.op = op;
-    node.opset = opset;
-    node.n_attrs = n_attrs;
-    node.attrs = attrs;
-    for (int i = 0; i < n_out; i++) out[i] = calloc(1, sizeof(kn_tensor));
-    kn_infer_ctx ic = { &node, (const kn_tensor *const *)in, n_in, out, n_out };
-    kn_status *st = infers[op](&ic);
-    if (st) return st;
-    for (int i = 0; i < n_out; i++) {
-        kn_status *a = kn_tensor_alloc_data(out[i]);
-        ck_assert_ptr_null(a);
-    }
-    scratch_list sl = {0};
-    kn_exec_ctx ctx = {0};
-    ctx.pool = pool;
-    ctx.scratch_alloc = test_scratch;
-    ctx.scratch_state = &sl;
-    st = kernels[op](&ctx, &node, (const kn_tensor *const *)in, n_in, out, n_out);
-    for (int i = 0; i < sl.n; i++) free(sl.blocks[i]);
-    return st;
-}
-
-/* An error status that names the op (the executor adds the node), freed after checking. */
-static void expect_err(kn_status *st)
-{
-    ck_assert_ptr_nonnull(st);
-    ck_assert_msg(strlen(kn_status_message(st)) > 0, "empty error message");
-    kn_status_free(st);
-}
-
-static void free_all(kn_tensor **ts, int n)
-{
-    for (int i = 0; i < n; i++) if (ts[i]) kn_tensor_free(ts[i]);
-}
-
 START_TEST(test_reduce_sum_axes_input_negative_keepdims)
 {
     int64_t d[3] = {2, 3, 4};
@@ -237,7 +149,7 @@ START_TEST(test_reduce_sum_axes_input_negative_keepdims)
     kn_tensor *in[2] = { mk(KN_F32, 3, d, v), mk(KN_I64, 1, ad, av) };
     kn_attr at[1] = { attr_i("keepdims", 1) };
     kn_tensor *out[1];
-    ck_assert_ptr_null(run_op(KN_OP_ReduceSum, 13, at, 1, in, 2, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_ReduceSum, 13, at, 1, in, 2, out, NULL, 1, NULL));
     ck_assert_int_eq(out[0]->ndim, 3);
     ck_assert_int_eq(out[0]->dims[1], 1);
     ck_assert_int_eq(out[0]->dims[2], 4);
@@ -247,8 +159,8 @@ START_TEST(test_reduce_sum_axes_input_negative_keepdims)
     free_all(out, 1);
     /* opset 11: axes attribute, keepdims 0 */
     int64_t axes[2] = {0, -1};
-    kn_attr at2[2] = { attr_is("axes", axes, 2), attr_i("keepdims", 0) };
-    ck_assert_ptr_null(run_op(KN_OP_ReduceSum, 11, at2, 2, in, 1, out, 1, NULL));
+    kn_attr at2[2] = { attr_ints("axes", axes, 2), attr_i("keepdims", 0) };
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_ReduceSum, 11, at2, 2, in, 1, out, NULL, 1, NULL));
     ck_assert_int_eq(out[0]->ndim, 1);
     ck_assert_int_eq(out[0]->dims[0], 3);
     double e0 = 0;
@@ -266,19 +178,19 @@ START_TEST(test_reduce_empty_axes_and_noop)
     int64_t z[1] = {0};
     kn_tensor *in[2] = { mk(KN_F32, 2, d, v), mk(KN_I64, 1, z, NULL) };
     kn_tensor *out[1];
-    ck_assert_ptr_null(run_op(KN_OP_ReduceMax, 18, NULL, 0, in, 2, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_ReduceMax, 18, NULL, 0, in, 2, out, NULL, 1, NULL));
     ck_assert_int_eq(kn_numel(out[0]), 1);
     ck_assert(kn_get_f64(out[0], 0) == 6);
     free_all(out, 1);
     kn_attr at[1] = { attr_i("noop_with_empty_axes", 1) };
-    ck_assert_ptr_null(run_op(KN_OP_ReduceMax, 18, at, 1, in, 2, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_ReduceMax, 18, at, 1, in, 2, out, NULL, 1, NULL));
     ck_assert_int_eq(kn_numel(out[0]), 6);
     ck_assert(kn_get_f64(out[0], 1) == -2);
     free_all(out, 1);
     /* an empty axes tensor without a data pointer is still a known (empty) value */
     kn_tensor no_data = { .dtype = KN_I64, .ndim = 1, .dims = {0} };
     kn_tensor *in2[2] = { in[0], &no_data };
-    ck_assert_ptr_null(run_op(KN_OP_ReduceSum, 13, NULL, 0, in2, 2, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_ReduceSum, 13, NULL, 0, in2, 2, out, NULL, 1, NULL));
     ck_assert_int_eq(kn_numel(out[0]), 1);
     ck_assert(kn_get_f64(out[0], 0) == 17);
     free_all(out, 1);
@@ -300,7 +212,7 @@ START_TEST(test_reduce_empty_set_identities)
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         kn_tensor *out[1];
-        ck_assert_ptr_null(run_op(cases[c].op, 18, NULL, 0, in, 2, out, 1, NULL));
+        ck_assert_ptr_null(kn_test_run_op(cases[c].op, 18, NULL, 0, in, 2, out, NULL, 1, NULL));
         ck_assert_int_eq(kn_numel(out[0]), 8);
         for (int i = 0; i < 8; i++) ck_assert_msg(kn_get_f64(out[0], i) == cases[c].want, "op %s", kn_op_table[cases[c].op].name);
         free_all(out, 1);
@@ -309,7 +221,7 @@ START_TEST(test_reduce_empty_set_identities)
     int64_t d2[2] = {0, 3};
     kn_tensor *in2[2] = { mk(KN_F32, 2, d2, NULL), in[1] };
     kn_tensor *out[1];
-    ck_assert_ptr_null(run_op(KN_OP_ReduceMean, 18, NULL, 0, in2, 2, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_ReduceMean, 18, NULL, 0, in2, 2, out, NULL, 1, NULL));
     ck_assert_int_eq(kn_numel(out[0]), 0);
     free_all(out, 1);
     kn_tensor_free(in2[0]);
@@ -332,12 +244,12 @@ START_TEST(test_reduce_fast_path_matches_generic)
     int ops[4] = {KN_OP_ReduceSum, KN_OP_ReduceMean, KN_OP_ReduceMax, KN_OP_ReduceMin};
     for (int o = 0; o < 4; o++) {
         kn_tensor *a[2] = { x32, axes }, *b[2] = { x64, axes }, *oa[1], *ob[1];
-        ck_assert_ptr_null(run_op(ops[o], 18, NULL, 0, a, 2, oa, 1, pool));
-        ck_assert_ptr_null(run_op(ops[o], 18, NULL, 0, b, 2, ob, 1, pool));
+        ck_assert_ptr_null(kn_test_run_op(ops[o], 18, NULL, 0, a, 2, oa, NULL, 1, pool));
+        ck_assert_ptr_null(kn_test_run_op(ops[o], 18, NULL, 0, b, 2, ob, NULL, 1, pool));
         ck_assert_int_eq(kn_numel(oa[0]), 5);
         ck_assert(isnan(kn_get_f64(oa[0], 0)));
         for (int i = 0; i < 5; i++)
-            ck_assert_msg(close_f((float)kn_get_f64(oa[0], i), (float)kn_get_f64(ob[0], i), 1e-5f, 1e-3f),
+            ck_assert_msg(close_to((float)kn_get_f64(oa[0], i), (float)kn_get_f64(ob[0], i), 1e-5f, 1e-3f),
                           "op %d i %d", o, i);
         free_all(oa, 1); free_all(ob, 1);
     }
@@ -353,9 +265,9 @@ START_TEST(test_reduce_int_and_bool)
     double v[6] = {1, 0, 1, 0, 0, 0};
     kn_tensor *b = mk(KN_BOOL, 2, d, v);
     int64_t axes[1] = {1};
-    kn_attr at[2] = { attr_is("axes", axes, 1), attr_i("keepdims", 0) };
+    kn_attr at[2] = { attr_ints("axes", axes, 1), attr_i("keepdims", 0) };
     kn_tensor *in[1] = { b }, *out[1];
-    ck_assert_ptr_null(run_op(KN_OP_ReduceMax, 13, at, 2, in, 1, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_ReduceMax, 13, at, 2, in, 1, out, NULL, 1, NULL));
     ck_assert_int_eq(out[0]->dtype, KN_BOOL);
     ck_assert_int_eq(kn_get_i64(out[0], 0), 1);
     ck_assert_int_eq(kn_get_i64(out[0], 1), 0);
@@ -364,10 +276,10 @@ START_TEST(test_reduce_int_and_bool)
     double iv[6] = {3000000000.0, 5, -7, 1, 2, 3};
     kn_tensor *x = mk(KN_I64, 2, d, iv);
     in[0] = x;
-    ck_assert_ptr_null(run_op(KN_OP_ReduceSum, 11, at, 2, in, 1, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_ReduceSum, 11, at, 2, in, 1, out, NULL, 1, NULL));
     ck_assert_int_eq(kn_get_i64(out[0], 0), 2999999998LL);
     free_all(out, 1);
-    ck_assert_ptr_null(run_op(KN_OP_ReduceMin, 11, at, 2, in, 1, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_ReduceMin, 11, at, 2, in, 1, out, NULL, 1, NULL));
     ck_assert_int_eq(kn_get_i64(out[0], 0), -7);
     free_all(out, 1);
     kn_tensor_free(x);
@@ -381,19 +293,19 @@ START_TEST(test_argmax_select_last_and_topk_ties)
     kn_tensor *x = mk(KN_F32, 2, d, v);
     kn_tensor *in[2] = { x, NULL }, *out[2];
     kn_attr at[2] = { attr_i("axis", -1), attr_i("select_last_index", 1) };
-    ck_assert_ptr_null(run_op(KN_OP_ArgMax, 13, at, 2, in, 1, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_ArgMax, 13, at, 2, in, 1, out, NULL, 1, NULL));
     ck_assert_int_eq(out[0]->ndim, 2);
     ck_assert_int_eq(kn_get_i64(out[0], 0), 2);
     ck_assert_int_eq(kn_get_i64(out[0], 1), 6 - 4);
     free_all(out, 1);
-    ck_assert_ptr_null(run_op(KN_OP_ArgMin, 13, at, 1, in, 1, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_ArgMin, 13, at, 1, in, 1, out, NULL, 1, NULL));
     ck_assert_int_eq(kn_get_i64(out[0], 0), 0);
     ck_assert_int_eq(kn_get_i64(out[0], 1), 3);
     free_all(out, 1);
     int64_t kd[1] = {1};
     double kv[1] = {3};
     in[1] = mk(KN_I64, 1, kd, kv);
-    ck_assert_ptr_null(run_op(KN_OP_TopK, 11, NULL, 0, in, 2, out, 2, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_TopK, 11, NULL, 0, in, 2, out, NULL, 2, NULL));
     ck_assert_int_eq(out[0]->dims[1], 3);
     int64_t want_i[6] = {1, 2, 3, 0, 1, 2};
     double want_v[6] = {5, 5, 2, 7, 7, 7};
@@ -403,13 +315,13 @@ START_TEST(test_argmax_select_last_and_topk_ties)
     }
     free_all(out, 2);
     kn_attr small[1] = { attr_i("largest", 0) };
-    ck_assert_ptr_null(run_op(KN_OP_TopK, 11, small, 1, in, 2, out, 2, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_TopK, 11, small, 1, in, 2, out, NULL, 2, NULL));
     int64_t want_s[6] = {0, 3, 1, 3, 0, 1};
     for (int i = 0; i < 6; i++) ck_assert_int_eq(kn_get_i64(out[1], i), want_s[i]);
     free_all(out, 2);
     /* k larger than the axis is an error, not a read out of bounds */
     kn_set_f64(in[1], 0, 9);
-    expect_err(run_op(KN_OP_TopK, 11, NULL, 0, in, 2, out, 2, NULL));
+    expect_err(kn_test_run_op(KN_OP_TopK, 11, NULL, 0, in, 2, out, NULL, 2, NULL));
     free_all(out, 2);
     free_all(in, 2);
 }
@@ -427,16 +339,16 @@ START_TEST(test_cumsum_modes)
     for (int c = 0; c < 4; c++) {
         kn_attr at[2] = { attr_i("exclusive", cases[c].excl), attr_i("reverse", cases[c].rev) };
         kn_tensor *out[1];
-        ck_assert_ptr_null(run_op(KN_OP_CumSum, 14, at, 2, in, 2, out, 1, NULL));
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_CumSum, 14, at, 2, in, 2, out, NULL, 1, NULL));
         for (int i = 0; i < 4; i++) ck_assert_int_eq(kn_get_i64(out[0], i), (int64_t)cases[c].want[i]);
         free_all(out, 1);
     }
     kn_tensor *out[1];
-    ck_assert_ptr_null(run_op(KN_OP_CumProd, 21, NULL, 0, in, 2, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_CumProd, 21, NULL, 0, in, 2, out, NULL, 1, NULL));
     ck_assert_int_eq(kn_get_i64(out[0], 3), 24);
     free_all(out, 1);
     kn_set_f64(in[1], 0, 3); /* axis out of range */
-    expect_err(run_op(KN_OP_CumSum, 14, NULL, 0, in, 2, out, 1, NULL));
+    expect_err(kn_test_run_op(KN_OP_CumSum, 14, NULL, 0, in, 2, out, NULL, 1, NULL));
     free_all(out, 1);
     free_all(in, 2);
 }
@@ -449,18 +361,18 @@ START_TEST(test_softmax_opset_semantics)
     double v[6] = {0, 1, 2, 3, 4, 5};
     kn_tensor *in[1] = { mk(KN_F32, 3, d, v) }, *out[1];
     kn_attr at[1] = { attr_i("axis", 1) };
-    ck_assert_ptr_null(run_op(KN_OP_Softmax, 11, at, 1, in, 1, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_Softmax, 11, at, 1, in, 1, out, NULL, 1, NULL));
     double s = 0;
     for (int i = 0; i < 6; i++) s += exp(i);
     ck_assert(fabs(kn_get_f64(out[0], 5) - exp(5) / s) < 1e-6);
     free_all(out, 1);
-    ck_assert_ptr_null(run_op(KN_OP_Softmax, 13, at, 1, in, 1, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_Softmax, 13, at, 1, in, 1, out, NULL, 1, NULL));
     ck_assert(fabs(kn_get_f64(out[0], 5) - exp(5) / (exp(2) + exp(5))) < 1e-6);
     free_all(out, 1);
-    ck_assert_ptr_null(run_op(KN_OP_Hardmax, 13, NULL, 0, in, 1, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_Hardmax, 13, NULL, 0, in, 1, out, NULL, 1, NULL));
     ck_assert(kn_get_f64(out[0], 2) == 1 && kn_get_f64(out[0], 0) == 0 && kn_get_f64(out[0], 5) == 1);
     free_all(out, 1);
-    ck_assert_ptr_null(run_op(KN_OP_LogSoftmax, 13, NULL, 0, in, 1, out, 1, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_LogSoftmax, 13, NULL, 0, in, 1, out, NULL, 1, NULL));
     ck_assert(fabs(kn_get_f64(out[0], 0) - (0 - log(1 + exp(1) + exp(2)))) < 1e-5);
     free_all(out, 1);
     free_all(in, 1);
@@ -480,7 +392,7 @@ START_TEST(test_softmax_half_matches_reference_rounding)
     kn_dtype types[2] = {KN_BF16, KN_F16};
     for (int k = 0; k < 2; k++) {
         kn_tensor *in[1] = { mk(types[k], 2, d, v) }, *out[1];
-        ck_assert_ptr_null(run_op(KN_OP_Softmax, 13, NULL, 0, in, 1, out, 1, NULL));
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_Softmax, 13, NULL, 0, in, 1, out, NULL, 1, NULL));
         for (int i = 0; i < 9; i++)
             ck_assert_msg(kn_get_f64(out[0], i) == (k ? want_f16[i] : want_bf16[i]), "type %d i %d: %.12g", k, i,
                           kn_get_f64(out[0], i));
@@ -508,8 +420,8 @@ START_TEST(test_topk_select_matches_full_sort)
             kn_tensor *a_in[2] = { x, mk(KN_I64, 1, kd, ksmall) }, *b_in[2] = { x, mk(KN_I64, 1, kd, kall) };
             kn_attr at[1] = { attr_i("largest", largest) };
             kn_tensor *oa[2], *ob[2];
-            ck_assert_ptr_null(run_op(KN_OP_TopK, 11, at, 1, a_in, 2, oa, 2, NULL));
-            ck_assert_ptr_null(run_op(KN_OP_TopK, 11, at, 1, b_in, 2, ob, 2, NULL));
+            ck_assert_ptr_null(kn_test_run_op(KN_OP_TopK, 11, at, 1, a_in, 2, oa, NULL, 2, NULL));
+            ck_assert_ptr_null(kn_test_run_op(KN_OP_TopK, 11, at, 1, b_in, 2, ob, NULL, 2, NULL));
             for (int r = 0; r < 3; r++)
                 for (int i = 0; i < 7; i++) {
                     ck_assert_int_eq(kn_get_i64(oa[1], r * 7 + i), kn_get_i64(ob[1], r * n + i));
@@ -552,9 +464,5 @@ static Suite *reduce_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(reduce_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return kn_test_run_suite(reduce_suite());
 }

@@ -3,75 +3,16 @@
  * with huge and negative ends and negative steps, Gather range checks, the blocked Transpose
  * against the plain reference over many permutations and odd sizes, Expand/Tile broadcasting,
  * empty tensors, string elements, Pad modes, Split's uneven tail, Unique and Resize. */
-#include <check.h>
-#include <stdlib.h>
-#include <string.h>
-#include "graph/ops.h"
+#include "harness.h"
 
 kn_status *kn_shapeops_transpose_ref(kn_dtype dt, void *dst, const void *src, int nd, const int64_t *dims, const int *perm);
 
-typedef struct { void *blocks[256]; int n; } scratch_list;
-static void *test_scratch(kn_exec_ctx *ctx, size_t bytes)
-{
-    scratch_list *s = ctx->scratch_state;
-    void *p = malloc(bytes ? bytes : 1);
-    if (p && s->n < 256) s->blocks[s->n++] = p;
-    return p;
-}
+static kn_tensor *mk_i64(int n, const int64_t *v) { int64_t d[1] = { n }; return mk_raw(KN_I64, 1, d, v); }
 
-static kn_attr attr_i(const char *name, int64_t v) { kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_INT; a.i = v; return a; }
-static kn_attr attr_is(const char *name, int64_t *v, int n) { kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_INTS; a.ints = v; a.n_ints = n; return a; }
-static kn_attr attr_s(const char *name, const char *v) { kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_STRING; a.s = (char *)v; a.s_len = strlen(v); return a; }
-
-static kn_tensor *mk(kn_dtype dt, int ndim, const int64_t *dims, const void *data)
-{
-    kn_tensor *t = NULL;
-    ck_assert_ptr_null(kn_tensor_new(dt, ndim, dims, &t));
-    if (data && dt != KN_STRING) memcpy(t->data, data, kn_nbytes(t));
-    if (data && dt == KN_STRING)
-        for (int64_t i = 0; i < kn_numel(t); i++) ((char **)t->data)[i] = strdup(((char *const *)data)[i]);
-    return t;
-}
-static kn_tensor *mk_i64(int n, const int64_t *v) { int64_t d[1] = { n }; return mk(KN_I64, 1, d, v); }
-
-/* Runs infer then the kernel; outputs are freshly allocated (dims from infer). On error the
- * outputs are freed and the status returned. */
-static kn_status *run_p(kn_threadpool *pool, kn_infer_fn inf, kn_kernel_fn ker, const char *op_type, int opset, kn_attr *attrs,
-                        int n_attrs, kn_tensor **in, int n_in, kn_tensor **out, int n_out)
-{
-    kn_node node = {0};
-    node.name = (char *)"t";
-    node.op_type = (char *)op_type;
-    node.domain = (char *)"";
-    node.op = kn_op_lookup(op_type, "");
-    node.opset = opset;
-    node.n_attrs = n_attrs;
-    node.attrs = attrs;
-    for (int i = 0; i < n_out; i++) out[i] = calloc(1, sizeof(kn_tensor));
-    kn_infer_ctx ic = { &node, (const kn_tensor *const *)in, n_in, out, n_out };
-    kn_status *st = inf(&ic);
-    for (int i = 0; !st && i < n_out; i++) {
-        ck_assert_int_ge(out[i]->ndim, 0);
-        st = kn_tensor_alloc_data(out[i]);
-    }
-    if (!st) {
-        scratch_list sl = {0};
-        kn_exec_ctx ctx = {0};
-        ctx.pool = pool;
-        ctx.scratch_alloc = test_scratch;
-        ctx.scratch_state = &sl;
-        st = ker(&ctx, &node, (const kn_tensor *const *)in, n_in, out, n_out);
-        for (int i = 0; i < sl.n; i++) free(sl.blocks[i]);
-    }
-    if (st)
-        for (int i = 0; i < n_out; i++) { kn_tensor_free(out[i]); out[i] = NULL; }
-    return st;
-}
-#define RUN(OP, opset, attrs, na, in, nin, out, nout) run_p(NULL, kn_infer_##OP, kn_cpu_##OP, #OP, opset, attrs, na, in, nin, out, nout)
+/* Runs KN_OP_##OP through the executor's node path (kn_test_run_op), every output wanted. */
+#define RUN(OP, opset, attrs, na, in, nin, out, nout) kn_test_run_op(KN_OP_##OP, opset, attrs, na, in, nin, out, NULL, nout, NULL)
 #define RUNP(pool, OP, opset, attrs, na, in, nin, out, nout) \
-    run_p(pool, kn_infer_##OP, kn_cpu_##OP, #OP, opset, attrs, na, in, nin, out, nout)
-
-static void free_all(kn_tensor **t, int n) { for (int i = 0; i < n; i++) kn_tensor_free(t[i]); }
+    kn_test_run_op(KN_OP_##OP, opset, attrs, na, in, nin, out, NULL, nout, pool)
 
 static void expect_dims(const kn_tensor *t, int ndim, const int64_t *dims)
 {
@@ -79,20 +20,12 @@ static void expect_dims(const kn_tensor *t, int ndim, const int64_t *dims)
     for (int i = 0; i < ndim; i++) ck_assert_int_eq(t->dims[i], dims[i]);
 }
 
-static void expect_err(kn_status *st, kn_status_code code)
-{
-    ck_assert_ptr_nonnull(st);
-    ck_assert_int_eq(kn_status_get_code(st), code);
-    ck_assert_ptr_nonnull(kn_status_message(st));
-    kn_status_free(st);
-}
-
 START_TEST(test_reshape_rules)
 {
     int64_t xd[3] = { 2, 3, 4 };
     float xv[24];
     for (int i = 0; i < 24; i++) xv[i] = (float)i;
-    kn_tensor *x = mk(KN_F32, 3, xd, xv), *out[1];
+    kn_tensor *x = mk_raw(KN_F32, 3, xd, xv), *out[1];
     struct { int n; int64_t s[4]; int allowzero; int ok; int rn; int64_t r[4]; } cases[] = {
         { 2, { 0, -1 }, 0, 1, 2, { 2, 12 } },
         { 3, { -1, 0, 2 }, 0, 1, 3, { 4, 3, 2 } },
@@ -115,13 +48,13 @@ START_TEST(test_reshape_rules)
             ck_assert(memcmp(out[0]->data, xv, sizeof xv) == 0);
             kn_tensor_free(out[0]);
         } else {
-            expect_err(st, KN_ERR_INVALID_ARGUMENT);
+            expect_err_code(st, KN_ERR_INVALID_ARGUMENT);
         }
         kn_tensor_free(s);
     }
     /* allowzero with an empty input: a genuine zero dim */
     int64_t ed[2] = { 0, 3 }, es[3] = { 3, 0, 5 };
-    kn_tensor *e = mk(KN_F32, 2, ed, NULL), *s = mk_i64(3, es), *in[2] = { e, s };
+    kn_tensor *e = mk_raw(KN_F32, 2, ed, NULL), *s = mk_i64(3, es), *in[2] = { e, s };
     kn_attr at[1] = { attr_i("allowzero", 1) };
     ck_assert_ptr_null(RUN(Reshape, 14, at, 1, in, 2, out, 1));
     expect_dims(out[0], 3, es);
@@ -130,9 +63,7 @@ START_TEST(test_reshape_rules)
     kn_tensor sv = { .dtype = KN_I64, .ndim = 1, .dims = { 2 } };
     kn_tensor *in2[2] = { x, &sv };
     kn_tensor o = {0}, *op[1] = { &o };
-    kn_node node = { .name = "t", .op_type = "Reshape", .domain = "", .opset = 14 };
-    kn_infer_ctx ic = { &node, (const kn_tensor *const *)in2, 2, op, 1 };
-    ck_assert_ptr_null(kn_infer_Reshape(&ic));
+    ck_assert_ptr_null(kn_test_infer(KN_OP_Reshape, 14, NULL, 0, in2, 2, op, 1));
     ck_assert_int_eq(o.ndim, -1);
     kn_tensor_free(e); kn_tensor_free(s); kn_tensor_free(x);
 }
@@ -141,10 +72,10 @@ END_TEST
 START_TEST(test_squeeze_unsqueeze_opsets)
 {
     int64_t xd[4] = { 1, 3, 1, 2 };
-    kn_tensor *x = mk(KN_F32, 4, xd, NULL), *out[1];
+    kn_tensor *x = mk_raw(KN_F32, 4, xd, NULL), *out[1];
     /* opset 11: axes attribute, negative axis */
     int64_t ax[1] = { -2 };
-    kn_attr at[1] = { attr_is("axes", ax, 1) };
+    kn_attr at[1] = { attr_ints("axes", ax, 1) };
     kn_tensor *in1[1] = { x };
     ck_assert_ptr_null(RUN(Squeeze, 11, at, 1, in1, 1, out, 1));
     int64_t e1[3] = { 1, 3, 2 };
@@ -158,7 +89,7 @@ START_TEST(test_squeeze_unsqueeze_opsets)
     /* squeezing a non-1 axis is an error */
     int64_t bad[1] = { 1 };
     kn_tensor *ba = mk_i64(1, bad), *in2[2] = { x, ba };
-    expect_err(RUN(Squeeze, 13, NULL, 0, in2, 2, out, 1), KN_ERR_INVALID_ARGUMENT);
+    expect_err_code(RUN(Squeeze, 13, NULL, 0, in2, 2, out, 1), KN_ERR_INVALID_ARGUMENT);
     /* Unsqueeze opset 13 with unsorted negative axes: output rank 6 */
     int64_t ua[2] = { -1, 0 };
     kn_tensor *ut = mk_i64(2, ua), *in3[2] = { x, ut };
@@ -168,8 +99,8 @@ START_TEST(test_squeeze_unsqueeze_opsets)
     kn_tensor_free(out[0]);
     /* opset 11 attribute form; duplicate axes are an error */
     int64_t dup[2] = { 1, 1 };
-    kn_attr at2[1] = { attr_is("axes", dup, 2) };
-    expect_err(RUN(Unsqueeze, 11, at2, 1, in1, 1, out, 1), KN_ERR_INVALID_ARGUMENT);
+    kn_attr at2[1] = { attr_ints("axes", dup, 2) };
+    expect_err_code(RUN(Unsqueeze, 11, at2, 1, in1, 1, out, 1), KN_ERR_INVALID_ARGUMENT);
     kn_tensor_free(ba); kn_tensor_free(ut); kn_tensor_free(x);
 }
 END_TEST
@@ -207,7 +138,7 @@ START_TEST(test_slice_clamping)
     const int64_t n = 7;
     int64_t xd[1] = { n };
     int32_t xv[7] = { 0, 1, 2, 3, 4, 5, 6 };
-    kn_tensor *x = mk(KN_I32, 1, xd, xv), *out[1];
+    kn_tensor *x = mk_raw(KN_I32, 1, xd, xv), *out[1];
     const int64_t vals[] = { INT64_MIN, -100, -8, -7, -3, -1, 0, 1, 3, 6, 7, 8, 100, INT64_MAX };
     const int64_t steps[] = { 1, 2, 3, -1, -2, -5, 100, -100, INT64_MAX, INT64_MIN };
     int nv = sizeof vals / sizeof vals[0];
@@ -232,8 +163,8 @@ START_TEST(test_slice_clamping)
     int64_t z = 0, one = 1, four = 4;
     kn_tensor *st = mk_i64(1, &one), *en = mk_i64(1, &four), *sp = mk_i64(1, &z);
     kn_tensor *in[5] = { x, st, en, NULL, sp };
-    expect_err(RUN(Slice, 13, NULL, 0, in, 5, out, 1), KN_ERR_INVALID_ARGUMENT);
-    kn_attr at[2] = { attr_is("starts", &one, 1), attr_is("ends", &four, 1) };
+    expect_err_code(RUN(Slice, 13, NULL, 0, in, 5, out, 1), KN_ERR_INVALID_ARGUMENT);
+    kn_attr at[2] = { attr_ints("starts", &one, 1), attr_ints("ends", &four, 1) };
     kn_tensor *in1[1] = { x };
     ck_assert_ptr_null(RUN(Slice, 1, at, 2, in1, 1, out, 1));
     ck_assert_int_eq(out[0]->dims[0], 3);
@@ -248,7 +179,7 @@ START_TEST(test_slice_2d_negative_step)
     int64_t xd[2] = { 3, 4 };
     float xv[12];
     for (int i = 0; i < 12; i++) xv[i] = (float)i;
-    kn_tensor *x = mk(KN_F32, 2, xd, xv), *out[1];
+    kn_tensor *x = mk_raw(KN_F32, 2, xd, xv), *out[1];
     int64_t s[2] = { -1, 0 }, e[2] = { INT64_MIN, 100 }, ax[2] = { 0, 1 }, st[2] = { -1, 3 };
     kn_tensor *ts = mk_i64(2, s), *te = mk_i64(2, e), *ta = mk_i64(2, ax), *tp = mk_i64(2, st);
     kn_tensor *in[5] = { x, ts, te, ta, tp };
@@ -266,10 +197,10 @@ START_TEST(test_gather_indices)
 {
     int64_t xd[2] = { 3, 2 };
     float xv[6] = { 0, 1, 2, 3, 4, 5 };
-    kn_tensor *x = mk(KN_F32, 2, xd, xv), *out[1];
+    kn_tensor *x = mk_raw(KN_F32, 2, xd, xv), *out[1];
     int64_t id[2] = { 2, 2 };
     int32_t iv[4] = { 0, -1, 1, -3 };
-    kn_tensor *ind = mk(KN_I32, 2, id, iv), *in[2] = { x, ind };
+    kn_tensor *ind = mk_raw(KN_I32, 2, id, iv), *in[2] = { x, ind };
     ck_assert_ptr_null(RUN(Gather, 13, NULL, 0, in, 2, out, 1));
     int64_t ed[3] = { 2, 2, 2 };
     expect_dims(out[0], 3, ed);
@@ -280,7 +211,7 @@ START_TEST(test_gather_indices)
     const int64_t bad[2] = { 3, -4 };
     for (int b = 0; b < 2; b++) {
         kn_tensor *bi = mk_i64(1, &bad[b]), *in2[2] = { x, bi };
-        expect_err(RUN(Gather, 13, NULL, 0, in2, 2, out, 1), KN_ERR_RUNTIME);
+        expect_err_code(RUN(Gather, 13, NULL, 0, in2, 2, out, 1), KN_ERR_RUNTIME);
         kn_tensor_free(bi);
     }
     /* axis 1, negative */
@@ -295,12 +226,12 @@ START_TEST(test_gather_indices)
     /* GatherElements / GatherND / ScatterElements out of range */
     int64_t big = 7;
     int64_t gd[2] = { 1, 1 };
-    kn_tensor *ge = mk(KN_I64, 2, gd, &big), *in4[2] = { x, ge };
-    expect_err(RUN(GatherElements, 13, NULL, 0, in4, 2, out, 1), KN_ERR_RUNTIME);
-    expect_err(RUN(GatherND, 13, NULL, 0, in4, 2, out, 1), KN_ERR_RUNTIME);
+    kn_tensor *ge = mk_raw(KN_I64, 2, gd, &big), *in4[2] = { x, ge };
+    expect_err_code(RUN(GatherElements, 13, NULL, 0, in4, 2, out, 1), KN_ERR_RUNTIME);
+    expect_err_code(RUN(GatherND, 13, NULL, 0, in4, 2, out, 1), KN_ERR_RUNTIME);
     float u = 9;
-    kn_tensor *ut = mk(KN_F32, 2, gd, &u), *in5[3] = { x, ge, ut };
-    expect_err(RUN(ScatterElements, 13, NULL, 0, in5, 3, out, 1), KN_ERR_RUNTIME);
+    kn_tensor *ut = mk_raw(KN_F32, 2, gd, &u), *in5[3] = { x, ge, ut };
+    expect_err_code(RUN(ScatterElements, 13, NULL, 0, in5, 3, out, 1), KN_ERR_RUNTIME);
     kn_tensor_free(ge); kn_tensor_free(ut); kn_tensor_free(oi); kn_tensor_free(ind); kn_tensor_free(x);
 }
 END_TEST
@@ -309,7 +240,7 @@ START_TEST(test_gather_strings)
 {
     int64_t xd[1] = { 3 };
     const char *sv[3] = { "a", "bb", "ccc" };
-    kn_tensor *x = mk(KN_STRING, 1, xd, sv), *out[1];
+    kn_tensor *x = mk_raw(KN_STRING, 1, xd, sv), *out[1];
     int64_t iv[4] = { 2, 0, 2, -2 };
     kn_tensor *ind = mk_i64(4, iv), *in[2] = { x, ind };
     ck_assert_ptr_null(RUN(Gather, 13, NULL, 0, in, 2, out, 1));
@@ -361,14 +292,14 @@ START_TEST(test_transpose_matches_reference)
                 total *= dims[k];
             }
             kn_dtype dt = types[rnd() % 5];
-            kn_tensor *x = mk(dt, rank, dims, NULL);
+            kn_tensor *x = mk_raw(dt, rank, dims, NULL);
             unsigned char *xb = x->data;
             for (size_t i = 0; i < kn_nbytes(x); i++) xb[i] = (unsigned char)rnd();
             int perm[4] = { 0, 1, 2, 3 };
             do {
                 int64_t pv[4];
                 for (int k = 0; k < rank; k++) pv[k] = perm[k];
-                kn_attr at[1] = { attr_is("perm", pv, rank) };
+                kn_attr at[1] = { attr_ints("perm", pv, rank) };
                 kn_tensor *in[1] = { x }, *out[1];
                 ck_assert_ptr_null(RUN(Transpose, 13, at, 1, in, 1, out, 1));
                 void *ref = malloc(kn_nbytes(x) + 1);
@@ -383,12 +314,12 @@ START_TEST(test_transpose_matches_reference)
     /* big batched 2-D and BERT-style permutations through the fast paths, threads included */
     kn_threadpool *pool = kn_threadpool_create(4);
     int64_t bd[4] = { 2, 67, 3, 45 };
-    kn_tensor *x = mk(KN_F32, 4, bd, NULL);
+    kn_tensor *x = mk_raw(KN_F32, 4, bd, NULL);
     for (int64_t i = 0; i < kn_numel(x); i++) ((float *)x->data)[i] = (float)i;
     const int perms[3][4] = { { 0, 2, 1, 3 }, { 0, 1, 3, 2 }, { 3, 2, 1, 0 } };
     for (int p = 0; p < 3; p++) {
         int64_t pv[4] = { perms[p][0], perms[p][1], perms[p][2], perms[p][3] };
-        kn_attr at[1] = { attr_is("perm", pv, 4) };
+        kn_attr at[1] = { attr_ints("perm", pv, 4) };
         kn_tensor *in[1] = { x }, *out[1];
         ck_assert_ptr_null(RUNP(pool, Transpose, 13, at, 1, in, 1, out, 1));
         float *ref = malloc(kn_nbytes(x));
@@ -418,7 +349,7 @@ START_TEST(test_expand_tile)
 {
     int64_t xd[2] = { 3, 1 };
     int16_t xv[3] = { 1, 2, 3 };
-    kn_tensor *x = mk(KN_I16, 2, xd, xv), *out[1];
+    kn_tensor *x = mk_raw(KN_I16, 2, xd, xv), *out[1];
     int64_t sh[3] = { 2, 1, 4 };
     kn_tensor *s = mk_i64(3, sh), *in[2] = { x, s };
     ck_assert_ptr_null(RUN(Expand, 13, NULL, 0, in, 2, out, 1));
@@ -434,7 +365,7 @@ START_TEST(test_expand_tile)
     ck_assert_ptr_null(RUN(Expand, 13, NULL, 0, in2, 2, out, 1));
     expect_dims(out[0], 2, xd);
     kn_tensor_free(out[0]);
-    expect_err(RUN(Expand, 13, NULL, 0, in3, 2, out, 1), KN_ERR_INVALID_ARGUMENT);
+    expect_err_code(RUN(Expand, 13, NULL, 0, in3, 2, out, 1), KN_ERR_INVALID_ARGUMENT);
     /* Tile [3,1] by [2,3] */
     int64_t rp[2] = { 2, 3 };
     kn_tensor *r = mk_i64(2, rp), *in4[2] = { x, r };
@@ -458,7 +389,7 @@ START_TEST(test_empty_and_concat_split)
 {
     int64_t ad[2] = { 2, 0 }, bd[2] = { 2, 3 };
     float bv[6] = { 1, 2, 3, 4, 5, 6 };
-    kn_tensor *a = mk(KN_F32, 2, ad, NULL), *b = mk(KN_F32, 2, bd, bv), *out[3];
+    kn_tensor *a = mk_raw(KN_F32, 2, ad, NULL), *b = mk_raw(KN_F32, 2, bd, bv), *out[3];
     kn_attr at[1] = { attr_i("axis", -1) };
     kn_tensor *in[3] = { a, b, a };
     ck_assert_ptr_null(RUN(Concat, 13, at, 1, in, 3, out, 1));
@@ -467,8 +398,8 @@ START_TEST(test_empty_and_concat_split)
     kn_tensor_free(out[0]);
     /* rank mismatch */
     int64_t cd[1] = { 3 };
-    kn_tensor *c = mk(KN_F32, 1, cd, NULL), *in2[2] = { b, c };
-    expect_err(RUN(Concat, 13, at, 1, in2, 2, out, 1), KN_ERR_INVALID_ARGUMENT);
+    kn_tensor *c = mk_raw(KN_F32, 1, cd, NULL), *in2[2] = { b, c };
+    expect_err_code(RUN(Concat, 13, at, 1, in2, 2, out, 1), KN_ERR_INVALID_ARGUMENT);
     /* Split opset 18 num_outputs=2 on 3 columns: uneven tail (2, 1) */
     kn_attr sat[2] = { attr_i("axis", 1), attr_i("num_outputs", 2) };
     kn_tensor *in3[1] = { b };
@@ -488,7 +419,7 @@ START_TEST(test_empty_and_concat_split)
     ck_assert_int_eq(out[0]->dims[1], 0);
     ck_assert(memcmp(out[1]->data, bv, sizeof bv) == 0);
     free_all(out, 3);
-    expect_err(RUN(Split, 13, sat2, 1, in5, 2, out, 3), KN_ERR_INVALID_ARGUMENT);
+    expect_err_code(RUN(Split, 13, sat2, 1, in5, 2, out, 3), KN_ERR_INVALID_ARGUMENT);
     /* empty input through Transpose, Slice and Gather */
     kn_tensor *in6[1] = { a };
     ck_assert_ptr_null(RUN(Transpose, 13, NULL, 0, in6, 1, out, 1));
@@ -503,12 +434,12 @@ START_TEST(test_pad_modes)
 {
     int64_t xd[1] = { 4 };
     float xv[4] = { 1, 2, 3, 4 };
-    kn_tensor *x = mk(KN_F32, 1, xd, xv), *out[1];
+    kn_tensor *x = mk_raw(KN_F32, 1, xd, xv), *out[1];
     int64_t pads[2] = { 3, 5 };
     kn_tensor *p = mk_i64(2, pads);
     float cv = 9;
     int64_t sd[1] = { 1 };
-    kn_tensor *c = mk(KN_F32, 0, sd, &cv);
+    kn_tensor *c = mk_raw(KN_F32, 0, sd, &cv);
     struct { const char *mode; float want[12]; } cases[] = {
         { "constant", { 9, 9, 9, 1, 2, 3, 4, 9, 9, 9, 9, 9 } },
         { "reflect", { 4, 3, 2, 1, 2, 3, 4, 3, 2, 1, 2, 3 } },
@@ -532,7 +463,7 @@ START_TEST(test_pad_modes)
     const float cw[4] = { 2, 3, 4, 0 };
     ck_assert(memcmp(out[0]->data, cw, sizeof cw) == 0);
     kn_tensor_free(out[0]);
-    expect_err(RUN(Pad, 18, NULL, 0, in3, 2, out, 1), KN_ERR_INVALID_ARGUMENT);
+    expect_err_code(RUN(Pad, 18, NULL, 0, in3, 2, out, 1), KN_ERR_INVALID_ARGUMENT);
     kn_tensor_free(cp); kn_tensor_free(op); kn_tensor_free(p); kn_tensor_free(c); kn_tensor_free(x);
 }
 END_TEST
@@ -541,7 +472,7 @@ START_TEST(test_unique_and_nonzero)
 {
     int64_t xd[1] = { 6 };
     float xv[6] = { 2, 1, 1, 3, 4, 3 };
-    kn_tensor *x = mk(KN_F32, 1, xd, xv), *out[4];
+    kn_tensor *x = mk_raw(KN_F32, 1, xd, xv), *out[4];
     kn_tensor *in[1] = { x };
     kn_attr at[1] = { attr_i("sorted", 0) };
     ck_assert_ptr_null(RUN(Unique, 11, at, 1, in, 1, out, 4));
@@ -563,7 +494,7 @@ START_TEST(test_unique_and_nonzero)
     /* NonZero of a 2x3 int8 */
     int64_t nd[2] = { 2, 3 };
     int8_t nv[6] = { 0, 5, 0, -1, 0, 2 };
-    kn_tensor *n = mk(KN_I8, 2, nd, nv), *in2[1] = { n };
+    kn_tensor *n = mk_raw(KN_I8, 2, nd, nv), *in2[1] = { n };
     ck_assert_ptr_null(RUN(NonZero, 13, NULL, 0, in2, 1, out, 1));
     const int64_t nz[6] = { 0, 1, 1, 1, 0, 2 };
     int64_t ndims[2] = { 2, 3 };
@@ -578,10 +509,10 @@ START_TEST(test_resize_nearest_and_linear)
 {
     int64_t xd[4] = { 1, 1, 2, 2 };
     float xv[4] = { 1, 2, 3, 4 };
-    kn_tensor *x = mk(KN_F32, 4, xd, xv), *out[1];
+    kn_tensor *x = mk_raw(KN_F32, 4, xd, xv), *out[1];
     int64_t sd[1] = { 4 };
     float sc[4] = { 1, 1, 2, 3 };
-    kn_tensor *s = mk(KN_F32, 1, sd, sc);
+    kn_tensor *s = mk_raw(KN_F32, 1, sd, sc);
     kn_tensor *in[3] = { x, NULL, s };
     ck_assert_ptr_null(RUN(Resize, 19, NULL, 0, in, 3, out, 1));
     int64_t od[4] = { 1, 1, 4, 6 };
@@ -600,7 +531,7 @@ START_TEST(test_resize_nearest_and_linear)
     kn_tensor_free(out[0]);
     /* scales and sizes together is an error */
     kn_tensor *in3[4] = { x, NULL, s, z };
-    expect_err(RUN(Resize, 19, NULL, 0, in3, 4, out, 1), KN_ERR_INVALID_ARGUMENT);
+    expect_err_code(RUN(Resize, 19, NULL, 0, in3, 4, out, 1), KN_ERR_INVALID_ARGUMENT);
     kn_tensor_free(z); kn_tensor_free(s); kn_tensor_free(x);
 }
 END_TEST
@@ -609,7 +540,7 @@ START_TEST(test_dropout_modes)
 {
     int64_t xd[1] = { 6 };
     float xv[6] = { 1, 1, 1, 1, 1, 1 };
-    kn_tensor *x = mk(KN_F32, 1, xd, xv), *out[2];
+    kn_tensor *x = mk_raw(KN_F32, 1, xd, xv), *out[2];
     /* inference: identity with an all-true mask */
     kn_tensor *in1[1] = { x };
     ck_assert_ptr_null(RUN(Dropout, 13, NULL, 0, in1, 1, out, 2));
@@ -620,7 +551,7 @@ START_TEST(test_dropout_modes)
     float r = 0.6f;
     uint8_t t = 1;
     int64_t sd[1] = { 1 };
-    kn_tensor *rt = mk(KN_F32, 0, sd, &r), *tt = mk(KN_BOOL, 0, sd, &t), *in2[3] = { x, rt, tt };
+    kn_tensor *rt = mk_raw(KN_F32, 0, sd, &r), *tt = mk_raw(KN_BOOL, 0, sd, &t), *in2[3] = { x, rt, tt };
     kn_attr at[1] = { attr_i("seed", 0) };
     ck_assert_ptr_null(RUN(Dropout, 13, at, 1, in2, 3, out, 2));
     const uint8_t want[6] = { 0, 1, 1, 0, 0, 1 };
@@ -631,7 +562,7 @@ START_TEST(test_dropout_modes)
     free_all(out, 2);
     /* ratio out of range */
     *(float *)rt->data = 1.0f;
-    expect_err(RUN(Dropout, 13, at, 1, in2, 3, out, 2), KN_ERR_INVALID_ARGUMENT);
+    expect_err_code(RUN(Dropout, 13, at, 1, in2, 3, out, 2), KN_ERR_INVALID_ARGUMENT);
     kn_tensor_free(rt); kn_tensor_free(tt); kn_tensor_free(x);
 }
 END_TEST
@@ -654,9 +585,5 @@ int main(void)
     tcase_add_test(tc, test_resize_nearest_and_linear);
     tcase_add_test(tc, test_dropout_modes);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return kn_test_run_suite(s);
 }
