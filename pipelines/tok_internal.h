@@ -78,6 +78,16 @@ typedef struct tk_normalizer {
     struct tk_normalizer **seq; int n_seq;
 } tk_normalizer;
 
+/* Unicode 9.0 scripts as runs of code points (UnicodeScripts pre-tokenizer); id 0 is Any. */
+typedef struct tk_scripts {
+    uint32_t *run_start; uint8_t *run_id; int32_t n_runs, cap;
+    uint8_t han, hiragana, katakana;
+    uint8_t changed[4];   /* ids of the scripts of tok_scripts.c's CHANGED_AFTER_9 entries */
+} tk_scripts;
+int tk_scripts_build(tk_scripts *s, char *err, size_t err_len);
+void tk_scripts_free(tk_scripts *s);
+int tk_script_of(const tk_scripts *s, uint32_t c);   /* the package's fixed_script */
+
 enum { SPLIT_REMOVED = 0, SPLIT_ISOLATED, SPLIT_MERGED_PREV, SPLIT_MERGED_NEXT, SPLIT_CONTIGUOUS };
 enum { PT_BERT = 1, PT_BYTELEVEL, PT_WHITESPACE, PT_WSSPLIT, PT_METASPACE, PT_SPLIT, PT_PUNCT,
        PT_DIGITS, PT_SCRIPTS, PT_CHARDELIM, PT_SEQ };
@@ -92,6 +102,7 @@ typedef struct tk_pretok {
     int prepend_scheme, split;
     int individual_digits;
     uint32_t delimiter;
+    tk_scripts scripts;                     /* UnicodeScripts */
     struct tk_pretok **seq; int n_seq;
 } tk_pretok;
 

@@ -270,6 +270,9 @@ static int load_pretok(lctx *L, json_object *o, const char *path, tk_pretok **ou
         if (!d || !*d) { free(d); FAIL(L, "%s.delimiter: missing", path); }
         tk_utf8_dec(d, (int32_t)strlen(d), 0, &p->delimiter);
         free(d);
+    } else if (!strcmp(type, "UnicodeScripts")) {
+        p->kind = PT_SCRIPTS;
+        if (tk_scripts_build(&p->scripts, e, sizeof e)) FAIL(L, "%s: %s", path, e);
     } else if (!strcmp(type, "Sequence")) {
         p->kind = PT_SEQ;
         json_object *a = field(o, "pretokenizers");
@@ -751,7 +754,102 @@ static int load_trunc_pad(lctx *L, json_object *root, kn_tokenizer *t)
 
 int tk_tokenizer_finish(kn_tokenizer *t, char *err, size_t err_len);
 
-static kn_tokenizer *from_json(json_object *root, int nul, char *err, size_t err_len)
+/* Adds one special token named by the transformers config files unless an added token with
+ * that content exists: it keeps its model id when the vocabulary has it, else it gets the next
+ * id past the vocabulary and the added tokens (AddedVocabulary::add_tokens). v is a string or
+ * an AddedToken object {"content", "lstrip", "rstrip", "single_word", "normalized", "special"}. */
+static int add_config_token(lctx *L, kn_tokenizer *t, json_object *v, const char *path)
+{
+    json_object *c = v;
+    int special = 1, lstrip = 0, rstrip = 0, single_word = 0, normalized = 0;
+    if (json_object_is_type(v, json_type_object)) {
+        c = field(v, "content");
+        if (!c || !json_object_is_type(c, json_type_string)) FAIL(L, "%s.content: missing or not a string", path);
+        if (get_bool(L, v, "special", path, 1, &special) || get_bool(L, v, "lstrip", path, 0, &lstrip) ||
+            get_bool(L, v, "rstrip", path, 0, &rstrip) || get_bool(L, v, "single_word", path, 0, &single_word) ||
+            get_bool(L, v, "normalized", path, !special, &normalized))
+            return -1;
+    } else if (!json_object_is_type(v, json_type_string)) FAIL(L, "%s: expected a string or an object", path);
+    const char *content = json_object_get_string(c);
+    int32_t len = json_object_get_string_len(c);
+    if (len == 0) return 0;
+    int32_t next = t->model.n_vocab;
+    for (int i = 0; i < t->n_added; i++) {
+        if (t->added[i].len == len && !memcmp(t->added[i].content, content, (size_t)len)) return 0;
+        if (t->added[i].id >= next) next = t->added[i].id + 1;
+    }
+    int32_t id = tk_strmap_get(&t->model.vocab, content, (uint32_t)len);
+    if (id < 0) id = next;
+    tk_added *na = realloc(t->added, sizeof *na * (size_t)(t->n_added + 2));
+    if (!na) FAIL(L, "out of memory");
+    t->added = na;
+    tk_added *x = &t->added[t->n_added];
+    memset(x, 0, sizeof *x);
+    x->content = malloc((size_t)len + 1);
+    if (!x->content) FAIL(L, "out of memory");
+    memcpy(x->content, content, (size_t)len + 1);
+    x->len = len; x->id = id;
+    x->special = special; x->lstrip = lstrip; x->rstrip = rstrip; x->single_word = single_word; x->normalized = normalized;
+    t->n_added++;
+    return 0;
+}
+
+typedef struct { int64_t id; json_object *tok; } cfg_token;
+
+/* What transformers' from_pretrained reads from a folder that changes encoding: the added
+ * tokens of tokenizer_config.json's added_tokens_decoder, then the special tokens (bos, eos,
+ * unk, sep, pad, cls, mask, then additional_special_tokens), special_tokens_map.json taking
+ * precedence over tokenizer_config.json, each registered as a special added token in that
+ * order. model_max_length is not applied: transformers truncates only when asked to. */
+static int load_folder_configs(lctx *L, kn_tokenizer *t, const char *dir)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+    json_object *cfg = NULL, *map = NULL, *v;
+    struct stat st;
+    if (!stat(p, &st) && !(cfg = json_object_from_file(p))) FAIL(L, "%s: malformed JSON", p);
+    snprintf(p, sizeof p, "%s/special_tokens_map.json", dir);
+    if (!stat(p, &st) && !(map = json_object_from_file(p))) { if (cfg) json_object_put(cfg); FAIL(L, "%s: malformed JSON", p); }
+    int rc = 0;
+    if ((v = field(cfg, "added_tokens_decoder")) && json_object_is_type(v, json_type_object)) {
+        /* keyed by id: add them in id order */
+        int n = json_object_object_length(v), k = 0;
+        cfg_token *ord = calloc((size_t)n + 1, sizeof *ord);
+        if (!ord) {
+            if (cfg) json_object_put(cfg);
+            if (map) json_object_put(map);
+            FAIL(L, "out of memory");
+        }
+        json_object_object_foreach(v, key, val) {
+            ord[k].id = strtoll(key, NULL, 10); ord[k].tok = val; k++;
+        }
+        for (int i = 1; i < k; i++)
+            for (int j = i; j > 0 && ord[j - 1].id > ord[j].id; j--) { cfg_token x = ord[j]; ord[j] = ord[j - 1]; ord[j - 1] = x; }
+        for (int i = 0; !rc && i < k; i++) {
+            char q[96];
+            snprintf(q, sizeof q, "tokenizer_config.json added_tokens_decoder[%lld]", (long long)ord[i].id);
+            rc = add_config_token(L, t, ord[i].tok, q);
+        }
+        free(ord);
+    }
+    static const char *const names[] = {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token",
+                                        "additional_special_tokens", "extra_special_tokens"};
+    for (int i = 0; !rc && i < 9; i++) {
+        json_object *src = map, *val = field(map, names[i]);
+        if (is_null(val)) { src = cfg; val = field(cfg, names[i]); }
+        if (is_null(val)) continue;
+        char q[96];
+        snprintf(q, sizeof q, "%s %s", src == map ? "special_tokens_map.json" : "tokenizer_config.json", names[i]);
+        if (json_object_is_type(val, json_type_array)) {
+            for (size_t k = 0; !rc && k < json_object_array_length(val); k++) rc = add_config_token(L, t, json_object_array_get_idx(val, k), q);
+        } else if (i < 7) rc = add_config_token(L, t, val, q);
+    }
+    if (cfg) json_object_put(cfg);
+    if (map) json_object_put(map);
+    return rc;
+}
+
+static kn_tokenizer *from_json(json_object *root, int nul, const char *dir, char *err, size_t err_len)
 {
     lctx L = {err, err_len, nul};
     if (!json_object_is_type(root, json_type_object)) { tk_errf(err, err_len, "top level: expected an object"); return NULL; }
@@ -764,6 +862,7 @@ static kn_tokenizer *from_json(json_object *root, int nul, char *err, size_t err
     if (!is_null(v = field(root, "post_processor")) && load_post(&L, v, "post_processor", &t->post)) goto fail;
     if (!is_null(v = field(root, "decoder")) && load_decoder(&L, v, "decoder", &t->decoder)) goto fail;
     if (load_added(&L, field(root, "added_tokens"), t) || load_trunc_pad(&L, root, t)) goto fail;
+    if (dir && load_folder_configs(&L, t, dir)) goto fail;
     if (tk_tokenizer_finish(t, err, err_len)) goto fail;
     return t;
 fail:
@@ -795,7 +894,8 @@ static char *escape_nuls(const char *json, size_t len, size_t *out_len, int *nul
     return o;
 }
 
-kn_tokenizer *kn_tokenizer_load_json(const char *json, size_t len, char *err, size_t err_len)
+/* dir: the folder the text came from, whose transformers config files apply, or NULL. */
+static kn_tokenizer *load_json_text(const char *json, size_t len, const char *dir, char *err, size_t err_len)
 {
     int nul;
     size_t clen;
@@ -814,7 +914,7 @@ kn_tokenizer *kn_tokenizer_load_json(const char *json, size_t len, char *err, si
         return NULL;
     }
     json_tokener_free(tok);
-    kn_tokenizer *t = from_json(root, nul, err, err_len);
+    kn_tokenizer *t = from_json(root, nul, dir, err, err_len);
     json_object_put(root);
     free(copy);
     return t;
@@ -897,26 +997,35 @@ static kn_tokenizer *from_vocab_txt(const char *dir, char *err, size_t err_len)
         json_object_array_add(added, a);
     }
     json_object_object_add(root, "added_tokens", added);
-    kn_tokenizer *t = from_json(root, 0, err, err_len);
+    kn_tokenizer *t = from_json(root, 0, dir, err, err_len);
     json_object_put(root);
     return t;
 }
 
+kn_tokenizer *kn_tokenizer_load_json(const char *json, size_t len, char *err, size_t err_len)
+{
+    return load_json_text(json, len, NULL, err, err_len);
+}
+
+/* A folder is read the way transformers' from_pretrained reads it (tokenizer.json plus its
+ * config files); a tokenizer.json file alone the way the package's Tokenizer.from_file does. */
 kn_tokenizer *kn_tokenizer_load(const char *path, char *err, size_t err_len)
 {
     struct stat st;
     char p[4096];
     if (stat(path, &st)) { tk_errf(err, err_len, "%s: no such file or folder", path); return NULL; }
+    const char *dir = NULL;
     if (S_ISDIR(st.st_mode)) {
         snprintf(p, sizeof p, "%s/tokenizer.json", path);
         if (stat(p, &st)) return from_vocab_txt(path, err, err_len);
+        dir = path;
         path = p;
     }
     size_t len;
     char *json = read_file(path, &len);
     if (!json) { tk_errf(err, err_len, "%s: cannot read", path); return NULL; }
     char e[1024];
-    kn_tokenizer *t = kn_tokenizer_load_json(json, len, e, sizeof e);
+    kn_tokenizer *t = load_json_text(json, len, dir, e, sizeof e);
     free(json);
     if (!t) tk_errf(err, err_len, "%s: %s", path, e);
     return t;

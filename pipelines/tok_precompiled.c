@@ -53,24 +53,61 @@ static const char *transform(const tk_normalizer *n, const char *key, int32_t le
     return NULL;
 }
 
-/* Emits replacement r for the old characters [old, old + nold), aligning new characters to
- * the old ones in order and any extra ones to the last old character (transform's rules). */
-static int emit(tk_arena *a, tk_nstr *o, const tk_nstr *s, const int32_t *old, int nold, const char *r, int32_t rl)
+/* One character of the rewritten text with Hugging Face's change code: > 0 inserted (it takes
+ * the alignment of the byte before the read position and consumes nothing), 0 replaces the
+ * next old character, -N replaces it and drops the N after it. */
+typedef struct { uint32_t cp; int32_t change; } pc_change;
+
+/* Queues the characters of replacement r for a chunk of nold old characters the way the
+ * package does: all replace (0); when r is longer, its last extra characters are insertions
+ * (1); when shorter, the last queued character, possibly one of an earlier chunk, also drops
+ * the surplus. A chunk removed at the very start has nothing to attach to, so the read position
+ * lags one character behind from there on, shifting later offsets; the package does the same. */
+static int queue_norm(tk_arena *a, pc_change **v, int32_t *n, int32_t *cap, const char *r, int32_t rl, int32_t nold)
 {
-    int k = 0;
+    int32_t nnew = 0;
+    for (int32_t i = 0; i < rl;) { uint32_t c; i += tk_utf8_dec(r, rl, i, &c); nnew++; }
+    if (*n + nnew > *cap) {
+        int32_t nc = (*n + nnew) * 2 + 16;
+        pc_change *nv = tk_alloc(a, sizeof(pc_change) * (size_t)nc);
+        if (!nv) return -1;
+        if (*n) memcpy(nv, *v, sizeof(pc_change) * (size_t)*n);
+        *v = nv; *cap = nc;
+    }
     for (int32_t i = 0; i < rl;) {
-        uint32_t c; int nb = tk_utf8_dec(r, rl, i, &c);
-        int j = k < nold ? k : nold - 1;
-        int32_t st = old[j], en = j + 1 < nold ? old[j + 1] : -1;
-        int32_t a0 = s->a0[st], a1 = en >= 0 ? s->a1[en - 1] : 0;
-        if (en < 0) {   /* last old character: its end */
-            int32_t e = st;
-            uint32_t x; e += tk_utf8_dec(s->s, s->len, st, &x);
-            a1 = s->a1[e - 1];
+        uint32_t c; i += tk_utf8_dec(r, rl, i, &c);
+        (*v)[*n].cp = c;
+        (*v)[*n].change = 0;
+        (*n)++;
+    }
+    int32_t diff = nnew - nold;
+    if (diff > 0) for (int32_t k = *n - diff; k < *n; k++) (*v)[k].change = 1;
+    else if (diff < 0 && *n > 0) (*v)[*n - 1].change += diff;
+    return 0;
+}
+
+/* NormalizedString::transform over the whole string: walks the old characters with a read
+ * position, giving each new character the alignment the change codes select. An insertion at
+ * the very start gets the empty range at the piece's original start (the package's (0, 0)
+ * relative to the piece); Precompiled comes first in every converted pipeline, so a0[0] is
+ * that start. */
+static int apply_changes(tk_arena *a, const tk_nstr *s, const pc_change *v, int32_t n, tk_nstr *o)
+{
+    int32_t pos = 0, base = s->len ? s->a0[0] : 0;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t a0, a1;
+        if (v[i].change > 0) {
+            if (pos < 1) a0 = a1 = base;
+            else { a0 = s->a0[pos - 1]; a1 = s->a1[pos - 1]; }
+        } else {
+            /* the codes never consume more than the text holds; the clamp keeps reads in bounds */
+            int32_t at = pos < s->len ? pos : s->len - 1;
+            a0 = s->a0[at]; a1 = s->a1[at];
+            uint32_t c;
+            if (pos < s->len) pos += tk_utf8_dec(s->s, s->len, pos, &c);
+            for (int32_t k = 0; k < -v[i].change && pos < s->len; k++) pos += tk_utf8_dec(s->s, s->len, pos, &c);
         }
-        if (tk_ns_push(a, o, c, a0, a1)) return -1;
-        k++;
-        i += nb;
+        if (tk_ns_push(a, o, v[i].cp, a0, a1)) return -1;
     }
     return 0;
 }
@@ -78,10 +115,10 @@ static int emit(tk_arena *a, tk_nstr *o, const tk_nstr *s, const int32_t *old, i
 int tk_precompiled_normalize(const tk_normalizer *n, tk_arena *a, tk_nstr *s)
 {
     if (!s->len) return 0;
-    tk_nstr o; tk_ns_init(&o);
-    if (tk_ns_reserve(a, &o, s->len + 8)) return -1;
     int32_t *starts = tk_alloc(a, sizeof(int32_t) * (size_t)(s->len + 1));
-    if (!starts) return -1;
+    int32_t nv = 0, capv = s->len + 16;
+    pc_change *v = tk_alloc(a, sizeof(pc_change) * (size_t)capv);
+    if (!starts || !v) return -1;
     int modified = 0;
     for (int32_t g = 0; g < s->len;) {
         /* one extended grapheme cluster [g, e) with its character starts */
@@ -99,24 +136,20 @@ int tk_precompiled_normalize(const tk_normalizer *n, tk_arena *a, tk_nstr *s)
         const char *r = e - g < 6 ? transform(n, s->s + g, e - g, &rl) : NULL;
         if (r) {
             modified = 1;
-            if (emit(a, &o, s, starts, nst, r, rl)) return -1;
+            if (queue_norm(a, &v, &nv, &capv, r, rl, nst)) return -1;
         } else {
             for (int i = 0; i < nst; i++) {
                 int32_t cs = starts[i], ce = i + 1 < nst ? starts[i + 1] : e;
                 const char *q = transform(n, s->s + cs, ce - cs, &rl);
-                if (q) { modified = 1; if (emit(a, &o, s, &starts[i], 1, q, rl)) return -1; }
-                else if (tk_ns_reserve(a, &o, ce - cs)) return -1;
-                else {
-                    memcpy(o.s + o.len, s->s + cs, (size_t)(ce - cs));
-                    memcpy(o.a0 + o.len, s->a0 + cs, sizeof(int32_t) * (size_t)(ce - cs));
-                    memcpy(o.a1 + o.len, s->a1 + cs, sizeof(int32_t) * (size_t)(ce - cs));
-                    o.len += ce - cs;
-                }
+                if (q) modified = 1;
+                if (queue_norm(a, &v, &nv, &capv, q ? q : s->s + cs, q ? rl : ce - cs, 1)) return -1;
             }
         }
         g = e;
     }
     if (!modified) return 0;
+    tk_nstr o; tk_ns_init(&o);
+    if (tk_ns_reserve(a, &o, s->len + 8) || apply_changes(a, s, v, nv, &o)) return -1;
     o.fixed_id = s->fixed_id;
     *s = o;
     return 0;

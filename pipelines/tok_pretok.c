@@ -205,6 +205,36 @@ static int metaspace(const tk_pretok *pt, tk_arena *a, tk_nstr *p, plist *out)
     return split_chars(a, &o, pred_replacement, pt, SPLIT_MERGED_NEXT, out);
 }
 
+/* A new piece starts where a character's script differs from the last script seen; Any (space
+ * and later characters) neither starts one nor counts as last. The package's first piece
+ * starts at the first character with a script, so leading Any characters are dropped, and a
+ * piece of only Any characters yields nothing. */
+static int split_scripts(const tk_pretok *pt, tk_arena *a, const tk_nstr *p, plist *out)
+{
+    int32_t start = -1;
+    int last = 0;
+    tk_nstr q;
+    for (int32_t i = 0; i < p->len;) {
+        uint32_t c; int k = tk_utf8_dec(p->s, p->len, i, &c);
+        int sc = tk_script_of(&pt->scripts, c);
+        if (sc != 0) {
+            if (start < 0) start = i;
+            else if (sc != last) {
+                tk_ns_slice(a, p, start, i, &q);
+                if (pl_push(a, out, &q)) return -1;
+                start = i;
+            }
+            last = sc;
+        }
+        i += k;
+    }
+    if (start >= 0) {
+        tk_ns_slice(a, p, start, p->len, &q);
+        if (pl_push(a, out, &q)) return -1;
+    }
+    return 0;
+}
+
 static int pretok_one(const tk_pretok *pt, tk_arena *a, tk_nstr *p, plist *out)
 {
     switch (pt->kind) {
@@ -233,6 +263,7 @@ static int pretok_one(const tk_pretok *pt, tk_arena *a, tk_nstr *p, plist *out)
     case PT_PUNCT: return split_chars(a, p, pred_bert_punct, pt, pt->behavior, out);
     case PT_DIGITS: return split_chars(a, p, pred_numeric, pt, pt->individual_digits ? SPLIT_ISOLATED : SPLIT_CONTIGUOUS, out);
     case PT_CHARDELIM: return split_chars(a, p, pred_delim, pt, SPLIT_REMOVED, out);
+    case PT_SCRIPTS: return split_scripts(pt, a, p, out);
     }
     return pl_push(a, out, p);
 }
@@ -258,6 +289,7 @@ void tk_pretok_free(tk_pretok *p)
     if (!p) return;
     for (int i = 0; i < p->n_seq; i++) tk_pretok_free(p->seq[i]);
     free(p->seq); free(p->pattern);
+    tk_scripts_free(&p->scripts);
     if (p->re) pcre2_code_free(p->re);
     free(p);
 }

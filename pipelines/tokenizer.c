@@ -240,31 +240,51 @@ static void enc_truncate(tk_enc *e, int32_t n, int left)
     e->n = n;
 }
 
-/* TruncationStrategy as in tokenizers' utils/truncation.rs. */
-static void truncate_pair(tk_enc *A, tk_enc *B, int has_pair, int32_t max, int strategy, int left)
+/* The lengths truncate_encodings (tokenizers' utils/truncation.rs) cuts a text or pair to. A
+ * sequence too short for only_first/only_second is left whole (the package raises instead). */
+static void trunc_targets(int32_t na, int32_t nb, int has_pair, int32_t max, int strategy, int32_t *ta, int32_t *tb)
 {
     if (max < 0) max = 0;
-    int32_t total = A->n + (has_pair ? B->n : 0);
+    *ta = na; *tb = has_pair ? nb : 0;
+    int32_t total = na + *tb;
     if (total <= max) return;
-    if (!has_pair) { enc_truncate(A, max, left); return; }
-    if (strategy == TRUNC_ONLY_FIRST) { if (A->n > total - max) enc_truncate(A, A->n - (total - max), left); return; }
-    if (strategy == TRUNC_ONLY_SECOND) { if (B->n > total - max) enc_truncate(B, B->n - (total - max), left); return; }
-    int32_t n1 = A->n, n2 = B->n, swap = 0, tmp;
+    if (!has_pair) { *ta = max; return; }
+    if (strategy == TRUNC_ONLY_FIRST) { if (na > total - max) *ta = na - (total - max); return; }
+    if (strategy == TRUNC_ONLY_SECOND) { if (nb > total - max) *tb = nb - (total - max); return; }
+    int32_t n1 = na, n2 = nb, swap = 0, tmp;
     if (n1 > n2) { swap = 1; tmp = n1; n1 = n2; n2 = tmp; }
     if (n1 > max) n2 = n1;
     else n2 = n1 > max - n1 ? n1 : max - n1;
     if (n1 + n2 > max) { n1 = max / 2; n2 = n1 + max % 2; }
     if (swap) { tmp = n1; n1 = n2; n2 = tmp; }
-    enc_truncate(A, n1, left);
-    enc_truncate(B, n2, left);
+    *ta = n1 < na ? n1 : na;
+    *tb = n2 < nb ? n2 : nb;
 }
 
-/* The overflowing parts of Encoding::truncate(max, stride, direction): windows of max tokens
- * stepping by max - stride; the first window is what truncation keeps, the rest are returned. */
-static int overflow_windows(tk_arena *a, const tk_enc *e, int32_t max, int32_t stride, int left, tk_enc **out, int32_t *nout)
+static int enc_copy(tk_arena *a, const tk_enc *src, int32_t from, int32_t to, tk_enc *dst)
+{
+    memset(dst, 0, sizeof *dst);
+    for (int32_t i = from; i < to; i++)
+        if (tk_enc_push(a, dst, src->ids[i], src->type_ids[i], src->off[2 * i], src->off[2 * i + 1], src->special[i], src->tok[i],
+                        src->tok_len[i]))
+            return -1;
+    return 0;
+}
+
+/* Encoding::truncate(max, stride, direction): windows of max tokens stepping by max - stride;
+ * the first one is what the encoding keeps (e is cut to it), the others come back as overflow.
+ * max 0 moves the whole encoding into a single overflow. Returns 0, -1 (oom) or -4 (stride). */
+static int truncate_windows(tk_arena *a, tk_enc *e, int32_t max, int32_t stride, int left, tk_enc **out, int32_t *nout)
 {
     *out = NULL; *nout = 0;
-    if (max <= 0) return 0;
+    if (e->n <= max) return 0;
+    if (max <= 0) {
+        tk_enc *w = tk_alloc(a, sizeof(tk_enc));
+        if (!w || enc_copy(a, e, 0, e->n, w)) return -1;
+        *out = w; *nout = 1;
+        e->n = 0;
+        return 0;
+    }
     if (stride >= max) return -4;
     int32_t step = max - stride, len = e->n, cnt = 0;
     int32_t *rs = tk_alloc(a, sizeof(int32_t) * 2 * (size_t)(len / step + 2));
@@ -282,16 +302,14 @@ static int overflow_windows(tk_arena *a, const tk_enc *e, int32_t max, int32_t s
             if (s == 0) break;
         }
     }
-    if (cnt <= 1) return 0;
-    tk_enc *w = tk_alloc(a, sizeof(tk_enc) * (size_t)(cnt - 1));
-    if (!w) return -1;
-    memset(w, 0, sizeof(tk_enc) * (size_t)(cnt - 1));
-    for (int32_t k = 1; k < cnt; k++)
-        for (int32_t i = rs[2 * k]; i < rs[2 * k + 1]; i++)
-            if (tk_enc_push(a, &w[k - 1], e->ids[i], e->type_ids[i], e->off[2 * i], e->off[2 * i + 1], e->special[i], e->tok[i],
-                            e->tok_len[i]))
-                return -1;
-    *out = w; *nout = cnt - 1;
+    if (cnt > 1) {
+        tk_enc *w = tk_alloc(a, sizeof(tk_enc) * (size_t)(cnt - 1));
+        if (!w) return -1;
+        for (int32_t k = 1; k < cnt; k++)
+            if (enc_copy(a, e, rs[2 * k], rs[2 * k + 1], &w[k - 1])) return -1;
+        *out = w; *nout = cnt - 1;
+    }
+    enc_truncate(e, max, left);
     return 0;
 }
 
@@ -354,34 +372,53 @@ static int encode_impl(const kn_tokenizer *t, const char *text, size_t len, cons
     tk_enc A = {0}, B = {0}, R = {0};
     int rc = encode_seq(t, &a, t1, (int32_t)l1, 0, &A);
     if (!rc && pair) rc = encode_seq(t, &a, t2, (int32_t)l2, 1, &B);
-    tk_enc *win = NULL;
-    int32_t nwin = 0;
+    tk_enc *wa = NULL, *wb = NULL;   /* overflowing windows of A and B beyond the kept ones */
+    int32_t nwa = 0, nwb = 0;
     if (!rc) {
         int32_t max = opt->max_length > 0 ? opt->max_length : (t->trunc_on ? t->trunc_max : -1);
-        if (max > 0) {
+        if (max >= 0) {
             int added = opt->add_special_tokens ? tk_post_added_tokens(t->post, pair != NULL) : 0;
             int left = opt->max_length > 0 ? 0 : t->trunc_left;
-            int32_t stride = opt->max_length > 0 ? 0 : t->trunc_stride;
-            if (!pair && A.n > max - added) {
-                rc = overflow_windows(&a, &A, max - added, stride, left, &win, &nwin);
-                if (rc == -4) tk_errf(err, err_len, "truncation.stride %d must be less than max_length %d minus %d special tokens",
-                                      stride, max, added);
-            }
-            truncate_pair(&A, &B, pair != NULL, max - added, opt->max_length > 0 ? TRUNC_LONGEST_FIRST : t->trunc_strategy, left);
+            int32_t stride = opt->max_length > 0 ? 0 : t->trunc_stride, ta, tb;
+            trunc_targets(A.n, B.n, pair != NULL, max - added, opt->max_length > 0 ? TRUNC_LONGEST_FIRST : t->trunc_strategy, &ta, &tb);
+            int32_t cut = ta;
+            rc = truncate_windows(&a, &A, ta, stride, left, &wa, &nwa);
+            if (!rc && pair) { cut = tb; rc = truncate_windows(&a, &B, tb, stride, left, &wb, &nwb); }
+            if (rc == -4) tk_errf(err, err_len, "truncation.stride %d must be less than the %d tokens a sequence is cut to "
+                                  "(max_length %d minus %d special tokens, shared by a pair)", stride, cut, max, added);
         }
-        if (!rc) rc = tk_post_process(t, t->post, &a, &A, &B, pair != NULL, opt->add_special_tokens, &R);
     }
+    /* the post-processor works on copies: byte-level offset trimming is not idempotent and
+     * the kept windows take part in several overflow combinations */
+    tk_enc A0 = {0}, B0 = {0};
+    if (!rc && (nwa || nwb)) rc = enc_copy(&a, &A, 0, A.n, &A0) || enc_copy(&a, &B, 0, B.n, &B0) ? -1 : 0;
+    if (!rc) rc = tk_post_process(t, t->post, &a, &A, &B, pair != NULL, opt->add_special_tokens, &R);
     if (!rc) {
         int32_t target = pad_to;
         if (t->pad == PAD_FIXED && target < t->pad_len) target = t->pad_len;
         if (t->pad != PAD_NONE) target = round_up(target > R.n ? target : R.n, t->pad_multiple);
         rc = to_public(t, &R, target, out);
-        if (!rc && nwin > 0) {   /* each overflowing window gets its own special tokens and the same padding */
-            out->overflow = calloc((size_t)nwin, sizeof *out->overflow);
+        /* Encoding::merge_with's order: each further window of the first text with the kept
+         * window and then every further window of the second, then the kept first window with
+         * every further window of the second; each gets its own special tokens and padding
+         * (the package also nests windows inside these; only this top level is kept) */
+        int32_t nover = nwa * (1 + nwb) + nwb;
+        if (!rc && nover > 0) {
+            out->overflow = calloc((size_t)nover, sizeof *out->overflow);
             if (!out->overflow) rc = -1;
-            for (int32_t k = 0; !rc && k < nwin; k++) {
-                tk_enc W = {0};
-                rc = tk_post_process(t, t->post, &a, &win[k], &B, 0, opt->add_special_tokens, &W);
+            for (int32_t k = 0; !rc && k < nover; k++) {
+                const tk_enc *x, *y;
+                if (k < nwa * (1 + nwb)) {
+                    int32_t j = k % (1 + nwb);
+                    x = &wa[k / (1 + nwb)];
+                    y = j == 0 ? &B0 : &wb[j - 1];
+                } else {
+                    x = &A0;
+                    y = &wb[k - nwa * (1 + nwb)];
+                }
+                tk_enc X, Y, W = {0};
+                rc = enc_copy(&a, x, 0, x->n, &X) || enc_copy(&a, y, 0, y->n, &Y) ? -1 : 0;
+                if (!rc) rc = tk_post_process(t, t->post, &a, &X, &Y, pair != NULL, opt->add_special_tokens, &W);
                 if (!rc) rc = to_public(t, &W, t->pad != PAD_NONE ? target : 0, &out->overflow[k]);
                 if (!rc) out->n_overflow = k + 1;
             }

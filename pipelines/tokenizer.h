@@ -24,14 +24,19 @@ typedef struct kn_encoding {
     uint8_t *attention_mask;   /* 0 for padding */
     char **tokens;             /* n NUL-terminated strings, owned by the encoding */
     int32_t *token_lens;       /* their lengths in bytes (a token may itself hold a NUL) */
-    int32_t n_overflow;        /* truncated windows (stride), each a full encoding */
+    int32_t n_overflow;        /* truncated windows (stride), each a full encoding; for a pair
+                                * the package's top-level order (its nested windows are not kept) */
     struct kn_encoding *overflow;
 } kn_encoding;
 
-/* Loads a tokenizer from a tokenizer.json file, or from a folder holding tokenizer.json or
- * only an old BERT vocab.txt (then do_lower_case is read from tokenizer_config.json when
- * present). On failure returns NULL and writes a message naming the file and the offending
- * field into err. */
+/* Loads a tokenizer from a tokenizer.json file (exactly as the package's Tokenizer.from_file),
+ * or from a folder holding tokenizer.json or only an old BERT vocab.txt (then do_lower_case is
+ * read from tokenizer_config.json). A folder is read as transformers' from_pretrained reads it:
+ * the added tokens of tokenizer_config.json's added_tokens_decoder and the special tokens of
+ * special_tokens_map.json / tokenizer_config.json (bos ... mask, additional_special_tokens)
+ * become added tokens; model_max_length is not a default truncation (transformers only
+ * truncates when asked). On failure returns NULL and writes a message naming the file and the
+ * offending field into err. */
 kn_tokenizer *kn_tokenizer_load(const char *path, char *err, size_t err_len);
 /* The same from a JSON text already in memory. */
 kn_tokenizer *kn_tokenizer_load_json(const char *json, size_t len, char *err, size_t err_len);

@@ -2,10 +2,11 @@
 """Parity of kiln's C tokenizer with the `tokenizers` package.
 
 Generates the multilingual corpus (gen_corpus.py), trains tokenizers with the package's own
-trainers into a temporary folder (WordPiece BERT-style, byte-level BPE with GPT-2 and RoBERTa
-post-processing, Unigram with Metaspace T5-style, WordLevel), then encodes every line (and
-pairs of lines, with and without special tokens, with truncation) both ways and compares ids,
-type ids and offsets. Prints mismatch counts per tokenizer; exits 1 on any mismatch.
+trainers into a temporary folder (WordPiece BERT-style, byte-level BPE with GPT-2, RoBERTa,
+Llama-2 and Llama-3 styles, Unigram with Metaspace T5-style, Unigram behind UnicodeScripts, a
+SentencePiece-trained Unigram converted with its Precompiled charsmap, WordLevel), then encodes
+every line (and pairs of lines, with and without special tokens, with truncation and overflow
+windows) both ways and compares ids, type ids and offsets. Prints mismatch counts per tokenizer; exits 1 on any mismatch.
 
 Without the package installed it prints "skipped: tokenizers not installed" and exits 0, unless
 KILN_REQUIRE_PARITY=1. Extra real tokenizer.json files can be checked with --real PATH.
@@ -13,6 +14,7 @@ KILN_REQUIRE_PARITY=1. Extra real tokenizer.json files can be checked with --rea
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -32,6 +34,11 @@ except ImportError:
 
 VOCAB = 8000
 TRAIN_LINES = 3000
+T0 = time.time()
+
+
+def elapsed():
+    return f"{time.time() - T0:6.1f}s"
 
 
 def train_all(lines, tmp):
@@ -110,6 +117,18 @@ def train_all(lines, tmp):
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B:1 </s>:1", special_tokens=[("</s>", eos)])
     save("unigram-t5", tok)
 
+    # UnicodeScripts in front of Metaspace: pieces break where the script changes
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.UnicodeScripts(), pre_tokenizers.Metaspace()])
+    tok.decoder = decoders.Metaspace()
+    tok.train_from_iterator(lines[:1500], trainers.UnigramTrainer(vocab_size=VOCAB, special_tokens=["<unk>", "</s>"], unk_token="<unk>",
+                                                                 show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B:1 </s>:1",
+                                                       special_tokens=[("</s>", tok.token_to_id("</s>"))])
+    save("unigram-unicode-scripts", tok)
+
+    train_sentencepiece(lines, tmp, save)
+
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tok.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()])
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(),
@@ -117,6 +136,110 @@ def train_all(lines, tmp):
     tok.train_from_iterator(lines, trainers.WordLevelTrainer(vocab_size=VOCAB, special_tokens=["[UNK]"], show_progress=False))
     save("wordlevel", tok)
     return out
+
+
+def train_sentencepiece(lines, tmp, save):
+    """A Unigram model trained by SentencePiece itself (its nmt_nfkc charsmap), converted by the
+    package's own converter into Precompiled + Replace normalizers and Metaspace."""
+    try:
+        import sentencepiece as spm
+    except ImportError:
+        print("  skipped: sentencepiece not installed (sentencepiece-unigram configuration)")
+        return
+    try:
+        from sentencepiece import sentencepiece_model_pb2
+    except ImportError:
+        print("  skipped: protobuf not installed (sentencepiece-unigram configuration)")
+        return
+    from tokenizers.implementations import SentencePieceUnigramTokenizer
+    # from_spm imports the protobuf module by its bare name; sentencepiece ships it
+    sys.modules.setdefault("sentencepiece_model_pb2", sentencepiece_model_pb2)
+    corpus = os.path.join(tmp, "spm-corpus.txt")
+    with open(corpus, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    prefix = os.path.join(tmp, "spm")
+    spm.SentencePieceTrainer.train(input=corpus, model_prefix=prefix, vocab_size=4000, model_type="unigram", hard_vocab_limit=False,
+                                   character_coverage=0.9995, num_threads=2, minloglevel=2)
+    conv = SentencePieceUnigramTokenizer.from_spm(prefix + ".model")
+    tok = Tokenizer.from_str(conv.to_str())
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B:1 </s>:1",
+                                                       special_tokens=[("</s>", tok.token_to_id("</s>"))])
+    save("sentencepiece-unigram", tok)
+
+
+def check_scripts_exhaustive(driver, tmp):
+    """UnicodeScripts on every assigned code point: for each one a line puts it after Latin,
+    Cyrillic, Han and a digit and before the next code point, so any difference in its script
+    (or in the package's Unicode 9.0 view of it) moves a piece boundary."""
+    import unicodedata
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.UnicodeScripts()
+    path = os.path.join(tmp, "unicode-scripts-unk.json")
+    tok.save(path)
+    cps = [c for c in range(0x110000) if c not in (9, 10, 13) and unicodedata.category(chr(c)) not in ("Cn", "Cs", "Co")]
+    texts = []
+    for i, c in enumerate(cps):
+        ch = chr(c)
+        texts.append("a" + ch + "\u0431" + ch + "\u4eac" + ch + "1" + ch + chr(cps[(i + 1) % len(cps)]))
+    got = run_kiln(driver, path, ("\n".join(texts) + "\n").encode("utf-8"), [])
+    return compare("unicode-scripts", "every code point", tok.encode_batch(texts), got, texts)
+
+
+class _Enc:
+    """The fields compare() reads, from a transformers BatchEncoding row."""
+
+    def __init__(self, ids, type_ids, offsets, tokens):
+        self.ids, self.type_ids, self.offsets, self.tokens = ids, type_ids, offsets, tokens
+
+
+def check_transformers_folder(driver, tmp, base_json, lines, pairs):
+    """A folder with tokenizer.json, tokenizer_config.json and special_tokens_map.json, read by
+    transformers' AutoTokenizer and by kiln: special tokens named only in the config files (one
+    already in the vocabulary, new ones past it, one with lstrip) become added tokens, and
+    model_max_length must not truncate."""
+    try:
+        import transformers
+    except ImportError:
+        print("  skipped: transformers not installed (tokenizer folder configuration)")
+        return 0
+    transformers.logging.set_verbosity_error()
+    folder = os.path.join(tmp, "hf-folder")
+    os.makedirs(folder, exist_ok=True)
+    with open(base_json, encoding="utf-8") as f:
+        text = f.read()
+    with open(os.path.join(folder, "tokenizer.json"), "w", encoding="utf-8") as f:
+        f.write(text)
+    with open(os.path.join(folder, "special_tokens_map.json"), "w", encoding="utf-8") as f:
+        json.dump({"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
+                   "mask_token": {"content": "<mask>", "lstrip": True, "rstrip": False, "normalized": False, "single_word": False},
+                   "additional_special_tokens": ["[MASK]", "<|endoftext|>", "\u2581the"]}, f)
+    with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump({"model_max_length": 16, "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>"}, f)
+    hf = transformers.AutoTokenizer.from_pretrained(folder)
+
+    def rows(batch):
+        out = []
+        for k in range(len(batch["input_ids"])):
+            ids = batch["input_ids"][k]
+            out.append(_Enc(ids, batch["token_type_ids"][k] if "token_type_ids" in batch else [0] * len(ids),
+                            [tuple(o) for o in batch["offset_mapping"][k]], hf.convert_ids_to_tokens(ids)))
+        return out
+
+    total = 0
+    blob = ("\n".join(lines) + "\n").encode("utf-8")
+    ref = rows(hf(lines, return_offsets_mapping=True, return_token_type_ids=True))
+    # the config files must matter, or this proves nothing
+    changed = sum(r.ids != e.ids for r, e in zip(ref, Tokenizer.from_file(base_json).encode_batch(lines)))
+    print(f"  transformers-folder: the config files change {changed} of {len(lines)} lines against tokenizer.json alone")
+    if changed == 0:
+        total += 1
+    total += compare("transformers-folder", "single", ref, run_kiln(driver, folder, blob, []), lines)
+    few = pairs[:1000]
+    pblob = ("\n".join(a + "\t" + b for a, b in few) + "\n").encode("utf-8")
+    total += compare("transformers-folder", "pair",
+                     rows(hf([a for a, _ in few], [b for _, b in few], return_offsets_mapping=True, return_token_type_ids=True)),
+                     run_kiln(driver, folder, pblob, ["--pair"]), [a + " | " + b for a, b in few])
+    return total
 
 
 def run_kiln(driver, path, inp, extra):
@@ -153,7 +276,7 @@ def compare(name, mode, ref, got, texts, show=3):
                     if a != b:
                         print(f"      first difference at token {k}: package {a} kiln {b}")
                         break
-    print(f"  {name:24s} [{mode:18s}] lines {len(ref):6d}  mismatching lines {n_bad:5d}  (ids {bad['ids']}, type_ids {bad['type_ids']}, offsets {bad['offsets']})")
+    print(f"  {name:24s} [{mode:18s}] lines {len(ref):6d}  mismatching lines {n_bad:5d}  (ids {bad['ids']}, type_ids {bad['type_ids']}, offsets {bad['offsets']})  {elapsed()}")
     return n_bad
 
 
@@ -169,43 +292,55 @@ def check_decode(driver, name, path, tok, lines):
     bad = [i for i in range(len(ref)) if i >= len(got) or got[i] != ref[i]]
     for i in bad[:3]:
         print(f"    line {i}: package {ref[i][:100]!r} kiln {got[i][:100] if i < len(got) else None!r}")
-    print(f"  {name:24s} [{'decode':18s}] lines {len(ref):6d}  mismatching lines {len(bad):5d}")
+    print(f"  {name:24s} [{'decode':18s}] lines {len(ref):6d}  mismatching lines {len(bad):5d}  {elapsed()}")
     return len(bad)
 
 
-def check_overflow(driver, name, tmp, tok, lines):
-    """Truncation with a stride read from the file: the kept part and every overflowing window."""
+def check_overflow(driver, name, tmp, tok, lines, pairs):
+    """Truncation with a stride read from the file: the kept part and every overflowing window,
+    for single texts and for pairs (longest_first, windows of both texts combined)."""
     bad = 0
+    # every window of one text meets every window of the other (and the package nests them
+    # again), so pairs use short lines and a longer max_length to stay small
+    pairs = [(a, b) for a, b in pairs if len(a) + len(b) < 240][:600]
     for direction in ("right", "left"):
-        tok.enable_truncation(max_length=20, stride=5, direction=direction)
-        p = os.path.join(tmp, f"{name}.overflow-{direction}.json")
-        tok.save(p)
-        ref = tok.encode_batch(lines)
-        r = subprocess.run([driver, "tokenize", "--tokenizer", p, "--overflow"], input=("\n".join(lines) + "\n").encode(), capture_output=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"kiln tokenize failed: {r.stderr.decode(errors='replace')[:2000]}")
-        got = [json.loads(l) for l in r.stdout.decode("utf-8").split("\n") if l]
-        n = 0
-        for i, (a, g) in enumerate(zip(ref, got)):
-            parts_a = [a] + list(a.overflowing)
-            parts_g = [g] + g["overflowing"]
-            same = len(parts_a) == len(parts_g) and all(
-                x.ids == y["ids"] and x.type_ids == y["type_ids"] and [list(o) for o in x.offsets] == y["offsets"]
-                for x, y in zip(parts_a, parts_g))
-            if not same:
-                n += 1
-                if n <= 2:
-                    print(f"    line {i}: package {len(parts_a)} parts {parts_a[-1].ids}, kiln {len(parts_g)} parts {parts_g[-1]['ids']}")
-        n += abs(len(ref) - len(got))
-        print(f"  {name:24s} [{'stride 5, ' + direction:18s}] lines {len(ref):6d}  mismatching lines {n:5d}")
-        bad += n
+        for mode in ("single", "pair"):
+            tok.enable_truncation(max_length=20 if mode == "single" else 32, stride=5, direction=direction)
+            p = os.path.join(tmp, f"{name}.overflow-{direction}-{mode}.json")
+            tok.save(p)
+            if mode == "single":
+                texts, blob, ref = lines, "\n".join(lines), tok.encode_batch(lines)
+            else:
+                texts, blob, ref = [a + " | " + b for a, b in pairs], "\n".join(a + "\t" + b for a, b in pairs), tok.encode_batch(pairs)
+            got = run_kiln(driver, p, (blob + "\n").encode(), ["--overflow"] + (["--pair"] if mode == "pair" else []))
+            n = windows = 0
+            for i, (r, g) in enumerate(zip(ref, got)):
+                windows += len(r.overflowing)
+                parts_r = [r] + list(r.overflowing)
+                parts_g = [g] + g["overflowing"]
+                same = len(parts_r) == len(parts_g) and all(
+                    x.ids == y["ids"] and x.type_ids == y["type_ids"] and [list(o) for o in x.offsets] == y["offsets"]
+                    for x, y in zip(parts_r, parts_g))
+                if not same:
+                    n += 1
+                    if n <= 2:
+                        print(f"    line {i}: {texts[i][:100]!r}: package {len(parts_r)} parts, kiln {len(parts_g)}")
+                        for k, (x, y) in enumerate(zip(parts_r, parts_g)):
+                            if x.ids != y["ids"] or x.type_ids != y["type_ids"] or [list(o) for o in x.offsets] != y["offsets"]:
+                                print(f"      part {k}: package {x.ids} {x.type_ids} {x.offsets}")
+                                print(f"      part {k}: kiln    {y['ids']} {y['type_ids']} {y['offsets']}")
+                                break
+            n += abs(len(ref) - len(got))
+            label = f"stride 5, {direction}" + (", pair" if mode == "pair" else "")
+            print(f"  {name:24s} [{label:18s}] lines {len(ref):6d}  mismatching lines {n:5d}  (overflowing windows {windows})  {elapsed()}")
+            bad += n
     tok.no_truncation()
     return bad
 
 
 def check(driver, name, path, tmp, lines, pairs, n_other):
-    """Every line single and decoded; the first n_other lines (pairs, no special tokens,
-    truncation) to keep the test within a couple of minutes."""
+    """Every line single; the first n_other lines decoded, in pairs, without special tokens and
+    truncated, to keep the whole test within about three minutes on two cores."""
     tok = Tokenizer.from_file(path)
     blob = ("\n".join(lines) + "\n").encode("utf-8")
     few = lines[:n_other]
@@ -214,11 +349,11 @@ def check(driver, name, path, tmp, lines, pairs, n_other):
     pblob = ("\n".join(a + "\t" + b for a, b in pairs) + "\n").encode("utf-8")
     total = 0
     total += compare(name, "single", tok.encode_batch(lines), run_kiln(driver, path, blob, []), lines)
-    total += check_decode(driver, name, path, tok, lines)
+    total += check_decode(driver, name, path, tok, few)
     total += compare(name, "pair", tok.encode_batch(pairs), run_kiln(driver, path, pblob, ["--pair"]), [a + " | " + b for a, b in pairs])
     total += compare(name, "no special tokens", tok.encode_batch(few, add_special_tokens=False),
                      run_kiln(driver, path, fblob, ["--no-special-tokens"]), few)
-    total += check_overflow(driver, name, tmp, tok, few)
+    total += check_overflow(driver, name, tmp, tok, few, pairs)
     tok.no_truncation()
     tok.enable_truncation(max_length=24)
     total += compare(name, "pair, max_length 24", tok.encode_batch(pairs), run_kiln(driver, path, pblob, ["--pair", "--max-length", "24"]),
@@ -230,8 +365,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--driver", required=True, help="kiln_tok (or kiln) executable")
     ap.add_argument("--lines", type=int, default=10000)
-    ap.add_argument("--other-lines", type=int, default=4000, help="lines used for the pair/no-special/truncation runs")
+    ap.add_argument("--other-lines", type=int, default=2500, help="lines used for the decode/pair/no-special/truncation runs")
     ap.add_argument("--real", nargs="*", default=[], help="extra tokenizer.json files to check")
+    ap.add_argument("--only", default="", help="check only the configurations whose name matches this regex")
     a = ap.parse_args()
     driver = a.driver
     lines = gen_corpus.generate(a.lines)
@@ -244,7 +380,12 @@ def main():
         for p in a.real:
             paths[os.path.basename(os.path.dirname(p)) or p] = p
         for name, path in paths.items():
-            total += check(driver, name, path, tmp, lines, pairs, a.other_lines)
+            if re.search(a.only, name):
+                total += check(driver, name, path, tmp, lines, pairs, a.other_lines)
+        if re.search(a.only, "unicode-scripts"):
+            total += check_scripts_exhaustive(driver, tmp)
+        if re.search(a.only, "transformers-folder"):
+            total += check_transformers_folder(driver, tmp, paths["unigram-t5"], lines, pairs)
     print("parity:", "OK" if total == 0 else f"{total} mismatching lines")
     return 0 if total == 0 else 1
 

@@ -1,6 +1,7 @@
 /* Unit tests of the C tokenizer on small hand-written tokenizer.json files whose expected ids
- * and offsets were taken from the `tokenizers` Python package, plus UTF-8 repair, load errors,
- * decoding, batch/thread agreement and a long input. */
+ * and offsets were taken from the `tokenizers` Python package (and, for folders with config
+ * files, from transformers' AutoTokenizer), plus UTF-8 repair, load errors, decoding,
+ * batch/thread agreement, a long input, UnicodeScripts and stride windows of pairs. */
 #include "tok_internal.h"
 #include "tokenizer.h"
 #include <check.h>
@@ -241,6 +242,128 @@ START_TEST(test_vocab_txt_folder)
 }
 END_TEST
 
+/* A copy of a tokenizer.json text with one more top-level member ("\"key\": value"). */
+static char *with_member(const char *json, const char *member)
+{
+    size_t n = strlen(json), m = strlen(member);
+    char *r = malloc(n + m + 3);
+    ck_assert_ptr_nonnull(r);
+    memcpy(r, json, n - 1);   /* all but the closing brace */
+    sprintf(r + n - 1, ", %s}", member);
+    return r;
+}
+
+static void check_enc(const kn_encoding *e, int n, const int32_t *ids, const int32_t *types, const int32_t *off)
+{
+    ck_assert_int_eq(e->n, n);
+    for (int i = 0; i < n; i++) {
+        ck_assert_int_eq(e->ids[i], ids[i]);
+        if (types) ck_assert_int_eq(e->type_ids[i], types[i]);
+        ck_assert_int_eq(e->offsets[2 * i], off[2 * i]);
+        ck_assert_int_eq(e->offsets[2 * i + 1], off[2 * i + 1]);
+    }
+}
+
+/* UnicodeScripts (expected pieces from the package): leading spaces dropped, kana and Han one
+ * piece, U+0589 Common as in Unicode 9.0 (Armenian in later data), spaces joining any script. */
+START_TEST(test_unicode_scripts)
+{
+    kn_tokenizer *t = load("{\"pre_tokenizer\": {\"type\": \"UnicodeScripts\"},"
+                           " \"model\": {\"type\": \"WordLevel\", \"unk_token\": \"[UNK]\", \"vocab\": {\"[UNK]\": 0}}}");
+    kn_encoding e;
+    encode(t, "  \xe3\x81\xa9\xe3\x81\x93\xe3\x81\xa7\xe7\x94\x9f\xe3\x82\x8c\xe3\x80\x82Yes ab \xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82\xd6\x89x",
+           NULL, &e);
+    const int32_t ids[] = {0, 0, 0, 0, 0, 0};
+    const int32_t off[] = {2, 7, 7, 8, 8, 15, 15, 21, 21, 22, 22, 23};
+    check_enc(&e, 6, ids, NULL, off);
+    kn_encoding_free(&e);
+    encode(t, "   ", NULL, &e);   /* only Any characters: nothing */
+    ck_assert_int_eq(e.n, 0);
+    kn_encoding_free(&e);
+    kn_tokenizer_free(t);
+}
+END_TEST
+
+/* Stride windows of a pair (expected from the package): the kept encoding, then each further
+ * window of the first text with every window of the second, then the kept first window with
+ * the further windows of the second. */
+START_TEST(test_pair_overflow)
+{
+    char *json = with_member(BERT_JSON, "\"truncation\": {\"max_length\": 7, \"stride\": 1, \"strategy\": \"LongestFirst\", \"direction\": \"Right\"}");
+    kn_tokenizer *t = load(json);
+    free(json);
+    kn_encoding e;
+    encode(t, "hello world hello world", "cafe cafe cafe cafe", &e);
+    const int32_t types[] = {0, 0, 0, 0, 1, 1, 1};
+    const int32_t ids_a[] = {1, 3, 4, 2, 10, 10, 2}, ids_b[] = {1, 4, 3, 2, 10, 10, 2};
+    const int32_t a0[] = {0, 5, 6, 11}, a1[] = {6, 11, 12, 17}, a2[] = {12, 17, 18, 23};
+    const int32_t b0[] = {0, 4, 5, 9}, b1[] = {5, 9, 10, 14}, b2[] = {10, 14, 15, 19};
+    const int32_t *wa[] = {a0, a1, a2}, *wb[] = {b0, b1, b2};
+    /* (first window, second window) of the kept encoding and of each overflow, in order */
+    const int pairs[][2] = {{0, 0}, {1, 0}, {1, 1}, {1, 2}, {2, 0}, {2, 1}, {2, 2}, {0, 1}, {0, 2}};
+    ck_assert_int_eq(e.n_overflow, 8);
+    for (int k = 0; k < 9; k++) {
+        const kn_encoding *x = k == 0 ? &e : &e.overflow[k - 1];
+        const int32_t *oa = wa[pairs[k][0]], *ob = wb[pairs[k][1]];
+        int32_t off[14] = {0, 0, oa[0], oa[1], oa[2], oa[3], 0, 0, ob[0], ob[1], ob[2], ob[3], 0, 0};
+        check_enc(x, 7, pairs[k][0] == 1 ? ids_b : ids_a, types, off);
+    }
+    kn_encoding_free(&e);
+    kn_tokenizer_free(t);
+}
+END_TEST
+
+/* A folder read like transformers' from_pretrained (expected from AutoTokenizer): special
+ * tokens named only in special_tokens_map.json and tokenizer_config.json become added tokens,
+ * in the vocabulary (cafe, with lstrip) or past it in attribute order ([MASK], worlds, <new>),
+ * and model_max_length does not truncate. */
+START_TEST(test_folder_configs)
+{
+    char dir[] = "/tmp/kn_tok_foldXXXXXX", path[256], err[512];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    const char *files[][2] = {
+        {"tokenizer.json", BERT_JSON},
+        {"special_tokens_map.json", "{\"mask_token\": \"[MASK]\", \"additional_special_tokens\": [\"worlds\", \"<new>\"]}"},
+        {"tokenizer_config.json", "{\"model_max_length\": 4, \"bos_token\": {\"__type\": \"AddedToken\", \"content\": \"cafe\","
+                                  " \"lstrip\": true, \"rstrip\": false, \"normalized\": false, \"single_word\": false, \"special\": true}}"},
+    };
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i][0]);
+        FILE *f = fopen(path, "w");
+        ck_assert_ptr_nonnull(f);
+        fputs(files[i][1], f);
+        fclose(f);
+    }
+    kn_tokenizer *t = kn_tokenizer_load(dir, err, sizeof err);
+    ck_assert_msg(t != NULL, "%s", err);
+    kn_encoding e;
+    encode(t, "hello worlds [MASK]<new> cafe", NULL, &e);
+    const int32_t ids[] = {1, 3, 12, 11, 13, 10, 2};
+    const int32_t off[] = {0, 0, 0, 5, 6, 12, 13, 19, 19, 24, 24, 29, 0, 0};
+    check_enc(&e, 7, ids, NULL, off);
+    kn_encoding_free(&e);
+    kn_tokenizer_free(t);
+    /* the file alone is the package's Tokenizer.from_file: no config files */
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    t = kn_tokenizer_load(path, err, sizeof err);
+    ck_assert_msg(t != NULL, "%s", err);
+    ck_assert_int_eq(kn_tokenizer_token_to_id(t, "<new>"), -1);
+    kn_tokenizer_free(t);
+    /* a malformed config file is an error naming it */
+    snprintf(path, sizeof path, "%s/special_tokens_map.json", dir);
+    FILE *f = fopen(path, "w");
+    fputs("{\"mask_token\": ", f);
+    fclose(f);
+    ck_assert_ptr_null(kn_tokenizer_load(dir, err, sizeof err));
+    ck_assert_msg(strstr(err, "special_tokens_map.json") != NULL, "%s", err);
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i][0]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tokenizer");
@@ -253,6 +376,9 @@ int main(void)
     tcase_add_test(tc, test_load_errors);
     tcase_add_test(tc, test_batch_and_long);
     tcase_add_test(tc, test_vocab_txt_folder);
+    tcase_add_test(tc, test_unicode_scripts);
+    tcase_add_test(tc, test_pair_overflow);
+    tcase_add_test(tc, test_folder_configs);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -155,9 +155,11 @@ static void usage_tokenize(FILE *f)
     fprintf(f, "usage: kiln tokenize --tokenizer PATH [--pair] [--no-special-tokens] [--max-length N] [--threads N] [--masks] [--overflow] [--bench]\n"
                "  Reads one text per line from stdin (with --pair: two texts separated by a tab) and writes one JSON\n"
                "  object per line: {\"ids\": [...], \"tokens\": [...], \"offsets\": [[start, end], ...], \"type_ids\": [...]}.\n"
-               "  PATH is a tokenizer.json, or a folder with tokenizer.json or an old BERT vocab.txt.\n"
+               "  PATH is a tokenizer.json (read as the tokenizers package reads it), or a folder with tokenizer.json\n"
+               "  or an old BERT vocab.txt (read as transformers reads it: special tokens named in\n"
+               "  special_tokens_map.json and tokenizer_config.json are added; model_max_length does not truncate).\n"
                "  --masks adds special_tokens_mask and attention_mask, --overflow those and the overflowing windows\n"
-               "  of truncated single texts; --bench times encoding of all input\n"
+               "  of truncated texts and pairs; --bench times encoding of all input\n"
                "  (single thread unless --threads N > 1) and prints MB/s instead of the encodings.\n");
 }
 
