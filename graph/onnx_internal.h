@@ -19,5 +19,9 @@ kn_status *kn_onnx_tensor_from_pb(kn_onnx_src *src, Onnx__TensorProto *tp, bool 
 /* SparseTensorProto -> dense host tensor. */
 kn_status *kn_onnx_sparse_from_pb(kn_onnx_src *src, Onnx__SparseTensorProto *sp, kn_tensor **out);
 void kn_onnx_src_release(kn_onnx_src *src); /* frees map_paths (the maps stay with m) */
+/* Map a whole regular file read-only (*p NULL for an empty one) and return its folder ("." for a
+ * bare name) for resolving external data; undo with kn_onnx_unmap_file. */
+kn_status *kn_onnx_map_file(const char *path, void **p, size_t *len, char **dir);
+void kn_onnx_unmap_file(void *p, size_t len, char *dir);
 
 #endif

@@ -858,30 +858,17 @@ static kn_status *kn_load_bytes(const uint8_t *data, size_t size, const char *fi
 
 kn_status *kn_onnx_load_file(const char *path, kn_model **out) {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return kn_error(KN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return kn_error(KN_ERR_IO, "%s: not a regular file", path);
-    }
-    size_t len = (size_t)sb.st_size;
+    void *p;
+    size_t len;
+    char *dir;
+    KN_TRY(kn_onnx_map_file(path, &p, &len, &dir));
     if (len == 0) {
-        close(fd);
+        kn_onnx_unmap_file(p, len, dir);
         return kn_error(KN_ERR_INVALID_MODEL, "%s: the file is empty", path);
     }
     /* The parse copies what it keeps, so the mapping only lives for the load. */
-    void *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    int e = errno;
-    close(fd);
-    if (p == MAP_FAILED) return kn_error(KN_ERR_IO, "%s: cannot map: %s", path, strerror(e));
-    char *dir = strdup(path);
-    if (!dir) { munmap(p, len); return KN_OOM(strlen(path)); }
-    char *slash = strrchr(dir, '/');
-    if (slash) *(slash == dir ? slash + 1 : slash) = 0;
-    kn_status *st = kn_load_bytes(p, len, path, slash ? dir : ".", path, out);
-    free(dir);
-    munmap(p, len);
+    kn_status *st = kn_load_bytes(p, len, path, dir, path, out);
+    kn_onnx_unmap_file(p, len, dir);
     return st;
 }
 

@@ -459,9 +459,10 @@ kn_status *kn_tensor_proto_read(const void *buf, size_t len, kn_tensor **out, ch
     return kn_pb_read(&src, buf, len, out, name);
 }
 
-kn_status *kn_tensor_proto_read_file(const char *path, kn_tensor **out, char **name) {
-    *out = NULL;
-    if (name) *name = NULL;
+kn_status *kn_onnx_map_file(const char *path, void **p, size_t *len, char **dir) {
+    *p = NULL;
+    *len = 0;
+    *dir = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return kn_error(KN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
@@ -469,18 +470,37 @@ kn_status *kn_tensor_proto_read_file(const char *path, kn_tensor **out, char **n
         close(fd);
         return kn_error(KN_ERR_IO, "%s: not a regular file", path);
     }
-    size_t len = (size_t)sb.st_size;
-    void *p = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+    size_t n = (size_t)sb.st_size;
+    void *m = n ? mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+    int e = errno;
     close(fd);
-    if (p == MAP_FAILED) return kn_error(KN_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
-    char *dir = strdup(path);
-    if (!dir) { if (p) munmap(p, len); return KN_OOM(strlen(path)); }
-    char *slash = strrchr(dir, '/');
-    if (slash) *(slash == dir ? slash + 1 : slash) = 0;
-    kn_onnx_src src = {.file = path, .base_dir = slash ? dir : "."};
-    kn_status *st = kn_pb_read(&src, p ? p : "", len, out, name);
-    free(dir);
+    if (m == MAP_FAILED) return kn_error(KN_ERR_IO, "%s: cannot map: %s", path, strerror(e));
+    char *d = strdup(path);
+    if (!d) { if (m) munmap(m, n); return KN_OOM(strlen(path)); }
+    char *slash = strrchr(d, '/');
+    if (slash) *(slash == d ? slash + 1 : slash) = 0;
+    else strcpy(d, ".");
+    *p = m;
+    *len = n;
+    *dir = d;
+    return NULL;
+}
+
+void kn_onnx_unmap_file(void *p, size_t len, char *dir) {
     if (p) munmap(p, len);
+    free(dir);
+}
+
+kn_status *kn_tensor_proto_read_file(const char *path, kn_tensor **out, char **name) {
+    *out = NULL;
+    if (name) *name = NULL;
+    void *p;
+    size_t len;
+    char *dir;
+    KN_TRY(kn_onnx_map_file(path, &p, &len, &dir));
+    kn_onnx_src src = {.file = path, .base_dir = dir};
+    kn_status *st = kn_pb_read(&src, p ? p : "", len, out, name);
+    kn_onnx_unmap_file(p, len, dir);
     return st;
 }
 

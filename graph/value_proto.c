@@ -46,15 +46,12 @@ kn_status *kn_value_proto_read_file(const char *path, int kind, kn_tensor **out,
     *out = NULL;
     if (name) *name = NULL;
     if (kind == KN_KIND_TENSOR) return kn_tensor_proto_read_file(path, out, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) return kn_error(KN_ERR_IO, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(len > 0 ? (size_t)len : 1);
-    if (!buf || (len > 0 && fread(buf, 1, (size_t)len, f) != (size_t)len)) { fclose(f); free(buf); return kn_error(KN_ERR_IO, "cannot read %s", path); }
-    fclose(f);
-    kn_onnx_src src = {.file = path};
+    void *map;
+    size_t len;
+    char *dir;
+    KN_TRY(kn_onnx_map_file(path, &map, &len, &dir));
+    const uint8_t *buf = map ? map : (const uint8_t *)"";
+    kn_onnx_src src = {.file = path, .base_dir = dir};
     kn_tensor *t = calloc(1, sizeof *t);
     kn_status *st = t ? NULL : KN_OOM(sizeof *t);
     if (!st && kind == KN_KIND_SEQUENCE) {
@@ -74,7 +71,7 @@ kn_status *kn_value_proto_read_file(const char *path, int kind, kn_tensor **out,
             onnx__optional_proto__free_unpacked(op, NULL);
         }
     }
-    free(buf);
+    kn_onnx_unmap_file(map, len, dir);
     kn_onnx_src_release(&src);
     if (st) { free(t); return st; }
     *out = t;
