@@ -119,6 +119,7 @@ typedef struct tk_model {
     int byte_fallback, fuse_unk, ignore_merges;
     double *scores; double min_score;
     tk_trie trie;
+    struct tk_bpe_cache *cache;   /* BPE: word -> result memo; mutable behind a const model */
 } tk_model;
 
 enum { POST_TEMPLATE = 1, POST_BERT, POST_ROBERTA, POST_BYTELEVEL, POST_SEQ };
@@ -181,6 +182,14 @@ typedef struct tk_toks { tk_tok *v; int32_t n, cap; } tk_toks;
 int tk_toks_push(tk_arena *a, tk_toks *t, int32_t id, int32_t s, int32_t e, const char *str, int32_t len);
 /* Tokenizes one pre-tokenized piece; token ranges are byte ranges of the piece. */
 int tk_model_tokenize(const tk_model *m, tk_arena *a, const tk_nstr *piece, tk_toks *out);
+
+/* The BPE word cache (the package's 10,000-word cache): sharded, each shard behind a mutex taken
+ * with trylock so a contended lookup just recomputes; full shards refuse inserts. */
+#define TK_BPE_CACHE_CAPACITY 10000
+#define TK_BPE_CACHE_MAX_WORD 256
+struct tk_bpe_cache *tk_bpe_cache_new(void);
+void tk_bpe_cache_free(struct tk_bpe_cache *c);
+uint32_t tk_bpe_cache_count(struct tk_bpe_cache *c);   /* words held (for tests) */
 
 /* An encoding under construction (offsets in original characters). */
 typedef struct tk_enc {

@@ -423,6 +423,9 @@ static int load_model(lctx *L, json_object *o, tk_model *m)
             goto fail;
         m->cont_prefix_len = m->cont_prefix ? (int32_t)strlen(m->cont_prefix) : 0;
         m->eow_suffix_len = m->eow_suffix ? (int32_t)strlen(m->eow_suffix) : 0;
+        /* The package turns its cache off under dropout; kiln ignores dropout at inference
+         * (results are deterministic), so the cache is always on. */
+        if (!(m->cache = tk_bpe_cache_new())) { tk_errf(L->err, L->len, "out of memory creating the BPE cache"); goto fail; }
         if (unk) m->unk_id = tk_strmap_get(&m->vocab, unk, (uint32_t)strlen(unk));
         json_object *mg = field(o, "merges");
         if (!mg || !json_object_is_type(mg, json_type_array)) { tk_errf(L->err, L->len, "model.merges: missing or not an array"); goto fail; }

@@ -3,6 +3,7 @@
  * WordLevel, each following the Hugging Face Rust implementation step for step so ids and
  * offsets agree, including its corner cases. */
 #include "tok_internal.h"
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,13 +97,134 @@ static bmerge heap_pop(bmerge *h, int32_t *n)
     return top;
 }
 
+/* ---- BPE word cache ----
+ * Pre-tokenized words repeat heavily in real text, so the merge loop's result is memoized per
+ * word. Shards cut contention between encode_batch threads; a shard whose lock is busy is simply
+ * bypassed (the result is the same, only slower). Entries are immutable once published and live
+ * until the tokenizer is freed, so a found entry may be read after its shard is unlocked. */
+#define CACHE_SHARDS 16
+#define CACHE_SHARD_CAP ((TK_BPE_CACHE_CAPACITY + CACHE_SHARDS - 1) / CACHE_SHARDS)
+#define CACHE_SLOTS 2048   /* power of two, over 2x the shard capacity: probes stay short */
+
+/* One cached word: its bytes, then ntok (id, len) pairs; lens rebuild the offsets. */
+typedef struct cache_ent { uint32_t hash, klen; int32_t ntok; int32_t *toks; char key[]; } cache_ent;
+typedef struct cache_shard { pthread_mutex_t mu; uint32_t n; cache_ent *slot[CACHE_SLOTS]; } cache_shard;
+struct tk_bpe_cache { cache_shard shard[CACHE_SHARDS]; };
+
+struct tk_bpe_cache *tk_bpe_cache_new(void)
+{
+    struct tk_bpe_cache *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    for (int i = 0; i < CACHE_SHARDS; i++) {
+        if (pthread_mutex_init(&c->shard[i].mu, NULL)) {
+            while (i--) pthread_mutex_destroy(&c->shard[i].mu);
+            free(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+void tk_bpe_cache_free(struct tk_bpe_cache *c)
+{
+    if (!c) return;
+    for (int i = 0; i < CACHE_SHARDS; i++) {
+        for (int k = 0; k < CACHE_SLOTS; k++) free(c->shard[i].slot[k]);
+        pthread_mutex_destroy(&c->shard[i].mu);
+    }
+    free(c);
+}
+
+uint32_t tk_bpe_cache_count(struct tk_bpe_cache *c)
+{
+    uint32_t n = 0;
+    for (int i = 0; c && i < CACHE_SHARDS; i++) {
+        pthread_mutex_lock(&c->shard[i].mu);
+        n += c->shard[i].n;
+        pthread_mutex_unlock(&c->shard[i].mu);
+    }
+    return n;
+}
+
+/* The slot holding the word, or the empty slot where it would go. Caller holds the shard lock. */
+static cache_ent **cache_probe(cache_shard *sh, const char *k, uint32_t len, uint32_t h)
+{
+    /* the low hash bits pick the shard, so slots use the high ones */
+    uint32_t i = (h >> 8) & (CACHE_SLOTS - 1);
+    for (;;) {
+        cache_ent *e = sh->slot[i];
+        if (!e || (e->hash == h && e->klen == len && !memcmp(e->key, k, len))) return &sh->slot[i];
+        i = (i + 1) & (CACHE_SLOTS - 1);
+    }
+}
+
+static const cache_ent *cache_get(struct tk_bpe_cache *c, const char *k, uint32_t len, uint32_t h)
+{
+    cache_shard *sh = &c->shard[h % CACHE_SHARDS];
+    if (pthread_mutex_trylock(&sh->mu)) return NULL;
+    const cache_ent *e = *cache_probe(sh, k, len, h);
+    pthread_mutex_unlock(&sh->mu);
+    return e;
+}
+
+/* Stores toks[first..] as the word's result; silently gives up when busy, full or out of memory
+ * (the cache is an optimization only). */
+static void cache_put(struct tk_bpe_cache *c, const char *k, uint32_t len, uint32_t h, const tk_toks *t, int32_t first)
+{
+    cache_shard *sh = &c->shard[h % CACHE_SHARDS];
+    if (pthread_mutex_trylock(&sh->mu)) return;
+    cache_ent **slot;
+    if (sh->n < CACHE_SHARD_CAP && !*(slot = cache_probe(sh, k, len, h))) {
+        int32_t ntok = t->n - first;
+        size_t koff = (len + sizeof(int32_t) - 1) / sizeof(int32_t) * sizeof(int32_t);
+        cache_ent *e = malloc(sizeof *e + koff + sizeof(int32_t) * 2 * (size_t)ntok);
+        if (e) {
+            e->hash = h; e->klen = len; e->ntok = ntok;
+            memcpy(e->key, k, len);
+            e->toks = (int32_t *)(void *)(e->key + koff);
+            for (int32_t i = 0; i < ntok; i++) {
+                const tk_tok *x = &t->v[first + i];
+                e->toks[2 * i] = x->id;
+                e->toks[2 * i + 1] = x->e - x->s;
+            }
+            *slot = e;
+            sh->n++;
+        }
+    }
+    pthread_mutex_unlock(&sh->mu);
+}
+
+static int bpe_merge(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *out);
+
 static int bpe(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *out)
 {
     if (!p->len) return 0;
+    /* A whole-word vocabulary hit costs one lookup already, no more than the cache would */
     if (m->ignore_merges) {
         int32_t id = tk_strmap_get(&m->vocab, p->s, (uint32_t)p->len);
         if (id >= 0) return push_vocab(m, a, out, id, 0, p->len);
     }
+    if (!m->cache || p->len > TK_BPE_CACHE_MAX_WORD) return bpe_merge(m, a, p, out);
+    uint32_t len = (uint32_t)p->len, h = tk_hash(p->s, len);
+    const cache_ent *e = cache_get(m->cache, p->s, len, h);
+    if (e) {
+        int32_t off = 0;
+        for (int32_t i = 0; i < e->ntok; i++) {
+            int32_t tl = e->toks[2 * i + 1];
+            if (push_vocab(m, a, out, e->toks[2 * i], off, off + tl)) return -1;
+            off += tl;
+        }
+        return 0;
+    }
+    int32_t first = out->n;
+    int rc = bpe_merge(m, a, p, out);
+    if (!rc) cache_put(m->cache, p->s, len, h, out, first);
+    return rc;
+}
+
+/* The merge loop proper; bpe() has already tried ignore_merges' whole-word lookup. */
+static int bpe_merge(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *out)
+{
     bsym *sym = tk_alloc(a, sizeof(bsym) * (size_t)(p->len * 4 + 4));
     char *buf = tk_alloc(a, (size_t)(m->cont_prefix_len + m->eow_suffix_len + 8));
     if (!sym || !buf) return -1;
@@ -288,5 +410,6 @@ void tk_model_clear(tk_model *m)
     free(m->cont_prefix); free(m->eow_suffix); free(m->scores);
     tk_pairmap_free(&m->merges);
     tk_trie_free(&m->trie);
+    tk_bpe_cache_free(m->cache);
     memset(m, 0, sizeof *m);
 }

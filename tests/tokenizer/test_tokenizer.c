@@ -1,8 +1,10 @@
 /* Unit tests of the C tokenizer on small hand-written tokenizer.json files whose expected ids
  * and offsets were taken from the `tokenizers` Python package (and, for folders with config
  * files, from transformers' AutoTokenizer), plus UTF-8 repair, load errors, decoding,
- * batch/thread agreement, a long input, UnicodeScripts and stride windows of pairs. */
+ * batch/thread agreement, a long input, UnicodeScripts, stride windows of pairs and the BPE
+ * word cache (cold, warm, full and shared by threads against an uncached tokenizer). */
 #include "tok_internal.h"
+#include <pthread.h>
 #include "tokenizer.h"
 #include <check.h>
 #include <stdio.h>
@@ -364,6 +366,108 @@ START_TEST(test_folder_configs)
 }
 END_TEST
 
+/* ---- BPE word cache ---- */
+/* One assertion per encoding: Check logs every assertion, and these hold ~100k tokens. */
+static void assert_same_encoding(const kn_encoding *x, const kn_encoding *y)
+{
+    ck_assert_int_eq(x->n, y->n);
+    int32_t bad = -1;
+    for (int32_t i = 0; i < x->n && bad < 0; i++) {
+        if (x->ids[i] != y->ids[i] || x->offsets[2 * i] != y->offsets[2 * i] ||
+            x->offsets[2 * i + 1] != y->offsets[2 * i + 1] || x->token_lens[i] != y->token_lens[i] ||
+            memcmp(x->tokens[i], y->tokens[i], (size_t)x->token_lens[i]))
+            bad = i;
+    }
+    ck_assert_msg(bad < 0, "encodings differ at token %d", (int)bad);
+}
+
+typedef struct { const kn_tokenizer *t; const char *text; kn_encoding enc; int rc; } cache_job;
+
+static void *cache_worker(void *arg)
+{
+    cache_job *j = arg;
+    char err[256];
+    j->rc = kn_tokenizer_encode(j->t, j->text, strlen(j->text), NULL, 0, NULL, &j->enc, err, sizeof err);
+    return NULL;
+}
+
+START_TEST(test_bpe_cache)
+{
+    /* More distinct words than the cache holds (each ' a' + 14 a/b bits, some with an 'é' whose
+     * bytes are separate tokens), every word twice, so the second pass mixes hits and the misses
+     * of words refused by full shards. */
+    enum { WORDS = 12000, WLEN = 20 };
+    char *text = malloc((size_t)WORDS * 2 * WLEN + 1);
+    size_t len = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int w = 0; w < WORDS; w++) {
+            text[len++] = ' ';
+            text[len++] = 'a';
+            for (int b = 13; b >= 0; b--) text[len++] = (w >> b) & 1 ? 'b' : 'a';
+            if (w % 5 == 0) { text[len++] = '\xC3'; text[len++] = '\xA9'; }
+        }
+    }
+    text[len] = 0;
+
+    /* the reference: the same model with the cache taken away */
+    kn_tokenizer *ref_t = load(BPE_JSON);
+    ck_assert_ptr_nonnull(ref_t->model.cache);
+    tk_bpe_cache_free(ref_t->model.cache);
+    ref_t->model.cache = NULL;
+    kn_encoding ref, cold, warm;
+    encode(ref_t, text, NULL, &ref);
+    ck_assert_int_gt(ref.n, 2 * WORDS);
+
+    kn_tokenizer *t = load(BPE_JSON);
+    ck_assert_uint_eq(tk_bpe_cache_count(t->model.cache), 0);
+    encode(t, text, NULL, &cold);
+    uint32_t held = tk_bpe_cache_count(t->model.cache);
+    ck_assert_uint_le(held, TK_BPE_CACHE_CAPACITY);
+    ck_assert_uint_ge(held, TK_BPE_CACHE_CAPACITY * 9 / 10);
+    encode(t, text, NULL, &warm);
+    ck_assert_uint_eq(tk_bpe_cache_count(t->model.cache), held);
+    assert_same_encoding(&ref, &cold);
+    assert_same_encoding(&ref, &warm);
+    kn_encoding_free(&cold);
+    kn_encoding_free(&warm);
+
+    /* a word over the size limit is computed but not cached */
+    char longw[400];
+    longw[0] = ' ';
+    for (int i = 1; i < 399; i++) longw[i] = i % 3 ? 'a' : 'b';
+    longw[399] = 0;
+    kn_encoding lr, lc;
+    encode(ref_t, longw, NULL, &lr);
+    encode(t, longw, NULL, &lc);
+    assert_same_encoding(&lr, &lc);
+    ck_assert_uint_eq(tk_bpe_cache_count(t->model.cache), held);
+    kn_encoding_free(&lr);
+    kn_encoding_free(&lc);
+    kn_tokenizer_free(t);
+
+    /* four threads on one fresh tokenizer: cold inserts and lookups race on the shard locks */
+    t = load(BPE_JSON);
+    cache_job jobs[4];
+    pthread_t th[4];
+    for (int k = 0; k < 4; k++) {
+        jobs[k].t = t; jobs[k].text = text; jobs[k].rc = -1;
+        ck_assert_int_eq(pthread_create(&th[k], NULL, cache_worker, &jobs[k]), 0);
+    }
+    for (int k = 0; k < 4; k++) {
+        pthread_join(th[k], NULL);
+        ck_assert_int_eq(jobs[k].rc, 0);
+        assert_same_encoding(&ref, &jobs[k].enc);
+        kn_encoding_free(&jobs[k].enc);
+    }
+    ck_assert_uint_le(tk_bpe_cache_count(t->model.cache), TK_BPE_CACHE_CAPACITY);
+    ck_assert_uint_gt(tk_bpe_cache_count(t->model.cache), 0);
+    kn_tokenizer_free(t);
+    kn_encoding_free(&ref);
+    kn_tokenizer_free(ref_t);
+    free(text);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tokenizer");
@@ -379,6 +483,7 @@ int main(void)
     tcase_add_test(tc, test_unicode_scripts);
     tcase_add_test(tc, test_pair_overflow);
     tcase_add_test(tc, test_folder_configs);
+    tcase_add_test(tc, test_bpe_cache);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
