@@ -12,6 +12,9 @@ void kn_encode_options_init(kn_encode_options *o)
 {
     o->add_special_tokens = 1;
     o->max_length = 0;
+    o->strategy = KN_TRUNCATE_LONGEST_FIRST;
+    o->stride = 0;
+    o->per_call = 0;
 }
 
 static int is_word_char(uint32_t c)
@@ -375,12 +378,15 @@ static int encode_impl(const kn_tokenizer *t, const char *text, size_t len, cons
     tk_enc *wa = NULL, *wb = NULL;   /* overflowing windows of A and B beyond the kept ones */
     int32_t nwa = 0, nwb = 0;
     if (!rc) {
-        int32_t max = opt->max_length > 0 ? opt->max_length : (t->trunc_on ? t->trunc_max : -1);
+        int own = opt->max_length > 0;
+        int32_t max = own ? opt->max_length : (t->trunc_on && !opt->per_call ? t->trunc_max : -1);
         if (max >= 0) {
             int added = opt->add_special_tokens ? tk_post_added_tokens(t->post, pair != NULL) : 0;
-            int left = opt->max_length > 0 ? 0 : t->trunc_left;
-            int32_t stride = opt->max_length > 0 ? 0 : t->trunc_stride, ta, tb;
-            trunc_targets(A.n, B.n, pair != NULL, max - added, opt->max_length > 0 ? TRUNC_LONGEST_FIRST : t->trunc_strategy, &ta, &tb);
+            int left = own ? 0 : t->trunc_left;
+            int32_t stride = own ? opt->stride : t->trunc_stride, ta, tb;
+            int strategy = !own ? t->trunc_strategy : opt->strategy == KN_TRUNCATE_ONLY_FIRST ? TRUNC_ONLY_FIRST
+                         : opt->strategy == KN_TRUNCATE_ONLY_SECOND ? TRUNC_ONLY_SECOND : TRUNC_LONGEST_FIRST;
+            trunc_targets(A.n, B.n, pair != NULL, max - added, strategy, &ta, &tb);
             int32_t cut = ta;
             rc = truncate_windows(&a, &A, ta, stride, left, &wa, &nwa);
             if (!rc && pair) { cut = tb; rc = truncate_windows(&a, &B, tb, stride, left, &wb, &nwb); }
@@ -395,8 +401,9 @@ static int encode_impl(const kn_tokenizer *t, const char *text, size_t len, cons
     if (!rc) rc = tk_post_process(t, t->post, &a, &A, &B, pair != NULL, opt->add_special_tokens, &R);
     if (!rc) {
         int32_t target = pad_to;
-        if (t->pad == PAD_FIXED && target < t->pad_len) target = t->pad_len;
-        if (t->pad != PAD_NONE) target = round_up(target > R.n ? target : R.n, t->pad_multiple);
+        int pad = opt->per_call ? PAD_NONE : t->pad;
+        if (pad == PAD_FIXED && target < t->pad_len) target = t->pad_len;
+        if (pad != PAD_NONE) target = round_up(target > R.n ? target : R.n, t->pad_multiple);
         rc = to_public(t, &R, target, out);
         /* Encoding::merge_with's order: each further window of the first text with the kept
          * window and then every further window of the second, then the kept first window with
@@ -419,7 +426,7 @@ static int encode_impl(const kn_tokenizer *t, const char *text, size_t len, cons
                 tk_enc X, Y, W = {0};
                 rc = enc_copy(&a, x, 0, x->n, &X) || enc_copy(&a, y, 0, y->n, &Y) ? -1 : 0;
                 if (!rc) rc = tk_post_process(t, t->post, &a, &X, &Y, pair != NULL, opt->add_special_tokens, &W);
-                if (!rc) rc = to_public(t, &W, t->pad != PAD_NONE ? target : 0, &out->overflow[k]);
+                if (!rc) rc = to_public(t, &W, pad != PAD_NONE ? target : 0, &out->overflow[k]);
                 if (!rc) out->n_overflow = k + 1;
             }
             if (rc) kn_encoding_free(out);
@@ -493,7 +500,7 @@ int kn_tokenizer_encode_batch(const kn_tokenizer *t, int n, const char *const *t
         for (int i = 0; i < n; i++) kn_encoding_free(&out[i]);
         return -1;
     }
-    if (t->pad == PAD_LONGEST && n > 1) {   /* BatchLongest: pad everyone to the longest */
+    if (t->pad == PAD_LONGEST && n > 1 && !(opt && opt->per_call)) {   /* BatchLongest: pad everyone to the longest */
         int32_t longest = 0;
         for (int i = 0; i < n; i++) if (out[i].n > longest) longest = out[i].n;
         longest = round_up(longest, t->pad_multiple);

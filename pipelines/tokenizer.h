@@ -42,9 +42,14 @@ kn_tokenizer *kn_tokenizer_load(const char *path, char *err, size_t err_len);
 kn_tokenizer *kn_tokenizer_load_json(const char *json, size_t len, char *err, size_t err_len);
 void kn_tokenizer_free(kn_tokenizer *tok);
 
+enum { KN_TRUNCATE_LONGEST_FIRST = 0, KN_TRUNCATE_ONLY_FIRST, KN_TRUNCATE_ONLY_SECOND };
 typedef struct kn_encode_options {
     int add_special_tokens;    /* 1: run the post-processor (default) */
     int max_length;            /* > 0: truncate to this many tokens, overriding the file's */
+    int strategy;              /* with max_length: KN_TRUNCATE_* (default longest first) */
+    int stride;                /* with max_length: tokens repeated between overflow windows */
+    int per_call;              /* 1: the file's truncation and padding do not apply, as in
+                                * transformers, which sets both on every call (pipelines) */
 } kn_encode_options;
 void kn_encode_options_init(kn_encode_options *o);
 

@@ -26,5 +26,7 @@ int kn_cmd_bench(int argc, char **argv);
 int kn_cmd_tokenize(int argc, char **argv) __attribute__((weak));
 int kn_cmd_embed(int argc, char **argv) __attribute__((weak));
 int kn_cmd_detokenize(int argc, char **argv) __attribute__((weak));
+int kn_cmd_run(int argc, char **argv) __attribute__((weak));
+int kn_cmd_download(int argc, char **argv) __attribute__((weak));
 
 #endif

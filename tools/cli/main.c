@@ -274,7 +274,9 @@ static void kn_usage(void) {
             "  bench MODEL.onnx --inputs DIR [--iters N] [--warmup N] [--threads T] [--device D] [--profile] [--json]\n"
             "  embed --model DIR [--pooling mean|cls|max] [--normalize] [TEXT...]\n"
             "  tokenize --tokenizer PATH [--pair] [--no-special-tokens] [--max-length N]\n"
-            "  detokenize --tokenizer PATH\n", kn_version());
+            "  detokenize --tokenizer PATH\n"
+            "  run --model PATH --type TYPE [--input FILE|DIR] [--output DIR] [...]   Hugging Face tasks (kiln run --help)\n"
+            "  download REPO [--revision R]       fetch a model folder into the Hugging Face cache\n", kn_version());
 }
 
 int main(int argc, char **argv) {
@@ -292,6 +294,11 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "embed") == 0) {
         if (!kn_cmd_embed) { fprintf(stderr, "kiln: this build has no pipelines (pipelines/ was not built)\n"); return 2; }
         return kn_cmd_embed(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "run") == 0 || strcmp(cmd, "download") == 0) {
+        int (*fn)(int, char **) = strcmp(cmd, "run") == 0 ? kn_cmd_run : kn_cmd_download;
+        if (!fn) { fprintf(stderr, "kiln: this build has no pipelines (pipelines/ was not built)\n"); return 2; }
+        return fn(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "tokenize") == 0 || strcmp(cmd, "detokenize") == 0) {
         int (*fn)(int, char **) = strcmp(cmd, "tokenize") == 0 ? kn_cmd_tokenize : kn_cmd_detokenize;
