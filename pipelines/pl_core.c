@@ -271,7 +271,7 @@ static kn_status *pl_read_limits(kn_pipeline *p)
 
 static kn_status *pl_open(kn_pipeline *p, const char *path_or_repo)
 {
-    KN_TRY(pl_hub_resolve(path_or_repo, &p->dir));
+    KN_TRY(pl_hub_resolve(path_or_repo, p->opt.onnx_file, &p->dir));
     if (!pl_is_dir(p->dir)) return kn_error(KN_ERR_IO, "%s: not a folder", p->dir);
     char model_path[4096];
     KN_TRY(pl_find_onnx(p->dir, p->opt.onnx_file, model_path, sizeof model_path));

@@ -51,9 +51,15 @@ struct kn_pipeline {
 /* A printf-style warning through opt.warn (stderr by default). */
 void pl_warn(const kn_pipeline *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Resolves a path or a Hugging Face repo id ("org/name", optionally "@revision") to a local
- * folder, malloc'd into *dir (pl_hub.c). */
-kn_status *pl_hub_resolve(const char *path_or_repo, char **dir);
+/* Resolves a path or a Hugging Face repo id ("org/name", optionally "@revision", default main) to
+ * a local folder, malloc'd into *dir (pl_hub.c): an existing path as is, else the snapshot in the
+ * huggingface_hub cache ($HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub) when it holds the
+ * model (onnx_file, NULL: model.onnx / onnx/model.onnx), else a download from $HF_ENDPOINT (with
+ * $HF_TOKEN) of the configs, tokenizer files and that one model with its external data.
+ * HF_HUB_OFFLINE=1: the cache only. */
+kn_status *pl_hub_resolve(const char *path_or_repo, const char *onnx_file, char **dir);
+/* The same for an argument that is always a repo id (kiln download). */
+kn_status *pl_hub_fetch(const char *repo_at_rev, const char *onnx_file, char **dir);
 
 /* Tokenizes n texts (pairs may be NULL or hold NULLs) for the model: special tokens added,
  * the file's truncation/padding replaced by eo (NULL: truncate longest-first to p->max_length, or

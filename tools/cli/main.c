@@ -276,7 +276,7 @@ static void kn_usage(void) {
             "  tokenize --tokenizer PATH [--pair] [--no-special-tokens] [--max-length N]\n"
             "  detokenize --tokenizer PATH\n"
             "  run --model PATH --type TYPE [--input FILE|DIR] [--output DIR] [...]   Hugging Face tasks (kiln run --help)\n"
-            "  download REPO [--revision R]       fetch a model folder into the Hugging Face cache\n", kn_version());
+            "  download REPO[@REV] [--onnx-file F] fetch a model folder into the Hugging Face cache\n", kn_version());
 }
 
 int main(int argc, char **argv) {
