@@ -50,6 +50,8 @@ TC_TEXTS = [
     "gwendolyn talked about the united nations in montevideo",
     "Boris",
 ]
+# longer than the 128-token limit: both sides truncate (transformers: truncation=True)
+TC_LONG = [" ".join(TC_TEXTS[:3] * 4)]
 TC_WORDS = [
     ["Anna", "visited", "Paris", "in", "1999"],
     ["Hiroshi", "founded", "Initech", "Laboratories", "with", "Claudette."],
@@ -206,6 +208,12 @@ def tokcls_refs(work):
                      "index": int(e.get("index", -1)), "word": e["word"], "start": int(e["start"]), "end": int(e["end"])}
                     for e in r] for r in res]
             out.append({"model": name, "aggregation": agg, "texts": TC_TEXTS, "expected": exp})
+            if agg in ("none", "simple"):
+                res = pipe(TC_LONG)
+                exp = [[{"entity": e.get("entity", e.get("entity_group")), "score": f(e["score"]),
+                         "index": int(e.get("index", -1)), "word": e["word"], "start": int(e["start"]), "end": int(e["end"])}
+                        for e in r] for r in res]
+                out.append({"model": name, "aggregation": agg, "texts": TC_LONG, "expected": exp})
             if name == "tc_bert":   # byte-level BPE needs add_prefix_space=True for pre-split words
                 res = [pipe(w, is_split_into_words=True) for w in TC_WORDS]
                 res = [r[0] if r and isinstance(r[0], list) else r for r in res]
@@ -266,7 +274,7 @@ def main():
                         check=True, capture_output=True, text=True)
     refs.update(json.loads(qa.stdout))
     with open(EXPECTED, "w", encoding="utf-8") as fp:
-        json.dump(refs, fp, ensure_ascii=False, indent=1)
+        json.dump(refs, fp, ensure_ascii=False, separators=(",", ":"))
     print("wrote", EXPECTED)
 
 
