@@ -73,9 +73,10 @@ static kn_status *pl_run_images(const kn_pipeline *p, int n, const char *const *
     pl_preproc pp;
     KN_TRY(pl_preproc_read(p->preproc, p->model_type, where, &pp));
     int bs = p->opt.batch_size > 0 ? p->opt.batch_size : 32;
-    pl_pending *pend = calloc((size_t)(bs > n ? (n ? n : 1) : bs), sizeof *pend);
-    int *orig = malloc(sizeof(int) * (size_t)(bs > 0 ? bs : 1));
-    bool *done = malloc(sizeof(bool) * (size_t)(bs > 0 ? bs : 1));
+    if (bs > n) bs = n > 0 ? n : 1;
+    pl_pending *pend = calloc((size_t)bs, sizeof *pend);
+    int *orig = malloc(sizeof(int) * (size_t)bs);
+    bool *done = malloc(sizeof(bool) * (size_t)bs);
     float *batch = NULL;
     size_t batch_cap = 0;
     kn_status *st = NULL;
