@@ -75,12 +75,15 @@ static kn_status *pl_feat_pick(const pl_feat_ctx *c, const kn_pl_batch *b, const
                             c->o->output_name, pl_feat_outputs(b, names, sizeof names));
         return NULL;
     }
-    if (c->pool != KN_POOL_NONE && (*out = pl_output(b, c->p, "sentence_embedding"))) return NULL;
+    /* the model's own pooling wins unless a pooling was asked for and token embeddings exist */
+    const kn_named_tensor *sent = c->pool != KN_POOL_NONE ? pl_output(b, c->p, "sentence_embedding") : NULL;
+    if (sent && c->o->pooling == KN_POOL_DEFAULT) { *out = sent; return NULL; }
     static const char *const tok_names[] = {"last_hidden_state", "token_embeddings"};
     for (int k = 0; k < 2; k++)
         if ((*out = pl_output(b, c->p, tok_names[k]))) return NULL;
     for (int i = 0; i < b->n_out; i++)
         if (b->out[i].ndim == 3 && b->out[i].dtype == KN_F32) { *out = &b->out[i]; return NULL; }
+    if (sent) { *out = sent; return NULL; }
     return kn_error(KN_ERR_UNSUPPORTED, "%s: no output holds token embeddings (float [batch, sequence, hidden]); the outputs are %s%s",
                     c->p->dir, pl_feat_outputs(b, names, sizeof names),
                     c->pool == KN_POOL_NONE ? " (pooling none needs token embeddings)" : "; name one with output_name");

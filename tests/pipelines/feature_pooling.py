@@ -118,6 +118,17 @@ def main():
         got, err = kiln_run(st, ["--max-length", "20"])
         compare("--max-length 20 overrides max_seq_length", got, [l2(pool(h, "cls")) for h in reference(st, 20)])
 
+        # a model that pools itself (a sentence_embedding output): used as is unless a pooling is asked for
+        se = tiny_models.make_bert(os.path.join(d, "se"), a.gen)
+        tiny_models.add_sentence_embedding(os.path.join(se, "model.onnx"), scale=2.0)
+        hs_se = reference(se, 128)   # its own tokenizer (the trainer need not give the same vocabulary twice)
+        got, err = kiln_run(se, [])
+        compare("sentence_embedding output used as is (2 x masked mean in the graph)", got, [2 * pool(h, "mean") for h in hs_se])
+        got, err = kiln_run(se, ["--pooling", "cls"])
+        compare("--pooling cls pools last_hidden_state instead", got, [pool(h, "cls") for h in hs_se])
+        got, err = kiln_run(se, ["--pooling", "none"])
+        compare("--pooling none gives last_hidden_state rows", got, [pool(h, "none") for h in hs_se])
+
         # kiln embed is a front end over the same pipeline: same numbers, its own line format
         p = subprocess.run([a.kiln, "embed", "--model", plain, "--pooling", "max", "--normalize"], input="\n".join(TEXTS[:4]) + "\n",
                            capture_output=True, text=True, timeout=300)

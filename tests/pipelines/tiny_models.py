@@ -104,3 +104,29 @@ def write_png(path, w, h, rgb):
     with open(path, "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
                 + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def add_sentence_embedding(model_path, scale=2.0):
+    """Adds a pooled output the way sentence-transformers ONNX exports carry one:
+    sentence_embedding = scale * (masked mean of last_hidden_state); the scale tells it apart
+    from pooling done outside the model."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    m = onnx.load(model_path)
+    g = m.graph
+    g.initializer.extend([numpy_helper.from_array(np.array([1], np.int64), "se_axis1"),
+                          numpy_helper.from_array(np.array([2], np.int64), "se_axis2"),
+                          numpy_helper.from_array(np.array(scale, np.float32), "se_scale")])
+    g.node.extend([
+        helper.make_node("Cast", ["attention_mask"], ["se_maskf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["se_maskf", "se_axis2"], ["se_mask3"]),
+        helper.make_node("Mul", ["last_hidden_state", "se_mask3"], ["se_masked"]),
+        helper.make_node("ReduceSum", ["se_masked", "se_axis1"], ["se_sum"], keepdims=0),
+        helper.make_node("ReduceSum", ["se_mask3", "se_axis1"], ["se_count"], keepdims=0),
+        helper.make_node("Div", ["se_sum", "se_count"], ["se_mean"]),
+        helper.make_node("Mul", ["se_mean", "se_scale"], ["sentence_embedding"]),
+    ])
+    hidden = g.output[0].type.tensor_type.shape.dim[2].dim_value
+    g.output.append(helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", hidden]))
+    onnx.save(m, model_path)

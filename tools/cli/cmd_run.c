@@ -224,6 +224,7 @@ static void run_parse(run_ctx *c, run_item *it)
     json_tokener *tok = json_tokener_new();
     if (!tok) { run_item_fail(it, "out of memory"); return; }
     size_t len = strlen(it->raw);
+    if (len > (size_t)1 << 30) { json_tokener_free(tok); run_item_fail(it, "the line is longer than 1 GiB"); return; }
     it->obj = json_tokener_parse_ex(tok, it->raw, (int)len);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
     size_t end = json_tokener_get_parse_end(tok);
