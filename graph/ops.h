@@ -98,6 +98,11 @@ const kn_backend *kn_cpu_backend(void);
 kn_status *kn_backend_get(kn_device_kind dev, int index, const kn_backend **out);
 /* Drop device copies of model data at host address `host` from every backend opened so far. */
 void kn_backends_forget(const void *host);
+#ifdef KILN_HAVE_CUDA
+/* The CUDA backend of runtime device `device_index` (CUDA_VISIBLE_DEVICES applies), or NULL when
+ * there is no such device; kn_backend_get gives the reason as a KN_ERR_NO_DEVICE status. */
+const kn_backend *kn_cuda_backend(int device_index);
+#endif
 
 /* Declarations of every infer function and CPU kernel (weak: a missing one reads as NULL and the
  * op reports unsupported; tests/unit/test_ops.c fails while any is missing). */
