@@ -819,6 +819,11 @@ static kn_status *kn_load_proto(kn_loader *L, Onnx__ModelProto *mp, kn_model *m)
 
 void kn_model_release(kn_model *m) {
     if (!m) return;
+    /* device backends cache uploaded initializers by host address: drop them before it is reused */
+    if (m->graph)
+        for (int v = 0; v < m->graph->n_values; v++)
+            if (m->graph->values[v].constant && m->graph->values[v].constant->data)
+                kn_backends_forget(m->graph->values[v].constant->data);
     kn_graph_free(m->graph);
     for (int i = 0; i < m->n_maps; i++)
         if (m->maps[i]) munmap(m->maps[i], m->map_lens[i]);

@@ -48,6 +48,7 @@ typedef struct kn_exec_ctx {
     void *(*scratch_alloc)(struct kn_exec_ctx *ctx, size_t bytes);
     void *scratch_state;
     uint64_t seed;               /* for random ops: seeded per run unless the node gives a seed */
+    void *stream;                /* the device backend's queue for this run (NULL on the CPU) */
 } kn_exec_ctx;
 static inline void *kn_scratch_alloc(kn_exec_ctx *ctx, size_t bytes) { return ctx->scratch_alloc(ctx, bytes); }
 
@@ -73,9 +74,35 @@ typedef struct kn_backend {
     kn_status *(*copy)(const struct kn_backend *b, void *dst, kn_device_kind dst_dev,
                        const void *src, kn_device_kind src_dev, size_t bytes);
     void *impl;
+    /* ---- device backends only (NULL on the CPU, whose memory is the host's) ---- */
+    /* Bit k set: the kernel reads input k on the host (shape arguments such as Reshape's shape or
+     * Slice's starts), so the executor leaves it there instead of uploading it. */
+    uint64_t (*host_inputs)(const struct kn_backend *b, const kn_node *n);
+    /* A queue for one run (a CUDA stream with its own BLAS handle and workspace), and its end:
+     * waits for the queued work, reports the first asynchronous error, recycles the queue. */
+    kn_status *(*stream_begin)(const struct kn_backend *b, void **stream);
+    kn_status *(*stream_end)(const struct kn_backend *b, void *stream);
+    /* copy() ordered on a run's queue; a copy to the host returns once the bytes are there. */
+    kn_status *(*copy_async)(const struct kn_backend *b, void *dst, kn_device_kind dst_dev,
+                             const void *src, kn_device_kind src_dev, size_t bytes, void *stream);
+    /* Device copy of immutable model data (initializers), uploaded once and shared by every
+     * session on this device; forget() drops it when the model is freed. */
+    kn_status *(*weights)(const struct kn_backend *b, const void *host, size_t bytes, const void **dev);
+    void (*forget)(const struct kn_backend *b, const void *host);
+    size_t (*free_bytes)(const struct kn_backend *b); /* device memory free now, for error messages */
 } kn_backend;
 
 const kn_backend *kn_cpu_backend(void);
+/* The backend for a session's device (runtime/backends.c): the CPU, or the CUDA backend for
+ * device index `index` (KN_ERR_NO_DEVICE when there is no such device or no CUDA in this build). */
+kn_status *kn_backend_get(kn_device_kind dev, int index, const kn_backend **out);
+/* Drop device copies of model data at host address `host` from every backend opened so far. */
+void kn_backends_forget(const void *host);
+#ifdef KILN_HAVE_CUDA
+/* The CUDA backend of runtime device `device_index` (CUDA_VISIBLE_DEVICES applies), or NULL when
+ * there is no such device; kn_backend_get gives the reason as a KN_ERR_NO_DEVICE status. */
+const kn_backend *kn_cuda_backend(int device_index);
+#endif
 
 /* Declarations of every infer function and CPU kernel (weak: a missing one reads as NULL and the
  * op reports unsupported; tests/unit/test_ops.c fails while any is missing). */

@@ -125,6 +125,8 @@ static kn_status *kn_call_kernel(kn_exec_ctx *ctx, const kn_node *n, const kn_te
     return k(ctx, n, in, n_in, out, n_out);
 }
 
+static bool kn_on_host(const kn_backend *b) { return !b || b->device == KN_DEVICE_CPU; }
+
 kn_status *kn_node_eval_host(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor *const *in, int n_in,
                              kn_tensor *const *out, int n_out) {
     kn_status *st = kn_infer_node(n, in, n_in, out, n_out);
@@ -154,7 +156,7 @@ void kn_plan_free(kn_plan *p, int n_values) {
     if (!p) return;
     if (p->vals)
         for (int v = 0; v < n_values; v++) if (p->state[v] == KN_VS_KNOWN) kn_tensor_release(&p->vals[v]);
-    free(p->key); free(p->vals); free(p->state); free(p->offset); free(p->skip);
+    free(p->key); free(p->vals); free(p->state); free(p->offset); free(p->skip); free(p->place);
     free(p);
 }
 
@@ -171,6 +173,7 @@ kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const
     p->state = calloc(nv, 1);
     p->offset = calloc(nv, sizeof(size_t));
     p->skip = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), 1);
+    p->place = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), 1);
     kn_mem_req *reqs = malloc(sizeof(kn_mem_req) * nv);
     int *req_of = malloc(sizeof(int) * nv);
     int *req_val = malloc(sizeof(int) * nv);
@@ -179,7 +182,7 @@ kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const
     kn_tensor **outb = malloc(sizeof(void *) * KN_NODE_MAX_IO);
     kn_scratch scratch = {0};
     kn_status *st = NULL;
-    if (!p->vals || !p->state || !p->offset || !p->skip || !reqs || !req_of || !req_val || !offs || !inb || !outb) { st = KN_OOM(nv); goto done; }
+    if (!p->vals || !p->state || !p->offset || !p->skip || !p->place || !reqs || !req_of || !req_val || !offs || !inb || !outb) { st = KN_OOM(nv); goto done; }
 
     for (int v = 0; v < g->n_values; v++) {
         const kn_value *val = &g->values[v];
@@ -233,7 +236,7 @@ kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const
             int64_t ne = kn_numel(&p->vals[v]);
             if (ne < 0 || ne > KN_PLAN_EVAL_MAX_ELEMS) small = false;
         }
-        if (all_known && small && be->kernel(kn_cpu_backend(), n->op)) {
+        if (all_known && small && kn_cpu_backend()->kernel(kn_cpu_backend(), n->op)) {
             /* shape arithmetic: compute now on the host, once per plan */
             for (int k = 0; k < n->n_outputs; k++)
                 if (outb[k]) { kn_tensor_release(outb[k]); outb[k]->data = NULL; }
@@ -252,6 +255,11 @@ kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const
             kn_tensor *t = &p->vals[v];
             if (t->ndim < 0 || !kn_shape_known(t) || t->dtype == KN_STRING || kn_numel(t) > KN_MAX_NUMEL) node_dyn = true;
         }
+        /* Placement: on the session's backend when it has a kernel for this node's dtypes and
+         * shapes. A node left to the CPU by a device backend gets host outputs allocated at run
+         * time (the dynamic path), so the arena stays wholly on the device. */
+        p->place[i] = !node_dyn && be->supports(be, n, inb, n->n_inputs);
+        if (!p->place[i] && !kn_on_host(be)) node_dyn = true;
         for (int k = 0; k < n->n_outputs; k++) {
             int v = n->outputs[k];
             if (v < 0) continue;
@@ -297,7 +305,68 @@ done:
 static kn_tensor *kn_find_outer(kn_run *run, const char *name) {
     for (kn_run *r = run; r; r = r->parent) {
         int v = kn_graph_find_value(r->g, name);
-        if (v >= 0 && r->state[v] != KN_VS_ABSENT && r->state[v] != KN_VS_OUTER) return &r->vals[v];
+        if (v >= 0 && r->state[v] != KN_VS_ABSENT && r->state[v] != KN_VS_OUTER) {
+            /* subgraphs run on the host: the control-flow node's inputs were copied there first */
+            if (r->vals[v].device != KN_DEVICE_CPU && r->xfer && r->xfer_state[v] && r->xfer[v].device == KN_DEVICE_CPU)
+                return &r->xfer[v];
+            return &r->vals[v];
+        }
+    }
+    return NULL;
+}
+
+/* Value v on device `want`: itself, or its copy there (made once per run). Model initializers
+ * come from the backend's weight cache; everything else is copied on the run's queue. */
+static kn_status *kn_value_on(kn_run *run, int v, kn_device_kind want, const kn_tensor **out) {
+    kn_tensor *t = &run->vals[v];
+    *out = t;
+    if (t->device == want) return NULL;
+    if (run->xfer_state[v]) {
+        if (run->xfer[v].device == want) { *out = &run->xfer[v]; return NULL; }
+        return kn_error(KN_ERR_RUNTIME, "value '%s' is wanted on a third device", run->g->values[v].name);
+    }
+    const kn_backend *be = run->be;
+    char buf[KN_DESC_LEN];
+    if (t->kind != KN_KIND_TENSOR || t->dtype == KN_STRING)
+        return kn_error(KN_ERR_UNSUPPORTED, "value '%s' (%s) cannot move between the host and %s", run->g->values[v].name,
+                        kn_tensor_desc(t, buf, sizeof buf), be->name);
+    kn_tensor *x = &run->xfer[v];
+    *x = *t;
+    x->owns = false;
+    x->device = want;
+    size_t bytes = kn_nbytes(t);
+    if (want != KN_DEVICE_CPU && run->state[v] == KN_VS_CONST && be->weights) {
+        const void *d = NULL;
+        KN_TRY(be->weights(be, t->data, bytes, &d));
+        x->data = (void *)d;
+        run->xfer_state[v] = 2;
+    } else {
+        x->data = want == KN_DEVICE_CPU ? malloc(bytes ? bytes : 1) : be->alloc(be, bytes);
+        if (!x->data) {
+            size_t avail = want != KN_DEVICE_CPU && be->free_bytes ? be->free_bytes(be) : 0;
+            return kn_error(KN_ERR_OUT_OF_MEMORY, "out of %s memory copying '%s' (%s): %zu bytes asked, %zu free",
+                            want == KN_DEVICE_CPU ? "host" : be->name, run->g->values[v].name, kn_tensor_desc(t, buf, sizeof buf), bytes, avail);
+        }
+        run->xfer_state[v] = 1;
+        if (bytes) {
+            kn_status *st = be->copy_async ? be->copy_async(be, x->data, want, t->data, t->device, bytes, run->ctx.stream)
+                                           : be->copy(be, x->data, want, t->data, t->device, bytes);
+            if (st) return kn_error_wrap(st, "copying '%s' (%s): ", run->g->values[v].name, kn_tensor_desc(t, buf, sizeof buf));
+        }
+    }
+    *out = x;
+    return NULL;
+}
+
+/* Make node n's inputs readable by backend tb: on its device, except those it reads on the host. */
+static kn_status *kn_place_inputs(kn_run *run, const kn_node *n, const kn_backend *tb, const kn_tensor **inb) {
+    if (!run->xfer) return NULL; /* host-only run */
+    uint64_t host_mask = kn_on_host(tb) ? ~(uint64_t)0 : tb->host_inputs ? tb->host_inputs(tb, n) : 0;
+    for (int k = 0; k < n->n_inputs; k++) {
+        int v = n->inputs[k];
+        if (v < 0 || !inb[k]) continue;
+        kn_device_kind want = k < 64 && (host_mask >> k & 1) ? KN_DEVICE_CPU : tb->device;
+        if (inb[k]->device != want) KN_TRY(kn_value_on(run, v, want, &inb[k]));
     }
     return NULL;
 }
@@ -334,6 +403,9 @@ static kn_status *kn_run_nodes(kn_run *run, const uint8_t *skip) {
         }
         struct timespec t0;
         if (run->op_seconds) clock_gettime(CLOCK_MONOTONIC, &t0);
+        const kn_backend *tb = !dyn && run->place && run->place[i] && run->be ? run->be : kn_cpu_backend();
+        st = kn_place_inputs(run, n, tb, inb);
+        if (st) { st = kn_node_error(st, n, inb, n->n_inputs); break; }
         if (dyn) {
             /* shapes depend on data (or no plan): infer now, allocate each output */
             for (int k = 0; k < n->n_outputs; k++) {
@@ -345,7 +417,9 @@ static kn_status *kn_run_nodes(kn_run *run, const uint8_t *skip) {
             }
             st = kn_node_eval_host(&run->ctx, n, inb, n->n_inputs, outb, n->n_outputs);
         } else {
-            st = kn_call_kernel(&run->ctx, n, inb, n->n_inputs, outb, n->n_outputs);
+            kn_exec_ctx ctx = run->ctx;
+            ctx.backend = tb;
+            st = kn_call_kernel(&ctx, n, inb, n->n_inputs, outb, n->n_outputs);
             if (st) st = kn_node_error(st, n, inb, n->n_inputs);
         }
         if (st) break;
@@ -371,11 +445,21 @@ static kn_status *kn_run_nodes(kn_run *run, const uint8_t *skip) {
 
 kn_status *kn_run_planned(kn_run *run, const kn_plan *plan, const kn_tensor *inputs, void *arena) {
     const kn_graph *g = run->g;
+    kn_device_kind arena_dev = run->be ? run->be->device : KN_DEVICE_CPU;
+    if (!kn_on_host(run->be)) {
+        run->place = plan->place;
+        size_t nv = (size_t)(g->n_values ? g->n_values : 1);
+        run->xfer = calloc(nv, sizeof(kn_tensor));
+        run->xfer_state = calloc(nv, 1);
+        if (!run->xfer || !run->xfer_state) return KN_OOM(nv * sizeof(kn_tensor));
+        if (run->be->stream_begin) KN_TRY(run->be->stream_begin(run->be, &run->ctx.stream));
+    }
     for (int v = 0; v < g->n_values; v++) {
         run->vals[v] = plan->vals[v];
         run->vals[v].owns = false;
+        run->vals[v].device = KN_DEVICE_CPU;
         run->state[v] = plan->state[v];
-        if (plan->state[v] == KN_VS_ARENA) run->vals[v].data = (char *)arena + plan->offset[v];
+        if (plan->state[v] == KN_VS_ARENA) { run->vals[v].data = (char *)arena + plan->offset[v]; run->vals[v].device = arena_dev; }
         else if (plan->state[v] == KN_VS_DYNAMIC) run->vals[v].data = NULL;
         else if (plan->state[v] == KN_VS_OUTER) {
             kn_tensor *t = run->parent ? kn_find_outer(run->parent, g->values[v].name) : NULL;
@@ -391,10 +475,56 @@ kn_status *kn_run_planned(kn_run *run, const kn_plan *plan, const kn_tensor *inp
         run->vals[v].owns = false;
         run->state[v] = KN_VS_INPUT;
     }
+    for (int k = 0; k < g->n_inputs; k++)
+        if (g->inputs[k] >= 0) run->vals[g->inputs[k]].device = KN_DEVICE_CPU;
     return kn_run_nodes(run, plan->skip);
 }
 
+kn_status *kn_run_finish(kn_run *run) {
+    kn_status *st = NULL;
+    if (run->xfer) {
+        const kn_graph *g = run->g;
+        for (int k = 0; k < g->n_outputs && !st; k++) {
+            int v = g->outputs[k];
+            if (v < 0 || run->state[v] == KN_VS_ABSENT || run->vals[v].device == KN_DEVICE_CPU) continue;
+            const kn_tensor *h = NULL;
+            st = kn_value_on(run, v, KN_DEVICE_CPU, &h);
+            if (st) break;
+            /* the host copy becomes the value; the device bytes stay in the arena */
+            kn_tensor t = *h;
+            t.owns = run->xfer_state[v] == 1;
+            run->xfer_state[v] = 0;
+            memset(&run->xfer[v], 0, sizeof(kn_tensor));
+            if (run->state[v] == KN_VS_DYNAMIC) kn_tensor_release(&run->vals[v]);
+            run->vals[v] = t;
+            run->state[v] = KN_VS_DYNAMIC;
+        }
+    }
+    if (run->ctx.stream && run->be && run->be->stream_end) {
+        kn_status *e = run->be->stream_end(run->be, run->ctx.stream);
+        run->ctx.stream = NULL;
+        if (!st) st = e; else kn_status_free(e);
+    }
+    return st;
+}
+
 void kn_run_release(kn_run *run) {
+    if (run->ctx.stream && run->be && run->be->stream_end) {
+        kn_status *e = run->be->stream_end(run->be, run->ctx.stream);
+        run->ctx.stream = NULL;
+        if (e) kn_status_free(e);
+    }
+    if (run->xfer) {
+        for (int v = 0; v < run->g->n_values; v++) {
+            if (run->xfer_state[v] != 1) continue;
+            if (run->xfer[v].device == KN_DEVICE_CPU) free(run->xfer[v].data);
+            else run->be->free(run->be, run->xfer[v].data);
+        }
+        free(run->xfer);
+        free(run->xfer_state);
+        run->xfer = NULL;
+        run->xfer_state = NULL;
+    }
     if (!run->vals) return;
     for (int v = 0; v < run->g->n_values; v++)
         if (run->state[v] == KN_VS_DYNAMIC) kn_tensor_release(&run->vals[v]);

@@ -20,7 +20,8 @@ typedef struct kn_plan {
     uint8_t *state;              /* kn_val_state per value */
     size_t *offset;              /* arena offset for ARENA values */
     uint8_t *skip;               /* per node: all outputs known before the run */
-    size_t arena_bytes;
+    uint8_t *place;              /* per node: 1 runs on the session's backend, 0 on the CPU (fallback) */
+    size_t arena_bytes;          /* the arena lives on the session's backend */
     int refs;                    /* runs using it (under the session lock) */
     uint64_t last_used;
 } kn_plan;
@@ -54,6 +55,13 @@ typedef struct kn_run {
     kn_exec_ctx ctx;
     double *op_seconds;          /* per kn_op, when profiling (else NULL) */
     int64_t *op_calls;
+    /* Placement: nodes with place[i] run on be, the others on the CPU. A value lives where its
+     * producer ran (vals[v].device); xfer[v] is its copy on the other side, made on first need and
+     * freed when the run ends (after the device queue drained, so no in-flight read is cut). */
+    const kn_backend *be;        /* the session's backend; NULL or the CPU backend: host only */
+    const uint8_t *place;
+    kn_tensor *xfer;
+    uint8_t *xfer_state;         /* 0 none, 1 made (owned), 2 borrowed (cached weights) */
 } kn_run;
 
 /* Infer shapes with data, allocate outputs on the host (owned) and run the CPU kernel. */
@@ -66,6 +74,9 @@ void kn_plan_free(kn_plan *p, int n_values);
 /* Run a planned graph: inputs in graph input order, arena of plan->arena_bytes. Output tensors are
  * left in run->vals (arena or owned memory) for the caller to copy before kn_run_release. */
 kn_status *kn_run_planned(kn_run *run, const kn_plan *plan, const kn_tensor *inputs, void *arena);
+/* After kn_run_planned: bring graph outputs to the host and wait for the device queue; returns
+ * the first error the device reported. */
+kn_status *kn_run_finish(kn_run *run);
 /* Run a subgraph: inputs bound to sub->inputs in order, outer values found through parent.
  * outs (sub->n_outputs) receive owned host tensors. */
 kn_status *kn_run_subgraph(kn_exec_ctx *ctx, const kn_graph *sub, const kn_tensor *const *inputs, int n_inputs,

@@ -29,6 +29,7 @@ struct kn_session {
     atomic_uint_fast64_t runs;
     double op_seconds[KN_OP_COUNT];   /* profiling totals, under mu */
     int64_t op_calls[KN_OP_COUNT];
+    uint8_t fallback_logged[KN_OP_COUNT]; /* ops already reported as running on the CPU, under mu */
 };
 
 void kn_session_options_init(kn_session_options *opt) {
@@ -66,17 +67,15 @@ kn_status *kn_session_create(const kn_model *model, const kn_session_options *op
     KN_CHECK(model && model->graph, KN_ERR_INVALID_ARGUMENT, "kn_session_create: model is NULL");
     kn_session_options o;
     if (opt) o = *opt; else kn_session_options_init(&o);
-    if (o.device != KN_DEVICE_CPU) {
-        /* the CUDA backend registers itself when built; until then a GPU session is refused clearly */
-        return kn_error(KN_ERR_NO_DEVICE, "device cuda:%d requested, but this build of kiln has no CUDA backend", o.device_index);
-    }
+    const kn_backend *be = NULL;
+    KN_TRY(kn_backend_get(o.device, o.device_index, &be));
     KN_TRY(kn_graph_check_supported(model->graph));
     kn_session *s = calloc(1, sizeof *s);
     if (!s) return KN_OOM(sizeof *s);
     s->model = model;
     s->g = model->graph;
     s->opt = o;
-    s->be = kn_cpu_backend();
+    s->be = be;
     pthread_mutex_init(&s->mu, NULL);
     atomic_init(&s->runs, 0);
     kn_status *st = kn_graph_info_init(&s->gi, s->g);
@@ -258,6 +257,17 @@ static kn_status *kn_session_get_plan(kn_session *s, const kn_tensor *bound, kn_
     if (s->n_plans < KN_PLAN_CACHE) s->plans[s->n_plans++] = p;
     else p->refs = -1000000; /* not cached: the caller frees it after the run */
     if (p->arena_bytes > s->peak_bytes) s->peak_bytes = p->arena_bytes;
+    if (s->be->device != KN_DEVICE_CPU) {
+        /* each op the device backend leaves to the CPU is reported once per session */
+        for (int i = 0; i < s->g->n_nodes; i++) {
+            const kn_node *n = &s->g->nodes[i];
+            if (p->skip[i] || p->place[i] || n->op < 0 || s->fallback_logged[n->op]) continue;
+            s->fallback_logged[n->op] = 1;
+            char nd[256];
+            fprintf(stderr, "kiln: %s has no kernel for %s (first: %s); it runs on the CPU with copies\n", s->be->name,
+                    n->op_type, kn_node_desc(n, nd, sizeof nd));
+        }
+    }
     pthread_mutex_unlock(&s->mu);
     *out = p;
     return NULL;
@@ -332,10 +342,11 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, kn_take
     void *arena = kn_session_get_arena(s, plan->arena_bytes);
     if (!arena) {
         arena = s->be->alloc(s->be, plan->arena_bytes);
-        if (!arena) st = kn_error(KN_ERR_OUT_OF_MEMORY, "could not allocate the %zu-byte activation arena", plan->arena_bytes);
+        if (!arena) st = kn_error(KN_ERR_OUT_OF_MEMORY, "could not allocate the activation arena on %s: %zu bytes asked, %zu free",
+                                  s->be->name, plan->arena_bytes, s->be->free_bytes ? s->be->free_bytes(s->be) : (size_t)0);
     }
     kn_scratch scratch = {0};
-    kn_run run = {.g = g, .gi = &s->gi};
+    kn_run run = {.g = g, .gi = &s->gi, .be = s->be};
     double op_seconds[KN_OP_COUNT];
     int64_t op_calls[KN_OP_COUNT];
     if (s->opt.profile) {
@@ -345,13 +356,14 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, kn_take
         run.op_calls = op_calls;
     }
     if (!st) {
-        run.ctx = (kn_exec_ctx){.pool = s->pool, .backend = s->be, .run = &run, .scratch_alloc = kn_scratch_alloc_impl,
+        run.ctx = (kn_exec_ctx){.pool = s->pool, .backend = kn_cpu_backend(), .run = &run, .scratch_alloc = kn_scratch_alloc_impl,
                                 .scratch_state = &scratch, .seed = 0x9e3779b97f4a7c15ull * (atomic_fetch_add(&s->runs, 1) + 1)};
         run.vals = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(kn_tensor));
         run.state = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
         if (!run.vals || !run.state) st = KN_OOM(0);
     }
     if (!st) st = kn_run_planned(&run, plan, bound, arena);
+    if (!st) st = kn_run_finish(&run);
     if (!st) st = take(take_ctx, g, &run);
     if (s->opt.profile) {
         pthread_mutex_lock(&s->mu);

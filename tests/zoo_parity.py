@@ -25,6 +25,7 @@ def main():
     ap.add_argument("--zoo", required=True)
     ap.add_argument("--rtol", type=float, default=1e-3)
     ap.add_argument("--atol", type=float, default=1e-4)
+    ap.add_argument("--device", default="cpu", help="passed to kiln exec (cpu, cuda, cuda:N)")
     a = ap.parse_args()
     if not os.path.isdir(a.zoo):
         print(f"skipped: model zoo not found at {a.zoo}")
@@ -38,7 +39,7 @@ def main():
         for ds in sorted(d for d in os.listdir(mdir) if d.startswith("test_data_set_")):
             ddir = os.path.join(mdir, ds)
             with tempfile.TemporaryDirectory() as out:
-                p = subprocess.run([a.kiln, "exec", os.path.join(mdir, "model.onnx"), "--inputs", ddir, "--outputs", out],
+                p = subprocess.run([a.kiln, "exec", os.path.join(mdir, "model.onnx"), "--inputs", ddir, "--outputs", out, "--device", a.device],
                                    capture_output=True, text=True, timeout=600)
                 if p.returncode != 0:
                     print(f"FAIL {model}/{ds}: kiln exec exit {p.returncode}: {p.stderr.strip()[:400]}")

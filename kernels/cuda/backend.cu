@@ -1,0 +1,373 @@
+// The CUDA backend's function table (graph/ops.h kn_backend): device selection, a caching pool
+// for device memory (arenas, copies), the per-device weight cache (initializers uploaded once and
+// shared by every session on the device), per-run streams each with a cuBLASLt handle,
+// workspace and pinned staging, copies, the kernel table and supports().
+// Device indices are CUDA runtime ordinals, so CUDA_VISIBLE_DEVICES applies as usual.
+#include "cuda_common.h"
+#include <map>
+#include <mutex>
+#include <stdio.h>
+#include <string.h>
+#include <utility>
+
+#define KN_CUDA_MAX_DEVICES 16
+
+struct kn_cuda_dev {
+    int index;
+    char name[64];
+    kn_backend table;
+    std::mutex mu;
+    std::multimap<size_t, void *> free_blocks;     // pool: rounded size -> block
+    std::map<void *, size_t> live;                  // pool blocks handed out
+    std::map<std::pair<const void *, size_t>, void *> weights; // (host address, bytes) -> device copy
+    kn_cuda_stream *streams;                        // idle streams
+};
+
+static std::mutex kn_cuda_open_mu;
+static kn_cuda_dev *kn_cuda_devs[KN_CUDA_MAX_DEVICES];
+
+kn_status *kn_cuda_err(cudaError_t e, const kn_node *n, const char *what) {
+    if (n) {
+        char nd[256];
+        return kn_error(KN_ERR_RUNTIME, "cuda: %s (%s): %s", what, kn_node_desc(n, nd, sizeof nd), cudaGetErrorString(e));
+    }
+    return kn_error(KN_ERR_RUNTIME, "cuda: %s: %s", what, cudaGetErrorString(e));
+}
+
+static kn_cuda_dev *dev_of(const kn_backend *b) { return (kn_cuda_dev *)b->impl; }
+
+// ---- memory: a caching pool, so the steady state (same shapes run after run) never calls
+// cudaMalloc/cudaFree. Sizes are rounded so near sizes reuse blocks.
+static size_t pool_round(size_t n) {
+    if (n < 256) return 256;
+    if (n < ((size_t)1 << 20)) return (n + 255) & ~(size_t)255;
+    return (n + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+}
+
+static void pool_trim(kn_cuda_dev *d) { // under d->mu
+    for (auto &fb : d->free_blocks) cudaFree(fb.second);
+    d->free_blocks.clear();
+}
+
+static void *cuda_alloc(const kn_backend *b, size_t bytes) {
+    kn_cuda_dev *d = dev_of(b);
+    size_t n = pool_round(bytes);
+    std::lock_guard<std::mutex> g(d->mu);
+    auto it = d->free_blocks.lower_bound(n);
+    // reuse a block of the same size, or up to twice as big
+    if (it != d->free_blocks.end() && it->first <= 2 * n) {
+        void *p = it->second;
+        d->live[p] = it->first;
+        d->free_blocks.erase(it);
+        return p;
+    }
+    cudaSetDevice(d->index);
+    void *p = NULL;
+    if (cudaMalloc(&p, n) != cudaSuccess) {
+        cudaGetLastError(); // clear the (non-sticky) allocation error
+        pool_trim(d);
+        if (cudaMalloc(&p, n) != cudaSuccess) { cudaGetLastError(); return NULL; }
+    }
+    d->live[p] = n;
+    return p;
+}
+
+static void cuda_free(const kn_backend *b, void *p) {
+    if (!p) return;
+    kn_cuda_dev *d = dev_of(b);
+    std::lock_guard<std::mutex> g(d->mu);
+    auto it = d->live.find(p);
+    if (it == d->live.end()) return; // not ours (never happens: the executor frees what it allocated)
+    d->free_blocks.insert(std::make_pair(it->second, p));
+    d->live.erase(it);
+}
+
+static size_t cuda_free_bytes(const kn_backend *b) {
+    size_t fr = 0, total = 0;
+    cudaSetDevice(dev_of(b)->index);
+    if (cudaMemGetInfo(&fr, &total) != cudaSuccess) { cudaGetLastError(); return 0; }
+    return fr;
+}
+
+// ---- weights: uploaded once per (host address, size) and device, kept until the model goes ----
+static kn_status *cuda_weights(const kn_backend *b, const void *host, size_t bytes, const void **dev) {
+    kn_cuda_dev *d = dev_of(b);
+    *dev = NULL;
+    if (!bytes) return NULL;
+    std::lock_guard<std::mutex> g(d->mu);
+    auto key = std::make_pair(host, bytes);
+    auto it = d->weights.find(key);
+    if (it != d->weights.end()) { *dev = it->second; return NULL; }
+    cudaSetDevice(d->index);
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        pool_trim(d);
+        if (cudaMalloc(&p, bytes) != cudaSuccess) {
+            cudaGetLastError();
+            size_t fr = 0, total = 0;
+            cudaMemGetInfo(&fr, &total);
+            return kn_error(KN_ERR_OUT_OF_MEMORY, "cuda:%d out of memory uploading a weight: %zu bytes asked, %zu free", d->index, bytes, fr);
+        }
+    }
+    cudaError_t e = cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) { cudaFree(p); return kn_cuda_err(e, NULL, "uploading a weight"); }
+    d->weights[key] = p;
+    *dev = p;
+    return NULL;
+}
+
+static void cuda_forget(const kn_backend *b, const void *host) {
+    kn_cuda_dev *d = dev_of(b);
+    std::lock_guard<std::mutex> g(d->mu);
+    auto it = d->weights.lower_bound(std::make_pair(host, (size_t)0));
+    while (it != d->weights.end() && it->first.first == host) {
+        cudaSetDevice(d->index);
+        cudaFree(it->second);
+        it = d->weights.erase(it);
+    }
+}
+
+extern "C" void kn_cuda_forget_all(const void *host) {
+    for (int i = 0; i < KN_CUDA_MAX_DEVICES; i++) {
+        kn_cuda_dev *d;
+        {
+            std::lock_guard<std::mutex> g(kn_cuda_open_mu);
+            d = kn_cuda_devs[i];
+        }
+        if (d) cuda_forget(&d->table, host);
+    }
+}
+
+// ---- streams ----
+static kn_status *cuda_stream_begin(const kn_backend *b, void **out) {
+    kn_cuda_dev *d = dev_of(b);
+    *out = NULL;
+    cudaSetDevice(d->index);
+    {
+        std::lock_guard<std::mutex> g(d->mu);
+        if (d->streams) {
+            kn_cuda_stream *s = d->streams;
+            d->streams = s->next;
+            s->next = NULL;
+            *out = s;
+            return NULL;
+        }
+    }
+    kn_cuda_stream *s = new kn_cuda_stream();
+    memset(s, 0, sizeof *s);
+    s->dev = d;
+    cudaError_t e = cudaStreamCreateWithFlags(&s->s, cudaStreamNonBlocking);
+    if (e != cudaSuccess) { delete s; return kn_cuda_err(e, NULL, "creating a stream"); }
+    if (cublasLtCreate(&s->lt) != CUBLAS_STATUS_SUCCESS) {
+        cudaStreamDestroy(s->s);
+        delete s;
+        return kn_error(KN_ERR_RUNTIME, "cuda: cublasLtCreate failed");
+    }
+    s->ws_bytes = KN_CUDA_WS_BYTES;
+    if (cudaMalloc(&s->ws, s->ws_bytes) != cudaSuccess) {
+        cudaGetLastError();
+        cublasLtDestroy(s->lt);
+        cudaStreamDestroy(s->s);
+        delete s;
+        return kn_error(KN_ERR_OUT_OF_MEMORY, "cuda:%d out of memory for the cuBLASLt workspace: %zu bytes asked, %zu free",
+                        d->index, (size_t)KN_CUDA_WS_BYTES, cuda_free_bytes(b));
+    }
+    *out = s;
+    return NULL;
+}
+
+static kn_status *cuda_stream_end(const kn_backend *b, void *p) {
+    kn_cuda_stream *s = (kn_cuda_stream *)p;
+    if (!s) return NULL;
+    kn_cuda_dev *d = dev_of(b);
+    cudaSetDevice(d->index);
+    cudaError_t e = cudaStreamSynchronize(s->s);
+    s->pinned_used = 0;
+    std::lock_guard<std::mutex> g(d->mu);
+    s->next = d->streams;
+    d->streams = s;
+    return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "a kernel of this run failed");
+}
+
+// Room for n bytes in the stream's pinned staging. Staging already handed out may still be read
+// by queued copies, so when full the stream is drained before the buffer is reused or regrown.
+static kn_status *staging(kn_cuda_stream *s, size_t n, char **out) {
+    if (s->pinned_used + n > s->pinned_cap) {
+        cudaError_t e = cudaStreamSynchronize(s->s);
+        if (e != cudaSuccess) return kn_cuda_err(e, NULL, "waiting for the stream");
+        s->pinned_used = 0;
+        if (n > s->pinned_cap) {
+            size_t cap = s->pinned_cap * 2 > n ? s->pinned_cap * 2 : n;
+            if (cap < ((size_t)1 << 20)) cap = (size_t)1 << 20;
+            if (s->pinned) cudaFreeHost(s->pinned);
+            s->pinned = NULL;
+            s->pinned_cap = 0;
+            e = cudaHostAlloc((void **)&s->pinned, cap, cudaHostAllocDefault);
+            if (e != cudaSuccess) return kn_cuda_err(e, NULL, "allocating pinned staging");
+            s->pinned_cap = cap;
+        }
+    }
+    *out = s->pinned + s->pinned_used;
+    s->pinned_used += (n + 255) & ~(size_t)255;
+    return NULL;
+}
+
+static kn_status *cuda_copy_async(const kn_backend *b, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd,
+                                  size_t n, void *stream) {
+    if (!n) return NULL;
+    kn_cuda_stream *s = (kn_cuda_stream *)stream;
+    if (!s) {
+        cudaError_t e = cudaMemcpy(dst, src, n, cudaMemcpyDefault);
+        return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "copying");
+    }
+    cudaSetDevice(dev_of(b)->index);
+    cudaError_t e;
+    if (sd == KN_DEVICE_CPU && dd == KN_DEVICE_CPU) {
+        memmove(dst, src, n);
+        return NULL;
+    } else if (sd == KN_DEVICE_CPU) {
+        // the source is copied out now: the caller may free or change it as soon as we return
+        char *pin;
+        KN_TRY(staging(s, n, &pin));
+        memcpy(pin, src, n);
+        e = cudaMemcpyAsync(dst, pin, n, cudaMemcpyHostToDevice, s->s);
+    } else if (dd == KN_DEVICE_CPU) {
+        char *pin;
+        KN_TRY(staging(s, n, &pin));
+        e = cudaMemcpyAsync(pin, src, n, cudaMemcpyDeviceToHost, s->s);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(s->s);
+        if (e == cudaSuccess) memcpy(dst, pin, n);
+    } else {
+        e = cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, s->s);
+    }
+    return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "copying between the host and the device");
+}
+
+static kn_status *cuda_copy(const kn_backend *b, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd, size_t n) {
+    if (!n) return NULL;
+    cudaSetDevice(dev_of(b)->index);
+    cudaError_t e = cudaMemcpy(dst, src, n, cudaMemcpyDefault);
+    return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "copying");
+}
+
+// ---- kernels ----
+static kn_kernel_fn kn_cuda_kernels[KN_OP_COUNT];
+static std::once_flag kn_cuda_kernels_once;
+
+static void fill_kernels() {
+#define KN_CUDA_REG(op) kn_cuda_kernels[KN_OP_##op] = kn_cuda_##op;
+    KN_CUDA_UNARY_OPS(KN_CUDA_REG)
+    KN_CUDA_BINARY_OPS(KN_CUDA_REG)
+    KN_CUDA_OTHER_OPS(KN_CUDA_REG)
+#undef KN_CUDA_REG
+}
+
+static kn_kernel_fn cuda_kernel(const kn_backend *b, int op) {
+    std::call_once(kn_cuda_kernels_once, fill_kernels);
+    return op >= 0 && op < KN_OP_COUNT ? kn_cuda_kernels[op] : NULL;
+}
+
+static bool cuda_supports(const kn_backend *b, const kn_node *n, const kn_tensor *const *in, int n_in) {
+    if (!cuda_kernel(b, n->op) || n->n_implicit) return false;
+    for (int k = 0; k < n_in; k++)
+        if (in[k] && (in[k]->kind != KN_KIND_TENSOR || in[k]->dtype == KN_STRING || in[k]->ndim < 0)) return false;
+    switch (n->op) {
+#define KN_CUDA_CASE(op) case KN_OP_##op:
+    KN_CUDA_UNARY_OPS(KN_CUDA_CASE)
+    KN_CUDA_BINARY_OPS(KN_CUDA_CASE)
+    case KN_OP_Where:
+        return kn_cuda_elementwise_supports(n, in, n_in);
+    case KN_OP_Cast: return kn_cuda_cast_supports(n, in, n_in);
+    case KN_OP_MatMul: case KN_OP_Gemm: return kn_cuda_matmul_supports(n, in, n_in);
+    case KN_OP_Softmax: case KN_OP_LogSoftmax: return kn_cuda_softmax_supports(n, in, n_in);
+    case KN_OP_LayerNormalization: return kn_cuda_norm_supports(n, in, n_in);
+    case KN_OP_ReduceSum: case KN_OP_ReduceMean: case KN_OP_ReduceMax: case KN_OP_ReduceMin:
+        return kn_cuda_reduce_supports(n, in, n_in);
+    default:
+        return kn_cuda_shape_supports(n, in, n_in);
+#undef KN_CUDA_CASE
+    }
+}
+
+// Inputs read on the host: shape-like arguments, known before the run in practice (the planner
+// computes them), so leaving them there costs no copy and no device sync.
+static uint64_t cuda_host_inputs(const kn_backend *b, const kn_node *n) {
+    switch (n->op) {
+    case KN_OP_Reshape: case KN_OP_Expand: case KN_OP_Squeeze: case KN_OP_Unsqueeze: case KN_OP_Split:
+    case KN_OP_ReduceSum: case KN_OP_ReduceMean: case KN_OP_ReduceMax: case KN_OP_ReduceMin:
+        return 1u << 1;
+    case KN_OP_Slice: return (1u << 1) | (1u << 2) | (1u << 3) | (1u << 4);
+    case KN_OP_ConstantOfShape: return 1u << 0;
+    default: return 0;
+    }
+}
+
+extern "C" kn_status *kn_cuda_backend_open(int index, const kn_backend **out) {
+    *out = NULL;
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0) {
+        cudaGetLastError();
+        return kn_error(KN_ERR_NO_DEVICE, "no CUDA device: cuda:%d requested (%s)", index,
+                        e != cudaSuccess ? cudaGetErrorString(e) : "the CUDA runtime sees no device");
+    }
+    if (index < 0 || index >= count || index >= KN_CUDA_MAX_DEVICES)
+        return kn_error(KN_ERR_NO_DEVICE, "no CUDA device cuda:%d (%d visible)", index, count);
+    std::lock_guard<std::mutex> g(kn_cuda_open_mu);
+    if (!kn_cuda_devs[index]) {
+        cudaDeviceProp p;
+        e = cudaGetDeviceProperties(&p, index);
+        if (e != cudaSuccess) return kn_cuda_err(e, NULL, "reading device properties");
+        if (p.major < 9)
+            return kn_error(KN_ERR_NO_DEVICE, "cuda:%d is %s (sm_%d%d); this build has kernels for sm_90a only", index, p.name, p.major, p.minor);
+        kn_cuda_dev *d = new kn_cuda_dev();
+        d->index = index;
+        snprintf(d->name, sizeof d->name, "cuda:%d", index);
+        d->streams = NULL;
+        kn_backend t;
+        memset(&t, 0, sizeof t);
+        t.name = d->name;
+        t.device = KN_DEVICE_CUDA;
+        t.kernel = cuda_kernel;
+        t.supports = cuda_supports;
+        t.alloc = cuda_alloc;
+        t.free = cuda_free;
+        t.copy = cuda_copy;
+        t.impl = d;
+        t.host_inputs = cuda_host_inputs;
+        t.stream_begin = cuda_stream_begin;
+        t.stream_end = cuda_stream_end;
+        t.copy_async = cuda_copy_async;
+        t.weights = cuda_weights;
+        t.forget = cuda_forget;
+        t.free_bytes = cuda_free_bytes;
+        d->table = t;
+        kn_cuda_devs[index] = d;
+    }
+    *out = &kn_cuda_devs[index]->table;
+    return NULL;
+}
+
+extern "C" const kn_backend *kn_cuda_backend(int device_index) {
+    const kn_backend *b = NULL;
+    kn_status *st = kn_cuda_backend_open(device_index, &b);
+    if (st) kn_status_free(st);
+    return b;
+}
+
+// ---- helpers shared by the kernel files ----
+void kn_cuda_bcast_init(kn_bcast *b, const kn_tensor *out, const kn_tensor *const *ops, int n_ops) {
+    memset(b, 0, sizeof *b);
+    b->nd = out->ndim;
+    for (int d = 0; d < out->ndim; d++) b->dims[d] = out->dims[d];
+    for (int k = 0; k < n_ops; k++) {
+        const kn_tensor *t = ops[k];
+        int64_t stride = 1;
+        for (int d = t->ndim - 1; d >= 0; d--) {
+            int od = out->ndim - t->ndim + d;
+            b->st[k][od] = t->dims[d] == 1 ? 0 : stride;
+            stride *= t->dims[d];
+        }
+    }
+}

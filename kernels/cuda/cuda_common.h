@@ -1,0 +1,105 @@
+// Shared by the CUDA backend's files: the per-run stream object, error helpers, launch geometry,
+// element-type traits and the shape metadata kernels take by value (no device allocations for
+// shapes: up to KN_MAX_DIMS dims travel in kernel parameters).
+#ifndef KN_CUDA_COMMON_H
+#define KN_CUDA_COMMON_H
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <cublasLt.h>
+#include <stdint.h>
+extern "C" {
+#include "graph/ops.h"
+#include "runtime/status.h"
+}
+
+struct kn_cuda_dev;
+
+// One queue per run: its stream, a cuBLASLt handle and workspace for it alone, and pinned host
+// staging for copies between pageable host memory and the device. Pooled per device.
+struct kn_cuda_stream {
+    cudaStream_t s;
+    cublasLtHandle_t lt;
+    void *ws; size_t ws_bytes;                  // cuBLASLt workspace
+    char *pinned; size_t pinned_cap, pinned_used;
+    kn_cuda_dev *dev;
+    kn_cuda_stream *next;                       // free list
+};
+
+#define KN_CUDA_WS_BYTES ((size_t)32 << 20)
+
+static inline kn_cuda_stream *kn_cuda_st(kn_exec_ctx *ctx) { return (kn_cuda_stream *)ctx->stream; }
+static inline cudaStream_t kn_cuda_s(kn_exec_ctx *ctx) { return ((kn_cuda_stream *)ctx->stream)->s; }
+
+// A kernel of the CUDA backend, with the same contract as a CPU kernel (graph/ops.h) but device
+// pointers in every tensor except the inputs its host_inputs mask keeps on the host.
+#define KN_CUDA_KERNEL(op) \
+    kn_status *kn_cuda_##op(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, \
+                            kn_tensor *const *out, int n_out)
+
+// Error from a CUDA runtime call or a launch (cudaGetLastError), naming the op.
+kn_status *kn_cuda_err(cudaError_t e, const kn_node *n, const char *what);
+#define KN_CUDA_TRY(call, node, what) do { cudaError_t kn__e = (call); if (kn__e != cudaSuccess) return kn_cuda_err(kn__e, (node), (what)); } while (0)
+#define KN_CUDA_LAUNCHED(node, what) KN_CUDA_TRY(cudaGetLastError(), (node), (what))
+
+// Grid for a grid-stride loop over n items.
+static inline unsigned kn_cuda_blocks(int64_t n, int threads) {
+    int64_t b = (n + threads - 1) / threads;
+    if (b < 1) b = 1;
+    if (b > (1 << 20)) b = 1 << 20;
+    return (unsigned)b;
+}
+#define KN_GRID_STRIDE(i, n) for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+
+// Element traits: loads into the type arithmetic is done in (float for the 16-bit floats).
+template <class T> struct kn_num { typedef T acc; __device__ static acc ld(T v) { return v; } __device__ static T st(acc v) { return v; } };
+template <> struct kn_num<__half> { typedef float acc; __device__ static float ld(__half v) { return __half2float(v); } __device__ static __half st(float v) { return __float2half_rn(v); } };
+template <> struct kn_num<__nv_bfloat16> { typedef float acc; __device__ static float ld(__nv_bfloat16 v) { return __bfloat162float(v); } __device__ static __nv_bfloat16 st(float v) { return __float2bfloat16_rn(v); } };
+
+// Output dims plus, per operand, element strides with 0 on broadcast dimensions (numpy rules,
+// operands right-aligned). Passed by value to kernels.
+struct kn_bcast {
+    int nd;
+    int64_t dims[KN_MAX_DIMS];
+    int64_t st[3][KN_MAX_DIMS];
+};
+void kn_cuda_bcast_init(kn_bcast *b, const kn_tensor *out, const kn_tensor *const *ops, int n_ops);
+// Offset of output element i in operand k.
+__device__ static inline int64_t kn_bcast_off(const kn_bcast &b, int k, int64_t i) {
+    int64_t off = 0;
+    for (int d = b.nd - 1; d >= 0; d--) {
+        int64_t c = i % b.dims[d];
+        i /= b.dims[d];
+        off += c * b.st[k][d];
+    }
+    return off;
+}
+
+// dst (contiguous, dims) <- src at element strides sst, element size es: Transpose, Expand, Slice, Gemm's C.
+kn_status *kn_cuda_strided_copy(const kn_node *n, void *dst, const void *src, size_t es, int nd, const int64_t *dims,
+                                const int64_t *sst, cudaStream_t s);
+
+// Family entry points: kernels, and whether a node's dtypes/attributes are handled.
+#define KN_CUDA_DECL(op) KN_CUDA_KERNEL(op);
+#define KN_CUDA_UNARY_OPS(X) X(Abs) X(Neg) X(Relu) X(Sqrt) X(Erf) X(Tanh) X(Sigmoid) X(Exp) X(Log) X(Reciprocal) \
+    X(Floor) X(Ceil) X(Sin) X(Cos) X(Not) X(IsNaN) X(Sign)
+#define KN_CUDA_BINARY_OPS(X) X(Add) X(Sub) X(Mul) X(Div) X(Pow) X(Equal) X(Less) X(Greater) X(LessOrEqual) \
+    X(GreaterOrEqual) X(And) X(Or) X(Xor)
+#define KN_CUDA_OTHER_OPS(X) X(Where) X(Cast) X(MatMul) X(Gemm) X(Softmax) X(LogSoftmax) X(LayerNormalization) \
+    X(ReduceSum) X(ReduceMean) X(ReduceMax) X(ReduceMin) X(Gather) X(Transpose) X(Concat) X(Split) X(Slice) X(Expand) \
+    X(Reshape) X(Flatten) X(Squeeze) X(Unsqueeze) X(Identity) X(ConstantOfShape)
+KN_CUDA_UNARY_OPS(KN_CUDA_DECL)
+KN_CUDA_BINARY_OPS(KN_CUDA_DECL)
+KN_CUDA_OTHER_OPS(KN_CUDA_DECL)
+
+bool kn_cuda_elementwise_supports(const kn_node *n, const kn_tensor *const *in, int n_in);
+bool kn_cuda_cast_supports(const kn_node *n, const kn_tensor *const *in, int n_in);
+bool kn_cuda_matmul_supports(const kn_node *n, const kn_tensor *const *in, int n_in);
+bool kn_cuda_softmax_supports(const kn_node *n, const kn_tensor *const *in, int n_in);
+bool kn_cuda_norm_supports(const kn_node *n, const kn_tensor *const *in, int n_in);
+bool kn_cuda_reduce_supports(const kn_node *n, const kn_tensor *const *in, int n_in);
+bool kn_cuda_shape_supports(const kn_node *n, const kn_tensor *const *in, int n_in);
+
+static inline bool kn_cuda_float(kn_dtype t) { return t == KN_F32 || t == KN_F16 || t == KN_BF16; }
+
+#endif

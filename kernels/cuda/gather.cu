@@ -1,0 +1,46 @@
+// Gather along any axis on the device, int32 or int64 indices, negative indices counted from
+// the end. An index out of range cannot stop the run from inside a kernel: its output row is
+// zeroed (the CPU reference reports an error; the kernel test covers in-range indices).
+#include "cuda_common.h"
+
+// y[outer, n_idx, inner] = x[outer, idx[j] (of dim), inner]
+template <class E, class I> __global__ void gather_kernel(E *y, const E *x, const I *idx, int64_t outer, int64_t n_idx,
+                                                          int64_t inner, int64_t dim) {
+    int64_t n = outer * n_idx * inner;
+    KN_GRID_STRIDE(i, n) {
+        int64_t p = i % inner, r = i / inner;
+        int64_t j = r % n_idx, o = r / n_idx;
+        int64_t k = (int64_t)idx[j];
+        if (k < 0) k += dim;
+        y[i] = k >= 0 && k < dim ? x[(o * dim + k) * inner + p] : E(0);
+    }
+}
+
+template <class E> static void gather_launch(void *y, const void *x, const void *idx, bool i64, int64_t outer, int64_t n_idx,
+                                             int64_t inner, int64_t dim, cudaStream_t s) {
+    unsigned g = kn_cuda_blocks(outer * n_idx * inner, 256);
+    if (i64) gather_kernel<E, int64_t><<<g, 256, 0, s>>>((E *)y, (const E *)x, (const int64_t *)idx, outer, n_idx, inner, dim);
+    else gather_kernel<E, int32_t><<<g, 256, 0, s>>>((E *)y, (const E *)x, (const int32_t *)idx, outer, n_idx, inner, dim);
+}
+
+KN_CUDA_KERNEL(Gather) {
+    const kn_tensor *x = in[0], *ix = in[1];
+    kn_tensor *y = out[0];
+    int axis;
+    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", 0), x->ndim, node, &axis));
+    int64_t outer = 1, inner = 1, n_idx = kn_numel(ix), dim = x->dims[axis];
+    for (int d = 0; d < axis; d++) outer *= x->dims[d];
+    for (int d = axis + 1; d < x->ndim; d++) inner *= x->dims[d];
+    if (outer * n_idx * inner <= 0) return NULL;
+    bool i64 = ix->dtype == KN_I64;
+    cudaStream_t s = kn_cuda_s(ctx);
+    switch (kn_dtype_size(x->dtype)) {
+    case 1: gather_launch<uint8_t>(y->data, x->data, ix->data, i64, outer, n_idx, inner, dim, s); break;
+    case 2: gather_launch<uint16_t>(y->data, x->data, ix->data, i64, outer, n_idx, inner, dim, s); break;
+    case 4: gather_launch<uint32_t>(y->data, x->data, ix->data, i64, outer, n_idx, inner, dim, s); break;
+    case 8: gather_launch<uint64_t>(y->data, x->data, ix->data, i64, outer, n_idx, inner, dim, s); break;
+    default: return kn_err_dtype(node, x);
+    }
+    KN_CUDA_LAUNCHED(node, "Gather kernel");
+    return NULL;
+}

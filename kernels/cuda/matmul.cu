@@ -1,0 +1,209 @@
+// MatMul (batched, numpy-broadcast batch dims, 1-D operands) and Gemm through cuBLASLt on the
+// run's stream, with that stream's handle and workspace. float32 runs with CUBLAS_COMPUTE_32F
+// (no TF32), so results match the CPU's float32 GEMM up to summation order; float16/bfloat16
+// accumulate in float32.
+// Row-major C[M,N] = A[M,K] B[K,N] is computed as the column-major C^T = B^T A^T, which needs no
+// transposes: B is cuBLAS's first operand.
+#include "cuda_common.h"
+
+struct lt_gemm {
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, lc; // la: our B (cuBLAS's A), lb: our A
+    cublasLtMatmulHeuristicResult_t algo;
+    bool ok;
+};
+
+static size_t align_of(const void *p, int64_t stride_bytes) {
+    uintptr_t v = (uintptr_t)p | (uintptr_t)stride_bytes | 256;
+    return (size_t)(v & (~v + 1));
+}
+
+static void lt_destroy(lt_gemm *g) {
+    if (g->la) cublasLtMatrixLayoutDestroy(g->la);
+    if (g->lb) cublasLtMatrixLayoutDestroy(g->lb);
+    if (g->lc) cublasLtMatrixLayoutDestroy(g->lc);
+    if (g->desc) cublasLtMatmulDescDestroy(g->desc);
+}
+
+static kn_status *lt_fail(lt_gemm *g, const kn_node *n, const char *what, int code) {
+    lt_destroy(g);
+    char nd[256];
+    return kn_error(KN_ERR_RUNTIME, "cuda: %s (%s): cuBLASLt status %d", what, kn_node_desc(n, nd, sizeof nd), code);
+}
+
+static kn_status *layout(cublasLtMatrixLayout_t *l, cudaDataType_t dt, int64_t rows, int64_t cols, int64_t ld, int batch, int64_t stride) {
+    if (cublasLtMatrixLayoutCreate(l, dt, (uint64_t)rows, (uint64_t)cols, ld) != CUBLAS_STATUS_SUCCESS)
+        return kn_error(KN_ERR_RUNTIME, "cuda: cublasLtMatrixLayoutCreate failed");
+    if (batch > 1) {
+        int32_t b = batch;
+        cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &b, sizeof b);
+        cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride);
+    }
+    return NULL;
+}
+
+// Set up row-major D[M,N] = alpha op(A) op(B) + beta D for `batch` matrices at the given element
+// strides; align_* are the pointer alignments every call will respect.
+static kn_status *lt_setup(lt_gemm *g, kn_cuda_stream *s, const kn_node *n, cudaDataType_t dt, bool ta, bool tb, int64_t M,
+                           int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int batch, int64_t sa, int64_t sb,
+                           int64_t sc, size_t align_a, size_t align_b, size_t align_c) {
+    memset(g, 0, sizeof *g);
+    if (cublasLtMatmulDescCreate(&g->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS)
+        return lt_fail(g, n, "cublasLtMatmulDescCreate", 0);
+    cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa);
+    cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb);
+    kn_status *st = layout(&g->la, dt, tb ? K : N, tb ? N : K, ldb, batch, sb);
+    if (!st) st = layout(&g->lb, dt, ta ? M : K, ta ? K : M, lda, batch, sa);
+    if (!st) st = layout(&g->lc, dt, N, M, ldc, batch, sc);
+    if (st) { lt_destroy(g); return st; }
+    cublasLtMatmulPreference_t pref;
+    if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) return lt_fail(g, n, "cublasLtMatmulPreferenceCreate", 0);
+    uint64_t ws = s->ws_bytes;
+    uint32_t aa = (uint32_t)align_b, ab = (uint32_t)align_a, ac = (uint32_t)align_c; // cuBLAS's A is our B
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof aa);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof ab);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof ac);
+    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof ac);
+    int found = 0;
+    cublasStatus_t cs = cublasLtMatmulAlgoGetHeuristic(s->lt, g->desc, g->la, g->lb, g->lc, g->lc, pref, 1, &g->algo, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (cs != CUBLAS_STATUS_SUCCESS || found == 0) return lt_fail(g, n, "no cuBLASLt algorithm for this GEMM", (int)cs);
+    g->ok = true;
+    return NULL;
+}
+
+static kn_status *lt_run(lt_gemm *g, kn_cuda_stream *s, const kn_node *n, const void *A, const void *B, void *C, float alpha, float beta) {
+    cublasStatus_t cs = cublasLtMatmul(s->lt, g->desc, &alpha, B, g->la, A, g->lb, &beta, C, g->lc, C, g->lc, &g->algo.algo,
+                                       s->ws, s->ws_bytes, s->s);
+    if (cs != CUBLAS_STATUS_SUCCESS) {
+        char nd[256];
+        return kn_error(KN_ERR_RUNTIME, "cuda: cublasLtMatmul (%s): status %d", kn_node_desc(n, nd, sizeof nd), (int)cs);
+    }
+    return NULL;
+}
+
+static bool dt_of(kn_dtype t, cudaDataType_t *dt) {
+    switch (t) {
+    case KN_F32: *dt = CUDA_R_32F; return true;
+    case KN_F16: *dt = CUDA_R_16F; return true;
+    case KN_BF16: *dt = CUDA_R_16BF; return true;
+    default: return false;
+    }
+}
+
+KN_CUDA_KERNEL(MatMul) {
+    const kn_tensor *A = in[0], *B = in[1];
+    kn_tensor *Y = out[0];
+    kn_cuda_stream *s = kn_cuda_st(ctx);
+    cudaDataType_t dt;
+    if (!dt_of(A->dtype, &dt) || B->dtype != A->dtype) return kn_err_dtype(node, A);
+    size_t es = kn_dtype_size(A->dtype);
+    bool a1 = A->ndim == 1, b1 = B->ndim == 1;
+    int64_t M = a1 ? 1 : A->dims[A->ndim - 2], K = A->dims[A->ndim - 1], N = b1 ? 1 : B->dims[B->ndim - 1];
+    int ab = a1 ? 0 : A->ndim - 2, bb = b1 ? 0 : B->ndim - 2, ob = ab > bb ? ab : bb;
+    // batch dims right-aligned; broadcast strides in matrices
+    int64_t od[KN_MAX_DIMS], sa[KN_MAX_DIMS], sb[KN_MAX_DIMS];
+    int64_t count = 1, batch_a = 1, batch_b = 1;
+    for (int d = 0; d < ab; d++) batch_a *= A->dims[d];
+    for (int d = 0; d < bb; d++) batch_b *= B->dims[d];
+    {
+        int64_t ra = 1, rb = 1;
+        for (int d = ob - 1; d >= 0; d--) {
+            int da = d - (ob - ab), db = d - (ob - bb);
+            int64_t xa = da >= 0 ? A->dims[da] : 1, xb = db >= 0 ? B->dims[db] : 1;
+            od[d] = xa > xb ? xa : xb;
+            if (xa == 0 || xb == 0) od[d] = 0;
+            sa[d] = xa == 1 ? 0 : ra;
+            sb[d] = xb == 1 ? 0 : rb;
+            ra *= xa;
+            rb *= xb;
+            count *= od[d];
+        }
+    }
+    if (count == 0 || M == 0 || N == 0) return NULL;
+    if (K == 0) { // empty sums
+        KN_CUDA_TRY(cudaMemsetAsync(Y->data, 0, kn_nbytes(Y), s->s), node, "MatMul zero fill");
+        return NULL;
+    }
+    lt_gemm g = {};
+    kn_status *st = NULL;
+    bool same_batch = batch_a == batch_b && ab == bb;
+    for (int d = 0; same_batch && d < ab; d++) same_batch = A->dims[d] == B->dims[d];
+    if (batch_b == 1) {
+        // B is one matrix: A's batches fold into its rows
+        int64_t Mf = M * batch_a;
+        st = lt_setup(&g, s, node, dt, false, false, Mf, N, K, K, N, N, 1, 0, 0, 0, align_of(A->data, 0),
+                      align_of(B->data, 0), align_of(Y->data, 0));
+        if (!st) st = lt_run(&g, s, node, A->data, B->data, Y->data, 1.0f, 0.0f);
+    } else if (same_batch || batch_a == 1) {
+        int64_t stride_a = batch_a == 1 ? 0 : M * K;
+        if (batch_a == 1 && count > 1) {
+            // a shared A: loop below handles it without relying on zero batch strides
+            same_batch = false;
+        } else {
+            st = lt_setup(&g, s, node, dt, false, false, M, N, K, K, N, N, (int)count, stride_a, K * N, M * N,
+                          align_of(A->data, stride_a * (int64_t)es), align_of(B->data, K * N * (int64_t)es),
+                          align_of(Y->data, M * N * (int64_t)es));
+            if (!st) st = lt_run(&g, s, node, A->data, B->data, Y->data, 1.0f, 0.0f);
+            if (g.ok) lt_destroy(&g);
+            return st;
+        }
+    }
+    if (batch_b != 1 && !same_batch) {
+        // general broadcast: one GEMM per output matrix, sharing one algorithm choice
+        st = lt_setup(&g, s, node, dt, false, false, M, N, K, K, N, N, 1, 0, 0, 0, align_of(A->data, M * K * (int64_t)es),
+                      align_of(B->data, K * N * (int64_t)es), align_of(Y->data, M * N * (int64_t)es));
+        for (int64_t i = 0; !st && i < count; i++) {
+            int64_t r = i, ia = 0, ib = 0;
+            for (int d = ob - 1; d >= 0; d--) {
+                int64_t c = r % od[d];
+                r /= od[d];
+                ia += c * sa[d];
+                ib += c * sb[d];
+            }
+            st = lt_run(&g, s, node, (const char *)A->data + ia * M * K * (int64_t)es, (const char *)B->data + ib * K * N * (int64_t)es,
+                        (char *)Y->data + i * M * N * (int64_t)es, 1.0f, 0.0f);
+        }
+    }
+    if (g.ok) lt_destroy(&g);
+    return st;
+}
+
+KN_CUDA_KERNEL(Gemm) {
+    const kn_tensor *A = in[0], *B = in[1], *C = n_in > 2 ? in[2] : NULL;
+    kn_tensor *Y = out[0];
+    kn_cuda_stream *s = kn_cuda_st(ctx);
+    cudaDataType_t dt;
+    if (!dt_of(A->dtype, &dt) || B->dtype != A->dtype) return kn_err_dtype(node, A);
+    bool ta = kn_attr_int(node, "transA", 0) != 0, tb = kn_attr_int(node, "transB", 0) != 0;
+    float alpha = kn_attr_float(node, "alpha", 1.0f), beta = kn_attr_float(node, "beta", 1.0f);
+    int64_t M = ta ? A->dims[1] : A->dims[0], K = ta ? A->dims[0] : A->dims[1], N = tb ? B->dims[0] : B->dims[1];
+    if (M == 0 || N == 0) return NULL;
+    size_t es = kn_dtype_size(A->dtype);
+    if (C && beta != 0.0f && kn_numel(C) > 0) {
+        // Y <- C broadcast to [M, N]; the GEMM then accumulates onto it with beta
+        kn_bcast bc;
+        kn_cuda_bcast_init(&bc, Y, &C, 1);
+        KN_TRY(kn_cuda_strided_copy(node, Y->data, C->data, es, 2, Y->dims, bc.st[0], s->s));
+    } else {
+        beta = 0.0f;
+    }
+    lt_gemm g = {};
+    KN_TRY(lt_setup(&g, s, node, dt, ta, tb, M, N, K, ta ? M : K, tb ? K : N, N, 1, 0, 0, 0, align_of(A->data, 0),
+                    align_of(B->data, 0), align_of(Y->data, 0)));
+    kn_status *st = lt_run(&g, s, node, A->data, B->data, Y->data, alpha, beta);
+    lt_destroy(&g);
+    return st;
+}
+
+bool kn_cuda_matmul_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
+    if (n_in < 2 || !in[0] || !in[1] || in[0]->dtype != in[1]->dtype || !kn_cuda_float(in[0]->dtype)) return false;
+    if (n->op == KN_OP_MatMul) return in[0]->ndim >= 1 && in[1]->ndim >= 1;
+    // Gemm: 2-D operands, K > 0 (an empty product with a bias is left to the CPU), C of the same dtype
+    if (in[0]->ndim != 2 || in[1]->ndim != 2) return false;
+    if (n_in > 2 && in[2] && (in[2]->dtype != in[0]->dtype || in[2]->ndim > 2)) return false;
+    int64_t K = kn_attr_int(n, "transA", 0) ? in[0]->dims[0] : in[0]->dims[1];
+    return K > 0;
+}

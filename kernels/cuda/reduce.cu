@@ -1,0 +1,105 @@
+// ReduceSum/ReduceMean/ReduceMax/ReduceMin over any set of axes on the device: one thread per
+// output element walks its reduced elements (simple and exact first; row-parallel versions are
+// the next step). Floats accumulate in double like the CPU reference; NaN propagates through
+// Max/Min; integers accumulate in int64 and wrap.
+#include "cuda_common.h"
+
+extern "C" kn_status *kn_reduce_axes_mask(const kn_node *n, const kn_tensor *x, const kn_tensor *axes_in, bool *mask, bool *noop,
+                                          bool *unknown);
+
+enum { RD_SUM, RD_MEAN, RD_MAX, RD_MIN };
+
+struct kn_red_geom {
+    int nk, nr;
+    int64_t kd[KN_MAX_DIMS], ks[KN_MAX_DIMS]; // kept dims (output order) and their input strides
+    int64_t rd[KN_MAX_DIMS], rs[KN_MAX_DIMS]; // reduced dims and strides
+    int64_t n_red;
+};
+
+__device__ static inline int64_t red_off(const int64_t *d, const int64_t *s, int n, int64_t i) {
+    int64_t off = 0;
+    for (int k = n - 1; k >= 0; k--) {
+        off += (i % d[k]) * s[k];
+        i /= d[k];
+    }
+    return off;
+}
+
+// y[o] = reduce over r of x[kept(o) + reduced(r)]
+template <class T> __global__ void reduce_float_kernel(T *y, const T *x, int64_t n_out, kn_red_geom g, int kind) {
+    KN_GRID_STRIDE(o, n_out) {
+        int64_t base = red_off(g.kd, g.ks, g.nk, o);
+        double acc = kind == RD_MAX ? -INFINITY : kind == RD_MIN ? INFINITY : 0.0;
+        bool nan = false;
+        for (int64_t r = 0; r < g.n_red; r++) {
+            double v = (double)kn_num<T>::ld(x[base + red_off(g.rd, g.rs, g.nr, r)]);
+            if (kind == RD_SUM || kind == RD_MEAN) acc += v;
+            else if (v != v) nan = true;
+            else if (kind == RD_MAX ? v > acc : v < acc) acc = v;
+        }
+        if (kind == RD_MEAN) acc /= (double)g.n_red;
+        if (nan) acc = NAN;
+        y[o] = kn_num<T>::st((typename kn_num<T>::acc)acc);
+    }
+}
+template <class T> __global__ void reduce_int_kernel(T *y, const T *x, int64_t n_out, kn_red_geom g, int kind) {
+    KN_GRID_STRIDE(o, n_out) {
+        int64_t base = red_off(g.kd, g.ks, g.nk, o);
+        int64_t acc = 0;
+        for (int64_t r = 0; r < g.n_red; r++) {
+            int64_t v = (int64_t)x[base + red_off(g.rd, g.rs, g.nr, r)];
+            if (kind == RD_SUM || kind == RD_MEAN) acc = (int64_t)((uint64_t)acc + (uint64_t)v);
+            else if (r == 0 || (kind == RD_MAX ? v > acc : v < acc)) acc = v;
+        }
+        if (kind == RD_MEAN && g.n_red) acc /= g.n_red;
+        y[o] = (T)acc;
+    }
+}
+
+static kn_status *reduce_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *y, int kind) {
+    const kn_tensor *x = in[0];
+    bool mask[KN_MAX_DIMS], noop, unknown;
+    KN_TRY(kn_reduce_axes_mask(node, x, n_in > 1 ? in[1] : NULL, mask, &noop, &unknown));
+    if (unknown) return kn_error(KN_ERR_RUNTIME, "%s: axes value is not known at run time", node->op_type);
+    cudaStream_t s = kn_cuda_s(ctx);
+    if (noop) {
+        if (x->data != y->data && kn_nbytes(x))
+            KN_CUDA_TRY(cudaMemcpyAsync(y->data, x->data, kn_nbytes(x), cudaMemcpyDeviceToDevice, s), node, "Reduce copy");
+        return NULL;
+    }
+    int64_t n_out = kn_numel(y);
+    if (n_out <= 0) return NULL;
+    kn_red_geom g;
+    memset(&g, 0, sizeof g);
+    g.n_red = 1;
+    int64_t st = 1, xs[KN_MAX_DIMS];
+    for (int d = x->ndim - 1; d >= 0; d--) { xs[d] = st; st *= x->dims[d]; }
+    for (int d = 0; d < x->ndim; d++) {
+        if (mask[d]) { g.rd[g.nr] = x->dims[d]; g.rs[g.nr] = xs[d]; g.nr++; g.n_red *= x->dims[d]; }
+        else { g.kd[g.nk] = x->dims[d]; g.ks[g.nk] = xs[d]; g.nk++; }
+    }
+    if (g.n_red == 0 && (kind == RD_MAX || kind == RD_MIN))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: cannot reduce an empty axis", node->op_type);
+    unsigned gr = kn_cuda_blocks(n_out, 128);
+    switch (x->dtype) {
+    case KN_F32: reduce_float_kernel<float><<<gr, 128, 0, s>>>((float *)y->data, (const float *)x->data, n_out, g, kind); break;
+    case KN_F16: reduce_float_kernel<__half><<<gr, 128, 0, s>>>((__half *)y->data, (const __half *)x->data, n_out, g, kind); break;
+    case KN_BF16: reduce_float_kernel<__nv_bfloat16><<<gr, 128, 0, s>>>((__nv_bfloat16 *)y->data, (const __nv_bfloat16 *)x->data, n_out, g, kind); break;
+    case KN_I32: reduce_int_kernel<int32_t><<<gr, 128, 0, s>>>((int32_t *)y->data, (const int32_t *)x->data, n_out, g, kind); break;
+    case KN_I64: reduce_int_kernel<int64_t><<<gr, 128, 0, s>>>((int64_t *)y->data, (const int64_t *)x->data, n_out, g, kind); break;
+    default: return kn_err_dtype(node, x);
+    }
+    KN_CUDA_LAUNCHED(node, "Reduce kernel");
+    return NULL;
+}
+
+KN_CUDA_KERNEL(ReduceSum) { return reduce_cuda(ctx, node, in, n_in, out[0], RD_SUM); }
+KN_CUDA_KERNEL(ReduceMean) { return reduce_cuda(ctx, node, in, n_in, out[0], RD_MEAN); }
+KN_CUDA_KERNEL(ReduceMax) { return reduce_cuda(ctx, node, in, n_in, out[0], RD_MAX); }
+KN_CUDA_KERNEL(ReduceMin) { return reduce_cuda(ctx, node, in, n_in, out[0], RD_MIN); }
+
+bool kn_cuda_reduce_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
+    if (n_in < 1 || !in[0]) return false;
+    kn_dtype t = in[0]->dtype;
+    return kn_cuda_float(t) || t == KN_I32 || t == KN_I64;
+}

@@ -1,0 +1,523 @@
+/* Every op the CUDA backend supports, run on the device and on the CPU reference node by node:
+ * random inputs over many shapes (odd sizes, broadcasting, scalars, empty tensors, large ones)
+ * and every supported dtype. Device outputs sit between guard bytes that must come back intact
+ * (stray writes), NaN/Inf must appear only where the CPU has them, and values must agree within
+ * per-dtype tolerances. Ops without a CUDA kernel are listed as skipped. A table ends the run.
+ * Exit 77 with "skipped: no CUDA device" where there is none. */
+#include "graph/ops.h"
+#include "runtime/executor.h"
+#include "runtime/dtype.h"
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GUARD 256
+#define GUARD_BYTE 0xA5
+#define MAX_IN 8
+
+static const kn_backend *cu;
+static uint64_t rng = 88172645463325252ull;
+static uint64_t rnd(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }
+static double urand(double lo, double hi) { return lo + (hi - lo) * (double)(rnd() >> 11) / 9007199254740992.0; }
+
+typedef struct { int cases, passed, failed; double worst; } op_stats;
+static op_stats stats[KN_OP_COUNT];
+static int verbose;
+
+/* ---- inputs ---- */
+enum { R_ANY, R_POS, R_SMALLINT, R_BOOL };
+static kn_tensor *rand_tensor(kn_dtype dt, int nd, const int64_t *dims, int range) {
+    kn_tensor *t = NULL;
+    kn_status *st = kn_tensor_new(dt, nd, dims, &t);
+    if (st) { fprintf(stderr, "tensor: %s\n", kn_status_message(st)); exit(1); }
+    for (int64_t i = 0; i < kn_numel(t); i++) {
+        double v;
+        if (dt == KN_BOOL || range == R_BOOL) v = (double)(rnd() & 1);
+        else if (kn_dtype_is_float(dt)) v = range == R_POS ? urand(0.05, 4.0) : range == R_SMALLINT ? (double)(int)urand(-3, 4) : urand(-3.0, 3.0);
+        else v = range == R_POS ? (double)(1 + rnd() % 9) : range == R_SMALLINT ? (double)((int)(rnd() % 7) - 3) : (double)((int64_t)(rnd() % 2001) - 1000);
+        kn_set_f64(t, i, v);
+    }
+    return t;
+}
+static kn_tensor *ints_tensor(const int64_t *v, int n) {
+    int64_t d = n;
+    kn_tensor *t = NULL;
+    kn_tensor_new(KN_I64, 1, &d, &t);
+    memcpy(t->data, v, sizeof(int64_t) * (size_t)n);
+    return t;
+}
+
+/* ---- comparing ---- */
+static void tol_of(kn_dtype t, int op, double *rtol, double *atol) {
+    bool acc = op == KN_OP_MatMul || op == KN_OP_Gemm || op == KN_OP_ReduceSum || op == KN_OP_ReduceMean ||
+               op == KN_OP_Softmax || op == KN_OP_LogSoftmax || op == KN_OP_LayerNormalization || op == KN_OP_Pow;
+    switch (t) {
+    case KN_F32: *rtol = acc ? 1e-4 : 2e-6; *atol = acc ? 1e-4 : 1e-6; break;
+    case KN_F16: *rtol = acc ? 5e-3 : 1e-3; *atol = acc ? 5e-3 : 1e-3; break;
+    case KN_BF16: *rtol = acc ? 3e-2 : 8e-3; *atol = acc ? 3e-2 : 8e-3; break;
+    default: *rtol = 0; *atol = 0; break;
+    }
+    if (op == KN_OP_Erf || op == KN_OP_Tanh || op == KN_OP_Exp || op == KN_OP_Log || op == KN_OP_Sin || op == KN_OP_Cos ||
+        op == KN_OP_Sigmoid) { if (t == KN_F32) { *rtol = 1e-5; *atol = 1e-6; } }
+}
+
+/* 0 if equal within tolerance; sets *worst to the largest abs difference */
+static int compare(const kn_tensor *ref, const void *got, int op, double *worst, char *why, size_t wl) {
+    double rtol, atol;
+    tol_of(ref->dtype, op, &rtol, &atol);
+    kn_tensor g = *ref;
+    g.data = (void *)got;
+    int64_t n = kn_numel(ref);
+    for (int64_t i = 0; i < n; i++) {
+        double a = kn_get_f64(ref, i), b = kn_get_f64(&g, i);
+        if (isnan(a) || isnan(b)) {
+            if (isnan(a) && isnan(b)) continue;
+            snprintf(why, wl, "element %lld: cpu %g, cuda %g (NaN mismatch)", (long long)i, a, b);
+            return 1;
+        }
+        if (isinf(a) || isinf(b)) {
+            if (a == b) continue;
+            snprintf(why, wl, "element %lld: cpu %g, cuda %g (Inf mismatch)", (long long)i, a, b);
+            return 1;
+        }
+        double d = fabs(a - b);
+        if (d > *worst) *worst = d;
+        if (d > atol + rtol * fabs(a)) {
+            snprintf(why, wl, "element %lld: cpu %.9g, cuda %.9g (|diff| %.3g > %.3g)", (long long)i, a, b, d, atol + rtol * fabs(a));
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- one case: node op with attrs on inputs, CPU vs CUDA ---- */
+static const char *dims_str(const kn_tensor *t, char *buf, size_t n) { return kn_tensor_desc(t, buf, n); }
+
+static void run_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor **in, int n_in, int n_out) {
+    kn_node node = {0};
+    node.name = (char *)"t";
+    node.op_type = (char *)kn_op_table[op].name;
+    node.domain = (char *)kn_op_table[op].domain;
+    node.op = op;
+    node.opset = opset;
+    node.n_attrs = n_attrs;
+    node.attrs = attrs;
+    node.n_inputs = n_in;
+    const kn_tensor *cin[MAX_IN];
+    for (int k = 0; k < n_in; k++) cin[k] = in[k];
+    char desc[512] = "", b[KN_DESC_LEN];
+    size_t off = 0;
+    for (int k = 0; k < n_in && off < sizeof desc; k++)
+        off += (size_t)snprintf(desc + off, sizeof desc - off, "%s%s", k ? ", " : "", in[k] ? dims_str(in[k], b, sizeof b) : "-");
+    op_stats *S = &stats[op];
+    S->cases++;
+    /* CPU reference */
+    kn_tensor ref_t[MAX_IN] = {{0}}, *ref[MAX_IN];
+    for (int k = 0; k < n_out; k++) ref[k] = &ref_t[k];
+    kn_scratch scratch = {0};
+    kn_exec_ctx cctx = {.backend = kn_cpu_backend(), .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch, .seed = 1};
+    kn_status *st = kn_node_eval_host(&cctx, &node, cin, n_in, ref, n_out);
+    if (st) {
+        /* the case is invalid for the op (the CPU refuses it): not a CUDA failure */
+        if (verbose) printf("  note %s(%s): cpu: %s\n", node.op_type, desc, kn_status_message(st));
+        kn_status_free(st);
+        S->cases--;
+        kn_scratch_release(&scratch);
+        return;
+    }
+    if (!cu->supports(cu, &node, cin, n_in)) {
+        printf("FAIL %s(%s): the CUDA backend does not support a case of an op it has a kernel for\n", node.op_type, desc);
+        S->failed++;
+        goto done;
+    }
+    {
+        /* device inputs, except those the backend reads on the host */
+        uint64_t hm = cu->host_inputs ? cu->host_inputs(cu, &node) : 0;
+        kn_tensor din_t[MAX_IN], *din[MAX_IN];
+        void *dptr[MAX_IN] = {0};
+        for (int k = 0; k < n_in; k++) {
+            din[k] = NULL;
+            if (!in[k]) continue;
+            din_t[k] = *in[k];
+            din[k] = &din_t[k];
+            if (hm >> k & 1) continue;
+            size_t nb = kn_nbytes(in[k]);
+            dptr[k] = cu->alloc(cu, nb);
+            if (nb) cudaMemcpy(dptr[k], in[k]->data, nb, cudaMemcpyHostToDevice);
+            din_t[k].data = dptr[k];
+            din_t[k].device = KN_DEVICE_CUDA;
+            din_t[k].owns = false;
+        }
+        /* device outputs between guards */
+        kn_tensor dout_t[MAX_IN], *dout[MAX_IN];
+        char *graw[MAX_IN] = {0};
+        for (int k = 0; k < n_out; k++) {
+            dout_t[k] = ref_t[k];
+            dout_t[k].owns = false;
+            dout_t[k].device = KN_DEVICE_CUDA;
+            dout[k] = &dout_t[k];
+            size_t nb = kn_nbytes(&ref_t[k]);
+            cudaMalloc((void **)&graw[k], nb + 2 * GUARD);
+            cudaMemset(graw[k], GUARD_BYTE, nb + 2 * GUARD);
+            dout_t[k].data = graw[k] + GUARD;
+        }
+        kn_exec_ctx dctx = cctx;
+        dctx.backend = cu;
+        st = cu->stream_begin(cu, &dctx.stream);
+        if (!st) {
+            kn_kernel_fn fn = cu->kernel(cu, op);
+            st = fn(&dctx, &node, (const kn_tensor *const *)din, n_in, dout, n_out);
+            kn_status *e = cu->stream_end(cu, dctx.stream);
+            if (!st) st = e; else if (e) kn_status_free(e);
+        }
+        char why[256] = "";
+        int bad = 0;
+        if (st) { snprintf(why, sizeof why, "%s", kn_status_message(st)); kn_status_free(st); bad = 1; }
+        for (int k = 0; k < n_out && !bad; k++) {
+            size_t nb = kn_nbytes(&ref_t[k]);
+            unsigned char *h = malloc(nb + 2 * GUARD);
+            cudaMemcpy(h, graw[k], nb + 2 * GUARD, cudaMemcpyDeviceToHost);
+            for (size_t i = 0; i < GUARD && !bad; i++)
+                if (h[i] != GUARD_BYTE || h[GUARD + nb + i] != GUARD_BYTE) {
+                    snprintf(why, sizeof why, "output %d: stray write %s the output (guard byte %zu)", k, h[i] != GUARD_BYTE ? "before" : "after", i);
+                    bad = 1;
+                }
+            if (!bad && compare(&ref_t[k], h + GUARD, op, &S->worst, why, sizeof why)) bad = 1;
+            free(h);
+        }
+        if (bad) {
+            S->failed++;
+            char attrs_desc[128] = "";
+            printf("FAIL %s(%s) opset %d -> %s: %s\n", node.op_type, desc, opset, dims_str(&ref_t[0], b, sizeof b), why);
+            (void)attrs_desc;
+        } else {
+            S->passed++;
+        }
+        for (int k = 0; k < n_in; k++) if (dptr[k]) cu->free(cu, dptr[k]);
+        for (int k = 0; k < n_out; k++) cudaFree(graw[k]);
+    }
+done:
+    for (int k = 0; k < n_out; k++) kn_tensor_release(&ref_t[k]);
+    kn_scratch_release(&scratch);
+}
+
+static kn_attr ai(const char *n, int64_t v) { kn_attr a = {0}; a.name = (char *)n; a.type = KN_ATTR_INT; a.i = v; return a; }
+static kn_attr af(const char *n, float v) { kn_attr a = {0}; a.name = (char *)n; a.type = KN_ATTR_FLOAT; a.f = v; return a; }
+static kn_attr aints(const char *n, const int64_t *v, int k) { kn_attr a = {0}; a.name = (char *)n; a.type = KN_ATTR_INTS; a.ints = (int64_t *)v; a.n_ints = k; return a; }
+
+static void run1(int op, int opset, kn_attr *at, int na, kn_tensor **in, int n_in, int n_out) {
+    run_case(op, opset, at, na, in, n_in, n_out);
+    for (int k = 0; k < n_in; k++) kn_tensor_free(in[k]);
+}
+
+/* shapes: rank, dims */
+typedef struct { int nd; int64_t d[6]; } shp;
+static const shp unary_shapes[] = {{0, {0}}, {1, {1}}, {1, {7}}, {2, {3, 5}}, {1, {0}}, {3, {2, 0, 3}}, {3, {17, 33, 9}}, {1, {1 << 20}}, {4, {2, 3, 5, 7}}};
+static const shp bin_pairs[][2] = {
+    {{1, {7}}, {1, {7}}}, {{2, {3, 5}}, {1, {5}}}, {{3, {2, 1, 4}}, {2, {3, 1}}}, {{0, {0}}, {1, {4}}}, {{2, {0, 3}}, {1, {3}}},
+    {{1, {1 << 20}}, {0, {0}}}, {{4, {4, 1, 6, 1}}, {4, {1, 5, 1, 3}}}, {{2, {129, 257}}, {2, {129, 257}}}, {{2, {1, 1}}, {3, {2, 3, 1}}},
+    {{6, {2, 1, 3, 1, 2, 3}}, {5, {2, 1, 2, 1, 3}}},
+};
+#define N_ARR(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static void test_unary(void) {
+    static const int fops[] = {KN_OP_Sqrt, KN_OP_Erf, KN_OP_Tanh, KN_OP_Sigmoid, KN_OP_Exp, KN_OP_Log, KN_OP_Reciprocal,
+                               KN_OP_Floor, KN_OP_Ceil, KN_OP_Sin, KN_OP_Cos, KN_OP_IsNaN};
+    static const int iops[] = {KN_OP_Abs, KN_OP_Neg, KN_OP_Relu, KN_OP_Sign};
+    static const kn_dtype fdt[] = {KN_F32, KN_F16, KN_BF16}, idt[] = {KN_F32, KN_F16, KN_BF16, KN_I32, KN_I64};
+    for (int o = 0; o < N_ARR(fops); o++)
+        for (int t = 0; t < N_ARR(fdt); t++)
+            for (int s = 0; s < N_ARR(unary_shapes); s++) {
+                int range = fops[o] == KN_OP_Sqrt || fops[o] == KN_OP_Log ? R_POS : R_ANY;
+                kn_tensor *in[1] = {rand_tensor(fdt[t], unary_shapes[s].nd, unary_shapes[s].d, range)};
+                run1(fops[o], 18, NULL, 0, in, 1, 1);
+            }
+    for (int o = 0; o < N_ARR(iops); o++)
+        for (int t = 0; t < N_ARR(idt); t++)
+            for (int s = 0; s < N_ARR(unary_shapes); s++) {
+                kn_tensor *in[1] = {rand_tensor(idt[t], unary_shapes[s].nd, unary_shapes[s].d, R_ANY)};
+                run1(iops[o], 18, NULL, 0, in, 1, 1);
+            }
+    for (int s = 0; s < N_ARR(unary_shapes); s++) {
+        kn_tensor *in[1] = {rand_tensor(KN_BOOL, unary_shapes[s].nd, unary_shapes[s].d, R_BOOL)};
+        run1(KN_OP_Not, 18, NULL, 0, in, 1, 1);
+    }
+    /* NaN/Inf inputs must propagate the way the CPU's do */
+    int64_t d = 6;
+    kn_tensor *x = rand_tensor(KN_F32, 1, &d, R_ANY);
+    ((float *)x->data)[1] = NAN; ((float *)x->data)[2] = INFINITY; ((float *)x->data)[3] = -INFINITY;
+    for (int o = 0; o < N_ARR(fops); o++) {
+        kn_tensor *c = NULL;
+        kn_tensor_clone(x, &c);
+        kn_tensor *in[1] = {c};
+        run1(fops[o], 18, NULL, 0, in, 1, 1);
+    }
+    kn_tensor_free(x);
+}
+
+static void test_binary(void) {
+    static const int aops[] = {KN_OP_Add, KN_OP_Sub, KN_OP_Mul, KN_OP_Div, KN_OP_Pow};
+    static const int cops[] = {KN_OP_Equal, KN_OP_Less, KN_OP_Greater, KN_OP_LessOrEqual, KN_OP_GreaterOrEqual};
+    static const int lops[] = {KN_OP_And, KN_OP_Or, KN_OP_Xor};
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16, KN_I32, KN_I64};
+    for (int p = 0; p < N_ARR(bin_pairs); p++)
+        for (int t = 0; t < N_ARR(dts); t++) {
+            for (int o = 0; o < N_ARR(aops); o++) {
+                bool pw = aops[o] == KN_OP_Pow;
+                kn_tensor *in[2] = {rand_tensor(dts[t], bin_pairs[p][0].nd, bin_pairs[p][0].d, pw ? R_POS : R_ANY),
+                                    rand_tensor(dts[t], bin_pairs[p][1].nd, bin_pairs[p][1].d, pw ? R_SMALLINT : aops[o] == KN_OP_Div ? R_POS : R_ANY)};
+                run1(aops[o], 18, NULL, 0, in, 2, 1);
+            }
+            for (int o = 0; o < N_ARR(cops); o++) {
+                kn_tensor *in[2] = {rand_tensor(dts[t], bin_pairs[p][0].nd, bin_pairs[p][0].d, R_SMALLINT),
+                                    rand_tensor(dts[t], bin_pairs[p][1].nd, bin_pairs[p][1].d, R_SMALLINT)};
+                run1(cops[o], 18, NULL, 0, in, 2, 1);
+            }
+        }
+    for (int p = 0; p < N_ARR(bin_pairs); p++) {
+        for (int o = 0; o < N_ARR(lops); o++) {
+            kn_tensor *in[2] = {rand_tensor(KN_BOOL, bin_pairs[p][0].nd, bin_pairs[p][0].d, R_BOOL),
+                                rand_tensor(KN_BOOL, bin_pairs[p][1].nd, bin_pairs[p][1].d, R_BOOL)};
+            run1(lops[o], 18, NULL, 0, in, 2, 1);
+        }
+        kn_tensor *in[2] = {rand_tensor(KN_BOOL, bin_pairs[p][0].nd, bin_pairs[p][0].d, R_BOOL),
+                            rand_tensor(KN_BOOL, bin_pairs[p][1].nd, bin_pairs[p][1].d, R_BOOL)};
+        run1(KN_OP_Equal, 18, NULL, 0, in, 2, 1);
+        static const kn_dtype wdt[] = {KN_F32, KN_F16, KN_I64, KN_BOOL, KN_I32};
+        for (int t = 0; t < N_ARR(wdt); t++) {
+            kn_tensor *w[3] = {rand_tensor(KN_BOOL, bin_pairs[p][0].nd, bin_pairs[p][0].d, R_BOOL),
+                               rand_tensor(wdt[t], bin_pairs[p][1].nd, bin_pairs[p][1].d, R_ANY),
+                               rand_tensor(wdt[t], bin_pairs[p][0].nd, bin_pairs[p][0].d, R_ANY)};
+            run1(KN_OP_Where, 18, NULL, 0, w, 3, 1);
+        }
+    }
+}
+
+static void test_cast(void) {
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16, KN_I32, KN_I64, KN_BOOL, KN_F64, KN_I8, KN_U8};
+    for (int a = 0; a < N_ARR(dts); a++)
+        for (int b = 0; b < N_ARR(dts); b++)
+            for (int s = 0; s < N_ARR(unary_shapes); s++) {
+                kn_attr at[1] = {ai("to", dts[b])};
+                kn_tensor *in[1] = {rand_tensor(dts[a], unary_shapes[s].nd, unary_shapes[s].d, R_ANY)};
+                if (kn_dtype_is_float(dts[a]) && kn_numel(in[0]) > 3) { /* NaN, huge, fractional negatives */
+                    kn_set_f64(in[0], 0, NAN);
+                    kn_set_f64(in[0], 1, -2.75);
+                    kn_set_f64(in[0], 2, dts[a] == KN_F16 ? 60000.0 : 3e9);
+                }
+                run1(KN_OP_Cast, 18, at, 1, in, 1, 1);
+            }
+}
+
+static void test_matmul(void) {
+    static const shp pairs[][2] = {
+        {{2, {3, 4}}, {2, {4, 5}}}, {{2, {1, 1}}, {2, {1, 1}}}, {{3, {2, 7, 13}}, {2, {13, 9}}}, {{3, {4, 5, 6}}, {3, {4, 6, 3}}},
+        {{2, {5, 6}}, {3, {3, 6, 2}}}, {{4, {2, 1, 3, 4}}, {4, {1, 3, 4, 5}}}, {{1, {6}}, {2, {6, 4}}}, {{2, {4, 6}}, {1, {6}}},
+        {{1, {6}}, {1, {6}}}, {{2, {0, 4}}, {2, {4, 3}}}, {{2, {3, 0}}, {2, {0, 5}}}, {{2, {257, 129}}, {2, {129, 65}}},
+        {{3, {2, 128, 768}}, {2, {768, 768}}}, {{4, {1, 12, 16, 64}}, {4, {1, 12, 64, 16}}},
+    };
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
+    for (int p = 0; p < N_ARR(pairs); p++)
+        for (int t = 0; t < N_ARR(dts); t++) {
+            kn_tensor *in[2] = {rand_tensor(dts[t], pairs[p][0].nd, pairs[p][0].d, R_ANY), rand_tensor(dts[t], pairs[p][1].nd, pairs[p][1].d, R_ANY)};
+            run1(KN_OP_MatMul, 18, NULL, 0, in, 2, 1);
+        }
+    /* Gemm: transposes, alpha/beta, C of every broadcastable shape or none */
+    for (int t = 0; t < N_ARR(dts); t++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int c = 0; c < 5; c++) {
+                    int64_t M = 7, K = 11, N = 5;
+                    int64_t ad[2] = {ta ? K : M, ta ? M : K}, bd[2] = {tb ? N : K, tb ? K : N};
+                    static const shp cs[] = {{0, {0}}, {1, {5}}, {2, {7, 1}}, {2, {7, 5}}, {1, {1}}};
+                    kn_attr at[4] = {ai("transA", ta), ai("transB", tb), af("alpha", c == 2 ? 0.5f : 1.0f), af("beta", c == 3 ? 2.0f : 1.0f)};
+                    kn_tensor *in[3] = {rand_tensor(dts[t], 2, ad, R_ANY), rand_tensor(dts[t], 2, bd, R_ANY),
+                                        c == 4 ? NULL : rand_tensor(dts[t], cs[c].nd, cs[c].d, R_ANY)};
+                    run1(KN_OP_Gemm, 13, at, 4, in, c == 4 ? 2 : 3, 1);
+                }
+}
+
+static void test_rows(void) {
+    static const shp shapes[] = {{1, {1}}, {2, {3, 7}}, {3, {2, 5, 33}}, {4, {2, 12, 17, 17}}, {2, {4, 1000}}, {2, {3, 4097}}, {2, {0, 5}}, {2, {8, 768}}};
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
+    for (int s = 0; s < N_ARR(shapes); s++)
+        for (int t = 0; t < N_ARR(dts); t++)
+            for (int ax = -1; ax >= -shapes[s].nd && ax >= -2; ax--) {
+                kn_attr at[1] = {ai("axis", ax)};
+                kn_tensor *in[1] = {rand_tensor(dts[t], shapes[s].nd, shapes[s].d, R_ANY)};
+                run1(KN_OP_Softmax, 13, at, 1, in, 1, 1);
+                kn_tensor *in2[1] = {rand_tensor(dts[t], shapes[s].nd, shapes[s].d, R_ANY)};
+                run1(KN_OP_LogSoftmax, 13, at, 1, in2, 1, 1);
+                kn_tensor *in3[1] = {rand_tensor(dts[t], shapes[s].nd, shapes[s].d, R_ANY)};
+                run1(KN_OP_Softmax, 11, at, 1, in3, 1, 1); /* coerced 2-D */
+                /* LayerNormalization over the trailing dims from axis, with and without bias, with stats */
+                int r = shapes[s].nd, a = r + ax;
+                int64_t sd[6];
+                for (int d = a; d < r; d++) sd[d - a] = shapes[s].d[d];
+                for (int bias = 0; bias < 2; bias++) {
+                    kn_attr la[2] = {ai("axis", ax), af("epsilon", 1e-5f)};
+                    kn_tensor *li[3] = {rand_tensor(dts[t], r, shapes[s].d, R_ANY), rand_tensor(dts[t], r - a, sd, R_ANY),
+                                        bias ? rand_tensor(dts[t], r - a, sd, R_ANY) : NULL};
+                    run1(KN_OP_LayerNormalization, 17, la, 2, li, bias ? 3 : 2, bias ? 3 : 1);
+                }
+            }
+}
+
+static void test_reduce(void) {
+    static const int ops[] = {KN_OP_ReduceSum, KN_OP_ReduceMean, KN_OP_ReduceMax, KN_OP_ReduceMin};
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16, KN_I32, KN_I64};
+    static const shp shapes[] = {{1, {9}}, {2, {3, 7}}, {3, {4, 5, 6}}, {4, {2, 3, 5, 7}}, {2, {2, 5000}}, {3, {2, 0, 3}}};
+    static const int64_t axes_sets[][3] = {{-1}, {0}, {0, -1}, {1}};
+    static const int n_axes[] = {1, 1, 2, 1};
+    for (int o = 0; o < N_ARR(ops); o++)
+        for (int t = 0; t < N_ARR(dts); t++)
+            for (int s = 0; s < N_ARR(shapes); s++)
+                for (int a = 0; a < 5; a++)
+                    for (int kd = 0; kd < 2; kd++) {
+                        if (a < 4 && axes_sets[a][0] >= shapes[s].nd) continue;
+                        kn_attr at[1] = {ai("keepdims", kd)};
+                        kn_tensor *in[2] = {rand_tensor(dts[t], shapes[s].nd, shapes[s].d, R_ANY), a < 4 ? ints_tensor(axes_sets[a], n_axes[a]) : NULL};
+                        run1(ops[o], 18, at, 1, in, a < 4 ? 2 : 1, 1);
+                    }
+    /* opset 13 ReduceMean with the axes attribute */
+    int64_t ax[1] = {-1}, d[3] = {2, 3, 768};
+    kn_attr at[1] = {aints("axes", ax, 1)};
+    kn_tensor *in[1] = {rand_tensor(KN_F32, 3, d, R_ANY)};
+    run1(KN_OP_ReduceMean, 13, at, 1, in, 1, 1);
+}
+
+static void test_shape_ops(void) {
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_I64, KN_BOOL, KN_I32, KN_U8};
+    for (int t = 0; t < N_ARR(dts); t++) {
+        /* Gather: axis 0 (embedding lookup) and others, int32/int64 indices, negative ones */
+        int64_t dd[3] = {50, 7, 3}, id[2] = {4, 5};
+        for (int axis = -1; axis < 3; axis++)
+            for (int i64 = 0; i64 < 2; i64++) {
+                kn_attr at[1] = {ai("axis", axis)};
+                kn_tensor *in[2] = {rand_tensor(dts[t], 3, dd, R_ANY), NULL};
+                int dim = (int)dd[axis < 0 ? 2 : axis];
+                kn_tensor_new(i64 ? KN_I64 : KN_I32, 2, id, &in[1]);
+                for (int64_t i = 0; i < kn_numel(in[1]); i++) kn_set_i64(in[1], i, (int64_t)(rnd() % (2 * dim)) - dim);
+                run1(KN_OP_Gather, 13, at, 1, in, 2, 1);
+            }
+        int64_t e0 = 0;
+        kn_attr ga[1] = {ai("axis", 0)};
+        kn_tensor *gi[2] = {rand_tensor(dts[t], 3, dd, R_ANY), NULL};
+        kn_tensor_new(KN_I64, 1, &e0, &gi[1]);
+        run1(KN_OP_Gather, 13, ga, 1, gi, 2, 1);
+        kn_tensor *gs[2] = {rand_tensor(dts[t], 3, dd, R_ANY), NULL};
+        kn_tensor_new(KN_I64, 0, NULL, &gs[1]);
+        kn_set_i64(gs[1], 0, 3);
+        run1(KN_OP_Gather, 13, ga, 1, gs, 2, 1);
+        /* Transpose */
+        int64_t td[4] = {2, 3, 5, 7};
+        static const int64_t perms[][4] = {{0, 2, 1, 3}, {3, 2, 1, 0}, {1, 0, 3, 2}, {0, 1, 2, 3}};
+        for (int p = 0; p < 4; p++) {
+            kn_attr at[1] = {aints("perm", perms[p], 4)};
+            kn_tensor *in[1] = {rand_tensor(dts[t], 4, td, R_ANY)};
+            run1(KN_OP_Transpose, 13, at, 1, in, 1, 1);
+        }
+        kn_tensor *tin[1] = {rand_tensor(dts[t], 2, (int64_t[]){129, 67}, R_ANY)};
+        run1(KN_OP_Transpose, 13, NULL, 0, tin, 1, 1);
+        /* Concat and Split along each axis, with an empty piece */
+        for (int axis = 0; axis < 3; axis++) {
+            int64_t a[3] = {2, 3, 4}, b[3] = {2, 3, 4}, c[3] = {2, 3, 4};
+            b[axis] = 5;
+            c[axis] = 0;
+            kn_attr at[1] = {ai("axis", axis)};
+            kn_tensor *in[3] = {rand_tensor(dts[t], 3, a, R_ANY), rand_tensor(dts[t], 3, b, R_ANY), rand_tensor(dts[t], 3, c, R_ANY)};
+            run1(KN_OP_Concat, 13, at, 1, in, 3, 1);
+            int64_t sd[3] = {4, 6, 8}, sp[3] = {1, 0, 0};
+            sp[1] = sd[axis] - 1 - 2;
+            sp[2] = 2;
+            kn_tensor *si[2] = {rand_tensor(dts[t], 3, sd, R_ANY), ints_tensor(sp, 3)};
+            run1(KN_OP_Split, 18, at, 1, si, 2, 3);
+            kn_attr at2[2] = {ai("axis", axis), ai("num_outputs", 2)};
+            kn_tensor *si2[1] = {rand_tensor(dts[t], 3, sd, R_ANY)};
+            run1(KN_OP_Split, 18, at2, 2, si2, 1, 2);
+        }
+        /* Slice: steps, negative steps, clamping, axes */
+        static const int64_t sl[][4][3] = {
+            {{0, 1, 0}, {2, 3, 4}, {0, 1, 2}, {1, 1, 1}}, {{-1, 0, 0}, {-100, 3, 4}, {0, 1, 2}, {-1, 2, 1}},
+            {{1, 0, 0}, {1000, 3, 4}, {2, 0, 1}, {2, 1, 3}}, {{0, 2, 0}, {2, 2, 4}, {0, 1, 2}, {1, 1, 1}},
+        };
+        int64_t xd[3] = {3, 4, 5};
+        for (int s = 0; s < 4; s++) {
+            kn_tensor *in[5] = {rand_tensor(dts[t], 3, xd, R_ANY), ints_tensor(sl[s][0], 3), ints_tensor(sl[s][1], 3),
+                                ints_tensor(sl[s][2], 3), ints_tensor(sl[s][3], 3)};
+            run1(KN_OP_Slice, 13, NULL, 0, in, 5, 1);
+        }
+        /* Expand */
+        static const shp ex[][2] = {{{2, {3, 1}}, {1, {3}}}, {{1, {1}}, {3, {2, 3, 4}}}, {{3, {1, 4, 1}}, {3, {3, 1, 5}}}, {{0, {0}}, {1, {0}}}};
+        for (int e = 0; e < 4; e++) {
+            int64_t shape_vals[6];
+            int nv = ex[e][1].nd;
+            for (int i = 0; i < nv; i++) shape_vals[i] = ex[e][1].d[i];
+            if (e == 0) { nv = 2; shape_vals[0] = 3; shape_vals[1] = 4; }
+            kn_tensor *in[2] = {rand_tensor(dts[t], ex[e][0].nd, ex[e][0].d, R_ANY), ints_tensor(shape_vals, nv)};
+            run1(KN_OP_Expand, 13, NULL, 0, in, 2, 1);
+        }
+        /* byte copies */
+        int64_t rd[3] = {2, 3, 4}, rs[2] = {6, -1}, ua[2] = {0, 3}, sa[1] = {0};
+        kn_tensor *ri[2] = {rand_tensor(dts[t], 3, rd, R_ANY), ints_tensor(rs, 2)};
+        run1(KN_OP_Reshape, 14, NULL, 0, ri, 2, 1);
+        kn_tensor *ui[2] = {rand_tensor(dts[t], 3, rd, R_ANY), ints_tensor(ua, 2)};
+        run1(KN_OP_Unsqueeze, 13, NULL, 0, ui, 2, 1);
+        int64_t qd[3] = {1, 3, 4};
+        kn_tensor *qi[2] = {rand_tensor(dts[t], 3, qd, R_ANY), ints_tensor(sa, 1)};
+        run1(KN_OP_Squeeze, 13, NULL, 0, qi, 2, 1);
+        kn_attr fa[1] = {ai("axis", 2)};
+        kn_tensor *fi[1] = {rand_tensor(dts[t], 3, rd, R_ANY)};
+        run1(KN_OP_Flatten, 13, fa, 1, fi, 1, 1);
+        kn_tensor *ii[1] = {rand_tensor(dts[t], 3, rd, R_ANY)};
+        run1(KN_OP_Identity, 16, NULL, 0, ii, 1, 1);
+    }
+    /* ConstantOfShape: default zero and a given value */
+    int64_t shape[3] = {2, 3, 5}, one = 1;
+    kn_tensor *v = NULL;
+    kn_tensor_new(KN_I64, 1, &one, &v);
+    ((int64_t *)v->data)[0] = 7;
+    kn_attr ca[1] = {{0}};
+    ca[0].name = (char *)"value"; ca[0].type = KN_ATTR_TENSOR; ca[0].t = v;
+    kn_tensor *in[1] = {ints_tensor(shape, 3)};
+    run1(KN_OP_ConstantOfShape, 20, ca, 1, in, 1, 1);
+    kn_tensor *in2[1] = {ints_tensor(shape, 3)};
+    run1(KN_OP_ConstantOfShape, 20, NULL, 0, in2, 1, 1);
+    kn_tensor_free(v);
+}
+
+int main(int argc, char **argv) {
+    verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
+    kn_status *st = kn_backend_get(KN_DEVICE_CUDA, 0, &cu);
+    if (st) {
+        printf("skipped: no CUDA device (%s)\n", kn_status_message(st));
+        kn_status_free(st);
+        return 77;
+    }
+    test_unary();
+    test_binary();
+    test_cast();
+    test_matmul();
+    test_rows();
+    test_reduce();
+    test_shape_ops();
+    int total_fail = 0, total = 0, untested = 0;
+    printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
+    for (int op = 0; op < KN_OP_COUNT; op++) {
+        if (!cu->kernel(cu, op)) continue;
+        op_stats *S = &stats[op];
+        printf("%-22s %7d %7d %7d %12.3g%s\n", kn_op_table[op].name, S->cases, S->passed, S->failed, S->worst,
+               S->cases ? "" : "  (no test cases: FAIL)");
+        total += S->cases;
+        total_fail += S->failed;
+        if (!S->cases) untested++;
+    }
+    printf("\nskipped (no CUDA kernel; these run on the CPU):");
+    int col = 0;
+    for (int op = 0; op < KN_OP_COUNT; op++)
+        if (!cu->kernel(cu, op)) printf("%s%s", col++ % 12 ? " " : "\n  ", kn_op_table[op].name);
+    printf("\n\n%d cases, %d failed, %d ops with a kernel but no cases\n", total, total_fail, untested);
+    return total_fail || untested ? 1 : 0;
+}

@@ -1,0 +1,126 @@
+/* Whole models through a device=cuda session against a device=cpu session of the same model:
+ * every zoo model's first test data set, outputs compared at rtol 1e-3 / atol 1e-4, each model
+ * run twice on the device (the second run reuses the cached plan, arena, weights and stream).
+ * Two sessions share one model so the weight cache is exercised across sessions. Exit 77 with
+ * "skipped: no CUDA device" where there is none. Usage: test_session_cuda ZOO_DIR */
+#include "graph/model.h"
+#include "graph/ops.h"
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int run_model(const char *zoo, const char *name, double *worst_out) {
+    char path[1024], ds[1024];
+    if (snprintf(path, sizeof path, "%s/%s/model.onnx", zoo, name) >= (int)sizeof path) return -1;
+    if (snprintf(ds, sizeof ds, "%s/%s/test_data_set_0", zoo, name) >= (int)sizeof ds) return -1;
+    struct stat sb;
+    if (stat(path, &sb) || stat(ds, &sb)) return -1;
+    kn_model *m = NULL;
+    kn_status *st = kn_model_load(path, &m);
+    if (st) { printf("FAIL %s: load: %s\n", name, kn_status_message(st)); kn_status_free(st); return 1; }
+    kn_session_options oc, og;
+    kn_session_options_init(&oc);
+    kn_session_options_init(&og);
+    og.device = KN_DEVICE_CUDA;
+    kn_session *sc = NULL, *sg = NULL, *sg2 = NULL;
+    if ((st = kn_session_create(m, &oc, &sc)) || (st = kn_session_create(m, &og, &sg)) || (st = kn_session_create(m, &og, &sg2))) {
+        printf("FAIL %s: session: %s\n", name, kn_status_message(st));
+        kn_status_free(st);
+        kn_session_free(sc); kn_session_free(sg); kn_session_free(sg2); kn_model_free(m);
+        return 1;
+    }
+    int n_in = kn_session_input_count(sc), n_out = kn_session_output_count(sc), fail = 0;
+    kn_named_tensor *in = calloc((size_t)n_in, sizeof *in);
+    kn_tensor **held = calloc((size_t)n_in, sizeof *held);
+    for (int k = 0; k < n_in && !fail; k++) {
+        char f[1200];
+        snprintf(f, sizeof f, "%s/input_%d.pb", ds, k);
+        char *nm = NULL;
+        st = kn_tensor_proto_read_file(f, &held[k], &nm);
+        if (st) { printf("FAIL %s: %s: %s\n", name, f, kn_status_message(st)); kn_status_free(st); fail = 1; break; }
+        kn_value_info vi;
+        kn_session_input_info(sc, k, &vi);
+        in[k].name = vi.name;
+        in[k].dtype = held[k]->dtype;
+        in[k].ndim = held[k]->ndim;
+        memcpy(in[k].dims, held[k]->dims, sizeof(int64_t) * (size_t)held[k]->ndim);
+        in[k].data = held[k]->data;
+        free(nm);
+    }
+    double worst = 0;
+    for (int rep = 0; rep < 3 && !fail; rep++) {
+        kn_named_tensor *oc_t = calloc((size_t)n_out, sizeof *oc_t), *og_t = calloc((size_t)n_out, sizeof *og_t);
+        for (int k = 0; k < n_out; k++) {
+            kn_value_info vi;
+            kn_session_output_info(sc, k, &vi);
+            oc_t[k].name = og_t[k].name = vi.name;
+        }
+        if ((st = kn_session_run(sc, in, n_in, oc_t, n_out)) || (st = kn_session_run(rep == 2 ? sg2 : sg, in, n_in, og_t, n_out))) {
+            printf("FAIL %s: run %d: %s\n", name, rep, kn_status_message(st));
+            kn_status_free(st);
+            fail = 1;
+        }
+        for (int k = 0; k < n_out && !fail; k++) {
+            if (oc_t[k].dtype != og_t[k].dtype || oc_t[k].ndim != og_t[k].ndim) { printf("FAIL %s: output %d type/rank differs\n", name, k); fail = 1; break; }
+            kn_tensor a = {0}, b = {0};
+            a.dtype = b.dtype = oc_t[k].dtype;
+            kn_tensor_set_shape(&a, oc_t[k].ndim, oc_t[k].dims);
+            kn_tensor_set_shape(&b, og_t[k].ndim, og_t[k].dims);
+            if (!kn_same_shape(&a, &b)) { printf("FAIL %s: output %d shape differs\n", name, k); fail = 1; break; }
+            a.data = oc_t[k].data;
+            b.data = og_t[k].data;
+            for (int64_t i = 0; i < kn_numel(&a); i++) {
+                double x = kn_get_f64(&a, i), y = kn_get_f64(&b, i);
+                if (isnan(x) && isnan(y)) continue;
+                double d = fabs(x - y);
+                if (d > worst) worst = d;
+                if (!(d <= 1e-4 + 1e-3 * fabs(x))) {
+                    printf("FAIL %s: run %d output %d element %lld: cpu %.7g cuda %.7g\n", name, rep, k, (long long)i, x, y);
+                    fail = 1;
+                    break;
+                }
+            }
+        }
+        for (int k = 0; k < n_out; k++) { kn_free(oc_t[k].data); kn_free(og_t[k].data); }
+        free(oc_t); free(og_t);
+    }
+    for (int k = 0; k < n_in; k++) kn_tensor_free(held[k]);
+    free(held); free(in);
+    kn_session_free(sc); kn_session_free(sg); kn_session_free(sg2);
+    kn_model_free(m);
+    *worst_out = worst;
+    return fail;
+}
+
+int main(int argc, char **argv) {
+    const kn_backend *cu = NULL;
+    kn_status *st = kn_backend_get(KN_DEVICE_CUDA, 0, &cu);
+    if (st) {
+        printf("skipped: no CUDA device (%s)\n", kn_status_message(st));
+        kn_status_free(st);
+        return 77;
+    }
+    const char *zoo = argc > 1 ? argv[1] : "../shared/zoo";
+    DIR *d = opendir(zoo);
+    if (!d) { printf("skipped: model zoo not found at %s\n", zoo); return 77; }
+    struct dirent *e;
+    char names[64][256];
+    int n = 0;
+    while ((e = readdir(d)) && n < 64)
+        if (e->d_name[0] != '.') snprintf(names[n++], sizeof names[0], "%s", e->d_name);
+    closedir(d);
+    int passed = 0, failed = 0;
+    printf("%-24s %8s %12s\n", "model", "result", "max |diff|");
+    for (int i = 0; i < n; i++) {
+        double worst = 0;
+        int r = run_model(zoo, names[i], &worst);
+        if (r < 0) continue;
+        printf("%-24s %8s %12.3g\n", names[i], r ? "FAIL" : "ok", worst);
+        if (r) failed++; else passed++;
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed || !passed ? 1 : 0;
+}
