@@ -1,6 +1,7 @@
 /* crossEncoder: reranks documents against a query with a sequence-classification model fed
  * (query, document) text pairs, scoring as sentence-transformers' CrossEncoder.predict / .rank
- * do: the activation comes from config_sentence_transformers.json, config.json's
+ * do: the activation comes from config_sentence_transformers.json (sentence-transformers folders,
+ * those with modules.json), config.json's
  * "sentence_transformers" entry or the legacy sbert_ce_default_activation_function, else
  * sigmoid for a one-logit head.
  *
@@ -54,9 +55,13 @@ static kn_status *ce_default_activation(const kn_pipeline *p, int k, int *act)
 {
     *act = CE_UNSET;
     char path[4200];
-    snprintf(path, sizeof path, "%s/config_sentence_transformers.json", p->dir);
+    /* CrossEncoder reads config_sentence_transformers.json only for a sentence-transformers
+     * folder (one with modules.json); a plain transformers folder goes by config.json alone */
+    snprintf(path, sizeof path, "%s/modules.json", p->dir);
     FILE *f = fopen(path, "rb");
-    if (f) {
+    if (f) fclose(f);
+    snprintf(path, sizeof path, "%s/config_sentence_transformers.json", p->dir);
+    if (f && (f = fopen(path, "rb"))) {
         fclose(f);
         json_object *j = json_object_from_file(path);
         if (!j || !json_object_is_type(j, json_type_object)) {
@@ -145,8 +150,10 @@ kn_status *kn_pl_cross_encoder(const kn_pipeline *p, const char *query, int n_do
     ce_ctx c = {.p = p, .n_rows = n_docs};
     kn_status *st = !q || !enc || !rows ? KN_OOM(sizeof *enc * (size_t)n_docs) : NULL;
     for (int i = 0; !st && i < n_docs; i++) q[i] = query;
-    /* CrossEncoder tokenizes [query, document] as a pair, truncating longest-first */
-    if (!st) st = pl_encode(p, n_docs, q, docs, NULL, 0, enc);
+    /* CrossEncoder tokenizes [query, document] as a pair, truncating longest-first, to an
+     * older sentence_bert_config.json max_seq_length when the folder has one */
+    int max_len = p->st_max_seq_length > 0 && (p->max_length <= 0 || p->st_max_seq_length < p->max_length) ? p->st_max_seq_length : 0;
+    if (!st) st = pl_encode(p, n_docs, q, docs, NULL, max_len, enc);
     for (int i = 0; !st && i < n_docs; i++) rows[i] = &enc[i];
     if (!st) st = pl_run_encodings(p, n_docs, rows, ce_batch, &c);
     int act = CE_UNSET, k = c.k;

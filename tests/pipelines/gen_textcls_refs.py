@@ -258,6 +258,21 @@ def main():
     s, d = build(a.out, "distilbert_ce_identity", "distilbert", ["LABEL_0"],
                  {"sentence_transformers": {"activation_fn": "torch.nn.modules.linear.Identity"}})
     write(d, cross_encoder_cases(s))
+    # the same model saved by CrossEncoder with Tanh: a sentence-transformers folder (modules.json)
+    # whose config_sentence_transformers.json overrides config.json's Identity
+    from sentence_transformers import CrossEncoder
+    ce = CrossEncoder(s, device="cpu")
+    ce.activation_fn = torch.nn.Tanh()
+    s2 = tempfile.mkdtemp()
+    ce.save_pretrained(s2)
+    d2 = os.path.join(a.out, "distilbert_ce_st_tanh")
+    shutil.rmtree(d2, ignore_errors=True)
+    os.makedirs(d2)
+    for f in os.listdir(s2):
+        if f.endswith(".json"):
+            shutil.copy(os.path.join(s2, f), d2)
+    shutil.copy(os.path.join(d, "model.onnx"), d2)
+    write(d2, cross_encoder_cases(s2))
 
 
 if __name__ == "__main__":

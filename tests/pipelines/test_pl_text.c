@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define TOL 1e-4
 
@@ -284,10 +285,80 @@ done:
     kn_pipeline_free(s3);
 }
 
+static int copy_file(const char *from, const char *to)
+{
+    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+    char buf[65536];
+    size_t k;
+    int ok = a && b;
+    while (ok && (k = fread(buf, 1, sizeof buf, a)) > 0) ok = fwrite(buf, 1, k, b) == k;
+    if (a) fclose(a);
+    if (b && fclose(b)) ok = 0;
+    return ok;
+}
+
+/* A sentence-transformers folder naming an activation_fn in config_sentence_transformers.json:
+ * custom code is not run (CrossEncoder without trust_remote_code warns and falls back, here to
+ * config.json's Identity, so the raw-logit references apply); an unsupported torch class fails. */
+static void custom_activation(const char *data)
+{
+    char tmpl[] = "/tmp/kiln_textcls_XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    if (!dir) { check(0, "mkdtemp", "failed"); return; }
+    static const char *const files[] = {"model.onnx", "config.json", "tokenizer.json", "tokenizer_config.json", "modules.json"};
+    char from[4096], to[4096];
+    int ok = 1;
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(from, sizeof from, "%s/distilbert_ce_st_tanh/%s", data, files[i]);
+        snprintf(to, sizeof to, "%s/%s", dir, files[i]);
+        ok &= copy_file(from, to);
+    }
+    check(ok, "copy the tanh folder", "copy failed");
+    snprintf(to, sizeof to, "%s/config_sentence_transformers.json", dir);
+    snprintf(from, sizeof from, "%s/distilbert_ce_identity/expected.json", data);
+    json_object *root = json_object_from_file(from);
+    json_object *c0 = root ? json_object_array_get_idx(field(root, "cases"), 0) : NULL;
+    static const char *const fns[] = {"mypkg.scores.Custom", "torch.nn.modules.activation.ReLU"};
+    for (int t = 0; ok && c0 && t < 2; t++) {
+        FILE *f = fopen(to, "w");
+        fprintf(f, "{\"activation_fn\": \"%s\"}\n", fns[t]);
+        fclose(f);
+        warn_log wl = {0};
+        kn_pl_options opt;
+        kn_pl_options_init(&opt);
+        opt.warn = on_warn;
+        opt.warn_ctx = &wl;
+        kn_pipeline *p = NULL;
+        kn_status *st = kn_pipeline_open(dir, &opt, &p);
+        if (st) { check(0, "open the copied folder", kn_status_message(st)); kn_status_free(st); break; }
+        if (t == 0) {
+            int before = wl.n;
+            run_case(p, "custom activation_fn (falls back to Identity)", 0, c0, 32, &wl);
+            check(wl.n > before && strstr(wl.last, "mypkg.scores.Custom"), "custom activation_fn warns", wl.last);
+        } else {
+            int n;
+            const char **docs = str_array(field(c0, "docs"), &n);
+            kn_pl_ranking r = {0};
+            expect_error(kn_pl_cross_encoder(p, "q", n, docs, NULL, &r), "unsupported torch activation_fn", "ReLU");
+            free(docs);
+        }
+        kn_pipeline_free(p);
+    }
+    json_object_put(root);
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(to, sizeof to, "%s/%s", dir, files[i]);
+        remove(to);
+    }
+    snprintf(to, sizeof to, "%s/config_sentence_transformers.json", dir);
+    remove(to);
+    rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) { fprintf(stderr, "usage: %s DATA_DIR\n", argv[0]); return 2; }
-    static const char *const models[] = {"bert_sentiment3", "roberta_nli", "distilbert_nli_e0", "bert_ce1", "distilbert_ce_identity"};
+    static const char *const models[] = {"bert_sentiment3", "roberta_nli", "distilbert_nli_e0", "bert_ce1", "distilbert_ce_identity",
+                                         "distilbert_ce_st_tanh"};
     for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s/expected.json", argv[1], models[m]);
@@ -306,6 +377,7 @@ int main(int argc, char **argv)
         json_object_put(root);
     }
     error_paths(argv[1]);
+    custom_activation(argv[1]);
     printf("max score difference %.3g\n", g_maxdiff);
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
