@@ -544,8 +544,11 @@ void pl_sigmoid(float *x, int k)
 
 kn_pl_activation pl_default_activation(const kn_pipeline *p, int n_logits)
 {
-    /* transformers' order: regression, then multi-label or a single logit, then softmax */
+    /* transformers' order: regression, then multi-label or a single label, then softmax. The
+     * label count is config.num_labels (the id2label size), not the output width: they differ
+     * only for a config that disagrees with its model, and transformers goes by the config. */
+    int n_labels = p->num_labels > 0 ? p->num_labels : n_logits;
     if (p->problem_type && !strcmp(p->problem_type, "regression")) return KN_ACT_NONE;
-    if ((p->problem_type && !strcmp(p->problem_type, "multi_label_classification")) || n_logits == 1) return KN_ACT_SIGMOID;
+    if ((p->problem_type && !strcmp(p->problem_type, "multi_label_classification")) || n_labels == 1) return KN_ACT_SIGMOID;
     return KN_ACT_SOFTMAX;
 }
