@@ -17,30 +17,6 @@ void kn_pl_image_class_options_init(kn_pl_image_class_options *o)
     o->top_k = 5;
 }
 
-/* Result helpers shared with the text tasks; weak so that whichever file of the library also
- * defines them wins without a duplicate-symbol clash. */
-__attribute__((weak)) void kn_pl_feature_options_init(kn_pl_feature_options *o)
-{
-    memset(o, 0, sizeof *o);
-    o->pooling = KN_POOL_DEFAULT;
-    o->normalize = -1;
-}
-
-__attribute__((weak)) void kn_pl_labels_free(kn_pl_labels *l)
-{
-    if (!l) return;
-    free(l->v);
-    free(l->owned);
-    memset(l, 0, sizeof *l);
-}
-
-__attribute__((weak)) void kn_pl_embedding_free(kn_pl_embedding *e)
-{
-    if (!e) return;
-    free(e->data);
-    memset(e, 0, sizeof *e);
-}
-
 /* One preprocessed image waiting for its batch. */
 typedef struct {
     int index;        /* into the caller's paths */
