@@ -263,6 +263,28 @@ static kn_status *pl_read_limits(kn_pipeline *p)
         static const char *const guesses[] = {"[PAD]", "<pad>", "<|padding|>"};
         for (size_t i = 0; p->pad_id < 0 && !name && i < 3; i++) p->pad_id = kn_tokenizer_token_to_id(p->tok, guesses[i]);
     }
+    /* transformers feeds token_type_ids only when the tokenizer returns them: model_input_names
+     * from the file, else the tokenizer class's own list (in transformers 5 only these classes
+     * list token_type_ids; the generic TokenizersBackend does not) */
+    const char *cls = pl_json_str(tc, "tokenizer_class", NULL);
+    if (cls) {
+        static const char *const with_types[] = {"BertTokenizer", "CanineTokenizer", "ConvBertTokenizer", "DPRContextEncoderTokenizer",
+            "DPRQuestionEncoderTokenizer", "DebertaTokenizer", "DebertaV2Tokenizer", "FNetTokenizer", "LayoutLMv2Tokenizer",
+            "MarkupLMTokenizer", "MobileBertTokenizer", "SqueezeBertTokenizer", "TapasTokenizer"};
+        size_t cl = strlen(cls);
+        if (cl > 4 && !strcmp(cls + cl - 4, "Fast")) cl -= 4;
+        p->zero_type_ids = 1;
+        for (size_t i = 0; i < sizeof with_types / sizeof with_types[0]; i++)
+            if (strlen(with_types[i]) == cl && !strncmp(cls, with_types[i], cl)) p->zero_type_ids = 0;
+    }
+    json_object *names;
+    if (tc && json_object_object_get_ex(tc, "model_input_names", &names) && json_object_is_type(names, json_type_array)) {
+        p->zero_type_ids = 1;
+        for (size_t i = 0; i < json_object_array_length(names); i++) {
+            const char *nm = json_object_get_string(json_object_array_get_idx(names, i));
+            if (nm && !strcmp(nm, "token_type_ids")) p->zero_type_ids = 0;
+        }
+    }
     if (p->pad_id < 0) p->pad_id = (int32_t)pl_json_int(p->config, "pad_token_id", 0);
     if (p->pad_id < 0) p->pad_id = 0;
     json_object_put(tc);
@@ -481,7 +503,7 @@ kn_status *pl_run_encodings(const kn_pipeline *p, int n_rows, const kn_encoding 
                 bool real = t < e->n && (!e->attention_mask || e->attention_mask[t]);
                 ids[c] = t < e->n ? e->ids[t] : p->pad_id;
                 mask[c] = real ? 1 : 0;
-                types[c] = t < e->n && e->type_ids ? e->type_ids[t] : 0;
+                types[c] = t < e->n && e->type_ids && !p->zero_type_ids ? e->type_ids[t] : 0;
                 pos[c] = t;
             }
         }

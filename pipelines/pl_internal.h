@@ -39,6 +39,8 @@ struct kn_pipeline {
     char *model_type;         /* config.json model_type, NULL when absent */
     int max_length;           /* token limit; 0 = none known */
     int32_t pad_id;
+    int zero_type_ids;        /* tokenizer_config.json model_input_names lacks token_type_ids:
+                               * transformers then feeds none, so the model sees zeros */
     kn_pl_pooling pooling;    /* from 1_Pooling/config.json (KN_POOL_DEFAULT when none) */
     int normalize;            /* a Normalize module in modules.json */
     int st_max_seq_length;    /* sentence_bert_config.json max_seq_length, 0 when absent */

@@ -91,6 +91,12 @@ def wordpiece_tokenizer(folder, max_len):
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                                    sep_token="[SEP]", mask_token="[MASK]", model_max_length=max_len)
     fast.save_pretrained(folder)
+    # name the class real BERT checkpoints name, so transformers 4 and 5 alike return (and feed)
+    # token_type_ids; the generic class returns none in transformers 5
+    cfg_path = os.path.join(folder, "tokenizer_config.json")
+    cfg = json.load(open(cfg_path))
+    cfg["tokenizer_class"] = "BertTokenizer"
+    json.dump(cfg, open(cfg_path, "w"), indent=2)
     return fast
 
 
