@@ -178,6 +178,23 @@ static kn_status *pl_read_st(kn_pipeline *p)
             {"pooling_mode_lasttoken", KN_POOL_LAST}, {"pooling_mode_mean_tokens", KN_POOL_MEAN}};
         for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
             if (json_object_object_get_ex(pool, keys[k].key, &v) && json_object_get_boolean(v)) p->pooling = keys[k].mode;
+        /* sentence-transformers 6 writes one "pooling_mode" string instead of the flags */
+        const char *mode = pl_json_str(pool, "pooling_mode", NULL);
+        if (mode) {
+            static const struct { const char *name; kn_pl_pooling mode; } modes[] = {
+                {"cls", KN_POOL_CLS}, {"mean", KN_POOL_MEAN}, {"max", KN_POOL_MAX}, {"lasttoken", KN_POOL_LAST}};
+            kn_pl_pooling found = KN_POOL_DEFAULT;
+            for (size_t k = 0; k < sizeof modes / sizeof modes[0]; k++)
+                if (!strcmp(mode, modes[k].name)) found = modes[k].mode;
+            if (found == KN_POOL_DEFAULT) {
+                kn_status *e = kn_error(KN_ERR_UNSUPPORTED, "%s/%s: pooling_mode '%s' is not one kiln implements (cls, mean, max, lasttoken)",
+                                        p->dir, rel, mode);
+                json_object_put(mods);
+                json_object_put(pool);
+                return e;
+            }
+            p->pooling = found;
+        }
     }
     st = pl_read_json(p->dir, "sentence_bert_config.json", &stc);
     if (!st) p->st_max_seq_length = (int)pl_json_int(stc, "max_seq_length", 0);

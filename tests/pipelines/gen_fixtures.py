@@ -924,6 +924,12 @@ def gen_qa(wp, tf4):
     m.eval()
     calibrate(m.qa_outputs, text_run(m, wp, pairs=[(x["question"], x["context"]) for x in QA_INPUTS]))
     tok = save_model_folder(m, wp, d, v4=True)
+    # the reference pipeline (transformers 4) feeds token_type_ids; a folder naming the generic
+    # class gets none in transformers 5, so name the class BERT QA checkpoints resolve to, which
+    # returns them in both
+    cfg = json.load(open(os.path.join(d, "tokenizer_config.json")))
+    cfg["tokenizer_class"] = "BertTokenizer"
+    write_json(os.path.join(d, "tokenizer_config.json"), cfg)
     n_ctx = len(tok(QA_CONTEXT)["input_ids"])
     export_text(m, d, ["start_logits", "end_logits"], True, tok, None,
                 check_pairs=[(x["question"], x["context"]) for x in QA_INPUTS], wrapper=QAWrap(m))
