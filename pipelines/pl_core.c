@@ -551,18 +551,34 @@ kn_status *pl_run_pixels(const kn_pipeline *p, int n, const float *pixels, int c
 {
     kn_named_tensor in[1];
     int n_in = 0;
-    for (int i = 0; i < p->n_inputs; i++) {
-        if (p->in[i].role != KN_ROLE_PIXELS)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: the model takes '%s' besides pixel_values; an image pipeline cannot feed it", p->dir, p->in[i].name);
-        in[n_in++] = (kn_named_tensor){.name = p->in[i].name, .dtype = KN_F32, .ndim = 4, .dims = {n, c, h, w}, .data = (void *)pixels};
+    float *nhwc = NULL;
+    for (int i = 0; i < p->n_inputs && !n_in; i++) {
+        const kn_pl_input *pi = &p->in[i];
+        if (pi->role != KN_ROLE_PIXELS)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: the model takes '%s' besides pixel_values; an image pipeline cannot feed it", p->dir, pi->name);
+        /* channels-last models (TensorFlow exports) declare [batch, H, W, C]: transpose */
+        bool last = pi->ndim == 4 && pi->dims[3] == c && pi->dims[1] != c;
+        if (last) {
+            size_t hw = (size_t)h * (size_t)w, total = (size_t)n * (size_t)c * hw;
+            nhwc = malloc(sizeof(float) * (total ? total : 1));
+            if (!nhwc) return KN_OOM(sizeof(float) * total);
+            for (int b = 0; b < n; b++)
+                for (int ch = 0; ch < c; ch++)
+                    for (size_t k = 0; k < hw; k++)
+                        nhwc[((size_t)b * hw + k) * (size_t)c + (size_t)ch] = pixels[((size_t)b * (size_t)c + (size_t)ch) * hw + k];
+            in[n_in++] = (kn_named_tensor){.name = pi->name, .dtype = KN_F32, .ndim = 4, .dims = {n, h, w, c}, .data = nhwc};
+        } else {
+            in[n_in++] = (kn_named_tensor){.name = pi->name, .dtype = KN_F32, .ndim = 4, .dims = {n, c, h, w}, .data = (void *)pixels};
+        }
     }
     if (!n_in) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: the model has no pixel_values input", p->dir);
     int *row_index = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
-    if (!row_index) return KN_OOM(sizeof(int) * (size_t)n);
+    if (!row_index) { free(nhwc); return KN_OOM(sizeof(int) * (size_t)n); }
     for (int i = 0; i < n; i++) row_index[i] = i;
     kn_pl_batch b = {.n = n, .seq = 0, .row_index = row_index};
     kn_status *st = pl_run_call(p, in, n_in, &b, fn, ctx);
     free(row_index);
+    free(nhwc);
     return st;
 }
 

@@ -16,3 +16,8 @@ add_test(NAME pipelines.st_minilm
          COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_LIST_DIR}/st_minilm_check.py
                  --kiln $<TARGET_FILE:kiln_cli> --gen ${CMAKE_SOURCE_DIR}/tools/gen/gen_bert.py)
 set_tests_properties(pipelines.st_minilm PROPERTIES TIMEOUT 900)
+
+# A channels-last ([batch, H, W, C]) copy of the ViT fixture's model gives the same answers.
+add_test(NAME pipelines.nhwc
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_LIST_DIR}/nhwc_check.py --kiln $<TARGET_FILE:kiln_cli>)
+set_tests_properties(pipelines.nhwc PROPERTIES TIMEOUT 300)
