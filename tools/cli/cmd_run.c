@@ -762,6 +762,9 @@ int kn_cmd_run(int argc, char **argv)
         int k = run_pick(prec_s, precs, 4);
         if (k < 0) { fprintf(stderr, "kiln run: unknown --precision '%s' (fp32, fp16, bf16)\n", prec_s); return 2; }
         po.session.precision = precv[k];
+        /* the CPU backend computes in the model's own dtypes; reduced precision is a GPU feature */
+        if (k != 0 && po.session.device == KN_DEVICE_CPU)
+            fprintf(stderr, "kiln run: warning: --precision %s applies to CUDA devices; the CPU runs the model in fp32\n", prec_s);
     }
     static const char *const pools[] = {"mean", "cls", "max", "last", "none"};
     static const kn_pl_pooling poolv[] = {KN_POOL_MEAN, KN_POOL_CLS, KN_POOL_MAX, KN_POOL_LAST, KN_POOL_NONE};
