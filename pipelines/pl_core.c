@@ -582,6 +582,31 @@ kn_status *pl_run_pixels(const kn_pipeline *p, int n, const float *pixels, int c
     return st;
 }
 
+kn_status *pl_collect_logits(void *vctx, const kn_pl_batch *b)
+{
+    pl_logits *c = vctx;
+    const kn_named_tensor *t = pl_output(b, c->p, NULL);
+    if (!t) return kn_error(KN_ERR_INVALID_MODEL, "%s: the model has no output", c->p->dir);
+    if (t->dtype != KN_F32)
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: output '%s' is not floating point; expected classification logits", c->p->dir, t->name);
+    /* [rows, labels]; a squeezed [rows] head is one logit per row */
+    int64_t k = t->ndim == 2 ? t->dims[1] : t->ndim == 1 ? 1 : -1;
+    if (k < 1 || t->dims[0] != b->n || k > 1000000)
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: output '%s' has %d dims (first %lld) for a batch of %d; expected logits [batch, num_labels]",
+                        c->p->dir, t->name, t->ndim, t->ndim > 0 ? (long long)t->dims[0] : 0LL, b->n);
+    if (!c->logits) {
+        c->k = (int)k;
+        c->logits = malloc(sizeof(float) * (size_t)c->n_rows * (size_t)k);
+        if (!c->logits) return KN_OOM(sizeof(float) * (size_t)c->n_rows * (size_t)k);
+    } else if (c->k != k) {
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: output '%s' changed width between batches (%d, then %lld)", c->p->dir, t->name, c->k, (long long)k);
+    }
+    const float *src = t->data;
+    for (int r = 0; r < b->n; r++)
+        memcpy(c->logits + (size_t)b->row_index[r] * (size_t)k, src + (size_t)r * (size_t)k, sizeof(float) * (size_t)k);
+    return NULL;
+}
+
 void pl_softmax(float *x, int k)
 {
     if (k <= 0) return;

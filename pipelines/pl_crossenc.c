@@ -89,34 +89,6 @@ static kn_status *ce_default_activation(const kn_pipeline *p, int k, int *act)
     return NULL;
 }
 
-typedef struct ce_ctx {
-    const kn_pipeline *p;
-    int n_rows;
-    int k;
-    float *logits;   /* n_rows x k */
-} ce_ctx;
-
-static kn_status *ce_batch(void *vctx, const kn_pl_batch *b)
-{
-    ce_ctx *c = vctx;
-    const kn_named_tensor *t = pl_output(b, c->p, NULL);
-    if (!t) return kn_error(KN_ERR_INVALID_MODEL, "%s: the model has no output", c->p->dir);
-    int64_t k = t->ndim == 2 ? t->dims[1] : t->ndim == 1 ? 1 : -1;
-    if (t->dtype != KN_F32 || k < 1 || t->dims[0] != b->n || k > 1000000)
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: output '%s' is not relevance logits [batch, num_labels] of floats", c->p->dir, t->name);
-    if (!c->logits) {
-        c->k = (int)k;
-        c->logits = malloc(sizeof(float) * (size_t)c->n_rows * (size_t)k);
-        if (!c->logits) return KN_OOM(sizeof(float) * (size_t)c->n_rows * (size_t)k);
-    } else if (c->k != k) {
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: output '%s' changed width between batches", c->p->dir, t->name);
-    }
-    const float *src = t->data;
-    for (int r = 0; r < b->n; r++)
-        memcpy(c->logits + (size_t)b->row_index[r] * (size_t)k, src + (size_t)r * (size_t)k, sizeof(float) * (size_t)k);
-    return NULL;
-}
-
 /* Best first; equal scores keep document order (rank() sorts stably); NaN last. */
 static int ce_cmp(const void *a, const void *b)
 {
@@ -147,7 +119,7 @@ kn_status *kn_pl_cross_encoder(const kn_pipeline *p, const char *query, int n_do
     const char **q = malloc(sizeof *q * (size_t)n_docs);
     kn_encoding *enc = calloc((size_t)n_docs, sizeof *enc);
     const kn_encoding **rows = malloc(sizeof *rows * (size_t)n_docs);
-    ce_ctx c = {.p = p, .n_rows = n_docs};
+    pl_logits c = {.p = p, .n_rows = n_docs};
     kn_status *st = !q || !enc || !rows ? KN_OOM(sizeof *enc * (size_t)n_docs) : NULL;
     for (int i = 0; !st && i < n_docs; i++) q[i] = query;
     /* CrossEncoder tokenizes [query, document] as a pair, truncating longest-first, to an
@@ -155,7 +127,7 @@ kn_status *kn_pl_cross_encoder(const kn_pipeline *p, const char *query, int n_do
     int max_len = p->st_max_seq_length > 0 && (p->max_length <= 0 || p->st_max_seq_length < p->max_length) ? p->st_max_seq_length : 0;
     if (!st) st = pl_encode(p, n_docs, q, docs, NULL, max_len, enc);
     for (int i = 0; !st && i < n_docs; i++) rows[i] = &enc[i];
-    if (!st) st = pl_run_encodings(p, n_docs, rows, ce_batch, &c);
+    if (!st) st = pl_run_encodings(p, n_docs, rows, pl_collect_logits, &c);
     int act = CE_UNSET, k = c.k;
     if (!st) {
         if (o->activation == KN_ACT_SIGMOID) act = CE_SIGMOID;

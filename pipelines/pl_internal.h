@@ -97,6 +97,16 @@ kn_status *pl_run_pixels(const kn_pipeline *p, int n, const float *pixels, int c
 /* The output named name (NULL: the first), or NULL. */
 const kn_named_tensor *pl_output(const kn_pl_batch *b, const kn_pipeline *p, const char *name);
 
+/* The batch callback of the classification tasks: gathers the first output's rows (logits
+ * [batch, k], or [batch] as k = 1) into one n_rows x k matrix in the caller's row order. */
+typedef struct pl_logits {
+    const kn_pipeline *p;
+    int n_rows;
+    int k;          /* logits per row, fixed by the first batch */
+    float *logits;  /* n_rows x k, malloc'd by the callback; the caller frees it */
+} pl_logits;
+kn_status *pl_collect_logits(void *ctx, const kn_pl_batch *b);
+
 /* In-place activations over a row of k scores. */
 void pl_softmax(float *x, int k);
 void pl_sigmoid(float *x, int k);

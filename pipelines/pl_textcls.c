@@ -23,39 +23,6 @@ void kn_pl_labels_free(kn_pl_labels *l)
     memset(l, 0, sizeof *l);
 }
 
-/* Logits of every row, in the caller's row order, gathered batch by batch. */
-typedef struct tc_ctx {
-    const kn_pipeline *p;
-    int n_rows;
-    int k;          /* logits per row, fixed by the first batch */
-    float *logits;  /* n_rows x k */
-} tc_ctx;
-
-static kn_status *tc_batch(void *vctx, const kn_pl_batch *b)
-{
-    tc_ctx *c = vctx;
-    const kn_named_tensor *t = pl_output(b, c->p, NULL);
-    if (!t) return kn_error(KN_ERR_INVALID_MODEL, "%s: the model has no output", c->p->dir);
-    if (t->dtype != KN_F32)
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: output '%s' is not floating point; expected classification logits", c->p->dir, t->name);
-    /* [rows, labels]; a squeezed [rows] head is one logit per row */
-    int64_t k = t->ndim == 2 ? t->dims[1] : t->ndim == 1 ? 1 : -1;
-    if (k < 1 || t->dims[0] != b->n || k > 1000000)
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: output '%s' has %d dims (first %lld) for a batch of %d; expected logits [batch, num_labels]",
-                        c->p->dir, t->name, t->ndim, t->ndim > 0 ? (long long)t->dims[0] : 0LL, b->n);
-    if (!c->logits) {
-        c->k = (int)k;
-        c->logits = malloc(sizeof(float) * (size_t)c->n_rows * (size_t)k);
-        if (!c->logits) return KN_OOM(sizeof(float) * (size_t)c->n_rows * (size_t)k);
-    } else if (c->k != k) {
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: output '%s' changed width between batches (%d, then %lld)", c->p->dir, t->name, c->k, (long long)k);
-    }
-    const float *src = t->data;
-    for (int r = 0; r < b->n; r++)
-        memcpy(c->logits + (size_t)b->row_index[r] * (size_t)k, src + (size_t)r * (size_t)k, sizeof(float) * (size_t)k);
-    return NULL;
-}
-
 /* Highest score first; equal scores keep label order (Python's stable sort, numpy's argmax);
  * NaN sorts last so the order stays a total one. */
 static int tc_cmp(const void *a, const void *b)
@@ -90,11 +57,11 @@ kn_status *kn_pl_text_classification(const kn_pipeline *p, int n, const char *co
 
     kn_encoding *enc = calloc((size_t)n, sizeof *enc);
     const kn_encoding **rows = malloc(sizeof *rows * (size_t)n);
-    tc_ctx c = {.p = p, .n_rows = n};
+    pl_logits c = {.p = p, .n_rows = n};
     kn_status *st = !enc || !rows ? KN_OOM(sizeof *enc * (size_t)n) : NULL;
     if (!st) st = pl_encode(p, n, texts, pairs, NULL, 0, enc);
     for (int i = 0; !st && i < n; i++) rows[i] = &enc[i];
-    if (!st) st = pl_run_encodings(p, n, rows, tc_batch, &c);
+    if (!st) st = pl_run_encodings(p, n, rows, pl_collect_logits, &c);
     int k = c.k;
     /* transformers reads labels from id2label: a model wider than its config has no names */
     if (!st && p->num_labels > 0 && k != p->num_labels)

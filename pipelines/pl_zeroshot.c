@@ -77,34 +77,6 @@ static int zs_entailment_id(const kn_pipeline *p)
     return -1;
 }
 
-typedef struct zs_ctx {
-    const kn_pipeline *p;
-    int n_rows;
-    int k;
-    float *logits;    /* n_rows x k */
-} zs_ctx;
-
-static kn_status *zs_batch(void *vctx, const kn_pl_batch *b)
-{
-    zs_ctx *c = vctx;
-    const kn_named_tensor *t = pl_output(b, c->p, NULL);
-    if (!t) return kn_error(KN_ERR_INVALID_MODEL, "%s: the model has no output", c->p->dir);
-    int64_t k = t->ndim == 2 ? t->dims[1] : -1;
-    if (t->dtype != KN_F32 || k < 1 || t->dims[0] != b->n || k > 1000000)
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: output '%s' is not NLI logits [batch, num_labels] of floats", c->p->dir, t->name);
-    if (!c->logits) {
-        c->k = (int)k;
-        c->logits = malloc(sizeof(float) * (size_t)c->n_rows * (size_t)k);
-        if (!c->logits) return KN_OOM(sizeof(float) * (size_t)c->n_rows * (size_t)k);
-    } else if (c->k != k) {
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: output '%s' changed width between batches", c->p->dir, t->name);
-    }
-    const float *src = t->data;
-    for (int r = 0; r < b->n; r++)
-        memcpy(c->logits + (size_t)b->row_index[r] * (size_t)k, src + (size_t)r * (size_t)k, sizeof(float) * (size_t)k);
-    return NULL;
-}
-
 /* Highest first; ties put the later candidate first, as reversed(np.argsort(scores)) does. */
 static int zs_cmp(const void *a, const void *b)
 {
@@ -185,12 +157,12 @@ kn_status *kn_pl_zero_shot_classification(const kn_pipeline *p, int n, const cha
     char **hyp = calloc((size_t)L, sizeof *hyp);
     kn_encoding *enc = calloc(rows, sizeof *enc);
     const kn_encoding **rp = malloc(sizeof *rp * rows);
-    zs_ctx c = {.p = p, .n_rows = (int)rows};
+    pl_logits c = {.p = p, .n_rows = (int)rows};
     kn_status *st = !hyp || !enc || !rp ? KN_OOM(sizeof *enc * rows) : NULL;
     for (int j = 0; !st && j < L; j++) st = zs_format(tpl, o->labels[j], &hyp[j]);
     if (!st) st = zs_encode(p, n, L, texts, hyp, enc);
     for (size_t r = 0; !st && r < rows; r++) rp[r] = &enc[r];
-    if (!st) st = pl_run_encodings(p, (int)rows, rp, zs_batch, &c);
+    if (!st) st = pl_run_encodings(p, (int)rows, rp, pl_collect_logits, &c);
     int k = c.k;
     if (!st && k < 2)
         st = kn_error(KN_ERR_INVALID_MODEL, "%s: the model gives %d logit%s per pair; zero-shot classification needs an NLI model "
