@@ -10,3 +10,7 @@ JOBS=${KILN_JOBS:-$(nproc)}
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD" -j"$JOBS"
 ctest --test-dir "$BUILD" --output-on-failure -j"$JOBS" "$@"
+# ctest only says "Skipped" for the GPU tests; show why, so a CPU-only run says it plainly
+if [ -x "$BUILD/tests/cuda_smoke" ] || ls "$BUILD"/tests/test_backend_ops >/dev/null 2>&1; then
+  ctest --test-dir "$BUILD" -R '^gpu\.' -V 2>&1 | grep -E "^[0-9]+: .*skipped: " | sed 's/^[0-9]*: /gpu test: /' | sort -u || true
+fi
