@@ -8,7 +8,8 @@ Flatten and a Gemm classifier. Random weights (with random BatchNorm statistics)
   gen_resnet.py --preset resnet-50 --out model.onnx --inputs-dir data --batch 8
   gen_resnet.py --safetensors model.safetensors --out model.onnx       # config.json beside it
 
-Input pixel_values [batch, 3, image, image]; output logits [batch, labels].
+Input pixel_values [batch, 3, height, width] (--image: the side of the --inputs-dir images);
+output logits [batch, labels].
 """
 import os
 import sys
@@ -94,8 +95,8 @@ def build(cfg, p, args):
         x = b.op("Relu", [b.op("Add", [y, short])])
     x = b.op("Flatten", [b.op("GlobalAveragePool", [x])], axis=1)
     b.output(b.gemm(x, p["classifier.1.weight"], p["classifier.1.bias"]), "logits")
-    S = args.image or cfg["image"]
-    return b.model("resnet", [genlib.float_io("pixel_values", ["batch", 3, S, S])],
+    # convolutions take any image size, so height and width stay dynamic as optimum exports them
+    return b.model("resnet", [genlib.float_io("pixel_values", ["batch", 3, "height", "width"])],
                    [genlib.float_io("logits", ["batch", cfg["labels"]])], "kiln gen_resnet.py")
 
 
@@ -105,7 +106,7 @@ def make_inputs(cfg, args):
 
 
 def extra(ap):
-    ap.add_argument("--image", type=int, help="image side (default: the preset's or config's)")
+    ap.add_argument("--image", type=int, help="image side of the --inputs-dir set (default: the preset's or config's)")
 
 
 if __name__ == "__main__":

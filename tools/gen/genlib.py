@@ -104,10 +104,12 @@ class Builder:
         if style == "sdpa":
             s = self.f32(math.sqrt(1.0 / math.sqrt(head_dim)))
             sc = self.op("MatMul", [self.op("Mul", [q, s]), self.op("Mul", [kt, s])])
-            if mask is not None:
+            if mask is None:  # the exporter writes no mask and no NaN guard then
+                p = self.op("Softmax", [sc], axis=-1)
+            else:
                 sc = self.op("Add", [sc, self.op("Where", [mask, self.f32([0.0]), self.f32([-np.inf])])])
-            p = self.op("Softmax", [sc], axis=-1)
-            p = self.op("Where", [self.op("IsNaN", [p]), self.f32([0.0]), p])
+                p = self.op("Softmax", [sc], axis=-1)
+                p = self.op("Where", [self.op("IsNaN", [p]), self.f32([0.0]), p])
         else:
             sc = self.op("Div", [self.op("MatMul", [q, kt]), self.f32(math.sqrt(head_dim))])
             if mask is not None:
