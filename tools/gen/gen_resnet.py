@@ -51,11 +51,10 @@ def blocks(cfg):
 def weights_random(cfg, seed):
     r, p = genlib.Rand(seed), {}
 
-    def conv_bn(prefix, c_in, c_out, k):
-        # He-scaled so activations keep their size through fifty layers
+    def conv_bn(prefix, c_in, c_out, k, gamma=1.0):
         p[prefix + "convolution.weight"] = r.w(c_out, c_in, k, k, std=float(np.sqrt(2.0 / (c_in * k * k))))
         n = prefix + "normalization."
-        p[n + "weight"] = np.ones(c_out, np.float32) + r.w(c_out, std=0.1)
+        p[n + "weight"] = np.full(c_out, gamma, np.float32) + r.w(c_out, std=0.1 * gamma)
         p[n + "bias"] = r.w(c_out, std=0.1)
         p[n + "running_mean"] = r.w(c_out, std=0.1)
         p[n + "running_var"] = (0.5 + r.rng.random(c_out)).astype(np.float32)
@@ -67,7 +66,9 @@ def weights_random(cfg, seed):
             conv_bn(pre + "shortcut.", c_in, c_out, 1)
         conv_bn(pre + "layer.0.", c_in, red, 1)
         conv_bn(pre + "layer.1.", red, red, 3)
-        conv_bn(pre + "layer.2.", red, c_out, 1)
+        # a small last BatchNorm scale in each residual branch (trained ResNets end up so, and
+        # zero-init-residual starts so) keeps the sum from growing block after block
+        conv_bn(pre + "layer.2.", red, c_out, 1, gamma=0.2)
     r.lin(p, "classifier.1", cfg["labels"], cfg["hidden_sizes"][-1])
     return p
 
