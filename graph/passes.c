@@ -223,6 +223,8 @@ kn_status *kn_graph_optimize(kn_graph *g) {
     KN_TRY(kn_graph_toposort(g));
     int folded = 0;
     KN_TRY(kn_graph_fold_constants(g, (int64_t)1 << 24, &folded));
+    const char *fz = getenv("KILN_FUSE");
+    if (!fz || strcmp(fz, "0") != 0) KN_TRY(kn_graph_fuse(g, NULL));
     kn_graph_eliminate_dead(g);
     return NULL;
 }
