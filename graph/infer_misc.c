@@ -94,6 +94,15 @@ kn_status *kn_infer_Attention(kn_infer_ctx *c)
     return NULL;
 }
 
+/* kiln's fused attention: ai.onnx Attention's 4-D shapes, one output, no past. */
+kn_status *kn_infer_KnSdpa(kn_infer_ctx *c)
+{
+    if (c->n_in < 3 || c->n_in > 4 || c->n_out != 1)
+        return kn_error(KN_ERR_INVALID_MODEL, "KnSdpa: needs 3 or 4 inputs and 1 output (got %d, %d)", c->n_in, c->n_out);
+    for (int i = 0; i < 3; i++) KN_TRY(need_rank(c->node, infer_in(c, i), i == 0 ? "Q" : i == 1 ? "K" : "V", 4, 4));
+    return kn_infer_Attention(c);
+}
+
 kn_status *kn_infer_RotaryEmbedding(kn_infer_ctx *c)
 {
     KN_TRY(need_rank(c->node, infer_in(c, 0), "X", 3, 4));

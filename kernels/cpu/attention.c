@@ -185,8 +185,10 @@ static void attn_load_heads(const kn_tensor *x, int64_t B, int64_t H, int64_t S,
             }
 }
 
-kn_status *kn_cpu_Attention(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                            kn_tensor *const *out, int n_out)
+/* numpy_bias: the mask broadcasts like an Add onto the [B,Hq,Sq,T] scores (a last dim of 1 repeats)
+ * as kiln's fused KnSdpa needs; otherwise ONNX Attention's rule pads a short last dim with -inf. */
+static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                           kn_tensor *const *out, int n_out, bool numpy_bias)
 {
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN], b3[KN_DESC_LEN];
     const kn_tensor *Q = in[0], *K = in[1], *V = in[2];
@@ -269,6 +271,9 @@ kn_status *kn_cpu_Attention(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
             if (md[d] != 1 && md[d] != full[d])
                 return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: attn_mask %s does not broadcast to [%lld,%lld,%lld,%lld]",
                                 kn_tensor_desc(mask, b1, sizeof b1), (long long)B, (long long)Hq, (long long)Sq, (long long)T);
+        if (numpy_bias && md[3] != 1 && md[3] != T)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: bias %s does not broadcast to [%lld,%lld,%lld,%lld]", node->op_type,
+                            kn_tensor_desc(mask, b1, sizeof b1), (long long)B, (long long)Hq, (long long)Sq, (long long)T);
         if (md[3] > T)
             return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: attn_mask %s is longer than the %lld keys",
                             kn_tensor_desc(mask, b1, sizeof b1), (long long)T);
@@ -280,9 +285,9 @@ kn_status *kn_cpu_Attention(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
             else mf[i] = kn_load_f32(mask->data, mask->dtype, i);
         }
         int64_t st = 1;
-        for (int d = 3; d >= 0; d--) { j.mstride[d] = md[d] == 1 && d < 3 ? 0 : st; st *= md[d]; }
+        for (int d = 3; d >= 0; d--) { j.mstride[d] = md[d] == 1 && (d < 3 || numpy_bias) ? 0 : st; st *= md[d]; }
         j.mask = mf;
-        j.mT = md[3];
+        j.mT = numpy_bias ? T : md[3];
     }
 
     /* float copies of Q and the full key/value sequences */
@@ -341,6 +346,24 @@ kn_status *kn_cpu_Attention(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
     if (PV && PV->data) for (size_t i = 0; i < nv; i++) kn_store_f32(PV->data, PV->dtype, (int64_t)i, vf[i]);
     if (qkf && QK->dtype != KN_F32) for (size_t i = 0; i < nqk; i++) kn_store_f32(QK->data, QK->dtype, (int64_t)i, qkf[i]);
     return NULL;
+}
+
+kn_status *kn_cpu_Attention(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                            kn_tensor *const *out, int n_out)
+{
+    return attn_run(ctx, node, in, n_in, out, n_out, false);
+}
+
+/* kiln's fused scaled dot-product attention: 4-D Q, K, V, an optional additive bias and `scale`. */
+kn_status *kn_cpu_KnSdpa(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                         kn_tensor *const *out, int n_out)
+{
+    char b1[KN_DESC_LEN];
+    if (n_in < 3 || n_in > 4 || !in[0] || !in[1] || !in[2])
+        return kn_error(KN_ERR_INVALID_MODEL, "KnSdpa: needs Q, K, V and an optional bias, got %d inputs", n_in);
+    if (in[0]->ndim != 4) return kn_error(KN_ERR_INVALID_ARGUMENT, "KnSdpa: Q %s must be 4-D", kn_tensor_desc(in[0], b1, sizeof b1));
+    if (n_in == 4 && in[3] && in[3]->dtype == KN_BOOL) return kn_err_dtype(node, in[3]);
+    return attn_run(ctx, node, in, n_in, out, n_out > 1 ? 1 : n_out, true);
 }
 
 /* ---- RotaryEmbedding ---- */

@@ -58,16 +58,20 @@ static void kn_count_ops(const kn_graph *g, kn_op_count *c, int *n, int cap) {
 
 int kn_cmd_info(int argc, char **argv) {
     const char *path = NULL;
+    bool optimized = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) { i++; continue; }
+        if (strcmp(argv[i], "--optimized") == 0) { optimized = true; continue; }
         if (!path) path = argv[i];
     }
-    if (!path) { fprintf(stderr, "usage: kiln info MODEL.onnx [--device D]\n"); return 2; }
+    if (!path) { fprintf(stderr, "usage: kiln info MODEL.onnx [--device D] [--optimized]\n"); return 2; }
     kn_model *m = NULL;
     kn_status *st = kn_onnx_load_file(path, &m);
     if (st) return kn_fail(st);
     kn_graph *g = m->graph;
     kn_graph_resolve_ops(g);
+    /* --optimized: the graph a session runs (folded, fused, pruned) instead of the file's */
+    if (optimized && (st = kn_graph_optimize(g))) { kn_model_free(m); return kn_fail(st); }
     printf("model:     %s\n", path);
     printf("ir:        %lld\n", (long long)m->ir_version);
     printf("producer:  %s %s\n", m->producer_name ? m->producer_name : "", m->producer_version ? m->producer_version : "");
@@ -268,7 +272,7 @@ static void kn_usage(void) {
             "kiln %s: a GPU-first runtime for ONNX models\n"
             "usage: kiln COMMAND [ARGS]\n"
             "  --version                          version and compiled backends\n"
-            "  info MODEL.onnx                    metadata, inputs/outputs, op histogram, unsupported ops\n"
+            "  info MODEL.onnx [--optimized]      metadata, inputs/outputs, op histogram (--optimized: after folding and fusions), unsupported ops\n"
             "  exec MODEL.onnx --inputs DIR --outputs DIR [--device D]\n"
             "  conformance DIR... [--device D] [--filter REGEX] [--timeout S]\n"
             "  bench MODEL.onnx --inputs DIR [--iters N] [--warmup N] [--threads T] [--device D] [--profile] [--json]\n"

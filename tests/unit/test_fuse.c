@@ -1,0 +1,468 @@
+/* Tests of the fusion passes (graph/fuse.c): small graphs for each pattern and its exporter
+ * variants, the op histogram before and after, the fused node's attributes, the outputs of the
+ * fused and unfused graphs on the same random inputs, and near misses that must stay unfused. */
+#include "harness.h"
+#include "graph/model.h"
+#include "graph/passes.h"
+#include "runtime/kiln.h"
+#include <stdio.h>
+
+/* ---- graph building ---- */
+
+static kn_graph *tg_new(void)
+{
+    kn_graph *g = kn_graph_new("fuse_test");
+    ck_assert_ptr_nonnull(g);
+    g->opsets[0] = 17;
+    g->opset_domains[0] = strdup("");
+    g->n_opsets = 1;
+    return g;
+}
+
+static int tg_value(kn_graph *g, const char *name)
+{
+    int v = kn_graph_find_value(g, name);
+    if (v < 0) v = kn_graph_add_value(g, name);
+    ck_assert_int_ge(v, 0);
+    return v;
+}
+
+/* A float32 graph input; ndim -1 leaves its rank unknown. */
+static int tg_input(kn_graph *g, const char *name, int ndim, const int64_t *dims)
+{
+    int v = tg_value(g, name);
+    g->values[v].is_input = true;
+    g->values[v].type.dtype = KN_F32;
+    if (ndim >= 0) kn_tensor_set_shape(&g->values[v].type, ndim, dims);
+    g->inputs = realloc(g->inputs, sizeof(int) * (size_t)(g->n_inputs + 1));
+    g->inputs[g->n_inputs++] = v;
+    return v;
+}
+
+static void tg_output(kn_graph *g, const char *name)
+{
+    int v = tg_value(g, name);
+    g->values[v].is_output = true;
+    g->outputs = realloc(g->outputs, sizeof(int) * (size_t)(g->n_outputs + 1));
+    g->outputs[g->n_outputs++] = v;
+}
+
+/* A float32 constant (scalar when nd == 0) filled from vals, or with a ramp when vals is NULL. */
+static void tg_const(kn_graph *g, const char *name, int nd, const int64_t *dims, const double *vals)
+{
+    int v = tg_value(g, name);
+    kn_tensor *t = mk(KN_F32, nd, dims, vals);
+    for (int64_t i = 0; !vals && i < kn_numel(t); i++) kn_set_f64(t, i, 0.05 * (double)((i * 7) % 11) - 0.2);
+    g->values[v].constant = t;
+    g->values[v].type.dtype = KN_F32;
+    kn_tensor_set_shape(&g->values[v].type, nd, dims);
+}
+
+static void tg_const_i64(kn_graph *g, const char *name, int n, const int64_t *vals)
+{
+    int v = tg_value(g, name);
+    int64_t d[1] = {n};
+    kn_tensor *t = mk_raw(KN_I64, 1, d, vals);
+    g->values[v].constant = t;
+    g->values[v].type.dtype = KN_I64;
+    kn_tensor_set_shape(&g->values[v].type, 1, d);
+}
+
+static void tg_scalar(kn_graph *g, const char *name, double x) { tg_const(g, name, 0, NULL, &x); }
+
+/* A node with inputs / outputs given as space-separated value names ("-" for an omitted one) and
+ * borrowed attributes (copied). */
+static void tg_node(kn_graph *g, const char *op, const char *domain, const char *ins, const char *outs,
+                    const kn_attr *attrs, int n_attrs)
+{
+    int iv[8], ov[8], ni = 0, no = 0;
+    char buf[256], *save = NULL;
+    snprintf(buf, sizeof buf, "%s", ins);
+    for (char *t = strtok_r(buf, " ", &save); t; t = strtok_r(NULL, " ", &save)) iv[ni++] = strcmp(t, "-") ? tg_value(g, t) : -1;
+    snprintf(buf, sizeof buf, "%s", outs);
+    for (char *t = strtok_r(buf, " ", &save); t; t = strtok_r(NULL, " ", &save)) ov[no++] = tg_value(g, t);
+    kn_attr *a = n_attrs ? calloc((size_t)n_attrs, sizeof *a) : NULL;
+    for (int i = 0; i < n_attrs; i++) ck_assert_ptr_null(kn_attr_copy(&a[i], &attrs[i]));
+    char name[64];
+    snprintf(name, sizeof name, "n%d_%s", g->n_nodes, op);
+    ck_assert_int_ge(kn_graph_add_node(g, name, op, domain, iv, ni, ov, no, a, n_attrs), 0);
+}
+#define NODE(g, op, ins, outs) tg_node(g, op, "", ins, outs, NULL, 0)
+
+static int count_op(const kn_graph *g, const char *op)
+{
+    int n = 0;
+    for (int i = 0; i < g->n_nodes; i++) n += strcmp(g->nodes[i].op_type, op) == 0;
+    return n;
+}
+
+static const kn_node *find_op(const kn_graph *g, const char *op)
+{
+    for (int i = 0; i < g->n_nodes; i++) if (strcmp(g->nodes[i].op_type, op) == 0) return &g->nodes[i];
+    return NULL;
+}
+
+/* ---- running a graph ---- */
+
+/* The shape fed to an input declared without one (the unknown-rank near misses). */
+static int fb_ndim;
+static int64_t fb_dims[KN_MAX_DIMS];
+
+/* Runs g (taken over by a model) on deterministic pseudo-random inputs drawn with seed; returns the
+ * first output as a malloc'd float array and its element count. */
+static float *run_graph(kn_graph *g, unsigned seed, int64_t *n_out)
+{
+    kn_model *m = calloc(1, sizeof *m);
+    m->graph = g;
+    kn_session *s = NULL;
+    kn_status *st = kn_session_create(m, NULL, &s);
+    ck_assert_msg(st == NULL, "session: %s", st ? kn_status_message(st) : "");
+    kn_named_tensor in[8];
+    float *bufs[8];
+    for (int i = 0; i < g->n_inputs; i++) {
+        const kn_value *v = &g->values[g->inputs[i]];
+        memset(&in[i], 0, sizeof in[i]);
+        in[i].name = v->name;
+        in[i].dtype = KN_F32;
+        bool fb = v->type.ndim < 0;
+        in[i].ndim = fb ? fb_ndim : v->type.ndim;
+        int64_t n = 1;
+        for (int d = 0; d < in[i].ndim; d++) { in[i].dims[d] = fb ? fb_dims[d] : v->type.dims[d]; n *= in[i].dims[d]; }
+        bufs[i] = malloc(sizeof(float) * (size_t)n);
+        for (int64_t k = 0; k < n; k++) {
+            seed = seed * 1103515245u + 12345u;
+            bufs[i][k] = (float)((seed >> 8) & 0xffff) / 65536.0f * 2.0f - 1.0f;
+        }
+        in[i].data = bufs[i];
+        in[i].capacity = sizeof(float) * (size_t)n;
+    }
+    kn_named_tensor out = {0};
+    out.name = g->values[g->outputs[0]].name;
+    st = kn_session_run(s, in, g->n_inputs, &out, 1);
+    ck_assert_msg(st == NULL, "run: %s", st ? kn_status_message(st) : "");
+    ck_assert_int_eq(out.dtype, KN_F32);
+    int64_t n = 1;
+    for (int d = 0; d < out.ndim; d++) n *= out.dims[d];
+    float *r = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    memcpy(r, out.data, sizeof(float) * (size_t)n);
+    kn_free(out.data);
+    for (int i = 0; i < g->n_inputs; i++) free(bufs[i]);
+    kn_session_free(s);
+    kn_model_free(m);
+    *n_out = n;
+    return r;
+}
+
+/* Builds the graph twice, applies `pass` to one copy, checks the fused count, and compares the
+ * outputs of both copies on the same inputs (1e-5 relative). Returns the fused graph's histogram
+ * of `op` through *n_op and fills *fused_attr_scale with the fused node's "scale" when present. */
+typedef kn_graph *(*builder_fn)(int variant);
+typedef kn_status *(*pass_fn)(kn_graph *g, int *n);
+
+static void check_pass(builder_fn build, int variant, pass_fn pass, int want_fused, const char *op, int want_op,
+                       const char *gone, float *scale_out)
+{
+    kn_graph *ref = build(variant), *g = build(variant);
+    kn_graph_resolve_ops(ref);
+    kn_graph_resolve_ops(g);
+    int gone_before = gone ? count_op(g, gone) : 0;
+    int nodes_before = g->n_nodes;
+    int n = -1;
+    ck_assert_ptr_null(pass(g, &n));
+    ck_assert_msg(n == want_fused, "variant %d: %d fused, want %d", variant, n, want_fused);
+    ck_assert_int_eq(count_op(g, op), want_op);
+    if (gone && want_fused) ck_assert_msg(count_op(g, gone) < gone_before, "variant %d: %s not removed", variant, gone);
+    if (!want_fused) ck_assert_int_eq(g->n_nodes, nodes_before);
+    else kn_graph_eliminate_dead(g);
+    const kn_node *f = find_op(g, op);
+    if (scale_out && f) *scale_out = kn_attr_float(f, "scale", NAN);
+    /* graph outputs keep their names and dtypes */
+    ck_assert_int_eq(g->n_outputs, ref->n_outputs);
+    for (int k = 0; k < g->n_outputs; k++) ck_assert_str_eq(g->values[g->outputs[k]].name, ref->values[ref->outputs[k]].name);
+    int64_t na, nb;
+    float *a = run_graph(ref, 99u + (unsigned)variant, &na), *b = run_graph(g, 99u + (unsigned)variant, &nb);
+    ck_assert_int_eq(na, nb);
+    ck_assert_int_gt(na, 0);
+    for (int64_t i = 0; i < na; i++)
+        FAST_ASSERT(fabsf(a[i] - b[i]) <= 1e-5f * fmaxf(1.0f, fabsf(a[i])), "variant %d: out[%lld] %g vs fused %g", variant,
+                    (long long)i, a[i], b[i]);
+    free(a);
+    free(b);
+}
+
+/* ---- attention ---- */
+
+enum { B = 2, H = 3, S = 5, T = 6, D = 4 };
+
+/* variant 0: PyTorch SDPA export: [B,S,H*D] projections, Reshape + Transpose (K with perm 0,2,3,1),
+ *            sqrt(scale) on Q and on K, additive [B,1,S,T] mask, Where(IsNaN) guard, merge back.
+ * variant 1: Q, K, V given as [B,H,S,D]; K^T by perm 0,1,3,2; Div of the scores by sqrt(D); a
+ *            [1,1,S,1] bias (last dim broadcast) as Add's first operand; no guard.
+ * variant 2: Mul of the scores by 1/sqrt(D), no mask.
+ * near misses: 10 Softmax axis 2; 11 the scores are also a graph output; 12 Q of unknown rank;
+ *            13 the softmax probabilities also feed another node. */
+static kn_graph *build_attention(int variant)
+{
+    kn_graph *g = tg_new();
+    int64_t d3q[3] = {B, S, H * D}, d3k[3] = {B, T, H * D}, d4q[4] = {B, H, S, D}, d4k[4] = {B, H, T, D};
+    int64_t p0213[4] = {0, 2, 1, 3}, p0231[4] = {0, 2, 3, 1}, p0132[4] = {0, 1, 3, 2};
+    kn_attr tq = attr_ints("perm", p0213, 4), tk = attr_ints("perm", p0231, 4), tkt = attr_ints("perm", p0132, 4);
+    kn_attr sm = attr_i("axis", variant == 10 ? 2 : -1);
+    if (variant == 0) {
+        tg_input(g, "q", 3, d3q);
+        tg_input(g, "k", 3, d3k);
+        tg_input(g, "v", 3, d3k);
+        int64_t md[4] = {B, 1, S, T};
+        tg_input(g, "mask", 4, md);
+        int64_t sq[4] = {B, S, H, D}, sk[4] = {B, T, H, D}, so[3] = {B, S, H * D};
+        tg_const_i64(g, "shq", 4, sq);
+        tg_const_i64(g, "shk", 4, sk);
+        tg_const_i64(g, "sho", 3, so);
+        tg_scalar(g, "c", 1.0 / sqrt(sqrt((double)D)));
+        tg_scalar(g, "zero", 0.0);
+        NODE(g, "Reshape", "q shq", "qr");
+        tg_node(g, "Transpose", "", "qr", "q4", &tq, 1);
+        NODE(g, "Reshape", "k shk", "kr");
+        tg_node(g, "Transpose", "", "kr", "kt", &tk, 1);
+        NODE(g, "Reshape", "v shk", "vr");
+        tg_node(g, "Transpose", "", "vr", "v4", &tq, 1);
+        NODE(g, "Mul", "q4 c", "qs");
+        NODE(g, "Mul", "kt c", "ks");
+        NODE(g, "MatMul", "qs ks", "scores");
+        NODE(g, "Add", "scores mask", "masked");
+        tg_node(g, "Softmax", "", "masked", "p", &sm, 1);
+        NODE(g, "IsNaN", "p", "nan");
+        NODE(g, "Where", "nan zero p", "pg");
+        NODE(g, "MatMul", "pg v4", "ctx");
+        tg_node(g, "Transpose", "", "ctx", "ctx2", &tq, 1);
+        NODE(g, "Reshape", "ctx2 sho", "y");
+        tg_output(g, "y");
+        return g;
+    }
+    tg_input(g, "q4", variant == 12 ? -1 : 4, d4q);
+    if (variant == 12) g->values[g->inputs[0]].type.dtype = KN_F32;
+    tg_input(g, "k4", 4, d4k);
+    tg_input(g, "v4", 4, d4k);
+    tg_node(g, "Transpose", "", "k4", "kt", &tkt, 1);
+    NODE(g, "MatMul", "q4 kt", "scores");
+    const char *pre = "scores";
+    if (variant == 2) {
+        tg_scalar(g, "c", 1.0 / sqrt((double)D));
+        NODE(g, "Mul", "c scores", "scaled");
+        pre = "scaled";
+    } else {
+        int64_t md[4] = {1, 1, S, 1};
+        tg_input(g, "bias", 4, md);
+        tg_scalar(g, "c", sqrt((double)D));
+        NODE(g, "Div", "scores c", "scaled");
+        NODE(g, "Add", "bias scaled", "masked");
+        pre = "masked";
+    }
+    tg_node(g, "Softmax", "", pre, "p", &sm, 1);
+    NODE(g, "MatMul", "p v4", "y");
+    tg_output(g, "y");
+    if (variant == 11) tg_output(g, "scores");
+    if (variant == 13) { NODE(g, "Neg", "p", "pn"); tg_output(g, "pn"); }
+    return g;
+}
+
+START_TEST(test_fuse_attention)
+{
+    float scale = 0;
+    check_pass(build_attention, 0, kn_pass_fuse_attention, 1, "KnSdpa", 1, "Softmax", &scale);
+    ck_assert(fabsf(scale - 0.5f) < 1e-6f); /* (1/sqrt(sqrt(4)))^2 */
+    check_pass(build_attention, 1, kn_pass_fuse_attention, 1, "KnSdpa", 1, "Softmax", &scale);
+    ck_assert(fabsf(scale - 0.5f) < 1e-6f);
+    check_pass(build_attention, 2, kn_pass_fuse_attention, 1, "KnSdpa", 1, "Softmax", &scale);
+    ck_assert(fabsf(scale - 0.5f) < 1e-6f);
+    /* variant 0 drops Softmax, IsNaN, Where, both MatMuls, both Muls, Add and K's Transpose for one
+     * KnSdpa and a Transpose of K to [B,H,T,D] */
+    kn_graph *g = build_attention(0);
+    kn_graph_resolve_ops(g);
+    int before = g->n_nodes, n = 0;
+    ck_assert_ptr_null(kn_pass_fuse_attention(g, &n));
+    ck_assert_int_eq(count_op(g, "IsNaN") + count_op(g, "Where") + count_op(g, "MatMul") + count_op(g, "Mul"), 0);
+    ck_assert_int_eq(count_op(g, "Transpose"), 4);
+    ck_assert_int_eq(g->n_nodes, before - 9 + 2);
+    const kn_node *f = find_op(g, "KnSdpa");
+    ck_assert_int_eq(f->n_inputs, 4);
+    ck_assert_str_eq(f->domain, "kiln");
+    ck_assert_str_eq(g->values[f->inputs[3]].name, "mask");
+    kn_graph_free(g);
+}
+END_TEST
+
+START_TEST(test_fuse_attention_near_misses)
+{
+    fb_ndim = 4;
+    fb_dims[0] = B; fb_dims[1] = H; fb_dims[2] = S; fb_dims[3] = D;
+    for (int v = 10; v <= 13; v++) check_pass(build_attention, v, kn_pass_fuse_attention, 0, "KnSdpa", 0, NULL, NULL);
+}
+END_TEST
+
+/* ---- GELU ---- */
+
+/* variant 0: Erf form after MatMul + 1-D bias, BERT's order (x * (erf + 1)) * 0.5 -> BiasGelu.
+ * variant 1: Erf form by Mul(1/sqrt2), order (0.5 * x) * (1 + erf), on a graph input -> Gelu.
+ * variant 2: Tanh form (GPT-2's gelu_new) after MatMul + bias -> FastGelu with bias.
+ * near misses: 10 the bias is a graph input (the Add stays, Gelu alone fuses);
+ *              11 Div by 1.5 instead of sqrt2; 12 Erf output also a graph output. */
+static kn_graph *build_gelu(int variant)
+{
+    kn_graph *g = tg_new();
+    int64_t da[3] = {2, 3, 8}, dw[2] = {8, 6}, db[1] = {6};
+    tg_input(g, "a", 3, da);
+    tg_const(g, "w", 2, dw, NULL);
+    if (variant == 10) tg_input(g, "b", 1, db); else tg_const(g, "b", 1, db, NULL);
+    tg_scalar(g, "half", 0.5);
+    tg_scalar(g, "one", 1.0);
+    if (variant == 1) {
+        tg_scalar(g, "rs2", 1.0 / sqrt(2.0));
+        NODE(g, "Mul", "a rs2", "d");
+        NODE(g, "Erf", "d", "e");
+        NODE(g, "Add", "one e", "e1");
+        NODE(g, "Mul", "half a", "hx");
+        NODE(g, "Mul", "hx e1", "y");
+        tg_output(g, "y");
+        return g;
+    }
+    NODE(g, "MatMul", "a w", "mm");
+    NODE(g, "Add", "b mm", "x");
+    if (variant == 2) {
+        tg_scalar(g, "three", 3.0);
+        tg_scalar(g, "c1", 0.044715);
+        tg_scalar(g, "c2", sqrt(2.0 / M_PI));
+        NODE(g, "Pow", "x three", "x3");
+        NODE(g, "Mul", "x3 c1", "x3c");
+        NODE(g, "Add", "x x3c", "in");
+        NODE(g, "Mul", "in c2", "ins");
+        NODE(g, "Tanh", "ins", "t");
+        NODE(g, "Add", "t one", "t1");
+        NODE(g, "Mul", "x half", "hx");
+        NODE(g, "Mul", "hx t1", "y");
+        tg_output(g, "y");
+        return g;
+    }
+    tg_scalar(g, "s2", variant == 11 ? 1.5 : sqrt(2.0));
+    NODE(g, "Div", "x s2", "d");
+    NODE(g, "Erf", "d", "e");
+    NODE(g, "Add", "e one", "e1");
+    NODE(g, "Mul", "x e1", "xe");
+    NODE(g, "Mul", "xe half", "y");
+    tg_output(g, "y");
+    if (variant == 12) tg_output(g, "e");
+    return g;
+}
+
+START_TEST(test_fuse_gelu)
+{
+    check_pass(build_gelu, 0, kn_pass_fuse_bias_gelu, 1, "BiasGelu", 1, "Erf", NULL);
+    check_pass(build_gelu, 1, kn_pass_fuse_bias_gelu, 1, "Gelu", 1, "Erf", NULL);
+    check_pass(build_gelu, 2, kn_pass_fuse_bias_gelu, 1, "FastGelu", 1, "Tanh", NULL);
+    kn_graph *g = build_gelu(0);
+    kn_graph_resolve_ops(g);
+    int n = 0;
+    ck_assert_ptr_null(kn_pass_fuse_bias_gelu(g, &n));
+    ck_assert_int_eq(g->n_nodes, 2); /* MatMul, BiasGelu */
+    const kn_node *f = find_op(g, "BiasGelu");
+    ck_assert_str_eq(f->domain, "com.microsoft");
+    ck_assert_str_eq(g->values[f->inputs[0]].name, "mm");
+    ck_assert_str_eq(g->values[f->inputs[1]].name, "b");
+    kn_graph_free(g);
+    g = build_gelu(2);
+    kn_graph_resolve_ops(g);
+    ck_assert_ptr_null(kn_pass_fuse_bias_gelu(g, &n));
+    f = find_op(g, "FastGelu");
+    ck_assert_int_eq(f->n_inputs, 2);
+    ck_assert_int_eq(g->n_nodes, 2);
+    kn_graph_free(g);
+}
+END_TEST
+
+START_TEST(test_fuse_gelu_near_misses)
+{
+    /* a non-constant bias is not folded in: the Add stays and the activation alone fuses */
+    check_pass(build_gelu, 10, kn_pass_fuse_bias_gelu, 1, "Gelu", 1, "Erf", NULL);
+    kn_graph *g = build_gelu(10);
+    kn_graph_resolve_ops(g);
+    int n = 0;
+    ck_assert_ptr_null(kn_pass_fuse_bias_gelu(g, &n));
+    ck_assert_int_eq(count_op(g, "BiasGelu"), 0);
+    ck_assert_int_eq(count_op(g, "Add"), 1);
+    kn_graph_free(g);
+    check_pass(build_gelu, 11, kn_pass_fuse_bias_gelu, 0, "BiasGelu", 0, NULL, NULL);
+    check_pass(build_gelu, 12, kn_pass_fuse_bias_gelu, 0, "BiasGelu", 0, NULL, NULL);
+}
+END_TEST
+
+/* ---- residual add + LayerNormalization ---- */
+
+/* variant 0: Add(x, residual) -> LayerNormalization(axis -1, epsilon 1e-6) -> y.
+ * variant 1: the sum also feeds a later Add (pre-LN residual stream) -> output 3 carries it.
+ * variant 2: 2-D operands, LayerNormalization without bias.
+ * near misses: 10 axis 1; 11 the residual is a constant; 12 operands of unknown rank. */
+static kn_graph *build_sln(int variant)
+{
+    kn_graph *g = tg_new();
+    int64_t d3[3] = {2, 3, 8}, d2[2] = {6, 8}, dg[1] = {8};
+    int nd = variant == 2 ? 2 : 3;
+    const int64_t *dx = variant == 2 ? d2 : d3;
+    tg_input(g, "x", variant == 12 ? -1 : nd, dx);
+    if (variant == 12) g->values[g->inputs[0]].type.dtype = KN_F32;
+    if (variant == 11) tg_const(g, "r", nd, dx, NULL); else tg_input(g, "r", nd, dx);
+    tg_const(g, "gamma", 1, dg, NULL);
+    tg_const(g, "beta", 1, dg, NULL);
+    NODE(g, "Add", "x r", "sum");
+    kn_attr at[2] = {attr_i("axis", variant == 10 ? 1 : -1), attr_f("epsilon", 1e-6f)};
+    tg_node(g, "LayerNormalization", "", variant == 2 ? "sum gamma" : "sum gamma beta", "y", at, 2);
+    if (variant == 1) {
+        NODE(g, "Add", "y sum", "z");
+        tg_output(g, "z");
+    } else {
+        tg_output(g, "y");
+    }
+    return g;
+}
+
+START_TEST(test_fuse_skip_layernorm)
+{
+    for (int v = 0; v <= 2; v++) check_pass(build_sln, v, kn_pass_fuse_skip_layernorm, 1, "SkipLayerNormalization", 1, "LayerNormalization", NULL);
+    kn_graph *g = build_sln(1);
+    kn_graph_resolve_ops(g);
+    int n = 0;
+    ck_assert_ptr_null(kn_pass_fuse_skip_layernorm(g, &n));
+    const kn_node *f = find_op(g, "SkipLayerNormalization");
+    ck_assert_int_eq(f->n_outputs, 4);
+    ck_assert_str_eq(g->values[f->outputs[3]].name, "sum");
+    ck_assert(fabsf(kn_attr_float(f, "epsilon", 0) - 1e-6f) < 1e-12f);
+    ck_assert_int_eq(count_op(g, "Add"), 1);
+    kn_graph_free(g);
+}
+END_TEST
+
+START_TEST(test_fuse_skip_layernorm_near_misses)
+{
+    fb_ndim = 3;
+    fb_dims[0] = 2; fb_dims[1] = 3; fb_dims[2] = 8;
+    for (int v = 10; v <= 12; v++) check_pass(build_sln, v, kn_pass_fuse_skip_layernorm, 0, "SkipLayerNormalization", 0, NULL, NULL);
+}
+END_TEST
+
+static Suite *fuse_suite(void)
+{
+    Suite *s = suite_create("fuse");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, test_fuse_attention);
+    tcase_add_test(tc, test_fuse_attention_near_misses);
+    tcase_add_test(tc, test_fuse_gelu);
+    tcase_add_test(tc, test_fuse_gelu_near_misses);
+    tcase_add_test(tc, test_fuse_skip_layernorm);
+    tcase_add_test(tc, test_fuse_skip_layernorm_near_misses);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return kn_test_run_suite(fuse_suite());
+}
