@@ -295,13 +295,26 @@ static void bench_json_str(const char *s) {
     putchar('"');
 }
 
-static const char *const bench_prec_names[] = {"fp32", "tf32", "fp16", "bf16"};
-
 /* One sweep point's figures. */
 typedef struct bench_point {
     int64_t batch, seq, past, vocab; /* seq, vocab: -1 when meaningless */
     const char *inputs;              /* "generated" or the --inputs folder */
 } bench_point;
+
+/* Peak resident bytes of this process. VmHWM first: getrusage's ru_maxrss survives exec, so under
+ * a big parent (compare.py with PyTorch loaded) it would report the parent's size at fork. */
+static size_t bench_peak_rss(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long long kb;
+        if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) { fclose(f); return (size_t)kb * 1024; }
+    }
+    if (f) fclose(f);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (size_t)ru.ru_maxrss * 1024; /* Linux reports KiB */
+}
 
 static void bench_report(const bench_args *a, const kn_session *s, const bench_point *pt, double *times, double t_load, size_t peak_dev,
                          bool first) {
@@ -311,11 +324,9 @@ static void bench_report(const bench_args *a, const kn_session *s, const bench_p
     double mean = 0;
     for (int i = 0; i < n; i++) mean += times[i];
     mean /= n;
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    size_t peak_rss = (size_t)ru.ru_maxrss * 1024; /* Linux reports KiB */
+    size_t peak_rss = bench_peak_rss();
     const char *dev = a->o.device == KN_DEVICE_CPU ? "cpu" : "cuda";
-    const char *prec = bench_prec_names[a->o.precision];
+    const char *prec = kn_cli_precision_name(a->o.precision);
     double tokens = pt->seq > 0 ? (double)pt->batch * (double)pt->seq / p50 : -1;
     if (a->json) {
         printf("{\"model\": ");
@@ -452,18 +463,8 @@ int kn_cmd_bench(int argc, char **argv) {
         fprintf(stderr, "kiln bench: --inputs DIR fixes the inputs; --batch, --seq and --save-inputs apply to generated inputs only\n");
         return 2;
     }
-    if (a.prec_s) {
-        int k = -1;
-        for (int p = 0; p < 4; p++)
-            if (!strcmp(a.prec_s, bench_prec_names[p])) k = p;
-        if (k < 0) { fprintf(stderr, "kiln bench: unknown --precision '%s' (fp32, tf32, fp16, bf16)\n", a.prec_s); return 2; }
-        a.o.precision = (kn_precision)k;
-        /* the CPU backend computes in the model's own dtypes; reduced precision is a GPU feature */
-        if (a.o.device == KN_DEVICE_CPU && k != 0) {
-            fprintf(stderr, "kiln bench: warning: --precision %s applies to CUDA devices; the CPU runs the model in fp32\n", a.prec_s);
-            a.o.precision = KN_PRECISION_FP32;
-        }
-    }
+    /* after the loop: the warning for the CPU depends on --device, which may come later */
+    if (a.prec_s && kn_cli_parse_precision(a.prec_s, &a.o, "kiln bench")) return 2;
 
     kn_model *m = NULL;
     kn_session *s = NULL;

@@ -107,7 +107,7 @@ int kn_cmd_info(int argc, char **argv) {
 }
 
 int kn_cmd_exec(int argc, char **argv) {
-    const char *path = NULL, *in_dir = NULL, *out_dir = NULL;
+    const char *path = NULL, *in_dir = NULL, *out_dir = NULL, *prec = NULL;
     kn_session_options o;
     kn_session_options_init(&o);
     for (int i = 1; i < argc; i++) {
@@ -115,10 +115,15 @@ int kn_cmd_exec(int argc, char **argv) {
         else if (strcmp(argv[i], "--outputs") == 0 && i + 1 < argc) out_dir = argv[++i];
         else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) { if (kn_cli_parse_device(argv[++i], &o)) return 2; }
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) o.num_threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--precision") == 0 && i + 1 < argc) prec = argv[++i];
         else if (!path) path = argv[i];
         else { fprintf(stderr, "kiln exec: unexpected argument '%s'\n", argv[i]); return 2; }
     }
-    if (!path || !in_dir || !out_dir) { fprintf(stderr, "usage: kiln exec MODEL.onnx --inputs DIR --outputs DIR [--device cpu|cuda[:N]] [--threads T]\n"); return 2; }
+    if (!path || !in_dir || !out_dir) {
+        fprintf(stderr, "usage: kiln exec MODEL.onnx --inputs DIR --outputs DIR [--device cpu|cuda[:N]] [--threads T] [--precision fp32|tf32|fp16|bf16]\n");
+        return 2;
+    }
+    if (prec && kn_cli_parse_precision(prec, &o, "kiln exec")) return 2;
     kn_model *m = NULL;
     kn_session *s = NULL;
     kn_pb_set in = {0};
