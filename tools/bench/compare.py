@@ -211,6 +211,7 @@ class Torch:
         self.torch, self.a, self.entry = torch, a, entry
         self.dev = torch.device(a.device if a.device.startswith("cuda") else "cpu")
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(a.precision) if self.dev.type == "cuda" else None
+        self.dtype = dtype
         m = module.to(self.dev)
         if dtype is not None:
             m = m.to(dtype)
@@ -226,6 +227,8 @@ class Torch:
     def _call(self, feed):
         t = self.torch
         kw = {k: t.from_numpy(v).to(self.dev) for k, v in feed.items()}
+        if self.dtype is not None:  # float inputs (pixel values, past key/values) in the model's precision
+            kw = {k: v.to(self.dtype) if v.is_floating_point() else v for k, v in kw.items()}
         out = getattr(self.m(**kw), self.entry["torch_output"])
         if self.dev.type == "cuda":
             t.cuda.synchronize()

@@ -174,7 +174,7 @@ static kn_status *bench_dim_size(const bench_args *a, const kn_value_info *vi, b
     }
     if (d == 0 && role != ROLE_CACHE_FLAG) { *out = B; return NULL; }
     switch (role) {
-    case ROLE_IDS: case ROLE_TYPE: case ROLE_POS: case ROLE_OTHER:
+    case ROLE_IDS: case ROLE_TYPE: case ROLE_POS: /* an unknown input's axes are not guessed: --dim names them */
         if (d == 1) { *used_s = true; *out = S; return NULL; }
         break;
     case ROLE_MASK:
