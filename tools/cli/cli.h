@@ -17,6 +17,10 @@ void kn_cli_pb_set_free(kn_pb_set *s);
  * otherwise such names are ignored and the order decides (old test suites). */
 kn_status *kn_cli_bind(const kn_session *s, const kn_pb_set *in, kn_named_tensor *named, bool strict);
 int kn_cli_parse_device(const char *s, kn_session_options *o);
+/* fp32|tf32|fp16|bf16 into o->precision; on a CPU device the session runs fp32, so a reduced
+ * precision there is set back to fp32 with a warning naming cmd. Returns -1 on an unknown name. */
+int kn_cli_parse_precision(const char *s, kn_session_options *o, const char *cmd);
+const char *kn_cli_precision_name(kn_precision p);
 
 int kn_cmd_info(int argc, char **argv);
 int kn_cmd_exec(int argc, char **argv);

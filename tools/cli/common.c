@@ -88,3 +88,22 @@ int kn_cli_parse_device(const char *s, kn_session_options *o) {
     fprintf(stderr, "kiln: unknown device '%s' (use cpu or cuda[:N])\n", s);
     return -1;
 }
+
+static const char *const kn_cli_precisions[] = {"fp32", "tf32", "fp16", "bf16"};
+
+const char *kn_cli_precision_name(kn_precision p) { return (unsigned)p < 4 ? kn_cli_precisions[p] : "?"; }
+
+int kn_cli_parse_precision(const char *s, kn_session_options *o, const char *cmd) {
+    int k = -1;
+    for (int p = 0; p < 4; p++)
+        if (strcmp(s, kn_cli_precisions[p]) == 0) k = p;
+    if (k < 0) { fprintf(stderr, "%s: unknown --precision '%s' (fp32, tf32, fp16, bf16)\n", cmd, s); return -1; }
+    o->precision = (kn_precision)k;
+    /* the CPU backend computes in the model's own dtypes; reduced precision is a GPU feature, and
+     * reporting what actually ran keeps benchmark records honest */
+    if (o->device == KN_DEVICE_CPU && k != KN_PRECISION_FP32) {
+        fprintf(stderr, "%s: warning: --precision %s applies to CUDA devices; the CPU runs the model in fp32\n", cmd, s);
+        o->precision = KN_PRECISION_FP32;
+    }
+    return 0;
+}

@@ -4,13 +4,10 @@
 #include "dtype.h"
 #include "graph/ops.h"
 #include "graph/passes.h"
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <time.h>
 
 static int kn_fail(kn_status *st) {
     fprintf(stderr, "kiln: error: %s\n", kn_status_message(st));
@@ -114,7 +111,7 @@ int kn_cmd_info(int argc, char **argv) {
 }
 
 int kn_cmd_exec(int argc, char **argv) {
-    const char *path = NULL, *in_dir = NULL, *out_dir = NULL;
+    const char *path = NULL, *in_dir = NULL, *out_dir = NULL, *prec = NULL;
     kn_session_options o;
     kn_session_options_init(&o);
     for (int i = 1; i < argc; i++) {
@@ -122,10 +119,15 @@ int kn_cmd_exec(int argc, char **argv) {
         else if (strcmp(argv[i], "--outputs") == 0 && i + 1 < argc) out_dir = argv[++i];
         else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) { if (kn_cli_parse_device(argv[++i], &o)) return 2; }
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) o.num_threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--precision") == 0 && i + 1 < argc) prec = argv[++i];
         else if (!path) path = argv[i];
         else { fprintf(stderr, "kiln exec: unexpected argument '%s'\n", argv[i]); return 2; }
     }
-    if (!path || !in_dir || !out_dir) { fprintf(stderr, "usage: kiln exec MODEL.onnx --inputs DIR --outputs DIR [--device cpu|cuda[:N]] [--threads T]\n"); return 2; }
+    if (!path || !in_dir || !out_dir) {
+        fprintf(stderr, "usage: kiln exec MODEL.onnx --inputs DIR --outputs DIR [--device cpu|cuda[:N]] [--threads T] [--precision fp32|tf32|fp16|bf16]\n");
+        return 2;
+    }
+    if (prec && kn_cli_parse_precision(prec, &o, "kiln exec")) return 2;
     kn_model *m = NULL;
     kn_session *s = NULL;
     kn_pb_set in = {0};
@@ -175,98 +177,6 @@ int kn_cmd_exec(int argc, char **argv) {
     return rc;
 }
 
-static double kn_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int kn_cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-int kn_cmd_bench(int argc, char **argv) {
-    const char *path = NULL, *in_dir = NULL;
-    int iters = 20, warmup = 3;
-    bool json = false;
-    kn_session_options o;
-    kn_session_options_init(&o);
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--inputs") == 0 && i + 1 < argc) in_dir = argv[++i];
-        else if (strcmp(argv[i], "--json") == 0) json = true;
-        else if (strcmp(argv[i], "--iters") == 0 && i + 1 < argc) iters = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--warmup") == 0 && i + 1 < argc) warmup = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) o.num_threads = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) { if (kn_cli_parse_device(argv[++i], &o)) return 2; }
-        else if (strcmp(argv[i], "--profile") == 0) o.profile = 1;
-        else if (!path) path = argv[i];
-        else { fprintf(stderr, "kiln bench: unexpected argument '%s'\n", argv[i]); return 2; }
-    }
-    if (!path || !in_dir || iters < 1 || warmup < 0) {
-        fprintf(stderr, "usage: kiln bench MODEL.onnx --inputs DIR [--iters N] [--warmup N] [--threads T] [--device D] [--profile] [--json]\n");
-        return 2;
-    }
-    kn_model *m = NULL;
-    kn_session *s = NULL;
-    kn_pb_set in = {0};
-    kn_named_tensor *named = NULL;
-    double *times = malloc(sizeof(double) * (size_t)iters);
-    kn_status *st = times ? NULL : KN_OOM(0);
-    double t_load = kn_now();
-    if (!st) st = kn_model_load(path, &m);
-    if (!st) st = kn_session_create(m, &o, &s);
-    t_load = kn_now() - t_load;
-    if (!st) st = kn_cli_read_pb_set(in_dir, "input_", &in);
-    if (!st) { named = calloc((size_t)(in.n ? in.n : 1), sizeof *named); if (!named) st = KN_OOM(0); }
-    if (!st) st = kn_cli_bind(s, &in, named, false);
-    for (int i = 0; !st && i < warmup; i++) st = kn_session_run(s, named, in.n, NULL, 0);
-    for (int i = 0; !st && i < iters; i++) {
-        double t0 = kn_now();
-        st = kn_session_run(s, named, in.n, NULL, 0);
-        times[i] = kn_now() - t0;
-    }
-    int rc = 0;
-    if (st) rc = kn_fail(st);
-    else {
-        qsort(times, (size_t)iters, sizeof(double), kn_cmp_double);
-        double med = times[iters / 2], p90 = times[(int)floor(0.9 * (iters - 1))], p99 = times[(int)floor(0.99 * (iters - 1))];
-        double mean = 0;
-        for (int i = 0; i < iters; i++) mean += times[i];
-        mean /= iters;
-        int64_t batch = in.n && in.t[0]->ndim > 0 ? in.t[0]->dims[0] : 1;
-        struct rusage ru;
-        getrusage(RUSAGE_SELF, &ru);
-        size_t peak_rss = (size_t)ru.ru_maxrss * 1024; /* Linux reports KiB */
-        if (json) {
-            printf("{\"model\": \"%s\", \"device\": \"%s\", \"threads\": %d, \"iters\": %d, \"warmup\": %d, \"batch\": %lld, "
-                   "\"load_ms\": %.3f, \"median_ms\": %.4f, \"p90_ms\": %.4f, \"p99_ms\": %.4f, \"mean_ms\": %.4f, \"min_ms\": %.4f, "
-                   "\"items_per_s\": %.3f, \"peak_arena_bytes\": %zu, \"peak_host_rss_bytes\": %zu}\n",
-                   path, o.device == KN_DEVICE_CPU ? "cpu" : "cuda", o.num_threads, iters, warmup, (long long)batch, t_load * 1e3,
-                   med * 1e3, p90 * 1e3, p99 * 1e3, mean * 1e3, times[0] * 1e3, batch / med, kn_session_peak_bytes(s), peak_rss);
-        } else {
-            printf("model:       %s\n", path);
-            printf("device:      %s, threads %d\n", o.device == KN_DEVICE_CPU ? "cpu" : "cuda", o.num_threads);
-            printf("load:        %.1f ms\n", t_load * 1e3);
-            printf("iterations:  %d (warmup %d)\n", iters, warmup);
-            printf("latency:     median %.3f ms, p90 %.3f ms, p99 %.3f ms, mean %.3f ms, min %.3f ms\n", med * 1e3, p90 * 1e3, p99 * 1e3, mean * 1e3, times[0] * 1e3);
-            printf("throughput:  %.2f runs/s, %.2f items/s (batch %lld)\n", 1.0 / med, batch / med, (long long)batch);
-            printf("peak arena:  %zu bytes\n", kn_session_peak_bytes(s));
-            printf("peak host:   %zu bytes resident\n", peak_rss);
-        }
-        if (o.profile) {
-            char prof[8192];
-            printf("\ntime per op over warmup and timed runs:\n%s", kn_session_profile(s, prof, sizeof prof));
-        }
-    }
-    free(times);
-    free(named);
-    kn_cli_pb_set_free(&in);
-    kn_session_free(s);
-    kn_model_free(m);
-    return rc;
-}
-
 static void kn_usage(void) {
     fprintf(stderr,
             "kiln %s: a GPU-first runtime for ONNX models\n"
@@ -275,7 +185,7 @@ static void kn_usage(void) {
             "  info MODEL.onnx [--optimized]      metadata, inputs/outputs, op histogram (--optimized: after folding and fusions), unsupported ops\n"
             "  exec MODEL.onnx --inputs DIR --outputs DIR [--device D]\n"
             "  conformance DIR... [--device D] [--filter REGEX] [--timeout S]\n"
-            "  bench MODEL.onnx --inputs DIR [--iters N] [--warmup N] [--threads T] [--device D] [--profile] [--json]\n"
+            "  bench MODEL.onnx [--inputs DIR | --batch B,.. --seq S,..] [--iters N] [--precision P] [--json]  (kiln bench --help)\n"
             "  embed --model DIR [--pooling mean|cls|max] [--normalize] [TEXT...]\n"
             "  tokenize --tokenizer PATH [--pair] [--no-special-tokens] [--max-length N]\n"
             "  detokenize --tokenizer PATH\n"
