@@ -110,7 +110,10 @@ static kn_status *cuda_weights(const kn_backend *b, const void *host, size_t byt
             return kn_error(KN_ERR_OUT_OF_MEMORY, "cuda:%d out of memory uploading a weight: %zu bytes asked, %zu free", d->index, bytes, fr);
         }
     }
-    cudaError_t e = cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice);
+    // cudaMemcpy from pageable memory may return before the DMA lands, and the runs' streams are
+    // non-blocking (they do not wait for the legacy stream): wait for the upload explicitly.
+    cudaError_t e = cudaMemcpyAsync(p, host, bytes, cudaMemcpyHostToDevice, cudaStreamLegacy);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(cudaStreamLegacy);
     if (e != cudaSuccess) { cudaFree(p); return kn_cuda_err(e, NULL, "uploading a weight"); }
     d->weights[key] = p;
     *dev = p;
@@ -213,14 +216,13 @@ static kn_status *staging(kn_cuda_stream *s, size_t n, char **out) {
     return NULL;
 }
 
+static kn_status *cuda_copy(const kn_backend *b, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd, size_t n);
+
 static kn_status *cuda_copy_async(const kn_backend *b, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd,
                                   size_t n, void *stream) {
     if (!n) return NULL;
     kn_cuda_stream *s = (kn_cuda_stream *)stream;
-    if (!s) {
-        cudaError_t e = cudaMemcpy(dst, src, n, cudaMemcpyDefault);
-        return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "copying");
-    }
+    if (!s) return cuda_copy(b, dst, dd, src, sd, n);
     cudaSetDevice(dev_of(b)->index);
     cudaError_t e;
     if (sd == KN_DEVICE_CPU && dd == KN_DEVICE_CPU) {
@@ -244,10 +246,13 @@ static kn_status *cuda_copy_async(const kn_backend *b, void *dst, kn_device_kind
     return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "copying between the host and the device");
 }
 
+// Synchronous: the bytes are in place on return, whichever direction (a pageable host-to-device
+// cudaMemcpy alone may return before its DMA completes).
 static kn_status *cuda_copy(const kn_backend *b, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd, size_t n) {
     if (!n) return NULL;
     cudaSetDevice(dev_of(b)->index);
-    cudaError_t e = cudaMemcpy(dst, src, n, cudaMemcpyDefault);
+    cudaError_t e = cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, cudaStreamLegacy);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(cudaStreamLegacy);
     return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "copying");
 }
 
@@ -319,7 +324,9 @@ extern "C" kn_status *kn_cuda_backend_open(int index, const kn_backend **out) {
         cudaDeviceProp p;
         e = cudaGetDeviceProperties(&p, index);
         if (e != cudaSuccess) return kn_cuda_err(e, NULL, "reading device properties");
-        if (p.major < 9)
+        // sm_90a code (and its arch-specific PTX) loads on compute capability 9.0 alone: refuse
+        // other GPUs here instead of failing every launch with "no kernel image"
+        if (p.major != 9 || p.minor != 0)
             return kn_error(KN_ERR_NO_DEVICE, "cuda:%d is %s (sm_%d%d); this build has kernels for sm_90a only", index, p.name, p.major, p.minor);
         kn_cuda_dev *d = new kn_cuda_dev();
         d->index = index;
