@@ -168,8 +168,11 @@ static kn_status *cuda_stream_begin(const kn_backend *b, void **out) {
         return kn_error(KN_ERR_RUNTIME, "cuda: cublasLtCreate failed");
     }
     s->ws_bytes = KN_CUDA_WS_BYTES;
-    if (cudaMalloc(&s->ws, s->ws_bytes) != cudaSuccess) {
+    if (cudaMalloc(&s->ws, s->ws_bytes) != cudaSuccess || cudaMalloc((void **)&s->dev_err, sizeof(int)) != cudaSuccess ||
+        cudaMemsetAsync(s->dev_err, 0, sizeof(int), s->s) != cudaSuccess) {
         cudaGetLastError();
+        if (s->ws) cudaFree(s->ws);
+        if (s->dev_err) cudaFree(s->dev_err);
         cublasLtDestroy(s->lt);
         cudaStreamDestroy(s->s);
         delete s;
@@ -187,10 +190,29 @@ static kn_status *cuda_stream_end(const kn_backend *b, void *p) {
     cudaSetDevice(d->index);
     cudaError_t e = cudaStreamSynchronize(s->s);
     s->pinned_used = 0;
+    kn_status *st = e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "a kernel of this run failed");
+    if (!st && s->n_err_nodes) {
+        // a checking kernel ran: read its verdict, and clear it for the stream's next run
+        int code = 0;
+        e = cudaMemcpyAsync(&code, s->dev_err, sizeof code, cudaMemcpyDeviceToHost, s->s);
+        if (e == cudaSuccess) e = cudaMemsetAsync(s->dev_err, 0, sizeof(int), s->s);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(s->s);
+        if (e != cudaSuccess) {
+            st = kn_cuda_err(e, NULL, "reading the kernels' error word");
+        } else if (code > 0) {
+            char nd[256];
+            if (code <= s->n_err_nodes)
+                st = kn_error(KN_ERR_RUNTIME, "%s: an index is out of range (found on cuda:%d; the run's results are void)",
+                              kn_node_desc(s->err_nodes[code - 1], nd, sizeof nd), d->index);
+            else
+                st = kn_error(KN_ERR_RUNTIME, "an index is out of range in a Gather (found on cuda:%d; the run's results are void)", d->index);
+        }
+    }
+    s->n_err_nodes = 0;
     std::lock_guard<std::mutex> g(d->mu);
     s->next = d->streams;
     d->streams = s;
-    return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "a kernel of this run failed");
+    return st;
 }
 
 // Room for n bytes in the stream's pinned staging. Staging already handed out may still be read
