@@ -110,7 +110,10 @@ static kn_status *cuda_weights(const kn_backend *b, const void *host, size_t byt
             return kn_error(KN_ERR_OUT_OF_MEMORY, "cuda:%d out of memory uploading a weight: %zu bytes asked, %zu free", d->index, bytes, fr);
         }
     }
-    cudaError_t e = cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice);
+    // cudaMemcpy from pageable memory may return before the DMA lands, and the runs' streams are
+    // non-blocking (they do not wait for the legacy stream): wait for the upload explicitly.
+    cudaError_t e = cudaMemcpyAsync(p, host, bytes, cudaMemcpyHostToDevice, cudaStreamLegacy);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(cudaStreamLegacy);
     if (e != cudaSuccess) { cudaFree(p); return kn_cuda_err(e, NULL, "uploading a weight"); }
     d->weights[key] = p;
     *dev = p;
@@ -165,8 +168,11 @@ static kn_status *cuda_stream_begin(const kn_backend *b, void **out) {
         return kn_error(KN_ERR_RUNTIME, "cuda: cublasLtCreate failed");
     }
     s->ws_bytes = KN_CUDA_WS_BYTES;
-    if (cudaMalloc(&s->ws, s->ws_bytes) != cudaSuccess) {
+    if (cudaMalloc(&s->ws, s->ws_bytes) != cudaSuccess || cudaMalloc((void **)&s->dev_err, sizeof(int)) != cudaSuccess ||
+        cudaMemsetAsync(s->dev_err, 0, sizeof(int), s->s) != cudaSuccess) {
         cudaGetLastError();
+        if (s->ws) cudaFree(s->ws);
+        if (s->dev_err) cudaFree(s->dev_err);
         cublasLtDestroy(s->lt);
         cudaStreamDestroy(s->s);
         delete s;
@@ -184,10 +190,29 @@ static kn_status *cuda_stream_end(const kn_backend *b, void *p) {
     cudaSetDevice(d->index);
     cudaError_t e = cudaStreamSynchronize(s->s);
     s->pinned_used = 0;
+    kn_status *st = e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "a kernel of this run failed");
+    if (!st && s->n_err_nodes) {
+        // a checking kernel ran: read its verdict, and clear it for the stream's next run
+        int code = 0;
+        e = cudaMemcpyAsync(&code, s->dev_err, sizeof code, cudaMemcpyDeviceToHost, s->s);
+        if (e == cudaSuccess) e = cudaMemsetAsync(s->dev_err, 0, sizeof(int), s->s);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(s->s);
+        if (e != cudaSuccess) {
+            st = kn_cuda_err(e, NULL, "reading the kernels' error word");
+        } else if (code > 0) {
+            char nd[256];
+            if (code <= s->n_err_nodes)
+                st = kn_error(KN_ERR_RUNTIME, "%s: an index is out of range (found on cuda:%d; the run's results are void)",
+                              kn_node_desc(s->err_nodes[code - 1], nd, sizeof nd), d->index);
+            else
+                st = kn_error(KN_ERR_RUNTIME, "an index is out of range in a Gather (found on cuda:%d; the run's results are void)", d->index);
+        }
+    }
+    s->n_err_nodes = 0;
     std::lock_guard<std::mutex> g(d->mu);
     s->next = d->streams;
     d->streams = s;
-    return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "a kernel of this run failed");
+    return st;
 }
 
 // Room for n bytes in the stream's pinned staging. Staging already handed out may still be read
@@ -213,14 +238,13 @@ static kn_status *staging(kn_cuda_stream *s, size_t n, char **out) {
     return NULL;
 }
 
+static kn_status *cuda_copy(const kn_backend *b, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd, size_t n);
+
 static kn_status *cuda_copy_async(const kn_backend *b, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd,
                                   size_t n, void *stream) {
     if (!n) return NULL;
     kn_cuda_stream *s = (kn_cuda_stream *)stream;
-    if (!s) {
-        cudaError_t e = cudaMemcpy(dst, src, n, cudaMemcpyDefault);
-        return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "copying");
-    }
+    if (!s) return cuda_copy(b, dst, dd, src, sd, n);
     cudaSetDevice(dev_of(b)->index);
     cudaError_t e;
     if (sd == KN_DEVICE_CPU && dd == KN_DEVICE_CPU) {
@@ -244,10 +268,13 @@ static kn_status *cuda_copy_async(const kn_backend *b, void *dst, kn_device_kind
     return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "copying between the host and the device");
 }
 
+// Synchronous: the bytes are in place on return, whichever direction (a pageable host-to-device
+// cudaMemcpy alone may return before its DMA completes).
 static kn_status *cuda_copy(const kn_backend *b, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd, size_t n) {
     if (!n) return NULL;
     cudaSetDevice(dev_of(b)->index);
-    cudaError_t e = cudaMemcpy(dst, src, n, cudaMemcpyDefault);
+    cudaError_t e = cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, cudaStreamLegacy);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(cudaStreamLegacy);
     return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "copying");
 }
 
@@ -319,7 +346,9 @@ extern "C" kn_status *kn_cuda_backend_open(int index, const kn_backend **out) {
         cudaDeviceProp p;
         e = cudaGetDeviceProperties(&p, index);
         if (e != cudaSuccess) return kn_cuda_err(e, NULL, "reading device properties");
-        if (p.major < 9)
+        // sm_90a code (and its arch-specific PTX) loads on compute capability 9.0 alone: refuse
+        // other GPUs here instead of failing every launch with "no kernel image"
+        if (p.major != 9 || p.minor != 0)
             return kn_error(KN_ERR_NO_DEVICE, "cuda:%d is %s (sm_%d%d); this build has kernels for sm_90a only", index, p.name, p.major, p.minor);
         kn_cuda_dev *d = new kn_cuda_dev();
         d->index = index;

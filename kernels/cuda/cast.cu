@@ -56,12 +56,14 @@ __global__ void cast_kernel(void *y, int to, int to_c, const void *x, int from, 
             else bits = (uint64_t)(int64_t)v;
             st_bits(y, to, i, bits, v != 0);
         } else if (from_c == C_S) {
+            // integers round once, straight to float32 (as the CPU), except for a float64 target:
+            // via double, an int64 above 2^53 would round twice
             int64_t v = ld_s(x, from, i);
-            if (to_c == C_F) st_float(y, to, i, (double)v);
+            if (to_c == C_F) st_float(y, to, i, to == KN_F64 ? (double)v : (double)(float)v);
             else st_bits(y, to, i, (uint64_t)v, v != 0);
         } else {
             uint64_t v = ld_u(x, from, i);
-            if (to_c == C_F) st_float(y, to, i, (double)v);
+            if (to_c == C_F) st_float(y, to, i, to == KN_F64 ? (double)v : (double)(float)v);
             else st_bits(y, to, i, v, v != 0);
         }
     }
@@ -85,6 +87,7 @@ KN_CUDA_KERNEL(Cast) {
     if (fc < 0) return kn_err_dtype(node, x);
     if (tc < 0) return kn_err_dtype(node, y);
     if (x->dtype == y->dtype) {
+        if (x->data == y->data) return NULL; // in place (the planner shares equal-sized buffers)
         KN_CUDA_TRY(cudaMemcpyAsync(y->data, x->data, kn_nbytes(x), cudaMemcpyDeviceToDevice, kn_cuda_s(ctx)), node, "Cast copy");
         return NULL;
     }

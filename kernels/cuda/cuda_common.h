@@ -15,6 +15,8 @@ extern "C" {
 
 struct kn_cuda_dev;
 
+#define KN_CUDA_ERR_NODES 64
+
 // One queue per run: its stream, a cuBLASLt handle and workspace for it alone, and pinned host
 // staging for copies between pageable host memory and the device. Pooled per device.
 struct kn_cuda_stream {
@@ -22,6 +24,11 @@ struct kn_cuda_stream {
     cublasLtHandle_t lt;
     void *ws; size_t ws_bytes;                  // cuBLASLt workspace
     char *pinned; size_t pinned_cap, pinned_used;
+    // Bad input found inside a kernel (a Gather index out of range) cannot fail the launch: the
+    // kernel stores 1 + its slot in err_nodes here, and stream_end turns that into the run's error.
+    int *dev_err;
+    const kn_node *err_nodes[KN_CUDA_ERR_NODES];
+    int n_err_nodes;
     kn_cuda_dev *dev;
     kn_cuda_stream *next;                       // free list
 };
@@ -30,6 +37,17 @@ struct kn_cuda_stream {
 
 static inline kn_cuda_stream *kn_cuda_st(kn_exec_ctx *ctx) { return (kn_cuda_stream *)ctx->stream; }
 static inline cudaStream_t kn_cuda_s(kn_exec_ctx *ctx) { return ((kn_cuda_stream *)ctx->stream)->s; }
+
+// The code a checking kernel of `node` stores in dev_err (first failure wins): 1 + its slot, or
+// KN_CUDA_ERR_NODES + 1 once the slots are used up (the error then names no node).
+static inline int kn_cuda_err_code(kn_exec_ctx *ctx, const kn_node *node) {
+    kn_cuda_stream *s = kn_cuda_st(ctx);
+    for (int i = 0; i < s->n_err_nodes; i++)
+        if (s->err_nodes[i] == node) return i + 1;
+    if (s->n_err_nodes == KN_CUDA_ERR_NODES) return KN_CUDA_ERR_NODES + 1;
+    s->err_nodes[s->n_err_nodes++] = node;
+    return s->n_err_nodes;
+}
 
 // A kernel of the CUDA backend, with the same contract as a CPU kernel (graph/ops.h) but device
 // pointers in every tensor except the inputs its host_inputs mask keeps on the host.

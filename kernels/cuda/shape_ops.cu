@@ -7,6 +7,8 @@
 extern "C" {
 kn_status *kn_shapeops_slice_params(const kn_node *node, const kn_tensor *const *in, int n_in,
                                     int64_t *starts, int64_t *steps, int64_t *out_dims);
+kn_status *kn_shapeops_split_sizes(const kn_node *node, const kn_tensor *const *in, int n_in, int n_out,
+                                   int axis, int64_t *sizes);
 }
 
 struct kn_copy_geom { int nd; int64_t dims[KN_MAX_DIMS]; int64_t sst[KN_MAX_DIMS]; };
@@ -87,7 +89,7 @@ KN_CUDA_KERNEL(Slice) {
             return kn_error(KN_ERR_RUNTIME, "Slice: output dim %d is %lld, expected %lld", k, (long long)y->dims[k], (long long)od[k]);
         if (od[k] == 0) return NULL;
         off += st[k] * xs[k];
-        ss[k] = sp[k] * xs[k];
+        ss[k] = od[k] > 1 ? sp[k] * xs[k] : 0; // a huge step on a length-1 dim would overflow int64
     }
     size_t es = kn_dtype_size(x->dtype);
     return kn_cuda_strided_copy(node, y->data, (const char *)x->data + off * (int64_t)es, es, x->ndim, od, ss, kn_cuda_s(ctx));
@@ -102,6 +104,18 @@ static void axis_split(const kn_tensor *t, int axis, int64_t *outer, int64_t *in
     for (int d = axis + 1; d < t->ndim; d++) *inner *= t->dims[d];
 }
 
+// outer rows of w bytes from src (pitch sp) to dst (pitch dp). One row (an axis-0 Concat/Split)
+// is a plain copy: cudaMemcpy2D refuses pitches above the device's maximum (about 2 GiB).
+static kn_status *band_copy(kn_exec_ctx *ctx, const kn_node *node, void *dst, size_t dp, const void *src, size_t sp, size_t w,
+                            size_t outer, const char *what) {
+    if (!w || !outer) return NULL;
+    if (outer == 1 || (w == dp && w == sp))
+        KN_CUDA_TRY(cudaMemcpyAsync(dst, src, w * outer, cudaMemcpyDeviceToDevice, kn_cuda_s(ctx)), node, what);
+    else
+        KN_CUDA_TRY(cudaMemcpy2DAsync(dst, dp, src, sp, w, outer, cudaMemcpyDeviceToDevice, kn_cuda_s(ctx)), node, what);
+    return NULL;
+}
+
 KN_CUDA_KERNEL(Concat) {
     kn_tensor *y = out[0];
     int axis;
@@ -114,9 +128,7 @@ KN_CUDA_KERNEL(Concat) {
     for (int k = 0; k < n_in; k++) {
         if (!in[k]) continue;
         size_t w = (size_t)(in[k]->ndim ? in[k]->dims[axis] : 1) * (size_t)inner * es;
-        if (w && outer)
-            KN_CUDA_TRY(cudaMemcpy2DAsync((char *)y->data + col, row, in[k]->data, w, w, (size_t)outer, cudaMemcpyDeviceToDevice,
-                                          kn_cuda_s(ctx)), node, "Concat copy");
+        KN_TRY(band_copy(ctx, node, (char *)y->data + col, row, in[k]->data, w, w, (size_t)outer, "Concat copy"));
         col += w;
     }
     return NULL;
@@ -130,12 +142,14 @@ KN_CUDA_KERNEL(Split) {
     axis_split(x, axis, &outer, &inner);
     size_t es = kn_dtype_size(x->dtype);
     size_t row = (size_t)(x->dims[axis] * inner) * es, col = 0;
+    // band widths from the split sizes, not from the outputs: an omitted output (NULL) still
+    // takes its band, and skipping it would shift every later output
+    int64_t sizes[256];
+    KN_TRY(kn_shapeops_split_sizes(node, in, n_in, n_out, axis, sizes));
     for (int k = 0; k < n_out; k++) {
-        if (!out[k]) continue; // an omitted output still takes its band: sizes come from inference
-        size_t w = (size_t)out[k]->dims[axis] * (size_t)inner * es;
-        if (w && outer)
-            KN_CUDA_TRY(cudaMemcpy2DAsync(out[k]->data, w, (const char *)x->data + col, row, w, (size_t)outer, cudaMemcpyDeviceToDevice,
-                                          kn_cuda_s(ctx)), node, "Split copy");
+        if (sizes[k] < 0) return kn_error(KN_ERR_RUNTIME, "Split: split sizes not known at run time");
+        size_t w = (size_t)sizes[k] * (size_t)inner * es;
+        if (out[k]) KN_TRY(band_copy(ctx, node, out[k]->data, w, (const char *)x->data + col, row, w, (size_t)outer, "Split copy"));
         col += w;
     }
     return NULL;

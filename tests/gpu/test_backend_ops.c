@@ -95,6 +95,12 @@ static int compare(const kn_tensor *ref, const void *got, int op, double *worst,
 /* ---- one case: node op with attrs on inputs, CPU vs CUDA ---- */
 static const char *dims_str(const kn_tensor *t, char *buf, size_t n) { return kn_tensor_desc(t, buf, n); }
 
+/* Case modes: the device output 0 written over input 0's device buffer (the planner's in-place
+ * sharing for elementwise ops), and outputs handed to the kernel as NULL (omitted by the graph:
+ * the CPU still computes them, the device must leave the others right). */
+static int case_inplace;
+static unsigned case_omit;
+
 static void run_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor **in, int n_in, int n_out) {
     kn_node node = {0};
     node.name = (char *)"t";
@@ -145,7 +151,9 @@ static void run_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor *
             if (hm >> k & 1) continue;
             size_t nb = kn_nbytes(in[k]);
             dptr[k] = cu->alloc(cu, nb);
-            if (nb) cudaMemcpy(dptr[k], in[k]->data, nb, cudaMemcpyHostToDevice);
+            if (!dptr[k]) { fprintf(stderr, "device alloc of %zu bytes failed\n", nb); exit(1); }
+            kn_status *ce = cu->copy(cu, dptr[k], KN_DEVICE_CUDA, in[k]->data, KN_DEVICE_CPU, nb);
+            if (ce) { fprintf(stderr, "upload: %s\n", kn_status_message(ce)); exit(1); }
             din_t[k].data = dptr[k];
             din_t[k].device = KN_DEVICE_CUDA;
             din_t[k].owns = false;
@@ -162,7 +170,13 @@ static void run_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor *
             cudaMalloc((void **)&graw[k], nb + 2 * GUARD);
             cudaMemset(graw[k], GUARD_BYTE, nb + 2 * GUARD);
             dout_t[k].data = graw[k] + GUARD;
+            if (case_omit >> k & 1) dout[k] = NULL;
         }
+        bool inplace = case_inplace && n_in > 0 && dptr[0] && kn_nbytes(in[0]) == kn_nbytes(&ref_t[0]);
+        if (inplace) dout_t[0].data = dptr[0];
+        /* cudaMemset is asynchronous and on the legacy stream, which the run's non-blocking stream
+         * does not wait for: settle it (and the uploads) before the kernel starts */
+        if (cudaDeviceSynchronize() != cudaSuccess) { fprintf(stderr, "device error before the case\n"); exit(1); }
         kn_exec_ctx dctx = cctx;
         dctx.backend = cu;
         st = cu->stream_begin(cu, &dctx.stream);
@@ -178,7 +192,18 @@ static void run_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor *
         for (int k = 0; k < n_out && !bad; k++) {
             size_t nb = kn_nbytes(&ref_t[k]);
             unsigned char *h = malloc(nb + 2 * GUARD);
+            if (!dout[k]) { /* omitted: the kernel must not have written anything */
+                cudaMemcpy(h, graw[k], nb + 2 * GUARD, cudaMemcpyDeviceToHost);
+                for (size_t i = 0; i < nb + 2 * GUARD && !bad; i++)
+                    if (h[i] != GUARD_BYTE) { snprintf(why, sizeof why, "omitted output %d was written (byte %zu)", k, i); bad = 1; }
+                free(h);
+                continue;
+            }
             cudaMemcpy(h, graw[k], nb + 2 * GUARD, cudaMemcpyDeviceToHost);
+            if (k == 0 && inplace) /* the result is in input 0's buffer; the guarded one must be untouched */
+                for (size_t i = 0; i < nb + 2 * GUARD && !bad; i++)
+                    if (h[i] != GUARD_BYTE) { snprintf(why, sizeof why, "in place: the unused output buffer was written (byte %zu)", i); bad = 1; }
+            if (k == 0 && inplace) cudaMemcpy(h + GUARD, dptr[0], nb, cudaMemcpyDeviceToHost);
             for (size_t i = 0; i < GUARD && !bad; i++)
                 if (h[i] != GUARD_BYTE || h[GUARD + nb + i] != GUARD_BYTE) {
                     snprintf(why, sizeof why, "output %d: stray write %s the output (guard byte %zu)", k, h[i] != GUARD_BYTE ? "before" : "after", i);
@@ -190,7 +215,8 @@ static void run_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor *
         if (bad) {
             S->failed++;
             char attrs_desc[128] = "";
-            printf("FAIL %s(%s) opset %d -> %s: %s\n", node.op_type, desc, opset, dims_str(&ref_t[0], b, sizeof b), why);
+            printf("FAIL %s(%s) opset %d%s%s -> %s: %s\n", node.op_type, desc, opset, inplace ? " in place" : "",
+                   case_omit ? " with omitted outputs" : "", dims_str(&ref_t[0], b, sizeof b), why);
             (void)attrs_desc;
         } else {
             S->passed++;
@@ -317,6 +343,9 @@ static void test_matmul(void) {
         {{2, {5, 6}}, {3, {3, 6, 2}}}, {{4, {2, 1, 3, 4}}, {4, {1, 3, 4, 5}}}, {{1, {6}}, {2, {6, 4}}}, {{2, {4, 6}}, {1, {6}}},
         {{1, {6}}, {1, {6}}}, {{2, {0, 4}}, {2, {4, 3}}}, {{2, {3, 0}}, {2, {0, 5}}}, {{2, {257, 129}}, {2, {129, 65}}},
         {{3, {2, 128, 768}}, {2, {768, 768}}}, {{4, {1, 12, 16, 64}}, {4, {1, 12, 64, 16}}},
+        /* a 1-D A against batched B; equal batches at different ranks; B's batch broadcast over A's */
+        {{1, {6}}, {3, {2, 6, 4}}}, {{3, {3, 5, 6}}, {4, {1, 3, 6, 2}}}, {{4, {2, 3, 5, 6}}, {3, {3, 6, 4}}},
+        {{3, {2, 5, 7}}, {1, {7}}},
     };
     static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
     for (int p = 0; p < N_ARR(pairs); p++)
@@ -488,6 +517,201 @@ static void test_shape_ops(void) {
     kn_tensor_free(v);
 }
 
+/* The planner's in-place sharing: output 0 in input 0's buffer, for the ops it allows it on. */
+static void test_inplace(void) {
+    static const int uops[] = {KN_OP_Relu, KN_OP_Sigmoid, KN_OP_Neg, KN_OP_Exp};
+    static const shp shapes[] = {{1, {7}}, {3, {17, 33, 9}}, {1, {1 << 20}}};
+    case_inplace = 1;
+    for (int o = 0; o < N_ARR(uops); o++)
+        for (int sh = 0; sh < N_ARR(shapes); sh++) {
+            kn_tensor *in[1] = {rand_tensor(KN_F16, shapes[sh].nd, shapes[sh].d, R_ANY)};
+            run1(uops[o], 18, NULL, 0, in, 1, 1);
+        }
+    static const int bops[] = {KN_OP_Add, KN_OP_Mul, KN_OP_Sub};
+    for (int o = 0; o < N_ARR(bops); o++)
+        for (int p = 0; p < N_ARR(bin_pairs); p++) {
+            kn_tensor *in[2] = {rand_tensor(KN_F32, bin_pairs[p][0].nd, bin_pairs[p][0].d, R_ANY),
+                                rand_tensor(KN_F32, bin_pairs[p][1].nd, bin_pairs[p][1].d, R_ANY)};
+            run1(bops[o], 18, NULL, 0, in, 2, 1); /* skipped by run_case unless output 0 has input 0's size */
+        }
+    /* Cast to a type of the same size, and to the same type */
+    static const kn_dtype from[] = {KN_F32, KN_I32, KN_F16, KN_I64}, to[] = {KN_I32, KN_F32, KN_BF16, KN_I64};
+    for (int c = 0; c < N_ARR(from); c++) {
+        kn_attr at[1] = {ai("to", to[c])};
+        int64_t d[2] = {33, 65};
+        kn_tensor *in[1] = {rand_tensor(from[c], 2, d, R_ANY)};
+        run1(KN_OP_Cast, 18, at, 1, in, 1, 1);
+    }
+    case_inplace = 0;
+}
+
+/* Split with outputs the graph omits: the others must still get their own bands. */
+static void test_split_omitted(void) {
+    int64_t sd[3] = {4, 6, 8};
+    for (int axis = 0; axis < 3; axis++)
+        for (unsigned omit = 1; omit < 7; omit++) {
+            int64_t sp[3] = {1, sd[axis] - 3, 2};
+            kn_attr at[1] = {ai("axis", axis)};
+            kn_tensor *si[2] = {rand_tensor(KN_F32, 3, sd, R_ANY), ints_tensor(sp, 3)};
+            case_omit = omit;
+            run1(KN_OP_Split, 18, at, 1, si, 2, 3);
+            case_omit = 0;
+        }
+}
+
+/* int64 above 2^53 to float32/float16: one rounding, as the CPU (2^60 + 2^36 + 1 rounds up in
+ * float32 directly, but through double it becomes an exact tie and rounds to even, down). */
+static void test_cast_big_ints(void) {
+    static const kn_dtype to[] = {KN_F32, KN_F16, KN_BF16, KN_F64};
+    for (int t = 0; t < N_ARR(to); t++) {
+        int64_t d = 4;
+        kn_tensor *x = NULL;
+        kn_tensor_new(KN_I64, 1, &d, &x);
+        int64_t *v = x->data;
+        v[0] = ((int64_t)1 << 60) + ((int64_t)1 << 36) + 1;
+        v[1] = -v[0];
+        v[2] = ((int64_t)1 << 53) + 1;
+        v[3] = INT64_MAX;
+        kn_attr at[1] = {ai("to", to[t])};
+        kn_tensor *in[1] = {x};
+        run1(KN_OP_Cast, 18, at, 1, in, 1, 1);
+    }
+}
+
+/* A Gather index out of range must fail the run (the CPU reports it), naming the node, and the
+ * stream must come back clean: the next run on it succeeds. */
+static void test_gather_out_of_range(void) {
+    op_stats *S = &stats[KN_OP_Gather];
+    for (int i64 = 0; i64 < 2; i64++) {
+        S->cases++;
+        int64_t xd[2] = {10, 4}, idn = 3;
+        kn_tensor *x = rand_tensor(KN_F32, 2, xd, R_ANY), *ix = NULL;
+        kn_tensor_new(i64 ? KN_I64 : KN_I32, 1, &idn, &ix);
+        kn_set_i64(ix, 0, 2);
+        kn_set_i64(ix, 1, i64 ? 10 : -11);
+        kn_set_i64(ix, 2, 1);
+        kn_attr at[1] = {ai("axis", 0)};
+        kn_node node = {0};
+        node.name = (char *)"gather_oob";
+        node.op_type = (char *)"Gather";
+        node.domain = (char *)"";
+        node.op = KN_OP_Gather;
+        node.opset = 13;
+        node.n_attrs = 1;
+        node.attrs = at;
+        node.n_inputs = 2;
+        int64_t yd[2] = {3, 4};
+        size_t xb = kn_nbytes(x), ib = kn_nbytes(ix), yb = 3 * 4 * sizeof(float);
+        void *dx = cu->alloc(cu, xb), *di = cu->alloc(cu, ib), *dy = cu->alloc(cu, yb);
+        kn_status *st = cu->copy(cu, dx, KN_DEVICE_CUDA, x->data, KN_DEVICE_CPU, xb);
+        if (!st) st = cu->copy(cu, di, KN_DEVICE_CUDA, ix->data, KN_DEVICE_CPU, ib);
+        if (st) { fprintf(stderr, "upload: %s\n", kn_status_message(st)); exit(1); }
+        kn_tensor tx = *x, ti = *ix, ty = {0};
+        tx.data = dx; tx.device = KN_DEVICE_CUDA; tx.owns = false;
+        ti.data = di; ti.device = KN_DEVICE_CUDA; ti.owns = false;
+        ty.kind = KN_KIND_TENSOR; ty.dtype = KN_F32; ty.ndim = 2; ty.dims[0] = yd[0]; ty.dims[1] = yd[1];
+        ty.data = dy; ty.device = KN_DEVICE_CUDA;
+        const kn_tensor *din[2] = {&tx, &ti};
+        kn_tensor *dout[1] = {&ty};
+        kn_scratch scratch = {0};
+        kn_exec_ctx ctx = {.backend = cu, .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch};
+        const char *fail = NULL;
+        char why[512] = "";
+        st = cu->stream_begin(cu, &ctx.stream);
+        if (st) { snprintf(why, sizeof why, "stream_begin: %s", kn_status_message(st)); fail = why; kn_status_free(st); }
+        if (!fail) {
+            st = cu->kernel(cu, KN_OP_Gather)(&ctx, &node, din, 2, dout, 1);
+            kn_status *e = cu->stream_end(cu, ctx.stream);
+            if (st) kn_status_free(st); /* failing at the launch is fine too */
+            if (!st && !e) fail = "an out-of-range index gave no error";
+            else if (e && !strstr(kn_status_message(e), "gather_oob")) {
+                snprintf(why, sizeof why, "the error does not name the node: %s", kn_status_message(e));
+                fail = why;
+            }
+            if (e) kn_status_free(e);
+        }
+        if (!fail) { /* in range now, on the recycled stream: no stale error */
+            kn_set_i64(ix, 1, -1);
+            st = cu->copy(cu, di, KN_DEVICE_CUDA, ix->data, KN_DEVICE_CPU, ib);
+            if (!st) st = cu->stream_begin(cu, &ctx.stream);
+            if (!st) {
+                kn_status *k = cu->kernel(cu, KN_OP_Gather)(&ctx, &node, din, 2, dout, 1);
+                st = cu->stream_end(cu, ctx.stream);
+                if (k) { if (st) kn_status_free(st); st = k; }
+            }
+            if (st) { snprintf(why, sizeof why, "in-range run after the failure: %s", kn_status_message(st)); fail = why; kn_status_free(st); }
+            else {
+                float got[12], *xs = x->data;
+                cudaMemcpy(got, dy, yb, cudaMemcpyDeviceToHost);
+                for (int r = 0; r < 3 && !fail; r++)
+                    for (int c = 0; c < 4; c++)
+                        if (got[r * 4 + c] != xs[(r == 0 ? 2 : r == 1 ? 9 : 1) * 4 + c]) { fail = "wrong rows after the failure"; break; }
+            }
+        }
+        if (fail) { S->failed++; printf("FAIL Gather out of range (%s indices): %s\n", i64 ? "int64" : "int32", fail); }
+        else S->passed++;
+        cu->free(cu, dx); cu->free(cu, di); cu->free(cu, dy);
+        kn_scratch_release(&scratch);
+        kn_tensor_free(x);
+        kn_tensor_free(ix);
+    }
+}
+
+/* Weights: a large initializer uploaded through the weight cache and read at once by a kernel on
+ * a run's stream (the upload must be complete, not merely staged), and the cache's identity. */
+static void test_weights(void) {
+    op_stats *S = &stats[KN_OP_Add];
+    S->cases++;
+    int64_t n = (int64_t)48 << 20; /* 192 MB of float32 */
+    float *w = malloc((size_t)n * sizeof(float));
+    if (!w) { fprintf(stderr, "host alloc failed\n"); exit(1); }
+    for (int64_t i = 0; i < n; i++) w[i] = (float)(i % 1000) * 0.5f;
+    const void *dw = NULL, *dw2 = NULL;
+    const char *fail = NULL;
+    kn_status *st = cu->weights(cu, w, (size_t)n * sizeof(float), &dw);
+    if (!st) st = cu->weights(cu, w, (size_t)n * sizeof(float), &dw2);
+    if (st) { printf("FAIL weights: %s\n", kn_status_message(st)); kn_status_free(st); S->failed++; free(w); return; }
+    if (dw != dw2) fail = "the same weight was uploaded twice";
+    kn_tensor a = {0};
+    a.kind = KN_KIND_TENSOR; a.dtype = KN_F32; a.ndim = 1; a.dims[0] = n; a.device = KN_DEVICE_CUDA; a.data = (void *)dw;
+    kn_tensor y = a;
+    y.data = cu->alloc(cu, (size_t)n * sizeof(float));
+    kn_node node = {0};
+    node.name = (char *)"w"; node.op_type = (char *)"Add"; node.domain = (char *)""; node.op = KN_OP_Add; node.opset = 14; node.n_inputs = 2;
+    const kn_tensor *din[2] = {&a, &a};
+    kn_tensor *dout[1] = {&y};
+    kn_scratch scratch = {0};
+    kn_exec_ctx ctx = {.backend = cu, .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch};
+    st = cu->stream_begin(cu, &ctx.stream);
+    if (!st) {
+        kn_status *k = cu->kernel(cu, KN_OP_Add)(&ctx, &node, din, 2, dout, 1);
+        st = cu->stream_end(cu, ctx.stream);
+        if (k) { if (st) kn_status_free(st); st = k; }
+    }
+    if (st) { printf("FAIL weights: Add: %s\n", kn_status_message(st)); kn_status_free(st); fail = "kernel failed"; }
+    else {
+        float *h = malloc((size_t)n * sizeof(float));
+        cudaMemcpy(h, y.data, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost);
+        for (int64_t i = 0; i < n && !fail; i++)
+            if (h[i] != 2 * w[i]) fail = "a kernel read a weight before its upload finished";
+        free(h);
+    }
+    cu->free(cu, y.data);
+    if (cu->forget) cu->forget(cu, w);
+    if (!fail && cu->weights) { /* forgotten: a new upload, not the stale copy, even at the same address */
+        w[0] = 12345.0f;
+        st = cu->weights(cu, w, (size_t)n * sizeof(float), &dw);
+        float h0 = 0;
+        if (!st) cudaMemcpy(&h0, dw, sizeof h0, cudaMemcpyDeviceToHost);
+        if (st) kn_status_free(st);
+        if (h0 != 12345.0f) fail = "forget() left a stale device copy";
+        if (cu->forget) cu->forget(cu, w);
+    }
+    if (fail) { S->failed++; printf("FAIL weights: %s\n", fail); } else S->passed++;
+    kn_scratch_release(&scratch);
+    free(w);
+}
+
 int main(int argc, char **argv) {
     verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
     kn_status *st = kn_backend_get(KN_DEVICE_CUDA, 0, &cu);
@@ -503,6 +727,11 @@ int main(int argc, char **argv) {
     test_rows();
     test_reduce();
     test_shape_ops();
+    test_inplace();
+    test_split_omitted();
+    test_cast_big_ints();
+    test_gather_out_of_range();
+    test_weights();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {
