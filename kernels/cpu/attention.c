@@ -20,6 +20,9 @@ int kn_red_simd_level(void);
 void kn_reduce_rows_f32_scalar(const float *x, float *y, int64_t rows, int64_t n, int kind);
 void kn_reduce_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, int kind);
 void kn_reduce_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, int kind);
+void kn_softmax_rows_f32_scalar(const float *x, float *y, int64_t rows, int64_t n, int log_out);
+void kn_softmax_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, int log_out);
+void kn_softmax_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, int log_out);
 
 /* ---- float views of the float-like dtypes the ops accept ---- */
 
@@ -106,7 +109,9 @@ static void attn_masked_row(const attn_job *j, int64_t b, int64_t h, int64_t i, 
     }
     const float *mk = j->mask + b * j->mstride[0] + h * j->mstride[1] + i * j->mstride[2];
     int64_t ms = j->mstride[3] ? 1 : 0;
-    kn_ew_binary_f32_level(j->ew_level, KN_EW_ADD, row, 1, mk, ms, row, n);
+    if (j->ew_level == KN_EW_AVX512) kn_ew_binary_f32_avx512(KN_EW_ADD, row, 1, mk, ms, row, n);
+    else if (j->ew_level == KN_EW_AVX2) kn_ew_binary_f32_avx2(KN_EW_ADD, row, 1, mk, ms, row, n);
+    else kn_ew_binary_f32_level(KN_EW_SCALAR, KN_EW_ADD, row, 1, mk, ms, row, n);
     float mx = -INFINITY;
     if (n > 0) {
         if (j->red_level == 2) kn_reduce_rows_f32_avx512(row, &mx, 1, n, ATTN_ROWRED_MAX);
@@ -121,7 +126,9 @@ static void attn_masked_row(const attn_job *j, int64_t b, int64_t h, int64_t i, 
     } else if (mx == -INFINITY) {
         memset(row, 0, sizeof(float) * (size_t)Tc);
     } else {
-        kn_softmax_rows_f32(NULL, row, row, 1, n, 0);
+        if (j->red_level == 2) kn_softmax_rows_f32_avx512(row, row, 1, n, 0);
+        else if (j->red_level == 1) kn_softmax_rows_f32_avx2(row, row, 1, n, 0);
+        else kn_softmax_rows_f32_scalar(row, row, 1, n, 0);
         memset(row + n, 0, sizeof(float) * (size_t)(Tc - n));
     }
 }
@@ -388,7 +395,13 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     }
     j.q = qf; j.k = kuse; j.v = vf; j.y = yf; j.qk = qkf;
 
-    j.qblk = 64;
+    /* Whole heads per task pack each K and V once; smaller query blocks when there are too few
+     * heads to share among the threads, or when a block's scores would pass 1 MiB. */
+    int nth = kn_threadpool_size(ctx->pool);
+    int64_t cap = T > 0 ? ((int64_t)1 << 18) / T : Sq;
+    j.qblk = B * Hq >= 4 * (int64_t)(nth > 0 ? nth : 1) ? Sq : 64;
+    if (j.qblk > cap) j.qblk = cap;
+    if (j.qblk < 16) j.qblk = 16;
     j.nblk = Sq > 0 ? (Sq + j.qblk - 1) / j.qblk : 0;
     int64_t tasks = B * Hq * j.nblk;
     if (tasks > 0) kn_parallel_for(ctx->pool, tasks, 1, attn_task, &j);
