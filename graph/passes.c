@@ -218,16 +218,12 @@ done:
     return st;
 }
 
-kn_status *kn_graph_optimize(kn_graph *g) {
+kn_status *kn_graph_optimize(kn_graph *g, bool fuse) {
     kn_graph_resolve_ops(g);
     KN_TRY(kn_graph_toposort(g));
     int folded = 0;
     KN_TRY(kn_graph_fold_constants(g, (int64_t)1 << 24, &folded));
-    /* opt-in for now: the fused ops' CPU kernels (kiln:KnSdpa's masked path, com.microsoft BiasGelu
-     * and SkipLayerNormalization) are reference loops slower than the unfused graph's vectorised
-     * kernels, and the CUDA backend has none of them yet */
-    const char *fz = getenv("KILN_FUSE");
-    if (fz && strcmp(fz, "1") == 0) KN_TRY(kn_graph_fuse(g, NULL));
+    if (fuse) KN_TRY(kn_graph_fuse(g, NULL));
     kn_graph_eliminate_dead(g);
     return NULL;
 }

@@ -36,8 +36,8 @@ typedef struct kn_fuse_counts { int attention, gelu, skip_layernorm; } kn_fuse_c
 kn_status *kn_graph_fuse(kn_graph *g, kn_fuse_counts *counts);
 
 /* Constant folding + dead-node elimination + toposort, as a model load does, with the fusions
- * in between when the environment variable KILN_FUSE=1 (opt-in until the fused ops' kernels beat
- * the unfused graph on the CPU and exist on CUDA). */
-kn_status *kn_graph_optimize(kn_graph *g);
+ * in between when fuse (kn_model_options.fuse, on by default). The fused ops have CPU kernels
+ * only; on CUDA they run through the executor's CPU fallback. */
+kn_status *kn_graph_optimize(kn_graph *g, bool fuse);
 
 #endif

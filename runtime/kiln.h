@@ -51,17 +51,29 @@ typedef struct kn_session_options {
     int device_index;       /* cuda:N */
     int num_threads;        /* 0: one per core */
     kn_precision precision;
-    int optimize;           /* 1 (default): constant folding, dead-node elimination, fusions */
+    int optimize;           /* unused: a model is optimised once, at load (kn_model_options) */
     int profile;            /* 1: time every node; read with kn_session_profile */
 } kn_session_options;
 void kn_session_options_init(kn_session_options *opt);
 
-/* A loaded model: immutable after load, shareable by many sessions. */
+/* A loaded model: immutable after load, shareable by many sessions. Loading always folds constants
+ * and drops dead nodes; the options choose what else is done to the graph then. */
 typedef struct kn_model kn_model;
+typedef struct kn_model_options {
+    int fuse;               /* 1 (default): replace attention blocks (MatMul, Softmax, MatMul) by
+                             * kiln:KnSdpa, GELU subgraphs by com.microsoft BiasGelu / Gelu / FastGelu
+                             * and Add + LayerNormalization by com.microsoft SkipLayerNormalization;
+                             * 0 runs the file's ops as they are */
+} kn_model_options;
+void kn_model_options_init(kn_model_options *opt);
+/* opt may be NULL (the defaults of kn_model_options_init). */
 kn_status *kn_model_load(const char *path, kn_model **out);
+kn_status *kn_model_load_ex(const char *path, const kn_model_options *opt, kn_model **out);
 /* The buffer is copied unless the model can keep referring to it; external data is resolved
  * relative to base_dir (may be NULL). */
 kn_status *kn_model_load_buffer(const void *data, size_t size, const char *base_dir, kn_model **out);
+kn_status *kn_model_load_buffer_ex(const void *data, size_t size, const char *base_dir,
+                                   const kn_model_options *opt, kn_model **out);
 void kn_model_free(kn_model *m);
 
 /* A tensor passed across the API: dense, row-major. dims[i] < 0 in a declared shape means a

@@ -38,26 +38,42 @@ void kn_session_options_init(kn_session_options *opt) {
     opt->optimize = 1;
 }
 
-kn_status *kn_model_load(const char *path, kn_model **out) {
+void kn_model_options_init(kn_model_options *opt) {
+    memset(opt, 0, sizeof *opt);
+    opt->fuse = 1;
+}
+
+kn_status *kn_model_load_ex(const char *path, const kn_model_options *opt, kn_model **out) {
     *out = NULL;
     KN_CHECK(path, KN_ERR_INVALID_ARGUMENT, "kn_model_load: path is NULL");
+    kn_model_options o;
+    if (opt) o = *opt; else kn_model_options_init(&o);
     kn_model *m = NULL;
     KN_TRY(kn_onnx_load_file(path, &m));
-    kn_status *st = kn_graph_optimize(m->graph);
+    kn_status *st = kn_graph_optimize(m->graph, o.fuse != 0);
     if (st) { kn_model_release(m); return kn_error_wrap(st, "%s: ", path); }
     *out = m;
     return NULL;
 }
 
-kn_status *kn_model_load_buffer(const void *data, size_t size, const char *base_dir, kn_model **out) {
+kn_status *kn_model_load(const char *path, kn_model **out) { return kn_model_load_ex(path, NULL, out); }
+
+kn_status *kn_model_load_buffer_ex(const void *data, size_t size, const char *base_dir,
+                                   const kn_model_options *opt, kn_model **out) {
     *out = NULL;
     KN_CHECK(data || size == 0, KN_ERR_INVALID_ARGUMENT, "kn_model_load_buffer: data is NULL");
+    kn_model_options o;
+    if (opt) o = *opt; else kn_model_options_init(&o);
     kn_model *m = NULL;
     KN_TRY(kn_onnx_load_buffer(data, size, base_dir, &m));
-    kn_status *st = kn_graph_optimize(m->graph);
+    kn_status *st = kn_graph_optimize(m->graph, o.fuse != 0);
     if (st) { kn_model_release(m); return st; }
     *out = m;
     return NULL;
+}
+
+kn_status *kn_model_load_buffer(const void *data, size_t size, const char *base_dir, kn_model **out) {
+    return kn_model_load_buffer_ex(data, size, base_dir, NULL, out);
 }
 
 void kn_model_free(kn_model *m) { if (m) kn_model_release(m); }

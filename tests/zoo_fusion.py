@@ -18,8 +18,7 @@ SHOW = ["Softmax", "KnSdpa", "MatMul", "Transpose", "Erf", "Tanh", "Gelu", "Bias
 
 
 def kiln_ops(kiln, path):
-    env = dict(os.environ, KILN_FUSE="1")  # fusions are opt-in (graph/passes.c)
-    out = subprocess.run([kiln, "info", path, "--optimized"], capture_output=True, text=True, check=True, env=env).stdout
+    out = subprocess.run([kiln, "info", path, "--optimized"], capture_output=True, text=True, check=True).stdout
     ops, total, in_ops = collections.Counter(), 0, False
     for line in out.splitlines():
         if line.startswith("nodes:"):

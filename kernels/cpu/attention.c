@@ -4,6 +4,7 @@
  * sliding window, padding), takes a guarded softmax and multiplies by V with kn_sgemm again.
  * Semantics follow the ONNX reference: fully-masked rows (bias all -inf) give zeros. */
 #include "graph/ops.h"
+#include "kernels/cpu/elementwise_simd.h"
 #include "kernels/cpu/gemm.h"
 #include "runtime/dtype.h"
 #include <math.h>
@@ -12,6 +13,16 @@
 
 /* Softmax over float32 rows with the AVX2 / AVX-512 exp (kernels/cpu/softmax.c, no header). */
 void kn_softmax_rows_f32(kn_threadpool *pool, const float *x, float *y, int64_t rows, int64_t n, int log_out);
+
+/* Row max (NaN if any NaN) over float32 rows (kernels/cpu/reduce.c and its ISA files, no header). */
+enum { ATTN_ROWRED_MAX = 2 };
+int kn_red_simd_level(void);
+void kn_reduce_rows_f32_scalar(const float *x, float *y, int64_t rows, int64_t n, int kind);
+void kn_reduce_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, int kind);
+void kn_reduce_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, int kind);
+void kn_softmax_rows_f32_scalar(const float *x, float *y, int64_t rows, int64_t n, int log_out);
+void kn_softmax_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, int log_out);
+void kn_softmax_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, int log_out);
 
 /* ---- float views of the float-like dtypes the ops accept ---- */
 
@@ -45,6 +56,8 @@ typedef struct attn_job {
     bool causal;
     int64_t left, right;     /* sliding window, -1 = unbounded */
     const int64_t *nonpad;   /* [B] or NULL */
+    bool plain;              /* float32 math, no window, padding, softcap or scores output */
+    int ew_level, red_level; /* SIMD levels of the elementwise and row-reduction kernels */
     bool failed;             /* allocation failure inside a task */
 } attn_job;
 
@@ -79,6 +92,47 @@ static bool attn_bias_row(const attn_job *j, int64_t b, int64_t h, int64_t i, in
     return all_masked;
 }
 
+/* Softmax of query row i with the float mask, for float32 math without window, padding, softcap
+ * or scores output (the common case, and every KnSdpa of a float32 model). The mask row is added
+ * in place with the SIMD elementwise kernel (contiguous or one broadcast value); keys past the
+ * causal frontier or a short ONNX mask are left out instead of being added as -inf, so their
+ * probabilities are exact zeros, as in the general path. A finite row max proves the row is not
+ * fully masked (a -inf bias makes its score -inf or NaN), so only rows whose max is -inf or NaN
+ * look at the mask again: fully masked rows give zeros, a NaN score a NaN row, as attn_bias_row's
+ * path does. */
+static void attn_masked_row(const attn_job *j, int64_t b, int64_t h, int64_t i, int64_t Tc, float *row)
+{
+    int64_t n = Tc < j->mT ? Tc : j->mT;
+    if (j->causal) {
+        int64_t a = i + attn_offset(j, b) + 1;
+        if (a < n) n = a < 0 ? 0 : a;
+    }
+    const float *mk = j->mask + b * j->mstride[0] + h * j->mstride[1] + i * j->mstride[2];
+    int64_t ms = j->mstride[3] ? 1 : 0;
+    if (j->ew_level == KN_EW_AVX512) kn_ew_binary_f32_avx512(KN_EW_ADD, row, 1, mk, ms, row, n);
+    else if (j->ew_level == KN_EW_AVX2) kn_ew_binary_f32_avx2(KN_EW_ADD, row, 1, mk, ms, row, n);
+    else kn_ew_binary_f32_level(KN_EW_SCALAR, KN_EW_ADD, row, 1, mk, ms, row, n);
+    float mx = -INFINITY;
+    if (n > 0) {
+        if (j->red_level == 2) kn_reduce_rows_f32_avx512(row, &mx, 1, n, ATTN_ROWRED_MAX);
+        else if (j->red_level == 1) kn_reduce_rows_f32_avx2(row, &mx, 1, n, ATTN_ROWRED_MAX);
+        else kn_reduce_rows_f32_scalar(row, &mx, 1, n, ATTN_ROWRED_MAX);
+    }
+    if (isnan(mx)) {
+        bool all_masked = true;
+        for (int64_t t = 0; t < n && all_masked; t++) all_masked = mk[t * ms] == -INFINITY;
+        if (all_masked) memset(row, 0, sizeof(float) * (size_t)Tc);
+        else for (int64_t t = 0; t < Tc; t++) row[t] = NAN;
+    } else if (mx == -INFINITY) {
+        memset(row, 0, sizeof(float) * (size_t)Tc);
+    } else {
+        if (j->red_level == 2) kn_softmax_rows_f32_avx512(row, row, 1, n, 0);
+        else if (j->red_level == 1) kn_softmax_rows_f32_avx2(row, row, 1, n, 0);
+        else kn_softmax_rows_f32_scalar(row, row, 1, n, 0);
+        memset(row + n, 0, sizeof(float) * (size_t)(Tc - n));
+    }
+}
+
 static void attn_task(void *vctx, int64_t begin, int64_t end)
 {
     attn_job *j = vctx;
@@ -107,6 +161,10 @@ static void attn_task(void *vctx, int64_t begin, int64_t end)
         else
             memset(s, 0, sizeof(float) * (size_t)(m * T));
         bool fast = !j->mask && j->left < 0 && j->right < 0 && !j->nonpad && !j->rnd && !j->rnd_soft && !j->qk;
+        if (j->mask && j->plain) {
+            for (int64_t r = 0; r < m; r++) attn_masked_row(j, b, h, i0 + r, Tc, s + r * T);
+            goto pv;
+        }
         for (int64_t r = 0; r < m; r++) {
             int64_t i = i0 + r;
             float *row = s + r * T;
@@ -161,6 +219,7 @@ static void attn_task(void *vctx, int64_t begin, int64_t end)
             }
             if (qk && j->qk_mode == 3) memcpy(qk, row, sizeof(float) * (size_t)T);
         }
+    pv:
         if (Tc > 0 && j->Dv > 0)
             kn_sgemm(NULL, false, false, m, j->Dv, Tc, 1.0f, s, T, v, j->Dv, 0.0f, y, j->Dv);
         else
@@ -278,11 +337,15 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
             return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: attn_mask %s is longer than the %lld keys",
                             kn_tensor_desc(mask, b1, sizeof b1), (long long)T);
         int64_t n = kn_numel(mask);
-        float *mf = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(n ? n : 1));
-        if (!mf) return KN_OOM(sizeof(float) * n);
-        for (int64_t i = 0; i < n; i++) {
-            if (mask->dtype == KN_BOOL) mf[i] = ((const uint8_t *)mask->data)[i] ? 0.0f : -INFINITY;
-            else mf[i] = kn_load_f32(mask->data, mask->dtype, i);
+        const float *mf = mask->data;
+        if (mask->dtype != KN_F32) {
+            float *mc = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(n ? n : 1));
+            if (!mc) return KN_OOM(sizeof(float) * n);
+            for (int64_t i = 0; i < n; i++) {
+                if (mask->dtype == KN_BOOL) mc[i] = ((const uint8_t *)mask->data)[i] ? 0.0f : -INFINITY;
+                else mc[i] = kn_load_f32(mask->data, mask->dtype, i);
+            }
+            mf = mc;
         }
         int64_t st = 1;
         for (int d = 3; d >= 0; d--) { j.mstride[d] = md[d] == 1 && (d < 3 || numpy_bias) ? 0 : st; st *= md[d]; }
@@ -290,12 +353,14 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
         j.mT = numpy_bias ? T : md[3];
     }
 
-    /* float copies of Q and the full key/value sequences */
+    /* float copies of Q and the full key/value sequences, unless float32 [B,H,S,D] inputs without
+     * a past already are exactly that */
     size_t nq = (size_t)(B * Hq * Sq * Dk), nk = (size_t)(B * Hkv * T * Dk), nv = (size_t)(B * Hkv * T * Dv);
     size_t ny = (size_t)(B * Hq * Sq * Dv), nqk = (size_t)(B * Hq * Sq * T);
-    float *qf = kn_scratch_alloc(ctx, sizeof(float) * (nq + 1));
-    float *kf = kn_scratch_alloc(ctx, sizeof(float) * (nk + 1));
-    float *vf = kn_scratch_alloc(ctx, sizeof(float) * (nv + 1));
+    bool in_direct = Q->ndim == 4 && !pk && Q->dtype == KN_F32 && K->dtype == KN_F32 && V->dtype == KN_F32;
+    float *qf = in_direct ? (float *)Q->data : kn_scratch_alloc(ctx, sizeof(float) * (nq + 1));
+    float *kf = in_direct ? (float *)K->data : kn_scratch_alloc(ctx, sizeof(float) * (nk + 1));
+    float *vf = in_direct ? (float *)V->data : kn_scratch_alloc(ctx, sizeof(float) * (nv + 1));
     kn_tensor *Y = out[0];
     kn_tensor *PK = n_out > 1 ? out[1] : NULL, *PV = n_out > 2 ? out[2] : NULL, *QK = n_out > 3 ? out[3] : NULL;
     bool y_direct = Y && Y->data && Y->dtype == KN_F32 && Q->ndim == 4;
@@ -309,13 +374,18 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     float half_scale = j.rnd ? attn_round(j.rnd, sqrtf(scale)) : 1.0f;
     int64_t sp = kn_attr_int(node, "softmax_precision", 0);
     j.rnd_soft = sp == KN_F32 || sp == KN_F64 ? 0 : sp == KN_F16 ? 1 : sp == KN_BF16 ? 2 : j.rnd;
-    attn_load_heads(Q, B, Hq, Sq, Dk, qf, Sq, 0, j.rnd, half_scale);
-    if (pk) {
-        attn_load_heads(pk, B, Hkv, past, Dk, kf, T, 0, 0, 1.0f);
-        attn_load_heads(pv, B, Hkv, past, Dv, vf, T, 0, 0, 1.0f);
+    j.plain = !j.rnd && !j.rnd_soft && !qkf && j.softcap <= 0.0f && j.left < 0 && j.right < 0 && !j.nonpad;
+    j.ew_level = kn_ew_best_level();
+    j.red_level = kn_red_simd_level();
+    if (!in_direct) {
+        attn_load_heads(Q, B, Hq, Sq, Dk, qf, Sq, 0, j.rnd, half_scale);
+        if (pk) {
+            attn_load_heads(pk, B, Hkv, past, Dk, kf, T, 0, 0, 1.0f);
+            attn_load_heads(pv, B, Hkv, past, Dv, vf, T, 0, 0, 1.0f);
+        }
+        attn_load_heads(K, B, Hkv, Skv, Dk, kf, T, past, 0, 1.0f);
+        attn_load_heads(V, B, Hkv, Skv, Dv, vf, T, past, 0, 1.0f);
     }
-    attn_load_heads(K, B, Hkv, Skv, Dk, kf, T, past, 0, 1.0f);
-    attn_load_heads(V, B, Hkv, Skv, Dv, vf, T, past, 0, 1.0f);
     const float *kuse = kf;
     if (j.rnd) {
         float *ks = kn_scratch_alloc(ctx, sizeof(float) * (nk + 1));
@@ -325,7 +395,13 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     }
     j.q = qf; j.k = kuse; j.v = vf; j.y = yf; j.qk = qkf;
 
-    j.qblk = 64;
+    /* Whole heads per task pack each K and V once; smaller query blocks when there are too few
+     * heads to share among the threads, or when a block's scores would pass 1 MiB. */
+    int nth = kn_threadpool_size(ctx->pool);
+    int64_t cap = T > 0 ? ((int64_t)1 << 18) / T : Sq;
+    j.qblk = B * Hq >= 4 * (int64_t)(nth > 0 ? nth : 1) ? Sq : 64;
+    if (j.qblk > cap) j.qblk = cap;
+    if (j.qblk < 16) j.qblk = 16;
     j.nblk = Sq > 0 ? (Sq + j.qblk - 1) / j.qblk : 0;
     int64_t tasks = B * Hq * j.nblk;
     if (tasks > 0) kn_parallel_for(ctx->pool, tasks, 1, attn_task, &j);

@@ -6,11 +6,22 @@
  * mask_filter_value (default -10000) added to its score, and the causal mask adds it again, so a
  * fully masked row gives ORT's near-uniform softmax rather than zeros. */
 #include "graph/ops.h"
+#include "kernels/cpu/elementwise_simd.h"
 #include "kernels/cpu/gemm.h"
 #include "runtime/dtype.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Row kernels shared with LayerNormalization (kernels/cpu/norm.c, reduce_avx2.c / _avx512.c). */
+int kn_red_simd_level(void);
+int64_t kn_red_grain(int64_t row_len);
+void kn_layernorm_rows_f32_scalar(const float *x, float *y, int64_t rows, int64_t n, const float *scale,
+                                  const float *bias, float eps, float *mean, float *invstd);
+void kn_layernorm_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, const float *scale,
+                                const float *bias, float eps, float *mean, float *invstd);
+void kn_layernorm_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, const float *scale,
+                                  const float *bias, float eps, float *mean, float *invstd);
 
 /* ---- float views ---- */
 
@@ -58,7 +69,7 @@ typedef struct gelu_job {
     void *y;
     kn_dtype dt, bdt;
     int64_t blen;
-    int form;
+    int form, level;
 } gelu_job;
 
 static inline double gelu_d(double x, int form)
@@ -77,9 +88,17 @@ static void gelu_task(void *vctx, int64_t begin, int64_t end)
 {
     const gelu_job *j = vctx;
     if (j->dt == KN_F32 && (!j->bias || j->bdt == KN_F32)) {
+        /* the SIMD kernels of the unfused Add and Gelu, one bias period at a time */
         const float *x = j->x, *b = j->bias;
         float *y = j->y;
-        for (int64_t i = begin; i < end; i++) y[i] = gelu_f(x[i] + (b ? b[i % j->blen] : 0.0f), j->form);
+        int op = j->form == MS_GELU_ERF ? KN_EW_GELU_ERF : KN_EW_GELU_TANH;
+        for (int64_t i = begin; i < end;) {
+            int64_t off = b ? i % j->blen : 0, len = b ? j->blen - off : end - i;
+            if (len > end - i) len = end - i;
+            if (b) kn_ew_binary_f32_level(j->level, KN_EW_ADD, x + i, 1, b + off, 1, y + i, len);
+            kn_ew_unary_f32_level(j->level, op, b ? y + i : x + i, y + i, len);
+            i += len;
+        }
     } else if (j->dt == KN_F64) {
         const double *x = j->x;
         double *y = j->y;
@@ -102,7 +121,7 @@ static kn_status *gelu_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
 {
     char bx[KN_DESC_LEN], bb[KN_DESC_LEN];
     if (!ms_float_dtype(x->dtype)) return kn_err_dtype(node, x);
-    gelu_job j = {x->data, NULL, y->data, x->dtype, x->dtype, 1, form};
+    gelu_job j = {x->data, NULL, y->data, x->dtype, x->dtype, 1, form, kn_ew_best_level()};
     if (bias) {
         if (!ms_float_dtype(bias->dtype)) return kn_err_dtype(node, bias);
         if (bias->ndim != 1 || x->ndim < 1 || bias->dims[0] != x->dims[x->ndim - 1] || bias->dims[0] <= 0)
@@ -113,7 +132,7 @@ static kn_status *gelu_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
         j.blen = bias->dims[0];
     }
     int64_t n = kn_numel(x);
-    if (n > 0) kn_parallel_for(ctx->pool, n, 4096, gelu_task, &j);
+    if (n > 0) kn_parallel_for(ctx->pool, n, 16384, gelu_task, &j);
     return NULL;
 }
 
@@ -146,8 +165,11 @@ typedef struct sln_job {
     int64_t H, skip_rows;      /* skip repeats every skip_rows rows (broadcast over batch) */
     float eps;
     float *y, *mean, *inv, *sum;
+    int ew_level, red_level;
 } sln_job;
 
+/* The sum goes to y with the SIMD Add kernel, then the LayerNormalization row kernel normalises
+ * it in place (kernels/cpu/norm.c and its ISA files). */
 static void sln_task(void *vctx, int64_t begin, int64_t end)
 {
     const sln_job *j = vctx;
@@ -155,28 +177,13 @@ static void sln_task(void *vctx, int64_t begin, int64_t end)
     for (int64_t r = begin; r < end; r++) {
         const float *x = j->x + r * H, *s = j->skip + (r % j->skip_rows) * H;
         float *y = j->y + r * H;
-        /* the sum is kept in y first: it is needed twice (mean, then variance) */
-        double acc = 0.0;
-        for (int64_t i = 0; i < H; i++) {
-            float v = x[i] + s[i];
-            if (j->bias) v += j->bias[i];
-            y[i] = v;
-            acc += v;
-        }
+        kn_ew_binary_f32_level(j->ew_level, KN_EW_ADD, x, 1, s, 1, y, H);
+        if (j->bias) kn_ew_binary_f32_level(j->ew_level, KN_EW_ADD, y, 1, j->bias, 1, y, H);
         if (j->sum) memcpy(j->sum + r * H, y, (size_t)H * sizeof(float));
-        double mean = acc / (double)H, var = 0.0;
-        for (int64_t i = 0; i < H; i++) {
-            double d = y[i] - mean;
-            var += d * d;
-        }
-        var /= (double)H;
-        float inv = (float)(1.0 / sqrt(var + (double)j->eps)), m = (float)mean;
-        for (int64_t i = 0; i < H; i++) {
-            float v = (y[i] - m) * inv * j->gamma[i];
-            y[i] = j->beta ? v + j->beta[i] : v;
-        }
-        if (j->mean) j->mean[r] = m;
-        if (j->inv) j->inv[r] = inv;
+        float *mean = j->mean ? j->mean + r : NULL, *inv = j->inv ? j->inv + r : NULL;
+        if (j->red_level == 2) kn_layernorm_rows_f32_avx512(y, y, 1, H, j->gamma, j->beta, j->eps, mean, inv);
+        else if (j->red_level == 1) kn_layernorm_rows_f32_avx2(y, y, 1, H, j->gamma, j->beta, j->eps, mean, inv);
+        else kn_layernorm_rows_f32_scalar(y, y, 1, H, j->gamma, j->beta, j->eps, mean, inv);
     }
 }
 
@@ -220,6 +227,8 @@ kn_status *kn_cpu_MsSkipLayerNormalization(kn_exec_ctx *ctx, const kn_node *node
     j.H = H;
     j.skip_rows = skip_rows;
     j.eps = eps;
+    j.ew_level = kn_ew_best_level();
+    j.red_level = kn_red_simd_level();
     KN_TRY(ms_f32_view(ctx, node, x, &j.x));
     KN_TRY(ms_f32_view(ctx, node, skip, &j.skip));
     KN_TRY(ms_f32_view(ctx, node, gamma, &j.gamma));
@@ -231,7 +240,7 @@ kn_status *kn_cpu_MsSkipLayerNormalization(kn_exec_ctx *ctx, const kn_node *node
     if (mo) KN_TRY(ms_f32_dest(ctx, mo, &j.mean));
     if (io) KN_TRY(ms_f32_dest(ctx, io, &j.inv));
     if (so) KN_TRY(ms_f32_dest(ctx, so, &j.sum));
-    kn_parallel_for(ctx->pool, rows, 16, sln_task, &j);
+    kn_parallel_for(ctx->pool, rows, kn_red_grain(H), sln_task, &j);
     ms_commit(y, j.y);
     if (mo) ms_commit(mo, j.mean);
     if (io) ms_commit(io, j.inv);

@@ -1,7 +1,8 @@
 /* Public API tests on a real model of the shared zoo (skipped visibly when the zoo is absent):
  * load from a path and from a buffer, input/output info with symbolic dims, runs with
  * library-allocated and caller-owned outputs, input validation errors, and one session serving
- * concurrent runs of different shapes from many threads with results equal to serial runs. */
+ * concurrent runs of different shapes from many threads with results equal to serial runs, and the
+ * fusion switch of kn_model_options. */
 #include "kiln.h"
 #include <check.h>
 #include <math.h>
@@ -168,6 +169,51 @@ START_TEST(load_from_buffer) {
 }
 END_TEST
 
+/* kn_model_options.fuse: on by default, the profile of a run shows the fused ops and no Softmax;
+ * off, the file's Softmax runs and no fused op; both give the same hidden states (to float32
+ * reassociation: the fused kernels add and normalise in another order). */
+static void run_profiled(const kn_model_options *mo, job *j, char *prof, size_t len) {
+    kn_model *m = NULL;
+    kn_status *st = kn_model_load_ex(zoo_model, mo, &m);
+    ck_assert_msg(!st, "%s", kn_status_message(st));
+    kn_session_options o;
+    kn_session_options_init(&o);
+    o.num_threads = 2;
+    o.profile = 1;
+    kn_session *s = NULL;
+    ck_assert_ptr_null(kn_session_create(m, &o, &s));
+    ck_assert_ptr_null(job_run(s, j));
+    kn_session_profile(s, prof, len);
+    kn_session_free(s);
+    kn_model_free(m);
+}
+
+START_TEST(fuse_option) {
+    if (!have_zoo()) return;
+    kn_model_options mo;
+    kn_model_options_init(&mo);
+    ck_assert_int_eq(mo.fuse, 1);
+    job a, b;
+    job_init(&a, 2, 9, 1);
+    job_init(&b, 2, 9, 1);
+    char pa[4096], pb[4096];
+    run_profiled(NULL, &a, pa, sizeof pa);
+    mo.fuse = 0;
+    run_profiled(&mo, &b, pb, sizeof pb);
+    ck_assert_msg(strstr(pa, "KnSdpa") && strstr(pa, "SkipLayerNormalization") && !strstr(pa, "Softmax"), "fused profile:\n%s", pa);
+    ck_assert_msg(strstr(pb, "Softmax") && !strstr(pb, "KnSdpa") && !strstr(pb, "SkipLayerNormalization"), "unfused profile:\n%s", pb);
+    ck_assert_uint_eq(a.out_n, b.out_n);
+    double worst = 0;
+    for (size_t i = 0; i < a.out_n; i++) {
+        double d = fabs((double)a.out[i] - b.out[i]) / (1e-4 + fabs((double)b.out[i]));
+        if (!(d <= worst)) worst = d;
+    }
+    ck_assert_msg(worst < 1e-2, "fused vs unfused: worst relative difference %g", worst);
+    job_free(&a);
+    job_free(&b);
+}
+END_TEST
+
 typedef struct { kn_session *s; job *jobs; int n_jobs; int failures; } worker_arg;
 
 static void *worker(void *p) {
@@ -221,6 +267,7 @@ int main(void) {
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, load_info_run_errors);
     tcase_add_test(tc, load_from_buffer);
+    tcase_add_test(tc, fuse_option);
     tcase_add_test(tc, concurrent_runs_match_serial);
     suite_add_tcase(su, tc);
     SRunner *r = srunner_create(su);

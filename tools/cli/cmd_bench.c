@@ -32,6 +32,7 @@ typedef struct bench_args {
     bench_dim_override dims[BENCH_MAX_DIMS];
     int n_dims;
     kn_session_options o;
+    kn_model_options mo;      /* --no-fuse */
 } bench_args;
 
 /* What an input is for decides how it is filled; the names are those transformers' exporters use. */
@@ -411,7 +412,7 @@ static void bench_usage(void) {
     fprintf(stderr,
             "usage: kiln bench MODEL.onnx [--inputs DIR | --batch B[,B2..] --seq S[,S2..] [--past N] [--vocab V] [--pad-fraction F]\n"
             "                  [--dim NAME=SIZE]... [--seed N] [--save-inputs DIR]] [--iters N] [--warmup N] [--threads T]\n"
-            "                  [--device cpu|cuda[:N]] [--precision fp32|tf32|fp16|bf16] [--profile] [--json]\n"
+            "                  [--device cpu|cuda[:N]] [--precision fp32|tf32|fp16|bf16] [--profile] [--json] [--no-fuse]\n"
             "Without --inputs, inputs are generated from the model's declared inputs for every (batch, seq) pair:\n"
             "token ids uniform in [0, vocab) (vocab from the embedding table's Gather, else --vocab), attention\n"
             "masks all ones but for the last F*seq positions of each row (--pad-fraction), token type ids 0,\n"
@@ -423,11 +424,13 @@ static void bench_usage(void) {
 int kn_cmd_bench(int argc, char **argv) {
     bench_args a = {.iters = 20, .warmup = 3, .batch = {1}, .seq = {128}, .n_batch = 1, .n_seq = 1, .seed = 1};
     kn_session_options_init(&a.o);
+    kn_model_options_init(&a.mo);
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) { bench_usage(); return 0; }
         else if (!strcmp(f, "--json")) a.json = true;
         else if (!strcmp(f, "--profile")) a.o.profile = 1;
+        else if (!strcmp(f, "--no-fuse")) a.mo.fuse = 0;
         else if (f[0] == '-' && f[1] == '-' && !v) { fprintf(stderr, "kiln bench: %s needs a value\n", f); return 2; }
         else if (!strcmp(f, "--inputs")) a.in_dir = argv[++i];
         else if (!strcmp(f, "--save-inputs")) a.save_dir = argv[++i];
@@ -481,7 +484,7 @@ int kn_cmd_bench(int argc, char **argv) {
         dev_base = bench_device_free(dev_be);
     }
     double t_load = bench_now();
-    if (!st) st = kn_model_load(a.path, &m);
+    if (!st) st = kn_model_load_ex(a.path, &a.mo, &m);
     if (!st) st = kn_session_create(m, &a.o, &s);
     t_load = bench_now() - t_load;
     int n_in = s ? kn_session_input_count(s) : 0;

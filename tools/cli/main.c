@@ -55,20 +55,21 @@ static void kn_count_ops(const kn_graph *g, kn_op_count *c, int *n, int cap) {
 
 int kn_cmd_info(int argc, char **argv) {
     const char *path = NULL;
-    bool optimized = false;
+    bool optimized = false, fuse = true;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) { i++; continue; }
         if (strcmp(argv[i], "--optimized") == 0) { optimized = true; continue; }
+        if (strcmp(argv[i], "--no-fuse") == 0) { fuse = false; continue; }
         if (!path) path = argv[i];
     }
-    if (!path) { fprintf(stderr, "usage: kiln info MODEL.onnx [--device D] [--optimized]\n"); return 2; }
+    if (!path) { fprintf(stderr, "usage: kiln info MODEL.onnx [--device D] [--optimized [--no-fuse]]\n"); return 2; }
     kn_model *m = NULL;
     kn_status *st = kn_onnx_load_file(path, &m);
     if (st) return kn_fail(st);
     kn_graph *g = m->graph;
     kn_graph_resolve_ops(g);
-    /* --optimized: the graph a session runs (folded, fused, pruned) instead of the file's */
-    if (optimized && (st = kn_graph_optimize(g))) { kn_model_free(m); return kn_fail(st); }
+    /* --optimized: the graph a session runs (folded, fused unless --no-fuse, pruned) instead of the file's */
+    if (optimized && (st = kn_graph_optimize(g, fuse))) { kn_model_free(m); return kn_fail(st); }
     printf("model:     %s\n", path);
     printf("ir:        %lld\n", (long long)m->ir_version);
     printf("producer:  %s %s\n", m->producer_name ? m->producer_name : "", m->producer_version ? m->producer_version : "");
@@ -114,9 +115,12 @@ int kn_cmd_exec(int argc, char **argv) {
     const char *path = NULL, *in_dir = NULL, *out_dir = NULL, *prec = NULL;
     kn_session_options o;
     kn_session_options_init(&o);
+    kn_model_options mo;
+    kn_model_options_init(&mo);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--inputs") == 0 && i + 1 < argc) in_dir = argv[++i];
         else if (strcmp(argv[i], "--outputs") == 0 && i + 1 < argc) out_dir = argv[++i];
+        else if (strcmp(argv[i], "--no-fuse") == 0) mo.fuse = 0;
         else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) { if (kn_cli_parse_device(argv[++i], &o)) return 2; }
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) o.num_threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--precision") == 0 && i + 1 < argc) prec = argv[++i];
@@ -124,7 +128,7 @@ int kn_cmd_exec(int argc, char **argv) {
         else { fprintf(stderr, "kiln exec: unexpected argument '%s'\n", argv[i]); return 2; }
     }
     if (!path || !in_dir || !out_dir) {
-        fprintf(stderr, "usage: kiln exec MODEL.onnx --inputs DIR --outputs DIR [--device cpu|cuda[:N]] [--threads T] [--precision fp32|tf32|fp16|bf16]\n");
+        fprintf(stderr, "usage: kiln exec MODEL.onnx --inputs DIR --outputs DIR [--device cpu|cuda[:N]] [--threads T] [--precision fp32|tf32|fp16|bf16] [--no-fuse]\n");
         return 2;
     }
     if (prec && kn_cli_parse_precision(prec, &o, "kiln exec")) return 2;
@@ -133,7 +137,7 @@ int kn_cmd_exec(int argc, char **argv) {
     kn_pb_set in = {0};
     kn_named_tensor *named = NULL, *outs = NULL;
     int n_out = 0, rc = 1;
-    kn_status *st = kn_model_load(path, &m);
+    kn_status *st = kn_model_load_ex(path, &mo, &m);
     if (!st) st = kn_session_create(m, &o, &s);
     if (!st) st = kn_cli_read_pb_set(in_dir, "input_", &in);
     if (!st) {
