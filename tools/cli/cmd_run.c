@@ -2,8 +2,7 @@
  * folder, or stdin; results go to result_K.jsonl files of an output folder, or stdout, one line
  * per input line in input order (tests/pipelines/README.md has the format, with Hugot's field
  * names). Input is streamed a chunk at a time so memory stays constant whatever the file size; a
- * bad line becomes an error line and never stops the run. Every task function is reached through
- * a weak reference so this file links whichever pipelines the build has. */
+ * bad line becomes an error line and never stops the run. */
 #ifdef KILN_HAVE_PIPELINES
 #include "cli.h"
 #include "pipeline.h"
@@ -19,41 +18,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-/* The pipelines are separate files (some may be absent from a build): a missing one is NULL. */
-extern void kn_pl_feature_options_init(kn_pl_feature_options *o) __attribute__((weak));
-extern kn_status *kn_pl_feature_extraction(const kn_pipeline *p, int n, const char *const *texts,
-                                           const kn_pl_feature_options *o, kn_pl_embedding *out) __attribute__((weak));
-extern kn_status *kn_pl_image_features(const kn_pipeline *p, int n, const char *const *paths,
-                                       const kn_pl_feature_options *o, kn_pl_embedding *out) __attribute__((weak));
-extern void kn_pl_embedding_free(kn_pl_embedding *e) __attribute__((weak));
-extern void kn_pl_labels_free(kn_pl_labels *l) __attribute__((weak));
-extern void kn_pl_text_class_options_init(kn_pl_text_class_options *o) __attribute__((weak));
-extern kn_status *kn_pl_text_classification(const kn_pipeline *p, int n, const char *const *texts,
-                                            const char *const *pairs, const kn_pl_text_class_options *o,
-                                            kn_pl_labels *out) __attribute__((weak));
-extern void kn_pl_token_class_options_init(kn_pl_token_class_options *o) __attribute__((weak));
-extern kn_status *kn_pl_token_classification(const kn_pipeline *p, int n, const char *const *texts,
-                                             const kn_pl_token_class_options *o, kn_pl_entities *out) __attribute__((weak));
-extern kn_status *kn_pl_token_classification_words(const kn_pipeline *p, int n, const char *const *const *words,
-                                                   const int *n_words, const kn_pl_token_class_options *o,
-                                                   kn_pl_entities *out) __attribute__((weak));
-extern void kn_pl_entities_free(kn_pl_entities *e) __attribute__((weak));
-extern void kn_pl_zero_shot_options_init(kn_pl_zero_shot_options *o) __attribute__((weak));
-extern kn_status *kn_pl_zero_shot_classification(const kn_pipeline *p, int n, const char *const *texts,
-                                                 const kn_pl_zero_shot_options *o, kn_pl_labels *out) __attribute__((weak));
-extern void kn_pl_cross_encoder_options_init(kn_pl_cross_encoder_options *o) __attribute__((weak));
-extern kn_status *kn_pl_cross_encoder(const kn_pipeline *p, const char *query, int n_docs, const char *const *docs,
-                                      const kn_pl_cross_encoder_options *o, kn_pl_ranking *out) __attribute__((weak));
-extern void kn_pl_ranking_free(kn_pl_ranking *r) __attribute__((weak));
-extern void kn_pl_image_class_options_init(kn_pl_image_class_options *o) __attribute__((weak));
-extern kn_status *kn_pl_image_classification(const kn_pipeline *p, int n, const char *const *paths,
-                                             const kn_pl_image_class_options *o, kn_pl_labels *out) __attribute__((weak));
-extern void kn_pl_qa_options_init(kn_pl_qa_options *o) __attribute__((weak));
-extern kn_status *kn_pl_question_answering(const kn_pipeline *p, int n, const char *const *questions,
-                                           const char *const *contexts, const kn_pl_qa_options *o,
-                                           kn_pl_answers *out) __attribute__((weak));
-extern void kn_pl_answers_free(kn_pl_answers *a) __attribute__((weak));
 
 typedef enum { RT_FEATURE, RT_TEXT, RT_TOKEN, RT_ZERO, RT_CROSS, RT_IMAGE, RT_QA, RT_COUNT } run_type;
 static const char *const run_type_names[RT_COUNT] = {
@@ -415,7 +379,6 @@ static kn_status *run_items(run_ctx *c, run_item **it, int m)
             c->cur = sub;
             c->n_cur = k;
             if (pass == 0) st = kn_pl_token_classification(c->p, k, a, &c->token, e);
-            else if (!kn_pl_token_classification_words) st = kn_error(KN_ERR_UNSUPPORTED, "this build's tokenClassification takes no word lists");
             else st = kn_pl_token_classification_words(c->p, k, words, n_words, &c->token, e);
             for (int j = 0; j < k; j++) {
                 if (!st) it[idx[j]]->out = run_entities_json(c, &e[j]);
@@ -684,20 +647,6 @@ static int run_pick(const char *s, const char *const *names, int n)
 }
 
 /* Whether this build has the type's pipeline (its entry points and result functions). */
-static bool run_type_built(run_type t, bool image_model)
-{
-    switch (t) {
-    case RT_FEATURE: return kn_pl_feature_options_init && kn_pl_embedding_free && (image_model ? kn_pl_image_features != NULL : kn_pl_feature_extraction != NULL);
-    case RT_TEXT: return kn_pl_text_classification && kn_pl_text_class_options_init && kn_pl_labels_free;
-    case RT_TOKEN: return kn_pl_token_classification && kn_pl_token_class_options_init && kn_pl_entities_free;
-    case RT_ZERO: return kn_pl_zero_shot_classification && kn_pl_zero_shot_options_init && kn_pl_labels_free;
-    case RT_CROSS: return kn_pl_cross_encoder && kn_pl_cross_encoder_options_init && kn_pl_ranking_free;
-    case RT_IMAGE: return kn_pl_image_classification && kn_pl_image_class_options_init && kn_pl_labels_free;
-    case RT_QA: return kn_pl_question_answering && kn_pl_qa_options_init && kn_pl_answers_free;
-    default: return false;
-    }
-}
-
 static int run_cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -817,11 +766,6 @@ int kn_cmd_run(int argc, char **argv)
     po.warn = run_warn;
     po.warn_ctx = &c;
     c.src = "kiln run";
-    if (!run_type_built(c.type, false) && !(c.type == RT_FEATURE && run_type_built(c.type, true))) {
-        fprintf(stderr, "kiln run: this build has no %s pipeline\n", type_s);
-        rc = 1;
-        goto out;
-    }
     kn_status *st = kn_pipeline_open(model, &po, &c.p);
     if (st) {
         char *msg = strdup(kn_status_message(st));
@@ -835,11 +779,6 @@ int kn_cmd_run(int argc, char **argv)
     bool takes_pixels = false;
     for (int i = 0; i < c.p->n_inputs; i++) takes_pixels |= c.p->in[i].role == KN_ROLE_PIXELS;
     c.image_model = c.type == RT_FEATURE && takes_pixels;
-    if (c.type == RT_FEATURE && !run_type_built(c.type, c.image_model)) {
-        fprintf(stderr, "kiln run: this build has no featureExtraction pipeline for %s models\n", c.image_model ? "image" : "text");
-        rc = 1;
-        goto out;
-    }
     if ((c.type == RT_IMAGE) != takes_pixels && c.type != RT_FEATURE) {
         fprintf(stderr, "kiln run: error: %s: %s\n", kn_pipeline_dir(c.p),
                 takes_pixels ? "an image model (pixel_values input); use --type imageClassification or featureExtraction"
