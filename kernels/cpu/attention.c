@@ -6,23 +6,12 @@
 #include "graph/ops.h"
 #include "kernels/cpu/elementwise_simd.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/rows.h"
 #include "runtime/dtype.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Softmax over float32 rows with the AVX2 / AVX-512 exp (kernels/cpu/softmax.c, no header). */
-void kn_softmax_rows_f32(kn_threadpool *pool, const float *x, float *y, int64_t rows, int64_t n, int log_out);
-
-/* Row max (NaN if any NaN) over float32 rows (kernels/cpu/reduce.c and its ISA files, no header). */
-enum { ATTN_ROWRED_MAX = 2 };
-int kn_red_simd_level(void);
-void kn_reduce_rows_f32_scalar(const float *x, float *y, int64_t rows, int64_t n, int kind);
-void kn_reduce_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, int kind);
-void kn_reduce_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, int kind);
-void kn_softmax_rows_f32_scalar(const float *x, float *y, int64_t rows, int64_t n, int log_out);
-void kn_softmax_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, int log_out);
-void kn_softmax_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, int log_out);
 
 /* ---- float views of the float-like dtypes the ops accept ---- */
 
@@ -114,9 +103,9 @@ static void attn_masked_row(const attn_job *j, int64_t b, int64_t h, int64_t i, 
     else kn_ew_binary_f32_level(KN_EW_SCALAR, KN_EW_ADD, row, 1, mk, ms, row, n);
     float mx = -INFINITY;
     if (n > 0) {
-        if (j->red_level == 2) kn_reduce_rows_f32_avx512(row, &mx, 1, n, ATTN_ROWRED_MAX);
-        else if (j->red_level == 1) kn_reduce_rows_f32_avx2(row, &mx, 1, n, ATTN_ROWRED_MAX);
-        else kn_reduce_rows_f32_scalar(row, &mx, 1, n, ATTN_ROWRED_MAX);
+        if (j->red_level == 2) kn_reduce_rows_f32_avx512(row, &mx, 1, n, KN_ROWRED_MAX);
+        else if (j->red_level == 1) kn_reduce_rows_f32_avx2(row, &mx, 1, n, KN_ROWRED_MAX);
+        else kn_reduce_rows_f32_scalar(row, &mx, 1, n, KN_ROWRED_MAX);
     }
     if (isnan(mx)) {
         bool all_masked = true;

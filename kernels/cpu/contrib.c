@@ -8,20 +8,12 @@
 #include "graph/ops.h"
 #include "kernels/cpu/elementwise_simd.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/rows.h"
 #include "runtime/dtype.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Row kernels shared with LayerNormalization (kernels/cpu/norm.c, reduce_avx2.c / _avx512.c). */
-int kn_red_simd_level(void);
-int64_t kn_red_grain(int64_t row_len);
-void kn_layernorm_rows_f32_scalar(const float *x, float *y, int64_t rows, int64_t n, const float *scale,
-                                  const float *bias, float eps, float *mean, float *invstd);
-void kn_layernorm_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, const float *scale,
-                                const float *bias, float eps, float *mean, float *invstd);
-void kn_layernorm_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, const float *scale,
-                                  const float *bias, float eps, float *mean, float *invstd);
 
 /* ---- float views ---- */
 

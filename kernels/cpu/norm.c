@@ -5,21 +5,15 @@
  * bias expand to the normalised block takes the threaded row kernels (scalar reference here,
  * AVX2/AVX-512 in reduce_avx2.c / reduce_avx512.c). */
 #include "graph/ops.h"
+#include "kernels/cpu/rows.h"
 #include <math.h>
 #include <string.h>
 
 /* defined in reduce.c */
 double kn_red_ld(const void *p, kn_dtype t, int64_t i);
 void kn_red_st(void *p, kn_dtype t, int64_t i, double v);
-int kn_red_simd_level(void);
-int64_t kn_red_grain(int64_t row_len);
 kn_status *kn_red_offsets(kn_exec_ctx *ctx, const kn_tensor *x, const bool *mask,
                           int64_t **koff, int64_t *nk, int64_t **roff, int64_t *nr);
-/* defined in reduce_avx2.c / reduce_avx512.c */
-void kn_layernorm_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, const float *scale,
-                                const float *bias, float eps, float *mean, float *invstd);
-void kn_layernorm_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, const float *scale,
-                                  const float *bias, float eps, float *mean, float *invstd);
 
 static bool is_float(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
 

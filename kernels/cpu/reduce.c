@@ -4,6 +4,7 @@
  * obviously-correct implementation; float32 reductions over contiguous trailing axes take the
  * row kernels (scalar here, AVX2/AVX-512 in reduce_avx2.c / reduce_avx512.c). */
 #include "graph/ops.h"
+#include "kernels/cpu/rows.h"
 #include "runtime/dtype.h"
 #include <math.h>
 #include <stdlib.h>
@@ -125,10 +126,6 @@ int64_t kn_red_grain(int64_t row_len)
 }
 
 /* ---- float32 row reductions (kind: KN_ROWRED_*) ---- */
-enum { KN_ROWRED_SUM = 0, KN_ROWRED_MEAN = 1, KN_ROWRED_MAX = 2, KN_ROWRED_MIN = 3 };
-
-void kn_reduce_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, int kind);
-void kn_reduce_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, int kind);
 
 /* Scalar reference: sums accumulate in double; max/min propagate NaN like numpy. */
 void kn_reduce_rows_f32_scalar(const float *x, float *y, int64_t rows, int64_t n, int kind)

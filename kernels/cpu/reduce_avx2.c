@@ -2,6 +2,7 @@
  * log-softmax, and layer normalisation over the last axis. Compiled with -mavx2 -mfma and only
  * called after a runtime CPU check (kn_red_simd_level in reduce.c). The scalar versions in
  * reduce.c / softmax.c / norm.c are the reference the unit tests compare against. */
+#include "kernels/cpu/rows.h"
 #include <immintrin.h>
 #include <math.h>
 #include <stdbool.h>

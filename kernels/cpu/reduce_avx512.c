@@ -2,6 +2,7 @@
  * rows, stable softmax / log-softmax, layer normalisation over the last axis), with masked
  * loads for row tails. Only called after a runtime check for AVX-512 F/BW/VL/DQ
  * (kn_red_simd_level in reduce.c). */
+#include "kernels/cpu/rows.h"
 #include <immintrin.h>
 #include <math.h>
 #include <stdbool.h>

@@ -5,6 +5,7 @@
  * computed in double, except float16/bfloat16 Softmax, which rounds step by step like the ONNX
  * reference (half_softmax_line). */
 #include "graph/ops.h"
+#include "kernels/cpu/rows.h"
 #include "runtime/dtype.h"
 #include <math.h>
 #include <string.h>
@@ -12,11 +13,6 @@
 /* defined in reduce.c */
 double kn_red_ld(const void *p, kn_dtype t, int64_t i);
 void kn_red_st(void *p, kn_dtype t, int64_t i, double v);
-int kn_red_simd_level(void);
-int64_t kn_red_grain(int64_t row_len);
-/* defined in reduce_avx2.c / reduce_avx512.c */
-void kn_softmax_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, int log_out);
-void kn_softmax_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, int log_out);
 
 /* Scalar reference, numerically stable: shift by the row max, accumulate exp in fp32.
  * A NaN anywhere in a row makes the whole row NaN (its exp poisons the sum), as in numpy. */

@@ -3,13 +3,7 @@
  * infer + kernel against values computed here (LayerNormalization fast vs generic path,
  * RMSNormalization, BatchNormalization both modes, Instance/Group/Lp/MVN/LRN, the losses). */
 #include "harness.h"
-
-void kn_layernorm_rows_f32_scalar(const float *x, float *y, int64_t rows, int64_t n, const float *scale,
-                                  const float *bias, float eps, float *mean, float *invstd);
-void kn_layernorm_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, const float *scale,
-                                const float *bias, float eps, float *mean, float *invstd);
-void kn_layernorm_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, const float *scale,
-                                  const float *bias, float eps, float *mean, float *invstd);
+#include "kernels/cpu/rows.h"
 typedef void (*ln_fn)(const float *, float *, int64_t, int64_t, const float *, const float *, float, float *, float *);
 
 static uint32_t rng_state = 777;

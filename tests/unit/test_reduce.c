@@ -3,13 +3,7 @@
  * infer + kernel (axes as attribute and as input, negative axes, keepdims, empty tensors and
  * identities, NaN propagation, ArgMax/TopK tie order, CumSum modes). */
 #include "harness.h"
-
-void kn_reduce_rows_f32_scalar(const float *x, float *y, int64_t rows, int64_t n, int kind);
-void kn_reduce_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, int kind);
-void kn_reduce_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, int kind);
-void kn_softmax_rows_f32_scalar(const float *x, float *y, int64_t rows, int64_t n, int log_out);
-void kn_softmax_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, int log_out);
-void kn_softmax_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, int log_out);
+#include "kernels/cpu/rows.h"
 
 static const int64_t sizes[] = {0, 1, 7, 8, 15, 16, 17, 33, 384, 1000};
 #define NSIZES (int)(sizeof sizes / sizeof sizes[0])
