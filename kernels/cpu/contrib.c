@@ -400,6 +400,20 @@ static float ms_scale(const kn_node *node, int64_t H)
     return s != 0.0f ? s : (float)(1.0 / sqrt((double)H));
 }
 
+/* What Attention and MultiHeadAttention set up alike once the heads are in place: the scale, the
+ * additive key-padding/causal mask (mask_filter_value, unidirectional) and the attention bias. */
+static kn_status *ms_attn_setup(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *mask, const kn_tensor *ab,
+                                int64_t P, ms_attn *a)
+{
+    a->scale = ms_scale(node, a->H);
+    float filter = kn_attr_float(node, "mask_filter_value", -10000.0f);
+    bool causal = kn_attr_int(node, "unidirectional", 0) != 0;
+    float *mk = NULL;
+    KN_TRY(ms_build_mask(ctx, node, mask, causal, a->B, a->S, a->T, P, filter, &mk));
+    a->mask = mk;
+    return ms_attn_bias(ctx, node, ab, a);
+}
+
 /* ---- Attention (fused QKV projection) ---- */
 
 kn_status *kn_cpu_MsAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
@@ -468,16 +482,8 @@ kn_status *kn_cpu_MsAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     ms_to_heads(proj, Dtot, hq, pf, B, N, S, P, H, k);
     ms_to_heads(proj, Dtot, 2 * hq, pf ? pf + B * N * P * H : NULL, B, N, S, P, Hv, v);
 
-    ms_attn a = {0};
-    a.B = B; a.N = N; a.S = S; a.T = T; a.H = H; a.Hv = Hv;
-    a.q = q; a.k = k; a.v = v;
-    a.scale = ms_scale(node, H);
-    float filter = kn_attr_float(node, "mask_filter_value", -10000.0f);
-    bool causal = kn_attr_int(node, "unidirectional", 0) != 0;
-    float *mk = NULL;
-    KN_TRY(ms_build_mask(ctx, node, mask, causal, B, S, T, P, filter, &mk));
-    a.mask = mk;
-    KN_TRY(ms_attn_bias(ctx, node, ab, &a));
+    ms_attn a = {.B = B, .N = N, .S = S, .T = T, .H = H, .Hv = Hv, .q = q, .k = k, .v = v};
+    KN_TRY(ms_attn_setup(ctx, node, mask, ab, P, &a));
     KN_TRY(ms_f32_dest(ctx, out[0], &a.y));
     KN_TRY(ms_attn_run(ctx, &a));
     ms_commit(out[0], a.y);
@@ -574,16 +580,8 @@ kn_status *kn_cpu_MsMultiHeadAttention(kn_exec_ctx *ctx, const kn_node *node, co
         ms_to_heads(vsrc, Dv, 0, pvf, B, N, L, P, Hv, v);
     }
 
-    ms_attn a = {0};
-    a.B = B; a.N = N; a.S = S; a.T = T; a.H = H; a.Hv = Hv;
-    a.q = q; a.k = k; a.v = v;
-    a.scale = ms_scale(node, H);
-    float filter = kn_attr_float(node, "mask_filter_value", -10000.0f);
-    bool causal = kn_attr_int(node, "unidirectional", 0) != 0;
-    float *mk = NULL;
-    KN_TRY(ms_build_mask(ctx, node, mask, causal, B, S, T, P, filter, &mk));
-    a.mask = mk;
-    KN_TRY(ms_attn_bias(ctx, node, ab, &a));
+    ms_attn a = {.B = B, .N = N, .S = S, .T = T, .H = H, .Hv = Hv, .q = q, .k = k, .v = v};
+    KN_TRY(ms_attn_setup(ctx, node, mask, ab, P, &a));
     kn_tensor *oqk = n_out > 3 ? out[3] : NULL;
     if (oqk) KN_TRY(ms_f32_dest(ctx, oqk, &a.qk));
     KN_TRY(ms_f32_dest(ctx, out[0], &a.y));
