@@ -45,13 +45,7 @@ def weights_random(cfg, seed):
     p["embeddings.token_type_embeddings.weight"] = r.w(cfg["type_vocab"], H)
     r.ln(p, "embeddings.LayerNorm", H)
     for l in range(cfg["layers"]):
-        n = layer_names(l)
-        for role in ("q", "k", "v", "o"):
-            r.lin(p, n[role], H, H)
-        r.ln(p, n["ln1"], H)
-        r.lin(p, n["fc1"], cfg["ffn"], H)
-        r.lin(p, n["fc2"], H, cfg["ffn"])
-        r.ln(p, n["ln2"], H)
+        r.encoder_layer(p, layer_names(l), H, cfg["ffn"])
     return p
 
 

@@ -41,13 +41,7 @@ def weights_random(cfg, seed):
     p["embeddings.position_embeddings.weight"] = r.w(cfg["max_pos"], H)
     r.ln(p, "embeddings.LayerNorm", H)
     for l in range(cfg["layers"]):
-        n = layer_names(l)
-        for role in ("q", "k", "v", "o"):
-            r.lin(p, n[role], H, H)
-        r.ln(p, n["ln1"], H)
-        r.lin(p, n["fc1"], cfg["ffn"], H)
-        r.lin(p, n["fc2"], H, cfg["ffn"])
-        r.ln(p, n["ln2"], H)
+        r.encoder_layer(p, layer_names(l), H, cfg["ffn"])
     if cfg["labels"]:
         r.lin(p, "pre_classifier", H, H)
         r.lin(p, "classifier", cfg["labels"], H)

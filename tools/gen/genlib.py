@@ -176,6 +176,16 @@ class Rand:
         if bias:
             p[prefix + ".bias"] = self.w(n_out)
 
+    def encoder_layer(self, p, names, hidden, ffn):
+        """One BERT-style encoder layer's weights (q, k, v, o, ln1, fc1, fc2, ln2), named by the
+        model's layer_names(l) map, drawn in that order."""
+        for role in ("q", "k", "v", "o"):
+            self.lin(p, names[role], hidden, hidden)
+        self.ln(p, names["ln1"], hidden)
+        self.lin(p, names["fc1"], ffn, hidden)
+        self.lin(p, names["fc2"], hidden, ffn)
+        self.ln(p, names["ln2"], hidden)
+
 
 def load_checkpoint(path, strip=()):
     """A safetensors file as float32 numpy arrays, with the given model prefixes removed from the names."""
