@@ -51,7 +51,6 @@ typedef struct kn_session_options {
     int device_index;       /* cuda:N */
     int num_threads;        /* 0: one per core */
     kn_precision precision;
-    int optimize;           /* unused: a model is optimised once, at load (kn_model_options) */
     int profile;            /* 1: time every node; read with kn_session_profile */
 } kn_session_options;
 void kn_session_options_init(kn_session_options *opt);

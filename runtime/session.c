@@ -35,7 +35,6 @@ struct kn_session {
 void kn_session_options_init(kn_session_options *opt) {
     memset(opt, 0, sizeof *opt);
     opt->device = KN_DEVICE_CPU;
-    opt->optimize = 1;
 }
 
 void kn_model_options_init(kn_model_options *opt) {
