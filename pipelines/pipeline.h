@@ -58,6 +58,7 @@ const char *kn_pipeline_dir(const kn_pipeline *p);           /* the resolved fol
 int kn_pipeline_num_labels(const kn_pipeline *p);            /* from config.json id2label, else the output width */
 const char *kn_pipeline_label(const kn_pipeline *p, int id); /* id2label[id], or "LABEL_<id>" */
 int kn_pipeline_label_id(const kn_pipeline *p, const char *label); /* label2id, case-insensitive; -1 */
+bool kn_pipeline_takes_images(const kn_pipeline *p);         /* a pixel_values input: an image model */
 
 /* ---- featureExtraction ---- */
 typedef struct kn_pl_feature_options {

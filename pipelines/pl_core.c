@@ -387,6 +387,13 @@ void kn_pipeline_free(kn_pipeline *p)
 }
 
 const char *kn_pipeline_dir(const kn_pipeline *p) { return p->dir; }
+
+bool kn_pipeline_takes_images(const kn_pipeline *p)
+{
+    for (int i = 0; i < p->n_inputs; i++)
+        if (p->in[i].role == KN_ROLE_PIXELS) return true;
+    return false;
+}
 int kn_pipeline_num_labels(const kn_pipeline *p) { return p->num_labels; }
 
 const char *kn_pipeline_label(const kn_pipeline *p, int id)

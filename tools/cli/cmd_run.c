@@ -6,7 +6,6 @@
 #ifdef KILN_HAVE_PIPELINES
 #include "cli.h"
 #include "pipeline.h"
-#include "pl_internal.h"   /* the model's input roles: an image encoder vs a text one */
 #include <dirent.h>
 #include <errno.h>
 #include <json-c/json.h>
@@ -776,8 +775,7 @@ int kn_cmd_run(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    bool takes_pixels = false;
-    for (int i = 0; i < c.p->n_inputs; i++) takes_pixels |= c.p->in[i].role == KN_ROLE_PIXELS;
+    bool takes_pixels = kn_pipeline_takes_images(c.p);
     c.image_model = c.type == RT_FEATURE && takes_pixels;
     if ((c.type == RT_IMAGE) != takes_pixels && c.type != RT_FEATURE) {
         fprintf(stderr, "kiln run: error: %s: %s\n", kn_pipeline_dir(c.p),
