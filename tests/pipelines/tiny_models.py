@@ -1,7 +1,7 @@
 """Tiny model folders for the kiln run tests, made on the spot: a 2-layer BERT (tools/gen/gen_bert.py
 bert-tiny, random weights) with a WordPiece tokenizer trained by the `tokenizers` package, and a
 small image classifier (pixel_values -> mean pool -> linear) with a preprocessor_config.json.
-Needs numpy, onnx and tokenizers (tests/requirements.txt)."""
+Needs numpy, onnx and tokenizers (tests/requirements.lock)."""
 import json
 import os
 import struct

@@ -1,7 +1,13 @@
 /* `kiln conformance`: runs every ONNX test-layout case (model.onnx + test_data_set_N/) under the
  * given folders, each in a child process with a time limit so a crash or hang in one case is
  * reported as that case's failure. Prints failures, a per-op summary, and a last line
- * "N passed, N failed, N skipped". */
+ * "N passed, N failed, N skipped".
+ *
+ * Holding a suite to its record: --undefined FILE names cases whose expected output the ONNX spec
+ * leaves undefined (they run and print UNDEF, counted neither way); --floor N fails the run when
+ * fewer pass; --baseline FILE (the cases that passed last time) fails it when one of them no
+ * longer passes, naming each, so a regression shows its cause at once; --write-baseline FILE
+ * records the cases that pass now. */
 #include "cli.h"
 #include "dtype.h"
 #include "runtime/executor.h"
@@ -33,6 +39,48 @@ static void kn_strlist_add(kn_strlist *l, const char *s) {
 }
 
 static int kn_strcmp_p(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static void kn_strlist_free(kn_strlist *l) {
+    for (int i = 0; i < l->n; i++) free(l->v[i]);
+    free(l->v);
+    *l = (kn_strlist){0};
+}
+
+/* Case names from a list file: the first word of each line, '#' comments and blank lines skipped;
+ * the rest of the line (a reason) is kept in why when asked for. Sorted for kn_strlist_find. */
+static int kn_read_case_list(const char *path, kn_strlist *names, kn_strlist *why) {
+    FILE *f = fopen(path, "r");
+    if (!f) { fprintf(stderr, "kiln conformance: cannot read %s: %s\n", path, strerror(errno)); return -1; }
+    char line[4096];
+    kn_strlist raw = {0};
+    while (fgets(line, sizeof line, f)) {
+        char *p = line + strspn(line, " \t");
+        if (*p == '#' || *p == '\n' || !*p) continue;
+        p[strcspn(p, "\r\n")] = 0;
+        kn_strlist_add(&raw, p);
+    }
+    fclose(f);
+    qsort(raw.v, (size_t)raw.n, sizeof(char *), kn_strcmp_p);
+    for (int i = 0; i < raw.n; i++) {
+        char *rest = raw.v[i] + strcspn(raw.v[i], " \t");
+        if (why) kn_strlist_add(why, rest + strspn(rest, " \t"));
+        *rest = 0;
+        kn_strlist_add(names, raw.v[i]);
+    }
+    kn_strlist_free(&raw);
+    return 0;
+}
+
+/* Index of name in a sorted list, or -1. */
+static int kn_strlist_find(const kn_strlist *l, const char *name) {
+    int lo = 0, hi = l->n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2, c = strcmp(l->v[mid], name);
+        if (!c) return mid;
+        if (c < 0) lo = mid + 1; else hi = mid - 1;
+    }
+    return -1;
+}
 
 static bool kn_is_file(const char *p) { struct stat st; return stat(p, &st) == 0 && S_ISREG(st.st_mode); }
 static bool kn_is_dir(const char *p) { struct stat st; return stat(p, &st) == 0 && S_ISDIR(st.st_mode); }
@@ -258,19 +306,30 @@ int kn_cmd_conformance(int argc, char **argv) {
     kn_session_options o;
     kn_session_options_init(&o);
     o.num_threads = 1;
-    const char *filter = NULL;
-    int timeout_s = 60;
+    const char *filter = NULL, *undefined_path = NULL, *baseline_path = NULL, *write_baseline = NULL;
+    int timeout_s = 60, floor = -1;
     bool verbose = false;
-    kn_strlist roots = {0}, cases = {0};
+    kn_strlist roots = {0}, cases = {0}, undef = {0}, undef_why = {0}, baseline = {0}, passed = {0};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--filter") == 0 && i + 1 < argc) filter = argv[++i];
         else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) { if (kn_cli_parse_device(argv[++i], &o)) return 2; }
         else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) timeout_s = atoi(argv[++i]);
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) o.num_threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--undefined") == 0 && i + 1 < argc) undefined_path = argv[++i];
+        else if (strcmp(argv[i], "--floor") == 0 && i + 1 < argc) floor = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--baseline") == 0 && i + 1 < argc) baseline_path = argv[++i];
+        else if (strcmp(argv[i], "--write-baseline") == 0 && i + 1 < argc) write_baseline = argv[++i];
         else if (strcmp(argv[i], "--verbose") == 0) verbose = true;
+        else if (argv[i][0] == '-') { fprintf(stderr, "kiln conformance: unknown option %s\n", argv[i]); return 2; }
         else kn_strlist_add(&roots, argv[i]);
     }
-    if (!roots.n) { fprintf(stderr, "usage: kiln conformance DIR... [--device D] [--filter REGEX] [--timeout S] [--verbose]\n"); return 2; }
+    if (!roots.n) {
+        fprintf(stderr, "usage: kiln conformance DIR... [--device D] [--filter REGEX] [--timeout S] [--verbose]\n"
+                        "       [--undefined FILE] [--floor N] [--baseline FILE] [--write-baseline FILE]\n");
+        return 2;
+    }
+    if (undefined_path && kn_read_case_list(undefined_path, &undef, &undef_why)) return 2;
+    if (baseline_path && kn_read_case_list(baseline_path, &baseline, NULL)) return 2;
     regex_t re;
     if (filter && regcomp(&re, filter, REG_EXTENDED | REG_NOSUB)) { fprintf(stderr, "kiln conformance: bad --filter regex '%s'\n", filter); return 2; }
     for (int i = 0; i < roots.n; i++) {
@@ -278,20 +337,32 @@ int kn_cmd_conformance(int argc, char **argv) {
         kn_find_cases(roots.v[i], &cases, 0);
     }
     qsort(cases.v, (size_t)cases.n, sizeof(char *), kn_strcmp_p);
-    int pass = 0, fail = 0, skip = 0;
+    int pass = 0, fail = 0, skip = 0, n_undef = 0;
     kn_op_row *rows = calloc(512, sizeof *rows);
     int n_rows = 0;
+    /* which baseline cases were run (a --filter leaves the others out of the comparison) */
+    bool *ran_base = calloc((size_t)baseline.n + 1, 1), *pass_base = calloc((size_t)baseline.n + 1, 1);
     for (int i = 0; i < cases.n; i++) {
         const char *base = strrchr(cases.v[i], '/');
         base = base ? base + 1 : cases.v[i];
         if (filter && regexec(&re, base, 0, NULL, 0) != 0 && regexec(&re, cases.v[i], 0, NULL, 0) != 0) continue;
         char msg[2048] = "", op[64];
         int rc = kn_run_case_isolated(cases.v[i], &o, timeout_s, msg, sizeof msg);
+        int u = kn_strlist_find(&undef, base), b = kn_strlist_find(&baseline, base);
+        if (b >= 0) { ran_base[b] = true; pass_base[b] = rc == 0; }
+        if (u >= 0) {
+            /* run and shown, but the spec does not define the expected values: no verdict */
+            n_undef++;
+            printf("UNDEF %s (%s): %s%s\n", base, undef_why.v[u], rc == 0 ? "matches the reference" : "differs: ",
+                   rc == 0 ? "" : msg);
+            fflush(stdout);
+            continue;
+        }
         kn_case_op(cases.v[i], op, sizeof op);
         int r = 0;
         while (r < n_rows && strcmp(rows[r].op, op)) r++;
         if (r == n_rows && n_rows < 512) { snprintf(rows[r].op, sizeof rows[r].op, "%s", op); n_rows++; }
-        if (rc == 0) { pass++; if (r < 512) rows[r].pass++; if (verbose) printf("PASS %s\n", base); }
+        if (rc == 0) { pass++; if (r < 512) rows[r].pass++; kn_strlist_add(&passed, base); if (verbose) printf("PASS %s\n", base); }
         else if (rc == 2) { skip++; if (r < 512) rows[r].skip++; printf("SKIP %s: %s\n", base, msg); }
         else { fail++; if (r < 512) rows[r].fail++; printf("FAIL %s [%s]: %s\n", base, op, msg); }
         fflush(stdout);
@@ -302,10 +373,36 @@ int kn_cmd_conformance(int argc, char **argv) {
     int full = 0;
     for (int r = 0; r < n_rows; r++) full += !rows[r].fail && !rows[r].skip;
     printf("  (%d more ops pass every case)\n", full);
+
+    int rc = fail ? 1 : 0;
+    if (floor >= 0 || baseline_path) {
+        int lost = 0;
+        for (int b = 0; b < baseline.n; b++) lost += ran_base[b] && !pass_base[b] && kn_strlist_find(&undef, baseline.v[b]) < 0;
+        if (lost) {
+            printf("\nREGRESSION: %d case%s listed in %s passed before and do%s not now:\n", lost, lost == 1 ? "" : "s",
+                   baseline_path, lost == 1 ? "es" : "");
+            for (int b = 0; b < baseline.n; b++)
+                if (ran_base[b] && !pass_base[b] && kn_strlist_find(&undef, baseline.v[b]) < 0) printf("  %s\n", baseline.v[b]);
+        }
+        if (floor >= 0 && pass < floor) printf("\nREGRESSION: %d passed < floor %d\n", pass, floor);
+        rc = lost || (floor >= 0 && pass < floor) ? 1 : 0;
+        if (!rc && floor >= 0 && pass > floor)
+            printf("\n%d passed > floor %d: raise the floor and record the passing cases (--write-baseline)\n", pass, floor);
+    }
+    if (write_baseline) {
+        FILE *f = fopen(write_baseline, "w");
+        if (!f) { fprintf(stderr, "kiln conformance: cannot write %s: %s\n", write_baseline, strerror(errno)); rc = 2; }
+        else {
+            fprintf(f, "# cases that passed (kiln conformance --write-baseline); a case here that fails is a regression\n");
+            for (int i = 0; i < passed.n; i++) fprintf(f, "%s\n", passed.v[i]);
+            fclose(f);
+        }
+    }
+    if (n_undef) printf("\n%d undefined (the spec leaves their expected output undefined; run, not counted)\n", n_undef);
     printf("\n%d passed, %d failed, %d skipped\n", pass, fail, skip);
     if (filter) regfree(&re);
-    for (int i = 0; i < roots.n; i++) free(roots.v[i]);
-    for (int i = 0; i < cases.n; i++) free(cases.v[i]);
-    free(roots.v); free(cases.v); free(rows);
-    return fail ? 1 : 0;
+    kn_strlist_free(&roots); kn_strlist_free(&cases); kn_strlist_free(&undef); kn_strlist_free(&undef_why);
+    kn_strlist_free(&baseline); kn_strlist_free(&passed);
+    free(rows); free(ran_base); free(pass_base);
+    return rc;
 }

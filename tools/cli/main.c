@@ -188,7 +188,7 @@ static void kn_usage(void) {
             "  --version                          version and compiled backends\n"
             "  info MODEL.onnx [--optimized]      metadata, inputs/outputs, op histogram (--optimized: after folding and fusions), unsupported ops\n"
             "  exec MODEL.onnx --inputs DIR --outputs DIR [--device D]\n"
-            "  conformance DIR... [--device D] [--filter REGEX] [--timeout S]\n"
+            "  conformance DIR... [--device D] [--filter REGEX] [--timeout S] [--undefined F] [--floor N] [--baseline F]\n"
             "  bench MODEL.onnx [--inputs DIR | --batch B,.. --seq S,..] [--iters N] [--precision P] [--json]  (kiln bench --help)\n"
             "  embed --model DIR [--pooling mean|cls|max] [--normalize] [TEXT...]\n"
             "  tokenize --tokenizer PATH [--pair] [--no-special-tokens] [--max-length N]\n"

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Holds a Python environment to tests/requirements.lock, before any test runs.
+
+Four checks, each naming the package at fault:
+  0. the lock is as tools/lock_python.sh wrote it (its body matches the digest in its header), so
+     a version changed by hand, without the hashes that go with it, is refused before anything
+     is installed; with --lock-only this is all that runs;
+  1. every direct pin of tests/requirements.in is the version the lock has (a hand edit of one
+     file and not the other, or a lock not regenerated after an upgrade);
+  2. every package the lock lists for this Python and platform is installed at exactly the
+     locked version;
+  3. nothing else is installed (pip itself, the installer, excepted).
+Run with the environment's own interpreter: build/venv/bin/python tools/check_python_env.py.
+Standard library only (packaging's marker parser is taken from the environment or from pip).
+"""
+import argparse
+import hashlib
+import importlib.metadata as md
+import re
+import sys
+
+try:
+    from packaging.markers import Marker
+except ImportError:  # a broken venv still has pip
+    from pip._vendor.packaging.markers import Marker
+
+
+def norm(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_pins(path):
+    """name -> [(version, marker or None)] from a requirements file's 'name==version [; marker]' lines."""
+    pins = {}
+    for line in open(path):
+        line = line.split("#")[0].rstrip().rstrip("\\").strip()
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)\s*(?:;\s*(.+))?$", line)
+        if m:
+            pins.setdefault(norm(m.group(1)), []).append((m.group(2), m.group(3)))
+    return pins
+
+
+def lock_edited(path):
+    """None if the lock's body matches its header's digest, else a message."""
+    text = open(path, "rb").read().decode()
+    m = re.search(r"^# body-sha256: ([0-9a-f]{64})\n", text, re.M)
+    if not m:
+        return f"{path} has no '# body-sha256:' line: it was not written by tools/lock_python.sh"
+    # the header is the leading '# ' lines; the body is what uv wrote
+    header_end = 0
+    lines = text.splitlines(keepends=True)
+    while header_end < len(lines) and lines[header_end].startswith("# "):
+        header_end += 1
+    body = "".join(lines[header_end:])
+    if hashlib.sha256(body.encode()).hexdigest() != m.group(1):
+        return f"{path} was edited by hand (its body no longer matches its digest)"
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lock", default="tests/requirements.lock")
+    ap.add_argument("--direct", default="tests/requirements.in")
+    ap.add_argument("--lock-only", action="store_true", help="only check the lock file itself")
+    a = ap.parse_args()
+    lock, direct = read_pins(a.lock), read_pins(a.direct)
+    problems = []
+    edited = lock_edited(a.lock)
+    if edited:
+        # name the pins that moved, against what the environment holds (made from the last good lock)
+        have = {norm(d.metadata["Name"]): d.version for d in md.distributions()}
+        moved = [f"{n} {have[n]} -> {vs[0][0]}" for n, vs in sorted(lock.items())
+                 if n in have and have[n] not in {v for v, _ in vs}]
+        print(f"{edited}{': ' + ', '.join(moved) if moved else ''}.\n"
+              "Pins change only through tests/requirements.in and tools/lock_python.sh, which writes "
+              "the hashes that go with them; undo the edit (git checkout tests/requirements.lock).",
+              file=sys.stderr)
+        return 1
+    if a.lock_only:
+        return 0
+    for name, vs in sorted(direct.items()):
+        locked = {v for v, _ in lock.get(name, [])}
+        if vs[0][0] not in locked:
+            problems.append(f"{name}: {a.direct} pins {vs[0][0]}, {a.lock} has "
+                            f"{', '.join(sorted(locked)) or 'nothing'} (rerun tools/lock_python.sh)")
+    want = {}
+    for name, vs in lock.items():
+        for v, marker in vs:
+            if marker is None or Marker(marker).evaluate():
+                want[name] = v
+    have = {}
+    for d in md.distributions():
+        have[norm(d.metadata["Name"])] = d.version
+    for name, v in sorted(want.items()):
+        if name not in have:
+            problems.append(f"{name}: {a.lock} pins {v}, not installed")
+        elif have[name] != v:
+            problems.append(f"{name}: installed {have[name]}, {a.lock} pins {v}")
+    for name in sorted(set(have) - set(want) - {"pip"}):
+        problems.append(f"{name}: installed {have[name]}, not in {a.lock}")
+    if problems:
+        print(f"Python packages of {sys.prefix} differ from {a.lock}:", file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        print("Fix: undo the change, or delete the venv to have tools/install_deps.sh make it anew "
+              "from the lock; to upgrade, edit tests/requirements.in and run tools/lock_python.sh.",
+              file=sys.stderr)
+        return 1
+    print(f"python env: {len(want)} packages exactly as {a.lock} ({sys.prefix})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
