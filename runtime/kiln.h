@@ -96,7 +96,11 @@ kn_status *kn_session_output_info(const kn_session *s, int index, kn_value_info 
 
 /* A named host tensor for kn_session_run. For inputs, data points to caller memory (read only).
  * For outputs, data == NULL asks the library to allocate (free with kn_free); otherwise the caller's
- * buffer of capacity bytes is used, and its shape must match. */
+ * buffer of capacity bytes is used, and its shape must match.
+ * Ownership on failure: when kn_session_run returns a status, every output that came in with
+ * data == NULL has data == NULL and capacity == 0 again (the library freed what it allocated), and
+ * caller buffers stay the caller's, their contents unspecified. On success the caller owns each
+ * allocated output (for KN_STRING outputs, each element and then the array, all with kn_free). */
 typedef struct kn_named_tensor {
     const char *name;
     kn_dtype dtype;

@@ -11,8 +11,13 @@
 
 #define KN_PLAN_CACHE 16
 #define KN_ARENA_POOL 64
+/* A pooled arena not taken for this many runs is freed once the session is idle: a burst of
+ * concurrent runs or one odd shape does not pin its memory for the session's lifetime. */
+#define KN_ARENA_IDLE_RUNS 32
 
-typedef struct { void *p; size_t size; } kn_arena;
+/* size is what the arena was allocated with, never the size of the plan it last served: a large
+ * arena labelled small would be passed over by larger plans and the pool would fill with copies. */
+typedef struct { void *p; size_t size; uint64_t last_used; } kn_arena;
 
 struct kn_session {
     const kn_model *model;
@@ -25,6 +30,9 @@ struct kn_session {
     kn_plan *plans[KN_PLAN_CACHE]; int n_plans;
     uint64_t tick;
     kn_arena free_arenas[KN_ARENA_POOL]; int n_free;
+    size_t pooled_bytes;   /* sum of free_arenas[].size, under mu */
+    int in_flight, max_in_flight; /* runs holding an arena now, and the most at once so far */
+    uint64_t arena_tick;
     size_t peak_bytes;
     atomic_uint_fast64_t runs;
     double op_seconds[KN_OP_COUNT];   /* profiling totals, under mu */
@@ -296,30 +304,71 @@ static void kn_session_put_plan(kn_session *s, kn_plan *p) {
     if (orphan) kn_plan_free(p, s->g->n_values);
 }
 
-static void *kn_session_get_arena(kn_session *s, size_t bytes) {
+/* Takes the smallest pooled arena that holds bytes, or allocates one; *size is its real size. */
+static void *kn_session_get_arena(kn_session *s, size_t bytes, size_t *size) {
     pthread_mutex_lock(&s->mu);
+    if (++s->in_flight > s->max_in_flight) s->max_in_flight = s->in_flight;
     int best = -1;
     for (int i = 0; i < s->n_free; i++)
         if (s->free_arenas[i].size >= bytes && (best < 0 || s->free_arenas[i].size < s->free_arenas[best].size)) best = i;
     if (best >= 0) {
         void *p = s->free_arenas[best].p;
+        *size = s->free_arenas[best].size;
+        s->pooled_bytes -= *size;
         s->free_arenas[best] = s->free_arenas[--s->n_free];
         pthread_mutex_unlock(&s->mu);
         return p;
     }
     pthread_mutex_unlock(&s->mu);
-    return NULL;
+    *size = bytes;
+    return s->be->alloc(s->be, bytes);
 }
 
+static void kn_session_drop_arena(kn_session *s, int i, void **victims, int *n_victims) {
+    victims[(*n_victims)++] = s->free_arenas[i].p;
+    s->pooled_bytes -= s->free_arenas[i].size;
+    s->free_arenas[i] = s->free_arenas[--s->n_free];
+}
+
+/* Returns an arena (NULL: the run got none) and keeps the pool bounded in bytes: never more than
+ * the most runs seen at once times the largest plan, i.e. what those runs held together. When the
+ * session goes idle, arenas unused for KN_ARENA_IDLE_RUNS runs are freed, except the largest,
+ * which serves every plan seen so far. */
 static void kn_session_put_arena(kn_session *s, void *p, size_t size) {
-    if (!p) return;
+    void *victims[KN_ARENA_POOL + 1];
+    int n_victims = 0;
     pthread_mutex_lock(&s->mu);
-    if (s->n_free < KN_ARENA_POOL) {
-        s->free_arenas[s->n_free++] = (kn_arena){p, size};
-        p = NULL;
+    s->in_flight--;
+    uint64_t now = ++s->arena_tick;
+    if (p) {
+        if (s->n_free < KN_ARENA_POOL) {
+            s->free_arenas[s->n_free++] = (kn_arena){p, size, now};
+            s->pooled_bytes += size;
+        } else {
+            victims[n_victims++] = p;
+        }
+    }
+    size_t peak = s->peak_bytes > size ? s->peak_bytes : size;
+    size_t cap = peak * (size_t)(s->max_in_flight > 0 ? s->max_in_flight : 1);
+    while (s->pooled_bytes > cap && s->n_free > 0) {
+        /* the smallest arena is the one fewest plans can use */
+        int small = 0;
+        for (int i = 1; i < s->n_free; i++)
+            if (s->free_arenas[i].size < s->free_arenas[small].size) small = i;
+        kn_session_drop_arena(s, small, victims, &n_victims);
+    }
+    if (s->in_flight == 0 && s->n_free > 1) {
+        int largest = 0;
+        for (int i = 1; i < s->n_free; i++)
+            if (s->free_arenas[i].size > s->free_arenas[largest].size) largest = i;
+        void *keep = s->free_arenas[largest].p;
+        for (int i = s->n_free - 1; i >= 0; i--)
+            if (s->free_arenas[i].p != keep && now - s->free_arenas[i].last_used > KN_ARENA_IDLE_RUNS)
+                kn_session_drop_arena(s, i, victims, &n_victims);
     }
     pthread_mutex_unlock(&s->mu);
-    if (p) s->be->free(s->be, p);
+    /* freed outside the lock: other runs need not wait on the allocator */
+    for (int i = 0; i < n_victims; i++) s->be->free(s->be, victims[i]);
 }
 
 static kn_status *kn_copy_output(const kn_tensor *src, kn_named_tensor *dst) {
@@ -330,7 +379,8 @@ static kn_status *kn_copy_output(const kn_tensor *src, kn_named_tensor *dst) {
     size_t bytes = kn_nbytes(src);
     int64_t n = kn_numel(src);
     if (!dst->data) {
-        dst->data = malloc(bytes ? bytes : 1);
+        /* zeroed: a string output whose copy fails part-way can still be freed element by element */
+        dst->data = calloc(1, bytes ? bytes : 1);
         if (!dst->data) return KN_OOM(bytes);
         dst->capacity = bytes;
     } else if (dst->capacity < bytes) {
@@ -339,7 +389,8 @@ static kn_status *kn_copy_output(const kn_tensor *src, kn_named_tensor *dst) {
     }
     if (src->dtype == KN_STRING) {
         char **from = src->data, **to = dst->data;
-        for (int64_t i = 0; i < n; i++) to[i] = strdup(from[i] ? from[i] : "");
+        for (int64_t i = 0; i < n; i++)
+            if (!(to[i] = strdup(from[i] ? from[i] : ""))) return KN_OOM(strlen(from[i] ? from[i] : ""));
     } else if (bytes) {
         memcpy(dst->data, src->data, bytes);
     }
@@ -354,10 +405,10 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, kn_take
     kn_plan *plan = NULL;
     KN_TRY(kn_session_get_plan(s, bound, &plan));
     kn_status *st = NULL;
-    void *arena = kn_session_get_arena(s, plan->arena_bytes);
+    size_t arena_size = 0;
+    void *arena = kn_session_get_arena(s, plan->arena_bytes, &arena_size);
     if (!arena) {
-        arena = s->be->alloc(s->be, plan->arena_bytes);
-        if (!arena) st = kn_error(KN_ERR_OUT_OF_MEMORY, "could not allocate the activation arena on %s: %zu bytes asked, %zu free",
+        st = kn_error(KN_ERR_OUT_OF_MEMORY, "could not allocate the activation arena on %s: %zu bytes asked, %zu free",
                                   s->be->name, plan->arena_bytes, s->be->free_bytes ? s->be->free_bytes(s->be) : (size_t)0);
     }
     kn_scratch scratch = {0};
@@ -388,8 +439,8 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, kn_take
     if (run.vals) kn_run_release(&run);
     else free(run.state);
     kn_scratch_release(&scratch);
-    /* the arena may be larger than this plan needs; it is pooled under the size it was made for */
-    if (arena) kn_session_put_arena(s, arena, plan->arena_bytes);
+    /* the arena may be larger than this plan needs; it is pooled under the size it was allocated with */
+    kn_session_put_arena(s, arena, arena_size);
     kn_session_put_plan(s, plan);
     return st;
 }
@@ -406,6 +457,23 @@ static kn_status *kn_take_named_outputs(void *ctx, const kn_graph *g, kn_run *ru
         KN_TRY(kn_copy_output(&run->vals[v], &t->outputs[i]));
     }
     return NULL;
+}
+
+/* Undoes what a failed run allocated: outputs that came in with data == NULL go back to NULL, so
+ * the caller owns nothing after a failure (kiln.h). */
+static void kn_release_owned_outputs(kn_named_tensor *outputs, int n_outputs, const unsigned char *owned) {
+    for (int i = 0; i < n_outputs; i++) {
+        if (!owned[i] || !outputs[i].data) continue;
+        if (outputs[i].dtype == KN_STRING) {
+            /* string elements are strdup'ed one by one; calloc'ed arrays hold NULL past the copied ones */
+            char **strs = outputs[i].data;
+            size_t n = outputs[i].capacity / sizeof(char *);
+            for (size_t k = 0; k < n; k++) free(strs[k]);
+        }
+        free(outputs[i].data);
+        outputs[i].data = NULL;
+        outputs[i].capacity = 0;
+    }
 }
 
 kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_inputs,
@@ -428,8 +496,16 @@ kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_in
             else out_vals[i] = g->outputs[k];
         }
     }
+    unsigned char *owned = NULL;
+    if (!st && n_outputs) {
+        owned = calloc((size_t)n_outputs, 1);
+        if (!owned) st = KN_OOM(0);
+        for (int i = 0; !st && i < n_outputs; i++) owned[i] = outputs[i].data == NULL;
+    }
     kn_take_named take = {outputs, n_outputs, out_vals};
     if (!st) st = kn_session_exec(s, bound, kn_take_named_outputs, &take);
+    if (st && owned) kn_release_owned_outputs(outputs, n_outputs, owned);
+    free(owned);
     free(bound);
     free(out_vals);
     return st;
