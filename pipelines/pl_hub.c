@@ -15,7 +15,17 @@
  * its external data). Each file: HEAD {endpoint}/{repo}/resolve/{commit}/{path} for the ETag and
  * size (X-Linked-Etag / X-Linked-Size for LFS files, which redirect to a CDN), then GET following
  * redirects into blobs/<etag>.incomplete, resumed with a Range request when a previous attempt left
- * one, verified (SHA-256 for LFS, the size otherwise) and renamed into place. */
+ * one, verified (SHA-256 for LFS, the size otherwise) and renamed into place.
+ *
+ * The cache may be shared with others (a common HF_HOME), so nothing below its root is trusted:
+ * every folder is opened component by component with O_NOFOLLOW and every file with O_NOFOLLOW
+ * (a symlink planted at blobs/, snapshots/<commit>, .locks/... or blobs/<etag>.incomplete is
+ * refused, never written through), new files are created with O_EXCL in their own folder and
+ * renamed into place. The server is not trusted either: a body longer than the size HEAD announced
+ * is cut off, error bodies are read up to 16 kB, a transfer slower than KILN_HUB_LOW_SPEED_LIMIT
+ * bytes/s (default 1024) for HF_HUB_DOWNLOAD_TIMEOUT seconds (default 30) fails, and the whole
+ * download has a deadline of KILN_HUB_DEADLINE seconds (default 21600); a file whose size the hub
+ * does not announce is capped at KILN_HUB_MAX_FILE_SIZE bytes (default 256 GiB). */
 #include "pl_internal.h"
 #include <curl/curl.h>
 #include <openssl/evp.h>
@@ -37,6 +47,7 @@
 
 #define HUB_ATTEMPTS 3          /* tries per request on network errors, 5xx and 429 */
 #define HUB_API_MAX (64 << 20)  /* largest repo listing accepted */
+#define HUB_ERROR_BODY_MAX (16 << 10)   /* what is kept of an error body; the rest is not read */
 
 /* ---------------------------------------------------------------- small helpers */
 
@@ -89,6 +100,16 @@ static int hub_env_true(const char *name)
     const char *v = getenv(name);
     if (!v) return 0;
     return !strcasecmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on");
+}
+
+/* A positive number from the environment, else def. */
+static long hub_env_long(const char *name, long def)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) return def;
+    char *e;
+    long x = strtol(v, &e, 10);
+    return e != v && !*e && x > 0 ? x : def;
 }
 
 static double hub_now(void)
@@ -227,6 +248,9 @@ typedef struct hub_ctx {
     char *auth;           /* "Authorization: Bearer ..." or NULL */
     const char *repo;
     long stall_s;         /* low-speed time */
+    long low_speed;       /* bytes/s below which a transfer counts as stalled */
+    double deadline;      /* hub_now() after which every request fails */
+    int64_t max_unknown;  /* cap on a file whose size the hub does not announce */
     int progress;         /* stderr is a terminal */
 } hub_ctx;
 
@@ -235,9 +259,11 @@ typedef struct hub_http {
     char etag[192], linked_etag[192], commit[96], location[2048], err_code[96], err_msg[512];
     int64_t content_length, linked_size, range_start;   /* -1 when absent */
     /* body: to file (status 200/206) or to memory (API answers, error bodies) */
-    FILE *file;
+    int fd;                   /* the file, or -1 */
     int64_t file_off, off0;   /* bytes in the file; at the start */
-    int started, write_errno, range_mismatch;
+    int64_t file_cap;         /* the most bytes the file may reach (-1: no cap) */
+    int started, write_errno, range_mismatch, over_cap, body_capped, deadline_hit;
+    double deadline;          /* 0: none */
     char *body;
     size_t body_len, body_cap, body_max;
     /* progress */
@@ -250,8 +276,9 @@ typedef struct hub_http {
 static void hub_http_init(hub_http *h)
 {
     memset(h, 0, sizeof *h);
-    h->content_length = h->linked_size = h->range_start = -1;
-    h->body_max = 16 << 10;
+    h->content_length = h->linked_size = h->range_start = h->file_cap = -1;
+    h->fd = -1;
+    h->body_max = HUB_ERROR_BODY_MAX;
 }
 
 static void hub_copy_hdr(char *dst, size_t cap, const char *v, size_t n)
@@ -316,19 +343,25 @@ static size_t hub_write_cb(char *p, size_t sz, size_t nm, void *ud)
 {
     hub_http *h = ud;
     size_t len = sz * nm;
-    if (h->file && (h->status == 200 || h->status == 206)) {
+    if (h->fd >= 0 && (h->status == 200 || h->status == 206)) {
         if (!h->started) {
             h->started = 1;
             if (h->status == 200 && h->file_off > 0) {   /* the server ignored the Range: start over */
-                fflush(h->file);
-                if (ftruncate(fileno(h->file), 0) != 0) { h->write_errno = errno; return 0; }
+                if (ftruncate(h->fd, 0) != 0) { h->write_errno = errno; return 0; }
                 h->file_off = h->off0 = 0;
             } else if (h->status == 206 && h->range_start != h->file_off) {
                 h->range_mismatch = 1;
                 return 0;
             }
         }
-        if (fwrite(p, 1, len, h->file) != len) { h->write_errno = errno ? errno : EIO; return 0; }
+        /* a body longer than announced is an error, found before it fills the disk */
+        if (h->file_cap >= 0 && h->file_off + (int64_t)len > h->file_cap) { h->over_cap = 1; return 0; }
+        for (size_t done = 0; done < len;) {
+            ssize_t w = pwrite(h->fd, p + done, len - done, (off_t)(h->file_off + (int64_t)done));
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) { h->write_errno = w < 0 ? errno : EIO; return 0; }
+            done += (size_t)w;
+        }
         h->file_off += (int64_t)len;
         return len;
     }
@@ -344,7 +377,8 @@ static size_t hub_write_cb(char *p, size_t sz, size_t nm, void *ud)
         h->body_cap = cap;
     }
     if (take) { memcpy(h->body + h->body_len, p, take); h->body_len += take; h->body[h->body_len] = 0; }
-    if (take < len && !h->file) return 0;   /* an API answer over the limit */
+    /* over the limit: stop reading (an endless error body must not keep the transfer alive) */
+    if (take < len) { h->body_capped = 1; return 0; }
     return len;
 }
 
@@ -364,7 +398,8 @@ static int hub_xfer_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
 {
     hub_http *h = ud;
     double t = hub_now();
-    if (h->progress && h->file && (h->status == 200 || h->status == 206) && t - h->t_last >= 0.25) {
+    if (h->deadline > 0 && t > h->deadline) { h->deadline_hit = 1; return 1; }
+    if (h->progress && h->fd >= 0 && (h->status == 200 || h->status == 206) && t - h->t_last >= 0.25) {
         h->t_last = t;
         hub_show(h, 0);
     }
@@ -407,8 +442,14 @@ static CURLcode hub_request(const hub_ctx *c, int head, const char *url, int fol
     /* a custom Authorization header is not sent on to another host after a redirect (the CDN) */
     curl_easy_setopt(e, CURLOPT_UNRESTRICTED_AUTH, 0L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, 30L);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);   /* a stalled server fails, never hangs */
+    /* a stalled or dripping server fails, never hangs */
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, c->low_speed);
     curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, c->stall_s);
+    h->deadline = c->deadline;
+    if (c->deadline > 0) {
+        double left = c->deadline - hub_now();
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, left > 0.001 ? (long)(left * 1000) : 1L);
+    }
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, hub_header_cb);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, h);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, hub_write_cb);
@@ -425,6 +466,13 @@ static CURLcode hub_request(const hub_ctx *c, int head, const char *url, int fol
     if (curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK && code) h->status = code;
     curl_easy_cleanup(e);
     curl_slist_free_all(hd);
+    if (c->deadline > 0 && (h->deadline_hit || (rc == CURLE_OPERATION_TIMEDOUT && hub_now() >= c->deadline))) {
+        h->deadline_hit = 1;
+        snprintf(cerr, CURL_ERROR_SIZE, "the download's deadline passed (KILN_HUB_DEADLINE)");
+        return CURLE_OPERATION_TIMEDOUT;
+    }
+    /* an error answer whose body was cut at HUB_ERROR_BODY_MAX is a complete answer for us */
+    if (rc == CURLE_WRITE_ERROR && h->body_capped && h->status >= 400) rc = CURLE_OK;
     if (rc != CURLE_OK && !cerr[0]) snprintf(cerr, CURL_ERROR_SIZE, "%s", curl_easy_strerror(rc));
     return rc;
 }
@@ -435,6 +483,15 @@ static int hub_transient(CURLcode rc, long status)
     return rc != CURLE_WRITE_ERROR && rc != CURLE_COULDNT_RESOLVE_HOST && rc != CURLE_COULDNT_RESOLVE_PROXY && rc != CURLE_URL_MALFORMAT && rc != CURLE_UNSUPPORTED_PROTOCOL &&
            rc != CURLE_OUT_OF_MEMORY && rc != CURLE_TOO_MANY_REDIRECTS && rc != CURLE_FAILED_INIT &&
            rc != CURLE_SSL_CACERT_BADFILE && rc != CURLE_PEER_FAILED_VERIFICATION;
+}
+
+/* Whether another try is worth it: a transient failure, attempts left, and time before the deadline. */
+static int hub_retry(const hub_ctx *c, const hub_http *h, int attempt, CURLcode rc)
+{
+    if (attempt >= HUB_ATTEMPTS || h->deadline_hit || h->over_cap || !hub_transient(rc, h->status)) return 0;
+    double pause = attempt < 3 ? attempt : 3;
+    if (c->deadline > 0 && hub_now() + pause >= c->deadline) return 0;
+    return 1;
 }
 
 static void hub_backoff(int attempt) { sleep(attempt < 3 ? (unsigned)attempt : 3u); }
@@ -489,25 +546,28 @@ static char *hub_escape(const char *s, int keep_slash)
 
 /* ---------------------------------------------------------------- file hashing */
 
-static kn_status *hub_sha256(const char *path, char hex[65])
+/* SHA-256 of what fd holds, read from offset 0 (the file kiln wrote, never reopened by name). */
+static kn_status *hub_sha256_fd(int fd, const char *path, char hex[65])
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return kn_error(KN_ERR_IO, "%s: %s", path, strerror(errno));
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     unsigned char *buf = malloc(1 << 20);
     kn_status *st = NULL;
     if (!md || !buf || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) st = kn_error(KN_ERR_RUNTIME, "SHA-256: OpenSSL failed to start");
-    size_t n;
-    while (!st && (n = fread(buf, 1, 1 << 20, f)) > 0)
-        if (EVP_DigestUpdate(md, buf, n) != 1) st = kn_error(KN_ERR_RUNTIME, "SHA-256: OpenSSL failed");
-    if (!st && ferror(f)) st = kn_error(KN_ERR_IO, "%s: read error", path);
+    off_t off = 0;
+    while (!st) {
+        ssize_t n = pread(fd, buf, 1 << 20, off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) { st = kn_error(KN_ERR_IO, "%s: read error: %s", path, strerror(errno)); break; }
+        if (n == 0) break;
+        if (EVP_DigestUpdate(md, buf, (size_t)n) != 1) st = kn_error(KN_ERR_RUNTIME, "SHA-256: OpenSSL failed");
+        off += n;
+    }
     unsigned char d[32];
     unsigned int dl = 0;
     if (!st && EVP_DigestFinal_ex(md, d, &dl) != 1) st = kn_error(KN_ERR_RUNTIME, "SHA-256: OpenSSL failed");
     for (unsigned i = 0; !st && i < 32; i++) sprintf(hex + 2 * i, "%02x", d[i]);
     EVP_MD_CTX_free(md);
     free(buf);
-    fclose(f);
     return st;
 }
 
@@ -515,14 +575,15 @@ static kn_status *hub_sha256(const char *path, char hex[65])
 
 typedef struct hub_repo {
     char *repo, *rev;
-    char *cache;      /* cache root */
+    char *cache;      /* cache root: the one path whose symlinks are followed (the user chose it) */
+    char *folder;     /* models--org--name, relative to the root */
     char *repo_dir;   /* cache/models--org--name */
     char *lock_dir;   /* cache/.locks/models--org--name */
 } hub_repo;
 
 static void hub_repo_free(hub_repo *r)
 {
-    free(r->repo); free(r->rev); free(r->cache); free(r->repo_dir); free(r->lock_dir);
+    free(r->repo); free(r->rev); free(r->cache); free(r->folder); free(r->repo_dir); free(r->lock_dir);
 }
 
 static kn_status *hub_repo_init(hub_repo *r, const char *repo_at_rev)
@@ -533,25 +594,96 @@ static kn_status *hub_repo_init(hub_repo *r, const char *repo_at_rev)
     r->cache = hub_cache_root();
     if (!r->cache) return KN_OOM(0);
     const char *slash = strchr(r->repo, '/');
-    char *folder = hub_fmt("models--%.*s--%s", (int)(slash - r->repo), r->repo, slash + 1);
-    if (!folder) return KN_OOM(0);
-    r->repo_dir = hub_fmt("%s/%s", r->cache, folder);
-    r->lock_dir = hub_fmt("%s/.locks/%s", r->cache, folder);
-    free(folder);
+    r->folder = hub_fmt("models--%.*s--%s", (int)(slash - r->repo), r->repo, slash + 1);
+    if (!r->folder) return KN_OOM(0);
+    r->repo_dir = hub_fmt("%s/%s", r->cache, r->folder);
+    r->lock_dir = hub_fmt("%s/.locks/%s", r->cache, r->folder);
     return r->repo_dir && r->lock_dir ? NULL : KN_OOM(0);
 }
 
-/* refs/<rev> -> commit (malloc'd) or NULL */
+static kn_status *hub_symlink_error(const char *root, const char *rel)
+{
+    return kn_error(KN_ERR_IO, "%s/%s is a symbolic link inside the Hugging Face cache: kiln does not follow links "
+                    "there (another user of a shared cache could point them at any file); remove it and run again", root, rel);
+}
+
+/* Opens the folder rel (a relative path) under root without following a symlink at any level
+ * below root; create: make missing folders. *fd is -1 (and the status NULL) when create is 0 and
+ * the folder does not exist. */
+static kn_status *hub_open_dir(const char *root, const char *rel, int create, int *fd)
+{
+    *fd = -1;
+    if (create && hub_mkdirs(root) != 0) return kn_error(KN_ERR_IO, "%s: cannot create folder: %s", root, strerror(errno));
+    int cur = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (cur < 0) {
+        if (errno == ENOENT && !create) return NULL;
+        return kn_error(KN_ERR_IO, "%s: %s", root, strerror(errno));
+    }
+    char *path = strdup(rel);
+    if (!path) { close(cur); return KN_OOM(0); }
+    kn_status *st = NULL;
+    for (char *comp = path; comp && !st;) {
+        char *next = strchr(comp, '/');
+        if (next) *next++ = 0;
+        if (!*comp) { comp = next; continue; }
+        if (create && mkdirat(cur, comp, 0755) != 0 && errno != EEXIST) {
+            st = kn_error(KN_ERR_IO, "%s/%s: cannot create folder: %s", root, rel, strerror(errno));
+            break;
+        }
+        int nfd = openat(cur, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (nfd < 0) {
+            int e = errno;
+            struct stat sb;
+            if (fstatat(cur, comp, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(sb.st_mode)) {
+                if (next) next[-1] = 0;   /* name the link itself, not the whole path */
+                st = hub_symlink_error(root, path);
+            } else if (e == ENOENT && !create) {
+                close(cur);
+                cur = -1;
+                break;
+            } else {
+                st = kn_error(KN_ERR_IO, "%s/%s: %s", root, rel, strerror(e));
+            }
+            break;
+        }
+        close(cur);
+        cur = nfd;
+        comp = next;
+    }
+    free(path);
+    if (st) { if (cur >= 0) close(cur); return st; }
+    *fd = cur;
+    return NULL;
+}
+
+/* What is at dfd/name, links not followed: 0 nothing, 1 a regular file, -1 anything else. */
+static int hub_entry(int dfd, const char *name, struct stat *sb)
+{
+    if (fstatat(dfd, name, sb, AT_SYMLINK_NOFOLLOW) != 0) return 0;
+    return S_ISREG(sb->st_mode) ? 1 : -1;
+}
+
+/* refs/<rev> -> commit (malloc'd) or NULL; a ref reached through a link is ignored */
 static char *hub_read_ref(const hub_repo *r)
 {
-    char *p = hub_fmt("%s/refs/%s", r->repo_dir, r->rev);
-    FILE *f = p ? fopen(p, "r") : NULL;
-    free(p);
-    if (!f) return NULL;
+    char *rel = hub_fmt("%s/refs/%s", r->folder, r->rev);
+    char *dir = rel ? hub_dirname(rel) : NULL;
+    const char *base = rel ? strrchr(rel, '/') + 1 : NULL;
+    int dfd = -1;
+    kn_status *st = dir ? hub_open_dir(r->cache, dir, 0, &dfd) : NULL;
+    kn_status_free(st);
+    int fd = dfd >= 0 ? openat(dfd, base, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) : -1;
     char buf[128] = "";
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
+    struct stat sb;
+    if (fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        buf[n > 0 ? n : 0] = 0;
+    }
+    if (fd >= 0) close(fd);
+    if (dfd >= 0) close(dfd);
+    free(rel);
+    free(dir);
+    size_t n = strlen(buf);
     while (n && isspace((unsigned char)buf[n - 1])) buf[--n] = 0;
     return hub_is_commit(buf) ? strdup(buf) : NULL;
 }
@@ -592,72 +724,83 @@ static int hub_snapshot_ready(const char *snap, const char *onnx_file)
     return 0;
 }
 
-/* A temp name beside path, unique across processes and threads. */
-static char *hub_tmp_name(const char *path)
+/* A temp name beside name, unique across processes and threads. */
+static char *hub_tmp_name(const char *name)
 {
     static unsigned long counter;
     unsigned long k = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
-    return hub_fmt("%s.tmp.%ld.%lu", path, (long)getpid(), k);
+    return hub_fmt("%s.tmp.%ld.%lu", name, (long)getpid(), k);
 }
 
-/* Writes path atomically (temp file + rename). */
-static kn_status *hub_write_file(const char *path, const char *data)
+/* Writes rel (under the cache root) atomically: an O_EXCL temp file in its folder, then rename. */
+static kn_status *hub_write_file(const hub_repo *r, const char *rel, const char *data)
 {
-    char *dir = hub_dirname(path);
+    char *dir = hub_dirname(rel);
     if (!dir) return KN_OOM(0);
-    if (dir[0] && hub_mkdirs(dir) != 0) { kn_status *st = kn_error(KN_ERR_IO, "%s: cannot create folder: %s", dir, strerror(errno)); free(dir); return st; }
-    free(dir);
-    char *tmp = hub_tmp_name(path);
-    if (!tmp) return KN_OOM(0);
-    FILE *f = fopen(tmp, "w");
-    kn_status *st = NULL;
-    if (!f) st = kn_error(KN_ERR_IO, "%s: %s", tmp, strerror(errno));
-    else {
-        int bad = fputs(data, f) < 0;
-        bad |= fclose(f) != 0;
-        if (bad) st = kn_error(KN_ERR_IO, "%s: write failed: %s", tmp, strerror(errno));
-        else if (rename(tmp, path) != 0) st = kn_error(KN_ERR_IO, "%s: %s", path, strerror(errno));
-        if (st) unlink(tmp);
+    const char *base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
+    int dfd = -1;
+    kn_status *st = hub_open_dir(r->cache, dir, 1, &dfd);
+    char *tmp = st ? NULL : hub_tmp_name(base);
+    if (!st && !tmp) st = KN_OOM(0);
+    if (!st) {
+        int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0) st = kn_error(KN_ERR_IO, "%s/%s/%s: %s", r->cache, dir, tmp, strerror(errno));
+        else {
+            size_t n = strlen(data);
+            int bad = write(fd, data, n) != (ssize_t)n;
+            bad |= close(fd) != 0;
+            if (bad) st = kn_error(KN_ERR_IO, "%s/%s/%s: write failed: %s", r->cache, dir, tmp, strerror(errno));
+            else if (renameat(dfd, tmp, dfd, base) != 0) st = kn_error(KN_ERR_IO, "%s/%s: %s", r->cache, rel, strerror(errno));
+            if (st) unlinkat(dfd, tmp, 0);
+        }
     }
+    if (dfd >= 0) close(dfd);
     free(tmp);
+    free(dir);
     return st;
 }
 
 /* snapshots/<commit>/<path> -> ../../blobs/<etag> (one more ../ per folder level in path) */
 static kn_status *hub_link(const hub_repo *r, const char *commit, const char *path, const char *etag)
 {
-    char *lnk = hub_fmt("%s/snapshots/%s/%s", r->repo_dir, commit, path);
-    char *dir = lnk ? hub_dirname(lnk) : NULL;
-    if (!dir) { free(lnk); return KN_OOM(0); }
-    kn_status *st = NULL;
-    if (hub_mkdirs(dir) != 0) st = kn_error(KN_ERR_IO, "%s: cannot create folder: %s", dir, strerror(errno));
-    free(dir);
+    char *rel = hub_fmt("%s/snapshots/%s/%s", r->folder, commit, path);
+    char *dir = rel ? hub_dirname(rel) : NULL;
+    char *blobs_rel = hub_fmt("%s/blobs", r->folder);
+    if (!dir || !blobs_rel) { free(rel); free(dir); free(blobs_rel); return KN_OOM(0); }
+    const char *base = strrchr(rel, '/') + 1;
+    int dfd = -1;
+    kn_status *st = hub_open_dir(r->cache, dir, 1, &dfd);
     size_t depth = 0;
     for (const char *s = path; *s; s++) depth += *s == '/';
     size_t tl = 6 + 3 * depth + 6 + strlen(etag) + 1;
-    char *target = malloc(tl), *tmp = hub_tmp_name(lnk);
+    char *target = st ? NULL : malloc(tl), *tmp = st ? NULL : hub_tmp_name(base);
     if (!st && (!target || !tmp)) st = KN_OOM(tl);
     if (!st) {
         strcpy(target, "../../");
         for (size_t i = 0; i < depth; i++) strcat(target, "../");
         strcat(target, "blobs/");
         strcat(target, etag);
-        unlink(tmp);
-        if (symlink(target, tmp) != 0) {
+        /* symlinkat never writes through an existing name: it fails on one */
+        if (symlinkat(target, dfd, tmp) != 0) {
             /* no symlinks on this file system: a hard link to the blob, as huggingface_hub copies */
-            char *blob = hub_fmt("%s/blobs/%s", r->repo_dir, etag);
-            int ok = blob && link(blob, tmp) == 0;
-            free(blob);
-            if (!ok) st = kn_error(KN_ERR_IO, "%s: cannot create the snapshot link: %s", lnk, strerror(errno));
+            int bfd = -1;
+            kn_status *bst = hub_open_dir(r->cache, blobs_rel, 0, &bfd);
+            int ok = !bst && bfd >= 0 && linkat(bfd, etag, dfd, tmp, 0) == 0;
+            kn_status_free(bst);
+            if (bfd >= 0) close(bfd);
+            if (!ok) st = kn_error(KN_ERR_IO, "%s/%s: cannot create the snapshot link: %s", r->cache, rel, strerror(errno));
         }
-        if (!st && rename(tmp, lnk) != 0) {
-            st = kn_error(KN_ERR_IO, "%s: %s", lnk, strerror(errno));
-            unlink(tmp);
+        if (!st && renameat(dfd, tmp, dfd, base) != 0) {
+            st = kn_error(KN_ERR_IO, "%s/%s: %s", r->cache, rel, strerror(errno));
+            unlinkat(dfd, tmp, 0);
         }
     }
+    if (dfd >= 0) close(dfd);
     free(target);
     free(tmp);
-    free(lnk);
+    free(rel);
+    free(dir);
+    free(blobs_rel);
     return st;
 }
 
@@ -697,7 +840,7 @@ static kn_status *hub_head(const hub_ctx *c, const char *url, char **etag, int64
             hub_http_init(&h);
             rc = hub_request(c, 1, url, 1, 0, &h, cerr);
         }
-        if (attempt < HUB_ATTEMPTS && hub_transient(rc, h.status)) { free(h.body); hub_backoff(attempt); continue; }
+        if (hub_retry(c, &h, attempt, rc)) { free(h.body); hub_backoff(attempt); continue; }
         break;
     }
     if (rc != CURLE_OK || h.status >= 400 || h.status < 200) {
@@ -715,77 +858,123 @@ static kn_status *hub_head(const hub_ctx *c, const char *url, char **etag, int64
     return *etag ? NULL : KN_OOM(0);
 }
 
-/* Downloads url into blobs/<etag> (nothing to do when the blob is there). */
+/* Opens (creating it when absent) the partial download dfd/name for reading and writing: never
+ * through a link, never a file with other names (a hard link planted in a shared cache), never
+ * anything but a regular file. */
+static kn_status *hub_open_incomplete(int dfd, const char *shown, const char *name, int *fd)
+{
+    *fd = openat(dfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (*fd < 0 && errno == EEXIST)
+        *fd = openat(dfd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (*fd < 0) {
+        struct stat sb;
+        if (errno == ELOOP || (fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(sb.st_mode)))
+            return kn_error(KN_ERR_IO, "%s is a symbolic link inside the Hugging Face cache: kiln does not follow links "
+                            "there (another user of a shared cache could point them at any file); remove it and run again", shown);
+        return kn_error(KN_ERR_IO, "%s: %s", shown, strerror(errno));
+    }
+    struct stat sb;
+    if (fstat(*fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_nlink != 1) {
+        close(*fd);
+        *fd = -1;
+        return kn_error(KN_ERR_IO, "%s is not a plain file of its own (a link or special file planted in the cache?); "
+                        "remove it and run again", shown);
+    }
+    return NULL;
+}
+
+/* Downloads url into blobs/<etag> (nothing to do when the blob is there). size: what HEAD
+ * announced (-1: unknown); the body may not exceed it. */
 static kn_status *hub_fetch_blob(const hub_ctx *c, const hub_repo *r, const char *path, const char *url,
                                  const char *etag, int64_t size)
 {
-    char *blobs = hub_fmt("%s/blobs", r->repo_dir);
+    char *blobs_rel = hub_fmt("%s/blobs", r->folder);
+    char *locks_rel = hub_fmt(".locks/%s", r->folder);
     char *blob = hub_fmt("%s/blobs/%s", r->repo_dir, etag);
     char *inc = hub_fmt("%s/blobs/%s.incomplete", r->repo_dir, etag);
-    char *lockp = hub_fmt("%s/%s.lock", r->lock_dir, etag);
+    char *inc_name = hub_fmt("%s.incomplete", etag);
+    char *lock_name = hub_fmt("%s.lock", etag);
     kn_status *st = NULL;
-    int lock_fd = -1;
-    if (!blobs || !blob || !inc || !lockp) { st = KN_OOM(0); goto out; }
-    if (hub_is_file(blob)) goto out;
-    if (hub_mkdirs(blobs) != 0) { st = kn_error(KN_ERR_IO, "%s: cannot create folder: %s", blobs, strerror(errno)); goto out; }
-    if (hub_mkdirs(r->lock_dir) != 0) { st = kn_error(KN_ERR_IO, "%s: cannot create folder: %s", r->lock_dir, strerror(errno)); goto out; }
+    int lock_fd = -1, bfd = -1, lfd = -1, fd = -1;
+    struct stat sb;
+    if (!blobs_rel || !locks_rel || !blob || !inc || !inc_name || !lock_name) { st = KN_OOM(0); goto out; }
+    if ((st = hub_open_dir(r->cache, blobs_rel, 1, &bfd))) goto out;
+    int have_blob = hub_entry(bfd, etag, &sb);
+    if (have_blob < 0) { st = kn_error(KN_ERR_IO, "%s is not a plain file (a link planted in the cache?); remove it and run again", blob); goto out; }
+    if (have_blob) goto out;
+    if ((st = hub_open_dir(r->cache, locks_rel, 1, &lfd))) goto out;
     /* the lock huggingface_hub takes too (filelock: flock on the same file) */
-    lock_fd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (lock_fd < 0) { st = kn_error(KN_ERR_IO, "%s: %s", lockp, strerror(errno)); goto out; }
+    lock_fd = openat(lfd, lock_name, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+    if (lock_fd < 0 || fstat(lock_fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        st = errno == ELOOP ? hub_symlink_error(r->lock_dir, lock_name)
+                            : kn_error(KN_ERR_IO, "%s/%s: %s", r->lock_dir, lock_name, lock_fd < 0 ? strerror(errno) : "not a plain file");
+        goto out;
+    }
     while (flock(lock_fd, LOCK_EX) != 0)
-        if (errno != EINTR) { st = kn_error(KN_ERR_IO, "%s: cannot lock: %s", lockp, strerror(errno)); goto out; }
-    if (hub_is_file(blob)) goto out;   /* another process finished it meanwhile */
+        if (errno != EINTR) { st = kn_error(KN_ERR_IO, "%s/%s: cannot lock: %s", r->lock_dir, lock_name, strerror(errno)); goto out; }
+    if (hub_entry(bfd, etag, &sb) == 1) goto out;   /* another process finished it meanwhile */
+    if ((st = hub_open_incomplete(bfd, inc, inc_name, &fd))) goto out;
+    /* the most bytes the body may have: what HEAD announced, else the configured cap */
+    int64_t cap = size >= 0 ? size : c->max_unknown;
 
     for (int attempt = 1;; attempt++) {
-        struct stat sb;
-        int64_t have = stat(inc, &sb) == 0 ? (int64_t)sb.st_size : 0;
+        if (fstat(fd, &sb) != 0) { st = kn_error(KN_ERR_IO, "%s: %s", inc, strerror(errno)); goto out; }
+        int64_t have = (int64_t)sb.st_size;
         if (size >= 0 && have > size) {
-            if (truncate(inc, 0) != 0) { st = kn_error(KN_ERR_IO, "%s: %s", inc, strerror(errno)); goto out; }
+            if (ftruncate(fd, 0) != 0) { st = kn_error(KN_ERR_IO, "%s: %s", inc, strerror(errno)); goto out; }
             have = 0;
         }
         if (size < 0 || have < size) {
-            FILE *f = fopen(inc, "ab");
-            if (!f) { st = kn_error(KN_ERR_IO, "%s: %s", inc, strerror(errno)); goto out; }
             hub_http h;
             hub_http_init(&h);
-            h.file = f;
+            h.fd = fd;
             h.file_off = h.off0 = have;
+            h.file_cap = cap;
             h.label = path;
             h.total = size;
             h.progress = c->progress;
             char cerr[CURL_ERROR_SIZE];
             CURLcode rc = hub_request(c, 0, url, 1, have, &h, cerr);
-            int close_err = fclose(f) != 0 ? errno : 0;
             if (h.shown || (h.progress && h.started)) hub_show(&h, 1);
-            if (h.write_errno || close_err) {
-                st = kn_error(KN_ERR_IO, "%s: write failed: %s (disk full?)", inc, strerror(h.write_errno ? h.write_errno : close_err));
+            if (h.write_errno) {
+                st = kn_error(KN_ERR_IO, "%s: write failed: %s (disk full?)", inc, strerror(h.write_errno));
+                free(h.body);
+                goto out;
+            }
+            if (h.over_cap) {
+                /* what came is not the announced file: nothing of it is kept */
+                unlinkat(bfd, inc_name, 0);
+                st = size >= 0 ? kn_error(KN_ERR_IO, "GET %s: the server sent more than the %lld bytes the hub announced; the download was stopped and deleted",
+                                          url, (long long)size)
+                               : kn_error(KN_ERR_IO, "GET %s: the body exceeds KILN_HUB_MAX_FILE_SIZE (%lld bytes); the download was stopped and deleted",
+                                          url, (long long)cap);
                 free(h.body);
                 goto out;
             }
             if (h.range_mismatch || (rc == CURLE_OK && h.status == 416)) {   /* a resume the server would not do: restart */
                 free(h.body);
-                if (truncate(inc, 0) != 0) { st = kn_error(KN_ERR_IO, "%s: %s", inc, strerror(errno)); goto out; }
+                if (ftruncate(fd, 0) != 0) { st = kn_error(KN_ERR_IO, "%s: %s", inc, strerror(errno)); goto out; }
                 if (attempt < HUB_ATTEMPTS) continue;
                 st = kn_error(KN_ERR_IO, "GET %s: the server did not honour the resume request (Range: bytes=%lld-)", url, (long long)have);
                 goto out;
             }
             if (rc != CURLE_OK || h.status < 200 || h.status >= 300) {
-                if (attempt < HUB_ATTEMPTS && hub_transient(rc, h.status)) { free(h.body); hub_backoff(attempt); continue; }
+                if (hub_retry(c, &h, attempt, rc)) { free(h.body); hub_backoff(attempt); continue; }
                 char keep[4200] = "";
-                struct stat s2;
-                if (stat(inc, &s2) == 0 && s2.st_size > 0)
+                if (fstat(fd, &sb) == 0 && sb.st_size > 0)
                     snprintf(keep, sizeof keep, "; %lld bytes are kept in %s and the next run resumes from there",
-                             (long long)s2.st_size, inc);
+                             (long long)sb.st_size, inc);
                 st = hub_http_error(c, "GET", url, rc, cerr, &h, keep);
                 free(h.body);
                 goto out;
             }
             free(h.body);
         }
-        if (stat(inc, &sb) != 0) { st = kn_error(KN_ERR_IO, "%s: %s", inc, strerror(errno)); goto out; }
-        if (size >= 0 && (int64_t)sb.st_size < size && attempt < HUB_ATTEMPTS) { hub_backoff(attempt); continue; }   /* cut short */
+        if (fstat(fd, &sb) != 0) { st = kn_error(KN_ERR_IO, "%s: %s", inc, strerror(errno)); goto out; }
+        if (size >= 0 && (int64_t)sb.st_size < size && attempt < HUB_ATTEMPTS &&
+            !(c->deadline > 0 && hub_now() >= c->deadline)) { hub_backoff(attempt); continue; }   /* cut short */
         if (size >= 0 && (int64_t)sb.st_size != size) {
-            unlink(inc);
+            unlinkat(bfd, inc_name, 0);
             st = kn_error(KN_ERR_IO, "GET %s: got %lld bytes, the hub announced %lld; the partial file was deleted, run again",
                           url, (long long)sb.st_size, (long long)size);
             goto out;
@@ -794,19 +983,24 @@ static kn_status *hub_fetch_blob(const hub_ctx *c, const hub_repo *r, const char
     }
     if (hub_is_hex(etag, 64)) {   /* an LFS file: its ETag is the SHA-256 of the content */
         char hex[65];
-        st = hub_sha256(inc, hex);
+        st = hub_sha256_fd(fd, inc, hex);
         if (st) goto out;
         if (strcasecmp(hex, etag) != 0) {
-            unlink(inc);
+            unlinkat(bfd, inc_name, 0);
             st = kn_error(KN_ERR_IO, "GET %s: SHA-256 mismatch for %s: expected %s, got %s; the corrupted download was deleted, run again",
                           url, path, etag, hex);
             goto out;
         }
     }
-    if (rename(inc, blob) != 0) st = kn_error(KN_ERR_IO, "%s: %s", blob, strerror(errno));
+    if (close(fd) != 0) { fd = -1; st = kn_error(KN_ERR_IO, "%s: write failed: %s (disk full?)", inc, strerror(errno)); goto out; }
+    fd = -1;
+    if (renameat(bfd, inc_name, bfd, etag) != 0) st = kn_error(KN_ERR_IO, "%s: %s", blob, strerror(errno));
 out:
+    if (fd >= 0) close(fd);
     if (lock_fd >= 0) close(lock_fd);   /* releases the flock */
-    free(blobs); free(blob); free(inc); free(lockp);
+    if (bfd >= 0) close(bfd);
+    if (lfd >= 0) close(lfd);
+    free(blobs_rel); free(locks_rel); free(blob); free(inc); free(inc_name); free(lock_name);
     return st;
 }
 
@@ -936,8 +1130,14 @@ static kn_status *hub_download(hub_ctx *c, const hub_repo *r, const char *onnx_f
         hub_http_init(&h);
         h.body_max = HUB_API_MAX;
         rc = hub_request(c, 0, api, 1, 0, &h, cerr);
-        if (attempt < HUB_ATTEMPTS && hub_transient(rc, h.status)) { free(h.body); hub_backoff(attempt); continue; }
+        if (hub_retry(c, &h, attempt, rc)) { free(h.body); hub_backoff(attempt); continue; }
         break;
+    }
+    if (h.body_capped && h.status == 200) {
+        st = kn_error(KN_ERR_IO, "GET %s: the listing is larger than %d MB; is HF_ENDPOINT a Hugging Face hub?", api, HUB_API_MAX >> 20);
+        free(h.body);
+        free(api);
+        return st;
     }
     if (rc != CURLE_OK || h.status != 200) {
         st = hub_http_error(c, "GET", api, rc, cerr, &h, NULL);
@@ -978,8 +1178,8 @@ static kn_status *hub_download(hub_ctx *c, const hub_repo *r, const char *onnx_f
     }
     for (int i = 0; i < want.n && !st; i++) st = hub_link(r, commit, want.v[i], etags[i]);
     if (!st && strcmp(r->rev, commit) != 0) {
-        char *ref = hub_fmt("%s/refs/%s", r->repo_dir, r->rev);
-        st = ref ? hub_write_file(ref, commit) : KN_OOM(0);
+        char *ref = hub_fmt("%s/refs/%s", r->folder, r->rev);
+        st = ref ? hub_write_file(r, ref, commit) : KN_OOM(0);
         free(ref);
     }
     if (!st) {
@@ -1012,8 +1212,15 @@ kn_status *pl_hub_fetch(const char *repo_at_rev, const char *onnx_file, char **d
     char *commit = hub_is_commit(r.rev) ? strdup(r.rev) : hub_read_ref(&r);
     if (commit) {
         for (char *s = commit; *s; s++) *s = (char)tolower((unsigned char)*s);
+        /* a snapshot folder reached through a link is not the cache's own: refuse it */
+        char *snap_rel = hub_fmt("%s/snapshots/%s", r.folder, commit);
+        int sfd = -1;
+        st = snap_rel ? hub_open_dir(r.cache, snap_rel, 0, &sfd) : KN_OOM(0);
+        free(snap_rel);
+        if (sfd >= 0) close(sfd);
+        if (st) { free(commit); hub_repo_free(&r); return st; }
         char *snap = hub_fmt("%s/snapshots/%s", r.repo_dir, commit);
-        if (snap && hub_snapshot_ready(snap, of)) { *dir = snap; free(commit); hub_repo_free(&r); return NULL; }
+        if (snap && sfd >= 0 && hub_snapshot_ready(snap, of)) { *dir = snap; free(commit); hub_repo_free(&r); return NULL; }
         free(snap);
     }
     if (hub_env_true("HF_HUB_OFFLINE")) {
@@ -1032,9 +1239,10 @@ kn_status *pl_hub_fetch(const char *repo_at_rev, const char *onnx_file, char **d
     char *tok = hub_token();
     if (tok) { c.auth = hub_fmt("Authorization: Bearer %s", tok); free(tok); }
     c.repo = r.repo;
-    c.stall_s = 30;
-    const char *to = getenv("HF_HUB_DOWNLOAD_TIMEOUT");
-    if (to && atol(to) > 0) c.stall_s = atol(to);
+    c.stall_s = hub_env_long("HF_HUB_DOWNLOAD_TIMEOUT", 30);
+    c.low_speed = hub_env_long("KILN_HUB_LOW_SPEED_LIMIT", 1024);
+    c.deadline = hub_now() + (double)hub_env_long("KILN_HUB_DEADLINE", 6 * 3600);
+    c.max_unknown = hub_env_long("KILN_HUB_MAX_FILE_SIZE", (long)256 << 30);
     c.progress = isatty(STDERR_FILENO);
     st = hub_download(&c, &r, of, dir);
     free(c.endpoint);

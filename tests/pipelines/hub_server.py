@@ -12,7 +12,10 @@ the way huggingface.co does (standard library only).
 Errors as the hub answers them: 404 with X-Error-Code RepoNotFound / RevisionNotFound /
 EntryNotFound and a JSON {"error": ...} body; 401 when a token is demanded and missing or wrong.
 Faults for tests: cut a body half way (Content-Length announces all of it), stall, or serve a
-corrupted LFS body. Every request is logged (method, path, Range, Authorization).
+corrupted LFS body; hostile servers: a GET body that never ends after HEAD announced the real size,
+a 500 whose body never ends, a body that drips at a set rate. Every hostile body stops by itself
+(after HOSTILE_LIMIT_S seconds or HOSTILE_LIMIT_BYTES bytes, or when the client hangs up) and counts
+what it sent in `sent`. Every request is logged (method, path, Range, Authorization).
 
 Run alone: hub_server.py FOLDER [--repo org/name] [--port N] [--token T] serves FOLDER as one repo.
 """
@@ -27,6 +30,8 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LFS_SUFFIXES = (".onnx", ".onnx_data", ".data", "_data", ".bin", ".safetensors")
+HOSTILE_LIMIT_S = 60
+HOSTILE_LIMIT_BYTES = 1 << 30
 
 
 def git_blob_sha1(data):
@@ -58,6 +63,10 @@ class HubServer:
         self.cut = {}                   # path -> how many more transfers to cut half way
         self.stall = {}                 # path -> how many more transfers to stall half way
         self.corrupt = set()            # paths whose LFS body is served with a flipped byte
+        self.endless = set()            # paths whose GET body goes on past the announced size
+        self.error_endless = set()      # paths whose GET is a 500 with a body that never ends
+        self.drip = {}                  # path -> bytes per second the GET body is sent at
+        self.sent = {}                  # path -> body bytes sent by the hostile modes
         self.stop_event = threading.Event()
         self.httpd = ThreadingHTTPServer((host, port), self._handler())
         self.httpd.daemon_threads = True
@@ -136,8 +145,52 @@ class HubServer:
                 self._error(401, "RepoNotFound" if not auth else "InvalidCredentials", msg, head)
                 return False
 
+            def _hostile(self, path, chunk, rate=None, data=None):
+                """Writes chunk again and again (or data, chunk by chunk, once) until the client hangs
+                up or a limit is reached; rate: bytes per second (None: as fast as the client reads)."""
+                t0, n = time.time(), 0
+                try:
+                    while n < HOSTILE_LIMIT_BYTES and time.time() - t0 < HOSTILE_LIMIT_S and not hub.stop_event.is_set():
+                        if data is not None:
+                            chunk = data[n:n + len(chunk)]
+                            if not chunk:
+                                break
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                        n += len(chunk)
+                        with hub.lock:
+                            hub.sent[path] = hub.sent.get(path, 0) + len(chunk)
+                        if rate:
+                            hub.stop_event.wait(len(chunk) / rate)
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    pass
+                self.close_connection = True
+
             def _body(self, data, path, head, extra=None):
                 """Sends data with Range support and the configured faults."""
+                if not head and path in hub.error_endless:
+                    self.send_response(500)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    return self._hostile(path, b"Internal Server Error " * 3000)
+                if not head and path in hub.endless:
+                    # the right bytes first, then more of them, with no length announced
+                    self.send_response(200)
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    try:
+                        self.wfile.write(data)
+                    except OSError:
+                        return
+                    return self._hostile(path, data[:65536] or b"x")
+                if not head and path in hub.drip:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    rate = hub.drip[path]
+                    # the right bytes, slowly: what arrives is a valid start of the file
+                    return self._hostile(path, b"x" * max(1, min(len(data), rate // 4)), rate, data)
                 headers = dict(extra or {})
                 headers["Accept-Ranges"] = "bytes"
                 start, code = 0, 200

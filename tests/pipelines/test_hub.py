@@ -15,6 +15,10 @@ repos, then checks with HF_ENDPOINT at the server and HF_HOME in a temp folder:
   notfound  unknown repo / revision / --onnx-file: 404 messages naming the URL
   one-onnx  repos with several .onnx variants: only the chosen model and its external data
   progress  progress on stderr when it is a terminal, nothing when it is not
+  symlinks  links planted in the cache (blobs/<etag>.incomplete, snapshots/<commit>, blobs/, refs/,
+            .locks/<repo>) are refused with a message; the files and folders they point at are untouched
+  hostile   servers that send more than HEAD announced, a 500 with an endless body, a body dripping
+            2 bytes/s, and one slower than the deadline: each fails quickly, bounded, nothing kept
 
   test_hub.py --kiln build/kiln --gen tools/gen/gen_bert.py
 """
@@ -403,9 +407,116 @@ def t_progress(ctx):
     return "progress shown on a terminal"
 
 
+def plant(path, target):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.symlink(target, path)
+
+
+def tree(folder):
+    """{relative path: bytes} of everything under folder, to show it was not touched."""
+    out = {}
+    for root, dirs, names in os.walk(folder):
+        for n in dirs + names:
+            p = os.path.join(root, n)
+            out[os.path.relpath(p, folder)] = None if os.path.isdir(p) else open(p, "rb").read()
+    return out
+
+
+def t_symlinks(ctx):
+    sha = hashlib.sha256(ctx.repo.files["model.onnx"]).hexdigest()
+    cases = [
+        ("incomplete", lambda rd: os.path.join(rd, "blobs", sha + ".incomplete"), "file"),
+        ("snapshot", lambda rd: os.path.join(rd, "snapshots", ctx.repo.commit), "dir"),
+        ("blobs", lambda rd: os.path.join(rd, "blobs"), "dir"),
+        ("refs", lambda rd: os.path.join(rd, "refs"), "dir"),
+        ("locks", lambda rd: os.path.join(os.path.dirname(rd), ".locks", os.path.basename(rd)), "dir"),
+    ]
+    for name, where, kind in cases:
+        home = os.path.join(ctx.tmp, "symlink-" + name)
+        victim = os.path.join(ctx.tmp, "victim-" + name)
+        if kind == "file":
+            with open(victim, "wb") as f:
+                f.write(b"precious bytes\n")
+        else:
+            os.makedirs(victim)
+            with open(os.path.join(victim, "config.json"), "wb") as f:
+                f.write(b"precious bytes\n")
+        before = open(victim, "rb").read() if kind == "file" else tree(victim)
+        plant(where(repo_dir(home, REPO)), victim)
+        msg = download(ctx, home, expect_ok=False)
+        check("symbolic link" in msg, f"{name}: a planted link was not refused: {msg}")
+        after = open(victim, "rb").read() if kind == "file" else tree(victim)
+        check(after == before, f"{name}: the link's target was modified: {before} -> {after}")
+    # a snapshot folder reached through a link is not used from the cache either
+    home = os.path.join(ctx.tmp, "symlink-cached")
+    victim = os.path.join(ctx.tmp, "victim-cached")
+    shutil.copytree(download(ctx, os.path.join(ctx.tmp, "symlink-src")), victim, symlinks=False)
+    rd = repo_dir(home, REPO)
+    os.makedirs(os.path.join(rd, "refs"))
+    with open(os.path.join(rd, "refs", "main"), "w") as f:
+        f.write(ctx.repo.commit)
+    plant(os.path.join(rd, "snapshots", ctx.repo.commit), victim)
+    msg = download(ctx, home, expect_ok=False, HF_HUB_OFFLINE="1")
+    check("symbolic link" in msg, f"a linked snapshot was used: {msg}")
+    return "refused at " + ", ".join(c[0] for c in cases) + ", cached snapshot; targets untouched"
+
+
+def hostile_run(ctx, home, **env):
+    r = kiln(ctx, ["download", REPO], env_for(ctx, home, **env), timeout=90)
+    check(r.returncode == 1 and "Traceback" not in r.stderr, f"exit {r.returncode}: {r.stderr}")
+    return r
+
+
+def t_hostile(ctx):
+    size = len(ctx.repo.files["model.onnx"])
+    sha = hashlib.sha256(ctx.repo.files["model.onnx"]).hexdigest()
+    notes = []
+    # more bytes than HEAD announced: cut off at the announced size, nothing kept
+    home = os.path.join(ctx.tmp, "endless")
+    ctx.server.endless, ctx.server.sent = {"model.onnx"}, {}
+    r = hostile_run(ctx, home)
+    ctx.server.endless = set()
+    check("more than the %d bytes" % size in r.stderr, f"endless body: {r.stderr}")
+    blobs = os.path.join(repo_dir(home, REPO), "blobs")
+    check(not os.path.exists(os.path.join(blobs, sha + ".incomplete")) and not os.path.exists(os.path.join(blobs, sha)),
+          "the oversized body was kept")
+    check(r.seconds < 20, f"endless body took {r.seconds:.1f} s")
+    notes.append(f"endless body stopped in {r.seconds:.1f} s")
+    # a 500 whose body never ends: a bounded read of it, the usual retries, then the error
+    home = os.path.join(ctx.tmp, "error-endless")
+    ctx.server.error_endless, ctx.server.sent = {"model.onnx"}, {}
+    r = hostile_run(ctx, home)
+    ctx.server.error_endless = set()
+    check("HTTP 500" in r.stderr, f"endless 500: {r.stderr}")
+    check(r.seconds < 20, f"endless 500 took {r.seconds:.1f} s")
+    check(len(r.stderr) < 4096, f"the error body was echoed at length ({len(r.stderr)} chars)")
+    notes.append(f"endless 500 failed in {r.seconds:.1f} s")
+    # 2 bytes/s: below the low-speed limit, fails after HF_HUB_DOWNLOAD_TIMEOUT per try
+    home = os.path.join(ctx.tmp, "drip")
+    ctx.server.drip, ctx.server.sent = {"model.onnx": 2}, {}
+    r = hostile_run(ctx, home, HF_HUB_DOWNLOAD_TIMEOUT="2")
+    ctx.server.drip = {}
+    check("model.onnx" in r.stderr or "/cdn/" in r.stderr, f"drip: {r.stderr}")
+    check(r.seconds < 30, f"a 2 bytes/s body took {r.seconds:.1f} s")
+    check(ctx.server.sent.get("model.onnx", 0) < 1000, f"drip: {ctx.server.sent}")
+    notes.append(f"2 B/s drip failed in {r.seconds:.1f} s")
+    # fast enough for the low-speed limit but slower than the deadline
+    home = os.path.join(ctx.tmp, "deadline")
+    ctx.server.drip, ctx.server.sent = {"model.onnx": 8192}, {}
+    r = hostile_run(ctx, home, KILN_HUB_DEADLINE="3")
+    ctx.server.drip = {}
+    check("deadline" in r.stderr and "KILN_HUB_DEADLINE" in r.stderr, f"deadline: {r.stderr}")
+    check(r.seconds < 10, f"a 3 s deadline took {r.seconds:.1f} s")
+    notes.append(f"3 s deadline held ({r.seconds:.1f} s)")
+    # and the same cache then downloads normally
+    snap = download(ctx, home)
+    check_layout(home, ctx.repo, snap, NEEDED + ["model.onnx"])
+    return "; ".join(notes)
+
+
 TESTS = [("layout", t_layout), ("offline", t_offline), ("resume", t_resume), ("stall", t_stall),
          ("corrupt", t_corrupt), ("token", t_token), ("notfound", t_notfound), ("one-onnx", t_one_onnx),
-         ("progress", t_progress)]
+         ("progress", t_progress), ("symlinks", t_symlinks), ("hostile", t_hostile)]
 
 
 def main():
@@ -437,6 +548,7 @@ def main():
                 traceback.print_exc()
         finally:
             ctx.server.cut, ctx.server.stall, ctx.server.corrupt = {}, {}, set()
+            ctx.server.endless, ctx.server.error_endless, ctx.server.drip = set(), set(), {}
     ctx.server.stop()
     if a.keep:
         print(f"kept {ctx.tmp}")
