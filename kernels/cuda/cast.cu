@@ -91,7 +91,7 @@ KN_CUDA_KERNEL(Cast) {
         KN_CUDA_TRY(cudaMemcpyAsync(y->data, x->data, kn_nbytes(x), cudaMemcpyDeviceToDevice, kn_cuda_s(ctx)), node, "Cast copy");
         return NULL;
     }
-    cast_kernel<<<kn_cuda_blocks(n, 256), 256, 0, kn_cuda_s(ctx)>>>(y->data, y->dtype, tc, x->data, x->dtype, fc, n);
+    KN_LAUNCH(cast_kernel, kn_cuda_blocks(n, 256), 256, 0, kn_cuda_s(ctx), y->data, y->dtype, tc, x->data, x->dtype, fc, n);
     KN_CUDA_LAUNCHED(node, "Cast kernel");
     return NULL;
 }

@@ -63,11 +63,11 @@ static kn_status *unary_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
     cudaStream_t s = kn_cuda_s(ctx);
     unsigned g = kn_cuda_blocks(n, 256);
     switch (x->dtype) {
-    case KN_F32: unary_float_kernel<float><<<g, 256, 0, s>>>((float *)y->data, (const float *)x->data, n, op); break;
-    case KN_F16: unary_float_kernel<__half><<<g, 256, 0, s>>>((__half *)y->data, (const __half *)x->data, n, op); break;
-    case KN_BF16: unary_float_kernel<__nv_bfloat16><<<g, 256, 0, s>>>((__nv_bfloat16 *)y->data, (const __nv_bfloat16 *)x->data, n, op); break;
-    case KN_I32: if (un_float_only(op)) return kn_err_dtype(node, x); unary_int_kernel<int32_t><<<g, 256, 0, s>>>((int32_t *)y->data, (const int32_t *)x->data, n, op); break;
-    case KN_I64: if (un_float_only(op)) return kn_err_dtype(node, x); unary_int_kernel<int64_t><<<g, 256, 0, s>>>((int64_t *)y->data, (const int64_t *)x->data, n, op); break;
+    case KN_F32: KN_LAUNCH(unary_float_kernel<float>, g, 256, 0, s, (float *)y->data, (const float *)x->data, n, op); break;
+    case KN_F16: KN_LAUNCH(unary_float_kernel<__half>, g, 256, 0, s, (__half *)y->data, (const __half *)x->data, n, op); break;
+    case KN_BF16: KN_LAUNCH(unary_float_kernel<__nv_bfloat16>, g, 256, 0, s, (__nv_bfloat16 *)y->data, (const __nv_bfloat16 *)x->data, n, op); break;
+    case KN_I32: if (un_float_only(op)) return kn_err_dtype(node, x); KN_LAUNCH(unary_int_kernel<int32_t>, g, 256, 0, s, (int32_t *)y->data, (const int32_t *)x->data, n, op); break;
+    case KN_I64: if (un_float_only(op)) return kn_err_dtype(node, x); KN_LAUNCH(unary_int_kernel<int64_t>, g, 256, 0, s, (int64_t *)y->data, (const int64_t *)x->data, n, op); break;
     default: return kn_err_dtype(node, x);
     }
     KN_CUDA_LAUNCHED(node, "unary kernel");
@@ -83,7 +83,7 @@ KN_UNARY(Sign, UN_SIGN)
 KN_CUDA_KERNEL(Not) {
     int64_t n = kn_numel(in[0]);
     if (n <= 0) return NULL;
-    not_bool_kernel<<<kn_cuda_blocks(n, 256), 256, 0, kn_cuda_s(ctx)>>>((uint8_t *)out[0]->data, (const uint8_t *)in[0]->data, n);
+    KN_LAUNCH(not_bool_kernel, kn_cuda_blocks(n, 256), 256, 0, kn_cuda_s(ctx), (uint8_t *)out[0]->data, (const uint8_t *)in[0]->data, n);
     KN_CUDA_LAUNCHED(node, "Not kernel");
     return NULL;
 }
@@ -95,9 +95,9 @@ KN_CUDA_KERNEL(IsNaN) {
     unsigned g = kn_cuda_blocks(n, 256);
     uint8_t *y = (uint8_t *)out[0]->data;
     switch (in[0]->dtype) {
-    case KN_F32: isnan_kernel<float><<<g, 256, 0, s>>>(y, (const float *)in[0]->data, n); break;
-    case KN_F16: isnan_kernel<__half><<<g, 256, 0, s>>>(y, (const __half *)in[0]->data, n); break;
-    case KN_BF16: isnan_kernel<__nv_bfloat16><<<g, 256, 0, s>>>(y, (const __nv_bfloat16 *)in[0]->data, n); break;
+    case KN_F32: KN_LAUNCH(isnan_kernel<float>, g, 256, 0, s, y, (const float *)in[0]->data, n); break;
+    case KN_F16: KN_LAUNCH(isnan_kernel<__half>, g, 256, 0, s, y, (const __half *)in[0]->data, n); break;
+    case KN_BF16: KN_LAUNCH(isnan_kernel<__nv_bfloat16>, g, 256, 0, s, y, (const __nv_bfloat16 *)in[0]->data, n); break;
     default: return kn_err_dtype(node, in[0]);
     }
     KN_CUDA_LAUNCHED(node, "IsNaN kernel");
@@ -195,24 +195,24 @@ static kn_status *binary_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     void *py = y->data;
     if (bin_is_logic(op)) {
         if (a->dtype != KN_BOOL) return kn_err_dtype(node, a);
-        logic_kernel<<<g, 256, 0, s>>>((uint8_t *)py, (const uint8_t *)pa, (const uint8_t *)pb, n, bc, flat, op);
+        KN_LAUNCH(logic_kernel, g, 256, 0, s, (uint8_t *)py, (const uint8_t *)pa, (const uint8_t *)pb, n, bc, flat, op);
     } else if (bin_is_cmp(op)) {
         switch (a->dtype) {
-        case KN_F32: compare_kernel<float><<<g, 256, 0, s>>>((uint8_t *)py, (const float *)pa, (const float *)pb, n, bc, flat, op); break;
-        case KN_F16: compare_kernel<__half><<<g, 256, 0, s>>>((uint8_t *)py, (const __half *)pa, (const __half *)pb, n, bc, flat, op); break;
-        case KN_BF16: compare_kernel<__nv_bfloat16><<<g, 256, 0, s>>>((uint8_t *)py, (const __nv_bfloat16 *)pa, (const __nv_bfloat16 *)pb, n, bc, flat, op); break;
-        case KN_I32: compare_kernel<int32_t><<<g, 256, 0, s>>>((uint8_t *)py, (const int32_t *)pa, (const int32_t *)pb, n, bc, flat, op); break;
-        case KN_I64: compare_kernel<int64_t><<<g, 256, 0, s>>>((uint8_t *)py, (const int64_t *)pa, (const int64_t *)pb, n, bc, flat, op); break;
-        case KN_BOOL: compare_kernel<uint8_t><<<g, 256, 0, s>>>((uint8_t *)py, (const uint8_t *)pa, (const uint8_t *)pb, n, bc, flat, op); break;
+        case KN_F32: KN_LAUNCH(compare_kernel<float>, g, 256, 0, s, (uint8_t *)py, (const float *)pa, (const float *)pb, n, bc, flat, op); break;
+        case KN_F16: KN_LAUNCH(compare_kernel<__half>, g, 256, 0, s, (uint8_t *)py, (const __half *)pa, (const __half *)pb, n, bc, flat, op); break;
+        case KN_BF16: KN_LAUNCH(compare_kernel<__nv_bfloat16>, g, 256, 0, s, (uint8_t *)py, (const __nv_bfloat16 *)pa, (const __nv_bfloat16 *)pb, n, bc, flat, op); break;
+        case KN_I32: KN_LAUNCH(compare_kernel<int32_t>, g, 256, 0, s, (uint8_t *)py, (const int32_t *)pa, (const int32_t *)pb, n, bc, flat, op); break;
+        case KN_I64: KN_LAUNCH(compare_kernel<int64_t>, g, 256, 0, s, (uint8_t *)py, (const int64_t *)pa, (const int64_t *)pb, n, bc, flat, op); break;
+        case KN_BOOL: KN_LAUNCH(compare_kernel<uint8_t>, g, 256, 0, s, (uint8_t *)py, (const uint8_t *)pa, (const uint8_t *)pb, n, bc, flat, op); break;
         default: return kn_err_dtype(node, a);
         }
     } else {
         switch (a->dtype) {
-        case KN_F32: binary_float_kernel<float><<<g, 256, 0, s>>>((float *)py, (const float *)pa, (const float *)pb, n, bc, flat, op); break;
-        case KN_F16: binary_float_kernel<__half><<<g, 256, 0, s>>>((__half *)py, (const __half *)pa, (const __half *)pb, n, bc, flat, op); break;
-        case KN_BF16: binary_float_kernel<__nv_bfloat16><<<g, 256, 0, s>>>((__nv_bfloat16 *)py, (const __nv_bfloat16 *)pa, (const __nv_bfloat16 *)pb, n, bc, flat, op); break;
-        case KN_I32: binary_int_kernel<int32_t><<<g, 256, 0, s>>>((int32_t *)py, (const int32_t *)pa, (const int32_t *)pb, n, bc, flat, op); break;
-        case KN_I64: binary_int_kernel<int64_t><<<g, 256, 0, s>>>((int64_t *)py, (const int64_t *)pa, (const int64_t *)pb, n, bc, flat, op); break;
+        case KN_F32: KN_LAUNCH(binary_float_kernel<float>, g, 256, 0, s, (float *)py, (const float *)pa, (const float *)pb, n, bc, flat, op); break;
+        case KN_F16: KN_LAUNCH(binary_float_kernel<__half>, g, 256, 0, s, (__half *)py, (const __half *)pa, (const __half *)pb, n, bc, flat, op); break;
+        case KN_BF16: KN_LAUNCH(binary_float_kernel<__nv_bfloat16>, g, 256, 0, s, (__nv_bfloat16 *)py, (const __nv_bfloat16 *)pa, (const __nv_bfloat16 *)pb, n, bc, flat, op); break;
+        case KN_I32: KN_LAUNCH(binary_int_kernel<int32_t>, g, 256, 0, s, (int32_t *)py, (const int32_t *)pa, (const int32_t *)pb, n, bc, flat, op); break;
+        case KN_I64: KN_LAUNCH(binary_int_kernel<int64_t>, g, 256, 0, s, (int64_t *)py, (const int64_t *)pa, (const int64_t *)pb, n, bc, flat, op); break;
         default: return kn_err_dtype(node, a);
         }
     }
@@ -240,10 +240,10 @@ KN_CUDA_KERNEL(Where) {
     unsigned g = kn_cuda_blocks(n, 256);
     const uint8_t *c = (const uint8_t *)in[0]->data;
     switch (kn_dtype_size(y->dtype)) {
-    case 1: where_kernel<uint8_t><<<g, 256, 0, s>>>((uint8_t *)y->data, c, (const uint8_t *)in[1]->data, (const uint8_t *)in[2]->data, n, bc); break;
-    case 2: where_kernel<uint16_t><<<g, 256, 0, s>>>((uint16_t *)y->data, c, (const uint16_t *)in[1]->data, (const uint16_t *)in[2]->data, n, bc); break;
-    case 4: where_kernel<uint32_t><<<g, 256, 0, s>>>((uint32_t *)y->data, c, (const uint32_t *)in[1]->data, (const uint32_t *)in[2]->data, n, bc); break;
-    case 8: where_kernel<uint64_t><<<g, 256, 0, s>>>((uint64_t *)y->data, c, (const uint64_t *)in[1]->data, (const uint64_t *)in[2]->data, n, bc); break;
+    case 1: KN_LAUNCH(where_kernel<uint8_t>, g, 256, 0, s, (uint8_t *)y->data, c, (const uint8_t *)in[1]->data, (const uint8_t *)in[2]->data, n, bc); break;
+    case 2: KN_LAUNCH(where_kernel<uint16_t>, g, 256, 0, s, (uint16_t *)y->data, c, (const uint16_t *)in[1]->data, (const uint16_t *)in[2]->data, n, bc); break;
+    case 4: KN_LAUNCH(where_kernel<uint32_t>, g, 256, 0, s, (uint32_t *)y->data, c, (const uint32_t *)in[1]->data, (const uint32_t *)in[2]->data, n, bc); break;
+    case 8: KN_LAUNCH(where_kernel<uint64_t>, g, 256, 0, s, (uint64_t *)y->data, c, (const uint64_t *)in[1]->data, (const uint64_t *)in[2]->data, n, bc); break;
     default: return kn_err_dtype(node, y);
     }
     KN_CUDA_LAUNCHED(node, "Where kernel");

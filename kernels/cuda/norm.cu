@@ -5,7 +5,7 @@
 
 #define LN_THREADS 256
 
-__device__ static float ln_block_sum(float v, float *sh) {
+__device__ static float ln_block_sum(float v, KN_SHARED_PTR(float) sh) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     __syncthreads();
@@ -23,7 +23,7 @@ __device__ static float ln_block_sum(float v, float *sh) {
 // y[rows, cols] = (x - mean) * invstd * scale[cols] + bias[cols]; mean/invstd[rows] when wanted
 template <class T, class U> __global__ void layernorm_kernel(T *y, U *mean_out, U *inv_out, const T *x, const T *scale,
                                                              const T *bias, int64_t cols, float eps) {
-    __shared__ float sh[32];
+    KN_SHARED(float, sh, 32);
     int64_t row = blockIdx.x;
     const T *xr = x + row * cols;
     T *yr = y + row * cols;
@@ -53,10 +53,10 @@ template <class T> static void ln_launch(kn_tensor *const *out, int n_out, const
     void *m = n_out > 1 && out[1] ? out[1]->data : NULL, *iv = n_out > 2 && out[2] ? out[2]->data : NULL;
     const T *bias = b ? (const T *)b->data : NULL;
     if (stats_bf16)
-        layernorm_kernel<T, __nv_bfloat16><<<(unsigned)rows, LN_THREADS, 0, s>>>((T *)out[0]->data, (__nv_bfloat16 *)m, (__nv_bfloat16 *)iv,
+        KN_LAUNCH((layernorm_kernel<T, __nv_bfloat16>), (unsigned)rows, LN_THREADS, 0, s, (T *)out[0]->data, (__nv_bfloat16 *)m, (__nv_bfloat16 *)iv,
                                                                                   (const T *)x->data, (const T *)sc->data, bias, cols, eps);
     else
-        layernorm_kernel<T, float><<<(unsigned)rows, LN_THREADS, 0, s>>>((T *)out[0]->data, (float *)m, (float *)iv, (const T *)x->data,
+        KN_LAUNCH((layernorm_kernel<T, float>), (unsigned)rows, LN_THREADS, 0, s, (T *)out[0]->data, (float *)m, (float *)iv, (const T *)x->data,
                                                                          (const T *)sc->data, bias, cols, eps);
 }
 

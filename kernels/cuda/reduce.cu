@@ -82,11 +82,11 @@ static kn_status *reduce_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_te
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: cannot reduce an empty axis", node->op_type);
     unsigned gr = kn_cuda_blocks(n_out, 128);
     switch (x->dtype) {
-    case KN_F32: reduce_float_kernel<float><<<gr, 128, 0, s>>>((float *)y->data, (const float *)x->data, n_out, g, kind); break;
-    case KN_F16: reduce_float_kernel<__half><<<gr, 128, 0, s>>>((__half *)y->data, (const __half *)x->data, n_out, g, kind); break;
-    case KN_BF16: reduce_float_kernel<__nv_bfloat16><<<gr, 128, 0, s>>>((__nv_bfloat16 *)y->data, (const __nv_bfloat16 *)x->data, n_out, g, kind); break;
-    case KN_I32: reduce_int_kernel<int32_t><<<gr, 128, 0, s>>>((int32_t *)y->data, (const int32_t *)x->data, n_out, g, kind); break;
-    case KN_I64: reduce_int_kernel<int64_t><<<gr, 128, 0, s>>>((int64_t *)y->data, (const int64_t *)x->data, n_out, g, kind); break;
+    case KN_F32: KN_LAUNCH(reduce_float_kernel<float>, gr, 128, 0, s, (float *)y->data, (const float *)x->data, n_out, g, kind); break;
+    case KN_F16: KN_LAUNCH(reduce_float_kernel<__half>, gr, 128, 0, s, (__half *)y->data, (const __half *)x->data, n_out, g, kind); break;
+    case KN_BF16: KN_LAUNCH(reduce_float_kernel<__nv_bfloat16>, gr, 128, 0, s, (__nv_bfloat16 *)y->data, (const __nv_bfloat16 *)x->data, n_out, g, kind); break;
+    case KN_I32: KN_LAUNCH(reduce_int_kernel<int32_t>, gr, 128, 0, s, (int32_t *)y->data, (const int32_t *)x->data, n_out, g, kind); break;
+    case KN_I64: KN_LAUNCH(reduce_int_kernel<int64_t>, gr, 128, 0, s, (int64_t *)y->data, (const int64_t *)x->data, n_out, g, kind); break;
     default: return kn_err_dtype(node, x);
     }
     KN_CUDA_LAUNCHED(node, "Reduce kernel");

@@ -42,10 +42,10 @@ kn_status *kn_cuda_strided_copy(const kn_node *node, void *dst, const void *src,
     if (n <= 0) return NULL;
     unsigned g = kn_cuda_blocks(n, 256);
     switch (es) {
-    case 1: strided_copy_kernel<uint8_t><<<g, 256, 0, st>>>((uint8_t *)dst, (const uint8_t *)src, n, s); break;
-    case 2: strided_copy_kernel<uint16_t><<<g, 256, 0, st>>>((uint16_t *)dst, (const uint16_t *)src, n, s); break;
-    case 4: strided_copy_kernel<uint32_t><<<g, 256, 0, st>>>((uint32_t *)dst, (const uint32_t *)src, n, s); break;
-    case 8: strided_copy_kernel<uint64_t><<<g, 256, 0, st>>>((uint64_t *)dst, (const uint64_t *)src, n, s); break;
+    case 1: KN_LAUNCH(strided_copy_kernel<uint8_t>, g, 256, 0, st, (uint8_t *)dst, (const uint8_t *)src, n, s); break;
+    case 2: KN_LAUNCH(strided_copy_kernel<uint16_t>, g, 256, 0, st, (uint16_t *)dst, (const uint16_t *)src, n, s); break;
+    case 4: KN_LAUNCH(strided_copy_kernel<uint32_t>, g, 256, 0, st, (uint32_t *)dst, (const uint32_t *)src, n, s); break;
+    case 8: KN_LAUNCH(strided_copy_kernel<uint64_t>, g, 256, 0, st, (uint64_t *)dst, (const uint64_t *)src, n, s); break;
     default: return kn_error(KN_ERR_UNSUPPORTED, "cuda: strided copy of %zu-byte elements", es);
     }
     KN_CUDA_LAUNCHED(node, "strided copy kernel");
@@ -181,10 +181,10 @@ KN_CUDA_KERNEL(ConstantOfShape) {
     unsigned g = kn_cuda_blocks(n, 256);
     cudaStream_t s = kn_cuda_s(ctx);
     switch (es) {
-    case 1: fill_kernel<uint8_t><<<g, 256, 0, s>>>((uint8_t *)y->data, (uint8_t)v, n); break;
-    case 2: fill_kernel<uint16_t><<<g, 256, 0, s>>>((uint16_t *)y->data, (uint16_t)v, n); break;
-    case 4: fill_kernel<uint32_t><<<g, 256, 0, s>>>((uint32_t *)y->data, (uint32_t)v, n); break;
-    case 8: fill_kernel<uint64_t><<<g, 256, 0, s>>>((uint64_t *)y->data, v, n); break;
+    case 1: KN_LAUNCH(fill_kernel<uint8_t>, g, 256, 0, s, (uint8_t *)y->data, (uint8_t)v, n); break;
+    case 2: KN_LAUNCH(fill_kernel<uint16_t>, g, 256, 0, s, (uint16_t *)y->data, (uint16_t)v, n); break;
+    case 4: KN_LAUNCH(fill_kernel<uint32_t>, g, 256, 0, s, (uint32_t *)y->data, (uint32_t)v, n); break;
+    case 8: KN_LAUNCH(fill_kernel<uint64_t>, g, 256, 0, s, (uint64_t *)y->data, v, n); break;
     default: return kn_err_dtype(node, y);
     }
     KN_CUDA_LAUNCHED(node, "ConstantOfShape kernel");

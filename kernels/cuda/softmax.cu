@@ -5,7 +5,7 @@
 
 #define SM_THREADS 256
 
-__device__ static float block_reduce(float v, bool is_max, float *sh) {
+__device__ static float block_reduce(float v, bool is_max, KN_SHARED_PTR(float) sh) {
     for (int o = 16; o > 0; o >>= 1) {
         float w = __shfl_xor_sync(0xffffffffu, v, o);
         v = is_max ? fmaxf(v, w) : v + w;
@@ -28,7 +28,7 @@ __device__ static float block_reduce(float v, bool is_max, float *sh) {
 
 // rows = outer * inner, each of len elements at stride inner: y = softmax(x) (log: x - max - log sum)
 template <class T> __global__ void softmax_kernel(T *y, const T *x, int64_t inner, int64_t len, bool log_out) {
-    __shared__ float sh[32];
+    KN_SHARED(float, sh, 32);
     int64_t row = blockIdx.x, o = row / inner, p = row % inner;
     const T *xr = x + o * len * inner + p;
     T *yr = y + o * len * inner + p;
@@ -63,9 +63,9 @@ static kn_status *softmax_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_t
     if (rows > 0x7fffffffLL) return kn_error(KN_ERR_UNSUPPORTED, "Softmax: %lld rows", (long long)rows);
     cudaStream_t s = kn_cuda_s(ctx);
     switch (x->dtype) {
-    case KN_F32: softmax_kernel<float><<<(unsigned)rows, SM_THREADS, 0, s>>>((float *)y->data, (const float *)x->data, inner, len, log_out); break;
-    case KN_F16: softmax_kernel<__half><<<(unsigned)rows, SM_THREADS, 0, s>>>((__half *)y->data, (const __half *)x->data, inner, len, log_out); break;
-    case KN_BF16: softmax_kernel<__nv_bfloat16><<<(unsigned)rows, SM_THREADS, 0, s>>>((__nv_bfloat16 *)y->data, (const __nv_bfloat16 *)x->data, inner, len, log_out); break;
+    case KN_F32: KN_LAUNCH(softmax_kernel<float>, (unsigned)rows, SM_THREADS, 0, s, (float *)y->data, (const float *)x->data, inner, len, log_out); break;
+    case KN_F16: KN_LAUNCH(softmax_kernel<__half>, (unsigned)rows, SM_THREADS, 0, s, (__half *)y->data, (const __half *)x->data, inner, len, log_out); break;
+    case KN_BF16: KN_LAUNCH(softmax_kernel<__nv_bfloat16>, (unsigned)rows, SM_THREADS, 0, s, (__nv_bfloat16 *)y->data, (const __nv_bfloat16 *)x->data, inner, len, log_out); break;
     default: return kn_err_dtype(node, x);
     }
     KN_CUDA_LAUNCHED(node, "Softmax kernel");
