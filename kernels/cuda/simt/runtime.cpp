@@ -1,0 +1,286 @@
+// The CUDA runtime API for kiln's SIMT interpreter: one fake device ("kiln SIMT interpreter",
+// sm_90), device memory as host memory (so AddressSanitizer sees kernels' out-of-bounds
+// accesses), copies and memsets done at once, streams and events as handles whose work is always
+// complete (kernels run synchronously at launch), and CUDA's error model: the last error per
+// thread, with the interpreter's detailed message as the error string of a failed launch.
+//
+// State, as the CUDA runtime has it: the table of live allocations (device and pinned host) for
+// cudaMemGetInfo and the device-pointer checks, per-kernel dynamic shared memory limits, and per
+// OS thread the last error and current device.
+#include <cuda_runtime.h>
+#include <map>
+#include <mutex>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <string>
+#include <time.h>
+
+namespace {
+const size_t kTotalMem = (size_t)80 << 30; // what cudaMemGetInfo reports as the device's size
+
+struct alloc_info { size_t bytes; bool pinned; };
+std::mutex mu;
+std::map<uintptr_t, alloc_info> allocs; // base -> size
+size_t device_bytes;
+std::map<const void *, int> dyn_smem_max;
+
+thread_local cudaError_t last_error = cudaSuccess;
+thread_local std::string last_msg;
+thread_local cudaError_t last_msg_code = cudaSuccess;
+thread_local int cur_device;
+
+cudaError_t set_err(cudaError_t e, const char *msg = NULL) {
+    if (e != cudaSuccess) {
+        last_error = e;
+        if (msg) { last_msg = msg; last_msg_code = e; }
+        else last_msg_code = cudaSuccess;
+    }
+    return e;
+}
+
+struct kn_event_impl { double t; };
+double now_ms() {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+// the allocation holding p, if any (under mu)
+const std::pair<const uintptr_t, alloc_info> *find(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    auto it = allocs.upper_bound(a);
+    if (it == allocs.begin()) return NULL;
+    --it;
+    // one past the end counts: kernels get end pointers for empty ranges
+    return a <= it->first + it->second.bytes ? &*it : NULL;
+}
+bool accessible(const void *p) {
+    std::lock_guard<std::mutex> g(mu);
+    return find(p) != NULL;
+}
+
+cudaError_t check_copy(void *dst, const void *src, size_t n, cudaMemcpyKind kind, const char *what) {
+    if (kind < cudaMemcpyHostToHost || kind > cudaMemcpyDefault) return set_err(cudaErrorInvalidMemcpyDirection);
+    bool dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+    bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+    char msg[256];
+    if (dst_dev && !accessible(dst)) {
+        snprintf(msg, sizeof msg, "%s: destination %p of a copy to the device is not device memory", what, dst);
+        return set_err(cudaErrorInvalidValue, msg);
+    }
+    if (src_dev && !accessible(src)) {
+        snprintf(msg, sizeof msg, "%s: source %p of a copy from the device is not device memory", what, src);
+        return set_err(cudaErrorInvalidValue, msg);
+    }
+    (void)n;
+    return cudaSuccess;
+}
+} // namespace
+
+extern "C" void kn_sim_set_launch_error(cudaError_t e, const char *msg) { set_err(e, msg); }
+extern "C" int kn_sim_max_dynamic_smem(const void *fn) {
+    std::lock_guard<std::mutex> g(mu);
+    auto it = dyn_smem_max.find(fn);
+    return it == dyn_smem_max.end() ? 48 << 10 : it->second;
+}
+
+extern "C" {
+
+int kn_sim_device_accessible(const void *p, const void **base, size_t *bytes) {
+    std::lock_guard<std::mutex> g(mu);
+    auto a = find(p);
+    if (!a) return 0;
+    if (base) *base = (const void *)a->first;
+    if (bytes) *bytes = a->second.bytes;
+    return 1;
+}
+
+cudaError_t cudaGetLastError(void) {
+    cudaError_t e = last_error;
+    last_error = cudaSuccess;
+    return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return last_error; }
+
+const char *cudaGetErrorName(cudaError_t e) {
+    switch (e) {
+#define N(x) case x: return #x;
+    N(cudaSuccess) N(cudaErrorInvalidValue) N(cudaErrorMemoryAllocation) N(cudaErrorInitializationError)
+    N(cudaErrorInvalidConfiguration) N(cudaErrorInvalidPitchValue) N(cudaErrorInvalidDevicePointer)
+    N(cudaErrorInvalidMemcpyDirection) N(cudaErrorNoDevice) N(cudaErrorInvalidDevice) N(cudaErrorInvalidResourceHandle)
+    N(cudaErrorNotReady) N(cudaErrorIllegalAddress) N(cudaErrorLaunchOutOfResources) N(cudaErrorLaunchFailure)
+#undef N
+    default: return "cudaErrorUnknown";
+    }
+}
+
+const char *cudaGetErrorString(cudaError_t e) {
+    // the interpreter's message for the error it last raised on this thread (names the kernel)
+    if (e != cudaSuccess && e == last_msg_code && !last_msg.empty()) return last_msg.c_str();
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    default: return "unknown error";
+    }
+}
+
+cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
+cudaError_t cudaSetDevice(int d) {
+    if (d != 0) return set_err(cudaErrorInvalidDevice);
+    cur_device = d;
+    return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int *d) { *d = cur_device; return cudaSuccess; }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int d) {
+    if (d != 0) return set_err(cudaErrorInvalidDevice);
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "kiln SIMT interpreter");
+    p->totalGlobalMem = kTotalMem;
+    p->sharedMemPerBlock = 48 << 10;
+    p->sharedMemPerBlockOptin = 227 << 10;
+    p->sharedMemPerMultiprocessor = 228 << 10;
+    p->memPitch = (size_t)1 << 31;
+    p->totalConstMem = 64 << 10;
+    p->regsPerBlock = 65536;
+    p->warpSize = 32;
+    p->maxThreadsPerBlock = 1024;
+    p->maxThreadsDim[0] = 1024; p->maxThreadsDim[1] = 1024; p->maxThreadsDim[2] = 64;
+    p->maxGridSize[0] = 0x7fffffff; p->maxGridSize[1] = 65535; p->maxGridSize[2] = 65535;
+    p->major = 9;
+    p->minor = 0;
+    p->multiProcessorCount = 132;
+    p->maxThreadsPerMultiProcessor = 2048;
+    p->l2CacheSize = 50 << 20;
+    p->unifiedAddressing = 1;
+    return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceReset(void) { return cudaSuccess; }
+cudaError_t cudaMemGetInfo(size_t *fr, size_t *total) {
+    std::lock_guard<std::mutex> g(mu);
+    *total = kTotalMem;
+    *fr = device_bytes < kTotalMem ? kTotalMem - device_bytes : 0;
+    return cudaSuccess;
+}
+
+static cudaError_t alloc(void **p, size_t n, bool pinned) {
+    if (!p) return set_err(cudaErrorInvalidValue);
+    *p = NULL;
+    if (n == 0) return cudaSuccess;
+    {
+        std::lock_guard<std::mutex> g(mu);
+        if (!pinned && device_bytes + n > kTotalMem) return set_err(cudaErrorMemoryAllocation);
+    }
+    // exact size (rounded up only as aligned_alloc needs): AddressSanitizer's redzones sit right
+    // after the bytes asked for
+    void *q = aligned_alloc(256, (n + 255) & ~(size_t)255);
+    if (!q) return set_err(cudaErrorMemoryAllocation);
+    std::lock_guard<std::mutex> g(mu);
+    allocs[(uintptr_t)q] = alloc_info{n, pinned};
+    if (!pinned) device_bytes += n;
+    *p = q;
+    return cudaSuccess;
+}
+static cudaError_t release(void *p, bool pinned) {
+    if (!p) return cudaSuccess;
+    std::lock_guard<std::mutex> g(mu);
+    auto it = allocs.find((uintptr_t)p);
+    if (it == allocs.end() || it->second.pinned != pinned) return set_err(cudaErrorInvalidValue);
+    if (!pinned) device_bytes -= it->second.bytes;
+    allocs.erase(it);
+    free(p);
+    return cudaSuccess;
+}
+cudaError_t cudaMalloc(void **p, size_t n) { return alloc(p, n, false); }
+cudaError_t cudaFree(void *p) { return release(p, false); }
+cudaError_t cudaMallocHost(void **p, size_t n) { return alloc(p, n, true); }
+cudaError_t cudaHostAlloc(void **p, size_t n, unsigned flags) { (void)flags; return alloc(p, n, true); }
+cudaError_t cudaFreeHost(void *p) { return release(p, true); }
+cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t s) { (void)s; return alloc(p, n, false); }
+cudaError_t cudaFreeAsync(void *p, cudaStream_t s) { (void)s; return release(p, false); }
+
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind) { return cudaMemcpyAsync(dst, src, n, kind, cudaStreamLegacy); }
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
+    (void)s;
+    if (!n) return cudaSuccess;
+    cudaError_t e = check_copy(dst, src, n, kind, "cudaMemcpyAsync");
+    if (e) return e;
+    memmove(dst, src, n);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpy2D(void *dst, size_t dp, const void *src, size_t sp, size_t w, size_t h, cudaMemcpyKind kind) {
+    return cudaMemcpy2DAsync(dst, dp, src, sp, w, h, kind, cudaStreamLegacy);
+}
+cudaError_t cudaMemcpy2DAsync(void *dst, size_t dp, const void *src, size_t sp, size_t w, size_t h, cudaMemcpyKind kind, cudaStream_t s) {
+    (void)s;
+    if (!w || !h) return cudaSuccess;
+    // as the hardware: pitches at least the width, and no larger than the device's maximum pitch
+    if (dp < w || sp < w || (h > 1 && (dp > ((size_t)1 << 31) || sp > ((size_t)1 << 31)))) return set_err(cudaErrorInvalidPitchValue);
+    cudaError_t e = check_copy(dst, src, w, kind, "cudaMemcpy2DAsync");
+    if (!e) e = check_copy((char *)dst + dp * (h - 1), (const char *)src + sp * (h - 1), w, kind, "cudaMemcpy2DAsync");
+    if (e) return e;
+    for (size_t r = 0; r < h; r++) memmove((char *)dst + r * dp, (const char *)src + r * sp, w);
+    return cudaSuccess;
+}
+cudaError_t cudaMemset(void *p, int v, size_t n) { return cudaMemsetAsync(p, v, n, cudaStreamLegacy); }
+cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
+    (void)s;
+    if (!n) return cudaSuccess;
+    if (!accessible(p)) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "cudaMemsetAsync: %p is not device memory", p);
+        return set_err(cudaErrorInvalidValue, msg);
+    }
+    memset(p, v, n);
+    return cudaSuccess;
+}
+
+// streams: a handle per stream (work is done at once, so there is nothing to queue)
+cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, 0); }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
+    (void)flags;
+    *s = (cudaStream_t)malloc(16);
+    return *s ? cudaSuccess : set_err(cudaErrorMemoryAllocation);
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    if (s == cudaStreamLegacy || s == cudaStreamPerThread || !s) return set_err(cudaErrorInvalidResourceHandle);
+    free(s);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t s) { (void)s; return cudaSuccess; }
+cudaError_t cudaStreamQuery(cudaStream_t s) { (void)s; return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned f) { (void)s; (void)e; (void)f; return cudaSuccess; }
+
+cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned f) {
+    (void)f;
+    kn_event_impl *x = new kn_event_impl{now_ms()};
+    *e = (cudaEvent_t)x;
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) { delete (kn_event_impl *)e; return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) { (void)s; ((kn_event_impl *)e)->t = now_ms(); return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t e) { (void)e; return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t e) { (void)e; return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+    *ms = (float)(((kn_event_impl *)b)->t - ((kn_event_impl *)a)->t);
+    return cudaSuccess;
+}
+cudaError_t cudaFuncSetAttribute(const void *fn, cudaFuncAttribute attr, int value) {
+    if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+        if (value < 0 || value > (227 << 10)) return set_err(cudaErrorInvalidValue);
+        std::lock_guard<std::mutex> g(mu);
+        dyn_smem_max[fn] = value;
+    }
+    return cudaSuccess;
+}
+
+} // extern "C"

@@ -1,0 +1,30 @@
+# GPU tests on the SIMT interpreter (cmake/cuda_sim.cmake): the interpreter's own tests, the
+# kernel harness and the zoo sessions built on kiln_core_sim, and the node conformance suite
+# through kiln-sim --device cuda against the CPU. Included from tests/CMakeLists.txt when
+# KILN_CUDA_SIM is on; these run (never skip) on machines without a GPU.
+
+# the interpreter itself: every primitive against known answers, every checker on a broken kernel
+add_executable(test_simt ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_simt.cpp)
+target_link_libraries(test_simt PRIVATE kiln_simt stdc++)
+target_sources(test_simt PRIVATE $<TARGET_OBJECTS:kiln_simt>)
+add_test(NAME gpusim.interpreter COMMAND test_simt)
+set_tests_properties(gpusim.interpreter PROPERTIES TIMEOUT 300)
+
+# every CUDA kernel against the CPU reference (tests/gpu/test_backend_ops.c), racecheck on
+add_executable(test_backend_ops_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_backend_ops.c)
+target_link_libraries(test_backend_ops_sim PRIVATE kiln_core_sim)
+add_test(NAME gpusim.backend_ops COMMAND test_backend_ops_sim)
+set_tests_properties(gpusim.backend_ops PROPERTIES TIMEOUT 900 ENVIRONMENT "KILN_SIM_RACECHECK=1")
+
+# whole zoo models: a device=cuda session against a device=cpu one (rtol 1e-3, atol 1e-4)
+add_executable(test_session_cuda_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_session_cuda.c)
+target_link_libraries(test_session_cuda_sim PRIVATE kiln_core_sim)
+add_test(NAME gpusim.session COMMAND test_session_cuda_sim ${CMAKE_SOURCE_DIR}/../shared/zoo)
+set_tests_properties(gpusim.session PROPERTIES TIMEOUT 900 ENVIRONMENT "KILN_SIM_RACECHECK=1")
+
+# the ONNX node suite through kiln-sim --device cuda: every case that passes on the CPU must pass
+# on cuda (the CUDA kernels and the placement; ops without a CUDA kernel fall back to the CPU)
+add_test(NAME gpusim.conformance_node
+         COMMAND ${CMAKE_COMMAND} -DKILN=$<TARGET_FILE:kiln_cli_sim> -DDIR=${CMAKE_BINARY_DIR}/conformance/node
+                 -DOUT=${CMAKE_BINARY_DIR}/gpusim-conformance-node -P ${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpusim_conformance.cmake)
+set_tests_properties(gpusim.conformance_node PROPERTIES FIXTURES_REQUIRED conformance_data TIMEOUT 2400)
