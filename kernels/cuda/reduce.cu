@@ -45,11 +45,13 @@ template <class T> __global__ void reduce_float_kernel(T *y, const T *x, int64_t
 template <class T> __global__ void reduce_int_kernel(T *y, const T *x, int64_t n_out, kn_red_geom g, int kind) {
     KN_GRID_STRIDE(o, n_out) {
         int64_t base = red_off(g.kd, g.ks, g.nk, o);
-        int64_t acc = 0;
+        // Max/Min of an empty range is the type's identity (lowest / highest), as on the CPU
+        int64_t acc = kind == RD_MAX ? (sizeof(T) == 4 ? (int64_t)INT32_MIN : INT64_MIN)
+                    : kind == RD_MIN ? (sizeof(T) == 4 ? (int64_t)INT32_MAX : INT64_MAX) : 0;
         for (int64_t r = 0; r < g.n_red; r++) {
             int64_t v = (int64_t)x[base + red_off(g.rd, g.rs, g.nr, r)];
             if (kind == RD_SUM || kind == RD_MEAN) acc = (int64_t)((uint64_t)acc + (uint64_t)v);
-            else if (r == 0 || (kind == RD_MAX ? v > acc : v < acc)) acc = v;
+            else if (kind == RD_MAX ? v > acc : v < acc) acc = v;
         }
         if (kind == RD_MEAN && g.n_red) acc /= g.n_red;
         y[o] = (T)acc;
@@ -78,8 +80,6 @@ static kn_status *reduce_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_te
         if (mask[d]) { g.rd[g.nr] = x->dims[d]; g.rs[g.nr] = xs[d]; g.nr++; g.n_red *= x->dims[d]; }
         else { g.kd[g.nk] = x->dims[d]; g.ks[g.nk] = xs[d]; g.nk++; }
     }
-    if (g.n_red == 0 && (kind == RD_MAX || kind == RD_MIN))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: cannot reduce an empty axis", node->op_type);
     unsigned gr = kn_cuda_blocks(n_out, 128);
     switch (x->dtype) {
     case KN_F32: KN_LAUNCH(reduce_float_kernel<float>, gr, 128, 0, s, (float *)y->data, (const float *)x->data, n_out, g, kind); break;
