@@ -68,8 +68,8 @@ KN_CUDA_KERNEL(LayerNormalization) {
     int64_t rows = 1, cols = 1;
     for (int d = 0; d < axis; d++) rows *= x->dims[d];
     for (int d = axis; d < x->ndim; d++) cols *= x->dims[d];
+    // an empty row still has its Mean and InvStdDev written (NaN: 0 / 0, as on the CPU)
     if (rows <= 0) return NULL;
-    if (cols <= 0) return NULL;
     if (kn_numel(sc) != cols || (b && kn_numel(b) != cols))
         return kn_error(KN_ERR_UNSUPPORTED, "LayerNormalization: scale/bias must have the normalized shape on cuda");
     if (rows > 0x7fffffffLL) return kn_error(KN_ERR_UNSUPPORTED, "LayerNormalization: %lld rows", (long long)rows);
