@@ -1,7 +1,8 @@
 // Softmax and LogSoftmax on the device: one block per row of the reduced axis (opset >= 13: the
 // one axis, possibly strided; earlier opsets: the flattened trailing dims), max-subtracted,
-// accumulated in float.
+// accumulated in float; float16/bfloat16 Softmax rounds step by step as the CPU reference does.
 #include "cuda_common.h"
+#include <type_traits>
 
 #define SM_THREADS 256
 
@@ -26,6 +27,9 @@ __device__ static float block_reduce(float v, bool is_max, KN_SHARED_PTR(float) 
     return sh[0];
 }
 
+// v rounded to T's precision (identity for float)
+template <class T> __device__ static inline float sm_round(float v) { return kn_num<T>::ld(kn_num<T>::st(v)); }
+
 // rows = outer * inner, each of len elements at stride inner: y = softmax(x) (log: x - max - log sum)
 template <class T> __global__ void softmax_kernel(T *y, const T *x, int64_t inner, int64_t len, bool log_out) {
     KN_SHARED(float, sh, 32);
@@ -35,6 +39,28 @@ template <class T> __global__ void softmax_kernel(T *y, const T *x, int64_t inne
     float m = -INFINITY;
     for (int64_t k = threadIdx.x; k < len; k += blockDim.x) m = fmaxf(m, kn_num<T>::ld(xr[k * inner]));
     m = block_reduce(m, true, sh);
+    if (sizeof(T) == 2 && !log_out) {
+        // float16/bfloat16 Softmax rounds step by step like the ONNX reference and the CPU kernel
+        // (half_softmax_line): x - max, exp and the quotient each round to T; float16 sums in
+        // float, bfloat16 rounds after every addition, in order, so one thread adds the row up.
+        // Rounding once from float instead is an ulp off, beyond the bfloat16 tolerance.
+        float sum = 0;
+        if (std::is_same<T, __nv_bfloat16>::value) {
+            if (threadIdx.x == 0)
+                for (int64_t k = 0; k < len; k++) sum = sm_round<T>(sum + sm_round<T>(expf(sm_round<T>(kn_num<T>::ld(xr[k * inner]) - m))));
+            __syncthreads(); // sh[0] (the max) has been read by every thread
+            if (threadIdx.x == 0) sh[0] = sum;
+            __syncthreads();
+            sum = sh[0];
+        } else {
+            for (int64_t k = threadIdx.x; k < len; k += blockDim.x) sum += sm_round<T>(expf(sm_round<T>(kn_num<T>::ld(xr[k * inner]) - m)));
+            sum = block_reduce(sum, false, sh);
+        }
+        sum = sm_round<T>(sum);
+        for (int64_t k = threadIdx.x; k < len; k += blockDim.x)
+            yr[k * inner] = kn_num<T>::st(sm_round<T>(expf(sm_round<T>(kn_num<T>::ld(xr[k * inner]) - m))) / sum);
+        return;
+    }
     float sum = 0;
     for (int64_t k = threadIdx.x; k < len; k += blockDim.x) sum += expf(kn_num<T>::ld(xr[k * inner]) - m);
     sum = block_reduce(sum, false, sh);
