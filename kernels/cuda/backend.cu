@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <utility>
 
@@ -295,8 +296,23 @@ static kn_kernel_fn cuda_kernel(const kn_backend *b, int op) {
     return op >= 0 && op < KN_OP_COUNT ? kn_cuda_kernels[op] : NULL;
 }
 
+// KILN_CUDA_DISABLE=Op,Op,...: those ops stay on the CPU, to bisect a wrong result to one kernel
+static bool cuda_disabled(int op) {
+    static std::once_flag once;
+    static bool off[KN_OP_COUNT];
+    std::call_once(once, [] {
+        const char *e = getenv("KILN_CUDA_DISABLE");
+        for (int k = 0; e && k < KN_OP_COUNT; k++) {
+            size_t l = strlen(kn_op_table[k].name);
+            for (const char *p = strstr(e, kn_op_table[k].name); p; p = strstr(p + 1, kn_op_table[k].name))
+                if ((p == e || p[-1] == ',') && (p[l] == 0 || p[l] == ',')) off[k] = true;
+        }
+    });
+    return op >= 0 && op < KN_OP_COUNT && off[op];
+}
+
 static bool cuda_supports(const kn_backend *b, const kn_node *n, const kn_tensor *const *in, int n_in) {
-    if (!cuda_kernel(b, n->op) || n->n_implicit) return false;
+    if (!cuda_kernel(b, n->op) || n->n_implicit || cuda_disabled(n->op)) return false;
     for (int k = 0; k < n_in; k++)
         if (in[k] && (in[k]->kind != KN_KIND_TENSOR || in[k]->dtype == KN_STRING || in[k]->ndim < 0)) return false;
     switch (n->op) {
