@@ -204,9 +204,7 @@ static void fuse_drop(kn_graph *g, const uint8_t *del)
     for (int i = 0; i < g->n_nodes; i++) {
         kn_node *n = &g->nodes[i];
         if (!del[i]) { g->nodes[w++] = *n; continue; }
-        free(n->name); free(n->op_type); free(n->domain); free(n->inputs); free(n->outputs);
-        for (int a = 0; a < n->n_attrs; a++) kn_attr_clear(&n->attrs[a]);
-        free(n->attrs);
+        kn_node_clear(n);
     }
     g->n_nodes = w;
     for (int v = 0; v < g->n_values; v++) g->values[v].producer = -1;

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* ---- params decoders (graph/params.h), run once per node at load ---- */
+
 /* Ops whose axes moved from an attribute to an optional second input: ReduceSum at opset 13,
  * the others at 18. */
 static bool reduce_axes_from_input(const kn_node *n)
@@ -13,6 +15,133 @@ static bool reduce_axes_from_input(const kn_node *n)
     if (n->op == KN_OP_ReduceSum) return n->opset >= 13;
     return n->opset >= 18;
 }
+
+static kn_status *decode_axes(const kn_node *n, const char *name, int *n_axes, int64_t *axes)
+{
+    const int64_t *v;
+    int na = kn_attr_ints(n, name, &v);
+    if (na > KN_PARAMS_MAX_AXES)
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: %d %s, at most %d supported", n->op_type, na, name, KN_PARAMS_MAX_AXES);
+    *n_axes = na;
+    for (int i = 0; i < na; i++) axes[i] = v[i];
+    return NULL;
+}
+
+kn_status *kn_params_decode_reduce(const kn_node *n, void *out)
+{
+    kn_params_reduce *p = out;
+    p->keepdims = kn_attr_int(n, "keepdims", 1) != 0;
+    p->noop_with_empty_axes = kn_attr_int(n, "noop_with_empty_axes", 0) != 0;
+    if (!reduce_axes_from_input(n)) {
+        KN_TRY(decode_axes(n, "axes", &p->n_axes, p->axes));
+        p->has_axes_attr = p->n_axes >= 0;
+        if (p->n_axes < 0) p->n_axes = 0;
+    }
+    return NULL;
+}
+
+kn_status *kn_params_decode_arg(const kn_node *n, void *out)
+{
+    kn_params_arg *p = out;
+    p->axis = kn_attr_int(n, "axis", 0);
+    p->keepdims = kn_attr_int(n, "keepdims", 1) != 0;
+    p->select_last_index = kn_attr_int(n, "select_last_index", 0) != 0;
+    return NULL;
+}
+
+kn_status *kn_params_decode_cum(const kn_node *n, void *out)
+{
+    kn_params_cum *p = out;
+    p->exclusive = kn_attr_int(n, "exclusive", 0) != 0;
+    p->reverse = kn_attr_int(n, "reverse", 0) != 0;
+    return NULL;
+}
+
+kn_status *kn_params_decode_softmax(const kn_node *n, void *out)
+{
+    kn_params_softmax *p = out;
+    p->coerce_2d = n->opset < 13;
+    p->axis = kn_attr_int(n, "axis", p->coerce_2d ? 1 : -1);
+    return NULL;
+}
+
+kn_status *kn_params_decode_topk(const kn_node *n, void *out)
+{
+    kn_params_topk *p = out;
+    p->axis = kn_attr_int(n, "axis", -1);
+    p->k_attr = n->opset >= 10 ? -1 : kn_attr_int(n, "k", -1);
+    p->largest = kn_attr_int(n, "largest", 1) != 0;
+    p->sorted = kn_attr_int(n, "sorted", 1) != 0;
+    return NULL;
+}
+
+kn_status *kn_params_decode_layernorm(const kn_node *n, void *out)
+{
+    kn_params_layernorm *p = out;
+    p->axis = kn_attr_int(n, "axis", -1);
+    p->epsilon = kn_attr_float(n, "epsilon", 1e-5f);
+    p->stash_type = kn_attr_int(n, "stash_type", 1);
+    return NULL;
+}
+
+kn_status *kn_params_decode_batchnorm(const kn_node *n, void *out)
+{
+    kn_params_batchnorm *p = out;
+    p->epsilon = kn_attr_float(n, "epsilon", 1e-5f);
+    p->momentum = kn_attr_float(n, "momentum", 0.9f);
+    p->training_mode_attr = n->opset >= 14 && kn_attr_int(n, "training_mode", 0) != 0;
+    return NULL;
+}
+
+kn_status *kn_params_decode_chan_norm(const kn_node *n, void *out)
+{
+    kn_params_chan_norm *p = out;
+    p->epsilon = kn_attr_float(n, "epsilon", 1e-5f);
+    p->num_groups = kn_attr_int(n, "num_groups", 0);
+    p->stash_type = kn_attr_int(n, "stash_type", 1);
+    return NULL;
+}
+
+kn_status *kn_params_decode_lpnorm(const kn_node *n, void *out)
+{
+    kn_params_lpnorm *p = out;
+    p->axis = kn_attr_int(n, "axis", -1);
+    p->p = kn_attr_int(n, "p", 2);
+    return NULL;
+}
+
+kn_status *kn_params_decode_mvn(const kn_node *n, void *out)
+{
+    kn_params_mvn *p = out;
+    KN_TRY(decode_axes(n, "axes", &p->n_axes, p->axes));
+    if (p->n_axes < 0) { p->n_axes = 3; p->axes[0] = 0; p->axes[1] = 2; p->axes[2] = 3; }
+    return NULL;
+}
+
+kn_status *kn_params_decode_lrn(const kn_node *n, void *out)
+{
+    kn_params_lrn *p = out;
+    p->size = kn_attr_int(n, "size", 0);
+    p->alpha = kn_attr_float(n, "alpha", 1e-4f);
+    p->beta = kn_attr_float(n, "beta", 0.75f);
+    p->bias = kn_attr_float(n, "bias", 1.0f);
+    return NULL;
+}
+
+kn_status *kn_params_decode_loss(const kn_node *n, void *out)
+{
+    kn_params_loss *p = out;
+    const char *red = kn_attr_str(n, "reduction", "mean");
+    if (!strcmp(red, "none")) p->reduction = KN_REDUCTION_NONE;
+    else if (!strcmp(red, "sum")) p->reduction = KN_REDUCTION_SUM;
+    else if (!strcmp(red, "mean")) p->reduction = KN_REDUCTION_MEAN;
+    else return kn_error(KN_ERR_INVALID_MODEL, "%s: unknown reduction '%s'", n->op_type, red);
+    p->has_ignore_index = kn_node_attr(n, "ignore_index") != NULL;
+    p->ignore_index = kn_attr_int(n, "ignore_index", 0);
+    return NULL;
+}
+
+/* ---- shape rules ---- */
 
 /* Resolves which axes of x a Reduce* node reduces. axes_in is the optional axes input (NULL when
  * omitted). *unknown is set when the axes input exists but its value is not known yet (static
@@ -42,12 +171,12 @@ kn_status *kn_reduce_axes_mask(const kn_node *n, const kn_tensor *x, const kn_te
             axes = owned;
         }
     } else {
-        int na = kn_attr_ints(n, "axes", &axes);
-        n_axes = na < 0 ? 0 : na;
+        axes = KN_PARAMS(n, reduce)->axes;
+        n_axes = KN_PARAMS(n, reduce)->n_axes;
     }
     if (n_axes == 0) {
         free(owned);
-        if (kn_attr_int(n, "noop_with_empty_axes", 0)) { *noop = true; return NULL; }
+        if (KN_PARAMS(n, reduce)->noop_with_empty_axes) { *noop = true; return NULL; }
         for (int i = 0; i < rank; i++) mask[i] = true;
         return NULL;
     }
@@ -72,7 +201,7 @@ static kn_status *infer_reduce(kn_infer_ctx *c)
     KN_TRY(kn_reduce_axes_mask(c->node, x, axes_in, mask, &noop, &unknown));
     if (unknown) { y->ndim = -1; return NULL; }
     if (noop) { kn_tensor_set_shape(y, x->ndim, x->dims); return NULL; }
-    bool keep = kn_attr_int(c->node, "keepdims", 1) != 0;
+    bool keep = KN_PARAMS(c->node, reduce)->keepdims;
     int64_t dims[KN_MAX_DIMS];
     int nd = 0;
     for (int i = 0; i < x->ndim; i++) {
@@ -103,8 +232,9 @@ static kn_status *infer_arg(kn_infer_ctx *c)
     if (x->ndim == 0)
         return kn_error(KN_ERR_INVALID_MODEL, "%s: input must have rank >= 1", c->node->op_type);
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(c->node, "axis", 0), x->ndim, c->node, &axis));
-    bool keep = kn_attr_int(c->node, "keepdims", 1) != 0;
+    const kn_params_arg *p = KN_PARAMS(c->node, arg);
+    KN_TRY(kn_norm_axis(p->axis, x->ndim, c->node, &axis));
+    bool keep = p->keepdims;
     int64_t dims[KN_MAX_DIMS];
     int nd = 0;
     for (int i = 0; i < x->ndim; i++) {
@@ -132,10 +262,9 @@ static kn_status *infer_softmax(kn_infer_ctx *c)
     const kn_tensor *x = c->in[0];
     if (x->ndim >= 0) {
         int axis;
-        int64_t def = c->node->opset >= 13 ? -1 : 1;
         if (x->ndim == 0)
             return kn_error(KN_ERR_INVALID_MODEL, "%s: input must have rank >= 1", c->node->op_type);
-        KN_TRY(kn_norm_axis(kn_attr_int(c->node, "axis", def), x->ndim, c->node, &axis));
+        KN_TRY(kn_norm_axis(KN_PARAMS(c->node, softmax)->axis, x->ndim, c->node, &axis));
     }
     return kn_infer_same_as_input0(c);
 }
@@ -164,7 +293,7 @@ kn_status *kn_infer_TopK(kn_infer_ctx *c)
             free(kv);
         }
     } else {
-        k = kn_attr_int(c->node, "k", -1);
+        k = KN_PARAMS(c->node, topk)->k_attr;
     }
     if (x->ndim < 0 || !k_known) {
         if (vals) vals->ndim = -1;
@@ -173,7 +302,7 @@ kn_status *kn_infer_TopK(kn_infer_ctx *c)
     }
     if (x->ndim == 0) return kn_error(KN_ERR_INVALID_MODEL, "TopK: input must have rank >= 1");
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(c->node, "axis", -1), x->ndim, c->node, &axis));
+    KN_TRY(kn_norm_axis(KN_PARAMS(c->node, topk)->axis, x->ndim, c->node, &axis));
     if (k < 0 || (x->dims[axis] >= 0 && k > x->dims[axis]))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "TopK: k=%lld out of range for %s along axis %d",
                         (long long)k, kn_tensor_desc(x, buf, sizeof buf), axis);
@@ -192,10 +321,11 @@ kn_status *kn_infer_LayerNormalization(kn_infer_ctx *c)
     KN_TRY(kn_infer_same_as_input0(c));
     if (c->n_in < 2 || !c->in[1])
         return kn_error(KN_ERR_INVALID_MODEL, "LayerNormalization: Scale input is required");
-    int64_t stash = kn_attr_int(c->node, "stash_type", 1);
+    const kn_params_layernorm *p = KN_PARAMS(c->node, layernorm);
+    int64_t stash = p->stash_type;
     kn_dtype st = (stash == KN_F32 || stash == KN_F64 || stash == KN_F16 || stash == KN_BF16) ? (kn_dtype)stash : KN_F32;
     int axis = 0;
-    if (x->ndim >= 0) KN_TRY(kn_norm_axis(kn_attr_int(c->node, "axis", -1), x->ndim, c->node, &axis));
+    if (x->ndim >= 0) KN_TRY(kn_norm_axis(p->axis, x->ndim, c->node, &axis));
     for (int o = 1; o < c->n_out && o < 3; o++) {
         kn_tensor *t = c->out[o];
         if (!t) continue;
@@ -214,7 +344,7 @@ kn_status *kn_infer_RMSNormalization(kn_infer_ctx *c)
         return kn_error(KN_ERR_INVALID_MODEL, "RMSNormalization: scale input is required");
     if (c->in[0]->ndim >= 0) {
         int axis;
-        KN_TRY(kn_norm_axis(kn_attr_int(c->node, "axis", -1), c->in[0]->ndim, c->node, &axis));
+        KN_TRY(kn_norm_axis(KN_PARAMS(c->node, layernorm)->axis, c->in[0]->ndim, c->node, &axis));
     }
     return kn_infer_same_as_input0(c);
 }
@@ -256,7 +386,7 @@ kn_status *kn_infer_LpNormalization(kn_infer_ctx *c)
     if (c->in[0]->ndim >= 0) {
         int axis;
         if (c->in[0]->ndim == 0) return kn_error(KN_ERR_INVALID_MODEL, "LpNormalization: input must have rank >= 1");
-        KN_TRY(kn_norm_axis(kn_attr_int(c->node, "axis", -1), c->in[0]->ndim, c->node, &axis));
+        KN_TRY(kn_norm_axis(KN_PARAMS(c->node, lpnorm)->axis, c->in[0]->ndim, c->node, &axis));
     }
     return kn_infer_same_as_input0(c);
 }
@@ -270,9 +400,7 @@ static kn_status *infer_loss(kn_infer_ctx *c)
     if (c->n_in < 2 || !c->in[1])
         return kn_error(KN_ERR_INVALID_MODEL, "%s: the labels/target input is required", c->node->op_type);
     const kn_tensor *tg = c->in[1];
-    const char *red = kn_attr_str(c->node, "reduction", "mean");
-    if (strcmp(red, "none") && strcmp(red, "sum") && strcmp(red, "mean"))
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: unknown reduction '%s'", c->node->op_type, red);
+    bool red_none = KN_PARAMS(c->node, loss)->reduction == KN_REDUCTION_NONE;
     if (x->ndim >= 0 && x->ndim < 2)
         return kn_error(KN_ERR_INVALID_MODEL, "%s: input must be [N, C, ...], got %s", c->node->op_type,
                         kn_tensor_desc(x, buf, sizeof buf));
@@ -282,7 +410,7 @@ static kn_status *infer_loss(kn_infer_ctx *c)
     kn_tensor *loss = c->out[0];
     loss->dtype = x->dtype;
     int64_t none[1] = {0};
-    if (strcmp(red, "none")) kn_tensor_set_shape(loss, 0, none);
+    if (!red_none) kn_tensor_set_shape(loss, 0, none);
     else if (tg->ndim < 0) loss->ndim = -1;
     else kn_tensor_set_shape(loss, tg->ndim, tg->dims);
     if (c->n_out > 1 && c->out[1]) {

@@ -28,6 +28,15 @@ void kn_attr_clear(kn_attr *a) {
     memset(a, 0, sizeof *a);
 }
 
+void kn_node_clear(kn_node *n) {
+    free(n->name); free(n->op_type); free(n->domain);
+    free(n->inputs); free(n->outputs);
+    for (int a = 0; a < n->n_attrs; a++) kn_attr_clear(&n->attrs[a]);
+    free(n->attrs);
+    free(n->params);
+    memset(n, 0, sizeof *n);
+}
+
 void kn_graph_free(kn_graph *g) {
     if (!g) return;
     for (int i = 0; i < g->n_values; i++) {
@@ -36,13 +45,7 @@ void kn_graph_free(kn_graph *g) {
         for (int d = 0; d < KN_MAX_DIMS; d++) free(v->dim_names[d]);
         kn_tensor_free(v->constant);
     }
-    for (int i = 0; i < g->n_nodes; i++) {
-        kn_node *n = &g->nodes[i];
-        free(n->name); free(n->op_type); free(n->domain);
-        free(n->inputs); free(n->outputs);
-        for (int a = 0; a < n->n_attrs; a++) kn_attr_clear(&n->attrs[a]);
-        free(n->attrs);
-    }
+    for (int i = 0; i < g->n_nodes; i++) kn_node_clear(&g->nodes[i]);
     for (int i = 0; i < g->n_opsets; i++) free(g->opset_domains[i]);
     free(g->values); free(g->nodes); free(g->inputs); free(g->outputs); free(g->name);
     free(g);

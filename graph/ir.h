@@ -54,6 +54,10 @@ typedef struct kn_node {
     int n_outputs; int *outputs;    /* value ids; -1 for an omitted optional output */
     int n_implicit;                 /* trailing inputs that are outer values used by subgraphs */
     int n_attrs; kn_attr *attrs;
+    /* The op's attributes decoded once into its typed params struct (graph/params.h), owned by
+     * the node; NULL for ops without attributes and before kn_graph_decode_params. Kernels, shape
+     * rules and gradients read this, never the attribute list. */
+    void *params;
 } kn_node;
 
 typedef struct kn_graph {
@@ -85,6 +89,9 @@ const char *kn_attr_str(const kn_node *n, const char *name, const char *def);
 /* Integer list attribute: returns count (or -1 if absent) and sets *vals. */
 int kn_attr_ints(const kn_node *n, const char *name, const int64_t **vals);
 void kn_attr_clear(kn_attr *a);
+/* Frees what a node owns (names, value ids, attributes, params); the kn_node itself is the
+ * graph's. */
+void kn_node_clear(kn_node *n);
 kn_status *kn_attr_copy(kn_attr *dst, const kn_attr *src);
 
 /* Debug description of a node for error messages: "node 'name' (Op, opset N)". */

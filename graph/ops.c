@@ -1,28 +1,57 @@
-/* The op table generated from ops.def, name resolution and infer-function lookup. */
+/* The op table generated from ops.def, name resolution, shape-rule lookup, and the one place
+ * where attributes are decoded into params (kn_graph_decode_params). */
 #include "ops.h"
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+kn_status *kn_params_decode_none(const kn_node *n, void *p) { return NULL; }
+kn_status *kn_params_decode_legacy(const kn_node *n, void *p) { return NULL; }
+
 const kn_op_info kn_op_table[KN_OP_COUNT] = {
-#define KN_OP(id, name, domain, inplace) [KN_OP_##id] = {name, domain, inplace},
+#define KN_OP(id, name, domain, inplace, params, grad) \
+    [KN_OP_##id] = {name, domain, inplace, #params, kn_params_decode_##params, sizeof(kn_params_##params), KN_GRAD_##grad},
 #include "ops.def"
 #undef KN_OP
 };
 
-static const kn_infer_fn *kn_infer_table(void) {
-    /* built from weak references: a missing function reads as NULL */
-    static const kn_infer_fn table[KN_OP_COUNT] = {
-#define KN_OP(id, name, domain, inplace) [KN_OP_##id] = kn_infer_##id,
+static const kn_infer_fn kn_infer_table[KN_OP_COUNT] = {
+#define KN_OP(id, name, domain, inplace, params, grad) [KN_OP_##id] = kn_infer_##id,
 #include "ops.def"
 #undef KN_OP
-    };
-    return table;
-}
+};
 
-kn_infer_fn kn_op_infer(int op) { return op >= 0 && op < KN_OP_COUNT ? kn_infer_table()[op] : NULL; }
+kn_infer_fn kn_op_infer(int op) { return op >= 0 && op < KN_OP_COUNT ? kn_infer_table[op] : NULL; }
 
 int kn_op_lookup(const char *op_type, const char *domain) {
     const char *d = domain && strcmp(domain, "ai.onnx") ? domain : "";
     for (int i = 0; i < KN_OP_COUNT; i++)
         if (strcmp(kn_op_table[i].name, op_type) == 0 && strcmp(kn_op_table[i].domain, d) == 0) return i;
     return -1;
+}
+
+kn_status *kn_node_decode_params(kn_node *n) {
+    if (n->op < 0 || n->op >= KN_OP_COUNT || n->params) return NULL;
+    const kn_op_info *info = &kn_op_table[n->op];
+    if (info->params == kn_params_decode_none || info->params == kn_params_decode_legacy) return NULL;
+    void *p = calloc(1, info->params_size);
+    if (!p) return KN_OOM(info->params_size);
+    kn_status *st = info->params(n, p);
+    if (st) {
+        free(p);
+        char nd[256];
+        return kn_error_wrap(st, "%s", kn_node_desc(n, nd, sizeof nd));
+    }
+    n->params = p;
+    return NULL;
+}
+
+kn_status *kn_graph_decode_params(kn_graph *g) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        kn_node *n = &g->nodes[i];
+        for (int a = 0; a < n->n_attrs; a++)
+            if (n->attrs[a].g) KN_TRY(kn_graph_decode_params(n->attrs[a].g));
+        KN_TRY(kn_node_decode_params(n));
+    }
+    return NULL;
 }

@@ -4,21 +4,36 @@
 #ifndef KN_OPS_H
 #define KN_OPS_H
 #include "ir.h"
+#include "params.h"
 #include "../runtime/threadpool.h"
 
 typedef enum kn_inplace { KN_INPLACE_NONE = 0, KN_INPLACE_ELEMENTWISE = 1, KN_INPLACE_ALIAS = 2 } kn_inplace;
 
 typedef enum kn_op {
-#define KN_OP(id, name, domain, inplace) KN_OP_##id,
+#define KN_OP(id, name, domain, inplace, params, grad) KN_OP_##id,
 #include "ops.def"
 #undef KN_OP
     KN_OP_COUNT
 } kn_op;
 
+/* Whether an op has a gradient (the grad column of ops.def). */
+typedef enum kn_grad_kind {
+    KN_GRAD_TODO = 0, /* differentiable; the rule arrives with autograd */
+    KN_GRAD_NONE = 1, /* not differentiable (integer/boolean/random outputs, constants) */
+} kn_grad_kind;
+
+/* Decodes a node's attributes into its params struct (zeroed, params_size bytes) once at load,
+ * with the opset's defaults; an error names the node and the attribute. */
+typedef kn_status *(*kn_params_fn)(const struct kn_node *n, void *params);
+
 typedef struct kn_op_info {
     const char *name;
     const char *domain;
     kn_inplace inplace;
+    const char *params_name;   /* the params column: a family, "none" or "legacy" */
+    kn_params_fn params;       /* kn_params_decode_none / _legacy decode nothing (params stay NULL) */
+    size_t params_size;
+    kn_grad_kind grad;
 } kn_op_info;
 extern const kn_op_info kn_op_table[KN_OP_COUNT];
 /* Resolve (op_type, domain) to a kn_op id; -1 if unknown. "ai.onnx" is treated as "". */
@@ -104,15 +119,27 @@ void kn_backends_forget(const void *host);
 const kn_backend *kn_cuda_backend(int device_index);
 #endif
 
-/* Declarations of every infer function and CPU kernel (weak: a missing one reads as NULL and the
- * op reports unsupported; tests/unit/test_ops.c fails while any is missing). */
-#define KN_OP(id, name, domain, inplace) \
-    kn_status *kn_infer_##id(kn_infer_ctx *c) __attribute__((weak)); \
+/* Declarations of every shape rule, CPU kernel and params decoder. Strong references: an op
+ * whose row names a missing function fails to link, naming it. */
+#define KN_OP(id, name, domain, inplace, params, grad) \
+    kn_status *kn_infer_##id(kn_infer_ctx *c); \
     kn_status *kn_cpu_##id(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, \
-                          kn_tensor *const *out, int n_out) __attribute__((weak));
+                          kn_tensor *const *out, int n_out); \
+    kn_status *kn_params_decode_##params(const kn_node *n, void *p);
 #include "ops.def"
 #undef KN_OP
 kn_infer_fn kn_op_infer(int op);
+
+/* Decode the params of every node of g (and of its subgraphs) that has none yet; called by
+ * kn_graph_optimize after op resolution and again after fusion, so every node a kernel sees has
+ * its params. Errors name the node. */
+kn_status *kn_graph_decode_params(kn_graph *g);
+/* The same for one node (n->op resolved, n->opset set); a node built by hand (tests) calls it
+ * before its kernel runs, and frees n->params after (kn_node_clear does). */
+kn_status *kn_node_decode_params(kn_node *n);
+/* A node's params as the family's struct type: KN_PARAMS(node, softmax) ->
+ * const kn_params_softmax *. */
+#define KN_PARAMS(node, family) ((const kn_params_##family *)(node)->params)
 
 /* ---- helpers for infer functions and kernels (graph/infer_common.c) ---- */
 /* Numpy-style broadcast of shapes a and b into out (ndim/dims); error if incompatible. */

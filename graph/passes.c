@@ -19,22 +19,22 @@ static void kn_graph_compact(kn_graph *g, const uint8_t *keep) {
     for (int i = 0; i < g->n_nodes; i++) {
         kn_node *n = &g->nodes[i];
         if (keep[i]) { g->nodes[w++] = *n; continue; }
-        free(n->name); free(n->op_type); free(n->domain); free(n->inputs); free(n->outputs);
-        for (int a = 0; a < n->n_attrs; a++) kn_attr_clear(&n->attrs[a]);
-        free(n->attrs);
+        kn_node_clear(n);
     }
     g->n_nodes = w;
     kn_graph_reindex_producers(g);
 }
 
-void kn_graph_resolve_ops(kn_graph *g) {
+kn_status *kn_graph_resolve_ops(kn_graph *g) {
     for (int i = 0; i < g->n_nodes; i++) {
         kn_node *n = &g->nodes[i];
         n->op = kn_op_lookup(n->op_type, n->domain);
         if (n->opset == 0) n->opset = kn_graph_opset(g, n->domain);
         for (int a = 0; a < n->n_attrs; a++)
-            if (n->attrs[a].g) kn_graph_resolve_ops(n->attrs[a].g);
+            if (n->attrs[a].g) KN_TRY(kn_graph_resolve_ops(n->attrs[a].g));
+        KN_TRY(kn_node_decode_params(n));
     }
+    return NULL;
 }
 
 kn_status *kn_graph_check_supported(const kn_graph *g) {
@@ -219,11 +219,14 @@ done:
 }
 
 kn_status *kn_graph_optimize(kn_graph *g, bool fuse) {
-    kn_graph_resolve_ops(g);
+    KN_TRY(kn_graph_resolve_ops(g));
     KN_TRY(kn_graph_toposort(g));
     int folded = 0;
     KN_TRY(kn_graph_fold_constants(g, (int64_t)1 << 24, &folded));
-    if (fuse) KN_TRY(kn_graph_fuse(g, NULL));
+    if (fuse) {
+        KN_TRY(kn_graph_fuse(g, NULL));
+        KN_TRY(kn_graph_decode_params(g)); /* the fused nodes */
+    }
     kn_graph_eliminate_dead(g);
     return NULL;
 }

@@ -12,8 +12,9 @@ int kn_graph_eliminate_dead(kn_graph *g);
  * constants (skipping random ops, control flow and outputs larger than max_elems elements).
  * Returns the number of nodes folded in *folded. */
 kn_status *kn_graph_fold_constants(kn_graph *g, int64_t max_elems, int *folded);
-/* Resolve node->op and node->opset for every node, recursively into subgraphs. */
-void kn_graph_resolve_ops(kn_graph *g);
+/* Resolve node->op and node->opset for every node, recursively into subgraphs, and decode each
+ * node's attributes into its params (kn_node_decode_params); an error names the node. */
+kn_status *kn_graph_resolve_ops(kn_graph *g);
 /* Error listing every node whose op kiln does not implement (op, domain, opset), or NULL. */
 kn_status *kn_graph_check_supported(const kn_graph *g);
 /* ---- fusions (graph/fuse.c): each replaces matched subgraphs by one node with a CPU kernel and

@@ -1,11 +1,11 @@
-/* The CPU backend's function table: kernels come from the op table (weak kn_cpu_<op> symbols),
- * memory is host memory, and copies are memcpy. */
+/* The CPU backend's function table: kernels come from the op table (kn_cpu_<op>, one per row of
+ * graph/ops.def), memory is host memory, and copies are memcpy. */
 #include "graph/ops.h"
 #include <stdlib.h>
 #include <string.h>
 
 static const kn_kernel_fn kn_cpu_kernels[KN_OP_COUNT] = {
-#define KN_OP(id, name, domain, inplace) [KN_OP_##id] = kn_cpu_##id,
+#define KN_OP(id, name, domain, inplace, params, grad) [KN_OP_##id] = kn_cpu_##id,
 #include "graph/ops.def"
 #undef KN_OP
 };

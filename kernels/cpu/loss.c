@@ -28,12 +28,10 @@ static kn_status *loss_from_logp(const kn_node *node, const kn_tensor *x, const 
     if (weight && (kn_numel(weight) != C || !is_float(weight->dtype)))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: weight must hold C=%lld floats, got %s", node->op_type,
                         (long long)C, kn_tensor_desc(weight, buf, sizeof buf));
-    const char *red = kn_attr_str(node, "reduction", "mean");
-    bool none = !strcmp(red, "none"), mean = !strcmp(red, "mean");
-    if (!none && !mean && strcmp(red, "sum"))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: unknown reduction '%s'", node->op_type, red);
-    bool has_ignore = kn_node_attr(node, "ignore_index") != NULL;
-    int64_t ignore = kn_attr_int(node, "ignore_index", 0);
+    const kn_params_loss *p = KN_PARAMS(node, loss);
+    bool none = p->reduction == KN_REDUCTION_NONE, mean = p->reduction == KN_REDUCTION_MEAN;
+    bool has_ignore = p->has_ignore_index;
+    int64_t ignore = p->ignore_index;
     double sum = 0, wsum = 0;
     for (int64_t n = 0; n < N; n++)
         for (int64_t d = 0; d < D; d++) {

@@ -139,8 +139,9 @@ static kn_status *ln_common(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
     if (n_in < 2 || !in[1]) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: scale input is required", node->op_type);
     if (x->ndim < 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input must have rank >= 1", node->op_type);
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", -1), x->ndim, node, &axis));
-    double eps = kn_attr_float(node, "epsilon", 1e-5f);
+    const kn_params_layernorm *p = KN_PARAMS(node, layernorm);
+    KN_TRY(kn_norm_axis(p->axis, x->ndim, node, &axis));
+    double eps = p->epsilon;
     const kn_tensor *scale_t = in[1], *bias_t = (!rms && n_in > 2) ? in[2] : NULL;
     kn_tensor *y = out[0];
     kn_tensor *mean_t = (!rms && n_out > 1) ? out[1] : NULL, *inv_t = (!rms && n_out > 2) ? out[2] : NULL;
@@ -284,9 +285,9 @@ kn_status *kn_cpu_BatchNormalization(kn_exec_ctx *ctx, const kn_node *node, cons
     if (n_in < 5) return kn_error(KN_ERR_INVALID_ARGUMENT, "BatchNormalization: needs 5 inputs, got %d", n_in);
     static const char *names[5] = {"X", "scale", "B", "input_mean", "input_var"};
     for (int i = 1; i < 5; i++) KN_TRY(check_param(node, in[i], C, names[i]));
-    double eps = kn_attr_float(node, "epsilon", 1e-5f), mom = kn_attr_float(node, "momentum", 0.9f);
-    bool training = node->opset >= 14 ? kn_attr_int(node, "training_mode", 0) != 0
-                                      : (n_out > 1 && out[1] != NULL);
+    const kn_params_batchnorm *p = KN_PARAMS(node, batchnorm);
+    double eps = p->epsilon, mom = p->momentum;
+    bool training = node->opset >= 14 ? p->training_mode_attr : (n_out > 1 && out[1] != NULL);
     double *a = scratch(ctx, sizeof(double) * (size_t)C), *b = scratch(ctx, sizeof(double) * (size_t)C);
     if (!a || !b) return KN_OOM(sizeof(double) * (size_t)C);
     kn_dtype t = x->dtype;
@@ -330,7 +331,7 @@ kn_status *kn_cpu_InstanceNormalization(kn_exec_ctx *ctx, const kn_node *node, c
     KN_TRY(check_param(node, in[2], C, "B"));
     double *sc = param_doubles(ctx, in[1], C), *bi = param_doubles(ctx, in[2], C);
     if (!sc || !bi) return KN_OOM(sizeof(double) * (size_t)C);
-    chan_job j = { x, out[0], C, S, C, true, true, kn_attr_float(node, "epsilon", 1e-5f), sc, bi };
+    chan_job j = { x, out[0], C, S, C, true, true, KN_PARAMS(node, chan_norm)->epsilon, sc, bi };
     kn_parallel_for(ctx->pool, N * C, kn_red_grain(S * 2), chan_range, &j);
     return NULL;
 }
@@ -343,7 +344,7 @@ kn_status *kn_cpu_GroupNormalization(kn_exec_ctx *ctx, const kn_node *node, cons
     char buf[KN_DESC_LEN];
     int64_t N, C, S;
     KN_TRY(nchw(node, x, &N, &C, &S));
-    int64_t G = kn_attr_int(node, "num_groups", 0);
+    int64_t G = KN_PARAMS(node, chan_norm)->num_groups;
     if (G <= 0 || C % G != 0)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "GroupNormalization: num_groups=%lld must divide the channels of %s",
                         (long long)G, kn_tensor_desc(x, buf, sizeof buf));
@@ -356,7 +357,7 @@ kn_status *kn_cpu_GroupNormalization(kn_exec_ctx *ctx, const kn_node *node, cons
     KN_TRY(check_param(node, in[2], np, "bias"));
     double *sc = param_doubles(ctx, in[1], np), *bi = param_doubles(ctx, in[2], np);
     if (!sc || !bi) return KN_OOM(sizeof(double) * (size_t)np);
-    chan_job j = { x, out[0], C, S, G, true, per_channel, kn_attr_float(node, "epsilon", 1e-5f), sc, bi };
+    chan_job j = { x, out[0], C, S, G, true, per_channel, KN_PARAMS(node, chan_norm)->epsilon, sc, bi };
     kn_parallel_for(ctx->pool, N * G, kn_red_grain(S * (C / G) * 2), chan_range, &j);
     return NULL;
 }
@@ -369,8 +370,8 @@ kn_status *kn_cpu_LpNormalization(kn_exec_ctx *ctx, const kn_node *node, const k
     if (!is_float(x->dtype)) return kn_err_dtype(node, x);
     if (x->ndim < 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "LpNormalization: input must have rank >= 1");
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", -1), x->ndim, node, &axis));
-    int64_t p = kn_attr_int(node, "p", 2);
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, lpnorm)->axis, x->ndim, node, &axis));
+    int64_t p = KN_PARAMS(node, lpnorm)->p;
     if (p != 1 && p != 2) return kn_error(KN_ERR_INVALID_ARGUMENT, "LpNormalization: p must be 1 or 2, got %lld", (long long)p);
     int64_t outer = 1, n = x->dims[axis], inner = 1;
     for (int i = 0; i < axis; i++) outer *= x->dims[i];
@@ -400,10 +401,8 @@ kn_status *kn_cpu_MeanVarianceNormalization(kn_exec_ctx *ctx, const kn_node *nod
 {
     const kn_tensor *x = in[0];
     if (!is_float(x->dtype)) return kn_err_dtype(node, x);
-    static const int64_t def_axes[3] = {0, 2, 3};
-    const int64_t *axes;
-    int na = kn_attr_ints(node, "axes", &axes);
-    if (na < 0) { axes = def_axes; na = 3; }
+    const int64_t *axes = KN_PARAMS(node, mvn)->axes;
+    int na = KN_PARAMS(node, mvn)->n_axes;
     bool mask[KN_MAX_DIMS] = {false};
     for (int i = 0; i < na; i++) {
         int a;
@@ -437,10 +436,11 @@ kn_status *kn_cpu_LRN(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *co
     const kn_tensor *x = in[0];
     int64_t N, C, S;
     KN_TRY(nchw(node, x, &N, &C, &S));
-    int64_t size = kn_attr_int(node, "size", 0);
+    const kn_params_lrn *p = KN_PARAMS(node, lrn);
+    int64_t size = p->size;
     if (size <= 0) return kn_error(KN_ERR_INVALID_ARGUMENT, "LRN: size must be positive, got %lld", (long long)size);
-    double alpha = kn_attr_float(node, "alpha", 1e-4f), beta = kn_attr_float(node, "beta", 0.75f);
-    double bias = kn_attr_float(node, "bias", 1.0f);
+    double alpha = p->alpha, beta = p->beta;
+    double bias = p->bias;
     int64_t lo = (size - 1) / 2, hi = size - 1 - lo; /* floor and ceil of (size-1)/2 */
     kn_dtype t = x->dtype;
     for (int64_t n = 0; n < N; n++)

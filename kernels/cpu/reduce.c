@@ -378,8 +378,8 @@ static kn_status *arg_common(const kn_node *node, const kn_tensor *x, kn_tensor 
     if (!is_float_dtype(t) && !is_int_dtype(t) && t != KN_BOOL) return kn_err_dtype(node, x);
     if (x->ndim < 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input must have rank >= 1", node->op_type);
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", 0), x->ndim, node, &axis));
-    bool last = kn_attr_int(node, "select_last_index", 0) != 0;
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, arg)->axis, x->ndim, node, &axis));
+    bool last = KN_PARAMS(node, arg)->select_last_index;
     int64_t outer, n, inner;
     kn_red_split(x, axis, &outer, &n, &inner);
     if (n == 0 && outer * inner > 0) {
@@ -436,7 +436,7 @@ static kn_status *cum_common(const kn_node *node, const kn_tensor *const *in, in
     if (x->ndim < 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input must have rank >= 1", node->op_type);
     int axis;
     KN_TRY(kn_norm_axis(kn_get_i64(in[1], 0), x->ndim, node, &axis));
-    bool excl = kn_attr_int(node, "exclusive", 0) != 0, rev = kn_attr_int(node, "reverse", 0) != 0;
+    bool excl = KN_PARAMS(node, cum)->exclusive, rev = KN_PARAMS(node, cum)->reverse;
     int64_t outer, n, inner;
     kn_red_split(x, axis, &outer, &n, &inner);
     bool fl = is_float_dtype(t);
@@ -545,7 +545,8 @@ kn_status *kn_cpu_TopK(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     if (!is_float_dtype(t) && !is_int_dtype(t)) return kn_err_dtype(node, x);
     if (x->ndim < 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "TopK: input must have rank >= 1");
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", -1), x->ndim, node, &axis));
+    const kn_params_topk *p = KN_PARAMS(node, topk);
+    KN_TRY(kn_norm_axis(p->axis, x->ndim, node, &axis));
     kn_tensor *vals = out[0], *idx = n_out > 1 ? out[1] : NULL;
     const kn_tensor *shp = vals ? vals : idx;
     if (!shp) return NULL;
@@ -555,7 +556,7 @@ kn_status *kn_cpu_TopK(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     if (k > n || k < 0) return kn_error(KN_ERR_INVALID_ARGUMENT, "TopK: k=%lld exceeds axis size %lld",
                                         (long long)k, (long long)n);
     if (k == 0 || outer * inner == 0) return NULL;
-    topk_order ord = { kn_attr_int(node, "largest", 1) != 0, is_float_dtype(t), is_unsigned_dtype(t) };
+    topk_order ord = { p->largest, is_float_dtype(t), is_unsigned_dtype(t) };
     topk_item *items = kn_scratch_alloc(ctx, sizeof(topk_item) * (size_t)n);
     if (!items) return KN_OOM(sizeof(topk_item) * (size_t)n);
     /* Results are always sorted: sorted=0 leaves the order unspecified, and sorted is one valid order. */

@@ -128,11 +128,12 @@ static kn_status *softmax_common(kn_exec_ctx *ctx, const kn_node *node, const kn
     if (t != KN_F32 && t != KN_F64 && t != KN_F16 && t != KN_BF16) return kn_err_dtype(node, x);
     if (x->ndim < 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input must have rank >= 1", node->op_type);
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", node->opset >= 13 ? -1 : 1), x->ndim, node, &axis));
+    const kn_params_softmax *p = KN_PARAMS(node, softmax);
+    KN_TRY(kn_norm_axis(p->axis, x->ndim, node, &axis));
     int64_t outer = 1, n = 1, inner = 1;
     for (int i = 0; i < x->ndim; i++) {
         if (i < axis) outer *= x->dims[i];
-        else if (i == axis || node->opset < 13) n *= x->dims[i];
+        else if (i == axis || p->coerce_2d) n *= x->dims[i];
         else inner *= x->dims[i];
     }
     if (outer * n * inner == 0) return NULL;

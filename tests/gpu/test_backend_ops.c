@@ -111,6 +111,8 @@ static void run_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor *
     node.n_attrs = n_attrs;
     node.attrs = attrs;
     node.n_inputs = n_in;
+    kn_status *pst = kn_node_decode_params(&node); /* as loading does */
+    if (pst) { fprintf(stderr, "%s: params: %s\n", kn_op_table[op].name, kn_status_message(pst)); exit(1); }
     const kn_tensor *cin[MAX_IN];
     for (int k = 0; k < n_in; k++) cin[k] = in[k];
     char desc[512] = "", b[KN_DESC_LEN];
@@ -227,6 +229,7 @@ static void run_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor *
 done:
     for (int k = 0; k < n_out; k++) kn_tensor_release(&ref_t[k]);
     kn_scratch_release(&scratch);
+    free(node.params);
 }
 
 static kn_attr ai(const char *n, int64_t v) { kn_attr a = {0}; a.name = (char *)n; a.type = KN_ATTR_INT; a.i = v; return a; }
@@ -600,6 +603,7 @@ static void test_gather_out_of_range(void) {
         node.n_attrs = 1;
         node.attrs = at;
         node.n_inputs = 2;
+        kn_status_free(kn_node_decode_params(&node)); /* Gather's params; freed with the case */
         int64_t yd[2] = {3, 4};
         size_t xb = kn_nbytes(x), ib = kn_nbytes(ix), yb = 3 * 4 * sizeof(float);
         void *dx = cu->alloc(cu, xb), *di = cu->alloc(cu, ib), *dy = cu->alloc(cu, yb);

@@ -101,6 +101,8 @@ static inline kn_status *kn_test_run_op_(int op, int opset, const kn_attr *attrs
                                          int n_in, kn_tensor **out, const bool *want, int n_out, kn_threadpool *pool)
 {
     kn_node node = kn_test_node(op, opset, attrs, n_attrs);
+    kn_status *pst = kn_node_decode_params(&node); /* as loading does */
+    if (pst) return pst;
     for (int i = 0; i < n_out; i++) {
         out[i] = NULL;
         if (want && !want[i]) continue;
@@ -111,6 +113,7 @@ static inline kn_status *kn_test_run_op_(int op, int opset, const kn_attr *attrs
     kn_exec_ctx ctx = {.pool = pool, .backend = kn_cpu_backend(), .scratch_alloc = kn_scratch_alloc_impl,
                        .scratch_state = &scratch, .seed = KN_TEST_SEED};
     kn_status *st = kn_node_eval_host(&ctx, &node, in, n_in, out, n_out);
+    free(node.params);
     kn_scratch_release(&scratch);
     if (st) free_all(out, n_out);
     return st;
@@ -127,10 +130,14 @@ static inline kn_status *kn_test_infer_(int op, int opset, const kn_attr *attrs,
                                         int n_in, kn_tensor *const *out, int n_out)
 {
     kn_node node = kn_test_node(op, opset, attrs, n_attrs);
+    kn_status *st = kn_node_decode_params(&node);
+    if (st) return st;
     kn_infer_fn fn = kn_op_infer(op);
     ck_assert_ptr_nonnull(fn);
     kn_infer_ctx ic = {&node, in, n_in, out, n_out};
-    return fn(&ic);
+    st = fn(&ic);
+    free(node.params);
+    return st;
 }
 
 /* Shape inference alone (inputs may lack data, dims may be -1) into the caller's out tensors. */

@@ -699,7 +699,9 @@ int main(void) {
     snprintf(g_dir, sizeof g_dir, "%s/kiln_loader_XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(g_dir)) { perror("mkdtemp"); return 1; }
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "python3 '%s/tests/gen_loader_fixtures.py' '%s'", g_src, g_dir);
+    /* the project venv's interpreter (tests/CMakeLists.txt passes it), python3 otherwise */
+    const char *py = getenv("KILN_PYTHON");
+    snprintf(cmd, sizeof cmd, "'%s' '%s/tests/gen_loader_fixtures.py' '%s'", py && *py ? py : "python3", g_src, g_dir);
     if (system(cmd) != 0) {
         fprintf(stderr, "fixture generator failed: %s\n", cmd);
         nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);

@@ -67,7 +67,8 @@ int kn_cmd_info(int argc, char **argv) {
     kn_status *st = kn_onnx_load_file(path, &m);
     if (st) return kn_fail(st);
     kn_graph *g = m->graph;
-    kn_graph_resolve_ops(g);
+    /* info describes even a graph whose attributes do not decode: that error shows when it runs */
+    kn_status_free(kn_graph_resolve_ops(g));
     /* --optimized: the graph a session runs (folded, fused unless --no-fuse, pruned) instead of the file's */
     if (optimized && (st = kn_graph_optimize(g, fuse))) { kn_model_free(m); return kn_fail(st); }
     printf("model:     %s\n", path);
