@@ -4,7 +4,11 @@
 #   - ctest's gpu.* tests (smoke, every CUDA kernel against the CPU op by op, zoo sessions),
 #   - the ONNX node conformance suite with --device cuda against the CPU's pass count,
 #   - the zoo models through `kiln exec --device cuda` against ONNX Runtime (rtol 1e-3, atol 1e-4),
-#   - compute-sanitizer memcheck and racecheck on the kernel harness and on one zoo model.
+#   - compute-sanitizer memcheck and racecheck on the kernel harness and on one zoo model,
+#   - the same harnesses under the SIMT interpreter (ctest gpusim.*, built by default beside the
+#     nvcc build) with their results diffed against the device's: the per-op table of
+#     test_backend_ops, the per-model results of test_session_cuda, and the interpreter's primitive
+#     tests (tests/gpu/test_simt.cpp) run on the GPU (gpu.interpreter_primitives) and emulated.
 # Libraries unpacked from .deb files into a prefix (protobuf-c, Check, utf8proc, PCRE2, json-c):
 # set KILN_DEPS_PREFIX=/that/prefix (its usr/ is searched too). Exit status: 0 when every row passed.
 set -uo pipefail
@@ -59,7 +63,7 @@ nvidia-smi -L 2>/dev/null | head -4
 
 echo "== ctest gpu.*"
 ctest --test-dir "$BUILD" -R '^gpu\.' --output-on-failure >"$LOG/ctest_gpu.log" 2>&1
-for t in cuda_smoke backend_ops session; do
+for t in cuda_smoke backend_ops session interpreter_primitives; do
   line=$(grep -E "gpu\.$t .*(Passed|Failed|Skipped|Not Run|\*\*\*)" "$LOG/ctest_gpu.log" | tail -1)
   case "$line" in
     *Passed*) row "gpu.$t" PASS "" ;;
@@ -69,6 +73,43 @@ for t in cuda_smoke backend_ops session; do
 done
 grep -A200 "^op  " "$LOG/ctest_gpu.log" >/dev/null 2>&1 || true
 "$BUILD/tests/test_backend_ops" >"$LOG/backend_ops.txt" 2>&1 || true
+
+echo "== the SIMT interpreter: ctest gpusim.*, and its answers against the device's"
+ctest --test-dir "$BUILD" -R '^gpusim\.' --output-on-failure >"$LOG/ctest_gpusim.log" 2>&1
+for t in interpreter backend_ops session conformance_node; do
+  line=$(grep -E "gpusim\.$t .*(Passed|Failed|Skipped|Not Run|\*\*\*)" "$LOG/ctest_gpusim.log" | tail -1)
+  case "$line" in
+    *Passed*) row "gpusim.$t" PASS "" ;;
+    *) row "gpusim.$t" FAIL "$LOG/ctest_gpusim.log" ;;
+  esac
+done
+# same cases, same seeds: the per-op case/pass/fail counts must agree (max |diff| may not)
+if [ -x "$BUILD/tests/test_backend_ops_sim" ]; then
+  KILN_SIM_RACECHECK=1 "$BUILD/tests/test_backend_ops_sim" >"$LOG/backend_ops_sim.txt" 2>&1 || true
+  for f in backend_ops backend_ops_sim; do
+    sed -n '/^op  /,/^$/p' "$LOG/$f.txt" | awk '{print $1, $2, $3, $4}' >"$LOG/$f.table"
+  done
+  if [ -s "$LOG/backend_ops.table" ] && diff "$LOG/backend_ops.table" "$LOG/backend_ops_sim.table" >"$LOG/backend_ops.diff"; then
+    row "backend_ops: device table = interpreter's" PASS ""
+  else row "backend_ops: device table = interpreter's" FAIL "$LOG/backend_ops.diff"; fi
+fi
+if [ -x "$BUILD/tests/test_session_cuda_sim" ]; then
+  "$BUILD/tests/test_session_cuda" "$ZOO" >"$LOG/session.txt" 2>/dev/null || true
+  "$BUILD/tests/test_session_cuda_sim" "$ZOO" >"$LOG/session_sim.txt" 2>/dev/null || true
+  for f in session session_sim; do awk 'NF == 3 && ($2 == "ok" || $2 == "FAIL") {print $1, $2}' "$LOG/$f.txt" | sort >"$LOG/$f.models"; done
+  if [ -s "$LOG/session.models" ] && diff "$LOG/session.models" "$LOG/session_sim.models" >"$LOG/session.diff"; then
+    row "session: device models = interpreter's" PASS ""
+  else row "session: device models = interpreter's" FAIL "$LOG/session.diff"; fi
+fi
+if [ -x "$BUILD/tests/test_simt_gpu" ]; then
+  "$BUILD/tests/test_simt_gpu" >"$LOG/simt_gpu.txt" 2>&1 || true
+  "$BUILD/tests/test_simt" >"$LOG/simt_sim.txt" 2>&1 || true
+  # the same expected answers hold on both: all ok on the device = the emulation agrees with it
+  grep -E '^(ok|FAIL) ' "$LOG/simt_gpu.txt" | sort >"$LOG/simt_gpu.verdicts"
+  if [ -s "$LOG/simt_gpu.verdicts" ] && ! grep -q '^FAIL' "$LOG/simt_gpu.verdicts"; then
+    row "interpreter primitives on the device" PASS "$(wc -l <"$LOG/simt_gpu.verdicts") tests"
+  else row "interpreter primitives on the device" FAIL "$LOG/simt_gpu.txt"; fi
+fi
 
 echo "== conformance (node suite) cpu vs cuda"
 CONF=$BUILD/conformance
