@@ -8,6 +8,11 @@ extern "C" const char *kn_cuda_build_info(void) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) n = 0;
+#ifdef KILN_CUDA_SIM
+    // kiln-sim: the backend runs on the SIMT interpreter (kernels/cuda/simt), not on a GPU
+    snprintf(buf, sizeof buf, "cuda(SIMT interpreter, sm_90)");
+#else
     snprintf(buf, sizeof buf, "cuda(sm_90a%s)", n > 0 ? "" : "; no CUDA device");
+#endif
     return buf;
 }
