@@ -240,6 +240,8 @@ static kn_status *fuse_replace(kn_graph *g, uint8_t *del, const char *name, cons
     }
     g->nodes[id].op = kn_op_lookup(op_type, domain);
     g->nodes[id].opset = 1;
+    kn_status *st = kn_node_decode_params(&g->nodes[id]); /* its params, as loading decodes them */
+    if (st) { free(del); return st; }
     uint8_t *d2 = realloc(del, (size_t)g->n_nodes);
     if (!d2) { free(del); return KN_OOM((size_t)g->n_nodes); }
     d2[id] = 0;
@@ -384,6 +386,8 @@ static kn_status *fuse_try_attention(fuse_ctx *c, int si, bool *fired)
         if (id < 0) { kn_attr_clear(pa); free(pa); free(del); return KN_OOM(0); }
         g->nodes[id].op = KN_OP_Transpose;
         g->nodes[id].opset = 13;
+        kn_status *pst = kn_node_decode_params(&g->nodes[id]);
+        if (pst) { free(del); return pst; }
         uint8_t *d2 = realloc(del, (size_t)g->n_nodes + 1);
         if (!d2) { free(del); return KN_OOM(0); }
         del = d2;
@@ -628,6 +632,8 @@ static kn_status *fuse_try_skip_ln(fuse_ctx *c, int li, bool *fired)
     if (id < 0) { kn_attr_clear(ea); free(ea); free(del); return KN_OOM(0); }
     g->nodes[id].op = KN_OP_MsSkipLayerNormalization;
     g->nodes[id].opset = 1;
+    kn_status *pst = kn_node_decode_params(&g->nodes[id]);
+    if (pst) { free(del); return pst; }
     uint8_t *d2 = realloc(del, (size_t)g->n_nodes);
     if (!d2) { free(del); return KN_OOM(0); }
     d2[id] = 0;
@@ -642,13 +648,27 @@ kn_status *kn_pass_fuse_skip_layernorm(kn_graph *g, int *n_fused)
     return fuse_run(g, KN_OP_LayerNormalization, fuse_try_skip_ln, n_fused);
 }
 
-kn_status *kn_graph_fuse(kn_graph *g, kn_fuse_counts *counts)
+unsigned kn_fusions_for_backend(const kn_backend *b)
+{
+    if (!b) return KN_FUSE_ALL;
+    unsigned m = 0;
+    if (b->kernel(b, KN_OP_KnSdpa)) m |= KN_FUSE_ATTENTION;
+    /* the GELU pass makes any of the three, so it needs all three */
+    if (b->kernel(b, KN_OP_MsBiasGelu) && b->kernel(b, KN_OP_MsGelu) && b->kernel(b, KN_OP_MsFastGelu))
+        m |= KN_FUSE_GELU;
+    if (b->kernel(b, KN_OP_MsSkipLayerNormalization)) m |= KN_FUSE_SKIP_LAYERNORM;
+    return m;
+}
+
+kn_status *kn_graph_fuse_some(kn_graph *g, unsigned passes, kn_fuse_counts *counts)
 {
     kn_fuse_counts c = {0};
-    KN_TRY(kn_pass_fuse_attention(g, &c.attention));
-    KN_TRY(kn_pass_fuse_bias_gelu(g, &c.gelu));
-    KN_TRY(kn_pass_fuse_skip_layernorm(g, &c.skip_layernorm));
+    if (passes & KN_FUSE_ATTENTION) KN_TRY(kn_pass_fuse_attention(g, &c.attention));
+    if (passes & KN_FUSE_GELU) KN_TRY(kn_pass_fuse_bias_gelu(g, &c.gelu));
+    if (passes & KN_FUSE_SKIP_LAYERNORM) KN_TRY(kn_pass_fuse_skip_layernorm(g, &c.skip_layernorm));
     if (counts) *counts = c;
     return NULL;
 }
+
+kn_status *kn_graph_fuse(kn_graph *g, kn_fuse_counts *counts) { return kn_graph_fuse_some(g, KN_FUSE_ALL, counts); }
 

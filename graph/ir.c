@@ -207,6 +207,89 @@ oom:
     return KN_OOM(0);
 }
 
+static kn_status *graph_clone(const kn_graph *g, kn_graph *parent, kn_graph **out);
+
+/* An attribute copy that also copies a subgraph (kn_attr_copy refuses graphs). */
+static kn_status *attr_clone(kn_attr *dst, const kn_attr *src, kn_graph *owner) {
+    if (!src->g) return kn_attr_copy(dst, src);
+    kn_attr tmp = *src;
+    tmp.g = NULL;
+    KN_TRY(kn_attr_copy(dst, &tmp));
+    kn_status *st = graph_clone(src->g, owner, &dst->g);
+    if (st) kn_attr_clear(dst);
+    return st;
+}
+
+static kn_status *graph_clone(const kn_graph *g, kn_graph *parent, kn_graph **out) {
+    *out = NULL;
+    kn_graph *c = kn_graph_new(g->name);
+    if (!c) return KN_OOM(sizeof *c);
+    c->parent = parent;
+    kn_status *st = NULL;
+    for (int i = 0; i < g->n_opsets; i++) {
+        c->opsets[i] = g->opsets[i];
+        if (!(c->opset_domains[i] = kn_strdup0(g->opset_domains[i]))) { st = KN_OOM(0); goto fail; }
+        c->n_opsets = i + 1;
+    }
+    for (int v = 0; v < g->n_values; v++) {
+        const kn_value *src = &g->values[v];
+        if (kn_graph_add_value(c, src->name) != v) { st = KN_OOM(0); goto fail; }
+        kn_value *dst = &c->values[v];
+        char *name = dst->name;
+        *dst = *src;
+        dst->name = name;
+        dst->constant = NULL;
+        for (int d = 0; d < KN_MAX_DIMS; d++) dst->dim_names[d] = NULL; /* src's until copied */
+        for (int d = 0; d < KN_MAX_DIMS; d++) {
+            if (src->dim_names[d] && !(dst->dim_names[d] = kn_strdup0(src->dim_names[d]))) { st = KN_OOM(0); goto fail; }
+        }
+        if (src->constant) {
+            if (!(dst->constant = malloc(sizeof(kn_tensor)))) { st = KN_OOM(sizeof(kn_tensor)); goto fail; }
+            *dst->constant = *src->constant;
+            dst->constant->owns = false; /* a view: the weights stay g's */
+        }
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        kn_attr *attrs = n->n_attrs ? calloc((size_t)n->n_attrs, sizeof *attrs) : NULL;
+        if (n->n_attrs && !attrs) { st = KN_OOM(0); goto fail; }
+        for (int a = 0; a < n->n_attrs; a++) {
+            if ((st = attr_clone(&attrs[a], &n->attrs[a], c))) {
+                for (int k = 0; k < a; k++) kn_attr_clear(&attrs[k]);
+                free(attrs);
+                goto fail;
+            }
+        }
+        int id = kn_graph_add_node(c, n->name, n->op_type, n->domain, n->inputs, n->n_inputs, n->outputs,
+                                   n->n_outputs, attrs, n->n_attrs);
+        if (id < 0) {
+            for (int k = 0; k < n->n_attrs; k++) kn_attr_clear(&attrs[k]);
+            free(attrs);
+            st = KN_OOM(0);
+            goto fail;
+        }
+        kn_node *cn = &c->nodes[id];
+        cn->op = n->op;
+        cn->opset = n->opset;
+        cn->n_implicit = n->n_implicit;
+    }
+    /* producers as in g (graph inputs and outer values keep -1) */
+    for (int v = 0; v < g->n_values; v++) c->values[v].producer = g->values[v].producer;
+    if (g->n_inputs && !(c->inputs = malloc(sizeof(int) * (size_t)g->n_inputs))) { st = KN_OOM(0); goto fail; }
+    if (g->n_outputs && !(c->outputs = malloc(sizeof(int) * (size_t)g->n_outputs))) { st = KN_OOM(0); goto fail; }
+    if (g->n_inputs) memcpy(c->inputs, g->inputs, sizeof(int) * (size_t)g->n_inputs);
+    if (g->n_outputs) memcpy(c->outputs, g->outputs, sizeof(int) * (size_t)g->n_outputs);
+    c->n_inputs = g->n_inputs;
+    c->n_outputs = g->n_outputs;
+    *out = c;
+    return NULL;
+fail:
+    kn_graph_free(c);
+    return st;
+}
+
+kn_status *kn_graph_clone(const kn_graph *g, kn_graph **out) { return graph_clone(g, g->parent, out); }
+
 const char *kn_node_desc(const kn_node *n, char *buf, size_t len) {
     snprintf(buf, len, "node '%s' (%s%s%s, opset %d)", n->name && n->name[0] ? n->name : "<unnamed>",
              n->domain && n->domain[0] ? n->domain : "", n->domain && n->domain[0] ? ":" : "", n->op_type, n->opset);

@@ -80,6 +80,10 @@ int kn_graph_add_node(kn_graph *g, const char *name, const char *op_type, const 
                       const int *inputs, int n_inputs, const int *outputs, int n_outputs,
                       kn_attr *attrs, int n_attrs);
 int kn_graph_opset(const kn_graph *g, const char *domain); /* 0 if not imported */
+/* A copy of g to transform on its own (a session's fused graph): names, types, nodes, attributes
+ * and subgraphs are copied; constants are borrowed views of g's (owns = false), so the weights
+ * exist once, and g must outlive the copy. Params are decoded again for the copy. */
+kn_status *kn_graph_clone(const kn_graph *g, kn_graph **out);
 
 /* Attribute lookup by name; NULL if absent. The _or helpers return a default. */
 const kn_attr *kn_node_attr(const kn_node *n, const char *name);

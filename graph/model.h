@@ -2,6 +2,17 @@
 #ifndef KN_MODEL_H
 #define KN_MODEL_H
 #include "ir.h"
+#include <pthread.h>
+
+struct kn_backend;
+
+/* A model's graph as one backend runs it: the loaded graph with the fusions that backend has
+ * kernels for, made by the first session on that backend and shared by the later ones. */
+typedef struct kn_model_variant {
+    const struct kn_backend *backend;
+    kn_graph *graph;
+} kn_model_variant;
+#define KN_MODEL_MAX_VARIANTS 8
 
 struct kn_model {
     int64_t ir_version;
@@ -10,6 +21,13 @@ struct kn_model {
     kn_graph *graph;          /* opsets live in graph->opsets */
     char *path;               /* NULL when loaded from a buffer */
     void **maps; size_t *map_lens; int n_maps; /* mmap'd external data, unmapped on free */
+    /* Fusion is chosen per backend (kn_model_options.fuse asks for it): `graph` stays as loaded
+     * (folded, dead code removed), and each backend's sessions run a variant fused with the
+     * passes whose fused ops that backend has (kn_model_graph_for, graph/passes.c). */
+    bool fuse;
+    pthread_mutex_t variants_mu;   /* zero-filled is a valid unlocked mutex with glibc */
+    kn_model_variant variants[KN_MODEL_MAX_VARIANTS];
+    int n_variants;
 };
 
 /* ONNX protobuf <-> IR (graph/onnx_load.c). Load resolves external data relative to base_dir,

@@ -824,6 +824,15 @@ void kn_model_release(kn_model *m) {
         for (int v = 0; v < m->graph->n_values; v++)
             if (m->graph->values[v].constant && m->graph->values[v].constant->data)
                 kn_backends_forget(m->graph->values[v].constant->data);
+    for (int k = 0; k < m->n_variants; k++) {
+        kn_graph *vg = m->variants[k].graph;
+        /* constants a fusion made belong to the variant (the others are views of m->graph's) */
+        for (int v = 0; v < vg->n_values; v++)
+            if (vg->values[v].constant && vg->values[v].constant->owns && vg->values[v].constant->data)
+                kn_backends_forget(vg->values[v].constant->data);
+        kn_graph_free(vg);
+    }
+    pthread_mutex_destroy(&m->variants_mu);
     kn_graph_free(m->graph);
     for (int i = 0; i < m->n_maps; i++)
         if (m->maps[i]) munmap(m->maps[i], m->map_lens[i]);
@@ -846,6 +855,7 @@ static kn_status *kn_load_bytes(const uint8_t *data, size_t size, const char *fi
     if (!mp) return kn_error(KN_ERR_INVALID_MODEL, "%s: not a valid ONNX model (protobuf parse failed)", file);
     kn_model *m = calloc(1, sizeof *m);
     if (!m) { onnx__model_proto__free_unpacked(mp, NULL); return KN_OOM(sizeof *m); }
+    pthread_mutex_init(&m->variants_mu, NULL);
     kn_loader L = {.src = {.file = file, .base_dir = base_dir, .m = m}, .mp = mp};
     if (path && !(m->path = strdup(path))) st = KN_OOM(0);
     if (!st) st = kn_load_proto(&L, mp, m);

@@ -105,6 +105,10 @@ typedef struct kn_backend {
     kn_status *(*weights)(const struct kn_backend *b, const void *host, size_t bytes, const void **dev);
     void (*forget)(const struct kn_backend *b, const void *host);
     size_t (*free_bytes)(const struct kn_backend *b); /* device memory free now, for error messages */
+    /* ---- optional, any backend ---- */
+    /* The whole graph a session on this backend will run, after the fusions it has kernels for,
+     * to rewrite as it likes (its own fusions, CUDA graph capture plans); NULL: nothing. */
+    kn_status *(*graph_optimize)(const struct kn_backend *b, kn_graph *g);
 } kn_backend;
 
 const kn_backend *kn_cpu_backend(void);

@@ -1,5 +1,6 @@
 /* Graph passes: op resolution, topological order, constant folding, dead-node elimination. */
 #include "passes.h"
+#include "model.h"
 #include "ops.h"
 #include "runtime/executor.h"
 #include <stdio.h>
@@ -230,3 +231,31 @@ kn_status *kn_graph_optimize(kn_graph *g, bool fuse) {
     kn_graph_eliminate_dead(g);
     return NULL;
 }
+
+kn_status *kn_model_graph_for(kn_model *m, const kn_backend *b, const kn_graph **out) {
+    *out = m->graph;
+    unsigned passes = m->fuse ? kn_fusions_for_backend(b) : 0;
+    if (!passes && !(b && b->graph_optimize)) return NULL;
+    pthread_mutex_lock(&m->variants_mu);
+    kn_status *st = NULL;
+    for (int k = 0; k < m->n_variants; k++)
+        if (m->variants[k].backend == b) { *out = m->variants[k].graph; goto done; }
+    if (m->n_variants == KN_MODEL_MAX_VARIANTS) {
+        st = kn_error(KN_ERR_UNSUPPORTED, "model used on more than %d backends", KN_MODEL_MAX_VARIANTS);
+        goto done;
+    }
+    kn_graph *g = NULL;
+    if ((st = kn_graph_clone(m->graph, &g))) goto done;
+    if (!(st = kn_graph_resolve_ops(g)) && !(st = kn_graph_fuse_some(g, passes, NULL)) &&
+        !(st = kn_graph_resolve_ops(g))) {
+        kn_graph_eliminate_dead(g);
+        if (b && b->graph_optimize) st = b->graph_optimize(b, g);
+    }
+    if (st) { kn_graph_free(g); goto done; }
+    m->variants[m->n_variants++] = (kn_model_variant){b, g};
+    *out = g;
+done:
+    pthread_mutex_unlock(&m->variants_mu);
+    return st;
+}
+

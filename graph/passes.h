@@ -33,12 +33,25 @@ kn_status *kn_pass_fuse_bias_gelu(kn_graph *g, int *n_fused);
  * elsewhere (the residual stream of pre-LN models). */
 kn_status *kn_pass_fuse_skip_layernorm(kn_graph *g, int *n_fused);
 typedef struct kn_fuse_counts { int attention, gelu, skip_layernorm; } kn_fuse_counts;
-/* Every fusion above, in that order. counts may be NULL. */
+struct kn_backend;
+/* The passes, as bits: each is run only for a backend that has kernels for what it makes. */
+enum { KN_FUSE_ATTENTION = 1, KN_FUSE_GELU = 2, KN_FUSE_SKIP_LAYERNORM = 4, KN_FUSE_ALL = 7 };
+/* The passes whose fused ops backend b has kernels for (every pass for b == NULL). */
+unsigned kn_fusions_for_backend(const struct kn_backend *b);
+/* The fusions selected by passes, in the order above; every fusion: kn_graph_fuse. counts may
+ * be NULL. */
+kn_status *kn_graph_fuse_some(kn_graph *g, unsigned passes, kn_fuse_counts *counts);
 kn_status *kn_graph_fuse(kn_graph *g, kn_fuse_counts *counts);
 
-/* Constant folding + dead-node elimination + toposort, as a model load does, with the fusions
- * in between when fuse (kn_model_options.fuse, on by default). The fused ops have CPU kernels
- * only; on CUDA they run through the executor's CPU fallback. */
+/* Op resolution with params, toposort, constant folding and dead-node elimination, as a model
+ * load does; with every fusion in between when fuse (kiln info --optimized shows the CPU's
+ * graph this way). Loading itself does not fuse: sessions do, per backend (kn_model_graph_for). */
 kn_status *kn_graph_optimize(kn_graph *g, bool fuse);
+
+struct kn_model;
+/* The graph the sessions of backend b run: m->graph itself when m was loaded without fusion or
+ * b has no fused op and no whole-graph hook; else a copy fused for b (kn_fusions_for_backend)
+ * and handed to b's graph_optimize hook, made once and kept in m (thread-safe). */
+kn_status *kn_model_graph_for(struct kn_model *m, const struct kn_backend *b, const kn_graph **out);
 
 #endif

@@ -57,7 +57,8 @@ kn_status *kn_model_load_ex(const char *path, const kn_model_options *opt, kn_mo
     if (opt) o = *opt; else kn_model_options_init(&o);
     kn_model *m = NULL;
     KN_TRY(kn_onnx_load_file(path, &m));
-    kn_status *st = kn_graph_optimize(m->graph, o.fuse != 0);
+    m->fuse = o.fuse != 0; /* applied per backend by each session (kn_model_graph_for) */
+    kn_status *st = kn_graph_optimize(m->graph, false);
     if (st) { kn_model_release(m); return kn_error_wrap(st, "%s: ", path); }
     *out = m;
     return NULL;
@@ -73,7 +74,8 @@ kn_status *kn_model_load_buffer_ex(const void *data, size_t size, const char *ba
     if (opt) o = *opt; else kn_model_options_init(&o);
     kn_model *m = NULL;
     KN_TRY(kn_onnx_load_buffer(data, size, base_dir, &m));
-    kn_status *st = kn_graph_optimize(m->graph, o.fuse != 0);
+    m->fuse = o.fuse != 0;
+    kn_status *st = kn_graph_optimize(m->graph, false);
     if (st) { kn_model_release(m); return st; }
     *out = m;
     return NULL;
@@ -93,10 +95,13 @@ kn_status *kn_session_create(const kn_model *model, const kn_session_options *op
     const kn_backend *be = NULL;
     KN_TRY(kn_backend_get(o.device, o.device_index, &be));
     KN_TRY(kn_graph_check_supported(model->graph));
+    /* the model's graph fused for this backend: never a fused op the backend has no kernel for */
+    const kn_graph *g = NULL;
+    KN_TRY(kn_model_graph_for((kn_model *)model, be, &g));
     kn_session *s = calloc(1, sizeof *s);
     if (!s) return KN_OOM(sizeof *s);
     s->model = model;
-    s->g = model->graph;
+    s->g = g;
     s->opt = o;
     s->be = be;
     pthread_mutex_init(&s->mu, NULL);
