@@ -25,11 +25,17 @@ static int n_fail;
 static std::string why;
 #define EXPECT(c, ...) do { if (!(c)) { char b_[512]; snprintf(b_, sizeof b_, __VA_ARGS__); why = b_; return false; } } while (0)
 
+static std::vector<void *> dev_blocks; // freed after each test
 template <class T> static T *dev(size_t n) {
     void *p = NULL;
     if (cudaMalloc(&p, n * sizeof(T) + 1) != cudaSuccess) { fprintf(stderr, "cudaMalloc failed\n"); exit(2); }
     cudaMemset(p, 0, n * sizeof(T));
+    dev_blocks.push_back(p);
     return (T *)p;
+}
+static void dev_free_all() {
+    for (void *p : dev_blocks) cudaFree(p);
+    dev_blocks.clear();
 }
 template <class T> static std::vector<T> back(const T *d, size_t n) {
     std::vector<T> h(n);
@@ -73,7 +79,6 @@ static bool t_shuffles() {
                     EXPECT(h[t] == want, "kind %d width %d arg %d: thread %d got %d, want %d", kind, width, arg, t, h[t], want);
                 }
             }
-    cudaFree(d);
     return true;
 }
 
@@ -101,7 +106,6 @@ static bool t_shuffle_types() {
         int u = l >= 2 ? l - 2 : l;
         EXPECT(hl[l] == (long long)u << 40, "long long lane %d", l);
     }
-    cudaFree(od); cudaFree(oh); cudaFree(ol);
     return true;
 }
 
@@ -140,7 +144,6 @@ static bool t_votes() {
         EXPECT(o[6] == 496, "reduce_add lane %d: %u", l, o[6]);
         EXPECT(o[7] == (l < 16 ? 85u : 69u), "reduce_min lane %d: %u", l, o[7]);
     }
-    cudaFree(d);
     return true;
 }
 
@@ -157,7 +160,7 @@ __global__ void atomics_kernel(int *sum, int *mx, unsigned long long *cas_count,
     atomicAdd(fsum, 0.5f);
     atomicAdd(&bins[t % n_bins], 1u);
     __syncthreads();
-    if (threadIdx.x < n_bins) atomicAdd(&hist[threadIdx.x], (unsigned)bins[threadIdx.x]);
+    if ((int)threadIdx.x < n_bins) atomicAdd(&hist[threadIdx.x], (unsigned)bins[threadIdx.x]);
 }
 static bool t_atomics() {
     int *sum = dev<int>(1), *mx = dev<int>(1);
@@ -441,7 +444,6 @@ static bool expect_caught(void (*launch)(float *), const char *kernel, const cha
     float *d = dev<float>(64);
     launch(d);
     std::string e = launch_error();
-    cudaFree(d);
     EXPECT(e.find(kernel) != std::string::npos && e.find(what) != std::string::npos, "want an error naming %s and '%s', got '%s'", kernel,
            what, e.c_str());
     printf("      caught: %s\n", e.c_str());
@@ -524,6 +526,7 @@ int main() {
     for (auto &t : tests) {
         why.clear();
         bool ok = t.fn();
+        dev_free_all();
         printf("%-4s %s%s%s\n", ok ? "ok" : "FAIL", t.name, ok ? "" : ": ", ok ? "" : why.c_str());
         n++;
         if (!ok) n_fail++;

@@ -36,6 +36,10 @@
 #include <sanitizer/common_interface_defs.h>
 #define KN_SIM_ASAN 1
 #endif
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#define KN_SIM_TSAN 1
+#endif
 
 extern "C" void kn_sim_set_launch_error(cudaError_t e, const char *msg); // runtime.cpp
 extern "C" int kn_sim_max_dynamic_smem(const void *fn);                 // runtime.cpp
@@ -70,6 +74,7 @@ asm(".text\n"
 
 struct stack_mem {
     unsigned char *lo; // usable range [lo, lo + STACK_BYTES); a guard page sits below lo
+    bool abandoned;    // last used by a fiber that never finished (a failed launch)
 };
 
 // Pool per OS thread: stacks are mapped once and reused for the life of the thread.
@@ -92,7 +97,7 @@ struct stack_pool {
             abort();
         }
         mprotect(p, (size_t)pg, PROT_NONE); // overflow faults instead of corrupting a neighbour
-        return stack_mem{(unsigned char *)p + pg};
+        return stack_mem{(unsigned char *)p + pg, false};
     }
     void put(stack_mem s) { free_list.push_back(s); }
 };
@@ -108,6 +113,9 @@ struct sim_thread : thread {
 #endif
     stack_mem stack;
     bool has_stack;
+#if defined(KN_SIM_TSAN)
+    void *tsan_fiber; // ThreadSanitizer's view of this fiber
+#endif
     int state;
     const char *bar_file;
     int bar_line, bar_pred, bar_kind, bar_result;
@@ -168,6 +176,9 @@ struct launch_state {
     const void *sched_bottom;
     size_t sched_size;
 #endif
+#if defined(KN_SIM_TSAN)
+    void *tsan_sched;
+#endif
 };
 static thread_local launch_state *cur_launch;
 
@@ -183,6 +194,9 @@ static void to_scheduler(sim_thread *t) {
 #if defined(KN_SIM_ASAN)
     void *fake = NULL;
     __sanitizer_start_switch_fiber(t->state == T_DONE || L->failed ? NULL : &fake, L->sched_bottom, L->sched_size);
+#endif
+#if defined(KN_SIM_TSAN)
+    __tsan_switch_to_fiber(L->tsan_sched, 0);
 #endif
 #if defined(__x86_64__)
     kn_sim_switch(&t->sp, L->sched_sp);
@@ -224,8 +238,10 @@ static void resume(launch_state *L, sim_thread *t) {
         t->stack = pool.get();
         t->has_stack = true;
 #if defined(KN_SIM_ASAN)
-        __asan_unpoison_memory_region(t->stack.lo, STACK_BYTES); // frames of abandoned fibers
+        // an abandoned fiber's frames never returned, so their redzones are still poisoned
+        if (t->stack.abandoned) __asan_unpoison_memory_region(t->stack.lo, STACK_BYTES);
 #endif
+        t->stack.abandoned = false;
 #if defined(__x86_64__)
         uintptr_t top = ((uintptr_t)t->stack.lo + STACK_BYTES) & ~(uintptr_t)15;
         void **sp = (void **)(top - 8 * sizeof(void *));
@@ -245,6 +261,10 @@ static void resume(launch_state *L, sim_thread *t) {
 #if defined(KN_SIM_ASAN)
     void *fake = NULL;
     __sanitizer_start_switch_fiber(&fake, t->stack.lo, STACK_BYTES);
+#endif
+#if defined(KN_SIM_TSAN)
+    if (!t->tsan_fiber) t->tsan_fiber = __tsan_create_fiber(0);
+    __tsan_switch_to_fiber(t->tsan_fiber, 0);
 #endif
 #if defined(__x86_64__)
     kn_sim_switch(&L->sched_sp, t->sp);
@@ -586,6 +606,16 @@ static uint64_t mix(uint64_t x) {
     return x;
 }
 
+static void release_stack(sim_thread *t) {
+    t->stack.abandoned = t->state != T_DONE;
+    pool.put(t->stack);
+    t->has_stack = false;
+#if defined(KN_SIM_TSAN)
+    if (t->tsan_fiber) __tsan_destroy_fiber(t->tsan_fiber);
+    t->tsan_fiber = NULL;
+#endif
+}
+
 static void run_block(launch_state *L, block *b, const std::vector<int> &warp_order) {
     b->done = b->n_bar = 0;
     b->epoch++; // racecheck epochs run on across blocks, so old shadow entries never match
@@ -608,7 +638,7 @@ static void run_block(launch_state *L, block *b, const std::vector<int> &warp_or
                 if (t.state != T_NEW && t.state != T_READY) continue;
                 resume(L, &t);
                 progress = true;
-                if (t.state == T_DONE && t.has_stack) { pool.put(t.stack); t.has_stack = false; }
+                if (t.state == T_DONE && t.has_stack) { release_stack(&t); }
                 if (L->failed) goto out;
             }
         if (b->done == b->n) break;
@@ -665,7 +695,7 @@ static void run_block(launch_state *L, block *b, const std::vector<int> &warp_or
     }
 out:
     for (auto &t : b->th)
-        if (t.has_stack) { pool.put(t.stack); t.has_stack = false; } // abandoned fibers: stacks reused
+        if (t.has_stack) release_stack(&t); // abandoned fibers: stacks reused
 }
 
 cudaError_t run_grid(const char *name, const void *fn, dim3 grid, dim3 bd, size_t smem, cudaStream_t stream, thread_entry entry,
@@ -747,6 +777,10 @@ cudaError_t run_grid(const char *name, const void *fn, dim3 grid, dim3 bd, size_
         }
     std::vector<int> warp_order(nwarps);
     for (int w = 0; w < nwarps; w++) warp_order[w] = w;
+#if defined(KN_SIM_TSAN)
+    L.tsan_sched = __tsan_get_current_fiber();
+    for (auto &t : b.th) t.tsan_fiber = NULL;
+#endif
     launch_state *saved = cur_launch;
     cur_launch = &L;
     for (uint64_t k = 0; k < nblocks && !L.failed; k++) {
