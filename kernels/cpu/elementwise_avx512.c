@@ -1,35 +1,4 @@
 /* AVX-512F build of the float32 elementwise fast paths (see elementwise_simd_impl.h). */
-#include <immintrin.h>
-
-typedef __m512 V;
-typedef __m512i VI;
-#define W 16
-#define vset1(c) _mm512_set1_ps(c)
-#define vset1i(c) _mm512_set1_epi32(c)
-#define vload(p) _mm512_loadu_ps(p)
-#define vstore(p, v) _mm512_storeu_ps((p), (v))
-#define vadd(a, b) _mm512_add_ps(a, b)
-#define vsub(a, b) _mm512_sub_ps(a, b)
-#define vmul(a, b) _mm512_mul_ps(a, b)
-#define vdiv(a, b) _mm512_div_ps(a, b)
-#define vmin(a, b) _mm512_min_ps(a, b)
-#define vmax(a, b) _mm512_max_ps(a, b)
-#define vfmadd(a, b, c) _mm512_fmadd_ps(a, b, c)
-#define vfmsub(a, b, c) _mm512_fmsub_ps(a, b, c)
-#define vfnmadd(a, b, c) _mm512_fnmadd_ps(a, b, c)
-#define vround(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-#define vcvti(a) _mm512_cvtps_epi32(a)
-#define vcastf(a) _mm512_castsi512_ps(a)
-#define vaddi(a, b) _mm512_add_epi32(a, b)
-#define vsubi(a, b) _mm512_sub_epi32(a, b)
-#define vslli(a, k) _mm512_slli_epi32(a, k)
-#define vsrai(a, k) _mm512_srai_epi32(a, k)
-#define vabs(a) _mm512_abs_ps(a)
-#define vcopysign(mag, s) _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(_mm512_abs_ps(mag)), \
-    _mm512_and_si512(_mm512_castps_si512(s), _mm512_set1_epi32((int)0x80000000u))))
-#define vcmp_lt(a, b) _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)
-#define vcmp_gt(a, b) _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ)
-#define vcmp_unord(a, b) _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q)
-#define vsel(m, t, f) _mm512_mask_blend_ps(m, f, t)
+#include "kernels/cpu/simd_avx512.h"
 #define KN_EW_SUFFIX avx512
 #include "elementwise_simd_impl.h"

@@ -1,39 +1,16 @@
-/* The vectorised float32 elementwise kernels, written once over a small vector vocabulary that
- * elementwise_avx2.c and elementwise_avx512.c define before including this file (V vector,
- * M compare mask, VI integer vector, W lanes, and the v* macros). Polynomials: exp is a
- * degree-7 Taylor after ln2 range reduction; erf uses x*P(x^2) for |x| < 1 and
+/* The vectorised float32 elementwise kernels, written once over the vector vocabulary (V vector,
+ * VI integer vector, W lanes, compare masks, the v* macros) of simd_avx2.h or simd_avx512.h,
+ * which elementwise_avx2.c / elementwise_avx512.c include before this file.
+ * exp is kn_vexp (vmath.h), shared with the softmax rows; erf uses x*P(x^2) for |x| < 1 and
  * 1 - exp(-x^2)*Q(1/|x|) above, with P and Q least-squares fits made for kiln (relative
  * error well under 1e-6 in float arithmetic). Tails go through a W-lane stack buffer. */
 #include "elementwise_simd.h"
+#include "kernels/cpu/vmath.h"
 #include <string.h>
 
 #define KN_EW_CAT2(a, b) a##_##b
 #define KN_EW_CAT(a, b) KN_EW_CAT2(a, b)
 #define KN_EW_FN(name) KN_EW_CAT(name, KN_EW_SUFFIX)
-
-static inline V ew_exp(V x) {
-    V xc = vmin(vmax(x, vset1(-104.0f)), vset1(88.7228394f));
-    V n = vround(vmul(xc, vset1(1.44269504088896341f)));
-    V r = vfnmadd(n, vset1(0.693145751953125f), xc);
-    r = vfnmadd(n, vset1(1.42860682030941723212e-6f), r);
-    V p = vset1(1.0f / 5040.0f);
-    p = vfmadd(p, r, vset1(1.0f / 720.0f));
-    p = vfmadd(p, r, vset1(1.0f / 120.0f));
-    p = vfmadd(p, r, vset1(1.0f / 24.0f));
-    p = vfmadd(p, r, vset1(1.0f / 6.0f));
-    p = vfmadd(p, r, vset1(0.5f));
-    p = vfmadd(p, r, vset1(1.0f));
-    p = vfmadd(p, r, vset1(1.0f));
-    /* 2^n in two factors so that results in the subnormal range are still produced */
-    VI ni = vcvti(n);
-    VI n1 = vsrai(ni, 1);
-    VI n2 = vsubi(ni, n1);
-    V s1 = vcastf(vslli(vaddi(n1, vset1i(127)), 23));
-    V s2 = vcastf(vslli(vaddi(n2, vset1i(127)), 23));
-    V res = vmul(vmul(p, s1), s2);
-    res = vsel(vcmp_gt(x, vset1(88.7228394f)), vset1(__builtin_inff()), res);
-    return vsel(vcmp_unord(x, x), x, res);
-}
 
 /* erfc(t) * exp(t^2) for t in [1, 6], as a polynomial in u = 1/t */
 static inline V ew_erfc_scaled(V u) {
@@ -66,7 +43,7 @@ static inline V ew_erfc_large(V t) {
     t = vmin(vmax(t, vset1(1.0f)), vset1(6.0f));
     V t2 = vmul(t, t);
     V t2e = vfmsub(t, t, t2); /* rounding error of t*t, so exp(-t^2) keeps full accuracy */
-    V e = vmul(ew_exp(vsub(vset1(0.0f), t2)), vsub(vset1(1.0f), t2e));
+    V e = vmul(kn_vexp(vsub(vset1(0.0f), t2)), vsub(vset1(1.0f), t2e));
     return vmul(e, ew_erfc_scaled(vdiv(vset1(1.0f), t)));
 }
 
@@ -88,7 +65,7 @@ static inline V ew_tanh(V x) {
     p = vfmadd(p, z, vset1(1.33314422036e-1f));
     p = vfmadd(p, z, vset1(-3.33332819422e-1f));
     V small = vfmadd(vmul(p, z), x, x);
-    V e = ew_exp(vmul(vset1(2.0f), vmin(ax, vset1(9.0f))));
+    V e = kn_vexp(vmul(vset1(2.0f), vmin(ax, vset1(9.0f))));
     V large = vsub(vset1(1.0f), vdiv(vset1(2.0f), vadd(e, vset1(1.0f))));
     large = vcopysign(large, x);
     V r = vsel(vcmp_lt(ax, vset1(0.625f)), small, large);
@@ -96,7 +73,7 @@ static inline V ew_tanh(V x) {
 }
 
 static inline V ew_sigmoid(V x) {
-    return vdiv(vset1(1.0f), vadd(vset1(1.0f), ew_exp(vsub(vset1(0.0f), x))));
+    return vdiv(vset1(1.0f), vadd(vset1(1.0f), kn_vexp(vsub(vset1(0.0f), x))));
 }
 
 /* x * Phi(x) with Phi computed from erfc on the far side so negative inputs keep relative accuracy */
@@ -116,7 +93,7 @@ static inline V ew_gelu_erf(V x) {
 static inline V ew_gelu_tanh(V x) {
     V x3 = vmul(vmul(x, x), x);
     V u = vmul(vset1(0.79788456080286536f), vfmadd(vset1(0.044715f), x3, x));
-    V e = ew_exp(vmul(vset1(-2.0f), u));
+    V e = kn_vexp(vmul(vset1(-2.0f), u));
     return vdiv(x, vadd(vset1(1.0f), e));
 }
 
@@ -127,7 +104,7 @@ static inline V ew_unary_v(int op, V x) {
     case KN_EW_RELU: return ew_relu_v(x);
     case KN_EW_SIGMOID: return ew_sigmoid(x);
     case KN_EW_TANH: return ew_tanh(x);
-    case KN_EW_EXP: return ew_exp(x);
+    case KN_EW_EXP: return kn_vexp(x);
     case KN_EW_ERF: return ew_erf(x);
     case KN_EW_GELU_ERF: return ew_gelu_erf(x);
     case KN_EW_GELU_TANH: return ew_gelu_tanh(x);
@@ -143,7 +120,7 @@ void KN_EW_FN(kn_ew_unary_f32)(int op, const float *x, float *y, int64_t n) {
     KN_EW_UNARY_LOOP(KN_EW_RELU, ew_relu_v)
     KN_EW_UNARY_LOOP(KN_EW_SIGMOID, ew_sigmoid)
     KN_EW_UNARY_LOOP(KN_EW_TANH, ew_tanh)
-    KN_EW_UNARY_LOOP(KN_EW_EXP, ew_exp)
+    KN_EW_UNARY_LOOP(KN_EW_EXP, kn_vexp)
     KN_EW_UNARY_LOOP(KN_EW_ERF, ew_erf)
     KN_EW_UNARY_LOOP(KN_EW_GELU_ERF, ew_gelu_erf)
     KN_EW_UNARY_LOOP(KN_EW_GELU_TANH, ew_gelu_tanh)

@@ -3,6 +3,8 @@
  * called after a runtime CPU check (kn_red_simd_level in reduce.c). The scalar versions in
  * reduce.c / softmax.c / norm.c are the reference the unit tests compare against. */
 #include "kernels/cpu/rows.h"
+#include "kernels/cpu/simd_avx2.h"
+#include "kernels/cpu/vmath.h"
 #include <immintrin.h>
 #include <math.h>
 #include <stdbool.h>
@@ -28,32 +30,6 @@ static inline float hmin8(__m256 v)
     s = _mm_min_ps(s, _mm_movehl_ps(s, s));
     s = _mm_min_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
-}
-
-/* exp for 8 floats: Cephes-style range reduction x = k ln2 + r and a degree-6 polynomial
- * (about 1 ulp). Below -86 the result is flushed to 0 (true values are < 5e-38, denormal range,
- * which keeps 2^k representable); above 88.72 it is +inf; NaN stays NaN. */
-static inline __m256 exp8(__m256 x)
-{
-    const __m256 lo = _mm256_set1_ps(-86.0f), hi = _mm256_set1_ps(88.7228f);
-    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-    __m256 k = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), xc);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    /* 2^k as 2^(k-1) * 2 so that k = 128 (x near 88.72) stays representable */
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(126)), 23);
-    __m256 res = _mm256_mul_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), _mm256_set1_ps(2.0f));
-    res = _mm256_blendv_ps(res, _mm256_setzero_ps(), _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
-    res = _mm256_blendv_ps(res, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(x, hi, _CMP_GT_OQ));
-    return _mm256_blendv_ps(res, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
 }
 
 /* Masked load helpers for the last partial vector of a row (0 < rem < 8). */
@@ -112,10 +88,10 @@ void kn_softmax_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n,
         __m256 vm = _mm256_set1_ps(m), sv = _mm256_setzero_ps();
         float s = 0;
         if (log_out) {
-            for (i = 0; i + 8 <= n; i += 8) sv = _mm256_add_ps(sv, exp8(_mm256_sub_ps(_mm256_loadu_ps(p + i), vm)));
+            for (i = 0; i + 8 <= n; i += 8) sv = _mm256_add_ps(sv, kn_vexp(_mm256_sub_ps(_mm256_loadu_ps(p + i), vm)));
             if (i < n) {
                 __m256i mk = tail_mask(n - i);
-                __m256 e = exp8(_mm256_sub_ps(_mm256_maskload_ps(p + i, mk), vm));
+                __m256 e = kn_vexp(_mm256_sub_ps(_mm256_maskload_ps(p + i, mk), vm));
                 sv = _mm256_add_ps(sv, _mm256_and_ps(e, _mm256_castsi256_ps(mk)));
             }
             s = hsum8(sv);
@@ -128,13 +104,13 @@ void kn_softmax_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n,
             }
         } else {
             for (i = 0; i + 8 <= n; i += 8) {
-                __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p + i), vm));
+                __m256 e = kn_vexp(_mm256_sub_ps(_mm256_loadu_ps(p + i), vm));
                 _mm256_storeu_ps(q + i, e);
                 sv = _mm256_add_ps(sv, e);
             }
             if (i < n) {
                 __m256i mk = tail_mask(n - i);
-                __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(p + i, mk), vm)), _mm256_castsi256_ps(mk));
+                __m256 e = _mm256_and_ps(kn_vexp(_mm256_sub_ps(_mm256_maskload_ps(p + i, mk), vm)), _mm256_castsi256_ps(mk));
                 _mm256_maskstore_ps(q + i, mk, e);
                 sv = _mm256_add_ps(sv, e);
             }

@@ -3,35 +3,14 @@
  * loads for row tails. Only called after a runtime check for AVX-512 F/BW/VL/DQ
  * (kn_red_simd_level in reduce.c). */
 #include "kernels/cpu/rows.h"
+#include "kernels/cpu/simd_avx512.h"
+#include "kernels/cpu/vmath.h"
 #include <immintrin.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 static inline __mmask16 tail16(int64_t rem) { return (__mmask16)((1u << rem) - 1u); }
-
-/* exp for 16 floats; see exp8 in reduce_avx2.c for the method and the special-value rules. */
-static inline __m512 exp16(__m512 x)
-{
-    const __m512 lo = _mm512_set1_ps(-86.0f), hi = _mm512_set1_ps(88.7228f);
-    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
-    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), xc);
-    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(k), _mm512_set1_epi32(126)), 23);
-    __m512 res = _mm512_mul_ps(_mm512_mul_ps(p, _mm512_castsi512_ps(e)), _mm512_set1_ps(2.0f));
-    res = _mm512_mask_mov_ps(res, _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), _mm512_setzero_ps());
-    res = _mm512_mask_mov_ps(res, _mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ), _mm512_set1_ps(INFINITY));
-    return _mm512_mask_mov_ps(res, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
-}
 
 void kn_reduce_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, int kind)
 {
@@ -82,10 +61,10 @@ void kn_softmax_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t 
         float m = _mm512_reduce_max_ps(mv);
         __m512 vm = _mm512_set1_ps(m), sv = _mm512_setzero_ps();
         if (log_out) {
-            for (i = 0; i + 16 <= n; i += 16) sv = _mm512_add_ps(sv, exp16(_mm512_sub_ps(_mm512_loadu_ps(p + i), vm)));
+            for (i = 0; i + 16 <= n; i += 16) sv = _mm512_add_ps(sv, kn_vexp(_mm512_sub_ps(_mm512_loadu_ps(p + i), vm)));
             if (i < n) {
                 __mmask16 mk = tail16(n - i);
-                sv = _mm512_mask_add_ps(sv, mk, sv, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, p + i), vm)));
+                sv = _mm512_mask_add_ps(sv, mk, sv, kn_vexp(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, p + i), vm)));
             }
             /* (x - max) - log(sum): folding max + log(sum) first loses bits for large x */
             __m512 sh = _mm512_set1_ps(logf(_mm512_reduce_add_ps(sv)));
@@ -96,13 +75,13 @@ void kn_softmax_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t 
             }
         } else {
             for (i = 0; i + 16 <= n; i += 16) {
-                __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(p + i), vm));
+                __m512 e = kn_vexp(_mm512_sub_ps(_mm512_loadu_ps(p + i), vm));
                 _mm512_storeu_ps(q + i, e);
                 sv = _mm512_add_ps(sv, e);
             }
             if (i < n) {
                 __mmask16 mk = tail16(n - i);
-                __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, p + i), vm));
+                __m512 e = kn_vexp(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, p + i), vm));
                 _mm512_mask_storeu_ps(q + i, mk, e);
                 sv = _mm512_mask_add_ps(sv, mk, sv, e);
             }
