@@ -27,4 +27,4 @@ set_tests_properties(gpusim.session PROPERTIES TIMEOUT 900 ENVIRONMENT "KILN_SIM
 add_test(NAME gpusim.conformance_node
          COMMAND ${CMAKE_COMMAND} -DKILN=$<TARGET_FILE:kiln_cli_sim> -DDIR=${CMAKE_BINARY_DIR}/conformance/node
                  -DOUT=${CMAKE_BINARY_DIR}/gpusim-conformance-node -P ${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpusim_conformance.cmake)
-set_tests_properties(gpusim.conformance_node PROPERTIES FIXTURES_REQUIRED conformance_data TIMEOUT 2400)
+set_tests_properties(gpusim.conformance_node PROPERTIES FIXTURES_REQUIRED conformance_data TIMEOUT 2400 ENVIRONMENT "KILN_SIM_RACECHECK=1")

@@ -548,6 +548,7 @@ region *shared_static_region(const char *name, size_t bytes, size_t align, const
         fail("static shared memory over the 48 KiB limit: '%s' (%zu bytes) after %zu bytes", name, bytes, L->smem_static);
     L->smem_static += bytes;
     L->arena_used = off + bytes;
+    if (L->racecheck && L->sh.size() < L->arena_used) L->sh.resize(L->arena_used, shadow{}); // indices, never pointers, are kept
     memset(&L->arena[off], 0xff, bytes);
     L->keys.push_back(key);
     L->regions.push_back(region{&L->arena[off], bytes, name, off});
@@ -745,7 +746,7 @@ cudaError_t run_grid(const char *name, const void *fn, dim3 grid, dim3 bd, size_
     L.arena.assign(SMEM_TOTAL_MAX + smem + 64, 0xff);
     L.arena_used = (smem + 15) & ~(size_t)15;
     L.dyn = region{L.arena.data(), smem, "extern __shared__", 0};
-    if (L.racecheck) L.sh.assign(L.arena.size(), shadow{});
+    if (L.racecheck) L.sh.assign(L.arena_used, shadow{}); // grown as static arrays are declared
     block b;
     b.epoch = 0;
     b.n = (int)nthreads;
