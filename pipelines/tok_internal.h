@@ -36,6 +36,8 @@ int tk_ns_slice(tk_arena *a, const tk_nstr *src, int32_t s, int32_t e, tk_nstr *
 /* ---- UTF-8 and Unicode classes (Rust std / HF semantics) ---- */
 int tk_utf8_dec(const char *s, int32_t len, int32_t i, uint32_t *cp); /* bytes used; input valid */
 int tk_utf8_enc(uint32_t cp, char *out);
+/* The offset of the first invalid UTF-8 sequence in s, or (size_t)-1 when s is valid. */
+size_t tk_utf8_invalid_at(const char *s, size_t len);
 /* Replaces invalid sequences by U+FFFD (maximal subparts); returns malloc'd copy. */
 char *tk_utf8_lossy(const char *s, size_t len, size_t *out_len);
 int tk_is_whitespace(uint32_t c);   /* Rust char::is_whitespace (White_Space) */

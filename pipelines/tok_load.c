@@ -373,6 +373,11 @@ static int load_vocab_map(lctx *L, tk_model *m, json_object *v, const char *path
         if (id < 0 || id > (1 << 28)) FAIL(L, "%s.vocab[\"%s\"]: id %lld out of range", path, k, (long long)id);
         if (id > maxid) maxid = id;
     }
+    /* the id table is sized by the largest id: sparse ids far beyond the entries would make a small
+     * file allocate gigabytes */
+    int64_t count = json_object_object_length(v);
+    if (maxid >= (int64_t)1 << 20 && maxid > 64 * count)
+        FAIL(L, "%s.vocab: id %lld for %lld entries: ids this sparse are not supported", path, (long long)maxid, (long long)count);
     if (vocab_alloc(L, m, (int32_t)(maxid + 1))) return -1;
     struct lh_entry *ent;
     for (ent = json_object_get_object(v)->head; ent; ent = ent->next) {
@@ -799,6 +804,8 @@ static int add_config_token(lctx *L, kn_tokenizer *t, json_object *v, const char
 
 typedef struct { int64_t id; json_object *tok; } cfg_token;
 
+static int check_utf8_tree(json_object *o, char *path, size_t cap, char *err, size_t err_len);
+
 /* What transformers' from_pretrained reads from a folder that changes encoding: the added
  * tokens of tokenizer_config.json's added_tokens_decoder, then the special tokens (bos, eos,
  * unk, sep, pad, cls, mask, then additional_special_tokens), special_tokens_map.json taking
@@ -814,6 +821,19 @@ static int load_folder_configs(lctx *L, kn_tokenizer *t, const char *dir)
     snprintf(p, sizeof p, "%s/special_tokens_map.json", dir);
     if (!stat(p, &st) && !(map = json_object_from_file(p))) { if (cfg) json_object_put(cfg); FAIL(L, "%s: malformed JSON", p); }
     int rc = 0;
+    for (int k = 0; k < 2 && !rc; k++) {
+        json_object *o = k ? map : cfg;
+        char path[8192] = "", e[1024];
+        if (o && check_utf8_tree(o, path, sizeof path, e, sizeof e)) {
+            tk_errf(L->err, L->len, "%s/%s: %s", dir, k ? "special_tokens_map.json" : "tokenizer_config.json", e);
+            rc = -1;
+        }
+    }
+    if (rc) {
+        if (cfg) json_object_put(cfg);
+        if (map) json_object_put(map);
+        return rc;
+    }
     if ((v = field(cfg, "added_tokens_decoder")) && json_object_is_type(v, json_type_object)) {
         /* keyed by id: add them in id order */
         int n = json_object_object_length(v), k = 0;
@@ -850,6 +870,46 @@ static int load_folder_configs(lctx *L, kn_tokenizer *t, const char *dir)
     if (cfg) json_object_put(cfg);
     if (map) json_object_put(map);
     return rc;
+}
+
+/* Every key and string of a JSON tree must be valid UTF-8: the patterns go to PCRE2 and the
+ * tokens into tables matched against valid text. The error names the field (path "a.b[2].c"). */
+static int check_utf8_tree(json_object *o, char *path, size_t cap, char *err, size_t err_len)
+{
+    size_t plen = strlen(path), bad;
+    switch (json_object_get_type(o)) {
+    case json_type_string:
+        bad = tk_utf8_invalid_at(json_object_get_string(o), (size_t)json_object_get_string_len(o));
+        if (bad != (size_t)-1) {
+            tk_errf(err, err_len, "%s: invalid UTF-8 at byte %zu of the string", plen ? path : "(top level)", bad);
+            return -1;
+        }
+        return 0;
+    case json_type_array:
+        for (size_t i = 0; i < json_object_array_length(o); i++) {
+            snprintf(path + plen, cap - plen, "[%zu]", i);
+            if (check_utf8_tree(json_object_array_get_idx(o, i), path, cap, err, err_len)) return -1;
+        }
+        path[plen] = 0;
+        return 0;
+    case json_type_object: {
+        size_t k = 0;
+        json_object_object_foreach(o, key, val) {
+            bad = tk_utf8_invalid_at(key, strlen(key));
+            if (bad != (size_t)-1) {
+                tk_errf(err, err_len, "%s: invalid UTF-8 at byte %zu of key #%zu", plen ? path : "(top level)", bad, k);
+                return -1;
+            }
+            snprintf(path + plen, cap - plen, "%s%.200s", plen ? "." : "", key);
+            if (check_utf8_tree(val, path, cap, err, err_len)) return -1;
+            path[plen] = 0;
+            k++;
+        }
+        return 0;
+    }
+    default:
+        return 0;
+    }
 }
 
 static kn_tokenizer *from_json(json_object *root, int nul, const char *dir, char *err, size_t err_len)
@@ -917,6 +977,12 @@ static kn_tokenizer *load_json_text(const char *json, size_t len, const char *di
         return NULL;
     }
     json_tokener_free(tok);
+    char path[8192] = "";
+    if (check_utf8_tree(root, path, sizeof path, err, err_len)) {
+        json_object_put(root);
+        free(copy);
+        return NULL;
+    }
     kn_tokenizer *t = from_json(root, nul, dir, err, err_len);
     json_object_put(root);
     free(copy);

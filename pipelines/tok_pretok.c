@@ -69,7 +69,7 @@ static int emit(tk_arena *a, const tk_nstr *p, slist *sp, int behavior, int inve
             if (m && !prev && w < n) v[w].s = v[i].s; else v[--w] = v[i];
             prev = m;
         }
-        memmove(v, v + w, sizeof(span) * (size_t)(n - w));
+        if (n > w) memmove(v, v + w, sizeof(span) * (size_t)(n - w));
         n = n - w;
         break;
     }

@@ -129,6 +129,17 @@ static int utf8_check(const uint8_t *s, size_t len, size_t i)
     return need + 1;
 }
 
+size_t tk_utf8_invalid_at(const char *s, size_t len)
+{
+    const uint8_t *u = (const uint8_t *)s;
+    for (size_t i = 0; i < len;) {
+        int k = utf8_check(u, len, i);
+        if (k < 0) return i;
+        i += (size_t)k;
+    }
+    return (size_t)-1;
+}
+
 char *tk_utf8_lossy(const char *s, size_t len, size_t *out_len)
 {
     const uint8_t *u = (const uint8_t *)s;
@@ -363,7 +374,9 @@ void tk_errf(char *err, size_t err_len, const char *fmt, ...)
 pcre2_code *tk_regex_compile(const char *pat, size_t len, char *err, size_t err_len)
 {
     int ec; PCRE2_SIZE off;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, len, PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &ec, &off, NULL);
+    /* the pattern comes from a file: PCRE2 checks its UTF-8 (without the check, invalid bytes make
+     * pcre2_compile read past the pattern) */
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, len, PCRE2_UTF | PCRE2_UCP, &ec, &off, NULL);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(ec, msg, sizeof msg);

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Bad input for `kiln tokenize`: invalid UTF-8 (replaced by U+FFFD like Python/Rust lossy
 decoding), a 10 MB line, empty lines, and malformed or truncated tokenizer.json files, whose
-errors must name the offending field. Needs only the kiln_tok driver; where the `tokenizers`
+errors must name the offending field; tokenizer.json with invalid UTF-8 (a Split pattern, a vocab
+key, an added token) is refused on load with the field named. Needs only the kiln_tok driver; where the `tokenizers`
 package is installed the 10 MB line and the repaired text are also compared with it."""
 import argparse
 import json
@@ -97,6 +98,22 @@ def main():
         bad(lambda d: d["post_processor"]["single"][0]["SpecialToken"].__setitem__("id", "<x>"), "post_processor.single[0]",
             "template naming an unknown special token")
         bad(lambda d: d.__setitem__("model", 3), "model", "model not an object")
+        def bad_bytes(raw, expect, label):
+            p = os.path.join(tmp, "bad.json")
+            with open(p, "wb") as f:
+                f.write(raw)
+            r, _ = run(driver, p, b"ab\n")
+            msg = r.stderr.decode(errors="replace")
+            check(r.returncode != 0 and expect in msg and "invalid UTF-8" in msg and not r.stdout, f"{label}: {msg.strip()}")
+
+        split = json.loads(json.dumps(BPE))
+        split["pre_tokenizer"] = {"type": "Split", "pattern": {"Regex": "@@PAT@@"}, "behavior": "Isolated", "invert": False}
+        raw = json.dumps(split).encode()
+        bad_bytes(raw.replace(b"@@PAT@@", b"x\xfc"), "pre_tokenizer.pattern.Regex", "Regex pattern with a truncated sequence")
+        bad_bytes(raw.replace(b"@@PAT@@", b"\xed\xa0\x80"), "pre_tokenizer.pattern.Regex", "Regex pattern with a surrogate")
+        bad_bytes(json.dumps(BPE).encode().replace(b'"ab": 3', b'"a\xc0\xafb": 3'), "model.vocab", "vocab key overlong")
+        bad_bytes(json.dumps(BPE).encode().replace(b'"content": "<s>"', b'"content": "<s\xff>"'), "added_tokens[0].content",
+                  "added token with a stray byte")
         r, _ = run(driver, os.path.join(tmp, "missing.json"), b"ab\n")
         check(r.returncode != 0 and "missing.json" in r.stderr.decode(), "missing file is reported with its path")
     print("bad input:", "OK" if not failures else f"{len(failures)} failures")
