@@ -410,9 +410,17 @@ __global__ void broken_offbyone_kernel(float *out) {
 }
 __global__ void broken_race_kernel(float *out) {
     KN_SHARED(float, tile, 64);
+    tile[threadIdx.x] = 0.0f;
+    __syncthreads();
     tile[threadIdx.x] = (float)threadIdx.x;
-    // missing __syncthreads(): the neighbour's element may not be written yet
+    // missing __syncthreads(): the neighbour may not have written its element yet
     out[threadIdx.x] = tile[(threadIdx.x + 1) % blockDim.x];
+}
+__global__ void broken_uninit_kernel(float *out) {
+    KN_SHARED(float, partial, 64);
+    if (threadIdx.x < 32) partial[threadIdx.x] = 1.0f; // the upper half is never written
+    __syncthreads();
+    out[threadIdx.x] = partial[63 - threadIdx.x];
 }
 __global__ void broken_divergent_barrier_kernel(float *out) {
     if (threadIdx.x < 16) __syncthreads(); // half the block never arrives
@@ -459,9 +467,15 @@ static bool t_catch_race() {
     std::string e = launch_error();
     EXPECT(e.empty(), "without racecheck: '%s'", e.c_str());
     setenv("KILN_SIM_RACECHECK", "1", 1);
-    bool ok = expect_caught([](float *p) { KN_LAUNCH(broken_race_kernel, 1, 64, 0, 0, p); }, "broken_race_kernel", "race");
+    bool ok = expect_caught([](float *p) { KN_LAUNCH(broken_race_kernel, 1, 64, 0, 0, p); }, "broken_race_kernel", "shared-memory race");
     // a correct kernel stays clean under racecheck (the tree reduction has barriers everywhere)
     if (ok) ok = t_barriers() && t_atomics() && t_ldmatrix();
+    unsetenv("KILN_SIM_RACECHECK");
+    return ok;
+}
+static bool t_catch_uninit() {
+    setenv("KILN_SIM_RACECHECK", "1", 1);
+    bool ok = expect_caught([](float *p) { KN_LAUNCH(broken_uninit_kernel, 3, 64, 0, 0, p); }, "broken_uninit_kernel", "uninitialized");
     unsetenv("KILN_SIM_RACECHECK");
     return ok;
 }
@@ -514,6 +528,7 @@ int main() {
         {"runtime: host pointers, bad configurations, errors cleared", t_runtime_checks},
         {"catches an off-by-one shared write", t_catch_offbyone},
         {"catches a missing __syncthreads (racecheck)", t_catch_race},
+        {"catches a read of shared memory nothing wrote (racecheck)", t_catch_uninit},
         {"catches a barrier half the block skips", t_catch_divergent_barrier},
         {"catches threads at different barriers", t_catch_two_barriers},
         {"catches lanes that disagree on a warp mask", t_catch_warp_mask},

@@ -134,6 +134,7 @@ struct wgroup {
 struct shadow { // racecheck, per shared byte
     int32_t w_tid, r_tid;
     uint32_t w_ep, r_ep, w_wep, r_wep;
+    uint32_t a_ep; // last atomic access: initializes, never races with another atomic
 };
 
 struct block {
@@ -145,7 +146,7 @@ struct block {
     int bar_line;
     const char *bar_file2;
     int bar_line2;
-    uint32_t epoch;
+    uint32_t epoch, first_epoch; // first_epoch: the block's start (older shadow entries are other blocks')
     std::vector<std::vector<wgroup>> wg; // per warp
     std::vector<uint32_t> wep;           // per warp: collectives completed
 };
@@ -575,9 +576,19 @@ void shared_access(const region *r, ptrdiff_t off, size_t n, int how) {
         fail("shared-memory %s out of bounds: '%s'[%td] (byte %td, %zu bytes) of %zu elements (%zu bytes)",
              how == ACC_READ ? "read" : how == ACC_WRITE ? "write" : "atomic", r->name, off / (ptrdiff_t)n, off, n, r->bytes / n, r->bytes);
     launch_state *L = cur_launch;
-    if (!L->racecheck || how == ACC_ATOMIC) return;
+    if (!L->racecheck) return;
     sim_thread *t = (sim_thread *)cur_thread;
     block *b = t->blk;
+    if (how == ACC_ATOMIC) {
+        for (size_t i = 0; i < n; i++) {
+            shadow &s = L->sh[r->arena_off + (size_t)off + i];
+            if (s.w_ep < b->first_epoch && s.a_ep < b->first_epoch)
+                fail("shared-memory atomic on '%s'[%td] (byte %td), which no thread of this block has written (uninitialized)",
+                     r->name, off / (ptrdiff_t)n, off);
+            s.a_ep = b->epoch;
+        }
+        return;
+    }
     uint32_t ep = b->epoch, wep = b->wep[t->warp];
     int me = t->linear;
     auto ordered = [&](int other, uint32_t other_wep) { // same warp, a collective between
@@ -586,6 +597,9 @@ void shared_access(const region *r, ptrdiff_t off, size_t n, int how) {
     for (size_t i = 0; i < n; i++) {
         shadow &s = L->sh[r->arena_off + (size_t)off + i];
         if (s.w_ep == ep && s.w_tid != me && !ordered(s.w_tid, s.w_wep)) report_race(r, off, n, how, s.w_tid, true);
+        if (how == ACC_READ && s.w_ep < b->first_epoch && s.a_ep < b->first_epoch)
+            fail("shared-memory read of '%s'[%td] (byte %td), which no thread of this block has written (uninitialized)", r->name,
+                 off / (ptrdiff_t)n, off);
         if (how == ACC_READ) {
             if (s.r_ep != ep) { s.r_ep = ep; s.r_tid = me; s.r_wep = wep; }
             else if (s.r_tid != me) { s.r_tid = -1; s.r_wep = wep; }
@@ -620,6 +634,7 @@ static void release_stack(sim_thread *t) {
 static void run_block(launch_state *L, block *b, const std::vector<int> &warp_order) {
     b->done = b->n_bar = 0;
     b->epoch++; // racecheck epochs run on across blocks, so old shadow entries never match
+    b->first_epoch = b->epoch;
     for (auto &g : b->wg) g.clear();
     for (auto &w : b->wep) w = 0;
     for (int i = 0; i < b->n; i++) {
