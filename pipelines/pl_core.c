@@ -425,6 +425,9 @@ kn_status *pl_encode(const kn_pipeline *p, int n, const char *const *texts, cons
     else {
         kn_encode_options_init(&o);
         o.max_length = max_length > 0 ? max_length : p->max_length;
+        /* the windows past the first are thrown away here: do not build them (memory linear in
+         * the input, not in the product of a pair's lengths) */
+        o.no_overflow = 1;
     }
     o.per_call = 1;
     size_t *lens = malloc(sizeof(size_t) * (size_t)(2 * n + 1));
@@ -440,7 +443,7 @@ kn_status *pl_encode(const kn_pipeline *p, int n, const char *const *texts, cons
     if (rc) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: tokenizer: %s", p->dir, err);
     if (!eo) {
         for (int i = 0; i < n; i++) {
-            if (out[i].n_overflow <= 0) continue;
+            if (out[i].n_overflow <= 0 && !out[i].truncated) continue;
             pl_warn(p, "input %d is longer than the model's limit; truncated to %d tokens", i, o.max_length);
             for (int k = 0; k < out[i].n_overflow; k++) kn_encoding_free(&out[i].overflow[k]);
             free(out[i].overflow);

@@ -101,6 +101,7 @@ static kn_status *zs_encode(const kn_pipeline *p, int n, int L, const char *cons
     kn_encode_options_init(&eo);
     eo.max_length = p->max_length;
     eo.strategy = KN_TRUNCATE_ONLY_FIRST;
+    eo.no_overflow = 1;   /* only the first window is used */
     kn_status *st = pl_encode(p, (int)rows, a, b, &eo, 0, enc);
     /* a hypothesis too long to leave room for any text: transformers then drops truncation and
      * the model fails on the length, so cut both sides instead and say so */
@@ -117,7 +118,7 @@ static kn_status *zs_encode(const kn_pipeline *p, int n, int L, const char *cons
         int cut = 0;
         for (int j = 0; j < L; j++) {
             kn_encoding *e = &enc[(size_t)i * L + j];
-            cut |= e->n_overflow > 0;
+            cut |= e->n_overflow > 0 || e->truncated;
             for (int k = 0; k < e->n_overflow; k++) kn_encoding_free(&e->overflow[k]);
             free(e->overflow);
             e->overflow = NULL;

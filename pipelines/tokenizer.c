@@ -10,6 +10,7 @@
 
 void kn_encode_options_init(kn_encode_options *o)
 {
+    memset(o, 0, sizeof *o);   /* fields added later start at 0 */
     o->add_special_tokens = 1;
     o->max_length = 0;
     o->strategy = KN_TRUNCATE_LONGEST_FIRST;
@@ -277,10 +278,18 @@ static int enc_copy(tk_arena *a, const tk_enc *src, int32_t from, int32_t to, tk
 /* Encoding::truncate(max, stride, direction): windows of max tokens stepping by max - stride;
  * the first one is what the encoding keeps (e is cut to it), the others come back as overflow.
  * max 0 moves the whole encoding into a single overflow. Returns 0, -1 (oom) or -4 (stride). */
-static int truncate_windows(tk_arena *a, tk_enc *e, int32_t max, int32_t stride, int left, tk_enc **out, int32_t *nout)
+static int truncate_windows(tk_arena *a, tk_enc *e, int32_t max, int32_t stride, int left, int keep_overflow,
+                            tk_enc **out, int32_t *nout)
 {
     *out = NULL; *nout = 0;
     if (e->n <= max) return 0;
+    if (!keep_overflow) {
+        /* the caller keeps the first window only: nothing else is built */
+        if (max > 0 && stride >= max) return -4;
+        if (max <= 0) e->n = 0;
+        else enc_truncate(e, max, left);
+        return 0;
+    }
     if (max <= 0) {
         tk_enc *w = tk_alloc(a, sizeof(tk_enc));
         if (!w || enc_copy(a, e, 0, e->n, w)) return -1;
@@ -377,6 +386,7 @@ static int encode_impl(const kn_tokenizer *t, const char *text, size_t len, cons
     if (!rc && pair) rc = encode_seq(t, &a, t2, (int32_t)l2, 1, &B);
     tk_enc *wa = NULL, *wb = NULL;   /* overflowing windows of A and B beyond the kept ones */
     int32_t nwa = 0, nwb = 0;
+    int truncated = 0;
     if (!rc) {
         int own = opt->max_length > 0;
         int32_t max = own ? opt->max_length : (t->trunc_on && !opt->per_call ? t->trunc_max : -1);
@@ -388,8 +398,9 @@ static int encode_impl(const kn_tokenizer *t, const char *text, size_t len, cons
                          : opt->strategy == KN_TRUNCATE_ONLY_SECOND ? TRUNC_ONLY_SECOND : TRUNC_LONGEST_FIRST;
             trunc_targets(A.n, B.n, pair != NULL, max - added, strategy, &ta, &tb);
             int32_t cut = ta;
-            rc = truncate_windows(&a, &A, ta, stride, left, &wa, &nwa);
-            if (!rc && pair) { cut = tb; rc = truncate_windows(&a, &B, tb, stride, left, &wb, &nwb); }
+            truncated = A.n > ta || (pair && B.n > tb);
+            rc = truncate_windows(&a, &A, ta, stride, left, !opt->no_overflow, &wa, &nwa);
+            if (!rc && pair) { cut = tb; rc = truncate_windows(&a, &B, tb, stride, left, !opt->no_overflow, &wb, &nwb); }
             if (rc == -4) tk_errf(err, err_len, "truncation.stride %d must be less than the %d tokens a sequence is cut to "
                                   "(max_length %d minus %d special tokens, shared by a pair)", stride, cut, max, added);
         }
@@ -405,6 +416,7 @@ static int encode_impl(const kn_tokenizer *t, const char *text, size_t len, cons
         if (pad == PAD_FIXED && target < t->pad_len) target = t->pad_len;
         if (pad != PAD_NONE) target = round_up(target > R.n ? target : R.n, t->pad_multiple);
         rc = to_public(t, &R, target, out);
+        if (!rc) out->truncated = truncated;
         /* Encoding::merge_with's order: each further window of the first text with the kept
          * window and then every further window of the second, then the kept first window with
          * every further window of the second; each gets its own special tokens and padding

@@ -27,6 +27,7 @@ typedef struct kn_encoding {
     int32_t n_overflow;        /* truncated windows (stride), each a full encoding; for a pair
                                 * the package's top-level order (its nested windows are not kept) */
     struct kn_encoding *overflow;
+    int32_t truncated;         /* 1: truncation dropped tokens (with or without overflow windows) */
 } kn_encoding;
 
 /* Loads a tokenizer from a tokenizer.json file (exactly as the package's Tokenizer.from_file),
@@ -50,6 +51,9 @@ typedef struct kn_encode_options {
     int stride;                /* with max_length: tokens repeated between overflow windows */
     int per_call;              /* 1: the file's truncation and padding do not apply, as in
                                 * transformers, which sets both on every call (pipelines) */
+    int no_overflow;           /* 1: truncation keeps the first window only and builds no overflow
+                                * windows (a pair's window combinations grow with the product of
+                                * the two lengths); kn_encoding.truncated still says it cut */
 } kn_encode_options;
 void kn_encode_options_init(kn_encode_options *o);
 
