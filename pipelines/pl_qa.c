@@ -267,6 +267,16 @@ kn_status *kn_pl_question_answering(const kn_pipeline *p, int n, const char *con
     kn_encoding *enc = calloc((size_t)n, sizeof *enc);
     if (!enc) return KN_OOM(sizeof *enc * (size_t)n);
     kn_status *st = pl_encode(p, n, questions, contexts, &eo, 0, enc);
+    /* a question that leaves no room for the context: the tokenizer then puts the whole context
+     * in one window longer than max_seq_len (transformers fails there too); say why instead */
+    for (int i = 0; !st && i < n; i++)
+        for (int k = -1; !st && k < enc[i].n_overflow; k++) {
+            const kn_encoding *w = k < 0 ? &enc[i] : &enc[i].overflow[k];
+            if (w->n > msl)
+                st = kn_error(KN_ERR_INVALID_ARGUMENT, "questionAnswering: input %d: the question and its special tokens fill the "
+                              "%d-token window (--max-length): no room is left for the context; shorten the question or raise --max-length",
+                              i, msl);
+        }
     int nrows = 0;
     for (int i = 0; !st && i < n; i++) nrows += 1 + enc[i].n_overflow;
     const kn_encoding **rows = malloc(sizeof *rows * (size_t)(nrows > 0 ? nrows : 1));

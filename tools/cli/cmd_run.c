@@ -2,10 +2,18 @@
  * folder, or stdin; results go to result_K.jsonl files of an output folder, or stdout, one line
  * per input line in input order (tests/pipelines/README.md has the format, with Hugot's field
  * names). Input is streamed a chunk at a time so memory stays constant whatever the file size; a
- * bad line becomes an error line and never stops the run. */
+ * bad line becomes an error line and never stops the run.
+ *
+ * Every non-blank line gets exactly one output line, whatever its bytes: lines are read with
+ * their length (NUL bytes do not end them), a line over --max-line-bytes is skipped to its end and
+ * answered with an error, invalid UTF-8 is replaced by U+FFFD (as the tokenizer does) with a
+ * "warning" field saying so, and lines are checked as strict JSON (RFC 8259: no NaN, trailing
+ * commas, single quotes or raw control characters) before json-c builds them, so the output is
+ * always valid UTF-8 JSON. */
 #ifdef KILN_HAVE_PIPELINES
 #include "cli.h"
 #include "pipeline.h"
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <json-c/json.h>
@@ -26,7 +34,9 @@ static const char *const run_type_names[RT_COUNT] = {
 /* One input line and, after the chunk ran, its result or error. */
 typedef struct run_item {
     long line;
-    char *raw;                  /* the line as read (echoed when it is not JSON) */
+    char *raw;                  /* the line as read, invalid UTF-8 repaired (echoed when it is not JSON) */
+    size_t raw_len;             /* its length: it may hold NUL bytes */
+    char *warn;                 /* a note on the line that did not stop it (repaired bytes) */
     json_object *obj;           /* the parsed line */
     json_object *input;         /* its "input" (borrowed from obj), NULL when absent */
     char *err;                  /* an error line's message */
@@ -53,6 +63,7 @@ typedef struct run_ctx {
     char *base_dir;             /* relative image paths start here (NULL: the working folder) */
     run_item **cur;             /* the items of the pipeline call under way (warnings name their lines) */
     int n_cur;
+    size_t max_line_bytes;      /* longer lines are answered with an error, not read into memory */
     bool progress;
     double t0, last_draw;
     long done, total, failed;
@@ -128,6 +139,7 @@ static void run_item_free(run_item *it)
 {
     run_item_reset(it);
     free(it->raw);
+    free(it->warn);
     json_object_put(it->obj);
     free(it->path);
     free(it->list);
@@ -182,11 +194,191 @@ static void run_resolve_path(const run_ctx *c, run_item *it, const char *path)
     if (!it->path) run_item_fail(it, "out of memory");
 }
 
+/* ---- strict JSON (RFC 8259) ---- */
+
+/* json-c accepts NaN, Infinity, raw control characters and "1." even in strict mode, so lines are
+ * checked here first; json-c then only builds what passed. */
+typedef struct run_jv { const char *s; size_t len, pos; const char *why; int depth; } run_jv;
+
+static void run_jv_ws(run_jv *v)
+{
+    while (v->pos < v->len && (v->s[v->pos] == ' ' || v->s[v->pos] == '\t' || v->s[v->pos] == '\n' || v->s[v->pos] == '\r')) v->pos++;
+}
+
+static bool run_jv_fail(run_jv *v, const char *why) { v->why = why; return false; }
+
+static bool run_jv_digits(run_jv *v)
+{
+    size_t p0 = v->pos;
+    while (v->pos < v->len && v->s[v->pos] >= '0' && v->s[v->pos] <= '9') v->pos++;
+    return v->pos > p0;
+}
+
+static bool run_jv_string(run_jv *v)
+{
+    v->pos++;   /* the opening quote */
+    while (v->pos < v->len) {
+        unsigned char ch = (unsigned char)v->s[v->pos];
+        if (ch == '"') { v->pos++; return true; }
+        if (ch < 0x20) return run_jv_fail(v, "a control character inside a string must be escaped");
+        if (ch != '\\') { v->pos++; continue; }
+        if (++v->pos >= v->len) break;
+        ch = (unsigned char)v->s[v->pos];
+        if (ch == 'u') {
+            for (int k = 1; k <= 4; k++)
+                if (v->pos + k >= v->len || !isxdigit((unsigned char)v->s[v->pos + k])) { v->pos += k; return run_jv_fail(v, "\\u needs four hex digits"); }
+            v->pos += 5;
+        } else if (strchr("\"\\/bfnrt", ch) && ch) {
+            v->pos++;
+        } else {
+            return run_jv_fail(v, "unknown escape in a string");
+        }
+    }
+    return run_jv_fail(v, "the line ends inside a string");
+}
+
+static bool run_jv_value(run_jv *v)
+{
+    run_jv_ws(v);
+    if (v->pos >= v->len) return run_jv_fail(v, "a value is missing");
+    char ch = v->s[v->pos];
+    if (ch == '{' || ch == '[') {
+        if (++v->depth > 64) return run_jv_fail(v, "nested deeper than 64 levels");
+        char close = ch == '{' ? '}' : ']';
+        v->pos++;
+        run_jv_ws(v);
+        if (v->pos < v->len && v->s[v->pos] == close) { v->pos++; v->depth--; return true; }
+        for (;;) {
+            if (close == '}') {
+                run_jv_ws(v);
+                if (v->pos >= v->len || v->s[v->pos] != '"') return run_jv_fail(v, "expected a quoted member name");
+                if (!run_jv_string(v)) return false;
+                run_jv_ws(v);
+                if (v->pos >= v->len || v->s[v->pos] != ':') return run_jv_fail(v, "expected ':' after the member name");
+                v->pos++;
+            }
+            if (!run_jv_value(v)) return false;
+            run_jv_ws(v);
+            if (v->pos < v->len && v->s[v->pos] == ',') {
+                v->pos++;
+                run_jv_ws(v);
+                if (v->pos < v->len && v->s[v->pos] == close) return run_jv_fail(v, "a trailing comma");
+                continue;
+            }
+            if (v->pos < v->len && v->s[v->pos] == close) { v->pos++; v->depth--; return true; }
+            return run_jv_fail(v, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+        }
+    }
+    if (ch == '"') return run_jv_string(v);
+    if (ch == '-' || (ch >= '0' && ch <= '9')) {
+        if (ch == '-') v->pos++;
+        if (v->pos < v->len && v->s[v->pos] == '0') v->pos++;
+        else if (!run_jv_digits(v)) return run_jv_fail(v, "a number needs digits (NaN and Infinity are not JSON)");
+        if (v->pos < v->len && v->s[v->pos] == '.') { v->pos++; if (!run_jv_digits(v)) return run_jv_fail(v, "digits expected after '.'"); }
+        if (v->pos < v->len && (v->s[v->pos] == 'e' || v->s[v->pos] == 'E')) {
+            v->pos++;
+            if (v->pos < v->len && (v->s[v->pos] == '+' || v->s[v->pos] == '-')) v->pos++;
+            if (!run_jv_digits(v)) return run_jv_fail(v, "digits expected in the exponent");
+        }
+        return true;
+    }
+    static const char *const lits[] = {"true", "false", "null"};
+    for (int k = 0; k < 3; k++) {
+        size_t l = strlen(lits[k]);
+        if (v->len - v->pos >= l && !memcmp(v->s + v->pos, lits[k], l)) { v->pos += l; return true; }
+    }
+    if (ch == '\'') return run_jv_fail(v, "strings take double quotes");
+    if (ch == 'N' || ch == 'I') return run_jv_fail(v, "NaN and Infinity are not JSON");
+    if (ch == 0) return run_jv_fail(v, "a NUL byte");
+    return run_jv_fail(v, "unexpected character");
+}
+
+/* NULL when s is one strict JSON value; else the reason, with *col its 1-based byte column. */
+static const char *run_json_check(const char *s, size_t len, size_t *col)
+{
+    run_jv v = {s, len, 0, NULL, 0};
+    if (run_jv_value(&v)) {
+        run_jv_ws(&v);
+        if (v.pos == len) return NULL;
+        v.why = "text after the value";
+    }
+    *col = v.pos + 1;
+    /* a NUL byte is named as such, whatever was expected there */
+    if (v.pos < len && s[v.pos] == 0) return "a NUL byte";
+    return v.why;
+}
+
+/* ---- UTF-8 repair ---- */
+
+/* Length of the valid UTF-8 sequence at s[i] (shortest form, no surrogates, at most U+10FFFF), or
+ * minus the length of the maximal invalid subpart there (Unicode's rule, as the tokenizer uses). */
+static int run_utf8_seq(const unsigned char *s, size_t len, size_t i)
+{
+    unsigned char b = s[i];
+    if (b < 0x80) return 1;
+    int need;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (b >= 0xC2 && b <= 0xDF) need = 1;
+    else if (b >= 0xE0 && b <= 0xEF) { need = 2; if (b == 0xE0) lo = 0xA0; if (b == 0xED) hi = 0x9F; }
+    else if (b >= 0xF0 && b <= 0xF4) { need = 3; if (b == 0xF0) lo = 0x90; if (b == 0xF4) hi = 0x8F; }
+    else return -1;
+    for (int k = 1; k <= need; k++) {
+        if (i + k >= len) return -k;
+        unsigned char ch = s[i + k];
+        if (k == 1 ? (ch < lo || ch > hi) : (ch < 0x80 || ch > 0xBF)) return -k;
+    }
+    return need + 1;
+}
+
+/* Replaces every invalid subpart of it->raw by U+FFFD and notes how many there were. */
+static void run_repair_utf8(run_item *it)
+{
+    const unsigned char *u = (const unsigned char *)it->raw;
+    size_t bad = 0;
+    for (size_t i = 0; i < it->raw_len;) {
+        int k = run_utf8_seq(u, it->raw_len, i);
+        if (k < 0) { bad++; i += (size_t)-k; } else i += (size_t)k;
+    }
+    if (!bad) return;
+    char *o = malloc(it->raw_len + bad * 2 + 1);
+    if (!o) { run_item_fail(it, "out of memory"); return; }
+    size_t w = 0;
+    for (size_t i = 0; i < it->raw_len;) {
+        int k = run_utf8_seq(u, it->raw_len, i);
+        if (k < 0) { memcpy(o + w, "\xEF\xBF\xBD", 3); w += 3; i += (size_t)-k; }
+        else { memcpy(o + w, it->raw + i, (size_t)k); w += (size_t)k; i += (size_t)k; }
+    }
+    o[w] = 0;
+    free(it->raw);
+    it->raw = o;
+    it->raw_len = w;
+    char msg[160];
+    snprintf(msg, sizeof msg, "line %ld: %zu invalid UTF-8 sequence%s replaced by U+FFFD", it->line, bad, bad == 1 ? "" : "s");
+    free(it->warn);
+    it->warn = strdup(msg);
+}
+
+/* A text the pipelines take as a C string: one holding U+0000 would be cut there without a word. */
+static const char *run_text(run_item *it, json_object *o, const char *what)
+{
+    const char *s = run_str(o);
+    if (!s) return NULL;
+    size_t n = (size_t)json_object_get_string_len(o);
+    const char *z = memchr(s, 0, n);
+    if (z) {
+        run_item_fail(it, "%s holds U+0000 (\\u0000) at byte %zu: the pipelines take NUL-free text", what, (size_t)(z - s));
+        return NULL;
+    }
+    return s;
+}
+
 static void run_parse(run_ctx *c, run_item *it)
 {
+    size_t len = it->raw_len, col = 0;
+    const char *why = run_json_check(it->raw, len, &col);
+    if (why) { run_item_fail(it, "malformed JSON at column %zu: %s", col, why); return; }
     json_tokener *tok = json_tokener_new();
     if (!tok) { run_item_fail(it, "out of memory"); return; }
-    size_t len = strlen(it->raw);
     if (len > (size_t)1 << 30) { json_tokener_free(tok); run_item_fail(it, "the line is longer than 1 GiB"); return; }
     it->obj = json_tokener_parse_ex(tok, it->raw, (int)len);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
@@ -209,42 +401,65 @@ static void run_parse(run_ctx *c, run_item *it)
     case RT_FEATURE:
     case RT_IMAGE:
         if (!run_str(in)) { run_item_fail(it, "%s expects \"input\": \"%s\"", run_type_names[c->type], c->type == RT_IMAGE || c->image_model ? "path/to/image" : "text"); return; }
+        if (!run_text(it, in, "the input")) return;
         if (c->type == RT_IMAGE || c->image_model) run_resolve_path(c, it, run_str(in));
         else it->a = run_str(in);
         return;
     case RT_ZERO:
-        if (!(it->a = run_str(in))) run_item_fail(it, "zeroShotClassification expects \"input\": \"text\"");
+        if (!run_str(in)) run_item_fail(it, "zeroShotClassification expects \"input\": \"text\"");
+        else it->a = run_text(it, in, "the input");
         return;
     case RT_TEXT:
-        if ((it->a = run_str(in))) return;
+        if (run_str(in)) { it->a = run_text(it, in, "the input"); return; }
         if (json_object_is_type(in, json_type_array) && json_object_array_length(in) == 2 &&
-            (it->a = run_str(json_object_array_get_idx(in, 0))) && (it->b = run_str(json_object_array_get_idx(in, 1))))
+            run_str(json_object_array_get_idx(in, 0)) && run_str(json_object_array_get_idx(in, 1))) {
+            if ((it->a = run_text(it, json_object_array_get_idx(in, 0), "the text"))) it->b = run_text(it, json_object_array_get_idx(in, 1), "the pair");
+            if (it->err) it->a = it->b = NULL;
             return;
+        }
         run_item_fail(it, "textClassification expects \"input\": \"text\" or [\"text\", \"pair\"]");
         return;
     case RT_TOKEN:
-        if ((it->a = run_str(in))) return;
-        if (run_str_list(in, &it->list, &it->n_list)) { it->has_list = true; return; }
+        if (run_str(in)) { it->a = run_text(it, in, "the input"); return; }
+        if (run_str_list(in, &it->list, &it->n_list)) {
+            it->has_list = true;
+            for (int k = 0; k < it->n_list; k++)
+                if (!run_text(it, json_object_array_get_idx(in, (size_t)k), "a word")) return;
+            return;
+        }
         run_item_fail(it, "tokenClassification expects \"input\": \"text\" or [\"word\", \"word\", ...]");
         return;
     case RT_CROSS:
         if (json_object_is_type(in, json_type_array) && json_object_array_length(in) == 2 &&
-            (it->a = run_str(json_object_array_get_idx(in, 0))) && (it->b = run_str(json_object_array_get_idx(in, 1))))
+            run_str(json_object_array_get_idx(in, 0)) && run_str(json_object_array_get_idx(in, 1))) {
+            if ((it->a = run_text(it, json_object_array_get_idx(in, 0), "the query"))) it->b = run_text(it, json_object_array_get_idx(in, 1), "the document");
+            if (it->err) it->a = it->b = NULL;
             return;
-        if (json_object_is_type(in, json_type_object) && json_object_object_get_ex(in, "query", &v) && (it->a = run_str(v)) &&
+        }
+        if (json_object_is_type(in, json_type_object) && json_object_object_get_ex(in, "query", &v) && run_str(v) &&
             json_object_object_get_ex(in, "documents", &v) && run_str_list(v, &it->list, &it->n_list)) {
             it->has_list = true;
+            json_object *q = NULL;
+            json_object_object_get_ex(in, "query", &q);
+            if (!(it->a = run_text(it, q, "the query"))) return;
+            for (int k = 0; k < it->n_list; k++)
+                if (!run_text(it, json_object_array_get_idx(v, (size_t)k), "a document")) { it->a = NULL; return; }
             return;
         }
         it->a = it->b = NULL;
         run_item_fail(it, "crossEncoder expects \"input\": [\"query\", \"document\"] or {\"query\": \"...\", \"documents\": [\"...\", ...]}");
         return;
-    case RT_QA:
-        if (json_object_is_type(in, json_type_object) && json_object_object_get_ex(in, "question", &v) && (it->a = run_str(v)) &&
-            json_object_object_get_ex(in, "context", &v) && (it->b = run_str(v)))
+    case RT_QA: {
+        json_object *q = NULL, *ctx = NULL;
+        if (json_object_is_type(in, json_type_object) && json_object_object_get_ex(in, "question", &q) && run_str(q) &&
+            json_object_object_get_ex(in, "context", &ctx) && run_str(ctx)) {
+            if ((it->a = run_text(it, q, "the question"))) it->b = run_text(it, ctx, "the context");
+            if (it->err) it->a = it->b = NULL;
             return;
+        }
         run_item_fail(it, "questionAnswering expects \"input\": {\"question\": \"...\", \"context\": \"...\"}");
         return;
+    }
     default:
         return;
     }
@@ -504,7 +719,12 @@ static int run_write(run_ctx *c, FILE *out, run_item *items, int n)
         run_item *it = &items[i];
         json_object *o = json_object_new_object();
         if (it->input) json_object_object_add(o, "input", json_object_get(it->input));
-        else json_object_object_add(o, "input", it->obj || !it->raw ? NULL : json_object_new_string(it->raw));
+        else json_object_object_add(o, "input", it->obj || !it->raw ? NULL : json_object_new_string_len(it->raw, (int)it->raw_len));
+        if (it->warn) {
+            json_object_object_add(o, "warning", json_object_new_string(it->warn));
+            run_progress_clear(c);
+            fprintf(stderr, "kiln run: warning: %s:%s\n", c->src, strncmp(it->warn, "line ", 5) ? it->warn : it->warn + 5);
+        }
         if (it->err || !it->out) {
             const char *msg = it->err ? it->err : "no result";
             json_object_object_add(o, "error", json_object_new_string(msg));
@@ -541,10 +761,44 @@ static long run_count_lines(const char *path)
     return n + (last != '\n');
 }
 
-static bool run_blank(const char *s)
+/* Whitespace only (a NUL byte is not whitespace: such a line is answered, with an error). */
+static bool run_blank(const char *s, size_t len)
 {
-    for (; *s; s++) if (!strchr(" \t\r\n", *s)) return false;
+    for (size_t i = 0; i < len; i++) if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r') return false;
     return true;
+}
+
+/* One input line of any bytes (NUL included) without its '\n': at most limit bytes are kept, the
+ * rest is read and counted only (*total), so a huge line costs no memory. Returns false at the end
+ * of the input with nothing read. *complete: the line ended with '\n'. */
+static bool run_read_line(FILE *in, char **buf, size_t *cap, size_t limit, size_t *len, size_t *total, bool *complete)
+{
+    *len = *total = 0;
+    *complete = false;
+    flockfile(in);
+    for (;;) {
+        int ch = getc_unlocked(in);
+        if (ch == EOF) {
+            if (ferror(in) && errno == EINTR && !run_interrupts) { clearerr(in); continue; }
+            break;
+        }
+        if (ch == '\n') { *complete = true; break; }
+        (*total)++;
+        if (*len >= limit) continue;
+        if (*len + 2 > *cap) {
+            size_t nc = *cap ? *cap * 2 : 4096;
+            if (nc > limit + 2) nc = limit + 2;
+            if (nc < *len + 2) nc = *len + 2;
+            char *nb = realloc(*buf, nc);
+            if (!nb) { funlockfile(in); *len = 0; *total = (size_t)-1; return true; }
+            *buf = nb;
+            *cap = nc;
+        }
+        (*buf)[(*len)++] = (char)ch;
+    }
+    funlockfile(in);
+    if (*buf) (*buf)[*len] = 0;
+    return *complete || *total > 0;
 }
 
 /* Streams one input into one output, chunk by chunk. Returns -1 on a write error. */
@@ -561,22 +815,29 @@ static int run_stream(run_ctx *c, FILE *in, FILE *out, int chunk)
         int n = 0;
         while (n < chunk) {
             errno = 0;
-            ssize_t len = getline(&line, &cap, in);
-            if (len < 0) {
-                if (errno == EINTR && !run_interrupts) { clearerr(in); continue; }
-                eof = true;
-                break;
-            }
+            size_t len, total;
+            bool complete;
+            if (!run_read_line(in, &line, &cap, c->max_line_bytes, &len, &total, &complete)) { eof = true; break; }
             lineno++;
-            bool complete = len > 0 && line[len - 1] == '\n';
             /* a line cut short by Ctrl-C was never fully read: drop it */
             if (!complete && run_interrupts) { eof = true; break; }
-            while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-            if (run_blank(line)) continue;
-            run_item *it = &items[n++];
+            run_item *it = &items[n];
             it->line = lineno;
-            if (!(it->raw = strdup(line))) run_item_fail(it, "out of memory");
-            else run_parse(c, it);
+            if (total == (size_t)-1) { n++; run_item_fail(it, "out of memory"); continue; }
+            if (total > len) {
+                n++;
+                run_item_fail(it, "the line has %zu bytes, over the limit of %zu (--max-line-bytes)", total, c->max_line_bytes);
+                continue;
+            }
+            while (len > 0 && line[len - 1] == '\r') line[--len] = 0;
+            if (run_blank(line, len)) continue;
+            n++;
+            if (!(it->raw = malloc(len + 1))) { run_item_fail(it, "out of memory"); continue; }
+            memcpy(it->raw, line, len);
+            it->raw[len] = 0;
+            it->raw_len = len;
+            run_repair_utf8(it);
+            if (!it->err) run_parse(c, it);
             if (run_interrupts) break;
         }
         n_lines += n;
@@ -619,7 +880,7 @@ static void run_usage(void)
             "  input: JSON lines {\"input\": ...} from FILE, every *.jsonl of DIR (sorted), or stdin;\n"
             "         output: result_K.jsonl per input file in --output DIR, else stdout\n"
             "  --batch-size N  --device cpu|cuda[:N]  --precision fp32|fp16|bf16  --threads N\n"
-            "  --onnx-file F  --max-length N  --progress | --no-progress\n"
+            "  --onnx-file F  --max-length N  --max-line-bytes N (default 256 MiB)  --progress | --no-progress\n"
             "  featureExtraction: --pooling mean|cls|max|last|none  --normalize\n"
             "  textClassification / imageClassification: --top-k K (0 = all)  --activation softmax|sigmoid|none\n"
             "  tokenClassification: --aggregation none|simple|first|average|max\n"
@@ -656,6 +917,7 @@ int kn_cmd_run(int argc, char **argv)
     const char *model = NULL, *type_s = NULL, *in_path = NULL, *out_dir = NULL, *labels_s = NULL, *template_s = NULL;
     const char *pool_s = NULL, *agg_s = NULL, *act_s = NULL, *prec_s = NULL;
     long top_k = -1, doc_stride = -1, max_ans = -1, v = 0;
+    size_t max_line_bytes = (size_t)256 << 20;   /* generous: a line is a document, not a corpus */
     double threshold = NAN;
     int progress = -1, multi_label = 0, normalize = -1;
     kn_pl_options po;
@@ -681,7 +943,16 @@ int kn_cmd_run(int argc, char **argv)
         else if (!strcmp(a, "--activation")) act_s = val;
         else if (!strcmp(a, "--precision")) prec_s = val;
         else if (!strcmp(a, "--device")) { if (kn_cli_parse_device(val, &po.session)) return 2; }
-        else if (!strcmp(a, "--threshold")) {
+        else if (!strcmp(a, "--max-line-bytes")) {
+            char *end;
+            errno = 0;
+            unsigned long long x = strtoull(val, &end, 10);
+            if (errno || end == val || *end || x < 16 || x > ((unsigned long long)1 << 30)) {
+                fprintf(stderr, "kiln run: --max-line-bytes '%s' is not a whole number in [16, %llu]\n", val, (unsigned long long)1 << 30);
+                return 2;
+            }
+            max_line_bytes = (size_t)x;
+        } else if (!strcmp(a, "--threshold")) {
             char *end;
             threshold = strtod(val, &end);
             if (end == val || *end || isnan(threshold)) { fprintf(stderr, "kiln run: --threshold '%s' is not a number\n", val); return 2; }
@@ -762,6 +1033,7 @@ int kn_cmd_run(int argc, char **argv)
     }
 
     c.type = (run_type)t;
+    c.max_line_bytes = max_line_bytes;
     po.warn = run_warn;
     po.warn_ctx = &c;
     c.src = "kiln run";
