@@ -28,6 +28,30 @@ static int64_t ci_div(int64_t a, int64_t b) { return (a < 0 || b <= 0) ? -1 : a 
 
 static bool ci_float(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
 
+/* ---- params decoders (graph/params.h), run once per node at load ---- */
+
+kn_status *kn_params_decode_ms_sln(const kn_node *n, void *out)
+{
+    kn_params_ms_sln *p = out;
+    p->epsilon = kn_attr_float(n, "epsilon", 1e-12f);
+    return NULL;
+}
+
+kn_status *kn_params_decode_ms_attention(const kn_node *n, void *out)
+{
+    kn_params_ms_attention *p = out;
+    p->num_heads = kn_attr_int(n, "num_heads", 0);
+    p->scale = kn_attr_float(n, "scale", 0.0f);
+    p->mask_filter_value = kn_attr_float(n, "mask_filter_value", -10000.0f);
+    p->unidirectional = kn_attr_int(n, "unidirectional", 0) != 0;
+    p->do_rotary = kn_attr_int(n, "do_rotary", 0) != 0;
+    p->past_present_share_buffer = kn_attr_int(n, "past_present_share_buffer", 0) != 0;
+    const int64_t *v;
+    p->n_qkv_hidden_sizes = kn_attr_ints(n, "qkv_hidden_sizes", &v);
+    for (int i = 0; i < p->n_qkv_hidden_sizes && i < 3; i++) p->qkv_hidden_sizes[i] = v[i];
+    return NULL;
+}
+
 static kn_status *ci_need(const kn_node *n, const kn_tensor *t, const char *what, int lo, int hi)
 {
     char buf[KN_DESC_LEN];
@@ -114,10 +138,11 @@ kn_status *kn_infer_MsAttention(kn_infer_ctx *c)
     const kn_tensor *x = ci_in(c, 0), *w = ci_in(c, 1), *past = ci_in(c, 4);
     KN_TRY(ci_need(n, x, "input", 3, 3));
     KN_TRY(ci_need(n, w, "weights", 2, 2));
-    int64_t N = kn_attr_int(n, "num_heads", 0);
+    const kn_params_ms_attention *p = KN_PARAMS(n, ms_attention);
+    int64_t N = p->num_heads;
     if (N <= 0) return kn_error(KN_ERR_INVALID_MODEL, "Attention: num_heads must be > 0, got %lld", (long long)N);
-    const int64_t *qkv = NULL;
-    int nq = kn_attr_ints(n, "qkv_hidden_sizes", &qkv);
+    const int64_t *qkv = p->qkv_hidden_sizes;
+    int nq = p->n_qkv_hidden_sizes;
     int64_t hq = -1, hv = -1;
     if (nq > 0) {
         if (nq != 3 || qkv[0] <= 0 || qkv[1] != qkv[0] || qkv[2] <= 0 || qkv[0] % N || qkv[2] % N)
@@ -160,7 +185,7 @@ kn_status *kn_infer_MsMultiHeadAttention(kn_infer_ctx *c)
         return kn_error(KN_ERR_UNSUPPORTED, "MultiHeadAttention: packed QKV / packed KV layouts are not supported (key and value are required)");
     KN_TRY(ci_need(n, k, "key", 3, 4));
     KN_TRY(ci_need(n, v, "value", 3, 4));
-    int64_t N = kn_attr_int(n, "num_heads", 0);
+    int64_t N = KN_PARAMS(n, ms_attention)->num_heads;
     if (N <= 0) return kn_error(KN_ERR_INVALID_MODEL, "MultiHeadAttention: num_heads must be > 0, got %lld", (long long)N);
     kn_dtype dt = q->dtype;
     if (q->ndim < 0 || k->ndim < 0 || v->ndim < 0) {

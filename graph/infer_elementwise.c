@@ -5,6 +5,107 @@
 #include "../runtime/dtype.h"
 #include <string.h>
 
+/* ---- params decoders (graph/params.h), run once per node at load ---- */
+
+kn_status *kn_params_decode_act(const kn_node *n, void *out) {
+    kn_params_act *p = out;
+    switch (n->op) {
+    case KN_OP_LeakyRelu: p->alpha = kn_attr_float(n, "alpha", 0.01f); break;
+    case KN_OP_Elu: case KN_OP_Celu: case KN_OP_ThresholdedRelu: case KN_OP_Swish:
+        p->alpha = kn_attr_float(n, "alpha", 1.0f); break;
+    case KN_OP_Selu:
+        p->alpha = kn_attr_float(n, "alpha", 1.67326319217681884765625f);
+        p->gamma = kn_attr_float(n, "gamma", 1.05070102214813232421875f);
+        break;
+    case KN_OP_HardSigmoid:
+        p->alpha = kn_attr_float(n, "alpha", 0.2f);
+        p->beta = kn_attr_float(n, "beta", 0.5f);
+        break;
+    case KN_OP_Shrink:
+        p->alpha = kn_attr_float(n, "lambd", 0.5f);
+        p->beta = kn_attr_float(n, "bias", 0.0f);
+        break;
+    case KN_OP_Gelu: {
+        const char *ap = kn_attr_str(n, "approximate", "none");
+        if (strcmp(ap, "tanh") == 0) p->gelu_tanh = true;
+        else if (strcmp(ap, "none") != 0)
+            return kn_error(KN_ERR_INVALID_MODEL, "Gelu: unknown approximate '%s'", ap);
+        break;
+    }
+    case KN_OP_IsInf:
+        p->detect_negative = kn_attr_int(n, "detect_negative", 1) != 0;
+        p->detect_positive = kn_attr_int(n, "detect_positive", 1) != 0;
+        break;
+    default: break;
+    }
+    return NULL;
+}
+
+kn_status *kn_params_decode_binary(const kn_node *n, void *out) {
+    kn_params_binary *p = out;
+    if (n->op == KN_OP_Mod) p->fmod = kn_attr_int(n, "fmod", 0);
+    if (n->op == KN_OP_BitShift) {
+        const char *d = kn_attr_str(n, "direction", "");
+        if (strcmp(d, "LEFT") == 0) p->shift_left = true;
+        else if (strcmp(d, "RIGHT") != 0)
+            return kn_error(KN_ERR_INVALID_MODEL, "BitShift: direction must be LEFT or RIGHT, got '%s'", d);
+    }
+    if (n->op == KN_OP_SwiGLU) p->alpha = kn_attr_float(n, "alpha", 1.0f);
+    return NULL;
+}
+
+kn_status *kn_params_decode_clip(const kn_node *n, void *out) {
+    kn_params_clip *p = out;
+    p->has_min_max_attr = kn_node_attr(n, "min") || kn_node_attr(n, "max");
+    p->min = kn_attr_float(n, "min", -3.402823466e+38f);
+    p->max = kn_attr_float(n, "max", 3.402823466e+38f);
+    return NULL;
+}
+
+kn_status *kn_params_decode_cast(const kn_node *n, void *out) {
+    kn_params_cast *p = out;
+    const kn_attr *a = kn_node_attr(n, "to");
+    p->has_to = a && a->type == KN_ATTR_INT;
+    p->to = a ? a->i : 0;
+    p->saturate = kn_attr_int(n, "saturate", 1) != 0;
+    const char *rm = kn_attr_str(n, "round_mode", "up");
+    if (strcmp(rm, "up") == 0) p->round_mode = 0;
+    else if (strcmp(rm, "down") == 0) p->round_mode = 1;
+    else if (strcmp(rm, "nearest") == 0) p->round_mode = 2;
+    else return kn_error(KN_ERR_INVALID_MODEL, "%s: unknown round_mode '%s'", n->op_type, rm);
+    return NULL;
+}
+
+/* QuantizeLinear, DequantizeLinear and the random ops have their shape rules in
+ * graph/infer_misc.c; their decoders sit here, with the other elementwise-shaped ops. */
+kn_status *kn_params_decode_quant(const kn_node *n, void *out) {
+    kn_params_quant *p = out;
+    p->axis = kn_attr_int(n, "axis", 1);
+    p->block_size = kn_attr_int(n, "block_size", 0);
+    p->saturate = kn_attr_int(n, "saturate", 1) != 0;
+    p->output_dtype = kn_attr_int(n, "output_dtype", 0);
+    return NULL;
+}
+
+kn_status *kn_params_decode_random(const kn_node *n, void *out) {
+    kn_params_random *p = out;
+    const kn_attr *a = kn_node_attr(n, "seed");
+    p->has_seed = a != NULL;
+    if (a) p->seed = a->type == KN_ATTR_INT ? (float)a->i : a->f;
+    bool normal = n->op == KN_OP_RandomNormal || n->op == KN_OP_RandomNormalLike;
+    p->low = normal ? kn_attr_float(n, "mean", 0.0f) : kn_attr_float(n, "low", 0.0f);
+    p->high = normal ? kn_attr_float(n, "scale", 1.0f) : kn_attr_float(n, "high", 1.0f);
+    p->has_dtype = kn_node_attr(n, "dtype") != NULL;
+    p->dtype = kn_attr_int(n, "dtype", 0);
+    const int64_t *shape;
+    int ns = kn_attr_ints(n, "shape", &shape);
+    p->n_shape = ns >= 0 && ns <= KN_PARAMS_MAX_RANK ? ns : -1;
+    for (int i = 0; i < p->n_shape; i++) p->shape[i] = shape[i];
+    return NULL;
+}
+
+/* ---- shape rules ---- */
+
 static kn_status *ie_input(kn_infer_ctx *c, int k) {
     if (k >= c->n_in || !c->in[k])
         return kn_error(KN_ERR_INVALID_MODEL, "%s: missing input %d", c->node->op_type, k);
@@ -162,11 +263,11 @@ kn_status *kn_infer_Where(kn_infer_ctx *c) {
 
 static kn_status *ie_to_attr(kn_infer_ctx *c) {
     KN_TRY(ie_input(c, 0));
-    const kn_attr *a = kn_node_attr(c->node, "to");
-    if (!a || a->type != KN_ATTR_INT) return kn_error(KN_ERR_INVALID_MODEL, "%s: missing 'to' attribute", c->node->op_type);
-    if (!kn_dtype_valid((int)a->i) || a->i == KN_C64 || a->i == KN_C128)
-        return kn_error(KN_ERR_UNSUPPORTED, "%s: unsupported target dtype %lld", c->node->op_type, (long long)a->i);
-    ie_set(c, (kn_dtype)a->i, c->in[0]);
+    const kn_params_cast *p = KN_PARAMS(c->node, cast);
+    if (!p->has_to) return kn_error(KN_ERR_INVALID_MODEL, "%s: missing 'to' attribute", c->node->op_type);
+    if (!kn_dtype_valid((int)p->to) || p->to == KN_C64 || p->to == KN_C128)
+        return kn_error(KN_ERR_UNSUPPORTED, "%s: unsupported target dtype %lld", c->node->op_type, (long long)p->to);
+    ie_set(c, (kn_dtype)p->to, c->in[0]);
     return NULL;
 }
 

@@ -26,12 +26,102 @@ static void set_unknown(kn_tensor *t, kn_dtype dt)
     t->ndim = -1;
 }
 
+/* ---------------------------------------------------------------- params decoders */
+
+/* An ints attribute into fixed storage: *count is its length (-1 when absent); values past cap
+ * are not kept (the length is checked against the input's rank before any value is read). */
+static void decode_ints(const kn_node *n, const char *name, int *count, int64_t *vals, int cap)
+{
+    const int64_t *v;
+    int cnt = kn_attr_ints(n, name, &v);
+    *count = cnt;
+    for (int i = 0; i < cnt && i < cap; i++) vals[i] = v[i];
+}
+
+static kn_status *decode_window(const kn_node *n, kn_window_attrs *w)
+{
+    decode_ints(n, "kernel_shape", &w->n_kernel_shape, w->kernel_shape, KN_PARAMS_MAX_WIN);
+    decode_ints(n, "strides", &w->n_strides, w->strides, KN_PARAMS_MAX_WIN);
+    decode_ints(n, "dilations", &w->n_dilations, w->dilations, KN_PARAMS_MAX_WIN);
+    decode_ints(n, "pads", &w->n_pads, w->pads, 2 * KN_PARAMS_MAX_WIN);
+    const char *ap = kn_attr_str(n, "auto_pad", "NOTSET");
+    if (!strcmp(ap, "SAME_UPPER")) w->auto_pad = KN_AUTO_PAD_SAME_UPPER;
+    else if (!strcmp(ap, "SAME_LOWER")) w->auto_pad = KN_AUTO_PAD_SAME_LOWER;
+    else if (!strcmp(ap, "VALID")) w->auto_pad = KN_AUTO_PAD_VALID;
+    else if (!strcmp(ap, "NOTSET") || !ap[0]) w->auto_pad = KN_AUTO_PAD_NOTSET;
+    else return kn_error(KN_ERR_INVALID_MODEL, "%s: unknown auto_pad '%s'", n->op_type, ap);
+    return NULL;
+}
+
+kn_status *kn_params_decode_gemm(const kn_node *n, void *out)
+{
+    kn_params_gemm *p = out;
+    p->trans_a = kn_attr_int(n, "transA", 0) != 0;
+    p->trans_b = kn_attr_int(n, "transB", 0) != 0;
+    p->alpha = kn_attr_float(n, "alpha", 1.0f);
+    p->beta = kn_attr_float(n, "beta", 1.0f);
+    return NULL;
+}
+
+kn_status *kn_params_decode_conv(const kn_node *n, void *out)
+{
+    kn_params_conv *p = out;
+    KN_TRY(decode_window(n, &p->win));
+    p->group = kn_attr_int(n, "group", 1);
+    p->offset_group = kn_attr_int(n, "offset_group", 1);
+    decode_ints(n, "output_padding", &p->n_output_padding, p->output_padding, KN_PARAMS_MAX_WIN);
+    decode_ints(n, "output_shape", &p->n_output_shape, p->output_shape, KN_PARAMS_MAX_WIN);
+    return NULL;
+}
+
+kn_status *kn_params_decode_pool(const kn_node *n, void *out)
+{
+    kn_params_pool *p = out;
+    KN_TRY(decode_window(n, &p->win));
+    p->ceil_mode = kn_attr_int(n, "ceil_mode", 0) != 0;
+    p->count_include_pad = kn_attr_int(n, "count_include_pad", 0) != 0;
+    p->storage_order_col = kn_attr_int(n, "storage_order", 0) != 0;
+    p->p = kn_attr_int(n, "p", 2);
+    return NULL;
+}
+
+kn_status *kn_params_decode_einsum(const kn_node *n, void *out)
+{
+    kn_params_einsum *p = out;
+    const char *eq = kn_attr_str(n, "equation", NULL);
+    if (!eq) return kn_error(KN_ERR_INVALID_MODEL, "Einsum: missing equation");
+    size_t len = strlen(eq);
+    if (len < sizeof p->equation) { memcpy(p->equation, eq, len + 1); return NULL; }
+    /* too long to keep as written: keep it without whitespace, as kn_einsum_parse reads it */
+    size_t L = 0;
+    for (const char *q = eq; *q; q++) {
+        if (isspace((unsigned char)*q)) continue;
+        if (L + 1 >= sizeof p->equation) return kn_error(KN_ERR_UNSUPPORTED, "Einsum: equation too long");
+        p->equation[L++] = *q;
+    }
+    p->equation[L] = 0;
+    return NULL;
+}
+
+/* The window attributes of a node of the conv or pool families. */
+static const kn_window_attrs *window_attrs(const struct kn_node *n)
+{
+    switch (n->op) {
+    case KN_OP_AveragePool: case KN_OP_MaxPool: case KN_OP_LpPool: case KN_OP_GlobalLpPool: case KN_OP_MaxUnpool:
+        return &KN_PARAMS(n, pool)->win;
+    default:
+        return &KN_PARAMS(n, conv)->win;
+    }
+}
+
 /* ---------------------------------------------------------------- window geometry */
 
 /* Strides, dilations and pads beyond this are refused: no real model comes near, and the bound
  * keeps every window computation (kernel dims are at most KN_MAX_NUMEL) far from int64 overflow. */
 #define KN_MAX_WINDOW_ATTR ((int64_t)1 << 24)
 
+/* The window attributes come from n's params (conv or pool family), decoded at load; their
+ * lengths and values are checked here, against the spatial rank of this shape. */
 kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, const int64_t *in,
                             const int64_t *kernel, bool ceil_mode, kn_conv_geom *g)
 {
@@ -39,6 +129,7 @@ kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, co
     if (nsp < 1 || nsp > KN_MAX_DIMS - 2)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %d spatial dims not supported", op, nsp);
     g->nsp = nsp;
+    const kn_window_attrs *wa = window_attrs(n);
     const int64_t *v;
     int cnt;
     for (int i = 0; i < nsp; i++) {
@@ -49,25 +140,26 @@ kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, co
         if (kernel[i] == 0 || kernel[i] < -1 || kernel[i] > KN_MAX_NUMEL)
             return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: kernel dim %d is %lld", op, i, (long long)kernel[i]);
     }
-    if ((cnt = kn_attr_ints(n, "strides", &v)) >= 0) {
+    if ((cnt = wa->n_strides) >= 0) {
+        v = wa->strides;
         if (cnt != nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: strides has %d values for %d spatial dims", op, cnt, nsp);
         for (int i = 0; i < nsp; i++) {
             if (v[i] < 1 || v[i] > KN_MAX_WINDOW_ATTR) return kn_error(KN_ERR_INVALID_MODEL, "%s: stride %lld out of range", op, (long long)v[i]);
             g->stride[i] = v[i];
         }
     }
-    if ((cnt = kn_attr_ints(n, "dilations", &v)) >= 0) {
+    if ((cnt = wa->n_dilations) >= 0) {
+        v = wa->dilations;
         if (cnt != nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: dilations has %d values for %d spatial dims", op, cnt, nsp);
         for (int i = 0; i < nsp; i++) {
             if (v[i] < 1 || v[i] > KN_MAX_WINDOW_ATTR) return kn_error(KN_ERR_INVALID_MODEL, "%s: dilation %lld out of range", op, (long long)v[i]);
             g->dil[i] = v[i];
         }
     }
-    const char *ap = kn_attr_str(n, "auto_pad", "NOTSET");
-    bool same_u = !strcmp(ap, "SAME_UPPER"), same_l = !strcmp(ap, "SAME_LOWER"), valid = !strcmp(ap, "VALID");
-    if (!same_u && !same_l && !valid && strcmp(ap, "NOTSET") && ap[0])
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: unknown auto_pad '%s'", op, ap);
-    if (!same_u && !same_l && !valid && (cnt = kn_attr_ints(n, "pads", &v)) >= 0) {
+    bool same_u = wa->auto_pad == KN_AUTO_PAD_SAME_UPPER, same_l = wa->auto_pad == KN_AUTO_PAD_SAME_LOWER;
+    bool valid = wa->auto_pad == KN_AUTO_PAD_VALID;
+    if (!same_u && !same_l && !valid && (cnt = wa->n_pads) >= 0) {
+        v = wa->pads;
         if (cnt != 2 * nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: pads has %d values for %d spatial dims", op, cnt, nsp);
         for (int i = 0; i < nsp; i++) {
             if (v[i] < 0 || v[i + nsp] < 0 || v[i] > KN_MAX_WINDOW_ATTR || v[i + nsp] > KN_MAX_WINDOW_ATTR)
@@ -105,17 +197,18 @@ kn_status *kn_convt_geometry(const struct kn_node *n, int nsp, const int64_t *in
 {
     /* Start from the Conv reading of strides/dilations/pads but without auto_pad, which means
      * something different here. */
-    const char *ap = kn_attr_str(n, "auto_pad", "NOTSET");
-    bool same_u = !strcmp(ap, "SAME_UPPER"), same_l = !strcmp(ap, "SAME_LOWER");
+    const kn_params_conv *cp = KN_PARAMS(n, conv);
+    bool same_u = cp->win.auto_pad == KN_AUTO_PAD_SAME_UPPER, same_l = cp->win.auto_pad == KN_AUTO_PAD_SAME_LOWER;
     int64_t fake_in[KN_MAX_DIMS];
     for (int i = 0; i < nsp && i < KN_MAX_DIMS; i++) fake_in[i] = -1;
     KN_TRY(kn_conv_geometry(n, "ConvTranspose", nsp, fake_in, kernel, false, g));
-    if (same_u || same_l || !strcmp(ap, "VALID"))
+    if (same_u || same_l || cp->win.auto_pad == KN_AUTO_PAD_VALID)
         for (int i = 0; i < nsp; i++) g->pad_b[i] = g->pad_e[i] = 0;
     const int64_t *v;
     int cnt;
     for (int i = 0; i < nsp; i++) { outpad[i] = 0; g->in[i] = in[i]; }
-    if ((cnt = kn_attr_ints(n, "output_padding", &v)) >= 0) {
+    if ((cnt = cp->n_output_padding) >= 0) {
+        v = cp->output_padding;
         if (cnt != nsp) return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: output_padding has %d values for %d spatial dims", cnt, nsp);
         for (int i = 0; i < nsp; i++) {
             if (v[i] < 0 || v[i] > KN_MAX_WINDOW_ATTR) return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: output_padding out of range");
@@ -123,7 +216,8 @@ kn_status *kn_convt_geometry(const struct kn_node *n, int nsp, const int64_t *in
         }
     }
     const int64_t *os = NULL;
-    if ((cnt = kn_attr_ints(n, "output_shape", &v)) >= 0) {
+    if ((cnt = cp->n_output_shape) >= 0) {
+        v = cp->output_shape;
         if (cnt == nsp) os = v;
         else if (cnt == nsp + 2) os = v + 2;
         else return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: output_shape has %d values for %d spatial dims", cnt, nsp);
@@ -214,7 +308,7 @@ kn_status *kn_infer_Gemm(kn_infer_ctx *c)
     if (a->ndim < 0 || b->ndim < 0) { c->out[0]->ndim = -1; return NULL; }
     if (a->ndim != 2 || b->ndim != 2)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: operands must be 2-D, got %s and %s", DESC(a, ba), DESC(b, bb));
-    bool ta = kn_attr_int(c->node, "transA", 0) != 0, tb = kn_attr_int(c->node, "transB", 0) != 0;
+    bool ta = KN_PARAMS(c->node, gemm)->trans_a, tb = KN_PARAMS(c->node, gemm)->trans_b;
     int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
     int64_t K2 = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
     if (K >= 0 && K2 >= 0 && K != K2)
@@ -248,11 +342,12 @@ static kn_status *conv_like(kn_infer_ctx *c, const char *op, const kn_tensor *x,
     if (rank < 3 || rank > KN_MAX_DIMS || (w->ndim >= 0 && w->ndim != rank))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: X %s and W %s must have equal rank >= 3", op, DESC(x, bx), DESC(w, bw));
     int nsp = rank - 2;
-    int64_t group = kn_attr_int(c->node, "group", 1);
+    const kn_params_conv *cp = KN_PARAMS(c->node, conv);
+    int64_t group = cp->group;
     if (group < 1) return kn_error(KN_ERR_INVALID_MODEL, "%s: group %lld must be >= 1", op, (long long)group);
     int64_t kernel[KN_MAX_DIMS], in[KN_MAX_DIMS];
-    const int64_t *ks;
-    int nk = kn_attr_ints(c->node, "kernel_shape", &ks);
+    const int64_t *ks = cp->win.kernel_shape;
+    int nk = cp->win.n_kernel_shape;
     if (nk >= 0 && nk != nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: kernel_shape has %d values for %d spatial dims", op, nk, nsp);
     for (int i = 0; i < nsp; i++) {
         kernel[i] = nk >= 0 ? ks[i] : (w->ndim >= 0 ? w->dims[2 + i] : -1);
@@ -309,15 +404,16 @@ kn_status *kn_infer_ConvTranspose(kn_infer_ctx *c)
     if (rank < 3 || rank > KN_MAX_DIMS || (w->ndim >= 0 && w->ndim != rank))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: X %s and W %s must have equal rank >= 3", DESC(x, bx), DESC(w, bw));
     int nsp = rank - 2;
-    int64_t group = kn_attr_int(c->node, "group", 1);
+    const kn_params_conv *cp = KN_PARAMS(c->node, conv);
+    int64_t group = cp->group;
     if (group < 1) return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: group %lld must be >= 1", (long long)group);
     if (x->ndim >= 0 && w->ndim >= 0 && x->dims[1] >= 0 && w->dims[0] >= 0 && x->dims[1] != w->dims[0])
         return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: X %s channels differ from W %s dim 0", DESC(x, bx), DESC(w, bw));
     if (w->ndim >= 0 && w->dims[0] >= 0 && w->dims[0] % group)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: W %s channels not divisible by group %lld", DESC(w, bw), (long long)group);
     int64_t kernel[KN_MAX_DIMS], in[KN_MAX_DIMS], outpad[KN_MAX_DIMS];
-    const int64_t *ks;
-    int nk = kn_attr_ints(c->node, "kernel_shape", &ks);
+    const int64_t *ks = cp->win.kernel_shape;
+    int nk = cp->win.n_kernel_shape;
     if (nk >= 0 && nk != nsp) return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: kernel_shape has %d values for %d spatial dims", nk, nsp);
     for (int i = 0; i < nsp; i++) {
         kernel[i] = nk >= 0 ? ks[i] : (w->ndim >= 0 ? w->dims[2 + i] : -1);
@@ -378,10 +474,11 @@ static kn_status *pool_like(kn_infer_ctx *c, const char *op, bool has_ceil)
     if (x->ndim < 0) return NULL;
     if (x->ndim < 3 || x->ndim > KN_MAX_DIMS) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input %s must have rank >= 3", op, DESC(x, bx));
     int nsp = x->ndim - 2;
-    const int64_t *ks;
-    int nk = kn_attr_ints(c->node, "kernel_shape", &ks);
+    const kn_params_pool *pp = KN_PARAMS(c->node, pool);
+    const int64_t *ks = pp->win.kernel_shape;
+    int nk = pp->win.n_kernel_shape;
     if (nk != nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: kernel_shape has %d values for input %s", op, nk, DESC(x, bx));
-    bool ceil_mode = has_ceil && kn_attr_int(c->node, "ceil_mode", 0) != 0;
+    bool ceil_mode = has_ceil && pp->ceil_mode;
     kn_conv_geom g;
     KN_TRY(kn_conv_geometry(c->node, op, nsp, x->dims + 2, ks, ceil_mode, &g));
     int64_t dims[KN_MAX_DIMS] = {x->dims[0], x->dims[1]};
@@ -438,8 +535,8 @@ kn_status *kn_infer_MaxUnpool(kn_infer_ctx *c)
     if (x->ndim < 0) return NULL;
     if (x->ndim < 3 || x->ndim > KN_MAX_DIMS) return kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: input %s must have rank >= 3", DESC(x, bx));
     int nsp = x->ndim - 2;
-    const int64_t *ks;
-    if (kn_attr_ints(c->node, "kernel_shape", &ks) != nsp)
+    const int64_t *ks = KN_PARAMS(c->node, pool)->win.kernel_shape;
+    if (KN_PARAMS(c->node, pool)->win.n_kernel_shape != nsp)
         return kn_error(KN_ERR_INVALID_MODEL, "MaxUnpool: kernel_shape does not match input %s", DESC(x, bx));
     int64_t fake[KN_MAX_DIMS];
     for (int i = 0; i < nsp; i++) fake[i] = -1;
@@ -596,8 +693,7 @@ kn_status *kn_infer_Einsum(kn_infer_ctx *c)
         if (!c->in[i]) return kn_error(KN_ERR_INVALID_MODEL, "Einsum: missing input %d", i);
         if (c->in[i]->ndim < 0) { o->ndim = -1; return NULL; }
     }
-    const char *eq = kn_attr_str(c->node, "equation", NULL);
-    if (!eq) return kn_error(KN_ERR_INVALID_MODEL, "Einsum: missing equation");
+    const char *eq = KN_PARAMS(c->node, einsum)->equation;
     kn_einsum e;
     KN_TRY(kn_einsum_parse(eq, c->n_in, c->in, &e));
     int64_t dims[KN_MAX_DIMS];

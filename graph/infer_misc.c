@@ -45,6 +45,157 @@ static bool scalar_value_i64(const kn_tensor *t, int64_t *v)
 static int64_t mul_dim(int64_t a, int64_t b) { return (a < 0 || b < 0) ? -1 : a * b; }
 static int64_t div_dim(int64_t a, int64_t b) { return (a < 0 || b <= 0) ? -1 : a / b; }
 
+/* ---------------- params decoders (graph/params.h), run once per node at load ---------------- */
+
+kn_status *kn_params_decode_attention(const kn_node *n, void *out)
+{
+    kn_params_attention *p = out;
+    p->q_num_heads = kn_attr_int(n, "q_num_heads", 0);
+    p->kv_num_heads = kn_attr_int(n, "kv_num_heads", 0);
+    p->has_scale = kn_node_attr(n, "scale") != NULL;
+    p->scale = kn_attr_float(n, "scale", 0.0f);
+    p->softcap = kn_attr_float(n, "softcap", 0.0f);
+    p->is_causal = kn_attr_int(n, "is_causal", 0) != 0;
+    p->qk_matmul_output_mode = kn_attr_int(n, "qk_matmul_output_mode", 0);
+    p->left_window_size = kn_attr_int(n, "left_window_size", -1);
+    p->right_window_size = kn_attr_int(n, "right_window_size", -1);
+    p->softmax_precision = kn_attr_int(n, "softmax_precision", 0);
+    return NULL;
+}
+
+kn_status *kn_params_decode_rotary(const kn_node *n, void *out)
+{
+    kn_params_rotary *p = out;
+    p->num_heads = kn_attr_int(n, "num_heads", 0);
+    p->rotary_embedding_dim = kn_attr_int(n, "rotary_embedding_dim", 0);
+    p->interleaved = kn_attr_int(n, "interleaved", 0) != 0;
+    return NULL;
+}
+
+/* The activations attribute, n_per_dir functions per direction, with the optional alpha/beta
+ * lists consumed in order by the functions that take them. */
+static kn_status *decode_rnn_acts(const kn_node *n, int dirs, int n_per_dir, const char *const *defaults, kn_rnn_act *acts)
+{
+    static const struct { const char *name; kn_rnn_act_kind kind; int n_params; float da, db; } table[] = {
+        {"Sigmoid", KN_RNN_ACT_SIGMOID, 0, 0, 0}, {"Tanh", KN_RNN_ACT_TANH, 0, 0, 0}, {"Relu", KN_RNN_ACT_RELU, 0, 0, 0},
+        {"Affine", KN_RNN_ACT_AFFINE, 2, 1.0f, 0.0f}, {"LeakyRelu", KN_RNN_ACT_LEAKYRELU, 1, 0.01f, 0},
+        {"ThresholdedRelu", KN_RNN_ACT_THRESHOLDEDRELU, 1, 1.0f, 0}, {"ScaledTanh", KN_RNN_ACT_SCALEDTANH, 2, 1.0f, 1.0f},
+        {"HardSigmoid", KN_RNN_ACT_HARDSIGMOID, 2, 0.2f, 0.5f}, {"Elu", KN_RNN_ACT_ELU, 1, 1.0f, 0},
+        {"Softsign", KN_RNN_ACT_SOFTSIGN, 0, 0, 0}, {"Softplus", KN_RNN_ACT_SOFTPLUS, 0, 0, 0},
+    };
+    const kn_attr *names = kn_node_attr(n, "activations");
+    const kn_attr *al = kn_node_attr(n, "activation_alpha"), *be = kn_node_attr(n, "activation_beta");
+    int cnt = dirs * n_per_dir, ia = 0, ib = 0;
+    if (names && names->n_strings != cnt && !(names->n_strings == n_per_dir))
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: expected %d activations, got %d", n->op_type, cnt, names->n_strings);
+    for (int i = 0; i < cnt; i++) {
+        const char *nm = names ? names->strings[i % names->n_strings] : defaults[i % n_per_dir];
+        int k = -1;
+        for (size_t t = 0; t < sizeof table / sizeof table[0]; t++)
+            if (strcasecmp(table[t].name, nm) == 0) k = (int)t;
+        if (k < 0) return kn_error(KN_ERR_UNSUPPORTED, "%s: unknown activation '%s'", n->op_type, nm);
+        acts[i].kind = table[k].kind;
+        acts[i].alpha = table[k].da;
+        acts[i].beta = table[k].db;
+        if (table[k].n_params >= 1 && al && ia < al->n_floats) acts[i].alpha = al->floats[ia++];
+        if (table[k].n_params >= 2 && be && ib < be->n_floats) acts[i].beta = be->floats[ib++];
+    }
+    return NULL;
+}
+
+kn_status *kn_params_decode_rnn(const kn_node *n, void *out)
+{
+    kn_params_rnn *p = out;
+    p->layout = kn_attr_int(n, "layout", 0);
+    const char *dir = kn_attr_str(n, "direction", "forward");
+    if (!strcmp(dir, "forward")) p->direction = KN_RNN_FORWARD;
+    else if (!strcmp(dir, "reverse")) p->direction = KN_RNN_REVERSE;
+    else if (!strcmp(dir, "bidirectional")) p->direction = KN_RNN_BIDIRECTIONAL;
+    else return kn_error(KN_ERR_INVALID_MODEL, "%s: unknown direction '%s'", n->op_type, dir);
+    p->has_hidden_size = kn_node_attr(n, "hidden_size") != NULL;
+    p->hidden_size = kn_attr_int(n, "hidden_size", -1);
+    p->clip = kn_node_attr(n, "clip") ? kn_attr_float(n, "clip", 0.0f) : 0.0f;
+    p->linear_before_reset = kn_attr_int(n, "linear_before_reset", 0) != 0;
+    p->input_forget = kn_attr_int(n, "input_forget", 0) != 0;
+    static const char *const d_rnn[] = {"Tanh"}, *const d_gru[] = {"Sigmoid", "Tanh"}, *const d_lstm[] = {"Sigmoid", "Tanh", "Tanh"};
+    int n_act = n->op == KN_OP_RNN ? 1 : n->op == KN_OP_GRU ? 2 : 3;
+    int dirs = p->direction == KN_RNN_BIDIRECTIONAL ? 2 : 1;
+    p->n_acts = dirs * n_act;
+    return decode_rnn_acts(n, dirs, n_act, n->op == KN_OP_RNN ? d_rnn : n->op == KN_OP_GRU ? d_gru : d_lstm, p->acts);
+}
+
+kn_status *kn_params_decode_dft(const kn_node *n, void *out)
+{
+    kn_params_dft *p = out;
+    p->axis = kn_attr_int(n, "axis", 1); /* DFT before opset 20; an input after */
+    p->inverse = kn_attr_int(n, "inverse", 0) != 0;
+    p->onesided = kn_attr_int(n, "onesided", n->op == KN_OP_STFT ? 1 : 0) != 0;
+    return NULL;
+}
+
+kn_status *kn_params_decode_sigwin(const kn_node *n, void *out)
+{
+    kn_params_sigwin *p = out;
+    kn_dtype dt = (kn_dtype)kn_attr_int(n, "output_datatype", KN_F32);
+    if (!kn_dtype_valid(dt) || dt == KN_STRING)
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: bad output_datatype %d", n->op_type, (int)dt);
+    p->output_datatype = (int)dt;
+    p->periodic = kn_attr_int(n, "periodic", 1) != 0;
+    return NULL;
+}
+
+kn_status *kn_params_decode_strnorm(const kn_node *n, void *out)
+{
+    kn_params_strnorm *p = out;
+    const char *action = kn_attr_str(n, "case_change_action", "NONE");
+    if (!strcmp(action, "LOWER")) p->case_change_action = KN_CASE_LOWER;
+    else if (!strcmp(action, "UPPER")) p->case_change_action = KN_CASE_UPPER;
+    else if (!strcmp(action, "NONE")) p->case_change_action = KN_CASE_NONE;
+    else return kn_error(KN_ERR_INVALID_MODEL, "StringNormalizer: unknown case_change_action '%s'", action);
+    p->is_case_sensitive = kn_attr_int(n, "is_case_sensitive", 0) != 0;
+    const kn_attr *sw = kn_node_attr(n, "stopwords");
+    if (sw) { p->n_stopwords = sw->n_strings; p->stopwords = (const char *const *)sw->strings; }
+    return NULL;
+}
+
+kn_status *kn_params_decode_strsplit(const kn_node *n, void *out)
+{
+    kn_params_strsplit *p = out;
+    p->delimiter = kn_attr_str(n, "delimiter", NULL);
+    p->maxsplit = kn_attr_int(n, "maxsplit", -1);
+    return NULL;
+}
+
+kn_status *kn_params_decode_regex(const kn_node *n, void *out)
+{
+    kn_params_regex *p = out;
+    p->pattern = kn_attr_str(n, "pattern", NULL);
+    if (!p->pattern) return kn_error(KN_ERR_INVALID_MODEL, "RegexFullMatch: missing pattern attribute");
+    return NULL;
+}
+
+kn_status *kn_params_decode_tfidf(const kn_node *n, void *out)
+{
+    kn_params_tfidf *p = out;
+    const char *mode = kn_attr_str(n, "mode", "TF");
+    if (!strcmp(mode, "TF")) p->mode = KN_TFIDF_TF;
+    else if (!strcmp(mode, "IDF")) p->mode = KN_TFIDF_IDF;
+    else if (!strcmp(mode, "TFIDF")) p->mode = KN_TFIDF_TFIDF;
+    else return kn_error(KN_ERR_INVALID_MODEL, "TfIdfVectorizer: unknown mode '%s'", mode);
+    p->min_gram_length = kn_attr_int(n, "min_gram_length", 1);
+    p->max_gram_length = kn_attr_int(n, "max_gram_length", 1);
+    p->max_skip_count = kn_attr_int(n, "max_skip_count", 0);
+    p->n_ngram_counts = kn_attr_ints(n, "ngram_counts", &p->ngram_counts);
+    p->n_ngram_indexes = kn_attr_ints(n, "ngram_indexes", &p->ngram_indexes);
+    p->n_pool_int64s = kn_attr_ints(n, "pool_int64s", &p->pool_int64s);
+    const kn_attr *ps = kn_node_attr(n, "pool_strings"), *w = kn_node_attr(n, "weights");
+    p->n_pool_strings = ps ? ps->n_strings : -1;
+    p->pool_strings = ps ? (const char *const *)ps->strings : NULL;
+    p->n_weights = w ? w->n_floats : -1;
+    p->weights = w ? w->floats : NULL;
+    return NULL;
+}
+
 /* ---------------- Attention ---------------- */
 
 kn_status *kn_infer_Attention(kn_infer_ctx *c)
@@ -65,7 +216,7 @@ kn_status *kn_infer_Attention(kn_infer_ctx *c)
                         q->ndim, k->ndim, v->ndim);
     int64_t B = q->dims[0], Hq, Hkv, Sq, Skv, Dv, Dk;
     if (q->ndim == 3) {
-        int64_t qh = kn_attr_int(n, "q_num_heads", 0), kvh = kn_attr_int(n, "kv_num_heads", 0);
+        int64_t qh = KN_PARAMS(n, attention)->q_num_heads, kvh = KN_PARAMS(n, attention)->kv_num_heads;
         if (qh <= 0 || kvh <= 0)
             return kn_error(KN_ERR_INVALID_MODEL, "Attention: 3-D inputs need q_num_heads and kv_num_heads > 0");
         Hq = qh; Hkv = kvh; Sq = q->dims[1]; Skv = k->dims[1];
@@ -120,12 +271,10 @@ static kn_status *infer_rnn(kn_infer_ctx *c, int gates, int n_state_outs)
     KN_TRY(need_rank(n, x, "X", 3, 3));
     KN_TRY(need_rank(n, w, "W", 3, 3));
     KN_TRY(need_rank(n, r, "R", 3, 3));
-    int64_t layout = kn_attr_int(n, "layout", 0);
-    const char *dir = kn_attr_str(n, "direction", "forward");
-    int64_t dirs = strcmp(dir, "bidirectional") == 0 ? 2 : 1;
-    if (strcmp(dir, "forward") && strcmp(dir, "reverse") && strcmp(dir, "bidirectional"))
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: unknown direction '%s'", n->op_type, dir);
-    int64_t H = kn_attr_int(n, "hidden_size", -1);
+    const kn_params_rnn *p = KN_PARAMS(n, rnn);
+    int64_t layout = p->layout;
+    int64_t dirs = p->direction == KN_RNN_BIDIRECTIONAL ? 2 : 1;
+    int64_t H = p->hidden_size;
     if (H <= 0 && w->ndim == 3) H = div_dim(w->dims[1], gates);
     if (H <= 0 && r->ndim == 3) H = r->dims[2];
     int64_t S = -1, B = -1;
@@ -158,7 +307,7 @@ kn_status *kn_infer_QuantizeLinear(kn_infer_ctx *c)
     KN_TRY(need_rank(c->node, x, "x", 0, KN_MAX_DIMS));
     KN_TRY(need_rank(c->node, infer_in(c, 1), "y_scale", 0, KN_MAX_DIMS));
     kn_dtype dt = KN_U8;
-    int64_t od = kn_attr_int(c->node, "output_dtype", 0);
+    int64_t od = KN_PARAMS(c->node, quant)->output_dtype;
     if (zp) dt = zp->dtype;
     else if (od) dt = (kn_dtype)od;
     if (zp && od && od != zp->dtype)
@@ -174,7 +323,7 @@ kn_status *kn_infer_DequantizeLinear(kn_infer_ctx *c)
     const kn_tensor *x = infer_in(c, 0), *sc = infer_in(c, 1);
     KN_TRY(need_rank(c->node, x, "x", 0, KN_MAX_DIMS));
     KN_TRY(need_rank(c->node, sc, "x_scale", 0, KN_MAX_DIMS));
-    int64_t od = kn_attr_int(c->node, "output_dtype", 0);
+    int64_t od = KN_PARAMS(c->node, quant)->output_dtype;
     kn_dtype dt = od ? (kn_dtype)od : sc->dtype;
     if (!kn_dtype_valid(dt)) return kn_error(KN_ERR_INVALID_MODEL, "DequantizeLinear: bad output_dtype %d", (int)dt);
     set_shape(infer_out(c, 0), dt, x->ndim, x->dims);
@@ -207,7 +356,7 @@ kn_status *kn_infer_DFT(kn_infer_ctx *c)
         axis = -2;
         if (axis_t && !scalar_value_i64(axis_t, &axis)) { set_unknown_rank(y, x->dtype); return NULL; }
     } else {
-        axis = kn_attr_int(n, "axis", 1);
+        axis = KN_PARAMS(n, dft)->axis;
     }
     int r = x->ndim;
     if (axis < -r || axis >= r) return kn_error(KN_ERR_INVALID_ARGUMENT, "DFT: axis %lld out of range for rank %d", (long long)axis, r);
@@ -215,7 +364,7 @@ kn_status *kn_infer_DFT(kn_infer_ctx *c)
     if (axis == r - 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "DFT: axis must not be the last (complex) dimension");
     if (x->dims[r - 1] >= 0 && x->dims[r - 1] != 1 && x->dims[r - 1] != 2)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "DFT: last dimension must be 1 or 2, got %lld", (long long)x->dims[r - 1]);
-    int64_t inverse = kn_attr_int(n, "inverse", 0), onesided = kn_attr_int(n, "onesided", 0);
+    int64_t inverse = KN_PARAMS(n, dft)->inverse, onesided = KN_PARAMS(n, dft)->onesided;
     int64_t len = -1;
     if (len_t) {
         if (!scalar_value_i64(len_t, &len)) { set_unknown_rank(y, x->dtype); return NULL; }
@@ -249,7 +398,7 @@ kn_status *kn_infer_STFT(kn_infer_ctx *c)
     if (fl == 0 || (fl > 0 && len >= 0 && fl > len))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "STFT: frame_length %lld does not fit signal length %lld", (long long)fl, (long long)len);
     if (fl > 0 && len >= 0) frames = 1 + (len - fl) / step;
-    int64_t onesided = kn_attr_int(n, "onesided", 1);
+    int64_t onesided = KN_PARAMS(n, dft)->onesided;
     int64_t bins = fl < 0 ? -1 : (onesided ? fl / 2 + 1 : fl);
     int64_t d[4] = {x->dims[0], frames, bins, 2};
     set_shape(y, x->dtype, 4, d);
@@ -260,9 +409,7 @@ static kn_status *infer_window(kn_infer_ctx *c)
 {
     const kn_tensor *size_t_ = infer_in(c, 0);
     KN_TRY(need_rank(c->node, size_t_, "size", 0, 1));
-    kn_dtype dt = (kn_dtype)kn_attr_int(c->node, "output_datatype", KN_F32);
-    if (!kn_dtype_valid(dt) || dt == KN_STRING)
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: bad output_datatype %d", c->node->op_type, (int)dt);
+    kn_dtype dt = (kn_dtype)KN_PARAMS(c->node, sigwin)->output_datatype; /* checked by the decoder */
     int64_t size;
     if (!scalar_value_i64(size_t_, &size)) { set_unknown_rank(infer_out(c, 0), dt); return NULL; }
     if (size < 0 || size > KN_MAX_NUMEL)
@@ -277,9 +424,7 @@ kn_status *kn_infer_BlackmanWindow(kn_infer_ctx *c) { return infer_window(c); }
 
 kn_status *kn_infer_MelWeightMatrix(kn_infer_ctx *c)
 {
-    kn_dtype dt = (kn_dtype)kn_attr_int(c->node, "output_datatype", KN_F32);
-    if (!kn_dtype_valid(dt) || dt == KN_STRING)
-        return kn_error(KN_ERR_INVALID_MODEL, "MelWeightMatrix: bad output_datatype %d", (int)dt);
+    kn_dtype dt = (kn_dtype)KN_PARAMS(c->node, sigwin)->output_datatype; /* checked by the decoder */
     for (int i = 0; i < 5; i++) KN_TRY(need_rank(c->node, infer_in(c, i), "scalar", 0, 1));
     int64_t mel, dft;
     if (!scalar_value_i64(infer_in(c, 0), &mel) || !scalar_value_i64(infer_in(c, 1), &dft)) {
@@ -300,7 +445,8 @@ kn_status *kn_infer_Bernoulli(kn_infer_ctx *c)
 {
     const kn_tensor *x = infer_in(c, 0);
     KN_TRY(need_rank(c->node, x, "input", 0, KN_MAX_DIMS));
-    kn_dtype dt = (kn_dtype)kn_attr_int(c->node, "dtype", x->dtype);
+    const kn_params_random *p = KN_PARAMS(c->node, random);
+    kn_dtype dt = p->has_dtype ? (kn_dtype)p->dtype : x->dtype;
     if (!kn_dtype_valid(dt)) return kn_error(KN_ERR_INVALID_MODEL, "Bernoulli: bad dtype %d", (int)dt);
     set_shape(infer_out(c, 0), dt, x->ndim, x->dims);
     return NULL;
@@ -309,11 +455,12 @@ kn_status *kn_infer_Bernoulli(kn_infer_ctx *c)
 static kn_status *infer_random(kn_infer_ctx *c)
 {
     const kn_node *n = c->node;
-    kn_dtype dt = (kn_dtype)kn_attr_int(n, "dtype", KN_F32);
+    const kn_params_random *p = KN_PARAMS(n, random);
+    kn_dtype dt = p->has_dtype ? (kn_dtype)p->dtype : KN_F32;
     if (dt != KN_F32 && dt != KN_F64 && dt != KN_F16 && dt != KN_BF16)
         return kn_error(KN_ERR_INVALID_MODEL, "%s: dtype %d is not a float type", n->op_type, (int)dt);
-    const int64_t *shape;
-    int ns = kn_attr_ints(n, "shape", &shape);
+    const int64_t *shape = p->shape;
+    int ns = p->n_shape; /* -1 when absent or longer than KN_MAX_DIMS */
     if (ns < 0 || ns > KN_MAX_DIMS) return kn_error(KN_ERR_INVALID_MODEL, "%s: missing or bad shape attribute", n->op_type);
     for (int i = 0; i < ns; i++)
         if (shape[i] < 0) return kn_error(KN_ERR_INVALID_MODEL, "%s: negative dimension in shape", n->op_type);
@@ -325,7 +472,8 @@ static kn_status *infer_random_like(kn_infer_ctx *c)
 {
     const kn_tensor *x = infer_in(c, 0);
     KN_TRY(need_rank(c->node, x, "input", 0, KN_MAX_DIMS));
-    kn_dtype dt = (kn_dtype)kn_attr_int(c->node, "dtype", x->dtype);
+    const kn_params_random *p = KN_PARAMS(c->node, random);
+    kn_dtype dt = p->has_dtype ? (kn_dtype)p->dtype : x->dtype;
     if (dt != KN_F32 && dt != KN_F64 && dt != KN_F16 && dt != KN_BF16)
         return kn_error(KN_ERR_INVALID_MODEL, "%s: dtype %s is not a float type", c->node->op_type, kn_dtype_name(dt));
     set_shape(infer_out(c, 0), dt, x->ndim, x->dims);
@@ -346,12 +494,10 @@ static kn_status *need_string(const kn_node *n, const kn_tensor *t)
 }
 
 /* Whether a string equals one of the stop words; case-insensitive comparison is ASCII only. */
-static bool is_stopword(const kn_node *n, const char *s, bool case_sensitive)
+static bool is_stopword(const kn_params_strnorm *p, const char *s)
 {
-    const kn_attr *a = kn_node_attr(n, "stopwords");
-    if (!a) return false;
-    for (int i = 0; i < a->n_strings; i++)
-        if (case_sensitive ? strcmp(a->strings[i], s) == 0 : strcasecmp(a->strings[i], s) == 0) return true;
+    for (int i = 0; i < p->n_stopwords; i++)
+        if (p->is_case_sensitive ? strcmp(p->stopwords[i], s) == 0 : strcasecmp(p->stopwords[i], s) == 0) return true;
     return false;
 }
 
@@ -359,11 +505,11 @@ static bool is_stopword(const kn_node *n, const char *s, bool case_sensitive)
 int64_t kn_string_normalizer_kept(const kn_node *n, const kn_tensor *x);
 int64_t kn_string_normalizer_kept(const kn_node *n, const kn_tensor *x)
 {
-    bool cs = kn_attr_int(n, "is_case_sensitive", 0) != 0;
+    const kn_params_strnorm *p = KN_PARAMS(n, strnorm);
     int64_t kept = 0, total = kn_numel(x);
     const char *const *s = (const char *const *)x->data;
     for (int64_t i = 0; i < total; i++)
-        if (!is_stopword(n, s[i] ? s[i] : "", cs)) kept++;
+        if (!is_stopword(p, s[i] ? s[i] : "")) kept++;
     return kept;
 }
 
@@ -375,9 +521,8 @@ kn_status *kn_infer_StringNormalizer(kn_infer_ctx *c)
     kn_tensor *y = infer_out(c, 0);
     if (x->ndim == 2 && x->dims[0] != 1 && x->dims[0] >= 0)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "StringNormalizer: 2-D input must be [1, C]");
-    const kn_attr *sw = kn_node_attr(c->node, "stopwords");
     int64_t kept;
-    if (!sw || sw->n_strings == 0) kept = x->ndim == 2 ? x->dims[1] : x->dims[0];
+    if (KN_PARAMS(c->node, strnorm)->n_stopwords == 0) kept = x->ndim == 2 ? x->dims[1] : x->dims[0];
     else if (x->data) kept = kn_string_normalizer_kept(c->node, x);
     else { set_unknown_rank(y, KN_STRING); return NULL; }
     if (kept == 0) kept = 1; /* an all-removed input yields one empty string */
@@ -434,8 +579,8 @@ kn_status *kn_infer_StringSplit(kn_infer_ctx *c)
     if (x->ndim < 0) { set_unknown_rank(y, KN_STRING); set_unknown_rank(len, KN_I64); return NULL; }
     set_shape(len, KN_I64, x->ndim, x->dims);
     if (!x->data) { set_unknown_rank(y, KN_STRING); return NULL; }
-    const char *delim = kn_attr_str(c->node, "delimiter", NULL);
-    int64_t maxsplit = kn_attr_int(c->node, "maxsplit", -1);
+    const char *delim = KN_PARAMS(c->node, strsplit)->delimiter;
+    int64_t maxsplit = KN_PARAMS(c->node, strsplit)->maxsplit;
     int64_t mx = 0, total = kn_numel(x);
     const char *const *s = (const char *const *)x->data;
     for (int64_t i = 0; i < total; i++) {
@@ -464,8 +609,8 @@ kn_status *kn_infer_TfIdfVectorizer(kn_infer_ctx *c)
     const kn_tensor *x = infer_in(c, 0);
     KN_TRY(need_rank(n, x, "X", 1, 2));
     if (x->dtype != KN_STRING && x->dtype != KN_I32 && x->dtype != KN_I64) return kn_err_dtype(n, x);
-    const int64_t *idx;
-    int ni = kn_attr_ints(n, "ngram_indexes", &idx);
+    const int64_t *idx = KN_PARAMS(n, tfidf)->ngram_indexes;
+    int ni = KN_PARAMS(n, tfidf)->n_ngram_indexes;
     int64_t width = 0;
     for (int i = 0; i < ni; i++) {
         if (idx[i] < 0 || idx[i] >= ((int64_t)1 << 28))
@@ -475,5 +620,28 @@ kn_status *kn_infer_TfIdfVectorizer(kn_infer_ctx *c)
     kn_tensor *y = infer_out(c, 0);
     if (x->ndim == 2) { int64_t d[2] = {x->dims[0], width}; set_shape(y, KN_F32, 2, d); }
     else set_shape(y, KN_F32, 1, &width);
+    return NULL;
+}
+
+/* ---------------- ImageDecoder ---------------- */
+
+kn_status *kn_params_decode_image(const kn_node *n, void *out)
+{
+    kn_params_image *p = out;
+    const char *fmt = kn_attr_str(n, "pixel_format", "RGB");
+    if (!strcmp(fmt, "RGB")) p->pixel_format = KN_PIXEL_RGB;
+    else if (!strcmp(fmt, "BGR")) p->pixel_format = KN_PIXEL_BGR;
+    else if (!strcmp(fmt, "Grayscale")) p->pixel_format = KN_PIXEL_GRAY;
+    else return kn_error(KN_ERR_INVALID_MODEL, "ImageDecoder: unknown pixel_format '%s'", fmt);
+    return NULL;
+}
+
+/* The image's size is in its header (decoded by kernels/cpu/image_decode.c), so the shape is known
+ * only once the bytes are. */
+kn_status *kn_infer_ImageDecoder(kn_infer_ctx *c)
+{
+    KN_CHECK(c->in[0] && (c->in[0]->dtype == KN_U8 || c->in[0]->dtype == KN_UNDEFINED), KN_ERR_INVALID_ARGUMENT, "ImageDecoder: input must be uint8");
+    c->out[0]->dtype = KN_U8;
+    c->out[0]->ndim = -1;
     return NULL;
 }

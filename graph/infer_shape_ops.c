@@ -94,11 +94,11 @@ static kn_status *axes_from(kn_infer_ctx *c, int from_input, int idx, int64_t *a
     *known = true;
     *n = -1;
     if (!from_input) {
-        const int64_t *v;
-        int k = kn_attr_ints(c->node, "axes", &v);
+        const kn_params_axes *p = KN_PARAMS(c->node, axes);
+        int k = p->n_axes;
         if (k < 0) return NULL;
         if (k > 2 * MAXR) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: too many axes (%d)", op_name(c->node), k);
-        memcpy(axes, v, (size_t)k * sizeof *axes);
+        memcpy(axes, p->axes, (size_t)k * sizeof *axes);
         *n = k;
         return NULL;
     }
@@ -117,6 +117,364 @@ static int64_t mul_dims(const int64_t *d, int from, int to)
     }
     return p;
 }
+
+/* ---- params decoders (graph/params.h), run once per node at load ---- */
+
+/* An ints attribute: its length (-1 when absent) and at most cap of its values. */
+static int dec_ints(const kn_node *n, const char *name, int64_t *vals, int cap)
+{
+    const int64_t *v;
+    int k = kn_attr_ints(n, name, &v);
+    for (int i = 0; i < k && i < cap; i++) vals[i] = v[i];
+    return k;
+}
+
+kn_status *kn_params_decode_axis(const kn_node *n, void *out)
+{
+    kn_params_axis *p = out;
+    int64_t def = 0;
+    switch (n->op) {
+    case KN_OP_Flatten: def = 1; break;
+    case KN_OP_Concat: def = n->opset < 4 ? 1 : 0; break;
+    case KN_OP_OneHot: def = -1; break;
+    default: break;
+    }
+    p->has_axis = kn_node_attr(n, "axis") != NULL;
+    p->axis = kn_attr_int(n, "axis", def);
+    if (n->op == KN_OP_Compress && p->has_axis) p->axis = kn_node_attr(n, "axis")->i;
+    return NULL;
+}
+
+kn_status *kn_params_decode_axes(const kn_node *n, void *out)
+{
+    kn_params_axes *p = out;
+    /* Squeeze and Unsqueeze take axes as an input from opset 13 */
+    if ((n->op == KN_OP_Squeeze || n->op == KN_OP_Unsqueeze) && n->opset >= 13) { p->n_axes = -1; return NULL; }
+    p->n_axes = dec_ints(n, "axes", p->axes, KN_PARAMS_MAX_LIST);
+    return NULL;
+}
+
+kn_status *kn_params_decode_reshape(const kn_node *n, void *out)
+{
+    kn_params_reshape *p = out;
+    p->n_shape = -1;
+    if (n->opset < 5) {
+        int k = dec_ints(n, "shape", p->shape, MAXR);
+        p->n_shape = k <= MAXR ? k : -1;
+    }
+    p->allowzero = kn_attr_int(n, "allowzero", 0) != 0;
+    return NULL;
+}
+
+kn_status *kn_params_decode_dropout(const kn_node *n, void *out)
+{
+    kn_params_dropout *p = out;
+    p->ratio = kn_attr_float(n, "ratio", 0.5f);
+    /* before opset 7, is_test=0 meant training */
+    p->training_attr = n->opset < 7 && kn_attr_int(n, "is_test", 0) == 0;
+    const kn_attr *sa = kn_node_attr(n, "seed");
+    p->has_seed = sa != NULL;
+    p->seed = sa ? sa->i : 0;
+    return NULL;
+}
+
+kn_status *kn_params_decode_shape(const kn_node *n, void *out)
+{
+    kn_params_shape *p = out;
+    p->start = kn_attr_int(n, "start", 0);
+    p->has_end = kn_node_attr(n, "end") != NULL;
+    p->end = kn_attr_int(n, "end", 0);
+    return NULL;
+}
+
+kn_status *kn_params_decode_constant(const kn_node *n, void *out)
+{
+    kn_params_constant *p = out;
+    const kn_attr *a;
+    if ((a = kn_node_attr(n, "value"))) p->value = a->t;
+    if ((a = kn_node_attr(n, "sparse_value"))) p->sparse_value = a->t;
+    if ((a = kn_node_attr(n, "value_float"))) { p->has_float = true; p->value_float = a->f; }
+    if ((a = kn_node_attr(n, "value_int"))) { p->has_int = true; p->value_int = a->i; }
+    if ((a = kn_node_attr(n, "value_string"))) { p->has_string = true; p->value_string = a->s; }
+    if ((a = kn_node_attr(n, "value_floats"))) { p->has_floats = true; p->n_floats = a->n_floats; p->value_floats = a->floats; }
+    if ((a = kn_node_attr(n, "value_ints"))) { p->has_ints = true; p->n_ints = a->n_ints; p->value_ints = a->ints; }
+    if ((a = kn_node_attr(n, "value_strings"))) { p->has_strings = true; p->n_strings = a->n_strings; p->value_strings = a->strings; }
+    return NULL;
+}
+
+kn_status *kn_params_decode_const_shape(const kn_node *n, void *out)
+{
+    const kn_attr *a = kn_node_attr(n, "value");
+    ((kn_params_const_shape *)out)->value = a ? a->t : NULL;
+    return NULL;
+}
+
+kn_status *kn_params_decode_eyelike(const kn_node *n, void *out)
+{
+    kn_params_eyelike *p = out;
+    p->dtype = kn_attr_int(n, "dtype", 0);
+    p->k = kn_attr_int(n, "k", 0);
+    return NULL;
+}
+
+kn_status *kn_params_decode_transpose(const kn_node *n, void *out)
+{
+    kn_params_transpose *p = out;
+    p->n_perm = dec_ints(n, "perm", p->perm, MAXR);
+    return NULL;
+}
+
+kn_status *kn_params_decode_split(const kn_node *n, void *out)
+{
+    kn_params_split *p = out;
+    p->axis = kn_attr_int(n, "axis", 0);
+    p->n_split = n->opset < 13 ? dec_ints(n, "split", p->split, KN_PARAMS_MAX_SPLIT) : -1;
+    p->has_num_outputs = kn_node_attr(n, "num_outputs") != NULL;
+    p->num_outputs = kn_attr_int(n, "num_outputs", 0);
+    return NULL;
+}
+
+kn_status *kn_params_decode_slice(const kn_node *n, void *out)
+{
+    kn_params_slice *p = out;
+    p->n_starts = p->n_ends = p->n_axes = -1;
+    if (n->opset < 10) {
+        p->n_starts = dec_ints(n, "starts", p->starts, KN_PARAMS_MAX_LIST);
+        p->n_ends = dec_ints(n, "ends", p->ends, KN_PARAMS_MAX_LIST);
+        p->n_axes = dec_ints(n, "axes", p->axes, KN_PARAMS_MAX_LIST);
+    }
+    return NULL;
+}
+
+static const char *const pad_mode_names[] = { "constant", "reflect", "edge", "wrap" };
+
+kn_status *kn_params_decode_pad(const kn_node *n, void *out)
+{
+    kn_params_pad *p = out;
+    const char *ms = kn_attr_str(n, "mode", "constant");
+    int mode = -1;
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(ms, pad_mode_names[i])) mode = i;
+    KN_CHECK(mode >= 0, KN_ERR_INVALID_MODEL, "Pad: unknown mode '%s'", ms);
+    p->mode = (kn_pad_mode)mode;
+    p->n_pads = -1;
+    if (n->opset < 11) {
+        p->n_pads = dec_ints(n, "pads", p->pads, 4 * MAXR);
+        if (p->n_pads < 0) p->n_pads = dec_ints(n, "paddings", p->pads, 4 * MAXR);
+        p->value = kn_attr_float(n, "value", 0.0f);
+    }
+    return NULL;
+}
+
+kn_status *kn_params_decode_gathernd(const kn_node *n, void *out)
+{
+    ((kn_params_gathernd *)out)->batch_dims = kn_attr_int(n, "batch_dims", 0);
+    return NULL;
+}
+
+kn_status *kn_params_decode_scatter(const kn_node *n, void *out)
+{
+    kn_params_scatter *p = out;
+    p->axis = kn_attr_int(n, "axis", 0);
+    p->reduction = KN_SCATTER_NONE;
+    if (n->op == KN_OP_Scatter) return NULL; /* no reduction */
+    const char *s = kn_attr_str(n, "reduction", "none");
+    if (!strcmp(s, "none")) p->reduction = KN_SCATTER_NONE;
+    else if (!strcmp(s, "add")) p->reduction = KN_SCATTER_ADD;
+    else if (!strcmp(s, "mul")) p->reduction = KN_SCATTER_MUL;
+    else if (!strcmp(s, "max")) p->reduction = KN_SCATTER_MAX;
+    else if (!strcmp(s, "min")) p->reduction = KN_SCATTER_MIN;
+    else return kn_error(KN_ERR_INVALID_MODEL, "%s: unknown reduction '%s'", n->op_type, s);
+    return NULL;
+}
+
+kn_status *kn_params_decode_tensor_scatter(const kn_node *n, void *out)
+{
+    kn_params_tensor_scatter *p = out;
+    p->axis = kn_attr_int(n, "axis", -2);
+    const char *mode = kn_attr_str(n, "mode", "linear");
+    p->circular = !strcmp(mode, "circular");
+    KN_CHECK(p->circular || !strcmp(mode, "linear"), KN_ERR_INVALID_MODEL, "TensorScatter: unknown mode '%s'", mode);
+    return NULL;
+}
+
+kn_status *kn_params_decode_trilu(const kn_node *n, void *out)
+{
+    ((kn_params_trilu *)out)->upper = kn_attr_int(n, "upper", 1) != 0;
+    return NULL;
+}
+
+kn_status *kn_params_decode_space_depth(const kn_node *n, void *out)
+{
+    kn_params_space_depth *p = out;
+    p->has_blocksize = kn_node_attr(n, "blocksize") != NULL;
+    p->blocksize = kn_attr_int(n, "blocksize", 0);
+    const char *mode = kn_attr_str(n, "mode", "DCR");
+    p->crd = !strcmp(mode, "CRD");
+    KN_CHECK(p->crd || !strcmp(mode, "DCR"), KN_ERR_INVALID_MODEL, "%s: unknown mode '%s'", op_name(n), mode);
+    return NULL;
+}
+
+kn_status *kn_params_decode_reverse_seq(const kn_node *n, void *out)
+{
+    kn_params_reverse_seq *p = out;
+    p->batch_axis = kn_attr_int(n, "batch_axis", 1);
+    p->time_axis = kn_attr_int(n, "time_axis", 0);
+    return NULL;
+}
+
+kn_status *kn_params_decode_unique(const kn_node *n, void *out)
+{
+    kn_params_unique *p = out;
+    const kn_attr *aa = kn_node_attr(n, "axis");
+    p->has_axis = aa != NULL;
+    p->axis = aa ? aa->i : 0;
+    p->sorted = kn_attr_int(n, "sorted", 1) != 0;
+    return NULL;
+}
+
+kn_status *kn_params_decode_resize(const kn_node *n, void *out)
+{
+    kn_params_resize *p = out;
+    bool up = n->op == KN_OP_Upsample;
+    const char *m = kn_attr_str(n, "mode", "nearest");
+    if (!strcmp(m, "nearest")) p->mode = KN_RESIZE_NEAREST;
+    else if (!strcmp(m, "linear") || !strcmp(m, "bilinear") || !strcmp(m, "trilinear")) p->mode = KN_RESIZE_LINEAR;
+    else if (!strcmp(m, "cubic")) p->mode = KN_RESIZE_CUBIC;
+    else return kn_error(KN_ERR_INVALID_MODEL, "%s: unknown mode '%s'", n->op_type, m);
+    p->cubic_coeff_a = kn_attr_float(n, "cubic_coeff_a", -0.75f);
+    p->exclude_outside = kn_attr_int(n, "exclude_outside", 0) != 0;
+    p->antialias = kn_attr_int(n, "antialias", 0) != 0 && p->mode != KN_RESIZE_NEAREST;
+    p->extrapolation_value = kn_attr_float(n, "extrapolation_value", 0.0f);
+    p->n_axes = n->opset >= 18 ? dec_ints(n, "axes", p->axes, MAXR) : -1;
+    p->n_scales = -1;
+    if (up && n->opset < 9) {
+        const kn_attr *a = kn_node_attr(n, "scales");
+        if (a) {
+            p->n_scales = a->n_floats;
+            for (int i = 0; i < a->n_floats && i < MAXR; i++) p->scales[i] = a->floats[i];
+        }
+    }
+    const char *pol = kn_attr_str(n, "keep_aspect_ratio_policy", "stretch");
+    if (!strcmp(pol, "stretch")) p->keep_aspect = KN_KEEP_STRETCH;
+    else if (!strcmp(pol, "not_smaller")) p->keep_aspect = KN_KEEP_NOT_SMALLER;
+    else if (!strcmp(pol, "not_larger")) p->keep_aspect = KN_KEEP_NOT_LARGER;
+    else return kn_error(KN_ERR_INVALID_MODEL, "%s: unknown keep_aspect_ratio_policy '%s'", n->op_type, pol);
+    if (up || n->opset < 11) {
+        /* Upsample and Resize-10: asymmetric coordinates; nearest picks floor when enlarging */
+        p->coord = KN_COORD_ASYMMETRIC;
+        p->nearest = up ? KN_NEAREST_FLOOR : KN_NEAREST_SIMPLE;
+        return NULL;
+    }
+    const char *c = kn_attr_str(n, "coordinate_transformation_mode", "half_pixel");
+    if (!strcmp(c, "half_pixel")) p->coord = KN_COORD_HALF_PIXEL;
+    else if (!strcmp(c, "half_pixel_symmetric")) p->coord = KN_COORD_HALF_PIXEL_SYM;
+    else if (!strcmp(c, "pytorch_half_pixel")) p->coord = KN_COORD_PYTORCH_HALF_PIXEL;
+    else if (!strcmp(c, "align_corners")) p->coord = KN_COORD_ALIGN_CORNERS;
+    else if (!strcmp(c, "asymmetric")) p->coord = KN_COORD_ASYMMETRIC;
+    else if (!strcmp(c, "tf_crop_and_resize")) p->coord = KN_COORD_TF_CROP;
+    else return kn_error(KN_ERR_INVALID_MODEL, "Resize: unknown coordinate_transformation_mode '%s'", c);
+    const char *nm = kn_attr_str(n, "nearest_mode", "round_prefer_floor");
+    if (!strcmp(nm, "round_prefer_floor")) p->nearest = KN_NEAREST_ROUND_FLOOR;
+    else if (!strcmp(nm, "round_prefer_ceil")) p->nearest = KN_NEAREST_ROUND_CEIL;
+    else if (!strcmp(nm, "floor")) p->nearest = KN_NEAREST_FLOOR;
+    else if (!strcmp(nm, "ceil")) p->nearest = KN_NEAREST_CEIL;
+    else return kn_error(KN_ERR_INVALID_MODEL, "Resize: unknown nearest_mode '%s'", nm);
+    return NULL;
+}
+
+kn_status *kn_params_decode_grid(const kn_node *n, void *out)
+{
+    kn_params_grid *p = out;
+    p->align_corners = kn_attr_int(n, "align_corners", 0) != 0;
+    if (n->op != KN_OP_GridSample) return NULL;
+    const char *ms = kn_attr_str(n, "mode", n->opset >= 20 ? "linear" : "bilinear");
+    p->mode = !strcmp(ms, "nearest") ? 0 : (!strcmp(ms, "linear") || !strcmp(ms, "bilinear")) ? 1
+            : (!strcmp(ms, "cubic") || !strcmp(ms, "bicubic")) ? 2 : -1;
+    const char *ps = kn_attr_str(n, "padding_mode", "zeros");
+    p->padding = !strcmp(ps, "zeros") ? 0 : !strcmp(ps, "border") ? 1 : !strcmp(ps, "reflection") ? 2 : -1;
+    KN_CHECK(p->mode >= 0 && p->padding >= 0, KN_ERR_INVALID_MODEL, "GridSample: unknown mode '%s' or padding_mode '%s'", ms, ps);
+    return NULL;
+}
+
+kn_status *kn_params_decode_roi_align(const kn_node *n, void *out)
+{
+    kn_params_roi_align *p = out;
+    const char *ms = kn_attr_str(n, "mode", "avg");
+    p->avg = !strcmp(ms, "avg");
+    KN_CHECK(p->avg || !strcmp(ms, "max"), KN_ERR_INVALID_MODEL, "RoiAlign: unknown mode '%s'", ms);
+    const char *cts = kn_attr_str(n, "coordinate_transformation_mode", n->opset >= 16 ? "half_pixel" : "output_half_pixel");
+    p->half_pixel = !strcmp(cts, "half_pixel");
+    p->spatial_scale = kn_attr_float(n, "spatial_scale", 1.0f);
+    p->sampling_ratio = kn_attr_int(n, "sampling_ratio", 0);
+    p->output_height = kn_attr_int(n, "output_height", 1);
+    p->output_width = kn_attr_int(n, "output_width", 1);
+    return NULL;
+}
+
+kn_status *kn_params_decode_nms(const kn_node *n, void *out)
+{
+    ((kn_params_nms *)out)->center_point_box = kn_attr_int(n, "center_point_box", 0) != 0;
+    return NULL;
+}
+
+/* ---- decoders of the sequence, optional and control-flow ops, whose shape rules and kernels
+ * are in runtime/sequence.c and runtime/control_flow.c ---- */
+
+kn_status *kn_params_decode_seq_empty(const kn_node *n, void *out) {
+    ((kn_params_seq_empty *)out)->dtype = kn_attr_int(n, "dtype", KN_F32);
+    return NULL;
+}
+
+kn_status *kn_params_decode_seq_axis(const kn_node *n, void *out) {
+    kn_params_seq_axis *p = out;
+    p->axis = kn_attr_int(n, "axis", 0);
+    p->new_axis = kn_attr_int(n, "new_axis", 0) != 0;
+    p->keepdims = kn_attr_int(n, "keepdims", 1) != 0;
+    return NULL;
+}
+
+kn_status *kn_params_decode_optional(const kn_node *n, void *out) {
+    const kn_attr *a = kn_node_attr(n, "type");
+    ((kn_params_optional *)out)->elem_type = a && a->tp_elem_type > 0 ? a->tp_elem_type : 0;
+    return NULL;
+}
+
+static const kn_graph *kn_graph_attr(const kn_node *n, const char *name) {
+    const kn_attr *a = kn_node_attr(n, name);
+    return a && a->type == KN_ATTR_GRAPH ? a->g : NULL;
+}
+
+/* Scan's list attributes: the count (-1 when absent) and at most KN_PARAMS_MAX_SCAN values. */
+static void kn_scan_list(const kn_node *n, const char *name, int *count, int64_t *vals) {
+    const int64_t *v;
+    int k = kn_attr_ints(n, name, &v);
+    *count = k;
+    for (int i = 0; i < k && i < KN_PARAMS_MAX_SCAN; i++) vals[i] = v[i];
+}
+
+/* If, Loop, Scan, and SequenceMap, whose body need not be typed GRAPH. */
+kn_status *kn_params_decode_subgraph(const kn_node *n, void *out) {
+    kn_params_subgraph *p = out;
+    if (n->op == KN_OP_If) {
+        p->then_branch = kn_graph_attr(n, "then_branch");
+        p->else_branch = kn_graph_attr(n, "else_branch");
+    } else if (n->op == KN_OP_SequenceMap) {
+        const kn_attr *a = kn_node_attr(n, "body");
+        p->body = a ? a->g : NULL;
+    } else {
+        p->body = kn_graph_attr(n, "body");
+    }
+    if (n->op == KN_OP_Scan) {
+        p->num_scan_inputs = kn_attr_int(n, "num_scan_inputs", -1);
+        kn_scan_list(n, "scan_input_axes", &p->n_in_axes, p->in_axes);
+        kn_scan_list(n, "scan_input_directions", &p->n_in_dirs, p->in_dirs);
+        kn_scan_list(n, "scan_output_axes", &p->n_out_axes, p->out_axes);
+        kn_scan_list(n, "scan_output_directions", &p->n_out_dirs, p->out_dirs);
+    }
+    return NULL;
+}
+
 
 /* ---------------- simple aliases ---------------- */
 
@@ -137,18 +495,18 @@ kn_status *kn_infer_Reshape(kn_infer_ctx *c)
     const kn_tensor *x = c->in[0];
     int64_t shape[MAXR], n = 0;
     char b1[KN_DESC_LEN];
+    const kn_params_reshape *rp = KN_PARAMS(c->node, reshape);
     if (c->node->opset < 5) {
-        const int64_t *v;
-        int k = kn_attr_ints(c->node, "shape", &v);
+        int k = rp->n_shape; /* -1 when missing or oversized */
         KN_CHECK(k >= 0 && k <= MAXR, KN_ERR_INVALID_MODEL, "Reshape: missing or oversized shape attribute");
-        memcpy(shape, v, (size_t)k * sizeof *shape);
+        memcpy(shape, rp->shape, (size_t)k * sizeof *shape);
         n = k;
     } else {
         KN_TRY(need_input(c, 1));
         if (!has_value(c->in[1])) { set_unknown(c, 0, x->dtype); return NULL; }
         KN_TRY(kn_shapeops_read_ints(c->in[1], shape, MAXR, &n, "Reshape"));
     }
-    int allowzero = (int)kn_attr_int(c->node, "allowzero", 0);
+    int allowzero = rp->allowzero;
     int64_t out[MAXR];
     int neg = -1;
     int64_t known_prod = 1;
@@ -198,11 +556,11 @@ kn_status *kn_infer_Flatten(kn_infer_ctx *c)
 {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
-    int64_t axis = kn_attr_int(c->node, "axis", 1);
+    int64_t axis = KN_PARAMS(c->node, axis)->axis;
     if (x->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
     if (axis < 0) axis += x->ndim;
     KN_CHECK(axis >= 0 && axis <= x->ndim, KN_ERR_INVALID_ARGUMENT, "Flatten: axis %lld out of range for rank %d",
-             (long long)kn_attr_int(c->node, "axis", 1), x->ndim);
+             (long long)KN_PARAMS(c->node, axis)->axis, x->ndim);
     int64_t d[2] = { mul_dims(x->dims, 0, (int)axis), mul_dims(x->dims, (int)axis, x->ndim) };
     KN_TRY(set_out(c, 0, x->dtype, 2, d));
     return NULL;
@@ -279,7 +637,8 @@ kn_status *kn_infer_Dropout(kn_infer_ctx *c)
 
 static void shape_range(const kn_node *n, int rank, int64_t *s, int64_t *e)
 {
-    int64_t start = kn_attr_int(n, "start", 0), end = kn_attr_int(n, "end", rank);
+    const kn_params_shape *p = KN_PARAMS(n, shape);
+    int64_t start = p->start, end = p->has_end ? p->end : rank;
     if (start < 0) start += rank;
     if (end < 0) end += rank;
     start = start < 0 ? 0 : start > rank ? rank : start;
@@ -312,27 +671,27 @@ kn_status *kn_infer_Size(kn_infer_ctx *c)
 
 kn_status *kn_infer_Constant(kn_infer_ctx *c)
 {
-    const kn_node *n = c->node;
-    const kn_attr *a;
-    if ((a = kn_node_attr(n, "value")) && a->t) { KN_TRY(set_out(c, 0, a->t->dtype, a->t->ndim, a->t->dims)); return NULL; }
+    const kn_params_constant *p = KN_PARAMS(c->node, constant);
+    const kn_tensor *t;
+    if ((t = p->value)) { KN_TRY(set_out(c, 0, t->dtype, t->ndim, t->dims)); return NULL; }
     int64_t d[1] = { 0 };
-    if ((a = kn_node_attr(n, "value_float"))) { KN_TRY(set_out(c, 0, KN_F32, 0, d)); return NULL; }
-    if ((a = kn_node_attr(n, "value_int"))) { KN_TRY(set_out(c, 0, KN_I64, 0, d)); return NULL; }
-    if ((a = kn_node_attr(n, "value_string"))) { KN_TRY(set_out(c, 0, KN_STRING, 0, d)); return NULL; }
-    if ((a = kn_node_attr(n, "value_floats"))) { d[0] = a->n_floats; KN_TRY(set_out(c, 0, KN_F32, 1, d)); return NULL; }
-    if ((a = kn_node_attr(n, "value_ints"))) { d[0] = a->n_ints; KN_TRY(set_out(c, 0, KN_I64, 1, d)); return NULL; }
-    if ((a = kn_node_attr(n, "value_strings"))) { d[0] = a->n_strings; KN_TRY(set_out(c, 0, KN_STRING, 1, d)); return NULL; }
-    /* the loader densifies sparse_value into a->t */
-    if ((a = kn_node_attr(n, "sparse_value")) && a->t) { KN_TRY(set_out(c, 0, a->t->dtype, a->t->ndim, a->t->dims)); return NULL; }
+    if (p->has_float) { KN_TRY(set_out(c, 0, KN_F32, 0, d)); return NULL; }
+    if (p->has_int) { KN_TRY(set_out(c, 0, KN_I64, 0, d)); return NULL; }
+    if (p->has_string) { KN_TRY(set_out(c, 0, KN_STRING, 0, d)); return NULL; }
+    if (p->has_floats) { d[0] = p->n_floats; KN_TRY(set_out(c, 0, KN_F32, 1, d)); return NULL; }
+    if (p->has_ints) { d[0] = p->n_ints; KN_TRY(set_out(c, 0, KN_I64, 1, d)); return NULL; }
+    if (p->has_strings) { d[0] = p->n_strings; KN_TRY(set_out(c, 0, KN_STRING, 1, d)); return NULL; }
+    /* the loader densifies sparse_value into a tensor */
+    if ((t = p->sparse_value)) { KN_TRY(set_out(c, 0, t->dtype, t->ndim, t->dims)); return NULL; }
     return kn_error(KN_ERR_INVALID_MODEL, "Constant: no value attribute");
 }
 
 kn_status *kn_infer_ConstantOfShape(kn_infer_ctx *c)
 {
     KN_TRY(need_input(c, 0));
-    const kn_attr *a = kn_node_attr(c->node, "value");
-    kn_dtype dt = (a && a->t) ? a->t->dtype : KN_F32;
-    if (a && a->t) KN_CHECK(kn_numel(a->t) == 1, KN_ERR_INVALID_MODEL, "ConstantOfShape: value must hold one element");
+    const kn_tensor *v = KN_PARAMS(c->node, const_shape)->value;
+    kn_dtype dt = v ? v->dtype : KN_F32;
+    if (v) KN_CHECK(kn_numel(v) == 1, KN_ERR_INVALID_MODEL, "ConstantOfShape: value must hold one element");
     const kn_tensor *s = c->in[0];
     if (!has_value(s)) {
         if (s->ndim == 1 && s->dims[0] >= 0 && s->dims[0] <= MAXR) {
@@ -359,7 +718,7 @@ kn_status *kn_infer_EyeLike(kn_infer_ctx *c)
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
     KN_TRY(need_rank(c, x, 2, 2));
-    int64_t dt = kn_attr_int(c->node, "dtype", 0);
+    int64_t dt = KN_PARAMS(c->node, eyelike)->dtype;
     KN_CHECK(dt == 0 || kn_dtype_valid((int)dt), KN_ERR_INVALID_MODEL, "EyeLike: invalid dtype %lld", (long long)dt);
     KN_TRY(set_out(c, 0, dt ? (kn_dtype)dt : x->dtype, 2, x->dims));
     return NULL;
@@ -396,8 +755,8 @@ kn_status *kn_infer_Range(kn_infer_ctx *c)
 
 static kn_status *get_perm(const kn_node *node, int rank, int *perm)
 {
-    const int64_t *p;
-    int k = kn_attr_ints(node, "perm", &p);
+    const int64_t *p = KN_PARAMS(node, transpose)->perm;
+    int k = KN_PARAMS(node, transpose)->n_perm;
     if (k < 0) {
         for (int i = 0; i < rank; i++) perm[i] = rank - 1 - i;
         return NULL;
@@ -438,7 +797,7 @@ kn_status *kn_infer_Concat(kn_infer_ctx *c)
         if (c->in[i] && c->in[i]->ndim >= 0) rank = c->in[i]->ndim;
     if (rank < 0) { set_unknown(c, 0, x->dtype); return NULL; }
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(c->node, "axis", c->node->opset < 4 ? 1 : 0), rank, c->node, &axis));
+    KN_TRY(kn_norm_axis(KN_PARAMS(c->node, axis)->axis, rank, c->node, &axis));
     int64_t d[MAXR];
     for (int k = 0; k < rank; k++) d[k] = k == axis ? 0 : -1;
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
@@ -481,11 +840,11 @@ kn_status *kn_shapeops_split_sizes(const kn_node *node, const kn_tensor *const *
             KN_TRY(kn_shapeops_read_ints(s, sp, 256, &ns, "Split"));
         }
     } else {
-        const int64_t *v;
-        int k = kn_attr_ints(node, "split", &v);
+        const kn_params_split *p = KN_PARAMS(node, split);
+        int k = p->n_split;
         if (k >= 0) {
             KN_CHECK(k <= 256, KN_ERR_UNSUPPORTED, "Split: too many parts");
-            memcpy(sp, v, (size_t)k * sizeof *sp);
+            memcpy(sp, p->split, (size_t)k * sizeof *sp);
             ns = k;
         }
     }
@@ -501,7 +860,7 @@ kn_status *kn_shapeops_split_sizes(const kn_node *node, const kn_tensor *const *
                  (long long)sum, (long long)dim);
         return NULL;
     }
-    int64_t parts = kn_attr_int(node, "num_outputs", n_out);
+    int64_t parts = KN_PARAMS(node, split)->has_num_outputs ? KN_PARAMS(node, split)->num_outputs : n_out;
     KN_CHECK(parts == n_out, KN_ERR_INVALID_MODEL, "Split: num_outputs %lld but %d outputs", (long long)parts, n_out);
     if (dim < 0) { for (int i = 0; i < n_out; i++) sizes[i] = -1; return NULL; }
     int64_t chunk = (dim + n_out - 1) / n_out;
@@ -521,7 +880,7 @@ kn_status *kn_infer_Split(kn_infer_ctx *c)
     const kn_tensor *x = c->in[0];
     if (x->ndim < 0) { for (int i = 0; i < c->n_out; i++) set_unknown(c, i, x->dtype); return NULL; }
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(c->node, "axis", 0), x->ndim, c->node, &axis));
+    KN_TRY(kn_norm_axis(KN_PARAMS(c->node, split)->axis, x->ndim, c->node, &axis));
     int64_t sizes[256];
     KN_TRY(kn_shapeops_split_sizes(c->node, c->in, c->n_in, c->n_out, axis, sizes));
     for (int i = 0; i < c->n_out; i++) {
@@ -544,15 +903,15 @@ kn_status *kn_shapeops_slice_params(const kn_node *node, const kn_tensor *const 
     int64_t st[2 * MAXR], en[2 * MAXR], ax[2 * MAXR], sp[2 * MAXR];
     int64_t ns, ne, na = -1, nsp = -1;
     if (node->opset < 10) {
-        const int64_t *v;
-        int k = kn_attr_ints(node, "starts", &v);
+        const kn_params_slice *p = KN_PARAMS(node, slice);
+        int k = p->n_starts;
         KN_CHECK(k >= 0 && k <= 2 * MAXR, KN_ERR_INVALID_MODEL, "Slice: bad starts attribute");
-        memcpy(st, v, (size_t)k * 8); ns = k;
-        k = kn_attr_ints(node, "ends", &v);
+        memcpy(st, p->starts, (size_t)k * 8); ns = k;
+        k = p->n_ends;
         KN_CHECK(k >= 0 && k <= 2 * MAXR, KN_ERR_INVALID_MODEL, "Slice: bad ends attribute");
-        memcpy(en, v, (size_t)k * 8); ne = k;
-        k = kn_attr_ints(node, "axes", &v);
-        if (k >= 0) { KN_CHECK(k <= 2 * MAXR, KN_ERR_INVALID_MODEL, "Slice: bad axes"); memcpy(ax, v, (size_t)k * 8); na = k; }
+        memcpy(en, p->ends, (size_t)k * 8); ne = k;
+        k = p->n_axes;
+        if (k >= 0) { KN_CHECK(k <= 2 * MAXR, KN_ERR_INVALID_MODEL, "Slice: bad axes"); memcpy(ax, p->axes, (size_t)k * 8); na = k; }
     } else {
         KN_CHECK(n_in >= 3 && in[1] && in[2], KN_ERR_INVALID_MODEL, "Slice: starts and ends are required");
         KN_TRY(kn_shapeops_read_ints(in[1], st, 2 * MAXR, &ns, "Slice"));
@@ -620,11 +979,9 @@ kn_status *kn_shapeops_pad_params(const kn_node *node, const kn_tensor *const *i
     int r = x->ndim;
     int64_t p[4 * MAXR], np, ax[2 * MAXR], na = -1;
     if (node->opset < 11) {
-        const int64_t *v;
-        int k = kn_attr_ints(node, "pads", &v);
-        if (k < 0) k = kn_attr_ints(node, "paddings", &v);
+        int k = KN_PARAMS(node, pad)->n_pads; /* pads, or paddings */
         KN_CHECK(k >= 0 && k <= 4 * MAXR, KN_ERR_INVALID_MODEL, "Pad: bad pads attribute");
-        memcpy(p, v, (size_t)k * 8);
+        memcpy(p, KN_PARAMS(node, pad)->pads, (size_t)k * 8);
         np = k;
     } else {
         KN_CHECK(n_in > 1 && in[1], KN_ERR_INVALID_MODEL, "Pad: pads input is required");
@@ -727,7 +1084,7 @@ kn_status *kn_infer_Gather(kn_infer_ctx *c)
     if (x->ndim < 0 || idx->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
     KN_CHECK(x->ndim >= 1, KN_ERR_INVALID_ARGUMENT, "Gather: data must have rank >= 1");
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(c->node, "axis", 0), x->ndim, c->node, &axis));
+    KN_TRY(kn_norm_axis(KN_PARAMS(c->node, axis)->axis, x->ndim, c->node, &axis));
     int r = x->ndim - 1 + idx->ndim;
     KN_CHECK(r <= MAXR, KN_ERR_UNSUPPORTED, "Gather: output rank %d exceeds %d", r, MAXR);
     int64_t d[MAXR];
@@ -756,7 +1113,7 @@ kn_status *kn_infer_GatherND(kn_infer_ctx *c)
     KN_TRY(need_input(c, 0)); KN_TRY(need_input(c, 1));
     const kn_tensor *x = c->in[0], *idx = c->in[1];
     if (x->ndim < 0 || idx->ndim < 0 || idx->dims[idx->ndim - 1] < 0) { set_unknown(c, 0, x->dtype); return NULL; }
-    int64_t b = kn_attr_int(c->node, "batch_dims", 0);
+    int64_t b = KN_PARAMS(c->node, gathernd)->batch_dims;
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
     KN_CHECK(idx->ndim >= 1 && b >= 0 && b < idx->ndim && b < x->ndim, KN_ERR_INVALID_ARGUMENT,
              "GatherND: batch_dims %lld invalid for data %s, indices %s", (long long)b, kn_tensor_desc(x, b1, sizeof b1),
@@ -787,7 +1144,7 @@ kn_status *kn_infer_OneHot(kn_infer_ctx *c)
     int r = idx->ndim + 1;
     KN_CHECK(r <= MAXR, KN_ERR_UNSUPPORTED, "OneHot: output rank too large");
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(c->node, "axis", -1), r, c->node, &axis));
+    KN_TRY(kn_norm_axis(KN_PARAMS(c->node, axis)->axis, r, c->node, &axis));
     int64_t dep = -1;
     if (has_value(depth)) {
         KN_CHECK(kn_numel(depth) == 1, KN_ERR_INVALID_ARGUMENT, "OneHot: depth must hold one value");
@@ -815,7 +1172,7 @@ static kn_status *space_depth(kn_infer_ctx *c, bool to_space)
     const kn_tensor *x = c->in[0];
     KN_TRY(need_rank(c, x, 4, 4));
     if (x->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
-    int64_t bs = kn_attr_int(c->node, "blocksize", 0);
+    int64_t bs = KN_PARAMS(c->node, space_depth)->has_blocksize ? KN_PARAMS(c->node, space_depth)->blocksize : 0;
     KN_CHECK(bs >= 1 && bs <= 65536, KN_ERR_INVALID_MODEL, "%s: invalid blocksize %lld", op_name(c->node), (long long)bs);
     int64_t d[4] = { x->dims[0], x->dims[1], x->dims[2], x->dims[3] };
     char b[KN_DESC_LEN];
@@ -852,9 +1209,9 @@ kn_status *kn_infer_Compress(kn_infer_ctx *c)
     KN_TRY(need_input(c, 0)); KN_TRY(need_input(c, 1));
     const kn_tensor *x = c->in[0], *cond = c->in[1];
     if (x->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
-    const kn_attr *aa = kn_node_attr(c->node, "axis");
+    const kn_params_axis *ap = KN_PARAMS(c->node, axis);
     int axis = -1;
-    if (aa) KN_TRY(kn_norm_axis(aa->i, x->ndim, c->node, &axis));
+    if (ap->has_axis) KN_TRY(kn_norm_axis(ap->axis, x->ndim, c->node, &axis));
     int64_t len = axis < 0 ? kn_numel(x) : x->dims[axis];
     int64_t cnt = -1;
     if (has_value(cond) && len >= 0) {
@@ -901,9 +1258,9 @@ kn_status *kn_infer_Unique(kn_infer_ctx *c)
 {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
-    const kn_attr *aa = kn_node_attr(c->node, "axis");
+    const kn_params_unique *up = KN_PARAMS(c->node, unique);
     int axis = -1;
-    if (aa && x->ndim >= 0) KN_TRY(kn_norm_axis(aa->i, x->ndim, c->node, &axis));
+    if (up->has_axis && x->ndim >= 0) KN_TRY(kn_norm_axis(up->axis, x->ndim, c->node, &axis));
     int64_t dn[1] = { -1 };
     /* inverse_indices has one entry per input element (or per slice along axis) */
     if (x->ndim >= 0) dn[0] = axis < 0 ? kn_numel(x) : x->dims[axis];
@@ -954,11 +1311,11 @@ kn_status *kn_shapeops_resize_params(const kn_node *node, const kn_tensor *const
     double sc[MAXR];
     int64_t sz[MAXR];
     int nsc = -1, nsz = -1;
+    const kn_params_resize *rp = KN_PARAMS(node, resize);
     if (upsample) {
         if (node->opset < 9) {
-            const kn_attr *a = kn_node_attr(node, "scales");
-            KN_CHECK(a && a->n_floats == r, KN_ERR_INVALID_MODEL, "Upsample: scales attribute must have %d values", r);
-            for (int i = 0; i < r; i++) sc[i] = a->floats[i];
+            KN_CHECK(rp->n_scales == r, KN_ERR_INVALID_MODEL, "Upsample: scales attribute must have %d values", r);
+            for (int i = 0; i < r; i++) sc[i] = rp->scales[i];
             nsc = r;
         } else ts = n_in > 1 ? in[1] : NULL;
     } else if (node->opset < 11) {
@@ -979,8 +1336,8 @@ kn_status *kn_shapeops_resize_params(const kn_node *node, const kn_tensor *const
         nsz = (int)n;
     }
     KN_CHECK((nsc >= 0) != (nsz >= 0), KN_ERR_INVALID_ARGUMENT, "%s: exactly one of scales and sizes must be given", node->op_type);
-    const int64_t *axv = NULL;
-    int nax = node->opset >= 18 ? kn_attr_ints(node, "axes", &axv) : -1;
+    const int64_t *axv = rp->axes;
+    int nax = rp->n_axes; /* opset 18's axes, -1 before */
     int axes[MAXR];
     int na = nax < 0 ? r : nax;
     KN_CHECK(na <= r, KN_ERR_INVALID_ARGUMENT, "%s: too many axes", node->op_type);
@@ -1010,13 +1367,13 @@ kn_status *kn_shapeops_resize_params(const kn_node *node, const kn_tensor *const
         }
         return NULL;
     }
-    const char *pol = kn_attr_str(node, "keep_aspect_ratio_policy", "stretch");
+    kn_keep_aspect pol = rp->keep_aspect;
     bool dims_known = true;
     for (int i = 0; i < na; i++) {
         KN_CHECK(sz[i] >= 0 && sz[i] <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "%s: invalid size %lld", node->op_type, (long long)sz[i]);
         dims_known &= x->dims[axes[i]] > 0;
     }
-    if (!strcmp(pol, "stretch")) {
+    if (pol == KN_KEEP_STRETCH) {
         /* the output shape is the sizes themselves; scales matter only to the kernel */
         for (int i = 0; i < na; i++) {
             int a = axes[i];
@@ -1029,8 +1386,7 @@ kn_status *kn_shapeops_resize_params(const kn_node *node, const kn_tensor *const
         for (int i = 0; i < na; i++) out_dims[axes[i]] = x->dims[axes[i]] == 0 ? 0 : -1;
         return NULL;
     }
-    bool larger = !strcmp(pol, "not_smaller");
-    KN_CHECK(larger || !strcmp(pol, "not_larger"), KN_ERR_INVALID_MODEL, "%s: unknown keep_aspect_ratio_policy '%s'", node->op_type, pol);
+    bool larger = pol == KN_KEEP_NOT_SMALLER; /* an unknown policy fails at load */
     double s = larger ? 0 : INFINITY;
     for (int i = 0; i < na; i++) {
         double v = (double)sz[i] / (double)x->dims[axes[i]];
@@ -1079,8 +1435,8 @@ kn_status *kn_infer_CenterCropPad(kn_infer_ctx *c)
     }
     int64_t sh[MAXR], ns;
     KN_TRY(kn_shapeops_read_ints(c->in[1], sh, MAXR, &ns, "CenterCropPad"));
-    const int64_t *ax;
-    int na = kn_attr_ints(c->node, "axes", &ax);
+    const int64_t *ax = KN_PARAMS(c->node, axes)->axes;
+    int na = KN_PARAMS(c->node, axes)->n_axes; /* ns <= MAXR values are read, after ns == na */
     int64_t d[MAXR];
     memcpy(d, x->dims, sizeof d);
     KN_CHECK(ns == (na < 0 ? x->ndim : na), KN_ERR_INVALID_ARGUMENT, "CenterCropPad: %lld shape values for %d axes",
@@ -1139,7 +1495,7 @@ kn_status *kn_infer_RoiAlign(kn_infer_ctx *c)
     const kn_tensor *x = c->in[0], *rois = c->in[1];
     KN_TRY(need_rank(c, x, 4, 4));
     KN_TRY(need_rank(c, rois, 2, 2));
-    int64_t oh = kn_attr_int(c->node, "output_height", 1), ow = kn_attr_int(c->node, "output_width", 1);
+    int64_t oh = KN_PARAMS(c->node, roi_align)->output_height, ow = KN_PARAMS(c->node, roi_align)->output_width;
     KN_CHECK(oh >= 1 && ow >= 1 && oh <= 1 << 20 && ow <= 1 << 20, KN_ERR_INVALID_MODEL, "RoiAlign: invalid output size");
     int64_t d[4] = { rois->ndim == 2 ? rois->dims[0] : -1, x->ndim == 4 ? x->dims[1] : -1, oh, ow };
     KN_TRY(set_out(c, 0, x->dtype, 4, d));

@@ -5,9 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The node's subgraph `name` (NULL when absent). */
 static const kn_graph *kn_body(const kn_node *n, const char *name) {
-    const kn_attr *a = kn_node_attr(n, name);
-    return a && a->type == KN_ATTR_GRAPH ? a->g : NULL;
+    const kn_params_subgraph *p = KN_PARAMS(n, subgraph);
+    if (!strcmp(name, "then_branch")) return p->then_branch;
+    if (!strcmp(name, "else_branch")) return p->else_branch;
+    return p->body;
 }
 
 static int kn_explicit_inputs(const kn_node *n) { return n->n_inputs - n->n_implicit; }
@@ -204,14 +207,15 @@ kn_status *kn_cpu_Scan(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     KN_CHECK(node->opset >= 9, KN_ERR_UNSUPPORTED, "Scan: opset %d (batched Scan-8) is not supported; opset 9 and later are", node->opset);
     const kn_graph *body = kn_body(node, "body");
     int n_exp = kn_explicit_inputs(node);
-    int m = (int)kn_attr_int(node, "num_scan_inputs", -1);
+    const kn_params_subgraph *sp = KN_PARAMS(node, subgraph);
+    int m = (int)sp->num_scan_inputs;
     KN_CHECK(m >= 1 && m <= n_exp, KN_ERR_INVALID_MODEL, "Scan: num_scan_inputs %d invalid for %d inputs", m, n_exp);
     int n_state = n_exp - m, k_out = body->n_outputs - n_state;
     KN_CHECK(body->n_inputs == n_exp && k_out >= 0 && n_out == n_state + k_out, KN_ERR_INVALID_MODEL,
              "Scan: body has %d inputs and %d outputs for %d states, %d scan inputs and %d node outputs", body->n_inputs, body->n_outputs, n_state, m, n_out);
-    const int64_t *in_axes = NULL, *in_dirs = NULL, *out_axes = NULL, *out_dirs = NULL;
-    int n_ia = kn_attr_ints(node, "scan_input_axes", &in_axes), n_id = kn_attr_ints(node, "scan_input_directions", &in_dirs);
-    int n_oa = kn_attr_ints(node, "scan_output_axes", &out_axes), n_od = kn_attr_ints(node, "scan_output_directions", &out_dirs);
+    /* j < m <= 64 and j < k_out <= 64 wherever these are indexed */
+    const int64_t *in_axes = sp->in_axes, *in_dirs = sp->in_dirs, *out_axes = sp->out_axes, *out_dirs = sp->out_dirs;
+    int n_ia = sp->n_in_axes, n_id = sp->n_in_dirs, n_oa = sp->n_out_axes, n_od = sp->n_out_dirs;
     int64_t T = -1;
     int axes[64];
     KN_CHECK(m <= 64 && k_out <= 64, KN_ERR_UNSUPPORTED, "Scan: too many scan inputs or outputs");

@@ -40,7 +40,7 @@ static kn_status *kn_clone_into(kn_tensor *dst, const kn_tensor *src) {
 
 kn_status *kn_infer_SequenceEmpty(kn_infer_ctx *c) { return kn_open_outputs(c); }
 kn_status *kn_cpu_SequenceEmpty(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
-    return kn_seq_init(out[0], (kn_dtype)kn_attr_int(node, "dtype", KN_F32));
+    return kn_seq_init(out[0], (kn_dtype)KN_PARAMS(node, seq_empty)->dtype);
 }
 
 kn_status *kn_infer_SequenceConstruct(kn_infer_ctx *c) { return kn_open_outputs(c); }
@@ -135,12 +135,12 @@ kn_status *kn_cpu_ConcatFromSequence(kn_exec_ctx *ctx, const kn_node *node, cons
     KN_TRY(kn_need_seq(node, in[0], 0));
     const kn_seq *q = in[0]->data;
     KN_CHECK(q->n > 0, KN_ERR_INVALID_ARGUMENT, "ConcatFromSequence on an empty sequence");
-    bool new_axis = kn_attr_int(node, "new_axis", 0) != 0;
+    bool new_axis = KN_PARAMS(node, seq_axis)->new_axis;
     const kn_tensor *t0 = q->items[0];
     int rank = t0->ndim + (new_axis ? 1 : 0);
     KN_CHECK(rank <= KN_MAX_DIMS, KN_ERR_UNSUPPORTED, "ConcatFromSequence: rank %d too large", rank);
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", 0), rank, node, &axis));
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, seq_axis)->axis, rank, node, &axis));
     kn_tensor *o = out[0];
     memset(o, 0, sizeof *o);
     o->dtype = t0->dtype;
@@ -176,9 +176,9 @@ kn_status *kn_cpu_SplitToSequence(kn_exec_ctx *ctx, const kn_node *node, const k
     const kn_tensor *x = in[0];
     KN_CHECK(x && x->kind == KN_KIND_TENSOR && x->ndim >= 1, KN_ERR_INVALID_ARGUMENT, "SplitToSequence needs a tensor of rank >= 1");
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", 0), x->ndim, node, &axis));
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, seq_axis)->axis, x->ndim, node, &axis));
     int64_t len = x->dims[axis], n_parts, *sizes = NULL;
-    bool keepdims = kn_attr_int(node, "keepdims", 1) != 0;
+    bool keepdims = KN_PARAMS(node, seq_axis)->keepdims;
     const kn_tensor *sp = n_in > 1 ? in[1] : NULL;
     if (!sp) {
         n_parts = len;
@@ -232,12 +232,11 @@ kn_status *kn_cpu_SplitToSequence(kn_exec_ctx *ctx, const kn_node *node, const k
 }
 
 kn_status *kn_infer_SequenceMap(kn_infer_ctx *c) {
-    const kn_attr *a = kn_node_attr(c->node, "body");
-    KN_CHECK(a && a->g, KN_ERR_INVALID_MODEL, "SequenceMap: body graph attribute is required");
+    KN_CHECK(KN_PARAMS(c->node, subgraph)->body, KN_ERR_INVALID_MODEL, "SequenceMap: body graph attribute is required");
     return kn_open_outputs(c);
 }
 kn_status *kn_cpu_SequenceMap(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
-    const kn_graph *body = kn_node_attr(node, "body")->g;
+    const kn_graph *body = KN_PARAMS(node, subgraph)->body;
     int n_exp = node->n_inputs - node->n_implicit;
     KN_TRY(kn_need_seq(node, in[0], 0));
     KN_CHECK(body->n_inputs == n_exp && body->n_outputs == n_out, KN_ERR_INVALID_MODEL,
@@ -277,10 +276,10 @@ kn_status *kn_cpu_SequenceMap(kn_exec_ctx *ctx, const kn_node *node, const kn_te
 kn_status *kn_infer_Optional(kn_infer_ctx *c) { return kn_open_outputs(c); }
 kn_status *kn_cpu_Optional(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
     if (n_in > 0 && in[0]) return kn_clone_into(out[0], in[0]);
-    const kn_attr *a = kn_node_attr(node, "type");
+    int elem = KN_PARAMS(node, optional)->elem_type;
     memset(out[0], 0, sizeof *out[0]);
     out[0]->kind = KN_KIND_NONE;
-    out[0]->dtype = a && a->tp_elem_type > 0 ? (kn_dtype)a->tp_elem_type : KN_UNDEFINED;
+    out[0]->dtype = elem > 0 ? (kn_dtype)elem : KN_UNDEFINED;
     return NULL;
 }
 

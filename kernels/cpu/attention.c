@@ -239,6 +239,7 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
                            kn_tensor *const *out, int n_out, bool numpy_bias)
 {
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN], b3[KN_DESC_LEN];
+    const kn_params_attention *ap = KN_PARAMS(node, attention);
     const kn_tensor *Q = in[0], *K = in[1], *V = in[2];
     const kn_tensor *mask = n_in > 3 ? in[3] : NULL, *pk = n_in > 4 ? in[4] : NULL, *pv = n_in > 5 ? in[5] : NULL;
     const kn_tensor *np_t = n_in > 6 ? in[6] : NULL;
@@ -255,8 +256,8 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     memset(&j, 0, sizeof j);
     int64_t B = Q->dims[0], Hq, Hkv, Sq, Skv, Dk, Dv;
     if (Q->ndim == 3) {
-        Hq = kn_attr_int(node, "q_num_heads", 0);
-        Hkv = kn_attr_int(node, "kv_num_heads", 0);
+        Hq = ap->q_num_heads;
+        Hkv = ap->kv_num_heads;
         if (Hq <= 0 || Hkv <= 0 || Q->dims[2] % Hq || K->dims[2] % Hkv || V->dims[2] % Hkv)
             return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: hidden sizes of Q %s, K %s, V %s do not split into q_num_heads %lld / kv_num_heads %lld",
                             kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2), kn_tensor_desc(V, b3, sizeof b3),
@@ -286,16 +287,16 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     }
     int64_t T = past + Skv;
     j.B = B; j.Hq = Hq; j.Hkv = Hkv; j.Sq = Sq; j.T = T; j.Dk = Dk; j.Dv = Dv; j.past = past;
-    float scale = kn_attr_float(node, "scale", 0.0f);
-    if (!kn_node_attr(node, "scale")) scale = Dk > 0 ? 1.0f / sqrtf((float)Dk) : 1.0f;
+    float scale = ap->scale;
+    if (!ap->has_scale) scale = Dk > 0 ? 1.0f / sqrtf((float)Dk) : 1.0f;
     j.scale = scale;
-    j.softcap = kn_attr_float(node, "softcap", 0.0f);
-    j.causal = kn_attr_int(node, "is_causal", 0) != 0;
-    j.qk_mode = (int)kn_attr_int(node, "qk_matmul_output_mode", 0);
+    j.softcap = ap->softcap;
+    j.causal = ap->is_causal;
+    j.qk_mode = (int)ap->qk_matmul_output_mode;
     if (j.qk_mode < 0 || j.qk_mode > 3)
         return kn_error(KN_ERR_INVALID_MODEL, "Attention: qk_matmul_output_mode %d not in 0..3", j.qk_mode);
-    j.left = kn_attr_int(node, "left_window_size", -1);
-    j.right = kn_attr_int(node, "right_window_size", -1);
+    j.left = ap->left_window_size;
+    j.right = ap->right_window_size;
     if (j.left < -1 || j.right < -1)
         return kn_error(KN_ERR_INVALID_MODEL, "Attention: window sizes must be -1 or nonnegative");
 
@@ -361,7 +362,7 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
      * rounded to the input type; float32 applies the scale once inside the product. */
     j.rnd = Q->dtype == KN_F16 ? 1 : Q->dtype == KN_BF16 ? 2 : 0;
     float half_scale = j.rnd ? attn_round(j.rnd, sqrtf(scale)) : 1.0f;
-    int64_t sp = kn_attr_int(node, "softmax_precision", 0);
+    int64_t sp = ap->softmax_precision;
     j.rnd_soft = sp == KN_F32 || sp == KN_F64 ? 0 : sp == KN_F16 ? 1 : sp == KN_BF16 ? 2 : j.rnd;
     j.plain = !j.rnd && !j.rnd_soft && !qkf && j.softcap <= 0.0f && j.left < 0 && j.right < 0 && !j.nonpad;
     j.ew_level = kn_ew_best_level();
@@ -447,16 +448,16 @@ kn_status *kn_cpu_RotaryEmbedding(kn_exec_ctx *ctx, const kn_node *node, const k
     if (is4) { B = X->dims[0]; H = X->dims[1]; S = X->dims[2]; D = X->dims[3]; }
     else if (X->ndim == 3) {
         B = X->dims[0]; S = X->dims[1];
-        H = kn_attr_int(node, "num_heads", 0);
+        H = KN_PARAMS(node, rotary)->num_heads;
         if (H <= 0 || X->dims[2] % H)
             return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: 3-D input %s needs num_heads dividing its hidden size",
                             kn_tensor_desc(X, b1, sizeof b1));
         D = X->dims[2] / H;
     } else return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: input %s must be 3-D or 4-D", kn_tensor_desc(X, b1, sizeof b1));
-    int64_t rd = kn_attr_int(node, "rotary_embedding_dim", 0);
+    int64_t rd = KN_PARAMS(node, rotary)->rotary_embedding_dim;
     if (rd == 0) rd = D;
     int64_t half = rd / 2;
-    bool inter = kn_attr_int(node, "interleaved", 0) != 0;
+    bool inter = KN_PARAMS(node, rotary)->interleaved;
     if (rd < 0 || rd > D || rd % 2)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: rotary_embedding_dim %lld invalid for head size %lld",
                         (long long)rd, (long long)D);

@@ -276,12 +276,8 @@ static kn_status *cast_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     int64_t n = kn_numel(x);
     if (n <= 0) return NULL;
     if (!x->data || !y->data) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input or output not materialised", node->op_type);
-    cast_job j = {x->dtype, y->dtype, x->data, y->data, kn_attr_int(node, "saturate", 1) != 0, 0};
-    const char *rm = kn_attr_str(node, "round_mode", "up");
-    if (strcmp(rm, "up") == 0) j.round_mode = 0;
-    else if (strcmp(rm, "down") == 0) j.round_mode = 1;
-    else if (strcmp(rm, "nearest") == 0) j.round_mode = 2;
-    else return kn_error(KN_ERR_INVALID_MODEL, "%s: unknown round_mode '%s'", node->op_type, rm);
+    const kn_params_cast *p = KN_PARAMS(node, cast);
+    cast_job j = {x->dtype, y->dtype, x->data, y->data, p->saturate, p->round_mode};
     if (y->dtype == KN_STRING) return cast_to_string(&j, n);
     if (x->dtype == y->dtype && x->dtype != KN_STRING) {
         if (x->data != y->data) memcpy(y->data, x->data, kn_nbytes(x));

@@ -212,7 +212,7 @@ kn_status *kn_cpu_MsSkipLayerNormalization(kn_exec_ctx *ctx, const kn_node *node
             return kn_error(KN_ERR_INVALID_ARGUMENT, "SkipLayerNormalization: gamma/beta/bias %s must be [%lld] for input %s",
                             kn_tensor_desc(vecs[i], b1, sizeof b1), (long long)H, kn_tensor_desc(x, b0, sizeof b0));
     if (rows == 0 || H == 0) return NULL;
-    float eps = kn_attr_float(node, "epsilon", 1e-12f);
+    float eps = KN_PARAMS(node, ms_sln)->epsilon;
     if (!(eps >= 0.0f)) return kn_error(KN_ERR_INVALID_MODEL, "SkipLayerNormalization: epsilon must be >= 0");
 
     sln_job j = {0};
@@ -396,7 +396,7 @@ static void ms_to_heads(const float *src, int64_t ld, int64_t col, const float *
 
 static float ms_scale(const kn_node *node, int64_t H)
 {
-    float s = kn_attr_float(node, "scale", 0.0f);
+    float s = KN_PARAMS(node, ms_attention)->scale;
     return s != 0.0f ? s : (float)(1.0 / sqrt((double)H));
 }
 
@@ -406,8 +406,8 @@ static kn_status *ms_attn_setup(kn_exec_ctx *ctx, const kn_node *node, const kn_
                                 int64_t P, ms_attn *a)
 {
     a->scale = ms_scale(node, a->H);
-    float filter = kn_attr_float(node, "mask_filter_value", -10000.0f);
-    bool causal = kn_attr_int(node, "unidirectional", 0) != 0;
+    float filter = KN_PARAMS(node, ms_attention)->mask_filter_value;
+    bool causal = KN_PARAMS(node, ms_attention)->unidirectional;
     float *mk = NULL;
     KN_TRY(ms_build_mask(ctx, node, mask, causal, a->B, a->S, a->T, P, filter, &mk));
     a->mask = mk;
@@ -426,16 +426,17 @@ kn_status *kn_cpu_MsAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     kn_tensor *present = n_out > 1 ? out[1] : NULL;
     if (!w) return kn_error(KN_ERR_INVALID_MODEL, "Attention: weights input is required");
     if (n_in > 6 && in[6]) return kn_error(KN_ERR_UNSUPPORTED, "Attention: past_sequence_length input is not supported");
-    if (kn_attr_int(node, "do_rotary", 0) != 0) return kn_error(KN_ERR_UNSUPPORTED, "Attention: do_rotary is not supported");
-    if (kn_attr_int(node, "past_present_share_buffer", 0) != 0)
+    const kn_params_ms_attention *p = KN_PARAMS(node, ms_attention);
+    if (p->do_rotary) return kn_error(KN_ERR_UNSUPPORTED, "Attention: do_rotary is not supported");
+    if (p->past_present_share_buffer)
         return kn_error(KN_ERR_UNSUPPORTED, "Attention: past_present_share_buffer is not supported");
-    int64_t N = kn_attr_int(node, "num_heads", 0);
+    int64_t N = p->num_heads;
     if (x->ndim != 3 || w->ndim != 2 || w->dims[0] != x->dims[2] || N <= 0)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: need input [B,S,D], weights [D, 3*hidden] and num_heads > 0, got %s and %s",
                         kn_tensor_desc(x, b0, sizeof b0), kn_tensor_desc(w, b1, sizeof b1));
     int64_t B = x->dims[0], S = x->dims[1], Din = x->dims[2], Dtot = w->dims[1];
-    const int64_t *qkv = NULL;
-    int nq = kn_attr_ints(node, "qkv_hidden_sizes", &qkv);
+    const int64_t *qkv = p->qkv_hidden_sizes;
+    int nq = p->n_qkv_hidden_sizes;
     int64_t hq, hv;
     if (nq > 0) {
         if (nq != 3 || qkv[0] != qkv[1] || qkv[0] <= 0 || qkv[2] <= 0 || qkv[0] + qkv[1] + qkv[2] != Dtot)
@@ -510,7 +511,7 @@ kn_status *kn_cpu_MsMultiHeadAttention(kn_exec_ctx *ctx, const kn_node *node, co
         return kn_error(KN_ERR_UNSUPPORTED, "MultiHeadAttention: past_sequence_length / cache_indirection inputs are not supported");
 #undef MS_IN
     if (!kt || !vt) return kn_error(KN_ERR_UNSUPPORTED, "MultiHeadAttention: packed QKV / packed KV layouts are not supported");
-    int64_t N = kn_attr_int(node, "num_heads", 0);
+    int64_t N = KN_PARAMS(node, ms_attention)->num_heads;
     if (qt->ndim != 3 || N <= 0 || qt->dims[2] % N)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "MultiHeadAttention: query %s must be [B,S,D] with D divisible by num_heads %lld",
                         kn_tensor_desc(qt, b0, sizeof b0), (long long)N);

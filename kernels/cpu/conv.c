@@ -133,11 +133,12 @@ static kn_status *conv_shapes(const kn_node *node, const char *op, const kn_tens
     if (x->ndim < 3 || x->ndim != w->ndim || x->ndim > KN_MAX_DIMS)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: X %s and W %s must have equal rank >= 3", op, DESC(x, bx), DESC(w, bw));
     int nsp = x->ndim - 2;
-    *group = kn_attr_int(node, "group", 1);
+    const kn_params_conv *cp = KN_PARAMS(node, conv);
+    *group = cp->group;
     if (*group < 1 || x->dims[1] != w->dims[1] * *group || w->dims[0] % *group)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: X %s and W %s do not fit group %lld", op, DESC(x, bx), DESC(w, bw), (long long)*group);
-    const int64_t *ks;
-    int nk = kn_attr_ints(node, "kernel_shape", &ks);
+    const int64_t *ks = cp->win.kernel_shape;
+    int nk = cp->win.n_kernel_shape;
     if (nk >= 0) {
         if (nk != nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: kernel_shape has %d values", op, nk);
         for (int i = 0; i < nsp; i++)
@@ -483,7 +484,7 @@ kn_status *kn_cpu_ConvTranspose(kn_exec_ctx *ctx, const kn_node *node, const kn_
     if (x->ndim < 3 || x->ndim != w->ndim || x->ndim > KN_MAX_DIMS)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: X %s and W %s must have equal rank >= 3", DESC(x, bx), DESC(w, bw));
     int nsp = x->ndim - 2;
-    int64_t G = kn_attr_int(node, "group", 1);
+    int64_t G = KN_PARAMS(node, conv)->group;
     if (G < 1 || x->dims[1] != w->dims[0] || w->dims[0] % G)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: X %s and W %s do not fit group %lld", DESC(x, bx), DESC(w, bw), (long long)G);
     kn_conv_geom g;
@@ -606,7 +607,7 @@ kn_status *kn_cpu_DeformConv(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
     if (g.nsp != 2) return kn_error(KN_ERR_UNSUPPORTED, "DeformConv: only 2-D input supported, got %s", DESC(x, bx));
     int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3], M = w->dims[0];
     int64_t kh = g.k[0], kw = g.k[1], oh = g.out[0], ow = g.out[1], Cg = C / G, Mg = M / G;
-    int64_t OG = kn_attr_int(node, "offset_group", 1);
+    int64_t OG = KN_PARAMS(node, conv)->offset_group;
     if (OG < 1 || C % OG) return kn_error(KN_ERR_INVALID_ARGUMENT, "DeformConv: offset_group %lld does not divide %lld channels", (long long)OG, (long long)C);
     int64_t want_off[4] = {N, OG * kh * kw * 2, oh, ow};
     if (off->ndim != 4 || memcmp(off->dims, want_off, sizeof want_off))

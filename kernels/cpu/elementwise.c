@@ -397,30 +397,19 @@ static kn_status *ew_unary(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     if (n <= 0) return NULL;
     ew_unary_job j = {op, x->dtype, y->dtype, x->data, y->data, 0, 0, 0, 0};
     switch (op) {
-    case KN_OP_LeakyRelu: j.alpha = kn_attr_float(node, "alpha", 0.01f); break;
-    case KN_OP_Elu: case KN_OP_Celu: case KN_OP_ThresholdedRelu: case KN_OP_Swish:
-        j.alpha = kn_attr_float(node, "alpha", 1.0f); break;
+    case KN_OP_LeakyRelu: case KN_OP_Elu: case KN_OP_Celu: case KN_OP_ThresholdedRelu: case KN_OP_Swish:
+        j.alpha = KN_PARAMS(node, act)->alpha; break;
     case KN_OP_Selu:
-        j.alpha = kn_attr_float(node, "alpha", 1.67326319217681884765625f);
-        j.gamma = kn_attr_float(node, "gamma", 1.05070102214813232421875f);
+        j.alpha = KN_PARAMS(node, act)->alpha;
+        j.gamma = KN_PARAMS(node, act)->gamma;
         break;
-    case KN_OP_HardSigmoid:
-        j.alpha = kn_attr_float(node, "alpha", 0.2f);
-        j.beta = kn_attr_float(node, "beta", 0.5f);
+    case KN_OP_HardSigmoid: case KN_OP_Shrink: /* Shrink: lambd, bias */
+        j.alpha = KN_PARAMS(node, act)->alpha;
+        j.beta = KN_PARAMS(node, act)->beta;
         break;
-    case KN_OP_Shrink:
-        j.alpha = kn_attr_float(node, "lambd", 0.5f);
-        j.beta = kn_attr_float(node, "bias", 0.0f);
-        break;
-    case KN_OP_Gelu: {
-        const char *ap = kn_attr_str(node, "approximate", "none");
-        if (strcmp(ap, "tanh") == 0) j.iattr = 1;
-        else if (strcmp(ap, "none") != 0)
-            return kn_error(KN_ERR_INVALID_MODEL, "Gelu: unknown approximate '%s'", ap);
-        break;
-    }
+    case KN_OP_Gelu: j.iattr = KN_PARAMS(node, act)->gelu_tanh ? 1 : 0; break;
     case KN_OP_IsInf:
-        j.iattr = (kn_attr_int(node, "detect_negative", 1) ? 1 : 0) | (kn_attr_int(node, "detect_positive", 1) ? 2 : 0);
+        j.iattr = (KN_PARAMS(node, act)->detect_negative ? 1 : 0) | (KN_PARAMS(node, act)->detect_positive ? 2 : 0);
         break;
     default: break;
     }
@@ -708,14 +697,9 @@ static kn_status *ew_binary(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
     if (n_out < 1 || !out[0]) return NULL;
     int64_t iattr = 0;
     double alpha = 0;
-    if (op == KN_OP_Mod) iattr = kn_attr_int(node, "fmod", 0);
-    if (op == KN_OP_BitShift) {
-        const char *d = kn_attr_str(node, "direction", "");
-        if (strcmp(d, "LEFT") == 0) iattr = 1;
-        else if (strcmp(d, "RIGHT") != 0)
-            return kn_error(KN_ERR_INVALID_MODEL, "BitShift: direction must be LEFT or RIGHT, got '%s'", d);
-    }
-    if (op == KN_OP_SwiGLU) alpha = kn_attr_float(node, "alpha", 1.0f);
+    if (op == KN_OP_Mod) iattr = KN_PARAMS(node, binary)->fmod;
+    if (op == KN_OP_BitShift) iattr = KN_PARAMS(node, binary)->shift_left ? 1 : 0;
+    if (op == KN_OP_SwiGLU) alpha = KN_PARAMS(node, binary)->alpha;
     return ew_binary_apply(ctx, node, op, in[0], in[1], out[0], iattr, alpha);
 }
 
@@ -857,11 +841,11 @@ kn_status *kn_cpu_Clip(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     if (c != EW_FLOAT && c != EW_SINT && c != EW_UINT) return kn_err_dtype(node, x);
     ew_clip_job j = {x, out[0], -INFINITY, INFINITY, INT64_MIN, INT64_MAX, 0, UINT64_MAX};
     /* Clip-6 carries the bounds as attributes, Clip-11+ as optional scalar inputs */
-    bool attr_bounds = (node->opset > 0 && node->opset < 11) ||
-                       (n_in < 2 && (kn_node_attr(node, "min") || kn_node_attr(node, "max")));
+    const kn_params_clip *p = KN_PARAMS(node, clip);
+    bool attr_bounds = (node->opset > 0 && node->opset < 11) || (n_in < 2 && p->has_min_max_attr);
     if (attr_bounds) {
-        j.lo = kn_attr_float(node, "min", -3.402823466e+38f);
-        j.hi = kn_attr_float(node, "max", 3.402823466e+38f);
+        j.lo = p->min;
+        j.hi = p->max;
     } else {
         for (int k = 1; k <= 2 && k < n_in; k++) {
             const kn_tensor *t = in[k];

@@ -70,7 +70,7 @@ kn_status *kn_cpu_Gather(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
     kn_tensor *y = out[0];
     KN_TRY(check_index_dtype(node, ind));
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", 0), x->ndim, node, &axis));
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, axis)->axis, x->ndim, node, &axis));
     int64_t outer = 1, inner = 1, dim = x->dims[axis], ni = kn_numel(ind);
     for (int k = 0; k < axis; k++) outer *= x->dims[k];
     for (int k = axis + 1; k < x->ndim; k++) inner *= x->dims[k];
@@ -99,7 +99,7 @@ kn_status *kn_cpu_GatherElements(kn_exec_ctx *ctx, const kn_node *node, const kn
     kn_tensor *y = out[0];
     KN_TRY(check_index_dtype(node, ind));
     int axis, r = x->ndim;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", 0), r, node, &axis));
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, axis)->axis, r, node, &axis));
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
     KN_CHECK(ind->ndim == r, KN_ERR_INVALID_ARGUMENT, "GatherElements: indices %s rank differs from data %s",
              kn_tensor_desc(ind, b2, sizeof b2), kn_tensor_desc(x, b1, sizeof b1));
@@ -127,7 +127,7 @@ kn_status *kn_cpu_GatherND(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     const kn_tensor *x = in[0], *ind = in[1];
     kn_tensor *y = out[0];
     KN_TRY(check_index_dtype(node, ind));
-    int b = (int)kn_attr_int(node, "batch_dims", 0);
+    int b = (int)KN_PARAMS(node, gathernd)->batch_dims;
     int64_t k = ind->dims[ind->ndim - 1];
     int64_t nb = 1, slice = 1;
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
@@ -156,17 +156,13 @@ kn_status *kn_cpu_GatherND(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
 
 /* ---------------- scatter ---------------- */
 
-typedef enum { RED_NONE, RED_ADD, RED_MUL, RED_MAX, RED_MIN } reduction;
+typedef enum { RED_NONE = KN_SCATTER_NONE, RED_ADD = KN_SCATTER_ADD, RED_MUL = KN_SCATTER_MUL, RED_MAX = KN_SCATTER_MAX,
+               RED_MIN = KN_SCATTER_MIN } reduction;
 
+/* An unknown reduction fails at load. */
 static kn_status *get_reduction(const kn_node *node, reduction *r)
 {
-    const char *s = kn_attr_str(node, "reduction", "none");
-    if (!strcmp(s, "none")) *r = RED_NONE;
-    else if (!strcmp(s, "add")) *r = RED_ADD;
-    else if (!strcmp(s, "mul")) *r = RED_MUL;
-    else if (!strcmp(s, "max")) *r = RED_MAX;
-    else if (!strcmp(s, "min")) *r = RED_MIN;
-    else return kn_error(KN_ERR_INVALID_MODEL, "%s: unknown reduction '%s'", node->op_type, s);
+    *r = (reduction)KN_PARAMS(node, scatter)->reduction;
     return NULL;
 }
 
@@ -212,7 +208,7 @@ static kn_status *scatter_elements(const kn_node *node, const kn_tensor *const *
     reduction red = RED_NONE;
     if (allow_reduction) KN_TRY(get_reduction(node, &red));
     int axis, r = x->ndim;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", 0), r, node, &axis));
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, scatter)->axis, r, node, &axis));
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
     KN_CHECK(ind->ndim == r && kn_same_shape(ind, u), KN_ERR_INVALID_ARGUMENT, "%s: indices %s and updates %s must match (data rank %d)",
              node->op_type, kn_tensor_desc(ind, b1, sizeof b1), kn_tensor_desc(u, b2, sizeof b2), r);
@@ -290,10 +286,8 @@ kn_status *kn_cpu_TensorScatter(kn_exec_ctx *ctx, const kn_node *node, const kn_
     const kn_tensor *x = in[0], *u = in[1], *wi = n_in > 2 ? in[2] : NULL;
     kn_tensor *y = out[0];
     int axis, r = x->ndim;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", -2), r, node, &axis));
-    const char *mode = kn_attr_str(node, "mode", "linear");
-    bool circ = !strcmp(mode, "circular");
-    KN_CHECK(circ || !strcmp(mode, "linear"), KN_ERR_INVALID_MODEL, "TensorScatter: unknown mode '%s'", mode);
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, tensor_scatter)->axis, r, node, &axis));
+    bool circ = KN_PARAMS(node, tensor_scatter)->circular; /* an unknown mode fails at load */
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
     bool ok = u->ndim == r && axis >= 1;
     for (int k = 0; ok && k < r; k++) ok = k == axis ? u->dims[k] <= x->dims[k] : u->dims[k] == x->dims[k];
@@ -332,7 +326,7 @@ kn_status *kn_cpu_OneHot(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
     KN_CHECK(kn_numel(vals) == 2, KN_ERR_INVALID_ARGUMENT, "OneHot: values must hold [off, on]");
     if (y->dtype == KN_STRING) return kn_err_dtype(node, y);
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", -1), y->ndim, node, &axis));
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, axis)->axis, y->ndim, node, &axis));
     int64_t depth = y->dims[axis], outer = 1, inner = 1;
     for (int k = 0; k < axis; k++) outer *= y->dims[k];
     for (int k = axis + 1; k < y->ndim; k++) inner *= y->dims[k];

@@ -91,23 +91,14 @@ kn_status *kn_image_decode(const uint8_t *buf, size_t len, kn_image *out) {
     return kn_error(KN_ERR_UNSUPPORTED, "ImageDecoder: unsupported image format (kiln decodes JPEG and PNG)");
 }
 
-/* Infer needs the header, so the shape is known only once the bytes are. */
-kn_status *kn_infer_ImageDecoder(kn_infer_ctx *c) {
-    const char *fmt = kn_attr_str(c->node, "pixel_format", "RGB");
-    KN_CHECK(!strcmp(fmt, "RGB") || !strcmp(fmt, "BGR") || !strcmp(fmt, "Grayscale"), KN_ERR_INVALID_MODEL,
-             "ImageDecoder: unknown pixel_format '%s'", fmt);
-    KN_CHECK(c->in[0] && (c->in[0]->dtype == KN_U8 || c->in[0]->dtype == KN_UNDEFINED), KN_ERR_INVALID_ARGUMENT, "ImageDecoder: input must be uint8");
-    c->out[0]->dtype = KN_U8;
-    c->out[0]->ndim = -1;
-    return NULL;
-}
+/* The shape rule and params decoder are in graph/infer_misc.c. */
 
 kn_status *kn_cpu_ImageDecoder(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                                kn_tensor *const *out, int n_out) {
-    const char *fmt = kn_attr_str(node, "pixel_format", "RGB");
+    kn_pixel_format fmt = KN_PARAMS(node, image)->pixel_format;
     kn_image img;
     KN_TRY(kn_image_decode(in[0]->data, (size_t)kn_numel(in[0]), &img));
-    bool gray = strcmp(fmt, "Grayscale") == 0, bgr = strcmp(fmt, "BGR") == 0;
+    bool gray = fmt == KN_PIXEL_GRAY, bgr = fmt == KN_PIXEL_BGR;
     kn_tensor *o = out[0];
     memset(o, 0, sizeof *o);
     o->dtype = KN_U8;

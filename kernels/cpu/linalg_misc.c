@@ -186,8 +186,9 @@ kn_status *kn_cpu_Gemm(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     char ba[KN_DESC_LEN], bb[KN_DESC_LEN];
     if (a->ndim != 2 || b->ndim != 2)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: operands must be 2-D, got %s and %s", DESC(a, ba), DESC(b, bb));
-    bool ta = kn_attr_int(node, "transA", 0) != 0, tb = kn_attr_int(node, "transB", 0) != 0;
-    float alpha = kn_attr_float(node, "alpha", 1.0f), beta = kn_attr_float(node, "beta", 1.0f);
+    const kn_params_gemm *gp = KN_PARAMS(node, gemm);
+    bool ta = gp->trans_a, tb = gp->trans_b;
+    float alpha = gp->alpha, beta = gp->beta;
     int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
     int64_t K2 = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
     if (K != K2 || y->ndim != 2 || y->dims[0] != M || y->dims[1] != N)
@@ -564,8 +565,7 @@ static bool einsum_gemm_f32(kn_exec_ctx *ctx, const kn_einsum *e, const kn_tenso
 kn_status *kn_cpu_Einsum(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                          kn_tensor *const *out, int n_out)
 {
-    const char *eq = kn_attr_str(node, "equation", NULL);
-    if (!eq) return kn_error(KN_ERR_INVALID_MODEL, "Einsum: missing equation");
+    const char *eq = KN_PARAMS(node, einsum)->equation;
     kn_tensor *y = out[0];
     for (int i = 0; i < n_in; i++) {
         if (!in[i]) return kn_error(KN_ERR_INVALID_MODEL, "Einsum: missing input %d", i);

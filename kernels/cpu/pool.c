@@ -144,6 +144,9 @@ static kn_status *run_pool(kn_exec_ctx *ctx, const kn_node *node, const char *op
     if (!ok) return kn_err_dtype(node, x);
     if (x->ndim < (global ? 2 : 3) || x->ndim > KN_MAX_DIMS)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input %s has too small a rank", op, DESC(x, bx));
+    /* GlobalAveragePool and GlobalMaxPool have no attributes (no params): the defaults */
+    static const kn_params_pool defaults = {.p = 2};
+    const kn_params_pool *pp = node->params ? KN_PARAMS(node, pool) : &defaults;
     pool_job j;
     memset(&j, 0, sizeof j);
     j.kind = kind;
@@ -157,10 +160,10 @@ static kn_status *run_pool(kn_exec_ctx *ctx, const kn_node *node, const char *op
         }
         if (nsp == 0) j.g.nsp = 0;
     } else {
-        const int64_t *ks;
-        if (kn_attr_ints(node, "kernel_shape", &ks) != nsp)
+        const int64_t *ks = pp->win.kernel_shape;
+        if (pp->win.n_kernel_shape != nsp)
             return kn_error(KN_ERR_INVALID_MODEL, "%s: kernel_shape does not match input %s", op, DESC(x, bx));
-        bool ceil_mode = kn_attr_int(node, "ceil_mode", 0) != 0;
+        bool ceil_mode = pp->ceil_mode;
         KN_TRY(kn_conv_geometry(node, op, nsp, x->dims + 2, ks, ceil_mode, &j.g));
     }
     if (y->ndim != x->ndim || y->dims[0] != x->dims[0] || y->dims[1] != x->dims[1])
@@ -170,9 +173,9 @@ static kn_status *run_pool(kn_exec_ctx *ctx, const kn_node *node, const char *op
             return kn_error(KN_ERR_RUNTIME, "%s: output %s does not fit input %s", op, DESC(y, by), DESC(x, bx));
     j.in_n = j.out_n = j.k_n = 1;
     for (int i = 0; i < nsp; i++) { j.in_n *= j.g.in[i]; j.out_n *= j.g.out[i]; j.k_n *= j.g.k[i]; }
-    j.include_pad = kn_attr_int(node, "count_include_pad", 0) != 0;
-    j.col_major = kn_attr_int(node, "storage_order", 0) != 0;
-    j.p = (double)kn_attr_int(node, "p", 2);
+    j.include_pad = pp->count_include_pad;
+    j.col_major = pp->storage_order_col;
+    j.p = (double)pp->p;
     if (kind == POOL_LP && j.p <= 0) return kn_error(KN_ERR_INVALID_MODEL, "%s: p must be positive", op);
     int64_t planes = x->dims[0] * x->dims[1];
     if (planes == 0 || j.out_n == 0) return NULL;
@@ -234,8 +237,8 @@ kn_status *kn_cpu_MaxUnpool(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
     /* Indices address the default unpooled shape (what MaxPool saw); an explicit output_shape
      * only pads it, so coordinates are re-linearised into the actual output. */
     int nsp = x->ndim - 2;
-    const int64_t *ks;
-    if (kn_attr_ints(node, "kernel_shape", &ks) != nsp)
+    const int64_t *ks = KN_PARAMS(node, pool)->win.kernel_shape;
+    if (KN_PARAMS(node, pool)->win.n_kernel_shape != nsp)
         return kn_error(KN_ERR_INVALID_MODEL, "MaxUnpool: kernel_shape does not match input %s", DESC(x, bx));
     int64_t unknown[KN_MAX_DIMS], def[KN_MAX_DIMS] = {x->dims[0], x->dims[1]};
     for (int i = 0; i < nsp; i++) unknown[i] = -1;

@@ -75,7 +75,7 @@ static kn_status *q_make_map(const kn_node *node, const kn_tensor *x, const kn_t
 {
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
     memset(m, 0, sizeof *m);
-    int64_t axis = kn_attr_int(node, "axis", 1), block = kn_attr_int(node, "block_size", 0);
+    int64_t axis = KN_PARAMS(node, quant)->axis, block = KN_PARAMS(node, quant)->block_size;
     bool both_scalar = zp && kn_numel(zp) == 1 && kn_numel(scale) == 1 && zp->ndim <= 1 && scale->ndim <= 1;
     if (zp && !both_scalar && !kn_same_shape(zp, scale))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: zero point %s and scale %s differ in shape", node->op_type,
@@ -138,7 +138,7 @@ kn_status *kn_cpu_QuantizeLinear(kn_exec_ctx *ctx, const kn_node *node, const kn
     if (!q_scale_dtype_ok(scale->dtype)) return kn_err_dtype(node, scale);
     q_map m;
     KN_TRY(q_make_map(node, x, scale, zp, &m));
-    bool saturate = kn_attr_int(node, "saturate", 1) != 0;
+    bool saturate = KN_PARAMS(node, quant)->saturate;
     int64_t n = kn_numel(x);
     double lo, hi;
     if (q_int_range(y->dtype, &lo, &hi)) {

@@ -83,9 +83,9 @@ static int mt_bernoulli(rng_mt *s, double p)
 
 static void rng_init(rng_mt *s, kn_exec_ctx *ctx, const kn_node *node)
 {
-    const kn_attr *a = kn_node_attr(node, "seed");
+    const kn_params_random *p = KN_PARAMS(node, random);
     uint32_t seed;
-    if (a) seed = (uint32_t)(int64_t)(a->type == KN_ATTR_INT ? (float)a->i : a->f);
+    if (p->has_seed) seed = (uint32_t)(int64_t)p->seed;
     else {
         /* distinct streams for the unseeded random nodes of one run: mix the node's name and
          * first output id into the run seed (FNV-1a) */
@@ -132,8 +132,8 @@ static kn_status *rng_fill(kn_exec_ctx *ctx, const kn_node *node, kn_tensor *y, 
 {
     rng_mt s;
     rng_init(&s, ctx, node);
-    double a = normal ? kn_attr_float(node, "mean", 0.0f) : kn_attr_float(node, "low", 0.0f);
-    double b = normal ? kn_attr_float(node, "scale", 1.0f) : kn_attr_float(node, "high", 1.0f);
+    double a = KN_PARAMS(node, random)->low;   /* mean for RandomNormal* */
+    double b = KN_PARAMS(node, random)->high;  /* scale for RandomNormal* */
     int64_t n = kn_numel(y);
     for (int64_t i = 0; i < n; i++)
         rng_store(y, i, normal ? mt_gauss(&s) * b + a : mt_double(&s) * (b - a) + a);

@@ -16,9 +16,16 @@ kn_status *kn_shapeops_nms_count(const kn_node *node, const kn_tensor *const *in
 
 /* ---------------- Resize ---------------- */
 
-typedef enum { CT_HALF_PIXEL, CT_HALF_PIXEL_SYM, CT_PYTORCH_HALF_PIXEL, CT_ALIGN_CORNERS, CT_ASYMMETRIC, CT_TF_CROP } coord_mode;
-typedef enum { NM_ROUND_FLOOR, NM_ROUND_CEIL, NM_FLOOR, NM_CEIL, NM_SIMPLE } nearest_mode;
-typedef enum { RM_NEAREST, RM_LINEAR, RM_CUBIC } resize_mode;
+typedef enum {
+    CT_HALF_PIXEL = KN_COORD_HALF_PIXEL, CT_HALF_PIXEL_SYM = KN_COORD_HALF_PIXEL_SYM,
+    CT_PYTORCH_HALF_PIXEL = KN_COORD_PYTORCH_HALF_PIXEL, CT_ALIGN_CORNERS = KN_COORD_ALIGN_CORNERS,
+    CT_ASYMMETRIC = KN_COORD_ASYMMETRIC, CT_TF_CROP = KN_COORD_TF_CROP
+} coord_mode;
+typedef enum {
+    NM_ROUND_FLOOR = KN_NEAREST_ROUND_FLOOR, NM_ROUND_CEIL = KN_NEAREST_ROUND_CEIL, NM_FLOOR = KN_NEAREST_FLOOR,
+    NM_CEIL = KN_NEAREST_CEIL, NM_SIMPLE = KN_NEAREST_SIMPLE
+} nearest_mode;
+typedef enum { RM_NEAREST = KN_RESIZE_NEAREST, RM_LINEAR = KN_RESIZE_LINEAR, RM_CUBIC = KN_RESIZE_CUBIC } resize_mode;
 
 typedef struct resize_opts {
     resize_mode mode;
@@ -29,39 +36,18 @@ typedef struct resize_opts {
     double extrapolation;
 } resize_opts;
 
+/* From the node's params (graph/infer_shape_ops.c decodes them, Upsample's and Resize-10's
+ * coordinate rules included; unknown modes fail at load). */
 static kn_status *resize_opts_get(const kn_node *node, resize_opts *o)
 {
-    bool up = node->op == KN_OP_Upsample;
-    int opset = node->opset;
-    const char *m = kn_attr_str(node, "mode", "nearest");
-    if (!strcmp(m, "nearest")) o->mode = RM_NEAREST;
-    else if (!strcmp(m, "linear") || !strcmp(m, "bilinear") || !strcmp(m, "trilinear")) o->mode = RM_LINEAR;
-    else if (!strcmp(m, "cubic")) o->mode = RM_CUBIC;
-    else return kn_error(KN_ERR_INVALID_MODEL, "%s: unknown mode '%s'", node->op_type, m);
-    o->a = kn_attr_float(node, "cubic_coeff_a", -0.75f);
-    o->exclude_outside = kn_attr_int(node, "exclude_outside", 0) != 0;
-    o->antialias = kn_attr_int(node, "antialias", 0) != 0 && o->mode != RM_NEAREST;
-    o->extrapolation = kn_attr_float(node, "extrapolation_value", 0.0f);
-    if (up || opset < 11) {
-        /* Upsample and Resize-10: asymmetric coordinates; nearest picks floor when enlarging */
-        o->ct = CT_ASYMMETRIC;
-        o->nm = up ? NM_FLOOR : NM_SIMPLE;
-        return NULL;
-    }
-    const char *c = kn_attr_str(node, "coordinate_transformation_mode", "half_pixel");
-    if (!strcmp(c, "half_pixel")) o->ct = CT_HALF_PIXEL;
-    else if (!strcmp(c, "half_pixel_symmetric")) o->ct = CT_HALF_PIXEL_SYM;
-    else if (!strcmp(c, "pytorch_half_pixel")) o->ct = CT_PYTORCH_HALF_PIXEL;
-    else if (!strcmp(c, "align_corners")) o->ct = CT_ALIGN_CORNERS;
-    else if (!strcmp(c, "asymmetric")) o->ct = CT_ASYMMETRIC;
-    else if (!strcmp(c, "tf_crop_and_resize")) o->ct = CT_TF_CROP;
-    else return kn_error(KN_ERR_INVALID_MODEL, "Resize: unknown coordinate_transformation_mode '%s'", c);
-    const char *n = kn_attr_str(node, "nearest_mode", "round_prefer_floor");
-    if (!strcmp(n, "round_prefer_floor")) o->nm = NM_ROUND_FLOOR;
-    else if (!strcmp(n, "round_prefer_ceil")) o->nm = NM_ROUND_CEIL;
-    else if (!strcmp(n, "floor")) o->nm = NM_FLOOR;
-    else if (!strcmp(n, "ceil")) o->nm = NM_CEIL;
-    else return kn_error(KN_ERR_INVALID_MODEL, "Resize: unknown nearest_mode '%s'", n);
+    const kn_params_resize *p = KN_PARAMS(node, resize);
+    o->mode = (resize_mode)p->mode;
+    o->a = p->cubic_coeff_a;
+    o->exclude_outside = p->exclude_outside;
+    o->antialias = p->antialias;
+    o->extrapolation = p->extrapolation_value;
+    o->ct = (coord_mode)p->coord;
+    o->nm = (nearest_mode)p->nearest;
     return NULL;
 }
 
@@ -369,13 +355,9 @@ kn_status *kn_cpu_GridSample(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
     kn_tensor *y = out[0];
     if (!kn_dtype_is_float(x->dtype)) return kn_err_dtype(node, x);
     if (!kn_dtype_is_float(g->dtype)) return kn_err_dtype(node, g);
-    const char *ms = kn_attr_str(node, "mode", node->opset >= 20 ? "linear" : "bilinear");
-    int mode = !strcmp(ms, "nearest") ? 0 : (!strcmp(ms, "linear") || !strcmp(ms, "bilinear")) ? 1
-             : (!strcmp(ms, "cubic") || !strcmp(ms, "bicubic")) ? 2 : -1;
-    const char *ps = kn_attr_str(node, "padding_mode", "zeros");
-    int pad = !strcmp(ps, "zeros") ? 0 : !strcmp(ps, "border") ? 1 : !strcmp(ps, "reflection") ? 2 : -1;
-    KN_CHECK(mode >= 0 && pad >= 0, KN_ERR_INVALID_MODEL, "GridSample: unknown mode '%s' or padding_mode '%s'", ms, ps);
-    bool ac = kn_attr_int(node, "align_corners", 0) != 0;
+    /* unknown modes fail at load */
+    int mode = KN_PARAMS(node, grid)->mode, pad = KN_PARAMS(node, grid)->padding;
+    bool ac = KN_PARAMS(node, grid)->align_corners;
     int sd = x->ndim - 2;
     KN_CHECK(sd >= 1 && sd <= 3, KN_ERR_UNSUPPORTED, "GridSample: %d spatial dims", sd);
     int64_t N = x->dims[0], C = x->dims[1], in_sp = 1, out_sp = 1;
@@ -460,7 +442,7 @@ kn_status *kn_cpu_AffineGrid(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
     const kn_tensor *th = in[0];
     kn_tensor *y = out[0];
     if (!kn_dtype_is_float(th->dtype)) return kn_err_dtype(node, th);
-    bool ac = kn_attr_int(node, "align_corners", 0) != 0;
+    bool ac = KN_PARAMS(node, grid)->align_corners;
     int sd = y->ndim - 2;
     int64_t N = y->dims[0];
     char b[KN_DESC_LEN];
@@ -501,13 +483,11 @@ kn_status *kn_cpu_RoiAlign(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
     KN_CHECK(rois->ndim == 2 && rois->dims[1] == 4 && kn_numel(bi) == rois->dims[0], KN_ERR_INVALID_ARGUMENT,
              "RoiAlign: rois %s / batch_indices %s malformed", kn_tensor_desc(rois, b1, sizeof b1), kn_tensor_desc(bi, b2, sizeof b2));
-    const char *ms = kn_attr_str(node, "mode", "avg");
-    bool avg = !strcmp(ms, "avg");
-    KN_CHECK(avg || !strcmp(ms, "max"), KN_ERR_INVALID_MODEL, "RoiAlign: unknown mode '%s'", ms);
-    const char *cts = kn_attr_str(node, "coordinate_transformation_mode", node->opset >= 16 ? "half_pixel" : "output_half_pixel");
-    bool half = !strcmp(cts, "half_pixel");
-    double scale = kn_attr_float(node, "spatial_scale", 1.0f);
-    int64_t sr = kn_attr_int(node, "sampling_ratio", 0);
+    const kn_params_roi_align *p = KN_PARAMS(node, roi_align);
+    bool avg = p->avg; /* an unknown mode fails at load */
+    bool half = p->half_pixel;
+    double scale = p->spatial_scale;
+    int64_t sr = p->sampling_ratio;
     int64_t R = rois->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3], PH = y->dims[2], PW = y->dims[3];
     KN_CHECK(kn_numel(y) == 0 || (H > 0 && W > 0), KN_ERR_INVALID_ARGUMENT, "RoiAlign: empty feature map %s",
              kn_tensor_desc(x, b1, sizeof b1));
@@ -607,7 +587,7 @@ static kn_status *nms_run(const kn_node *node, const kn_tensor *const *in, int n
     if (n_in > 2 && in[2] && kn_numel(in[2]) > 0) maxo = kn_get_i64(in[2], 0);
     if (n_in > 3 && in[3] && kn_numel(in[3]) > 0) iou = kn_get_f64(in[3], 0);
     if (n_in > 4 && in[4] && kn_numel(in[4]) > 0) { sthr = kn_get_f64(in[4], 0); has_sthr = true; }
-    bool center = kn_attr_int(node, "center_point_box", 0) != 0;
+    bool center = KN_PARAMS(node, nms)->center_point_box;
     int64_t B = boxes->dims[0], NB = boxes->dims[1], NC = scores->dims[1], cnt = 0;
     *count = 0;
     if (maxo <= 0 || NB == 0) return NULL;

@@ -16,58 +16,24 @@ static bool rnn_dtype_ok(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t ==
 
 /* ---- activation functions named by the activations attribute ---- */
 
-typedef enum { ACT_SIGMOID, ACT_TANH, ACT_RELU, ACT_AFFINE, ACT_LEAKYRELU, ACT_THRESHOLDEDRELU, ACT_SCALEDTANH,
-               ACT_HARDSIGMOID, ACT_ELU, ACT_SOFTSIGN, ACT_SOFTPLUS } rnn_act_kind;
-
-typedef struct rnn_act { rnn_act_kind kind; float alpha, beta; } rnn_act;
+typedef kn_rnn_act rnn_act; /* kinds and parameters decoded at load (kn_params_rnn) */
 
 static float rnn_apply(const rnn_act *a, float x)
 {
     switch (a->kind) {
-    case ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
-    case ACT_TANH: return tanhf(x);
-    case ACT_RELU: return x > 0.0f ? x : 0.0f;
-    case ACT_AFFINE: return a->alpha * x + a->beta;
-    case ACT_LEAKYRELU: return x >= 0.0f ? x : a->alpha * x;
-    case ACT_THRESHOLDEDRELU: return x > a->alpha ? x : 0.0f;
-    case ACT_SCALEDTANH: return a->alpha * tanhf(a->beta * x);
-    case ACT_HARDSIGMOID: { float v = a->alpha * x + a->beta; return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; }
-    case ACT_ELU: return x >= 0.0f ? x : a->alpha * (expf(x) - 1.0f);
-    case ACT_SOFTSIGN: return x / (1.0f + fabsf(x));
-    case ACT_SOFTPLUS: return log1pf(expf(x));
+    case KN_RNN_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
+    case KN_RNN_ACT_TANH: return tanhf(x);
+    case KN_RNN_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case KN_RNN_ACT_AFFINE: return a->alpha * x + a->beta;
+    case KN_RNN_ACT_LEAKYRELU: return x >= 0.0f ? x : a->alpha * x;
+    case KN_RNN_ACT_THRESHOLDEDRELU: return x > a->alpha ? x : 0.0f;
+    case KN_RNN_ACT_SCALEDTANH: return a->alpha * tanhf(a->beta * x);
+    case KN_RNN_ACT_HARDSIGMOID: { float v = a->alpha * x + a->beta; return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; }
+    case KN_RNN_ACT_ELU: return x >= 0.0f ? x : a->alpha * (expf(x) - 1.0f);
+    case KN_RNN_ACT_SOFTSIGN: return x / (1.0f + fabsf(x));
+    case KN_RNN_ACT_SOFTPLUS: return log1pf(expf(x));
     }
     return x;
-}
-
-/* Parses activations (n_per_dir per direction) with their optional alpha/beta lists, which are
- * consumed in order by the functions that take them. */
-static kn_status *rnn_parse_acts(const kn_node *node, int dirs, int n_per_dir, const char *const *defaults, rnn_act *acts)
-{
-    static const struct { const char *name; rnn_act_kind kind; int n_params; float da, db; } table[] = {
-        {"Sigmoid", ACT_SIGMOID, 0, 0, 0}, {"Tanh", ACT_TANH, 0, 0, 0}, {"Relu", ACT_RELU, 0, 0, 0},
-        {"Affine", ACT_AFFINE, 2, 1.0f, 0.0f}, {"LeakyRelu", ACT_LEAKYRELU, 1, 0.01f, 0},
-        {"ThresholdedRelu", ACT_THRESHOLDEDRELU, 1, 1.0f, 0}, {"ScaledTanh", ACT_SCALEDTANH, 2, 1.0f, 1.0f},
-        {"HardSigmoid", ACT_HARDSIGMOID, 2, 0.2f, 0.5f}, {"Elu", ACT_ELU, 1, 1.0f, 0},
-        {"Softsign", ACT_SOFTSIGN, 0, 0, 0}, {"Softplus", ACT_SOFTPLUS, 0, 0, 0},
-    };
-    const kn_attr *names = kn_node_attr(node, "activations");
-    const kn_attr *al = kn_node_attr(node, "activation_alpha"), *be = kn_node_attr(node, "activation_beta");
-    int n = dirs * n_per_dir, ia = 0, ib = 0;
-    if (names && names->n_strings != n && !(names->n_strings == n_per_dir))
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: expected %d activations, got %d", node->op_type, n, names->n_strings);
-    for (int i = 0; i < n; i++) {
-        const char *nm = names ? names->strings[i % names->n_strings] : defaults[i % n_per_dir];
-        int k = -1;
-        for (size_t t = 0; t < sizeof table / sizeof table[0]; t++)
-            if (strcasecmp(table[t].name, nm) == 0) k = (int)t;
-        if (k < 0) return kn_error(KN_ERR_UNSUPPORTED, "%s: unknown activation '%s'", node->op_type, nm);
-        acts[i].kind = table[k].kind;
-        acts[i].alpha = table[k].da;
-        acts[i].beta = table[k].db;
-        if (table[k].n_params >= 1 && al && ia < al->n_floats) acts[i].alpha = al->floats[ia++];
-        if (table[k].n_params >= 2 && be && ib < be->n_floats) acts[i].beta = be->floats[ib++];
-    }
-    return NULL;
 }
 
 /* ---- the shared driver ---- */
@@ -89,12 +55,12 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
     if (X->ndim != 3 || W->ndim != 3 || R->ndim != 3)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: X %s and W %s must be 3-D", node->op_type,
                         kn_tensor_desc(X, b1, sizeof b1), kn_tensor_desc(W, b2, sizeof b2));
-    int layout = (int)kn_attr_int(node, "layout", 0);
-    const char *dir = kn_attr_str(node, "direction", "forward");
-    int dirs = strcmp(dir, "bidirectional") == 0 ? 2 : 1;
-    bool reverse_only = strcmp(dir, "reverse") == 0;
+    const kn_params_rnn *rp = KN_PARAMS(node, rnn);
+    int layout = (int)rp->layout;
+    int dirs = rp->direction == KN_RNN_BIDIRECTIONAL ? 2 : 1;
+    bool reverse_only = rp->direction == KN_RNN_REVERSE;
     int64_t S = layout ? X->dims[1] : X->dims[0], Bn = layout ? X->dims[0] : X->dims[1], I = X->dims[2];
-    int64_t H = kn_attr_int(node, "hidden_size", R->dims[2]);
+    int64_t H = rp->has_hidden_size ? rp->hidden_size : R->dims[2];
     int64_t GH = G * H;
     if (H <= 0 || W->dims[0] != dirs || W->dims[1] != GH || W->dims[2] != I || R->dims[0] != dirs || R->dims[1] != GH || R->dims[2] != H)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: W %s / R %s do not match %d direction(s), hidden_size %lld, input %s",
@@ -113,14 +79,11 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
     }
     if (P && (P->ndim != 2 || P->dims[0] != dirs || P->dims[1] != 3 * H))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "LSTM: P %s must be [%d, %lld]", kn_tensor_desc(P, b1, sizeof b1), dirs, (long long)(3 * H));
-    float clip = kn_attr_float(node, "clip", 0.0f);
-    if (!kn_node_attr(node, "clip")) clip = 0.0f;
-    bool lbr = kn_attr_int(node, "linear_before_reset", 0) != 0;
-    bool input_forget = kn_attr_int(node, "input_forget", 0) != 0;
-    static const char *const d_rnn[] = {"Tanh"}, *const d_gru[] = {"Sigmoid", "Tanh"}, *const d_lstm[] = {"Sigmoid", "Tanh", "Tanh"};
+    float clip = rp->clip;
+    bool lbr = rp->linear_before_reset;
+    bool input_forget = rp->input_forget;
     int n_act = cell == CELL_RNN ? 1 : cell == CELL_GRU ? 2 : 3;
-    rnn_act acts[6];
-    KN_TRY(rnn_parse_acts(node, dirs, n_act, cell == CELL_RNN ? d_rnn : cell == CELL_GRU ? d_gru : d_lstm, acts));
+    const rnn_act *acts = rp->acts; /* n_act per direction */
 
     int64_t *lens = kn_scratch_alloc(ctx, sizeof(int64_t) * (size_t)(Bn + 1));
     float *xf = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(S * Bn * I + 1));

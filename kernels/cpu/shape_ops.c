@@ -25,8 +25,6 @@ kn_status *kn_shapeops_strided_copy(kn_exec_ctx *ctx, kn_dtype dt, void *dst, co
 kn_status *kn_shapeops_transpose_ref(kn_dtype dt, void *dst, const void *src, int nd, const int64_t *dims, const int *perm);
 kn_status *kn_shapeops_unique_count(const kn_node *node, const kn_tensor *x, int64_t *n_unique);
 
-static const char *op_name(const kn_node *n) { return n && n->op_type ? n->op_type : "?"; }
-
 /* ---------------- element copies ---------------- */
 
 static kn_status *dup_str(char **dst, const char *src)
@@ -284,8 +282,8 @@ kn_status *kn_cpu_Transpose(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
 {
     const kn_tensor *x = in[0];
     int perm[MAXR];
-    const int64_t *p;
-    int k = kn_attr_ints(node, "perm", &p);
+    const int64_t *p = KN_PARAMS(node, transpose)->perm;
+    int k = KN_PARAMS(node, transpose)->n_perm;
     for (int i = 0; i < x->ndim; i++) perm[i] = k < 0 ? x->ndim - 1 - i : (int)(p[i] < 0 ? p[i] + x->ndim : p[i]);
     return transpose_run(ctx, x->dtype, out[0]->data, x->data, x->ndim, x->dims, perm);
 }
@@ -367,9 +365,9 @@ kn_status *kn_cpu_Dropout(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
         if (n_in > 1 && in[1] && in[1]->data) ratio = kn_get_f64(in[1], 0);
         if (n_in > 2 && in[2] && in[2]->data) training = kn_get_i64(in[2], 0) != 0;
     } else {
-        ratio = kn_attr_float(node, "ratio", 0.5f);
+        ratio = KN_PARAMS(node, dropout)->ratio;
         /* before opset 7, is_test=0 meant training */
-        if (node->opset < 7) training = kn_attr_int(node, "is_test", 0) == 0;
+        if (node->opset < 7) training = KN_PARAMS(node, dropout)->training_attr;
     }
     KN_CHECK(ratio >= 0 && ratio < 1, KN_ERR_INVALID_ARGUMENT, "Dropout: ratio %g not in [0, 1)", ratio);
     int64_t n = kn_numel(x);
@@ -382,10 +380,10 @@ kn_status *kn_cpu_Dropout(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
         return NULL;
     }
     if (!kn_dtype_is_float(x->dtype)) return kn_err_dtype(node, x);
-    const kn_attr *sa = kn_node_attr(node, "seed");
+    const kn_params_dropout *dp = KN_PARAMS(node, dropout);
     mt19937 *mt = kn_scratch_alloc(ctx, sizeof *mt);
     if (!mt) return KN_OOM(sizeof *mt);
-    mt_seed(mt, (uint32_t)(sa ? (uint64_t)sa->i : ctx->seed));
+    mt_seed(mt, (uint32_t)(dp->has_seed ? (uint64_t)dp->seed : ctx->seed));
     double scale = 1.0 / (1.0 - ratio);
     for (int64_t i = 0; i < n; i++) {
         double u = mt_double(mt);
@@ -403,7 +401,8 @@ kn_status *kn_cpu_Shape(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *
 {
     const kn_tensor *x = in[0];
     int r = x->ndim;
-    int64_t start = kn_attr_int(node, "start", 0), end = kn_attr_int(node, "end", r);
+    const kn_params_shape *sp = KN_PARAMS(node, shape);
+    int64_t start = sp->start, end = sp->has_end ? sp->end : r;
     if (start < 0) start += r;
     if (end < 0) end += r;
     start = start < 0 ? 0 : start > r ? r : start;
@@ -423,18 +422,19 @@ kn_status *kn_cpu_Size(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
 kn_status *kn_cpu_Constant(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                            kn_tensor *const *out, int n_out)
 {
-    const kn_attr *a;
+    const kn_params_constant *p = KN_PARAMS(node, constant);
+    const kn_tensor *t;
     kn_tensor *y = out[0];
-    if (((a = kn_node_attr(node, "value")) && a->t) || ((a = kn_node_attr(node, "sparse_value")) && a->t)) {
-        KN_CHECK(a->t->data || kn_numel(a->t) == 0, KN_ERR_INVALID_MODEL, "Constant: value tensor has no data");
-        return kn_shapeops_copy_elems(y->dtype, y->data, a->t->data, kn_numel(y));
+    if ((t = p->value) || (t = p->sparse_value)) {
+        KN_CHECK(t->data || kn_numel(t) == 0, KN_ERR_INVALID_MODEL, "Constant: value tensor has no data");
+        return kn_shapeops_copy_elems(y->dtype, y->data, t->data, kn_numel(y));
     }
-    if ((a = kn_node_attr(node, "value_float"))) { *(float *)y->data = a->f; return NULL; }
-    if ((a = kn_node_attr(node, "value_int"))) { *(int64_t *)y->data = a->i; return NULL; }
-    if ((a = kn_node_attr(node, "value_string"))) return dup_str((char **)y->data, a->s);
-    if ((a = kn_node_attr(node, "value_floats"))) { if (a->n_floats) memcpy(y->data, a->floats, (size_t)a->n_floats * 4); return NULL; }
-    if ((a = kn_node_attr(node, "value_ints"))) { if (a->n_ints) memcpy(y->data, a->ints, (size_t)a->n_ints * 8); return NULL; }
-    if ((a = kn_node_attr(node, "value_strings"))) return kn_shapeops_copy_elems(KN_STRING, y->data, a->strings, a->n_strings);
+    if (p->has_float) { *(float *)y->data = p->value_float; return NULL; }
+    if (p->has_int) { *(int64_t *)y->data = p->value_int; return NULL; }
+    if (p->has_string) return dup_str((char **)y->data, p->value_string);
+    if (p->has_floats) { if (p->n_floats) memcpy(y->data, p->value_floats, (size_t)p->n_floats * 4); return NULL; }
+    if (p->has_ints) { if (p->n_ints) memcpy(y->data, p->value_ints, (size_t)p->n_ints * 8); return NULL; }
+    if (p->has_strings) return kn_shapeops_copy_elems(KN_STRING, y->data, p->value_strings, p->n_strings);
     return kn_error(KN_ERR_UNSUPPORTED, "Constant: no supported value attribute");
 }
 
@@ -442,15 +442,15 @@ kn_status *kn_cpu_ConstantOfShape(kn_exec_ctx *ctx, const kn_node *node, const k
                                   kn_tensor *const *out, int n_out)
 {
     kn_tensor *y = out[0];
-    const kn_attr *a = kn_node_attr(node, "value");
+    const kn_tensor *v = KN_PARAMS(node, const_shape)->value;
     int64_t n = kn_numel(y);
     size_t es = kn_dtype_size(y->dtype);
-    if (!a || !a->t || !a->t->data) { memset(y->data, 0, (size_t)n * es); return NULL; }
+    if (!v || !v->data) { memset(y->data, 0, (size_t)n * es); return NULL; }
     if (y->dtype == KN_STRING) {
-        for (int64_t i = 0; i < n; i++) KN_TRY(dup_str(&((char **)y->data)[i], ((char *const *)a->t->data)[0]));
+        for (int64_t i = 0; i < n; i++) KN_TRY(dup_str(&((char **)y->data)[i], ((char *const *)v->data)[0]));
         return NULL;
     }
-    fill_elems(y->data, n, es, a->t->data);
+    fill_elems(y->data, n, es, v->data);
     return NULL;
 }
 
@@ -459,7 +459,7 @@ kn_status *kn_cpu_EyeLike(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
 {
     kn_tensor *y = out[0];
     if (y->dtype == KN_STRING) return kn_err_dtype(node, y);
-    int64_t k = kn_attr_int(node, "k", 0), rows = y->dims[0], cols = y->dims[1];
+    int64_t k = KN_PARAMS(node, eyelike)->k, rows = y->dims[0], cols = y->dims[1];
     memset(y->data, 0, kn_nbytes(y));
     for (int64_t i = 0; i < rows; i++) {
         int64_t j = i + k;
@@ -492,7 +492,7 @@ kn_status *kn_cpu_Concat(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
 {
     kn_tensor *y = out[0];
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", node->opset < 4 ? 1 : 0), y->ndim, node, &axis));
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, axis)->axis, y->ndim, node, &axis));
     int64_t outer = 1, inner = 1;
     for (int k = 0; k < axis; k++) outer *= y->dims[k];
     for (int k = axis + 1; k < y->ndim; k++) inner *= y->dims[k];
@@ -515,7 +515,7 @@ kn_status *kn_cpu_Split(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *
 {
     const kn_tensor *x = in[0];
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", 0), x->ndim, node, &axis));
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, split)->axis, x->ndim, node, &axis));
     int64_t outer = 1, inner = 1;
     for (int k = 0; k < axis; k++) outer *= x->dims[k];
     for (int k = axis + 1; k < x->ndim; k++) inner *= x->dims[k];
@@ -592,9 +592,9 @@ kn_status *kn_cpu_Pad(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *co
     int r = x->ndim;
     int64_t pads[2 * MAXR];
     KN_TRY(kn_shapeops_pad_params(node, in, n_in, pads));
-    const char *ms = kn_attr_str(node, "mode", "constant");
-    int mode = !strcmp(ms, "constant") ? 0 : !strcmp(ms, "reflect") ? 1 : !strcmp(ms, "edge") ? 2 : !strcmp(ms, "wrap") ? 3 : -1;
-    KN_CHECK(mode >= 0, KN_ERR_INVALID_MODEL, "Pad: unknown mode '%s'", ms);
+    static const char *const mode_names[] = { "constant", "reflect", "edge", "wrap" };
+    int mode = (int)KN_PARAMS(node, pad)->mode; /* an unknown mode fails at load */
+    const char *ms = mode_names[mode];
     size_t es = kn_dtype_size(x->dtype);
     int64_t ny = kn_numel(y), nx = kn_numel(x);
     if (ny == 0) return NULL;
@@ -609,7 +609,7 @@ kn_status *kn_cpu_Pad(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *co
     if (mode == 0) {
         kn_tensor tmp = { .dtype = x->dtype, .ndim = 0, .data = cv };
         if (node->opset < 11) {
-            if (x->dtype != KN_STRING) kn_set_f64(&tmp, 0, kn_attr_float(node, "value", 0.0f));
+            if (x->dtype != KN_STRING) kn_set_f64(&tmp, 0, KN_PARAMS(node, pad)->value);
         } else if (n_in > 2 && in[2] && in[2]->data && kn_numel(in[2]) > 0) {
             if (x->dtype == KN_STRING) cs = ((char *const *)in[2]->data)[0];
             else memcpy(cv, in[2]->data, es);
@@ -714,7 +714,7 @@ kn_status *kn_cpu_Trilu(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *
     if (x->dtype == KN_STRING) return kn_err_dtype(node, x);
     int64_t k = 0;
     if (n_in > 1 && in[1] && in[1]->data && kn_numel(in[1]) > 0) k = kn_get_i64(in[1], 0);
-    bool upper = kn_attr_int(node, "upper", 1) != 0;
+    bool upper = KN_PARAMS(node, trilu)->upper;
     KN_TRY(copy_whole(x, y));
     int64_t rows = x->dims[x->ndim - 2], cols = x->dims[x->ndim - 1];
     int64_t mats = (rows > 0 && cols > 0) ? kn_numel(x) / (rows * cols) : 0;
@@ -733,10 +733,9 @@ kn_status *kn_cpu_Trilu(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *
 /* DepthToSpace / SpaceToDepth are a reshape to 6-d, a transpose and a reshape back. */
 static kn_status *space_depth_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *x, kn_tensor *y, bool to_space)
 {
-    int64_t b = kn_attr_int(node, "blocksize", 1);
-    const char *mode = kn_attr_str(node, "mode", "DCR");
-    bool crd = !strcmp(mode, "CRD");
-    KN_CHECK(crd || !strcmp(mode, "DCR"), KN_ERR_INVALID_MODEL, "%s: unknown mode '%s'", op_name(node), mode);
+    const kn_params_space_depth *p = KN_PARAMS(node, space_depth);
+    int64_t b = p->has_blocksize ? p->blocksize : 1;
+    bool crd = p->crd; /* an unknown mode fails at load */
     int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
     int64_t d6[6];
     int perm[6];
@@ -771,8 +770,8 @@ kn_status *kn_cpu_ReverseSequence(kn_exec_ctx *ctx, const kn_node *node, const k
     const kn_tensor *x = in[0], *lens = in[1];
     kn_tensor *y = out[0];
     int ba, ta;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "batch_axis", 1), x->ndim, node, &ba));
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "time_axis", 0), x->ndim, node, &ta));
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, reverse_seq)->batch_axis, x->ndim, node, &ba));
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, reverse_seq)->time_axis, x->ndim, node, &ta));
     KN_CHECK(ba != ta && (ba <= 1 && ta <= 1), KN_ERR_INVALID_ARGUMENT, "ReverseSequence: batch_axis and time_axis must be 0 and 1");
     int64_t B = x->dims[ba], T = x->dims[ta];
     KN_CHECK(kn_numel(lens) == B, KN_ERR_INVALID_ARGUMENT, "ReverseSequence: %lld lengths for batch %lld",
@@ -800,9 +799,9 @@ kn_status *kn_cpu_Compress(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
 {
     const kn_tensor *x = in[0], *cond = in[1];
     kn_tensor *y = out[0];
-    const kn_attr *aa = kn_node_attr(node, "axis");
+    const kn_params_axis *ap = KN_PARAMS(node, axis);
     int axis = -1;
-    if (aa) KN_TRY(kn_norm_axis(aa->i, x->ndim, node, &axis));
+    if (ap->has_axis) KN_TRY(kn_norm_axis(ap->axis, x->ndim, node, &axis));
     int64_t outer = 1, len, inner = 1;
     if (axis < 0) len = kn_numel(x);
     else {
@@ -927,11 +926,11 @@ static int item_qcmp(const void *pa, const void *pb, void *arg)
 static kn_status *unique_groups(const kn_node *node, const kn_tensor *x, uniq_view *v, int64_t **order, int64_t **group_of,
                                 int64_t *n_groups)
 {
-    const kn_attr *aa = kn_node_attr(node, "axis");
+    const kn_params_unique *up = KN_PARAMS(node, unique);
     v->x = x;
-    if (aa) {
+    if (up->has_axis) {
         int axis;
-        KN_TRY(kn_norm_axis(aa->i, x->ndim, node, &axis));
+        KN_TRY(kn_norm_axis(up->axis, x->ndim, node, &axis));
         v->outer = 1; v->inner = 1;
         for (int k = 0; k < axis; k++) v->outer *= x->dims[k];
         for (int k = axis + 1; k < x->ndim; k++) v->inner *= x->dims[k];
@@ -971,7 +970,7 @@ kn_status *kn_cpu_Unique(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
     uniq_view v;
     int64_t *order, *group_of, ng;
     KN_TRY(unique_groups(node, x, &v, &order, &group_of, &ng));
-    bool sorted = kn_attr_int(node, "sorted", 1) != 0;
+    bool sorted = KN_PARAMS(node, unique)->sorted;
     /* first[g]: first occurrence of sorted group g; pos[g]: its place in the output */
     int64_t *first = malloc((size_t)(ng ? ng : 1) * sizeof(int64_t) * 3);
     if (!first) { free(order); free(group_of); return KN_OOM(ng * 24); }

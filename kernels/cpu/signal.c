@@ -121,11 +121,11 @@ kn_status *kn_cpu_DFT(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *co
     if ((len_t && kn_numel(len_t) != 1) || (axis_t && kn_numel(axis_t) != 1))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "DFT: dft_length and axis must be scalars");
     int r = x->ndim;
-    int64_t axis = node->opset >= 20 ? (axis_t ? kn_get_i64(axis_t, 0) : -2) : kn_attr_int(node, "axis", 1);
+    int64_t axis = node->opset >= 20 ? (axis_t ? kn_get_i64(axis_t, 0) : -2) : KN_PARAMS(node, dft)->axis;
     if (r < 2 || axis < -r || axis >= r || (axis + r) % r == r - 1 || (x->dims[r - 1] != 1 && x->dims[r - 1] != 2))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "DFT: input %s with axis %lld is invalid", kn_tensor_desc(x, b1, sizeof b1), (long long)axis);
     if (axis < 0) axis += r;
-    bool inverse = kn_attr_int(node, "inverse", 0) != 0, onesided = kn_attr_int(node, "onesided", 0) != 0;
+    bool inverse = KN_PARAMS(node, dft)->inverse, onesided = KN_PARAMS(node, dft)->onesided;
     int64_t m = x->dims[axis];
     int64_t N = len_t ? kn_get_i64(len_t, 0) : (inverse && onesided ? 2 * (m - 1) : m);
     if (N <= 0 || N > ((int64_t)1 << 30))
@@ -219,7 +219,7 @@ kn_status *kn_cpu_STFT(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
 static kn_status *sig_window(const kn_node *node, kn_tensor *y, double a0, double a1, double a2)
 {
     int64_t n = y->dims[0];
-    bool periodic = kn_attr_int(node, "periodic", 1) != 0;
+    bool periodic = KN_PARAMS(node, sigwin)->periodic;
     double D = periodic ? (double)n : (double)(n - 1);
     for (int64_t i = 0; i < n; i++) {
         double v = D == 0.0 ? 1.0 : a0 - a1 * cos(2.0 * M_PI * (double)i / D) + a2 * cos(4.0 * M_PI * (double)i / D);

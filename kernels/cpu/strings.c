@@ -46,20 +46,17 @@ kn_status *kn_cpu_StringNormalizer(kn_exec_ctx *ctx, const kn_node *node, const 
     const kn_tensor *x = in[0];
     kn_tensor *y = out[0];
     if (x->dtype != KN_STRING) return kn_err_dtype(node, x);
-    const char *action = kn_attr_str(node, "case_change_action", "NONE");
-    int mode = strcmp(action, "LOWER") == 0 ? 1 : strcmp(action, "UPPER") == 0 ? 2 : 0;
-    if (mode == 0 && strcmp(action, "NONE") != 0)
-        return kn_error(KN_ERR_INVALID_MODEL, "StringNormalizer: unknown case_change_action '%s'", action);
-    bool cs = kn_attr_int(node, "is_case_sensitive", 0) != 0;
-    const kn_attr *sw = kn_node_attr(node, "stopwords");
+    const kn_params_strnorm *np = KN_PARAMS(node, strnorm);
+    int mode = np->case_change_action == KN_CASE_LOWER ? 1 : np->case_change_action == KN_CASE_UPPER ? 2 : 0;
+    bool cs = np->is_case_sensitive;
     int64_t n = kn_numel(x), kept = kn_string_normalizer_kept(node, x), o = 0;
     if (kn_numel(y) != (kept ? kept : 1))
         return kn_error(KN_ERR_RUNTIME, "StringNormalizer: output holds %lld strings, %lld kept", (long long)kn_numel(y), (long long)kept);
     for (int64_t i = 0; i < n; i++) {
         const char *s = str_at(x, i);
         bool stop = false;
-        for (int k = 0; sw && k < sw->n_strings && !stop; k++)
-            stop = cs ? strcmp(sw->strings[k], s) == 0 : strcasecmp(sw->strings[k], s) == 0;
+        for (int k = 0; k < np->n_stopwords && !stop; k++)
+            stop = cs ? strcmp(np->stopwords[k], s) == 0 : strcasecmp(np->stopwords[k], s) == 0;
         if (stop) continue;
         size_t len = strlen(s);
         KN_TRY(str_put(y, o, s, len));
@@ -119,9 +116,9 @@ kn_status *kn_cpu_StringSplit(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     const kn_tensor *x = in[0];
     kn_tensor *y = out[0], *lens = n_out > 1 ? out[1] : NULL;
     if (x->dtype != KN_STRING) return kn_err_dtype(node, x);
-    const char *delim = kn_attr_str(node, "delimiter", NULL);
+    const char *delim = KN_PARAMS(node, strsplit)->delimiter;
     if (delim && !*delim) delim = NULL;
-    int64_t maxsplit = kn_attr_int(node, "maxsplit", -1);
+    int64_t maxsplit = KN_PARAMS(node, strsplit)->maxsplit;
     int64_t n = kn_numel(x), width = y->dims[y->ndim - 1];
     for (int64_t i = 0; i < n; i++) {
         const char *s = str_at(x, i);
@@ -206,8 +203,7 @@ kn_status *kn_cpu_RegexFullMatch(kn_exec_ctx *ctx, const kn_node *node, const kn
     const kn_tensor *x = in[0];
     uint8_t *y = out[0]->data;
     if (x->dtype != KN_STRING) return kn_err_dtype(node, x);
-    const char *pat = kn_attr_str(node, "pattern", NULL);
-    if (!pat) return kn_error(KN_ERR_INVALID_MODEL, "RegexFullMatch: missing pattern attribute");
+    const char *pat = KN_PARAMS(node, regex)->pattern; /* present: the decoder checks */
     int64_t n = kn_numel(x);
 #ifdef KILN_HAVE_PCRE2
     int err;
@@ -248,9 +244,9 @@ kn_status *kn_cpu_RegexFullMatch(kn_exec_ctx *ctx, const kn_node *node, const kn
 
 typedef struct tfidf_gram { int64_t size, start, out_idx; } tfidf_gram;
 
-static bool tfidf_token_eq(const kn_tensor *x, int64_t xi, const kn_attr *pool_s, const int64_t *pool_i, int64_t pi)
+static bool tfidf_token_eq(const kn_tensor *x, int64_t xi, const char *const *pool_s, const int64_t *pool_i, int64_t pi)
 {
-    if (x->dtype == KN_STRING) return strcmp(str_at(x, xi), pool_s->strings[pi]) == 0;
+    if (x->dtype == KN_STRING) return strcmp(str_at(x, xi), pool_s[pi]) == 0;
     return kn_get_i64(x, xi) == pool_i[pi];
 }
 
@@ -259,17 +255,17 @@ kn_status *kn_cpu_TfIdfVectorizer(kn_exec_ctx *ctx, const kn_node *node, const k
 {
     const kn_tensor *x = in[0];
     kn_tensor *y = out[0];
-    const char *mode_s = kn_attr_str(node, "mode", "TF");
-    int mode = strcmp(mode_s, "TF") == 0 ? 1 : strcmp(mode_s, "IDF") == 0 ? 2 : strcmp(mode_s, "TFIDF") == 0 ? 3 : 0;
-    if (!mode) return kn_error(KN_ERR_INVALID_MODEL, "TfIdfVectorizer: unknown mode '%s'", mode_s);
-    int64_t minn = kn_attr_int(node, "min_gram_length", 1), maxn = kn_attr_int(node, "max_gram_length", 1);
-    int64_t max_skip = kn_attr_int(node, "max_skip_count", 0);
-    const int64_t *counts, *idx, *pool_i = NULL;
-    int nc = kn_attr_ints(node, "ngram_counts", &counts), ni = kn_attr_ints(node, "ngram_indexes", &idx);
-    const kn_attr *pool_s = kn_node_attr(node, "pool_strings"), *wts = kn_node_attr(node, "weights");
-    int np_i = kn_attr_ints(node, "pool_int64s", &pool_i);
-    int64_t pool_n = x->dtype == KN_STRING ? (pool_s ? pool_s->n_strings : 0) : (np_i > 0 ? np_i : 0);
-    if (x->dtype == KN_STRING ? !pool_s : np_i < 0)
+    const kn_params_tfidf *tp = KN_PARAMS(node, tfidf);
+    int mode = (int)tp->mode; /* 1 TF, 2 IDF, 3 TFIDF */
+    int64_t minn = tp->min_gram_length, maxn = tp->max_gram_length;
+    int64_t max_skip = tp->max_skip_count;
+    const int64_t *counts = tp->ngram_counts, *idx = tp->ngram_indexes, *pool_i = tp->pool_int64s;
+    int nc = tp->n_ngram_counts, ni = tp->n_ngram_indexes;
+    const char *const *pool_s = tp->pool_strings;
+    int np_i = tp->n_pool_int64s;
+    int np_s = tp->n_pool_strings;
+    int64_t pool_n = x->dtype == KN_STRING ? (np_s > 0 ? np_s : 0) : (np_i > 0 ? np_i : 0);
+    if (x->dtype == KN_STRING ? np_s < 0 : np_i < 0)
         return kn_error(KN_ERR_INVALID_MODEL, "TfIdfVectorizer: the pool does not match the input type");
     if (minn < 1 || maxn < minn || max_skip < 0 || nc < 1 || ni < 0)
         return kn_error(KN_ERR_INVALID_MODEL, "TfIdfVectorizer: bad gram lengths [%lld, %lld], skip %lld or counts",
@@ -315,9 +311,9 @@ kn_status *kn_cpu_TfIdfVectorizer(kn_exec_ctx *ctx, const kn_node *node, const k
     }
     for (int64_t r = 0; r < rows; r++)
         for (int64_t i = 0; i < width; i++) {
-            float f = yv[r * width + i], w = wts && i < wts->n_floats ? wts->floats[i] : 1.0f;
-            if (mode == 2) yv[r * width + i] = f > 0.0f ? (wts && wts->n_floats ? w : 1.0f) : 0.0f;
-            else if (mode == 3) yv[r * width + i] = wts && wts->n_floats ? w * f : f;
+            float f = yv[r * width + i], w = tp->weights && i < tp->n_weights ? tp->weights[i] : 1.0f;
+            if (mode == 2) yv[r * width + i] = f > 0.0f ? (tp->weights && tp->n_weights ? w : 1.0f) : 0.0f;
+            else if (mode == 3) yv[r * width + i] = tp->weights && tp->n_weights ? w * f : f;
         }
     return NULL;
 }
