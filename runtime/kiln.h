@@ -46,12 +46,23 @@ void kn_status_free(kn_status *st);
 typedef enum kn_device_kind { KN_DEVICE_CPU = 0, KN_DEVICE_CUDA = 1 } kn_device_kind;
 typedef enum kn_precision { KN_PRECISION_FP32 = 0, KN_PRECISION_TF32, KN_PRECISION_FP16, KN_PRECISION_BF16 } kn_precision;
 
+/* What the library has to say that is not an error (an op left to the CPU by a device backend,
+ * ...), one line at a time without a trailing newline. The library never prints by itself: with
+ * no callback set, messages go to kn_log_stderr, which writes "kiln: <msg>" to stderr. */
+typedef enum kn_log_level { KN_LOG_INFO = 0, KN_LOG_WARNING = 1 } kn_log_level;
+typedef void (*kn_log_fn)(void *user, kn_log_level level, const char *msg);
+void kn_log_stderr(void *user, kn_log_level level, const char *msg);
+
 typedef struct kn_session_options {
     kn_device_kind device;
     int device_index;       /* cuda:N */
     int num_threads;        /* 0: one per core */
-    kn_precision precision;
+    kn_precision precision; /* FP32 only for now: every backend computes in the model's own types,
+                             * and kn_session_create refuses a reduced precision rather than
+                             * ignore it (fp16/bf16/tf32 arrive with the GPU inference work) */
     int profile;            /* 1: time every node; read with kn_session_profile */
+    kn_log_fn log;          /* NULL: kn_log_stderr */
+    void *log_user;
 } kn_session_options;
 void kn_session_options_init(kn_session_options *opt);
 

@@ -45,6 +45,10 @@ void kn_session_options_init(kn_session_options *opt) {
     opt->device = KN_DEVICE_CPU;
 }
 
+void kn_log_stderr(void *user, kn_log_level level, const char *msg) {
+    fprintf(stderr, "kiln: %s%s\n", level == KN_LOG_WARNING ? "warning: " : "", msg);
+}
+
 void kn_model_options_init(kn_model_options *opt) {
     memset(opt, 0, sizeof *opt);
     opt->fuse = 1;
@@ -92,6 +96,9 @@ kn_status *kn_session_create(const kn_model *model, const kn_session_options *op
     KN_CHECK(model && model->graph, KN_ERR_INVALID_ARGUMENT, "kn_session_create: model is NULL");
     kn_session_options o;
     if (opt) o = *opt; else kn_session_options_init(&o);
+    KN_CHECK(o.precision == KN_PRECISION_FP32, KN_ERR_UNSUPPORTED,
+             "kn_session_create: precision %d requested; only FP32 is implemented (the model's own types)",
+             (int)o.precision);
     const kn_backend *be = NULL;
     KN_TRY(kn_backend_get(o.device, o.device_index, &be));
     KN_TRY(kn_graph_check_supported(model->graph));
@@ -291,9 +298,10 @@ static kn_status *kn_session_get_plan(kn_session *s, const kn_tensor *bound, kn_
             const kn_node *n = &s->g->nodes[i];
             if (p->skip[i] || p->place[i] || n->op < 0 || s->fallback_logged[n->op]) continue;
             s->fallback_logged[n->op] = 1;
-            char nd[256];
-            fprintf(stderr, "kiln: %s has no kernel for %s (first: %s); it runs on the CPU with copies\n", s->be->name,
-                    n->op_type, kn_node_desc(n, nd, sizeof nd));
+            char nd[256], msg[512];
+            snprintf(msg, sizeof msg, "%s has no kernel for %s (first: %s); it runs on the CPU with copies", s->be->name,
+                     n->op_type, kn_node_desc(n, nd, sizeof nd));
+            (s->opt.log ? s->opt.log : kn_log_stderr)(s->opt.log_user, KN_LOG_WARNING, msg);
         }
     }
     pthread_mutex_unlock(&s->mu);
