@@ -880,7 +880,7 @@ static void run_usage(void)
             "  input: JSON lines {\"input\": ...} from FILE, every *.jsonl of DIR (sorted), or stdin;\n"
             "         output: result_K.jsonl per input file in --output DIR, else stdout\n"
             "  --batch-size N  --device cpu|cuda[:N]  --precision fp32|fp16|bf16  --threads N\n"
-            "  --onnx-file F  --max-length N  --max-line-bytes N (default 256 MiB)  --progress | --no-progress\n"
+            "  --onnx-file F  --max-length N  --max-line-bytes N (default 32 MiB)  --progress | --no-progress\n"
             "  featureExtraction: --pooling mean|cls|max|last|none  --normalize\n"
             "  textClassification / imageClassification: --top-k K (0 = all)  --activation softmax|sigmoid|none\n"
             "  tokenClassification: --aggregation none|simple|first|average|max\n"
@@ -917,7 +917,8 @@ int kn_cmd_run(int argc, char **argv)
     const char *model = NULL, *type_s = NULL, *in_path = NULL, *out_dir = NULL, *labels_s = NULL, *template_s = NULL;
     const char *pool_s = NULL, *agg_s = NULL, *act_s = NULL, *prec_s = NULL;
     long top_k = -1, doc_stride = -1, max_ans = -1, v = 0;
-    size_t max_line_bytes = (size_t)256 << 20;   /* generous: a line is a document, not a corpus */
+    /* generous for one document, yet bounded: tokenizing costs ~130 bytes of memory per input byte */
+    size_t max_line_bytes = (size_t)32 << 20;
     double threshold = NAN;
     int progress = -1, multi_label = 0, normalize = -1;
     kn_pl_options po;
