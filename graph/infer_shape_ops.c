@@ -419,7 +419,7 @@ kn_status *kn_params_decode_nms(const kn_node *n, void *out)
 }
 
 /* ---- decoders of the sequence, optional and control-flow ops, whose shape rules and kernels
- * are in runtime/sequence.c and runtime/control_flow.c ---- */
+ * are in kernels/cpu/sequence.c and kernels/cpu/control_flow.c ---- */
 
 kn_status *kn_params_decode_seq_empty(const kn_node *n, void *out) {
     ((kn_params_seq_empty *)out)->dtype = kn_attr_int(n, "dtype", KN_F32);

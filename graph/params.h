@@ -103,7 +103,7 @@ typedef struct kn_params_loss {
 
 /* ---- elementwise, casts, data movement and shapes, resampling, quantisation, random ops,
  * sequences and control flow (decoders in graph/infer_elementwise.c, infer_shape_ops.c,
- * runtime/sequence.c and runtime/control_flow.c) ---- */
+ * kernels/cpu/sequence.c and kernels/cpu/control_flow.c) ---- */
 
 /* LeakyRelu, Elu, Selu, Celu, Gelu, HardSigmoid, Swish, ThresholdedRelu, Shrink, IsInf: each op's
  * attributes with its defaults. Shrink keeps lambd in alpha and bias in beta; Selu's gamma. */

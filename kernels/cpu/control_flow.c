@@ -1,7 +1,7 @@
 /* Control-flow ops: If, Loop and Scan run their body subgraphs through the executor
  * (kn_run_subgraph). Their output shapes are known only after the body ran, so their infer
  * functions leave shapes open and the kernels allocate their own outputs. */
-#include "executor.h"
+#include "runtime/executor.h"
 #include <stdlib.h>
 #include <string.h>
 

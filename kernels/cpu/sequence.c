@@ -1,7 +1,7 @@
 /* Sequence and optional ops. A sequence is a kn_tensor of kind SEQUENCE holding owned item
  * tensors; an empty optional is kind NONE; an optional with a value is the value itself. Their
  * sizes are known only at run time, so infer leaves outputs open and kernels allocate. */
-#include "executor.h"
+#include "runtime/executor.h"
 #include <stdlib.h>
 #include <string.h>
 
