@@ -2,6 +2,7 @@
  * string ops. Ops whose output size depends on an input's value (window size, DFT length, split
  * counts, stop-word removal) return an unknown rank until that value is available. */
 #include "graph/ops.h"
+#include "graph/op_helpers.h"
 #include "runtime/dtype.h"
 #include <stdlib.h>
 #include <string.h>
@@ -502,7 +503,6 @@ static bool is_stopword(const kn_params_strnorm *p, const char *s)
 }
 
 /* Number of entries StringNormalizer keeps: shared with the kernel via the same predicate. */
-int64_t kn_string_normalizer_kept(const kn_node *n, const kn_tensor *x);
 int64_t kn_string_normalizer_kept(const kn_node *n, const kn_tensor *x)
 {
     const kn_params_strnorm *p = KN_PARAMS(n, strnorm);
@@ -548,7 +548,6 @@ kn_status *kn_infer_StringConcat(kn_infer_ctx *c)
 
 /* Number of pieces one string splits into, with Python str.split semantics: a NULL or empty
  * delimiter splits on runs of whitespace and drops empty pieces. */
-int64_t kn_string_split_count(const char *s, const char *delim, int64_t maxsplit);
 int64_t kn_string_split_count(const char *s, const char *delim, int64_t maxsplit)
 {
     int64_t count = 0;

@@ -2,6 +2,7 @@
  * normalisations and losses. Reduction axes are resolved here once (kn_reduce_axes_mask) and
  * the CPU kernels call the same function, so the two never disagree on which axes reduce. */
 #include "graph/ops.h"
+#include "graph/op_helpers.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

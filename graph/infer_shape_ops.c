@@ -3,23 +3,12 @@
  * is known: values when in[i]->data is set, -1 dims otherwise. A few parameter helpers
  * (kn_shapeops_*) are shared with the CPU kernels so both sides agree on clamping rules. */
 #include "graph/ops.h"
+#include "graph/op_helpers.h"
 #include "runtime/dtype.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Shared with kernels/cpu/shape_ops.c, gather.c and resize.c (declared there too). */
-kn_status *kn_shapeops_read_ints(const kn_tensor *t, int64_t *vals, int64_t max, int64_t *n, const char *op);
-kn_status *kn_shapeops_slice_params(const kn_node *node, const kn_tensor *const *in, int n_in,
-                                    int64_t *starts, int64_t *steps, int64_t *out_dims);
-kn_status *kn_shapeops_pad_params(const kn_node *node, const kn_tensor *const *in, int n_in, int64_t *pads);
-kn_status *kn_shapeops_resize_params(const kn_node *node, const kn_tensor *const *in, int n_in,
-                                     double *scales, int64_t *out_dims, double *roi);
-kn_status *kn_shapeops_split_sizes(const kn_node *node, const kn_tensor *const *in, int n_in, int n_out,
-                                   int axis, int64_t *sizes);
-/* Defined in kernels/cpu/shape_ops.c and resize.c: data-dependent counts. */
-kn_status *kn_shapeops_unique_count(const kn_node *node, const kn_tensor *x, int64_t *n_unique);
-kn_status *kn_shapeops_nms_count(const kn_node *node, const kn_tensor *const *in, int n_in, int64_t *count);
 
 #define MAXR KN_MAX_DIMS
 

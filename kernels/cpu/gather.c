@@ -3,6 +3,7 @@
  * negative ones wrap once; anything still out of range is an error naming the op and shapes,
  * checked before any element moves. Elements move by byte size (strings are strdup'd). */
 #include "graph/ops.h"
+#include "graph/op_helpers.h"
 #include "runtime/dtype.h"
 #include <math.h>
 #include <stdlib.h>
@@ -10,7 +11,6 @@
 
 #define MAXR KN_MAX_DIMS
 
-kn_status *kn_shapeops_copy_elems(kn_dtype dt, void *dst, const void *src, int64_t n);
 
 static int64_t idx_at(const kn_tensor *t, int64_t i)
 {

@@ -3,12 +3,10 @@
  * ignore_index contributing nothing (weight 0). "mean" divides by the sum of the weights used,
  * which is the element count when there are no weights. Computed in double. */
 #include "graph/ops.h"
+#include "kernels/cpu/rows.h"
 #include <math.h>
 #include <string.h>
 
-/* defined in reduce.c */
-double kn_red_ld(const void *p, kn_dtype t, int64_t i);
-void kn_red_st(void *p, kn_dtype t, int64_t i, double v);
 
 static bool is_float(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
 

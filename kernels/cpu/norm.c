@@ -9,11 +9,6 @@
 #include <math.h>
 #include <string.h>
 
-/* defined in reduce.c */
-double kn_red_ld(const void *p, kn_dtype t, int64_t i);
-void kn_red_st(void *p, kn_dtype t, int64_t i, double v);
-kn_status *kn_red_offsets(kn_exec_ctx *ctx, const kn_tensor *x, const bool *mask,
-                          int64_t **koff, int64_t *nk, int64_t **roff, int64_t *nr);
 
 static bool is_float(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
 

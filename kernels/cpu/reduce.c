@@ -4,6 +4,7 @@
  * obviously-correct implementation; float32 reductions over contiguous trailing axes take the
  * row kernels (scalar here, AVX2/AVX-512 in reduce_avx2.c / reduce_avx512.c). */
 #include "graph/ops.h"
+#include "graph/op_helpers.h"
 #include "kernels/cpu/rows.h"
 #include "runtime/dtype.h"
 #include <math.h>
@@ -168,11 +169,7 @@ typedef enum {
     RED_SUM, RED_MEAN, RED_MAX, RED_MIN, RED_PROD, RED_L1, RED_L2, RED_LOGSUM, RED_LOGSUMEXP, RED_SUMSQ
 } red_kind;
 
-kn_status *kn_reduce_axes_mask(const kn_node *n, const kn_tensor *x, const kn_tensor *axes_in,
-                               bool *mask, bool *noop, bool *unknown);
-
-/* Offsets of every kept position (koff, in output order) and every reduced position (roff), so
- * that output o reduces x[koff[o] + roff[r]] over r. Used by MeanVarianceNormalization too. */
+/* kn_red_offsets (rows.h): also used by MeanVarianceNormalization. */
 kn_status *kn_red_offsets(kn_exec_ctx *ctx, const kn_tensor *x, const bool *mask,
                           int64_t **koff, int64_t *nk, int64_t **roff, int64_t *nr)
 {

@@ -2,6 +2,7 @@
  * double precision, following the ONNX reference's coordinate and coefficient rules),
  * GridSample (N-d), AffineGrid, RoiAlign and NonMaxSuppression. */
 #include "graph/ops.h"
+#include "graph/op_helpers.h"
 #include "runtime/dtype.h"
 #include <math.h>
 #include <stdlib.h>
@@ -10,9 +11,6 @@
 #define MAXR KN_MAX_DIMS
 #define MAX_TAPS 64 /* most taps one output coordinate reads along an axis */
 
-kn_status *kn_shapeops_resize_params(const kn_node *node, const kn_tensor *const *in, int n_in,
-                                     double *scales, int64_t *out_dims, double *roi);
-kn_status *kn_shapeops_nms_count(const kn_node *node, const kn_tensor *const *in, int n_in, int64_t *count);
 
 /* ---------------- Resize ---------------- */
 

@@ -4,8 +4,20 @@
  * and the threaded, dispatched entry points. */
 #ifndef KN_CPU_ROWS_H
 #define KN_CPU_ROWS_H
+#include "graph/ops.h"
 #include "runtime/threadpool.h"
+#include <stdbool.h>
 #include <stdint.h>
+
+/* ---- the generic (any dtype, any layout) paths of reduce.c, shared with softmax.c, norm.c and
+ * loss.c ---- */
+/* Element i of p (of dtype t) as a double, and back. */
+double kn_red_ld(const void *p, kn_dtype t, int64_t i);
+void kn_red_st(void *p, kn_dtype t, int64_t i, double v);
+/* Offsets of every kept position (koff, in output order) and every reduced position (roff), so
+ * that output o reduces x[koff[o] + roff[r]] over r. */
+kn_status *kn_red_offsets(kn_exec_ctx *ctx, const kn_tensor *x, const bool *mask, int64_t **koff, int64_t *nk,
+                          int64_t **roff, int64_t *nr);
 
 /* 0 scalar, 1 AVX2, 2 AVX-512: what this CPU runs (cached). */
 int kn_red_simd_level(void);

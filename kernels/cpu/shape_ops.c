@@ -4,6 +4,7 @@
  * are deep-copied with strdup. Most ops reduce to one strided N-d copy (strided_copy), with a
  * blocked fast path for the transposes models actually use. */
 #include "graph/ops.h"
+#include "graph/op_helpers.h"
 #include "runtime/dtype.h"
 #include <math.h>
 #include <stdlib.h>
@@ -12,18 +13,6 @@
 #define MAXR KN_MAX_DIMS
 #define MAXS (2 * KN_MAX_DIMS)
 
-kn_status *kn_shapeops_read_ints(const kn_tensor *t, int64_t *vals, int64_t max, int64_t *n, const char *op);
-kn_status *kn_shapeops_slice_params(const kn_node *node, const kn_tensor *const *in, int n_in,
-                                    int64_t *starts, int64_t *steps, int64_t *out_dims);
-kn_status *kn_shapeops_pad_params(const kn_node *node, const kn_tensor *const *in, int n_in, int64_t *pads);
-kn_status *kn_shapeops_split_sizes(const kn_node *node, const kn_tensor *const *in, int n_in, int n_out,
-                                   int axis, int64_t *sizes);
-/* Exported for gather.c/resize.c and the unit tests. */
-kn_status *kn_shapeops_copy_elems(kn_dtype dt, void *dst, const void *src, int64_t n);
-kn_status *kn_shapeops_strided_copy(kn_exec_ctx *ctx, kn_dtype dt, void *dst, const void *src, int nd,
-                                    const int64_t *dims, const int64_t *sstr, const int64_t *dstr);
-kn_status *kn_shapeops_transpose_ref(kn_dtype dt, void *dst, const void *src, int nd, const int64_t *dims, const int *perm);
-kn_status *kn_shapeops_unique_count(const kn_node *node, const kn_tensor *x, int64_t *n_unique);
 
 /* ---------------- element copies ---------------- */
 

@@ -10,9 +10,6 @@
 #include <math.h>
 #include <string.h>
 
-/* defined in reduce.c */
-double kn_red_ld(const void *p, kn_dtype t, int64_t i);
-void kn_red_st(void *p, kn_dtype t, int64_t i, double v);
 
 /* Scalar reference, numerically stable: shift by the row max, accumulate exp in fp32.
  * A NaN anywhere in a row makes the whole row NaN (its exp poisons the sum), as in numpy. */

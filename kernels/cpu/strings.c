@@ -4,6 +4,7 @@
  * above 0x7f pass through unchanged). RegexFullMatch uses PCRE2 when KILN_HAVE_PCRE2 is defined
  * (RE2-like syntax) and the POSIX extended regex of the C library otherwise. */
 #include "graph/ops.h"
+#include "graph/op_helpers.h"
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,9 +17,6 @@
 #include <regex.h>
 #endif
 
-/* Shared with graph/infer_misc.c so the shapes inferred there match what is produced here. */
-int64_t kn_string_normalizer_kept(const kn_node *n, const kn_tensor *x);
-int64_t kn_string_split_count(const char *s, const char *delim, int64_t maxsplit);
 
 static const char *str_at(const kn_tensor *t, int64_t i)
 {

@@ -5,7 +5,7 @@
  * empty tensors, string elements, Pad modes, Split's uneven tail, Unique and Resize. */
 #include "harness.h"
 
-kn_status *kn_shapeops_transpose_ref(kn_dtype dt, void *dst, const void *src, int nd, const int64_t *dims, const int *perm);
+#include "graph/op_helpers.h"
 
 static kn_tensor *mk_i64(int n, const int64_t *v) { int64_t d[1] = { n }; return mk_raw(KN_I64, 1, d, v); }
 
