@@ -279,21 +279,29 @@ static kn_status *cuda_copy(const kn_backend *b, void *dst, kn_device_kind dd, c
     return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "copying");
 }
 
-// ---- kernels ----
-static kn_kernel_fn kn_cuda_kernels[KN_OP_COUNT];
-static std::once_flag kn_cuda_kernels_once;
+// ---- kernels, supports() and host inputs: all from the op list, cuda_ops.def ----
+struct kn_cuda_op_row {
+    kn_kernel_fn kernel;
+    bool (*supports)(const kn_node *n, const kn_tensor *const *in, int n_in);
+    uint64_t host_inputs;
+};
+static kn_cuda_op_row kn_cuda_ops[KN_OP_COUNT];
+static std::once_flag kn_cuda_ops_once;
 
-static void fill_kernels() {
-#define KN_CUDA_REG(op) kn_cuda_kernels[KN_OP_##op] = kn_cuda_##op;
-    KN_CUDA_UNARY_OPS(KN_CUDA_REG)
-    KN_CUDA_BINARY_OPS(KN_CUDA_REG)
-    KN_CUDA_OTHER_OPS(KN_CUDA_REG)
-#undef KN_CUDA_REG
+static void fill_ops() {
+#define KN_CUDA_OP(op, sup, host) kn_cuda_ops[KN_OP_##op] = {kn_cuda_##op, kn_cuda_##sup##_supports, (uint64_t)(host)};
+#include "kernels/cuda/cuda_ops.def"
+#undef KN_CUDA_OP
+}
+
+static const kn_cuda_op_row *cuda_op(int op) {
+    std::call_once(kn_cuda_ops_once, fill_ops);
+    return op >= 0 && op < KN_OP_COUNT && kn_cuda_ops[op].kernel ? &kn_cuda_ops[op] : NULL;
 }
 
 static kn_kernel_fn cuda_kernel(const kn_backend *b, int op) {
-    std::call_once(kn_cuda_kernels_once, fill_kernels);
-    return op >= 0 && op < KN_OP_COUNT ? kn_cuda_kernels[op] : NULL;
+    const kn_cuda_op_row *r = cuda_op(op);
+    return r ? r->kernel : NULL;
 }
 
 // KILN_CUDA_DISABLE=Op,Op,...: those ops stay on the CPU, to bisect a wrong result to one kernel
@@ -315,35 +323,14 @@ static bool cuda_supports(const kn_backend *b, const kn_node *n, const kn_tensor
     if (!cuda_kernel(b, n->op) || n->n_implicit || cuda_disabled(n->op)) return false;
     for (int k = 0; k < n_in; k++)
         if (in[k] && (in[k]->kind != KN_KIND_TENSOR || in[k]->dtype == KN_STRING || in[k]->ndim < 0)) return false;
-    switch (n->op) {
-#define KN_CUDA_CASE(op) case KN_OP_##op:
-    KN_CUDA_UNARY_OPS(KN_CUDA_CASE)
-    KN_CUDA_BINARY_OPS(KN_CUDA_CASE)
-    case KN_OP_Where:
-        return kn_cuda_elementwise_supports(n, in, n_in);
-    case KN_OP_Cast: return kn_cuda_cast_supports(n, in, n_in);
-    case KN_OP_MatMul: case KN_OP_Gemm: return kn_cuda_matmul_supports(n, in, n_in);
-    case KN_OP_Softmax: case KN_OP_LogSoftmax: return kn_cuda_softmax_supports(n, in, n_in);
-    case KN_OP_LayerNormalization: return kn_cuda_norm_supports(n, in, n_in);
-    case KN_OP_ReduceSum: case KN_OP_ReduceMean: case KN_OP_ReduceMax: case KN_OP_ReduceMin:
-        return kn_cuda_reduce_supports(n, in, n_in);
-    default:
-        return kn_cuda_shape_supports(n, in, n_in);
-#undef KN_CUDA_CASE
-    }
+    return cuda_op(n->op)->supports(n, in, n_in);
 }
 
 // Inputs read on the host: shape-like arguments, known before the run in practice (the planner
 // computes them), so leaving them there costs no copy and no device sync.
 static uint64_t cuda_host_inputs(const kn_backend *b, const kn_node *n) {
-    switch (n->op) {
-    case KN_OP_Reshape: case KN_OP_Expand: case KN_OP_Squeeze: case KN_OP_Unsqueeze: case KN_OP_Split:
-    case KN_OP_ReduceSum: case KN_OP_ReduceMean: case KN_OP_ReduceMax: case KN_OP_ReduceMin:
-        return 1u << 1;
-    case KN_OP_Slice: return (1u << 1) | (1u << 2) | (1u << 3) | (1u << 4);
-    case KN_OP_ConstantOfShape: return 1u << 0;
-    default: return 0;
-    }
+    const kn_cuda_op_row *r = cuda_op(n->op);
+    return r ? r->host_inputs : 0;
 }
 
 extern "C" kn_status *kn_cuda_backend_open(int index, const kn_backend **out) {

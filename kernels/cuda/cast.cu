@@ -98,7 +98,8 @@ KN_CUDA_KERNEL(Cast) {
 
 bool kn_cuda_cast_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
     if (n_in < 1 || !in[0] || carrier(in[0]->dtype) < 0) return false;
-    int64_t to = kn_attr_int(n, "to", 0);
+    const kn_params_cast *p = KN_PARAMS(n, cast);
+    int64_t to = p && p->has_to ? p->to : 0;
     if (to <= 0 || to >= KN_DTYPE_COUNT || carrier((kn_dtype)to) < 0) return false;
     // the saturate attribute only concerns float8 targets, which stay on the CPU
     return true;

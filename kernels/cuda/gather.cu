@@ -32,7 +32,7 @@ KN_CUDA_KERNEL(Gather) {
     const kn_tensor *x = in[0], *ix = in[1];
     kn_tensor *y = out[0];
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", 0), x->ndim, node, &axis));
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, axis)->axis, x->ndim, node, &axis));
     int64_t outer = 1, inner = 1, n_idx = kn_numel(ix), dim = x->dims[axis];
     for (int d = 0; d < axis; d++) outer *= x->dims[d];
     for (int d = axis + 1; d < x->ndim; d++) inner *= x->dims[d];

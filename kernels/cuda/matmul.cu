@@ -177,8 +177,9 @@ KN_CUDA_KERNEL(Gemm) {
     kn_cuda_stream *s = kn_cuda_st(ctx);
     cudaDataType_t dt;
     if (!dt_of(A->dtype, &dt) || B->dtype != A->dtype) return kn_err_dtype(node, A);
-    bool ta = kn_attr_int(node, "transA", 0) != 0, tb = kn_attr_int(node, "transB", 0) != 0;
-    float alpha = kn_attr_float(node, "alpha", 1.0f), beta = kn_attr_float(node, "beta", 1.0f);
+    const kn_params_gemm *gp = KN_PARAMS(node, gemm);
+    bool ta = gp->trans_a, tb = gp->trans_b;
+    float alpha = gp->alpha, beta = gp->beta;
     int64_t M = ta ? A->dims[1] : A->dims[0], K = ta ? A->dims[0] : A->dims[1], N = tb ? B->dims[0] : B->dims[1];
     if (M == 0 || N == 0) return NULL;
     size_t es = kn_dtype_size(A->dtype);
@@ -204,6 +205,6 @@ bool kn_cuda_matmul_supports(const kn_node *n, const kn_tensor *const *in, int n
     // Gemm: 2-D operands, K > 0 (an empty product with a bias is left to the CPU), C of the same dtype
     if (in[0]->ndim != 2 || in[1]->ndim != 2) return false;
     if (n_in > 2 && in[2] && (in[2]->dtype != in[0]->dtype || in[2]->ndim > 2)) return false;
-    int64_t K = kn_attr_int(n, "transA", 0) ? in[0]->dims[0] : in[0]->dims[1];
+    int64_t K = KN_PARAMS(n, gemm)->trans_a ? in[0]->dims[0] : in[0]->dims[1];
     return K > 0;
 }

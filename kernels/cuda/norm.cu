@@ -63,8 +63,9 @@ template <class T> static void ln_launch(kn_tensor *const *out, int n_out, const
 KN_CUDA_KERNEL(LayerNormalization) {
     const kn_tensor *x = in[0], *sc = in[1], *b = n_in > 2 ? in[2] : NULL;
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", -1), x->ndim, node, &axis));
-    float eps = kn_attr_float(node, "epsilon", 1e-5f);
+    const kn_params_layernorm *p = KN_PARAMS(node, layernorm);
+    KN_TRY(kn_norm_axis(p->axis, x->ndim, node, &axis));
+    float eps = p->epsilon;
     int64_t rows = 1, cols = 1;
     for (int d = 0; d < axis; d++) rows *= x->dims[d];
     for (int d = axis; d < x->ndim; d++) cols *= x->dims[d];
@@ -93,7 +94,8 @@ KN_CUDA_KERNEL(LayerNormalization) {
 bool kn_cuda_norm_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
     if (n_in < 2 || !in[0] || !in[1] || !kn_cuda_float(in[0]->dtype) || in[1]->dtype != in[0]->dtype) return false;
     if (n_in > 2 && in[2] && in[2]->dtype != in[0]->dtype) return false;
-    int64_t axis = kn_attr_int(n, "axis", -1);
+    const kn_params_layernorm *p = KN_PARAMS(n, layernorm);
+    int64_t axis = p->axis;
     int r = in[0]->ndim;
     if (axis < -r || axis >= r) return false;
     if (axis < 0) axis += r;
@@ -101,6 +103,6 @@ bool kn_cuda_norm_supports(const kn_node *n, const kn_tensor *const *in, int n_i
     for (int d = (int)axis; d < r; d++) cols *= in[0]->dims[d];
     // scale/bias broadcast over part of the row stays on the CPU
     if (kn_numel(in[1]) != cols || (n_in > 2 && in[2] && kn_numel(in[2]) != cols)) return false;
-    int64_t st = kn_attr_int(n, "stash_type", 1);
+    int64_t st = p->stash_type;
     return st == 1 || st == 16;
 }

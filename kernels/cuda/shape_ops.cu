@@ -62,8 +62,8 @@ KN_CUDA_KERNEL(Transpose) {
     kn_tensor *y = out[0];
     int64_t xs[KN_MAX_DIMS], sst[KN_MAX_DIMS];
     int perm[KN_MAX_DIMS];
-    const int64_t *p;
-    int np = kn_attr_ints(node, "perm", &p);
+    const int64_t *p = KN_PARAMS(node, transpose)->perm;
+    int np = KN_PARAMS(node, transpose)->n_perm;
     for (int d = 0; d < x->ndim; d++) perm[d] = np == x->ndim ? (int)p[d] : x->ndim - 1 - d;
     row_strides(x, xs);
     for (int d = 0; d < y->ndim; d++) sst[d] = xs[perm[d]];
@@ -119,7 +119,7 @@ static kn_status *band_copy(kn_exec_ctx *ctx, const kn_node *node, void *dst, si
 KN_CUDA_KERNEL(Concat) {
     kn_tensor *y = out[0];
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", 0), y->ndim, node, &axis));
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, axis)->axis, y->ndim, node, &axis));
     int64_t outer, inner;
     axis_split(y, axis, &outer, &inner);
     size_t es = kn_dtype_size(y->dtype);
@@ -137,7 +137,7 @@ KN_CUDA_KERNEL(Concat) {
 KN_CUDA_KERNEL(Split) {
     const kn_tensor *x = in[0];
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", 0), x->ndim, node, &axis));
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, split)->axis, x->ndim, node, &axis));
     int64_t outer, inner;
     axis_split(x, axis, &outer, &inner);
     size_t es = kn_dtype_size(x->dtype);
@@ -174,10 +174,10 @@ KN_CUDA_KERNEL(ConstantOfShape) {
     kn_tensor *y = out[0];
     int64_t n = kn_numel(y);
     if (n <= 0) return NULL;
-    const kn_attr *a = kn_node_attr(node, "value");
+    const kn_tensor *value = KN_PARAMS(node, const_shape)->value;
     uint64_t v = 0;
     size_t es = kn_dtype_size(y->dtype);
-    if (a && a->t && a->t->data && kn_numel(a->t) >= 1) memcpy(&v, a->t->data, es);
+    if (value && value->data && kn_numel(value) >= 1) memcpy(&v, value->data, es);
     unsigned g = kn_cuda_blocks(n, 256);
     cudaStream_t s = kn_cuda_s(ctx);
     switch (es) {
@@ -206,8 +206,8 @@ bool kn_cuda_shape_supports(const kn_node *n, const kn_tensor *const *in, int n_
         return es == 1 || es == 2 || es == 4 || es == 8;
     }
     case KN_OP_ConstantOfShape: {
-        const kn_attr *a = kn_node_attr(n, "value");
-        if (a && a->t && a->t->dtype == KN_STRING) return false;
+        const kn_tensor *value = KN_PARAMS(n, const_shape)->value;
+        if (value && value->dtype == KN_STRING) return false;
         return true;
     }
     default: return false;

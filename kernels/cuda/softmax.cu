@@ -76,7 +76,7 @@ static kn_status *softmax_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_t
     if (n <= 0) return NULL;
     int r = x->ndim;
     int axis;
-    KN_TRY(kn_norm_axis(kn_attr_int(node, "axis", node->opset >= 13 ? -1 : 1), r ? r : 1, node, &axis));
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, softmax)->axis, r ? r : 1, node, &axis));
     int64_t outer = 1, len = 1, inner = 1;
     for (int d = 0; d < axis && d < r; d++) outer *= x->dims[d];
     if (node->opset >= 13) {
