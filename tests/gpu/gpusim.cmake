@@ -28,3 +28,9 @@ add_test(NAME gpusim.conformance_node
          COMMAND ${CMAKE_COMMAND} -DKILN=$<TARGET_FILE:kiln_cli_sim> -DDIR=${CMAKE_BINARY_DIR}/conformance/node
                  -DOUT=${CMAKE_BINARY_DIR}/gpusim-conformance-node -P ${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpusim_conformance.cmake)
 set_tests_properties(gpusim.conformance_node PROPERTIES FIXTURES_REQUIRED conformance_data TIMEOUT 2400 ENVIRONMENT "KILN_SIM_RACECHECK=1")
+
+# fusion chosen per backend: no fused op of a zoo model falls back to the CPU in a cuda session
+add_test(NAME gpusim.no_fused_fallback
+         COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/gpu/no_fused_fallback.sh $<TARGET_FILE:kiln_cli_sim>
+                 ${CMAKE_SOURCE_DIR}/../shared/zoo)
+set_tests_properties(gpusim.no_fused_fallback PROPERTIES TIMEOUT 600)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Fusion is chosen per backend: a --device cuda session of each zoo model must not place a fused
+# op (kiln:KnSdpa, com.microsoft Gelu/FastGelu/BiasGelu/SkipLayerNormalization) on the CPU for
+# want of a CUDA kernel; it runs the unfused ops instead. Runs each model through kiln-sim exec and
+# reads the backend's fallback notices; also checks a CPU session still gets the fusions.
+#   no_fused_fallback.sh KILN_SIM ZOO_DIR
+set -euo pipefail
+KILN=$1 ZOO=$2
+fused='KnSdpa|Gelu|FastGelu|BiasGelu|SkipLayerNormalization'
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+for m in "$ZOO"/*/; do
+  name=$(basename "$m")
+  [ -f "$m/model.onnx" ] || continue
+  if ! "$KILN" exec "$m/model.onnx" --inputs "$m/test_data_set_0" --outputs "$tmp/$name" --device cuda 2>"$tmp/$name.log"; then
+    echo "FAIL $name: kiln exec --device cuda failed"; cat "$tmp/$name.log"; fail=$((fail + 1)); continue
+  fi
+  if grep -E "has no kernel for ($fused) " "$tmp/$name.log"; then
+    echo "FAIL $name: a fused op runs on the CPU in a cuda session"; fail=$((fail + 1))
+  else
+    others=$( (grep -oE "has no kernel for [A-Za-z]+" "$tmp/$name.log" || true) | sed 's/has no kernel for //' | sort -u | tr '\n' ' ')
+    echo "ok   $name: no fused op on the CPU (unfused ops without a CUDA kernel yet: ${others:-none})"
+    pass=$((pass + 1))
+  fi
+done
+# the same models on the CPU keep their fusions (kiln info --optimized shows the CPU's graph)
+if "$KILN" info --optimized "$ZOO/bert_feature/model.onnx" | grep -q KnSdpa; then
+  echo "ok   bert_feature: the CPU graph has kiln:KnSdpa"; pass=$((pass + 1))
+else
+  echo "FAIL bert_feature: the CPU graph lost its attention fusion"; fail=$((fail + 1))
+fi
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
