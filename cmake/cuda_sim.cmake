@@ -9,7 +9,7 @@ if(KILN_CUDA_SIM)
   # the interpreter itself: device language, scheduler and checks, CUDA runtime, cuBLASLt
   file(GLOB KILN_SIMT_SRC CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/kernels/cuda/simt/*.cpp)
   add_library(kiln_simt OBJECT ${KILN_SIMT_SRC})
-  target_include_directories(kiln_simt PUBLIC ${CMAKE_SOURCE_DIR}/kernels/cuda/simt/include ${CMAKE_SOURCE_DIR}/kernels/cuda)
+  target_include_directories(kiln_simt PUBLIC ${CMAKE_SOURCE_DIR}/kernels/cuda/simt/include ${CMAKE_SOURCE_DIR}/kernels/cuda ${CMAKE_SOURCE_DIR})
   target_compile_definitions(kiln_simt PUBLIC KILN_CUDA_SIM=1)
   target_compile_features(kiln_simt PUBLIC cxx_std_17)
 

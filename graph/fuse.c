@@ -4,8 +4,8 @@
  * about shapes is proven by constants, Transpose perms or a light rank propagation (the models
  * carry no value_info, so full shapes are rarely known before a run). The fused node writes the
  * pattern's final value, so graph outputs keep their names and dtypes. */
-#include "passes.h"
-#include "ops.h"
+#include "graph/passes.h"
+#include "graph/ops.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

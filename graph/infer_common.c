@@ -1,5 +1,5 @@
 /* Shared helpers for infer functions and kernels: broadcasting, axes, integer tensors. */
-#include "ops.h"
+#include "graph/ops.h"
 #include <stdlib.h>
 
 kn_status *kn_broadcast_shape(const kn_tensor *a, const kn_tensor *b, kn_tensor *out) {

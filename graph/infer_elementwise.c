@@ -1,8 +1,8 @@
 /* Shape and type inference for the elementwise family: unary ops keep the input's shape and
  * dtype (predicates give bool), binary and variadic ops broadcast numpy-style, comparisons give
  * bool, and the casts take their dtype from an attribute or from a second input. */
-#include "ops.h"
-#include "../runtime/dtype.h"
+#include "graph/ops.h"
+#include "runtime/dtype.h"
 #include <string.h>
 
 /* ---- params decoders (graph/params.h), run once per node at load ---- */

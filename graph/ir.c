@@ -1,5 +1,5 @@
 /* Graph IR construction, lookup and teardown. */
-#include "ir.h"
+#include "graph/ir.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

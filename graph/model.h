@@ -1,7 +1,7 @@
 /* A loaded ONNX model: metadata, the main graph, and the file mappings its weights point into. */
 #ifndef KN_MODEL_H
 #define KN_MODEL_H
-#include "ir.h"
+#include "graph/ir.h"
 #include <pthread.h>
 
 struct kn_backend;

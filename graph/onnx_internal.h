@@ -2,7 +2,7 @@
  * where a tensor's external data may be found and where the file mappings it lives in are kept. */
 #ifndef KN_ONNX_INTERNAL_H
 #define KN_ONNX_INTERNAL_H
-#include "model.h"
+#include "graph/model.h"
 #include "onnx/onnx.pb-c.h"
 #include <stdbool.h>
 

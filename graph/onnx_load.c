@@ -10,9 +10,9 @@
  * 32-bit length), so a model whose weights exceed that must keep them as external data, which is
  * mapped, not parsed: external data files may be any size. Embedded raw_data buffers are taken
  * over from the parse rather than copied, so loading costs one copy of embedded weights. */
-#include "onnx_internal.h"
-#include "ops.h"
-#include "../runtime/dtype.h"
+#include "graph/onnx_internal.h"
+#include "graph/ops.h"
+#include "runtime/dtype.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>

@@ -1,6 +1,6 @@
 /* The op table generated from ops.def, name resolution, shape-rule lookup, and the one place
  * where attributes are decoded into params (kn_graph_decode_params). */
-#include "ops.h"
+#include "graph/ops.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,13 +11,13 @@ kn_status *kn_params_decode_legacy(const kn_node *n, void *p) { return NULL; }
 const kn_op_info kn_op_table[KN_OP_COUNT] = {
 #define KN_OP(id, name, domain, inplace, params, grad) \
     [KN_OP_##id] = {name, domain, inplace, #params, kn_params_decode_##params, sizeof(kn_params_##params), KN_GRAD_##grad},
-#include "ops.def"
+#include "graph/ops.def"
 #undef KN_OP
 };
 
 static const kn_infer_fn kn_infer_table[KN_OP_COUNT] = {
 #define KN_OP(id, name, domain, inplace, params, grad) [KN_OP_##id] = kn_infer_##id,
-#include "ops.def"
+#include "graph/ops.def"
 #undef KN_OP
 };
 

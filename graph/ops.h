@@ -3,15 +3,15 @@
  * backend. Ops are pure: outputs depend only on inputs and attributes. */
 #ifndef KN_OPS_H
 #define KN_OPS_H
-#include "ir.h"
-#include "params.h"
-#include "../runtime/threadpool.h"
+#include "graph/ir.h"
+#include "graph/params.h"
+#include "runtime/threadpool.h"
 
 typedef enum kn_inplace { KN_INPLACE_NONE = 0, KN_INPLACE_ELEMENTWISE = 1, KN_INPLACE_ALIAS = 2 } kn_inplace;
 
 typedef enum kn_op {
 #define KN_OP(id, name, domain, inplace, params, grad) KN_OP_##id,
-#include "ops.def"
+#include "graph/ops.def"
 #undef KN_OP
     KN_OP_COUNT
 } kn_op;
@@ -130,7 +130,7 @@ const kn_backend *kn_cuda_backend(int device_index);
     kn_status *kn_cpu_##id(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, \
                           kn_tensor *const *out, int n_out); \
     kn_status *kn_params_decode_##params(const kn_node *n, void *p);
-#include "ops.def"
+#include "graph/ops.def"
 #undef KN_OP
 kn_infer_fn kn_op_infer(int op);
 

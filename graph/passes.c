@@ -1,7 +1,7 @@
 /* Graph passes: op resolution, topological order, constant folding, dead-node elimination. */
-#include "passes.h"
-#include "model.h"
-#include "ops.h"
+#include "graph/passes.h"
+#include "graph/model.h"
+#include "graph/ops.h"
 #include "runtime/executor.h"
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /* Graph passes. Each is a separate function over a kn_graph, testable on its own. */
 #ifndef KN_PASSES_H
 #define KN_PASSES_H
-#include "ir.h"
+#include "graph/ir.h"
 
 /* Reorder nodes so every node comes after the producers of its inputs (stable for already
  * sorted graphs). A cycle, or an input no one produces, is an error naming the nodes. */

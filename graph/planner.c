@@ -1,6 +1,6 @@
 /* Best-fit offset assignment over value lifetimes (see planner.h). Requests are placed in order of
  * their start step; a block is free again once the step after its last use begins. */
-#include "planner.h"
+#include "graph/planner.h"
 #include <stdint.h>
 #include <stdlib.h>
 

@@ -2,8 +2,8 @@
  * layouts, external data (mapped into the model, never copied when aligned), sparse tensors, and
  * the single-tensor .pb files of the ONNX test layout. Every length is checked against the dims
  * before anything is allocated, so a hostile file cannot ask for more memory than it carries. */
-#include "onnx_internal.h"
-#include "../runtime/dtype.h"
+#include "graph/onnx_internal.h"
+#include "runtime/dtype.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>

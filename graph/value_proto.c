@@ -1,7 +1,7 @@
 /* Test-data values that are not plain tensors: SequenceProto and OptionalProto files (ONNX
  * test layout), read into kiln's sequence / empty-optional tensors. */
-#include "model.h"
-#include "onnx_internal.h"
+#include "graph/model.h"
+#include "graph/onnx_internal.h"
 #include "onnx/onnx-data.pb-c.h"
 #include <stdio.h>
 #include <stdlib.h>

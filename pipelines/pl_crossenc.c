@@ -9,7 +9,7 @@
  * returns the raw vector); here its score is the LAST class's value after the activation,
  * softmax by default (pipeline.h), i.e. CrossEncoder.predict(apply_softmax=True)[:, -1]: the
  * "relevant" probability of a binary relevance head. */
-#include "pl_internal.h"
+#include "pipelines/pl_internal.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /* featureExtraction over text: token embeddings from the model, pooled the way
  * sentence-transformers' Pooling module pools them (mean / CLS / max / last token, or none) and
  * optionally L2-normalised like its Normalize module. */
-#include "pl_internal.h"
+#include "pipelines/pl_internal.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

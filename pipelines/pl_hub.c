@@ -26,7 +26,7 @@
  * bytes/s (default 1024) for HF_HUB_DOWNLOAD_TIMEOUT seconds (default 30) fails, and the whole
  * download has a deadline of KILN_HUB_DEADLINE seconds (default 21600); a file whose size the hub
  * does not announce is capped at KILN_HUB_MAX_FILE_SIZE bytes (default 256 GiB). */
-#include "pl_internal.h"
+#include "pipelines/pl_internal.h"
 #include <curl/curl.h>
 #include <openssl/evp.h>
 #include <ctype.h>

@@ -3,8 +3,8 @@
  * featureExtraction (ImageFeatureExtractionPipeline: an output's rows, optionally pooled).
  * Images are decoded and preprocessed by pl_imgproc.c and run in batches of opt.batch_size;
  * images whose preprocessed sizes differ (no resize configured) run in separate batches. */
-#include "pl_internal.h"
-#include "pl_imgproc.h"
+#include "pipelines/pl_internal.h"
+#include "pipelines/pl_imgproc.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -11,7 +11,7 @@
 /* fused multiply-adds would change the filter coefficients' last bits and so PIL's rounding */
 #pragma GCC optimize("fp-contract=off")
 #endif
-#include "pl_imgproc.h"
+#include "pipelines/pl_imgproc.h"
 #include "kernels/cpu/image_decode.h"
 #include <stdio.h>
 #include <limits.h>

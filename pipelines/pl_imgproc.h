@@ -5,7 +5,7 @@
 #ifndef KN_PL_IMGPROC_H
 #define KN_PL_IMGPROC_H
 
-#include "status.h"
+#include "runtime/status.h"
 #include <json-c/json.h>
 #include <stdint.h>
 

@@ -4,9 +4,9 @@
 #ifndef KN_PL_INTERNAL_H
 #define KN_PL_INTERNAL_H
 
-#include "pipeline.h"
-#include "status.h"
-#include "tokenizer.h"
+#include "pipelines/pipeline.h"
+#include "runtime/status.h"
+#include "pipelines/tokenizer.h"
 #include <json-c/json.h>
 #include <stdarg.h>
 

@@ -2,8 +2,8 @@
  * that ships it) with a fast tokenizer: question + context windows (only_second truncation with a
  * stride), context-only softmax, span scores as the outer product of start and end
  * probabilities, answers aligned to words, merged by text across windows, best first. */
-#include "pl_internal.h"
-#include "tok_internal.h"
+#include "pipelines/pl_internal.h"
+#include "pipelines/tok_internal.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

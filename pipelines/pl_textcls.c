@@ -2,7 +2,7 @@
  * transformers' TextClassificationPipeline does (default activation from the config, top_k,
  * id2label), for single texts and true text pairs; and the label-list helpers every
  * classification task returns. */
-#include "pl_internal.h"
+#include "pipelines/pl_internal.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

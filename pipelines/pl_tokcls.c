@@ -1,8 +1,8 @@
 /* tokenClassification: transformers' TokenClassificationPipeline (5.x) over a model folder:
  * per-token softmax, special tokens dropped through the special-tokens mask, subword detection,
  * the none / simple / first / average / max aggregations and the ignore_labels filter. */
-#include "pl_internal.h"
-#include "tok_internal.h"
+#include "pipelines/pl_internal.h"
+#include "pipelines/tok_internal.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

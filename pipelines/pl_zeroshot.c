@@ -2,7 +2,7 @@
  * the entailment logits become label probabilities, as transformers'
  * ZeroShotClassificationPipeline computes them. All pairs of a call run together through the
  * batch runner. */
-#include "pl_internal.h"
+#include "pipelines/pl_internal.h"
 #include <ctype.h>
 #include <math.h>
 #include <stdlib.h>

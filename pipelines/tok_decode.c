@@ -1,7 +1,7 @@
 /* Decoders: turn a list of token strings back into text for generation, as Hugging Face's
  * decode_chain does: each decoder maps the list of strings to a new list, and the final list
  * is concatenated. */
-#include "tok_internal.h"
+#include "pipelines/tok_internal.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

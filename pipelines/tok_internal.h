@@ -4,7 +4,7 @@
 #ifndef KN_TOK_INTERNAL_H
 #define KN_TOK_INTERNAL_H
 
-#include "tokenizer.h"
+#include "pipelines/tokenizer.h"
 #include <stdarg.h>
 #include <stdint.h>
 #include <stddef.h>

@@ -1,7 +1,7 @@
 /* Loading: reads tokenizer.json through json-c into the component trees, checking every field
  * it uses and naming the field (as a path like model.vocab) when one is missing or malformed.
  * Also builds a BERT tokenizer from a bare vocab.txt folder. */
-#include "tok_internal.h"
+#include "pipelines/tok_internal.h"
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>

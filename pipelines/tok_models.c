@@ -2,7 +2,7 @@
  * byte fallback and unknown fusion), Unigram (Viterbi over the lattice of vocabulary pieces) and
  * WordLevel, each following the Hugging Face Rust implementation step for step so ids and
  * offsets agree, including its corner cases. */
-#include "tok_internal.h"
+#include "pipelines/tok_internal.h"
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  * output byte the original range of the character it came from, with the alignment rules of
  * Hugging Face's NormalizedString (inserted characters take their neighbour's range, composed
  * characters keep their starter's, replacements take the last replaced character's). */
-#include "tok_internal.h"
+#include "pipelines/tok_internal.h"
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>

@@ -1,7 +1,7 @@
 /* Post-processing: wraps the encoded sequence (or pair) in special tokens with the type ids of
  * TemplateProcessing, BertProcessing and RobertaProcessing, and trims byte-level offsets the way
  * Hugging Face's ByteLevel/Roberta processors do. Offsets here are already in characters. */
-#include "tok_internal.h"
+#include "pipelines/tok_internal.h"
 #include <stdlib.h>
 #include <string.h>
 

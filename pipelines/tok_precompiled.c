@@ -2,7 +2,7 @@
  * double-array trie mapping byte sequences to replacement strings, applied per extended
  * grapheme cluster with the quirks Hugging Face copied from SentencePiece (whole cluster first
  * when it is shorter than 6 bytes, otherwise character by character). */
-#include "tok_internal.h"
+#include "pipelines/tok_internal.h"
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>

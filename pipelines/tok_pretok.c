@@ -1,7 +1,7 @@
 /* Pre-tokenizers: split each piece of normalized text into smaller pieces with the split
  * behaviours of Hugging Face (removed, isolated, merged with previous/next, contiguous), and
  * the ByteLevel and Metaspace rewrites. Pieces share the arena; nothing is freed here. */
-#include "tok_internal.h"
+#include "pipelines/tok_internal.h"
 #include <stdlib.h>
 #include <string.h>
 

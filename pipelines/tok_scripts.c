@@ -5,7 +5,7 @@
  * table), and the characters added after 9.0 are turned back into Any with the age table below,
  * generated from ICU's u_charAge (every assigned code point whose age is above 9.0, as
  * inclusive ranges): Unicode data, no part of either implementation. */
-#include "tok_internal.h"
+#include "pipelines/tok_internal.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /* Shared helpers of the tokenizer: per-call arena, the aligned normalized string, UTF-8 coding,
  * the Unicode classes Hugging Face's Rust code relies on, hash maps and the byte trie. */
-#include "tok_internal.h"
+#include "pipelines/tok_internal.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

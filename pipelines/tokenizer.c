@@ -1,7 +1,7 @@
 /* The encode pipeline: split out added tokens, normalize, split normalized added tokens,
  * pre-tokenize, run the model, convert offsets to characters, truncate, post-process, pad.
  * Also batch encoding on threads, decoding, and vocabulary look-ups. */
-#include "tok_internal.h"
+#include "pipelines/tok_internal.h"
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /* Graph execution: plan building (shape inference with values known before the run, memory
  * planning), planned runs over one arena, and unplanned runs for control-flow subgraphs. */
-#include "executor.h"
+#include "runtime/executor.h"
 #include "graph/planner.h"
 #include <stdio.h>
 #include <stdlib.h>

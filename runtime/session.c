@@ -1,7 +1,7 @@
 /* The public API over the executor: model loading with graph optimisation, sessions with a plan
  * cache keyed by input shapes and a pool of arenas, and thread-safe runs. */
-#include "executor.h"
-#include "dtype.h"
+#include "runtime/executor.h"
+#include "runtime/dtype.h"
 #include "graph/passes.h"
 #include <pthread.h>
 #include <stdatomic.h>

@@ -8,7 +8,7 @@
 #ifndef KN_TENSOR_H
 #define KN_TENSOR_H
 #include "kiln.h"
-#include "status.h"
+#include "runtime/status.h"
 #include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>

@@ -6,8 +6,8 @@
  * has them. Broadcasting collapses the output into runs whose inner strides are 0 or 1, which
  * covers same-shape, scalar and row broadcasts with one loop shape. */
 #include "graph/ops.h"
-#include "dtype.h"
-#include "elementwise_simd.h"
+#include "runtime/dtype.h"
+#include "kernels/cpu/elementwise_simd.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

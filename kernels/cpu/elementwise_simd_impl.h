@@ -4,7 +4,7 @@
  * exp is kn_vexp (vmath.h), shared with the softmax rows; erf uses x*P(x^2) for |x| < 1 and
  * 1 - exp(-x^2)*Q(1/|x|) above, with P and Q least-squares fits made for kiln (relative
  * error well under 1e-6 in float arithmetic). Tails go through a W-lane stack buffer. */
-#include "elementwise_simd.h"
+#include "kernels/cpu/elementwise_simd.h"
 #include "kernels/cpu/vmath.h"
 #include <string.h>
 

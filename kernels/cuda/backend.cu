@@ -3,7 +3,7 @@
 // shared by every session on the device), per-run streams each with a cuBLASLt handle,
 // workspace and pinned staging, copies, the kernel table and supports().
 // Device indices are CUDA runtime ordinals, so CUDA_VISIBLE_DEVICES applies as usual.
-#include "cuda_common.h"
+#include "kernels/cuda/cuda_common.h"
 #include <map>
 #include <mutex>
 #include <stdio.h>

@@ -2,7 +2,7 @@
 // the CPU reference's rules: floats to integers truncate toward zero, NaN and out-of-range values
 // are pinned (NaN -> INT64_MIN bits for int32/int64, 0 otherwise), integers wrap, anything to bool
 // is "!= 0", and 16-bit floats are rounded to nearest even from float.
-#include "cuda_common.h"
+#include "kernels/cuda/cuda_common.h"
 
 enum { C_F, C_S, C_U }; // carrier: float (double), signed, unsigned
 

@@ -7,7 +7,7 @@
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #include <cublasLt.h>
-#include "kn_device.h"
+#include "kernels/cuda/kn_device.h"
 #include <stdint.h>
 extern "C" {
 #include "graph/ops.h"

@@ -1,7 +1,7 @@
 // Elementwise ops on the device: unary math, binary arithmetic/comparison/logic with numpy
 // broadcasting, and Where. float32/float16/bfloat16 compute in float (16-bit types round once
 // on store, as the CPU reference does); int32/int64 wrap like the CPU's two's-complement code.
-#include "cuda_common.h"
+#include "kernels/cuda/cuda_common.h"
 #include <type_traits>
 
 // ---- unary ----

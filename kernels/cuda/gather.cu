@@ -1,7 +1,7 @@
 // Gather along any axis on the device, int32 or int64 indices, negative indices counted from
 // the end. An index out of range cannot stop the run from inside a kernel: its output row is
 // zeroed and the stream's error word set, so the run fails at its end as on the CPU.
-#include "cuda_common.h"
+#include "kernels/cuda/cuda_common.h"
 
 // y[outer, n_idx, inner] = x[outer, idx[j] (of dim), inner]
 template <class E, class I> __global__ void gather_kernel(E *y, const E *x, const I *idx, int64_t outer, int64_t n_idx,

@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #ifdef KILN_CUDA_SIM
-#include "simt/simt.h"
+#include "kernels/cuda/simt/simt.h"
 #define KN_LAUNCH(kernel, grid, block, smem, stream, ...) \
     kn_sim::launch(#kernel, kernel, (grid), (block), (smem), (stream), ##__VA_ARGS__)
 #define KN_SHARED(T, name, N) \

@@ -4,7 +4,7 @@
 // accumulate in float32.
 // Row-major C[M,N] = A[M,K] B[K,N] is computed as the column-major C^T = B^T A^T, which needs no
 // transposes: B is cuBLAS's first operand.
-#include "cuda_common.h"
+#include "kernels/cuda/cuda_common.h"
 
 struct lt_gemm {
     cublasLtMatmulDesc_t desc;

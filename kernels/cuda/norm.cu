@@ -1,7 +1,7 @@
 // LayerNormalization on the device: one block per normalized row (the dims from `axis` on),
 // two passes in float (mean, then the centred variance, as the CPU reference), scale and bias
 // of the row's shape, optional Mean and InvStdDev outputs.
-#include "cuda_common.h"
+#include "kernels/cuda/cuda_common.h"
 
 #define LN_THREADS 256
 

@@ -2,7 +2,7 @@
 // output element walks its reduced elements (simple and exact first; row-parallel versions are
 // the next step). Floats accumulate in double like the CPU reference; NaN propagates through
 // Max/Min; integers accumulate in int64 and wrap.
-#include "cuda_common.h"
+#include "kernels/cuda/cuda_common.h"
 
 extern "C" kn_status *kn_reduce_axes_mask(const kn_node *n, const kn_tensor *x, const kn_tensor *axes_in, bool *mask, bool *noop,
                                           bool *unknown);

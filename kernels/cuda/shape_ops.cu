@@ -2,7 +2,7 @@
 // Split (2-D pitched copies), the byte copies of Reshape/Flatten/Squeeze/Unsqueeze/Identity (none
 // when the planner let the output alias the input), and ConstantOfShape. Shape arguments are read
 // on the host (see the backend's host_inputs); output shapes come from inference.
-#include "cuda_common.h"
+#include "kernels/cuda/cuda_common.h"
 
 extern "C" {
 kn_status *kn_shapeops_slice_params(const kn_node *node, const kn_tensor *const *in, int n_in,

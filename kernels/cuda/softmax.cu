@@ -1,7 +1,7 @@
 // Softmax and LogSoftmax on the device: one block per row of the reduced axis (opset >= 13: the
 // one axis, possibly strided; earlier opsets: the flattened trailing dims), max-subtracted,
 // accumulated in float; float16/bfloat16 Softmax rounds step by step as the CPU reference does.
-#include "cuda_common.h"
+#include "kernels/cuda/cuda_common.h"
 #include <type_traits>
 
 #define SM_THREADS 256

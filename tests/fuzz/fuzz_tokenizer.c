@@ -3,7 +3,7 @@
  * loads then encodes a few fixed texts (one with invalid UTF-8, a pair, with and without
  * truncation and stride) and decodes the ids back, so the loaded tables are exercised too.
  * Build: tests/fuzz/README.md. */
-#include "tokenizer.h"
+#include "pipelines/tokenizer.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

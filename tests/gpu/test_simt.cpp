@@ -8,7 +8,7 @@
 // interpreter's answers are checked against the hardware's; the broken kernels and the
 // interpreter's own checks run only under the interpreter (on a GPU they would hang or be
 // undefined). Exit 0 when all pass, 77 without a device in the nvcc build.
-#include "kn_device.h"
+#include "kernels/cuda/kn_device.h"
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>

@@ -8,8 +8,8 @@
  *   test_pl_image DATA_DIR
  *   test_pl_image --dump preprocessor_config.json IMAGE OUT.raw   (pixel_values as float32)
  *   test_pl_image --decode IMAGE OUT.raw                          (decoded RGB bytes) */
-#include "pipeline.h"
-#include "pl_imgproc.h"
+#include "pipelines/pipeline.h"
+#include "pipelines/pl_imgproc.h"
 #include <json-c/json.h>
 #include <math.h>
 #include <stdio.h>

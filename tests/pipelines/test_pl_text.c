@@ -6,7 +6,7 @@
  * labels, bad top_k, non-NLI models, NULL inputs, and the truncation warning.
  *
  *   test_pl_text DATA_DIR */
-#include "pipeline.h"
+#include "pipelines/pipeline.h"
 #include <json-c/json.h>
 #include <math.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* One pipeline shared by many threads: textClassification and featureExtraction called at once
  * from several threads on one kn_pipeline (one model, one session) must give bit-identical
  * results to a single-threaded call, whatever the interleaving. */
-#include "pipeline.h"
+#include "pipelines/pipeline.h"
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>

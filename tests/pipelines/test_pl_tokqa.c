@@ -3,9 +3,9 @@
  * recorded by gen_tokqa_refs.py (tokqa_expected.json): labels, words, offsets and indices exactly,
  * scores within 1e-4. Also checks the tokenizer's only_second overflow windows (ids, type ids,
  * offsets) against the package's, and that bad input is refused with an error. */
-#include "pipeline.h"
-#include "tokenizer.h"
-#include "status.h"
+#include "pipelines/pipeline.h"
+#include "pipelines/tokenizer.h"
+#include "runtime/status.h"
 #include <json-c/json.h>
 #include <math.h>
 #include <stdio.h>

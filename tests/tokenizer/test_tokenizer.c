@@ -3,9 +3,9 @@
  * files, from transformers' AutoTokenizer), plus UTF-8 repair, load errors, decoding,
  * batch/thread agreement, a long input, UnicodeScripts, stride windows of pairs and the BPE
  * word cache (cold, warm, full and shared by threads against an uncached tokenizer). */
-#include "tok_internal.h"
+#include "pipelines/tok_internal.h"
 #include <pthread.h>
-#include "tokenizer.h"
+#include "pipelines/tokenizer.h"
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -4,7 +4,7 @@
  * masks / past / present, MultiHeadAttention with bias / padding mask / attention bias / qk),
  * threaded and unthreaded, plus the error paths for malformed shapes and attributes.
  * tests/contrib_parity.py covers the same ops end to end against ONNX Runtime. */
-#include "harness.h"
+#include "tests/unit/harness.h"
 #include "runtime/dtype.h"
 
 static uint32_t rng_state = 4242;

@@ -6,7 +6,7 @@
  * output_padding; MaxPool (values and Indices, ceil_mode, dilations), AveragePool
  * (count_include_pad), the 2-D float32 pool fast path against the generic walk, and the error
  * paths (mismatched channels, out-of-range MaxUnpool indices). */
-#include "harness.h"
+#include "tests/unit/harness.h"
 #include "runtime/dtype.h"
 
 static uint32_t rng_state = 88172645u;

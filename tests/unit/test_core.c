@@ -4,7 +4,7 @@
 #include "graph/passes.h"
 #include "graph/planner.h"
 #include "runtime/executor.h"
-#include "harness.h"
+#include "tests/unit/harness.h"
 #include <check.h>
 #include <stdatomic.h>
 #include <stdio.h>

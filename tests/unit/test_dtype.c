@@ -2,8 +2,8 @@
  * trips of every float16 / bfloat16 / float8 / float4 code, rounding at halfway points (ties to
  * even), the extremes (max finite, min subnormal, overflow to Inf), NaN handling, negative zero
  * in the FNUZ formats, and the saturate / non-saturate rules of the ONNX Cast spec. */
-#include "harness.h"
-#include "dtype.h"
+#include "tests/unit/harness.h"
+#include "runtime/dtype.h"
 
 START_TEST(test_f16_round_trip_all_codes) {
     for (uint32_t h = 0; h < 65536; h++) {

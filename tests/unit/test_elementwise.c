@@ -5,8 +5,8 @@
  * ops, Clip across opsets, Where, Cast / CastLike / BitCast (strings, float8, int4, e8m0), and
  * the errors bad shapes, dtypes and attributes must give. */
 #include <stdio.h>
-#include "harness.h"
-#include "dtype.h"
+#include "tests/unit/harness.h"
+#include "runtime/dtype.h"
 #include "kernels/cpu/elementwise_simd.h"
 
 static kn_threadpool *test_pool;

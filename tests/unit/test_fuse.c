@@ -1,7 +1,7 @@
 /* Tests of the fusion passes (graph/fuse.c): small graphs for each pattern and its exporter
  * variants, the op histogram before and after, the fused node's attributes, the outputs of the
  * fused and unfused graphs on the same random inputs, and near misses that must stay unfused. */
-#include "harness.h"
+#include "tests/unit/harness.h"
 #include "graph/model.h"
 #include "graph/passes.h"
 #include "runtime/kiln.h"

@@ -5,7 +5,7 @@
  * strides; and the MatMul / Gemm / Einsum / Det op kernels end to end through infer + kernel,
  * including Einsum's lowering to batched sgemm against its plain loop, and MatMulInteger's SIMD
  * path against a plain integer sum. */
-#include "harness.h"
+#include "tests/unit/harness.h"
 #include "kernels/cpu/gemm.h"
 #include "runtime/dtype.h"
 

@@ -7,7 +7,7 @@
 #endif
 #include "graph/model.h"
 #include "graph/ops.h"
-#include "harness.h"
+#include "tests/unit/harness.h"
 #include <check.h>
 #include <dirent.h>
 #include <ftw.h>

@@ -3,7 +3,7 @@
  * inputs, softcap, odd sizes, more query rows than one block), LSTM / GRU against values from
  * onnxruntime, Quantize / Dequantize rounding, saturation and round trips, DFT against a direct
  * sum, seeded random draws against numpy's RandomState, and the string ops. */
-#include "harness.h"
+#include "tests/unit/harness.h"
 #include "runtime/dtype.h"
 
 static uint32_t rng_state = 987654321u;

@@ -2,7 +2,7 @@
  * the scalar reference over many sizes and special values, and the op kernels end to end through
  * infer + kernel against values computed here (LayerNormalization fast vs generic path,
  * RMSNormalization, BatchNormalization both modes, Instance/Group/Lp/MVN/LRN, the losses). */
-#include "harness.h"
+#include "tests/unit/harness.h"
 #include "kernels/cpu/rows.h"
 typedef void (*ln_fn)(const float *, float *, int64_t, int64_t, const float *, const float *, float, float *, float *);
 

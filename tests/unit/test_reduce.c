@@ -2,7 +2,7 @@
  * the scalar reference over many sizes and special values, and the op kernels end to end through
  * infer + kernel (axes as attribute and as input, negative axes, keepdims, empty tensors and
  * identities, NaN propagation, ArgMax/TopK tie order, CumSum modes). */
-#include "harness.h"
+#include "tests/unit/harness.h"
 #include "kernels/cpu/rows.h"
 
 static const int64_t sizes[] = {0, 1, 7, 8, 15, 16, 17, 33, 384, 1000};

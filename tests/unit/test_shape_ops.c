@@ -3,7 +3,7 @@
  * with huge and negative ends and negative steps, Gather range checks, the blocked Transpose
  * against the plain reference over many permutations and odd sizes, Expand/Tile broadcasting,
  * empty tensors, string elements, Pad modes, Split's uneven tail, Unique and Resize. */
-#include "harness.h"
+#include "tests/unit/harness.h"
 
 #include "graph/op_helpers.h"
 

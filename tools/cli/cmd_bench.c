@@ -2,8 +2,8 @@
  * (--inputs DIR) or on inputs generated from the model's declared inputs over a sweep of batch
  * sizes and sequence lengths (--batch 1,8,32 --seq 128). Text for people, --json (one object per
  * sweep point) for tools/bench/compare.py. */
-#include "cli.h"
-#include "dtype.h"
+#include "tools/cli/cli.h"
+#include "runtime/dtype.h"
 #include "graph/ops.h"
 #include <ctype.h>
 #include <errno.h>

@@ -4,8 +4,8 @@
  * HF_ENDPOINT, HF_TOKEN, HF_HOME / HF_HUB_CACHE and HF_HUB_OFFLINE are honoured as huggingface_hub
  * does; progress goes to stderr when it is a terminal. */
 #ifdef KILN_HAVE_PIPELINES
-#include "cli.h"
-#include "pl_internal.h"
+#include "tools/cli/cli.h"
+#include "pipelines/pl_internal.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -3,8 +3,8 @@
  * text on stdout. A thin front end over the featureExtraction pipeline (pipelines/pl_feature.c),
  * kept for its simple line format; `kiln run --type featureExtraction` is the general one. */
 #ifdef KILN_HAVE_PIPELINES
-#include "cli.h"
-#include "pipeline.h"
+#include "tools/cli/cli.h"
+#include "pipelines/pipeline.h"
 #include <json-c/json.h>
 #include <math.h>
 #include <stdio.h>

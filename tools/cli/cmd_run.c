@@ -11,8 +11,8 @@
  * commas, single quotes or raw control characters) before json-c builds them, so the output is
  * always valid UTF-8 JSON. */
 #ifdef KILN_HAVE_PIPELINES
-#include "cli.h"
-#include "pipeline.h"
+#include "tools/cli/cli.h"
+#include "pipelines/pipeline.h"
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>

@@ -1,7 +1,7 @@
 /* `kiln tokenize` and `kiln detokenize`: text lines in, one JSON object per line out (ids,
  * tokens, character offsets, type ids), and ids back to text. Lines are encoded in batches on
  * all cores; output order is input order. */
-#include "tokenizer.h"
+#include "pipelines/tokenizer.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /* Test-layout folders (input_K.pb / output_K.pb) and input binding for the CLI commands. */
-#include "cli.h"
+#include "tools/cli/cli.h"
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -8,8 +8,8 @@
  * fewer pass; --baseline FILE (the cases that passed last time) fails it when one of them no
  * longer passes, naming each, so a regression shows its cause at once; --write-baseline FILE
  * records the cases that pass now. */
-#include "cli.h"
-#include "dtype.h"
+#include "tools/cli/cli.h"
+#include "runtime/dtype.h"
 #include "runtime/executor.h"
 #include <dirent.h>
 #include <errno.h>

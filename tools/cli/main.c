@@ -1,7 +1,7 @@
 /* The kiln command-line tool: version, info, exec, conformance, bench (and tokenize when the
  * pipelines are built). Each command returns non-zero with a message on any error. */
-#include "cli.h"
-#include "dtype.h"
+#include "tools/cli/cli.h"
+#include "runtime/dtype.h"
 #include "graph/ops.h"
 #include "graph/passes.h"
 #include <stdio.h>
