@@ -7,7 +7,10 @@
  * functions on one pipeline at once; they share the model's weights and one session.
  * Every task takes n inputs and returns n results in input order; inside a call the inputs are
  * sorted by length and run in batches of options.batch_size, padded to the longest in the batch.
- * Results are plain structs freed with their kn_pl_*_free function. */
+ * Results are plain structs freed with their kn_pl_*_free function.
+ * Texts are NUL-terminated UTF-8. A text that holds the character U+0000 passes it as the two bytes
+ * C0 80 (Modified UTF-8, never valid UTF-8 otherwise): the tokenizer then sees U+0000 itself, and
+ * text slices in results (words, answers) carry it as C0 80 too. */
 #ifndef KN_PIPELINE_H
 #define KN_PIPELINE_H
 

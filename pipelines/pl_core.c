@@ -431,15 +431,35 @@ kn_status *pl_encode(const kn_pipeline *p, int n, const char *const *texts, cons
     }
     o.per_call = 1;
     size_t *lens = malloc(sizeof(size_t) * (size_t)(2 * n + 1));
-    if (!lens) return KN_OOM(sizeof(size_t) * (size_t)n * 2);
+    const char **tx = calloc((size_t)(2 * n + 1), sizeof *tx);
+    char **own = calloc((size_t)(2 * n + 1), sizeof *own);
+    if (!lens || !tx || !own) { free(lens); free(tx); free(own); return KN_OOM(sizeof(size_t) * (size_t)n * 2); }
     size_t *plens = lens + n;
-    for (int i = 0; i < n; i++) {
-        lens[i] = texts[i] ? strlen(texts[i]) : 0;
-        plens[i] = pairs && pairs[i] ? strlen(pairs[i]) : 0;
+    const char **px = tx + n;
+    kn_status *st = NULL;
+    for (int i = 0; !st && i < 2 * n; i++) {
+        const char *src = i < n ? texts[i] : pairs ? pairs[i - n] : NULL;
+        tx[i] = src;
+        lens[i] = src ? strlen(src) : 0;
+        if (src && memmem(src, lens[i], "\xC0\x80", 2)) {
+            /* U+0000 comes as C0 80 (pipeline.h): the tokenizer gets the NUL character itself */
+            if (!(own[i] = malloc(lens[i] + 1))) { st = KN_OOM(lens[i]); break; }
+            size_t w = 0;
+            for (size_t k = 0; k < lens[i]; k++) {
+                if ((unsigned char)src[k] == 0xC0 && k + 1 < lens[i] && (unsigned char)src[k + 1] == 0x80) { own[i][w++] = 0; k++; }
+                else own[i][w++] = src[k];
+            }
+            tx[i] = own[i];
+            lens[i] = w;
+        }
     }
     char err[1024];
-    int rc = kn_tokenizer_encode_batch(p->tok, n, texts, lens, pairs, plens, &o, p->opt.tokenizer_threads, out, err, sizeof err);
+    int rc = st ? 0 : kn_tokenizer_encode_batch(p->tok, n, tx, lens, pairs ? px : NULL, plens, &o, p->opt.tokenizer_threads, out, err, sizeof err);
+    for (int i = 0; i < 2 * n; i++) free(own[i]);
+    free(own);
+    free(tx);
     free(lens);
+    if (st) return st;
     if (rc) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: tokenizer: %s", p->dir, err);
     if (!eo) {
         for (int i = 0; i < n; i++) {

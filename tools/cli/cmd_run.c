@@ -9,7 +9,8 @@
  * answered with an error, invalid UTF-8 is replaced by U+FFFD (as the tokenizer does) with a
  * "warning" field saying so, and lines are checked as strict JSON (RFC 8259: no NaN, trailing
  * commas, single quotes or raw control characters) before json-c builds them, so the output is
- * always valid UTF-8 JSON. */
+ * always valid UTF-8 JSON. U+0000 inside a text goes to the pipelines as C0 80 (pipeline.h), so it is
+ * a character of the text, not its end. */
 #ifdef KILN_HAVE_PIPELINES
 #include "tools/cli/cli.h"
 #include "pipelines/pipeline.h"
@@ -37,6 +38,8 @@ typedef struct run_item {
     char *raw;                  /* the line as read, invalid UTF-8 repaired (echoed when it is not JSON) */
     size_t raw_len;             /* its length: it may hold NUL bytes */
     char *warn;                 /* a note on the line that did not stop it (repaired bytes) */
+    char **owned;               /* texts rewritten for the pipelines (U+0000 as C0 80) */
+    int n_owned;
     json_object *obj;           /* the parsed line */
     json_object *input;         /* its "input" (borrowed from obj), NULL when absent */
     char *err;                  /* an error line's message */
@@ -140,6 +143,8 @@ static void run_item_free(run_item *it)
     run_item_reset(it);
     free(it->raw);
     free(it->warn);
+    for (int i = 0; i < it->n_owned; i++) free(it->owned[i]);
+    free(it->owned);
     json_object_put(it->obj);
     free(it->path);
     free(it->list);
@@ -358,18 +363,45 @@ static void run_repair_utf8(run_item *it)
     it->warn = strdup(msg);
 }
 
-/* A text the pipelines take as a C string: one holding U+0000 would be cut there without a word. */
+/* A text as the pipelines take it: a C string, so U+0000 (which json-c keeps as a NUL byte) goes
+ * as C0 80 (pipeline.h) instead of ending the text there. */
 static const char *run_text(run_item *it, json_object *o, const char *what)
 {
     const char *s = run_str(o);
     if (!s) return NULL;
-    size_t n = (size_t)json_object_get_string_len(o);
-    const char *z = memchr(s, 0, n);
-    if (z) {
-        run_item_fail(it, "%s holds U+0000 (\\u0000) at byte %zu: the pipelines take NUL-free text", what, (size_t)(z - s));
-        return NULL;
+    size_t n = (size_t)json_object_get_string_len(o), nul = 0;
+    for (size_t k = 0; k < n; k++) nul += s[k] == 0;
+    if (!nul) return s;
+    char **ow = realloc(it->owned, sizeof *ow * (size_t)(it->n_owned + 1));
+    char *m = malloc(n + nul + 1);
+    if (ow) it->owned = ow;
+    if (!ow || !m) { free(m); run_item_fail(it, "out of memory copying %s", what); return NULL; }
+    size_t w = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (s[k]) m[w++] = s[k];
+        else { m[w++] = (char)0xC0; m[w++] = (char)0x80; }
     }
-    return s;
+    m[w] = 0;
+    it->owned[it->n_owned++] = m;
+    return m;
+}
+
+/* A JSON string of text that came back from a pipeline: C0 80 is U+0000 again. */
+static json_object *run_json_text(const char *s)
+{
+    if (!s) s = "";
+    size_t n = strlen(s);
+    if (!memmem(s, n, "\xC0\x80", 2)) return json_object_new_string_len(s, (int)n);
+    char *m = malloc(n + 1);
+    if (!m) return json_object_new_string(s);
+    size_t w = 0;
+    for (size_t k = 0; k < n; k++) {
+        if ((unsigned char)s[k] == 0xC0 && k + 1 < n && (unsigned char)s[k + 1] == 0x80) { m[w++] = 0; k++; }
+        else m[w++] = s[k];
+    }
+    json_object *o = json_object_new_string_len(m, (int)w);
+    free(m);
+    return o;
 }
 
 static void run_parse(run_ctx *c, run_item *it)
@@ -401,9 +433,13 @@ static void run_parse(run_ctx *c, run_item *it)
     case RT_FEATURE:
     case RT_IMAGE:
         if (!run_str(in)) { run_item_fail(it, "%s expects \"input\": \"%s\"", run_type_names[c->type], c->type == RT_IMAGE || c->image_model ? "path/to/image" : "text"); return; }
-        if (!run_text(it, in, "the input")) return;
-        if (c->type == RT_IMAGE || c->image_model) run_resolve_path(c, it, run_str(in));
-        else it->a = run_str(in);
+        if (c->type == RT_IMAGE || c->image_model) {
+            /* a path cannot hold U+0000 */
+            if (memchr(run_str(in), 0, (size_t)json_object_get_string_len(in))) run_item_fail(it, "the image path holds U+0000");
+            else run_resolve_path(c, it, run_str(in));
+        } else {
+            it->a = run_text(it, in, "the input");
+        }
         return;
     case RT_ZERO:
         if (!run_str(in)) run_item_fail(it, "zeroShotClassification expects \"input\": \"text\"");
@@ -424,7 +460,7 @@ static void run_parse(run_ctx *c, run_item *it)
         if (run_str_list(in, &it->list, &it->n_list)) {
             it->has_list = true;
             for (int k = 0; k < it->n_list; k++)
-                if (!run_text(it, json_object_array_get_idx(in, (size_t)k), "a word")) return;
+                if (!(it->list[k] = run_text(it, json_object_array_get_idx(in, (size_t)k), "a word"))) return;
             return;
         }
         run_item_fail(it, "tokenClassification expects \"input\": \"text\" or [\"word\", \"word\", ...]");
@@ -443,7 +479,7 @@ static void run_parse(run_ctx *c, run_item *it)
             json_object_object_get_ex(in, "query", &q);
             if (!(it->a = run_text(it, q, "the query"))) return;
             for (int k = 0; k < it->n_list; k++)
-                if (!run_text(it, json_object_array_get_idx(v, (size_t)k), "a document")) { it->a = NULL; return; }
+                if (!(it->list[k] = run_text(it, json_object_array_get_idx(v, (size_t)k), "a document"))) { it->a = NULL; return; }
             return;
         }
         it->a = it->b = NULL;
@@ -505,7 +541,7 @@ static json_object *run_entities_json(const run_ctx *c, const kn_pl_entities *e)
         json_object_object_add(o, "Entity", json_object_new_string(x->entity ? x->entity : ""));
         json_object_object_add(o, "Score", run_num(x->score));
         if (c->token.aggregation == KN_AGG_NONE) json_object_object_add(o, "Index", json_object_new_int(x->index));
-        json_object_object_add(o, "Word", json_object_new_string(x->word ? x->word : ""));
+        json_object_object_add(o, "Word", run_json_text(x->word));
         json_object_object_add(o, "Start", json_object_new_int(x->start));
         json_object_object_add(o, "End", json_object_new_int(x->end));
         json_object_array_add(a, o);
@@ -554,7 +590,7 @@ static kn_status *run_items(run_ctx *c, run_item **it, int m)
         for (int i = 0; i < m; i++) {
             if (!st && c->type == RT_ZERO) {
                 json_object *o = json_object_new_object(), *sv = json_object_new_array();
-                json_object_object_add(o, "Sequence", json_object_new_string(a[i]));
+                json_object_object_add(o, "Sequence", run_json_text(a[i]));
                 for (int k = 0; k < l[i].n; k++) {
                     json_object *kv = json_object_new_object();
                     json_object_object_add(kv, "Key", json_object_new_string(l[i].v[k].label ? l[i].v[k].label : ""));
@@ -611,7 +647,7 @@ static kn_status *run_items(run_ctx *c, run_item **it, int m)
                 json_object *arr = json_object_new_array();
                 for (int k = 0; k < ans[i].n; k++) {
                     json_object *o = json_object_new_object();
-                    json_object_object_add(o, "Answer", json_object_new_string(ans[i].v[k].answer ? ans[i].v[k].answer : ""));
+                    json_object_object_add(o, "Answer", run_json_text(ans[i].v[k].answer));
                     json_object_object_add(o, "Score", run_num(ans[i].v[k].score));
                     json_object_object_add(o, "Start", json_object_new_int(ans[i].v[k].start));
                     json_object_object_add(o, "End", json_object_new_int(ans[i].v[k].end));
@@ -639,7 +675,7 @@ static kn_status *run_items(run_ctx *c, run_item **it, int m)
                 int d = r.v[k].index;
                 json_object_object_add(o, "Index", json_object_new_int(d));
                 json_object_object_add(o, "Score", run_num(r.v[k].score));
-                json_object_object_add(o, "Document", json_object_new_string(d >= 0 && d < it[i]->n_list ? it[i]->list[d] : ""));
+                json_object_object_add(o, "Document", run_json_text(d >= 0 && d < it[i]->n_list ? it[i]->list[d] : ""));
                 json_object_array_add(arr, o);
             }
             it[i]->out = arr;
