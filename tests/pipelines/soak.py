@@ -11,7 +11,7 @@ plan per batch). Every input line must get exactly one output line with an embed
           [--factor F] [--margin-mb M] [--report-every K]
 
 Long run by hand (all-MiniLM-L6-v2 converted as tools/quickstart.sh does):
-  soak.py --kiln build/kiln --model build/minilm --lines 20000 --factor 10 --report-every 10000
+  soak.py --kiln build/kiln --model build/minilm --lines 20000 --factor 10 --report-every 10000 --short
 """
 import argparse
 import json
@@ -26,10 +26,13 @@ WORDS = ("the quick brown fox jumps over a lazy dog while kiln runs models on ev
          "memory stays flat across long streams of text café naïve 東京 日本 emoji 🙂 données").split()
 
 
-def make_line(rng, i):
-    """One input line; the lengths cover every batch shape the pipeline makes, long ones early."""
+def make_line(rng, i, short=False):
+    """One input line; the lengths cover every batch shape the pipeline makes, long ones early.
+    short: sentence-like lines of 1 to 30 words (the long hand run on a real model)."""
     r = rng.random()
-    if i % 97 == 0:
+    if short:
+        n = 0 if r < 0.02 else rng.randint(1, 30)
+    elif i % 97 == 0:
         n = 600          # over the model's limit: truncated
     elif r < 0.05:
         n = 0
@@ -62,6 +65,7 @@ def main():
     ap.add_argument("--margin-mb", type=float, default=4.0, help="allowed growth of the peak RSS (also 5%% of it)")
     ap.add_argument("--report-every", type=int, default=0, help="print RSS every K output lines")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--short", action="store_true", help="sentence-length lines only (1 to 30 words)")
     a = ap.parse_args()
     total = a.lines * a.factor
     cmd = [a.kiln, "run", "--model", a.model, "--type", "featureExtraction", "--no-progress"]
@@ -73,7 +77,7 @@ def main():
         rng = random.Random(1234)
         try:
             for i in range(total):
-                p.stdin.write(make_line(rng, i).encode())
+                p.stdin.write(make_line(rng, i, a.short).encode())
             p.stdin.close()
         except BrokenPipeError:
             pass
