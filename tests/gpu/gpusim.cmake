@@ -34,3 +34,9 @@ add_test(NAME gpusim.no_fused_fallback
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/gpu/no_fused_fallback.sh $<TARGET_FILE:kiln_cli_sim>
                  ${CMAKE_SOURCE_DIR}/../shared/zoo)
 set_tests_properties(gpusim.no_fused_fallback PROPERTIES TIMEOUT 600)
+
+# the pipelines' GPU path: every transformers-parity fixture through kiln-sim run --device cuda
+add_test(NAME gpusim.pipelines
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/pipelines/check_parity.py --kiln $<TARGET_FILE:kiln_cli_sim>
+                 --extra=--device --extra=cuda --timeout 600)
+set_tests_properties(gpusim.pipelines PROPERTIES TIMEOUT 1800)
