@@ -27,21 +27,17 @@ WORDS = ("the quick brown fox jumps over a lazy dog while kiln runs models on ev
 
 
 def make_line(rng, i, short=False):
-    """One input line; the lengths cover every batch shape the pipeline makes, long ones early.
+    """One input line; the lengths cover every batch shape the pipeline makes.
     short: sentence-like lines of 1 to 30 words (the long hand run on a real model)."""
     r = rng.random()
     if short:
         n = 0 if r < 0.02 else rng.randint(1, 30)
     elif i % 97 == 0:
         n = 600          # over the model's limit: truncated
-    elif r < 0.05:
-        n = 0
-    elif r < 0.6:
-        n = rng.randint(1, 12)
-    elif r < 0.9:
-        n = rng.randint(13, 60)
     else:
-        n = rng.randint(61, 200)
+        # uniform lengths keep every batch shape coming back in any order: an arena pool that
+        # mislabels arenas (issue 19) misses again and again and grows to its slot limit
+        n = rng.randint(0, 160)
     return json.dumps({"input": " ".join(rng.choice(WORDS) for _ in range(n))}, ensure_ascii=False) + "\n"
 
 
