@@ -15,7 +15,7 @@ Faults for tests: cut a body half way (Content-Length announces all of it), stal
 corrupted LFS body; hostile servers: a GET body that never ends after HEAD announced the real size,
 a 500 whose body never ends, a body that drips at a set rate. Every hostile body stops by itself
 (after HOSTILE_LIMIT_S seconds or HOSTILE_LIMIT_BYTES bytes, or when the client hangs up) and counts
-what it sent in `sent`. Every request is logged (method, path, Range, Authorization).
+what it sent in `sent["MODE:PATH"]`. Every request is logged (method, path, Range, Authorization).
 
 Run alone: hub_server.py FOLDER [--repo org/name] [--port N] [--token T] serves FOLDER as one repo.
 """
@@ -145,7 +145,7 @@ class HubServer:
                 self._error(401, "RepoNotFound" if not auth else "InvalidCredentials", msg, head)
                 return False
 
-            def _hostile(self, path, chunk, rate=None, data=None):
+            def _hostile(self, tag, path, chunk, rate=None, data=None):
                 """Writes chunk again and again (or data, chunk by chunk, once) until the client hangs
                 up or a limit is reached; rate: bytes per second (None: as fast as the client reads)."""
                 t0, n = time.time(), 0
@@ -159,7 +159,8 @@ class HubServer:
                         self.wfile.flush()
                         n += len(chunk)
                         with hub.lock:
-                            hub.sent[path] = hub.sent.get(path, 0) + len(chunk)
+                            # keyed by mode too: a handler of an earlier test may still be finishing
+                            hub.sent[f"{tag}:{path}"] = hub.sent.get(f"{tag}:{path}", 0) + len(chunk)
                         if rate:
                             hub.stop_event.wait(len(chunk) / rate)
                 except (BrokenPipeError, ConnectionResetError, OSError):
@@ -173,7 +174,7 @@ class HubServer:
                     self.send_header("Content-Type", "text/plain")
                     self.send_header("Connection", "close")
                     self.end_headers()
-                    return self._hostile(path, b"Internal Server Error " * 3000)
+                    return self._hostile("error_endless", path, b"Internal Server Error " * 3000)
                 if not head and path in hub.endless:
                     # the right bytes first, then more of them, with no length announced
                     self.send_response(200)
@@ -183,14 +184,14 @@ class HubServer:
                         self.wfile.write(data)
                     except OSError:
                         return
-                    return self._hostile(path, data[:65536] or b"x")
+                    return self._hostile("endless", path, data[:65536] or b"x")
                 if not head and path in hub.drip:
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     rate = hub.drip[path]
                     # the right bytes, slowly: what arrives is a valid start of the file
-                    return self._hostile(path, b"x" * max(1, min(len(data), rate // 4)), rate, data)
+                    return self._hostile("drip", path, b"x" * max(1, min(len(data), rate // 4)), rate, data)
                 headers = dict(extra or {})
                 headers["Accept-Ranges"] = "bytes"
                 start, code = 0, 200

@@ -498,7 +498,7 @@ def t_hostile(ctx):
     ctx.server.drip = {}
     check("model.onnx" in r.stderr or "/cdn/" in r.stderr, f"drip: {r.stderr}")
     check(r.seconds < 30, f"a 2 bytes/s body took {r.seconds:.1f} s")
-    check(ctx.server.sent.get("model.onnx", 0) < 1000, f"drip: {ctx.server.sent}")
+    check(ctx.server.sent.get("drip:model.onnx", 0) < 1000, f"drip: {ctx.server.sent}")
     notes.append(f"2 B/s drip failed in {r.seconds:.1f} s")
     # fast enough for the low-speed limit but slower than the deadline
     home = os.path.join(ctx.tmp, "deadline")
