@@ -87,18 +87,22 @@ def main():
                 want_good[k] = good[gi]
                 gi += 1
             else:
-                src.append("")       # blank lines are skipped, not answered
+                src.append("")       # blank lines are answered with an error line
         path = os.path.join(d, "mixed.jsonl")
         open(path, "w").write("\n".join(src) + "\n")
         clean = run(feat, stdin="".join(json.dumps({"input": t}) + "\n" for t in good))
         ref = {l["input"]: l["output"]["Embeddings"] for l in lines_of(clean.stdout)}
         p = run(feat + ["--input", path])
         out = lines_of(p.stdout)
-        n_nonblank = sum(1 for s in src if s.strip())
-        check("mixed: one output line per non-blank input line", len(out) == n_nonblank, f"{len(out)} lines for {n_nonblank}")
-        check("mixed: exit 1 and the failure count on stderr", p.returncode == 1 and f"{len(bad)} of {n_nonblank} lines failed" in p.stderr,
-              f"exit {p.returncode}, {p.stderr[-300:]!r}")
+        n_lines = len(src)
+        n_blank = sum(1 for s in src if not s.strip())
+        check("mixed: one output line per input line, blank ones included", len(out) == n_lines, f"{len(out)} lines for {n_lines}")
+        check("mixed: exit 1 and the failure count on stderr",
+              p.returncode == 1 and f"{len(bad) + n_blank} of {n_lines} lines failed" in p.stderr, f"exit {p.returncode}, {p.stderr[-300:]!r}")
+        check("mixed: a blank line's answer is an error line naming it",
+              all("empty line" in out[k - 1].get("error", "") for k in range(1, 13) if not src[k - 1].strip()))
         nonblank_lines = [k for k in range(1, 13) if src[k - 1].strip()]
+        out = [out[k - 1] for k in nonblank_lines]
         ok_good = ok_bad = True
         for k, o in zip(nonblank_lines, out):
             if k in want_good:

@@ -70,7 +70,7 @@ def main():
         (b'{"input": 1.}', "error", "column 13"),                      # 9
         (b'{input: "x"}', "error", "column 2"),                        # 10
         (b'{"input": "a\\u0000b"}', "output", None),                    # 11
-        (b"", None, None),                                             # 12: blank, skipped
+        (b"", "error", "empty line"),                                  # 12: blank, answered
         (b'{"input": "x"} {"input": "y"}', "error", "text after the value"),  # 13
         (good[:-1] + b"\x00}", "error", "NUL"),                        # 14
         (b'{"input": "' + b"w " * 400 + b'"}', "error", "--max-line-bytes"),  # 15
@@ -86,7 +86,7 @@ def main():
         print(f"  output not strict JSON / UTF-8: {e}")
     check("the output is valid UTF-8 and strict JSON", valid)
     answered = [(k + 1, kind, what) for k, (s, kind, what) in enumerate(src) if kind]
-    check("one output line per non-blank input line", len(lines) == len(answered), f"{len(lines)} for {len(answered)}")
+    check("one output line per input line (blank ones included)", len(lines) == len(answered), f"{len(lines)} for {len(answered)}")
     ok = True
     for (k, kind, what), o in zip(answered, lines):
         if kind == "output":

@@ -4,7 +4,7 @@
  * names). Input is streamed a chunk at a time so memory stays constant whatever the file size; a
  * bad line becomes an error line and never stops the run.
  *
- * Every non-blank line gets exactly one output line, whatever its bytes: lines are read with
+ * Every line gets exactly one output line (a blank one an error line), whatever its bytes: lines are read with
  * their length (NUL bytes do not end them), a line over --max-line-bytes is skipped to its end and
  * answered with an error, invalid UTF-8 is replaced by U+FFFD (as the tokenizer does) with a
  * "warning" field saying so, and lines are checked as strict JSON (RFC 8259: no NaN, trailing
@@ -866,8 +866,9 @@ static int run_stream(run_ctx *c, FILE *in, FILE *out, int chunk)
                 continue;
             }
             while (len > 0 && line[len - 1] == '\r') line[--len] = 0;
-            if (run_blank(line, len)) continue;
             n++;
+            /* answered too, so output line N is always input line N's */
+            if (run_blank(line, len)) { run_item_fail(it, "empty line: nothing to run"); continue; }
             if (!(it->raw = malloc(len + 1))) { run_item_fail(it, "out of memory"); continue; }
             memcpy(it->raw, line, len);
             it->raw[len] = 0;
