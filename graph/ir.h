@@ -55,7 +55,7 @@ typedef struct kn_node {
     int n_implicit;                 /* trailing inputs that are outer values used by subgraphs */
     int n_attrs; kn_attr *attrs;
     /* The op's attributes decoded once into its typed params struct (graph/params.h), owned by
-     * the node; NULL for ops without attributes and before kn_graph_decode_params. Kernels, shape
+     * the node; NULL for ops without attributes and before kn_node_decode_params. Kernels, shape
      * rules and gradients read this, never the attribute list. */
     void *params;
 } kn_node;

@@ -1,12 +1,11 @@
 /* The op table generated from ops.def, name resolution, shape-rule lookup, and the one place
- * where attributes are decoded into params (kn_graph_decode_params). */
+ * where attributes are decoded into params (kn_node_decode_params). */
 #include "graph/ops.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 kn_status *kn_params_decode_none(const kn_node *n, void *p) { return NULL; }
-kn_status *kn_params_decode_legacy(const kn_node *n, void *p) { return NULL; }
 
 const kn_op_info kn_op_table[KN_OP_COUNT] = {
 #define KN_OP(id, name, domain, inplace, params, grad) \
@@ -33,25 +32,15 @@ int kn_op_lookup(const char *op_type, const char *domain) {
 kn_status *kn_node_decode_params(kn_node *n) {
     if (n->op < 0 || n->op >= KN_OP_COUNT || n->params) return NULL;
     const kn_op_info *info = &kn_op_table[n->op];
-    if (info->params == kn_params_decode_none || info->params == kn_params_decode_legacy) return NULL;
+    if (info->params == kn_params_decode_none) return NULL;
     void *p = calloc(1, info->params_size);
     if (!p) return KN_OOM(info->params_size);
     kn_status *st = info->params(n, p);
     if (st) {
         free(p);
         char nd[256];
-        return kn_error_wrap(st, "%s", kn_node_desc(n, nd, sizeof nd));
+        return kn_error_wrap(st, "%s: ", kn_node_desc(n, nd, sizeof nd));
     }
     n->params = p;
-    return NULL;
-}
-
-kn_status *kn_graph_decode_params(kn_graph *g) {
-    for (int i = 0; i < g->n_nodes; i++) {
-        kn_node *n = &g->nodes[i];
-        for (int a = 0; a < n->n_attrs; a++)
-            if (n->attrs[a].g) KN_TRY(kn_graph_decode_params(n->attrs[a].g));
-        KN_TRY(kn_node_decode_params(n));
-    }
     return NULL;
 }

@@ -30,8 +30,8 @@ typedef struct kn_op_info {
     const char *name;
     const char *domain;
     kn_inplace inplace;
-    const char *params_name;   /* the params column: a family, "none" or "legacy" */
-    kn_params_fn params;       /* kn_params_decode_none / _legacy decode nothing (params stay NULL) */
+    const char *params_name;   /* the params column: a family or "none" */
+    kn_params_fn params;       /* kn_params_decode_none decodes nothing (params stay NULL) */
     size_t params_size;
     kn_grad_kind grad;
 } kn_op_info;
@@ -134,12 +134,10 @@ const kn_backend *kn_cuda_backend(int device_index);
 #undef KN_OP
 kn_infer_fn kn_op_infer(int op);
 
-/* Decode the params of every node of g (and of its subgraphs) that has none yet; called by
- * kn_graph_optimize after op resolution and again after fusion, so every node a kernel sees has
- * its params. Errors name the node. */
-kn_status *kn_graph_decode_params(kn_graph *g);
-/* The same for one node (n->op resolved, n->opset set); a node built by hand (tests) calls it
- * before its kernel runs, and frees n->params after (kn_node_clear does). */
+/* Decodes a node's attributes into its params, once (n->op resolved, n->opset set): done by
+ * kn_graph_resolve_ops at load and by the fusion passes for the nodes they make; a node built
+ * by hand (tests) calls it before its kernel runs, and frees n->params after (kn_node_clear
+ * does). Errors name the node. */
 kn_status *kn_node_decode_params(kn_node *n);
 /* A node's params as the family's struct type: KN_PARAMS(node, softmax) ->
  * const kn_params_softmax *. */

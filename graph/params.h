@@ -9,10 +9,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Families with nothing to decode: "none" (no attributes in any opset) and "legacy" (kernels
- * not yet converted, still reading attributes by name). */
+/* The family with nothing to decode: "none", ops without attributes (or whose attributes kiln
+ * ignores, like opset 1's consumed_inputs). */
 typedef struct kn_params_none { char unused; } kn_params_none;
-typedef struct kn_params_legacy { char unused; } kn_params_legacy;
 
 /* Softmax, LogSoftmax, Hardmax. Before opset 13 the input is coerced to 2-D at `axis` (default
  * 1); from 13 the op works along `axis` (default -1). */

@@ -224,10 +224,7 @@ kn_status *kn_graph_optimize(kn_graph *g, bool fuse) {
     KN_TRY(kn_graph_toposort(g));
     int folded = 0;
     KN_TRY(kn_graph_fold_constants(g, (int64_t)1 << 24, &folded));
-    if (fuse) {
-        KN_TRY(kn_graph_fuse(g, NULL));
-        KN_TRY(kn_graph_decode_params(g)); /* the fused nodes */
-    }
+    if (fuse) KN_TRY(kn_graph_fuse(g, NULL)); /* the passes decode the params of what they make */
     kn_graph_eliminate_dead(g);
     return NULL;
 }
@@ -246,8 +243,8 @@ kn_status *kn_model_graph_for(kn_model *m, const kn_backend *b, const kn_graph *
     }
     kn_graph *g = NULL;
     if ((st = kn_graph_clone(m->graph, &g))) goto done;
-    if (!(st = kn_graph_resolve_ops(g)) && !(st = kn_graph_fuse_some(g, passes, NULL)) &&
-        !(st = kn_graph_resolve_ops(g))) {
+    /* the copy's params are decoded anew: some point into its own attributes */
+    if (!(st = kn_graph_resolve_ops(g)) && !(st = kn_graph_fuse_some(g, passes, NULL))) {
         kn_graph_eliminate_dead(g);
         if (b && b->graph_optimize) st = b->graph_optimize(b, g);
     }

@@ -219,15 +219,12 @@ START_TEST(ops_table_is_complete) {
         if (!kn_cpu_backend()->kernel(kn_cpu_backend(), i)) { fprintf(stderr, "missing CPU kernel: %s %s\n", kn_op_table[i].domain, kn_op_table[i].name); missing++; }
     }
     /* the other columns: a params family with a decoder and a struct, and a stated gradient */
-    int legacy = 0;
     for (int i = 0; i < KN_OP_COUNT; i++) {
         const kn_op_info *o = &kn_op_table[i];
         if (!o->params || !o->params_size || !o->params_name[0]) { fprintf(stderr, "params column: %s\n", o->name); missing++; }
         if (o->grad != KN_GRAD_TODO && o->grad != KN_GRAD_NONE) { fprintf(stderr, "grad column: %s\n", o->name); missing++; }
-        legacy += strcmp(o->params_name, "legacy") == 0;
     }
-    fprintf(stderr, "op table: %d ops, %d missing pieces, %d still reading attributes by name (params: legacy)\n",
-            KN_OP_COUNT, missing, legacy);
+    fprintf(stderr, "op table: %d ops, %d missing pieces\n", KN_OP_COUNT, missing);
     ck_assert_int_eq(kn_op_lookup("MatMul", ""), KN_OP_MatMul);
     ck_assert_int_eq(kn_op_lookup("MatMul", "ai.onnx"), KN_OP_MatMul);
     ck_assert_int_eq(kn_op_lookup("Attention", "com.microsoft"), KN_OP_MsAttention);
