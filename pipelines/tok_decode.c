@@ -74,7 +74,7 @@ static char *nul_to_sentinel(char *s, size_t n)
 static char *lossy(const char *b, size_t n)
 {
     size_t ol;
-    char *s = tk_utf8_lossy(b, n, &ol);
+    char *s = tk_utf8_lossy(b, n, &ol, NULL);
     return s ? nul_to_sentinel(s, ol) : NULL;
 }
 
@@ -151,7 +151,7 @@ static int decode_step(const tk_decoder *d, svec *in, svec *out)
             size_t w = 0;
             while (j < in->n && parse_byte_token(in->v[j], &b)) { buf[w++] = (char)b; j++; }
             size_t ol;
-            char *o = tk_utf8_lossy(buf, w, &ol);
+            char *o = tk_utf8_lossy(buf, w, &ol, NULL);
             if (o && (ol != w || memcmp(o, buf, w))) {  /* invalid bytes: one replacement character per byte token */
                 free(o);
                 o = malloc(w * 3 + 1);

@@ -38,8 +38,9 @@ int tk_utf8_dec(const char *s, int32_t len, int32_t i, uint32_t *cp); /* bytes u
 int tk_utf8_enc(uint32_t cp, char *out);
 /* The offset of the first invalid UTF-8 sequence in s, or (size_t)-1 when s is valid. */
 size_t tk_utf8_invalid_at(const char *s, size_t len);
-/* Replaces invalid sequences by U+FFFD (maximal subparts); returns malloc'd copy. */
-char *tk_utf8_lossy(const char *s, size_t len, size_t *out_len);
+/* Replaces invalid sequences by U+FFFD (maximal subparts); returns malloc'd copy; *n_replaced
+ * (when not NULL) says how many were replaced. */
+char *tk_utf8_lossy(const char *s, size_t len, size_t *out_len, size_t *n_replaced);
 int tk_is_whitespace(uint32_t c);   /* Rust char::is_whitespace (White_Space) */
 int tk_is_punct(uint32_t c);        /* Unicode P* */
 int tk_is_bert_punct(uint32_t c);   /* ASCII punctuation or P* */

@@ -140,7 +140,7 @@ size_t tk_utf8_invalid_at(const char *s, size_t len)
     return (size_t)-1;
 }
 
-char *tk_utf8_lossy(const char *s, size_t len, size_t *out_len)
+char *tk_utf8_lossy(const char *s, size_t len, size_t *out_len, size_t *n_replaced)
 {
     const uint8_t *u = (const uint8_t *)s;
     size_t i = 0, bad = 0;
@@ -148,6 +148,7 @@ char *tk_utf8_lossy(const char *s, size_t len, size_t *out_len)
         int k = utf8_check(u, len, i);
         if (k < 0) { bad++; i += (size_t)-k; } else i += (size_t)k;
     }
+    if (n_replaced) *n_replaced = bad;
     char *o = malloc(len + bad * 3 + 1);
     if (!o) return NULL;
     if (!bad) { memcpy(o, s, len); o[len] = 0; *out_len = len; return o; }

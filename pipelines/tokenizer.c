@@ -377,8 +377,8 @@ static int encode_impl(const kn_tokenizer *t, const char *text, size_t len, cons
     memset(out, 0, sizeof *out);
     if (len > (size_t)INT32_MAX / 8 || pair_len > (size_t)INT32_MAX / 8) { tk_errf(err, err_len, "text of %zu bytes is too long", len); return -1; }
     size_t l1 = 0, l2 = 0;
-    char *t1 = tk_utf8_lossy(text ? text : "", text ? len : 0, &l1), *t2 = NULL;
-    if (t1 && pair) t2 = tk_utf8_lossy(pair, pair_len, &l2);
+    char *t1 = tk_utf8_lossy(text ? text : "", text ? len : 0, &l1, NULL), *t2 = NULL;
+    if (t1 && pair) t2 = tk_utf8_lossy(pair, pair_len, &l2, NULL);
     if (!t1 || (pair && !t2)) { free(t1); free(t2); tk_errf(err, err_len, "out of memory"); return -1; }
     tk_arena a = {0};
     tk_enc A = {0}, B = {0}, R = {0};

@@ -14,6 +14,7 @@
 #ifdef KILN_HAVE_PIPELINES
 #include "tools/cli/cli.h"
 #include "pipelines/pipeline.h"
+#include "pipelines/tok_internal.h"
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -315,45 +316,14 @@ static const char *run_json_check(const char *s, size_t len, size_t *col)
 
 /* ---- UTF-8 repair ---- */
 
-/* Length of the valid UTF-8 sequence at s[i] (shortest form, no surrogates, at most U+10FFFF), or
- * minus the length of the maximal invalid subpart there (Unicode's rule, as the tokenizer uses). */
-static int run_utf8_seq(const unsigned char *s, size_t len, size_t i)
-{
-    unsigned char b = s[i];
-    if (b < 0x80) return 1;
-    int need;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (b >= 0xC2 && b <= 0xDF) need = 1;
-    else if (b >= 0xE0 && b <= 0xEF) { need = 2; if (b == 0xE0) lo = 0xA0; if (b == 0xED) hi = 0x9F; }
-    else if (b >= 0xF0 && b <= 0xF4) { need = 3; if (b == 0xF0) lo = 0x90; if (b == 0xF4) hi = 0x8F; }
-    else return -1;
-    for (int k = 1; k <= need; k++) {
-        if (i + k >= len) return -k;
-        unsigned char ch = s[i + k];
-        if (k == 1 ? (ch < lo || ch > hi) : (ch < 0x80 || ch > 0xBF)) return -k;
-    }
-    return need + 1;
-}
-
-/* Replaces every invalid subpart of it->raw by U+FFFD and notes how many there were. */
+/* Replaces every invalid subpart of it->raw by U+FFFD, as the tokenizer does (tk_utf8_lossy:
+ * Unicode's maximal-subpart rule), and notes how many there were. */
 static void run_repair_utf8(run_item *it)
 {
-    const unsigned char *u = (const unsigned char *)it->raw;
-    size_t bad = 0;
-    for (size_t i = 0; i < it->raw_len;) {
-        int k = run_utf8_seq(u, it->raw_len, i);
-        if (k < 0) { bad++; i += (size_t)-k; } else i += (size_t)k;
-    }
-    if (!bad) return;
-    char *o = malloc(it->raw_len + bad * 2 + 1);
+    if (tk_utf8_invalid_at(it->raw, it->raw_len) == (size_t)-1) return; /* valid: no copy */
+    size_t w, bad;
+    char *o = tk_utf8_lossy(it->raw, it->raw_len, &w, &bad);
     if (!o) { run_item_fail(it, "out of memory"); return; }
-    size_t w = 0;
-    for (size_t i = 0; i < it->raw_len;) {
-        int k = run_utf8_seq(u, it->raw_len, i);
-        if (k < 0) { memcpy(o + w, "\xEF\xBF\xBD", 3); w += 3; i += (size_t)-k; }
-        else { memcpy(o + w, it->raw + i, (size_t)k); w += (size_t)k; i += (size_t)k; }
-    }
-    o[w] = 0;
     free(it->raw);
     it->raw = o;
     it->raw_len = w;
