@@ -43,8 +43,8 @@ typedef struct kn_pl_options {
     int batch_size;               /* rows per model run (default 32) */
     int max_length;               /* 0: the model's limit (tokenizer model_max_length, max_position_embeddings) */
     int tokenizer_threads;        /* 0: one per core */
-    /* what to print warnings to (truncated inputs, CPU fallbacks); NULL: stderr; a no-op
-     * function silences them */
+    /* what to print warnings to (truncated inputs, CPU fallbacks); NULL: session.log, else
+     * stderr; a no-op function silences them */
     void (*warn)(void *ctx, const char *msg);
     void *warn_ctx;
 } kn_pl_options;

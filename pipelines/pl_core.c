@@ -18,6 +18,13 @@ void kn_pl_options_init(kn_pl_options *o)
     o->batch_size = 32;
 }
 
+static void pl_log_to_warn(void *user, kn_log_level level, const char *msg)
+{
+    const kn_pipeline *p = user;
+    p->opt.warn(p->opt.warn_ctx, msg);
+}
+
+/* Warnings go to the pipeline's warn, else to its session's log callback, else to stderr. */
 void pl_warn(const kn_pipeline *p, const char *fmt, ...)
 {
     char msg[1024];
@@ -26,7 +33,8 @@ void pl_warn(const kn_pipeline *p, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (p && p->opt.warn) p->opt.warn(p->opt.warn_ctx, msg);
-    else fprintf(stderr, "kiln: warning: %s\n", msg);
+    else if (p && p->opt.session.log) p->opt.session.log(p->opt.session.log_user, KN_LOG_WARNING, msg);
+    else kn_log_stderr(NULL, KN_LOG_WARNING, msg);
 }
 
 const char *pl_json_str(json_object *o, const char *key, const char *dflt)
@@ -344,6 +352,11 @@ static kn_status *pl_open(kn_pipeline *p, const char *path_or_repo)
     }
     KN_TRY(pl_read_limits(p));
     KN_TRY(kn_error_wrap(kn_model_load(model_path, &p->model), "%s: ", model_path));
+    /* the session's notices (ops left to the CPU) reach the pipeline's warn as its own do */
+    if (p->opt.warn && !p->opt.session.log) {
+        p->opt.session.log = pl_log_to_warn;
+        p->opt.session.log_user = p;
+    }
     KN_TRY(kn_session_create(p->model, &p->opt.session, &p->session));
     return pl_match_inputs(p, model_path);
 }

@@ -12,7 +12,6 @@
 #pragma GCC optimize("fp-contract=off")
 #endif
 #include "pipelines/pl_imgproc.h"
-#include "kernels/cpu/image_decode.h"
 #include <stdio.h>
 #include <limits.h>
 #include <math.h>
@@ -70,21 +69,15 @@ static kn_status *pl_orient(pl_rgb *im, int o, const char *name)
     free(im->px);
     out.has_key = im->has_key;
     memcpy(out.key, im->key, 3);
+    out.orientation = 1; /* applied */
     *im = out;
     return NULL;
 }
 
 kn_status *pl_image_decode(const uint8_t *buf, size_t len, const char *name, pl_rgb *out)
 {
-    memset(out, 0, sizeof *out);
-    kn_image im;
-    KN_TRY(kn_image_decode(buf, len, name, &im)); /* the one decoder, shared with the ImageDecoder op */
-    out->w = im.w;
-    out->h = im.h;
-    out->px = im.px;
-    out->has_key = im.has_key;
-    memcpy(out->key, im.key, 3);
-    kn_status *st = pl_orient(out, im.orientation, name);
+    KN_TRY(kn_image_decode(buf, len, name, out)); /* the one decoder, shared with the ImageDecoder op */
+    kn_status *st = pl_orient(out, out->orientation, name);
     if (st) pl_rgb_free(out);
     return st;
 }

@@ -5,19 +5,14 @@
 #ifndef KN_PL_IMGPROC_H
 #define KN_PL_IMGPROC_H
 
+#include "kernels/cpu/image_decode.h"
 #include "runtime/status.h"
 #include <json-c/json.h>
 #include <stdint.h>
 
-/* 8-bit RGB, h rows of w pixels, interleaved. */
-typedef struct pl_rgb {
-    int w, h;
-    uint8_t *px;
-    /* a PNG's single transparent colour (tRNS) as PIL keeps it in info["transparency"] through
-     * convert("RGB"); processors with do_convert_rgb paint those pixels white */
-    int has_key;
-    uint8_t key[3];
-} pl_rgb;
+/* 8-bit RGB, h rows of w pixels, interleaved: the decoder's image (a PNG's transparent colour
+ * comes with it; processors with do_convert_rgb paint those pixels white). */
+typedef kn_image pl_rgb;
 
 /* Decodes a file (JPEG or PNG, recognised by content) and applies its EXIF orientation. */
 kn_status *pl_image_load(const char *path, pl_rgb *out);
