@@ -658,6 +658,7 @@ static void test_gather_out_of_range(void) {
         kn_scratch_release(&scratch);
         kn_tensor_free(x);
         kn_tensor_free(ix);
+        free(node.params);
     }
 }
 
