@@ -3,7 +3,7 @@
  * input and output layouts ONNX Runtime documents for them. Unknown dims propagate as -1; shape
  * conflicts that are already visible statically are reported here so the kernel sees sane input. */
 #include "graph/ops.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 
 static const kn_tensor *ci_in(const kn_infer_ctx *c, int i) { return i < c->n_in ? c->in[i] : NULL; }
 static kn_tensor *ci_out(const kn_infer_ctx *c, int i) { return i < c->n_out ? c->out[i] : NULL; }

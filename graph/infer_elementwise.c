@@ -2,7 +2,7 @@
  * dtype (predicates give bool), binary and variadic ops broadcast numpy-style, comparisons give
  * bool, and the casts take their dtype from an attribute or from a second input. */
 #include "graph/ops.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <string.h>
 
 /* ---- params decoders (graph/params.h), run once per node at load ---- */

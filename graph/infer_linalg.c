@@ -2,7 +2,7 @@
  * geometry (pads, output sizes) and Einsum equation parsing that the CPU kernels share with it,
  * so that inference and execution can never disagree on a shape. */
 #include "graph/ops.h"
-#include "kernels/cpu/gemm.h"
+#include "graph/op_helpers.h"
 #include <ctype.h>
 #include <math.h>
 #include <stdlib.h>

@@ -3,7 +3,7 @@
  * counts, stop-word removal) return an unknown rank until that value is available. */
 #include "graph/ops.h"
 #include "graph/op_helpers.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>

@@ -4,7 +4,7 @@
  * (kn_shapeops_*) are shared with the CPU kernels so both sides agree on clamping rules. */
 #include "graph/ops.h"
 #include "graph/op_helpers.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

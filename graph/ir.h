@@ -2,7 +2,7 @@
  * and nodes (op + attributes + value ids). A graph owns its values, nodes and subgraphs. */
 #ifndef KN_IR_H
 #define KN_IR_H
-#include "runtime/tensor.h"
+#include "runtime/core/tensor.h"
 #include <stdbool.h>
 #include <stdint.h>
 

@@ -12,7 +12,7 @@
  * over from the parse rather than copied, so loading costs one copy of embedded weights. */
 #include "graph/onnx_internal.h"
 #include "graph/ops.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>

@@ -46,6 +46,40 @@ kn_status *kn_shapeops_strided_copy(kn_exec_ctx *ctx, kn_dtype dt, void *dst, co
 kn_status *kn_shapeops_transpose_ref(kn_dtype dt, void *dst, const void *src, int nd, const int64_t *dims,
                                      const int *perm);
 
+/* ---- convolution / pooling window geometry (defined in graph/infer_linalg.c), shared by the
+ * shape rules and the Conv / pool kernels, so both agree on output sizes and pads ---- */
+struct kn_node;
+typedef struct kn_conv_geom {
+    int nsp;                      /* spatial rank */
+    int64_t in[KN_MAX_DIMS], out[KN_MAX_DIMS], k[KN_MAX_DIMS];
+    int64_t stride[KN_MAX_DIMS], dil[KN_MAX_DIMS], pad_b[KN_MAX_DIMS], pad_e[KN_MAX_DIMS];
+} kn_conv_geom;
+/* Read strides/dilations/pads/auto_pad of node n for a window of size kernel over the input
+ * spatial dims in (either may be -1 = unknown: the output dim is then -1). ceil_mode applies to
+ * the pools. Validates the attribute lengths and values; errors name op. */
+kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, const int64_t *in,
+                            const int64_t *kernel, bool ceil_mode, kn_conv_geom *g);
+/* ConvTranspose: output spatial size and pads from output_shape / output_padding / auto_pad;
+ * outpad receives output_padding. */
+kn_status *kn_convt_geometry(const struct kn_node *n, int nsp, const int64_t *in,
+                             const int64_t *kernel, kn_conv_geom *g, int64_t *outpad);
+
+/* Einsum equations, parsed once for inference and the kernel. Labels a-z are ids 0-25, A-Z
+ * 26-51, and the dims an ellipsis stands for 52.. (right-aligned across operands). */
+#define KN_EINSUM_MAX_OPS 16
+#define KN_EINSUM_MAX_LABELS (52 + KN_MAX_DIMS)
+typedef struct kn_einsum {
+    int n_ops, ell_rank;
+    int op_ndim[KN_EINSUM_MAX_OPS];
+    int op_lab[KN_EINSUM_MAX_OPS][KN_MAX_DIMS]; /* label id of each operand dim */
+    int out_ndim;
+    int out_lab[KN_MAX_DIMS];
+    int64_t lab_dim[KN_EINSUM_MAX_LABELS];       /* size of each label, -1 unknown */
+    bool used[KN_EINSUM_MAX_LABELS];
+} kn_einsum;
+struct kn_tensor;
+kn_status *kn_einsum_parse(const char *eq, int n_ops, const struct kn_tensor *const *ops, kn_einsum *e);
+
 #ifdef __cplusplus
 }
 #endif

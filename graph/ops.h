@@ -5,7 +5,7 @@
 #define KN_OPS_H
 #include "graph/ir.h"
 #include "graph/params.h"
-#include "runtime/threadpool.h"
+#include "runtime/core/threadpool.h"
 
 typedef enum kn_inplace { KN_INPLACE_NONE = 0, KN_INPLACE_ELEMENTWISE = 1, KN_INPLACE_ALIAS = 2 } kn_inplace;
 
@@ -59,13 +59,23 @@ struct kn_run;
 typedef struct kn_exec_ctx {
     kn_threadpool *pool;
     const struct kn_backend *backend;
-    struct kn_run *run;          /* for control flow: runs subgraphs */
+    struct kn_run *run;          /* the executor's run this node belongs to (outer values) */
+    /* Runs a control-flow body: set by the executor, so kernels need not link against it (the
+     * layers go floor -> graph -> kernels -> executor, never back). outs receive owned tensors. */
+    kn_status *(*run_subgraph)(struct kn_exec_ctx *ctx, const kn_graph *sub, const kn_tensor *const *inputs,
+                               int n_inputs, kn_tensor *outs);
     void *(*scratch_alloc)(struct kn_exec_ctx *ctx, size_t bytes);
     void *scratch_state;
     uint64_t seed;               /* for random ops: seeded per run unless the node gives a seed */
     void *stream;                /* the device backend's queue for this run (NULL on the CPU) */
 } kn_exec_ctx;
 static inline void *kn_scratch_alloc(kn_exec_ctx *ctx, size_t bytes) { return ctx->scratch_alloc(ctx, bytes); }
+static inline kn_status *kn_exec_subgraph(kn_exec_ctx *ctx, const kn_graph *sub, const kn_tensor *const *inputs,
+                                          int n_inputs, kn_tensor *outs) {
+    if (!ctx->run_subgraph)
+        return kn_error(KN_ERR_UNSUPPORTED, "subgraph '%s' needs an executor to run it", sub->name);
+    return ctx->run_subgraph(ctx, sub, inputs, n_inputs, outs);
+}
 
 /* A kernel computes every non-NULL out[i], whose shape and dtype the infer function set and
  * whose data the executor allocated (out[0]->data may equal in[0]->data when the op's in-place

@@ -1,8 +1,9 @@
-/* Graph passes: op resolution, topological order, constant folding, dead-node elimination. */
+/* Graph passes: op resolution, topological order, dead-node elimination, and the graph each
+ * backend runs (kn_model_graph_for). Constant folding evaluates nodes, so it lives with the
+ * executor (runtime/fold.c). */
 #include "graph/passes.h"
 #include "graph/model.h"
 #include "graph/ops.h"
-#include "runtime/executor.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +15,7 @@ static void kn_graph_reindex_producers(kn_graph *g) {
             if (g->nodes[i].outputs[k] >= 0) g->values[g->nodes[i].outputs[k]].producer = i;
 }
 
-/* Keep nodes with keep[i] != 0, freeing the others. */
-static void kn_graph_compact(kn_graph *g, const uint8_t *keep) {
+void kn_graph_compact(kn_graph *g, const uint8_t *keep) {
     int w = 0;
     for (int i = 0; i < g->n_nodes; i++) {
         kn_node *n = &g->nodes[i];
@@ -151,82 +151,6 @@ int kn_graph_eliminate_dead(kn_graph *g) {
     free(live_v);
     free(keep);
     return removed;
-}
-
-kn_status *kn_graph_fold_constants(kn_graph *g, int64_t max_elems, int *folded) {
-    *folded = 0;
-    if (g->n_nodes == 0) return NULL;
-    uint8_t *keep = malloc((size_t)g->n_nodes);
-    const kn_tensor **inb = malloc(sizeof(void *) * (size_t)KN_NODE_MAX_IO);
-    kn_tensor **outb = malloc(sizeof(void *) * (size_t)KN_NODE_MAX_IO);
-    kn_tensor *outs = calloc((size_t)KN_NODE_MAX_IO, sizeof(kn_tensor));
-    kn_scratch scratch = {0};
-    kn_status *st = NULL;
-    if (!keep || !inb || !outb || !outs) { st = KN_OOM(0); goto done; }
-    memset(keep, 1, (size_t)g->n_nodes);
-    kn_exec_ctx ctx = {.backend = kn_cpu_backend(), .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch};
-    for (int i = 0; i < g->n_nodes; i++) {
-        kn_node *n = &g->nodes[i];
-        if (n->op < 0 || kn_op_is_volatile(n->op) || n->n_outputs > KN_NODE_MAX_IO || n->n_inputs > KN_NODE_MAX_IO) continue;
-        if (!kn_cpu_backend()->kernel(kn_cpu_backend(), n->op) || !kn_op_infer(n->op)) continue;
-        bool all_const = true, has_graph = false;
-        for (int a = 0; a < n->n_attrs; a++) if (n->attrs[a].g) has_graph = true;
-        for (int k = 0; k < n->n_inputs && all_const; k++) {
-            int v = n->inputs[k];
-            inb[k] = v >= 0 ? g->values[v].constant : NULL;
-            if (v >= 0 && !g->values[v].constant) all_const = false;
-        }
-        if (!all_const || has_graph) continue;
-        for (int k = 0; k < n->n_outputs; k++) {
-            int v = n->outputs[k];
-            memset(&outs[k], 0, sizeof(kn_tensor));
-            outs[k].ndim = -1;
-            outb[k] = v >= 0 ? &outs[k] : NULL;
-        }
-        /* infer first so an oversized result is never computed */
-        kn_infer_ctx ic = {.node = n, .in = inb, .n_in = n->n_inputs, .out = outb, .n_out = n->n_outputs};
-        kn_status *ist = kn_op_infer(n->op)(&ic);
-        if (ist) { kn_status_free(ist); continue; } /* the run reports it with real context */
-        bool small = true;
-        for (int k = 0; k < n->n_outputs; k++) {
-            if (!outb[k]) continue;
-            int64_t ne = kn_numel(outb[k]);
-            if (outb[k]->ndim < 0 || ne < 0 || ne > max_elems) small = false;
-            outb[k]->data = NULL;
-        }
-        if (!small) continue;
-        kn_status *est = kn_node_eval_host(&ctx, n, inb, n->n_inputs, outb, n->n_outputs);
-        if (est) { kn_status_free(est); continue; }
-        for (int k = 0; k < n->n_outputs; k++) {
-            int v = n->outputs[k];
-            if (v < 0) continue;
-            kn_tensor *c = malloc(sizeof *c);
-            if (!c) { st = KN_OOM(sizeof *c); goto done; }
-            *c = outs[k];
-            memset(&outs[k], 0, sizeof(kn_tensor));
-            g->values[v].constant = c;
-            g->values[v].type.dtype = c->dtype;
-            kn_tensor_set_shape(&g->values[v].type, c->ndim, c->dims);
-        }
-        keep[i] = 0;
-        (*folded)++;
-    }
-    if (*folded) kn_graph_compact(g, keep);
-done:
-    if (outs) for (int k = 0; k < KN_NODE_MAX_IO; k++) kn_tensor_release(&outs[k]);
-    kn_scratch_release(&scratch);
-    free(keep); free(inb); free(outb); free(outs);
-    return st;
-}
-
-kn_status *kn_graph_optimize(kn_graph *g, bool fuse) {
-    KN_TRY(kn_graph_resolve_ops(g));
-    KN_TRY(kn_graph_toposort(g));
-    int folded = 0;
-    KN_TRY(kn_graph_fold_constants(g, (int64_t)1 << 24, &folded));
-    if (fuse) KN_TRY(kn_graph_fuse(g, NULL)); /* the passes decode the params of what they make */
-    kn_graph_eliminate_dead(g);
-    return NULL;
 }
 
 kn_status *kn_model_graph_for(kn_model *m, const kn_backend *b, const kn_graph **out) {

@@ -6,12 +6,10 @@
 /* Reorder nodes so every node comes after the producers of its inputs (stable for already
  * sorted graphs). A cycle, or an input no one produces, is an error naming the nodes. */
 kn_status *kn_graph_toposort(kn_graph *g);
+/* Keep the nodes with keep[i] != 0 (in order), freeing the others. */
+void kn_graph_compact(kn_graph *g, const uint8_t *keep);
 /* Remove nodes whose outputs reach no graph output; returns how many were removed. */
 int kn_graph_eliminate_dead(kn_graph *g);
-/* Evaluate nodes whose inputs are all constants on the CPU and turn their outputs into
- * constants (skipping random ops, control flow and outputs larger than max_elems elements).
- * Returns the number of nodes folded in *folded. */
-kn_status *kn_graph_fold_constants(kn_graph *g, int64_t max_elems, int *folded);
 /* Resolve node->op and node->opset for every node, recursively into subgraphs, and decode each
  * node's attributes into its params (kn_node_decode_params); an error names the node. */
 kn_status *kn_graph_resolve_ops(kn_graph *g);
@@ -42,11 +40,6 @@ unsigned kn_fusions_for_backend(const struct kn_backend *b);
  * be NULL. */
 kn_status *kn_graph_fuse_some(kn_graph *g, unsigned passes, kn_fuse_counts *counts);
 kn_status *kn_graph_fuse(kn_graph *g, kn_fuse_counts *counts);
-
-/* Op resolution with params, toposort, constant folding and dead-node elimination, as a model
- * load does; with every fusion in between when fuse (kiln info --optimized shows the CPU's
- * graph this way). Loading itself does not fuse: sessions do, per backend (kn_model_graph_for). */
-kn_status *kn_graph_optimize(kn_graph *g, bool fuse);
 
 struct kn_model;
 /* The graph the sessions of backend b run: m->graph itself when m was loaded without fusion or

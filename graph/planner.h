@@ -4,7 +4,7 @@
  * offsets are bytes from the arena base on whichever device owns it. */
 #ifndef KN_PLANNER_H
 #define KN_PLANNER_H
-#include "runtime/status.h"
+#include "runtime/core/status.h"
 #include <stddef.h>
 
 typedef struct kn_mem_req {

@@ -3,7 +3,7 @@
  * the single-tensor .pb files of the ONNX test layout. Every length is checked against the dims
  * before anything is allocated, so a hostile file cannot ask for more memory than it carries. */
 #include "graph/onnx_internal.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>

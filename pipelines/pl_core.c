@@ -1,7 +1,7 @@
 /* Opening a model folder for the pipelines (model file, config.json, tokenizer, preprocessor
  * and sentence-transformers files, input roles) and the batch runner every task uses. */
 #include "pipelines/pl_internal.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <ctype.h>
 #include <dirent.h>
 #include <math.h>

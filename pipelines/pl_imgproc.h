@@ -6,7 +6,7 @@
 #define KN_PL_IMGPROC_H
 
 #include "kernels/cpu/image_decode.h"
-#include "runtime/status.h"
+#include "runtime/core/status.h"
 #include <json-c/json.h>
 #include <stdint.h>
 

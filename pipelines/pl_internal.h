@@ -5,7 +5,7 @@
 #define KN_PL_INTERNAL_H
 
 #include "pipelines/pipeline.h"
-#include "runtime/status.h"
+#include "runtime/core/status.h"
 #include "pipelines/tokenizer.h"
 #include <json-c/json.h>
 #include <stdarg.h>

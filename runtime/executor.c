@@ -8,8 +8,6 @@
 #include <time.h>
 
 #define KN_ARENA_ALIGN 64
-/* Values computed before the run (shape arithmetic) are kept small; bigger ones run each time. */
-#define KN_PLAN_EVAL_MAX_ELEMS 4096
 
 bool kn_op_is_volatile(int op) {
     switch (op) {
@@ -108,7 +106,7 @@ static kn_status *kn_node_error(kn_status *st, const kn_node *n, const kn_tensor
     return kn_error_wrap(st, "%s with inputs (%s): ", kn_node_desc(n, nd, sizeof nd), shapes);
 }
 
-static kn_status *kn_infer_node(const kn_node *n, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
+kn_status *kn_infer_node(const kn_node *n, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
     kn_infer_fn fn = kn_op_infer(n->op);
     if (!fn) return kn_error(KN_ERR_UNSUPPORTED, "op %s (domain '%s', opset %d) has no shape inference in kiln",
                              n->op_type, n->domain, n->opset);
@@ -147,6 +145,27 @@ kn_status *kn_node_eval_host(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor
         for (int i = 0; i < n_out; i++) if (out[i]) kn_tensor_release(out[i]);
         return kn_node_error(st, n, in, n_in);
     }
+    return NULL;
+}
+
+kn_status *kn_node_eval_ahead(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor *const *in,
+                              kn_tensor *const *out, bool *done) {
+    *done = false;
+    if (n->op < 0 || kn_op_is_volatile(n->op) || !kn_cpu_backend()->kernel(kn_cpu_backend(), n->op)) return NULL;
+    for (int a = 0; a < n->n_attrs; a++)
+        if (n->attrs[a].g) return NULL; /* a body may read outer values or be expensive */
+    for (int k = 0; k < n->n_outputs; k++) {
+        if (!out[k]) continue;
+        int64_t ne = kn_numel(out[k]);
+        if (out[k]->ndim < 0 || ne < 0 || ne > KN_EVAL_AHEAD_MAX_ELEMS) return NULL;
+    }
+    for (int k = 0; k < n->n_outputs; k++)
+        if (out[k]) {
+            kn_tensor_release(out[k]);
+            out[k]->data = NULL;
+        }
+    KN_TRY(kn_node_eval_host(ctx, n, in, n->n_inputs, out, n->n_outputs));
+    *done = true;
     return NULL;
 }
 
@@ -229,23 +248,20 @@ kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const
         }
         st = kn_infer_node(n, inb, n->n_inputs, outb, n->n_outputs);
         if (st) { st = kn_node_error(st, n, inb, n->n_inputs); break; }
-        bool small = true;
-        for (int k = 0; k < n->n_outputs; k++) {
-            int v = n->outputs[k];
-            if (v < 0) continue;
-            int64_t ne = kn_numel(&p->vals[v]);
-            if (ne < 0 || ne > KN_PLAN_EVAL_MAX_ELEMS) small = false;
-        }
-        if (all_known && small && kn_cpu_backend()->kernel(kn_cpu_backend(), n->op)) {
-            /* shape arithmetic: compute now on the host, once per plan */
-            for (int k = 0; k < n->n_outputs; k++)
-                if (outb[k]) { kn_tensor_release(outb[k]); outb[k]->data = NULL; }
-            st = kn_node_eval_host(&ctx, n, inb, n->n_inputs, outb, n->n_outputs);
+        if (all_known) {
+            /* shape arithmetic and the like: computed now on the host, once per plan */
+            bool done_now = false;
+            st = kn_node_eval_ahead(&ctx, n, inb, outb, &done_now);
             if (st) break;
-            for (int k = 0; k < n->n_outputs; k++)
-                if (n->outputs[k] >= 0) p->state[n->outputs[k]] = KN_VS_KNOWN;
-            p->skip[i] = 1;
-            continue;
+            if (done_now) {
+                for (int k = 0; k < n->n_outputs; k++)
+                    if (n->outputs[k] >= 0) {
+                        p->state[n->outputs[k]] = KN_VS_KNOWN;
+                        p->known_bytes += kn_nbytes(&p->vals[n->outputs[k]]);
+                    }
+                p->skip[i] = 1;
+                continue;
+            }
         }
         /* a node with any data-dependent output allocates all its outputs at run time */
         bool node_dyn = false;

@@ -22,6 +22,7 @@ typedef struct kn_plan {
     uint8_t *skip;               /* per node: all outputs known before the run */
     uint8_t *place;              /* per node: 1 runs on the session's backend, 0 on the CPU (fallback) */
     size_t arena_bytes;          /* the arena lives on the session's backend */
+    size_t known_bytes;          /* host bytes of the KNOWN values, held as long as the plan */
     int refs;                    /* runs using it (under the session lock) */
     uint64_t last_used;
 } kn_plan;
@@ -64,9 +65,23 @@ typedef struct kn_run {
     uint8_t *xfer_state;         /* 0 none, 1 made (owned), 2 borrowed (cached weights) */
 } kn_run;
 
+/* Shape inference for one node (with data where inputs have it); an error names the op. */
+kn_status *kn_infer_node(const kn_node *n, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out);
 /* Infer shapes with data, allocate outputs on the host (owned) and run the CPU kernel. */
 kn_status *kn_node_eval_host(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor *const *in, int n_in,
                              kn_tensor *const *out, int n_out);
+/* The one size limit for computing a node ahead of its run, at load (constant folding) and at
+ * plan time (values that depend only on input shapes): outputs of at most this many elements.
+ * Bigger results are computed in every run instead, on the session's device: folding them would
+ * hold a second copy of weight-sized tensors on the host (per plan, for plan-time values). */
+#define KN_EVAL_AHEAD_MAX_ELEMS ((int64_t)1 << 24)
+/* Compute node n now, on the host, when that is allowed: the caller knows every input's data
+ * (constants, or values computed ahead; Shape and Size need only their input's shape) and has
+ * inferred out[]'s shapes. Not for random ops, control flow, nodes with subgraphs, ops without a
+ * CPU kernel, or outputs of unknown size or over KN_EVAL_AHEAD_MAX_ELEMS: then *done stays false
+ * and out[] is untouched. Otherwise out[] receive owned host tensors and *done is true. */
+kn_status *kn_node_eval_ahead(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor *const *in,
+                              kn_tensor *const *out, bool *done);
 /* Plan for the given input tensors (graph input order). */
 kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const kn_backend *be,
                          kn_threadpool *pool, kn_plan **out);

@@ -127,6 +127,9 @@ kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_in
                           kn_named_tensor *outputs, int n_outputs);
 /* Statistics of the last plan built: peak arena bytes for one run. */
 size_t kn_session_peak_bytes(const kn_session *s);
+/* Host bytes held by the session's cached plans for values computed ahead of the runs (shape
+ * arithmetic, masks built from input shapes), summed over the plans cached now. */
+size_t kn_session_plan_bytes(const kn_session *s);
 /* With options.profile set: time spent per op type over all runs so far, most expensive first,
  * as text lines "op  calls  total_ms  share%" into buf (truncated to len). Returns buf. */
 const char *kn_session_profile(const kn_session *s, char *buf, size_t len);

@@ -1,8 +1,9 @@
 /* The public API over the executor: model loading with graph optimisation, sessions with a plan
  * cache keyed by input shapes and a pool of arenas, and thread-safe runs. */
 #include "runtime/executor.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include "graph/passes.h"
+#include "runtime/fold.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -164,6 +165,14 @@ size_t kn_session_peak_bytes(const kn_session *s) {
     size_t p = s->peak_bytes;
     pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
     return p;
+}
+
+size_t kn_session_plan_bytes(const kn_session *s) {
+    pthread_mutex_lock((pthread_mutex_t *)&s->mu);
+    size_t b = 0;
+    for (int i = 0; i < s->n_plans; i++) b += s->plans[i]->known_bytes;
+    pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+    return b;
 }
 
 const char *kn_session_profile(const kn_session *s, char *buf, size_t len) {
@@ -435,7 +444,8 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, kn_take
         run.op_calls = op_calls;
     }
     if (!st) {
-        run.ctx = (kn_exec_ctx){.pool = s->pool, .backend = kn_cpu_backend(), .run = &run, .scratch_alloc = kn_scratch_alloc_impl,
+        run.ctx = (kn_exec_ctx){.pool = s->pool, .backend = kn_cpu_backend(), .run = &run, .run_subgraph = kn_run_subgraph,
+                                .scratch_alloc = kn_scratch_alloc_impl,
                                 .scratch_state = &scratch, .seed = 0x9e3779b97f4a7c15ull * (atomic_fetch_add(&s->runs, 1) + 1)};
         run.vals = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(kn_tensor));
         run.state = calloc((size_t)(g->n_values ? g->n_values : 1), 1);

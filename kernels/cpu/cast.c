@@ -4,7 +4,7 @@
  * and float8e8m0 honours `round_mode`. Strings are parsed with strtod/strtoll and printed the way
  * numpy's astype(str) prints (shortest round-trip repr), which is what the ONNX tests expect. */
 #include "graph/ops.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>

@@ -9,7 +9,7 @@
 #include "kernels/cpu/elementwise_simd.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/rows.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /* Control-flow ops: If, Loop and Scan run their body subgraphs through the executor
- * (kn_run_subgraph). Their output shapes are known only after the body ran, so their infer
+ * (kn_exec_ctx.run_subgraph, set by the executor). Their output shapes are known only after the body ran, so their infer
  * functions leave shapes open and the kernels allocate their own outputs. */
-#include "runtime/executor.h"
+#include "graph/ops.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,7 +52,7 @@ kn_status *kn_cpu_If(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *con
     KN_CHECK(body->n_outputs == n_out, KN_ERR_INVALID_MODEL, "If: branch '%s' has %d outputs, the node %d", body->name, body->n_outputs, n_out);
     kn_tensor *res = calloc((size_t)(n_out ? n_out : 1), sizeof(kn_tensor));
     if (!res) return KN_OOM(0);
-    kn_status *st = kn_run_subgraph(ctx, body, NULL, 0, res);
+    kn_status *st = kn_exec_subgraph(ctx, body, NULL, 0, res);
     for (int i = 0; !st && i < n_out; i++) kn_move_out(out[i], &res[i]);
     free(res);
     return st;
@@ -138,7 +138,7 @@ kn_status *kn_cpu_Loop(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
         bin[0] = &iter_t;
         bin[1] = &cond_t;
         for (int i = 0; i < n_state; i++) bin[2 + i] = &state[i];
-        st = kn_run_subgraph(ctx, body, bin, body->n_inputs, res);
+        st = kn_exec_subgraph(ctx, body, bin, body->n_inputs, res);
         if (st) break;
         cond = res[0].data && kn_numel(&res[0]) >= 1 ? kn_get_i64(&res[0], 0) != 0 : false;
         kn_tensor_release(&res[0]);
@@ -246,7 +246,7 @@ kn_status *kn_cpu_Scan(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
         if (st) break;
         for (int i = 0; i < n_state; i++) bin[i] = &state[i];
         for (int j = 0; j < m; j++) bin[n_state + j] = &slices[j];
-        st = kn_run_subgraph(ctx, body, bin, body->n_inputs, res);
+        st = kn_exec_subgraph(ctx, body, bin, body->n_inputs, res);
         for (int j = 0; j < m; j++) kn_tensor_release(&slices[j]);
         if (st) break;
         for (int i = 0; i < n_state; i++) {

@@ -5,8 +5,9 @@
  * im2col + the int16-pair integer GEMM on zero-point-shifted data; double Conv, DeformConv and
  * the integer fallback (no AVX2) use a plain direct convolution in double. */
 #include "graph/ops.h"
+#include "graph/op_helpers.h"
 #include "kernels/cpu/gemm.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

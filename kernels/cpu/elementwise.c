@@ -6,7 +6,7 @@
  * has them. Broadcasting collapses the output into runs whose inner strides are 0 or 1, which
  * covers same-shape, scalar and row broadcasts with one loop shape. */
 #include "graph/ops.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include "kernels/cpu/elementwise_simd.h"
 #include <math.h>
 #include <stdlib.h>

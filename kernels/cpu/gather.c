@@ -4,7 +4,7 @@
  * checked before any element moves. Elements move by byte size (strings are strdup'd). */
 #include "graph/ops.h"
 #include "graph/op_helpers.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

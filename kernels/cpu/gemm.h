@@ -5,9 +5,9 @@
  * is tested against. Also the plain double / integer products used by MatMul on other dtypes. */
 #ifndef KN_GEMM_H
 #define KN_GEMM_H
-#include "runtime/threadpool.h"
-#include "runtime/status.h"
-#include "runtime/tensor.h"
+#include "runtime/core/threadpool.h"
+#include "runtime/core/status.h"
+#include "runtime/core/tensor.h"
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -53,40 +53,6 @@ bool kn_igemm_s16(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda
                   int32_t *C, int64_t ldc);
 void kn_igemm_s16_avx2(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda,
                        const int16_t *Bp, int32_t *C, int64_t ldc);
-
-/* ---- convolution / pooling window geometry, shared by graph/infer_linalg.c (which defines it)
- * and the Conv / pool kernels, so both agree on output sizes and pads. ---- */
-struct kn_node;
-typedef struct kn_conv_geom {
-    int nsp;                      /* spatial rank */
-    int64_t in[KN_MAX_DIMS], out[KN_MAX_DIMS], k[KN_MAX_DIMS];
-    int64_t stride[KN_MAX_DIMS], dil[KN_MAX_DIMS], pad_b[KN_MAX_DIMS], pad_e[KN_MAX_DIMS];
-} kn_conv_geom;
-/* Read strides/dilations/pads/auto_pad of node n for a window of size kernel over the input
- * spatial dims in (either may be -1 = unknown: the output dim is then -1). ceil_mode applies to
- * the pools. Validates the attribute lengths and values; errors name op. */
-kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, const int64_t *in,
-                            const int64_t *kernel, bool ceil_mode, kn_conv_geom *g);
-/* ConvTranspose: output spatial size and pads from output_shape / output_padding / auto_pad;
- * outpad receives output_padding. */
-kn_status *kn_convt_geometry(const struct kn_node *n, int nsp, const int64_t *in,
-                             const int64_t *kernel, kn_conv_geom *g, int64_t *outpad);
-
-/* Einsum equations, parsed once for inference and the kernel. Labels a-z are ids 0-25, A-Z
- * 26-51, and the dims an ellipsis stands for 52.. (right-aligned across operands). */
-#define KN_EINSUM_MAX_OPS 16
-#define KN_EINSUM_MAX_LABELS (52 + KN_MAX_DIMS)
-typedef struct kn_einsum {
-    int n_ops, ell_rank;
-    int op_ndim[KN_EINSUM_MAX_OPS];
-    int op_lab[KN_EINSUM_MAX_OPS][KN_MAX_DIMS]; /* label id of each operand dim */
-    int out_ndim;
-    int out_lab[KN_MAX_DIMS];
-    int64_t lab_dim[KN_EINSUM_MAX_LABELS];       /* size of each label, -1 unknown */
-    bool used[KN_EINSUM_MAX_LABELS];
-} kn_einsum;
-struct kn_tensor;
-kn_status *kn_einsum_parse(const char *eq, int n_ops, const struct kn_tensor *const *ops, kn_einsum *e);
 
 /* ---- internal: the per-ISA micro-kernels (gemm_avx2.c, gemm_avx512.c) ---- */
 /* C[MR x NR] (row stride ldc) = beta * C + Ap * Bp over kc steps, with Ap packed MR-interleaved

@@ -4,7 +4,7 @@
  * does not) and a PNG's single transparent colour as PIL keeps it. */
 #ifndef KN_IMAGE_DECODE_H
 #define KN_IMAGE_DECODE_H
-#include "runtime/status.h"
+#include "runtime/core/status.h"
 #include <stddef.h>
 #include <stdint.h>
 

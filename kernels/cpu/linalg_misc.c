@@ -4,8 +4,9 @@
  * types use plain loops. Two-operand float32 Einsums lower to a batched sgemm, the rest run a
  * plain loop over the label space. */
 #include "graph/ops.h"
+#include "graph/op_helpers.h"
 #include "kernels/cpu/gemm.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -3,8 +3,9 @@
  * Values are read and accumulated in double, which covers every dtype the specs allow with one
  * code path; float32 planes are read directly to keep the common case quick. */
 #include "graph/ops.h"
+#include "graph/op_helpers.h"
 #include "kernels/cpu/gemm.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <float.h>
 #include <math.h>
 #include <string.h>

@@ -3,7 +3,7 @@
  * byte), the float8 formats and float4e2m1. Integer quantisation rounds half to even in float32,
  * as the ONNX reference does, then saturates to the target range. */
 #include "graph/ops.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <fenv.h>
 #include <math.h>
 #include <string.h>

@@ -5,7 +5,7 @@
  * node's identity, is used. The ONNX test_bernoulli* cases cannot pass on any runtime: their
  * expected outputs were drawn from numpy's unseeded global generator, whatever the seed says. */
 #include "graph/ops.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <math.h>
 #include <string.h>
 

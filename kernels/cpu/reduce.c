@@ -6,7 +6,7 @@
 #include "graph/ops.h"
 #include "graph/op_helpers.h"
 #include "kernels/cpu/rows.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

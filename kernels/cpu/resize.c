@@ -3,7 +3,7 @@
  * GridSample (N-d), AffineGrid, RoiAlign and NonMaxSuppression. */
 #include "graph/ops.h"
 #include "graph/op_helpers.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

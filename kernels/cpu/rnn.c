@@ -4,7 +4,7 @@
  * tensor dtype (float16 / double tensors are converted on the way in and out). */
 #include "graph/ops.h"
 #include "kernels/cpu/gemm.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -5,7 +5,7 @@
 #ifndef KN_CPU_ROWS_H
 #define KN_CPU_ROWS_H
 #include "graph/ops.h"
-#include "runtime/threadpool.h"
+#include "runtime/core/threadpool.h"
 #include <stdbool.h>
 #include <stdint.h>
 

@@ -1,7 +1,7 @@
 /* Sequence and optional ops. A sequence is a kn_tensor of kind SEQUENCE holding owned item
  * tensors; an empty optional is kind NONE; an optional with a value is the value itself. Their
  * sizes are known only at run time, so infer leaves outputs open and kernels allocate. */
-#include "runtime/executor.h"
+#include "graph/ops.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -256,7 +256,7 @@ kn_status *kn_cpu_SequenceMap(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     for (int64_t i = 0; !st && i < len; i++) {
         for (int j = 0; j < n_exp; j++)
             bin[j] = in[j] && in[j]->kind == KN_KIND_SEQUENCE ? ((const kn_seq *)in[j]->data)->items[i] : in[j];
-        st = kn_run_subgraph(ctx, body, bin, n_exp, res);
+        st = kn_exec_subgraph(ctx, body, bin, n_exp, res);
         for (int k = 0; !st && k < n_out; k++) {
             kn_tensor *item = malloc(sizeof *item);
             if (!item) { st = KN_OOM(0); break; }

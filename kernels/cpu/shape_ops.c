@@ -5,7 +5,7 @@
  * blocked fast path for the transposes models actually use. */
 #include "graph/ops.h"
 #include "graph/op_helpers.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

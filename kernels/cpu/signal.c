@@ -2,7 +2,7 @@
  * STFT, the Hann / Hamming / Blackman windows and MelWeightMatrix. Transforms run in double: a
  * radix-2 FFT for power-of-two lengths and Bluestein's algorithm on top of it otherwise. */
 #include "graph/ops.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -6,7 +6,7 @@
  * reference (half_softmax_line). */
 #include "graph/ops.h"
 #include "kernels/cpu/rows.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <math.h>
 #include <string.h>
 

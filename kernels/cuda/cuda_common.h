@@ -11,7 +11,7 @@
 #include <stdint.h>
 extern "C" {
 #include "graph/ops.h"
-#include "runtime/status.h"
+#include "runtime/core/status.h"
 }
 
 struct kn_cuda_dev;

@@ -1,4 +1,4 @@
-# GPU tests on the SIMT interpreter (cmake/cuda_sim.cmake): the interpreter's own tests, the
+# GPU tests on the SIMT interpreter (kernels/cuda/simt/cuda_sim.cmake): the interpreter's own tests, the
 # kernel harness and the zoo sessions built on kiln_core_sim, and the node conformance suite
 # through kiln-sim --device cuda against the CPU. Included from tests/CMakeLists.txt when
 # KILN_CUDA_SIM is on; these run (never skip) on machines without a GPU.

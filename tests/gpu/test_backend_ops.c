@@ -6,7 +6,7 @@
  * Exit 77 with "skipped: no CUDA device" where there is none. */
 #include "graph/ops.h"
 #include "runtime/executor.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>

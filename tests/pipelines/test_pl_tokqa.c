@@ -5,7 +5,7 @@
  * offsets) against the package's, and that bad input is refused with an error. */
 #include "pipelines/pipeline.h"
 #include "pipelines/tokenizer.h"
-#include "runtime/status.h"
+#include "runtime/core/status.h"
 #include <json-c/json.h>
 #include <math.h>
 #include <stdio.h>

@@ -5,7 +5,7 @@
  * threaded and unthreaded, plus the error paths for malformed shapes and attributes.
  * tests/contrib_parity.py covers the same ops end to end against ONNX Runtime. */
 #include "tests/unit/harness.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 
 static uint32_t rng_state = 4242;
 static double drand(void)

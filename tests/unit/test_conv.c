@@ -7,7 +7,7 @@
  * (count_include_pad), the 2-D float32 pool fast path against the generic walk, and the error
  * paths (mismatched channels, out-of-range MaxUnpool indices). */
 #include "tests/unit/harness.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 
 static uint32_t rng_state = 88172645u;
 static float frand(void)

@@ -1,9 +1,9 @@
-/* Unit tests for the reduced-precision conversions in runtime/dtype_convert.c: exhaustive round
+/* Unit tests for the reduced-precision conversions in runtime/core/dtype_convert.c: exhaustive round
  * trips of every float16 / bfloat16 / float8 / float4 code, rounding at halfway points (ties to
  * even), the extremes (max finite, min subnormal, overflow to Inf), NaN handling, negative zero
  * in the FNUZ formats, and the saturate / non-saturate rules of the ONNX Cast spec. */
 #include "tests/unit/harness.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 
 START_TEST(test_f16_round_trip_all_codes) {
     for (uint32_t h = 0; h < 65536; h++) {

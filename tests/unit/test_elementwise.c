@@ -6,7 +6,7 @@
  * the errors bad shapes, dtypes and attributes must give. */
 #include <stdio.h>
 #include "tests/unit/harness.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include "kernels/cpu/elementwise_simd.h"
 
 static kn_threadpool *test_pool;

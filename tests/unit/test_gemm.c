@@ -7,7 +7,7 @@
  * path against a plain integer sum. */
 #include "tests/unit/harness.h"
 #include "kernels/cpu/gemm.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 
 static uint32_t rng_state = 2463534242u;
 static float frand(void)

@@ -4,7 +4,7 @@
  * onnxruntime, Quantize / Dequantize rounding, saturation and round trips, DFT against a direct
  * sum, seeded random draws against numpy's RandomState, and the string ops. */
 #include "tests/unit/harness.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 
 static uint32_t rng_state = 987654321u;
 static float frand(void)

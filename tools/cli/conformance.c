@@ -9,7 +9,7 @@
  * longer passes, naming each, so a regression shows its cause at once; --write-baseline FILE
  * records the cases that pass now. */
 #include "tools/cli/cli.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include "runtime/executor.h"
 #include <dirent.h>
 #include <errno.h>

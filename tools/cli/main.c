@@ -1,9 +1,10 @@
 /* The kiln command-line tool: version, info, exec, conformance, bench (and tokenize when the
  * pipelines are built). Each command returns non-zero with a message on any error. */
 #include "tools/cli/cli.h"
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include "graph/ops.h"
 #include "graph/passes.h"
+#include "runtime/fold.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /* Status objects: an error code plus a heap message. NULL is success, so the common path costs
  * nothing; allocation failure while reporting falls back to a static out-of-memory status. */
-#include "runtime/status.h"
+#include "runtime/core/status.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /* Tensor bookkeeping: element counts, guarded allocation, string ownership, descriptions for
  * error messages, and slow generic element access used by reference code and tests. */
-#include "runtime/tensor.h"
-#include "runtime/dtype.h"
+#include "runtime/core/tensor.h"
+#include "runtime/core/dtype.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -8,7 +8,7 @@
 #ifndef KN_TENSOR_H
 #define KN_TENSOR_H
 #include "kiln.h"
-#include "runtime/status.h"
+#include "runtime/core/status.h"
 #include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>

@@ -2,7 +2,7 @@
  * workers and the caller claim chunks with an atomic counter, so several callers (concurrent
  * session runs) share the workers without blocking each other. A worker that calls
  * kn_parallel_for again runs the inner loop serially, which keeps nesting deadlock-free. */
-#include "runtime/threadpool.h"
+#include "runtime/core/threadpool.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>

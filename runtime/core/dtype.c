@@ -1,5 +1,5 @@
 /* Element type table: sizes and names for every ONNX dtype kiln knows. */
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <stddef.h>
 
 typedef struct { const char *name; size_t size; } kn_dtype_row;

@@ -2,7 +2,7 @@
  * bfloat16, the four ONNX float8 formats, float4e2m1). Rounding is round-to-nearest-even
  * everywhere; the special-value rules (saturation, NaN encodings, no negative zero in the FNUZ
  * formats) follow the ONNX Cast spec and match ml_dtypes, which the ONNX test data comes from. */
-#include "runtime/dtype.h"
+#include "runtime/core/dtype.h"
 #include <math.h>
 #include <string.h>
 
