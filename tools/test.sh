@@ -4,10 +4,13 @@
 # model zoo parity and the bad-input checks. GPU tests skip with "skipped: no CUDA device".
 # Python runs from the project venv made from tests/requirements.lock (tools/install_deps.sh),
 # which is checked against the lock first, so a drifted environment stops here, not in a test.
-# The main build treats warnings as errors; the concurrency tests also run under ThreadSanitizer.
+# The format is checked first; the main build treats warnings as errors; the concurrency tests
+# also run under ThreadSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install_deps.sh
+# the tree follows .clang-format (first, as it takes seconds)
+bash tools/check_format.sh
 BUILD=${KILN_BUILD_DIR:-build}
 JOBS=${KILN_JOBS:-$(nproc)}
 PY="$PWD/$BUILD/venv/bin/python"
