@@ -15,24 +15,26 @@
 
 typedef struct fuse_ctx {
     kn_graph *g;
-    int *uses;      /* per value: number of node input slots reading it (+1 if a graph output) */
-    int *rank;      /* per value: proven rank, -1 unknown */
+    int *uses; /* per value: number of node input slots reading it (+1 if a graph output) */
+    int *rank; /* per value: proven rank, -1 unknown */
 } fuse_ctx;
 
-static void fuse_ctx_free(fuse_ctx *c) { free(c->uses); free(c->rank); c->uses = c->rank = NULL; }
+static void fuse_ctx_free(fuse_ctx *c) {
+    free(c->uses);
+    free(c->rank);
+    c->uses = c->rank = NULL;
+}
 
 static int fuse_op(const kn_node *n) { return n->op >= 0 ? n->op : kn_op_lookup(n->op_type, n->domain); }
 
-static const int64_t *fuse_perm(const kn_node *n, int *len)
-{
+static const int64_t *fuse_perm(const kn_node *n, int *len) {
     const int64_t *p = NULL;
     *len = kn_attr_ints(n, "perm", &p);
     return p;
 }
 
 /* Length of a 1-D value, -1 unknown: a constant, Unsqueeze of a scalar, or a Concat of such. */
-static int64_t fuse_len1d(const kn_graph *g, const int *rank, int v, int depth)
-{
+static int64_t fuse_len1d(const kn_graph *g, const int *rank, int v, int depth) {
     if (v < 0 || depth > 16) return -1;
     const kn_value *val = &g->values[v];
     if (val->constant) return val->constant->ndim == 1 ? val->constant->dims[0] : -1;
@@ -46,12 +48,15 @@ static int64_t fuse_len1d(const kn_graph *g, const int *rank, int v, int depth)
         if (sh && kn_numel(sh) == 1) return fuse_len1d(g, rank, n->inputs[0], depth + 1);
     }
     if (op == KN_OP_ConstantOfShape && n->n_inputs == 1) { /* ConstantOfShape(Shape(x)) with 1-D x */
-        const kn_node *sp = n->inputs[0] >= 0 && g->values[n->inputs[0]].producer >= 0 ? &g->nodes[g->values[n->inputs[0]].producer] : NULL;
+        const kn_node *sp = n->inputs[0] >= 0 && g->values[n->inputs[0]].producer >= 0
+            ? &g->nodes[g->values[n->inputs[0]].producer]
+            : NULL;
         if (sp && fuse_op(sp) == KN_OP_Shape && sp->n_attrs == 0 && sp->inputs[0] >= 0 && rank[sp->inputs[0]] == 1)
             return fuse_len1d(g, rank, sp->inputs[0], depth + 1);
         return -1;
     }
-    if (op == KN_OP_Where || op == KN_OP_Mul || op == KN_OP_Add || op == KN_OP_Cast || op == KN_OP_Identity || op == KN_OP_Equal) {
+    if (op == KN_OP_Where || op == KN_OP_Mul || op == KN_OP_Add || op == KN_OP_Cast || op == KN_OP_Identity ||
+        op == KN_OP_Equal) {
         /* elementwise over 1-D / scalar operands: the broadcast length */
         int64_t len = 1;
         for (int k = 0; k < n->n_inputs; k++) {
@@ -78,11 +83,11 @@ static int64_t fuse_len1d(const kn_graph *g, const int *rank, int v, int depth)
 
 /* Ranks of every value, propagated forward through the (topologically ordered) nodes by the rules
  * of the ops common in transformer exports; anything else stays unknown. */
-static void fuse_ranks(const kn_graph *g, int *rank)
-{
+static void fuse_ranks(const kn_graph *g, int *rank) {
     for (int v = 0; v < g->n_values; v++) {
         const kn_value *val = &g->values[v];
-        rank[v] = val->constant ? val->constant->ndim : (val->producer < 0 && val->kind == KN_VAL_TENSOR ? val->type.ndim : -1);
+        rank[v] = val->constant ? val->constant->ndim
+                                : (val->producer < 0 && val->kind == KN_VAL_TENSOR ? val->type.ndim : -1);
     }
     for (int i = 0; i < g->n_nodes; i++) {
         const kn_node *n = &g->nodes[i];
@@ -90,26 +95,64 @@ static void fuse_ranks(const kn_graph *g, int *rank)
         int r0 = n->n_inputs > 0 && n->inputs[0] >= 0 ? rank[n->inputs[0]] : -1;
         int r1 = n->n_inputs > 1 && n->inputs[1] >= 0 ? rank[n->inputs[1]] : -1;
         switch (op) {
-        case KN_OP_Add: case KN_OP_Sub: case KN_OP_Mul: case KN_OP_Div: case KN_OP_Pow: case KN_OP_Where:
-        case KN_OP_Equal: case KN_OP_Less: case KN_OP_Greater: case KN_OP_LessOrEqual: case KN_OP_GreaterOrEqual:
-        case KN_OP_And: case KN_OP_Or: {
+        case KN_OP_Add:
+        case KN_OP_Sub:
+        case KN_OP_Mul:
+        case KN_OP_Div:
+        case KN_OP_Pow:
+        case KN_OP_Where:
+        case KN_OP_Equal:
+        case KN_OP_Less:
+        case KN_OP_Greater:
+        case KN_OP_LessOrEqual:
+        case KN_OP_GreaterOrEqual:
+        case KN_OP_And:
+        case KN_OP_Or: {
             r = 0;
             for (int k = 0; k < n->n_inputs; k++) {
                 int rk = n->inputs[k] >= 0 ? rank[n->inputs[k]] : -1;
-                if (rk < 0) { r = -1; break; }
+                if (rk < 0) {
+                    r = -1;
+                    break;
+                }
                 if (rk > r) r = rk;
             }
             break;
         }
-        case KN_OP_Cast: case KN_OP_Identity: case KN_OP_Softmax: case KN_OP_LayerNormalization: case KN_OP_Erf:
-        case KN_OP_Tanh: case KN_OP_Relu: case KN_OP_Sqrt: case KN_OP_Neg: case KN_OP_Gelu: case KN_OP_Sigmoid:
-        case KN_OP_Not: case KN_OP_IsNaN: case KN_OP_Split: case KN_OP_Dropout: case KN_OP_MsBiasGelu:
-        case KN_OP_MsFastGelu: case KN_OP_MsGelu: case KN_OP_MsSkipLayerNormalization: case KN_OP_KnSdpa:
-        case KN_OP_Exp: case KN_OP_Log: case KN_OP_Reciprocal: case KN_OP_Abs: case KN_OP_Clip: case KN_OP_Slice:
-        case KN_OP_Pad: case KN_OP_Tile: case KN_OP_CumSum: case KN_OP_Trilu: case KN_OP_Concat:
-        case KN_OP_GatherElements: case KN_OP_Conv: case KN_OP_BatchNormalization:
-            r = r0;
-            break;
+        case KN_OP_Cast:
+        case KN_OP_Identity:
+        case KN_OP_Softmax:
+        case KN_OP_LayerNormalization:
+        case KN_OP_Erf:
+        case KN_OP_Tanh:
+        case KN_OP_Relu:
+        case KN_OP_Sqrt:
+        case KN_OP_Neg:
+        case KN_OP_Gelu:
+        case KN_OP_Sigmoid:
+        case KN_OP_Not:
+        case KN_OP_IsNaN:
+        case KN_OP_Split:
+        case KN_OP_Dropout:
+        case KN_OP_MsBiasGelu:
+        case KN_OP_MsFastGelu:
+        case KN_OP_MsGelu:
+        case KN_OP_MsSkipLayerNormalization:
+        case KN_OP_KnSdpa:
+        case KN_OP_Exp:
+        case KN_OP_Log:
+        case KN_OP_Reciprocal:
+        case KN_OP_Abs:
+        case KN_OP_Clip:
+        case KN_OP_Slice:
+        case KN_OP_Pad:
+        case KN_OP_Tile:
+        case KN_OP_CumSum:
+        case KN_OP_Trilu:
+        case KN_OP_Concat:
+        case KN_OP_GatherElements:
+        case KN_OP_Conv:
+        case KN_OP_BatchNormalization: r = r0; break;
         case KN_OP_MatMul:
             if (r0 >= 2 && r1 >= 2) r = r0 > r1 ? r0 : r1;
             else if (r0 == 1 && r1 >= 2) r = r1 - 1;
@@ -119,9 +162,15 @@ static void fuse_ranks(const kn_graph *g, int *rank)
         case KN_OP_Range: r = 1; break;
         case KN_OP_Flatten: r = 2; break;
         case KN_OP_Shape: r = 1; break;
-        case KN_OP_Transpose: { int pl; fuse_perm(n, &pl); r = pl >= 0 ? pl : r0; break; }
+        case KN_OP_Transpose: {
+            int pl;
+            fuse_perm(n, &pl);
+            r = pl >= 0 ? pl : r0;
+            break;
+        }
         case KN_OP_Gather: r = r0 >= 1 && r1 >= 0 ? r0 + r1 - 1 : -1; break;
-        case KN_OP_Reshape: case KN_OP_ConstantOfShape: {
+        case KN_OP_Reshape:
+        case KN_OP_ConstantOfShape: {
             int64_t l = fuse_len1d(g, rank, n->inputs[op == KN_OP_Reshape ? 1 : 0], 0);
             r = l >= 0 && l <= KN_MAX_DIMS ? (int)l : -1;
             break;
@@ -131,10 +180,12 @@ static void fuse_ranks(const kn_graph *g, int *rank)
             r = l >= 0 && r0 >= 0 ? (int)(l > r0 ? l : r0) : -1;
             break;
         }
-        case KN_OP_Unsqueeze: case KN_OP_Squeeze: {
+        case KN_OP_Unsqueeze:
+        case KN_OP_Squeeze: {
             const kn_value *ax = n->n_inputs > 1 && n->inputs[1] >= 0 ? &g->values[n->inputs[1]] : NULL;
             const int64_t *av = NULL;
-            int64_t na = ax && ax->constant && ax->constant->ndim <= 1 ? kn_numel(ax->constant) : kn_attr_ints(n, "axes", &av);
+            int64_t na =
+                ax && ax->constant && ax->constant->ndim <= 1 ? kn_numel(ax->constant) : kn_attr_ints(n, "axes", &av);
             if (r0 >= 0 && na >= 0) r = op == KN_OP_Unsqueeze ? r0 + (int)na : (na > 0 ? r0 - (int)na : -1);
             break;
         }
@@ -143,42 +194,43 @@ static void fuse_ranks(const kn_graph *g, int *rank)
         if (r > KN_MAX_DIMS) r = -1;
         for (int k = 0; k < n->n_outputs; k++)
             if (n->outputs[k] >= 0)
-                rank[n->outputs[k]] = (k == 0 || op == KN_OP_Split || (op == KN_OP_MsSkipLayerNormalization && k == 3)) ? r : -1;
+                rank[n->outputs[k]] =
+                    (k == 0 || op == KN_OP_Split || (op == KN_OP_MsSkipLayerNormalization && k == 3)) ? r : -1;
     }
 }
 
-static kn_status *fuse_ctx_init(fuse_ctx *c, kn_graph *g)
-{
+static kn_status *fuse_ctx_init(fuse_ctx *c, kn_graph *g) {
     c->g = g;
     size_t nv = (size_t)(g->n_values ? g->n_values : 1);
     c->uses = calloc(nv, sizeof(int));
     c->rank = malloc(nv * sizeof(int));
-    if (!c->uses || !c->rank) { fuse_ctx_free(c); return KN_OOM(nv * 2 * sizeof(int)); }
+    if (!c->uses || !c->rank) {
+        fuse_ctx_free(c);
+        return KN_OOM(nv * 2 * sizeof(int));
+    }
     for (int i = 0; i < g->n_nodes; i++)
         for (int k = 0; k < g->nodes[i].n_inputs; k++)
             if (g->nodes[i].inputs[k] >= 0) c->uses[g->nodes[i].inputs[k]]++;
-    for (int k = 0; k < g->n_outputs; k++) if (g->outputs[k] >= 0) c->uses[g->outputs[k]]++;
+    for (int k = 0; k < g->n_outputs; k++)
+        if (g->outputs[k] >= 0) c->uses[g->outputs[k]]++;
     fuse_ranks(g, c->rank);
     return NULL;
 }
 
 /* The node producing v when it is op `op`, else NULL. */
-static const kn_node *fuse_prod(const fuse_ctx *c, int v, int op)
-{
+static const kn_node *fuse_prod(const fuse_ctx *c, int v, int op) {
     if (v < 0 || c->g->values[v].constant || c->g->values[v].producer < 0) return NULL;
     const kn_node *n = &c->g->nodes[c->g->values[v].producer];
     return fuse_op(n) == op ? n : NULL;
 }
 
 /* v is an intermediate the pattern may delete: read exactly `n` times, all inside the pattern. */
-static bool fuse_private(const fuse_ctx *c, int v, int n)
-{
+static bool fuse_private(const fuse_ctx *c, int v, int n) {
     return v >= 0 && !c->g->values[v].is_output && !c->g->values[v].constant && c->uses[v] == n;
 }
 
 /* A float32 constant with one element; its value in *x. */
-static bool fuse_scalar(const fuse_ctx *c, int v, double *x)
-{
+static bool fuse_scalar(const fuse_ctx *c, int v, double *x) {
     if (v < 0 || !c->g->values[v].constant) return false;
     const kn_tensor *t = c->g->values[v].constant;
     if (t->dtype != KN_F32 || kn_numel(t) != 1 || !t->data) return false;
@@ -189,8 +241,7 @@ static bool fuse_scalar(const fuse_ctx *c, int v, double *x)
 static bool fuse_near(double x, double want) { return fabs(x - want) <= 1e-6 * fabs(want); }
 
 /* For a binary node with one scalar-constant operand: the other operand, and the constant. */
-static int fuse_other(const fuse_ctx *c, const kn_node *n, double *x)
-{
+static int fuse_other(const fuse_ctx *c, const kn_node *n, double *x) {
     if (n->n_inputs != 2) return -1;
     if (fuse_scalar(c, n->inputs[1], x)) return n->inputs[0];
     if (fuse_op(n) != KN_OP_Div && fuse_scalar(c, n->inputs[0], x)) return n->inputs[1];
@@ -198,12 +249,14 @@ static int fuse_other(const fuse_ctx *c, const kn_node *n, double *x)
 }
 
 /* Remove the nodes flagged in del (indices into g->nodes) and append the new node. */
-static void fuse_drop(kn_graph *g, const uint8_t *del)
-{
+static void fuse_drop(kn_graph *g, const uint8_t *del) {
     int w = 0;
     for (int i = 0; i < g->n_nodes; i++) {
         kn_node *n = &g->nodes[i];
-        if (!del[i]) { g->nodes[w++] = *n; continue; }
+        if (!del[i]) {
+            g->nodes[w++] = *n;
+            continue;
+        }
         kn_node_clear(n);
     }
     g->n_nodes = w;
@@ -216,8 +269,7 @@ static void fuse_drop(kn_graph *g, const uint8_t *del)
 static int fuse_node_index(const kn_graph *g, const kn_node *n) { return (int)(n - g->nodes); }
 
 /* A fresh value named after `base` with a suffix no other value has. */
-static int fuse_new_value(kn_graph *g, const char *base, const char *suffix)
-{
+static int fuse_new_value(kn_graph *g, const char *base, const char *suffix) {
     char name[512];
     for (int k = 0;; k++) {
         if (k) snprintf(name, sizeof name, "%s/%s_%d", base, suffix, k);
@@ -230,8 +282,7 @@ static int fuse_new_value(kn_graph *g, const char *base, const char *suffix)
 /* Replace the nodes in del by one node (op_type, domain) with the given inputs, writing value out.
  * Attribute arrays are moved in. */
 static kn_status *fuse_replace(kn_graph *g, uint8_t *del, const char *name, const char *op_type, const char *domain,
-                               const int *ins, int n_ins, int out, kn_attr *attrs, int n_attrs)
-{
+                               const int *ins, int n_ins, int out, kn_attr *attrs, int n_attrs) {
     int id = kn_graph_add_node(g, name, op_type, domain, ins, n_ins, &out, 1, attrs, n_attrs);
     if (id < 0) {
         for (int a = 0; a < n_attrs; a++) kn_attr_clear(&attrs[a]);
@@ -241,21 +292,29 @@ static kn_status *fuse_replace(kn_graph *g, uint8_t *del, const char *name, cons
     g->nodes[id].op = kn_op_lookup(op_type, domain);
     g->nodes[id].opset = 1;
     kn_status *st = kn_node_decode_params(&g->nodes[id]); /* its params, as loading decodes them */
-    if (st) { free(del); return st; }
+    if (st) {
+        free(del);
+        return st;
+    }
     uint8_t *d2 = realloc(del, (size_t)g->n_nodes);
-    if (!d2) { free(del); return KN_OOM((size_t)g->n_nodes); }
+    if (!d2) {
+        free(del);
+        return KN_OOM((size_t)g->n_nodes);
+    }
     d2[id] = 0;
     fuse_drop(g, d2);
     free(d2);
     return NULL;
 }
 
-static kn_attr *fuse_attr_float(const char *name, float f)
-{
+static kn_attr *fuse_attr_float(const char *name, float f) {
     kn_attr *a = calloc(1, sizeof *a);
     if (!a) return NULL;
     a->name = strdup(name);
-    if (!a->name) { free(a); return NULL; }
+    if (!a->name) {
+        free(a);
+        return NULL;
+    }
     a->type = KN_ATTR_FLOAT;
     a->f = f;
     return a;
@@ -264,8 +323,7 @@ static kn_attr *fuse_attr_float(const char *name, float f)
 /* ---- attention ---- */
 
 /* Peel an optional Mul/Div by a private scalar constant off v; multiplies *scale and flags the node. */
-static int fuse_peel_scale(const fuse_ctx *c, int v, double *scale, uint8_t *del)
-{
+static int fuse_peel_scale(const fuse_ctx *c, int v, double *scale, uint8_t *del) {
     const kn_node *m = fuse_prod(c, v, KN_OP_Mul);
     if (!m) m = fuse_prod(c, v, KN_OP_Div);
     double x;
@@ -276,8 +334,7 @@ static int fuse_peel_scale(const fuse_ctx *c, int v, double *scale, uint8_t *del
     return o;
 }
 
-static kn_status *fuse_try_attention(fuse_ctx *c, int si, bool *fired)
-{
+static kn_status *fuse_try_attention(fuse_ctx *c, int si, bool *fired) {
     kn_graph *g = c->g;
     *fired = false;
     const kn_node *sm = &g->nodes[si];
@@ -300,8 +357,8 @@ static kn_status *fuse_try_attention(fuse_ctx *c, int si, bool *fired)
             else if (op == KN_OP_Where && k == 2 && c->uses[p] == 2 && n->n_inputs == 3) {
                 const kn_node *isn = fuse_prod(c, n->inputs[0], KN_OP_IsNaN);
                 double z;
-                if (isn && isn->inputs[0] == p && fuse_private(c, n->inputs[0], 1) && fuse_scalar(c, n->inputs[1], &z) &&
-                    z == 0.0 && fuse_private(c, n->outputs[0], 1)) {
+                if (isn && isn->inputs[0] == p && fuse_private(c, n->inputs[0], 1) &&
+                    fuse_scalar(c, n->inputs[1], &z) && z == 0.0 && fuse_private(c, n->outputs[0], 1)) {
                     for (int j = 0; j < g->n_nodes; j++) {
                         const kn_node *mm = &g->nodes[j];
                         if (fuse_op(mm) == KN_OP_MatMul && mm->n_inputs == 2 && mm->inputs[0] == n->outputs[0]) pv = mm;
@@ -373,29 +430,55 @@ static kn_status *fuse_try_attention(fuse_ctx *c, int si, bool *fired)
     snprintf(name, sizeof name, "%s/kn_sdpa", sm->name && sm->name[0] ? sm->name : "softmax");
     if (bthd) { /* K[B,T,H,d] -> [B,H,T,d] by a new Transpose (the old one went to [B,H,d,T]) */
         int kv = fuse_new_value(g, g->values[kin].name, "kn_bhtd");
-        if (kv < 0) { free(del); return KN_OOM(0); }
+        if (kv < 0) {
+            free(del);
+            return KN_OOM(0);
+        }
         kn_attr *pa = calloc(1, sizeof *pa);
         int64_t *pp = malloc(4 * sizeof(int64_t));
         char *pn = strdup("perm");
-        if (!pa || !pp || !pn) { free(pa); free(pp); free(pn); free(del); return KN_OOM(0); }
-        pp[0] = 0; pp[1] = 2; pp[2] = 1; pp[3] = 3;
+        if (!pa || !pp || !pn) {
+            free(pa);
+            free(pp);
+            free(pn);
+            free(del);
+            return KN_OOM(0);
+        }
+        pp[0] = 0;
+        pp[1] = 2;
+        pp[2] = 1;
+        pp[3] = 3;
         *pa = (kn_attr){.name = pn, .type = KN_ATTR_INTS, .ints = pp, .n_ints = 4};
         char tn[300];
         snprintf(tn, sizeof tn, "%s/k_bhtd", name);
         int id = kn_graph_add_node(g, tn, "Transpose", "", &kin, 1, &kv, 1, pa, 1);
-        if (id < 0) { kn_attr_clear(pa); free(pa); free(del); return KN_OOM(0); }
+        if (id < 0) {
+            kn_attr_clear(pa);
+            free(pa);
+            free(del);
+            return KN_OOM(0);
+        }
         g->nodes[id].op = KN_OP_Transpose;
         g->nodes[id].opset = 13;
         kn_status *pst = kn_node_decode_params(&g->nodes[id]);
-        if (pst) { free(del); return pst; }
+        if (pst) {
+            free(del);
+            return pst;
+        }
         uint8_t *d2 = realloc(del, (size_t)g->n_nodes + 1);
-        if (!d2) { free(del); return KN_OOM(0); }
+        if (!d2) {
+            free(del);
+            return KN_OOM(0);
+        }
         del = d2;
         del[id] = 0;
         kin = kv;
     }
     kn_attr *sa = fuse_attr_float("scale", (float)scale);
-    if (!sa) { free(del); return KN_OOM(0); }
+    if (!sa) {
+        free(del);
+        return KN_OOM(0);
+    }
     int ins[4] = {q, kin, vv, mask};
     kn_status *st = fuse_replace(g, del, name, "KnSdpa", "kiln", ins, mask >= 0 ? 4 : 3, out, sa, 1);
     if (!st) *fired = true;
@@ -409,8 +492,7 @@ no:
  * each rewrite since indices move. */
 typedef kn_status *(*fuse_try_fn)(fuse_ctx *c, int node, bool *fired);
 
-static kn_status *fuse_run(kn_graph *g, int anchor, fuse_try_fn fn, int *n_fused)
-{
+static kn_status *fuse_run(kn_graph *g, int anchor, fuse_try_fn fn, int *n_fused) {
     *n_fused = 0;
     for (;;) {
         fuse_ctx c;
@@ -428,16 +510,14 @@ static kn_status *fuse_run(kn_graph *g, int anchor, fuse_try_fn fn, int *n_fused
     return NULL;
 }
 
-kn_status *kn_pass_fuse_attention(kn_graph *g, int *n_fused)
-{
+kn_status *kn_pass_fuse_attention(kn_graph *g, int *n_fused) {
     return fuse_run(g, KN_OP_Softmax, fuse_try_attention, n_fused);
 }
 
 /* ---- bias + GELU ---- */
 
 /* The product 0.5 * x * a1 as two Muls in any order and nesting; returns the outer Mul or NULL. */
-static const kn_node *fuse_half_product(const fuse_ctx *c, int xv, int a1, uint8_t *del)
-{
+static const kn_node *fuse_half_product(const fuse_ctx *c, int xv, int a1, uint8_t *del) {
     const kn_graph *g = c->g;
     for (int i = 0; i < g->n_nodes; i++) {
         const kn_node *m2 = &g->nodes[i];
@@ -464,8 +544,7 @@ static const kn_node *fuse_half_product(const fuse_ctx *c, int xv, int a1, uint8
 }
 
 /* a1 = Add(t, 1) where t is the output of node `t_node`; returns a1 or -1. */
-static int fuse_plus_one(const fuse_ctx *c, int t, uint8_t *del)
-{
+static int fuse_plus_one(const fuse_ctx *c, int t, uint8_t *del) {
     const kn_graph *g = c->g;
     if (!fuse_private(c, t, 1)) return -1;
     for (int i = 0; i < g->n_nodes; i++) {
@@ -482,8 +561,7 @@ static int fuse_plus_one(const fuse_ctx *c, int t, uint8_t *del)
 
 /* x = Add(MatMul(a, W[K,N]), b[N]) with constant W and b: the MatMul output and b, so the bias
  * is proven 1-D along x's last axis. */
-static bool fuse_bias_of(const fuse_ctx *c, int xv, int uses_of_x, int *mm_out, int *bias, uint8_t *del)
-{
+static bool fuse_bias_of(const fuse_ctx *c, int xv, int uses_of_x, int *mm_out, int *bias, uint8_t *del) {
     const kn_node *a = fuse_prod(c, xv, KN_OP_Add);
     if (!a || a->n_inputs != 2 || !fuse_private(c, xv, uses_of_x)) return false;
     for (int side = 0; side < 2; side++) {
@@ -492,7 +570,8 @@ static bool fuse_bias_of(const fuse_ctx *c, int xv, int uses_of_x, int *mm_out, 
         const kn_tensor *bt = b >= 0 ? c->g->values[b].constant : NULL;
         if (!mm || !bt || bt->ndim != 1 || mm->n_inputs != 2 || !fuse_private(c, m, 1)) continue;
         const kn_tensor *w = mm->inputs[1] >= 0 ? c->g->values[mm->inputs[1]].constant : NULL;
-        if (!w || w->ndim != 2 || w->dims[1] != bt->dims[0] || w->dtype != bt->dtype || c->rank[mm->inputs[0]] < 2) continue;
+        if (!w || w->ndim != 2 || w->dims[1] != bt->dims[0] || w->dtype != bt->dtype || c->rank[mm->inputs[0]] < 2)
+            continue;
         *mm_out = m;
         *bias = b;
         del[fuse_node_index(c->g, a)] = 1;
@@ -501,9 +580,8 @@ static bool fuse_bias_of(const fuse_ctx *c, int xv, int uses_of_x, int *mm_out, 
     return false;
 }
 
-static kn_status *fuse_emit_gelu(fuse_ctx *c, uint8_t *del, const kn_node *anchor, int xv, int uses_of_x,
-                                 int out, bool tanh_form, bool *fired)
-{
+static kn_status *fuse_emit_gelu(fuse_ctx *c, uint8_t *del, const kn_node *anchor, int xv, int uses_of_x, int out,
+                                 bool tanh_form, bool *fired) {
     kn_graph *g = c->g;
     int mm_out = -1, bias = -1;
     bool has_bias = fuse_bias_of(c, xv, uses_of_x, &mm_out, &bias, del);
@@ -517,8 +595,7 @@ static kn_status *fuse_emit_gelu(fuse_ctx *c, uint8_t *del, const kn_node *ancho
 }
 
 /* Erf form: 0.5 * x * (1 + Erf(x / sqrt2)) (or x * (1/sqrt2)), anchored at the Erf. */
-static kn_status *fuse_try_gelu_erf(fuse_ctx *c, int ei, bool *fired)
-{
+static kn_status *fuse_try_gelu_erf(fuse_ctx *c, int ei, bool *fired) {
     kn_graph *g = c->g;
     *fired = false;
     const kn_node *erf = &g->nodes[ei];
@@ -544,8 +621,7 @@ no:
 }
 
 /* Tanh form: 0.5 * x * (1 + Tanh(sqrt(2/pi) * (x + 0.044715 * Pow(x, 3)))), anchored at the Tanh. */
-static kn_status *fuse_try_gelu_tanh(fuse_ctx *c, int ti, bool *fired)
-{
+static kn_status *fuse_try_gelu_tanh(fuse_ctx *c, int ti, bool *fired) {
     kn_graph *g = c->g;
     *fired = false;
     const kn_node *th = &g->nodes[ti];
@@ -568,7 +644,8 @@ static kn_status *fuse_try_gelu_tanh(fuse_ctx *c, int ti, bool *fired)
         if (cube < 0 || !fuse_near(k, 0.044715) || !fuse_private(c, ad->inputs[side], 1)) continue;
         const kn_node *pw = fuse_prod(c, cube, KN_OP_Pow);
         double e;
-        if (!pw || pw->n_inputs != 2 || !fuse_scalar(c, pw->inputs[1], &e) || e != 3.0 || !fuse_private(c, cube, 1)) continue;
+        if (!pw || pw->n_inputs != 2 || !fuse_scalar(c, pw->inputs[1], &e) || e != 3.0 || !fuse_private(c, cube, 1))
+            continue;
         if (pw->inputs[0] != ad->inputs[1 - side]) continue;
         xv = pw->inputs[0];
         del[fuse_node_index(g, mc)] = 1;
@@ -585,8 +662,7 @@ no:
     return NULL;
 }
 
-kn_status *kn_pass_fuse_bias_gelu(kn_graph *g, int *n_fused)
-{
+kn_status *kn_pass_fuse_bias_gelu(kn_graph *g, int *n_fused) {
     int a = 0, b = 0;
     KN_TRY(fuse_run(g, KN_OP_Erf, fuse_try_gelu_erf, &a));
     KN_TRY(fuse_run(g, KN_OP_Tanh, fuse_try_gelu_tanh, &b));
@@ -596,8 +672,7 @@ kn_status *kn_pass_fuse_bias_gelu(kn_graph *g, int *n_fused)
 
 /* ---- residual add + LayerNormalization ---- */
 
-static kn_status *fuse_try_skip_ln(fuse_ctx *c, int li, bool *fired)
-{
+static kn_status *fuse_try_skip_ln(fuse_ctx *c, int li, bool *fired) {
     kn_graph *g = c->g;
     *fired = false;
     const kn_node *ln = &g->nodes[li];
@@ -607,7 +682,8 @@ static kn_status *fuse_try_skip_ln(fuse_ctx *c, int li, bool *fired)
     if (kn_attr_int(ln, "axis", -1) != -1 || kn_attr_int(ln, "stash_type", 1) != 1) return NULL;
     int xv = ln->inputs[0], gam = ln->inputs[1], bet = ln->n_inputs > 2 ? ln->inputs[2] : -1;
     const kn_tensor *gt = gam >= 0 ? g->values[gam].constant : NULL, *bt = bet >= 0 ? g->values[bet].constant : NULL;
-    if (!gt || gt->ndim != 1 || gt->dtype != KN_F32 || (bet >= 0 && (!bt || bt->ndim != 1 || bt->dims[0] != gt->dims[0] || bt->dtype != KN_F32)))
+    if (!gt || gt->ndim != 1 || gt->dtype != KN_F32 ||
+        (bet >= 0 && (!bt || bt->ndim != 1 || bt->dims[0] != gt->dims[0] || bt->dtype != KN_F32)))
         return NULL;
     const kn_node *ad = fuse_prod(c, xv, KN_OP_Add);
     if (!ad || ad->n_inputs != 2 || g->values[xv].is_output || ad->inputs[0] < 0 || ad->inputs[1] < 0) return NULL;
@@ -625,17 +701,32 @@ static kn_status *fuse_try_skip_ln(fuse_ctx *c, int li, bool *fired)
     char name[256];
     snprintf(name, sizeof name, "%s/kn_skip_ln", ln->name && ln->name[0] ? ln->name : "layernorm");
     kn_attr *ea = fuse_attr_float("epsilon", kn_attr_float(ln, "epsilon", 1e-5f));
-    if (!ea) { free(del); return KN_OOM(0); }
+    if (!ea) {
+        free(del);
+        return KN_OOM(0);
+    }
     int ins[4] = {a, b, gam, bet}, outs[4] = {ln->outputs[0], -1, -1, xv};
     int n_outs = extra > 0 ? 4 : 1;
-    int id = kn_graph_add_node(g, name, "SkipLayerNormalization", "com.microsoft", ins, bet >= 0 ? 4 : 3, outs, n_outs, ea, 1);
-    if (id < 0) { kn_attr_clear(ea); free(ea); free(del); return KN_OOM(0); }
+    int id = kn_graph_add_node(g, name, "SkipLayerNormalization", "com.microsoft", ins, bet >= 0 ? 4 : 3, outs, n_outs,
+                               ea, 1);
+    if (id < 0) {
+        kn_attr_clear(ea);
+        free(ea);
+        free(del);
+        return KN_OOM(0);
+    }
     g->nodes[id].op = KN_OP_MsSkipLayerNormalization;
     g->nodes[id].opset = 1;
     kn_status *pst = kn_node_decode_params(&g->nodes[id]);
-    if (pst) { free(del); return pst; }
+    if (pst) {
+        free(del);
+        return pst;
+    }
     uint8_t *d2 = realloc(del, (size_t)g->n_nodes);
-    if (!d2) { free(del); return KN_OOM(0); }
+    if (!d2) {
+        free(del);
+        return KN_OOM(0);
+    }
     d2[id] = 0;
     fuse_drop(g, d2);
     free(d2);
@@ -643,13 +734,11 @@ static kn_status *fuse_try_skip_ln(fuse_ctx *c, int li, bool *fired)
     return NULL;
 }
 
-kn_status *kn_pass_fuse_skip_layernorm(kn_graph *g, int *n_fused)
-{
+kn_status *kn_pass_fuse_skip_layernorm(kn_graph *g, int *n_fused) {
     return fuse_run(g, KN_OP_LayerNormalization, fuse_try_skip_ln, n_fused);
 }
 
-unsigned kn_fusions_for_backend(const kn_backend *b)
-{
+unsigned kn_fusions_for_backend(const kn_backend *b) {
     if (!b) return KN_FUSE_ALL;
     unsigned m = 0;
     if (b->kernel(b, KN_OP_KnSdpa)) m |= KN_FUSE_ATTENTION;
@@ -660,8 +749,7 @@ unsigned kn_fusions_for_backend(const kn_backend *b)
     return m;
 }
 
-kn_status *kn_graph_fuse_some(kn_graph *g, unsigned passes, kn_fuse_counts *counts)
-{
+kn_status *kn_graph_fuse_some(kn_graph *g, unsigned passes, kn_fuse_counts *counts) {
     kn_fuse_counts c = {0};
     if (passes & KN_FUSE_ATTENTION) KN_TRY(kn_pass_fuse_attention(g, &c.attention));
     if (passes & KN_FUSE_GELU) KN_TRY(kn_pass_fuse_bias_gelu(g, &c.gelu));
@@ -671,4 +759,3 @@ kn_status *kn_graph_fuse_some(kn_graph *g, unsigned passes, kn_fuse_counts *coun
 }
 
 kn_status *kn_graph_fuse(kn_graph *g, kn_fuse_counts *counts) { return kn_graph_fuse_some(g, KN_FUSE_ALL, counts); }
-

@@ -8,15 +8,13 @@
 static const kn_tensor *ci_in(const kn_infer_ctx *c, int i) { return i < c->n_in ? c->in[i] : NULL; }
 static kn_tensor *ci_out(const kn_infer_ctx *c, int i) { return i < c->n_out ? c->out[i] : NULL; }
 
-static void ci_set(kn_tensor *t, kn_dtype dt, int ndim, const int64_t *dims)
-{
+static void ci_set(kn_tensor *t, kn_dtype dt, int ndim, const int64_t *dims) {
     if (!t) return;
     t->dtype = dt;
     kn_tensor_set_shape(t, ndim, dims);
 }
 
-static void ci_unknown(kn_tensor *t, kn_dtype dt)
-{
+static void ci_unknown(kn_tensor *t, kn_dtype dt) {
     if (!t) return;
     t->dtype = dt;
     t->ndim = -1;
@@ -30,15 +28,13 @@ static bool ci_float(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_
 
 /* ---- params decoders (graph/params.h), run once per node at load ---- */
 
-kn_status *kn_params_decode_ms_sln(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_ms_sln(const kn_node *n, void *out) {
     kn_params_ms_sln *p = out;
     p->epsilon = kn_attr_float(n, "epsilon", 1e-12f);
     return NULL;
 }
 
-kn_status *kn_params_decode_ms_attention(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_ms_attention(const kn_node *n, void *out) {
     kn_params_ms_attention *p = out;
     p->num_heads = kn_attr_int(n, "num_heads", 0);
     p->scale = kn_attr_float(n, "scale", 0.0f);
@@ -52,13 +48,12 @@ kn_status *kn_params_decode_ms_attention(const kn_node *n, void *out)
     return NULL;
 }
 
-static kn_status *ci_need(const kn_node *n, const kn_tensor *t, const char *what, int lo, int hi)
-{
+static kn_status *ci_need(const kn_node *n, const kn_tensor *t, const char *what, int lo, int hi) {
     char buf[KN_DESC_LEN];
     if (!t) return kn_error(KN_ERR_INVALID_MODEL, "%s: missing input %s", n->op_type, what);
     if (!ci_float(t->dtype))
-        return kn_error(KN_ERR_UNSUPPORTED, "%s: %s must be float32/float64/float16/bfloat16, got %s",
-                        n->op_type, what, kn_tensor_desc(t, buf, sizeof buf));
+        return kn_error(KN_ERR_UNSUPPORTED, "%s: %s must be float32/float64/float16/bfloat16, got %s", n->op_type, what,
+                        kn_tensor_desc(t, buf, sizeof buf));
     if (t->ndim >= 0 && (t->ndim < lo || t->ndim > hi))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s must have rank %d..%d, got %s", n->op_type, what, lo, hi,
                         kn_tensor_desc(t, buf, sizeof buf));
@@ -66,34 +61,30 @@ static kn_status *ci_need(const kn_node *n, const kn_tensor *t, const char *what
 }
 
 /* A 1-D bias must match the last dim of x when both are known. */
-static kn_status *ci_check_bias(const kn_node *n, const kn_tensor *x, const kn_tensor *b, const char *what)
-{
+static kn_status *ci_check_bias(const kn_node *n, const kn_tensor *x, const kn_tensor *b, const char *what) {
     char bx[KN_DESC_LEN], bb[KN_DESC_LEN];
     if (!b) return NULL;
     KN_TRY(ci_need(n, b, what, 1, 1));
     if (x->ndim > 0 && b->ndim == 1 && x->dims[x->ndim - 1] >= 0 && b->dims[0] >= 0 &&
         x->dims[x->ndim - 1] != b->dims[0])
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s %s does not match the last dim of input %s", n->op_type,
-                        what, kn_tensor_desc(b, bb, sizeof bb), kn_tensor_desc(x, bx, sizeof bx));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s %s does not match the last dim of input %s", n->op_type, what,
+                        kn_tensor_desc(b, bb, sizeof bb), kn_tensor_desc(x, bx, sizeof bx));
     return NULL;
 }
 
-kn_status *kn_infer_MsGelu(kn_infer_ctx *c)
-{
+kn_status *kn_infer_MsGelu(kn_infer_ctx *c) {
     KN_TRY(ci_need(c->node, ci_in(c, 0), "X", 0, KN_MAX_DIMS));
     return kn_infer_same_as_input0(c);
 }
 
-kn_status *kn_infer_MsFastGelu(kn_infer_ctx *c)
-{
+kn_status *kn_infer_MsFastGelu(kn_infer_ctx *c) {
     const kn_tensor *x = ci_in(c, 0);
     KN_TRY(ci_need(c->node, x, "X", 1, KN_MAX_DIMS));
     KN_TRY(ci_check_bias(c->node, x, ci_in(c, 1), "bias"));
     return kn_infer_same_as_input0(c);
 }
 
-kn_status *kn_infer_MsBiasGelu(kn_infer_ctx *c)
-{
+kn_status *kn_infer_MsBiasGelu(kn_infer_ctx *c) {
     const kn_tensor *x = ci_in(c, 0);
     KN_TRY(ci_need(c->node, x, "A", 1, KN_MAX_DIMS));
     if (!ci_in(c, 1)) return kn_error(KN_ERR_INVALID_MODEL, "BiasGelu: missing input B");
@@ -103,8 +94,7 @@ kn_status *kn_infer_MsBiasGelu(kn_infer_ctx *c)
 
 /* Outputs: output and input_skip_bias_sum take the input's shape; mean and inv_std_var the
  * input's leading dims followed by 1, in float32 (ORT's type U). */
-kn_status *kn_infer_MsSkipLayerNormalization(kn_infer_ctx *c)
-{
+kn_status *kn_infer_MsSkipLayerNormalization(kn_infer_ctx *c) {
     const kn_node *n = c->node;
     const kn_tensor *x = ci_in(c, 0);
     KN_TRY(ci_need(n, x, "input", 2, 3));
@@ -132,28 +122,31 @@ kn_status *kn_infer_MsSkipLayerNormalization(kn_infer_ctx *c)
 
 /* Attention: input [B,S,D_in], weights [D_in, q+k+v hidden]; output [B,S,v_hidden];
  * present [2,B,N,past+S,head_size] (past is [2,B,N,past,head_size]). */
-kn_status *kn_infer_MsAttention(kn_infer_ctx *c)
-{
+kn_status *kn_infer_MsAttention(kn_infer_ctx *c) {
     const kn_node *n = c->node;
     const kn_tensor *x = ci_in(c, 0), *w = ci_in(c, 1), *past = ci_in(c, 4);
     KN_TRY(ci_need(n, x, "input", 3, 3));
     KN_TRY(ci_need(n, w, "weights", 2, 2));
     const kn_params_ms_attention *p = KN_PARAMS(n, ms_attention);
-    int64_t N = p->num_heads;
+    int64_t N
+    = p->num_heads;
     if (N <= 0) return kn_error(KN_ERR_INVALID_MODEL, "Attention: num_heads must be > 0, got %lld", (long long)N);
     const int64_t *qkv = p->qkv_hidden_sizes;
     int nq = p->n_qkv_hidden_sizes;
     int64_t hq = -1, hv = -1;
     if (nq > 0) {
         if (nq != 3 || qkv[0] <= 0 || qkv[1] != qkv[0] || qkv[2] <= 0 || qkv[0] % N || qkv[2] % N)
-            return kn_error(KN_ERR_INVALID_MODEL,
-                            "Attention: qkv_hidden_sizes must be 3 positive sizes, q == k, each divisible by num_heads");
+            return kn_error(
+                KN_ERR_INVALID_MODEL,
+                "Attention: qkv_hidden_sizes must be 3 positive sizes, q == k, each divisible by num_heads");
         hq = qkv[0];
         hv = qkv[2];
     } else if (w->ndim == 2 && w->dims[1] >= 0) {
         if (w->dims[1] % 3 || (w->dims[1] / 3) % N)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: weights dim 1 (%lld) must be 3 * hidden with hidden divisible by num_heads %lld",
-                            (long long)w->dims[1], (long long)N);
+            return kn_error(
+                KN_ERR_INVALID_ARGUMENT,
+                "Attention: weights dim 1 (%lld) must be 3 * hidden with hidden divisible by num_heads %lld",
+                (long long)w->dims[1], (long long)N);
         hq = hv = w->dims[1] / 3;
     }
     if (x->ndim < 0) {
@@ -169,24 +162,27 @@ kn_status *kn_infer_MsAttention(kn_infer_ctx *c)
         KN_TRY(ci_need(n, past, "past", 5, 5));
         P = past->ndim == 5 ? past->dims[3] : -1;
     }
-    int64_t pd[5] = {2, B, N, ci_add(P, S), ci_div(hq, N)};
+    int64_t pd[5] = { 2, B, N, ci_add(P, S), ci_div(hq, N) };
     ci_set(ci_out(c, 1), x->dtype, 5, pd);
     return NULL;
 }
 
 /* MultiHeadAttention: query [B,S,D]; key/value [B,L,D] / [B,L,Dv] or [B,N,L,H] / [B,N,L,Hv];
  * output [B,S,N*Hv]; present_key/value [B,N,past+L,H|Hv]; qk [B,N,S,past+L]. */
-kn_status *kn_infer_MsMultiHeadAttention(kn_infer_ctx *c)
-{
+kn_status *kn_infer_MsMultiHeadAttention(kn_infer_ctx *c) {
     const kn_node *n = c->node;
     const kn_tensor *q = ci_in(c, 0), *k = ci_in(c, 1), *v = ci_in(c, 2), *pk = ci_in(c, 6);
     KN_TRY(ci_need(n, q, "query", 3, 3));
     if (!k || !v)
-        return kn_error(KN_ERR_UNSUPPORTED, "MultiHeadAttention: packed QKV / packed KV layouts are not supported (key and value are required)");
+        return kn_error(
+            KN_ERR_UNSUPPORTED,
+            "MultiHeadAttention: packed QKV / packed KV layouts are not supported (key and value are required)");
     KN_TRY(ci_need(n, k, "key", 3, 4));
     KN_TRY(ci_need(n, v, "value", 3, 4));
-    int64_t N = KN_PARAMS(n, ms_attention)->num_heads;
-    if (N <= 0) return kn_error(KN_ERR_INVALID_MODEL, "MultiHeadAttention: num_heads must be > 0, got %lld", (long long)N);
+    int64_t N
+    = KN_PARAMS(n, ms_attention)->num_heads;
+    if (N <= 0)
+        return kn_error(KN_ERR_INVALID_MODEL, "MultiHeadAttention: num_heads must be > 0, got %lld", (long long)N);
     kn_dtype dt = q->dtype;
     if (q->ndim < 0 || k->ndim < 0 || v->ndim < 0) {
         for (int i = 0; i < c->n_out; i++) ci_unknown(ci_out(c, i), dt);
@@ -206,7 +202,7 @@ kn_status *kn_infer_MsMultiHeadAttention(kn_infer_ctx *c)
     int64_t P = 0;
     if (pk) P = pk->ndim == 4 ? pk->dims[2] : -1;
     int64_t T = ci_add(P, L);
-    int64_t d0[3] = {B, S, ci_mul(N, Hv)}, dk[4] = {B, N, T, H}, dv[4] = {B, N, T, Hv}, dq[4] = {B, N, S, T};
+    int64_t d0[3] = { B, S, ci_mul(N, Hv) }, dk[4] = { B, N, T, H }, dv[4] = { B, N, T, Hv }, dq[4] = { B, N, S, T };
     ci_set(ci_out(c, 0), dt, 3, d0);
     ci_set(ci_out(c, 1), dt, 4, dk);
     ci_set(ci_out(c, 2), dt, 4, dv);

@@ -11,8 +11,10 @@ kn_status *kn_params_decode_act(const kn_node *n, void *out) {
     kn_params_act *p = out;
     switch (n->op) {
     case KN_OP_LeakyRelu: p->alpha = kn_attr_float(n, "alpha", 0.01f); break;
-    case KN_OP_Elu: case KN_OP_Celu: case KN_OP_ThresholdedRelu: case KN_OP_Swish:
-        p->alpha = kn_attr_float(n, "alpha", 1.0f); break;
+    case KN_OP_Elu:
+    case KN_OP_Celu:
+    case KN_OP_ThresholdedRelu:
+    case KN_OP_Swish: p->alpha = kn_attr_float(n, "alpha", 1.0f); break;
     case KN_OP_Selu:
         p->alpha = kn_attr_float(n, "alpha", 1.67326319217681884765625f);
         p->gamma = kn_attr_float(n, "gamma", 1.05070102214813232421875f);
@@ -28,8 +30,7 @@ kn_status *kn_params_decode_act(const kn_node *n, void *out) {
     case KN_OP_Gelu: {
         const char *ap = kn_attr_str(n, "approximate", "none");
         if (strcmp(ap, "tanh") == 0) p->gelu_tanh = true;
-        else if (strcmp(ap, "none") != 0)
-            return kn_error(KN_ERR_INVALID_MODEL, "Gelu: unknown approximate '%s'", ap);
+        else if (strcmp(ap, "none") != 0) return kn_error(KN_ERR_INVALID_MODEL, "Gelu: unknown approximate '%s'", ap);
         break;
     }
     case KN_OP_IsInf:
@@ -107,8 +108,7 @@ kn_status *kn_params_decode_random(const kn_node *n, void *out) {
 /* ---- shape rules ---- */
 
 static kn_status *ie_input(kn_infer_ctx *c, int k) {
-    if (k >= c->n_in || !c->in[k])
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: missing input %d", c->node->op_type, k);
+    if (k >= c->n_in || !c->in[k]) return kn_error(KN_ERR_INVALID_MODEL, "%s: missing input %d", c->node->op_type, k);
     return NULL;
 }
 
@@ -151,31 +151,70 @@ static kn_status *ie_binary(kn_infer_ctx *c, kn_dtype out_dtype, bool same_dtype
 
 #define IE_UNARY(ID, DT) \
     kn_status *kn_infer_##ID(kn_infer_ctx *c) { return ie_unary(c, DT); }
-IE_UNARY(Abs, KN_UNDEFINED) IE_UNARY(Acos, KN_UNDEFINED) IE_UNARY(Acosh, KN_UNDEFINED)
-IE_UNARY(Asin, KN_UNDEFINED) IE_UNARY(Asinh, KN_UNDEFINED) IE_UNARY(Atan, KN_UNDEFINED)
-IE_UNARY(Atanh, KN_UNDEFINED) IE_UNARY(Ceil, KN_UNDEFINED) IE_UNARY(Cos, KN_UNDEFINED)
-IE_UNARY(Cosh, KN_UNDEFINED) IE_UNARY(Erf, KN_UNDEFINED) IE_UNARY(Exp, KN_UNDEFINED)
-IE_UNARY(Floor, KN_UNDEFINED) IE_UNARY(Log, KN_UNDEFINED) IE_UNARY(Neg, KN_UNDEFINED)
-IE_UNARY(Reciprocal, KN_UNDEFINED) IE_UNARY(Round, KN_UNDEFINED) IE_UNARY(Sign, KN_UNDEFINED)
-IE_UNARY(Sin, KN_UNDEFINED) IE_UNARY(Sinh, KN_UNDEFINED) IE_UNARY(Sqrt, KN_UNDEFINED)
-IE_UNARY(Tan, KN_UNDEFINED) IE_UNARY(Tanh, KN_UNDEFINED) IE_UNARY(Sigmoid, KN_UNDEFINED)
-IE_UNARY(Relu, KN_UNDEFINED) IE_UNARY(LeakyRelu, KN_UNDEFINED) IE_UNARY(Elu, KN_UNDEFINED)
-IE_UNARY(Selu, KN_UNDEFINED) IE_UNARY(Celu, KN_UNDEFINED) IE_UNARY(Gelu, KN_UNDEFINED)
-IE_UNARY(HardSigmoid, KN_UNDEFINED) IE_UNARY(HardSwish, KN_UNDEFINED) IE_UNARY(Softplus, KN_UNDEFINED)
-IE_UNARY(Softsign, KN_UNDEFINED) IE_UNARY(Mish, KN_UNDEFINED) IE_UNARY(Swish, KN_UNDEFINED)
-IE_UNARY(ThresholdedRelu, KN_UNDEFINED) IE_UNARY(Shrink, KN_UNDEFINED) IE_UNARY(Not, KN_UNDEFINED)
-IE_UNARY(BitwiseNot, KN_UNDEFINED) IE_UNARY(Clip, KN_UNDEFINED)
-IE_UNARY(IsNaN, KN_BOOL) IE_UNARY(IsInf, KN_BOOL)
+IE_UNARY(Abs, KN_UNDEFINED)
+IE_UNARY(Acos, KN_UNDEFINED)
+IE_UNARY(Acosh, KN_UNDEFINED)
+IE_UNARY(Asin, KN_UNDEFINED)
+IE_UNARY(Asinh, KN_UNDEFINED)
+IE_UNARY(Atan, KN_UNDEFINED)
+IE_UNARY(Atanh, KN_UNDEFINED)
+IE_UNARY(Ceil, KN_UNDEFINED)
+IE_UNARY(Cos, KN_UNDEFINED)
+IE_UNARY(Cosh, KN_UNDEFINED)
+IE_UNARY(Erf, KN_UNDEFINED)
+IE_UNARY(Exp, KN_UNDEFINED)
+IE_UNARY(Floor, KN_UNDEFINED)
+IE_UNARY(Log, KN_UNDEFINED)
+IE_UNARY(Neg, KN_UNDEFINED)
+IE_UNARY(Reciprocal, KN_UNDEFINED)
+IE_UNARY(Round, KN_UNDEFINED)
+IE_UNARY(Sign, KN_UNDEFINED)
+IE_UNARY(Sin, KN_UNDEFINED)
+IE_UNARY(Sinh, KN_UNDEFINED)
+IE_UNARY(Sqrt, KN_UNDEFINED)
+IE_UNARY(Tan, KN_UNDEFINED)
+IE_UNARY(Tanh, KN_UNDEFINED)
+IE_UNARY(Sigmoid, KN_UNDEFINED)
+IE_UNARY(Relu, KN_UNDEFINED)
+IE_UNARY(LeakyRelu, KN_UNDEFINED)
+IE_UNARY(Elu, KN_UNDEFINED)
+IE_UNARY(Selu, KN_UNDEFINED)
+IE_UNARY(Celu, KN_UNDEFINED)
+IE_UNARY(Gelu, KN_UNDEFINED)
+IE_UNARY(HardSigmoid, KN_UNDEFINED)
+IE_UNARY(HardSwish, KN_UNDEFINED)
+IE_UNARY(Softplus, KN_UNDEFINED)
+IE_UNARY(Softsign, KN_UNDEFINED)
+IE_UNARY(Mish, KN_UNDEFINED)
+IE_UNARY(Swish, KN_UNDEFINED)
+IE_UNARY(ThresholdedRelu, KN_UNDEFINED)
+IE_UNARY(Shrink, KN_UNDEFINED)
+IE_UNARY(Not, KN_UNDEFINED)
+IE_UNARY(BitwiseNot, KN_UNDEFINED)
+IE_UNARY(Clip, KN_UNDEFINED)
+IE_UNARY(IsNaN, KN_BOOL)
+IE_UNARY(IsInf, KN_BOOL)
 
 #define IE_BINARY(ID, DT, SAME) \
     kn_status *kn_infer_##ID(kn_infer_ctx *c) { return ie_binary(c, DT, SAME); }
-IE_BINARY(Add, KN_UNDEFINED, true) IE_BINARY(Sub, KN_UNDEFINED, true) IE_BINARY(Mul, KN_UNDEFINED, true)
-IE_BINARY(Div, KN_UNDEFINED, true) IE_BINARY(Mod, KN_UNDEFINED, true) IE_BINARY(Pow, KN_UNDEFINED, false)
-IE_BINARY(BitShift, KN_UNDEFINED, true) IE_BINARY(BitwiseAnd, KN_UNDEFINED, true)
-IE_BINARY(BitwiseOr, KN_UNDEFINED, true) IE_BINARY(BitwiseXor, KN_UNDEFINED, true)
-IE_BINARY(And, KN_BOOL, true) IE_BINARY(Or, KN_BOOL, true) IE_BINARY(Xor, KN_BOOL, true)
-IE_BINARY(Equal, KN_BOOL, true) IE_BINARY(Greater, KN_BOOL, true) IE_BINARY(GreaterOrEqual, KN_BOOL, true)
-IE_BINARY(Less, KN_BOOL, true) IE_BINARY(LessOrEqual, KN_BOOL, true)
+IE_BINARY(Add, KN_UNDEFINED, true)
+IE_BINARY(Sub, KN_UNDEFINED, true)
+IE_BINARY(Mul, KN_UNDEFINED, true)
+IE_BINARY(Div, KN_UNDEFINED, true)
+IE_BINARY(Mod, KN_UNDEFINED, true)
+IE_BINARY(Pow, KN_UNDEFINED, false)
+IE_BINARY(BitShift, KN_UNDEFINED, true)
+IE_BINARY(BitwiseAnd, KN_UNDEFINED, true)
+IE_BINARY(BitwiseOr, KN_UNDEFINED, true)
+IE_BINARY(BitwiseXor, KN_UNDEFINED, true)
+IE_BINARY(And, KN_BOOL, true)
+IE_BINARY(Or, KN_BOOL, true)
+IE_BINARY(Xor, KN_BOOL, true)
+IE_BINARY(Equal, KN_BOOL, true)
+IE_BINARY(Greater, KN_BOOL, true)
+IE_BINARY(GreaterOrEqual, KN_BOOL, true)
+IE_BINARY(Less, KN_BOOL, true)
+IE_BINARY(LessOrEqual, KN_BOOL, true)
 
 /* PRelu broadcasts the slope to X only (unidirectional): the output is X's shape. */
 kn_status *kn_infer_PRelu(kn_infer_ctx *c) {
@@ -276,8 +315,11 @@ kn_status *kn_infer_Cast(kn_infer_ctx *c) { return ie_to_attr(c); }
 /* Bits per element as ONNX defines them (sub-byte types are one element per byte in memory). */
 static int ie_bits(kn_dtype t) {
     switch (t) {
-    case KN_U4: case KN_I4: case KN_F4E2M1: return 4;
-    case KN_U2: case KN_I2: return 2;
+    case KN_U4:
+    case KN_I4:
+    case KN_F4E2M1: return 4;
+    case KN_U2:
+    case KN_I2: return 2;
     default: return (int)kn_dtype_size(t) * 8;
     }
 }
@@ -287,7 +329,8 @@ kn_status *kn_infer_BitCast(kn_infer_ctx *c) {
     kn_dtype from = c->in[0]->dtype, to = c->out[0] ? c->out[0]->dtype : KN_UNDEFINED;
     if (from != KN_UNDEFINED && to != KN_UNDEFINED &&
         (from == KN_STRING || to == KN_STRING || ie_bits(from) != ie_bits(to)))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "BitCast: %s and %s differ in bit width", kn_dtype_name(from), kn_dtype_name(to));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "BitCast: %s and %s differ in bit width", kn_dtype_name(from),
+                        kn_dtype_name(to));
     return NULL;
 }
 

@@ -10,18 +10,15 @@
 
 #define DESC(t, buf) kn_tensor_desc((t), (buf), sizeof(buf))
 
-static kn_status *need_inputs(kn_infer_ctx *c, int n)
-{
+static kn_status *need_inputs(kn_infer_ctx *c, int n) {
     for (int i = 0; i < n; i++)
         if (i >= c->n_in || !c->in[i])
             return kn_error(KN_ERR_INVALID_MODEL, "%s: missing required input %d", c->node->op_type, i);
-    if (c->n_out < 1 || !c->out[0])
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: missing output 0", c->node->op_type);
+    if (c->n_out < 1 || !c->out[0]) return kn_error(KN_ERR_INVALID_MODEL, "%s: missing output 0", c->node->op_type);
     return NULL;
 }
 
-static void set_unknown(kn_tensor *t, kn_dtype dt)
-{
+static void set_unknown(kn_tensor *t, kn_dtype dt) {
     t->dtype = dt;
     t->ndim = -1;
 }
@@ -30,16 +27,14 @@ static void set_unknown(kn_tensor *t, kn_dtype dt)
 
 /* An ints attribute into fixed storage: *count is its length (-1 when absent); values past cap
  * are not kept (the length is checked against the input's rank before any value is read). */
-static void decode_ints(const kn_node *n, const char *name, int *count, int64_t *vals, int cap)
-{
+static void decode_ints(const kn_node *n, const char *name, int *count, int64_t *vals, int cap) {
     const int64_t *v;
     int cnt = kn_attr_ints(n, name, &v);
     *count = cnt;
     for (int i = 0; i < cnt && i < cap; i++) vals[i] = v[i];
 }
 
-static kn_status *decode_window(const kn_node *n, kn_window_attrs *w)
-{
+static kn_status *decode_window(const kn_node *n, kn_window_attrs *w) {
     decode_ints(n, "kernel_shape", &w->n_kernel_shape, w->kernel_shape, KN_PARAMS_MAX_WIN);
     decode_ints(n, "strides", &w->n_strides, w->strides, KN_PARAMS_MAX_WIN);
     decode_ints(n, "dilations", &w->n_dilations, w->dilations, KN_PARAMS_MAX_WIN);
@@ -53,8 +48,7 @@ static kn_status *decode_window(const kn_node *n, kn_window_attrs *w)
     return NULL;
 }
 
-kn_status *kn_params_decode_gemm(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_gemm(const kn_node *n, void *out) {
     kn_params_gemm *p = out;
     p->trans_a = kn_attr_int(n, "transA", 0) != 0;
     p->trans_b = kn_attr_int(n, "transB", 0) != 0;
@@ -63,8 +57,7 @@ kn_status *kn_params_decode_gemm(const kn_node *n, void *out)
     return NULL;
 }
 
-kn_status *kn_params_decode_conv(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_conv(const kn_node *n, void *out) {
     kn_params_conv *p = out;
     KN_TRY(decode_window(n, &p->win));
     p->group = kn_attr_int(n, "group", 1);
@@ -74,8 +67,7 @@ kn_status *kn_params_decode_conv(const kn_node *n, void *out)
     return NULL;
 }
 
-kn_status *kn_params_decode_pool(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_pool(const kn_node *n, void *out) {
     kn_params_pool *p = out;
     KN_TRY(decode_window(n, &p->win));
     p->ceil_mode = kn_attr_int(n, "ceil_mode", 0) != 0;
@@ -85,13 +77,15 @@ kn_status *kn_params_decode_pool(const kn_node *n, void *out)
     return NULL;
 }
 
-kn_status *kn_params_decode_einsum(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_einsum(const kn_node *n, void *out) {
     kn_params_einsum *p = out;
     const char *eq = kn_attr_str(n, "equation", NULL);
     if (!eq) return kn_error(KN_ERR_INVALID_MODEL, "Einsum: missing equation");
     size_t len = strlen(eq);
-    if (len < sizeof p->equation) { memcpy(p->equation, eq, len + 1); return NULL; }
+    if (len < sizeof p->equation) {
+        memcpy(p->equation, eq, len + 1);
+        return NULL;
+    }
     /* too long to keep as written: keep it without whitespace, as kn_einsum_parse reads it */
     size_t L = 0;
     for (const char *q = eq; *q; q++) {
@@ -104,13 +98,14 @@ kn_status *kn_params_decode_einsum(const kn_node *n, void *out)
 }
 
 /* The window attributes of a node of the conv or pool families. */
-static const kn_window_attrs *window_attrs(const struct kn_node *n)
-{
+static const kn_window_attrs *window_attrs(const struct kn_node *n) {
     switch (n->op) {
-    case KN_OP_AveragePool: case KN_OP_MaxPool: case KN_OP_LpPool: case KN_OP_GlobalLpPool: case KN_OP_MaxUnpool:
-        return &KN_PARAMS(n, pool)->win;
-    default:
-        return &KN_PARAMS(n, conv)->win;
+    case KN_OP_AveragePool:
+    case KN_OP_MaxPool:
+    case KN_OP_LpPool:
+    case KN_OP_GlobalLpPool:
+    case KN_OP_MaxUnpool: return &KN_PARAMS(n, pool)->win;
+    default: return &KN_PARAMS(n, conv)->win;
     }
 }
 
@@ -122,9 +117,8 @@ static const kn_window_attrs *window_attrs(const struct kn_node *n)
 
 /* The window attributes come from n's params (conv or pool family), decoded at load; their
  * lengths and values are checked here, against the spatial rank of this shape. */
-kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, const int64_t *in,
-                            const int64_t *kernel, bool ceil_mode, kn_conv_geom *g)
-{
+kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, const int64_t *in, const int64_t *kernel,
+                            bool ceil_mode, kn_conv_geom *g) {
     memset(g, 0, sizeof *g);
     if (nsp < 1 || nsp > KN_MAX_DIMS - 2)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %d spatial dims not supported", op, nsp);
@@ -142,17 +136,21 @@ kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, co
     }
     if ((cnt = wa->n_strides) >= 0) {
         v = wa->strides;
-        if (cnt != nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: strides has %d values for %d spatial dims", op, cnt, nsp);
+        if (cnt != nsp)
+            return kn_error(KN_ERR_INVALID_MODEL, "%s: strides has %d values for %d spatial dims", op, cnt, nsp);
         for (int i = 0; i < nsp; i++) {
-            if (v[i] < 1 || v[i] > KN_MAX_WINDOW_ATTR) return kn_error(KN_ERR_INVALID_MODEL, "%s: stride %lld out of range", op, (long long)v[i]);
+            if (v[i] < 1 || v[i] > KN_MAX_WINDOW_ATTR)
+                return kn_error(KN_ERR_INVALID_MODEL, "%s: stride %lld out of range", op, (long long)v[i]);
             g->stride[i] = v[i];
         }
     }
     if ((cnt = wa->n_dilations) >= 0) {
         v = wa->dilations;
-        if (cnt != nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: dilations has %d values for %d spatial dims", op, cnt, nsp);
+        if (cnt != nsp)
+            return kn_error(KN_ERR_INVALID_MODEL, "%s: dilations has %d values for %d spatial dims", op, cnt, nsp);
         for (int i = 0; i < nsp; i++) {
-            if (v[i] < 1 || v[i] > KN_MAX_WINDOW_ATTR) return kn_error(KN_ERR_INVALID_MODEL, "%s: dilation %lld out of range", op, (long long)v[i]);
+            if (v[i] < 1 || v[i] > KN_MAX_WINDOW_ATTR)
+                return kn_error(KN_ERR_INVALID_MODEL, "%s: dilation %lld out of range", op, (long long)v[i]);
             g->dil[i] = v[i];
         }
     }
@@ -160,7 +158,8 @@ kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, co
     bool valid = wa->auto_pad == KN_AUTO_PAD_VALID;
     if (!same_u && !same_l && !valid && (cnt = wa->n_pads) >= 0) {
         v = wa->pads;
-        if (cnt != 2 * nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: pads has %d values for %d spatial dims", op, cnt, nsp);
+        if (cnt != 2 * nsp)
+            return kn_error(KN_ERR_INVALID_MODEL, "%s: pads has %d values for %d spatial dims", op, cnt, nsp);
         for (int i = 0; i < nsp; i++) {
             if (v[i] < 0 || v[i + nsp] < 0 || v[i] > KN_MAX_WINDOW_ATTR || v[i + nsp] > KN_MAX_WINDOW_ATTR)
                 return kn_error(KN_ERR_INVALID_MODEL, "%s: pads out of range", op);
@@ -169,7 +168,10 @@ kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, co
         }
     }
     for (int i = 0; i < nsp; i++) {
-        if (in[i] < 0 || kernel[i] < 0) { g->out[i] = -1; continue; }
+        if (in[i] < 0 || kernel[i] < 0) {
+            g->out[i] = -1;
+            continue;
+        }
         int64_t ek = (g->k[i] - 1) * g->dil[i] + 1, s = g->stride[i];
         if (same_u || same_l) {
             int64_t o = (in[i] + s - 1) / s;
@@ -181,8 +183,9 @@ kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, co
         } else {
             int64_t span = in[i] + g->pad_b[i] + g->pad_e[i] - ek;
             if (span < 0)
-                return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: window %lld (dilated) larger than padded input %lld in dim %d",
-                                op, (long long)ek, (long long)(in[i] + g->pad_b[i] + g->pad_e[i]), i);
+                return kn_error(KN_ERR_INVALID_ARGUMENT,
+                                "%s: window %lld (dilated) larger than padded input %lld in dim %d", op, (long long)ek,
+                                (long long)(in[i] + g->pad_b[i] + g->pad_e[i]), i);
             int64_t o = ceil_mode ? (span + s - 1) / s + 1 : span / s + 1;
             /* The last window must start inside the input or the leading pad. */
             if (ceil_mode && (o - 1) * s >= in[i] + g->pad_b[i]) o--;
@@ -192,9 +195,8 @@ kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, co
     return NULL;
 }
 
-kn_status *kn_convt_geometry(const struct kn_node *n, int nsp, const int64_t *in,
-                             const int64_t *kernel, kn_conv_geom *g, int64_t *outpad)
-{
+kn_status *kn_convt_geometry(const struct kn_node *n, int nsp, const int64_t *in, const int64_t *kernel,
+                             kn_conv_geom *g, int64_t *outpad) {
     /* Start from the Conv reading of strides/dilations/pads but without auto_pad, which means
      * something different here. */
     const kn_params_conv *cp = KN_PARAMS(n, conv);
@@ -206,12 +208,18 @@ kn_status *kn_convt_geometry(const struct kn_node *n, int nsp, const int64_t *in
         for (int i = 0; i < nsp; i++) g->pad_b[i] = g->pad_e[i] = 0;
     const int64_t *v;
     int cnt;
-    for (int i = 0; i < nsp; i++) { outpad[i] = 0; g->in[i] = in[i]; }
+    for (int i = 0; i < nsp; i++) {
+        outpad[i] = 0;
+        g->in[i] = in[i];
+    }
     if ((cnt = cp->n_output_padding) >= 0) {
         v = cp->output_padding;
-        if (cnt != nsp) return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: output_padding has %d values for %d spatial dims", cnt, nsp);
+        if (cnt != nsp)
+            return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: output_padding has %d values for %d spatial dims",
+                            cnt, nsp);
         for (int i = 0; i < nsp; i++) {
-            if (v[i] < 0 || v[i] > KN_MAX_WINDOW_ATTR) return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: output_padding out of range");
+            if (v[i] < 0 || v[i] > KN_MAX_WINDOW_ATTR)
+                return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: output_padding out of range");
             outpad[i] = v[i];
         }
     }
@@ -220,12 +228,19 @@ kn_status *kn_convt_geometry(const struct kn_node *n, int nsp, const int64_t *in
         v = cp->output_shape;
         if (cnt == nsp) os = v;
         else if (cnt == nsp + 2) os = v + 2;
-        else return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: output_shape has %d values for %d spatial dims", cnt, nsp);
+        else
+            return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: output_shape has %d values for %d spatial dims", cnt,
+                            nsp);
         for (int i = 0; i < nsp; i++)
-            if (os[i] < 0 || os[i] > KN_MAX_NUMEL) return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: output_shape value %lld out of range", (long long)os[i]);
+            if (os[i] < 0 || os[i] > KN_MAX_NUMEL)
+                return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: output_shape value %lld out of range",
+                                (long long)os[i]);
     }
     for (int i = 0; i < nsp; i++) {
-        if (in[i] < 0 || kernel[i] < 0) { g->out[i] = -1; continue; }
+        if (in[i] < 0 || kernel[i] < 0) {
+            g->out[i] = -1;
+            continue;
+        }
         int64_t ek = (g->k[i] - 1) * g->dil[i] + 1, s = g->stride[i];
         int64_t full = s * (in[i] - 1) + outpad[i] + ek;
         if (os || same_u || same_l) {
@@ -233,14 +248,20 @@ kn_status *kn_convt_geometry(const struct kn_node *n, int nsp, const int64_t *in
             /* A larger output than the transposed conv covers is padded at the end, as ORT does. */
             int64_t total = full - o;
             if (total < 0) total = 0;
-            if (same_u) { g->pad_b[i] = total / 2; g->pad_e[i] = total - total / 2; }
-            else { g->pad_b[i] = total - total / 2; g->pad_e[i] = total / 2; }
+            if (same_u) {
+                g->pad_b[i] = total / 2;
+                g->pad_e[i] = total - total / 2;
+            } else {
+                g->pad_b[i] = total - total / 2;
+                g->pad_e[i] = total / 2;
+            }
             g->out[i] = o;
         } else {
             g->out[i] = full - g->pad_b[i] - g->pad_e[i];
         }
         if (g->out[i] < 0)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: output dim %d would be %lld", i, (long long)g->out[i]);
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: output dim %d would be %lld", i,
+                            (long long)g->out[i]);
     }
     return NULL;
 }
@@ -248,10 +269,12 @@ kn_status *kn_convt_geometry(const struct kn_node *n, int nsp, const int64_t *in
 /* ---------------------------------------------------------------- matrix products */
 
 /* numpy matmul: 1-D operands are promoted and the added dim removed; batch dims broadcast. */
-static kn_status *matmul_shape(const char *op, const kn_tensor *a, const kn_tensor *b, kn_tensor *out)
-{
+static kn_status *matmul_shape(const char *op, const kn_tensor *a, const kn_tensor *b, kn_tensor *out) {
     char ba[KN_DESC_LEN], bb[KN_DESC_LEN];
-    if (a->ndim < 0 || b->ndim < 0) { out->ndim = -1; return NULL; }
+    if (a->ndim < 0 || b->ndim < 0) {
+        out->ndim = -1;
+        return NULL;
+    }
     if (a->ndim == 0 || b->ndim == 0)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: scalar operand (%s, %s)", op, DESC(a, ba), DESC(b, bb));
     int64_t ka = a->dims[a->ndim - 1];
@@ -275,72 +298,75 @@ static kn_status *matmul_shape(const char *op, const kn_tensor *a, const kn_tens
     return NULL;
 }
 
-kn_status *kn_infer_MatMul(kn_infer_ctx *c)
-{
+kn_status *kn_infer_MatMul(kn_infer_ctx *c) {
     KN_TRY(need_inputs(c, 2));
     c->out[0]->dtype = c->in[0]->dtype;
     if (c->in[0]->dtype != c->in[1]->dtype)
-        return kn_error(KN_ERR_INVALID_MODEL, "MatMul: operand dtypes differ (%s, %s)",
-                        kn_dtype_name(c->in[0]->dtype), kn_dtype_name(c->in[1]->dtype));
+        return kn_error(KN_ERR_INVALID_MODEL, "MatMul: operand dtypes differ (%s, %s)", kn_dtype_name(c->in[0]->dtype),
+                        kn_dtype_name(c->in[1]->dtype));
     return matmul_shape("MatMul", c->in[0], c->in[1], c->out[0]);
 }
 
-kn_status *kn_infer_MatMulInteger(kn_infer_ctx *c)
-{
+kn_status *kn_infer_MatMulInteger(kn_infer_ctx *c) {
     KN_TRY(need_inputs(c, 2));
     c->out[0]->dtype = KN_I32;
     return matmul_shape("MatMulInteger", c->in[0], c->in[1], c->out[0]);
 }
 
-kn_status *kn_infer_QLinearMatMul(kn_infer_ctx *c)
-{
+kn_status *kn_infer_QLinearMatMul(kn_infer_ctx *c) {
     KN_TRY(need_inputs(c, 8));
     c->out[0]->dtype = c->in[7]->dtype;
     return matmul_shape("QLinearMatMul", c->in[0], c->in[3], c->out[0]);
 }
 
-kn_status *kn_infer_Gemm(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Gemm(kn_infer_ctx *c) {
     KN_TRY(need_inputs(c, 2));
     const kn_tensor *a = c->in[0], *b = c->in[1];
     char ba[KN_DESC_LEN], bb[KN_DESC_LEN];
     c->out[0]->dtype = a->dtype;
-    if (a->ndim < 0 || b->ndim < 0) { c->out[0]->ndim = -1; return NULL; }
+    if (a->ndim < 0 || b->ndim < 0) {
+        c->out[0]->ndim = -1;
+        return NULL;
+    }
     if (a->ndim != 2 || b->ndim != 2)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: operands must be 2-D, got %s and %s", DESC(a, ba), DESC(b, bb));
     bool ta = KN_PARAMS(c->node, gemm)->trans_a, tb = KN_PARAMS(c->node, gemm)->trans_b;
     int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
-    int64_t K2 = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
+    int64_t K2 = tb ? b->dims[1] : b->dims[0], N
+    = tb ? b->dims[0] : b->dims[1];
     if (K >= 0 && K2 >= 0 && K != K2)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: inner dims differ: %s x %s (transA=%d transB=%d)",
-                        DESC(a, ba), DESC(b, bb), ta, tb);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: inner dims differ: %s x %s (transA=%d transB=%d)", DESC(a, ba),
+                        DESC(b, bb), ta, tb);
     if (c->n_in > 2 && c->in[2] && c->in[2]->ndim >= 0) {
         const kn_tensor *C = c->in[2];
         if (C->ndim > 2) return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: C %s has rank > 2", DESC(C, ba));
-        int64_t want[2] = {M, N};
+        int64_t want[2] = { M, N };
         for (int i = 0; i < C->ndim; i++) {
             int64_t d = C->dims[i], w = want[2 - C->ndim + i];
             if (d >= 0 && w >= 0 && d != 1 && d != w)
-                return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: C %s does not broadcast to [%lld,%lld]",
-                                DESC(C, ba), (long long)M, (long long)N);
+                return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: C %s does not broadcast to [%lld,%lld]", DESC(C, ba),
+                                (long long)M, (long long)N);
         }
     }
-    int64_t dims[2] = {M, N};
+    int64_t dims[2] = { M, N };
     kn_tensor_set_shape(c->out[0], 2, dims);
     return NULL;
 }
 
 /* ---------------------------------------------------------------- convolutions */
 
-static kn_status *conv_like(kn_infer_ctx *c, const char *op, const kn_tensor *x, const kn_tensor *w, kn_dtype dt)
-{
+static kn_status *conv_like(kn_infer_ctx *c, const char *op, const kn_tensor *x, const kn_tensor *w, kn_dtype dt) {
     char bx[KN_DESC_LEN], bw[KN_DESC_LEN];
     kn_tensor *o = c->out[0];
     o->dtype = dt;
-    if (x->ndim < 0 && w->ndim < 0) { o->ndim = -1; return NULL; }
+    if (x->ndim < 0 && w->ndim < 0) {
+        o->ndim = -1;
+        return NULL;
+    }
     int rank = x->ndim >= 0 ? x->ndim : w->ndim;
     if (rank < 3 || rank > KN_MAX_DIMS || (w->ndim >= 0 && w->ndim != rank))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: X %s and W %s must have equal rank >= 3", op, DESC(x, bx), DESC(w, bw));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: X %s and W %s must have equal rank >= 3", op, DESC(x, bx),
+                        DESC(w, bw));
     int nsp = rank - 2;
     const kn_params_conv *cp = KN_PARAMS(c->node, conv);
     int64_t group = cp->group;
@@ -348,16 +374,19 @@ static kn_status *conv_like(kn_infer_ctx *c, const char *op, const kn_tensor *x,
     int64_t kernel[KN_MAX_DIMS], in[KN_MAX_DIMS];
     const int64_t *ks = cp->win.kernel_shape;
     int nk = cp->win.n_kernel_shape;
-    if (nk >= 0 && nk != nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: kernel_shape has %d values for %d spatial dims", op, nk, nsp);
+    if (nk >= 0 && nk != nsp)
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: kernel_shape has %d values for %d spatial dims", op, nk, nsp);
     for (int i = 0; i < nsp; i++) {
         kernel[i] = nk >= 0 ? ks[i] : (w->ndim >= 0 ? w->dims[2 + i] : -1);
         in[i] = x->ndim >= 0 ? x->dims[2 + i] : -1;
     }
     if (x->ndim >= 0 && w->ndim >= 0 && x->dims[1] >= 0 && w->dims[1] >= 0 && x->dims[1] != w->dims[1] * group)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: X %s has %lld channels but W %s with group %lld wants %lld",
-                        op, DESC(x, bx), (long long)x->dims[1], DESC(w, bw), (long long)group, (long long)(w->dims[1] * group));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: X %s has %lld channels but W %s with group %lld wants %lld", op,
+                        DESC(x, bx), (long long)x->dims[1], DESC(w, bw), (long long)group,
+                        (long long)(w->dims[1] * group));
     if (w->ndim >= 0 && w->dims[0] >= 0 && w->dims[0] % group)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: W %s output channels not divisible by group %lld", op, DESC(w, bw), (long long)group);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: W %s output channels not divisible by group %lld", op,
+                        DESC(w, bw), (long long)group);
     kn_conv_geom g;
     KN_TRY(kn_conv_geometry(c->node, op, nsp, in, kernel, false, &g));
     int64_t dims[KN_MAX_DIMS];
@@ -368,53 +397,55 @@ static kn_status *conv_like(kn_infer_ctx *c, const char *op, const kn_tensor *x,
     return NULL;
 }
 
-kn_status *kn_infer_Conv(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Conv(kn_infer_ctx *c) {
     KN_TRY(need_inputs(c, 2));
     return conv_like(c, "Conv", c->in[0], c->in[1], c->in[0]->dtype);
 }
 
-kn_status *kn_infer_ConvInteger(kn_infer_ctx *c)
-{
+kn_status *kn_infer_ConvInteger(kn_infer_ctx *c) {
     KN_TRY(need_inputs(c, 2));
     return conv_like(c, "ConvInteger", c->in[0], c->in[1], KN_I32);
 }
 
-kn_status *kn_infer_QLinearConv(kn_infer_ctx *c)
-{
+kn_status *kn_infer_QLinearConv(kn_infer_ctx *c) {
     KN_TRY(need_inputs(c, 8));
     return conv_like(c, "QLinearConv", c->in[0], c->in[3], c->in[7]->dtype);
 }
 
-kn_status *kn_infer_DeformConv(kn_infer_ctx *c)
-{
+kn_status *kn_infer_DeformConv(kn_infer_ctx *c) {
     KN_TRY(need_inputs(c, 3));
     return conv_like(c, "DeformConv", c->in[0], c->in[1], c->in[0]->dtype);
 }
 
-kn_status *kn_infer_ConvTranspose(kn_infer_ctx *c)
-{
+kn_status *kn_infer_ConvTranspose(kn_infer_ctx *c) {
     KN_TRY(need_inputs(c, 2));
     const kn_tensor *x = c->in[0], *w = c->in[1];
     char bx[KN_DESC_LEN], bw[KN_DESC_LEN];
     kn_tensor *o = c->out[0];
     o->dtype = x->dtype;
-    if (x->ndim < 0 && w->ndim < 0) { o->ndim = -1; return NULL; }
+    if (x->ndim < 0 && w->ndim < 0) {
+        o->ndim = -1;
+        return NULL;
+    }
     int rank = x->ndim >= 0 ? x->ndim : w->ndim;
     if (rank < 3 || rank > KN_MAX_DIMS || (w->ndim >= 0 && w->ndim != rank))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: X %s and W %s must have equal rank >= 3", DESC(x, bx), DESC(w, bw));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: X %s and W %s must have equal rank >= 3", DESC(x, bx),
+                        DESC(w, bw));
     int nsp = rank - 2;
     const kn_params_conv *cp = KN_PARAMS(c->node, conv);
     int64_t group = cp->group;
     if (group < 1) return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: group %lld must be >= 1", (long long)group);
     if (x->ndim >= 0 && w->ndim >= 0 && x->dims[1] >= 0 && w->dims[0] >= 0 && x->dims[1] != w->dims[0])
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: X %s channels differ from W %s dim 0", DESC(x, bx), DESC(w, bw));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: X %s channels differ from W %s dim 0", DESC(x, bx),
+                        DESC(w, bw));
     if (w->ndim >= 0 && w->dims[0] >= 0 && w->dims[0] % group)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: W %s channels not divisible by group %lld", DESC(w, bw), (long long)group);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: W %s channels not divisible by group %lld",
+                        DESC(w, bw), (long long)group);
     int64_t kernel[KN_MAX_DIMS], in[KN_MAX_DIMS], outpad[KN_MAX_DIMS];
     const int64_t *ks = cp->win.kernel_shape;
     int nk = cp->win.n_kernel_shape;
-    if (nk >= 0 && nk != nsp) return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: kernel_shape has %d values for %d spatial dims", nk, nsp);
+    if (nk >= 0 && nk != nsp)
+        return kn_error(KN_ERR_INVALID_MODEL, "ConvTranspose: kernel_shape has %d values for %d spatial dims", nk, nsp);
     for (int i = 0; i < nsp; i++) {
         kernel[i] = nk >= 0 ? ks[i] : (w->ndim >= 0 ? w->dims[2 + i] : -1);
         in[i] = x->ndim >= 0 ? x->dims[2 + i] : -1;
@@ -429,20 +460,23 @@ kn_status *kn_infer_ConvTranspose(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_Col2Im(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Col2Im(kn_infer_ctx *c) {
     KN_TRY(need_inputs(c, 3));
     const kn_tensor *x = c->in[0], *is = c->in[1], *bs = c->in[2];
     char bx[KN_DESC_LEN];
     kn_tensor *o = c->out[0];
     o->dtype = x->dtype;
-    if (!is->data || !bs->data || x->ndim < 0) { o->ndim = -1; return NULL; }
+    if (!is->data || !bs->data || x->ndim < 0) {
+        o->ndim = -1;
+        return NULL;
+    }
     if (x->ndim != 3) return kn_error(KN_ERR_INVALID_ARGUMENT, "Col2Im: input %s must be 3-D", DESC(x, bx));
     int64_t *img = NULL, *blk = NULL, ni = 0, nb = 0;
     kn_status *st = kn_tensor_to_i64(is, &img, &ni);
     if (!st) st = kn_tensor_to_i64(bs, &blk, &nb);
     if (!st && (ni != nb || ni < 1 || ni + 2 > KN_MAX_DIMS))
-        st = kn_error(KN_ERR_INVALID_ARGUMENT, "Col2Im: image_shape has %lld values, block_shape %lld", (long long)ni, (long long)nb);
+        st = kn_error(KN_ERR_INVALID_ARGUMENT, "Col2Im: image_shape has %lld values, block_shape %lld", (long long)ni,
+                      (long long)nb);
     int64_t prod = 1, dims[KN_MAX_DIMS];
     for (int64_t i = 0; !st && i < nb; i++) {
         if (blk[i] < 1 || img[i] < 1 || blk[i] > KN_MAX_NUMEL || img[i] > KN_MAX_NUMEL)
@@ -450,7 +484,8 @@ kn_status *kn_infer_Col2Im(kn_infer_ctx *c)
         else prod *= blk[i];
     }
     if (!st && x->dims[1] >= 0 && x->dims[1] % prod)
-        st = kn_error(KN_ERR_INVALID_ARGUMENT, "Col2Im: input %s dim 1 not divisible by block size %lld", DESC(x, bx), (long long)prod);
+        st = kn_error(KN_ERR_INVALID_ARGUMENT, "Col2Im: input %s dim 1 not divisible by block size %lld", DESC(x, bx),
+                      (long long)prod);
     if (!st) {
         dims[0] = x->dims[0];
         dims[1] = x->dims[1] >= 0 ? x->dims[1] / prod : -1;
@@ -464,20 +499,21 @@ kn_status *kn_infer_Col2Im(kn_infer_ctx *c)
 
 /* ---------------------------------------------------------------- pooling */
 
-static kn_status *pool_like(kn_infer_ctx *c, const char *op, bool has_ceil)
-{
+static kn_status *pool_like(kn_infer_ctx *c, const char *op, bool has_ceil) {
     KN_TRY(need_inputs(c, 1));
     const kn_tensor *x = c->in[0];
     char bx[KN_DESC_LEN];
     for (int i = 0; i < c->n_out; i++)
         if (c->out[i]) set_unknown(c->out[i], i == 0 ? x->dtype : KN_I64);
     if (x->ndim < 0) return NULL;
-    if (x->ndim < 3 || x->ndim > KN_MAX_DIMS) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input %s must have rank >= 3", op, DESC(x, bx));
+    if (x->ndim < 3 || x->ndim > KN_MAX_DIMS)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input %s must have rank >= 3", op, DESC(x, bx));
     int nsp = x->ndim - 2;
     const kn_params_pool *pp = KN_PARAMS(c->node, pool);
     const int64_t *ks = pp->win.kernel_shape;
     int nk = pp->win.n_kernel_shape;
-    if (nk != nsp) return kn_error(KN_ERR_INVALID_MODEL, "%s: kernel_shape has %d values for input %s", op, nk, DESC(x, bx));
+    if (nk != nsp)
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: kernel_shape has %d values for input %s", op, nk, DESC(x, bx));
     bool ceil_mode = has_ceil && pp->ceil_mode;
     kn_conv_geom g;
     KN_TRY(kn_conv_geometry(c->node, op, nsp, x->dims + 2, ks, ceil_mode, &g));
@@ -492,13 +528,15 @@ kn_status *kn_infer_AveragePool(kn_infer_ctx *c) { return pool_like(c, "AverageP
 kn_status *kn_infer_MaxPool(kn_infer_ctx *c) { return pool_like(c, "MaxPool", true); }
 kn_status *kn_infer_LpPool(kn_infer_ctx *c) { return pool_like(c, "LpPool", true); }
 
-static kn_status *global_pool(kn_infer_ctx *c, const char *op)
-{
+static kn_status *global_pool(kn_infer_ctx *c, const char *op) {
     KN_TRY(need_inputs(c, 1));
     const kn_tensor *x = c->in[0];
     char bx[KN_DESC_LEN];
     c->out[0]->dtype = x->dtype;
-    if (x->ndim < 0) { c->out[0]->ndim = -1; return NULL; }
+    if (x->ndim < 0) {
+        c->out[0]->ndim = -1;
+        return NULL;
+    }
     if (x->ndim < 2) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input %s must have rank >= 2", op, DESC(x, bx));
     int64_t dims[KN_MAX_DIMS];
     for (int i = 0; i < x->ndim; i++) dims[i] = i < 2 ? x->dims[i] : 1;
@@ -510,8 +548,7 @@ kn_status *kn_infer_GlobalAveragePool(kn_infer_ctx *c) { return global_pool(c, "
 kn_status *kn_infer_GlobalMaxPool(kn_infer_ctx *c) { return global_pool(c, "GlobalMaxPool"); }
 kn_status *kn_infer_GlobalLpPool(kn_infer_ctx *c) { return global_pool(c, "GlobalLpPool"); }
 
-kn_status *kn_infer_MaxUnpool(kn_infer_ctx *c)
-{
+kn_status *kn_infer_MaxUnpool(kn_infer_ctx *c) {
     KN_TRY(need_inputs(c, 2));
     const kn_tensor *x = c->in[0];
     char bx[KN_DESC_LEN];
@@ -525,15 +562,18 @@ kn_status *kn_infer_MaxUnpool(kn_infer_ctx *c)
         KN_TRY(kn_tensor_to_i64(os, &v, &n));
         kn_status *st = NULL;
         if (n < 3 || n > KN_MAX_DIMS || (x->ndim >= 0 && n != x->ndim))
-            st = kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: output_shape has %lld values for input %s", (long long)n, DESC(x, bx));
+            st = kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: output_shape has %lld values for input %s", (long long)n,
+                          DESC(x, bx));
         for (int64_t i = 0; !st && i < n; i++)
-            if (v[i] < 0 || v[i] > KN_MAX_NUMEL) st = kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: output_shape value out of range");
+            if (v[i] < 0 || v[i] > KN_MAX_NUMEL)
+                st = kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: output_shape value out of range");
         if (!st) kn_tensor_set_shape(o, (int)n, v);
         free(v);
         return st;
     }
     if (x->ndim < 0) return NULL;
-    if (x->ndim < 3 || x->ndim > KN_MAX_DIMS) return kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: input %s must have rank >= 3", DESC(x, bx));
+    if (x->ndim < 3 || x->ndim > KN_MAX_DIMS)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: input %s must have rank >= 3", DESC(x, bx));
     int nsp = x->ndim - 2;
     const int64_t *ks = KN_PARAMS(c->node, pool)->win.kernel_shape;
     if (KN_PARAMS(c->node, pool)->win.n_kernel_shape != nsp)
@@ -554,15 +594,13 @@ kn_status *kn_infer_MaxUnpool(kn_infer_ctx *c)
 
 /* ---------------------------------------------------------------- Einsum, Det */
 
-static int label_id(char ch)
-{
+static int label_id(char ch) {
     if (ch >= 'a' && ch <= 'z') return ch - 'a';
     if (ch >= 'A' && ch <= 'Z') return 26 + ch - 'A';
     return -1;
 }
 
-kn_status *kn_einsum_parse(const char *eq_in, int n_ops, const kn_tensor *const *ops, kn_einsum *e)
-{
+kn_status *kn_einsum_parse(const char *eq_in, int n_ops, const kn_tensor *const *ops, kn_einsum *e) {
     memset(e, 0, sizeof *e);
     char eq[512];
     size_t L = 0;
@@ -587,7 +625,8 @@ kn_status *kn_einsum_parse(const char *eq_in, int n_ops, const kn_tensor *const 
         bool ell = false;
         for (const char *q = p; q < end; q++) {
             if (*q == '.') {
-                if (ell || q + 2 >= end || q[1] != '.' || q[2] != '.') return kn_error(KN_ERR_INVALID_MODEL, "Einsum: bad ellipsis in '%s'", eq_in);
+                if (ell || q + 2 >= end || q[1] != '.' || q[2] != '.')
+                    return kn_error(KN_ERR_INVALID_MODEL, "Einsum: bad ellipsis in '%s'", eq_in);
                 ell = true;
                 q += 2;
             } else if (label_id(*q) < 0) {
@@ -599,13 +638,17 @@ kn_status *kn_einsum_parse(const char *eq_in, int n_ops, const kn_tensor *const 
         if (ops[o]->ndim < 0) return kn_error(KN_ERR_INVALID_ARGUMENT, "Einsum: operand %d rank unknown", o);
         if (ell) {
             op_ell_rank[o] = ops[o]->ndim - letters;
-            if (op_ell_rank[o] < 0) return kn_error(KN_ERR_INVALID_ARGUMENT, "Einsum: operand %d rank %d too small for '%s'", o, ops[o]->ndim, eq_in);
+            if (op_ell_rank[o] < 0)
+                return kn_error(KN_ERR_INVALID_ARGUMENT, "Einsum: operand %d rank %d too small for '%s'", o,
+                                ops[o]->ndim, eq_in);
             if (op_ell_rank[o] > ell_rank) ell_rank = op_ell_rank[o];
         } else if (letters != ops[o]->ndim) {
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "Einsum: operand %d has rank %d but '%s' gives it %d labels", o, ops[o]->ndim, eq_in, letters);
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "Einsum: operand %d has rank %d but '%s' gives it %d labels", o,
+                            ops[o]->ndim, eq_in, letters);
         }
         if (o + 1 < n_ops) {
-            if (*end != ',') return kn_error(KN_ERR_INVALID_MODEL, "Einsum: '%s' names fewer than %d operands", eq_in, n_ops);
+            if (*end != ',')
+                return kn_error(KN_ERR_INVALID_MODEL, "Einsum: '%s' names fewer than %d operands", eq_in, n_ops);
             p = end + 1;
         } else if (*end == ',') {
             return kn_error(KN_ERR_INVALID_MODEL, "Einsum: '%s' names more than %d operands", eq_in, n_ops);
@@ -628,7 +671,9 @@ kn_status *kn_einsum_parse(const char *eq_in, int n_ops, const kn_tensor *const 
                     if (e->lab_dim[id] == -2 || e->lab_dim[id] == 1 || e->lab_dim[id] == -1) {
                         if (!(sz == 1 && e->lab_dim[id] != -2)) e->lab_dim[id] = sz;
                     } else if (sz != 1 && sz >= 0 && sz != e->lab_dim[id]) {
-                        return kn_error(KN_ERR_INVALID_ARGUMENT, "Einsum: ellipsis dims do not broadcast (%lld vs %lld)", (long long)sz, (long long)e->lab_dim[id]);
+                        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                                        "Einsum: ellipsis dims do not broadcast (%lld vs %lld)", (long long)sz,
+                                        (long long)e->lab_dim[id]);
                     }
                     counts[id]++;
                     d++;
@@ -640,7 +685,8 @@ kn_status *kn_einsum_parse(const char *eq_in, int n_ops, const kn_tensor *const 
             int64_t sz = t->dims[d];
             if (e->lab_dim[id] == -2 || e->lab_dim[id] == -1) e->lab_dim[id] = sz;
             else if (sz >= 0 && sz != e->lab_dim[id])
-                return kn_error(KN_ERR_INVALID_ARGUMENT, "Einsum: label '%c' has sizes %lld and %lld", *p, (long long)e->lab_dim[id], (long long)sz);
+                return kn_error(KN_ERR_INVALID_ARGUMENT, "Einsum: label '%c' has sizes %lld and %lld", *p,
+                                (long long)e->lab_dim[id], (long long)sz);
             e->op_lab[o][d] = id;
             counts[id]++;
             d++;
@@ -649,15 +695,18 @@ kn_status *kn_einsum_parse(const char *eq_in, int n_ops, const kn_tensor *const 
         e->op_ndim[o] = d;
         if (*p == ',') p++;
     }
-    for (int k = 0; k < ell_rank; k++) if (e->lab_dim[52 + k] == -2) e->lab_dim[52 + k] = 1;
+    for (int k = 0; k < ell_rank; k++)
+        if (e->lab_dim[52 + k] == -2) e->lab_dim[52 + k] = 1;
     if (arrow) {
         const char *q = arrow + 2;
         bool ell = false;
         while (*q) {
             if (*q == '.') {
-                if (ell || q[1] != '.' || q[2] != '.') return kn_error(KN_ERR_INVALID_MODEL, "Einsum: bad output ellipsis in '%s'", eq_in);
+                if (ell || q[1] != '.' || q[2] != '.')
+                    return kn_error(KN_ERR_INVALID_MODEL, "Einsum: bad output ellipsis in '%s'", eq_in);
                 ell = true;
-                if (e->out_ndim + ell_rank > KN_MAX_DIMS) return kn_error(KN_ERR_UNSUPPORTED, "Einsum: output rank too large");
+                if (e->out_ndim + ell_rank > KN_MAX_DIMS)
+                    return kn_error(KN_ERR_UNSUPPORTED, "Einsum: output rank too large");
                 for (int k = 0; k < ell_rank; k++) e->out_lab[e->out_ndim++] = 52 + k;
                 q += 3;
                 continue;
@@ -666,7 +715,8 @@ kn_status *kn_einsum_parse(const char *eq_in, int n_ops, const kn_tensor *const 
             if (id < 0 || counts[id] == 0)
                 return kn_error(KN_ERR_INVALID_MODEL, "Einsum: output label '%c' not in the inputs of '%s'", *q, eq_in);
             for (int k = 0; k < e->out_ndim; k++)
-                if (e->out_lab[k] == id) return kn_error(KN_ERR_INVALID_MODEL, "Einsum: output label '%c' repeated", *q);
+                if (e->out_lab[k] == id)
+                    return kn_error(KN_ERR_INVALID_MODEL, "Einsum: output label '%c' repeated", *q);
             if (e->out_ndim >= KN_MAX_DIMS) return kn_error(KN_ERR_UNSUPPORTED, "Einsum: output rank too large");
             e->out_lab[e->out_ndim++] = id;
             q++;
@@ -675,23 +725,31 @@ kn_status *kn_einsum_parse(const char *eq_in, int n_ops, const kn_tensor *const 
     } else {
         for (int k = 0; k < ell_rank; k++) e->out_lab[e->out_ndim++] = 52 + k;
         for (int id = 26; id < 52; id++) /* uppercase sorts before lowercase */
-            if (counts[id] == 1) { if (e->out_ndim >= KN_MAX_DIMS) return kn_error(KN_ERR_UNSUPPORTED, "Einsum: output rank too large"); e->out_lab[e->out_ndim++] = id; }
+            if (counts[id] == 1) {
+                if (e->out_ndim >= KN_MAX_DIMS) return kn_error(KN_ERR_UNSUPPORTED, "Einsum: output rank too large");
+                e->out_lab[e->out_ndim++] = id;
+            }
         for (int id = 0; id < 26; id++)
-            if (counts[id] == 1) { if (e->out_ndim >= KN_MAX_DIMS) return kn_error(KN_ERR_UNSUPPORTED, "Einsum: output rank too large"); e->out_lab[e->out_ndim++] = id; }
+            if (counts[id] == 1) {
+                if (e->out_ndim >= KN_MAX_DIMS) return kn_error(KN_ERR_UNSUPPORTED, "Einsum: output rank too large");
+                e->out_lab[e->out_ndim++] = id;
+            }
     }
     for (int id = 0; id < KN_EINSUM_MAX_LABELS; id++) e->used[id] = counts[id] > 0;
     return NULL;
 }
 
-kn_status *kn_infer_Einsum(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Einsum(kn_infer_ctx *c) {
     if (c->n_in < 1 || !c->in[0] || c->n_out < 1 || !c->out[0])
         return kn_error(KN_ERR_INVALID_MODEL, "Einsum: needs inputs and an output");
     kn_tensor *o = c->out[0];
     o->dtype = c->in[0]->dtype;
     for (int i = 0; i < c->n_in; i++) {
         if (!c->in[i]) return kn_error(KN_ERR_INVALID_MODEL, "Einsum: missing input %d", i);
-        if (c->in[i]->ndim < 0) { o->ndim = -1; return NULL; }
+        if (c->in[i]->ndim < 0) {
+            o->ndim = -1;
+            return NULL;
+        }
     }
     const char *eq = KN_PARAMS(c->node, einsum)->equation;
     kn_einsum e;
@@ -702,16 +760,19 @@ kn_status *kn_infer_Einsum(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_Det(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Det(kn_infer_ctx *c) {
     KN_TRY(need_inputs(c, 1));
     const kn_tensor *x = c->in[0];
     char bx[KN_DESC_LEN];
     c->out[0]->dtype = x->dtype;
-    if (x->ndim < 0) { c->out[0]->ndim = -1; return NULL; }
+    if (x->ndim < 0) {
+        c->out[0]->ndim = -1;
+        return NULL;
+    }
     if (x->ndim < 2) return kn_error(KN_ERR_INVALID_ARGUMENT, "Det: input %s must have rank >= 2", DESC(x, bx));
     int64_t a = x->dims[x->ndim - 2], b = x->dims[x->ndim - 1];
-    if (a >= 0 && b >= 0 && a != b) return kn_error(KN_ERR_INVALID_ARGUMENT, "Det: input %s is not square", DESC(x, bx));
+    if (a >= 0 && b >= 0 && a != b)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Det: input %s is not square", DESC(x, bx));
     kn_tensor_set_shape(c->out[0], x->ndim - 2, x->dims);
     return NULL;
 }

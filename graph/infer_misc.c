@@ -11,22 +11,19 @@
 static const kn_tensor *infer_in(const kn_infer_ctx *c, int i) { return i < c->n_in ? c->in[i] : NULL; }
 static kn_tensor *infer_out(const kn_infer_ctx *c, int i) { return i < c->n_out ? c->out[i] : NULL; }
 
-static void set_shape(kn_tensor *t, kn_dtype dt, int ndim, const int64_t *dims)
-{
+static void set_shape(kn_tensor *t, kn_dtype dt, int ndim, const int64_t *dims) {
     if (!t) return;
     t->dtype = dt;
     kn_tensor_set_shape(t, ndim, dims);
 }
 
-static void set_unknown_rank(kn_tensor *t, kn_dtype dt)
-{
+static void set_unknown_rank(kn_tensor *t, kn_dtype dt) {
     if (!t) return;
     t->dtype = dt;
     t->ndim = -1;
 }
 
-static kn_status *need_rank(const kn_node *n, const kn_tensor *t, const char *what, int lo, int hi)
-{
+static kn_status *need_rank(const kn_node *n, const kn_tensor *t, const char *what, int lo, int hi) {
     char buf[KN_DESC_LEN];
     if (!t) return kn_error(KN_ERR_INVALID_MODEL, "%s: missing input %s", n->op_type, what);
     if (t->ndim >= 0 && (t->ndim < lo || t->ndim > hi))
@@ -36,8 +33,7 @@ static kn_status *need_rank(const kn_node *n, const kn_tensor *t, const char *wh
 }
 
 /* Reads element 0 of a scalar-like integer or float tensor whose data is known. */
-static bool scalar_value_i64(const kn_tensor *t, int64_t *v)
-{
+static bool scalar_value_i64(const kn_tensor *t, int64_t *v) {
     if (!t || !t->data || kn_numel(t) < 1) return false;
     *v = kn_dtype_is_float(t->dtype) ? (int64_t)kn_get_f64(t, 0) : kn_get_i64(t, 0);
     return true;
@@ -48,8 +44,7 @@ static int64_t div_dim(int64_t a, int64_t b) { return (a < 0 || b <= 0) ? -1 : a
 
 /* ---------------- params decoders (graph/params.h), run once per node at load ---------------- */
 
-kn_status *kn_params_decode_attention(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_attention(const kn_node *n, void *out) {
     kn_params_attention *p = out;
     p->q_num_heads = kn_attr_int(n, "q_num_heads", 0);
     p->kv_num_heads = kn_attr_int(n, "kv_num_heads", 0);
@@ -64,8 +59,7 @@ kn_status *kn_params_decode_attention(const kn_node *n, void *out)
     return NULL;
 }
 
-kn_status *kn_params_decode_rotary(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_rotary(const kn_node *n, void *out) {
     kn_params_rotary *p = out;
     p->num_heads = kn_attr_int(n, "num_heads", 0);
     p->rotary_embedding_dim = kn_attr_int(n, "rotary_embedding_dim", 0);
@@ -75,14 +69,25 @@ kn_status *kn_params_decode_rotary(const kn_node *n, void *out)
 
 /* The activations attribute, n_per_dir functions per direction, with the optional alpha/beta
  * lists consumed in order by the functions that take them. */
-static kn_status *decode_rnn_acts(const kn_node *n, int dirs, int n_per_dir, const char *const *defaults, kn_rnn_act *acts)
-{
-    static const struct { const char *name; kn_rnn_act_kind kind; int n_params; float da, db; } table[] = {
-        {"Sigmoid", KN_RNN_ACT_SIGMOID, 0, 0, 0}, {"Tanh", KN_RNN_ACT_TANH, 0, 0, 0}, {"Relu", KN_RNN_ACT_RELU, 0, 0, 0},
-        {"Affine", KN_RNN_ACT_AFFINE, 2, 1.0f, 0.0f}, {"LeakyRelu", KN_RNN_ACT_LEAKYRELU, 1, 0.01f, 0},
-        {"ThresholdedRelu", KN_RNN_ACT_THRESHOLDEDRELU, 1, 1.0f, 0}, {"ScaledTanh", KN_RNN_ACT_SCALEDTANH, 2, 1.0f, 1.0f},
-        {"HardSigmoid", KN_RNN_ACT_HARDSIGMOID, 2, 0.2f, 0.5f}, {"Elu", KN_RNN_ACT_ELU, 1, 1.0f, 0},
-        {"Softsign", KN_RNN_ACT_SOFTSIGN, 0, 0, 0}, {"Softplus", KN_RNN_ACT_SOFTPLUS, 0, 0, 0},
+static kn_status *decode_rnn_acts(const kn_node *n, int dirs, int n_per_dir, const char *const *defaults,
+                                  kn_rnn_act *acts) {
+    static const struct {
+        const char *name;
+        kn_rnn_act_kind kind;
+        int n_params;
+        float da, db;
+    } table[] = {
+        {"Sigmoid", KN_RNN_ACT_SIGMOID, 0, 0, 0},
+        {"Tanh", KN_RNN_ACT_TANH, 0, 0, 0},
+        {"Relu", KN_RNN_ACT_RELU, 0, 0, 0},
+        {"Affine", KN_RNN_ACT_AFFINE, 2, 1.0f, 0.0f},
+        {"LeakyRelu", KN_RNN_ACT_LEAKYRELU, 1, 0.01f, 0},
+        {"ThresholdedRelu", KN_RNN_ACT_THRESHOLDEDRELU, 1, 1.0f, 0},
+        {"ScaledTanh", KN_RNN_ACT_SCALEDTANH, 2, 1.0f, 1.0f},
+        {"HardSigmoid", KN_RNN_ACT_HARDSIGMOID, 2, 0.2f, 0.5f},
+        {"Elu", KN_RNN_ACT_ELU, 1, 1.0f, 0},
+        {"Softsign", KN_RNN_ACT_SOFTSIGN, 0, 0, 0},
+        {"Softplus", KN_RNN_ACT_SOFTPLUS, 0, 0, 0},
     };
     const kn_attr *names = kn_node_attr(n, "activations");
     const kn_attr *al = kn_node_attr(n, "activation_alpha"), *be = kn_node_attr(n, "activation_beta");
@@ -104,8 +109,7 @@ static kn_status *decode_rnn_acts(const kn_node *n, int dirs, int n_per_dir, con
     return NULL;
 }
 
-kn_status *kn_params_decode_rnn(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_rnn(const kn_node *n, void *out) {
     kn_params_rnn *p = out;
     p->layout = kn_attr_int(n, "layout", 0);
     const char *dir = kn_attr_str(n, "direction", "forward");
@@ -118,15 +122,15 @@ kn_status *kn_params_decode_rnn(const kn_node *n, void *out)
     p->clip = kn_node_attr(n, "clip") ? kn_attr_float(n, "clip", 0.0f) : 0.0f;
     p->linear_before_reset = kn_attr_int(n, "linear_before_reset", 0) != 0;
     p->input_forget = kn_attr_int(n, "input_forget", 0) != 0;
-    static const char *const d_rnn[] = {"Tanh"}, *const d_gru[] = {"Sigmoid", "Tanh"}, *const d_lstm[] = {"Sigmoid", "Tanh", "Tanh"};
+    static const char *const d_rnn[] = {"Tanh"}, *const d_gru[] = {"Sigmoid", "Tanh"},
+                             *const d_lstm[] = {"Sigmoid", "Tanh", "Tanh"};
     int n_act = n->op == KN_OP_RNN ? 1 : n->op == KN_OP_GRU ? 2 : 3;
     int dirs = p->direction == KN_RNN_BIDIRECTIONAL ? 2 : 1;
     p->n_acts = dirs * n_act;
     return decode_rnn_acts(n, dirs, n_act, n->op == KN_OP_RNN ? d_rnn : n->op == KN_OP_GRU ? d_gru : d_lstm, p->acts);
 }
 
-kn_status *kn_params_decode_dft(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_dft(const kn_node *n, void *out) {
     kn_params_dft *p = out;
     p->axis = kn_attr_int(n, "axis", 1); /* DFT before opset 20; an input after */
     p->inverse = kn_attr_int(n, "inverse", 0) != 0;
@@ -134,8 +138,7 @@ kn_status *kn_params_decode_dft(const kn_node *n, void *out)
     return NULL;
 }
 
-kn_status *kn_params_decode_sigwin(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_sigwin(const kn_node *n, void *out) {
     kn_params_sigwin *p = out;
     kn_dtype dt = (kn_dtype)kn_attr_int(n, "output_datatype", KN_F32);
     if (!kn_dtype_valid(dt) || dt == KN_STRING)
@@ -145,8 +148,7 @@ kn_status *kn_params_decode_sigwin(const kn_node *n, void *out)
     return NULL;
 }
 
-kn_status *kn_params_decode_strnorm(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_strnorm(const kn_node *n, void *out) {
     kn_params_strnorm *p = out;
     const char *action = kn_attr_str(n, "case_change_action", "NONE");
     if (!strcmp(action, "LOWER")) p->case_change_action = KN_CASE_LOWER;
@@ -155,28 +157,28 @@ kn_status *kn_params_decode_strnorm(const kn_node *n, void *out)
     else return kn_error(KN_ERR_INVALID_MODEL, "StringNormalizer: unknown case_change_action '%s'", action);
     p->is_case_sensitive = kn_attr_int(n, "is_case_sensitive", 0) != 0;
     const kn_attr *sw = kn_node_attr(n, "stopwords");
-    if (sw) { p->n_stopwords = sw->n_strings; p->stopwords = (const char *const *)sw->strings; }
+    if (sw) {
+        p->n_stopwords = sw->n_strings;
+        p->stopwords = (const char *const *)sw->strings;
+    }
     return NULL;
 }
 
-kn_status *kn_params_decode_strsplit(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_strsplit(const kn_node *n, void *out) {
     kn_params_strsplit *p = out;
     p->delimiter = kn_attr_str(n, "delimiter", NULL);
     p->maxsplit = kn_attr_int(n, "maxsplit", -1);
     return NULL;
 }
 
-kn_status *kn_params_decode_regex(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_regex(const kn_node *n, void *out) {
     kn_params_regex *p = out;
     p->pattern = kn_attr_str(n, "pattern", NULL);
     if (!p->pattern) return kn_error(KN_ERR_INVALID_MODEL, "RegexFullMatch: missing pattern attribute");
     return NULL;
 }
 
-kn_status *kn_params_decode_tfidf(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_tfidf(const kn_node *n, void *out) {
     kn_params_tfidf *p = out;
     const char *mode = kn_attr_str(n, "mode", "TF");
     if (!strcmp(mode, "TF")) p->mode = KN_TFIDF_TF;
@@ -199,8 +201,7 @@ kn_status *kn_params_decode_tfidf(const kn_node *n, void *out)
 
 /* ---------------- Attention ---------------- */
 
-kn_status *kn_infer_Attention(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Attention(kn_infer_ctx *c) {
     const kn_node *n = c->node;
     const kn_tensor *q = infer_in(c, 0), *k = infer_in(c, 1), *v = infer_in(c, 2);
     const kn_tensor *pk = infer_in(c, 4);
@@ -213,22 +214,30 @@ kn_status *kn_infer_Attention(kn_infer_ctx *c)
         return NULL;
     }
     if (q->ndim != k->ndim || q->ndim != v->ndim)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: Q, K, V must have the same rank (%d, %d, %d)",
-                        q->ndim, k->ndim, v->ndim);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: Q, K, V must have the same rank (%d, %d, %d)", q->ndim,
+                        k->ndim, v->ndim);
     int64_t B = q->dims[0], Hq, Hkv, Sq, Skv, Dv, Dk;
     if (q->ndim == 3) {
         int64_t qh = KN_PARAMS(n, attention)->q_num_heads, kvh = KN_PARAMS(n, attention)->kv_num_heads;
         if (qh <= 0 || kvh <= 0)
             return kn_error(KN_ERR_INVALID_MODEL, "Attention: 3-D inputs need q_num_heads and kv_num_heads > 0");
-        Hq = qh; Hkv = kvh; Sq = q->dims[1]; Skv = k->dims[1];
-        Dk = div_dim(k->dims[2], kvh); Dv = div_dim(v->dims[2], kvh);
+        Hq = qh;
+        Hkv = kvh;
+        Sq = q->dims[1];
+        Skv = k->dims[1];
+        Dk = div_dim(k->dims[2], kvh);
+        Dv = div_dim(v->dims[2], kvh);
     } else {
-        Hq = q->dims[1]; Hkv = k->dims[1]; Sq = q->dims[2]; Skv = k->dims[2]; Dk = k->dims[3]; Dv = v->dims[3];
+        Hq = q->dims[1];
+        Hkv = k->dims[1];
+        Sq = q->dims[2];
+        Skv = k->dims[2];
+        Dk = k->dims[3];
+        Dv = v->dims[3];
     }
     int64_t total = Skv;
     if (pk) {
-        if (pk->ndim >= 0 && pk->ndim != 4)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: past_key must be 4-D");
+        if (pk->ndim >= 0 && pk->ndim != 4) return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: past_key must be 4-D");
         total = (pk->ndim == 4 && Skv >= 0 && pk->dims[2] >= 0) ? pk->dims[2] + Skv : -1;
     }
     kn_tensor *y = infer_out(c, 0);
@@ -247,16 +256,15 @@ kn_status *kn_infer_Attention(kn_infer_ctx *c)
 }
 
 /* kiln's fused attention: ai.onnx Attention's 4-D shapes, one output, no past. */
-kn_status *kn_infer_KnSdpa(kn_infer_ctx *c)
-{
+kn_status *kn_infer_KnSdpa(kn_infer_ctx *c) {
     if (c->n_in < 3 || c->n_in > 4 || c->n_out != 1)
-        return kn_error(KN_ERR_INVALID_MODEL, "KnSdpa: needs 3 or 4 inputs and 1 output (got %d, %d)", c->n_in, c->n_out);
+        return kn_error(KN_ERR_INVALID_MODEL, "KnSdpa: needs 3 or 4 inputs and 1 output (got %d, %d)", c->n_in,
+                        c->n_out);
     for (int i = 0; i < 3; i++) KN_TRY(need_rank(c->node, infer_in(c, i), i == 0 ? "Q" : i == 1 ? "K" : "V", 4, 4));
     return kn_infer_Attention(c);
 }
 
-kn_status *kn_infer_RotaryEmbedding(kn_infer_ctx *c)
-{
+kn_status *kn_infer_RotaryEmbedding(kn_infer_ctx *c) {
     KN_TRY(need_rank(c->node, infer_in(c, 0), "X", 3, 4));
     KN_TRY(need_rank(c->node, infer_in(c, 1), "cos_cache", 2, 3));
     KN_TRY(need_rank(c->node, infer_in(c, 2), "sin_cache", 2, 3));
@@ -265,8 +273,7 @@ kn_status *kn_infer_RotaryEmbedding(kn_infer_ctx *c)
 
 /* ---------------- RNN family ---------------- */
 
-static kn_status *infer_rnn(kn_infer_ctx *c, int gates, int n_state_outs)
-{
+static kn_status *infer_rnn(kn_infer_ctx *c, int gates, int n_state_outs) {
     const kn_node *n = c->node;
     const kn_tensor *x = infer_in(c, 0), *w = infer_in(c, 1), *r = infer_in(c, 2);
     KN_TRY(need_rank(n, x, "X", 3, 3));
@@ -302,8 +309,7 @@ kn_status *kn_infer_LSTM(kn_infer_ctx *c) { return infer_rnn(c, 4, 2); }
 
 /* ---------------- quantisation ---------------- */
 
-kn_status *kn_infer_QuantizeLinear(kn_infer_ctx *c)
-{
+kn_status *kn_infer_QuantizeLinear(kn_infer_ctx *c) {
     const kn_tensor *x = infer_in(c, 0), *zp = infer_in(c, 2);
     KN_TRY(need_rank(c->node, x, "x", 0, KN_MAX_DIMS));
     KN_TRY(need_rank(c->node, infer_in(c, 1), "y_scale", 0, KN_MAX_DIMS));
@@ -319,8 +325,7 @@ kn_status *kn_infer_QuantizeLinear(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_DequantizeLinear(kn_infer_ctx *c)
-{
+kn_status *kn_infer_DequantizeLinear(kn_infer_ctx *c) {
     const kn_tensor *x = infer_in(c, 0), *sc = infer_in(c, 1);
     KN_TRY(need_rank(c->node, x, "x", 0, KN_MAX_DIMS));
     KN_TRY(need_rank(c->node, sc, "x_scale", 0, KN_MAX_DIMS));
@@ -331,8 +336,7 @@ kn_status *kn_infer_DequantizeLinear(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_DynamicQuantizeLinear(kn_infer_ctx *c)
-{
+kn_status *kn_infer_DynamicQuantizeLinear(kn_infer_ctx *c) {
     const kn_tensor *x = infer_in(c, 0);
     KN_TRY(need_rank(c->node, x, "x", 0, KN_MAX_DIMS));
     set_shape(infer_out(c, 0), KN_U8, x->ndim, x->dims);
@@ -345,59 +349,88 @@ kn_status *kn_infer_DynamicQuantizeLinear(kn_infer_ctx *c)
 
 /* The output keeps the input's rank: the transformed axis becomes dft_length (or dft_length/2+1
  * one-sided) and the last dimension 2 (complex), or 1 for the one-sided inverse (real output). */
-kn_status *kn_infer_DFT(kn_infer_ctx *c)
-{
+kn_status *kn_infer_DFT(kn_infer_ctx *c) {
     const kn_node *n = c->node;
     const kn_tensor *x = infer_in(c, 0), *len_t = infer_in(c, 1), *axis_t = infer_in(c, 2);
     KN_TRY(need_rank(n, x, "input", 2, KN_MAX_DIMS));
     kn_tensor *y = infer_out(c, 0);
-    if (x->ndim < 0) { set_unknown_rank(y, x->dtype); return NULL; }
+    if (x->ndim < 0) {
+        set_unknown_rank(y, x->dtype);
+        return NULL;
+    }
     int64_t axis;
     if (n->opset >= 20) {
         axis = -2;
-        if (axis_t && !scalar_value_i64(axis_t, &axis)) { set_unknown_rank(y, x->dtype); return NULL; }
+        if (axis_t && !scalar_value_i64(axis_t, &axis)) {
+            set_unknown_rank(y, x->dtype);
+            return NULL;
+        }
     } else {
         axis = KN_PARAMS(n, dft)->axis;
     }
     int r = x->ndim;
-    if (axis < -r || axis >= r) return kn_error(KN_ERR_INVALID_ARGUMENT, "DFT: axis %lld out of range for rank %d", (long long)axis, r);
+    if (axis < -r || axis >= r)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "DFT: axis %lld out of range for rank %d", (long long)axis, r);
     if (axis < 0) axis += r;
     if (axis == r - 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "DFT: axis must not be the last (complex) dimension");
     if (x->dims[r - 1] >= 0 && x->dims[r - 1] != 1 && x->dims[r - 1] != 2)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "DFT: last dimension must be 1 or 2, got %lld", (long long)x->dims[r - 1]);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "DFT: last dimension must be 1 or 2, got %lld",
+                        (long long)x->dims[r - 1]);
     int64_t inverse = KN_PARAMS(n, dft)->inverse, onesided = KN_PARAMS(n, dft)->onesided;
     int64_t len = -1;
     if (len_t) {
-        if (!scalar_value_i64(len_t, &len)) { set_unknown_rank(y, x->dtype); return NULL; }
-        if (len <= 0) return kn_error(KN_ERR_INVALID_ARGUMENT, "DFT: dft_length must be positive, got %lld", (long long)len);
+        if (!scalar_value_i64(len_t, &len)) {
+            set_unknown_rank(y, x->dtype);
+            return NULL;
+        }
+        if (len <= 0)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "DFT: dft_length must be positive, got %lld", (long long)len);
     } else if (x->dims[axis] >= 0) {
         len = (inverse && onesided) ? 2 * (x->dims[axis] - 1) : x->dims[axis];
     }
     int64_t d[KN_MAX_DIMS];
     memcpy(d, x->dims, sizeof(int64_t) * r);
-    if (inverse && onesided) { d[axis] = len; d[r - 1] = 1; }
-    else { d[axis] = (onesided && len >= 0) ? len / 2 + 1 : len; d[r - 1] = 2; }
+    if (inverse && onesided) {
+        d[axis] = len;
+        d[r - 1] = 1;
+    } else {
+        d[axis] = (onesided && len >= 0) ? len / 2 + 1 : len;
+        d[r - 1] = 2;
+    }
     set_shape(y, x->dtype, r, d);
     return NULL;
 }
 
-kn_status *kn_infer_STFT(kn_infer_ctx *c)
-{
+kn_status *kn_infer_STFT(kn_infer_ctx *c) {
     const kn_node *n = c->node;
     const kn_tensor *x = infer_in(c, 0), *step_t = infer_in(c, 1), *win = infer_in(c, 2), *fl_t = infer_in(c, 3);
     KN_TRY(need_rank(n, x, "signal", 3, 3));
     KN_TRY(need_rank(n, step_t, "frame_step", 0, 1));
     kn_tensor *y = infer_out(c, 0);
     int64_t step, fl = -1;
-    if (!scalar_value_i64(step_t, &step)) { set_unknown_rank(y, x->dtype); return NULL; }
-    if (fl_t) { if (!scalar_value_i64(fl_t, &fl)) { set_unknown_rank(y, x->dtype); return NULL; } }
-    else if (win) { KN_TRY(need_rank(n, win, "window", 1, 1)); fl = win->ndim == 1 ? win->dims[0] : -1; }
-    else if (x->ndim == 3) fl = x->dims[1];
-    if (step <= 0) return kn_error(KN_ERR_INVALID_ARGUMENT, "STFT: frame_step must be positive, got %lld", (long long)step);
-    if (x->ndim < 0) { set_unknown_rank(y, x->dtype); return NULL; }
+    if (!scalar_value_i64(step_t, &step)) {
+        set_unknown_rank(y, x->dtype);
+        return NULL;
+    }
+    if (fl_t) {
+        if (!scalar_value_i64(fl_t, &fl)) {
+            set_unknown_rank(y, x->dtype);
+            return NULL;
+        }
+    } else if (win) {
+        KN_TRY(need_rank(n, win, "window", 1, 1));
+        fl = win->ndim == 1 ? win->dims[0] : -1;
+    } else if (x->ndim == 3) fl = x->dims[1];
+    if (step <= 0)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "STFT: frame_step must be positive, got %lld", (long long)step);
+    if (x->ndim < 0) {
+        set_unknown_rank(y, x->dtype);
+        return NULL;
+    }
     int64_t len = x->dims[1], frames = -1;
     if (fl == 0 || (fl > 0 && len >= 0 && fl > len))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "STFT: frame_length %lld does not fit signal length %lld", (long long)fl, (long long)len);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "STFT: frame_length %lld does not fit signal length %lld",
+                        (long long)fl, (long long)len);
     if (fl > 0 && len >= 0) frames = 1 + (len - fl) / step;
     int64_t onesided = KN_PARAMS(n, dft)->onesided;
     int64_t bins = fl < 0 ? -1 : (onesided ? fl / 2 + 1 : fl);
@@ -406,13 +439,15 @@ kn_status *kn_infer_STFT(kn_infer_ctx *c)
     return NULL;
 }
 
-static kn_status *infer_window(kn_infer_ctx *c)
-{
+static kn_status *infer_window(kn_infer_ctx *c) {
     const kn_tensor *size_t_ = infer_in(c, 0);
     KN_TRY(need_rank(c->node, size_t_, "size", 0, 1));
     kn_dtype dt = (kn_dtype)KN_PARAMS(c->node, sigwin)->output_datatype; /* checked by the decoder */
     int64_t size;
-    if (!scalar_value_i64(size_t_, &size)) { set_unknown_rank(infer_out(c, 0), dt); return NULL; }
+    if (!scalar_value_i64(size_t_, &size)) {
+        set_unknown_rank(infer_out(c, 0), dt);
+        return NULL;
+    }
     if (size < 0 || size > KN_MAX_NUMEL)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: bad window size %lld", c->node->op_type, (long long)size);
     set_shape(infer_out(c, 0), dt, 1, &size);
@@ -423,8 +458,7 @@ kn_status *kn_infer_HannWindow(kn_infer_ctx *c) { return infer_window(c); }
 kn_status *kn_infer_HammingWindow(kn_infer_ctx *c) { return infer_window(c); }
 kn_status *kn_infer_BlackmanWindow(kn_infer_ctx *c) { return infer_window(c); }
 
-kn_status *kn_infer_MelWeightMatrix(kn_infer_ctx *c)
-{
+kn_status *kn_infer_MelWeightMatrix(kn_infer_ctx *c) {
     kn_dtype dt = (kn_dtype)KN_PARAMS(c->node, sigwin)->output_datatype; /* checked by the decoder */
     for (int i = 0; i < 5; i++) KN_TRY(need_rank(c->node, infer_in(c, i), "scalar", 0, 1));
     int64_t mel, dft;
@@ -442,8 +476,7 @@ kn_status *kn_infer_MelWeightMatrix(kn_infer_ctx *c)
 
 /* ---------------- random ---------------- */
 
-kn_status *kn_infer_Bernoulli(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Bernoulli(kn_infer_ctx *c) {
     const kn_tensor *x = infer_in(c, 0);
     KN_TRY(need_rank(c->node, x, "input", 0, KN_MAX_DIMS));
     const kn_params_random *p = KN_PARAMS(c->node, random);
@@ -453,8 +486,7 @@ kn_status *kn_infer_Bernoulli(kn_infer_ctx *c)
     return NULL;
 }
 
-static kn_status *infer_random(kn_infer_ctx *c)
-{
+static kn_status *infer_random(kn_infer_ctx *c) {
     const kn_node *n = c->node;
     const kn_params_random *p = KN_PARAMS(n, random);
     kn_dtype dt = p->has_dtype ? (kn_dtype)p->dtype : KN_F32;
@@ -462,15 +494,15 @@ static kn_status *infer_random(kn_infer_ctx *c)
         return kn_error(KN_ERR_INVALID_MODEL, "%s: dtype %d is not a float type", n->op_type, (int)dt);
     const int64_t *shape = p->shape;
     int ns = p->n_shape; /* -1 when absent or longer than KN_MAX_DIMS */
-    if (ns < 0 || ns > KN_MAX_DIMS) return kn_error(KN_ERR_INVALID_MODEL, "%s: missing or bad shape attribute", n->op_type);
+    if (ns < 0 || ns > KN_MAX_DIMS)
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: missing or bad shape attribute", n->op_type);
     for (int i = 0; i < ns; i++)
         if (shape[i] < 0) return kn_error(KN_ERR_INVALID_MODEL, "%s: negative dimension in shape", n->op_type);
     set_shape(infer_out(c, 0), dt, ns, shape);
     return NULL;
 }
 
-static kn_status *infer_random_like(kn_infer_ctx *c)
-{
+static kn_status *infer_random_like(kn_infer_ctx *c) {
     const kn_tensor *x = infer_in(c, 0);
     KN_TRY(need_rank(c->node, x, "input", 0, KN_MAX_DIMS));
     const kn_params_random *p = KN_PARAMS(c->node, random);
@@ -488,23 +520,20 @@ kn_status *kn_infer_RandomNormalLike(kn_infer_ctx *c) { return infer_random_like
 
 /* ---------------- strings ---------------- */
 
-static kn_status *need_string(const kn_node *n, const kn_tensor *t)
-{
+static kn_status *need_string(const kn_node *n, const kn_tensor *t) {
     if (t->dtype != KN_STRING) return kn_err_dtype(n, t);
     return NULL;
 }
 
 /* Whether a string equals one of the stop words; case-insensitive comparison is ASCII only. */
-static bool is_stopword(const kn_params_strnorm *p, const char *s)
-{
+static bool is_stopword(const kn_params_strnorm *p, const char *s) {
     for (int i = 0; i < p->n_stopwords; i++)
         if (p->is_case_sensitive ? strcmp(p->stopwords[i], s) == 0 : strcasecmp(p->stopwords[i], s) == 0) return true;
     return false;
 }
 
 /* Number of entries StringNormalizer keeps: shared with the kernel via the same predicate. */
-int64_t kn_string_normalizer_kept(const kn_node *n, const kn_tensor *x)
-{
+int64_t kn_string_normalizer_kept(const kn_node *n, const kn_tensor *x) {
     const kn_params_strnorm *p = KN_PARAMS(n, strnorm);
     int64_t kept = 0, total = kn_numel(x);
     const char *const *s = (const char *const *)x->data;
@@ -513,8 +542,7 @@ int64_t kn_string_normalizer_kept(const kn_node *n, const kn_tensor *x)
     return kept;
 }
 
-kn_status *kn_infer_StringNormalizer(kn_infer_ctx *c)
-{
+kn_status *kn_infer_StringNormalizer(kn_infer_ctx *c) {
     const kn_tensor *x = infer_in(c, 0);
     KN_TRY(need_rank(c->node, x, "X", 1, 2));
     KN_TRY(need_string(c->node, x));
@@ -524,7 +552,10 @@ kn_status *kn_infer_StringNormalizer(kn_infer_ctx *c)
     int64_t kept;
     if (KN_PARAMS(c->node, strnorm)->n_stopwords == 0) kept = x->ndim == 2 ? x->dims[1] : x->dims[0];
     else if (x->data) kept = kn_string_normalizer_kept(c->node, x);
-    else { set_unknown_rank(y, KN_STRING); return NULL; }
+    else {
+        set_unknown_rank(y, KN_STRING);
+        return NULL;
+    }
     if (kept == 0) kept = 1; /* an all-removed input yields one empty string */
     int64_t d[2] = {1, kept};
     if (x->ndim == 2) set_shape(y, KN_STRING, 2, d);
@@ -532,8 +563,7 @@ kn_status *kn_infer_StringNormalizer(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_StringConcat(kn_infer_ctx *c)
-{
+kn_status *kn_infer_StringConcat(kn_infer_ctx *c) {
     const kn_tensor *a = infer_in(c, 0), *b = infer_in(c, 1);
     KN_TRY(need_rank(c->node, a, "X", 0, KN_MAX_DIMS));
     KN_TRY(need_rank(c->node, b, "Y", 0, KN_MAX_DIMS));
@@ -542,21 +572,26 @@ kn_status *kn_infer_StringConcat(kn_infer_ctx *c)
     kn_tensor *y = infer_out(c, 0);
     if (!y) return NULL;
     y->dtype = KN_STRING;
-    if (a->ndim < 0 || b->ndim < 0) { y->ndim = -1; return NULL; }
+    if (a->ndim < 0 || b->ndim < 0) {
+        y->ndim = -1;
+        return NULL;
+    }
     return kn_broadcast_shape(a, b, y);
 }
 
 /* Number of pieces one string splits into, with Python str.split semantics: a NULL or empty
  * delimiter splits on runs of whitespace and drops empty pieces. */
-int64_t kn_string_split_count(const char *s, const char *delim, int64_t maxsplit)
-{
+int64_t kn_string_split_count(const char *s, const char *delim, int64_t maxsplit) {
     int64_t count = 0;
     if (!delim || !*delim) {
         const char *p = s;
         while (*p) {
             while (*p && strchr(" \t\n\r\f\v", *p)) p++;
             if (!*p) break;
-            if (maxsplit >= 0 && count == maxsplit) { count++; break; }
+            if (maxsplit >= 0 && count == maxsplit) {
+                count++;
+                break;
+            }
             count++;
             while (*p && !strchr(" \t\n\r\f\v", *p)) p++;
         }
@@ -565,19 +600,28 @@ int64_t kn_string_split_count(const char *s, const char *delim, int64_t maxsplit
     size_t dl = strlen(delim);
     const char *p = s;
     count = 1;
-    while ((maxsplit < 0 || count <= maxsplit) && (p = strstr(p, delim))) { count++; p += dl; }
+    while ((maxsplit < 0 || count <= maxsplit) && (p = strstr(p, delim))) {
+        count++;
+        p += dl;
+    }
     return count;
 }
 
-kn_status *kn_infer_StringSplit(kn_infer_ctx *c)
-{
+kn_status *kn_infer_StringSplit(kn_infer_ctx *c) {
     const kn_tensor *x = infer_in(c, 0);
     KN_TRY(need_rank(c->node, x, "X", 0, KN_MAX_DIMS - 1));
     KN_TRY(need_string(c->node, x));
     kn_tensor *y = infer_out(c, 0), *len = infer_out(c, 1);
-    if (x->ndim < 0) { set_unknown_rank(y, KN_STRING); set_unknown_rank(len, KN_I64); return NULL; }
+    if (x->ndim < 0) {
+        set_unknown_rank(y, KN_STRING);
+        set_unknown_rank(len, KN_I64);
+        return NULL;
+    }
     set_shape(len, KN_I64, x->ndim, x->dims);
-    if (!x->data) { set_unknown_rank(y, KN_STRING); return NULL; }
+    if (!x->data) {
+        set_unknown_rank(y, KN_STRING);
+        return NULL;
+    }
     const char *delim = KN_PARAMS(c->node, strsplit)->delimiter;
     int64_t maxsplit = KN_PARAMS(c->node, strsplit)->maxsplit;
     int64_t mx = 0, total = kn_numel(x);
@@ -593,8 +637,7 @@ kn_status *kn_infer_StringSplit(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_RegexFullMatch(kn_infer_ctx *c)
-{
+kn_status *kn_infer_RegexFullMatch(kn_infer_ctx *c) {
     const kn_tensor *x = infer_in(c, 0);
     KN_TRY(need_rank(c->node, x, "X", 0, KN_MAX_DIMS));
     KN_TRY(need_string(c->node, x));
@@ -602,8 +645,7 @@ kn_status *kn_infer_RegexFullMatch(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_TfIdfVectorizer(kn_infer_ctx *c)
-{
+kn_status *kn_infer_TfIdfVectorizer(kn_infer_ctx *c) {
     const kn_node *n = c->node;
     const kn_tensor *x = infer_in(c, 0);
     KN_TRY(need_rank(n, x, "X", 1, 2));
@@ -617,15 +659,16 @@ kn_status *kn_infer_TfIdfVectorizer(kn_infer_ctx *c)
         if (idx[i] + 1 > width) width = idx[i] + 1;
     }
     kn_tensor *y = infer_out(c, 0);
-    if (x->ndim == 2) { int64_t d[2] = {x->dims[0], width}; set_shape(y, KN_F32, 2, d); }
-    else set_shape(y, KN_F32, 1, &width);
+    if (x->ndim == 2) {
+        int64_t d[2] = {x->dims[0], width};
+        set_shape(y, KN_F32, 2, d);
+    } else set_shape(y, KN_F32, 1, &width);
     return NULL;
 }
 
 /* ---------------- ImageDecoder ---------------- */
 
-kn_status *kn_params_decode_image(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_image(const kn_node *n, void *out) {
     kn_params_image *p = out;
     const char *fmt = kn_attr_str(n, "pixel_format", "RGB");
     if (!strcmp(fmt, "RGB")) p->pixel_format = KN_PIXEL_RGB;
@@ -637,9 +680,9 @@ kn_status *kn_params_decode_image(const kn_node *n, void *out)
 
 /* The image's size is in its header (decoded by kernels/cpu/image_decode.c), so the shape is known
  * only once the bytes are. */
-kn_status *kn_infer_ImageDecoder(kn_infer_ctx *c)
-{
-    KN_CHECK(c->in[0] && (c->in[0]->dtype == KN_U8 || c->in[0]->dtype == KN_UNDEFINED), KN_ERR_INVALID_ARGUMENT, "ImageDecoder: input must be uint8");
+kn_status *kn_infer_ImageDecoder(kn_infer_ctx *c) {
+    KN_CHECK(c->in[0] && (c->in[0]->dtype == KN_U8 || c->in[0]->dtype == KN_UNDEFINED), KN_ERR_INVALID_ARGUMENT,
+             "ImageDecoder: input must be uint8");
     c->out[0]->dtype = KN_U8;
     c->out[0]->ndim = -1;
     return NULL;

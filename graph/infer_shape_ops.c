@@ -14,8 +14,7 @@
 
 /* Every output shape passes here, so absurd element counts (overflowing int64 included) are
  * refused before anything is allocated. */
-static kn_status *set_out(kn_infer_ctx *c, int i, kn_dtype dt, int ndim, const int64_t *dims)
-{
+static kn_status *set_out(kn_infer_ctx *c, int i, kn_dtype dt, int ndim, const int64_t *dims) {
     if (i >= c->n_out || !c->out[i]) return NULL;
     KN_CHECK(ndim <= MAXR, KN_ERR_UNSUPPORTED, "%s: output rank %d exceeds %d", c->node->op_type, ndim, MAXR);
     int64_t total = 1;
@@ -31,8 +30,7 @@ static kn_status *set_out(kn_infer_ctx *c, int i, kn_dtype dt, int ndim, const i
     return NULL;
 }
 
-static void set_unknown(kn_infer_ctx *c, int i, kn_dtype dt)
-{
+static void set_unknown(kn_infer_ctx *c, int i, kn_dtype dt) {
     if (i >= c->n_out || !c->out[i]) return;
     c->out[i]->dtype = dt;
     c->out[i]->ndim = -1;
@@ -44,15 +42,13 @@ static bool has_value(const kn_tensor *t) { return t && t->data && t->ndim >= 0 
 
 static const char *op_name(const kn_node *n) { return n && n->op_type ? n->op_type : "?"; }
 
-static kn_status *need_input(kn_infer_ctx *c, int i)
-{
+static kn_status *need_input(kn_infer_ctx *c, int i) {
     if (i >= c->n_in || !c->in[i])
         return kn_error(KN_ERR_INVALID_MODEL, "%s: missing required input %d", op_name(c->node), i);
     return NULL;
 }
 
-static kn_status *need_rank(kn_infer_ctx *c, const kn_tensor *t, int min, int max)
-{
+static kn_status *need_rank(kn_infer_ctx *c, const kn_tensor *t, int min, int max) {
     char b[KN_DESC_LEN];
     if (t->ndim >= 0 && (t->ndim < min || t->ndim > max))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input %s must have rank in [%d, %d]", op_name(c->node),
@@ -60,14 +56,14 @@ static kn_status *need_rank(kn_infer_ctx *c, const kn_tensor *t, int min, int ma
     return NULL;
 }
 
-kn_status *kn_shapeops_read_ints(const kn_tensor *t, int64_t *vals, int64_t max, int64_t *n, const char *op)
-{
+kn_status *kn_shapeops_read_ints(const kn_tensor *t, int64_t *vals, int64_t max, int64_t *n, const char *op) {
     char b[KN_DESC_LEN];
     int64_t cnt = kn_numel(t);
     if (!t->data || cnt < 0)
         return kn_error(KN_ERR_RUNTIME, "%s: integer input %s has no value", op, kn_tensor_desc(t, b, sizeof b));
     if (!kn_dtype_is_int(t->dtype))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: expected an integer tensor, got %s", op, kn_tensor_desc(t, b, sizeof b));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: expected an integer tensor, got %s", op,
+                        kn_tensor_desc(t, b, sizeof b));
     if (cnt > max)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: integer input %s has more than %lld values", op,
                         kn_tensor_desc(t, b, sizeof b), (long long)max);
@@ -78,8 +74,7 @@ kn_status *kn_shapeops_read_ints(const kn_tensor *t, int64_t *vals, int64_t max,
 
 /* Axes list from an attribute (old opsets) or input `idx` (new ones). *known false when the
  * input exists but its value is not known yet; *n = -1 when no axes were given at all. */
-static kn_status *axes_from(kn_infer_ctx *c, int from_input, int idx, int64_t *axes, int64_t *n, bool *known)
-{
+static kn_status *axes_from(kn_infer_ctx *c, int from_input, int idx, int64_t *axes, int64_t *n, bool *known) {
     *known = true;
     *n = -1;
     if (!from_input) {
@@ -93,12 +88,14 @@ static kn_status *axes_from(kn_infer_ctx *c, int from_input, int idx, int64_t *a
     }
     const kn_tensor *t = opt_in(c, idx);
     if (!t) return NULL;
-    if (!has_value(t)) { *known = false; return NULL; }
+    if (!has_value(t)) {
+        *known = false;
+        return NULL;
+    }
     return kn_shapeops_read_ints(t, axes, 2 * MAXR, n, op_name(c->node));
 }
 
-static int64_t mul_dims(const int64_t *d, int from, int to)
-{
+static int64_t mul_dims(const int64_t *d, int from, int to) {
     int64_t p = 1;
     for (int i = from; i < to; i++) {
         if (d[i] < 0) return -1;
@@ -110,16 +107,14 @@ static int64_t mul_dims(const int64_t *d, int from, int to)
 /* ---- params decoders (graph/params.h), run once per node at load ---- */
 
 /* An ints attribute: its length (-1 when absent) and at most cap of its values. */
-static int dec_ints(const kn_node *n, const char *name, int64_t *vals, int cap)
-{
+static int dec_ints(const kn_node *n, const char *name, int64_t *vals, int cap) {
     const int64_t *v;
     int k = kn_attr_ints(n, name, &v);
     for (int i = 0; i < k && i < cap; i++) vals[i] = v[i];
     return k;
 }
 
-kn_status *kn_params_decode_axis(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_axis(const kn_node *n, void *out) {
     kn_params_axis *p = out;
     int64_t def = 0;
     switch (n->op) {
@@ -134,17 +129,18 @@ kn_status *kn_params_decode_axis(const kn_node *n, void *out)
     return NULL;
 }
 
-kn_status *kn_params_decode_axes(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_axes(const kn_node *n, void *out) {
     kn_params_axes *p = out;
     /* Squeeze and Unsqueeze take axes as an input from opset 13 */
-    if ((n->op == KN_OP_Squeeze || n->op == KN_OP_Unsqueeze) && n->opset >= 13) { p->n_axes = -1; return NULL; }
+    if ((n->op == KN_OP_Squeeze || n->op == KN_OP_Unsqueeze) && n->opset >= 13) {
+        p->n_axes = -1;
+        return NULL;
+    }
     p->n_axes = dec_ints(n, "axes", p->axes, KN_PARAMS_MAX_LIST);
     return NULL;
 }
 
-kn_status *kn_params_decode_reshape(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_reshape(const kn_node *n, void *out) {
     kn_params_reshape *p = out;
     p->n_shape = -1;
     if (n->opset < 5) {
@@ -155,8 +151,7 @@ kn_status *kn_params_decode_reshape(const kn_node *n, void *out)
     return NULL;
 }
 
-kn_status *kn_params_decode_dropout(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_dropout(const kn_node *n, void *out) {
     kn_params_dropout *p = out;
     p->ratio = kn_attr_float(n, "ratio", 0.5f);
     /* before opset 7, is_test=0 meant training */
@@ -167,8 +162,7 @@ kn_status *kn_params_decode_dropout(const kn_node *n, void *out)
     return NULL;
 }
 
-kn_status *kn_params_decode_shape(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_shape(const kn_node *n, void *out) {
     kn_params_shape *p = out;
     p->start = kn_attr_int(n, "start", 0);
     p->has_end = kn_node_attr(n, "end") != NULL;
@@ -176,45 +170,61 @@ kn_status *kn_params_decode_shape(const kn_node *n, void *out)
     return NULL;
 }
 
-kn_status *kn_params_decode_constant(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_constant(const kn_node *n, void *out) {
     kn_params_constant *p = out;
     const kn_attr *a;
     if ((a = kn_node_attr(n, "value"))) p->value = a->t;
     if ((a = kn_node_attr(n, "sparse_value"))) p->sparse_value = a->t;
-    if ((a = kn_node_attr(n, "value_float"))) { p->has_float = true; p->value_float = a->f; }
-    if ((a = kn_node_attr(n, "value_int"))) { p->has_int = true; p->value_int = a->i; }
-    if ((a = kn_node_attr(n, "value_string"))) { p->has_string = true; p->value_string = a->s; }
-    if ((a = kn_node_attr(n, "value_floats"))) { p->has_floats = true; p->n_floats = a->n_floats; p->value_floats = a->floats; }
-    if ((a = kn_node_attr(n, "value_ints"))) { p->has_ints = true; p->n_ints = a->n_ints; p->value_ints = a->ints; }
-    if ((a = kn_node_attr(n, "value_strings"))) { p->has_strings = true; p->n_strings = a->n_strings; p->value_strings = a->strings; }
+    if ((a = kn_node_attr(n, "value_float"))) {
+        p->has_float = true;
+        p->value_float = a->f;
+    }
+    if ((a = kn_node_attr(n, "value_int"))) {
+        p->has_int = true;
+        p->value_int = a->i;
+    }
+    if ((a = kn_node_attr(n, "value_string"))) {
+        p->has_string = true;
+        p->value_string = a->s;
+    }
+    if ((a = kn_node_attr(n, "value_floats"))) {
+        p->has_floats = true;
+        p->n_floats = a->n_floats;
+        p->value_floats = a->floats;
+    }
+    if ((a = kn_node_attr(n, "value_ints"))) {
+        p->has_ints = true;
+        p->n_ints = a->n_ints;
+        p->value_ints = a->ints;
+    }
+    if ((a = kn_node_attr(n, "value_strings"))) {
+        p->has_strings = true;
+        p->n_strings = a->n_strings;
+        p->value_strings = a->strings;
+    }
     return NULL;
 }
 
-kn_status *kn_params_decode_const_shape(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_const_shape(const kn_node *n, void *out) {
     const kn_attr *a = kn_node_attr(n, "value");
     ((kn_params_const_shape *)out)->value = a ? a->t : NULL;
     return NULL;
 }
 
-kn_status *kn_params_decode_eyelike(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_eyelike(const kn_node *n, void *out) {
     kn_params_eyelike *p = out;
     p->dtype = kn_attr_int(n, "dtype", 0);
     p->k = kn_attr_int(n, "k", 0);
     return NULL;
 }
 
-kn_status *kn_params_decode_transpose(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_transpose(const kn_node *n, void *out) {
     kn_params_transpose *p = out;
     p->n_perm = dec_ints(n, "perm", p->perm, MAXR);
     return NULL;
 }
 
-kn_status *kn_params_decode_split(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_split(const kn_node *n, void *out) {
     kn_params_split *p = out;
     p->axis = kn_attr_int(n, "axis", 0);
     p->n_split = n->opset < 13 ? dec_ints(n, "split", p->split, KN_PARAMS_MAX_SPLIT) : -1;
@@ -223,8 +233,7 @@ kn_status *kn_params_decode_split(const kn_node *n, void *out)
     return NULL;
 }
 
-kn_status *kn_params_decode_slice(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_slice(const kn_node *n, void *out) {
     kn_params_slice *p = out;
     p->n_starts = p->n_ends = p->n_axes = -1;
     if (n->opset < 10) {
@@ -235,10 +244,9 @@ kn_status *kn_params_decode_slice(const kn_node *n, void *out)
     return NULL;
 }
 
-static const char *const pad_mode_names[] = { "constant", "reflect", "edge", "wrap" };
+static const char *const pad_mode_names[] = {"constant", "reflect", "edge", "wrap"};
 
-kn_status *kn_params_decode_pad(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_pad(const kn_node *n, void *out) {
     kn_params_pad *p = out;
     const char *ms = kn_attr_str(n, "mode", "constant");
     int mode = -1;
@@ -255,14 +263,12 @@ kn_status *kn_params_decode_pad(const kn_node *n, void *out)
     return NULL;
 }
 
-kn_status *kn_params_decode_gathernd(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_gathernd(const kn_node *n, void *out) {
     ((kn_params_gathernd *)out)->batch_dims = kn_attr_int(n, "batch_dims", 0);
     return NULL;
 }
 
-kn_status *kn_params_decode_scatter(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_scatter(const kn_node *n, void *out) {
     kn_params_scatter *p = out;
     p->axis = kn_attr_int(n, "axis", 0);
     p->reduction = KN_SCATTER_NONE;
@@ -277,8 +283,7 @@ kn_status *kn_params_decode_scatter(const kn_node *n, void *out)
     return NULL;
 }
 
-kn_status *kn_params_decode_tensor_scatter(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_tensor_scatter(const kn_node *n, void *out) {
     kn_params_tensor_scatter *p = out;
     p->axis = kn_attr_int(n, "axis", -2);
     const char *mode = kn_attr_str(n, "mode", "linear");
@@ -287,14 +292,12 @@ kn_status *kn_params_decode_tensor_scatter(const kn_node *n, void *out)
     return NULL;
 }
 
-kn_status *kn_params_decode_trilu(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_trilu(const kn_node *n, void *out) {
     ((kn_params_trilu *)out)->upper = kn_attr_int(n, "upper", 1) != 0;
     return NULL;
 }
 
-kn_status *kn_params_decode_space_depth(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_space_depth(const kn_node *n, void *out) {
     kn_params_space_depth *p = out;
     p->has_blocksize = kn_node_attr(n, "blocksize") != NULL;
     p->blocksize = kn_attr_int(n, "blocksize", 0);
@@ -304,16 +307,14 @@ kn_status *kn_params_decode_space_depth(const kn_node *n, void *out)
     return NULL;
 }
 
-kn_status *kn_params_decode_reverse_seq(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_reverse_seq(const kn_node *n, void *out) {
     kn_params_reverse_seq *p = out;
     p->batch_axis = kn_attr_int(n, "batch_axis", 1);
     p->time_axis = kn_attr_int(n, "time_axis", 0);
     return NULL;
 }
 
-kn_status *kn_params_decode_unique(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_unique(const kn_node *n, void *out) {
     kn_params_unique *p = out;
     const kn_attr *aa = kn_node_attr(n, "axis");
     p->has_axis = aa != NULL;
@@ -322,8 +323,7 @@ kn_status *kn_params_decode_unique(const kn_node *n, void *out)
     return NULL;
 }
 
-kn_status *kn_params_decode_resize(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_resize(const kn_node *n, void *out) {
     kn_params_resize *p = out;
     bool up = n->op == KN_OP_Upsample;
     const char *m = kn_attr_str(n, "mode", "nearest");
@@ -372,27 +372,29 @@ kn_status *kn_params_decode_resize(const kn_node *n, void *out)
     return NULL;
 }
 
-kn_status *kn_params_decode_grid(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_grid(const kn_node *n, void *out) {
     kn_params_grid *p = out;
     p->align_corners = kn_attr_int(n, "align_corners", 0) != 0;
     if (n->op != KN_OP_GridSample) return NULL;
     const char *ms = kn_attr_str(n, "mode", n->opset >= 20 ? "linear" : "bilinear");
-    p->mode = !strcmp(ms, "nearest") ? 0 : (!strcmp(ms, "linear") || !strcmp(ms, "bilinear")) ? 1
-            : (!strcmp(ms, "cubic") || !strcmp(ms, "bicubic")) ? 2 : -1;
+    p->mode = !strcmp(ms, "nearest")                         ? 0
+        : (!strcmp(ms, "linear") || !strcmp(ms, "bilinear")) ? 1
+        : (!strcmp(ms, "cubic") || !strcmp(ms, "bicubic"))   ? 2
+                                                             : -1;
     const char *ps = kn_attr_str(n, "padding_mode", "zeros");
     p->padding = !strcmp(ps, "zeros") ? 0 : !strcmp(ps, "border") ? 1 : !strcmp(ps, "reflection") ? 2 : -1;
-    KN_CHECK(p->mode >= 0 && p->padding >= 0, KN_ERR_INVALID_MODEL, "GridSample: unknown mode '%s' or padding_mode '%s'", ms, ps);
+    KN_CHECK(p->mode >= 0 && p->padding >= 0, KN_ERR_INVALID_MODEL,
+             "GridSample: unknown mode '%s' or padding_mode '%s'", ms, ps);
     return NULL;
 }
 
-kn_status *kn_params_decode_roi_align(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_roi_align(const kn_node *n, void *out) {
     kn_params_roi_align *p = out;
     const char *ms = kn_attr_str(n, "mode", "avg");
     p->avg = !strcmp(ms, "avg");
     KN_CHECK(p->avg || !strcmp(ms, "max"), KN_ERR_INVALID_MODEL, "RoiAlign: unknown mode '%s'", ms);
-    const char *cts = kn_attr_str(n, "coordinate_transformation_mode", n->opset >= 16 ? "half_pixel" : "output_half_pixel");
+    const char *cts =
+        kn_attr_str(n, "coordinate_transformation_mode", n->opset >= 16 ? "half_pixel" : "output_half_pixel");
     p->half_pixel = !strcmp(cts, "half_pixel");
     p->spatial_scale = kn_attr_float(n, "spatial_scale", 1.0f);
     p->sampling_ratio = kn_attr_int(n, "sampling_ratio", 0);
@@ -401,8 +403,7 @@ kn_status *kn_params_decode_roi_align(const kn_node *n, void *out)
     return NULL;
 }
 
-kn_status *kn_params_decode_nms(const kn_node *n, void *out)
-{
+kn_status *kn_params_decode_nms(const kn_node *n, void *out) {
     ((kn_params_nms *)out)->center_point_box = kn_attr_int(n, "center_point_box", 0) != 0;
     return NULL;
 }
@@ -467,19 +468,20 @@ kn_status *kn_params_decode_subgraph(const kn_node *n, void *out) {
 
 /* ---------------- simple aliases ---------------- */
 
-kn_status *kn_infer_Identity(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Identity(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
     /* sequences and empty optionals pass through too: their size is known only when the kernel
      * clones them */
-    if (x->kind != KN_KIND_TENSOR) { set_unknown(c, 0, x->dtype); return NULL; }
+    if (x->kind != KN_KIND_TENSOR) {
+        set_unknown(c, 0, x->dtype);
+        return NULL;
+    }
     KN_TRY(set_out(c, 0, x->dtype, x->ndim, x->dims));
     return NULL;
 }
 
-kn_status *kn_infer_Reshape(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Reshape(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
     int64_t shape[MAXR], n = 0;
@@ -492,7 +494,10 @@ kn_status *kn_infer_Reshape(kn_infer_ctx *c)
         n = k;
     } else {
         KN_TRY(need_input(c, 1));
-        if (!has_value(c->in[1])) { set_unknown(c, 0, x->dtype); return NULL; }
+        if (!has_value(c->in[1])) {
+            set_unknown(c, 0, x->dtype);
+            return NULL;
+        }
         KN_TRY(kn_shapeops_read_ints(c->in[1], shape, MAXR, &n, "Reshape"));
     }
     int allowzero = rp->allowzero;
@@ -504,7 +509,8 @@ kn_status *kn_infer_Reshape(kn_infer_ctx *c)
         int64_t d = shape[i];
         if (d == 0 && !allowzero) {
             KN_CHECK(x->ndim < 0 || i < x->ndim, KN_ERR_INVALID_ARGUMENT,
-                     "Reshape: shape[%d] = 0 copies a dimension the input %s lacks", i, kn_tensor_desc(x, b1, sizeof b1));
+                     "Reshape: shape[%d] = 0 copies a dimension the input %s lacks", i,
+                     kn_tensor_desc(x, b1, sizeof b1));
             d = x->ndim < 0 ? -1 : x->dims[i];
             if (d < 0) unknown = true;
         } else if (d == -1) {
@@ -524,58 +530,68 @@ kn_status *kn_infer_Reshape(kn_infer_ctx *c)
         if (total < 0 || unknown) out[neg] = -1;
         else {
             if (known_prod == 0) {
-                KN_CHECK(total == 0, KN_ERR_INVALID_ARGUMENT, "Reshape: cannot reshape %s to a shape with a zero dim and -1",
+                KN_CHECK(total == 0, KN_ERR_INVALID_ARGUMENT,
+                         "Reshape: cannot reshape %s to a shape with a zero dim and -1",
                          kn_tensor_desc(x, b1, sizeof b1));
                 out[neg] = 0;
             } else {
-                KN_CHECK(total % known_prod == 0, KN_ERR_INVALID_ARGUMENT, "Reshape: cannot reshape %s (%lld elements) with -1 into a multiple of %lld",
+                KN_CHECK(total % known_prod == 0, KN_ERR_INVALID_ARGUMENT,
+                         "Reshape: cannot reshape %s (%lld elements) with -1 into a multiple of %lld",
                          kn_tensor_desc(x, b1, sizeof b1), (long long)total, (long long)known_prod);
                 out[neg] = total / known_prod;
             }
         }
     } else if (total >= 0 && !unknown) {
-        KN_CHECK(known_prod == total, KN_ERR_INVALID_ARGUMENT, "Reshape: cannot reshape %s (%lld elements) to %lld elements",
-                 kn_tensor_desc(x, b1, sizeof b1), (long long)total, (long long)known_prod);
+        KN_CHECK(known_prod == total, KN_ERR_INVALID_ARGUMENT,
+                 "Reshape: cannot reshape %s (%lld elements) to %lld elements", kn_tensor_desc(x, b1, sizeof b1),
+                 (long long)total, (long long)known_prod);
     }
     KN_TRY(set_out(c, 0, x->dtype, (int)n, out));
     return NULL;
 }
 
-kn_status *kn_infer_Flatten(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Flatten(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
     int64_t axis = KN_PARAMS(c->node, axis)->axis;
-    if (x->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
+    if (x->ndim < 0) {
+        set_unknown(c, 0, x->dtype);
+        return NULL;
+    }
     if (axis < 0) axis += x->ndim;
     KN_CHECK(axis >= 0 && axis <= x->ndim, KN_ERR_INVALID_ARGUMENT, "Flatten: axis %lld out of range for rank %d",
              (long long)KN_PARAMS(c->node, axis)->axis, x->ndim);
-    int64_t d[2] = { mul_dims(x->dims, 0, (int)axis), mul_dims(x->dims, (int)axis, x->ndim) };
+    int64_t d[2] = {mul_dims(x->dims, 0, (int)axis), mul_dims(x->dims, (int)axis, x->ndim)};
     KN_TRY(set_out(c, 0, x->dtype, 2, d));
     return NULL;
 }
 
-kn_status *kn_infer_Squeeze(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Squeeze(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
     int64_t axes[2 * MAXR], n;
     bool known;
     KN_TRY(axes_from(c, c->node->opset >= 13, 1, axes, &n, &known));
-    if (!known || x->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
-    bool drop[MAXR] = { false };
+    if (!known || x->ndim < 0) {
+        set_unknown(c, 0, x->dtype);
+        return NULL;
+    }
+    bool drop[MAXR] = {false};
     char b[KN_DESC_LEN];
     if (n <= 0) { /* an empty axes list squeezes every 1, as onnxruntime does */
         for (int i = 0; i < x->ndim; i++) {
-            if (x->dims[i] < 0) { set_unknown(c, 0, x->dtype); return NULL; }
+            if (x->dims[i] < 0) {
+                set_unknown(c, 0, x->dtype);
+                return NULL;
+            }
             drop[i] = x->dims[i] == 1;
         }
     } else {
         for (int64_t k = 0; k < n; k++) {
             int a;
             KN_TRY(kn_norm_axis(axes[k], x->ndim, c->node, &a));
-            KN_CHECK(x->dims[a] == 1 || x->dims[a] < 0, KN_ERR_INVALID_ARGUMENT,
-                     "Squeeze: axis %d of %s is not 1", a, kn_tensor_desc(x, b, sizeof b));
+            KN_CHECK(x->dims[a] == 1 || x->dims[a] < 0, KN_ERR_INVALID_ARGUMENT, "Squeeze: axis %d of %s is not 1", a,
+                     kn_tensor_desc(x, b, sizeof b));
             drop[a] = true;
         }
     }
@@ -587,18 +603,20 @@ kn_status *kn_infer_Squeeze(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_Unsqueeze(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Unsqueeze(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
     int64_t axes[2 * MAXR], n;
     bool known;
     KN_TRY(axes_from(c, c->node->opset >= 13, 1, axes, &n, &known));
-    if (!known || x->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
+    if (!known || x->ndim < 0) {
+        set_unknown(c, 0, x->dtype);
+        return NULL;
+    }
     KN_CHECK(n >= 0, KN_ERR_INVALID_MODEL, "Unsqueeze: axes are required");
     int r = x->ndim + (int)n;
     KN_CHECK(r <= MAXR, KN_ERR_UNSUPPORTED, "Unsqueeze: output rank %d exceeds %d", r, MAXR);
-    bool ins[MAXR] = { false };
+    bool ins[MAXR] = {false};
     for (int64_t k = 0; k < n; k++) {
         int a;
         KN_TRY(kn_norm_axis(axes[k], r, c->node, &a));
@@ -612,8 +630,7 @@ kn_status *kn_infer_Unsqueeze(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_Dropout(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Dropout(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
     KN_TRY(set_out(c, 0, x->dtype, x->ndim, x->dims));
@@ -624,8 +641,7 @@ kn_status *kn_infer_Dropout(kn_infer_ctx *c)
 
 /* ---------------- shape queries and constants ---------------- */
 
-static void shape_range(const kn_node *n, int rank, int64_t *s, int64_t *e)
-{
+static void shape_range(const kn_node *n, int rank, int64_t *s, int64_t *e) {
     const kn_params_shape *p = KN_PARAMS(n, shape);
     int64_t start = p->start, end = p->has_end ? p->end : rank;
     if (start < 0) start += rank;
@@ -637,11 +653,10 @@ static void shape_range(const kn_node *n, int rank, int64_t *s, int64_t *e)
     *e = end;
 }
 
-kn_status *kn_infer_Shape(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Shape(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
-    int64_t d[1] = { -1 };
+    int64_t d[1] = {-1};
     if (x->ndim >= 0) {
         int64_t s, e;
         shape_range(c->node, x->ndim, &s, &e);
@@ -651,32 +666,56 @@ kn_status *kn_infer_Shape(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_Size(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Size(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     KN_TRY(set_out(c, 0, KN_I64, 0, NULL));
     return NULL;
 }
 
-kn_status *kn_infer_Constant(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Constant(kn_infer_ctx *c) {
     const kn_params_constant *p = KN_PARAMS(c->node, constant);
     const kn_tensor *t;
-    if ((t = p->value)) { KN_TRY(set_out(c, 0, t->dtype, t->ndim, t->dims)); return NULL; }
-    int64_t d[1] = { 0 };
-    if (p->has_float) { KN_TRY(set_out(c, 0, KN_F32, 0, d)); return NULL; }
-    if (p->has_int) { KN_TRY(set_out(c, 0, KN_I64, 0, d)); return NULL; }
-    if (p->has_string) { KN_TRY(set_out(c, 0, KN_STRING, 0, d)); return NULL; }
-    if (p->has_floats) { d[0] = p->n_floats; KN_TRY(set_out(c, 0, KN_F32, 1, d)); return NULL; }
-    if (p->has_ints) { d[0] = p->n_ints; KN_TRY(set_out(c, 0, KN_I64, 1, d)); return NULL; }
-    if (p->has_strings) { d[0] = p->n_strings; KN_TRY(set_out(c, 0, KN_STRING, 1, d)); return NULL; }
+    if ((t = p->value)) {
+        KN_TRY(set_out(c, 0, t->dtype, t->ndim, t->dims));
+        return NULL;
+    }
+    int64_t d[1] = {0};
+    if (p->has_float) {
+        KN_TRY(set_out(c, 0, KN_F32, 0, d));
+        return NULL;
+    }
+    if (p->has_int) {
+        KN_TRY(set_out(c, 0, KN_I64, 0, d));
+        return NULL;
+    }
+    if (p->has_string) {
+        KN_TRY(set_out(c, 0, KN_STRING, 0, d));
+        return NULL;
+    }
+    if (p->has_floats) {
+        d[0] = p->n_floats;
+        KN_TRY(set_out(c, 0, KN_F32, 1, d));
+        return NULL;
+    }
+    if (p->has_ints) {
+        d[0] = p->n_ints;
+        KN_TRY(set_out(c, 0, KN_I64, 1, d));
+        return NULL;
+    }
+    if (p->has_strings) {
+        d[0] = p->n_strings;
+        KN_TRY(set_out(c, 0, KN_STRING, 1, d));
+        return NULL;
+    }
     /* the loader densifies sparse_value into a tensor */
-    if ((t = p->sparse_value)) { KN_TRY(set_out(c, 0, t->dtype, t->ndim, t->dims)); return NULL; }
+    if ((t = p->sparse_value)) {
+        KN_TRY(set_out(c, 0, t->dtype, t->ndim, t->dims));
+        return NULL;
+    }
     return kn_error(KN_ERR_INVALID_MODEL, "Constant: no value attribute");
 }
 
-kn_status *kn_infer_ConstantOfShape(kn_infer_ctx *c)
-{
+kn_status *kn_infer_ConstantOfShape(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     const kn_tensor *v = KN_PARAMS(c->node, const_shape)->value;
     kn_dtype dt = v ? v->dtype : KN_F32;
@@ -695,15 +734,15 @@ kn_status *kn_infer_ConstantOfShape(kn_infer_ctx *c)
     int64_t total = 1;
     for (int i = 0; i < n; i++) {
         KN_CHECK(d[i] >= 0, KN_ERR_INVALID_ARGUMENT, "ConstantOfShape: negative dimension %lld", (long long)d[i]);
-        KN_CHECK(d[i] == 0 || total <= KN_MAX_NUMEL / d[i], KN_ERR_INVALID_ARGUMENT, "ConstantOfShape: shape too large");
+        KN_CHECK(d[i] == 0 || total <= KN_MAX_NUMEL / d[i], KN_ERR_INVALID_ARGUMENT,
+                 "ConstantOfShape: shape too large");
         total *= d[i];
     }
     KN_TRY(set_out(c, 0, dt, (int)n, d));
     return NULL;
 }
 
-kn_status *kn_infer_EyeLike(kn_infer_ctx *c)
-{
+kn_status *kn_infer_EyeLike(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
     KN_TRY(need_rank(c, x, 2, 2));
@@ -713,14 +752,15 @@ kn_status *kn_infer_EyeLike(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_Range(kn_infer_ctx *c)
-{
-    KN_TRY(need_input(c, 0)); KN_TRY(need_input(c, 1)); KN_TRY(need_input(c, 2));
+kn_status *kn_infer_Range(kn_infer_ctx *c) {
+    KN_TRY(need_input(c, 0));
+    KN_TRY(need_input(c, 1));
+    KN_TRY(need_input(c, 2));
     kn_dtype dt = c->in[0]->dtype;
-    int64_t d[1] = { -1 };
+    int64_t d[1] = {-1};
     if (has_value(c->in[0]) && has_value(c->in[1]) && has_value(c->in[2])) {
-        KN_CHECK(kn_numel(c->in[0]) == 1 && kn_numel(c->in[1]) == 1 && kn_numel(c->in[2]) == 1,
-                 KN_ERR_INVALID_ARGUMENT, "Range: start, limit and delta must be scalars");
+        KN_CHECK(kn_numel(c->in[0]) == 1 && kn_numel(c->in[1]) == 1 && kn_numel(c->in[2]) == 1, KN_ERR_INVALID_ARGUMENT,
+                 "Range: start, limit and delta must be scalars");
         double n;
         if (kn_dtype_is_int(dt)) {
             int64_t s = kn_get_i64(c->in[0], 0), l = kn_get_i64(c->in[1], 0), dl = kn_get_i64(c->in[2], 0);
@@ -742,8 +782,7 @@ kn_status *kn_infer_Range(kn_infer_ctx *c)
 
 /* ---------------- layout ---------------- */
 
-static kn_status *get_perm(const kn_node *node, int rank, int *perm)
-{
+static kn_status *get_perm(const kn_node *node, int rank, int *perm) {
     const int64_t *p = KN_PARAMS(node, transpose)->perm;
     int k = KN_PARAMS(node, transpose)->n_perm;
     if (k < 0) {
@@ -751,21 +790,24 @@ static kn_status *get_perm(const kn_node *node, int rank, int *perm)
         return NULL;
     }
     KN_CHECK(k == rank, KN_ERR_INVALID_ARGUMENT, "Transpose: perm has %d entries for rank %d", k, rank);
-    bool seen[MAXR] = { false };
+    bool seen[MAXR] = {false};
     for (int i = 0; i < k; i++) {
         int64_t a = p[i] < 0 ? p[i] + rank : p[i];
-        KN_CHECK(a >= 0 && a < rank && !seen[a], KN_ERR_INVALID_ARGUMENT, "Transpose: perm is not a permutation of rank %d", rank);
+        KN_CHECK(a >= 0 && a < rank && !seen[a], KN_ERR_INVALID_ARGUMENT,
+                 "Transpose: perm is not a permutation of rank %d", rank);
         seen[a] = true;
         perm[i] = (int)a;
     }
     return NULL;
 }
 
-kn_status *kn_infer_Transpose(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Transpose(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
-    if (x->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
+    if (x->ndim < 0) {
+        set_unknown(c, 0, x->dtype);
+        return NULL;
+    }
     int perm[MAXR];
     KN_TRY(get_perm(c->node, x->ndim, perm));
     int64_t d[MAXR];
@@ -774,17 +816,22 @@ kn_status *kn_infer_Transpose(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_Concat(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Concat(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     /* inputs from untyped subgraph values may still have an undefined dtype: take the first known */
     const kn_tensor *x = c->in[0];
     for (int i = 0; i < c->n_in; i++)
-        if (c->in[i] && c->in[i]->dtype != KN_UNDEFINED) { x = c->in[i]; break; }
+        if (c->in[i] && c->in[i]->dtype != KN_UNDEFINED) {
+            x = c->in[i];
+            break;
+        }
     int rank = -1;
     for (int i = 0; i < c->n_in; i++)
         if (c->in[i] && c->in[i]->ndim >= 0) rank = c->in[i]->ndim;
-    if (rank < 0) { set_unknown(c, 0, x->dtype); return NULL; }
+    if (rank < 0) {
+        set_unknown(c, 0, x->dtype);
+        return NULL;
+    }
     int axis;
     KN_TRY(kn_norm_axis(KN_PARAMS(c->node, axis)->axis, rank, c->node, &axis));
     int64_t d[MAXR];
@@ -793,17 +840,21 @@ kn_status *kn_infer_Concat(kn_infer_ctx *c)
     for (int i = 0; i < c->n_in; i++) {
         const kn_tensor *t = c->in[i];
         KN_CHECK(t, KN_ERR_INVALID_MODEL, "Concat: input %d is missing", i);
-        KN_CHECK(t->dtype == x->dtype || t->dtype == KN_UNDEFINED, KN_ERR_INVALID_ARGUMENT, "Concat: dtype mismatch between %s and %s",
-                 kn_tensor_desc(x, b1, sizeof b1), kn_tensor_desc(t, b2, sizeof b2));
-        if (t->ndim < 0) { d[axis] = -1; continue; }
+        KN_CHECK(t->dtype == x->dtype || t->dtype == KN_UNDEFINED, KN_ERR_INVALID_ARGUMENT,
+                 "Concat: dtype mismatch between %s and %s", kn_tensor_desc(x, b1, sizeof b1),
+                 kn_tensor_desc(t, b2, sizeof b2));
+        if (t->ndim < 0) {
+            d[axis] = -1;
+            continue;
+        }
         KN_CHECK(t->ndim == rank, KN_ERR_INVALID_ARGUMENT, "Concat: rank mismatch between %s and %s",
                  kn_tensor_desc(x, b1, sizeof b1), kn_tensor_desc(t, b2, sizeof b2));
         for (int k = 0; k < rank; k++) {
             if (k == axis) {
                 if (d[k] >= 0) d[k] = t->dims[k] < 0 ? -1 : d[k] + t->dims[k];
             } else if (t->dims[k] >= 0) {
-                KN_CHECK(d[k] < 0 || d[k] == t->dims[k], KN_ERR_INVALID_ARGUMENT, "Concat: dim %d differs between inputs (%s)",
-                         k, kn_tensor_desc(t, b2, sizeof b2));
+                KN_CHECK(d[k] < 0 || d[k] == t->dims[k], KN_ERR_INVALID_ARGUMENT,
+                         "Concat: dim %d differs between inputs (%s)", k, kn_tensor_desc(t, b2, sizeof b2));
                 d[k] = t->dims[k];
             }
         }
@@ -814,9 +865,8 @@ kn_status *kn_infer_Concat(kn_infer_ctx *c)
 
 /* Sizes of each of n_out chunks along axis, from the split input/attribute, num_outputs or an
  * even split (the last chunk smaller when it does not divide). sizes[i] = -1 when unknown. */
-kn_status *kn_shapeops_split_sizes(const kn_node *node, const kn_tensor *const *in, int n_in, int n_out,
-                                   int axis, int64_t *sizes)
-{
+kn_status *kn_shapeops_split_sizes(const kn_node *node, const kn_tensor *const *in, int n_in, int n_out, int axis,
+                                   int64_t *sizes) {
     const kn_tensor *x = in[0];
     int64_t dim = x->ndim > axis ? x->dims[axis] : -1;
     int64_t sp[256], ns = -1;
@@ -825,7 +875,10 @@ kn_status *kn_shapeops_split_sizes(const kn_node *node, const kn_tensor *const *
     if (node->opset >= 13 || (node->opset < 2 && n_in > 1 && in[1])) {
         const kn_tensor *s = n_in > 1 ? in[1] : NULL;
         if (s) {
-            if (!has_value(s)) { for (int i = 0; i < n_out; i++) sizes[i] = -1; return NULL; }
+            if (!has_value(s)) {
+                for (int i = 0; i < n_out; i++) sizes[i] = -1;
+                return NULL;
+            }
             KN_TRY(kn_shapeops_read_ints(s, sp, 256, &ns, "Split"));
         }
     } else {
@@ -841,7 +894,8 @@ kn_status *kn_shapeops_split_sizes(const kn_node *node, const kn_tensor *const *
         KN_CHECK(ns == n_out, KN_ERR_INVALID_ARGUMENT, "Split: %lld split sizes for %d outputs", (long long)ns, n_out);
         int64_t sum = 0;
         for (int i = 0; i < n_out; i++) {
-            KN_CHECK(sp[i] >= 0 && sp[i] <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "Split: invalid split size %lld", (long long)sp[i]);
+            KN_CHECK(sp[i] >= 0 && sp[i] <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "Split: invalid split size %lld",
+                     (long long)sp[i]);
             sizes[i] = sp[i];
             sum += sp[i];
         }
@@ -851,7 +905,10 @@ kn_status *kn_shapeops_split_sizes(const kn_node *node, const kn_tensor *const *
     }
     int64_t parts = KN_PARAMS(node, split)->has_num_outputs ? KN_PARAMS(node, split)->num_outputs : n_out;
     KN_CHECK(parts == n_out, KN_ERR_INVALID_MODEL, "Split: num_outputs %lld but %d outputs", (long long)parts, n_out);
-    if (dim < 0) { for (int i = 0; i < n_out; i++) sizes[i] = -1; return NULL; }
+    if (dim < 0) {
+        for (int i = 0; i < n_out; i++) sizes[i] = -1;
+        return NULL;
+    }
     int64_t chunk = (dim + n_out - 1) / n_out;
     KN_CHECK(node->opset >= 18 || dim % n_out == 0, KN_ERR_INVALID_ARGUMENT,
              "Split: axis of %lld does not split evenly into %d parts", (long long)dim, n_out);
@@ -863,11 +920,13 @@ kn_status *kn_shapeops_split_sizes(const kn_node *node, const kn_tensor *const *
     return NULL;
 }
 
-kn_status *kn_infer_Split(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Split(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
-    if (x->ndim < 0) { for (int i = 0; i < c->n_out; i++) set_unknown(c, i, x->dtype); return NULL; }
+    if (x->ndim < 0) {
+        for (int i = 0; i < c->n_out; i++) set_unknown(c, i, x->dtype);
+        return NULL;
+    }
     int axis;
     KN_TRY(kn_norm_axis(KN_PARAMS(c->node, split)->axis, x->ndim, c->node, &axis));
     int64_t sizes[256];
@@ -884,9 +943,8 @@ kn_status *kn_infer_Split(kn_infer_ctx *c)
 /* Per-axis start/step/count over the full rank (untouched axes: 0, 1, dim), following the
  * ONNX clamping rules: starts/ends are clamped to [0, dim] for positive steps and [-1, dim-1]
  * for negative ones, so huge or negative values are fine. */
-kn_status *kn_shapeops_slice_params(const kn_node *node, const kn_tensor *const *in, int n_in,
-                                    int64_t *starts, int64_t *steps, int64_t *out_dims)
-{
+kn_status *kn_shapeops_slice_params(const kn_node *node, const kn_tensor *const *in, int n_in, int64_t *starts,
+                                    int64_t *steps, int64_t *out_dims) {
     const kn_tensor *x = in[0];
     int r = x->ndim;
     int64_t st[2 * MAXR], en[2 * MAXR], ax[2 * MAXR], sp[2 * MAXR];
@@ -895,12 +953,18 @@ kn_status *kn_shapeops_slice_params(const kn_node *node, const kn_tensor *const 
         const kn_params_slice *p = KN_PARAMS(node, slice);
         int k = p->n_starts;
         KN_CHECK(k >= 0 && k <= 2 * MAXR, KN_ERR_INVALID_MODEL, "Slice: bad starts attribute");
-        memcpy(st, p->starts, (size_t)k * 8); ns = k;
+        memcpy(st, p->starts, (size_t)k * 8);
+        ns = k;
         k = p->n_ends;
         KN_CHECK(k >= 0 && k <= 2 * MAXR, KN_ERR_INVALID_MODEL, "Slice: bad ends attribute");
-        memcpy(en, p->ends, (size_t)k * 8); ne = k;
+        memcpy(en, p->ends, (size_t)k * 8);
+        ne = k;
         k = p->n_axes;
-        if (k >= 0) { KN_CHECK(k <= 2 * MAXR, KN_ERR_INVALID_MODEL, "Slice: bad axes"); memcpy(ax, p->axes, (size_t)k * 8); na = k; }
+        if (k >= 0) {
+            KN_CHECK(k <= 2 * MAXR, KN_ERR_INVALID_MODEL, "Slice: bad axes");
+            memcpy(ax, p->axes, (size_t)k * 8);
+            na = k;
+        }
     } else {
         KN_CHECK(n_in >= 3 && in[1] && in[2], KN_ERR_INVALID_MODEL, "Slice: starts and ends are required");
         KN_TRY(kn_shapeops_read_ints(in[1], st, 2 * MAXR, &ns, "Slice"));
@@ -911,8 +975,12 @@ kn_status *kn_shapeops_slice_params(const kn_node *node, const kn_tensor *const 
     KN_CHECK(ns == ne && (na < 0 || na == ns) && (nsp < 0 || nsp == ns), KN_ERR_INVALID_ARGUMENT,
              "Slice: starts/ends/axes/steps lengths differ (%lld, %lld, %lld, %lld)", (long long)ns, (long long)ne,
              (long long)na, (long long)nsp);
-    for (int i = 0; i < r; i++) { starts[i] = 0; steps[i] = 1; out_dims[i] = x->dims[i]; }
-    bool seen[MAXR] = { false };
+    for (int i = 0; i < r; i++) {
+        starts[i] = 0;
+        steps[i] = 1;
+        out_dims[i] = x->dims[i];
+    }
+    bool seen[MAXR] = {false};
     for (int64_t k = 0; k < ns; k++) {
         int a;
         KN_TRY(kn_norm_axis(na < 0 ? k : ax[k], r, node, &a));
@@ -922,7 +990,10 @@ kn_status *kn_shapeops_slice_params(const kn_node *node, const kn_tensor *const 
         KN_CHECK(step != 0, KN_ERR_INVALID_ARGUMENT, "Slice: step is zero on axis %d", a);
         int64_t dim = x->dims[a];
         steps[a] = step;
-        if (dim < 0) { out_dims[a] = -1; continue; }
+        if (dim < 0) {
+            out_dims[a] = -1;
+            continue;
+        }
         int64_t s = st[k], e = en[k];
         if (s < 0) s += dim; /* cannot overflow: dim >= 0 */
         if (e < 0) e += dim;
@@ -940,11 +1011,13 @@ kn_status *kn_shapeops_slice_params(const kn_node *node, const kn_tensor *const 
     return NULL;
 }
 
-kn_status *kn_infer_Slice(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Slice(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
-    if (x->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
+    if (x->ndim < 0) {
+        set_unknown(c, 0, x->dtype);
+        return NULL;
+    }
     if (c->node->opset >= 10) {
         for (int i = 1; i < 5 && i < c->n_in; i++)
             if (c->in[i] && !has_value(c->in[i])) {
@@ -962,8 +1035,7 @@ kn_status *kn_infer_Slice(kn_infer_ctx *c)
 }
 
 /* pads[0..r) begins, pads[r..2r) ends over the full rank. */
-kn_status *kn_shapeops_pad_params(const kn_node *node, const kn_tensor *const *in, int n_in, int64_t *pads)
-{
+kn_status *kn_shapeops_pad_params(const kn_node *node, const kn_tensor *const *in, int n_in, int64_t *pads) {
     const kn_tensor *x = in[0];
     int r = x->ndim;
     int64_t p[4 * MAXR], np, ax[2 * MAXR], na = -1;
@@ -993,11 +1065,13 @@ kn_status *kn_shapeops_pad_params(const kn_node *node, const kn_tensor *const *i
     return NULL;
 }
 
-kn_status *kn_infer_Pad(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Pad(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
-    if (x->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
+    if (x->ndim < 0) {
+        set_unknown(c, 0, x->dtype);
+        return NULL;
+    }
     int64_t d[MAXR];
     if (c->node->opset >= 11 && (!has_value(opt_in(c, 1)) || (opt_in(c, 3) && !has_value(opt_in(c, 3))))) {
         for (int k = 0; k < x->ndim; k++) d[k] = -1;
@@ -1009,38 +1083,45 @@ kn_status *kn_infer_Pad(kn_infer_ctx *c)
     char b[KN_DESC_LEN];
     for (int k = 0; k < x->ndim; k++) {
         KN_CHECK(pads[k] >= -KN_MAX_NUMEL && pads[k] <= KN_MAX_NUMEL && pads[x->ndim + k] >= -KN_MAX_NUMEL &&
-                 pads[x->ndim + k] <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT,
-                 "Pad: pads on axis %d are absurdly large", k);
+                     pads[x->ndim + k] <= KN_MAX_NUMEL,
+                 KN_ERR_INVALID_ARGUMENT, "Pad: pads on axis %d are absurdly large", k);
         d[k] = x->dims[k] < 0 ? -1 : x->dims[k] + pads[k] + pads[x->ndim + k];
-        KN_CHECK(x->dims[k] < 0 || d[k] >= 0, KN_ERR_INVALID_ARGUMENT, "Pad: negative pads crop %s below zero on axis %d",
-                 kn_tensor_desc(x, b, sizeof b), k);
+        KN_CHECK(x->dims[k] < 0 || d[k] >= 0, KN_ERR_INVALID_ARGUMENT,
+                 "Pad: negative pads crop %s below zero on axis %d", kn_tensor_desc(x, b, sizeof b), k);
     }
     KN_TRY(set_out(c, 0, x->dtype, x->ndim, d));
     return NULL;
 }
 
-kn_status *kn_infer_Expand(kn_infer_ctx *c)
-{
-    KN_TRY(need_input(c, 0)); KN_TRY(need_input(c, 1));
+kn_status *kn_infer_Expand(kn_infer_ctx *c) {
+    KN_TRY(need_input(c, 0));
+    KN_TRY(need_input(c, 1));
     const kn_tensor *x = c->in[0];
-    if (!has_value(c->in[1]) || x->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
-    kn_tensor s = { 0 };
+    if (!has_value(c->in[1]) || x->ndim < 0) {
+        set_unknown(c, 0, x->dtype);
+        return NULL;
+    }
+    kn_tensor s = {0};
     int64_t n;
     KN_TRY(kn_shapeops_read_ints(c->in[1], s.dims, MAXR, &n, "Expand"));
     s.ndim = (int)n;
     for (int i = 0; i < n; i++)
-        KN_CHECK(s.dims[i] >= 0, KN_ERR_INVALID_ARGUMENT, "Expand: negative dimension %lld in shape", (long long)s.dims[i]);
-    kn_tensor o = { 0 };
+        KN_CHECK(s.dims[i] >= 0, KN_ERR_INVALID_ARGUMENT, "Expand: negative dimension %lld in shape",
+                 (long long)s.dims[i]);
+    kn_tensor o = {0};
     KN_TRY(kn_broadcast_shape(x, &s, &o));
     KN_TRY(set_out(c, 0, x->dtype, o.ndim, o.dims));
     return NULL;
 }
 
-kn_status *kn_infer_Tile(kn_infer_ctx *c)
-{
-    KN_TRY(need_input(c, 0)); KN_TRY(need_input(c, 1));
+kn_status *kn_infer_Tile(kn_infer_ctx *c) {
+    KN_TRY(need_input(c, 0));
+    KN_TRY(need_input(c, 1));
     const kn_tensor *x = c->in[0];
-    if (x->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
+    if (x->ndim < 0) {
+        set_unknown(c, 0, x->dtype);
+        return NULL;
+    }
     int64_t d[MAXR];
     if (!has_value(c->in[1])) {
         for (int k = 0; k < x->ndim; k++) d[k] = -1;
@@ -1052,11 +1133,14 @@ kn_status *kn_infer_Tile(kn_infer_ctx *c)
     KN_CHECK(n == x->ndim, KN_ERR_INVALID_ARGUMENT, "Tile: %lld repeats for rank %d", (long long)n, x->ndim);
     int64_t total = 1;
     for (int k = 0; k < x->ndim; k++) {
-        KN_CHECK(rep[k] >= 0 && rep[k] <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "Tile: invalid repeat %lld", (long long)rep[k]);
-        KN_CHECK(x->dims[k] <= 0 || rep[k] <= KN_MAX_NUMEL / x->dims[k], KN_ERR_INVALID_ARGUMENT, "Tile: output too large");
+        KN_CHECK(rep[k] >= 0 && rep[k] <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "Tile: invalid repeat %lld",
+                 (long long)rep[k]);
+        KN_CHECK(x->dims[k] <= 0 || rep[k] <= KN_MAX_NUMEL / x->dims[k], KN_ERR_INVALID_ARGUMENT,
+                 "Tile: output too large");
         d[k] = x->dims[k] < 0 ? -1 : x->dims[k] * rep[k];
         if (d[k] > 0 && total > 0) {
-            KN_CHECK(d[k] <= KN_MAX_NUMEL && total <= KN_MAX_NUMEL / d[k], KN_ERR_INVALID_ARGUMENT, "Tile: output too large");
+            KN_CHECK(d[k] <= KN_MAX_NUMEL && total <= KN_MAX_NUMEL / d[k], KN_ERR_INVALID_ARGUMENT,
+                     "Tile: output too large");
             total *= d[k];
         }
     }
@@ -1066,11 +1150,14 @@ kn_status *kn_infer_Tile(kn_infer_ctx *c)
 
 /* ---------------- gather / scatter ---------------- */
 
-kn_status *kn_infer_Gather(kn_infer_ctx *c)
-{
-    KN_TRY(need_input(c, 0)); KN_TRY(need_input(c, 1));
+kn_status *kn_infer_Gather(kn_infer_ctx *c) {
+    KN_TRY(need_input(c, 0));
+    KN_TRY(need_input(c, 1));
     const kn_tensor *x = c->in[0], *idx = c->in[1];
-    if (x->ndim < 0 || idx->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
+    if (x->ndim < 0 || idx->ndim < 0) {
+        set_unknown(c, 0, x->dtype);
+        return NULL;
+    }
     KN_CHECK(x->ndim >= 1, KN_ERR_INVALID_ARGUMENT, "Gather: data must have rank >= 1");
     int axis;
     KN_TRY(kn_norm_axis(KN_PARAMS(c->node, axis)->axis, x->ndim, c->node, &axis));
@@ -1085,9 +1172,9 @@ kn_status *kn_infer_Gather(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_GatherElements(kn_infer_ctx *c)
-{
-    KN_TRY(need_input(c, 0)); KN_TRY(need_input(c, 1));
+kn_status *kn_infer_GatherElements(kn_infer_ctx *c) {
+    KN_TRY(need_input(c, 0));
+    KN_TRY(need_input(c, 1));
     const kn_tensor *x = c->in[0], *idx = c->in[1];
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
     if (x->ndim >= 0 && idx->ndim >= 0)
@@ -1097,19 +1184,23 @@ kn_status *kn_infer_GatherElements(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_GatherND(kn_infer_ctx *c)
-{
-    KN_TRY(need_input(c, 0)); KN_TRY(need_input(c, 1));
+kn_status *kn_infer_GatherND(kn_infer_ctx *c) {
+    KN_TRY(need_input(c, 0));
+    KN_TRY(need_input(c, 1));
     const kn_tensor *x = c->in[0], *idx = c->in[1];
-    if (x->ndim < 0 || idx->ndim < 0 || idx->dims[idx->ndim - 1] < 0) { set_unknown(c, 0, x->dtype); return NULL; }
+    if (x->ndim < 0 || idx->ndim < 0 || idx->dims[idx->ndim - 1] < 0) {
+        set_unknown(c, 0, x->dtype);
+        return NULL;
+    }
     int64_t b = KN_PARAMS(c->node, gathernd)->batch_dims;
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
     KN_CHECK(idx->ndim >= 1 && b >= 0 && b < idx->ndim && b < x->ndim, KN_ERR_INVALID_ARGUMENT,
-             "GatherND: batch_dims %lld invalid for data %s, indices %s", (long long)b, kn_tensor_desc(x, b1, sizeof b1),
-             kn_tensor_desc(idx, b2, sizeof b2));
+             "GatherND: batch_dims %lld invalid for data %s, indices %s", (long long)b,
+             kn_tensor_desc(x, b1, sizeof b1), kn_tensor_desc(idx, b2, sizeof b2));
     int64_t last = idx->dims[idx->ndim - 1];
-    KN_CHECK(last >= 1 && last <= x->ndim - b, KN_ERR_INVALID_ARGUMENT, "GatherND: indices %s index too many dims of %s",
-             kn_tensor_desc(idx, b2, sizeof b2), kn_tensor_desc(x, b1, sizeof b1));
+    KN_CHECK(last >= 1 && last <= x->ndim - b, KN_ERR_INVALID_ARGUMENT,
+             "GatherND: indices %s index too many dims of %s", kn_tensor_desc(idx, b2, sizeof b2),
+             kn_tensor_desc(x, b1, sizeof b1));
     int r = idx->ndim - 1 + x->ndim - (int)b - (int)last;
     KN_CHECK(r <= MAXR, KN_ERR_UNSUPPORTED, "GatherND: output rank too large");
     int64_t d[MAXR];
@@ -1125,11 +1216,15 @@ kn_status *kn_infer_ScatterElements(kn_infer_ctx *c) { return kn_infer_Identity(
 kn_status *kn_infer_ScatterND(kn_infer_ctx *c) { return kn_infer_Identity(c); }
 kn_status *kn_infer_TensorScatter(kn_infer_ctx *c) { return kn_infer_Identity(c); }
 
-kn_status *kn_infer_OneHot(kn_infer_ctx *c)
-{
-    KN_TRY(need_input(c, 0)); KN_TRY(need_input(c, 1)); KN_TRY(need_input(c, 2));
+kn_status *kn_infer_OneHot(kn_infer_ctx *c) {
+    KN_TRY(need_input(c, 0));
+    KN_TRY(need_input(c, 1));
+    KN_TRY(need_input(c, 2));
     const kn_tensor *idx = c->in[0], *depth = c->in[1], *vals = c->in[2];
-    if (idx->ndim < 0) { set_unknown(c, 0, vals->dtype); return NULL; }
+    if (idx->ndim < 0) {
+        set_unknown(c, 0, vals->dtype);
+        return NULL;
+    }
     int r = idx->ndim + 1;
     KN_CHECK(r <= MAXR, KN_ERR_UNSUPPORTED, "OneHot: output rank too large");
     int axis;
@@ -1148,32 +1243,36 @@ kn_status *kn_infer_OneHot(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_Trilu(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Trilu(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     KN_TRY(need_rank(c, c->in[0], 2, MAXR));
     return kn_infer_Identity(c);
 }
 
-static kn_status *space_depth(kn_infer_ctx *c, bool to_space)
-{
+static kn_status *space_depth(kn_infer_ctx *c, bool to_space) {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
     KN_TRY(need_rank(c, x, 4, 4));
-    if (x->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
+    if (x->ndim < 0) {
+        set_unknown(c, 0, x->dtype);
+        return NULL;
+    }
     int64_t bs = KN_PARAMS(c->node, space_depth)->has_blocksize ? KN_PARAMS(c->node, space_depth)->blocksize : 0;
-    KN_CHECK(bs >= 1 && bs <= 65536, KN_ERR_INVALID_MODEL, "%s: invalid blocksize %lld", op_name(c->node), (long long)bs);
-    int64_t d[4] = { x->dims[0], x->dims[1], x->dims[2], x->dims[3] };
+    KN_CHECK(bs >= 1 && bs <= 65536, KN_ERR_INVALID_MODEL, "%s: invalid blocksize %lld", op_name(c->node),
+             (long long)bs);
+    int64_t d[4] = {x->dims[0], x->dims[1], x->dims[2], x->dims[3]};
     char b[KN_DESC_LEN];
     if (to_space) {
-        KN_CHECK(d[1] < 0 || d[1] % (bs * bs) == 0, KN_ERR_INVALID_ARGUMENT, "DepthToSpace: channels of %s not divisible by %lld",
-                 kn_tensor_desc(x, b, sizeof b), (long long)(bs * bs));
+        KN_CHECK(d[1] < 0 || d[1] % (bs * bs) == 0, KN_ERR_INVALID_ARGUMENT,
+                 "DepthToSpace: channels of %s not divisible by %lld", kn_tensor_desc(x, b, sizeof b),
+                 (long long)(bs * bs));
         if (d[1] >= 0) d[1] /= bs * bs;
         if (d[2] >= 0) d[2] *= bs;
         if (d[3] >= 0) d[3] *= bs;
     } else {
         KN_CHECK((d[2] < 0 || d[2] % bs == 0) && (d[3] < 0 || d[3] % bs == 0), KN_ERR_INVALID_ARGUMENT,
-                 "SpaceToDepth: spatial dims of %s not divisible by %lld", kn_tensor_desc(x, b, sizeof b), (long long)bs);
+                 "SpaceToDepth: spatial dims of %s not divisible by %lld", kn_tensor_desc(x, b, sizeof b),
+                 (long long)bs);
         if (d[1] >= 0) d[1] *= bs * bs;
         if (d[2] >= 0) d[2] /= bs;
         if (d[3] >= 0) d[3] /= bs;
@@ -1184,20 +1283,23 @@ static kn_status *space_depth(kn_infer_ctx *c, bool to_space)
 kn_status *kn_infer_DepthToSpace(kn_infer_ctx *c) { return space_depth(c, true); }
 kn_status *kn_infer_SpaceToDepth(kn_infer_ctx *c) { return space_depth(c, false); }
 
-kn_status *kn_infer_ReverseSequence(kn_infer_ctx *c)
-{
-    KN_TRY(need_input(c, 0)); KN_TRY(need_input(c, 1));
+kn_status *kn_infer_ReverseSequence(kn_infer_ctx *c) {
+    KN_TRY(need_input(c, 0));
+    KN_TRY(need_input(c, 1));
     KN_TRY(need_rank(c, c->in[0], 2, MAXR));
     return kn_infer_Identity(c);
 }
 
 /* ---------------- data-dependent shapes ---------------- */
 
-kn_status *kn_infer_Compress(kn_infer_ctx *c)
-{
-    KN_TRY(need_input(c, 0)); KN_TRY(need_input(c, 1));
+kn_status *kn_infer_Compress(kn_infer_ctx *c) {
+    KN_TRY(need_input(c, 0));
+    KN_TRY(need_input(c, 1));
     const kn_tensor *x = c->in[0], *cond = c->in[1];
-    if (x->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
+    if (x->ndim < 0) {
+        set_unknown(c, 0, x->dtype);
+        return NULL;
+    }
     const kn_params_axis *ap = KN_PARAMS(c->node, axis);
     int axis = -1;
     if (ap->has_axis) KN_TRY(kn_norm_axis(ap->axis, x->ndim, c->node, &axis));
@@ -1211,7 +1313,10 @@ kn_status *kn_infer_Compress(kn_infer_ctx *c)
         set_unknown(c, 0, x->dtype);
         return NULL;
     }
-    if (axis < 0) { KN_TRY(set_out(c, 0, x->dtype, 1, &cnt)); return NULL; }
+    if (axis < 0) {
+        KN_TRY(set_out(c, 0, x->dtype, 1, &cnt));
+        return NULL;
+    }
     int64_t d[MAXR];
     memcpy(d, x->dims, sizeof d);
     d[axis] = cnt;
@@ -1219,16 +1324,21 @@ kn_status *kn_infer_Compress(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_NonZero(kn_infer_ctx *c)
-{
+kn_status *kn_infer_NonZero(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
-    if (!has_value(x)) { set_unknown(c, 0, KN_I64); return NULL; }
+    if (!has_value(x)) {
+        set_unknown(c, 0, KN_I64);
+        return NULL;
+    }
     int64_t n = kn_numel(x), cnt = 0;
     size_t es = kn_dtype_size(x->dtype);
     const unsigned char *p = x->data;
     if (x->dtype == KN_STRING) {
-        for (int64_t i = 0; i < n; i++) { const char *s = ((char *const *)x->data)[i]; cnt += s && s[0]; }
+        for (int64_t i = 0; i < n; i++) {
+            const char *s = ((char *const *)x->data)[i];
+            cnt += s && s[0];
+        }
     } else if (kn_dtype_is_float(x->dtype)) {
         for (int64_t i = 0; i < n; i++) cnt += kn_get_f64(x, i) != 0.0;
     } else {
@@ -1238,19 +1348,18 @@ kn_status *kn_infer_NonZero(kn_infer_ctx *c)
             cnt += nz;
         }
     }
-    int64_t d[2] = { x->ndim, cnt };
+    int64_t d[2] = {x->ndim, cnt};
     KN_TRY(set_out(c, 0, KN_I64, 2, d));
     return NULL;
 }
 
-kn_status *kn_infer_Unique(kn_infer_ctx *c)
-{
+kn_status *kn_infer_Unique(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
     const kn_params_unique *up = KN_PARAMS(c->node, unique);
     int axis = -1;
     if (up->has_axis && x->ndim >= 0) KN_TRY(kn_norm_axis(up->axis, x->ndim, c->node, &axis));
-    int64_t dn[1] = { -1 };
+    int64_t dn[1] = {-1};
     /* inverse_indices has one entry per input element (or per slice along axis) */
     if (x->ndim >= 0) dn[0] = axis < 0 ? kn_numel(x) : x->dims[axis];
     KN_TRY(set_out(c, 2, KN_I64, 1, dn));
@@ -1274,12 +1383,15 @@ kn_status *kn_infer_Unique(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_NonMaxSuppression(kn_infer_ctx *c)
-{
-    KN_TRY(need_input(c, 0)); KN_TRY(need_input(c, 1));
+kn_status *kn_infer_NonMaxSuppression(kn_infer_ctx *c) {
+    KN_TRY(need_input(c, 0));
+    KN_TRY(need_input(c, 1));
     for (int i = 0; i < c->n_in && i < 5; i++)
-        if (c->in[i] && !has_value(c->in[i])) { set_unknown(c, 0, KN_I64); return NULL; }
-    int64_t d[2] = { 0, 3 };
+        if (c->in[i] && !has_value(c->in[i])) {
+            set_unknown(c, 0, KN_I64);
+            return NULL;
+        }
+    int64_t d[2] = {0, 3};
     KN_TRY(kn_shapeops_nms_count(c->node, c->in, c->n_in, &d[0]));
     KN_TRY(set_out(c, 0, KN_I64, 2, d));
     return NULL;
@@ -1290,9 +1402,8 @@ kn_status *kn_infer_NonMaxSuppression(kn_infer_ctx *c)
 /* Output sizes, per-axis scales and the full-rank roi (starts then ends) for Resize and
  * Upsample, as the ONNX reference computes them (floor of scale*dim for scales; sizes with
  * keep_aspect_ratio_policy rounding half up). */
-kn_status *kn_shapeops_resize_params(const kn_node *node, const kn_tensor *const *in, int n_in,
-                                     double *scales, int64_t *out_dims, double *roi)
-{
+kn_status *kn_shapeops_resize_params(const kn_node *node, const kn_tensor *const *in, int n_in, double *scales,
+                                     int64_t *out_dims, double *roi) {
     const kn_tensor *x = in[0];
     int r = x->ndim;
     bool upsample = node->op == KN_OP_Upsample;
@@ -1315,7 +1426,8 @@ kn_status *kn_shapeops_resize_params(const kn_node *node, const kn_tensor *const
         tz = n_in > 3 ? in[3] : NULL;
     }
     if (ts && kn_numel(ts) > 0) {
-        KN_CHECK(ts->data && kn_numel(ts) <= MAXR, KN_ERR_INVALID_ARGUMENT, "%s: scales unknown or too long", node->op_type);
+        KN_CHECK(ts->data && kn_numel(ts) <= MAXR, KN_ERR_INVALID_ARGUMENT, "%s: scales unknown or too long",
+                 node->op_type);
         nsc = (int)kn_numel(ts);
         for (int i = 0; i < nsc; i++) sc[i] = kn_get_f64(ts, i);
     }
@@ -1324,7 +1436,8 @@ kn_status *kn_shapeops_resize_params(const kn_node *node, const kn_tensor *const
         KN_TRY(kn_shapeops_read_ints(tz, sz, MAXR, &n, node->op_type));
         nsz = (int)n;
     }
-    KN_CHECK((nsc >= 0) != (nsz >= 0), KN_ERR_INVALID_ARGUMENT, "%s: exactly one of scales and sizes must be given", node->op_type);
+    KN_CHECK((nsc >= 0) != (nsz >= 0), KN_ERR_INVALID_ARGUMENT, "%s: exactly one of scales and sizes must be given",
+             node->op_type);
     const int64_t *axv = rp->axes;
     int nax = rp->n_axes; /* opset 18's axes, -1 before */
     int axes[MAXR];
@@ -1336,9 +1449,15 @@ kn_status *kn_shapeops_resize_params(const kn_node *node, const kn_tensor *const
     }
     int nvals = nsc >= 0 ? nsc : nsz;
     KN_CHECK(nvals == na, KN_ERR_INVALID_ARGUMENT, "%s: %d scales/sizes for %d axes", node->op_type, nvals, na);
-    for (int i = 0; i < r; i++) { scales[i] = 1.0; out_dims[i] = x->dims[i]; roi[i] = 0.0; roi[r + i] = 1.0; }
+    for (int i = 0; i < r; i++) {
+        scales[i] = 1.0;
+        out_dims[i] = x->dims[i];
+        roi[i] = 0.0;
+        roi[r + i] = 1.0;
+    }
     if (troi && kn_numel(troi) > 0) {
-        KN_CHECK(troi->data && kn_numel(troi) == 2 * na, KN_ERR_INVALID_ARGUMENT, "%s: roi must have %d values", node->op_type, 2 * na);
+        KN_CHECK(troi->data && kn_numel(troi) == 2 * na, KN_ERR_INVALID_ARGUMENT, "%s: roi must have %d values",
+                 node->op_type, 2 * na);
         for (int i = 0; i < na; i++) {
             roi[axes[i]] = kn_get_f64(troi, i);
             roi[r + axes[i]] = kn_get_f64(troi, na + i);
@@ -1347,9 +1466,13 @@ kn_status *kn_shapeops_resize_params(const kn_node *node, const kn_tensor *const
     if (nsc >= 0) {
         for (int i = 0; i < na; i++) {
             int a = axes[i];
-            KN_CHECK(sc[i] > 0 && isfinite(sc[i]), KN_ERR_INVALID_ARGUMENT, "%s: invalid scale %g", node->op_type, sc[i]);
+            KN_CHECK(sc[i] > 0 && isfinite(sc[i]), KN_ERR_INVALID_ARGUMENT, "%s: invalid scale %g", node->op_type,
+                     sc[i]);
             scales[a] = sc[i];
-            if (x->dims[a] < 0) { out_dims[a] = -1; continue; }
+            if (x->dims[a] < 0) {
+                out_dims[a] = -1;
+                continue;
+            }
             double o = floor(sc[i] * (double)x->dims[a]);
             KN_CHECK(o <= (double)KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "%s: output too large", node->op_type);
             out_dims[a] = (int64_t)o;
@@ -1359,7 +1482,8 @@ kn_status *kn_shapeops_resize_params(const kn_node *node, const kn_tensor *const
     kn_keep_aspect pol = rp->keep_aspect;
     bool dims_known = true;
     for (int i = 0; i < na; i++) {
-        KN_CHECK(sz[i] >= 0 && sz[i] <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "%s: invalid size %lld", node->op_type, (long long)sz[i]);
+        KN_CHECK(sz[i] >= 0 && sz[i] <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "%s: invalid size %lld", node->op_type,
+                 (long long)sz[i]);
         dims_known &= x->dims[axes[i]] > 0;
     }
     if (pol == KN_KEEP_STRETCH) {
@@ -1389,11 +1513,13 @@ kn_status *kn_shapeops_resize_params(const kn_node *node, const kn_tensor *const
     return NULL;
 }
 
-static kn_status *infer_resize(kn_infer_ctx *c)
-{
+static kn_status *infer_resize(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     const kn_tensor *x = c->in[0];
-    if (x->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
+    if (x->ndim < 0) {
+        set_unknown(c, 0, x->dtype);
+        return NULL;
+    }
     for (int i = 1; i < c->n_in; i++)
         if (c->in[i] && kn_numel(c->in[i]) != 0 && !has_value(c->in[i])) {
             int64_t d[MAXR];
@@ -1410,9 +1536,9 @@ static kn_status *infer_resize(kn_infer_ctx *c)
 kn_status *kn_infer_Resize(kn_infer_ctx *c) { return infer_resize(c); }
 kn_status *kn_infer_Upsample(kn_infer_ctx *c) { return infer_resize(c); }
 
-kn_status *kn_infer_CenterCropPad(kn_infer_ctx *c)
-{
-    KN_TRY(need_input(c, 0)); KN_TRY(need_input(c, 1));
+kn_status *kn_infer_CenterCropPad(kn_infer_ctx *c) {
+    KN_TRY(need_input(c, 0));
+    KN_TRY(need_input(c, 1));
     const kn_tensor *x = c->in[0];
     if (x->ndim < 0 || !has_value(c->in[1])) {
         if (x->ndim >= 0) {
@@ -1440,14 +1566,17 @@ kn_status *kn_infer_CenterCropPad(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_GridSample(kn_infer_ctx *c)
-{
-    KN_TRY(need_input(c, 0)); KN_TRY(need_input(c, 1));
+kn_status *kn_infer_GridSample(kn_infer_ctx *c) {
+    KN_TRY(need_input(c, 0));
+    KN_TRY(need_input(c, 1));
     const kn_tensor *x = c->in[0], *g = c->in[1];
-    if (x->ndim < 0 || g->ndim < 0) { set_unknown(c, 0, x->dtype); return NULL; }
+    if (x->ndim < 0 || g->ndim < 0) {
+        set_unknown(c, 0, x->dtype);
+        return NULL;
+    }
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
     KN_CHECK(x->ndim >= 3 && g->ndim == x->ndim && (g->dims[g->ndim - 1] < 0 || g->dims[g->ndim - 1] == x->ndim - 2) &&
-             (g->dims[0] < 0 || x->dims[0] < 0 || g->dims[0] == x->dims[0]),
+                 (g->dims[0] < 0 || x->dims[0] < 0 || g->dims[0] == x->dims[0]),
              KN_ERR_INVALID_ARGUMENT, "GridSample: grid %s does not match input %s", kn_tensor_desc(g, b2, sizeof b2),
              kn_tensor_desc(x, b1, sizeof b1));
     int64_t d[MAXR];
@@ -1458,14 +1587,18 @@ kn_status *kn_infer_GridSample(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_AffineGrid(kn_infer_ctx *c)
-{
-    KN_TRY(need_input(c, 0)); KN_TRY(need_input(c, 1));
+kn_status *kn_infer_AffineGrid(kn_infer_ctx *c) {
+    KN_TRY(need_input(c, 0));
+    KN_TRY(need_input(c, 1));
     const kn_tensor *th = c->in[0], *sz = c->in[1];
-    if (!has_value(sz)) { set_unknown(c, 0, th->dtype); return NULL; }
+    if (!has_value(sz)) {
+        set_unknown(c, 0, th->dtype);
+        return NULL;
+    }
     int64_t s[MAXR], n;
     KN_TRY(kn_shapeops_read_ints(sz, s, MAXR, &n, "AffineGrid"));
-    KN_CHECK(n == 4 || n == 5, KN_ERR_INVALID_ARGUMENT, "AffineGrid: size must have 4 or 5 values, got %lld", (long long)n);
+    KN_CHECK(n == 4 || n == 5, KN_ERR_INVALID_ARGUMENT, "AffineGrid: size must have 4 or 5 values, got %lld",
+             (long long)n);
     int64_t d[MAXR];
     int sp = (int)n - 2;
     d[0] = s[0];
@@ -1478,15 +1611,17 @@ kn_status *kn_infer_AffineGrid(kn_infer_ctx *c)
     return NULL;
 }
 
-kn_status *kn_infer_RoiAlign(kn_infer_ctx *c)
-{
-    KN_TRY(need_input(c, 0)); KN_TRY(need_input(c, 1)); KN_TRY(need_input(c, 2));
+kn_status *kn_infer_RoiAlign(kn_infer_ctx *c) {
+    KN_TRY(need_input(c, 0));
+    KN_TRY(need_input(c, 1));
+    KN_TRY(need_input(c, 2));
     const kn_tensor *x = c->in[0], *rois = c->in[1];
     KN_TRY(need_rank(c, x, 4, 4));
     KN_TRY(need_rank(c, rois, 2, 2));
     int64_t oh = KN_PARAMS(c->node, roi_align)->output_height, ow = KN_PARAMS(c->node, roi_align)->output_width;
-    KN_CHECK(oh >= 1 && ow >= 1 && oh <= 1 << 20 && ow <= 1 << 20, KN_ERR_INVALID_MODEL, "RoiAlign: invalid output size");
-    int64_t d[4] = { rois->ndim == 2 ? rois->dims[0] : -1, x->ndim == 4 ? x->dims[1] : -1, oh, ow };
+    KN_CHECK(oh >= 1 && ow >= 1 && oh <= 1 << 20 && ow <= 1 << 20, KN_ERR_INVALID_MODEL,
+             "RoiAlign: invalid output size");
+    int64_t d[4] = {rois->ndim == 2 ? rois->dims[0] : -1, x->ndim == 4 ? x->dims[1] : -1, oh, ow};
     KN_TRY(set_out(c, 0, x->dtype, 4, d));
     return NULL;
 }

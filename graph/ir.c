@@ -10,7 +10,10 @@ kn_graph *kn_graph_new(const char *name) {
     kn_graph *g = calloc(1, sizeof *g);
     if (!g) return NULL;
     g->name = kn_strdup0(name);
-    if (!g->name) { free(g); return NULL; }
+    if (!g->name) {
+        free(g);
+        return NULL;
+    }
     return g;
 }
 
@@ -29,8 +32,11 @@ void kn_attr_clear(kn_attr *a) {
 }
 
 void kn_node_clear(kn_node *n) {
-    free(n->name); free(n->op_type); free(n->domain);
-    free(n->inputs); free(n->outputs);
+    free(n->name);
+    free(n->op_type);
+    free(n->domain);
+    free(n->inputs);
+    free(n->outputs);
     for (int a = 0; a < n->n_attrs; a++) kn_attr_clear(&n->attrs[a]);
     free(n->attrs);
     free(n->params);
@@ -47,7 +53,11 @@ void kn_graph_free(kn_graph *g) {
     }
     for (int i = 0; i < g->n_nodes; i++) kn_node_clear(&g->nodes[i]);
     for (int i = 0; i < g->n_opsets; i++) free(g->opset_domains[i]);
-    free(g->values); free(g->nodes); free(g->inputs); free(g->outputs); free(g->name);
+    free(g->values);
+    free(g->nodes);
+    free(g->inputs);
+    free(g->outputs);
+    free(g->name);
     free(g);
 }
 
@@ -74,9 +84,8 @@ int kn_graph_find_value(const kn_graph *g, const char *name) {
     return -1;
 }
 
-int kn_graph_add_node(kn_graph *g, const char *name, const char *op_type, const char *domain,
-                      const int *inputs, int n_inputs, const int *outputs, int n_outputs,
-                      kn_attr *attrs, int n_attrs) {
+int kn_graph_add_node(kn_graph *g, const char *name, const char *op_type, const char *domain, const int *inputs,
+                      int n_inputs, const int *outputs, int n_outputs, kn_attr *attrs, int n_attrs) {
     if (g->n_nodes == g->cap_nodes) {
         int cap = g->cap_nodes ? g->cap_nodes * 2 : 64;
         kn_node *n = realloc(g->nodes, (size_t)cap * sizeof *n);
@@ -92,7 +101,11 @@ int kn_graph_add_node(kn_graph *g, const char *name, const char *op_type, const 
     n->inputs = malloc(sizeof(int) * (size_t)(n_inputs ? n_inputs : 1));
     n->outputs = malloc(sizeof(int) * (size_t)(n_outputs ? n_outputs : 1));
     if (!n->name || !n->op_type || !n->domain || !n->inputs || !n->outputs) {
-        free(n->name); free(n->op_type); free(n->domain); free(n->inputs); free(n->outputs);
+        free(n->name);
+        free(n->op_type);
+        free(n->domain);
+        free(n->inputs);
+        free(n->outputs);
         return -1;
     }
     if (n_inputs) memcpy(n->inputs, inputs, sizeof(int) * (size_t)n_inputs);
@@ -145,7 +158,10 @@ const char *kn_attr_str(const kn_node *n, const char *name, const char *def) {
 
 int kn_attr_ints(const kn_node *n, const char *name, const int64_t **vals) {
     const kn_attr *a = kn_node_attr(n, name);
-    if (!a) { *vals = NULL; return -1; }
+    if (!a) {
+        *vals = NULL;
+        return -1;
+    }
     *vals = a->ints;
     return a->n_ints;
 }
@@ -186,7 +202,10 @@ kn_status *kn_attr_copy(kn_attr *dst, const kn_attr *src) {
     }
     if (src->t) {
         kn_status *st = kn_tensor_clone(src->t, &dst->t);
-        if (st) { kn_attr_clear(dst); return st; }
+        if (st) {
+            kn_attr_clear(dst);
+            return st;
+        }
     }
     if (src->n_tensors) {
         dst->tensors = calloc((size_t)src->n_tensors, sizeof(kn_tensor *));
@@ -194,7 +213,10 @@ kn_status *kn_attr_copy(kn_attr *dst, const kn_attr *src) {
         dst->n_tensors = src->n_tensors;
         for (int i = 0; i < src->n_tensors; i++) {
             kn_status *st = kn_tensor_clone(src->tensors[i], &dst->tensors[i]);
-            if (st) { kn_attr_clear(dst); return st; }
+            if (st) {
+                kn_attr_clear(dst);
+                return st;
+            }
         }
     }
     if (src->g) {
@@ -228,12 +250,18 @@ static kn_status *graph_clone(const kn_graph *g, kn_graph *parent, kn_graph **ou
     kn_status *st = NULL;
     for (int i = 0; i < g->n_opsets; i++) {
         c->opsets[i] = g->opsets[i];
-        if (!(c->opset_domains[i] = kn_strdup0(g->opset_domains[i]))) { st = KN_OOM(0); goto fail; }
+        if (!(c->opset_domains[i] = kn_strdup0(g->opset_domains[i]))) {
+            st = KN_OOM(0);
+            goto fail;
+        }
         c->n_opsets = i + 1;
     }
     for (int v = 0; v < g->n_values; v++) {
         const kn_value *src = &g->values[v];
-        if (kn_graph_add_value(c, src->name) != v) { st = KN_OOM(0); goto fail; }
+        if (kn_graph_add_value(c, src->name) != v) {
+            st = KN_OOM(0);
+            goto fail;
+        }
         kn_value *dst = &c->values[v];
         char *name = dst->name;
         *dst = *src;
@@ -241,10 +269,16 @@ static kn_status *graph_clone(const kn_graph *g, kn_graph *parent, kn_graph **ou
         dst->constant = NULL;
         for (int d = 0; d < KN_MAX_DIMS; d++) dst->dim_names[d] = NULL; /* src's until copied */
         for (int d = 0; d < KN_MAX_DIMS; d++) {
-            if (src->dim_names[d] && !(dst->dim_names[d] = kn_strdup0(src->dim_names[d]))) { st = KN_OOM(0); goto fail; }
+            if (src->dim_names[d] && !(dst->dim_names[d] = kn_strdup0(src->dim_names[d]))) {
+                st = KN_OOM(0);
+                goto fail;
+            }
         }
         if (src->constant) {
-            if (!(dst->constant = malloc(sizeof(kn_tensor)))) { st = KN_OOM(sizeof(kn_tensor)); goto fail; }
+            if (!(dst->constant = malloc(sizeof(kn_tensor)))) {
+                st = KN_OOM(sizeof(kn_tensor));
+                goto fail;
+            }
             *dst->constant = *src->constant;
             dst->constant->owns = false; /* a view: the weights stay g's */
         }
@@ -252,7 +286,10 @@ static kn_status *graph_clone(const kn_graph *g, kn_graph *parent, kn_graph **ou
     for (int i = 0; i < g->n_nodes; i++) {
         const kn_node *n = &g->nodes[i];
         kn_attr *attrs = n->n_attrs ? calloc((size_t)n->n_attrs, sizeof *attrs) : NULL;
-        if (n->n_attrs && !attrs) { st = KN_OOM(0); goto fail; }
+        if (n->n_attrs && !attrs) {
+            st = KN_OOM(0);
+            goto fail;
+        }
         for (int a = 0; a < n->n_attrs; a++) {
             if ((st = attr_clone(&attrs[a], &n->attrs[a], c))) {
                 for (int k = 0; k < a; k++) kn_attr_clear(&attrs[k]);
@@ -260,8 +297,8 @@ static kn_status *graph_clone(const kn_graph *g, kn_graph *parent, kn_graph **ou
                 goto fail;
             }
         }
-        int id = kn_graph_add_node(c, n->name, n->op_type, n->domain, n->inputs, n->n_inputs, n->outputs,
-                                   n->n_outputs, attrs, n->n_attrs);
+        int id = kn_graph_add_node(c, n->name, n->op_type, n->domain, n->inputs, n->n_inputs, n->outputs, n->n_outputs,
+                                   attrs, n->n_attrs);
         if (id < 0) {
             for (int k = 0; k < n->n_attrs; k++) kn_attr_clear(&attrs[k]);
             free(attrs);
@@ -275,8 +312,14 @@ static kn_status *graph_clone(const kn_graph *g, kn_graph *parent, kn_graph **ou
     }
     /* producers as in g (graph inputs and outer values keep -1) */
     for (int v = 0; v < g->n_values; v++) c->values[v].producer = g->values[v].producer;
-    if (g->n_inputs && !(c->inputs = malloc(sizeof(int) * (size_t)g->n_inputs))) { st = KN_OOM(0); goto fail; }
-    if (g->n_outputs && !(c->outputs = malloc(sizeof(int) * (size_t)g->n_outputs))) { st = KN_OOM(0); goto fail; }
+    if (g->n_inputs && !(c->inputs = malloc(sizeof(int) * (size_t)g->n_inputs))) {
+        st = KN_OOM(0);
+        goto fail;
+    }
+    if (g->n_outputs && !(c->outputs = malloc(sizeof(int) * (size_t)g->n_outputs))) {
+        st = KN_OOM(0);
+        goto fail;
+    }
     if (g->n_inputs) memcpy(c->inputs, g->inputs, sizeof(int) * (size_t)g->n_inputs);
     if (g->n_outputs) memcpy(c->outputs, g->outputs, sizeof(int) * (size_t)g->n_outputs);
     c->n_inputs = g->n_inputs;

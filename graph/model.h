@@ -18,14 +18,16 @@ struct kn_model {
     int64_t ir_version;
     char *producer_name, *producer_version, *domain, *doc_string;
     int64_t model_version;
-    kn_graph *graph;          /* opsets live in graph->opsets */
-    char *path;               /* NULL when loaded from a buffer */
-    void **maps; size_t *map_lens; int n_maps; /* mmap'd external data, unmapped on free */
+    kn_graph *graph; /* opsets live in graph->opsets */
+    char *path;      /* NULL when loaded from a buffer */
+    void **maps;
+    size_t *map_lens;
+    int n_maps; /* mmap'd external data, unmapped on free */
     /* Fusion is chosen per backend (kn_model_options.fuse asks for it): `graph` stays as loaded
      * (folded, dead code removed), and each backend's sessions run a variant fused with the
      * passes whose fused ops that backend has (kn_model_graph_for, graph/passes.c). */
     bool fuse;
-    pthread_mutex_t variants_mu;   /* zero-filled is a valid unlocked mutex with glibc */
+    pthread_mutex_t variants_mu; /* zero-filled is a valid unlocked mutex with glibc */
     kn_model_variant variants[KN_MODEL_MAX_VARIANTS];
     int n_variants;
 };

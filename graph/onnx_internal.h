@@ -7,10 +7,10 @@
 #include <stdbool.h>
 
 typedef struct kn_onnx_src {
-    const char *file;      /* for messages: the model or .pb path, or "<buffer>" */
-    const char *base_dir;  /* external data paths are relative to it; NULL refuses external data */
-    struct kn_model *m;    /* mappings are recorded in m->maps; NULL: external data is copied */
-    char **map_paths;      /* parallel to m->maps, so each external file is mapped once */
+    const char *file;     /* for messages: the model or .pb path, or "<buffer>" */
+    const char *base_dir; /* external data paths are relative to it; NULL refuses external data */
+    struct kn_model *m;   /* mappings are recorded in m->maps; NULL: external data is copied */
+    char **map_paths;     /* parallel to m->maps, so each external file is mapped once */
 } kn_onnx_src;
 
 /* TensorProto -> host tensor (typed fields, raw_data, packed sub-byte types, external data).

@@ -44,7 +44,10 @@ static bool kn_pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
     for (int shift = 0; shift < 64 && *p < end; shift += 7) {
         uint8_t b = *(*p)++;
         x |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) { *v = x; return true; }
+        if (!(b & 0x80)) {
+            *v = x;
+            return true;
+        }
     }
     return false;
 }
@@ -52,7 +55,10 @@ static bool kn_pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
 /* Walks the wire format with the message descriptors and an explicit stack. Malformed input just
  * ends the walk: protobuf-c then reports it. */
 static kn_status *kn_pb_check_nesting(const uint8_t *buf, size_t len, const ProtobufCMessageDescriptor *root) {
-    struct { const ProtobufCMessageDescriptor *d; const uint8_t *end; } stk[KN_PB_MAX_DEPTH];
+    struct {
+        const ProtobufCMessageDescriptor *d;
+        const uint8_t *end;
+    } stk[KN_PB_MAX_DEPTH];
     int top = 0;
     stk[0].d = root;
     stk[0].end = buf + len;
@@ -67,12 +73,21 @@ static kn_status *kn_pb_check_nesting(const uint8_t *buf, size_t len, const Prot
         uint64_t tag, v;
         if (!kn_pb_varint(&p, end, &tag)) return NULL;
         switch (tag & 7) {
-        case 0: if (!kn_pb_varint(&p, end, &v)) return NULL; break;
-        case 1: if (end - p < 8) return NULL; p += 8; break;
-        case 5: if (end - p < 4) return NULL; p += 4; break;
+        case 0:
+            if (!kn_pb_varint(&p, end, &v)) return NULL;
+            break;
+        case 1:
+            if (end - p < 8) return NULL;
+            p += 8;
+            break;
+        case 5:
+            if (end - p < 4) return NULL;
+            p += 4;
+            break;
         case 2: {
             if (!kn_pb_varint(&p, end, &v) || v > (uint64_t)(end - p)) return NULL;
-            const ProtobufCFieldDescriptor *f = tag >> 3 <= UINT_MAX ? protobuf_c_message_descriptor_get_field(stk[top].d, (unsigned)(tag >> 3)) : NULL;
+            const ProtobufCFieldDescriptor *f =
+                tag >> 3 <= UINT_MAX ? protobuf_c_message_descriptor_get_field(stk[top].d, (unsigned)(tag >> 3)) : NULL;
             if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
                 if (top + 1 >= KN_PB_MAX_DEPTH)
                     return kn_error(KN_ERR_INVALID_MODEL, "messages nested more than %d deep", KN_PB_MAX_DEPTH);
@@ -91,8 +106,14 @@ static kn_status *kn_pb_check_nesting(const uint8_t *buf, size_t len, const Prot
 
 /* ---- name -> value id map (open addressing; keys owned) ---- */
 
-typedef struct { char *key; int id; } kn_nm_slot;
-typedef struct { kn_nm_slot *slots; size_t cap, n; } kn_namemap;
+typedef struct {
+    char *key;
+    int id;
+} kn_nm_slot;
+typedef struct {
+    kn_nm_slot *slots;
+    size_t cap, n;
+} kn_namemap;
 
 static uint64_t kn_nm_hash(const char *s) {
     uint64_t h = 1469598103934665603ull;
@@ -125,7 +146,10 @@ static bool kn_nm_put(kn_namemap *m, const char *k, int id) {
     }
     size_t i = kn_nm_hash(k) & (m->cap - 1);
     for (; m->slots[i].key; i = (i + 1) & (m->cap - 1))
-        if (strcmp(m->slots[i].key, k) == 0) { m->slots[i].id = id; return true; }
+        if (strcmp(m->slots[i].key, k) == 0) {
+            m->slots[i].id = id;
+            return true;
+        }
     if (!(m->slots[i].key = strdup(k))) return false;
     m->slots[i].id = id;
     m->n++;
@@ -143,12 +167,17 @@ static void kn_nm_free(kn_namemap *m) {
 typedef struct kn_loader {
     kn_onnx_src src;
     Onnx__ModelProto *mp;
-    const char **op_domains; int64_t *op_versions; size_t n_ops; /* every opset_import, normalised */
-    unsigned long uniq;     /* numbers inlined calls so their internal names are unique */
-    long inlined;           /* nodes produced by inlining so far */
+    const char **op_domains;
+    int64_t *op_versions;
+    size_t n_ops;       /* every opset_import, normalised */
+    unsigned long uniq; /* numbers inlined calls so their internal names are unique */
+    long inlined;       /* nodes produced by inlining so far */
 } kn_loader;
 
-typedef struct { const char *name; const Onnx__AttributeProto *ap; } kn_attr_bind;
+typedef struct {
+    const char *name;
+    const Onnx__AttributeProto *ap;
+} kn_attr_bind;
 
 /* One inlined call of a model-local function: how its formal names map to the caller's, and its
  * bound attributes (call site first, then the function's defaults). */
@@ -156,8 +185,9 @@ typedef struct kn_fcall {
     const Onnx__FunctionProto *fp;
     char *prefix;
     char **actual_in, **actual_out;
-    kn_attr_bind *attrs; size_t n_attrs;
-    const struct kn_fcall *outer;   /* the function this call sits in, if any */
+    kn_attr_bind *attrs;
+    size_t n_attrs;
+    const struct kn_fcall *outer; /* the function this call sits in, if any */
     int depth;
 } kn_fcall;
 
@@ -165,8 +195,8 @@ typedef struct kn_scope {
     kn_graph *g;
     kn_namemap names;
     struct kn_scope *parent;
-    const kn_fcall *escape;  /* a subgraph of a function-body node: names leaving it are renamed */
-    const kn_fcall *fn;      /* innermost function whose attributes and opsets apply here */
+    const kn_fcall *escape; /* a subgraph of a function-body node: names leaving it are renamed */
+    const kn_fcall *fn;     /* innermost function whose attributes and opsets apply here */
 } kn_scope;
 
 /* Caller-namespace name for a name used inside fc's body; malloc'd. "" stays "" (omitted). */
@@ -213,25 +243,35 @@ static const Onnx__FunctionProto *kn_find_function(const kn_loader *L, const Onn
 
 /* ---- value types ---- */
 
-static kn_status *kn_apply_tensor_type(kn_value *v, bool has_et, int et, const Onnx__TensorShapeProto *shape, bool strict) {
+static kn_status *kn_apply_tensor_type(kn_value *v, bool has_et, int et, const Onnx__TensorShapeProto *shape,
+                                       bool strict) {
     if (has_et && et != 0 && !kn_dtype_valid(et)) {
         if (strict) return kn_error(KN_ERR_UNSUPPORTED, "value '%s' has unknown element type %d", v->name, et);
         return NULL;
     }
     if (shape && shape->n_dim > KN_MAX_DIMS) {
-        if (strict) return kn_error(KN_ERR_UNSUPPORTED, "value '%s' has rank %zu (kiln supports up to %d)", v->name, shape->n_dim, KN_MAX_DIMS);
+        if (strict)
+            return kn_error(KN_ERR_UNSUPPORTED, "value '%s' has rank %zu (kiln supports up to %d)", v->name,
+                            shape->n_dim, KN_MAX_DIMS);
         shape = NULL;
     }
     if (has_et) v->type.dtype = (kn_dtype)et;
-    for (int d = 0; d < KN_MAX_DIMS; d++) { free(v->dim_names[d]); v->dim_names[d] = NULL; }
-    if (!shape) { v->type.ndim = -1; return NULL; }
+    for (int d = 0; d < KN_MAX_DIMS; d++) {
+        free(v->dim_names[d]);
+        v->dim_names[d] = NULL;
+    }
+    if (!shape) {
+        v->type.ndim = -1;
+        return NULL;
+    }
     v->type.ndim = (int)shape->n_dim;
     for (size_t d = 0; d < shape->n_dim; d++) {
         const Onnx__TensorShapeProto__Dimension *dim = shape->dim[d];
         v->type.dims[d] = -1;
         if (dim->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE && dim->dim_value >= 0) {
             v->type.dims[d] = dim->dim_value;
-        } else if (dim->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM && dim->dim_param && dim->dim_param[0]) {
+        } else if (dim->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM && dim->dim_param &&
+                   dim->dim_param[0]) {
             if (!(v->dim_names[d] = strdup(dim->dim_param))) return KN_OOM(0);
         }
     }
@@ -245,7 +285,8 @@ static kn_status *kn_apply_type(kn_value *v, const Onnx__TypeProto *tp, bool str
     switch (tp->value_case) {
     case ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE:
         v->kind = KN_VAL_TENSOR;
-        return kn_apply_tensor_type(v, tp->tensor_type->has_elem_type, tp->tensor_type->elem_type, tp->tensor_type->shape, strict);
+        return kn_apply_tensor_type(v, tp->tensor_type->has_elem_type, tp->tensor_type->elem_type,
+                                    tp->tensor_type->shape, strict);
     case ONNX__TYPE_PROTO__VALUE_SPARSE_TENSOR_TYPE:
         v->kind = KN_VAL_TENSOR;
         return kn_apply_tensor_type(v, tp->sparse_tensor_type->has_elem_type, tp->sparse_tensor_type->elem_type,
@@ -266,15 +307,13 @@ static kn_status *kn_apply_type(kn_value *v, const Onnx__TypeProto *tp, bool str
         }
         break;
     case ONNX__TYPE_PROTO__VALUE_MAP_TYPE:
-    case ONNX__TYPE_PROTO__VALUE_OPAQUE_TYPE:
-        v->kind = KN_VAL_UNKNOWN;
-        return NULL;
-    default:
-        return NULL;
+    case ONNX__TYPE_PROTO__VALUE_OPAQUE_TYPE: v->kind = KN_VAL_UNKNOWN; return NULL;
+    default: return NULL;
     }
     /* Sequences and optionals describe their element tensor in v->type. */
     if (inner && inner->value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE)
-        return kn_apply_tensor_type(v, inner->tensor_type->has_elem_type, inner->tensor_type->elem_type, inner->tensor_type->shape, strict);
+        return kn_apply_tensor_type(v, inner->tensor_type->has_elem_type, inner->tensor_type->elem_type,
+                                    inner->tensor_type->shape, strict);
     return NULL;
 }
 
@@ -295,7 +334,10 @@ static kn_status *kn_scope_resolve(kn_scope *s, const char *name, int *id) {
     if (!pname) return KN_OOM(0);
     int pid;
     kn_status *st = kn_scope_resolve(s->parent, pname, &pid);
-    if (st || pid < 0) { free(pname); return st; }
+    if (st || pid < 0) {
+        free(pname);
+        return st;
+    }
     /* Named as in the parent, so the executor can bind it by name. */
     int v = kn_graph_add_value(s->g, pname);
     free(pname);
@@ -347,7 +389,9 @@ static kn_attr_type kn_attr_guess_type(const Onnx__AttributeProto *a) {
 }
 
 static int kn_tp_elem(const Onnx__TypeProto *tp) {
-    return tp && tp->value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE && tp->tensor_type->has_elem_type ? tp->tensor_type->elem_type : 0;
+    return tp && tp->value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE && tp->tensor_type->has_elem_type
+        ? tp->tensor_type->elem_type
+        : 0;
 }
 
 /* ap's value into *a under the given name. Subgraphs become children of scope s. */
@@ -412,17 +456,14 @@ static kn_status *kn_convert_attr(kn_loader *L, kn_scope *s, const kn_fcall *esc
     case KN_ATTR_GRAPHS:
         /* kn_attr holds one graph; no standard op takes a list of graphs. */
         return kn_error(KN_ERR_UNSUPPORTED, "attributes holding a list of graphs are not supported");
-    case KN_ATTR_TYPE_PROTO:
-        a->tp_elem_type = kn_tp_elem(ap->tp);
-        return NULL;
+    case KN_ATTR_TYPE_PROTO: a->tp_elem_type = kn_tp_elem(ap->tp); return NULL;
     case 14: /* TYPE_PROTOS: the element types, as ints */
         if (ap->n_type_protos > INT_MAX) return kn_error(KN_ERR_UNSUPPORTED, "too many values");
         if (!(a->ints = malloc(sizeof(int64_t) * (ap->n_type_protos ? ap->n_type_protos : 1)))) return KN_OOM(0);
         for (size_t i = 0; i < ap->n_type_protos; i++) a->ints[i] = kn_tp_elem(ap->type_protos[i]);
         a->n_ints = (int)ap->n_type_protos;
         return NULL;
-    default:
-        return kn_error(KN_ERR_INVALID_MODEL, "attribute has unknown type %d", (int)a->type);
+    default: return kn_error(KN_ERR_INVALID_MODEL, "attribute has unknown type %d", (int)a->type);
     }
 }
 
@@ -430,7 +471,8 @@ static kn_status *kn_convert_attr(kn_loader *L, kn_scope *s, const kn_fcall *esc
 static kn_status *kn_constant_tensor(kn_attr *a, kn_tensor **out) {
     *out = NULL;
     const char *n = a->name;
-    if ((strcmp(n, "value") == 0 && a->type == KN_ATTR_TENSOR) || (strcmp(n, "sparse_value") == 0 && a->type == KN_ATTR_SPARSE_TENSOR)) {
+    if ((strcmp(n, "value") == 0 && a->type == KN_ATTR_TENSOR) ||
+        (strcmp(n, "sparse_value") == 0 && a->type == KN_ATTR_SPARSE_TENSOR)) {
         *out = a->t;
         a->t = NULL;
         return NULL;
@@ -457,14 +499,18 @@ static kn_status *kn_constant_tensor(kn_attr *a, kn_tensor **out) {
     } else if (strcmp(n, "value_strings") == 0 && a->type == KN_ATTR_STRINGS) {
         len = a->n_strings;
         KN_TRY(kn_tensor_new(KN_STRING, 1, &len, out));
-        for (int i = 0; i < a->n_strings; i++) { ((char **)(*out)->data)[i] = a->strings[i]; a->strings[i] = NULL; }
+        for (int i = 0; i < a->n_strings; i++) {
+            ((char **)(*out)->data)[i] = a->strings[i];
+            a->strings[i] = NULL;
+        }
     }
     return NULL;
 }
 
 /* ---- nodes ---- */
 
-static kn_status *kn_convert_nodes(kn_loader *L, kn_scope *s, Onnx__NodeProto **nodes, size_t n, const kn_fcall *fc, int depth);
+static kn_status *kn_convert_nodes(kn_loader *L, kn_scope *s, Onnx__NodeProto **nodes, size_t n, const kn_fcall *fc,
+                                   int depth);
 
 static const char *kn_np_name(const Onnx__NodeProto *np) { return np->name && np->name[0] ? np->name : "<unnamed>"; }
 
@@ -507,11 +553,15 @@ static kn_status *kn_inline_call(kn_loader *L, kn_scope *s, const Onnx__NodeProt
     const kn_fcall *actx = fc ? fc : s->fn;
     int fdepth = actx ? actx->depth + 1 : 1;
     for (const kn_fcall *f = actx; f; f = f->outer)
-        if (f->fp == fp) return kn_error(KN_ERR_INVALID_MODEL, "function '%s' calls itself (recursion is not allowed)", kn_s(fp->name));
-    if (fdepth > KN_FN_MAX_DEPTH) return kn_error(KN_ERR_INVALID_MODEL, "functions nested more than %d deep", KN_FN_MAX_DEPTH);
+        if (f->fp == fp)
+            return kn_error(KN_ERR_INVALID_MODEL, "function '%s' calls itself (recursion is not allowed)",
+                            kn_s(fp->name));
+    if (fdepth > KN_FN_MAX_DEPTH)
+        return kn_error(KN_ERR_INVALID_MODEL, "functions nested more than %d deep", KN_FN_MAX_DEPTH);
     L->inlined += (long)fp->n_node;
     if (L->inlined > KN_FN_MAX_NODES)
-        return kn_error(KN_ERR_UNSUPPORTED, "inlining model functions would produce more than %d nodes", KN_FN_MAX_NODES);
+        return kn_error(KN_ERR_UNSUPPORTED, "inlining model functions would produce more than %d nodes",
+                        KN_FN_MAX_NODES);
 
     kn_fcall c = {.fp = fp, .outer = actx, .depth = fdepth};
     kn_status *st = NULL;
@@ -520,12 +570,21 @@ static kn_status *kn_inline_call(kn_loader *L, kn_scope *s, const Onnx__NodeProt
     c.actual_in = calloc(fp->n_input + 1, sizeof(char *));
     c.actual_out = calloc(fp->n_output + 1, sizeof(char *));
     c.attrs = calloc(np->n_attribute + fp->n_attribute_proto + 1, sizeof *c.attrs);
-    if (!c.prefix || !c.actual_in || !c.actual_out || !c.attrs) { st = KN_OOM(0); goto done; }
+    if (!c.prefix || !c.actual_in || !c.actual_out || !c.attrs) {
+        st = KN_OOM(0);
+        goto done;
+    }
     snprintf(c.prefix, pl, "%s/%lu/", kn_s(fp->name), L->uniq++);
     for (size_t i = 0; i < fp->n_input; i++)
-        if (!(c.actual_in[i] = kn_fc_rename(fc, i < np->n_input ? kn_s(np->input[i]) : ""))) { st = KN_OOM(0); goto done; }
+        if (!(c.actual_in[i] = kn_fc_rename(fc, i < np->n_input ? kn_s(np->input[i]) : ""))) {
+            st = KN_OOM(0);
+            goto done;
+        }
     for (size_t i = 0; i < fp->n_output; i++)
-        if (!(c.actual_out[i] = kn_fc_rename(fc, i < np->n_output ? kn_s(np->output[i]) : ""))) { st = KN_OOM(0); goto done; }
+        if (!(c.actual_out[i] = kn_fc_rename(fc, i < np->n_output ? kn_s(np->output[i]) : ""))) {
+            st = KN_OOM(0);
+            goto done;
+        }
     for (size_t i = 0; i < np->n_attribute; i++) {
         const Onnx__AttributeProto *ap = np->attribute[i];
         if (ap->ref_attr_name && ap->ref_attr_name[0]) ap = kn_fc_attr(actx, ap->ref_attr_name);
@@ -564,7 +623,10 @@ static kn_status *kn_convert_node(kn_loader *L, kn_scope *s, Onnx__NodeProto *np
     int na = 0, n_in = 0, n_out = 0, n_impl = 0;
     int *ins = NULL, *outs = calloc(np->n_output + 1, sizeof(int));
     char *rn = NULL, *nname = NULL;
-    if (!attrs || !outs) { st = KN_OOM(0); goto fail; }
+    if (!attrs || !outs) {
+        st = KN_OOM(0);
+        goto fail;
+    }
     if (np->n_input > INT_MAX / 2 || np->n_output > INT_MAX / 2 || np->n_attribute > INT_MAX / 2) {
         st = kn_error(KN_ERR_UNSUPPORTED, "too many inputs, outputs or attributes");
         goto fail;
@@ -574,7 +636,8 @@ static kn_status *kn_convert_node(kn_loader *L, kn_scope *s, Onnx__NodeProto *np
         const char *aname = kn_s(ap->name);
         if (ap->ref_attr_name && ap->ref_attr_name[0]) {
             if (!actx) {
-                st = kn_error(KN_ERR_INVALID_MODEL, "attribute '%s' refers to '%s' outside a function", aname, ap->ref_attr_name);
+                st = kn_error(KN_ERR_INVALID_MODEL, "attribute '%s' refers to '%s' outside a function", aname,
+                              ap->ref_attr_name);
                 goto fail;
             }
             ap = kn_fc_attr(actx, ap->ref_attr_name);
@@ -582,21 +645,31 @@ static kn_status *kn_convert_node(kn_loader *L, kn_scope *s, Onnx__NodeProto *np
         }
         st = kn_convert_attr(L, s, fc, actx, depth, ap, aname, &attrs[na]);
         na++;
-        if (st) { st = kn_error_wrap(st, "attribute '%s': ", aname); goto fail; }
+        if (st) {
+            st = kn_error_wrap(st, "attribute '%s': ", aname);
+            goto fail;
+        }
     }
     /* Explicit inputs, then outer values the subgraphs capture (implicit inputs). */
     int cap_in = (int)np->n_input + 1;
     for (int a = 0; a < na; a++)
         if (attrs[a].g) cap_in += attrs[a].g->n_values;
-    if (!(ins = malloc(sizeof(int) * (size_t)cap_in))) { st = KN_OOM(0); goto fail; }
+    if (!(ins = malloc(sizeof(int) * (size_t)cap_in))) {
+        st = KN_OOM(0);
+        goto fail;
+    }
     for (size_t i = 0; i < np->n_input; i++) {
         const char *name = kn_s(np->input[i]);
-        if (!(rn = kn_fc_rename(fc, name))) { st = KN_OOM(0); goto fail; }
+        if (!(rn = kn_fc_rename(fc, name))) {
+            st = KN_OOM(0);
+            goto fail;
+        }
         int id = -1;
         if (rn[0]) {
             if ((st = kn_scope_resolve(s, rn, &id))) goto fail;
             if (id < 0) {
-                st = kn_error(KN_ERR_INVALID_MODEL, "input '%s' is not defined by any node, initializer or graph input", name);
+                st = kn_error(KN_ERR_INVALID_MODEL, "input '%s' is not defined by any node, initializer or graph input",
+                              name);
                 goto fail;
             }
         }
@@ -610,12 +683,21 @@ static kn_status *kn_convert_node(kn_loader *L, kn_scope *s, Onnx__NodeProto *np
             if (!sg->values[v].is_outer) continue;
             int id;
             if ((st = kn_scope_resolve(s, sg->values[v].name, &id))) goto fail;
-            if (id < 0) { st = kn_error(KN_ERR_INVALID_MODEL, "subgraph captures unknown value '%s'", sg->values[v].name); goto fail; }
-            if (!kn_has_id(ins + np->n_input, n_impl, id)) { ins[n_in++] = id; n_impl++; }
+            if (id < 0) {
+                st = kn_error(KN_ERR_INVALID_MODEL, "subgraph captures unknown value '%s'", sg->values[v].name);
+                goto fail;
+            }
+            if (!kn_has_id(ins + np->n_input, n_impl, id)) {
+                ins[n_in++] = id;
+                n_impl++;
+            }
         }
     }
     for (size_t o = 0; o < np->n_output; o++) {
-        if (!(rn = kn_fc_rename(fc, kn_s(np->output[o])))) { st = KN_OOM(0); goto fail; }
+        if (!(rn = kn_fc_rename(fc, kn_s(np->output[o])))) {
+            st = KN_OOM(0);
+            goto fail;
+        }
         outs[n_out++] = rn[0] ? kn_nm_get(&s->names, rn) : -1;
         free(rn);
         rn = NULL;
@@ -630,7 +712,9 @@ static kn_status *kn_convert_node(kn_loader *L, kn_scope *s, Onnx__NodeProto *np
             v->constant = t;
             kn_set_const_type(v, t);
             kn_attr_clear(&attrs[0]);
-            free(attrs); free(ins); free(outs);
+            free(attrs);
+            free(ins);
+            free(outs);
             return NULL;
         }
     }
@@ -638,14 +722,20 @@ static kn_status *kn_convert_node(kn_loader *L, kn_scope *s, Onnx__NodeProto *np
     if (fc) {
         /* Inlined nodes get unique names too, for messages and profiles. */
         size_t nl = strlen(fc->prefix) + strlen(name) + strlen(op) + 1;
-        if (!(nname = malloc(nl))) { st = KN_OOM(nl); goto fail; }
+        if (!(nname = malloc(nl))) {
+            st = KN_OOM(nl);
+            goto fail;
+        }
         snprintf(nname, nl, "%s%s", fc->prefix, name[0] ? name : op);
         name = nname;
     }
     int id = kn_graph_add_node(s->g, name, op, kn_dom(np->domain), ins, n_in, outs, n_out, attrs, na);
     free(nname);
     nname = NULL;
-    if (id < 0) { st = KN_OOM(0); goto fail; }
+    if (id < 0) {
+        st = KN_OOM(0);
+        goto fail;
+    }
     kn_node *node = &s->g->nodes[id];
     node->n_implicit = n_impl;
     node->op = kn_op_lookup(op, kn_dom(np->domain));
@@ -655,11 +745,16 @@ static kn_status *kn_convert_node(kn_loader *L, kn_scope *s, Onnx__NodeProto *np
     return NULL;
 fail:
     for (int a = 0; a < na; a++) kn_attr_clear(&attrs[a]);
-    free(attrs); free(ins); free(outs); free(rn); free(nname);
+    free(attrs);
+    free(ins);
+    free(outs);
+    free(rn);
+    free(nname);
     return kn_error_wrap(st, "node '%s' (%s): ", kn_np_name(np), op);
 }
 
-static kn_status *kn_convert_nodes(kn_loader *L, kn_scope *s, Onnx__NodeProto **nodes, size_t n, const kn_fcall *fc, int depth) {
+static kn_status *kn_convert_nodes(kn_loader *L, kn_scope *s, Onnx__NodeProto **nodes, size_t n, const kn_fcall *fc,
+                                   int depth) {
     for (size_t i = 0; i < n; i++) KN_TRY(kn_convert_node(L, s, nodes[i], fc, depth));
     return NULL;
 }
@@ -693,7 +788,8 @@ static kn_status *kn_graph_body(kn_loader *L, Onnx__GraphProto *gp, kn_scope *s,
         g->values[id].constant = t;
         kn_set_const_type(&g->values[id], t);
     }
-    if (gp->n_input > INT_MAX || gp->n_output > INT_MAX) return kn_error(KN_ERR_UNSUPPORTED, "too many graph inputs or outputs");
+    if (gp->n_input > INT_MAX || gp->n_output > INT_MAX)
+        return kn_error(KN_ERR_UNSUPPORTED, "too many graph inputs or outputs");
     g->inputs = malloc(sizeof(int) * (gp->n_input + 1));
     g->outputs = malloc(sizeof(int) * (gp->n_output + 1));
     if (!g->inputs || !g->outputs) return KN_OOM(0);
@@ -717,7 +813,9 @@ static kn_status *kn_graph_body(kn_loader *L, Onnx__GraphProto *gp, kn_scope *s,
         const char *name = kn_s(vi->name);
         int id = -1;
         if (name[0]) KN_TRY(kn_scope_resolve(s, name, &id));
-        if (id < 0) return kn_error(KN_ERR_INVALID_MODEL, "graph output '%s' is not produced by any node, input or initializer", name);
+        if (id < 0)
+            return kn_error(KN_ERR_INVALID_MODEL, "graph output '%s' is not produced by any node, input or initializer",
+                            name);
         kn_value *v = &g->values[id];
         v->is_output = true;
         g->outputs[g->n_outputs++] = id;
@@ -740,13 +838,17 @@ static kn_status *kn_graph_body(kn_loader *L, Onnx__GraphProto *gp, kn_scope *s,
 static kn_status *kn_convert_graph(kn_loader *L, Onnx__GraphProto *gp, kn_scope *parent, const kn_fcall *escape,
                                    const kn_fcall *fn, int depth, kn_graph **out) {
     *out = NULL;
-    if (depth > KN_PB_MAX_DEPTH) return kn_error(KN_ERR_INVALID_MODEL, "subgraphs nested more than %d deep", KN_PB_MAX_DEPTH);
+    if (depth > KN_PB_MAX_DEPTH)
+        return kn_error(KN_ERR_INVALID_MODEL, "subgraphs nested more than %d deep", KN_PB_MAX_DEPTH);
     kn_graph *g = kn_graph_new(kn_s(gp->name));
     if (!g) return KN_OOM(0);
     g->parent = parent ? parent->g : NULL;
     /* graph->opsets holds 8 imports; node->opset is exact whatever the count. */
     for (size_t i = 0; i < L->n_ops && g->n_opsets < 8; i++) {
-        if (!(g->opset_domains[g->n_opsets] = strdup(L->op_domains[i]))) { kn_graph_free(g); return KN_OOM(0); }
+        if (!(g->opset_domains[g->n_opsets] = strdup(L->op_domains[i]))) {
+            kn_graph_free(g);
+            return KN_OOM(0);
+        }
         g->opsets[g->n_opsets++] = (int)L->op_versions[i];
     }
     kn_scope s = {.g = g, .parent = parent, .escape = escape, .fn = fn};
@@ -776,14 +878,17 @@ static kn_status *kn_model_opsets(kn_loader *L, const Onnx__ModelProto *mp) {
             if (strcmp(L->op_domains[k], d) != 0) continue;
             /* "" and "ai.onnx" both listed is harmless when they agree. */
             if (L->op_versions[k] != v)
-                return kn_error(KN_ERR_INVALID_MODEL, "domain '%s' is imported at two opset versions (%lld and %lld)", d[0] ? d : "ai.onnx",
-                                (long long)L->op_versions[k], (long long)v);
+                return kn_error(KN_ERR_INVALID_MODEL, "domain '%s' is imported at two opset versions (%lld and %lld)",
+                                d[0] ? d : "ai.onnx", (long long)L->op_versions[k], (long long)v);
             seen = true;
         }
         if (seen) continue;
-        if (v < 1 || v > INT_MAX) return kn_error(KN_ERR_INVALID_MODEL, "opset import of domain '%s' has invalid version %lld", d[0] ? d : "ai.onnx", (long long)v);
+        if (v < 1 || v > INT_MAX)
+            return kn_error(KN_ERR_INVALID_MODEL, "opset import of domain '%s' has invalid version %lld",
+                            d[0] ? d : "ai.onnx", (long long)v);
         if (!d[0] && v > KN_ONNX_MAX_OPSET)
-            return kn_error(KN_ERR_UNSUPPORTED, "ai.onnx opset %lld is newer than kiln supports (up to %d)", (long long)v, KN_ONNX_MAX_OPSET);
+            return kn_error(KN_ERR_UNSUPPORTED, "ai.onnx opset %lld is newer than kiln supports (up to %d)",
+                            (long long)v, KN_ONNX_MAX_OPSET);
         L->op_domains[L->n_ops] = d;
         L->op_versions[L->n_ops++] = v;
     }
@@ -801,8 +906,8 @@ static char *kn_dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 static kn_status *kn_load_proto(kn_loader *L, Onnx__ModelProto *mp, kn_model *m) {
     if (!mp->has_ir_version || mp->ir_version < 1) return kn_error(KN_ERR_INVALID_MODEL, "model has no ir_version");
     if (mp->ir_version > KN_ONNX_MAX_IR)
-        return kn_error(KN_ERR_UNSUPPORTED, "IR version %lld is newer than kiln supports (up to %lld)", (long long)mp->ir_version,
-                        (long long)KN_ONNX_MAX_IR);
+        return kn_error(KN_ERR_UNSUPPORTED, "IR version %lld is newer than kiln supports (up to %lld)",
+                        (long long)mp->ir_version, (long long)KN_ONNX_MAX_IR);
     if (!mp->graph) return kn_error(KN_ERR_INVALID_MODEL, "model has no graph");
     KN_TRY(kn_model_opsets(L, mp));
     m->ir_version = mp->ir_version;
@@ -811,8 +916,8 @@ static kn_status *kn_load_proto(kn_loader *L, Onnx__ModelProto *mp, kn_model *m)
     m->producer_version = kn_dup_or_null(mp->producer_version);
     m->domain = kn_dup_or_null(mp->domain);
     m->doc_string = kn_dup_or_null(mp->doc_string);
-    if ((mp->producer_name && !m->producer_name) || (mp->producer_version && !m->producer_version) || (mp->domain && !m->domain) ||
-        (mp->doc_string && !m->doc_string))
+    if ((mp->producer_name && !m->producer_name) || (mp->producer_version && !m->producer_version) ||
+        (mp->domain && !m->domain) || (mp->doc_string && !m->doc_string))
         return KN_OOM(0);
     return kn_convert_graph(L, mp->graph, NULL, NULL, NULL, 0, &m->graph);
 }
@@ -846,7 +951,8 @@ void kn_model_release(kn_model *m) {
     free(m);
 }
 
-static kn_status *kn_load_bytes(const uint8_t *data, size_t size, const char *file, const char *base_dir, const char *path, kn_model **out) {
+static kn_status *kn_load_bytes(const uint8_t *data, size_t size, const char *file, const char *base_dir,
+                                const char *path, kn_model **out) {
     *out = NULL;
     if (size == 0) return kn_error(KN_ERR_INVALID_MODEL, "%s: the model is empty", file);
     kn_status *st = kn_pb_check_nesting(data, size, &onnx__model_proto__descriptor);
@@ -854,7 +960,10 @@ static kn_status *kn_load_bytes(const uint8_t *data, size_t size, const char *fi
     Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, size, data);
     if (!mp) return kn_error(KN_ERR_INVALID_MODEL, "%s: not a valid ONNX model (protobuf parse failed)", file);
     kn_model *m = calloc(1, sizeof *m);
-    if (!m) { onnx__model_proto__free_unpacked(mp, NULL); return KN_OOM(sizeof *m); }
+    if (!m) {
+        onnx__model_proto__free_unpacked(mp, NULL);
+        return KN_OOM(sizeof *m);
+    }
     pthread_mutex_init(&m->variants_mu, NULL);
     kn_loader L = {.src = {.file = file, .base_dir = base_dir, .m = m}, .mp = mp};
     if (path && !(m->path = strdup(path))) st = KN_OOM(0);

@@ -38,7 +38,8 @@ int64_t kn_string_split_count(const char *s, const char *delim, int64_t maxsplit
 
 /* ---- defined in kernels/cpu: counts that depend on data (shape rules call them at run time) ---- */
 kn_status *kn_shapeops_unique_count(const kn_node *node, const kn_tensor *x, int64_t *n_unique); /* shape_ops.c */
-kn_status *kn_shapeops_nms_count(const kn_node *node, const kn_tensor *const *in, int n_in, int64_t *count); /* resize.c */
+kn_status *kn_shapeops_nms_count(const kn_node *node, const kn_tensor *const *in, int n_in,
+                                 int64_t *count); /* resize.c */
 /* element copies and the reference transpose (shape_ops.c), used by gather.c, resize.c and tests */
 kn_status *kn_shapeops_copy_elems(kn_dtype dt, void *dst, const void *src, int64_t n);
 kn_status *kn_shapeops_strided_copy(kn_exec_ctx *ctx, kn_dtype dt, void *dst, const void *src, int nd,
@@ -50,19 +51,19 @@ kn_status *kn_shapeops_transpose_ref(kn_dtype dt, void *dst, const void *src, in
  * shape rules and the Conv / pool kernels, so both agree on output sizes and pads ---- */
 struct kn_node;
 typedef struct kn_conv_geom {
-    int nsp;                      /* spatial rank */
+    int nsp; /* spatial rank */
     int64_t in[KN_MAX_DIMS], out[KN_MAX_DIMS], k[KN_MAX_DIMS];
     int64_t stride[KN_MAX_DIMS], dil[KN_MAX_DIMS], pad_b[KN_MAX_DIMS], pad_e[KN_MAX_DIMS];
 } kn_conv_geom;
 /* Read strides/dilations/pads/auto_pad of node n for a window of size kernel over the input
  * spatial dims in (either may be -1 = unknown: the output dim is then -1). ceil_mode applies to
  * the pools. Validates the attribute lengths and values; errors name op. */
-kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, const int64_t *in,
-                            const int64_t *kernel, bool ceil_mode, kn_conv_geom *g);
+kn_status *kn_conv_geometry(const struct kn_node *n, const char *op, int nsp, const int64_t *in, const int64_t *kernel,
+                            bool ceil_mode, kn_conv_geom *g);
 /* ConvTranspose: output spatial size and pads from output_shape / output_padding / auto_pad;
  * outpad receives output_padding. */
-kn_status *kn_convt_geometry(const struct kn_node *n, int nsp, const int64_t *in,
-                             const int64_t *kernel, kn_conv_geom *g, int64_t *outpad);
+kn_status *kn_convt_geometry(const struct kn_node *n, int nsp, const int64_t *in, const int64_t *kernel,
+                             kn_conv_geom *g, int64_t *outpad);
 
 /* Einsum equations, parsed once for inference and the kernel. Labels a-z are ids 0-25, A-Z
  * 26-51, and the dims an ellipsis stands for 52.. (right-aligned across operands). */
@@ -74,7 +75,7 @@ typedef struct kn_einsum {
     int op_lab[KN_EINSUM_MAX_OPS][KN_MAX_DIMS]; /* label id of each operand dim */
     int out_ndim;
     int out_lab[KN_MAX_DIMS];
-    int64_t lab_dim[KN_EINSUM_MAX_LABELS];       /* size of each label, -1 unknown */
+    int64_t lab_dim[KN_EINSUM_MAX_LABELS]; /* size of each label, -1 unknown */
     bool used[KN_EINSUM_MAX_LABELS];
 } kn_einsum;
 struct kn_tensor;

@@ -30,8 +30,8 @@ typedef struct kn_op_info {
     const char *name;
     const char *domain;
     kn_inplace inplace;
-    const char *params_name;   /* the params column: a family or "none" */
-    kn_params_fn params;       /* kn_params_decode_none decodes nothing (params stay NULL) */
+    const char *params_name; /* the params column: a family or "none" */
+    kn_params_fn params;     /* kn_params_decode_none decodes nothing (params stay NULL) */
     size_t params_size;
     kn_grad_kind grad;
 } kn_op_info;
@@ -47,8 +47,10 @@ int kn_op_lookup(const char *op_type, const char *domain);
  * Errors name the op and shapes (the executor prefixes the node). */
 typedef struct kn_infer_ctx {
     const kn_node *node;
-    const kn_tensor *const *in; int n_in;
-    kn_tensor *const *out; int n_out;
+    const kn_tensor *const *in;
+    int n_in;
+    kn_tensor *const *out;
+    int n_out;
 } kn_infer_ctx;
 typedef kn_status *(*kn_infer_fn)(kn_infer_ctx *c);
 
@@ -59,21 +61,20 @@ struct kn_run;
 typedef struct kn_exec_ctx {
     kn_threadpool *pool;
     const struct kn_backend *backend;
-    struct kn_run *run;          /* the executor's run this node belongs to (outer values) */
+    struct kn_run *run; /* the executor's run this node belongs to (outer values) */
     /* Runs a control-flow body: set by the executor, so kernels need not link against it (the
      * layers go floor -> graph -> kernels -> executor, never back). outs receive owned tensors. */
     kn_status *(*run_subgraph)(struct kn_exec_ctx *ctx, const kn_graph *sub, const kn_tensor *const *inputs,
                                int n_inputs, kn_tensor *outs);
     void *(*scratch_alloc)(struct kn_exec_ctx *ctx, size_t bytes);
     void *scratch_state;
-    uint64_t seed;               /* for random ops: seeded per run unless the node gives a seed */
-    void *stream;                /* the device backend's queue for this run (NULL on the CPU) */
+    uint64_t seed; /* for random ops: seeded per run unless the node gives a seed */
+    void *stream;  /* the device backend's queue for this run (NULL on the CPU) */
 } kn_exec_ctx;
 static inline void *kn_scratch_alloc(kn_exec_ctx *ctx, size_t bytes) { return ctx->scratch_alloc(ctx, bytes); }
 static inline kn_status *kn_exec_subgraph(kn_exec_ctx *ctx, const kn_graph *sub, const kn_tensor *const *inputs,
                                           int n_inputs, kn_tensor *outs) {
-    if (!ctx->run_subgraph)
-        return kn_error(KN_ERR_UNSUPPORTED, "subgraph '%s' needs an executor to run it", sub->name);
+    if (!ctx->run_subgraph) return kn_error(KN_ERR_UNSUPPORTED, "subgraph '%s' needs an executor to run it", sub->name);
     return ctx->run_subgraph(ctx, sub, inputs, n_inputs, outs);
 }
 
@@ -82,8 +83,7 @@ static inline kn_status *kn_exec_subgraph(kn_exec_ctx *ctx, const kn_graph *sub,
  * rule allows). in[i] is NULL for omitted optional inputs. Ops whose output shapes depend on
  * data (NonZero, Unique, ...) may be called with out[i]->data == NULL and ndim set by infer
  * from the data: infer always sees data at run time on the CPU. */
-typedef kn_status *(*kn_kernel_fn)(kn_exec_ctx *ctx, const kn_node *node,
-                                   const kn_tensor *const *in, int n_in,
+typedef kn_status *(*kn_kernel_fn)(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                                    kn_tensor *const *out, int n_out);
 
 /* Backend function table. The executor never special-cases a backend: it asks supports() and
@@ -96,8 +96,8 @@ typedef struct kn_backend {
     void *(*alloc)(const struct kn_backend *b, size_t bytes);
     void (*free)(const struct kn_backend *b, void *p);
     /* copy bytes between host (KN_DEVICE_CPU) and this backend's memory */
-    kn_status *(*copy)(const struct kn_backend *b, void *dst, kn_device_kind dst_dev,
-                       const void *src, kn_device_kind src_dev, size_t bytes);
+    kn_status *(*copy)(const struct kn_backend *b, void *dst, kn_device_kind dst_dev, const void *src,
+                       kn_device_kind src_dev, size_t bytes);
     void *impl;
     /* ---- device backends only (NULL on the CPU, whose memory is the host's) ---- */
     /* Bit k set: the kernel reads input k on the host (shape arguments such as Reshape's shape or
@@ -108,8 +108,8 @@ typedef struct kn_backend {
     kn_status *(*stream_begin)(const struct kn_backend *b, void **stream);
     kn_status *(*stream_end)(const struct kn_backend *b, void *stream);
     /* copy() ordered on a run's queue; a copy to the host returns once the bytes are there. */
-    kn_status *(*copy_async)(const struct kn_backend *b, void *dst, kn_device_kind dst_dev,
-                             const void *src, kn_device_kind src_dev, size_t bytes, void *stream);
+    kn_status *(*copy_async)(const struct kn_backend *b, void *dst, kn_device_kind dst_dev, const void *src,
+                             kn_device_kind src_dev, size_t bytes, void *stream);
     /* Device copy of immutable model data (initializers), uploaded once and shared by every
      * session on this device; forget() drops it when the model is freed. */
     kn_status *(*weights)(const struct kn_backend *b, const void *host, size_t bytes, const void **dev);
@@ -138,7 +138,7 @@ const kn_backend *kn_cuda_backend(int device_index);
 #define KN_OP(id, name, domain, inplace, params, grad) \
     kn_status *kn_infer_##id(kn_infer_ctx *c); \
     kn_status *kn_cpu_##id(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, \
-                          kn_tensor *const *out, int n_out); \
+                           kn_tensor *const *out, int n_out); \
     kn_status *kn_params_decode_##params(const kn_node *n, void *p);
 #include "graph/ops.def"
 #undef KN_OP

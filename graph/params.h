@@ -11,7 +11,9 @@
 
 /* The family with nothing to decode: "none", ops without attributes (or whose attributes kiln
  * ignores, like opset 1's consumed_inputs). */
-typedef struct kn_params_none { char unused; } kn_params_none;
+typedef struct kn_params_none {
+    char unused;
+} kn_params_none;
 
 /* Softmax, LogSoftmax, Hardmax. Before opset 13 the input is coerced to 2-D at `axis` (default
  * 1); from 13 the op works along `axis` (default -1). */
@@ -47,7 +49,7 @@ typedef struct kn_params_cum {
 /* TopK: k is an attribute in opset 1, an input after; `largest` and `sorted` from opset 11. */
 typedef struct kn_params_topk {
     int64_t axis;
-    int64_t k_attr;   /* opset 1's k, -1 when the input gives it */
+    int64_t k_attr; /* opset 1's k, -1 when the input gives it */
     bool largest;
     bool sorted;
 } kn_params_topk;
@@ -108,8 +110,8 @@ typedef struct kn_params_loss {
  * attributes with its defaults. Shrink keeps lambd in alpha and bias in beta; Selu's gamma. */
 typedef struct kn_params_act {
     float alpha, beta, gamma;
-    bool gelu_tanh;                          /* Gelu approximate = "tanh" */
-    bool detect_negative, detect_positive;   /* IsInf */
+    bool gelu_tanh;                        /* Gelu approximate = "tanh" */
+    bool detect_negative, detect_positive; /* IsInf */
 } kn_params_act;
 
 /* Mod (fmod), BitShift (direction), SwiGLU (alpha). */
@@ -121,16 +123,16 @@ typedef struct kn_params_binary {
 
 /* Clip: the min/max attributes (Clip-6, or a later model that still gives them). */
 typedef struct kn_params_clip {
-    bool has_min_max_attr;   /* either attribute present */
-    float min, max;          /* defaults -FLT_MAX, FLT_MAX */
+    bool has_min_max_attr; /* either attribute present */
+    float min, max;        /* defaults -FLT_MAX, FLT_MAX */
 } kn_params_clip;
 
 /* Cast, CastLike, BitCast. */
 typedef struct kn_params_cast {
-    bool has_to;             /* an INT attribute `to` */
+    bool has_to; /* an INT attribute `to` */
     int64_t to;
     bool saturate;
-    int round_mode;          /* float8e8m0: 0 up, 1 down, 2 nearest */
+    int round_mode; /* float8e8m0: 0 up, 1 down, 2 nearest */
 } kn_params_cast;
 
 /* A single axis: Flatten (default 1), Concat (1 before opset 4, then 0), Gather, GatherElements
@@ -142,7 +144,7 @@ typedef struct kn_params_axis {
 
 /* An axes list attribute: Squeeze and Unsqueeze before opset 13, CenterCropPad. n_axes is the
  * attribute's length (-1 when absent); at most KN_PARAMS_MAX_LIST values are kept. */
-#define KN_PARAMS_MAX_RANK 8   /* KN_MAX_DIMS */
+#define KN_PARAMS_MAX_RANK 8 /* KN_MAX_DIMS */
 #define KN_PARAMS_MAX_LIST (2 * KN_PARAMS_MAX_RANK)
 typedef struct kn_params_axes {
     int n_axes;
@@ -175,8 +177,8 @@ typedef struct kn_params_shape {
 /* Constant: each value attribute that is present (pointers into the node's attributes, which
  * live as long as the node). */
 typedef struct kn_params_constant {
-    const struct kn_tensor *value;          /* `value` with a tensor */
-    const struct kn_tensor *sparse_value;   /* `sparse_value` with a tensor (densified by the loader) */
+    const struct kn_tensor *value;        /* `value` with a tensor */
+    const struct kn_tensor *sparse_value; /* `sparse_value` with a tensor (densified by the loader) */
     bool has_float, has_int, has_string, has_floats, has_ints, has_strings;
     float value_float;
     int64_t value_int;
@@ -194,7 +196,7 @@ typedef struct kn_params_const_shape {
 
 /* EyeLike. */
 typedef struct kn_params_eyelike {
-    int64_t dtype;   /* 0: the input's */
+    int64_t dtype; /* 0: the input's */
     int64_t k;
 } kn_params_eyelike;
 
@@ -235,7 +237,13 @@ typedef struct kn_params_gathernd {
 } kn_params_gathernd;
 
 /* Scatter, ScatterElements (axis), ScatterND; the reduction of the latter two. */
-typedef enum kn_scatter_red { KN_SCATTER_NONE = 0, KN_SCATTER_ADD, KN_SCATTER_MUL, KN_SCATTER_MAX, KN_SCATTER_MIN } kn_scatter_red;
+typedef enum kn_scatter_red {
+    KN_SCATTER_NONE = 0,
+    KN_SCATTER_ADD,
+    KN_SCATTER_MUL,
+    KN_SCATTER_MAX,
+    KN_SCATTER_MIN
+} kn_scatter_red;
 typedef struct kn_params_scatter {
     int64_t axis;
     kn_scatter_red reduction;
@@ -274,11 +282,19 @@ typedef struct kn_params_unique {
 /* Resize, Upsample. */
 typedef enum kn_resize_mode { KN_RESIZE_NEAREST = 0, KN_RESIZE_LINEAR, KN_RESIZE_CUBIC } kn_resize_mode;
 typedef enum kn_resize_coord {
-    KN_COORD_HALF_PIXEL = 0, KN_COORD_HALF_PIXEL_SYM, KN_COORD_PYTORCH_HALF_PIXEL, KN_COORD_ALIGN_CORNERS,
-    KN_COORD_ASYMMETRIC, KN_COORD_TF_CROP
+    KN_COORD_HALF_PIXEL = 0,
+    KN_COORD_HALF_PIXEL_SYM,
+    KN_COORD_PYTORCH_HALF_PIXEL,
+    KN_COORD_ALIGN_CORNERS,
+    KN_COORD_ASYMMETRIC,
+    KN_COORD_TF_CROP
 } kn_resize_coord;
 typedef enum kn_resize_nearest {
-    KN_NEAREST_ROUND_FLOOR = 0, KN_NEAREST_ROUND_CEIL, KN_NEAREST_FLOOR, KN_NEAREST_CEIL, KN_NEAREST_SIMPLE
+    KN_NEAREST_ROUND_FLOOR = 0,
+    KN_NEAREST_ROUND_CEIL,
+    KN_NEAREST_FLOOR,
+    KN_NEAREST_CEIL,
+    KN_NEAREST_SIMPLE
 } kn_resize_nearest;
 typedef enum kn_keep_aspect { KN_KEEP_STRETCH = 0, KN_KEEP_NOT_LARGER, KN_KEEP_NOT_SMALLER } kn_keep_aspect;
 typedef struct kn_params_resize {
@@ -289,9 +305,9 @@ typedef struct kn_params_resize {
     bool exclude_outside, antialias;
     float extrapolation_value;
     kn_keep_aspect keep_aspect;
-    int n_axes;                      /* opset 18's axes, -1 when absent */
+    int n_axes; /* opset 18's axes, -1 when absent */
     int64_t axes[KN_PARAMS_MAX_RANK];
-    int n_scales;                    /* Upsample before opset 9: the scales attribute, -1 when absent */
+    int n_scales; /* Upsample before opset 9: the scales attribute, -1 when absent */
     float scales[KN_PARAMS_MAX_RANK];
 } kn_params_resize;
 
@@ -304,8 +320,8 @@ typedef struct kn_params_grid {
 
 /* RoiAlign. */
 typedef struct kn_params_roi_align {
-    bool avg;                /* mode avg (else max) */
-    bool half_pixel;         /* coordinate_transformation_mode half_pixel (else output_half_pixel) */
+    bool avg;        /* mode avg (else max) */
+    bool half_pixel; /* coordinate_transformation_mode half_pixel (else output_half_pixel) */
     float spatial_scale;
     int64_t sampling_ratio;
     int64_t output_height, output_width;
@@ -321,7 +337,7 @@ typedef struct kn_params_quant {
     int64_t axis;
     int64_t block_size;
     bool saturate;
-    int64_t output_dtype;    /* 0 when absent */
+    int64_t output_dtype; /* 0 when absent */
 } kn_params_quant;
 
 /* Bernoulli, RandomUniform(Like), RandomNormal(Like): seed (a float attribute; an int one is
@@ -329,10 +345,10 @@ typedef struct kn_params_quant {
 typedef struct kn_params_random {
     bool has_seed;
     float seed;
-    float low, high;         /* RandomNormal*: mean, scale */
+    float low, high; /* RandomNormal*: mean, scale */
     bool has_dtype;
     int64_t dtype;
-    int n_shape;             /* RandomUniform/RandomNormal shape, -1 when absent or too long */
+    int n_shape; /* RandomUniform/RandomNormal shape, -1 when absent or too long */
     int64_t shape[KN_PARAMS_MAX_RANK];
 } kn_params_random;
 
@@ -344,8 +360,8 @@ typedef struct kn_params_seq_empty {
 /* ConcatFromSequence, SplitToSequence. */
 typedef struct kn_params_seq_axis {
     int64_t axis;
-    bool new_axis;   /* ConcatFromSequence */
-    bool keepdims;   /* SplitToSequence */
+    bool new_axis; /* ConcatFromSequence */
+    bool keepdims; /* SplitToSequence */
 } kn_params_seq_axis;
 
 /* Optional: the element type of its `type` attribute (0 when absent or not a tensor type). */
@@ -359,7 +375,7 @@ typedef struct kn_params_optional {
 typedef struct kn_params_subgraph {
     const struct kn_graph *then_branch, *else_branch, *body;
     int64_t num_scan_inputs;
-    int n_in_axes, n_in_dirs, n_out_axes, n_out_dirs;   /* -1 when absent; at most 64 kept */
+    int n_in_axes, n_in_dirs, n_out_axes, n_out_dirs; /* -1 when absent; at most 64 kept */
     int64_t in_axes[KN_PARAMS_MAX_SCAN], in_dirs[KN_PARAMS_MAX_SCAN];
     int64_t out_axes[KN_PARAMS_MAX_SCAN], out_dirs[KN_PARAMS_MAX_SCAN];
 } kn_params_subgraph;
@@ -378,7 +394,10 @@ typedef struct kn_params_gemm {
  * kn_conv_geometry; values past the storage are not kept (such a length matches no rank). */
 #define KN_PARAMS_MAX_WIN 8
 typedef enum kn_auto_pad {
-    KN_AUTO_PAD_NOTSET = 0, KN_AUTO_PAD_SAME_UPPER, KN_AUTO_PAD_SAME_LOWER, KN_AUTO_PAD_VALID
+    KN_AUTO_PAD_NOTSET = 0,
+    KN_AUTO_PAD_SAME_UPPER,
+    KN_AUTO_PAD_SAME_LOWER,
+    KN_AUTO_PAD_VALID
 } kn_auto_pad;
 typedef struct kn_window_attrs {
     kn_auto_pad auto_pad;
@@ -402,7 +421,7 @@ typedef struct kn_params_pool {
     kn_window_attrs win;
     bool ceil_mode;
     bool count_include_pad;
-    bool storage_order_col;   /* storage_order = 1: MaxPool indices column-major */
+    bool storage_order_col; /* storage_order = 1: MaxPool indices column-major */
     int64_t p;
 } kn_params_pool;
 
@@ -416,11 +435,22 @@ typedef struct kn_params_einsum {
  * with the alpha/beta lists consumed in order. */
 typedef enum kn_rnn_direction { KN_RNN_FORWARD = 0, KN_RNN_REVERSE, KN_RNN_BIDIRECTIONAL } kn_rnn_direction;
 typedef enum kn_rnn_act_kind {
-    KN_RNN_ACT_SIGMOID, KN_RNN_ACT_TANH, KN_RNN_ACT_RELU, KN_RNN_ACT_AFFINE, KN_RNN_ACT_LEAKYRELU,
-    KN_RNN_ACT_THRESHOLDEDRELU, KN_RNN_ACT_SCALEDTANH, KN_RNN_ACT_HARDSIGMOID, KN_RNN_ACT_ELU,
-    KN_RNN_ACT_SOFTSIGN, KN_RNN_ACT_SOFTPLUS
+    KN_RNN_ACT_SIGMOID,
+    KN_RNN_ACT_TANH,
+    KN_RNN_ACT_RELU,
+    KN_RNN_ACT_AFFINE,
+    KN_RNN_ACT_LEAKYRELU,
+    KN_RNN_ACT_THRESHOLDEDRELU,
+    KN_RNN_ACT_SCALEDTANH,
+    KN_RNN_ACT_HARDSIGMOID,
+    KN_RNN_ACT_ELU,
+    KN_RNN_ACT_SOFTSIGN,
+    KN_RNN_ACT_SOFTPLUS
 } kn_rnn_act_kind;
-typedef struct kn_rnn_act { kn_rnn_act_kind kind; float alpha, beta; } kn_rnn_act;
+typedef struct kn_rnn_act {
+    kn_rnn_act_kind kind;
+    float alpha, beta;
+} kn_rnn_act;
 #define KN_PARAMS_MAX_RNN_ACTS 6
 typedef struct kn_params_rnn {
     int64_t layout;
@@ -462,7 +492,7 @@ typedef struct kn_params_dft {
 
 /* HannWindow, HammingWindow, BlackmanWindow, MelWeightMatrix (output_datatype only). */
 typedef struct kn_params_sigwin {
-    int output_datatype;      /* a kn_dtype, checked */
+    int output_datatype; /* a kn_dtype, checked */
     bool periodic;
 } kn_params_sigwin;
 
@@ -471,7 +501,7 @@ typedef enum kn_case_change { KN_CASE_NONE = 0, KN_CASE_LOWER = 1, KN_CASE_UPPER
 typedef struct kn_params_strnorm {
     kn_case_change case_change_action;
     bool is_case_sensitive;
-    int n_stopwords;          /* 0 when absent */
+    int n_stopwords; /* 0 when absent */
     const char *const *stopwords;
 } kn_params_strnorm;
 
@@ -517,7 +547,7 @@ typedef struct kn_params_ms_attention {
     bool unidirectional;
     bool do_rotary;
     bool past_present_share_buffer;
-    int n_qkv_hidden_sizes;   /* -1 when absent; only the first 3 values are kept */
+    int n_qkv_hidden_sizes; /* -1 when absent; only the first 3 values are kept */
     int64_t qkv_hidden_sizes[3];
 } kn_params_ms_attention;
 

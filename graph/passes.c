@@ -19,7 +19,10 @@ void kn_graph_compact(kn_graph *g, const uint8_t *keep) {
     int w = 0;
     for (int i = 0; i < g->n_nodes; i++) {
         kn_node *n = &g->nodes[i];
-        if (keep[i]) { g->nodes[w++] = *n; continue; }
+        if (keep[i]) {
+            g->nodes[w++] = *n;
+            continue;
+        }
         kn_node_clear(n);
     }
     g->n_nodes = w;
@@ -52,21 +55,24 @@ kn_status *kn_graph_check_supported(const kn_graph *g) {
             for (int j = 0; j < i && !seen; j++)
                 seen = strcmp(g->nodes[j].op_type, n->op_type) == 0 && strcmp(g->nodes[j].domain, n->domain) == 0;
             if (!seen && off < sizeof list)
-                off += (size_t)snprintf(list + off, sizeof list - off, "%s%s (domain '%s', opset %d)", missing ? ", " : "",
-                                        n->op_type, n->domain[0] ? n->domain : "ai.onnx", n->opset);
+                off +=
+                    (size_t)snprintf(list + off, sizeof list - off, "%s%s (domain '%s', opset %d)", missing ? ", " : "",
+                                     n->op_type, n->domain[0] ? n->domain : "ai.onnx", n->opset);
             if (!seen) missing++;
         }
         for (int a = 0; a < n->n_attrs; a++)
             if (n->attrs[a].g) KN_TRY(kn_graph_check_supported(n->attrs[a].g));
     }
-    if (missing) return kn_error(KN_ERR_UNSUPPORTED, "graph '%s': %d unsupported op%s: %s", g->name, missing, missing > 1 ? "s" : "", list);
+    if (missing)
+        return kn_error(KN_ERR_UNSUPPORTED, "graph '%s': %d unsupported op%s: %s", g->name, missing,
+                        missing > 1 ? "s" : "", list);
     return NULL;
 }
 
 kn_status *kn_graph_toposort(kn_graph *g) {
     int nn = g->n_nodes;
     if (nn == 0) return NULL;
-    int *pending = calloc((size_t)nn, sizeof(int));  /* inputs still to be produced */
+    int *pending = calloc((size_t)nn, sizeof(int)); /* inputs still to be produced */
     int *order = malloc(sizeof(int) * (size_t)nn);
     int *first = malloc(sizeof(int) * (size_t)(g->n_values ? g->n_values : 1)); /* consumer lists per value */
     int *next = NULL, *who = NULL;
@@ -76,7 +82,10 @@ kn_status *kn_graph_toposort(kn_graph *g) {
     who = malloc(sizeof(int) * (size_t)(n_edges ? n_edges : 1));
     kn_node *sorted = malloc(sizeof(kn_node) * (size_t)nn);
     kn_status *st = NULL;
-    if (!pending || !order || !first || !next || !who || !sorted) { st = KN_OOM(0); goto done; }
+    if (!pending || !order || !first || !next || !who || !sorted) {
+        st = KN_OOM(0);
+        goto done;
+    }
     for (int v = 0; v < g->n_values; v++) first[v] = -1;
     /* producers by scanning nodes: a value produced twice is an error */
     for (int v = 0; v < g->n_values; v++) g->values[v].producer = -1;
@@ -85,7 +94,8 @@ kn_status *kn_graph_toposort(kn_graph *g) {
             int v = g->nodes[i].outputs[k];
             if (v < 0) continue;
             if (g->values[v].producer >= 0 || g->values[v].constant || g->values[v].is_input) {
-                st = kn_error(KN_ERR_INVALID_MODEL, "graph '%s': value '%s' is produced more than once (node '%s')", g->name, g->values[v].name, g->nodes[i].name);
+                st = kn_error(KN_ERR_INVALID_MODEL, "graph '%s': value '%s' is produced more than once (node '%s')",
+                              g->name, g->values[v].name, g->nodes[i].name);
                 goto done;
             }
             g->values[v].producer = i;
@@ -101,7 +111,8 @@ kn_status *kn_graph_toposort(kn_graph *g) {
             first[v] = e++;
         }
     int head = 0, tail = 0;
-    for (int i = 0; i < nn; i++) if (pending[i] == 0) order[tail++] = i;
+    for (int i = 0; i < nn; i++)
+        if (pending[i] == 0) order[tail++] = i;
     while (head < tail) {
         int i = order[head++];
         for (int k = 0; k < g->nodes[i].n_outputs; k++) {
@@ -114,7 +125,8 @@ kn_status *kn_graph_toposort(kn_graph *g) {
     }
     if (tail < nn) {
         int bad = -1;
-        for (int i = 0; i < nn && bad < 0; i++) if (pending[i] > 0) bad = i;
+        for (int i = 0; i < nn && bad < 0; i++)
+            if (pending[i] > 0) bad = i;
         st = kn_error(KN_ERR_INVALID_MODEL, "graph '%s' has a cycle: %d nodes never become ready (first: '%s', %s)",
                       g->name, nn - tail, g->nodes[bad].name, g->nodes[bad].op_type);
         goto done;
@@ -126,7 +138,12 @@ kn_status *kn_graph_toposort(kn_graph *g) {
         for (int a = 0; a < g->nodes[i].n_attrs && !st; a++)
             if (g->nodes[i].attrs[a].g) st = kn_graph_toposort(g->nodes[i].attrs[a].g);
 done:
-    free(pending); free(order); free(first); free(next); free(who); free(sorted);
+    free(pending);
+    free(order);
+    free(first);
+    free(next);
+    free(who);
+    free(sorted);
     return st;
 }
 
@@ -134,8 +151,13 @@ int kn_graph_eliminate_dead(kn_graph *g) {
     if (g->n_nodes == 0) return 0;
     uint8_t *live_v = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
     uint8_t *keep = calloc((size_t)g->n_nodes, 1);
-    if (!live_v || !keep) { free(live_v); free(keep); return 0; }
-    for (int k = 0; k < g->n_outputs; k++) if (g->outputs[k] >= 0) live_v[g->outputs[k]] = 1;
+    if (!live_v || !keep) {
+        free(live_v);
+        free(keep);
+        return 0;
+    }
+    for (int k = 0; k < g->n_outputs; k++)
+        if (g->outputs[k] >= 0) live_v[g->outputs[k]] = 1;
     /* nodes are in topological order: one backward sweep marks everything that feeds an output */
     for (int i = g->n_nodes - 1; i >= 0; i--) {
         kn_node *n = &g->nodes[i];
@@ -143,7 +165,8 @@ int kn_graph_eliminate_dead(kn_graph *g) {
         for (int k = 0; k < n->n_outputs && !needed; k++) needed = n->outputs[k] >= 0 && live_v[n->outputs[k]];
         if (!needed) continue;
         keep[i] = 1;
-        for (int k = 0; k < n->n_inputs; k++) if (n->inputs[k] >= 0) live_v[n->inputs[k]] = 1;
+        for (int k = 0; k < n->n_inputs; k++)
+            if (n->inputs[k] >= 0) live_v[n->inputs[k]] = 1;
     }
     int removed = 0;
     for (int i = 0; i < g->n_nodes; i++) removed += !keep[i];
@@ -160,7 +183,10 @@ kn_status *kn_model_graph_for(kn_model *m, const kn_backend *b, const kn_graph *
     pthread_mutex_lock(&m->variants_mu);
     kn_status *st = NULL;
     for (int k = 0; k < m->n_variants; k++)
-        if (m->variants[k].backend == b) { *out = m->variants[k].graph; goto done; }
+        if (m->variants[k].backend == b) {
+            *out = m->variants[k].graph;
+            goto done;
+        }
     if (m->n_variants == KN_MODEL_MAX_VARIANTS) {
         st = kn_error(KN_ERR_UNSUPPORTED, "model used on more than %d backends", KN_MODEL_MAX_VARIANTS);
         goto done;
@@ -172,11 +198,13 @@ kn_status *kn_model_graph_for(kn_model *m, const kn_backend *b, const kn_graph *
         kn_graph_eliminate_dead(g);
         if (b && b->graph_optimize) st = b->graph_optimize(b, g);
     }
-    if (st) { kn_graph_free(g); goto done; }
+    if (st) {
+        kn_graph_free(g);
+        goto done;
+    }
     m->variants[m->n_variants++] = (kn_model_variant){b, g};
     *out = g;
 done:
     pthread_mutex_unlock(&m->variants_mu);
     return st;
 }
-

@@ -30,7 +30,9 @@ kn_status *kn_pass_fuse_bias_gelu(kn_graph *g, int *n_fused);
  * (2 or 3) -> com.microsoft SkipLayerNormalization, whose output 3 carries the sum when it is read
  * elsewhere (the residual stream of pre-LN models). */
 kn_status *kn_pass_fuse_skip_layernorm(kn_graph *g, int *n_fused);
-typedef struct kn_fuse_counts { int attention, gelu, skip_layernorm; } kn_fuse_counts;
+typedef struct kn_fuse_counts {
+    int attention, gelu, skip_layernorm;
+} kn_fuse_counts;
 struct kn_backend;
 /* The passes, as bits: each is run only for a backend that has kernels for what it makes. */
 enum { KN_FUSE_ATTENTION = 1, KN_FUSE_GELU = 2, KN_FUSE_SKIP_LAYERNORM = 4, KN_FUSE_ALL = 7 };

@@ -9,8 +9,8 @@
 
 typedef struct kn_mem_req {
     size_t bytes;
-    int start, end;     /* inclusive step range during which the bytes must stay intact */
-    int share_with;     /* index of an earlier request whose block this one takes over in place, or -1 */
+    int start, end; /* inclusive step range during which the bytes must stay intact */
+    int share_with; /* index of an earlier request whose block this one takes over in place, or -1 */
 } kn_mem_req;
 
 /* offsets[i] receives the byte offset of request i; *peak the arena size needed. align: power of two. */

@@ -23,15 +23,16 @@
 #define KN_SPARSE_FREE_BYTES ((size_t)16 << 20)
 #define KN_SPARSE_MAX_RATIO 1024
 
-static const char *kn_pb_name(const Onnx__TensorProto *tp) {
-    return tp->name && tp->name[0] ? tp->name : "<unnamed>";
-}
+static const char *kn_pb_name(const Onnx__TensorProto *tp) { return tp->name && tp->name[0] ? tp->name : "<unnamed>"; }
 
 /* Bits per element as stored in TensorProto (in memory every type takes at least a byte). */
 static int kn_pb_bits(kn_dtype t) {
     switch (t) {
-    case KN_U4: case KN_I4: case KN_F4E2M1: return 4;
-    case KN_U2: case KN_I2: return 2;
+    case KN_U4:
+    case KN_I4:
+    case KN_F4E2M1: return 4;
+    case KN_U2:
+    case KN_I2: return 2;
     default: return 8;
     }
 }
@@ -65,16 +66,20 @@ static void kn_pb_pack(kn_dtype t, const uint8_t *src, uint8_t *dst, int64_t n) 
 /* Checked shape: rank within KN_MAX_DIMS, no negative dims, element count within KN_MAX_NUMEL. */
 static kn_status *kn_pb_shape(const char *what, const int64_t *dims, size_t n_dims, kn_tensor *t, int64_t *numel) {
     if (n_dims > KN_MAX_DIMS)
-        return kn_error(KN_ERR_UNSUPPORTED, "tensor '%s' has rank %zu (kiln supports up to %d)", what, n_dims, KN_MAX_DIMS);
+        return kn_error(KN_ERR_UNSUPPORTED, "tensor '%s' has rank %zu (kiln supports up to %d)", what, n_dims,
+                        KN_MAX_DIMS);
     int64_t n = 1;
     bool zero = false;
     for (size_t i = 0; i < n_dims; i++) {
         int64_t d = dims[i];
-        if (d < 0) return kn_error(KN_ERR_INVALID_MODEL, "tensor '%s' has negative dimension %lld at axis %zu", what, (long long)d, i);
+        if (d < 0)
+            return kn_error(KN_ERR_INVALID_MODEL, "tensor '%s' has negative dimension %lld at axis %zu", what,
+                            (long long)d, i);
         if (d == 0) zero = true;
         else if (!zero && n > KN_MAX_NUMEL / d)
-            return kn_error(KN_ERR_INVALID_MODEL, "tensor '%s' claims more than %lld elements (dimension %lld at axis %zu)",
-                            what, (long long)KN_MAX_NUMEL, (long long)d, i);
+            return kn_error(KN_ERR_INVALID_MODEL,
+                            "tensor '%s' claims more than %lld elements (dimension %lld at axis %zu)", what,
+                            (long long)KN_MAX_NUMEL, (long long)d, i);
         else if (!zero) n *= d;
         t->dims[i] = d;
     }
@@ -94,7 +99,8 @@ static kn_status *kn_pb_parse_i64(const char *what, const char *key, const char 
     errno = 0;
     long long x = s && *s >= '0' && *s <= '9' ? strtoll(s, &end, 10) : -1;
     if (x < 0 || errno || !end || *end)
-        return kn_error(KN_ERR_INVALID_MODEL, "tensor '%s': external data %s '%s' is not a non-negative integer", what, key, s ? s : "");
+        return kn_error(KN_ERR_INVALID_MODEL, "tensor '%s': external data %s '%s' is not a non-negative integer", what,
+                        key, s ? s : "");
     *v = x;
     return NULL;
 }
@@ -103,11 +109,15 @@ static kn_status *kn_pb_parse_i64(const char *what, const char *key, const char 
 static kn_status *kn_pb_check_location(const char *what, const char *loc) {
     if (!loc || !*loc) return kn_error(KN_ERR_INVALID_MODEL, "tensor '%s': external data has no location", what);
     if (loc[0] == '/' || loc[0] == '\\' || (loc[0] && loc[1] == ':'))
-        return kn_error(KN_ERR_INVALID_MODEL, "tensor '%s': external data location '%s' is absolute; it must be relative to the model's directory", what, loc);
+        return kn_error(
+            KN_ERR_INVALID_MODEL,
+            "tensor '%s': external data location '%s' is absolute; it must be relative to the model's directory", what,
+            loc);
     for (const char *p = loc; *p;) {
         size_t n = strcspn(p, "/\\");
         if (n == 2 && p[0] == '.' && p[1] == '.')
-            return kn_error(KN_ERR_INVALID_MODEL, "tensor '%s': external data location '%s' escapes the model's directory", what, loc);
+            return kn_error(KN_ERR_INVALID_MODEL,
+                            "tensor '%s': external data location '%s' escapes the model's directory", what, loc);
         p += n;
         if (*p) p++;
     }
@@ -120,9 +130,14 @@ static kn_status *kn_pb_check_location(const char *what, const char *loc) {
 static kn_status *kn_pb_map(kn_onnx_src *src, const char *what, const char *path, const uint8_t **base, size_t *len) {
     kn_model *m = src->m;
     for (int i = 0; i < m->n_maps; i++)
-        if (strcmp(src->map_paths[i], path) == 0) { *base = m->maps[i]; *len = m->map_lens[i]; return NULL; }
+        if (strcmp(src->map_paths[i], path) == 0) {
+            *base = m->maps[i];
+            *len = m->map_lens[i];
+            return NULL;
+        }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return kn_error(KN_ERR_IO, "tensor '%s': cannot open external data file '%s': %s", what, path, strerror(errno));
+    if (fd < 0)
+        return kn_error(KN_ERR_IO, "tensor '%s': cannot open external data file '%s': %s", what, path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
@@ -168,7 +183,8 @@ void kn_onnx_src_release(kn_onnx_src *src) {
 
 static kn_status *kn_pb_external(kn_onnx_src *src, const Onnx__TensorProto *tp, kn_tensor *t, int64_t n) {
     const char *what = kn_pb_name(tp);
-    if (t->dtype == KN_STRING) return kn_error(KN_ERR_INVALID_MODEL, "tensor '%s': string tensors cannot use external data", what);
+    if (t->dtype == KN_STRING)
+        return kn_error(KN_ERR_INVALID_MODEL, "tensor '%s': string tensors cannot use external data", what);
     const char *loc = NULL;
     int64_t off = 0, length = -1;
     for (size_t i = 0; i < tp->n_external_data; i++) {
@@ -180,10 +196,14 @@ static kn_status *kn_pb_external(kn_onnx_src *src, const Onnx__TensorProto *tp, 
     }
     KN_TRY(kn_pb_check_location(what, loc));
     if (!src->base_dir)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "tensor '%s': external data '%s' needs the model's directory (load from a file, or pass base_dir)", what, loc);
+        return kn_error(
+            KN_ERR_INVALID_ARGUMENT,
+            "tensor '%s': external data '%s' needs the model's directory (load from a file, or pass base_dir)", what,
+            loc);
     size_t need = kn_pb_packed_bytes(t->dtype, n);
     if (length >= 0 && (uint64_t)length != need)
-        return kn_error(KN_ERR_INVALID_MODEL, "tensor '%s' (%s): external data length %lld disagrees with its dims (%zu bytes)", what,
+        return kn_error(KN_ERR_INVALID_MODEL,
+                        "tensor '%s' (%s): external data length %lld disagrees with its dims (%zu bytes)", what,
                         kn_dtype_name(t->dtype), (long long)length, need);
     size_t pl = strlen(src->base_dir) + strlen(loc) + 2;
     char *path = malloc(pl);
@@ -214,15 +234,22 @@ static kn_status *kn_pb_external(kn_onnx_src *src, const Onnx__TensorProto *tp, 
         if (fd >= 0) close(fd);
     }
     if (!st && ((uint64_t)off > flen || need > flen - (size_t)off))
-        st = kn_error(KN_ERR_INVALID_MODEL, "tensor '%s': external data at offset %lld (+%zu bytes) extends past the end of '%s' (%zu bytes)",
+        st = kn_error(KN_ERR_INVALID_MODEL,
+                      "tensor '%s': external data at offset %lld (+%zu bytes) extends past the end of '%s' (%zu bytes)",
                       what, (long long)off, need, path, flen);
     free(path);
-    if (st) { free(copy); return st; }
+    if (st) {
+        free(copy);
+        return st;
+    }
     const uint8_t *p = copy ? copy : base ? base + off : NULL;
     size_t esz = kn_dtype_size(t->dtype);
     if (kn_pb_bits(t->dtype) < 8) {
         uint8_t *d = malloc(n ? (size_t)n : 1);
-        if (!d) { free(copy); return KN_OOM(n); }
+        if (!d) {
+            free(copy);
+            return KN_OOM(n);
+        }
         kn_pb_unpack(t->dtype, p, d, n);
         free(copy);
         t->data = d;
@@ -231,7 +258,7 @@ static kn_status *kn_pb_external(kn_onnx_src *src, const Onnx__TensorProto *tp, 
         t->data = copy;
         t->owns = true;
     } else if (need > 0 && ((uintptr_t)p % (esz < 16 ? esz : 16)) == 0) {
-        t->data = (void *)p;   /* points into the model's mapping: no copy */
+        t->data = (void *)p; /* points into the model's mapping: no copy */
         t->owns = false;
     } else {
         /* Misaligned (or empty) data is copied so that kernels may assume natural alignment. */
@@ -268,11 +295,35 @@ static kn_status *kn_pb_typed(const Onnx__TensorProto *tp, kn_tensor *t, int64_t
     const char *field = "int32_data";
     size_t have = tp->n_int32_data, need = un;
     switch (dt) {
-    case KN_F32: case KN_C64: field = "float_data"; have = tp->n_float_data; need = dt == KN_C64 ? 2 * un : un; break;
-    case KN_F64: case KN_C128: field = "double_data"; have = tp->n_double_data; need = dt == KN_C128 ? 2 * un : un; break;
-    case KN_I64: field = "int64_data"; have = tp->n_int64_data; break;
-    case KN_U64: case KN_U32: field = "uint64_data"; have = tp->n_uint64_data; break;
-    case KN_U4: case KN_I4: case KN_F4E2M1: case KN_U2: case KN_I2: field = "int32_data (packed)"; need = kn_pb_packed_bytes(dt, n); break;
+    case KN_F32:
+    case KN_C64:
+        field = "float_data";
+        have = tp->n_float_data;
+        need = dt == KN_C64 ? 2 * un : un;
+        break;
+    case KN_F64:
+    case KN_C128:
+        field = "double_data";
+        have = tp->n_double_data;
+        need = dt == KN_C128 ? 2 * un : un;
+        break;
+    case KN_I64:
+        field = "int64_data";
+        have = tp->n_int64_data;
+        break;
+    case KN_U64:
+    case KN_U32:
+        field = "uint64_data";
+        have = tp->n_uint64_data;
+        break;
+    case KN_U4:
+    case KN_I4:
+    case KN_F4E2M1:
+    case KN_U2:
+    case KN_I2:
+        field = "int32_data (packed)";
+        need = kn_pb_packed_bytes(dt, n);
+        break;
     default: break;
     }
     KN_TRY(kn_pb_count(what, dt, field, have, need));
@@ -281,10 +332,12 @@ static kn_status *kn_pb_typed(const Onnx__TensorProto *tp, kn_tensor *t, int64_t
     t->data = d;
     t->owns = true;
     switch (dt) {
-    case KN_F32: case KN_C64:
+    case KN_F32:
+    case KN_C64:
         if (bytes) memcpy(d, tp->float_data, bytes);
         return NULL;
-    case KN_F64: case KN_C128:
+    case KN_F64:
+    case KN_C128:
         if (bytes) memcpy(d, tp->double_data, bytes);
         return NULL;
     case KN_I64:
@@ -299,16 +352,29 @@ static kn_status *kn_pb_typed(const Onnx__TensorProto *tp, kn_tensor *t, int64_t
     case KN_I32:
         if (bytes) memcpy(d, tp->int32_data, bytes);
         return NULL;
-    case KN_I16: case KN_U16: case KN_F16: case KN_BF16:
+    case KN_I16:
+    case KN_U16:
+    case KN_F16:
+    case KN_BF16:
         for (size_t i = 0; i < un; i++) ((uint16_t *)d)[i] = (uint16_t)tp->int32_data[i];
         return NULL;
     case KN_BOOL:
         for (size_t i = 0; i < un; i++) d[i] = tp->int32_data[i] != 0;
         return NULL;
-    case KN_I8: case KN_U8: case KN_F8E4M3FN: case KN_F8E4M3FNUZ: case KN_F8E5M2: case KN_F8E5M2FNUZ: case KN_F8E8M0:
+    case KN_I8:
+    case KN_U8:
+    case KN_F8E4M3FN:
+    case KN_F8E4M3FNUZ:
+    case KN_F8E5M2:
+    case KN_F8E5M2FNUZ:
+    case KN_F8E8M0:
         for (size_t i = 0; i < un; i++) d[i] = (uint8_t)tp->int32_data[i];
         return NULL;
-    case KN_U4: case KN_I4: case KN_F4E2M1: case KN_U2: case KN_I2: {
+    case KN_U4:
+    case KN_I4:
+    case KN_F4E2M1:
+    case KN_U2:
+    case KN_I2: {
         /* Each int32 holds one packed byte (two 4-bit or four 2-bit elements). */
         size_t pb = need;
         uint8_t *packed = malloc(pb ? pb : 1);
@@ -319,7 +385,8 @@ static kn_status *kn_pb_typed(const Onnx__TensorProto *tp, kn_tensor *t, int64_t
         return NULL;
     }
     default:
-        return kn_error(KN_ERR_UNSUPPORTED, "tensor '%s': data type %s cannot be stored in typed fields", what, kn_dtype_name(dt));
+        return kn_error(KN_ERR_UNSUPPORTED, "tensor '%s': data type %s cannot be stored in typed fields", what,
+                        kn_dtype_name(dt));
     }
 }
 
@@ -328,28 +395,38 @@ kn_status *kn_onnx_tensor_from_pb(kn_onnx_src *src, Onnx__TensorProto *tp, bool 
     const char *what = kn_pb_name(tp);
     if (!tp->has_data_type || !kn_dtype_valid(tp->data_type))
         return kn_error(tp->has_data_type && tp->data_type > 0 ? KN_ERR_UNSUPPORTED : KN_ERR_INVALID_MODEL,
-                        "tensor '%s': unknown or unsupported data type %d", what, tp->has_data_type ? (int)tp->data_type : 0);
+                        "tensor '%s': unknown or unsupported data type %d", what,
+                        tp->has_data_type ? (int)tp->data_type : 0);
     if (tp->segment)
-        return kn_error(KN_ERR_UNSUPPORTED, "tensor '%s': segmented tensors are not supported (a SequenceProto or OptionalProto "
-                        "read as a TensorProto looks like one)", what);
+        return kn_error(KN_ERR_UNSUPPORTED,
+                        "tensor '%s': segmented tensors are not supported (a SequenceProto or OptionalProto "
+                        "read as a TensorProto looks like one)",
+                        what);
     kn_tensor *t = calloc(1, sizeof *t);
     if (!t) return KN_OOM(sizeof *t);
     t->dtype = (kn_dtype)tp->data_type;
     t->device = KN_DEVICE_CPU;
     int64_t n = 0;
     kn_status *st = kn_pb_shape(what, tp->dims, tp->n_dims, t, &n);
-    if (st) { free(t); return st; }
+    if (st) {
+        free(t);
+        return st;
+    }
     if (tp->has_data_location && tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL) {
         st = kn_pb_external(src, tp, t, n);
     } else if (tp->has_raw_data && t->dtype != KN_STRING) {
         size_t need = kn_pb_packed_bytes(t->dtype, n);
         if (tp->raw_data.len != need) {
-            st = kn_error(KN_ERR_INVALID_MODEL, "tensor '%s' (%s): raw_data holds %zu bytes but its dims need %zu", what,
-                          kn_dtype_name(t->dtype), tp->raw_data.len, need);
+            st = kn_error(KN_ERR_INVALID_MODEL, "tensor '%s' (%s): raw_data holds %zu bytes but its dims need %zu",
+                          what, kn_dtype_name(t->dtype), tp->raw_data.len, need);
         } else if (kn_pb_bits(t->dtype) < 8) {
             uint8_t *d = malloc(n ? (size_t)n : 1);
             if (!d) st = KN_OOM(n);
-            else { kn_pb_unpack(t->dtype, tp->raw_data.data, d, n); t->data = d; t->owns = true; }
+            else {
+                kn_pb_unpack(t->dtype, tp->raw_data.data, d, n);
+                t->data = d;
+                t->owns = true;
+            }
         } else if (steal && need > 0 && tp->raw_data.data) {
             /* protobuf-c allocated it with malloc: take it over instead of copying the weights. */
             t->data = tp->raw_data.data;
@@ -360,14 +437,21 @@ kn_status *kn_onnx_tensor_from_pb(kn_onnx_src *src, Onnx__TensorProto *tp, bool 
         } else {
             void *d = malloc(need ? need : 1);
             if (!d) st = KN_OOM(need);
-            else { if (need) memcpy(d, tp->raw_data.data, need); t->data = d; t->owns = true; }
+            else {
+                if (need) memcpy(d, tp->raw_data.data, need);
+                t->data = d;
+                t->owns = true;
+            }
         }
     } else if (tp->has_raw_data) {
         st = kn_error(KN_ERR_INVALID_MODEL, "tensor '%s': string tensors must use string_data, not raw_data", what);
     } else {
         st = kn_pb_typed(tp, t, n);
     }
-    if (st) { kn_tensor_free(t); return st; }
+    if (st) {
+        kn_tensor_free(t);
+        return st;
+    }
     *out = t;
     return NULL;
 }
@@ -375,7 +459,8 @@ kn_status *kn_onnx_tensor_from_pb(kn_onnx_src *src, Onnx__TensorProto *tp, bool 
 kn_status *kn_onnx_sparse_from_pb(kn_onnx_src *src, Onnx__SparseTensorProto *sp, kn_tensor **out) {
     *out = NULL;
     const char *what = sp->values ? kn_pb_name(sp->values) : "<unnamed>";
-    if (!sp->values || !sp->indices) return kn_error(KN_ERR_INVALID_MODEL, "sparse tensor '%s' lacks values or indices", what);
+    if (!sp->values || !sp->indices)
+        return kn_error(KN_ERR_INVALID_MODEL, "sparse tensor '%s' lacks values or indices", what);
     kn_tensor shape = {0};
     int64_t numel = 0;
     KN_TRY(kn_pb_shape(what, sp->dims, sp->n_dims, &shape, &numel));
@@ -387,13 +472,15 @@ kn_status *kn_onnx_sparse_from_pb(kn_onnx_src *src, Onnx__SparseTensorProto *sp,
     bool linear = idx->ndim == 1 && idx->dims[0] == nnz;
     bool coords = idx->ndim == 2 && idx->dims[0] == nnz && idx->dims[1] == shape.ndim;
     if (nnz < 0 || (idx->dtype != KN_I64 && idx->dtype != KN_I32) || (!linear && !coords)) {
-        st = kn_error(KN_ERR_INVALID_MODEL, "sparse tensor '%s': values must be 1-D and indices int64 [nnz] or [nnz, rank]", what);
+        st = kn_error(KN_ERR_INVALID_MODEL,
+                      "sparse tensor '%s': values must be 1-D and indices int64 [nnz] or [nnz, rank]", what);
         goto done;
     }
     size_t esz = kn_dtype_size(vals->dtype);
     size_t dense_bytes = (size_t)numel * esz, sparse_bytes = kn_nbytes(vals) + kn_nbytes(idx);
     if (dense_bytes > KN_SPARSE_FREE_BYTES && dense_bytes / KN_SPARSE_MAX_RATIO > sparse_bytes) {
-        st = kn_error(KN_ERR_UNSUPPORTED, "sparse tensor '%s' would densify from %zu to %zu bytes", what, sparse_bytes, dense_bytes);
+        st = kn_error(KN_ERR_UNSUPPORTED, "sparse tensor '%s' would densify from %zu to %zu bytes", what, sparse_bytes,
+                      dense_bytes);
         goto done;
     }
     st = kn_tensor_new(vals->dtype, shape.ndim, shape.dims, &dense);
@@ -407,18 +494,25 @@ kn_status *kn_onnx_sparse_from_pb(kn_onnx_src *src, Onnx__SparseTensorProto *sp,
         } else {
             for (int r = 0; r < shape.ndim; r++) {
                 int64_t c = kn_get_i64(idx, k * shape.ndim + r);
-                if (c < 0 || c >= shape.dims[r]) { ok = false; break; }
+                if (c < 0 || c >= shape.dims[r]) {
+                    ok = false;
+                    break;
+                }
                 pos = pos * shape.dims[r] + c;
             }
         }
         if (!ok) {
-            st = kn_error(KN_ERR_INVALID_MODEL, "sparse tensor '%s': index of element %lld is out of range", what, (long long)k);
+            st = kn_error(KN_ERR_INVALID_MODEL, "sparse tensor '%s': index of element %lld is out of range", what,
+                          (long long)k);
             goto done;
         }
         if (vals->dtype == KN_STRING) {
             char **d = dense->data;
             free(d[pos]);
-            if (!(d[pos] = strdup(((char **)vals->data)[k]))) { st = KN_OOM(0); goto done; }
+            if (!(d[pos] = strdup(((char **)vals->data)[k]))) {
+                st = KN_OOM(0);
+                goto done;
+            }
         } else {
             memcpy((uint8_t *)dense->data + (size_t)pos * esz, (uint8_t *)vals->data + (size_t)k * esz, esz);
         }
@@ -427,7 +521,10 @@ kn_status *kn_onnx_sparse_from_pb(kn_onnx_src *src, Onnx__SparseTensorProto *sp,
         /* Unset string elements are empty strings, not NULL pointers. */
         char **d = dense->data;
         for (int64_t i = 0; i < numel; i++)
-            if (!d[i] && !(d[i] = strdup(""))) { st = KN_OOM(1); goto done; }
+            if (!d[i] && !(d[i] = strdup(""))) {
+                st = KN_OOM(1);
+                goto done;
+            }
     }
 done:
     kn_tensor_free(vals);
@@ -476,7 +573,10 @@ kn_status *kn_onnx_map_file(const char *path, void **p, size_t *len, char **dir)
     close(fd);
     if (m == MAP_FAILED) return kn_error(KN_ERR_IO, "%s: cannot map: %s", path, strerror(e));
     char *d = strdup(path);
-    if (!d) { if (m) munmap(m, n); return KN_OOM(strlen(path)); }
+    if (!d) {
+        if (m) munmap(m, n);
+        return KN_OOM(strlen(path));
+    }
     char *slash = strrchr(d, '/');
     if (slash) *(slash == d ? slash + 1 : slash) = 0;
     else strcpy(d, ".");
@@ -510,8 +610,8 @@ kn_status *kn_tensor_proto_write_file(const char *path, const kn_tensor *t, cons
              "%s: cannot write tensor %s", path, kn_tensor_desc(t, desc, sizeof desc));
     KN_CHECK(t->device == KN_DEVICE_CPU, KN_ERR_INVALID_ARGUMENT, "%s: tensor must be on the host to be written", path);
     int64_t n = kn_numel(t);
-    KN_CHECK(n >= 0 && n <= KN_MAX_NUMEL && (n == 0 || t->data), KN_ERR_INVALID_ARGUMENT, "%s: tensor %s has no data or an unknown shape",
-             path, kn_tensor_desc(t, desc, sizeof desc));
+    KN_CHECK(n >= 0 && n <= KN_MAX_NUMEL && (n == 0 || t->data), KN_ERR_INVALID_ARGUMENT,
+             "%s: tensor %s has no data or an unknown shape", path, kn_tensor_desc(t, desc, sizeof desc));
     Onnx__TensorProto tp = ONNX__TENSOR_PROTO__INIT;
     int64_t dims[KN_MAX_DIMS];
     for (int i = 0; i < t->ndim; i++) dims[i] = t->dims[i];

@@ -26,7 +26,8 @@ static kn_status *kn_opt_from_pb(kn_onnx_src *src, Onnx__OptionalProto *op, kn_t
 }
 
 static kn_status *kn_seq_from_pb(kn_onnx_src *src, Onnx__SequenceProto *sp, kn_tensor *out) {
-    KN_CHECK(sp->n_sparse_tensor_values == 0 && sp->n_map_values == 0 && sp->n_optional_values == 0 && sp->n_sequence_values == 0,
+    KN_CHECK(sp->n_sparse_tensor_values == 0 && sp->n_map_values == 0 && sp->n_optional_values == 0 &&
+                 sp->n_sequence_values == 0,
              KN_ERR_UNSUPPORTED, "%s: only sequences of tensors are supported", src->file);
     KN_TRY(kn_seq_init(out, KN_UNDEFINED));
     for (size_t i = 0; i < sp->n_tensor_values; i++) {
@@ -37,7 +38,10 @@ static kn_status *kn_seq_from_pb(kn_onnx_src *src, Onnx__SequenceProto *sp, kn_t
             st = kn_seq_insert(out, (int64_t)i, t);
             if (st) kn_tensor_free(t);
         }
-        if (st) { kn_tensor_release(out); return st; }
+        if (st) {
+            kn_tensor_release(out);
+            return st;
+        }
     }
     return NULL;
 }
@@ -73,7 +77,10 @@ kn_status *kn_value_proto_read_file(const char *path, int kind, kn_tensor **out,
     }
     kn_onnx_unmap_file(map, len, dir);
     kn_onnx_src_release(&src);
-    if (st) { free(t); return st; }
+    if (st) {
+        free(t);
+        return st;
+    }
     *out = t;
     return NULL;
 }

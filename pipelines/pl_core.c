@@ -11,22 +11,19 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-void kn_pl_options_init(kn_pl_options *o)
-{
+void kn_pl_options_init(kn_pl_options *o) {
     memset(o, 0, sizeof *o);
     kn_session_options_init(&o->session);
     o->batch_size = 32;
 }
 
-static void pl_log_to_warn(void *user, kn_log_level level, const char *msg)
-{
+static void pl_log_to_warn(void *user, kn_log_level level, const char *msg) {
     const kn_pipeline *p = user;
     p->opt.warn(p->opt.warn_ctx, msg);
 }
 
 /* Warnings go to the pipeline's warn, else to its session's log callback, else to stderr. */
-void pl_warn(const kn_pipeline *p, const char *fmt, ...)
-{
+void pl_warn(const kn_pipeline *p, const char *fmt, ...) {
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
@@ -37,42 +34,41 @@ void pl_warn(const kn_pipeline *p, const char *fmt, ...)
     else kn_log_stderr(NULL, KN_LOG_WARNING, msg);
 }
 
-const char *pl_json_str(json_object *o, const char *key, const char *dflt)
-{
+const char *pl_json_str(json_object *o, const char *key, const char *dflt) {
     json_object *v;
-    if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)) return json_object_get_string(v);
+    if (o && json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
+        return json_object_get_string(v);
     return dflt;
 }
 
-int64_t pl_json_int(json_object *o, const char *key, int64_t dflt)
-{
+int64_t pl_json_int(json_object *o, const char *key, int64_t dflt) {
     json_object *v;
-    if (o && json_object_object_get_ex(o, key, &v) && (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)))
+    if (o && json_object_object_get_ex(o, key, &v) &&
+        (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)))
         return json_object_get_int64(v);
     return dflt;
 }
 
-static bool pl_exists(const char *p)
-{
+static bool pl_exists(const char *p) {
     struct stat st;
     return stat(p, &st) == 0;
 }
 
-static bool pl_is_dir(const char *p)
-{
+static bool pl_is_dir(const char *p) {
     struct stat st;
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 /* A JSON file of the folder, or NULL when absent; a malformed one is an error. */
-static kn_status *pl_read_json(const char *dir, const char *name, json_object **out)
-{
+static kn_status *pl_read_json(const char *dir, const char *name, json_object **out) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     *out = NULL;
     if (!pl_exists(path)) return NULL;
     json_object *j = json_object_from_file(path);
-    if (!j) return kn_error(KN_ERR_INVALID_MODEL, "%s: not valid JSON (%s)", path, json_util_get_last_err() ? json_util_get_last_err() : "parse error");
+    if (!j)
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: not valid JSON (%s)", path,
+                        json_util_get_last_err() ? json_util_get_last_err() : "parse error");
     if (!json_object_is_type(j, json_type_object) && !json_object_is_type(j, json_type_array)) {
         json_object_put(j);
         return kn_error(KN_ERR_INVALID_MODEL, "%s: expected a JSON object", path);
@@ -83,8 +79,7 @@ static kn_status *pl_read_json(const char *dir, const char *name, json_object **
 
 /* The model file: opt->onnx_file, else model.onnx at the root or under onnx/, else the only
  * .onnx file there. */
-static kn_status *pl_find_onnx(const char *dir, const char *onnx_file, char *path, size_t len)
-{
+static kn_status *pl_find_onnx(const char *dir, const char *onnx_file, char *path, size_t len) {
     if (onnx_file) {
         if (onnx_file[0] == '/' || pl_exists(onnx_file)) snprintf(path, len, "%s", onnx_file);
         else snprintf(path, len, "%s/%s", dir, onnx_file);
@@ -108,7 +103,11 @@ static kn_status *pl_find_onnx(const char *dir, const char *onnx_file, char *pat
             size_t l = strlen(e->d_name);
             if (l > 5 && !strcmp(e->d_name + l - 5, ".onnx")) {
                 if (n < 2) snprintf(found[n], sizeof found[n], "%s%.1000s", sub[k][0] ? "onnx/" : "", e->d_name);
-                if (n < 1 && strlen(d) + l + 2 <= len) { memcpy(path, d, strlen(d)); path[strlen(d)] = '/'; memcpy(path + strlen(d) + 1, e->d_name, l + 1); }
+                if (n < 1 && strlen(d) + l + 2 <= len) {
+                    memcpy(path, d, strlen(d));
+                    path[strlen(d)] = '/';
+                    memcpy(path + strlen(d) + 1, e->d_name, l + 1);
+                }
                 n++;
             }
         }
@@ -116,15 +115,16 @@ static kn_status *pl_find_onnx(const char *dir, const char *onnx_file, char *pat
     }
     if (n == 1) return NULL;
     if (n == 0) return kn_error(KN_ERR_IO, "%s: no model: no .onnx file at the root or under onnx/", dir);
-    return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %d .onnx files (%s, %s, ...); choose one with --onnx-file", dir, n, found[0], found[1]);
+    return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %d .onnx files (%s, %s, ...); choose one with --onnx-file", dir, n,
+                    found[0], found[1]);
 }
 
-static kn_status *pl_read_labels(kn_pipeline *p)
-{
+static kn_status *pl_read_labels(kn_pipeline *p) {
     json_object *id2label;
     int64_t declared = pl_json_int(p->config, "num_labels", 0);
     int n = 0;
-    if (p->config && json_object_object_get_ex(p->config, "id2label", &id2label) && json_object_is_type(id2label, json_type_object)) {
+    if (p->config && json_object_object_get_ex(p->config, "id2label", &id2label) &&
+        json_object_is_type(id2label, json_type_object)) {
         json_object_object_foreach(id2label, k, v) {
             (void)v;
             char *end;
@@ -159,8 +159,7 @@ static kn_status *pl_read_labels(kn_pipeline *p)
 
 /* Pooling and normalisation from sentence-transformers' modules.json and 1_Pooling/config.json
  * (the pooling module's folder is read from modules.json when it names one). */
-static kn_status *pl_read_st(kn_pipeline *p)
-{
+static kn_status *pl_read_st(kn_pipeline *p) {
     json_object *mods = NULL, *pool = NULL, *stc = NULL;
     KN_TRY(pl_read_json(p->dir, "modules.json", &mods));
     char pool_dir[512] = "1_Pooling";
@@ -178,25 +177,38 @@ static kn_status *pl_read_st(kn_pipeline *p)
     char rel[600];
     snprintf(rel, sizeof rel, "%s/config.json", pool_dir);
     kn_status *st = pl_read_json(p->dir, rel, &pool);
-    if (st) { json_object_put(mods); return st; }
+    if (st) {
+        json_object_put(mods);
+        return st;
+    }
     if (pool) {
         json_object *v;
-        static const struct { const char *key; kn_pl_pooling mode; } keys[] = {
-            {"pooling_mode_cls_token", KN_POOL_CLS}, {"pooling_mode_max_tokens", KN_POOL_MAX},
-            {"pooling_mode_lasttoken", KN_POOL_LAST}, {"pooling_mode_mean_tokens", KN_POOL_MEAN}};
+        static const struct {
+            const char *key;
+            kn_pl_pooling mode;
+        } keys[] = {{"pooling_mode_cls_token", KN_POOL_CLS},
+                    {"pooling_mode_max_tokens", KN_POOL_MAX},
+                    {"pooling_mode_lasttoken", KN_POOL_LAST},
+                    {"pooling_mode_mean_tokens", KN_POOL_MEAN}};
         for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
-            if (json_object_object_get_ex(pool, keys[k].key, &v) && json_object_get_boolean(v)) p->pooling = keys[k].mode;
+            if (json_object_object_get_ex(pool, keys[k].key, &v) && json_object_get_boolean(v))
+                p->pooling = keys[k].mode;
         /* sentence-transformers 6 writes one "pooling_mode" string instead of the flags */
         const char *mode = pl_json_str(pool, "pooling_mode", NULL);
         if (mode) {
-            static const struct { const char *name; kn_pl_pooling mode; } modes[] = {
+            static const struct {
+                const char *name;
+                kn_pl_pooling mode;
+            } modes[] = {
                 {"cls", KN_POOL_CLS}, {"mean", KN_POOL_MEAN}, {"max", KN_POOL_MAX}, {"lasttoken", KN_POOL_LAST}};
             kn_pl_pooling found = KN_POOL_DEFAULT;
             for (size_t k = 0; k < sizeof modes / sizeof modes[0]; k++)
                 if (!strcmp(mode, modes[k].name)) found = modes[k].mode;
             if (found == KN_POOL_DEFAULT) {
-                kn_status *e = kn_error(KN_ERR_UNSUPPORTED, "%s/%s: pooling_mode '%s' is not one kiln implements (cls, mean, max, lasttoken)",
-                                        p->dir, rel, mode);
+                kn_status *e =
+                    kn_error(KN_ERR_UNSUPPORTED,
+                             "%s/%s: pooling_mode '%s' is not one kiln implements (cls, mean, max, lasttoken)", p->dir,
+                             rel, mode);
                 json_object_put(mods);
                 json_object_put(pool);
                 return e;
@@ -212,16 +224,16 @@ static kn_status *pl_read_st(kn_pipeline *p)
     return st;
 }
 
-static const char *pl_role_name(kn_pl_role r)
-{
+static const char *pl_role_name(kn_pl_role r) {
     static const char *const n[] = {"input_ids", "attention_mask", "token_type_ids", "position_ids", "pixel_values"};
     return n[r];
 }
 
-static kn_status *pl_match_inputs(kn_pipeline *p, const char *model_path)
-{
+static kn_status *pl_match_inputs(kn_pipeline *p, const char *model_path) {
     int n = kn_session_input_count(p->session);
-    if (n > KN_PL_MAX_IO) return kn_error(KN_ERR_UNSUPPORTED, "%s: %d model inputs; pipelines feed at most %d", model_path, n, KN_PL_MAX_IO);
+    if (n > KN_PL_MAX_IO)
+        return kn_error(KN_ERR_UNSUPPORTED, "%s: %d model inputs; pipelines feed at most %d", model_path, n,
+                        KN_PL_MAX_IO);
     for (int i = 0; i < n; i++) {
         kn_value_info vi;
         KN_TRY(kn_session_input_info(p->session, i, &vi));
@@ -230,14 +242,18 @@ static kn_status *pl_match_inputs(kn_pipeline *p, const char *model_path)
         for (int r = KN_ROLE_IDS; r <= KN_ROLE_PIXELS; r++)
             if (!strcmp(vi.name, pl_role_name((kn_pl_role)r))) role = r;
         if (role < 0)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: model input '%s' (%s) is not one a pipeline can feed "
-                            "(input_ids, attention_mask, token_type_ids, position_ids, pixel_values)", model_path, vi.name, kn_dtype_name(vi.dtype));
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "%s: model input '%s' (%s) is not one a pipeline can feed "
+                            "(input_ids, attention_mask, token_type_ids, position_ids, pixel_values)",
+                            model_path, vi.name, kn_dtype_name(vi.dtype));
         bool ok = role == KN_ROLE_PIXELS ? vi.dtype == KN_F32 : (vi.dtype == KN_I64 || vi.dtype == KN_I32);
         if (!ok)
             return kn_error(KN_ERR_UNSUPPORTED, "%s: model input '%s' is %s; pipelines feed %s", model_path, vi.name,
                             kn_dtype_name(vi.dtype), role == KN_ROLE_PIXELS ? "float32" : "int64 or int32");
         if (role != KN_ROLE_PIXELS && !p->tok)
-            return kn_error(KN_ERR_INVALID_MODEL, "%s: the model takes '%s' but the folder has no tokenizer.json or vocab.txt", p->dir, vi.name);
+            return kn_error(KN_ERR_INVALID_MODEL,
+                            "%s: the model takes '%s' but the folder has no tokenizer.json or vocab.txt", p->dir,
+                            vi.name);
         in->name = strdup(vi.name);
         in->dtype = vi.dtype;
         in->role = (kn_pl_role)role;
@@ -247,7 +263,8 @@ static kn_status *pl_match_inputs(kn_pipeline *p, const char *model_path)
     }
     bool has_ids = false;
     for (int i = 0; i < p->n_inputs; i++) has_ids |= p->in[i].role == KN_ROLE_IDS || p->in[i].role == KN_ROLE_PIXELS;
-    if (!has_ids) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: the model has neither input_ids nor pixel_values", model_path);
+    if (!has_ids)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: the model has neither input_ids nor pixel_values", model_path);
     p->n_outputs = kn_session_output_count(p->session);
     if (p->n_outputs > KN_PL_MAX_IO) p->n_outputs = KN_PL_MAX_IO;
     for (int i = 0; i < p->n_outputs; i++) {
@@ -260,8 +277,7 @@ static kn_status *pl_match_inputs(kn_pipeline *p, const char *model_path)
 
 /* The token limit: tokenizer_config.json model_max_length when it is a real one, and the
  * position table (RoBERTa-family tables start after the padding index, hence the offset). */
-static kn_status *pl_read_limits(kn_pipeline *p)
-{
+static kn_status *pl_read_limits(kn_pipeline *p) {
     json_object *tc = NULL;
     KN_TRY(pl_read_json(p->dir, "tokenizer_config.json", &tc));
     int64_t mml = pl_json_int(tc, "model_max_length", 0);
@@ -269,7 +285,8 @@ static kn_status *pl_read_limits(kn_pipeline *p)
     int64_t mpe = pl_json_int(p->config, "max_position_embeddings", 0);
     if (!mpe) mpe = pl_json_int(p->config, "n_positions", 0);
     if (mpe > 0 && p->model_type) {
-        static const char *const offset2[] = {"roberta", "xlm-roberta", "camembert", "longformer", "mpnet", "bart", "xlm-roberta-xl", "data2vec-text"};
+        static const char *const offset2[] = {"roberta", "xlm-roberta", "camembert",      "longformer",
+                                              "mpnet",   "bart",        "xlm-roberta-xl", "data2vec-text"};
         for (size_t i = 0; i < sizeof offset2 / sizeof offset2[0]; i++)
             if (!strcmp(p->model_type, offset2[i])) mpe -= 2;
     }
@@ -286,16 +303,27 @@ static kn_status *pl_read_limits(kn_pipeline *p)
         }
         if (name) p->pad_id = kn_tokenizer_token_to_id(p->tok, name);
         static const char *const guesses[] = {"[PAD]", "<pad>", "<|padding|>"};
-        for (size_t i = 0; p->pad_id < 0 && !name && i < 3; i++) p->pad_id = kn_tokenizer_token_to_id(p->tok, guesses[i]);
+        for (size_t i = 0; p->pad_id < 0 && !name && i < 3; i++)
+            p->pad_id = kn_tokenizer_token_to_id(p->tok, guesses[i]);
     }
     /* transformers feeds token_type_ids only when the tokenizer returns them: model_input_names
      * from the file, else the tokenizer class's own list (in transformers 5 only these classes
      * list token_type_ids; the generic TokenizersBackend does not) */
     const char *cls = pl_json_str(tc, "tokenizer_class", NULL);
     if (cls) {
-        static const char *const with_types[] = {"BertTokenizer", "CanineTokenizer", "ConvBertTokenizer", "DPRContextEncoderTokenizer",
-            "DPRQuestionEncoderTokenizer", "DebertaTokenizer", "DebertaV2Tokenizer", "FNetTokenizer", "LayoutLMv2Tokenizer",
-            "MarkupLMTokenizer", "MobileBertTokenizer", "SqueezeBertTokenizer", "TapasTokenizer"};
+        static const char *const with_types[] = {"BertTokenizer",
+                                                 "CanineTokenizer",
+                                                 "ConvBertTokenizer",
+                                                 "DPRContextEncoderTokenizer",
+                                                 "DPRQuestionEncoderTokenizer",
+                                                 "DebertaTokenizer",
+                                                 "DebertaV2Tokenizer",
+                                                 "FNetTokenizer",
+                                                 "LayoutLMv2Tokenizer",
+                                                 "MarkupLMTokenizer",
+                                                 "MobileBertTokenizer",
+                                                 "SqueezeBertTokenizer",
+                                                 "TapasTokenizer"};
         size_t cl = strlen(cls);
         if (cl > 4 && !strcmp(cls + cl - 4, "Fast")) cl -= 4;
         p->zero_type_ids = 1;
@@ -303,7 +331,8 @@ static kn_status *pl_read_limits(kn_pipeline *p)
             if (strlen(with_types[i]) == cl && !strncmp(cls, with_types[i], cl)) p->zero_type_ids = 0;
     }
     json_object *names;
-    if (tc && json_object_object_get_ex(tc, "model_input_names", &names) && json_object_is_type(names, json_type_array)) {
+    if (tc && json_object_object_get_ex(tc, "model_input_names", &names) &&
+        json_object_is_type(names, json_type_array)) {
         p->zero_type_ids = 1;
         for (size_t i = 0; i < json_object_array_length(names); i++) {
             const char *nm = json_object_get_string(json_object_array_get_idx(names, i));
@@ -316,8 +345,7 @@ static kn_status *pl_read_limits(kn_pipeline *p)
     return NULL;
 }
 
-static kn_status *pl_open(kn_pipeline *p, const char *path_or_repo)
-{
+static kn_status *pl_open(kn_pipeline *p, const char *path_or_repo) {
     KN_TRY(pl_hub_resolve(path_or_repo, p->opt.onnx_file, &p->dir));
     if (!pl_is_dir(p->dir)) return kn_error(KN_ERR_IO, "%s: not a folder", p->dir);
     char model_path[4096];
@@ -344,11 +372,14 @@ static kn_status *pl_open(kn_pipeline *p, const char *path_or_repo)
         if (!p->tok) return kn_error(KN_ERR_INVALID_MODEL, "%s", err);
         int64_t vs = pl_json_int(p->config, "vocab_size", 0);
         json_object *tc2;
-        if (!vs && p->config && json_object_object_get_ex(p->config, "text_config", &tc2)) vs = pl_json_int(tc2, "vocab_size", 0);
+        if (!vs && p->config && json_object_object_get_ex(p->config, "text_config", &tc2))
+            vs = pl_json_int(tc2, "vocab_size", 0);
         int32_t tv = kn_tokenizer_vocab_size(p->tok);
         if (vs > 0 && tv > vs)
-            return kn_error(KN_ERR_INVALID_MODEL, "%s: the tokenizer has %d tokens but config.json vocab_size is %lld: "
-                            "tokenizer and model do not match", p->dir, tv, (long long)vs);
+            return kn_error(KN_ERR_INVALID_MODEL,
+                            "%s: the tokenizer has %d tokens but config.json vocab_size is %lld: "
+                            "tokenizer and model do not match",
+                            p->dir, tv, (long long)vs);
     }
     KN_TRY(pl_read_limits(p));
     KN_TRY(kn_error_wrap(kn_model_load(model_path, &p->model), "%s: ", model_path));
@@ -361,8 +392,7 @@ static kn_status *pl_open(kn_pipeline *p, const char *path_or_repo)
     return pl_match_inputs(p, model_path);
 }
 
-kn_status *kn_pipeline_open(const char *path_or_repo, const kn_pl_options *opt, kn_pipeline **out)
-{
+kn_status *kn_pipeline_open(const char *path_or_repo, const kn_pl_options *opt, kn_pipeline **out) {
     *out = NULL;
     if (!path_or_repo || !*path_or_repo) return kn_error(KN_ERR_INVALID_ARGUMENT, "kn_pipeline_open: no model path");
     kn_pipeline *p = calloc(1, sizeof *p);
@@ -370,19 +400,21 @@ kn_status *kn_pipeline_open(const char *path_or_repo, const kn_pl_options *opt, 
     if (opt) p->opt = *opt;
     else kn_pl_options_init(&p->opt);
     if (p->opt.batch_size < 1) p->opt.batch_size = 32;
-    p->opt.onnx_file = NULL;   /* only valid during open */
+    p->opt.onnx_file = NULL; /* only valid during open */
     kn_pl_options o2 = p->opt;
     o2.onnx_file = opt ? opt->onnx_file : NULL;
     p->opt = o2;
     kn_status *st = pl_open(p, path_or_repo);
     p->opt.onnx_file = NULL;
-    if (st) { kn_pipeline_free(p); return st; }
+    if (st) {
+        kn_pipeline_free(p);
+        return st;
+    }
     *out = p;
     return NULL;
 }
 
-void kn_pipeline_free(kn_pipeline *p)
-{
+void kn_pipeline_free(kn_pipeline *p) {
     if (!p) return;
     kn_session_free(p->session);
     kn_model_free(p->model);
@@ -401,24 +433,22 @@ void kn_pipeline_free(kn_pipeline *p)
 
 const char *kn_pipeline_dir(const kn_pipeline *p) { return p->dir; }
 
-bool kn_pipeline_takes_images(const kn_pipeline *p)
-{
+bool kn_pipeline_takes_images(const kn_pipeline *p) {
     for (int i = 0; i < p->n_inputs; i++)
         if (p->in[i].role == KN_ROLE_PIXELS) return true;
     return false;
 }
 int kn_pipeline_num_labels(const kn_pipeline *p) { return p->num_labels; }
 
-const char *kn_pipeline_label(const kn_pipeline *p, int id)
-{
+const char *kn_pipeline_label(const kn_pipeline *p, int id) {
     if (id >= 0 && id < p->num_labels) return p->labels[id];
     return NULL;
 }
 
-int kn_pipeline_label_id(const kn_pipeline *p, const char *label)
-{
+int kn_pipeline_label_id(const kn_pipeline *p, const char *label) {
     json_object *l2i, *v;
-    if (p->config && json_object_object_get_ex(p->config, "label2id", &l2i) && json_object_is_type(l2i, json_type_object)) {
+    if (p->config && json_object_object_get_ex(p->config, "label2id", &l2i) &&
+        json_object_is_type(l2i, json_type_object)) {
         json_object_object_foreach(l2i, k, val) {
             (void)v;
             if (!strcasecmp(k, label) && json_object_is_type(val, json_type_int)) return json_object_get_int(val);
@@ -430,8 +460,7 @@ int kn_pipeline_label_id(const kn_pipeline *p, const char *label)
 }
 
 kn_status *pl_encode(const kn_pipeline *p, int n, const char *const *texts, const char *const *pairs,
-                     const kn_encode_options *eo, int max_length, kn_encoding *out)
-{
+                     const kn_encode_options *eo, int max_length, kn_encoding *out) {
     if (!p->tok) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: this model has no tokenizer; it takes images", p->dir);
     kn_encode_options o;
     if (eo) o = *eo;
@@ -446,7 +475,12 @@ kn_status *pl_encode(const kn_pipeline *p, int n, const char *const *texts, cons
     size_t *lens = malloc(sizeof(size_t) * (size_t)(2 * n + 1));
     const char **tx = calloc((size_t)(2 * n + 1), sizeof *tx);
     char **own = calloc((size_t)(2 * n + 1), sizeof *own);
-    if (!lens || !tx || !own) { free(lens); free(tx); free(own); return KN_OOM(sizeof(size_t) * (size_t)n * 2); }
+    if (!lens || !tx || !own) {
+        free(lens);
+        free(tx);
+        free(own);
+        return KN_OOM(sizeof(size_t) * (size_t)n * 2);
+    }
     size_t *plens = lens + n;
     const char **px = tx + n;
     kn_status *st = NULL;
@@ -456,18 +490,25 @@ kn_status *pl_encode(const kn_pipeline *p, int n, const char *const *texts, cons
         lens[i] = src ? strlen(src) : 0;
         if (src && memmem(src, lens[i], "\xC0\x80", 2)) {
             /* U+0000 comes as C0 80 (pipeline.h): the tokenizer gets the NUL character itself */
-            if (!(own[i] = malloc(lens[i] + 1))) { st = KN_OOM(lens[i]); break; }
+            if (!(own[i] = malloc(lens[i] + 1))) {
+                st = KN_OOM(lens[i]);
+                break;
+            }
             size_t w = 0;
             for (size_t k = 0; k < lens[i]; k++) {
-                if ((unsigned char)src[k] == 0xC0 && k + 1 < lens[i] && (unsigned char)src[k + 1] == 0x80) { own[i][w++] = 0; k++; }
-                else own[i][w++] = src[k];
+                if ((unsigned char)src[k] == 0xC0 && k + 1 < lens[i] && (unsigned char)src[k + 1] == 0x80) {
+                    own[i][w++] = 0;
+                    k++;
+                } else own[i][w++] = src[k];
             }
             tx[i] = own[i];
             lens[i] = w;
         }
     }
     char err[1024];
-    int rc = st ? 0 : kn_tokenizer_encode_batch(p->tok, n, tx, lens, pairs ? px : NULL, plens, &o, p->opt.tokenizer_threads, out, err, sizeof err);
+    int rc = st ? 0
+                : kn_tokenizer_encode_batch(p->tok, n, tx, lens, pairs ? px : NULL, plens, &o, p->opt.tokenizer_threads,
+                                            out, err, sizeof err);
     for (int i = 0; i < 2 * n; i++) free(own[i]);
     free(own);
     free(tx);
@@ -487,8 +528,7 @@ kn_status *pl_encode(const kn_pipeline *p, int n, const char *const *texts, cons
     return NULL;
 }
 
-const kn_named_tensor *pl_output(const kn_pl_batch *b, const kn_pipeline *p, const char *name)
-{
+const kn_named_tensor *pl_output(const kn_pl_batch *b, const kn_pipeline *p, const char *name) {
     (void)p;
     if (!name) return b->n_out > 0 ? &b->out[0] : NULL;
     for (int i = 0; i < b->n_out; i++)
@@ -497,9 +537,8 @@ const kn_named_tensor *pl_output(const kn_pl_batch *b, const kn_pipeline *p, con
 }
 
 /* Runs one prepared set of inputs, converts the floating outputs to float32 and calls fn. */
-static kn_status *pl_run_call(const kn_pipeline *p, kn_named_tensor *in, int n_in, kn_pl_batch *b,
-                              kn_pl_batch_fn fn, void *ctx)
-{
+static kn_status *pl_run_call(const kn_pipeline *p, kn_named_tensor *in, int n_in, kn_pl_batch *b, kn_pl_batch_fn fn,
+                              void *ctx) {
     kn_named_tensor out[KN_PL_MAX_IO];
     memset(out, 0, sizeof out);
     for (int i = 0; i < p->n_outputs; i++) out[i].name = p->out_names[i];
@@ -510,7 +549,10 @@ static kn_status *pl_run_call(const kn_pipeline *p, kn_named_tensor *in, int n_i
         int64_t cnt = 1;
         for (int d = 0; d < out[i].ndim; d++) cnt *= out[i].dims[d];
         float *f = malloc(sizeof(float) * (size_t)(cnt ? cnt : 1));
-        if (!f) { st = KN_OOM(sizeof(float) * (size_t)cnt); break; }
+        if (!f) {
+            st = KN_OOM(sizeof(float) * (size_t)cnt);
+            break;
+        }
         for (int64_t k = 0; k < cnt; k++) f[k] = kn_load_f32(out[i].data, t, k);
         kn_free(out[i].data);
         out[i].data = f;
@@ -525,17 +567,17 @@ static kn_status *pl_run_call(const kn_pipeline *p, kn_named_tensor *in, int n_i
     return st;
 }
 
-typedef struct { int row, len; } pl_order;
-static int pl_order_cmp(const void *a, const void *b)
-{
+typedef struct {
+    int row, len;
+} pl_order;
+static int pl_order_cmp(const void *a, const void *b) {
     const pl_order *x = a, *y = b;
     if (x->len != y->len) return y->len - x->len;
     return x->row - y->row;
 }
 
-kn_status *pl_run_encodings(const kn_pipeline *p, int n_rows, const kn_encoding *const *rows,
-                            kn_pl_batch_fn fn, void *ctx)
-{
+kn_status *pl_run_encodings(const kn_pipeline *p, int n_rows, const kn_encoding *const *rows, kn_pl_batch_fn fn,
+                            void *ctx) {
     if (n_rows <= 0) return NULL;
     pl_order *ord = malloc(sizeof *ord * (size_t)n_rows);
     if (!ord) return KN_OOM(sizeof *ord * (size_t)n_rows);
@@ -571,7 +613,11 @@ kn_status *pl_run_encodings(const kn_pipeline *p, int n_rows, const kn_encoding 
         int n_in = 0;
         for (int i = 0; i < p->n_inputs && !st; i++) {
             const kn_pl_input *pi = &p->in[i];
-            if (pi->role == KN_ROLE_PIXELS) { st = kn_error(KN_ERR_INVALID_ARGUMENT, "%s: the model takes pixel_values and text; pipelines feed one or the other", p->dir); break; }
+            if (pi->role == KN_ROLE_PIXELS) {
+                st = kn_error(KN_ERR_INVALID_ARGUMENT,
+                              "%s: the model takes pixel_values and text; pipelines feed one or the other", p->dir);
+                break;
+            }
             int64_t *src = buf + (size_t)pi->role * cells;
             void *data = src;
             if (pi->dtype == KN_I32) {
@@ -579,26 +625,32 @@ kn_status *pl_run_encodings(const kn_pipeline *p, int n_rows, const kn_encoding 
                 for (int64_t k = 0; k < n * seq; k++) d32[k] = (int32_t)src[k];
                 data = d32;
             }
-            in[n_in++] = (kn_named_tensor){.name = pi->name, .dtype = pi->dtype, .ndim = 2, .dims = {n, seq}, .data = data};
+            in[n_in++] =
+                (kn_named_tensor){.name = pi->name, .dtype = pi->dtype, .ndim = 2, .dims = {n, seq}, .data = data};
         }
         if (st) break;
         kn_pl_batch b = {.n = n, .seq = seq, .row_index = row_index, .enc = enc, .mask = mask};
         st = pl_run_call(p, in, n_in, &b, fn, ctx);
     }
-    free(buf); free(buf32); free(row_index); free(enc); free(ord);
+    free(buf);
+    free(buf32);
+    free(row_index);
+    free(enc);
+    free(ord);
     return st;
 }
 
-kn_status *pl_run_pixels(const kn_pipeline *p, int n, const float *pixels, int c, int h, int w,
-                         kn_pl_batch_fn fn, void *ctx)
-{
+kn_status *pl_run_pixels(const kn_pipeline *p, int n, const float *pixels, int c, int h, int w, kn_pl_batch_fn fn,
+                         void *ctx) {
     kn_named_tensor in[1];
     int n_in = 0;
     float *nhwc = NULL;
     for (int i = 0; i < p->n_inputs && !n_in; i++) {
         const kn_pl_input *pi = &p->in[i];
         if (pi->role != KN_ROLE_PIXELS)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: the model takes '%s' besides pixel_values; an image pipeline cannot feed it", p->dir, pi->name);
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "%s: the model takes '%s' besides pixel_values; an image pipeline cannot feed it", p->dir,
+                            pi->name);
         /* channels-last models (TensorFlow exports) declare [batch, H, W, C]: transpose */
         bool last = pi->ndim == 4 && pi->dims[3] == c && pi->dims[1] != c;
         if (last) {
@@ -608,15 +660,21 @@ kn_status *pl_run_pixels(const kn_pipeline *p, int n, const float *pixels, int c
             for (int b = 0; b < n; b++)
                 for (int ch = 0; ch < c; ch++)
                     for (size_t k = 0; k < hw; k++)
-                        nhwc[((size_t)b * hw + k) * (size_t)c + (size_t)ch] = pixels[((size_t)b * (size_t)c + (size_t)ch) * hw + k];
-            in[n_in++] = (kn_named_tensor){.name = pi->name, .dtype = KN_F32, .ndim = 4, .dims = {n, h, w, c}, .data = nhwc};
+                        nhwc[((size_t)b * hw + k) * (size_t)c + (size_t)ch] =
+                            pixels[((size_t)b * (size_t)c + (size_t)ch) * hw + k];
+            in[n_in++] =
+                (kn_named_tensor){.name = pi->name, .dtype = KN_F32, .ndim = 4, .dims = {n, h, w, c}, .data = nhwc};
         } else {
-            in[n_in++] = (kn_named_tensor){.name = pi->name, .dtype = KN_F32, .ndim = 4, .dims = {n, c, h, w}, .data = (void *)pixels};
+            in[n_in++] = (kn_named_tensor){
+                .name = pi->name, .dtype = KN_F32, .ndim = 4, .dims = {n, c, h, w}, .data = (void *)pixels};
         }
     }
     if (!n_in) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: the model has no pixel_values input", p->dir);
     int *row_index = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
-    if (!row_index) { free(nhwc); return KN_OOM(sizeof(int) * (size_t)n); }
+    if (!row_index) {
+        free(nhwc);
+        return KN_OOM(sizeof(int) * (size_t)n);
+    }
     for (int i = 0; i < n; i++) row_index[i] = i;
     kn_pl_batch b = {.n = n, .seq = 0, .row_index = row_index};
     kn_status *st = pl_run_call(p, in, n_in, &b, fn, ctx);
@@ -625,24 +683,27 @@ kn_status *pl_run_pixels(const kn_pipeline *p, int n, const float *pixels, int c
     return st;
 }
 
-kn_status *pl_collect_logits(void *vctx, const kn_pl_batch *b)
-{
+kn_status *pl_collect_logits(void *vctx, const kn_pl_batch *b) {
     pl_logits *c = vctx;
     const kn_named_tensor *t = pl_output(b, c->p, NULL);
     if (!t) return kn_error(KN_ERR_INVALID_MODEL, "%s: the model has no output", c->p->dir);
     if (t->dtype != KN_F32)
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: output '%s' is not floating point; expected classification logits", c->p->dir, t->name);
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: output '%s' is not floating point; expected classification logits",
+                        c->p->dir, t->name);
     /* [rows, labels]; a squeezed [rows] head is one logit per row */
     int64_t k = t->ndim == 2 ? t->dims[1] : t->ndim == 1 ? 1 : -1;
     if (k < 1 || t->dims[0] != b->n || k > 1000000)
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: output '%s' has %d dims (first %lld) for a batch of %d; expected logits [batch, num_labels]",
-                        c->p->dir, t->name, t->ndim, t->ndim > 0 ? (long long)t->dims[0] : 0LL, b->n);
+        return kn_error(
+            KN_ERR_INVALID_MODEL,
+            "%s: output '%s' has %d dims (first %lld) for a batch of %d; expected logits [batch, num_labels]",
+            c->p->dir, t->name, t->ndim, t->ndim > 0 ? (long long)t->dims[0] : 0LL, b->n);
     if (!c->logits) {
         c->k = (int)k;
         c->logits = malloc(sizeof(float) * (size_t)c->n_rows * (size_t)k);
         if (!c->logits) return KN_OOM(sizeof(float) * (size_t)c->n_rows * (size_t)k);
     } else if (c->k != k) {
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: output '%s' changed width between batches (%d, then %lld)", c->p->dir, t->name, c->k, (long long)k);
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: output '%s' changed width between batches (%d, then %lld)",
+                        c->p->dir, t->name, c->k, (long long)k);
     }
     const float *src = t->data;
     for (int r = 0; r < b->n; r++)
@@ -650,8 +711,7 @@ kn_status *pl_collect_logits(void *vctx, const kn_pl_batch *b)
     return NULL;
 }
 
-void pl_softmax(float *x, int k)
-{
+void pl_softmax(float *x, int k) {
     if (k <= 0) return;
     float m = x[0];
     for (int i = 1; i < k; i++) m = x[i] > m ? x[i] : m;
@@ -660,18 +720,17 @@ void pl_softmax(float *x, int k)
     for (int i = 0; i < k; i++) x[i] = (float)(exp((double)x[i] - m) / s);
 }
 
-void pl_sigmoid(float *x, int k)
-{
+void pl_sigmoid(float *x, int k) {
     for (int i = 0; i < k; i++) x[i] = (float)(1.0 / (1.0 + exp(-(double)x[i])));
 }
 
-kn_pl_activation pl_default_activation(const kn_pipeline *p, int n_logits)
-{
+kn_pl_activation pl_default_activation(const kn_pipeline *p, int n_logits) {
     /* transformers' order: regression, then multi-label or a single label, then softmax. The
      * label count is config.num_labels (the id2label size), not the output width: they differ
      * only for a config that disagrees with its model, and transformers goes by the config. */
     int n_labels = p->num_labels > 0 ? p->num_labels : n_logits;
     if (p->problem_type && !strcmp(p->problem_type, "regression")) return KN_ACT_NONE;
-    if ((p->problem_type && !strcmp(p->problem_type, "multi_label_classification")) || n_labels == 1) return KN_ACT_SIGMOID;
+    if ((p->problem_type && !strcmp(p->problem_type, "multi_label_classification")) || n_labels == 1)
+        return KN_ACT_SIGMOID;
     return KN_ACT_SOFTMAX;
 }

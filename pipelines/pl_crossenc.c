@@ -15,16 +15,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-void kn_pl_cross_encoder_options_init(kn_pl_cross_encoder_options *o)
-{
+void kn_pl_cross_encoder_options_init(kn_pl_cross_encoder_options *o) {
     memset(o, 0, sizeof *o);
     o->activation = KN_ACT_DEFAULT;
     o->threshold = -INFINITY;
     o->top_k = 0;
 }
 
-void kn_pl_ranking_free(kn_pl_ranking *r)
-{
+void kn_pl_ranking_free(kn_pl_ranking *r) {
     if (!r) return;
     free(r->v);
     memset(r, 0, sizeof *r);
@@ -36,23 +34,28 @@ enum { CE_NONE, CE_SIGMOID, CE_SOFTMAX, CE_TANH, CE_UNSET };
 /* An activation_fn class path as sentence-transformers stores it (fullname of the module,
  * e.g. "torch.nn.modules.activation.Sigmoid"). Paths outside torch are custom code that
  * CrossEncoder only imports with trust_remote_code: it warns and keeps its default, so do we. */
-static kn_status *ce_resolve(const kn_pipeline *p, const char *path, const char *where, int *act)
-{
+static kn_status *ce_resolve(const kn_pipeline *p, const char *path, const char *where, int *act) {
     if (strncmp(path, "torch.", 6)) {
-        pl_warn(p, "%s: activation_fn '%s' is custom code that cannot be run here; using the default activation", where, path);
+        pl_warn(p, "%s: activation_fn '%s' is custom code that cannot be run here; using the default activation", where,
+                path);
         return NULL;
     }
     const char *cls = strrchr(path, '.') + 1;
-    static const struct { const char *name; int act; } known[] = {
-        {"Sigmoid", CE_SIGMOID}, {"Identity", CE_NONE}, {"Softmax", CE_SOFTMAX}, {"Tanh", CE_TANH}};
+    static const struct {
+        const char *name;
+        int act;
+    } known[] = {{"Sigmoid", CE_SIGMOID}, {"Identity", CE_NONE}, {"Softmax", CE_SOFTMAX}, {"Tanh", CE_TANH}};
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (!strcmp(cls, known[i].name)) { *act = known[i].act; return NULL; }
-    return kn_error(KN_ERR_UNSUPPORTED, "%s: activation_fn '%s' is not supported (Sigmoid, Identity, Softmax, Tanh are)", where, path);
+        if (!strcmp(cls, known[i].name)) {
+            *act = known[i].act;
+            return NULL;
+        }
+    return kn_error(KN_ERR_UNSUPPORTED,
+                    "%s: activation_fn '%s' is not supported (Sigmoid, Identity, Softmax, Tanh are)", where, path);
 }
 
 /* The activation CrossEncoder would use for this folder, in its order of precedence. */
-static kn_status *ce_default_activation(const kn_pipeline *p, int k, int *act)
-{
+static kn_status *ce_default_activation(const kn_pipeline *p, int k, int *act) {
     *act = CE_UNSET;
     char path[4200];
     /* CrossEncoder reads config_sentence_transformers.json only for a sentence-transformers
@@ -90,8 +93,7 @@ static kn_status *ce_default_activation(const kn_pipeline *p, int k, int *act)
 }
 
 /* Best first; equal scores keep document order (rank() sorts stably); NaN last. */
-static int ce_cmp(const void *a, const void *b)
-{
+static int ce_cmp(const void *a, const void *b) {
     const kn_pl_rank *x = a, *y = b;
     int xn = isnan(x->score), yn = isnan(y->score);
     if (xn != yn) return xn - yn;
@@ -99,17 +101,21 @@ static int ce_cmp(const void *a, const void *b)
     return x->index - y->index;
 }
 
-kn_status *kn_pl_cross_encoder(const kn_pipeline *p, const char *query, int n_docs,
-                               const char *const *docs, const kn_pl_cross_encoder_options *o,
-                               kn_pl_ranking *out)
-{
+kn_status *kn_pl_cross_encoder(const kn_pipeline *p, const char *query, int n_docs, const char *const *docs,
+                               const kn_pl_cross_encoder_options *o, kn_pl_ranking *out) {
     if (!out) return kn_error(KN_ERR_INVALID_ARGUMENT, "crossEncoder: no result to fill");
     memset(out, 0, sizeof *out);
     if (!query) return kn_error(KN_ERR_INVALID_ARGUMENT, "crossEncoder: the query is NULL");
-    if (n_docs < 0 || (n_docs > 0 && !docs)) return kn_error(KN_ERR_INVALID_ARGUMENT, "crossEncoder: %d documents with a NULL array", n_docs);
+    if (n_docs < 0 || (n_docs > 0 && !docs))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "crossEncoder: %d documents with a NULL array", n_docs);
     kn_pl_cross_encoder_options dflt;
-    if (!o) { kn_pl_cross_encoder_options_init(&dflt); o = &dflt; }
-    if (o->top_k < 0) return kn_error(KN_ERR_INVALID_ARGUMENT, "crossEncoder: top_k %d is negative (0 keeps every document)", o->top_k);
+    if (!o) {
+        kn_pl_cross_encoder_options_init(&dflt);
+        o = &dflt;
+    }
+    if (o->top_k < 0)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "crossEncoder: top_k %d is negative (0 keeps every document)",
+                        o->top_k);
     if (o->activation < KN_ACT_DEFAULT || o->activation > KN_ACT_NONE)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "crossEncoder: unknown activation %d", (int)o->activation);
     if (n_docs == 0) return NULL;
@@ -124,7 +130,9 @@ kn_status *kn_pl_cross_encoder(const kn_pipeline *p, const char *query, int n_do
     for (int i = 0; !st && i < n_docs; i++) q[i] = query;
     /* CrossEncoder tokenizes [query, document] as a pair, truncating longest-first, to an
      * older sentence_bert_config.json max_seq_length when the folder has one */
-    int max_len = p->st_max_seq_length > 0 && (p->max_length <= 0 || p->st_max_seq_length < p->max_length) ? p->st_max_seq_length : 0;
+    int max_len = p->st_max_seq_length > 0 && (p->max_length <= 0 || p->st_max_seq_length < p->max_length)
+        ? p->st_max_seq_length
+        : 0;
     if (!st) st = pl_encode(p, n_docs, q, docs, NULL, max_len, enc);
     for (int i = 0; !st && i < n_docs; i++) rows[i] = &enc[i];
     if (!st) st = pl_run_encodings(p, n_docs, rows, pl_collect_logits, &c);

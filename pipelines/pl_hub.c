@@ -45,15 +45,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HUB_ATTEMPTS 3          /* tries per request on network errors, 5xx and 429 */
-#define HUB_API_MAX (64 << 20)  /* largest repo listing accepted */
-#define HUB_ERROR_BODY_MAX (16 << 10)   /* what is kept of an error body; the rest is not read */
+#define HUB_ATTEMPTS 3                /* tries per request on network errors, 5xx and 429 */
+#define HUB_API_MAX (64 << 20)        /* largest repo listing accepted */
+#define HUB_ERROR_BODY_MAX (16 << 10) /* what is kept of an error body; the rest is not read */
 
 /* ---------------------------------------------------------------- small helpers */
 
 static char *hub_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *hub_fmt(const char *fmt, ...)
-{
+static char *hub_fmt(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     char *s = NULL;
@@ -62,25 +61,34 @@ static char *hub_fmt(const char *fmt, ...)
     return s;
 }
 
-static int hub_exists(const char *p) { struct stat st; return stat(p, &st) == 0; }
-static int hub_is_file(const char *p) { struct stat st; return stat(p, &st) == 0 && S_ISREG(st.st_mode); }
+static int hub_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+static int hub_is_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
 
-static int hub_ends_with(const char *s, const char *suf)
-{
+static int hub_ends_with(const char *s, const char *suf) {
     size_t a = strlen(s), b = strlen(suf);
     return a >= b && memcmp(s + a - b, suf, b) == 0;
 }
 
 /* mkdir -p; 0 or -1 with errno */
-static int hub_mkdirs(const char *path)
-{
+static int hub_mkdirs(const char *path) {
     char *p = strdup(path);
     if (!p) return -1;
     for (char *q = p + 1;; q++) {
         if (*q == '/' || !*q) {
             char c = *q;
             *q = 0;
-            if (mkdir(p, 0755) != 0 && errno != EEXIST) { int e = errno; free(p); errno = e; return -1; }
+            if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+                int e = errno;
+                free(p);
+                errno = e;
+                return -1;
+            }
             *q = c;
             if (!c) break;
         }
@@ -89,22 +97,19 @@ static int hub_mkdirs(const char *path)
     return 0;
 }
 
-static char *hub_dirname(const char *path)
-{
+static char *hub_dirname(const char *path) {
     const char *s = strrchr(path, '/');
     return s ? strndup(path, (size_t)(s - path)) : strdup("");
 }
 
-static int hub_env_true(const char *name)
-{
+static int hub_env_true(const char *name) {
     const char *v = getenv(name);
     if (!v) return 0;
     return !strcasecmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on");
 }
 
 /* A positive number from the environment, else def. */
-static long hub_env_long(const char *name, long def)
-{
+static long hub_env_long(const char *name, long def) {
     const char *v = getenv(name);
     if (!v || !*v) return def;
     char *e;
@@ -112,17 +117,16 @@ static long hub_env_long(const char *name, long def)
     return e != v && !*e && x > 0 ? x : def;
 }
 
-static double hub_now(void)
-{
+static double hub_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int hub_is_hex(const char *s, size_t n)
-{
+static int hub_is_hex(const char *s, size_t n) {
     if (strlen(s) != n) return 0;
-    for (size_t i = 0; i < n; i++) if (!isxdigit((unsigned char)s[i])) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isxdigit((unsigned char)s[i])) return 0;
     return 1;
 }
 static int hub_is_commit(const char *rev) { return hub_is_hex(rev, 40); }
@@ -130,8 +134,7 @@ static int hub_is_commit(const char *rev) { return hub_is_hex(rev, 40); }
 /* ---------------------------------------------------------------- environment */
 
 /* $HF_HOME, else $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface (huggingface_hub's rule) */
-static char *hub_home(void)
-{
+static char *hub_home(void) {
     const char *v = getenv("HF_HOME");
     if (v && *v) return strdup(v);
     v = getenv("XDG_CACHE_HOME");
@@ -144,8 +147,7 @@ static char *hub_home(void)
     return hub_fmt("%s/.cache/huggingface", home);
 }
 
-static char *hub_cache_root(void)
-{
+static char *hub_cache_root(void) {
     const char *v = getenv("HF_HUB_CACHE");
     if (!v || !*v) v = getenv("HUGGINGFACE_HUB_CACHE");
     if (v && *v) return strdup(v);
@@ -156,8 +158,7 @@ static char *hub_cache_root(void)
 }
 
 /* $HF_TOKEN, else the file huggingface-cli login writes ($HF_TOKEN_PATH, else $HF_HOME/token) */
-static char *hub_token(void)
-{
+static char *hub_token(void) {
     const char *v = getenv("HF_TOKEN");
     if (!v || !*v) v = getenv("HUGGING_FACE_HUB_TOKEN");
     char *t = NULL;
@@ -166,7 +167,11 @@ static char *hub_token(void)
         char *path = NULL;
         const char *tp = getenv("HF_TOKEN_PATH");
         if (tp && *tp) path = strdup(tp);
-        else { char *home = hub_home(); path = home ? hub_fmt("%s/token", home) : NULL; free(home); }
+        else {
+            char *home = hub_home();
+            path = home ? hub_fmt("%s/token", home) : NULL;
+            free(home);
+        }
         FILE *f = path ? fopen(path, "r") : NULL;
         free(path);
         if (f) {
@@ -178,36 +183,42 @@ static char *hub_token(void)
         }
     }
     if (!t) return NULL;
-    char *s = t;   /* trim */
+    char *s = t; /* trim */
     while (*s && isspace((unsigned char)*s)) s++;
     size_t n = strlen(s);
     while (n && isspace((unsigned char)s[n - 1])) s[--n] = 0;
-    if (!n) { free(t); return NULL; }
-    for (size_t i = 0; i < n; i++) if ((unsigned char)s[i] < 0x20) { free(t); return NULL; }   /* no header injection */
+    if (!n) {
+        free(t);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20) {
+            free(t);
+            return NULL;
+        } /* no header injection */
     memmove(t, s, n + 1);
     return t;
 }
 
 /* ---------------------------------------------------------------- repo ids */
 
-static int hub_valid_name(const char *s, size_t n)
-{
+static int hub_valid_name(const char *s, size_t n) {
     if (n == 0 || n > 96) return 0;
     if (s[0] == '-' || s[0] == '.' || s[n - 1] == '-' || s[n - 1] == '.') return 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (!isalnum(c) && c != '-' && c != '_' && c != '.') return 0;
-        if (i && (c == '-' || c == '.') && s[i - 1] == c) return 0;   /* no "--" or ".." */
+        if (i && (c == '-' || c == '.') && s[i - 1] == c) return 0; /* no "--" or ".." */
     }
     return 1;
 }
 
 /* A revision is used as a path under refs/: no empty or dot segments, no control characters. */
-static int hub_valid_rev(const char *r)
-{
+static int hub_valid_rev(const char *r) {
     size_t n = strlen(r);
     if (n == 0 || n > 255 || r[0] == '/' || r[n - 1] == '/') return 0;
-    for (size_t i = 0; i < n; i++) if ((unsigned char)r[i] <= 0x20 || r[i] == '\\') return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)r[i] <= 0x20 || r[i] == '\\') return 0;
     for (const char *s = r; s;) {
         const char *e = strchr(s, '/');
         size_t l = e ? (size_t)(e - s) : strlen(s);
@@ -218,8 +229,7 @@ static int hub_valid_rev(const char *r)
 }
 
 /* "org/name[@rev]" -> repo, rev (malloc'd); 0 when s is not a repo id */
-static int hub_parse_repo(const char *s, char **repo, char **rev)
-{
+static int hub_parse_repo(const char *s, char **repo, char **rev) {
     *repo = *rev = NULL;
     const char *at = strchr(s, '@');
     size_t rl = at ? (size_t)(at - s) : strlen(s);
@@ -231,39 +241,41 @@ static int hub_parse_repo(const char *s, char **repo, char **rev)
     if (!hub_valid_rev(r)) return 0;
     *repo = strndup(s, rl);
     *rev = strdup(r);
-    if (!*repo || !*rev) { free(*repo); free(*rev); *repo = *rev = NULL; return 0; }
+    if (!*repo || !*rev) {
+        free(*repo);
+        free(*rev);
+        *repo = *rev = NULL;
+        return 0;
+    }
     return 1;
 }
 
 /* A repo file path: relative, no empty / "." / ".." segments, printable. */
-static int hub_valid_path(const char *p)
-{
-    return p[0] && p[0] != '/' && hub_valid_rev(p);
-}
+static int hub_valid_path(const char *p) { return p[0] && p[0] != '/' && hub_valid_rev(p); }
 
 /* ---------------------------------------------------------------- HTTP */
 
 typedef struct hub_ctx {
-    char *endpoint;       /* no trailing '/' */
-    char *auth;           /* "Authorization: Bearer ..." or NULL */
+    char *endpoint; /* no trailing '/' */
+    char *auth;     /* "Authorization: Bearer ..." or NULL */
     const char *repo;
-    long stall_s;         /* low-speed time */
-    long low_speed;       /* bytes/s below which a transfer counts as stalled */
-    double deadline;      /* hub_now() after which every request fails */
-    int64_t max_unknown;  /* cap on a file whose size the hub does not announce */
-    int progress;         /* stderr is a terminal */
+    long stall_s;        /* low-speed time */
+    long low_speed;      /* bytes/s below which a transfer counts as stalled */
+    double deadline;     /* hub_now() after which every request fails */
+    int64_t max_unknown; /* cap on a file whose size the hub does not announce */
+    int progress;        /* stderr is a terminal */
 } hub_ctx;
 
 typedef struct hub_http {
     long status;
     char etag[192], linked_etag[192], commit[96], location[2048], err_code[96], err_msg[512];
-    int64_t content_length, linked_size, range_start;   /* -1 when absent */
+    int64_t content_length, linked_size, range_start; /* -1 when absent */
     /* body: to file (status 200/206) or to memory (API answers, error bodies) */
-    int fd;                   /* the file, or -1 */
-    int64_t file_off, off0;   /* bytes in the file; at the start */
-    int64_t file_cap;         /* the most bytes the file may reach (-1: no cap) */
+    int fd;                 /* the file, or -1 */
+    int64_t file_off, off0; /* bytes in the file; at the start */
+    int64_t file_cap;       /* the most bytes the file may reach (-1: no cap) */
     int started, write_errno, range_mismatch, over_cap, body_capped, deadline_hit;
-    double deadline;          /* 0: none */
+    double deadline; /* 0: none */
     char *body;
     size_t body_len, body_cap, body_max;
     /* progress */
@@ -273,26 +285,23 @@ typedef struct hub_http {
     int progress, shown;
 } hub_http;
 
-static void hub_http_init(hub_http *h)
-{
+static void hub_http_init(hub_http *h) {
     memset(h, 0, sizeof *h);
     h->content_length = h->linked_size = h->range_start = h->file_cap = -1;
     h->fd = -1;
     h->body_max = HUB_ERROR_BODY_MAX;
 }
 
-static void hub_copy_hdr(char *dst, size_t cap, const char *v, size_t n)
-{
+static void hub_copy_hdr(char *dst, size_t cap, const char *v, size_t n) {
     if (n >= cap) n = cap - 1;
     memcpy(dst, v, n);
     dst[n] = 0;
 }
 
-static size_t hub_header_cb(char *buf, size_t sz, size_t nm, void *ud)
-{
+static size_t hub_header_cb(char *buf, size_t sz, size_t nm, void *ud) {
     hub_http *h = ud;
     size_t len = sz * nm;
-    if (len >= 5 && !memcmp(buf, "HTTP/", 5)) {   /* a new response (after a redirect): reset */
+    if (len >= 5 && !memcmp(buf, "HTTP/", 5)) { /* a new response (after a redirect): reset */
         long st = 0;
         const char *sp = memchr(buf, ' ', len);
         if (sp) st = strtol(sp + 1, NULL, 10);
@@ -328,7 +337,10 @@ static size_t hub_header_cb(char *buf, size_t sz, size_t nm, void *ud)
         hub_copy_hdr(tmp, sizeof tmp, v, vl);
         char *e;
         long long x = strtoll(tmp, &e, 10);
-        if (e != tmp && x >= 0) { if (HDR("Content-Length")) h->content_length = x; else h->linked_size = x; }
+        if (e != tmp && x >= 0) {
+            if (HDR("Content-Length")) h->content_length = x;
+            else h->linked_size = x;
+        }
     } else if (HDR("Content-Range")) {
         char tmp[96];
         hub_copy_hdr(tmp, sizeof tmp, v, vl);
@@ -339,15 +351,17 @@ static size_t hub_header_cb(char *buf, size_t sz, size_t nm, void *ud)
     return len;
 }
 
-static size_t hub_write_cb(char *p, size_t sz, size_t nm, void *ud)
-{
+static size_t hub_write_cb(char *p, size_t sz, size_t nm, void *ud) {
     hub_http *h = ud;
     size_t len = sz * nm;
     if (h->fd >= 0 && (h->status == 200 || h->status == 206)) {
         if (!h->started) {
             h->started = 1;
-            if (h->status == 200 && h->file_off > 0) {   /* the server ignored the Range: start over */
-                if (ftruncate(h->fd, 0) != 0) { h->write_errno = errno; return 0; }
+            if (h->status == 200 && h->file_off > 0) { /* the server ignored the Range: start over */
+                if (ftruncate(h->fd, 0) != 0) {
+                    h->write_errno = errno;
+                    return 0;
+                }
                 h->file_off = h->off0 = 0;
             } else if (h->status == 206 && h->range_start != h->file_off) {
                 h->range_mismatch = 1;
@@ -355,11 +369,17 @@ static size_t hub_write_cb(char *p, size_t sz, size_t nm, void *ud)
             }
         }
         /* a body longer than announced is an error, found before it fills the disk */
-        if (h->file_cap >= 0 && h->file_off + (int64_t)len > h->file_cap) { h->over_cap = 1; return 0; }
+        if (h->file_cap >= 0 && h->file_off + (int64_t)len > h->file_cap) {
+            h->over_cap = 1;
+            return 0;
+        }
         for (size_t done = 0; done < len;) {
             ssize_t w = pwrite(h->fd, p + done, len - done, (off_t)(h->file_off + (int64_t)done));
             if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) { h->write_errno = w < 0 ? errno : EIO; return 0; }
+            if (w <= 0) {
+                h->write_errno = w < 0 ? errno : EIO;
+                return 0;
+            }
             done += (size_t)w;
         }
         h->file_off += (int64_t)len;
@@ -376,29 +396,38 @@ static size_t hub_write_cb(char *p, size_t sz, size_t nm, void *ud)
         h->body = b;
         h->body_cap = cap;
     }
-    if (take) { memcpy(h->body + h->body_len, p, take); h->body_len += take; h->body[h->body_len] = 0; }
+    if (take) {
+        memcpy(h->body + h->body_len, p, take);
+        h->body_len += take;
+        h->body[h->body_len] = 0;
+    }
     /* over the limit: stop reading (an endless error body must not keep the transfer alive) */
-    if (take < len) { h->body_capped = 1; return 0; }
+    if (take < len) {
+        h->body_capped = 1;
+        return 0;
+    }
     return len;
 }
 
-static void hub_show(hub_http *h, int done)
-{
+static void hub_show(hub_http *h, int done) {
     double t = hub_now(), dt = t - h->t0;
     /* the rate counts this transfer's bytes only, not what a resume started from */
     double mb = h->file_off / 1e6, rate = dt > 0 ? (h->file_off - h->off0) / 1e6 / dt : 0;
     char tot[48] = "";
-    if (h->total > 0) snprintf(tot, sizeof tot, " / %.1f MB (%d%%)", h->total / 1e6, (int)(100.0 * h->file_off / h->total));
+    if (h->total > 0)
+        snprintf(tot, sizeof tot, " / %.1f MB (%d%%)", h->total / 1e6, (int)(100.0 * h->file_off / h->total));
     fprintf(stderr, "\r  %s: %.1f MB%s  %.1f MB/s   %s", h->label, mb, tot, rate, done ? "\n" : "");
     fflush(stderr);
     h->shown = 1;
 }
 
-static int hub_xfer_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
-{
+static int hub_xfer_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
     hub_http *h = ud;
     double t = hub_now();
-    if (h->deadline > 0 && t > h->deadline) { h->deadline_hit = 1; return 1; }
+    if (h->deadline > 0 && t > h->deadline) {
+        h->deadline_hit = 1;
+        return 1;
+    }
     if (h->progress && h->fd >= 0 && (h->status == 200 || h->status == 206) && t - h->t_last >= 0.25) {
         h->t_last = t;
         hub_show(h, 0);
@@ -411,13 +440,15 @@ static void hub_curl_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 /* One request. head: HEAD instead of GET; range_from > 0: "Range: bytes=N-". The HTTP status
  * lands in h->status; the return is libcurl's code, with its message in cerr. */
-static CURLcode hub_request(const hub_ctx *c, int head, const char *url, int follow, int64_t range_from,
-                            hub_http *h, char cerr[CURL_ERROR_SIZE])
-{
+static CURLcode hub_request(const hub_ctx *c, int head, const char *url, int follow, int64_t range_from, hub_http *h,
+                            char cerr[CURL_ERROR_SIZE]) {
     pthread_once(&hub_curl_once, hub_curl_init);
     cerr[0] = 0;
     CURL *e = curl_easy_init();
-    if (!e) { snprintf(cerr, CURL_ERROR_SIZE, "could not start libcurl"); return CURLE_FAILED_INIT; }
+    if (!e) {
+        snprintf(cerr, CURL_ERROR_SIZE, "could not start libcurl");
+        return CURLE_FAILED_INIT;
+    }
     struct curl_slist *hd = curl_slist_append(NULL, "Accept-Encoding: identity");
     if (c->auth) hd = curl_slist_append(hd, c->auth);
     char range[64];
@@ -477,17 +508,16 @@ static CURLcode hub_request(const hub_ctx *c, int head, const char *url, int fol
     return rc;
 }
 
-static int hub_transient(CURLcode rc, long status)
-{
+static int hub_transient(CURLcode rc, long status) {
     if (rc == CURLE_OK) return status >= 500 || status == 429;
-    return rc != CURLE_WRITE_ERROR && rc != CURLE_COULDNT_RESOLVE_HOST && rc != CURLE_COULDNT_RESOLVE_PROXY && rc != CURLE_URL_MALFORMAT && rc != CURLE_UNSUPPORTED_PROTOCOL &&
-           rc != CURLE_OUT_OF_MEMORY && rc != CURLE_TOO_MANY_REDIRECTS && rc != CURLE_FAILED_INIT &&
-           rc != CURLE_SSL_CACERT_BADFILE && rc != CURLE_PEER_FAILED_VERIFICATION;
+    return rc != CURLE_WRITE_ERROR && rc != CURLE_COULDNT_RESOLVE_HOST && rc != CURLE_COULDNT_RESOLVE_PROXY &&
+        rc != CURLE_URL_MALFORMAT && rc != CURLE_UNSUPPORTED_PROTOCOL && rc != CURLE_OUT_OF_MEMORY &&
+        rc != CURLE_TOO_MANY_REDIRECTS && rc != CURLE_FAILED_INIT && rc != CURLE_SSL_CACERT_BADFILE &&
+        rc != CURLE_PEER_FAILED_VERIFICATION;
 }
 
 /* Whether another try is worth it: a transient failure, attempts left, and time before the deadline. */
-static int hub_retry(const hub_ctx *c, const hub_http *h, int attempt, CURLcode rc)
-{
+static int hub_retry(const hub_ctx *c, const hub_http *h, int attempt, CURLcode rc) {
     if (attempt >= HUB_ATTEMPTS || h->deadline_hit || h->over_cap || !hub_transient(rc, h->status)) return 0;
     double pause = attempt < 3 ? attempt : 3;
     if (c->deadline > 0 && hub_now() + pause >= c->deadline) return 0;
@@ -497,12 +527,10 @@ static int hub_retry(const hub_ctx *c, const hub_http *h, int attempt, CURLcode 
 static void hub_backoff(int attempt) { sleep(attempt < 3 ? (unsigned)attempt : 3u); }
 
 /* The error for a failed request: the method, URL and status, the hub's own explanation, a hint. */
-static kn_status *hub_http_error(const hub_ctx *c, const char *method, const char *url, CURLcode rc,
-                                 const char *cerr, const hub_http *h, const char *what)
-{
+static kn_status *hub_http_error(const hub_ctx *c, const char *method, const char *url, CURLcode rc, const char *cerr,
+                                 const hub_http *h, const char *what) {
     if (rc != CURLE_OK && !(h->status >= 400))
-        return kn_error(KN_ERR_IO, "%s %s: network error: %s%s", method, url, cerr,
-                        what ? what : "");
+        return kn_error(KN_ERR_IO, "%s %s: network error: %s%s", method, url, cerr, what ? what : "");
     char why[600] = "";
     if (h->err_msg[0]) snprintf(why, sizeof why, ": %s", h->err_msg);
     else if (h->body_len && h->body) {
@@ -514,30 +542,39 @@ static kn_status *hub_http_error(const hub_ctx *c, const char *method, const cha
     }
     const char *hint = "";
     switch (h->status) {
-    case 401: hint = c->auth ? " (the token in HF_TOKEN was rejected, or the repo does not exist)"
-                             : " (a private or gated repo needs a token: set HF_TOKEN; or the repo does not exist)"; break;
-    case 403: hint = " (access denied: a gated repo needs its access request accepted on the model page, and a token with read access)"; break;
+    case 401:
+        hint = c->auth ? " (the token in HF_TOKEN was rejected, or the repo does not exist)"
+                       : " (a private or gated repo needs a token: set HF_TOKEN; or the repo does not exist)";
+        break;
+    case 403:
+        hint = " (access denied: a gated repo needs its access request accepted on the model page, and a token with "
+               "read access)";
+        break;
     case 404: hint = " (no such repo, revision or file)"; break;
     case 429: hint = " (rate limited: try again later, or set HF_TOKEN)"; break;
     default: break;
     }
-    const char *name = h->status == 401 ? "Unauthorized" : h->status == 403 ? "Forbidden" : h->status == 404 ? "Not Found" :
-                       h->status == 416 ? "Range Not Satisfiable" : h->status == 429 ? "Too Many Requests" :
-                       h->status >= 500 ? "Server Error" : "";
+    const char *name = h->status == 401 ? "Unauthorized"
+        : h->status == 403              ? "Forbidden"
+        : h->status == 404              ? "Not Found"
+        : h->status == 416              ? "Range Not Satisfiable"
+        : h->status == 429              ? "Too Many Requests"
+        : h->status >= 500              ? "Server Error"
+                                        : "";
     return kn_error(KN_ERR_IO, "%s %s: HTTP %ld%s%s%s%s%s", method, url, h->status, name[0] ? " " : "", name, why, hint,
                     what ? what : "");
 }
 
 /* percent-encodes s; keep_slash leaves '/' as is (file paths) */
-static char *hub_escape(const char *s, int keep_slash)
-{
+static char *hub_escape(const char *s, int keep_slash) {
     size_t n = strlen(s);
     char *o = malloc(n * 3 + 1);
     if (!o) return NULL;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if (isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~' || (keep_slash && ch == '/')) o[k++] = (char)ch;
+        if (isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~' || (keep_slash && ch == '/'))
+            o[k++] = (char)ch;
         else k += (size_t)sprintf(o + k, "%%%02X", ch);
     }
     o[k] = 0;
@@ -547,17 +584,20 @@ static char *hub_escape(const char *s, int keep_slash)
 /* ---------------------------------------------------------------- file hashing */
 
 /* SHA-256 of what fd holds, read from offset 0 (the file kiln wrote, never reopened by name). */
-static kn_status *hub_sha256_fd(int fd, const char *path, char hex[65])
-{
+static kn_status *hub_sha256_fd(int fd, const char *path, char hex[65]) {
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     unsigned char *buf = malloc(1 << 20);
     kn_status *st = NULL;
-    if (!md || !buf || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) st = kn_error(KN_ERR_RUNTIME, "SHA-256: OpenSSL failed to start");
+    if (!md || !buf || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+        st = kn_error(KN_ERR_RUNTIME, "SHA-256: OpenSSL failed to start");
     off_t off = 0;
     while (!st) {
         ssize_t n = pread(fd, buf, 1 << 20, off);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) { st = kn_error(KN_ERR_IO, "%s: read error: %s", path, strerror(errno)); break; }
+        if (n < 0) {
+            st = kn_error(KN_ERR_IO, "%s: read error: %s", path, strerror(errno));
+            break;
+        }
         if (n == 0) break;
         if (EVP_DigestUpdate(md, buf, (size_t)n) != 1) st = kn_error(KN_ERR_RUNTIME, "SHA-256: OpenSSL failed");
         off += n;
@@ -575,22 +615,26 @@ static kn_status *hub_sha256_fd(int fd, const char *path, char hex[65])
 
 typedef struct hub_repo {
     char *repo, *rev;
-    char *cache;      /* cache root: the one path whose symlinks are followed (the user chose it) */
-    char *folder;     /* models--org--name, relative to the root */
-    char *repo_dir;   /* cache/models--org--name */
-    char *lock_dir;   /* cache/.locks/models--org--name */
+    char *cache;    /* cache root: the one path whose symlinks are followed (the user chose it) */
+    char *folder;   /* models--org--name, relative to the root */
+    char *repo_dir; /* cache/models--org--name */
+    char *lock_dir; /* cache/.locks/models--org--name */
 } hub_repo;
 
-static void hub_repo_free(hub_repo *r)
-{
-    free(r->repo); free(r->rev); free(r->cache); free(r->folder); free(r->repo_dir); free(r->lock_dir);
+static void hub_repo_free(hub_repo *r) {
+    free(r->repo);
+    free(r->rev);
+    free(r->cache);
+    free(r->folder);
+    free(r->repo_dir);
+    free(r->lock_dir);
 }
 
-static kn_status *hub_repo_init(hub_repo *r, const char *repo_at_rev)
-{
+static kn_status *hub_repo_init(hub_repo *r, const char *repo_at_rev) {
     memset(r, 0, sizeof *r);
     if (!hub_parse_repo(repo_at_rev, &r->repo, &r->rev))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "'%s' is not a Hugging Face repo id (org/name, optionally @revision)", repo_at_rev);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "'%s' is not a Hugging Face repo id (org/name, optionally @revision)",
+                        repo_at_rev);
     r->cache = hub_cache_root();
     if (!r->cache) return KN_OOM(0);
     const char *slash = strchr(r->repo, '/');
@@ -601,31 +645,38 @@ static kn_status *hub_repo_init(hub_repo *r, const char *repo_at_rev)
     return r->repo_dir && r->lock_dir ? NULL : KN_OOM(0);
 }
 
-static kn_status *hub_symlink_error(const char *root, const char *rel)
-{
-    return kn_error(KN_ERR_IO, "%s/%s is a symbolic link inside the Hugging Face cache: kiln does not follow links "
-                    "there (another user of a shared cache could point them at any file); remove it and run again", root, rel);
+static kn_status *hub_symlink_error(const char *root, const char *rel) {
+    return kn_error(KN_ERR_IO,
+                    "%s/%s is a symbolic link inside the Hugging Face cache: kiln does not follow links "
+                    "there (another user of a shared cache could point them at any file); remove it and run again",
+                    root, rel);
 }
 
 /* Opens the folder rel (a relative path) under root without following a symlink at any level
  * below root; create: make missing folders. *fd is -1 (and the status NULL) when create is 0 and
  * the folder does not exist. */
-static kn_status *hub_open_dir(const char *root, const char *rel, int create, int *fd)
-{
+static kn_status *hub_open_dir(const char *root, const char *rel, int create, int *fd) {
     *fd = -1;
-    if (create && hub_mkdirs(root) != 0) return kn_error(KN_ERR_IO, "%s: cannot create folder: %s", root, strerror(errno));
+    if (create && hub_mkdirs(root) != 0)
+        return kn_error(KN_ERR_IO, "%s: cannot create folder: %s", root, strerror(errno));
     int cur = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (cur < 0) {
         if (errno == ENOENT && !create) return NULL;
         return kn_error(KN_ERR_IO, "%s: %s", root, strerror(errno));
     }
     char *path = strdup(rel);
-    if (!path) { close(cur); return KN_OOM(0); }
+    if (!path) {
+        close(cur);
+        return KN_OOM(0);
+    }
     kn_status *st = NULL;
     for (char *comp = path; comp && !st;) {
         char *next = strchr(comp, '/');
         if (next) *next++ = 0;
-        if (!*comp) { comp = next; continue; }
+        if (!*comp) {
+            comp = next;
+            continue;
+        }
         if (create && mkdirat(cur, comp, 0755) != 0 && errno != EEXIST) {
             st = kn_error(KN_ERR_IO, "%s/%s: cannot create folder: %s", root, rel, strerror(errno));
             break;
@@ -635,7 +686,7 @@ static kn_status *hub_open_dir(const char *root, const char *rel, int create, in
             int e = errno;
             struct stat sb;
             if (fstatat(cur, comp, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(sb.st_mode)) {
-                if (next) next[-1] = 0;   /* name the link itself, not the whole path */
+                if (next) next[-1] = 0; /* name the link itself, not the whole path */
                 st = hub_symlink_error(root, path);
             } else if (e == ENOENT && !create) {
                 close(cur);
@@ -651,21 +702,22 @@ static kn_status *hub_open_dir(const char *root, const char *rel, int create, in
         comp = next;
     }
     free(path);
-    if (st) { if (cur >= 0) close(cur); return st; }
+    if (st) {
+        if (cur >= 0) close(cur);
+        return st;
+    }
     *fd = cur;
     return NULL;
 }
 
 /* What is at dfd/name, links not followed: 0 nothing, 1 a regular file, -1 anything else. */
-static int hub_entry(int dfd, const char *name, struct stat *sb)
-{
+static int hub_entry(int dfd, const char *name, struct stat *sb) {
     if (fstatat(dfd, name, sb, AT_SYMLINK_NOFOLLOW) != 0) return 0;
     return S_ISREG(sb->st_mode) ? 1 : -1;
 }
 
 /* refs/<rev> -> commit (malloc'd) or NULL; a ref reached through a link is ignored */
-static char *hub_read_ref(const hub_repo *r)
-{
+static char *hub_read_ref(const hub_repo *r) {
     char *rel = hub_fmt("%s/refs/%s", r->folder, r->rev);
     char *dir = rel ? hub_dirname(rel) : NULL;
     const char *base = rel ? strrchr(rel, '/') + 1 : NULL;
@@ -691,8 +743,7 @@ static char *hub_read_ref(const hub_repo *r)
 /* Whether a snapshot folder holds the model: onnx_file when given (an absolute one lives outside
  * the cache, so any snapshot will do), else model.onnx or onnx/model.onnx, else a .onnx file at
  * the root or under onnx/. Broken symlinks do not count. */
-static int hub_snapshot_ready(const char *snap, const char *onnx_file)
-{
+static int hub_snapshot_ready(const char *snap, const char *onnx_file) {
     struct stat st;
     if (stat(snap, &st) != 0 || !S_ISDIR(st.st_mode)) return 0;
     char p[4096];
@@ -725,16 +776,14 @@ static int hub_snapshot_ready(const char *snap, const char *onnx_file)
 }
 
 /* A temp name beside name, unique across processes and threads. */
-static char *hub_tmp_name(const char *name)
-{
+static char *hub_tmp_name(const char *name) {
     static unsigned long counter;
     unsigned long k = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
     return hub_fmt("%s.tmp.%ld.%lu", name, (long)getpid(), k);
 }
 
 /* Writes rel (under the cache root) atomically: an O_EXCL temp file in its folder, then rename. */
-static kn_status *hub_write_file(const hub_repo *r, const char *rel, const char *data)
-{
+static kn_status *hub_write_file(const hub_repo *r, const char *rel, const char *data) {
     char *dir = hub_dirname(rel);
     if (!dir) return KN_OOM(0);
     const char *base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
@@ -750,7 +799,8 @@ static kn_status *hub_write_file(const hub_repo *r, const char *rel, const char 
             int bad = write(fd, data, n) != (ssize_t)n;
             bad |= close(fd) != 0;
             if (bad) st = kn_error(KN_ERR_IO, "%s/%s/%s: write failed: %s", r->cache, dir, tmp, strerror(errno));
-            else if (renameat(dfd, tmp, dfd, base) != 0) st = kn_error(KN_ERR_IO, "%s/%s: %s", r->cache, rel, strerror(errno));
+            else if (renameat(dfd, tmp, dfd, base) != 0)
+                st = kn_error(KN_ERR_IO, "%s/%s: %s", r->cache, rel, strerror(errno));
             if (st) unlinkat(dfd, tmp, 0);
         }
     }
@@ -761,12 +811,16 @@ static kn_status *hub_write_file(const hub_repo *r, const char *rel, const char 
 }
 
 /* snapshots/<commit>/<path> -> ../../blobs/<etag> (one more ../ per folder level in path) */
-static kn_status *hub_link(const hub_repo *r, const char *commit, const char *path, const char *etag)
-{
+static kn_status *hub_link(const hub_repo *r, const char *commit, const char *path, const char *etag) {
     char *rel = hub_fmt("%s/snapshots/%s/%s", r->folder, commit, path);
     char *dir = rel ? hub_dirname(rel) : NULL;
     char *blobs_rel = hub_fmt("%s/blobs", r->folder);
-    if (!dir || !blobs_rel) { free(rel); free(dir); free(blobs_rel); return KN_OOM(0); }
+    if (!dir || !blobs_rel) {
+        free(rel);
+        free(dir);
+        free(blobs_rel);
+        return KN_OOM(0);
+    }
     const char *base = strrchr(rel, '/') + 1;
     int dfd = -1;
     kn_status *st = hub_open_dir(r->cache, dir, 1, &dfd);
@@ -788,7 +842,8 @@ static kn_status *hub_link(const hub_repo *r, const char *commit, const char *pa
             int ok = !bst && bfd >= 0 && linkat(bfd, etag, dfd, tmp, 0) == 0;
             kn_status_free(bst);
             if (bfd >= 0) close(bfd);
-            if (!ok) st = kn_error(KN_ERR_IO, "%s/%s: cannot create the snapshot link: %s", r->cache, rel, strerror(errno));
+            if (!ok)
+                st = kn_error(KN_ERR_IO, "%s/%s: cannot create the snapshot link: %s", r->cache, rel, strerror(errno));
         }
         if (!st && renameat(dfd, tmp, dfd, base) != 0) {
             st = kn_error(KN_ERR_IO, "%s/%s: %s", r->cache, rel, strerror(errno));
@@ -806,28 +861,28 @@ static kn_status *hub_link(const hub_repo *r, const char *commit, const char *pa
 
 /* ---------------------------------------------------------------- one file */
 
-static void hub_norm_etag(char *e)
-{
+static void hub_norm_etag(char *e) {
     char *s = e;
     if (s[0] == 'W' && s[1] == '/') s += 2;
     size_t n = strlen(s);
-    if (n >= 1 && s[0] == '"') { s++; n--; }
+    if (n >= 1 && s[0] == '"') {
+        s++;
+        n--;
+    }
     if (n >= 1 && s[n - 1] == '"') n--;
     memmove(e, s, n);
     e[n] = 0;
 }
 
-static int hub_valid_etag(const char *e)
-{
+static int hub_valid_etag(const char *e) {
     if (!e[0] || strlen(e) > 128) return 0;
     for (const char *s = e; *s; s++)
-        if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_' && *s != '.' ) return 0;
+        if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_' && *s != '.') return 0;
     return e[0] != '.';
 }
 
 /* HEAD of a resolve URL (retried on transient errors): etag (malloc'd) and size (-1: unknown). */
-static kn_status *hub_head(const hub_ctx *c, const char *url, char **etag, int64_t *size)
-{
+static kn_status *hub_head(const hub_ctx *c, const char *url, char **etag, int64_t *size) {
     hub_http h;
     char cerr[CURL_ERROR_SIZE];
     CURLcode rc;
@@ -840,7 +895,11 @@ static kn_status *hub_head(const hub_ctx *c, const char *url, char **etag, int64
             hub_http_init(&h);
             rc = hub_request(c, 1, url, 1, 0, &h, cerr);
         }
-        if (hub_retry(c, &h, attempt, rc)) { free(h.body); hub_backoff(attempt); continue; }
+        if (hub_retry(c, &h, attempt, rc)) {
+            free(h.body);
+            hub_backoff(attempt);
+            continue;
+        }
         break;
     }
     if (rc != CURLE_OK || h.status >= 400 || h.status < 200) {
@@ -851,7 +910,9 @@ static kn_status *hub_head(const hub_ctx *c, const char *url, char **etag, int64
     free(h.body);
     char *e = h.linked_etag[0] ? h.linked_etag : h.etag;
     hub_norm_etag(e);
-    if (!e[0]) return kn_error(KN_ERR_IO, "HEAD %s: HTTP %ld without an ETag (is HF_ENDPOINT a Hugging Face hub?)", url, h.status);
+    if (!e[0])
+        return kn_error(KN_ERR_IO, "HEAD %s: HTTP %ld without an ETag (is HF_ENDPOINT a Hugging Face hub?)", url,
+                        h.status);
     if (!hub_valid_etag(e)) return kn_error(KN_ERR_IO, "HEAD %s: unusable ETag '%s'", url, e);
     *etag = strdup(e);
     *size = h.linked_size >= 0 ? h.linked_size : (h.status == 200 ? h.content_length : -1);
@@ -861,24 +922,27 @@ static kn_status *hub_head(const hub_ctx *c, const char *url, char **etag, int64
 /* Opens (creating it when absent) the partial download dfd/name for reading and writing: never
  * through a link, never a file with other names (a hard link planted in a shared cache), never
  * anything but a regular file. */
-static kn_status *hub_open_incomplete(int dfd, const char *shown, const char *name, int *fd)
-{
+static kn_status *hub_open_incomplete(int dfd, const char *shown, const char *name, int *fd) {
     *fd = openat(dfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (*fd < 0 && errno == EEXIST)
-        *fd = openat(dfd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (*fd < 0 && errno == EEXIST) *fd = openat(dfd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (*fd < 0) {
         struct stat sb;
         if (errno == ELOOP || (fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(sb.st_mode)))
-            return kn_error(KN_ERR_IO, "%s is a symbolic link inside the Hugging Face cache: kiln does not follow links "
-                            "there (another user of a shared cache could point them at any file); remove it and run again", shown);
+            return kn_error(
+                KN_ERR_IO,
+                "%s is a symbolic link inside the Hugging Face cache: kiln does not follow links "
+                "there (another user of a shared cache could point them at any file); remove it and run again",
+                shown);
         return kn_error(KN_ERR_IO, "%s: %s", shown, strerror(errno));
     }
     struct stat sb;
     if (fstat(*fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_nlink != 1) {
         close(*fd);
         *fd = -1;
-        return kn_error(KN_ERR_IO, "%s is not a plain file of its own (a link or special file planted in the cache?); "
-                        "remove it and run again", shown);
+        return kn_error(KN_ERR_IO,
+                        "%s is not a plain file of its own (a link or special file planted in the cache?); "
+                        "remove it and run again",
+                        shown);
     }
     return NULL;
 }
@@ -886,8 +950,7 @@ static kn_status *hub_open_incomplete(int dfd, const char *shown, const char *na
 /* Downloads url into blobs/<etag> (nothing to do when the blob is there). size: what HEAD
  * announced (-1: unknown); the body may not exceed it. */
 static kn_status *hub_fetch_blob(const hub_ctx *c, const hub_repo *r, const char *path, const char *url,
-                                 const char *etag, int64_t size)
-{
+                                 const char *etag, int64_t size) {
     char *blobs_rel = hub_fmt("%s/blobs", r->folder);
     char *locks_rel = hub_fmt(".locks/%s", r->folder);
     char *blob = hub_fmt("%s/blobs/%s", r->repo_dir, etag);
@@ -897,31 +960,48 @@ static kn_status *hub_fetch_blob(const hub_ctx *c, const hub_repo *r, const char
     kn_status *st = NULL;
     int lock_fd = -1, bfd = -1, lfd = -1, fd = -1;
     struct stat sb;
-    if (!blobs_rel || !locks_rel || !blob || !inc || !inc_name || !lock_name) { st = KN_OOM(0); goto out; }
+    if (!blobs_rel || !locks_rel || !blob || !inc || !inc_name || !lock_name) {
+        st = KN_OOM(0);
+        goto out;
+    }
     if ((st = hub_open_dir(r->cache, blobs_rel, 1, &bfd))) goto out;
     int have_blob = hub_entry(bfd, etag, &sb);
-    if (have_blob < 0) { st = kn_error(KN_ERR_IO, "%s is not a plain file (a link planted in the cache?); remove it and run again", blob); goto out; }
+    if (have_blob < 0) {
+        st =
+            kn_error(KN_ERR_IO, "%s is not a plain file (a link planted in the cache?); remove it and run again", blob);
+        goto out;
+    }
     if (have_blob) goto out;
     if ((st = hub_open_dir(r->cache, locks_rel, 1, &lfd))) goto out;
     /* the lock huggingface_hub takes too (filelock: flock on the same file) */
     lock_fd = openat(lfd, lock_name, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
     if (lock_fd < 0 || fstat(lock_fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         st = errno == ELOOP ? hub_symlink_error(r->lock_dir, lock_name)
-                            : kn_error(KN_ERR_IO, "%s/%s: %s", r->lock_dir, lock_name, lock_fd < 0 ? strerror(errno) : "not a plain file");
+                            : kn_error(KN_ERR_IO, "%s/%s: %s", r->lock_dir, lock_name,
+                                       lock_fd < 0 ? strerror(errno) : "not a plain file");
         goto out;
     }
     while (flock(lock_fd, LOCK_EX) != 0)
-        if (errno != EINTR) { st = kn_error(KN_ERR_IO, "%s/%s: cannot lock: %s", r->lock_dir, lock_name, strerror(errno)); goto out; }
-    if (hub_entry(bfd, etag, &sb) == 1) goto out;   /* another process finished it meanwhile */
+        if (errno != EINTR) {
+            st = kn_error(KN_ERR_IO, "%s/%s: cannot lock: %s", r->lock_dir, lock_name, strerror(errno));
+            goto out;
+        }
+    if (hub_entry(bfd, etag, &sb) == 1) goto out; /* another process finished it meanwhile */
     if ((st = hub_open_incomplete(bfd, inc, inc_name, &fd))) goto out;
     /* the most bytes the body may have: what HEAD announced, else the configured cap */
     int64_t cap = size >= 0 ? size : c->max_unknown;
 
     for (int attempt = 1;; attempt++) {
-        if (fstat(fd, &sb) != 0) { st = kn_error(KN_ERR_IO, "%s: %s", inc, strerror(errno)); goto out; }
+        if (fstat(fd, &sb) != 0) {
+            st = kn_error(KN_ERR_IO, "%s: %s", inc, strerror(errno));
+            goto out;
+        }
         int64_t have = (int64_t)sb.st_size;
         if (size >= 0 && have > size) {
-            if (ftruncate(fd, 0) != 0) { st = kn_error(KN_ERR_IO, "%s: %s", inc, strerror(errno)); goto out; }
+            if (ftruncate(fd, 0) != 0) {
+                st = kn_error(KN_ERR_IO, "%s: %s", inc, strerror(errno));
+                goto out;
+            }
             have = 0;
         }
         if (size < 0 || have < size) {
@@ -944,22 +1024,35 @@ static kn_status *hub_fetch_blob(const hub_ctx *c, const hub_repo *r, const char
             if (h.over_cap) {
                 /* what came is not the announced file: nothing of it is kept */
                 unlinkat(bfd, inc_name, 0);
-                st = size >= 0 ? kn_error(KN_ERR_IO, "GET %s: the server sent more than the %lld bytes the hub announced; the download was stopped and deleted",
+                st = size >= 0 ? kn_error(KN_ERR_IO,
+                                          "GET %s: the server sent more than the %lld bytes the hub announced; the "
+                                          "download was stopped and deleted",
                                           url, (long long)size)
-                               : kn_error(KN_ERR_IO, "GET %s: the body exceeds KILN_HUB_MAX_FILE_SIZE (%lld bytes); the download was stopped and deleted",
+                               : kn_error(KN_ERR_IO,
+                                          "GET %s: the body exceeds KILN_HUB_MAX_FILE_SIZE (%lld bytes); the download "
+                                          "was stopped and deleted",
                                           url, (long long)cap);
                 free(h.body);
                 goto out;
             }
-            if (h.range_mismatch || (rc == CURLE_OK && h.status == 416)) {   /* a resume the server would not do: restart */
+            if (h.range_mismatch ||
+                (rc == CURLE_OK && h.status == 416)) { /* a resume the server would not do: restart */
                 free(h.body);
-                if (ftruncate(fd, 0) != 0) { st = kn_error(KN_ERR_IO, "%s: %s", inc, strerror(errno)); goto out; }
+                if (ftruncate(fd, 0) != 0) {
+                    st = kn_error(KN_ERR_IO, "%s: %s", inc, strerror(errno));
+                    goto out;
+                }
                 if (attempt < HUB_ATTEMPTS) continue;
-                st = kn_error(KN_ERR_IO, "GET %s: the server did not honour the resume request (Range: bytes=%lld-)", url, (long long)have);
+                st = kn_error(KN_ERR_IO, "GET %s: the server did not honour the resume request (Range: bytes=%lld-)",
+                              url, (long long)have);
                 goto out;
             }
             if (rc != CURLE_OK || h.status < 200 || h.status >= 300) {
-                if (hub_retry(c, &h, attempt, rc)) { free(h.body); hub_backoff(attempt); continue; }
+                if (hub_retry(c, &h, attempt, rc)) {
+                    free(h.body);
+                    hub_backoff(attempt);
+                    continue;
+                }
                 char keep[4200] = "";
                 if (fstat(fd, &sb) == 0 && sb.st_size > 0)
                     snprintf(keep, sizeof keep, "; %lld bytes are kept in %s and the next run resumes from there",
@@ -970,51 +1063,71 @@ static kn_status *hub_fetch_blob(const hub_ctx *c, const hub_repo *r, const char
             }
             free(h.body);
         }
-        if (fstat(fd, &sb) != 0) { st = kn_error(KN_ERR_IO, "%s: %s", inc, strerror(errno)); goto out; }
+        if (fstat(fd, &sb) != 0) {
+            st = kn_error(KN_ERR_IO, "%s: %s", inc, strerror(errno));
+            goto out;
+        }
         if (size >= 0 && (int64_t)sb.st_size < size && attempt < HUB_ATTEMPTS &&
-            !(c->deadline > 0 && hub_now() >= c->deadline)) { hub_backoff(attempt); continue; }   /* cut short */
+            !(c->deadline > 0 && hub_now() >= c->deadline)) {
+            hub_backoff(attempt);
+            continue;
+        } /* cut short */
         if (size >= 0 && (int64_t)sb.st_size != size) {
             unlinkat(bfd, inc_name, 0);
-            st = kn_error(KN_ERR_IO, "GET %s: got %lld bytes, the hub announced %lld; the partial file was deleted, run again",
+            st = kn_error(KN_ERR_IO,
+                          "GET %s: got %lld bytes, the hub announced %lld; the partial file was deleted, run again",
                           url, (long long)sb.st_size, (long long)size);
             goto out;
         }
         break;
     }
-    if (hub_is_hex(etag, 64)) {   /* an LFS file: its ETag is the SHA-256 of the content */
+    if (hub_is_hex(etag, 64)) { /* an LFS file: its ETag is the SHA-256 of the content */
         char hex[65];
         st = hub_sha256_fd(fd, inc, hex);
         if (st) goto out;
         if (strcasecmp(hex, etag) != 0) {
             unlinkat(bfd, inc_name, 0);
-            st = kn_error(KN_ERR_IO, "GET %s: SHA-256 mismatch for %s: expected %s, got %s; the corrupted download was deleted, run again",
-                          url, path, etag, hex);
+            st = kn_error(
+                KN_ERR_IO,
+                "GET %s: SHA-256 mismatch for %s: expected %s, got %s; the corrupted download was deleted, run again",
+                url, path, etag, hex);
             goto out;
         }
     }
-    if (close(fd) != 0) { fd = -1; st = kn_error(KN_ERR_IO, "%s: write failed: %s (disk full?)", inc, strerror(errno)); goto out; }
+    if (close(fd) != 0) {
+        fd = -1;
+        st = kn_error(KN_ERR_IO, "%s: write failed: %s (disk full?)", inc, strerror(errno));
+        goto out;
+    }
     fd = -1;
     if (renameat(bfd, inc_name, bfd, etag) != 0) st = kn_error(KN_ERR_IO, "%s: %s", blob, strerror(errno));
 out:
     if (fd >= 0) close(fd);
-    if (lock_fd >= 0) close(lock_fd);   /* releases the flock */
+    if (lock_fd >= 0) close(lock_fd); /* releases the flock */
     if (bfd >= 0) close(bfd);
     if (lfd >= 0) close(lfd);
-    free(blobs_rel); free(locks_rel); free(blob); free(inc); free(inc_name); free(lock_name);
+    free(blobs_rel);
+    free(locks_rel);
+    free(blob);
+    free(inc);
+    free(inc_name);
+    free(lock_name);
     return st;
 }
 
 /* ---------------------------------------------------------------- what to fetch */
 
-typedef struct hub_list { char **v; int n, cap; } hub_list;
+typedef struct hub_list {
+    char **v;
+    int n, cap;
+} hub_list;
 
-static int hub_list_has(const hub_list *l, const char *s)
-{
-    for (int i = 0; i < l->n; i++) if (!strcmp(l->v[i], s)) return 1;
+static int hub_list_has(const hub_list *l, const char *s) {
+    for (int i = 0; i < l->n; i++)
+        if (!strcmp(l->v[i], s)) return 1;
     return 0;
 }
-static int hub_list_add(hub_list *l, const char *s)
-{
+static int hub_list_add(hub_list *l, const char *s) {
     if (hub_list_has(l, s)) return 0;
     if (l->n == l->cap) {
         int cap = l->cap ? l->cap * 2 : 16;
@@ -1027,15 +1140,13 @@ static int hub_list_add(hub_list *l, const char *s)
     l->n++;
     return 0;
 }
-static void hub_list_free(hub_list *l)
-{
+static void hub_list_free(hub_list *l) {
     for (int i = 0; i < l->n; i++) free(l->v[i]);
     free(l->v);
     memset(l, 0, sizeof *l);
 }
 
-static int hub_same_dir(const char *a, const char *b)
-{
+static int hub_same_dir(const char *a, const char *b) {
     const char *sa = strrchr(a, '/'), *sb = strrchr(b, '/');
     size_t la = sa ? (size_t)(sa - a) : 0, lb = sb ? (size_t)(sb - b) : 0;
     return la == lb && !memcmp(a, b, la);
@@ -1043,8 +1154,7 @@ static int hub_same_dir(const char *a, const char *b)
 
 /* The .onnx file an external-data file belongs to, judged by its name: "X.data" / "X_data" belongs
  * to X when X is a .onnx sibling, or to X.onnx. NULL when it names none. */
-static const char *hub_data_owner(const hub_list *sib, const char *data)
-{
+static const char *hub_data_owner(const hub_list *sib, const char *data) {
     size_t n = strlen(data);
     if (n <= 5 || !(hub_ends_with(data, ".data") || hub_ends_with(data, "_data"))) return NULL;
     char base[4096];
@@ -1059,21 +1169,29 @@ static const char *hub_data_owner(const hub_list *sib, const char *data)
     return NULL;
 }
 
-static kn_status *hub_pick(const hub_repo *r, const char *commit, const hub_list *sib, const char *onnx_file, hub_list *want)
-{
-    static const char *const files[] = {
-        "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-        "merges.txt", "vocab.json", "preprocessor_config.json", "generation_config.json", "modules.json",
-        "sentence_bert_config.json"};
+static kn_status *hub_pick(const hub_repo *r, const char *commit, const hub_list *sib, const char *onnx_file,
+                           hub_list *want) {
+    static const char *const files[] = {"config.json",
+                                        "tokenizer.json",
+                                        "tokenizer_config.json",
+                                        "special_tokens_map.json",
+                                        "vocab.txt",
+                                        "merges.txt",
+                                        "vocab.json",
+                                        "preprocessor_config.json",
+                                        "generation_config.json",
+                                        "modules.json",
+                                        "sentence_bert_config.json"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++)
         if (hub_list_has(sib, files[i]) && hub_list_add(want, files[i])) return KN_OOM(0);
     /* the sentence-transformers pooling module: 1_Pooling/config.json */
     for (int i = 0; i < sib->n; i++) {
         const char *s = sib->v[i], *sl = strchr(s, '/');
-        if (sl && !strcmp(sl, "/config.json") && strstr(s, "Pooling") && strstr(s, "Pooling") < sl && hub_list_add(want, s))
+        if (sl && !strcmp(sl, "/config.json") && strstr(s, "Pooling") && strstr(s, "Pooling") < sl &&
+            hub_list_add(want, s))
             return KN_OOM(0);
     }
-    if (onnx_file && onnx_file[0] == '/') return NULL;   /* a local model file: configs only */
+    if (onnx_file && onnx_file[0] == '/') return NULL; /* a local model file: configs only */
     char names[1024] = "";
     int n_onnx = 0, n_cand = 0;
     const char *cand = NULL;
@@ -1084,23 +1202,28 @@ static kn_status *hub_pick(const hub_repo *r, const char *commit, const hub_list
         size_t l = strlen(names);
         if (l < sizeof names - 100) snprintf(names + l, sizeof names - l, "%s%s", l ? ", " : "", s);
         else if (!strstr(names, "...")) strcat(names, ", ...");
-        if (!strchr(s, '/') || (!strncmp(s, "onnx/", 5) && !strchr(s + 5, '/'))) { cand = s; n_cand++; }
+        if (!strchr(s, '/') || (!strncmp(s, "onnx/", 5) && !strchr(s + 5, '/'))) {
+            cand = s;
+            n_cand++;
+        }
     }
     const char *model = NULL;
     if (onnx_file) {
         const char *f = onnx_file;
         while (!strncmp(f, "./", 2)) f += 2;
         if (!hub_list_has(sib, f))
-            return kn_error(KN_ERR_IO, "%s@%s (commit %s) has no file '%s'; its ONNX files: %s", r->repo, r->rev, commit, f,
-                            n_onnx ? names : "none");
+            return kn_error(KN_ERR_IO, "%s@%s (commit %s) has no file '%s'; its ONNX files: %s", r->repo, r->rev,
+                            commit, f, n_onnx ? names : "none");
         model = f;
     } else if (hub_list_has(sib, "model.onnx")) model = "model.onnx";
     else if (hub_list_has(sib, "onnx/model.onnx")) model = "onnx/model.onnx";
     else if (n_cand == 1) model = cand;
     else if (n_onnx == 0)
-        return kn_error(KN_ERR_IO, "%s@%s (commit %s) has no .onnx file: kiln needs an ONNX export of the model", r->repo, r->rev, commit);
+        return kn_error(KN_ERR_IO, "%s@%s (commit %s) has no .onnx file: kiln needs an ONNX export of the model",
+                        r->repo, r->rev, commit);
     else
-        return kn_error(KN_ERR_IO, "%s@%s (commit %s) has no model.onnx or onnx/model.onnx; choose one with --onnx-file: %s",
+        return kn_error(KN_ERR_IO,
+                        "%s@%s (commit %s) has no model.onnx or onnx/model.onnx; choose one with --onnx-file: %s",
                         r->repo, r->rev, commit, names);
     if (hub_list_add(want, model)) return KN_OOM(0);
     /* its external data: files beside it ending in .data / _data that belong to it (model.onnx_data,
@@ -1116,8 +1239,7 @@ static kn_status *hub_pick(const hub_repo *r, const char *commit, const hub_list
 
 /* ---------------------------------------------------------------- the download */
 
-static kn_status *hub_download(hub_ctx *c, const hub_repo *r, const char *onnx_file, char **dir)
-{
+static kn_status *hub_download(hub_ctx *c, const hub_repo *r, const char *onnx_file, char **dir) {
     kn_status *st = NULL;
     char *rev_e = hub_escape(r->rev, 0);
     char *api = rev_e ? hub_fmt("%s/api/models/%s/revision/%s", c->endpoint, r->repo, rev_e) : NULL;
@@ -1130,11 +1252,16 @@ static kn_status *hub_download(hub_ctx *c, const hub_repo *r, const char *onnx_f
         hub_http_init(&h);
         h.body_max = HUB_API_MAX;
         rc = hub_request(c, 0, api, 1, 0, &h, cerr);
-        if (hub_retry(c, &h, attempt, rc)) { free(h.body); hub_backoff(attempt); continue; }
+        if (hub_retry(c, &h, attempt, rc)) {
+            free(h.body);
+            hub_backoff(attempt);
+            continue;
+        }
         break;
     }
     if (h.body_capped && h.status == 200) {
-        st = kn_error(KN_ERR_IO, "GET %s: the listing is larger than %d MB; is HF_ENDPOINT a Hugging Face hub?", api, HUB_API_MAX >> 20);
+        st = kn_error(KN_ERR_IO, "GET %s: the listing is larger than %d MB; is HF_ENDPOINT a Hugging Face hub?", api,
+                      HUB_API_MAX >> 20);
         free(h.body);
         free(api);
         return st;
@@ -1150,27 +1277,42 @@ static kn_status *hub_download(hub_ctx *c, const hub_repo *r, const char *onnx_f
     hub_list sib = {0}, want = {0};
     char **etags = NULL;
     char commit[64] = "";
-    if (!j || !json_object_is_type(j, json_type_object)) { st = kn_error(KN_ERR_IO, "GET %s: the answer is not a JSON object", api); goto out; }
+    if (!j || !json_object_is_type(j, json_type_object)) {
+        st = kn_error(KN_ERR_IO, "GET %s: the answer is not a JSON object", api);
+        goto out;
+    }
     if (json_object_object_get_ex(j, "sha", &v) && json_object_is_type(v, json_type_string))
         snprintf(commit, sizeof commit, "%s", json_object_get_string(v));
-    if (!hub_is_commit(commit)) { st = kn_error(KN_ERR_IO, "GET %s: no commit hash (\"sha\") in the answer", api); goto out; }
+    if (!hub_is_commit(commit)) {
+        st = kn_error(KN_ERR_IO, "GET %s: no commit hash (\"sha\") in the answer", api);
+        goto out;
+    }
     for (char *s = commit; *s; s++) *s = (char)tolower((unsigned char)*s);
     if (json_object_object_get_ex(j, "siblings", &v) && json_object_is_type(v, json_type_array))
         for (size_t i = 0; i < json_object_array_length(v); i++) {
             json_object *e = json_object_array_get_idx(v, i), *f;
             if (e && json_object_object_get_ex(e, "rfilename", &f) && json_object_is_type(f, json_type_string) &&
-                hub_valid_path(json_object_get_string(f)) && hub_list_add(&sib, json_object_get_string(f))) { st = KN_OOM(0); goto out; }
+                hub_valid_path(json_object_get_string(f)) && hub_list_add(&sib, json_object_get_string(f))) {
+                st = KN_OOM(0);
+                goto out;
+            }
         }
     if ((st = hub_pick(r, commit, &sib, onnx_file, &want))) goto out;
     if (c->progress) fprintf(stderr, "%s@%s: commit %s, %d files\n", r->repo, r->rev, commit, want.n);
     etags = calloc((size_t)want.n + 1, sizeof *etags);
-    if (!etags) { st = KN_OOM(0); goto out; }
+    if (!etags) {
+        st = KN_OOM(0);
+        goto out;
+    }
     /* every blob first, then the snapshot links: a snapshot never shows a model whose companions are missing */
     for (int i = 0; i < want.n && !st; i++) {
         char *pe = hub_escape(want.v[i], 1);
         char *url = pe ? hub_fmt("%s/%s/resolve/%s/%s", c->endpoint, r->repo, commit, pe) : NULL;
         free(pe);
-        if (!url) { st = KN_OOM(0); break; }
+        if (!url) {
+            st = KN_OOM(0);
+            break;
+        }
         int64_t size = -1;
         st = hub_head(c, url, &etags[i], &size);
         if (!st) st = hub_fetch_blob(c, r, want.v[i], url, etags[i], size);
@@ -1187,7 +1329,8 @@ static kn_status *hub_download(hub_ctx *c, const hub_repo *r, const char *onnx_f
         if (!*dir) st = KN_OOM(0);
     }
 out:
-    if (etags) for (int i = 0; i < want.n; i++) free(etags[i]);
+    if (etags)
+        for (int i = 0; i < want.n; i++) free(etags[i]);
     free(etags);
     hub_list_free(&sib);
     hub_list_free(&want);
@@ -1196,13 +1339,16 @@ out:
     return st;
 }
 
-kn_status *pl_hub_fetch(const char *repo_at_rev, const char *onnx_file, char **dir)
-{
+kn_status *pl_hub_fetch(const char *repo_at_rev, const char *onnx_file, char **dir) {
     *dir = NULL;
     hub_repo r;
     kn_status *st = hub_repo_init(&r, repo_at_rev);
-    if (st) { hub_repo_free(&r); return st; }
-    if (onnx_file && onnx_file[0] != '/' && !hub_valid_path(onnx_file[0] == '.' && onnx_file[1] == '/' ? onnx_file + 2 : onnx_file)) {
+    if (st) {
+        hub_repo_free(&r);
+        return st;
+    }
+    if (onnx_file && onnx_file[0] != '/' &&
+        !hub_valid_path(onnx_file[0] == '.' && onnx_file[1] == '/' ? onnx_file + 2 : onnx_file)) {
         hub_repo_free(&r);
         return kn_error(KN_ERR_INVALID_ARGUMENT, "'%s' is not a file path inside a repo", onnx_file);
     }
@@ -1218,14 +1364,25 @@ kn_status *pl_hub_fetch(const char *repo_at_rev, const char *onnx_file, char **d
         st = snap_rel ? hub_open_dir(r.cache, snap_rel, 0, &sfd) : KN_OOM(0);
         free(snap_rel);
         if (sfd >= 0) close(sfd);
-        if (st) { free(commit); hub_repo_free(&r); return st; }
+        if (st) {
+            free(commit);
+            hub_repo_free(&r);
+            return st;
+        }
         char *snap = hub_fmt("%s/snapshots/%s", r.repo_dir, commit);
-        if (snap && sfd >= 0 && hub_snapshot_ready(snap, of)) { *dir = snap; free(commit); hub_repo_free(&r); return NULL; }
+        if (snap && sfd >= 0 && hub_snapshot_ready(snap, of)) {
+            *dir = snap;
+            free(commit);
+            hub_repo_free(&r);
+            return NULL;
+        }
         free(snap);
     }
     if (hub_env_true("HF_HUB_OFFLINE")) {
-        st = kn_error(KN_ERR_IO, "%s@%s: HF_HUB_OFFLINE is set and the Hugging Face cache has no snapshot of it with %s (looked in %s%s%s)",
-                      r.repo, r.rev, of ? of : "a model", r.repo_dir, commit ? "/snapshots/" : "", commit ? commit : "");
+        st = kn_error(
+            KN_ERR_IO,
+            "%s@%s: HF_HUB_OFFLINE is set and the Hugging Face cache has no snapshot of it with %s (looked in %s%s%s)",
+            r.repo, r.rev, of ? of : "a model", r.repo_dir, commit ? "/snapshots/" : "", commit ? commit : "");
         free(commit);
         hub_repo_free(&r);
         return st;
@@ -1234,10 +1391,16 @@ kn_status *pl_hub_fetch(const char *repo_at_rev, const char *onnx_file, char **d
     hub_ctx c = {0};
     const char *ep = getenv("HF_ENDPOINT");
     c.endpoint = strdup(ep && *ep ? ep : "https://huggingface.co");
-    if (!c.endpoint) { hub_repo_free(&r); return KN_OOM(0); }
+    if (!c.endpoint) {
+        hub_repo_free(&r);
+        return KN_OOM(0);
+    }
     for (size_t n = strlen(c.endpoint); n && c.endpoint[n - 1] == '/';) c.endpoint[--n] = 0;
     char *tok = hub_token();
-    if (tok) { c.auth = hub_fmt("Authorization: Bearer %s", tok); free(tok); }
+    if (tok) {
+        c.auth = hub_fmt("Authorization: Bearer %s", tok);
+        free(tok);
+    }
     c.repo = r.repo;
     c.stall_s = hub_env_long("HF_HUB_DOWNLOAD_TIMEOUT", 30);
     c.low_speed = hub_env_long("KILN_HUB_LOW_SPEED_LIMIT", 1024);
@@ -1251,8 +1414,7 @@ kn_status *pl_hub_fetch(const char *repo_at_rev, const char *onnx_file, char **d
     return st;
 }
 
-kn_status *pl_hub_resolve(const char *path_or_repo, const char *onnx_file, char **dir)
-{
+kn_status *pl_hub_resolve(const char *path_or_repo, const char *onnx_file, char **dir) {
     *dir = NULL;
     if (hub_exists(path_or_repo)) {
         *dir = strdup(path_or_repo);
@@ -1260,7 +1422,8 @@ kn_status *pl_hub_resolve(const char *path_or_repo, const char *onnx_file, char 
     }
     char *repo, *rev;
     if (!hub_parse_repo(path_or_repo, &repo, &rev))
-        return kn_error(KN_ERR_IO, "%s: no such model folder (and not a Hugging Face repo id: org/name[@revision])", path_or_repo);
+        return kn_error(KN_ERR_IO, "%s: no such model folder (and not a Hugging Face repo id: org/name[@revision])",
+                        path_or_repo);
     free(repo);
     free(rev);
     kn_status *st = pl_hub_fetch(path_or_repo, onnx_file, dir);

@@ -10,8 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void kn_pl_image_class_options_init(kn_pl_image_class_options *o)
-{
+void kn_pl_image_class_options_init(kn_pl_image_class_options *o) {
     memset(o, 0, sizeof *o);
     o->activation = KN_ACT_DEFAULT;
     o->top_k = 5;
@@ -19,9 +18,9 @@ void kn_pl_image_class_options_init(kn_pl_image_class_options *o)
 
 /* One preprocessed image waiting for its batch. */
 typedef struct {
-    int index;        /* into the caller's paths */
+    int index; /* into the caller's paths */
     int w, h;
-    float *px;        /* 3 x h x w */
+    float *px; /* 3 x h x w */
 } pl_pending;
 
 typedef kn_status *(*pl_rows_fn)(void *ctx, const kn_pl_batch *b, const int *orig);
@@ -29,19 +28,17 @@ typedef kn_status *(*pl_rows_fn)(void *ctx, const kn_pl_batch *b, const int *ori
 typedef struct {
     pl_rows_fn fn;
     void *ctx;
-    const int *orig;  /* batch row -> caller's index */
+    const int *orig; /* batch row -> caller's index */
 } pl_group_ctx;
 
-static kn_status *pl_group_cb(void *ctx, const kn_pl_batch *b)
-{
+static kn_status *pl_group_cb(void *ctx, const kn_pl_batch *b) {
     pl_group_ctx *g = ctx;
     return g->fn(g->ctx, b, g->orig);
 }
 
 /* Decodes and preprocesses paths[0..n) in chunks of the batch size, runs each chunk grouped by
  * image size, and hands every batch to fn with the rows' caller indices. */
-static kn_status *pl_run_images(const kn_pipeline *p, int n, const char *const *paths, pl_rows_fn fn, void *ctx)
-{
+static kn_status *pl_run_images(const kn_pipeline *p, int n, const char *const *paths, pl_rows_fn fn, void *ctx) {
     if (n < 0) return kn_error(KN_ERR_INVALID_ARGUMENT, "image pipeline: %d inputs", n);
     if (n > 0 && !paths) return kn_error(KN_ERR_INVALID_ARGUMENT, "image pipeline: no paths");
     char where[4200];
@@ -62,14 +59,18 @@ static kn_status *pl_run_images(const kn_pipeline *p, int n, const char *const *
         memset(pend, 0, sizeof *pend * (size_t)m);
         for (int i = 0; !st && i < m; i++) {
             const char *path = paths[s + i];
-            if (!path) { st = kn_error(KN_ERR_INVALID_ARGUMENT, "image %d: no path", s + i); break; }
+            if (!path) {
+                st = kn_error(KN_ERR_INVALID_ARGUMENT, "image %d: no path", s + i);
+                break;
+            }
             pl_rgb im;
             st = pl_image_load(path, &im);
             if (st) break;
             int ow, oh;
             pl_preproc_out_size(&pp, im.w, im.h, &ow, &oh);
             if (ow <= 0 || oh <= 0 || (int64_t)ow * oh > ((int64_t)1 << 26)) {
-                st = kn_error(KN_ERR_INVALID_ARGUMENT, "%s: an image of %dx%d preprocesses to %dx%d", path, im.w, im.h, ow, oh);
+                st = kn_error(KN_ERR_INVALID_ARGUMENT, "%s: an image of %dx%d preprocesses to %dx%d", path, im.w, im.h,
+                              ow, oh);
             } else {
                 pend[i] = (pl_pending){s + i, ow, oh, malloc(sizeof(float) * 3 * (size_t)ow * (size_t)oh)};
                 if (!pend[i].px) st = KN_OOM(sizeof(float) * 3 * (size_t)ow * oh);
@@ -86,7 +87,10 @@ static kn_status *pl_run_images(const kn_pipeline *p, int n, const char *const *
                 if (!done[j] && pend[j].w == w && pend[j].h == h) k++;
             if (one * (size_t)k > batch_cap) {
                 float *nb = realloc(batch, sizeof(float) * one * (size_t)k);
-                if (!nb) { st = KN_OOM(sizeof(float) * one * (size_t)k); break; }
+                if (!nb) {
+                    st = KN_OOM(sizeof(float) * one * (size_t)k);
+                    break;
+                }
                 batch = nb;
                 batch_cap = one * (size_t)k;
             }
@@ -117,30 +121,35 @@ typedef struct {
     kn_pl_labels *out;
 } pl_cls_ctx;
 
-static int pl_score_cmp(const void *a, const void *b)
-{
+static int pl_score_cmp(const void *a, const void *b) {
     const kn_pl_label_score *x = a, *y = b;
     if (x->score != y->score) return x->score < y->score ? 1 : -1;
-    return x->id - y->id;   /* Python's sort is stable: ties keep label order */
+    return x->id - y->id; /* Python's sort is stable: ties keep label order */
 }
 
-static kn_status *pl_cls_rows(void *vctx, const kn_pl_batch *b, const int *orig)
-{
+static kn_status *pl_cls_rows(void *vctx, const kn_pl_batch *b, const int *orig) {
     pl_cls_ctx *c = vctx;
     const kn_pipeline *p = c->p;
     const kn_named_tensor *t = pl_output(b, p, "logits");
     if (!t) t = pl_output(b, p, NULL);
     if (!t || t->dtype != KN_F32 || t->ndim != 2 || t->dims[0] != b->n || t->dims[1] < 1)
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: image classification needs logits of shape [batch, labels]; the model's first output is %s",
-                        p->dir, t ? t->name : "missing");
+        return kn_error(
+            KN_ERR_INVALID_MODEL,
+            "%s: image classification needs logits of shape [batch, labels]; the model's first output is %s", p->dir,
+            t ? t->name : "missing");
     int k = (int)t->dims[1];
     if (p->num_labels > 0 && p->num_labels != k)
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: the model gives %d logits but config.json has %d labels", p->dir, k, p->num_labels);
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: the model gives %d logits but config.json has %d labels", p->dir, k,
+                        p->num_labels);
     kn_pl_activation act = c->o->activation == KN_ACT_DEFAULT ? pl_default_activation(p, k) : c->o->activation;
     int top = c->o->top_k <= 0 || c->o->top_k > k ? k : c->o->top_k;
     float *row = malloc(sizeof(float) * (size_t)k);
     kn_pl_label_score *all = malloc(sizeof *all * (size_t)k);
-    if (!row || !all) { free(row); free(all); return KN_OOM(sizeof(float) * (size_t)k); }
+    if (!row || !all) {
+        free(row);
+        free(all);
+        return KN_OOM(sizeof(float) * (size_t)k);
+    }
     kn_status *st = NULL;
     for (int r = 0; !st && r < b->n; r++) {
         memcpy(row, (const float *)t->data + (size_t)r * (size_t)k, sizeof(float) * (size_t)k);
@@ -150,11 +159,19 @@ static kn_status *pl_cls_rows(void *vctx, const kn_pl_batch *b, const int *orig)
         qsort(all, (size_t)k, sizeof *all, pl_score_cmp);
         kn_pl_labels *res = &c->out[orig[r]];
         res->v = malloc(sizeof *res->v * (size_t)top);
-        if (!res->v) { st = KN_OOM(sizeof *res->v * (size_t)top); break; }
+        if (!res->v) {
+            st = KN_OOM(sizeof *res->v * (size_t)top);
+            break;
+        }
         /* models without id2label get LABEL_<id> names, which the result owns */
         size_t owned = 0;
         if (p->num_labels == 0) owned = (size_t)top * 24;
-        if (owned && !(res->owned = malloc(owned))) { free(res->v); res->v = NULL; st = KN_OOM(owned); break; }
+        if (owned && !(res->owned = malloc(owned))) {
+            free(res->v);
+            res->v = NULL;
+            st = KN_OOM(owned);
+            break;
+        }
         for (int i = 0; i < top; i++) {
             res->v[i] = all[i];
             if (p->num_labels > 0) {
@@ -173,11 +190,14 @@ static kn_status *pl_cls_rows(void *vctx, const kn_pl_batch *b, const int *orig)
 }
 
 kn_status *kn_pl_image_classification(const kn_pipeline *p, int n, const char *const *paths,
-                                      const kn_pl_image_class_options *o, kn_pl_labels *out)
-{
-    if (!p || (n > 0 && !out)) return kn_error(KN_ERR_INVALID_ARGUMENT, "kn_pl_image_classification: no pipeline or no output");
+                                      const kn_pl_image_class_options *o, kn_pl_labels *out) {
+    if (!p || (n > 0 && !out))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "kn_pl_image_classification: no pipeline or no output");
     kn_pl_image_class_options def;
-    if (!o) { kn_pl_image_class_options_init(&def); o = &def; }
+    if (!o) {
+        kn_pl_image_class_options_init(&def);
+        o = &def;
+    }
     if (n > 0) memset(out, 0, sizeof *out * (size_t)n);
     pl_cls_ctx c = {p, o, out};
     kn_status *st = pl_run_images(p, n, paths, pl_cls_rows, &c);
@@ -195,8 +215,7 @@ typedef struct {
     kn_pl_embedding *out;
 } pl_feat_ctx;
 
-static kn_status *pl_feat_rows(void *vctx, const kn_pl_batch *b, const int *orig)
-{
+static kn_status *pl_feat_rows(void *vctx, const kn_pl_batch *b, const int *orig) {
     pl_feat_ctx *c = vctx;
     const kn_pipeline *p = c->p;
     const kn_named_tensor *t = pl_output(b, p, c->o->output_name);
@@ -248,12 +267,15 @@ static kn_status *pl_feat_rows(void *vctx, const kn_pl_batch *b, const int *orig
     return NULL;
 }
 
-kn_status *kn_pl_image_features(const kn_pipeline *p, int n, const char *const *paths,
-                                const kn_pl_feature_options *o, kn_pl_embedding *out)
-{
-    if (!p || (n > 0 && !out)) return kn_error(KN_ERR_INVALID_ARGUMENT, "kn_pl_image_features: no pipeline or no output");
+kn_status *kn_pl_image_features(const kn_pipeline *p, int n, const char *const *paths, const kn_pl_feature_options *o,
+                                kn_pl_embedding *out) {
+    if (!p || (n > 0 && !out))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "kn_pl_image_features: no pipeline or no output");
     kn_pl_feature_options def;
-    if (!o) { kn_pl_feature_options_init(&def); o = &def; }
+    if (!o) {
+        kn_pl_feature_options_init(&def);
+        o = &def;
+    }
     if (n > 0) memset(out, 0, sizeof *out * (size_t)n);
     pl_feat_ctx c = {p, o, o->normalize < 0 ? p->normalize : o->normalize, out};
     kn_status *st = pl_run_images(p, n, paths, pl_feat_rows, &c);

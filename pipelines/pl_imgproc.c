@@ -24,18 +24,17 @@
 #define PL_MAX_PIXELS ((int64_t)1 << 28)
 #define PL_MAX_FILE ((size_t)1 << 30)
 
-void pl_rgb_free(pl_rgb *im)
-{
+void pl_rgb_free(pl_rgb *im) {
     if (!im) return;
     free(im->px);
     im->px = NULL;
     im->w = im->h = 0;
 }
 
-static kn_status *pl_rgb_alloc(pl_rgb *im, int64_t w, int64_t h, const char *name)
-{
+static kn_status *pl_rgb_alloc(pl_rgb *im, int64_t w, int64_t h, const char *name) {
     if (w <= 0 || h <= 0 || w * h > PL_MAX_PIXELS)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: image of %lldx%lld pixels is not supported", name, (long long)w, (long long)h);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: image of %lldx%lld pixels is not supported", name, (long long)w,
+                        (long long)h);
     im->px = malloc((size_t)(w * h * 3));
     if (!im->px) return KN_OOM((size_t)(w * h * 3));
     im->w = (int)w;
@@ -45,8 +44,7 @@ static kn_status *pl_rgb_alloc(pl_rgb *im, int64_t w, int64_t h, const char *nam
 
 /* ImageOps.exif_transpose: 2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90 clockwise,
  * 7 transverse, 8 rotate 90 counter-clockwise. */
-static kn_status *pl_orient(pl_rgb *im, int o, const char *name)
-{
+static kn_status *pl_orient(pl_rgb *im, int o, const char *name) {
     if (o <= 1 || o > 8) return NULL;
     int W = im->w, H = im->h;
     pl_rgb out = {0};
@@ -56,13 +54,34 @@ static kn_status *pl_orient(pl_rgb *im, int o, const char *name)
         for (int x = 0; x < out.w; x++) {
             int sx, sy;
             switch (o) {
-            case 2: sx = W - 1 - x; sy = y; break;
-            case 3: sx = W - 1 - x; sy = H - 1 - y; break;
-            case 4: sx = x; sy = H - 1 - y; break;
-            case 5: sx = y; sy = x; break;
-            case 6: sx = y; sy = H - 1 - x; break;
-            case 7: sx = W - 1 - y; sy = H - 1 - x; break;
-            default: sx = W - 1 - y; sy = x; break;
+            case 2:
+                sx = W - 1 - x;
+                sy = y;
+                break;
+            case 3:
+                sx = W - 1 - x;
+                sy = H - 1 - y;
+                break;
+            case 4:
+                sx = x;
+                sy = H - 1 - y;
+                break;
+            case 5:
+                sx = y;
+                sy = x;
+                break;
+            case 6:
+                sx = y;
+                sy = H - 1 - x;
+                break;
+            case 7:
+                sx = W - 1 - y;
+                sy = H - 1 - x;
+                break;
+            default:
+                sx = W - 1 - y;
+                sy = x;
+                break;
             }
             memcpy(out.px + ((size_t)y * out.w + x) * 3, im->px + ((size_t)sy * W + sx) * 3, 3);
         }
@@ -74,16 +93,14 @@ static kn_status *pl_orient(pl_rgb *im, int o, const char *name)
     return NULL;
 }
 
-kn_status *pl_image_decode(const uint8_t *buf, size_t len, const char *name, pl_rgb *out)
-{
+kn_status *pl_image_decode(const uint8_t *buf, size_t len, const char *name, pl_rgb *out) {
     KN_TRY(kn_image_decode(buf, len, name, out)); /* the one decoder, shared with the ImageDecoder op */
     kn_status *st = pl_orient(out, out->orientation, name);
     if (st) pl_rgb_free(out);
     return st;
 }
 
-kn_status *pl_image_load(const char *path, pl_rgb *out)
-{
+kn_status *pl_image_load(const char *path, pl_rgb *out) {
     memset(out, 0, sizeof *out);
     FILE *f = fopen(path, "rb");
     if (!f) return kn_error(KN_ERR_IO, "%s: cannot open the image", path);
@@ -92,10 +109,16 @@ kn_status *pl_image_load(const char *path, pl_rgb *out)
     kn_status *st = NULL;
     for (;;) {
         if (len == cap) {
-            if (cap >= PL_MAX_FILE) { st = kn_error(KN_ERR_UNSUPPORTED, "%s: image file larger than 1 GiB", path); break; }
+            if (cap >= PL_MAX_FILE) {
+                st = kn_error(KN_ERR_UNSUPPORTED, "%s: image file larger than 1 GiB", path);
+                break;
+            }
             size_t nc = cap ? cap * 2 : 1 << 16;
             uint8_t *nb = realloc(buf, nc);
-            if (!nb) { st = KN_OOM(nc); break; }
+            if (!nb) {
+                st = KN_OOM(nc);
+                break;
+            }
             buf = nb;
             cap = nc;
         }
@@ -115,29 +138,25 @@ kn_status *pl_image_load(const char *path, pl_rgb *out)
 /* ---- PIL resampling ---- */
 
 static double pl_f_box(double x) { return x > -0.5 && x <= 0.5 ? 1.0 : 0.0; }
-static double pl_f_bilinear(double x)
-{
+static double pl_f_bilinear(double x) {
     if (x < 0.0) x = -x;
     return x < 1.0 ? 1.0 - x : 0.0;
 }
-static double pl_f_hamming(double x)
-{
+static double pl_f_hamming(double x) {
     if (x < 0.0) x = -x;
     if (x == 0.0) return 1.0;
     if (x >= 1.0) return 0.0;
     x = x * M_PI;
-    return sin(x) / x * (0.54f + 0.46f * cos(x));   /* float constants, as PIL */
+    return sin(x) / x * (0.54f + 0.46f * cos(x)); /* float constants, as PIL */
 }
-static double pl_f_bicubic(double x)
-{
+static double pl_f_bicubic(double x) {
     const double a = -0.5;
     if (x < 0.0) x = -x;
     if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
     if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
     return 0.0;
 }
-static double pl_sinc(double x)
-{
+static double pl_sinc(double x) {
     if (x == 0.0) return 1.0;
     x = x * M_PI;
     return sin(x) / x;
@@ -147,8 +166,8 @@ static double pl_f_lanczos(double x) { return -3.0 <= x && x < 3.0 ? pl_sinc(x) 
 #define PL_PRECISION_BITS (32 - 8 - 2)
 
 /* Resample.c's precompute_coeffs + normalize_coeffs_8bpc over the whole input range. */
-static int pl_coeffs(int in_size, int out_size, double (*filter)(double), double fsupport, int **bounds_out, int32_t **kk_out)
-{
+static int pl_coeffs(int in_size, int out_size, double (*filter)(double), double fsupport, int **bounds_out,
+                     int32_t **kk_out) {
     double scale = (double)in_size / out_size, filterscale = scale;
     if (filterscale < 1.0) filterscale = 1.0;
     double support = fsupport * filterscale;
@@ -156,7 +175,12 @@ static int pl_coeffs(int in_size, int out_size, double (*filter)(double), double
     double *kk = malloc(sizeof(double) * (size_t)out_size * (size_t)ksize);
     int *bounds = malloc(sizeof(int) * (size_t)out_size * 2);
     int32_t *ik = malloc(sizeof(int32_t) * (size_t)out_size * (size_t)ksize);
-    if (!kk || !bounds || !ik) { free(kk); free(bounds); free(ik); return -1; }
+    if (!kk || !bounds || !ik) {
+        free(kk);
+        free(bounds);
+        free(ik);
+        return -1;
+    }
     for (int xx = 0; xx < out_size; xx++) {
         double center = 0 + (xx + 0.5) * scale, ww = 0.0, ss = 1.0 / filterscale;
         int xmin = (int)(center - support + 0.5);
@@ -178,26 +202,28 @@ static int pl_coeffs(int in_size, int out_size, double (*filter)(double), double
         bounds[xx * 2 + 1] = xmax;
     }
     for (size_t i = 0; i < (size_t)out_size * (size_t)ksize; i++)
-        ik[i] = kk[i] < 0 ? (int32_t)(-0.5 + kk[i] * (1 << PL_PRECISION_BITS)) : (int32_t)(0.5 + kk[i] * (1 << PL_PRECISION_BITS));
+        ik[i] = kk[i] < 0 ? (int32_t)(-0.5 + kk[i] * (1 << PL_PRECISION_BITS))
+                          : (int32_t)(0.5 + kk[i] * (1 << PL_PRECISION_BITS));
     free(kk);
     *bounds_out = bounds;
     *kk_out = ik;
     return ksize;
 }
 
-static inline uint8_t pl_clip8(int32_t v)
-{
+static inline uint8_t pl_clip8(int32_t v) {
     v >>= PL_PRECISION_BITS;
     return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
 /* Image.resize(..., NEAREST): Geometry.c's ImagingScaleAffine, positions stepped in double. */
-static void pl_resize_nearest(const pl_rgb *in, pl_rgb *out)
-{
+static void pl_resize_nearest(const pl_rgb *in, pl_rgb *out) {
     double a0 = (double)in->w / out->w, a4 = (double)in->h / out->h;
     double xo = 0 + a0 * 0.5, yo = 0 + a4 * 0.5;
     int *xin = malloc(sizeof(int) * (size_t)out->w);
-    if (!xin) { memset(out->px, 0, (size_t)out->w * out->h * 3); return; }
+    if (!xin) {
+        memset(out->px, 0, (size_t)out->w * out->h * 3);
+        return;
+    }
     for (int x = 0; x < out->w; x++) {
         int v = xo < 0.0 ? -1 : (int)xo;
         xin[x] = v >= 0 && v < in->w ? v : -1;
@@ -216,8 +242,7 @@ static void pl_resize_nearest(const pl_rgb *in, pl_rgb *out)
 }
 
 /* One horizontal pass (ImagingResampleHorizontal_8bpc): out row yy from in row yy + row0. */
-static void pl_pass_h(const pl_rgb *in, int row0, pl_rgb *out, const int *bounds, const int32_t *kk, int ks)
-{
+static void pl_pass_h(const pl_rgb *in, int row0, pl_rgb *out, const int *bounds, const int32_t *kk, int ks) {
     for (int yy = 0; yy < out->h; yy++) {
         const uint8_t *row = in->px + (size_t)(yy + row0) * in->w * 3;
         uint8_t *o = out->px + (size_t)yy * out->w * 3;
@@ -239,8 +264,7 @@ static void pl_pass_h(const pl_rgb *in, int row0, pl_rgb *out, const int *bounds
 }
 
 /* One vertical pass (ImagingResampleVertical_8bpc); in and out have the same width. */
-static void pl_pass_v(const pl_rgb *in, pl_rgb *out, const int *bounds, const int32_t *kk, int ks)
-{
+static void pl_pass_v(const pl_rgb *in, pl_rgb *out, const int *bounds, const int32_t *kk, int ks) {
     size_t stride = (size_t)in->w * 3;
     for (int yy = 0; yy < out->h; yy++) {
         int ymin = bounds[yy * 2], ymax = bounds[yy * 2 + 1];
@@ -254,23 +278,40 @@ static void pl_pass_v(const pl_rgb *in, pl_rgb *out, const int *bounds, const in
     }
 }
 
-kn_status *pl_resize_pil(const pl_rgb *in, int ow, int oh, int resample, pl_rgb *out)
-{
+kn_status *pl_resize_pil(const pl_rgb *in, int ow, int oh, int resample, pl_rgb *out) {
     memset(out, 0, sizeof *out);
     KN_TRY(pl_rgb_alloc(out, ow, oh, "resize"));
-    if (ow == in->w && oh == in->h) {   /* Image.resize returns a copy */
+    if (ow == in->w && oh == in->h) { /* Image.resize returns a copy */
         memcpy(out->px, in->px, (size_t)ow * oh * 3);
         return NULL;
     }
-    if (resample == 0) { pl_resize_nearest(in, out); return NULL; }
+    if (resample == 0) {
+        pl_resize_nearest(in, out);
+        return NULL;
+    }
     double (*filter)(double);
     double support;
     switch (resample) {
-    case 1: filter = pl_f_lanczos; support = 3.0; break;
-    case 2: filter = pl_f_bilinear; support = 1.0; break;
-    case 3: filter = pl_f_bicubic; support = 2.0; break;
-    case 4: filter = pl_f_box; support = 0.5; break;
-    case 5: filter = pl_f_hamming; support = 1.0; break;
+    case 1:
+        filter = pl_f_lanczos;
+        support = 3.0;
+        break;
+    case 2:
+        filter = pl_f_bilinear;
+        support = 1.0;
+        break;
+    case 3:
+        filter = pl_f_bicubic;
+        support = 2.0;
+        break;
+    case 4:
+        filter = pl_f_box;
+        support = 0.5;
+        break;
+    case 5:
+        filter = pl_f_hamming;
+        support = 1.0;
+        break;
     default:
         pl_rgb_free(out);
         return kn_error(KN_ERR_UNSUPPORTED, "resample %d is not a PIL resampling filter (0-5)", resample);
@@ -279,7 +320,12 @@ kn_status *pl_resize_pil(const pl_rgb *in, int ow, int oh, int resample, pl_rgb 
     int32_t *kh = NULL, *kv = NULL;
     int ksh = pl_coeffs(in->w, ow, filter, support, &bh, &kh);
     int ksv = ksh < 0 ? -1 : pl_coeffs(in->h, oh, filter, support, &bv, &kv);
-    if (ksh < 0 || ksv < 0) { free(bh); free(kh); pl_rgb_free(out); return KN_OOM((size_t)ow * 64); }
+    if (ksh < 0 || ksv < 0) {
+        free(bh);
+        free(kh);
+        pl_rgb_free(out);
+        return KN_OOM((size_t)ow * 64);
+    }
     bool need_h = ow != in->w, need_v = oh != in->h;
     /* Pillow runs the vertical pass first when it removes more rows than twice the columns
      * the horizontal pass removes (found by comparing both orders with Image.resize over
@@ -308,7 +354,10 @@ kn_status *pl_resize_pil(const pl_rgb *in, int ow, int oh, int resample, pl_rgb 
         pl_pass_v(in, out, bv, kv, ksv);
     }
     pl_rgb_free(&tmp);
-    free(bh); free(bv); free(kh); free(kv);
+    free(bh);
+    free(bv);
+    free(kh);
+    free(kv);
     if (st) pl_rgb_free(out);
     return st;
 }
@@ -322,9 +371,8 @@ static const double pl_clip_std[3] = {0.26862954, 0.26130258, 0.27577711};
 /* Reads a size entry: an object with height/width, shortest_edge, longest_edge, max_height/
  * max_width; an int (square or shortest edge, as the class's default_to_square says); a list
  * [height, width]. */
-static kn_status *pl_read_size(json_object *v, int square, const char *where, const char *key,
-                               int *h, int *w, int *se, int *le, int *mh, int *mw)
-{
+static kn_status *pl_read_size(json_object *v, int square, const char *where, const char *key, int *h, int *w, int *se,
+                               int *le, int *mh, int *mw) {
     if (json_object_is_type(v, json_type_null)) return NULL;
     *h = *w = 0;
     if (se) *se = *le = *mh = *mw = 0;
@@ -353,12 +401,12 @@ static kn_status *pl_read_size(json_object *v, int square, const char *where, co
     }
     int vals[6] = {*h, *w, se ? *se : 0, se ? *le : 0, se ? *mh : 0, se ? *mw : 0};
     for (int i = 0; i < 6; i++)
-        if (vals[i] < 0 || vals[i] > 65536) return kn_error(KN_ERR_INVALID_MODEL, "%s: %s holds %d, not a size", where, key, vals[i]);
+        if (vals[i] < 0 || vals[i] > 65536)
+            return kn_error(KN_ERR_INVALID_MODEL, "%s: %s holds %d, not a size", where, key, vals[i]);
     return NULL;
 }
 
-static kn_status *pl_read_triple(json_object *cfg, const char *key, const char *where, float *dst)
-{
+static kn_status *pl_read_triple(json_object *cfg, const char *key, const char *where, float *dst) {
     json_object *v;
     if (!json_object_object_get_ex(cfg, key, &v) || json_object_is_type(v, json_type_null)) return NULL;
     if (json_object_is_type(v, json_type_double) || json_object_is_type(v, json_type_int)) {
@@ -371,78 +419,118 @@ static kn_status *pl_read_triple(json_object *cfg, const char *key, const char *
     return NULL;
 }
 
-static int pl_read_flag(json_object *cfg, const char *key, int dflt)
-{
+static int pl_read_flag(json_object *cfg, const char *key, int dflt) {
     json_object *v;
     if (!cfg || !json_object_object_get_ex(cfg, key, &v) || json_object_is_type(v, json_type_null)) return dflt;
     return json_object_get_boolean(v) ? 1 : 0;
 }
 
-kn_status *pl_preproc_read(json_object *cfg, const char *model_type, const char *where, pl_preproc *pp)
-{
+kn_status *pl_preproc_read(json_object *cfg, const char *model_type, const char *where, pl_preproc *pp) {
     memset(pp, 0, sizeof *pp);
     const char *klass = NULL;
     json_object *v;
     if (cfg && json_object_object_get_ex(cfg, "image_processor_type", &v) && json_object_is_type(v, json_type_string))
         klass = json_object_get_string(v);
-    if (!klass && cfg && json_object_object_get_ex(cfg, "feature_extractor_type", &v) && json_object_is_type(v, json_type_string))
+    if (!klass && cfg && json_object_object_get_ex(cfg, "feature_extractor_type", &v) &&
+        json_object_is_type(v, json_type_string))
         klass = json_object_get_string(v);
     char name[64] = "";
     if (klass) {
         snprintf(name, sizeof name, "%s", klass);
-        static const char *const suffixes[] = {"ImageProcessorFast", "ImageProcessorPil", "ImageProcessor", "FeatureExtractor"};
+        static const char *const suffixes[] = {"ImageProcessorFast", "ImageProcessorPil", "ImageProcessor",
+                                               "FeatureExtractor"};
         for (size_t i = 0; i < 4; i++) {
             size_t n = strlen(name), s = strlen(suffixes[i]);
-            if (n > s && !strcmp(name + n - s, suffixes[i])) { name[n - s] = 0; break; }
+            if (n > s && !strcmp(name + n - s, suffixes[i])) {
+                name[n - s] = 0;
+                break;
+            }
         }
     } else if (model_type) {
         /* what AutoImageProcessor maps these model types to */
-        static const struct { const char *mt, *k; } map[] = {
-            {"vit", "ViT"}, {"resnet", "ConvNext"}, {"convnext", "ConvNext"}, {"convnextv2", "ConvNext"}, {"regnet", "ConvNext"},
-            {"cvt", "ConvNext"}, {"van", "ConvNext"}, {"deit", "DeiT"}, {"beit", "Beit"}, {"data2vec-vision", "Beit"},
-            {"dinov2", "Bit"}, {"bit", "Bit"}, {"clip", "CLIP"}, {"swin", "ViT"}, {"swinv2", "ViT"}, {"dinat", "ViT"}, {"nat", "ViT"}};
+        static const struct {
+            const char *mt, *k;
+        } map[] = {{"vit", "ViT"},
+                   {"resnet", "ConvNext"},
+                   {"convnext", "ConvNext"},
+                   {"convnextv2", "ConvNext"},
+                   {"regnet", "ConvNext"},
+                   {"cvt", "ConvNext"},
+                   {"van", "ConvNext"},
+                   {"deit", "DeiT"},
+                   {"beit", "Beit"},
+                   {"data2vec-vision", "Beit"},
+                   {"dinov2", "Bit"},
+                   {"bit", "Bit"},
+                   {"clip", "CLIP"},
+                   {"swin", "ViT"},
+                   {"swinv2", "ViT"},
+                   {"dinat", "ViT"},
+                   {"nat", "ViT"}};
         for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
             if (!strcmp(model_type, map[i].mt)) snprintf(name, sizeof name, "%s", map[i].k);
     }
     snprintf(pp->klass, sizeof pp->klass, "%s", name);
     /* class defaults (the PIL backends' class attributes); a saved file repeats them all */
     int square = 1;
-    for (int c = 0; c < 3; c++) { pp->mean[c] = pl_std_half[c]; pp->std[c] = pl_std_half[c]; }
+    for (int c = 0; c < 3; c++) {
+        pp->mean[c] = pl_std_half[c];
+        pp->std[c] = pl_std_half[c];
+    }
     pp->resample = -1;
     pp->rescale_factor = 1.0 / 255;
     if (!strcmp(name, "ViT")) {
-        pp->resample = 2; pp->size_h = pp->size_w = 224;
+        pp->resample = 2;
+        pp->size_h = pp->size_w = 224;
         pp->do_resize = pp->do_rescale = pp->do_normalize = 1;
     } else if (!strcmp(name, "ConvNext")) {
-        pp->convnext = 1; pp->resample = 3; pp->shortest_edge = 384; pp->crop_pct = 224.0 / 256; square = 0;
+        pp->convnext = 1;
+        pp->resample = 3;
+        pp->shortest_edge = 384;
+        pp->crop_pct = 224.0 / 256;
+        square = 0;
         pp->do_resize = pp->do_rescale = pp->do_normalize = 1;
     } else if (!strcmp(name, "Bit") || !strcmp(name, "CLIP")) {
-        pp->resample = 3; pp->shortest_edge = 224; square = 0; pp->crop_h = pp->crop_w = 224;
+        pp->resample = 3;
+        pp->shortest_edge = 224;
+        square = 0;
+        pp->crop_h = pp->crop_w = 224;
         pp->do_resize = pp->do_center_crop = pp->do_rescale = pp->do_normalize = pp->do_convert_rgb = 1;
-        for (int c = 0; c < 3; c++) { pp->mean[c] = (float)pl_clip_mean[c]; pp->std[c] = (float)pl_clip_std[c]; }
+        for (int c = 0; c < 3; c++) {
+            pp->mean[c] = (float)pl_clip_mean[c];
+            pp->std[c] = (float)pl_clip_std[c];
+        }
     } else if (!strcmp(name, "DeiT")) {
-        pp->resample = 3; pp->size_h = pp->size_w = 256; pp->crop_h = pp->crop_w = 224;
+        pp->resample = 3;
+        pp->size_h = pp->size_w = 256;
+        pp->crop_h = pp->crop_w = 224;
         pp->do_resize = pp->do_center_crop = pp->do_rescale = pp->do_normalize = 1;
     } else if (!strcmp(name, "Beit")) {
-        pp->resample = 3; pp->size_h = pp->size_w = 224; pp->crop_h = pp->crop_w = 224;
+        pp->resample = 3;
+        pp->size_h = pp->size_w = 224;
+        pp->crop_h = pp->crop_w = 224;
         pp->do_resize = pp->do_rescale = pp->do_normalize = 1;
     }
-    if (cfg && !json_object_is_type(cfg, json_type_object)) return kn_error(KN_ERR_INVALID_MODEL, "%s: expected a JSON object", where);
+    if (cfg && !json_object_is_type(cfg, json_type_object))
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: expected a JSON object", where);
     pp->do_resize = pl_read_flag(cfg, "do_resize", pp->do_resize);
     pp->do_center_crop = pl_read_flag(cfg, "do_center_crop", pp->do_center_crop);
     pp->do_rescale = pl_read_flag(cfg, "do_rescale", pp->do_rescale);
     pp->do_normalize = pl_read_flag(cfg, "do_normalize", pp->do_normalize);
     pp->do_convert_rgb = pl_read_flag(cfg, "do_convert_rgb", pp->do_convert_rgb);
     if (cfg && json_object_object_get_ex(cfg, "size", &v))
-        KN_TRY(pl_read_size(v, square, where, "size", &pp->size_h, &pp->size_w, &pp->shortest_edge, &pp->longest_edge, &pp->max_h, &pp->max_w));
+        KN_TRY(pl_read_size(v, square, where, "size", &pp->size_h, &pp->size_w, &pp->shortest_edge, &pp->longest_edge,
+                            &pp->max_h, &pp->max_w));
     if (cfg && json_object_object_get_ex(cfg, "crop_size", &v))
         KN_TRY(pl_read_size(v, 1, where, "crop_size", &pp->crop_h, &pp->crop_w, NULL, NULL, NULL, NULL));
     if (cfg && json_object_object_get_ex(cfg, "resample", &v) && !json_object_is_type(v, json_type_null)) {
-        if (!json_object_is_type(v, json_type_int)) return kn_error(KN_ERR_INVALID_MODEL, "%s: resample must be a PIL filter code", where);
+        if (!json_object_is_type(v, json_type_int))
+            return kn_error(KN_ERR_INVALID_MODEL, "%s: resample must be a PIL filter code", where);
         pp->resample = json_object_get_int(v);
     }
-    if (pp->resample < 0) pp->resample = 2;   /* the PIL backend's resize default */
-    if (pp->resample > 5) return kn_error(KN_ERR_UNSUPPORTED, "%s: resample %d is not a PIL filter (0-5)", where, pp->resample);
+    if (pp->resample < 0) pp->resample = 2; /* the PIL backend's resize default */
+    if (pp->resample > 5)
+        return kn_error(KN_ERR_UNSUPPORTED, "%s: resample %d is not a PIL filter (0-5)", where, pp->resample);
     if (cfg && json_object_object_get_ex(cfg, "rescale_factor", &v) && !json_object_is_type(v, json_type_null))
         pp->rescale_factor = json_object_get_double(v);
     if (cfg && json_object_object_get_ex(cfg, "crop_pct", &v) && !json_object_is_type(v, json_type_null))
@@ -456,11 +544,13 @@ kn_status *pl_preproc_read(json_object *cfg, const char *model_type, const char 
             if (pp->std[c] == 0) return kn_error(KN_ERR_INVALID_MODEL, "%s: image_std[%d] is 0", where, c);
     if (pp->do_resize) {
         if (pp->convnext) {
-            if (!pp->shortest_edge) return kn_error(KN_ERR_INVALID_MODEL, "%s: ConvNext's size must have shortest_edge", where);
+            if (!pp->shortest_edge)
+                return kn_error(KN_ERR_INVALID_MODEL, "%s: ConvNext's size must have shortest_edge", where);
             if (pp->shortest_edge < 384 && !(pp->crop_pct > 0 && pp->crop_pct <= 1))
                 return kn_error(KN_ERR_INVALID_MODEL, "%s: crop_pct %g is not in (0, 1]", where, pp->crop_pct);
         } else if (!pp->shortest_edge && !(pp->max_h && pp->max_w) && !(pp->size_h && pp->size_w)) {
-            return kn_error(KN_ERR_INVALID_MODEL, "%s: size must have height and width, shortest_edge, or max_height and max_width", where);
+            return kn_error(KN_ERR_INVALID_MODEL,
+                            "%s: size must have height and width, shortest_edge, or max_height and max_width", where);
         }
     }
     if (pp->do_center_crop && !(pp->crop_h > 0 && pp->crop_w > 0))
@@ -469,17 +559,20 @@ kn_status *pl_preproc_read(json_object *cfg, const char *model_type, const char 
 }
 
 /* get_resize_output_image_size(size, default_to_square=False): the short side to s. */
-static void pl_short_side(int w, int h, int s, int *ow, int *oh)
-{
+static void pl_short_side(int w, int h, int s, int *ow, int *oh) {
     int shorter = w <= h ? w : h, longer = w <= h ? h : w;
     int nl = (int)((double)((int64_t)s * longer) / shorter);
-    if (w <= h) { *ow = s; *oh = nl; }
-    else { *oh = s; *ow = nl; }
+    if (w <= h) {
+        *ow = s;
+        *oh = nl;
+    } else {
+        *oh = s;
+        *ow = nl;
+    }
 }
 
 /* get_size_with_aspect_ratio((h, w), shortest_edge, longest_edge). */
-static void pl_short_long(int w, int h, int size, int max_size, int *ow, int *oh)
-{
+static void pl_short_long(int w, int h, int size, int max_size, int *ow, int *oh) {
     double raw = 0;
     bool have_raw = false;
     if (max_size > 0) {
@@ -487,18 +580,26 @@ static void pl_short_long(int w, int h, int size, int max_size, int *ow, int *oh
         if (mx / mn * size > max_size) {
             raw = max_size * mn / mx;
             have_raw = true;
-            size = (int)nearbyint(raw);   /* Python's round: halves to even */
+            size = (int)nearbyint(raw); /* Python's round: halves to even */
         }
     }
-    if ((h <= w && h == size) || (w <= h && w == size)) { *oh = h; *ow = w; }
-    else if (w < h) { *ow = size; *oh = have_raw ? (int)(raw * h / w) : (int)((double)((int64_t)size * h) / w); }
-    else { *oh = size; *ow = have_raw ? (int)(raw * w / h) : (int)((double)((int64_t)size * w) / h); }
+    if ((h <= w && h == size) || (w <= h && w == size)) {
+        *oh = h;
+        *ow = w;
+    } else if (w < h) {
+        *ow = size;
+        *oh = have_raw ? (int)(raw * h / w) : (int)((double)((int64_t)size * h) / w);
+    } else {
+        *oh = size;
+        *ow = have_raw ? (int)(raw * w / h) : (int)((double)((int64_t)size * w) / h);
+    }
 }
 
 /* The resize target (before any crop) and whether ConvNext crops after it. */
-static void pl_resize_target(const pl_preproc *pp, int w, int h, int *rw, int *rh, int *cw, int *ch)
-{
-    *rw = w; *rh = h; *cw = *ch = 0;
+static void pl_resize_target(const pl_preproc *pp, int w, int h, int *rw, int *rh, int *cw, int *ch) {
+    *rw = w;
+    *rh = h;
+    *cw = *ch = 0;
     if (!pp->do_resize) return;
     if (pp->convnext) {
         int se = pp->shortest_edge;
@@ -522,20 +623,24 @@ static void pl_resize_target(const pl_preproc *pp, int w, int h, int *rw, int *r
     }
 }
 
-void pl_preproc_out_size(const pl_preproc *pp, int w, int h, int *ow, int *oh)
-{
+void pl_preproc_out_size(const pl_preproc *pp, int w, int h, int *ow, int *oh) {
     int rw, rh, cw, ch;
     pl_resize_target(pp, w, h, &rw, &rh, &cw, &ch);
-    if (cw) { rw = cw; rh = ch; }
-    if (pp->do_center_crop) { rw = pp->crop_w; rh = pp->crop_h; }
+    if (cw) {
+        rw = cw;
+        rh = ch;
+    }
+    if (pp->do_center_crop) {
+        rw = pp->crop_w;
+        rh = pp->crop_h;
+    }
     *ow = rw;
     *oh = rh;
 }
 
 /* transformers' numpy center_crop: offsets (size - crop) // 2, zero padding (centred, the extra
  * row or column first) where the image is smaller than the crop. */
-static kn_status *pl_center_crop(pl_rgb *im, int cw, int ch)
-{
+static kn_status *pl_center_crop(pl_rgb *im, int cw, int ch) {
     if (cw == im->w && ch == im->h) return NULL;
     pl_rgb out = {0};
     KN_TRY(pl_rgb_alloc(&out, cw, ch, "center crop"));
@@ -553,8 +658,7 @@ static kn_status *pl_center_crop(pl_rgb *im, int cw, int ch)
     return NULL;
 }
 
-kn_status *pl_preprocess(const pl_preproc *pp, const pl_rgb *im, float *out)
-{
+kn_status *pl_preprocess(const pl_preproc *pp, const pl_rgb *im, float *out) {
     int rw, rh, cw, ch;
     pl_resize_target(pp, im->w, im->h, &rw, &rh, &cw, &ch);
     if (rw <= 0 || rh <= 0)
@@ -578,7 +682,10 @@ kn_status *pl_preprocess(const pl_preproc *pp, const pl_rgb *im, float *out)
     kn_status *st = NULL;
     if (cw) st = pl_center_crop(&cur, cw, ch);
     if (!st && pp->do_center_crop) st = pl_center_crop(&cur, pp->crop_w, pp->crop_h);
-    if (st) { pl_rgb_free(&cur); return st; }
+    if (st) {
+        pl_rgb_free(&cur);
+        return st;
+    }
     size_t plane = (size_t)cur.w * cur.h;
     for (int c = 0; c < 3; c++) {
         float m = pp->mean[c], s = pp->std[c];

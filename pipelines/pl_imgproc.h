@@ -23,12 +23,12 @@ void pl_rgb_free(pl_rgb *im);
 /* The preprocessing steps read from preprocessor_config.json (with the defaults of the class it
  * names). */
 typedef struct pl_preproc {
-    char klass[64];          /* image processor class, "Pil"/"Fast" suffixes dropped */
+    char klass[64]; /* image processor class, "Pil"/"Fast" suffixes dropped */
     int do_resize;
-    int size_h, size_w;      /* {height, width}; 0 when absent */
+    int size_h, size_w; /* {height, width}; 0 when absent */
     int shortest_edge, longest_edge, max_h, max_w;
-    int resample;            /* PIL code: 0 nearest, 1 lanczos, 2 bilinear, 3 bicubic, 4 box, 5 hamming */
-    int convnext;            /* ConvNext's resize: shortest_edge / crop_pct then crop, or a plain square resize */
+    int resample; /* PIL code: 0 nearest, 1 lanczos, 2 bilinear, 3 bicubic, 4 box, 5 hamming */
+    int convnext; /* ConvNext's resize: shortest_edge / crop_pct then crop, or a plain square resize */
     double crop_pct;
     int do_center_crop;
     int crop_h, crop_w;

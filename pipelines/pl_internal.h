@@ -13,16 +13,14 @@
 #define KN_PL_MAX_IO 16
 
 /* What a model input is fed with; matched by name (and checked by dtype) at open. */
-typedef enum kn_pl_role {
-    KN_ROLE_IDS, KN_ROLE_MASK, KN_ROLE_TYPES, KN_ROLE_POSITIONS, KN_ROLE_PIXELS
-} kn_pl_role;
+typedef enum kn_pl_role { KN_ROLE_IDS, KN_ROLE_MASK, KN_ROLE_TYPES, KN_ROLE_POSITIONS, KN_ROLE_PIXELS } kn_pl_role;
 
 typedef struct kn_pl_input {
     char *name;
-    kn_dtype dtype;           /* int64/int32 for text roles, float32/16 for pixels */
+    kn_dtype dtype; /* int64/int32 for text roles, float32/16 for pixels */
     kn_pl_role role;
     int ndim;
-    int64_t dims[KN_MAX_DIMS];   /* declared, < 0 when symbolic */
+    int64_t dims[KN_MAX_DIMS]; /* declared, < 0 when symbolic */
 } kn_pl_input;
 
 struct kn_pipeline {
@@ -30,20 +28,20 @@ struct kn_pipeline {
     kn_pl_options opt;
     kn_model *model;
     kn_session *session;
-    kn_tokenizer *tok;        /* NULL for image models */
-    json_object *config;      /* config.json, NULL when absent */
-    json_object *preproc;     /* preprocessor_config.json, NULL when absent */
+    kn_tokenizer *tok;    /* NULL for image models */
+    json_object *config;  /* config.json, NULL when absent */
+    json_object *preproc; /* preprocessor_config.json, NULL when absent */
     int num_labels;
-    char **labels;            /* num_labels entries, id2label or LABEL_<i> */
-    char *problem_type;       /* config.json problem_type, NULL when absent */
-    char *model_type;         /* config.json model_type, NULL when absent */
-    int max_length;           /* token limit; 0 = none known */
+    char **labels;      /* num_labels entries, id2label or LABEL_<i> */
+    char *problem_type; /* config.json problem_type, NULL when absent */
+    char *model_type;   /* config.json model_type, NULL when absent */
+    int max_length;     /* token limit; 0 = none known */
     int32_t pad_id;
-    int zero_type_ids;        /* tokenizer_config.json model_input_names lacks token_type_ids:
+    int zero_type_ids;     /* tokenizer_config.json model_input_names lacks token_type_ids:
                                * transformers then feeds none, so the model sees zeros */
-    kn_pl_pooling pooling;    /* from 1_Pooling/config.json (KN_POOL_DEFAULT when none) */
-    int normalize;            /* a Normalize module in modules.json */
-    int st_max_seq_length;    /* sentence_bert_config.json max_seq_length, 0 when absent */
+    kn_pl_pooling pooling; /* from 1_Pooling/config.json (KN_POOL_DEFAULT when none) */
+    int normalize;         /* a Normalize module in modules.json */
+    int st_max_seq_length; /* sentence_bert_config.json max_seq_length, 0 when absent */
     int n_inputs;
     kn_pl_input in[KN_PL_MAX_IO];
     int n_outputs;
@@ -73,26 +71,26 @@ kn_status *pl_encode(const kn_pipeline *p, int n, const char *const *texts, cons
 /* One model run handed to a task: row r of every output belongs to rows[r], which is the
  * encoding the caller passed as rows[row_index[r]]. */
 typedef struct kn_pl_batch {
-    int n;                          /* rows in this run */
-    int64_t seq;                    /* padded sequence length (0 for images) */
-    const int *row_index;           /* n: index into the caller's rows */
-    const kn_encoding *const *enc;  /* n: the rows' encodings (NULL for images) */
-    const int64_t *mask;            /* n x seq attention mask as fed (NULL for images) */
+    int n;                         /* rows in this run */
+    int64_t seq;                   /* padded sequence length (0 for images) */
+    const int *row_index;          /* n: index into the caller's rows */
+    const kn_encoding *const *enc; /* n: the rows' encodings (NULL for images) */
+    const int64_t *mask;           /* n x seq attention mask as fed (NULL for images) */
     int n_out;
-    kn_named_tensor *out;           /* every model output, converted to float32 when floating */
+    kn_named_tensor *out; /* every model output, converted to float32 when floating */
 } kn_pl_batch;
 typedef kn_status *(*kn_pl_batch_fn)(void *ctx, const kn_pl_batch *b);
 
 /* Runs n_rows encodings in batches of opt.batch_size, longest first, each batch padded to its
  * longest row with the pad id (attention mask 0, type ids 0, position ids 0..seq-1); calls fn
  * once per batch. */
-kn_status *pl_run_encodings(const kn_pipeline *p, int n_rows, const kn_encoding *const *rows,
-                            kn_pl_batch_fn fn, void *ctx);
+kn_status *pl_run_encodings(const kn_pipeline *p, int n_rows, const kn_encoding *const *rows, kn_pl_batch_fn fn,
+                            void *ctx);
 
 /* Runs one batch of pixel_values (n x C x H x W float32, NCHW) through the model and calls fn
  * (row_index is 0..n-1). */
-kn_status *pl_run_pixels(const kn_pipeline *p, int n, const float *pixels, int c, int h, int w,
-                         kn_pl_batch_fn fn, void *ctx);
+kn_status *pl_run_pixels(const kn_pipeline *p, int n, const float *pixels, int c, int h, int w, kn_pl_batch_fn fn,
+                         void *ctx);
 
 /* The output named name (NULL: the first), or NULL. */
 const kn_named_tensor *pl_output(const kn_pl_batch *b, const kn_pipeline *p, const char *name);
@@ -102,8 +100,8 @@ const kn_named_tensor *pl_output(const kn_pl_batch *b, const kn_pipeline *p, con
 typedef struct pl_logits {
     const kn_pipeline *p;
     int n_rows;
-    int k;          /* logits per row, fixed by the first batch */
-    float *logits;  /* n_rows x k, malloc'd by the callback; the caller frees it */
+    int k;         /* logits per row, fixed by the first batch */
+    float *logits; /* n_rows x k, malloc'd by the callback; the caller frees it */
 } pl_logits;
 kn_status *pl_collect_logits(void *ctx, const kn_pl_batch *b);
 

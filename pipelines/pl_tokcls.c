@@ -7,14 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-void kn_pl_token_class_options_init(kn_pl_token_class_options *o)
-{
+void kn_pl_token_class_options_init(kn_pl_token_class_options *o) {
     memset(o, 0, sizeof *o);
     o->aggregation = KN_AGG_NONE;
 }
 
-void kn_pl_entities_free(kn_pl_entities *e)
-{
+void kn_pl_entities_free(kn_pl_entities *e) {
     if (!e) return;
     for (int i = 0; i < e->n; i++) free(e->v[i].word);
     free(e->v);
@@ -29,16 +27,19 @@ typedef struct {
     int k;
 } tc_ctx;
 
-static kn_status *tc_batch(void *vctx, const kn_pl_batch *b)
-{
+static kn_status *tc_batch(void *vctx, const kn_pl_batch *b) {
     tc_ctx *c = vctx;
     const kn_named_tensor *t = pl_output(b, c->p, "logits");
     if (!t) t = pl_output(b, c->p, NULL);
     if (!t || t->dtype != KN_F32 || t->ndim != 3 || t->dims[0] != b->n || t->dims[1] != b->seq || t->dims[2] < 1)
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: tokenClassification needs a float output [batch, tokens, labels] (logits); "
-                        "the model gives %s", c->p->dir, t ? t->name : "none");
+        return kn_error(KN_ERR_INVALID_MODEL,
+                        "%s: tokenClassification needs a float output [batch, tokens, labels] (logits); "
+                        "the model gives %s",
+                        c->p->dir, t ? t->name : "none");
     int k = (int)t->dims[2];
-    if (c->k && c->k != k) return kn_error(KN_ERR_INVALID_MODEL, "%s: the logits width changed between batches (%d, %d)", c->p->dir, c->k, k);
+    if (c->k && c->k != k)
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: the logits width changed between batches (%d, %d)", c->p->dir, c->k,
+                        k);
     c->k = k;
     const float *lg = t->data;
     for (int r = 0; r < b->n; r++) {
@@ -46,7 +47,8 @@ static kn_status *tc_batch(void *vctx, const kn_pl_batch *b)
         float *pr = malloc(sizeof(float) * (size_t)(e->n > 0 ? e->n : 1) * (size_t)k);
         if (!pr) return KN_OOM(sizeof(float) * (size_t)e->n * (size_t)k);
         for (int i = 0; i < e->n; i++) {
-            memcpy(pr + (size_t)i * k, lg + ((size_t)r * (size_t)b->seq + (size_t)i) * (size_t)k, sizeof(float) * (size_t)k);
+            memcpy(pr + (size_t)i * k, lg + ((size_t)r * (size_t)b->seq + (size_t)i) * (size_t)k,
+                   sizeof(float) * (size_t)k);
             pl_softmax(pr + (size_t)i * k, k);
         }
         c->probs[b->row_index[r]] = pr;
@@ -66,31 +68,28 @@ typedef struct {
     int is_subword;
 } tc_pre;
 
-static int argmax(const float *x, int k)
-{
+static int argmax(const float *x, int k) {
     int m = 0;
     for (int i = 1; i < k; i++)
-        if (x[i] > x[m]) m = i;   /* numpy's argmax: the first maximum */
+        if (x[i] > x[m]) m = i; /* numpy's argmax: the first maximum */
     return m;
 }
 
-static size_t cp_count(const char *s)
-{
+static size_t cp_count(const char *s) {
     size_t n = 0;
     for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
     return n;
 }
 
 /* The decoder over a list of strings (transformers' convert_tokens_to_string). */
-static kn_status *tc_join(const kn_pipeline *p, char **words, int n, char **out)
-{
+static kn_status *tc_join(const kn_pipeline *p, char **words, int n, char **out) {
     *out = tk_decode_tokens(p->tok->decoder, words, n);
-    if (!*out) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: the tokenizer's decoder failed on an entity's tokens", p->dir);
+    if (!*out)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: the tokenizer's decoder failed on an entity's tokens", p->dir);
     return NULL;
 }
 
-static bool tc_ignored(const kn_pl_token_class_options *o, const char *label)
-{
+static bool tc_ignored(const kn_pl_token_class_options *o, const char *label) {
     static const char *const dflt[] = {"O"};
     const char *const *ig = o->ignore_labels ? o->ignore_labels : dflt;
     int n = o->ignore_labels ? o->n_ignore_labels : 1;
@@ -100,19 +99,23 @@ static bool tc_ignored(const kn_pl_token_class_options *o, const char *label)
 }
 
 /* get_tag: B-/I- prefix and the tag; anything else counts as a continuation (I). */
-static const char *tc_tag(const char *label, char *bi)
-{
-    if ((label[0] == 'B' || label[0] == 'I') && label[1] == '-') { *bi = label[0]; return label + 2; }
+static const char *tc_tag(const char *label, char *bi) {
+    if ((label[0] == 'B' || label[0] == 'I') && label[1] == '-') {
+        *bi = label[0];
+        return label + 2;
+    }
     *bi = 'I';
     return label;
 }
 
-static kn_status *tc_push(kn_pl_entities *out, int *cap, kn_pl_entity e)
-{
+static kn_status *tc_push(kn_pl_entities *out, int *cap, kn_pl_entity e) {
     if (out->n == *cap) {
         int nc = *cap ? *cap * 2 : 8;
         kn_pl_entity *v = realloc(out->v, sizeof *v * (size_t)nc);
-        if (!v) { free(e.word); return KN_OOM(sizeof *v * (size_t)nc); }
+        if (!v) {
+            free(e.word);
+            return KN_OOM(sizeof *v * (size_t)nc);
+        }
         out->v = v;
         *cap = nc;
     }
@@ -122,8 +125,7 @@ static kn_status *tc_push(kn_pl_entities *out, int *cap, kn_pl_entity e)
 
 /* group_entities + group_sub_entities over ents[0..n), appending the kept groups to out. */
 static kn_status *tc_group(const kn_pipeline *p, tc_pre *ents, int n, const kn_pl_token_class_options *o,
-                           kn_pl_entities *out, int *cap)
-{
+                           kn_pl_entities *out, int *cap) {
     char **words = malloc(sizeof(char *) * (size_t)(n > 0 ? n : 1));
     if (!words) return KN_OOM(sizeof(char *) * (size_t)n);
     kn_status *st = NULL;
@@ -146,11 +148,17 @@ static kn_status *tc_group(const kn_pipeline *p, tc_pre *ents, int n, const kn_p
         int cnt = 0;
         for (int i = g0; i < g1; i++) {
             words[i - g0] = ents[i].word;
-            if (!isnan(ents[i].score)) { sum += ents[i].score; cnt++; }
+            if (!isnan(ents[i].score)) {
+                sum += ents[i].score;
+                cnt++;
+            }
         }
         if (!tc_ignored(o, group)) {
-            kn_pl_entity e = {.entity = group, .score = cnt ? (float)(sum / cnt) : NAN, .index = -1,
-                              .start = ents[g0].start, .end = ents[g1 - 1].end};
+            kn_pl_entity e = {.entity = group,
+                              .score = cnt ? (float)(sum / cnt) : NAN,
+                              .index = -1,
+                              .start = ents[g0].start,
+                              .end = ents[g1 - 1].end};
             st = tc_join(p, words, g1 - g0, &e.word);
             if (!st) st = tc_push(out, cap, e);
         }
@@ -162,22 +170,26 @@ static kn_status *tc_group(const kn_pipeline *p, tc_pre *ents, int n, const kn_p
 
 /* One input: its text (for offsets), encoding and probabilities. */
 static kn_status *tc_post(const kn_pipeline *p, const char *text, const kn_encoding *e, const float *probs, int k,
-                          const kn_pl_token_class_options *o, bool *warned, kn_pl_entities *out)
-{
+                          const kn_pl_token_class_options *o, bool *warned, kn_pl_entities *out) {
     kn_pl_aggregation agg = o->aggregation;
     size_t tl = strlen(text), ncp = cp_count(text);
-    size_t *cpb = malloc(sizeof(size_t) * (ncp + 1));   /* code point -> byte offset */
+    size_t *cpb = malloc(sizeof(size_t) * (ncp + 1)); /* code point -> byte offset */
     tc_pre *pre = calloc((size_t)(e->n > 0 ? e->n : 1), sizeof *pre);
     kn_status *st = NULL;
     int npre = 0, cap = 0;
-    if (!cpb || !pre) { free(cpb); free(pre); return KN_OOM(sizeof(size_t) * ncp); }
+    if (!cpb || !pre) {
+        free(cpb);
+        free(pre);
+        return KN_OOM(sizeof(size_t) * ncp);
+    }
     for (size_t b = 0, c = 0; b <= tl; b++)
         if (b == tl || ((unsigned char)text[b] & 0xC0) != 0x80) cpb[c++] = b;
     const tk_model *m = &p->tok->model;
     bool word_aware = m->cont_prefix && m->cont_prefix[0];
     if (!word_aware && (agg == KN_AGG_FIRST || agg == KN_AGG_AVERAGE || agg == KN_AGG_MAX) && !*warned) {
-        pl_warn(p, "tokenClassification: the tokenizer does not mark subwords (no continuing_subword_prefix); "
-                   "words are guessed from the spaces around each token, as transformers does");
+        pl_warn(p,
+                "tokenClassification: the tokenizer does not mark subwords (no continuing_subword_prefix); "
+                "words are guessed from the spaces around each token, as transformers does");
         *warned = true;
     }
     for (int i = 0; i < e->n && !st; i++) {
@@ -202,7 +214,10 @@ static kn_status *tc_post(const kn_pipeline *p, const char *text, const kn_encod
             q->word = strndup(ref, ref_len);
             q->is_subword = 0;
         } else q->word = strdup(tok);
-        if (!q->word) { st = KN_OOM(strlen(tok)); break; }
+        if (!q->word) {
+            st = KN_OOM(strlen(tok));
+            break;
+        }
         q->scores = probs + (size_t)i * k;
         q->index = i;
         q->start = s;
@@ -236,18 +251,27 @@ static kn_status *tc_post(const kn_pipeline *p, const char *text, const kn_encod
                 float bm = pre[w0].scores[argmax(pre[w0].scores, k)];
                 for (int i = w0 + 1; i < w1; i++) {
                     float mx = pre[i].scores[argmax(pre[i].scores, k)];
-                    if (mx > bm) { bm = mx; best = i; }
+                    if (mx > bm) {
+                        bm = mx;
+                        best = i;
+                    }
                 }
                 w->label = argmax(pre[best].scores, k);
                 w->score = pre[best].scores[w->label];
             } else {
                 w->own = malloc(sizeof(float) * (size_t)k);
-                if (!w->own) { st = KN_OOM(sizeof(float) * (size_t)k); break; }
+                if (!w->own) {
+                    st = KN_OOM(sizeof(float) * (size_t)k);
+                    break;
+                }
                 for (int j = 0; j < k; j++) {
                     double s = 0;
                     int c = 0;
                     for (int i = w0; i < w1; i++)
-                        if (!isnan(pre[i].scores[j])) { s += pre[i].scores[j]; c++; }
+                        if (!isnan(pre[i].scores[j])) {
+                            s += pre[i].scores[j];
+                            c++;
+                        }
                     w->own[j] = c ? (float)(s / c) : NAN;
                 }
                 w->label = argmax(w->own, k);
@@ -262,19 +286,28 @@ static kn_status *tc_post(const kn_pipeline *p, const char *text, const kn_encod
     }
     for (int i = 0; !st && i < nent; i++)
         if (ents[i].label >= p->num_labels)
-            st = kn_error(KN_ERR_INVALID_MODEL, "%s: the model predicts label %d but config.json id2label has %d labels", p->dir, ents[i].label, p->num_labels);
+            st =
+                kn_error(KN_ERR_INVALID_MODEL, "%s: the model predicts label %d but config.json id2label has %d labels",
+                         p->dir, ents[i].label, p->num_labels);
     if (!st && agg == KN_AGG_NONE) {
         for (int i = 0; i < nent && !st; i++) {
             const char *lab = p->labels[ents[i].label];
             if (tc_ignored(o, lab)) continue;
-            kn_pl_entity x = {.entity = lab, .score = ents[i].score, .index = ents[i].index,
-                              .word = strdup(ents[i].word), .start = ents[i].start, .end = ents[i].end};
+            kn_pl_entity x = {.entity = lab,
+                              .score = ents[i].score,
+                              .index = ents[i].index,
+                              .word = strdup(ents[i].word),
+                              .start = ents[i].start,
+                              .end = ents[i].end};
             if (!x.word) st = KN_OOM(strlen(ents[i].word));
             else st = tc_push(out, &cap, x);
         }
     } else if (!st) st = tc_group(p, ents, nent, o, out, &cap);
     if (ents != pre) {
-        for (int i = 0; i < nent; i++) { free(ents[i].word); free(ents[i].own); }
+        for (int i = 0; i < nent; i++) {
+            free(ents[i].word);
+            free(ents[i].own);
+        }
         free(ents);
     }
     for (int i = 0; i < npre; i++) free(pre[i].word);
@@ -284,12 +317,15 @@ static kn_status *tc_post(const kn_pipeline *p, const char *text, const kn_encod
 }
 
 static kn_status *tc_run(const kn_pipeline *p, int n, const char *const *texts, const kn_pl_token_class_options *o,
-                         kn_pl_entities *out)
-{
+                         kn_pl_entities *out) {
     kn_pl_token_class_options dflt;
-    if (!o) { kn_pl_token_class_options_init(&dflt); o = &dflt; }
+    if (!o) {
+        kn_pl_token_class_options_init(&dflt);
+        o = &dflt;
+    }
     if (o->aggregation < KN_AGG_NONE || o->aggregation > KN_AGG_MAX)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "tokenClassification: unknown aggregation strategy %d", (int)o->aggregation);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "tokenClassification: unknown aggregation strategy %d",
+                        (int)o->aggregation);
     if (o->ignore_labels && o->n_ignore_labels < 0)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "tokenClassification: n_ignore_labels is %d", o->n_ignore_labels);
     memset(out, 0, sizeof *out * (size_t)(n > 0 ? n : 0));
@@ -313,36 +349,47 @@ static kn_status *tc_run(const kn_pipeline *p, int n, const char *const *texts, 
     for (int i = 0; c.probs && i < n; i++) free(c.probs[i]);
     if (st)
         for (int i = 0; i < n; i++) kn_pl_entities_free(&out[i]);
-    free(enc); free(rows); free(c.probs);
+    free(enc);
+    free(rows);
+    free(c.probs);
     return st;
 }
 
 kn_status *kn_pl_token_classification(const kn_pipeline *p, int n, const char *const *texts,
-                                      const kn_pl_token_class_options *o, kn_pl_entities *out)
-{
-    if (n > 0 && (!texts || !out)) return kn_error(KN_ERR_INVALID_ARGUMENT, "tokenClassification: no texts or no output array");
+                                      const kn_pl_token_class_options *o, kn_pl_entities *out) {
+    if (n > 0 && (!texts || !out))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "tokenClassification: no texts or no output array");
     return tc_run(p, n, texts, o, out);
 }
 
 kn_status *kn_pl_token_classification_words(const kn_pipeline *p, int n, const char *const *const *words,
                                             const int *n_words, const kn_pl_token_class_options *o,
-                                            kn_pl_entities *out)
-{
-    if (n > 0 && (!words || !n_words || !out)) return kn_error(KN_ERR_INVALID_ARGUMENT, "tokenClassification: no words or no output array");
+                                            kn_pl_entities *out) {
+    if (n > 0 && (!words || !n_words || !out))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "tokenClassification: no words or no output array");
     /* transformers joins the words with the delimiter (" ") and reports offsets in that text */
     char **texts = calloc((size_t)(n > 0 ? n : 1), sizeof(char *));
     if (!texts) return KN_OOM(sizeof(char *) * (size_t)n);
     kn_status *st = NULL;
     for (int i = 0; i < n && !st; i++) {
-        if (n_words[i] < 0 || (n_words[i] > 0 && !words[i])) { st = kn_error(KN_ERR_INVALID_ARGUMENT, "tokenClassification: input %d has %d words", i, n_words[i]); break; }
+        if (n_words[i] < 0 || (n_words[i] > 0 && !words[i])) {
+            st = kn_error(KN_ERR_INVALID_ARGUMENT, "tokenClassification: input %d has %d words", i, n_words[i]);
+            break;
+        }
         size_t len = 1;
         for (int w = 0; w < n_words[i]; w++) {
-            if (!words[i][w]) { st = kn_error(KN_ERR_INVALID_ARGUMENT, "tokenClassification: input %d word %d is NULL", i, w); break; }
+            if (!words[i][w]) {
+                st = kn_error(KN_ERR_INVALID_ARGUMENT, "tokenClassification: input %d word %d is NULL", i, w);
+                break;
+            }
             len += strlen(words[i][w]) + 1;
         }
         if (st) break;
         char *t = texts[i] = malloc(len);
-        if (!t) { st = KN_OOM(len); break; }
+        if (!t) {
+            st = KN_OOM(len);
+            break;
+        }
         size_t at = 0;
         for (int w = 0; w < n_words[i]; w++) {
             if (w) t[at++] = ' ';

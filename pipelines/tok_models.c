@@ -8,22 +8,25 @@
 #include <stdlib.h>
 #include <string.h>
 
-int tk_toks_push(tk_arena *a, tk_toks *t, int32_t id, int32_t s, int32_t e, const char *str, int32_t len)
-{
+int tk_toks_push(tk_arena *a, tk_toks *t, int32_t id, int32_t s, int32_t e, const char *str, int32_t len) {
     if (t->n == t->cap) {
         int32_t cap = t->cap ? t->cap * 2 : 16;
         tk_tok *v = tk_alloc(a, sizeof(tk_tok) * (size_t)cap);
         if (!v) return -1;
         if (t->n) memcpy(v, t->v, sizeof(tk_tok) * (size_t)t->n);
-        t->v = v; t->cap = cap;
+        t->v = v;
+        t->cap = cap;
     }
     tk_tok *k = &t->v[t->n++];
-    k->id = id; k->s = s; k->e = e; k->str = str; k->len = len;
+    k->id = id;
+    k->s = s;
+    k->e = e;
+    k->str = str;
+    k->len = len;
     return 0;
 }
 
-static int push_vocab(const tk_model *m, tk_arena *a, tk_toks *out, int32_t id, int32_t s, int32_t e)
-{
+static int push_vocab(const tk_model *m, tk_arena *a, tk_toks *out, int32_t id, int32_t s, int32_t e) {
     const char *str = id >= 0 && id < m->n_vocab ? m->id2tok[id] : "";
     int32_t len = id >= 0 && id < m->n_vocab ? m->id2len[id] : 0;
     return tk_toks_push(a, out, id, s, e, str, len);
@@ -32,8 +35,7 @@ static int push_vocab(const tk_model *m, tk_arena *a, tk_toks *out, int32_t id, 
 static int utf8_len(uint8_t b) { return b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4; }
 
 /* ---- WordPiece ---- */
-static int wordpiece(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *out)
-{
+static int wordpiece(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *out) {
     int32_t nchars = 0;
     for (int32_t i = 0; i < p->len; i++) nchars += ((uint8_t)p->s[i] & 0xC0) != 0x80;
     int first = out->n;
@@ -65,25 +67,27 @@ static int wordpiece(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *
 }
 
 /* ---- BPE ---- */
-typedef struct { int32_t id, prev, next, len; } bsym;
-typedef struct { int32_t rank, pos, new_id; } bmerge;
+typedef struct {
+    int32_t id, prev, next, len;
+} bsym;
+typedef struct {
+    int32_t rank, pos, new_id;
+} bmerge;
 
-static int heap_less(const bmerge *x, const bmerge *y)
-{
+static int heap_less(const bmerge *x, const bmerge *y) {
     return x->rank != y->rank ? x->rank < y->rank : x->pos < y->pos;
 }
-static void heap_push(bmerge *h, int32_t *n, bmerge v)
-{
+static void heap_push(bmerge *h, int32_t *n, bmerge v) {
     int32_t i = (*n)++;
     while (i > 0) {
         int32_t p = (i - 1) / 2;
         if (!heap_less(&v, &h[p])) break;
-        h[i] = h[p]; i = p;
+        h[i] = h[p];
+        i = p;
     }
     h[i] = v;
 }
-static bmerge heap_pop(bmerge *h, int32_t *n)
-{
+static bmerge heap_pop(bmerge *h, int32_t *n) {
     bmerge top = h[0], last = h[--(*n)];
     int32_t i = 0;
     for (;;) {
@@ -91,7 +95,8 @@ static bmerge heap_pop(bmerge *h, int32_t *n)
         if (c >= *n) break;
         if (c + 1 < *n && heap_less(&h[c + 1], &h[c])) c++;
         if (!heap_less(&h[c], &last)) break;
-        h[i] = h[c]; i = c;
+        h[i] = h[c];
+        i = c;
     }
     if (*n) h[i] = last;
     return top;
@@ -104,15 +109,25 @@ static bmerge heap_pop(bmerge *h, int32_t *n)
  * until the tokenizer is freed, so a found entry may be read after its shard is unlocked. */
 #define CACHE_SHARDS 16
 #define CACHE_SHARD_CAP ((TK_BPE_CACHE_CAPACITY + CACHE_SHARDS - 1) / CACHE_SHARDS)
-#define CACHE_SLOTS 2048   /* power of two, over 2x the shard capacity: probes stay short */
+#define CACHE_SLOTS 2048 /* power of two, over 2x the shard capacity: probes stay short */
 
 /* One cached word: its bytes, then ntok (id, len) pairs; lens rebuild the offsets. */
-typedef struct cache_ent { uint32_t hash, klen; int32_t ntok; int32_t *toks; char key[]; } cache_ent;
-typedef struct cache_shard { pthread_mutex_t mu; uint32_t n; cache_ent *slot[CACHE_SLOTS]; } cache_shard;
-struct tk_bpe_cache { cache_shard shard[CACHE_SHARDS]; };
+typedef struct cache_ent {
+    uint32_t hash, klen;
+    int32_t ntok;
+    int32_t *toks;
+    char key[];
+} cache_ent;
+typedef struct cache_shard {
+    pthread_mutex_t mu;
+    uint32_t n;
+    cache_ent *slot[CACHE_SLOTS];
+} cache_shard;
+struct tk_bpe_cache {
+    cache_shard shard[CACHE_SHARDS];
+};
 
-struct tk_bpe_cache *tk_bpe_cache_new(void)
-{
+struct tk_bpe_cache *tk_bpe_cache_new(void) {
     struct tk_bpe_cache *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     for (int i = 0; i < CACHE_SHARDS; i++) {
@@ -125,8 +140,7 @@ struct tk_bpe_cache *tk_bpe_cache_new(void)
     return c;
 }
 
-void tk_bpe_cache_free(struct tk_bpe_cache *c)
-{
+void tk_bpe_cache_free(struct tk_bpe_cache *c) {
     if (!c) return;
     for (int i = 0; i < CACHE_SHARDS; i++) {
         for (int k = 0; k < CACHE_SLOTS; k++) free(c->shard[i].slot[k]);
@@ -135,8 +149,7 @@ void tk_bpe_cache_free(struct tk_bpe_cache *c)
     free(c);
 }
 
-uint32_t tk_bpe_cache_count(struct tk_bpe_cache *c)
-{
+uint32_t tk_bpe_cache_count(struct tk_bpe_cache *c) {
     uint32_t n = 0;
     for (int i = 0; c && i < CACHE_SHARDS; i++) {
         pthread_mutex_lock(&c->shard[i].mu);
@@ -147,8 +160,7 @@ uint32_t tk_bpe_cache_count(struct tk_bpe_cache *c)
 }
 
 /* The slot holding the word, or the empty slot where it would go. Caller holds the shard lock. */
-static cache_ent **cache_probe(cache_shard *sh, const char *k, uint32_t len, uint32_t h)
-{
+static cache_ent **cache_probe(cache_shard *sh, const char *k, uint32_t len, uint32_t h) {
     /* the low hash bits pick the shard, so slots use the high ones */
     uint32_t i = (h >> 8) & (CACHE_SLOTS - 1);
     for (;;) {
@@ -158,8 +170,7 @@ static cache_ent **cache_probe(cache_shard *sh, const char *k, uint32_t len, uin
     }
 }
 
-static const cache_ent *cache_get(struct tk_bpe_cache *c, const char *k, uint32_t len, uint32_t h)
-{
+static const cache_ent *cache_get(struct tk_bpe_cache *c, const char *k, uint32_t len, uint32_t h) {
     cache_shard *sh = &c->shard[h % CACHE_SHARDS];
     if (pthread_mutex_trylock(&sh->mu)) return NULL;
     const cache_ent *e = *cache_probe(sh, k, len, h);
@@ -169,8 +180,8 @@ static const cache_ent *cache_get(struct tk_bpe_cache *c, const char *k, uint32_
 
 /* Stores toks[first..] as the word's result; silently gives up when busy, full or out of memory
  * (the cache is an optimization only). */
-static void cache_put(struct tk_bpe_cache *c, const char *k, uint32_t len, uint32_t h, const tk_toks *t, int32_t first)
-{
+static void cache_put(struct tk_bpe_cache *c, const char *k, uint32_t len, uint32_t h, const tk_toks *t,
+                      int32_t first) {
     cache_shard *sh = &c->shard[h % CACHE_SHARDS];
     if (pthread_mutex_trylock(&sh->mu)) return;
     cache_ent **slot;
@@ -179,7 +190,9 @@ static void cache_put(struct tk_bpe_cache *c, const char *k, uint32_t len, uint3
         size_t koff = (len + sizeof(int32_t) - 1) / sizeof(int32_t) * sizeof(int32_t);
         cache_ent *e = malloc(sizeof *e + koff + sizeof(int32_t) * 2 * (size_t)ntok);
         if (e) {
-            e->hash = h; e->klen = len; e->ntok = ntok;
+            e->hash = h;
+            e->klen = len;
+            e->ntok = ntok;
             memcpy(e->key, k, len);
             e->toks = (int32_t *)(void *)(e->key + koff);
             for (int32_t i = 0; i < ntok; i++) {
@@ -196,8 +209,7 @@ static void cache_put(struct tk_bpe_cache *c, const char *k, uint32_t len, uint3
 
 static int bpe_merge(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *out);
 
-static int bpe(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *out)
-{
+static int bpe(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *out) {
     if (!p->len) return 0;
     /* A whole-word vocabulary hit costs one lookup already, no more than the cache would */
     if (m->ignore_merges) {
@@ -223,43 +235,64 @@ static int bpe(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *out)
 }
 
 /* The merge loop proper; bpe() has already tried ignore_merges' whole-word lookup. */
-static int bpe_merge(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *out)
-{
+static int bpe_merge(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *out) {
     bsym *sym = tk_alloc(a, sizeof(bsym) * (size_t)(p->len * 4 + 4));
     char *buf = tk_alloc(a, (size_t)(m->cont_prefix_len + m->eow_suffix_len + 8));
     if (!sym || !buf) return -1;
     int32_t ns = 0, unk_len = 0;
     int has_unk = 0;
-#define ADD_SYM(ID, LEN) do { sym[ns].id = (ID); sym[ns].len = (LEN); sym[ns].prev = ns - 1; sym[ns].next = -1; \
-                             if (ns) { sym[ns - 1].next = ns; } ns++; } while (0)
+#define ADD_SYM(ID, LEN) \
+    do { \
+        sym[ns].id = (ID); \
+        sym[ns].len = (LEN); \
+        sym[ns].prev = ns - 1; \
+        sym[ns].next = -1; \
+        if (ns) { sym[ns - 1].next = ns; } \
+        ns++; \
+    } while (0)
     for (int32_t i = 0; i < p->len;) {
         int k = utf8_len((uint8_t)p->s[i]);
         if (i + k > p->len) k = p->len - i;
         int32_t bl = 0;
-        if (i > 0 && m->cont_prefix_len) { memcpy(buf, m->cont_prefix, (size_t)m->cont_prefix_len); bl = m->cont_prefix_len; }
-        memcpy(buf + bl, p->s + i, (size_t)k); bl += k;
-        if (i + k >= p->len && m->eow_suffix_len) { memcpy(buf + bl, m->eow_suffix, (size_t)m->eow_suffix_len); bl += m->eow_suffix_len; }
+        if (i > 0 && m->cont_prefix_len) {
+            memcpy(buf, m->cont_prefix, (size_t)m->cont_prefix_len);
+            bl = m->cont_prefix_len;
+        }
+        memcpy(buf + bl, p->s + i, (size_t)k);
+        bl += k;
+        if (i + k >= p->len && m->eow_suffix_len) {
+            memcpy(buf + bl, m->eow_suffix, (size_t)m->eow_suffix_len);
+            bl += m->eow_suffix_len;
+        }
         int32_t id = tk_strmap_get(&m->vocab, buf, (uint32_t)bl);
         if (id >= 0) {
-            if (has_unk) { ADD_SYM(m->unk_id, unk_len); has_unk = 0; }
+            if (has_unk) {
+                ADD_SYM(m->unk_id, unk_len);
+                has_unk = 0;
+            }
             ADD_SYM(id, k);
         } else {
             int done = 0;
             if (m->byte_fallback) {
-                int32_t ids[64]; int ok = bl <= 64;
+                int32_t ids[64];
+                int ok = bl <= 64;
                 for (int32_t j = 0; ok && j < bl; j++) {
                     char code[8];
                     snprintf(code, sizeof code, "<0x%02X>", (uint8_t)buf[j]);
                     ids[j] = tk_strmap_get(&m->vocab, code, 6);
                     if (ids[j] < 0) ok = 0;
                 }
-                if (ok) { for (int32_t j = 0; j < bl; j++) ADD_SYM(ids[j], 1); done = 1; }
+                if (ok) {
+                    for (int32_t j = 0; j < bl; j++) ADD_SYM(ids[j], 1);
+                    done = 1;
+                }
             }
             if (!done && m->unk_id >= 0) {
                 if (has_unk && m->fuse_unk) unk_len += k;
                 else {
                     if (has_unk) ADD_SYM(m->unk_id, unk_len);
-                    has_unk = 1; unk_len = k;
+                    has_unk = 1;
+                    unk_len = k;
                 }
             }
         }
@@ -307,15 +340,21 @@ static int bpe_merge(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *
 }
 
 /* ---- Unigram ---- */
-typedef struct { int32_t id, start; double score; } unode;
+typedef struct {
+    int32_t id, start;
+    double score;
+} unode;
 
-static int unigram(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *out)
-{
+static int unigram(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *out) {
     int32_t n = p->len;
     if (!n) return 0;
     unode *best = tk_alloc(a, sizeof(unode) * (size_t)(n + 1));
     if (!best) return -1;
-    for (int32_t i = 0; i <= n; i++) { best[i].id = -1; best[i].start = -1; best[i].score = 0; }
+    for (int32_t i = 0; i <= n; i++) {
+        best[i].id = -1;
+        best[i].start = -1;
+        best[i].score = 0;
+    }
     double unk_score = m->min_score - 10.0;
     const tk_trie *t = &m->trie;
     for (int32_t st = 0; st < n;) {
@@ -328,7 +367,11 @@ static int unigram(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *ou
             if (t->val[node] >= 0) {
                 int32_t id = t->val[node];
                 double cand = base + m->scores[id];
-                if (best[k].start < 0 || cand > best[k].score) { best[k].score = cand; best[k].start = st; best[k].id = id; }
+                if (best[k].start < 0 || cand > best[k].score) {
+                    best[k].score = cand;
+                    best[k].start = st;
+                    best[k].id = id;
+                }
                 if (k - st == mblen) single = 1;
             }
             if (k >= n) break;
@@ -341,7 +384,11 @@ static int unigram(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *ou
             if (m->unk_id < 0) return -3;
             double cand = base + unk_score;
             unode *tn = &best[st + mblen];
-            if (tn->start < 0 || cand > tn->score) { tn->score = cand; tn->start = st; tn->id = m->unk_id; }
+            if (tn->start < 0 || cand > tn->score) {
+                tn->score = cand;
+                tn->start = st;
+                tn->id = m->unk_id;
+            }
         }
         st += mblen;
     }
@@ -355,12 +402,26 @@ static int unigram(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *ou
         if (nd->id == m->unk_id && m->unk_id >= 0) {
             if (unk_end < 0) unk_end = end;
         } else {
-            if (unk_end >= 0) { seg[3 * nseg] = end; seg[3 * nseg + 1] = unk_end; seg[3 * nseg + 2] = -1; nseg++; unk_end = -1; }
-            seg[3 * nseg] = st; seg[3 * nseg + 1] = end; seg[3 * nseg + 2] = nd->id; nseg++;
+            if (unk_end >= 0) {
+                seg[3 * nseg] = end;
+                seg[3 * nseg + 1] = unk_end;
+                seg[3 * nseg + 2] = -1;
+                nseg++;
+                unk_end = -1;
+            }
+            seg[3 * nseg] = st;
+            seg[3 * nseg + 1] = end;
+            seg[3 * nseg + 2] = nd->id;
+            nseg++;
         }
         end = st;
     }
-    if (unk_end >= 0) { seg[3 * nseg] = 0; seg[3 * nseg + 1] = unk_end; seg[3 * nseg + 2] = -1; nseg++; }
+    if (unk_end >= 0) {
+        seg[3 * nseg] = 0;
+        seg[3 * nseg + 1] = unk_end;
+        seg[3 * nseg + 2] = -1;
+        nseg++;
+    }
     for (int32_t i = nseg - 1; i >= 0; i--) {
         int32_t s = seg[3 * i], e = seg[3 * i + 1], id = seg[3 * i + 2];
         if (id < 0) id = tk_strmap_get(&m->vocab, p->s + s, (uint32_t)(e - s));
@@ -383,16 +444,14 @@ static int unigram(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *ou
     return 0;
 }
 
-static int wordlevel(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *out)
-{
+static int wordlevel(const tk_model *m, tk_arena *a, const tk_nstr *p, tk_toks *out) {
     int32_t id = tk_strmap_get(&m->vocab, p->s, (uint32_t)p->len);
     if (id >= 0) return tk_toks_push(a, out, id, 0, p->len, p->s, p->len);
     if (m->unk_id < 0) return -2;
     return push_vocab(m, a, out, m->unk_id, 0, p->len);
 }
 
-int tk_model_tokenize(const tk_model *m, tk_arena *a, const tk_nstr *piece, tk_toks *out)
-{
+int tk_model_tokenize(const tk_model *m, tk_arena *a, const tk_nstr *piece, tk_toks *out) {
     switch (m->kind) {
     case MODEL_WORDPIECE: return wordpiece(m, a, piece, out);
     case MODEL_BPE: return bpe(m, a, piece, out);
@@ -402,12 +461,15 @@ int tk_model_tokenize(const tk_model *m, tk_arena *a, const tk_nstr *piece, tk_t
     return -1;
 }
 
-void tk_model_clear(tk_model *m)
-{
+void tk_model_clear(tk_model *m) {
     tk_strmap_free(&m->vocab);
-    if (m->id2tok) for (int32_t i = 0; i < m->n_vocab; i++) free(m->id2tok[i]);
-    free(m->id2tok); free(m->id2len);
-    free(m->cont_prefix); free(m->eow_suffix); free(m->scores);
+    if (m->id2tok)
+        for (int32_t i = 0; i < m->n_vocab; i++) free(m->id2tok[i]);
+    free(m->id2tok);
+    free(m->id2len);
+    free(m->cont_prefix);
+    free(m->eow_suffix);
+    free(m->scores);
     tk_pairmap_free(&m->merges);
     tk_trie_free(&m->trie);
     tk_bpe_cache_free(m->cache);

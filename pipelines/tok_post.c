@@ -6,8 +6,7 @@
 #include <string.h>
 
 int tk_enc_push(tk_arena *a, tk_enc *e, int32_t id, int32_t type_id, int32_t s, int32_t e_, int special,
-                const char *tok, int32_t tok_len)
-{
+                const char *tok, int32_t tok_len) {
     if (e->n == e->cap) {
         int32_t cap = e->cap ? e->cap * 2 : 32;
         int32_t *ids = tk_alloc(a, sizeof(int32_t) * (size_t)cap), *ty = tk_alloc(a, sizeof(int32_t) * (size_t)cap);
@@ -16,20 +15,33 @@ int tk_enc_push(tk_arena *a, tk_enc *e, int32_t id, int32_t type_id, int32_t s, 
         const char **tk = tk_alloc(a, sizeof(char *) * (size_t)cap);
         if (!ids || !ty || !off || !tl || !sp || !tk) return -1;
         if (e->n) {
-            memcpy(ids, e->ids, sizeof(int32_t) * (size_t)e->n); memcpy(ty, e->type_ids, sizeof(int32_t) * (size_t)e->n);
-            memcpy(off, e->off, sizeof(int32_t) * 2 * (size_t)e->n); memcpy(tl, e->tok_len, sizeof(int32_t) * (size_t)e->n);
-            memcpy(sp, e->special, (size_t)e->n); memcpy(tk, e->tok, sizeof(char *) * (size_t)e->n);
+            memcpy(ids, e->ids, sizeof(int32_t) * (size_t)e->n);
+            memcpy(ty, e->type_ids, sizeof(int32_t) * (size_t)e->n);
+            memcpy(off, e->off, sizeof(int32_t) * 2 * (size_t)e->n);
+            memcpy(tl, e->tok_len, sizeof(int32_t) * (size_t)e->n);
+            memcpy(sp, e->special, (size_t)e->n);
+            memcpy(tk, e->tok, sizeof(char *) * (size_t)e->n);
         }
-        e->ids = ids; e->type_ids = ty; e->off = off; e->tok_len = tl; e->special = sp; e->tok = tk; e->cap = cap;
+        e->ids = ids;
+        e->type_ids = ty;
+        e->off = off;
+        e->tok_len = tl;
+        e->special = sp;
+        e->tok = tk;
+        e->cap = cap;
     }
     int32_t i = e->n++;
-    e->ids[i] = id; e->type_ids[i] = type_id; e->off[2 * i] = s; e->off[2 * i + 1] = e_;
-    e->special[i] = (uint8_t)special; e->tok[i] = tok; e->tok_len[i] = tok_len;
+    e->ids[i] = id;
+    e->type_ids[i] = type_id;
+    e->off[2 * i] = s;
+    e->off[2 * i + 1] = e_;
+    e->special[i] = (uint8_t)special;
+    e->tok[i] = tok;
+    e->tok_len[i] = tok_len;
     return 0;
 }
 
-static int append(tk_arena *a, tk_enc *dst, const tk_enc *src, int type_override)
-{
+static int append(tk_arena *a, tk_enc *dst, const tk_enc *src, int type_override) {
     for (int32_t i = 0; i < src->n; i++)
         if (tk_enc_push(a, dst, src->ids[i], type_override >= 0 ? type_override : src->type_ids[i], src->off[2 * i],
                         src->off[2 * i + 1], src->special[i], src->tok[i], src->tok_len[i]))
@@ -37,32 +49,35 @@ static int append(tk_arena *a, tk_enc *dst, const tk_enc *src, int type_override
     return 0;
 }
 
-static int push_special(const kn_tokenizer *t, tk_arena *a, tk_enc *dst, int32_t id, const char *tok, int32_t type_id)
-{
+static int push_special(const kn_tokenizer *t, tk_arena *a, tk_enc *dst, int32_t id, const char *tok, int32_t type_id) {
     (void)t;
     return tk_enc_push(a, dst, id, type_id, 0, 0, 1, tok, (int32_t)strlen(tok));
 }
 
 /* The byte-level offset trim: drop the leading/trailing spaces ('Ġ' or whitespace) a token
  * carries, except the one space add_prefix_space put in front of the first token. */
-static void trim_offsets(tk_enc *e, int add_prefix_space)
-{
+static void trim_offsets(tk_enc *e, int add_prefix_space) {
     for (int32_t i = 0; i < e->n; i++) {
-        const char *s = e->tok[i]; int32_t len = e->tok_len[i];
+        const char *s = e->tok[i];
+        int32_t len = e->tok_len[i];
         int32_t lead = 0, trail = 0, p = 0;
         while (p < len) {
-            uint32_t c; int k = tk_utf8_dec(s, len, p, &c);
+            uint32_t c;
+            int k = tk_utf8_dec(s, len, p, &c);
             if (c != 0x120 && !tk_is_whitespace(c)) break;
-            lead++; p += k;
+            lead++;
+            p += k;
         }
         if (p < len || lead == 0) {
             int32_t q = len;
             while (q > 0) {
                 int32_t b = q - 1;
                 while (b > 0 && ((uint8_t)s[b] & 0xC0) == 0x80) b--;
-                uint32_t c; tk_utf8_dec(s, len, b, &c);
+                uint32_t c;
+                tk_utf8_dec(s, len, b, &c);
                 if (c != 0x120 && !tk_is_whitespace(c)) break;
-                trail++; q = b;
+                trail++;
+                q = b;
             }
         } else trail = lead;
         int32_t *o = &e->off[2 * i];
@@ -77,21 +92,24 @@ static void trim_offsets(tk_enc *e, int add_prefix_space)
 
 
 static int apply(const kn_tokenizer *t, const tk_post *p, tk_arena *a, tk_enc *A, tk_enc *B, int has_pair,
-                 int add_special, tk_enc *out, int *merged)
-{
+                 int add_special, tk_enc *out, int *merged) {
     switch (p->kind) {
     case POST_BYTELEVEL:
         if (p->trim_offsets) {
             if (*merged) trim_offsets(out, p->add_prefix_space);
-            else { trim_offsets(A, p->add_prefix_space); if (has_pair) trim_offsets(B, p->add_prefix_space); }
+            else {
+                trim_offsets(A, p->add_prefix_space);
+                if (has_pair) trim_offsets(B, p->add_prefix_space);
+            }
         }
         return 0;
     case POST_SEQ:
-        for (int i = 0; i < p->n_seq; i++) if (apply(t, p->seq[i], a, A, B, has_pair, add_special, out, merged)) return -1;
+        for (int i = 0; i < p->n_seq; i++)
+            if (apply(t, p->seq[i], a, A, B, has_pair, add_special, out, merged)) return -1;
         return 0;
     default: break;
     }
-    if (*merged) return 0;   /* a second wrapping processor has nothing left to wrap */
+    if (*merged) return 0; /* a second wrapping processor has nothing left to wrap */
     *merged = 1;
     if (p->kind == POST_ROBERTA && p->trim_offsets) {
         trim_offsets(A, p->add_prefix_space);
@@ -133,8 +151,7 @@ static int apply(const kn_tokenizer *t, const tk_post *p, tk_arena *a, tk_enc *A
 }
 
 int tk_post_process(const kn_tokenizer *t, const tk_post *p, tk_arena *a, tk_enc *A, tk_enc *B, int has_pair,
-                    int add_special, tk_enc *out)
-{
+                    int add_special, tk_enc *out) {
     int merged = 0;
     if (p && apply(t, p, a, A, B, has_pair, add_special, out, &merged)) return -1;
     if (!merged) {
@@ -144,8 +161,7 @@ int tk_post_process(const kn_tokenizer *t, const tk_post *p, tk_arena *a, tk_enc
     return 0;
 }
 
-int tk_post_added_tokens(const tk_post *p, int is_pair)
-{
+int tk_post_added_tokens(const tk_post *p, int is_pair) {
     if (!p) return 0;
     switch (p->kind) {
     case POST_BERT: return is_pair ? 3 : 2;
@@ -162,7 +178,10 @@ int tk_post_added_tokens(const tk_post *p, int is_pair)
         for (int i = 0; i < m; i++) {
             if (it[i].is_seq) continue;
             for (int s = 0; s < p->n_specials; s++)
-                if (!strcmp(p->specials[s].name, it[i].special)) { n += p->specials[s].n; break; }
+                if (!strcmp(p->specials[s].name, it[i].special)) {
+                    n += p->specials[s].n;
+                    break;
+                }
         }
         return n;
     }
@@ -170,16 +189,19 @@ int tk_post_added_tokens(const tk_post *p, int is_pair)
     return 0;
 }
 
-void tk_post_free(tk_post *p)
-{
+void tk_post_free(tk_post *p) {
     if (!p) return;
     for (int i = 0; i < p->n_seq; i++) tk_post_free(p->seq[i]);
-    free(p->seq); free(p->cls); free(p->sep);
+    free(p->seq);
+    free(p->cls);
+    free(p->sep);
     for (int i = 0; i < p->n_single; i++) free(p->single[i].special);
     for (int i = 0; i < p->n_pair; i++) free(p->pair[i].special);
-    free(p->single); free(p->pair);
+    free(p->single);
+    free(p->pair);
     for (int s = 0; s < p->n_specials; s++) {
-        free(p->specials[s].name); free(p->specials[s].ids);
+        free(p->specials[s].name);
+        free(p->specials[s].ids);
         for (int k = 0; k < p->specials[s].n; k++) free(p->specials[s].tokens[k]);
         free(p->specials[s].tokens);
     }

@@ -11,12 +11,16 @@ void kn_cuda_forget_all(const void *host);
 
 kn_status *kn_backend_get(kn_device_kind dev, int index, const kn_backend **out) {
     *out = NULL;
-    if (dev == KN_DEVICE_CPU) { *out = kn_cpu_backend(); return NULL; }
+    if (dev == KN_DEVICE_CPU) {
+        *out = kn_cpu_backend();
+        return NULL;
+    }
     if (dev == KN_DEVICE_CUDA) {
 #ifdef KILN_HAVE_CUDA
         return kn_cuda_backend_open(index, out);
 #else
-        return kn_error(KN_ERR_NO_DEVICE, "no CUDA device: device cuda:%d requested, but this build of kiln has no CUDA backend", index);
+        return kn_error(KN_ERR_NO_DEVICE,
+                        "no CUDA device: device cuda:%d requested, but this build of kiln has no CUDA backend", index);
 #endif
     }
     return kn_error(KN_ERR_INVALID_ARGUMENT, "unknown device kind %d", (int)dev);

@@ -11,8 +11,17 @@ const char *kn_build_info(void) {
     int off = snprintf(buf, sizeof buf, "cpu(");
     int first = 1;
     __builtin_cpu_init();
-#define KN_FEAT(name) if (__builtin_cpu_supports(name)) { off += snprintf(buf + off, sizeof buf - off, "%s%s", first ? "" : ",", name); first = 0; }
-    KN_FEAT("sse4.2") KN_FEAT("avx2") KN_FEAT("fma") KN_FEAT("avx512f") KN_FEAT("avx512bw") KN_FEAT("avx512vl")
+#define KN_FEAT(name) \
+    if (__builtin_cpu_supports(name)) { \
+        off += snprintf(buf + off, sizeof buf - off, "%s%s", first ? "" : ",", name); \
+        first = 0; \
+    }
+    KN_FEAT("sse4.2")
+    KN_FEAT("avx2")
+    KN_FEAT("fma")
+    KN_FEAT("avx512f")
+    KN_FEAT("avx512bw")
+    KN_FEAT("avx512vl")
 #undef KN_FEAT
     off += snprintf(buf + off, sizeof buf - off, ")");
 #ifdef KILN_HAVE_CUDA

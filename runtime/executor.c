@@ -11,12 +11,16 @@
 
 bool kn_op_is_volatile(int op) {
     switch (op) {
-    case KN_OP_RandomUniform: case KN_OP_RandomUniformLike: case KN_OP_RandomNormal:
-    case KN_OP_RandomNormalLike: case KN_OP_Bernoulli: case KN_OP_If: case KN_OP_Loop: case KN_OP_Scan:
-    case KN_OP_SequenceMap:
-        return true;
-    default:
-        return false;
+    case KN_OP_RandomUniform:
+    case KN_OP_RandomUniformLike:
+    case KN_OP_RandomNormal:
+    case KN_OP_RandomNormalLike:
+    case KN_OP_Bernoulli:
+    case KN_OP_If:
+    case KN_OP_Loop:
+    case KN_OP_Scan:
+    case KN_OP_SequenceMap: return true;
+    default: return false;
     }
 }
 
@@ -28,7 +32,10 @@ kn_status *kn_graph_info_init(kn_graph_info *gi, const kn_graph *g) {
     size_t nv = (size_t)(g->n_values ? g->n_values : 1);
     gi->last_use = malloc(sizeof(int) * nv);
     gi->is_output = calloc(nv, 1);
-    if (!gi->last_use || !gi->is_output) { kn_graph_info_release(gi); return KN_OOM(nv); }
+    if (!gi->last_use || !gi->is_output) {
+        kn_graph_info_release(gi);
+        return KN_OOM(nv);
+    }
     for (int v = 0; v < g->n_values; v++) gi->last_use[v] = -1;
     for (int i = 0; i < g->n_nodes; i++)
         for (int k = 0; k < g->nodes[i].n_inputs; k++) {
@@ -102,14 +109,16 @@ static kn_status *kn_node_error(kn_status *st, const kn_node *n, const kn_tensor
     size_t off = 0;
     shapes[0] = 0;
     for (int i = 0; i < n_in && off < sizeof shapes; i++)
-        off += (size_t)snprintf(shapes + off, sizeof shapes - off, "%s%s", i ? ", " : "", in[i] ? kn_tensor_desc(in[i], buf, sizeof buf) : "-");
+        off += (size_t)snprintf(shapes + off, sizeof shapes - off, "%s%s", i ? ", " : "",
+                                in[i] ? kn_tensor_desc(in[i], buf, sizeof buf) : "-");
     return kn_error_wrap(st, "%s with inputs (%s): ", kn_node_desc(n, nd, sizeof nd), shapes);
 }
 
 kn_status *kn_infer_node(const kn_node *n, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
     kn_infer_fn fn = kn_op_infer(n->op);
-    if (!fn) return kn_error(KN_ERR_UNSUPPORTED, "op %s (domain '%s', opset %d) has no shape inference in kiln",
-                             n->op_type, n->domain, n->opset);
+    if (!fn)
+        return kn_error(KN_ERR_UNSUPPORTED, "op %s (domain '%s', opset %d) has no shape inference in kiln", n->op_type,
+                        n->domain, n->opset);
     kn_infer_ctx c = {.node = n, .in = in, .n_in = n_in, .out = out, .n_out = n_out};
     return fn(&c);
 }
@@ -117,8 +126,9 @@ kn_status *kn_infer_node(const kn_node *n, const kn_tensor *const *in, int n_in,
 static kn_status *kn_call_kernel(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor *const *in, int n_in,
                                  kn_tensor *const *out, int n_out) {
     kn_kernel_fn k = ctx->backend->kernel(ctx->backend, n->op);
-    if (!k) return kn_error(KN_ERR_UNSUPPORTED, "op %s (domain '%s', opset %d) has no %s kernel in kiln",
-                            n->op_type, n->domain, n->opset, ctx->backend->name);
+    if (!k)
+        return kn_error(KN_ERR_UNSUPPORTED, "op %s (domain '%s', opset %d) has no %s kernel in kiln", n->op_type,
+                        n->domain, n->opset, ctx->backend->name);
     if (ctx->scratch_state) kn_scratch_reset(ctx->scratch_state);
     return k(ctx, n, in, n_in, out, n_out);
 }
@@ -131,25 +141,27 @@ kn_status *kn_node_eval_host(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor
     for (int i = 0; !st && i < n_out; i++) {
         if (!out[i]) continue;
         /* rank -1 after inference with data: the kernel sizes and allocates it (control flow) */
-        if (out[i]->ndim < 0) { out[i]->data = NULL; continue; }
-        if (!kn_shape_known(out[i]))
-            st = kn_error(KN_ERR_RUNTIME, "output %d shape could not be inferred", i);
-        else
-            st = kn_tensor_alloc_data(out[i]);
+        if (out[i]->ndim < 0) {
+            out[i]->data = NULL;
+            continue;
+        }
+        if (!kn_shape_known(out[i])) st = kn_error(KN_ERR_RUNTIME, "output %d shape could not be inferred", i);
+        else st = kn_tensor_alloc_data(out[i]);
     }
     if (!st) st = kn_call_kernel(ctx, n, in, n_in, out, n_out);
     for (int i = 0; !st && i < n_out; i++)
         if (out[i] && out[i]->kind == KN_KIND_TENSOR && (out[i]->ndim < 0 || (!out[i]->data && kn_numel(out[i]) != 0)))
             st = kn_error(KN_ERR_RUNTIME, "output %d was not produced", i);
     if (st) {
-        for (int i = 0; i < n_out; i++) if (out[i]) kn_tensor_release(out[i]);
+        for (int i = 0; i < n_out; i++)
+            if (out[i]) kn_tensor_release(out[i]);
         return kn_node_error(st, n, in, n_in);
     }
     return NULL;
 }
 
-kn_status *kn_node_eval_ahead(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor *const *in,
-                              kn_tensor *const *out, bool *done) {
+kn_status *kn_node_eval_ahead(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor *const *in, kn_tensor *const *out,
+                              bool *done) {
     *done = false;
     if (n->op < 0 || kn_op_is_volatile(n->op) || !kn_cpu_backend()->kernel(kn_cpu_backend(), n->op)) return NULL;
     for (int a = 0; a < n->n_attrs; a++)
@@ -174,15 +186,24 @@ kn_status *kn_node_eval_ahead(kn_exec_ctx *ctx, const kn_node *n, const kn_tenso
 void kn_plan_free(kn_plan *p, int n_values) {
     if (!p) return;
     if (p->vals)
-        for (int v = 0; v < n_values; v++) if (p->state[v] == KN_VS_KNOWN) kn_tensor_release(&p->vals[v]);
-    free(p->key); free(p->vals); free(p->state); free(p->offset); free(p->skip); free(p->place);
+        for (int v = 0; v < n_values; v++)
+            if (p->state[v] == KN_VS_KNOWN) kn_tensor_release(&p->vals[v]);
+    free(p->key);
+    free(p->vals);
+    free(p->state);
+    free(p->offset);
+    free(p->skip);
+    free(p->place);
     free(p);
 }
 
-typedef struct { const kn_tensor **in; kn_tensor **out; } kn_io_bufs;
+typedef struct {
+    const kn_tensor **in;
+    kn_tensor **out;
+} kn_io_bufs;
 
-kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const kn_backend *be,
-                         kn_threadpool *pool, kn_plan **out) {
+kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const kn_backend *be, kn_threadpool *pool,
+                         kn_plan **out) {
     const kn_graph *g = gi->g;
     *out = NULL;
     kn_plan *p = calloc(1, sizeof *p);
@@ -201,7 +222,11 @@ kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const
     kn_tensor **outb = malloc(sizeof(void *) * KN_NODE_MAX_IO);
     kn_scratch scratch = {0};
     kn_status *st = NULL;
-    if (!p->vals || !p->state || !p->offset || !p->skip || !p->place || !reqs || !req_of || !req_val || !offs || !inb || !outb) { st = KN_OOM(nv); goto done; }
+    if (!p->vals || !p->state || !p->offset || !p->skip || !p->place || !reqs || !req_of || !req_val || !offs || !inb ||
+        !outb) {
+        st = KN_OOM(nv);
+        goto done;
+    }
 
     for (int v = 0; v < g->n_values; v++) {
         const kn_value *val = &g->values[v];
@@ -226,11 +251,15 @@ kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const
         p->state[v] = KN_VS_INPUT;
     }
 
-    kn_exec_ctx ctx = {.pool = pool, .backend = kn_cpu_backend(), .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch};
+    kn_exec_ctx ctx = {
+        .pool = pool, .backend = kn_cpu_backend(), .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch};
     int n_req = 0;
     for (int i = 0; i < g->n_nodes && !st; i++) {
         const kn_node *n = &g->nodes[i];
-        if (n->n_inputs > KN_NODE_MAX_IO || n->n_outputs > KN_NODE_MAX_IO) { st = kn_error(KN_ERR_UNSUPPORTED, "node '%s' has too many inputs/outputs", n->name); break; }
+        if (n->n_inputs > KN_NODE_MAX_IO || n->n_outputs > KN_NODE_MAX_IO) {
+            st = kn_error(KN_ERR_UNSUPPORTED, "node '%s' has too many inputs/outputs", n->name);
+            break;
+        }
         bool all_known = !kn_op_is_volatile(n->op);
         for (int k = 0; k < n->n_inputs; k++) {
             int v = n->inputs[k];
@@ -244,10 +273,16 @@ kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const
         for (int k = 0; k < n->n_outputs; k++) {
             int v = n->outputs[k];
             outb[k] = v >= 0 ? &p->vals[v] : NULL;
-            if (v >= 0) { memset(&p->vals[v], 0, sizeof(kn_tensor)); p->vals[v].ndim = -1; }
+            if (v >= 0) {
+                memset(&p->vals[v], 0, sizeof(kn_tensor));
+                p->vals[v].ndim = -1;
+            }
         }
         st = kn_infer_node(n, inb, n->n_inputs, outb, n->n_outputs);
-        if (st) { st = kn_node_error(st, n, inb, n->n_inputs); break; }
+        if (st) {
+            st = kn_node_error(st, n, inb, n->n_inputs);
+            break;
+        }
         if (all_known) {
             /* shape arithmetic and the like: computed now on the host, once per plan */
             bool done_now = false;
@@ -269,7 +304,8 @@ kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const
             int v = n->outputs[k];
             if (v < 0) continue;
             kn_tensor *t = &p->vals[v];
-            if (t->ndim < 0 || !kn_shape_known(t) || t->dtype == KN_STRING || kn_numel(t) > KN_MAX_NUMEL) node_dyn = true;
+            if (t->ndim < 0 || !kn_shape_known(t) || t->dtype == KN_STRING || kn_numel(t) > KN_MAX_NUMEL)
+                node_dyn = true;
         }
         /* Placement: on the session's backend when it has a kernel for this node's dtypes and
          * shapes. A node left to the CPU by a device backend gets host outputs allocated at run
@@ -312,7 +348,12 @@ kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const
 done:
     if (p) kn_plan_free(p, g->n_values);
     kn_scratch_release(&scratch);
-    free(reqs); free(req_of); free(req_val); free(offs); free(inb); free(outb);
+    free(reqs);
+    free(req_of);
+    free(req_val);
+    free(offs);
+    free(inb);
+    free(outb);
     return st;
 }
 
@@ -338,14 +379,17 @@ static kn_status *kn_value_on(kn_run *run, int v, kn_device_kind want, const kn_
     *out = t;
     if (t->device == want) return NULL;
     if (run->xfer_state[v]) {
-        if (run->xfer[v].device == want) { *out = &run->xfer[v]; return NULL; }
+        if (run->xfer[v].device == want) {
+            *out = &run->xfer[v];
+            return NULL;
+        }
         return kn_error(KN_ERR_RUNTIME, "value '%s' is wanted on a third device", run->g->values[v].name);
     }
     const kn_backend *be = run->be;
     char buf[KN_DESC_LEN];
     if (t->kind != KN_KIND_TENSOR || t->dtype == KN_STRING)
-        return kn_error(KN_ERR_UNSUPPORTED, "value '%s' (%s) cannot move between the host and %s", run->g->values[v].name,
-                        kn_tensor_desc(t, buf, sizeof buf), be->name);
+        return kn_error(KN_ERR_UNSUPPORTED, "value '%s' (%s) cannot move between the host and %s",
+                        run->g->values[v].name, kn_tensor_desc(t, buf, sizeof buf), be->name);
     kn_tensor *x = &run->xfer[v];
     *x = *t;
     x->owns = false;
@@ -361,13 +405,17 @@ static kn_status *kn_value_on(kn_run *run, int v, kn_device_kind want, const kn_
         if (!x->data) {
             size_t avail = want != KN_DEVICE_CPU && be->free_bytes ? be->free_bytes(be) : 0;
             return kn_error(KN_ERR_OUT_OF_MEMORY, "out of %s memory copying '%s' (%s): %zu bytes asked, %zu free",
-                            want == KN_DEVICE_CPU ? "host" : be->name, run->g->values[v].name, kn_tensor_desc(t, buf, sizeof buf), bytes, avail);
+                            want == KN_DEVICE_CPU ? "host" : be->name, run->g->values[v].name,
+                            kn_tensor_desc(t, buf, sizeof buf), bytes, avail);
         }
         run->xfer_state[v] = 1;
         if (bytes) {
-            kn_status *st = be->copy_async ? be->copy_async(be, x->data, want, t->data, t->device, bytes, run->ctx.stream)
-                                           : be->copy(be, x->data, want, t->data, t->device, bytes);
-            if (st) return kn_error_wrap(st, "copying '%s' (%s): ", run->g->values[v].name, kn_tensor_desc(t, buf, sizeof buf));
+            kn_status *st = be->copy_async
+                ? be->copy_async(be, x->data, want, t->data, t->device, bytes, run->ctx.stream)
+                : be->copy(be, x->data, want, t->data, t->device, bytes);
+            if (st)
+                return kn_error_wrap(st, "copying '%s' (%s): ", run->g->values[v].name,
+                                     kn_tensor_desc(t, buf, sizeof buf));
         }
     }
     *out = x;
@@ -393,11 +441,18 @@ static kn_status *kn_run_nodes(kn_run *run, const uint8_t *skip) {
     const kn_tensor **inb = malloc(sizeof(void *) * KN_NODE_MAX_IO);
     kn_tensor **outb = malloc(sizeof(void *) * KN_NODE_MAX_IO);
     kn_status *st = NULL;
-    if (!inb || !outb) { free(inb); free(outb); return KN_OOM(0); }
+    if (!inb || !outb) {
+        free(inb);
+        free(outb);
+        return KN_OOM(0);
+    }
     for (int i = 0; i < g->n_nodes && !st; i++) {
         if (skip && skip[i]) continue;
         const kn_node *n = &g->nodes[i];
-        if (n->n_inputs > KN_NODE_MAX_IO || n->n_outputs > KN_NODE_MAX_IO) { st = kn_error(KN_ERR_UNSUPPORTED, "node '%s' has too many inputs/outputs", n->name); break; }
+        if (n->n_inputs > KN_NODE_MAX_IO || n->n_outputs > KN_NODE_MAX_IO) {
+            st = kn_error(KN_ERR_UNSUPPORTED, "node '%s' has too many inputs/outputs", n->name);
+            break;
+        }
         for (int k = 0; k < n->n_inputs; k++) {
             int v = n->inputs[k];
             inb[k] = NULL;
@@ -421,7 +476,10 @@ static kn_status *kn_run_nodes(kn_run *run, const uint8_t *skip) {
         if (run->op_seconds) clock_gettime(CLOCK_MONOTONIC, &t0);
         const kn_backend *tb = !dyn && run->place && run->place[i] && run->be ? run->be : kn_cpu_backend();
         st = kn_place_inputs(run, n, tb, inb);
-        if (st) { st = kn_node_error(st, n, inb, n->n_inputs); break; }
+        if (st) {
+            st = kn_node_error(st, n, inb, n->n_inputs);
+            break;
+        }
         if (dyn) {
             /* shapes depend on data (or no plan): infer now, allocate each output */
             for (int k = 0; k < n->n_outputs; k++) {
@@ -475,11 +533,15 @@ kn_status *kn_run_planned(kn_run *run, const kn_plan *plan, const kn_tensor *inp
         run->vals[v].owns = false;
         run->vals[v].device = KN_DEVICE_CPU;
         run->state[v] = plan->state[v];
-        if (plan->state[v] == KN_VS_ARENA) { run->vals[v].data = (char *)arena + plan->offset[v]; run->vals[v].device = arena_dev; }
-        else if (plan->state[v] == KN_VS_DYNAMIC) run->vals[v].data = NULL;
+        if (plan->state[v] == KN_VS_ARENA) {
+            run->vals[v].data = (char *)arena + plan->offset[v];
+            run->vals[v].device = arena_dev;
+        } else if (plan->state[v] == KN_VS_DYNAMIC) run->vals[v].data = NULL;
         else if (plan->state[v] == KN_VS_OUTER) {
             kn_tensor *t = run->parent ? kn_find_outer(run->parent, g->values[v].name) : NULL;
-            if (!t) return kn_error(KN_ERR_INVALID_MODEL, "graph '%s': outer value '%s' not found", g->name, g->values[v].name);
+            if (!t)
+                return kn_error(KN_ERR_INVALID_MODEL, "graph '%s': outer value '%s' not found", g->name,
+                                g->values[v].name);
             run->vals[v] = *t;
             run->vals[v].owns = false;
         }
@@ -519,7 +581,8 @@ kn_status *kn_run_finish(kn_run *run) {
     if (run->ctx.stream && run->be && run->be->stream_end) {
         kn_status *e = run->be->stream_end(run->be, run->ctx.stream);
         run->ctx.stream = NULL;
-        if (!st) st = e; else kn_status_free(e);
+        if (!st) st = e;
+        else kn_status_free(e);
     }
     return st;
 }
@@ -552,7 +615,8 @@ void kn_run_release(kn_run *run) {
 
 kn_status *kn_run_subgraph(kn_exec_ctx *ctx, const kn_graph *sub, const kn_tensor *const *inputs, int n_inputs,
                            kn_tensor *outs) {
-    KN_CHECK(n_inputs == sub->n_inputs, KN_ERR_INVALID_MODEL, "subgraph '%s' expects %d inputs, got %d", sub->name, sub->n_inputs, n_inputs);
+    KN_CHECK(n_inputs == sub->n_inputs, KN_ERR_INVALID_MODEL, "subgraph '%s' expects %d inputs, got %d", sub->name,
+             sub->n_inputs, n_inputs);
     kn_graph_info gi;
     KN_TRY(kn_graph_info_init(&gi, sub));
     kn_scratch scratch = {0};
@@ -566,7 +630,10 @@ kn_status *kn_run_subgraph(kn_exec_ctx *ctx, const kn_graph *sub, const kn_tenso
     run.state = calloc(nv, 1);
     kn_status *st = NULL;
     for (int k = 0; k < sub->n_outputs; k++) memset(&outs[k], 0, sizeof(kn_tensor));
-    if (!run.vals || !run.state) { st = KN_OOM(nv); goto done; }
+    if (!run.vals || !run.state) {
+        st = KN_OOM(nv);
+        goto done;
+    }
     for (int v = 0; v < sub->n_values && !st; v++) {
         const kn_value *val = &sub->values[v];
         if (val->constant) {
@@ -575,8 +642,13 @@ kn_status *kn_run_subgraph(kn_exec_ctx *ctx, const kn_graph *sub, const kn_tenso
             run.state[v] = KN_VS_CONST;
         } else if (val->is_outer) {
             kn_tensor *t = kn_find_outer(ctx->run, val->name);
-            if (!t) st = kn_error(KN_ERR_INVALID_MODEL, "subgraph '%s': outer value '%s' not found", sub->name, val->name);
-            else { run.vals[v] = *t; run.vals[v].owns = false; run.state[v] = KN_VS_OUTER; }
+            if (!t)
+                st = kn_error(KN_ERR_INVALID_MODEL, "subgraph '%s': outer value '%s' not found", sub->name, val->name);
+            else {
+                run.vals[v] = *t;
+                run.vals[v].owns = false;
+                run.state[v] = KN_VS_OUTER;
+            }
         }
     }
     for (int k = 0; k < n_inputs && !st; k++) {
@@ -589,14 +661,18 @@ kn_status *kn_run_subgraph(kn_exec_ctx *ctx, const kn_graph *sub, const kn_tenso
     if (!st) st = kn_run_nodes(&run, NULL);
     for (int k = 0; k < sub->n_outputs && !st; k++) {
         int v = sub->outputs[k];
-        if (v < 0 || run.state[v] == KN_VS_ABSENT) { st = kn_error(KN_ERR_INVALID_MODEL, "subgraph '%s': output %d was not computed", sub->name, k); break; }
+        if (v < 0 || run.state[v] == KN_VS_ABSENT) {
+            st = kn_error(KN_ERR_INVALID_MODEL, "subgraph '%s': output %d was not computed", sub->name, k);
+            break;
+        }
         kn_tensor *c = NULL;
         st = kn_tensor_clone(&run.vals[v], &c);
         if (st) break;
         outs[k] = *c;
         free(c);
     }
-    if (st) for (int k = 0; k < sub->n_outputs; k++) kn_tensor_release(&outs[k]);
+    if (st)
+        for (int k = 0; k < sub->n_outputs; k++) kn_tensor_release(&outs[k]);
 done:
     kn_run_release(&run);
     kn_scratch_release(&scratch);

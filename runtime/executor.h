@@ -11,27 +11,34 @@
 #define KN_NODE_MAX_IO 4096
 
 typedef enum kn_val_state {
-    KN_VS_ABSENT = 0, KN_VS_CONST, KN_VS_INPUT, KN_VS_KNOWN, KN_VS_ARENA, KN_VS_DYNAMIC, KN_VS_OUTER,
+    KN_VS_ABSENT = 0,
+    KN_VS_CONST,
+    KN_VS_INPUT,
+    KN_VS_KNOWN,
+    KN_VS_ARENA,
+    KN_VS_DYNAMIC,
+    KN_VS_OUTER,
 } kn_val_state;
 
 typedef struct kn_plan {
-    int64_t *key; int key_len;   /* input ranks and dims this plan is for */
-    kn_tensor *vals;             /* per value: dtype/shape; data set for KNOWN values (owned) */
-    uint8_t *state;              /* kn_val_state per value */
-    size_t *offset;              /* arena offset for ARENA values */
-    uint8_t *skip;               /* per node: all outputs known before the run */
-    uint8_t *place;              /* per node: 1 runs on the session's backend, 0 on the CPU (fallback) */
-    size_t arena_bytes;          /* the arena lives on the session's backend */
-    size_t known_bytes;          /* host bytes of the KNOWN values, held as long as the plan */
-    int refs;                    /* runs using it (under the session lock) */
+    int64_t *key;
+    int key_len;        /* input ranks and dims this plan is for */
+    kn_tensor *vals;    /* per value: dtype/shape; data set for KNOWN values (owned) */
+    uint8_t *state;     /* kn_val_state per value */
+    size_t *offset;     /* arena offset for ARENA values */
+    uint8_t *skip;      /* per node: all outputs known before the run */
+    uint8_t *place;     /* per node: 1 runs on the session's backend, 0 on the CPU (fallback) */
+    size_t arena_bytes; /* the arena lives on the session's backend */
+    size_t known_bytes; /* host bytes of the KNOWN values, held as long as the plan */
+    int refs;           /* runs using it (under the session lock) */
     uint64_t last_used;
 } kn_plan;
 
 /* Per-graph facts the executor needs, computed once. */
 typedef struct kn_graph_info {
     const kn_graph *g;
-    int *last_use;               /* per value: last node index reading it, -1 if none */
-    uint8_t *is_output;          /* per value */
+    int *last_use;      /* per value: last node index reading it, -1 if none */
+    uint8_t *is_output; /* per value */
 } kn_graph_info;
 
 kn_status *kn_graph_info_init(kn_graph_info *gi, const kn_graph *g);
@@ -39,8 +46,11 @@ void kn_graph_info_release(kn_graph_info *gi);
 
 /* Scratch bump allocator: kernels' temporary buffers, reset before each node. */
 typedef struct kn_scratch {
-    char *buf; size_t cap, used;
-    void **extra; int n_extra, cap_extra; size_t extra_bytes;
+    char *buf;
+    size_t cap, used;
+    void **extra;
+    int n_extra, cap_extra;
+    size_t extra_bytes;
 } kn_scratch;
 void kn_scratch_reset(kn_scratch *s);
 void kn_scratch_release(kn_scratch *s);
@@ -50,19 +60,19 @@ void *kn_scratch_alloc_impl(kn_exec_ctx *ctx, size_t bytes);
 typedef struct kn_run {
     const kn_graph *g;
     const kn_graph_info *gi;
-    kn_tensor *vals;             /* per value, for this run */
+    kn_tensor *vals; /* per value, for this run */
     uint8_t *state;
-    struct kn_run *parent;       /* enclosing run, for outer values of subgraphs */
+    struct kn_run *parent; /* enclosing run, for outer values of subgraphs */
     kn_exec_ctx ctx;
-    double *op_seconds;          /* per kn_op, when profiling (else NULL) */
+    double *op_seconds; /* per kn_op, when profiling (else NULL) */
     int64_t *op_calls;
     /* Placement: nodes with place[i] run on be, the others on the CPU. A value lives where its
      * producer ran (vals[v].device); xfer[v] is its copy on the other side, made on first need and
      * freed when the run ends (after the device queue drained, so no in-flight read is cut). */
-    const kn_backend *be;        /* the session's backend; NULL or the CPU backend: host only */
+    const kn_backend *be; /* the session's backend; NULL or the CPU backend: host only */
     const uint8_t *place;
     kn_tensor *xfer;
-    uint8_t *xfer_state;         /* 0 none, 1 made (owned), 2 borrowed (cached weights) */
+    uint8_t *xfer_state; /* 0 none, 1 made (owned), 2 borrowed (cached weights) */
 } kn_run;
 
 /* Shape inference for one node (with data where inputs have it); an error names the op. */
@@ -80,11 +90,11 @@ kn_status *kn_node_eval_host(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor
  * inferred out[]'s shapes. Not for random ops, control flow, nodes with subgraphs, ops without a
  * CPU kernel, or outputs of unknown size or over KN_EVAL_AHEAD_MAX_ELEMS: then *done stays false
  * and out[] is untouched. Otherwise out[] receive owned host tensors and *done is true. */
-kn_status *kn_node_eval_ahead(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor *const *in,
-                              kn_tensor *const *out, bool *done);
+kn_status *kn_node_eval_ahead(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor *const *in, kn_tensor *const *out,
+                              bool *done);
 /* Plan for the given input tensors (graph input order). */
-kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const kn_backend *be,
-                         kn_threadpool *pool, kn_plan **out);
+kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const kn_backend *be, kn_threadpool *pool,
+                         kn_plan **out);
 void kn_plan_free(kn_plan *p, int n_values);
 /* Run a planned graph: inputs in graph input order, arena of plan->arena_bytes. Output tensors are
  * left in run->vals (arena or owned memory) for the caller to copy before kn_run_release. */

@@ -19,11 +19,32 @@ extern "C" {
 /* Element types: the numeric values are ONNX TensorProto.DataType, so no mapping is needed. */
 typedef enum kn_dtype {
     KN_UNDEFINED = 0,
-    KN_F32 = 1, KN_U8 = 2, KN_I8 = 3, KN_U16 = 4, KN_I16 = 5, KN_I32 = 6, KN_I64 = 7,
-    KN_STRING = 8, KN_BOOL = 9, KN_F16 = 10, KN_F64 = 11, KN_U32 = 12, KN_U64 = 13,
-    KN_C64 = 14, KN_C128 = 15, KN_BF16 = 16,
-    KN_F8E4M3FN = 17, KN_F8E4M3FNUZ = 18, KN_F8E5M2 = 19, KN_F8E5M2FNUZ = 20,
-    KN_U4 = 21, KN_I4 = 22, KN_F4E2M1 = 23, KN_F8E8M0 = 24, KN_U2 = 25, KN_I2 = 26,
+    KN_F32 = 1,
+    KN_U8 = 2,
+    KN_I8 = 3,
+    KN_U16 = 4,
+    KN_I16 = 5,
+    KN_I32 = 6,
+    KN_I64 = 7,
+    KN_STRING = 8,
+    KN_BOOL = 9,
+    KN_F16 = 10,
+    KN_F64 = 11,
+    KN_U32 = 12,
+    KN_U64 = 13,
+    KN_C64 = 14,
+    KN_C128 = 15,
+    KN_BF16 = 16,
+    KN_F8E4M3FN = 17,
+    KN_F8E4M3FNUZ = 18,
+    KN_F8E5M2 = 19,
+    KN_F8E5M2FNUZ = 20,
+    KN_U4 = 21,
+    KN_I4 = 22,
+    KN_F4E2M1 = 23,
+    KN_F8E8M0 = 24,
+    KN_U2 = 25,
+    KN_I2 = 26,
     KN_DTYPE_COUNT
 } kn_dtype;
 
@@ -34,7 +55,7 @@ typedef enum kn_status_code {
     KN_ERR_UNSUPPORTED = 3,      /* an op, dtype or attribute kiln does not implement */
     KN_ERR_OUT_OF_MEMORY = 4,
     KN_ERR_IO = 5,
-    KN_ERR_RUNTIME = 6,          /* a failure while running (index out of range, ...) */
+    KN_ERR_RUNTIME = 6, /* a failure while running (index out of range, ...) */
     KN_ERR_NO_DEVICE = 7,
 } kn_status_code;
 
@@ -44,7 +65,12 @@ const char *kn_status_message(const kn_status *st);
 void kn_status_free(kn_status *st);
 
 typedef enum kn_device_kind { KN_DEVICE_CPU = 0, KN_DEVICE_CUDA = 1 } kn_device_kind;
-typedef enum kn_precision { KN_PRECISION_FP32 = 0, KN_PRECISION_TF32, KN_PRECISION_FP16, KN_PRECISION_BF16 } kn_precision;
+typedef enum kn_precision {
+    KN_PRECISION_FP32 = 0,
+    KN_PRECISION_TF32,
+    KN_PRECISION_FP16,
+    KN_PRECISION_BF16
+} kn_precision;
 
 /* What the library has to say that is not an error (an op left to the CPU by a device backend,
  * ...), one line at a time without a trailing newline. The library never prints by itself: with
@@ -70,7 +96,7 @@ void kn_session_options_init(kn_session_options *opt);
  * and drops dead nodes; the options choose what else is done to the graph then. */
 typedef struct kn_model kn_model;
 typedef struct kn_model_options {
-    int fuse;               /* 1 (default): replace attention blocks (MatMul, Softmax, MatMul) by
+    int fuse; /* 1 (default): replace attention blocks (MatMul, Softmax, MatMul) by
                              * kiln:KnSdpa, GELU subgraphs by com.microsoft BiasGelu / Gelu / FastGelu
                              * and Add + LayerNormalization by com.microsoft SkipLayerNormalization;
                              * 0 runs the file's ops as they are */
@@ -82,8 +108,8 @@ kn_status *kn_model_load_ex(const char *path, const kn_model_options *opt, kn_mo
 /* The buffer is copied unless the model can keep referring to it; external data is resolved
  * relative to base_dir (may be NULL). */
 kn_status *kn_model_load_buffer(const void *data, size_t size, const char *base_dir, kn_model **out);
-kn_status *kn_model_load_buffer_ex(const void *data, size_t size, const char *base_dir,
-                                   const kn_model_options *opt, kn_model **out);
+kn_status *kn_model_load_buffer_ex(const void *data, size_t size, const char *base_dir, const kn_model_options *opt,
+                                   kn_model **out);
 void kn_model_free(kn_model *m);
 
 /* A tensor passed across the API: dense, row-major. dims[i] < 0 in a declared shape means a
@@ -92,7 +118,7 @@ void kn_model_free(kn_model *m);
 typedef struct kn_value_info {
     const char *name;
     kn_dtype dtype;
-    int ndim;                         /* -1: unknown rank */
+    int ndim; /* -1: unknown rank */
     int64_t dims[KN_MAX_DIMS];
     const char *dim_names[KN_MAX_DIMS];
 } kn_value_info;
@@ -123,8 +149,8 @@ typedef struct kn_named_tensor {
 
 /* Thread-safe: many threads may call kn_session_run on one session at once. Outputs not named
  * are not computed unless needed; pass n_outputs = 0 with outputs = NULL to skip them. */
-kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_inputs,
-                          kn_named_tensor *outputs, int n_outputs);
+kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_inputs, kn_named_tensor *outputs,
+                          int n_outputs);
 /* Statistics of the last plan built: peak arena bytes for one run. */
 size_t kn_session_peak_bytes(const kn_session *s);
 /* Host bytes held by the session's cached plans for values computed ahead of the runs (shape

@@ -18,7 +18,11 @@
 
 /* size is what the arena was allocated with, never the size of the plan it last served: a large
  * arena labelled small would be passed over by larger plans and the pool would fill with copies. */
-typedef struct { void *p; size_t size; uint64_t last_used; } kn_arena;
+typedef struct {
+    void *p;
+    size_t size;
+    uint64_t last_used;
+} kn_arena;
 
 struct kn_session {
     const kn_model *model;
@@ -28,15 +32,17 @@ struct kn_session {
     kn_threadpool *pool;
     const kn_backend *be;
     pthread_mutex_t mu;
-    kn_plan *plans[KN_PLAN_CACHE]; int n_plans;
+    kn_plan *plans[KN_PLAN_CACHE];
+    int n_plans;
     uint64_t tick;
-    kn_arena free_arenas[KN_ARENA_POOL]; int n_free;
-    size_t pooled_bytes;   /* sum of free_arenas[].size, under mu */
+    kn_arena free_arenas[KN_ARENA_POOL];
+    int n_free;
+    size_t pooled_bytes;          /* sum of free_arenas[].size, under mu */
     int in_flight, max_in_flight; /* runs holding an arena now, and the most at once so far */
     uint64_t arena_tick;
     size_t peak_bytes;
     atomic_uint_fast64_t runs;
-    double op_seconds[KN_OP_COUNT];   /* profiling totals, under mu */
+    double op_seconds[KN_OP_COUNT]; /* profiling totals, under mu */
     int64_t op_calls[KN_OP_COUNT];
     uint8_t fallback_logged[KN_OP_COUNT]; /* ops already reported as running on the CPU, under mu */
 };
@@ -59,29 +65,37 @@ kn_status *kn_model_load_ex(const char *path, const kn_model_options *opt, kn_mo
     *out = NULL;
     KN_CHECK(path, KN_ERR_INVALID_ARGUMENT, "kn_model_load: path is NULL");
     kn_model_options o;
-    if (opt) o = *opt; else kn_model_options_init(&o);
+    if (opt) o = *opt;
+    else kn_model_options_init(&o);
     kn_model *m = NULL;
     KN_TRY(kn_onnx_load_file(path, &m));
     m->fuse = o.fuse != 0; /* applied per backend by each session (kn_model_graph_for) */
     kn_status *st = kn_graph_optimize(m->graph, false);
-    if (st) { kn_model_release(m); return kn_error_wrap(st, "%s: ", path); }
+    if (st) {
+        kn_model_release(m);
+        return kn_error_wrap(st, "%s: ", path);
+    }
     *out = m;
     return NULL;
 }
 
 kn_status *kn_model_load(const char *path, kn_model **out) { return kn_model_load_ex(path, NULL, out); }
 
-kn_status *kn_model_load_buffer_ex(const void *data, size_t size, const char *base_dir,
-                                   const kn_model_options *opt, kn_model **out) {
+kn_status *kn_model_load_buffer_ex(const void *data, size_t size, const char *base_dir, const kn_model_options *opt,
+                                   kn_model **out) {
     *out = NULL;
     KN_CHECK(data || size == 0, KN_ERR_INVALID_ARGUMENT, "kn_model_load_buffer: data is NULL");
     kn_model_options o;
-    if (opt) o = *opt; else kn_model_options_init(&o);
+    if (opt) o = *opt;
+    else kn_model_options_init(&o);
     kn_model *m = NULL;
     KN_TRY(kn_onnx_load_buffer(data, size, base_dir, &m));
     m->fuse = o.fuse != 0;
     kn_status *st = kn_graph_optimize(m->graph, false);
-    if (st) { kn_model_release(m); return st; }
+    if (st) {
+        kn_model_release(m);
+        return st;
+    }
     *out = m;
     return NULL;
 }
@@ -90,13 +104,16 @@ kn_status *kn_model_load_buffer(const void *data, size_t size, const char *base_
     return kn_model_load_buffer_ex(data, size, base_dir, NULL, out);
 }
 
-void kn_model_free(kn_model *m) { if (m) kn_model_release(m); }
+void kn_model_free(kn_model *m) {
+    if (m) kn_model_release(m);
+}
 
 kn_status *kn_session_create(const kn_model *model, const kn_session_options *opt, kn_session **out) {
     *out = NULL;
     KN_CHECK(model && model->graph, KN_ERR_INVALID_ARGUMENT, "kn_session_create: model is NULL");
     kn_session_options o;
-    if (opt) o = *opt; else kn_session_options_init(&o);
+    if (opt) o = *opt;
+    else kn_session_options_init(&o);
     KN_CHECK(o.precision == KN_PRECISION_FP32, KN_ERR_UNSUPPORTED,
              "kn_session_create: precision %d requested; only FP32 is implemented (the model's own types)",
              (int)o.precision);
@@ -119,7 +136,10 @@ kn_status *kn_session_create(const kn_model *model, const kn_session_options *op
         s->pool = kn_threadpool_create(o.num_threads);
         if (!s->pool) st = kn_error(KN_ERR_RUNTIME, "could not start %d threads", o.num_threads);
     }
-    if (st) { kn_session_free(s); return st; }
+    if (st) {
+        kn_session_free(s);
+        return st;
+    }
     *out = s;
     return NULL;
 }
@@ -149,13 +169,15 @@ static void kn_fill_info(const kn_value *v, kn_value_info *info) {
 }
 
 kn_status *kn_session_input_info(const kn_session *s, int index, kn_value_info *info) {
-    KN_CHECK(index >= 0 && index < s->g->n_inputs, KN_ERR_INVALID_ARGUMENT, "input index %d out of range (model has %d inputs)", index, s->g->n_inputs);
+    KN_CHECK(index >= 0 && index < s->g->n_inputs, KN_ERR_INVALID_ARGUMENT,
+             "input index %d out of range (model has %d inputs)", index, s->g->n_inputs);
     kn_fill_info(&s->g->values[s->g->inputs[index]], info);
     return NULL;
 }
 
 kn_status *kn_session_output_info(const kn_session *s, int index, kn_value_info *info) {
-    KN_CHECK(index >= 0 && index < s->g->n_outputs, KN_ERR_INVALID_ARGUMENT, "output index %d out of range (model has %d outputs)", index, s->g->n_outputs);
+    KN_CHECK(index >= 0 && index < s->g->n_outputs, KN_ERR_INVALID_ARGUMENT,
+             "output index %d out of range (model has %d outputs)", index, s->g->n_outputs);
     kn_fill_info(&s->g->values[s->g->outputs[index]], info);
     return NULL;
 }
@@ -192,8 +214,8 @@ const char *kn_session_profile(const kn_session *s, char *buf, size_t len) {
         for (int i = 0; i < KN_OP_COUNT; i++)
             if (calls[i] && (best < 0 || secs[i] > secs[best])) best = i;
         if (best < 0 || off >= len) break;
-        off += (size_t)snprintf(buf + off, len - off, "%-28s %8lld %12.3f %6.1f%%\n", kn_op_table[best].name, (long long)calls[best],
-                                secs[best] * 1e3, total > 0 ? 100.0 * secs[best] / total : 0.0);
+        off += (size_t)snprintf(buf + off, len - off, "%-28s %8lld %12.3f %6.1f%%\n", kn_op_table[best].name,
+                                (long long)calls[best], secs[best] * 1e3, total > 0 ? 100.0 * secs[best] / total : 0.0);
         calls[best] = 0;
     }
     return buf;
@@ -210,13 +232,17 @@ static kn_status *kn_bind_inputs(const kn_session *s, const kn_named_tensor *inp
         int k = 0;
         while (k < g->n_inputs && strcmp(g->values[g->inputs[k]].name, t->name) != 0) k++;
         if (k == g->n_inputs) {
-            char names[512]; size_t off = 0; names[0] = 0;
+            char names[512];
+            size_t off = 0;
+            names[0] = 0;
             for (int j = 0; j < g->n_inputs && off < sizeof names; j++)
-                off += (size_t)snprintf(names + off, sizeof names - off, "%s'%s'", j ? ", " : "", g->values[g->inputs[j]].name);
+                off += (size_t)snprintf(names + off, sizeof names - off, "%s'%s'", j ? ", " : "",
+                                        g->values[g->inputs[j]].name);
             return kn_error(KN_ERR_INVALID_ARGUMENT, "unknown input '%s' (the model's inputs are %s)", t->name, names);
         }
         KN_CHECK(bound[k].ndim == -2, KN_ERR_INVALID_ARGUMENT, "input '%s' given twice", t->name);
-        KN_CHECK(t->ndim >= 0 && t->ndim <= KN_MAX_DIMS, KN_ERR_INVALID_ARGUMENT, "input '%s': rank %d unsupported", t->name, t->ndim);
+        KN_CHECK(t->ndim >= 0 && t->ndim <= KN_MAX_DIMS, KN_ERR_INVALID_ARGUMENT, "input '%s': rank %d unsupported",
+                 t->name, t->ndim);
         kn_tensor *b = &bound[k];
         memset(b, 0, sizeof *b);
         b->dtype = t->dtype;
@@ -224,11 +250,14 @@ static kn_status *kn_bind_inputs(const kn_session *s, const kn_named_tensor *inp
         b->data = t->data;
         b->device = KN_DEVICE_CPU;
         for (int d = 0; d < t->ndim; d++)
-            KN_CHECK(t->dims[d] >= 0, KN_ERR_INVALID_ARGUMENT, "input '%s': negative dimension %lld", t->name, (long long)t->dims[d]);
+            KN_CHECK(t->dims[d] >= 0, KN_ERR_INVALID_ARGUMENT, "input '%s': negative dimension %lld", t->name,
+                     (long long)t->dims[d]);
         int64_t ne = kn_numel(b);
-        KN_CHECK(ne <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "input '%s': %s is too large", t->name, kn_tensor_desc(b, got, sizeof got));
+        KN_CHECK(ne <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "input '%s': %s is too large", t->name,
+                 kn_tensor_desc(b, got, sizeof got));
         KN_CHECK(ne == 0 || t->data, KN_ERR_INVALID_ARGUMENT, "input '%s': data is NULL", t->name);
-        KN_CHECK(kn_dtype_valid(t->dtype), KN_ERR_INVALID_ARGUMENT, "input '%s': invalid dtype %d", t->name, (int)t->dtype);
+        KN_CHECK(kn_dtype_valid(t->dtype), KN_ERR_INVALID_ARGUMENT, "input '%s': invalid dtype %d", t->name,
+                 (int)t->dtype);
         const kn_value *decl = &g->values[g->inputs[k]];
         if (decl->kind == KN_VAL_TENSOR && decl->type.dtype != KN_UNDEFINED && decl->type.dtype != t->dtype)
             return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s': expected %s, got %s", t->name,
@@ -236,8 +265,9 @@ static kn_status *kn_bind_inputs(const kn_session *s, const kn_named_tensor *inp
         if (decl->type.ndim >= 0) {
             bool ok = decl->type.ndim == t->ndim;
             for (int d = 0; ok && d < t->ndim; d++) ok = decl->type.dims[d] < 0 || decl->type.dims[d] == t->dims[d];
-            if (!ok) return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s': expected shape %s, got %s", t->name,
-                                     kn_tensor_desc(&decl->type, want, sizeof want), kn_tensor_desc(b, got, sizeof got));
+            if (!ok)
+                return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s': expected shape %s, got %s", t->name,
+                                kn_tensor_desc(&decl->type, want, sizeof want), kn_tensor_desc(b, got, sizeof got));
         }
     }
     for (int k = 0; k < g->n_inputs; k++)
@@ -279,9 +309,16 @@ static kn_status *kn_session_get_plan(kn_session *s, const kn_tensor *bound, kn_
     /* build outside the lock: other shapes keep running */
     kn_plan *p = NULL;
     kn_status *st = kn_plan_build(&s->gi, bound, s->be, s->pool, &p);
-    if (st) { free(dyn_key); return st; }
+    if (st) {
+        free(dyn_key);
+        return st;
+    }
     p->key = malloc(sizeof(int64_t) * (size_t)(len ? len : 1));
-    if (!p->key) { kn_plan_free(p, s->g->n_values); free(dyn_key); return KN_OOM(0); }
+    if (!p->key) {
+        kn_plan_free(p, s->g->n_values);
+        free(dyn_key);
+        return KN_OOM(0);
+    }
     memcpy(p->key, k, sizeof(int64_t) * (size_t)len);
     p->key_len = len;
     free(dyn_key);
@@ -292,7 +329,8 @@ static kn_status *kn_session_get_plan(kn_session *s, const kn_tensor *bound, kn_
         /* evict the least recently used plan nobody is running */
         int victim = -1;
         for (int i = 0; i < s->n_plans; i++)
-            if (s->plans[i]->refs == 0 && (victim < 0 || s->plans[i]->last_used < s->plans[victim]->last_used)) victim = i;
+            if (s->plans[i]->refs == 0 && (victim < 0 || s->plans[i]->last_used < s->plans[victim]->last_used))
+                victim = i;
         if (victim >= 0) {
             kn_plan_free(s->plans[victim], s->g->n_values);
             s->plans[victim] = s->plans[--s->n_plans];
@@ -308,8 +346,8 @@ static kn_status *kn_session_get_plan(kn_session *s, const kn_tensor *bound, kn_
             if (p->skip[i] || p->place[i] || n->op < 0 || s->fallback_logged[n->op]) continue;
             s->fallback_logged[n->op] = 1;
             char nd[256], msg[512];
-            snprintf(msg, sizeof msg, "%s has no kernel for %s (first: %s); it runs on the CPU with copies", s->be->name,
-                     n->op_type, kn_node_desc(n, nd, sizeof nd));
+            snprintf(msg, sizeof msg, "%s has no kernel for %s (first: %s); it runs on the CPU with copies",
+                     s->be->name, n->op_type, kn_node_desc(n, nd, sizeof nd));
             (s->opt.log ? s->opt.log : kn_log_stderr)(s->opt.log_user, KN_LOG_WARNING, msg);
         }
     }
@@ -332,7 +370,8 @@ static void *kn_session_get_arena(kn_session *s, size_t bytes, size_t *size) {
     if (++s->in_flight > s->max_in_flight) s->max_in_flight = s->in_flight;
     int best = -1;
     for (int i = 0; i < s->n_free; i++)
-        if (s->free_arenas[i].size >= bytes && (best < 0 || s->free_arenas[i].size < s->free_arenas[best].size)) best = i;
+        if (s->free_arenas[i].size >= bytes && (best < 0 || s->free_arenas[i].size < s->free_arenas[best].size))
+            best = i;
     if (best >= 0) {
         void *p = s->free_arenas[best].p;
         *size = s->free_arenas[best].size;
@@ -406,8 +445,8 @@ static kn_status *kn_copy_output(const kn_tensor *src, kn_named_tensor *dst) {
         if (!dst->data) return KN_OOM(bytes);
         dst->capacity = bytes;
     } else if (dst->capacity < bytes) {
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "output '%s' needs %zu bytes for %s, the buffer holds %zu",
-                        dst->name, bytes, kn_tensor_desc(src, buf, sizeof buf), dst->capacity);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "output '%s' needs %zu bytes for %s, the buffer holds %zu", dst->name,
+                        bytes, kn_tensor_desc(src, buf, sizeof buf), dst->capacity);
     }
     if (src->dtype == KN_STRING) {
         char **from = src->data, **to = dst->data;
@@ -431,7 +470,7 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, kn_take
     void *arena = kn_session_get_arena(s, plan->arena_bytes, &arena_size);
     if (!arena) {
         st = kn_error(KN_ERR_OUT_OF_MEMORY, "could not allocate the activation arena on %s: %zu bytes asked, %zu free",
-                                  s->be->name, plan->arena_bytes, s->be->free_bytes ? s->be->free_bytes(s->be) : (size_t)0);
+                      s->be->name, plan->arena_bytes, s->be->free_bytes ? s->be->free_bytes(s->be) : (size_t)0);
     }
     kn_scratch scratch = {0};
     kn_run run = {.g = g, .gi = &s->gi, .be = s->be};
@@ -444,9 +483,13 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, kn_take
         run.op_calls = op_calls;
     }
     if (!st) {
-        run.ctx = (kn_exec_ctx){.pool = s->pool, .backend = kn_cpu_backend(), .run = &run, .run_subgraph = kn_run_subgraph,
+        run.ctx = (kn_exec_ctx){.pool = s->pool,
+                                .backend = kn_cpu_backend(),
+                                .run = &run,
+                                .run_subgraph = kn_run_subgraph,
                                 .scratch_alloc = kn_scratch_alloc_impl,
-                                .scratch_state = &scratch, .seed = 0x9e3779b97f4a7c15ull * (atomic_fetch_add(&s->runs, 1) + 1)};
+                                .scratch_state = &scratch,
+                                .seed = 0x9e3779b97f4a7c15ull * (atomic_fetch_add(&s->runs, 1) + 1)};
         run.vals = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(kn_tensor));
         run.state = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
         if (!run.vals || !run.state) st = KN_OOM(0);
@@ -456,7 +499,10 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, kn_take
     if (!st) st = take(take_ctx, g, &run);
     if (s->opt.profile) {
         pthread_mutex_lock(&s->mu);
-        for (int i = 0; i < KN_OP_COUNT; i++) { s->op_seconds[i] += op_seconds[i]; s->op_calls[i] += op_calls[i]; }
+        for (int i = 0; i < KN_OP_COUNT; i++) {
+            s->op_seconds[i] += op_seconds[i];
+            s->op_calls[i] += op_calls[i];
+        }
         pthread_mutex_unlock(&s->mu);
     }
     if (run.vals) kn_run_release(&run);
@@ -468,15 +514,22 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, kn_take
     return st;
 }
 
-typedef struct { kn_named_tensor *outputs; int n_outputs; const int *vals; } kn_take_named;
+typedef struct {
+    kn_named_tensor *outputs;
+    int n_outputs;
+    const int *vals;
+} kn_take_named;
 
 static kn_status *kn_take_named_outputs(void *ctx, const kn_graph *g, kn_run *run) {
     kn_take_named *t = ctx;
     for (int i = 0; i < t->n_outputs; i++) {
         int v = t->vals[i];
-        if (run->state[v] == KN_VS_ABSENT) return kn_error(KN_ERR_RUNTIME, "output '%s' was not computed", g->values[v].name);
+        if (run->state[v] == KN_VS_ABSENT)
+            return kn_error(KN_ERR_RUNTIME, "output '%s' was not computed", g->values[v].name);
         if (run->vals[v].kind != KN_KIND_TENSOR)
-            return kn_error(KN_ERR_UNSUPPORTED, "output '%s' is a sequence or optional, which kn_session_run cannot return", g->values[v].name);
+            return kn_error(KN_ERR_UNSUPPORTED,
+                            "output '%s' is a sequence or optional, which kn_session_run cannot return",
+                            g->values[v].name);
         KN_TRY(kn_copy_output(&run->vals[v], &t->outputs[i]));
     }
     return NULL;
@@ -499,11 +552,12 @@ static void kn_release_owned_outputs(kn_named_tensor *outputs, int n_outputs, co
     }
 }
 
-kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_inputs,
-                          kn_named_tensor *outputs, int n_outputs) {
+kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_inputs, kn_named_tensor *outputs,
+                          int n_outputs) {
     KN_CHECK(s, KN_ERR_INVALID_ARGUMENT, "kn_session_run: session is NULL");
     KN_CHECK(n_inputs >= 0 && (inputs || n_inputs == 0), KN_ERR_INVALID_ARGUMENT, "kn_session_run: bad inputs array");
-    KN_CHECK(n_outputs >= 0 && (outputs || n_outputs == 0), KN_ERR_INVALID_ARGUMENT, "kn_session_run: bad outputs array");
+    KN_CHECK(n_outputs >= 0 && (outputs || n_outputs == 0), KN_ERR_INVALID_ARGUMENT,
+             "kn_session_run: bad outputs array");
     const kn_graph *g = s->g;
     int *out_vals = NULL;
     kn_tensor *bound = calloc((size_t)(g->n_inputs ? g->n_inputs : 1), sizeof(kn_tensor));
@@ -514,8 +568,12 @@ kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_in
         if (!out_vals) st = KN_OOM(0);
         for (int i = 0; !st && i < n_outputs; i++) {
             int k = 0;
-            while (k < g->n_outputs && (!outputs[i].name || strcmp(g->values[g->outputs[k]].name, outputs[i].name) != 0)) k++;
-            if (k == g->n_outputs) st = kn_error(KN_ERR_INVALID_ARGUMENT, "unknown output '%s'", outputs[i].name ? outputs[i].name : "(null)");
+            while (k < g->n_outputs &&
+                   (!outputs[i].name || strcmp(g->values[g->outputs[k]].name, outputs[i].name) != 0))
+                k++;
+            if (k == g->n_outputs)
+                st = kn_error(KN_ERR_INVALID_ARGUMENT, "unknown output '%s'",
+                              outputs[i].name ? outputs[i].name : "(null)");
             else out_vals[i] = g->outputs[k];
         }
     }
@@ -538,7 +596,8 @@ static kn_status *kn_take_all_values(void *ctx, const kn_graph *g, kn_run *run) 
     kn_tensor *outs = ctx;
     for (int k = 0; k < g->n_outputs; k++) {
         int v = g->outputs[k];
-        if (run->state[v] == KN_VS_ABSENT) return kn_error(KN_ERR_RUNTIME, "output '%s' was not computed", g->values[v].name);
+        if (run->state[v] == KN_VS_ABSENT)
+            return kn_error(KN_ERR_RUNTIME, "output '%s' was not computed", g->values[v].name);
         kn_tensor *c = NULL;
         KN_TRY(kn_tensor_clone(&run->vals[v], &c));
         outs[k] = *c;
@@ -553,16 +612,21 @@ kn_status *kn_session_run_values(kn_session *s, const kn_tensor *inputs, kn_tens
     for (int k = 0; k < g->n_inputs; k++) {
         const kn_value *decl = &g->values[g->inputs[k]];
         const kn_tensor *t = &inputs[k];
-        bool want_seq = decl->kind == KN_VAL_SEQUENCE || (decl->kind == KN_VAL_OPTIONAL && decl->elem_kind == KN_VAL_SEQUENCE);
+        bool want_seq =
+            decl->kind == KN_VAL_SEQUENCE || (decl->kind == KN_VAL_OPTIONAL && decl->elem_kind == KN_VAL_SEQUENCE);
         if (t->kind == KN_KIND_SEQUENCE && !want_seq)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s' is a sequence, the model expects a tensor", decl->name);
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s' is a sequence, the model expects a tensor",
+                            decl->name);
         if (t->kind == KN_KIND_NONE && decl->kind != KN_VAL_OPTIONAL)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s' is an empty optional, the model expects a value", decl->name);
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s' is an empty optional, the model expects a value",
+                            decl->name);
         if (t->kind == KN_KIND_TENSOR && decl->type.dtype && t->dtype != decl->type.dtype)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s': expected %s, got %s", decl->name, kn_dtype_name(decl->type.dtype), kn_dtype_name(t->dtype));
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s': expected %s, got %s", decl->name,
+                            kn_dtype_name(decl->type.dtype), kn_dtype_name(t->dtype));
     }
     kn_status *st = kn_session_exec(s, inputs, kn_take_all_values, outs);
-    if (st) for (int k = 0; k < g->n_outputs; k++) kn_tensor_release(&outs[k]);
+    if (st)
+        for (int k = 0; k < g->n_outputs; k++) kn_tensor_release(&outs[k]);
     return st;
 }
 

@@ -18,13 +18,11 @@
 static bool attn_float_dtype(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
 
 
-
 /* ---- Attention ---- */
 
 /* Rounds to the input's precision after each step, as the reference does for float16 and
  * bfloat16 inputs; results then agree to the last bit far more often than float32 math does. */
-static inline float attn_round(int rnd, float v)
-{
+static inline float attn_round(int rnd, float v) {
     if (rnd == 1) return kn_f16_to_f32(kn_f32_to_f16(v));
     if (rnd == 2) return kn_bf16_to_f32(kn_f32_to_bf16(v));
     return v;
@@ -32,16 +30,17 @@ static inline float attn_round(int rnd, float v)
 
 typedef struct attn_job {
     int64_t B, Hq, Hkv, Sq, T, Dk, Dv, past, qblk, nblk;
-    const float *q;          /* [B,Hq,Sq,Dk] */
-    const float *k, *v;      /* [B,Hkv,T,Dk], [B,Hkv,T,Dv] */
-    float *y;                /* [B,Hq,Sq,Dv] */
-    float *qk;               /* [B,Hq,Sq,T] or NULL */
+    const float *q;     /* [B,Hq,Sq,Dk] */
+    const float *k, *v; /* [B,Hkv,T,Dk], [B,Hkv,T,Dv] */
+    float *y;           /* [B,Hq,Sq,Dv] */
+    float *qk;          /* [B,Hq,Sq,T] or NULL */
     int qk_mode;
-    int rnd;                 /* 0: float32 math; 1 / 2: round every step to float16 / bfloat16 */
-    int rnd_soft;            /* the same for the softmax steps (softmax_precision) */
+    int rnd;      /* 0: float32 math; 1 / 2: round every step to float16 / bfloat16 */
+    int rnd_soft; /* the same for the softmax steps (softmax_precision) */
     float scale, softcap;
     /* additive mask as float, broadcast over [B,Hq,Sq,mT] through strides (0 = broadcast) */
-    const float *mask; int64_t mstride[4], mT;
+    const float *mask;
+    int64_t mstride[4], mT;
     bool causal;
     int64_t left, right;     /* sliding window, -1 = unbounded */
     const int64_t *nonpad;   /* [B] or NULL */
@@ -50,16 +49,14 @@ typedef struct attn_job {
     bool failed;             /* allocation failure inside a task */
 } attn_job;
 
-static int64_t attn_offset(const attn_job *j, int64_t b)
-{
+static int64_t attn_offset(const attn_job *j, int64_t b) {
     if (j->past > 0) return j->past;
     if (j->nonpad) return j->nonpad[b] - j->Sq;
     return 0;
 }
 
 /* Additive bias for query row i of (b, h) into bias[T]; returns whether every key is masked. */
-static bool attn_bias_row(const attn_job *j, int64_t b, int64_t h, int64_t i, int64_t Tc, float *bias)
-{
+static bool attn_bias_row(const attn_job *j, int64_t b, int64_t h, int64_t i, int64_t Tc, float *bias) {
     int64_t off = attn_offset(j, b);
     bool all_masked = true;
     for (int64_t t = 0; t < Tc; t++) {
@@ -89,8 +86,7 @@ static bool attn_bias_row(const attn_job *j, int64_t b, int64_t h, int64_t i, in
  * fully masked (a -inf bias makes its score -inf or NaN), so only rows whose max is -inf or NaN
  * look at the mask again: fully masked rows give zeros, a NaN score a NaN row, as attn_bias_row's
  * path does. */
-static void attn_masked_row(const attn_job *j, int64_t b, int64_t h, int64_t i, int64_t Tc, float *row)
-{
+static void attn_masked_row(const attn_job *j, int64_t b, int64_t h, int64_t i, int64_t Tc, float *row) {
     int64_t n = Tc < j->mT ? Tc : j->mT;
     if (j->causal) {
         int64_t a = i + attn_offset(j, b) + 1;
@@ -111,7 +107,8 @@ static void attn_masked_row(const attn_job *j, int64_t b, int64_t h, int64_t i, 
         bool all_masked = true;
         for (int64_t t = 0; t < n && all_masked; t++) all_masked = mk[t * ms] == -INFINITY;
         if (all_masked) memset(row, 0, sizeof(float) * (size_t)Tc);
-        else for (int64_t t = 0; t < Tc; t++) row[t] = NAN;
+        else
+            for (int64_t t = 0; t < Tc; t++) row[t] = NAN;
     } else if (mx == -INFINITY) {
         memset(row, 0, sizeof(float) * (size_t)Tc);
     } else {
@@ -122,12 +119,14 @@ static void attn_masked_row(const attn_job *j, int64_t b, int64_t h, int64_t i, 
     }
 }
 
-static void attn_task(void *vctx, int64_t begin, int64_t end)
-{
+static void attn_task(void *vctx, int64_t begin, int64_t end) {
     attn_job *j = vctx;
     int64_t T = j->T;
     float *s = malloc(sizeof(float) * (size_t)(j->qblk * T + T));
-    if (!s) { j->failed = true; return; }
+    if (!s) {
+        j->failed = true;
+        return;
+    }
     float *bias = s + j->qblk * T;
     for (int64_t task = begin; task < end; task++) {
         int64_t blk = task % j->nblk, bh = task / j->nblk;
@@ -147,8 +146,7 @@ static void attn_task(void *vctx, int64_t begin, int64_t end)
         }
         if (Tc > 0 && j->Dk > 0)
             kn_sgemm(NULL, false, true, m, Tc, j->Dk, j->rnd ? 1.0f : j->scale, q, j->Dk, k, j->Dk, 0.0f, s, T);
-        else
-            memset(s, 0, sizeof(float) * (size_t)(m * T));
+        else memset(s, 0, sizeof(float) * (size_t)(m * T));
         bool fast = !j->mask && j->left < 0 && j->right < 0 && !j->nonpad && !j->rnd && !j->rnd_soft && !j->qk;
         if (j->mask && j->plain) {
             for (int64_t r = 0; r < m; r++) attn_masked_row(j, b, h, i0 + r, Tc, s + r * T);
@@ -159,7 +157,8 @@ static void attn_task(void *vctx, int64_t begin, int64_t end)
             float *row = s + r * T;
             float *qk = j->qk ? j->qk + ((b * j->Hq + h) * j->Sq + i) * T : NULL;
             int rd = j->rnd, rs = j->rnd_soft;
-            if (rd) for (int64_t t = 0; t < Tc; t++) row[t] = attn_round(rd, row[t]);
+            if (rd)
+                for (int64_t t = 0; t < Tc; t++) row[t] = attn_round(rd, row[t]);
             if (j->softcap > 0.0f)
                 for (int64_t t = 0; t < Tc; t++)
                     row[t] = attn_round(rd, j->softcap * attn_round(rd, tanhf(attn_round(rd, row[t] / j->softcap))));
@@ -200,7 +199,8 @@ static void attn_task(void *vctx, int64_t begin, int64_t end)
                 sum = attn_round(rs, sum);
                 if (sum == 0.0f) sum = 1.0f;
                 /* probabilities are cast back to the input type before the product with V */
-                if (rd || rs) for (int64_t t = 0; t < Tc; t++) row[t] = attn_round(rd, attn_round(rs, row[t] / sum));
+                if (rd || rs)
+                    for (int64_t t = 0; t < Tc; t++) row[t] = attn_round(rd, attn_round(rs, row[t] / sum));
                 else {
                     float inv = 1.0f / sum;
                     for (int64_t t = 0; t < Tc; t++) row[t] *= inv;
@@ -209,35 +209,34 @@ static void attn_task(void *vctx, int64_t begin, int64_t end)
             if (qk && j->qk_mode == 3) memcpy(qk, row, sizeof(float) * (size_t)T);
         }
     pv:
-        if (Tc > 0 && j->Dv > 0)
-            kn_sgemm(NULL, false, false, m, j->Dv, Tc, 1.0f, s, T, v, j->Dv, 0.0f, y, j->Dv);
-        else
-            memset(y, 0, sizeof(float) * (size_t)(m * j->Dv));
+        if (Tc > 0 && j->Dv > 0) kn_sgemm(NULL, false, false, m, j->Dv, Tc, 1.0f, s, T, v, j->Dv, 0.0f, y, j->Dv);
+        else memset(y, 0, sizeof(float) * (size_t)(m * j->Dv));
     }
     free(s);
 }
 
 /* Copies a Q/K/V input (3-D [B,S,H*D] or 4-D [B,H,S,D]) into a float [B,H,S,D] buffer at
  * sequence offset s0 of a buffer holding Stot positions. */
-static void attn_load_heads(const kn_tensor *x, int64_t B, int64_t H, int64_t S, int64_t D,
-                            float *dst, int64_t Stot, int64_t s0, int rnd, float mul)
-{
+static void attn_load_heads(const kn_tensor *x, int64_t B, int64_t H, int64_t S, int64_t D, float *dst, int64_t Stot,
+                            int64_t s0, int rnd, float mul) {
     bool is3 = x->ndim == 3;
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < H; h++)
             for (int64_t s = 0; s < S; s++) {
                 int64_t src = is3 ? ((b * S + s) * H + h) * D : ((b * H + h) * S + s) * D;
                 float *d = dst + ((b * H + h) * Stot + s0 + s) * D;
-                if (x->dtype == KN_F32 && mul == 1.0f) memcpy(d, (const float *)x->data + src, sizeof(float) * (size_t)D);
-                else for (int64_t e = 0; e < D; e++) d[e] = attn_round(rnd, kn_load_f32(x->data, x->dtype, src + e) * mul);
+                if (x->dtype == KN_F32 && mul == 1.0f)
+                    memcpy(d, (const float *)x->data + src, sizeof(float) * (size_t)D);
+                else
+                    for (int64_t e = 0; e < D; e++)
+                        d[e] = attn_round(rnd, kn_load_f32(x->data, x->dtype, src + e) * mul);
             }
 }
 
 /* numpy_bias: the mask broadcasts like an Add onto the [B,Hq,Sq,T] scores (a last dim of 1 repeats)
  * as kiln's fused KnSdpa needs; otherwise ONNX Attention's rule pads a short last dim with -inf. */
 static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                           kn_tensor *const *out, int n_out, bool numpy_bias)
-{
+                           kn_tensor *const *out, int n_out, bool numpy_bias) {
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN], b3[KN_DESC_LEN];
     const kn_params_attention *ap = KN_PARAMS(node, attention);
     const kn_tensor *Q = in[0], *K = in[1], *V = in[2];
@@ -249,7 +248,8 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     if (!attn_float_dtype(V->dtype)) return kn_err_dtype(node, V);
     if (Q->ndim != K->ndim || Q->ndim != V->ndim || (Q->ndim != 3 && Q->ndim != 4))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: Q %s, K %s, V %s must all be 3-D or 4-D",
-                        kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2), kn_tensor_desc(V, b3, sizeof b3));
+                        kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2),
+                        kn_tensor_desc(V, b3, sizeof b3));
     if ((pk == NULL) != (pv == NULL))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: past_key and past_value must be given together");
     attn_job j;
@@ -259,34 +259,57 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
         Hq = ap->q_num_heads;
         Hkv = ap->kv_num_heads;
         if (Hq <= 0 || Hkv <= 0 || Q->dims[2] % Hq || K->dims[2] % Hkv || V->dims[2] % Hkv)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: hidden sizes of Q %s, K %s, V %s do not split into q_num_heads %lld / kv_num_heads %lld",
-                            kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2), kn_tensor_desc(V, b3, sizeof b3),
-                            (long long)Hq, (long long)Hkv);
-        Sq = Q->dims[1]; Skv = K->dims[1]; Dk = K->dims[2] / Hkv; Dv = V->dims[2] / Hkv;
+            return kn_error(
+                KN_ERR_INVALID_ARGUMENT,
+                "Attention: hidden sizes of Q %s, K %s, V %s do not split into q_num_heads %lld / kv_num_heads %lld",
+                kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2), kn_tensor_desc(V, b3, sizeof b3),
+                (long long)Hq, (long long)Hkv);
+        Sq = Q->dims[1];
+        Skv = K->dims[1];
+        Dk = K->dims[2] / Hkv;
+        Dv = V->dims[2] / Hkv;
         if (Q->dims[2] / Hq != Dk || V->dims[1] != Skv)
             return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: head sizes of Q %s, K %s, V %s disagree",
-                            kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2), kn_tensor_desc(V, b3, sizeof b3));
+                            kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2),
+                            kn_tensor_desc(V, b3, sizeof b3));
     } else {
-        Hq = Q->dims[1]; Hkv = K->dims[1]; Sq = Q->dims[2]; Skv = K->dims[2]; Dk = K->dims[3]; Dv = V->dims[3];
+        Hq = Q->dims[1];
+        Hkv = K->dims[1];
+        Sq = Q->dims[2];
+        Skv = K->dims[2];
+        Dk = K->dims[3];
+        Dv = V->dims[3];
         if (Q->dims[3] != Dk || V->dims[1] != Hkv || V->dims[2] != Skv)
             return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: shapes of Q %s, K %s, V %s disagree",
-                            kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2), kn_tensor_desc(V, b3, sizeof b3));
+                            kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2),
+                            kn_tensor_desc(V, b3, sizeof b3));
     }
     if (K->dims[0] != B || V->dims[0] != B || Hkv <= 0 || Hq % Hkv)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: batch or head counts of Q %s, K %s, V %s are incompatible (q heads must be a multiple of kv heads)",
-                        kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2), kn_tensor_desc(V, b3, sizeof b3));
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "Attention: batch or head counts of Q %s, K %s, V %s are incompatible (q heads must be a "
+                        "multiple of kv heads)",
+                        kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2),
+                        kn_tensor_desc(V, b3, sizeof b3));
     int64_t past = 0;
     if (pk) {
         if (pk->ndim != 4 || pv->ndim != 4 || pk->dims[0] != B || pk->dims[1] != Hkv || pk->dims[3] != Dk ||
             pv->dims[0] != B || pv->dims[1] != Hkv || pv->dims[3] != Dv || pv->dims[2] != pk->dims[2])
             return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: past_key %s / past_value %s do not match K %s",
-                            kn_tensor_desc(pk, b1, sizeof b1), kn_tensor_desc(pv, b2, sizeof b2), kn_tensor_desc(K, b3, sizeof b3));
+                            kn_tensor_desc(pk, b1, sizeof b1), kn_tensor_desc(pv, b2, sizeof b2),
+                            kn_tensor_desc(K, b3, sizeof b3));
         if (!attn_float_dtype(pk->dtype)) return kn_err_dtype(node, pk);
         if (!attn_float_dtype(pv->dtype)) return kn_err_dtype(node, pv);
         past = pk->dims[2];
     }
     int64_t T = past + Skv;
-    j.B = B; j.Hq = Hq; j.Hkv = Hkv; j.Sq = Sq; j.T = T; j.Dk = Dk; j.Dv = Dv; j.past = past;
+    j.B = B;
+    j.Hq = Hq;
+    j.Hkv = Hkv;
+    j.Sq = Sq;
+    j.T = T;
+    j.Dk = Dk;
+    j.Dv = Dv;
+    j.past = past;
     float scale = ap->scale;
     if (!ap->has_scale) scale = Dk > 0 ? 1.0f / sqrtf((float)Dk) : 1.0f;
     j.scale = scale;
@@ -301,7 +324,8 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
         return kn_error(KN_ERR_INVALID_MODEL, "Attention: window sizes must be -1 or nonnegative");
 
     if (np_t) {
-        if (pk) return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: nonpad_kv_seqlen cannot be combined with past_key");
+        if (pk)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: nonpad_kv_seqlen cannot be combined with past_key");
         if (np_t->ndim != 1 || np_t->dims[0] != B || (np_t->dtype != KN_I64 && np_t->dtype != KN_I32))
             return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: nonpad_kv_seqlen %s must be int64 [batch=%lld]",
                             kn_tensor_desc(np_t, b1, sizeof b1), (long long)B);
@@ -312,17 +336,20 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     }
     if (mask) {
         if (mask->ndim < 1 || mask->ndim > 4)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: attn_mask %s must have rank 1..4", kn_tensor_desc(mask, b1, sizeof b1));
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: attn_mask %s must have rank 1..4",
+                            kn_tensor_desc(mask, b1, sizeof b1));
         if (mask->dtype != KN_BOOL && !attn_float_dtype(mask->dtype)) return kn_err_dtype(node, mask);
         int64_t full[4] = {B, Hq, Sq, T}, md[4] = {1, 1, 1, 1};
         for (int d = 0; d < mask->ndim; d++) md[4 - mask->ndim + d] = mask->dims[d];
         for (int d = 0; d < 3; d++)
             if (md[d] != 1 && md[d] != full[d])
-                return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: attn_mask %s does not broadcast to [%lld,%lld,%lld,%lld]",
-                                kn_tensor_desc(mask, b1, sizeof b1), (long long)B, (long long)Hq, (long long)Sq, (long long)T);
+                return kn_error(
+                    KN_ERR_INVALID_ARGUMENT, "Attention: attn_mask %s does not broadcast to [%lld,%lld,%lld,%lld]",
+                    kn_tensor_desc(mask, b1, sizeof b1), (long long)B, (long long)Hq, (long long)Sq, (long long)T);
         if (numpy_bias && md[3] != 1 && md[3] != T)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: bias %s does not broadcast to [%lld,%lld,%lld,%lld]", node->op_type,
-                            kn_tensor_desc(mask, b1, sizeof b1), (long long)B, (long long)Hq, (long long)Sq, (long long)T);
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: bias %s does not broadcast to [%lld,%lld,%lld,%lld]",
+                            node->op_type, kn_tensor_desc(mask, b1, sizeof b1), (long long)B, (long long)Hq,
+                            (long long)Sq, (long long)T);
         if (md[3] > T)
             return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: attn_mask %s is longer than the %lld keys",
                             kn_tensor_desc(mask, b1, sizeof b1), (long long)T);
@@ -338,7 +365,10 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
             mf = mc;
         }
         int64_t st = 1;
-        for (int d = 3; d >= 0; d--) { j.mstride[d] = md[d] == 1 && (d < 3 || numpy_bias) ? 0 : st; st *= md[d]; }
+        for (int d = 3; d >= 0; d--) {
+            j.mstride[d] = md[d] == 1 && (d < 3 || numpy_bias) ? 0 : st;
+            st *= md[d];
+        }
         j.mask = mf;
         j.mT = numpy_bias ? T : md[3];
     }
@@ -356,7 +386,8 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     bool y_direct = Y && Y->data && Y->dtype == KN_F32 && Q->ndim == 4;
     float *yf = y_direct ? (float *)Y->data : kn_scratch_alloc(ctx, sizeof(float) * (ny + 1));
     float *qkf = NULL;
-    if (QK && QK->data) qkf = QK->dtype == KN_F32 ? (float *)QK->data : kn_scratch_alloc(ctx, sizeof(float) * (nqk + 1));
+    if (QK && QK->data)
+        qkf = QK->dtype == KN_F32 ? (float *)QK->data : kn_scratch_alloc(ctx, sizeof(float) * (nqk + 1));
     if (!qf || !kf || !vf || !yf || (QK && QK->data && !qkf)) return KN_OOM(sizeof(float) * (nq + nk + nv + ny));
     /* Reduced-precision inputs follow the reference: Q and K are each scaled by sqrt(scale),
      * rounded to the input type; float32 applies the scale once inside the product. */
@@ -383,7 +414,11 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
         for (size_t i = 0; i < nk; i++) ks[i] = attn_round(j.rnd, kf[i] * half_scale);
         kuse = ks;
     }
-    j.q = qf; j.k = kuse; j.v = vf; j.y = yf; j.qk = qkf;
+    j.q = qf;
+    j.k = kuse;
+    j.v = vf;
+    j.y = yf;
+    j.qk = qkf;
 
     /* Whole heads per task pack each K and V once; smaller query blocks when there are too few
      * heads to share among the threads, or when a block's scores would pass 1 MiB. */
@@ -408,26 +443,28 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
                     for (int64_t e = 0; e < Dv; e++) kn_store_f32(Y->data, Y->dtype, dst + e, src[e]);
                 }
     }
-    if (PK && PK->data) for (size_t i = 0; i < nk; i++) kn_store_f32(PK->data, PK->dtype, (int64_t)i, kf[i]);
-    if (PV && PV->data) for (size_t i = 0; i < nv; i++) kn_store_f32(PV->data, PV->dtype, (int64_t)i, vf[i]);
-    if (qkf && QK->dtype != KN_F32) for (size_t i = 0; i < nqk; i++) kn_store_f32(QK->data, QK->dtype, (int64_t)i, qkf[i]);
+    if (PK && PK->data)
+        for (size_t i = 0; i < nk; i++) kn_store_f32(PK->data, PK->dtype, (int64_t)i, kf[i]);
+    if (PV && PV->data)
+        for (size_t i = 0; i < nv; i++) kn_store_f32(PV->data, PV->dtype, (int64_t)i, vf[i]);
+    if (qkf && QK->dtype != KN_F32)
+        for (size_t i = 0; i < nqk; i++) kn_store_f32(QK->data, QK->dtype, (int64_t)i, qkf[i]);
     return NULL;
 }
 
 kn_status *kn_cpu_Attention(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                            kn_tensor *const *out, int n_out)
-{
+                            kn_tensor *const *out, int n_out) {
     return attn_run(ctx, node, in, n_in, out, n_out, false);
 }
 
 /* kiln's fused scaled dot-product attention: 4-D Q, K, V, an optional additive bias and `scale`. */
 kn_status *kn_cpu_KnSdpa(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                         kn_tensor *const *out, int n_out)
-{
+                         kn_tensor *const *out, int n_out) {
     char b1[KN_DESC_LEN];
     if (n_in < 3 || n_in > 4 || !in[0] || !in[1] || !in[2])
         return kn_error(KN_ERR_INVALID_MODEL, "KnSdpa: needs Q, K, V and an optional bias, got %d inputs", n_in);
-    if (in[0]->ndim != 4) return kn_error(KN_ERR_INVALID_ARGUMENT, "KnSdpa: Q %s must be 4-D", kn_tensor_desc(in[0], b1, sizeof b1));
+    if (in[0]->ndim != 4)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "KnSdpa: Q %s must be 4-D", kn_tensor_desc(in[0], b1, sizeof b1));
     if (n_in == 4 && in[3] && in[3]->dtype == KN_BOOL) return kn_err_dtype(node, in[3]);
     return attn_run(ctx, node, in, n_in, out, n_out > 1 ? 1 : n_out, true);
 }
@@ -435,8 +472,7 @@ kn_status *kn_cpu_KnSdpa(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
 /* ---- RotaryEmbedding ---- */
 
 kn_status *kn_cpu_RotaryEmbedding(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                  kn_tensor *const *out, int n_out)
-{
+                                  kn_tensor *const *out, int n_out) {
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
     const kn_tensor *X = in[0], *cosc = in[1], *sinc = in[2], *pos = n_in > 3 ? in[3] : NULL;
     kn_tensor *Y = out[0];
@@ -445,31 +481,42 @@ kn_status *kn_cpu_RotaryEmbedding(kn_exec_ctx *ctx, const kn_node *node, const k
     if (!attn_float_dtype(sinc->dtype)) return kn_err_dtype(node, sinc);
     int64_t B, S, H, D;
     bool is4 = X->ndim == 4;
-    if (is4) { B = X->dims[0]; H = X->dims[1]; S = X->dims[2]; D = X->dims[3]; }
-    else if (X->ndim == 3) {
-        B = X->dims[0]; S = X->dims[1];
+    if (is4) {
+        B = X->dims[0];
+        H = X->dims[1];
+        S = X->dims[2];
+        D = X->dims[3];
+    } else if (X->ndim == 3) {
+        B = X->dims[0];
+        S = X->dims[1];
         H = KN_PARAMS(node, rotary)->num_heads;
         if (H <= 0 || X->dims[2] % H)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: 3-D input %s needs num_heads dividing its hidden size",
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "RotaryEmbedding: 3-D input %s needs num_heads dividing its hidden size",
                             kn_tensor_desc(X, b1, sizeof b1));
         D = X->dims[2] / H;
-    } else return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: input %s must be 3-D or 4-D", kn_tensor_desc(X, b1, sizeof b1));
+    } else
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: input %s must be 3-D or 4-D",
+                        kn_tensor_desc(X, b1, sizeof b1));
     int64_t rd = KN_PARAMS(node, rotary)->rotary_embedding_dim;
     if (rd == 0) rd = D;
     int64_t half = rd / 2;
     bool inter = KN_PARAMS(node, rotary)->interleaved;
     if (rd < 0 || rd > D || rd % 2)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: rotary_embedding_dim %lld invalid for head size %lld",
-                        (long long)rd, (long long)D);
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "RotaryEmbedding: rotary_embedding_dim %lld invalid for head size %lld", (long long)rd,
+                        (long long)D);
     if (!kn_same_shape(cosc, sinc) || cosc->ndim < 2 || cosc->dims[cosc->ndim - 1] != half)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: caches %s / %s must end in rotary_dim/2 = %lld",
                         kn_tensor_desc(cosc, b1, sizeof b1), kn_tensor_desc(sinc, b2, sizeof b2), (long long)half);
     if (pos) {
         if (cosc->ndim != 2 || pos->ndim != 2 || pos->dims[0] != B || pos->dims[1] != S)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: position_ids %s must be [%lld,%lld] with a 2-D cache %s",
-                            kn_tensor_desc(pos, b1, sizeof b1), (long long)B, (long long)S, kn_tensor_desc(cosc, b2, sizeof b2));
+            return kn_error(
+                KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: position_ids %s must be [%lld,%lld] with a 2-D cache %s",
+                kn_tensor_desc(pos, b1, sizeof b1), (long long)B, (long long)S, kn_tensor_desc(cosc, b2, sizeof b2));
     } else if (cosc->ndim != 3 || cosc->dims[0] != B || cosc->dims[1] != S) {
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: without position_ids the cache %s must be [%lld,%lld,%lld]",
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "RotaryEmbedding: without position_ids the cache %s must be [%lld,%lld,%lld]",
                         kn_tensor_desc(cosc, b1, sizeof b1), (long long)B, (long long)S, (long long)half);
     }
     for (int64_t b = 0; b < B; b++)
@@ -485,14 +532,16 @@ kn_status *kn_cpu_RotaryEmbedding(kn_exec_ctx *ctx, const kn_node *node, const k
             for (int64_t h = 0; h < H; h++) {
                 int64_t base = is4 ? ((b * H + h) * S + s) * D : ((b * S + s) * H + h) * D;
                 for (int64_t k = 0; k < half; k++) {
-                    float c = kn_load_f32(cosc->data, cosc->dtype, crow + k), sn = kn_load_f32(sinc->data, sinc->dtype, crow + k);
+                    float c = kn_load_f32(cosc->data, cosc->dtype, crow + k),
+                          sn = kn_load_f32(sinc->data, sinc->dtype, crow + k);
                     int64_t i1 = inter ? base + 2 * k : base + k, i2 = inter ? base + 2 * k + 1 : base + k + half;
                     float x1 = kn_load_f32(X->data, X->dtype, i1), x2 = kn_load_f32(X->data, X->dtype, i2);
                     kn_store_f32(Y->data, Y->dtype, i1, c * x1 - sn * x2);
                     kn_store_f32(Y->data, Y->dtype, i2, sn * x1 + c * x2);
                 }
                 if (Y->data != X->data)
-                    for (int64_t e = rd; e < D; e++) kn_store_f32(Y->data, Y->dtype, base + e, kn_load_f32(X->data, X->dtype, base + e));
+                    for (int64_t e = rd; e < D; e++)
+                        kn_store_f32(Y->data, Y->dtype, base + e, kn_load_f32(X->data, X->dtype, base + e));
             }
         }
     return NULL;

@@ -23,14 +23,20 @@ static void *cpu_alloc(const kn_backend *b, size_t bytes) {
     return p;
 }
 static void cpu_free(const kn_backend *b, void *p) { free(p); }
-static kn_status *cpu_copy(const kn_backend *b, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd, size_t n) {
+static kn_status *cpu_copy(const kn_backend *b, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd,
+                           size_t n) {
     if (n) memmove(dst, src, n);
     return NULL;
 }
 
 static const kn_backend kn_cpu = {
-    .name = "cpu", .device = KN_DEVICE_CPU, .kernel = cpu_kernel, .supports = cpu_supports,
-    .alloc = cpu_alloc, .free = cpu_free, .copy = cpu_copy,
+    .name = "cpu",
+    .device = KN_DEVICE_CPU,
+    .kernel = cpu_kernel,
+    .supports = cpu_supports,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .copy = cpu_copy,
 };
 
 const kn_backend *kn_cpu_backend(void) { return &kn_cpu; }

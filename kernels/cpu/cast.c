@@ -16,16 +16,25 @@ typedef enum cast_carrier { CAST_F, CAST_S, CAST_U, CAST_STR } cast_carrier;
 
 static cast_carrier cast_carrier_of(kn_dtype t) {
     switch (t) {
-    case KN_I8: case KN_I16: case KN_I32: case KN_I64: case KN_I4: case KN_I2: return CAST_S;
-    case KN_U8: case KN_U16: case KN_U32: case KN_U64: case KN_U4: case KN_U2: case KN_BOOL: return CAST_U;
+    case KN_I8:
+    case KN_I16:
+    case KN_I32:
+    case KN_I64:
+    case KN_I4:
+    case KN_I2: return CAST_S;
+    case KN_U8:
+    case KN_U16:
+    case KN_U32:
+    case KN_U64:
+    case KN_U4:
+    case KN_U2:
+    case KN_BOOL: return CAST_U;
     case KN_STRING: return CAST_STR;
     default: return CAST_F;
     }
 }
 
-static bool cast_supported(kn_dtype t) {
-    return kn_dtype_valid((int)t) && t != KN_C64 && t != KN_C128;
-}
+static bool cast_supported(kn_dtype t) { return kn_dtype_valid((int)t) && t != KN_C64 && t != KN_C128; }
 
 /* float8e8m0 from float32 with the rounding modes of onnx.numpy_helper.to_float8e8m0 */
 static uint8_t cast_to_e8m0(float f, bool saturate, int mode /* 0 up, 1 down, 2 nearest */) {
@@ -87,13 +96,16 @@ static uint64_t cast_ld_u(const void *p, kn_dtype t, int64_t i) {
 static void cast_st_bits(void *p, kn_dtype t, int64_t i, uint64_t v, bool nonzero) {
     switch (t) {
     case KN_BOOL: ((uint8_t *)p)[i] = nonzero; break;
-    case KN_I8: case KN_U8: ((uint8_t *)p)[i] = (uint8_t)v; break;
+    case KN_I8:
+    case KN_U8: ((uint8_t *)p)[i] = (uint8_t)v; break;
     case KN_I4: ((int8_t *)p)[i] = (int8_t)((int)((v & 0xf) ^ 0x8) - 8); break;
     case KN_U4: ((uint8_t *)p)[i] = (uint8_t)(v & 0xf); break;
     case KN_I2: ((int8_t *)p)[i] = (int8_t)((int)((v & 0x3) ^ 0x2) - 2); break;
     case KN_U2: ((uint8_t *)p)[i] = (uint8_t)(v & 0x3); break;
-    case KN_I16: case KN_U16: ((uint16_t *)p)[i] = (uint16_t)v; break;
-    case KN_I32: case KN_U32: ((uint32_t *)p)[i] = (uint32_t)v; break;
+    case KN_I16:
+    case KN_U16: ((uint16_t *)p)[i] = (uint16_t)v; break;
+    case KN_I32:
+    case KN_U32: ((uint32_t *)p)[i] = (uint32_t)v; break;
     default: ((uint64_t *)p)[i] = v; break;
     }
 }
@@ -114,7 +126,10 @@ static void cast_st_float(const cast_job *j, int64_t i, double v) {
 /* float -> integer: truncation toward zero; NaN and out-of-range values (undefined in ONNX) are
  * pinned so the conversion itself is defined behaviour */
 static void cast_st_from_double(const cast_job *j, int64_t i, double v) {
-    if (cast_carrier_of(j->td) == CAST_F) { cast_st_float(j, i, v); return; }
+    if (cast_carrier_of(j->td) == CAST_F) {
+        cast_st_float(j, i, v);
+        return;
+    }
     uint64_t bits;
     if (isnan(v)) bits = j->td == KN_I64 || j->td == KN_I32 ? (uint64_t)INT64_MIN : 0;
     else if (v >= 18446744073709551615.0) bits = UINT64_MAX;
@@ -137,8 +152,14 @@ static bool cast_round_trips(const char *text, double v, kn_dtype t) {
 }
 
 static void cast_format_float(char *buf, size_t n, double v, kn_dtype t) {
-    if (isnan(v)) { snprintf(buf, n, "nan"); return; }
-    if (isinf(v)) { snprintf(buf, n, v > 0 ? "inf" : "-inf"); return; }
+    if (isnan(v)) {
+        snprintf(buf, n, "nan");
+        return;
+    }
+    if (isinf(v)) {
+        snprintf(buf, n, v > 0 ? "inf" : "-inf");
+        return;
+    }
     char digits[64];
     int prec;
     for (prec = 1; prec <= 17; prec++) {
@@ -164,16 +185,21 @@ static void cast_format_float(char *buf, size_t n, double v, kn_dtype t) {
     double av = fabs(v), hi = t == KN_F64 ? 1e16 : (t == KN_F16 || t == KN_BF16) ? 1e3 : 1e6;
     if (av != 0 && (av < 1e-4 || av >= hi)) {
         out[o++] = mant[0];
-        if (m > 1) { out[o++] = '.'; for (size_t k = 1; k < m; k++) out[o++] = mant[k]; }
+        if (m > 1) {
+            out[o++] = '.';
+            for (size_t k = 1; k < m; k++) out[o++] = mant[k];
+        }
         o += (size_t)snprintf(out + o, sizeof out - o, "e%c%02d", exp10 < 0 ? '-' : '+', abs(exp10));
     } else if (exp10 < 0) {
-        out[o++] = '0'; out[o++] = '.';
+        out[o++] = '0';
+        out[o++] = '.';
         for (int k = 0; k < -exp10 - 1; k++) out[o++] = '0';
         for (size_t k = 0; k < m; k++) out[o++] = mant[k];
     } else {
         for (int k = 0; k <= exp10; k++) out[o++] = (size_t)k < m ? mant[k] : '0';
         out[o++] = '.';
-        if ((size_t)exp10 + 1 < m) for (size_t k = (size_t)exp10 + 1; k < m; k++) out[o++] = mant[k];
+        if ((size_t)exp10 + 1 < m)
+            for (size_t k = (size_t)exp10 + 1; k < m; k++) out[o++] = mant[k];
         else out[o++] = '0';
     }
     out[o] = '\0';
@@ -214,10 +240,16 @@ static void cast_from_string(const cast_job *j, int64_t i) {
         char *end;
         if (cd == CAST_S || *s == '-') {
             long long v = strtoll(s, &end, 10);
-            if (end != s && *end == '\0') { cast_st_bits(j->y, j->td, i, (uint64_t)v, v != 0); return; }
+            if (end != s && *end == '\0') {
+                cast_st_bits(j->y, j->td, i, (uint64_t)v, v != 0);
+                return;
+            }
         } else {
             unsigned long long v = strtoull(s, &end, 10);
-            if (end != s && *end == '\0') { cast_st_bits(j->y, j->td, i, (uint64_t)v, v != 0); return; }
+            if (end != s && *end == '\0') {
+                cast_st_bits(j->y, j->td, i, (uint64_t)v, v != 0);
+                return;
+            }
         }
     }
     if (j->td == KN_BOOL && (strcasecmp(s, "true") == 0 || strcasecmp(s, "false") == 0)) {
@@ -275,7 +307,8 @@ static kn_status *cast_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     }
     int64_t n = kn_numel(x);
     if (n <= 0) return NULL;
-    if (!x->data || !y->data) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input or output not materialised", node->op_type);
+    if (!x->data || !y->data)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input or output not materialised", node->op_type);
     const kn_params_cast *p = KN_PARAMS(node, cast);
     cast_job j = {x->dtype, y->dtype, x->data, y->data, p->saturate, p->round_mode};
     if (y->dtype == KN_STRING) return cast_to_string(&j, n);
@@ -305,8 +338,11 @@ kn_status *kn_cpu_CastLike(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
 /* Bits per element as stored in ONNX (sub-byte types keep one element per byte in memory). */
 static int bitcast_bits(kn_dtype t) {
     switch (t) {
-    case KN_U4: case KN_I4: case KN_F4E2M1: return 4;
-    case KN_U2: case KN_I2: return 2;
+    case KN_U4:
+    case KN_I4:
+    case KN_F4E2M1: return 4;
+    case KN_U2:
+    case KN_I2: return 2;
     default: return (int)kn_dtype_size(t) * 8;
     }
 }
@@ -321,8 +357,8 @@ kn_status *kn_cpu_BitCast(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
     if (!cast_supported(x->dtype) || x->dtype == KN_STRING) return kn_err_dtype(node, x);
     if (!cast_supported(y->dtype) || y->dtype == KN_STRING || bitcast_bits(x->dtype) != bitcast_bits(y->dtype)) {
         char a[KN_DESC_LEN], b[KN_DESC_LEN];
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "BitCast: %s and %s differ in bit width", kn_tensor_desc(x, a, sizeof a),
-                        kn_tensor_desc(y, b, sizeof b));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "BitCast: %s and %s differ in bit width",
+                        kn_tensor_desc(x, a, sizeof a), kn_tensor_desc(y, b, sizeof b));
     }
     int64_t n = kn_numel(x);
     if (n <= 0) return NULL;

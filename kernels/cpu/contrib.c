@@ -20,11 +20,12 @@
 static bool ms_float_dtype(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
 
 
-
 /* The tensor as float32: its own data when already float32, else a converted scratch copy. */
-static kn_status *ms_f32_view(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *t, const float **out)
-{
-    if (t->dtype == KN_F32) { *out = (const float *)t->data; return NULL; }
+static kn_status *ms_f32_view(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *t, const float **out) {
+    if (t->dtype == KN_F32) {
+        *out = (const float *)t->data;
+        return NULL;
+    }
     if (!ms_float_dtype(t->dtype)) return kn_err_dtype(node, t);
     int64_t n = kn_numel(t);
     float *f = kn_scratch_alloc(ctx, (size_t)(n > 0 ? n : 1) * sizeof(float));
@@ -35,9 +36,11 @@ static kn_status *ms_f32_view(kn_exec_ctx *ctx, const kn_node *node, const kn_te
 }
 
 /* Where float32 results go before ms_commit: the output itself when float32. */
-static kn_status *ms_f32_dest(kn_exec_ctx *ctx, const kn_tensor *t, float **out)
-{
-    if (t->dtype == KN_F32) { *out = (float *)t->data; return NULL; }
+static kn_status *ms_f32_dest(kn_exec_ctx *ctx, const kn_tensor *t, float **out) {
+    if (t->dtype == KN_F32) {
+        *out = (float *)t->data;
+        return NULL;
+    }
     int64_t n = kn_numel(t);
     float *f = kn_scratch_alloc(ctx, (size_t)(n > 0 ? n : 1) * sizeof(float));
     if (!f) return KN_OOM((size_t)n * sizeof(float));
@@ -45,8 +48,7 @@ static kn_status *ms_f32_dest(kn_exec_ctx *ctx, const kn_tensor *t, float **out)
     return NULL;
 }
 
-static void ms_commit(kn_tensor *t, const float *f)
-{
+static void ms_commit(kn_tensor *t, const float *f) {
     if (t->dtype == KN_F32) return;
     int64_t n = kn_numel(t);
     for (int64_t i = 0; i < n; i++) kn_store_f32(t->data, t->dtype, i, f[i]);
@@ -64,20 +66,17 @@ typedef struct gelu_job {
     int form, level;
 } gelu_job;
 
-static inline double gelu_d(double x, int form)
-{
+static inline double gelu_d(double x, int form) {
     if (form == MS_GELU_ERF) return 0.5 * x * (1.0 + erf(x * 0.70710678118654752440));
     return 0.5 * x * (1.0 + tanh(0.79788456080286535588 * x * (1.0 + 0.044715 * x * x)));
 }
 
-static inline float gelu_f(float x, int form)
-{
+static inline float gelu_f(float x, int form) {
     if (form == MS_GELU_ERF) return 0.5f * x * (1.0f + erff(x * 0.70710678118654752440f));
     return 0.5f * x * (1.0f + tanhf(0.79788456080286535588f * x * (1.0f + 0.044715f * x * x)));
 }
 
-static void gelu_task(void *vctx, int64_t begin, int64_t end)
-{
+static void gelu_task(void *vctx, int64_t begin, int64_t end) {
     const gelu_job *j = vctx;
     if (j->dt == KN_F32 && (!j->bias || j->bdt == KN_F32)) {
         /* the SIMD kernels of the unfused Add and Gelu, one bias period at a time */
@@ -96,7 +95,9 @@ static void gelu_task(void *vctx, int64_t begin, int64_t end)
         double *y = j->y;
         for (int64_t i = begin; i < end; i++) {
             double b = 0.0;
-            if (j->bias) b = j->bdt == KN_F64 ? ((const double *)j->bias)[i % j->blen] : kn_load_f32(j->bias, j->bdt, i % j->blen);
+            if (j->bias)
+                b = j->bdt == KN_F64 ? ((const double *)j->bias)[i % j->blen]
+                                     : kn_load_f32(j->bias, j->bdt, i % j->blen);
             y[i] = gelu_d(x[i] + b, j->form);
         }
     } else {
@@ -109,8 +110,7 @@ static void gelu_task(void *vctx, int64_t begin, int64_t end)
 }
 
 static kn_status *gelu_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *x, const kn_tensor *bias,
-                           kn_tensor *y, int form)
-{
+                           kn_tensor *y, int form) {
     char bx[KN_DESC_LEN], bb[KN_DESC_LEN];
     if (!ms_float_dtype(x->dtype)) return kn_err_dtype(node, x);
     gelu_job j = {x->data, NULL, y->data, x->dtype, x->dtype, 1, form, kn_ew_best_level()};
@@ -129,22 +129,20 @@ static kn_status *gelu_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
 }
 
 kn_status *kn_cpu_MsGelu(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                         kn_tensor *const *out, int n_out)
-{
-    (void)n_in; (void)n_out;
+                         kn_tensor *const *out, int n_out) {
+    (void)n_in;
+    (void)n_out;
     return gelu_run(ctx, node, in[0], NULL, out[0], MS_GELU_ERF);
 }
 
 kn_status *kn_cpu_MsFastGelu(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                             kn_tensor *const *out, int n_out)
-{
+                             kn_tensor *const *out, int n_out) {
     (void)n_out;
     return gelu_run(ctx, node, in[0], n_in > 1 ? in[1] : NULL, out[0], MS_GELU_TANH);
 }
 
 kn_status *kn_cpu_MsBiasGelu(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                             kn_tensor *const *out, int n_out)
-{
+                             kn_tensor *const *out, int n_out) {
     (void)n_out;
     if (n_in < 2 || !in[1]) return kn_error(KN_ERR_INVALID_MODEL, "BiasGelu: missing input B");
     return gelu_run(ctx, node, in[0], in[1], out[0], MS_GELU_ERF);
@@ -154,7 +152,7 @@ kn_status *kn_cpu_MsBiasGelu(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
 
 typedef struct sln_job {
     const float *x, *skip, *gamma, *beta, *bias;
-    int64_t H, skip_rows;      /* skip repeats every skip_rows rows (broadcast over batch) */
+    int64_t H, skip_rows; /* skip repeats every skip_rows rows (broadcast over batch) */
     float eps;
     float *y, *mean, *inv, *sum;
     int ew_level, red_level;
@@ -162,8 +160,7 @@ typedef struct sln_job {
 
 /* The sum goes to y with the SIMD Add kernel, then the LayerNormalization row kernel normalises
  * it in place (kernels/cpu/norm.c and its ISA files). */
-static void sln_task(void *vctx, int64_t begin, int64_t end)
-{
+static void sln_task(void *vctx, int64_t begin, int64_t end) {
     const sln_job *j = vctx;
     int64_t H = j->H;
     for (int64_t r = begin; r < end; r++) {
@@ -179,13 +176,13 @@ static void sln_task(void *vctx, int64_t begin, int64_t end)
     }
 }
 
-kn_status *kn_cpu_MsSkipLayerNormalization(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in,
-                                           int n_in, kn_tensor *const *out, int n_out)
-{
+kn_status *kn_cpu_MsSkipLayerNormalization(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                           kn_tensor *const *out, int n_out) {
     char b0[KN_DESC_LEN], b1[KN_DESC_LEN];
     const kn_tensor *x = in[0], *skip = n_in > 1 ? in[1] : NULL, *gamma = n_in > 2 ? in[2] : NULL;
     const kn_tensor *beta = n_in > 3 ? in[3] : NULL, *bias = n_in > 4 ? in[4] : NULL;
-    if (!skip || !gamma) return kn_error(KN_ERR_INVALID_MODEL, "SkipLayerNormalization: input, skip and gamma are required");
+    if (!skip || !gamma)
+        return kn_error(KN_ERR_INVALID_MODEL, "SkipLayerNormalization: input, skip and gamma are required");
     if (x->ndim < 2 || x->ndim > 3)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "SkipLayerNormalization: input must be 2-D or 3-D, got %s",
                         kn_tensor_desc(x, b0, sizeof b0));
@@ -209,7 +206,8 @@ kn_status *kn_cpu_MsSkipLayerNormalization(kn_exec_ctx *ctx, const kn_node *node
     const kn_tensor *vecs[3] = {gamma, beta, bias};
     for (int i = 0; i < 3; i++)
         if (vecs[i] && (vecs[i]->ndim != 1 || vecs[i]->dims[0] != H))
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "SkipLayerNormalization: gamma/beta/bias %s must be [%lld] for input %s",
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "SkipLayerNormalization: gamma/beta/bias %s must be [%lld] for input %s",
                             kn_tensor_desc(vecs[i], b1, sizeof b1), (long long)H, kn_tensor_desc(x, b0, sizeof b0));
     if (rows == 0 || H == 0) return NULL;
     float eps = KN_PARAMS(node, ms_sln)->epsilon;
@@ -243,7 +241,8 @@ kn_status *kn_cpu_MsSkipLayerNormalization(kn_exec_ctx *ctx, const kn_node *node
 /* ---- scaled dot-product attention shared by Attention and MultiHeadAttention ---- */
 
 typedef struct ms_attn {
-    int64_t B, N, S, T, H, Hv;
+    int64_t B, N
+    , S, T, H, Hv;
     const float *q;       /* [B,N,S,H] */
     const float *k;       /* [B,N,T,H] */
     const float *v;       /* [B,N,T,Hv] */
@@ -251,22 +250,22 @@ typedef struct ms_attn {
     const float *abias;   /* additive [ab_B, ab_N, S, T] or NULL, broadcast over size-1 dims */
     int64_t ab_sb, ab_sn; /* its strides for b and n (0 when broadcast) */
     float scale;
-    float *scores;        /* scratch: one [S,T] block per worker slot */
-    int64_t per_slot;     /* (batch, head) pairs each slot handles */
-    float *qk;            /* [B,N,S,T] scores as softmax sees them (MHA's qk output), or NULL */
-    float *y;             /* [B,S,N*Hv] */
+    float *scores;    /* scratch: one [S,T] block per worker slot */
+    int64_t per_slot; /* (batch, head) pairs each slot handles */
+    float *qk;        /* [B,N,S,T] scores as softmax sees them (MHA's qk output), or NULL */
+    float *y;         /* [B,S,N*Hv] */
 } ms_attn;
 
 /* Work is split into slots, each owning one score block, so scratch stays at threads * S * T
  * rather than B * N * S * T. */
-static void ms_attn_task(void *vctx, int64_t slot_begin, int64_t slot_end)
-{
+static void ms_attn_task(void *vctx, int64_t slot_begin, int64_t slot_end) {
     const ms_attn *a = vctx;
     int64_t S = a->S, T = a->T, H = a->H, Hv = a->Hv;
     int64_t begin = slot_begin * a->per_slot, end = slot_end * a->per_slot;
     if (end > a->B * a->N) end = a->B * a->N;
     for (int64_t bn = begin; bn < end; bn++) {
-        int64_t b = bn / a->N, h = bn % a->N;
+        int64_t b = bn / a->N
+        , h = bn % a->N;
         float *sc = a->scores + ((bn / a->per_slot) * S * T);
         kn_sgemm(NULL, false, true, S, T, H, a->scale, a->q + bn * S * H, H, a->k + bn * T * H, H, 0.0f, sc, T);
         for (int64_t i = 0; i < S; i++) {
@@ -298,9 +297,8 @@ static void ms_attn_task(void *vctx, int64_t slot_begin, int64_t slot_end)
 /* Builds the additive [B,S,T] mask from an int32/int64 mask tensor and the causal flag. Shapes:
  * [B] key end positions, [2B] end then start positions, [B,T] and [B,S,T] 0/1 masks. *out is
  * NULL when neither applies. P is the past length (query i sits at key position P+i). */
-static kn_status *ms_build_mask(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *m, bool causal,
-                                int64_t B, int64_t S, int64_t T, int64_t P, float filter, float **out)
-{
+static kn_status *ms_build_mask(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *m, bool causal, int64_t B,
+                                int64_t S, int64_t T, int64_t P, float filter, float **out) {
     char b0[KN_DESC_LEN];
     *out = NULL;
     if (!m && !causal) return NULL;
@@ -328,9 +326,10 @@ static kn_status *ms_build_mask(kn_exec_ctx *ctx, const kn_node *node, const kn_
             for (int64_t i = 0; i < B * S * T; i++)
                 if (kn_get_i64(m, i) <= 0) mk[i] = filter;
         } else {
-            return kn_error(KN_ERR_UNSUPPORTED,
-                            "%s: mask %s not supported (expected [B], [2B], [B,T] or [B,S,T] with B=%lld S=%lld T=%lld)",
-                            node->op_type, kn_tensor_desc(m, b0, sizeof b0), (long long)B, (long long)S, (long long)T);
+            return kn_error(
+                KN_ERR_UNSUPPORTED,
+                "%s: mask %s not supported (expected [B], [2B], [B,T] or [B,S,T] with B=%lld S=%lld T=%lld)",
+                node->op_type, kn_tensor_desc(m, b0, sizeof b0), (long long)B, (long long)S, (long long)T);
         }
     }
     if (causal)
@@ -342,13 +341,13 @@ static kn_status *ms_build_mask(kn_exec_ctx *ctx, const kn_node *node, const kn_
 }
 
 /* Validates attention_bias [B|1, N|1, S, T] and fills its float view and broadcast strides. */
-static kn_status *ms_attn_bias(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *ab, ms_attn *a)
-{
+static kn_status *ms_attn_bias(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *ab, ms_attn *a) {
     char b0[KN_DESC_LEN];
     if (!ab) return NULL;
     if (ab->ndim != 4 || (ab->dims[0] != a->B && ab->dims[0] != 1) || (ab->dims[1] != a->N && ab->dims[1] != 1) ||
         ab->dims[2] != a->S || ab->dims[3] != a->T)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: attention_bias %s must be [B|1, N|1, S, T] with B=%lld N=%lld S=%lld T=%lld",
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "%s: attention_bias %s must be [B|1, N|1, S, T] with B=%lld N=%lld S=%lld T=%lld",
                         node->op_type, kn_tensor_desc(ab, b0, sizeof b0), (long long)a->B, (long long)a->N,
                         (long long)a->S, (long long)a->T);
     KN_TRY(ms_f32_view(ctx, node, ab, &a->abias));
@@ -357,17 +356,19 @@ static kn_status *ms_attn_bias(kn_exec_ctx *ctx, const kn_node *node, const kn_t
     return NULL;
 }
 
-static kn_status *ms_attn_run(kn_exec_ctx *ctx, ms_attn *a)
-{
-    int64_t n = a->B * a->N * a->S * a->T;
+static kn_status *ms_attn_run(kn_exec_ctx *ctx, ms_attn *a) {
+    int64_t n = a->B * a->N
+    *a->S * a->T;
     if (a->B * a->N * a->S == 0 || a->Hv == 0) return NULL;
     if (a->T == 0) {
         /* no keys at all: an empty weighted sum, defined here as zeros */
         for (int64_t i = 0; i < a->B * a->S * a->N * a->Hv; i++) a->y[i] = 0.0f;
         return NULL;
     }
-    if (n > KN_MAX_NUMEL) return kn_error(KN_ERR_INVALID_ARGUMENT, "attention: score matrix of %lld elements is too large", (long long)n);
-    int64_t bn = a->B * a->N, threads = ctx->pool ? kn_threadpool_size(ctx->pool) : 1;
+    if (n > KN_MAX_NUMEL)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "attention: score matrix of %lld elements is too large", (long long)n);
+    int64_t bn = a->B * a->N
+    , threads = ctx->pool ? kn_threadpool_size(ctx->pool) : 1;
     int64_t slots = bn < threads ? bn : threads;
     if (slots < 1) slots = 1;
     a->per_slot = (bn + slots - 1) / slots;
@@ -381,9 +382,8 @@ static kn_status *ms_attn_run(kn_exec_ctx *ctx, ms_attn *a)
 
 /* Splits rows [B, L, N*D] (row stride ld, column offset col) into [B, N, P+L, D] after P past rows
  * taken from past ([B,N,P,D], may be NULL when P == 0). */
-static void ms_to_heads(const float *src, int64_t ld, int64_t col, const float *past, int64_t B, int64_t N,
-                        int64_t L, int64_t P, int64_t D, float *dst)
-{
+static void ms_to_heads(const float *src, int64_t ld, int64_t col, const float *past, int64_t B, int64_t N, int64_t L,
+                        int64_t P, int64_t D, float *dst) {
     int64_t T = P + L;
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < N; h++) {
@@ -394,8 +394,7 @@ static void ms_to_heads(const float *src, int64_t ld, int64_t col, const float *
         }
 }
 
-static float ms_scale(const kn_node *node, int64_t H)
-{
+static float ms_scale(const kn_node *node, int64_t H) {
     float s = KN_PARAMS(node, ms_attention)->scale;
     return s != 0.0f ? s : (float)(1.0 / sqrt((double)H));
 }
@@ -403,8 +402,7 @@ static float ms_scale(const kn_node *node, int64_t H)
 /* What Attention and MultiHeadAttention set up alike once the heads are in place: the scale, the
  * additive key-padding/causal mask (mask_filter_value, unidirectional) and the attention bias. */
 static kn_status *ms_attn_setup(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *mask, const kn_tensor *ab,
-                                int64_t P, ms_attn *a)
-{
+                                int64_t P, ms_attn *a) {
     a->scale = ms_scale(node, a->H);
     float filter = KN_PARAMS(node, ms_attention)->mask_filter_value;
     bool causal = KN_PARAMS(node, ms_attention)->unidirectional;
@@ -417,22 +415,24 @@ static kn_status *ms_attn_setup(kn_exec_ctx *ctx, const kn_node *node, const kn_
 /* ---- Attention (fused QKV projection) ---- */
 
 kn_status *kn_cpu_MsAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                              kn_tensor *const *out, int n_out)
-{
+                              kn_tensor *const *out, int n_out) {
     char b0[KN_DESC_LEN], b1[KN_DESC_LEN];
     const kn_tensor *x = in[0], *w = n_in > 1 ? in[1] : NULL, *bias = n_in > 2 ? in[2] : NULL;
     const kn_tensor *mask = n_in > 3 ? in[3] : NULL, *past = n_in > 4 ? in[4] : NULL;
     const kn_tensor *ab = n_in > 5 ? in[5] : NULL;
     kn_tensor *present = n_out > 1 ? out[1] : NULL;
     if (!w) return kn_error(KN_ERR_INVALID_MODEL, "Attention: weights input is required");
-    if (n_in > 6 && in[6]) return kn_error(KN_ERR_UNSUPPORTED, "Attention: past_sequence_length input is not supported");
+    if (n_in > 6 && in[6])
+        return kn_error(KN_ERR_UNSUPPORTED, "Attention: past_sequence_length input is not supported");
     const kn_params_ms_attention *p = KN_PARAMS(node, ms_attention);
     if (p->do_rotary) return kn_error(KN_ERR_UNSUPPORTED, "Attention: do_rotary is not supported");
     if (p->past_present_share_buffer)
         return kn_error(KN_ERR_UNSUPPORTED, "Attention: past_present_share_buffer is not supported");
-    int64_t N = p->num_heads;
+    int64_t N
+    = p->num_heads;
     if (x->ndim != 3 || w->ndim != 2 || w->dims[0] != x->dims[2] || N <= 0)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: need input [B,S,D], weights [D, 3*hidden] and num_heads > 0, got %s and %s",
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "Attention: need input [B,S,D], weights [D, 3*hidden] and num_heads > 0, got %s and %s",
                         kn_tensor_desc(x, b0, sizeof b0), kn_tensor_desc(w, b1, sizeof b1));
     int64_t B = x->dims[0], S = x->dims[1], Din = x->dims[2], Dtot = w->dims[1];
     const int64_t *qkv = p->qkv_hidden_sizes;
@@ -440,28 +440,36 @@ kn_status *kn_cpu_MsAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     int64_t hq, hv;
     if (nq > 0) {
         if (nq != 3 || qkv[0] != qkv[1] || qkv[0] <= 0 || qkv[2] <= 0 || qkv[0] + qkv[1] + qkv[2] != Dtot)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: qkv_hidden_sizes must be [q, q, v] summing to weights dim 1 of %s",
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "Attention: qkv_hidden_sizes must be [q, q, v] summing to weights dim 1 of %s",
                             kn_tensor_desc(w, b1, sizeof b1));
         hq = qkv[0];
         hv = qkv[2];
     } else {
-        if (Dtot % 3) return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: weights %s dim 1 must be 3 * hidden", kn_tensor_desc(w, b1, sizeof b1));
+        if (Dtot % 3)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: weights %s dim 1 must be 3 * hidden",
+                            kn_tensor_desc(w, b1, sizeof b1));
         hq = hv = Dtot / 3;
     }
     if (hq % N || hv % N)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: hidden sizes %lld/%lld not divisible by num_heads %lld",
                         (long long)hq, (long long)hv, (long long)N);
-    int64_t H = hq / N, Hv = hv / N;
+    int64_t H = hq / N
+    , Hv = hv / N;
     if (bias && (bias->ndim != 1 || bias->dims[0] != Dtot))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: bias %s must be [%lld]", kn_tensor_desc(bias, b1, sizeof b1), (long long)Dtot);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: bias %s must be [%lld]",
+                        kn_tensor_desc(bias, b1, sizeof b1), (long long)Dtot);
     int64_t P = 0;
     if (past) {
-        if (past->ndim != 5 || past->dims[0] != 2 || past->dims[1] != B || past->dims[2] != N || past->dims[4] != H || H != Hv)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: past %s must be [2, %lld, %lld, past, %lld] (equal q/v head sizes)",
+        if (past->ndim != 5 || past->dims[0] != 2 || past->dims[1] != B || past->dims[2] != N || past->dims[4] != H ||
+            H != Hv)
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "Attention: past %s must be [2, %lld, %lld, past, %lld] (equal q/v head sizes)",
                             kn_tensor_desc(past, b1, sizeof b1), (long long)B, (long long)N, (long long)H);
         P = past->dims[3];
     }
-    if (present && H != Hv) return kn_error(KN_ERR_UNSUPPORTED, "Attention: present output needs equal q and v head sizes");
+    if (present && H != Hv)
+        return kn_error(KN_ERR_UNSUPPORTED, "Attention: present output needs equal q and v head sizes");
     int64_t T = P + S;
 
     const float *xf, *wf, *bf = NULL, *pf = NULL;
@@ -474,22 +482,26 @@ kn_status *kn_cpu_MsAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     size_t need = (size_t)(rows * Dtot + B * N * (S * H + T * H + T * Hv)) + 4;
     float *buf = kn_scratch_alloc(ctx, need * sizeof(float));
     if (!buf) return KN_OOM(need * sizeof(float));
-    float *proj = buf, *q = proj + rows * Dtot, *k = q + B * N * S * H, *v = k + B * N * T * H;
+    float *proj = buf, *q = proj + rows * Dtot, *k = q + B * N
+    *S *H, *v = k + B * N
+    *T *H;
     /* the bias rides in as the initial C of the projection (beta = 1) */
     for (int64_t r = 0; r < rows; r++)
         for (int64_t c = 0; c < Dtot; c++) proj[r * Dtot + c] = bf ? bf[c] : 0.0f;
-    if (rows > 0 && Dtot > 0) kn_sgemm(ctx->pool, false, false, rows, Dtot, Din, 1.0f, xf, Din, wf, Dtot, 1.0f, proj, Dtot);
+    if (rows > 0 && Dtot > 0)
+        kn_sgemm(ctx->pool, false, false, rows, Dtot, Din, 1.0f, xf, Din, wf, Dtot, 1.0f, proj, Dtot);
     ms_to_heads(proj, Dtot, 0, NULL, B, N, S, 0, H, q);
     ms_to_heads(proj, Dtot, hq, pf, B, N, S, P, H, k);
     ms_to_heads(proj, Dtot, 2 * hq, pf ? pf + B * N * P * H : NULL, B, N, S, P, Hv, v);
 
-    ms_attn a = {.B = B, .N = N, .S = S, .T = T, .H = H, .Hv = Hv, .q = q, .k = k, .v = v};
+    ms_attn a = {.B = B, .N = N, .S = S, .T = T, .H = H, .Hv = Hv, .q = q, .k = k, .v = v };
     KN_TRY(ms_attn_setup(ctx, node, mask, ab, P, &a));
     KN_TRY(ms_f32_dest(ctx, out[0], &a.y));
     KN_TRY(ms_attn_run(ctx, &a));
     ms_commit(out[0], a.y);
     if (present) {
-        int64_t half = B * N * T * H;
+        int64_t half = B * N
+        *T *H;
         for (int64_t i = 0; i < half; i++) {
             kn_store_f32(present->data, present->dtype, i, k[i]);
             kn_store_f32(present->data, present->dtype, half + i, v[i]);
@@ -501,21 +513,25 @@ kn_status *kn_cpu_MsAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_te
 /* ---- MultiHeadAttention (separate Q, K, V) ---- */
 
 kn_status *kn_cpu_MsMultiHeadAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                       kn_tensor *const *out, int n_out)
-{
+                                       kn_tensor *const *out, int n_out) {
     char b0[KN_DESC_LEN], b1[KN_DESC_LEN], b2[KN_DESC_LEN];
 #define MS_IN(i) (n_in > (i) ? in[i] : NULL)
     const kn_tensor *qt = in[0], *kt = MS_IN(1), *vt = MS_IN(2), *bias = MS_IN(3), *mask = MS_IN(4);
     const kn_tensor *ab = MS_IN(5), *pk = MS_IN(6), *pv = MS_IN(7);
     if (MS_IN(8) || MS_IN(9))
-        return kn_error(KN_ERR_UNSUPPORTED, "MultiHeadAttention: past_sequence_length / cache_indirection inputs are not supported");
+        return kn_error(KN_ERR_UNSUPPORTED,
+                        "MultiHeadAttention: past_sequence_length / cache_indirection inputs are not supported");
 #undef MS_IN
-    if (!kt || !vt) return kn_error(KN_ERR_UNSUPPORTED, "MultiHeadAttention: packed QKV / packed KV layouts are not supported");
-    int64_t N = KN_PARAMS(node, ms_attention)->num_heads;
+    if (!kt || !vt)
+        return kn_error(KN_ERR_UNSUPPORTED, "MultiHeadAttention: packed QKV / packed KV layouts are not supported");
+    int64_t N
+    = KN_PARAMS(node, ms_attention)->num_heads;
     if (qt->ndim != 3 || N <= 0 || qt->dims[2] % N)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "MultiHeadAttention: query %s must be [B,S,D] with D divisible by num_heads %lld",
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "MultiHeadAttention: query %s must be [B,S,D] with D divisible by num_heads %lld",
                         kn_tensor_desc(qt, b0, sizeof b0), (long long)N);
-    int64_t B = qt->dims[0], S = qt->dims[1], D = qt->dims[2], H = D / N, L, Hv;
+    int64_t B = qt->dims[0], S = qt->dims[1], D = qt->dims[2], H = D / N
+    , L, Hv;
     bool bnsh = kt->ndim == 4;
     if (kt->ndim == 3 && vt->ndim == 3 && kt->dims[0] == B && vt->dims[0] == B && kt->dims[1] == vt->dims[1] &&
         kt->dims[2] == D && vt->dims[2] % N == 0) {
@@ -526,23 +542,30 @@ kn_status *kn_cpu_MsMultiHeadAttention(kn_exec_ctx *ctx, const kn_node *node, co
         L = kt->dims[2];
         Hv = vt->dims[3];
     } else {
-        return kn_error(KN_ERR_INVALID_ARGUMENT,
-                        "MultiHeadAttention: key %s / value %s do not fit query %s (need [B,L,D]/[B,L,Dv] or [B,N,L,H]/[B,N,L,Hv])",
-                        kn_tensor_desc(kt, b1, sizeof b1), kn_tensor_desc(vt, b2, sizeof b2), kn_tensor_desc(qt, b0, sizeof b0));
+        return kn_error(
+            KN_ERR_INVALID_ARGUMENT,
+            "MultiHeadAttention: key %s / value %s do not fit query %s (need [B,L,D]/[B,L,Dv] or [B,N,L,H]/[B,N,L,Hv])",
+            kn_tensor_desc(kt, b1, sizeof b1), kn_tensor_desc(vt, b2, sizeof b2), kn_tensor_desc(qt, b0, sizeof b0));
     }
-    int64_t Dv = N * Hv;
+    int64_t Dv = N
+    *Hv;
     if (bias && (bias->ndim != 1 || bias->dims[0] != 2 * D + Dv))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "MultiHeadAttention: bias %s must be [%lld]", kn_tensor_desc(bias, b1, sizeof b1),
-                        (long long)(2 * D + Dv));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "MultiHeadAttention: bias %s must be [%lld]",
+                        kn_tensor_desc(bias, b1, sizeof b1), (long long)(2 * D + Dv));
     if (bias && bnsh)
-        return kn_error(KN_ERR_UNSUPPORTED, "MultiHeadAttention: bias with key/value in [B,N,L,H] layout is not supported");
-    if ((pk != NULL) != (pv != NULL)) return kn_error(KN_ERR_INVALID_ARGUMENT, "MultiHeadAttention: past_key and past_value go together");
+        return kn_error(KN_ERR_UNSUPPORTED,
+                        "MultiHeadAttention: bias with key/value in [B,N,L,H] layout is not supported");
+    if ((pk != NULL) != (pv != NULL))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "MultiHeadAttention: past_key and past_value go together");
     int64_t P = 0;
     if (pk) {
-        if (bnsh) return kn_error(KN_ERR_UNSUPPORTED, "MultiHeadAttention: past with key/value in [B,N,L,H] layout is not supported");
+        if (bnsh)
+            return kn_error(KN_ERR_UNSUPPORTED,
+                            "MultiHeadAttention: past with key/value in [B,N,L,H] layout is not supported");
         if (pk->ndim != 4 || pv->ndim != 4 || pk->dims[0] != B || pk->dims[1] != N || pk->dims[3] != H ||
             pv->dims[0] != B || pv->dims[1] != N || pv->dims[2] != pk->dims[2] || pv->dims[3] != Hv)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "MultiHeadAttention: past_key %s / past_value %s must be [B,N,P,H] / [B,N,P,Hv]",
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "MultiHeadAttention: past_key %s / past_value %s must be [B,N,P,H] / [B,N,P,Hv]",
                             kn_tensor_desc(pk, b1, sizeof b1), kn_tensor_desc(pv, b2, sizeof b2));
         P = pk->dims[2];
     }
@@ -560,7 +583,10 @@ kn_status *kn_cpu_MsMultiHeadAttention(kn_exec_ctx *ctx, const kn_node *node, co
     size_t need = (size_t)(B * N * (S * H + T * H + T * Hv) + B * S * D + B * L * (D + Dv)) + 4;
     float *buf = kn_scratch_alloc(ctx, need * sizeof(float));
     if (!buf) return KN_OOM(need * sizeof(float));
-    float *q = buf, *k = q + B * N * S * H, *v = k + B * N * T * H, *tmp = v + B * N * T * Hv;
+    float *q = buf, *k = q + B * N
+    *S *H, *v = k + B * N
+    *T *H, *tmp = v + B * N
+    *T *Hv;
     const float *qsrc = qf, *ksrc = kf, *vsrc = vf;
     if (bf) {
         float *qb = tmp, *kb = qb + B * S * D, *vb = kb + B * L * D;
@@ -570,7 +596,9 @@ kn_status *kn_cpu_MsMultiHeadAttention(kn_exec_ctx *ctx, const kn_node *node, co
             for (int64_t c = 0; c < D; c++) kb[r * D + c] = kf[r * D + c] + bf[D + c];
             for (int64_t c = 0; c < Dv; c++) vb[r * Dv + c] = vf[r * Dv + c] + bf[2 * D + c];
         }
-        qsrc = qb; ksrc = kb; vsrc = vb;
+        qsrc = qb;
+        ksrc = kb;
+        vsrc = vb;
     }
     ms_to_heads(qsrc, D, 0, NULL, B, N, S, 0, H, q);
     if (bnsh) {
@@ -581,7 +609,7 @@ kn_status *kn_cpu_MsMultiHeadAttention(kn_exec_ctx *ctx, const kn_node *node, co
         ms_to_heads(vsrc, Dv, 0, pvf, B, N, L, P, Hv, v);
     }
 
-    ms_attn a = {.B = B, .N = N, .S = S, .T = T, .H = H, .Hv = Hv, .q = q, .k = k, .v = v};
+    ms_attn a = {.B = B, .N = N, .S = S, .T = T, .H = H, .Hv = Hv, .q = q, .k = k, .v = v };
     KN_TRY(ms_attn_setup(ctx, node, mask, ab, P, &a));
     kn_tensor *oqk = n_out > 3 ? out[3] : NULL;
     if (oqk) KN_TRY(ms_f32_dest(ctx, oqk, &a.qk));
@@ -590,7 +618,9 @@ kn_status *kn_cpu_MsMultiHeadAttention(kn_exec_ctx *ctx, const kn_node *node, co
     ms_commit(out[0], a.y);
     if (oqk) ms_commit(oqk, a.qk);
     kn_tensor *ok = n_out > 1 ? out[1] : NULL, *ov = n_out > 2 ? out[2] : NULL;
-    if (ok) for (int64_t i = 0; i < B * N * T * H; i++) kn_store_f32(ok->data, ok->dtype, i, k[i]);
-    if (ov) for (int64_t i = 0; i < B * N * T * Hv; i++) kn_store_f32(ov->data, ov->dtype, i, v[i]);
+    if (ok)
+        for (int64_t i = 0; i < B * N * T * H; i++) kn_store_f32(ok->data, ok->dtype, i, k[i]);
+    if (ov)
+        for (int64_t i = 0; i < B * N * T * Hv; i++) kn_store_f32(ov->data, ov->dtype, i, v[i]);
     return NULL;
 }

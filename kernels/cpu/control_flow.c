@@ -18,7 +18,10 @@ static int kn_explicit_inputs(const kn_node *n) { return n->n_inputs - n->n_impl
 /* Shapes come from the body at run time. */
 static kn_status *kn_infer_open(kn_infer_ctx *c) {
     for (int i = 0; i < c->n_out; i++)
-        if (c->out[i]) { c->out[i]->ndim = -1; c->out[i]->dtype = KN_UNDEFINED; }
+        if (c->out[i]) {
+            c->out[i]->ndim = -1;
+            c->out[i]->dtype = KN_UNDEFINED;
+        }
     return NULL;
 }
 
@@ -38,18 +41,23 @@ kn_status *kn_infer_Scan(kn_infer_ctx *c) {
 
 /* Move a body result into a node output (which owns nothing yet). */
 static void kn_move_out(kn_tensor *dst, kn_tensor *src) {
-    if (!dst) { kn_tensor_release(src); return; }
+    if (!dst) {
+        kn_tensor_release(src);
+        return;
+    }
     *dst = *src;
     memset(src, 0, sizeof *src);
 }
 
-kn_status *kn_cpu_If(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                     kn_tensor *const *out, int n_out) {
-    KN_CHECK(n_in >= 1 && in[0] && in[0]->data && kn_numel(in[0]) == 1, KN_ERR_INVALID_ARGUMENT, "If: cond must be a single element");
+kn_status *kn_cpu_If(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *const *out,
+                     int n_out) {
+    KN_CHECK(n_in >= 1 && in[0] && in[0]->data && kn_numel(in[0]) == 1, KN_ERR_INVALID_ARGUMENT,
+             "If: cond must be a single element");
     bool cond = kn_get_i64(in[0], 0) != 0;
     const kn_graph *body = kn_body(node, cond ? "then_branch" : "else_branch");
     KN_CHECK(body, KN_ERR_INVALID_MODEL, "If: missing branch");
-    KN_CHECK(body->n_outputs == n_out, KN_ERR_INVALID_MODEL, "If: branch '%s' has %d outputs, the node %d", body->name, body->n_outputs, n_out);
+    KN_CHECK(body->n_outputs == n_out, KN_ERR_INVALID_MODEL, "If: branch '%s' has %d outputs, the node %d", body->name,
+             body->n_outputs, n_out);
     kn_tensor *res = calloc((size_t)(n_out ? n_out : 1), sizeof(kn_tensor));
     if (!res) return KN_OOM(0);
     kn_status *st = kn_exec_subgraph(ctx, body, NULL, 0, res);
@@ -80,14 +88,17 @@ static kn_status *kn_stack(kn_tensor *const *parts, int64_t n, int axis, kn_tens
             char *to = (char *)dst->data + ((o * n + i) * inner) * es;
             const char *from = (const char *)parts[i]->data + o * inner * es;
             if (p0->dtype == KN_STRING)
-                for (int64_t k = 0; k < inner; k++) ((char **)to)[k] = strdup(((char *const *)from)[k] ? ((char *const *)from)[k] : "");
-            else
-                memcpy(to, from, (size_t)inner * es);
+                for (int64_t k = 0; k < inner; k++)
+                    ((char **)to)[k] = strdup(((char *const *)from)[k] ? ((char *const *)from)[k] : "");
+            else memcpy(to, from, (size_t)inner * es);
         }
     return NULL;
 }
 
-typedef struct { kn_tensor **v; int64_t n, cap; } kn_tlist;
+typedef struct {
+    kn_tensor **v;
+    int64_t n, cap;
+} kn_tlist;
 static kn_status *kn_tlist_push(kn_tlist *l, kn_tensor *t) {
     if (l->n == l->cap) {
         int64_t cap = l->cap ? l->cap * 2 : 16;
@@ -112,7 +123,8 @@ kn_status *kn_cpu_Loop(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     int n_state = n_exp - 2;
     int n_scan = body->n_outputs - 1 - n_state;
     KN_CHECK(body->n_inputs == n_state + 2 && n_scan >= 0 && n_out == n_state + n_scan, KN_ERR_INVALID_MODEL,
-             "Loop: body has %d inputs and %d outputs for %d loop-carried values and %d outputs", body->n_inputs, body->n_outputs, n_state, n_out);
+             "Loop: body has %d inputs and %d outputs for %d loop-carried values and %d outputs", body->n_inputs,
+             body->n_outputs, n_state, n_out);
     int64_t max_trip = in[0] && in[0]->data ? kn_get_i64(in[0], 0) : INT64_MAX;
     bool cond = in[1] && in[1]->data ? kn_get_i64(in[1], 0) != 0 : true;
     kn_tensor *state = calloc((size_t)n_state + 1, sizeof(kn_tensor));
@@ -124,7 +136,10 @@ kn_status *kn_cpu_Loop(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
         kn_tensor *c = NULL;
         KN_CHECK(in[2 + i], KN_ERR_INVALID_ARGUMENT, "Loop: loop-carried input %d is missing", i);
         st = kn_tensor_clone(in[2 + i], &c);
-        if (!st) { state[i] = *c; free(c); }
+        if (!st) {
+            state[i] = *c;
+            free(c);
+        }
     }
     int64_t iter = 0;
     kn_tensor iter_t = {.dtype = KN_I64, .ndim = 0}, cond_t = {.dtype = KN_BOOL, .ndim = 0};
@@ -149,7 +164,10 @@ kn_status *kn_cpu_Loop(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
         }
         for (int j = 0; j < n_scan && !st; j++) {
             kn_tensor *t = malloc(sizeof *t);
-            if (!t) { st = KN_OOM(0); break; }
+            if (!t) {
+                st = KN_OOM(0);
+                break;
+            }
             *t = res[1 + n_state + j];
             memset(&res[1 + n_state + j], 0, sizeof(kn_tensor));
             st = kn_tlist_push(&scans[j], t);
@@ -176,7 +194,10 @@ kn_status *kn_cpu_Loop(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     for (int i = 0; state && i < n_state; i++) kn_tensor_release(&state[i]);
     for (int i = 0; res && i < body->n_outputs; i++) kn_tensor_release(&res[i]);
     for (int j = 0; scans && j < n_scan; j++) kn_tlist_free(&scans[j]);
-    free(state); free(res); free(bin); free(scans);
+    free(state);
+    free(res);
+    free(bin);
+    free(scans);
     return st;
 }
 
@@ -185,7 +206,8 @@ static kn_status *kn_take(const kn_tensor *src, int axis, int64_t t, kn_tensor *
     memset(dst, 0, sizeof *dst);
     dst->dtype = src->dtype;
     dst->ndim = src->ndim - 1;
-    for (int d = 0, k = 0; d < src->ndim; d++) if (d != axis) dst->dims[k++] = src->dims[d];
+    for (int d = 0, k = 0; d < src->ndim; d++)
+        if (d != axis) dst->dims[k++] = src->dims[d];
     KN_TRY(kn_tensor_alloc_data(dst));
     size_t es = kn_dtype_size(src->dtype);
     int64_t outer = 1, inner = 1;
@@ -195,16 +217,17 @@ static kn_status *kn_take(const kn_tensor *src, int axis, int64_t t, kn_tensor *
         const char *from = (const char *)src->data + ((o * src->dims[axis] + t) * inner) * es;
         char *to = (char *)dst->data + o * inner * es;
         if (src->dtype == KN_STRING)
-            for (int64_t k = 0; k < inner; k++) ((char **)to)[k] = strdup(((char *const *)from)[k] ? ((char *const *)from)[k] : "");
-        else
-            memcpy(to, from, (size_t)inner * es);
+            for (int64_t k = 0; k < inner; k++)
+                ((char **)to)[k] = strdup(((char *const *)from)[k] ? ((char *const *)from)[k] : "");
+        else memcpy(to, from, (size_t)inner * es);
     }
     return NULL;
 }
 
 kn_status *kn_cpu_Scan(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                        kn_tensor *const *out, int n_out) {
-    KN_CHECK(node->opset >= 9, KN_ERR_UNSUPPORTED, "Scan: opset %d (batched Scan-8) is not supported; opset 9 and later are", node->opset);
+    KN_CHECK(node->opset >= 9, KN_ERR_UNSUPPORTED,
+             "Scan: opset %d (batched Scan-8) is not supported; opset 9 and later are", node->opset);
     const kn_graph *body = kn_body(node, "body");
     int n_exp = kn_explicit_inputs(node);
     const kn_params_subgraph *sp = KN_PARAMS(node, subgraph);
@@ -212,7 +235,8 @@ kn_status *kn_cpu_Scan(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     KN_CHECK(m >= 1 && m <= n_exp, KN_ERR_INVALID_MODEL, "Scan: num_scan_inputs %d invalid for %d inputs", m, n_exp);
     int n_state = n_exp - m, k_out = body->n_outputs - n_state;
     KN_CHECK(body->n_inputs == n_exp && k_out >= 0 && n_out == n_state + k_out, KN_ERR_INVALID_MODEL,
-             "Scan: body has %d inputs and %d outputs for %d states, %d scan inputs and %d node outputs", body->n_inputs, body->n_outputs, n_state, m, n_out);
+             "Scan: body has %d inputs and %d outputs for %d states, %d scan inputs and %d node outputs",
+             body->n_inputs, body->n_outputs, n_state, m, n_out);
     /* j < m <= 64 and j < k_out <= 64 wherever these are indexed */
     const int64_t *in_axes = sp->in_axes, *in_dirs = sp->in_dirs, *out_axes = sp->out_axes, *out_dirs = sp->out_dirs;
     int n_ia = sp->n_in_axes, n_id = sp->n_in_dirs, n_oa = sp->n_out_axes, n_od = sp->n_out_dirs;
@@ -224,7 +248,8 @@ kn_status *kn_cpu_Scan(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
         KN_CHECK(x && x->data, KN_ERR_INVALID_ARGUMENT, "Scan: scan input %d missing", j);
         KN_TRY(kn_norm_axis(n_ia > j ? in_axes[j] : 0, x->ndim, node, &axes[j]));
         int64_t len = x->dims[axes[j]];
-        KN_CHECK(T < 0 || T == len, KN_ERR_INVALID_ARGUMENT, "Scan: scan inputs have different lengths (%lld vs %lld)", (long long)T, (long long)len);
+        KN_CHECK(T < 0 || T == len, KN_ERR_INVALID_ARGUMENT, "Scan: scan inputs have different lengths (%lld vs %lld)",
+                 (long long)T, (long long)len);
         T = len;
     }
     kn_tensor *state = calloc((size_t)n_state + 1, sizeof(kn_tensor));
@@ -236,7 +261,10 @@ kn_status *kn_cpu_Scan(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     for (int i = 0; !st && i < n_state; i++) {
         kn_tensor *c = NULL;
         st = kn_tensor_clone(in[i], &c);
-        if (!st) { state[i] = *c; free(c); }
+        if (!st) {
+            state[i] = *c;
+            free(c);
+        }
     }
     for (int64_t t = 0; !st && t < T; t++) {
         for (int j = 0; j < m && !st; j++) {
@@ -256,7 +284,10 @@ kn_status *kn_cpu_Scan(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
         }
         for (int j = 0; j < k_out && !st; j++) {
             kn_tensor *x = malloc(sizeof *x);
-            if (!x) { st = KN_OOM(0); break; }
+            if (!x) {
+                st = KN_OOM(0);
+                break;
+            }
             *x = res[n_state + j];
             memset(&res[n_state + j], 0, sizeof(kn_tensor));
             st = kn_tlist_push(&scans[j], x);
@@ -268,7 +299,11 @@ kn_status *kn_cpu_Scan(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
         if (!out[n_state + j]) continue;
         KN_CHECK(scans[j].n > 0, KN_ERR_UNSUPPORTED, "Scan: zero iterations");
         if (n_od > j && out_dirs[j])
-            for (int64_t a = 0, b = scans[j].n - 1; a < b; a++, b--) { kn_tensor *x = scans[j].v[a]; scans[j].v[a] = scans[j].v[b]; scans[j].v[b] = x; }
+            for (int64_t a = 0, b = scans[j].n - 1; a < b; a++, b--) {
+                kn_tensor *x = scans[j].v[a];
+                scans[j].v[a] = scans[j].v[b];
+                scans[j].v[b] = x;
+            }
         int ax = 0;
         if (n_oa > j) st = kn_norm_axis(out_axes[j], scans[j].v[0]->ndim + 1, node, &ax);
         if (!st) st = kn_stack(scans[j].v, scans[j].n, ax, out[n_state + j]);
@@ -276,6 +311,10 @@ kn_status *kn_cpu_Scan(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     for (int i = 0; state && i < n_state; i++) kn_tensor_release(&state[i]);
     for (int i = 0; res && i < body->n_outputs; i++) kn_tensor_release(&res[i]);
     for (int j = 0; scans && j < k_out; j++) kn_tlist_free(&scans[j]);
-    free(state); free(slices); free(res); free(bin); free(scans);
+    free(state);
+    free(slices);
+    free(res);
+    free(bin);
+    free(scans);
     return st;
 }

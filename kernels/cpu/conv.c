@@ -28,8 +28,7 @@ typedef struct win {
     int64_t img_n, col_n, k_n; /* products */
 } win;
 
-static void win_finish(win *w)
-{
+static void win_finish(win *w) {
     w->img_n = w->col_n = w->k_n = 1;
     for (int i = 0; i < w->nsp; i++) {
         w->img_n *= w->img[i];
@@ -39,8 +38,7 @@ static void win_finish(win *w)
 }
 
 /* Columns p of the innermost dim whose image coordinate p*s + off lies in [0, n). */
-static void valid_range(int64_t cols, int64_t s, int64_t off, int64_t n, int64_t *lo, int64_t *hi)
-{
+static void valid_range(int64_t cols, int64_t s, int64_t off, int64_t n, int64_t *lo, int64_t *hi) {
     int64_t a = off >= 0 ? 0 : (-off + s - 1) / s;
     int64_t b = n - off <= 0 ? 0 : (n - off + s - 1) / s;
     if (b > cols) b = cols;
@@ -51,8 +49,7 @@ static void valid_range(int64_t cols, int64_t s, int64_t off, int64_t n, int64_t
 
 /* For column block `outer` (all dims but the last) and kernel offsets kpos: the image offset of
  * the innermost row, or -1 if the row lies in the padding. */
-static int64_t row_base(const win *w, int64_t outer, const int64_t *kpos)
-{
+static int64_t row_base(const win *w, int64_t outer, const int64_t *kpos) {
     int64_t off = 0, stride = w->img[w->nsp - 1];
     for (int dd = w->nsp - 2; dd >= 0; dd--) {
         int64_t p = outer % w->cols[dd];
@@ -65,8 +62,7 @@ static int64_t row_base(const win *w, int64_t outer, const int64_t *kpos)
     return off;
 }
 
-static void kpos_of(const win *w, int64_t kk, int64_t *kpos)
-{
+static void kpos_of(const win *w, int64_t kk, int64_t *kpos) {
     for (int dd = w->nsp - 1; dd >= 0; dd--) {
         kpos[dd] = kk % w->k[dd];
         kk /= w->k[dd];
@@ -76,37 +72,39 @@ static void kpos_of(const win *w, int64_t kk, int64_t *kpos)
 /* Column rows o0..o1 (blocks of the innermost dim): col[(c*k_n + kk) * width + p] =
  * img[c][coord] (0 in the padding), width = (o1 - o0) * cols[last]. One body for the float and
  * the int16 (integer convolution) element types. */
-#define KN_DEFINE_IM2COL(name, T)                                                                  \
-    static void name(const T *img, int64_t C, const win *w, int64_t o0, int64_t o1, T *col)         \
-    {                                                                                              \
-        int L = w->nsp - 1;                                                                        \
-        int64_t wl = w->cols[L], width = (o1 - o0) * wl;                                           \
-        for (int64_t c = 0; c < C; c++)                                                            \
-            for (int64_t kk = 0; kk < w->k_n; kk++) {                                              \
-                int64_t kpos[KN_MAX_DIMS];                                                         \
-                kpos_of(w, kk, kpos);                                                              \
-                T *row = col + (c * w->k_n + kk) * width;                                          \
-                const T *src = img + c * w->img_n;                                                 \
-                int64_t off = kpos[L] * w->d[L] - w->pb[L], lo, hi;                                \
-                valid_range(wl, w->s[L], off, w->img[L], &lo, &hi);                                \
-                for (int64_t o = o0; o < o1; o++) {                                                \
-                    T *r = row + (o - o0) * wl;                                                    \
-                    int64_t base = row_base(w, o, kpos);                                           \
-                    if (base < 0) { memset(r, 0, sizeof(T) * (size_t)wl); continue; }              \
-                    const T *sp = src + base + off;                                                \
-                    for (int64_t p = 0; p < lo; p++) r[p] = 0;                                     \
-                    if (w->s[L] == 1) memcpy(r + lo, sp + lo, sizeof(T) * (size_t)(hi - lo));      \
-                    else for (int64_t p = lo; p < hi; p++) r[p] = sp[p * w->s[L]];                 \
-                    for (int64_t p = hi; p < wl; p++) r[p] = 0;                                    \
-                }                                                                                  \
-            }                                                                                      \
+#define KN_DEFINE_IM2COL(name, T) \
+    static void name(const T *img, int64_t C, const win *w, int64_t o0, int64_t o1, T *col) { \
+        int L = w->nsp - 1; \
+        int64_t wl = w->cols[L], width = (o1 - o0) * wl; \
+        for (int64_t c = 0; c < C; c++) \
+            for (int64_t kk = 0; kk < w->k_n; kk++) { \
+                int64_t kpos[KN_MAX_DIMS]; \
+                kpos_of(w, kk, kpos); \
+                T *row = col + (c * w->k_n + kk) * width; \
+                const T *src = img + c * w->img_n; \
+                int64_t off = kpos[L] * w->d[L] - w->pb[L], lo, hi; \
+                valid_range(wl, w->s[L], off, w->img[L], &lo, &hi); \
+                for (int64_t o = o0; o < o1; o++) { \
+                    T *r = row + (o - o0) * wl; \
+                    int64_t base = row_base(w, o, kpos); \
+                    if (base < 0) { \
+                        memset(r, 0, sizeof(T) * (size_t)wl); \
+                        continue; \
+                    } \
+                    const T *sp = src + base + off; \
+                    for (int64_t p = 0; p < lo; p++) r[p] = 0; \
+                    if (w->s[L] == 1) memcpy(r + lo, sp + lo, sizeof(T) * (size_t)(hi - lo)); \
+                    else \
+                        for (int64_t p = lo; p < hi; p++) r[p] = sp[p * w->s[L]]; \
+                    for (int64_t p = hi; p < wl; p++) r[p] = 0; \
+                } \
+            } \
     }
 KN_DEFINE_IM2COL(im2col, float)
 KN_DEFINE_IM2COL(im2col_i16, int16_t)
 
 /* img[c][coord] += col[(c*k_n + kk) * col_n + p], the adjoint of im2col. */
-static void col2im(const float *col, int64_t C, const win *w, float *img)
-{
+static void col2im(const float *col, int64_t C, const win *w, float *img) {
     int L = w->nsp - 1;
     int64_t wl = w->cols[L], nouter = w->col_n / (wl ? wl : 1);
     for (int64_t c = 0; c < C; c++)
@@ -128,16 +126,17 @@ static void col2im(const float *col, int64_t C, const win *w, float *img)
 }
 
 static kn_status *conv_shapes(const kn_node *node, const char *op, const kn_tensor *x, const kn_tensor *w,
-                              const kn_tensor *y, int64_t *group, kn_conv_geom *g)
-{
+                              const kn_tensor *y, int64_t *group, kn_conv_geom *g) {
     char bx[KN_DESC_LEN], bw[KN_DESC_LEN];
     if (x->ndim < 3 || x->ndim != w->ndim || x->ndim > KN_MAX_DIMS)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: X %s and W %s must have equal rank >= 3", op, DESC(x, bx), DESC(w, bw));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: X %s and W %s must have equal rank >= 3", op, DESC(x, bx),
+                        DESC(w, bw));
     int nsp = x->ndim - 2;
     const kn_params_conv *cp = KN_PARAMS(node, conv);
     *group = cp->group;
     if (*group < 1 || x->dims[1] != w->dims[1] * *group || w->dims[0] % *group)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: X %s and W %s do not fit group %lld", op, DESC(x, bx), DESC(w, bw), (long long)*group);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: X %s and W %s do not fit group %lld", op, DESC(x, bx),
+                        DESC(w, bw), (long long)*group);
     const int64_t *ks = cp->win.kernel_shape;
     int nk = cp->win.n_kernel_shape;
     if (nk >= 0) {
@@ -148,15 +147,16 @@ static kn_status *conv_shapes(const kn_node *node, const char *op, const kn_tens
     }
     KN_TRY(kn_conv_geometry(node, op, nsp, x->dims + 2, w->dims + 2, false, g));
     if (y->ndim != x->ndim || y->dims[0] != x->dims[0] || y->dims[1] != w->dims[0])
-        return kn_error(KN_ERR_RUNTIME, "%s: output %s does not fit X %s, W %s", op, DESC(y, bx), DESC(x, bx), DESC(w, bw));
+        return kn_error(KN_ERR_RUNTIME, "%s: output %s does not fit X %s, W %s", op, DESC(y, bx), DESC(x, bx),
+                        DESC(w, bw));
     for (int i = 0; i < nsp; i++)
         if (y->dims[2 + i] != g->out[i])
-            return kn_error(KN_ERR_RUNTIME, "%s: output %s does not fit X %s, W %s", op, DESC(y, bx), DESC(x, bx), DESC(w, bw));
+            return kn_error(KN_ERR_RUNTIME, "%s: output %s does not fit X %s, W %s", op, DESC(y, bx), DESC(x, bx),
+                            DESC(w, bw));
     return NULL;
 }
 
-static win win_from_conv(const kn_conv_geom *g)
-{
+static win win_from_conv(const kn_conv_geom *g) {
     win w;
     memset(&w, 0, sizeof w);
     w.nsp = g->nsp;
@@ -177,17 +177,17 @@ static win win_from_conv(const kn_conv_geom *g)
 typedef struct conv_job {
     const float *x, *w, *b;
     float *y;
-    int64_t N, G, Cg, Mg;
+    int64_t N
+    , G, Cg, Mg;
     win wn;
-    bool direct;      /* 1x1, stride 1, no pad: X is its own column matrix */
-    int64_t chunk;    /* outer column rows unfolded at a time (bounds the column buffer) */
-    float *cols;      /* one column buffer per slot */
+    bool direct;   /* 1x1, stride 1, no pad: X is its own column matrix */
+    int64_t chunk; /* outer column rows unfolded at a time (bounds the column buffer) */
+    float *cols;   /* one column buffer per slot */
     int64_t slots;
     kn_threadpool *pool; /* threads for the sgemm when items run one at a time */
 } conv_job;
 
-static void conv_item(const conv_job *j, int64_t item, float *col)
-{
+static void conv_item(const conv_job *j, int64_t item, float *col) {
     int64_t n = item / j->G, g = item % j->G;
     const win *w = &j->wn;
     const float *x = j->x + (n * j->G + g) * j->Cg * w->img_n;
@@ -212,27 +212,32 @@ static void conv_item(const conv_job *j, int64_t item, float *col)
         }
 }
 
-static void conv_slot(void *ctx, int64_t begin, int64_t end)
-{
+static void conv_slot(void *ctx, int64_t begin, int64_t end) {
     const conv_job *j = ctx;
     int64_t colsz = j->direct ? 0 : j->Cg * j->wn.k_n * j->chunk * j->wn.cols[j->wn.nsp - 1];
     for (int64_t s = begin; s < end; s++)
-        for (int64_t item = s; item < j->N * j->G; item += j->slots)
-            conv_item(j, item, j->cols + s * colsz);
+        for (int64_t item = s; item < j->N * j->G; item += j->slots) conv_item(j, item, j->cols + s * colsz);
 }
 
-static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, const float *b, float *y,
-                           int64_t N, int64_t C, int64_t M, int64_t G, const kn_conv_geom *g)
-{
+static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, const float *b, float *y, int64_t N,
+                           int64_t C, int64_t M, int64_t G, const kn_conv_geom *g) {
     conv_job j;
     memset(&j, 0, sizeof j);
-    j.x = x; j.w = w; j.b = b; j.y = y;
-    j.N = N; j.G = G; j.Cg = C / G; j.Mg = M / G;
+    j.x = x;
+    j.w = w;
+    j.b = b;
+    j.y = y;
+    j.N
+    = N;
+    j.G = G;
+    j.Cg = C / G;
+    j.Mg = M / G;
     j.wn = win_from_conv(g);
     j.direct = true;
     for (int i = 0; i < g->nsp; i++)
         if (g->k[i] != 1 || g->stride[i] != 1 || g->pad_b[i] || g->pad_e[i]) j.direct = false;
-    int64_t items = N * G;
+    int64_t items = N
+    *G;
     if (items == 0 || j.wn.col_n == 0 || M == 0) return NULL;
     int64_t T = ctx->pool ? kn_threadpool_size(ctx->pool) : 1;
     double item_flops = 2.0 * (double)j.Mg * (double)j.wn.col_n * (double)(j.Cg * j.wn.k_n);
@@ -261,9 +266,8 @@ static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, con
 /* ---------------------------------------------------------------- double direct convolution */
 
 /* y[n][m][o] = bias[m] + sum_{c in group, q} x[n][c][coord(o, q)] * w[m][c'][q]. */
-static void conv_direct_f64(const double *x, const double *w, const double *bias, int64_t N, int64_t C,
-                            int64_t M, int64_t G, const kn_conv_geom *g, double *y)
-{
+static void conv_direct_f64(const double *x, const double *w, const double *bias, int64_t N, int64_t C, int64_t M,
+                            int64_t G, const kn_conv_geom *g, double *y) {
     win wn = win_from_conv(g);
     int64_t Cg = C / G, Mg = M / G;
     for (int64_t n = 0; n < N; n++)
@@ -271,7 +275,10 @@ static void conv_direct_f64(const double *x, const double *w, const double *bias
             int64_t grp = m / Mg;
             for (int64_t o = 0; o < wn.col_n; o++) {
                 int64_t opos[KN_MAX_DIMS], rem = o;
-                for (int dd = wn.nsp - 1; dd >= 0; dd--) { opos[dd] = rem % wn.cols[dd]; rem /= wn.cols[dd]; }
+                for (int dd = wn.nsp - 1; dd >= 0; dd--) {
+                    opos[dd] = rem % wn.cols[dd];
+                    rem /= wn.cols[dd];
+                }
                 double s = bias ? bias[m] : 0.0;
                 for (int64_t kk = 0; kk < wn.k_n; kk++) {
                     int64_t kpos[KN_MAX_DIMS], off = 0;
@@ -291,38 +298,40 @@ static void conv_direct_f64(const double *x, const double *w, const double *bias
         }
 }
 
-static double *to_f64(kn_exec_ctx *ctx, const kn_tensor *t)
-{
+static double *to_f64(kn_exec_ctx *ctx, const kn_tensor *t) {
     int64_t n = kn_numel(t);
     double *d = kn_scratch_alloc(ctx, sizeof(double) * (size_t)(n > 0 ? n : 1));
     if (!d) return NULL;
     if (t->dtype == KN_F64) memcpy(d, t->data, sizeof(double) * (size_t)n);
-    else for (int64_t i = 0; i < n; i++) d[i] = kn_get_f64(t, i);
+    else
+        for (int64_t i = 0; i < n; i++) d[i] = kn_get_f64(t, i);
     return d;
 }
 
-static float *to_f32(kn_exec_ctx *ctx, const kn_tensor *t)
-{
+static float *to_f32(kn_exec_ctx *ctx, const kn_tensor *t) {
     if (t->dtype == KN_F32) return t->data;
     int64_t n = kn_numel(t);
     float *f = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(n > 0 ? n : 1));
     if (!f) return NULL;
-    if (t->dtype == KN_F16) for (int64_t i = 0; i < n; i++) f[i] = kn_f16_to_f32(((const uint16_t *)t->data)[i]);
-    else for (int64_t i = 0; i < n; i++) f[i] = (float)kn_get_f64(t, i);
+    if (t->dtype == KN_F16)
+        for (int64_t i = 0; i < n; i++) f[i] = kn_f16_to_f32(((const uint16_t *)t->data)[i]);
+    else
+        for (int64_t i = 0; i < n; i++) f[i] = (float)kn_get_f64(t, i);
     return f;
 }
 
-static void from_f32(kn_tensor *t, const float *f)
-{
+static void from_f32(kn_tensor *t, const float *f) {
     int64_t n = kn_numel(t);
-    if (t->dtype == KN_F32) { if (f != t->data) memcpy(t->data, f, sizeof(float) * (size_t)n); return; }
+    if (t->dtype == KN_F32) {
+        if (f != t->data) memcpy(t->data, f, sizeof(float) * (size_t)n);
+        return;
+    }
     for (int64_t i = 0; i < n; i++) kn_set_f64(t, i, f[i]);
 }
 
 static bool conv_float_dtype(kn_dtype t) { return t == KN_F32 || t == KN_F16 || t == KN_F64 || t == KN_BF16; }
 
-static kn_status *check_bias(const char *op, const kn_tensor *b, int64_t M)
-{
+static kn_status *check_bias(const char *op, const kn_tensor *b, int64_t M) {
     char bb[KN_DESC_LEN];
     if (b && kn_numel(b) != M)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: bias %s must have %lld values", op, DESC(b, bb), (long long)M);
@@ -330,8 +339,7 @@ static kn_status *check_bias(const char *op, const kn_tensor *b, int64_t M)
 }
 
 kn_status *kn_cpu_Conv(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                       kn_tensor *const *out, int n_out)
-{
+                       kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0], *w = in[1], *b = n_in > 2 ? in[2] : NULL;
     kn_tensor *y = out[0];
     if (!conv_float_dtype(x->dtype)) return kn_err_dtype(node, x);
@@ -340,7 +348,8 @@ kn_status *kn_cpu_Conv(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     int64_t G;
     kn_conv_geom g;
     KN_TRY(conv_shapes(node, "Conv", x, w, y, &G, &g));
-    int64_t N = x->dims[0], C = x->dims[1], M = w->dims[0];
+    int64_t N
+    = x->dims[0], C = x->dims[1], M = w->dims[0];
     KN_TRY(check_bias("Conv", b, M));
     if (kn_numel(y) == 0) return NULL;
     if (x->dtype == KN_F64) {
@@ -358,28 +367,31 @@ kn_status *kn_cpu_Conv(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
 
 /* ---------------------------------------------------------------- integer convolutions */
 
-static kn_status *zp_values(const char *op, const kn_tensor *zp, int64_t n, int64_t *out)
-{
+static kn_status *zp_values(const char *op, const kn_tensor *zp, int64_t n, int64_t *out) {
     char bz[KN_DESC_LEN];
-    if (!zp) { for (int64_t i = 0; i < n; i++) out[i] = 0; return NULL; }
+    if (!zp) {
+        for (int64_t i = 0; i < n; i++) out[i] = 0;
+        return NULL;
+    }
     int64_t cnt = kn_numel(zp);
     if (cnt != 1 && cnt != n)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: zero point %s must be a scalar or have %lld values", op, DESC(zp, bz), (long long)n);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: zero point %s must be a scalar or have %lld values", op,
+                        DESC(zp, bz), (long long)n);
     for (int64_t i = 0; i < n; i++) out[i] = kn_get_i64(zp, cnt == 1 ? 0 : i);
     return NULL;
 }
 
 /* acc = conv(x - xzp, w - wzp[m]) (+ bias) in double: exact for 8-bit data. */
 static kn_status *int_conv(kn_exec_ctx *ctx, const kn_node *node, const char *op, const kn_tensor *x,
-                           const kn_tensor *w, const kn_tensor *xzp, const kn_tensor *wzp,
-                           const kn_tensor *bias, const kn_tensor *y, double **acc, int64_t *Mout)
-{
+                           const kn_tensor *w, const kn_tensor *xzp, const kn_tensor *wzp, const kn_tensor *bias,
+                           const kn_tensor *y, double **acc, int64_t *Mout) {
     if (x->dtype != KN_U8 && x->dtype != KN_I8) return kn_err_dtype(node, x);
     if (w->dtype != KN_U8 && w->dtype != KN_I8) return kn_err_dtype(node, w);
     int64_t G;
     kn_conv_geom g;
     KN_TRY(conv_shapes(node, op, x, w, y, &G, &g));
-    int64_t N = x->dims[0], C = x->dims[1], M = w->dims[0];
+    int64_t N
+    = x->dims[0], C = x->dims[1], M = w->dims[0];
     KN_TRY(check_bias(op, bias, M));
     int64_t *zw = kn_scratch_alloc(ctx, sizeof(int64_t) * (size_t)(M + 1)), zx;
     double *xd = to_f64(ctx, x), *wd = to_f64(ctx, w), *bd = bias ? to_f64(ctx, bias) : NULL;
@@ -430,12 +442,11 @@ static kn_status *int_conv(kn_exec_ctx *ctx, const kn_node *node, const char *op
 }
 
 kn_status *kn_cpu_ConvInteger(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                              kn_tensor *const *out, int n_out)
-{
+                              kn_tensor *const *out, int n_out) {
     double *acc;
     int64_t M;
-    KN_TRY(int_conv(ctx, node, "ConvInteger", in[0], in[1], n_in > 2 ? in[2] : NULL, n_in > 3 ? in[3] : NULL,
-                    NULL, out[0], &acc, &M));
+    KN_TRY(int_conv(ctx, node, "ConvInteger", in[0], in[1], n_in > 2 ? in[2] : NULL, n_in > 3 ? in[3] : NULL, NULL,
+                    out[0], &acc, &M));
     int64_t n = kn_numel(out[0]);
     int32_t *y = out[0]->data;
     for (int64_t i = 0; i < n; i++) y[i] = (int32_t)acc[i];
@@ -443,8 +454,7 @@ kn_status *kn_cpu_ConvInteger(kn_exec_ctx *ctx, const kn_node *node, const kn_te
 }
 
 kn_status *kn_cpu_QLinearConv(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                              kn_tensor *const *out, int n_out)
-{
+                              kn_tensor *const *out, int n_out) {
     kn_tensor *y = out[0];
     if (y->dtype != KN_U8 && y->dtype != KN_I8) return kn_err_dtype(node, y);
     const kn_tensor *bias = n_in > 8 ? in[8] : NULL;
@@ -455,7 +465,8 @@ kn_status *kn_cpu_QLinearConv(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     char bs[KN_DESC_LEN];
     int64_t nws = kn_numel(in[4]);
     if (kn_numel(in[1]) != 1 || kn_numel(in[6]) != 1 || (nws != 1 && nws != M))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "QLinearConv: scales must be scalars (w_scale %s may be per channel)", DESC(in[4], bs));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "QLinearConv: scales must be scalars (w_scale %s may be per channel)",
+                        DESC(in[4], bs));
     int64_t yzp = 0;
     KN_TRY(zp_values("QLinearConv", in[7], 1, &yzp));
     float xs = (float)kn_get_f64(in[1], 0), ys = (float)kn_get_f64(in[6], 0);
@@ -474,8 +485,7 @@ kn_status *kn_cpu_QLinearConv(kn_exec_ctx *ctx, const kn_node *node, const kn_te
 /* ---------------------------------------------------------------- ConvTranspose */
 
 kn_status *kn_cpu_ConvTranspose(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                kn_tensor *const *out, int n_out)
-{
+                                kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0], *w = in[1], *b = n_in > 2 ? in[2] : NULL;
     kn_tensor *y = out[0];
     char bx[KN_DESC_LEN], bw[KN_DESC_LEN];
@@ -483,20 +493,25 @@ kn_status *kn_cpu_ConvTranspose(kn_exec_ctx *ctx, const kn_node *node, const kn_
     if (w->dtype != x->dtype) return kn_err_dtype(node, w);
     if (b && b->dtype != x->dtype) return kn_err_dtype(node, b);
     if (x->ndim < 3 || x->ndim != w->ndim || x->ndim > KN_MAX_DIMS)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: X %s and W %s must have equal rank >= 3", DESC(x, bx), DESC(w, bw));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: X %s and W %s must have equal rank >= 3", DESC(x, bx),
+                        DESC(w, bw));
     int nsp = x->ndim - 2;
     int64_t G = KN_PARAMS(node, conv)->group;
     if (G < 1 || x->dims[1] != w->dims[0] || w->dims[0] % G)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: X %s and W %s do not fit group %lld", DESC(x, bx), DESC(w, bw), (long long)G);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvTranspose: X %s and W %s do not fit group %lld", DESC(x, bx),
+                        DESC(w, bw), (long long)G);
     kn_conv_geom g;
     int64_t outpad[KN_MAX_DIMS];
     KN_TRY(kn_convt_geometry(node, nsp, x->dims + 2, w->dims + 2, &g, outpad));
-    int64_t N = x->dims[0], C = x->dims[1], Mg = w->dims[1], M = Mg * G, Cg = C / G;
+    int64_t N
+    = x->dims[0], C = x->dims[1], Mg = w->dims[1], M = Mg * G, Cg = C / G;
     if (y->ndim != x->ndim || y->dims[0] != N || y->dims[1] != M)
-        return kn_error(KN_ERR_RUNTIME, "ConvTranspose: output %s does not fit X %s, W %s", DESC(y, bx), DESC(x, bx), DESC(w, bw));
+        return kn_error(KN_ERR_RUNTIME, "ConvTranspose: output %s does not fit X %s, W %s", DESC(y, bx), DESC(x, bx),
+                        DESC(w, bw));
     for (int i = 0; i < nsp; i++)
         if (y->dims[2 + i] != g.out[i])
-            return kn_error(KN_ERR_RUNTIME, "ConvTranspose: output %s does not fit X %s, W %s", DESC(y, bx), DESC(x, bx), DESC(w, bw));
+            return kn_error(KN_ERR_RUNTIME, "ConvTranspose: output %s does not fit X %s, W %s", DESC(y, bx),
+                            DESC(x, bx), DESC(w, bw));
     KN_TRY(check_bias("ConvTranspose", b, M));
     int64_t ny = kn_numel(y);
     if (ny == 0) return NULL;
@@ -505,8 +520,12 @@ kn_status *kn_cpu_ConvTranspose(kn_exec_ctx *ctx, const kn_node *node, const kn_
     memset(&wn, 0, sizeof wn);
     wn.nsp = nsp;
     for (int i = 0; i < nsp; i++) {
-        wn.img[i] = g.out[i]; wn.cols[i] = g.in[i]; wn.k[i] = g.k[i];
-        wn.s[i] = g.stride[i]; wn.d[i] = g.dil[i]; wn.pb[i] = g.pad_b[i];
+        wn.img[i] = g.out[i];
+        wn.cols[i] = g.in[i];
+        wn.k[i] = g.k[i];
+        wn.s[i] = g.stride[i];
+        wn.d[i] = g.dil[i];
+        wn.pb[i] = g.pad_b[i];
     }
     win_finish(&wn);
     float *xf = to_f32(ctx, x), *wf = to_f32(ctx, w), *bf = b ? to_f32(ctx, b) : NULL;
@@ -520,8 +539,8 @@ kn_status *kn_cpu_ConvTranspose(kn_exec_ctx *ctx, const kn_node *node, const kn_
             const float *wg = wf + gi * Cg * Mg * wn.k_n;
             float *yg = yf + (n * M + gi * Mg) * wn.img_n;
             /* col (Mg*k x in) = Wg^T (Mg*k x Cg) * Xg (Cg x in) */
-            kn_sgemm(ctx->pool, true, false, Mg * wn.k_n, wn.col_n, Cg, 1.0f, wg, Mg * wn.k_n, xg, wn.col_n,
-                     0.0f, col, wn.col_n);
+            kn_sgemm(ctx->pool, true, false, Mg * wn.k_n, wn.col_n, Cg, 1.0f, wg, Mg * wn.k_n, xg, wn.col_n, 0.0f, col,
+                     wn.col_n);
             col2im(col, Mg, &wn, yg);
         }
     if (bf)
@@ -537,8 +556,7 @@ kn_status *kn_cpu_ConvTranspose(kn_exec_ctx *ctx, const kn_node *node, const kn_
 /* ---------------------------------------------------------------- Col2Im */
 
 kn_status *kn_cpu_Col2Im(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                         kn_tensor *const *out, int n_out)
-{
+                         kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
     kn_tensor *y = out[0];
     char bx[KN_DESC_LEN];
@@ -556,8 +574,12 @@ kn_status *kn_cpu_Col2Im(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
     if (!st) {
         wn.nsp = (int)ni;
         for (int i = 0; i < wn.nsp; i++) {
-            wn.img[i] = img[i]; wn.cols[i] = g.out[i]; wn.k[i] = blk[i];
-            wn.s[i] = g.stride[i]; wn.d[i] = g.dil[i]; wn.pb[i] = g.pad_b[i];
+            wn.img[i] = img[i];
+            wn.cols[i] = g.out[i];
+            wn.k[i] = blk[i];
+            wn.s[i] = g.stride[i];
+            wn.d[i] = g.dil[i];
+            wn.pb[i] = g.pad_b[i];
         }
         win_finish(&wn);
         if (x->dims[1] % wn.k_n || x->dims[2] != wn.col_n || y->dims[1] * wn.k_n != x->dims[1])
@@ -567,14 +589,14 @@ kn_status *kn_cpu_Col2Im(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
     free(img);
     free(blk);
     if (st) return st;
-    int64_t ny = kn_numel(y), N = x->dims[0], C = y->dims[1];
+    int64_t ny = kn_numel(y), N
+    = x->dims[0], C = y->dims[1];
     if (ny == 0) return NULL;
     float *xf = to_f32(ctx, x);
     float *yf = y->dtype == KN_F32 ? y->data : kn_scratch_alloc(ctx, sizeof(float) * (size_t)ny);
     if (!xf || !yf) return KN_OOM(kn_nbytes(y));
     memset(yf, 0, sizeof(float) * (size_t)ny);
-    for (int64_t n = 0; n < N; n++)
-        col2im(xf + n * C * wn.k_n * wn.col_n, C, &wn, yf + n * C * wn.img_n);
+    for (int64_t n = 0; n < N; n++) col2im(xf + n * C * wn.k_n * wn.col_n, C, &wn, yf + n * C * wn.img_n);
     from_f32(y, yf);
     return NULL;
 }
@@ -582,8 +604,7 @@ kn_status *kn_cpu_Col2Im(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
 /* ---------------------------------------------------------------- DeformConv */
 
 /* Bilinear sample of a H x W plane with zeros outside, as torchvision's deform_conv2d does. */
-static double bilinear(const double *p, int64_t H, int64_t W, double h, double w)
-{
+static double bilinear(const double *p, int64_t H, int64_t W, double h, double w) {
     if (h <= -1 || h >= H || w <= -1 || w >= W) return 0.0;
     int64_t h0 = (int64_t)floor(h), w0 = (int64_t)floor(w), h1 = h0 + 1, w1 = w0 + 1;
     double lh = h - h0, lw = w - w0, hh = 1 - lh, hw = 1 - lw;
@@ -595,8 +616,7 @@ static double bilinear(const double *p, int64_t H, int64_t W, double h, double w
 }
 
 kn_status *kn_cpu_DeformConv(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                             kn_tensor *const *out, int n_out)
-{
+                             kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0], *w = in[1], *off = in[2];
     const kn_tensor *b = n_in > 3 ? in[3] : NULL, *mask = n_in > 4 ? in[4] : NULL;
     kn_tensor *y = out[0];
@@ -606,16 +626,19 @@ kn_status *kn_cpu_DeformConv(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
     kn_conv_geom g;
     KN_TRY(conv_shapes(node, "DeformConv", x, w, y, &G, &g));
     if (g.nsp != 2) return kn_error(KN_ERR_UNSUPPORTED, "DeformConv: only 2-D input supported, got %s", DESC(x, bx));
-    int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3], M = w->dims[0];
+    int64_t N
+    = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3], M = w->dims[0];
     int64_t kh = g.k[0], kw = g.k[1], oh = g.out[0], ow = g.out[1], Cg = C / G, Mg = M / G;
     int64_t OG = KN_PARAMS(node, conv)->offset_group;
-    if (OG < 1 || C % OG) return kn_error(KN_ERR_INVALID_ARGUMENT, "DeformConv: offset_group %lld does not divide %lld channels", (long long)OG, (long long)C);
-    int64_t want_off[4] = {N, OG * kh * kw * 2, oh, ow};
+    if (OG < 1 || C % OG)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "DeformConv: offset_group %lld does not divide %lld channels",
+                        (long long)OG, (long long)C);
+    int64_t want_off[4] = { N, OG * kh * kw * 2, oh, ow };
     if (off->ndim != 4 || memcmp(off->dims, want_off, sizeof want_off))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "DeformConv: offset %s should be [%lld,%lld,%lld,%lld]", DESC(off, bo),
                         (long long)N, (long long)want_off[1], (long long)oh, (long long)ow);
     if (mask) {
-        int64_t want_m[4] = {N, OG * kh * kw, oh, ow};
+        int64_t want_m[4] = { N, OG * kh * kw, oh, ow };
         if (mask->ndim != 4 || memcmp(mask->dims, want_m, sizeof want_m))
             return kn_error(KN_ERR_INVALID_ARGUMENT, "DeformConv: mask %s has the wrong shape", DESC(mask, bo));
     }

@@ -51,8 +51,8 @@ void kn_ew_unary_f32_level(int level, int op, const float *x, float *y, int64_t 
     }
 }
 
-void kn_ew_binary_f32_level(int level, int op, const float *a, int64_t sa, const float *b, int64_t sb,
-                            float *y, int64_t n) {
+void kn_ew_binary_f32_level(int level, int op, const float *a, int64_t sa, const float *b, int64_t sb, float *y,
+                            int64_t n) {
     switch (ew_clamp_level(level)) {
     case KN_EW_AVX512: kn_ew_binary_f32_avx512(op, a, sa, b, sb, y, n); return;
     case KN_EW_AVX2: kn_ew_binary_f32_avx2(op, a, sa, b, sb, y, n); return;
@@ -70,10 +70,28 @@ typedef enum ew_class { EW_FLOAT, EW_SINT, EW_UINT, EW_BOOL, EW_STRING, EW_OTHER
 
 static ew_class ew_class_of(kn_dtype t) {
     switch (t) {
-    case KN_F32: case KN_F64: case KN_F16: case KN_BF16: case KN_F8E4M3FN: case KN_F8E4M3FNUZ:
-    case KN_F8E5M2: case KN_F8E5M2FNUZ: case KN_F4E2M1: case KN_F8E8M0: return EW_FLOAT;
-    case KN_I8: case KN_I16: case KN_I32: case KN_I64: case KN_I4: case KN_I2: return EW_SINT;
-    case KN_U8: case KN_U16: case KN_U32: case KN_U64: case KN_U4: case KN_U2: return EW_UINT;
+    case KN_F32:
+    case KN_F64:
+    case KN_F16:
+    case KN_BF16:
+    case KN_F8E4M3FN:
+    case KN_F8E4M3FNUZ:
+    case KN_F8E5M2:
+    case KN_F8E5M2FNUZ:
+    case KN_F4E2M1:
+    case KN_F8E8M0: return EW_FLOAT;
+    case KN_I8:
+    case KN_I16:
+    case KN_I32:
+    case KN_I64:
+    case KN_I4:
+    case KN_I2: return EW_SINT;
+    case KN_U8:
+    case KN_U16:
+    case KN_U32:
+    case KN_U64:
+    case KN_U4:
+    case KN_U2: return EW_UINT;
     case KN_BOOL: return EW_BOOL;
     case KN_STRING: return EW_STRING;
     default: return EW_OTHER;
@@ -82,11 +100,16 @@ static ew_class ew_class_of(kn_dtype t) {
 
 static int64_t ew_ld_i(const void *p, kn_dtype t, int64_t i) {
     switch (t) {
-    case KN_I8: case KN_I4: case KN_I2: return ((const int8_t *)p)[i];
+    case KN_I8:
+    case KN_I4:
+    case KN_I2: return ((const int8_t *)p)[i];
     case KN_I16: return ((const int16_t *)p)[i];
     case KN_I32: return ((const int32_t *)p)[i];
     case KN_I64: return ((const int64_t *)p)[i];
-    case KN_U8: case KN_U4: case KN_U2: case KN_BOOL: return ((const uint8_t *)p)[i];
+    case KN_U8:
+    case KN_U4:
+    case KN_U2:
+    case KN_BOOL: return ((const uint8_t *)p)[i];
     case KN_U16: return ((const uint16_t *)p)[i];
     case KN_U32: return ((const uint32_t *)p)[i];
     case KN_U64: return (int64_t)((const uint64_t *)p)[i];
@@ -102,8 +125,11 @@ static double ew_ld_f(const void *p, kn_dtype t, int64_t i) {
     case KN_F64: return ((const double *)p)[i];
     case KN_F16: return kn_f16_to_f32(((const uint16_t *)p)[i]);
     case KN_BF16: return kn_bf16_to_f32(((const uint16_t *)p)[i]);
-    case KN_F8E4M3FN: case KN_F8E4M3FNUZ: case KN_F8E5M2: case KN_F8E5M2FNUZ: case KN_F8E8M0:
-        return kn_f8_to_f32(((const uint8_t *)p)[i], t);
+    case KN_F8E4M3FN:
+    case KN_F8E4M3FNUZ:
+    case KN_F8E5M2:
+    case KN_F8E5M2FNUZ:
+    case KN_F8E8M0: return kn_f8_to_f32(((const uint8_t *)p)[i], t);
     case KN_F4E2M1: return kn_f4e2m1_to_f32(((const uint8_t *)p)[i]);
     case KN_U64: return (double)((const uint64_t *)p)[i];
     default: return (double)ew_ld_i(p, t, i);
@@ -144,8 +170,11 @@ static void ew_st_f(void *p, kn_dtype t, int64_t i, double v) {
     case KN_F64: ((double *)p)[i] = v; break;
     case KN_F16: ((uint16_t *)p)[i] = kn_f32_to_f16((float)v); break;
     case KN_BF16: ((uint16_t *)p)[i] = kn_f32_to_bf16((float)v); break;
-    case KN_F8E4M3FN: case KN_F8E4M3FNUZ: case KN_F8E5M2: case KN_F8E5M2FNUZ: case KN_F8E8M0:
-        ((uint8_t *)p)[i] = kn_f32_to_f8((float)v, t, true); break;
+    case KN_F8E4M3FN:
+    case KN_F8E4M3FNUZ:
+    case KN_F8E5M2:
+    case KN_F8E5M2FNUZ:
+    case KN_F8E8M0: ((uint8_t *)p)[i] = kn_f32_to_f8((float)v, t, true); break;
     case KN_F4E2M1: ((uint8_t *)p)[i] = kn_f32_to_f4e2m1((float)v); break;
     case KN_U64:
         ((uint64_t *)p)[i] = isnan(v) || v <= 0 ? 0 : v >= 18446744073709551615.0 ? UINT64_MAX : (uint64_t)v;
@@ -214,7 +243,10 @@ static void ew_bcast_walk(const ew_bcast *b, int64_t begin, int64_t end, ew_seg_
     int nd = b->nd, last = nd - 1;
     int64_t idx[KN_MAX_DIMS], off[EW_MAX_IN] = {0}, inc[EW_MAX_IN] = {0};
     int64_t rem = begin;
-    for (int d = last; d >= 0; d--) { idx[d] = rem % b->dims[d]; rem /= b->dims[d]; }
+    for (int d = last; d >= 0; d--) {
+        idx[d] = rem % b->dims[d];
+        rem /= b->dims[d];
+    }
     for (int k = 0; k < b->nin; k++) {
         for (int d = 0; d < nd; d++) off[k] += idx[d] * b->st[k][d];
         inc[k] = b->st[k][last];
@@ -378,8 +410,11 @@ static void ew_simd_unary_range(void *ctx, int64_t b, int64_t e) {
 /* Which dtype classes each unary op accepts. */
 static bool ew_unary_accepts(int op, ew_class c) {
     switch (op) {
-    case KN_OP_Abs: case KN_OP_Neg: case KN_OP_Sign: case KN_OP_Relu: case KN_OP_Shrink:
-        return c == EW_FLOAT || c == EW_SINT || c == EW_UINT;
+    case KN_OP_Abs:
+    case KN_OP_Neg:
+    case KN_OP_Sign:
+    case KN_OP_Relu:
+    case KN_OP_Shrink: return c == EW_FLOAT || c == EW_SINT || c == EW_UINT;
     case KN_OP_BitwiseNot: return c == EW_SINT || c == EW_UINT;
     case KN_OP_Not: return c == EW_BOOL;
     default: return c == EW_FLOAT;
@@ -397,13 +432,17 @@ static kn_status *ew_unary(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     if (n <= 0) return NULL;
     ew_unary_job j = {op, x->dtype, y->dtype, x->data, y->data, 0, 0, 0, 0};
     switch (op) {
-    case KN_OP_LeakyRelu: case KN_OP_Elu: case KN_OP_Celu: case KN_OP_ThresholdedRelu: case KN_OP_Swish:
-        j.alpha = KN_PARAMS(node, act)->alpha; break;
+    case KN_OP_LeakyRelu:
+    case KN_OP_Elu:
+    case KN_OP_Celu:
+    case KN_OP_ThresholdedRelu:
+    case KN_OP_Swish: j.alpha = KN_PARAMS(node, act)->alpha; break;
     case KN_OP_Selu:
         j.alpha = KN_PARAMS(node, act)->alpha;
         j.gamma = KN_PARAMS(node, act)->gamma;
         break;
-    case KN_OP_HardSigmoid: case KN_OP_Shrink: /* Shrink: lambd, bias */
+    case KN_OP_HardSigmoid:
+    case KN_OP_Shrink: /* Shrink: lambd, bias */
         j.alpha = KN_PARAMS(node, act)->alpha;
         j.beta = KN_PARAMS(node, act)->beta;
         break;
@@ -442,14 +481,48 @@ static kn_status *ew_unary(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
                            kn_tensor *const *out, int n_out) { \
         return ew_unary(ctx, node, in, n_in, out, n_out, KN_OP_##ID); \
     }
-EW_UNARY(Abs) EW_UNARY(Acos) EW_UNARY(Acosh) EW_UNARY(Asin) EW_UNARY(Asinh) EW_UNARY(Atan)
-EW_UNARY(Atanh) EW_UNARY(Ceil) EW_UNARY(Cos) EW_UNARY(Cosh) EW_UNARY(Erf) EW_UNARY(Exp)
-EW_UNARY(Floor) EW_UNARY(Log) EW_UNARY(Neg) EW_UNARY(Reciprocal) EW_UNARY(Round) EW_UNARY(Sign)
-EW_UNARY(Sin) EW_UNARY(Sinh) EW_UNARY(Sqrt) EW_UNARY(Tan) EW_UNARY(Tanh) EW_UNARY(Sigmoid)
-EW_UNARY(Relu) EW_UNARY(LeakyRelu) EW_UNARY(Elu) EW_UNARY(Selu) EW_UNARY(Celu) EW_UNARY(Gelu)
-EW_UNARY(HardSigmoid) EW_UNARY(HardSwish) EW_UNARY(Softplus) EW_UNARY(Softsign) EW_UNARY(Mish)
-EW_UNARY(Swish) EW_UNARY(ThresholdedRelu) EW_UNARY(Shrink) EW_UNARY(IsNaN) EW_UNARY(IsInf)
-EW_UNARY(Not) EW_UNARY(BitwiseNot)
+EW_UNARY(Abs)
+EW_UNARY(Acos)
+EW_UNARY(Acosh)
+EW_UNARY(Asin)
+EW_UNARY(Asinh)
+EW_UNARY(Atan)
+EW_UNARY(Atanh)
+EW_UNARY(Ceil)
+EW_UNARY(Cos)
+EW_UNARY(Cosh)
+EW_UNARY(Erf)
+EW_UNARY(Exp)
+EW_UNARY(Floor)
+EW_UNARY(Log)
+EW_UNARY(Neg)
+EW_UNARY(Reciprocal)
+EW_UNARY(Round)
+EW_UNARY(Sign)
+EW_UNARY(Sin)
+EW_UNARY(Sinh)
+EW_UNARY(Sqrt)
+EW_UNARY(Tan)
+EW_UNARY(Tanh)
+EW_UNARY(Sigmoid)
+EW_UNARY(Relu)
+EW_UNARY(LeakyRelu)
+EW_UNARY(Elu)
+EW_UNARY(Selu)
+EW_UNARY(Celu)
+EW_UNARY(Gelu)
+EW_UNARY(HardSigmoid)
+EW_UNARY(HardSwish)
+EW_UNARY(Softplus)
+EW_UNARY(Softsign)
+EW_UNARY(Mish)
+EW_UNARY(Swish)
+EW_UNARY(ThresholdedRelu)
+EW_UNARY(Shrink)
+EW_UNARY(IsNaN)
+EW_UNARY(IsInf)
+EW_UNARY(Not)
+EW_UNARY(BitwiseNot)
 
 /* ------------------------------------------------------------------ binary ops */
 
@@ -465,7 +538,7 @@ typedef struct ew_binary_job {
 
 static bool ew_is_compare(int op) {
     return op == KN_OP_Equal || op == KN_OP_Greater || op == KN_OP_GreaterOrEqual || op == KN_OP_Less ||
-           op == KN_OP_LessOrEqual;
+        op == KN_OP_LessOrEqual;
 }
 
 static double ew_binary_f(const ew_binary_job *j, double a, double b) {
@@ -533,9 +606,12 @@ static int64_t ew_binary_s(const ew_binary_job *j, int64_t a, int64_t b) {
         if (b < 0 || b >= bits) return j->iattr ? 0 : (a < 0 ? -1 : 0);
         return j->iattr ? (int64_t)((uint64_t)a << b) : a >> b;
     }
-    case KN_OP_BitwiseAnd: case KN_OP_And: return a & b;
-    case KN_OP_BitwiseOr: case KN_OP_Or: return a | b;
-    case KN_OP_BitwiseXor: case KN_OP_Xor: return a ^ b;
+    case KN_OP_BitwiseAnd:
+    case KN_OP_And: return a & b;
+    case KN_OP_BitwiseOr:
+    case KN_OP_Or: return a | b;
+    case KN_OP_BitwiseXor:
+    case KN_OP_Xor: return a ^ b;
     case KN_OP_Max: return a > b ? a : b;
     case KN_OP_Min: return a < b ? a : b;
     case KN_OP_Equal: return a == b;
@@ -587,7 +663,10 @@ static void ew_binary_seg(void *ctx, int64_t o, const int64_t *off, const int64_
     const ew_binary_job *j = ctx;
     int64_t ia = off[0], ib = off[1], sa = inc[0], sb = inc[1];
     if (j->level) {
-        int sop = j->op == KN_OP_Add ? KN_EW_ADD : j->op == KN_OP_Sub ? KN_EW_SUB : j->op == KN_OP_Mul ? KN_EW_MUL : KN_EW_DIV;
+        int sop = j->op == KN_OP_Add ? KN_EW_ADD
+            : j->op == KN_OP_Sub     ? KN_EW_SUB
+            : j->op == KN_OP_Mul     ? KN_EW_MUL
+                                     : KN_EW_DIV;
         kn_ew_binary_f32_level(j->level, sop, (const float *)j->a + ia, sa, (const float *)j->b + ib, sb,
                                (float *)j->y + o, n);
         return;
@@ -642,12 +721,18 @@ static bool ew_binary_accepts(int op, kn_dtype ta, kn_dtype tb) {
     if (op == KN_OP_Pow) return num && (cb == EW_FLOAT || cb == EW_SINT || cb == EW_UINT);
     if (ta != tb) return false;
     switch (op) {
-    case KN_OP_And: case KN_OP_Or: case KN_OP_Xor: return ca == EW_BOOL;
-    case KN_OP_BitwiseAnd: case KN_OP_BitwiseOr: case KN_OP_BitwiseXor: case KN_OP_BitShift:
-        return ca == EW_SINT || ca == EW_UINT;
+    case KN_OP_And:
+    case KN_OP_Or:
+    case KN_OP_Xor: return ca == EW_BOOL;
+    case KN_OP_BitwiseAnd:
+    case KN_OP_BitwiseOr:
+    case KN_OP_BitwiseXor:
+    case KN_OP_BitShift: return ca == EW_SINT || ca == EW_UINT;
     case KN_OP_Equal: return num || ca == EW_BOOL || ca == EW_STRING;
-    case KN_OP_Greater: case KN_OP_GreaterOrEqual: case KN_OP_Less: case KN_OP_LessOrEqual:
-        return num || ca == EW_BOOL;
+    case KN_OP_Greater:
+    case KN_OP_GreaterOrEqual:
+    case KN_OP_Less:
+    case KN_OP_LessOrEqual: return num || ca == EW_BOOL;
     case KN_OP_SwiGLU: return ca == EW_FLOAT;
     default: return num;
     }
@@ -655,8 +740,8 @@ static bool ew_binary_accepts(int op, kn_dtype ta, kn_dtype tb) {
 
 /* y = a op b with broadcasting; y's shape was set by inference. y may alias a when a has y's
  * shape (each element is read before it is written at the same index). */
-static kn_status *ew_binary_apply(kn_exec_ctx *ctx, const kn_node *node, int op, const kn_tensor *a,
-                                  const kn_tensor *b, kn_tensor *y, int64_t iattr, double alpha) {
+static kn_status *ew_binary_apply(kn_exec_ctx *ctx, const kn_node *node, int op, const kn_tensor *a, const kn_tensor *b,
+                                  kn_tensor *y, int64_t iattr, double alpha) {
     if (!ew_binary_accepts(op, a->dtype, b->dtype)) {
         if (op == KN_OP_Pow || a->dtype == b->dtype) return kn_err_dtype(node, a);
         char ba[KN_DESC_LEN], bb[KN_DESC_LEN];
@@ -708,10 +793,25 @@ static kn_status *ew_binary(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
                            kn_tensor *const *out, int n_out) { \
         return ew_binary(ctx, node, in, n_in, out, n_out, KN_OP_##ID); \
     }
-EW_BINARY(Add) EW_BINARY(Sub) EW_BINARY(Mul) EW_BINARY(Div) EW_BINARY(Pow) EW_BINARY(Mod)
-EW_BINARY(BitShift) EW_BINARY(BitwiseAnd) EW_BINARY(BitwiseOr) EW_BINARY(BitwiseXor)
-EW_BINARY(And) EW_BINARY(Or) EW_BINARY(Xor) EW_BINARY(Equal) EW_BINARY(Greater) EW_BINARY(GreaterOrEqual)
-EW_BINARY(Less) EW_BINARY(LessOrEqual) EW_BINARY(SwiGLU)
+EW_BINARY(Add)
+EW_BINARY(Sub)
+EW_BINARY(Mul)
+EW_BINARY(Div)
+EW_BINARY(Pow)
+EW_BINARY(Mod)
+EW_BINARY(BitShift)
+EW_BINARY(BitwiseAnd)
+EW_BINARY(BitwiseOr)
+EW_BINARY(BitwiseXor)
+EW_BINARY(And)
+EW_BINARY(Or)
+EW_BINARY(Xor)
+EW_BINARY(Equal)
+EW_BINARY(Greater)
+EW_BINARY(GreaterOrEqual)
+EW_BINARY(Less)
+EW_BINARY(LessOrEqual)
+EW_BINARY(SwiGLU)
 
 /* PRelu before opset 7 applies a 1-D slope along the channel axis (1), which PyTorch exports rely
  * on; the slope is viewed as [C, 1, ..., 1] so ordinary broadcasting does the rest. */
@@ -856,8 +956,15 @@ kn_status *kn_cpu_Clip(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
                 return kn_error(KN_ERR_INVALID_ARGUMENT, "Clip: %s must be a scalar, got %s", k == 1 ? "min" : "max",
                                 kn_tensor_desc(t, b, sizeof b));
             }
-            if (k == 1) { j.lo = ew_ld_f(t->data, t->dtype, 0); j.ilo = ew_ld_i(t->data, t->dtype, 0); j.ulo = ew_ld_u(t->data, t->dtype, 0); }
-            else { j.hi = ew_ld_f(t->data, t->dtype, 0); j.ihi = ew_ld_i(t->data, t->dtype, 0); j.uhi = ew_ld_u(t->data, t->dtype, 0); }
+            if (k == 1) {
+                j.lo = ew_ld_f(t->data, t->dtype, 0);
+                j.ilo = ew_ld_i(t->data, t->dtype, 0);
+                j.ulo = ew_ld_u(t->data, t->dtype, 0);
+            } else {
+                j.hi = ew_ld_f(t->data, t->dtype, 0);
+                j.ihi = ew_ld_i(t->data, t->dtype, 0);
+                j.uhi = ew_ld_u(t->data, t->dtype, 0);
+            }
         }
     }
     int64_t n = kn_numel(x);
@@ -879,7 +986,8 @@ static void ew_where_seg(void *ctx, int64_t o, const int64_t *off, const int64_t
     const ew_where_job *j = ctx;
     for (int64_t k = 0; k < n; k++) {
         bool c = j->c[off[0] + k * inc[0]] != 0;
-        const char *src = c ? j->x + (size_t)(off[1] + k * inc[1]) * j->es : j->yv + (size_t)(off[2] + k * inc[2]) * j->es;
+        const char *src =
+            c ? j->x + (size_t)(off[1] + k * inc[1]) * j->es : j->yv + (size_t)(off[2] + k * inc[2]) * j->es;
         if (j->strings) {
             const char *s = *(char *const *)src;
             ((char **)j->o)[o + k] = strdup(s ? s : "");

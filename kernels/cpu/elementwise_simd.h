@@ -6,7 +6,13 @@
 #include <stdint.h>
 
 enum kn_ew_unop {
-    KN_EW_RELU = 0, KN_EW_SIGMOID, KN_EW_TANH, KN_EW_EXP, KN_EW_ERF, KN_EW_GELU_ERF, KN_EW_GELU_TANH,
+    KN_EW_RELU = 0,
+    KN_EW_SIGMOID,
+    KN_EW_TANH,
+    KN_EW_EXP,
+    KN_EW_ERF,
+    KN_EW_GELU_ERF,
+    KN_EW_GELU_TANH,
     KN_EW_UNOP_COUNT
 };
 enum kn_ew_binop { KN_EW_ADD = 0, KN_EW_SUB, KN_EW_MUL, KN_EW_DIV, KN_EW_BINOP_COUNT };
@@ -25,7 +31,7 @@ void kn_ew_binary_f32_avx512(int op, const float *a, int64_t sa, const float *b,
  * the widest ISA available. */
 int kn_ew_best_level(void);
 void kn_ew_unary_f32_level(int level, int op, const float *x, float *y, int64_t n);
-void kn_ew_binary_f32_level(int level, int op, const float *a, int64_t sa, const float *b, int64_t sb,
-                            float *y, int64_t n);
+void kn_ew_binary_f32_level(int level, int op, const float *a, int64_t sa, const float *b, int64_t sb, float *y,
+                            int64_t n);
 
 #endif

@@ -72,9 +72,7 @@ static inline V ew_tanh(V x) {
     return vsel(vcmp_unord(x, x), x, r);
 }
 
-static inline V ew_sigmoid(V x) {
-    return vdiv(vset1(1.0f), vadd(vset1(1.0f), kn_vexp(vsub(vset1(0.0f), x))));
-}
+static inline V ew_sigmoid(V x) { return vdiv(vset1(1.0f), vadd(vset1(1.0f), kn_vexp(vsub(vset1(0.0f), x)))); }
 
 /* x * Phi(x) with Phi computed from erfc on the far side so negative inputs keep relative accuracy */
 static inline V ew_gelu_erf(V x) {
@@ -116,14 +114,16 @@ void KN_EW_FN(kn_ew_unary_f32)(int op, const float *x, float *y, int64_t n) {
     int64_t i = 0;
     switch (op) {
 #define KN_EW_UNARY_LOOP(OPC, FN) \
-    case OPC: for (; i + W <= n; i += W) vstore(y + i, FN(vload(x + i))); break;
-    KN_EW_UNARY_LOOP(KN_EW_RELU, ew_relu_v)
-    KN_EW_UNARY_LOOP(KN_EW_SIGMOID, ew_sigmoid)
-    KN_EW_UNARY_LOOP(KN_EW_TANH, ew_tanh)
-    KN_EW_UNARY_LOOP(KN_EW_EXP, kn_vexp)
-    KN_EW_UNARY_LOOP(KN_EW_ERF, ew_erf)
-    KN_EW_UNARY_LOOP(KN_EW_GELU_ERF, ew_gelu_erf)
-    KN_EW_UNARY_LOOP(KN_EW_GELU_TANH, ew_gelu_tanh)
+    case OPC: \
+        for (; i + W <= n; i += W) vstore(y + i, FN(vload(x + i))); \
+        break;
+        KN_EW_UNARY_LOOP(KN_EW_RELU, ew_relu_v)
+        KN_EW_UNARY_LOOP(KN_EW_SIGMOID, ew_sigmoid)
+        KN_EW_UNARY_LOOP(KN_EW_TANH, ew_tanh)
+        KN_EW_UNARY_LOOP(KN_EW_EXP, kn_vexp)
+        KN_EW_UNARY_LOOP(KN_EW_ERF, ew_erf)
+        KN_EW_UNARY_LOOP(KN_EW_GELU_ERF, ew_gelu_erf)
+        KN_EW_UNARY_LOOP(KN_EW_GELU_TANH, ew_gelu_tanh)
 #undef KN_EW_UNARY_LOOP
     default: break;
     }
@@ -154,10 +154,25 @@ void KN_EW_FN(kn_ew_binary_f32)(int op, const float *a, int64_t sa, const float 
         return;
     }
     /* the op switch sits outside the loops so each loop body is a single instruction stream */
-#define KN_EW_BIN_LOOPS(EXPR)                                                                    \
-    if (sa && sb) for (; i + W <= n; i += W) { V va = vload(a + i), vb = vload(b + i); vstore(y + i, EXPR); } \
-    else if (sa) { V vb = vset1(b[0]); for (; i + W <= n; i += W) { V va = vload(a + i); vstore(y + i, EXPR); } } \
-    else if (sb) { V va = vset1(a[0]); for (; i + W <= n; i += W) { V vb = vload(b + i); vstore(y + i, EXPR); } }
+#define KN_EW_BIN_LOOPS(EXPR) \
+    if (sa && sb) \
+        for (; i + W <= n; i += W) { \
+            V va = vload(a + i), vb = vload(b + i); \
+            vstore(y + i, EXPR); \
+        } \
+    else if (sa) { \
+        V vb = vset1(b[0]); \
+        for (; i + W <= n; i += W) { \
+            V va = vload(a + i); \
+            vstore(y + i, EXPR); \
+        } \
+    } else if (sb) { \
+        V va = vset1(a[0]); \
+        for (; i + W <= n; i += W) { \
+            V vb = vload(b + i); \
+            vstore(y + i, EXPR); \
+        } \
+    }
     switch (op) {
     case KN_EW_ADD: KN_EW_BIN_LOOPS(vadd(va, vb)) break;
     case KN_EW_SUB: KN_EW_BIN_LOOPS(vsub(va, vb)) break;
@@ -170,7 +185,10 @@ void KN_EW_FN(kn_ew_binary_f32)(int op, const float *a, int64_t sa, const float 
         float ba[W], bb[W];
         memset(ba, 0, sizeof ba);
         memset(bb, 0, sizeof bb);
-        for (int64_t k = i; k < n; k++) { ba[k - i] = a[k * sa]; bb[k - i] = b[k * sb]; }
+        for (int64_t k = i; k < n; k++) {
+            ba[k - i] = a[k * sa];
+            bb[k - i] = b[k * sb];
+        }
         vstore(ba, ew_binary_v(op, vload(ba), vload(bb)));
         memcpy(y + i, ba, (size_t)(n - i) * sizeof(float));
     }

@@ -26,12 +26,11 @@ typedef struct isa_desc {
     int isa;
     int mr, nr;
     kn_sgemm_micro_fn micro;
-    kn_sgemm_rows_fn rows, rows_bt; /* NULL: no skinny path */
+    kn_sgemm_rows_fn rows, rows_bt;                                                    /* NULL: no skinny path */
     void (*pack_a8)(const float *A, int64_t lda, int64_t kc, float alpha, float *dst); /* mr == 8 only */
 } isa_desc;
 
-static void micro_scalar(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta)
-{
+static void micro_scalar(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta) {
     float acc[SCALAR_MR][SCALAR_NR] = {{0}};
     for (int64_t k = 0; k < kc; k++, Ap += SCALAR_MR, Bp += SCALAR_NR)
         for (int r = 0; r < SCALAR_MR; r++)
@@ -43,8 +42,7 @@ static void micro_scalar(int64_t kc, const float *Ap, const float *Bp, float *C,
         }
 }
 
-static int resolve_isa(int want)
-{
+static int resolve_isa(int want) {
     __builtin_cpu_init();
     bool has512 = __builtin_cpu_supports("avx512f");
     bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -54,32 +52,36 @@ static int resolve_isa(int want)
     return has2 ? KN_SGEMM_ISA_AVX2 : KN_SGEMM_ISA_SCALAR;
 }
 
-static isa_desc get_isa(int want)
-{
+static isa_desc get_isa(int want) {
     isa_desc d = {0};
     d.isa = resolve_isa(want);
     switch (d.isa) {
     case KN_SGEMM_ISA_AVX512:
-        d.mr = KN_SGEMM_AVX512_MR; d.nr = KN_SGEMM_AVX512_NR;
-        d.micro = kn_sgemm_micro_avx512; d.rows = kn_sgemm_rows_avx512;
+        d.mr = KN_SGEMM_AVX512_MR;
+        d.nr = KN_SGEMM_AVX512_NR;
+        d.micro = kn_sgemm_micro_avx512;
+        d.rows = kn_sgemm_rows_avx512;
         d.rows_bt = kn_sgemm_rows_bt_avx512;
         d.pack_a8 = kn_sgemm_pack_a8_avx2;
         break;
     case KN_SGEMM_ISA_AVX2:
-        d.mr = KN_SGEMM_AVX2_MR; d.nr = KN_SGEMM_AVX2_NR;
-        d.micro = kn_sgemm_micro_avx2; d.rows = kn_sgemm_rows_avx2;
+        d.mr = KN_SGEMM_AVX2_MR;
+        d.nr = KN_SGEMM_AVX2_NR;
+        d.micro = kn_sgemm_micro_avx2;
+        d.rows = kn_sgemm_rows_avx2;
         d.rows_bt = kn_sgemm_rows_bt_avx2;
         break;
     default:
-        d.mr = SCALAR_MR; d.nr = SCALAR_NR;
-        d.micro = micro_scalar; d.rows = d.rows_bt = NULL;
+        d.mr = SCALAR_MR;
+        d.nr = SCALAR_NR;
+        d.micro = micro_scalar;
+        d.rows = d.rows_bt = NULL;
         break;
     }
     return d;
 }
 
-const char *kn_sgemm_isa_name(int isa)
-{
+const char *kn_sgemm_isa_name(int isa) {
     switch (resolve_isa(isa)) {
     case KN_SGEMM_ISA_AVX512: return "avx512";
     case KN_SGEMM_ISA_AVX2: return "avx2";
@@ -87,10 +89,8 @@ const char *kn_sgemm_isa_name(int isa)
     }
 }
 
-void kn_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
-                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-                  float beta, float *C, int64_t ldc)
-{
+void kn_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     for (int64_t i = 0; i < M; i++)
         for (int64_t j = 0; j < N; j++) {
             double s = 0;
@@ -104,17 +104,15 @@ void kn_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
         }
 }
 
-static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc)
-{
+static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc) {
     if (beta == 1.0f) return;
     for (int64_t i = 0; i < M; i++)
         for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
 }
 
 /* op(A)[ic:ic+mc, pc:pc+kc] * alpha into MR-row panels: dst[panel][k*MR + r], zero-padded. */
-static void pack_a(const isa_desc *d, bool ta, const float *A, int64_t lda, int64_t ic, int64_t pc,
-                   int64_t mc, int64_t kc, int mr_full, float alpha, float *dst)
-{
+static void pack_a(const isa_desc *d, bool ta, const float *A, int64_t lda, int64_t ic, int64_t pc, int64_t mc,
+                   int64_t kc, int mr_full, float alpha, float *dst) {
     for (int64_t ir = 0; ir < mc; ir += mr_full, dst += mr_full * kc) {
         int mr = mc - ir < mr_full ? (int)(mc - ir) : mr_full;
         if (!ta && mr == 8 && mr_full == 8 && d->pack_a8) {
@@ -139,9 +137,8 @@ static void pack_a(const isa_desc *d, bool ta, const float *A, int64_t lda, int6
 }
 
 /* op(B)[pc:pc+kc, jc:jc+nc] into NR-column panels: dst[panel][k*NR + j], zero-padded. */
-static void pack_b(bool tb, const float *B, int64_t ldb, int64_t pc, int64_t jc, int64_t kc,
-                   int64_t nc, int nr_full, float *dst)
-{
+static void pack_b(bool tb, const float *B, int64_t ldb, int64_t pc, int64_t jc, int64_t kc, int64_t nc, int nr_full,
+                   float *dst) {
     for (int64_t jr = 0; jr < nc; jr += nr_full, dst += nr_full * kc) {
         int nr = nc - jr < nr_full ? (int)(nc - jr) : nr_full;
         if (!tb) {
@@ -170,10 +167,8 @@ static void pack_b(bool tb, const float *B, int64_t ldb, int64_t pc, int64_t jc,
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 /* One thread's share: the whole blocked algorithm on an M x N region of C. */
-static void sgemm_region(const isa_desc *d, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
-                         float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-                         float beta, float *C, int64_t ldc)
-{
+static void sgemm_region(const isa_desc *d, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                         const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     const int MR = d->mr, NR = d->nr;
     int64_t kc_max = K < KC_MAX ? K : KC_MAX;
     int64_t mc_max = round_up(M < MC_MAX ? M : MC_MAX, MR);
@@ -186,7 +181,9 @@ static void sgemm_region(const isa_desc *d, bool ta, bool tb, int64_t M, int64_t
     }
     float *Ap = ws, *Bp = ws + round_up(mc_max * kc_max, 16), *tile = Bp + round_up(nc_max * kc_max, 16);
     for (int64_t jc = 0; jc < N; jc += NC_MAX) {
-        int64_t nc = N - jc < NC_MAX ? N - jc : NC_MAX;
+        int64_t nc = N
+        -jc < NC_MAX ? N
+        -jc : NC_MAX;
         for (int64_t pc = 0; pc < K; pc += KC_MAX) {
             int64_t kc = K - pc < KC_MAX ? K - pc : KC_MAX;
             float bet = pc == 0 ? beta : 1.0f;
@@ -222,53 +219,55 @@ static void sgemm_region(const isa_desc *d, bool ta, bool tb, int64_t M, int64_t
 typedef struct gemm_job {
     const isa_desc *d;
     bool ta, tb;
-    int64_t M, N, K;
+    int64_t M, N
+    , K;
     float alpha, beta;
     const float *A, *B;
     float *C;
     int64_t lda, ldb, ldc;
-    int64_t tm, tn;       /* task grid */
-    int64_t rows, cols;   /* region size per task (the last ones are smaller) */
+    int64_t tm, tn;     /* task grid */
+    int64_t rows, cols; /* region size per task (the last ones are smaller) */
     bool skinny;
 } gemm_job;
 
-static void gemm_task(void *ctx, int64_t begin, int64_t end)
-{
+static void gemm_task(void *ctx, int64_t begin, int64_t end) {
     const gemm_job *j = ctx;
     for (int64_t t = begin; t < end; t++) {
         int64_t i0 = (t / j->tn) * j->rows, j0 = (t % j->tn) * j->cols;
         if (i0 >= j->M || j0 >= j->N) continue;
         int64_t m = j->M - i0 < j->rows ? j->M - i0 : j->rows;
-        int64_t n = j->N - j0 < j->cols ? j->N - j0 : j->cols;
+        int64_t n = j->N
+        -j0 < j->cols ? j->N
+        -j0 : j->cols;
         const float *a = j->ta ? j->A + i0 : j->A + i0 * j->lda;
         const float *b = j->tb ? j->B + j0 * j->ldb : j->B + j0;
         float *c = j->C + i0 * j->ldc + j0;
         if (j->skinny)
             (j->tb ? j->d->rows_bt : j->d->rows)(m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->beta, c, j->ldc);
-        else
-            sgemm_region(j->d, j->ta, j->tb, m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->beta, c, j->ldc);
+        else sgemm_region(j->d, j->ta, j->tb, m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->beta, c, j->ldc);
     }
 }
 
-static void sgemm_dispatch(kn_threadpool *pool, int isa, bool ta, bool tb, int64_t M, int64_t N,
-                           int64_t K, float alpha, const float *A, int64_t lda, const float *B,
-                           int64_t ldb, float beta, float *C, int64_t ldc)
-{
+static void sgemm_dispatch(kn_threadpool *pool, int isa, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                           const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                           int64_t ldc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
         scale_c(M, N, beta, C, ldc);
         return;
     }
     isa_desc d = get_isa(isa);
-    gemm_job j = {&d, ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, 1, 1, M, N, false};
+    gemm_job j = { &d, ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, 1, 1, M, N, false };
     j.skinny = (tb ? d.rows_bt : d.rows) && M <= 4 && !ta;
     int64_t T = pool ? kn_threadpool_size(pool) : 1;
-    double flops = 2.0 * (double)M * (double)N * (double)K;
+    double flops = 2.0 * (double)M * (double)N
+    *(double)K;
     /* Below ~1 MFLOP the fork/join costs more than it saves. */
     if (T > 1 && flops >= 1e6) {
         int64_t unit_n = j.skinny ? 64 : d.nr;
         if (j.skinny) {
-            j.tm = 1; j.tn = T;
+            j.tm = 1;
+            j.tn = T;
         } else {
             /* Pick the grid tm x tn = T whose padded per-task area is smallest; ties go to
              * splitting M, which keeps each task's packed B panels long. But every task packs
@@ -276,80 +275,76 @@ static void sgemm_dispatch(kn_threadpool *pool, int isa, bool ta, bool tb, int64
              * (<= 64 rows, as at batch 1) the repeated packing of B rivals the strips' compute:
              * there splitting N is preferred (measured: MiniLM-L6 batch 1 about 10% faster;
              * at batch 8 splitting N was slower, hence the threshold). */
-            bool thin = (M + T - 1) / T <= 64 && N >= T * unit_n;
+            bool thin = (M + T - 1) / T <= 64 && N
+            >= T *unit_n;
             double best = -1;
             for (int64_t tm = T; tm >= 1; tm--) {
                 if (T % tm) continue;
                 int64_t tn = T / tm;
                 double area = (double)round_up((M + tm - 1) / tm, d.mr) * (double)round_up((N + tn - 1) / tn, unit_n);
                 if (thin && tm > 1) area *= 1.5;
-                if (best < 0 || area < best) { best = area; j.tm = tm; j.tn = tn; }
+                if (best < 0 || area < best) {
+                    best = area;
+                    j.tm = tm;
+                    j.tn = tn;
+                }
             }
         }
         j.rows = round_up((M + j.tm - 1) / j.tm, j.skinny ? 1 : d.mr);
         j.cols = round_up((N + j.tn - 1) / j.tn, unit_n);
     }
     int64_t tasks = j.tm * j.tn;
-    if (tasks == 1)
-        gemm_task(&j, 0, 1);
-    else
-        kn_parallel_for(pool, tasks, 1, gemm_task, &j);
+    if (tasks == 1) gemm_task(&j, 0, 1);
+    else kn_parallel_for(pool, tasks, 1, gemm_task, &j);
 }
 
-void kn_sgemm(kn_threadpool *pool, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
-              float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-              float beta, float *C, int64_t ldc)
-{
+void kn_sgemm(kn_threadpool *pool, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+              const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     sgemm_dispatch(pool, KN_SGEMM_ISA_AUTO, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-void kn_sgemm_isa(kn_threadpool *pool, int isa, bool trans_a, bool trans_b, int64_t M, int64_t N,
-                  int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-                  float beta, float *C, int64_t ldc)
-{
+void kn_sgemm_isa(kn_threadpool *pool, int isa, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                  int64_t ldc) {
     sgemm_dispatch(pool, isa, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 typedef struct batch_job {
     bool ta, tb;
-    int64_t M, N, K;
+    int64_t M, N
+    , K;
     float alpha, beta;
     const float *A, *B;
     float *C;
     int64_t lda, ldb, ldc, sa, sb, sc;
 } batch_job;
 
-static void batch_task(void *ctx, int64_t begin, int64_t end)
-{
+static void batch_task(void *ctx, int64_t begin, int64_t end) {
     const batch_job *j = ctx;
     for (int64_t b = begin; b < end; b++)
-        sgemm_dispatch(NULL, KN_SGEMM_ISA_AUTO, j->ta, j->tb, j->M, j->N, j->K, j->alpha,
-                       j->A + b * j->sa, j->lda, j->B + b * j->sb, j->ldb, j->beta,
-                       j->C + b * j->sc, j->ldc);
+        sgemm_dispatch(NULL, KN_SGEMM_ISA_AUTO, j->ta, j->tb, j->M, j->N, j->K, j->alpha, j->A + b * j->sa, j->lda,
+                       j->B + b * j->sb, j->ldb, j->beta, j->C + b * j->sc, j->ldc);
 }
 
-void kn_sgemm_batched(kn_threadpool *pool, bool trans_a, bool trans_b, int64_t batch,
-                      int64_t M, int64_t N, int64_t K, float alpha,
-                      const float *A, int64_t lda, int64_t stride_a,
-                      const float *B, int64_t ldb, int64_t stride_b,
-                      float beta, float *C, int64_t ldc, int64_t stride_c)
-{
+void kn_sgemm_batched(kn_threadpool *pool, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K,
+                      float alpha, const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb,
+                      int64_t stride_b, float beta, float *C, int64_t ldc, int64_t stride_c) {
     if (batch <= 0) return;
     int64_t T = pool ? kn_threadpool_size(pool) : 1;
-    double flops = 2.0 * (double)M * (double)N * (double)K;
+    double flops = 2.0 * (double)M * (double)N
+    *(double)K;
     /* Many small products: one whole product per task. Few big ones: thread inside each. */
     if (batch == 1 || T <= 1 || (batch < 2 * T && flops >= 4e6)) {
         for (int64_t b = 0; b < batch; b++)
-            kn_sgemm(pool, trans_a, trans_b, M, N, K, alpha, A + b * stride_a, lda,
-                     B + b * stride_b, ldb, beta, C + b * stride_c, ldc);
+            kn_sgemm(pool, trans_a, trans_b, M, N, K, alpha, A + b * stride_a, lda, B + b * stride_b, ldb, beta,
+                     C + b * stride_c, ldc);
         return;
     }
-    batch_job j = {trans_a, trans_b, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, stride_a, stride_b, stride_c};
+    batch_job j = { trans_a, trans_b, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, stride_a, stride_b, stride_c };
     kn_parallel_for(pool, batch, 1, batch_task, &j);
 }
 
-void kn_dgemm_plain(int64_t M, int64_t N, int64_t K, const double *A, const double *B, double *C)
-{
+void kn_dgemm_plain(int64_t M, int64_t N, int64_t K, const double *A, const double *B, double *C) {
     for (int64_t i = 0; i < M; i++) {
         double *c = C + i * N;
         for (int64_t j = 0; j < N; j++) c[j] = 0.0;
@@ -361,8 +356,7 @@ void kn_dgemm_plain(int64_t M, int64_t N, int64_t K, const double *A, const doub
     }
 }
 
-void kn_igemm_plain(int64_t M, int64_t N, int64_t K, const int64_t *A, const int64_t *B, int64_t *C)
-{
+void kn_igemm_plain(int64_t M, int64_t N, int64_t K, const int64_t *A, const int64_t *B, int64_t *C) {
     /* Unsigned arithmetic: integer MatMul wraps on overflow like the reference, without UB. */
     for (int64_t i = 0; i < M; i++) {
         uint64_t *c = (uint64_t *)(C + i * N);
@@ -375,15 +369,13 @@ void kn_igemm_plain(int64_t M, int64_t N, int64_t K, const int64_t *A, const int
     }
 }
 
-void kn_igemm_pack_b16(int64_t K, int64_t N, const int16_t *B, int16_t *Bp)
-{
+void kn_igemm_pack_b16(int64_t K, int64_t N, const int16_t *B, int16_t *Bp) {
     for (int64_t k = 0; k < K + (K & 1); k++)
         for (int64_t j = 0; j < N; j++) Bp[(k / 2) * 2 * N + 2 * j + (k & 1)] = k < K ? B[k * N + j] : 0;
 }
 
-bool kn_igemm_s16(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda, const int16_t *Bp,
-                  int32_t *C, int64_t ldc)
-{
+bool kn_igemm_s16(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda, const int16_t *Bp, int32_t *C,
+                  int64_t ldc) {
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx2")) return false;
     kn_igemm_s16_avx2(M, N, K, A, lda, Bp, C, ldc);

@@ -15,29 +15,25 @@
 /* op(A) is M x K, op(B) is K x N, C is M x N. lda/ldb/ldc are row strides in elements of the
  * matrices as stored (A is K x M when trans_a). beta == 0 means C is write-only (NaNs in it are
  * not propagated). pool may be NULL; called from inside a parallel region it runs serially. */
-void kn_sgemm(kn_threadpool *pool, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
-              float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-              float beta, float *C, int64_t ldc);
+void kn_sgemm(kn_threadpool *pool, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+              const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
 /* batch independent products; matrix b uses A + b*stride_a, B + b*stride_b, C + b*stride_c.
  * A stride of 0 shares one matrix across the batch (broadcast). */
-void kn_sgemm_batched(kn_threadpool *pool, bool trans_a, bool trans_b, int64_t batch,
-                      int64_t M, int64_t N, int64_t K, float alpha,
-                      const float *A, int64_t lda, int64_t stride_a,
-                      const float *B, int64_t ldb, int64_t stride_b,
-                      float beta, float *C, int64_t ldc, int64_t stride_c);
+void kn_sgemm_batched(kn_threadpool *pool, bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K,
+                      float alpha, const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb,
+                      int64_t stride_b, float beta, float *C, int64_t ldc, int64_t stride_c);
 
 /* The obviously-correct triple loop (double accumulation) the fast path is checked against. */
-void kn_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
-                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-                  float beta, float *C, int64_t ldc);
+void kn_sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
 /* kn_sgemm with an explicit micro-kernel family, for tests and benchmarks: KN_SGEMM_ISA_AUTO,
  * _SCALAR, _AVX2 or _AVX512. A family this CPU lacks falls back to the best one it has. */
 enum { KN_SGEMM_ISA_AUTO = 0, KN_SGEMM_ISA_SCALAR = 1, KN_SGEMM_ISA_AVX2 = 2, KN_SGEMM_ISA_AVX512 = 3 };
-void kn_sgemm_isa(kn_threadpool *pool, int isa, bool trans_a, bool trans_b, int64_t M, int64_t N,
-                  int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-                  float beta, float *C, int64_t ldc);
+void kn_sgemm_isa(kn_threadpool *pool, int isa, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                  int64_t ldc);
 const char *kn_sgemm_isa_name(int isa); /* name of the family isa resolves to on this CPU */
 
 /* Plain row-major products C = A(MxK) * B(KxN) for the other MatMul dtypes (no alpha/beta). */
@@ -49,21 +45,19 @@ void kn_igemm_plain(int64_t M, int64_t N, int64_t K, const int64_t *A, const int
  * Bp[(k/2)*2N + 2j + (k&1)] (zero for the odd tail), then C (int32, wrapping) = A * B. Returns
  * false when the CPU lacks AVX2 (the caller then uses its plain loop). */
 void kn_igemm_pack_b16(int64_t K, int64_t N, const int16_t *B, int16_t *Bp);
-bool kn_igemm_s16(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda, const int16_t *Bp,
-                  int32_t *C, int64_t ldc);
-void kn_igemm_s16_avx2(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda,
-                       const int16_t *Bp, int32_t *C, int64_t ldc);
+bool kn_igemm_s16(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda, const int16_t *Bp, int32_t *C,
+                  int64_t ldc);
+void kn_igemm_s16_avx2(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda, const int16_t *Bp, int32_t *C,
+                       int64_t ldc);
 
 /* ---- internal: the per-ISA micro-kernels (gemm_avx2.c, gemm_avx512.c) ---- */
 /* C[MR x NR] (row stride ldc) = beta * C + Ap * Bp over kc steps, with Ap packed MR-interleaved
  * (Ap[k*MR + r]) and Bp packed NR-interleaved (Bp[k*NR + j]). beta == 0: C is not read. */
-typedef void (*kn_sgemm_micro_fn)(int64_t kc, const float *Ap, const float *Bp, float *C,
-                                  int64_t ldc, float beta);
+typedef void (*kn_sgemm_micro_fn)(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta);
 /* Rows of a skinny product (M small): C[m x N] = beta*C + alpha * A[m x K] * op(B), unpacked,
  * m <= 4; the _bt variants take B transposed (stored N x K). */
-typedef void (*kn_sgemm_rows_fn)(int64_t m, int64_t N, int64_t K, float alpha, const float *A,
-                                 int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                                 int64_t ldc);
+typedef void (*kn_sgemm_rows_fn)(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 #define KN_SGEMM_AVX2_MR 6
 #define KN_SGEMM_AVX2_NR 16
 #define KN_SGEMM_AVX512_MR 8
@@ -71,13 +65,13 @@ typedef void (*kn_sgemm_rows_fn)(int64_t m, int64_t N, int64_t K, float alpha, c
 void kn_sgemm_micro_avx2(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta);
 void kn_sgemm_micro_avx512(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta);
 void kn_sgemm_pack_a8_avx2(const float *A, int64_t lda, int64_t kc, float alpha, float *dst);
-void kn_sgemm_rows_avx2(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-void kn_sgemm_rows_bt_avx2(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                           const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-void kn_sgemm_rows_bt_avx512(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                             const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
-void kn_sgemm_rows_avx512(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                          const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+void kn_sgemm_rows_avx2(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                        int64_t ldb, float beta, float *C, int64_t ldc);
+void kn_sgemm_rows_bt_avx2(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                           int64_t ldb, float beta, float *C, int64_t ldc);
+void kn_sgemm_rows_bt_avx512(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                             int64_t ldb, float beta, float *C, int64_t ldc);
+void kn_sgemm_rows_avx512(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                          int64_t ldb, float beta, float *C, int64_t ldc);
 
 #endif

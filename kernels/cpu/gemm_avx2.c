@@ -7,30 +7,30 @@
 #define MR KN_SGEMM_AVX2_MR
 #define NR KN_SGEMM_AVX2_NR
 
-#define ROW_FMA(r, c0, c1)                                   \
-    do {                                                     \
-        __m256 a_ = _mm256_broadcast_ss(Ap + (r));           \
-        c0 = _mm256_fmadd_ps(a_, b0, c0);                    \
-        c1 = _mm256_fmadd_ps(a_, b1, c1);                    \
+#define ROW_FMA(r, c0, c1) \
+    do { \
+        __m256 a_ = _mm256_broadcast_ss(Ap + (r)); \
+        c0 = _mm256_fmadd_ps(a_, b0, c0); \
+        c1 = _mm256_fmadd_ps(a_, b1, c1); \
     } while (0)
 
-#define ROW_STORE(r, c0, c1)                                                              \
-    do {                                                                                  \
-        float *p_ = C + (r) * ldc;                                                        \
-        if (beta == 0.0f) {                                                               \
-            _mm256_storeu_ps(p_, c0); _mm256_storeu_ps(p_ + 8, c1);                        \
-        } else if (beta == 1.0f) {                                                        \
-            _mm256_storeu_ps(p_, _mm256_add_ps(c0, _mm256_loadu_ps(p_)));                 \
-            _mm256_storeu_ps(p_ + 8, _mm256_add_ps(c1, _mm256_loadu_ps(p_ + 8)));         \
-        } else {                                                                          \
-            __m256 bv_ = _mm256_set1_ps(beta);                                            \
-            _mm256_storeu_ps(p_, _mm256_fmadd_ps(bv_, _mm256_loadu_ps(p_), c0));          \
-            _mm256_storeu_ps(p_ + 8, _mm256_fmadd_ps(bv_, _mm256_loadu_ps(p_ + 8), c1));  \
-        }                                                                                 \
+#define ROW_STORE(r, c0, c1) \
+    do { \
+        float *p_ = C + (r)*ldc; \
+        if (beta == 0.0f) { \
+            _mm256_storeu_ps(p_, c0); \
+            _mm256_storeu_ps(p_ + 8, c1); \
+        } else if (beta == 1.0f) { \
+            _mm256_storeu_ps(p_, _mm256_add_ps(c0, _mm256_loadu_ps(p_))); \
+            _mm256_storeu_ps(p_ + 8, _mm256_add_ps(c1, _mm256_loadu_ps(p_ + 8))); \
+        } else { \
+            __m256 bv_ = _mm256_set1_ps(beta); \
+            _mm256_storeu_ps(p_, _mm256_fmadd_ps(bv_, _mm256_loadu_ps(p_), c0)); \
+            _mm256_storeu_ps(p_ + 8, _mm256_fmadd_ps(bv_, _mm256_loadu_ps(p_ + 8), c1)); \
+        } \
     } while (0)
 
-void kn_sgemm_micro_avx2(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta)
-{
+void kn_sgemm_micro_avx2(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta) {
     /* C is only touched after the k loop; start pulling its rows in now. */
     for (int r = 0; r < MR; r++) _mm_prefetch((const char *)(C + r * ldc), _MM_HINT_T0);
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
@@ -41,28 +41,38 @@ void kn_sgemm_micro_avx2(int64_t kc, const float *Ap, const float *Bp, float *C,
     __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
     for (int64_t k = 0; k < kc; k++) {
         __m256 b0 = _mm256_loadu_ps(Bp), b1 = _mm256_loadu_ps(Bp + 8);
-        ROW_FMA(0, c00, c01); ROW_FMA(1, c10, c11); ROW_FMA(2, c20, c21);
-        ROW_FMA(3, c30, c31); ROW_FMA(4, c40, c41); ROW_FMA(5, c50, c51);
+        ROW_FMA(0, c00, c01);
+        ROW_FMA(1, c10, c11);
+        ROW_FMA(2, c20, c21);
+        ROW_FMA(3, c30, c31);
+        ROW_FMA(4, c40, c41);
+        ROW_FMA(5, c50, c51);
         Ap += MR;
         Bp += NR;
     }
-    ROW_STORE(0, c00, c01); ROW_STORE(1, c10, c11); ROW_STORE(2, c20, c21);
-    ROW_STORE(3, c30, c31); ROW_STORE(4, c40, c41); ROW_STORE(5, c50, c51);
+    ROW_STORE(0, c00, c01);
+    ROW_STORE(1, c10, c11);
+    ROW_STORE(2, c20, c21);
+    ROW_STORE(3, c30, c31);
+    ROW_STORE(4, c40, c41);
+    ROW_STORE(5, c50, c51);
 }
 
 /* Skinny products (m <= 4 rows): B is read once, row by row in address order (four rows of K at a
  * time), and each C row is updated in place, so the memory traffic - the whole cost here - is one
  * pass over B with the hardware prefetchers on full streams. */
-void kn_sgemm_rows_avx2(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
-{
+void kn_sgemm_rows_avx2(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                        int64_t ldb, float beta, float *C, int64_t ldc) {
     for (int64_t i = 0; i < m; i++) {
         float *c = C + i * ldc;
-        if (beta == 0.0f) for (int64_t j = 0; j < N; j++) c[j] = 0.0f;
-        else if (beta != 1.0f) for (int64_t j = 0; j < N; j++) c[j] *= beta;
+        if (beta == 0.0f)
+            for (int64_t j = 0; j < N; j++) c[j] = 0.0f;
+        else if (beta != 1.0f)
+            for (int64_t j = 0; j < N; j++) c[j] *= beta;
     }
     /* Full vectors use plain loads and stores: masked stores are microcoded and slow on AMD. */
-    int64_t nfull = N / 8 * 8;
+    int64_t nfull = N
+    / 8 * 8;
     int64_t k = 0;
     for (; k + 4 <= K; k += 4) {
         const float *b = B + k * ldb;
@@ -84,7 +94,8 @@ void kn_sgemm_rows_avx2(int64_t m, int64_t N, int64_t K, float alpha, const floa
         }
         for (int64_t j = nfull; j < N; j++)
             for (int64_t i = 0; i < m; i++)
-                C[i * ldc + j] += x[i][0] * b[j] + x[i][1] * b[ldb + j] + x[i][2] * b[2 * ldb + j] + x[i][3] * b[3 * ldb + j];
+                C[i * ldc + j] +=
+                    x[i][0] * b[j] + x[i][1] * b[ldb + j] + x[i][2] * b[2 * ldb + j] + x[i][3] * b[3 * ldb + j];
     }
     for (; k < K; k++) {
         const float *b = B + k * ldb;
@@ -102,8 +113,7 @@ void kn_sgemm_rows_avx2(int64_t m, int64_t N, int64_t K, float alpha, const floa
 /* Packs a full 8-row panel of a non-transposed A (8 x kc, row stride lda) into the MR = 8
  * interleaved layout dst[k*8 + r], scaled by alpha, with 8x8 in-register transposes: the scalar
  * loop's strided stores cost a noticeable share of a product with few columns. */
-void kn_sgemm_pack_a8_avx2(const float *A, int64_t lda, int64_t kc, float alpha, float *dst)
-{
+void kn_sgemm_pack_a8_avx2(const float *A, int64_t lda, int64_t kc, float alpha, float *dst) {
     __m256 al = _mm256_set1_ps(alpha);
     int64_t k = 0;
     for (; k + 8 <= kc; k += 8) {
@@ -115,10 +125,14 @@ void kn_sgemm_pack_a8_avx2(const float *A, int64_t lda, int64_t kc, float alpha,
         __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
         __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
         __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-        __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
-        __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
-        __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)), s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
-        __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)), s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+        __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)),
+               s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+        __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)),
+               s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+        __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)),
+               s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+        __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)),
+               s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
         float *d = dst + k * 8;
         _mm256_storeu_ps(d + 0, _mm256_mul_ps(al, _mm256_permute2f128_ps(s0, s4, 0x20)));
         _mm256_storeu_ps(d + 8, _mm256_mul_ps(al, _mm256_permute2f128_ps(s1, s5, 0x20)));
@@ -135,9 +149,8 @@ void kn_sgemm_pack_a8_avx2(const float *A, int64_t lda, int64_t kc, float alpha,
 
 /* Skinny products with B transposed (B stored N x K): each output is a dot product of an A row
  * with a B row; B is read once while the m <= 4 rows of A stay in L1. */
-void kn_sgemm_rows_bt_avx2(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                           const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
-{
+void kn_sgemm_rows_bt_avx2(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                           int64_t ldb, float beta, float *C, int64_t ldc) {
     int64_t kfull = K / 8 * 8;
     for (int64_t j = 0; j < N; j++) {
         const float *b = B + j * ldb;
@@ -161,9 +174,8 @@ void kn_sgemm_rows_bt_avx2(int64_t m, int64_t N, int64_t K, float alpha, const f
 /* Integer product C[M x N] (int32, wrapping like ONNX's int32 result) = A[M x K] * B, both int16
  * (8-bit data less zero points fits), with B packed in k pairs by kn_igemm_pack_b16: one
  * vpmaddwd does 16 multiply-adds, each pair sum exact in int32. */
-void kn_igemm_s16_avx2(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda,
-                       const int16_t *Bp, int32_t *C, int64_t ldc)
-{
+void kn_igemm_s16_avx2(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda, const int16_t *Bp, int32_t *C,
+                       int64_t ldc) {
     int64_t KP = (K + 1) / 2;
     for (int64_t i = 0; i < M; i++) {
         const int16_t *a = A + i * lda;

@@ -9,30 +9,30 @@
 
 /* The tile is spelled out with macros rather than arrays of vectors so that every accumulator is
  * certain to live in a register whatever the optimisation level. */
-#define ROW_FMA(r, c0, c1)                                   \
-    do {                                                     \
-        __m512 a_ = _mm512_set1_ps(Ap[r]);                   \
-        c0 = _mm512_fmadd_ps(a_, b0, c0);                    \
-        c1 = _mm512_fmadd_ps(a_, b1, c1);                    \
+#define ROW_FMA(r, c0, c1) \
+    do { \
+        __m512 a_ = _mm512_set1_ps(Ap[r]); \
+        c0 = _mm512_fmadd_ps(a_, b0, c0); \
+        c1 = _mm512_fmadd_ps(a_, b1, c1); \
     } while (0)
 
-#define ROW_STORE(r, c0, c1)                                                              \
-    do {                                                                                  \
-        float *p_ = C + (r) * ldc;                                                        \
-        if (beta == 0.0f) {                                                               \
-            _mm512_storeu_ps(p_, c0); _mm512_storeu_ps(p_ + 16, c1);                       \
-        } else if (beta == 1.0f) {                                                        \
-            _mm512_storeu_ps(p_, _mm512_add_ps(c0, _mm512_loadu_ps(p_)));                 \
-            _mm512_storeu_ps(p_ + 16, _mm512_add_ps(c1, _mm512_loadu_ps(p_ + 16)));       \
-        } else {                                                                          \
-            __m512 bv_ = _mm512_set1_ps(beta);                                            \
-            _mm512_storeu_ps(p_, _mm512_fmadd_ps(bv_, _mm512_loadu_ps(p_), c0));          \
+#define ROW_STORE(r, c0, c1) \
+    do { \
+        float *p_ = C + (r)*ldc; \
+        if (beta == 0.0f) { \
+            _mm512_storeu_ps(p_, c0); \
+            _mm512_storeu_ps(p_ + 16, c1); \
+        } else if (beta == 1.0f) { \
+            _mm512_storeu_ps(p_, _mm512_add_ps(c0, _mm512_loadu_ps(p_))); \
+            _mm512_storeu_ps(p_ + 16, _mm512_add_ps(c1, _mm512_loadu_ps(p_ + 16))); \
+        } else { \
+            __m512 bv_ = _mm512_set1_ps(beta); \
+            _mm512_storeu_ps(p_, _mm512_fmadd_ps(bv_, _mm512_loadu_ps(p_), c0)); \
             _mm512_storeu_ps(p_ + 16, _mm512_fmadd_ps(bv_, _mm512_loadu_ps(p_ + 16), c1)); \
-        }                                                                                 \
+        } \
     } while (0)
 
-void kn_sgemm_micro_avx512(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta)
-{
+void kn_sgemm_micro_avx512(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta) {
     /* C is only touched after the k loop; start pulling its rows in now. */
     for (int r = 0; r < MR; r++) {
         _mm_prefetch((const char *)(C + r * ldc), _MM_HINT_T0);
@@ -49,25 +49,38 @@ void kn_sgemm_micro_avx512(int64_t kc, const float *Ap, const float *Bp, float *
     for (int64_t k = 0; k < kc; k++) {
         __m512 b0 = _mm512_loadu_ps(Bp), b1 = _mm512_loadu_ps(Bp + 16);
         _mm_prefetch((const char *)(Bp + 8 * NR), _MM_HINT_T0);
-        ROW_FMA(0, c00, c01); ROW_FMA(1, c10, c11); ROW_FMA(2, c20, c21); ROW_FMA(3, c30, c31);
-        ROW_FMA(4, c40, c41); ROW_FMA(5, c50, c51); ROW_FMA(6, c60, c61); ROW_FMA(7, c70, c71);
+        ROW_FMA(0, c00, c01);
+        ROW_FMA(1, c10, c11);
+        ROW_FMA(2, c20, c21);
+        ROW_FMA(3, c30, c31);
+        ROW_FMA(4, c40, c41);
+        ROW_FMA(5, c50, c51);
+        ROW_FMA(6, c60, c61);
+        ROW_FMA(7, c70, c71);
         Ap += MR;
         Bp += NR;
     }
-    ROW_STORE(0, c00, c01); ROW_STORE(1, c10, c11); ROW_STORE(2, c20, c21); ROW_STORE(3, c30, c31);
-    ROW_STORE(4, c40, c41); ROW_STORE(5, c50, c51); ROW_STORE(6, c60, c61); ROW_STORE(7, c70, c71);
+    ROW_STORE(0, c00, c01);
+    ROW_STORE(1, c10, c11);
+    ROW_STORE(2, c20, c21);
+    ROW_STORE(3, c30, c31);
+    ROW_STORE(4, c40, c41);
+    ROW_STORE(5, c50, c51);
+    ROW_STORE(6, c60, c61);
+    ROW_STORE(7, c70, c71);
 }
 
 /* Skinny products (m <= 4 rows): B is read once, row by row in address order (four rows of K at a
  * time), and each C row is updated in place, so the memory traffic - the whole cost here - is one
  * pass over B with the hardware prefetchers on full streams. */
-void kn_sgemm_rows_avx512(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                          const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
-{
+void kn_sgemm_rows_avx512(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                          int64_t ldb, float beta, float *C, int64_t ldc) {
     for (int64_t i = 0; i < m; i++) {
         float *c = C + i * ldc;
-        if (beta == 0.0f) for (int64_t j = 0; j < N; j++) c[j] = 0.0f;
-        else if (beta != 1.0f) for (int64_t j = 0; j < N; j++) c[j] *= beta;
+        if (beta == 0.0f)
+            for (int64_t j = 0; j < N; j++) c[j] = 0.0f;
+        else if (beta != 1.0f)
+            for (int64_t j = 0; j < N; j++) c[j] *= beta;
     }
     int64_t k = 0;
     for (; k + 4 <= K; k += 4) {
@@ -76,7 +89,8 @@ void kn_sgemm_rows_avx512(int64_t m, int64_t N, int64_t K, float alpha, const fl
         for (int64_t i = 0; i < 4; i++)
             for (int q = 0; q < 4; q++) x[i][q] = _mm512_set1_ps(i < m ? alpha * A[i * lda + k + q] : 0.0f);
         for (int64_t j = 0; j < N; j += 16) {
-            __mmask16 mk = N - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - j)) - 1u);
+            __mmask16 mk = N
+            -j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - j)) - 1u);
             __m512 b0 = _mm512_maskz_loadu_ps(mk, b + j), b1 = _mm512_maskz_loadu_ps(mk, b + ldb + j);
             __m512 b2 = _mm512_maskz_loadu_ps(mk, b + 2 * ldb + j), b3 = _mm512_maskz_loadu_ps(mk, b + 3 * ldb + j);
             for (int64_t i = 0; i < m; i++) {
@@ -96,8 +110,10 @@ void kn_sgemm_rows_avx512(int64_t m, int64_t N, int64_t K, float alpha, const fl
             __m512 x = _mm512_set1_ps(alpha * A[i * lda + k]);
             float *c = C + i * ldc;
             for (int64_t j = 0; j < N; j += 16) {
-                __mmask16 mk = N - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - j)) - 1u);
-                _mm512_mask_storeu_ps(c + j, mk, _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(mk, b + j), _mm512_maskz_loadu_ps(mk, c + j)));
+                __mmask16 mk = N
+                -j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - j)) - 1u);
+                _mm512_mask_storeu_ps(
+                    c + j, mk, _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(mk, b + j), _mm512_maskz_loadu_ps(mk, c + j)));
             }
         }
     }
@@ -106,16 +122,16 @@ void kn_sgemm_rows_avx512(int64_t m, int64_t N, int64_t K, float alpha, const fl
 /* Skinny products with B transposed (B stored N x K, as Gemm transB weights are): every output is
  * a dot product of an A row with a B row, so B is read once, row by row, while the m <= 4 rows
  * of A stay in L1. */
-void kn_sgemm_rows_bt_avx512(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
-                             const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
-{
+void kn_sgemm_rows_bt_avx512(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
+                             int64_t ldb, float beta, float *C, int64_t ldc) {
     for (int64_t j = 0; j < N; j++) {
         const float *b = B + j * ldb;
         __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
         for (int64_t k = 0; k < K; k += 16) {
             __mmask16 mk = K - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1u);
             __m512 bv = _mm512_maskz_loadu_ps(mk, b + k);
-            for (int64_t i = 0; i < m; i++) s[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, A + i * lda + k), bv, s[i]);
+            for (int64_t i = 0; i < m; i++)
+                s[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, A + i * lda + k), bv, s[i]);
         }
         for (int64_t i = 0; i < m; i++) {
             float v = alpha * _mm512_reduce_add_ps(s[i]);

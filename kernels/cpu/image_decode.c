@@ -14,17 +14,20 @@
 
 /* ---- EXIF orientation (the TIFF structure inside a JPEG APP1 segment or a PNG eXIf chunk) ---- */
 
-static unsigned img_rd16(const uint8_t *p, int le) { return le ? (unsigned)(p[0] | p[1] << 8) : (unsigned)(p[0] << 8 | p[1]); }
-static uint32_t img_rd32(const uint8_t *p, int le)
-{
+static unsigned img_rd16(const uint8_t *p, int le) {
+    return le ? (unsigned)(p[0] | p[1] << 8) : (unsigned)(p[0] << 8 | p[1]);
+}
+static uint32_t img_rd32(const uint8_t *p, int le) {
     return le ? (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24
               : (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
 /* The Orientation tag (0x0112) of IFD0, or 1; anything malformed reads as 1, as PIL ignores it. */
-static int img_exif_orientation(const uint8_t *t, size_t len)
-{
-    if (len >= 6 && !memcmp(t, "Exif\0\0", 6)) { t += 6; len -= 6; }
+static int img_exif_orientation(const uint8_t *t, size_t len) {
+    if (len >= 6 && !memcmp(t, "Exif\0\0", 6)) {
+        t += 6;
+        len -= 6;
+    }
     if (len < 8) return 1;
     int le;
     if (t[0] == 'I' && t[1] == 'I') le = 1;
@@ -48,10 +51,13 @@ static int img_exif_orientation(const uint8_t *t, size_t len)
 
 /* ---- JPEG ---- */
 
-typedef struct { struct jpeg_error_mgr mgr; jmp_buf jb; char msg[JMSG_LENGTH_MAX]; } img_jpeg_err;
+typedef struct {
+    struct jpeg_error_mgr mgr;
+    jmp_buf jb;
+    char msg[JMSG_LENGTH_MAX];
+} img_jpeg_err;
 
-static void img_jpeg_fail(j_common_ptr c)
-{
+static void img_jpeg_fail(j_common_ptr c) {
     img_jpeg_err *e = (img_jpeg_err *)c->err;
     (*c->err->format_message)(c, e->msg);
     longjmp(e->jb, 1);
@@ -60,8 +66,7 @@ static void img_jpeg_fail(j_common_ptr c)
 /* libjpeg prints warnings (a truncated stream) to stderr; PIL decodes such files too, so do we */
 static void img_jpeg_quiet(j_common_ptr c) { (void)c; }
 
-static kn_status *img_decode_jpeg(const uint8_t *buf, size_t len, const char *name, kn_image *out, int *orient)
-{
+static kn_status *img_decode_jpeg(const uint8_t *buf, size_t len, const char *name, kn_image *out, int *orient) {
     struct jpeg_decompress_struct d;
     img_jpeg_err err;
     /* volatile: they survive the longjmp back from libjpeg's error handler */
@@ -100,7 +105,12 @@ static kn_status *img_decode_jpeg(const uint8_t *buf, size_t len, const char *na
     }
     rgb = malloc((size_t)(h * w * 3));
     row = malloc((size_t)(w * comps));
-    if (!rgb || !row) { jpeg_destroy_decompress(&d); free(rgb); free(row); return KN_OOM((size_t)(h * w * 3)); }
+    if (!rgb || !row) {
+        jpeg_destroy_decompress(&d);
+        free(rgb);
+        free(row);
+        return KN_OOM((size_t)(h * w * 3));
+    }
     bool inverted = cmyk && d.saw_Adobe_marker;
     while (d.output_scanline < d.output_height) {
         size_t y = d.output_scanline;
@@ -133,19 +143,25 @@ static kn_status *img_decode_jpeg(const uint8_t *buf, size_t len, const char *na
 
 /* ---- PNG ---- */
 
-typedef struct { jmp_buf jb; char msg[256]; const uint8_t *buf; size_t len, pos; } img_png_io;
+typedef struct {
+    jmp_buf jb;
+    char msg[256];
+    const uint8_t *buf;
+    size_t len, pos;
+} img_png_io;
 
-static void img_png_fail(png_structp png, png_const_charp msg)
-{
+static void img_png_fail(png_structp png, png_const_charp msg) {
     img_png_io *io = png_get_error_ptr(png);
     snprintf(io->msg, sizeof io->msg, "%s", msg);
     longjmp(io->jb, 1);
 }
 
-static void img_png_quiet(png_structp png, png_const_charp msg) { (void)png; (void)msg; }
+static void img_png_quiet(png_structp png, png_const_charp msg) {
+    (void)png;
+    (void)msg;
+}
 
-static void img_png_read(png_structp png, png_bytep dst, png_size_t n)
-{
+static void img_png_read(png_structp png, png_bytep dst, png_size_t n) {
     img_png_io *io = png_get_io_ptr(png);
     if (n > io->len - io->pos) png_error(png, "truncated file");
     memcpy(dst, io->buf + io->pos, n);
@@ -155,8 +171,7 @@ static void img_png_read(png_structp png, png_bytep dst, png_size_t n)
 /* PIL's modes, then convert("RGB"): 8-bit samples as they are, 16-bit colour and alpha samples
  * by their high byte, 16-bit grayscale ("I;16") clipped to 255, palettes looked up, grayscale
  * replicated, alpha and transparency dropped. No gamma or colour profile is applied. */
-static kn_status *img_decode_png(const uint8_t *buf, size_t len, const char *name, kn_image *out, int *orient)
-{
+static kn_status *img_decode_png(const uint8_t *buf, size_t len, const char *name, kn_image *out, int *orient) {
     img_png_io io;
     memset(&io, 0, sizeof io);
     io.buf = buf;
@@ -173,7 +188,9 @@ static kn_status *img_decode_png(const uint8_t *buf, size_t len, const char *nam
     }
     if (setjmp(io.jb)) {
         png_destroy_read_struct(&png, &info, &end);
-        free(data); free(rows); free(rgb);
+        free(data);
+        free(rows);
+        free(rgb);
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: bad PNG data: %s", name, io.msg);
     }
     png_set_read_fn(png, &io, img_png_read);
@@ -196,14 +213,18 @@ static kn_status *img_decode_png(const uint8_t *buf, size_t len, const char *nam
         if (ctype == PNG_COLOR_TYPE_PALETTE && trns_alpha && num_trns > 0) {
             int zeros = 0, others = 0, idx = -1;
             for (int i = 0; i < num_trns; i++) {
-                if (trns_alpha[i] == 0) { zeros++; idx = i; }
-                else if (trns_alpha[i] != 255) others++;
+                if (trns_alpha[i] == 0) {
+                    zeros++;
+                    idx = i;
+                } else if (trns_alpha[i] != 255) others++;
             }
             png_colorp pal = NULL;
             int npal = 0;
             if (zeros == 1 && !others && png_get_PLTE(png, info, &pal, &npal) && idx < npal) {
                 has_key = 1;
-                key[0] = pal[idx].red; key[1] = pal[idx].green; key[2] = pal[idx].blue;
+                key[0] = pal[idx].red;
+                key[1] = pal[idx].green;
+                key[2] = pal[idx].blue;
             }
         } else if (trns_color && depth == 8 && ctype == PNG_COLOR_TYPE_GRAY && trns_color->gray <= 255) {
             has_key = 1;
@@ -211,13 +232,15 @@ static kn_status *img_decode_png(const uint8_t *buf, size_t len, const char *nam
         } else if (trns_color && depth == 8 && ctype == PNG_COLOR_TYPE_RGB && trns_color->red <= 255 &&
                    trns_color->green <= 255 && trns_color->blue <= 255) {
             has_key = 1;
-            key[0] = (uint8_t)trns_color->red; key[1] = (uint8_t)trns_color->green; key[2] = (uint8_t)trns_color->blue;
+            key[0] = (uint8_t)trns_color->red;
+            key[1] = (uint8_t)trns_color->green;
+            key[2] = (uint8_t)trns_color->blue;
         }
     }
     if (ctype == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
     if (ctype == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
     bool gray16 = ctype == PNG_COLOR_TYPE_GRAY && depth == 16;
-    if (depth == 16 && !gray16) png_set_strip_16(png);   /* the high byte, as PIL's ";16B" raw modes */
+    if (depth == 16 && !gray16) png_set_strip_16(png); /* the high byte, as PIL's ";16B" raw modes */
     png_set_interlace_handling(png);
     png_read_update_info(png, info);
     int ch = png_get_channels(png, info);
@@ -259,8 +282,7 @@ static kn_status *img_decode_png(const uint8_t *buf, size_t len, const char *nam
     return NULL;
 }
 
-kn_status *kn_image_decode(const uint8_t *buf, size_t len, const char *name, kn_image *out)
-{
+kn_status *kn_image_decode(const uint8_t *buf, size_t len, const char *name, kn_image *out) {
     memset(out, 0, sizeof *out);
     out->orientation = 1;
     if (len >= 3 && buf[0] == 0xFF && buf[1] == 0xD8 && buf[2] == 0xFF)
@@ -290,8 +312,11 @@ kn_status *kn_cpu_ImageDecoder(kn_exec_ctx *ctx, const kn_node *node, const kn_t
         for (int64_t p = 0; p < img.h * img.w; p++) {
             const uint8_t *s = img.px + p * 3;
             if (gray) dst[p] = (uint8_t)((s[0] * 19595u + s[1] * 38470u + s[2] * 7471u + 0x8000u) >> 16);
-            else if (bgr) { dst[p * 3] = s[2]; dst[p * 3 + 1] = s[1]; dst[p * 3 + 2] = s[0]; }
-            else memcpy(dst + p * 3, s, 3);
+            else if (bgr) {
+                dst[p * 3] = s[2];
+                dst[p * 3 + 1] = s[1];
+                dst[p * 3 + 2] = s[0];
+            } else memcpy(dst + p * 3, s, 3);
         }
     }
     free(img.px);

@@ -10,9 +10,9 @@
 
 typedef struct kn_image {
     int w, h;
-    uint8_t *px;         /* h rows of w RGB pixels, malloc'd; the caller frees */
-    int orientation;     /* EXIF Orientation 1..8 (1 when absent or malformed) */
-    int has_key;         /* a PNG tRNS colour PIL keeps in info["transparency"] */
+    uint8_t *px;     /* h rows of w RGB pixels, malloc'd; the caller frees */
+    int orientation; /* EXIF Orientation 1..8 (1 when absent or malformed) */
+    int has_key;     /* a PNG tRNS colour PIL keeps in info["transparency"] */
     uint8_t key[3];
 } kn_image;
 

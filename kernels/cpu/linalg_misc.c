@@ -21,8 +21,7 @@
 static bool is_half(kn_dtype t) { return t == KN_F16 || t == KN_BF16; }
 
 /* A float32 view of a float16/bfloat16/float32 tensor (converted into scratch when needed). */
-static float *as_f32(kn_exec_ctx *ctx, const kn_tensor *t)
-{
+static float *as_f32(kn_exec_ctx *ctx, const kn_tensor *t) {
     if (t->dtype == KN_F32) return (float *)t->data;
     int64_t n = kn_numel(t);
     float *f = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(n > 0 ? n : 1));
@@ -37,8 +36,7 @@ static float *as_f32(kn_exec_ctx *ctx, const kn_tensor *t)
     return f;
 }
 
-static void store_from_f32(kn_tensor *t, const float *f)
-{
+static void store_from_f32(kn_tensor *t, const float *f) {
     int64_t n = kn_numel(t);
     uint16_t *h = t->data;
     if (t->dtype == KN_F16)
@@ -49,14 +47,15 @@ static void store_from_f32(kn_tensor *t, const float *f)
 
 /* Batch structure of a numpy matmul: output batch index -> matrix index in A and in B. */
 typedef struct mm_geom {
-    int64_t M, N, K, nbatch;
+    int64_t M, N
+    , K, nbatch;
     int nbd;
     int64_t bdims[KN_MAX_DIMS], sa[KN_MAX_DIMS], sb[KN_MAX_DIMS];
     int64_t a_mats, b_mats; /* matrices stored in A and B */
 } mm_geom;
 
-static kn_status *mm_geom_init(const char *op, const kn_tensor *a, const kn_tensor *b, const kn_tensor *out, mm_geom *g)
-{
+static kn_status *mm_geom_init(const char *op, const kn_tensor *a, const kn_tensor *b, const kn_tensor *out,
+                               mm_geom *g) {
     char ba[KN_DESC_LEN], bb[KN_DESC_LEN];
     memset(g, 0, sizeof *g);
     if (a->ndim < 1 || b->ndim < 1)
@@ -64,8 +63,10 @@ static kn_status *mm_geom_init(const char *op, const kn_tensor *a, const kn_tens
     g->M = a->ndim == 1 ? 1 : a->dims[a->ndim - 2];
     g->K = a->dims[a->ndim - 1];
     int64_t kb = b->ndim == 1 ? b->dims[0] : b->dims[b->ndim - 2];
-    g->N = b->ndim == 1 ? 1 : b->dims[b->ndim - 1];
-    if (kb != g->K) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: inner dims differ: %s x %s", op, DESC(a, ba), DESC(b, bb));
+    g->N
+    = b->ndim == 1 ? 1 : b->dims[b->ndim - 1];
+    if (kb != g->K)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: inner dims differ: %s x %s", op, DESC(a, ba), DESC(b, bb));
     int nba = a->ndim >= 2 ? a->ndim - 2 : 0, nbb = b->ndim >= 2 ? b->ndim - 2 : 0;
     g->nbd = nba > nbb ? nba : nbb;
     g->nbatch = 1;
@@ -75,7 +76,8 @@ static kn_status *mm_geom_init(const char *op, const kn_tensor *a, const kn_tens
         int ia = i - (g->nbd - nba), ib = i - (g->nbd - nbb);
         int64_t da = ia >= 0 ? a->dims[ia] : 1, db = ib >= 0 ? b->dims[ib] : 1;
         if (da != db && da != 1 && db != 1)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: batch dims do not broadcast: %s x %s", op, DESC(a, ba), DESC(b, bb));
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: batch dims do not broadcast: %s x %s", op, DESC(a, ba),
+                            DESC(b, bb));
         g->bdims[i] = da > db ? da : db;
         if (da == 0 || db == 0) g->bdims[i] = 0;
         g->sa[i] = da == 1 ? 0 : st_a;
@@ -87,12 +89,12 @@ static kn_status *mm_geom_init(const char *op, const kn_tensor *a, const kn_tens
     g->a_mats = st_a;
     g->b_mats = st_b;
     if (kn_numel(out) != g->nbatch * g->M * g->N)
-        return kn_error(KN_ERR_RUNTIME, "%s: output %s does not match %s x %s", op, DESC(out, ba), DESC(a, ba), DESC(b, bb));
+        return kn_error(KN_ERR_RUNTIME, "%s: output %s does not match %s x %s", op, DESC(out, ba), DESC(a, ba),
+                        DESC(b, bb));
     return NULL;
 }
 
-static void mm_offsets(const mm_geom *g, int64_t bi, int64_t *ia, int64_t *ib)
-{
+static void mm_offsets(const mm_geom *g, int64_t bi, int64_t *ia, int64_t *ib) {
     int64_t oa = 0, ob = 0;
     for (int i = g->nbd - 1; i >= 0; i--) {
         int64_t d = g->bdims[i] ? bi % g->bdims[i] : 0;
@@ -106,9 +108,10 @@ static void mm_offsets(const mm_geom *g, int64_t bi, int64_t *ia, int64_t *ib)
 
 /* C[batch] = A[batch] * B[batch] in float32, using one big or one batched sgemm when the batch
  * layout allows it. */
-static void matmul_f32(kn_threadpool *pool, const mm_geom *g, const float *A, const float *B, float *C)
-{
-    int64_t M = g->M, N = g->N, K = g->K;
+static void matmul_f32(kn_threadpool *pool, const mm_geom *g, const float *A, const float *B, float *C) {
+    int64_t M = g->M, N
+    = g->N
+    , K = g->K;
     if (g->nbatch == 0 || M == 0 || N == 0) return;
     if (g->b_mats == 1 && g->a_mats == g->nbatch) {
         /* Activations times weights: the batch folds into M. */
@@ -129,19 +132,19 @@ static void matmul_f32(kn_threadpool *pool, const mm_geom *g, const float *A, co
 /* ---------------------------------------------------------------- MatMul */
 
 kn_status *kn_cpu_MatMul(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                         kn_tensor *const *out, int n_out)
-{
+                         kn_tensor *const *out, int n_out) {
     const kn_tensor *a = in[0], *b = in[1];
     kn_tensor *y = out[0];
     mm_geom g;
     KN_TRY(mm_geom_init("MatMul", a, b, y, &g));
     if (a->dtype != b->dtype) return kn_err_dtype(node, b);
-    int64_t M = g.M, N = g.N, K = g.K;
+    int64_t M = g.M, N
+    = g.N
+    , K = g.K;
     switch (a->dtype) {
-    case KN_F32:
-        matmul_f32(ctx->pool, &g, a->data, b->data, y->data);
-        return NULL;
-    case KN_F16: case KN_BF16: {
+    case KN_F32: matmul_f32(ctx->pool, &g, a->data, b->data, y->data); return NULL;
+    case KN_F16:
+    case KN_BF16: {
         float *fa = as_f32(ctx, a), *fb = as_f32(ctx, b);
         float *fc = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(kn_numel(y) > 0 ? kn_numel(y) : 1));
         if (!fa || !fb || !fc) return KN_OOM(kn_nbytes(y));
@@ -157,7 +160,14 @@ kn_status *kn_cpu_MatMul(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
                            (double *)y->data + bi * M * N);
         }
         return NULL;
-    case KN_I32: case KN_I64: case KN_U32: case KN_U64: case KN_I8: case KN_U8: case KN_I16: case KN_U16: {
+    case KN_I32:
+    case KN_I64:
+    case KN_U32:
+    case KN_U64:
+    case KN_I8:
+    case KN_U8:
+    case KN_I16:
+    case KN_U16: {
         int64_t na = kn_numel(a), nb = kn_numel(b);
         int64_t *ia64 = kn_scratch_alloc(ctx, sizeof(int64_t) * (size_t)(na + nb + M * N + 1));
         if (!ia64) return KN_OOM(sizeof(int64_t) * (size_t)(na + nb + M * N));
@@ -172,16 +182,14 @@ kn_status *kn_cpu_MatMul(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
         }
         return NULL;
     }
-    default:
-        return kn_err_dtype(node, a);
+    default: return kn_err_dtype(node, a);
     }
 }
 
 /* ---------------------------------------------------------------- Gemm */
 
 kn_status *kn_cpu_Gemm(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                       kn_tensor *const *out, int n_out)
-{
+                       kn_tensor *const *out, int n_out) {
     const kn_tensor *a = in[0], *b = in[1], *c = n_in > 2 ? in[2] : NULL;
     kn_tensor *y = out[0];
     char ba[KN_DESC_LEN], bb[KN_DESC_LEN];
@@ -191,16 +199,19 @@ kn_status *kn_cpu_Gemm(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     bool ta = gp->trans_a, tb = gp->trans_b;
     float alpha = gp->alpha, beta = gp->beta;
     int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
-    int64_t K2 = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
+    int64_t K2 = tb ? b->dims[1] : b->dims[0], N
+    = tb ? b->dims[0] : b->dims[1];
     if (K != K2 || y->ndim != 2 || y->dims[0] != M || y->dims[1] != N)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: shapes %s x %s do not give %s", DESC(a, ba), DESC(b, bb), DESC(y, ba));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: shapes %s x %s do not give %s", DESC(a, ba), DESC(b, bb),
+                        DESC(y, ba));
     /* C broadcast to (M, N): per-dim stride 0 where C has size 1 or lacks the dim. */
     int64_t csr = 0, csc = 0;
     if (c) {
         if (c->ndim > 2) return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: C %s has rank > 2", DESC(c, ba));
         int64_t cr = c->ndim == 2 ? c->dims[0] : 1, cc = c->ndim >= 1 ? c->dims[c->ndim - 1] : 1;
         if ((cr != 1 && cr != M) || (cc != 1 && cc != N))
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: C %s does not broadcast to [%lld,%lld]", DESC(c, ba), (long long)M, (long long)N);
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: C %s does not broadcast to [%lld,%lld]", DESC(c, ba),
+                            (long long)M, (long long)N);
         csr = cr == 1 ? 0 : cc;
         csc = cc == 1 ? 0 : 1;
         if (c->dtype != y->dtype) return kn_err_dtype(node, c);
@@ -208,7 +219,8 @@ kn_status *kn_cpu_Gemm(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     if (a->dtype != b->dtype) return kn_err_dtype(node, b);
     if (a->dtype == KN_F32 || is_half(a->dtype)) {
         float *fa = as_f32(ctx, a), *fb = as_f32(ctx, b), *fc = c ? as_f32(ctx, c) : NULL;
-        float *fy = a->dtype == KN_F32 ? y->data : kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * N > 0 ? M * N : 1));
+        float *fy =
+            a->dtype == KN_F32 ? y->data : kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * N > 0 ? M * N : 1));
         if (!fa || !fb || !fy || (c && !fc)) return KN_OOM(kn_nbytes(y));
         float bet = 0.0f;
         if (c && beta != 0.0f) {
@@ -227,7 +239,8 @@ kn_status *kn_cpu_Gemm(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
             double s = 0;
             int64_t si = 0;
             for (int64_t k = 0; k < K; k++) {
-                int64_t ai = ta ? k * M + i : i * K + k, bi = tb ? j * K + k : k * N + j;
+                int64_t ai = ta ? k * M + i : i * K + k, bi = tb ? j * K + k : k * N
+                +j;
                 if (is_f64) s += ((const double *)a->data)[ai] * ((const double *)b->data)[bi];
                 else si += kn_get_i64(a, ai) * kn_get_i64(b, bi);
             }
@@ -243,13 +256,16 @@ kn_status *kn_cpu_Gemm(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
 /* ---------------------------------------------------------------- integer products */
 
 /* Zero point read per row/column: scalar (numel 1) or one per index along the axis. */
-static kn_status *zero_points(const char *op, const kn_tensor *zp, int64_t n, const char *what, int64_t *out)
-{
+static kn_status *zero_points(const char *op, const kn_tensor *zp, int64_t n, const char *what, int64_t *out) {
     char bz[KN_DESC_LEN];
-    if (!zp) { for (int64_t i = 0; i < n; i++) out[i] = 0; return NULL; }
+    if (!zp) {
+        for (int64_t i = 0; i < n; i++) out[i] = 0;
+        return NULL;
+    }
     int64_t cnt = kn_numel(zp);
     if (cnt != 1 && cnt != n)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s %s must be a scalar or have %lld values", op, what, DESC(zp, bz), (long long)n);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s %s must be a scalar or have %lld values", op, what,
+                        DESC(zp, bz), (long long)n);
     for (int64_t i = 0; i < n; i++) out[i] = kn_get_i64(zp, cnt == 1 ? 0 : i);
     return NULL;
 }
@@ -259,8 +275,7 @@ static bool is_8bit(kn_dtype t) { return t == KN_U8 || t == KN_I8; }
 /* Per-matrix zero points: a scalar, one per row of A (per column of B), or one per row of every
  * stored matrix ([..., M, 1] for A, [..., 1, N] for B). */
 static kn_status *zp_table(kn_exec_ctx *ctx, const char *op, const kn_tensor *zp, int64_t per, int64_t mats,
-                           const char *what, int64_t **out, int64_t *mat_stride)
-{
+                           const char *what, int64_t **out, int64_t *mat_stride) {
     char bz[KN_DESC_LEN];
     int64_t cnt = zp ? kn_numel(zp) : 1;
     if (cnt != 1 && cnt != per && cnt != per * mats)
@@ -276,13 +291,13 @@ static kn_status *zp_table(kn_exec_ctx *ctx, const char *op, const kn_tensor *zp
 }
 
 typedef struct igemm_job {
-    int64_t N, K;
+    int64_t N
+    , K;
     const int16_t *A, *Bp;
     int32_t *C;
 } igemm_job;
 
-static void igemm_rows(void *ctx, int64_t begin, int64_t end)
-{
+static void igemm_rows(void *ctx, int64_t begin, int64_t end) {
     const igemm_job *j = ctx;
     kn_igemm_s16(end - begin, j->N, j->K, j->A + begin * j->K, j->K, j->Bp, j->C + begin * j->N, j->N);
 }
@@ -290,10 +305,11 @@ static void igemm_rows(void *ctx, int64_t begin, int64_t end)
 /* acc[b][i][j] = sum_k (A - azp[i]) * (B - bzp[j]) over the numpy matmul batch, in int32 with
  * wrap-around (the ONNX result type). The 8-bit operands less their zero points fit int16, which
  * the SIMD kernel multiplies in pairs; the plain loop is the fallback without AVX2. */
-static kn_status *int_matmul(kn_exec_ctx *ctx, const char *op, const mm_geom *g, const kn_tensor *a,
-                             const kn_tensor *b, const kn_tensor *azp_t, const kn_tensor *bzp_t, int32_t **acc_out)
-{
-    int64_t M = g->M, N = g->N, K = g->K;
+static kn_status *int_matmul(kn_exec_ctx *ctx, const char *op, const mm_geom *g, const kn_tensor *a, const kn_tensor *b,
+                             const kn_tensor *azp_t, const kn_tensor *bzp_t, int32_t **acc_out) {
+    int64_t M = g->M, N
+    = g->N
+    , K = g->K;
     int32_t *acc = kn_scratch_alloc(ctx, sizeof(int32_t) * (size_t)(g->nbatch * M * N + 1));
     int16_t *a16 = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)(M * K + 1));
     int16_t *b16 = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)(K * N + 1));
@@ -317,7 +333,7 @@ static kn_status *int_matmul(kn_exec_ctx *ctx, const char *op, const mm_geom *g,
                 a16[i * K + k] = (int16_t)((as ? (int8_t)am[i * K + k] : am[i * K + k]) - az[i]);
         int32_t *c = acc + bi * M * N;
         kn_igemm_pack_b16(K, N, b16, bp);
-        igemm_job job = {N, K, a16, bp, c};
+        igemm_job job = { N, K, a16, bp, c };
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx2")) {
             kn_parallel_for(ctx->pool, M, 1 + 65536 / (N * K + 1), igemm_rows, &job);
@@ -338,8 +354,7 @@ static kn_status *int_matmul(kn_exec_ctx *ctx, const char *op, const mm_geom *g,
 }
 
 kn_status *kn_cpu_MatMulInteger(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                kn_tensor *const *out, int n_out)
-{
+                                kn_tensor *const *out, int n_out) {
     const kn_tensor *a = in[0], *b = in[1];
     if (!is_8bit(a->dtype)) return kn_err_dtype(node, a);
     if (!is_8bit(b->dtype)) return kn_err_dtype(node, b);
@@ -352,28 +367,29 @@ kn_status *kn_cpu_MatMulInteger(kn_exec_ctx *ctx, const kn_node *node, const kn_
     return NULL;
 }
 
-static kn_status *scales(const char *op, const kn_tensor *s, int64_t n, const char *what, float *out)
-{
+static kn_status *scales(const char *op, const kn_tensor *s, int64_t n, const char *what, float *out) {
     char bz[KN_DESC_LEN];
     int64_t cnt = kn_numel(s);
     if (cnt != 1 && cnt != n)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s %s must be a scalar or have %lld values", op, what, DESC(s, bz), (long long)n);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s %s must be a scalar or have %lld values", op, what,
+                        DESC(s, bz), (long long)n);
     for (int64_t i = 0; i < n; i++) out[i] = (float)kn_get_f64(s, cnt == 1 ? 0 : i);
     return NULL;
 }
 
-static int64_t saturate_q(double v, kn_dtype t)
-{
+static int64_t saturate_q(double v, kn_dtype t) {
     double lo = t == KN_U8 ? 0 : -128, hi = t == KN_U8 ? 255 : 127;
-    if (t == KN_I32) { lo = -2147483648.0; hi = 2147483647.0; }
+    if (t == KN_I32) {
+        lo = -2147483648.0;
+        hi = 2147483647.0;
+    }
     if (v < lo) v = lo;
     if (v > hi) v = hi;
     return (int64_t)v;
 }
 
 kn_status *kn_cpu_QLinearMatMul(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                kn_tensor *const *out, int n_out)
-{
+                                kn_tensor *const *out, int n_out) {
     const kn_tensor *a = in[0], *b = in[3];
     kn_tensor *y = out[0];
     if (!is_8bit(a->dtype)) return kn_err_dtype(node, a);
@@ -381,7 +397,8 @@ kn_status *kn_cpu_QLinearMatMul(kn_exec_ctx *ctx, const kn_node *node, const kn_
     if (!is_8bit(y->dtype)) return kn_err_dtype(node, y);
     mm_geom g;
     KN_TRY(mm_geom_init("QLinearMatMul", a, b, y, &g));
-    int64_t M = g.M, N = g.N;
+    int64_t M = g.M, N
+    = g.N;
     float *as = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M + N + 2));
     int64_t *yzp = kn_scratch_alloc(ctx, sizeof(int64_t));
     if (!as || !yzp) return KN_OOM(M + N);
@@ -395,7 +412,8 @@ kn_status *kn_cpu_QLinearMatMul(kn_exec_ctx *ctx, const kn_node *node, const kn_
     for (int64_t bi = 0; bi < g.nbatch; bi++)
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < N; j++) {
-                int64_t o = (bi * M + i) * N + j;
+                int64_t o = (bi * M + i) * N
+                +j;
                 float m = as[i] * bs[j] / ys; /* float32 like the reference */
                 double v = rint((double)acc[o] * (double)m) + (double)yzp[0];
                 kn_set_i64(y, o, saturate_q(v, y->dtype));
@@ -409,14 +427,13 @@ typedef struct einsum_job {
     const kn_einsum *e;
     const kn_tensor *const *in;
     kn_tensor *out;
-    int n_sum;                          /* contracted labels */
+    int n_sum; /* contracted labels */
     int sum_lab[KN_EINSUM_MAX_LABELS];
     int64_t ostr[KN_EINSUM_MAX_OPS][KN_EINSUM_MAX_LABELS]; /* per operand, per label stride */
     bool is_int;
 } einsum_job;
 
-static void einsum_range(void *ctx, int64_t begin, int64_t end)
-{
+static void einsum_range(void *ctx, int64_t begin, int64_t end) {
     const einsum_job *j = ctx;
     const kn_einsum *e = j->e;
     int nops = e->n_ops;
@@ -435,7 +452,8 @@ static void einsum_range(void *ctx, int64_t begin, int64_t end)
         double s = 0;
         int64_t si = 0;
         bool empty = false;
-        for (int k = 0; k < j->n_sum; k++) if (e->lab_dim[j->sum_lab[k]] == 0) empty = true;
+        for (int k = 0; k < j->n_sum; k++)
+            if (e->lab_dim[j->sum_lab[k]] == 0) empty = true;
         while (!empty) {
             if (j->is_int) {
                 int64_t p = 1;
@@ -463,8 +481,7 @@ static void einsum_range(void *ctx, int64_t begin, int64_t end)
 }
 
 /* dst (dims nd, row-major) = src gathered with per-dst-dim source strides. */
-static void gather_strided(const float *src, int nd, const int64_t *dims, const int64_t *sstr, float *dst)
-{
+static void gather_strided(const float *src, int nd, const int64_t *dims, const int64_t *sstr, float *dst) {
     int64_t n = 1, idx[KN_EINSUM_MAX_LABELS] = {0}, off = 0;
     for (int d = 0; d < nd; d++) n *= dims[d];
     for (int64_t i = 0; i < n; i++) {
@@ -484,8 +501,7 @@ static void gather_strided(const float *src, int nd, const int64_t *dims, const 
  * batched sgemm between permuted copies (skipped when the layout already fits, with the second
  * operand read transposed when it is [batch, N, K] as in attention scores). Returns false to
  * fall back to the plain loop (repeated labels, broadcasting, labels summed inside one input). */
-static bool einsum_gemm_f32(kn_exec_ctx *ctx, const kn_einsum *e, const kn_tensor *const *in, kn_tensor *y)
-{
+static bool einsum_gemm_f32(kn_exec_ctx *ctx, const kn_einsum *e, const kn_tensor *const *in, kn_tensor *y) {
     if (e->n_ops != 2 || in[0]->dtype != KN_F32 || in[1]->dtype != KN_F32) return false;
     int cls[KN_EINSUM_MAX_LABELS]; /* 0 unused, 1 batch, 2 M, 3 N, 4 K */
     bool ina[KN_EINSUM_MAX_LABELS] = {false}, inb[KN_EINSUM_MAX_LABELS] = {false}, ino[KN_EINSUM_MAX_LABELS] = {false};
@@ -507,16 +523,26 @@ static bool einsum_gemm_f32(kn_exec_ctx *ctx, const kn_einsum *e, const kn_tenso
         else if (inb[lab] && ino[lab]) cls[lab] = 3;
         else return false;
     }
-    for (int d = 0; d < e->out_ndim; d++) { int lab = e->out_lab[d]; order[cls[lab] - 1][cnt[cls[lab] - 1]++] = lab; }
-    for (int d = 0; d < e->op_ndim[0]; d++) { int lab = e->op_lab[0][d]; if (cls[lab] == 4) order[3][cnt[3]++] = lab; }
+    for (int d = 0; d < e->out_ndim; d++) {
+        int lab = e->out_lab[d];
+        order[cls[lab] - 1][cnt[cls[lab] - 1]++] = lab;
+    }
+    for (int d = 0; d < e->op_ndim[0]; d++) {
+        int lab = e->op_lab[0][d];
+        if (cls[lab] == 4) order[3][cnt[3]++] = lab;
+    }
     for (int c = 0; c < 4; c++)
         for (int i = 0; i < cnt[c]; i++) size[c] *= e->lab_dim[order[c][i]];
-    int64_t Bt = size[0], M = size[1], N = size[2], K = size[3];
+    int64_t Bt = size[0], M = size[1], N
+    = size[2], K = size[3];
     /* source strides of every label in each operand */
     int64_t str[2][KN_EINSUM_MAX_LABELS] = {{0}};
     for (int q = 0; q < 2; q++) {
         int64_t st = 1;
-        for (int d = e->op_ndim[q] - 1; d >= 0; d--) { str[q][e->op_lab[q][d]] = st; st *= in[q]->dims[d]; }
+        for (int d = e->op_ndim[q] - 1; d >= 0; d--) {
+            str[q][e->op_lab[q][d]] = st;
+            st *= in[q]->dims[d];
+        }
     }
     /* wanted layouts as label lists */
     int la[KN_EINSUM_MAX_LABELS], lb[KN_EINSUM_MAX_LABELS], lbt[KN_EINSUM_MAX_LABELS], lc[KN_EINSUM_MAX_LABELS];
@@ -536,14 +562,20 @@ static bool einsum_gemm_f32(kn_exec_ctx *ctx, const kn_einsum *e, const kn_tenso
     if (!a_ok) {
         float *t = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(Bt * M * K + 1));
         if (!t) return false;
-        for (int i = 0; i < na; i++) { dims[i] = e->lab_dim[la[i]]; sstr[i] = str[0][la[i]]; }
+        for (int i = 0; i < na; i++) {
+            dims[i] = e->lab_dim[la[i]];
+            sstr[i] = str[0][la[i]];
+        }
         gather_strided(A, na, dims, sstr, t);
         A = t;
     }
     if (!b_ok && !bt_ok) {
         float *t = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(Bt * K * N + 1));
         if (!t) return false;
-        for (int i = 0; i < nb; i++) { dims[i] = e->lab_dim[lb[i]]; sstr[i] = str[1][lb[i]]; }
+        for (int i = 0; i < nb; i++) {
+            dims[i] = e->lab_dim[lb[i]];
+            sstr[i] = str[1][lb[i]];
+        }
         gather_strided(B, nb, dims, sstr, t);
         B = t;
     }
@@ -551,21 +583,26 @@ static bool einsum_gemm_f32(kn_exec_ctx *ctx, const kn_einsum *e, const kn_tenso
         C = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(Bt * M * N + 1));
         if (!C) return false;
     }
-    kn_sgemm_batched(ctx->pool, false, bt_ok, Bt, M, N, K, 1.0f, A, K, M * K, B, bt_ok ? K : N, K * N,
-                     0.0f, C, N, M * N);
+    kn_sgemm_batched(ctx->pool, false, bt_ok, Bt, M, N, K, 1.0f, A, K, M * K, B, bt_ok ? K : N, K * N, 0.0f, C, N,
+                     M * N);
     if (!c_ok) {
         /* y[out order] from C[batch, M, N]: gather with C's strides per output label */
         int64_t cstr[KN_EINSUM_MAX_LABELS], st = 1;
-        for (int i = nc - 1; i >= 0; i--) { cstr[lc[i]] = st; st *= e->lab_dim[lc[i]]; }
-        for (int d = 0; d < e->out_ndim; d++) { dims[d] = e->lab_dim[e->out_lab[d]]; sstr[d] = cstr[e->out_lab[d]]; }
+        for (int i = nc - 1; i >= 0; i--) {
+            cstr[lc[i]] = st;
+            st *= e->lab_dim[lc[i]];
+        }
+        for (int d = 0; d < e->out_ndim; d++) {
+            dims[d] = e->lab_dim[e->out_lab[d]];
+            sstr[d] = cstr[e->out_lab[d]];
+        }
         gather_strided(C, e->out_ndim, dims, sstr, y->data);
     }
     return true;
 }
 
 kn_status *kn_cpu_Einsum(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                         kn_tensor *const *out, int n_out)
-{
+                         kn_tensor *const *out, int n_out) {
     const char *eq = KN_PARAMS(node, einsum)->equation;
     kn_tensor *y = out[0];
     for (int i = 0; i < n_in; i++) {
@@ -612,8 +649,7 @@ kn_status *kn_cpu_Einsum(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
 /* ---------------------------------------------------------------- Det */
 
 kn_status *kn_cpu_Det(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                      kn_tensor *const *out, int n_out)
-{
+                      kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
     char bx[KN_DESC_LEN];
     if (x->dtype != KN_F32 && x->dtype != KN_F64 && !is_half(x->dtype)) return kn_err_dtype(node, x);
@@ -628,10 +664,18 @@ kn_status *kn_cpu_Det(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *co
         double det = 1.0;
         for (int64_t c = 0; c < n && det != 0.0; c++) {
             int64_t p = c;
-            for (int64_t r = c + 1; r < n; r++) if (fabs(m[r * n + c]) > fabs(m[p * n + c])) p = r;
-            if (m[p * n + c] == 0.0) { det = 0.0; break; }
+            for (int64_t r = c + 1; r < n; r++)
+                if (fabs(m[r * n + c]) > fabs(m[p * n + c])) p = r;
+            if (m[p * n + c] == 0.0) {
+                det = 0.0;
+                break;
+            }
             if (p != c) {
-                for (int64_t k = 0; k < n; k++) { double t = m[c * n + k]; m[c * n + k] = m[p * n + k]; m[p * n + k] = t; }
+                for (int64_t k = 0; k < n; k++) {
+                    double t = m[c * n + k];
+                    m[c * n + k] = m[p * n + k];
+                    m[p * n + k] = t;
+                }
                 det = -det;
             }
             double piv = m[c * n + c];

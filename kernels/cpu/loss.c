@@ -11,11 +11,11 @@
 static bool is_float(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
 
 /* logp (N*C*D doubles) holds log-probabilities; writes out[0] per the reduction attribute. */
-static kn_status *loss_from_logp(const kn_node *node, const kn_tensor *x, const double *logp,
-                                 const kn_tensor *target, const kn_tensor *weight, kn_tensor *loss)
-{
+static kn_status *loss_from_logp(const kn_node *node, const kn_tensor *x, const double *logp, const kn_tensor *target,
+                                 const kn_tensor *weight, kn_tensor *loss) {
     char buf[KN_DESC_LEN], buf2[KN_DESC_LEN];
-    int64_t N = x->dims[0], C = x->dims[1], D = 1;
+    int64_t N
+    = x->dims[0], C = x->dims[1], D = 1;
     for (int i = 2; i < x->ndim; i++) D *= x->dims[i];
     if (target->dtype != KN_I32 && target->dtype != KN_I64) return kn_err_dtype(node, target);
     bool shape_ok = target->ndim == x->ndim - 1 && target->dims[0] == N;
@@ -34,7 +34,8 @@ static kn_status *loss_from_logp(const kn_node *node, const kn_tensor *x, const 
     for (int64_t n = 0; n < N; n++)
         for (int64_t d = 0; d < D; d++) {
             int64_t k = n * D + d;
-            int64_t tv = target->dtype == KN_I64 ? ((const int64_t *)target->data)[k] : ((const int32_t *)target->data)[k];
+            int64_t tv =
+                target->dtype == KN_I64 ? ((const int64_t *)target->data)[k] : ((const int32_t *)target->data)[k];
             double l = 0, w = 0;
             if (!(has_ignore && tv == ignore)) {
                 if (tv < 0 || tv >= C)
@@ -51,8 +52,7 @@ static kn_status *loss_from_logp(const kn_node *node, const kn_tensor *x, const 
     return NULL;
 }
 
-static kn_status *check_input(const kn_node *node, const kn_tensor *const *in, int n_in)
-{
+static kn_status *check_input(const kn_node *node, const kn_tensor *const *in, int n_in) {
     char buf[KN_DESC_LEN];
     const kn_tensor *x = in[0];
     if (!is_float(x->dtype)) return kn_err_dtype(node, x);
@@ -64,11 +64,11 @@ static kn_status *check_input(const kn_node *node, const kn_tensor *const *in, i
 }
 
 kn_status *kn_cpu_SoftmaxCrossEntropyLoss(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                          kn_tensor *const *out, int n_out)
-{
+                                          kn_tensor *const *out, int n_out) {
     KN_TRY(check_input(node, in, n_in));
     const kn_tensor *x = in[0];
-    int64_t N = x->dims[0], C = x->dims[1], D = 1;
+    int64_t N
+    = x->dims[0], C = x->dims[1], D = 1;
     for (int i = 2; i < x->ndim; i++) D *= x->dims[i];
     size_t bytes = sizeof(double) * (size_t)(N * C * D > 0 ? N * C * D : 1);
     double *logp = kn_scratch_alloc(ctx, bytes);
@@ -94,8 +94,7 @@ kn_status *kn_cpu_SoftmaxCrossEntropyLoss(kn_exec_ctx *ctx, const kn_node *node,
 }
 
 kn_status *kn_cpu_NegativeLogLikelihoodLoss(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                            kn_tensor *const *out, int n_out)
-{
+                                            kn_tensor *const *out, int n_out) {
     KN_TRY(check_input(node, in, n_in));
     const kn_tensor *x = in[0];
     int64_t total = kn_numel(x);

@@ -14,8 +14,7 @@ static bool is_float(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_
 
 /* Scalar reference for the row kernels: double accumulation, two-pass variance. */
 void kn_layernorm_rows_f32_scalar(const float *x, float *y, int64_t rows, int64_t n, const float *scale,
-                                  const float *bias, float eps, float *mean, float *invstd)
-{
+                                  const float *bias, float eps, float *mean, float *invstd) {
     for (int64_t r = 0; r < rows; r++) {
         const float *p = x + r * n;
         float *q = y + r * n;
@@ -34,11 +33,16 @@ void kn_layernorm_rows_f32_scalar(const float *x, float *y, int64_t rows, int64_
 }
 
 typedef struct {
-    const float *x; float *y; int64_t n; const float *scale, *bias; float eps; float *mean, *invstd; int level;
+    const float *x;
+    float *y;
+    int64_t n;
+    const float *scale, *bias;
+    float eps;
+    float *mean, *invstd;
+    int level;
 } ln_job;
 
-static void ln_range(void *ctx, int64_t b, int64_t e)
-{
+static void ln_range(void *ctx, int64_t b, int64_t e) {
     ln_job *j = ctx;
     const float *x = j->x + b * j->n;
     float *y = j->y + b * j->n;
@@ -49,18 +53,16 @@ static void ln_range(void *ctx, int64_t b, int64_t e)
 }
 
 /* Layer norm over float32 rows, dispatched and threaded. */
-void kn_layernorm_rows_f32(kn_threadpool *pool, const float *x, float *y, int64_t rows, int64_t n,
-                           const float *scale, const float *bias, float eps, float *mean, float *invstd)
-{
-    ln_job j = { x, y, n, scale, bias, eps, mean, invstd, kn_red_simd_level() };
+void kn_layernorm_rows_f32(kn_threadpool *pool, const float *x, float *y, int64_t rows, int64_t n, const float *scale,
+                           const float *bias, float eps, float *mean, float *invstd) {
+    ln_job j = {x, y, n, scale, bias, eps, mean, invstd, kn_red_simd_level()};
     kn_parallel_for(pool, rows, kn_red_grain(n), ln_range, &j);
 }
 
 /* Expands parameter p (unidirectionally broadcastable to dims[0..nd)) into n = prod(dims)
  * doubles, so kernels index it by position in the normalised block. */
-static kn_status *expand_param(const kn_node *node, const kn_tensor *p, const int64_t *dims, int nd,
-                               int64_t n, double *out)
-{
+static kn_status *expand_param(const kn_node *node, const kn_tensor *p, const int64_t *dims, int nd, int64_t n,
+                               double *out) {
     char buf[KN_DESC_LEN];
     int pn = p->ndim;
     while (pn > nd && p->dims[p->ndim - pn] == 1) pn--; /* leading ones are harmless */
@@ -69,8 +71,9 @@ static kn_status *expand_param(const kn_node *node, const kn_tensor *p, const in
         int64_t pd = p->dims[p->ndim - pn + i], xd = dims[nd - pn + i];
         if (pd != xd && pd != 1) ok = false;
     }
-    if (!ok) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: parameter %s does not broadcast to the normalised shape",
-                             node->op_type, kn_tensor_desc(p, buf, sizeof buf));
+    if (!ok)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: parameter %s does not broadcast to the normalised shape",
+                        node->op_type, kn_tensor_desc(p, buf, sizeof buf));
     int64_t pstr[KN_MAX_DIMS] = {0};
     int64_t s = 1;
     for (int i = pn - 1; i >= 0; i--) {
@@ -82,7 +85,10 @@ static kn_status *expand_param(const kn_node *node, const kn_tensor *p, const in
     for (int64_t k = 0; k < n; k++) {
         out[k] = kn_red_ld(p->data, p->dtype, off);
         for (int d = nd - 1; d >= 0; d--) {
-            if (++idx[d] < dims[d]) { off += pstr[d]; break; }
+            if (++idx[d] < dims[d]) {
+                off += pstr[d];
+                break;
+            }
             off -= pstr[d] * (dims[d] - 1);
             idx[d] = 0;
         }
@@ -94,12 +100,16 @@ static void *scratch(kn_exec_ctx *ctx, size_t bytes) { return kn_scratch_alloc(c
 
 /* ---- LayerNormalization / RMSNormalization ---- */
 typedef struct {
-    const kn_tensor *x; kn_tensor *y, *mean_t, *inv_t; const double *sc, *bi; int64_t n; double eps; bool rms;
+    const kn_tensor *x;
+    kn_tensor *y, *mean_t, *inv_t;
+    const double *sc, *bi;
+    int64_t n;
+    double eps;
+    bool rms;
 } ln_gen_job;
 
 /* Generic rows (any float dtype, RMS too), in double. RMS skips the mean: x / sqrt(mean(x^2) + eps). */
-static void ln_gen_range(void *ctx, int64_t b, int64_t e)
-{
+static void ln_gen_range(void *ctx, int64_t b, int64_t e) {
     ln_gen_job *j = ctx;
     kn_dtype t = j->x->dtype;
     const void *xd = j->x->data;
@@ -127,8 +137,7 @@ static void ln_gen_range(void *ctx, int64_t b, int64_t e)
 }
 
 static kn_status *ln_common(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                            kn_tensor *const *out, int n_out, bool rms)
-{
+                            kn_tensor *const *out, int n_out, bool rms) {
     const kn_tensor *x = in[0];
     if (!is_float(x->dtype)) return kn_err_dtype(node, x);
     if (n_in < 2 || !in[1]) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: scale input is required", node->op_type);
@@ -141,7 +150,10 @@ static kn_status *ln_common(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
     kn_tensor *y = out[0];
     kn_tensor *mean_t = (!rms && n_out > 1) ? out[1] : NULL, *inv_t = (!rms && n_out > 2) ? out[2] : NULL;
     int64_t rows = 1, n = 1;
-    for (int i = 0; i < x->ndim; i++) { if (i < axis) rows *= x->dims[i]; else n *= x->dims[i]; }
+    for (int i = 0; i < x->ndim; i++) {
+        if (i < axis) rows *= x->dims[i];
+        else n *= x->dims[i];
+    }
     if (rows == 0) return NULL;
     double *sc = scratch(ctx, sizeof(double) * (size_t)n), *bi = NULL;
     if (!sc) return KN_OOM(sizeof(double) * (size_t)n);
@@ -161,25 +173,26 @@ static kn_status *ln_common(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
             if (!fb) return KN_OOM(sizeof(float) * (size_t)n);
             for (int64_t i = 0; i < n; i++) fb[i] = (float)bi[i];
         }
-        kn_layernorm_rows_f32(ctx->pool, x->data, y->data, rows, n, fs, fb, (float)eps,
-                              mean_t ? mean_t->data : NULL, inv_t ? inv_t->data : NULL);
+        kn_layernorm_rows_f32(ctx->pool, x->data, y->data, rows, n, fs, fb, (float)eps, mean_t ? mean_t->data : NULL,
+                              inv_t ? inv_t->data : NULL);
         return NULL;
     }
-    ln_gen_job j = { x, y, mean_t, inv_t, sc, bi, n, eps, rms };
+    ln_gen_job j = {x, y, mean_t, inv_t, sc, bi, n, eps, rms};
     kn_parallel_for(ctx->pool, rows, kn_red_grain(n * 4), ln_gen_range, &j);
     return NULL;
 }
 
 kn_status *kn_cpu_LayerNormalization(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                     kn_tensor *const *out, int n_out)
-{ return ln_common(ctx, node, in, n_in, out, n_out, false); }
+                                     kn_tensor *const *out, int n_out) {
+    return ln_common(ctx, node, in, n_in, out, n_out, false);
+}
 kn_status *kn_cpu_RMSNormalization(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                   kn_tensor *const *out, int n_out)
-{ return ln_common(ctx, node, in, n_in, out, n_out, true); }
+                                   kn_tensor *const *out, int n_out) {
+    return ln_common(ctx, node, in, n_in, out, n_out, true);
+}
 
 /* Checks that a per-channel parameter holds exactly c values. */
-static kn_status *check_param(const kn_node *node, const kn_tensor *p, int64_t c, const char *what)
-{
+static kn_status *check_param(const kn_node *node, const kn_tensor *p, int64_t c, const char *what) {
     char buf[KN_DESC_LEN];
     if (!p) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s input is required", node->op_type, what);
     if (kn_numel(p) != c || !is_float(p->dtype))
@@ -189,15 +202,17 @@ static kn_status *check_param(const kn_node *node, const kn_tensor *p, int64_t c
 }
 
 /* [N, C, spatial...] split. */
-static kn_status *nchw(const kn_node *node, const kn_tensor *x, int64_t *N, int64_t *C, int64_t *S)
-{
+static kn_status *nchw(const kn_node *node, const kn_tensor *x, int64_t *N, int64_t *C, int64_t *S) {
     if (!is_float(x->dtype)) return kn_err_dtype(node, x);
     if (x->ndim < 2) {
         char buf[KN_DESC_LEN];
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input must be [N, C, ...], got %s", node->op_type,
                         kn_tensor_desc(x, buf, sizeof buf));
     }
-    *N = x->dims[0]; *C = x->dims[1]; *S = 1;
+    *N
+    = x->dims[0];
+    *C = x->dims[1];
+    *S = 1;
     for (int i = 2; i < x->ndim; i++) *S *= x->dims[i];
     return NULL;
 }
@@ -205,20 +220,19 @@ static kn_status *nchw(const kn_node *node, const kn_tensor *x, int64_t *N, int6
 /* ---- per-channel blocks: BatchNormalization, InstanceNormalization, GroupNormalization ---- */
 
 /* y[off + i] = x[off + i] * a + b for i in [0, cnt); float32 directly, other dtypes via double. */
-static void affine_block(const kn_tensor *x, kn_tensor *y, int64_t off, int64_t cnt, double a, double b)
-{
+static void affine_block(const kn_tensor *x, kn_tensor *y, int64_t off, int64_t cnt, double a, double b) {
     if (x->dtype == KN_F32) {
         const float *p = (const float *)x->data + off;
         float *q = (float *)y->data + off, fa = (float)a, fb = (float)b;
         for (int64_t i = 0; i < cnt; i++) q[i] = p[i] * fa + fb;
         return;
     }
-    for (int64_t i = 0; i < cnt; i++) kn_red_st(y->data, x->dtype, off + i, kn_red_ld(x->data, x->dtype, off + i) * a + b);
+    for (int64_t i = 0; i < cnt; i++)
+        kn_red_st(y->data, x->dtype, off + i, kn_red_ld(x->data, x->dtype, off + i) * a + b);
 }
 
 /* Mean and 1/sqrt(var + eps) of x[off + k], k in [0, cnt): two passes, double accumulation. */
-static void block_stats(const kn_tensor *x, int64_t off, int64_t cnt, double eps, double *mean_out, double *inv_out)
-{
+static void block_stats(const kn_tensor *x, int64_t off, int64_t cnt, double eps, double *mean_out, double *inv_out) {
     double s = 0, v = 0;
     if (x->dtype == KN_F32) {
         const float *p = (const float *)x->data + off;
@@ -242,12 +256,15 @@ static void block_stats(const kn_tensor *x, int64_t off, int64_t cnt, double eps
  * (a, b) per channel is precomputed (BatchNormalization); otherwise each block normalises by its
  * own statistics, then applies scale/bias per channel (or per group: opset-18 GroupNorm). */
 typedef struct {
-    const kn_tensor *x; kn_tensor *y; int64_t C, S, G; bool stats, per_channel; double eps;
+    const kn_tensor *x;
+    kn_tensor *y;
+    int64_t C, S, G;
+    bool stats, per_channel;
+    double eps;
     const double *a, *b;
 } chan_job;
 
-static void chan_range(void *ctx, int64_t beg, int64_t end)
-{
+static void chan_range(void *ctx, int64_t beg, int64_t end) {
     chan_job *j = ctx;
     int64_t cpg = j->C / j->G;
     for (int64_t blk = beg; blk < end; blk++) {
@@ -263,19 +280,19 @@ static void chan_range(void *ctx, int64_t beg, int64_t end)
 }
 
 /* Reads a float parameter tensor into doubles (scratch). */
-static double *param_doubles(kn_exec_ctx *ctx, const kn_tensor *p, int64_t n)
-{
+static double *param_doubles(kn_exec_ctx *ctx, const kn_tensor *p, int64_t n) {
     double *d = scratch(ctx, sizeof(double) * (size_t)n);
-    if (d) for (int64_t i = 0; i < n; i++) d[i] = kn_red_ld(p->data, p->dtype, i);
+    if (d)
+        for (int64_t i = 0; i < n; i++) d[i] = kn_red_ld(p->data, p->dtype, i);
     return d;
 }
 
 /* ---- BatchNormalization ---- */
 kn_status *kn_cpu_BatchNormalization(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                     kn_tensor *const *out, int n_out)
-{
+                                     kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
-    int64_t N, C, S;
+    int64_t N
+    , C, S;
     KN_TRY(nchw(node, x, &N, &C, &S));
     if (n_in < 5) return kn_error(KN_ERR_INVALID_ARGUMENT, "BatchNormalization: needs 5 inputs, got %d", n_in);
     static const char *names[5] = {"X", "scale", "B", "input_mean", "input_var"};
@@ -304,46 +321,48 @@ kn_status *kn_cpu_BatchNormalization(kn_exec_ctx *ctx, const kn_node *node, cons
             if (n_out > 2 && out[2]) kn_red_st(out[2]->data, out[2]->dtype, c, var * mom + bv * (1 - mom));
             if (n_out > 3 && out[3]) kn_red_st(out[3]->data, out[3]->dtype, c, bm);
             if (n_out > 4 && out[4]) kn_red_st(out[4]->data, out[4]->dtype, c, bv);
-            mean = bm; var = bv;
+            mean = bm;
+            var = bv;
         }
         a[c] = kn_red_ld(in[1]->data, in[1]->dtype, c) / sqrt(var + eps);
         b[c] = kn_red_ld(in[2]->data, in[2]->dtype, c) - mean * a[c];
     }
-    chan_job j = { x, out[0], C, S, C, false, true, eps, a, b };
+    chan_job j = {x, out[0], C, S, C, false, true, eps, a, b};
     kn_parallel_for(ctx->pool, N * C, kn_red_grain(S), chan_range, &j);
     return NULL;
 }
 
 /* ---- InstanceNormalization ---- */
 kn_status *kn_cpu_InstanceNormalization(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                        kn_tensor *const *out, int n_out)
-{
+                                        kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
-    int64_t N, C, S;
+    int64_t N
+    , C, S;
     KN_TRY(nchw(node, x, &N, &C, &S));
     if (n_in < 3) return kn_error(KN_ERR_INVALID_ARGUMENT, "InstanceNormalization: needs 3 inputs, got %d", n_in);
     KN_TRY(check_param(node, in[1], C, "scale"));
     KN_TRY(check_param(node, in[2], C, "B"));
     double *sc = param_doubles(ctx, in[1], C), *bi = param_doubles(ctx, in[2], C);
     if (!sc || !bi) return KN_OOM(sizeof(double) * (size_t)C);
-    chan_job j = { x, out[0], C, S, C, true, true, KN_PARAMS(node, chan_norm)->epsilon, sc, bi };
+    chan_job j = {x, out[0], C, S, C, true, true, KN_PARAMS(node, chan_norm)->epsilon, sc, bi};
     kn_parallel_for(ctx->pool, N * C, kn_red_grain(S * 2), chan_range, &j);
     return NULL;
 }
 
 /* ---- GroupNormalization ---- */
 kn_status *kn_cpu_GroupNormalization(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                     kn_tensor *const *out, int n_out)
-{
+                                     kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
     char buf[KN_DESC_LEN];
-    int64_t N, C, S;
+    int64_t N
+    , C, S;
     KN_TRY(nchw(node, x, &N, &C, &S));
     int64_t G = KN_PARAMS(node, chan_norm)->num_groups;
     if (G <= 0 || C % G != 0)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "GroupNormalization: num_groups=%lld must divide the channels of %s",
                         (long long)G, kn_tensor_desc(x, buf, sizeof buf));
-    if (n_in < 3 || !in[1] || !in[2]) return kn_error(KN_ERR_INVALID_ARGUMENT, "GroupNormalization: scale and bias are required");
+    if (n_in < 3 || !in[1] || !in[2])
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "GroupNormalization: scale and bias are required");
     /* opset 21 takes one scale/bias per channel; opset 18 took one per group */
     int64_t ns = kn_numel(in[1]);
     bool per_channel = ns == C && (node->opset >= 21 || ns != G);
@@ -352,22 +371,22 @@ kn_status *kn_cpu_GroupNormalization(kn_exec_ctx *ctx, const kn_node *node, cons
     KN_TRY(check_param(node, in[2], np, "bias"));
     double *sc = param_doubles(ctx, in[1], np), *bi = param_doubles(ctx, in[2], np);
     if (!sc || !bi) return KN_OOM(sizeof(double) * (size_t)np);
-    chan_job j = { x, out[0], C, S, G, true, per_channel, KN_PARAMS(node, chan_norm)->epsilon, sc, bi };
+    chan_job j = {x, out[0], C, S, G, true, per_channel, KN_PARAMS(node, chan_norm)->epsilon, sc, bi};
     kn_parallel_for(ctx->pool, N * G, kn_red_grain(S * (C / G) * 2), chan_range, &j);
     return NULL;
 }
 
 /* ---- LpNormalization ---- */
 kn_status *kn_cpu_LpNormalization(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                  kn_tensor *const *out, int n_out)
-{
+                                  kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
     if (!is_float(x->dtype)) return kn_err_dtype(node, x);
     if (x->ndim < 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "LpNormalization: input must have rank >= 1");
     int axis;
     KN_TRY(kn_norm_axis(KN_PARAMS(node, lpnorm)->axis, x->ndim, node, &axis));
     int64_t p = KN_PARAMS(node, lpnorm)->p;
-    if (p != 1 && p != 2) return kn_error(KN_ERR_INVALID_ARGUMENT, "LpNormalization: p must be 1 or 2, got %lld", (long long)p);
+    if (p != 1 && p != 2)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "LpNormalization: p must be 1 or 2, got %lld", (long long)p);
     int64_t outer = 1, n = x->dims[axis], inner = 1;
     for (int i = 0; i < axis; i++) outer *= x->dims[i];
     for (int i = axis + 1; i < x->ndim; i++) inner *= x->dims[i];
@@ -392,8 +411,7 @@ kn_status *kn_cpu_LpNormalization(kn_exec_ctx *ctx, const kn_node *node, const k
 
 /* ---- MeanVarianceNormalization: (x - mean) / (sqrt(E[x^2] - E[x]^2) + 1e-9) over axes ---- */
 kn_status *kn_cpu_MeanVarianceNormalization(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                            kn_tensor *const *out, int n_out)
-{
+                                            kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
     if (!is_float(x->dtype)) return kn_err_dtype(node, x);
     const int64_t *axes = KN_PARAMS(node, mvn)->axes;
@@ -412,7 +430,8 @@ kn_status *kn_cpu_MeanVarianceNormalization(kn_exec_ctx *ctx, const kn_node *nod
         double s = 0, s2 = 0;
         for (int64_t r = 0; r < nr; r++) {
             double v = kn_red_ld(x->data, t, koff[o] + roff[r]);
-            s += v; s2 += v * v;
+            s += v;
+            s2 += v * v;
         }
         double mu = s / (double)nr, var = s2 / (double)nr - mu * mu;
         double sd = sqrt(var > 0 ? var : 0) + 1e-9;
@@ -426,10 +445,10 @@ kn_status *kn_cpu_MeanVarianceNormalization(kn_exec_ctx *ctx, const kn_node *nod
 
 /* ---- LRN: x / (bias + alpha/size * sum of squares over nearby channels)^beta ---- */
 kn_status *kn_cpu_LRN(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                      kn_tensor *const *out, int n_out)
-{
+                      kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
-    int64_t N, C, S;
+    int64_t N
+    , C, S;
     KN_TRY(nchw(node, x, &N, &C, &S));
     const kn_params_lrn *p = KN_PARAMS(node, lrn);
     int64_t size = p->size;

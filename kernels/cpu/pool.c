@@ -27,13 +27,11 @@ typedef struct pool_job {
     double p;
 } pool_job;
 
-static inline double rd(const kn_tensor *t, int64_t i)
-{
+static inline double rd(const kn_tensor *t, int64_t i) {
     return t->dtype == KN_F32 ? (double)((const float *)t->data)[i] : kn_get_f64(t, i);
 }
 
-static inline void wr(kn_tensor *t, int64_t i, double v)
-{
+static inline void wr(kn_tensor *t, int64_t i, double v) {
     if (t->dtype == KN_F32) ((float *)t->data)[i] = (float)v;
     else kn_set_f64(t, i, v);
 }
@@ -41,8 +39,7 @@ static inline void wr(kn_tensor *t, int64_t i, double v)
 static bool float_dtype(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
 
 /* The common CNN case (2-D float32, no Indices) without the generic walk's index arithmetic. */
-static void pool_plane_2d_f32(const pool_job *j, int64_t pl)
-{
+static void pool_plane_2d_f32(const pool_job *j, int64_t pl) {
     const kn_conv_geom *g = &j->g;
     const float *x = (const float *)j->x->data + pl * j->in_n;
     float *y = (float *)j->y->data + pl * j->out_n;
@@ -77,8 +74,7 @@ static void pool_plane_2d_f32(const pool_job *j, int64_t pl)
         }
 }
 
-static void pool_planes(void *ctx, int64_t begin, int64_t end)
-{
+static void pool_planes(void *ctx, int64_t begin, int64_t end) {
     const pool_job *j = ctx;
     const kn_conv_geom *g = &j->g;
     int nsp = g->nsp;
@@ -90,7 +86,10 @@ static void pool_planes(void *ctx, int64_t begin, int64_t end)
         int64_t xb = pl * j->in_n, yb = pl * j->out_n;
         for (int64_t o = 0; o < j->out_n; o++) {
             int64_t opos[KN_MAX_DIMS], rem = o;
-            for (int d = nsp - 1; d >= 0; d--) { opos[d] = rem % g->out[d]; rem /= g->out[d]; }
+            for (int d = nsp - 1; d >= 0; d--) {
+                opos[d] = rem % g->out[d];
+                rem /= g->out[d];
+            }
             double acc = j->kind == POOL_MAX ? -INFINITY : 0.0;
             int64_t best = -1, cnt_valid = 0, cnt_pad = 0;
             for (int64_t kk = 0; kk < j->k_n; kk++) {
@@ -137,9 +136,8 @@ static void pool_planes(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-static kn_status *run_pool(kn_exec_ctx *ctx, const kn_node *node, const char *op, enum pool_kind kind,
-                           bool global, const kn_tensor *x, kn_tensor *y, kn_tensor *ind)
-{
+static kn_status *run_pool(kn_exec_ctx *ctx, const kn_node *node, const char *op, enum pool_kind kind, bool global,
+                           const kn_tensor *x, kn_tensor *y, kn_tensor *ind) {
     char bx[KN_DESC_LEN], by[KN_DESC_LEN];
     bool ok = float_dtype(x->dtype) || (kind == POOL_MAX && (x->dtype == KN_I8 || x->dtype == KN_U8));
     if (!ok) return kn_err_dtype(node, x);
@@ -151,13 +149,18 @@ static kn_status *run_pool(kn_exec_ctx *ctx, const kn_node *node, const char *op
     pool_job j;
     memset(&j, 0, sizeof j);
     j.kind = kind;
-    j.x = x; j.y = y; j.ind = ind;
+    j.x = x;
+    j.y = y;
+    j.ind = ind;
     int nsp = x->ndim - 2;
     if (global) {
         j.g.nsp = nsp;
         for (int i = 0; i < nsp; i++) {
-            j.g.in[i] = x->dims[2 + i]; j.g.k[i] = x->dims[2 + i];
-            j.g.out[i] = 1; j.g.stride[i] = 1; j.g.dil[i] = 1;
+            j.g.in[i] = x->dims[2 + i];
+            j.g.k[i] = x->dims[2 + i];
+            j.g.out[i] = 1;
+            j.g.stride[i] = 1;
+            j.g.dil[i] = 1;
         }
         if (nsp == 0) j.g.nsp = 0;
     } else {
@@ -173,7 +176,11 @@ static kn_status *run_pool(kn_exec_ctx *ctx, const kn_node *node, const char *op
         if (y->dims[2 + i] != j.g.out[i])
             return kn_error(KN_ERR_RUNTIME, "%s: output %s does not fit input %s", op, DESC(y, by), DESC(x, bx));
     j.in_n = j.out_n = j.k_n = 1;
-    for (int i = 0; i < nsp; i++) { j.in_n *= j.g.in[i]; j.out_n *= j.g.out[i]; j.k_n *= j.g.k[i]; }
+    for (int i = 0; i < nsp; i++) {
+        j.in_n *= j.g.in[i];
+        j.out_n *= j.g.out[i];
+        j.k_n *= j.g.k[i];
+    }
     j.include_pad = pp->count_include_pad;
     j.col_major = pp->storage_order_col;
     j.p = (double)pp->p;
@@ -186,55 +193,50 @@ static kn_status *run_pool(kn_exec_ctx *ctx, const kn_node *node, const char *op
 }
 
 kn_status *kn_cpu_AveragePool(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                              kn_tensor *const *out, int n_out)
-{
+                              kn_tensor *const *out, int n_out) {
     return run_pool(ctx, node, "AveragePool", POOL_AVG, false, in[0], out[0], NULL);
 }
 
 kn_status *kn_cpu_MaxPool(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                          kn_tensor *const *out, int n_out)
-{
+                          kn_tensor *const *out, int n_out) {
     kn_tensor *ind = n_out > 1 ? out[1] : NULL;
     if (ind && ind->dtype != KN_I64) return kn_err_dtype(node, ind);
     return run_pool(ctx, node, "MaxPool", POOL_MAX, false, in[0], out[0], ind);
 }
 
 kn_status *kn_cpu_LpPool(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                         kn_tensor *const *out, int n_out)
-{
+                         kn_tensor *const *out, int n_out) {
     return run_pool(ctx, node, "LpPool", POOL_LP, false, in[0], out[0], NULL);
 }
 
 kn_status *kn_cpu_GlobalAveragePool(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                    kn_tensor *const *out, int n_out)
-{
+                                    kn_tensor *const *out, int n_out) {
     return run_pool(ctx, node, "GlobalAveragePool", POOL_AVG, true, in[0], out[0], NULL);
 }
 
 kn_status *kn_cpu_GlobalMaxPool(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                kn_tensor *const *out, int n_out)
-{
+                                kn_tensor *const *out, int n_out) {
     return run_pool(ctx, node, "GlobalMaxPool", POOL_MAX, true, in[0], out[0], NULL);
 }
 
 kn_status *kn_cpu_GlobalLpPool(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                               kn_tensor *const *out, int n_out)
-{
+                               kn_tensor *const *out, int n_out) {
     return run_pool(ctx, node, "GlobalLpPool", POOL_LP, true, in[0], out[0], NULL);
 }
 
 kn_status *kn_cpu_MaxUnpool(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                            kn_tensor *const *out, int n_out)
-{
+                            kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0], *idx = in[1];
     kn_tensor *y = out[0];
     char bx[KN_DESC_LEN], bi[KN_DESC_LEN];
     if (!float_dtype(x->dtype)) return kn_err_dtype(node, x);
     if (idx->dtype != KN_I64) return kn_err_dtype(node, idx);
     if (!kn_same_shape(x, idx))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: X %s and I %s differ in shape", DESC(x, bx), DESC(idx, bi));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: X %s and I %s differ in shape", DESC(x, bx),
+                        DESC(idx, bi));
     if (x->ndim < 3 || x->ndim > KN_MAX_DIMS || y->ndim != x->ndim)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: X %s and output %s ranks do not fit", DESC(x, bx), DESC(y, bi));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: X %s and output %s ranks do not fit", DESC(x, bx),
+                        DESC(y, bi));
     /* Indices address the default unpooled shape (what MaxPool saw); an explicit output_shape
      * only pads it, so coordinates are re-linearised into the actual output. */
     int nsp = x->ndim - 2;
@@ -250,12 +252,14 @@ kn_status *kn_cpu_MaxUnpool(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
     for (int i = 0; i < nsp; i++) {
         def[2 + i] = (x->dims[2 + i] - 1) * g.stride[i] - g.pad_b[i] - g.pad_e[i] + ks[i];
         if (def[2 + i] > y->dims[2 + i] || def[2 + i] < 0)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: output %s smaller than the unpooled shape", DESC(y, bi));
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: output %s smaller than the unpooled shape",
+                            DESC(y, bi));
         if (def[2 + i] != y->dims[2 + i]) same = false;
         ndef *= def[2 + i];
     }
     if (y->dims[0] != def[0] || y->dims[1] != def[1])
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: output %s does not keep the batch and channels of X %s", DESC(y, bi), DESC(x, bx));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "MaxUnpool: output %s does not keep the batch and channels of X %s",
+                        DESC(y, bi), DESC(x, bx));
     int64_t n = kn_numel(x), ny = kn_numel(y);
     if (ny > 0) memset(y->data, 0, kn_nbytes(y));
     const int64_t *iv = idx->data;
@@ -266,7 +270,10 @@ kn_status *kn_cpu_MaxUnpool(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
         int64_t dst = iv[i];
         if (!same) {
             int64_t rem = iv[i], coord[KN_MAX_DIMS];
-            for (int d = x->ndim - 1; d >= 0; d--) { coord[d] = rem % def[d]; rem /= def[d]; }
+            for (int d = x->ndim - 1; d >= 0; d--) {
+                coord[d] = rem % def[d];
+                rem /= def[d];
+            }
             dst = 0;
             for (int d = 0; d < x->ndim; d++) dst = dst * y->dims[d] + coord[d];
         }

@@ -8,32 +8,63 @@
 #include <math.h>
 #include <string.h>
 
-static bool q_is_f8(kn_dtype t) { return t == KN_F8E4M3FN || t == KN_F8E4M3FNUZ || t == KN_F8E5M2 || t == KN_F8E5M2FNUZ; }
+static bool q_is_f8(kn_dtype t) {
+    return t == KN_F8E4M3FN || t == KN_F8E4M3FNUZ || t == KN_F8E5M2 || t == KN_F8E5M2FNUZ;
+}
 
 /* Range of an integer quantisation target; false for non-integer dtypes. */
-static bool q_int_range(kn_dtype t, double *lo, double *hi)
-{
+static bool q_int_range(kn_dtype t, double *lo, double *hi) {
     switch (t) {
-    case KN_U8: *lo = 0; *hi = 255; return true;
-    case KN_I8: *lo = -128; *hi = 127; return true;
-    case KN_U16: *lo = 0; *hi = 65535; return true;
-    case KN_I16: *lo = -32768; *hi = 32767; return true;
-    case KN_I32: *lo = -2147483648.0; *hi = 2147483647.0; return true;
-    case KN_U4: *lo = 0; *hi = 15; return true;
-    case KN_I4: *lo = -8; *hi = 7; return true;
-    case KN_U2: *lo = 0; *hi = 3; return true;
-    case KN_I2: *lo = -2; *hi = 1; return true;
+    case KN_U8:
+        *lo = 0;
+        *hi = 255;
+        return true;
+    case KN_I8:
+        *lo = -128;
+        *hi = 127;
+        return true;
+    case KN_U16:
+        *lo = 0;
+        *hi = 65535;
+        return true;
+    case KN_I16:
+        *lo = -32768;
+        *hi = 32767;
+        return true;
+    case KN_I32:
+        *lo = -2147483648.0;
+        *hi = 2147483647.0;
+        return true;
+    case KN_U4:
+        *lo = 0;
+        *hi = 15;
+        return true;
+    case KN_I4:
+        *lo = -8;
+        *hi = 7;
+        return true;
+    case KN_U2:
+        *lo = 0;
+        *hi = 3;
+        return true;
+    case KN_I2:
+        *lo = -2;
+        *hi = 1;
+        return true;
     default: return false;
     }
 }
 
 /* Any quantised element as float: integer, float8, float4 or a wider float. */
-static float q_load(const kn_tensor *t, int64_t i)
-{
+static float q_load(const kn_tensor *t, int64_t i) {
     const void *p = t->data;
     switch (t->dtype) {
-    case KN_U8: case KN_U4: case KN_U2: return ((const uint8_t *)p)[i];
-    case KN_I8: case KN_I4: case KN_I2: return ((const int8_t *)p)[i];
+    case KN_U8:
+    case KN_U4:
+    case KN_U2: return ((const uint8_t *)p)[i];
+    case KN_I8:
+    case KN_I4:
+    case KN_I2: return ((const int8_t *)p)[i];
     case KN_U16: return ((const uint16_t *)p)[i];
     case KN_I16: return ((const int16_t *)p)[i];
     case KN_I32: return (float)((const int32_t *)p)[i];
@@ -50,20 +81,18 @@ static float q_load(const kn_tensor *t, int64_t i)
 
 /* int32 quantisation needs more than float's 24-bit mantissa when zero points are large, so the
  * integer path reads zero points exactly. */
-static int64_t q_load_int(const kn_tensor *t, int64_t i)
-{
+static int64_t q_load_int(const kn_tensor *t, int64_t i) {
     if (t->dtype == KN_I32) return ((const int32_t *)t->data)[i];
     return (int64_t)q_load(t, i);
 }
 
 /* Where the scale / zero point of element i lives: per-tensor, per-axis or blocked. */
 typedef struct q_map {
-    int kind;                 /* 0 per-tensor, 1 per-axis, 2 blocked */
+    int kind; /* 0 per-tensor, 1 per-axis, 2 blocked */
     int64_t inner, axdim, sdim, block;
 } q_map;
 
-static inline int64_t q_index(const q_map *m, int64_t i)
-{
+static inline int64_t q_index(const q_map *m, int64_t i) {
     if (m->kind == 0) return 0;
     int64_t inner_i = i % m->inner, a = (i / m->inner) % m->axdim;
     if (m->kind == 1) return a;
@@ -71,8 +100,8 @@ static inline int64_t q_index(const q_map *m, int64_t i)
     return (outer * m->sdim + a / m->block) * m->inner + inner_i;
 }
 
-static kn_status *q_make_map(const kn_node *node, const kn_tensor *x, const kn_tensor *scale, const kn_tensor *zp, q_map *m)
-{
+static kn_status *q_make_map(const kn_node *node, const kn_tensor *x, const kn_tensor *scale, const kn_tensor *zp,
+                             q_map *m) {
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
     memset(m, 0, sizeof *m);
     int64_t axis = KN_PARAMS(node, quant)->axis, block = KN_PARAMS(node, quant)->block_size;
@@ -81,8 +110,7 @@ static kn_status *q_make_map(const kn_node *node, const kn_tensor *x, const kn_t
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: zero point %s and scale %s differ in shape", node->op_type,
                         kn_tensor_desc(zp, b1, sizeof b1), kn_tensor_desc(scale, b2, sizeof b2));
     if (scale->ndim == 0 || (scale->ndim == 1 && kn_numel(scale) == 1 && block <= 0)) {
-        if (kn_numel(scale) != 1)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: empty scale", node->op_type);
+        if (kn_numel(scale) != 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: empty scale", node->op_type);
         m->kind = 0;
         return NULL;
     }
@@ -93,8 +121,8 @@ static kn_status *q_make_map(const kn_node *node, const kn_tensor *x, const kn_t
     m->axdim = x->dims[ax];
     if (block <= 0) {
         if (scale->ndim != 1 || scale->dims[0] != m->axdim)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: per-axis scale %s does not match axis %d of %s", node->op_type,
-                            kn_tensor_desc(scale, b1, sizeof b1), ax, kn_tensor_desc(x, b2, sizeof b2));
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: per-axis scale %s does not match axis %d of %s",
+                            node->op_type, kn_tensor_desc(scale, b1, sizeof b1), ax, kn_tensor_desc(x, b2, sizeof b2));
         m->kind = 1;
         return NULL;
     }
@@ -104,9 +132,10 @@ static kn_status *q_make_map(const kn_node *node, const kn_tensor *x, const kn_t
     for (int d = 0; d < x->ndim; d++) {
         bool ok = d == ax ? scale->dims[d] == (x->dims[d] + block - 1) / block : scale->dims[d] == x->dims[d];
         if (!ok)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: blocked scale %s does not fit %s with block_size %lld on axis %d",
-                            node->op_type, kn_tensor_desc(scale, b1, sizeof b1), kn_tensor_desc(x, b2, sizeof b2),
-                            (long long)block, ax);
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "%s: blocked scale %s does not fit %s with block_size %lld on axis %d", node->op_type,
+                            kn_tensor_desc(scale, b1, sizeof b1), kn_tensor_desc(x, b2, sizeof b2), (long long)block,
+                            ax);
     }
     m->kind = 2;
     m->block = block;
@@ -114,12 +143,15 @@ static kn_status *q_make_map(const kn_node *node, const kn_tensor *x, const kn_t
     return NULL;
 }
 
-static void q_store_int(kn_tensor *y, int64_t i, int64_t v)
-{
+static void q_store_int(kn_tensor *y, int64_t i, int64_t v) {
     void *p = y->data;
     switch (y->dtype) {
-    case KN_U8: case KN_U4: case KN_U2: ((uint8_t *)p)[i] = (uint8_t)v; break;
-    case KN_I8: case KN_I4: case KN_I2: ((int8_t *)p)[i] = (int8_t)v; break;
+    case KN_U8:
+    case KN_U4:
+    case KN_U2: ((uint8_t *)p)[i] = (uint8_t)v; break;
+    case KN_I8:
+    case KN_I4:
+    case KN_I2: ((int8_t *)p)[i] = (int8_t)v; break;
     case KN_U16: ((uint16_t *)p)[i] = (uint16_t)v; break;
     case KN_I16: ((int16_t *)p)[i] = (int16_t)v; break;
     case KN_I32: ((int32_t *)p)[i] = (int32_t)v; break;
@@ -130,8 +162,7 @@ static void q_store_int(kn_tensor *y, int64_t i, int64_t v)
 static bool q_scale_dtype_ok(kn_dtype t) { return t == KN_F32 || t == KN_F16 || t == KN_BF16 || t == KN_F64; }
 
 kn_status *kn_cpu_QuantizeLinear(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                 kn_tensor *const *out, int n_out)
-{
+                                 kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0], *scale = in[1], *zp = n_in > 2 ? in[2] : NULL;
     kn_tensor *y = out[0];
     if (!q_scale_dtype_ok(x->dtype) && x->dtype != KN_I32) return kn_err_dtype(node, x);
@@ -168,8 +199,7 @@ kn_status *kn_cpu_QuantizeLinear(kn_exec_ctx *ctx, const kn_node *node, const kn
 }
 
 kn_status *kn_cpu_DequantizeLinear(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                   kn_tensor *const *out, int n_out)
-{
+                                   kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0], *scale = in[1], *zp = n_in > 2 ? in[2] : NULL;
     kn_tensor *y = out[0];
     double lo, hi;
@@ -183,7 +213,8 @@ kn_status *kn_cpu_DequantizeLinear(kn_exec_ctx *ctx, const kn_node *node, const 
     bool is_int = x->dtype == KN_I32;
     for (int64_t i = 0; i < n; i++) {
         int64_t si = q_index(&m, i);
-        float d = is_int ? (float)(q_load_int(x, i) - (zp ? q_load_int(zp, si) : 0)) : q_load(x, i) - (zp ? q_load(zp, si) : 0.0f);
+        float d = is_int ? (float)(q_load_int(x, i) - (zp ? q_load_int(zp, si) : 0))
+                         : q_load(x, i) - (zp ? q_load(zp, si) : 0.0f);
         float v = d * q_load(scale, si);
         switch (y->dtype) {
         case KN_F32: ((float *)y->data)[i] = v; break;
@@ -196,8 +227,7 @@ kn_status *kn_cpu_DequantizeLinear(kn_exec_ctx *ctx, const kn_node *node, const 
 }
 
 kn_status *kn_cpu_DynamicQuantizeLinear(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                        kn_tensor *const *out, int n_out)
-{
+                                        kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
     if (x->dtype != KN_F32) return kn_err_dtype(node, x);
     const float *xv = x->data;

@@ -16,8 +16,7 @@ typedef struct rng_mt {
     double gauss;
 } rng_mt;
 
-static void mt_seed(rng_mt *s, uint32_t seed)
-{
+static void mt_seed(rng_mt *s, uint32_t seed) {
     s->mt[0] = seed;
     for (int i = 1; i < 624; i++) s->mt[i] = 1812433253u * (s->mt[i - 1] ^ (s->mt[i - 1] >> 30)) + (uint32_t)i;
     s->pos = 624;
@@ -25,8 +24,7 @@ static void mt_seed(rng_mt *s, uint32_t seed)
     s->gauss = 0.0;
 }
 
-static uint32_t mt_next32(rng_mt *s)
-{
+static uint32_t mt_next32(rng_mt *s) {
     if (s->pos >= 624) {
         for (int i = 0; i < 624; i++) {
             uint32_t y = (s->mt[i] & 0x80000000u) | (s->mt[(i + 1) % 624] & 0x7fffffffu);
@@ -42,15 +40,16 @@ static uint32_t mt_next32(rng_mt *s)
     return y;
 }
 
-static double mt_double(rng_mt *s)
-{
+static double mt_double(rng_mt *s) {
     uint32_t a = mt_next32(s) >> 5, b = mt_next32(s) >> 6;
     return ((double)a * 67108864.0 + (double)b) / 9007199254740992.0;
 }
 
-static double mt_gauss(rng_mt *s)
-{
-    if (s->has_gauss) { s->has_gauss = false; return s->gauss; }
+static double mt_gauss(rng_mt *s) {
+    if (s->has_gauss) {
+        s->has_gauss = false;
+        return s->gauss;
+    }
     double x1, x2, r2;
     do {
         x1 = 2.0 * mt_double(s) - 1.0;
@@ -65,8 +64,7 @@ static double mt_gauss(rng_mt *s)
 
 /* One Bernoulli draw as numpy's legacy binomial(1, p) does it: inversion on min(p, 1-p), which
  * consumes a uniform draw even for p = 0 or 1. */
-static int mt_bernoulli(rng_mt *s, double p)
-{
+static int mt_bernoulli(rng_mt *s, double p) {
     bool flip = p > 0.5;
     double pp = flip ? 1.0 - p : p, q = 1.0 - pp;
     double qn = exp(log(q)), np_ = pp;
@@ -75,14 +73,19 @@ static int mt_bernoulli(rng_mt *s, double p)
     double px = qn, U = mt_double(s);
     while (U > px) {
         X++;
-        if (X > bound) { X = 0; px = qn; U = mt_double(s); }
-        else { U -= px; px = ((double)(1 - X + 1) * pp * px) / ((double)X * q); }
+        if (X > bound) {
+            X = 0;
+            px = qn;
+            U = mt_double(s);
+        } else {
+            U -= px;
+            px = ((double)(1 - X + 1) * pp * px) / ((double)X * q);
+        }
     }
     return (int)(flip ? 1 - X : X);
 }
 
-static void rng_init(rng_mt *s, kn_exec_ctx *ctx, const kn_node *node)
-{
+static void rng_init(rng_mt *s, kn_exec_ctx *ctx, const kn_node *node) {
     const kn_params_random *p = KN_PARAMS(node, random);
     uint32_t seed;
     if (p->has_seed) seed = (uint32_t)(int64_t)p->seed;
@@ -97,8 +100,7 @@ static void rng_init(rng_mt *s, kn_exec_ctx *ctx, const kn_node *node)
     mt_seed(s, seed);
 }
 
-static void rng_store(kn_tensor *t, int64_t i, double v)
-{
+static void rng_store(kn_tensor *t, int64_t i, double v) {
     switch (t->dtype) {
     case KN_F32: ((float *)t->data)[i] = (float)v; break;
     case KN_F64: ((double *)t->data)[i] = v; break;
@@ -110,11 +112,11 @@ static void rng_store(kn_tensor *t, int64_t i, double v)
 }
 
 kn_status *kn_cpu_Bernoulli(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                            kn_tensor *const *out, int n_out)
-{
+                            kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
     kn_tensor *y = out[0];
-    if (x->dtype != KN_F32 && x->dtype != KN_F64 && x->dtype != KN_F16 && x->dtype != KN_BF16) return kn_err_dtype(node, x);
+    if (x->dtype != KN_F32 && x->dtype != KN_F64 && x->dtype != KN_F16 && x->dtype != KN_BF16)
+        return kn_err_dtype(node, x);
     if (y->dtype == KN_STRING) return kn_err_dtype(node, y);
     rng_mt s;
     rng_init(&s, ctx, node);
@@ -128,38 +130,32 @@ kn_status *kn_cpu_Bernoulli(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
     return NULL;
 }
 
-static kn_status *rng_fill(kn_exec_ctx *ctx, const kn_node *node, kn_tensor *y, bool normal)
-{
+static kn_status *rng_fill(kn_exec_ctx *ctx, const kn_node *node, kn_tensor *y, bool normal) {
     rng_mt s;
     rng_init(&s, ctx, node);
-    double a = KN_PARAMS(node, random)->low;   /* mean for RandomNormal* */
-    double b = KN_PARAMS(node, random)->high;  /* scale for RandomNormal* */
+    double a = KN_PARAMS(node, random)->low;  /* mean for RandomNormal* */
+    double b = KN_PARAMS(node, random)->high; /* scale for RandomNormal* */
     int64_t n = kn_numel(y);
-    for (int64_t i = 0; i < n; i++)
-        rng_store(y, i, normal ? mt_gauss(&s) * b + a : mt_double(&s) * (b - a) + a);
+    for (int64_t i = 0; i < n; i++) rng_store(y, i, normal ? mt_gauss(&s) * b + a : mt_double(&s) * (b - a) + a);
     return NULL;
 }
 
 kn_status *kn_cpu_RandomUniform(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                kn_tensor *const *out, int n_out)
-{
+                                kn_tensor *const *out, int n_out) {
     return rng_fill(ctx, node, out[0], false);
 }
 
 kn_status *kn_cpu_RandomUniformLike(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                    kn_tensor *const *out, int n_out)
-{
+                                    kn_tensor *const *out, int n_out) {
     return rng_fill(ctx, node, out[0], false);
 }
 
 kn_status *kn_cpu_RandomNormal(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                               kn_tensor *const *out, int n_out)
-{
+                               kn_tensor *const *out, int n_out) {
     return rng_fill(ctx, node, out[0], true);
 }
 
 kn_status *kn_cpu_RandomNormalLike(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                   kn_tensor *const *out, int n_out)
-{
+                                   kn_tensor *const *out, int n_out) {
     return rng_fill(ctx, node, out[0], true);
 }

@@ -10,22 +10,19 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-static inline float hsum8(__m256 v)
-{
+static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
-static inline float hmax8(__m256 v)
-{
+static inline float hmax8(__m256 v) {
     __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_max_ps(s, _mm_movehl_ps(s, s));
     s = _mm_max_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
-static inline float hmin8(__m256 v)
-{
+static inline float hmin8(__m256 v) {
     __m128 s = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_min_ps(s, _mm_movehl_ps(s, s));
     s = _mm_min_ss(s, _mm_movehdup_ps(s));
@@ -33,14 +30,12 @@ static inline float hmin8(__m256 v)
 }
 
 /* Masked load helpers for the last partial vector of a row (0 < rem < 8). */
-static inline __m256i tail_mask(int64_t rem)
-{
+static inline __m256i tail_mask(int64_t rem) {
     const int32_t m[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
     return _mm256_loadu_si256((const __m256i *)(m + 8 - rem));
 }
 
-void kn_reduce_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, int kind)
-{
+void kn_reduce_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, int kind) {
     for (int64_t r = 0; r < rows; r++) {
         const float *p = x + r * n;
         int64_t i = 0;
@@ -74,8 +69,7 @@ void kn_reduce_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, 
     }
 }
 
-void kn_softmax_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, int log_out)
-{
+void kn_softmax_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, int log_out) {
     for (int64_t r = 0; r < rows; r++) {
         const float *p = x + r * n;
         float *q = y + r * n;
@@ -84,7 +78,8 @@ void kn_softmax_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n,
         __m256 mv = _mm256_set1_ps(-INFINITY);
         for (i = 0; i + 8 <= n; i += 8) mv = _mm256_max_ps(_mm256_loadu_ps(p + i), mv);
         float m = hmax8(mv);
-        for (; i < n; i++) if (p[i] > m) m = p[i];
+        for (; i < n; i++)
+            if (p[i] > m) m = p[i];
         __m256 vm = _mm256_set1_ps(m), sv = _mm256_setzero_ps();
         float s = 0;
         if (log_out) {
@@ -97,7 +92,8 @@ void kn_softmax_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n,
             s = hsum8(sv);
             /* (x - max) - log(sum): folding max + log(sum) first loses bits for large x */
             __m256 sh = _mm256_set1_ps(logf(s));
-            for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(q + i, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(p + i), vm), sh));
+            for (i = 0; i + 8 <= n; i += 8)
+                _mm256_storeu_ps(q + i, _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(p + i), vm), sh));
             if (i < n) {
                 __m256i mk = tail_mask(n - i);
                 _mm256_maskstore_ps(q + i, mk, _mm256_sub_ps(_mm256_sub_ps(_mm256_maskload_ps(p + i, mk), vm), sh));
@@ -110,7 +106,8 @@ void kn_softmax_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n,
             }
             if (i < n) {
                 __m256i mk = tail_mask(n - i);
-                __m256 e = _mm256_and_ps(kn_vexp(_mm256_sub_ps(_mm256_maskload_ps(p + i, mk), vm)), _mm256_castsi256_ps(mk));
+                __m256 e =
+                    _mm256_and_ps(kn_vexp(_mm256_sub_ps(_mm256_maskload_ps(p + i, mk), vm)), _mm256_castsi256_ps(mk));
                 _mm256_maskstore_ps(q + i, mk, e);
                 sv = _mm256_add_ps(sv, e);
             }
@@ -129,8 +126,7 @@ void kn_softmax_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n,
  * mean/invstd receive one value per row when non-NULL. Two passes for the variance (no
  * cancellation), fp32 accumulation in 8 lanes. */
 void kn_layernorm_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, const float *scale,
-                                const float *bias, float eps, float *mean, float *invstd)
-{
+                                const float *bias, float eps, float *mean, float *invstd) {
     for (int64_t r = 0; r < rows; r++) {
         const float *p = x + r * n;
         float *q = y + r * n;
@@ -154,7 +150,8 @@ void kn_layernorm_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t 
         if (invstd) invstd[r] = inv;
         __m256 vinv = _mm256_set1_ps(inv);
         for (i = 0; i + 8 <= n; i += 8) {
-            __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p + i), vmu), vinv), _mm256_loadu_ps(scale + i));
+            __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p + i), vmu), vinv),
+                                     _mm256_loadu_ps(scale + i));
             if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + i));
             _mm256_storeu_ps(q + i, v);
         }

@@ -12,8 +12,7 @@
 
 static inline __mmask16 tail16(int64_t rem) { return (__mmask16)((1u << rem) - 1u); }
 
-void kn_reduce_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, int kind)
-{
+void kn_reduce_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, int kind) {
     for (int64_t r = 0; r < rows; r++) {
         const float *p = x + r * n;
         int64_t i = 0;
@@ -47,8 +46,7 @@ void kn_reduce_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n
     }
 }
 
-void kn_softmax_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, int log_out)
-{
+void kn_softmax_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, int log_out) {
     for (int64_t r = 0; r < rows; r++) {
         const float *p = x + r * n;
         float *q = y + r * n;
@@ -61,17 +59,20 @@ void kn_softmax_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t 
         float m = _mm512_reduce_max_ps(mv);
         __m512 vm = _mm512_set1_ps(m), sv = _mm512_setzero_ps();
         if (log_out) {
-            for (i = 0; i + 16 <= n; i += 16) sv = _mm512_add_ps(sv, kn_vexp(_mm512_sub_ps(_mm512_loadu_ps(p + i), vm)));
+            for (i = 0; i + 16 <= n; i += 16)
+                sv = _mm512_add_ps(sv, kn_vexp(_mm512_sub_ps(_mm512_loadu_ps(p + i), vm)));
             if (i < n) {
                 __mmask16 mk = tail16(n - i);
                 sv = _mm512_mask_add_ps(sv, mk, sv, kn_vexp(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, p + i), vm)));
             }
             /* (x - max) - log(sum): folding max + log(sum) first loses bits for large x */
             __m512 sh = _mm512_set1_ps(logf(_mm512_reduce_add_ps(sv)));
-            for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(q + i, _mm512_sub_ps(_mm512_sub_ps(_mm512_loadu_ps(p + i), vm), sh));
+            for (i = 0; i + 16 <= n; i += 16)
+                _mm512_storeu_ps(q + i, _mm512_sub_ps(_mm512_sub_ps(_mm512_loadu_ps(p + i), vm), sh));
             if (i < n) {
                 __mmask16 mk = tail16(n - i);
-                _mm512_mask_storeu_ps(q + i, mk, _mm512_sub_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, p + i), vm), sh));
+                _mm512_mask_storeu_ps(q + i, mk,
+                                      _mm512_sub_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, p + i), vm), sh));
             }
         } else {
             for (i = 0; i + 16 <= n; i += 16) {
@@ -97,8 +98,7 @@ void kn_softmax_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t 
 
 /* Same contract as kn_layernorm_rows_f32_avx2. */
 void kn_layernorm_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, const float *scale,
-                                  const float *bias, float eps, float *mean, float *invstd)
-{
+                                  const float *bias, float eps, float *mean, float *invstd) {
     for (int64_t r = 0; r < rows; r++) {
         const float *p = x + r * n;
         float *q = y + r * n;

@@ -13,13 +13,11 @@
 static bool rnn_dtype_ok(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
 
 
-
 /* ---- activation functions named by the activations attribute ---- */
 
 typedef kn_rnn_act rnn_act; /* kinds and parameters decoded at load (kn_params_rnn) */
 
-static float rnn_apply(const rnn_act *a, float x)
-{
+static float rnn_apply(const rnn_act *a, float x) {
     switch (a->kind) {
     case KN_RNN_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
     case KN_RNN_ACT_TANH: return tanhf(x);
@@ -28,7 +26,10 @@ static float rnn_apply(const rnn_act *a, float x)
     case KN_RNN_ACT_LEAKYRELU: return x >= 0.0f ? x : a->alpha * x;
     case KN_RNN_ACT_THRESHOLDEDRELU: return x > a->alpha ? x : 0.0f;
     case KN_RNN_ACT_SCALEDTANH: return a->alpha * tanhf(a->beta * x);
-    case KN_RNN_ACT_HARDSIGMOID: { float v = a->alpha * x + a->beta; return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v; }
+    case KN_RNN_ACT_HARDSIGMOID: {
+        float v = a->alpha * x + a->beta;
+        return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+    }
     case KN_RNN_ACT_ELU: return x >= 0.0f ? x : a->alpha * (expf(x) - 1.0f);
     case KN_RNN_ACT_SOFTSIGN: return x / (1.0f + fabsf(x));
     case KN_RNN_ACT_SOFTPLUS: return log1pf(expf(x));
@@ -40,16 +41,18 @@ static float rnn_apply(const rnn_act *a, float x)
 
 typedef enum { CELL_RNN = 1, CELL_GRU = 3, CELL_LSTM = 4 } rnn_cell;
 
-static inline float rnn_clip(float x, float clip) { return clip > 0.0f ? (x < -clip ? -clip : x > clip ? clip : x) : x; }
+static inline float rnn_clip(float x, float clip) {
+    return clip > 0.0f ? (x < -clip ? -clip : x > clip ? clip : x) : x;
+}
 
 static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                          kn_tensor *const *out, int n_out, rnn_cell cell)
-{
+                          kn_tensor *const *out, int n_out, rnn_cell cell) {
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
     int G = (int)cell;
     const kn_tensor *X = in[0], *W = in[1], *R = in[2];
     const kn_tensor *Bt = n_in > 3 ? in[3] : NULL, *SL = n_in > 4 ? in[4] : NULL, *H0 = n_in > 5 ? in[5] : NULL;
-    const kn_tensor *C0 = cell == CELL_LSTM && n_in > 6 ? in[6] : NULL, *P = cell == CELL_LSTM && n_in > 7 ? in[7] : NULL;
+    const kn_tensor *C0 = cell == CELL_LSTM && n_in > 6 ? in[6] : NULL,
+                    *P = cell == CELL_LSTM && n_in > 7 ? in[7] : NULL;
     for (int i = 0; i < 3; i++)
         if (!rnn_dtype_ok(in[i]->dtype)) return kn_err_dtype(node, in[i]);
     if (X->ndim != 3 || W->ndim != 3 || R->ndim != 3)
@@ -62,23 +65,32 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
     int64_t S = layout ? X->dims[1] : X->dims[0], Bn = layout ? X->dims[0] : X->dims[1], I = X->dims[2];
     int64_t H = rp->has_hidden_size ? rp->hidden_size : R->dims[2];
     int64_t GH = G * H;
-    if (H <= 0 || W->dims[0] != dirs || W->dims[1] != GH || W->dims[2] != I || R->dims[0] != dirs || R->dims[1] != GH || R->dims[2] != H)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: W %s / R %s do not match %d direction(s), hidden_size %lld, input %s",
-                        node->op_type, kn_tensor_desc(W, b1, sizeof b1), kn_tensor_desc(R, b2, sizeof b2), dirs, (long long)H,
+    if (H <= 0 || W->dims[0] != dirs || W->dims[1] != GH || W->dims[2] != I || R->dims[0] != dirs || R->dims[1] != GH ||
+        R->dims[2] != H)
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "%s: W %s / R %s do not match %d direction(s), hidden_size %lld, input %s", node->op_type,
+                        kn_tensor_desc(W, b1, sizeof b1), kn_tensor_desc(R, b2, sizeof b2), dirs, (long long)H,
                         kn_tensor_desc(X, b1, sizeof b1));
     if (Bt && (Bt->ndim != 2 || Bt->dims[0] != dirs || Bt->dims[1] != 2 * GH))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: B %s must be [%d, %lld]", node->op_type, kn_tensor_desc(Bt, b1, sizeof b1), dirs, (long long)(2 * GH));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: B %s must be [%d, %lld]", node->op_type,
+                        kn_tensor_desc(Bt, b1, sizeof b1), dirs, (long long)(2 * GH));
     if (SL && (SL->ndim != 1 || SL->dims[0] != Bn))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: sequence_lens %s must be [%lld]", node->op_type, kn_tensor_desc(SL, b1, sizeof b1), (long long)Bn);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: sequence_lens %s must be [%lld]", node->op_type,
+                        kn_tensor_desc(SL, b1, sizeof b1), (long long)Bn);
     const kn_tensor *states[2] = {H0, C0};
     for (int k = 0; k < 2; k++) {
         const kn_tensor *s = states[k];
         if (!s) continue;
-        bool ok = s->ndim == 3 && (layout ? (s->dims[0] == Bn && s->dims[1] == dirs) : (s->dims[0] == dirs && s->dims[1] == Bn)) && s->dims[2] == H;
-        if (!ok) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: initial state %s has the wrong shape", node->op_type, kn_tensor_desc(s, b1, sizeof b1));
+        bool ok = s->ndim == 3 &&
+            (layout ? (s->dims[0] == Bn && s->dims[1] == dirs) : (s->dims[0] == dirs && s->dims[1] == Bn)) &&
+            s->dims[2] == H;
+        if (!ok)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: initial state %s has the wrong shape", node->op_type,
+                            kn_tensor_desc(s, b1, sizeof b1));
     }
     if (P && (P->ndim != 2 || P->dims[0] != dirs || P->dims[1] != 3 * H))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "LSTM: P %s must be [%d, %lld]", kn_tensor_desc(P, b1, sizeof b1), dirs, (long long)(3 * H));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "LSTM: P %s must be [%d, %lld]", kn_tensor_desc(P, b1, sizeof b1),
+                        dirs, (long long)(3 * H));
     float clip = rp->clip;
     bool lbr = rp->linear_before_reset;
     bool input_forget = rp->input_forget;
@@ -101,20 +113,24 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
     for (int64_t b = 0; b < Bn; b++) {
         lens[b] = SL ? kn_get_i64(SL, b) : S;
         if (lens[b] < 0 || lens[b] > S)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: sequence length %lld outside [0, %lld]", node->op_type, (long long)lens[b], (long long)S);
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: sequence length %lld outside [0, %lld]", node->op_type,
+                            (long long)lens[b], (long long)S);
     }
     for (int64_t t = 0; t < S; t++)
         for (int64_t b = 0; b < Bn; b++)
             for (int64_t i = 0; i < I; i++)
-                xf[(t * Bn + b) * I + i] = kn_load_f32(X->data, X->dtype, layout ? (b * S + t) * I + i : (t * Bn + b) * I + i);
-    kn_tensor *Y = n_out > 0 ? out[0] : NULL, *Yh = n_out > 1 ? out[1] : NULL, *Yc = cell == CELL_LSTM && n_out > 2 ? out[2] : NULL;
+                xf[(t * Bn + b) * I + i] =
+                    kn_load_f32(X->data, X->dtype, layout ? (b * S + t) * I + i : (t * Bn + b) * I + i);
+    kn_tensor *Y = n_out > 0 ? out[0] : NULL, *Yh = n_out > 1 ? out[1] : NULL,
+              *Yc = cell == CELL_LSTM && n_out > 2 ? out[2] : NULL;
     if (Y && !Y->data) Y = NULL;
     if (Yh && !Yh->data) Yh = NULL;
     if (Yc && !Yc->data) Yc = NULL;
 
     for (int d = 0; d < dirs; d++) {
         bool rev = reverse_only || d == 1;
-        const rnn_act *fa = &acts[d * n_act], *ga = &acts[d * n_act + (n_act > 1 ? 1 : 0)], *ha = &acts[d * n_act + (n_act > 2 ? 2 : 0)];
+        const rnn_act *fa = &acts[d * n_act], *ga = &acts[d * n_act + (n_act > 1 ? 1 : 0)],
+                      *ha = &acts[d * n_act + (n_act > 2 ? 2 : 0)];
         for (int64_t i = 0; i < GH * I; i++) w[i] = kn_load_f32(W->data, W->dtype, d * GH * I + i);
         for (int64_t i = 0; i < GH * H; i++) r[i] = kn_load_f32(R->data, R->dtype, d * GH * H + i);
         for (int64_t i = 0; i < 2 * GH; i++) bias[i] = Bt ? kn_load_f32(Bt->data, Bt->dtype, d * 2 * GH + i) : 0.0f;
@@ -126,10 +142,8 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                 h[b * H + k] = H0 ? kn_load_f32(H0->data, H0->dtype, si) : 0.0f;
                 c[b * H + k] = C0 ? kn_load_f32(C0->data, C0->dtype, si) : 0.0f;
             }
-        if (S * Bn > 0 && I > 0)
-            kn_sgemm(ctx->pool, false, true, S * Bn, GH, I, 1.0f, xf, I, w, I, 0.0f, xw, GH);
-        else
-            memset(xw, 0, sizeof(float) * (size_t)(S * Bn * GH));
+        if (S * Bn > 0 && I > 0) kn_sgemm(ctx->pool, false, true, S * Bn, GH, I, 1.0f, xf, I, w, I, 0.0f, xw, GH);
+        else memset(xw, 0, sizeof(float) * (size_t)(S * Bn * GH));
         for (int64_t step = 0; step < S; step++) {
             int64_t t = rev ? S - 1 - step : step;
             kn_sgemm(ctx->pool, false, true, Bn, GH, H, 1.0f, h, H, r, H, 0.0f, hr, GH);
@@ -155,19 +169,28 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                         float hh;
                         if (lbr) {
                             float rg = rnn_apply(fa, rnn_clip(x[H + k] + hrb[H + k] + wb[H + k] + rb[H + k], clip));
-                            hh = rnn_apply(ga, rnn_clip(x[2 * H + k] + rg * (hrb[2 * H + k] + rb[2 * H + k]) + wb[2 * H + k], clip));
+                            hh = rnn_apply(
+                                ga,
+                                rnn_clip(x[2 * H + k] + rg * (hrb[2 * H + k] + rb[2 * H + k]) + wb[2 * H + k], clip));
                         } else {
-                            hh = rnn_apply(ga, rnn_clip(x[2 * H + k] + tmp[Bn * H + b * H + k] + rb[2 * H + k] + wb[2 * H + k], clip));
+                            hh = rnn_apply(
+                                ga,
+                                rnn_clip(x[2 * H + k] + tmp[Bn * H + b * H + k] + rb[2 * H + k] + wb[2 * H + k], clip));
                         }
                         tmp[b * H + k] = (1.0f - z) * hh + z * hb[k]; /* written back after the row */
                     } else {
                         float cp = cb[k];
                         float ig = rnn_apply(fa, rnn_clip(x[k] + hrb[k] + wb[k] + rb[k] + peep[k] * cp, clip));
                         float fg = input_forget ? 1.0f - ig
-                                                : rnn_apply(fa, rnn_clip(x[2 * H + k] + hrb[2 * H + k] + wb[2 * H + k] + rb[2 * H + k] + peep[2 * H + k] * cp, clip));
-                        float cg = rnn_apply(ga, rnn_clip(x[3 * H + k] + hrb[3 * H + k] + wb[3 * H + k] + rb[3 * H + k], clip));
+                                                : rnn_apply(fa,
+                                                            rnn_clip(x[2 * H + k] + hrb[2 * H + k] + wb[2 * H + k] +
+                                                                         rb[2 * H + k] + peep[2 * H + k] * cp,
+                                                                     clip));
+                        float cg = rnn_apply(
+                            ga, rnn_clip(x[3 * H + k] + hrb[3 * H + k] + wb[3 * H + k] + rb[3 * H + k], clip));
                         float cn = fg * cp + ig * cg;
-                        float og = rnn_apply(fa, rnn_clip(x[H + k] + hrb[H + k] + wb[H + k] + rb[H + k] + peep[H + k] * cn, clip));
+                        float og = rnn_apply(
+                            fa, rnn_clip(x[H + k] + hrb[H + k] + wb[H + k] + rb[H + k] + peep[H + k] * cn, clip));
                         cb[k] = cn;
                         hb[k] = og * rnn_apply(ha, cn);
                     }
@@ -192,19 +215,16 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
 }
 
 kn_status *kn_cpu_RNN(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                      kn_tensor *const *out, int n_out)
-{
+                      kn_tensor *const *out, int n_out) {
     return rnn_run(ctx, node, in, n_in, out, n_out, CELL_RNN);
 }
 
 kn_status *kn_cpu_GRU(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                      kn_tensor *const *out, int n_out)
-{
+                      kn_tensor *const *out, int n_out) {
     return rnn_run(ctx, node, in, n_in, out, n_out, CELL_GRU);
 }
 
 kn_status *kn_cpu_LSTM(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                       kn_tensor *const *out, int n_out)
-{
+                       kn_tensor *const *out, int n_out) {
     return rnn_run(ctx, node, in, n_in, out, n_out, CELL_LSTM);
 }

@@ -37,8 +37,8 @@ void kn_softmax_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n,
 void kn_softmax_rows_f32_avx512(const float *x, float *y, int64_t rows, int64_t n, int log_out);
 
 /* Layer norm of each row of n with optional scale/bias; mean and invstd per row may be NULL. */
-void kn_layernorm_rows_f32(kn_threadpool *pool, const float *x, float *y, int64_t rows, int64_t n,
-                           const float *scale, const float *bias, float eps, float *mean, float *invstd);
+void kn_layernorm_rows_f32(kn_threadpool *pool, const float *x, float *y, int64_t rows, int64_t n, const float *scale,
+                           const float *bias, float eps, float *mean, float *invstd);
 void kn_layernorm_rows_f32_scalar(const float *x, float *y, int64_t rows, int64_t n, const float *scale,
                                   const float *bias, float eps, float *mean, float *invstd);
 void kn_layernorm_rows_f32_avx2(const float *x, float *y, int64_t rows, int64_t n, const float *scale,

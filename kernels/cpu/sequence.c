@@ -7,20 +7,27 @@
 
 static kn_status *kn_open_outputs(kn_infer_ctx *c) {
     for (int i = 0; i < c->n_out; i++)
-        if (c->out[i]) { c->out[i]->ndim = -1; c->out[i]->dtype = c->n_in && c->in[0] ? c->in[0]->dtype : KN_UNDEFINED; }
+        if (c->out[i]) {
+            c->out[i]->ndim = -1;
+            c->out[i]->dtype = c->n_in && c->in[0] ? c->in[0]->dtype : KN_UNDEFINED;
+        }
     return NULL;
 }
 
 static kn_status *kn_need_seq(const kn_node *n, const kn_tensor *t, int idx) {
     char buf[KN_DESC_LEN];
-    KN_CHECK(t && t->kind == KN_KIND_SEQUENCE && t->data, KN_ERR_INVALID_ARGUMENT, "%s: input %d must be a sequence, got %s",
-             n->op_type, idx, kn_tensor_desc(t, buf, sizeof buf));
+    KN_CHECK(t && t->kind == KN_KIND_SEQUENCE && t->data, KN_ERR_INVALID_ARGUMENT,
+             "%s: input %d must be a sequence, got %s", n->op_type, idx, kn_tensor_desc(t, buf, sizeof buf));
     return NULL;
 }
 
 /* A position input (scalar int32/int64), wrapped into [0, limit]; allow_end admits == n. */
-static kn_status *kn_seq_pos(const kn_node *n, const kn_tensor *p, int64_t len, bool allow_end, int64_t def, int64_t *out) {
-    if (!p) { *out = def; return NULL; }
+static kn_status *kn_seq_pos(const kn_node *n, const kn_tensor *p, int64_t len, bool allow_end, int64_t def,
+                             int64_t *out) {
+    if (!p) {
+        *out = def;
+        return NULL;
+    }
     KN_CHECK(p->data && kn_numel(p) == 1, KN_ERR_INVALID_ARGUMENT, "%s: position must be a scalar", n->op_type);
     int64_t v = kn_get_i64(p, 0);
     int64_t w = v < 0 ? v + len : v;
@@ -39,12 +46,14 @@ static kn_status *kn_clone_into(kn_tensor *dst, const kn_tensor *src) {
 }
 
 kn_status *kn_infer_SequenceEmpty(kn_infer_ctx *c) { return kn_open_outputs(c); }
-kn_status *kn_cpu_SequenceEmpty(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
+kn_status *kn_cpu_SequenceEmpty(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                kn_tensor *const *out, int n_out) {
     return kn_seq_init(out[0], (kn_dtype)KN_PARAMS(node, seq_empty)->dtype);
 }
 
 kn_status *kn_infer_SequenceConstruct(kn_infer_ctx *c) { return kn_open_outputs(c); }
-kn_status *kn_cpu_SequenceConstruct(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
+kn_status *kn_cpu_SequenceConstruct(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                    kn_tensor *const *out, int n_out) {
     KN_CHECK(n_in >= 1 && in[0], KN_ERR_INVALID_ARGUMENT, "SequenceConstruct needs at least one tensor");
     KN_TRY(kn_seq_init(out[0], in[0]->dtype));
     for (int i = 0; i < n_in; i++) {
@@ -53,18 +62,23 @@ kn_status *kn_cpu_SequenceConstruct(kn_exec_ctx *ctx, const kn_node *node, const
         kn_tensor *c = NULL;
         KN_TRY(kn_tensor_clone(in[i], &c));
         kn_status *st = kn_seq_insert(out[0], i, c);
-        if (st) { kn_tensor_free(c); return st; }
+        if (st) {
+            kn_tensor_free(c);
+            return st;
+        }
     }
     return NULL;
 }
 
 kn_status *kn_infer_SequenceInsert(kn_infer_ctx *c) { return kn_open_outputs(c); }
-kn_status *kn_cpu_SequenceInsert(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
+kn_status *kn_cpu_SequenceInsert(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                 kn_tensor *const *out, int n_out) {
     KN_TRY(kn_need_seq(node, in[0], 0));
-    KN_CHECK(n_in >= 2 && in[1] && in[1]->kind == KN_KIND_TENSOR, KN_ERR_INVALID_ARGUMENT, "SequenceInsert: input 1 must be a tensor");
+    KN_CHECK(n_in >= 2 && in[1] && in[1]->kind == KN_KIND_TENSOR, KN_ERR_INVALID_ARGUMENT,
+             "SequenceInsert: input 1 must be a tensor");
     const kn_seq *q = in[0]->data;
-    KN_CHECK(q->n == 0 || in[1]->dtype == in[0]->dtype, KN_ERR_INVALID_ARGUMENT, "SequenceInsert: %s into a sequence of %s",
-             kn_dtype_name(in[1]->dtype), kn_dtype_name(in[0]->dtype));
+    KN_CHECK(q->n == 0 || in[1]->dtype == in[0]->dtype, KN_ERR_INVALID_ARGUMENT,
+             "SequenceInsert: %s into a sequence of %s", kn_dtype_name(in[1]->dtype), kn_dtype_name(in[0]->dtype));
     int64_t pos;
     KN_TRY(kn_seq_pos(node, n_in > 2 ? in[2] : NULL, q->n, true, q->n, &pos));
     KN_TRY(kn_clone_into(out[0], in[0]));
@@ -77,7 +91,8 @@ kn_status *kn_cpu_SequenceInsert(kn_exec_ctx *ctx, const kn_node *node, const kn
 }
 
 kn_status *kn_infer_SequenceAt(kn_infer_ctx *c) { return kn_open_outputs(c); }
-kn_status *kn_cpu_SequenceAt(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
+kn_status *kn_cpu_SequenceAt(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                             kn_tensor *const *out, int n_out) {
     KN_TRY(kn_need_seq(node, in[0], 0));
     const kn_seq *q = in[0]->data;
     int64_t pos;
@@ -87,7 +102,8 @@ kn_status *kn_cpu_SequenceAt(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
 }
 
 kn_status *kn_infer_SequenceErase(kn_infer_ctx *c) { return kn_open_outputs(c); }
-kn_status *kn_cpu_SequenceErase(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
+kn_status *kn_cpu_SequenceErase(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                kn_tensor *const *out, int n_out) {
     KN_TRY(kn_need_seq(node, in[0], 0));
     const kn_seq *q = in[0]->data;
     KN_CHECK(q->n > 0, KN_ERR_INVALID_ARGUMENT, "SequenceErase on an empty sequence");
@@ -106,7 +122,8 @@ kn_status *kn_infer_SequenceLength(kn_infer_ctx *c) {
     c->out[0]->ndim = 0;
     return NULL;
 }
-kn_status *kn_cpu_SequenceLength(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
+kn_status *kn_cpu_SequenceLength(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                 kn_tensor *const *out, int n_out) {
     KN_TRY(kn_need_seq(node, in[0], 0));
     *(int64_t *)out[0]->data = ((const kn_seq *)in[0]->data)->n;
     return NULL;
@@ -124,14 +141,15 @@ static void kn_copy_block(kn_tensor *dst, const kn_tensor *src, int axis, int64_
         char *to = (char *)dst->data + (o * inner_dst + at * step) * es;
         const char *from = (const char *)src->data + o * inner_src * es;
         if (strings)
-            for (int64_t k = 0; k < inner_src; k++) ((char **)to)[k] = strdup(((char *const *)from)[k] ? ((char *const *)from)[k] : "");
-        else
-            memcpy(to, from, (size_t)inner_src * es);
+            for (int64_t k = 0; k < inner_src; k++)
+                ((char **)to)[k] = strdup(((char *const *)from)[k] ? ((char *const *)from)[k] : "");
+        else memcpy(to, from, (size_t)inner_src * es);
     }
 }
 
 kn_status *kn_infer_ConcatFromSequence(kn_infer_ctx *c) { return kn_open_outputs(c); }
-kn_status *kn_cpu_ConcatFromSequence(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
+kn_status *kn_cpu_ConcatFromSequence(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                     kn_tensor *const *out, int n_out) {
     KN_TRY(kn_need_seq(node, in[0], 0));
     const kn_seq *q = in[0]->data;
     KN_CHECK(q->n > 0, KN_ERR_INVALID_ARGUMENT, "ConcatFromSequence on an empty sequence");
@@ -149,9 +167,11 @@ kn_status *kn_cpu_ConcatFromSequence(kn_exec_ctx *ctx, const kn_node *node, cons
     o->dims[axis] = 0;
     for (int64_t i = 0; i < q->n; i++) {
         const kn_tensor *t = q->items[i];
-        KN_CHECK(t->ndim == t0->ndim && t->dtype == t0->dtype, KN_ERR_INVALID_ARGUMENT, "ConcatFromSequence: items differ in rank or dtype");
+        KN_CHECK(t->ndim == t0->ndim && t->dtype == t0->dtype, KN_ERR_INVALID_ARGUMENT,
+                 "ConcatFromSequence: items differ in rank or dtype");
         for (int d = 0; d < t0->ndim; d++)
-            KN_CHECK(new_axis ? t->dims[d] == t0->dims[d] : (d == axis || t->dims[d] == t0->dims[d]), KN_ERR_INVALID_ARGUMENT,
+            KN_CHECK(new_axis ? t->dims[d] == t0->dims[d] : (d == axis || t->dims[d] == t0->dims[d]),
+                     KN_ERR_INVALID_ARGUMENT,
                      "ConcatFromSequence: item %lld differs in shape off the concatenation axis", (long long)i);
         o->dims[axis] += new_axis ? 1 : t->dims[axis];
     }
@@ -172,9 +192,11 @@ kn_status *kn_cpu_ConcatFromSequence(kn_exec_ctx *ctx, const kn_node *node, cons
 }
 
 kn_status *kn_infer_SplitToSequence(kn_infer_ctx *c) { return kn_open_outputs(c); }
-kn_status *kn_cpu_SplitToSequence(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
+kn_status *kn_cpu_SplitToSequence(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                  kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
-    KN_CHECK(x && x->kind == KN_KIND_TENSOR && x->ndim >= 1, KN_ERR_INVALID_ARGUMENT, "SplitToSequence needs a tensor of rank >= 1");
+    KN_CHECK(x && x->kind == KN_KIND_TENSOR && x->ndim >= 1, KN_ERR_INVALID_ARGUMENT,
+             "SplitToSequence needs a tensor of rank >= 1");
     int axis;
     KN_TRY(kn_norm_axis(KN_PARAMS(node, seq_axis)->axis, x->ndim, node, &axis));
     int64_t len = x->dims[axis], n_parts, *sizes = NULL;
@@ -196,8 +218,18 @@ kn_status *kn_cpu_SplitToSequence(kn_exec_ctx *ctx, const kn_node *node, const k
     } else {
         KN_TRY(kn_tensor_to_i64(sp, &sizes, &n_parts));
         int64_t sum = 0;
-        for (int64_t i = 0; i < n_parts; i++) { if (sizes[i] < 0) { free(sizes); return kn_error(KN_ERR_INVALID_ARGUMENT, "SplitToSequence: negative split"); } sum += sizes[i]; }
-        if (sum != len) { free(sizes); return kn_error(KN_ERR_INVALID_ARGUMENT, "SplitToSequence: splits sum to %lld, axis has %lld", (long long)sum, (long long)len); }
+        for (int64_t i = 0; i < n_parts; i++) {
+            if (sizes[i] < 0) {
+                free(sizes);
+                return kn_error(KN_ERR_INVALID_ARGUMENT, "SplitToSequence: negative split");
+            }
+            sum += sizes[i];
+        }
+        if (sum != len) {
+            free(sizes);
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "SplitToSequence: splits sum to %lld, axis has %lld",
+                            (long long)sum, (long long)len);
+        }
         keepdims = true;
     }
     kn_status *st = kn_seq_init(out[0], x->dtype);
@@ -219,9 +251,9 @@ kn_status *kn_cpu_SplitToSequence(kn_exec_ctx *ctx, const kn_node *node, const k
             const char *from = (const char *)x->data + ((o * len + start) * inner) * es;
             char *to = (char *)part->data + (o * sizes[p] * inner) * es;
             if (x->dtype == KN_STRING)
-                for (int64_t k = 0; k < sizes[p] * inner; k++) ((char **)to)[k] = strdup(((char *const *)from)[k] ? ((char *const *)from)[k] : "");
-            else
-                memcpy(to, from, (size_t)(sizes[p] * inner) * es);
+                for (int64_t k = 0; k < sizes[p] * inner; k++)
+                    ((char **)to)[k] = strdup(((char *const *)from)[k] ? ((char *const *)from)[k] : "");
+            else memcpy(to, from, (size_t)(sizes[p] * inner) * es);
         }
         start += sizes[p];
         st = kn_seq_insert(out[0], p, part);
@@ -235,16 +267,19 @@ kn_status *kn_infer_SequenceMap(kn_infer_ctx *c) {
     KN_CHECK(KN_PARAMS(c->node, subgraph)->body, KN_ERR_INVALID_MODEL, "SequenceMap: body graph attribute is required");
     return kn_open_outputs(c);
 }
-kn_status *kn_cpu_SequenceMap(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
+kn_status *kn_cpu_SequenceMap(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                              kn_tensor *const *out, int n_out) {
     const kn_graph *body = KN_PARAMS(node, subgraph)->body;
     int n_exp = node->n_inputs - node->n_implicit;
     KN_TRY(kn_need_seq(node, in[0], 0));
     KN_CHECK(body->n_inputs == n_exp && body->n_outputs == n_out, KN_ERR_INVALID_MODEL,
-             "SequenceMap: body has %d inputs / %d outputs for %d inputs / %d outputs", body->n_inputs, body->n_outputs, n_exp, n_out);
+             "SequenceMap: body has %d inputs / %d outputs for %d inputs / %d outputs", body->n_inputs, body->n_outputs,
+             n_exp, n_out);
     int64_t len = ((const kn_seq *)in[0]->data)->n;
     for (int i = 1; i < n_exp; i++)
         if (in[i] && in[i]->kind == KN_KIND_SEQUENCE)
-            KN_CHECK(((const kn_seq *)in[i]->data)->n == len, KN_ERR_INVALID_ARGUMENT, "SequenceMap: sequence inputs differ in length");
+            KN_CHECK(((const kn_seq *)in[i]->data)->n == len, KN_ERR_INVALID_ARGUMENT,
+                     "SequenceMap: sequence inputs differ in length");
     kn_status *st = NULL;
     for (int k = 0; k < n_out && !st; k++) {
         const kn_value *bv = &body->values[body->outputs[k]];
@@ -259,7 +294,10 @@ kn_status *kn_cpu_SequenceMap(kn_exec_ctx *ctx, const kn_node *node, const kn_te
         st = kn_exec_subgraph(ctx, body, bin, n_exp, res);
         for (int k = 0; !st && k < n_out; k++) {
             kn_tensor *item = malloc(sizeof *item);
-            if (!item) { st = KN_OOM(0); break; }
+            if (!item) {
+                st = KN_OOM(0);
+                break;
+            }
             *item = res[k];
             memset(&res[k], 0, sizeof res[k]);
             out[k]->dtype = item->dtype;
@@ -274,7 +312,8 @@ kn_status *kn_cpu_SequenceMap(kn_exec_ctx *ctx, const kn_node *node, const kn_te
 }
 
 kn_status *kn_infer_Optional(kn_infer_ctx *c) { return kn_open_outputs(c); }
-kn_status *kn_cpu_Optional(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
+kn_status *kn_cpu_Optional(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                           kn_tensor *const *out, int n_out) {
     if (n_in > 0 && in[0]) return kn_clone_into(out[0], in[0]);
     int elem = KN_PARAMS(node, optional)->elem_type;
     memset(out[0], 0, sizeof *out[0]);
@@ -288,13 +327,16 @@ kn_status *kn_infer_OptionalHasElement(kn_infer_ctx *c) {
     c->out[0]->ndim = 0;
     return NULL;
 }
-kn_status *kn_cpu_OptionalHasElement(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
+kn_status *kn_cpu_OptionalHasElement(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                     kn_tensor *const *out, int n_out) {
     *(uint8_t *)out[0]->data = n_in > 0 && in[0] && in[0]->kind != KN_KIND_NONE;
     return NULL;
 }
 
 kn_status *kn_infer_OptionalGetElement(kn_infer_ctx *c) { return kn_open_outputs(c); }
-kn_status *kn_cpu_OptionalGetElement(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
-    KN_CHECK(n_in > 0 && in[0] && in[0]->kind != KN_KIND_NONE, KN_ERR_INVALID_ARGUMENT, "OptionalGetElement: the optional is empty");
+kn_status *kn_cpu_OptionalGetElement(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                     kn_tensor *const *out, int n_out) {
+    KN_CHECK(n_in > 0 && in[0] && in[0]->kind != KN_KIND_NONE, KN_ERR_INVALID_ARGUMENT,
+             "OptionalGetElement: the optional is empty");
     return kn_clone_into(out[0], in[0]);
 }

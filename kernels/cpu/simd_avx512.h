@@ -29,8 +29,10 @@ typedef __m512i VI;
 #define vslli(a, k) _mm512_slli_epi32(a, k)
 #define vsrai(a, k) _mm512_srai_epi32(a, k)
 #define vabs(a) _mm512_abs_ps(a)
-#define vcopysign(mag, s) _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(_mm512_abs_ps(mag)), \
-    _mm512_and_si512(_mm512_castps_si512(s), _mm512_set1_epi32((int)0x80000000u))))
+#define vcopysign(mag, s) \
+    _mm512_castsi512_ps( \
+        _mm512_or_si512(_mm512_castps_si512(_mm512_abs_ps(mag)), \
+                        _mm512_and_si512(_mm512_castps_si512(s), _mm512_set1_epi32((int)0x80000000u))))
 #define vcmp_lt(a, b) _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)
 #define vcmp_gt(a, b) _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ)
 #define vcmp_unord(a, b) _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q)

@@ -13,30 +13,37 @@
 
 /* Scalar reference, numerically stable: shift by the row max, accumulate exp in fp32.
  * A NaN anywhere in a row makes the whole row NaN (its exp poisons the sum), as in numpy. */
-void kn_softmax_rows_f32_scalar(const float *x, float *y, int64_t rows, int64_t n, int log_out)
-{
+void kn_softmax_rows_f32_scalar(const float *x, float *y, int64_t rows, int64_t n, int log_out) {
     for (int64_t r = 0; r < rows; r++) {
         const float *p = x + r * n;
         float *q = y + r * n;
         float m = -INFINITY;
-        for (int64_t i = 0; i < n; i++) if (p[i] > m) m = p[i];
+        for (int64_t i = 0; i < n; i++)
+            if (p[i] > m) m = p[i];
         float s = 0;
         if (log_out) {
             for (int64_t i = 0; i < n; i++) s += expf(p[i] - m);
             float ls = logf(s);
             for (int64_t i = 0; i < n; i++) q[i] = p[i] - m - ls;
         } else {
-            for (int64_t i = 0; i < n; i++) { q[i] = expf(p[i] - m); s += q[i]; }
+            for (int64_t i = 0; i < n; i++) {
+                q[i] = expf(p[i] - m);
+                s += q[i];
+            }
             float inv = 1.0f / s;
             for (int64_t i = 0; i < n; i++) q[i] *= inv;
         }
     }
 }
 
-typedef struct { const float *x; float *y; int64_t n; int log_out, level; } sm_job;
+typedef struct {
+    const float *x;
+    float *y;
+    int64_t n;
+    int log_out, level;
+} sm_job;
 
-static void sm_range(void *ctx, int64_t b, int64_t e)
-{
+static void sm_range(void *ctx, int64_t b, int64_t e) {
     sm_job *j = ctx;
     const float *x = j->x + b * j->n;
     float *y = j->y + b * j->n;
@@ -46,21 +53,22 @@ static void sm_range(void *ctx, int64_t b, int64_t e)
 }
 
 /* Softmax over float32 rows of length n, dispatched and threaded (also used by the losses). */
-void kn_softmax_rows_f32(kn_threadpool *pool, const float *x, float *y, int64_t rows, int64_t n, int log_out)
-{
-    sm_job j = { x, y, n, log_out, kn_red_simd_level() };
+void kn_softmax_rows_f32(kn_threadpool *pool, const float *x, float *y, int64_t rows, int64_t n, int log_out) {
+    sm_job j = {x, y, n, log_out, kn_red_simd_level()};
     kn_parallel_for(pool, rows, kn_red_grain(n), sm_range, &j);
 }
 
 typedef enum { SM_SOFTMAX, SM_LOG, SM_HARD } sm_kind;
 
 typedef struct {
-    const kn_tensor *x; kn_tensor *y; int64_t n, inner; sm_kind kind;
+    const kn_tensor *x;
+    kn_tensor *y;
+    int64_t n, inner;
+    sm_kind kind;
 } sm_gen_job;
 
 /* Rounds v to the storage precision of t (float16 or bfloat16). */
-static float round_half(kn_dtype t, float v)
-{
+static float round_half(kn_dtype t, float v) {
     return t == KN_F16 ? kn_f16_to_f32(kn_f32_to_f16(v)) : kn_bf16_to_f32(kn_f32_to_bf16(v));
 }
 
@@ -69,8 +77,7 @@ static float round_half(kn_dtype t, float v)
  * pairwise half sum), bfloat16 rounds after every addition (ml_dtypes). Computing in higher
  * precision and rounding once differs from the reference by an ulp, which at bfloat16's 8 bits
  * exceeds the conformance tolerance. */
-static void half_softmax_line(const void *x, void *y, kn_dtype t, int64_t base, int64_t n, int64_t inner, float m)
-{
+static void half_softmax_line(const void *x, void *y, kn_dtype t, int64_t base, int64_t n, int64_t inner, float m) {
     float s = 0;
     for (int64_t i = 0; i < n; i++) {
         float e = round_half(t, expf(round_half(t, (float)kn_red_ld(x, t, base + i * inner) - m)));
@@ -84,8 +91,7 @@ static void half_softmax_line(const void *x, void *y, kn_dtype t, int64_t base, 
 }
 
 /* Generic path: one (outer, inner) line at a time, computed in double. */
-static void sm_gen_range(void *ctx, int64_t b, int64_t e)
-{
+static void sm_gen_range(void *ctx, int64_t b, int64_t e) {
     sm_gen_job *j = ctx;
     kn_dtype t = j->x->dtype;
     int64_t n = j->n, inner = j->inner;
@@ -96,7 +102,10 @@ static void sm_gen_range(void *ctx, int64_t b, int64_t e)
             double bv = n > 0 ? kn_red_ld(j->x->data, t, base) : 0;
             for (int64_t i = 1; i < n && bv == bv; i++) {
                 double v = kn_red_ld(j->x->data, t, base + i * inner);
-                if (v > bv || v != v) { bv = v; best = i; }
+                if (v > bv || v != v) {
+                    bv = v;
+                    best = i;
+                }
             }
             for (int64_t i = 0; i < n; i++) kn_red_st(j->y->data, t, base + i * inner, i == best ? 1.0 : 0.0);
             continue;
@@ -119,8 +128,8 @@ static void sm_gen_range(void *ctx, int64_t b, int64_t e)
     }
 }
 
-static kn_status *softmax_common(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *x, kn_tensor *y, sm_kind kind)
-{
+static kn_status *softmax_common(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *x, kn_tensor *y,
+                                 sm_kind kind) {
     kn_dtype t = x->dtype;
     if (t != KN_F32 && t != KN_F64 && t != KN_F16 && t != KN_BF16) return kn_err_dtype(node, x);
     if (x->ndim < 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input must have rank >= 1", node->op_type);
@@ -138,17 +147,20 @@ static kn_status *softmax_common(kn_exec_ctx *ctx, const kn_node *node, const kn
         kn_softmax_rows_f32(ctx->pool, x->data, y->data, outer, n, kind == SM_LOG);
         return NULL;
     }
-    sm_gen_job j = { x, y, n, inner, kind };
+    sm_gen_job j = {x, y, n, inner, kind};
     kn_parallel_for(ctx->pool, outer * inner, kn_red_grain(n * 4), sm_gen_range, &j);
     return NULL;
 }
 
 kn_status *kn_cpu_Softmax(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                          kn_tensor *const *out, int n_out)
-{ return softmax_common(ctx, node, in[0], out[0], SM_SOFTMAX); }
+                          kn_tensor *const *out, int n_out) {
+    return softmax_common(ctx, node, in[0], out[0], SM_SOFTMAX);
+}
 kn_status *kn_cpu_LogSoftmax(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                             kn_tensor *const *out, int n_out)
-{ return softmax_common(ctx, node, in[0], out[0], SM_LOG); }
+                             kn_tensor *const *out, int n_out) {
+    return softmax_common(ctx, node, in[0], out[0], SM_LOG);
+}
 kn_status *kn_cpu_Hardmax(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                          kn_tensor *const *out, int n_out)
-{ return softmax_common(ctx, node, in[0], out[0], SM_HARD); }
+                          kn_tensor *const *out, int n_out) {
+    return softmax_common(ctx, node, in[0], out[0], SM_HARD);
+}

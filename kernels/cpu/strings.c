@@ -18,14 +18,12 @@
 #endif
 
 
-static const char *str_at(const kn_tensor *t, int64_t i)
-{
+static const char *str_at(const kn_tensor *t, int64_t i) {
     const char *s = ((const char *const *)t->data)[i];
     return s ? s : "";
 }
 
-static kn_status *str_put(kn_tensor *t, int64_t i, const char *s, size_t len)
-{
+static kn_status *str_put(kn_tensor *t, int64_t i, const char *s, size_t len) {
     char **d = (char **)t->data;
     char *p = malloc(len + 1);
     if (!p) return KN_OOM(len + 1);
@@ -39,8 +37,7 @@ static kn_status *str_put(kn_tensor *t, int64_t i, const char *s, size_t len)
 /* ---- StringNormalizer ---- */
 
 kn_status *kn_cpu_StringNormalizer(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                   kn_tensor *const *out, int n_out)
-{
+                                   kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
     kn_tensor *y = out[0];
     if (x->dtype != KN_STRING) return kn_err_dtype(node, x);
@@ -49,7 +46,8 @@ kn_status *kn_cpu_StringNormalizer(kn_exec_ctx *ctx, const kn_node *node, const 
     bool cs = np->is_case_sensitive;
     int64_t n = kn_numel(x), kept = kn_string_normalizer_kept(node, x), o = 0;
     if (kn_numel(y) != (kept ? kept : 1))
-        return kn_error(KN_ERR_RUNTIME, "StringNormalizer: output holds %lld strings, %lld kept", (long long)kn_numel(y), (long long)kept);
+        return kn_error(KN_ERR_RUNTIME, "StringNormalizer: output holds %lld strings, %lld kept",
+                        (long long)kn_numel(y), (long long)kept);
     for (int64_t i = 0; i < n; i++) {
         const char *s = str_at(x, i);
         bool stop = false;
@@ -69,8 +67,7 @@ kn_status *kn_cpu_StringNormalizer(kn_exec_ctx *ctx, const kn_node *node, const 
 
 /* ---- StringConcat (numpy broadcasting) ---- */
 
-static int64_t str_bcast_index(const kn_tensor *t, const kn_tensor *y, int64_t i)
-{
+static int64_t str_bcast_index(const kn_tensor *t, const kn_tensor *y, int64_t i) {
     int64_t idx = 0, stride = 1;
     for (int d = y->ndim - 1, td = t->ndim - 1; d >= 0; d--, td--) {
         int64_t c = i % y->dims[d];
@@ -83,8 +80,7 @@ static int64_t str_bcast_index(const kn_tensor *t, const kn_tensor *y, int64_t i
 }
 
 kn_status *kn_cpu_StringConcat(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                               kn_tensor *const *out, int n_out)
-{
+                               kn_tensor *const *out, int n_out) {
     const kn_tensor *a = in[0], *b = in[1];
     kn_tensor *y = out[0];
     if (a->dtype != KN_STRING) return kn_err_dtype(node, a);
@@ -109,8 +105,7 @@ kn_status *kn_cpu_StringConcat(kn_exec_ctx *ctx, const kn_node *node, const kn_t
 static bool str_is_space(char c) { return c && strchr(" \t\n\r\f\v", c) != NULL; }
 
 kn_status *kn_cpu_StringSplit(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                              kn_tensor *const *out, int n_out)
-{
+                              kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
     kn_tensor *y = out[0], *lens = n_out > 1 ? out[1] : NULL;
     if (x->dtype != KN_STRING) return kn_err_dtype(node, x);
@@ -121,14 +116,17 @@ kn_status *kn_cpu_StringSplit(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     for (int64_t i = 0; i < n; i++) {
         const char *s = str_at(x, i);
         int64_t cnt = kn_string_split_count(s, delim, maxsplit), k = 0;
-        if (cnt > width) return kn_error(KN_ERR_RUNTIME, "StringSplit: %lld pieces exceed the output width %lld", (long long)cnt, (long long)width);
+        if (cnt > width)
+            return kn_error(KN_ERR_RUNTIME, "StringSplit: %lld pieces exceed the output width %lld", (long long)cnt,
+                            (long long)width);
         const char *p = s;
         if (!delim) {
             while (k < cnt) {
                 while (str_is_space(*p)) p++;
                 const char *e = p;
                 if (k == cnt - 1 && maxsplit >= 0 && cnt == maxsplit + 1) e = p + strlen(p); /* remainder kept whole */
-                else while (*e && !str_is_space(*e)) e++;
+                else
+                    while (*e && !str_is_space(*e)) e++;
                 KN_TRY(str_put(y, i * width + k, p, (size_t)(e - p)));
                 k++;
                 p = e;
@@ -155,8 +153,7 @@ kn_status *kn_cpu_StringSplit(kn_exec_ctx *ctx, const kn_node *node, const kn_te
 /* Rewrites the common RE2 escapes the C library's extended regex lacks (\d, \s and the class
  * escapes inside brackets, non-capturing groups) and anchors the whole pattern. glibc already
  * understands \w, \W, \b and \B outside brackets. Returns a malloc'd string or NULL. */
-static char *str_regex_to_posix(const char *pat)
-{
+static char *str_regex_to_posix(const char *pat) {
     size_t pl = strlen(pat);
     char *o = malloc(pl * 12 + 8), *q = o;
     if (!o) return NULL;
@@ -165,7 +162,10 @@ static char *str_regex_to_posix(const char *pat)
     for (const char *p = pat; *p; p++) {
         if (*p == '\\' && p[1]) {
             char c = *++p;
-            const char *cls = c == 'd' || c == 'D' ? "[:digit:]" : c == 's' || c == 'S' ? "[:space:]" : c == 'w' || c == 'W' ? "[:alnum:]_" : NULL;
+            const char *cls = c == 'd' || c == 'D' ? "[:digit:]"
+                : c == 's' || c == 'S'             ? "[:space:]"
+                : c == 'w' || c == 'W'             ? "[:alnum:]_"
+                                                   : NULL;
             if (in_br) {
                 if (cls && (c == 'd' || c == 's' || c == 'w')) q += sprintf(q, "%s", cls);
                 else if (c == '-') { /* a literal '-' must not form a range: use a one-member class */
@@ -187,7 +187,11 @@ static char *str_regex_to_posix(const char *pat)
             continue;
         }
         if (in_br && *p == ']') in_br = false;
-        if (!in_br && *p == '(' && p[1] == '?' && p[2] == ':') { *q++ = '('; p += 2; continue; }
+        if (!in_br && *p == '(' && p[1] == '?' && p[2] == ':') {
+            *q++ = '(';
+            p += 2;
+            continue;
+        }
         *q++ = *p;
     }
     q += sprintf(q, ")$");
@@ -196,8 +200,7 @@ static char *str_regex_to_posix(const char *pat)
 #endif
 
 kn_status *kn_cpu_RegexFullMatch(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                 kn_tensor *const *out, int n_out)
-{
+                                 kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
     uint8_t *y = out[0]->data;
     if (x->dtype != KN_STRING) return kn_err_dtype(node, x);
@@ -206,14 +209,19 @@ kn_status *kn_cpu_RegexFullMatch(kn_exec_ctx *ctx, const kn_node *node, const kn
 #ifdef KILN_HAVE_PCRE2
     int err;
     PCRE2_SIZE off;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_UTF, &err, &off, NULL);
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,
+                                   PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_UTF, &err, &off, NULL);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(err, msg, sizeof msg);
-        return kn_error(KN_ERR_INVALID_MODEL, "RegexFullMatch: bad pattern '%s' at %zu: %s", pat, (size_t)off, (const char *)msg);
+        return kn_error(KN_ERR_INVALID_MODEL, "RegexFullMatch: bad pattern '%s' at %zu: %s", pat, (size_t)off,
+                        (const char *)msg);
     }
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
-    if (!md) { pcre2_code_free(re); return KN_OOM(sizeof(void *)); }
+    if (!md) {
+        pcre2_code_free(re);
+        return KN_OOM(sizeof(void *));
+    }
     for (int64_t i = 0; i < n; i++) {
         const char *s = str_at(x, i);
         int rc = pcre2_match(re, (PCRE2_SPTR)s, strlen(s), 0, 0, md, NULL);
@@ -240,17 +248,18 @@ kn_status *kn_cpu_RegexFullMatch(kn_exec_ctx *ctx, const kn_node *node, const kn
 
 /* ---- TfIdfVectorizer ---- */
 
-typedef struct tfidf_gram { int64_t size, start, out_idx; } tfidf_gram;
+typedef struct tfidf_gram {
+    int64_t size, start, out_idx;
+} tfidf_gram;
 
-static bool tfidf_token_eq(const kn_tensor *x, int64_t xi, const char *const *pool_s, const int64_t *pool_i, int64_t pi)
-{
+static bool tfidf_token_eq(const kn_tensor *x, int64_t xi, const char *const *pool_s, const int64_t *pool_i,
+                           int64_t pi) {
     if (x->dtype == KN_STRING) return strcmp(str_at(x, xi), pool_s[pi]) == 0;
     return kn_get_i64(x, xi) == pool_i[pi];
 }
 
 kn_status *kn_cpu_TfIdfVectorizer(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                  kn_tensor *const *out, int n_out)
-{
+                                  kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
     kn_tensor *y = out[0];
     const kn_params_tfidf *tp = KN_PARAMS(node, tfidf);
@@ -275,13 +284,19 @@ kn_status *kn_cpu_TfIdfVectorizer(kn_exec_ctx *ctx, const kn_node *node, const k
         if (s < 0 || e > pool_n || e < s) return kn_error(KN_ERR_INVALID_MODEL, "TfIdfVectorizer: bad ngram_counts");
         n_grams += (e - s) / (i + 1);
     }
-    if (n_grams > ni) return kn_error(KN_ERR_INVALID_MODEL, "TfIdfVectorizer: %lld n-grams but %d ngram_indexes", (long long)n_grams, ni);
+    if (n_grams > ni)
+        return kn_error(KN_ERR_INVALID_MODEL, "TfIdfVectorizer: %lld n-grams but %d ngram_indexes", (long long)n_grams,
+                        ni);
     tfidf_gram *grams = kn_scratch_alloc(ctx, sizeof(tfidf_gram) * (size_t)(n_grams + 1));
     if (!grams) return KN_OOM(sizeof(tfidf_gram) * n_grams);
     int64_t g = 0;
     for (int i = 0; i < nc; i++) {
         int64_t s = counts[i], e = i + 1 < nc ? counts[i + 1] : pool_n, sz = i + 1;
-        for (int64_t p = s; p + sz <= e; p += sz, g++) { grams[g].size = sz; grams[g].start = p; grams[g].out_idx = idx[g]; }
+        for (int64_t p = s; p + sz <= e; p += sz, g++) {
+            grams[g].size = sz;
+            grams[g].start = p;
+            grams[g].out_idx = idx[g];
+        }
     }
     int64_t width = y->dims[y->ndim - 1], rows = x->ndim == 2 ? x->dims[0] : 1, C = x->dims[x->ndim - 1];
     float *yv = y->data;
@@ -297,7 +312,10 @@ kn_status *kn_cpu_TfIdfVectorizer(kn_exec_ctx *ctx, const kn_node *node, const k
                         bool eq = true;
                         for (int64_t t = 0; t < n && eq; t++)
                             eq = tfidf_token_eq(x, r * C + s0 + skip * t, pool_s, pool_i, grams[k].start + t);
-                        if (eq) { yv[r * width + grams[k].out_idx] += 1.0f; break; }
+                        if (eq) {
+                            yv[r * width + grams[k].out_idx] += 1.0f;
+                            break;
+                        }
                     }
                 }
             }

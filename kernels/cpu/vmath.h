@@ -7,8 +7,7 @@
 #ifndef KN_VMATH_H
 #define KN_VMATH_H
 
-static inline V kn_vexp(V x)
-{
+static inline V kn_vexp(V x) {
     V xc = vmin(vmax(x, vset1(-104.0f)), vset1(88.7228394f));
     V n = vround(vmul(xc, vset1(1.44269504088896341f)));
     V r = vfnmadd(n, vset1(0.693145751953125f), xc);

@@ -18,10 +18,10 @@ struct kn_cuda_dev {
     char name[64];
     kn_backend table;
     std::mutex mu;
-    std::multimap<size_t, void *> free_blocks;     // pool: rounded size -> block
-    std::map<void *, size_t> live;                  // pool blocks handed out
+    std::multimap<size_t, void *> free_blocks;                 // pool: rounded size -> block
+    std::map<void *, size_t> live;                             // pool blocks handed out
     std::map<std::pair<const void *, size_t>, void *> weights; // (host address, bytes) -> device copy
-    kn_cuda_stream *streams;                        // idle streams
+    kn_cuda_stream *streams;                                   // idle streams
 };
 
 static std::mutex kn_cuda_open_mu;
@@ -30,7 +30,8 @@ static kn_cuda_dev *kn_cuda_devs[KN_CUDA_MAX_DEVICES];
 kn_status *kn_cuda_err(cudaError_t e, const kn_node *n, const char *what) {
     if (n) {
         char nd[256];
-        return kn_error(KN_ERR_RUNTIME, "cuda: %s (%s): %s", what, kn_node_desc(n, nd, sizeof nd), cudaGetErrorString(e));
+        return kn_error(KN_ERR_RUNTIME, "cuda: %s (%s): %s", what, kn_node_desc(n, nd, sizeof nd),
+                        cudaGetErrorString(e));
     }
     return kn_error(KN_ERR_RUNTIME, "cuda: %s: %s", what, cudaGetErrorString(e));
 }
@@ -67,7 +68,10 @@ static void *cuda_alloc(const kn_backend *b, size_t bytes) {
     if (cudaMalloc(&p, n) != cudaSuccess) {
         cudaGetLastError(); // clear the (non-sticky) allocation error
         pool_trim(d);
-        if (cudaMalloc(&p, n) != cudaSuccess) { cudaGetLastError(); return NULL; }
+        if (cudaMalloc(&p, n) != cudaSuccess) {
+            cudaGetLastError();
+            return NULL;
+        }
     }
     d->live[p] = n;
     return p;
@@ -86,7 +90,10 @@ static void cuda_free(const kn_backend *b, void *p) {
 static size_t cuda_free_bytes(const kn_backend *b) {
     size_t fr = 0, total = 0;
     cudaSetDevice(dev_of(b)->index);
-    if (cudaMemGetInfo(&fr, &total) != cudaSuccess) { cudaGetLastError(); return 0; }
+    if (cudaMemGetInfo(&fr, &total) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
     return fr;
 }
 
@@ -98,7 +105,10 @@ static kn_status *cuda_weights(const kn_backend *b, const void *host, size_t byt
     std::lock_guard<std::mutex> g(d->mu);
     auto key = std::make_pair(host, bytes);
     auto it = d->weights.find(key);
-    if (it != d->weights.end()) { *dev = it->second; return NULL; }
+    if (it != d->weights.end()) {
+        *dev = it->second;
+        return NULL;
+    }
     cudaSetDevice(d->index);
     void *p = NULL;
     if (cudaMalloc(&p, bytes) != cudaSuccess) {
@@ -108,14 +118,18 @@ static kn_status *cuda_weights(const kn_backend *b, const void *host, size_t byt
             cudaGetLastError();
             size_t fr = 0, total = 0;
             cudaMemGetInfo(&fr, &total);
-            return kn_error(KN_ERR_OUT_OF_MEMORY, "cuda:%d out of memory uploading a weight: %zu bytes asked, %zu free", d->index, bytes, fr);
+            return kn_error(KN_ERR_OUT_OF_MEMORY, "cuda:%d out of memory uploading a weight: %zu bytes asked, %zu free",
+                            d->index, bytes, fr);
         }
     }
     // cudaMemcpy from pageable memory may return before the DMA lands, and the runs' streams are
     // non-blocking (they do not wait for the legacy stream): wait for the upload explicitly.
     cudaError_t e = cudaMemcpyAsync(p, host, bytes, cudaMemcpyHostToDevice, cudaStreamLegacy);
     if (e == cudaSuccess) e = cudaStreamSynchronize(cudaStreamLegacy);
-    if (e != cudaSuccess) { cudaFree(p); return kn_cuda_err(e, NULL, "uploading a weight"); }
+    if (e != cudaSuccess) {
+        cudaFree(p);
+        return kn_cuda_err(e, NULL, "uploading a weight");
+    }
     d->weights[key] = p;
     *dev = p;
     return NULL;
@@ -162,14 +176,18 @@ static kn_status *cuda_stream_begin(const kn_backend *b, void **out) {
     memset(s, 0, sizeof *s);
     s->dev = d;
     cudaError_t e = cudaStreamCreateWithFlags(&s->s, cudaStreamNonBlocking);
-    if (e != cudaSuccess) { delete s; return kn_cuda_err(e, NULL, "creating a stream"); }
+    if (e != cudaSuccess) {
+        delete s;
+        return kn_cuda_err(e, NULL, "creating a stream");
+    }
     if (cublasLtCreate(&s->lt) != CUBLAS_STATUS_SUCCESS) {
         cudaStreamDestroy(s->s);
         delete s;
         return kn_error(KN_ERR_RUNTIME, "cuda: cublasLtCreate failed");
     }
     s->ws_bytes = KN_CUDA_WS_BYTES;
-    if (cudaMalloc(&s->ws, s->ws_bytes) != cudaSuccess || cudaMalloc((void **)&s->dev_err, sizeof(int)) != cudaSuccess ||
+    if (cudaMalloc(&s->ws, s->ws_bytes) != cudaSuccess ||
+        cudaMalloc((void **)&s->dev_err, sizeof(int)) != cudaSuccess ||
         cudaMemsetAsync(s->dev_err, 0, sizeof(int), s->s) != cudaSuccess) {
         cudaGetLastError();
         if (s->ws) cudaFree(s->ws);
@@ -177,8 +195,9 @@ static kn_status *cuda_stream_begin(const kn_backend *b, void **out) {
         cublasLtDestroy(s->lt);
         cudaStreamDestroy(s->s);
         delete s;
-        return kn_error(KN_ERR_OUT_OF_MEMORY, "cuda:%d out of memory for the cuBLASLt workspace: %zu bytes asked, %zu free",
-                        d->index, (size_t)KN_CUDA_WS_BYTES, cuda_free_bytes(b));
+        return kn_error(KN_ERR_OUT_OF_MEMORY,
+                        "cuda:%d out of memory for the cuBLASLt workspace: %zu bytes asked, %zu free", d->index,
+                        (size_t)KN_CUDA_WS_BYTES, cuda_free_bytes(b));
     }
     *out = s;
     return NULL;
@@ -203,10 +222,13 @@ static kn_status *cuda_stream_end(const kn_backend *b, void *p) {
         } else if (code > 0) {
             char nd[256];
             if (code <= s->n_err_nodes)
-                st = kn_error(KN_ERR_RUNTIME, "%s: an index is out of range (found on cuda:%d; the run's results are void)",
+                st = kn_error(KN_ERR_RUNTIME,
+                              "%s: an index is out of range (found on cuda:%d; the run's results are void)",
                               kn_node_desc(s->err_nodes[code - 1], nd, sizeof nd), d->index);
             else
-                st = kn_error(KN_ERR_RUNTIME, "an index is out of range in a Gather (found on cuda:%d; the run's results are void)", d->index);
+                st = kn_error(KN_ERR_RUNTIME,
+                              "an index is out of range in a Gather (found on cuda:%d; the run's results are void)",
+                              d->index);
         }
     }
     s->n_err_nodes = 0;
@@ -239,7 +261,8 @@ static kn_status *staging(kn_cuda_stream *s, size_t n, char **out) {
     return NULL;
 }
 
-static kn_status *cuda_copy(const kn_backend *b, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd, size_t n);
+static kn_status *cuda_copy(const kn_backend *b, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd,
+                            size_t n);
 
 static kn_status *cuda_copy_async(const kn_backend *b, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd,
                                   size_t n, void *stream) {
@@ -271,7 +294,8 @@ static kn_status *cuda_copy_async(const kn_backend *b, void *dst, kn_device_kind
 
 // Synchronous: the bytes are in place on return, whichever direction (a pageable host-to-device
 // cudaMemcpy alone may return before its DMA completes).
-static kn_status *cuda_copy(const kn_backend *b, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd, size_t n) {
+static kn_status *cuda_copy(const kn_backend *b, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd,
+                            size_t n) {
     if (!n) return NULL;
     cudaSetDevice(dev_of(b)->index);
     cudaError_t e = cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, cudaStreamLegacy);
@@ -352,7 +376,8 @@ extern "C" kn_status *kn_cuda_backend_open(int index, const kn_backend **out) {
         // sm_90a code (and its arch-specific PTX) loads on compute capability 9.0 alone: refuse
         // other GPUs here instead of failing every launch with "no kernel image"
         if (p.major != 9 || p.minor != 0)
-            return kn_error(KN_ERR_NO_DEVICE, "cuda:%d is %s (sm_%d%d); this build has kernels for sm_90a only", index, p.name, p.major, p.minor);
+            return kn_error(KN_ERR_NO_DEVICE, "cuda:%d is %s (sm_%d%d); this build has kernels for sm_90a only", index,
+                            p.name, p.major, p.minor);
         kn_cuda_dev *d = new kn_cuda_dev();
         d->index = index;
         snprintf(d->name, sizeof d->name, "cuda:%d", index);

@@ -22,7 +22,9 @@ __device__ static inline int64_t ld_s(const void *p, int t, int64_t i) {
     default: return ((const int64_t *)p)[i];
     }
 }
-__device__ static inline uint64_t ld_u(const void *p, int t, int64_t i) { return ((const uint8_t *)p)[i]; } // uint8, bool
+__device__ static inline uint64_t ld_u(const void *p, int t, int64_t i) {
+    return ((const uint8_t *)p)[i];
+} // uint8, bool
 
 __device__ static inline void st_float(void *p, int t, int64_t i, double v) {
     switch (t) {
@@ -36,7 +38,8 @@ __device__ static inline void st_float(void *p, int t, int64_t i, double v) {
 __device__ static inline void st_bits(void *p, int t, int64_t i, uint64_t v, bool nonzero) {
     switch (t) {
     case KN_BOOL: ((uint8_t *)p)[i] = nonzero; break;
-    case KN_I8: case KN_U8: ((uint8_t *)p)[i] = (uint8_t)v; break;
+    case KN_I8:
+    case KN_U8: ((uint8_t *)p)[i] = (uint8_t)v; break;
     case KN_I32: ((uint32_t *)p)[i] = (uint32_t)v; break;
     default: ((uint64_t *)p)[i] = v; break;
     }
@@ -47,7 +50,10 @@ __global__ void cast_kernel(void *y, int to, int to_c, const void *x, int from, 
     KN_GRID_STRIDE(i, n) {
         if (from_c == C_F) {
             double v = ld_f(x, from, i);
-            if (to_c == C_F) { st_float(y, to, i, v); continue; }
+            if (to_c == C_F) {
+                st_float(y, to, i, v);
+                continue;
+            }
             uint64_t bits;
             if (v != v) bits = to == KN_I64 || to == KN_I32 ? (uint64_t)INT64_MIN : 0;
             else if (v >= 18446744073709551615.0) bits = UINT64_MAX;
@@ -71,9 +77,15 @@ __global__ void cast_kernel(void *y, int to, int to_c, const void *x, int from, 
 
 static int carrier(kn_dtype t) {
     switch (t) {
-    case KN_F32: case KN_F64: case KN_F16: case KN_BF16: return C_F;
-    case KN_I8: case KN_I32: case KN_I64: return C_S;
-    case KN_U8: case KN_BOOL: return C_U;
+    case KN_F32:
+    case KN_F64:
+    case KN_F16:
+    case KN_BF16: return C_F;
+    case KN_I8:
+    case KN_I32:
+    case KN_I64: return C_S;
+    case KN_U8:
+    case KN_BOOL: return C_U;
     default: return -1;
     }
 }
@@ -88,10 +100,12 @@ KN_CUDA_KERNEL(Cast) {
     if (tc < 0) return kn_err_dtype(node, y);
     if (x->dtype == y->dtype) {
         if (x->data == y->data) return NULL; // in place (the planner shares equal-sized buffers)
-        KN_CUDA_TRY(cudaMemcpyAsync(y->data, x->data, kn_nbytes(x), cudaMemcpyDeviceToDevice, kn_cuda_s(ctx)), node, "Cast copy");
+        KN_CUDA_TRY(cudaMemcpyAsync(y->data, x->data, kn_nbytes(x), cudaMemcpyDeviceToDevice, kn_cuda_s(ctx)), node,
+                    "Cast copy");
         return NULL;
     }
-    KN_LAUNCH(cast_kernel, kn_cuda_blocks(n, 256), 256, 0, kn_cuda_s(ctx), y->data, y->dtype, tc, x->data, x->dtype, fc, n);
+    KN_LAUNCH(cast_kernel, kn_cuda_blocks(n, 256), 256, 0, kn_cuda_s(ctx), y->data, y->dtype, tc, x->data, x->dtype, fc,
+              n);
     KN_CUDA_LAUNCHED(node, "Cast kernel");
     return NULL;
 }

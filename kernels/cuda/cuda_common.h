@@ -23,15 +23,17 @@ struct kn_cuda_dev;
 struct kn_cuda_stream {
     cudaStream_t s;
     cublasLtHandle_t lt;
-    void *ws; size_t ws_bytes;                  // cuBLASLt workspace
-    char *pinned; size_t pinned_cap, pinned_used;
+    void *ws;
+    size_t ws_bytes; // cuBLASLt workspace
+    char *pinned;
+    size_t pinned_cap, pinned_used;
     // Bad input found inside a kernel (a Gather index out of range) cannot fail the launch: the
     // kernel stores 1 + its slot in err_nodes here, and stream_end turns that into the run's error.
     int *dev_err;
     const kn_node *err_nodes[KN_CUDA_ERR_NODES];
     int n_err_nodes;
     kn_cuda_dev *dev;
-    kn_cuda_stream *next;                       // free list
+    kn_cuda_stream *next; // free list
 };
 
 #define KN_CUDA_WS_BYTES ((size_t)32 << 20)
@@ -58,7 +60,11 @@ static inline int kn_cuda_err_code(kn_exec_ctx *ctx, const kn_node *node) {
 
 // Error from a CUDA runtime call or a launch (cudaGetLastError), naming the op.
 kn_status *kn_cuda_err(cudaError_t e, const kn_node *n, const char *what);
-#define KN_CUDA_TRY(call, node, what) do { cudaError_t kn__e = (call); if (kn__e != cudaSuccess) return kn_cuda_err(kn__e, (node), (what)); } while (0)
+#define KN_CUDA_TRY(call, node, what) \
+    do { \
+        cudaError_t kn__e = (call); \
+        if (kn__e != cudaSuccess) return kn_cuda_err(kn__e, (node), (what)); \
+    } while (0)
 #define KN_CUDA_LAUNCHED(node, what) KN_CUDA_TRY(cudaGetLastError(), (node), (what))
 
 // Grid for a grid-stride loop over n items.
@@ -68,12 +74,25 @@ static inline unsigned kn_cuda_blocks(int64_t n, int threads) {
     if (b > (1 << 20)) b = 1 << 20;
     return (unsigned)b;
 }
-#define KN_GRID_STRIDE(i, n) for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+#define KN_GRID_STRIDE(i, n) \
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
 
 // Element traits: loads into the type arithmetic is done in (float for the 16-bit floats).
-template <class T> struct kn_num { typedef T acc; __device__ static acc ld(T v) { return v; } __device__ static T st(acc v) { return v; } };
-template <> struct kn_num<__half> { typedef float acc; __device__ static float ld(__half v) { return __half2float(v); } __device__ static __half st(float v) { return __float2half_rn(v); } };
-template <> struct kn_num<__nv_bfloat16> { typedef float acc; __device__ static float ld(__nv_bfloat16 v) { return __bfloat162float(v); } __device__ static __nv_bfloat16 st(float v) { return __float2bfloat16_rn(v); } };
+template <class T> struct kn_num {
+    typedef T acc;
+    __device__ static acc ld(T v) { return v; }
+    __device__ static T st(acc v) { return v; }
+};
+template <> struct kn_num<__half> {
+    typedef float acc;
+    __device__ static float ld(__half v) { return __half2float(v); }
+    __device__ static __half st(float v) { return __float2half_rn(v); }
+};
+template <> struct kn_num<__nv_bfloat16> {
+    typedef float acc;
+    __device__ static float ld(__nv_bfloat16 v) { return __bfloat162float(v); }
+    __device__ static __nv_bfloat16 st(float v) { return __float2bfloat16_rn(v); }
+};
 
 // Output dims plus, per operand, element strides with 0 on broadcast dimensions (numpy rules,
 // operands right-aligned). Passed by value to kernels.

@@ -5,8 +5,23 @@
 #include <type_traits>
 
 // ---- unary ----
-enum kn_un { UN_ABS, UN_NEG, UN_RELU, UN_SQRT, UN_ERF, UN_TANH, UN_SIGMOID, UN_EXP, UN_LOG, UN_RECIP, UN_FLOOR, UN_CEIL,
-             UN_SIN, UN_COS, UN_SIGN };
+enum kn_un {
+    UN_ABS,
+    UN_NEG,
+    UN_RELU,
+    UN_SQRT,
+    UN_ERF,
+    UN_TANH,
+    UN_SIGMOID,
+    UN_EXP,
+    UN_LOG,
+    UN_RECIP,
+    UN_FLOOR,
+    UN_CEIL,
+    UN_SIN,
+    UN_COS,
+    UN_SIGN
+};
 
 template <class A> __device__ static inline A un_float(int op, A x) {
     switch (op) {
@@ -47,12 +62,13 @@ template <class T> __global__ void unary_int_kernel(T *y, const T *x, int64_t n,
     KN_GRID_STRIDE(i, n) y[i] = un_int<T>(op, x[i]);
 }
 // y[n] (bool) = !x[n]
-__global__ void not_bool_kernel(uint8_t *y, const uint8_t *x, int64_t n) {
-    KN_GRID_STRIDE(i, n) y[i] = !x[i];
-}
+__global__ void not_bool_kernel(uint8_t *y, const uint8_t *x, int64_t n) { KN_GRID_STRIDE(i, n) y[i] = !x[i]; }
 // y[n] (bool) = isnan(x[n])
 template <class T> __global__ void isnan_kernel(uint8_t *y, const T *x, int64_t n) {
-    KN_GRID_STRIDE(i, n) { float v = kn_num<T>::ld(x[i]); y[i] = v != v; }
+    KN_GRID_STRIDE(i, n) {
+        float v = kn_num<T>::ld(x[i]);
+        y[i] = v != v;
+    }
 }
 
 static bool un_float_only(int op) { return op != UN_ABS && op != UN_NEG && op != UN_RELU && op != UN_SIGN; }
@@ -63,27 +79,53 @@ static kn_status *unary_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
     cudaStream_t s = kn_cuda_s(ctx);
     unsigned g = kn_cuda_blocks(n, 256);
     switch (x->dtype) {
-    case KN_F32: KN_LAUNCH(unary_float_kernel<float>, g, 256, 0, s, (float *)y->data, (const float *)x->data, n, op); break;
-    case KN_F16: KN_LAUNCH(unary_float_kernel<__half>, g, 256, 0, s, (__half *)y->data, (const __half *)x->data, n, op); break;
-    case KN_BF16: KN_LAUNCH(unary_float_kernel<__nv_bfloat16>, g, 256, 0, s, (__nv_bfloat16 *)y->data, (const __nv_bfloat16 *)x->data, n, op); break;
-    case KN_I32: if (un_float_only(op)) return kn_err_dtype(node, x); KN_LAUNCH(unary_int_kernel<int32_t>, g, 256, 0, s, (int32_t *)y->data, (const int32_t *)x->data, n, op); break;
-    case KN_I64: if (un_float_only(op)) return kn_err_dtype(node, x); KN_LAUNCH(unary_int_kernel<int64_t>, g, 256, 0, s, (int64_t *)y->data, (const int64_t *)x->data, n, op); break;
+    case KN_F32:
+        KN_LAUNCH(unary_float_kernel<float>, g, 256, 0, s, (float *)y->data, (const float *)x->data, n, op);
+        break;
+    case KN_F16:
+        KN_LAUNCH(unary_float_kernel<__half>, g, 256, 0, s, (__half *)y->data, (const __half *)x->data, n, op);
+        break;
+    case KN_BF16:
+        KN_LAUNCH(unary_float_kernel<__nv_bfloat16>, g, 256, 0, s, (__nv_bfloat16 *)y->data,
+                  (const __nv_bfloat16 *)x->data, n, op);
+        break;
+    case KN_I32:
+        if (un_float_only(op)) return kn_err_dtype(node, x);
+        KN_LAUNCH(unary_int_kernel<int32_t>, g, 256, 0, s, (int32_t *)y->data, (const int32_t *)x->data, n, op);
+        break;
+    case KN_I64:
+        if (un_float_only(op)) return kn_err_dtype(node, x);
+        KN_LAUNCH(unary_int_kernel<int64_t>, g, 256, 0, s, (int64_t *)y->data, (const int64_t *)x->data, n, op);
+        break;
     default: return kn_err_dtype(node, x);
     }
     KN_CUDA_LAUNCHED(node, "unary kernel");
     return NULL;
 }
 
-#define KN_UNARY(op, code) KN_CUDA_KERNEL(op) { return unary_cuda(ctx, node, in[0], out[0], code); }
-KN_UNARY(Abs, UN_ABS) KN_UNARY(Neg, UN_NEG) KN_UNARY(Relu, UN_RELU) KN_UNARY(Sqrt, UN_SQRT) KN_UNARY(Erf, UN_ERF)
-KN_UNARY(Tanh, UN_TANH) KN_UNARY(Sigmoid, UN_SIGMOID) KN_UNARY(Exp, UN_EXP) KN_UNARY(Log, UN_LOG)
-KN_UNARY(Reciprocal, UN_RECIP) KN_UNARY(Floor, UN_FLOOR) KN_UNARY(Ceil, UN_CEIL) KN_UNARY(Sin, UN_SIN) KN_UNARY(Cos, UN_COS)
+#define KN_UNARY(op, code) \
+    KN_CUDA_KERNEL(op) { return unary_cuda(ctx, node, in[0], out[0], code); }
+KN_UNARY(Abs, UN_ABS)
+KN_UNARY(Neg, UN_NEG)
+KN_UNARY(Relu, UN_RELU)
+KN_UNARY(Sqrt, UN_SQRT)
+KN_UNARY(Erf, UN_ERF)
+KN_UNARY(Tanh, UN_TANH)
+KN_UNARY(Sigmoid, UN_SIGMOID)
+KN_UNARY(Exp, UN_EXP)
+KN_UNARY(Log, UN_LOG)
+KN_UNARY(Reciprocal, UN_RECIP)
+KN_UNARY(Floor, UN_FLOOR)
+KN_UNARY(Ceil, UN_CEIL)
+KN_UNARY(Sin, UN_SIN)
+KN_UNARY(Cos, UN_COS)
 KN_UNARY(Sign, UN_SIGN)
 
 KN_CUDA_KERNEL(Not) {
     int64_t n = kn_numel(in[0]);
     if (n <= 0) return NULL;
-    KN_LAUNCH(not_bool_kernel, kn_cuda_blocks(n, 256), 256, 0, kn_cuda_s(ctx), (uint8_t *)out[0]->data, (const uint8_t *)in[0]->data, n);
+    KN_LAUNCH(not_bool_kernel, kn_cuda_blocks(n, 256), 256, 0, kn_cuda_s(ctx), (uint8_t *)out[0]->data,
+              (const uint8_t *)in[0]->data, n);
     KN_CUDA_LAUNCHED(node, "Not kernel");
     return NULL;
 }
@@ -153,27 +195,31 @@ template <class A> __device__ static inline bool bin_cmp(int op, A a, A b) {
 }
 
 // y[bc.dims] = a[bcast] op b[bcast]; same-shape operands take the contiguous path
-template <class T> __global__ void binary_float_kernel(T *y, const T *a, const T *b, int64_t n, kn_bcast bc, bool flat, int op) {
+template <class T>
+__global__ void binary_float_kernel(T *y, const T *a, const T *b, int64_t n, kn_bcast bc, bool flat, int op) {
     KN_GRID_STRIDE(i, n) {
         int64_t ia = flat ? i : kn_bcast_off(bc, 0, i), ib = flat ? i : kn_bcast_off(bc, 1, i);
         y[i] = kn_num<T>::st(bin_float(op, kn_num<T>::ld(a[ia]), kn_num<T>::ld(b[ib])));
     }
 }
-template <class T> __global__ void binary_int_kernel(T *y, const T *a, const T *b, int64_t n, kn_bcast bc, bool flat, int op) {
+template <class T>
+__global__ void binary_int_kernel(T *y, const T *a, const T *b, int64_t n, kn_bcast bc, bool flat, int op) {
     KN_GRID_STRIDE(i, n) {
         int64_t ia = flat ? i : kn_bcast_off(bc, 0, i), ib = flat ? i : kn_bcast_off(bc, 1, i);
         y[i] = bin_int<T>(op, a[ia], b[ib]);
     }
 }
 // y[bc.dims] (bool) = a cmp b
-template <class T> __global__ void compare_kernel(uint8_t *y, const T *a, const T *b, int64_t n, kn_bcast bc, bool flat, int op) {
+template <class T>
+__global__ void compare_kernel(uint8_t *y, const T *a, const T *b, int64_t n, kn_bcast bc, bool flat, int op) {
     KN_GRID_STRIDE(i, n) {
         int64_t ia = flat ? i : kn_bcast_off(bc, 0, i), ib = flat ? i : kn_bcast_off(bc, 1, i);
         y[i] = bin_cmp<typename kn_num<T>::acc>(op, kn_num<T>::ld(a[ia]), kn_num<T>::ld(b[ib]));
     }
 }
 // y[bc.dims] (bool) = a logic b (bool)
-__global__ void logic_kernel(uint8_t *y, const uint8_t *a, const uint8_t *b, int64_t n, kn_bcast bc, bool flat, int op) {
+__global__ void logic_kernel(uint8_t *y, const uint8_t *a, const uint8_t *b, int64_t n, kn_bcast bc, bool flat,
+                             int op) {
     KN_GRID_STRIDE(i, n) {
         int64_t ia = flat ? i : kn_bcast_off(bc, 0, i), ib = flat ? i : kn_bcast_off(bc, 1, i);
         bool x = a[ia] != 0, z = b[ib] != 0;
@@ -198,21 +244,54 @@ static kn_status *binary_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_te
         KN_LAUNCH(logic_kernel, g, 256, 0, s, (uint8_t *)py, (const uint8_t *)pa, (const uint8_t *)pb, n, bc, flat, op);
     } else if (bin_is_cmp(op)) {
         switch (a->dtype) {
-        case KN_F32: KN_LAUNCH(compare_kernel<float>, g, 256, 0, s, (uint8_t *)py, (const float *)pa, (const float *)pb, n, bc, flat, op); break;
-        case KN_F16: KN_LAUNCH(compare_kernel<__half>, g, 256, 0, s, (uint8_t *)py, (const __half *)pa, (const __half *)pb, n, bc, flat, op); break;
-        case KN_BF16: KN_LAUNCH(compare_kernel<__nv_bfloat16>, g, 256, 0, s, (uint8_t *)py, (const __nv_bfloat16 *)pa, (const __nv_bfloat16 *)pb, n, bc, flat, op); break;
-        case KN_I32: KN_LAUNCH(compare_kernel<int32_t>, g, 256, 0, s, (uint8_t *)py, (const int32_t *)pa, (const int32_t *)pb, n, bc, flat, op); break;
-        case KN_I64: KN_LAUNCH(compare_kernel<int64_t>, g, 256, 0, s, (uint8_t *)py, (const int64_t *)pa, (const int64_t *)pb, n, bc, flat, op); break;
-        case KN_BOOL: KN_LAUNCH(compare_kernel<uint8_t>, g, 256, 0, s, (uint8_t *)py, (const uint8_t *)pa, (const uint8_t *)pb, n, bc, flat, op); break;
+        case KN_F32:
+            KN_LAUNCH(compare_kernel<float>, g, 256, 0, s, (uint8_t *)py, (const float *)pa, (const float *)pb, n, bc,
+                      flat, op);
+            break;
+        case KN_F16:
+            KN_LAUNCH(compare_kernel<__half>, g, 256, 0, s, (uint8_t *)py, (const __half *)pa, (const __half *)pb, n,
+                      bc, flat, op);
+            break;
+        case KN_BF16:
+            KN_LAUNCH(compare_kernel<__nv_bfloat16>, g, 256, 0, s, (uint8_t *)py, (const __nv_bfloat16 *)pa,
+                      (const __nv_bfloat16 *)pb, n, bc, flat, op);
+            break;
+        case KN_I32:
+            KN_LAUNCH(compare_kernel<int32_t>, g, 256, 0, s, (uint8_t *)py, (const int32_t *)pa, (const int32_t *)pb, n,
+                      bc, flat, op);
+            break;
+        case KN_I64:
+            KN_LAUNCH(compare_kernel<int64_t>, g, 256, 0, s, (uint8_t *)py, (const int64_t *)pa, (const int64_t *)pb, n,
+                      bc, flat, op);
+            break;
+        case KN_BOOL:
+            KN_LAUNCH(compare_kernel<uint8_t>, g, 256, 0, s, (uint8_t *)py, (const uint8_t *)pa, (const uint8_t *)pb, n,
+                      bc, flat, op);
+            break;
         default: return kn_err_dtype(node, a);
         }
     } else {
         switch (a->dtype) {
-        case KN_F32: KN_LAUNCH(binary_float_kernel<float>, g, 256, 0, s, (float *)py, (const float *)pa, (const float *)pb, n, bc, flat, op); break;
-        case KN_F16: KN_LAUNCH(binary_float_kernel<__half>, g, 256, 0, s, (__half *)py, (const __half *)pa, (const __half *)pb, n, bc, flat, op); break;
-        case KN_BF16: KN_LAUNCH(binary_float_kernel<__nv_bfloat16>, g, 256, 0, s, (__nv_bfloat16 *)py, (const __nv_bfloat16 *)pa, (const __nv_bfloat16 *)pb, n, bc, flat, op); break;
-        case KN_I32: KN_LAUNCH(binary_int_kernel<int32_t>, g, 256, 0, s, (int32_t *)py, (const int32_t *)pa, (const int32_t *)pb, n, bc, flat, op); break;
-        case KN_I64: KN_LAUNCH(binary_int_kernel<int64_t>, g, 256, 0, s, (int64_t *)py, (const int64_t *)pa, (const int64_t *)pb, n, bc, flat, op); break;
+        case KN_F32:
+            KN_LAUNCH(binary_float_kernel<float>, g, 256, 0, s, (float *)py, (const float *)pa, (const float *)pb, n,
+                      bc, flat, op);
+            break;
+        case KN_F16:
+            KN_LAUNCH(binary_float_kernel<__half>, g, 256, 0, s, (__half *)py, (const __half *)pa, (const __half *)pb,
+                      n, bc, flat, op);
+            break;
+        case KN_BF16:
+            KN_LAUNCH(binary_float_kernel<__nv_bfloat16>, g, 256, 0, s, (__nv_bfloat16 *)py, (const __nv_bfloat16 *)pa,
+                      (const __nv_bfloat16 *)pb, n, bc, flat, op);
+            break;
+        case KN_I32:
+            KN_LAUNCH(binary_int_kernel<int32_t>, g, 256, 0, s, (int32_t *)py, (const int32_t *)pa, (const int32_t *)pb,
+                      n, bc, flat, op);
+            break;
+        case KN_I64:
+            KN_LAUNCH(binary_int_kernel<int64_t>, g, 256, 0, s, (int64_t *)py, (const int64_t *)pa, (const int64_t *)pb,
+                      n, bc, flat, op);
+            break;
         default: return kn_err_dtype(node, a);
         }
     }
@@ -220,13 +299,25 @@ static kn_status *binary_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     return NULL;
 }
 
-#define KN_BINARY(op, code) KN_CUDA_KERNEL(op) { return binary_cuda(ctx, node, in, out[0], code); }
-KN_BINARY(Add, BI_ADD) KN_BINARY(Sub, BI_SUB) KN_BINARY(Mul, BI_MUL) KN_BINARY(Div, BI_DIV) KN_BINARY(Pow, BI_POW)
-KN_BINARY(Equal, BI_EQ) KN_BINARY(Less, BI_LT) KN_BINARY(Greater, BI_GT) KN_BINARY(LessOrEqual, BI_LE)
-KN_BINARY(GreaterOrEqual, BI_GE) KN_BINARY(And, BI_AND) KN_BINARY(Or, BI_OR) KN_BINARY(Xor, BI_XOR)
+#define KN_BINARY(op, code) \
+    KN_CUDA_KERNEL(op) { return binary_cuda(ctx, node, in, out[0], code); }
+KN_BINARY(Add, BI_ADD)
+KN_BINARY(Sub, BI_SUB)
+KN_BINARY(Mul, BI_MUL)
+KN_BINARY(Div, BI_DIV)
+KN_BINARY(Pow, BI_POW)
+KN_BINARY(Equal, BI_EQ)
+KN_BINARY(Less, BI_LT)
+KN_BINARY(Greater, BI_GT)
+KN_BINARY(LessOrEqual, BI_LE)
+KN_BINARY(GreaterOrEqual, BI_GE)
+KN_BINARY(And, BI_AND)
+KN_BINARY(Or, BI_OR)
+KN_BINARY(Xor, BI_XOR)
 
 // ---- Where: y = cond ? x : z, three-way broadcast, any element size ----
-template <class E> __global__ void where_kernel(E *y, const uint8_t *c, const E *x, const E *z, int64_t n, kn_bcast bc) {
+template <class E>
+__global__ void where_kernel(E *y, const uint8_t *c, const E *x, const E *z, int64_t n, kn_bcast bc) {
     KN_GRID_STRIDE(i, n) y[i] = c[kn_bcast_off(bc, 0, i)] ? x[kn_bcast_off(bc, 1, i)] : z[kn_bcast_off(bc, 2, i)];
 }
 
@@ -240,10 +331,22 @@ KN_CUDA_KERNEL(Where) {
     unsigned g = kn_cuda_blocks(n, 256);
     const uint8_t *c = (const uint8_t *)in[0]->data;
     switch (kn_dtype_size(y->dtype)) {
-    case 1: KN_LAUNCH(where_kernel<uint8_t>, g, 256, 0, s, (uint8_t *)y->data, c, (const uint8_t *)in[1]->data, (const uint8_t *)in[2]->data, n, bc); break;
-    case 2: KN_LAUNCH(where_kernel<uint16_t>, g, 256, 0, s, (uint16_t *)y->data, c, (const uint16_t *)in[1]->data, (const uint16_t *)in[2]->data, n, bc); break;
-    case 4: KN_LAUNCH(where_kernel<uint32_t>, g, 256, 0, s, (uint32_t *)y->data, c, (const uint32_t *)in[1]->data, (const uint32_t *)in[2]->data, n, bc); break;
-    case 8: KN_LAUNCH(where_kernel<uint64_t>, g, 256, 0, s, (uint64_t *)y->data, c, (const uint64_t *)in[1]->data, (const uint64_t *)in[2]->data, n, bc); break;
+    case 1:
+        KN_LAUNCH(where_kernel<uint8_t>, g, 256, 0, s, (uint8_t *)y->data, c, (const uint8_t *)in[1]->data,
+                  (const uint8_t *)in[2]->data, n, bc);
+        break;
+    case 2:
+        KN_LAUNCH(where_kernel<uint16_t>, g, 256, 0, s, (uint16_t *)y->data, c, (const uint16_t *)in[1]->data,
+                  (const uint16_t *)in[2]->data, n, bc);
+        break;
+    case 4:
+        KN_LAUNCH(where_kernel<uint32_t>, g, 256, 0, s, (uint32_t *)y->data, c, (const uint32_t *)in[1]->data,
+                  (const uint32_t *)in[2]->data, n, bc);
+        break;
+    case 8:
+        KN_LAUNCH(where_kernel<uint64_t>, g, 256, 0, s, (uint64_t *)y->data, c, (const uint64_t *)in[1]->data,
+                  (const uint64_t *)in[2]->data, n, bc);
+        break;
     default: return kn_err_dtype(node, y);
     }
     KN_CUDA_LAUNCHED(node, "Where kernel");
@@ -254,26 +357,47 @@ bool kn_cuda_elementwise_supports(const kn_node *n, const kn_tensor *const *in, 
     switch (n->op) {
     case KN_OP_Not: return n_in == 1 && in[0]->dtype == KN_BOOL;
     case KN_OP_IsNaN: return n_in == 1 && kn_cuda_float(in[0]->dtype);
-    case KN_OP_Abs: case KN_OP_Neg: case KN_OP_Relu: case KN_OP_Sign:
+    case KN_OP_Abs:
+    case KN_OP_Neg:
+    case KN_OP_Relu:
+    case KN_OP_Sign:
         return n_in == 1 && (kn_cuda_float(in[0]->dtype) || in[0]->dtype == KN_I32 || in[0]->dtype == KN_I64);
-    case KN_OP_Sqrt: case KN_OP_Erf: case KN_OP_Tanh: case KN_OP_Sigmoid: case KN_OP_Exp: case KN_OP_Log:
-    case KN_OP_Reciprocal: case KN_OP_Floor: case KN_OP_Ceil: case KN_OP_Sin: case KN_OP_Cos:
-        return n_in == 1 && kn_cuda_float(in[0]->dtype);
-    case KN_OP_And: case KN_OP_Or: case KN_OP_Xor:
-        return n_in == 2 && in[0] && in[1] && in[0]->dtype == KN_BOOL && in[1]->dtype == KN_BOOL;
-    case KN_OP_Equal: case KN_OP_Less: case KN_OP_Greater: case KN_OP_LessOrEqual: case KN_OP_GreaterOrEqual: {
+    case KN_OP_Sqrt:
+    case KN_OP_Erf:
+    case KN_OP_Tanh:
+    case KN_OP_Sigmoid:
+    case KN_OP_Exp:
+    case KN_OP_Log:
+    case KN_OP_Reciprocal:
+    case KN_OP_Floor:
+    case KN_OP_Ceil:
+    case KN_OP_Sin:
+    case KN_OP_Cos: return n_in == 1 && kn_cuda_float(in[0]->dtype);
+    case KN_OP_And:
+    case KN_OP_Or:
+    case KN_OP_Xor: return n_in == 2 && in[0] && in[1] && in[0]->dtype == KN_BOOL && in[1]->dtype == KN_BOOL;
+    case KN_OP_Equal:
+    case KN_OP_Less:
+    case KN_OP_Greater:
+    case KN_OP_LessOrEqual:
+    case KN_OP_GreaterOrEqual: {
         if (n_in != 2 || !in[0] || !in[1] || in[0]->dtype != in[1]->dtype) return false;
         kn_dtype t = in[0]->dtype;
         return kn_cuda_float(t) || t == KN_I32 || t == KN_I64 || (t == KN_BOOL && n->op == KN_OP_Equal);
     }
-    case KN_OP_Add: case KN_OP_Sub: case KN_OP_Mul: case KN_OP_Div: case KN_OP_Pow: {
+    case KN_OP_Add:
+    case KN_OP_Sub:
+    case KN_OP_Mul:
+    case KN_OP_Div:
+    case KN_OP_Pow: {
         // Pow with a differently typed exponent stays on the CPU (its mixed-type rules live there)
         if (n_in != 2 || !in[0] || !in[1] || in[0]->dtype != in[1]->dtype) return false;
         kn_dtype t = in[0]->dtype;
         return kn_cuda_float(t) || t == KN_I32 || t == KN_I64;
     }
     case KN_OP_Where: {
-        if (n_in != 3 || !in[0] || !in[1] || !in[2] || in[0]->dtype != KN_BOOL || in[1]->dtype != in[2]->dtype) return false;
+        if (n_in != 3 || !in[0] || !in[1] || !in[2] || in[0]->dtype != KN_BOOL || in[1]->dtype != in[2]->dtype)
+            return false;
         size_t es = kn_dtype_size(in[1]->dtype);
         return es == 1 || es == 2 || es == 4 || es == 8;
     }

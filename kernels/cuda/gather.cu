@@ -4,8 +4,9 @@
 #include "kernels/cuda/cuda_common.h"
 
 // y[outer, n_idx, inner] = x[outer, idx[j] (of dim), inner]
-template <class E, class I> __global__ void gather_kernel(E *y, const E *x, const I *idx, int64_t outer, int64_t n_idx,
-                                                          int64_t inner, int64_t dim, int *err, int code) {
+template <class E, class I>
+__global__ void gather_kernel(E *y, const E *x, const I *idx, int64_t outer, int64_t n_idx, int64_t inner, int64_t dim,
+                              int *err, int code) {
     int64_t n = outer * n_idx * inner;
     KN_GRID_STRIDE(i, n) {
         int64_t p = i % inner, r = i / inner;
@@ -21,11 +22,16 @@ template <class E, class I> __global__ void gather_kernel(E *y, const E *x, cons
     }
 }
 
-template <class E> static void gather_launch(void *y, const void *x, const void *idx, bool i64, int64_t outer, int64_t n_idx,
-                                             int64_t inner, int64_t dim, cudaStream_t s, int *err, int code) {
+template <class E>
+static void gather_launch(void *y, const void *x, const void *idx, bool i64, int64_t outer, int64_t n_idx,
+                          int64_t inner, int64_t dim, cudaStream_t s, int *err, int code) {
     unsigned g = kn_cuda_blocks(outer * n_idx * inner, 256);
-    if (i64) KN_LAUNCH((gather_kernel<E, int64_t>), g, 256, 0, s, (E *)y, (const E *)x, (const int64_t *)idx, outer, n_idx, inner, dim, err, code);
-    else KN_LAUNCH((gather_kernel<E, int32_t>), g, 256, 0, s, (E *)y, (const E *)x, (const int32_t *)idx, outer, n_idx, inner, dim, err, code);
+    if (i64)
+        KN_LAUNCH((gather_kernel<E, int64_t>), g, 256, 0, s, (E *)y, (const E *)x, (const int64_t *)idx, outer, n_idx,
+                  inner, dim, err, code);
+    else
+        KN_LAUNCH((gather_kernel<E, int32_t>), g, 256, 0, s, (E *)y, (const E *)x, (const int32_t *)idx, outer, n_idx,
+                  inner, dim, err, code);
 }
 
 KN_CUDA_KERNEL(Gather) {

@@ -31,7 +31,8 @@ static kn_status *lt_fail(lt_gemm *g, const kn_node *n, const char *what, int co
     return kn_error(KN_ERR_RUNTIME, "cuda: %s (%s): cuBLASLt status %d", what, kn_node_desc(n, nd, sizeof nd), code);
 }
 
-static kn_status *layout(cublasLtMatrixLayout_t *l, cudaDataType_t dt, int64_t rows, int64_t cols, int64_t ld, int batch, int64_t stride) {
+static kn_status *layout(cublasLtMatrixLayout_t *l, cudaDataType_t dt, int64_t rows, int64_t cols, int64_t ld,
+                         int batch, int64_t stride) {
     if (cublasLtMatrixLayoutCreate(l, dt, (uint64_t)rows, (uint64_t)cols, ld) != CUBLAS_STATUS_SUCCESS)
         return kn_error(KN_ERR_RUNTIME, "cuda: cublasLtMatrixLayoutCreate failed");
     if (batch > 1) {
@@ -44,9 +45,9 @@ static kn_status *layout(cublasLtMatrixLayout_t *l, cudaDataType_t dt, int64_t r
 
 // Set up row-major D[M,N] = alpha op(A) op(B) + beta D for `batch` matrices at the given element
 // strides; align_* are the pointer alignments every call will respect.
-static kn_status *lt_setup(lt_gemm *g, kn_cuda_stream *s, const kn_node *n, cudaDataType_t dt, bool ta, bool tb, int64_t M,
-                           int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int batch, int64_t sa, int64_t sb,
-                           int64_t sc, size_t align_a, size_t align_b, size_t align_c) {
+static kn_status *lt_setup(lt_gemm *g, kn_cuda_stream *s, const kn_node *n, cudaDataType_t dt, bool ta, bool tb,
+                           int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int batch,
+                           int64_t sa, int64_t sb, int64_t sc, size_t align_a, size_t align_b, size_t align_c) {
     memset(g, 0, sizeof *g);
     if (cublasLtMatmulDescCreate(&g->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS)
         return lt_fail(g, n, "cublasLtMatmulDescCreate", 0);
@@ -56,9 +57,13 @@ static kn_status *lt_setup(lt_gemm *g, kn_cuda_stream *s, const kn_node *n, cuda
     kn_status *st = layout(&g->la, dt, tb ? K : N, tb ? N : K, ldb, batch, sb);
     if (!st) st = layout(&g->lb, dt, ta ? M : K, ta ? K : M, lda, batch, sa);
     if (!st) st = layout(&g->lc, dt, N, M, ldc, batch, sc);
-    if (st) { lt_destroy(g); return st; }
+    if (st) {
+        lt_destroy(g);
+        return st;
+    }
     cublasLtMatmulPreference_t pref;
-    if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS) return lt_fail(g, n, "cublasLtMatmulPreferenceCreate", 0);
+    if (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS)
+        return lt_fail(g, n, "cublasLtMatmulPreferenceCreate", 0);
     uint64_t ws = s->ws_bytes;
     uint32_t aa = (uint32_t)align_b, ab = (uint32_t)align_a, ac = (uint32_t)align_c; // cuBLAS's A is our B
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
@@ -67,19 +72,22 @@ static kn_status *lt_setup(lt_gemm *g, kn_cuda_stream *s, const kn_node *n, cuda
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac, sizeof ac);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac, sizeof ac);
     int found = 0;
-    cublasStatus_t cs = cublasLtMatmulAlgoGetHeuristic(s->lt, g->desc, g->la, g->lb, g->lc, g->lc, pref, 1, &g->algo, &found);
+    cublasStatus_t cs =
+        cublasLtMatmulAlgoGetHeuristic(s->lt, g->desc, g->la, g->lb, g->lc, g->lc, pref, 1, &g->algo, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     if (cs != CUBLAS_STATUS_SUCCESS || found == 0) return lt_fail(g, n, "no cuBLASLt algorithm for this GEMM", (int)cs);
     g->ok = true;
     return NULL;
 }
 
-static kn_status *lt_run(lt_gemm *g, kn_cuda_stream *s, const kn_node *n, const void *A, const void *B, void *C, float alpha, float beta) {
-    cublasStatus_t cs = cublasLtMatmul(s->lt, g->desc, &alpha, B, g->la, A, g->lb, &beta, C, g->lc, C, g->lc, &g->algo.algo,
-                                       s->ws, s->ws_bytes, s->s);
+static kn_status *lt_run(lt_gemm *g, kn_cuda_stream *s, const kn_node *n, const void *A, const void *B, void *C,
+                         float alpha, float beta) {
+    cublasStatus_t cs = cublasLtMatmul(s->lt, g->desc, &alpha, B, g->la, A, g->lb, &beta, C, g->lc, C, g->lc,
+                                       &g->algo.algo, s->ws, s->ws_bytes, s->s);
     if (cs != CUBLAS_STATUS_SUCCESS) {
         char nd[256];
-        return kn_error(KN_ERR_RUNTIME, "cuda: cublasLtMatmul (%s): status %d", kn_node_desc(n, nd, sizeof nd), (int)cs);
+        return kn_error(KN_ERR_RUNTIME, "cuda: cublasLtMatmul (%s): status %d", kn_node_desc(n, nd, sizeof nd),
+                        (int)cs);
     }
     return NULL;
 }
@@ -101,7 +109,8 @@ KN_CUDA_KERNEL(MatMul) {
     if (!dt_of(A->dtype, &dt) || B->dtype != A->dtype) return kn_err_dtype(node, A);
     size_t es = kn_dtype_size(A->dtype);
     bool a1 = A->ndim == 1, b1 = B->ndim == 1;
-    int64_t M = a1 ? 1 : A->dims[A->ndim - 2], K = A->dims[A->ndim - 1], N = b1 ? 1 : B->dims[B->ndim - 1];
+    int64_t M = a1 ? 1 : A->dims[A->ndim - 2], K = A->dims[A->ndim - 1], N
+    = b1 ? 1 : B->dims[B->ndim - 1];
     int ab = a1 ? 0 : A->ndim - 2, bb = b1 ? 0 : B->ndim - 2, ob = ab > bb ? ab : bb;
     // batch dims right-aligned; broadcast strides in matrices
     int64_t od[KN_MAX_DIMS], sa[KN_MAX_DIMS], sb[KN_MAX_DIMS];
@@ -153,8 +162,9 @@ KN_CUDA_KERNEL(MatMul) {
     }
     if (batch_b != 1 && !same_batch) {
         // general broadcast: one GEMM per output matrix, sharing one algorithm choice
-        st = lt_setup(&g, s, node, dt, false, false, M, N, K, K, N, N, 1, 0, 0, 0, align_of(A->data, M * K * (int64_t)es),
-                      align_of(B->data, K * N * (int64_t)es), align_of(Y->data, M * N * (int64_t)es));
+        st = lt_setup(&g, s, node, dt, false, false, M, N, K, K, N, N, 1, 0, 0, 0,
+                      align_of(A->data, M * K * (int64_t)es), align_of(B->data, K * N * (int64_t)es),
+                      align_of(Y->data, M * N * (int64_t)es));
         for (int64_t i = 0; !st && i < count; i++) {
             int64_t r = i, ia = 0, ib = 0;
             for (int d = ob - 1; d >= 0; d--) {
@@ -163,8 +173,9 @@ KN_CUDA_KERNEL(MatMul) {
                 ia += c * sa[d];
                 ib += c * sb[d];
             }
-            st = lt_run(&g, s, node, (const char *)A->data + ia * M * K * (int64_t)es, (const char *)B->data + ib * K * N * (int64_t)es,
-                        (char *)Y->data + i * M * N * (int64_t)es, 1.0f, 0.0f);
+            st = lt_run(&g, s, node, (const char *)A->data + ia * M * K * (int64_t)es,
+                        (const char *)B->data + ib * K * N * (int64_t)es, (char *)Y->data + i * M * N * (int64_t)es,
+                        1.0f, 0.0f);
         }
     }
     if (g.ok) lt_destroy(&g);
@@ -180,7 +191,8 @@ KN_CUDA_KERNEL(Gemm) {
     const kn_params_gemm *gp = KN_PARAMS(node, gemm);
     bool ta = gp->trans_a, tb = gp->trans_b;
     float alpha = gp->alpha, beta = gp->beta;
-    int64_t M = ta ? A->dims[1] : A->dims[0], K = ta ? A->dims[0] : A->dims[1], N = tb ? B->dims[0] : B->dims[1];
+    int64_t M = ta ? A->dims[1] : A->dims[0], K = ta ? A->dims[0] : A->dims[1], N
+    = tb ? B->dims[0] : B->dims[1];
     if (M == 0 || N == 0) return NULL;
     size_t es = kn_dtype_size(A->dtype);
     if (C && beta != 0.0f && kn_numel(C) > 0) {

@@ -21,8 +21,9 @@ __device__ static float ln_block_sum(float v, KN_SHARED_PTR(float) sh) {
 }
 
 // y[rows, cols] = (x - mean) * invstd * scale[cols] + bias[cols]; mean/invstd[rows] when wanted
-template <class T, class U> __global__ void layernorm_kernel(T *y, U *mean_out, U *inv_out, const T *x, const T *scale,
-                                                             const T *bias, int64_t cols, float eps) {
+template <class T, class U>
+__global__ void layernorm_kernel(T *y, U *mean_out, U *inv_out, const T *x, const T *scale, const T *bias, int64_t cols,
+                                 float eps) {
     KN_SHARED(float, sh, 32);
     int64_t row = blockIdx.x;
     const T *xr = x + row * cols;
@@ -48,16 +49,17 @@ template <class T, class U> __global__ void layernorm_kernel(T *y, U *mean_out, 
     }
 }
 
-template <class T> static void ln_launch(kn_tensor *const *out, int n_out, const kn_tensor *x, const kn_tensor *sc, const kn_tensor *b,
-                                         int64_t rows, int64_t cols, float eps, bool stats_bf16, cudaStream_t s) {
+template <class T>
+static void ln_launch(kn_tensor *const *out, int n_out, const kn_tensor *x, const kn_tensor *sc, const kn_tensor *b,
+                      int64_t rows, int64_t cols, float eps, bool stats_bf16, cudaStream_t s) {
     void *m = n_out > 1 && out[1] ? out[1]->data : NULL, *iv = n_out > 2 && out[2] ? out[2]->data : NULL;
     const T *bias = b ? (const T *)b->data : NULL;
     if (stats_bf16)
-        KN_LAUNCH((layernorm_kernel<T, __nv_bfloat16>), (unsigned)rows, LN_THREADS, 0, s, (T *)out[0]->data, (__nv_bfloat16 *)m, (__nv_bfloat16 *)iv,
-                                                                                  (const T *)x->data, (const T *)sc->data, bias, cols, eps);
+        KN_LAUNCH((layernorm_kernel<T, __nv_bfloat16>), (unsigned)rows, LN_THREADS, 0, s, (T *)out[0]->data,
+                  (__nv_bfloat16 *)m, (__nv_bfloat16 *)iv, (const T *)x->data, (const T *)sc->data, bias, cols, eps);
     else
-        KN_LAUNCH((layernorm_kernel<T, float>), (unsigned)rows, LN_THREADS, 0, s, (T *)out[0]->data, (float *)m, (float *)iv, (const T *)x->data,
-                                                                         (const T *)sc->data, bias, cols, eps);
+        KN_LAUNCH((layernorm_kernel<T, float>), (unsigned)rows, LN_THREADS, 0, s, (T *)out[0]->data, (float *)m,
+                  (float *)iv, (const T *)x->data, (const T *)sc->data, bias, cols, eps);
 }
 
 KN_CUDA_KERNEL(LayerNormalization) {

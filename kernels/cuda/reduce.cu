@@ -4,8 +4,8 @@
 // Max/Min; integers accumulate in int64 and wrap.
 #include "kernels/cuda/cuda_common.h"
 
-extern "C" kn_status *kn_reduce_axes_mask(const kn_node *n, const kn_tensor *x, const kn_tensor *axes_in, bool *mask, bool *noop,
-                                          bool *unknown);
+extern "C" kn_status *kn_reduce_axes_mask(const kn_node *n, const kn_tensor *x, const kn_tensor *axes_in, bool *mask,
+                                          bool *noop, bool *unknown);
 
 enum { RD_SUM, RD_MEAN, RD_MAX, RD_MIN };
 
@@ -47,7 +47,8 @@ template <class T> __global__ void reduce_int_kernel(T *y, const T *x, int64_t n
         int64_t base = red_off(g.kd, g.ks, g.nk, o);
         // Max/Min of an empty range is the type's identity (lowest / highest), as on the CPU
         int64_t acc = kind == RD_MAX ? (sizeof(T) == 4 ? (int64_t)INT32_MIN : INT64_MIN)
-                    : kind == RD_MIN ? (sizeof(T) == 4 ? (int64_t)INT32_MAX : INT64_MAX) : 0;
+            : kind == RD_MIN         ? (sizeof(T) == 4 ? (int64_t)INT32_MAX : INT64_MAX)
+                                     : 0;
         for (int64_t r = 0; r < g.n_red; r++) {
             int64_t v = (int64_t)x[base + red_off(g.rd, g.rs, g.nr, r)];
             if (kind == RD_SUM || kind == RD_MEAN) acc = (int64_t)((uint64_t)acc + (uint64_t)v);
@@ -58,7 +59,8 @@ template <class T> __global__ void reduce_int_kernel(T *y, const T *x, int64_t n
     }
 }
 
-static kn_status *reduce_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *y, int kind) {
+static kn_status *reduce_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *y,
+                              int kind) {
     const kn_tensor *x = in[0];
     bool mask[KN_MAX_DIMS], noop, unknown;
     KN_TRY(kn_reduce_axes_mask(node, x, n_in > 1 ? in[1] : NULL, mask, &noop, &unknown));
@@ -66,7 +68,8 @@ static kn_status *reduce_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     cudaStream_t s = kn_cuda_s(ctx);
     if (noop) {
         if (x->data != y->data && kn_nbytes(x))
-            KN_CUDA_TRY(cudaMemcpyAsync(y->data, x->data, kn_nbytes(x), cudaMemcpyDeviceToDevice, s), node, "Reduce copy");
+            KN_CUDA_TRY(cudaMemcpyAsync(y->data, x->data, kn_nbytes(x), cudaMemcpyDeviceToDevice, s), node,
+                        "Reduce copy");
         return NULL;
     }
     int64_t n_out = kn_numel(y);
@@ -75,18 +78,43 @@ static kn_status *reduce_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     memset(&g, 0, sizeof g);
     g.n_red = 1;
     int64_t st = 1, xs[KN_MAX_DIMS];
-    for (int d = x->ndim - 1; d >= 0; d--) { xs[d] = st; st *= x->dims[d]; }
+    for (int d = x->ndim - 1; d >= 0; d--) {
+        xs[d] = st;
+        st *= x->dims[d];
+    }
     for (int d = 0; d < x->ndim; d++) {
-        if (mask[d]) { g.rd[g.nr] = x->dims[d]; g.rs[g.nr] = xs[d]; g.nr++; g.n_red *= x->dims[d]; }
-        else { g.kd[g.nk] = x->dims[d]; g.ks[g.nk] = xs[d]; g.nk++; }
+        if (mask[d]) {
+            g.rd[g.nr] = x->dims[d];
+            g.rs[g.nr] = xs[d];
+            g.nr++;
+            g.n_red *= x->dims[d];
+        } else {
+            g.kd[g.nk] = x->dims[d];
+            g.ks[g.nk] = xs[d];
+            g.nk++;
+        }
     }
     unsigned gr = kn_cuda_blocks(n_out, 128);
     switch (x->dtype) {
-    case KN_F32: KN_LAUNCH(reduce_float_kernel<float>, gr, 128, 0, s, (float *)y->data, (const float *)x->data, n_out, g, kind); break;
-    case KN_F16: KN_LAUNCH(reduce_float_kernel<__half>, gr, 128, 0, s, (__half *)y->data, (const __half *)x->data, n_out, g, kind); break;
-    case KN_BF16: KN_LAUNCH(reduce_float_kernel<__nv_bfloat16>, gr, 128, 0, s, (__nv_bfloat16 *)y->data, (const __nv_bfloat16 *)x->data, n_out, g, kind); break;
-    case KN_I32: KN_LAUNCH(reduce_int_kernel<int32_t>, gr, 128, 0, s, (int32_t *)y->data, (const int32_t *)x->data, n_out, g, kind); break;
-    case KN_I64: KN_LAUNCH(reduce_int_kernel<int64_t>, gr, 128, 0, s, (int64_t *)y->data, (const int64_t *)x->data, n_out, g, kind); break;
+    case KN_F32:
+        KN_LAUNCH(reduce_float_kernel<float>, gr, 128, 0, s, (float *)y->data, (const float *)x->data, n_out, g, kind);
+        break;
+    case KN_F16:
+        KN_LAUNCH(reduce_float_kernel<__half>, gr, 128, 0, s, (__half *)y->data, (const __half *)x->data, n_out, g,
+                  kind);
+        break;
+    case KN_BF16:
+        KN_LAUNCH(reduce_float_kernel<__nv_bfloat16>, gr, 128, 0, s, (__nv_bfloat16 *)y->data,
+                  (const __nv_bfloat16 *)x->data, n_out, g, kind);
+        break;
+    case KN_I32:
+        KN_LAUNCH(reduce_int_kernel<int32_t>, gr, 128, 0, s, (int32_t *)y->data, (const int32_t *)x->data, n_out, g,
+                  kind);
+        break;
+    case KN_I64:
+        KN_LAUNCH(reduce_int_kernel<int64_t>, gr, 128, 0, s, (int64_t *)y->data, (const int64_t *)x->data, n_out, g,
+                  kind);
+        break;
     default: return kn_err_dtype(node, x);
     }
     KN_CUDA_LAUNCHED(node, "Reduce kernel");

@@ -5,13 +5,17 @@
 #include "kernels/cuda/cuda_common.h"
 
 extern "C" {
-kn_status *kn_shapeops_slice_params(const kn_node *node, const kn_tensor *const *in, int n_in,
-                                    int64_t *starts, int64_t *steps, int64_t *out_dims);
-kn_status *kn_shapeops_split_sizes(const kn_node *node, const kn_tensor *const *in, int n_in, int n_out,
-                                   int axis, int64_t *sizes);
+kn_status *kn_shapeops_slice_params(const kn_node *node, const kn_tensor *const *in, int n_in, int64_t *starts,
+                                    int64_t *steps, int64_t *out_dims);
+kn_status *kn_shapeops_split_sizes(const kn_node *node, const kn_tensor *const *in, int n_in, int n_out, int axis,
+                                   int64_t *sizes);
 }
 
-struct kn_copy_geom { int nd; int64_t dims[KN_MAX_DIMS]; int64_t sst[KN_MAX_DIMS]; };
+struct kn_copy_geom {
+    int nd;
+    int64_t dims[KN_MAX_DIMS];
+    int64_t sst[KN_MAX_DIMS];
+};
 
 // dst[dims] (contiguous) = src[sum coord_d * sst[d]]
 template <class E> __global__ void strided_copy_kernel(E *dst, const E *src, int64_t n, kn_copy_geom s) {
@@ -43,9 +47,15 @@ kn_status *kn_cuda_strided_copy(const kn_node *node, void *dst, const void *src,
     unsigned g = kn_cuda_blocks(n, 256);
     switch (es) {
     case 1: KN_LAUNCH(strided_copy_kernel<uint8_t>, g, 256, 0, st, (uint8_t *)dst, (const uint8_t *)src, n, s); break;
-    case 2: KN_LAUNCH(strided_copy_kernel<uint16_t>, g, 256, 0, st, (uint16_t *)dst, (const uint16_t *)src, n, s); break;
-    case 4: KN_LAUNCH(strided_copy_kernel<uint32_t>, g, 256, 0, st, (uint32_t *)dst, (const uint32_t *)src, n, s); break;
-    case 8: KN_LAUNCH(strided_copy_kernel<uint64_t>, g, 256, 0, st, (uint64_t *)dst, (const uint64_t *)src, n, s); break;
+    case 2:
+        KN_LAUNCH(strided_copy_kernel<uint16_t>, g, 256, 0, st, (uint16_t *)dst, (const uint16_t *)src, n, s);
+        break;
+    case 4:
+        KN_LAUNCH(strided_copy_kernel<uint32_t>, g, 256, 0, st, (uint32_t *)dst, (const uint32_t *)src, n, s);
+        break;
+    case 8:
+        KN_LAUNCH(strided_copy_kernel<uint64_t>, g, 256, 0, st, (uint64_t *)dst, (const uint64_t *)src, n, s);
+        break;
     default: return kn_error(KN_ERR_UNSUPPORTED, "cuda: strided copy of %zu-byte elements", es);
     }
     KN_CUDA_LAUNCHED(node, "strided copy kernel");
@@ -54,7 +64,10 @@ kn_status *kn_cuda_strided_copy(const kn_node *node, void *dst, const void *src,
 
 static void row_strides(const kn_tensor *t, int64_t *st) {
     int64_t s = 1;
-    for (int d = t->ndim - 1; d >= 0; d--) { st[d] = s; s *= t->dims[d]; }
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        st[d] = s;
+        s *= t->dims[d];
+    }
 }
 
 KN_CUDA_KERNEL(Transpose) {
@@ -73,8 +86,8 @@ KN_CUDA_KERNEL(Transpose) {
 KN_CUDA_KERNEL(Expand) {
     kn_bcast bc;
     kn_cuda_bcast_init(&bc, out[0], in, 1);
-    return kn_cuda_strided_copy(node, out[0]->data, in[0]->data, kn_dtype_size(in[0]->dtype), out[0]->ndim, out[0]->dims,
-                                bc.st[0], kn_cuda_s(ctx));
+    return kn_cuda_strided_copy(node, out[0]->data, in[0]->data, kn_dtype_size(in[0]->dtype), out[0]->ndim,
+                                out[0]->dims, bc.st[0], kn_cuda_s(ctx));
 }
 
 KN_CUDA_KERNEL(Slice) {
@@ -86,13 +99,15 @@ KN_CUDA_KERNEL(Slice) {
     int64_t off = 0;
     for (int k = 0; k < x->ndim; k++) {
         if (od[k] != y->dims[k])
-            return kn_error(KN_ERR_RUNTIME, "Slice: output dim %d is %lld, expected %lld", k, (long long)y->dims[k], (long long)od[k]);
+            return kn_error(KN_ERR_RUNTIME, "Slice: output dim %d is %lld, expected %lld", k, (long long)y->dims[k],
+                            (long long)od[k]);
         if (od[k] == 0) return NULL;
         off += st[k] * xs[k];
         ss[k] = od[k] > 1 ? sp[k] * xs[k] : 0; // a huge step on a length-1 dim would overflow int64
     }
     size_t es = kn_dtype_size(x->dtype);
-    return kn_cuda_strided_copy(node, y->data, (const char *)x->data + off * (int64_t)es, es, x->ndim, od, ss, kn_cuda_s(ctx));
+    return kn_cuda_strided_copy(node, y->data, (const char *)x->data + off * (int64_t)es, es, x->ndim, od, ss,
+                                kn_cuda_s(ctx));
 }
 
 // outer x (axis * inner) blocks: Concat copies each input into its column band of the output,
@@ -106,13 +121,14 @@ static void axis_split(const kn_tensor *t, int axis, int64_t *outer, int64_t *in
 
 // outer rows of w bytes from src (pitch sp) to dst (pitch dp). One row (an axis-0 Concat/Split)
 // is a plain copy: cudaMemcpy2D refuses pitches above the device's maximum (about 2 GiB).
-static kn_status *band_copy(kn_exec_ctx *ctx, const kn_node *node, void *dst, size_t dp, const void *src, size_t sp, size_t w,
-                            size_t outer, const char *what) {
+static kn_status *band_copy(kn_exec_ctx *ctx, const kn_node *node, void *dst, size_t dp, const void *src, size_t sp,
+                            size_t w, size_t outer, const char *what) {
     if (!w || !outer) return NULL;
     if (outer == 1 || (w == dp && w == sp))
         KN_CUDA_TRY(cudaMemcpyAsync(dst, src, w * outer, cudaMemcpyDeviceToDevice, kn_cuda_s(ctx)), node, what);
     else
-        KN_CUDA_TRY(cudaMemcpy2DAsync(dst, dp, src, sp, w, outer, cudaMemcpyDeviceToDevice, kn_cuda_s(ctx)), node, what);
+        KN_CUDA_TRY(cudaMemcpy2DAsync(dst, dp, src, sp, w, outer, cudaMemcpyDeviceToDevice, kn_cuda_s(ctx)), node,
+                    what);
     return NULL;
 }
 
@@ -149,7 +165,9 @@ KN_CUDA_KERNEL(Split) {
     for (int k = 0; k < n_out; k++) {
         if (sizes[k] < 0) return kn_error(KN_ERR_RUNTIME, "Split: split sizes not known at run time");
         size_t w = (size_t)sizes[k] * (size_t)inner * es;
-        if (out[k]) KN_TRY(band_copy(ctx, node, out[k]->data, w, (const char *)x->data + col, row, w, (size_t)outer, "Split copy"));
+        if (out[k])
+            KN_TRY(band_copy(ctx, node, out[k]->data, w, (const char *)x->data + col, row, w, (size_t)outer,
+                             "Split copy"));
         col += w;
     }
     return NULL;
@@ -194,9 +212,16 @@ KN_CUDA_KERNEL(ConstantOfShape) {
 bool kn_cuda_shape_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
     if (n_in < 1) return n->op == KN_OP_ConstantOfShape;
     switch (n->op) {
-    case KN_OP_Reshape: case KN_OP_Flatten: case KN_OP_Squeeze: case KN_OP_Unsqueeze: case KN_OP_Identity:
-        return in[0] != NULL;
-    case KN_OP_Transpose: case KN_OP_Expand: case KN_OP_Slice: case KN_OP_Concat: case KN_OP_Split: {
+    case KN_OP_Reshape:
+    case KN_OP_Flatten:
+    case KN_OP_Squeeze:
+    case KN_OP_Unsqueeze:
+    case KN_OP_Identity: return in[0] != NULL;
+    case KN_OP_Transpose:
+    case KN_OP_Expand:
+    case KN_OP_Slice:
+    case KN_OP_Concat:
+    case KN_OP_Split: {
         size_t es = kn_dtype_size(in[0]->dtype);
         return es == 1 || es == 2 || es == 4 || es == 8;
     }

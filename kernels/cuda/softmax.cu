@@ -47,13 +47,15 @@ template <class T> __global__ void softmax_kernel(T *y, const T *x, int64_t inne
         float sum = 0;
         if (std::is_same<T, __nv_bfloat16>::value) {
             if (threadIdx.x == 0)
-                for (int64_t k = 0; k < len; k++) sum = sm_round<T>(sum + sm_round<T>(expf(sm_round<T>(kn_num<T>::ld(xr[k * inner]) - m))));
+                for (int64_t k = 0; k < len; k++)
+                    sum = sm_round<T>(sum + sm_round<T>(expf(sm_round<T>(kn_num<T>::ld(xr[k * inner]) - m))));
             __syncthreads(); // sh[0] (the max) has been read by every thread
             if (threadIdx.x == 0) sh[0] = sum;
             __syncthreads();
             sum = sh[0];
         } else {
-            for (int64_t k = threadIdx.x; k < len; k += blockDim.x) sum += sm_round<T>(expf(sm_round<T>(kn_num<T>::ld(xr[k * inner]) - m)));
+            for (int64_t k = threadIdx.x; k < len; k += blockDim.x)
+                sum += sm_round<T>(expf(sm_round<T>(kn_num<T>::ld(xr[k * inner]) - m)));
             sum = block_reduce(sum, false, sh);
         }
         sum = sm_round<T>(sum);
@@ -89,9 +91,18 @@ static kn_status *softmax_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_t
     if (rows > 0x7fffffffLL) return kn_error(KN_ERR_UNSUPPORTED, "Softmax: %lld rows", (long long)rows);
     cudaStream_t s = kn_cuda_s(ctx);
     switch (x->dtype) {
-    case KN_F32: KN_LAUNCH(softmax_kernel<float>, (unsigned)rows, SM_THREADS, 0, s, (float *)y->data, (const float *)x->data, inner, len, log_out); break;
-    case KN_F16: KN_LAUNCH(softmax_kernel<__half>, (unsigned)rows, SM_THREADS, 0, s, (__half *)y->data, (const __half *)x->data, inner, len, log_out); break;
-    case KN_BF16: KN_LAUNCH(softmax_kernel<__nv_bfloat16>, (unsigned)rows, SM_THREADS, 0, s, (__nv_bfloat16 *)y->data, (const __nv_bfloat16 *)x->data, inner, len, log_out); break;
+    case KN_F32:
+        KN_LAUNCH(softmax_kernel<float>, (unsigned)rows, SM_THREADS, 0, s, (float *)y->data, (const float *)x->data,
+                  inner, len, log_out);
+        break;
+    case KN_F16:
+        KN_LAUNCH(softmax_kernel<__half>, (unsigned)rows, SM_THREADS, 0, s, (__half *)y->data, (const __half *)x->data,
+                  inner, len, log_out);
+        break;
+    case KN_BF16:
+        KN_LAUNCH(softmax_kernel<__nv_bfloat16>, (unsigned)rows, SM_THREADS, 0, s, (__nv_bfloat16 *)y->data,
+                  (const __nv_bfloat16 *)x->data, inner, len, log_out);
+        break;
     default: return kn_err_dtype(node, x);
     }
     KN_CUDA_LAUNCHED(node, "Softmax kernel");

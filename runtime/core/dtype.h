@@ -5,15 +5,15 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-bool kn_dtype_is_float(kn_dtype t);    /* f16, bf16, f32, f64 and the f8/f4 formats */
-bool kn_dtype_is_int(kn_dtype t);      /* signed or unsigned integer, not bool */
+bool kn_dtype_is_float(kn_dtype t); /* f16, bf16, f32, f64 and the f8/f4 formats */
+bool kn_dtype_is_int(kn_dtype t);   /* signed or unsigned integer, not bool */
 bool kn_dtype_is_signed(kn_dtype t);
 bool kn_dtype_valid(int t);
 
 float kn_f16_to_f32(uint16_t h);
-uint16_t kn_f32_to_f16(float f);       /* round to nearest even */
+uint16_t kn_f32_to_f16(float f); /* round to nearest even */
 float kn_bf16_to_f32(uint16_t h);
-uint16_t kn_f32_to_bf16(float f);      /* round to nearest even, NaN kept */
+uint16_t kn_f32_to_bf16(float f); /* round to nearest even, NaN kept */
 /* 8-bit floats (ONNX semantics; saturate applies to the FN/FNUZ/E5M2 casts as the spec says). */
 float kn_f8_to_f32(uint8_t v, kn_dtype t);
 uint8_t kn_f32_to_f8(float f, kn_dtype t, bool saturate);

@@ -6,8 +6,16 @@
 #include <math.h>
 #include <string.h>
 
-static uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-static float bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static float bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 
 float kn_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
@@ -77,8 +85,8 @@ static const f8_fmt *f8_format(kn_dtype t) {
 static float small_decode(uint32_t v, int ebits, int mbits, int bias) {
     uint32_t sign = (v >> (ebits + mbits)) & 1u;
     uint32_t e = (v >> mbits) & ((1u << ebits) - 1u), m = v & ((1u << mbits) - 1u);
-    double r = e == 0 ? ldexp((double)m, 1 - bias - mbits)
-                      : ldexp(1.0 + (double)m / (double)(1u << mbits), (int)e - bias);
+    double r =
+        e == 0 ? ldexp((double)m, 1 - bias - mbits) : ldexp(1.0 + (double)m / (double)(1u << mbits), (int)e - bias);
     return (float)(sign ? -r : r);
 }
 

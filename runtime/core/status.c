@@ -25,7 +25,10 @@ kn_status *kn_error(kn_status_code code, const char *fmt, ...) {
     va_start(ap, fmt);
     st->msg = kn_vformat(fmt, ap);
     va_end(ap);
-    if (!st->msg) { free(st); return &kn_status_oom; }
+    if (!st->msg) {
+        free(st);
+        return &kn_status_oom;
+    }
     st->code = code;
     return st;
 }

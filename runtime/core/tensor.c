@@ -39,10 +39,13 @@ void kn_tensor_set_shape(kn_tensor *t, int ndim, const int64_t *dims) {
 
 kn_status *kn_tensor_alloc_data(kn_tensor *t) {
     char buf[KN_DESC_LEN];
-    KN_CHECK(t->ndim >= 0 && t->ndim <= KN_MAX_DIMS, KN_ERR_INVALID_ARGUMENT, "tensor rank %d unsupported (max %d)", t->ndim, KN_MAX_DIMS);
+    KN_CHECK(t->ndim >= 0 && t->ndim <= KN_MAX_DIMS, KN_ERR_INVALID_ARGUMENT, "tensor rank %d unsupported (max %d)",
+             t->ndim, KN_MAX_DIMS);
     int64_t n = kn_numel(t);
-    KN_CHECK(n >= 0 && n <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "tensor %s has an invalid or too large element count", kn_tensor_desc(t, buf, sizeof buf));
-    KN_CHECK(kn_dtype_size(t->dtype) > 0, KN_ERR_INVALID_ARGUMENT, "tensor %s has no storable dtype", kn_tensor_desc(t, buf, sizeof buf));
+    KN_CHECK(n >= 0 && n <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT,
+             "tensor %s has an invalid or too large element count", kn_tensor_desc(t, buf, sizeof buf));
+    KN_CHECK(kn_dtype_size(t->dtype) > 0, KN_ERR_INVALID_ARGUMENT, "tensor %s has no storable dtype",
+             kn_tensor_desc(t, buf, sizeof buf));
     size_t bytes = (size_t)n * kn_dtype_size(t->dtype);
     t->data = calloc(bytes ? bytes : 1, 1);
     if (!t->data) return KN_OOM(bytes);
@@ -53,13 +56,17 @@ kn_status *kn_tensor_alloc_data(kn_tensor *t) {
 
 kn_status *kn_tensor_new(kn_dtype dtype, int ndim, const int64_t *dims, kn_tensor **out) {
     *out = NULL;
-    KN_CHECK(ndim >= 0 && ndim <= KN_MAX_DIMS, KN_ERR_INVALID_ARGUMENT, "tensor rank %d unsupported (max %d)", ndim, KN_MAX_DIMS);
+    KN_CHECK(ndim >= 0 && ndim <= KN_MAX_DIMS, KN_ERR_INVALID_ARGUMENT, "tensor rank %d unsupported (max %d)", ndim,
+             KN_MAX_DIMS);
     kn_tensor *t = calloc(1, sizeof *t);
     if (!t) return KN_OOM(sizeof *t);
     t->dtype = dtype;
     kn_tensor_set_shape(t, ndim, dims);
     kn_status *st = kn_tensor_alloc_data(t);
-    if (st) { free(t); return st; }
+    if (st) {
+        free(t);
+        return st;
+    }
     *out = t;
     return NULL;
 }
@@ -78,7 +85,8 @@ kn_status *kn_seq_init(kn_tensor *t, kn_dtype dtype) {
 kn_status *kn_seq_insert(kn_tensor *seq, int64_t pos, kn_tensor *item) {
     kn_seq *q = seq->data;
     KN_CHECK(seq->kind == KN_KIND_SEQUENCE && q, KN_ERR_INVALID_ARGUMENT, "not a sequence");
-    KN_CHECK(pos >= 0 && pos <= q->n, KN_ERR_INVALID_ARGUMENT, "sequence position %lld out of range [0, %lld]", (long long)pos, (long long)q->n);
+    KN_CHECK(pos >= 0 && pos <= q->n, KN_ERR_INVALID_ARGUMENT, "sequence position %lld out of range [0, %lld]",
+             (long long)pos, (long long)q->n);
     if (q->n == q->cap) {
         int64_t cap = q->cap ? q->cap * 2 : 8;
         kn_tensor **v = realloc(q->items, sizeof(kn_tensor *) * (size_t)cap);
@@ -135,7 +143,10 @@ kn_status *kn_tensor_clone(const kn_tensor *t, kn_tensor **out) {
                 if (!st) st = kn_seq_insert(c, i, item);
                 if (st) kn_tensor_free(item);
             }
-            if (st) { kn_tensor_free(c); return st; }
+            if (st) {
+                kn_tensor_free(c);
+                return st;
+            }
         }
         *out = c;
         return NULL;
@@ -147,7 +158,11 @@ kn_status *kn_tensor_clone(const kn_tensor *t, kn_tensor **out) {
         char **src = t->data, **dst = (*out)->data;
         for (int64_t i = 0; i < n; i++) {
             dst[i] = strdup(src[i] ? src[i] : "");
-            if (!dst[i]) { kn_tensor_free(*out); *out = NULL; return KN_OOM(0); }
+            if (!dst[i]) {
+                kn_tensor_free(*out);
+                *out = NULL;
+                return KN_OOM(0);
+            }
         }
     } else {
         memcpy((*out)->data, t->data, kn_nbytes(t));
@@ -156,14 +171,24 @@ kn_status *kn_tensor_clone(const kn_tensor *t, kn_tensor **out) {
 }
 
 const char *kn_tensor_desc(const kn_tensor *t, char *buf, size_t n) {
-    if (!t) { snprintf(buf, n, "(none)"); return buf; }
-    if (t->kind == KN_KIND_NONE) { snprintf(buf, n, "optional<%s>(empty)", kn_dtype_name(t->dtype)); return buf; }
+    if (!t) {
+        snprintf(buf, n, "(none)");
+        return buf;
+    }
+    if (t->kind == KN_KIND_NONE) {
+        snprintf(buf, n, "optional<%s>(empty)", kn_dtype_name(t->dtype));
+        return buf;
+    }
     if (t->kind == KN_KIND_SEQUENCE) {
-        snprintf(buf, n, "sequence<%s>(%lld)", kn_dtype_name(t->dtype), t->data ? (long long)((const kn_seq *)t->data)->n : 0LL);
+        snprintf(buf, n, "sequence<%s>(%lld)", kn_dtype_name(t->dtype),
+                 t->data ? (long long)((const kn_seq *)t->data)->n : 0LL);
         return buf;
     }
     size_t off = (size_t)snprintf(buf, n, "%s", kn_dtype_name(t->dtype));
-    if (t->ndim < 0) { snprintf(buf + (off < n ? off : n), off < n ? n - off : 0, "[?rank]"); return buf; }
+    if (t->ndim < 0) {
+        snprintf(buf + (off < n ? off : n), off < n ? n - off : 0, "[?rank]");
+        return buf;
+    }
     if (off < n) off += (size_t)snprintf(buf + off, n - off, "[");
     for (int i = 0; i < t->ndim && off < n; i++) {
         if (t->dims[i] < 0) off += (size_t)snprintf(buf + off, n - off, "%s?", i ? "," : "");
@@ -180,8 +205,11 @@ double kn_get_f64(const kn_tensor *t, int64_t i) {
     case KN_F64: return ((const double *)p)[i];
     case KN_F16: return kn_f16_to_f32(((const uint16_t *)p)[i]);
     case KN_BF16: return kn_bf16_to_f32(((const uint16_t *)p)[i]);
-    case KN_F8E4M3FN: case KN_F8E4M3FNUZ: case KN_F8E5M2: case KN_F8E5M2FNUZ: case KN_F8E8M0:
-        return kn_f8_to_f32(((const uint8_t *)p)[i], t->dtype);
+    case KN_F8E4M3FN:
+    case KN_F8E4M3FNUZ:
+    case KN_F8E5M2:
+    case KN_F8E5M2FNUZ:
+    case KN_F8E8M0: return kn_f8_to_f32(((const uint8_t *)p)[i], t->dtype);
     case KN_F4E2M1: return kn_f4e2m1_to_f32(((const uint8_t *)p)[i]);
     case KN_U64: return (double)((const uint64_t *)p)[i];
     default: return (double)kn_get_i64(t, i);
@@ -194,8 +222,13 @@ int64_t kn_get_i64(const kn_tensor *t, int64_t i) {
     case KN_I64: return ((const int64_t *)p)[i];
     case KN_I32: return ((const int32_t *)p)[i];
     case KN_I16: return ((const int16_t *)p)[i];
-    case KN_I8: case KN_I4: case KN_I2: return ((const int8_t *)p)[i];
-    case KN_U8: case KN_U4: case KN_U2: case KN_BOOL: return ((const uint8_t *)p)[i];
+    case KN_I8:
+    case KN_I4:
+    case KN_I2: return ((const int8_t *)p)[i];
+    case KN_U8:
+    case KN_U4:
+    case KN_U2:
+    case KN_BOOL: return ((const uint8_t *)p)[i];
     case KN_U16: return ((const uint16_t *)p)[i];
     case KN_U32: return ((const uint32_t *)p)[i];
     case KN_U64: return (int64_t)((const uint64_t *)p)[i];
@@ -210,8 +243,11 @@ void kn_set_f64(kn_tensor *t, int64_t i, double v) {
     case KN_F64: ((double *)p)[i] = v; break;
     case KN_F16: ((uint16_t *)p)[i] = kn_f32_to_f16((float)v); break;
     case KN_BF16: ((uint16_t *)p)[i] = kn_f32_to_bf16((float)v); break;
-    case KN_F8E4M3FN: case KN_F8E4M3FNUZ: case KN_F8E5M2: case KN_F8E5M2FNUZ: case KN_F8E8M0:
-        ((uint8_t *)p)[i] = kn_f32_to_f8((float)v, t->dtype, true); break;
+    case KN_F8E4M3FN:
+    case KN_F8E4M3FNUZ:
+    case KN_F8E5M2:
+    case KN_F8E5M2FNUZ:
+    case KN_F8E8M0: ((uint8_t *)p)[i] = kn_f32_to_f8((float)v, t->dtype, true); break;
     case KN_F4E2M1: ((uint8_t *)p)[i] = kn_f32_to_f4e2m1((float)v); break;
     case KN_BOOL: ((uint8_t *)p)[i] = v != 0; break;
     case KN_U64: ((uint64_t *)p)[i] = (uint64_t)v; break;
@@ -225,8 +261,12 @@ void kn_set_i64(kn_tensor *t, int64_t i, int64_t v) {
     case KN_I64: ((int64_t *)p)[i] = v; break;
     case KN_I32: ((int32_t *)p)[i] = (int32_t)v; break;
     case KN_I16: ((int16_t *)p)[i] = (int16_t)v; break;
-    case KN_I8: case KN_I4: case KN_I2: ((int8_t *)p)[i] = (int8_t)v; break;
-    case KN_U8: case KN_U4: case KN_U2: ((uint8_t *)p)[i] = (uint8_t)v; break;
+    case KN_I8:
+    case KN_I4:
+    case KN_I2: ((int8_t *)p)[i] = (int8_t)v; break;
+    case KN_U8:
+    case KN_U4:
+    case KN_U2: ((uint8_t *)p)[i] = (uint8_t)v; break;
     case KN_BOOL: ((uint8_t *)p)[i] = v != 0; break;
     case KN_U16: ((uint16_t *)p)[i] = (uint16_t)v; break;
     case KN_U32: ((uint32_t *)p)[i] = (uint32_t)v; break;

@@ -17,11 +17,11 @@ typedef enum kn_tensor_kind { KN_KIND_TENSOR = 0, KN_KIND_SEQUENCE = 1, KN_KIND_
 
 typedef struct kn_tensor {
     kn_dtype dtype;
-    int ndim;                   /* -1: rank unknown (static inference only) */
-    int64_t dims[KN_MAX_DIMS];  /* -1: dimension unknown (static inference only) */
-    void *data;                 /* NULL: not materialised */
+    int ndim;                  /* -1: rank unknown (static inference only) */
+    int64_t dims[KN_MAX_DIMS]; /* -1: dimension unknown (static inference only) */
+    void *data;                /* NULL: not materialised */
     kn_device_kind device;
-    bool owns;                  /* data (and string elements) are freed with the tensor */
+    bool owns; /* data (and string elements) are freed with the tensor */
     kn_tensor_kind kind;
 } kn_tensor;
 
@@ -35,16 +35,16 @@ kn_status *kn_seq_init(kn_tensor *t, kn_dtype dtype);
 /* Insert item (ownership taken) at position pos (pos == n appends). */
 kn_status *kn_seq_insert(kn_tensor *seq, int64_t pos, kn_tensor *item);
 
-int64_t kn_numel(const kn_tensor *t);               /* -1 if any dim unknown */
-size_t kn_nbytes(const kn_tensor *t);                /* numel * element size */
+int64_t kn_numel(const kn_tensor *t); /* -1 if any dim unknown */
+size_t kn_nbytes(const kn_tensor *t); /* numel * element size */
 bool kn_shape_known(const kn_tensor *t);
 bool kn_same_shape(const kn_tensor *a, const kn_tensor *b);
 void kn_tensor_set_shape(kn_tensor *t, int ndim, const int64_t *dims);
 /* Host tensor with its own zeroed storage; guards against absurd sizes (returns an error). */
 kn_status *kn_tensor_new(kn_dtype dtype, int ndim, const int64_t *dims, kn_tensor **out);
-kn_status *kn_tensor_alloc_data(kn_tensor *t); /* allocate t->data for its shape, owned */
-void kn_tensor_free(kn_tensor *t);                  /* frees data if owned, then t */
-void kn_tensor_release(kn_tensor *t);               /* frees owned data only (t is embedded) */
+kn_status *kn_tensor_alloc_data(kn_tensor *t);                   /* allocate t->data for its shape, owned */
+void kn_tensor_free(kn_tensor *t);                               /* frees data if owned, then t */
+void kn_tensor_release(kn_tensor *t);                            /* frees owned data only (t is embedded) */
 kn_status *kn_tensor_clone(const kn_tensor *t, kn_tensor **out); /* deep host copy */
 /* "float32[2,3,?]" into buf; returns buf. */
 const char *kn_tensor_desc(const kn_tensor *t, char *buf, size_t n);

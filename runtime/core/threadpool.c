@@ -13,9 +13,9 @@ typedef struct kn_job {
     kn_range_fn fn;
     void *ctx;
     int64_t n, chunk, n_chunks;
-    atomic_int_fast64_t next;   /* next chunk to claim */
-    atomic_int_fast64_t done;   /* chunks finished */
-    int users;                  /* workers holding a pointer to this job (under the pool mutex) */
+    atomic_int_fast64_t next; /* next chunk to claim */
+    atomic_int_fast64_t done; /* chunks finished */
+    int users;                /* workers holding a pointer to this job (under the pool mutex) */
     struct kn_job *prev, *nextj;
 } kn_job;
 
@@ -23,16 +23,17 @@ struct kn_threadpool {
     int n_workers;
     pthread_t *threads;
     pthread_mutex_t mu;
-    pthread_cond_t work_cv;   /* a job was posted or shutdown */
-    pthread_cond_t done_cv;   /* a job finished */
-    kn_job *jobs;             /* doubly linked list of jobs with unclaimed chunks */
+    pthread_cond_t work_cv; /* a job was posted or shutdown */
+    pthread_cond_t done_cv; /* a job finished */
+    kn_job *jobs;           /* doubly linked list of jobs with unclaimed chunks */
     bool stop;
 };
 
 static _Thread_local bool kn_in_worker;
 
 static void kn_job_unlink(kn_threadpool *p, kn_job *j) {
-    if (j->prev) j->prev->nextj = j->nextj; else if (p->jobs == j) p->jobs = j->nextj;
+    if (j->prev) j->prev->nextj = j->nextj;
+    else if (p->jobs == j) p->jobs = j->nextj;
     if (j->nextj) j->nextj->prev = j->prev;
     j->prev = j->nextj = NULL;
 }
@@ -85,9 +86,15 @@ kn_threadpool *kn_threadpool_create(int n_threads) {
     pthread_cond_init(&p->done_cv, NULL);
     if (p->n_workers > 0) {
         p->threads = calloc((size_t)p->n_workers, sizeof *p->threads);
-        if (!p->threads) { free(p); return NULL; }
+        if (!p->threads) {
+            free(p);
+            return NULL;
+        }
         for (int i = 0; i < p->n_workers; i++)
-            if (pthread_create(&p->threads[i], NULL, kn_worker_main, p) != 0) { p->n_workers = i; break; }
+            if (pthread_create(&p->threads[i], NULL, kn_worker_main, p) != 0) {
+                p->n_workers = i;
+                break;
+            }
     }
     return p;
 }
@@ -112,14 +119,20 @@ void kn_parallel_for(kn_threadpool *p, int64_t n, int64_t grain, kn_range_fn fn,
     if (n <= 0) return;
     if (grain < 1) grain = 1;
     int threads = kn_threadpool_size(p);
-    if (!p || p->n_workers == 0 || kn_in_worker || n <= grain) { fn(ctx, 0, n); return; }
+    if (!p || p->n_workers == 0 || kn_in_worker || n <= grain) {
+        fn(ctx, 0, n);
+        return;
+    }
     /* a few chunks per thread balance uneven work without much claiming overhead */
     int64_t chunk = (n + (int64_t)threads * 4 - 1) / ((int64_t)threads * 4);
     if (chunk < grain) chunk = grain;
     kn_job j = {.fn = fn, .ctx = ctx, .n = n, .chunk = chunk, .n_chunks = (n + chunk - 1) / chunk};
     atomic_init(&j.next, 0);
     atomic_init(&j.done, 0);
-    if (j.n_chunks == 1) { fn(ctx, 0, n); return; }
+    if (j.n_chunks == 1) {
+        fn(ctx, 0, n);
+        return;
+    }
     pthread_mutex_lock(&p->mu);
     j.nextj = p->jobs;
     if (p->jobs) p->jobs->prev = &j;

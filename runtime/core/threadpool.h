@@ -8,7 +8,7 @@
 typedef struct kn_threadpool kn_threadpool;
 kn_threadpool *kn_threadpool_create(int n_threads); /* n_threads <= 0: one per core */
 void kn_threadpool_free(kn_threadpool *p);
-int kn_threadpool_size(const kn_threadpool *p);      /* threads including the caller */
+int kn_threadpool_size(const kn_threadpool *p); /* threads including the caller */
 /* fn(ctx, begin, end) over disjoint ranges covering [0, n). pool may be NULL (serial). */
 typedef void (*kn_range_fn)(void *ctx, int64_t begin, int64_t end);
 void kn_parallel_for(kn_threadpool *p, int64_t n, int64_t grain, kn_range_fn fn, void *ctx);

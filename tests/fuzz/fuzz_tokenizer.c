@@ -10,15 +10,21 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void exercise(const kn_tokenizer *t)
-{
-    static const char *const texts[] = {"Hello, world! kiln's tokenizer", "caf\xc3\xa9 \xe6\x9d\xb1\xe4\xba\xac \xf0\x9f\x99\x82",
-                                        "bad \xff\xc0 bytes", ""};
+static void exercise(const kn_tokenizer *t) {
+    static const char *const texts[] = {"Hello, world! kiln's tokenizer",
+                                        "caf\xc3\xa9 \xe6\x9d\xb1\xe4\xba\xac \xf0\x9f\x99\x82", "bad \xff\xc0 bytes",
+                                        ""};
     kn_encode_options o;
     for (int k = 0; k < 3; k++) {
         kn_encode_options_init(&o);
-        if (k == 1) { o.max_length = 6; o.stride = 2; }
-        if (k == 2) { o.add_special_tokens = 0; o.per_call = 1; }
+        if (k == 1) {
+            o.max_length = 6;
+            o.stride = 2;
+        }
+        if (k == 2) {
+            o.add_special_tokens = 0;
+            o.per_call = 1;
+        }
         for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
             kn_encoding e = {0};
             char err[256];
@@ -35,8 +41,7 @@ static void exercise(const kn_tokenizer *t)
     }
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[1024];
     kn_tokenizer *t = kn_tokenizer_load_json((const char *)data, size, err, sizeof err);
     if (!t) return 0;

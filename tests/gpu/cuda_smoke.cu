@@ -18,8 +18,12 @@ int main(void) {
         return 77;
     }
     const int n = 1 << 20;
-    float *x = (float *)malloc(n * sizeof(float)), *y = (float *)malloc(n * sizeof(float)), *out = (float *)malloc(n * sizeof(float));
-    for (int i = 0; i < n; i++) { x[i] = (float)(i % 1000) * 0.001f; y[i] = (float)(i % 7); }
+    float *x = (float *)malloc(n * sizeof(float)), *y = (float *)malloc(n * sizeof(float)),
+          *out = (float *)malloc(n * sizeof(float));
+    for (int i = 0; i < n; i++) {
+        x[i] = (float)(i % 1000) * 0.001f;
+        y[i] = (float)(i % 7);
+    }
     float *dx, *dy;
     if (cudaMalloc(&dx, n * sizeof(float)) != cudaSuccess || cudaMalloc(&dy, n * sizeof(float)) != cudaSuccess) {
         printf("FAIL: cudaMalloc\n");
@@ -29,7 +33,10 @@ int main(void) {
     cudaMemcpy(dy, y, n * sizeof(float), cudaMemcpyHostToDevice);
     axpy_f32_kernel<<<(n + 255) / 256, 256>>>(dy, dx, 2.5f, n);
     cudaError_t e = cudaDeviceSynchronize();
-    if (e != cudaSuccess) { printf("FAIL: kernel: %s\n", cudaGetErrorString(e)); return 1; }
+    if (e != cudaSuccess) {
+        printf("FAIL: kernel: %s\n", cudaGetErrorString(e));
+        return 1;
+    }
     cudaMemcpy(out, dy, n * sizeof(float), cudaMemcpyDeviceToHost);
     int bad = 0;
     for (int i = 0; i < n; i++)
@@ -37,6 +44,10 @@ int main(void) {
     cudaDeviceProp p;
     cudaGetDeviceProperties(&p, 0);
     printf("%s (sm_%d%d): %d of %d elements differ from the CPU\n", p.name, p.major, p.minor, bad, n);
-    cudaFree(dx); cudaFree(dy); free(x); free(y); free(out);
+    cudaFree(dx);
+    cudaFree(dy);
+    free(x);
+    free(y);
+    free(out);
     return bad ? 1 : 0;
 }

@@ -19,10 +19,18 @@
 
 static const kn_backend *cu;
 static uint64_t rng = 88172645463325252ull;
-static uint64_t rnd(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }
+static uint64_t rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
 static double urand(double lo, double hi) { return lo + (hi - lo) * (double)(rnd() >> 11) / 9007199254740992.0; }
 
-typedef struct { int cases, passed, failed; double worst; } op_stats;
+typedef struct {
+    int cases, passed, failed;
+    double worst;
+} op_stats;
 static op_stats stats[KN_OP_COUNT];
 static int verbose;
 
@@ -31,12 +39,19 @@ enum { R_ANY, R_POS, R_SMALLINT, R_BOOL };
 static kn_tensor *rand_tensor(kn_dtype dt, int nd, const int64_t *dims, int range) {
     kn_tensor *t = NULL;
     kn_status *st = kn_tensor_new(dt, nd, dims, &t);
-    if (st) { fprintf(stderr, "tensor: %s\n", kn_status_message(st)); exit(1); }
+    if (st) {
+        fprintf(stderr, "tensor: %s\n", kn_status_message(st));
+        exit(1);
+    }
     for (int64_t i = 0; i < kn_numel(t); i++) {
         double v;
         if (dt == KN_BOOL || range == R_BOOL) v = (double)(rnd() & 1);
-        else if (kn_dtype_is_float(dt)) v = range == R_POS ? urand(0.05, 4.0) : range == R_SMALLINT ? (double)(int)urand(-3, 4) : urand(-3.0, 3.0);
-        else v = range == R_POS ? (double)(1 + rnd() % 9) : range == R_SMALLINT ? (double)((int)(rnd() % 7) - 3) : (double)((int64_t)(rnd() % 2001) - 1000);
+        else if (kn_dtype_is_float(dt))
+            v = range == R_POS ? urand(0.05, 4.0) : range == R_SMALLINT ? (double)(int)urand(-3, 4) : urand(-3.0, 3.0);
+        else
+            v = range == R_POS        ? (double)(1 + rnd() % 9)
+                : range == R_SMALLINT ? (double)((int)(rnd() % 7) - 3)
+                                      : (double)((int64_t)(rnd() % 2001) - 1000);
         kn_set_f64(t, i, v);
     }
     return t;
@@ -52,15 +67,32 @@ static kn_tensor *ints_tensor(const int64_t *v, int n) {
 /* ---- comparing ---- */
 static void tol_of(kn_dtype t, int op, double *rtol, double *atol) {
     bool acc = op == KN_OP_MatMul || op == KN_OP_Gemm || op == KN_OP_ReduceSum || op == KN_OP_ReduceMean ||
-               op == KN_OP_Softmax || op == KN_OP_LogSoftmax || op == KN_OP_LayerNormalization || op == KN_OP_Pow;
+        op == KN_OP_Softmax || op == KN_OP_LogSoftmax || op == KN_OP_LayerNormalization || op == KN_OP_Pow;
     switch (t) {
-    case KN_F32: *rtol = acc ? 1e-4 : 2e-6; *atol = acc ? 1e-4 : 1e-6; break;
-    case KN_F16: *rtol = acc ? 5e-3 : 1e-3; *atol = acc ? 5e-3 : 1e-3; break;
-    case KN_BF16: *rtol = acc ? 3e-2 : 8e-3; *atol = acc ? 3e-2 : 8e-3; break;
-    default: *rtol = 0; *atol = 0; break;
+    case KN_F32:
+        *rtol = acc ? 1e-4 : 2e-6;
+        *atol = acc ? 1e-4 : 1e-6;
+        break;
+    case KN_F16:
+        *rtol = acc ? 5e-3 : 1e-3;
+        *atol = acc ? 5e-3 : 1e-3;
+        break;
+    case KN_BF16:
+        *rtol = acc ? 3e-2 : 8e-3;
+        *atol = acc ? 3e-2 : 8e-3;
+        break;
+    default:
+        *rtol = 0;
+        *atol = 0;
+        break;
     }
-    if (op == KN_OP_Erf || op == KN_OP_Tanh || op == KN_OP_Exp || op == KN_OP_Log || op == KN_OP_Sin || op == KN_OP_Cos ||
-        op == KN_OP_Sigmoid) { if (t == KN_F32) { *rtol = 1e-5; *atol = 1e-6; } }
+    if (op == KN_OP_Erf || op == KN_OP_Tanh || op == KN_OP_Exp || op == KN_OP_Log || op == KN_OP_Sin ||
+        op == KN_OP_Cos || op == KN_OP_Sigmoid) {
+        if (t == KN_F32) {
+            *rtol = 1e-5;
+            *atol = 1e-6;
+        }
+    }
 }
 
 /* 0 if equal within tolerance; sets *worst to the largest abs difference */
@@ -85,7 +117,8 @@ static int compare(const kn_tensor *ref, const void *got, int op, double *worst,
         double d = fabs(a - b);
         if (d > *worst) *worst = d;
         if (d > atol + rtol * fabs(a)) {
-            snprintf(why, wl, "element %lld: cpu %.9g, cuda %.9g (|diff| %.3g > %.3g)", (long long)i, a, b, d, atol + rtol * fabs(a));
+            snprintf(why, wl, "element %lld: cpu %.9g, cuda %.9g (|diff| %.3g > %.3g)", (long long)i, a, b, d,
+                     atol + rtol * fabs(a));
             return 1;
         }
     }
@@ -112,20 +145,25 @@ static void run_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor *
     node.attrs = attrs;
     node.n_inputs = n_in;
     kn_status *pst = kn_node_decode_params(&node); /* as loading does */
-    if (pst) { fprintf(stderr, "%s: params: %s\n", kn_op_table[op].name, kn_status_message(pst)); exit(1); }
+    if (pst) {
+        fprintf(stderr, "%s: params: %s\n", kn_op_table[op].name, kn_status_message(pst));
+        exit(1);
+    }
     const kn_tensor *cin[MAX_IN];
     for (int k = 0; k < n_in; k++) cin[k] = in[k];
     char desc[512] = "", b[KN_DESC_LEN];
     size_t off = 0;
     for (int k = 0; k < n_in && off < sizeof desc; k++)
-        off += (size_t)snprintf(desc + off, sizeof desc - off, "%s%s", k ? ", " : "", in[k] ? dims_str(in[k], b, sizeof b) : "-");
+        off += (size_t)snprintf(desc + off, sizeof desc - off, "%s%s", k ? ", " : "",
+                                in[k] ? dims_str(in[k], b, sizeof b) : "-");
     op_stats *S = &stats[op];
     S->cases++;
     /* CPU reference */
     kn_tensor ref_t[MAX_IN] = {{0}}, *ref[MAX_IN];
     for (int k = 0; k < n_out; k++) ref[k] = &ref_t[k];
     kn_scratch scratch = {0};
-    kn_exec_ctx cctx = {.backend = kn_cpu_backend(), .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch, .seed = 1};
+    kn_exec_ctx cctx = {
+        .backend = kn_cpu_backend(), .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch, .seed = 1};
     kn_status *st = kn_node_eval_host(&cctx, &node, cin, n_in, ref, n_out);
     if (st) {
         /* the case is invalid for the op (the CPU refuses it): not a CUDA failure */
@@ -136,7 +174,8 @@ static void run_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor *
         return;
     }
     if (!cu->supports(cu, &node, cin, n_in)) {
-        printf("FAIL %s(%s): the CUDA backend does not support a case of an op it has a kernel for\n", node.op_type, desc);
+        printf("FAIL %s(%s): the CUDA backend does not support a case of an op it has a kernel for\n", node.op_type,
+               desc);
         S->failed++;
         goto done;
     }
@@ -153,9 +192,15 @@ static void run_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor *
             if (hm >> k & 1) continue;
             size_t nb = kn_nbytes(in[k]);
             dptr[k] = cu->alloc(cu, nb);
-            if (!dptr[k]) { fprintf(stderr, "device alloc of %zu bytes failed\n", nb); exit(1); }
+            if (!dptr[k]) {
+                fprintf(stderr, "device alloc of %zu bytes failed\n", nb);
+                exit(1);
+            }
             kn_status *ce = cu->copy(cu, dptr[k], KN_DEVICE_CUDA, in[k]->data, KN_DEVICE_CPU, nb);
-            if (ce) { fprintf(stderr, "upload: %s\n", kn_status_message(ce)); exit(1); }
+            if (ce) {
+                fprintf(stderr, "upload: %s\n", kn_status_message(ce));
+                exit(1);
+            }
             din_t[k].data = dptr[k];
             din_t[k].device = KN_DEVICE_CUDA;
             din_t[k].owns = false;
@@ -178,7 +223,10 @@ static void run_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor *
         if (inplace) dout_t[0].data = dptr[0];
         /* cudaMemset is asynchronous and on the legacy stream, which the run's non-blocking stream
          * does not wait for: settle it (and the uploads) before the kernel starts */
-        if (cudaDeviceSynchronize() != cudaSuccess) { fprintf(stderr, "device error before the case\n"); exit(1); }
+        if (cudaDeviceSynchronize() != cudaSuccess) {
+            fprintf(stderr, "device error before the case\n");
+            exit(1);
+        }
         kn_exec_ctx dctx = cctx;
         dctx.backend = cu;
         st = cu->stream_begin(cu, &dctx.stream);
@@ -186,29 +234,41 @@ static void run_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor *
             kn_kernel_fn fn = cu->kernel(cu, op);
             st = fn(&dctx, &node, (const kn_tensor *const *)din, n_in, dout, n_out);
             kn_status *e = cu->stream_end(cu, dctx.stream);
-            if (!st) st = e; else if (e) kn_status_free(e);
+            if (!st) st = e;
+            else if (e) kn_status_free(e);
         }
         char why[256] = "";
         int bad = 0;
-        if (st) { snprintf(why, sizeof why, "%s", kn_status_message(st)); kn_status_free(st); bad = 1; }
+        if (st) {
+            snprintf(why, sizeof why, "%s", kn_status_message(st));
+            kn_status_free(st);
+            bad = 1;
+        }
         for (int k = 0; k < n_out && !bad; k++) {
             size_t nb = kn_nbytes(&ref_t[k]);
             unsigned char *h = malloc(nb + 2 * GUARD);
             if (!dout[k]) { /* omitted: the kernel must not have written anything */
                 cudaMemcpy(h, graw[k], nb + 2 * GUARD, cudaMemcpyDeviceToHost);
                 for (size_t i = 0; i < nb + 2 * GUARD && !bad; i++)
-                    if (h[i] != GUARD_BYTE) { snprintf(why, sizeof why, "omitted output %d was written (byte %zu)", k, i); bad = 1; }
+                    if (h[i] != GUARD_BYTE) {
+                        snprintf(why, sizeof why, "omitted output %d was written (byte %zu)", k, i);
+                        bad = 1;
+                    }
                 free(h);
                 continue;
             }
             cudaMemcpy(h, graw[k], nb + 2 * GUARD, cudaMemcpyDeviceToHost);
             if (k == 0 && inplace) /* the result is in input 0's buffer; the guarded one must be untouched */
                 for (size_t i = 0; i < nb + 2 * GUARD && !bad; i++)
-                    if (h[i] != GUARD_BYTE) { snprintf(why, sizeof why, "in place: the unused output buffer was written (byte %zu)", i); bad = 1; }
+                    if (h[i] != GUARD_BYTE) {
+                        snprintf(why, sizeof why, "in place: the unused output buffer was written (byte %zu)", i);
+                        bad = 1;
+                    }
             if (k == 0 && inplace) cudaMemcpy(h + GUARD, dptr[0], nb, cudaMemcpyDeviceToHost);
             for (size_t i = 0; i < GUARD && !bad; i++)
                 if (h[i] != GUARD_BYTE || h[GUARD + nb + i] != GUARD_BYTE) {
-                    snprintf(why, sizeof why, "output %d: stray write %s the output (guard byte %zu)", k, h[i] != GUARD_BYTE ? "before" : "after", i);
+                    snprintf(why, sizeof why, "output %d: stray write %s the output (guard byte %zu)", k,
+                             h[i] != GUARD_BYTE ? "before" : "after", i);
                     bad = 1;
                 }
             if (!bad && compare(&ref_t[k], h + GUARD, op, &S->worst, why, sizeof why)) bad = 1;
@@ -223,7 +283,8 @@ static void run_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor *
         } else {
             S->passed++;
         }
-        for (int k = 0; k < n_in; k++) if (dptr[k]) cu->free(cu, dptr[k]);
+        for (int k = 0; k < n_in; k++)
+            if (dptr[k]) cu->free(cu, dptr[k]);
         for (int k = 0; k < n_out; k++) cudaFree(graw[k]);
     }
 done:
@@ -232,9 +293,28 @@ done:
     free(node.params);
 }
 
-static kn_attr ai(const char *n, int64_t v) { kn_attr a = {0}; a.name = (char *)n; a.type = KN_ATTR_INT; a.i = v; return a; }
-static kn_attr af(const char *n, float v) { kn_attr a = {0}; a.name = (char *)n; a.type = KN_ATTR_FLOAT; a.f = v; return a; }
-static kn_attr aints(const char *n, const int64_t *v, int k) { kn_attr a = {0}; a.name = (char *)n; a.type = KN_ATTR_INTS; a.ints = (int64_t *)v; a.n_ints = k; return a; }
+static kn_attr ai(const char *n, int64_t v) {
+    kn_attr a = {0};
+    a.name = (char *)n;
+    a.type = KN_ATTR_INT;
+    a.i = v;
+    return a;
+}
+static kn_attr af(const char *n, float v) {
+    kn_attr a = {0};
+    a.name = (char *)n;
+    a.type = KN_ATTR_FLOAT;
+    a.f = v;
+    return a;
+}
+static kn_attr aints(const char *n, const int64_t *v, int k) {
+    kn_attr a = {0};
+    a.name = (char *)n;
+    a.type = KN_ATTR_INTS;
+    a.ints = (int64_t *)v;
+    a.n_ints = k;
+    return a;
+}
 
 static void run1(int op, int opset, kn_attr *at, int na, kn_tensor **in, int n_in, int n_out) {
     run_case(op, opset, at, na, in, n_in, n_out);
@@ -242,18 +322,29 @@ static void run1(int op, int opset, kn_attr *at, int na, kn_tensor **in, int n_i
 }
 
 /* shapes: rank, dims */
-typedef struct { int nd; int64_t d[6]; } shp;
-static const shp unary_shapes[] = {{0, {0}}, {1, {1}}, {1, {7}}, {2, {3, 5}}, {1, {0}}, {3, {2, 0, 3}}, {3, {17, 33, 9}}, {1, {1 << 20}}, {4, {2, 3, 5, 7}}};
+typedef struct {
+    int nd;
+    int64_t d[6];
+} shp;
+static const shp unary_shapes[] = {{0, {0}},       {1, {1}},         {1, {7}},       {2, {3, 5}},      {1, {0}},
+                                   {3, {2, 0, 3}}, {3, {17, 33, 9}}, {1, {1 << 20}}, {4, {2, 3, 5, 7}}};
 static const shp bin_pairs[][2] = {
-    {{1, {7}}, {1, {7}}}, {{2, {3, 5}}, {1, {5}}}, {{3, {2, 1, 4}}, {2, {3, 1}}}, {{0, {0}}, {1, {4}}}, {{2, {0, 3}}, {1, {3}}},
-    {{1, {1 << 20}}, {0, {0}}}, {{4, {4, 1, 6, 1}}, {4, {1, 5, 1, 3}}}, {{2, {129, 257}}, {2, {129, 257}}}, {{2, {1, 1}}, {3, {2, 3, 1}}},
+    {{1, {7}}, {1, {7}}},
+    {{2, {3, 5}}, {1, {5}}},
+    {{3, {2, 1, 4}}, {2, {3, 1}}},
+    {{0, {0}}, {1, {4}}},
+    {{2, {0, 3}}, {1, {3}}},
+    {{1, {1 << 20}}, {0, {0}}},
+    {{4, {4, 1, 6, 1}}, {4, {1, 5, 1, 3}}},
+    {{2, {129, 257}}, {2, {129, 257}}},
+    {{2, {1, 1}}, {3, {2, 3, 1}}},
     {{6, {2, 1, 3, 1, 2, 3}}, {5, {2, 1, 2, 1, 3}}},
 };
 #define N_ARR(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 static void test_unary(void) {
-    static const int fops[] = {KN_OP_Sqrt, KN_OP_Erf, KN_OP_Tanh, KN_OP_Sigmoid, KN_OP_Exp, KN_OP_Log, KN_OP_Reciprocal,
-                               KN_OP_Floor, KN_OP_Ceil, KN_OP_Sin, KN_OP_Cos, KN_OP_IsNaN};
+    static const int fops[] = {KN_OP_Sqrt,       KN_OP_Erf,   KN_OP_Tanh, KN_OP_Sigmoid, KN_OP_Exp, KN_OP_Log,
+                               KN_OP_Reciprocal, KN_OP_Floor, KN_OP_Ceil, KN_OP_Sin,     KN_OP_Cos, KN_OP_IsNaN};
     static const int iops[] = {KN_OP_Abs, KN_OP_Neg, KN_OP_Relu, KN_OP_Sign};
     static const kn_dtype fdt[] = {KN_F32, KN_F16, KN_BF16}, idt[] = {KN_F32, KN_F16, KN_BF16, KN_I32, KN_I64};
     for (int o = 0; o < N_ARR(fops); o++)
@@ -276,7 +367,9 @@ static void test_unary(void) {
     /* NaN/Inf inputs must propagate the way the CPU's do */
     int64_t d = 6;
     kn_tensor *x = rand_tensor(KN_F32, 1, &d, R_ANY);
-    ((float *)x->data)[1] = NAN; ((float *)x->data)[2] = INFINITY; ((float *)x->data)[3] = -INFINITY;
+    ((float *)x->data)[1] = NAN;
+    ((float *)x->data)[2] = INFINITY;
+    ((float *)x->data)[3] = -INFINITY;
     for (int o = 0; o < N_ARR(fops); o++) {
         kn_tensor *c = NULL;
         kn_tensor_clone(x, &c);
@@ -296,7 +389,10 @@ static void test_binary(void) {
             for (int o = 0; o < N_ARR(aops); o++) {
                 bool pw = aops[o] == KN_OP_Pow;
                 kn_tensor *in[2] = {rand_tensor(dts[t], bin_pairs[p][0].nd, bin_pairs[p][0].d, pw ? R_POS : R_ANY),
-                                    rand_tensor(dts[t], bin_pairs[p][1].nd, bin_pairs[p][1].d, pw ? R_SMALLINT : aops[o] == KN_OP_Div ? R_POS : R_ANY)};
+                                    rand_tensor(dts[t], bin_pairs[p][1].nd, bin_pairs[p][1].d,
+                                                pw                         ? R_SMALLINT
+                                                    : aops[o] == KN_OP_Div ? R_POS
+                                                                           : R_ANY)};
                 run1(aops[o], 18, NULL, 0, in, 2, 1);
             }
             for (int o = 0; o < N_ARR(cops); o++) {
@@ -342,18 +438,31 @@ static void test_cast(void) {
 
 static void test_matmul(void) {
     static const shp pairs[][2] = {
-        {{2, {3, 4}}, {2, {4, 5}}}, {{2, {1, 1}}, {2, {1, 1}}}, {{3, {2, 7, 13}}, {2, {13, 9}}}, {{3, {4, 5, 6}}, {3, {4, 6, 3}}},
-        {{2, {5, 6}}, {3, {3, 6, 2}}}, {{4, {2, 1, 3, 4}}, {4, {1, 3, 4, 5}}}, {{1, {6}}, {2, {6, 4}}}, {{2, {4, 6}}, {1, {6}}},
-        {{1, {6}}, {1, {6}}}, {{2, {0, 4}}, {2, {4, 3}}}, {{2, {3, 0}}, {2, {0, 5}}}, {{2, {257, 129}}, {2, {129, 65}}},
-        {{3, {2, 128, 768}}, {2, {768, 768}}}, {{4, {1, 12, 16, 64}}, {4, {1, 12, 64, 16}}},
+        {{2, {3, 4}}, {2, {4, 5}}},
+        {{2, {1, 1}}, {2, {1, 1}}},
+        {{3, {2, 7, 13}}, {2, {13, 9}}},
+        {{3, {4, 5, 6}}, {3, {4, 6, 3}}},
+        {{2, {5, 6}}, {3, {3, 6, 2}}},
+        {{4, {2, 1, 3, 4}}, {4, {1, 3, 4, 5}}},
+        {{1, {6}}, {2, {6, 4}}},
+        {{2, {4, 6}}, {1, {6}}},
+        {{1, {6}}, {1, {6}}},
+        {{2, {0, 4}}, {2, {4, 3}}},
+        {{2, {3, 0}}, {2, {0, 5}}},
+        {{2, {257, 129}}, {2, {129, 65}}},
+        {{3, {2, 128, 768}}, {2, {768, 768}}},
+        {{4, {1, 12, 16, 64}}, {4, {1, 12, 64, 16}}},
         /* a 1-D A against batched B; equal batches at different ranks; B's batch broadcast over A's */
-        {{1, {6}}, {3, {2, 6, 4}}}, {{3, {3, 5, 6}}, {4, {1, 3, 6, 2}}}, {{4, {2, 3, 5, 6}}, {3, {3, 6, 4}}},
+        {{1, {6}}, {3, {2, 6, 4}}},
+        {{3, {3, 5, 6}}, {4, {1, 3, 6, 2}}},
+        {{4, {2, 3, 5, 6}}, {3, {3, 6, 4}}},
         {{3, {2, 5, 7}}, {1, {7}}},
     };
     static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
     for (int p = 0; p < N_ARR(pairs); p++)
         for (int t = 0; t < N_ARR(dts); t++) {
-            kn_tensor *in[2] = {rand_tensor(dts[t], pairs[p][0].nd, pairs[p][0].d, R_ANY), rand_tensor(dts[t], pairs[p][1].nd, pairs[p][1].d, R_ANY)};
+            kn_tensor *in[2] = {rand_tensor(dts[t], pairs[p][0].nd, pairs[p][0].d, R_ANY),
+                                rand_tensor(dts[t], pairs[p][1].nd, pairs[p][1].d, R_ANY)};
             run1(KN_OP_MatMul, 18, NULL, 0, in, 2, 1);
         }
     /* Gemm: transposes, alpha/beta, C of every broadcastable shape or none */
@@ -361,10 +470,12 @@ static void test_matmul(void) {
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)
                 for (int c = 0; c < 5; c++) {
-                    int64_t M = 7, K = 11, N = 5;
-                    int64_t ad[2] = {ta ? K : M, ta ? M : K}, bd[2] = {tb ? N : K, tb ? K : N};
+                    int64_t M = 7, K = 11, N
+                    = 5;
+                    int64_t ad[2] = {ta ? K : M, ta ? M : K}, bd[2] = { tb ? N : K, tb ? K : N };
                     static const shp cs[] = {{0, {0}}, {1, {5}}, {2, {7, 1}}, {2, {7, 5}}, {1, {1}}};
-                    kn_attr at[4] = {ai("transA", ta), ai("transB", tb), af("alpha", c == 2 ? 0.5f : 1.0f), af("beta", c == 3 ? 2.0f : 1.0f)};
+                    kn_attr at[4] = {ai("transA", ta), ai("transB", tb), af("alpha", c == 2 ? 0.5f : 1.0f),
+                                     af("beta", c == 3 ? 2.0f : 1.0f)};
                     kn_tensor *in[3] = {rand_tensor(dts[t], 2, ad, R_ANY), rand_tensor(dts[t], 2, bd, R_ANY),
                                         c == 4 ? NULL : rand_tensor(dts[t], cs[c].nd, cs[c].d, R_ANY)};
                     run1(KN_OP_Gemm, 13, at, 4, in, c == 4 ? 2 : 3, 1);
@@ -372,7 +483,8 @@ static void test_matmul(void) {
 }
 
 static void test_rows(void) {
-    static const shp shapes[] = {{1, {1}}, {2, {3, 7}}, {3, {2, 5, 33}}, {4, {2, 12, 17, 17}}, {2, {4, 1000}}, {2, {3, 4097}}, {2, {0, 5}}, {2, {8, 768}}};
+    static const shp shapes[] = {{1, {1}},       {2, {3, 7}},    {3, {2, 5, 33}}, {4, {2, 12, 17, 17}},
+                                 {2, {4, 1000}}, {2, {3, 4097}}, {2, {0, 5}},     {2, {8, 768}}};
     static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
     for (int s = 0; s < N_ARR(shapes); s++)
         for (int t = 0; t < N_ARR(dts); t++)
@@ -390,7 +502,8 @@ static void test_rows(void) {
                 for (int d = a; d < r; d++) sd[d - a] = shapes[s].d[d];
                 for (int bias = 0; bias < 2; bias++) {
                     kn_attr la[2] = {ai("axis", ax), af("epsilon", 1e-5f)};
-                    kn_tensor *li[3] = {rand_tensor(dts[t], r, shapes[s].d, R_ANY), rand_tensor(dts[t], r - a, sd, R_ANY),
+                    kn_tensor *li[3] = {rand_tensor(dts[t], r, shapes[s].d, R_ANY),
+                                        rand_tensor(dts[t], r - a, sd, R_ANY),
                                         bias ? rand_tensor(dts[t], r - a, sd, R_ANY) : NULL};
                     run1(KN_OP_LayerNormalization, 17, la, 2, li, bias ? 3 : 2, bias ? 3 : 1);
                 }
@@ -400,7 +513,8 @@ static void test_rows(void) {
 static void test_reduce(void) {
     static const int ops[] = {KN_OP_ReduceSum, KN_OP_ReduceMean, KN_OP_ReduceMax, KN_OP_ReduceMin};
     static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16, KN_I32, KN_I64};
-    static const shp shapes[] = {{1, {9}}, {2, {3, 7}}, {3, {4, 5, 6}}, {4, {2, 3, 5, 7}}, {2, {2, 5000}}, {3, {2, 0, 3}}};
+    static const shp shapes[] = {{1, {9}},          {2, {3, 7}},    {3, {4, 5, 6}},
+                                 {4, {2, 3, 5, 7}}, {2, {2, 5000}}, {3, {2, 0, 3}}};
     static const int64_t axes_sets[][3] = {{-1}, {0}, {0, -1}, {1}};
     static const int n_axes[] = {1, 1, 2, 1};
     for (int o = 0; o < N_ARR(ops); o++)
@@ -410,7 +524,8 @@ static void test_reduce(void) {
                     for (int kd = 0; kd < 2; kd++) {
                         if (a < 4 && axes_sets[a][0] >= shapes[s].nd) continue;
                         kn_attr at[1] = {ai("keepdims", kd)};
-                        kn_tensor *in[2] = {rand_tensor(dts[t], shapes[s].nd, shapes[s].d, R_ANY), a < 4 ? ints_tensor(axes_sets[a], n_axes[a]) : NULL};
+                        kn_tensor *in[2] = {rand_tensor(dts[t], shapes[s].nd, shapes[s].d, R_ANY),
+                                            a < 4 ? ints_tensor(axes_sets[a], n_axes[a]) : NULL};
                         run1(ops[o], 18, at, 1, in, a < 4 ? 2 : 1, 1);
                     }
     /* opset 13 ReduceMean with the axes attribute */
@@ -459,7 +574,8 @@ static void test_shape_ops(void) {
             b[axis] = 5;
             c[axis] = 0;
             kn_attr at[1] = {ai("axis", axis)};
-            kn_tensor *in[3] = {rand_tensor(dts[t], 3, a, R_ANY), rand_tensor(dts[t], 3, b, R_ANY), rand_tensor(dts[t], 3, c, R_ANY)};
+            kn_tensor *in[3] = {rand_tensor(dts[t], 3, a, R_ANY), rand_tensor(dts[t], 3, b, R_ANY),
+                                rand_tensor(dts[t], 3, c, R_ANY)};
             run1(KN_OP_Concat, 13, at, 1, in, 3, 1);
             int64_t sd[3] = {4, 6, 8}, sp[3] = {1, 0, 0};
             sp[1] = sd[axis] - 1 - 2;
@@ -472,8 +588,10 @@ static void test_shape_ops(void) {
         }
         /* Slice: steps, negative steps, clamping, axes */
         static const int64_t sl[][4][3] = {
-            {{0, 1, 0}, {2, 3, 4}, {0, 1, 2}, {1, 1, 1}}, {{-1, 0, 0}, {-100, 3, 4}, {0, 1, 2}, {-1, 2, 1}},
-            {{1, 0, 0}, {1000, 3, 4}, {2, 0, 1}, {2, 1, 3}}, {{0, 2, 0}, {2, 2, 4}, {0, 1, 2}, {1, 1, 1}},
+            {{0, 1, 0}, {2, 3, 4}, {0, 1, 2}, {1, 1, 1}},
+            {{-1, 0, 0}, {-100, 3, 4}, {0, 1, 2}, {-1, 2, 1}},
+            {{1, 0, 0}, {1000, 3, 4}, {2, 0, 1}, {2, 1, 3}},
+            {{0, 2, 0}, {2, 2, 4}, {0, 1, 2}, {1, 1, 1}},
         };
         int64_t xd[3] = {3, 4, 5};
         for (int s = 0; s < 4; s++) {
@@ -482,12 +600,19 @@ static void test_shape_ops(void) {
             run1(KN_OP_Slice, 13, NULL, 0, in, 5, 1);
         }
         /* Expand */
-        static const shp ex[][2] = {{{2, {3, 1}}, {1, {3}}}, {{1, {1}}, {3, {2, 3, 4}}}, {{3, {1, 4, 1}}, {3, {3, 1, 5}}}, {{0, {0}}, {1, {0}}}};
+        static const shp ex[][2] = {{{2, {3, 1}}, {1, {3}}},
+                                    {{1, {1}}, {3, {2, 3, 4}}},
+                                    {{3, {1, 4, 1}}, {3, {3, 1, 5}}},
+                                    {{0, {0}}, {1, {0}}}};
         for (int e = 0; e < 4; e++) {
             int64_t shape_vals[6];
             int nv = ex[e][1].nd;
             for (int i = 0; i < nv; i++) shape_vals[i] = ex[e][1].d[i];
-            if (e == 0) { nv = 2; shape_vals[0] = 3; shape_vals[1] = 4; }
+            if (e == 0) {
+                nv = 2;
+                shape_vals[0] = 3;
+                shape_vals[1] = 4;
+            }
             kn_tensor *in[2] = {rand_tensor(dts[t], ex[e][0].nd, ex[e][0].d, R_ANY), ints_tensor(shape_vals, nv)};
             run1(KN_OP_Expand, 13, NULL, 0, in, 2, 1);
         }
@@ -512,7 +637,9 @@ static void test_shape_ops(void) {
     kn_tensor_new(KN_I64, 1, &one, &v);
     ((int64_t *)v->data)[0] = 7;
     kn_attr ca[1] = {{0}};
-    ca[0].name = (char *)"value"; ca[0].type = KN_ATTR_TENSOR; ca[0].t = v;
+    ca[0].name = (char *)"value";
+    ca[0].type = KN_ATTR_TENSOR;
+    ca[0].t = v;
     kn_tensor *in[1] = {ints_tensor(shape, 3)};
     run1(KN_OP_ConstantOfShape, 20, ca, 1, in, 1, 1);
     kn_tensor *in2[1] = {ints_tensor(shape, 3)};
@@ -609,12 +736,24 @@ static void test_gather_out_of_range(void) {
         void *dx = cu->alloc(cu, xb), *di = cu->alloc(cu, ib), *dy = cu->alloc(cu, yb);
         kn_status *st = cu->copy(cu, dx, KN_DEVICE_CUDA, x->data, KN_DEVICE_CPU, xb);
         if (!st) st = cu->copy(cu, di, KN_DEVICE_CUDA, ix->data, KN_DEVICE_CPU, ib);
-        if (st) { fprintf(stderr, "upload: %s\n", kn_status_message(st)); exit(1); }
+        if (st) {
+            fprintf(stderr, "upload: %s\n", kn_status_message(st));
+            exit(1);
+        }
         kn_tensor tx = *x, ti = *ix, ty = {0};
-        tx.data = dx; tx.device = KN_DEVICE_CUDA; tx.owns = false;
-        ti.data = di; ti.device = KN_DEVICE_CUDA; ti.owns = false;
-        ty.kind = KN_KIND_TENSOR; ty.dtype = KN_F32; ty.ndim = 2; ty.dims[0] = yd[0]; ty.dims[1] = yd[1];
-        ty.data = dy; ty.device = KN_DEVICE_CUDA;
+        tx.data = dx;
+        tx.device = KN_DEVICE_CUDA;
+        tx.owns = false;
+        ti.data = di;
+        ti.device = KN_DEVICE_CUDA;
+        ti.owns = false;
+        ty.kind = KN_KIND_TENSOR;
+        ty.dtype = KN_F32;
+        ty.ndim = 2;
+        ty.dims[0] = yd[0];
+        ty.dims[1] = yd[1];
+        ty.data = dy;
+        ty.device = KN_DEVICE_CUDA;
         const kn_tensor *din[2] = {&tx, &ti};
         kn_tensor *dout[1] = {&ty};
         kn_scratch scratch = {0};
@@ -622,7 +761,11 @@ static void test_gather_out_of_range(void) {
         const char *fail = NULL;
         char why[512] = "";
         st = cu->stream_begin(cu, &ctx.stream);
-        if (st) { snprintf(why, sizeof why, "stream_begin: %s", kn_status_message(st)); fail = why; kn_status_free(st); }
+        if (st) {
+            snprintf(why, sizeof why, "stream_begin: %s", kn_status_message(st));
+            fail = why;
+            kn_status_free(st);
+        }
         if (!fail) {
             st = cu->kernel(cu, KN_OP_Gather)(&ctx, &node, din, 2, dout, 1);
             kn_status *e = cu->stream_end(cu, ctx.stream);
@@ -641,20 +784,33 @@ static void test_gather_out_of_range(void) {
             if (!st) {
                 kn_status *k = cu->kernel(cu, KN_OP_Gather)(&ctx, &node, din, 2, dout, 1);
                 st = cu->stream_end(cu, ctx.stream);
-                if (k) { if (st) kn_status_free(st); st = k; }
+                if (k) {
+                    if (st) kn_status_free(st);
+                    st = k;
+                }
             }
-            if (st) { snprintf(why, sizeof why, "in-range run after the failure: %s", kn_status_message(st)); fail = why; kn_status_free(st); }
-            else {
+            if (st) {
+                snprintf(why, sizeof why, "in-range run after the failure: %s", kn_status_message(st));
+                fail = why;
+                kn_status_free(st);
+            } else {
                 float got[12], *xs = x->data;
                 cudaMemcpy(got, dy, yb, cudaMemcpyDeviceToHost);
                 for (int r = 0; r < 3 && !fail; r++)
                     for (int c = 0; c < 4; c++)
-                        if (got[r * 4 + c] != xs[(r == 0 ? 2 : r == 1 ? 9 : 1) * 4 + c]) { fail = "wrong rows after the failure"; break; }
+                        if (got[r * 4 + c] != xs[(r == 0 ? 2 : r == 1 ? 9 : 1) * 4 + c]) {
+                            fail = "wrong rows after the failure";
+                            break;
+                        }
             }
         }
-        if (fail) { S->failed++; printf("FAIL Gather out of range (%s indices): %s\n", i64 ? "int64" : "int32", fail); }
-        else S->passed++;
-        cu->free(cu, dx); cu->free(cu, di); cu->free(cu, dy);
+        if (fail) {
+            S->failed++;
+            printf("FAIL Gather out of range (%s indices): %s\n", i64 ? "int64" : "int32", fail);
+        } else S->passed++;
+        cu->free(cu, dx);
+        cu->free(cu, di);
+        cu->free(cu, dy);
         kn_scratch_release(&scratch);
         kn_tensor_free(x);
         kn_tensor_free(ix);
@@ -669,20 +825,39 @@ static void test_weights(void) {
     S->cases++;
     int64_t n = (int64_t)48 << 20; /* 192 MB of float32 */
     float *w = malloc((size_t)n * sizeof(float));
-    if (!w) { fprintf(stderr, "host alloc failed\n"); exit(1); }
+    if (!w) {
+        fprintf(stderr, "host alloc failed\n");
+        exit(1);
+    }
     for (int64_t i = 0; i < n; i++) w[i] = (float)(i % 1000) * 0.5f;
     const void *dw = NULL, *dw2 = NULL;
     const char *fail = NULL;
     kn_status *st = cu->weights(cu, w, (size_t)n * sizeof(float), &dw);
     if (!st) st = cu->weights(cu, w, (size_t)n * sizeof(float), &dw2);
-    if (st) { printf("FAIL weights: %s\n", kn_status_message(st)); kn_status_free(st); S->failed++; free(w); return; }
+    if (st) {
+        printf("FAIL weights: %s\n", kn_status_message(st));
+        kn_status_free(st);
+        S->failed++;
+        free(w);
+        return;
+    }
     if (dw != dw2) fail = "the same weight was uploaded twice";
     kn_tensor a = {0};
-    a.kind = KN_KIND_TENSOR; a.dtype = KN_F32; a.ndim = 1; a.dims[0] = n; a.device = KN_DEVICE_CUDA; a.data = (void *)dw;
+    a.kind = KN_KIND_TENSOR;
+    a.dtype = KN_F32;
+    a.ndim = 1;
+    a.dims[0] = n;
+    a.device = KN_DEVICE_CUDA;
+    a.data = (void *)dw;
     kn_tensor y = a;
     y.data = cu->alloc(cu, (size_t)n * sizeof(float));
     kn_node node = {0};
-    node.name = (char *)"w"; node.op_type = (char *)"Add"; node.domain = (char *)""; node.op = KN_OP_Add; node.opset = 14; node.n_inputs = 2;
+    node.name = (char *)"w";
+    node.op_type = (char *)"Add";
+    node.domain = (char *)"";
+    node.op = KN_OP_Add;
+    node.opset = 14;
+    node.n_inputs = 2;
     const kn_tensor *din[2] = {&a, &a};
     kn_tensor *dout[1] = {&y};
     kn_scratch scratch = {0};
@@ -691,10 +866,16 @@ static void test_weights(void) {
     if (!st) {
         kn_status *k = cu->kernel(cu, KN_OP_Add)(&ctx, &node, din, 2, dout, 1);
         st = cu->stream_end(cu, ctx.stream);
-        if (k) { if (st) kn_status_free(st); st = k; }
+        if (k) {
+            if (st) kn_status_free(st);
+            st = k;
+        }
     }
-    if (st) { printf("FAIL weights: Add: %s\n", kn_status_message(st)); kn_status_free(st); fail = "kernel failed"; }
-    else {
+    if (st) {
+        printf("FAIL weights: Add: %s\n", kn_status_message(st));
+        kn_status_free(st);
+        fail = "kernel failed";
+    } else {
         float *h = malloc((size_t)n * sizeof(float));
         cudaMemcpy(h, y.data, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost);
         for (int64_t i = 0; i < n && !fail; i++)
@@ -712,7 +893,10 @@ static void test_weights(void) {
         if (h0 != 12345.0f) fail = "forget() left a stale device copy";
         if (cu->forget) cu->forget(cu, w);
     }
-    if (fail) { S->failed++; printf("FAIL weights: %s\n", fail); } else S->passed++;
+    if (fail) {
+        S->failed++;
+        printf("FAIL weights: %s\n", fail);
+    } else S->passed++;
     kn_scratch_release(&scratch);
     free(w);
 }

@@ -20,16 +20,24 @@ static int run_model(const char *zoo, const char *name, double *worst_out) {
     if (stat(path, &sb) || stat(ds, &sb)) return -1;
     kn_model *m = NULL;
     kn_status *st = kn_model_load(path, &m);
-    if (st) { printf("FAIL %s: load: %s\n", name, kn_status_message(st)); kn_status_free(st); return 1; }
+    if (st) {
+        printf("FAIL %s: load: %s\n", name, kn_status_message(st));
+        kn_status_free(st);
+        return 1;
+    }
     kn_session_options oc, og;
     kn_session_options_init(&oc);
     kn_session_options_init(&og);
     og.device = KN_DEVICE_CUDA;
     kn_session *sc = NULL, *sg = NULL, *sg2 = NULL;
-    if ((st = kn_session_create(m, &oc, &sc)) || (st = kn_session_create(m, &og, &sg)) || (st = kn_session_create(m, &og, &sg2))) {
+    if ((st = kn_session_create(m, &oc, &sc)) || (st = kn_session_create(m, &og, &sg)) ||
+        (st = kn_session_create(m, &og, &sg2))) {
         printf("FAIL %s: session: %s\n", name, kn_status_message(st));
         kn_status_free(st);
-        kn_session_free(sc); kn_session_free(sg); kn_session_free(sg2); kn_model_free(m);
+        kn_session_free(sc);
+        kn_session_free(sg);
+        kn_session_free(sg2);
+        kn_model_free(m);
         return 1;
     }
     int n_in = kn_session_input_count(sc), n_out = kn_session_output_count(sc), fail = 0;
@@ -40,7 +48,12 @@ static int run_model(const char *zoo, const char *name, double *worst_out) {
         snprintf(f, sizeof f, "%s/input_%d.pb", ds, k);
         char *nm = NULL;
         st = kn_tensor_proto_read_file(f, &held[k], &nm);
-        if (st) { printf("FAIL %s: %s: %s\n", name, f, kn_status_message(st)); kn_status_free(st); fail = 1; break; }
+        if (st) {
+            printf("FAIL %s: %s: %s\n", name, f, kn_status_message(st));
+            kn_status_free(st);
+            fail = 1;
+            break;
+        }
         kn_value_info vi;
         kn_session_input_info(sc, k, &vi);
         in[k].name = vi.name;
@@ -58,18 +71,27 @@ static int run_model(const char *zoo, const char *name, double *worst_out) {
             kn_session_output_info(sc, k, &vi);
             oc_t[k].name = og_t[k].name = vi.name;
         }
-        if ((st = kn_session_run(sc, in, n_in, oc_t, n_out)) || (st = kn_session_run(rep == 2 ? sg2 : sg, in, n_in, og_t, n_out))) {
+        if ((st = kn_session_run(sc, in, n_in, oc_t, n_out)) ||
+            (st = kn_session_run(rep == 2 ? sg2 : sg, in, n_in, og_t, n_out))) {
             printf("FAIL %s: run %d: %s\n", name, rep, kn_status_message(st));
             kn_status_free(st);
             fail = 1;
         }
         for (int k = 0; k < n_out && !fail; k++) {
-            if (oc_t[k].dtype != og_t[k].dtype || oc_t[k].ndim != og_t[k].ndim) { printf("FAIL %s: output %d type/rank differs\n", name, k); fail = 1; break; }
+            if (oc_t[k].dtype != og_t[k].dtype || oc_t[k].ndim != og_t[k].ndim) {
+                printf("FAIL %s: output %d type/rank differs\n", name, k);
+                fail = 1;
+                break;
+            }
             kn_tensor a = {0}, b = {0};
             a.dtype = b.dtype = oc_t[k].dtype;
             kn_tensor_set_shape(&a, oc_t[k].ndim, oc_t[k].dims);
             kn_tensor_set_shape(&b, og_t[k].ndim, og_t[k].dims);
-            if (!kn_same_shape(&a, &b)) { printf("FAIL %s: output %d shape differs\n", name, k); fail = 1; break; }
+            if (!kn_same_shape(&a, &b)) {
+                printf("FAIL %s: output %d shape differs\n", name, k);
+                fail = 1;
+                break;
+            }
             a.data = oc_t[k].data;
             b.data = og_t[k].data;
             for (int64_t i = 0; i < kn_numel(&a); i++) {
@@ -78,18 +100,26 @@ static int run_model(const char *zoo, const char *name, double *worst_out) {
                 double d = fabs(x - y);
                 if (d > worst) worst = d;
                 if (!(d <= 1e-4 + 1e-3 * fabs(x))) {
-                    printf("FAIL %s: run %d output %d element %lld: cpu %.7g cuda %.7g\n", name, rep, k, (long long)i, x, y);
+                    printf("FAIL %s: run %d output %d element %lld: cpu %.7g cuda %.7g\n", name, rep, k, (long long)i,
+                           x, y);
                     fail = 1;
                     break;
                 }
             }
         }
-        for (int k = 0; k < n_out; k++) { kn_free(oc_t[k].data); kn_free(og_t[k].data); }
-        free(oc_t); free(og_t);
+        for (int k = 0; k < n_out; k++) {
+            kn_free(oc_t[k].data);
+            kn_free(og_t[k].data);
+        }
+        free(oc_t);
+        free(og_t);
     }
     for (int k = 0; k < n_in; k++) kn_tensor_free(held[k]);
-    free(held); free(in);
-    kn_session_free(sc); kn_session_free(sg); kn_session_free(sg2);
+    free(held);
+    free(in);
+    kn_session_free(sc);
+    kn_session_free(sg);
+    kn_session_free(sg2);
     kn_model_free(m);
     *worst_out = worst;
     return fail;
@@ -105,7 +135,10 @@ int main(int argc, char **argv) {
     }
     const char *zoo = argc > 1 ? argv[1] : "../shared/zoo";
     DIR *d = opendir(zoo);
-    if (!d) { printf("skipped: model zoo not found at %s\n", zoo); return 77; }
+    if (!d) {
+        printf("skipped: model zoo not found at %s\n", zoo);
+        return 77;
+    }
     struct dirent *e;
     char names[64][256];
     int n = 0;
@@ -119,7 +152,8 @@ int main(int argc, char **argv) {
         int r = run_model(zoo, names[i], &worst);
         if (r < 0) continue;
         printf("%-24s %8s %12.3g\n", names[i], r ? "FAIL" : "ok", worst);
-        if (r) failed++; else passed++;
+        if (r) failed++;
+        else passed++;
     }
     printf("%d passed, %d failed\n", passed, failed);
     return failed || !passed ? 1 : 0;

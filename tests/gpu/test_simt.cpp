@@ -23,12 +23,23 @@
 
 static int n_fail;
 static std::string why;
-#define EXPECT(c, ...) do { if (!(c)) { char b_[512]; snprintf(b_, sizeof b_, __VA_ARGS__); why = b_; return false; } } while (0)
+#define EXPECT(c, ...) \
+    do { \
+        if (!(c)) { \
+            char b_[512]; \
+            snprintf(b_, sizeof b_, __VA_ARGS__); \
+            why = b_; \
+            return false; \
+        } \
+    } while (0)
 
 static std::vector<void *> dev_blocks; // freed after each test
 template <class T> static T *dev(size_t n) {
     void *p = NULL;
-    if (cudaMalloc(&p, n * sizeof(T) + 1) != cudaSuccess) { fprintf(stderr, "cudaMalloc failed\n"); exit(2); }
+    if (cudaMalloc(&p, n * sizeof(T) + 1) != cudaSuccess) {
+        fprintf(stderr, "cudaMalloc failed\n");
+        exit(2);
+    }
     cudaMemset(p, 0, n * sizeof(T));
     dev_blocks.push_back(p);
     return (T *)p;
@@ -76,7 +87,8 @@ static bool t_shuffles() {
                     else if (kind == 2) src = pos + arg < width ? lane + arg : lane;
                     else src = (lane ^ arg) < seg + width ? lane ^ arg : lane;
                     int want = 1000 * (t >> 5) + src;
-                    EXPECT(h[t] == want, "kind %d width %d arg %d: thread %d got %d, want %d", kind, width, arg, t, h[t], want);
+                    EXPECT(h[t] == want, "kind %d width %d arg %d: thread %d got %d, want %d", kind, width, arg, t,
+                           h[t], want);
                 }
             }
     return true;
@@ -131,16 +143,19 @@ static bool t_votes() {
     EXPECT(e.empty(), "%s", e.c_str());
     auto h = back(d, 256);
     unsigned b3 = 0;
-    for (int l = 0; l < 32; l++) if (l % 3 == 0) b3 |= 1u << l;
+    for (int l = 0; l < 32; l++)
+        if (l % 3 == 0) b3 |= 1u << l;
     for (int l = 0; l < 32; l++) {
         unsigned *o = &h[l * 8];
         EXPECT(o[0] == b3, "ballot lane %d: %08x", l, o[0]);
         EXPECT(o[1] == (l >= 16 ? 1u : 0u), "any lane %d", l);
         EXPECT(o[2] == (l < 16 ? 1u : 0u), "all lane %d", l);
         unsigned m = 0;
-        for (int k = 0; k < 32; k++) if (k % 5 == l % 5) m |= 1u << k;
+        for (int k = 0; k < 32; k++)
+            if (k % 5 == l % 5) m |= 1u << k;
         EXPECT(o[3] == m, "match_any lane %d: %08x want %08x", l, o[3], m);
-        EXPECT(o[4] == (l < 16 ? 0x0000ffffu : 0u) && o[5] == (l < 16 ? 1u : 0u), "match_all lane %d: %08x %u", l, o[4], o[5]);
+        EXPECT(o[4] == (l < 16 ? 0x0000ffffu : 0u) && o[5] == (l < 16 ? 1u : 0u), "match_all lane %d: %08x %u", l, o[4],
+               o[5]);
         EXPECT(o[6] == 496, "reduce_add lane %d: %u", l, o[6]);
         EXPECT(o[7] == (l < 16 ? 85u : 69u), "reduce_min lane %d: %u", l, o[7]);
     }
@@ -148,7 +163,8 @@ static bool t_votes() {
 }
 
 // ---- atomics under contention, global and shared ----
-__global__ void atomics_kernel(int *sum, int *mx, unsigned long long *cas_count, float *fsum, unsigned *hist, int n_bins) {
+__global__ void atomics_kernel(int *sum, int *mx, unsigned long long *cas_count, float *fsum, unsigned *hist,
+                               int n_bins) {
     KN_SHARED(unsigned, bins, 16);
     int t = blockIdx.x * blockDim.x + threadIdx.x;
     if (threadIdx.x < 16) bins[threadIdx.x] = 0;
@@ -167,7 +183,8 @@ static bool t_atomics() {
     unsigned long long *cc = dev<unsigned long long>(1);
     float *fs = dev<float>(1);
     unsigned *hist = dev<unsigned>(16);
-    const int B = 37, T = 192, N = B * T;
+    const int B = 37, T = 192, N
+    = B * T;
     KN_LAUNCH(atomics_kernel, B, T, 0, 0, sum, mx, cc, fs, hist, 13);
     std::string e = launch_error();
     EXPECT(e.empty(), "%s", e.c_str());
@@ -198,7 +215,10 @@ __global__ void tree_kernel(const float *x, float *out, int *counts) {
     }
     int c = __syncthreads_count(x[blockIdx.x * blockDim.x + t] > 0.5f);
     int any = __syncthreads_or(t == 3), all = __syncthreads_and(t >= 0);
-    if (t == 0) { out[blockIdx.x] = s[0]; counts[blockIdx.x] = c * 4 + any * 2 + all; }
+    if (t == 0) {
+        out[blockIdx.x] = s[0];
+        counts[blockIdx.x] = c * 4 + any * 2 + all;
+    }
 }
 static bool t_barriers() {
     const int B = 9, T = 256;
@@ -215,7 +235,10 @@ static bool t_barriers() {
     for (int b = 0; b < B; b++) {
         double w = 0;
         int c = 0;
-        for (int t = 0; t < T; t++) { w += hx[b * T + t]; c += hx[b * T + t] > 0.5f; }
+        for (int t = 0; t < T; t++) {
+            w += hx[b * T + t];
+            c += hx[b * T + t] > 0.5f;
+        }
         EXPECT(fabs(h[b] - w) < 1e-3, "block %d: %g want %g", b, h[b], w);
         EXPECT(hc[b] == c * 4 + 3, "block %d: count/or/and %d want %d", b, hc[b], c * 4 + 3);
     }
@@ -231,7 +254,8 @@ __global__ void reverse_kernel(const int *x, int *y) {
     y[blockIdx.x * n + t] = buf[n - 1 - t];
 }
 static bool t_dynamic_shared() {
-    const int B = 5, TX = 24, TY = 3, N = B * TX * TY;
+    const int B = 5, TX = 24, TY = 3, N
+    = B * TX * TY;
     std::vector<int> hx(N);
     for (int i = 0; i < N; i++) hx[i] = i * 3 + 1;
     int *x = dev<int>(N), *y = dev<int>(N);
@@ -241,12 +265,14 @@ static bool t_dynamic_shared() {
     EXPECT(e.empty(), "%s", e.c_str());
     auto h = back(y, N);
     for (int b = 0; b < B; b++)
-        for (int t = 0; t < TX * TY; t++) EXPECT(h[b * TX * TY + t] == hx[b * TX * TY + TX * TY - 1 - t], "block %d element %d", b, t);
+        for (int t = 0; t < TX * TY; t++)
+            EXPECT(h[b * TX * TY + t] == hx[b * TX * TY + TX * TY - 1 - t], "block %d element %d", b, t);
 #ifdef KILN_CUDA_SIM
     // one element too little dynamic shared memory: the last thread's write is out of bounds
     KN_LAUNCH(reverse_kernel, B, dim3(TX, TY), TX * TY * sizeof(int) - 4, 0, x, y);
     e = launch_error();
-    EXPECT(e.find("reverse_kernel") != std::string::npos && e.find("out of bounds") != std::string::npos, "short dynamic smem: '%s'", e.c_str());
+    EXPECT(e.find("reverse_kernel") != std::string::npos && e.find("out of bounds") != std::string::npos,
+           "short dynamic smem: '%s'", e.c_str());
 #endif
     return true;
 }
@@ -255,13 +281,19 @@ static bool t_dynamic_shared() {
 template <bool BF> __global__ void mma_kernel(const uint16_t *A, const uint16_t *B, const float *C, float *D) {
     int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
     auto pair = [](uint16_t lo, uint16_t hi) { return (uint32_t)lo | (uint32_t)hi << 16; };
-    uint32_t a[4] = {pair(A[g * 16 + 2 * t], A[g * 16 + 2 * t + 1]), pair(A[(g + 8) * 16 + 2 * t], A[(g + 8) * 16 + 2 * t + 1]),
-                     pair(A[g * 16 + 2 * t + 8], A[g * 16 + 2 * t + 9]), pair(A[(g + 8) * 16 + 2 * t + 8], A[(g + 8) * 16 + 2 * t + 9])};
-    uint32_t b[2] = {pair(B[(2 * t) * 8 + g], B[(2 * t + 1) * 8 + g]), pair(B[(2 * t + 8) * 8 + g], B[(2 * t + 9) * 8 + g])};
+    uint32_t a[4] = {pair(A[g * 16 + 2 * t], A[g * 16 + 2 * t + 1]),
+                     pair(A[(g + 8) * 16 + 2 * t], A[(g + 8) * 16 + 2 * t + 1]),
+                     pair(A[g * 16 + 2 * t + 8], A[g * 16 + 2 * t + 9]),
+                     pair(A[(g + 8) * 16 + 2 * t + 8], A[(g + 8) * 16 + 2 * t + 9])};
+    uint32_t b[2] = {pair(B[(2 * t) * 8 + g], B[(2 * t + 1) * 8 + g]),
+                     pair(B[(2 * t + 8) * 8 + g], B[(2 * t + 9) * 8 + g])};
     float c[4] = {C[g * 8 + 2 * t], C[g * 8 + 2 * t + 1], C[(g + 8) * 8 + 2 * t], C[(g + 8) * 8 + 2 * t + 1]}, d[4];
     if (BF) kn_mma_m16n8k16_bf16(d, a, b, c);
     else kn_mma_m16n8k16_f16(d, a, b, c);
-    D[g * 8 + 2 * t] = d[0]; D[g * 8 + 2 * t + 1] = d[1]; D[(g + 8) * 8 + 2 * t] = d[2]; D[(g + 8) * 8 + 2 * t + 1] = d[3];
+    D[g * 8 + 2 * t] = d[0];
+    D[g * 8 + 2 * t + 1] = d[1];
+    D[(g + 8) * 8 + 2 * t] = d[2];
+    D[(g + 8) * 8 + 2 * t + 1] = d[3];
 }
 template <bool BF> static bool mma_case() {
     std::vector<uint16_t> ha(256), hb(128);
@@ -288,7 +320,8 @@ template <bool BF> static bool mma_case() {
         for (int c = 0; c < 8; c++) {
             double w = hc[r * 8 + c];
             for (int k = 0; k < 16; k++) w += (double)fa[r * 16 + k] * fb[k * 8 + c];
-            EXPECT(hd[r * 8 + c] == (float)w, "%s D[%d][%d] = %g, want %g", BF ? "bf16" : "f16", r, c, hd[r * 8 + c], w);
+            EXPECT(hd[r * 8 + c] == (float)w, "%s D[%d][%d] = %g, want %g", BF ? "bf16" : "f16", r, c, hd[r * 8 + c],
+                   w);
         }
     return true;
 }
@@ -303,9 +336,18 @@ __global__ void ldsm_kernel(uint32_t *out, int n, int trans) {
     // lane 8i + r gives row r of matrix i
     KN_SHARED_PTR(uint16_t) row = m + (lane / 8) * 64 + (lane % 8) * 8;
     uint32_t r[4] = {0, 0, 0, 0};
-    if (n == 1) { if (trans) kn_ldmatrix_x1_trans(r, row); else kn_ldmatrix_x1(r, row); }
-    if (n == 2) { if (trans) kn_ldmatrix_x2_trans(r, row); else kn_ldmatrix_x2(r, row); }
-    if (n == 4) { if (trans) kn_ldmatrix_x4_trans(r, row); else kn_ldmatrix_x4(r, row); }
+    if (n == 1) {
+        if (trans) kn_ldmatrix_x1_trans(r, row);
+        else kn_ldmatrix_x1(r, row);
+    }
+    if (n == 2) {
+        if (trans) kn_ldmatrix_x2_trans(r, row);
+        else kn_ldmatrix_x2(r, row);
+    }
+    if (n == 4) {
+        if (trans) kn_ldmatrix_x4_trans(r, row);
+        else kn_ldmatrix_x4(r, row);
+    }
     for (int i = 0; i < 4; i++) out[lane * 4 + i] = r[i];
 }
 static bool t_ldmatrix() {
@@ -322,7 +364,8 @@ static bool t_ldmatrix() {
                     int r0 = trans ? 2 * (l % 4) : l / 4, c0 = trans ? l / 4 : 2 * (l % 4);
                     int r1 = trans ? r0 + 1 : r0, c1 = trans ? c0 : c0 + 1;
                     uint32_t w = (uint32_t)(256 * i + 8 * r0 + c0) | (uint32_t)(256 * i + 8 * r1 + c1) << 16;
-                    EXPECT(h[l * 4 + i] == w, "x%d%s lane %d reg %d: %08x want %08x", n, trans ? ".trans" : "", l, i, h[l * 4 + i], w);
+                    EXPECT(h[l * 4 + i] == w, "x%d%s lane %d reg %d: %08x want %08x", n, trans ? ".trans" : "", l, i,
+                           h[l * 4 + i], w);
                 }
         }
     return true;
@@ -330,14 +373,18 @@ static bool t_ldmatrix() {
 
 // ---- half and bfloat16 bits ----
 static bool t_fp16_bits() {
-    struct { float f; unsigned short h, b; } cases[] = {
-        {1.0f, 0x3c00, 0x3f80}, {-0.0f, 0x8000, 0x8000}, {65504.0f, 0x7bff, 0x4780}, {65519.99f, 0x7bff, 0x4780},
-        {65520.0f, 0x7c00, 0x4780}, {5.9604645e-8f, 0x0001, 0x3380}, {2.9802322e-8f, 0x0000, 0x3300},
-        {4.4703484e-8f, 0x0001, 0x3340}, {1.00048828125f, 0x3c00, 0x3f80}, {1.00146484375f, 0x3c02, 0x3f80},
-        {1.00390625f, 0x3c04, 0x3f80}, {1.01171875f, 0x3c0c, 0x3f82}, {INFINITY, 0x7c00, 0x7f80}, {-1e30f, 0xfc00, 0xf14a},
-        {NAN, 0x7fff, 0x7fff}, {3.4e38f, 0x7c00, 0x7f80}, {6.1035156e-05f, 0x0400, 0x3880}};
+    struct {
+        float f;
+        unsigned short h, b;
+    } cases[] = {{1.0f, 0x3c00, 0x3f80},           {-0.0f, 0x8000, 0x8000},         {65504.0f, 0x7bff, 0x4780},
+                 {65519.99f, 0x7bff, 0x4780},      {65520.0f, 0x7c00, 0x4780},      {5.9604645e-8f, 0x0001, 0x3380},
+                 {2.9802322e-8f, 0x0000, 0x3300},  {4.4703484e-8f, 0x0001, 0x3340}, {1.00048828125f, 0x3c00, 0x3f80},
+                 {1.00146484375f, 0x3c02, 0x3f80}, {1.00390625f, 0x3c04, 0x3f80},   {1.01171875f, 0x3c0c, 0x3f82},
+                 {INFINITY, 0x7c00, 0x7f80},       {-1e30f, 0xfc00, 0xf14a},        {NAN, 0x7fff, 0x7fff},
+                 {3.4e38f, 0x7c00, 0x7f80},        {6.1035156e-05f, 0x0400, 0x3880}};
     for (auto &c : cases) {
-        EXPECT(__half_as_ushort(__float2half_rn(c.f)) == c.h, "half(%g) = %04x, want %04x", c.f, __half_as_ushort(__float2half_rn(c.f)), c.h);
+        EXPECT(__half_as_ushort(__float2half_rn(c.f)) == c.h, "half(%g) = %04x, want %04x", c.f,
+               __half_as_ushort(__float2half_rn(c.f)), c.h);
         EXPECT(__bfloat16_as_ushort(__float2bfloat16_rn(c.f)) == c.b, "bf16(%g) = %04x, want %04x", c.f,
                __bfloat16_as_ushort(__float2bfloat16_rn(c.f)), c.b);
     }
@@ -369,7 +416,10 @@ static bool t_block_order() {
     auto h = back(ord, 64);
     std::vector<int> seen(64, 0);
     int in_place = 0;
-    for (int i = 0; i < 64; i++) { seen[h[i]]++; in_place += h[i] == i; }
+    for (int i = 0; i < 64; i++) {
+        seen[h[i]]++;
+        in_place += h[i] == i;
+    }
     for (int i = 0; i < 64; i++) EXPECT(seen[i] == 1, "block %d ran %d times", i, seen[i]);
     EXPECT(in_place < 16, "blocks ran in launch order (%d of 64 in place)", in_place);
     return true;
@@ -381,7 +431,8 @@ static bool t_runtime_checks() {
     float *h = (float *)malloc(64 * sizeof(float));
     KN_LAUNCH(touch_kernel, 1, 32, 0, 0, h);
     std::string e = launch_error();
-    EXPECT(e.find("touch_kernel") != std::string::npos && e.find("not device memory") != std::string::npos, "host pointer: '%s'", e.c_str());
+    EXPECT(e.find("touch_kernel") != std::string::npos && e.find("not device memory") != std::string::npos,
+           "host pointer: '%s'", e.c_str());
     free(h);
     float *d = dev<float>(32);
     KN_LAUNCH(touch_kernel, 1, 2048, 0, 0, d);
@@ -452,13 +503,14 @@ static bool expect_caught(void (*launch)(float *), const char *kernel, const cha
     float *d = dev<float>(64);
     launch(d);
     std::string e = launch_error();
-    EXPECT(e.find(kernel) != std::string::npos && e.find(what) != std::string::npos, "want an error naming %s and '%s', got '%s'", kernel,
-           what, e.c_str());
+    EXPECT(e.find(kernel) != std::string::npos && e.find(what) != std::string::npos,
+           "want an error naming %s and '%s', got '%s'", kernel, what, e.c_str());
     printf("      caught: %s\n", e.c_str());
     return true;
 }
 static bool t_catch_offbyone() {
-    return expect_caught([](float *d) { KN_LAUNCH(broken_offbyone_kernel, 2, 32, 0, 0, d); }, "broken_offbyone_kernel", "out of bounds");
+    return expect_caught([](float *d) { KN_LAUNCH(broken_offbyone_kernel, 2, 32, 0, 0, d); }, "broken_offbyone_kernel",
+                         "out of bounds");
 }
 static bool t_catch_race() {
     float *d = dev<float>(64);
@@ -467,7 +519,8 @@ static bool t_catch_race() {
     std::string e = launch_error();
     EXPECT(e.empty(), "without racecheck: '%s'", e.c_str());
     setenv("KILN_SIM_RACECHECK", "1", 1);
-    bool ok = expect_caught([](float *p) { KN_LAUNCH(broken_race_kernel, 1, 64, 0, 0, p); }, "broken_race_kernel", "shared-memory race");
+    bool ok = expect_caught([](float *p) { KN_LAUNCH(broken_race_kernel, 1, 64, 0, 0, p); }, "broken_race_kernel",
+                            "shared-memory race");
     // a correct kernel stays clean under racecheck (the tree reduction has barriers everywhere)
     if (ok) ok = t_barriers() && t_atomics() && t_ldmatrix();
     unsetenv("KILN_SIM_RACECHECK");
@@ -475,32 +528,34 @@ static bool t_catch_race() {
 }
 static bool t_catch_uninit() {
     setenv("KILN_SIM_RACECHECK", "1", 1);
-    bool ok = expect_caught([](float *p) { KN_LAUNCH(broken_uninit_kernel, 3, 64, 0, 0, p); }, "broken_uninit_kernel", "uninitialized");
+    bool ok = expect_caught([](float *p) { KN_LAUNCH(broken_uninit_kernel, 3, 64, 0, 0, p); }, "broken_uninit_kernel",
+                            "uninitialized");
     unsetenv("KILN_SIM_RACECHECK");
     return ok;
 }
 static bool t_catch_divergent_barrier() {
-    return expect_caught([](float *d) { KN_LAUNCH(broken_divergent_barrier_kernel, 1, 64, 0, 0, d); }, "broken_divergent_barrier_kernel",
-                         "__syncthreads");
+    return expect_caught([](float *d) { KN_LAUNCH(broken_divergent_barrier_kernel, 1, 64, 0, 0, d); },
+                         "broken_divergent_barrier_kernel", "__syncthreads");
 }
 static bool t_catch_two_barriers() {
-    return expect_caught([](float *d) { KN_LAUNCH(broken_two_barriers_kernel, 1, 64, 0, 0, d); }, "broken_two_barriers_kernel",
-                         "different __syncthreads");
+    return expect_caught([](float *d) { KN_LAUNCH(broken_two_barriers_kernel, 1, 64, 0, 0, d); },
+                         "broken_two_barriers_kernel", "different __syncthreads");
 }
 static bool t_catch_warp_mask() {
-    return expect_caught([](float *d) { KN_LAUNCH(broken_warp_mask_kernel, 1, 32, 0, 0, d); }, "broken_warp_mask_kernel",
-                         "inconsistent warp masks");
+    return expect_caught([](float *d) { KN_LAUNCH(broken_warp_mask_kernel, 1, 32, 0, 0, d); },
+                         "broken_warp_mask_kernel", "inconsistent warp masks");
 }
 static bool t_catch_warp_exited() {
-    return expect_caught([](float *d) { KN_LAUNCH(broken_warp_exited_kernel, 1, 32, 0, 0, d); }, "broken_warp_exited_kernel", "exit");
+    return expect_caught([](float *d) { KN_LAUNCH(broken_warp_exited_kernel, 1, 32, 0, 0, d); },
+                         "broken_warp_exited_kernel", "exit");
 }
 static bool t_catch_mask_not_self() {
-    return expect_caught([](float *d) { KN_LAUNCH(broken_mask_not_self_kernel, 1, 32, 0, 0, d); }, "broken_mask_not_self_kernel",
-                         "does not name the calling lane");
+    return expect_caught([](float *d) { KN_LAUNCH(broken_mask_not_self_kernel, 1, 32, 0, 0, d); },
+                         "broken_mask_not_self_kernel", "does not name the calling lane");
 }
 static bool t_catch_warp_vs_barrier() {
-    return expect_caught([](float *d) { KN_LAUNCH(broken_warp_vs_barrier_kernel, 1, 32, 0, 0, d); }, "broken_warp_vs_barrier_kernel",
-                         "__syncthreads");
+    return expect_caught([](float *d) { KN_LAUNCH(broken_warp_vs_barrier_kernel, 1, 32, 0, 0, d); },
+                         "broken_warp_vs_barrier_kernel", "__syncthreads");
 }
 
 #endif // KILN_CUDA_SIM
@@ -513,7 +568,10 @@ int main() {
         return 77;
     }
 #endif
-    struct { const char *name; bool (*fn)(); } tests[] = {
+    struct {
+        const char *name;
+        bool (*fn)();
+    } tests[] = {
         {"shuffles (idx, up, down, xor; widths 1..32)", t_shuffles},
         {"shuffles of double, __half, long long", t_shuffle_types},
         {"ballot, any, all, match_any, match_all, reduce (full and half masks)", t_votes},

@@ -18,19 +18,18 @@
 
 static int g_fail, g_checks;
 
-#define CHECK(cond, ...)                                   \
-    do {                                                   \
-        g_checks++;                                        \
-        if (!(cond)) {                                     \
-            g_fail++;                                      \
+#define CHECK(cond, ...) \
+    do { \
+        g_checks++; \
+        if (!(cond)) { \
+            g_fail++; \
             fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                  \
-            fputc('\n', stderr);                           \
-        }                                                  \
+            fprintf(stderr, __VA_ARGS__); \
+            fputc('\n', stderr); \
+        } \
     } while (0)
 
-static uint32_t crc32_bytes(const void *data, size_t n)
-{
+static uint32_t crc32_bytes(const void *data, size_t n) {
     static uint32_t table[256];
     if (!table[1])
         for (uint32_t i = 0; i < 256; i++) {
@@ -44,24 +43,21 @@ static uint32_t crc32_bytes(const void *data, size_t n)
     return c ^ 0xFFFFFFFFu;
 }
 
-static int report(kn_status *st, const char *what)
-{
+static int report(kn_status *st, const char *what) {
     if (!st) return 0;
     fprintf(stderr, "%s: %s\n", what, kn_status_message(st));
     kn_status_free(st);
     return 1;
 }
 
-static json_object *get(json_object *o, const char *k)
-{
+static json_object *get(json_object *o, const char *k) {
     json_object *v = NULL;
     json_object_object_get_ex(o, k, &v);
     return v;
 }
 
 /* Preprocesses one image with one configuration; *out malloc'd, 3 x oh x ow. */
-static kn_status *preprocess(json_object *cfg, const char *where, const char *path, float **out, int *ow, int *oh)
-{
+static kn_status *preprocess(json_object *cfg, const char *where, const char *path, float **out, int *ow, int *oh) {
     pl_preproc pp;
     kn_status *st = pl_preproc_read(cfg, NULL, where, &pp);
     if (st) return st;
@@ -69,24 +65,35 @@ static kn_status *preprocess(json_object *cfg, const char *where, const char *pa
     if ((st = pl_image_load(path, &im))) return st;
     pl_preproc_out_size(&pp, im.w, im.h, ow, oh);
     *out = malloc(sizeof(float) * 3 * (size_t)*ow * (size_t)*oh);
-    if (!*out) { pl_rgb_free(&im); return kn_error(KN_ERR_OUT_OF_MEMORY, "out of memory"); }
+    if (!*out) {
+        pl_rgb_free(&im);
+        return kn_error(KN_ERR_OUT_OF_MEMORY, "out of memory");
+    }
     st = pl_preprocess(&pp, &im, *out);
     pl_rgb_free(&im);
-    if (st) { free(*out); *out = NULL; }
+    if (st) {
+        free(*out);
+        *out = NULL;
+    }
     return st;
 }
 
-static int write_file(const char *path, const void *data, size_t n)
-{
+static int write_file(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
-    if (!f || fwrite(data, 1, n, f) != n) { perror(path); if (f) fclose(f); return 1; }
+    if (!f || fwrite(data, 1, n, f) != n) {
+        perror(path);
+        if (f) fclose(f);
+        return 1;
+    }
     return fclose(f) != 0;
 }
 
-static int cmd_dump(const char *cfg_path, const char *img, const char *out)
-{
+static int cmd_dump(const char *cfg_path, const char *img, const char *out) {
     json_object *cfg = json_object_from_file(cfg_path);
-    if (!cfg) { fprintf(stderr, "%s: not JSON\n", cfg_path); return 1; }
+    if (!cfg) {
+        fprintf(stderr, "%s: not JSON\n", cfg_path);
+        return 1;
+    }
     float *px = NULL;
     int w, h;
     int rc = report(preprocess(cfg, cfg_path, img, &px, &w, &h), img);
@@ -96,8 +103,7 @@ static int cmd_dump(const char *cfg_path, const char *img, const char *out)
     return rc;
 }
 
-static int cmd_decode(const char *img, const char *out)
-{
+static int cmd_decode(const char *img, const char *out) {
     pl_rgb im;
     if (report(pl_image_load(img, &im), img)) return 1;
     int rc = write_file(out, im.px, (size_t)im.w * im.h * 3);
@@ -105,8 +111,7 @@ static int cmd_decode(const char *img, const char *out)
     return rc;
 }
 
-static void test_decode(const char *dir, json_object *refs)
-{
+static void test_decode(const char *dir, json_object *refs) {
     int ok = 0, n = 0;
     json_object_object_foreach(get(refs, "decode"), name, ref) {
         char path[4096];
@@ -115,21 +120,24 @@ static void test_decode(const char *dir, json_object *refs)
         n++;
         kn_status *st = pl_image_load(path, &im);
         CHECK(!st, "decode %s: %s", name, st ? kn_status_message(st) : "");
-        if (st) { kn_status_free(st); continue; }
+        if (st) {
+            kn_status_free(st);
+            continue;
+        }
         char crc[16];
         snprintf(crc, sizeof crc, "%08x", crc32_bytes(im.px, (size_t)im.w * im.h * 3));
         bool same = im.w == json_object_get_int(get(ref, "w")) && im.h == json_object_get_int(get(ref, "h")) &&
-                    !strcmp(crc, json_object_get_string(get(ref, "crc")));
+            !strcmp(crc, json_object_get_string(get(ref, "crc")));
         CHECK(same, "decode %s: %dx%d crc %s, load_image gives %dx%d crc %s", name, im.w, im.h, crc,
-              json_object_get_int(get(ref, "w")), json_object_get_int(get(ref, "h")), json_object_get_string(get(ref, "crc")));
+              json_object_get_int(get(ref, "w")), json_object_get_int(get(ref, "h")),
+              json_object_get_string(get(ref, "crc")));
         ok += same;
         pl_rgb_free(&im);
     }
     printf("decode: %d/%d images identical to transformers' load_image\n", ok, n);
 }
 
-static void test_pixels(const char *dir, json_object *refs)
-{
+static void test_pixels(const char *dir, json_object *refs) {
     json_object *configs = get(refs, "configs");
     json_object_object_foreach(get(refs, "pixels"), cname, per_image) {
         json_object *cfg = get(configs, cname);
@@ -143,13 +151,19 @@ static void test_pixels(const char *dir, json_object *refs)
             n++;
             kn_status *st = preprocess(cfg, cname, path, &px, &w, &h);
             CHECK(!st, "%s %s: %s", cname, iname, st ? kn_status_message(st) : "");
-            if (st) { kn_status_free(st); continue; }
+            if (st) {
+                kn_status_free(st);
+                continue;
+            }
             json_object *shape = get(ref, "shape");
             bool shape_ok = json_object_get_int(json_object_array_get_idx(shape, 0)) == 3 &&
-                            json_object_get_int(json_object_array_get_idx(shape, 1)) == h &&
-                            json_object_get_int(json_object_array_get_idx(shape, 2)) == w;
+                json_object_get_int(json_object_array_get_idx(shape, 1)) == h &&
+                json_object_get_int(json_object_array_get_idx(shape, 2)) == w;
             CHECK(shape_ok, "%s %s: shape 3x%dx%d differs from the reference", cname, iname, h, w);
-            if (!shape_ok) { free(px); continue; }
+            if (!shape_ok) {
+                free(px);
+                continue;
+            }
             size_t cnt = 3 * (size_t)w * h;
             double sum = 0;
             for (size_t i = 0; i < cnt; i++) sum += px[i];
@@ -160,10 +174,12 @@ static void test_pixels(const char *dir, json_object *refs)
                 double want = json_object_get_double(json_object_array_get_idx(s, 1));
                 double d = idx < cnt ? fabs(px[idx] - want) : INFINITY;
                 if (d > worst) worst = d;
-                CHECK(d <= 1e-4, "%s %s: value %zu is %.7g, transformers %.7g", cname, iname, idx, idx < cnt ? px[idx] : NAN, want);
+                CHECK(d <= 1e-4, "%s %s: value %zu is %.7g, transformers %.7g", cname, iname, idx,
+                      idx < cnt ? px[idx] : NAN, want);
             }
             double want_sum = json_object_get_double(get(ref, "sum"));
-            CHECK(fabs(sum - want_sum) <= 1e-6 * (double)cnt, "%s %s: sum %.9g, transformers %.9g", cname, iname, sum, want_sum);
+            CHECK(fabs(sum - want_sum) <= 1e-6 * (double)cnt, "%s %s: sum %.9g, transformers %.9g", cname, iname, sum,
+                  want_sum);
             char crc[16];
             snprintf(crc, sizeof crc, "%08x", crc32_bytes(px, cnt * sizeof(float)));
             bool same = !strcmp(crc, json_object_get_string(get(ref, "crc")));
@@ -176,8 +192,7 @@ static void test_pixels(const char *dir, json_object *refs)
     }
 }
 
-static kn_pipeline *open_model(const char *dir, const char *name, int batch)
-{
+static kn_pipeline *open_model(const char *dir, const char *name, int batch) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     kn_pl_options o;
@@ -190,8 +205,7 @@ static kn_pipeline *open_model(const char *dir, const char *name, int batch)
     return p;
 }
 
-static void test_classification(const char *dir, json_object *refs)
-{
+static void test_classification(const char *dir, json_object *refs) {
     json_object *cases = get(refs, "classification");
     static const int batches[] = {4, 1, 32};
     for (size_t c = 0; c < json_object_array_length(cases); c++) {
@@ -204,12 +218,15 @@ static void test_classification(const char *dir, json_object *refs)
         if ((v = get(opts, "top_k"))) o.top_k = json_object_get_int(v);
         if ((v = get(opts, "function_to_apply"))) {
             const char *f = json_object_get_string(v);
-            o.activation = !strcmp(f, "sigmoid") ? KN_ACT_SIGMOID : !strcmp(f, "softmax") ? KN_ACT_SOFTMAX : KN_ACT_NONE;
+            o.activation = !strcmp(f, "sigmoid") ? KN_ACT_SIGMOID
+                : !strcmp(f, "softmax")          ? KN_ACT_SOFTMAX
+                                                 : KN_ACT_NONE;
         }
         const char **paths = calloc((size_t)n, sizeof *paths);
-        char (*buf)[4096] = calloc((size_t)n, sizeof *buf);
+        char(*buf)[4096] = calloc((size_t)n, sizeof *buf);
         for (int i = 0; i < n; i++) {
-            snprintf(buf[i], sizeof buf[i], "%s/images/%s", dir, json_object_get_string(json_object_array_get_idx(images, i)));
+            snprintf(buf[i], sizeof buf[i], "%s/images/%s", dir,
+                     json_object_get_string(json_object_array_get_idx(images, i)));
             paths[i] = buf[i];
         }
         /* every option set once at batch size 4; the defaults also at 1 and 32 */
@@ -236,7 +253,8 @@ static void test_classification(const char *dir, json_object *refs)
                     double d = fabs(out[i].v[k].score - ws);
                     if (d > worst) worst = d;
                     CHECK(lab, "%s %s #%d: label %s, transformers %s", model, paths[i], k, out[i].v[k].label, want);
-                    CHECK(d <= 1e-4, "%s %s #%d: score %.7g, transformers %.7g", model, paths[i], k, out[i].v[k].score, ws);
+                    CHECK(d <= 1e-4, "%s %s #%d: score %.7g, transformers %.7g", model, paths[i], k, out[i].v[k].score,
+                          ws);
                     all &= lab && d <= 1e-4;
                 }
                 labels_ok += all;
@@ -252,8 +270,7 @@ static void test_classification(const char *dir, json_object *refs)
     }
 }
 
-static double cmp_rows(const kn_pl_embedding *e, json_object *rows, bool nested, const char *what)
-{
+static double cmp_rows(const kn_pl_embedding *e, json_object *rows, bool nested, const char *what) {
     int nr = nested ? (int)json_object_array_length(rows) : 1;
     CHECK(e->n_tokens == nr, "%s: %d rows, transformers %d", what, e->n_tokens, nr);
     double worst = 0;
@@ -262,7 +279,8 @@ static double cmp_rows(const kn_pl_embedding *e, json_object *rows, bool nested,
         int d = (int)json_object_array_length(row);
         CHECK(e->dim == d, "%s: dim %d, transformers %d", what, e->dim, d);
         for (int k = 0; k < d && k < e->dim; k++) {
-            double diff = fabs(e->data[r * e->dim + k] - json_object_get_double(json_object_array_get_idx(row, (size_t)k)));
+            double diff =
+                fabs(e->data[r * e->dim + k] - json_object_get_double(json_object_array_get_idx(row, (size_t)k)));
             if (diff > worst) worst = diff;
         }
     }
@@ -270,22 +288,28 @@ static double cmp_rows(const kn_pl_embedding *e, json_object *rows, bool nested,
     return worst;
 }
 
-static void test_features(const char *dir, json_object *refs)
-{
+static void test_features(const char *dir, json_object *refs) {
     json_object *f = get(refs, "features");
     kn_pipeline *p = open_model(dir, json_object_get_string(get(f, "model")), 2);
     if (!p) return;
     json_object *images = get(f, "images");
     int n = (int)json_object_array_length(images);
     const char **paths = calloc((size_t)n, sizeof *paths);
-    char (*buf)[4096] = calloc((size_t)n, sizeof *buf);
+    char(*buf)[4096] = calloc((size_t)n, sizeof *buf);
     for (int i = 0; i < n; i++) {
-        snprintf(buf[i], sizeof buf[i], "%s/images/%s", dir, json_object_get_string(json_object_array_get_idx(images, i)));
+        snprintf(buf[i], sizeof buf[i], "%s/images/%s", dir,
+                 json_object_get_string(json_object_array_get_idx(images, i)));
         paths[i] = buf[i];
     }
-    static const struct { const char *key; kn_pl_pooling pool; const char *output; } modes[] = {
-        {"tokens", KN_POOL_DEFAULT, NULL}, {"tokens", KN_POOL_NONE, "last_hidden_state"}, {"cls", KN_POOL_CLS, NULL},
-        {"mean", KN_POOL_MEAN, NULL}, {"pooler_output", KN_POOL_DEFAULT, "pooler_output"}};
+    static const struct {
+        const char *key;
+        kn_pl_pooling pool;
+        const char *output;
+    } modes[] = {{"tokens", KN_POOL_DEFAULT, NULL},
+                 {"tokens", KN_POOL_NONE, "last_hidden_state"},
+                 {"cls", KN_POOL_CLS, NULL},
+                 {"mean", KN_POOL_MEAN, NULL},
+                 {"pooler_output", KN_POOL_DEFAULT, "pooler_output"}};
     for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
         kn_pl_feature_options o;
         kn_pl_feature_options_init(&o);
@@ -297,7 +321,8 @@ static void test_features(const char *dir, json_object *refs)
         kn_status_free(st);
         double worst = 0;
         for (int i = 0; !st && i < n; i++) {
-            double d = cmp_rows(&out[i], json_object_array_get_idx(get(f, modes[m].key), (size_t)i), !strcmp(modes[m].key, "tokens"), modes[m].key);
+            double d = cmp_rows(&out[i], json_object_array_get_idx(get(f, modes[m].key), (size_t)i),
+                                !strcmp(modes[m].key, "tokens"), modes[m].key);
             if (d > worst) worst = d;
             kn_pl_embedding_free(&out[i]);
         }
@@ -310,8 +335,7 @@ static void test_features(const char *dir, json_object *refs)
 }
 
 /* Bad files fail the call with a message naming the file; nothing crashes or leaks. */
-static void test_errors(const char *dir)
-{
+static void test_errors(const char *dir) {
     char tmpl[] = "/tmp/kiln_img_XXXXXX";
     char *tmp = mkdtemp(tmpl);
     CHECK(tmp != NULL, "mkdtemp");
@@ -331,13 +355,13 @@ static void test_errors(const char *dir)
     uint8_t garbage[600];
     for (size_t i = 0; i < sizeof garbage; i++) garbage[i] = (uint8_t)(i * 37 + 11);
     memcpy(garbage, "\xFF\xD8\xFF\xE0", 4);
-    struct { const char *name; const void *data; size_t n; } bad[] = {
-        {"empty.jpg", "", 0},
-        {"text.png", "hello, not an image\n", 20},
-        {"truncated.png", png, png_n / 3},
-        {"header_only.png", png, 30},
-        {"garbage.jpg", garbage, sizeof garbage},
-        {"truncated_header.jpg", jpg, 40},
+    struct {
+        const char *name;
+        const void *data;
+        size_t n;
+    } bad[] = {
+        {"empty.jpg", "", 0},         {"text.png", "hello, not an image\n", 20}, {"truncated.png", png, png_n / 3},
+        {"header_only.png", png, 30}, {"garbage.jpg", garbage, sizeof garbage},  {"truncated_header.jpg", jpg, 40},
         {"missing.jpg", NULL, 0},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -347,8 +371,12 @@ static void test_errors(const char *dir)
         pl_rgb im;
         kn_status *st = pl_image_load(path, &im);
         CHECK(st != NULL, "%s decoded without an error", bad[i].name);
-        if (!st) { pl_rgb_free(&im); continue; }
-        CHECK(strstr(kn_status_message(st), path) != NULL, "%s: the message does not name the file: %s", bad[i].name, kn_status_message(st));
+        if (!st) {
+            pl_rgb_free(&im);
+            continue;
+        }
+        CHECK(strstr(kn_status_message(st), path) != NULL, "%s: the message does not name the file: %s", bad[i].name,
+              kn_status_message(st));
         kn_status_free(st);
     }
     /* through the pipeline: the failing file fails the whole call and is named */
@@ -359,7 +387,8 @@ static void test_errors(const char *dir)
         const char *paths[3] = {good_png, path, good_jpg};
         kn_pl_labels out[3];
         kn_status *st = kn_pl_image_classification(p, 3, paths, NULL, out);
-        CHECK(st && strstr(kn_status_message(st), path), "classification with a bad file: %s", st ? kn_status_message(st) : "no error");
+        CHECK(st && strstr(kn_status_message(st), path), "classification with a bad file: %s",
+              st ? kn_status_message(st) : "no error");
         kn_status_free(st);
         kn_pipeline_free(p);
     }
@@ -372,8 +401,7 @@ static void test_errors(const char *dir)
     printf("errors: %zu bad files rejected with their path in the message\n", sizeof bad / sizeof bad[0]);
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     if (argc == 5 && !strcmp(argv[1], "--dump")) return cmd_dump(argv[2], argv[3], argv[4]);
     if (argc == 4 && !strcmp(argv[1], "--decode")) return cmd_decode(argv[2], argv[3]);
     if (argc != 2) {
@@ -383,7 +411,10 @@ int main(int argc, char **argv)
     char path[4096];
     snprintf(path, sizeof path, "%s/image_refs.json", argv[1]);
     json_object *refs = json_object_from_file(path);
-    if (!refs) { fprintf(stderr, "%s: cannot read\n", path); return 1; }
+    if (!refs) {
+        fprintf(stderr, "%s: cannot read\n", path);
+        return 1;
+    }
     test_decode(argv[1], refs);
     test_pixels(argv[1], refs);
     test_classification(argv[1], refs);

@@ -19,22 +19,25 @@
 static int g_pass, g_fail;
 static double g_maxdiff;
 
-static void check(int ok, const char *what, const char *detail)
-{
+static void check(int ok, const char *what, const char *detail) {
     if (ok) g_pass++;
-    else { g_fail++; printf("FAIL %s: %s\n", what, detail); }
+    else {
+        g_fail++;
+        printf("FAIL %s: %s\n", what, detail);
+    }
 }
 
-typedef struct { int n; char last[1024]; } warn_log;
-static void on_warn(void *ctx, const char *msg)
-{
+typedef struct {
+    int n;
+    char last[1024];
+} warn_log;
+static void on_warn(void *ctx, const char *msg) {
     warn_log *w = ctx;
     w->n++;
     snprintf(w->last, sizeof w->last, "%s", msg);
 }
 
-static const char **str_array(json_object *a, int *n)
-{
+static const char **str_array(json_object *a, int *n) {
     *n = (int)json_object_array_length(a);
     const char **v = calloc((size_t)*n + 1, sizeof *v);
     for (int i = 0; i < *n; i++) {
@@ -44,32 +47,38 @@ static const char **str_array(json_object *a, int *n)
     return v;
 }
 
-static json_object *field(json_object *o, const char *k)
-{
+static json_object *field(json_object *o, const char *k) {
     json_object *v = NULL;
     json_object_object_get_ex(o, k, &v);
     return v;
 }
 
 /* Compares one label list with the expected [{"label", "score"}, ...]. */
-static int same_labels(const kn_pl_labels *got, json_object *exp, char *why, size_t wl)
-{
+static int same_labels(const kn_pl_labels *got, json_object *exp, char *why, size_t wl) {
     int n = (int)json_object_array_length(exp);
-    if (got->n != n) { snprintf(why, wl, "%d labels, expected %d", got->n, n); return 0; }
+    if (got->n != n) {
+        snprintf(why, wl, "%d labels, expected %d", got->n, n);
+        return 0;
+    }
     for (int j = 0; j < n; j++) {
         json_object *e = json_object_array_get_idx(exp, j);
         const char *l = json_object_get_string(field(e, "label"));
         double s = json_object_get_double(field(e, "score"));
         double d = fabs(got->v[j].score - s);
         if (d > g_maxdiff) g_maxdiff = d;
-        if (strcmp(got->v[j].label, l)) { snprintf(why, wl, "rank %d: label '%s', expected '%s'", j, got->v[j].label, l); return 0; }
-        if (!(d <= TOL)) { snprintf(why, wl, "rank %d (%s): score %.7f, expected %.7f", j, l, got->v[j].score, s); return 0; }
+        if (strcmp(got->v[j].label, l)) {
+            snprintf(why, wl, "rank %d: label '%s', expected '%s'", j, got->v[j].label, l);
+            return 0;
+        }
+        if (!(d <= TOL)) {
+            snprintf(why, wl, "rank %d (%s): score %.7f, expected %.7f", j, l, got->v[j].score, s);
+            return 0;
+        }
     }
     return 1;
 }
 
-static void run_case(const kn_pipeline *p, const char *name, int ci, json_object *c, int bs, warn_log *wl)
-{
+static void run_case(const kn_pipeline *p, const char *name, int ci, json_object *c, int bs, warn_log *wl) {
     const char *task = json_object_get_string(field(c, "task"));
     char what[256], why[512] = "";
     snprintf(what, sizeof what, "%s case %d (%s, batch %d)", name, ci, task, bs);
@@ -89,8 +98,10 @@ static void run_case(const kn_pipeline *p, const char *name, int ci, json_object
             kn_pl_text_class_options_init(&o);
             o.top_k = json_object_get_int(field(c, "top_k"));
             const char *act = json_object_get_string(field(c, "activation"));
-            o.activation = !strcmp(act, "sigmoid") ? KN_ACT_SIGMOID : !strcmp(act, "softmax") ? KN_ACT_SOFTMAX
-                         : !strcmp(act, "none") ? KN_ACT_NONE : KN_ACT_DEFAULT;
+            o.activation = !strcmp(act, "sigmoid") ? KN_ACT_SIGMOID
+                : !strcmp(act, "softmax")          ? KN_ACT_SOFTMAX
+                : !strcmp(act, "none")             ? KN_ACT_NONE
+                                                   : KN_ACT_DEFAULT;
             st = kn_pl_text_classification(p, n, texts, pairs, &o, out);
             free(pairs);
         } else {
@@ -105,7 +116,11 @@ static void run_case(const kn_pipeline *p, const char *name, int ci, json_object
             st = kn_pl_zero_shot_classification(p, n, texts, &o, out);
             free(labels);
         }
-        if (st) { ok = 0; snprintf(why, sizeof why, "error: %s", kn_status_message(st)); kn_status_free(st); }
+        if (st) {
+            ok = 0;
+            snprintf(why, sizeof why, "error: %s", kn_status_message(st));
+            kn_status_free(st);
+        }
         for (int i = 0; ok && i < n; i++) {
             char w2[400];
             if (!same_labels(&out[i], json_object_array_get_idx(exp, i), w2, sizeof w2)) {
@@ -118,7 +133,10 @@ static void run_case(const kn_pipeline *p, const char *name, int ci, json_object
         /* the long input (over the 64-token limit) must have been truncated with a warning */
         int has_long = 0;
         for (int i = 0; i < n; i++) has_long |= texts[i] && strlen(texts[i]) > 400;
-        if (ok && has_long && wl->n == before) { ok = 0; snprintf(why, sizeof why, "no truncation warning for the long input"); }
+        if (ok && has_long && wl->n == before) {
+            ok = 0;
+            snprintf(why, sizeof why, "no truncation warning for the long input");
+        }
         free(texts);
     } else if (!strcmp(task, "crossenc")) {
         int n;
@@ -131,8 +149,14 @@ static void run_case(const kn_pipeline *p, const char *name, int ci, json_object
         kn_status *st = kn_pl_cross_encoder(p, json_object_get_string(field(c, "query")), n, docs, &o, &r);
         json_object *exp = field(c, "expected");
         int ne = (int)json_object_array_length(exp);
-        if (st) { ok = 0; snprintf(why, sizeof why, "error: %s", kn_status_message(st)); kn_status_free(st); }
-        else if (r.n != ne) { ok = 0; snprintf(why, sizeof why, "%d results, expected %d", r.n, ne); }
+        if (st) {
+            ok = 0;
+            snprintf(why, sizeof why, "error: %s", kn_status_message(st));
+            kn_status_free(st);
+        } else if (r.n != ne) {
+            ok = 0;
+            snprintf(why, sizeof why, "%d results, expected %d", r.n, ne);
+        }
         for (int j = 0; ok && j < ne; j++) {
             json_object *e = json_object_array_get_idx(exp, j);
             int idx = json_object_get_int(field(e, "index"));
@@ -141,7 +165,8 @@ static void run_case(const kn_pipeline *p, const char *name, int ci, json_object
             if (d > g_maxdiff) g_maxdiff = d;
             if (r.v[j].index != idx || !(d <= TOL)) {
                 ok = 0;
-                snprintf(why, sizeof why, "rank %d: doc %d score %.7f, expected doc %d score %.7f", j, r.v[j].index, r.v[j].score, idx, s);
+                snprintf(why, sizeof why, "rank %d: doc %d score %.7f, expected doc %d score %.7f", j, r.v[j].index,
+                         r.v[j].score, idx, s);
             }
         }
         kn_pl_ranking_free(&r);
@@ -153,8 +178,7 @@ static void run_case(const kn_pipeline *p, const char *name, int ci, json_object
     check(ok, what, why);
 }
 
-static kn_pipeline *open_model(const char *data, const char *name, int bs, warn_log *wl)
-{
+static kn_pipeline *open_model(const char *data, const char *name, int bs, warn_log *wl) {
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/%s", data, name);
     kn_pl_options opt;
@@ -175,8 +199,7 @@ static kn_pipeline *open_model(const char *data, const char *name, int bs, warn_
     return p;
 }
 
-static void expect_error(kn_status *st, const char *what, const char *needle)
-{
+static void expect_error(kn_status *st, const char *what, const char *needle) {
     char why[1200] = "";
     int ok = st && strstr(kn_status_message(st), needle);
     if (!st) snprintf(why, sizeof why, "succeeded; expected an error mentioning '%s'", needle);
@@ -185,8 +208,7 @@ static void expect_error(kn_status *st, const char *what, const char *needle)
     kn_status_free(st);
 }
 
-static void error_paths(const char *data)
-{
+static void error_paths(const char *data) {
     warn_log wl = {0};
     kn_pipeline *nli = open_model(data, "roberta_nli", 32, &wl), *ce1 = open_model(data, "bert_ce1", 32, &wl);
     kn_pipeline *s3 = open_model(data, "bert_sentiment3", 32, &wl);
@@ -204,12 +226,14 @@ static void error_paths(const char *data)
     zo.template_ = "{} and {}";
     expect_error(kn_pl_zero_shot_classification(nli, 2, texts, &zo, out), "template with two {}", "more than one {}");
     zo.template_ = "About {label}.";
-    expect_error(kn_pl_zero_shot_classification(nli, 2, texts, &zo, out), "template with a named field", "unexpected '{'");
+    expect_error(kn_pl_zero_shot_classification(nli, 2, texts, &zo, out), "template with a named field",
+                 "unexpected '{'");
     check(out[0].n == 0 && out[0].v == NULL, "results stay empty after an error", "out[0] was filled");
     /* escaped braces and {0} repeated: accepted, and the label lands in the hypothesis */
     zo.template_ = "{{{0}}} is {0}.";
     kn_status *st = kn_pl_zero_shot_classification(nli, 2, texts, &zo, out);
-    check(!st && out[0].n == 2 && out[1].n == 2, "template with {{ }} and {0}", st ? kn_status_message(st) : "wrong result size");
+    check(!st && out[0].n == 2 && out[1].n == 2, "template with {{ }} and {0}",
+          st ? kn_status_message(st) : "wrong result size");
     kn_status_free(st);
     kn_pl_labels_free(&out[0]);
     kn_pl_labels_free(&out[1]);
@@ -235,9 +259,10 @@ static void error_paths(const char *data)
     check(to.top_k == 1 && to.activation == KN_ACT_DEFAULT, "text options defaults", "top_k 1, default activation");
     to.top_k = -1;
     expect_error(kn_pl_text_classification(s3, 2, texts, NULL, &to, out), "negative top_k", "top_k -1");
-    to.top_k = 7;   /* more than the labels: all of them */
+    to.top_k = 7; /* more than the labels: all of them */
     st = kn_pl_text_classification(s3, 2, texts, NULL, &to, out);
-    check(!st && out[0].n == 3, "top_k above the label count gives every label", st ? kn_status_message(st) : "wrong count");
+    check(!st && out[0].n == 3, "top_k above the label count gives every label",
+          st ? kn_status_message(st) : "wrong count");
     kn_status_free(st);
     kn_pl_labels_free(&out[0]);
     kn_pl_labels_free(&out[1]);
@@ -252,15 +277,21 @@ static void error_paths(const char *data)
     int same = !s1 && !s2 && a[0].n == b[0].n;
     for (int j = 0; same && j < a[0].n; j++) same = a[0].v[j].id == b[0].v[j].id && a[0].v[j].score == b[0].v[j].score;
     check(same, "NULL pair entries mean single texts", "results differ");
-    kn_status_free(s1); kn_status_free(s2);
-    for (int i = 0; i < 2; i++) { kn_pl_labels_free(&a[i]); kn_pl_labels_free(&b[i]); }
+    kn_status_free(s1);
+    kn_status_free(s2);
+    for (int i = 0; i < 2; i++) {
+        kn_pl_labels_free(&a[i]);
+        kn_pl_labels_free(&b[i]);
+    }
 
     kn_pl_cross_encoder_options co;
     kn_pl_cross_encoder_options_init(&co);
-    check(co.top_k == 0 && isinf(co.threshold) && co.threshold < 0, "cross-encoder option defaults", "top_k 0, threshold -inf");
+    check(co.top_k == 0 && isinf(co.threshold) && co.threshold < 0, "cross-encoder option defaults",
+          "top_k 0, threshold -inf");
     kn_pl_ranking r = {0};
     expect_error(kn_pl_cross_encoder(ce1, NULL, 2, texts, &co, &r), "cross-encoder NULL query", "query is NULL");
-    expect_error(kn_pl_cross_encoder(ce1, "q", 2, with_null, &co, &r), "cross-encoder NULL document", "document 1 is NULL");
+    expect_error(kn_pl_cross_encoder(ce1, "q", 2, with_null, &co, &r), "cross-encoder NULL document",
+                 "document 1 is NULL");
     co.top_k = -2;
     expect_error(kn_pl_cross_encoder(ce1, "q", 2, texts, &co, &r), "cross-encoder negative top_k", "top_k -2");
     co.top_k = 0;
@@ -277,16 +308,17 @@ static void error_paths(const char *data)
     for (int j = 0; same && j < 2; j++)
         same = r1.v[j].index == r2.v[j].index && fabs(1.0 / (1.0 + exp(-r1.v[j].score)) - r2.v[j].score) < 1e-6;
     check(same, "cross-encoder activation none vs default sigmoid", "mismatch");
-    kn_status_free(s1); kn_status_free(s2);
-    kn_pl_ranking_free(&r1); kn_pl_ranking_free(&r2);
+    kn_status_free(s1);
+    kn_status_free(s2);
+    kn_pl_ranking_free(&r1);
+    kn_pl_ranking_free(&r2);
 done:
     kn_pipeline_free(nli);
     kn_pipeline_free(ce1);
     kn_pipeline_free(s3);
 }
 
-static int copy_file(const char *from, const char *to)
-{
+static int copy_file(const char *from, const char *to) {
     FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
     char buf[65536];
     size_t k;
@@ -300,12 +332,15 @@ static int copy_file(const char *from, const char *to)
 /* A sentence-transformers folder naming an activation_fn in config_sentence_transformers.json:
  * custom code is not run (CrossEncoder without trust_remote_code warns and falls back, here to
  * config.json's Identity, so the raw-logit references apply); an unsupported torch class fails. */
-static void custom_activation(const char *data)
-{
+static void custom_activation(const char *data) {
     char tmpl[] = "/tmp/kiln_textcls_XXXXXX";
     char *dir = mkdtemp(tmpl);
-    if (!dir) { check(0, "mkdtemp", "failed"); return; }
-    static const char *const files[] = {"model.onnx", "config.json", "tokenizer.json", "tokenizer_config.json", "modules.json"};
+    if (!dir) {
+        check(0, "mkdtemp", "failed");
+        return;
+    }
+    static const char *const files[] = {"model.onnx", "config.json", "tokenizer.json", "tokenizer_config.json",
+                                        "modules.json"};
     char from[4096], to[4096];
     int ok = 1;
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
@@ -330,7 +365,11 @@ static void custom_activation(const char *data)
         opt.warn_ctx = &wl;
         kn_pipeline *p = NULL;
         kn_status *st = kn_pipeline_open(dir, &opt, &p);
-        if (st) { check(0, "open the copied folder", kn_status_message(st)); kn_status_free(st); break; }
+        if (st) {
+            check(0, "open the copied folder", kn_status_message(st));
+            kn_status_free(st);
+            break;
+        }
         if (t == 0) {
             int before = wl.n;
             run_case(p, "custom activation_fn (falls back to Identity)", 0, c0, 32, &wl);
@@ -354,17 +393,24 @@ static void custom_activation(const char *data)
     rmdir(dir);
 }
 
-int main(int argc, char **argv)
-{
-    if (argc != 2) { fprintf(stderr, "usage: %s DATA_DIR\n", argv[0]); return 2; }
-    static const char *const models[] = {"bert_sentiment3", "roberta_nli", "distilbert_nli_e0", "bert_ce1", "distilbert_ce_identity",
-                                         "distilbert_ce_st_tanh"};
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s DATA_DIR\n", argv[0]);
+        return 2;
+    }
+    static const char *const models[] = {"bert_sentiment3",        "roberta_nli",
+                                         "distilbert_nli_e0",      "bert_ce1",
+                                         "distilbert_ce_identity", "distilbert_ce_st_tanh"};
     for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s/expected.json", argv[1], models[m]);
         json_object *root = json_object_from_file(path);
         json_object *cases = root ? field(root, "cases") : NULL;
-        if (!cases) { check(0, path, "missing or not JSON"); json_object_put(root); continue; }
+        if (!cases) {
+            check(0, path, "missing or not JSON");
+            json_object_put(root);
+            continue;
+        }
         static const int sizes[] = {32, 2};
         for (int b = 0; b < 2; b++) {
             warn_log wl = {0};

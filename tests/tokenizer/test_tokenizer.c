@@ -19,40 +19,41 @@ static const char *BERT_JSON =
     " \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"},"
     " \"post_processor\": {\"type\": \"BertProcessing\", \"sep\": [\"[SEP]\", 2], \"cls\": [\"[CLS]\", 1]},"
     " \"decoder\": {\"type\": \"WordPiece\", \"prefix\": \"##\", \"cleanup\": true},"
-    " \"model\": {\"type\": \"WordPiece\", \"unk_token\": \"[UNK]\", \"vocab\": {\"[UNK]\": 0, \"[CLS]\": 1, \"[SEP]\": 2,"
+    " \"model\": {\"type\": \"WordPiece\", \"unk_token\": \"[UNK]\", \"vocab\": {\"[UNK]\": 0, \"[CLS]\": 1, "
+    "\"[SEP]\": 2,"
     " \"hello\": 3, \"world\": 4, \"##s\": 5, \",\": 6, \"un\": 7, \"##aff\": 8, \"##able\": 9, \"cafe\": 10}}}";
 
 static const char *BPE_JSON =
     "{\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"use_regex\": true},"
     " \"post_processor\": {\"type\": \"ByteLevel\", \"trim_offsets\": true, \"add_prefix_space\": false},"
     " \"decoder\": {\"type\": \"ByteLevel\"},"
-    " \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"\\u0120\": 2, \"ab\": 3, \"\\u0120a\": 4, \"\\u0120ab\": 5,"
+    " \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"\\u0120\": 2, \"ab\": 3, \"\\u0120a\": 4, "
+    "\"\\u0120ab\": 5,"
     " \"\\u00c3\": 6, \"\\u00a9\": 7}, \"merges\": [[\"a\", \"b\"], [\"\\u0120\", \"a\"], [\"\\u0120a\", \"b\"]]}}";
 
 static const char *UNIGRAM_JSON =
     "{\"normalizer\": {\"type\": \"NFKC\"},"
-    " \"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"\\u2581\", \"prepend_scheme\": \"always\", \"split\": true},"
+    " \"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"\\u2581\", \"prepend_scheme\": \"always\", "
+    "\"split\": true},"
     " \"decoder\": {\"type\": \"Metaspace\", \"replacement\": \"\\u2581\", \"prepend_scheme\": \"always\"},"
-    " \"model\": {\"type\": \"Unigram\", \"unk_id\": 0, \"vocab\": [[\"<unk>\", 0.0], [\"\\u2581\", -1.0], [\"c\", -2.0], [\"a\", -2.0],"
+    " \"model\": {\"type\": \"Unigram\", \"unk_id\": 0, \"vocab\": [[\"<unk>\", 0.0], [\"\\u2581\", -1.0], [\"c\", "
+    "-2.0], [\"a\", -2.0],"
     " [\"f\", -2.0], [\"\\u00e9\", -2.0], [\"e\", -3.0], [\"\\u2581caf\\u00e9\", -1.0]]}}";
 
-static kn_tokenizer *load(const char *json)
-{
+static kn_tokenizer *load(const char *json) {
     char err[512] = {0};
     kn_tokenizer *t = kn_tokenizer_load_json(json, strlen(json), err, sizeof err);
     ck_assert_msg(t != NULL, "load failed: %s", err);
     return t;
 }
 
-static void encode(const kn_tokenizer *t, const char *s, const char *pair, kn_encoding *e)
-{
+static void encode(const kn_tokenizer *t, const char *s, const char *pair, kn_encoding *e) {
     char err[512] = {0};
     int rc = kn_tokenizer_encode(t, s, strlen(s), pair, pair ? strlen(pair) : 0, NULL, e, err, sizeof err);
     ck_assert_msg(rc == 0, "encode failed: %s", err);
 }
 
-START_TEST(test_wordpiece_bert)
-{
+START_TEST(test_wordpiece_bert) {
     kn_tokenizer *t = load(BERT_JSON);
     kn_encoding e;
     encode(t, "Hello, worlds! unaffable", NULL, &e);
@@ -95,8 +96,7 @@ START_TEST(test_wordpiece_bert)
 }
 END_TEST
 
-START_TEST(test_bpe_bytelevel)
-{
+START_TEST(test_bpe_bytelevel) {
     kn_tokenizer *t = load(BPE_JSON);
     kn_encoding e;
     encode(t, "ab ab  a\xC3\xA9", NULL, &e);
@@ -119,8 +119,7 @@ START_TEST(test_bpe_bytelevel)
 }
 END_TEST
 
-START_TEST(test_unigram_metaspace_nfkc)
-{
+START_TEST(test_unigram_metaspace_nfkc) {
     kn_tokenizer *t = load(UNIGRAM_JSON);
     kn_encoding e;
     encode(t, "cafe\xCC\x81 x", NULL, &e);
@@ -137,11 +136,10 @@ START_TEST(test_unigram_metaspace_nfkc)
 }
 END_TEST
 
-START_TEST(test_utf8_lossy)
-{
+START_TEST(test_utf8_lossy) {
     size_t n;
     char *s = tk_utf8_lossy("a\xE2\x82z", 4, &n, NULL);
-    ck_assert_str_eq(s, "a\xEF\xBF\xBDz");   /* one U+FFFD for the truncated sequence */
+    ck_assert_str_eq(s, "a\xEF\xBF\xBDz"); /* one U+FFFD for the truncated sequence */
     free(s);
     s = tk_utf8_lossy("\xC0\xAF", 2, &n, NULL);
     ck_assert_str_eq(s, "\xEF\xBF\xBD\xEF\xBF\xBD");
@@ -153,10 +151,10 @@ START_TEST(test_utf8_lossy)
 }
 END_TEST
 
-START_TEST(test_load_errors)
-{
+START_TEST(test_load_errors) {
     char err[512];
-    ck_assert_ptr_null(kn_tokenizer_load_json("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\"", 38, err, sizeof err));
+    ck_assert_ptr_null(
+        kn_tokenizer_load_json("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\"", 38, err, sizeof err));
     ck_assert_msg(strstr(err, "truncated") != NULL, "%s", err);
     ck_assert_ptr_null(kn_tokenizer_load_json("{\"model\": ]", 11, err, sizeof err));
     ck_assert_msg(strstr(err, "malformed") != NULL, "%s", err);
@@ -172,8 +170,7 @@ START_TEST(test_load_errors)
 }
 END_TEST
 
-START_TEST(test_batch_and_long)
-{
+START_TEST(test_batch_and_long) {
     kn_tokenizer *t = load(BPE_JSON);
     enum { N = 64 };
     char *texts[N];
@@ -184,7 +181,9 @@ START_TEST(test_batch_and_long)
     }
     kn_encoding batch[N], one;
     char err[256];
-    ck_assert_int_eq(kn_tokenizer_encode_batch(t, N, (const char *const *)texts, lens, NULL, NULL, NULL, 4, batch, err, sizeof err), 0);
+    ck_assert_int_eq(
+        kn_tokenizer_encode_batch(t, N, (const char *const *)texts, lens, NULL, NULL, NULL, 4, batch, err, sizeof err),
+        0);
     for (int i = 0; i < N; i++) {
         encode(t, texts[i], NULL, &one);
         ck_assert_int_eq(one.n, batch[i].n);
@@ -212,8 +211,7 @@ START_TEST(test_batch_and_long)
 END_TEST
 
 /* An old BERT folder with only vocab.txt (and do_lower_case in tokenizer_config.json). */
-START_TEST(test_vocab_txt_folder)
-{
+START_TEST(test_vocab_txt_folder) {
     char dir[] = "/tmp/kn_tok_vocabXXXXXX", path[256], err[512];
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/vocab.txt", dir);
@@ -228,7 +226,7 @@ START_TEST(test_vocab_txt_folder)
     ck_assert_msg(t != NULL, "%s", err);
     kn_encoding e;
     encode(t, "hello, worlds Hello", NULL, &e);
-    const int32_t ids[] = {2, 5, 8, 6, 7, 1, 3};   /* cased: "Hello" is unknown */
+    const int32_t ids[] = {2, 5, 8, 6, 7, 1, 3}; /* cased: "Hello" is unknown */
     ck_assert_int_eq(e.n, 7);
     for (int i = 0; i < 7; i++) ck_assert_int_eq(e.ids[i], ids[i]);
     ck_assert_int_eq(e.offsets[2 * 5], 14);
@@ -245,18 +243,16 @@ START_TEST(test_vocab_txt_folder)
 END_TEST
 
 /* A copy of a tokenizer.json text with one more top-level member ("\"key\": value"). */
-static char *with_member(const char *json, const char *member)
-{
+static char *with_member(const char *json, const char *member) {
     size_t n = strlen(json), m = strlen(member);
     char *r = malloc(n + m + 3);
     ck_assert_ptr_nonnull(r);
-    memcpy(r, json, n - 1);   /* all but the closing brace */
+    memcpy(r, json, n - 1); /* all but the closing brace */
     sprintf(r + n - 1, ", %s}", member);
     return r;
 }
 
-static void check_enc(const kn_encoding *e, int n, const int32_t *ids, const int32_t *types, const int32_t *off)
-{
+static void check_enc(const kn_encoding *e, int n, const int32_t *ids, const int32_t *types, const int32_t *off) {
     ck_assert_int_eq(e->n, n);
     for (int i = 0; i < n; i++) {
         ck_assert_int_eq(e->ids[i], ids[i]);
@@ -268,18 +264,20 @@ static void check_enc(const kn_encoding *e, int n, const int32_t *ids, const int
 
 /* UnicodeScripts (expected pieces from the package): leading spaces dropped, kana and Han one
  * piece, U+0589 Common as in Unicode 9.0 (Armenian in later data), spaces joining any script. */
-START_TEST(test_unicode_scripts)
-{
-    kn_tokenizer *t = load("{\"pre_tokenizer\": {\"type\": \"UnicodeScripts\"},"
-                           " \"model\": {\"type\": \"WordLevel\", \"unk_token\": \"[UNK]\", \"vocab\": {\"[UNK]\": 0}}}");
+START_TEST(test_unicode_scripts) {
+    kn_tokenizer *t =
+        load("{\"pre_tokenizer\": {\"type\": \"UnicodeScripts\"},"
+             " \"model\": {\"type\": \"WordLevel\", \"unk_token\": \"[UNK]\", \"vocab\": {\"[UNK]\": 0}}}");
     kn_encoding e;
-    encode(t, "  \xe3\x81\xa9\xe3\x81\x93\xe3\x81\xa7\xe7\x94\x9f\xe3\x82\x8c\xe3\x80\x82Yes ab \xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82\xd6\x89x",
+    encode(t,
+           "  \xe3\x81\xa9\xe3\x81\x93\xe3\x81\xa7\xe7\x94\x9f\xe3\x82\x8c\xe3\x80\x82Yes ab "
+           "\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82\xd6\x89x",
            NULL, &e);
     const int32_t ids[] = {0, 0, 0, 0, 0, 0};
     const int32_t off[] = {2, 7, 7, 8, 8, 15, 15, 21, 21, 22, 22, 23};
     check_enc(&e, 6, ids, NULL, off);
     kn_encoding_free(&e);
-    encode(t, "   ", NULL, &e);   /* only Any characters: nothing */
+    encode(t, "   ", NULL, &e); /* only Any characters: nothing */
     ck_assert_int_eq(e.n, 0);
     kn_encoding_free(&e);
     kn_tokenizer_free(t);
@@ -289,9 +287,10 @@ END_TEST
 /* Stride windows of a pair (expected from the package): the kept encoding, then each further
  * window of the first text with every window of the second, then the kept first window with
  * the further windows of the second. */
-START_TEST(test_pair_overflow)
-{
-    char *json = with_member(BERT_JSON, "\"truncation\": {\"max_length\": 7, \"stride\": 1, \"strategy\": \"LongestFirst\", \"direction\": \"Right\"}");
+START_TEST(test_pair_overflow) {
+    char *json = with_member(
+        BERT_JSON,
+        "\"truncation\": {\"max_length\": 7, \"stride\": 1, \"strategy\": \"LongestFirst\", \"direction\": \"Right\"}");
     kn_tokenizer *t = load(json);
     free(json);
     kn_encoding e;
@@ -319,15 +318,16 @@ END_TEST
  * tokens named only in special_tokens_map.json and tokenizer_config.json become added tokens,
  * in the vocabulary (cafe, with lstrip) or past it in attribute order ([MASK], worlds, <new>),
  * and model_max_length does not truncate. */
-START_TEST(test_folder_configs)
-{
+START_TEST(test_folder_configs) {
     char dir[] = "/tmp/kn_tok_foldXXXXXX", path[256], err[512];
     ck_assert_ptr_nonnull(mkdtemp(dir));
     const char *files[][2] = {
         {"tokenizer.json", BERT_JSON},
-        {"special_tokens_map.json", "{\"mask_token\": \"[MASK]\", \"additional_special_tokens\": [\"worlds\", \"<new>\"]}"},
-        {"tokenizer_config.json", "{\"model_max_length\": 4, \"bos_token\": {\"__type\": \"AddedToken\", \"content\": \"cafe\","
-                                  " \"lstrip\": true, \"rstrip\": false, \"normalized\": false, \"single_word\": false, \"special\": true}}"},
+        {"special_tokens_map.json",
+         "{\"mask_token\": \"[MASK]\", \"additional_special_tokens\": [\"worlds\", \"<new>\"]}"},
+        {"tokenizer_config.json",
+         "{\"model_max_length\": 4, \"bos_token\": {\"__type\": \"AddedToken\", \"content\": \"cafe\","
+         " \"lstrip\": true, \"rstrip\": false, \"normalized\": false, \"single_word\": false, \"special\": true}}"},
     };
     for (int i = 0; i < 3; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, files[i][0]);
@@ -368,8 +368,7 @@ END_TEST
 
 /* ---- BPE word cache ---- */
 /* One assertion per encoding: Check logs every assertion, and these hold ~100k tokens. */
-static void assert_same_encoding(const kn_encoding *x, const kn_encoding *y)
-{
+static void assert_same_encoding(const kn_encoding *x, const kn_encoding *y) {
     ck_assert_int_eq(x->n, y->n);
     int32_t bad = -1;
     for (int32_t i = 0; i < x->n && bad < 0; i++) {
@@ -381,18 +380,21 @@ static void assert_same_encoding(const kn_encoding *x, const kn_encoding *y)
     ck_assert_msg(bad < 0, "encodings differ at token %d", (int)bad);
 }
 
-typedef struct { const kn_tokenizer *t; const char *text; kn_encoding enc; int rc; } cache_job;
+typedef struct {
+    const kn_tokenizer *t;
+    const char *text;
+    kn_encoding enc;
+    int rc;
+} cache_job;
 
-static void *cache_worker(void *arg)
-{
+static void *cache_worker(void *arg) {
     cache_job *j = arg;
     char err[256];
     j->rc = kn_tokenizer_encode(j->t, j->text, strlen(j->text), NULL, 0, NULL, &j->enc, err, sizeof err);
     return NULL;
 }
 
-START_TEST(test_bpe_cache)
-{
+START_TEST(test_bpe_cache) {
     /* More distinct words than the cache holds (each ' a' + 14 a/b bits, some with an 'é' whose
      * bytes are separate tokens), every word twice, so the second pass mixes hits and the misses
      * of words refused by full shards. */
@@ -404,7 +406,10 @@ START_TEST(test_bpe_cache)
             text[len++] = ' ';
             text[len++] = 'a';
             for (int b = 13; b >= 0; b--) text[len++] = (w >> b) & 1 ? 'b' : 'a';
-            if (w % 5 == 0) { text[len++] = '\xC3'; text[len++] = '\xA9'; }
+            if (w % 5 == 0) {
+                text[len++] = '\xC3';
+                text[len++] = '\xA9';
+            }
         }
     }
     text[len] = 0;
@@ -450,7 +455,9 @@ START_TEST(test_bpe_cache)
     cache_job jobs[4];
     pthread_t th[4];
     for (int k = 0; k < 4; k++) {
-        jobs[k].t = t; jobs[k].text = text; jobs[k].rc = -1;
+        jobs[k].t = t;
+        jobs[k].text = text;
+        jobs[k].rc = -1;
         ck_assert_int_eq(pthread_create(&th[k], NULL, cache_worker, &jobs[k]), 0);
     }
     for (int k = 0; k < 4; k++) {
@@ -468,8 +475,7 @@ START_TEST(test_bpe_cache)
 }
 END_TEST
 
-int main(void)
-{
+int main(void) {
     Suite *s = suite_create("tokenizer");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);

@@ -15,40 +15,64 @@
 #include "runtime/executor.h"
 
 /* Check records each passing assertion with a file write; hot loops only call it on failure. */
-#define FAST_ASSERT(cond, ...) do { if (!(cond)) ck_assert_msg((cond), __VA_ARGS__); } while (0)
+#define FAST_ASSERT(cond, ...) \
+    do { \
+        if (!(cond)) ck_assert_msg((cond), __VA_ARGS__); \
+    } while (0)
 
 /* ---- attributes: the name, string and arrays are borrowed, not copied ---- */
 
-static inline kn_attr attr_i(const char *name, int64_t v)
-{
-    kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_INT; a.i = v; return a;
+static inline kn_attr attr_i(const char *name, int64_t v) {
+    kn_attr a = {0};
+    a.name = (char *)name;
+    a.type = KN_ATTR_INT;
+    a.i = v;
+    return a;
 }
-static inline kn_attr attr_f(const char *name, float v)
-{
-    kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_FLOAT; a.f = v; return a;
+static inline kn_attr attr_f(const char *name, float v) {
+    kn_attr a = {0};
+    a.name = (char *)name;
+    a.type = KN_ATTR_FLOAT;
+    a.f = v;
+    return a;
 }
-static inline kn_attr attr_s(const char *name, const char *v)
-{
-    kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_STRING; a.s = (char *)v; a.s_len = strlen(v); return a;
+static inline kn_attr attr_s(const char *name, const char *v) {
+    kn_attr a = {0};
+    a.name = (char *)name;
+    a.type = KN_ATTR_STRING;
+    a.s = (char *)v;
+    a.s_len = strlen(v);
+    return a;
 }
-static inline kn_attr attr_ints(const char *name, const int64_t *v, int n)
-{
-    kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_INTS; a.ints = (int64_t *)v; a.n_ints = n; return a;
+static inline kn_attr attr_ints(const char *name, const int64_t *v, int n) {
+    kn_attr a = {0};
+    a.name = (char *)name;
+    a.type = KN_ATTR_INTS;
+    a.ints = (int64_t *)v;
+    a.n_ints = n;
+    return a;
 }
-static inline kn_attr attr_floats(const char *name, const float *v, int n)
-{
-    kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_FLOATS; a.floats = (float *)v; a.n_floats = n; return a;
+static inline kn_attr attr_floats(const char *name, const float *v, int n) {
+    kn_attr a = {0};
+    a.name = (char *)name;
+    a.type = KN_ATTR_FLOATS;
+    a.floats = (float *)v;
+    a.n_floats = n;
+    return a;
 }
-static inline kn_attr attr_strings(const char *name, char *const *v, int n)
-{
-    kn_attr a = {0}; a.name = (char *)name; a.type = KN_ATTR_STRINGS; a.strings = (char **)v; a.n_strings = n; return a;
+static inline kn_attr attr_strings(const char *name, char *const *v, int n) {
+    kn_attr a = {0};
+    a.name = (char *)name;
+    a.type = KN_ATTR_STRINGS;
+    a.strings = (char **)v;
+    a.n_strings = n;
+    return a;
 }
 
 /* ---- tensors ---- */
 
 /* A new host tensor of any dtype; vals (numel doubles, stored through kn_set_f64) or NULL for zeros. */
-static inline kn_tensor *mk(kn_dtype dt, int nd, const int64_t *dims, const double *vals)
-{
+static inline kn_tensor *mk(kn_dtype dt, int nd, const int64_t *dims, const double *vals) {
     kn_tensor *t = NULL;
     ck_assert_ptr_null(kn_tensor_new(dt, nd, dims, &t));
     for (int64_t i = 0; vals && i < kn_numel(t); i++) kn_set_f64(t, i, vals[i]);
@@ -57,8 +81,7 @@ static inline kn_tensor *mk(kn_dtype dt, int nd, const int64_t *dims, const doub
 
 /* A new host tensor from raw element storage (copied), or from C strings (duplicated) for
  * KN_STRING; data NULL gives zeros. */
-static inline kn_tensor *mk_raw(kn_dtype dt, int nd, const int64_t *dims, const void *data)
-{
+static inline kn_tensor *mk_raw(kn_dtype dt, int nd, const int64_t *dims, const void *data) {
     kn_tensor *t = mk(dt, nd, dims, NULL);
     if (data && dt != KN_STRING) memcpy(t->data, data, kn_nbytes(t));
     if (data && dt == KN_STRING)
@@ -67,9 +90,11 @@ static inline kn_tensor *mk_raw(kn_dtype dt, int nd, const int64_t *dims, const 
 }
 
 /* Frees the non-NULL tensors and clears their slots. */
-static inline void free_all(kn_tensor **ts, int n)
-{
-    for (int i = 0; i < n; i++) { kn_tensor_free(ts[i]); ts[i] = NULL; }
+static inline void free_all(kn_tensor **ts, int n) {
+    for (int i = 0; i < n; i++) {
+        kn_tensor_free(ts[i]);
+        ts[i] = NULL;
+    }
 }
 
 /* ---- running ops ---- */
@@ -79,8 +104,7 @@ static inline void free_all(kn_tensor **ts, int n)
 #define KN_TEST_SEED 1234
 
 /* A node of op (its ONNX name and domain from graph/ops.def) named "t". */
-static inline kn_node kn_test_node(int op, int opset, const kn_attr *attrs, int n_attrs)
-{
+static inline kn_node kn_test_node(int op, int opset, const kn_attr *attrs, int n_attrs) {
     kn_node n = {0};
     n.name = (char *)"t";
     n.op_type = (char *)kn_op_table[op].name;
@@ -94,12 +118,13 @@ static inline kn_node kn_test_node(int op, int opset, const kn_attr *attrs, int 
 
 /* Inputs may be given as kn_tensor ** or const kn_tensor ** (arrays of either); anything else
  * draws the compiler's incompatible-pointer diagnostic, as a plain function parameter would. */
-#define KN_TEST_IN(in) _Generic((in), kn_tensor **: (const kn_tensor *const *)(in), \
+#define KN_TEST_IN(in) \
+    _Generic((in), kn_tensor **: (const kn_tensor *const *)(in), \
                                 kn_tensor *const *: (const kn_tensor *const *)(in), default: (in))
 
-static inline kn_status *kn_test_run_op_(int op, int opset, const kn_attr *attrs, int n_attrs, const kn_tensor *const *in,
-                                         int n_in, kn_tensor **out, const bool *want, int n_out, kn_threadpool *pool)
-{
+static inline kn_status *kn_test_run_op_(int op, int opset, const kn_attr *attrs, int n_attrs,
+                                         const kn_tensor *const *in, int n_in, kn_tensor **out, const bool *want,
+                                         int n_out, kn_threadpool *pool) {
     kn_node node = kn_test_node(op, opset, attrs, n_attrs);
     kn_status *pst = kn_node_decode_params(&node); /* as loading does */
     if (pst) return pst;
@@ -110,8 +135,11 @@ static inline kn_status *kn_test_run_op_(int op, int opset, const kn_attr *attrs
         ck_assert_ptr_nonnull(out[i]);
     }
     kn_scratch scratch = {0};
-    kn_exec_ctx ctx = {.pool = pool, .backend = kn_cpu_backend(), .scratch_alloc = kn_scratch_alloc_impl,
-                       .scratch_state = &scratch, .seed = KN_TEST_SEED};
+    kn_exec_ctx ctx = {.pool = pool,
+                       .backend = kn_cpu_backend(),
+                       .scratch_alloc = kn_scratch_alloc_impl,
+                       .scratch_state = &scratch,
+                       .seed = KN_TEST_SEED};
     kn_status *st = kn_node_eval_host(&ctx, &node, in, n_in, out, n_out);
     free(node.params);
     kn_scratch_release(&scratch);
@@ -126,9 +154,8 @@ static inline kn_status *kn_test_run_op_(int op, int opset, const kn_attr *attrs
 #define kn_test_run_op(op, opset, attrs, n_attrs, in, n_in, out, want, n_out, pool) \
     kn_test_run_op_((op), (opset), (attrs), (n_attrs), KN_TEST_IN(in), (n_in), (out), (want), (n_out), (pool))
 
-static inline kn_status *kn_test_infer_(int op, int opset, const kn_attr *attrs, int n_attrs, const kn_tensor *const *in,
-                                        int n_in, kn_tensor *const *out, int n_out)
-{
+static inline kn_status *kn_test_infer_(int op, int opset, const kn_attr *attrs, int n_attrs,
+                                        const kn_tensor *const *in, int n_in, kn_tensor *const *out, int n_out) {
     kn_node node = kn_test_node(op, opset, attrs, n_attrs);
     kn_status *st = kn_node_decode_params(&node);
     if (st) return st;
@@ -146,22 +173,19 @@ static inline kn_status *kn_test_infer_(int op, int opset, const kn_attr *attrs,
 
 /* ---- checks ---- */
 
-static inline void expect_ok(kn_status *st)
-{
+static inline void expect_ok(kn_status *st) {
     ck_assert_msg(st == NULL, "unexpected error: %s", st ? kn_status_message(st) : "");
 }
 
 /* An error with a message (the op names itself, the executor adds the node), freed after checking. */
-static inline void expect_err(kn_status *st)
-{
+static inline void expect_err(kn_status *st) {
     ck_assert_msg(st != NULL, "expected an error");
     ck_assert_msg(strlen(kn_status_message(st)) > 0, "empty error message");
     kn_status_free(st);
 }
 
 /* The same with a given code. */
-static inline void expect_err_code(kn_status *st, kn_status_code code)
-{
+static inline void expect_err_code(kn_status *st, kn_status_code code) {
     ck_assert_msg(st != NULL, "expected an error");
     ck_assert_int_eq(kn_status_get_code(st), code);
     ck_assert_msg(strlen(kn_status_message(st)) > 0, "empty error message");
@@ -169,16 +193,15 @@ static inline void expect_err_code(kn_status *st, kn_status_code code)
 }
 
 /* |got - ref| <= atol + rtol |ref|; NaN matches only NaN, an infinity only itself. */
-static inline bool close_to(double got, double ref, double rtol, double atol)
-{
+static inline bool close_to(double got, double ref, double rtol, double atol) {
     if (isnan(got) || isnan(ref)) return isnan(got) && isnan(ref);
     if (isinf(got) || isinf(ref)) return got == ref;
     return fabs(got - ref) <= atol + rtol * fabs(ref);
 }
 
 /* t has n elements, each close_to its ref. */
-static inline void expect_close(const kn_tensor *t, const double *ref, int64_t n, double rtol, double atol, const char *what)
-{
+static inline void expect_close(const kn_tensor *t, const double *ref, int64_t n, double rtol, double atol,
+                                const char *what) {
     ck_assert_int_eq(kn_numel(t), n);
     for (int64_t i = 0; i < n; i++) {
         double g = kn_get_f64(t, i);
@@ -189,8 +212,7 @@ static inline void expect_close(const kn_tensor *t, const double *ref, int64_t n
 /* ---- main ---- */
 
 /* Runs every test of s; the process exit status. */
-static inline int kn_test_run_suite(Suite *s)
-{
+static inline int kn_test_run_suite(Suite *s) {
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

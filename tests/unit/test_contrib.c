@@ -8,14 +8,12 @@
 #include "runtime/core/dtype.h"
 
 static uint32_t rng_state = 4242;
-static double drand(void)
-{
+static double drand(void) {
     rng_state = rng_state * 1664525u + 1013904223u;
     return (double)((rng_state >> 8) & 0xFFFF) / 65536.0 * 4.0 - 2.0;
 }
 
-static kn_tensor *mk_rand(kn_dtype t, int nd, const int64_t *dims, double s)
-{
+static kn_tensor *mk_rand(kn_dtype t, int nd, const int64_t *dims, double s) {
     kn_tensor *x = mk(t, nd, dims, NULL);
     for (int64_t i = 0; i < kn_numel(x); i++) kn_set_f64(x, i, drand() * s);
     return x;
@@ -24,10 +22,11 @@ static kn_tensor *mk_rand(kn_dtype t, int nd, const int64_t *dims, double s)
 /* ---- Gelu family ---- */
 
 static double gelu_erf(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
-static double gelu_tanh(double x) { return 0.5 * x * (1.0 + tanh(sqrt(2.0 / 3.14159265358979323846) * (x + 0.044715 * x * x * x))); }
+static double gelu_tanh(double x) {
+    return 0.5 * x * (1.0 + tanh(sqrt(2.0 / 3.14159265358979323846) * (x + 0.044715 * x * x * x)));
+}
 
-START_TEST(test_gelu_family)
-{
+START_TEST(test_gelu_family) {
     kn_threadpool *pool = kn_threadpool_create(3);
     const kn_dtype dts[3] = {KN_F32, KN_F64, KN_F16};
     for (int di = 0; di < 3; di++) {
@@ -77,15 +76,15 @@ END_TEST
 
 /* ---- SkipLayerNormalization ---- */
 
-START_TEST(test_skip_layer_norm)
-{
+START_TEST(test_skip_layer_norm) {
     kn_threadpool *pool = kn_threadpool_create(3);
     int64_t B = 3, S = 5, H = 24;
     int64_t dx[3] = {B, S, H}, dskip_b[3] = {1, S, H}, dskip_2[2] = {S, H}, dh[1] = {H};
     kn_tensor *x = mk_rand(KN_F32, 3, dx, 3.0), *g = mk_rand(KN_F32, 1, dh, 1.0), *be = mk_rand(KN_F32, 1, dh, 1.0);
     kn_tensor *bi = mk_rand(KN_F32, 1, dh, 1.0);
     for (int64_t i = 0; i < kn_numel(x); i++) kn_set_f64(x, i, kn_get_f64(x, i) + 7.0); /* offset mean */
-    kn_tensor *skips[3] = {mk_rand(KN_F32, 3, dx, 1.0), mk_rand(KN_F32, 3, dskip_b, 1.0), mk_rand(KN_F32, 2, dskip_2, 1.0)};
+    kn_tensor *skips[3] = {mk_rand(KN_F32, 3, dx, 1.0), mk_rand(KN_F32, 3, dskip_b, 1.0),
+                           mk_rand(KN_F32, 2, dskip_2, 1.0)};
     float eps = 1e-5f;
     kn_attr at[1] = {attr_f("epsilon", eps)};
     double *ry = malloc(sizeof(double) * (size_t)(B * S * H)), *rs = malloc(sizeof(double) * (size_t)(B * S * H));
@@ -105,10 +104,12 @@ START_TEST(test_skip_layer_norm)
             v /= (double)H;
             rm[r] = m;
             ri[r] = 1.0 / sqrt(v + eps);
-            for (int64_t i = 0; i < H; i++) ry[r * H + i] = (rs[r * H + i] - m) * ri[r] * kn_get_f64(g, i) + kn_get_f64(be, i);
+            for (int64_t i = 0; i < H; i++)
+                ry[r * H + i] = (rs[r * H + i] - m) * ri[r] * kn_get_f64(g, i) + kn_get_f64(be, i);
         }
         kn_tensor *in[5] = {x, sk, g, be, bi}, *out[4];
-        ck_assert_ptr_null(kn_test_run_op(KN_OP_MsSkipLayerNormalization, 17, at, 1, in, 5, out, NULL, 4, si ? pool : NULL));
+        ck_assert_ptr_null(
+            kn_test_run_op(KN_OP_MsSkipLayerNormalization, 17, at, 1, in, 5, out, NULL, 4, si ? pool : NULL));
         ck_assert_int_eq(out[1]->ndim, 3);
         ck_assert_int_eq(out[1]->dims[2], 1);
         expect_close(out[0], ry, kn_numel(out[0]), 1e-5, 1e-5, "SLN output");
@@ -162,8 +163,7 @@ END_TEST
  * [B,N,S,T] (either may be NULL); qk receives the pre-softmax scores when non-NULL. */
 static void ref_attention(int64_t B, int64_t N, int64_t S, int64_t T, int64_t H, int64_t Hv, const double *q,
                           const double *k, const double *v, const double *mask, const double *bias, double scale,
-                          double *y, double *qk)
-{
+                          double *y, double *qk) {
     double *sc = malloc(sizeof(double) * (size_t)T);
     for (int64_t b = 0; b < B; b++)
         for (int64_t n = 0; n < N; n++)
@@ -171,8 +171,10 @@ static void ref_attention(int64_t B, int64_t N, int64_t S, int64_t T, int64_t H,
                 double mx = -INFINITY, sum = 0;
                 for (int64_t t = 0; t < T; t++) {
                     double d = 0;
-                    for (int64_t h = 0; h < H; h++) d += q[((b * N + n) * S + i) * H + h] * k[((b * N + n) * T + t) * H + h];
-                    sc[t] = d * scale + (mask ? mask[(b * S + i) * T + t] : 0) + (bias ? bias[((b * N + n) * S + i) * T + t] : 0);
+                    for (int64_t h = 0; h < H; h++)
+                        d += q[((b * N + n) * S + i) * H + h] * k[((b * N + n) * T + t) * H + h];
+                    sc[t] = d * scale + (mask ? mask[(b * S + i) * T + t] : 0) +
+                        (bias ? bias[((b * N + n) * S + i) * T + t] : 0);
                     if (qk) qk[((b * N + n) * S + i) * T + t] = sc[t];
                     mx = sc[t] > mx ? sc[t] : mx;
                 }
@@ -186,8 +188,7 @@ static void ref_attention(int64_t B, int64_t N, int64_t S, int64_t T, int64_t H,
     free(sc);
 }
 
-START_TEST(test_attention_fused)
-{
+START_TEST(test_attention_fused) {
     kn_threadpool *pool = kn_threadpool_create(3);
     enum { B = 2, S = 3, D = 10, N = 2, HQ = 8, HV = 12, P = 2, T = P + S, DT = 2 * HQ + HV, H = HQ / N, Hv = HV / N };
     int64_t dx[3] = {B, S, D}, dw[2] = {D, DT}, db[1] = {DT}, dm[2] = {B, T};
@@ -207,9 +208,11 @@ START_TEST(test_attention_fused)
     for (int with_past = 0; with_past < 2; with_past++) {
         int64_t Tc = with_past ? T : S, Pc = with_past ? P : 0;
         /* present needs equal head sizes, so the past variant uses square q/k/v */
-        int64_t hq = HQ, hv = with_past ? HQ : HV, dt = 2 * hq + hv, h = hq / N, hvh = hv / N;
-        int64_t dw2[2] = {D, dt}, db2[1] = {dt}, dp[5] = {2, B, N, P, h}, dm2[2] = {B, Tc};
-        kn_tensor *w2 = with_past ? mk_rand(KN_F32, 2, dw2, 0.5) : w, *b2 = with_past ? mk_rand(KN_F32, 1, db2, 0.2) : bias;
+        int64_t hq = HQ, hv = with_past ? HQ : HV, dt = 2 * hq + hv, h = hq / N
+        , hvh = hv / N;
+        int64_t dw2[2] = {D, dt}, db2[1] = {dt}, dp[5] = { 2, B, N, P, h }, dm2[2] = {B, Tc};
+        kn_tensor *w2 = with_past ? mk_rand(KN_F32, 2, dw2, 0.5) : w,
+                  *b2 = with_past ? mk_rand(KN_F32, 1, db2, 0.2) : bias;
         kn_tensor *past = with_past ? mk_rand(KN_F32, 5, dp, 1.0) : NULL;
         kn_tensor *m2 = with_past ? mask : mk(KN_I32, 2, dm2, (double[]){1, 1, 0, 0, 1, 1});
         if (with_past)
@@ -219,14 +222,18 @@ START_TEST(test_attention_fused)
                     for (int64_t i = 0; i < D; i++) acc += kn_get_f64(x, r * D + i) * kn_get_f64(w2, i * dt + c);
                     proj[r * dt + c] = acc;
                 }
-        double *q = calloc((size_t)(B * N * S * h), sizeof(double)), *k = calloc((size_t)(B * N * Tc * h), sizeof(double));
-        double *v = calloc((size_t)(B * N * Tc * hvh), sizeof(double)), *am = calloc((size_t)(B * S * Tc), sizeof(double));
+        double *q = calloc((size_t)(B * N * S * h), sizeof(double)),
+               *k = calloc((size_t)(B * N * Tc * h), sizeof(double));
+        double *v = calloc((size_t)(B * N * Tc * hvh), sizeof(double)),
+               *am = calloc((size_t)(B * S * Tc), sizeof(double));
         double *y = calloc((size_t)(B * S * N * hvh), sizeof(double));
         for (int64_t b = 0; b < B; b++)
             for (int64_t n = 0; n < N; n++) {
                 for (int64_t t = 0; t < Pc; t++) {
-                    for (int64_t j = 0; j < h; j++) k[((b * N + n) * Tc + t) * h + j] = kn_get_f64(past, (((0 * B + b) * N + n) * P + t) * h + j);
-                    for (int64_t j = 0; j < hvh; j++) v[((b * N + n) * Tc + t) * hvh + j] = kn_get_f64(past, (((1 * B + b) * N + n) * P + t) * h + j);
+                    for (int64_t j = 0; j < h; j++)
+                        k[((b * N + n) * Tc + t) * h + j] = kn_get_f64(past, (((0 * B + b) * N + n) * P + t) * h + j);
+                    for (int64_t j = 0; j < hvh; j++)
+                        v[((b * N + n) * Tc + t) * hvh + j] = kn_get_f64(past, (((1 * B + b) * N + n) * P + t) * h + j);
                 }
                 for (int64_t s = 0; s < S; s++) {
                     const double *row = proj + (b * S + s) * dt;
@@ -234,43 +241,58 @@ START_TEST(test_attention_fused)
                         q[((b * N + n) * S + s) * h + j] = row[n * h + j];
                         k[((b * N + n) * Tc + Pc + s) * h + j] = row[hq + n * h + j];
                     }
-                    for (int64_t j = 0; j < hvh; j++) v[((b * N + n) * Tc + Pc + s) * hvh + j] = row[2 * hq + n * hvh + j];
+                    for (int64_t j = 0; j < hvh; j++)
+                        v[((b * N + n) * Tc + Pc + s) * hvh + j] = row[2 * hq + n * hvh + j];
                 }
             }
         for (int64_t b = 0; b < B; b++)
             for (int64_t s = 0; s < S; s++)
                 for (int64_t t = 0; t < Tc; t++)
-                    am[(b * S + s) * Tc + t] = (kn_get_i64(m2, b * Tc + t) ? 0.0 : filter) + (t > Pc + s ? filter : 0.0);
+                    am[(b * S + s) * Tc + t] =
+                        (kn_get_i64(m2, b * Tc + t) ? 0.0 : filter) + (t > Pc + s ? filter : 0.0);
         ref_attention(B, N, S, Tc, h, hvh, q, k, v, am, NULL, 1.0 / sqrt((double)h), y, NULL);
-        kn_attr at[4] = {attr_i("num_heads", N), attr_i("unidirectional", 1), attr_f("mask_filter_value", filter),
-                         attr_ints("qkv_hidden_sizes", qkv, 3)};
+        kn_attr at[4] = {
+            attr_i("num_heads", N),
+            attr_i("unidirectional", 1),
+            attr_f("mask_filter_value", filter),
+            attr_ints("qkv_hidden_sizes", qkv, 3)
+        };
         kn_tensor *in[5] = {x, w2, b2, m2, past}, *out[2];
         bool want[2] = {true, with_past != 0};
-        ck_assert_ptr_null(kn_test_run_op(KN_OP_MsAttention, 17, at, with_past ? 3 : 4, in, 5, out, want, 2, with_past ? pool : NULL));
+        ck_assert_ptr_null(
+            kn_test_run_op(KN_OP_MsAttention, 17, at, with_past ? 3 : 4, in, 5, out, want, 2, with_past ? pool : NULL));
         ck_assert_int_eq(out[0]->dims[2], N * hvh);
         expect_close(out[0], y, kn_numel(out[0]), 1e-4, 1e-5, with_past ? "Attention past" : "Attention");
         if (with_past) {
             ck_assert_int_eq(out[1]->ndim, 5);
             ck_assert_int_eq(out[1]->dims[3], T);
             /* present is [2,B,N,T,h]: keys then values */
-            int64_t half = B * N * T * h;
+            int64_t half = B * N
+            *T *h;
             for (int64_t i = 0; i < half; i++) {
                 ck_assert_msg(fabs(kn_get_f64(out[1], i) - k[i]) < 1e-5, "present key %lld", (long long)i);
                 ck_assert_msg(fabs(kn_get_f64(out[1], half + i) - v[i]) < 1e-5, "present value %lld", (long long)i);
             }
         }
         free_all(out, 2);
-        free(q); free(k); free(v); free(am); free(y);
-        if (with_past) { kn_tensor_free(w2); kn_tensor_free(b2); kn_tensor_free(past); }
-        else kn_tensor_free(m2);
+        free(q);
+        free(k);
+        free(v);
+        free(am);
+        free(y);
+        if (with_past) {
+            kn_tensor_free(w2);
+            kn_tensor_free(b2);
+            kn_tensor_free(past);
+        } else kn_tensor_free(m2);
     }
     /* errors: weights not 3*hidden, num_heads missing, unsupported mask shape */
-    kn_attr at1[1] = {attr_i("num_heads", N)};
+    kn_attr at1[1] = { attr_i("num_heads", N) };
     int64_t dwb[2] = {D, 13}, dmb[2] = {B, 9};
     kn_tensor *wb = mk_rand(KN_F32, 2, dwb, 1.0), *mb = mk(KN_I32, 2, dmb, NULL), *out[2];
     kn_tensor *e1[2] = {x, wb}, *e3[4] = {x, w, bias, mb};
     int64_t sq[3] = {HQ, HQ, HV};
-    kn_attr at3[2] = {attr_i("num_heads", N), attr_ints("qkv_hidden_sizes", sq, 3)};
+    kn_attr at3[2] = { attr_i("num_heads", N), attr_ints("qkv_hidden_sizes", sq, 3) };
     expect_err(kn_test_run_op(KN_OP_MsAttention, 17, at1, 1, e1, 2, out, NULL, 1, NULL));
     free_all(out, 1);
     expect_err(kn_test_run_op(KN_OP_MsAttention, 17, NULL, 0, e3, 3, out, NULL, 1, NULL));
@@ -283,12 +305,11 @@ START_TEST(test_attention_fused)
 }
 END_TEST
 
-START_TEST(test_multi_head_attention)
-{
+START_TEST(test_multi_head_attention) {
     kn_threadpool *pool = kn_threadpool_create(3);
     enum { B = 2, S = 3, L = 5, N = 2, D = 8, DV = 6, H = D / N, Hv = DV / N };
     int64_t dq[3] = {B, S, D}, dk[3] = {B, L, D}, dv[3] = {B, L, DV}, db[1] = {2 * D + DV}, dm[2] = {B, L};
-    int64_t dab[4] = {1, N, S, L};
+    int64_t dab[4] = { 1, N, S, L };
     kn_tensor *qt = mk_rand(KN_F32, 3, dq, 1.0), *kt = mk_rand(KN_F32, 3, dk, 1.0), *vt = mk_rand(KN_F32, 3, dv, 1.0);
     kn_tensor *bias = mk_rand(KN_F32, 1, db, 0.3), *ab = mk_rand(KN_F32, 4, dab, 1.0);
     kn_tensor *kpm = mk(KN_I32, 2, dm, (double[]){1, 1, 1, 0, 0, 1, 1, 1, 1, 1});
@@ -298,12 +319,15 @@ START_TEST(test_multi_head_attention)
         for (int64_t n = 0; n < N; n++) {
             for (int64_t s = 0; s < S; s++)
                 for (int64_t j = 0; j < H; j++)
-                    q[((b * N + n) * S + s) * H + j] = kn_get_f64(qt, (b * S + s) * D + n * H + j) + kn_get_f64(bias, n * H + j);
+                    q[((b * N + n) * S + s) * H + j] =
+                        kn_get_f64(qt, (b * S + s) * D + n * H + j) + kn_get_f64(bias, n * H + j);
             for (int64_t l = 0; l < L; l++) {
                 for (int64_t j = 0; j < H; j++)
-                    k[((b * N + n) * L + l) * H + j] = kn_get_f64(kt, (b * L + l) * D + n * H + j) + kn_get_f64(bias, D + n * H + j);
+                    k[((b * N + n) * L + l) * H + j] =
+                        kn_get_f64(kt, (b * L + l) * D + n * H + j) + kn_get_f64(bias, D + n * H + j);
                 for (int64_t j = 0; j < Hv; j++)
-                    v[((b * N + n) * L + l) * Hv + j] = kn_get_f64(vt, (b * L + l) * DV + n * Hv + j) + kn_get_f64(bias, 2 * D + n * Hv + j);
+                    v[((b * N + n) * L + l) * Hv + j] =
+                        kn_get_f64(vt, (b * L + l) * DV + n * Hv + j) + kn_get_f64(bias, 2 * D + n * Hv + j);
             }
             for (int64_t i = 0; i < S * L; i++) abb[(b * N + n) * S * L + i] = kn_get_f64(ab, n * S * L + i);
         }
@@ -311,11 +335,12 @@ START_TEST(test_multi_head_attention)
         for (int64_t s = 0; s < S; s++)
             for (int64_t l = 0; l < L; l++) am[(b * S + s) * L + l] = kn_get_i64(kpm, b * L + l) ? 0.0 : -10000.0;
     ref_attention(B, N, S, L, H, Hv, q, k, v, am, abb, 0.7, y, qk);
-    kn_attr at[2] = {attr_i("num_heads", N), attr_f("scale", 0.7f)};
+    kn_attr at[2] = { attr_i("num_heads", N), attr_f("scale", 0.7f) };
     kn_tensor *in[6] = {qt, kt, vt, bias, kpm, ab}, *out[4];
     bool want[4] = {true, true, true, true};
     for (int threaded = 0; threaded < 2; threaded++) {
-        ck_assert_ptr_null(kn_test_run_op(KN_OP_MsMultiHeadAttention, 17, at, 2, in, 6, out, want, 4, threaded ? pool : NULL));
+        ck_assert_ptr_null(
+            kn_test_run_op(KN_OP_MsMultiHeadAttention, 17, at, 2, in, 6, out, want, 4, threaded ? pool : NULL));
         expect_close(out[0], y, kn_numel(out[0]), 1e-4, 1e-5, "MHA output");
         expect_close(out[1], k, kn_numel(out[1]), 1e-5, 1e-5, "MHA present_key");
         expect_close(out[2], v, kn_numel(out[2]), 1e-5, 1e-5, "MHA present_value");
@@ -324,7 +349,8 @@ START_TEST(test_multi_head_attention)
     }
     /* errors: key width differs from query, value/key length mismatch, bias length, packed QKV */
     int64_t dkb[3] = {B, L, D + 2}, dvb[3] = {B, L + 1, DV}, dbb[1] = {7};
-    kn_tensor *kb = mk_rand(KN_F32, 3, dkb, 1.0), *vb = mk_rand(KN_F32, 3, dvb, 1.0), *bb = mk_rand(KN_F32, 1, dbb, 1.0);
+    kn_tensor *kb = mk_rand(KN_F32, 3, dkb, 1.0), *vb = mk_rand(KN_F32, 3, dvb, 1.0),
+              *bb = mk_rand(KN_F32, 1, dbb, 1.0);
     kn_tensor *e1[3] = {qt, kb, vt}, *e2[3] = {qt, kt, vb}, *e3[4] = {qt, kt, vt, bb}, *e4[3] = {qt, NULL, NULL};
     expect_err(kn_test_run_op(KN_OP_MsMultiHeadAttention, 17, at, 2, e1, 3, out, NULL, 1, NULL));
     free_all(out, 1);
@@ -341,8 +367,7 @@ START_TEST(test_multi_head_attention)
 END_TEST
 
 /* Static inference with unknown dims propagates -1 instead of failing. */
-START_TEST(test_infer_unknown_dims)
-{
+START_TEST(test_infer_unknown_dims) {
     kn_tensor q = {0}, k = {0}, v = {0}, o[4] = {{0}};
     q.dtype = k.dtype = v.dtype = KN_F32;
     int64_t dq[3] = {-1, -1, 8}, dk[3] = {-1, -1, 8};
@@ -361,8 +386,7 @@ START_TEST(test_infer_unknown_dims)
 }
 END_TEST
 
-int main(void)
-{
+int main(void) {
     Suite *s = suite_create("contrib");
     TCase *tc = tcase_create("contrib");
     tcase_set_timeout(tc, 60);

@@ -10,19 +10,20 @@
 #include "runtime/core/dtype.h"
 
 static uint32_t rng_state = 88172645u;
-static float frand(void)
-{
+static float frand(void) {
     rng_state = rng_state * 1664525u + 1013904223u;
     return (float)((rng_state >> 8) & 0xFFFF) / 65536.0f * 2.0f - 1.0f;
 }
 
 static kn_threadpool *pool;
 static void pool_setup(void) { pool = kn_threadpool_create(2); }
-static void pool_teardown(void) { kn_threadpool_free(pool); pool = NULL; }
+static void pool_teardown(void) {
+    kn_threadpool_free(pool);
+    pool = NULL;
+}
 
 /* A tensor of uniform values in [-1, 1). */
-static kn_tensor *mk_rand(kn_dtype t, int nd, const int64_t *dims)
-{
+static kn_tensor *mk_rand(kn_dtype t, int nd, const int64_t *dims) {
     kn_tensor *x = mk(t, nd, dims, NULL);
     for (int64_t i = 0; i < kn_numel(x); i++) kn_set_f64(x, i, frand());
     return x;
@@ -31,21 +32,24 @@ static kn_tensor *mk_rand(kn_dtype t, int nd, const int64_t *dims)
 /* ---- naive references ---- */
 typedef struct cparams {
     int nsp;
-    int64_t N, C, M, G;
+    int64_t N
+    , C, M, G;
     int64_t in[3], k[3], s[3], d[3], pb[3], pe[3];
 } cparams;
 
-static int64_t prod(const int64_t *v, int n) { int64_t p = 1; for (int i = 0; i < n; i++) p *= v[i]; return p; }
+static int64_t prod(const int64_t *v, int n) {
+    int64_t p = 1;
+    for (int i = 0; i < n; i++) p *= v[i];
+    return p;
+}
 
-static void conv_out_dims(const cparams *p, int64_t *out)
-{
+static void conv_out_dims(const cparams *p, int64_t *out) {
     for (int i = 0; i < p->nsp; i++)
         out[i] = (p->in[i] + p->pb[i] + p->pe[i] - (p->k[i] - 1) * p->d[i] - 1) / p->s[i] + 1;
 }
 
 /* y[n][m][o...] = b[m] + sum_{c,q} x[n][g*Cg+c][o*s - pb + q*d] w[m][c][q] */
-static void conv_naive(const cparams *p, const kn_tensor *x, const kn_tensor *w, const kn_tensor *b, double *y)
-{
+static void conv_naive(const cparams *p, const kn_tensor *x, const kn_tensor *w, const kn_tensor *b, double *y) {
     int64_t od[3], Cg = p->C / p->G, Mg = p->M / p->G;
     conv_out_dims(p, od);
     int64_t on = prod(od, p->nsp), kn = prod(p->k, p->nsp), inn = prod(p->in, p->nsp);
@@ -57,29 +61,42 @@ static void conv_naive(const cparams *p, const kn_tensor *x, const kn_tensor *w,
                     for (int64_t q = 0; q < kn; q++) {
                         int64_t oi[3], qi[3], r = o, rq = q, off = 0;
                         bool ok = true;
-                        for (int dd = p->nsp - 1; dd >= 0; dd--) { oi[dd] = r % od[dd]; r /= od[dd]; qi[dd] = rq % p->k[dd]; rq /= p->k[dd]; }
+                        for (int dd = p->nsp - 1; dd >= 0; dd--) {
+                            oi[dd] = r % od[dd];
+                            r /= od[dd];
+                            qi[dd] = rq % p->k[dd];
+                            rq /= p->k[dd];
+                        }
                         for (int dd = 0; dd < p->nsp; dd++) {
                             int64_t ip = oi[dd] * p->s[dd] - p->pb[dd] + qi[dd] * p->d[dd];
                             if (ip < 0 || ip >= p->in[dd]) ok = false;
                             off = off * p->in[dd] + ip;
                         }
                         if (!ok) continue;
-                        s += kn_get_f64(x, (n * p->C + (m / Mg) * Cg + c) * inn + off) * kn_get_f64(w, (m * Cg + c) * kn + q);
+                        s += kn_get_f64(x, (n * p->C + (m / Mg) * Cg + c) * inn + off) *
+                            kn_get_f64(w, (m * Cg + c) * kn + q);
                     }
                 y[(n * p->M + m) * on + o] = s;
             }
 }
 
-static void expect_conv(const cparams *p, kn_dtype dt, bool bias, kn_attr *extra, int n_extra, double tol)
-{
-    int64_t xd[5] = {p->N, p->C}, wd[5] = {p->M, p->C / p->G}, bd[1] = {p->M};
-    for (int i = 0; i < p->nsp; i++) { xd[2 + i] = p->in[i]; wd[2 + i] = p->k[i]; }
-    kn_tensor *in[3] = {mk_rand(dt, p->nsp + 2, xd), mk_rand(dt, p->nsp + 2, wd), bias ? mk_rand(dt, 1, bd) : NULL}, *out[1];
+static void expect_conv(const cparams *p, kn_dtype dt, bool bias, kn_attr *extra, int n_extra, double tol) {
+    int64_t xd[5] = { p->N, p->C }, wd[5] = {p->M, p->C / p->G}, bd[1] = {p->M};
+    for (int i = 0; i < p->nsp; i++) {
+        xd[2 + i] = p->in[i];
+        wd[2 + i] = p->k[i];
+    }
+    kn_tensor *in[3] = {mk_rand(dt, p->nsp + 2, xd), mk_rand(dt, p->nsp + 2, wd), bias ? mk_rand(dt, 1, bd) : NULL},
+              *out[1];
     int64_t pads[6];
-    for (int i = 0; i < p->nsp; i++) { pads[i] = p->pb[i]; pads[p->nsp + i] = p->pe[i]; }
+    for (int i = 0; i < p->nsp; i++) {
+        pads[i] = p->pb[i];
+        pads[p->nsp + i] = p->pe[i];
+    }
     kn_attr at[8] = {attr_ints("strides", p->s, p->nsp), attr_ints("dilations", p->d, p->nsp), attr_i("group", p->G)};
     int na = 3;
-    if (n_extra) for (int i = 0; i < n_extra; i++) at[na++] = extra[i];
+    if (n_extra)
+        for (int i = 0; i < n_extra; i++) at[na++] = extra[i];
     else at[na++] = attr_ints("pads", pads, 2 * p->nsp);
     kn_status *st = kn_test_run_op(KN_OP_Conv, 21, at, na, in, bias ? 3 : 2, out, NULL, 1, pool);
     ck_assert_msg(!st, "Conv: %s", st ? kn_status_message(st) : "");
@@ -92,14 +109,15 @@ static void expect_conv(const cparams *p, kn_dtype dt, bool bias, kn_attr *extra
     conv_naive(p, in[0], in[1], in[2], ref);
     for (int64_t i = 0; i < n; i++)
         ck_assert_msg(fabs(kn_get_f64(out[0], i) - ref[i]) <= tol * (1 + fabs(ref[i])),
-                      "Conv nsp=%d G=%lld [%lld]: %g vs %g", p->nsp, (long long)p->G, (long long)i, kn_get_f64(out[0], i), ref[i]);
+                      "Conv nsp=%d G=%lld [%lld]: %g vs %g", p->nsp, (long long)p->G, (long long)i,
+                      kn_get_f64(out[0], i), ref[i]);
     free(ref);
-    for (int i = 0; i < 3; i++) if (in[i]) kn_tensor_free(in[i]);
+    for (int i = 0; i < 3; i++)
+        if (in[i]) kn_tensor_free(in[i]);
     kn_tensor_free(out[0]);
 }
 
-START_TEST(test_conv_shapes)
-{
+START_TEST(test_conv_shapes) {
     cparams p2 = {2, 2, 4, 6, 2, {7, 9}, {3, 2}, {2, 1}, {1, 2}, {1, 0}, {2, 1}};
     expect_conv(&p2, KN_F32, true, NULL, 0, 1e-5);
     expect_conv(&p2, KN_F64, true, NULL, 0, 1e-12);
@@ -124,8 +142,7 @@ START_TEST(test_conv_shapes)
 }
 END_TEST
 
-START_TEST(test_conv_auto_pad)
-{
+START_TEST(test_conv_auto_pad) {
     static const char *modes[] = {"SAME_UPPER", "SAME_LOWER", "VALID"};
     for (int m = 0; m < 3; m++) {
         cparams p = {2, 1, 2, 3, 1, {7, 8}, {3, 4}, {2, 2}, {1, 1}, {0, 0}, {0, 0}};
@@ -142,8 +159,7 @@ START_TEST(test_conv_auto_pad)
 }
 END_TEST
 
-START_TEST(test_conv_errors)
-{
+START_TEST(test_conv_errors) {
     int64_t xd[4] = {1, 3, 5, 5}, wd[4] = {4, 2, 3, 3};
     kn_tensor *in[2] = {mk_rand(KN_F32, 4, xd), mk_rand(KN_F32, 4, wd)}, *out[1];
     kn_status *st = kn_test_run_op(KN_OP_Conv, 21, NULL, 0, in, 2, out, NULL, 1, pool);
@@ -155,7 +171,8 @@ START_TEST(test_conv_errors)
     ck_assert_ptr_nonnull(st);
     kn_status_free(st);
     kn_tensor_free(out[0]);
-    kn_tensor_free(in[0]); kn_tensor_free(in[1]);
+    kn_tensor_free(in[0]);
+    kn_tensor_free(in[1]);
     /* window larger than the input */
     int64_t xs[4] = {1, 2, 2, 2}, ws[4] = {1, 2, 3, 3};
     kn_tensor *in2[2] = {mk_rand(KN_F32, 4, xs), mk_rand(KN_F32, 4, ws)};
@@ -163,18 +180,20 @@ START_TEST(test_conv_errors)
     ck_assert_ptr_nonnull(st);
     kn_status_free(st);
     kn_tensor_free(out[0]);
-    kn_tensor_free(in2[0]); kn_tensor_free(in2[1]);
+    kn_tensor_free(in2[0]);
+    kn_tensor_free(in2[1]);
 }
 END_TEST
 
-START_TEST(test_conv_transpose)
-{
+START_TEST(test_conv_transpose) {
     /* X [2,4,4,5], W [4,3,3,3], group 2 -> 6 output channels, stride 2, pads 1, output_padding 1 */
-    const int64_t N = 2, C = 4, Mg = 3, G = 2, H = 4, W = 5, k = 3, s = 2, pad = 1, op = 1, dil = 1;
-    int64_t xd[4] = {N, C, H, W}, wd[4] = {C, Mg, k, k}, bd[1] = {Mg * G};
+    const int64_t N
+    = 2, C = 4, Mg = 3, G = 2, H = 4, W = 5, k = 3, s = 2, pad = 1, op = 1, dil = 1;
+    int64_t xd[4] = { N, C, H, W }, wd[4] = {C, Mg, k, k}, bd[1] = {Mg * G};
     kn_tensor *in[3] = {mk_rand(KN_F32, 4, xd), mk_rand(KN_F32, 4, wd), mk_rand(KN_F32, 1, bd)}, *out[1];
     int64_t st2[2] = {s, s}, pads[4] = {pad, pad, pad, pad}, opad[2] = {op, op};
-    kn_attr at[4] = {attr_ints("strides", st2, 2), attr_ints("pads", pads, 4), attr_ints("output_padding", opad, 2), attr_i("group", G)};
+    kn_attr at[4] = {attr_ints("strides", st2, 2), attr_ints("pads", pads, 4), attr_ints("output_padding", opad, 2),
+                     attr_i("group", G)};
     kn_status *st = kn_test_run_op(KN_OP_ConvTranspose, 21, at, 4, in, 3, out, NULL, 1, pool);
     ck_assert_msg(!st, "ConvTranspose: %s", st ? kn_status_message(st) : "");
     int64_t OH = s * (H - 1) + op + (k - 1) * dil + 1 - 2 * pad, OW = s * (W - 1) + op + (k - 1) * dil + 1 - 2 * pad;
@@ -196,21 +215,23 @@ START_TEST(test_conv_transpose)
                                 if (oh < 0 || oh >= OH || ow < 0 || ow >= OW) continue;
                                 int64_t mo = (c / (C / G)) * Mg + m;
                                 ref[((n * Mg * G + mo) * OH + oh) * OW + ow] +=
-                                    kn_get_f64(in[0], ((n * C + c) * H + h) * W + w) * kn_get_f64(in[1], ((c * Mg + m) * k + a) * k + b);
+                                    kn_get_f64(in[0], ((n * C + c) * H + h) * W + w) *
+                                    kn_get_f64(in[1], ((c * Mg + m) * k + a) * k + b);
                             }
     for (int64_t i = 0; i < kn_numel(out[0]); i++)
-        ck_assert_msg(fabs(kn_get_f64(out[0], i) - ref[i]) < 1e-5, "ConvTranspose [%lld]: %g vs %g", (long long)i, kn_get_f64(out[0], i), ref[i]);
+        ck_assert_msg(fabs(kn_get_f64(out[0], i) - ref[i]) < 1e-5, "ConvTranspose [%lld]: %g vs %g", (long long)i,
+                      kn_get_f64(out[0], i), ref[i]);
     free(ref);
     for (int i = 0; i < 3; i++) kn_tensor_free(in[i]);
     kn_tensor_free(out[0]);
 }
 END_TEST
 
-START_TEST(test_pools)
-{
+START_TEST(test_pools) {
     /* MaxPool 2-D: kernel 3x2, stride 2, dilation (1,2), pads (1,1,1,0), ceil_mode */
-    const int64_t N = 2, C = 3, H = 7, W = 8;
-    int64_t xd[4] = {N, C, H, W}, ks[2] = {3, 2}, st2[2] = {2, 2}, dl[2] = {1, 2}, pads[4] = {1, 1, 1, 0};
+    const int64_t N
+    = 2, C = 3, H = 7, W = 8;
+    int64_t xd[4] = { N, C, H, W }, ks[2] = {3, 2}, st2[2] = {2, 2}, dl[2] = {1, 2}, pads[4] = {1, 1, 1, 0};
     for (int ceil_mode = 0; ceil_mode < 2; ceil_mode++) {
         kn_tensor *x = mk_rand(KN_F32, 4, xd), *out[2];
         kn_attr at[5] = {attr_ints("kernel_shape", ks, 2), attr_ints("strides", st2, 2), attr_ints("dilations", dl, 2),
@@ -234,13 +255,18 @@ START_TEST(test_pools)
                             int64_t h = oh * 2 - 1 + a, w = ow * 2 - 1 + b * 2;
                             if (h < 0 || h >= H || w < 0 || w >= W) continue;
                             double v = kn_get_f64(x, (p * H + h) * W + w);
-                            if (v > best) { best = v; bi = (p * H + h) * W + w; }
+                            if (v > best) {
+                                best = v;
+                                bi = (p * H + h) * W + w;
+                            }
                         }
                     int64_t o = (p * OH + oh) * OW + ow;
                     ck_assert(kn_get_f64(out[0], o) == best);
                     ck_assert_int_eq(((int64_t *)out[1]->data)[o], bi);
                 }
-        kn_tensor_free(x); kn_tensor_free(out[0]); kn_tensor_free(out[1]);
+        kn_tensor_free(x);
+        kn_tensor_free(out[0]);
+        kn_tensor_free(out[1]);
     }
     /* AveragePool 1-D with and without the pads in the divisor */
     int64_t xd1[3] = {1, 2, 6}, k1[1] = {3}, p1[2] = {2, 1};
@@ -255,12 +281,17 @@ START_TEST(test_pools)
                 int cnt = 0;
                 for (int64_t q = 0; q < 3; q++) {
                     int64_t i = o - 2 + q;
-                    if (i >= 0 && i < 6) { s += kn_get_f64(x, c * 6 + i); cnt++; }
+                    if (i >= 0 && i < 6) {
+                        s += kn_get_f64(x, c * 6 + i);
+                        cnt++;
+                    }
                 }
                 double want = s / (inc ? 3 : cnt);
-                ck_assert_msg(fabs(kn_get_f64(out[0], c * 7 + o) - want) < 1e-6, "AveragePool inc=%d [%lld,%lld]", inc, (long long)c, (long long)o);
+                ck_assert_msg(fabs(kn_get_f64(out[0], c * 7 + o) - want) < 1e-6, "AveragePool inc=%d [%lld,%lld]", inc,
+                              (long long)c, (long long)o);
             }
-        kn_tensor_free(x); kn_tensor_free(out[0]);
+        kn_tensor_free(x);
+        kn_tensor_free(out[0]);
     }
     /* The 2-D float32 fast path (no Indices) against the generic walk (float64 input) */
     static const char *ops2[] = {"MaxPool", "AveragePool", "LpPool"};
@@ -270,15 +301,19 @@ START_TEST(test_pools)
             kn_tensor *x32 = mk_rand(KN_F32, 4, xd), *x64, *o32[1], *o64[1];
             ck_assert_ptr_null(kn_tensor_new(KN_F64, 4, xd, &x64));
             for (int64_t i = 0; i < kn_numel(x32); i++) kn_set_f64(x64, i, kn_get_f64(x32, i));
-            kn_attr at[5] = {attr_ints("kernel_shape", ks, 2), attr_ints("strides", st2, 2), attr_ints("dilations", dl, 2),
-                             attr_ints("pads", pads, 4), attr_i("count_include_pad", inc)};
+            kn_attr at[5] = {attr_ints("kernel_shape", ks, 2), attr_ints("strides", st2, 2),
+                             attr_ints("dilations", dl, 2), attr_ints("pads", pads, 4),
+                             attr_i("count_include_pad", inc)};
             ck_assert_ptr_null(kn_test_run_op(kinds[k], 21, at, 5, &x32, 1, o32, NULL, 1, pool));
             ck_assert_ptr_null(kn_test_run_op(kinds[k], 21, at, 5, &x64, 1, o64, NULL, 1, pool));
             ck_assert_int_eq(kn_numel(o32[0]), kn_numel(o64[0]));
             for (int64_t i = 0; i < kn_numel(o32[0]); i++)
                 ck_assert_msg(fabs(kn_get_f64(o32[0], i) - kn_get_f64(o64[0], i)) < 1e-5, "%s inc=%d [%lld]: %g vs %g",
                               ops2[k], inc, (long long)i, kn_get_f64(o32[0], i), kn_get_f64(o64[0], i));
-            kn_tensor_free(x32); kn_tensor_free(x64); kn_tensor_free(o32[0]); kn_tensor_free(o64[0]);
+            kn_tensor_free(x32);
+            kn_tensor_free(x64);
+            kn_tensor_free(o32[0]);
+            kn_tensor_free(o64[0]);
         }
     /* GlobalAveragePool on an empty batch: no work, right shape */
     int64_t xe[4] = {0, 3, 4, 4};
@@ -286,17 +321,20 @@ START_TEST(test_pools)
     ck_assert_ptr_null(kn_test_run_op(KN_OP_GlobalAveragePool, 21, NULL, 0, &x, 1, out, NULL, 1, pool));
     ck_assert_int_eq(out[0]->dims[0], 0);
     ck_assert_int_eq(out[0]->dims[2], 1);
-    kn_tensor_free(x); kn_tensor_free(out[0]);
+    kn_tensor_free(x);
+    kn_tensor_free(out[0]);
 }
 END_TEST
 
-START_TEST(test_maxunpool_bad_index)
-{
+START_TEST(test_maxunpool_bad_index) {
     int64_t xd[4] = {1, 1, 2, 2}, ks[2] = {2, 2};
     kn_tensor *in[2] = {mk_rand(KN_F32, 4, xd), NULL}, *out[1];
     ck_assert_ptr_null(kn_tensor_new(KN_I64, 4, xd, &in[1]));
     int64_t *iv = in[1]->data;
-    iv[0] = 0; iv[1] = 3; iv[2] = 9; iv[3] = 16; /* 16 is past the 4x4 output */
+    iv[0] = 0;
+    iv[1] = 3;
+    iv[2] = 9;
+    iv[3] = 16; /* 16 is past the 4x4 output */
     kn_attr at[2] = {attr_ints("kernel_shape", ks, 2), attr_ints("strides", ks, 2)};
     kn_status *st = kn_test_run_op(KN_OP_MaxUnpool, 21, at, 2, in, 2, out, NULL, 1, pool);
     ck_assert_ptr_nonnull(st);
@@ -308,15 +346,15 @@ START_TEST(test_maxunpool_bad_index)
     ck_assert(kn_get_f64(out[0], 15) == kn_get_f64(in[0], 3));
     ck_assert(kn_get_f64(out[0], 1) == 0.0);
     kn_tensor_free(out[0]);
-    kn_tensor_free(in[0]); kn_tensor_free(in[1]);
+    kn_tensor_free(in[0]);
+    kn_tensor_free(in[1]);
 }
 END_TEST
 
 /* ConvInteger (im2col + int16-pair GEMM) against the naive reference on zero-point-shifted data */
-START_TEST(test_conv_integer)
-{
+START_TEST(test_conv_integer) {
     cparams p = {2, 2, 4, 6, 2, {7, 9}, {3, 2}, {2, 1}, {1, 2}, {1, 0}, {2, 1}};
-    int64_t xd[4] = {p.N, p.C, p.in[0], p.in[1]}, wd[4] = {p.M, p.C / p.G, p.k[0], p.k[1]}, zd[1] = {p.M};
+    int64_t xd[4] = { p.N, p.C, p.in[0], p.in[1] }, wd[4] = {p.M, p.C / p.G, p.k[0], p.k[1]}, zd[1] = {p.M};
     kn_tensor *in[4], *out[1], *xr, *wr;
     ck_assert_ptr_null(kn_tensor_new(KN_U8, 4, xd, &in[0]));
     ck_assert_ptr_null(kn_tensor_new(KN_I8, 4, wd, &in[1]));
@@ -336,7 +374,8 @@ START_TEST(test_conv_integer)
         kn_set_f64(wr, i, (double)(kn_get_i64(in[1], i) - (i / per - 3)));
     }
     int64_t pads[4] = {p.pb[0], p.pb[1], p.pe[0], p.pe[1]};
-    kn_attr at[4] = {attr_ints("strides", p.s, 2), attr_ints("dilations", p.d, 2), attr_i("group", p.G), attr_ints("pads", pads, 4)};
+    kn_attr at[4] = {attr_ints("strides", p.s, 2), attr_ints("dilations", p.d, 2), attr_i("group", p.G),
+                     attr_ints("pads", pads, 4)};
     kn_status *st = kn_test_run_op(KN_OP_ConvInteger, 21, at, 4, in, 4, out, NULL, 1, pool);
     ck_assert_msg(!st, "ConvInteger: %s", st ? kn_status_message(st) : "");
     ck_assert_int_eq(out[0]->dtype, KN_I32);
@@ -344,15 +383,17 @@ START_TEST(test_conv_integer)
     double *ref = malloc(sizeof(double) * (size_t)(n + 1));
     conv_naive(&p, xr, wr, NULL, ref);
     for (int64_t i = 0; i < n; i++)
-        ck_assert_msg(kn_get_f64(out[0], i) == ref[i], "ConvInteger [%lld]: %g vs %g", (long long)i, kn_get_f64(out[0], i), ref[i]);
+        ck_assert_msg(kn_get_f64(out[0], i) == ref[i], "ConvInteger [%lld]: %g vs %g", (long long)i,
+                      kn_get_f64(out[0], i), ref[i]);
     free(ref);
     for (int i = 0; i < 4; i++) kn_tensor_free(in[i]);
-    kn_tensor_free(xr); kn_tensor_free(wr); kn_tensor_free(out[0]);
+    kn_tensor_free(xr);
+    kn_tensor_free(wr);
+    kn_tensor_free(out[0]);
 }
 END_TEST
 
-static Suite *conv_suite(void)
-{
+static Suite *conv_suite(void) {
     Suite *s = suite_create("conv");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 300);
@@ -368,7 +409,4 @@ static Suite *conv_suite(void)
     return s;
 }
 
-int main(void)
-{
-    return kn_test_run_suite(conv_suite());
-}
+int main(void) { return kn_test_run_suite(conv_suite()); }

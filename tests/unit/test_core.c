@@ -43,10 +43,16 @@ START_TEST(tensor_guards) {
 }
 END_TEST
 
-typedef struct { atomic_int_fast64_t sum; int64_t *hits; } pf_ctx;
+typedef struct {
+    atomic_int_fast64_t sum;
+    int64_t *hits;
+} pf_ctx;
 static void pf_body(void *c, int64_t b, int64_t e) {
     pf_ctx *p = c;
-    for (int64_t i = b; i < e; i++) { atomic_fetch_add(&p->sum, i); p->hits[i]++; }
+    for (int64_t i = b; i < e; i++) {
+        atomic_fetch_add(&p->sum, i);
+        p->hits[i]++;
+    }
 }
 
 START_TEST(threadpool_covers_range_once) {
@@ -68,8 +74,15 @@ START_TEST(threadpool_covers_range_once) {
 }
 END_TEST
 
-typedef struct { kn_threadpool *pool; int64_t result; } nest_ctx;
-static void inner_body(void *c, int64_t b, int64_t e) { (void)c; (void)b; (void)e; }
+typedef struct {
+    kn_threadpool *pool;
+    int64_t result;
+} nest_ctx;
+static void inner_body(void *c, int64_t b, int64_t e) {
+    (void)c;
+    (void)b;
+    (void)e;
+}
 static void outer_body(void *c, int64_t b, int64_t e) {
     nest_ctx *n = c;
     for (int64_t i = b; i < e; i++) kn_parallel_for(n->pool, 100, 1, inner_body, NULL); /* nested: must not deadlock */
@@ -145,8 +158,12 @@ static kn_graph *small_graph(bool cycle) {
     g->values[x].type.dtype = KN_F32;
     g->values[x].type.ndim = 1;
     g->values[x].type.dims[0] = 3;
-    g->inputs = malloc(sizeof(int)); g->inputs[0] = x; g->n_inputs = 1;
-    g->outputs = malloc(sizeof(int)); g->outputs[0] = y; g->n_outputs = 1;
+    g->inputs = malloc(sizeof(int));
+    g->inputs[0] = x;
+    g->n_inputs = 1;
+    g->outputs = malloc(sizeof(int));
+    g->outputs[0] = y;
+    g->n_outputs = 1;
     g->values[y].is_output = true;
     int in_neg[1] = {a}, out_neg[1] = {y};
     kn_graph_add_node(g, "neg", "Neg", "", in_neg, 1, out_neg, 1, NULL, 0);
@@ -178,15 +195,22 @@ END_TEST
 START_TEST(constant_folding) {
     /* y = x + Neg(Constant([1,2,3])): Constant and Neg fold into one constant, Add stays */
     kn_graph *g = kn_graph_new("fold");
-    int x = kn_graph_add_value(g, "x"), c1 = kn_graph_add_value(g, "c1"), c2 = kn_graph_add_value(g, "c2"), y = kn_graph_add_value(g, "y");
+    int x = kn_graph_add_value(g, "x"), c1 = kn_graph_add_value(g, "c1"), c2 = kn_graph_add_value(g, "c2"),
+        y = kn_graph_add_value(g, "y");
     g->values[x].is_input = true;
     g->values[x].type.dtype = KN_F32;
     g->values[x].type.ndim = 1;
     g->values[x].type.dims[0] = 3;
-    g->inputs = malloc(sizeof(int)); g->inputs[0] = x; g->n_inputs = 1;
-    g->outputs = malloc(sizeof(int)); g->outputs[0] = y; g->n_outputs = 1;
+    g->inputs = malloc(sizeof(int));
+    g->inputs[0] = x;
+    g->n_inputs = 1;
+    g->outputs = malloc(sizeof(int));
+    g->outputs[0] = y;
+    g->n_outputs = 1;
     g->values[y].is_output = true;
-    g->n_opsets = 1; g->opsets[0] = 17; g->opset_domains[0] = strdup("");
+    g->n_opsets = 1;
+    g->opsets[0] = 17;
+    g->opset_domains[0] = strdup("");
     kn_attr *a = calloc(1, sizeof *a);
     a->name = strdup("value");
     a->type = KN_ATTR_TENSOR;
@@ -216,14 +240,26 @@ START_TEST(ops_table_is_complete) {
     /* every op in ops.def must have shape inference and a CPU kernel */
     int missing = 0;
     for (int i = 0; i < KN_OP_COUNT; i++) {
-        if (!kn_op_infer(i)) { fprintf(stderr, "missing infer: %s\n", kn_op_table[i].name); missing++; }
-        if (!kn_cpu_backend()->kernel(kn_cpu_backend(), i)) { fprintf(stderr, "missing CPU kernel: %s %s\n", kn_op_table[i].domain, kn_op_table[i].name); missing++; }
+        if (!kn_op_infer(i)) {
+            fprintf(stderr, "missing infer: %s\n", kn_op_table[i].name);
+            missing++;
+        }
+        if (!kn_cpu_backend()->kernel(kn_cpu_backend(), i)) {
+            fprintf(stderr, "missing CPU kernel: %s %s\n", kn_op_table[i].domain, kn_op_table[i].name);
+            missing++;
+        }
     }
     /* the other columns: a params family with a decoder and a struct, and a stated gradient */
     for (int i = 0; i < KN_OP_COUNT; i++) {
         const kn_op_info *o = &kn_op_table[i];
-        if (!o->params || !o->params_size || !o->params_name[0]) { fprintf(stderr, "params column: %s\n", o->name); missing++; }
-        if (o->grad != KN_GRAD_TODO && o->grad != KN_GRAD_NONE) { fprintf(stderr, "grad column: %s\n", o->name); missing++; }
+        if (!o->params || !o->params_size || !o->params_name[0]) {
+            fprintf(stderr, "params column: %s\n", o->name);
+            missing++;
+        }
+        if (o->grad != KN_GRAD_TODO && o->grad != KN_GRAD_NONE) {
+            fprintf(stderr, "grad column: %s\n", o->name);
+            missing++;
+        }
     }
     fprintf(stderr, "op table: %d ops, %d missing pieces\n", KN_OP_COUNT, missing);
     ck_assert_int_eq(kn_op_lookup("MatMul", ""), KN_OP_MatMul);

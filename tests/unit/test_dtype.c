@@ -20,8 +20,8 @@ END_TEST
 
 START_TEST(test_f16_edges) {
     ck_assert_uint_eq(kn_f32_to_f16(65504.0f), 0x7bff);
-    ck_assert_uint_eq(kn_f32_to_f16(65519.0f), 0x7bff);   /* below the halfway point to 65536 */
-    ck_assert_uint_eq(kn_f32_to_f16(65520.0f), 0x7c00);   /* halfway rounds to even: Inf */
+    ck_assert_uint_eq(kn_f32_to_f16(65519.0f), 0x7bff); /* below the halfway point to 65536 */
+    ck_assert_uint_eq(kn_f32_to_f16(65520.0f), 0x7c00); /* halfway rounds to even: Inf */
     ck_assert_uint_eq(kn_f32_to_f16(1e10f), 0x7c00);
     ck_assert_uint_eq(kn_f32_to_f16(-INFINITY), 0xfc00);
     ck_assert_uint_eq(kn_f32_to_f16(ldexpf(1.0f, -24)), 0x0001); /* min subnormal */
@@ -29,7 +29,7 @@ START_TEST(test_f16_edges) {
     ck_assert_uint_eq(kn_f32_to_f16(ldexpf(3.0f, -25)), 0x0002); /* 1.5 ulp: to even (2) */
     ck_assert_uint_eq(kn_f32_to_f16(ldexpf(1.0f, -14)), 0x0400); /* min normal */
     ck_assert_uint_eq(kn_f32_to_f16(-0.0f), 0x8000);
-    ck_assert_uint_eq(kn_f32_to_f16(1.0f + ldexpf(1.0f, -11)), 0x3c00); /* tie to even: down */
+    ck_assert_uint_eq(kn_f32_to_f16(1.0f + ldexpf(1.0f, -11)), 0x3c00);     /* tie to even: down */
     ck_assert_uint_eq(kn_f32_to_f16(1.0f + 3 * ldexpf(1.0f, -11)), 0x3c02); /* tie to even: up */
     uint16_t nan = kn_f32_to_f16(NAN);
     ck_assert((nan & 0x7c00) == 0x7c00 && (nan & 0x3ff) != 0);
@@ -41,7 +41,10 @@ END_TEST
 START_TEST(test_bf16) {
     for (uint32_t h = 0; h < 65536; h++) {
         float f = kn_bf16_to_f32((uint16_t)h);
-        if (isnan(f)) { FAST_ASSERT(isnan(kn_bf16_to_f32(kn_f32_to_bf16(f))), "bf16 NaN %04x", h); continue; }
+        if (isnan(f)) {
+            FAST_ASSERT(isnan(kn_bf16_to_f32(kn_f32_to_bf16(f))), "bf16 NaN %04x", h);
+            continue;
+        }
         FAST_ASSERT(kn_f32_to_bf16(f) == h, "bf16 code %04x", h);
     }
     ck_assert_uint_eq(kn_f32_to_bf16(1.0f + ldexpf(1.0f, -8)), 0x3f80);     /* tie: even, down */
@@ -122,15 +125,15 @@ START_TEST(test_f4) {
         ck_assert((signbit(f) != 0) == ((v & 8) != 0));
         ck_assert_uint_eq(kn_f32_to_f4e2m1(f), v);
     }
-    ck_assert_uint_eq(kn_f32_to_f4e2m1(1e6f), 0x7);       /* saturates */
+    ck_assert_uint_eq(kn_f32_to_f4e2m1(1e6f), 0x7); /* saturates */
     ck_assert_uint_eq(kn_f32_to_f4e2m1(-INFINITY), 0xf);
-    ck_assert_uint_eq(kn_f32_to_f4e2m1(0.25f), 0x0);      /* halfway 0 / 0.5: even */
-    ck_assert_uint_eq(kn_f32_to_f4e2m1(0.75f), 0x2);      /* halfway 0.5 / 1: even */
-    ck_assert_uint_eq(kn_f32_to_f4e2m1(2.5f), 0x4);       /* halfway 2 / 3: even */
-    ck_assert_uint_eq(kn_f32_to_f4e2m1(5.0f), 0x6);       /* halfway 4 / 6: even */
+    ck_assert_uint_eq(kn_f32_to_f4e2m1(0.25f), 0x0); /* halfway 0 / 0.5: even */
+    ck_assert_uint_eq(kn_f32_to_f4e2m1(0.75f), 0x2); /* halfway 0.5 / 1: even */
+    ck_assert_uint_eq(kn_f32_to_f4e2m1(2.5f), 0x4);  /* halfway 2 / 3: even */
+    ck_assert_uint_eq(kn_f32_to_f4e2m1(5.0f), 0x6);  /* halfway 4 / 6: even */
     ck_assert_uint_eq(kn_f32_to_f4e2m1(-3.5f), 0xe);
     ck_assert_uint_eq(kn_f32_to_f4e2m1(0.01f), 0x0);
-    ck_assert_uint_eq(kn_f32_to_f4e2m1(NAN), 0x8);        /* ml_dtypes' choice, which ONNX tests use */
+    ck_assert_uint_eq(kn_f32_to_f4e2m1(NAN), 0x8); /* ml_dtypes' choice, which ONNX tests use */
 }
 END_TEST
 
@@ -166,6 +169,4 @@ static Suite *dtype_suite(void) {
     return s;
 }
 
-int main(void) {
-    return kn_test_run_suite(dtype_suite());
-}
+int main(void) { return kn_test_run_suite(dtype_suite()); }

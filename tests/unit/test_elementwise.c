@@ -18,7 +18,8 @@ static float frand(float lo, float hi) {
 }
 
 /* Runs KN_OP_##ID through the executor's node path (kn_test_run_op); *out is its one output. */
-#define RUN(ID, attrs, na, opset, in, n_in, out) kn_test_run_op(KN_OP_##ID, opset, attrs, na, in, n_in, out, NULL, 1, test_pool)
+#define RUN(ID, attrs, na, opset, in, n_in, out) \
+    kn_test_run_op(KN_OP_##ID, opset, attrs, na, in, n_in, out, NULL, 1, test_pool)
 
 /* ---- SIMD vs scalar reference ---- */
 
@@ -27,8 +28,9 @@ static const int64_t sizes[] = {0, 1, 2, 7, 8, 15, 16, 17, 31, 33, 1000, 1023, 4
 
 static void fill(float *x, int64_t n, int range, bool specials) {
     static const float lo[] = {-10.0f, -100.0f, -1.0f, -0.01f, -6.0f};
-    static const float special[] = {NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 88.5f, 88.72f, 89.0f, -87.5f,
-                                    -104.0f, -120.0f, 1e-30f, -1e-30f, 0.625f, -0.625f, 1.0f, -1.0f, 6.0f, 9.5f, -9.5f};
+    static const float special[] = {NAN,     INFINITY, -INFINITY, 0.0f,    -0.0f,  88.5f,   88.72f,
+                                    89.0f,   -87.5f,   -104.0f,   -120.0f, 1e-30f, -1e-30f, 0.625f,
+                                    -0.625f, 1.0f,     -1.0f,     6.0f,    9.5f,   -9.5f};
     for (int64_t i = 0; i < n; i++) x[i] = frand(lo[range], -lo[range]);
     if (specials)
         for (int64_t i = 0; i < n; i += 3) x[i] = special[(i / 3) % (int64_t)(sizeof special / sizeof special[0])];
@@ -51,15 +53,18 @@ START_TEST(test_unary_simd_matches_reference) {
                     kn_ew_unary_f32_level(KN_EW_SCALAR, op, x, ref, n);
                     kn_ew_unary_f32_level(level, op, x, got, n);
                     for (int64_t i = 0; i < n; i++)
-                        FAST_ASSERT(close_to(got[i], ref[i], 4e-6, 1e-12), "level %d %s n %lld x=%.9g: got %.9g ref %.9g",
-                                      level, names[op], (long long)n, x[i], got[i], ref[i]);
+                        FAST_ASSERT(close_to(got[i], ref[i], 4e-6, 1e-12),
+                                    "level %d %s n %lld x=%.9g: got %.9g ref %.9g", level, names[op], (long long)n,
+                                    x[i], got[i], ref[i]);
                     ck_assert(got[n] == 12345.0f);
                     /* in place gives the same answer */
                     memcpy(got, x, sizeof(float) * (size_t)n);
                     kn_ew_unary_f32_level(level, op, got, got, n);
                     for (int64_t i = 0; i < n; i++) FAST_ASSERT(close_to(got[i], ref[i], 4e-6, 1e-12), "in place");
                     checked++;
-                    free(x); free(ref); free(got);
+                    free(x);
+                    free(ref);
+                    free(got);
                 }
     if (best == KN_EW_SCALAR) ck_assert_int_eq(checked, 0);
     else ck_assert_int_gt(checked, 0);
@@ -89,7 +94,8 @@ START_TEST(test_binary_simd_matches_reference) {
                 for (int mode = 0; mode < 4; mode++) {
                     int64_t n = sizes[si], sa = mode & 1 ? 0 : 1, sb = mode & 2 ? 0 : 1;
                     float *a = malloc(sizeof(float) * (size_t)(n + 1)), *b = malloc(sizeof(float) * (size_t)(n + 1));
-                    float *ref = malloc(sizeof(float) * (size_t)(n + 1)), *got = malloc(sizeof(float) * (size_t)(n + 1));
+                    float *ref = malloc(sizeof(float) * (size_t)(n + 1)),
+                          *got = malloc(sizeof(float) * (size_t)(n + 1));
                     fill(a, n, 0, true);
                     fill(b, n, 2, false);
                     if (n > 4) b[4] = 0.0f;
@@ -98,9 +104,12 @@ START_TEST(test_binary_simd_matches_reference) {
                     kn_ew_binary_f32_level(level, op, a, sa, b, sb, got, n);
                     for (int64_t i = 0; i < n; i++)
                         FAST_ASSERT((isnan(ref[i]) && isnan(got[i])) || memcmp(&ref[i], &got[i], 4) == 0,
-                                      "level %d op %d mode %d n %lld i %lld: %g vs %g", level, op, mode, (long long)n,
-                                      (long long)i, got[i], ref[i]);
-                    free(a); free(b); free(ref); free(got);
+                                    "level %d op %d mode %d n %lld i %lld: %g vs %g", level, op, mode, (long long)n,
+                                    (long long)i, got[i], ref[i]);
+                    free(a);
+                    free(b);
+                    free(ref);
+                    free(got);
                 }
 }
 END_TEST
@@ -122,19 +131,37 @@ static int64_t bidx(const kn_tensor *t, const kn_tensor *out, int64_t flat) {
 }
 
 START_TEST(test_broadcast_f32_arith) {
-    static const struct { int na; int64_t a[4]; int nb; int64_t b[4]; } cases[] = {
-        {3, {2, 3, 4}, 1, {4}},       {3, {2, 3, 4}, 2, {3, 1}},     {3, {2, 1, 4}, 3, {1, 3, 1}},
-        {1, {1}, 1, {5}},             {0, {0}, 2, {2, 2}},           {2, {5, 1}, 2, {1, 5}},
-        {3, {2, 3, 0}, 2, {3, 1}},    {3, {64, 300, 17}, 2, {300, 1}}, {2, {1000, 129}, 2, {1000, 129}},
-        {4, {3, 1, 5, 7}, 4, {1, 4, 5, 1}}, {2, {7, 9}, 0, {0}},     {3, {40, 50, 60}, 1, {1}},
+    static const struct {
+        int na;
+        int64_t a[4];
+        int nb;
+        int64_t b[4];
+    } cases[] = {
+        {3, {2, 3, 4}, 1, {4}},
+        {3, {2, 3, 4}, 2, {3, 1}},
+        {3, {2, 1, 4}, 3, {1, 3, 1}},
+        {1, {1}, 1, {5}},
+        {0, {0}, 2, {2, 2}},
+        {2, {5, 1}, 2, {1, 5}},
+        {3, {2, 3, 0}, 2, {3, 1}},
+        {3, {64, 300, 17}, 2, {300, 1}},
+        {2, {1000, 129}, 2, {1000, 129}},
+        {4, {3, 1, 5, 7}, 4, {1, 4, 5, 1}},
+        {2, {7, 9}, 0, {0}},
+        {3, {40, 50, 60}, 1, {1}},
     };
     const int ops[] = {KN_OP_Add, KN_OP_Sub, KN_OP_Mul, KN_OP_Div, KN_OP_Pow, KN_OP_Max};
     const char *names[] = {"Add", "Sub", "Mul", "Div", "Pow", "Max"};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         for (int swap = 0; swap < 2; swap++)
             for (int op = 0; op < 6; op++) {
-                kn_tensor *a = mk(KN_F32, cases[c].na, cases[c].a, NULL), *b = mk(KN_F32, cases[c].nb, cases[c].b, NULL);
-                if (swap) { kn_tensor *t = a; a = b; b = t; }
+                kn_tensor *a = mk(KN_F32, cases[c].na, cases[c].a, NULL),
+                          *b = mk(KN_F32, cases[c].nb, cases[c].b, NULL);
+                if (swap) {
+                    kn_tensor *t = a;
+                    a = b;
+                    b = t;
+                }
                 for (int64_t i = 0; i < kn_numel(a); i++) ((float *)a->data)[i] = frand(0.5f, 3.0f);
                 for (int64_t i = 0; i < kn_numel(b); i++) ((float *)b->data)[i] = frand(-3.0f, 3.0f);
                 const kn_tensor *in[2] = {a, b};
@@ -142,11 +169,18 @@ START_TEST(test_broadcast_f32_arith) {
                 expect_ok(kn_test_run_op(ops[op], 17, NULL, 0, in, 2, &y, NULL, 1, test_pool));
                 for (int64_t i = 0; i < kn_numel(y); i++) {
                     float va = ((float *)a->data)[bidx(a, y, i)], vb = ((float *)b->data)[bidx(b, y, i)];
-                    float r = op == 0 ? va + vb : op == 1 ? va - vb : op == 2 ? va * vb : op == 3 ? va / vb
-                            : op == 4 ? (float)pow(va, vb) : fmaxf(va, vb);
-                    FAST_ASSERT(close_to(((float *)y->data)[i], r, 1e-6, 0), "case %zu %s i %lld", c, names[op], (long long)i);
+                    float r = op == 0 ? va + vb
+                        : op == 1     ? va - vb
+                        : op == 2     ? va * vb
+                        : op == 3     ? va / vb
+                        : op == 4     ? (float)pow(va, vb)
+                                      : fmaxf(va, vb);
+                    FAST_ASSERT(close_to(((float *)y->data)[i], r, 1e-6, 0), "case %zu %s i %lld", c, names[op],
+                                (long long)i);
                 }
-                kn_tensor_free(a); kn_tensor_free(b); kn_tensor_free(y);
+                kn_tensor_free(a);
+                kn_tensor_free(b);
+                kn_tensor_free(y);
             }
 }
 END_TEST
@@ -162,14 +196,19 @@ START_TEST(test_broadcast_int_and_compare) {
     ck_assert_int_eq(y->ndim, 3);
     ck_assert(y->dims[0] == 4 && y->dims[1] == 5 && y->dims[2] == 3 && y->dtype == KN_I32);
     for (int64_t i = 0; i < kn_numel(y); i++)
-        FAST_ASSERT(((int32_t *)y->data)[i] == ((int32_t *)a->data)[bidx(a, y, i)] + ((int32_t *)b->data)[bidx(b, y, i)], "add %lld", (long long)i);
+        FAST_ASSERT(((int32_t *)y->data)[i] ==
+                        ((int32_t *)a->data)[bidx(a, y, i)] + ((int32_t *)b->data)[bidx(b, y, i)],
+                    "add %lld", (long long)i);
     kn_tensor_free(y);
     expect_ok(RUN(Greater, NULL, 0, 13, in, 2, &y));
     ck_assert(y->dtype == KN_BOOL);
     for (int64_t i = 0; i < kn_numel(y); i++)
-        FAST_ASSERT(((uint8_t *)y->data)[i] == (((int32_t *)a->data)[bidx(a, y, i)] > ((int32_t *)b->data)[bidx(b, y, i)]), "greater %lld", (long long)i);
+        FAST_ASSERT(((uint8_t *)y->data)[i] ==
+                        (((int32_t *)a->data)[bidx(a, y, i)] > ((int32_t *)b->data)[bidx(b, y, i)]),
+                    "greater %lld", (long long)i);
     kn_tensor_free(y);
-    kn_tensor_free(a); kn_tensor_free(b);
+    kn_tensor_free(a);
+    kn_tensor_free(b);
 }
 END_TEST
 
@@ -177,11 +216,12 @@ END_TEST
 
 static kn_tensor *i64_op(int op, kn_attr *attrs, int na, const int64_t *a, const int64_t *b, int n) {
     int64_t d[] = {n};
-    kn_tensor *ta = mk_raw(KN_I64,1, d, a), *tb = mk_raw(KN_I64,1, d, b);
+    kn_tensor *ta = mk_raw(KN_I64, 1, d, a), *tb = mk_raw(KN_I64, 1, d, b);
     const kn_tensor *in[2] = {ta, tb};
     kn_tensor *y;
     expect_ok(kn_test_run_op(op, 18, attrs, na, in, 2, &y, NULL, 1, test_pool));
-    kn_tensor_free(ta); kn_tensor_free(tb);
+    kn_tensor_free(ta);
+    kn_tensor_free(tb);
     return y;
 }
 
@@ -195,7 +235,7 @@ START_TEST(test_int64_edges) {
     y = i64_op(KN_OP_Div, NULL, 0, a, b, 8);
     v = y->data;
     ck_assert(v[2] == -3 && v[3] == -3 && v[4] == 3 && v[5] == 3); /* truncation toward zero */
-    ck_assert(v[6] == INT64_MIN && v[7] == 0);                      /* no trap on INT64_MIN/-1 or /0 */
+    ck_assert(v[6] == INT64_MIN && v[7] == 0);                     /* no trap on INT64_MIN/-1 or /0 */
     kn_tensor_free(y);
     y = i64_op(KN_OP_Mod, NULL, 0, a, b, 8);
     v = y->data;
@@ -248,7 +288,8 @@ START_TEST(test_bit_ops) {
     expect_ok(RUN(BitwiseNot, NULL, 0, 18, one, 1, &y));
     ck_assert(((uint8_t *)y->data)[0] == 254 && ((uint8_t *)y->data)[1] == 0);
     kn_tensor_free(y);
-    kn_tensor_free(a); kn_tensor_free(b);
+    kn_tensor_free(a);
+    kn_tensor_free(b);
 }
 END_TEST
 
@@ -257,7 +298,7 @@ END_TEST
 START_TEST(test_float_specials) {
     int64_t d[] = {6};
     float av[] = {NAN, 1.0f, -INFINITY, 2.5f, -0.5f, -5.5f}, bv[] = {1.0f, NAN, 0.0f, 2.0f, 3.0f, 2.0f};
-    kn_tensor *a = mk_raw(KN_F32,1, d, av), *b = mk_raw(KN_F32,1, d, bv);
+    kn_tensor *a = mk_raw(KN_F32, 1, d, av), *b = mk_raw(KN_F32, 1, d, bv);
     const kn_tensor *in[2] = {a, b}, *one[1] = {a};
     kn_tensor *y;
     expect_ok(RUN(Max, NULL, 0, 13, in, 2, &y));
@@ -286,7 +327,8 @@ START_TEST(test_float_specials) {
     expect_ok(RUN(Sign, NULL, 0, 13, one, 1, &y));
     ck_assert(isnan(((float *)y->data)[0]) && ((float *)y->data)[2] == -1.0f && ((float *)y->data)[1] == 1.0f);
     kn_tensor_free(y);
-    kn_tensor_free(a); kn_tensor_free(b);
+    kn_tensor_free(a);
+    kn_tensor_free(b);
 }
 END_TEST
 
@@ -321,7 +363,8 @@ START_TEST(test_activations_kernel) {
     kn_attr la = attr_f("alpha", 0.1f);
     expect_ok(RUN(LeakyRelu, &la, 1, 16, in, 1, &y));
     for (int64_t i = 0; i < kn_numel(x); i++)
-        FAST_ASSERT(close_to(((float *)y->data)[i], xv[i] < 0 ? 0.1f * xv[i] : xv[i], 1e-6, 0), "leakyrelu x=%g", xv[i]);
+        FAST_ASSERT(close_to(((float *)y->data)[i], xv[i] < 0 ? 0.1f * xv[i] : xv[i], 1e-6, 0), "leakyrelu x=%g",
+                    xv[i]);
     kn_tensor_free(y);
     expect_ok(RUN(Softplus, NULL, 0, 1, in, 1, &y));
     for (int64_t i = 0; i < kn_numel(x); i++)
@@ -332,7 +375,9 @@ START_TEST(test_activations_kernel) {
     int64_t d3[] = {3};
     kn_tensor *h = mk(KN_F16, 1, d3, NULL);
     uint16_t *hv = h->data;
-    hv[0] = kn_f32_to_f16(-1.0f); hv[1] = kn_f32_to_f16(0.5f); hv[2] = kn_f32_to_f16(2.0f);
+    hv[0] = kn_f32_to_f16(-1.0f);
+    hv[1] = kn_f32_to_f16(0.5f);
+    hv[2] = kn_f32_to_f16(2.0f);
     const kn_tensor *hin[1] = {h};
     expect_ok(RUN(Tanh, NULL, 0, 13, hin, 1, &y));
     ck_assert(y->dtype == KN_F16);
@@ -345,7 +390,7 @@ END_TEST
 START_TEST(test_swiglu_prelu) {
     int64_t d[] = {2, 3};
     float av[] = {1, -2, 3, 4, -1, 0.5f}, bv[] = {0.5f, 1, -1, 2, 2, -1};
-    kn_tensor *a = mk_raw(KN_F32,2, d, av), *b = mk_raw(KN_F32,2, d, bv);
+    kn_tensor *a = mk_raw(KN_F32, 2, d, av), *b = mk_raw(KN_F32, 2, d, bv);
     const kn_tensor *in[2] = {a, b};
     kn_tensor *y;
     kn_attr al = attr_f("alpha", 0.5f);
@@ -355,7 +400,7 @@ START_TEST(test_swiglu_prelu) {
     kn_tensor_free(y);
     int64_t ds[] = {3};
     float sv[] = {0.1f, 0.2f, 0.3f};
-    kn_tensor *s = mk_raw(KN_F32,1, ds, sv);
+    kn_tensor *s = mk_raw(KN_F32, 1, ds, sv);
     const kn_tensor *pin[2] = {a, s};
     expect_ok(RUN(PRelu, NULL, 0, 16, pin, 2, &y));
     ck_assert(((float *)y->data)[1] == -2 * 0.2f && ((float *)y->data)[4] == -1 * 0.2f && ((float *)y->data)[3] == 4);
@@ -364,7 +409,7 @@ START_TEST(test_swiglu_prelu) {
     int64_t d3[] = {2, 3, 2};
     float xv3[12];
     for (int i = 0; i < 12; i++) xv3[i] = -1.0f - (float)i;
-    kn_tensor *x3 = mk_raw(KN_F32,3, d3, xv3);
+    kn_tensor *x3 = mk_raw(KN_F32, 3, d3, xv3);
     const kn_tensor *cin[2] = {x3, s};
     expect_ok(RUN(PRelu, NULL, 0, 6, cin, 2, &y));
     for (int i = 0; i < 12; i++) ck_assert(((float *)y->data)[i] == xv3[i] * sv[(i / 2) % 3]);
@@ -377,7 +422,9 @@ START_TEST(test_swiglu_prelu) {
     /* SwiGLU does not broadcast */
     const kn_tensor *sw_bad[2] = {a, s};
     expect_err(RUN(SwiGLU, NULL, 0, 28, sw_bad, 2, &y));
-    kn_tensor_free(a); kn_tensor_free(b); kn_tensor_free(s);
+    kn_tensor_free(a);
+    kn_tensor_free(b);
+    kn_tensor_free(s);
 }
 END_TEST
 
@@ -386,7 +433,7 @@ END_TEST
 START_TEST(test_variadic) {
     int64_t d1[] = {3}, d2[] = {2, 1}, d3[] = {1};
     float v1[] = {1, 2, 3}, v2[] = {10, 20}, v3[] = {100};
-    kn_tensor *a = mk_raw(KN_F32,1, d1, v1), *b = mk_raw(KN_F32,2, d2, v2), *c = mk_raw(KN_F32,1, d3, v3);
+    kn_tensor *a = mk_raw(KN_F32, 1, d1, v1), *b = mk_raw(KN_F32, 2, d2, v2), *c = mk_raw(KN_F32, 1, d3, v3);
     const kn_tensor *in[3] = {a, b, c};
     kn_tensor *y;
     expect_ok(RUN(Sum, NULL, 0, 13, in, 3, &y));
@@ -408,14 +455,16 @@ START_TEST(test_variadic) {
     const kn_tensor *bin[2] = {a, bad};
     expect_err(RUN(Sum, NULL, 0, 13, bin, 2, &y));
     kn_tensor_free(bad);
-    kn_tensor_free(a); kn_tensor_free(b); kn_tensor_free(c);
+    kn_tensor_free(a);
+    kn_tensor_free(b);
+    kn_tensor_free(c);
 }
 END_TEST
 
 START_TEST(test_clip) {
     int64_t d[] = {5};
     float xv[] = {-3, -1, 0, 1, NAN};
-    kn_tensor *x = mk_raw(KN_F32,1, d, xv);
+    kn_tensor *x = mk_raw(KN_F32, 1, d, xv);
     kn_tensor *y;
     kn_attr mm[2] = {attr_f("min", -2.0f), attr_f("max", 0.5f)};
     const kn_tensor *in1[1] = {x};
@@ -424,7 +473,7 @@ START_TEST(test_clip) {
     ck_assert(v[0] == -2 && v[1] == -1 && v[3] == 0.5f && isnan(v[4]));
     kn_tensor_free(y);
     float lo = 0.5f, hi = -1.0f;
-    kn_tensor *tlo = mk_raw(KN_F32,0, NULL, &lo), *thi = mk_raw(KN_F32,0, NULL, &hi);
+    kn_tensor *tlo = mk_raw(KN_F32, 0, NULL, &lo), *thi = mk_raw(KN_F32, 0, NULL, &hi);
     const kn_tensor *in3[3] = {x, NULL, thi};
     expect_ok(RUN(Clip, NULL, 0, 13, in3, 3, &y));
     ck_assert(((float *)y->data)[0] == -3 && ((float *)y->data)[3] == -1);
@@ -445,8 +494,12 @@ START_TEST(test_clip) {
     expect_ok(RUN(Clip, NULL, 0, 13, in6, 2, &y));
     ck_assert(((int32_t *)y->data)[0] == 3 && ((int32_t *)y->data)[4] == 100);
     kn_tensor_free(y);
-    kn_tensor_free(x); kn_tensor_free(tlo); kn_tensor_free(thi); kn_tensor_free(vec);
-    kn_tensor_free(xi); kn_tensor_free(ilo);
+    kn_tensor_free(x);
+    kn_tensor_free(tlo);
+    kn_tensor_free(thi);
+    kn_tensor_free(vec);
+    kn_tensor_free(xi);
+    kn_tensor_free(ilo);
 }
 END_TEST
 
@@ -477,7 +530,11 @@ START_TEST(test_where) {
     kn_tensor_free(o);
     const kn_tensor *mixed[3] = {c, x, sy};
     expect_err(RUN(Where, NULL, 0, 16, mixed, 3, &o));
-    kn_tensor_free(c); kn_tensor_free(x); kn_tensor_free(yv); kn_tensor_free(sx); kn_tensor_free(sy);
+    kn_tensor_free(c);
+    kn_tensor_free(x);
+    kn_tensor_free(yv);
+    kn_tensor_free(sx);
+    kn_tensor_free(sy);
 }
 END_TEST
 
@@ -497,7 +554,7 @@ static kn_tensor *cast_to(const kn_tensor *x, kn_dtype to, kn_attr *extra, int n
 START_TEST(test_cast_strings) {
     int64_t d[] = {7};
     float xv[] = {0.47892547f, 999999.0f, 1e-7f, NAN, INFINITY, -INFINITY, 1e-4f};
-    kn_tensor *x = mk_raw(KN_F32,1, d, xv);
+    kn_tensor *x = mk_raw(KN_F32, 1, d, xv);
     kn_tensor *s = cast_to(x, KN_STRING, NULL, 0);
     /* numpy's astype(str): float32 switches to exponents at 1e6 and below 1e-4 */
     const char *expect[] = {"0.47892547", "999999.0", "1e-07", "nan", "inf", "-inf", "1e-04"};
@@ -507,7 +564,10 @@ START_TEST(test_cast_strings) {
     kn_tensor_free(back);
     /* spec spellings, and big integers parsed exactly */
     const char *texts[] = {"+INF", "-inf", "NaN", "1E8", "-1e-5", "9007199254740993", "100"};
-    for (int i = 0; i < 7; i++) { free(((char **)s->data)[i]); ((char **)s->data)[i] = strdup(texts[i]); }
+    for (int i = 0; i < 7; i++) {
+        free(((char **)s->data)[i]);
+        ((char **)s->data)[i] = strdup(texts[i]);
+    }
     back = cast_to(s, KN_F64, NULL, 0);
     double *dv = back->data;
     ck_assert(isinf(dv[0]) && dv[0] > 0 && isinf(dv[1]) && dv[1] < 0 && isnan(dv[2]) && dv[3] == 1e8 && dv[4] == -1e-5);
@@ -541,7 +601,7 @@ END_TEST
 START_TEST(test_cast_numeric) {
     int64_t d[] = {6};
     float xv[] = {-9.0f, 7.9f, 300.0f, 1e6f, -0.0f, 0.47892547f};
-    kn_tensor *x = mk_raw(KN_F32,1, d, xv);
+    kn_tensor *x = mk_raw(KN_F32, 1, d, xv);
     kn_tensor *y = cast_to(x, KN_I4, NULL, 0);
     int8_t *i4 = y->data;
     ck_assert(i4[0] == 7 && i4[1] == 7); /* -9 wraps to 7 in 4 bits, 7.9 truncates */
@@ -567,7 +627,7 @@ START_TEST(test_cast_numeric) {
     kn_tensor_free(y);
     /* e8m0: round up (default), down, nearest */
     float ev[] = {0.0f, 0.124f, 1.1f, 2.0f, 3.0f, 1.4f};
-    kn_tensor *e = mk_raw(KN_F32,1, d, ev);
+    kn_tensor *e = mk_raw(KN_F32, 1, d, ev);
     y = cast_to(e, KN_F8E8M0, NULL, 0);
     uint8_t *u = y->data;
     ck_assert(u[0] == 0 && u[1] == 124 && u[2] == 128 && u[3] == 128 && u[4] == 129);
@@ -610,7 +670,7 @@ END_TEST
 START_TEST(test_bitcast) {
     int64_t d[] = {3};
     float xv[] = {1.0f, -2.5f, 3.75f};
-    kn_tensor *x = mk_raw(KN_F32,1, d, xv);
+    kn_tensor *x = mk_raw(KN_F32, 1, d, xv);
     kn_attr to = attr_i("to", KN_I32);
     const kn_tensor *in[1] = {x};
     kn_tensor *y;
@@ -639,11 +699,11 @@ START_TEST(test_errors_and_empty) {
     kn_tensor *a = mk(KN_F32, 2, d1, NULL), *b = mk(KN_F32, 1, d2, NULL), *i = mk(KN_I32, 2, d1, NULL);
     const kn_tensor *in[2] = {a, b};
     kn_tensor *y;
-    expect_err(RUN(Add, NULL, 0, 14, in, 2, &y));   /* 3 vs 4 */
+    expect_err(RUN(Add, NULL, 0, 14, in, 2, &y)); /* 3 vs 4 */
     const kn_tensor *mixed[2] = {a, i};
     expect_err(RUN(Mul, NULL, 0, 14, mixed, 2, &y)); /* float vs int */
     const kn_tensor *ints[1] = {i};
-    expect_err(RUN(Sqrt, NULL, 0, 13, ints, 1, &y));  /* Sqrt has no int kernel */
+    expect_err(RUN(Sqrt, NULL, 0, 13, ints, 1, &y)); /* Sqrt has no int kernel */
     expect_err(RUN(And, NULL, 0, 7, mixed, 2, &y));
     kn_attr bad_to = attr_i("to", 99);
     const kn_tensor *one[1] = {a};
@@ -673,8 +733,11 @@ START_TEST(test_errors_and_empty) {
     const kn_tensor *uin[2] = {&u, r};
     expect_ok(kn_test_infer(KN_OP_Add, 14, NULL, 0, uin, 2, outs, 1));
     ck_assert(o.ndim == 2 && o.dims[0] == -1 && o.dims[1] == 3);
-    kn_tensor_free(e); kn_tensor_free(r);
-    kn_tensor_free(a); kn_tensor_free(b); kn_tensor_free(i);
+    kn_tensor_free(e);
+    kn_tensor_free(r);
+    kn_tensor_free(a);
+    kn_tensor_free(b);
+    kn_tensor_free(i);
 }
 END_TEST
 

@@ -9,8 +9,7 @@
 
 /* ---- graph building ---- */
 
-static kn_graph *tg_new(void)
-{
+static kn_graph *tg_new(void) {
     kn_graph *g = kn_graph_new("fuse_test");
     ck_assert_ptr_nonnull(g);
     g->opsets[0] = 17;
@@ -19,8 +18,7 @@ static kn_graph *tg_new(void)
     return g;
 }
 
-static int tg_value(kn_graph *g, const char *name)
-{
+static int tg_value(kn_graph *g, const char *name) {
     int v = kn_graph_find_value(g, name);
     if (v < 0) v = kn_graph_add_value(g, name);
     ck_assert_int_ge(v, 0);
@@ -28,8 +26,7 @@ static int tg_value(kn_graph *g, const char *name)
 }
 
 /* A float32 graph input; ndim -1 leaves its rank unknown. */
-static int tg_input(kn_graph *g, const char *name, int ndim, const int64_t *dims)
-{
+static int tg_input(kn_graph *g, const char *name, int ndim, const int64_t *dims) {
     int v = tg_value(g, name);
     g->values[v].is_input = true;
     g->values[v].type.dtype = KN_F32;
@@ -39,8 +36,7 @@ static int tg_input(kn_graph *g, const char *name, int ndim, const int64_t *dims
     return v;
 }
 
-static void tg_output(kn_graph *g, const char *name)
-{
+static void tg_output(kn_graph *g, const char *name) {
     int v = tg_value(g, name);
     g->values[v].is_output = true;
     g->outputs = realloc(g->outputs, sizeof(int) * (size_t)(g->n_outputs + 1));
@@ -48,8 +44,7 @@ static void tg_output(kn_graph *g, const char *name)
 }
 
 /* A float32 constant (scalar when nd == 0) filled from vals, or with a ramp when vals is NULL. */
-static void tg_const(kn_graph *g, const char *name, int nd, const int64_t *dims, const double *vals)
-{
+static void tg_const(kn_graph *g, const char *name, int nd, const int64_t *dims, const double *vals) {
     int v = tg_value(g, name);
     kn_tensor *t = mk(KN_F32, nd, dims, vals);
     for (int64_t i = 0; !vals && i < kn_numel(t); i++) kn_set_f64(t, i, 0.05 * (double)((i * 7) % 11) - 0.2);
@@ -58,8 +53,7 @@ static void tg_const(kn_graph *g, const char *name, int nd, const int64_t *dims,
     kn_tensor_set_shape(&g->values[v].type, nd, dims);
 }
 
-static void tg_const_i64(kn_graph *g, const char *name, int n, const int64_t *vals)
-{
+static void tg_const_i64(kn_graph *g, const char *name, int n, const int64_t *vals) {
     int v = tg_value(g, name);
     int64_t d[1] = {n};
     kn_tensor *t = mk_raw(KN_I64, 1, d, vals);
@@ -73,12 +67,12 @@ static void tg_scalar(kn_graph *g, const char *name, double x) { tg_const(g, nam
 /* A node with inputs / outputs given as space-separated value names ("-" for an omitted one) and
  * borrowed attributes (copied). */
 static void tg_node(kn_graph *g, const char *op, const char *domain, const char *ins, const char *outs,
-                    const kn_attr *attrs, int n_attrs)
-{
+                    const kn_attr *attrs, int n_attrs) {
     int iv[8], ov[8], ni = 0, no = 0;
     char buf[256], *save = NULL;
     snprintf(buf, sizeof buf, "%s", ins);
-    for (char *t = strtok_r(buf, " ", &save); t; t = strtok_r(NULL, " ", &save)) iv[ni++] = strcmp(t, "-") ? tg_value(g, t) : -1;
+    for (char *t = strtok_r(buf, " ", &save); t; t = strtok_r(NULL, " ", &save))
+        iv[ni++] = strcmp(t, "-") ? tg_value(g, t) : -1;
     snprintf(buf, sizeof buf, "%s", outs);
     for (char *t = strtok_r(buf, " ", &save); t; t = strtok_r(NULL, " ", &save)) ov[no++] = tg_value(g, t);
     kn_attr *a = n_attrs ? calloc((size_t)n_attrs, sizeof *a) : NULL;
@@ -89,16 +83,15 @@ static void tg_node(kn_graph *g, const char *op, const char *domain, const char 
 }
 #define NODE(g, op, ins, outs) tg_node(g, op, "", ins, outs, NULL, 0)
 
-static int count_op(const kn_graph *g, const char *op)
-{
+static int count_op(const kn_graph *g, const char *op) {
     int n = 0;
     for (int i = 0; i < g->n_nodes; i++) n += strcmp(g->nodes[i].op_type, op) == 0;
     return n;
 }
 
-static const kn_node *find_op(const kn_graph *g, const char *op)
-{
-    for (int i = 0; i < g->n_nodes; i++) if (strcmp(g->nodes[i].op_type, op) == 0) return &g->nodes[i];
+static const kn_node *find_op(const kn_graph *g, const char *op) {
+    for (int i = 0; i < g->n_nodes; i++)
+        if (strcmp(g->nodes[i].op_type, op) == 0) return &g->nodes[i];
     return NULL;
 }
 
@@ -110,8 +103,7 @@ static int64_t fb_dims[KN_MAX_DIMS];
 
 /* Runs g (taken over by a model) on deterministic pseudo-random inputs drawn with seed; returns the
  * first output as a malloc'd float array and its element count. */
-static float *run_graph(kn_graph *g, unsigned seed, int64_t *n_out)
-{
+static float *run_graph(kn_graph *g, unsigned seed, int64_t *n_out) {
     kn_model *m = calloc(1, sizeof *m);
     m->graph = g;
     kn_session *s = NULL;
@@ -127,7 +119,10 @@ static float *run_graph(kn_graph *g, unsigned seed, int64_t *n_out)
         bool fb = v->type.ndim < 0;
         in[i].ndim = fb ? fb_ndim : v->type.ndim;
         int64_t n = 1;
-        for (int d = 0; d < in[i].ndim; d++) { in[i].dims[d] = fb ? fb_dims[d] : v->type.dims[d]; n *= in[i].dims[d]; }
+        for (int d = 0; d < in[i].ndim; d++) {
+            in[i].dims[d] = fb ? fb_dims[d] : v->type.dims[d];
+            n *= in[i].dims[d];
+        }
         bufs[i] = malloc(sizeof(float) * (size_t)n);
         for (int64_t k = 0; k < n; k++) {
             seed = seed * 1103515245u + 12345u;
@@ -160,8 +155,7 @@ typedef kn_graph *(*builder_fn)(int variant);
 typedef kn_status *(*pass_fn)(kn_graph *g, int *n);
 
 static void check_pass(builder_fn build, int variant, pass_fn pass, int want_fused, const char *op, int want_op,
-                       const char *gone, float *scale_out)
-{
+                       const char *gone, float *scale_out) {
     kn_graph *ref = build(variant), *g = build(variant);
     kn_graph_resolve_ops(ref);
     kn_graph_resolve_ops(g);
@@ -178,14 +172,15 @@ static void check_pass(builder_fn build, int variant, pass_fn pass, int want_fus
     if (scale_out && f) *scale_out = kn_attr_float(f, "scale", NAN);
     /* graph outputs keep their names and dtypes */
     ck_assert_int_eq(g->n_outputs, ref->n_outputs);
-    for (int k = 0; k < g->n_outputs; k++) ck_assert_str_eq(g->values[g->outputs[k]].name, ref->values[ref->outputs[k]].name);
+    for (int k = 0; k < g->n_outputs; k++)
+        ck_assert_str_eq(g->values[g->outputs[k]].name, ref->values[ref->outputs[k]].name);
     int64_t na, nb;
     float *a = run_graph(ref, 99u + (unsigned)variant, &na), *b = run_graph(g, 99u + (unsigned)variant, &nb);
     ck_assert_int_eq(na, nb);
     ck_assert_int_gt(na, 0);
     for (int64_t i = 0; i < na; i++)
-        FAST_ASSERT(fabsf(a[i] - b[i]) <= 1e-5f * fmaxf(1.0f, fabsf(a[i])), "variant %d: out[%lld] %g vs fused %g", variant,
-                    (long long)i, a[i], b[i]);
+        FAST_ASSERT(fabsf(a[i] - b[i]) <= 1e-5f * fmaxf(1.0f, fabsf(a[i])), "variant %d: out[%lld] %g vs fused %g",
+                    variant, (long long)i, a[i], b[i]);
     free(a);
     free(b);
 }
@@ -201,8 +196,7 @@ enum { B = 2, H = 3, S = 5, T = 6, D = 4 };
  * variant 2: Mul of the scores by 1/sqrt(D), no mask.
  * near misses: 10 Softmax axis 2; 11 the scores are also a graph output; 12 Q of unknown rank;
  *            13 the softmax probabilities also feed another node. */
-static kn_graph *build_attention(int variant)
-{
+static kn_graph *build_attention(int variant) {
     kn_graph *g = tg_new();
     int64_t d3q[3] = {B, S, H * D}, d3k[3] = {B, T, H * D}, d4q[4] = {B, H, S, D}, d4k[4] = {B, H, T, D};
     int64_t p0213[4] = {0, 2, 1, 3}, p0231[4] = {0, 2, 3, 1}, p0132[4] = {0, 1, 3, 2};
@@ -262,12 +256,14 @@ static kn_graph *build_attention(int variant)
     NODE(g, "MatMul", "p v4", "y");
     tg_output(g, "y");
     if (variant == 11) tg_output(g, "scores");
-    if (variant == 13) { NODE(g, "Neg", "p", "pn"); tg_output(g, "pn"); }
+    if (variant == 13) {
+        NODE(g, "Neg", "p", "pn");
+        tg_output(g, "pn");
+    }
     return g;
 }
 
-START_TEST(test_fuse_attention)
-{
+START_TEST(test_fuse_attention) {
     float scale = 0;
     check_pass(build_attention, 0, kn_pass_fuse_attention, 1, "KnSdpa", 1, "Softmax", &scale);
     ck_assert(fabsf(scale - 0.5f) < 1e-6f); /* (1/sqrt(sqrt(4)))^2 */
@@ -292,10 +288,12 @@ START_TEST(test_fuse_attention)
 }
 END_TEST
 
-START_TEST(test_fuse_attention_near_misses)
-{
+START_TEST(test_fuse_attention_near_misses) {
     fb_ndim = 4;
-    fb_dims[0] = B; fb_dims[1] = H; fb_dims[2] = S; fb_dims[3] = D;
+    fb_dims[0] = B;
+    fb_dims[1] = H;
+    fb_dims[2] = S;
+    fb_dims[3] = D;
     for (int v = 10; v <= 13; v++) check_pass(build_attention, v, kn_pass_fuse_attention, 0, "KnSdpa", 0, NULL, NULL);
 }
 END_TEST
@@ -307,13 +305,13 @@ END_TEST
  * variant 2: Tanh form (GPT-2's gelu_new) after MatMul + bias -> FastGelu with bias.
  * near misses: 10 the bias is a graph input (the Add stays, Gelu alone fuses);
  *              11 Div by 1.5 instead of sqrt2; 12 Erf output also a graph output. */
-static kn_graph *build_gelu(int variant)
-{
+static kn_graph *build_gelu(int variant) {
     kn_graph *g = tg_new();
     int64_t da[3] = {2, 3, 8}, dw[2] = {8, 6}, db[1] = {6};
     tg_input(g, "a", 3, da);
     tg_const(g, "w", 2, dw, NULL);
-    if (variant == 10) tg_input(g, "b", 1, db); else tg_const(g, "b", 1, db, NULL);
+    if (variant == 10) tg_input(g, "b", 1, db);
+    else tg_const(g, "b", 1, db, NULL);
     tg_scalar(g, "half", 0.5);
     tg_scalar(g, "one", 1.0);
     if (variant == 1) {
@@ -354,8 +352,7 @@ static kn_graph *build_gelu(int variant)
     return g;
 }
 
-START_TEST(test_fuse_gelu)
-{
+START_TEST(test_fuse_gelu) {
     check_pass(build_gelu, 0, kn_pass_fuse_bias_gelu, 1, "BiasGelu", 1, "Erf", NULL);
     check_pass(build_gelu, 1, kn_pass_fuse_bias_gelu, 1, "Gelu", 1, "Erf", NULL);
     check_pass(build_gelu, 2, kn_pass_fuse_bias_gelu, 1, "FastGelu", 1, "Tanh", NULL);
@@ -379,8 +376,7 @@ START_TEST(test_fuse_gelu)
 }
 END_TEST
 
-START_TEST(test_fuse_gelu_near_misses)
-{
+START_TEST(test_fuse_gelu_near_misses) {
     /* a non-constant bias is not folded in: the Add stays and the activation alone fuses */
     check_pass(build_gelu, 10, kn_pass_fuse_bias_gelu, 1, "Gelu", 1, "Erf", NULL);
     kn_graph *g = build_gelu(10);
@@ -401,15 +397,15 @@ END_TEST
  * variant 1: the sum also feeds a later Add (pre-LN residual stream) -> output 3 carries it.
  * variant 2: 2-D operands, LayerNormalization without bias.
  * near misses: 10 axis 1; 11 the residual is a constant; 12 operands of unknown rank. */
-static kn_graph *build_sln(int variant)
-{
+static kn_graph *build_sln(int variant) {
     kn_graph *g = tg_new();
     int64_t d3[3] = {2, 3, 8}, d2[2] = {6, 8}, dg[1] = {8};
     int nd = variant == 2 ? 2 : 3;
     const int64_t *dx = variant == 2 ? d2 : d3;
     tg_input(g, "x", variant == 12 ? -1 : nd, dx);
     if (variant == 12) g->values[g->inputs[0]].type.dtype = KN_F32;
-    if (variant == 11) tg_const(g, "r", nd, dx, NULL); else tg_input(g, "r", nd, dx);
+    if (variant == 11) tg_const(g, "r", nd, dx, NULL);
+    else tg_input(g, "r", nd, dx);
     tg_const(g, "gamma", 1, dg, NULL);
     tg_const(g, "beta", 1, dg, NULL);
     NODE(g, "Add", "x r", "sum");
@@ -424,9 +420,10 @@ static kn_graph *build_sln(int variant)
     return g;
 }
 
-START_TEST(test_fuse_skip_layernorm)
-{
-    for (int v = 0; v <= 2; v++) check_pass(build_sln, v, kn_pass_fuse_skip_layernorm, 1, "SkipLayerNormalization", 1, "LayerNormalization", NULL);
+START_TEST(test_fuse_skip_layernorm) {
+    for (int v = 0; v <= 2; v++)
+        check_pass(build_sln, v, kn_pass_fuse_skip_layernorm, 1, "SkipLayerNormalization", 1, "LayerNormalization",
+                   NULL);
     kn_graph *g = build_sln(1);
     kn_graph_resolve_ops(g);
     int n = 0;
@@ -440,16 +437,17 @@ START_TEST(test_fuse_skip_layernorm)
 }
 END_TEST
 
-START_TEST(test_fuse_skip_layernorm_near_misses)
-{
+START_TEST(test_fuse_skip_layernorm_near_misses) {
     fb_ndim = 3;
-    fb_dims[0] = 2; fb_dims[1] = 3; fb_dims[2] = 8;
-    for (int v = 10; v <= 12; v++) check_pass(build_sln, v, kn_pass_fuse_skip_layernorm, 0, "SkipLayerNormalization", 0, NULL, NULL);
+    fb_dims[0] = 2;
+    fb_dims[1] = 3;
+    fb_dims[2] = 8;
+    for (int v = 10; v <= 12; v++)
+        check_pass(build_sln, v, kn_pass_fuse_skip_layernorm, 0, "SkipLayerNormalization", 0, NULL, NULL);
 }
 END_TEST
 
-static Suite *fuse_suite(void)
-{
+static Suite *fuse_suite(void) {
     Suite *s = suite_create("fuse");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_fuse_attention);
@@ -462,7 +460,4 @@ static Suite *fuse_suite(void)
     return s;
 }
 
-int main(void)
-{
-    return kn_test_run_suite(fuse_suite());
-}
+int main(void) { return kn_test_run_suite(fuse_suite()); }

@@ -16,18 +16,19 @@
 
 static char zoo_model[4096];
 
-static int have_zoo(void)
-{
+static int have_zoo(void) {
     const char *src = getenv("KILN_SOURCE_DIR");
     snprintf(zoo_model, sizeof zoo_model, "%s/../shared/zoo/bert_feature/model.onnx", src ? src : ".");
     FILE *f = fopen(zoo_model, "rb");
-    if (!f) { printf("skipped: model zoo not found at %s\n", zoo_model); return 0; }
+    if (!f) {
+        printf("skipped: model zoo not found at %s\n", zoo_model);
+        return 0;
+    }
     fclose(f);
     return 1;
 }
 
-static int count_op(const kn_graph *g, int op)
-{
+static int count_op(const kn_graph *g, int op) {
     int n = 0;
     for (int i = 0; i < g->n_nodes; i++) n += g->nodes[i].op == op;
     return n;
@@ -36,17 +37,16 @@ static int count_op(const kn_graph *g, int op)
 /* A CPU backend without kernels for the ops in `lacks` (a stand-in for a device backend). */
 static const int *lacks;
 static int n_lacks;
-static kn_kernel_fn lacking_kernel(const kn_backend *b, int op)
-{
-    for (int i = 0; i < n_lacks; i++) if (lacks[i] == op) return NULL;
+static kn_kernel_fn lacking_kernel(const kn_backend *b, int op) {
+    for (int i = 0; i < n_lacks; i++)
+        if (lacks[i] == op) return NULL;
     return kn_cpu_backend()->kernel(kn_cpu_backend(), op);
 }
 
 static const int fused_ops[] = {KN_OP_KnSdpa, KN_OP_MsBiasGelu, KN_OP_MsGelu, KN_OP_MsFastGelu,
                                 KN_OP_MsSkipLayerNormalization};
 
-START_TEST(test_fusion_per_backend)
-{
+START_TEST(test_fusion_per_backend) {
     if (!have_zoo()) return;
     kn_model_options mo;
     kn_model_options_init(&mo);
@@ -102,7 +102,11 @@ START_TEST(test_fusion_per_backend)
     ck_assert_ptr_null(kn_session_create(m0, &so, &s0));
     enum { B = 2, S = 7 };
     int64_t ids[B * S], mask[B * S], types[B * S];
-    for (int i = 0; i < B * S; i++) { ids[i] = (i * 131) % 1000 + 5; mask[i] = i % S < S - i / S; types[i] = 0; }
+    for (int i = 0; i < B * S; i++) {
+        ids[i] = (i * 131) % 1000 + 5;
+        mask[i] = i % S < S - i / S;
+        types[i] = 0;
+    }
     kn_named_tensor in[3] = {
         {.name = "input_ids", .dtype = KN_I64, .ndim = 2, .dims = {B, S}, .data = ids},
         {.name = "attention_mask", .dtype = KN_I64, .ndim = 2, .dims = {B, S}, .data = mask},
@@ -131,8 +135,7 @@ START_TEST(test_fusion_per_backend)
 }
 END_TEST
 
-int main(void)
-{
+int main(void) {
     Suite *su = suite_create("fuse_backend");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);

@@ -18,8 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char g_dir[512];      /* fixtures written by the generator */
-static char g_src[512];      /* repository root */
+static char g_dir[512]; /* fixtures written by the generator */
+static char g_src[512]; /* repository root */
 
 static const char *fx(const char *name) {
     static char buf[1024];
@@ -82,7 +82,8 @@ static void check_dtypes(const kn_graph *g) {
     t = cst(g, "t_int32", KN_I32, 1);
     ck_assert(((int32_t *)t->data)[0] == INT32_MIN && ((int32_t *)t->data)[1] == INT32_MAX);
     t = cst(g, "t_int64", KN_I64, 1);
-    ck_assert(((int64_t *)t->data)[0] == INT64_MIN && ((int64_t *)t->data)[1] == INT64_MAX && ((int64_t *)t->data)[2] == 6);
+    ck_assert(((int64_t *)t->data)[0] == INT64_MIN && ((int64_t *)t->data)[1] == INT64_MAX &&
+              ((int64_t *)t->data)[2] == 6);
     t = cst(g, "t_string", KN_STRING, 1);
     ck_assert_str_eq(((char **)t->data)[0], "a");
     ck_assert_str_eq(((char **)t->data)[1], "");
@@ -90,7 +91,8 @@ static void check_dtypes(const kn_graph *g) {
     t = cst(g, "t_bool", KN_BOOL, 1);
     ck_assert(((uint8_t *)t->data)[0] == 1 && ((uint8_t *)t->data)[1] == 0 && ((uint8_t *)t->data)[2] == 1);
     t = cst(g, "t_float16", KN_F16, 1);
-    ck_assert(((uint16_t *)t->data)[0] == 0x3C00 && ((uint16_t *)t->data)[1] == 0xC000 && ((uint16_t *)t->data)[2] == 0x3800);
+    ck_assert(((uint16_t *)t->data)[0] == 0x3C00 && ((uint16_t *)t->data)[1] == 0xC000 &&
+              ((uint16_t *)t->data)[2] == 0x3800);
     t = cst(g, "t_double", KN_F64, 1);
     ck_assert(((double *)t->data)[0] == 1e300 && ((double *)t->data)[1] == -0.5);
     t = cst(g, "t_uint32", KN_U32, 1);
@@ -99,14 +101,20 @@ static void check_dtypes(const kn_graph *g) {
     ck_assert(((uint64_t *)t->data)[1] == UINT64_MAX && ((uint64_t *)t->data)[2] == 10);
     t = cst(g, "t_complex64", KN_C64, 1);
     ck_assert_int_eq(t->dims[0], 2);
-    ck_assert(((float *)t->data)[0] == 1 && ((float *)t->data)[1] == 2 && ((float *)t->data)[2] == 3 && ((float *)t->data)[3] == -4);
+    ck_assert(((float *)t->data)[0] == 1 && ((float *)t->data)[1] == 2 && ((float *)t->data)[2] == 3 &&
+              ((float *)t->data)[3] == -4);
     t = cst(g, "t_complex128", KN_C128, 1);
     ck_assert(((double *)t->data)[0] == 1 && ((double *)t->data)[1] == 2);
     t = cst(g, "t_bfloat16", KN_BF16, 1);
-    ck_assert(((uint16_t *)t->data)[0] == 0x3F80 && ((uint16_t *)t->data)[1] == 0xC000 && ((uint16_t *)t->data)[2] == 0x3F00);
-    static const struct { const char *name; kn_dtype dt; uint8_t bits[3]; } f8[] = {
+    ck_assert(((uint16_t *)t->data)[0] == 0x3F80 && ((uint16_t *)t->data)[1] == 0xC000 &&
+              ((uint16_t *)t->data)[2] == 0x3F00);
+    static const struct {
+        const char *name;
+        kn_dtype dt;
+        uint8_t bits[3];
+    } f8[] = {
         {"t_float8e4m3fn", KN_F8E4M3FN, {0x38, 0xC0, 0x30}}, {"t_float8e4m3fnuz", KN_F8E4M3FNUZ, {0x40, 0xC8, 0x38}},
-        {"t_float8e5m2", KN_F8E5M2, {0x3C, 0xC0, 0x38}}, {"t_float8e5m2fnuz", KN_F8E5M2FNUZ, {0x40, 0xC4, 0x3C}},
+        {"t_float8e5m2", KN_F8E5M2, {0x3C, 0xC0, 0x38}},     {"t_float8e5m2fnuz", KN_F8E5M2FNUZ, {0x40, 0xC4, 0x3C}},
         {"t_float8e8m0", KN_F8E8M0, {0x7F, 0x80, 0x7E}},
     };
     for (size_t i = 0; i < sizeof f8 / sizeof f8[0]; i++) {
@@ -114,9 +122,14 @@ static void check_dtypes(const kn_graph *g) {
         ck_assert_msg(memcmp(t->data, f8[i].bits, 3) == 0, "%s bits differ", f8[i].name);
     }
     /* Sub-byte types: unpacked to one element per byte, signed ones sign-extended. */
-    static const struct { const char *name; kn_dtype dt; int8_t v[5]; } sub[] = {
-        {"t_uint4", KN_U4, {0, 15, 7, 1, 9}}, {"t_int4", KN_I4, {-8, 7, -1, 0, 3}},
-        {"t_float4e2m1", KN_F4E2M1, {2, 0xC, 1, 7, 0}}, {"t_uint2", KN_U2, {0, 1, 2, 3, 3}}, {"t_int2", KN_I2, {-2, -1, 0, 1, 1}},
+    static const struct {
+        const char *name;
+        kn_dtype dt;
+        int8_t v[5];
+    } sub[] = {
+        {"t_uint4", KN_U4, {0, 15, 7, 1, 9}},           {"t_int4", KN_I4, {-8, 7, -1, 0, 3}},
+        {"t_float4e2m1", KN_F4E2M1, {2, 0xC, 1, 7, 0}}, {"t_uint2", KN_U2, {0, 1, 2, 3, 3}},
+        {"t_int2", KN_I2, {-2, -1, 0, 1, 1}},
     };
     for (size_t i = 0; i < sizeof sub / sizeof sub[0]; i++) {
         t = cst(g, sub[i].name, sub[i].dt, 1);
@@ -150,7 +163,8 @@ END_TEST
 
 static bool in_map(const kn_model *m, const void *p) {
     for (int i = 0; i < m->n_maps; i++)
-        if ((const char *)p >= (const char *)m->maps[i] && (const char *)p < (const char *)m->maps[i] + m->map_lens[i]) return true;
+        if ((const char *)p >= (const char *)m->maps[i] && (const char *)p < (const char *)m->maps[i] + m->map_lens[i])
+            return true;
     return false;
 }
 
@@ -166,7 +180,8 @@ START_TEST(external_data) {
     ck_assert(((int64_t *)w2->data)[1] == -20 && ((int64_t *)w2->data)[3] == -40);
     const kn_tensor *w3 = cst(g, "W3", KN_F16, 1); /* odd offset: copied */
     ck_assert(w3->owns && !in_map(m, w3->data));
-    ck_assert(((uint16_t *)w3->data)[0] == 0x3C00 && ((uint16_t *)w3->data)[1] == 0xC000 && ((uint16_t *)w3->data)[2] == 0x3800);
+    ck_assert(((uint16_t *)w3->data)[0] == 0x3C00 && ((uint16_t *)w3->data)[1] == 0xC000 &&
+              ((uint16_t *)w3->data)[2] == 0x3800);
     const kn_tensor *w4 = cst(g, "W4", KN_I4, 1);
     ck_assert(((int8_t *)w4->data)[0] == -8 && ((int8_t *)w4->data)[1] == 7 && ((int8_t *)w4->data)[2] == -1);
     ck_assert_int_eq(g->n_inputs, 1);
@@ -212,9 +227,9 @@ START_TEST(function_inlining) {
     ck_assert_int_eq(count_op(g, "Add"), 3);
     ck_assert_int_eq(count_op(g, "Mul"), 3);
     ck_assert_int_eq(count_op(g, "Constant"), 0); /* became initializers */
-    ck_assert(scale_of(g, "Z1") == 2.0f); /* given at the call */
-    ck_assert(scale_of(g, "Z2") == 0.5f); /* the function's default */
-    ck_assert(scale_of(g, "Z3") == 3.0f); /* passed through Twice's beta */
+    ck_assert(scale_of(g, "Z1") == 2.0f);         /* given at the call */
+    ck_assert(scale_of(g, "Z2") == 0.5f);         /* the function's default */
+    ck_assert(scale_of(g, "Z3") == 3.0f);         /* passed through Twice's beta */
     int x = kn_graph_find_value(g, "X"), y = kn_graph_find_value(g, "Y");
     for (int i = 0; i < g->n_nodes; i++) {
         const kn_node *n = &g->nodes[i];
@@ -411,7 +426,8 @@ START_TEST(tensor_proto_files) {
     char *name = NULL;
     ck_assert_ptr_null(kn_tensor_proto_read_file(fx("tensor_f32.pb"), &t, &name));
     ck_assert_str_eq(name, "input_x");
-    ck_assert(t->dtype == KN_F32 && t->ndim == 2 && t->dims[0] == 2 && t->dims[1] == 3 && ((float *)t->data)[5] == 5.0f);
+    ck_assert(t->dtype == KN_F32 && t->ndim == 2 && t->dims[0] == 2 && t->dims[1] == 3 &&
+              ((float *)t->data)[5] == 5.0f);
     free(name);
     kn_tensor_free(t);
     ck_assert_ptr_null(kn_tensor_proto_read_file(fx("tensor_str.pb"), &t, NULL));
@@ -532,7 +548,9 @@ static bool try_load(const void *buf, size_t n) {
 }
 
 static uint64_t rng_next(uint64_t *s) {
-    *s ^= *s << 13; *s ^= *s >> 7; *s ^= *s << 17;
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
     return *s;
 }
 
@@ -571,7 +589,7 @@ static size_t wrap(unsigned char *buf, size_t len, size_t cap, unsigned field) {
     unsigned char hdr[16];
     size_t h = 0;
     hdr[h++] = (unsigned char)(field << 3 | 2);
-    for (size_t v = len; ; v >>= 7) {
+    for (size_t v = len;; v >>= 7) {
         hdr[h++] = (unsigned char)((v & 0x7f) | (v >= 0x80 ? 0x80 : 0));
         if (v < 0x80) break;
     }
@@ -589,9 +607,10 @@ START_TEST(deep_nesting_refused) {
         len = wrap(buf, len, cap, 5); /* NodeProto.attribute */
         len = wrap(buf, len, cap, 1); /* GraphProto.node */
     }
-    len = wrap(buf, len, cap, 7);     /* ModelProto.graph */
+    len = wrap(buf, len, cap, 7); /* ModelProto.graph */
     memmove(buf + 2, buf, len);
-    buf[0] = 0x08; buf[1] = 0x08;     /* ir_version 8 */
+    buf[0] = 0x08;
+    buf[1] = 0x08; /* ir_version 8 */
     kn_model *m = NULL;
     kn_status *st = kn_onnx_load_buffer(buf, len + 2, NULL, &m);
     ck_assert_ptr_nonnull(st);
@@ -628,7 +647,8 @@ START_TEST(zoo_models_load_and_survive_bit_flips) {
     char paths[32][1536];
     int n = zoo_models(paths, 32);
     if (!n) {
-        fprintf(stderr, "SKIP zoo_models_load_and_survive_bit_flips: no model zoo at ../shared/zoo or /work/shared/zoo\n");
+        fprintf(stderr,
+                "SKIP zoo_models_load_and_survive_bit_flips: no model zoo at ../shared/zoo or /work/shared/zoo\n");
         return;
     }
     size_t smallest = (size_t)-1;
@@ -643,7 +663,10 @@ START_TEST(zoo_models_load_and_survive_bit_flips) {
         for (int k = 0; k < m->graph->n_nodes; k++) ck_assert_int_gt(m->graph->nodes[k].opset, 0);
         kn_model_release(m);
         struct stat sb;
-        if (stat(paths[i], &sb) == 0 && (size_t)sb.st_size < smallest) { smallest = (size_t)sb.st_size; pick = i; }
+        if (stat(paths[i], &sb) == 0 && (size_t)sb.st_size < smallest) {
+            smallest = (size_t)sb.st_size;
+            pick = i;
+        }
     }
     size_t len;
     unsigned char *orig = slurp(paths[pick], &len);
@@ -669,7 +692,9 @@ END_TEST
 /* ---- fixture generation ---- */
 
 static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb; (void)flag; (void)ftw;
+    (void)sb;
+    (void)flag;
+    (void)ftw;
     return remove(p);
 }
 
@@ -697,7 +722,10 @@ int main(void) {
     }
     const char *tmp = getenv("TMPDIR");
     snprintf(g_dir, sizeof g_dir, "%s/kiln_loader_XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(g_dir)) { perror("mkdtemp"); return 1; }
+    if (!mkdtemp(g_dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
     char cmd[2048];
     /* the project venv's interpreter (tests/CMakeLists.txt passes it), python3 otherwise */
     const char *py = getenv("KILN_PYTHON");

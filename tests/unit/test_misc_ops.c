@@ -7,14 +7,12 @@
 #include "runtime/core/dtype.h"
 
 static uint32_t rng_state = 987654321u;
-static float frand(void)
-{
+static float frand(void) {
     rng_state = rng_state * 1664525u + 1013904223u;
     return (float)((rng_state >> 8) & 0xFFFF) / 65536.0f * 2.0f - 1.0f;
 }
 
-static kn_tensor *mk_rand(int nd, const int64_t *dims)
-{
+static kn_tensor *mk_rand(int nd, const int64_t *dims) {
     kn_tensor *x = mk(KN_F32, nd, dims, NULL);
     for (int64_t i = 0; i < kn_numel(x); i++) ((float *)x->data)[i] = frand();
     return x;
@@ -23,10 +21,10 @@ static kn_tensor *mk_rand(int nd, const int64_t *dims)
 /* ---- Attention ---- */
 
 typedef struct attn_case {
-    int rank;                /* 3 or 4 */
+    int rank; /* 3 or 4 */
     int64_t B, Hq, Hkv, Sq, Skv, D, Dv, past;
     int causal;
-    int mask_kind;           /* 0 none, 1 float [Sq, T], 2 bool [B,1,Sq,T], 3 float [Hq,Sq,T] */
+    int mask_kind; /* 0 none, 1 float [Sq, T], 2 bool [B,1,Sq,T], 3 float [Hq,Sq,T] */
     float softcap;
     int qk_mode;
 } attn_case;
@@ -34,8 +32,7 @@ typedef struct attn_case {
 /* The spec written out in plain loops, in double; tensors are 4-D float [B,H,S,D] (Q in
  * [B,Hq,Sq,D]) with K/V already holding past + new positions. */
 static void attn_reference(const attn_case *c, const float *q, const float *k, const float *v, const float *mask,
-                           const uint8_t *bmask, double *y, double *qk)
-{
+                           const uint8_t *bmask, double *y, double *qk) {
     int64_t T = c->past + c->Skv;
     double scale = 1.0 / sqrt((double)c->D);
     double *s = malloc(sizeof(double) * (size_t)T), *bias = malloc(sizeof(double) * (size_t)T);
@@ -47,7 +44,8 @@ static void attn_reference(const attn_case *c, const float *q, const float *k, c
                 for (int64_t t = 0; t < T; t++) {
                     double acc = 0;
                     for (int64_t d = 0; d < c->D; d++)
-                        acc += (double)q[((b * c->Hq + h) * c->Sq + i) * c->D + d] * k[((b * c->Hkv + kh) * T + t) * c->D + d];
+                        acc += (double)q[((b * c->Hq + h) * c->Sq + i) * c->D + d] *
+                            k[((b * c->Hkv + kh) * T + t) * c->D + d];
                     acc *= scale;
                     if (c->softcap > 0) acc = c->softcap * tanh(acc / c->softcap);
                     s[t] = acc;
@@ -62,10 +60,15 @@ static void attn_reference(const attn_case *c, const float *q, const float *k, c
                 double *qrow = qk + ((b * c->Hq + h) * c->Sq + i) * T;
                 for (int64_t t = 0; t < T; t++) qrow[t] = c->qk_mode == 2 ? s[t] + bias[t] : s[t];
                 double mx = -INFINITY, sum = 0;
-                for (int64_t t = 0; t < T; t++) if (s[t] + bias[t] > mx) mx = s[t] + bias[t];
-                for (int64_t t = 0; t < T; t++) { s[t] = all ? 0 : exp(s[t] + bias[t] - mx); sum += s[t]; }
+                for (int64_t t = 0; t < T; t++)
+                    if (s[t] + bias[t] > mx) mx = s[t] + bias[t];
+                for (int64_t t = 0; t < T; t++) {
+                    s[t] = all ? 0 : exp(s[t] + bias[t] - mx);
+                    sum += s[t];
+                }
                 for (int64_t t = 0; t < T; t++) s[t] = all ? 0 : s[t] / sum;
-                if (c->qk_mode == 3) for (int64_t t = 0; t < T; t++) qrow[t] = s[t];
+                if (c->qk_mode == 3)
+                    for (int64_t t = 0; t < T; t++) qrow[t] = s[t];
                 for (int64_t d = 0; d < c->Dv; d++) {
                     double acc = 0;
                     for (int64_t t = 0; t < T; t++) acc += s[t] * v[((b * c->Hkv + kh) * T + t) * c->Dv + d];
@@ -77,19 +80,17 @@ static void attn_reference(const attn_case *c, const float *q, const float *k, c
 }
 
 /* Reorders a [B,H,S,D] float array into the 3-D [B,S,H*D] layout. */
-static void to_3d(const float *src, float *dst, int64_t B, int64_t H, int64_t S, int64_t D)
-{
+static void to_3d(const float *src, float *dst, int64_t B, int64_t H, int64_t S, int64_t D) {
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < H; h++)
             for (int64_t s = 0; s < S; s++)
-                for (int64_t d = 0; d < D; d++)
-                    dst[((b * S + s) * H + h) * D + d] = src[((b * H + h) * S + s) * D + d];
+                for (int64_t d = 0; d < D; d++) dst[((b * S + s) * H + h) * D + d] = src[((b * H + h) * S + s) * D + d];
 }
 
-static void run_attn_case(const attn_case *c, kn_threadpool *pool)
-{
+static void run_attn_case(const attn_case *c, kn_threadpool *pool) {
     int64_t T = c->past + c->Skv;
-    size_t nq = (size_t)(c->B * c->Hq * c->Sq * c->D), nk = (size_t)(c->B * c->Hkv * T * c->D), nv = (size_t)(c->B * c->Hkv * T * c->Dv);
+    size_t nq = (size_t)(c->B * c->Hq * c->Sq * c->D), nk = (size_t)(c->B * c->Hkv * T * c->D),
+           nv = (size_t)(c->B * c->Hkv * T * c->Dv);
     float *q = malloc(sizeof(float) * nq), *k = malloc(sizeof(float) * nk), *v = malloc(sizeof(float) * nv);
     for (size_t i = 0; i < nq; i++) q[i] = frand() * 2;
     for (size_t i = 0; i < nk; i++) k[i] = frand() * 2;
@@ -98,30 +99,48 @@ static void run_attn_case(const attn_case *c, kn_threadpool *pool)
     uint8_t *bmask = malloc((size_t)(c->B * c->Sq * T + 1));
     for (int64_t i = 0; i < c->Hq * c->Sq * T; i++) mask[i] = frand();
     for (int64_t i = 0; i < c->B * c->Sq * T; i++) bmask[i] = (uint8_t)((i * 7 + 3) % 5 != 0);
-    if (c->mask_kind == 2) for (int64_t t = 0; t < T; t++) bmask[t] = 0; /* one fully masked row */
+    if (c->mask_kind == 2)
+        for (int64_t t = 0; t < T; t++) bmask[t] = 0; /* one fully masked row */
     /* inputs: new K/V positions are the tail of the reference arrays */
     kn_tensor *in[6] = {0};
-    int64_t dq[4] = {c->B, c->Hq, c->Sq, c->D}, dk[4] = {c->B, c->Hkv, c->Skv, c->D}, dv[4] = {c->B, c->Hkv, c->Skv, c->Dv};
+    int64_t dq[4] = {c->B, c->Hq, c->Sq, c->D}, dk[4] = {c->B, c->Hkv, c->Skv, c->D},
+            dv[4] = {c->B, c->Hkv, c->Skv, c->Dv};
     int64_t dpk[4] = {c->B, c->Hkv, c->past, c->D}, dpv[4] = {c->B, c->Hkv, c->past, c->Dv};
     in[0] = mk(KN_F32, 4, dq, NULL);
     memcpy(in[0]->data, q, sizeof(float) * nq);
     in[1] = mk(KN_F32, 4, dk, NULL);
     in[2] = mk(KN_F32, 4, dv, NULL);
     for (int64_t bh = 0; bh < c->B * c->Hkv; bh++) {
-        memcpy((float *)in[1]->data + bh * c->Skv * c->D, k + (bh * T + c->past) * c->D, sizeof(float) * (size_t)(c->Skv * c->D));
-        memcpy((float *)in[2]->data + bh * c->Skv * c->Dv, v + (bh * T + c->past) * c->Dv, sizeof(float) * (size_t)(c->Skv * c->Dv));
+        memcpy((float *)in[1]->data + bh * c->Skv * c->D, k + (bh * T + c->past) * c->D,
+               sizeof(float) * (size_t)(c->Skv * c->D));
+        memcpy((float *)in[2]->data + bh * c->Skv * c->Dv, v + (bh * T + c->past) * c->Dv,
+               sizeof(float) * (size_t)(c->Skv * c->Dv));
     }
     if (c->past) {
         in[4] = mk(KN_F32, 4, dpk, NULL);
         in[5] = mk(KN_F32, 4, dpv, NULL);
         for (int64_t bh = 0; bh < c->B * c->Hkv; bh++) {
-            memcpy((float *)in[4]->data + bh * c->past * c->D, k + bh * T * c->D, sizeof(float) * (size_t)(c->past * c->D));
-            memcpy((float *)in[5]->data + bh * c->past * c->Dv, v + bh * T * c->Dv, sizeof(float) * (size_t)(c->past * c->Dv));
+            memcpy((float *)in[4]->data + bh * c->past * c->D, k + bh * T * c->D,
+                   sizeof(float) * (size_t)(c->past * c->D));
+            memcpy((float *)in[5]->data + bh * c->past * c->Dv, v + bh * T * c->Dv,
+                   sizeof(float) * (size_t)(c->past * c->Dv));
         }
     }
-    if (c->mask_kind == 1) { int64_t d[2] = {c->Sq, T}; in[3] = mk(KN_F32, 2, d, NULL); memcpy(in[3]->data, mask, sizeof(float) * (size_t)(c->Sq * T)); }
-    if (c->mask_kind == 3) { int64_t d[3] = {c->Hq, c->Sq, T}; in[3] = mk(KN_F32, 3, d, NULL); memcpy(in[3]->data, mask, sizeof(float) * (size_t)(c->Hq * c->Sq * T)); }
-    if (c->mask_kind == 2) { int64_t d[4] = {c->B, 1, c->Sq, T}; in[3] = mk(KN_BOOL, 4, d, NULL); memcpy(in[3]->data, bmask, (size_t)(c->B * c->Sq * T)); }
+    if (c->mask_kind == 1) {
+        int64_t d[2] = {c->Sq, T};
+        in[3] = mk(KN_F32, 2, d, NULL);
+        memcpy(in[3]->data, mask, sizeof(float) * (size_t)(c->Sq * T));
+    }
+    if (c->mask_kind == 3) {
+        int64_t d[3] = {c->Hq, c->Sq, T};
+        in[3] = mk(KN_F32, 3, d, NULL);
+        memcpy(in[3]->data, mask, sizeof(float) * (size_t)(c->Hq * c->Sq * T));
+    }
+    if (c->mask_kind == 2) {
+        int64_t d[4] = {c->B, 1, c->Sq, T};
+        in[3] = mk(KN_BOOL, 4, d, NULL);
+        memcpy(in[3]->data, bmask, (size_t)(c->B * c->Sq * T));
+    }
     kn_attr at[6];
     int na = 0;
     at[na++] = attr_i("is_causal", c->causal);
@@ -172,22 +191,27 @@ static void run_attn_case(const attn_case *c, kn_threadpool *pool)
     ck_assert_msg(st == NULL, "attention (Y only) failed: %s", st ? kn_status_message(st) : "");
     expect_close(y_only[0], y, ny, 2e-5, 2e-5, "Y only");
     free_all(y_only, 1);
-    free(y); free(qk); free(q); free(k); free(v); free(mask); free(bmask);
+    free(y);
+    free(qk);
+    free(q);
+    free(k);
+    free(v);
+    free(mask);
+    free(bmask);
     free_all(out, 4);
     free_all(in, 6);
 }
 
-START_TEST(test_attention_vs_reference)
-{
+START_TEST(test_attention_vs_reference) {
     kn_threadpool *pool = kn_threadpool_create(3);
     static const attn_case cases[] = {
         {4, 2, 3, 3, 4, 6, 8, 8, 0, 0, 0, 0, 0},
-        {4, 2, 3, 3, 4, 4, 8, 8, 0, 1, 0, 0, 3},       /* causal, probabilities out */
-        {4, 1, 4, 2, 5, 7, 3, 5, 0, 0, 1, 0, 2},       /* GQA, odd sizes, float mask, bias out */
-        {4, 2, 2, 1, 3, 2, 4, 4, 3, 1, 2, 0, 0},       /* past KV, causal, bool mask with a dead row */
-        {3, 2, 4, 2, 3, 5, 4, 6, 2, 0, 3, 0, 1},       /* 3-D inputs, past, per-head mask */
-        {4, 1, 2, 2, 3, 3, 4, 4, 0, 0, 0, 1.5f, 1},    /* softcap */
-        {4, 1, 2, 1, 70, 75, 16, 8, 5, 1, 0, 0, 0},    /* more query rows than one block */
+        {4, 2, 3, 3, 4, 4, 8, 8, 0, 1, 0, 0, 3},    /* causal, probabilities out */
+        {4, 1, 4, 2, 5, 7, 3, 5, 0, 0, 1, 0, 2},    /* GQA, odd sizes, float mask, bias out */
+        {4, 2, 2, 1, 3, 2, 4, 4, 3, 1, 2, 0, 0},    /* past KV, causal, bool mask with a dead row */
+        {3, 2, 4, 2, 3, 5, 4, 6, 2, 0, 3, 0, 1},    /* 3-D inputs, past, per-head mask */
+        {4, 1, 2, 2, 3, 3, 4, 4, 0, 0, 0, 1.5f, 1}, /* softcap */
+        {4, 1, 2, 1, 70, 75, 16, 8, 5, 1, 0, 0, 0}, /* more query rows than one block */
         {4, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_attn_case(&cases[i], i % 2 ? pool : NULL);
@@ -195,8 +219,7 @@ START_TEST(test_attention_vs_reference)
 }
 END_TEST
 
-START_TEST(test_attention_half_precision)
-{
+START_TEST(test_attention_half_precision) {
     /* float16 / bfloat16 inputs round every step like the reference; compare loosely with the
      * double reference run on the same (already rounded) values */
     attn_case c = {4, 1, 2, 2, 5, 5, 8, 8, 0, 1, 0, 0, 3};
@@ -231,12 +254,12 @@ START_TEST(test_attention_half_precision)
 }
 END_TEST
 
-START_TEST(test_attention_rejects_bad_shapes)
-{
+START_TEST(test_attention_rejects_bad_shapes) {
     int64_t dq[4] = {1, 3, 2, 4}, dk[4] = {1, 2, 2, 4}, dk2[4] = {1, 3, 2, 5};
     kn_tensor *in[3] = {mk_rand(4, dq), mk_rand(4, dk), mk_rand(4, dk)};
     kn_tensor *out[1];
-    kn_status *st = kn_test_run_op(KN_OP_Attention, 23, NULL, 0, in, 3, out, NULL, 1, NULL); /* 3 q heads over 2 kv heads */
+    kn_status *st =
+        kn_test_run_op(KN_OP_Attention, 23, NULL, 0, in, 3, out, NULL, 1, NULL); /* 3 q heads over 2 kv heads */
     ck_assert_ptr_nonnull(st);
     kn_status_free(st);
     free_all(out, 1);
@@ -252,11 +275,11 @@ START_TEST(test_attention_rejects_bad_shapes)
 }
 END_TEST
 
-START_TEST(test_rotary_embedding)
-{
+START_TEST(test_rotary_embedding) {
     /* one head of size 4, two positions; rotation by the given cos/sin */
     int64_t dx[4] = {1, 1, 2, 4}, dc[2] = {3, 2}, dp[2] = {1, 2};
-    double xv[8] = {1, 2, 3, 4, 5, 6, 7, 8}, cv[6] = {1, 1, 0, 0, 0.5, 0.5}, sv[6] = {0, 0, 1, 1, 0.5, 0.5}, pv[2] = {2, 1};
+    double xv[8] = {1, 2, 3, 4, 5, 6, 7, 8}, cv[6] = {1, 1, 0, 0, 0.5, 0.5}, sv[6] = {0, 0, 1, 1, 0.5, 0.5},
+           pv[2] = {2, 1};
     kn_tensor *in[4] = {mk(KN_F32, 4, dx, xv), mk(KN_F32, 2, dc, cv), mk(KN_F32, 2, dc, sv), mk(KN_I64, 2, dp, pv)};
     kn_tensor *out[1];
     ck_assert_ptr_null(kn_test_run_op(KN_OP_RotaryEmbedding, 23, NULL, 0, in, 4, out, NULL, 1, NULL));
@@ -281,8 +304,7 @@ END_TEST
 
 /* ---- recurrent ops, expected values from onnxruntime ---- */
 
-static void rnn_inputs(double *x, double *w, double *r, double *b, double *p, int H)
-{
+static void rnn_inputs(double *x, double *w, double *r, double *b, double *p, int H) {
     for (int i = 0; i < 12; i++) x[i] = i * 0.1 - 0.5;
     int nw = 4 * H * 2, nr = 4 * H * H, nb = 8 * H, np_ = 3 * H;
     for (int i = 0; i < nw; i++) w[i] = -0.5 + (double)i / (nw - 1);
@@ -291,23 +313,25 @@ static void rnn_inputs(double *x, double *w, double *r, double *b, double *p, in
     for (int i = 0; i < np_; i++) p[i] = 0.1 + 0.2 * (double)i / (np_ - 1);
 }
 
-START_TEST(test_lstm_peepholes)
-{
+START_TEST(test_lstm_peepholes) {
     enum { H = 3 };
     double x[12], w[24], r[36], b[24], p[9];
     rnn_inputs(x, w, r, b, p, H);
     int64_t dx[3] = {3, 2, 2}, dw[3] = {1, 4 * H, 2}, dr[3] = {1, 4 * H, H}, db[2] = {1, 8 * H}, dp[2] = {1, 3 * H};
-    kn_tensor *in[8] = {mk(KN_F32, 3, dx, x), mk(KN_F32, 3, dw, w), mk(KN_F32, 3, dr, r), mk(KN_F32, 2, db, b),
-                        NULL, NULL, NULL, mk(KN_F32, 2, dp, p)};
+    kn_tensor *in[8] = {
+        mk(KN_F32, 3, dx, x), mk(KN_F32, 3, dw, w), mk(KN_F32, 3, dr, r), mk(KN_F32, 2, db, b), NULL, NULL, NULL,
+        mk(KN_F32, 2, dp, p)};
     kn_attr at[1] = {attr_i("hidden_size", H)};
     kn_tensor *out[3];
     ck_assert_ptr_null(kn_test_run_op(KN_OP_LSTM, 14, at, 1, in, 8, out, NULL, 3, NULL));
-    static const double y[18] = {-0.04359481483697891, -0.053506091237068176, -0.062175214290618896, -0.00731675885617733,
-        -0.009478442370891571, -0.011596543714404106, 0.006410067435353994, 0.008893161080777645, 0.011806702241301537,
-        0.038407664746046066, 0.052240848541259766, 0.06733797490596771, 0.05635807290673256, 0.07941628247499466,
-        0.1055261492729187, 0.07735618203878403, 0.11240529268980026, 0.15308086574077606};
-    static const double yc[6] = {0.12665605545043945, 0.16926290094852448, 0.2139320820569992, 0.18088509142398834,
-        0.24557863175868988, 0.3144134283065796};
+    static const double y[18] = {-0.04359481483697891, -0.053506091237068176, -0.062175214290618896,
+                                 -0.00731675885617733, -0.009478442370891571, -0.011596543714404106,
+                                 0.006410067435353994, 0.008893161080777645,  0.011806702241301537,
+                                 0.038407664746046066, 0.052240848541259766,  0.06733797490596771,
+                                 0.05635807290673256,  0.07941628247499466,   0.1055261492729187,
+                                 0.07735618203878403,  0.11240529268980026,   0.15308086574077606};
+    static const double yc[6] = {0.12665605545043945, 0.16926290094852448, 0.2139320820569992,
+                                 0.18088509142398834, 0.24557863175868988, 0.3144134283065796};
     expect_close(out[0], y, 18, 1e-5, 1e-5, "lstm Y");
     expect_close(out[1], y + 12, 6, 1e-5, 1e-5, "lstm Y_h");
     expect_close(out[2], yc, 6, 1e-5, 1e-5, "lstm Y_c");
@@ -316,42 +340,112 @@ START_TEST(test_lstm_peepholes)
 }
 END_TEST
 
-START_TEST(test_gru_bidirectional_seqlens)
-{
+START_TEST(test_gru_bidirectional_seqlens) {
     enum { H = 3 };
     double x[12], w4[24], r4[36], b4[24], p[9];
     rnn_inputs(x, w4, r4, b4, p, H);
     /* GRU weights: the first 3H rows of the LSTM ones, the reverse direction scaled */
     double w[2 * 18], r[2 * 27], b[2 * 18];
-    for (int i = 0; i < 18; i++) { w[i] = w4[i]; w[18 + i] = w4[i] * 0.5; }
-    for (int i = 0; i < 27; i++) { r[i] = r4[i]; r[27 + i] = -r4[i]; }
-    for (int i = 0; i < 9; i++) { b[i] = b4[i]; b[9 + i] = b4[12 + i]; }
+    for (int i = 0; i < 18; i++) {
+        w[i] = w4[i];
+        w[18 + i] = w4[i] * 0.5;
+    }
+    for (int i = 0; i < 27; i++) {
+        r[i] = r4[i];
+        r[27 + i] = -r4[i];
+    }
+    for (int i = 0; i < 9; i++) {
+        b[i] = b4[i];
+        b[9 + i] = b4[12 + i];
+    }
     memcpy(b + 18, b, sizeof(double) * 18);
     int64_t dx[3] = {3, 2, 2}, dw[3] = {2, 3 * H, 2}, dr[3] = {2, 3 * H, H}, db[2] = {2, 6 * H}, ds[1] = {2};
     double sl[2] = {3, 2};
-    kn_tensor *in[5] = {mk(KN_F32, 3, dx, x), mk(KN_F32, 3, dw, w), mk(KN_F32, 3, dr, r), mk(KN_F32, 2, db, b), mk(KN_I32, 1, ds, sl)};
-    static const double y0[36] = {-0.008606908842921257, -0.028376370668411255, -0.04897354915738106, -0.0010597840882837772,
-        -0.005322347395122051, -0.00962189119309187, 0.01040396187454462, 0.027970338240265846, 0.04500429704785347,
-        0.011727417819201946, 0.032627835869789124, 0.052983373403549194, 0.005061295349150896, 0.010714340023696423,
-        0.015207324177026749, 0.018736641854047775, 0.051059894263744354, 0.08099350333213806, 0.01937362179160118,
-        0.05490357428789139, 0.08921656012535095, 0.01412498764693737, 0.04022569581866264, 0.06501562893390656,
-        0.032878316938877106, 0.09085012972354889, 0.14284521341323853, 0.0, 0.0, 0.0, 0.01982109621167183,
-        0.056451790034770966, 0.09053535759449005, 0.0, 0.0, 0.0};
-    static const double yh0[12] = {0.032878316938877106, 0.09085012972354889, 0.14284521341323853, 0.018736641854047775,
-        0.051059894263744354, 0.08099350333213806, 0.01040396187454462, 0.027970338240265846, 0.04500429704785347,
-        0.011727417819201946, 0.032627835869789124, 0.052983373403549194};
-    static const double y1[36] = {-0.03204164281487465, -0.0565185546875, -0.08198180794715881, -0.028253143653273582,
-        -0.03694458678364754, -0.045726172626018524, -0.04310177266597748, -0.035236090421676636, -0.02769012749195099,
-        -0.03502844274044037, -0.0214509479701519, -0.00804973766207695, -0.03702215850353241, -0.03614865615963936,
-        -0.036301176995038986, -0.027562687173485756, 0.0010577850043773651, 0.027834566310048103, -0.02983471378684044,
-        -0.0013190163299441338, 0.026766296476125717, -0.01969546265900135, 0.002935815369710326, 0.02483413554728031,
-        -0.021350249648094177, 0.03444458544254303, 0.0852878987789154, 0.0, 0.0, 0.0, -0.016115769743919373,
-        0.017483249306678772, 0.04943164810538292, 0.0, 0.0, 0.0};
-    static const double yh1[12] = {-0.021350249648094177, 0.03444458544254303, 0.0852878987789154, -0.027562687173485756,
-        0.0010577850043773651, 0.027834566310048103, -0.04310177266597748, -0.035236090421676636, -0.02769012749195099,
-        -0.03502844274044037, -0.0214509479701519, -0.00804973766207695};
+    kn_tensor *in[5] = {mk(KN_F32, 3, dx, x), mk(KN_F32, 3, dw, w), mk(KN_F32, 3, dr, r), mk(KN_F32, 2, db, b),
+                        mk(KN_I32, 1, ds, sl)};
+    static const double y0[36] = {-0.008606908842921257,
+                                  -0.028376370668411255,
+                                  -0.04897354915738106,
+                                  -0.0010597840882837772,
+                                  -0.005322347395122051,
+                                  -0.00962189119309187,
+                                  0.01040396187454462,
+                                  0.027970338240265846,
+                                  0.04500429704785347,
+                                  0.011727417819201946,
+                                  0.032627835869789124,
+                                  0.052983373403549194,
+                                  0.005061295349150896,
+                                  0.010714340023696423,
+                                  0.015207324177026749,
+                                  0.018736641854047775,
+                                  0.051059894263744354,
+                                  0.08099350333213806,
+                                  0.01937362179160118,
+                                  0.05490357428789139,
+                                  0.08921656012535095,
+                                  0.01412498764693737,
+                                  0.04022569581866264,
+                                  0.06501562893390656,
+                                  0.032878316938877106,
+                                  0.09085012972354889,
+                                  0.14284521341323853,
+                                  0.0,
+                                  0.0,
+                                  0.0,
+                                  0.01982109621167183,
+                                  0.056451790034770966,
+                                  0.09053535759449005,
+                                  0.0,
+                                  0.0,
+                                  0.0};
+    static const double yh0[12] = {0.032878316938877106, 0.09085012972354889,  0.14284521341323853,
+                                   0.018736641854047775, 0.051059894263744354, 0.08099350333213806,
+                                   0.01040396187454462,  0.027970338240265846, 0.04500429704785347,
+                                   0.011727417819201946, 0.032627835869789124, 0.052983373403549194};
+    static const double y1[36] = {-0.03204164281487465,
+                                  -0.0565185546875,
+                                  -0.08198180794715881,
+                                  -0.028253143653273582,
+                                  -0.03694458678364754,
+                                  -0.045726172626018524,
+                                  -0.04310177266597748,
+                                  -0.035236090421676636,
+                                  -0.02769012749195099,
+                                  -0.03502844274044037,
+                                  -0.0214509479701519,
+                                  -0.00804973766207695,
+                                  -0.03702215850353241,
+                                  -0.03614865615963936,
+                                  -0.036301176995038986,
+                                  -0.027562687173485756,
+                                  0.0010577850043773651,
+                                  0.027834566310048103,
+                                  -0.02983471378684044,
+                                  -0.0013190163299441338,
+                                  0.026766296476125717,
+                                  -0.01969546265900135,
+                                  0.002935815369710326,
+                                  0.02483413554728031,
+                                  -0.021350249648094177,
+                                  0.03444458544254303,
+                                  0.0852878987789154,
+                                  0.0,
+                                  0.0,
+                                  0.0,
+                                  -0.016115769743919373,
+                                  0.017483249306678772,
+                                  0.04943164810538292,
+                                  0.0,
+                                  0.0,
+                                  0.0};
+    static const double yh1[12] = {-0.021350249648094177, 0.03444458544254303,   0.0852878987789154,
+                                   -0.027562687173485756, 0.0010577850043773651, 0.027834566310048103,
+                                   -0.04310177266597748,  -0.035236090421676636, -0.02769012749195099,
+                                   -0.03502844274044037,  -0.0214509479701519,   -0.00804973766207695};
     for (int lbr = 0; lbr < 2; lbr++) {
-        kn_attr at[3] = {attr_i("hidden_size", H), attr_i("linear_before_reset", lbr), attr_s("direction", "bidirectional")};
+        kn_attr at[3] = {attr_i("hidden_size", H), attr_i("linear_before_reset", lbr),
+                         attr_s("direction", "bidirectional")};
         kn_tensor *out[2];
         ck_assert_ptr_null(kn_test_run_op(KN_OP_GRU, 14, at, 3, in, 5, out, NULL, 2, NULL));
         expect_close(out[0], lbr ? y1 : y0, 36, 1e-5, 1e-5, "gru Y");
@@ -362,8 +456,7 @@ START_TEST(test_gru_bidirectional_seqlens)
 }
 END_TEST
 
-START_TEST(test_rnn_simple_and_layout)
-{
+START_TEST(test_rnn_simple_and_layout) {
     /* hidden 1, input 1, W=1, R=0.5, tanh: h1 = tanh(x1), h2 = tanh(x2 + 0.5 h1) */
     int64_t dx[3] = {2, 1, 1}, dw[3] = {1, 1, 1};
     double xv[2] = {0.3, -0.2}, wv[1] = {1}, rv[1] = {0.5};
@@ -375,7 +468,8 @@ START_TEST(test_rnn_simple_and_layout)
     expect_close(out[1], want + 1, 1, 1e-6, 1e-6, "rnn Y_h");
     free_all(out, 2);
     /* layout 1 with batch 1 and seq 2: X is [1, 2, 1], same numbers */
-    in[0]->dims[0] = 1; in[0]->dims[1] = 2;
+    in[0]->dims[0] = 1;
+    in[0]->dims[1] = 2;
     kn_attr at[1] = {attr_i("layout", 1)};
     ck_assert_ptr_null(kn_test_run_op(KN_OP_RNN, 14, at, 1, in, 3, out, NULL, 2, NULL));
     ck_assert_int_eq(out[0]->dims[0], 1);
@@ -388,8 +482,7 @@ END_TEST
 
 /* ---- quantisation ---- */
 
-START_TEST(test_quantize_rounding_and_saturation)
-{
+START_TEST(test_quantize_rounding_and_saturation) {
     int64_t d[1] = {9}, s1[1] = {0};
     double xv[9] = {0.5, 1.5, 2.5, -0.5, -1.5, 1000, -1000, 3.2, NAN};
     double sv[1] = {1}, zv[1] = {10};
@@ -410,12 +503,12 @@ START_TEST(test_quantize_rounding_and_saturation)
 }
 END_TEST
 
-START_TEST(test_quantize_axis_blocked_round_trip)
-{
+START_TEST(test_quantize_axis_blocked_round_trip) {
     /* x [2, 4]; per-axis scales on axis 1 and blocked scales (block 2) on axis 1 */
     int64_t dx[2] = {2, 4}, ds[1] = {4}, db[2] = {2, 2};
     double xv[8] = {-1.0, 0.3, 2.0, 7.7, 0.25, -0.6, 1.1, -3.3};
-    double sv[4] = {0.01, 0.02, 0.05, 0.1}, zv[4] = {0, -3, 5, 1}, bs[4] = {0.01, 0.05, 0.02, 0.1}, bz[4] = {1, -2, 0, 3};
+    double sv[4] = {0.01, 0.02, 0.05, 0.1}, zv[4] = {0, -3, 5, 1}, bs[4] = {0.01, 0.05, 0.02, 0.1},
+           bz[4] = {1, -2, 0, 3};
     kn_tensor *q_in[3] = {mk(KN_F32, 2, dx, xv), mk(KN_F32, 1, ds, sv), mk(KN_I8, 1, ds, zv)};
     kn_tensor *q_out[1], *d_out[1];
     ck_assert_ptr_null(kn_test_run_op(KN_OP_QuantizeLinear, 21, NULL, 0, q_in, 3, q_out, NULL, 1, NULL));
@@ -464,8 +557,7 @@ START_TEST(test_quantize_axis_blocked_round_trip)
 }
 END_TEST
 
-START_TEST(test_dynamic_quantize)
-{
+START_TEST(test_dynamic_quantize) {
     int64_t d[1] = {4};
     double xv[4] = {0, 2, -3, 255};
     kn_tensor *in[1] = {mk(KN_F32, 1, d, xv)};
@@ -483,8 +575,7 @@ END_TEST
 
 /* ---- signal ---- */
 
-START_TEST(test_dft_matches_direct_sum)
-{
+START_TEST(test_dft_matches_direct_sum) {
     static const int lens[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 100, 257};
     for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
         int n = lens[li];
@@ -502,8 +593,10 @@ START_TEST(test_dft_matches_direct_sum)
                     re += xv[b * n + j] * cos(-2 * M_PI * j * k / n);
                     im += xv[b * n + j] * sin(-2 * M_PI * j * k / n);
                 }
-                ck_assert_msg(fabs(kn_get_f64(out[0], (b * n + k) * 2) - re) < 1e-4 * (1 + n / 16), "n %d k %d re", n, k);
-                ck_assert_msg(fabs(kn_get_f64(out[0], (b * n + k) * 2 + 1) - im) < 1e-4 * (1 + n / 16), "n %d k %d im", n, k);
+                ck_assert_msg(fabs(kn_get_f64(out[0], (b * n + k) * 2) - re) < 1e-4 * (1 + n / 16), "n %d k %d re", n,
+                              k);
+                ck_assert_msg(fabs(kn_get_f64(out[0], (b * n + k) * 2 + 1) - im) < 1e-4 * (1 + n / 16), "n %d k %d im",
+                              n, k);
             }
         /* onesided forward then onesided inverse restores the signal */
         kn_attr fw[1] = {attr_i("onesided", 1)};
@@ -527,8 +620,7 @@ START_TEST(test_dft_matches_direct_sum)
 }
 END_TEST
 
-START_TEST(test_windows)
-{
+START_TEST(test_windows) {
     int64_t s1[1] = {0};
     kn_tensor *in[1] = {mk(KN_I64, 0, s1, (double[]){4})};
     kn_tensor *out[1];
@@ -547,8 +639,7 @@ END_TEST
 
 /* ---- random ---- */
 
-START_TEST(test_random_matches_numpy_seeded)
-{
+START_TEST(test_random_matches_numpy_seeded) {
     int64_t d[1] = {8};
     double p[8] = {0.1, 0.5, 0.9, 0.3, 0.7, 0.0, 1.0, 0.45};
     kn_tensor *in[1] = {mk(KN_F32, 1, d, p)};
@@ -561,7 +652,10 @@ START_TEST(test_random_matches_numpy_seeded)
     free_all(in, 1);
     int64_t shape[1] = {3};
     kn_attr ua[2] = {attr_f("seed", 3), {0}};
-    ua[1].name = (char *)"shape"; ua[1].type = KN_ATTR_INTS; ua[1].ints = shape; ua[1].n_ints = 1;
+    ua[1].name = (char *)"shape";
+    ua[1].type = KN_ATTR_INTS;
+    ua[1].ints = shape;
+    ua[1].n_ints = 1;
     ck_assert_ptr_null(kn_test_run_op(KN_OP_RandomUniform, 22, ua, 2, NULL, 0, out, NULL, 1, NULL));
     double u[3] = {0.5507979025745755, 0.7081478226181048, 0.2909047389129443};
     expect_close(out[0], u, 3, 1e-6, 1e-6, "uniform");
@@ -575,11 +669,10 @@ END_TEST
 
 /* ---- strings ---- */
 
-START_TEST(test_string_ops)
-{
+START_TEST(test_string_ops) {
     int64_t d3[1] = {3}, d1[1] = {1};
     const char *words[3] = {"Monday", "tuesday", "MONDAY"};
-    kn_tensor *x = mk_raw(KN_STRING,1, d3, words);
+    kn_tensor *x = mk_raw(KN_STRING, 1, d3, words);
     char *stops[1] = {(char *)"monday"};
     kn_attr at[2] = {attr_strings("stopwords", stops, 1), attr_s("case_change_action", "UPPER")};
     kn_tensor *out[2];
@@ -589,7 +682,7 @@ START_TEST(test_string_ops)
     free_all(out, 1);
 
     const char *suffix[1] = {"!"};
-    kn_tensor *cin[2] = {x, mk_raw(KN_STRING,1, d1, suffix)};
+    kn_tensor *cin[2] = {x, mk_raw(KN_STRING, 1, d1, suffix)};
     ck_assert_ptr_null(kn_test_run_op(KN_OP_StringConcat, 20, NULL, 0, cin, 2, out, NULL, 1, NULL));
     ck_assert_int_eq(out[0]->dims[0], 3);
     ck_assert_str_eq(((char **)out[0]->data)[2], "MONDAY!");
@@ -597,7 +690,7 @@ START_TEST(test_string_ops)
     kn_tensor_free(cin[1]);
 
     const char *lines[3] = {"a,b,,c", "", "x"};
-    kn_tensor *s = mk_raw(KN_STRING,1, d3, lines);
+    kn_tensor *s = mk_raw(KN_STRING, 1, d3, lines);
     kn_attr sa[2] = {attr_s("delimiter", ","), attr_i("maxsplit", 2)};
     ck_assert_ptr_null(kn_test_run_op(KN_OP_StringSplit, 20, sa, 2, &s, 1, out, NULL, 2, NULL));
     ck_assert_int_eq(out[0]->ndim, 2);
@@ -613,7 +706,7 @@ START_TEST(test_string_ops)
     ck_assert_int_eq(((int64_t *)out[1]->data)[1], 1);
     free_all(out, 2);
     const char *ws[3] = {"  one  two three ", "   ", "x"};
-    kn_tensor *w = mk_raw(KN_STRING,1, d3, ws);
+    kn_tensor *w = mk_raw(KN_STRING, 1, d3, ws);
     ck_assert_ptr_null(kn_test_run_op(KN_OP_StringSplit, 20, NULL, 0, &w, 1, out, NULL, 2, NULL));
     ck_assert_int_eq(out[0]->dims[1], 3);
     ck_assert_str_eq(((char **)out[0]->data)[2], "three");
@@ -621,7 +714,7 @@ START_TEST(test_string_ops)
     free_all(out, 2);
 
     const char *urls[3] = {"www.google.com", "www.bbc.co.uk", "xwww.a.com"};
-    kn_tensor *u = mk_raw(KN_STRING,1, d3, urls);
+    kn_tensor *u = mk_raw(KN_STRING, 1, d3, urls);
     kn_attr ra[1] = {attr_s("pattern", "www\\.[a-z.]+\\.com")};
     ck_assert_ptr_null(kn_test_run_op(KN_OP_RegexFullMatch, 20, ra, 1, &u, 1, out, NULL, 1, NULL));
     ck_assert_int_eq(((uint8_t *)out[0]->data)[0], 1);
@@ -635,17 +728,29 @@ START_TEST(test_string_ops)
 }
 END_TEST
 
-START_TEST(test_tfidf_bigrams_with_skip)
-{
+START_TEST(test_tfidf_bigrams_with_skip) {
     /* pool: unigrams {2,3}, bigrams {(2,3),(4,5)}; counts of each in a row with skips */
     int64_t d[1] = {6};
     double xv[6] = {2, 4, 3, 5, 2, 3};
     kn_tensor *in[1] = {mk(KN_I64, 1, d, xv)};
     int64_t counts[2] = {0, 2}, pool[6] = {2, 3, 2, 3, 4, 5}, idx[4] = {0, 1, 2, 3};
-    kn_attr at[7] = {attr_s("mode", "TF"), attr_i("min_gram_length", 1), attr_i("max_gram_length", 2), attr_i("max_skip_count", 1)};
-    at[4] = (kn_attr){0}; at[4].name = (char *)"ngram_counts"; at[4].type = KN_ATTR_INTS; at[4].ints = counts; at[4].n_ints = 2;
-    at[5] = (kn_attr){0}; at[5].name = (char *)"pool_int64s"; at[5].type = KN_ATTR_INTS; at[5].ints = pool; at[5].n_ints = 6;
-    at[6] = (kn_attr){0}; at[6].name = (char *)"ngram_indexes"; at[6].type = KN_ATTR_INTS; at[6].ints = idx; at[6].n_ints = 4;
+    kn_attr at[7] = {attr_s("mode", "TF"), attr_i("min_gram_length", 1), attr_i("max_gram_length", 2),
+                     attr_i("max_skip_count", 1)};
+    at[4] = (kn_attr){0};
+    at[4].name = (char *)"ngram_counts";
+    at[4].type = KN_ATTR_INTS;
+    at[4].ints = counts;
+    at[4].n_ints = 2;
+    at[5] = (kn_attr){0};
+    at[5].name = (char *)"pool_int64s";
+    at[5].type = KN_ATTR_INTS;
+    at[5].ints = pool;
+    at[5].n_ints = 6;
+    at[6] = (kn_attr){0};
+    at[6].name = (char *)"ngram_indexes";
+    at[6].type = KN_ATTR_INTS;
+    at[6].ints = idx;
+    at[6].n_ints = 4;
     kn_tensor *out[1];
     ck_assert_ptr_null(kn_test_run_op(KN_OP_TfIdfVectorizer, 9, at, 7, in, 1, out, NULL, 1, NULL));
     /* unigrams 2 x2, 3 x2; bigram (2,3): adjacent once (pos 4-5), skip-1 once (pos 0-2); (4,5): skip-1 once */
@@ -658,8 +763,8 @@ END_TEST
 
 /* ---- bad inputs are errors, not crashes ---- */
 
-static void expect_error(int op, int opset, kn_attr *at, int na, kn_tensor **in, int n_in, int n_out, const char *what)
-{
+static void expect_error(int op, int opset, kn_attr *at, int na, kn_tensor **in, int n_in, int n_out,
+                         const char *what) {
     kn_tensor *out[4] = {0};
     kn_status *st = kn_test_run_op(op, opset, at, na, in, n_in, out, NULL, n_out, NULL);
     ck_assert_msg(st != NULL, "%s: expected an error", what);
@@ -667,8 +772,7 @@ static void expect_error(int op, int opset, kn_attr *at, int na, kn_tensor **in,
     free_all(out, n_out);
 }
 
-START_TEST(test_misc_error_paths)
-{
+START_TEST(test_misc_error_paths) {
     int64_t dq[4] = {1, 2, 3, 4}, dm[2] = {2, 3}, dm2[2] = {3, 4};
     kn_tensor *att[4] = {mk_rand(4, dq), mk_rand(4, dq), mk_rand(4, dq), mk_rand(2, dm)};
     expect_error(KN_OP_Attention, 23, NULL, 0, att, 4, 1, "mask [2,3] against [.., 3, 3]");
@@ -701,15 +805,14 @@ START_TEST(test_misc_error_paths)
     expect_error(KN_OP_RegexFullMatch, 20, NULL, 0, notstr, 1, 1, "RegexFullMatch of floats");
     free_all(notstr, 1);
     const char *w[2] = {"a", "b"};
-    kn_tensor *str[1] = {mk_raw(KN_STRING,1, ds, w)};
+    kn_tensor *str[1] = {mk_raw(KN_STRING, 1, ds, w)};
     kn_attr badre[1] = {attr_s("pattern", "(unclosed")};
     expect_error(KN_OP_RegexFullMatch, 20, badre, 1, str, 1, 1, "bad regex");
     free_all(str, 1);
 }
 END_TEST
 
-static Suite *misc_suite(void)
-{
+static Suite *misc_suite(void) {
     Suite *s = suite_create("misc_ops");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_attention_vs_reference);
@@ -732,7 +835,4 @@ static Suite *misc_suite(void)
     return s;
 }
 
-int main(void)
-{
-    return kn_test_run_suite(misc_suite());
-}
+int main(void) { return kn_test_run_suite(misc_suite()); }

@@ -18,18 +18,32 @@ static bool have_zoo(void) {
     const char *src = getenv("KILN_SOURCE_DIR");
     snprintf(zoo_model, sizeof zoo_model, "%s/../shared/zoo/bert_feature/model.onnx", src ? src : ".");
     FILE *f = fopen(zoo_model, "rb");
-    if (!f) { printf("skipped: model zoo not found at %s\n", zoo_model); return false; }
+    if (!f) {
+        printf("skipped: model zoo not found at %s\n", zoo_model);
+        return false;
+    }
     fclose(f);
     return true;
 }
 
-typedef struct { int batch, seq; int64_t *ids, *mask, *types; float *out; size_t out_n; } job;
+typedef struct {
+    int batch, seq;
+    int64_t *ids, *mask, *types;
+    float *out;
+    size_t out_n;
+} job;
 
 static void job_init(job *j, int batch, int seq, int salt) {
-    j->batch = batch; j->seq = seq;
+    j->batch = batch;
+    j->seq = seq;
     size_t n = (size_t)batch * seq;
-    j->ids = malloc(n * sizeof(int64_t)); j->mask = malloc(n * sizeof(int64_t)); j->types = calloc(n, sizeof(int64_t));
-    for (size_t i = 0; i < n; i++) { j->ids[i] = (int64_t)((i * 37 + salt * 11) % 1000); j->mask[i] = (i % seq) < (size_t)(seq - salt % 3) ? 1 : 0; }
+    j->ids = malloc(n * sizeof(int64_t));
+    j->mask = malloc(n * sizeof(int64_t));
+    j->types = calloc(n, sizeof(int64_t));
+    for (size_t i = 0; i < n; i++) {
+        j->ids[i] = (int64_t)((i * 37 + salt * 11) % 1000);
+        j->mask[i] = (i % seq) < (size_t)(seq - salt % 3) ? 1 : 0;
+    }
     j->out = NULL;
 }
 
@@ -49,7 +63,12 @@ static kn_status *job_run(kn_session *s, job *j) {
     return st;
 }
 
-static void job_free(job *j) { free(j->ids); free(j->mask); free(j->types); free(j->out); }
+static void job_free(job *j) {
+    free(j->ids);
+    free(j->mask);
+    free(j->types);
+    free(j->out);
+}
 
 START_TEST(load_info_run_errors) {
     if (!have_zoo()) return;
@@ -200,8 +219,10 @@ START_TEST(fuse_option) {
     run_profiled(NULL, &a, pa, sizeof pa);
     mo.fuse = 0;
     run_profiled(&mo, &b, pb, sizeof pb);
-    ck_assert_msg(strstr(pa, "KnSdpa") && strstr(pa, "SkipLayerNormalization") && !strstr(pa, "Softmax"), "fused profile:\n%s", pa);
-    ck_assert_msg(strstr(pb, "Softmax") && !strstr(pb, "KnSdpa") && !strstr(pb, "SkipLayerNormalization"), "unfused profile:\n%s", pb);
+    ck_assert_msg(strstr(pa, "KnSdpa") && strstr(pa, "SkipLayerNormalization") && !strstr(pa, "Softmax"),
+                  "fused profile:\n%s", pa);
+    ck_assert_msg(strstr(pb, "Softmax") && !strstr(pb, "KnSdpa") && !strstr(pb, "SkipLayerNormalization"),
+                  "unfused profile:\n%s", pb);
     ck_assert_uint_eq(a.out_n, b.out_n);
     double worst = 0;
     for (size_t i = 0; i < a.out_n; i++) {
@@ -214,7 +235,12 @@ START_TEST(fuse_option) {
 }
 END_TEST
 
-typedef struct { kn_session *s; job *jobs; int n_jobs; int failures; } worker_arg;
+typedef struct {
+    kn_session *s;
+    job *jobs;
+    int n_jobs;
+    int failures;
+} worker_arg;
 
 static void *worker(void *p) {
     worker_arg *w = p;
@@ -223,8 +249,13 @@ static void *worker(void *p) {
             job mine = w->jobs[i];
             mine.out = NULL;
             kn_status *st = job_run(w->s, &mine);
-            if (st) { w->failures++; kn_status_free(st); continue; }
-            if (mine.out_n != w->jobs[i].out_n || memcmp(mine.out, w->jobs[i].out, mine.out_n * sizeof(float)) != 0) w->failures++;
+            if (st) {
+                w->failures++;
+                kn_status_free(st);
+                continue;
+            }
+            if (mine.out_n != w->jobs[i].out_n || memcmp(mine.out, w->jobs[i].out, mine.out_n * sizeof(float)) != 0)
+                w->failures++;
             free(mine.out);
         }
     return NULL;
@@ -253,7 +284,10 @@ START_TEST(concurrent_runs_match_serial) {
         pthread_create(&t[i], NULL, worker, &args[i]);
     }
     int failures = 0;
-    for (int i = 0; i < NT; i++) { pthread_join(t[i], NULL); failures += args[i].failures; }
+    for (int i = 0; i < NT; i++) {
+        pthread_join(t[i], NULL);
+        failures += args[i].failures;
+    }
     ck_assert_int_eq(failures, 0);
     for (int i = 0; i < NJ; i++) job_free(&jobs[i]);
     kn_session_free(s);

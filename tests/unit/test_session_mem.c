@@ -18,7 +18,10 @@ static bool have_zoo(void) {
     const char *src = getenv("KILN_SOURCE_DIR");
     snprintf(zoo_model, sizeof zoo_model, "%s/../shared/zoo/bert_feature/model.onnx", src ? src : ".");
     FILE *f = fopen(zoo_model, "rb");
-    if (!f) { printf("skipped: model zoo not found at %s\n", zoo_model); return false; }
+    if (!f) {
+        printf("skipped: model zoo not found at %s\n", zoo_model);
+        return false;
+    }
     fclose(f);
     return true;
 }
@@ -38,7 +41,10 @@ static void run_shape(kn_session *s, int batch, int seq) {
     size_t n = (size_t)batch * (size_t)seq;
     int64_t *ids = malloc(n * sizeof *ids), *mask = malloc(n * sizeof *mask), *types = calloc(n, sizeof *types);
     ck_assert(ids && mask && types);
-    for (size_t i = 0; i < n; i++) { ids[i] = (int64_t)((i * 31 + 7) % 1000); mask[i] = 1; }
+    for (size_t i = 0; i < n; i++) {
+        ids[i] = (int64_t)((i * 31 + 7) % 1000);
+        mask[i] = 1;
+    }
     kn_named_tensor in[3] = {
         {.name = "input_ids", .dtype = KN_I64, .ndim = 2, .dims = {batch, seq}, .data = ids},
         {.name = "attention_mask", .dtype = KN_I64, .ndim = 2, .dims = {batch, seq}, .data = mask},
@@ -48,7 +54,9 @@ static void run_shape(kn_session *s, int batch, int seq) {
     kn_status *st = kn_session_run(s, in, 3, &out, 1);
     ck_assert_msg(!st, "%s", kn_status_message(st));
     kn_free(out.data);
-    free(ids); free(mask); free(types);
+    free(ids);
+    free(mask);
+    free(types);
 }
 
 static long peak_rss_kb(void) {
@@ -65,7 +73,10 @@ static void one_pass(kn_session *s, uint32_t *rng) {
         *rng = *rng * 1664525u + 1013904223u;
         int seq = 1 + (int)((*rng >> 8) % 64);
         int batch = 1 + (int)((*rng >> 20) % 8);
-        if (i % 10 == 0) { seq = 128; batch = 8; }
+        if (i % 10 == 0) {
+            seq = 128;
+            batch = 8;
+        }
         run_shape(s, batch, seq);
     }
 }

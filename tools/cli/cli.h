@@ -8,7 +8,7 @@
 typedef struct kn_pb_set {
     int n;
     kn_tensor **t;
-    char **names;   /* name stored in the TensorProto, may be NULL */
+    char **names; /* name stored in the TensorProto, may be NULL */
 } kn_pb_set;
 kn_status *kn_cli_read_pb_set(const char *dir, const char *prefix, kn_pb_set *out);
 void kn_cli_pb_set_free(kn_pb_set *s);

@@ -10,8 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void kn_download_usage(FILE *f)
-{
+static void kn_download_usage(FILE *f) {
     fprintf(f,
             "usage: kiln download REPO[@REVISION] [--revision R] [--onnx-file PATH]\n"
             "  REPO          a Hugging Face repo id, org/name (revision: a branch, tag or commit; default main)\n"
@@ -20,12 +19,14 @@ static void kn_download_usage(FILE *f)
             "HF_HUB_OFFLINE=1 (cache only), HF_HUB_DOWNLOAD_TIMEOUT (seconds without data before giving up).\n");
 }
 
-int kn_cmd_download(int argc, char **argv)
-{
+int kn_cmd_download(int argc, char **argv) {
     const char *repo = NULL, *rev = NULL, *onnx = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { kn_download_usage(stdout); return 0; }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            kn_download_usage(stdout);
+            return 0;
+        }
         if ((!strcmp(a, "--revision") || !strcmp(a, "--onnx-file")) && i + 1 < argc) {
             if (!strcmp(a, "--revision")) rev = argv[++i];
             else onnx = argv[++i];
@@ -34,15 +35,27 @@ int kn_cmd_download(int argc, char **argv)
             kn_download_usage(stderr);
             return 2;
         } else if (!repo) repo = a;
-        else { fprintf(stderr, "kiln download: one repo at a time (got '%s' and '%s')\n", repo, a); return 2; }
+        else {
+            fprintf(stderr, "kiln download: one repo at a time (got '%s' and '%s')\n", repo, a);
+            return 2;
+        }
     }
-    if (!repo) { kn_download_usage(stderr); return 2; }
+    if (!repo) {
+        kn_download_usage(stderr);
+        return 2;
+    }
     char *arg = NULL;
     if (rev) {
-        if (strchr(repo, '@')) { fprintf(stderr, "kiln download: give the revision as REPO@REV or --revision, not both\n"); return 2; }
+        if (strchr(repo, '@')) {
+            fprintf(stderr, "kiln download: give the revision as REPO@REV or --revision, not both\n");
+            return 2;
+        }
         size_t n = strlen(repo) + strlen(rev) + 2;
         arg = malloc(n);
-        if (!arg) { fprintf(stderr, "kiln download: out of memory\n"); return 1; }
+        if (!arg) {
+            fprintf(stderr, "kiln download: out of memory\n");
+            return 1;
+        }
         snprintf(arg, n, "%s@%s", repo, rev);
     }
     char *dir = NULL;

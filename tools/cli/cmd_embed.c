@@ -11,8 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static kn_status *kn_embed_batch(const kn_pipeline *p, const kn_pl_feature_options *fo, char **texts, int n)
-{
+static kn_status *kn_embed_batch(const kn_pipeline *p, const kn_pl_feature_options *fo, char **texts, int n) {
     kn_pl_embedding *e = calloc((size_t)n, sizeof *e);
     if (!e) return KN_OOM(sizeof *e * (size_t)n);
     kn_status *st = kn_pl_feature_extraction(p, n, (const char *const *)texts, fo, e);
@@ -31,8 +30,7 @@ static kn_status *kn_embed_batch(const kn_pipeline *p, const kn_pl_feature_optio
     return st;
 }
 
-int kn_cmd_embed(int argc, char **argv)
-{
+int kn_cmd_embed(int argc, char **argv) {
     const char *dir = NULL, *pool_opt = NULL;
     kn_pl_options po;
     kn_pl_options_init(&po);
@@ -48,27 +46,45 @@ int kn_cmd_embed(int argc, char **argv)
         else if (strcmp(argv[i], "--batch-size") == 0 && i + 1 < argc) po.batch_size = atoi(argv[++i]);
         else if (strcmp(argv[i], "--max-length") == 0 && i + 1 < argc) po.max_length = atoi(argv[++i]);
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) po.session.num_threads = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) { if (kn_cli_parse_device(argv[++i], &po.session)) { rc = 2; goto done; } }
-        else if (argv[i][0] == '-' && argv[i][1] == '-') { fprintf(stderr, "kiln embed: unknown option %s\n", argv[i]); rc = 2; goto done; }
-        else {
+        else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
+            if (kn_cli_parse_device(argv[++i], &po.session)) {
+                rc = 2;
+                goto done;
+            }
+        } else if (argv[i][0] == '-' && argv[i][1] == '-') {
+            fprintf(stderr, "kiln embed: unknown option %s\n", argv[i]);
+            rc = 2;
+            goto done;
+        } else {
             char **t = realloc(texts, sizeof(char *) * (size_t)(n_texts + 1));
-            if (!t) { rc = 1; goto done; }
+            if (!t) {
+                rc = 1;
+                goto done;
+            }
             texts = t;
             texts[n_texts++] = argv[i];
         }
     }
     if (pool_opt) {
-        static const struct { const char *name; kn_pl_pooling mode; } pools[] = {
-            {"mean", KN_POOL_MEAN}, {"cls", KN_POOL_CLS}, {"max", KN_POOL_MAX}, {"last", KN_POOL_LAST}};
+        static const struct {
+            const char *name;
+            kn_pl_pooling mode;
+        } pools[] = {{"mean", KN_POOL_MEAN}, {"cls", KN_POOL_CLS}, {"max", KN_POOL_MAX}, {"last", KN_POOL_LAST}};
         fo.pooling = KN_POOL_DEFAULT;
         for (size_t k = 0; k < sizeof pools / sizeof pools[0]; k++)
             if (!strcmp(pool_opt, pools[k].name)) fo.pooling = pools[k].mode;
-        if (fo.pooling == KN_POOL_DEFAULT) { fprintf(stderr, "kiln embed: unknown pooling '%s' (mean, cls, max, last)\n", pool_opt); rc = 2; goto done; }
+        if (fo.pooling == KN_POOL_DEFAULT) {
+            fprintf(stderr, "kiln embed: unknown pooling '%s' (mean, cls, max, last)\n", pool_opt);
+            rc = 2;
+            goto done;
+        }
     }
     if (!dir || po.batch_size < 1 || po.max_length < 0) {
-        fprintf(stderr, "usage: kiln embed --model DIR [--onnx-file F] [--pooling mean|cls|max|last] [--normalize] [--batch-size N] [--max-length N]\n"
-                        "                  [--threads N] [--device cpu|cuda[:N]] [TEXT...]\n"
-                        "       (texts from stdin, one per line, when none are given)\n");
+        fprintf(stderr,
+                "usage: kiln embed --model DIR [--onnx-file F] [--pooling mean|cls|max|last] [--normalize] "
+                "[--batch-size N] [--max-length N]\n"
+                "                  [--threads N] [--device cpu|cuda[:N]] [TEXT...]\n"
+                "       (texts from stdin, one per line, when none are given)\n");
         rc = 2;
         goto done;
     }
@@ -84,7 +100,10 @@ int kn_cmd_embed(int argc, char **argv)
         if (!buf) st = KN_OOM(sizeof(char *) * (size_t)batch);
         while (!st && (len = getline(&line, &cap, stdin)) >= 0) {
             while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-            if (!(buf[have] = strdup(line))) { st = KN_OOM(len); break; }
+            if (!(buf[have] = strdup(line))) {
+                st = KN_OOM(len);
+                break;
+            }
             if (++have == batch) {
                 st = kn_embed_batch(p, &fo, buf, have);
                 for (int i = 0; i < have; i++) free(buf[i]);
@@ -98,7 +117,11 @@ int kn_cmd_embed(int argc, char **argv)
     }
     for (int i = 0; !st && i < n_texts; i += batch)
         st = kn_embed_batch(p, &fo, texts + i, n_texts - i < batch ? n_texts - i : batch);
-    if (st) { fprintf(stderr, "kiln: error: %s\n", kn_status_message(st)); kn_status_free(st); rc = 1; }
+    if (st) {
+        fprintf(stderr, "kiln: error: %s\n", kn_status_message(st));
+        kn_status_free(st);
+        rc = 1;
+    }
     kn_pipeline_free(p);
 done:
     free(texts);

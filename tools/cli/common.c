@@ -6,7 +6,10 @@
 #include <string.h>
 
 void kn_cli_pb_set_free(kn_pb_set *s) {
-    for (int i = 0; i < s->n; i++) { kn_tensor_free(s->t[i]); free(s->names[i]); }
+    for (int i = 0; i < s->n; i++) {
+        kn_tensor_free(s->t[i]);
+        free(s->names[i]);
+    }
     free(s->t);
     free(s->names);
     memset(s, 0, sizeof *s);
@@ -30,20 +33,27 @@ kn_status *kn_cli_read_pb_set(const char *dir, const char *prefix, kn_pb_set *ou
     if (max_k < 0) return NULL;
     out->t = calloc((size_t)max_k + 1, sizeof(kn_tensor *));
     out->names = calloc((size_t)max_k + 1, sizeof(char *));
-    if (!out->t || !out->names) { kn_cli_pb_set_free(out); return KN_OOM(0); }
+    if (!out->t || !out->names) {
+        kn_cli_pb_set_free(out);
+        return KN_OOM(0);
+    }
     out->n = max_k + 1;
     for (int k = 0; k <= max_k; k++) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s%d.pb", dir, prefix, k);
         kn_status *st = kn_tensor_proto_read_file(path, &out->t[k], &out->names[k]);
-        if (st) { kn_cli_pb_set_free(out); return kn_error_wrap(st, "%s: ", path); }
+        if (st) {
+            kn_cli_pb_set_free(out);
+            return kn_error_wrap(st, "%s: ", path);
+        }
     }
     return NULL;
 }
 
 kn_status *kn_cli_bind(const kn_session *s, const kn_pb_set *in, kn_named_tensor *named, bool strict) {
     int n = kn_session_input_count(s);
-    if (in->n != n) return kn_error(KN_ERR_INVALID_ARGUMENT, "the model has %d inputs but %d input files were given", n, in->n);
+    if (in->n != n)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "the model has %d inputs but %d input files were given", n, in->n);
     bool by_name = true;
     for (int i = 0; i < in->n && by_name; i++) {
         bool found = false;
@@ -54,13 +64,17 @@ kn_status *kn_cli_bind(const kn_session *s, const kn_pb_set *in, kn_named_tensor
         }
         by_name = found;
         if (!found && strict && in->names[i] && in->names[i][0]) {
-            char names[512]; size_t off = 0; names[0] = 0;
+            char names[512];
+            size_t off = 0;
+            names[0] = 0;
             for (int k = 0; k < n && off < sizeof names; k++) {
                 kn_value_info vi;
                 kn_session_input_info(s, k, &vi);
                 off += (size_t)snprintf(names + off, sizeof names - off, "%s'%s'", k ? ", " : "", vi.name);
             }
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "input file %d names '%s', which is not a model input (the model's inputs are %s)", i, in->names[i], names);
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "input file %d names '%s', which is not a model input (the model's inputs are %s)", i,
+                            in->names[i], names);
         }
     }
     for (int i = 0; i < in->n; i++) {
@@ -79,7 +93,10 @@ kn_status *kn_cli_bind(const kn_session *s, const kn_pb_set *in, kn_named_tensor
 }
 
 int kn_cli_parse_device(const char *s, kn_session_options *o) {
-    if (strcmp(s, "cpu") == 0) { o->device = KN_DEVICE_CPU; return 0; }
+    if (strcmp(s, "cpu") == 0) {
+        o->device = KN_DEVICE_CPU;
+        return 0;
+    }
     if (strncmp(s, "cuda", 4) == 0) {
         o->device = KN_DEVICE_CUDA;
         o->device_index = s[4] == ':' ? atoi(s + 5) : 0;
@@ -97,12 +114,16 @@ int kn_cli_parse_precision(const char *s, kn_session_options *o, const char *cmd
     int k = -1;
     for (int p = 0; p < 4; p++)
         if (strcmp(s, kn_cli_precisions[p]) == 0) k = p;
-    if (k < 0) { fprintf(stderr, "%s: unknown --precision '%s' (fp32, tf32, fp16, bf16)\n", cmd, s); return -1; }
+    if (k < 0) {
+        fprintf(stderr, "%s: unknown --precision '%s' (fp32, tf32, fp16, bf16)\n", cmd, s);
+        return -1;
+    }
     o->precision = (kn_precision)k;
     /* the CPU backend computes in the model's own dtypes; reduced precision is a GPU feature, and
      * reporting what actually ran keeps benchmark records honest */
     if (o->device == KN_DEVICE_CPU && k != KN_PRECISION_FP32) {
-        fprintf(stderr, "%s: warning: --precision %s applies to CUDA devices; the CPU runs the model in fp32\n", cmd, s);
+        fprintf(stderr, "%s: warning: --precision %s applies to CUDA devices; the CPU runs the model in fp32\n", cmd,
+                s);
         o->precision = KN_PRECISION_FP32;
     }
     return 0;

@@ -28,7 +28,10 @@
 #define KN_RTOL 1e-3
 #define KN_ATOL 1e-5
 
-typedef struct { char **v; int n, cap; } kn_strlist;
+typedef struct {
+    char **v;
+    int n, cap;
+} kn_strlist;
 
 static void kn_strlist_add(kn_strlist *l, const char *s) {
     if (l->n == l->cap) {
@@ -50,7 +53,10 @@ static void kn_strlist_free(kn_strlist *l) {
  * the rest of the line (a reason) is kept in why when asked for. Sorted for kn_strlist_find. */
 static int kn_read_case_list(const char *path, kn_strlist *names, kn_strlist *why) {
     FILE *f = fopen(path, "r");
-    if (!f) { fprintf(stderr, "kiln conformance: cannot read %s: %s\n", path, strerror(errno)); return -1; }
+    if (!f) {
+        fprintf(stderr, "kiln conformance: cannot read %s: %s\n", path, strerror(errno));
+        return -1;
+    }
     char line[4096];
     kn_strlist raw = {0};
     while (fgets(line, sizeof line, f)) {
@@ -77,18 +83,28 @@ static int kn_strlist_find(const kn_strlist *l, const char *name) {
     while (lo <= hi) {
         int mid = (lo + hi) / 2, c = strcmp(l->v[mid], name);
         if (!c) return mid;
-        if (c < 0) lo = mid + 1; else hi = mid - 1;
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
     }
     return -1;
 }
 
-static bool kn_is_file(const char *p) { struct stat st; return stat(p, &st) == 0 && S_ISREG(st.st_mode); }
-static bool kn_is_dir(const char *p) { struct stat st; return stat(p, &st) == 0 && S_ISDIR(st.st_mode); }
+static bool kn_is_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+static bool kn_is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
 
 static void kn_find_cases(const char *dir, kn_strlist *out, int depth) {
     char p[4096];
     snprintf(p, sizeof p, "%s/model.onnx", dir);
-    if (kn_is_file(p)) { kn_strlist_add(out, dir); return; }
+    if (kn_is_file(p)) {
+        kn_strlist_add(out, dir);
+        return;
+    }
     if (depth > 6) return;
     DIR *d = opendir(dir);
     if (!d) return;
@@ -114,13 +130,18 @@ static bool kn_compare(const kn_tensor *want, const kn_named_tensor *got, char *
     for (int64_t i = 0; i < n; i++) {
         if (want->dtype == KN_STRING) {
             const char *x = ((char **)want->data)[i], *y = ((char **)g.data)[i];
-            if (strcmp(x ? x : "", y ? y : "")) { snprintf(msg, len, "element %lld: expected \"%s\", got \"%s\"", (long long)i, x, y); return false; }
+            if (strcmp(x ? x : "", y ? y : "")) {
+                snprintf(msg, len, "element %lld: expected \"%s\", got \"%s\"", (long long)i, x, y);
+                return false;
+            }
         } else if (kn_dtype_is_float(want->dtype)) {
             double x = kn_get_f64(want, i), y = kn_get_f64(&g, i);
             if (isnan(x) && isnan(y)) continue;
-            if (isinf(x) || isinf(y)) { if (x == y) continue; }
-            else if (fabs(x - y) <= KN_ATOL + KN_RTOL * fabs(x)) continue;
-            snprintf(msg, len, "element %lld of %s: expected %.9g, got %.9g", (long long)i, kn_tensor_desc(want, a, sizeof a), x, y);
+            if (isinf(x) || isinf(y)) {
+                if (x == y) continue;
+            } else if (fabs(x - y) <= KN_ATOL + KN_RTOL * fabs(x)) continue;
+            snprintf(msg, len, "element %lld of %s: expected %.9g, got %.9g", (long long)i,
+                     kn_tensor_desc(want, a, sizeof a), x, y);
             return false;
         } else if (want->dtype == KN_C64 || want->dtype == KN_C128) {
             double x = want->dtype == KN_C64 ? ((float *)want->data)[i * 2] : ((double *)want->data)[i * 2];
@@ -132,9 +153,11 @@ static bool kn_compare(const kn_tensor *want, const kn_named_tensor *got, char *
                 return false;
             }
         } else {
-            if (want->dtype == KN_U64 ? ((uint64_t *)want->data)[i] != ((uint64_t *)g.data)[i] : kn_get_i64(want, i) != kn_get_i64(&g, i)) {
-                snprintf(msg, len, "element %lld of %s: expected %lld, got %lld", (long long)i, kn_tensor_desc(want, a, sizeof a),
-                         (long long)kn_get_i64(want, i), (long long)kn_get_i64(&g, i));
+            if (want->dtype == KN_U64 ? ((uint64_t *)want->data)[i] != ((uint64_t *)g.data)[i]
+                                      : kn_get_i64(want, i) != kn_get_i64(&g, i)) {
+                snprintf(msg, len, "element %lld of %s: expected %lld, got %lld", (long long)i,
+                         kn_tensor_desc(want, a, sizeof a), (long long)kn_get_i64(want, i),
+                         (long long)kn_get_i64(&g, i));
                 return false;
             }
         }
@@ -151,7 +174,10 @@ static bool kn_compare_value(const kn_tensor *want, const kn_tensor *got, char *
     if (want->kind == KN_KIND_NONE) return true;
     if (want->kind == KN_KIND_SEQUENCE) {
         const kn_seq *x = want->data, *y = got->data;
-        if (x->n != y->n) { snprintf(msg, len, "expected a sequence of %lld, got %lld", (long long)x->n, (long long)y->n); return false; }
+        if (x->n != y->n) {
+            snprintf(msg, len, "expected a sequence of %lld, got %lld", (long long)x->n, (long long)y->n);
+            return false;
+        }
         for (int64_t i = 0; i < x->n; i++)
             if (!kn_compare_value(x->items[i], y->items[i], msg, len)) return false;
         return true;
@@ -169,7 +195,8 @@ static int kn_value_kind_of(const kn_value *v) {
 }
 
 /* Reads <dir>/<prefix>K.pb for each value id in ids, by the kind each declares. */
-static kn_status *kn_read_values(const char *dir, const char *prefix, const kn_graph *g, const int *ids, int n, kn_tensor **out, int *n_found) {
+static kn_status *kn_read_values(const char *dir, const char *prefix, const kn_graph *g, const int *ids, int n,
+                                 kn_tensor **out, int *n_found) {
     *n_found = 0;
     for (int k = 0; k < n; k++) {
         char p[4096];
@@ -178,7 +205,9 @@ static kn_status *kn_read_values(const char *dir, const char *prefix, const kn_g
         if (stat(p, &st) != 0) break;
         int kind = kn_value_kind_of(&g->values[ids[k]]);
         /* optionals are stored as OptionalProto: the NONE marker asks for that reader */
-        int read_kind = kind == KN_KIND_TENSOR ? KN_KIND_TENSOR : kind == KN_KIND_SEQUENCE ? KN_KIND_SEQUENCE : KN_KIND_NONE;
+        int read_kind = kind == KN_KIND_TENSOR ? KN_KIND_TENSOR
+            : kind == KN_KIND_SEQUENCE         ? KN_KIND_SEQUENCE
+                                               : KN_KIND_NONE;
         char *name = NULL;
         kn_status *s = kn_value_proto_read_file(p, read_kind, &out[k], &name);
         free(name);
@@ -196,7 +225,12 @@ static int kn_run_case(const char *dir, const kn_session_options *o, char *msg, 
     kn_session *s = NULL;
     kn_status *st = kn_model_load(p, &m);
     if (!st) st = kn_session_create(m, o, &s);
-    if (st) { snprintf(msg, len, "%s", kn_status_message(st)); kn_status_free(st); kn_model_free(m); return 1; }
+    if (st) {
+        snprintf(msg, len, "%s", kn_status_message(st));
+        kn_status_free(st);
+        kn_model_free(m);
+        return 1;
+    }
     const kn_graph *g = m->graph;
     int sets = 0, rc = 0;
     kn_tensor **ins = calloc((size_t)g->n_inputs + 1, sizeof(kn_tensor *));
@@ -210,8 +244,10 @@ static int kn_run_case(const char *dir, const kn_session_options *o, char *msg, 
         int n_in = 0, n_want = 0;
         st = kn_read_values(p, "input_", g, g->inputs, g->n_inputs, ins, &n_in);
         if (!st) st = kn_read_values(p, "output_", g, g->outputs, g->n_outputs, want, &n_want);
-        if (!st && n_in != g->n_inputs) st = kn_error(KN_ERR_INVALID_ARGUMENT, "%d input files for %d graph inputs", n_in, g->n_inputs);
-        if (!st && n_want != g->n_outputs) st = kn_error(KN_ERR_INVALID_ARGUMENT, "%d reference outputs for %d graph outputs", n_want, g->n_outputs);
+        if (!st && n_in != g->n_inputs)
+            st = kn_error(KN_ERR_INVALID_ARGUMENT, "%d input files for %d graph inputs", n_in, g->n_inputs);
+        if (!st && n_want != g->n_outputs)
+            st = kn_error(KN_ERR_INVALID_ARGUMENT, "%d reference outputs for %d graph outputs", n_want, g->n_outputs);
         for (int i = 0; !st && i < n_in; i++) bound[i] = *ins[i];
         if (!st) st = kn_session_run_values(s, bound, got);
         if (st) {
@@ -226,13 +262,26 @@ static int kn_run_case(const char *dir, const kn_session_options *o, char *msg, 
                 rc = 1;
             }
         }
-        for (int i = 0; i < g->n_inputs; i++) { kn_tensor_free(ins[i]); ins[i] = NULL; }
-        for (int i = 0; i < g->n_outputs; i++) { kn_tensor_free(want[i]); want[i] = NULL; kn_tensor_release(&got[i]); }
+        for (int i = 0; i < g->n_inputs; i++) {
+            kn_tensor_free(ins[i]);
+            ins[i] = NULL;
+        }
+        for (int i = 0; i < g->n_outputs; i++) {
+            kn_tensor_free(want[i]);
+            want[i] = NULL;
+            kn_tensor_release(&got[i]);
+        }
     }
-    free(ins); free(want); free(bound); free(got);
+    free(ins);
+    free(want);
+    free(bound);
+    free(got);
     kn_session_free(s);
     kn_model_free(m);
-    if (rc == 0 && sets == 0) { snprintf(msg, len, "no test_data_set_N folders"); return 2; }
+    if (rc == 0 && sets == 0) {
+        snprintf(msg, len, "no test_data_set_N folders");
+        return 2;
+    }
     return rc;
 }
 
@@ -242,7 +291,11 @@ static int kn_run_case_isolated(const char *dir, const kn_session_options *o, in
     if (pipe(fd) != 0) return kn_run_case(dir, o, msg, len);
     fflush(stdout);
     pid_t pid = fork();
-    if (pid < 0) { close(fd[0]); close(fd[1]); return kn_run_case(dir, o, msg, len); }
+    if (pid < 0) {
+        close(fd[0]);
+        close(fd[1]);
+        return kn_run_case(dir, o, msg, len);
+    }
     if (pid == 0) {
         close(fd[0]);
         char m[2048] = "";
@@ -260,10 +313,16 @@ static int kn_run_case_isolated(const char *dir, const kn_session_options *o, in
     for (;;) {
         struct pollfd pf = {.fd = fd[0], .events = POLLIN};
         int left = (int)(deadline - time(NULL));
-        if (left <= 0) { timed_out = true; break; }
+        if (left <= 0) {
+            timed_out = true;
+            break;
+        }
         int r = poll(&pf, 1, left * 1000);
         if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) { timed_out = true; break; }
+        if (r <= 0) {
+            timed_out = true;
+            break;
+        }
         ssize_t k = read(fd[0], buf + got, sizeof buf - 1 - got);
         if (k <= 0) break;
         got += (size_t)k;
@@ -274,9 +333,18 @@ static int kn_run_case_isolated(const char *dir, const kn_session_options *o, in
     if (timed_out) kill(pid, SIGKILL);
     int wst = 0;
     waitpid(pid, &wst, 0);
-    if (timed_out) { snprintf(msg, len, "timed out after %d s", timeout_s); return 1; }
-    if (WIFSIGNALED(wst)) { snprintf(msg, len, "crashed with signal %d (%s)", WTERMSIG(wst), strsignal(WTERMSIG(wst))); return 1; }
-    if (got == 0) { snprintf(msg, len, "child exited with status %d and no report", WEXITSTATUS(wst)); return 1; }
+    if (timed_out) {
+        snprintf(msg, len, "timed out after %d s", timeout_s);
+        return 1;
+    }
+    if (WIFSIGNALED(wst)) {
+        snprintf(msg, len, "crashed with signal %d (%s)", WTERMSIG(wst), strsignal(WTERMSIG(wst)));
+        return 1;
+    }
+    if (got == 0) {
+        snprintf(msg, len, "child exited with status %d and no report", WEXITSTATUS(wst));
+        return 1;
+    }
     int rc = atoi(buf);
     const char *sp = strchr(buf, ' ');
     snprintf(msg, len, "%s", sp ? sp + 1 : "");
@@ -289,7 +357,12 @@ static void kn_case_op(const char *dir, char *op, size_t len) {
     snprintf(p, sizeof p, "%s/model.onnx", dir);
     kn_model *m = NULL;
     kn_status *st = kn_onnx_load_file(p, &m);
-    if (st || !m->graph->n_nodes) { kn_status_free(st); snprintf(op, len, "(unreadable)"); kn_model_free(m); return; }
+    if (st || !m->graph->n_nodes) {
+        kn_status_free(st);
+        snprintf(op, len, "(unreadable)");
+        kn_model_free(m);
+        return;
+    }
     /* single-node cases name their op; expanded function graphs are grouped by their last node */
     const kn_graph *g = m->graph;
     const char *name = g->n_nodes == 1 ? g->nodes[0].op_type : NULL;
@@ -300,7 +373,10 @@ static void kn_case_op(const char *dir, char *op, size_t len) {
     kn_model_free(m);
 }
 
-typedef struct { char op[64]; int pass, fail, skip; } kn_op_row;
+typedef struct {
+    char op[64];
+    int pass, fail, skip;
+} kn_op_row;
 
 int kn_cmd_conformance(int argc, char **argv) {
     kn_session_options o;
@@ -312,28 +388,38 @@ int kn_cmd_conformance(int argc, char **argv) {
     kn_strlist roots = {0}, cases = {0}, undef = {0}, undef_why = {0}, baseline = {0}, passed = {0};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--filter") == 0 && i + 1 < argc) filter = argv[++i];
-        else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) { if (kn_cli_parse_device(argv[++i], &o)) return 2; }
-        else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) timeout_s = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
+            if (kn_cli_parse_device(argv[++i], &o)) return 2;
+        } else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) timeout_s = atoi(argv[++i]);
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) o.num_threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--undefined") == 0 && i + 1 < argc) undefined_path = argv[++i];
         else if (strcmp(argv[i], "--floor") == 0 && i + 1 < argc) floor = atoi(argv[++i]);
         else if (strcmp(argv[i], "--baseline") == 0 && i + 1 < argc) baseline_path = argv[++i];
         else if (strcmp(argv[i], "--write-baseline") == 0 && i + 1 < argc) write_baseline = argv[++i];
         else if (strcmp(argv[i], "--verbose") == 0) verbose = true;
-        else if (argv[i][0] == '-') { fprintf(stderr, "kiln conformance: unknown option %s\n", argv[i]); return 2; }
-        else kn_strlist_add(&roots, argv[i]);
+        else if (argv[i][0] == '-') {
+            fprintf(stderr, "kiln conformance: unknown option %s\n", argv[i]);
+            return 2;
+        } else kn_strlist_add(&roots, argv[i]);
     }
     if (!roots.n) {
-        fprintf(stderr, "usage: kiln conformance DIR... [--device D] [--filter REGEX] [--timeout S] [--verbose]\n"
-                        "       [--undefined FILE] [--floor N] [--baseline FILE] [--write-baseline FILE]\n");
+        fprintf(stderr,
+                "usage: kiln conformance DIR... [--device D] [--filter REGEX] [--timeout S] [--verbose]\n"
+                "       [--undefined FILE] [--floor N] [--baseline FILE] [--write-baseline FILE]\n");
         return 2;
     }
     if (undefined_path && kn_read_case_list(undefined_path, &undef, &undef_why)) return 2;
     if (baseline_path && kn_read_case_list(baseline_path, &baseline, NULL)) return 2;
     regex_t re;
-    if (filter && regcomp(&re, filter, REG_EXTENDED | REG_NOSUB)) { fprintf(stderr, "kiln conformance: bad --filter regex '%s'\n", filter); return 2; }
+    if (filter && regcomp(&re, filter, REG_EXTENDED | REG_NOSUB)) {
+        fprintf(stderr, "kiln conformance: bad --filter regex '%s'\n", filter);
+        return 2;
+    }
     for (int i = 0; i < roots.n; i++) {
-        if (!kn_is_dir(roots.v[i])) { fprintf(stderr, "kiln conformance: %s is not a folder\n", roots.v[i]); return 2; }
+        if (!kn_is_dir(roots.v[i])) {
+            fprintf(stderr, "kiln conformance: %s is not a folder\n", roots.v[i]);
+            return 2;
+        }
         kn_find_cases(roots.v[i], &cases, 0);
     }
     qsort(cases.v, (size_t)cases.n, sizeof(char *), kn_strcmp_p);
@@ -349,27 +435,46 @@ int kn_cmd_conformance(int argc, char **argv) {
         char msg[2048] = "", op[64];
         int rc = kn_run_case_isolated(cases.v[i], &o, timeout_s, msg, sizeof msg);
         int u = kn_strlist_find(&undef, base), b = kn_strlist_find(&baseline, base);
-        if (b >= 0) { ran_base[b] = true; pass_base[b] = rc == 0; }
+        if (b >= 0) {
+            ran_base[b] = true;
+            pass_base[b] = rc == 0;
+        }
         if (u >= 0) {
             /* run and shown, but the spec does not define the expected values: no verdict */
             n_undef++;
-            printf("UNDEF %s (%s): %s%s\n", base, undef_why.v[u], rc == 0 ? "matches the reference" : "differs: ",
-                   rc == 0 ? "" : msg);
+            printf("UNDEF %s (%s): %s%s\n", base, undef_why.v[u],
+                   rc == 0 ? "matches the reference" : "differs: ", rc == 0 ? "" : msg);
             fflush(stdout);
             continue;
         }
         kn_case_op(cases.v[i], op, sizeof op);
         int r = 0;
         while (r < n_rows && strcmp(rows[r].op, op)) r++;
-        if (r == n_rows && n_rows < 512) { snprintf(rows[r].op, sizeof rows[r].op, "%s", op); n_rows++; }
-        if (rc == 0) { pass++; if (r < 512) rows[r].pass++; kn_strlist_add(&passed, base); if (verbose) printf("PASS %s\n", base); }
-        else if (rc == 2) { skip++; if (r < 512) rows[r].skip++; printf("SKIP %s: %s\n", base, msg); }
-        else { fail++; if (r < 512) rows[r].fail++; printf("FAIL %s [%s]: %s\n", base, op, msg); }
+        if (r == n_rows && n_rows < 512) {
+            snprintf(rows[r].op, sizeof rows[r].op, "%s", op);
+            n_rows++;
+        }
+        if (rc == 0) {
+            pass++;
+            if (r < 512) rows[r].pass++;
+            kn_strlist_add(&passed, base);
+            if (verbose) printf("PASS %s\n", base);
+        } else if (rc == 2) {
+            skip++;
+            if (r < 512) rows[r].skip++;
+            printf("SKIP %s: %s\n", base, msg);
+        } else {
+            fail++;
+            if (r < 512) rows[r].fail++;
+            printf("FAIL %s [%s]: %s\n", base, op, msg);
+        }
         fflush(stdout);
     }
     printf("\nper-op summary (op: passed/total):\n");
     for (int r = 0; r < n_rows; r++)
-        if (rows[r].fail || rows[r].skip) printf("  %-32s %d/%d%s\n", rows[r].op, rows[r].pass, rows[r].pass + rows[r].fail + rows[r].skip, rows[r].fail ? "  <- failing" : "");
+        if (rows[r].fail || rows[r].skip)
+            printf("  %-32s %d/%d%s\n", rows[r].op, rows[r].pass, rows[r].pass + rows[r].fail + rows[r].skip,
+                   rows[r].fail ? "  <- failing" : "");
     int full = 0;
     for (int r = 0; r < n_rows; r++) full += !rows[r].fail && !rows[r].skip;
     printf("  (%d more ops pass every case)\n", full);
@@ -377,32 +482,45 @@ int kn_cmd_conformance(int argc, char **argv) {
     int rc = fail ? 1 : 0;
     if (floor >= 0 || baseline_path) {
         int lost = 0;
-        for (int b = 0; b < baseline.n; b++) lost += ran_base[b] && !pass_base[b] && kn_strlist_find(&undef, baseline.v[b]) < 0;
+        for (int b = 0; b < baseline.n; b++)
+            lost += ran_base[b] && !pass_base[b] && kn_strlist_find(&undef, baseline.v[b]) < 0;
         if (lost) {
             printf("\nREGRESSION: %d case%s listed in %s passed before and do%s not now:\n", lost, lost == 1 ? "" : "s",
                    baseline_path, lost == 1 ? "es" : "");
             for (int b = 0; b < baseline.n; b++)
-                if (ran_base[b] && !pass_base[b] && kn_strlist_find(&undef, baseline.v[b]) < 0) printf("  %s\n", baseline.v[b]);
+                if (ran_base[b] && !pass_base[b] && kn_strlist_find(&undef, baseline.v[b]) < 0)
+                    printf("  %s\n", baseline.v[b]);
         }
         if (floor >= 0 && pass < floor) printf("\nREGRESSION: %d passed < floor %d\n", pass, floor);
         rc = lost || (floor >= 0 && pass < floor) ? 1 : 0;
         if (!rc && floor >= 0 && pass > floor)
-            printf("\n%d passed > floor %d: raise the floor and record the passing cases (--write-baseline)\n", pass, floor);
+            printf("\n%d passed > floor %d: raise the floor and record the passing cases (--write-baseline)\n", pass,
+                   floor);
     }
     if (write_baseline) {
         FILE *f = fopen(write_baseline, "w");
-        if (!f) { fprintf(stderr, "kiln conformance: cannot write %s: %s\n", write_baseline, strerror(errno)); rc = 2; }
-        else {
-            fprintf(f, "# cases that passed (kiln conformance --write-baseline); a case here that fails is a regression\n");
+        if (!f) {
+            fprintf(stderr, "kiln conformance: cannot write %s: %s\n", write_baseline, strerror(errno));
+            rc = 2;
+        } else {
+            fprintf(
+                f, "# cases that passed (kiln conformance --write-baseline); a case here that fails is a regression\n");
             for (int i = 0; i < passed.n; i++) fprintf(f, "%s\n", passed.v[i]);
             fclose(f);
         }
     }
-    if (n_undef) printf("\n%d undefined (the spec leaves their expected output undefined; run, not counted)\n", n_undef);
+    if (n_undef)
+        printf("\n%d undefined (the spec leaves their expected output undefined; run, not counted)\n", n_undef);
     printf("\n%d passed, %d failed, %d skipped\n", pass, fail, skip);
     if (filter) regfree(&re);
-    kn_strlist_free(&roots); kn_strlist_free(&cases); kn_strlist_free(&undef); kn_strlist_free(&undef_why);
-    kn_strlist_free(&baseline); kn_strlist_free(&passed);
-    free(rows); free(ran_base); free(pass_base);
+    kn_strlist_free(&roots);
+    kn_strlist_free(&cases);
+    kn_strlist_free(&undef);
+    kn_strlist_free(&undef_why);
+    kn_strlist_free(&baseline);
+    kn_strlist_free(&passed);
+    free(rows);
+    free(ran_base);
+    free(pass_base);
     return rc;
 }

@@ -36,7 +36,12 @@ static void kn_print_value(const kn_value *v) {
     printf("\n");
 }
 
-typedef struct { const char *op; const char *domain; int count; bool supported; } kn_op_count;
+typedef struct {
+    const char *op;
+    const char *domain;
+    int count;
+    bool supported;
+} kn_op_count;
 
 static void kn_count_ops(const kn_graph *g, kn_op_count *c, int *n, int cap) {
     for (int i = 0; i < g->n_nodes; i++) {
@@ -44,8 +49,9 @@ static void kn_count_ops(const kn_graph *g, kn_op_count *c, int *n, int cap) {
         int k = 0;
         while (k < *n && !(strcmp(c[k].op, nd->op_type) == 0 && strcmp(c[k].domain, nd->domain) == 0)) k++;
         if (k == *n && *n < cap) {
-            c[k] = (kn_op_count){nd->op_type, nd->domain, 0,
-                                 nd->op >= 0 && kn_op_infer(nd->op) && kn_cpu_backend()->kernel(kn_cpu_backend(), nd->op)};
+            c[k] =
+                (kn_op_count){nd->op_type, nd->domain, 0,
+                              nd->op >= 0 && kn_op_infer(nd->op) && kn_cpu_backend()->kernel(kn_cpu_backend(), nd->op)};
             (*n)++;
         }
         if (k < *n) c[k].count++;
@@ -58,12 +64,24 @@ int kn_cmd_info(int argc, char **argv) {
     const char *path = NULL;
     bool optimized = false, fuse = true;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) { i++; continue; }
-        if (strcmp(argv[i], "--optimized") == 0) { optimized = true; continue; }
-        if (strcmp(argv[i], "--no-fuse") == 0) { fuse = false; continue; }
+        if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
+            i++;
+            continue;
+        }
+        if (strcmp(argv[i], "--optimized") == 0) {
+            optimized = true;
+            continue;
+        }
+        if (strcmp(argv[i], "--no-fuse") == 0) {
+            fuse = false;
+            continue;
+        }
         if (!path) path = argv[i];
     }
-    if (!path) { fprintf(stderr, "usage: kiln info MODEL.onnx [--device D] [--optimized [--no-fuse]]\n"); return 2; }
+    if (!path) {
+        fprintf(stderr, "usage: kiln info MODEL.onnx [--device D] [--optimized [--no-fuse]]\n");
+        return 2;
+    }
     kn_model *m = NULL;
     kn_status *st = kn_onnx_load_file(path, &m);
     if (st) return kn_fail(st);
@@ -71,10 +89,14 @@ int kn_cmd_info(int argc, char **argv) {
     /* info describes even a graph whose attributes do not decode: that error shows when it runs */
     kn_status_free(kn_graph_resolve_ops(g));
     /* --optimized: the graph a session runs (folded, fused unless --no-fuse, pruned) instead of the file's */
-    if (optimized && (st = kn_graph_optimize(g, fuse))) { kn_model_free(m); return kn_fail(st); }
+    if (optimized && (st = kn_graph_optimize(g, fuse))) {
+        kn_model_free(m);
+        return kn_fail(st);
+    }
     printf("model:     %s\n", path);
     printf("ir:        %lld\n", (long long)m->ir_version);
-    printf("producer:  %s %s\n", m->producer_name ? m->producer_name : "", m->producer_version ? m->producer_version : "");
+    printf("producer:  %s %s\n", m->producer_name ? m->producer_name : "",
+           m->producer_version ? m->producer_version : "");
     printf("opsets:   ");
     for (int i = 0; i < g->n_opsets; i++)
         printf(" %s:%d", g->opset_domains[i] && g->opset_domains[i][0] ? g->opset_domains[i] : "ai.onnx", g->opsets[i]);
@@ -104,7 +126,9 @@ int kn_cmd_info(int argc, char **argv) {
     if (unsupported) {
         printf("unsupported ops:");
         for (int i = 0; i < n; i++)
-            if (!counts[i].supported) printf(" %s%s%s", counts[i].domain[0] ? counts[i].domain : "", counts[i].domain[0] ? ":" : "", counts[i].op);
+            if (!counts[i].supported)
+                printf(" %s%s%s", counts[i].domain[0] ? counts[i].domain : "", counts[i].domain[0] ? ":" : "",
+                       counts[i].op);
         printf("\n");
     } else {
         printf("unsupported ops: none\n");
@@ -123,14 +147,20 @@ int kn_cmd_exec(int argc, char **argv) {
         if (strcmp(argv[i], "--inputs") == 0 && i + 1 < argc) in_dir = argv[++i];
         else if (strcmp(argv[i], "--outputs") == 0 && i + 1 < argc) out_dir = argv[++i];
         else if (strcmp(argv[i], "--no-fuse") == 0) mo.fuse = 0;
-        else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) { if (kn_cli_parse_device(argv[++i], &o)) return 2; }
-        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) o.num_threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
+            if (kn_cli_parse_device(argv[++i], &o)) return 2;
+        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) o.num_threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--precision") == 0 && i + 1 < argc) prec = argv[++i];
         else if (!path) path = argv[i];
-        else { fprintf(stderr, "kiln exec: unexpected argument '%s'\n", argv[i]); return 2; }
+        else {
+            fprintf(stderr, "kiln exec: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
     }
     if (!path || !in_dir || !out_dir) {
-        fprintf(stderr, "usage: kiln exec MODEL.onnx --inputs DIR --outputs DIR [--device cpu|cuda[:N]] [--threads T] [--precision fp32|tf32|fp16|bf16] [--no-fuse]\n");
+        fprintf(stderr,
+                "usage: kiln exec MODEL.onnx --inputs DIR --outputs DIR [--device cpu|cuda[:N]] [--threads T] "
+                "[--precision fp32|tf32|fp16|bf16] [--no-fuse]\n");
         return 2;
     }
     if (prec && kn_cli_parse_precision(prec, &o, "kiln exec")) return 2;
@@ -184,45 +214,65 @@ int kn_cmd_exec(int argc, char **argv) {
 }
 
 static void kn_usage(void) {
-    fprintf(stderr,
-            "kiln %s: a GPU-first runtime for ONNX models\n"
-            "usage: kiln COMMAND [ARGS]\n"
-            "  --version                          version and compiled backends\n"
-            "  info MODEL.onnx [--optimized]      metadata, inputs/outputs, op histogram (--optimized: after folding and fusions), unsupported ops\n"
-            "  exec MODEL.onnx --inputs DIR --outputs DIR [--device D]\n"
-            "  conformance DIR... [--device D] [--filter REGEX] [--timeout S] [--undefined F] [--floor N] [--baseline F]\n"
-            "  bench MODEL.onnx [--inputs DIR | --batch B,.. --seq S,..] [--iters N] [--precision P] [--json]  (kiln bench --help)\n"
-            "  embed --model DIR [--pooling mean|cls|max] [--normalize] [TEXT...]\n"
-            "  tokenize --tokenizer PATH [--pair] [--no-special-tokens] [--max-length N]\n"
-            "  detokenize --tokenizer PATH\n"
-            "  run --model PATH --type TYPE [--input FILE|DIR] [--output DIR] [...]   Hugging Face tasks (kiln run --help)\n"
-            "  download REPO[@REV] [--onnx-file F] fetch a model folder into the Hugging Face cache\n", kn_version());
+    fprintf(
+        stderr,
+        "kiln %s: a GPU-first runtime for ONNX models\n"
+        "usage: kiln COMMAND [ARGS]\n"
+        "  --version                          version and compiled backends\n"
+        "  info MODEL.onnx [--optimized]      metadata, inputs/outputs, op histogram (--optimized: after folding and "
+        "fusions), unsupported ops\n"
+        "  exec MODEL.onnx --inputs DIR --outputs DIR [--device D]\n"
+        "  conformance DIR... [--device D] [--filter REGEX] [--timeout S] [--undefined F] [--floor N] [--baseline F]\n"
+        "  bench MODEL.onnx [--inputs DIR | --batch B,.. --seq S,..] [--iters N] [--precision P] [--json]  (kiln bench "
+        "--help)\n"
+        "  embed --model DIR [--pooling mean|cls|max] [--normalize] [TEXT...]\n"
+        "  tokenize --tokenizer PATH [--pair] [--no-special-tokens] [--max-length N]\n"
+        "  detokenize --tokenizer PATH\n"
+        "  run --model PATH --type TYPE [--input FILE|DIR] [--output DIR] [...]   Hugging Face tasks (kiln run "
+        "--help)\n"
+        "  download REPO[@REV] [--onnx-file F] fetch a model folder into the Hugging Face cache\n",
+        kn_version());
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) { kn_usage(); return 2; }
+    if (argc < 2) {
+        kn_usage();
+        return 2;
+    }
     const char *cmd = argv[1];
     if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
         printf("kiln %s\nbackends: %s\n", kn_version(), kn_build_info());
         return 0;
     }
-    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) { kn_usage(); return 0; }
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        kn_usage();
+        return 0;
+    }
     if (strcmp(cmd, "info") == 0) return kn_cmd_info(argc - 1, argv + 1);
     if (strcmp(cmd, "exec") == 0) return kn_cmd_exec(argc - 1, argv + 1);
     if (strcmp(cmd, "conformance") == 0) return kn_cmd_conformance(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0) return kn_cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "embed") == 0) {
-        if (!kn_cmd_embed) { fprintf(stderr, "kiln: this build has no pipelines (pipelines/ was not built)\n"); return 2; }
+        if (!kn_cmd_embed) {
+            fprintf(stderr, "kiln: this build has no pipelines (pipelines/ was not built)\n");
+            return 2;
+        }
         return kn_cmd_embed(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "run") == 0 || strcmp(cmd, "download") == 0) {
         int (*fn)(int, char **) = strcmp(cmd, "run") == 0 ? kn_cmd_run : kn_cmd_download;
-        if (!fn) { fprintf(stderr, "kiln: this build has no pipelines (pipelines/ was not built)\n"); return 2; }
+        if (!fn) {
+            fprintf(stderr, "kiln: this build has no pipelines (pipelines/ was not built)\n");
+            return 2;
+        }
         return fn(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "tokenize") == 0 || strcmp(cmd, "detokenize") == 0) {
         int (*fn)(int, char **) = strcmp(cmd, "tokenize") == 0 ? kn_cmd_tokenize : kn_cmd_detokenize;
-        if (!fn) { fprintf(stderr, "kiln: this build has no tokenizers (pipelines/ was not built)\n"); return 2; }
+        if (!fn) {
+            fprintf(stderr, "kiln: this build has no tokenizers (pipelines/ was not built)\n");
+            return 2;
+        }
         return fn(argc - 1, argv + 1);
     }
     fprintf(stderr, "kiln: unknown command '%s'\n", cmd);

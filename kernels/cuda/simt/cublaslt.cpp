@@ -15,10 +15,25 @@
 #include <string.h>
 #include <vector>
 
-struct kn_sim_lt_handle { int unused; };
-struct kn_sim_lt_desc { cublasComputeType_t compute; cudaDataType_t scale; cublasOperation_t ta, tb; };
-struct kn_sim_lt_layout { cudaDataType_t t; uint64_t rows, cols; int64_t ld; int32_t batch; int64_t stride; };
-struct kn_sim_lt_pref { uint64_t ws; uint32_t align[4]; };
+struct kn_sim_lt_handle {
+    int unused;
+};
+struct kn_sim_lt_desc {
+    cublasComputeType_t compute;
+    cudaDataType_t scale;
+    cublasOperation_t ta, tb;
+};
+struct kn_sim_lt_layout {
+    cudaDataType_t t;
+    uint64_t rows, cols;
+    int64_t ld;
+    int32_t batch;
+    int64_t stride;
+};
+struct kn_sim_lt_pref {
+    uint64_t ws;
+    uint32_t align[4];
+};
 
 namespace {
 thread_local char lt_err[512];
@@ -60,15 +75,26 @@ extern "C" {
 
 const char *kn_sim_cublaslt_last_error(void) { return lt_err; }
 
-cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) { *h = new kn_sim_lt_handle(); return CUBLAS_STATUS_SUCCESS; }
-cublasStatus_t cublasLtDestroy(cublasLtHandle_t h) { delete h; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) {
+    *h = new kn_sim_lt_handle();
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t h) {
+    delete h;
+    return CUBLAS_STATUS_SUCCESS;
+}
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t c, cudaDataType_t s) {
     *d = new kn_sim_lt_desc{c, s, CUBLAS_OP_N, CUBLAS_OP_N};
     return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) { delete d; return CUBLAS_STATUS_SUCCESS; }
-cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const void *v, size_t n) {
-    if (n != sizeof(int32_t)) return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "matmul desc attribute %d: %zu bytes", (int)a, n);
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
+    delete d;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const void *v,
+                                              size_t n) {
+    if (n != sizeof(int32_t))
+        return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "matmul desc attribute %d: %zu bytes", (int)a, n);
     int32_t x;
     memcpy(&x, v, 4);
     switch (a) {
@@ -80,14 +106,21 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
     }
     return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType_t t, uint64_t rows, uint64_t cols, int64_t ld) {
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType_t t, uint64_t rows, uint64_t cols,
+                                          int64_t ld) {
     *l = NULL;
-    if (ld < (int64_t)rows || ld < 1) return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "layout: ld %lld below rows %llu", (long long)ld, (unsigned long long)rows);
+    if (ld < (int64_t)rows || ld < 1)
+        return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "layout: ld %lld below rows %llu", (long long)ld,
+                       (unsigned long long)rows);
     *l = new kn_sim_lt_layout{t, rows, cols, ld, 1, 0};
     return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) { delete l; return CUBLAS_STATUS_SUCCESS; }
-cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l, cublasLtMatrixLayoutAttribute_t a, const void *v, size_t n) {
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
+    delete l;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l, cublasLtMatrixLayoutAttribute_t a,
+                                                const void *v, size_t n) {
     if (a == CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT && n == 4) memcpy(&l->batch, v, 4);
     else if (a == CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET && n == 8) memcpy(&l->stride, v, 8);
     else return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "layout attribute %d with %zu bytes", (int)a, n);
@@ -97,11 +130,15 @@ cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *p) {
     *p = new kn_sim_lt_pref{0, {256, 256, 256, 256}};
     return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) { delete p; return CUBLAS_STATUS_SUCCESS; }
-cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p, cublasLtMatmulPreferenceAttributes_t a, const void *v,
-                                                    size_t n) {
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
+    delete p;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p,
+                                                    cublasLtMatmulPreferenceAttributes_t a, const void *v, size_t n) {
     if (a == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES && n == 8) memcpy(&p->ws, v, 8);
-    else if (a >= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES && a <= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES && n == 4)
+    else if (a >= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES && a <= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES &&
+             n == 4)
         memcpy(&p->align[a - CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES], v, 4);
     else return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "preference attribute %d with %zu bytes", (int)a, n);
     return CUBLAS_STATUS_SUCCESS;
@@ -111,13 +148,16 @@ static cublasStatus_t check_shapes(const kn_sim_lt_desc *d, const kn_sim_lt_layo
                                    const kn_sim_lt_layout *c, const kn_sim_lt_layout *dl) {
     uint64_t m = d->ta == CUBLAS_OP_N ? a->rows : a->cols, k = d->ta == CUBLAS_OP_N ? a->cols : a->rows;
     uint64_t kb = d->tb == CUBLAS_OP_N ? b->rows : b->cols, n = d->tb == CUBLAS_OP_N ? b->cols : b->rows;
-    if (k != kb) return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "op(A) is %llux%llu but op(B) is %llux%llu", (unsigned long long)m,
-                                (unsigned long long)k, (unsigned long long)kb, (unsigned long long)n);
+    if (k != kb)
+        return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "op(A) is %llux%llu but op(B) is %llux%llu", (unsigned long long)m,
+                       (unsigned long long)k, (unsigned long long)kb, (unsigned long long)n);
     if (c->rows != m || c->cols != n || dl->rows != m || dl->cols != n)
-        return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "C/D are %llux%llu, op(A) op(B) is %llux%llu", (unsigned long long)dl->rows,
-                       (unsigned long long)dl->cols, (unsigned long long)m, (unsigned long long)n);
+        return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "C/D are %llux%llu, op(A) op(B) is %llux%llu",
+                       (unsigned long long)dl->rows, (unsigned long long)dl->cols, (unsigned long long)m,
+                       (unsigned long long)n);
     if (a->batch != dl->batch || b->batch != dl->batch || c->batch != dl->batch)
-        return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "batch counts differ (%d, %d, %d, %d)", a->batch, b->batch, c->batch, dl->batch);
+        return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "batch counts differ (%d, %d, %d, %d)", a->batch, b->batch,
+                       c->batch, dl->batch);
     if (d->compute != CUBLAS_COMPUTE_32F || d->scale != CUDA_R_32F)
         return lt_fail(CUBLAS_STATUS_NOT_SUPPORTED, "compute type %d, scale type %d", (int)d->compute, (int)d->scale);
     if (a->t != b->t || c->t != dl->t) return lt_fail(CUBLAS_STATUS_NOT_SUPPORTED, "mixed A/B or C/D types");
@@ -125,9 +165,9 @@ static cublasStatus_t check_shapes(const kn_sim_lt_desc *d, const kn_sim_lt_layo
 }
 
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
-                                              cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t dl,
-                                              cublasLtMatmulPreference_t p, int requested, cublasLtMatmulHeuristicResult_t *res,
-                                              int *found) {
+                                              cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c,
+                                              cublasLtMatrixLayout_t dl, cublasLtMatmulPreference_t p, int requested,
+                                              cublasLtMatmulHeuristicResult_t *res, int *found) {
     *found = 0;
     if (!h || requested < 1) return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "heuristic: no handle or no room");
     cublasStatus_t s = check_shapes(d, a, b, c, dl);
@@ -141,19 +181,21 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const void *alpha_p, const void *A, cublasLtMatrixLayout_t la,
-                              const void *B, cublasLtMatrixLayout_t lb, const void *beta_p, const void *C, cublasLtMatrixLayout_t lc,
-                              void *D, cublasLtMatrixLayout_t ldl, const cublasLtMatmulAlgo_t *algo, void *ws, size_t ws_bytes,
-                              cudaStream_t s) {
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const void *alpha_p, const void *A,
+                              cublasLtMatrixLayout_t la, const void *B, cublasLtMatrixLayout_t lb, const void *beta_p,
+                              const void *C, cublasLtMatrixLayout_t lc, void *D, cublasLtMatrixLayout_t ldl,
+                              const cublasLtMatmulAlgo_t *algo, void *ws, size_t ws_bytes, cudaStream_t s) {
     (void)s;
     if (!h) return lt_fail(CUBLAS_STATUS_NOT_INITIALIZED, "no handle");
     cublasStatus_t st = check_shapes(d, la, lb, lc, ldl);
     if (st) return st;
-    if (ws_bytes && !kn_sim_device_accessible(ws, NULL, NULL)) return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "workspace is not device memory");
+    if (ws_bytes && !kn_sim_device_accessible(ws, NULL, NULL))
+        return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "workspace is not device memory");
     float alpha, beta;
     memcpy(&alpha, alpha_p, 4); // host pointer mode
     memcpy(&beta, beta_p, 4);
-    const int64_t m = (int64_t)ldl->rows, n = (int64_t)ldl->cols, k = (int64_t)(d->ta == CUBLAS_OP_N ? la->cols : la->rows);
+    const int64_t m = (int64_t)ldl->rows, n = (int64_t)ldl->cols,
+                  k = (int64_t)(d->ta == CUBLAS_OP_N ? la->cols : la->rows);
     if (!m || !n) return CUBLAS_STATUS_SUCCESS;
     if (!on_device(A, la) || !on_device(B, lb) || !on_device(D, ldl) || (beta != 0.0f && !on_device(C, lc)))
         return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "an operand (or its last batch) is not in device memory");
@@ -165,22 +207,26 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
         for (int32_t bi = 0; bi < lays[i]->batch; bi++) {
             uintptr_t p = (uintptr_t)ptrs[i] + (uintptr_t)(bi * lays[i]->stride * (int64_t)dt_size(lays[i]->t));
             if (p % al)
-                return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "operand %c of batch %d at %p is not %llu-byte aligned as promised", "ABCD"[i],
-                               bi, (void *)p, (unsigned long long)al);
+                return lt_fail(CUBLAS_STATUS_INVALID_VALUE,
+                               "operand %c of batch %d at %p is not %llu-byte aligned as promised", "ABCD"[i], bi,
+                               (void *)p, (unsigned long long)al);
         }
     }
     std::vector<float> a((size_t)(m * k)), b((size_t)(n * k)); // op(A) row-major [m][k], op(B)^T row-major [n][k]
     size_t es = dt_size(la->t);
     for (int32_t bi = 0; bi < ldl->batch; bi++) {
-        const char *pa = (const char *)A + bi * la->stride * (int64_t)es, *pb = (const char *)B + bi * lb->stride * (int64_t)es;
+        const char *pa = (const char *)A + bi * la->stride * (int64_t)es,
+                   *pb = (const char *)B + bi * lb->stride * (int64_t)es;
         const char *pc = (const char *)C + bi * lc->stride * (int64_t)dt_size(lc->t);
         char *pd = (char *)D + bi * ldl->stride * (int64_t)dt_size(ldl->t);
         for (int64_t i = 0; i < m; i++)
             for (int64_t kk = 0; kk < k; kk++)
-                a[(size_t)(i * k + kk)] = (float)ld_elem(pa, la->t, d->ta == CUBLAS_OP_N ? i + kk * la->ld : kk + i * la->ld);
+                a[(size_t)(i * k + kk)] =
+                    (float)ld_elem(pa, la->t, d->ta == CUBLAS_OP_N ? i + kk * la->ld : kk + i * la->ld);
         for (int64_t j = 0; j < n; j++)
             for (int64_t kk = 0; kk < k; kk++)
-                b[(size_t)(j * k + kk)] = (float)ld_elem(pb, lb->t, d->tb == CUBLAS_OP_N ? kk + j * lb->ld : j + kk * lb->ld);
+                b[(size_t)(j * k + kk)] =
+                    (float)ld_elem(pb, lb->t, d->tb == CUBLAS_OP_N ? kk + j * lb->ld : j + kk * lb->ld);
         for (int64_t j = 0; j < n; j++)
             for (int64_t i = 0; i < m; i++) {
                 const float *x = &a[(size_t)(i * k)], *y = &b[(size_t)(j * k)];

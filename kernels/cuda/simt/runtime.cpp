@@ -19,7 +19,10 @@
 namespace {
 const size_t kTotalMem = (size_t)80 << 30; // what cudaMemGetInfo reports as the device's size
 
-struct alloc_info { size_t bytes; bool pinned; };
+struct alloc_info {
+    size_t bytes;
+    bool pinned;
+};
 std::mutex mu;
 std::map<uintptr_t, alloc_info> allocs; // base -> size
 size_t device_bytes;
@@ -33,13 +36,17 @@ thread_local int cur_device;
 cudaError_t set_err(cudaError_t e, const char *msg = NULL) {
     if (e != cudaSuccess) {
         last_error = e;
-        if (msg) { last_msg = msg; last_msg_code = e; }
-        else last_msg_code = cudaSuccess;
+        if (msg) {
+            last_msg = msg;
+            last_msg_code = e;
+        } else last_msg_code = cudaSuccess;
     }
     return e;
 }
 
-struct kn_event_impl { double t; };
+struct kn_event_impl {
+    double t;
+};
 double now_ms() {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -105,11 +112,23 @@ cudaError_t cudaPeekAtLastError(void) { return last_error; }
 
 const char *cudaGetErrorName(cudaError_t e) {
     switch (e) {
-#define N(x) case x: return #x;
-    N(cudaSuccess) N(cudaErrorInvalidValue) N(cudaErrorMemoryAllocation) N(cudaErrorInitializationError)
-    N(cudaErrorInvalidConfiguration) N(cudaErrorInvalidPitchValue) N(cudaErrorInvalidDevicePointer)
-    N(cudaErrorInvalidMemcpyDirection) N(cudaErrorNoDevice) N(cudaErrorInvalidDevice) N(cudaErrorInvalidResourceHandle)
-    N(cudaErrorNotReady) N(cudaErrorIllegalAddress) N(cudaErrorLaunchOutOfResources) N(cudaErrorLaunchFailure)
+#define N(x) \
+    case x: return #x;
+        N(cudaSuccess)
+        N(cudaErrorInvalidValue)
+        N(cudaErrorMemoryAllocation)
+        N(cudaErrorInitializationError)
+        N(cudaErrorInvalidConfiguration)
+        N(cudaErrorInvalidPitchValue)
+        N(cudaErrorInvalidDevicePointer)
+        N(cudaErrorInvalidMemcpyDirection)
+        N(cudaErrorNoDevice)
+        N(cudaErrorInvalidDevice)
+        N(cudaErrorInvalidResourceHandle)
+        N(cudaErrorNotReady)
+        N(cudaErrorIllegalAddress)
+        N(cudaErrorLaunchOutOfResources)
+        N(cudaErrorLaunchFailure)
 #undef N
     default: return "cudaErrorUnknown";
     }
@@ -132,13 +151,19 @@ const char *cudaGetErrorString(cudaError_t e) {
     }
 }
 
-cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return cudaSuccess; }
+cudaError_t cudaGetDeviceCount(int *n) {
+    *n = 1;
+    return cudaSuccess;
+}
 cudaError_t cudaSetDevice(int d) {
     if (d != 0) return set_err(cudaErrorInvalidDevice);
     cur_device = d;
     return cudaSuccess;
 }
-cudaError_t cudaGetDevice(int *d) { *d = cur_device; return cudaSuccess; }
+cudaError_t cudaGetDevice(int *d) {
+    *d = cur_device;
+    return cudaSuccess;
+}
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int d) {
     if (d != 0) return set_err(cudaErrorInvalidDevice);
     memset(p, 0, sizeof *p);
@@ -152,8 +177,12 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int d) {
     p->regsPerBlock = 65536;
     p->warpSize = 32;
     p->maxThreadsPerBlock = 1024;
-    p->maxThreadsDim[0] = 1024; p->maxThreadsDim[1] = 1024; p->maxThreadsDim[2] = 64;
-    p->maxGridSize[0] = 0x7fffffff; p->maxGridSize[1] = 65535; p->maxGridSize[2] = 65535;
+    p->maxThreadsDim[0] = 1024;
+    p->maxThreadsDim[1] = 1024;
+    p->maxThreadsDim[2] = 64;
+    p->maxGridSize[0] = 0x7fffffff;
+    p->maxGridSize[1] = 65535;
+    p->maxGridSize[2] = 65535;
     p->major = 9;
     p->minor = 0;
     p->multiProcessorCount = 132;
@@ -202,12 +231,23 @@ static cudaError_t release(void *p, bool pinned) {
 cudaError_t cudaMalloc(void **p, size_t n) { return alloc(p, n, false); }
 cudaError_t cudaFree(void *p) { return release(p, false); }
 cudaError_t cudaMallocHost(void **p, size_t n) { return alloc(p, n, true); }
-cudaError_t cudaHostAlloc(void **p, size_t n, unsigned flags) { (void)flags; return alloc(p, n, true); }
+cudaError_t cudaHostAlloc(void **p, size_t n, unsigned flags) {
+    (void)flags;
+    return alloc(p, n, true);
+}
 cudaError_t cudaFreeHost(void *p) { return release(p, true); }
-cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t s) { (void)s; return alloc(p, n, false); }
-cudaError_t cudaFreeAsync(void *p, cudaStream_t s) { (void)s; return release(p, false); }
+cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t s) {
+    (void)s;
+    return alloc(p, n, false);
+}
+cudaError_t cudaFreeAsync(void *p, cudaStream_t s) {
+    (void)s;
+    return release(p, false);
+}
 
-cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind) { return cudaMemcpyAsync(dst, src, n, kind, cudaStreamLegacy); }
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind) {
+    return cudaMemcpyAsync(dst, src, n, kind, cudaStreamLegacy);
+}
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
     (void)s;
     if (!n) return cudaSuccess;
@@ -219,11 +259,13 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
 cudaError_t cudaMemcpy2D(void *dst, size_t dp, const void *src, size_t sp, size_t w, size_t h, cudaMemcpyKind kind) {
     return cudaMemcpy2DAsync(dst, dp, src, sp, w, h, kind, cudaStreamLegacy);
 }
-cudaError_t cudaMemcpy2DAsync(void *dst, size_t dp, const void *src, size_t sp, size_t w, size_t h, cudaMemcpyKind kind, cudaStream_t s) {
+cudaError_t cudaMemcpy2DAsync(void *dst, size_t dp, const void *src, size_t sp, size_t w, size_t h, cudaMemcpyKind kind,
+                              cudaStream_t s) {
     (void)s;
     if (!w || !h) return cudaSuccess;
     // as the hardware: pitches at least the width, and no larger than the device's maximum pitch
-    if (dp < w || sp < w || (h > 1 && (dp > ((size_t)1 << 31) || sp > ((size_t)1 << 31)))) return set_err(cudaErrorInvalidPitchValue);
+    if (dp < w || sp < w || (h > 1 && (dp > ((size_t)1 << 31) || sp > ((size_t)1 << 31))))
+        return set_err(cudaErrorInvalidPitchValue);
     cudaError_t e = check_copy(dst, src, w, kind, "cudaMemcpy2DAsync");
     if (!e) e = check_copy((char *)dst + dp * (h - 1), (const char *)src + sp * (h - 1), w, kind, "cudaMemcpy2DAsync");
     if (e) return e;
@@ -255,9 +297,20 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
     free(s);
     return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t s) { (void)s; return cudaSuccess; }
-cudaError_t cudaStreamQuery(cudaStream_t s) { (void)s; return cudaSuccess; }
-cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned f) { (void)s; (void)e; (void)f; return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    (void)s;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamQuery(cudaStream_t s) {
+    (void)s;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned f) {
+    (void)s;
+    (void)e;
+    (void)f;
+    return cudaSuccess;
+}
 
 cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned f) {
@@ -266,10 +319,23 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned f) {
     *e = (cudaEvent_t)x;
     return cudaSuccess;
 }
-cudaError_t cudaEventDestroy(cudaEvent_t e) { delete (kn_event_impl *)e; return cudaSuccess; }
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) { (void)s; ((kn_event_impl *)e)->t = now_ms(); return cudaSuccess; }
-cudaError_t cudaEventSynchronize(cudaEvent_t e) { (void)e; return cudaSuccess; }
-cudaError_t cudaEventQuery(cudaEvent_t e) { (void)e; return cudaSuccess; }
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    delete (kn_event_impl *)e;
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    (void)s;
+    ((kn_event_impl *)e)->t = now_ms();
+    return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    (void)e;
+    return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+    (void)e;
+    return cudaSuccess;
+}
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
     *ms = (float)(((kn_event_impl *)b)->t - ((kn_event_impl *)a)->t);
     return cudaSuccess;

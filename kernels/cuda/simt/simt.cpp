@@ -42,7 +42,7 @@
 #endif
 
 extern "C" void kn_sim_set_launch_error(cudaError_t e, const char *msg); // runtime.cpp
-extern "C" int kn_sim_max_dynamic_smem(const void *fn);                 // runtime.cpp
+extern "C" int kn_sim_max_dynamic_smem(const void *fn);                  // runtime.cpp
 
 namespace kn_sim {
 
@@ -91,7 +91,8 @@ struct stack_pool {
             return s;
         }
         long pg = sysconf(_SC_PAGESIZE);
-        void *p = mmap(NULL, STACK_BYTES + (size_t)pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        void *p = mmap(NULL, STACK_BYTES + (size_t)pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
+                       -1, 0);
         if (p == MAP_FAILED) {
             fprintf(stderr, "kiln SIMT interpreter: cannot map a fiber stack\n");
             abort();
@@ -146,7 +147,7 @@ struct block {
     int bar_line;
     const char *bar_file2;
     int bar_line2;
-    uint32_t epoch, first_epoch; // first_epoch: the block's start (older shadow entries are other blocks')
+    uint32_t epoch, first_epoch;         // first_epoch: the block's start (older shadow entries are other blocks')
     std::vector<std::vector<wgroup>> wg; // per warp
     std::vector<uint32_t> wep;           // per warp: collectives completed
 };
@@ -184,10 +185,11 @@ struct launch_state {
 static thread_local launch_state *cur_launch;
 
 static const char *const kind_names[W_KIND_COUNT] = {
-    "__syncwarp", "__shfl_sync", "__shfl_up_sync", "__shfl_down_sync", "__shfl_xor_sync", "__ballot_sync", "__any_sync",
-    "__all_sync", "__match_any_sync", "__match_all_sync", "__reduce_add_sync", "__reduce_min_sync", "__reduce_max_sync",
-    "__reduce_min_sync", "__reduce_max_sync", "__reduce_and_sync", "__reduce_or_sync", "__reduce_xor_sync",
-    "mma.m16n8k16 (f16)", "mma.m16n8k16 (bf16)", "ldmatrix"};
+    "__syncwarp",        "__shfl_sync",       "__shfl_up_sync",    "__shfl_down_sync",   "__shfl_xor_sync",
+    "__ballot_sync",     "__any_sync",        "__all_sync",        "__match_any_sync",   "__match_all_sync",
+    "__reduce_add_sync", "__reduce_min_sync", "__reduce_max_sync", "__reduce_min_sync",  "__reduce_max_sync",
+    "__reduce_and_sync", "__reduce_or_sync",  "__reduce_xor_sync", "mma.m16n8k16 (f16)", "mma.m16n8k16 (bf16)",
+    "ldmatrix"};
 
 // ---- switching ----
 static void to_scheduler(sim_thread *t) {
@@ -221,10 +223,11 @@ static void fiber_main() {
     b->done++;
     for (auto &g : b->wg[t->warp])
         if (g.mask >> t->lane & 1)
-            fail("thread exits while lanes 0x%08x of its warp wait for it in %s (mask 0x%08x)", g.arrived, kind_names[g.kind], g.mask);
+            fail("thread exits while lanes 0x%08x of its warp wait for it in %s (mask 0x%08x)", g.arrived,
+                 kind_names[g.kind], g.mask);
     if (b->n_bar && b->done + b->n_bar == b->n)
-        fail("__syncthreads at %s:%d is never reached by %d thread(s) that exited (%d waiting)", b->bar_file, b->bar_line, b->done,
-             b->n_bar);
+        fail("__syncthreads at %s:%d is never reached by %d thread(s) that exited (%d waiting)", b->bar_file,
+             b->bar_line, b->done, b->n_bar);
     to_scheduler(t);
     abort(); // never resumed
 }
@@ -293,8 +296,8 @@ void fail(const char *fmt, ...) {
     }
     if (!L->failed) {
         char head[512];
-        snprintf(head, sizeof head, "kernel %s, block (%u,%u,%u), thread (%u,%u,%u): ", L->name, t->bid.x, t->bid.y, t->bid.z,
-                 t->tid.x, t->tid.y, t->tid.z);
+        snprintf(head, sizeof head, "kernel %s, block (%u,%u,%u), thread (%u,%u,%u): ", L->name, t->bid.x, t->bid.y,
+                 t->bid.z, t->tid.x, t->tid.y, t->tid.z);
         L->msg = std::string(head) + buf;
         L->failed = true;
     }
@@ -311,8 +314,8 @@ static void bar_wait(sim_thread *t, const char *file, int line, int pred, int ki
     t->bar_kind = kind;
     for (auto &g : b->wg[t->warp])
         if (g.mask >> t->lane & 1)
-            fail("__syncthreads at %s:%d while lanes 0x%08x of its warp wait for this one in %s (mask 0x%08x)", file, line, g.arrived,
-                 kind_names[g.kind], g.mask);
+            fail("__syncthreads at %s:%d while lanes 0x%08x of its warp wait for this one in %s (mask 0x%08x)", file,
+                 line, g.arrived, kind_names[g.kind], g.mask);
     if (b->n_bar == 0) {
         b->bar_file = file;
         b->bar_line = line;
@@ -324,13 +327,18 @@ static void bar_wait(sim_thread *t, const char *file, int line, int pred, int ki
     }
     b->n_bar++;
     if (b->done && b->done + b->n_bar == b->n)
-        fail("__syncthreads at %s:%d is never reached by %d thread(s) that exited (%d waiting)", file, line, b->done, b->n_bar);
+        fail("__syncthreads at %s:%d is never reached by %d thread(s) that exited (%d waiting)", file, line, b->done,
+             b->n_bar);
     if (b->n_bar == b->n) {
         if (b->bar_mixed)
-            fail("threads wait at different __syncthreads (%s:%d and %s:%d): a deadlock on the GPU", b->bar_file, b->bar_line,
-                 b->bar_file2, b->bar_line2);
+            fail("threads wait at different __syncthreads (%s:%d and %s:%d): a deadlock on the GPU", b->bar_file,
+                 b->bar_line, b->bar_file2, b->bar_line2);
         int cnt = 0, all = 1, any = 0;
-        for (auto &o : b->th) { cnt += o.bar_pred; all &= o.bar_pred; any |= o.bar_pred; }
+        for (auto &o : b->th) {
+            cnt += o.bar_pred;
+            all &= o.bar_pred;
+            any |= o.bar_pred;
+        }
         for (auto &o : b->th) {
             o.bar_result = o.bar_kind == 0 ? cnt : o.bar_kind == 1 ? all : any;
             if (&o != t) o.state = T_READY;
@@ -390,7 +398,8 @@ static void ldsm_complete(block *b, int base) {
         const ldsm_lane *m = (const ldsm_lane *)b->th[base + l].w_p;
         if (m->n != l0->n || m->trans != l0->trans) {
             cur_thread = &b->th[base + l];
-            fail("ldmatrix: lanes disagree on the shape (.x%d%s vs .x%d%s)", m->n, m->trans ? ".trans" : "", l0->n, l0->trans ? ".trans" : "");
+            fail("ldmatrix: lanes disagree on the shape (.x%d%s vs .x%d%s)", m->n, m->trans ? ".trans" : "", l0->n,
+                 l0->trans ? ".trans" : "");
         }
     }
     for (int l = 0; l < 32; l++) {
@@ -413,7 +422,10 @@ static int shfl_src(int kind, int lane, int arg, int width) {
     case W_SHFL: return seg + (arg & (width - 1));
     case W_SHFL_UP: return (lane & (width - 1)) < arg ? lane : lane - arg;
     case W_SHFL_DOWN: return (lane & (width - 1)) + arg >= width ? lane : lane + arg;
-    default: { int s = lane ^ arg; return s >= seg + width ? lane : s; }
+    default: {
+        int s = lane ^ arg;
+        return s >= seg + width ? lane : s;
+    }
     }
 }
 
@@ -421,17 +433,22 @@ static void complete(block *b, sim_thread *me, const wgroup &g) {
     int base = me->warp * 32;
     auto lane = [&](int l) -> sim_thread & { return b->th[base + l]; };
     switch (g.kind) {
-    case W_MMA_F16: case W_MMA_BF16: mma_complete(b, base, g.kind == W_MMA_BF16); break;
+    case W_MMA_F16:
+    case W_MMA_BF16: mma_complete(b, base, g.kind == W_MMA_BF16); break;
     case W_LDSM: ldsm_complete(b, base); break;
     case W_SYNC: break;
-    case W_SHFL: case W_SHFL_UP: case W_SHFL_DOWN: case W_SHFL_XOR:
+    case W_SHFL:
+    case W_SHFL_UP:
+    case W_SHFL_DOWN:
+    case W_SHFL_XOR:
         for (int l = 0; l < 32; l++) {
             if (!(g.mask >> l & 1)) continue;
             sim_thread &t = lane(l);
             int s = shfl_src(g.kind, l, t.w_arg, t.w_width);
             if (s < 0 || s > 31 || !(g.mask >> s & 1)) {
                 cur_thread = &t;
-                fail("%s reads lane %d, which is not in the mask 0x%08x (its value is undefined)", kind_names[g.kind], s, g.mask);
+                fail("%s reads lane %d, which is not in the mask 0x%08x (its value is undefined)", kind_names[g.kind],
+                     s, g.mask);
             }
             t.w_result = lane(s).w_v;
         }
@@ -445,7 +462,9 @@ static void complete(block *b, sim_thread *me, const wgroup &g) {
             uint64_t v = lane(l).w_v;
             if (v) ballot |= 1ull << l;
             add += (uint32_t)v;
-            band &= v; bor |= v; bxor ^= v;
+            band &= v;
+            bor |= v;
+            bxor ^= v;
             if ((int32_t)v < smin) smin = (int32_t)v;
             if ((int32_t)v > smax) smax = (int32_t)v;
             if ((uint32_t)v < umin) umin = (uint32_t)v;
@@ -459,7 +478,8 @@ static void complete(block *b, sim_thread *me, const wgroup &g) {
             case W_BALLOT: r = ballot; break;
             case W_ANY: r = ballot != 0; break;
             case W_ALL: r = ballot == g.mask; break;
-            case W_MATCH_ANY: case W_MATCH_ALL:
+            case W_MATCH_ANY:
+            case W_MATCH_ALL:
                 for (int k = 0; k < 32; k++)
                     if ((g.mask >> k & 1) && lane(k).w_v == t.w_v) r |= 1ull << k;
                 if (g.kind == W_MATCH_ALL) {
@@ -489,11 +509,13 @@ uint64_t warp_collective(int kind, unsigned mask, uint64_t v, int arg, int width
     block *b = t->blk;
     const char *nm = kind_names[kind];
     if (!(mask >> t->lane & 1)) fail("%s with mask 0x%08x, which does not name the calling lane %d", nm, mask, t->lane);
-    if (width < 1 || width > 32 || (width & (width - 1))) fail("%s with width %d (must be a power of 2 up to 32)", nm, width);
+    if (width < 1 || width > 32 || (width & (width - 1)))
+        fail("%s with width %d (must be a power of 2 up to 32)", nm, width);
     int base = t->warp * 32;
     for (int l = 0; l < 32; l++) {
         if (!(mask >> l & 1)) continue;
-        if (base + l >= b->n) fail("%s with mask 0x%08x names lane %d, which does not exist (block of %d threads)", nm, mask, l, b->n);
+        if (base + l >= b->n)
+            fail("%s with mask 0x%08x names lane %d, which does not exist (block of %d threads)", nm, mask, l, b->n);
         if (b->th[base + l].state == T_DONE) fail("%s with mask 0x%08x names lane %d, which has exited", nm, mask, l);
     }
     t->w_kind = kind;
@@ -509,7 +531,10 @@ uint64_t warp_collective(int kind, unsigned mask, uint64_t v, int arg, int width
     auto &groups = b->wg[t->warp];
     wgroup *g = NULL;
     for (auto &o : groups)
-        if (o.kind == kind && o.mask == mask && !(o.arrived >> t->lane & 1)) { g = &o; break; }
+        if (o.kind == kind && o.mask == mask && !(o.arrived >> t->lane & 1)) {
+            g = &o;
+            break;
+        }
     if (!g) {
         groups.push_back(wgroup{mask, 0, kind});
         g = &groups.back();
@@ -546,10 +571,12 @@ region *shared_static_region(const char *name, size_t bytes, size_t align, const
         if (L->keys[i] == key) return &L->regions[i];
     size_t off = (L->arena_used + align - 1) & ~(align - 1);
     if (L->smem_static + bytes > SMEM_STATIC_MAX || off + bytes > L->arena.size())
-        fail("static shared memory over the 48 KiB limit: '%s' (%zu bytes) after %zu bytes", name, bytes, L->smem_static);
+        fail("static shared memory over the 48 KiB limit: '%s' (%zu bytes) after %zu bytes", name, bytes,
+             L->smem_static);
     L->smem_static += bytes;
     L->arena_used = off + bytes;
-    if (L->racecheck && L->sh.size() < L->arena_used) L->sh.resize(L->arena_used, shadow{}); // indices, never pointers, are kept
+    if (L->racecheck && L->sh.size() < L->arena_used)
+        L->sh.resize(L->arena_used, shadow{}); // indices, never pointers, are kept
     memset(&L->arena[off], 0xff, bytes);
     L->keys.push_back(key);
     L->regions.push_back(region{&L->arena[off], bytes, name, off});
@@ -567,14 +594,17 @@ static void report_race(const region *r, ptrdiff_t off, size_t n, int how, int o
     char who[64];
     if (other >= 0) snprintf(who, sizeof who, "thread (%u,%u,%u)", o.tid.x, o.tid.y, o.tid.z);
     else snprintf(who, sizeof who, "several other threads");
-    fail("shared-memory race on '%s'[%td] (byte %td): this thread %s it and %s %s it with no __syncthreads between", r->name,
-         off / (ptrdiff_t)n, off, how == ACC_READ ? "reads" : "writes", who, other_wrote ? "wrote" : "read");
+    fail("shared-memory race on '%s'[%td] (byte %td): this thread %s it and %s %s it with no __syncthreads between",
+         r->name, off / (ptrdiff_t)n, off, how == ACC_READ ? "reads" : "writes", who, other_wrote ? "wrote" : "read");
 }
 
 void shared_access(const region *r, ptrdiff_t off, size_t n, int how) {
     if (off < 0 || (size_t)off + n > r->bytes)
         fail("shared-memory %s out of bounds: '%s'[%td] (byte %td, %zu bytes) of %zu elements (%zu bytes)",
-             how == ACC_READ ? "read" : how == ACC_WRITE ? "write" : "atomic", r->name, off / (ptrdiff_t)n, off, n, r->bytes / n, r->bytes);
+             how == ACC_READ        ? "read"
+                 : how == ACC_WRITE ? "write"
+                                    : "atomic",
+             r->name, off / (ptrdiff_t)n, off, n, r->bytes / n, r->bytes);
     launch_state *L = cur_launch;
     if (!L->racecheck) return;
     sim_thread *t = (sim_thread *)cur_thread;
@@ -583,7 +613,8 @@ void shared_access(const region *r, ptrdiff_t off, size_t n, int how) {
         for (size_t i = 0; i < n; i++) {
             shadow &s = L->sh[r->arena_off + (size_t)off + i];
             if (s.w_ep < b->first_epoch && s.a_ep < b->first_epoch)
-                fail("shared-memory atomic on '%s'[%td] (byte %td), which no thread of this block has written (uninitialized)",
+                fail("shared-memory atomic on '%s'[%td] (byte %td), which no thread of this block has written "
+                     "(uninitialized)",
                      r->name, off / (ptrdiff_t)n, off);
             s.a_ep = b->epoch;
         }
@@ -598,14 +629,24 @@ void shared_access(const region *r, ptrdiff_t off, size_t n, int how) {
         shadow &s = L->sh[r->arena_off + (size_t)off + i];
         if (s.w_ep == ep && s.w_tid != me && !ordered(s.w_tid, s.w_wep)) report_race(r, off, n, how, s.w_tid, true);
         if (how == ACC_READ && s.w_ep < b->first_epoch && s.a_ep < b->first_epoch)
-            fail("shared-memory read of '%s'[%td] (byte %td), which no thread of this block has written (uninitialized)", r->name,
-                 off / (ptrdiff_t)n, off);
+            fail(
+                "shared-memory read of '%s'[%td] (byte %td), which no thread of this block has written (uninitialized)",
+                r->name, off / (ptrdiff_t)n, off);
         if (how == ACC_READ) {
-            if (s.r_ep != ep) { s.r_ep = ep; s.r_tid = me; s.r_wep = wep; }
-            else if (s.r_tid != me) { s.r_tid = -1; s.r_wep = wep; }
+            if (s.r_ep != ep) {
+                s.r_ep = ep;
+                s.r_tid = me;
+                s.r_wep = wep;
+            } else if (s.r_tid != me) {
+                s.r_tid = -1;
+                s.r_wep = wep;
+            }
         } else {
-            if (s.r_ep == ep && s.r_tid != me && !(s.r_tid >= 0 && ordered(s.r_tid, s.r_wep))) report_race(r, off, n, how, s.r_tid, false);
-            s.w_ep = ep; s.w_tid = me; s.w_wep = wep;
+            if (s.r_ep == ep && s.r_tid != me && !(s.r_tid >= 0 && ordered(s.r_tid, s.r_wep)))
+                report_race(r, off, n, how, s.r_tid, false);
+            s.w_ep = ep;
+            s.w_tid = me;
+            s.w_wep = wep;
         }
     }
 }
@@ -617,7 +658,11 @@ static unsigned env_uint(const char *name, unsigned dflt) {
 }
 
 static uint64_t mix(uint64_t x) {
-    x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ull; x ^= x >> 33;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
     return x;
 }
 
@@ -661,7 +706,10 @@ static void run_block(launch_state *L, block *b, const std::vector<int> &warp_or
         if (!progress) { // everyone waits: say for what
             sim_thread *t = NULL;
             for (auto &o : b->th)
-                if (o.state == T_WAIT_WARP) { t = &o; break; }
+                if (o.state == T_WAIT_WARP) {
+                    t = &o;
+                    break;
+                }
             char buf[512];
             if (t) {
                 // a lane waiting in one collective while another collective of its warp names it:
@@ -673,37 +721,52 @@ static void run_block(launch_state *L, block *b, const std::vector<int> &warp_or
                         for (auto &y : ws)
                             if (&x != &y && !ga)
                                 for (int l = 0; l < 32; l++)
-                                    if ((x.arrived >> l & 1) && (y.mask >> l & 1) && !(y.arrived >> l & 1)) { ga = &x; gb = &y; lane_x = l; break; }
+                                    if ((x.arrived >> l & 1) && (y.mask >> l & 1) && !(y.arrived >> l & 1)) {
+                                        ga = &x;
+                                        gb = &y;
+                                        lane_x = l;
+                                        break;
+                                    }
                 if (ga) {
                     t = &b->th[t->warp * 32 + lane_x];
                     for (auto &o : b->th)
-                        if (o.state == T_WAIT_WARP && o.lane == lane_x && o.w_mask == ga->mask && o.w_kind == ga->kind) { t = &o; break; }
+                        if (o.state == T_WAIT_WARP && o.lane == lane_x && o.w_mask == ga->mask &&
+                            o.w_kind == ga->kind) {
+                            t = &o;
+                            break;
+                        }
                     snprintf(buf, sizeof buf,
-                             "inconsistent warp masks: lane %d waits in %s with mask 0x%08x while lanes 0x%08x wait for it in %s with mask 0x%08x",
+                             "inconsistent warp masks: lane %d waits in %s with mask 0x%08x while lanes 0x%08x wait "
+                             "for it in %s with mask 0x%08x",
                              lane_x, kind_names[ga->kind], ga->mask, gb->arrived, kind_names[gb->kind], gb->mask);
                 } else {
-                unsigned missing = 0;
-                const char *where = "has exited";
-                for (int l = 0; l < 32; l++) {
-                    if (!(t->w_mask >> l & 1)) continue;
-                    sim_thread &o = b->th[t->warp * 32 + l];
-                    if (o.state == T_WAIT_WARP) continue;
-                    missing |= 1u << l;
-                    if (o.state == T_WAIT_BAR) where = "waits at a __syncthreads";
-                }
-                snprintf(buf, sizeof buf, "%s with mask 0x%08x never completes: lanes 0x%08x of the mask do not arrive (one %s)",
-                         kind_names[t->w_kind], t->w_mask, missing, where);
+                    unsigned missing = 0;
+                    const char *where = "has exited";
+                    for (int l = 0; l < 32; l++) {
+                        if (!(t->w_mask >> l & 1)) continue;
+                        sim_thread &o = b->th[t->warp * 32 + l];
+                        if (o.state == T_WAIT_WARP) continue;
+                        missing |= 1u << l;
+                        if (o.state == T_WAIT_BAR) where = "waits at a __syncthreads";
+                    }
+                    snprintf(buf, sizeof buf,
+                             "%s with mask 0x%08x never completes: lanes 0x%08x of the mask do not arrive (one %s)",
+                             kind_names[t->w_kind], t->w_mask, missing, where);
                 }
             } else {
                 for (auto &o : b->th)
-                    if (o.state == T_WAIT_BAR) { t = &o; break; }
-                snprintf(buf, sizeof buf, "__syncthreads at %s:%d is reached by %d of %d threads; the rest exited or wait elsewhere",
+                    if (o.state == T_WAIT_BAR) {
+                        t = &o;
+                        break;
+                    }
+                snprintf(buf, sizeof buf,
+                         "__syncthreads at %s:%d is reached by %d of %d threads; the rest exited or wait elsewhere",
                          t ? t->bar_file : "?", t ? t->bar_line : 0, b->n_bar, b->n);
             }
             if (!t) t = &b->th[0];
             char head[512];
-            snprintf(head, sizeof head, "kernel %s, block (%u,%u,%u), thread (%u,%u,%u): ", L->name, b->bid.x, b->bid.y, b->bid.z,
-                     t->tid.x, t->tid.y, t->tid.z);
+            snprintf(head, sizeof head, "kernel %s, block (%u,%u,%u), thread (%u,%u,%u): ", L->name, b->bid.x, b->bid.y,
+                     b->bid.z, t->tid.x, t->tid.y, t->tid.z);
             L->msg = std::string(head) + "deadlock: " + buf;
             L->failed = true;
             goto out;
@@ -714,24 +777,26 @@ out:
         if (t.has_stack) release_stack(&t); // abandoned fibers: stacks reused
 }
 
-cudaError_t run_grid(const char *name, const void *fn, dim3 grid, dim3 bd, size_t smem, cudaStream_t stream, thread_entry entry,
-                     void *args, const void *const *ptr_args, int n_ptr_args) {
+cudaError_t run_grid(const char *name, const void *fn, dim3 grid, dim3 bd, size_t smem, cudaStream_t stream,
+                     thread_entry entry, void *args, const void *const *ptr_args, int n_ptr_args) {
     char msg[1024];
     if (cur_launch) {
-        kn_sim_set_launch_error(cudaErrorInvalidConfiguration, "a kernel launched from inside a kernel (dynamic parallelism is not supported)");
+        kn_sim_set_launch_error(cudaErrorInvalidConfiguration,
+                                "a kernel launched from inside a kernel (dynamic parallelism is not supported)");
         return cudaErrorInvalidConfiguration;
     }
     uint64_t nthreads = (uint64_t)bd.x * bd.y * bd.z;
     if (!grid.x || !grid.y || !grid.z || !nthreads || nthreads > 1024 || bd.x > 1024 || bd.y > 1024 || bd.z > 64 ||
         grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535) {
-        snprintf(msg, sizeof msg, "kernel %s: invalid configuration: grid (%u,%u,%u), block (%u,%u,%u)", name, grid.x, grid.y, grid.z,
-                 bd.x, bd.y, bd.z);
+        snprintf(msg, sizeof msg, "kernel %s: invalid configuration: grid (%u,%u,%u), block (%u,%u,%u)", name, grid.x,
+                 grid.y, grid.z, bd.x, bd.y, bd.z);
         kn_sim_set_launch_error(cudaErrorInvalidConfiguration, msg);
         return cudaErrorInvalidConfiguration;
     }
     size_t dyn_max = (size_t)kn_sim_max_dynamic_smem(fn);
     if (smem > dyn_max) {
-        snprintf(msg, sizeof msg, "kernel %s: %zu bytes of dynamic shared memory asked, %zu allowed (cudaFuncSetAttribute raises it)",
+        snprintf(msg, sizeof msg,
+                 "kernel %s: %zu bytes of dynamic shared memory asked, %zu allowed (cudaFuncSetAttribute raises it)",
                  name, smem, dyn_max);
         kn_sim_set_launch_error(cudaErrorInvalidValue, msg);
         return cudaErrorInvalidValue;
@@ -740,8 +805,10 @@ cudaError_t run_grid(const char *name, const void *fn, dim3 grid, dim3 bd, size_
         const void *base;
         size_t bytes;
         if (ptr_args[i] && !kn_sim_device_accessible(ptr_args[i], &base, &bytes)) {
-            snprintf(msg, sizeof msg, "kernel %s: pointer argument %p is not device memory (pageable host memory or freed): "
-                     "the kernel would fault on a GPU", name, ptr_args[i]);
+            snprintf(msg, sizeof msg,
+                     "kernel %s: pointer argument %p is not device memory (pageable host memory or freed): "
+                     "the kernel would fault on a GPU",
+                     name, ptr_args[i]);
             kn_sim_set_launch_error(cudaErrorIllegalAddress, msg);
             return cudaErrorIllegalAddress;
         }

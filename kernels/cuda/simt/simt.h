@@ -33,7 +33,9 @@
 #define __shared__ static thread_local
 #define __constant__ static
 
-struct uint3 { unsigned x, y, z; };
+struct uint3 {
+    unsigned x, y, z;
+};
 struct dim3 {
     unsigned x, y, z;
     constexpr dim3(unsigned vx = 1, unsigned vy = 1, unsigned vz = 1) : x(vx), y(vy), z(vz) {}
@@ -70,9 +72,30 @@ int syncthreads_count(int pred, int kind, const char *file, int line); // kind 0
 #define __threadfence_block() __atomic_thread_fence(__ATOMIC_SEQ_CST)
 
 // ---- warp collectives: one rendezvous per call, completed when every lane of `mask` arrived ----
-enum warp_kind { W_SYNC, W_SHFL, W_SHFL_UP, W_SHFL_DOWN, W_SHFL_XOR, W_BALLOT, W_ANY, W_ALL, W_MATCH_ANY, W_MATCH_ALL,
-                 W_REDUCE_ADD, W_REDUCE_MIN, W_REDUCE_MAX, W_REDUCE_UMIN, W_REDUCE_UMAX, W_REDUCE_AND, W_REDUCE_OR,
-                 W_REDUCE_XOR, W_MMA_F16, W_MMA_BF16, W_LDSM, W_KIND_COUNT };
+enum warp_kind {
+    W_SYNC,
+    W_SHFL,
+    W_SHFL_UP,
+    W_SHFL_DOWN,
+    W_SHFL_XOR,
+    W_BALLOT,
+    W_ANY,
+    W_ALL,
+    W_MATCH_ANY,
+    W_MATCH_ALL,
+    W_REDUCE_ADD,
+    W_REDUCE_MIN,
+    W_REDUCE_MAX,
+    W_REDUCE_UMIN,
+    W_REDUCE_UMAX,
+    W_REDUCE_AND,
+    W_REDUCE_OR,
+    W_REDUCE_XOR,
+    W_MMA_F16,
+    W_MMA_BF16,
+    W_LDSM,
+    W_KIND_COUNT
+};
 // v: the lane's value (bit pattern), arg: source lane / delta / lane mask, p: kind-specific
 // per-lane data (mma and ldmatrix fragments). Returns the lane's result bits; *flag for match_all.
 uint64_t warp_collective(int kind, unsigned mask, uint64_t v, int arg, int width, void *p, int *flag);
@@ -117,17 +140,51 @@ template <class T> struct sref {
         memcpy(r->base + off, &v, sizeof v);
     }
     operator T() const { return load(); }
-    const sref &operator=(const T &v) const { store(v); return *this; }
-    const sref &operator=(const sref &o) const { store(o.load()); return *this; }
-    template <class U> const sref &operator+=(const U &v) const { store(load() + v); return *this; }
-    template <class U> const sref &operator-=(const U &v) const { store(load() - v); return *this; }
-    template <class U> const sref &operator*=(const U &v) const { store(load() * v); return *this; }
-    template <class U> const sref &operator/=(const U &v) const { store(load() / v); return *this; }
-    template <class U> const sref &operator|=(const U &v) const { store(load() | v); return *this; }
-    template <class U> const sref &operator&=(const U &v) const { store(load() & v); return *this; }
-    template <class U> const sref &operator^=(const U &v) const { store(load() ^ v); return *this; }
-    const sref &operator++() const { store(load() + 1); return *this; }
-    T operator++(int) const { T v = load(); store(v + 1); return v; }
+    const sref &operator=(const T &v) const {
+        store(v);
+        return *this;
+    }
+    const sref &operator=(const sref &o) const {
+        store(o.load());
+        return *this;
+    }
+    template <class U> const sref &operator+=(const U &v) const {
+        store(load() + v);
+        return *this;
+    }
+    template <class U> const sref &operator-=(const U &v) const {
+        store(load() - v);
+        return *this;
+    }
+    template <class U> const sref &operator*=(const U &v) const {
+        store(load() * v);
+        return *this;
+    }
+    template <class U> const sref &operator/=(const U &v) const {
+        store(load() / v);
+        return *this;
+    }
+    template <class U> const sref &operator|=(const U &v) const {
+        store(load() | v);
+        return *this;
+    }
+    template <class U> const sref &operator&=(const U &v) const {
+        store(load() & v);
+        return *this;
+    }
+    template <class U> const sref &operator^=(const U &v) const {
+        store(load() ^ v);
+        return *this;
+    }
+    const sref &operator++() const {
+        store(load() + 1);
+        return *this;
+    }
+    T operator++(int) const {
+        T v = load();
+        store(v + 1);
+        return v;
+    }
     sptr<T> operator&() const { return sptr<T>{r, off}; }
 };
 // A pointer into shared memory: arithmetic as on T*, every dereference checked.
@@ -139,29 +196,51 @@ template <class T> struct sptr {
     sptr operator+(ptrdiff_t i) const { return sptr{r, off + i * (ptrdiff_t)sizeof(T)}; }
     sptr operator-(ptrdiff_t i) const { return sptr{r, off - i * (ptrdiff_t)sizeof(T)}; }
     ptrdiff_t operator-(const sptr &o) const { return (off - o.off) / (ptrdiff_t)sizeof(T); }
-    sptr &operator+=(ptrdiff_t i) { off += i * (ptrdiff_t)sizeof(T); return *this; }
-    sptr &operator-=(ptrdiff_t i) { off -= i * (ptrdiff_t)sizeof(T); return *this; }
-    sptr &operator++() { off += sizeof(T); return *this; }
+    sptr &operator+=(ptrdiff_t i) {
+        off += i * (ptrdiff_t)sizeof(T);
+        return *this;
+    }
+    sptr &operator-=(ptrdiff_t i) {
+        off -= i * (ptrdiff_t)sizeof(T);
+        return *this;
+    }
+    sptr &operator++() {
+        off += sizeof(T);
+        return *this;
+    }
     bool operator==(const sptr &o) const { return r == o.r && off == o.off; }
     bool operator!=(const sptr &o) const { return !(*this == o); }
     template <class U, class = typename std::enable_if<std::is_convertible<T *, U *>::value>::type>
-    operator sptr<U>() const { return sptr<U>{r, off}; }
+    operator sptr<U>() const {
+        return sptr<U>{r, off};
+    }
     T *raw() const { return (T *)(r->base + off); } // unchecked escape hatch
 };
 template <class T> static inline sptr<T> shared_static(const char *name, size_t n, const void *key) {
     region *r = shared_static_region(name, n * sizeof(T), alignof(T) < 16 ? 16 : alignof(T), key);
     return sptr<T>{r, 0};
 }
-template <class T> static inline sptr<T> shared_dynamic(const char *name) { return sptr<T>{shared_dynamic_region(name), 0}; }
+template <class T> static inline sptr<T> shared_dynamic(const char *name) {
+    return sptr<T>{shared_dynamic_region(name), 0};
+}
 
 // ---- tensor-core stand-ins (see kernels/cuda/kn_device.h for the layouts) ----
-struct mma_lane { float *d; const uint32_t *a, *b; const float *c; };
+struct mma_lane {
+    float *d;
+    const uint32_t *a, *b;
+    const float *c;
+};
 static inline void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4], bool bf16) {
     float cc[4] = {c[0], c[1], c[2], c[3]}; // d may alias c
     mma_lane m = {d, a, b, cc};
     warp_collective(bf16 ? W_MMA_BF16 : W_MMA_F16, 0xffffffffu, 0, 0, 32, &m, nullptr);
 }
-struct ldsm_lane { uint32_t *r; int n; bool trans; const unsigned char *row; };
+struct ldsm_lane {
+    uint32_t *r;
+    int n;
+    bool trans;
+    const unsigned char *row;
+};
 static inline void ldmatrix_row(uint32_t *r, int n, bool trans, const unsigned char *row) {
     ldsm_lane l = {r, n, trans, row};
     warp_collective(W_LDSM, 0xffffffffu, 0, 0, 32, &l, nullptr);
@@ -186,7 +265,8 @@ template <class T> static inline void collect_ptr(const T &, const void **, int 
 template <class T> static inline void collect_ptr(T *const &p, const void **out, int &n) { out[n++] = (const void *)p; }
 
 template <class... P, class... A>
-static inline void launch(const char *name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A &&...a) {
+static inline void launch(const char *name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
+                          cudaStream_t stream, A &&...a) {
     static_assert(sizeof...(P) == sizeof...(A), "kernel launched with the wrong number of arguments");
     // arguments are converted to the parameter types once, at launch, as CUDA copies them
     struct pack {
@@ -209,63 +289,91 @@ static const int warpSize = 32;
 
 // ---- warp intrinsics ----
 template <class T> static inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
-    return kn_sim::from_bits<T>(kn_sim::warp_collective(kn_sim::W_SHFL, mask, kn_sim::to_bits(v), src, width, nullptr, nullptr));
+    return kn_sim::from_bits<T>(
+        kn_sim::warp_collective(kn_sim::W_SHFL, mask, kn_sim::to_bits(v), src, width, nullptr, nullptr));
 }
 template <class T> static inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-    return kn_sim::from_bits<T>(kn_sim::warp_collective(kn_sim::W_SHFL_UP, mask, kn_sim::to_bits(v), (int)delta, width, nullptr, nullptr));
+    return kn_sim::from_bits<T>(
+        kn_sim::warp_collective(kn_sim::W_SHFL_UP, mask, kn_sim::to_bits(v), (int)delta, width, nullptr, nullptr));
 }
 template <class T> static inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-    return kn_sim::from_bits<T>(kn_sim::warp_collective(kn_sim::W_SHFL_DOWN, mask, kn_sim::to_bits(v), (int)delta, width, nullptr, nullptr));
+    return kn_sim::from_bits<T>(
+        kn_sim::warp_collective(kn_sim::W_SHFL_DOWN, mask, kn_sim::to_bits(v), (int)delta, width, nullptr, nullptr));
 }
 template <class T> static inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
-    return kn_sim::from_bits<T>(kn_sim::warp_collective(kn_sim::W_SHFL_XOR, mask, kn_sim::to_bits(v), lane_mask, width, nullptr, nullptr));
+    return kn_sim::from_bits<T>(
+        kn_sim::warp_collective(kn_sim::W_SHFL_XOR, mask, kn_sim::to_bits(v), lane_mask, width, nullptr, nullptr));
 }
 static inline unsigned __ballot_sync(unsigned mask, int pred) {
     return (unsigned)kn_sim::warp_collective(kn_sim::W_BALLOT, mask, pred != 0, 0, 32, nullptr, nullptr);
 }
-static inline int __any_sync(unsigned mask, int pred) { return (int)kn_sim::warp_collective(kn_sim::W_ANY, mask, pred != 0, 0, 32, nullptr, nullptr); }
-static inline int __all_sync(unsigned mask, int pred) { return (int)kn_sim::warp_collective(kn_sim::W_ALL, mask, pred != 0, 0, 32, nullptr, nullptr); }
-static inline void __syncwarp(unsigned mask = 0xffffffffu) { kn_sim::warp_collective(kn_sim::W_SYNC, mask, 0, 0, 32, nullptr, nullptr); }
+static inline int __any_sync(unsigned mask, int pred) {
+    return (int)kn_sim::warp_collective(kn_sim::W_ANY, mask, pred != 0, 0, 32, nullptr, nullptr);
+}
+static inline int __all_sync(unsigned mask, int pred) {
+    return (int)kn_sim::warp_collective(kn_sim::W_ALL, mask, pred != 0, 0, 32, nullptr, nullptr);
+}
+static inline void __syncwarp(unsigned mask = 0xffffffffu) {
+    kn_sim::warp_collective(kn_sim::W_SYNC, mask, 0, 0, 32, nullptr, nullptr);
+}
 template <class T> static inline unsigned __match_any_sync(unsigned mask, T v) {
     return (unsigned)kn_sim::warp_collective(kn_sim::W_MATCH_ANY, mask, kn_sim::to_bits(v), 0, 32, nullptr, nullptr);
 }
 template <class T> static inline unsigned __match_all_sync(unsigned mask, T v, int *pred) {
     return (unsigned)kn_sim::warp_collective(kn_sim::W_MATCH_ALL, mask, kn_sim::to_bits(v), 0, 32, nullptr, pred);
 }
-static inline unsigned __reduce_add_sync(unsigned mask, unsigned v) { return (unsigned)kn_sim::warp_collective(kn_sim::W_REDUCE_ADD, mask, v, 0, 32, nullptr, nullptr); }
-static inline unsigned __reduce_min_sync(unsigned mask, unsigned v) { return (unsigned)kn_sim::warp_collective(kn_sim::W_REDUCE_UMIN, mask, v, 0, 32, nullptr, nullptr); }
-static inline unsigned __reduce_max_sync(unsigned mask, unsigned v) { return (unsigned)kn_sim::warp_collective(kn_sim::W_REDUCE_UMAX, mask, v, 0, 32, nullptr, nullptr); }
-static inline int __reduce_add_sync(unsigned mask, int v) { return (int)kn_sim::warp_collective(kn_sim::W_REDUCE_ADD, mask, (uint32_t)v, 0, 32, nullptr, nullptr); }
-static inline int __reduce_min_sync(unsigned mask, int v) { return (int)kn_sim::warp_collective(kn_sim::W_REDUCE_MIN, mask, (uint32_t)v, 0, 32, nullptr, nullptr); }
-static inline int __reduce_max_sync(unsigned mask, int v) { return (int)kn_sim::warp_collective(kn_sim::W_REDUCE_MAX, mask, (uint32_t)v, 0, 32, nullptr, nullptr); }
-static inline unsigned __reduce_and_sync(unsigned mask, unsigned v) { return (unsigned)kn_sim::warp_collective(kn_sim::W_REDUCE_AND, mask, v, 0, 32, nullptr, nullptr); }
-static inline unsigned __reduce_or_sync(unsigned mask, unsigned v) { return (unsigned)kn_sim::warp_collective(kn_sim::W_REDUCE_OR, mask, v, 0, 32, nullptr, nullptr); }
-static inline unsigned __reduce_xor_sync(unsigned mask, unsigned v) { return (unsigned)kn_sim::warp_collective(kn_sim::W_REDUCE_XOR, mask, v, 0, 32, nullptr, nullptr); }
+static inline unsigned __reduce_add_sync(unsigned mask, unsigned v) {
+    return (unsigned)kn_sim::warp_collective(kn_sim::W_REDUCE_ADD, mask, v, 0, 32, nullptr, nullptr);
+}
+static inline unsigned __reduce_min_sync(unsigned mask, unsigned v) {
+    return (unsigned)kn_sim::warp_collective(kn_sim::W_REDUCE_UMIN, mask, v, 0, 32, nullptr, nullptr);
+}
+static inline unsigned __reduce_max_sync(unsigned mask, unsigned v) {
+    return (unsigned)kn_sim::warp_collective(kn_sim::W_REDUCE_UMAX, mask, v, 0, 32, nullptr, nullptr);
+}
+static inline int __reduce_add_sync(unsigned mask, int v) {
+    return (int)kn_sim::warp_collective(kn_sim::W_REDUCE_ADD, mask, (uint32_t)v, 0, 32, nullptr, nullptr);
+}
+static inline int __reduce_min_sync(unsigned mask, int v) {
+    return (int)kn_sim::warp_collective(kn_sim::W_REDUCE_MIN, mask, (uint32_t)v, 0, 32, nullptr, nullptr);
+}
+static inline int __reduce_max_sync(unsigned mask, int v) {
+    return (int)kn_sim::warp_collective(kn_sim::W_REDUCE_MAX, mask, (uint32_t)v, 0, 32, nullptr, nullptr);
+}
+static inline unsigned __reduce_and_sync(unsigned mask, unsigned v) {
+    return (unsigned)kn_sim::warp_collective(kn_sim::W_REDUCE_AND, mask, v, 0, 32, nullptr, nullptr);
+}
+static inline unsigned __reduce_or_sync(unsigned mask, unsigned v) {
+    return (unsigned)kn_sim::warp_collective(kn_sim::W_REDUCE_OR, mask, v, 0, 32, nullptr, nullptr);
+}
+static inline unsigned __reduce_xor_sync(unsigned mask, unsigned v) {
+    return (unsigned)kn_sim::warp_collective(kn_sim::W_REDUCE_XOR, mask, v, 0, 32, nullptr, nullptr);
+}
 unsigned __activemask(void);
 static inline unsigned __lanemask_lt() { return (1u << kn_sim::cur_thread->lane) - 1u; }
 
 // ---- atomics: fibers of one launch never interleave inside one, but launches on other OS threads
 // (other sessions) may touch the same memory, so they are real atomics ----
-#define KN_SIM_ATOMIC_INT(T)                                                                                     \
-    static inline T atomicAdd(T *p, T v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }                   \
-    static inline T atomicSub(T *p, T v) { return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED); }                   \
-    static inline T atomicExch(T *p, T v) { return __atomic_exchange_n(p, v, __ATOMIC_RELAXED); }                 \
-    static inline T atomicAnd(T *p, T v) { return __atomic_fetch_and(p, v, __ATOMIC_RELAXED); }                   \
-    static inline T atomicOr(T *p, T v) { return __atomic_fetch_or(p, v, __ATOMIC_RELAXED); }                     \
-    static inline T atomicXor(T *p, T v) { return __atomic_fetch_xor(p, v, __ATOMIC_RELAXED); }                   \
-    static inline T atomicCAS(T *p, T cmp, T v) {                                                                   \
-        __atomic_compare_exchange_n(p, &cmp, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);                         \
-        return cmp;                                                                                                 \
-    }                                                                                                               \
-    static inline T atomicMax(T *p, T v) {                                                                          \
-        T o = __atomic_load_n(p, __ATOMIC_RELAXED);                                                                 \
-        while (o < v && !__atomic_compare_exchange_n(p, &o, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}        \
-        return o;                                                                                                   \
-    }                                                                                                               \
-    static inline T atomicMin(T *p, T v) {                                                                          \
-        T o = __atomic_load_n(p, __ATOMIC_RELAXED);                                                                 \
-        while (o > v && !__atomic_compare_exchange_n(p, &o, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}        \
-        return o;                                                                                                   \
+#define KN_SIM_ATOMIC_INT(T) \
+    static inline T atomicAdd(T *p, T v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); } \
+    static inline T atomicSub(T *p, T v) { return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED); } \
+    static inline T atomicExch(T *p, T v) { return __atomic_exchange_n(p, v, __ATOMIC_RELAXED); } \
+    static inline T atomicAnd(T *p, T v) { return __atomic_fetch_and(p, v, __ATOMIC_RELAXED); } \
+    static inline T atomicOr(T *p, T v) { return __atomic_fetch_or(p, v, __ATOMIC_RELAXED); } \
+    static inline T atomicXor(T *p, T v) { return __atomic_fetch_xor(p, v, __ATOMIC_RELAXED); } \
+    static inline T atomicCAS(T *p, T cmp, T v) { \
+        __atomic_compare_exchange_n(p, &cmp, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED); \
+        return cmp; \
+    } \
+    static inline T atomicMax(T *p, T v) { \
+        T o = __atomic_load_n(p, __ATOMIC_RELAXED); \
+        while (o < v && !__atomic_compare_exchange_n(p, &o, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {} \
+        return o; \
+    } \
+    static inline T atomicMin(T *p, T v) { \
+        T o = __atomic_load_n(p, __ATOMIC_RELAXED); \
+        while (o > v && !__atomic_compare_exchange_n(p, &o, v, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {} \
+        return o; \
     }
 KN_SIM_ATOMIC_INT(int)
 KN_SIM_ATOMIC_INT(unsigned)
@@ -289,18 +397,29 @@ static inline float atomicAdd(float *p, float v) { return kn_sim_atomic_float(p,
 static inline double atomicAdd(double *p, double v) { return kn_sim_atomic_float(p, v, 0); }
 static inline float atomicMax(float *p, float v) { return kn_sim_atomic_float(p, v, 1); }
 static inline float atomicMin(float *p, float v) { return kn_sim_atomic_float(p, v, 2); }
-static inline float atomicExch(float *p, float v) { float o; __atomic_exchange(p, &v, &o, __ATOMIC_RELAXED); return o; }
+static inline float atomicExch(float *p, float v) {
+    float o;
+    __atomic_exchange(p, &v, &o, __ATOMIC_RELAXED);
+    return o;
+}
 // on shared memory: checked as one atomic access, then the same operation
 template <class T> struct kn_sim_id { typedef T type; };
-#define KN_SIM_SHARED_ATOMIC(fn)                                                                                   \
-    template <class T> static inline T fn(kn_sim::sptr<T> p, typename kn_sim_id<T>::type v) {                      \
-        kn_sim::shared_access(p.r, p.off, sizeof(T), kn_sim::ACC_ATOMIC);                                           \
-        return fn(p.raw(), v);                                                                                      \
+#define KN_SIM_SHARED_ATOMIC(fn) \
+    template <class T> static inline T fn(kn_sim::sptr<T> p, typename kn_sim_id<T>::type v) { \
+        kn_sim::shared_access(p.r, p.off, sizeof(T), kn_sim::ACC_ATOMIC); \
+        return fn(p.raw(), v); \
     }
-KN_SIM_SHARED_ATOMIC(atomicAdd) KN_SIM_SHARED_ATOMIC(atomicSub) KN_SIM_SHARED_ATOMIC(atomicExch) KN_SIM_SHARED_ATOMIC(atomicMax)
-KN_SIM_SHARED_ATOMIC(atomicMin) KN_SIM_SHARED_ATOMIC(atomicAnd) KN_SIM_SHARED_ATOMIC(atomicOr) KN_SIM_SHARED_ATOMIC(atomicXor)
+KN_SIM_SHARED_ATOMIC(atomicAdd)
+KN_SIM_SHARED_ATOMIC(atomicSub)
+KN_SIM_SHARED_ATOMIC(atomicExch)
+KN_SIM_SHARED_ATOMIC(atomicMax)
+KN_SIM_SHARED_ATOMIC(atomicMin)
+KN_SIM_SHARED_ATOMIC(atomicAnd)
+KN_SIM_SHARED_ATOMIC(atomicOr)
+KN_SIM_SHARED_ATOMIC(atomicXor)
 #undef KN_SIM_SHARED_ATOMIC
-template <class T> static inline T atomicCAS(kn_sim::sptr<T> p, typename kn_sim_id<T>::type c, typename kn_sim_id<T>::type v) {
+template <class T>
+static inline T atomicCAS(kn_sim::sptr<T> p, typename kn_sim_id<T>::type c, typename kn_sim_id<T>::type v) {
     kn_sim::shared_access(p.r, p.off, sizeof(T), kn_sim::ACC_ATOMIC);
     return atomicCAS(p.raw(), c, v);
 }
@@ -332,12 +451,36 @@ static inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c);
 static inline float __fadd_rn(float a, float b) { return a + b; }
 static inline float __fmul_rn(float a, float b) { return a * b; }
 static inline float __saturatef(float x) { return x != x ? 0.0f : x < 0.0f ? 0.0f : x > 1.0f ? 1.0f : x; }
-static inline int __float_as_int(float x) { int i; memcpy(&i, &x, 4); return i; }
-static inline unsigned __float_as_uint(float x) { unsigned i; memcpy(&i, &x, 4); return i; }
-static inline float __int_as_float(int i) { float x; memcpy(&x, &i, 4); return x; }
-static inline float __uint_as_float(unsigned i) { float x; memcpy(&x, &i, 4); return x; }
-static inline long long __double_as_longlong(double x) { long long i; memcpy(&i, &x, 8); return i; }
-static inline double __longlong_as_double(long long i) { double x; memcpy(&x, &i, 8); return x; }
+static inline int __float_as_int(float x) {
+    int i;
+    memcpy(&i, &x, 4);
+    return i;
+}
+static inline unsigned __float_as_uint(float x) {
+    unsigned i;
+    memcpy(&i, &x, 4);
+    return i;
+}
+static inline float __int_as_float(int i) {
+    float x;
+    memcpy(&x, &i, 4);
+    return x;
+}
+static inline float __uint_as_float(unsigned i) {
+    float x;
+    memcpy(&x, &i, 4);
+    return x;
+}
+static inline long long __double_as_longlong(double x) {
+    long long i;
+    memcpy(&i, &x, 8);
+    return i;
+}
+static inline double __longlong_as_double(long long i) {
+    double x;
+    memcpy(&x, &i, 8);
+    return x;
+}
 static inline int __popc(unsigned x) { return __builtin_popcount(x); }
 static inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 static inline int __clz(int x) { return x ? __builtin_clz((unsigned)x) : 32; }

@@ -20,7 +20,9 @@ static inline float kn_sim_bf2f(unsigned short b) {
     return f;
 }
 
-struct __nv_bfloat16_raw { unsigned short x; };
+struct __nv_bfloat16_raw {
+    unsigned short x;
+};
 struct __nv_bfloat16 {
     unsigned short __x;
     __nv_bfloat16() = default;
@@ -31,29 +33,49 @@ struct __nv_bfloat16 {
     operator float() const { return kn_sim_bf2f(__x); }
     operator __nv_bfloat16_raw() const { return __nv_bfloat16_raw{__x}; }
 };
-struct __nv_bfloat162 { __nv_bfloat16 x, y; };
+struct __nv_bfloat162 {
+    __nv_bfloat16 x, y;
+};
 typedef __nv_bfloat16 nv_bfloat16;
 typedef __nv_bfloat162 nv_bfloat162;
 
 static inline float __bfloat162float(__nv_bfloat16 b) { return kn_sim_bf2f(b.__x); }
 static inline __nv_bfloat16 __float2bfloat16(float f) { return __nv_bfloat16(__nv_bfloat16_raw{kn_sim_f2bf_bits(f)}); }
 static inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __float2bfloat16(f); }
-static inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) { return __nv_bfloat162{__float2bfloat16(a), __float2bfloat16(b)}; }
+static inline __nv_bfloat162 __floats2bfloat162_rn(float a, float b) {
+    return __nv_bfloat162{__float2bfloat16(a), __float2bfloat16(b)};
+}
 static inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.__x; }
 static inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short u) { return __nv_bfloat16(__nv_bfloat16_raw{u}); }
-static inline __nv_bfloat16 __hadd(__nv_bfloat16 a, __nv_bfloat16 b) { return __float2bfloat16(__bfloat162float(a) + __bfloat162float(b)); }
-static inline __nv_bfloat16 __hsub(__nv_bfloat16 a, __nv_bfloat16 b) { return __float2bfloat16(__bfloat162float(a) - __bfloat162float(b)); }
-static inline __nv_bfloat16 __hmul(__nv_bfloat16 a, __nv_bfloat16 b) { return __float2bfloat16(__bfloat162float(a) * __bfloat162float(b)); }
-static inline __nv_bfloat16 __hdiv(__nv_bfloat16 a, __nv_bfloat16 b) { return __float2bfloat16(__bfloat162float(a) / __bfloat162float(b)); }
-static inline __nv_bfloat16 __hneg(__nv_bfloat16 a) { return __nv_bfloat16(__nv_bfloat16_raw{(unsigned short)(a.__x ^ 0x8000u)}); }
+static inline __nv_bfloat16 __hadd(__nv_bfloat16 a, __nv_bfloat16 b) {
+    return __float2bfloat16(__bfloat162float(a) + __bfloat162float(b));
+}
+static inline __nv_bfloat16 __hsub(__nv_bfloat16 a, __nv_bfloat16 b) {
+    return __float2bfloat16(__bfloat162float(a) - __bfloat162float(b));
+}
+static inline __nv_bfloat16 __hmul(__nv_bfloat16 a, __nv_bfloat16 b) {
+    return __float2bfloat16(__bfloat162float(a) * __bfloat162float(b));
+}
+static inline __nv_bfloat16 __hdiv(__nv_bfloat16 a, __nv_bfloat16 b) {
+    return __float2bfloat16(__bfloat162float(a) / __bfloat162float(b));
+}
+static inline __nv_bfloat16 __hneg(__nv_bfloat16 a) {
+    return __nv_bfloat16(__nv_bfloat16_raw{(unsigned short)(a.__x ^ 0x8000u)});
+}
 static inline bool __hisnan(__nv_bfloat16 a) { return (a.__x & 0x7fffu) > 0x7f80u; }
 static inline __nv_bfloat16 operator+(const __nv_bfloat16 &a, const __nv_bfloat16 &b) { return __hadd(a, b); }
 static inline __nv_bfloat16 operator-(const __nv_bfloat16 &a, const __nv_bfloat16 &b) { return __hsub(a, b); }
 static inline __nv_bfloat16 operator*(const __nv_bfloat16 &a, const __nv_bfloat16 &b) { return __hmul(a, b); }
 static inline __nv_bfloat16 operator/(const __nv_bfloat16 &a, const __nv_bfloat16 &b) { return __hdiv(a, b); }
 static inline __nv_bfloat16 operator-(const __nv_bfloat16 &a) { return __hneg(a); }
-static inline bool operator==(const __nv_bfloat16 &a, const __nv_bfloat16 &b) { return __bfloat162float(a) == __bfloat162float(b); }
+static inline bool operator==(const __nv_bfloat16 &a, const __nv_bfloat16 &b) {
+    return __bfloat162float(a) == __bfloat162float(b);
+}
 static inline bool operator!=(const __nv_bfloat16 &a, const __nv_bfloat16 &b) { return !(a == b); }
-static inline bool operator<(const __nv_bfloat16 &a, const __nv_bfloat16 &b) { return __bfloat162float(a) < __bfloat162float(b); }
-static inline bool operator>(const __nv_bfloat16 &a, const __nv_bfloat16 &b) { return __bfloat162float(a) > __bfloat162float(b); }
+static inline bool operator<(const __nv_bfloat16 &a, const __nv_bfloat16 &b) {
+    return __bfloat162float(a) < __bfloat162float(b);
+}
+static inline bool operator>(const __nv_bfloat16 &a, const __nv_bfloat16 &b) {
+    return __bfloat162float(a) > __bfloat162float(b);
+}
 #endif

@@ -33,7 +33,10 @@ static inline float kn_sim_h2f(unsigned short h) {
         if (!m) u = sign;
         else { // subnormal: normalise
             e = 113;
-            while (!(m & 0x400u)) { m <<= 1; e--; }
+            while (!(m & 0x400u)) {
+                m <<= 1;
+                e--;
+            }
             u = sign | (e << 23) | ((m & 0x3ffu) << 13);
         }
     } else u = sign | ((e + 112u) << 23) | (m << 13);
@@ -42,7 +45,9 @@ static inline float kn_sim_h2f(unsigned short h) {
     return f;
 }
 
-struct __half_raw { unsigned short x; };
+struct __half_raw {
+    unsigned short x;
+};
 struct __half {
     unsigned short __x;
     __half() = default;
@@ -55,7 +60,9 @@ struct __half {
     operator float() const { return kn_sim_h2f(__x); }
     operator __half_raw() const { return __half_raw{__x}; }
 };
-struct __half2 { __half x, y; };
+struct __half2 {
+    __half x, y;
+};
 typedef __half half;
 typedef __half2 half2;
 
@@ -85,7 +92,9 @@ static inline __half __hfma(__half a, __half b, __half c) {
 static inline bool __hisnan(__half a) { return (a.__x & 0x7fffu) > 0x7c00u; }
 static inline bool __hisinf(__half a) { return (a.__x & 0x7fffu) == 0x7c00u; }
 static inline bool __heq(__half a, __half b) { return __half2float(a) == __half2float(b); }
-static inline bool __hne(__half a, __half b) { return __half2float(a) != __half2float(b) && !__hisnan(a) && !__hisnan(b); }
+static inline bool __hne(__half a, __half b) {
+    return __half2float(a) != __half2float(b) && !__hisnan(a) && !__hisnan(b);
+}
 static inline bool __hlt(__half a, __half b) { return __half2float(a) < __half2float(b); }
 static inline bool __hle(__half a, __half b) { return __half2float(a) <= __half2float(b); }
 static inline bool __hgt(__half a, __half b) { return __half2float(a) > __half2float(b); }

@@ -61,9 +61,11 @@ typedef enum cudaFuncAttribute {
 
 struct cudaDeviceProp {
     char name[256];
-    size_t totalGlobalMem, sharedMemPerBlock, sharedMemPerBlockOptin, sharedMemPerMultiprocessor, memPitch, totalConstMem;
+    size_t totalGlobalMem, sharedMemPerBlock, sharedMemPerBlockOptin, sharedMemPerMultiprocessor, memPitch,
+        totalConstMem;
     int regsPerBlock, warpSize, maxThreadsPerBlock, maxThreadsDim[3], maxGridSize[3], clockRate, major, minor;
-    int multiProcessorCount, maxThreadsPerMultiProcessor, l2CacheSize, memoryBusWidth, pciBusID, pciDeviceID, unifiedAddressing;
+    int multiProcessorCount, maxThreadsPerMultiProcessor, l2CacheSize, memoryBusWidth, pciBusID, pciDeviceID,
+        unifiedAddressing;
 };
 typedef struct cudaDeviceProp cudaDeviceProp;
 
@@ -87,7 +89,8 @@ cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t s);
 cudaError_t cudaFreeAsync(void *p, cudaStream_t s);
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind);
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind, cudaStream_t s);
-cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height, cudaMemcpyKind kind);
+cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
+                         cudaMemcpyKind kind);
 cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width, size_t height,
                               cudaMemcpyKind kind, cudaStream_t s);
 cudaError_t cudaMemset(void *p, int v, size_t n);
@@ -115,7 +118,9 @@ int kn_sim_device_accessible(const void *p, const void **base, size_t *bytes);
 }
 template <class T> static inline cudaError_t cudaMalloc(T **p, size_t n) { return cudaMalloc((void **)p, n); }
 template <class T> static inline cudaError_t cudaMallocHost(T **p, size_t n) { return cudaMallocHost((void **)p, n); }
-template <class T> static inline cudaError_t cudaHostAlloc(T **p, size_t n, unsigned f) { return cudaHostAlloc((void **)p, n, f); }
+template <class T> static inline cudaError_t cudaHostAlloc(T **p, size_t n, unsigned f) {
+    return cudaHostAlloc((void **)p, n, f);
+}
 template <class T> static inline cudaError_t cudaFuncSetAttribute(T *fn, cudaFuncAttribute a, int v) {
     return cudaFuncSetAttribute((const void *)fn, a, v);
 }
