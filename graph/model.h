@@ -47,5 +47,9 @@ kn_status *kn_tensor_proto_write_file(const char *path, const kn_tensor *t, cons
 /* A test-data value of the given kind (kn_tensor_kind): TensorProto, SequenceProto or
  * OptionalProto (an optional that holds nothing reads as kind NONE). graph/value_proto.c */
 kn_status *kn_value_proto_read_file(const char *path, int kind, kn_tensor **out, char **name);
+/* Writes a value in the ONNX test layout: a tensor as TensorProto, a sequence as SequenceProto, and
+ * with optional (the graph declares an optional) an OptionalProto holding either, or empty for an
+ * empty optional (kind NONE). */
+kn_status *kn_value_proto_write_file(const char *path, const kn_tensor *t, bool optional, const char *name);
 
 #endif

@@ -24,4 +24,17 @@ void kn_onnx_src_release(kn_onnx_src *src); /* frees map_paths (the maps stay wi
 kn_status *kn_onnx_map_file(const char *path, void **p, size_t *len, char **dir);
 void kn_onnx_unmap_file(void *p, size_t len, char *dir);
 
+/* A TensorProto that points into a host tensor's data (sub-byte types packed into `packed`,
+ * strings listed in `strs`), for writing test-layout files; path names errors. */
+typedef struct kn_tp_out {
+    Onnx__TensorProto tp;
+    int64_t dims[KN_MAX_DIMS];
+    uint8_t *packed;
+    ProtobufCBinaryData *strs;
+} kn_tp_out;
+kn_status *kn_tp_out_fill(kn_tp_out *o, const kn_tensor *t, const char *name, const char *path);
+void kn_tp_out_release(kn_tp_out *o);
+/* Writes buf to path (created or truncated); errors name the file. */
+kn_status *kn_pb_write_bytes(const char *path, const uint8_t *buf, size_t sz);
+
 #endif

@@ -604,61 +604,80 @@ kn_status *kn_tensor_proto_read_file(const char *path, kn_tensor **out, char **n
     return st;
 }
 
-kn_status *kn_tensor_proto_write_file(const char *path, const kn_tensor *t, const char *name) {
+kn_status *kn_tp_out_fill(kn_tp_out *o, const kn_tensor *t, const char *name, const char *path) {
     char desc[KN_DESC_LEN];
-    KN_CHECK(t && t->ndim >= 0 && t->ndim <= KN_MAX_DIMS && kn_dtype_valid((int)t->dtype), KN_ERR_INVALID_ARGUMENT,
-             "%s: cannot write tensor %s", path, kn_tensor_desc(t, desc, sizeof desc));
+    memset(o, 0, sizeof *o);
+    KN_CHECK(t && t->kind == KN_KIND_TENSOR && t->ndim >= 0 && t->ndim <= KN_MAX_DIMS && kn_dtype_valid((int)t->dtype),
+             KN_ERR_INVALID_ARGUMENT, "%s: cannot write tensor %s", path,
+             t ? kn_tensor_desc(t, desc, sizeof desc) : "-");
     KN_CHECK(t->device == KN_DEVICE_CPU, KN_ERR_INVALID_ARGUMENT, "%s: tensor must be on the host to be written", path);
     int64_t n = kn_numel(t);
     KN_CHECK(n >= 0 && n <= KN_MAX_NUMEL && (n == 0 || t->data), KN_ERR_INVALID_ARGUMENT,
              "%s: tensor %s has no data or an unknown shape", path, kn_tensor_desc(t, desc, sizeof desc));
-    Onnx__TensorProto tp = ONNX__TENSOR_PROTO__INIT;
-    int64_t dims[KN_MAX_DIMS];
-    for (int i = 0; i < t->ndim; i++) dims[i] = t->dims[i];
-    tp.n_dims = (size_t)t->ndim;
-    tp.dims = dims;
-    tp.has_data_type = 1;
-    tp.data_type = (int32_t)t->dtype;
-    tp.name = (char *)(name ? name : "");
-    uint8_t *packed = NULL;
-    ProtobufCBinaryData *strs = NULL;
+    Onnx__TensorProto init = ONNX__TENSOR_PROTO__INIT;
+    o->tp = init;
+    for (int i = 0; i < t->ndim; i++) o->dims[i] = t->dims[i];
+    o->tp.n_dims = (size_t)t->ndim;
+    o->tp.dims = o->dims;
+    o->tp.has_data_type = 1;
+    o->tp.data_type = (int32_t)t->dtype;
+    o->tp.name = (char *)(name ? name : "");
     if (t->dtype == KN_STRING) {
-        strs = calloc(n ? (size_t)n : 1, sizeof *strs);
-        if (!strs) return KN_OOM(n);
+        o->strs = calloc(n ? (size_t)n : 1, sizeof *o->strs);
+        if (!o->strs) return KN_OOM(n);
         char **s = t->data;
         for (int64_t i = 0; i < n; i++) {
-            strs[i].data = (uint8_t *)(s[i] ? s[i] : "");
-            strs[i].len = strlen((const char *)strs[i].data);
+            o->strs[i].data = (uint8_t *)(s[i] ? s[i] : "");
+            o->strs[i].len = strlen((const char *)o->strs[i].data);
         }
-        tp.n_string_data = (size_t)n;
-        tp.string_data = strs;
+        o->tp.n_string_data = (size_t)n;
+        o->tp.string_data = o->strs;
     } else {
-        tp.has_raw_data = 1;
-        tp.raw_data.len = kn_pb_packed_bytes(t->dtype, n);
+        o->tp.has_raw_data = 1;
+        o->tp.raw_data.len = kn_pb_packed_bytes(t->dtype, n);
         if (kn_pb_bits(t->dtype) < 8) {
-            packed = malloc(tp.raw_data.len ? tp.raw_data.len : 1);
-            if (!packed) return KN_OOM(tp.raw_data.len);
-            kn_pb_pack(t->dtype, t->data, packed, n);
-            tp.raw_data.data = packed;
+            o->packed = malloc(o->tp.raw_data.len ? o->tp.raw_data.len : 1);
+            if (!o->packed) return KN_OOM(o->tp.raw_data.len);
+            kn_pb_pack(t->dtype, t->data, o->packed, n);
+            o->tp.raw_data.data = o->packed;
         } else {
-            tp.raw_data.data = t->data;
+            o->tp.raw_data.data = t->data;
         }
     }
-    size_t sz = onnx__tensor_proto__get_packed_size(&tp);
-    uint8_t *buf = malloc(sz ? sz : 1);
+    return NULL;
+}
+
+void kn_tp_out_release(kn_tp_out *o) {
+    free(o->packed);
+    free(o->strs);
+    o->packed = NULL;
+    o->strs = NULL;
+}
+
+kn_status *kn_pb_write_bytes(const char *path, const uint8_t *buf, size_t sz) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return kn_error(KN_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
     kn_status *st = NULL;
+    if (fwrite(buf, 1, sz, f) != sz) st = kn_error(KN_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    if (fclose(f) != 0 && !st) st = kn_error(KN_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    return st;
+}
+
+kn_status *kn_tensor_proto_write_file(const char *path, const kn_tensor *t, const char *name) {
+    kn_tp_out o;
+    kn_status *st = kn_tp_out_fill(&o, t, name, path);
+    if (st) {
+        kn_tp_out_release(&o);
+        return st;
+    }
+    size_t sz = onnx__tensor_proto__get_packed_size(&o.tp);
+    uint8_t *buf = malloc(sz ? sz : 1);
     if (!buf) st = KN_OOM(sz);
     else {
-        onnx__tensor_proto__pack(&tp, buf);
-        FILE *f = fopen(path, "wb");
-        if (!f) st = kn_error(KN_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-        else {
-            if (fwrite(buf, 1, sz, f) != sz) st = kn_error(KN_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-            if (fclose(f) != 0 && !st) st = kn_error(KN_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        }
+        onnx__tensor_proto__pack(&o.tp, buf);
+        st = kn_pb_write_bytes(path, buf, sz);
     }
     free(buf);
-    free(packed);
-    free(strs);
+    kn_tp_out_release(&o);
     return st;
 }

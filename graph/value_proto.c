@@ -84,3 +84,68 @@ kn_status *kn_value_proto_read_file(const char *path, int kind, kn_tensor **out,
     *out = t;
     return NULL;
 }
+
+/* A sequence of tensors as a SequenceProto (elem_type TENSOR), elements written as TensorProtos. */
+static kn_status *kn_seq_to_pb(const kn_tensor *t, const char *path, Onnx__SequenceProto *sp, kn_tp_out **outs,
+                               Onnx__TensorProto ***tps) {
+    const kn_seq *q = t->data;
+    int64_t n = q ? q->n : 0;
+    *outs = calloc(n ? (size_t)n : 1, sizeof **outs);
+    *tps = calloc(n ? (size_t)n : 1, sizeof **tps);
+    if (!*outs || !*tps) return KN_OOM(n);
+    for (int64_t i = 0; i < n; i++) {
+        KN_TRY(kn_tp_out_fill(&(*outs)[i], q->items[i], NULL, path));
+        (*tps)[i] = &(*outs)[i].tp;
+    }
+    sp->has_elem_type = 1;
+    sp->elem_type = ONNX__SEQUENCE_PROTO__DATA_TYPE__TENSOR;
+    sp->n_tensor_values = (size_t)n;
+    sp->tensor_values = *tps;
+    return NULL;
+}
+
+kn_status *kn_value_proto_write_file(const char *path, const kn_tensor *t, bool optional, const char *name) {
+    if (t->kind == KN_KIND_TENSOR && !optional) return kn_tensor_proto_write_file(path, t, name);
+    Onnx__SequenceProto sp = ONNX__SEQUENCE_PROTO__INIT;
+    Onnx__OptionalProto op = ONNX__OPTIONAL_PROTO__INIT;
+    kn_tp_out one = {0}, *outs = NULL;
+    Onnx__TensorProto **tps = NULL;
+    int64_t n_outs = 0;
+    kn_status *st = NULL;
+    if (t->kind == KN_KIND_SEQUENCE) {
+        n_outs = t->data ? ((const kn_seq *)t->data)->n : 0;
+        st = kn_seq_to_pb(t, path, &sp, &outs, &tps);
+    } else if (t->kind == KN_KIND_TENSOR) {
+        st = kn_tp_out_fill(&one, t, NULL, path);
+    }
+    uint8_t *buf = NULL;
+    size_t sz = 0;
+    if (!st && !optional) {
+        sp.name = (char *)(name ? name : "");
+        sz = onnx__sequence_proto__get_packed_size(&sp);
+        if (!(buf = malloc(sz ? sz : 1))) st = KN_OOM(sz);
+        else onnx__sequence_proto__pack(&sp, buf);
+    } else if (!st) {
+        op.name = (char *)(name ? name : "");
+        op.has_elem_type = 1;
+        if (t->kind == KN_KIND_SEQUENCE) {
+            op.elem_type = ONNX__OPTIONAL_PROTO__DATA_TYPE__SEQUENCE;
+            op.sequence_value = &sp;
+        } else if (t->kind == KN_KIND_TENSOR) {
+            op.elem_type = ONNX__OPTIONAL_PROTO__DATA_TYPE__TENSOR;
+            op.tensor_value = &one.tp;
+        } else {
+            op.elem_type = ONNX__OPTIONAL_PROTO__DATA_TYPE__UNDEFINED; /* an empty optional */
+        }
+        sz = onnx__optional_proto__get_packed_size(&op);
+        if (!(buf = malloc(sz ? sz : 1))) st = KN_OOM(sz);
+        else onnx__optional_proto__pack(&op, buf);
+    }
+    if (!st) st = kn_pb_write_bytes(path, buf, sz);
+    free(buf);
+    for (int64_t i = 0; outs && i < n_outs; i++) kn_tp_out_release(&outs[i]);
+    free(outs);
+    free(tps);
+    kn_tp_out_release(&one);
+    return st;
+}

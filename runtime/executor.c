@@ -183,11 +183,16 @@ kn_status *kn_node_eval_ahead(kn_exec_ctx *ctx, const kn_node *n, const kn_tenso
 
 /* ---- plans ---- */
 
+static bool kn_value_kept(const kn_graph_info *gi, const uint8_t *keep, int v) {
+    return gi->is_output[v] || (keep && keep[v]);
+}
+
 void kn_plan_free(kn_plan *p, int n_values) {
     if (!p) return;
     if (p->vals)
         for (int v = 0; v < n_values; v++)
             if (p->state[v] == KN_VS_KNOWN) kn_tensor_release(&p->vals[v]);
+    free(p->keep);
     free(p->key);
     free(p->vals);
     free(p->state);
@@ -202,8 +207,8 @@ typedef struct {
     kn_tensor **out;
 } kn_io_bufs;
 
-kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const kn_backend *be, kn_threadpool *pool,
-                         kn_plan **out) {
+kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const int *keep, int n_keep,
+                         const kn_backend *be, kn_threadpool *pool, kn_plan **out) {
     const kn_graph *g = gi->g;
     *out = NULL;
     kn_plan *p = calloc(1, sizeof *p);
@@ -213,6 +218,10 @@ kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const
     p->state = calloc(nv, 1);
     p->offset = calloc(nv, sizeof(size_t));
     p->skip = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), 1);
+    if (n_keep > 0 && (p->keep = calloc(nv, 1)))
+        for (int k = 0; k < n_keep; k++)
+            if (keep[k] >= 0 && keep[k] < g->n_values) p->keep[keep[k]] = 1;
+    bool keep_oom = n_keep > 0 && !p->keep;
     p->place = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), 1);
     kn_mem_req *reqs = malloc(sizeof(kn_mem_req) * nv);
     int *req_of = malloc(sizeof(int) * nv);
@@ -222,8 +231,8 @@ kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const
     kn_tensor **outb = malloc(sizeof(void *) * KN_NODE_MAX_IO);
     kn_scratch scratch = {0};
     kn_status *st = NULL;
-    if (!p->vals || !p->state || !p->offset || !p->skip || !p->place || !reqs || !req_of || !req_val || !offs || !inb ||
-        !outb) {
+    if (keep_oom || !p->vals || !p->state || !p->offset || !p->skip || !p->place || !reqs || !req_of || !req_val ||
+        !offs || !inb || !outb) {
         st = KN_OOM(nv);
         goto done;
     }
@@ -321,13 +330,14 @@ kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const
                 continue;
             }
             p->state[v] = KN_VS_ARENA;
-            int end = gi->is_output[v] ? g->n_nodes : (gi->last_use[v] >= i ? gi->last_use[v] : i);
+            int end = kn_value_kept(gi, p->keep, v) ? g->n_nodes : (gi->last_use[v] >= i ? gi->last_use[v] : i);
             int share = -1;
             kn_inplace ip = n->op >= 0 ? kn_op_table[n->op].inplace : KN_INPLACE_NONE;
             if (k == 0 && ip != KN_INPLACE_NONE && n->n_inputs > 0 && n->inputs[0] >= 0) {
                 int iv = n->inputs[0];
-                if (p->state[iv] == KN_VS_ARENA && req_of[iv] >= 0 && gi->last_use[iv] == i && !gi->is_output[iv] &&
-                    kn_nbytes(&p->vals[iv]) == kn_nbytes(t) && p->vals[iv].dtype != KN_STRING) {
+                if (p->state[iv] == KN_VS_ARENA && req_of[iv] >= 0 && gi->last_use[iv] == i &&
+                    !kn_value_kept(gi, p->keep, iv) && kn_nbytes(&p->vals[iv]) == kn_nbytes(t) &&
+                    p->vals[iv].dtype != KN_STRING) {
                     /* no other input of this node may be the same value read later: elementwise reads are in order */
                     share = req_of[iv];
                 }
@@ -506,7 +516,8 @@ static kn_status *kn_run_nodes(kn_run *run, const uint8_t *skip) {
         /* free per-value allocations at their last use */
         for (int k = 0; k < n->n_inputs; k++) {
             int v = n->inputs[k];
-            if (v >= 0 && run->state[v] == KN_VS_DYNAMIC && run->gi->last_use[v] == i && !run->gi->is_output[v]) {
+            if (v >= 0 && run->state[v] == KN_VS_DYNAMIC && run->gi->last_use[v] == i &&
+                !kn_value_kept(run->gi, run->keep, v)) {
                 kn_tensor_release(&run->vals[v]);
                 run->state[v] = KN_VS_ABSENT;
             }
@@ -555,6 +566,7 @@ kn_status *kn_run_planned(kn_run *run, const kn_plan *plan, const kn_tensor *inp
     }
     for (int k = 0; k < g->n_inputs; k++)
         if (g->inputs[k] >= 0) run->vals[g->inputs[k]].device = KN_DEVICE_CPU;
+    run->keep = plan->keep;
     return kn_run_nodes(run, plan->skip);
 }
 
@@ -562,9 +574,9 @@ kn_status *kn_run_finish(kn_run *run) {
     kn_status *st = NULL;
     if (run->xfer) {
         const kn_graph *g = run->g;
-        for (int k = 0; k < g->n_outputs && !st; k++) {
-            int v = g->outputs[k];
-            if (v < 0 || run->state[v] == KN_VS_ABSENT || run->vals[v].device == KN_DEVICE_CPU) continue;
+        for (int v = 0; v < g->n_values && !st; v++) {
+            if (!kn_value_kept(run->gi, run->keep, v)) continue;
+            if (run->state[v] == KN_VS_ABSENT || run->vals[v].device == KN_DEVICE_CPU) continue;
             const kn_tensor *h = NULL;
             st = kn_value_on(run, v, KN_DEVICE_CPU, &h);
             if (st) break;

@@ -30,6 +30,8 @@ typedef struct kn_plan {
     uint8_t *place;     /* per node: 1 runs on the session's backend, 0 on the CPU (fallback) */
     size_t arena_bytes; /* the arena lives on the session's backend */
     size_t known_bytes; /* host bytes of the KNOWN values, held as long as the plan */
+    uint8_t *keep;      /* per value: kept to the end of the run like an output (values the caller
+                         * asked for by name); NULL when none */
     int refs;           /* runs using it (under the session lock) */
     uint64_t last_used;
 } kn_plan;
@@ -73,6 +75,7 @@ typedef struct kn_run {
     const uint8_t *place;
     kn_tensor *xfer;
     uint8_t *xfer_state; /* 0 none, 1 made (owned), 2 borrowed (cached weights) */
+    const uint8_t *keep; /* the plan's keep set (NULL: graph outputs only) */
 } kn_run;
 
 /* Shape inference for one node (with data where inputs have it); an error names the op. */
@@ -92,14 +95,16 @@ kn_status *kn_node_eval_host(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor
  * and out[] is untouched. Otherwise out[] receive owned host tensors and *done is true. */
 kn_status *kn_node_eval_ahead(kn_exec_ctx *ctx, const kn_node *n, const kn_tensor *const *in, kn_tensor *const *out,
                               bool *done);
-/* Plan for the given input tensors (graph input order). */
-kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const kn_backend *be, kn_threadpool *pool,
-                         kn_plan **out);
+/* Plan for the given input tensors (graph input order). keep (n_keep value ids, may be NULL) are
+ * intermediate values the caller will read after the run: the planner keeps them alive to the end
+ * like graph outputs (no reuse of their bytes, no in-place overwrite). */
+kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const int *keep, int n_keep,
+                         const kn_backend *be, kn_threadpool *pool, kn_plan **out);
 void kn_plan_free(kn_plan *p, int n_values);
 /* Run a planned graph: inputs in graph input order, arena of plan->arena_bytes. Output tensors are
  * left in run->vals (arena or owned memory) for the caller to copy before kn_run_release. */
 kn_status *kn_run_planned(kn_run *run, const kn_plan *plan, const kn_tensor *inputs, void *arena);
-/* After kn_run_planned: bring graph outputs to the host and wait for the device queue; returns
+/* After kn_run_planned: bring graph outputs (and the plan's kept values) to the host and wait for the device queue; returns
  * the first error the device reported. */
 kn_status *kn_run_finish(kn_run *run);
 /* Run a subgraph: inputs bound to sub->inputs in order, outer values found through parent.
@@ -110,6 +115,10 @@ void kn_run_release(kn_run *run);
 /* Run a session with inputs already as tensors in graph input order (sequences and empty
  * optionals allowed, for the conformance runner); outs[k] receives an owned copy of graph output k. */
 kn_status *kn_session_run_values(kn_session *s, const kn_tensor *inputs, kn_tensor *outs);
+/* The same for the values named (graph outputs or any value of the session's graph, as
+ * kn_session_run accepts); names NULL: the first n_names graph outputs. */
+kn_status *kn_session_run_values_named(kn_session *s, const kn_tensor *inputs, const char *const *names, int n_names,
+                                       kn_tensor *outs);
 /* Ops that must never run before the actual run (random numbers, control flow). */
 bool kn_op_is_volatile(int op);
 

@@ -148,7 +148,11 @@ typedef struct kn_named_tensor {
 } kn_named_tensor;
 
 /* Thread-safe: many threads may call kn_session_run on one session at once. Outputs not named
- * are not computed unless needed; pass n_outputs = 0 with outputs = NULL to skip them. */
+ * are not computed unless needed; pass n_outputs = 0 with outputs = NULL to skip them. An output
+ * may name any value of the graph, not only a graph output (an intermediate such as the embedding
+ * sum before the first LayerNormalization): the plan for that set of names keeps those values
+ * alive to the end of the run. A value that a fusion replaced is an error saying so; load with
+ * kn_model_options.fuse = 0 to read every value of the file's graph. */
 kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_inputs, kn_named_tensor *outputs,
                           int n_outputs);
 /* Statistics of the last plan built: peak arena bytes for one run. */

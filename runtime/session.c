@@ -222,9 +222,57 @@ const char *kn_session_profile(const kn_session *s, char *buf, size_t len) {
 }
 
 /* Check the caller's inputs against the graph's declared inputs; order them like the graph. */
+/* Tensor inputs (graph order) against their declarations: dtype, rank and fixed dimensions, and
+ * symbolic dimensions: the ONNX IR says one name is one size across all inputs, so two inputs that
+ * give a named dimension two sizes are refused, naming both and the dimension. */
+static kn_status *kn_check_inputs(const kn_graph *g, const kn_tensor *bound) {
+    char want[KN_DESC_LEN], got[KN_DESC_LEN];
+    for (int k = 0; k < g->n_inputs; k++) {
+        const kn_value *decl = &g->values[g->inputs[k]];
+        const kn_tensor *b = &bound[k];
+        if (b->kind != KN_KIND_TENSOR || decl->kind != KN_VAL_TENSOR) continue;
+        if (decl->type.dtype != KN_UNDEFINED && decl->type.dtype != b->dtype)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s': expected %s, got %s", decl->name,
+                            kn_tensor_desc(&decl->type, want, sizeof want), kn_tensor_desc(b, got, sizeof got));
+        if (decl->type.ndim < 0) continue;
+        bool ok = decl->type.ndim == b->ndim;
+        for (int d = 0; ok && d < b->ndim; d++) ok = decl->type.dims[d] < 0 || decl->type.dims[d] == b->dims[d];
+        if (!ok)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s': expected shape %s, got %s", decl->name,
+                            kn_tensor_desc(&decl->type, want, sizeof want), kn_tensor_desc(b, got, sizeof got));
+    }
+    for (int k = 0; k < g->n_inputs; k++) {
+        const kn_value *dk = &g->values[g->inputs[k]];
+        if (bound[k].kind != KN_KIND_TENSOR || dk->kind != KN_VAL_TENSOR || dk->type.ndim != bound[k].ndim) continue;
+        for (int d = 0; d < bound[k].ndim; d++) {
+            if (!dk->dim_names[d]) continue;
+            /* the first earlier (input, axis) with this name holds the size it must have */
+            for (int j = 0; j <= k; j++) {
+                const kn_value *dj = &g->values[g->inputs[j]];
+                if (bound[j].kind != KN_KIND_TENSOR || dj->kind != KN_VAL_TENSOR || dj->type.ndim != bound[j].ndim)
+                    continue;
+                int e_end = j == k ? d : bound[j].ndim;
+                int e = 0;
+                while (e < e_end && !(dj->dim_names[e] && strcmp(dj->dim_names[e], dk->dim_names[d]) == 0)) e++;
+                if (e == e_end) continue;
+                if (bound[j].dims[e] != bound[k].dims[d])
+                    return kn_error(KN_ERR_INVALID_ARGUMENT,
+                                    "inputs '%s' and '%s' disagree on dimension '%s': %lld (axis %d of %s) vs %lld "
+                                    "(axis %d of %s)",
+                                    dj->name, dk->name, dk->dim_names[d], (long long)bound[j].dims[e], e,
+                                    kn_tensor_desc(&bound[j], want, sizeof want), (long long)bound[k].dims[d], d,
+                                    kn_tensor_desc(&bound[k], got, sizeof got));
+                j = k + 1; /* compared with the first holder: enough */
+                break;
+            }
+        }
+    }
+    return NULL;
+}
+
 static kn_status *kn_bind_inputs(const kn_session *s, const kn_named_tensor *inputs, int n_inputs, kn_tensor *bound) {
     const kn_graph *g = s->g;
-    char want[KN_DESC_LEN], got[KN_DESC_LEN];
+    char got[KN_DESC_LEN];
     for (int k = 0; k < g->n_inputs; k++) bound[k].ndim = -2; /* marks "not given" */
     for (int i = 0; i < n_inputs; i++) {
         const kn_named_tensor *t = &inputs[i];
@@ -258,32 +306,22 @@ static kn_status *kn_bind_inputs(const kn_session *s, const kn_named_tensor *inp
         KN_CHECK(ne == 0 || t->data, KN_ERR_INVALID_ARGUMENT, "input '%s': data is NULL", t->name);
         KN_CHECK(kn_dtype_valid(t->dtype), KN_ERR_INVALID_ARGUMENT, "input '%s': invalid dtype %d", t->name,
                  (int)t->dtype);
-        const kn_value *decl = &g->values[g->inputs[k]];
-        if (decl->kind == KN_VAL_TENSOR && decl->type.dtype != KN_UNDEFINED && decl->type.dtype != t->dtype)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s': expected %s, got %s", t->name,
-                            kn_tensor_desc(&decl->type, want, sizeof want), kn_tensor_desc(b, got, sizeof got));
-        if (decl->type.ndim >= 0) {
-            bool ok = decl->type.ndim == t->ndim;
-            for (int d = 0; ok && d < t->ndim; d++) ok = decl->type.dims[d] < 0 || decl->type.dims[d] == t->dims[d];
-            if (!ok)
-                return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s': expected shape %s, got %s", t->name,
-                                kn_tensor_desc(&decl->type, want, sizeof want), kn_tensor_desc(b, got, sizeof got));
-        }
     }
     for (int k = 0; k < g->n_inputs; k++)
         KN_CHECK(bound[k].ndim != -2, KN_ERR_INVALID_ARGUMENT, "missing input '%s'", g->values[g->inputs[k]].name);
-    return NULL;
+    return kn_check_inputs(g, bound);
 }
 
 static bool kn_plan_matches(const kn_plan *p, const int64_t *key, int len) {
     return p->key_len == len && memcmp(p->key, key, sizeof(int64_t) * (size_t)len) == 0;
 }
 
-static kn_status *kn_session_get_plan(kn_session *s, const kn_tensor *bound, kn_plan **out) {
+static kn_status *kn_session_get_plan(kn_session *s, const kn_tensor *bound, const int *keep, int n_keep,
+                                      kn_plan **out) {
     int len = 0;
     int64_t key[1 + 64 * (KN_MAX_DIMS + 2)];
     int64_t *dyn_key = NULL, *k = key;
-    int need = 0;
+    int need = 1 + n_keep;
     for (int i = 0; i < s->g->n_inputs; i++) need += 2 + (bound[i].ndim > 0 ? bound[i].ndim : 0);
     if (need > (int)(sizeof key / sizeof key[0])) {
         dyn_key = malloc(sizeof(int64_t) * (size_t)need);
@@ -295,6 +333,9 @@ static kn_status *kn_session_get_plan(kn_session *s, const kn_tensor *bound, kn_
         k[len++] = bound[i].ndim;
         for (int d = 0; d < bound[i].ndim && bound[i].kind == KN_KIND_TENSOR; d++) k[len++] = bound[i].dims[d];
     }
+    /* the values kept for the caller are part of the plan: each set gets its own */
+    k[len++] = n_keep;
+    for (int i = 0; i < n_keep; i++) k[len++] = keep[i];
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < s->n_plans; i++)
         if (kn_plan_matches(s->plans[i], k, len)) {
@@ -308,7 +349,7 @@ static kn_status *kn_session_get_plan(kn_session *s, const kn_tensor *bound, kn_
     pthread_mutex_unlock(&s->mu);
     /* build outside the lock: other shapes keep running */
     kn_plan *p = NULL;
-    kn_status *st = kn_plan_build(&s->gi, bound, s->be, s->pool, &p);
+    kn_status *st = kn_plan_build(&s->gi, bound, keep, n_keep, s->be, s->pool, &p);
     if (st) {
         free(dyn_key);
         return st;
@@ -461,10 +502,11 @@ static kn_status *kn_copy_output(const kn_tensor *src, kn_named_tensor *dst) {
 /* Plan, arena and run for bound inputs (graph order); take() reads outputs while the run lives. */
 typedef kn_status *(*kn_take_fn)(void *ctx, const kn_graph *g, kn_run *run);
 
-static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, kn_take_fn take, void *take_ctx) {
+static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const int *keep, int n_keep, kn_take_fn take,
+                                  void *take_ctx) {
     const kn_graph *g = s->g;
     kn_plan *plan = NULL;
-    KN_TRY(kn_session_get_plan(s, bound, &plan));
+    KN_TRY(kn_session_get_plan(s, bound, keep, n_keep, &plan));
     kn_status *st = NULL;
     size_t arena_size = 0;
     void *arena = kn_session_get_arena(s, plan->arena_bytes, &arena_size);
@@ -520,6 +562,60 @@ typedef struct {
     const int *vals;
 } kn_take_named;
 
+/* The value a run is asked for by name: a graph output, or any value of the session's graph (an
+ * input, a constant or an intermediate, which the plan then keeps alive). *extra says it is not a
+ * graph output. An intermediate that fusion replaced has no producer here: that is said plainly. */
+static kn_status *kn_session_value_id(const kn_session *s, const char *name, int *out, bool *extra) {
+    const kn_graph *g = s->g;
+    *extra = false;
+    KN_CHECK(name, KN_ERR_INVALID_ARGUMENT, "an output has no name");
+    for (int k = 0; k < g->n_outputs; k++)
+        if (g->outputs[k] >= 0 && strcmp(g->values[g->outputs[k]].name, name) == 0) {
+            *out = g->outputs[k];
+            return NULL;
+        }
+    for (int v = 0; v < g->n_values; v++) {
+        const kn_value *val = &g->values[v];
+        if (!val->name || strcmp(val->name, name) != 0) continue;
+        bool is_input = false;
+        for (int k = 0; k < g->n_inputs && !is_input; k++) is_input = g->inputs[k] == v;
+        if (val->producer < 0 && !val->constant && !is_input)
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "value '%s' is not computed by this session's graph: a fusion for the %s backend "
+                            "replaced the nodes around it (load with kn_model_options.fuse = 0 to read it)",
+                            name, s->be->name);
+        *out = v;
+        *extra = true;
+        return NULL;
+    }
+    return kn_error(KN_ERR_INVALID_ARGUMENT, "unknown output '%s': neither a graph output nor a value of the graph",
+                    name);
+}
+
+/* Resolves names to value ids; keep (sorted, so the same set finds the same plan) gets the ones
+ * that are not graph outputs. */
+static kn_status *kn_session_resolve_outputs(const kn_session *s, const char *const *names, int n, int *vals, int *keep,
+                                             int *n_keep) {
+    *n_keep = 0;
+    for (int i = 0; i < n; i++) {
+        bool extra = false;
+        KN_TRY(kn_session_value_id(s, names[i], &vals[i], &extra));
+        if (!extra) continue;
+        int j = *n_keep;
+        while (j > 0 && keep[j - 1] > vals[i]) {
+            keep[j] = keep[j - 1];
+            j--;
+        }
+        if (j > 0 && keep[j - 1] == vals[i]) { /* asked twice */
+            for (int m = j; m < *n_keep; m++) keep[m] = keep[m + 1];
+            continue;
+        }
+        keep[j] = vals[i];
+        (*n_keep)++;
+    }
+    return NULL;
+}
+
 static kn_status *kn_take_named_outputs(void *ctx, const kn_graph *g, kn_run *run) {
     kn_take_named *t = ctx;
     for (int i = 0; i < t->n_outputs; i++) {
@@ -563,19 +659,15 @@ kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_in
     kn_tensor *bound = calloc((size_t)(g->n_inputs ? g->n_inputs : 1), sizeof(kn_tensor));
     if (!bound) return KN_OOM(0);
     kn_status *st = kn_bind_inputs(s, inputs, n_inputs, bound);
+    int *keep = NULL, n_keep = 0;
+    const char **names = NULL;
     if (!st && n_outputs) {
         out_vals = malloc(sizeof(int) * (size_t)n_outputs);
-        if (!out_vals) st = KN_OOM(0);
-        for (int i = 0; !st && i < n_outputs; i++) {
-            int k = 0;
-            while (k < g->n_outputs &&
-                   (!outputs[i].name || strcmp(g->values[g->outputs[k]].name, outputs[i].name) != 0))
-                k++;
-            if (k == g->n_outputs)
-                st = kn_error(KN_ERR_INVALID_ARGUMENT, "unknown output '%s'",
-                              outputs[i].name ? outputs[i].name : "(null)");
-            else out_vals[i] = g->outputs[k];
-        }
+        keep = malloc(sizeof(int) * (size_t)n_outputs);
+        names = malloc(sizeof(char *) * (size_t)n_outputs);
+        if (!out_vals || !keep || !names) st = KN_OOM(0);
+        for (int i = 0; !st && i < n_outputs; i++) names[i] = outputs[i].name;
+        if (!st) st = kn_session_resolve_outputs(s, names, n_outputs, out_vals, keep, &n_keep);
     }
     unsigned char *owned = NULL;
     if (!st && n_outputs) {
@@ -584,18 +676,27 @@ kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_in
         for (int i = 0; !st && i < n_outputs; i++) owned[i] = outputs[i].data == NULL;
     }
     kn_take_named take = {outputs, n_outputs, out_vals};
-    if (!st) st = kn_session_exec(s, bound, kn_take_named_outputs, &take);
+    if (!st) st = kn_session_exec(s, bound, keep, n_keep, kn_take_named_outputs, &take);
     if (st && owned) kn_release_owned_outputs(outputs, n_outputs, owned);
     free(owned);
     free(bound);
     free(out_vals);
+    free(keep);
+    free(names);
     return st;
 }
 
+typedef struct {
+    kn_tensor *outs;
+    const int *vals;
+    int n;
+} kn_take_values;
+
 static kn_status *kn_take_all_values(void *ctx, const kn_graph *g, kn_run *run) {
-    kn_tensor *outs = ctx;
-    for (int k = 0; k < g->n_outputs; k++) {
-        int v = g->outputs[k];
+    kn_take_values *t = ctx;
+    kn_tensor *outs = t->outs;
+    for (int k = 0; k < t->n; k++) {
+        int v = t->vals[k];
         if (run->state[v] == KN_VS_ABSENT)
             return kn_error(KN_ERR_RUNTIME, "output '%s' was not computed", g->values[v].name);
         kn_tensor *c = NULL;
@@ -607,8 +708,13 @@ static kn_status *kn_take_all_values(void *ctx, const kn_graph *g, kn_run *run) 
 }
 
 kn_status *kn_session_run_values(kn_session *s, const kn_tensor *inputs, kn_tensor *outs) {
+    return kn_session_run_values_named(s, inputs, NULL, s->g->n_outputs, outs);
+}
+
+kn_status *kn_session_run_values_named(kn_session *s, const kn_tensor *inputs, const char *const *names, int n_names,
+                                       kn_tensor *outs) {
     const kn_graph *g = s->g;
-    for (int k = 0; k < g->n_outputs; k++) memset(&outs[k], 0, sizeof outs[k]);
+    for (int k = 0; k < n_names; k++) memset(&outs[k], 0, sizeof outs[k]);
     for (int k = 0; k < g->n_inputs; k++) {
         const kn_value *decl = &g->values[g->inputs[k]];
         const kn_tensor *t = &inputs[k];
@@ -620,13 +726,21 @@ kn_status *kn_session_run_values(kn_session *s, const kn_tensor *inputs, kn_tens
         if (t->kind == KN_KIND_NONE && decl->kind != KN_VAL_OPTIONAL)
             return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s' is an empty optional, the model expects a value",
                             decl->name);
-        if (t->kind == KN_KIND_TENSOR && decl->type.dtype && t->dtype != decl->type.dtype)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s': expected %s, got %s", decl->name,
-                            kn_dtype_name(decl->type.dtype), kn_dtype_name(t->dtype));
     }
-    kn_status *st = kn_session_exec(s, inputs, kn_take_all_values, outs);
+    KN_TRY(kn_check_inputs(g, inputs));
+    int *vals = malloc(sizeof(int) * (size_t)(n_names ? n_names : 1));
+    int *keep = malloc(sizeof(int) * (size_t)(n_names ? n_names : 1));
+    int n_keep = 0;
+    kn_status *st = vals && keep ? NULL : KN_OOM(0);
+    if (!st && names) st = kn_session_resolve_outputs(s, names, n_names, vals, keep, &n_keep);
+    else if (!st)
+        for (int k = 0; k < n_names; k++) vals[k] = g->outputs[k];
+    kn_take_values take = {outs, vals, n_names};
+    if (!st) st = kn_session_exec(s, inputs, keep, n_keep, kn_take_all_values, &take);
     if (st)
-        for (int k = 0; k < g->n_outputs; k++) kn_tensor_release(&outs[k]);
+        for (int k = 0; k < n_names; k++) kn_tensor_release(&outs[k]);
+    free(vals);
+    free(keep);
     return st;
 }
 

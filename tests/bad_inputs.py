@@ -56,17 +56,17 @@ def main():
     ap.add_argument("--zoo", required=True)
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="kiln-bad-")
-    cases = []  # (name, argv)
+    cases = []  # (name, argv, text the error must contain or None)
 
-    def add_model(name, m, inputs=None, raw=None):
+    def add_model(name, m, inputs=None, raw=None, expect=None):
         d = os.path.join(tmp, name)
         os.makedirs(d, exist_ok=True)
         mp = os.path.join(d, "model.onnx")
         with open(mp, "wb") as f:
             f.write(raw if raw is not None else m.SerializeToString())
         save_inputs(os.path.join(d, "in"), inputs or [])
-        cases.append((name, ["exec", mp, "--inputs", os.path.join(d, "in"), "--outputs", os.path.join(d, "out")]))
-        cases.append((name + " (info)", ["info", mp]))
+        cases.append((name, ["exec", mp, "--inputs", os.path.join(d, "in"), "--outputs", os.path.join(d, "out")], expect))
+        cases.append((name + " (info)", ["info", mp], None))
 
     rng = random.Random(1)
     add_model("empty file", None, raw=b"")
@@ -117,11 +117,22 @@ def main():
     dec = model([helper.make_node("ImageDecoder", ["img"], ["pix"])], [img], [pix], opset=20)
     add_model("corrupt JPEG", dec, [("img", np.frombuffer(b"\xff\xd8\xff\xe0" + bytes(rng.randrange(256) for _ in range(300)), np.uint8))])
     add_model("corrupt PNG", dec, [("img", np.frombuffer(b"\x89PNG\r\n\x1a\n" + bytes(rng.randrange(256) for _ in range(300)), np.uint8))])
+    # one symbolic name is one size (ONNX IR): batch 2 in one input and 3 in the other is refused
+    xs = helper.make_tensor_value_info("xs", TensorProto.FLOAT, ["batch", "seq"])
+    ms = helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["batch", "seq"])
+    ys = helper.make_tensor_value_info("ys", TensorProto.FLOAT, None)
+    add_model("symbolic dimension disagrees", model([helper.make_node("Mul", ["xs", "mask"], ["ys"])], [xs, ms], [ys]),
+              [("xs", np.zeros((2, 4), np.float32)), ("mask", np.zeros((3, 4), np.float32))],
+              expect="inputs 'xs' and 'mask' disagree on dimension 'batch': 2")
+    add_model("symbolic dimension disagrees (broadcastable)",
+              model([helper.make_node("Mul", ["xs", "mask"], ["ys"])], [xs, ms], [ys]),
+              [("xs", np.zeros((2, 4), np.float32)), ("mask", np.zeros((2, 1), np.float32))],
+              expect="disagree on dimension 'seq': 4")
     add_model("missing input value", model([helper.make_node("Add", ["x", "ghost"], ["y"])], [x], [y]),
               [("x", np.zeros((2, 3), np.float32))])
 
     ok = bad = 0
-    for name, argv in cases:
+    for name, argv, expect in cases:
         rc, msg = run(a.kiln, argv)
         first = msg.splitlines()[0][:200] if msg else ""
         if rc is None:
@@ -139,6 +150,9 @@ def main():
             bad += 1
         elif not msg:
             print(f"FAIL {name}: exit {rc} with no message")
+            bad += 1
+        elif expect and expect not in msg:
+            print(f"FAIL {name}: the error does not say '{expect}': {first}")
             bad += 1
         else:
             print(f"PASS {name}: exit {rc}: {first}")

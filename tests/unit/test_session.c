@@ -235,6 +235,70 @@ START_TEST(fuse_option) {
 }
 END_TEST
 
+/* kn_session_run returns intermediate values by name, kept alive by the plan: the attention
+ * probabilities of layer 0 (a Softmax over keys: each row sums to 1, masked keys get 0) next to the
+ * graph output, which is unchanged by asking for more. With fusion on, a value the fusion replaced
+ * is an error that says so. */
+START_TEST(intermediate_outputs) {
+    if (!have_zoo()) return;
+    const char *probs = "/m/encoder/layer.0/attention/self/Softmax_output_0";
+    kn_model_options mo;
+    kn_model_options_init(&mo);
+    mo.fuse = 0;
+    kn_model *m = NULL;
+    ck_assert_ptr_null(kn_model_load_ex(zoo_model, &mo, &m));
+    kn_session *s = NULL;
+    ck_assert_ptr_null(kn_session_create(m, NULL, &s));
+    job j, plain;
+    job_init(&j, 2, 9, 1); /* salt 1: the last key of every row is padding */
+    job_init(&plain, 2, 9, 1);
+    ck_assert_ptr_null(job_run(s, &plain));
+    kn_named_tensor in[3] = {
+        {.name = "input_ids", .dtype = KN_I64, .ndim = 2, .dims = {2, 9}, .data = j.ids},
+        {.name = "attention_mask", .dtype = KN_I64, .ndim = 2, .dims = {2, 9}, .data = j.mask},
+        {.name = "token_type_ids", .dtype = KN_I64, .ndim = 2, .dims = {2, 9}, .data = j.types},
+    };
+    kn_named_tensor out[3] = {{.name = probs}, {.name = "last_hidden_state"}, {.name = probs}};
+    kn_status *st = kn_session_run(s, in, 3, out, 3);
+    ck_assert_msg(!st, "%s", st ? kn_status_message(st) : "");
+    ck_assert_int_eq(out[0].ndim, 4);
+    ck_assert_int_eq(out[0].dims[3], 9);
+    ck_assert_uint_eq(out[1].capacity, plain.out_n * sizeof(float));
+    ck_assert_int_eq(memcmp(out[1].data, plain.out, out[1].capacity), 0);
+    ck_assert_int_eq(memcmp(out[0].data, out[2].data, out[0].capacity), 0);
+    const float *p = out[0].data;
+    int64_t rows = out[0].dims[0] * out[0].dims[1] * out[0].dims[2];
+    for (int64_t r = 0; r < rows; r++) {
+        double sum = 0;
+        for (int k = 0; k < 9; k++) sum += p[r * 9 + k];
+        ck_assert_msg(fabs(sum - 1.0) < 1e-5, "row %lld sums to %g", (long long)r, sum);
+        ck_assert_msg(p[r * 9 + 8] < 1e-6f, "row %lld gives the padded key %g", (long long)r, p[r * 9 + 8]);
+    }
+    for (int i = 0; i < 3; i++) kn_free(out[i].data);
+    kn_named_tensor bad = {.name = "no such value"};
+    st = kn_session_run(s, in, 3, &bad, 1);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_msg(strstr(kn_status_message(st), "unknown output 'no such value'"), "%s", kn_status_message(st));
+    kn_status_free(st);
+    kn_session_free(s);
+    kn_model_free(m);
+
+    /* fused: the Softmax is inside kiln:KnSdpa now */
+    ck_assert_ptr_null(kn_model_load(zoo_model, &m));
+    ck_assert_ptr_null(kn_session_create(m, NULL, &s));
+    kn_named_tensor fused = {.name = probs};
+    st = kn_session_run(s, in, 3, &fused, 1);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_msg(strstr(kn_status_message(st), "fuse = 0"), "%s", kn_status_message(st));
+    kn_status_free(st);
+    ck_assert_ptr_null(fused.data);
+    kn_session_free(s);
+    kn_model_free(m);
+    job_free(&j);
+    job_free(&plain);
+}
+END_TEST
+
 typedef struct {
     kn_session *s;
     job *jobs;
@@ -302,6 +366,7 @@ int main(void) {
     tcase_add_test(tc, load_info_run_errors);
     tcase_add_test(tc, load_from_buffer);
     tcase_add_test(tc, fuse_option);
+    tcase_add_test(tc, intermediate_outputs);
     tcase_add_test(tc, concurrent_runs_match_serial);
     suite_add_tcase(su, tc);
     SRunner *r = srunner_create(su);

@@ -5,6 +5,7 @@
 #include "graph/ops.h"
 #include "graph/passes.h"
 #include "runtime/fold.h"
+#include "runtime/executor.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,77 +138,140 @@ int kn_cmd_info(int argc, char **argv) {
     return 0;
 }
 
+/* The kind of test file a graph value is stored as (kn_value_proto_read_file's kind). */
+static int kn_exec_file_kind(const kn_value *v) {
+    if (v->kind == KN_VAL_SEQUENCE) return KN_KIND_SEQUENCE;
+    if (v->kind == KN_VAL_OPTIONAL) return KN_KIND_NONE; /* an OptionalProto, holding a tensor, a sequence or nothing */
+    return KN_KIND_TENSOR;
+}
+
+/* input_K.pb for each graph input K, read as the kind the input declares; files that name the
+ * model's inputs may come in any order (strict: a name the model lacks is an error). */
+static kn_status *kn_exec_read_inputs(const kn_graph *g, const char *dir, kn_tensor **vals) {
+    int n_files = 0;
+    for (;; n_files++) {
+        char p[4096];
+        struct stat sb;
+        snprintf(p, sizeof p, "%s/input_%d.pb", dir, n_files);
+        if (stat(p, &sb) != 0) break;
+    }
+    KN_CHECK(n_files == g->n_inputs, KN_ERR_INVALID_ARGUMENT, "the model has %d inputs but %d input files were given",
+             g->n_inputs, n_files);
+    char **names = calloc((size_t)(n_files ? n_files : 1), sizeof(char *));
+    kn_tensor **read = calloc((size_t)(n_files ? n_files : 1), sizeof(kn_tensor *));
+    kn_status *st = names && read ? NULL : KN_OOM(0);
+    for (int k = 0; !st && k < n_files; k++) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/input_%d.pb", dir, k);
+        st = kn_value_proto_read_file(p, kn_exec_file_kind(&g->values[g->inputs[k]]), &read[k], &names[k]);
+        if (st) st = kn_error_wrap(st, "%s: ", p);
+    }
+    /* by name when every file names a model input, else in order */
+    bool by_name = !st;
+    for (int k = 0; by_name && k < n_files; k++) {
+        bool found = false;
+        for (int i = 0; i < g->n_inputs && !found; i++)
+            found = names[k] && strcmp(names[k], g->values[g->inputs[i]].name) == 0;
+        if (!found && names[k] && names[k][0])
+            st = kn_error(KN_ERR_INVALID_ARGUMENT, "input file %d names '%s', which is not a model input", k, names[k]);
+        by_name = found;
+    }
+    for (int k = 0; !st && k < n_files; k++) {
+        int at = k;
+        if (by_name)
+            for (int i = 0; i < g->n_inputs; i++)
+                if (strcmp(names[k], g->values[g->inputs[i]].name) == 0) at = i;
+        if (vals[at]) st = kn_error(KN_ERR_INVALID_ARGUMENT, "two input files name input '%s'", names[k]);
+        else {
+            vals[at] = read[k];
+            read[k] = NULL;
+        }
+    }
+    for (int k = 0; k < n_files; k++) {
+        if (read) kn_tensor_free(read[k]);
+        if (names) free(names[k]);
+    }
+    free(read);
+    free(names);
+    return st;
+}
+
 int kn_cmd_exec(int argc, char **argv) {
     const char *path = NULL, *in_dir = NULL, *out_dir = NULL, *prec = NULL;
+    const char **want = calloc((size_t)argc + 1, sizeof(char *));
+    int n_want = 0;
     kn_session_options o;
     kn_session_options_init(&o);
     kn_model_options mo;
     kn_model_options_init(&mo);
+    if (!want) return kn_fail(KN_OOM(0));
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--inputs") == 0 && i + 1 < argc) in_dir = argv[++i];
         else if (strcmp(argv[i], "--outputs") == 0 && i + 1 < argc) out_dir = argv[++i];
+        else if (strcmp(argv[i], "--output") == 0 && i + 1 < argc) want[n_want++] = argv[++i];
         else if (strcmp(argv[i], "--no-fuse") == 0) mo.fuse = 0;
         else if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
-            if (kn_cli_parse_device(argv[++i], &o)) return 2;
+            if (kn_cli_parse_device(argv[++i], &o)) return free(want), 2;
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) o.num_threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--precision") == 0 && i + 1 < argc) prec = argv[++i];
         else if (!path) path = argv[i];
         else {
             fprintf(stderr, "kiln exec: unexpected argument '%s'\n", argv[i]);
+            free(want);
             return 2;
         }
     }
     if (!path || !in_dir || !out_dir) {
         fprintf(stderr,
-                "usage: kiln exec MODEL.onnx --inputs DIR --outputs DIR [--device cpu|cuda[:N]] [--threads T] "
-                "[--precision fp32|tf32|fp16|bf16] [--no-fuse]\n");
+                "usage: kiln exec MODEL.onnx --inputs DIR --outputs DIR [--output NAME]... [--device cpu|cuda[:N]] "
+                "[--threads T] [--precision fp32|tf32|fp16|bf16] [--no-fuse]\n"
+                "Inputs and outputs are TensorProto, SequenceProto or OptionalProto files as each value is "
+                "declared.\n--output NAME (repeatable) writes those values instead of the graph outputs, "
+                "output_K.pb for the K-th; any value of the file's graph may be named (fusion is then off).\n");
+        free(want);
         return 2;
     }
-    if (prec && kn_cli_parse_precision(prec, &o, "kiln exec")) return 2;
+    if (prec && kn_cli_parse_precision(prec, &o, "kiln exec")) return free(want), 2;
+    /* values asked for by name are those of the file's graph, which fusion would rename or remove */
+    if (n_want) mo.fuse = 0;
     kn_model *m = NULL;
     kn_session *s = NULL;
-    kn_pb_set in = {0};
-    kn_named_tensor *named = NULL, *outs = NULL;
-    int n_out = 0, rc = 1;
+    kn_tensor **ins = NULL, *bound = NULL, *outs = NULL;
+    const kn_graph *g = NULL;
+    int rc = 1;
     kn_status *st = kn_model_load_ex(path, &mo, &m);
     if (!st) st = kn_session_create(m, &o, &s);
-    if (!st) st = kn_cli_read_pb_set(in_dir, "input_", &in);
     if (!st) {
-        named = calloc((size_t)(in.n ? in.n : 1), sizeof *named);
-        n_out = kn_session_output_count(s);
-        outs = calloc((size_t)(n_out ? n_out : 1), sizeof *outs);
-        if (!named || !outs) st = KN_OOM(0);
+        g = m->graph;
+        if (!n_want)
+            for (int k = 0; k < g->n_outputs; k++) want[n_want++] = g->values[g->outputs[k]].name;
+        ins = calloc((size_t)(g->n_inputs ? g->n_inputs : 1), sizeof *ins);
+        bound = calloc((size_t)(g->n_inputs ? g->n_inputs : 1), sizeof *bound);
+        outs = calloc((size_t)(n_want ? n_want : 1), sizeof *outs);
+        if (!ins || !bound || !outs) st = KN_OOM(0);
     }
-    if (!st) st = kn_cli_bind(s, &in, named, true);
-    for (int i = 0; !st && i < n_out; i++) {
-        kn_value_info vi;
-        st = kn_session_output_info(s, i, &vi);
-        outs[i].name = vi.name;
-    }
-    if (!st) st = kn_session_run(s, named, in.n, outs, n_out);
+    if (!st) st = kn_exec_read_inputs(g, in_dir, ins);
+    for (int k = 0; !st && k < g->n_inputs; k++) bound[k] = *ins[k];
+    if (!st) st = kn_session_run_values_named(s, bound, want, n_want, outs);
     if (!st) {
         mkdir(out_dir, 0755);
-        for (int i = 0; !st && i < n_out; i++) {
+        for (int i = 0; !st && i < n_want; i++) {
             char p[4096];
             snprintf(p, sizeof p, "%s/output_%d.pb", out_dir, i);
-            kn_tensor t = {.dtype = outs[i].dtype, .ndim = outs[i].ndim, .data = outs[i].data};
-            for (int d = 0; d < outs[i].ndim; d++) t.dims[d] = outs[i].dims[d];
-            st = kn_tensor_proto_write_file(p, &t, outs[i].name);
+            bool optional = false;
+            for (int v = 0; v < g->n_values; v++)
+                if (g->values[v].name && strcmp(g->values[v].name, want[i]) == 0)
+                    optional = g->values[v].kind == KN_VAL_OPTIONAL;
+            st = kn_value_proto_write_file(p, &outs[i], optional, want[i]);
         }
+        for (int i = 0; i < n_want; i++) kn_tensor_release(&outs[i]);
     }
-    if (st) rc = kn_fail(st);
-    else rc = 0;
-    for (int i = 0; outs && i < n_out; i++) {
-        if (outs[i].dtype == KN_STRING && outs[i].data) {
-            int64_t ne = 1;
-            for (int d = 0; d < outs[i].ndim; d++) ne *= outs[i].dims[d];
-            for (int64_t k = 0; k < ne; k++) free(((char **)outs[i].data)[k]);
-        }
-        free(outs[i].data);
-    }
+    rc = st ? kn_fail(st) : 0;
+    for (int k = 0; ins && g && k < g->n_inputs; k++) kn_tensor_free(ins[k]);
+    free(ins);
+    free(bound);
     free(outs);
-    free(named);
-    kn_cli_pb_set_free(&in);
+    free(want);
     kn_session_free(s);
     kn_model_free(m);
     return rc;
@@ -221,7 +285,7 @@ static void kn_usage(void) {
         "  --version                          version and compiled backends\n"
         "  info MODEL.onnx [--optimized]      metadata, inputs/outputs, op histogram (--optimized: after folding and "
         "fusions), unsupported ops\n"
-        "  exec MODEL.onnx --inputs DIR --outputs DIR [--device D]\n"
+        "  exec MODEL.onnx --inputs DIR --outputs DIR [--output NAME]... [--device D]\n"
         "  conformance DIR... [--device D] [--filter REGEX] [--timeout S] [--undefined F] [--floor N] [--baseline F]\n"
         "  bench MODEL.onnx [--inputs DIR | --batch B,.. --seq S,..] [--iters N] [--precision P] [--json]  (kiln bench "
         "--help)\n"
