@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <time.h>
 
 #define KN_ARENA_ALIGN 64
@@ -183,6 +184,10 @@ kn_status *kn_node_eval_ahead(kn_exec_ctx *ctx, const kn_node *n, const kn_tenso
 
 /* ---- plans ---- */
 
+bool kn_plan_matches_key(const kn_plan *p, const int64_t *key, int len) {
+    return p->key_len == len && memcmp(p->key, key, sizeof(int64_t) * (size_t)len) == 0;
+}
+
 static bool kn_value_kept(const kn_graph_info *gi, const uint8_t *keep, int v) {
     return gi->is_output[v] || (keep && keep[v]);
 }
@@ -207,8 +212,23 @@ typedef struct {
     kn_tensor **out;
 } kn_io_bufs;
 
+static kn_tensor *kn_find_outer(kn_run *run, const char *name);
+
+static kn_status *kn_plan_build_in(const kn_graph_info *gi, const kn_tensor *inputs, const int *keep, int n_keep,
+                                   const kn_backend *be, kn_threadpool *pool, kn_run *parent, kn_plan **out);
+
 kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const int *keep, int n_keep,
                          const kn_backend *be, kn_threadpool *pool, kn_plan **out) {
+    return kn_plan_build_in(gi, inputs, keep, n_keep, be, pool, NULL, out);
+}
+
+kn_status *kn_plan_build_body(const kn_graph_info *gi, const kn_tensor *inputs, struct kn_run *parent,
+                              kn_threadpool *pool, kn_plan **out) {
+    return kn_plan_build_in(gi, inputs, NULL, 0, kn_cpu_backend(), pool, parent, out);
+}
+
+static kn_status *kn_plan_build_in(const kn_graph_info *gi, const kn_tensor *inputs, const int *keep, int n_keep,
+                                   const kn_backend *be, kn_threadpool *pool, kn_run *parent, kn_plan **out) {
     const kn_graph *g = gi->g;
     *out = NULL;
     kn_plan *p = calloc(1, sizeof *p);
@@ -245,7 +265,11 @@ kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const
             p->vals[v].owns = false;
             p->state[v] = KN_VS_CONST;
         } else if (val->is_outer) {
-            p->vals[v] = val->type;
+            /* a body planned for its caller's actual outer values; else their declared types */
+            const kn_tensor *t = parent ? kn_find_outer(parent, val->name) : NULL;
+            p->vals[v] = t ? *t : val->type;
+            p->vals[v].data = NULL;
+            p->vals[v].owns = false;
             p->state[v] = KN_VS_OUTER;
         } else {
             p->vals[v].ndim = -1;
@@ -625,14 +649,205 @@ void kn_run_release(kn_run *run) {
     run->state = NULL;
 }
 
+/* ---- control-flow bodies ---- */
+
+/* Plans per body: more signatures than this (a loop-carried value growing each iteration) are
+ * planned for the one call and freed, as are calls while every slot is busy. */
+#define KN_BODY_PLANS 8
+#define KN_BODY_ENTRIES 64
+
+typedef struct kn_body_slot {
+    kn_plan *plan;
+    void *arena;
+    bool busy;
+} kn_body_slot;
+
+typedef struct kn_body_entry {
+    const kn_graph *sub;
+    kn_graph_info gi;
+    kn_body_slot slots[KN_BODY_PLANS];
+    int n_slots;
+} kn_body_entry;
+
+struct kn_body_cache {
+    pthread_mutex_t mu;
+    kn_body_entry *entries[KN_BODY_ENTRIES];
+    int n_entries;
+    int64_t built; /* plans built, cached or not: the figure that must not grow with iterations */
+};
+
+int64_t kn_body_cache_plans_built(kn_body_cache *c) {
+    if (!c) return 0;
+    pthread_mutex_lock(&c->mu);
+    int64_t n = c->built;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+kn_status *kn_body_cache_new(kn_body_cache **out) {
+    kn_body_cache *c = calloc(1, sizeof *c);
+    if (!c) return KN_OOM(sizeof *c);
+    pthread_mutex_init(&c->mu, NULL);
+    *out = c;
+    return NULL;
+}
+
+void kn_body_cache_free(kn_body_cache *c) {
+    if (!c) return;
+    for (int i = 0; i < c->n_entries; i++) {
+        kn_body_entry *e = c->entries[i];
+        for (int k = 0; k < e->n_slots; k++) {
+            kn_plan_free(e->slots[k].plan, e->sub->n_values);
+            free(e->slots[k].arena);
+        }
+        kn_graph_info_release(&e->gi);
+        free(e);
+    }
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+/* The plan key of a body call: each input's and each outer value's kind, dtype and shape. */
+static int kn_body_key(kn_run *parent, const kn_graph *sub, const kn_tensor *const *inputs, int64_t *key, int cap) {
+    int len = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        int n = pass ? sub->n_values : sub->n_inputs;
+        for (int i = 0; i < n; i++) {
+            const kn_tensor *t;
+            if (pass) {
+                if (!sub->values[i].is_outer) continue;
+                t = kn_find_outer(parent, sub->values[i].name);
+            } else {
+                t = inputs[i];
+            }
+            if (!t || len + 2 + (t->ndim > 0 ? t->ndim : 0) > cap) return -1;
+            key[len++] = t->dtype + 1000 * (int64_t)t->kind;
+            key[len++] = t->ndim;
+            for (int d = 0; d < t->ndim && t->kind == KN_KIND_TENSOR; d++) key[len++] = t->dims[d];
+        }
+    }
+    return len;
+}
+
+static void *kn_arena_alloc(size_t bytes) {
+    void *p = NULL;
+    return posix_memalign(&p, KN_ARENA_ALIGN, bytes ? bytes : KN_ARENA_ALIGN) == 0 ? p : NULL;
+}
+
+/* Runs a body through its cached plan; *done false when it cannot be planned (the caller then runs
+ * it unplanned): a missing input, an outer value not found, a key too long. */
+static kn_status *kn_run_body_planned(kn_exec_ctx *ctx, const kn_graph *sub, const kn_tensor *const *inputs,
+                                      kn_tensor *outs, bool *done) {
+    *done = false;
+    kn_body_cache *c = ctx->run->bodies;
+    int64_t key[256];
+    int len = kn_body_key(ctx->run, sub, inputs, key, (int)(sizeof key / sizeof key[0]));
+    if (len < 0) return NULL;
+    kn_body_entry *e = NULL;
+    kn_body_slot *slot = NULL;
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < c->n_entries && !e; i++)
+        if (c->entries[i]->sub == sub) e = c->entries[i];
+    if (!e && c->n_entries < KN_BODY_ENTRIES) {
+        e = calloc(1, sizeof *e);
+        if (e && kn_graph_info_init(&e->gi, sub) == NULL) {
+            e->sub = sub;
+            c->entries[c->n_entries++] = e;
+        } else {
+            free(e);
+            e = NULL;
+        }
+    }
+    for (int k = 0; e && k < e->n_slots && !slot; k++)
+        if (!e->slots[k].busy && kn_plan_matches_key(e->slots[k].plan, key, len)) slot = &e->slots[k];
+    if (slot) slot->busy = true;
+    pthread_mutex_unlock(&c->mu);
+    if (!e) return NULL;
+
+    kn_body_slot own = {0};
+    kn_status *st = NULL;
+    kn_tensor *bound = calloc((size_t)(sub->n_inputs ? sub->n_inputs : 1), sizeof(kn_tensor));
+    if (!bound) return KN_OOM(0);
+    for (int k = 0; k < sub->n_inputs; k++) bound[k] = *inputs[k];
+    if (!slot) {
+        /* plan outside the lock; keep it when a slot is free */
+        st = kn_plan_build_body(&e->gi, bound, ctx->run, ctx->pool, &own.plan);
+        if (!st && !(own.plan->key = malloc(sizeof(int64_t) * (size_t)(len ? len : 1)))) st = KN_OOM(0);
+        if (!st) {
+            memcpy(own.plan->key, key, sizeof(int64_t) * (size_t)len);
+            own.plan->key_len = len;
+            if (!(own.arena = kn_arena_alloc(own.plan->arena_bytes))) st = KN_OOM(own.plan->arena_bytes);
+        }
+        if (st) {
+            kn_plan_free(own.plan, sub->n_values);
+            free(bound);
+            return st;
+        }
+        own.busy = true;
+        pthread_mutex_lock(&c->mu);
+        c->built++;
+        if (e->n_slots < KN_BODY_PLANS) {
+            e->slots[e->n_slots] = own;
+            slot = &e->slots[e->n_slots++];
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (!slot) slot = &own;
+    }
+    kn_scratch scratch = {0};
+    kn_run run = {.g = sub, .gi = &e->gi, .parent = ctx->run, .bodies = c};
+    run.ctx = *ctx;
+    run.ctx.run = &run;
+    run.ctx.scratch_state = &scratch;
+    run.ctx.scratch_alloc = kn_scratch_alloc_impl;
+    size_t nv = (size_t)(sub->n_values ? sub->n_values : 1);
+    run.vals = calloc(nv, sizeof(kn_tensor));
+    run.state = calloc(nv, 1);
+    for (int k = 0; k < sub->n_outputs; k++) memset(&outs[k], 0, sizeof(kn_tensor));
+    if (!run.vals || !run.state) st = KN_OOM(nv);
+    if (!st) st = kn_run_planned(&run, slot->plan, bound, slot->arena);
+    for (int k = 0; k < sub->n_outputs && !st; k++) {
+        int v = sub->outputs[k];
+        if (v < 0 || run.state[v] == KN_VS_ABSENT) {
+            st = kn_error(KN_ERR_INVALID_MODEL, "subgraph '%s': output %d was not computed", sub->name, k);
+            break;
+        }
+        kn_tensor *cl = NULL;
+        if ((st = kn_tensor_clone(&run.vals[v], &cl))) break;
+        outs[k] = *cl;
+        free(cl);
+    }
+    if (st)
+        for (int k = 0; k < sub->n_outputs; k++) kn_tensor_release(&outs[k]);
+    kn_run_release(&run);
+    kn_scratch_release(&scratch);
+    free(bound);
+    if (slot == &own) {
+        kn_plan_free(own.plan, sub->n_values);
+        free(own.arena);
+    } else {
+        pthread_mutex_lock(&c->mu);
+        slot->busy = false;
+        pthread_mutex_unlock(&c->mu);
+    }
+    *done = true;
+    return st;
+}
+
 kn_status *kn_run_subgraph(kn_exec_ctx *ctx, const kn_graph *sub, const kn_tensor *const *inputs, int n_inputs,
                            kn_tensor *outs) {
     KN_CHECK(n_inputs == sub->n_inputs, KN_ERR_INVALID_MODEL, "subgraph '%s' expects %d inputs, got %d", sub->name,
              sub->n_inputs, n_inputs);
+    bool all_given = ctx->run && ctx->run->bodies;
+    for (int k = 0; k < n_inputs && all_given; k++) all_given = inputs[k] != NULL;
+    if (all_given) {
+        bool done = false;
+        kn_status *st = kn_run_body_planned(ctx, sub, inputs, outs, &done);
+        if (st || done) return st;
+    }
     kn_graph_info gi;
     KN_TRY(kn_graph_info_init(&gi, sub));
     kn_scratch scratch = {0};
-    kn_run run = {.g = sub, .gi = &gi, .parent = ctx->run};
+    kn_run run = {.g = sub, .gi = &gi, .parent = ctx->run, .bodies = ctx->run ? ctx->run->bodies : NULL};
     run.ctx = *ctx;
     run.ctx.run = &run;
     run.ctx.scratch_state = &scratch;

@@ -58,6 +58,17 @@ void kn_scratch_reset(kn_scratch *s);
 void kn_scratch_release(kn_scratch *s);
 void *kn_scratch_alloc_impl(kn_exec_ctx *ctx, size_t bytes);
 
+/* Plans of control-flow bodies (If branches, Loop and Scan bodies), kept by a session: each body is
+ * planned once per signature of its input and outer-value shapes, like the main graph, and each
+ * plan keeps an arena that later iterations and runs reuse. Thread-safe. */
+typedef struct kn_body_cache kn_body_cache;
+kn_status *kn_body_cache_new(kn_body_cache **out);
+void kn_body_cache_free(kn_body_cache *c);
+/* How many body plans were built so far (kiln bench reports it). */
+int64_t kn_body_cache_plans_built(kn_body_cache *c);
+/* The session's: */
+int64_t kn_session_body_plans_built(const kn_session *s);
+
 /* One execution of a graph (the main graph or a subgraph). */
 typedef struct kn_run {
     const kn_graph *g;
@@ -74,8 +85,9 @@ typedef struct kn_run {
     const kn_backend *be; /* the session's backend; NULL or the CPU backend: host only */
     const uint8_t *place;
     kn_tensor *xfer;
-    uint8_t *xfer_state; /* 0 none, 1 made (owned), 2 borrowed (cached weights) */
-    const uint8_t *keep; /* the plan's keep set (NULL: graph outputs only) */
+    uint8_t *xfer_state;   /* 0 none, 1 made (owned), 2 borrowed (cached weights) */
+    const uint8_t *keep;   /* the plan's keep set (NULL: graph outputs only) */
+    kn_body_cache *bodies; /* where control-flow bodies find their plans (NULL: run them unplanned) */
 } kn_run;
 
 /* Shape inference for one node (with data where inputs have it); an error names the op. */
@@ -100,7 +112,13 @@ kn_status *kn_node_eval_ahead(kn_exec_ctx *ctx, const kn_node *n, const kn_tenso
  * like graph outputs (no reuse of their bytes, no in-place overwrite). */
 kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const int *keep, int n_keep,
                          const kn_backend *be, kn_threadpool *pool, kn_plan **out);
+/* The same for a subgraph whose outer values are found in parent (their actual shapes are
+ * planned with, so the caller's plan key must include them). */
+kn_status *kn_plan_build_body(const kn_graph_info *gi, const kn_tensor *inputs, struct kn_run *parent,
+                              kn_threadpool *pool, kn_plan **out);
 void kn_plan_free(kn_plan *p, int n_values);
+/* Whether p was built for this key (its input-shape signature). */
+bool kn_plan_matches_key(const kn_plan *p, const int64_t *key, int len);
 /* Run a planned graph: inputs in graph input order, arena of plan->arena_bytes. Output tensors are
  * left in run->vals (arena or owned memory) for the caller to copy before kn_run_release. */
 kn_status *kn_run_planned(kn_run *run, const kn_plan *plan, const kn_tensor *inputs, void *arena);

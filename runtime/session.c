@@ -45,6 +45,7 @@ struct kn_session {
     double op_seconds[KN_OP_COUNT]; /* profiling totals, under mu */
     int64_t op_calls[KN_OP_COUNT];
     uint8_t fallback_logged[KN_OP_COUNT]; /* ops already reported as running on the CPU, under mu */
+    kn_body_cache *bodies;                /* plans of control-flow bodies */
 };
 
 void kn_session_options_init(kn_session_options *opt) {
@@ -136,6 +137,7 @@ kn_status *kn_session_create(const kn_model *model, const kn_session_options *op
         s->pool = kn_threadpool_create(o.num_threads);
         if (!s->pool) st = kn_error(KN_ERR_RUNTIME, "could not start %d threads", o.num_threads);
     }
+    if (!st) st = kn_body_cache_new(&s->bodies);
     if (st) {
         kn_session_free(s);
         return st;
@@ -148,6 +150,7 @@ void kn_session_free(kn_session *s) {
     if (!s) return;
     for (int i = 0; i < s->n_plans; i++) kn_plan_free(s->plans[i], s->g->n_values);
     for (int i = 0; i < s->n_free; i++) s->be->free(s->be, s->free_arenas[i].p);
+    kn_body_cache_free(s->bodies);
     kn_threadpool_free(s->pool);
     kn_graph_info_release(&s->gi);
     pthread_mutex_destroy(&s->mu);
@@ -188,6 +191,8 @@ size_t kn_session_peak_bytes(const kn_session *s) {
     pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
     return p;
 }
+
+int64_t kn_session_body_plans_built(const kn_session *s) { return kn_body_cache_plans_built(s->bodies); }
 
 size_t kn_session_plan_bytes(const kn_session *s) {
     pthread_mutex_lock((pthread_mutex_t *)&s->mu);
@@ -312,10 +317,6 @@ static kn_status *kn_bind_inputs(const kn_session *s, const kn_named_tensor *inp
     return kn_check_inputs(g, bound);
 }
 
-static bool kn_plan_matches(const kn_plan *p, const int64_t *key, int len) {
-    return p->key_len == len && memcmp(p->key, key, sizeof(int64_t) * (size_t)len) == 0;
-}
-
 static kn_status *kn_session_get_plan(kn_session *s, const kn_tensor *bound, const int *keep, int n_keep,
                                       kn_plan **out) {
     int len = 0;
@@ -338,7 +339,7 @@ static kn_status *kn_session_get_plan(kn_session *s, const kn_tensor *bound, con
     for (int i = 0; i < n_keep; i++) k[len++] = keep[i];
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < s->n_plans; i++)
-        if (kn_plan_matches(s->plans[i], k, len)) {
+        if (kn_plan_matches_key(s->plans[i], k, len)) {
             *out = s->plans[i];
             s->plans[i]->refs++;
             s->plans[i]->last_used = ++s->tick;
@@ -515,7 +516,7 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
                       s->be->name, plan->arena_bytes, s->be->free_bytes ? s->be->free_bytes(s->be) : (size_t)0);
     }
     kn_scratch scratch = {0};
-    kn_run run = {.g = g, .gi = &s->gi, .be = s->be};
+    kn_run run = {.g = g, .gi = &s->gi, .be = s->be, .bodies = s->bodies};
     double op_seconds[KN_OP_COUNT];
     int64_t op_calls[KN_OP_COUNT];
     if (s->opt.profile) {

@@ -116,11 +116,15 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
             return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: sequence length %lld outside [0, %lld]", node->op_type,
                             (long long)lens[b], (long long)S);
     }
-    for (int64_t t = 0; t < S; t++)
-        for (int64_t b = 0; b < Bn; b++)
-            for (int64_t i = 0; i < I; i++)
-                xf[(t * Bn + b) * I + i] =
-                    kn_load_f32(X->data, X->dtype, layout ? (b * S + t) * I + i : (t * Bn + b) * I + i);
+    /* float32 operands in the default layout are read where they are; the rest converted once */
+    const float *xs = xf;
+    if (X->dtype == KN_F32 && !layout) xs = X->data;
+    else
+        for (int64_t t = 0; t < S; t++)
+            for (int64_t b = 0; b < Bn; b++)
+                for (int64_t i = 0; i < I; i++)
+                    xf[(t * Bn + b) * I + i] =
+                        kn_load_f32(X->data, X->dtype, layout ? (b * S + t) * I + i : (t * Bn + b) * I + i);
     kn_tensor *Y = n_out > 0 ? out[0] : NULL, *Yh = n_out > 1 ? out[1] : NULL,
               *Yc = cell == CELL_LSTM && n_out > 2 ? out[2] : NULL;
     if (Y && !Y->data) Y = NULL;
@@ -131,8 +135,13 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
         bool rev = reverse_only || d == 1;
         const rnn_act *fa = &acts[d * n_act], *ga = &acts[d * n_act + (n_act > 1 ? 1 : 0)],
                       *ha = &acts[d * n_act + (n_act > 2 ? 2 : 0)];
-        for (int64_t i = 0; i < GH * I; i++) w[i] = kn_load_f32(W->data, W->dtype, d * GH * I + i);
-        for (int64_t i = 0; i < GH * H; i++) r[i] = kn_load_f32(R->data, R->dtype, d * GH * H + i);
+        const float *wd = w, *rd = r;
+        if (W->dtype == KN_F32) wd = (const float *)W->data + d * GH * I;
+        else
+            for (int64_t i = 0; i < GH * I; i++) w[i] = kn_load_f32(W->data, W->dtype, d * GH * I + i);
+        if (R->dtype == KN_F32) rd = (const float *)R->data + d * GH * H;
+        else
+            for (int64_t i = 0; i < GH * H; i++) r[i] = kn_load_f32(R->data, R->dtype, d * GH * H + i);
         for (int64_t i = 0; i < 2 * GH; i++) bias[i] = Bt ? kn_load_f32(Bt->data, Bt->dtype, d * 2 * GH + i) : 0.0f;
         for (int64_t i = 0; i < 3 * H; i++) peep[i] = P ? kn_load_f32(P->data, P->dtype, d * 3 * H + i) : 0.0f;
         const float *wb = bias, *rb = bias + GH;
@@ -142,11 +151,11 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                 h[b * H + k] = H0 ? kn_load_f32(H0->data, H0->dtype, si) : 0.0f;
                 c[b * H + k] = C0 ? kn_load_f32(C0->data, C0->dtype, si) : 0.0f;
             }
-        if (S * Bn > 0 && I > 0) kn_sgemm(ctx->pool, false, true, S * Bn, GH, I, 1.0f, xf, I, w, I, 0.0f, xw, GH);
+        if (S * Bn > 0 && I > 0) kn_sgemm(ctx->pool, false, true, S * Bn, GH, I, 1.0f, xs, I, wd, I, 0.0f, xw, GH);
         else memset(xw, 0, sizeof(float) * (size_t)(S * Bn * GH));
         for (int64_t step = 0; step < S; step++) {
             int64_t t = rev ? S - 1 - step : step;
-            kn_sgemm(ctx->pool, false, true, Bn, GH, H, 1.0f, h, H, r, H, 0.0f, hr, GH);
+            kn_sgemm(ctx->pool, false, true, Bn, GH, H, 1.0f, h, H, rd, H, 0.0f, hr, GH);
             if (cell == CELL_GRU && !lbr) {
                 /* the candidate gate needs (r ⊙ h)·Rh, so r is computed first for all rows */
                 for (int64_t b = 0; b < Bn; b++)
@@ -155,7 +164,7 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                         float rg = rnn_apply(fa, rnn_clip(x[H + k] + hr[b * GH + H + k] + wb[H + k] + rb[H + k], clip));
                         tmp[b * H + k] = rg * h[b * H + k];
                     }
-                kn_sgemm(ctx->pool, false, true, Bn, H, H, 1.0f, tmp, H, r + 2 * H * H, H, 0.0f, tmp + Bn * H, H);
+                kn_sgemm(ctx->pool, false, true, Bn, H, H, 1.0f, tmp, H, rd + 2 * H * H, H, 0.0f, tmp + Bn * H, H);
             }
             for (int64_t b = 0; b < Bn; b++) {
                 if (t >= lens[b]) continue;

@@ -5,6 +5,7 @@
 #include "tools/cli/cli.h"
 #include "runtime/core/dtype.h"
 #include "graph/ops.h"
+#include "runtime/executor.h"
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -430,8 +431,9 @@ static void bench_report(const bench_args *a, const kn_session *s, const bench_p
                t_load * 1e3, p50 * 1e3, p50 * 1e3, p90 * 1e3, p99 * 1e3, mean * 1e3, times[0] * 1e3, pt->batch / p50);
         if (tokens >= 0) printf("\"tokens_per_s\": %.3f, ", tokens);
         else printf("\"tokens_per_s\": null, ");
-        printf("\"peak_arena_bytes\": %zu, \"plan_bytes\": %zu, \"peak_host_rss_bytes\": %zu, ",
-               kn_session_peak_bytes(s), kn_session_plan_bytes(s), peak_rss);
+        printf("\"peak_arena_bytes\": %zu, \"plan_bytes\": %zu, \"body_plans_built\": %lld, "
+               "\"peak_host_rss_bytes\": %zu, ",
+               kn_session_peak_bytes(s), kn_session_plan_bytes(s), (long long)kn_session_body_plans_built(s), peak_rss);
         if (a->o.device == KN_DEVICE_CUDA) printf("\"peak_device_bytes\": %zu, ", peak_dev);
         else printf("\"peak_device_bytes\": null, ");
         printf("\"times_ms\": [");
@@ -455,7 +457,8 @@ static void bench_report(const bench_args *a, const kn_session *s, const bench_p
     printf("throughput:  %.2f runs/s, %.2f items/s (batch %lld)", 1.0 / p50, pt->batch / p50, (long long)pt->batch);
     if (tokens >= 0) printf(", %.1f tokens/s", tokens);
     printf("\npeak arena:  %zu bytes\n", kn_session_peak_bytes(s));
-    printf("plans:       %zu bytes of values computed ahead\n", kn_session_plan_bytes(s));
+    printf("plans:       %zu bytes of values computed ahead; %lld control-flow body plans built\n",
+           kn_session_plan_bytes(s), (long long)kn_session_body_plans_built(s));
     printf("peak host:   %zu bytes resident\n", peak_rss);
     if (a->o.device == KN_DEVICE_CUDA)
         printf("peak device: %zu bytes (device memory in use beyond what was in use before the session)\n", peak_dev);
