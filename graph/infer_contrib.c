@@ -128,8 +128,7 @@ kn_status *kn_infer_MsAttention(kn_infer_ctx *c) {
     KN_TRY(ci_need(n, x, "input", 3, 3));
     KN_TRY(ci_need(n, w, "weights", 2, 2));
     const kn_params_ms_attention *p = KN_PARAMS(n, ms_attention);
-    int64_t N
-    = p->num_heads;
+    int64_t N = p->num_heads;
     if (N <= 0) return kn_error(KN_ERR_INVALID_MODEL, "Attention: num_heads must be > 0, got %lld", (long long)N);
     const int64_t *qkv = p->qkv_hidden_sizes;
     int nq = p->n_qkv_hidden_sizes;
@@ -162,7 +161,7 @@ kn_status *kn_infer_MsAttention(kn_infer_ctx *c) {
         KN_TRY(ci_need(n, past, "past", 5, 5));
         P = past->ndim == 5 ? past->dims[3] : -1;
     }
-    int64_t pd[5] = { 2, B, N, ci_add(P, S), ci_div(hq, N) };
+    int64_t pd[5] = {2, B, N, ci_add(P, S), ci_div(hq, N)};
     ci_set(ci_out(c, 1), x->dtype, 5, pd);
     return NULL;
 }
@@ -179,8 +178,7 @@ kn_status *kn_infer_MsMultiHeadAttention(kn_infer_ctx *c) {
             "MultiHeadAttention: packed QKV / packed KV layouts are not supported (key and value are required)");
     KN_TRY(ci_need(n, k, "key", 3, 4));
     KN_TRY(ci_need(n, v, "value", 3, 4));
-    int64_t N
-    = KN_PARAMS(n, ms_attention)->num_heads;
+    int64_t N = KN_PARAMS(n, ms_attention)->num_heads;
     if (N <= 0)
         return kn_error(KN_ERR_INVALID_MODEL, "MultiHeadAttention: num_heads must be > 0, got %lld", (long long)N);
     kn_dtype dt = q->dtype;
@@ -202,7 +200,7 @@ kn_status *kn_infer_MsMultiHeadAttention(kn_infer_ctx *c) {
     int64_t P = 0;
     if (pk) P = pk->ndim == 4 ? pk->dims[2] : -1;
     int64_t T = ci_add(P, L);
-    int64_t d0[3] = { B, S, ci_mul(N, Hv) }, dk[4] = { B, N, T, H }, dv[4] = { B, N, T, Hv }, dq[4] = { B, N, S, T };
+    int64_t d0[3] = {B, S, ci_mul(N, Hv)}, dk[4] = {B, N, T, H}, dv[4] = {B, N, T, Hv}, dq[4] = {B, N, S, T};
     ci_set(ci_out(c, 0), dt, 3, d0);
     ci_set(ci_out(c, 1), dt, 4, dk);
     ci_set(ci_out(c, 2), dt, 4, dv);

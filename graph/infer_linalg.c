@@ -332,15 +332,14 @@ kn_status *kn_infer_Gemm(kn_infer_ctx *c) {
         return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: operands must be 2-D, got %s and %s", DESC(a, ba), DESC(b, bb));
     bool ta = KN_PARAMS(c->node, gemm)->trans_a, tb = KN_PARAMS(c->node, gemm)->trans_b;
     int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
-    int64_t K2 = tb ? b->dims[1] : b->dims[0], N
-    = tb ? b->dims[0] : b->dims[1];
+    int64_t K2 = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
     if (K >= 0 && K2 >= 0 && K != K2)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: inner dims differ: %s x %s (transA=%d transB=%d)", DESC(a, ba),
                         DESC(b, bb), ta, tb);
     if (c->n_in > 2 && c->in[2] && c->in[2]->ndim >= 0) {
         const kn_tensor *C = c->in[2];
         if (C->ndim > 2) return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: C %s has rank > 2", DESC(C, ba));
-        int64_t want[2] = { M, N };
+        int64_t want[2] = {M, N};
         for (int i = 0; i < C->ndim; i++) {
             int64_t d = C->dims[i], w = want[2 - C->ndim + i];
             if (d >= 0 && w >= 0 && d != 1 && d != w)
@@ -348,7 +347,7 @@ kn_status *kn_infer_Gemm(kn_infer_ctx *c) {
                                 (long long)M, (long long)N);
         }
     }
-    int64_t dims[2] = { M, N };
+    int64_t dims[2] = {M, N};
     kn_tensor_set_shape(c->out[0], 2, dims);
     return NULL;
 }

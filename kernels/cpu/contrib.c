@@ -241,8 +241,7 @@ kn_status *kn_cpu_MsSkipLayerNormalization(kn_exec_ctx *ctx, const kn_node *node
 /* ---- scaled dot-product attention shared by Attention and MultiHeadAttention ---- */
 
 typedef struct ms_attn {
-    int64_t B, N
-    , S, T, H, Hv;
+    int64_t B, N, S, T, H, Hv;
     const float *q;       /* [B,N,S,H] */
     const float *k;       /* [B,N,T,H] */
     const float *v;       /* [B,N,T,Hv] */
@@ -264,8 +263,7 @@ static void ms_attn_task(void *vctx, int64_t slot_begin, int64_t slot_end) {
     int64_t begin = slot_begin * a->per_slot, end = slot_end * a->per_slot;
     if (end > a->B * a->N) end = a->B * a->N;
     for (int64_t bn = begin; bn < end; bn++) {
-        int64_t b = bn / a->N
-        , h = bn % a->N;
+        int64_t b = bn / a->N, h = bn % a->N;
         float *sc = a->scores + ((bn / a->per_slot) * S * T);
         kn_sgemm(NULL, false, true, S, T, H, a->scale, a->q + bn * S * H, H, a->k + bn * T * H, H, 0.0f, sc, T);
         for (int64_t i = 0; i < S; i++) {
@@ -357,8 +355,7 @@ static kn_status *ms_attn_bias(kn_exec_ctx *ctx, const kn_node *node, const kn_t
 }
 
 static kn_status *ms_attn_run(kn_exec_ctx *ctx, ms_attn *a) {
-    int64_t n = a->B * a->N
-    *a->S * a->T;
+    int64_t n = a->B * a->N * a->S * a->T;
     if (a->B * a->N * a->S == 0 || a->Hv == 0) return NULL;
     if (a->T == 0) {
         /* no keys at all: an empty weighted sum, defined here as zeros */
@@ -367,8 +364,7 @@ static kn_status *ms_attn_run(kn_exec_ctx *ctx, ms_attn *a) {
     }
     if (n > KN_MAX_NUMEL)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "attention: score matrix of %lld elements is too large", (long long)n);
-    int64_t bn = a->B * a->N
-    , threads = ctx->pool ? kn_threadpool_size(ctx->pool) : 1;
+    int64_t bn = a->B * a->N, threads = ctx->pool ? kn_threadpool_size(ctx->pool) : 1;
     int64_t slots = bn < threads ? bn : threads;
     if (slots < 1) slots = 1;
     a->per_slot = (bn + slots - 1) / slots;
@@ -428,8 +424,7 @@ kn_status *kn_cpu_MsAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     if (p->do_rotary) return kn_error(KN_ERR_UNSUPPORTED, "Attention: do_rotary is not supported");
     if (p->past_present_share_buffer)
         return kn_error(KN_ERR_UNSUPPORTED, "Attention: past_present_share_buffer is not supported");
-    int64_t N
-    = p->num_heads;
+    int64_t N = p->num_heads;
     if (x->ndim != 3 || w->ndim != 2 || w->dims[0] != x->dims[2] || N <= 0)
         return kn_error(KN_ERR_INVALID_ARGUMENT,
                         "Attention: need input [B,S,D], weights [D, 3*hidden] and num_heads > 0, got %s and %s",
@@ -454,8 +449,7 @@ kn_status *kn_cpu_MsAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     if (hq % N || hv % N)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: hidden sizes %lld/%lld not divisible by num_heads %lld",
                         (long long)hq, (long long)hv, (long long)N);
-    int64_t H = hq / N
-    , Hv = hv / N;
+    int64_t H = hq / N, Hv = hv / N;
     if (bias && (bias->ndim != 1 || bias->dims[0] != Dtot))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: bias %s must be [%lld]",
                         kn_tensor_desc(bias, b1, sizeof b1), (long long)Dtot);
@@ -482,9 +476,7 @@ kn_status *kn_cpu_MsAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     size_t need = (size_t)(rows * Dtot + B * N * (S * H + T * H + T * Hv)) + 4;
     float *buf = kn_scratch_alloc(ctx, need * sizeof(float));
     if (!buf) return KN_OOM(need * sizeof(float));
-    float *proj = buf, *q = proj + rows * Dtot, *k = q + B * N
-    *S *H, *v = k + B * N
-    *T *H;
+    float *proj = buf, *q = proj + rows * Dtot, *k = q + B * N * S * H, *v = k + B * N * T * H;
     /* the bias rides in as the initial C of the projection (beta = 1) */
     for (int64_t r = 0; r < rows; r++)
         for (int64_t c = 0; c < Dtot; c++) proj[r * Dtot + c] = bf ? bf[c] : 0.0f;
@@ -494,14 +486,13 @@ kn_status *kn_cpu_MsAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     ms_to_heads(proj, Dtot, hq, pf, B, N, S, P, H, k);
     ms_to_heads(proj, Dtot, 2 * hq, pf ? pf + B * N * P * H : NULL, B, N, S, P, Hv, v);
 
-    ms_attn a = {.B = B, .N = N, .S = S, .T = T, .H = H, .Hv = Hv, .q = q, .k = k, .v = v };
+    ms_attn a = {.B = B, .N = N, .S = S, .T = T, .H = H, .Hv = Hv, .q = q, .k = k, .v = v};
     KN_TRY(ms_attn_setup(ctx, node, mask, ab, P, &a));
     KN_TRY(ms_f32_dest(ctx, out[0], &a.y));
     KN_TRY(ms_attn_run(ctx, &a));
     ms_commit(out[0], a.y);
     if (present) {
-        int64_t half = B * N
-        *T *H;
+        int64_t half = B * N * T * H;
         for (int64_t i = 0; i < half; i++) {
             kn_store_f32(present->data, present->dtype, i, k[i]);
             kn_store_f32(present->data, present->dtype, half + i, v[i]);
@@ -524,14 +515,12 @@ kn_status *kn_cpu_MsMultiHeadAttention(kn_exec_ctx *ctx, const kn_node *node, co
 #undef MS_IN
     if (!kt || !vt)
         return kn_error(KN_ERR_UNSUPPORTED, "MultiHeadAttention: packed QKV / packed KV layouts are not supported");
-    int64_t N
-    = KN_PARAMS(node, ms_attention)->num_heads;
+    int64_t N = KN_PARAMS(node, ms_attention)->num_heads;
     if (qt->ndim != 3 || N <= 0 || qt->dims[2] % N)
         return kn_error(KN_ERR_INVALID_ARGUMENT,
                         "MultiHeadAttention: query %s must be [B,S,D] with D divisible by num_heads %lld",
                         kn_tensor_desc(qt, b0, sizeof b0), (long long)N);
-    int64_t B = qt->dims[0], S = qt->dims[1], D = qt->dims[2], H = D / N
-    , L, Hv;
+    int64_t B = qt->dims[0], S = qt->dims[1], D = qt->dims[2], H = D / N, L, Hv;
     bool bnsh = kt->ndim == 4;
     if (kt->ndim == 3 && vt->ndim == 3 && kt->dims[0] == B && vt->dims[0] == B && kt->dims[1] == vt->dims[1] &&
         kt->dims[2] == D && vt->dims[2] % N == 0) {
@@ -547,8 +536,7 @@ kn_status *kn_cpu_MsMultiHeadAttention(kn_exec_ctx *ctx, const kn_node *node, co
             "MultiHeadAttention: key %s / value %s do not fit query %s (need [B,L,D]/[B,L,Dv] or [B,N,L,H]/[B,N,L,Hv])",
             kn_tensor_desc(kt, b1, sizeof b1), kn_tensor_desc(vt, b2, sizeof b2), kn_tensor_desc(qt, b0, sizeof b0));
     }
-    int64_t Dv = N
-    *Hv;
+    int64_t Dv = N * Hv;
     if (bias && (bias->ndim != 1 || bias->dims[0] != 2 * D + Dv))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "MultiHeadAttention: bias %s must be [%lld]",
                         kn_tensor_desc(bias, b1, sizeof b1), (long long)(2 * D + Dv));
@@ -583,10 +571,7 @@ kn_status *kn_cpu_MsMultiHeadAttention(kn_exec_ctx *ctx, const kn_node *node, co
     size_t need = (size_t)(B * N * (S * H + T * H + T * Hv) + B * S * D + B * L * (D + Dv)) + 4;
     float *buf = kn_scratch_alloc(ctx, need * sizeof(float));
     if (!buf) return KN_OOM(need * sizeof(float));
-    float *q = buf, *k = q + B * N
-    *S *H, *v = k + B * N
-    *T *H, *tmp = v + B * N
-    *T *Hv;
+    float *q = buf, *k = q + B * N * S * H, *v = k + B * N * T * H, *tmp = v + B * N * T * Hv;
     const float *qsrc = qf, *ksrc = kf, *vsrc = vf;
     if (bf) {
         float *qb = tmp, *kb = qb + B * S * D, *vb = kb + B * L * D;
@@ -609,7 +594,7 @@ kn_status *kn_cpu_MsMultiHeadAttention(kn_exec_ctx *ctx, const kn_node *node, co
         ms_to_heads(vsrc, Dv, 0, pvf, B, N, L, P, Hv, v);
     }
 
-    ms_attn a = {.B = B, .N = N, .S = S, .T = T, .H = H, .Hv = Hv, .q = q, .k = k, .v = v };
+    ms_attn a = {.B = B, .N = N, .S = S, .T = T, .H = H, .Hv = Hv, .q = q, .k = k, .v = v};
     KN_TRY(ms_attn_setup(ctx, node, mask, ab, P, &a));
     kn_tensor *oqk = n_out > 3 ? out[3] : NULL;
     if (oqk) KN_TRY(ms_f32_dest(ctx, oqk, &a.qk));

@@ -177,8 +177,7 @@ static win win_from_conv(const kn_conv_geom *g) {
 typedef struct conv_job {
     const float *x, *w, *b;
     float *y;
-    int64_t N
-    , G, Cg, Mg;
+    int64_t N, G, Cg, Mg;
     win wn;
     bool direct;   /* 1x1, stride 1, no pad: X is its own column matrix */
     int64_t chunk; /* outer column rows unfolded at a time (bounds the column buffer) */
@@ -227,8 +226,7 @@ static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, con
     j.w = w;
     j.b = b;
     j.y = y;
-    j.N
-    = N;
+    j.N = N;
     j.G = G;
     j.Cg = C / G;
     j.Mg = M / G;
@@ -236,8 +234,7 @@ static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, con
     j.direct = true;
     for (int i = 0; i < g->nsp; i++)
         if (g->k[i] != 1 || g->stride[i] != 1 || g->pad_b[i] || g->pad_e[i]) j.direct = false;
-    int64_t items = N
-    *G;
+    int64_t items = N * G;
     if (items == 0 || j.wn.col_n == 0 || M == 0) return NULL;
     int64_t T = ctx->pool ? kn_threadpool_size(ctx->pool) : 1;
     double item_flops = 2.0 * (double)j.Mg * (double)j.wn.col_n * (double)(j.Cg * j.wn.k_n);
@@ -348,8 +345,7 @@ kn_status *kn_cpu_Conv(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     int64_t G;
     kn_conv_geom g;
     KN_TRY(conv_shapes(node, "Conv", x, w, y, &G, &g));
-    int64_t N
-    = x->dims[0], C = x->dims[1], M = w->dims[0];
+    int64_t N = x->dims[0], C = x->dims[1], M = w->dims[0];
     KN_TRY(check_bias("Conv", b, M));
     if (kn_numel(y) == 0) return NULL;
     if (x->dtype == KN_F64) {
@@ -390,8 +386,7 @@ static kn_status *int_conv(kn_exec_ctx *ctx, const kn_node *node, const char *op
     int64_t G;
     kn_conv_geom g;
     KN_TRY(conv_shapes(node, op, x, w, y, &G, &g));
-    int64_t N
-    = x->dims[0], C = x->dims[1], M = w->dims[0];
+    int64_t N = x->dims[0], C = x->dims[1], M = w->dims[0];
     KN_TRY(check_bias(op, bias, M));
     int64_t *zw = kn_scratch_alloc(ctx, sizeof(int64_t) * (size_t)(M + 1)), zx;
     double *xd = to_f64(ctx, x), *wd = to_f64(ctx, w), *bd = bias ? to_f64(ctx, bias) : NULL;
@@ -503,8 +498,7 @@ kn_status *kn_cpu_ConvTranspose(kn_exec_ctx *ctx, const kn_node *node, const kn_
     kn_conv_geom g;
     int64_t outpad[KN_MAX_DIMS];
     KN_TRY(kn_convt_geometry(node, nsp, x->dims + 2, w->dims + 2, &g, outpad));
-    int64_t N
-    = x->dims[0], C = x->dims[1], Mg = w->dims[1], M = Mg * G, Cg = C / G;
+    int64_t N = x->dims[0], C = x->dims[1], Mg = w->dims[1], M = Mg * G, Cg = C / G;
     if (y->ndim != x->ndim || y->dims[0] != N || y->dims[1] != M)
         return kn_error(KN_ERR_RUNTIME, "ConvTranspose: output %s does not fit X %s, W %s", DESC(y, bx), DESC(x, bx),
                         DESC(w, bw));
@@ -589,8 +583,7 @@ kn_status *kn_cpu_Col2Im(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
     free(img);
     free(blk);
     if (st) return st;
-    int64_t ny = kn_numel(y), N
-    = x->dims[0], C = y->dims[1];
+    int64_t ny = kn_numel(y), N = x->dims[0], C = y->dims[1];
     if (ny == 0) return NULL;
     float *xf = to_f32(ctx, x);
     float *yf = y->dtype == KN_F32 ? y->data : kn_scratch_alloc(ctx, sizeof(float) * (size_t)ny);
@@ -626,19 +619,18 @@ kn_status *kn_cpu_DeformConv(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
     kn_conv_geom g;
     KN_TRY(conv_shapes(node, "DeformConv", x, w, y, &G, &g));
     if (g.nsp != 2) return kn_error(KN_ERR_UNSUPPORTED, "DeformConv: only 2-D input supported, got %s", DESC(x, bx));
-    int64_t N
-    = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3], M = w->dims[0];
+    int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3], M = w->dims[0];
     int64_t kh = g.k[0], kw = g.k[1], oh = g.out[0], ow = g.out[1], Cg = C / G, Mg = M / G;
     int64_t OG = KN_PARAMS(node, conv)->offset_group;
     if (OG < 1 || C % OG)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "DeformConv: offset_group %lld does not divide %lld channels",
                         (long long)OG, (long long)C);
-    int64_t want_off[4] = { N, OG * kh * kw * 2, oh, ow };
+    int64_t want_off[4] = {N, OG * kh * kw * 2, oh, ow};
     if (off->ndim != 4 || memcmp(off->dims, want_off, sizeof want_off))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "DeformConv: offset %s should be [%lld,%lld,%lld,%lld]", DESC(off, bo),
                         (long long)N, (long long)want_off[1], (long long)oh, (long long)ow);
     if (mask) {
-        int64_t want_m[4] = { N, OG * kh * kw, oh, ow };
+        int64_t want_m[4] = {N, OG * kh * kw, oh, ow};
         if (mask->ndim != 4 || memcmp(mask->dims, want_m, sizeof want_m))
             return kn_error(KN_ERR_INVALID_ARGUMENT, "DeformConv: mask %s has the wrong shape", DESC(mask, bo));
     }

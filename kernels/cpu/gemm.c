@@ -181,9 +181,7 @@ static void sgemm_region(const isa_desc *d, bool ta, bool tb, int64_t M, int64_t
     }
     float *Ap = ws, *Bp = ws + round_up(mc_max * kc_max, 16), *tile = Bp + round_up(nc_max * kc_max, 16);
     for (int64_t jc = 0; jc < N; jc += NC_MAX) {
-        int64_t nc = N
-        -jc < NC_MAX ? N
-        -jc : NC_MAX;
+        int64_t nc = N - jc < NC_MAX ? N - jc : NC_MAX;
         for (int64_t pc = 0; pc < K; pc += KC_MAX) {
             int64_t kc = K - pc < KC_MAX ? K - pc : KC_MAX;
             float bet = pc == 0 ? beta : 1.0f;
@@ -219,8 +217,7 @@ static void sgemm_region(const isa_desc *d, bool ta, bool tb, int64_t M, int64_t
 typedef struct gemm_job {
     const isa_desc *d;
     bool ta, tb;
-    int64_t M, N
-    , K;
+    int64_t M, N, K;
     float alpha, beta;
     const float *A, *B;
     float *C;
@@ -236,9 +233,7 @@ static void gemm_task(void *ctx, int64_t begin, int64_t end) {
         int64_t i0 = (t / j->tn) * j->rows, j0 = (t % j->tn) * j->cols;
         if (i0 >= j->M || j0 >= j->N) continue;
         int64_t m = j->M - i0 < j->rows ? j->M - i0 : j->rows;
-        int64_t n = j->N
-        -j0 < j->cols ? j->N
-        -j0 : j->cols;
+        int64_t n = j->N - j0 < j->cols ? j->N - j0 : j->cols;
         const float *a = j->ta ? j->A + i0 : j->A + i0 * j->lda;
         const float *b = j->tb ? j->B + j0 * j->ldb : j->B + j0;
         float *c = j->C + i0 * j->ldc + j0;
@@ -257,11 +252,10 @@ static void sgemm_dispatch(kn_threadpool *pool, int isa, bool ta, bool tb, int64
         return;
     }
     isa_desc d = get_isa(isa);
-    gemm_job j = { &d, ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, 1, 1, M, N, false };
+    gemm_job j = {&d, ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, 1, 1, M, N, false};
     j.skinny = (tb ? d.rows_bt : d.rows) && M <= 4 && !ta;
     int64_t T = pool ? kn_threadpool_size(pool) : 1;
-    double flops = 2.0 * (double)M * (double)N
-    *(double)K;
+    double flops = 2.0 * (double)M * (double)N * (double)K;
     /* Below ~1 MFLOP the fork/join costs more than it saves. */
     if (T > 1 && flops >= 1e6) {
         int64_t unit_n = j.skinny ? 64 : d.nr;
@@ -275,8 +269,7 @@ static void sgemm_dispatch(kn_threadpool *pool, int isa, bool ta, bool tb, int64
              * (<= 64 rows, as at batch 1) the repeated packing of B rivals the strips' compute:
              * there splitting N is preferred (measured: MiniLM-L6 batch 1 about 10% faster;
              * at batch 8 splitting N was slower, hence the threshold). */
-            bool thin = (M + T - 1) / T <= 64 && N
-            >= T *unit_n;
+            bool thin = (M + T - 1) / T <= 64 && N >= T * unit_n;
             double best = -1;
             for (int64_t tm = T; tm >= 1; tm--) {
                 if (T % tm) continue;
@@ -311,8 +304,7 @@ void kn_sgemm_isa(kn_threadpool *pool, int isa, bool trans_a, bool trans_b, int6
 
 typedef struct batch_job {
     bool ta, tb;
-    int64_t M, N
-    , K;
+    int64_t M, N, K;
     float alpha, beta;
     const float *A, *B;
     float *C;
@@ -331,8 +323,7 @@ void kn_sgemm_batched(kn_threadpool *pool, bool trans_a, bool trans_b, int64_t b
                       int64_t stride_b, float beta, float *C, int64_t ldc, int64_t stride_c) {
     if (batch <= 0) return;
     int64_t T = pool ? kn_threadpool_size(pool) : 1;
-    double flops = 2.0 * (double)M * (double)N
-    *(double)K;
+    double flops = 2.0 * (double)M * (double)N * (double)K;
     /* Many small products: one whole product per task. Few big ones: thread inside each. */
     if (batch == 1 || T <= 1 || (batch < 2 * T && flops >= 4e6)) {
         for (int64_t b = 0; b < batch; b++)
@@ -340,7 +331,7 @@ void kn_sgemm_batched(kn_threadpool *pool, bool trans_a, bool trans_b, int64_t b
                      C + b * stride_c, ldc);
         return;
     }
-    batch_job j = { trans_a, trans_b, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, stride_a, stride_b, stride_c };
+    batch_job j = {trans_a, trans_b, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, stride_a, stride_b, stride_c};
     kn_parallel_for(pool, batch, 1, batch_task, &j);
 }
 

@@ -71,8 +71,7 @@ void kn_sgemm_rows_avx2(int64_t m, int64_t N, int64_t K, float alpha, const floa
             for (int64_t j = 0; j < N; j++) c[j] *= beta;
     }
     /* Full vectors use plain loads and stores: masked stores are microcoded and slow on AMD. */
-    int64_t nfull = N
-    / 8 * 8;
+    int64_t nfull = N / 8 * 8;
     int64_t k = 0;
     for (; k + 4 <= K; k += 4) {
         const float *b = B + k * ldb;

@@ -89,8 +89,7 @@ void kn_sgemm_rows_avx512(int64_t m, int64_t N, int64_t K, float alpha, const fl
         for (int64_t i = 0; i < 4; i++)
             for (int q = 0; q < 4; q++) x[i][q] = _mm512_set1_ps(i < m ? alpha * A[i * lda + k + q] : 0.0f);
         for (int64_t j = 0; j < N; j += 16) {
-            __mmask16 mk = N
-            -j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - j)) - 1u);
+            __mmask16 mk = N - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - j)) - 1u);
             __m512 b0 = _mm512_maskz_loadu_ps(mk, b + j), b1 = _mm512_maskz_loadu_ps(mk, b + ldb + j);
             __m512 b2 = _mm512_maskz_loadu_ps(mk, b + 2 * ldb + j), b3 = _mm512_maskz_loadu_ps(mk, b + 3 * ldb + j);
             for (int64_t i = 0; i < m; i++) {
@@ -110,8 +109,7 @@ void kn_sgemm_rows_avx512(int64_t m, int64_t N, int64_t K, float alpha, const fl
             __m512 x = _mm512_set1_ps(alpha * A[i * lda + k]);
             float *c = C + i * ldc;
             for (int64_t j = 0; j < N; j += 16) {
-                __mmask16 mk = N
-                -j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - j)) - 1u);
+                __mmask16 mk = N - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - j)) - 1u);
                 _mm512_mask_storeu_ps(
                     c + j, mk, _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(mk, b + j), _mm512_maskz_loadu_ps(mk, c + j)));
             }

@@ -47,8 +47,7 @@ static void store_from_f32(kn_tensor *t, const float *f) {
 
 /* Batch structure of a numpy matmul: output batch index -> matrix index in A and in B. */
 typedef struct mm_geom {
-    int64_t M, N
-    , K, nbatch;
+    int64_t M, N, K, nbatch;
     int nbd;
     int64_t bdims[KN_MAX_DIMS], sa[KN_MAX_DIMS], sb[KN_MAX_DIMS];
     int64_t a_mats, b_mats; /* matrices stored in A and B */
@@ -63,8 +62,7 @@ static kn_status *mm_geom_init(const char *op, const kn_tensor *a, const kn_tens
     g->M = a->ndim == 1 ? 1 : a->dims[a->ndim - 2];
     g->K = a->dims[a->ndim - 1];
     int64_t kb = b->ndim == 1 ? b->dims[0] : b->dims[b->ndim - 2];
-    g->N
-    = b->ndim == 1 ? 1 : b->dims[b->ndim - 1];
+    g->N = b->ndim == 1 ? 1 : b->dims[b->ndim - 1];
     if (kb != g->K)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: inner dims differ: %s x %s", op, DESC(a, ba), DESC(b, bb));
     int nba = a->ndim >= 2 ? a->ndim - 2 : 0, nbb = b->ndim >= 2 ? b->ndim - 2 : 0;
@@ -109,9 +107,7 @@ static void mm_offsets(const mm_geom *g, int64_t bi, int64_t *ia, int64_t *ib) {
 /* C[batch] = A[batch] * B[batch] in float32, using one big or one batched sgemm when the batch
  * layout allows it. */
 static void matmul_f32(kn_threadpool *pool, const mm_geom *g, const float *A, const float *B, float *C) {
-    int64_t M = g->M, N
-    = g->N
-    , K = g->K;
+    int64_t M = g->M, N = g->N, K = g->K;
     if (g->nbatch == 0 || M == 0 || N == 0) return;
     if (g->b_mats == 1 && g->a_mats == g->nbatch) {
         /* Activations times weights: the batch folds into M. */
@@ -138,9 +134,7 @@ kn_status *kn_cpu_MatMul(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
     mm_geom g;
     KN_TRY(mm_geom_init("MatMul", a, b, y, &g));
     if (a->dtype != b->dtype) return kn_err_dtype(node, b);
-    int64_t M = g.M, N
-    = g.N
-    , K = g.K;
+    int64_t M = g.M, N = g.N, K = g.K;
     switch (a->dtype) {
     case KN_F32: matmul_f32(ctx->pool, &g, a->data, b->data, y->data); return NULL;
     case KN_F16:
@@ -199,8 +193,7 @@ kn_status *kn_cpu_Gemm(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     bool ta = gp->trans_a, tb = gp->trans_b;
     float alpha = gp->alpha, beta = gp->beta;
     int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
-    int64_t K2 = tb ? b->dims[1] : b->dims[0], N
-    = tb ? b->dims[0] : b->dims[1];
+    int64_t K2 = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
     if (K != K2 || y->ndim != 2 || y->dims[0] != M || y->dims[1] != N)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: shapes %s x %s do not give %s", DESC(a, ba), DESC(b, bb),
                         DESC(y, ba));
@@ -239,8 +232,7 @@ kn_status *kn_cpu_Gemm(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
             double s = 0;
             int64_t si = 0;
             for (int64_t k = 0; k < K; k++) {
-                int64_t ai = ta ? k * M + i : i * K + k, bi = tb ? j * K + k : k * N
-                +j;
+                int64_t ai = ta ? k * M + i : i * K + k, bi = tb ? j * K + k : k * N + j;
                 if (is_f64) s += ((const double *)a->data)[ai] * ((const double *)b->data)[bi];
                 else si += kn_get_i64(a, ai) * kn_get_i64(b, bi);
             }
@@ -291,8 +283,7 @@ static kn_status *zp_table(kn_exec_ctx *ctx, const char *op, const kn_tensor *zp
 }
 
 typedef struct igemm_job {
-    int64_t N
-    , K;
+    int64_t N, K;
     const int16_t *A, *Bp;
     int32_t *C;
 } igemm_job;
@@ -307,9 +298,7 @@ static void igemm_rows(void *ctx, int64_t begin, int64_t end) {
  * the SIMD kernel multiplies in pairs; the plain loop is the fallback without AVX2. */
 static kn_status *int_matmul(kn_exec_ctx *ctx, const char *op, const mm_geom *g, const kn_tensor *a, const kn_tensor *b,
                              const kn_tensor *azp_t, const kn_tensor *bzp_t, int32_t **acc_out) {
-    int64_t M = g->M, N
-    = g->N
-    , K = g->K;
+    int64_t M = g->M, N = g->N, K = g->K;
     int32_t *acc = kn_scratch_alloc(ctx, sizeof(int32_t) * (size_t)(g->nbatch * M * N + 1));
     int16_t *a16 = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)(M * K + 1));
     int16_t *b16 = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)(K * N + 1));
@@ -333,7 +322,7 @@ static kn_status *int_matmul(kn_exec_ctx *ctx, const char *op, const mm_geom *g,
                 a16[i * K + k] = (int16_t)((as ? (int8_t)am[i * K + k] : am[i * K + k]) - az[i]);
         int32_t *c = acc + bi * M * N;
         kn_igemm_pack_b16(K, N, b16, bp);
-        igemm_job job = { N, K, a16, bp, c };
+        igemm_job job = {N, K, a16, bp, c};
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx2")) {
             kn_parallel_for(ctx->pool, M, 1 + 65536 / (N * K + 1), igemm_rows, &job);
@@ -397,8 +386,7 @@ kn_status *kn_cpu_QLinearMatMul(kn_exec_ctx *ctx, const kn_node *node, const kn_
     if (!is_8bit(y->dtype)) return kn_err_dtype(node, y);
     mm_geom g;
     KN_TRY(mm_geom_init("QLinearMatMul", a, b, y, &g));
-    int64_t M = g.M, N
-    = g.N;
+    int64_t M = g.M, N = g.N;
     float *as = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M + N + 2));
     int64_t *yzp = kn_scratch_alloc(ctx, sizeof(int64_t));
     if (!as || !yzp) return KN_OOM(M + N);
@@ -412,8 +400,7 @@ kn_status *kn_cpu_QLinearMatMul(kn_exec_ctx *ctx, const kn_node *node, const kn_
     for (int64_t bi = 0; bi < g.nbatch; bi++)
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < N; j++) {
-                int64_t o = (bi * M + i) * N
-                +j;
+                int64_t o = (bi * M + i) * N + j;
                 float m = as[i] * bs[j] / ys; /* float32 like the reference */
                 double v = rint((double)acc[o] * (double)m) + (double)yzp[0];
                 kn_set_i64(y, o, saturate_q(v, y->dtype));
@@ -533,8 +520,7 @@ static bool einsum_gemm_f32(kn_exec_ctx *ctx, const kn_einsum *e, const kn_tenso
     }
     for (int c = 0; c < 4; c++)
         for (int i = 0; i < cnt[c]; i++) size[c] *= e->lab_dim[order[c][i]];
-    int64_t Bt = size[0], M = size[1], N
-    = size[2], K = size[3];
+    int64_t Bt = size[0], M = size[1], N = size[2], K = size[3];
     /* source strides of every label in each operand */
     int64_t str[2][KN_EINSUM_MAX_LABELS] = {{0}};
     for (int q = 0; q < 2; q++) {

@@ -14,8 +14,7 @@ static bool is_float(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_
 static kn_status *loss_from_logp(const kn_node *node, const kn_tensor *x, const double *logp, const kn_tensor *target,
                                  const kn_tensor *weight, kn_tensor *loss) {
     char buf[KN_DESC_LEN], buf2[KN_DESC_LEN];
-    int64_t N
-    = x->dims[0], C = x->dims[1], D = 1;
+    int64_t N = x->dims[0], C = x->dims[1], D = 1;
     for (int i = 2; i < x->ndim; i++) D *= x->dims[i];
     if (target->dtype != KN_I32 && target->dtype != KN_I64) return kn_err_dtype(node, target);
     bool shape_ok = target->ndim == x->ndim - 1 && target->dims[0] == N;
@@ -67,8 +66,7 @@ kn_status *kn_cpu_SoftmaxCrossEntropyLoss(kn_exec_ctx *ctx, const kn_node *node,
                                           kn_tensor *const *out, int n_out) {
     KN_TRY(check_input(node, in, n_in));
     const kn_tensor *x = in[0];
-    int64_t N
-    = x->dims[0], C = x->dims[1], D = 1;
+    int64_t N = x->dims[0], C = x->dims[1], D = 1;
     for (int i = 2; i < x->ndim; i++) D *= x->dims[i];
     size_t bytes = sizeof(double) * (size_t)(N * C * D > 0 ? N * C * D : 1);
     double *logp = kn_scratch_alloc(ctx, bytes);

@@ -209,8 +209,7 @@ static kn_status *nchw(const kn_node *node, const kn_tensor *x, int64_t *N, int6
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input must be [N, C, ...], got %s", node->op_type,
                         kn_tensor_desc(x, buf, sizeof buf));
     }
-    *N
-    = x->dims[0];
+    *N = x->dims[0];
     *C = x->dims[1];
     *S = 1;
     for (int i = 2; i < x->ndim; i++) *S *= x->dims[i];
@@ -291,8 +290,7 @@ static double *param_doubles(kn_exec_ctx *ctx, const kn_tensor *p, int64_t n) {
 kn_status *kn_cpu_BatchNormalization(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                                      kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
-    int64_t N
-    , C, S;
+    int64_t N, C, S;
     KN_TRY(nchw(node, x, &N, &C, &S));
     if (n_in < 5) return kn_error(KN_ERR_INVALID_ARGUMENT, "BatchNormalization: needs 5 inputs, got %d", n_in);
     static const char *names[5] = {"X", "scale", "B", "input_mean", "input_var"};
@@ -336,8 +334,7 @@ kn_status *kn_cpu_BatchNormalization(kn_exec_ctx *ctx, const kn_node *node, cons
 kn_status *kn_cpu_InstanceNormalization(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                                         kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
-    int64_t N
-    , C, S;
+    int64_t N, C, S;
     KN_TRY(nchw(node, x, &N, &C, &S));
     if (n_in < 3) return kn_error(KN_ERR_INVALID_ARGUMENT, "InstanceNormalization: needs 3 inputs, got %d", n_in);
     KN_TRY(check_param(node, in[1], C, "scale"));
@@ -354,8 +351,7 @@ kn_status *kn_cpu_GroupNormalization(kn_exec_ctx *ctx, const kn_node *node, cons
                                      kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
     char buf[KN_DESC_LEN];
-    int64_t N
-    , C, S;
+    int64_t N, C, S;
     KN_TRY(nchw(node, x, &N, &C, &S));
     int64_t G = KN_PARAMS(node, chan_norm)->num_groups;
     if (G <= 0 || C % G != 0)
@@ -447,8 +443,7 @@ kn_status *kn_cpu_MeanVarianceNormalization(kn_exec_ctx *ctx, const kn_node *nod
 kn_status *kn_cpu_LRN(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                       kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0];
-    int64_t N
-    , C, S;
+    int64_t N, C, S;
     KN_TRY(nchw(node, x, &N, &C, &S));
     const kn_params_lrn *p = KN_PARAMS(node, lrn);
     int64_t size = p->size;

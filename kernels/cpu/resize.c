@@ -399,8 +399,7 @@ kn_status *kn_cpu_GridSample(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
     bool ac = KN_PARAMS(node, grid)->align_corners;
     int sd = x->ndim - 2;
     KN_CHECK(sd >= 1 && sd <= 3, KN_ERR_UNSUPPORTED, "GridSample: %d spatial dims", sd);
-    int64_t N
-    = x->dims[0], C = x->dims[1], in_sp = 1, out_sp = 1;
+    int64_t N = x->dims[0], C = x->dims[1], in_sp = 1, out_sp = 1;
     const int64_t *dims = x->dims + 2;
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
     KN_CHECK(g->ndim == x->ndim && g->dims[0] == N && g->dims[g->ndim - 1] == sd, KN_ERR_INVALID_ARGUMENT,
@@ -493,8 +492,7 @@ kn_status *kn_cpu_AffineGrid(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
     if (!kn_dtype_is_float(th->dtype)) return kn_err_dtype(node, th);
     bool ac = KN_PARAMS(node, grid)->align_corners;
     int sd = y->ndim - 2;
-    int64_t N
-    = y->dims[0];
+    int64_t N = y->dims[0];
     char b[KN_DESC_LEN];
     KN_CHECK((sd == 2 || sd == 3) && th->ndim == 3 && th->dims[0] == N && th->dims[1] == sd && th->dims[2] == sd + 1,
              KN_ERR_INVALID_ARGUMENT, "AffineGrid: theta %s does not match %d spatial dims",

@@ -808,25 +808,24 @@ static kn_status *space_depth_run(kn_exec_ctx *ctx, const kn_node *node, const k
     const kn_params_space_depth *p = KN_PARAMS(node, space_depth);
     int64_t b = p->has_blocksize ? p->blocksize : 1;
     bool crd = p->crd; /* an unknown mode fails at load */
-    int64_t N
-    = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
+    int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
     int64_t d6[6];
     int perm[6];
     if (to_space) {
         int64_t c = C / (b * b);
         if (crd) {
-            int64_t d[6] = { N, c, b, b, H, W };
+            int64_t d[6] = {N, c, b, b, H, W};
             int p[6] = {0, 1, 4, 2, 5, 3};
             memcpy(d6, d, sizeof d);
             memcpy(perm, p, sizeof p);
         } else {
-            int64_t d[6] = { N, b, b, c, H, W };
+            int64_t d[6] = {N, b, b, c, H, W};
             int p[6] = {0, 3, 4, 1, 5, 2};
             memcpy(d6, d, sizeof d);
             memcpy(perm, p, sizeof p);
         }
     } else {
-        int64_t d[6] = { N, C, H / b, b, W / b, b };
+        int64_t d[6] = {N, C, H / b, b, W / b, b};
         memcpy(d6, d, sizeof d);
         if (crd) {
             int p[6] = {0, 1, 3, 5, 2, 4};

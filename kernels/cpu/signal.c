@@ -133,8 +133,7 @@ kn_status *kn_cpu_DFT(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *co
     if (axis < 0) axis += r;
     bool inverse = KN_PARAMS(node, dft)->inverse, onesided = KN_PARAMS(node, dft)->onesided;
     int64_t m = x->dims[axis];
-    int64_t N
-    = len_t ? kn_get_i64(len_t, 0) : (inverse && onesided ? 2 * (m - 1) : m);
+    int64_t N = len_t ? kn_get_i64(len_t, 0) : (inverse && onesided ? 2 * (m - 1) : m);
     if (N <= 0 || N > ((int64_t)1 << 30))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "DFT: transform length %lld invalid for %s", (long long)N,
                         kn_tensor_desc(x, b1, sizeof b1));
@@ -145,16 +144,14 @@ kn_status *kn_cpu_DFT(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *co
     size_t nbuf = (size_t)(2 * N + sig_work_len(N));
     double *buf = kn_scratch_alloc(ctx, sizeof(double) * nbuf);
     if (!buf) return KN_OOM(sizeof(double) * nbuf);
-    double *re = buf, *im = buf + N
-    , *work = buf + 2 * N;
+    double *re = buf, *im = buf + N, *work = buf + 2 * N;
     for (int64_t o = 0; o < outer; o++)
         for (int64_t i = 0; i < inner; i++) {
             memset(buf, 0, sizeof(double) * (size_t)(2 * N));
             if (inverse && onesided) {
                 /* Hermitian completion of the half spectrum; the imaginary parts of the DC and
                  * Nyquist bins cannot contribute to a real signal and are dropped. */
-                int64_t half = N
-                / 2 + 1;
+                int64_t half = N / 2 + 1;
                 for (int64_t k = 0; k < half && k < m; k++) {
                     int64_t src = ((o * m + k) * inner + i) * cin;
                     re[k] = sig_load(x, src);

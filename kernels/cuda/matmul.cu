@@ -109,8 +109,7 @@ KN_CUDA_KERNEL(MatMul) {
     if (!dt_of(A->dtype, &dt) || B->dtype != A->dtype) return kn_err_dtype(node, A);
     size_t es = kn_dtype_size(A->dtype);
     bool a1 = A->ndim == 1, b1 = B->ndim == 1;
-    int64_t M = a1 ? 1 : A->dims[A->ndim - 2], K = A->dims[A->ndim - 1], N
-    = b1 ? 1 : B->dims[B->ndim - 1];
+    int64_t M = a1 ? 1 : A->dims[A->ndim - 2], K = A->dims[A->ndim - 1], N = b1 ? 1 : B->dims[B->ndim - 1];
     int ab = a1 ? 0 : A->ndim - 2, bb = b1 ? 0 : B->ndim - 2, ob = ab > bb ? ab : bb;
     // batch dims right-aligned; broadcast strides in matrices
     int64_t od[KN_MAX_DIMS], sa[KN_MAX_DIMS], sb[KN_MAX_DIMS];
@@ -191,8 +190,7 @@ KN_CUDA_KERNEL(Gemm) {
     const kn_params_gemm *gp = KN_PARAMS(node, gemm);
     bool ta = gp->trans_a, tb = gp->trans_b;
     float alpha = gp->alpha, beta = gp->beta;
-    int64_t M = ta ? A->dims[1] : A->dims[0], K = ta ? A->dims[0] : A->dims[1], N
-    = tb ? B->dims[0] : B->dims[1];
+    int64_t M = ta ? A->dims[1] : A->dims[0], K = ta ? A->dims[0] : A->dims[1], N = tb ? B->dims[0] : B->dims[1];
     if (M == 0 || N == 0) return NULL;
     size_t es = kn_dtype_size(A->dtype);
     if (C && beta != 0.0f && kn_numel(C) > 0) {

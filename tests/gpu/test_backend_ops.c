@@ -470,9 +470,8 @@ static void test_matmul(void) {
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)
                 for (int c = 0; c < 5; c++) {
-                    int64_t M = 7, K = 11, N
-                    = 5;
-                    int64_t ad[2] = {ta ? K : M, ta ? M : K}, bd[2] = { tb ? N : K, tb ? K : N };
+                    int64_t M = 7, K = 11, N = 5;
+                    int64_t ad[2] = {ta ? K : M, ta ? M : K}, bd[2] = {tb ? N : K, tb ? K : N};
                     static const shp cs[] = {{0, {0}}, {1, {5}}, {2, {7, 1}}, {2, {7, 5}}, {1, {1}}};
                     kn_attr at[4] = {ai("transA", ta), ai("transB", tb), af("alpha", c == 2 ? 0.5f : 1.0f),
                                      af("beta", c == 3 ? 2.0f : 1.0f)};

@@ -183,8 +183,7 @@ static bool t_atomics() {
     unsigned long long *cc = dev<unsigned long long>(1);
     float *fs = dev<float>(1);
     unsigned *hist = dev<unsigned>(16);
-    const int B = 37, T = 192, N
-    = B * T;
+    const int B = 37, T = 192, N = B * T;
     KN_LAUNCH(atomics_kernel, B, T, 0, 0, sum, mx, cc, fs, hist, 13);
     std::string e = launch_error();
     EXPECT(e.empty(), "%s", e.c_str());
@@ -254,8 +253,7 @@ __global__ void reverse_kernel(const int *x, int *y) {
     y[blockIdx.x * n + t] = buf[n - 1 - t];
 }
 static bool t_dynamic_shared() {
-    const int B = 5, TX = 24, TY = 3, N
-    = B * TX * TY;
+    const int B = 5, TX = 24, TY = 3, N = B * TX * TY;
     std::vector<int> hx(N);
     for (int i = 0; i < N; i++) hx[i] = i * 3 + 1;
     int *x = dev<int>(N), *y = dev<int>(N);

@@ -208,9 +208,8 @@ START_TEST(test_attention_fused) {
     for (int with_past = 0; with_past < 2; with_past++) {
         int64_t Tc = with_past ? T : S, Pc = with_past ? P : 0;
         /* present needs equal head sizes, so the past variant uses square q/k/v */
-        int64_t hq = HQ, hv = with_past ? HQ : HV, dt = 2 * hq + hv, h = hq / N
-        , hvh = hv / N;
-        int64_t dw2[2] = {D, dt}, db2[1] = {dt}, dp[5] = { 2, B, N, P, h }, dm2[2] = {B, Tc};
+        int64_t hq = HQ, hv = with_past ? HQ : HV, dt = 2 * hq + hv, h = hq / N, hvh = hv / N;
+        int64_t dw2[2] = {D, dt}, db2[1] = {dt}, dp[5] = {2, B, N, P, h}, dm2[2] = {B, Tc};
         kn_tensor *w2 = with_past ? mk_rand(KN_F32, 2, dw2, 0.5) : w,
                   *b2 = with_past ? mk_rand(KN_F32, 1, db2, 0.2) : bias;
         kn_tensor *past = with_past ? mk_rand(KN_F32, 5, dp, 1.0) : NULL;
@@ -251,12 +250,8 @@ START_TEST(test_attention_fused) {
                     am[(b * S + s) * Tc + t] =
                         (kn_get_i64(m2, b * Tc + t) ? 0.0 : filter) + (t > Pc + s ? filter : 0.0);
         ref_attention(B, N, S, Tc, h, hvh, q, k, v, am, NULL, 1.0 / sqrt((double)h), y, NULL);
-        kn_attr at[4] = {
-            attr_i("num_heads", N),
-            attr_i("unidirectional", 1),
-            attr_f("mask_filter_value", filter),
-            attr_ints("qkv_hidden_sizes", qkv, 3)
-        };
+        kn_attr at[4] = {attr_i("num_heads", N), attr_i("unidirectional", 1), attr_f("mask_filter_value", filter),
+                         attr_ints("qkv_hidden_sizes", qkv, 3)};
         kn_tensor *in[5] = {x, w2, b2, m2, past}, *out[2];
         bool want[2] = {true, with_past != 0};
         ck_assert_ptr_null(
@@ -267,8 +262,7 @@ START_TEST(test_attention_fused) {
             ck_assert_int_eq(out[1]->ndim, 5);
             ck_assert_int_eq(out[1]->dims[3], T);
             /* present is [2,B,N,T,h]: keys then values */
-            int64_t half = B * N
-            *T *h;
+            int64_t half = B * N * T * h;
             for (int64_t i = 0; i < half; i++) {
                 ck_assert_msg(fabs(kn_get_f64(out[1], i) - k[i]) < 1e-5, "present key %lld", (long long)i);
                 ck_assert_msg(fabs(kn_get_f64(out[1], half + i) - v[i]) < 1e-5, "present value %lld", (long long)i);
@@ -287,12 +281,12 @@ START_TEST(test_attention_fused) {
         } else kn_tensor_free(m2);
     }
     /* errors: weights not 3*hidden, num_heads missing, unsupported mask shape */
-    kn_attr at1[1] = { attr_i("num_heads", N) };
+    kn_attr at1[1] = {attr_i("num_heads", N)};
     int64_t dwb[2] = {D, 13}, dmb[2] = {B, 9};
     kn_tensor *wb = mk_rand(KN_F32, 2, dwb, 1.0), *mb = mk(KN_I32, 2, dmb, NULL), *out[2];
     kn_tensor *e1[2] = {x, wb}, *e3[4] = {x, w, bias, mb};
     int64_t sq[3] = {HQ, HQ, HV};
-    kn_attr at3[2] = { attr_i("num_heads", N), attr_ints("qkv_hidden_sizes", sq, 3) };
+    kn_attr at3[2] = {attr_i("num_heads", N), attr_ints("qkv_hidden_sizes", sq, 3)};
     expect_err(kn_test_run_op(KN_OP_MsAttention, 17, at1, 1, e1, 2, out, NULL, 1, NULL));
     free_all(out, 1);
     expect_err(kn_test_run_op(KN_OP_MsAttention, 17, NULL, 0, e3, 3, out, NULL, 1, NULL));
@@ -309,7 +303,7 @@ START_TEST(test_multi_head_attention) {
     kn_threadpool *pool = kn_threadpool_create(3);
     enum { B = 2, S = 3, L = 5, N = 2, D = 8, DV = 6, H = D / N, Hv = DV / N };
     int64_t dq[3] = {B, S, D}, dk[3] = {B, L, D}, dv[3] = {B, L, DV}, db[1] = {2 * D + DV}, dm[2] = {B, L};
-    int64_t dab[4] = { 1, N, S, L };
+    int64_t dab[4] = {1, N, S, L};
     kn_tensor *qt = mk_rand(KN_F32, 3, dq, 1.0), *kt = mk_rand(KN_F32, 3, dk, 1.0), *vt = mk_rand(KN_F32, 3, dv, 1.0);
     kn_tensor *bias = mk_rand(KN_F32, 1, db, 0.3), *ab = mk_rand(KN_F32, 4, dab, 1.0);
     kn_tensor *kpm = mk(KN_I32, 2, dm, (double[]){1, 1, 1, 0, 0, 1, 1, 1, 1, 1});
@@ -335,7 +329,7 @@ START_TEST(test_multi_head_attention) {
         for (int64_t s = 0; s < S; s++)
             for (int64_t l = 0; l < L; l++) am[(b * S + s) * L + l] = kn_get_i64(kpm, b * L + l) ? 0.0 : -10000.0;
     ref_attention(B, N, S, L, H, Hv, q, k, v, am, abb, 0.7, y, qk);
-    kn_attr at[2] = { attr_i("num_heads", N), attr_f("scale", 0.7f) };
+    kn_attr at[2] = {attr_i("num_heads", N), attr_f("scale", 0.7f)};
     kn_tensor *in[6] = {qt, kt, vt, bias, kpm, ab}, *out[4];
     bool want[4] = {true, true, true, true};
     for (int threaded = 0; threaded < 2; threaded++) {

@@ -32,8 +32,7 @@ static kn_tensor *mk_rand(kn_dtype t, int nd, const int64_t *dims) {
 /* ---- naive references ---- */
 typedef struct cparams {
     int nsp;
-    int64_t N
-    , C, M, G;
+    int64_t N, C, M, G;
     int64_t in[3], k[3], s[3], d[3], pb[3], pe[3];
 } cparams;
 
@@ -81,7 +80,7 @@ static void conv_naive(const cparams *p, const kn_tensor *x, const kn_tensor *w,
 }
 
 static void expect_conv(const cparams *p, kn_dtype dt, bool bias, kn_attr *extra, int n_extra, double tol) {
-    int64_t xd[5] = { p->N, p->C }, wd[5] = {p->M, p->C / p->G}, bd[1] = {p->M};
+    int64_t xd[5] = {p->N, p->C}, wd[5] = {p->M, p->C / p->G}, bd[1] = {p->M};
     for (int i = 0; i < p->nsp; i++) {
         xd[2 + i] = p->in[i];
         wd[2 + i] = p->k[i];
@@ -187,9 +186,8 @@ END_TEST
 
 START_TEST(test_conv_transpose) {
     /* X [2,4,4,5], W [4,3,3,3], group 2 -> 6 output channels, stride 2, pads 1, output_padding 1 */
-    const int64_t N
-    = 2, C = 4, Mg = 3, G = 2, H = 4, W = 5, k = 3, s = 2, pad = 1, op = 1, dil = 1;
-    int64_t xd[4] = { N, C, H, W }, wd[4] = {C, Mg, k, k}, bd[1] = {Mg * G};
+    const int64_t N = 2, C = 4, Mg = 3, G = 2, H = 4, W = 5, k = 3, s = 2, pad = 1, op = 1, dil = 1;
+    int64_t xd[4] = {N, C, H, W}, wd[4] = {C, Mg, k, k}, bd[1] = {Mg * G};
     kn_tensor *in[3] = {mk_rand(KN_F32, 4, xd), mk_rand(KN_F32, 4, wd), mk_rand(KN_F32, 1, bd)}, *out[1];
     int64_t st2[2] = {s, s}, pads[4] = {pad, pad, pad, pad}, opad[2] = {op, op};
     kn_attr at[4] = {attr_ints("strides", st2, 2), attr_ints("pads", pads, 4), attr_ints("output_padding", opad, 2),
@@ -229,9 +227,8 @@ END_TEST
 
 START_TEST(test_pools) {
     /* MaxPool 2-D: kernel 3x2, stride 2, dilation (1,2), pads (1,1,1,0), ceil_mode */
-    const int64_t N
-    = 2, C = 3, H = 7, W = 8;
-    int64_t xd[4] = { N, C, H, W }, ks[2] = {3, 2}, st2[2] = {2, 2}, dl[2] = {1, 2}, pads[4] = {1, 1, 1, 0};
+    const int64_t N = 2, C = 3, H = 7, W = 8;
+    int64_t xd[4] = {N, C, H, W}, ks[2] = {3, 2}, st2[2] = {2, 2}, dl[2] = {1, 2}, pads[4] = {1, 1, 1, 0};
     for (int ceil_mode = 0; ceil_mode < 2; ceil_mode++) {
         kn_tensor *x = mk_rand(KN_F32, 4, xd), *out[2];
         kn_attr at[5] = {attr_ints("kernel_shape", ks, 2), attr_ints("strides", st2, 2), attr_ints("dilations", dl, 2),
@@ -354,7 +351,7 @@ END_TEST
 /* ConvInteger (im2col + int16-pair GEMM) against the naive reference on zero-point-shifted data */
 START_TEST(test_conv_integer) {
     cparams p = {2, 2, 4, 6, 2, {7, 9}, {3, 2}, {2, 1}, {1, 2}, {1, 0}, {2, 1}};
-    int64_t xd[4] = { p.N, p.C, p.in[0], p.in[1] }, wd[4] = {p.M, p.C / p.G, p.k[0], p.k[1]}, zd[1] = {p.M};
+    int64_t xd[4] = {p.N, p.C, p.in[0], p.in[1]}, wd[4] = {p.M, p.C / p.G, p.k[0], p.k[1]}, zd[1] = {p.M};
     kn_tensor *in[4], *out[1], *xr, *wr;
     ck_assert_ptr_null(kn_tensor_new(KN_U8, 4, xd, &in[0]));
     ck_assert_ptr_null(kn_tensor_new(KN_I8, 4, wd, &in[1]));

@@ -20,8 +20,7 @@ static kn_threadpool *pool4;
 /* |got - ref| within a bound that scales with sum |alpha a b| + |beta c| per element. */
 static void check_gemm(int isa, kn_threadpool *pool, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                        float beta, int64_t pad) {
-    int64_t lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N
-    +pad;
+    int64_t lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
     int64_t arows = ta ? K : M, brows = tb ? N : K;
     float *A = malloc(sizeof(float) * (size_t)(arows * lda + 1));
     float *B = malloc(sizeof(float) * (size_t)(brows * ldb + 1));
@@ -109,8 +108,7 @@ START_TEST(test_sgemm_threaded) {
 END_TEST
 
 START_TEST(test_sgemm_batched) {
-    const int64_t batch = 7, M = 13, N
-    = 21, K = 19;
+    const int64_t batch = 7, M = 13, N = 21, K = 19;
     for (int bcast = 0; bcast < 2; bcast++)
         for (int t = 0; t < 4; t++) {
             bool ta = t & 1, tb = t & 2;
@@ -162,8 +160,7 @@ static double matmul_ref(const kn_tensor *a, const kn_tensor *b, const kn_tensor
     int abd = a->ndim - 2 > 0 ? a->ndim - 2 : 0, bbd = b->ndim - 2 > 0 ? b->ndim - 2 : 0;
     for (int d = 0; d < abd; d++) oa = oa * a->dims[d] + (a->dims[d] == 1 ? 0 : idx[nb - abd + d]);
     for (int d = 0; d < bbd; d++) ob = ob * b->dims[d] + (b->dims[d] == 1 ? 0 : idx[nb - bbd + d]);
-    int64_t M = a->ndim == 1 ? 1 : a->dims[a->ndim - 2], N
-    = b->ndim == 1 ? 1 : b->dims[b->ndim - 1];
+    int64_t M = a->ndim == 1 ? 1 : a->dims[a->ndim - 2], N = b->ndim == 1 ? 1 : b->dims[b->ndim - 1];
     double s = 0;
     for (int64_t k = 0; k < K; k++) s += kn_get_f64(a, (oa * M + i) * K + k) * kn_get_f64(b, (ob * K + k) * N + j);
     return s;
@@ -217,13 +214,12 @@ START_TEST(test_matmul_op_broadcast_dtypes) {
 END_TEST
 
 START_TEST(test_gemm_op_trans_bias) {
-    const int64_t M = 7, N
-    = 5, K = 9;
+    const int64_t M = 7, N = 5, K = 9;
     static const int64_t cshapes[][3] = {{0}, {1, 1}, {1, 5}, {2, 7, 1}, {2, 1, 5}, {2, 7, 5}, {2, 1, 1}};
     for (int t = 0; t < 4; t++)
         for (int cs = 0; cs < 7; cs++) {
             bool ta = t & 1, tb = t & 2;
-            int64_t da[2] = {ta ? K : M, ta ? M : K}, db[2] = { tb ? N : K, tb ? K : N };
+            int64_t da[2] = {ta ? K : M, ta ? M : K}, db[2] = {tb ? N : K, tb ? K : N};
             kn_tensor *in[3] = {mk_rand(KN_F32, 2, da), mk_rand(KN_F32, 2, db), NULL}, *out[1];
             if (cs) in[2] = mk_rand(KN_F32, (int)cshapes[cs][0], cshapes[cs] + 1);
             kn_attr at[4] = {attr_i("transA", ta), attr_i("transB", tb), attr_f("alpha", 0.5f), attr_f("beta", -2.0f)};
@@ -317,8 +313,7 @@ END_TEST
 /* MatMulInteger (SIMD int16-pair path and its odd-K / column tails) against a plain sum */
 START_TEST(test_matmul_integer) {
     static const struct {
-        int64_t B, M, N
-        , K;
+        int64_t B, M, N, K;
         kn_dtype ta, tb;
         int zp_kind;
     } cases[] = {
@@ -326,10 +321,8 @@ START_TEST(test_matmul_integer) {
         {3, 4, 45, 130, KN_I8, KN_I8, 2}, {1, 2, 3, 0, KN_U8, KN_U8, 1},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        int64_t M = cases[c].M, N
-        = cases[c].N
-        , K = cases[c].K, Bt = cases[c].B;
-        int64_t da[3] = {Bt, M, K}, db[3] = { Bt, K, N }, dza[1] = {M}, dzb[1] = { N };
+        int64_t M = cases[c].M, N = cases[c].N, K = cases[c].K, Bt = cases[c].B;
+        int64_t da[3] = {Bt, M, K}, db[3] = {Bt, K, N}, dza[1] = {M}, dzb[1] = {N};
         kn_tensor *in[4] = {NULL, NULL, NULL, NULL}, *out[1];
         ck_assert_ptr_null(kn_tensor_new(cases[c].ta, 3, da, &in[0]));
         ck_assert_ptr_null(kn_tensor_new(cases[c].tb, 3, db, &in[1]));

@@ -82,15 +82,13 @@ int main(int argc, char **argv) {
     };
     printf("isa %s, %d threads\n", kn_sgemm_isa_name(isa), threads);
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        int64_t M = shapes[s][0], N
-        = shapes[s][1], K = shapes[s][2];
+        int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
         float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N);
         float *C = malloc(sizeof(float) * M * N), *R = malloc(sizeof(float) * M * N);
         for (int64_t i = 0; i < M * K; i++) A[i] = (float)((i * 7 % 13) - 6) / 7.0f;
         for (int64_t i = 0; i < K * N; i++) B[i] = (float)((i * 5 % 11) - 5) / 5.0f;
         kn_sgemm_isa(pool, isa, false, false, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
-        double flops = 2.0 * M * N
-        *K;
+        double flops = 2.0 * M * N * K;
         int reps = (int)(2e10 / flops / 8) + 1;
         if (reps > 2000) reps = 2000;
         double t0 = now(), c0 = cpu_now();

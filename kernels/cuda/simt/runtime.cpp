@@ -112,24 +112,24 @@ cudaError_t cudaPeekAtLastError(void) { return last_error; }
 
 const char *cudaGetErrorName(cudaError_t e) {
     switch (e) {
-#define N(x) \
+#define KN_SIM_ERR_NAME(x) \
     case x: return #x;
-        N(cudaSuccess)
-        N(cudaErrorInvalidValue)
-        N(cudaErrorMemoryAllocation)
-        N(cudaErrorInitializationError)
-        N(cudaErrorInvalidConfiguration)
-        N(cudaErrorInvalidPitchValue)
-        N(cudaErrorInvalidDevicePointer)
-        N(cudaErrorInvalidMemcpyDirection)
-        N(cudaErrorNoDevice)
-        N(cudaErrorInvalidDevice)
-        N(cudaErrorInvalidResourceHandle)
-        N(cudaErrorNotReady)
-        N(cudaErrorIllegalAddress)
-        N(cudaErrorLaunchOutOfResources)
-        N(cudaErrorLaunchFailure)
-#undef N
+        KN_SIM_ERR_NAME(cudaSuccess)
+        KN_SIM_ERR_NAME(cudaErrorInvalidValue)
+        KN_SIM_ERR_NAME(cudaErrorMemoryAllocation)
+        KN_SIM_ERR_NAME(cudaErrorInitializationError)
+        KN_SIM_ERR_NAME(cudaErrorInvalidConfiguration)
+        KN_SIM_ERR_NAME(cudaErrorInvalidPitchValue)
+        KN_SIM_ERR_NAME(cudaErrorInvalidDevicePointer)
+        KN_SIM_ERR_NAME(cudaErrorInvalidMemcpyDirection)
+        KN_SIM_ERR_NAME(cudaErrorNoDevice)
+        KN_SIM_ERR_NAME(cudaErrorInvalidDevice)
+        KN_SIM_ERR_NAME(cudaErrorInvalidResourceHandle)
+        KN_SIM_ERR_NAME(cudaErrorNotReady)
+        KN_SIM_ERR_NAME(cudaErrorIllegalAddress)
+        KN_SIM_ERR_NAME(cudaErrorLaunchOutOfResources)
+        KN_SIM_ERR_NAME(cudaErrorLaunchFailure)
+#undef KN_SIM_ERR_NAME
     default: return "cudaErrorUnknown";
     }
 }
