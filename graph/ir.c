@@ -40,6 +40,7 @@ void kn_node_clear(kn_node *n) {
     for (int a = 0; a < n->n_attrs; a++) kn_attr_clear(&n->attrs[a]);
     free(n->attrs);
     free(n->params);
+    if (n->prepared && n->prepared_free) n->prepared_free(n->prepared);
     memset(n, 0, sizeof *n);
 }
 

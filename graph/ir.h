@@ -81,6 +81,10 @@ typedef struct kn_node {
      * the node; NULL for ops without attributes and before kn_node_decode_params. Kernels, shape
      * rules and gradients read this, never the attribute list. */
     void *params;
+    /* What a backend prepared for this node once, in the graph its sessions share (the CPU packs
+     * constant GEMM weights: kn_sgemm_packed), released with the node by prepared_free. */
+    void *prepared;
+    void (*prepared_free)(void *prepared);
 } kn_node;
 
 typedef struct kn_graph {

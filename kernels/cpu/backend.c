@@ -1,6 +1,9 @@
 /* The CPU backend's function table: kernels come from the op table (kn_cpu_<op>, one per row of
- * graph/ops.def), memory is host memory, and copies are memcpy. */
+ * graph/ops.def), memory is host memory, and copies are memcpy. Its whole-graph hook packs the
+ * constant weights of MatMul and Gemm once per model, as ONNX Runtime's kernels pre-pack them:
+ * products with few rows otherwise spend much of their time repacking the same weights. */
 #include "graph/ops.h"
+#include "kernels/cpu/gemm.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +32,40 @@ static kn_status *cpu_copy(const kn_backend *b, void *dst, kn_device_kind dd, co
     return NULL;
 }
 
+static void cpu_packed_free(void *p) {
+    kn_sgemm_packed_release(p);
+    free(p);
+}
+
+/* A 2-D float32 constant weight B of MatMul(A, B) or Gemm(A, B, C) (not transA): packed once. */
+static kn_status *cpu_graph_optimize(const kn_backend *b, kn_graph *g) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        kn_node *n = &g->nodes[i];
+        if ((n->op != KN_OP_MatMul && n->op != KN_OP_Gemm) || n->n_inputs < 2 || n->inputs[1] < 0 || n->prepared)
+            continue;
+        const kn_tensor *w = g->values[n->inputs[1]].constant;
+        /* A's dtype must match B's: the kernels check it on every run and use the packing for float32 only */
+        if (!w || w->dtype != KN_F32 || w->ndim != 2 || !w->data) continue;
+        bool tb = false;
+        if (n->op == KN_OP_Gemm) {
+            const kn_params_gemm *p = KN_PARAMS(n, gemm);
+            if (p->trans_a) continue;
+            tb = p->trans_b;
+        }
+        int64_t K = tb ? w->dims[1] : w->dims[0], N = tb ? w->dims[0] : w->dims[1];
+        if (K <= 0 || N <= 0) continue;
+        kn_sgemm_packed *pk = malloc(sizeof *pk);
+        if (!pk) return KN_OOM(sizeof *pk);
+        if (!kn_sgemm_pack_b(tb, K, N, w->data, w->dims[1], pk)) {
+            free(pk);
+            return KN_OOM((size_t)(K * N) * sizeof(float));
+        }
+        n->prepared = pk;
+        n->prepared_free = cpu_packed_free;
+    }
+    return NULL;
+}
+
 static const kn_backend kn_cpu = {
     .name = "cpu",
     .device = KN_DEVICE_CPU,
@@ -37,6 +74,7 @@ static const kn_backend kn_cpu = {
     .alloc = cpu_alloc,
     .free = cpu_free,
     .copy = cpu_copy,
+    .graph_optimize = cpu_graph_optimize,
 };
 
 const kn_backend *kn_cpu_backend(void) { return &kn_cpu; }

@@ -214,6 +214,53 @@ static void sgemm_region(const isa_desc *d, bool ta, bool tb, int64_t M, int64_t
     free(ws);
 }
 
+/* sgemm_region with op(B) already packed (kn_sgemm_pack_b): the columns [j0, j0 + N) of the
+ * product, j0 a multiple of the panel width. Only A is packed here. */
+static void sgemm_region_packed(const isa_desc *d, int64_t M, int64_t N, float alpha, const float *A, int64_t lda,
+                                const kn_sgemm_packed *P, int64_t j0, float beta, float *C, int64_t ldc) {
+    const int MR = d->mr, NR = d->nr;
+    int64_t K = P->K, npad = round_up(P->N, NR);
+    int64_t kc_max = K < KC_MAX ? K : KC_MAX;
+    int64_t mc_max = round_up(M < MC_MAX ? M : MC_MAX, MR);
+    size_t bytes = sizeof(float) * (size_t)(mc_max * kc_max + MR * NR) + 128;
+    float *ws = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!ws) {
+        kn_sgemm_ref(false, P->trans_b, M, N, K, alpha, A, lda, P->trans_b ? P->B + j0 * P->ldb : P->B + j0, P->ldb,
+                     beta, C, ldc);
+        return;
+    }
+    float *Ap = ws, *tile = Ap + round_up(mc_max * kc_max, 16);
+    for (int64_t pc = 0; pc < K; pc += KC_MAX) {
+        int64_t kc = K - pc < KC_MAX ? K - pc : KC_MAX;
+        float bet = pc == 0 ? beta : 1.0f;
+        const float *slice = P->data + pc * npad;
+        for (int64_t ic = 0; ic < M; ic += MC_MAX) {
+            int64_t mc = M - ic < MC_MAX ? M - ic : MC_MAX;
+            pack_a(d, false, A, lda, ic, pc, mc, kc, MR, alpha, Ap);
+            for (int64_t jr = 0; jr < N; jr += NR) {
+                int nr = N - jr < NR ? (int)(N - jr) : NR;
+                const float *bp = slice + (j0 + jr) / NR * NR * kc;
+                for (int64_t ir = 0; ir < mc; ir += MR) {
+                    int mr = mc - ir < MR ? (int)(mc - ir) : MR;
+                    const float *ap = Ap + ir * kc;
+                    float *c = C + (ic + ir) * ldc + jr;
+                    if (mr == MR && nr == NR) {
+                        d->micro(kc, ap, bp, c, ldc, bet);
+                    } else {
+                        d->micro(kc, ap, bp, tile, NR, 0.0f);
+                        for (int r = 0; r < mr; r++)
+                            for (int j = 0; j < nr; j++) {
+                                float *q = c + r * ldc + j;
+                                *q = bet == 0.0f ? tile[r * NR + j] : bet * *q + tile[r * NR + j];
+                            }
+                    }
+                }
+            }
+        }
+    }
+    free(ws);
+}
+
 typedef struct gemm_job {
     const isa_desc *d;
     bool ta, tb;
@@ -225,6 +272,7 @@ typedef struct gemm_job {
     int64_t tm, tn;     /* task grid */
     int64_t rows, cols; /* region size per task (the last ones are smaller) */
     bool skinny;
+    const kn_sgemm_packed *packed; /* op(B) packed ahead (B, ldb and tb still describe it for the skinny path) */
 } gemm_job;
 
 static void gemm_task(void *ctx, int64_t begin, int64_t end) {
@@ -239,20 +287,31 @@ static void gemm_task(void *ctx, int64_t begin, int64_t end) {
         float *c = j->C + i0 * j->ldc + j0;
         if (j->skinny)
             (j->tb ? j->d->rows_bt : j->d->rows)(m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->beta, c, j->ldc);
+        else if (j->packed) sgemm_region_packed(j->d, m, n, j->alpha, a, j->lda, j->packed, j0, j->beta, c, j->ldc);
         else sgemm_region(j->d, j->ta, j->tb, m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->beta, c, j->ldc);
     }
 }
 
+static void sgemm_dispatch_packed(kn_threadpool *pool, int isa, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                                  float *C, int64_t ldc, const kn_sgemm_packed *packed);
+
 static void sgemm_dispatch(kn_threadpool *pool, int isa, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                            const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                            int64_t ldc) {
+    sgemm_dispatch_packed(pool, isa, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL);
+}
+
+static void sgemm_dispatch_packed(kn_threadpool *pool, int isa, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                                  float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                                  float *C, int64_t ldc, const kn_sgemm_packed *packed) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) {
         scale_c(M, N, beta, C, ldc);
         return;
     }
     isa_desc d = get_isa(isa);
-    gemm_job j = {&d, ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, 1, 1, M, N, false};
+    gemm_job j = {&d, ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, 1, 1, M, N, false, packed};
     j.skinny = (tb ? d.rows_bt : d.rows) && M <= 4 && !ta;
     int64_t T = pool ? kn_threadpool_size(pool) : 1;
     double flops = 2.0 * (double)M * (double)N * (double)K;
@@ -269,7 +328,7 @@ static void sgemm_dispatch(kn_threadpool *pool, int isa, bool ta, bool tb, int64
              * (<= 64 rows, as at batch 1) the repeated packing of B rivals the strips' compute:
              * there splitting N is preferred (measured: MiniLM-L6 batch 1 about 10% faster;
              * at batch 8 splitting N was slower, hence the threshold). */
-            bool thin = (M + T - 1) / T <= 64 && N >= T * unit_n;
+            bool thin = !packed && (M + T - 1) / T <= 64 && N >= T * unit_n;
             double best = -1;
             for (int64_t tm = T; tm >= 1; tm--) {
                 if (T % tm) continue;
@@ -300,6 +359,39 @@ void kn_sgemm_isa(kn_threadpool *pool, int isa, bool trans_a, bool trans_b, int6
                   float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                   int64_t ldc) {
     sgemm_dispatch(pool, isa, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+bool kn_sgemm_pack_b(bool trans_b, int64_t K, int64_t N, const float *B, int64_t ldb, kn_sgemm_packed *out) {
+    memset(out, 0, sizeof *out);
+    isa_desc d = get_isa(KN_SGEMM_ISA_AUTO);
+    int64_t npad = round_up(N, d.nr);
+    size_t bytes = sizeof(float) * (size_t)(K * npad);
+    out->data = aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+    if (!out->data) return false;
+    out->isa = d.isa;
+    out->trans_b = trans_b;
+    out->K = K;
+    out->N = N;
+    out->B = B;
+    out->ldb = ldb;
+    out->bytes = bytes;
+    /* slice-major: the KC-deep slice starting at row pc holds every NR-wide panel of it, so a
+     * panel's place follows from (pc, column) alone, for any split of the columns among threads */
+    for (int64_t pc = 0; pc < K; pc += KC_MAX) {
+        int64_t kc = K - pc < KC_MAX ? K - pc : KC_MAX;
+        pack_b(trans_b, B, ldb, pc, 0, kc, N, d.nr, out->data + pc * npad);
+    }
+    return true;
+}
+
+void kn_sgemm_packed_release(kn_sgemm_packed *p) {
+    free(p->data);
+    memset(p, 0, sizeof *p);
+}
+
+void kn_sgemm_packed_run(kn_threadpool *pool, int64_t M, float alpha, const float *A, int64_t lda,
+                         const kn_sgemm_packed *B, float beta, float *C, int64_t ldc) {
+    sgemm_dispatch_packed(pool, B->isa, false, B->trans_b, M, B->N, B->K, alpha, A, lda, B->B, B->ldb, beta, C, ldc, B);
 }
 
 typedef struct batch_job {

@@ -36,6 +36,23 @@ void kn_sgemm_isa(kn_threadpool *pool, int isa, bool trans_a, bool trans_b, int6
                   int64_t ldc);
 const char *kn_sgemm_isa_name(int isa); /* name of the family isa resolves to on this CPU */
 
+/* op(B) packed once for many products with different A (constant weights): the panels kn_sgemm
+ * packs on every call, for the micro-kernel this CPU uses. B itself must stay valid (products of
+ * at most 4 rows read it directly). Returns false when out of memory. */
+typedef struct kn_sgemm_packed {
+    int isa;
+    bool trans_b;
+    int64_t K, N, ldb;
+    const float *B;
+    float *data;
+    size_t bytes;
+} kn_sgemm_packed;
+bool kn_sgemm_pack_b(bool trans_b, int64_t K, int64_t N, const float *B, int64_t ldb, kn_sgemm_packed *out);
+void kn_sgemm_packed_release(kn_sgemm_packed *p);
+/* C (M x N) = alpha * A (M x K, row stride lda) * op(B) + beta * C, as kn_sgemm. */
+void kn_sgemm_packed_run(kn_threadpool *pool, int64_t M, float alpha, const float *A, int64_t lda,
+                         const kn_sgemm_packed *B, float beta, float *C, int64_t ldc);
+
 /* Plain row-major products C = A(MxK) * B(KxN) for the other MatMul dtypes (no alpha/beta). */
 void kn_dgemm_plain(int64_t M, int64_t N, int64_t K, const double *A, const double *B, double *C);
 /* Integer product of operands widened to int64 by the caller; wraps on overflow (no UB). */

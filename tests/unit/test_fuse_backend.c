@@ -66,9 +66,10 @@ START_TEST(test_fusion_per_backend) {
     ck_assert_ptr_null(kn_model_graph_for(m, kn_cpu_backend(), &gc2));
     ck_assert_ptr_eq(gc, gc2); /* made once */
 
-    /* a backend with no fused kernel runs the loaded graph itself */
+    /* a backend with no fused kernel and no whole-graph hook runs the loaded graph itself */
     kn_backend none = *kn_cpu_backend();
     none.kernel = lacking_kernel;
+    none.graph_optimize = NULL;
     lacks = fused_ops;
     n_lacks = 5;
     const kn_graph *gn = NULL;

@@ -17,6 +17,8 @@ static float frand(void) {
 
 static kn_threadpool *pool4;
 
+#define ISA_PACKED (-1) /* check_gemm: kn_sgemm_pack_b + kn_sgemm_packed_run (ta must be false) */
+
 /* |got - ref| within a bound that scales with sum |alpha a b| + |beta c| per element. */
 static void check_gemm(int isa, kn_threadpool *pool, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                        float beta, int64_t pad) {
@@ -42,7 +44,14 @@ static void check_gemm(int isa, kn_threadpool *pool, bool ta, bool tb, int64_t M
         C[i] = R[i] = beta == 0.0f ? NAN : frand();
         Bound[i] = beta == 0.0f ? 0.0f : fabsf(C[i]);
     }
-    kn_sgemm_isa(pool, isa, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (isa == ISA_PACKED) { /* B packed ahead, as constant weights are */
+        kn_sgemm_packed P;
+        ck_assert(kn_sgemm_pack_b(tb, K, N, B, ldb, &P));
+        kn_sgemm_packed_run(pool, M, alpha, A, lda, &P, beta, C, ldc);
+        kn_sgemm_packed_release(&P);
+    } else {
+        kn_sgemm_isa(pool, isa, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    }
     kn_sgemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, R, ldc);
     kn_sgemm_ref(ta, tb, M, N, K, fabsf(alpha), Aa, lda, Ba, ldb, fabsf(beta), Bound, ldc);
     for (int64_t i = 0; i < M; i++)
@@ -104,6 +113,20 @@ START_TEST(test_sgemm_threaded) {
     check_gemm(KN_SGEMM_ISA_AUTO, pool4, false, false, 128, 768, 3072, 1.0f, 0.0f, 0);
     check_gemm(KN_SGEMM_ISA_AUTO, pool4, false, true, 256, 384, 1536, 1.0f, 1.0f, 0);
     check_gemm(KN_SGEMM_ISA_AUTO, pool4, false, false, 1, 3000, 700, 1.0f, 0.0f, 0);
+}
+END_TEST
+
+/* B packed once (constant weights) and multiplied by many A: every shape, both B layouts, with and
+ * without threads, alpha/beta and padded leading dimensions, against the reference. */
+START_TEST(test_sgemm_packed_b) {
+    for (int s = 0; s < NSHAPES; s++)
+        for (int tb = 0; tb < 2; tb++) {
+            check_gemm(ISA_PACKED, NULL, false, tb, shapes[s][0], shapes[s][1], shapes[s][2], 1.0f, 0.0f, 0);
+            check_gemm(ISA_PACKED, pool4, false, tb, shapes[s][0], shapes[s][1], shapes[s][2], 0.75f, 0.5f, 2);
+        }
+    check_gemm(ISA_PACKED, pool4, false, false, 128, 768, 3072, 1.0f, 0.0f, 0);
+    check_gemm(ISA_PACKED, pool4, false, true, 8, 1024, 1024, 1.0f, 0.0f, 0);
+    check_gemm(ISA_PACKED, pool4, false, false, 1, 3000, 700, 1.0f, 0.0f, 0);
 }
 END_TEST
 
@@ -423,6 +446,7 @@ static Suite *gemm_suite(void) {
     tcase_add_test(tc, test_sgemm_shapes_all_isas);
     tcase_add_test(tc, test_sgemm_alpha_beta_ld);
     tcase_add_test(tc, test_sgemm_threaded);
+    tcase_add_test(tc, test_sgemm_packed_b);
     tcase_add_test(tc, test_sgemm_batched);
     tcase_add_test(tc, test_matmul_op_broadcast_dtypes);
     tcase_add_test(tc, test_gemm_op_trans_bias);
