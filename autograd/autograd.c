@@ -484,6 +484,7 @@ kn_status *kn_autograd(kn_graph *g, int loss, const int *wrt, int n_wrt, int *gr
                  "autograd: '%s' is computed by a node; differentiate with respect to graph inputs or initializers",
                  g->values[wrt[k]].name);
     }
+    KN_TRY(kn_graph_resolve_ops(g)); /* idempotent; rules and shape rules read decoded params */
     KN_TRY(kn_graph_toposort(g));
     ag_state s = {0};
     kn_status *st = ag_run(g, loss, wrt, n_wrt, grads, &s);

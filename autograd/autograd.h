@@ -13,8 +13,9 @@
  * their value ids. Only nodes on a path from a wrt value to the loss are differentiated; a wrt
  * value with no such path gets zeros. A node on such a path whose op has no gradient rule (grad
  * column TODO or NONE in graph/ops.def) fails the pass with an error naming the op, the node and
- * the path of value names from the wrt value to it, and leaves g unusable. g's nodes must have
- * resolved ops (kn_graph_resolve_ops); the pass sorts them topologically, may switch on optional
+ * the path of value names from the wrt value to it, and leaves g unusable. The pass resolves ops
+ * and decodes params where that was not done (kn_graph_resolve_ops), sorts the nodes
+ * topologically, may switch on optional
  * outputs of forward nodes (LayerNormalization's Mean and InvStdDev) and removes nodes that reach
  * no graph output. */
 kn_status *kn_autograd(kn_graph *g, int loss, const int *wrt, int n_wrt, int *grads);
