@@ -27,7 +27,8 @@ kn_status *kn_params_decode_act(const kn_node *n, void *out) {
         p->alpha = kn_attr_float(n, "lambd", 0.5f);
         p->beta = kn_attr_float(n, "bias", 0.0f);
         break;
-    case KN_OP_Gelu: {
+    case KN_OP_Gelu:
+    case KN_OP_KnGeluGrad: {
         const char *ap = kn_attr_str(n, "approximate", "none");
         if (strcmp(ap, "tanh") == 0) p->gelu_tanh = true;
         else if (strcmp(ap, "none") != 0) return kn_error(KN_ERR_INVALID_MODEL, "Gelu: unknown approximate '%s'", ap);

@@ -8,9 +8,18 @@
 kn_status *kn_params_decode_none(const kn_node *n, void *p) { return NULL; }
 
 const kn_op_info kn_op_table[KN_OP_COUNT] = {
+#define KN_GRAD_FN_TODO(id) NULL
+#define KN_GRAD_FN_NONE(id) NULL
+#define KN_GRAD_FN_RULE(id) kn_grad_##id
 #define KN_OP(id, name, domain, inplace, params, grad) \
-    [KN_OP_## \
-        id] = {name, domain, inplace, #params, kn_params_decode_##params, sizeof(kn_params_##params), KN_GRAD_##grad},
+    [KN_OP_##id] = {name, \
+                    domain, \
+                    inplace, \
+                    #params, \
+                    kn_params_decode_##params, \
+                    sizeof(kn_params_##params), \
+                    KN_GRAD_##grad, \
+                    KN_GRAD_FN_##grad(id)},
 #include "graph/ops.def"
 #undef KN_OP
 };

@@ -18,9 +18,15 @@ typedef enum kn_op {
 
 /* Whether an op has a gradient (the grad column of ops.def). */
 typedef enum kn_grad_kind {
-    KN_GRAD_TODO = 0, /* differentiable; the rule arrives with autograd */
+    KN_GRAD_TODO = 0, /* differentiable; no rule yet (autograd stops at it with an error) */
     KN_GRAD_NONE = 1, /* not differentiable (integer/boolean/random outputs, constants) */
+    KN_GRAD_RULE = 2, /* differentiable, by kn_grad_<ID> (autograd/grad_*.c) */
 } kn_grad_kind;
+
+/* A gradient rule: appends the backward nodes of one forward node to the graph (autograd/grad.h
+ * describes the context). */
+struct kn_grad_ctx;
+typedef kn_status *(*kn_grad_fn)(struct kn_grad_ctx *c);
 
 /* Decodes a node's attributes into its params struct (zeroed, params_size bytes) once at load,
  * with the opset's defaults; an error names the node and the attribute. */
@@ -34,6 +40,7 @@ typedef struct kn_op_info {
     kn_params_fn params;     /* kn_params_decode_none decodes nothing (params stay NULL) */
     size_t params_size;
     kn_grad_kind grad;
+    kn_grad_fn grad_rule; /* kn_grad_<ID> for RULE rows, else NULL */
 } kn_op_info;
 extern const kn_op_info kn_op_table[KN_OP_COUNT];
 /* Resolve (op_type, domain) to a kn_op id; -1 if unknown. "ai.onnx" is treated as "". */
@@ -133,13 +140,19 @@ void kn_backends_forget(const void *host);
 const kn_backend *kn_cuda_backend(int device_index);
 #endif
 
-/* Declarations of every shape rule, CPU kernel and params decoder. Strong references: an op
- * whose row names a missing function fails to link, naming it. */
+/* Declarations of every shape rule, CPU kernel, params decoder and gradient rule. Strong
+ * references: an op whose row names a missing function fails to link, naming it. The grad
+ * column picks, by token pasting, a declaration (and in graph/ops.c a table entry) for RULE rows
+ * and nothing for TODO and NONE, so no weak symbol is needed. */
+#define KN_GRAD_DECL_TODO(id)
+#define KN_GRAD_DECL_NONE(id)
+#define KN_GRAD_DECL_RULE(id) kn_status *kn_grad_##id(struct kn_grad_ctx *c);
 #define KN_OP(id, name, domain, inplace, params, grad) \
     kn_status *kn_infer_##id(kn_infer_ctx *c); \
     kn_status *kn_cpu_##id(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in, \
                            kn_tensor *const *out, int n_out); \
-    kn_status *kn_params_decode_##params(const kn_node *n, void *p);
+    kn_status *kn_params_decode_##params(const kn_node *n, void *p); \
+    KN_GRAD_DECL_##grad(id)
 #include "graph/ops.def"
 #undef KN_OP
 kn_infer_fn kn_op_infer(int op);

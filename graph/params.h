@@ -33,6 +33,13 @@ typedef struct kn_params_reduce {
     int64_t axes[KN_PARAMS_MAX_AXES];
 } kn_params_reduce;
 
+/* kiln SoftmaxGrad, LogSoftmaxGrad (autograd's backward ops): the forward op's axis and 2-D
+ * coercion, given as attributes `axis` and `coerce_2d` (not by opset, as a kiln op has none). */
+typedef struct kn_params_softmax_grad {
+    int64_t axis;
+    bool coerce_2d;
+} kn_params_softmax_grad;
+
 /* ArgMax, ArgMin. */
 typedef struct kn_params_arg {
     int64_t axis;

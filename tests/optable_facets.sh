@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # A row of graph/ops.def whose facets are missing must fail the build, naming them: compiles the
 # two files that turn rows into tables (graph/ops.c, kernels/cpu/backend.c) with one extra row,
-# KnMissing, for which no shape rule, CPU kernel or params decoder exists, links them against
-# the kiln shared library, and expects the link to fail naming kn_infer_KnMissing,
-# kn_cpu_KnMissing and kn_params_decode_missing. The same build without the row must link.
+# KnMissing, for which no shape rule, CPU kernel, params decoder or gradient rule exists (its grad
+# column says RULE), links them against the kiln shared library, and expects the link to fail
+# naming kn_infer_KnMissing, kn_cpu_KnMissing, kn_params_decode_missing and kn_grad_KnMissing. The
+# same build without the row must link.
 #   optable_facets.sh CC SOURCE_DIR LIBKILN
 set -euo pipefail
 CC=$1 SRC=$2 LIB=$3
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cat > "$tmp/extra.def" <<'ROW'
-KN_OP(KnMissing, "KnMissing", "kiln", KN_INPLACE_NONE, missing, TODO)
+KN_OP(KnMissing, "KnMissing", "kiln", KN_INPLACE_NONE, missing, RULE)
 ROW
 cat > "$tmp/params_extra.h" <<'H'
 typedef struct kn_params_missing { int x; } kn_params_missing;
@@ -32,10 +33,10 @@ if ! build "" > "$tmp/plain.log" 2>&1; then
 fi
 echo "ok: the op table as it is links ($("$tmp/prog"))"
 if build "-DKN_OPS_EXTRA=\"$tmp/extra.def\" -include $tmp/params_extra.h" > "$tmp/extra.log" 2>&1; then
-  echo "FAIL: a row with no shape rule, kernel or decoder linked"; exit 1
+  echo "FAIL: a row with no shape rule, kernel, decoder or gradient rule linked"; exit 1
 fi
 fail=0
-for sym in kn_infer_KnMissing kn_cpu_KnMissing kn_params_decode_missing; do
+for sym in kn_infer_KnMissing kn_cpu_KnMissing kn_params_decode_missing kn_grad_KnMissing; do
   if grep -q "$sym" "$tmp/extra.log"; then echo "ok: the link fails naming $sym"
   else echo "FAIL: the link error does not name $sym"; fail=1; fi
 done

@@ -256,7 +256,8 @@ START_TEST(ops_table_is_complete) {
             fprintf(stderr, "params column: %s\n", o->name);
             missing++;
         }
-        if (o->grad != KN_GRAD_TODO && o->grad != KN_GRAD_NONE) {
+        bool grad_ok = o->grad == KN_GRAD_TODO || o->grad == KN_GRAD_NONE || o->grad == KN_GRAD_RULE;
+        if (!grad_ok || (o->grad == KN_GRAD_RULE) != (o->grad_rule != NULL)) {
             fprintf(stderr, "grad column: %s\n", o->name);
             missing++;
         }

@@ -1,0 +1,238 @@
+/* CPU reference kernels of the kiln backward ops that autograd emits (shape rules in
+ * graph/infer_grad.c): ReduceSumTo, SoftmaxGrad, LogSoftmaxGrad, LayerNormalizationGrad,
+ * GeluGrad, GatherGrad, SliceGrad. Plain loops in double for every float dtype (float32 and
+ * float64 are what the gradient checks cover); sums go through a double buffer so a float32
+ * gradient is rounded once, not at each accumulation. SIMD paths can come when training is
+ * measured. */
+#include "graph/op_helpers.h"
+#include "kernels/cpu/rows.h"
+#include <math.h>
+#include <string.h>
+
+static bool kg_float(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
+
+static double *kg_zeros(kn_exec_ctx *ctx, int64_t n) {
+    double *p = kn_scratch_alloc(ctx, sizeof(double) * (size_t)(n ? n : 1));
+    if (p) memset(p, 0, sizeof(double) * (size_t)(n ? n : 1));
+    return p;
+}
+
+static void kg_store(kn_tensor *t, const double *v) {
+    int64_t n = kn_numel(t);
+    for (int64_t i = 0; i < n; i++) kn_red_st(t->data, t->dtype, i, v[i]);
+}
+
+/* ReduceSumTo: each x element added to the output element it was broadcast from; the output
+ * offset follows x's odometer with stride 0 on broadcast axes. */
+kn_status *kn_cpu_KnReduceSumTo(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                kn_tensor *const *out, int n_out) {
+    const kn_tensor *x = in[0];
+    kn_tensor *y = out[0];
+    if (!kg_float(x->dtype)) return kn_err_dtype(node, x);
+    int r = x->ndim, lead = x->ndim - y->ndim;
+    int64_t ystr[KN_MAX_DIMS], idx[KN_MAX_DIMS] = {0}, s = 1;
+    for (int i = r - 1; i >= 0; i--) {
+        int64_t yd = i >= lead ? y->dims[i - lead] : 1;
+        ystr[i] = yd == 1 && x->dims[i] != 1 ? 0 : s;
+        if (i >= lead) s *= yd;
+    }
+    int64_t n = kn_numel(x), ny = kn_numel(y);
+    double *acc = kg_zeros(ctx, ny);
+    if (!acc) return KN_OOM(sizeof(double) * (size_t)ny);
+    int64_t off = 0;
+    for (int64_t i = 0; i < n; i++) {
+        acc[off] += kn_red_ld(x->data, x->dtype, i);
+        for (int d = r - 1; d >= 0; d--) { /* odometer over x, carrying y's offset along */
+            off += ystr[d];
+            if (++idx[d] < x->dims[d]) break;
+            off -= ystr[d] * idx[d];
+            idx[d] = 0;
+        }
+    }
+    kg_store(y, acc);
+    return NULL;
+}
+
+/* outer x n x inner around the softmax axis (coerce_2d: everything from the axis on is the row). */
+static kn_status *kg_softmax_layout(const kn_node *node, const kn_tensor *t, int64_t *outer, int64_t *n,
+                                    int64_t *inner) {
+    const kn_params_softmax_grad *p = KN_PARAMS(node, softmax_grad);
+    int axis;
+    KN_TRY(kn_norm_axis(p->axis, t->ndim > 0 ? t->ndim : 1, node, &axis));
+    *outer = *n = *inner = 1;
+    for (int i = 0; i < t->ndim; i++) {
+        if (i < axis) *outer *= t->dims[i];
+        else if (i == axis || p->coerce_2d) *n *= t->dims[i];
+        else *inner *= t->dims[i];
+    }
+    return NULL;
+}
+
+static kn_status *kg_softmax_grad(const kn_node *node, const kn_tensor *const *in, kn_tensor *const *out,
+                                  bool log_form) {
+    const kn_tensor *dy = in[0], *y = in[1];
+    kn_tensor *dx = out[0];
+    if (!kg_float(dy->dtype)) return kn_err_dtype(node, dy);
+    int64_t outer, n, inner;
+    KN_TRY(kg_softmax_layout(node, dy, &outer, &n, &inner));
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t k = 0; k < inner; k++) {
+            int64_t base = o * n * inner + k;
+            double s = 0;
+            for (int64_t j = 0; j < n; j++) {
+                double g = kn_red_ld(dy->data, dy->dtype, base + j * inner);
+                s += log_form ? g : g * kn_red_ld(y->data, y->dtype, base + j * inner);
+            }
+            for (int64_t j = 0; j < n; j++) {
+                int64_t i = base + j * inner;
+                double g = kn_red_ld(dy->data, dy->dtype, i), v = kn_red_ld(y->data, y->dtype, i);
+                kn_red_st(dx->data, dx->dtype, i, log_form ? g - exp(v) * s : v * (g - s));
+            }
+        }
+    return NULL;
+}
+
+kn_status *kn_cpu_KnSoftmaxGrad(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                kn_tensor *const *out, int n_out) {
+    return kg_softmax_grad(node, in, out, false);
+}
+
+kn_status *kn_cpu_KnLogSoftmaxGrad(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                   kn_tensor *const *out, int n_out) {
+    return kg_softmax_grad(node, in, out, true);
+}
+
+/* Per row of n with xhat = (x - mean) * inv and g = dy * scale:
+ * dx = inv * (g - mean(g) - xhat * mean(g * xhat)), dscale = sum over rows of dy * xhat,
+ * dbias = sum over rows of dy. */
+kn_status *kn_cpu_KnLayerNormalizationGrad(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                           kn_tensor *const *out, int n_out) {
+    const kn_tensor *dy = in[0], *x = in[1], *scale = in[2], *mean = in[3], *inv = in[4];
+    if (!kg_float(x->dtype)) return kn_err_dtype(node, x);
+    int axis;
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, layernorm)->axis, x->ndim, node, &axis));
+    int64_t rows = 1, n = 1;
+    for (int i = 0; i < x->ndim; i++) *(i < axis ? &rows : &n) *= x->dims[i];
+    char b1[KN_DESC_LEN], b2[KN_DESC_LEN], b3[KN_DESC_LEN];
+    KN_CHECK(kn_numel(scale) == n && kn_numel(mean) == rows && kn_numel(inv) == rows, KN_ERR_INVALID_ARGUMENT,
+             "LayerNormalizationGrad: scale %s or statistics %s do not match x %s (rows %lld of %lld)",
+             kn_tensor_desc(scale, b1, sizeof b1), kn_tensor_desc(mean, b2, sizeof b2),
+             kn_tensor_desc(x, b3, sizeof b3), (long long)rows, (long long)n);
+    double *ds = kg_zeros(ctx, n), *db = kg_zeros(ctx, n), *gx = kg_zeros(ctx, 2 * n);
+    if (!ds || !db || !gx) return KN_OOM(sizeof(double) * (size_t)n);
+    kn_tensor *dx = out[0], *dscale = n_out > 1 ? out[1] : NULL, *dbias = n_out > 2 ? out[2] : NULL;
+    for (int64_t r = 0; r < rows; r++) {
+        double mu = kn_red_ld(mean->data, mean->dtype, r), is = kn_red_ld(inv->data, inv->dtype, r);
+        double mg = 0, mgx = 0;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t k = r * n + i;
+            double d = kn_red_ld(dy->data, dy->dtype, k), xh = (kn_red_ld(x->data, x->dtype, k) - mu) * is;
+            double g = d * kn_red_ld(scale->data, scale->dtype, i);
+            gx[i] = g;
+            gx[n + i] = xh;
+            mg += g;
+            mgx += g * xh;
+            ds[i] += d * xh;
+            db[i] += d;
+        }
+        mg /= (double)n;
+        mgx /= (double)n;
+        if (dx)
+            for (int64_t i = 0; i < n; i++)
+                kn_red_st(dx->data, dx->dtype, r * n + i, is * (gx[i] - mg - gx[n + i] * mgx));
+    }
+    if (dscale) kg_store(dscale, ds);
+    if (dbias) kg_store(dbias, db);
+    return NULL;
+}
+
+/* gelu'(x): Phi(x) + x phi(x) exactly, or the derivative of the tanh form. */
+static double kg_gelu_grad(double x, bool tanh_form) {
+    if (!tanh_form) return 0.5 * (1.0 + erf(x * 0.70710678118654752)) + x * exp(-0.5 * x * x) * 0.39894228040143268;
+    const double k = 0.79788456080286536, a = 0.044715;
+    double t = tanh(k * (x + a * x * x * x));
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * a * x * x);
+}
+
+kn_status *kn_cpu_KnGeluGrad(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                             kn_tensor *const *out, int n_out) {
+    const kn_tensor *dy = in[0], *x = in[1];
+    if (!kg_float(x->dtype)) return kn_err_dtype(node, x);
+    bool tanh_form = KN_PARAMS(node, act)->gelu_tanh;
+    int64_t n = kn_numel(dy);
+    KN_CHECK(kn_numel(x) == n, KN_ERR_INVALID_ARGUMENT, "GeluGrad: dy and x differ in size");
+    for (int64_t i = 0; i < n; i++)
+        kn_red_st(out[0]->data, out[0]->dtype, i,
+                  kn_red_ld(dy->data, dy->dtype, i) * kg_gelu_grad(kn_red_ld(x->data, x->dtype, i), tanh_form));
+    return NULL;
+}
+
+/* out[o, idx[j], k] += dy[o, j, k] over data's axes split at `axis` (negative indices count
+ * from the end, as Gather's). */
+kn_status *kn_cpu_KnGatherGrad(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                               kn_tensor *const *out, int n_out) {
+    const kn_tensor *dy = in[0], *ind = in[1];
+    kn_tensor *y = out[0];
+    if (!kg_float(dy->dtype)) return kn_err_dtype(node, dy);
+    int axis;
+    KN_TRY(kn_norm_axis(KN_PARAMS(node, axis)->axis, y->ndim, node, &axis));
+    int64_t outer = 1, inner = 1, dim = y->dims[axis], ni = kn_numel(ind);
+    for (int i = 0; i < y->ndim; i++) {
+        if (i < axis) outer *= y->dims[i];
+        else if (i > axis) inner *= y->dims[i];
+    }
+    KN_CHECK(kn_numel(dy) == outer * ni * inner, KN_ERR_INVALID_ARGUMENT,
+             "GatherGrad: dy has %lld elements, expected %lld", (long long)kn_numel(dy),
+             (long long)(outer * ni * inner));
+    double *acc = kg_zeros(ctx, kn_numel(y));
+    if (!acc) return KN_OOM(sizeof(double) * (size_t)kn_numel(y));
+    for (int64_t j = 0; j < ni; j++) {
+        int64_t t = kn_get_i64(ind, j);
+        if (t < 0) t += dim;
+        KN_CHECK(t >= 0 && t < dim, KN_ERR_INVALID_ARGUMENT, "GatherGrad: index %lld out of range for axis of %lld",
+                 (long long)kn_get_i64(ind, j), (long long)dim);
+        for (int64_t o = 0; o < outer; o++)
+            for (int64_t k = 0; k < inner; k++)
+                acc[(o * dim + t) * inner + k] += kn_red_ld(dy->data, dy->dtype, (o * ni + j) * inner + k);
+    }
+    kg_store(y, acc);
+    return NULL;
+}
+
+/* Zeros of x's shape, then dy written where Slice read: x index = start + j * step per axis,
+ * with the starts and steps Slice's own shape rule computes. */
+kn_status *kn_cpu_KnSliceGrad(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                              kn_tensor *const *out, int n_out) {
+    const kn_tensor *dy = in[0];
+    kn_tensor *y = out[0];
+    if (!kg_float(dy->dtype)) return kn_err_dtype(node, dy);
+    /* Slice's parameter code reads its inputs from opset 10 on; this node is kiln's, opset 1 */
+    kn_node sl = *node;
+    sl.opset = 10;
+    kn_tensor xs = *y;
+    const kn_tensor *sin[5] = {&xs, in[2], in[3], n_in > 4 ? in[4] : NULL, n_in > 5 ? in[5] : NULL};
+    int64_t st[KN_MAX_DIMS], sp[KN_MAX_DIMS], od[KN_MAX_DIMS];
+    KN_TRY(kn_shapeops_slice_params(&sl, sin, 5, st, sp, od));
+    int r = y->ndim;
+    int64_t n = 1;
+    for (int i = 0; i < r; i++) n *= od[i];
+    KN_CHECK(n == kn_numel(dy), KN_ERR_INVALID_ARGUMENT, "SliceGrad: dy has %lld elements, the slice %lld",
+             (long long)kn_numel(dy), (long long)n);
+    int64_t str[KN_MAX_DIMS], idx[KN_MAX_DIMS] = {0}, s = 1, off = 0;
+    for (int i = r - 1; i >= 0; i--) {
+        str[i] = s;
+        s *= y->dims[i];
+        off += st[i] * str[i];
+    }
+    memset(y->data, 0, kn_nbytes(y));
+    for (int64_t i = 0; i < n; i++) {
+        kn_red_st(y->data, y->dtype, off, kn_red_ld(dy->data, dy->dtype, i));
+        for (int d = r - 1; d >= 0; d--) {
+            off += sp[d] * str[d];
+            if (++idx[d] < od[d]) break;
+            off -= sp[d] * str[d] * idx[d];
+            idx[d] = 0;
+        }
+    }
+    return NULL;
+}

@@ -1,0 +1,708 @@
+/* Gradient checks of the autograd pass (autograd/autograd.c) and every gradient rule: each case
+ * builds a tiny graph by hand (float64 inputs), takes loss = ReduceSum(y * R) over its outputs
+ * with fixed pseudo-random R, runs the pass, runs the graph in a kiln session and compares each
+ * gradient with central finite differences of the loss, as ggml's test-backend-ops does. The
+ * cases cover broadcasting, odd sizes, reductions with keepdims 0/1 and negative axes, MatMul's
+ * batch broadcasting and 1-D operands, Gather with repeated indices, a two-layer MLP and an
+ * embedding + LayerNorm + attention-like block; then the error for an op without a rule. */
+#include "tests/unit/harness.h"
+#include "autograd/autograd.h"
+#include "graph/model.h"
+#include "graph/passes.h"
+#include "runtime/kiln.h"
+#include <stdio.h>
+
+/* ---- graph building ---- */
+
+static kn_graph *tg_new(void) {
+    kn_graph *g = kn_graph_new("autograd_test");
+    ck_assert_ptr_nonnull(g);
+    g->opsets[0] = 17;
+    g->opset_domains[0] = strdup("");
+    g->opsets[1] = 1;
+    g->opset_domains[1] = strdup("com.microsoft");
+    g->n_opsets = 2;
+    return g;
+}
+
+static int tg_value(kn_graph *g, const char *name) {
+    int v = kn_graph_find_value(g, name);
+    if (v < 0) v = kn_graph_add_value(g, name);
+    ck_assert_int_ge(v, 0);
+    return v;
+}
+
+static void tg_input(kn_graph *g, const char *name, kn_dtype dt, const int64_t *dims, int nd) {
+    int v = tg_value(g, name);
+    g->values[v].is_input = true;
+    g->values[v].type.dtype = dt;
+    kn_tensor_set_shape(&g->values[v].type, nd, dims);
+    g->inputs = realloc(g->inputs, sizeof(int) * (size_t)(g->n_inputs + 1));
+    g->inputs[g->n_inputs++] = v;
+}
+
+static void tg_output(kn_graph *g, const char *name) {
+    int v = tg_value(g, name);
+    g->values[v].is_output = true;
+    g->outputs = realloc(g->outputs, sizeof(int) * (size_t)(g->n_outputs + 1));
+    g->outputs[g->n_outputs++] = v;
+}
+
+static void tg_const(kn_graph *g, const char *name, kn_tensor *t) {
+    int v = tg_value(g, name);
+    g->values[v].constant = t;
+    g->values[v].type.dtype = t->dtype;
+    kn_tensor_set_shape(&g->values[v].type, t->ndim, t->dims);
+}
+
+static void tg_ints(kn_graph *g, const char *name, int n, const int64_t *vals) {
+    int64_t d[1] = {n};
+    tg_const(g, name, mk_raw(KN_I64, 1, d, vals));
+}
+
+static void tg_f64(kn_graph *g, const char *name, int nd, const int64_t *dims, const double *vals) {
+    tg_const(g, name, mk(KN_F64, nd, dims, vals));
+}
+
+/* A node with inputs / outputs as space-separated value names ("-": omitted), attributes copied;
+ * opset 0 takes the graph's. */
+static void tg_node_v(kn_graph *g, const char *op, const char *domain, int opset, const char *ins, const char *outs,
+                      const kn_attr *attrs, int n_attrs) {
+    int iv[16], ov[16], ni = 0, no = 0;
+    char buf[256], *save = NULL;
+    snprintf(buf, sizeof buf, "%s", ins);
+    for (char *t = strtok_r(buf, " ", &save); t; t = strtok_r(NULL, " ", &save))
+        iv[ni++] = strcmp(t, "-") ? tg_value(g, t) : -1;
+    snprintf(buf, sizeof buf, "%s", outs);
+    for (char *t = strtok_r(buf, " ", &save); t; t = strtok_r(NULL, " ", &save)) ov[no++] = tg_value(g, t);
+    kn_attr *a = n_attrs ? calloc((size_t)n_attrs, sizeof *a) : NULL;
+    for (int i = 0; i < n_attrs; i++) ck_assert_ptr_null(kn_attr_copy(&a[i], &attrs[i]));
+    char name[64];
+    snprintf(name, sizeof name, "n%d_%s", g->n_nodes, op);
+    int id = kn_graph_add_node(g, name, op, domain, iv, ni, ov, no, a, n_attrs);
+    ck_assert_int_ge(id, 0);
+    g->nodes[id].opset = opset;
+}
+
+#define NODE(g, op, ins, outs) tg_node_v(g, op, "", 0, ins, outs, NULL, 0)
+#define NODE_A(g, op, ins, outs, ...) \
+    tg_node_v(g, op, "", 0, ins, outs, (kn_attr[]){__VA_ARGS__}, sizeof((kn_attr[]){__VA_ARGS__}) / sizeof(kn_attr))
+#define D(...) (int64_t[]){__VA_ARGS__}, sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)
+#define IN(g, name, ...) tg_input(g, name, KN_F64, D(__VA_ARGS__))
+
+/* ---- running ---- */
+
+static uint32_t lcg(uint32_t *s) {
+    *s = *s * 1103515245u + 12345u;
+    return (*s >> 8) & 0xffffff;
+}
+static double urand(uint32_t *s, double lo, double hi) { return lo + (hi - lo) * (double)lcg(s) / 16777216.0; }
+
+static kn_session *open_session(kn_graph *g, kn_model **m) {
+    *m = calloc(1, sizeof **m);
+    (*m)->graph = g;
+    kn_session *s = NULL;
+    kn_status *st = kn_session_create(*m, NULL, &s);
+    ck_assert_msg(st == NULL, "session: %s", st ? kn_status_message(st) : "");
+    return s;
+}
+
+typedef void (*build_fn)(kn_graph *g);
+typedef struct gcase {
+    const char *name;
+    build_fn build;
+    double lo, hi; /* input range (0, 0: [-1, 1]) */
+    double h, tol; /* finite-difference step and tolerance (0: 1e-6 and 1e-6) */
+} gcase;
+
+/* The loss of the session's graph (its output 0) at the given inputs. */
+static double run_loss(kn_session *s, const kn_tensor *inputs, int n_out) {
+    kn_tensor outs[64];
+    ck_assert_int_le(n_out, 64);
+    kn_status *st = kn_session_run_values(s, inputs, outs);
+    ck_assert_msg(st == NULL, "run: %s", st ? kn_status_message(st) : "");
+    double l = kn_get_f64(&outs[0], 0);
+    for (int k = 0; k < n_out; k++) kn_tensor_release(&outs[k]);
+    return l;
+}
+
+/* Runs one case; returns whether every gradient matched, printing the worst element if not. */
+static bool check_case(const gcase *k) {
+    double lo = k->lo == k->hi ? -1 : k->lo, hi = k->lo == k->hi ? 1 : k->hi;
+    double h = k->h ? k->h : 1e-6, tol = k->tol ? k->tol : 1e-6;
+    /* 1. the forward alone, for the outputs' shapes */
+    kn_graph *g = tg_new();
+    k->build(g);
+    ck_assert_ptr_null(kn_graph_resolve_ops(g));
+    int n_in = g->n_inputs, n_y = g->n_outputs;
+    kn_tensor *inputs = calloc((size_t)n_in, sizeof *inputs);
+    uint32_t seed = 12345;
+    for (int i = 0; i < n_in; i++) {
+        const kn_value *v = &g->values[g->inputs[i]];
+        kn_tensor *t = mk(v->type.dtype, v->type.ndim, v->type.dims, NULL);
+        for (int64_t e = 0; e < kn_numel(t); e++) kn_set_f64(t, e, urand(&seed, lo, hi));
+        inputs[i] = *t;
+        free(t);
+    }
+    kn_model *m;
+    kn_session *s = open_session(g, &m);
+    kn_tensor ys[16];
+    ck_assert_int_le(n_y, 16);
+    kn_status *st = kn_session_run_values(s, inputs, ys);
+    ck_assert_msg(st == NULL, "%s: forward: %s", k->name, st ? kn_status_message(st) : "");
+    kn_session_free(s);
+    kn_model_free(m);
+
+    /* 2. the same graph with the loss and the backward */
+    g = tg_new();
+    k->build(g);
+    int n_old_out = g->n_outputs;
+    g->n_outputs = 0; /* the loss and the gradients are the outputs */
+    char terms[512] = "";
+    for (int o = 0; o < n_y; o++) {
+        char r[32], p[32], t[32];
+        snprintf(r, sizeof r, "R%d", o);
+        snprintf(p, sizeof p, "P%d", o);
+        snprintf(t, sizeof t, "T%d", o);
+        kn_tensor *R = mk(ys[o].dtype, ys[o].ndim, ys[o].dims, NULL);
+        for (int64_t e = 0; e < kn_numel(R); e++) kn_set_f64(R, e, urand(&seed, -1, 1));
+        tg_const(g, r, R);
+        char ins[128];
+        snprintf(ins, sizeof ins, "%s %s", g->values[g->outputs[o]].name, r);
+        NODE(g, "Mul", ins, p);
+        NODE_A(g, "ReduceSum", p, t, attr_i("keepdims", 0));
+        size_t len = strlen(terms);
+        snprintf(terms + len, sizeof terms - len, "%s%s", o ? " " : "", t);
+        kn_tensor_release(&ys[o]);
+    }
+    (void)n_old_out;
+    if (n_y == 1) NODE(g, "Identity", terms, "loss");
+    else NODE(g, "Sum", terms, "loss");
+    for (int v = 0; v < g->n_values; v++) g->values[v].is_output = false;
+    tg_output(g, "loss");
+    ck_assert_ptr_null(kn_graph_resolve_ops(g));
+    int wrt[16], grads[16];
+    for (int i = 0; i < n_in; i++) wrt[i] = g->inputs[i];
+    st = kn_autograd(g, kn_graph_find_value(g, "loss"), wrt, n_in, grads);
+    ck_assert_msg(st == NULL, "%s: autograd: %s", k->name, st ? kn_status_message(st) : "");
+    int n_out = g->n_outputs;
+    s = open_session(g, &m);
+    kn_tensor outs[64];
+    st = kn_session_run_values(s, inputs, outs);
+    ck_assert_msg(st == NULL, "%s: run: %s", k->name, st ? kn_status_message(st) : "");
+
+    /* 3. every element of every gradient against (L(x + h) - L(x - h)) / 2h */
+    bool ok = true;
+    for (int i = 0; i < n_in; i++) {
+        const kn_tensor *gt = &outs[1 + i];
+        ck_assert_int_eq(kn_numel(gt), kn_numel(&inputs[i]));
+        double worst = 0, got_w = 0, want_w = 0;
+        int64_t at = -1;
+        for (int64_t e = 0; e < kn_numel(&inputs[i]); e++) {
+            double x0 = kn_get_f64(&inputs[i], e);
+            kn_set_f64(&inputs[i], e, x0 + h);
+            double lp = run_loss(s, inputs, n_out);
+            kn_set_f64(&inputs[i], e, x0 - h);
+            double lm = run_loss(s, inputs, n_out);
+            kn_set_f64(&inputs[i], e, x0);
+            double want = (lp - lm) / (2 * h), got = kn_get_f64(gt, e);
+            double err = fabs(got - want) / (tol + tol * fabs(want));
+            if (!(err <= worst)) { /* NaN counts as the worst */
+                worst = isnan(err) ? INFINITY : err;
+                at = e;
+                got_w = got;
+                want_w = want;
+            }
+        }
+        if (worst > 1) {
+            fprintf(stderr, "autograd %s: grad of '%s'[%lld] = %.10g, finite differences %.10g\n", k->name,
+                    g->values[g->inputs[i]].name, (long long)at, got_w, want_w);
+            ok = false;
+        }
+    }
+    (void)grads;
+    for (int o = 0; o < n_out; o++) kn_tensor_release(&outs[o]);
+    for (int i = 0; i < n_in; i++) kn_tensor_release(&inputs[i]);
+    free(inputs);
+    kn_session_free(s);
+    kn_model_free(m);
+    return ok;
+}
+
+/* ---- the cases ---- */
+
+static void b_add(kn_graph *g) {
+    IN(g, "a", 2, 3, 4);
+    IN(g, "b", 4);
+    NODE(g, "Add", "a b", "y");
+    tg_output(g, "y");
+}
+static void b_mul(kn_graph *g) {
+    IN(g, "a", 2, 1, 4);
+    IN(g, "b", 3, 1);
+    NODE(g, "Mul", "a b", "y");
+    tg_output(g, "y");
+}
+static void b_sub(kn_graph *g) {
+    IN(g, "a", 1, 7);
+    IN(g, "b", 13, 1);
+    NODE(g, "Sub", "a b", "y");
+    tg_output(g, "y");
+}
+static void b_div(kn_graph *g) {
+    IN(g, "a", 2, 3);
+    IN(g, "b", 3);
+    NODE(g, "Div", "a b", "y");
+    tg_output(g, "y");
+}
+static void b_pow(kn_graph *g) {
+    IN(g, "a", 2, 3);
+    IN(g, "b", 2, 3);
+    NODE(g, "Pow", "a b", "y");
+    tg_output(g, "y");
+}
+static void b_pow_const(kn_graph *g) {
+    IN(g, "a", 5);
+    double e = 3;
+    tg_f64(g, "e", 0, NULL, &e);
+    NODE(g, "Pow", "a e", "y");
+    tg_output(g, "y");
+}
+static void b_same_twice(kn_graph *g) /* y = x * x + x: contributions accumulate */
+{
+    IN(g, "x", 7);
+    NODE(g, "Mul", "x x", "xx");
+    NODE(g, "Add", "xx x", "y");
+    tg_output(g, "y");
+}
+#define UNARY_CASE(fn, op) \
+    static void fn(kn_graph *g) { \
+        IN(g, "x", 2, 7); \
+        NODE(g, op, "x", "y"); \
+        tg_output(g, "y"); \
+    }
+UNARY_CASE(b_neg, "Neg")
+UNARY_CASE(b_sqrt, "Sqrt")
+UNARY_CASE(b_exp, "Exp")
+UNARY_CASE(b_log, "Log")
+UNARY_CASE(b_tanh, "Tanh")
+UNARY_CASE(b_sigmoid, "Sigmoid")
+UNARY_CASE(b_relu, "Relu")
+UNARY_CASE(b_erf, "Erf")
+UNARY_CASE(b_identity, "Identity")
+UNARY_CASE(b_dropout, "Dropout")
+static void b_gelu(kn_graph *g) {
+    IN(g, "x", 13);
+    tg_node_v(g, "Gelu", "", 20, "x", "y", NULL, 0);
+    tg_output(g, "y");
+}
+static void b_gelu_tanh(kn_graph *g) {
+    IN(g, "x", 13);
+    tg_node_v(g, "Gelu", "", 20, "x", "y", (kn_attr[]){attr_s("approximate", "tanh")}, 1);
+    tg_output(g, "y");
+}
+static void b_ms_gelu(kn_graph *g) {
+    IN(g, "x", 3, 5);
+    tg_node_v(g, "Gelu", "com.microsoft", 1, "x", "y", NULL, 0);
+    tg_output(g, "y");
+}
+static void b_bias_gelu(kn_graph *g) {
+    IN(g, "a", 3, 5);
+    IN(g, "b", 5);
+    tg_node_v(g, "BiasGelu", "com.microsoft", 1, "a b", "y", NULL, 0);
+    tg_output(g, "y");
+}
+static void b_fast_gelu(kn_graph *g) {
+    IN(g, "a", 3, 5);
+    IN(g, "b", 5);
+    tg_node_v(g, "FastGelu", "com.microsoft", 1, "a b", "y", NULL, 0);
+    tg_output(g, "y");
+}
+static void b_where(kn_graph *g) {
+    IN(g, "a", 2, 3);
+    IN(g, "b", 3);
+    int64_t d[2] = {2, 3};
+    tg_const(g, "c", mk(KN_BOOL, 2, d, (double[]){1, 0, 0, 1, 1, 0}));
+    NODE(g, "Where", "c a b", "y");
+    tg_output(g, "y");
+}
+static void b_cast(kn_graph *g) {
+    IN(g, "x", 2, 3);
+    NODE_A(g, "Cast", "x", "f", attr_i("to", KN_F32));
+    NODE_A(g, "Cast", "f", "y", attr_i("to", KN_F64));
+    tg_output(g, "y");
+}
+static void b_matmul(kn_graph *g) {
+    IN(g, "a", 2, 3, 4);
+    IN(g, "b", 4, 5);
+    NODE(g, "MatMul", "a b", "y");
+    tg_output(g, "y");
+}
+static void b_matmul_bcast(kn_graph *g) {
+    IN(g, "a", 2, 1, 3, 4);
+    IN(g, "b", 3, 4, 2);
+    NODE(g, "MatMul", "a b", "y");
+    tg_output(g, "y");
+}
+static void b_matmul_vec_left(kn_graph *g) {
+    IN(g, "a", 4);
+    IN(g, "b", 2, 4, 3);
+    NODE(g, "MatMul", "a b", "y");
+    tg_output(g, "y");
+}
+static void b_matmul_vec_right(kn_graph *g) {
+    IN(g, "a", 2, 3, 4);
+    IN(g, "b", 4);
+    NODE(g, "MatMul", "a b", "y");
+    tg_output(g, "y");
+}
+static void b_matmul_dot(kn_graph *g) {
+    IN(g, "a", 7);
+    IN(g, "b", 7);
+    NODE(g, "MatMul", "a b", "y");
+    tg_output(g, "y");
+}
+static void b_gemm(kn_graph *g) {
+    IN(g, "a", 3, 4);
+    IN(g, "b", 4, 5);
+    IN(g, "c", 5);
+    NODE_A(g, "Gemm", "a b c", "y", attr_f("alpha", 0.5f), attr_f("beta", 2.0f));
+    tg_output(g, "y");
+}
+static void b_gemm_t(kn_graph *g) {
+    IN(g, "a", 4, 3);
+    IN(g, "b", 5, 4);
+    IN(g, "c", 3, 1);
+    NODE_A(g, "Gemm", "a b c", "y", attr_i("transA", 1), attr_i("transB", 1));
+    tg_output(g, "y");
+}
+static void b_rsum_k0(kn_graph *g) {
+    IN(g, "x", 2, 3, 4);
+    tg_ints(g, "ax", 1, (int64_t[]){1});
+    NODE_A(g, "ReduceSum", "x ax", "y", attr_i("keepdims", 0));
+    tg_output(g, "y");
+}
+static void b_rsum_k1(kn_graph *g) {
+    IN(g, "x", 2, 3, 4);
+    tg_ints(g, "ax", 1, (int64_t[]){-1});
+    NODE(g, "ReduceSum", "x ax", "y");
+    tg_output(g, "y");
+}
+static void b_rsum_all(kn_graph *g) {
+    IN(g, "x", 3, 1, 5);
+    NODE_A(g, "ReduceSum", "x", "y", attr_i("keepdims", 0));
+    tg_output(g, "y");
+}
+static void b_rmean_k0(kn_graph *g) {
+    IN(g, "x", 2, 3, 4);
+    int64_t ax[2] = {0, -1};
+    NODE_A(g, "ReduceMean", "x", "y", attr_ints("axes", ax, 2), attr_i("keepdims", 0));
+    tg_output(g, "y");
+}
+static void b_rmean_k1(kn_graph *g) {
+    IN(g, "x", 13, 2);
+    int64_t ax[1] = {-2};
+    NODE_A(g, "ReduceMean", "x", "y", attr_ints("axes", ax, 1));
+    tg_output(g, "y");
+}
+static void b_softmax(kn_graph *g) {
+    IN(g, "x", 2, 3, 5);
+    NODE(g, "Softmax", "x", "y");
+    tg_output(g, "y");
+}
+static void b_softmax_ax1(kn_graph *g) {
+    IN(g, "x", 2, 3, 5);
+    NODE_A(g, "Softmax", "x", "y", attr_i("axis", 1));
+    tg_output(g, "y");
+}
+static void b_softmax_op11(kn_graph *g) /* before opset 13: rows of everything from axis 1 on */
+{
+    IN(g, "x", 2, 3, 4);
+    tg_node_v(g, "Softmax", "", 11, "x", "y", NULL, 0);
+    tg_output(g, "y");
+}
+static void b_logsoftmax(kn_graph *g) {
+    IN(g, "x", 3, 7);
+    NODE(g, "LogSoftmax", "x", "y");
+    tg_output(g, "y");
+}
+static void b_layernorm(kn_graph *g) {
+    IN(g, "x", 2, 3, 8);
+    IN(g, "s", 8);
+    IN(g, "b", 8);
+    NODE_A(g, "LayerNormalization", "x s b", "y", attr_i("stash_type", KN_F64));
+    tg_output(g, "y");
+}
+static void b_layernorm_ax1(kn_graph *g) {
+    IN(g, "x", 2, 3, 4);
+    IN(g, "s", 3, 4);
+    NODE_A(g, "LayerNormalization", "x s", "y", attr_i("axis", 1), attr_i("stash_type", KN_F64));
+    tg_output(g, "y");
+}
+static void b_reshape(kn_graph *g) {
+    IN(g, "x", 2, 3, 4);
+    tg_ints(g, "sh", 2, (int64_t[]){-1, 4});
+    NODE(g, "Reshape", "x sh", "r");
+    NODE(g, "Tanh", "r", "y"); /* a shape-dependent consumer so a wrong layout would show */
+    tg_output(g, "y");
+}
+static void b_flatten(kn_graph *g) {
+    IN(g, "x", 2, 3, 4);
+    NODE_A(g, "Flatten", "x", "y", attr_i("axis", 2));
+    tg_output(g, "y");
+}
+static void b_squeeze(kn_graph *g) {
+    IN(g, "x", 2, 1, 3);
+    tg_ints(g, "ax", 1, (int64_t[]){1});
+    NODE(g, "Squeeze", "x ax", "y");
+    tg_output(g, "y");
+}
+static void b_unsqueeze(kn_graph *g) {
+    IN(g, "x", 3);
+    tg_ints(g, "ax", 2, (int64_t[]){0, 2});
+    NODE(g, "Unsqueeze", "x ax", "y");
+    tg_output(g, "y");
+}
+static void b_transpose(kn_graph *g) {
+    IN(g, "x", 2, 3, 4);
+    int64_t p[3] = {2, 0, 1};
+    NODE_A(g, "Transpose", "x", "y", attr_ints("perm", p, 3));
+    tg_output(g, "y");
+}
+static void b_transpose_default(kn_graph *g) {
+    IN(g, "x", 2, 3, 4);
+    NODE(g, "Transpose", "x", "y");
+    tg_output(g, "y");
+}
+static void b_concat(kn_graph *g) {
+    IN(g, "a", 2, 3);
+    IN(g, "b", 2, 5);
+    IN(g, "c", 2, 1);
+    NODE_A(g, "Concat", "a b c", "y", attr_i("axis", -1));
+    tg_output(g, "y");
+}
+static void b_split(kn_graph *g) {
+    IN(g, "x", 2, 7);
+    tg_ints(g, "sp", 2, (int64_t[]){3, 4});
+    NODE_A(g, "Split", "x sp", "y1 y2", attr_i("axis", 1));
+    tg_output(g, "y1");
+    tg_output(g, "y2");
+}
+static void b_split_unused(kn_graph *g) /* the second piece reaches no loss: zeros for it */
+{
+    IN(g, "x", 6, 2);
+    NODE_A(g, "Split", "x", "y1 y2", attr_i("axis", 0));
+    tg_output(g, "y1");
+}
+static void b_slice(kn_graph *g) {
+    IN(g, "x", 5, 7);
+    tg_ints(g, "st", 2, (int64_t[]){1, -5});
+    tg_ints(g, "en", 2, (int64_t[]){4, 7});
+    tg_ints(g, "ax", 2, (int64_t[]){0, 1});
+    tg_ints(g, "sp", 2, (int64_t[]){1, 2});
+    NODE(g, "Slice", "x st en ax sp", "y");
+    tg_output(g, "y");
+}
+static void b_slice_neg(kn_graph *g) {
+    IN(g, "x", 7);
+    tg_ints(g, "st", 1, (int64_t[]){-1});
+    tg_ints(g, "en", 1, (int64_t[]){0});
+    tg_ints(g, "ax", 1, (int64_t[]){0});
+    tg_ints(g, "sp", 1, (int64_t[]){-3});
+    NODE(g, "Slice", "x st en ax sp", "y");
+    tg_output(g, "y");
+}
+static void b_expand(kn_graph *g) {
+    IN(g, "x", 3, 1);
+    tg_ints(g, "sh", 3, (int64_t[]){2, 3, 4});
+    NODE(g, "Expand", "x sh", "y");
+    tg_output(g, "y");
+}
+static void b_gather(kn_graph *g) {
+    IN(g, "x", 5, 3);
+    int64_t d[2] = {3, 2};
+    tg_const(g, "i", mk(KN_I64, 2, d, (double[]){0, 2, 2, 4, 0, 0}));
+    NODE(g, "Gather", "x i", "y");
+    tg_output(g, "y");
+}
+static void b_gather_ax1(kn_graph *g) {
+    IN(g, "x", 2, 5, 3);
+    tg_ints(g, "i", 3, (int64_t[]){2, -1, 2});
+    NODE_A(g, "Gather", "x i", "y", attr_i("axis", 1));
+    tg_output(g, "y");
+}
+/* Two layers: log_softmax(tanh(x W1 + b1) W2 + b2), the input differentiated too. */
+static void b_mlp(kn_graph *g) {
+    IN(g, "x", 4, 3);
+    IN(g, "w1", 3, 5);
+    IN(g, "b1", 5);
+    IN(g, "w2", 5, 2);
+    IN(g, "b2", 2);
+    NODE(g, "MatMul", "x w1", "h0");
+    NODE(g, "Add", "h0 b1", "h1");
+    NODE(g, "Tanh", "h1", "h");
+    NODE_A(g, "Gemm", "h w2 b2", "z");
+    NODE(g, "LogSoftmax", "z", "y");
+    tg_output(g, "y");
+}
+/* Embedding, LayerNorm, a single-head self-attention with a scaled softmax, and a GELU MLP: the
+ * ops of a transformer block, all at once. */
+static void b_block(kn_graph *g) {
+    IN(g, "emb", 6, 4);
+    IN(g, "ln_s", 4);
+    IN(g, "ln_b", 4);
+    IN(g, "wq", 4, 4);
+    IN(g, "wk", 4, 4);
+    IN(g, "w1", 4, 8);
+    int64_t d[2] = {1, 5};
+    tg_const(g, "tok", mk(KN_I64, 2, d, (double[]){1, 3, 3, 0, 5}));
+    NODE(g, "Gather", "emb tok", "e");
+    NODE_A(g, "LayerNormalization", "e ln_s ln_b", "h", attr_i("stash_type", KN_F64));
+    NODE(g, "MatMul", "h wq", "q");
+    NODE(g, "MatMul", "h wk", "k");
+    int64_t p[3] = {0, 2, 1};
+    NODE_A(g, "Transpose", "k", "kt", attr_ints("perm", p, 3));
+    NODE(g, "MatMul", "q kt", "sc");
+    double half = 0.5;
+    tg_f64(g, "half", 0, NULL, &half);
+    NODE(g, "Mul", "sc half", "sc2");
+    NODE(g, "Softmax", "sc2", "att");
+    NODE(g, "MatMul", "att h", "o");
+    NODE(g, "Add", "o h", "r");
+    NODE(g, "MatMul", "r w1", "u");
+    tg_node_v(g, "Gelu", "com.microsoft", 1, "u", "y", NULL, 0);
+    tg_output(g, "y");
+}
+
+static const gcase cases[] = {
+    {"add [2,3,4]+[4]", b_add},
+    {"mul [2,1,4]*[3,1]", b_mul},
+    {"sub [1,7]-[13,1]", b_sub},
+    {"div [2,3]/[3]", b_div, 0.5, 1.5},
+    {"pow", b_pow, 0.5, 1.5},
+    {"pow by a constant", b_pow_const},
+    {"x*x+x accumulates", b_same_twice},
+    {"neg", b_neg},
+    {"sqrt", b_sqrt, 0.5, 1.5},
+    {"exp", b_exp},
+    {"log", b_log, 0.5, 1.5},
+    {"tanh", b_tanh},
+    {"sigmoid", b_sigmoid},
+    {"relu", b_relu},
+    {"erf", b_erf},
+    {"identity", b_identity},
+    {"dropout (inference)", b_dropout},
+    {"gelu", b_gelu},
+    {"gelu tanh", b_gelu_tanh},
+    {"com.microsoft gelu", b_ms_gelu},
+    {"com.microsoft bias gelu", b_bias_gelu},
+    {"com.microsoft fast gelu", b_fast_gelu},
+    {"where [2,3],[3]", b_where},
+    {"cast f64->f32->f64", b_cast, 0, 0, 1e-3, 1e-4},
+    {"matmul [2,3,4]@[4,5]", b_matmul},
+    {"matmul [2,1,3,4]@[3,4,2]", b_matmul_bcast},
+    {"matmul [4]@[2,4,3]", b_matmul_vec_left},
+    {"matmul [2,3,4]@[4]", b_matmul_vec_right},
+    {"matmul [7]@[7]", b_matmul_dot},
+    {"gemm alpha beta, c [5]", b_gemm},
+    {"gemm transA transB, c [3,1]", b_gemm_t},
+    {"reducesum axes [1] keepdims 0", b_rsum_k0},
+    {"reducesum axes [-1] keepdims 1", b_rsum_k1},
+    {"reducesum all", b_rsum_all},
+    {"reducemean axes [0,-1] keepdims 0", b_rmean_k0},
+    {"reducemean axes [-2] keepdims 1", b_rmean_k1},
+    {"softmax -1", b_softmax},
+    {"softmax axis 1", b_softmax_ax1},
+    {"softmax opset 11 (2-D coercion)", b_softmax_op11},
+    {"logsoftmax", b_logsoftmax},
+    {"layernorm [2,3,8] axis -1", b_layernorm},
+    {"layernorm [2,3,4] axis 1, no bias", b_layernorm_ax1},
+    {"reshape", b_reshape},
+    {"flatten axis 2", b_flatten},
+    {"squeeze", b_squeeze},
+    {"unsqueeze [0,2]", b_unsqueeze},
+    {"transpose [2,0,1]", b_transpose},
+    {"transpose reversed", b_transpose_default},
+    {"concat axis -1", b_concat},
+    {"split [3,4]", b_split},
+    {"split, one piece unused", b_split_unused},
+    {"slice steps 2, negative start", b_slice},
+    {"slice step -3", b_slice_neg},
+    {"expand [3,1] -> [2,3,4]", b_expand},
+    {"gather repeated indices", b_gather},
+    {"gather axis 1, negative index", b_gather_ax1},
+    {"two-layer MLP", b_mlp},
+    {"transformer block", b_block},
+};
+enum { N_CASES = sizeof cases / sizeof cases[0] };
+
+START_TEST(grad_case) {
+    ck_assert_msg(check_case(&cases[_i]), "case '%s': gradient differs from finite differences", cases[_i].name);
+}
+END_TEST
+
+/* An op without a rule on the path: the error names the op, the node and the path. */
+START_TEST(no_rule_names_path) {
+    kn_graph *g = tg_new();
+    IN(g, "x", 3);
+    NODE(g, "Tanh", "x", "t");
+    NODE(g, "Abs", "t", "u");
+    NODE(g, "Exp", "u", "y");
+    NODE_A(g, "ReduceSum", "y", "loss", attr_i("keepdims", 0));
+    tg_output(g, "loss");
+    ck_assert_ptr_null(kn_graph_resolve_ops(g));
+    int x = kn_graph_find_value(g, "x");
+    kn_status *st = kn_autograd(g, kn_graph_find_value(g, "loss"), &x, 1, NULL);
+    ck_assert_ptr_nonnull(st);
+    const char *msg = kn_status_message(st);
+    ck_assert_msg(strstr(msg, "Abs") && strstr(msg, "'x' -> 't'") && strstr(msg, "n1_Abs"), "message: %s", msg);
+    ck_assert_int_eq(kn_status_get_code(st), KN_ERR_UNSUPPORTED);
+    kn_status_free(st);
+    kn_graph_free(g);
+}
+END_TEST
+
+/* Shape inputs never ask for a rule: Shape (not differentiable) feeding Reshape's shape is not on
+ * a gradient path, and an initializer can be differentiated (the gradient of sum(x * w) is x). */
+START_TEST(shape_paths_and_initializers) {
+    kn_graph *g = tg_new();
+    IN(g, "x", 2, 3);
+    double wv[6] = {1, 2, 3, 4, 5, 6};
+    tg_f64(g, "w", 2, (int64_t[]){2, 3}, wv);
+    NODE(g, "Shape", "x", "shx");
+    NODE(g, "Mul", "x w", "p");
+    NODE(g, "Reshape", "p shx", "q");
+    NODE_A(g, "ReduceSum", "q", "loss", attr_i("keepdims", 0));
+    tg_output(g, "loss");
+    ck_assert_ptr_null(kn_graph_resolve_ops(g));
+    int wrt[2] = {kn_graph_find_value(g, "x"), kn_graph_find_value(g, "w")}, grads[2];
+    kn_status *st = kn_autograd(g, kn_graph_find_value(g, "loss"), wrt, 2, grads);
+    ck_assert_msg(st == NULL, "autograd: %s", st ? kn_status_message(st) : "");
+    ck_assert_str_eq(g->values[grads[0]].name, "grad:x");
+    ck_assert_str_eq(g->values[grads[1]].name, "grad:w");
+    kn_model *m;
+    kn_session *s = open_session(g, &m);
+    double xv[6] = {-1, 0.5, 2, 3, -4, 0.25};
+    kn_tensor *xt = mk(KN_F64, 2, (int64_t[]){2, 3}, xv);
+    kn_tensor outs[3];
+    st = kn_session_run_values(s, xt, outs);
+    ck_assert_msg(st == NULL, "run: %s", st ? kn_status_message(st) : "");
+    expect_close(&outs[1], wv, 6, 0, 0, "grad:x");
+    expect_close(&outs[2], xv, 6, 0, 0, "grad:w");
+    for (int k = 0; k < 3; k++) kn_tensor_release(&outs[k]);
+    kn_tensor_free(xt);
+    kn_session_free(s);
+    kn_model_free(m);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("autograd");
+    TCase *tc = tcase_create("autograd");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, grad_case, 0, N_CASES);
+    tcase_add_test(tc, no_rule_names_path);
+    tcase_add_test(tc, shape_paths_and_initializers);
+    suite_add_tcase(s, tc);
+    return kn_test_run_suite(s);
+}
