@@ -26,7 +26,8 @@ typedef struct isa_desc {
     int isa;
     int mr, nr;
     kn_sgemm_micro_fn micro;
-    kn_sgemm_rows_fn rows, rows_bt;                                                    /* NULL: no skinny path */
+    kn_sgemm_rows_fn rows, rows_bt; /* NULL: no skinny path */
+    kn_sgemm_rows_packed_fn rows_packed;
     void (*pack_a8)(const float *A, int64_t lda, int64_t kc, float alpha, float *dst); /* mr == 8 only */
 } isa_desc;
 
@@ -62,6 +63,7 @@ static isa_desc get_isa(int want) {
         d.micro = kn_sgemm_micro_avx512;
         d.rows = kn_sgemm_rows_avx512;
         d.rows_bt = kn_sgemm_rows_bt_avx512;
+        d.rows_packed = kn_sgemm_rows_packed_avx512;
         d.pack_a8 = kn_sgemm_pack_a8_avx2;
         break;
     case KN_SGEMM_ISA_AVX2:
@@ -70,6 +72,7 @@ static isa_desc get_isa(int want) {
         d.micro = kn_sgemm_micro_avx2;
         d.rows = kn_sgemm_rows_avx2;
         d.rows_bt = kn_sgemm_rows_bt_avx2;
+        d.rows_packed = kn_sgemm_rows_packed_avx2;
         break;
     default:
         d.mr = SCALAR_MR;
@@ -285,7 +288,10 @@ static void gemm_task(void *ctx, int64_t begin, int64_t end) {
         const float *a = j->ta ? j->A + i0 : j->A + i0 * j->lda;
         const float *b = j->tb ? j->B + j0 * j->ldb : j->B + j0;
         float *c = j->C + i0 * j->ldc + j0;
-        if (j->skinny)
+        if (j->skinny && j->packed && j->d->rows_packed)
+            j->d->rows_packed(m, j0, n, j->K, KC_MAX, j->alpha, a, j->lda, j->packed->data,
+                              KC_MAX * round_up(j->packed->N, j->d->nr), j->beta, c, j->ldc);
+        else if (j->skinny)
             (j->tb ? j->d->rows_bt : j->d->rows)(m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->beta, c, j->ldc);
         else if (j->packed) sgemm_region_packed(j->d, m, n, j->alpha, a, j->lda, j->packed, j0, j->beta, c, j->ldc);
         else sgemm_region(j->d, j->ta, j->tb, m, n, j->K, j->alpha, a, j->lda, b, j->ldb, j->beta, c, j->ldc);

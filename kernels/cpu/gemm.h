@@ -91,4 +91,15 @@ void kn_sgemm_rows_bt_avx512(int64_t m, int64_t N, int64_t K, float alpha, const
 void kn_sgemm_rows_avx512(int64_t m, int64_t N, int64_t K, float alpha, const float *A, int64_t lda, const float *B,
                           int64_t ldb, float beta, float *C, int64_t ldc);
 
+/* Skinny rows (m <= 4) on packed B: columns [j0, j0 + n), j0 a multiple of the panel width, C at
+ * column j0; Bp the packed data, slice_stride the floats between its KC slices. */
+typedef void (*kn_sgemm_rows_packed_fn)(int64_t m, int64_t j0, int64_t n, int64_t K, int64_t kc_max, float alpha,
+                                        const float *A, int64_t lda, const float *Bp, int64_t slice_stride, float beta,
+                                        float *C, int64_t ldc);
+void kn_sgemm_rows_packed_avx512(int64_t m, int64_t j0, int64_t n, int64_t K, int64_t kc_max, float alpha,
+                                 const float *A, int64_t lda, const float *Bp, int64_t slice_stride, float beta,
+                                 float *C, int64_t ldc);
+void kn_sgemm_rows_packed_avx2(int64_t m, int64_t j0, int64_t n, int64_t K, int64_t kc_max, float alpha, const float *A,
+                               int64_t lda, const float *Bp, int64_t slice_stride, float beta, float *C, int64_t ldc);
+
 #endif

@@ -214,3 +214,33 @@ void kn_igemm_s16_avx2(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_
         }
     }
 }
+
+/* Skinny rows on packed B, as kn_sgemm_rows_packed_avx512 with 16-wide panels. */
+void kn_sgemm_rows_packed_avx2(int64_t m, int64_t j0, int64_t n, int64_t K, int64_t kc_max, float alpha, const float *A,
+                               int64_t lda, const float *Bp, int64_t slice_stride, float beta, float *C, int64_t ldc) {
+    const int nr = KN_SGEMM_AVX2_NR;
+    for (int64_t j = 0; j < n; j += nr) {
+        __m256 acc[4][2];
+        for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+        for (int64_t pc = 0; pc < K; pc += kc_max) {
+            int64_t kc = K - pc < kc_max ? K - pc : kc_max;
+            const float *b = Bp + (pc / kc_max) * slice_stride + (j0 + j) * kc;
+            for (int64_t k = 0; k < kc; k++, b += nr) {
+                __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+                for (int i = 0; i < m; i++) {
+                    __m256 a = _mm256_set1_ps(A[i * lda + pc + k]);
+                    acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
+                    acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
+                }
+            }
+        }
+        int64_t w = n - j < nr ? n - j : nr;
+        for (int i = 0; i < m; i++) {
+            float out[16];
+            _mm256_storeu_ps(out, acc[i][0]);
+            _mm256_storeu_ps(out + 8, acc[i][1]);
+            float *c = C + i * ldc + j;
+            for (int64_t q = 0; q < w; q++) c[q] = beta == 0.0f ? alpha * out[q] : alpha * out[q] + beta * c[q];
+        }
+    }
+}

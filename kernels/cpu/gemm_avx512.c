@@ -138,3 +138,43 @@ void kn_sgemm_rows_bt_avx512(int64_t m, int64_t N, int64_t K, float alpha, const
         }
     }
 }
+
+/* Skinny rows on packed B (kn_sgemm_pack_b): C[m x n] = beta*C + alpha * A[m x K] * B for m <= 4,
+ * one NR-wide panel at a time with its m x 32 sums kept in registers across all of K, so B streams
+ * once from contiguous panels and C is touched once. Columns [j0, j0 + n) of the product (j0 a
+ * multiple of the panel width), C pointing at column j0; Bp the packed data, slice_stride the
+ * floats between its KC slices. */
+void kn_sgemm_rows_packed_avx512(int64_t m, int64_t j0, int64_t n, int64_t K, int64_t kc_max, float alpha,
+                                 const float *A, int64_t lda, const float *Bp, int64_t slice_stride, float beta,
+                                 float *C, int64_t ldc) {
+    for (int64_t j = 0; j < n; j += NR) {
+        __m512 acc[4][2];
+        for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+        for (int64_t pc = 0; pc < K; pc += kc_max) {
+            int64_t kc = K - pc < kc_max ? K - pc : kc_max;
+            const float *b = Bp + (pc / kc_max) * slice_stride + (j0 + j) * kc;
+            for (int64_t k = 0; k < kc; k++, b += NR) {
+                __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+                for (int i = 0; i < m; i++) {
+                    __m512 a = _mm512_set1_ps(A[i * lda + pc + k]);
+                    acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);
+                    acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);
+                }
+            }
+        }
+        int64_t w = n - j < NR ? n - j : NR;
+        __mmask16 k0 = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1u);
+        __mmask16 k1 = w >= 32 ? (__mmask16)0xFFFF : w > 16 ? (__mmask16)((1u << (w - 16)) - 1u) : (__mmask16)0;
+        __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+        for (int i = 0; i < m; i++) {
+            float *c = C + i * ldc + j;
+            __m512 r0 = _mm512_mul_ps(va, acc[i][0]), r1 = _mm512_mul_ps(va, acc[i][1]);
+            if (beta != 0.0f) {
+                r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k0, c), r0);
+                r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(k1, c + 16), r1);
+            }
+            _mm512_mask_storeu_ps(c, k0, r0);
+            _mm512_mask_storeu_ps(c + 16, k1, r1);
+        }
+    }
+}
