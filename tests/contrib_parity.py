@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Parity of kiln's com.microsoft contrib ops (Gelu, FastGelu, BiasGelu, SkipLayerNormalization,
-Attention, MultiHeadAttention) against ONNX Runtime's CPU implementation.
+EmbedLayerNormalization, Attention, MultiHeadAttention) against ONNX Runtime's CPU implementation.
 
 Each case is a one-node model built with onnx.helper; ORT runs it in-process and kiln runs it via
 `kiln exec MODEL --inputs DIR --outputs DIR` on the same inputs (written as input_K.pb in an ONNX
@@ -33,9 +33,11 @@ def make_model(op, inputs, outputs, attrs):
     g_in = [helper.make_tensor_value_info(n, NP2ONNX[a.dtype.type], list(a.shape)) for n, a in inputs if a is not None]
     # outputs carry the first input's float type (mean / inv_std_var of SkipLayerNormalization are
     # always float32)
-    t0 = NP2ONNX[inputs[0][1].dtype.type]
-    g_out = [helper.make_tensor_value_info(o, TensorProto.FLOAT if o in ("mean", "inv_std_var") else t0, None)
-             for o in outputs if o]
+    # (EmbedLayerNormalization's first input is int32 ids: its outputs follow the first float input, and
+    # mask_index is int32)
+    t0 = next(NP2ONNX[a.dtype.type] for _, a in inputs if a is not None and a.dtype.kind == "f")
+    fixed = {"mean": TensorProto.FLOAT, "inv_std_var": TensorProto.FLOAT, "mask_index": TensorProto.INT32}
+    g_out = [helper.make_tensor_value_info(o, fixed.get(o, t0), None) for o in outputs if o]
     graph = helper.make_graph([node], "contrib_" + op, g_in, g_out)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 8
@@ -134,6 +136,39 @@ def cases():
                                                       ("gamma", f32(96)), ("beta", f32(96))], ["out"], epsilon=1e-5)
     add("sln_2d_input", "SkipLayerNormalization", [("input", f32(6, 16)), ("skip", f32(6, 16)), ("gamma", g), ("beta", b)],
         ["out"])
+
+    # -- EmbedLayerNormalization: every optional input and output present and absent
+    def eln(name, B, S, H, V=30, P=16, G=2, seg=True, segemb=True, mask=None, pos=None, outs=("out",),
+            dt=np.float32, **attrs):
+        i32 = lambda hi, *sh: rng.integers(0, hi, sh).astype(np.int32)
+        ins = [("input_ids", i32(V, B, S)), ("segment_ids", i32(G, B, S) if seg else None),
+               ("word_embedding", f32(V, H).astype(dt)), ("position_embedding", f32(P, H).astype(dt)),
+               ("segment_embedding", f32(G, H).astype(dt) if segemb else None), ("gamma", f32(H).astype(dt)),
+               ("beta", f32(H).astype(dt)), ("mask", mask), ("position_ids", pos)]
+        while ins[-1][1] is None:
+            ins.pop()
+        add(name, "EmbedLayerNormalization", ins, list(outs), **attrs)
+
+    m = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], np.int32)
+    eln("eln_bert", 3, 5, 16, mask=m, outs=("out", "mask_index"))
+    eln("eln_all_outputs", 3, 5, 16, mask=m, outs=("out", "mask_index", "sum"), epsilon=1e-5)
+    eln("eln_no_mask_index_zero", 2, 4, 8, outs=("out", "mask_index"))
+    eln("eln_distilbert_no_segment", 2, 7, 32, seg=False, segemb=False, mask=np.ones((2, 7), np.int32),
+        outs=("out", "mask_index"))
+    eln("eln_sum_only", 2, 3, 8, seg=False, segemb=False, outs=("out", "", "sum"))
+    eln("eln_mask_not_01", 2, 4, 8, mask=np.array([[1, 2, 1, 0], [3, 1, 1, 1]], np.int32), outs=("out", "mask_index"))
+    eln("eln_mask_index_type0", 2, 4, 8, mask=np.array([[1, 1, 0, 0], [1, 1, 1, 1]], np.int32),
+        outs=("out", "mask_index"), mask_index_type=0)
+    eln("eln_position_ids_batch", 2, 6, 16, P=10, mask=np.ones((2, 6), np.int32),
+        pos=rng.integers(0, 10, (2, 6)).astype(np.int32), outs=("out", "mask_index", "sum"))
+    eln("eln_position_ids_bcast", 3, 6, 16, P=8, mask=np.ones((3, 6), np.int32),
+        pos=(np.arange(6)[None, :] + 2).astype(np.int32), outs=("out", "mask_index"))
+    eln("eln_roberta_pos_no_mask", 2, 5, 8, P=12, seg=False, segemb=False,
+        pos=np.array([[2, 3, 4, 5, 6], [2, 3, 4, 1, 1]], np.int32), outs=("out", "mask_index"))
+    eln("eln_segtable_no_ids", 2, 4, 8, seg=False, segemb=True, outs=("out", "mask_index"))
+    eln("eln_wide_rows", 2, 9, 96, V=50, P=9, mask=np.ones((2, 9), np.int32), outs=("out", "mask_index"),
+        epsilon=1e-12)
+    eln("eln_fp16", 2, 4, 16, dt=np.float16, mask=m[:2, :4], outs=("out", "mask_index", "sum"))
 
     # -- Attention (fused QKV projection)
     def attn(name, B, S, D, N, hidden=None, qkv=None, bias=True, mask=None, past=None, abias=None, present=False, **attrs):
@@ -258,7 +293,9 @@ def main():
         else:
             passed += 1
             if args.v:
-                print(f"ok   {name}")
+                diff = max((float(np.max(np.abs(r.astype(np.float64) - g.astype(np.float64)))) if r.size else 0.0)
+                           for r, g in zip(ref, got))
+                print(f"ok   {name} (max abs diff {diff:.3g})")
     print(f"{passed} passed, {failed} failed, 0 skipped")
     return 1 if failed else 0
 
