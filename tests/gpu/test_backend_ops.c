@@ -15,7 +15,7 @@
 
 #define GUARD 256
 #define GUARD_BYTE 0xA5
-#define MAX_IN 8
+#define MAX_IN 12 /* EmbedLayerNormalization has 9 inputs */
 
 static const kn_backend *cu;
 static uint64_t rng = 88172645463325252ull;
@@ -67,7 +67,8 @@ static kn_tensor *ints_tensor(const int64_t *v, int n) {
 /* ---- comparing ---- */
 static void tol_of(kn_dtype t, int op, double *rtol, double *atol) {
     bool acc = op == KN_OP_MatMul || op == KN_OP_Gemm || op == KN_OP_ReduceSum || op == KN_OP_ReduceMean ||
-        op == KN_OP_Softmax || op == KN_OP_LogSoftmax || op == KN_OP_LayerNormalization || op == KN_OP_Pow;
+        op == KN_OP_Softmax || op == KN_OP_LogSoftmax || op == KN_OP_LayerNormalization || op == KN_OP_Pow ||
+        op == KN_OP_MsEmbedLayerNormalization;
     switch (t) {
     case KN_F32:
         *rtol = acc ? 1e-4 : 2e-6;
@@ -708,6 +709,44 @@ static void test_cast_big_ints(void) {
     }
 }
 
+/* com.microsoft EmbedLayerNormalization over the input forms: with and without segments, mask,
+ * position_ids ([B,S] and [1,S]), beta, and each optional output; float32, float16, bfloat16. */
+static kn_tensor *ids_tensor(int64_t b, int64_t s, int64_t hi) {
+    int64_t d[2] = {b, s};
+    kn_tensor *t = NULL;
+    kn_tensor_new(KN_I32, 2, d, &t);
+    for (int64_t i = 0; i < b * s; i++) ((int32_t *)t->data)[i] = (int32_t)(rnd() % (uint64_t)hi);
+    return t;
+}
+static void test_embed_ln(void) {
+    static const int64_t shapes[][3] = {{2, 5, 16}, {1, 1, 7}, {3, 9, 96}, {2, 33, 300}, {0, 4, 8}};
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
+    for (int sh = 0; sh < N_ARR(shapes); sh++)
+        for (int t = 0; t < N_ARR(dts); t++)
+            for (int form = 0; form < 4; form++) {
+                int64_t B = shapes[sh][0], S = shapes[sh][1], H = shapes[sh][2], V = 40, P = S + 3, G = 3;
+                bool seg = form != 1, mask = form != 2, beta = form != 3;
+                int pos = form == 2 ? 1 : form == 3 ? 2 : 0; /* none, [B,S], [1,S] */
+                int64_t wd[2] = {V, H}, pd[2] = {P, H}, gd[2] = {G, H}, hd[1] = {H};
+                kn_tensor *in[9] = {ids_tensor(B, S, V),
+                                    seg ? ids_tensor(B, S, G) : NULL,
+                                    rand_tensor(dts[t], 2, wd, R_ANY),
+                                    rand_tensor(dts[t], 2, pd, R_ANY),
+                                    seg || form == 3 ? rand_tensor(dts[t], 2, gd, R_ANY) : NULL,
+                                    rand_tensor(dts[t], 1, hd, R_ANY),
+                                    beta ? rand_tensor(dts[t], 1, hd, R_ANY) : NULL,
+                                    mask ? ids_tensor(B, S, 3) : NULL,
+                                    pos ? ids_tensor(pos == 2 ? 1 : B, S, P) : NULL};
+                int n_in = pos ? 9 : mask ? 8 : 7;
+                kn_attr at[1] = {af("epsilon", 1e-5f)};
+                /* outputs: all three, and output 0 alone with the others omitted */
+                case_omit = form == 1 ? 6u : 0u;
+                run_case(KN_OP_MsEmbedLayerNormalization, 1, at, 1, in, n_in, 3);
+                case_omit = 0;
+                for (int k = 0; k < 9; k++) kn_tensor_free(in[k]);
+            }
+}
+
 /* A Gather index out of range must fail the run (the CPU reports it), naming the node, and the
  * stream must come back clean: the next run on it succeeds. */
 static void test_gather_out_of_range(void) {
@@ -920,6 +959,7 @@ int main(int argc, char **argv) {
     test_split_omitted();
     test_cast_big_ints();
     test_gather_out_of_range();
+    test_embed_ln();
     test_weights();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");

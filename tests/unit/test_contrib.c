@@ -1,6 +1,7 @@
 /* Unit tests for the com.microsoft contrib ops (graph/infer_contrib.c, kernels/cpu/contrib.c):
  * each kernel runs through infer + kernel and is checked against a plain double-precision
- * reference written here (Gelu forms, SkipLayerNormalization with all outputs, Attention with
+ * reference written here (Gelu forms, SkipLayerNormalization with all outputs,
+ * EmbedLayerNormalization with every input form, Attention with
  * masks / past / present, MultiHeadAttention with bias / padding mask / attention bias / qk),
  * threaded and unthreaded, plus the error paths for malformed shapes and attributes.
  * tests/contrib_parity.py covers the same ops end to end against ONNX Runtime. */
@@ -153,6 +154,86 @@ START_TEST(test_skip_layer_norm) {
     free_all(all, (int)(sizeof all / sizeof all[0]));
     free(ry);
     free(rs);
+    kn_threadpool_free(pool);
+}
+END_TEST
+
+/* ---- EmbedLayerNormalization ---- */
+
+static kn_tensor *mk_ids(int64_t b, int64_t s, const int32_t *v) {
+    int64_t d[2] = {b, s};
+    return mk_raw(KN_I32, 2, d, v);
+}
+
+/* reference: LayerNorm(word[ids] + pos[p] + seg[segs]) per token, in double */
+static void eln_ref(const kn_tensor *ids, const kn_tensor *segs, const kn_tensor *pos, const kn_tensor *we,
+                    const kn_tensor *pe, const kn_tensor *se, const kn_tensor *g, const kn_tensor *b, double eps,
+                    double *y, double *sum) {
+    int64_t n = kn_numel(ids), S = ids->dims[1], H = we->dims[1];
+    for (int64_t t = 0; t < n; t++) {
+        int64_t wi = ((int32_t *)ids->data)[t], si = segs ? ((int32_t *)segs->data)[t] : 0;
+        int64_t pi = pos ? ((int32_t *)pos->data)[pos->dims[0] == 1 ? t % S : t] : t % S;
+        double m = 0, v = 0;
+        for (int64_t k = 0; k < H; k++) {
+            double e = kn_get_f64(we, wi * H + k) + kn_get_f64(pe, pi * H + k) + (se ? kn_get_f64(se, si * H + k) : 0);
+            sum[t * H + k] = e;
+            m += e;
+        }
+        m /= (double)H;
+        for (int64_t k = 0; k < H; k++) v += (sum[t * H + k] - m) * (sum[t * H + k] - m);
+        double inv = 1.0 / sqrt(v / (double)H + eps);
+        for (int64_t k = 0; k < H; k++)
+            y[t * H + k] = (sum[t * H + k] - m) * inv * kn_get_f64(g, k) + (b ? kn_get_f64(b, k) : 0);
+    }
+}
+
+START_TEST(test_embed_layer_norm) {
+    kn_threadpool *pool = kn_threadpool_create(3);
+    enum { B = 2, S = 4, H = 20, V = 11, P = 6, G = 2 };
+    int64_t dw[2] = {V, H}, dp[2] = {P, H}, dg[2] = {G, H}, dh[1] = {H};
+    kn_tensor *we = mk_rand(KN_F32, 2, dw, 1.0), *pe = mk_rand(KN_F32, 2, dp, 1.0), *se = mk_rand(KN_F32, 2, dg, 1.0);
+    kn_tensor *g = mk_rand(KN_F32, 1, dh, 1.0), *be = mk_rand(KN_F32, 1, dh, 1.0);
+    static const int32_t idv[B * S] = {3, 10, 0, 7, 1, 1, 5, 9}, segv[B * S] = {0, 0, 1, 1, 0, 1, 1, 1};
+    static const int32_t maskv[B * S] = {1, 1, 1, 0, 1, 2, 0, 1}, posv[B * S] = {5, 4, 3, 2, 0, 0, 1, 1};
+    static const int32_t pos1v[S] = {2, 3, 4, 5};
+    kn_tensor *ids = mk_ids(B, S, idv), *segs = mk_ids(B, S, segv), *mask = mk_ids(B, S, maskv);
+    kn_tensor *pos = mk_ids(B, S, posv), *pos1 = mk_ids(1, S, pos1v);
+    double ry[B * S * H], rs[B * S * H];
+    kn_attr at[1] = {attr_f("epsilon", 1e-5f)};
+    /* forms: full BERT with mask; no segments (DistilBERT); position_ids [B,S]; position_ids [1,S], no beta */
+    for (int form = 0; form < 4; form++) {
+        const kn_tensor *sg = form == 1 ? NULL : segs, *st = form == 1 ? NULL : se, *bb = form == 3 ? NULL : be;
+        const kn_tensor *ps = form == 2 ? pos : form == 3 ? pos1 : NULL;
+        eln_ref(ids, sg, ps, we, pe, st, g, bb, 1e-5, ry, rs);
+        const kn_tensor *in[9] = {ids, sg, we, pe, st, g, bb, form == 0 ? mask : NULL, ps};
+        kn_tensor *out[3];
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_MsEmbedLayerNormalization, 1, at, 1, in, ps ? 9 : 8, out, NULL, 3,
+                                          form & 1 ? pool : NULL));
+        expect_close(out[0], ry, B * S * H, 1e-5, 1e-5, "EmbedLayerNormalization output");
+        expect_close(out[2], rs, B * S * H, 1e-6, 1e-6, "EmbedLayerNormalization embedding_sum");
+        ck_assert_int_eq(out[1]->dtype, KN_I32);
+        ck_assert_int_eq(out[1]->ndim, 1);
+        /* the count of exact ones: 3 and 2 (the 2 in row 1 does not count); 0 without a mask */
+        ck_assert_int_eq(((int32_t *)out[1]->data)[0], form == 0 ? 3 : 0);
+        ck_assert_int_eq(((int32_t *)out[1]->data)[1], form == 0 ? 2 : 0);
+        free_all(out, 3);
+    }
+    /* errors: an id outside the word table, a position id outside its table, a sequence longer
+     * than the position table, segment_ids without their table, mask_index_type 2 */
+    static const int32_t badid[B * S] = {3, 11, 0, 7, 1, 1, 5, 9}, badpos[S] = {0, 1, 2, 6};
+    kn_tensor *bid = mk_ids(B, S, badid), *bpos = mk_ids(1, S, badpos), *out[3];
+    const kn_tensor *e1[7] = {bid, segs, we, pe, se, g, be}, *e2[9] = {ids, segs, we, pe, se, g, be, NULL, bpos};
+    expect_err(kn_test_run_op(KN_OP_MsEmbedLayerNormalization, 1, NULL, 0, e1, 7, out, NULL, 1, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsEmbedLayerNormalization, 1, NULL, 0, e2, 9, out, NULL, 1, NULL));
+    int64_t dlong[2] = {1, P + 1};
+    kn_tensor *lids = mk(KN_I32, 2, dlong, NULL);
+    const kn_tensor *e3[7] = {lids, NULL, we, pe, NULL, g, be}, *e4[7] = {ids, segs, we, pe, NULL, g, be};
+    expect_err(kn_test_run_op(KN_OP_MsEmbedLayerNormalization, 1, NULL, 0, e3, 7, out, NULL, 1, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsEmbedLayerNormalization, 1, NULL, 0, e4, 7, out, NULL, 1, NULL));
+    kn_attr bad[1] = {attr_i("mask_index_type", 2)};
+    expect_err(kn_test_run_op(KN_OP_MsEmbedLayerNormalization, 1, bad, 1, e3, 7, out, NULL, 1, NULL));
+    kn_tensor *all[] = {we, pe, se, g, be, ids, segs, mask, pos, pos1, bid, bpos, lids};
+    free_all(all, (int)(sizeof all / sizeof all[0]));
     kn_threadpool_free(pool);
 }
 END_TEST
@@ -392,6 +473,7 @@ int main(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_gelu_family);
     tcase_add_test(tc, test_skip_layer_norm);
+    tcase_add_test(tc, test_embed_layer_norm);
     tcase_add_test(tc, test_attention_fused);
     tcase_add_test(tc, test_multi_head_attention);
     tcase_add_test(tc, test_infer_unknown_dims);
