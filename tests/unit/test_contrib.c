@@ -1,7 +1,8 @@
 /* Unit tests for the com.microsoft contrib ops (graph/infer_contrib.c, kernels/cpu/contrib.c):
  * each kernel runs through infer + kernel and is checked against a plain double-precision
  * reference written here (Gelu forms, SkipLayerNormalization with all outputs,
- * EmbedLayerNormalization with every input form, Attention with
+ * EmbedLayerNormalization with every input form, DynamicQuantizeLSTM against the float LSTM on its
+ * dequantised weights, Attention with
  * masks / past / present, MultiHeadAttention with bias / padding mask / attention bias / qk),
  * threaded and unthreaded, plus the error paths for malformed shapes and attributes.
  * tests/contrib_parity.py covers the same ops end to end against ONNX Runtime. */
@@ -235,6 +236,70 @@ START_TEST(test_embed_layer_norm) {
     kn_tensor *all[] = {we, pe, se, g, be, ids, segs, mask, pos, pos1, bid, bpos, lids};
     free_all(all, (int)(sizeof all / sizeof all[0]));
     kn_threadpool_free(pool);
+}
+END_TEST
+
+/* ---- DynamicQuantizeLSTM ---- */
+
+/* Against kiln's float LSTM on the dequantised weights (transposed to LSTM's [dirs, 4H, K]): the
+ * two differ only by the on-the-fly quantisation of X and h, a few 1/255 steps of their ranges. The
+ * bit-level match with ONNX Runtime is tests/contrib_parity.py's. */
+START_TEST(test_dynamic_quantize_lstm) {
+    enum { S = 5, B = 3, I = 6, H = 4, D = 2, G = 16 };
+    int64_t dx[3] = {S, B, I}, dw[3] = {D, I, G}, dr[3] = {D, H, G}, dwf[3] = {D, G, I}, drf[3] = {D, G, H};
+    int64_t db[2] = {D, 2 * G}, dsc[2] = {D, G}, dl[1] = {B}, dd[1] = {D};
+    kn_tensor *x = mk_rand(KN_F32, 3, dx, 1.0), *bias = mk_rand(KN_F32, 2, db, 0.2);
+    kn_tensor *wq = mk(KN_I8, 3, dw, NULL), *rq = mk(KN_U8, 3, dr, NULL), *wf = mk(KN_F32, 3, dwf, NULL),
+              *rf = mk(KN_F32, 3, drf, NULL);
+    /* W per column ([D, 4H]), R per tensor ([D]) */
+    kn_tensor *ws = mk(KN_F32, 2, dsc, NULL), *wz = mk(KN_I8, 2, dsc, NULL), *rs = mk(KN_F32, 1, dd, NULL),
+              *rz = mk(KN_U8, 1, dd, NULL);
+    for (int64_t i = 0; i < D * G; i++) kn_set_f64(ws, i, 0.004 + 0.0005 * (double)(i % 5));
+    for (int d = 0; d < D; d++) {
+        kn_set_f64(rs, d, 0.005 * (d + 1));
+        kn_set_f64(rz, d, 128);
+    }
+    for (int d = 0; d < D; d++)
+        for (int64_t k = 0; k < I; k++)
+            for (int64_t n = 0; n < G; n++) {
+                int q = (int)(drand() * 60.0);
+                kn_set_f64(wq, (d * I + k) * G + n, q);
+                kn_set_f64(wf, (d * G + n) * I + k, q * kn_get_f64(ws, d * G + n));
+            }
+    for (int d = 0; d < D; d++)
+        for (int64_t k = 0; k < H; k++)
+            for (int64_t n = 0; n < G; n++) {
+                int q = 128 + (int)(drand() * 60.0);
+                kn_set_f64(rq, (d * H + k) * G + n, q);
+                kn_set_f64(rf, (d * G + n) * H + k, (q - 128) * kn_get_f64(rs, d));
+            }
+    int32_t lv[B] = {5, 2, 4};
+    kn_tensor *lens = mk_raw(KN_I32, 1, dl, lv);
+    kn_attr at[2] = {attr_i("hidden_size", H), attr_s("direction", "bidirectional")};
+    kn_tensor *qin[12] = {x, wq, rq, bias, lens, NULL, NULL, NULL, ws, wz, rs, rz}, *qout[3];
+    kn_tensor *fin[5] = {x, wf, rf, bias, lens}, *fout[3];
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_MsDynamicQuantizeLSTM, 1, at, 2, qin, 12, qout, NULL, 3, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_LSTM, 14, at, 2, fin, 5, fout, NULL, 3, NULL));
+    for (int k = 0; k < 3; k++) {
+        ck_assert_int_eq(qout[k]->ndim, fout[k]->ndim);
+        int64_t n = kn_numel(fout[k]);
+        ck_assert_int_eq(kn_numel(qout[k]), n);
+        double *ref = malloc(sizeof(double) * (size_t)n);
+        for (int64_t i = 0; i < n; i++) ref[i] = kn_get_f64(fout[k], i);
+        expect_close(qout[k], ref, n, 0.0, 3e-2, "DynamicQuantizeLSTM vs LSTM");
+        free(ref);
+    }
+    free_all(qout, 3);
+    free_all(fout, 3);
+    /* errors: no scales, R in LSTM's layout, a zero point of another type than its weights */
+    kn_tensor *e1[8] = {x, wq, rq, bias, lens, NULL, NULL, NULL},
+              *e2[12] = {x, wq, wq, bias, lens, NULL, NULL, NULL, ws, wz, rs, rz};
+    kn_tensor *e3[12] = {x, wq, rq, bias, lens, NULL, NULL, NULL, ws, rz, rs, rz};
+    expect_err(kn_test_run_op(KN_OP_MsDynamicQuantizeLSTM, 1, at, 2, e1, 8, qout, NULL, 3, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsDynamicQuantizeLSTM, 1, at, 2, e2, 12, qout, NULL, 3, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsDynamicQuantizeLSTM, 1, at, 2, e3, 12, qout, NULL, 3, NULL));
+    kn_tensor *all[] = {x, bias, wq, rq, wf, rf, ws, wz, rs, rz, lens};
+    free_all(all, (int)(sizeof all / sizeof all[0]));
 }
 END_TEST
 
@@ -474,6 +539,7 @@ int main(void) {
     tcase_add_test(tc, test_gelu_family);
     tcase_add_test(tc, test_skip_layer_norm);
     tcase_add_test(tc, test_embed_layer_norm);
+    tcase_add_test(tc, test_dynamic_quantize_lstm);
     tcase_add_test(tc, test_attention_fused);
     tcase_add_test(tc, test_multi_head_attention);
     tcase_add_test(tc, test_infer_unknown_dims);
