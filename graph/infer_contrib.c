@@ -1,5 +1,5 @@
 /* Shape and type inference for the com.microsoft contrib ops that optimised transformer exports
- * use (Gelu, FastGelu, BiasGelu, SkipLayerNormalization, EmbedLayerNormalization, Attention,
+ * use (Gelu, FastGelu, BiasGelu, GemmFastGelu, SkipLayerNormalization, EmbedLayerNormalization, Attention,
  * MultiHeadAttention), with the
  * input and output layouts ONNX Runtime documents for them. Unknown dims propagate as -1; shape
  * conflicts that are already visible statically are reported here so the kernel sees sane input. */
@@ -104,6 +104,16 @@ kn_status *kn_infer_MsBiasGelu(kn_infer_ctx *c) {
     if (!ci_in(c, 1)) return kn_error(KN_ERR_INVALID_MODEL, "BiasGelu: missing input B");
     KN_TRY(ci_check_bias(c->node, x, ci_in(c, 1), "B"));
     return kn_infer_same_as_input0(c);
+}
+
+/* GemmFastGelu: MatMul's shapes (numpy matmul broadcasting), the bias over the result's last dim. */
+kn_status *kn_infer_MsGemmFastGelu(kn_infer_ctx *c) {
+    KN_TRY(ci_need(c->node, ci_in(c, 0), "X", 1, KN_MAX_DIMS));
+    KN_TRY(ci_need(c->node, ci_in(c, 1), "W", 1, KN_MAX_DIMS));
+    KN_TRY(kn_infer_MatMul(c));
+    const kn_tensor *y = ci_out(c, 0);
+    if (y && y->ndim >= 0) KN_TRY(ci_check_bias(c->node, y, ci_in(c, 2), "bias"));
+    return NULL;
 }
 
 /* Outputs: output and input_skip_bias_sum take the input's shape; mean and inv_std_var the

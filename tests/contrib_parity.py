@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Parity of kiln's com.microsoft contrib ops (Gelu, FastGelu, BiasGelu, SkipLayerNormalization,
+"""Parity of kiln's com.microsoft contrib ops (Gelu, FastGelu, BiasGelu, GemmFastGelu, SkipLayerNormalization,
 EmbedLayerNormalization, DynamicQuantizeLSTM, Attention, MultiHeadAttention) against ONNX Runtime's CPU implementation.
 
 Each case is a one-node model built with onnx.helper; ORT runs it in-process and kiln runs it via
 `kiln exec MODEL --inputs DIR --outputs DIR` on the same inputs (written as input_K.pb in an ONNX
-test-data folder). Every output is compared with rtol 1e-4, atol 1e-5.
+test-data folder). Every output is compared with rtol 1e-4, atol 1e-5. ONNX Runtime's CPU has no
+GemmFastGelu kernel, so its reference is the MatMul + FastGelu pair it fuses, run by ONNX Runtime.
 
 Usage: KILN=path/to/kiln python3 tests/contrib_parity.py [--kiln PATH] [-k SUBSTRING] [-v]
 Prints "N passed, N failed, 0 skipped" last and exits non-zero on any failure.
@@ -41,6 +42,21 @@ def make_model(op, inputs, outputs, attrs):
     graph = helper.make_graph([node], "contrib_" + op, g_in, g_out)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 8
+    return model
+
+
+def ort_model(op, inputs, outputs, attrs):
+    """The model ONNX Runtime runs as the reference: the node itself, or for GemmFastGelu (no CPU
+    kernel in ONNX Runtime) the MatMul + FastGelu it stands for."""
+    model = make_model(op, inputs, outputs, attrs)
+    if op != "GemmFastGelu":
+        return model
+    g = model.graph
+    node = g.node[0]
+    mm = helper.make_node("MatMul", list(node.input[:2]), ["mm_out"])
+    fg = helper.make_node("FastGelu", ["mm_out"] + list(node.input[2:3]), list(node.output), domain="com.microsoft")
+    del g.node[:]
+    g.node.extend([mm, fg])
     return model
 
 
@@ -107,6 +123,12 @@ def cases():
                     ("BiasGelu", [("A", f32(3, 16, s=3.0).astype(np.float16)), ("B", f32(16).astype(np.float16))])]:
         add(f"{op.lower()}_fp16", op, ins, ["Y"])
     add("gelu_big", "Gelu", [("X", f32(64, 257, s=4.0))], ["Y"])
+    # GemmFastGelu: X [.., K] x W [K, N] (+ bias [N])
+    for xs, (K, N) in [((2, 5, 16), (16, 24)), ((7, 8), (8, 3)), ((2, 2, 3, 12), (12, 40))]:
+        tag = "x".join(map(str, xs)) + f"_{N}"
+        add(f"gemmfastgelu_bias_{tag}", "GemmFastGelu", [("X", f32(*xs)), ("W", f32(K, N, s=0.5)), ("bias", f32(N))],
+            ["Y"])
+        add(f"gemmfastgelu_{tag}", "GemmFastGelu", [("X", f32(*xs)), ("W", f32(K, N, s=0.5))], ["Y"])
 
     # -- SkipLayerNormalization
     for (B, S, H) in [(2, 3, 8), (1, 5, 32), (3, 1, 7)]:
@@ -325,7 +347,8 @@ def main():
         model = make_model(op, inputs, outputs, attrs)
         feeds = [(n, a) for n, a in inputs if a is not None]
         try:
-            sess = ort.InferenceSession(model.SerializeToString(), so1 if op == "DynamicQuantizeLSTM" else so,
+            sess = ort.InferenceSession(ort_model(op, inputs, outputs, attrs).SerializeToString(),
+                                       so1 if op == "DynamicQuantizeLSTM" else so,
                                        providers=["CPUExecutionProvider"])
             ref = sess.run(None, dict(feeds))
             with tempfile.TemporaryDirectory() as tmp:

@@ -1,5 +1,5 @@
 /* CPU kernels for the com.microsoft contrib ops found in optimised transformer exports: Gelu (erf),
- * FastGelu (tanh approximation), BiasGelu, SkipLayerNormalization, EmbedLayerNormalization,
+ * FastGelu (tanh approximation), BiasGelu, GemmFastGelu, SkipLayerNormalization, EmbedLayerNormalization,
  * Attention and MultiHeadAttention, following ONNX Runtime's documented semantics. Everything is computed in
  * float32 (float64 inputs in double for the elementwise ops); float16 / bfloat16 tensors are
  * converted on the way in and out. Attention masks are additive like ORT's: a masked key gets
@@ -146,6 +146,15 @@ kn_status *kn_cpu_MsBiasGelu(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
     (void)n_out;
     if (n_in < 2 || !in[1]) return kn_error(KN_ERR_INVALID_MODEL, "BiasGelu: missing input B");
     return gelu_run(ctx, node, in[0], in[1], out[0], MS_GELU_ERF);
+}
+
+/* GemmFastGelu: MatMul's kernel, then FastGelu with its bias over the product in place. */
+kn_status *kn_cpu_MsGemmFastGelu(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                 kn_tensor *const *out, int n_out) {
+    if (n_in < 2 || !in[1]) return kn_error(KN_ERR_INVALID_MODEL, "GemmFastGelu: missing input W");
+    if (!ms_float_dtype(in[0]->dtype) || in[0]->dtype == KN_F64) return kn_err_dtype(node, in[0]);
+    KN_TRY(kn_cpu_MatMul(ctx, node, in, 2, out, n_out));
+    return gelu_run(ctx, node, out[0], n_in > 2 ? in[2] : NULL, out[0], MS_GELU_TANH);
 }
 
 /* ---- SkipLayerNormalization ---- */

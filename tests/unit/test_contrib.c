@@ -1,6 +1,6 @@
 /* Unit tests for the com.microsoft contrib ops (graph/infer_contrib.c, kernels/cpu/contrib.c):
  * each kernel runs through infer + kernel and is checked against a plain double-precision
- * reference written here (Gelu forms, SkipLayerNormalization with all outputs,
+ * reference written here (Gelu forms, GemmFastGelu, SkipLayerNormalization with all outputs,
  * EmbedLayerNormalization with every input form, DynamicQuantizeLSTM against the float LSTM on its
  * dequantised weights, Attention with
  * masks / past / present, MultiHeadAttention with bias / padding mask / attention bias / qk),
@@ -73,6 +73,33 @@ START_TEST(test_gelu_family) {
     free_all(out, 1);
     kn_tensor_free(xi);
     kn_threadpool_free(pool);
+}
+END_TEST
+
+/* GemmFastGelu: FastGelu(X W + bias) over a broadcast batch, with and without the bias */
+START_TEST(test_gemm_fast_gelu) {
+    int64_t dx[3] = {2, 3, 5}, dw[2] = {5, 7}, db[1] = {7};
+    kn_tensor *x = mk_rand(KN_F32, 3, dx, 1.0), *w = mk_rand(KN_F32, 2, dw, 0.5), *b = mk_rand(KN_F32, 1, db, 1.0);
+    double ref[42];
+    for (int bias = 0; bias < 2; bias++) {
+        for (int64_t r = 0; r < 6; r++)
+            for (int64_t n = 0; n < 7; n++) {
+                double acc = bias ? kn_get_f64(b, n) : 0.0;
+                for (int64_t k = 0; k < 5; k++) acc += kn_get_f64(x, r * 5 + k) * kn_get_f64(w, k * 7 + n);
+                ref[r * 7 + n] = gelu_tanh(acc);
+            }
+        kn_tensor *in[3] = {x, w, b}, *out[1];
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_MsGemmFastGelu, 1, NULL, 0, in, bias ? 3 : 2, out, NULL, 1, NULL));
+        ck_assert_int_eq(out[0]->ndim, 3);
+        ck_assert_int_eq(out[0]->dims[2], 7);
+        expect_close(out[0], ref, 42, 1e-5, 1e-5, "GemmFastGelu");
+        free_all(out, 1);
+    }
+    /* a bias that is not the product's last dim */
+    kn_tensor *in[3] = {x, w, x}, *out[1];
+    expect_err(kn_test_run_op(KN_OP_MsGemmFastGelu, 1, NULL, 0, in, 3, out, NULL, 1, NULL));
+    kn_tensor *all[] = {x, w, b};
+    free_all(all, 3);
 }
 END_TEST
 
@@ -537,6 +564,7 @@ int main(void) {
     TCase *tc = tcase_create("contrib");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_gelu_family);
+    tcase_add_test(tc, test_gemm_fast_gelu);
     tcase_add_test(tc, test_skip_layer_norm);
     tcase_add_test(tc, test_embed_layer_norm);
     tcase_add_test(tc, test_dynamic_quantize_lstm);
