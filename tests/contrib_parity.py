@@ -60,7 +60,7 @@ def ort_model(op, inputs, outputs, attrs):
     return model
 
 
-def run_kiln(kiln, model, feeds, n_out, tmp):
+def run_kiln(kiln, model, feeds, n_out, tmp, extra_args=()):
     mpath = os.path.join(tmp, "model.onnx")
     onnx.save(model, mpath)
     idir, odir = os.path.join(tmp, "in"), os.path.join(tmp, "out")
@@ -69,8 +69,8 @@ def run_kiln(kiln, model, feeds, n_out, tmp):
     for i, (name, arr) in enumerate(feeds):
         with open(os.path.join(idir, f"input_{i}.pb"), "wb") as f:
             f.write(numpy_helper.from_array(arr, name).SerializeToString())
-    r = subprocess.run([kiln, "exec", mpath, "--inputs", idir, "--outputs", odir], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run([kiln, "exec", mpath, "--inputs", idir, "--outputs", odir, *extra_args], capture_output=True,
+                       text=True, timeout=600)
     if r.returncode != 0:
         raise RuntimeError(f"kiln exec failed (rc {r.returncode}): {r.stderr.strip()[-800:]}")
     outs = []

@@ -14,7 +14,10 @@ no SDPA attention in transformers, so only its eager export is made. Each optimi
 optimisations off, so it runs exactly the file) and in `kiln exec` on one padded batch; outputs
 must agree within rtol 1e-4, atol 1e-4. Prints the com.microsoft ops and the max abs diff per model.
 
-Usage: python3 tests/ort_optimizer_parity.py --kiln build/kiln [-k SUBSTRING] [--keep DIR]
+With --device cuda (and kiln-sim as --kiln) the models run through the CUDA backend, so that
+EmbedLayerNormalization's CUDA kernel runs inside whole models (gpusim.ort_optimizer).
+
+Usage: python3 tests/ort_optimizer_parity.py --kiln build/kiln [--device cuda] [-k SUBSTRING] [--keep DIR]
 Prints "N passed, N failed, 0 skipped" last and exits non-zero on any failure.
 """
 import argparse
@@ -139,6 +142,7 @@ def main():
     ap.add_argument("--kiln", default=os.environ.get("KILN", os.path.join(os.path.dirname(__file__), "..", "build", "kiln")))
     ap.add_argument("-k", default="", help="only cases whose name contains this")
     ap.add_argument("--keep", help="write the exported and optimised models here")
+    ap.add_argument("--device", default="cpu", help="kiln exec --device (cpu, or cuda with kiln-sim)")
     args = ap.parse_args()
     if not os.access(args.kiln, os.X_OK):
         print(f"kiln binary not found: {args.kiln}")
@@ -184,7 +188,7 @@ def main():
                         sess = ort.InferenceSession(ref_path, so, providers=["CPUExecutionProvider"])
                         ref = sess.run(None, fd)
                         with tempfile.TemporaryDirectory() as t2:
-                            got = run_kiln(args.kiln, model, ordered, len(ref), t2)
+                            got = run_kiln(args.kiln, model, ordered, len(ref), t2, ("--device", args.device))
                         worst, err = max((compare(r, g) for r, g in zip(ref, got)), key=lambda x: x[0])
                     except Exception as e:
                         ms_ops, worst, err = {}, float("inf"), f"{type(e).__name__}: {str(e)[-600:]}"
