@@ -14,6 +14,11 @@ no SDPA attention in transformers, so only its eager export is made. Each optimi
 optimisations off, so it runs exactly the file) and in `kiln exec` on one padded batch; outputs
 must agree within rtol 1e-4, atol 1e-4. Prints the com.microsoft ops and the max abs diff per model.
 
+Also ONNX Runtime's dynamic quantizer (onnxruntime.quantization.quantize_dynamic), which turns an
+LSTM into com.microsoft DynamicQuantizeLSTM: a bidirectional LSTM with sequence lengths, quantised
+per tensor and per channel, against ONNX Runtime with one thread (its quantised LSTM splits the
+batch across threads and quantises each part separately).
+
 With --device cuda (and kiln-sim as --kiln) the models run through the CUDA backend, so that
 EmbedLayerNormalization's CUDA kernel runs inside whole models (gpusim.ort_optimizer).
 
@@ -127,6 +132,30 @@ def make_feeds(arch, rng):
     return feeds
 
 
+def quantized_lstm(work, per_channel):
+    """An LSTM model (X [S,B,I], sequence_lens) through quantize_dynamic; its path and feeds."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import quantize_dynamic
+    rng = np.random.default_rng(11)
+    S, B, I, H = 7, 3, 10, 8
+    inits = [numpy_helper.from_array((rng.standard_normal(sh) * s).astype(np.float32), n)
+             for n, sh, s in (("W", (2, 4 * H, I), 0.3), ("R", (2, 4 * H, H), 0.3), ("B", (2, 8 * H), 0.1))]
+    node = helper.make_node("LSTM", ["X", "W", "R", "B", "seq"], ["Y", "Y_h", "Y_c"], hidden_size=H,
+                            direction="bidirectional")
+    g = helper.make_graph([node], "lstm", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [S, B, I]),
+                                           helper.make_tensor_value_info("seq", TensorProto.INT32, [B])],
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "Y_h", "Y_c")],
+                          inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    src, dst = os.path.join(work, "lstm.onnx"), os.path.join(work, f"lstm_quant_{'pc' if per_channel else 'pt'}.onnx")
+    onnx.save(m, src)
+    with contextlib.redirect_stdout(io.StringIO()):
+        quantize_dynamic(src, dst, per_channel=per_channel)
+    feeds = [("X", (rng.standard_normal((S, B, I)) * 1.5).astype(np.float32)), ("seq", np.array([7, 3, 5], np.int32))]
+    return dst, feeds
+
+
 def compare(ref, got):
     if ref.shape != got.shape:
         return float("inf"), f"shape {list(got.shape)} != ORT {list(ref.shape)}"
@@ -148,6 +177,7 @@ def main():
         print(f"kiln binary not found: {args.kiln}")
         print("0 passed, 1 failed, 0 skipped")
         return 1
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice to pre-process goes to the root logger
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
     so = ort.SessionOptions()
@@ -200,6 +230,31 @@ def main():
                         passed += 1
                         print(f"ok   {name}: max abs diff {worst:.3g} [com.microsoft: {ops}]")
                     sys.stdout.flush()
+        so1 = ort.SessionOptions()
+        so1.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so1.log_severity_level = 3
+        so1.intra_op_num_threads = 1
+        for pc in (False, True):
+            name = f"lstm_quantize_dynamic_{'per_channel' if pc else 'per_tensor'}"
+            if args.k not in name:
+                continue
+            try:
+                dst, feeds = quantized_lstm(work, pc)
+                model = onnx.load(dst)
+                ops = collections.Counter(n.op_type for n in model.graph.node if n.domain == "com.microsoft")
+                ref = ort.InferenceSession(dst, so1, providers=["CPUExecutionProvider"]).run(None, dict(feeds))
+                with tempfile.TemporaryDirectory() as t2:
+                    got = run_kiln(args.kiln, model, feeds, len(ref), t2, ("--device", args.device))
+                worst, err = max((compare(r, g) for r, g in zip(ref, got)), key=lambda x: x[0])
+            except Exception as e:
+                ops, worst, err = {}, float("inf"), f"{type(e).__name__}: {str(e)[-600:]}"
+            desc = ", ".join(f"{k} x{v}" for k, v in sorted(ops.items())) or "none"
+            if err:
+                failed += 1
+                print(f"FAIL {name}: {err} [com.microsoft: {desc}]")
+            else:
+                passed += 1
+                print(f"ok   {name}: max abs diff {worst:.3g} [com.microsoft: {desc}]")
     print(f"{passed} passed, {failed} failed, 0 skipped")
     return 1 if failed else 0
 
