@@ -302,12 +302,13 @@ static void igemm_rows(void *ctx, int64_t begin, int64_t end) {
     kn_igemm_s16(end - begin, j->N, j->K, j->A + begin * j->K, j->K, j->Bp, j->C + begin * j->N, j->N);
 }
 
-/* C (int32, wrapping) = A16 (M x K) * B16 (K x N), packing B16 into bp ((K + 1) * N int16): the
- * AVX2 kernel over row blocks where the CPU has it, else the plain loop. Shared by MatMulInteger,
- * QLinearMatMul and the quantised recurrent projections (rnn.c). */
+/* C (int32, wrapping) = A16 (M x K) * B16 (K x N), packing B16 into bp ((K + 1) * N int16) unless
+ * bp_ready (a caller reusing one B over many products packs it once): the AVX2 kernel over row
+ * blocks where the CPU has it, else the plain loop. Shared by MatMulInteger, QLinearMatMul and the
+ * quantised recurrent projections (rnn.c). */
 void kn_igemm_i16(kn_threadpool *pool, int64_t M, int64_t N, int64_t K, const int16_t *a16, const int16_t *b16,
-                  int16_t *bp, int32_t *c) {
-    kn_igemm_pack_b16(K, N, b16, bp);
+                  int16_t *bp, bool bp_ready, int32_t *c) {
+    if (!bp_ready) kn_igemm_pack_b16(K, N, b16, bp);
     igemm_job job = { N, K, a16, bp, c };
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2")) {
@@ -354,7 +355,7 @@ static kn_status *int_matmul(kn_exec_ctx *ctx, const char *op, const mm_geom *g,
         for (int64_t i = 0; i < M; i++)
             for (int64_t k = 0; k < K; k++)
                 a16[i * K + k] = (int16_t)((as ? (int8_t)am[i * K + k] : am[i * K + k]) - az[i]);
-        kn_igemm_i16(ctx->pool, M, N, K, a16, b16, bp, acc + bi * M * N);
+        kn_igemm_i16(ctx->pool, M, N, K, a16, b16, bp, false, acc + bi * M * N);
     }
     *acc_out = acc;
     return NULL;

@@ -52,7 +52,7 @@ typedef struct rnn_quant {
 
 /* Operand buffers of the quantised products. */
 typedef struct rnn_qbuf {
-    int16_t *bw, *br, *bp, *a16;
+    int16_t *bw, *br, *bpw, *bpr, *a16; /* weights less zero points, and their packed forms */
     uint8_t *qa;
     int32_t *acc;
     float *wsc, *rsc;
@@ -63,12 +63,12 @@ typedef struct rnn_qbuf {
  * Runtime's quantised GEMM does), the product taken in int32, and each column rescaled by
  * a_scale * bscale[n]. */
 static void rnn_qproj(kn_threadpool *pool, const rnn_qbuf *q, const float *A, int64_t M, int64_t K, const int16_t *b16,
-                      const float *bscale, int64_t N, float *C) {
+                      int16_t *bp, bool bp_ready, const float *bscale, int64_t N, float *C) {
     float as;
     uint8_t az;
     kn_dynamic_quantize_u8(A, M * K, q->qa, &as, &az);
     for (int64_t i = 0; i < M * K; i++) q->a16[i] = (int16_t)((int)q->qa[i] - (int)az);
-    kn_igemm_i16(pool, M, N, K, q->a16, b16, q->bp, q->acc);
+    kn_igemm_i16(pool, M, N, K, q->a16, b16, bp, bp_ready, q->acc);
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < N; n++) C[m * N + n] = (float)q->acc[m * N + n] * (as * bscale[n]);
 }
@@ -184,15 +184,16 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
         return KN_OOM(sizeof(float) * (size_t)(S * Bn * (I + GH)));
     rnn_qbuf qb = {0};
     if (q) {
-        int64_t amax = S * Bn * I > Bn * H ? S * Bn * I : Bn * H, kmax = I > H ? I : H;
+        int64_t amax = S * Bn * I > Bn * H ? S * Bn * I : Bn * H;
         qb.bw = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)(I * GH + 1));
         qb.br = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)(H * GH + 1));
-        qb.bp = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)((kmax + 1) * GH + 1));
+        qb.bpw = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)((I + 1) * GH + 1));
+        qb.bpr = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)((H + 1) * GH + 1));
         qb.a16 = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)(amax + 1));
         qb.qa = kn_scratch_alloc(ctx, (size_t)(amax + 1));
         qb.acc = kn_scratch_alloc(ctx, sizeof(int32_t) * (size_t)((S * Bn > Bn ? S * Bn : Bn) * GH + 1));
         qb.wsc = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(2 * GH + 1));
-        if (!qb.bw || !qb.br || !qb.bp || !qb.a16 || !qb.qa || !qb.acc || !qb.wsc)
+        if (!qb.bw || !qb.br || !qb.bpw || !qb.bpr || !qb.a16 || !qb.qa || !qb.acc || !qb.wsc)
             return KN_OOM(sizeof(int32_t) * (size_t)(S * Bn * GH));
         qb.rsc = qb.wsc + GH;
     }
@@ -223,6 +224,7 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
         if (q) {
             rnn_q_load(q->W, q->ws, q->wz, d, dirs, I, GH, qb.bw, qb.wsc);
             rnn_q_load(q->R, q->rs, q->rz, d, dirs, H, GH, qb.br, qb.rsc);
+            kn_igemm_pack_b16(H, GH, qb.br, qb.bpr); /* once per direction: every step reuses it */
         } else {
             for (int64_t i = 0; i < GH * I; i++) w[i] = kn_load_f32(W->data, W->dtype, d * GH * I + i);
             for (int64_t i = 0; i < GH * H; i++) r[i] = kn_load_f32(R->data, R->dtype, d * GH * H + i);
@@ -239,7 +241,8 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
         /* the quantised input product covers only the steps some sequence reaches, as its
          * quantisation range does in ONNX Runtime */
         memset(xw, 0, sizeof(float) * (size_t)(S * Bn * GH));
-        if (q && maxlen * Bn > 0 && I > 0) rnn_qproj(ctx->pool, &qb, xf, maxlen * Bn, I, qb.bw, qb.wsc, GH, xw);
+        if (q && maxlen * Bn > 0 && I > 0)
+            rnn_qproj(ctx->pool, &qb, xf, maxlen * Bn, I, qb.bw, qb.bpw, false, qb.wsc, GH, xw);
         else if (!q && S * Bn > 0 && I > 0)
             kn_sgemm(ctx->pool, false, true, S * Bn, GH, I, 1.0f, xf, I, w, I, 0.0f, xw, GH);
         if (Y) /* steps past a sequence's end are zero */
@@ -263,7 +266,7 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                         for (int64_t k = 0; k < H; k++) hz[b * H + k] = step - 1 < lens[b] ? h[b * H + k] : 0.0f;
                     ha = hz;
                 }
-                rnn_qproj(ctx->pool, &qb, ha, Bn, H, qb.br, qb.rsc, GH, hr);
+                rnn_qproj(ctx->pool, &qb, ha, Bn, H, qb.br, qb.bpr, true, qb.rsc, GH, hr);
             } else {
                 kn_sgemm(ctx->pool, false, true, Bn, GH, H, 1.0f, h, H, r, H, 0.0f, hr, GH);
             }
