@@ -747,6 +747,91 @@ static void test_embed_ln(void) {
             }
 }
 
+/* An EmbedLayerNormalization id outside its table (word, segment or position) must fail the run
+ * naming the node, as the CPU does, not read past the table. */
+static kn_tensor dev_copy(const kn_tensor *t) {
+    kn_tensor d = *t;
+    d.data = cu->alloc(cu, kn_nbytes(t) ? kn_nbytes(t) : 1);
+    kn_status *st = cu->copy(cu, d.data, KN_DEVICE_CUDA, t->data, KN_DEVICE_CPU, kn_nbytes(t));
+    if (!d.data || st) {
+        fprintf(stderr, "upload failed\n");
+        exit(1);
+    }
+    d.device = KN_DEVICE_CUDA;
+    d.owns = false;
+    return d;
+}
+static void test_embed_ln_out_of_range(void) {
+    op_stats *S = &stats[KN_OP_MsEmbedLayerNormalization];
+    for (int which = 0; which < 3; which++) { /* input_ids, segment_ids, position_ids */
+        S->cases++;
+        int64_t B = 2, L = 3, H = 8, wd[2] = {5, H}, pd[2] = {4, H}, gd[2] = {2, H}, hd[1] = {H};
+        kn_tensor *h[9] = {ids_tensor(B, L, 5),
+                           ids_tensor(B, L, 2),
+                           rand_tensor(KN_F32, 2, wd, R_ANY),
+                           rand_tensor(KN_F32, 2, pd, R_ANY),
+                           rand_tensor(KN_F32, 2, gd, R_ANY),
+                           rand_tensor(KN_F32, 1, hd, R_ANY),
+                           rand_tensor(KN_F32, 1, hd, R_ANY),
+                           ids_tensor(B, L, 2),
+                           ids_tensor(1, L, 4)};
+        int32_t bad[3] = {5, -1, 4};
+        ((int32_t *)h[which == 0 ? 0 : which == 1 ? 1 : 8]->data)[which == 2 ? 2 : 4] = bad[which];
+        kn_tensor d[9], yt = {0};
+        const kn_tensor *din[9];
+        for (int k = 0; k < 9; k++) {
+            d[k] = dev_copy(h[k]);
+            din[k] = &d[k];
+        }
+        yt.kind = KN_KIND_TENSOR;
+        yt.dtype = KN_F32;
+        yt.ndim = 3;
+        yt.dims[0] = B;
+        yt.dims[1] = L;
+        yt.dims[2] = H;
+        yt.data = cu->alloc(cu, (size_t)(B * L * H) * sizeof(float));
+        yt.device = KN_DEVICE_CUDA;
+        kn_tensor *dout[1] = {&yt};
+        kn_node node = {0};
+        node.name = (char *)"eln_oob";
+        node.op_type = (char *)"EmbedLayerNormalization";
+        node.domain = (char *)"com.microsoft";
+        node.op = KN_OP_MsEmbedLayerNormalization;
+        node.opset = 1;
+        node.n_inputs = 9;
+        kn_status_free(kn_node_decode_params(&node));
+        kn_scratch scratch = {0};
+        kn_exec_ctx ctx = {.backend = cu, .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch};
+        char why[512] = "";
+        kn_status *st = cu->stream_begin(cu, &ctx.stream);
+        if (st) {
+            snprintf(why, sizeof why, "stream_begin: %s", kn_status_message(st));
+            kn_status_free(st);
+        } else {
+            st = cu->kernel(cu, KN_OP_MsEmbedLayerNormalization)(&ctx, &node, din, 9, dout, 1);
+            kn_status *e = cu->stream_end(cu, ctx.stream);
+            if (st) kn_status_free(st); /* failing at the launch is fine too */
+            if (!st && !e) snprintf(why, sizeof why, "an id outside its table (case %d) gave no error", which);
+            else if (e && !strstr(kn_status_message(e), "eln_oob"))
+                snprintf(why, sizeof why, "the error does not name the node: %s", kn_status_message(e));
+            if (e) kn_status_free(e);
+        }
+        if (why[0]) {
+            printf("FAIL EmbedLayerNormalization out of range: %s\n", why);
+            S->failed++;
+        } else {
+            S->passed++;
+        }
+        for (int k = 0; k < 9; k++) {
+            cu->free(cu, d[k].data);
+            kn_tensor_free(h[k]);
+        }
+        cu->free(cu, yt.data);
+        kn_scratch_release(&scratch);
+        free(node.params);
+    }
+}
+
 /* A Gather index out of range must fail the run (the CPU reports it), naming the node, and the
  * stream must come back clean: the next run on it succeeds. */
 static void test_gather_out_of_range(void) {
@@ -960,6 +1045,7 @@ int main(int argc, char **argv) {
     test_cast_big_ints();
     test_gather_out_of_range();
     test_embed_ln();
+    test_embed_ln_out_of_range();
     test_weights();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
