@@ -1,9 +1,11 @@
 /* Shape and type inference for the com.microsoft contrib ops that optimised transformer exports
- * use (Gelu, FastGelu, BiasGelu, SkipLayerNormalization, Attention, MultiHeadAttention), with the
+ * use (Gelu, FastGelu, BiasGelu, GemmFastGelu, SkipLayerNormalization, EmbedLayerNormalization, Attention,
+ * MultiHeadAttention), with the
  * input and output layouts ONNX Runtime documents for them. Unknown dims propagate as -1; shape
  * conflicts that are already visible statically are reported here so the kernel sees sane input. */
 #include "graph/ops.h"
 #include "runtime/core/dtype.h"
+#include <string.h>
 
 static const kn_tensor *ci_in(const kn_infer_ctx *c, int i) { return i < c->n_in ? c->in[i] : NULL; }
 static kn_tensor *ci_out(const kn_infer_ctx *c, int i) { return i < c->n_out ? c->out[i] : NULL; }
@@ -31,6 +33,18 @@ static bool ci_float(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_
 kn_status *kn_params_decode_ms_sln(const kn_node *n, void *out) {
     kn_params_ms_sln *p = out;
     p->epsilon = kn_attr_float(n, "epsilon", 1e-12f);
+    return NULL;
+}
+
+kn_status *kn_params_decode_ms_embed_ln(const kn_node *n, void *out) {
+    kn_params_ms_embed_ln *p = out;
+    p->epsilon = kn_attr_float(n, "epsilon", 1e-12f);
+    int64_t t = kn_attr_int(n, "mask_index_type", 1);
+    if (t != 0 && t != 1)
+        return kn_error(KN_ERR_INVALID_MODEL, "EmbedLayerNormalization: mask_index_type must be 0 or 1, got %lld",
+                        (long long)t);
+    p->mask_index_type = (int)t;
+    if (!(p->epsilon >= 0.0f)) return kn_error(KN_ERR_INVALID_MODEL, "EmbedLayerNormalization: epsilon must be >= 0");
     return NULL;
 }
 
@@ -92,6 +106,16 @@ kn_status *kn_infer_MsBiasGelu(kn_infer_ctx *c) {
     return kn_infer_same_as_input0(c);
 }
 
+/* GemmFastGelu: MatMul's shapes (numpy matmul broadcasting), the bias over the result's last dim. */
+kn_status *kn_infer_MsGemmFastGelu(kn_infer_ctx *c) {
+    KN_TRY(ci_need(c->node, ci_in(c, 0), "X", 1, KN_MAX_DIMS));
+    KN_TRY(ci_need(c->node, ci_in(c, 1), "W", 1, KN_MAX_DIMS));
+    KN_TRY(kn_infer_MatMul(c));
+    const kn_tensor *y = ci_out(c, 0);
+    if (y && y->ndim >= 0) KN_TRY(ci_check_bias(c->node, y, ci_in(c, 2), "bias"));
+    return NULL;
+}
+
 /* Outputs: output and input_skip_bias_sum take the input's shape; mean and inv_std_var the
  * input's leading dims followed by 1, in float32 (ORT's type U). */
 kn_status *kn_infer_MsSkipLayerNormalization(kn_infer_ctx *c) {
@@ -117,6 +141,72 @@ kn_status *kn_infer_MsSkipLayerNormalization(kn_infer_ctx *c) {
     d[x->ndim - 1] = 1;
     ci_set(ci_out(c, 1), KN_F32, x->ndim, d);
     ci_set(ci_out(c, 2), KN_F32, x->ndim, d);
+    return NULL;
+}
+
+/* EmbedLayerNormalization: input_ids [B,S] int32 (segment_ids, mask the same; position_ids [B,S] or
+ * [1,S]), embedding tables [*,H], gamma/beta [H]. output and embedding_sum [B,S,H] in the tables'
+ * type, mask_index [B] int32. */
+static kn_status *ci_need_ids(const kn_node *n, const kn_tensor *t, const char *what, const kn_tensor *ids) {
+    char b0[KN_DESC_LEN], b1[KN_DESC_LEN];
+    if (t->dtype != KN_I32)
+        return kn_error(KN_ERR_UNSUPPORTED, "%s: %s must be int32, got %s", n->op_type, what,
+                        kn_tensor_desc(t, b0, sizeof b0));
+    if (t->ndim >= 0 && t->ndim != 2)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s must be 2-D, got %s", n->op_type, what,
+                        kn_tensor_desc(t, b0, sizeof b0));
+    if (t == ids || t->ndim < 0 || ids->ndim != 2) return NULL;
+    bool pos = strcmp(what, "position_ids") == 0;
+    for (int d = 0; d < 2; d++)
+        if (t->dims[d] >= 0 && ids->dims[d] >= 0 && t->dims[d] != ids->dims[d] && !(pos && d == 0 && t->dims[0] == 1))
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s %s does not match input_ids %s", n->op_type, what,
+                            kn_tensor_desc(t, b0, sizeof b0), kn_tensor_desc(ids, b1, sizeof b1));
+    return NULL;
+}
+
+kn_status *kn_infer_MsEmbedLayerNormalization(kn_infer_ctx *c) {
+    const kn_node *n = c->node;
+    char b0[KN_DESC_LEN], b1[KN_DESC_LEN];
+    const kn_tensor *ids = ci_in(c, 0), *seg = ci_in(c, 1), *we = ci_in(c, 2), *pe = ci_in(c, 3), *se = ci_in(c, 4);
+    const kn_tensor *mask = ci_in(c, 7), *pos = ci_in(c, 8);
+    if (!ids) return kn_error(KN_ERR_INVALID_MODEL, "EmbedLayerNormalization: missing input input_ids");
+    KN_TRY(ci_need_ids(n, ids, "input_ids", ids));
+    if (seg) KN_TRY(ci_need_ids(n, seg, "segment_ids", ids));
+    if (mask) KN_TRY(ci_need_ids(n, mask, "mask", ids));
+    if (pos) KN_TRY(ci_need_ids(n, pos, "position_ids", ids));
+    if (seg && !se)
+        return kn_error(KN_ERR_INVALID_MODEL, "EmbedLayerNormalization: segment_ids given without segment_embedding");
+    KN_TRY(ci_need(n, we, "word_embedding", 2, 2));
+    KN_TRY(ci_need(n, pe, "position_embedding", 2, 2));
+    if (se) KN_TRY(ci_need(n, se, "segment_embedding", 2, 2));
+    KN_TRY(ci_need(n, ci_in(c, 5), "gamma", 1, 1));
+    int64_t H = we->ndim == 2 ? we->dims[1] : -1;
+    const kn_tensor *tabs[2] = {pe, se};
+    for (int i = 0; i < 2; i++) {
+        const kn_tensor *t = tabs[i];
+        if (!t) continue;
+        if (t->dtype != we->dtype || (t->ndim == 2 && H >= 0 && t->dims[1] >= 0 && t->dims[1] != H))
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "EmbedLayerNormalization: %s %s does not match word_embedding %s",
+                            i ? "segment_embedding" : "position_embedding", kn_tensor_desc(t, b0, sizeof b0),
+                            kn_tensor_desc(we, b1, sizeof b1));
+    }
+    int64_t hd[1] = {H};
+    kn_tensor hx = {0};
+    hx.dtype = we->dtype;
+    kn_tensor_set_shape(&hx, 1, hd);
+    if (H < 0) hx.ndim = -1;
+    KN_TRY(ci_check_bias(n, &hx, ci_in(c, 5), "gamma"));
+    KN_TRY(ci_check_bias(n, &hx, ci_in(c, 6), "beta"));
+    if (ids->ndim < 0) {
+        ci_unknown(ci_out(c, 0), we->dtype);
+        ci_unknown(ci_out(c, 1), KN_I32);
+        ci_unknown(ci_out(c, 2), we->dtype);
+        return NULL;
+    }
+    int64_t d[3] = {ids->dims[0], ids->dims[1], H};
+    ci_set(ci_out(c, 0), we->dtype, 3, d);
+    ci_set(ci_out(c, 1), KN_I32, 1, d);
+    ci_set(ci_out(c, 2), we->dtype, 3, d);
     return NULL;
 }
 

@@ -273,7 +273,8 @@ kn_status *kn_infer_RotaryEmbedding(kn_infer_ctx *c) {
 
 /* ---------------- RNN family ---------------- */
 
-static kn_status *infer_rnn(kn_infer_ctx *c, int gates, int n_state_outs) {
+/* quant_layout: DynamicQuantizeLSTM's W [dirs, input, gates*H] and R [dirs, H, gates*H] */
+static kn_status *infer_rnn(kn_infer_ctx *c, int gates, int n_state_outs, bool quant_layout) {
     const kn_node *n = c->node;
     const kn_tensor *x = infer_in(c, 0), *w = infer_in(c, 1), *r = infer_in(c, 2);
     KN_TRY(need_rank(n, x, "X", 3, 3));
@@ -283,8 +284,8 @@ static kn_status *infer_rnn(kn_infer_ctx *c, int gates, int n_state_outs) {
     int64_t layout = p->layout;
     int64_t dirs = p->direction == KN_RNN_BIDIRECTIONAL ? 2 : 1;
     int64_t H = p->hidden_size;
-    if (H <= 0 && w->ndim == 3) H = div_dim(w->dims[1], gates);
-    if (H <= 0 && r->ndim == 3) H = r->dims[2];
+    if (H <= 0 && w->ndim == 3) H = div_dim(w->dims[quant_layout ? 2 : 1], gates);
+    if (H <= 0 && r->ndim == 3) H = r->dims[quant_layout ? 1 : 2];
     int64_t S = -1, B = -1;
     if (x->ndim == 3) {
         S = layout ? x->dims[1] : x->dims[0];
@@ -303,9 +304,10 @@ static kn_status *infer_rnn(kn_infer_ctx *c, int gates, int n_state_outs) {
     return NULL;
 }
 
-kn_status *kn_infer_RNN(kn_infer_ctx *c) { return infer_rnn(c, 1, 1); }
-kn_status *kn_infer_GRU(kn_infer_ctx *c) { return infer_rnn(c, 3, 1); }
-kn_status *kn_infer_LSTM(kn_infer_ctx *c) { return infer_rnn(c, 4, 2); }
+kn_status *kn_infer_RNN(kn_infer_ctx *c) { return infer_rnn(c, 1, 1, false); }
+kn_status *kn_infer_GRU(kn_infer_ctx *c) { return infer_rnn(c, 3, 1, false); }
+kn_status *kn_infer_LSTM(kn_infer_ctx *c) { return infer_rnn(c, 4, 2, false); }
+kn_status *kn_infer_MsDynamicQuantizeLSTM(kn_infer_ctx *c) { return infer_rnn(c, 4, 2, true); }
 
 /* ---------------- quantisation ---------------- */
 

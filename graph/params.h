@@ -546,6 +546,14 @@ typedef struct kn_params_ms_sln {
     float epsilon;
 } kn_params_ms_sln;
 
+/* com.microsoft EmbedLayerNormalization. epsilon defaults to 1e-12 as in ORT's schema;
+ * mask_index_type (0: none, 1: 1-D, the default) only says whether the mask_index output is typed
+ * by shape inference: ORT's kernels write int32 [batch] for a wired output 1 either way. */
+typedef struct kn_params_ms_embed_ln {
+    float epsilon;
+    int mask_index_type;
+} kn_params_ms_embed_ln;
+
 /* com.microsoft Attention and MultiHeadAttention. scale 0: 1/sqrt(head size). */
 typedef struct kn_params_ms_attention {
     int64_t num_heads;

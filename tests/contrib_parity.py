@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Parity of kiln's com.microsoft contrib ops (Gelu, FastGelu, BiasGelu, SkipLayerNormalization,
-Attention, MultiHeadAttention) against ONNX Runtime's CPU implementation.
+"""Parity of kiln's com.microsoft contrib ops (Gelu, FastGelu, BiasGelu, GemmFastGelu, SkipLayerNormalization,
+EmbedLayerNormalization, DynamicQuantizeLSTM, Attention, MultiHeadAttention) against ONNX Runtime's CPU implementation.
 
 Each case is a one-node model built with onnx.helper; ORT runs it in-process and kiln runs it via
 `kiln exec MODEL --inputs DIR --outputs DIR` on the same inputs (written as input_K.pb in an ONNX
-test-data folder). Every output is compared with rtol 1e-4, atol 1e-5.
+test-data folder). Every output is compared with rtol 1e-4, atol 1e-5. ONNX Runtime's CPU has no
+GemmFastGelu kernel, so its reference is the MatMul + FastGelu pair it fuses, run by ONNX Runtime.
 
 Usage: KILN=path/to/kiln python3 tests/contrib_parity.py [--kiln PATH] [-k SUBSTRING] [-v]
 Prints "N passed, N failed, 0 skipped" last and exits non-zero on any failure.
@@ -22,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 RTOL, ATOL = 1e-4, 1e-5
 NP2ONNX = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16, np.int32: TensorProto.INT32,
-           np.int64: TensorProto.INT64}
+           np.int64: TensorProto.INT64, np.int8: TensorProto.INT8, np.uint8: TensorProto.UINT8}
 
 
 def make_model(op, inputs, outputs, attrs):
@@ -33,16 +34,33 @@ def make_model(op, inputs, outputs, attrs):
     g_in = [helper.make_tensor_value_info(n, NP2ONNX[a.dtype.type], list(a.shape)) for n, a in inputs if a is not None]
     # outputs carry the first input's float type (mean / inv_std_var of SkipLayerNormalization are
     # always float32)
-    t0 = NP2ONNX[inputs[0][1].dtype.type]
-    g_out = [helper.make_tensor_value_info(o, TensorProto.FLOAT if o in ("mean", "inv_std_var") else t0, None)
-             for o in outputs if o]
+    # (EmbedLayerNormalization's first input is int32 ids: its outputs follow the first float input, and
+    # mask_index is int32)
+    t0 = next(NP2ONNX[a.dtype.type] for _, a in inputs if a is not None and a.dtype.kind == "f")
+    fixed = {"mean": TensorProto.FLOAT, "inv_std_var": TensorProto.FLOAT, "mask_index": TensorProto.INT32}
+    g_out = [helper.make_tensor_value_info(o, fixed.get(o, t0), None) for o in outputs if o]
     graph = helper.make_graph([node], "contrib_" + op, g_in, g_out)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 8
     return model
 
 
-def run_kiln(kiln, model, feeds, n_out, tmp):
+def ort_model(op, inputs, outputs, attrs):
+    """The model ONNX Runtime runs as the reference: the node itself, or for GemmFastGelu (no CPU
+    kernel in ONNX Runtime) the MatMul + FastGelu it stands for."""
+    model = make_model(op, inputs, outputs, attrs)
+    if op != "GemmFastGelu":
+        return model
+    g = model.graph
+    node = g.node[0]
+    mm = helper.make_node("MatMul", list(node.input[:2]), ["mm_out"])
+    fg = helper.make_node("FastGelu", ["mm_out"] + list(node.input[2:3]), list(node.output), domain="com.microsoft")
+    del g.node[:]
+    g.node.extend([mm, fg])
+    return model
+
+
+def run_kiln(kiln, model, feeds, n_out, tmp, extra_args=()):
     mpath = os.path.join(tmp, "model.onnx")
     onnx.save(model, mpath)
     idir, odir = os.path.join(tmp, "in"), os.path.join(tmp, "out")
@@ -51,8 +69,8 @@ def run_kiln(kiln, model, feeds, n_out, tmp):
     for i, (name, arr) in enumerate(feeds):
         with open(os.path.join(idir, f"input_{i}.pb"), "wb") as f:
             f.write(numpy_helper.from_array(arr, name).SerializeToString())
-    r = subprocess.run([kiln, "exec", mpath, "--inputs", idir, "--outputs", odir], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run([kiln, "exec", mpath, "--inputs", idir, "--outputs", odir, *extra_args], capture_output=True,
+                       text=True, timeout=600)
     if r.returncode != 0:
         raise RuntimeError(f"kiln exec failed (rc {r.returncode}): {r.stderr.strip()[-800:]}")
     outs = []
@@ -105,6 +123,12 @@ def cases():
                     ("BiasGelu", [("A", f32(3, 16, s=3.0).astype(np.float16)), ("B", f32(16).astype(np.float16))])]:
         add(f"{op.lower()}_fp16", op, ins, ["Y"])
     add("gelu_big", "Gelu", [("X", f32(64, 257, s=4.0))], ["Y"])
+    # GemmFastGelu: X [.., K] x W [K, N] (+ bias [N])
+    for xs, (K, N) in [((2, 5, 16), (16, 24)), ((7, 8), (8, 3)), ((2, 2, 3, 12), (12, 40))]:
+        tag = "x".join(map(str, xs)) + f"_{N}"
+        add(f"gemmfastgelu_bias_{tag}", "GemmFastGelu", [("X", f32(*xs)), ("W", f32(K, N, s=0.5)), ("bias", f32(N))],
+            ["Y"])
+        add(f"gemmfastgelu_{tag}", "GemmFastGelu", [("X", f32(*xs)), ("W", f32(K, N, s=0.5))], ["Y"])
 
     # -- SkipLayerNormalization
     for (B, S, H) in [(2, 3, 8), (1, 5, 32), (3, 1, 7)]:
@@ -134,6 +158,77 @@ def cases():
                                                       ("gamma", f32(96)), ("beta", f32(96))], ["out"], epsilon=1e-5)
     add("sln_2d_input", "SkipLayerNormalization", [("input", f32(6, 16)), ("skip", f32(6, 16)), ("gamma", g), ("beta", b)],
         ["out"])
+
+    # -- EmbedLayerNormalization: every optional input and output present and absent
+    def eln(name, B, S, H, V=30, P=16, G=2, seg=True, segemb=True, mask=None, pos=None, outs=("out",),
+            dt=np.float32, **attrs):
+        i32 = lambda hi, *sh: rng.integers(0, hi, sh).astype(np.int32)
+        ins = [("input_ids", i32(V, B, S)), ("segment_ids", i32(G, B, S) if seg else None),
+               ("word_embedding", f32(V, H).astype(dt)), ("position_embedding", f32(P, H).astype(dt)),
+               ("segment_embedding", f32(G, H).astype(dt) if segemb else None), ("gamma", f32(H).astype(dt)),
+               ("beta", f32(H).astype(dt)), ("mask", mask), ("position_ids", pos)]
+        while ins[-1][1] is None:
+            ins.pop()
+        add(name, "EmbedLayerNormalization", ins, list(outs), **attrs)
+
+    m = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], np.int32)
+    eln("eln_bert", 3, 5, 16, mask=m, outs=("out", "mask_index"))
+    eln("eln_all_outputs", 3, 5, 16, mask=m, outs=("out", "mask_index", "sum"), epsilon=1e-5)
+    eln("eln_no_mask_index_zero", 2, 4, 8, outs=("out", "mask_index"))
+    eln("eln_distilbert_no_segment", 2, 7, 32, seg=False, segemb=False, mask=np.ones((2, 7), np.int32),
+        outs=("out", "mask_index"))
+    eln("eln_sum_only", 2, 3, 8, seg=False, segemb=False, outs=("out", "", "sum"))
+    eln("eln_mask_not_01", 2, 4, 8, mask=np.array([[1, 2, 1, 0], [3, 1, 1, 1]], np.int32), outs=("out", "mask_index"))
+    eln("eln_mask_index_type0", 2, 4, 8, mask=np.array([[1, 1, 0, 0], [1, 1, 1, 1]], np.int32),
+        outs=("out", "mask_index"), mask_index_type=0)
+    eln("eln_position_ids_batch", 2, 6, 16, P=10, mask=np.ones((2, 6), np.int32),
+        pos=rng.integers(0, 10, (2, 6)).astype(np.int32), outs=("out", "mask_index", "sum"))
+    eln("eln_position_ids_bcast", 3, 6, 16, P=8, mask=np.ones((3, 6), np.int32),
+        pos=(np.arange(6)[None, :] + 2).astype(np.int32), outs=("out", "mask_index"))
+    eln("eln_roberta_pos_no_mask", 2, 5, 8, P=12, seg=False, segemb=False,
+        pos=np.array([[2, 3, 4, 5, 6], [2, 3, 4, 1, 1]], np.int32), outs=("out", "mask_index"))
+    eln("eln_segtable_no_ids", 2, 4, 8, seg=False, segemb=True, outs=("out", "mask_index"))
+    eln("eln_wide_rows", 2, 9, 96, V=50, P=9, mask=np.ones((2, 9), np.int32), outs=("out", "mask_index"),
+        epsilon=1e-12)
+    eln("eln_fp16", 2, 4, 16, dt=np.float16, mask=m[:2, :4], outs=("out", "mask_index", "sum"))
+
+    # -- DynamicQuantizeLSTM: int8 / uint8 weights [dirs, K, 4H], per-tensor or per-column scales (ORT
+    # reads one zero point per matrix, so per-column zero points are equal here)
+    def dqlstm(name, S, B, I, H, direction="forward", wdt=np.int8, per_col=False, zp=0, bias=True, lens=None,
+               init=False, peep=False, outs=("Y", "Y_h", "Y_c"), **attrs):
+        D = 2 if direction == "bidirectional" else 1
+
+        def quant(K):
+            w = f32(D, K, 4 * H, s=0.4)
+            amax = np.abs(w).max(axis=1) if per_col else np.abs(w).max(axis=(1, 2))  # [D, 4H] or [D]
+            scale = (amax / 127.0).astype(np.float32)
+            sc = scale[:, None, :] if per_col else scale[:, None, None]
+            q = np.clip(np.round(w / sc) + zp, -128 if wdt == np.int8 else 0, 127 if wdt == np.int8 else 255)
+            return q.astype(wdt), scale, np.full(scale.shape, zp, wdt)
+
+        W, ws, wz = quant(I)
+        R, rs, rz = quant(H)
+        ins = [("X", f32(S, B, I, s=1.5)), ("W", W), ("R", R), ("B", f32(D, 8 * H, s=0.2) if bias else None),
+               ("sequence_lens", None if lens is None else np.array(lens, np.int32)),
+               ("initial_h", f32(D, B, H) if init else None), ("initial_c", f32(D, B, H) if init else None),
+               ("P", f32(D, 3 * H, s=0.3) if peep else None), ("W_scale", ws), ("W_zero_point", wz),
+               ("R_scale", rs), ("R_zero_point", rz)]
+        add(name, "DynamicQuantizeLSTM", ins, list(outs), hidden_size=H, direction=direction, **attrs)
+
+    dqlstm("dqlstm_basic", 5, 2, 6, 4)
+    dqlstm("dqlstm_per_channel", 5, 3, 8, 6, per_col=True)
+    dqlstm("dqlstm_uint8_zp", 4, 2, 6, 5, wdt=np.uint8, zp=128)
+    dqlstm("dqlstm_uint8_per_channel", 4, 2, 6, 5, wdt=np.uint8, zp=120, per_col=True)
+    dqlstm("dqlstm_no_bias_init", 3, 2, 5, 4, bias=False, init=True)
+    dqlstm("dqlstm_reverse_lens", 6, 3, 4, 5, direction="reverse", lens=[6, 3, 1], init=True)
+    dqlstm("dqlstm_bidir_lens", 6, 3, 4, 5, direction="bidirectional", lens=[2, 6, 4], init=True, per_col=True)
+    dqlstm("dqlstm_lens_no_Y", 5, 3, 4, 4, lens=[5, 2, 3], init=True, outs=("", "Y_h", "Y_c"))
+    dqlstm("dqlstm_bidir_lens_no_Y", 5, 3, 4, 4, direction="bidirectional", lens=[1, 5, 3], init=True,
+           outs=("", "Y_h", "Y_c"))
+    dqlstm("dqlstm_peephole_clip", 5, 2, 4, 4, peep=True, clip=1.5, init=True)
+    dqlstm("dqlstm_input_forget", 4, 2, 4, 4, input_forget=1)
+    dqlstm("dqlstm_activations", 4, 2, 4, 4, activations=["HardSigmoid", "Tanh", "Tanh"])
+    dqlstm("dqlstm_larger", 12, 4, 40, 32, direction="bidirectional", per_col=True)
 
     # -- Attention (fused QKV projection)
     def attn(name, B, S, D, N, hidden=None, qkv=None, bias=True, mask=None, past=None, abias=None, present=False, **attrs):
@@ -238,6 +333,13 @@ def main():
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 3
+    # ORT's quantised LSTM splits the batch across its threads and quantises each chunk's hidden
+    # state separately, so its result depends on the thread count; one thread is its plain
+    # semantics (one quantisation per product), which kiln implements
+    so1 = ort.SessionOptions()
+    so1.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so1.log_severity_level = 3
+    so1.intra_op_num_threads = 1
     passed = failed = 0
     for name, op, inputs, outputs, attrs in cases():
         if args.k not in name:
@@ -245,7 +347,9 @@ def main():
         model = make_model(op, inputs, outputs, attrs)
         feeds = [(n, a) for n, a in inputs if a is not None]
         try:
-            sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(ort_model(op, inputs, outputs, attrs).SerializeToString(),
+                                       so1 if op == "DynamicQuantizeLSTM" else so,
+                                       providers=["CPUExecutionProvider"])
             ref = sess.run(None, dict(feeds))
             with tempfile.TemporaryDirectory() as tmp:
                 got = run_kiln(kiln, model, feeds, len(ref), tmp)
@@ -258,7 +362,9 @@ def main():
         else:
             passed += 1
             if args.v:
-                print(f"ok   {name}")
+                diff = max((float(np.max(np.abs(r.astype(np.float64) - g.astype(np.float64)))) if r.size else 0.0)
+                           for r, g in zip(ref, got))
+                print(f"ok   {name} (max abs diff {diff:.3g})")
     print(f"{passed} passed, {failed} failed, 0 skipped")
     return 1 if failed else 0
 

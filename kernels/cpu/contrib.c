@@ -1,6 +1,6 @@
 /* CPU kernels for the com.microsoft contrib ops found in optimised transformer exports: Gelu (erf),
- * FastGelu (tanh approximation), BiasGelu, SkipLayerNormalization, Attention and
- * MultiHeadAttention, following ONNX Runtime's documented semantics. Everything is computed in
+ * FastGelu (tanh approximation), BiasGelu, GemmFastGelu, SkipLayerNormalization, EmbedLayerNormalization,
+ * Attention and MultiHeadAttention, following ONNX Runtime's documented semantics. Everything is computed in
  * float32 (float64 inputs in double for the elementwise ops); float16 / bfloat16 tensors are
  * converted on the way in and out. Attention masks are additive like ORT's: a masked key gets
  * mask_filter_value (default -10000) added to its score, and the causal mask adds it again, so a
@@ -148,6 +148,15 @@ kn_status *kn_cpu_MsBiasGelu(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
     return gelu_run(ctx, node, in[0], in[1], out[0], MS_GELU_ERF);
 }
 
+/* GemmFastGelu: MatMul's kernel, then FastGelu with its bias over the product in place. */
+kn_status *kn_cpu_MsGemmFastGelu(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                 kn_tensor *const *out, int n_out) {
+    if (n_in < 2 || !in[1]) return kn_error(KN_ERR_INVALID_MODEL, "GemmFastGelu: missing input W");
+    if (!ms_float_dtype(in[0]->dtype) || in[0]->dtype == KN_F64) return kn_err_dtype(node, in[0]);
+    KN_TRY(kn_cpu_MatMul(ctx, node, in, 2, out, n_out));
+    return gelu_run(ctx, node, out[0], n_in > 2 ? in[2] : NULL, out[0], MS_GELU_TANH);
+}
+
 /* ---- SkipLayerNormalization ---- */
 
 typedef struct sln_job {
@@ -234,6 +243,154 @@ kn_status *kn_cpu_MsSkipLayerNormalization(kn_exec_ctx *ctx, const kn_node *node
     ms_commit(y, j.y);
     if (mo) ms_commit(mo, j.mean);
     if (io) ms_commit(io, j.inv);
+    if (so) ms_commit(so, j.sum);
+    return NULL;
+}
+
+/* ---- EmbedLayerNormalization ---- */
+
+typedef struct eln_job {
+    const int32_t *ids, *seg, *pos;
+    const void *we, *pe, *se;
+    kn_dtype dt;
+    const float *gamma, *beta;
+    int64_t S, H, pos_rows; /* pos_rows: S when position_ids broadcast from [1,S], else B*S */
+    float eps;
+    float *y, *sum;
+    int ew_level, red_level;
+} eln_job;
+
+/* Table row r as float32 into dst (added when acc): the float32 tables are read in place, the
+ * 16-bit ones converted a row at a time rather than whole (a vocabulary is large, a batch small). */
+static void eln_row(const eln_job *j, const void *tab, int64_t r, float *dst, bool acc) {
+    int64_t H = j->H;
+    if (j->dt == KN_F32) {
+        const float *src = (const float *)tab + r * H;
+        if (acc) kn_ew_binary_f32_level(j->ew_level, KN_EW_ADD, dst, 1, src, 1, dst, H);
+        else memcpy(dst, src, (size_t)H * sizeof(float));
+        return;
+    }
+    for (int64_t k = 0; k < H; k++) {
+        float v = kn_load_f32(tab, j->dt, r * H + k);
+        dst[k] = acc ? dst[k] + v : v;
+    }
+}
+
+static void eln_task(void *vctx, int64_t begin, int64_t end) {
+    const eln_job *j = vctx;
+    int64_t H = j->H;
+    for (int64_t t = begin; t < end; t++) {
+        float *y = j->y + t * H;
+        int64_t p = j->pos ? j->pos[t % j->pos_rows] : t % j->S;
+        eln_row(j, j->we, j->ids[t], y, false);
+        eln_row(j, j->pe, p, y, true);
+        /* a segment table without segment_ids adds its row 0, as ONNX Runtime's kernel does */
+        if (j->se) eln_row(j, j->se, j->seg ? j->seg[t] : 0, y, true);
+        if (j->sum) memcpy(j->sum + t * H, y, (size_t)H * sizeof(float));
+        if (j->red_level == 2) kn_layernorm_rows_f32_avx512(y, y, 1, H, j->gamma, j->beta, j->eps, NULL, NULL);
+        else if (j->red_level == 1) kn_layernorm_rows_f32_avx2(y, y, 1, H, j->gamma, j->beta, j->eps, NULL, NULL);
+        else kn_layernorm_rows_f32_scalar(y, y, 1, H, j->gamma, j->beta, j->eps, NULL, NULL);
+    }
+}
+
+/* Every id inside its table, checked before any row is read (the tables are not padded). */
+static kn_status *eln_check_ids(const kn_node *node, const int32_t *ids, int64_t n, int64_t rows, const char *what) {
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= rows)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s %s: %s[%lld] = %d is outside its embedding table of %lld rows",
+                            node->op_type, node->name ? node->name : "", what, (long long)i, (int)ids[i],
+                            (long long)rows);
+    return NULL;
+}
+
+kn_status *kn_cpu_MsEmbedLayerNormalization(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                            kn_tensor *const *out, int n_out) {
+    char b0[KN_DESC_LEN], b1[KN_DESC_LEN];
+#define ELN_IN(i) (n_in > (i) ? in[i] : NULL)
+    const kn_tensor *ids = in[0], *seg = ELN_IN(1), *we = ELN_IN(2), *pe = ELN_IN(3), *se = ELN_IN(4);
+    const kn_tensor *gamma = ELN_IN(5), *beta = ELN_IN(6), *mask = ELN_IN(7), *pos = ELN_IN(8);
+#undef ELN_IN
+    if (!we || !pe || !gamma)
+        return kn_error(
+            KN_ERR_INVALID_MODEL,
+            "EmbedLayerNormalization: input_ids, word_embedding, position_embedding and gamma are required");
+    if (ids->dtype != KN_I32 || ids->ndim != 2)
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "EmbedLayerNormalization: input_ids must be int32 [batch, seq], got %s",
+                        kn_tensor_desc(ids, b0, sizeof b0));
+    int64_t B = ids->dims[0], S = ids->dims[1], H = we->ndim == 2 ? we->dims[1] : -1;
+    if (we->ndim != 2 || pe->ndim != 2 || pe->dims[1] != H || pe->dtype != we->dtype ||
+        (se && (se->ndim != 2 || se->dims[1] != H || se->dtype != we->dtype)))
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "EmbedLayerNormalization: embedding tables must be [*, hidden] of one type, got word %s, "
+                        "position %s",
+                        kn_tensor_desc(we, b0, sizeof b0), kn_tensor_desc(pe, b1, sizeof b1));
+    const kn_tensor *vecs[2] = {gamma, beta};
+    for (int i = 0; i < 2; i++)
+        if (vecs[i] && (vecs[i]->ndim != 1 || vecs[i]->dims[0] != H))
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "EmbedLayerNormalization: gamma/beta %s must be [%lld]",
+                            kn_tensor_desc(vecs[i], b0, sizeof b0), (long long)H);
+    const kn_tensor *same[2] = {seg, mask};
+    for (int i = 0; i < 2; i++)
+        if (same[i] &&
+            (same[i]->dtype != KN_I32 || same[i]->ndim != 2 || same[i]->dims[0] != B || same[i]->dims[1] != S))
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "EmbedLayerNormalization: %s %s must be int32 like input_ids %s",
+                            i ? "mask" : "segment_ids", kn_tensor_desc(same[i], b0, sizeof b0),
+                            kn_tensor_desc(ids, b1, sizeof b1));
+    if (seg && !se)
+        return kn_error(KN_ERR_INVALID_MODEL, "EmbedLayerNormalization: segment_ids given without segment_embedding");
+    if (pos &&
+        (pos->dtype != KN_I32 || pos->ndim != 2 || pos->dims[1] != S || (pos->dims[0] != B && pos->dims[0] != 1)))
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "EmbedLayerNormalization: position_ids %s must be int32 [batch or 1, %lld]",
+                        kn_tensor_desc(pos, b0, sizeof b0), (long long)S);
+    int64_t n = B * S;
+    KN_TRY(eln_check_ids(node, ids->data, n, we->dims[0], "input_ids"));
+    if (seg) KN_TRY(eln_check_ids(node, seg->data, n, se->dims[0], "segment_ids"));
+    if (pos) KN_TRY(eln_check_ids(node, pos->data, kn_numel(pos), pe->dims[0], "position_ids"));
+    else if (n > 0 && S > pe->dims[0])
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "EmbedLayerNormalization: sequence length %lld exceeds the %lld rows of position_embedding",
+                        (long long)S, (long long)pe->dims[0]);
+    if (se && !seg && n > 0 && se->dims[0] < 1)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "EmbedLayerNormalization: segment_embedding has no rows");
+
+    /* mask_index: the count of ones in each mask row (ORT's CPU kernel counts only exact 1s), zeros
+     * without a mask */
+    kn_tensor *mi = n_out > 1 ? out[1] : NULL;
+    if (mi) {
+        int32_t *m = mi->data;
+        for (int64_t b = 0; b < B; b++) {
+            int32_t c = 0;
+            if (mask)
+                for (int64_t s = 0; s < S; s++) c += ((const int32_t *)mask->data)[b * S + s] == 1;
+            m[b] = c;
+        }
+    }
+    if (n == 0 || H == 0) return NULL;
+
+    eln_job j = {0};
+    j.ids = ids->data;
+    j.seg = seg ? seg->data : NULL;
+    j.pos = pos ? pos->data : NULL;
+    j.pos_rows = pos && pos->dims[0] == 1 ? S : n;
+    j.we = we->data;
+    j.pe = pe->data;
+    j.se = se ? se->data : NULL;
+    j.dt = we->dtype;
+    if (!ms_float_dtype(j.dt) || j.dt == KN_F64) return kn_err_dtype(node, we);
+    j.S = S;
+    j.H = H;
+    j.eps = KN_PARAMS(node, ms_embed_ln)->epsilon;
+    j.ew_level = kn_ew_best_level();
+    j.red_level = kn_red_simd_level();
+    KN_TRY(ms_f32_view(ctx, node, gamma, &j.gamma));
+    if (beta) KN_TRY(ms_f32_view(ctx, node, beta, &j.beta));
+    kn_tensor *y = out[0], *so = n_out > 2 ? out[2] : NULL;
+    KN_TRY(ms_f32_dest(ctx, y, &j.y));
+    if (so) KN_TRY(ms_f32_dest(ctx, so, &j.sum));
+    kn_parallel_for(ctx->pool, n, kn_red_grain(H), eln_task, &j);
+    ms_commit(y, j.y);
     if (so) ms_commit(so, j.sum);
     return NULL;
 }

@@ -64,6 +64,14 @@ void kn_igemm_plain(int64_t M, int64_t N, int64_t K, const int64_t *A, const int
 void kn_igemm_pack_b16(int64_t K, int64_t N, const int16_t *B, int16_t *Bp);
 bool kn_igemm_s16(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda, const int16_t *Bp, int32_t *C,
                   int64_t ldc);
+/* C (int32, wrapping) = A16 * B16 (M x K by K x N), B16 packed into bp ((K + 1) * N) on the way
+ * unless bp_ready says bp already holds it, on the pool where the CPU has AVX2
+ * (kernels/cpu/linalg_misc.c). */
+void kn_igemm_i16(kn_threadpool *pool, int64_t M, int64_t N, int64_t K, const int16_t *a16, const int16_t *b16,
+                  int16_t *bp, bool bp_ready, int32_t *c);
+/* DynamicQuantizeLinear of n floats to uint8 (kernels/cpu/quant.c): the operand quantisation of
+ * dynamically quantised products. y may be NULL (parameters only). */
+void kn_dynamic_quantize_u8(const float *x, int64_t n, uint8_t *y, float *scale, uint8_t *zp);
 void kn_igemm_s16_avx2(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda, const int16_t *Bp, int32_t *C,
                        int64_t ldc);
 

@@ -106,15 +106,12 @@ static void mm_offsets(const mm_geom *g, int64_t bi, int64_t *ia, int64_t *ib) {
 
 /* C[batch] = A[batch] * B[batch] in float32, using one big or one batched sgemm when the batch
  * layout allows it. */
-static void matmul_f32(kn_threadpool *pool, const mm_geom *g, const float *A, const float *B, float *C,
-                       const kn_sgemm_packed *packed) {
+static void matmul_f32(kn_threadpool *pool, const mm_geom *g, const float *A, const float *B, float *C) {
     int64_t M = g->M, N = g->N, K = g->K;
     if (g->nbatch == 0 || M == 0 || N == 0) return;
     if (g->b_mats == 1 && g->a_mats == g->nbatch) {
         /* Activations times weights: the batch folds into M. */
-        if (packed && packed->B == B && packed->K == K && packed->N == N && !packed->trans_b)
-            kn_sgemm_packed_run(pool, g->nbatch * M, 1.0f, A, K, packed, 0.0f, C, N);
-        else kn_sgemm(pool, false, false, g->nbatch * M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+        kn_sgemm(pool, false, false, g->nbatch * M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
     } else if (g->a_mats == g->nbatch && g->b_mats == g->nbatch) {
         kn_sgemm_batched(pool, false, false, g->nbatch, M, N, K, 1.0f, A, K, M * K, B, N, K * N, 0.0f, C, N, M * N);
     } else if (g->a_mats == 1 && g->b_mats == g->nbatch) {
@@ -139,13 +136,13 @@ kn_status *kn_cpu_MatMul(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
     if (a->dtype != b->dtype) return kn_err_dtype(node, b);
     int64_t M = g.M, N = g.N, K = g.K;
     switch (a->dtype) {
-    case KN_F32: matmul_f32(ctx->pool, &g, a->data, b->data, y->data, node->prepared); return NULL;
+    case KN_F32: matmul_f32(ctx->pool, &g, a->data, b->data, y->data); return NULL;
     case KN_F16:
     case KN_BF16: {
         float *fa = as_f32(ctx, a), *fb = as_f32(ctx, b);
         float *fc = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(kn_numel(y) > 0 ? kn_numel(y) : 1));
         if (!fa || !fb || !fc) return KN_OOM(kn_nbytes(y));
-        matmul_f32(ctx->pool, &g, fa, fb, fc, NULL);
+        matmul_f32(ctx->pool, &g, fa, fb, fc);
         store_from_f32(y, fc);
         return NULL;
     }
@@ -224,10 +221,7 @@ kn_status *kn_cpu_Gemm(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
                 for (int64_t j = 0; j < N; j++) fy[i * N + j] = fc[i * csr + j * csc];
             bet = beta;
         }
-        const kn_sgemm_packed *pk = node->prepared;
-        if (pk && !ta && pk->B == fb && pk->trans_b == tb && pk->K == K && pk->N == N)
-            kn_sgemm_packed_run(ctx->pool, M, alpha, fa, K, pk, bet, fy, N);
-        else kn_sgemm(ctx->pool, ta, tb, M, N, K, alpha, fa, ta ? M : K, fb, tb ? K : N, bet, fy, N);
+        kn_sgemm(ctx->pool, ta, tb, M, N, K, alpha, fa, ta ? M : K, fb, tb ? K : N, bet, fy, N);
         if (a->dtype != KN_F32) store_from_f32(y, fy);
         return NULL;
     }
@@ -299,6 +293,30 @@ static void igemm_rows(void *ctx, int64_t begin, int64_t end) {
     kn_igemm_s16(end - begin, j->N, j->K, j->A + begin * j->K, j->K, j->Bp, j->C + begin * j->N, j->N);
 }
 
+/* C (int32, wrapping) = A16 (M x K) * B16 (K x N), packing B16 into bp ((K + 1) * N int16) unless
+ * bp_ready (a caller reusing one B over many products packs it once): the AVX2 kernel over row
+ * blocks where the CPU has it, else the plain loop. Shared by MatMulInteger, QLinearMatMul and the
+ * quantised recurrent projections (rnn.c). */
+void kn_igemm_i16(kn_threadpool *pool, int64_t M, int64_t N, int64_t K, const int16_t *a16, const int16_t *b16,
+                  int16_t *bp, bool bp_ready, int32_t *c) {
+    if (!bp_ready) kn_igemm_pack_b16(K, N, b16, bp);
+    igemm_job job = {N, K, a16, bp, c};
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2")) {
+        kn_parallel_for(pool, M, 1 + 65536 / (N * K + 1), igemm_rows, &job);
+        return;
+    }
+    for (int64_t i = 0; i < M; i++) {
+        uint32_t *ci = (uint32_t *)(c + i * N);
+        for (int64_t j = 0; j < N; j++) ci[j] = 0;
+        for (int64_t k = 0; k < K; k++) {
+            uint32_t av = (uint32_t)(int32_t)a16[i * K + k];
+            const int16_t *br = b16 + k * N;
+            for (int64_t j = 0; j < N; j++) ci[j] += av * (uint32_t)(int32_t)br[j];
+        }
+    }
+}
+
 /* acc[b][i][j] = sum_k (A - azp[i]) * (B - bzp[j]) over the numpy matmul batch, in int32 with
  * wrap-around (the ONNX result type). The 8-bit operands less their zero points fit int16, which
  * the SIMD kernel multiplies in pairs; the plain loop is the fallback without AVX2. */
@@ -326,23 +344,7 @@ static kn_status *int_matmul(kn_exec_ctx *ctx, const char *op, const mm_geom *g,
         for (int64_t i = 0; i < M; i++)
             for (int64_t k = 0; k < K; k++)
                 a16[i * K + k] = (int16_t)((as ? (int8_t)am[i * K + k] : am[i * K + k]) - az[i]);
-        int32_t *c = acc + bi * M * N;
-        kn_igemm_pack_b16(K, N, b16, bp);
-        igemm_job job = {N, K, a16, bp, c};
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx2")) {
-            kn_parallel_for(ctx->pool, M, 1 + 65536 / (N * K + 1), igemm_rows, &job);
-            continue;
-        }
-        for (int64_t i = 0; i < M; i++) {
-            uint32_t *ci = (uint32_t *)(c + i * N);
-            for (int64_t j = 0; j < N; j++) ci[j] = 0;
-            for (int64_t k = 0; k < K; k++) {
-                uint32_t av = (uint32_t)(int32_t)a16[i * K + k];
-                const int16_t *br = b16 + k * N;
-                for (int64_t j = 0; j < N; j++) ci[j] += av * (uint32_t)(int32_t)br[j];
-            }
-        }
+        kn_igemm_i16(ctx->pool, M, N, K, a16, b16, bp, false, acc + bi * M * N);
     }
     *acc_out = acc;
     return NULL;

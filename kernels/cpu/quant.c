@@ -3,6 +3,7 @@
  * byte), the float8 formats and float4e2m1. Integer quantisation rounds half to even in float32,
  * as the ONNX reference does, then saturates to the target range. */
 #include "graph/ops.h"
+#include "kernels/cpu/gemm.h"
 #include "runtime/core/dtype.h"
 #include <fenv.h>
 #include <math.h>
@@ -226,12 +227,10 @@ kn_status *kn_cpu_DequantizeLinear(kn_exec_ctx *ctx, const kn_node *node, const 
     return NULL;
 }
 
-kn_status *kn_cpu_DynamicQuantizeLinear(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                        kn_tensor *const *out, int n_out) {
-    const kn_tensor *x = in[0];
-    if (x->dtype != KN_F32) return kn_err_dtype(node, x);
-    const float *xv = x->data;
-    int64_t n = kn_numel(x);
+/* DynamicQuantizeLinear's arithmetic, shared with the quantised recurrent projections (rnn.c), which
+ * quantise each GEMM operand the same way ONNX Runtime does: the range widened to include zero,
+ * scale (max - min) / 255, zero point and values rounded half to even. y may be NULL. */
+void kn_dynamic_quantize_u8(const float *xv, int64_t n, uint8_t *y, float *scale_out, uint8_t *zp_out) {
     float mn = 0.0f, mx = 0.0f; /* the range always includes zero */
     for (int64_t i = 0; i < n; i++) {
         if (xv[i] < mn) mn = xv[i];
@@ -243,14 +242,24 @@ kn_status *kn_cpu_DynamicQuantizeLinear(kn_exec_ctx *ctx, const kn_node *node, c
     float zpf = 0.0f - mn / scale;
     zpf = zpf < 0.0f ? 0.0f : zpf > 255.0f ? 255.0f : zpf;
     float zp = nearbyintf(zpf);
-    uint8_t *y = n_out > 0 && out[0] ? out[0]->data : NULL;
     for (int64_t i = 0; y && i < n; i++) {
         float v = nearbyintf(xv[i] / scale) + zp;
         if (isnan(v)) v = 0.0f;
         y[i] = (uint8_t)(v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v);
     }
     fesetround(old);
+    *scale_out = scale;
+    *zp_out = (uint8_t)zp;
+}
+
+kn_status *kn_cpu_DynamicQuantizeLinear(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                        kn_tensor *const *out, int n_out) {
+    const kn_tensor *x = in[0];
+    if (x->dtype != KN_F32) return kn_err_dtype(node, x);
+    float scale;
+    uint8_t zp;
+    kn_dynamic_quantize_u8(x->data, kn_numel(x), n_out > 0 && out[0] ? out[0]->data : NULL, &scale, &zp);
     if (n_out > 1 && out[1] && out[1]->data) *(float *)out[1]->data = scale;
-    if (n_out > 2 && out[2] && out[2]->data) *(uint8_t *)out[2]->data = (uint8_t)zp;
+    if (n_out > 2 && out[2] && out[2]->data) *(uint8_t *)out[2]->data = zp;
     return NULL;
 }

@@ -1,7 +1,9 @@
-/* CPU kernels for the recurrent ops RNN, GRU and LSTM. All three share one driver: the input
- * projections of every time step are one kn_sgemm, the recurrent projection is one kn_sgemm per
- * step, and a per-op cell function combines the gates. Computation is in float32 whatever the
- * tensor dtype (float16 / double tensors are converted on the way in and out). */
+/* CPU kernels for the recurrent ops RNN, GRU, LSTM and com.microsoft DynamicQuantizeLSTM. All
+ * share one driver: the input projections of every time step are one kn_sgemm, the recurrent
+ * projection is one kn_sgemm per step, and a per-op cell function combines the gates. Computation
+ * is in float32 whatever the tensor dtype (float16 / double tensors are converted on the way in
+ * and out). DynamicQuantizeLSTM swaps the two products for integer ones on 8-bit weights, each
+ * operand quantised on the fly as ONNX Runtime does, so that its rounding is reproduced. */
 #include "graph/ops.h"
 #include "kernels/cpu/gemm.h"
 #include "runtime/core/dtype.h"
@@ -41,19 +43,87 @@ static float rnn_apply(const rnn_act *a, float x) {
 
 typedef enum { CELL_RNN = 1, CELL_GRU = 3, CELL_LSTM = 4 } rnn_cell;
 
+/* DynamicQuantizeLSTM's weights: W [dirs, input, 4H] and R [dirs, H, 4H] (K x N, unlike LSTM's
+ * N x K) in int8 or uint8, with scales and zero points per direction ([dirs]) or per column
+ * ([dirs, 4H]). */
+typedef struct rnn_quant {
+    const kn_tensor *W, *R, *ws, *wz, *rs, *rz;
+} rnn_quant;
+
+/* Operand buffers of the quantised products. */
+typedef struct rnn_qbuf {
+    int16_t *bw, *br, *bpw, *bpr, *a16; /* weights less zero points, and their packed forms */
+    uint8_t *qa;
+    int32_t *acc;
+    float *wsc, *rsc;
+} rnn_qbuf;
+
+/* C (M x N) = A (M x K, float) * B16 (K x N, weights less their zero points) * scales: A is
+ * quantised to uint8 over all its M x K values (one scale, one zero point per call, as ONNX
+ * Runtime's quantised GEMM does), the product taken in int32, and each column rescaled by
+ * a_scale * bscale[n]. */
+static void rnn_qproj(kn_threadpool *pool, const rnn_qbuf *q, const float *A, int64_t M, int64_t K, const int16_t *b16,
+                      int16_t *bp, bool bp_ready, const float *bscale, int64_t N, float *C) {
+    float as;
+    uint8_t az;
+    kn_dynamic_quantize_u8(A, M * K, q->qa, &as, &az);
+    for (int64_t i = 0; i < M * K; i++) q->a16[i] = (int16_t)((int)q->qa[i] - (int)az);
+    kn_igemm_i16(pool, M, N, K, q->a16, b16, bp, bp_ready, q->acc);
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) C[m * N + n] = (float)q->acc[m * N + n] * (as * bscale[n]);
+}
+
+static int64_t rnn_q_int(const kn_tensor *t, int64_t i) {
+    return t->dtype == KN_I8 ? (int64_t)((const int8_t *)t->data)[i] : (int64_t)((const uint8_t *)t->data)[i];
+}
+
+/* Direction d's weights (K x N) less their zero points, and its column scales. */
+static void rnn_q_load(const kn_tensor *w, const kn_tensor *sc, const kn_tensor *zp, int d, int dirs, int64_t K,
+                       int64_t N, int16_t *b16, float *scale) {
+    bool per_col = kn_numel(sc) == dirs * N;
+    for (int64_t n = 0; n < N; n++) scale[n] = kn_load_f32(sc->data, sc->dtype, per_col ? d * N + n : d);
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t n = 0; n < N; n++)
+            b16[k * N + n] = (int16_t)(rnn_q_int(w, (d * K + k) * N + n) - rnn_q_int(zp, per_col ? d * N + n : d));
+}
+
+static kn_status *rnn_q_check(const kn_node *node, const rnn_quant *q, int dirs, int64_t I, int64_t H) {
+    char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
+    int64_t GH = 4 * H;
+    const kn_tensor *ws[2] = {q->W, q->R}, *sc[2] = {q->ws, q->rs}, *zp[2] = {q->wz, q->rz};
+    for (int i = 0; i < 2; i++) {
+        const kn_tensor *w = ws[i];
+        if (w->dtype != KN_I8 && w->dtype != KN_U8) return kn_err_dtype(node, w);
+        if (w->ndim != 3 || w->dims[0] != dirs || w->dims[1] != (i ? H : I) || w->dims[2] != GH)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s %s must be [%d, %lld, %lld]", node->op_type, i ? "R" : "W",
+                            kn_tensor_desc(w, b1, sizeof b1), dirs, (long long)(i ? H : I), (long long)GH);
+        if (!sc[i] || !zp[i])
+            return kn_error(KN_ERR_INVALID_MODEL, "%s: %s_scale and %s_zero_point are required", node->op_type,
+                            i ? "R" : "W", i ? "R" : "W");
+        int64_t ns = kn_numel(sc[i]);
+        if ((ns != dirs && ns != dirs * GH) || kn_numel(zp[i]) != ns || zp[i]->dtype != w->dtype ||
+            (sc[i]->dtype != KN_F32 && sc[i]->dtype != KN_F16 && sc[i]->dtype != KN_F64))
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "%s: %s scale %s and zero point %s must be [%d] or [%d, %lld], the zero point of %s's type",
+                            node->op_type, i ? "R" : "W", kn_tensor_desc(sc[i], b1, sizeof b1),
+                            kn_tensor_desc(zp[i], b2, sizeof b2), dirs, dirs, (long long)GH, i ? "R" : "W");
+    }
+    return NULL;
+}
+
 static inline float rnn_clip(float x, float clip) {
     return clip > 0.0f ? (x < -clip ? -clip : x > clip ? clip : x) : x;
 }
 
 static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                          kn_tensor *const *out, int n_out, rnn_cell cell) {
+                          kn_tensor *const *out, int n_out, rnn_cell cell, const rnn_quant *q) {
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
     int G = (int)cell;
     const kn_tensor *X = in[0], *W = in[1], *R = in[2];
     const kn_tensor *Bt = n_in > 3 ? in[3] : NULL, *SL = n_in > 4 ? in[4] : NULL, *H0 = n_in > 5 ? in[5] : NULL;
     const kn_tensor *C0 = cell == CELL_LSTM && n_in > 6 ? in[6] : NULL,
                     *P = cell == CELL_LSTM && n_in > 7 ? in[7] : NULL;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < (q ? 1 : 3); i++)
         if (!rnn_dtype_ok(in[i]->dtype)) return kn_err_dtype(node, in[i]);
     if (X->ndim != 3 || W->ndim != 3 || R->ndim != 3)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: X %s and W %s must be 3-D", node->op_type,
@@ -63,10 +133,13 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
     int dirs = rp->direction == KN_RNN_BIDIRECTIONAL ? 2 : 1;
     bool reverse_only = rp->direction == KN_RNN_REVERSE;
     int64_t S = layout ? X->dims[1] : X->dims[0], Bn = layout ? X->dims[0] : X->dims[1], I = X->dims[2];
-    int64_t H = rp->has_hidden_size ? rp->hidden_size : R->dims[2];
+    int64_t H = rp->has_hidden_size ? rp->hidden_size : R->dims[q ? 1 : 2];
     int64_t GH = G * H;
-    if (H <= 0 || W->dims[0] != dirs || W->dims[1] != GH || W->dims[2] != I || R->dims[0] != dirs || R->dims[1] != GH ||
-        R->dims[2] != H)
+    if (q) {
+        if (H <= 0) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: hidden_size must be > 0", node->op_type);
+        KN_TRY(rnn_q_check(node, q, dirs, I, H));
+    } else if (H <= 0 || W->dims[0] != dirs || W->dims[1] != GH || W->dims[2] != I || R->dims[0] != dirs ||
+               R->dims[1] != GH || R->dims[2] != H)
         return kn_error(KN_ERR_INVALID_ARGUMENT,
                         "%s: W %s / R %s do not match %d direction(s), hidden_size %lld, input %s", node->op_type,
                         kn_tensor_desc(W, b1, sizeof b1), kn_tensor_desc(R, b2, sizeof b2), dirs, (long long)H,
@@ -109,9 +182,26 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
     float *bias = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(2 * GH + 3 * H + 1));
     if (!lens || !xf || !w || !r || !xw || !hr || !h || !c || !tmp || !bias)
         return KN_OOM(sizeof(float) * (size_t)(S * Bn * (I + GH)));
+    rnn_qbuf qb = {0};
+    if (q) {
+        int64_t amax = S * Bn * I > Bn * H ? S * Bn * I : Bn * H;
+        qb.bw = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)(I * GH + 1));
+        qb.br = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)(H * GH + 1));
+        qb.bpw = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)((I + 1) * GH + 1));
+        qb.bpr = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)((H + 1) * GH + 1));
+        qb.a16 = kn_scratch_alloc(ctx, sizeof(int16_t) * (size_t)(amax + 1));
+        qb.qa = kn_scratch_alloc(ctx, (size_t)(amax + 1));
+        qb.acc = kn_scratch_alloc(ctx, sizeof(int32_t) * (size_t)((S * Bn > Bn ? S * Bn : Bn) * GH + 1));
+        qb.wsc = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(2 * GH + 1));
+        if (!qb.bw || !qb.br || !qb.bpw || !qb.bpr || !qb.a16 || !qb.qa || !qb.acc || !qb.wsc)
+            return KN_OOM(sizeof(int32_t) * (size_t)(S * Bn * GH));
+        qb.rsc = qb.wsc + GH;
+    }
     float *peep = bias + 2 * GH;
+    int64_t maxlen = 0;
     for (int64_t b = 0; b < Bn; b++) {
         lens[b] = SL ? kn_get_i64(SL, b) : S;
+        if (lens[b] > maxlen) maxlen = lens[b];
         if (lens[b] < 0 || lens[b] > S)
             return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: sequence length %lld outside [0, %lld]", node->op_type,
                             (long long)lens[b], (long long)S);
@@ -136,12 +226,18 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
         const rnn_act *fa = &acts[d * n_act], *ga = &acts[d * n_act + (n_act > 1 ? 1 : 0)],
                       *ha = &acts[d * n_act + (n_act > 2 ? 2 : 0)];
         const float *wd = w, *rd = r;
-        if (W->dtype == KN_F32) wd = (const float *)W->data + d * GH * I;
-        else
-            for (int64_t i = 0; i < GH * I; i++) w[i] = kn_load_f32(W->data, W->dtype, d * GH * I + i);
-        if (R->dtype == KN_F32) rd = (const float *)R->data + d * GH * H;
-        else
-            for (int64_t i = 0; i < GH * H; i++) r[i] = kn_load_f32(R->data, R->dtype, d * GH * H + i);
+        if (q) {
+            rnn_q_load(q->W, q->ws, q->wz, d, dirs, I, GH, qb.bw, qb.wsc);
+            rnn_q_load(q->R, q->rs, q->rz, d, dirs, H, GH, qb.br, qb.rsc);
+            kn_igemm_pack_b16(H, GH, qb.br, qb.bpr); /* once per direction: every step reuses it */
+        } else {
+            if (W->dtype == KN_F32) wd = (const float *)W->data + d * GH * I;
+            else
+                for (int64_t i = 0; i < GH * I; i++) w[i] = kn_load_f32(W->data, W->dtype, d * GH * I + i);
+            if (R->dtype == KN_F32) rd = (const float *)R->data + d * GH * H;
+            else
+                for (int64_t i = 0; i < GH * H; i++) r[i] = kn_load_f32(R->data, R->dtype, d * GH * H + i);
+        }
         for (int64_t i = 0; i < 2 * GH; i++) bias[i] = Bt ? kn_load_f32(Bt->data, Bt->dtype, d * 2 * GH + i) : 0.0f;
         for (int64_t i = 0; i < 3 * H; i++) peep[i] = P ? kn_load_f32(P->data, P->dtype, d * 3 * H + i) : 0.0f;
         const float *wb = bias, *rb = bias + GH;
@@ -151,23 +247,54 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                 h[b * H + k] = H0 ? kn_load_f32(H0->data, H0->dtype, si) : 0.0f;
                 c[b * H + k] = C0 ? kn_load_f32(C0->data, C0->dtype, si) : 0.0f;
             }
-        if (S * Bn > 0 && I > 0) kn_sgemm(ctx->pool, false, true, S * Bn, GH, I, 1.0f, xs, I, wd, I, 0.0f, xw, GH);
-        else memset(xw, 0, sizeof(float) * (size_t)(S * Bn * GH));
-        for (int64_t step = 0; step < S; step++) {
-            int64_t t = rev ? S - 1 - step : step;
-            kn_sgemm(ctx->pool, false, true, Bn, GH, H, 1.0f, h, H, rd, H, 0.0f, hr, GH);
+        /* the quantised input product covers only the steps some sequence reaches, as its
+         * quantisation range does in ONNX Runtime */
+        memset(xw, 0, sizeof(float) * (size_t)(S * Bn * GH));
+        if (q && maxlen * Bn > 0 && I > 0)
+            rnn_qproj(ctx->pool, &qb, xs, maxlen * Bn, I, qb.bw, qb.bpw, false, qb.wsc, GH, xw);
+        else if (!q && S * Bn > 0 && I > 0)
+            kn_sgemm(ctx->pool, false, true, S * Bn, GH, I, 1.0f, xs, I, wd, I, 0.0f, xw, GH);
+        if (Y) /* steps past a sequence's end are zero */
+            for (int64_t b = 0; b < Bn; b++)
+                for (int64_t t = lens[b]; t < S; t++)
+                    for (int64_t k = 0; k < H; k++)
+                        kn_store_f32(Y->data, Y->dtype,
+                                     layout ? ((b * S + t) * dirs + d) * H + k : ((t * dirs + d) * Bn + b) * H + k,
+                                     0.0f);
+        /* Step `step` of sequence b is time step `step` forwards and lens[b] - 1 - step in reverse:
+         * each sequence is reversed within its own length. */
+        for (int64_t step = 0; step < maxlen; step++) {
+            if (q) {
+                /* ONNX Runtime's recurrent operand is the previous step's output rows, zero for
+                 * sequences that have ended when the Y output is written (their frozen state
+                 * otherwise); the rows' values set the quantisation range, so they are the same here */
+                const float *ha = h;
+                if (Y && step > 0) {
+                    float *hz = tmp;
+                    for (int64_t b = 0; b < Bn; b++)
+                        for (int64_t k = 0; k < H; k++) hz[b * H + k] = step - 1 < lens[b] ? h[b * H + k] : 0.0f;
+                    ha = hz;
+                }
+                rnn_qproj(ctx->pool, &qb, ha, Bn, H, qb.br, qb.bpr, true, qb.rsc, GH, hr);
+            } else {
+                kn_sgemm(ctx->pool, false, true, Bn, GH, H, 1.0f, h, H, rd, H, 0.0f, hr, GH);
+            }
             if (cell == CELL_GRU && !lbr) {
                 /* the candidate gate needs (r ⊙ h)·Rh, so r is computed first for all rows */
-                for (int64_t b = 0; b < Bn; b++)
+                for (int64_t b = 0; b < Bn; b++) {
+                    if (step >= lens[b]) continue;
+                    int64_t t = rev ? lens[b] - 1 - step : step;
                     for (int64_t k = 0; k < H; k++) {
                         const float *x = xw + (t * Bn + b) * GH;
                         float rg = rnn_apply(fa, rnn_clip(x[H + k] + hr[b * GH + H + k] + wb[H + k] + rb[H + k], clip));
                         tmp[b * H + k] = rg * h[b * H + k];
                     }
+                }
                 kn_sgemm(ctx->pool, false, true, Bn, H, H, 1.0f, tmp, H, rd + 2 * H * H, H, 0.0f, tmp + Bn * H, H);
             }
             for (int64_t b = 0; b < Bn; b++) {
-                if (t >= lens[b]) continue;
+                if (step >= lens[b]) continue;
+                int64_t t = rev ? lens[b] - 1 - step : step;
                 const float *x = xw + (t * Bn + b) * GH, *hrb = hr + b * GH;
                 float *hb = h + b * H, *cb = c + b * H;
                 for (int64_t k = 0; k < H; k++) {
@@ -207,11 +334,14 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                 if (cell == CELL_GRU) memcpy(hb, tmp + b * H, sizeof(float) * (size_t)H);
             }
             if (Y)
-                for (int64_t b = 0; b < Bn; b++)
+                for (int64_t b = 0; b < Bn; b++) {
+                    if (step >= lens[b]) continue;
+                    int64_t t = rev ? lens[b] - 1 - step : step;
                     for (int64_t k = 0; k < H; k++) {
                         int64_t yi = layout ? ((b * S + t) * dirs + d) * H + k : ((t * dirs + d) * Bn + b) * H + k;
-                        kn_store_f32(Y->data, Y->dtype, yi, t < lens[b] ? h[b * H + k] : 0.0f);
+                        kn_store_f32(Y->data, Y->dtype, yi, h[b * H + k]);
                     }
+                }
         }
         for (int64_t b = 0; b < Bn; b++)
             for (int64_t k = 0; k < H; k++) {
@@ -225,15 +355,27 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
 
 kn_status *kn_cpu_RNN(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                       kn_tensor *const *out, int n_out) {
-    return rnn_run(ctx, node, in, n_in, out, n_out, CELL_RNN);
+    return rnn_run(ctx, node, in, n_in, out, n_out, CELL_RNN, NULL);
 }
 
 kn_status *kn_cpu_GRU(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                       kn_tensor *const *out, int n_out) {
-    return rnn_run(ctx, node, in, n_in, out, n_out, CELL_GRU);
+    return rnn_run(ctx, node, in, n_in, out, n_out, CELL_GRU, NULL);
 }
 
 kn_status *kn_cpu_LSTM(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                        kn_tensor *const *out, int n_out) {
-    return rnn_run(ctx, node, in, n_in, out, n_out, CELL_LSTM);
+    return rnn_run(ctx, node, in, n_in, out, n_out, CELL_LSTM, NULL);
+}
+
+/* com.microsoft DynamicQuantizeLSTM: X, W, R, B, sequence_lens, initial_h, initial_c, P as LSTM's
+ * (W and R quantised and laid out K x N), then W_scale, W_zero_point, R_scale, R_zero_point. */
+kn_status *kn_cpu_MsDynamicQuantizeLSTM(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                        kn_tensor *const *out, int n_out) {
+    if (n_in < 12)
+        return kn_error(KN_ERR_INVALID_MODEL,
+                        "DynamicQuantizeLSTM: 12 inputs expected (scales and zero points), got %d", n_in);
+    rnn_quant q = {in[1], in[2], in[8], in[9], in[10], in[11]};
+    if (!q.W || !q.R) return kn_error(KN_ERR_INVALID_MODEL, "DynamicQuantizeLSTM: W and R are required");
+    return rnn_run(ctx, node, in, n_in, out, n_out, CELL_LSTM, &q);
 }

@@ -29,6 +29,13 @@ add_test(NAME gpusim.conformance_node
                  -DOUT=${CMAKE_BINARY_DIR}/gpusim-conformance-node -P ${CMAKE_CURRENT_SOURCE_DIR}/gpu/gpusim_conformance.cmake)
 set_tests_properties(gpusim.conformance_node PROPERTIES FIXTURES_REQUIRED conformance_data TIMEOUT 2400 ENVIRONMENT "KILN_SIM_RACECHECK=1")
 
+# models fused by ONNX Runtime's transformer optimizer through kiln-sim --device cuda (their
+# EmbedLayerNormalization on the CUDA kernel) against ONNX Runtime; the eager-attention exports only
+add_test(NAME gpusim.ort_optimizer
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/ort_optimizer_parity.py --kiln $<TARGET_FILE:kiln_cli_sim>
+                 --device cuda -k _eager_)
+set_tests_properties(gpusim.ort_optimizer PROPERTIES TIMEOUT 900)
+
 # fusion chosen per backend: no fused op of a zoo model falls back to the CPU in a cuda session
 add_test(NAME gpusim.no_fused_fallback
          COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/gpu/no_fused_fallback.sh $<TARGET_FILE:kiln_cli_sim>

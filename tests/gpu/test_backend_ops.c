@@ -15,7 +15,7 @@
 
 #define GUARD 256
 #define GUARD_BYTE 0xA5
-#define MAX_IN 8
+#define MAX_IN 12 /* EmbedLayerNormalization has 9 inputs */
 
 static const kn_backend *cu;
 static uint64_t rng = 88172645463325252ull;
@@ -67,7 +67,8 @@ static kn_tensor *ints_tensor(const int64_t *v, int n) {
 /* ---- comparing ---- */
 static void tol_of(kn_dtype t, int op, double *rtol, double *atol) {
     bool acc = op == KN_OP_MatMul || op == KN_OP_Gemm || op == KN_OP_ReduceSum || op == KN_OP_ReduceMean ||
-        op == KN_OP_Softmax || op == KN_OP_LogSoftmax || op == KN_OP_LayerNormalization || op == KN_OP_Pow;
+        op == KN_OP_Softmax || op == KN_OP_LogSoftmax || op == KN_OP_LayerNormalization || op == KN_OP_Pow ||
+        op == KN_OP_MsEmbedLayerNormalization;
     switch (t) {
     case KN_F32:
         *rtol = acc ? 1e-4 : 2e-6;
@@ -707,6 +708,129 @@ static void test_cast_big_ints(void) {
     }
 }
 
+/* com.microsoft EmbedLayerNormalization over the input forms: with and without segments, mask,
+ * position_ids ([B,S] and [1,S]), beta, and each optional output; float32, float16, bfloat16. */
+static kn_tensor *ids_tensor(int64_t b, int64_t s, int64_t hi) {
+    int64_t d[2] = {b, s};
+    kn_tensor *t = NULL;
+    kn_tensor_new(KN_I32, 2, d, &t);
+    for (int64_t i = 0; i < b * s; i++) ((int32_t *)t->data)[i] = (int32_t)(rnd() % (uint64_t)hi);
+    return t;
+}
+static void test_embed_ln(void) {
+    static const int64_t shapes[][3] = {{2, 5, 16}, {1, 1, 7}, {3, 9, 96}, {2, 33, 300}, {0, 4, 8}};
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
+    for (int sh = 0; sh < N_ARR(shapes); sh++)
+        for (int t = 0; t < N_ARR(dts); t++)
+            for (int form = 0; form < 4; form++) {
+                int64_t B = shapes[sh][0], S = shapes[sh][1], H = shapes[sh][2], V = 40, P = S + 3, G = 3;
+                bool seg = form != 1, mask = form != 2, beta = form != 3;
+                int pos = form == 2 ? 1 : form == 3 ? 2 : 0; /* none, [B,S], [1,S] */
+                int64_t wd[2] = {V, H}, pd[2] = {P, H}, gd[2] = {G, H}, hd[1] = {H};
+                kn_tensor *in[9] = {ids_tensor(B, S, V),
+                                    seg ? ids_tensor(B, S, G) : NULL,
+                                    rand_tensor(dts[t], 2, wd, R_ANY),
+                                    rand_tensor(dts[t], 2, pd, R_ANY),
+                                    seg || form == 3 ? rand_tensor(dts[t], 2, gd, R_ANY) : NULL,
+                                    rand_tensor(dts[t], 1, hd, R_ANY),
+                                    beta ? rand_tensor(dts[t], 1, hd, R_ANY) : NULL,
+                                    mask ? ids_tensor(B, S, 3) : NULL,
+                                    pos ? ids_tensor(pos == 2 ? 1 : B, S, P) : NULL};
+                int n_in = pos ? 9 : mask ? 8 : 7;
+                kn_attr at[1] = {af("epsilon", 1e-5f)};
+                /* outputs: all three, and output 0 alone with the others omitted */
+                case_omit = form == 1 ? 6u : 0u;
+                run_case(KN_OP_MsEmbedLayerNormalization, 1, at, 1, in, n_in, 3);
+                case_omit = 0;
+                for (int k = 0; k < 9; k++) kn_tensor_free(in[k]);
+            }
+}
+
+/* An EmbedLayerNormalization id outside its table (word, segment or position) must fail the run
+ * naming the node, as the CPU does, not read past the table. */
+static kn_tensor dev_copy(const kn_tensor *t) {
+    kn_tensor d = *t;
+    d.data = cu->alloc(cu, kn_nbytes(t) ? kn_nbytes(t) : 1);
+    kn_status *st = cu->copy(cu, d.data, KN_DEVICE_CUDA, t->data, KN_DEVICE_CPU, kn_nbytes(t));
+    if (!d.data || st) {
+        fprintf(stderr, "upload failed\n");
+        exit(1);
+    }
+    d.device = KN_DEVICE_CUDA;
+    d.owns = false;
+    return d;
+}
+static void test_embed_ln_out_of_range(void) {
+    op_stats *S = &stats[KN_OP_MsEmbedLayerNormalization];
+    for (int which = 0; which < 3; which++) { /* input_ids, segment_ids, position_ids */
+        S->cases++;
+        int64_t B = 2, L = 3, H = 8, wd[2] = {5, H}, pd[2] = {4, H}, gd[2] = {2, H}, hd[1] = {H};
+        kn_tensor *h[9] = {ids_tensor(B, L, 5),
+                           ids_tensor(B, L, 2),
+                           rand_tensor(KN_F32, 2, wd, R_ANY),
+                           rand_tensor(KN_F32, 2, pd, R_ANY),
+                           rand_tensor(KN_F32, 2, gd, R_ANY),
+                           rand_tensor(KN_F32, 1, hd, R_ANY),
+                           rand_tensor(KN_F32, 1, hd, R_ANY),
+                           ids_tensor(B, L, 2),
+                           ids_tensor(1, L, 4)};
+        int32_t bad[3] = {5, -1, 4};
+        ((int32_t *)h[which == 0 ? 0 : which == 1 ? 1 : 8]->data)[which == 2 ? 2 : 4] = bad[which];
+        kn_tensor d[9], yt = {0};
+        const kn_tensor *din[9];
+        for (int k = 0; k < 9; k++) {
+            d[k] = dev_copy(h[k]);
+            din[k] = &d[k];
+        }
+        yt.kind = KN_KIND_TENSOR;
+        yt.dtype = KN_F32;
+        yt.ndim = 3;
+        yt.dims[0] = B;
+        yt.dims[1] = L;
+        yt.dims[2] = H;
+        yt.data = cu->alloc(cu, (size_t)(B * L * H) * sizeof(float));
+        yt.device = KN_DEVICE_CUDA;
+        kn_tensor *dout[1] = {&yt};
+        kn_node node = {0};
+        node.name = (char *)"eln_oob";
+        node.op_type = (char *)"EmbedLayerNormalization";
+        node.domain = (char *)"com.microsoft";
+        node.op = KN_OP_MsEmbedLayerNormalization;
+        node.opset = 1;
+        node.n_inputs = 9;
+        kn_status_free(kn_node_decode_params(&node));
+        kn_scratch scratch = {0};
+        kn_exec_ctx ctx = {.backend = cu, .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch};
+        char why[512] = "";
+        kn_status *st = cu->stream_begin(cu, &ctx.stream);
+        if (st) {
+            snprintf(why, sizeof why, "stream_begin: %s", kn_status_message(st));
+            kn_status_free(st);
+        } else {
+            st = cu->kernel(cu, KN_OP_MsEmbedLayerNormalization)(&ctx, &node, din, 9, dout, 1);
+            kn_status *e = cu->stream_end(cu, ctx.stream);
+            if (st) kn_status_free(st); /* failing at the launch is fine too */
+            if (!st && !e) snprintf(why, sizeof why, "an id outside its table (case %d) gave no error", which);
+            else if (e && !strstr(kn_status_message(e), "eln_oob"))
+                snprintf(why, sizeof why, "the error does not name the node: %s", kn_status_message(e));
+            if (e) kn_status_free(e);
+        }
+        if (why[0]) {
+            printf("FAIL EmbedLayerNormalization out of range: %s\n", why);
+            S->failed++;
+        } else {
+            S->passed++;
+        }
+        for (int k = 0; k < 9; k++) {
+            cu->free(cu, d[k].data);
+            kn_tensor_free(h[k]);
+        }
+        cu->free(cu, yt.data);
+        kn_scratch_release(&scratch);
+        free(node.params);
+    }
+}
+
 /* A Gather index out of range must fail the run (the CPU reports it), naming the node, and the
  * stream must come back clean: the next run on it succeeds. */
 static void test_gather_out_of_range(void) {
@@ -919,6 +1043,8 @@ int main(int argc, char **argv) {
     test_split_omitted();
     test_cast_big_ints();
     test_gather_out_of_range();
+    test_embed_ln();
+    test_embed_ln_out_of_range();
     test_weights();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");

@@ -1,6 +1,8 @@
 /* Unit tests for the com.microsoft contrib ops (graph/infer_contrib.c, kernels/cpu/contrib.c):
  * each kernel runs through infer + kernel and is checked against a plain double-precision
- * reference written here (Gelu forms, SkipLayerNormalization with all outputs, Attention with
+ * reference written here (Gelu forms, GemmFastGelu, SkipLayerNormalization with all outputs,
+ * EmbedLayerNormalization with every input form, DynamicQuantizeLSTM against the float LSTM on its
+ * dequantised weights, Attention with
  * masks / past / present, MultiHeadAttention with bias / padding mask / attention bias / qk),
  * threaded and unthreaded, plus the error paths for malformed shapes and attributes.
  * tests/contrib_parity.py covers the same ops end to end against ONNX Runtime. */
@@ -71,6 +73,33 @@ START_TEST(test_gelu_family) {
     free_all(out, 1);
     kn_tensor_free(xi);
     kn_threadpool_free(pool);
+}
+END_TEST
+
+/* GemmFastGelu: FastGelu(X W + bias) over a broadcast batch, with and without the bias */
+START_TEST(test_gemm_fast_gelu) {
+    int64_t dx[3] = {2, 3, 5}, dw[2] = {5, 7}, db[1] = {7};
+    kn_tensor *x = mk_rand(KN_F32, 3, dx, 1.0), *w = mk_rand(KN_F32, 2, dw, 0.5), *b = mk_rand(KN_F32, 1, db, 1.0);
+    double ref[42];
+    for (int bias = 0; bias < 2; bias++) {
+        for (int64_t r = 0; r < 6; r++)
+            for (int64_t n = 0; n < 7; n++) {
+                double acc = bias ? kn_get_f64(b, n) : 0.0;
+                for (int64_t k = 0; k < 5; k++) acc += kn_get_f64(x, r * 5 + k) * kn_get_f64(w, k * 7 + n);
+                ref[r * 7 + n] = gelu_tanh(acc);
+            }
+        kn_tensor *in[3] = {x, w, b}, *out[1];
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_MsGemmFastGelu, 1, NULL, 0, in, bias ? 3 : 2, out, NULL, 1, NULL));
+        ck_assert_int_eq(out[0]->ndim, 3);
+        ck_assert_int_eq(out[0]->dims[2], 7);
+        expect_close(out[0], ref, 42, 1e-5, 1e-5, "GemmFastGelu");
+        free_all(out, 1);
+    }
+    /* a bias that is not the product's last dim */
+    kn_tensor *in[3] = {x, w, x}, *out[1];
+    expect_err(kn_test_run_op(KN_OP_MsGemmFastGelu, 1, NULL, 0, in, 3, out, NULL, 1, NULL));
+    kn_tensor *all[] = {x, w, b};
+    free_all(all, 3);
 }
 END_TEST
 
@@ -154,6 +183,150 @@ START_TEST(test_skip_layer_norm) {
     free(ry);
     free(rs);
     kn_threadpool_free(pool);
+}
+END_TEST
+
+/* ---- EmbedLayerNormalization ---- */
+
+static kn_tensor *mk_ids(int64_t b, int64_t s, const int32_t *v) {
+    int64_t d[2] = {b, s};
+    return mk_raw(KN_I32, 2, d, v);
+}
+
+/* reference: LayerNorm(word[ids] + pos[p] + seg[segs]) per token, in double */
+static void eln_ref(const kn_tensor *ids, const kn_tensor *segs, const kn_tensor *pos, const kn_tensor *we,
+                    const kn_tensor *pe, const kn_tensor *se, const kn_tensor *g, const kn_tensor *b, double eps,
+                    double *y, double *sum) {
+    int64_t n = kn_numel(ids), S = ids->dims[1], H = we->dims[1];
+    for (int64_t t = 0; t < n; t++) {
+        int64_t wi = ((int32_t *)ids->data)[t], si = segs ? ((int32_t *)segs->data)[t] : 0;
+        int64_t pi = pos ? ((int32_t *)pos->data)[pos->dims[0] == 1 ? t % S : t] : t % S;
+        double m = 0, v = 0;
+        for (int64_t k = 0; k < H; k++) {
+            double e = kn_get_f64(we, wi * H + k) + kn_get_f64(pe, pi * H + k) + (se ? kn_get_f64(se, si * H + k) : 0);
+            sum[t * H + k] = e;
+            m += e;
+        }
+        m /= (double)H;
+        for (int64_t k = 0; k < H; k++) v += (sum[t * H + k] - m) * (sum[t * H + k] - m);
+        double inv = 1.0 / sqrt(v / (double)H + eps);
+        for (int64_t k = 0; k < H; k++)
+            y[t * H + k] = (sum[t * H + k] - m) * inv * kn_get_f64(g, k) + (b ? kn_get_f64(b, k) : 0);
+    }
+}
+
+START_TEST(test_embed_layer_norm) {
+    kn_threadpool *pool = kn_threadpool_create(3);
+    enum { B = 2, S = 4, H = 20, V = 11, P = 6, G = 2 };
+    int64_t dw[2] = {V, H}, dp[2] = {P, H}, dg[2] = {G, H}, dh[1] = {H};
+    kn_tensor *we = mk_rand(KN_F32, 2, dw, 1.0), *pe = mk_rand(KN_F32, 2, dp, 1.0), *se = mk_rand(KN_F32, 2, dg, 1.0);
+    kn_tensor *g = mk_rand(KN_F32, 1, dh, 1.0), *be = mk_rand(KN_F32, 1, dh, 1.0);
+    static const int32_t idv[B * S] = {3, 10, 0, 7, 1, 1, 5, 9}, segv[B * S] = {0, 0, 1, 1, 0, 1, 1, 1};
+    static const int32_t maskv[B * S] = {1, 1, 1, 0, 1, 2, 0, 1}, posv[B * S] = {5, 4, 3, 2, 0, 0, 1, 1};
+    static const int32_t pos1v[S] = {2, 3, 4, 5};
+    kn_tensor *ids = mk_ids(B, S, idv), *segs = mk_ids(B, S, segv), *mask = mk_ids(B, S, maskv);
+    kn_tensor *pos = mk_ids(B, S, posv), *pos1 = mk_ids(1, S, pos1v);
+    double ry[B * S * H], rs[B * S * H];
+    kn_attr at[1] = {attr_f("epsilon", 1e-5f)};
+    /* forms: full BERT with mask; no segments (DistilBERT); position_ids [B,S]; position_ids [1,S], no beta */
+    for (int form = 0; form < 4; form++) {
+        const kn_tensor *sg = form == 1 ? NULL : segs, *st = form == 1 ? NULL : se, *bb = form == 3 ? NULL : be;
+        const kn_tensor *ps = form == 2 ? pos : form == 3 ? pos1 : NULL;
+        eln_ref(ids, sg, ps, we, pe, st, g, bb, 1e-5, ry, rs);
+        const kn_tensor *in[9] = {ids, sg, we, pe, st, g, bb, form == 0 ? mask : NULL, ps};
+        kn_tensor *out[3];
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_MsEmbedLayerNormalization, 1, at, 1, in, ps ? 9 : 8, out, NULL, 3,
+                                          form & 1 ? pool : NULL));
+        expect_close(out[0], ry, B * S * H, 1e-5, 1e-5, "EmbedLayerNormalization output");
+        expect_close(out[2], rs, B * S * H, 1e-6, 1e-6, "EmbedLayerNormalization embedding_sum");
+        ck_assert_int_eq(out[1]->dtype, KN_I32);
+        ck_assert_int_eq(out[1]->ndim, 1);
+        /* the count of exact ones: 3 and 2 (the 2 in row 1 does not count); 0 without a mask */
+        ck_assert_int_eq(((int32_t *)out[1]->data)[0], form == 0 ? 3 : 0);
+        ck_assert_int_eq(((int32_t *)out[1]->data)[1], form == 0 ? 2 : 0);
+        free_all(out, 3);
+    }
+    /* errors: an id outside the word table, a position id outside its table, a sequence longer
+     * than the position table, segment_ids without their table, mask_index_type 2 */
+    static const int32_t badid[B * S] = {3, 11, 0, 7, 1, 1, 5, 9}, badpos[S] = {0, 1, 2, 6};
+    kn_tensor *bid = mk_ids(B, S, badid), *bpos = mk_ids(1, S, badpos), *out[3];
+    const kn_tensor *e1[7] = {bid, segs, we, pe, se, g, be}, *e2[9] = {ids, segs, we, pe, se, g, be, NULL, bpos};
+    expect_err(kn_test_run_op(KN_OP_MsEmbedLayerNormalization, 1, NULL, 0, e1, 7, out, NULL, 1, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsEmbedLayerNormalization, 1, NULL, 0, e2, 9, out, NULL, 1, NULL));
+    int64_t dlong[2] = {1, P + 1};
+    kn_tensor *lids = mk(KN_I32, 2, dlong, NULL);
+    const kn_tensor *e3[7] = {lids, NULL, we, pe, NULL, g, be}, *e4[7] = {ids, segs, we, pe, NULL, g, be};
+    expect_err(kn_test_run_op(KN_OP_MsEmbedLayerNormalization, 1, NULL, 0, e3, 7, out, NULL, 1, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsEmbedLayerNormalization, 1, NULL, 0, e4, 7, out, NULL, 1, NULL));
+    kn_attr bad[1] = {attr_i("mask_index_type", 2)};
+    expect_err(kn_test_run_op(KN_OP_MsEmbedLayerNormalization, 1, bad, 1, e3, 7, out, NULL, 1, NULL));
+    kn_tensor *all[] = {we, pe, se, g, be, ids, segs, mask, pos, pos1, bid, bpos, lids};
+    free_all(all, (int)(sizeof all / sizeof all[0]));
+    kn_threadpool_free(pool);
+}
+END_TEST
+
+/* ---- DynamicQuantizeLSTM ---- */
+
+/* Against kiln's float LSTM on the dequantised weights (transposed to LSTM's [dirs, 4H, K]): the
+ * two differ only by the on-the-fly quantisation of X and h, a few 1/255 steps of their ranges. The
+ * bit-level match with ONNX Runtime is tests/contrib_parity.py's. */
+START_TEST(test_dynamic_quantize_lstm) {
+    enum { S = 5, B = 3, I = 6, H = 4, D = 2, G = 16 };
+    int64_t dx[3] = {S, B, I}, dw[3] = {D, I, G}, dr[3] = {D, H, G}, dwf[3] = {D, G, I}, drf[3] = {D, G, H};
+    int64_t db[2] = {D, 2 * G}, dsc[2] = {D, G}, dl[1] = {B}, dd[1] = {D};
+    kn_tensor *x = mk_rand(KN_F32, 3, dx, 1.0), *bias = mk_rand(KN_F32, 2, db, 0.2);
+    kn_tensor *wq = mk(KN_I8, 3, dw, NULL), *rq = mk(KN_U8, 3, dr, NULL), *wf = mk(KN_F32, 3, dwf, NULL),
+              *rf = mk(KN_F32, 3, drf, NULL);
+    /* W per column ([D, 4H]), R per tensor ([D]) */
+    kn_tensor *ws = mk(KN_F32, 2, dsc, NULL), *wz = mk(KN_I8, 2, dsc, NULL), *rs = mk(KN_F32, 1, dd, NULL),
+              *rz = mk(KN_U8, 1, dd, NULL);
+    for (int64_t i = 0; i < D * G; i++) kn_set_f64(ws, i, 0.004 + 0.0005 * (double)(i % 5));
+    for (int d = 0; d < D; d++) {
+        kn_set_f64(rs, d, 0.005 * (d + 1));
+        kn_set_f64(rz, d, 128);
+    }
+    for (int d = 0; d < D; d++)
+        for (int64_t k = 0; k < I; k++)
+            for (int64_t n = 0; n < G; n++) {
+                int q = (int)(drand() * 60.0);
+                kn_set_f64(wq, (d * I + k) * G + n, q);
+                kn_set_f64(wf, (d * G + n) * I + k, q * kn_get_f64(ws, d * G + n));
+            }
+    for (int d = 0; d < D; d++)
+        for (int64_t k = 0; k < H; k++)
+            for (int64_t n = 0; n < G; n++) {
+                int q = 128 + (int)(drand() * 60.0);
+                kn_set_f64(rq, (d * H + k) * G + n, q);
+                kn_set_f64(rf, (d * G + n) * H + k, (q - 128) * kn_get_f64(rs, d));
+            }
+    int32_t lv[B] = {5, 2, 4};
+    kn_tensor *lens = mk_raw(KN_I32, 1, dl, lv);
+    kn_attr at[2] = {attr_i("hidden_size", H), attr_s("direction", "bidirectional")};
+    kn_tensor *qin[12] = {x, wq, rq, bias, lens, NULL, NULL, NULL, ws, wz, rs, rz}, *qout[3];
+    kn_tensor *fin[5] = {x, wf, rf, bias, lens}, *fout[3];
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_MsDynamicQuantizeLSTM, 1, at, 2, qin, 12, qout, NULL, 3, NULL));
+    ck_assert_ptr_null(kn_test_run_op(KN_OP_LSTM, 14, at, 2, fin, 5, fout, NULL, 3, NULL));
+    for (int k = 0; k < 3; k++) {
+        ck_assert_int_eq(qout[k]->ndim, fout[k]->ndim);
+        int64_t n = kn_numel(fout[k]);
+        ck_assert_int_eq(kn_numel(qout[k]), n);
+        double *ref = malloc(sizeof(double) * (size_t)n);
+        for (int64_t i = 0; i < n; i++) ref[i] = kn_get_f64(fout[k], i);
+        expect_close(qout[k], ref, n, 0.0, 3e-2, "DynamicQuantizeLSTM vs LSTM");
+        free(ref);
+    }
+    free_all(qout, 3);
+    free_all(fout, 3);
+    /* errors: no scales, R in LSTM's layout, a zero point of another type than its weights */
+    kn_tensor *e1[8] = {x, wq, rq, bias, lens, NULL, NULL, NULL},
+              *e2[12] = {x, wq, wq, bias, lens, NULL, NULL, NULL, ws, wz, rs, rz};
+    kn_tensor *e3[12] = {x, wq, rq, bias, lens, NULL, NULL, NULL, ws, rz, rs, rz};
+    expect_err(kn_test_run_op(KN_OP_MsDynamicQuantizeLSTM, 1, at, 2, e1, 8, qout, NULL, 3, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsDynamicQuantizeLSTM, 1, at, 2, e2, 12, qout, NULL, 3, NULL));
+    expect_err(kn_test_run_op(KN_OP_MsDynamicQuantizeLSTM, 1, at, 2, e3, 12, qout, NULL, 3, NULL));
+    kn_tensor *all[] = {x, bias, wq, rq, wf, rf, ws, wz, rs, rz, lens};
+    free_all(all, (int)(sizeof all / sizeof all[0]));
 }
 END_TEST
 
@@ -385,7 +558,10 @@ int main(void) {
     TCase *tc = tcase_create("contrib");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_gelu_family);
+    tcase_add_test(tc, test_gemm_fast_gelu);
     tcase_add_test(tc, test_skip_layer_norm);
+    tcase_add_test(tc, test_embed_layer_norm);
+    tcase_add_test(tc, test_dynamic_quantize_lstm);
     tcase_add_test(tc, test_attention_fused);
     tcase_add_test(tc, test_multi_head_attention);
     tcase_add_test(tc, test_infer_unknown_dims);
