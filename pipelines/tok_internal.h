@@ -322,6 +322,8 @@ int tk_post_process(const kn_tokenizer *t, const tk_post *p, tk_arena *a, tk_enc
 int tk_post_added_tokens(const tk_post *p, int is_pair);
 
 char *tk_decode_tokens(const tk_decoder *d, char **toks, int n);
+/* the code point that carries NUL through the decoder steps on this thread (tok_decode.c) */
+extern _Thread_local uint32_t tk_decode_sentinel;
 
 /* loading and freeing components */
 void tk_normalizer_free(tk_normalizer *n);
