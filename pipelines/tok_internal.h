@@ -324,6 +324,7 @@ int tk_post_added_tokens(const tk_post *p, int is_pair);
 char *tk_decode_tokens(const tk_decoder *d, char **toks, int n);
 /* the code point that carries NUL through the decoder steps on this thread (tok_decode.c) */
 extern _Thread_local uint32_t tk_decode_sentinel;
+extern _Thread_local int tk_decode_nuls; /* set when a NUL was carried */
 
 /* loading and freeing components */
 void tk_normalizer_free(tk_normalizer *n);

@@ -725,9 +725,11 @@ char *kn_tokenizer_decode(const kn_tokenizer *t, const int32_t *ids, int n, int 
     char sb[4];
     if (ok) {
         tk_decode_sentinel = pick_sentinel(toks, lens, m);
+        tk_decode_nuls = 0;
         tk_utf8_enc(tk_decode_sentinel, sb);
         for (int i = 0; i < m; i++) {
             if ((int32_t)strlen(toks[i]) == lens[i]) continue;
+            tk_decode_nuls = 1;
             char *c = malloc((size_t)lens[i] * 4 + 1), *w = c;
             if (!c) {
                 ok = 0;
@@ -755,7 +757,7 @@ char *kn_tokenizer_decode(const kn_tokenizer *t, const int32_t *ids, int n, int 
     }
     size_t w = 0, len = strlen(r);
     for (size_t i = 0; i < len;) {
-        if (i + 4 <= len && !memcmp(r + i, sb, 4)) {
+        if (tk_decode_nuls && i + 4 <= len && !memcmp(r + i, sb, 4)) {
             r[w++] = 0;
             i += 4;
         } else r[w++] = r[i++];
