@@ -65,12 +65,18 @@ static char *cat_all(svec *s) {
     return o;
 }
 
-/* Decoded text travels as C strings between the steps, so a NUL in it is carried as the
- * U+10FFFF sentinel and turned back into NUL by kn_tokenizer_decode. */
+/* Decoded text travels as C strings between the steps, so a NUL in it is carried as a sentinel
+ * code point and turned back into NUL by kn_tokenizer_decode, which picks one of plane 16 that
+ * none of the tokens holds (tk_decode_sentinel) and turns it back only when a NUL was carried
+ * (tk_decode_nuls), so that a real U+10FFFF, even one that byte-level decoding makes, stays. */
+_Thread_local uint32_t tk_decode_sentinel = 0x10FFFF;
+_Thread_local int tk_decode_nuls;
+
 static char *nul_to_sentinel(char *s, size_t n) {
     size_t z = 0;
     for (size_t i = 0; i < n; i++) z += s[i] == 0;
     if (!z) return s;
+    tk_decode_nuls = 1;
     char *o = malloc(n + 3 * z + 1), *w = o;
     if (!o) {
         free(s);
@@ -78,10 +84,7 @@ static char *nul_to_sentinel(char *s, size_t n) {
     }
     for (size_t i = 0; i < n; i++) {
         if (s[i]) *w++ = s[i];
-        else {
-            memcpy(w, "\xF4\x8F\xBF\xBF", 4);
-            w += 4;
-        }
+        else { w += tk_utf8_enc(tk_decode_sentinel, w); }
     }
     *w = 0;
     free(s);

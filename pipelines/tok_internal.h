@@ -49,11 +49,15 @@ size_t tk_utf8_invalid_at(const char *s, size_t len);
 char *tk_utf8_lossy(const char *s, size_t len, size_t *out_len, size_t *n_replaced);
 int tk_is_whitespace(uint32_t c); /* Rust char::is_whitespace (White_Space) */
 int tk_is_punct(uint32_t c);      /* Unicode P* */
-int tk_is_bert_punct(uint32_t c); /* ASCII punctuation or P* */
-int tk_is_control(uint32_t c);    /* BERT: C* except \t \n \r */
+int tk_is_bert_punct(uint32_t c); /* ASCII punctuation or P* as of Unicode 8.0 */
+int tk_is_control(uint32_t c);    /* BERT: Cc Cf Co as of Unicode 8.0, except \t \n \r */
 int tk_is_chinese(uint32_t c);
 int tk_is_numeric(uint32_t c); /* Nd Nl No */
-int tk_is_mn(uint32_t c);
+int tk_is_mn_8(uint32_t c);    /* Mn as of Unicode 8.0 */
+int tk_is_mark_9(uint32_t c);  /* Mn Mc Me as of Unicode 9.0 */
+/* Assigned after Unicode 8.0 / 9.0 (through 15.0), from tok_ucd_age.c. */
+int tk_assigned_after_8(uint32_t c);
+int tk_assigned_after_9(uint32_t c);
 
 /* ---- hash maps ---- */
 typedef struct tk_strmap {
@@ -318,6 +322,9 @@ int tk_post_process(const kn_tokenizer *t, const tk_post *p, tk_arena *a, tk_enc
 int tk_post_added_tokens(const tk_post *p, int is_pair);
 
 char *tk_decode_tokens(const tk_decoder *d, char **toks, int n);
+/* the code point that carries NUL through the decoder steps on this thread (tok_decode.c) */
+extern _Thread_local uint32_t tk_decode_sentinel;
+extern _Thread_local int tk_decode_nuls; /* set when a NUL was carried */
 
 /* loading and freeing components */
 void tk_normalizer_free(tk_normalizer *n);

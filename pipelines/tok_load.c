@@ -6,22 +6,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
-/* nul: the text had \\u0000 escapes, rewritten to U+10FFFF before parsing because json-c cuts
- * object keys at NUL; strings taken from the tree turn the sentinel back into NUL. */
+/* nul: the text had \\u0000 escapes, rewritten before parsing (json-c cuts object keys at NUL)
+ * to this sentinel code point, one of plane 16 that the text does not hold; strings taken from
+ * the tree turn it back into NUL. 0: no NUL. */
 typedef struct {
     char *err;
     size_t len;
-    int nul;
+    uint32_t nul;
 } lctx;
 
-static const char SENTINEL[4] = {(char)0xF4, (char)0x8F, (char)0xBF, (char)0xBF};
-
-static int32_t unsentinel(char *s, int32_t len) {
+static int32_t unsentinel(uint32_t sentinel, char *s, int32_t len) {
+    char sb[4];
+    tk_utf8_enc(sentinel, sb);
     int32_t w = 0;
     for (int32_t i = 0; i < len;) {
-        if (i + 4 <= len && !memcmp(s + i, SENTINEL, 4)) {
+        if (i + 4 <= len && !memcmp(s + i, sb, 4)) {
             s[w++] = 0;
             i += 4;
         } else s[w++] = s[i++];
@@ -410,7 +412,7 @@ static int vocab_set(lctx *L, tk_model *m, int32_t id, const char *s, int32_t le
     if (!m->id2tok[id]) FAIL(L, "out of memory");
     memcpy(m->id2tok[id], s, (size_t)len);
     m->id2tok[id][len] = 0;
-    m->id2len[id] = L->nul ? unsentinel(m->id2tok[id], len) : len;
+    m->id2len[id] = L->nul ? unsentinel(L->nul, m->id2tok[id], len) : len;
     return 0;
 }
 
@@ -529,10 +531,10 @@ static int load_model(lctx *L, json_object *o, tk_model *m) {
             char abuf[256], bbuf[256];
             if (L->nul && al < sizeof abuf && bl < sizeof bbuf) {
                 memcpy(abuf, a, al);
-                al = (size_t)unsentinel(abuf, (int32_t)al);
+                al = (size_t)unsentinel(L->nul, abuf, (int32_t)al);
                 a = abuf;
                 memcpy(bbuf, b, bl);
-                bl = (size_t)unsentinel(bbuf, (int32_t)bl);
+                bl = (size_t)unsentinel(L->nul, bbuf, (int32_t)bl);
                 b = bbuf;
             }
             int32_t ia = tk_strmap_get(&m->vocab, a, (uint32_t)al), ib = tk_strmap_get(&m->vocab, b, (uint32_t)bl);
@@ -823,7 +825,7 @@ static int load_added(lctx *L, json_object *a, kn_tokenizer *t) {
         x->content = malloc((size_t)x->len + 1);
         if (!x->content) FAIL(L, "out of memory");
         memcpy(x->content, json_object_get_string(c), (size_t)x->len + 1);
-        if (L->nul) x->len = unsentinel(x->content, x->len);
+        if (L->nul) x->len = unsentinel(L->nul, x->content, x->len);
         t->n_added = i + 1;
         int special;
         if (get_bool(L, e, "single_word", path, 0, &x->single_word) || get_bool(L, e, "lstrip", path, 0, &x->lstrip) ||
@@ -1053,7 +1055,7 @@ static int check_utf8_tree(json_object *o, char *path, size_t cap, char *err, si
     }
 }
 
-static kn_tokenizer *from_json(json_object *root, int nul, const char *dir, char *err, size_t err_len) {
+static kn_tokenizer *from_json(json_object *root, uint32_t nul, const char *dir, char *err, size_t err_len) {
     lctx L = {err, err_len, nul};
     if (!json_object_is_type(root, json_type_object)) {
         tk_errf(err, err_len, "top level: expected an object");
@@ -1079,21 +1081,38 @@ fail:
     return NULL;
 }
 
-/* Copy of the JSON text with every \u0000 escape replaced by the U+10FFFF sentinel, or NULL
- * (with *nul = 0) when there is none. */
-static char *escape_nuls(const char *json, size_t len, size_t *out_len, int *nul) {
+static int has_ci(const char *s, size_t len, const char *needle) {
+    size_t n = strlen(needle);
+    for (size_t i = 0; i + n <= len; i++)
+        if (!strncasecmp(s + i, needle, n)) return 1;
+    return 0;
+}
+
+/* Copy of the JSON text with every \\u0000 escape replaced by a sentinel code point, or NULL
+ * (with *nul = 0) when there is none. The sentinel is the highest code point of plane 16 that
+ * the text holds neither raw nor escaped, so a real U+10FFFF in a vocabulary stays itself. */
+static char *escape_nuls(const char *json, size_t len, size_t *out_len, uint32_t *nul) {
     *nul = 0;
     if (!memmem(json, len, "\\u0000", 6)) return NULL;
+    uint32_t sent = 0;
+    char esc[16];
+    for (uint32_t c = 0x10FFFF; !sent && c >= 0x100000; c--) {
+        char raw[4];
+        tk_utf8_enc(c, raw);
+        snprintf(esc, sizeof esc, "\\u%04x\\u%04x", 0xD800 + ((c - 0x10000) >> 10), 0xDC00 + ((c - 0x10000) & 0x3FF));
+        if (!memmem(json, len, raw, 4) && !has_ci(json, len, esc)) sent = c;
+    }
+    if (!sent) return NULL;
     char *o = malloc(len * 2 + 1);
     if (!o) return NULL;
     size_t w = 0;
     for (size_t i = 0; i < len; i++) {
         if (json[i] == '\\' && i + 1 < len) {
             if (i + 5 < len && !memcmp(json + i + 1, "u0000", 5)) {
-                memcpy(o + w, "\\udbff\\udfff", 12);
+                memcpy(o + w, esc, 12);
                 w += 12;
                 i += 5;
-                *nul = 1;
+                *nul = sent;
                 continue;
             }
             o[w++] = json[i++];
@@ -1107,7 +1126,7 @@ static char *escape_nuls(const char *json, size_t len, size_t *out_len, int *nul
 
 /* dir: the folder the text came from, whose transformers config files apply, or NULL. */
 static kn_tokenizer *load_json_text(const char *json, size_t len, const char *dir, char *err, size_t err_len) {
-    int nul;
+    uint32_t nul;
     size_t clen;
     char *copy = escape_nuls(json, len, &clen, &nul);
     if (copy) {

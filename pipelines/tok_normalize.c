@@ -1,7 +1,9 @@
 /* Normalizers: each rewrites the normalized string into fresh arena buffers, carrying for every
  * output byte the original range of the character it came from, with the alignment rules of
  * Hugging Face's NormalizedString (inserted characters take their neighbour's range, composed
- * characters keep their starter's, replacements take the last replaced character's). */
+ * characters keep their starter's, replacements take the last replaced character's). Unicode
+ * normalization hands ranges out in order, as the package's transform does, rather than moving
+ * them with the characters that canonical ordering moves. */
 #include "pipelines/tok_internal.h"
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +12,7 @@
 typedef struct {
     uint32_t cp;
     int32_t a0, a1;
+    int32_t chg; /* NormalizedString's change: +1 inserted, -n absorbs n following characters */
 } ucp;
 
 static uint32_t lower_cp(uint32_t c, uint32_t *second) {
@@ -28,6 +31,9 @@ static int is_ascii(const tk_nstr *s) {
     return 1;
 }
 
+static int unicode_normalize(int kind, tk_arena *a, tk_nstr *s);
+static int lowercase(tk_arena *a, tk_nstr *s);
+
 static int bert_normalize(const tk_normalizer *n, tk_arena *a, tk_nstr *s) {
     tk_nstr o;
     tk_ns_init(&o);
@@ -44,30 +50,30 @@ static int bert_normalize(const tk_normalizer *n, tk_arena *a, tk_nstr *s) {
         }
         int chinese = n->chinese && tk_is_chinese(c);
         if (chinese && tk_ns_push(a, &o, ' ', p0, p1)) return -1;
-        utf8proc_int32_t dec[32];
-        int nd = 1;
-        dec[0] = (utf8proc_int32_t)c;
-        if (n->strip_accents && c >= 0xC0) {
-            int bc = 0;
-            utf8proc_ssize_t r = utf8proc_decompose_char((utf8proc_int32_t)c, dec, 32, UTF8PROC_DECOMPOSE, &bc);
-            nd = r > 0 && r <= 32 ? (int)r : 1;
-            if (r <= 0 || r > 32) dec[0] = (utf8proc_int32_t)c;
-        }
-        for (int d = 0; d < nd; d++) {
-            uint32_t x = (uint32_t)dec[d];
-            if (n->strip_accents && x >= 0x300 && tk_is_mn(x)) continue;
-            if (n->lowercase) {
-                uint32_t x2;
-                x = lower_cp(x, &x2);
-                if (tk_ns_push(a, &o, x, o0, o1)) return -1;
-                if (x2 && tk_ns_push(a, &o, x2, o0, o1)) return -1;
-            } else if (tk_ns_push(a, &o, x, o0, o1)) return -1;
-        }
+        if (tk_ns_push(a, &o, c, o0, o1)) return -1;
         if (chinese && tk_ns_push(a, &o, ' ', o0, o1)) return -1;
     }
     o.fixed_id = s->fixed_id;
     *s = o;
-    return 0;
+    /* the package's order: NFD (Unicode 9.0 tables) over the whole string, so marks are put in
+     * canonical order first, then Mn by its Unicode 8.0 category goes, then lowercase */
+    if (n->strip_accents) {
+        if (unicode_normalize(NRM_NFD, a, s)) return -1;
+        tk_nstr f;
+        tk_ns_init(&f);
+        if (tk_ns_reserve(a, &f, s->len + 4)) return -1;
+        for (int32_t i = 0; i < s->len;) {
+            uint32_t c;
+            int k = tk_utf8_dec(s->s, s->len, i, &c);
+            int32_t o0 = s->a0[i], o1 = s->a1[i + k - 1];
+            i += k;
+            if (c >= 0x300 && tk_is_mn_8(c)) continue;
+            if (tk_ns_push(a, &f, c, o0, o1)) return -1;
+        }
+        f.fixed_id = s->fixed_id;
+        *s = f;
+    }
+    return n->lowercase ? lowercase(a, s) : 0;
 }
 
 static int to_ucp(tk_arena *a, const tk_nstr *s, ucp **out, int32_t *n) {
@@ -99,13 +105,21 @@ static int from_ucp(tk_arena *a, const ucp *v, int32_t n, tk_nstr *s) {
     return 0;
 }
 
-static int ccc(uint32_t c) { return c < 0x300 ? 0 : utf8proc_get_property((utf8proc_int32_t)c)->combining_class; }
+/* The package normalizes with Unicode 9.0 tables: a later character has combining class 0, no
+ * decomposition and no composition there. */
+static int ccc(uint32_t c) {
+    return c < 0x300 || tk_assigned_after_9(c) ? 0 : utf8proc_get_property((utf8proc_int32_t)c)->combining_class;
+}
 
 /* Composes two code points, or returns 0 when they do not form a primary composite. */
 static uint32_t compose_pair(uint32_t a, uint32_t b) {
+    if (tk_assigned_after_9(a) || tk_assigned_after_9(b)) return 0;
     utf8proc_int32_t buf[2] = {(utf8proc_int32_t)a, (utf8proc_int32_t)b};
     utf8proc_ssize_t r = utf8proc_normalize_utf32(buf, 2, UTF8PROC_COMPOSE);
-    return r == 1 ? (uint32_t)buf[0] : 0;
+    /* utf8proc's bare COMPOSE also forms composition exclusions (U+2ADC, U+1D15E, ...), which
+     * NFC never produces */
+    if (r != 1 || utf8proc_get_property(buf[0])->comp_exclusion) return 0;
+    return (uint32_t)buf[0];
 }
 
 static int unicode_normalize(int kind, tk_arena *a, tk_nstr *s) {
@@ -122,7 +136,7 @@ static int unicode_normalize(int kind, tk_arena *a, tk_nstr *s) {
     for (int32_t i = 0; i < n; i++) {
         utf8proc_int32_t buf[32];
         int bc = 0;
-        utf8proc_ssize_t r = v[i].cp < 0xA0
+        utf8proc_ssize_t r = v[i].cp < 0xA0 || tk_assigned_after_9(v[i].cp)
             ? 0
             : utf8proc_decompose_char((utf8proc_int32_t)v[i].cp, buf, 32,
                                       UTF8PROC_DECOMPOSE | (compat ? UTF8PROC_COMPAT : 0), &bc);
@@ -140,8 +154,7 @@ static int unicode_normalize(int kind, tk_arena *a, tk_nstr *s) {
         }
         for (int j = 0; j < r; j++) {
             d[m].cp = (uint32_t)buf[j];
-            d[m].a0 = v[i].a0;
-            d[m].a1 = v[i].a1;
+            d[m].chg = j ? 1 : 0;
             m++;
         }
     }
@@ -167,6 +180,7 @@ static int unicode_normalize(int kind, tk_arena *a, tk_nstr *s) {
             if (starter >= 0 && ch >= 0x300 && (last < cc || last == 0)) comp = compose_pair(d[starter].cp, ch);
             if (comp) {
                 d[starter].cp = comp;
+                d[starter].chg += d[i].chg - 1;
                 continue;
             }
             if (cc == 0) starter = w;
@@ -174,6 +188,17 @@ static int unicode_normalize(int kind, tk_arena *a, tk_nstr *s) {
             d[w++] = d[i];
         }
         m = w;
+    }
+    /* The package's transform walks the input once: a character with change <= 0 takes the range
+     * of the next input character and passes over -change more; an inserted one (change > 0)
+     * takes the range of the last input character passed. So a character that canonical
+     * ordering moved does not carry its own range along. */
+    int32_t at = 0;
+    for (int32_t i = 0; i < m; i++) {
+        const ucp *src = d[i].chg > 0 ? &v[at > 0 ? at - 1 : 0] : &v[at < n ? at : n - 1];
+        d[i].a0 = src->a0;
+        d[i].a1 = src->a1;
+        if (d[i].chg <= 0) at += 1 - d[i].chg;
     }
     return from_ucp(a, d, m, s);
 }
@@ -196,11 +221,6 @@ static int lowercase(tk_arena *a, tk_nstr *s) {
     return 0;
 }
 
-static int is_mark(uint32_t c) {
-    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
-    return k == UTF8PROC_CATEGORY_MN || k == UTF8PROC_CATEGORY_MC || k == UTF8PROC_CATEGORY_ME;
-}
-
 static int strip_accents(tk_arena *a, tk_nstr *s) {
     tk_nstr o;
     tk_ns_init(&o);
@@ -210,7 +230,7 @@ static int strip_accents(tk_arena *a, tk_nstr *s) {
         int k = tk_utf8_dec(s->s, s->len, i, &c);
         int32_t o0 = s->a0[i], o1 = s->a1[i + k - 1];
         i += k;
-        if (c >= 0x300 && is_mark(c)) continue; /* StripAccents drops every mark (Mn, Mc, Me) */
+        if (c >= 0x300 && tk_is_mark_9(c)) continue; /* StripAccents drops every mark (Mn, Mc, Me) */
         if (tk_ns_push(a, &o, c, o0, o1)) return -1;
     }
     o.fixed_id = s->fixed_id;

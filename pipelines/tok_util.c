@@ -229,16 +229,40 @@ int tk_is_punct(uint32_t c) {
     return k >= UTF8PROC_CATEGORY_PC && k <= UTF8PROC_CATEGORY_PO;
 }
 
-int tk_is_bert_punct(uint32_t c) {
-    if (c < 0x80) return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126);
-    return tk_is_punct(c);
+/* Characters whose General_Category changed after Unicode 8.0 or 9.0 (UnicodeData.txt of those
+ * versions against 15.0's): the package's older tables still give them the old value. */
+static int punct_in_8_only(uint32_t c) {
+    return c == 0x166D   /* CANADIAN SYLLABICS CHI SIGN: Po in 8.0, So in 15.0 */
+        || c == 0x111C9; /* SHARADA SANDHI MARK: Po in 8.0 and 9.0, Mn in 15.0 */
 }
 
+static int mn_in_8_only(uint32_t c) { return c == 0x1734; /* HANUNOO SIGN PAMUDPOD: Mn in 8.0, Mc in 15.0 */ }
+
+static int not_mn_in_8(uint32_t c) {
+    return c == 0x1885 || c == 0x1886 /* MONGOLIAN ALI GALI BALUDA, THREE BALUDA: Lo in 8.0 */
+        || c == 0xA9BD                /* JAVANESE VOWEL SIGN KELUAN: Mc in 8.0 */
+        || punct_in_8_only(c);
+}
+
+static int mark_in_9_only(uint32_t c) {
+    return c == 0x1CF2 || c == 0x1CF3; /* VEDIC SIGN ARDHAVISARGA, ROTATED ARDHAVISARGA: Mc in 9.0, Lo in 15.0 */
+}
+
+/* The package's BERT and Punctuation pre-tokenizers: ASCII punctuation (which takes in $+<=>^`|~,
+ * symbols to Unicode) or P* in Unicode 8.0, so later punctuation stays inside words. */
+int tk_is_bert_punct(uint32_t c) {
+    if (c < 0x80) return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126);
+    if (punct_in_8_only(c)) return 1;
+    return tk_is_punct(c) && !tk_assigned_after_8(c);
+}
+
+/* BertNormalizer's clean_text removes `is_other` of `unicode_categories`: Cc, Cf and Co of
+ * Unicode 8.0. Not Cn: a code point unassigned then (or still) is kept and becomes a token. */
 int tk_is_control(uint32_t c) {
     if (c == '\t' || c == '\n' || c == '\r') return 0;
     utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
-    return k == UTF8PROC_CATEGORY_CC || k == UTF8PROC_CATEGORY_CF || k == UTF8PROC_CATEGORY_CO ||
-        k == UTF8PROC_CATEGORY_CS || k == UTF8PROC_CATEGORY_CN;
+    return (k == UTF8PROC_CATEGORY_CC || k == UTF8PROC_CATEGORY_CF || k == UTF8PROC_CATEGORY_CO) &&
+        !tk_assigned_after_8(c);
 }
 
 int tk_is_chinese(uint32_t c) {
@@ -252,7 +276,17 @@ int tk_is_numeric(uint32_t c) {
     return k == UTF8PROC_CATEGORY_ND || k == UTF8PROC_CATEGORY_NL || k == UTF8PROC_CATEGORY_NO;
 }
 
-int tk_is_mn(uint32_t c) { return utf8proc_category((utf8proc_int32_t)c) == UTF8PROC_CATEGORY_MN; }
+int tk_is_mn_8(uint32_t c) {
+    if (mn_in_8_only(c)) return 1;
+    return utf8proc_category((utf8proc_int32_t)c) == UTF8PROC_CATEGORY_MN && !tk_assigned_after_8(c) && !not_mn_in_8(c);
+}
+
+int tk_is_mark_9(uint32_t c) {
+    if (mark_in_9_only(c)) return 1;
+    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
+    return (k == UTF8PROC_CATEGORY_MN || k == UTF8PROC_CATEGORY_MC || k == UTF8PROC_CATEGORY_ME) &&
+        !tk_assigned_after_9(c) && c != 0x111C9 /* Po in 9.0 */;
+}
 
 /* ---- hashing ---- */
 uint32_t tk_hash(const char *s, size_t len) {

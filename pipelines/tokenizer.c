@@ -681,12 +681,24 @@ int32_t kn_tokenizer_vocab_size(const kn_tokenizer *t) {
     return t->added_by_id_len > n ? t->added_by_id_len : n;
 }
 
+/* The highest code point of plane 16 that none of the tokens holds. */
+static uint32_t pick_sentinel(char **toks, const int32_t *lens, int m) {
+    for (uint32_t c = 0x10FFFF; c > 0x100000; c--) {
+        char sb[4];
+        tk_utf8_enc(c, sb);
+        int used = 0;
+        for (int i = 0; !used && i < m; i++) used = memmem(toks[i], (size_t)lens[i], sb, 4) != NULL;
+        if (!used) return c;
+    }
+    return 0x100000;
+}
+
 char *kn_tokenizer_decode(const kn_tokenizer *t, const int32_t *ids, int n, int skip_special, size_t *out_len,
                           char *err, size_t err_len) {
-    static const char sentinel[4] = {(char)0xF4, (char)0x8F, (char)0xBF, (char)0xBF};
     char **toks = calloc((size_t)n + 1, sizeof(char *));
+    int32_t *lens = calloc((size_t)n + 1, sizeof(int32_t));
     char *r = NULL;
-    int m = 0, ok = toks != NULL;
+    int m = 0, ok = toks && lens;
     for (int i = 0; ok && i < n; i++) {
         int32_t id = ids[i], len;
         const char *s;
@@ -700,32 +712,52 @@ char *kn_tokenizer_decode(const kn_tokenizer *t, const int32_t *ids, int n, int 
             s = t->model.id2tok[id];
             len = t->model.id2len[id];
         } else continue;
-        /* NUL inside a token becomes the sentinel for the C-string decoder steps */
-        char *c = malloc((size_t)len * 4 + 1), *w = c;
-        if (!c) {
+        toks[m] = malloc((size_t)len * 4 + 1);
+        if (!toks[m]) {
             ok = 0;
             break;
         }
-        for (int32_t k = 0; k < len; k++) {
-            if (s[k]) *w++ = s[k];
-            else {
-                memcpy(w, sentinel, 4);
-                w += 4;
+        memcpy(toks[m], s, (size_t)len);
+        toks[m][len] = 0;
+        lens[m++] = len;
+    }
+    /* NUL inside a token becomes the sentinel for the C-string decoder steps */
+    char sb[4];
+    if (ok) {
+        tk_decode_sentinel = pick_sentinel(toks, lens, m);
+        tk_decode_nuls = 0;
+        tk_utf8_enc(tk_decode_sentinel, sb);
+        for (int i = 0; i < m; i++) {
+            if ((int32_t)strlen(toks[i]) == lens[i]) continue;
+            tk_decode_nuls = 1;
+            char *c = malloc((size_t)lens[i] * 4 + 1), *w = c;
+            if (!c) {
+                ok = 0;
+                break;
             }
+            for (int32_t k = 0; k < lens[i]; k++) {
+                if (toks[i][k]) *w++ = toks[i][k];
+                else {
+                    memcpy(w, sb, 4);
+                    w += 4;
+                }
+            }
+            *w = 0;
+            free(toks[i]);
+            toks[i] = c;
         }
-        *w = 0;
-        toks[m++] = c;
     }
     if (ok) r = tk_decode_tokens(t->decoder, toks, m);
     for (int i = 0; i < m; i++) free(toks[i]);
     free(toks);
+    free(lens);
     if (!r) {
         tk_errf(err, err_len, "out of memory decoding");
         return NULL;
     }
     size_t w = 0, len = strlen(r);
     for (size_t i = 0; i < len;) {
-        if (i + 4 <= len && !memcmp(r + i, sentinel, 4)) {
+        if (tk_decode_nuls && i + 4 <= len && !memcmp(r + i, sb, 4)) {
             r[w++] = 0;
             i += 4;
         } else r[w++] = r[i++];

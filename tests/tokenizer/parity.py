@@ -4,7 +4,8 @@
 Generates the multilingual corpus (gen_corpus.py), trains tokenizers with the package's own
 trainers into a temporary folder (WordPiece BERT-style, byte-level BPE with GPT-2, RoBERTa,
 Llama-2 and Llama-3 styles, Unigram with Metaspace T5-style, Unigram behind UnicodeScripts, a
-SentencePiece-trained Unigram converted with its Precompiled charsmap, WordLevel), then encodes
+SentencePiece-trained Unigram converted with its Precompiled charsmap, WordLevel; and two Unigram
+vocabularies built so that segmentations tie), then encodes
 every line (and pairs of lines, with and without special tokens, with truncation and overflow
 windows) both ways and compares ids, type ids and offsets. Prints mismatch counts per tokenizer; exits 1 on any mismatch.
 
@@ -127,6 +128,23 @@ def train_all(lines, tmp):
                                                        special_tokens=[("</s>", tok.token_to_id("</s>"))])
     save("unigram-unicode-scripts", tok)
 
+    # Unigram where segmentations tie: a piece scores its length times a constant, so every split of
+    # a run has the same total (exactly with -1, up to the rounding of the sums with -0.1), and the
+    # package's tie rule alone picks one (the first candidate at the earliest start stays)
+    for name, unit in (("unigram-ties", -1.0), ("unigram-ties-rounded", -0.1)):
+        pieces = {"<unk>": 0.0, "</s>": 0.0}
+        for ch in ("=", "-", ".", "!", "_", "*", "a", "b", "ab", "\u2581", "\u2581=", "漢", "😀", "ー"):
+            for n in range(1, 9):
+                pieces.setdefault(ch * n, unit * len(ch * n))
+        for w in ("=\u2581", "a=", "=a", "ba", "aba", "\u2581a", "\u2581ab", "-=", "=-", ".!", "!."):
+            pieces.setdefault(w, unit * len(w))
+        tok = Tokenizer(models.Unigram(list(pieces.items()), unk_id=0))
+        tok.normalizer = normalizers.NFKC()
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B:1 </s>:1", special_tokens=[("</s>", 1)])
+        save(name, tok)
+
     train_sentencepiece(lines, tmp, save)
 
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
@@ -183,6 +201,48 @@ def check_scripts_exhaustive(driver, tmp):
         texts.append("a" + ch + "\u0431" + ch + "\u4eac" + ch + "1" + ch + chr(cps[(i + 1) % len(cps)]))
     got = run_kiln(driver, path, ("\n".join(texts) + "\n").encode("utf-8"), [])
     return compare("unicode-scripts", "every code point", tok.encode_batch(texts), got, texts)
+
+
+def check_unicode_exhaustive(driver, tmp):
+    """Normalizers and pre-tokenizers that classify characters, on every code point of planes
+    0-3 and 14 and a sample of the others, assigned or lastingly unassigned (the corpus's
+    gen_corpus.known_code_point: kiln's Unicode data cannot know what versions after it assign,
+    which the package's Rust lowercases): the package looks some of them up
+    in old Unicode tables (BERT and Punctuation in 8.0, normalization in 9.0) while kiln has
+    newer data, so each code point goes between letters, next to a combining mark (canonical
+    order) and doubled. The vocabulary is every piece the package makes, so a piece kiln
+    normalizes or splits differently shows as a different id or offset."""
+    cps = [c for c in list(range(0x40000)) + list(range(0xE0000, 0xE1000)) + list(range(0x40000, 0x110000, 97))
+           if not 0xD800 <= c <= 0xDFFF and c != 10 and gen_corpus.known_code_point(c)]
+    texts = []
+    for i in range(0, len(cps), 8):
+        texts.append("".join("x" + chr(c) + "Y" + chr(c) + chr(c) + " o" + chr(c) + "\u0316\u0301" + chr(c) + "\u0323 "
+                             for c in cps[i:i + 8]))
+    configs = {
+        "bert-uncased": (normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=True, lowercase=True),
+                         pre_tokenizers.BertPreTokenizer()),
+        "bert-cased": (normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False),
+                       pre_tokenizers.BertPreTokenizer()),
+        "nfkc-punct": (normalizers.NFKC(), pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])),
+        "nfc": (normalizers.NFC(), pre_tokenizers.WhitespaceSplit()),
+        "nfkd-strip": (normalizers.Sequence([normalizers.NFKD(), normalizers.StripAccents()]), pre_tokenizers.WhitespaceSplit()),
+        "nfd-strip-lower": (normalizers.Sequence([normalizers.NFD(), normalizers.StripAccents(), normalizers.Lowercase()]),
+                            pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(),
+                                                     pre_tokenizers.Digits(individual_digits=True)])),
+    }
+    total = 0
+    blob = ("\n".join(texts) + "\n").encode("utf-8")
+    for name, (norm, pre) in configs.items():
+        vocab = {"[UNK]": 0}
+        for t in texts:
+            for piece, _ in pre.pre_tokenize_str(norm.normalize_str(t)):
+                vocab.setdefault(piece, len(vocab))
+        tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+        tok.normalizer, tok.pre_tokenizer = norm, pre
+        path = os.path.join(tmp, f"unicode-{name}.json")
+        tok.save(path)
+        total += compare(f"unicode-{name}", "every code point", tok.encode_batch(texts), run_kiln(driver, path, blob, []), texts)
+    return total
 
 
 class _Enc:
@@ -370,7 +430,7 @@ def main():
     ap.add_argument("--only", default="", help="check only the configurations whose name matches this regex")
     a = ap.parse_args()
     driver = a.driver
-    lines = gen_corpus.generate(a.lines)
+    lines = gen_corpus.generate(a.lines, hard=True)
     # pairs: neighbouring lines, without the tab the CLI uses as separator
     clean = [l.replace("\t", " ") for l in lines]
     pairs = list(zip(clean[0::2], clean[1::2]))
@@ -384,6 +444,8 @@ def main():
                 total += check(driver, name, path, tmp, lines, pairs, a.other_lines)
         if re.search(a.only, "unicode-scripts"):
             total += check_scripts_exhaustive(driver, tmp)
+        if re.search(a.only, "unicode-classes"):
+            total += check_unicode_exhaustive(driver, tmp)
         if re.search(a.only, "transformers-folder"):
             total += check_transformers_folder(driver, tmp, paths["unigram-t5"], lines, pairs)
     print("parity:", "OK" if total == 0 else f"{total} mismatching lines")
