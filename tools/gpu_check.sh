@@ -83,7 +83,7 @@ ctest_rows gpu 1 cuda_smoke backend_ops session interpreter_primitives
 "$BUILD/tests/test_backend_ops" >"$LOG/backend_ops.txt" 2>&1 || true
 
 echo "== the SIMT interpreter: ctest gpusim.*, and its answers against the device's"
-ctest_rows gpusim 0 interpreter backend_ops session conformance_node no_fused_fallback pipelines
+ctest_rows gpusim 0 interpreter backend_ops session conformance_node no_fused_fallback pipelines ort_optimizer
 # same cases, same seeds: the per-op case/pass/fail counts must agree (max |diff| may not)
 if [ -x "$BUILD/tests/test_backend_ops_sim" ]; then
   KILN_SIM_RACECHECK=1 "$BUILD/tests/test_backend_ops_sim" >"$LOG/backend_ops_sim.txt" 2>&1 || true
