@@ -332,6 +332,26 @@ static void b_cast(kn_graph *g) {
     NODE_A(g, "Cast", "f", "y", attr_i("to", KN_F64));
     tg_output(g, "y");
 }
+static void b_castlike(kn_graph *g) {
+    IN(g, "x", 2, 3);
+    IN(g, "z", 3);
+    NODE(g, "Mul", "x z", "p");
+    NODE(g, "CastLike", "p z", "y");
+    tg_output(g, "y");
+}
+static void b_max(kn_graph *g) { /* inputs drawn apart: no ties */
+    IN(g, "a", 2, 3);
+    IN(g, "b", 3);
+    IN(g, "c", 2, 1);
+    NODE(g, "Max", "a b c", "y");
+    tg_output(g, "y");
+}
+static void b_min(kn_graph *g) {
+    IN(g, "a", 2, 3);
+    IN(g, "b", 2, 3);
+    NODE(g, "Min", "a b", "y");
+    tg_output(g, "y");
+}
 static void b_matmul(kn_graph *g) {
     IN(g, "a", 2, 3, 4);
     IN(g, "b", 4, 5);
@@ -599,6 +619,9 @@ static const gcase cases[] = {
     {"com.microsoft fast gelu", b_fast_gelu},
     {"where [2,3],[3]", b_where},
     {"cast f64->f32->f64", b_cast, 0, 0, 1e-3, 1e-4},
+    {"castlike (the type input gets nothing)", b_castlike},
+    {"max of three, broadcast", b_max},
+    {"min", b_min},
     {"matmul [2,3,4]@[4,5]", b_matmul},
     {"matmul [2,1,3,4]@[3,4,2]", b_matmul_bcast},
     {"matmul [4]@[2,4,3]", b_matmul_vec_left},
