@@ -34,7 +34,8 @@ static int lb_new_value(lb *b, const char *hint) {
 static int lb_node(lb *b, const char *op, const int *ins, int n_ins, const kn_attr *attrs, int n_attrs) {
     if (b->err) return -1;
     for (int k = 0; k < n_ins; k++)
-        if (ins[k] < 0) return lb_fail(b, kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s: an input is missing", b->what, op));
+        if (ins[k] < 0)
+            return lb_fail(b, kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s: an input is missing", b->what, op));
     int out = lb_new_value(b, op);
     if (out < 0) return -1;
     kn_attr *a = n_attrs ? calloc((size_t)n_attrs, sizeof *a) : NULL;
@@ -240,6 +241,29 @@ kn_status *kn_loss_mean_pool(kn_graph *g, int tokens, int mask, int *pooled) {
     return NULL;
 }
 
+kn_status *kn_loss_split_halves(kn_graph *g, int x, int *a, int *b) {
+    *a = *b = -1;
+    KN_TRY(lb_check(g, "split_halves", &x, 1));
+    lb bl = {g, "split_halves", NULL};
+    int outs[2] = {lb_new_value(&bl, "a"), lb_new_value(&bl, "b")};
+    if (bl.err) return bl.err;
+    kn_attr *at = calloc(1, sizeof *at);
+    if (!at) return KN_OOM(sizeof *at);
+    KN_TRY(kn_attr_copy(at, &(kn_attr){.name = "axis", .type = KN_ATTR_INT, .i = 0}));
+    char name[64];
+    snprintf(name, sizeof name, "split_halves/Split_%d", g->n_nodes);
+    int id = kn_graph_add_node(g, name, "Split", "", &x, 1, outs, 2, at, 1);
+    if (id < 0) return KN_OOM(sizeof(kn_node));
+    kn_node *n = &g->nodes[id];
+    n->op = kn_op_lookup("Split", "");
+    n->opset = 17; /* no split input: equal pieces, one per output */
+    g->values[outs[0]].producer = g->values[outs[1]].producer = id;
+    KN_TRY(kn_node_decode_params(n));
+    *a = outs[0];
+    *b = outs[1];
+    return NULL;
+}
+
 /* Rows of x [B, D] over their L2 norms. */
 static int lb_normalize(lb *b, int x) {
     int64_t last = -1;
@@ -267,8 +291,8 @@ kn_status *kn_loss_multiple_negatives_ranking(kn_graph *g, int anchors, int posi
     KN_TRY(lb_check(g, "multiple_negatives_ranking", chk, 2));
     lb b = {g, "multiple_negatives_ranking", NULL};
     int64_t last = -1, perm[2] = {1, 0};
-    int pt = lb_node(&b, "Transpose", (int[]){lb_normalize(&b, positives)}, 1, (kn_attr[]){ag_attr_ints("perm", perm, 2)},
-                     1);
+    int pt = lb_node(&b, "Transpose", (int[]){lb_normalize(&b, positives)}, 1,
+                     (kn_attr[]){ag_attr_ints("perm", perm, 2)}, 1);
     int s = lb2(&b, "Mul", lb2(&b, "MatMul", lb_normalize(&b, anchors), pt), lb_scalar(&b, scale, anchors, false));
     int lsm = lb_node(&b, "LogSoftmax", &s, 1, (kn_attr[]){ag_attr_int("axis", -1)}, 1);
     int r = lb_range(&b, lb_dim(&b, anchors, 0));
@@ -291,8 +315,8 @@ kn_status *kn_loss_cosent(kn_graph *g, int u, int v, int labels, double scale, i
     int counts = lb2(&b, "Less", lb_unsqueeze(&b, l, 1), lb_unsqueeze(&b, l, 0));
     int kept = lb_node(&b, "Where", (int[]){counts, diff, lb_scalar(&b, -1e12, s, false)}, 3, NULL, 0);
     int flat = lb2(&b, "Reshape", kept, lb_ints(&b, &m1, 1));
-    int cat = lb_node(&b, "Concat", (int[]){lb_scalar(&b, 0.0, s, true), flat}, 2, (kn_attr[]){ag_attr_int("axis", 0)},
-                      1);
+    int cat =
+        lb_node(&b, "Concat", (int[]){lb_scalar(&b, 0.0, s, true), flat}, 2, (kn_attr[]){ag_attr_int("axis", 0)}, 1);
     int lsm = lb_node(&b, "LogSoftmax", &cat, 1, (kn_attr[]){ag_attr_int("axis", 0)}, 1);
     return lb_finish(&b, lb1(&b, "Neg", lb2(&b, "Gather", lsm, lb_int_scalar(&b, 0))), loss);
 }

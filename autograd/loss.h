@@ -24,6 +24,9 @@ kn_status *kn_loss_bce_with_logits(kn_graph *g, int logits, int target, int *los
 /* sentence-transformers Pooling(mean): tokens [B, T, D] averaged over the positions where mask
  * [B, T] (int64 or float) is non-zero, the count clamped to 1e-9. Returns [B, D] in *pooled. */
 kn_status *kn_loss_mean_pool(kn_graph *g, int tokens, int mask, int *pooled);
+/* The two halves of x along axis 0 (the first and second texts of B pairs run as one batch of
+ * 2B): *a = x[:B], *b = x[B:]. */
+kn_status *kn_loss_split_halves(kn_graph *g, int x, int *a, int *b);
 /* CosineSimilarityLoss: MSE of cos(u, v) (rows of [B, D]) against scores [B]. */
 kn_status *kn_loss_cosine_similarity(kn_graph *g, int u, int v, int scores, int *loss);
 /* MultipleNegativesRankingLoss: cross-entropy over scale * cos_sim(anchors, positives) [B, B]

