@@ -35,8 +35,8 @@ double kn_optim_lr(const kn_optim_options *o, int64_t step) {
     return o->lr * (f > 0 ? f : 0);
 }
 
-void kn_optim_update(const kn_optim_options *o, int64_t step, double lr, bool decay, float *w, const float *g,
-                     float *m, float *v, int64_t n) {
+void kn_optim_update(const kn_optim_options *o, int64_t step, double lr, bool decay, float *w, const float *g, float *m,
+                     float *v, int64_t n) {
     double wd = decay ? o->weight_decay : 0.0;
     if (o->kind == KN_OPTIM_SGD) {
         double mom = o->momentum, damp = o->dampening;

@@ -38,8 +38,8 @@ double kn_optim_lr(const kn_optim_options *o, int64_t step);
 /* One update of n parameters w with gradients g: step is 1-based (Adam's bias correction); m and
  * v are the moment buffers (SGD: m is the momentum buffer, v unused), zero before step 1; decay
  * chooses whether weight_decay applies to this tensor. g is read only. */
-void kn_optim_update(const kn_optim_options *o, int64_t step, double lr, bool decay, float *w, const float *g,
-                     float *m, float *v, int64_t n);
+void kn_optim_update(const kn_optim_options *o, int64_t step, double lr, bool decay, float *w, const float *g, float *m,
+                     float *v, int64_t n);
 
 /* Whether name matches one of the comma-separated fnmatch patterns (NULL or "": none). */
 bool kn_name_matches(const char *patterns, const char *name);

@@ -71,7 +71,8 @@ kn_status *kn_onnx_write_with_initializers(const char *src_path, const char *dst
         for (size_t i = 0; i < mp->graph->n_initializer && !tp; i++)
             if (mp->graph->initializer[i]->name && !strcmp(mp->graph->initializer[i]->name, names[k]))
                 tp = mp->graph->initializer[i];
-        if (!tp) st = kn_error(KN_ERR_INVALID_ARGUMENT, "%s: no initializer '%s' in the main graph", src_path, names[k]);
+        if (!tp)
+            st = kn_error(KN_ERR_INVALID_ARGUMENT, "%s: no initializer '%s' in the main graph", src_path, names[k]);
         else st = set_tensor(tp, values[k]);
     }
     uint8_t *out = NULL;

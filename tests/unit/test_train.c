@@ -46,9 +46,9 @@ static kn_model *wrap(kn_graph *g) {
     return m;
 }
 
-#define OK(expr)                                                                      \
-    do {                                                                              \
-        kn_status *st_ = (expr);                                                      \
+#define OK(expr) \
+    do { \
+        kn_status *st_ = (expr); \
         ck_assert_msg(st_ == NULL, "%s: %s", #expr, st_ ? kn_status_message(st_) : ""); \
     } while (0)
 
@@ -106,8 +106,8 @@ static int build_loss(kn_graph *g, int k, const double **data) {
     return loss;
 }
 
-static const double loss_want[N_LOSSES] = {0.493684562137, 1.40708333333, 0.86183689403, 0.13231740414,
-                                           7.23183487752,  8.88926313316, 0};
+static const double loss_want[N_LOSSES] = {
+    0.493684562137, 1.40708333333, 0.86183689403, 0.13231740414, 7.23183487752, 8.88926313316, 0};
 static const char *loss_name[N_LOSSES] = {"cross_entropy", "mse", "bce", "cosine", "mnrl", "cosent", "mean_pool"};
 
 static void set_inputs(const kn_graph *g, const double **data, kn_tensor *ins) {
@@ -214,10 +214,10 @@ START_TEST(optimisers_match_torch) {
             ck_assert_msg(close_to(w[i], cases[c].want[i], 1e-6, 1e-7), "case %zu w[%d] = %.9g, torch %.9g", c, i,
                           (double)w[i], cases[c].want[i]);
     }
-    const double lin[11] = {0, 0.166666667, 0.333333333, 0.5, 0.428571429, 0.357142857,
-                            0.285714286, 0.214285714, 0.142857143, 0.0714285714, 0};
-    const double cosv[11] = {0, 0.166666667, 0.333333333, 0.5, 0.475242217, 0.40587245,
-                             0.305630233, 0.194369767, 0.0941275495, 0.024757783, 0};
+    const double lin[11] = {0,           0.166666667, 0.333333333,  0.5, 0.428571429, 0.357142857, 0.285714286,
+                            0.214285714, 0.142857143, 0.0714285714, 0};
+    const double cosv[11] = {0,           0.166666667,  0.333333333, 0.5, 0.475242217, 0.40587245, 0.305630233,
+                             0.194369767, 0.0941275495, 0.024757783, 0};
     kn_optim_options o;
     kn_optim_options_init(&o);
     o.lr = 0.5;
@@ -284,8 +284,9 @@ static kn_trainer *linear_trainer(int64_t rows, bool tied, const kn_optim_option
 }
 
 static kn_status *linear_step(kn_trainer *t, int64_t row0, int64_t rows, double *loss, bool *updated) {
-    kn_named_tensor b[2] = {{.name = "x", .dtype = KN_F32, .ndim = 2, .dims = {rows, 3}, .data = (void *)(X + 3 * row0)},
-                            {.name = "y", .dtype = KN_F32, .ndim = 2, .dims = {rows, 2}, .data = (void *)(Y + 2 * row0)}};
+    kn_named_tensor b[2] = {
+        {.name = "x", .dtype = KN_F32, .ndim = 2, .dims = {rows, 3}, .data = (void *)(X + 3 * row0)},
+        {.name = "y", .dtype = KN_F32, .ndim = 2, .dims = {rows, 2}, .data = (void *)(Y + 2 * row0)}};
     return kn_trainer_step(t, b, 2, loss, updated);
 }
 
