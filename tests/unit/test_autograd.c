@@ -719,6 +719,25 @@ START_TEST(shape_paths_and_initializers) {
 }
 END_TEST
 
+/* An input of unknown rank leaves the dtypes after it unknown: the pass refuses rather than
+ * return zeros for a gradient that exists. */
+START_TEST(unknown_dtype_refused) {
+    kn_graph *g = tg_new();
+    tg_input(g, "x", KN_F64, NULL, -1);
+    NODE(g, "Relu", "x", "y");
+    NODE_A(g, "ReduceSum", "y", "loss", attr_i("keepdims", 0));
+    tg_output(g, "loss");
+    ck_assert_ptr_null(kn_graph_resolve_ops(g));
+    int wrt = kn_graph_find_value(g, "x");
+    kn_status *st = kn_autograd(g, kn_graph_find_value(g, "loss"), &wrt, 1, NULL);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_msg(strstr(kn_status_message(st), "'y'") && strstr(kn_status_message(st), "not known statically"), "%s",
+                  kn_status_message(st));
+    kn_status_free(st);
+    kn_graph_free(g);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("autograd");
     TCase *tc = tcase_create("autograd");
@@ -726,6 +745,7 @@ int main(void) {
     tcase_add_loop_test(tc, grad_case, 0, N_CASES);
     tcase_add_test(tc, no_rule_names_path);
     tcase_add_test(tc, shape_paths_and_initializers);
+    tcase_add_test(tc, unknown_dtype_refused);
     suite_add_tcase(s, tc);
     return kn_test_run_suite(s);
 }
