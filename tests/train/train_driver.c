@@ -7,9 +7,10 @@
  *              | schedule constant|linear|cosine WARMUP TOTAL | clip MAXNORM | accumulate N
  *              | loss ce OUTPUT IGNORE | loss cosine OUTPUT MASK_INPUT
  *              | batch NAME f32|i64 NDIM DIMS... FILE  (an input of the next step) | step
- *              | out DIR | export PATH
+ *              | no_decay PATTERNS | out DIR | export PATH
  * The losses add inputs "labels" (ce: int64, any shape) and "scores" (cosine: float [B]); cosine
- * mean-pools OUTPUT [2B, T, D] over MASK_INPUT, splits the batch in halves and scores the pairs. */
+ * mean-pools OUTPUT [2B, T, D] over MASK_INPUT, splits the batch in halves and scores the pairs.
+ * KN_TRAIN_VERBOSE=1 prints each step's loss and gradient norm to stderr. */
 #include "autograd/loss.h"
 #include "autograd/trainer.h"
 #include <stdio.h>
@@ -48,7 +49,7 @@ int main(int argc, char **argv) {
     FILE *plan = fopen(argv[1], "r");
     if (!plan) return fail(NULL, "cannot open the plan");
     char line[4096], model_path[1024] = "", out_dir[1024] = ".", export_path[1024] = "", trainable[1024] = "";
-    char loss_kind[16] = "", loss_out[256] = "", loss_arg[256] = "";
+    char loss_kind[16] = "", loss_out[256] = "", loss_arg[256] = "", no_decay[1024] = "";
     kn_trainer_options o;
     kn_trainer_options_init(&o);
     o.num_threads = 2;
@@ -65,6 +66,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(kw, "trainable")) sscanf(rest, "%1023s", trainable);
         else if (!strcmp(kw, "out")) sscanf(rest, "%1023s", out_dir);
         else if (!strcmp(kw, "export")) sscanf(rest, "%1023s", export_path);
+        else if (!strcmp(kw, "no_decay") && sscanf(rest, "%1023s", no_decay) == 1) o.optim.no_decay = no_decay;
         else if (!strcmp(kw, "clip")) sscanf(rest, "%lf", &o.optim.max_grad_norm);
         else if (!strcmp(kw, "accumulate")) sscanf(rest, "%d", &o.optim.accumulate);
         else if (!strcmp(kw, "loss")) sscanf(rest, "%15s %255s %255s", loss_kind, loss_out, loss_arg);
@@ -137,6 +139,8 @@ int main(int argc, char **argv) {
             kn_status *st = kn_trainer_step(t, batch, n_batch, &l, NULL);
             if (st) return fail(st, "step");
             fprintf(losses, "%.9g\n", l);
+            if (getenv("KN_TRAIN_VERBOSE"))
+                fprintf(stderr, "step %d loss %.9g grad norm %.9g\n", step, l, kn_trainer_grad_norm(t));
             for (int i = 0; i < n_batch; i++) {
                 free((void *)batch[i].name);
                 free(bufs[i]);
