@@ -1,10 +1,11 @@
 /* Training pieces (autograd/loss.c, optim.c, trainer.c): each loss builder's value against
- * PyTorch / sentence-transformers on fixed inputs (numbers computed once with torch 2 and
- * pasted; tools to recompute them are the formulas in each loss's comment) and its gradient
+ * PyTorch / sentence-transformers on fixed inputs (numbers computed once with torch 2.x and
+ * sentence-transformers 6.3 and pasted) and its gradient
  * against central finite differences; the optimisers against torch.optim after three steps and
  * the schedules against transformers' lambdas; the trainer on a small linear model: an SGD step
  * against the closed form, accumulation against one big batch, clipping, tied weights, the
- * errors for a pattern that matches nothing; export through ONNX and back. */
+ * errors for a pattern that matches nothing, and a weight behind a foldable Transpose that must
+ * not be folded. Export and parity with PyTorch are train.parity_* (tests/train_parity.py). */
 #include "tests/unit/harness.h"
 #include "autograd/autograd.h"
 #include "autograd/loss.h"
@@ -395,6 +396,45 @@ START_TEST(trainer_patterns) {
 }
 END_TEST
 
+/* A weight behind a foldable Transpose (pred = x Transpose(Wt)): the second step's loss is the
+ * one the weights after the first step give, so nothing folded or packed the initial weight. */
+START_TEST(trainer_weight_not_folded) {
+    kn_graph *g = new_graph();
+    int64_t dx[2] = {4, 3}, dy[2] = {4, 2}, dw[2] = {2, 3};
+    int x = input(g, "x", KN_F32, 2, dx), y = input(g, "y", KN_F32, 2, dy);
+    int w = kn_graph_add_value(g, "wt"), wtr = kn_graph_add_value(g, "w"), p = kn_graph_add_value(g, "pred");
+    const float wt0[6] = {0.1f, 0.3f, -0.1f, -0.2f, 0.05f, 0.4f};
+    g->values[w].constant = mk_raw(KN_F32, 2, dw, wt0);
+    kn_graph_add_node(g, "tr", "Transpose", "", &w, 1, &wtr, 1, NULL, 0);
+    int in[2] = {x, wtr};
+    kn_graph_add_node(g, "mm", "MatMul", "", in, 2, &p, 1, NULL, 0);
+    output(g, p);
+    OK(kn_graph_resolve_ops(g));
+    int loss;
+    OK(kn_loss_mse(g, p, y, &loss));
+    kn_trainer_options o;
+    kn_trainer_options_init(&o);
+    o.optim.kind = KN_OPTIM_SGD;
+    o.optim.lr = 0.5;
+    o.optim.weight_decay = 0;
+    kn_trainer *t;
+    OK(kn_trainer_create(wrap(g), loss, &o, &t));
+    double l1, l2, want = 0;
+    OK(linear_step(t, 0, 4, &l1, NULL));
+    float *wt = param(t, "wt");
+    for (int r = 0; r < 4; r++)
+        for (int j = 0; j < 2; j++) {
+            double e = -Y[2 * r + j];
+            for (int i = 0; i < 3; i++) e += X[3 * r + i] * wt[3 * j + i];
+            want += e * e / 8;
+        }
+    OK(linear_step(t, 0, 4, &l2, NULL));
+    ck_assert_msg(close_to(l2, want, 1e-6, 1e-7) && fabs(l2 - l1) > 1e-3,
+                  "step 2 loss %.9g, the updated weights give %.9g", l2, want);
+    kn_trainer_free(t);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("train");
     TCase *tc = tcase_create("train");
@@ -404,6 +444,7 @@ int main(void) {
     tcase_add_test(tc, trainer_sgd_step);
     tcase_add_test(tc, trainer_accumulate_and_clip);
     tcase_add_test(tc, trainer_patterns);
+    tcase_add_test(tc, trainer_weight_not_folded);
     suite_add_tcase(s, tc);
     return kn_test_run_suite(s);
 }
