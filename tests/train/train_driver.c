@@ -5,11 +5,12 @@
  *
  * Plan lines:  model PATH | trainable PATTERNS | optim adamw|adam|sgd LR WD [MOMENTUM NESTEROV]
  *              | schedule constant|linear|cosine WARMUP TOTAL | clip MAXNORM | accumulate N
- *              | loss ce OUTPUT IGNORE | loss cosine OUTPUT MASK_INPUT
+ *              | loss ce OUTPUT IGNORE | loss cosine|cosent|mnrl OUTPUT MASK_INPUT
  *              | batch NAME f32|i64 NDIM DIMS... FILE  (an input of the next step) | step
  *              | no_decay PATTERNS | out DIR | export PATH
- * The losses add inputs "labels" (ce: int64, any shape) and "scores" (cosine: float [B]); cosine
- * mean-pools OUTPUT [2B, T, D] over MASK_INPUT, splits the batch in halves and scores the pairs.
+ * The losses add inputs "labels" (ce: int64, any shape) and "scores" (cosine, cosent: float [B]);
+ * the pair losses mean-pool OUTPUT [2B, T, D] over MASK_INPUT and split the batch in halves
+ * (anchors, positives for mnrl, whose scale is 20 as sentence-transformers' default).
  * KN_TRAIN_VERBOSE=1 prints each step's loss and gradient norm to stderr. */
 #include "autograd/loss.h"
 #include "autograd/trainer.h"
@@ -118,13 +119,16 @@ int main(int argc, char **argv) {
                     int64_t d[1] = {-1};
                     st = kn_loss_add_input(m->graph, "labels", KN_I64, 1, d, &v);
                     if (!st) st = kn_loss_cross_entropy(m->graph, out, v, atoll(loss_arg), &loss);
-                } else {
+                } else { /* cosine, cosent, mnrl: pairs over mean pooling */
                     int64_t d[1] = {-1};
                     int pooled, a, b, mask = kn_graph_find_value(m->graph, loss_arg);
-                    st = kn_loss_add_input(m->graph, "scores", KN_F32, 1, d, &v);
+                    bool mnrl = !strcmp(loss_kind, "mnrl");
+                    st = mnrl ? NULL : kn_loss_add_input(m->graph, "scores", KN_F32, 1, d, &v);
                     if (!st) st = kn_loss_mean_pool(m->graph, out, mask, &pooled);
                     if (!st) st = kn_loss_split_halves(m->graph, pooled, &a, &b);
-                    if (!st) st = kn_loss_cosine_similarity(m->graph, a, b, v, &loss);
+                    if (!st && mnrl) st = kn_loss_multiple_negatives_ranking(m->graph, a, b, 20.0, &loss);
+                    else if (!st && !strcmp(loss_kind, "cosent")) st = kn_loss_cosent(m->graph, a, b, v, 20.0, &loss);
+                    else if (!st) st = kn_loss_cosine_similarity(m->graph, a, b, v, &loss);
                 }
                 if (st) return fail(st, "loss");
                 o.trainable = trainable[0] && strcmp(trainable, "*") ? trainable : NULL;
