@@ -153,6 +153,22 @@ static kn_status *trainer_build(kn_trainer *t, int loss) {
         g->values[loss].is_output = true;
     }
     t->loss = loss;
+    /* a loss that no parameter reaches would train nothing while every step looked fine */
+    KN_TRY(kn_graph_toposort(g));
+    uint8_t *reach = calloc((size_t)g->n_values, 1);
+    if (!reach) return KN_OOM((size_t)g->n_values);
+    for (int i = 0; i < t->n_params; i++) reach[t->p[i].value] = 1;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        bool any = false;
+        for (int k = 0; k < n->n_inputs; k++) any |= n->inputs[k] >= 0 && reach[n->inputs[k]];
+        for (int k = 0; any && k < n->n_outputs; k++)
+            if (n->outputs[k] >= 0) reach[n->outputs[k]] = 1;
+    }
+    bool reached = reach[loss];
+    free(reach);
+    KN_CHECK(reached, KN_ERR_INVALID_ARGUMENT, "trainer: the loss '%s' depends on none of the %d trainable parameters",
+             g->values[loss].name, t->n_params);
     int *wrt = malloc(sizeof(int) * (size_t)t->n_params);
     if (!wrt) return KN_OOM(sizeof(int) * (size_t)t->n_params);
     for (int i = 0; i < t->n_params; i++) wrt[i] = t->p[i].value;

@@ -4,7 +4,7 @@
  * against central finite differences; the optimisers against torch.optim after three steps and
  * the schedules against transformers' lambdas; the trainer on a small linear model: an SGD step
  * against the closed form, accumulation against one big batch, clipping, tied weights, the
- * errors for a pattern that matches nothing, and a weight behind a foldable Transpose that must
+ * errors for a pattern that matches nothing and a loss no parameter reaches, and a weight behind a foldable Transpose that must
  * not be folded. Export and parity with PyTorch are train.parity_* (tests/train_parity.py). */
 #include "tests/unit/harness.h"
 #include "autograd/autograd.h"
@@ -392,6 +392,14 @@ START_TEST(trainer_patterns) {
     kn_status *st = kn_trainer_create(m, loss, &to, &t);
     ck_assert_ptr_nonnull(st);
     ck_assert_msg(strstr(kn_status_message(st), "encoder.*") != NULL, "%s", kn_status_message(st));
+    kn_status_free(st);
+    /* a loss no parameter reaches */
+    m = linear_model(4, false, &loss);
+    int y = kn_graph_find_value(m->graph, "y");
+    OK(kn_loss_mse(m->graph, y, y, &loss));
+    st = kn_trainer_create(m, loss, NULL, &t);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_msg(strstr(kn_status_message(st), "depends on none") != NULL, "%s", kn_status_message(st));
     kn_status_free(st);
 }
 END_TEST
