@@ -4,8 +4,9 @@
  * against central finite differences; the optimisers against torch.optim after three steps and
  * the schedules against transformers' lambdas; the trainer on a small linear model: an SGD step
  * against the closed form, accumulation against one big batch, clipping, tied weights, the
- * errors for a pattern that matches nothing and a loss no parameter reaches, and a weight behind a foldable Transpose that must
- * not be folded. Export and parity with PyTorch are train.parity_* (tests/train_parity.py). */
+ * errors for a pattern that matches nothing and a loss no parameter reaches, and a weight
+ * behind a foldable Transpose that must not be folded. Export and parity with PyTorch are
+ * train.parity_* (tests/train_parity.py). */
 #include "tests/unit/harness.h"
 #include "autograd/autograd.h"
 #include "autograd/loss.h"
