@@ -56,7 +56,7 @@ static kn_model *wrap(kn_graph *g) {
 
 /* ---- losses ---- */
 
-enum { L_CE, L_MSE, L_BCE, L_COS, L_MNRL, L_COSENT, L_POOL, N_LOSSES };
+enum { L_CE, L_MSE, L_BCE, L_COS, L_MNRL, L_COSENT, L_POOL, L_CE3, N_LOSSES };
 static const double u_v[9] = {1, 2, 0.5, 0.1, -1, 3, 2, 1, -2}, v_v[9] = {0.3, 0.2, -0.1, 1, 1, 1, -0.5, 2, 0.7};
 static const double sc_v[3] = {0.8, 0.1, 0.5};
 static const double lg_v[12] = {1, 2, 0.5, 0.1, -1, 3, 2, 2, 2, 0.3, 0.2, -0.1};
@@ -72,6 +72,13 @@ static int build_loss(kn_graph *g, int k, const double **data) {
     switch (k) {
     case L_CE: {
         int lg = input(g, "logits", KN_F64, 2, d43), lb = input(g, "labels", KN_I64, 1, d4);
+        data[0] = lg_v;
+        OK(kn_loss_cross_entropy(g, lg, lb, -100, &loss));
+        break;
+    }
+    case L_CE3: { /* token classification: logits [B, T, C], labels [B, T] (the same numbers) */
+        int64_t d223[3] = {2, 2, 3}, d22[2] = {2, 2};
+        int lg = input(g, "logits", KN_F64, 3, d223), lb = input(g, "labels", KN_I64, 2, d22);
         data[0] = lg_v;
         OK(kn_loss_cross_entropy(g, lg, lb, -100, &loss));
         break;
@@ -109,15 +116,17 @@ static int build_loss(kn_graph *g, int k, const double **data) {
 }
 
 static const double loss_want[N_LOSSES] = {
-    0.493684562137, 1.40708333333, 0.86183689403, 0.13231740414, 7.23183487752, 8.88926313316, 0};
-static const char *loss_name[N_LOSSES] = {"cross_entropy", "mse", "bce", "cosine", "mnrl", "cosent", "mean_pool"};
+    0.493684562137, 1.40708333333, 0.86183689403, 0.13231740414, 7.23183487752, 8.88926313316, 0, 0.493684562137};
+static const char *loss_name[N_LOSSES] = {"cross_entropy", "mse",    "bce",       "cosine",
+                                          "mnrl",          "cosent", "mean_pool", "cross_entropy [B,T,C]"};
 
 static void set_inputs(const kn_graph *g, const double **data, kn_tensor *ins) {
     static const int64_t labels[4] = {1, 2, -100, 0}, mask[6] = {1, 1, 0, 1, 0, 0};
     for (int i = 0; i < g->n_inputs; i++) {
         const kn_value *v = &g->values[g->inputs[i]];
         kn_tensor *t;
-        if (v->type.dtype == KN_I64) t = mk_raw(KN_I64, v->type.ndim, v->type.dims, v->type.ndim == 1 ? labels : mask);
+        bool is_mask = !strcmp(v->name, "mask");
+        if (v->type.dtype == KN_I64) t = mk_raw(KN_I64, v->type.ndim, v->type.dims, is_mask ? mask : labels);
         else t = mk(KN_F64, v->type.ndim, v->type.dims, data[i]);
         ins[i] = *t;
         free(t);
