@@ -419,6 +419,16 @@ static kn_status *ag_run(kn_graph *g, int loss, const int *wrt, int n_wrt, int *
             s->dx[k] = -1;
             any_need |= s->need[k];
         }
+        /* a value on the path whose dtype the static sweep could not infer (an input of unknown
+         * rank upstream) would silently cut the gradient to zeros: refuse instead */
+        for (int k = 0; any_dy && k < n->n_inputs; k++) {
+            int v = n->inputs[k];
+            if (v >= 0 && s->from[v] && s->to[v] && s->types[v].dtype == KN_UNDEFINED)
+                return kn_error(KN_ERR_UNSUPPORTED,
+                                "autograd: the dtype of '%s' (input %d of node '%s', %s) is not known statically, so "
+                                "the gradient through it cannot be built; declare the ranks of the graph inputs",
+                                g->values[v].name, k, n->name, n->op_type);
+        }
         if (!any_dy || !any_need) continue;
         if (n->op < 0 || !kn_op_table[n->op].grad_rule) return ag_no_rule(g, i, s->pred, s->from);
         /* the rule may add nodes (moving g->nodes), so it gets copies of what it reads */

@@ -1,6 +1,6 @@
 /* Gradient rules of the elementwise ops: the arithmetic (with broadcasting undone by
  * ReduceSumTo), the unary functions, the GELU family, Where, Cast, Identity and inference-mode
- * Dropout. Each rule is the derivative written with ordinary ops; the output y is reused where
+ * Dropout, CastLike, Max and Min. Each rule is the derivative written with ordinary ops; the output y is reused where
  * it makes the derivative cheaper (Exp, Tanh, Sigmoid, Sqrt, Div). */
 #include "autograd/grad.h"
 
@@ -156,6 +156,28 @@ kn_status *kn_grad_Cast(kn_grad_ctx *c) {
     ag_set(c, 0, cast_like(c, c->dy[0], c->in[0]));
     return c->err;
 }
+
+/* Only the data input carries a gradient; the second input gives the type alone. */
+kn_status *kn_grad_CastLike(kn_grad_ctx *c) {
+    ag_set(c, 0, cast_like(c, c->dy[0], c->in[0]));
+    return c->err;
+}
+
+/* Max / Min of n broadcast inputs: dy flows to every input equal to the result, so a tie passes
+ * the whole gradient to each tied input (ONNX Runtime's convention; PyTorch's maximum splits it
+ * in halves). Ties are rare in training (a clamp against a constant). */
+static kn_status *select_grad(kn_grad_ctx *c) {
+    int y = c->out[0];
+    for (int i = 0; i < c->n_in; i++) {
+        if (!c->need[i]) continue;
+        int in[3] = {ag_op2(c, "Equal", c->in[i], y), c->dy[0], ag_scalar(c, 0.0, c->in[i])};
+        ag_set(c, i, ag_sum_to(c, ag_op(c, "Where", in, 3, NULL, 0), c->in[i], y));
+    }
+    return c->err;
+}
+
+kn_status *kn_grad_Max(kn_grad_ctx *c) { return select_grad(c); }
+kn_status *kn_grad_Min(kn_grad_ctx *c) { return select_grad(c); }
 
 kn_status *kn_grad_Identity(kn_grad_ctx *c) {
     ag_set(c, 0, c->dy[0]);

@@ -495,7 +495,18 @@ kn_status *kn_infer_Reshape(kn_infer_ctx *c) {
     } else {
         KN_TRY(need_input(c, 1));
         if (!has_value(c->in[1])) {
-            set_unknown(c, 0, x->dtype);
+            /* the rank is the length of the shape vector even when its values come at run time
+             * (heads split by a shape built from Shape): later rules, and autograd's sweep of
+             * which values are float, need a known rank */
+            const kn_tensor *s = c->in[1];
+            if (s->ndim == 1 && s->dims[0] >= 0 && s->dims[0] <= MAXR && c->n_out > 0 && c->out[0]) {
+                int64_t d[MAXR];
+                for (int i = 0; i < s->dims[0]; i++) d[i] = -1;
+                c->out[0]->dtype = x->dtype;
+                kn_tensor_set_shape(c->out[0], (int)s->dims[0], d);
+            } else {
+                set_unknown(c, 0, x->dtype);
+            }
             return NULL;
         }
         KN_TRY(kn_shapeops_read_ints(c->in[1], shape, MAXR, &n, "Reshape"));
@@ -1097,7 +1108,19 @@ kn_status *kn_infer_Expand(kn_infer_ctx *c) {
     KN_TRY(need_input(c, 0));
     KN_TRY(need_input(c, 1));
     const kn_tensor *x = c->in[0];
-    if (!has_value(c->in[1]) || x->ndim < 0) {
+    const kn_tensor *sh = c->in[1];
+    if (!has_value(sh) && x->ndim >= 0 && sh->ndim == 1 && sh->dims[0] >= 0 && sh->dims[0] <= MAXR) {
+        /* the values come at run time; the rank is known (as for Reshape) and a dimension of x
+         * above 1 is kept, the rest unknown */
+        int r = x->ndim > (int)sh->dims[0] ? x->ndim : (int)sh->dims[0];
+        int64_t d[MAXR];
+        for (int i = 0; i < r; i++) {
+            int xi = i - (r - x->ndim);
+            d[i] = xi >= 0 && x->dims[xi] > 1 ? x->dims[xi] : -1;
+        }
+        return set_out(c, 0, x->dtype, r, d);
+    }
+    if (!has_value(sh) || x->ndim < 0) {
         set_unknown(c, 0, x->dtype);
         return NULL;
     }

@@ -40,6 +40,13 @@ kn_status *kn_onnx_load_file(const char *path, struct kn_model **out);
 kn_status *kn_onnx_load_buffer(const void *data, size_t size, const char *base_dir, struct kn_model **out);
 void kn_model_release(struct kn_model *m);
 
+/* Writes the ONNX file src_path to dst_path with the main graph's initializers names[0..n)
+ * replaced by values[k] (same element count and type; stored as raw data, no longer external),
+ * the rest of the ModelProto unchanged (graph/onnx_save.c). Fails naming an initializer the
+ * file lacks. Other initializers kept in external files still point there, relative to dst_path. */
+kn_status *kn_onnx_write_with_initializers(const char *src_path, const char *dst_path, const char *const *names,
+                                           const kn_tensor *const *values, int n);
+
 /* A single TensorProto (the ONNX test layout's input_K.pb / output_K.pb). name may be NULL. */
 kn_status *kn_tensor_proto_read(const void *buf, size_t len, kn_tensor **out, char **name);
 kn_status *kn_tensor_proto_read_file(const char *path, kn_tensor **out, char **name);

@@ -332,6 +332,26 @@ static void b_cast(kn_graph *g) {
     NODE_A(g, "Cast", "f", "y", attr_i("to", KN_F64));
     tg_output(g, "y");
 }
+static void b_castlike(kn_graph *g) {
+    IN(g, "x", 2, 3);
+    IN(g, "z", 3);
+    NODE(g, "Mul", "x z", "p");
+    NODE(g, "CastLike", "p z", "y");
+    tg_output(g, "y");
+}
+static void b_max(kn_graph *g) { /* inputs drawn apart: no ties */
+    IN(g, "a", 2, 3);
+    IN(g, "b", 3);
+    IN(g, "c", 2, 1);
+    NODE(g, "Max", "a b c", "y");
+    tg_output(g, "y");
+}
+static void b_min(kn_graph *g) {
+    IN(g, "a", 2, 3);
+    IN(g, "b", 2, 3);
+    NODE(g, "Min", "a b", "y");
+    tg_output(g, "y");
+}
 static void b_matmul(kn_graph *g) {
     IN(g, "a", 2, 3, 4);
     IN(g, "b", 4, 5);
@@ -599,6 +619,9 @@ static const gcase cases[] = {
     {"com.microsoft fast gelu", b_fast_gelu},
     {"where [2,3],[3]", b_where},
     {"cast f64->f32->f64", b_cast, 0, 0, 1e-3, 1e-4},
+    {"castlike (the type input gets nothing)", b_castlike},
+    {"max of three, broadcast", b_max},
+    {"min", b_min},
     {"matmul [2,3,4]@[4,5]", b_matmul},
     {"matmul [2,1,3,4]@[3,4,2]", b_matmul_bcast},
     {"matmul [4]@[2,4,3]", b_matmul_vec_left},
@@ -696,6 +719,25 @@ START_TEST(shape_paths_and_initializers) {
 }
 END_TEST
 
+/* An input of unknown rank leaves the dtypes after it unknown: the pass refuses rather than
+ * return zeros for a gradient that exists. */
+START_TEST(unknown_dtype_refused) {
+    kn_graph *g = tg_new();
+    tg_input(g, "x", KN_F64, NULL, -1);
+    NODE(g, "Relu", "x", "y");
+    NODE_A(g, "ReduceSum", "y", "loss", attr_i("keepdims", 0));
+    tg_output(g, "loss");
+    ck_assert_ptr_null(kn_graph_resolve_ops(g));
+    int wrt = kn_graph_find_value(g, "x");
+    kn_status *st = kn_autograd(g, kn_graph_find_value(g, "loss"), &wrt, 1, NULL);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_msg(strstr(kn_status_message(st), "'y'") && strstr(kn_status_message(st), "not known statically"), "%s",
+                  kn_status_message(st));
+    kn_status_free(st);
+    kn_graph_free(g);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("autograd");
     TCase *tc = tcase_create("autograd");
@@ -703,6 +745,7 @@ int main(void) {
     tcase_add_loop_test(tc, grad_case, 0, N_CASES);
     tcase_add_test(tc, no_rule_names_path);
     tcase_add_test(tc, shape_paths_and_initializers);
+    tcase_add_test(tc, unknown_dtype_refused);
     suite_add_tcase(s, tc);
     return kn_test_run_suite(s);
 }

@@ -66,12 +66,22 @@ START_TEST(test_reshape_rules) {
     ck_assert_ptr_null(RUN(Reshape, 14, at, 1, in, 2, out, 1));
     expect_dims(out[0], 3, es);
     kn_tensor_free(out[0]);
-    /* unknown shape value: rank unknown, no error */
+    /* unknown shape value: the rank is the shape vector's length, every dim unknown, no error */
     kn_tensor sv = {.dtype = KN_I64, .ndim = 1, .dims = {2}};
     kn_tensor *in2[2] = {x, &sv};
     kn_tensor o = {0}, *op[1] = {&o};
     ck_assert_ptr_null(kn_test_infer(KN_OP_Reshape, 14, NULL, 0, in2, 2, op, 1));
-    ck_assert_int_eq(o.ndim, -1);
+    ck_assert_int_eq(o.ndim, 2);
+    ck_assert(o.dims[0] == -1 && o.dims[1] == -1);
+    /* Expand likewise: [3, 1] by an unknown 3-vector is [?, 3, ?] */
+    int64_t xed[2] = {3, 1};
+    kn_tensor *xe = mk_raw(KN_F32, 2, xed, NULL);
+    kn_tensor sv3 = {.dtype = KN_I64, .ndim = 1, .dims = {3}}, oe = {0}, *ope[1] = {&oe};
+    kn_tensor *in3[2] = {xe, &sv3};
+    ck_assert_ptr_null(kn_test_infer(KN_OP_Expand, 13, NULL, 0, in3, 2, ope, 1));
+    ck_assert_int_eq(oe.ndim, 3);
+    ck_assert(oe.dims[0] == -1 && oe.dims[1] == 3 && oe.dims[2] == -1);
+    kn_tensor_free(xe);
     kn_tensor_free(e);
     kn_tensor_free(s);
     kn_tensor_free(x);

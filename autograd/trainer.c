@@ -1,0 +1,333 @@
+/* The trainer (autograd/trainer.h). The parameters are graph inputs bound to kiln's own
+ * buffers on every run, and the gradients come back into preallocated buffers through
+ * kn_session_run's caller-buffer outputs, so the optimiser reads and writes the same memory the
+ * next forward reads. */
+#include "autograd/trainer.h"
+#include "autograd/autograd.h"
+#include "graph/passes.h"
+#include "runtime/fold.h"
+#include <stdio.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct kn_param {
+    int value; /* the graph input it became */
+    const char *name;
+    int ndim;
+    int64_t dims[KN_MAX_DIMS];
+    int64_t n;
+    float *w, *g, *acc, *m, *v; /* acc == g without accumulation */
+    bool decay;
+} kn_param;
+
+struct kn_trainer {
+    kn_model *m;
+    kn_session *s;
+    kn_trainer_options o;
+    char *no_decay; /* copies of the option strings */
+    kn_param *p;
+    int n_params;
+    int loss;
+    kn_named_tensor *in, *out; /* n_params parameters after room for the batch, loss + grads */
+    int in_cap;
+    double loss_buf;
+    int micro;     /* micro-batches accumulated since the last update */
+    int64_t steps; /* updates done */
+    double grad_norm;
+};
+
+void kn_trainer_options_init(kn_trainer_options *o) {
+    memset(o, 0, sizeof *o);
+    kn_optim_options_init(&o->optim);
+}
+
+kn_status *kn_train_load(const char *path, kn_model **out) {
+    *out = NULL;
+    KN_CHECK(path, KN_ERR_INVALID_ARGUMENT, "kn_train_load: path is NULL");
+    kn_model *m = NULL;
+    KN_TRY(kn_onnx_load_file(path, &m));
+    m->fuse = false;
+    kn_status *st = kn_graph_resolve_ops(m->graph);
+    if (st) {
+        kn_model_release(m);
+        return kn_error_wrap(st, "%s: ", path);
+    }
+    *out = m;
+    return NULL;
+}
+
+void kn_trainer_free(kn_trainer *t) {
+    if (!t) return;
+    kn_session_free(t->s);
+    for (int i = 0; t->p && i < t->n_params; i++) {
+        kn_param *p = &t->p[i];
+        if (p->acc != p->g) free(p->acc);
+        free(p->w);
+        free(p->g);
+        free(p->m);
+        free(p->v);
+    }
+    free(t->p);
+    free(t->in);
+    free(t->out);
+    free(t->no_decay);
+    if (t->m) kn_model_free(t->m);
+    free(t);
+}
+
+/* Moves initializer v into a parameter: its data into p->w, the value into the graph's inputs. */
+static kn_status *make_param(kn_graph *g, int v, kn_param *p, int accumulate) {
+    kn_value *val = &g->values[v];
+    kn_tensor *c = val->constant;
+    p->value = v;
+    p->name = val->name;
+    p->ndim = c->ndim;
+    for (int d = 0; d < c->ndim; d++) p->dims[d] = c->dims[d];
+    p->n = kn_numel(c);
+    size_t bytes = sizeof(float) * (size_t)(p->n ? p->n : 1);
+    p->w = malloc(bytes);
+    p->g = calloc(1, bytes);
+    p->m = calloc(1, bytes);
+    p->v = calloc(1, bytes);
+    p->acc = accumulate > 1 ? calloc(1, bytes) : p->g;
+    if (!p->w || !p->g || !p->m || !p->v || !p->acc) return KN_OOM(bytes);
+    if (p->n) memcpy(p->w, c->data, sizeof(float) * (size_t)p->n);
+    int *ins = realloc(g->inputs, sizeof(int) * (size_t)(g->n_inputs + 1));
+    if (!ins) return KN_OOM(sizeof(int));
+    g->inputs = ins;
+    g->inputs[g->n_inputs++] = v;
+    kn_tensor_free(c);
+    val->constant = NULL;
+    val->is_input = true;
+    val->type.dtype = KN_F32;
+    kn_tensor_set_shape(&val->type, p->ndim, p->dims);
+    return NULL;
+}
+
+static kn_status *choose_params(kn_trainer *t, kn_graph *g) {
+    const char *pats = t->o.trainable && t->o.trainable[0] ? t->o.trainable : NULL;
+    t->p = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *t->p);
+    if (!t->p) return KN_OOM(sizeof *t->p);
+    for (int v = 0; v < g->n_values; v++) {
+        kn_value *val = &g->values[v];
+        if (!val->constant || val->is_input || val->constant->dtype != KN_F32 || val->constant->kind != KN_KIND_TENSOR)
+            continue;
+        if (pats && !kn_name_matches(pats, val->name)) continue;
+        kn_param *p = &t->p[t->n_params++];
+        KN_TRY(make_param(g, v, p, t->o.optim.accumulate));
+        p->decay = !kn_name_matches(t->no_decay, p->name);
+    }
+    /* a pattern that matches no float32 initializer is a typo, not an empty selection */
+    for (const char *q = pats; q && *q;) {
+        const char *e = strchr(q, ',');
+        size_t len = e ? (size_t)(e - q) : strlen(q);
+        char pat[256];
+        if (len > 0 && len < sizeof pat) {
+            memcpy(pat, q, len);
+            pat[len] = 0;
+            bool hit = false;
+            for (int i = 0; i < t->n_params && !hit; i++) hit = kn_name_matches(pat, t->p[i].name);
+            KN_CHECK(hit, KN_ERR_INVALID_ARGUMENT, "trainer: the pattern '%s' matches no float32 initializer", pat);
+        }
+        q = e ? e + 1 : q + len;
+    }
+    KN_CHECK(t->n_params > 0, KN_ERR_INVALID_ARGUMENT, "trainer: no trainable float32 initializer");
+    return NULL;
+}
+
+static kn_status *trainer_build(kn_trainer *t, int loss) {
+    kn_graph *g = t->m->graph;
+    KN_CHECK(loss >= 0 && loss < g->n_values, KN_ERR_INVALID_ARGUMENT, "trainer: loss value id %d is not in the graph",
+             loss);
+    KN_CHECK(t->o.optim.accumulate >= 1, KN_ERR_INVALID_ARGUMENT, "trainer: accumulate must be at least 1, not %d",
+             t->o.optim.accumulate);
+    KN_TRY(kn_graph_resolve_ops(g));
+    KN_TRY(choose_params(t, g));
+    /* the loss is an output so that pruning keeps its forward nodes; it is read every step */
+    if (!g->values[loss].is_output) {
+        int *outs = realloc(g->outputs, sizeof(int) * (size_t)(g->n_outputs + 1));
+        if (!outs) return KN_OOM(sizeof(int));
+        g->outputs = outs;
+        g->outputs[g->n_outputs++] = loss;
+        g->values[loss].is_output = true;
+    }
+    t->loss = loss;
+    /* a loss that no parameter reaches would train nothing while every step looked fine */
+    KN_TRY(kn_graph_toposort(g));
+    uint8_t *reach = calloc((size_t)g->n_values, 1);
+    if (!reach) return KN_OOM((size_t)g->n_values);
+    for (int i = 0; i < t->n_params; i++) reach[t->p[i].value] = 1;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        bool any = false;
+        for (int k = 0; k < n->n_inputs; k++) any |= n->inputs[k] >= 0 && reach[n->inputs[k]];
+        for (int k = 0; any && k < n->n_outputs; k++)
+            if (n->outputs[k] >= 0) reach[n->outputs[k]] = 1;
+    }
+    bool reached = reach[loss];
+    free(reach);
+    KN_CHECK(reached, KN_ERR_INVALID_ARGUMENT, "trainer: the loss '%s' depends on none of the %d trainable parameters",
+             g->values[loss].name, t->n_params);
+    int *wrt = malloc(sizeof(int) * (size_t)t->n_params);
+    if (!wrt) return KN_OOM(sizeof(int) * (size_t)t->n_params);
+    for (int i = 0; i < t->n_params; i++) wrt[i] = t->p[i].value;
+    kn_status *st = kn_autograd(g, loss, wrt, t->n_params, NULL);
+    free(wrt);
+    KN_TRY(kn_error_wrap(st, "trainer: "));
+    /* names and ids stay valid: the parameters are inputs, which folding and pruning keep */
+    KN_TRY(kn_graph_optimize(g, false));
+    for (int i = 0; i < t->n_params; i++) t->p[i].name = g->values[kn_graph_find_value(g, t->p[i].name)].name;
+    kn_session_options so;
+    kn_session_options_init(&so);
+    so.num_threads = t->o.num_threads;
+    KN_TRY(kn_session_create(t->m, &so, &t->s));
+    t->out = calloc((size_t)(t->n_params + 1), sizeof *t->out);
+    if (!t->out) return KN_OOM(sizeof *t->out);
+    t->out[0].name = g->values[loss].name;
+    t->out[0].data = &t->loss_buf;
+    t->out[0].capacity = sizeof t->loss_buf;
+    char name[1024];
+    for (int i = 0; i < t->n_params; i++) {
+        kn_param *p = &t->p[i];
+        snprintf(name, sizeof name, "grad:%s", p->name);
+        int gv = kn_graph_find_value(g, name);
+        KN_CHECK(gv >= 0, KN_ERR_RUNTIME, "trainer: the gradient '%s' is not in the graph", name);
+        t->out[1 + i].name = g->values[gv].name;
+        t->out[1 + i].data = p->g;
+        t->out[1 + i].capacity = sizeof(float) * (size_t)p->n;
+    }
+    return NULL;
+}
+
+kn_status *kn_trainer_create(kn_model *m, int loss, const kn_trainer_options *o, kn_trainer **out) {
+    *out = NULL;
+    KN_CHECK(m && m->graph, KN_ERR_INVALID_ARGUMENT, "kn_trainer_create: model is NULL");
+    kn_trainer *t = calloc(1, sizeof *t);
+    if (!t) {
+        kn_model_free(m);
+        return KN_OOM(sizeof *t);
+    }
+    t->m = m;
+    if (o) t->o = *o;
+    else kn_trainer_options_init(&t->o);
+    kn_status *st = NULL;
+    if (t->o.optim.no_decay && !(t->no_decay = strdup(t->o.optim.no_decay))) st = KN_OOM(0);
+    t->o.optim.no_decay = t->no_decay;
+    if (!st) st = trainer_build(t, loss);
+    t->o.trainable = NULL; /* the caller's string: only read while choosing */
+    if (st) {
+        kn_trainer_free(t);
+        return st;
+    }
+    *out = t;
+    return NULL;
+}
+
+static void apply_update(kn_trainer *t) {
+    double scale = 1.0 / (double)t->o.optim.accumulate, sq = 0;
+    for (int i = 0; i < t->n_params; i++) {
+        kn_param *p = &t->p[i];
+        for (int64_t k = 0; k < p->n; k++) {
+            if (scale != 1.0) p->acc[k] = (float)((double)p->acc[k] * scale);
+            sq += (double)p->acc[k] * (double)p->acc[k];
+        }
+    }
+    t->grad_norm = sqrt(sq);
+    double clip = 1.0;
+    if (t->o.optim.max_grad_norm > 0) {
+        /* torch.nn.utils.clip_grad_norm_: the coefficient clamped to 1 and applied always */
+        clip = t->o.optim.max_grad_norm / (t->grad_norm + 1e-6);
+        if (clip > 1.0) clip = 1.0;
+        float c = (float)clip;
+        for (int i = 0; i < t->n_params; i++)
+            for (int64_t k = 0; k < t->p[i].n; k++) t->p[i].acc[k] *= c;
+    }
+    double lr = kn_optim_lr(&t->o.optim, t->steps);
+    t->steps++;
+    for (int i = 0; i < t->n_params; i++) {
+        kn_param *p = &t->p[i];
+        kn_optim_update(&t->o.optim, t->steps, lr, p->decay, p->w, p->acc, p->m, p->v, p->n);
+        if (p->acc != p->g) memset(p->acc, 0, sizeof(float) * (size_t)p->n);
+    }
+}
+
+kn_status *kn_trainer_step(kn_trainer *t, const kn_named_tensor *batch, int n_batch, double *loss, bool *updated) {
+    if (updated) *updated = false;
+    KN_CHECK(t, KN_ERR_INVALID_ARGUMENT, "kn_trainer_step: trainer is NULL");
+    KN_CHECK(n_batch >= 0 && (batch || !n_batch), KN_ERR_INVALID_ARGUMENT, "kn_trainer_step: bad batch array");
+    if (n_batch + t->n_params > t->in_cap) { /* the first step, or a batch with more inputs */
+        kn_named_tensor *in = realloc(t->in, sizeof *in * (size_t)(n_batch + t->n_params));
+        if (!in) return KN_OOM(sizeof *in);
+        t->in = in;
+        t->in_cap = n_batch + t->n_params;
+    }
+    for (int i = 0; i < n_batch; i++) {
+        for (int k = 0; k < t->n_params; k++)
+            KN_CHECK(strcmp(batch[i].name, t->p[k].name), KN_ERR_INVALID_ARGUMENT,
+                     "kn_trainer_step: '%s' is a trainable parameter, not a batch input", batch[i].name);
+        t->in[i] = batch[i];
+    }
+    for (int k = 0; k < t->n_params; k++) {
+        kn_named_tensor *x = &t->in[n_batch + k];
+        memset(x, 0, sizeof *x);
+        x->name = t->p[k].name;
+        x->dtype = KN_F32;
+        x->ndim = t->p[k].ndim;
+        for (int d = 0; d < x->ndim; d++) x->dims[d] = t->p[k].dims[d];
+        x->data = t->p[k].w;
+        x->capacity = sizeof(float) * (size_t)t->p[k].n;
+    }
+    for (int k = 0; k <= t->n_params; k++) t->out[k].ndim = 0;
+    KN_TRY(kn_error_wrap(kn_session_run(t->s, t->in, n_batch + t->n_params, t->out, t->n_params + 1),
+                         "kn_trainer_step: "));
+    if (loss) {
+        kn_dtype dt = t->out[0].dtype;
+        float f;
+        memcpy(&f, &t->loss_buf, sizeof f);
+        *loss = dt == KN_F64 ? t->loss_buf : dt == KN_F32 ? (double)f : NAN;
+    }
+    for (int i = 0; i < t->n_params; i++) {
+        kn_param *p = &t->p[i];
+        if (p->acc != p->g)
+            for (int64_t k = 0; k < p->n; k++) p->acc[k] += p->g[k];
+    }
+    if (++t->micro < t->o.optim.accumulate) return NULL;
+    t->micro = 0;
+    apply_update(t);
+    if (updated) *updated = true;
+    return NULL;
+}
+
+int64_t kn_trainer_steps(const kn_trainer *t) { return t->steps; }
+double kn_trainer_grad_norm(const kn_trainer *t) { return t->grad_norm; }
+int kn_trainer_param_count(const kn_trainer *t) { return t->n_params; }
+
+const char *kn_trainer_param(const kn_trainer *t, int i, int *ndim, const int64_t **dims, float **data) {
+    if (!t || i < 0 || i >= t->n_params) return NULL;
+    if (ndim) *ndim = t->p[i].ndim;
+    if (dims) *dims = t->p[i].dims;
+    if (data) *data = t->p[i].w;
+    return t->p[i].name;
+}
+
+kn_status *kn_trainer_export_onnx(const kn_trainer *t, const char *src_path, const char *dst_path) {
+    KN_CHECK(t && src_path && dst_path, KN_ERR_INVALID_ARGUMENT, "kn_trainer_export_onnx: NULL argument");
+    const char **names = calloc((size_t)t->n_params, sizeof *names);
+    kn_tensor *vals = calloc((size_t)t->n_params, sizeof *vals);
+    const kn_tensor **ptrs = calloc((size_t)t->n_params, sizeof *ptrs);
+    kn_status *st = names && vals && ptrs ? NULL : KN_OOM(0);
+    for (int i = 0; !st && i < t->n_params; i++) {
+        const kn_param *p = &t->p[i];
+        names[i] = p->name;
+        vals[i].dtype = KN_F32;
+        kn_tensor_set_shape(&vals[i], p->ndim, p->dims);
+        vals[i].data = p->w; /* borrowed: not owned, never freed here */
+        ptrs[i] = &vals[i];
+    }
+    if (!st) st = kn_onnx_write_with_initializers(src_path, dst_path, names, ptrs, t->n_params);
+    free(names);
+    free(vals);
+    free(ptrs);
+    return kn_error_wrap(st, "kn_trainer_export_onnx: ");
+}

@@ -1,0 +1,59 @@
+/* Training a loaded model in place: the trainable float32 initializers become graph inputs
+ * that kiln owns (so constant folding, plan-time evaluation and the CPU's weight packing never
+ * freeze a value that changes every step), the loss built into the graph (autograd/loss.h) is
+ * differentiated by kn_autograd, and each step runs forward and backward in one session and
+ * updates the parameters and the optimiser moments in place (autograd/optim.h). Buffers are
+ * allocated once at creation; a step allocates nothing of its own beyond what a session run
+ * does. */
+#ifndef KN_AUTOGRAD_TRAINER_H
+#define KN_AUTOGRAD_TRAINER_H
+#include "autograd/optim.h"
+#include "graph/model.h"
+#include "runtime/kiln.h"
+
+typedef struct kn_trainer kn_trainer;
+
+typedef struct kn_trainer_options {
+    /* Comma-separated fnmatch patterns naming the trainable initializers (float32 only); NULL
+     * or "": every float32 initializer. The others stay constants and are folded as usual. */
+    const char *trainable;
+    kn_optim_options optim;
+    int num_threads; /* 0: one per core */
+} kn_trainer_options;
+void kn_trainer_options_init(kn_trainer_options *o);
+
+/* The model as the file has it, neither folded nor fused, so its initializers are still the
+ * weights the file names (folding may merge a weight into a derived constant). Build the loss
+ * on out->graph, then hand the model to kn_trainer_create. */
+kn_status *kn_train_load(const char *path, kn_model **out);
+
+/* Takes m (freed with the trainer, also on failure). loss: the loss value of m->graph. A weight
+ * used by many nodes is one parameter and gets their gradients summed, so tied weights stay
+ * tied. Fails naming a pattern that matches nothing and a loss that does not depend on any
+ * trainable parameter. */
+kn_status *kn_trainer_create(kn_model *m, int loss, const kn_trainer_options *o, kn_trainer **out);
+void kn_trainer_free(kn_trainer *t);
+
+/* One micro-batch: the graph's inputs other than the parameters, by name. Runs forward and
+ * backward, adds the gradients to the accumulated ones, and after optim.accumulate
+ * micro-batches clips them (max_grad_norm), averages them over the micro-batches and updates
+ * the parameters. *loss (may be NULL) receives the micro-batch's loss; *updated (may be NULL)
+ * whether the parameters changed. */
+kn_status *kn_trainer_step(kn_trainer *t, const kn_named_tensor *batch, int n_batch, double *loss, bool *updated);
+
+/* The optimiser steps taken so far. */
+int64_t kn_trainer_steps(const kn_trainer *t);
+/* The global L2 norm of the gradients of the last update, before clipping. */
+double kn_trainer_grad_norm(const kn_trainer *t);
+
+int kn_trainer_param_count(const kn_trainer *t);
+/* Parameter i: its initializer name, shape and live float32 data (updated in place by each
+ * step; writable, e.g. to load a checkpoint). */
+const char *kn_trainer_param(const kn_trainer *t, int i, int *ndim, const int64_t **dims, float **data);
+
+/* Writes the ONNX file at src_path (the file the model was loaded from) to dst_path with the
+ * initializers of the trainable parameters replaced by their current values (stored as raw
+ * data inside the file), everything else as it was. */
+kn_status *kn_trainer_export_onnx(const kn_trainer *t, const char *src_path, const char *dst_path);
+
+#endif
