@@ -46,6 +46,12 @@ static kn_status *kn_seq_from_pb(kn_onnx_src *src, Onnx__SequenceProto *sp, kn_t
     return NULL;
 }
 
+int kn_value_file_kind(const kn_value *v) {
+    if (v->kind == KN_VAL_SEQUENCE) return KN_KIND_SEQUENCE;
+    if (v->kind == KN_VAL_OPTIONAL) return KN_KIND_NONE;
+    return KN_KIND_TENSOR;
+}
+
 kn_status *kn_value_proto_read_file(const char *path, int kind, kn_tensor **out, char **name) {
     *out = NULL;
     if (name) *name = NULL;

@@ -698,7 +698,7 @@ void kn_body_cache_free(kn_body_cache *c) {
         kn_body_entry *e = c->entries[i];
         for (int k = 0; k < e->n_slots; k++) {
             kn_plan_free(e->slots[k].plan, e->sub->n_values);
-            free(e->slots[k].arena);
+            kn_cpu_backend()->free(kn_cpu_backend(), e->slots[k].arena);
         }
         kn_graph_info_release(&e->gi);
         free(e);
@@ -720,18 +720,11 @@ static int kn_body_key(kn_run *parent, const kn_graph *sub, const kn_tensor *con
             } else {
                 t = inputs[i];
             }
-            if (!t || len + 2 + (t->ndim > 0 ? t->ndim : 0) > cap) return -1;
-            key[len++] = t->dtype + 1000 * (int64_t)t->kind;
-            key[len++] = t->ndim;
-            for (int d = 0; d < t->ndim && t->kind == KN_KIND_TENSOR; d++) key[len++] = t->dims[d];
+            if (!t || len + KN_PLAN_KEY_MAX(t) > cap) return -1;
+            kn_plan_key_put(t, key, &len);
         }
     }
     return len;
-}
-
-static void *kn_arena_alloc(size_t bytes) {
-    void *p = NULL;
-    return posix_memalign(&p, KN_ARENA_ALIGN, bytes ? bytes : KN_ARENA_ALIGN) == 0 ? p : NULL;
 }
 
 /* Runs a body through its cached plan; *done false when it cannot be planned (the caller then runs
@@ -776,7 +769,8 @@ static kn_status *kn_run_body_planned(kn_exec_ctx *ctx, const kn_graph *sub, con
         if (!st) {
             memcpy(own.plan->key, key, sizeof(int64_t) * (size_t)len);
             own.plan->key_len = len;
-            if (!(own.arena = kn_arena_alloc(own.plan->arena_bytes))) st = KN_OOM(own.plan->arena_bytes);
+            if (!(own.arena = kn_cpu_backend()->alloc(kn_cpu_backend(), own.plan->arena_bytes)))
+                st = KN_OOM(own.plan->arena_bytes);
         }
         if (st) {
             kn_plan_free(own.plan, sub->n_values);
@@ -823,7 +817,7 @@ static kn_status *kn_run_body_planned(kn_exec_ctx *ctx, const kn_graph *sub, con
     free(bound);
     if (slot == &own) {
         kn_plan_free(own.plan, sub->n_values);
-        free(own.arena);
+        kn_cpu_backend()->free(kn_cpu_backend(), own.arena);
     } else {
         pthread_mutex_lock(&c->mu);
         slot->busy = false;

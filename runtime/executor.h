@@ -117,6 +117,14 @@ kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const
 kn_status *kn_plan_build_body(const kn_graph_info *gi, const kn_tensor *inputs, struct kn_run *parent,
                               kn_threadpool *pool, kn_plan **out);
 void kn_plan_free(kn_plan *p, int n_values);
+/* Appends t's part of a plan key (kind and dtype, rank, dims) at key[*len]; KN_PLAN_KEY_MAX(t) is
+ * the most it writes. Sessions and control-flow bodies key their plans with it. */
+#define KN_PLAN_KEY_MAX(t) (2 + ((t)->ndim > 0 ? (t)->ndim : 0))
+static inline void kn_plan_key_put(const kn_tensor *t, int64_t *key, int *len) {
+    key[(*len)++] = t->dtype + 1000 * (int64_t)t->kind;
+    key[(*len)++] = t->ndim;
+    for (int d = 0; d < t->ndim && t->kind == KN_KIND_TENSOR; d++) key[(*len)++] = t->dims[d];
+}
 /* Whether p was built for this key (its input-shape signature). */
 bool kn_plan_matches_key(const kn_plan *p, const int64_t *key, int len);
 /* Run a planned graph: inputs in graph input order, arena of plan->arena_bytes. Output tensors are

@@ -323,17 +323,13 @@ static kn_status *kn_session_get_plan(kn_session *s, const kn_tensor *bound, con
     int64_t key[1 + 64 * (KN_MAX_DIMS + 2)];
     int64_t *dyn_key = NULL, *k = key;
     int need = 1 + n_keep;
-    for (int i = 0; i < s->g->n_inputs; i++) need += 2 + (bound[i].ndim > 0 ? bound[i].ndim : 0);
+    for (int i = 0; i < s->g->n_inputs; i++) need += KN_PLAN_KEY_MAX(&bound[i]);
     if (need > (int)(sizeof key / sizeof key[0])) {
         dyn_key = malloc(sizeof(int64_t) * (size_t)need);
         if (!dyn_key) return KN_OOM(0);
         k = dyn_key;
     }
-    for (int i = 0; i < s->g->n_inputs; i++) {
-        k[len++] = bound[i].dtype + 1000 * (int64_t)bound[i].kind;
-        k[len++] = bound[i].ndim;
-        for (int d = 0; d < bound[i].ndim && bound[i].kind == KN_KIND_TENSOR; d++) k[len++] = bound[i].dims[d];
-    }
+    for (int i = 0; i < s->g->n_inputs; i++) kn_plan_key_put(&bound[i], k, &len);
     /* the values kept for the caller are part of the plan: each set gets its own */
     k[len++] = n_keep;
     for (int i = 0; i < n_keep; i++) k[len++] = keep[i];

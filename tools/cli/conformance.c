@@ -187,13 +187,6 @@ static bool kn_compare_value(const kn_tensor *want, const kn_tensor *got, char *
     return kn_compare(want, &g, msg, len);
 }
 
-/* What kind of value a graph input/output carries, for reading its test file. */
-static int kn_value_kind_of(const kn_value *v) {
-    if (v->kind == KN_VAL_SEQUENCE) return KN_KIND_SEQUENCE;
-    if (v->kind == KN_VAL_OPTIONAL) return v->elem_kind == KN_VAL_SEQUENCE ? KN_KIND_SEQUENCE + 10 : KN_KIND_NONE;
-    return KN_KIND_TENSOR;
-}
-
 /* Reads <dir>/<prefix>K.pb for each value id in ids, by the kind each declares. */
 static kn_status *kn_read_values(const char *dir, const char *prefix, const kn_graph *g, const int *ids, int n,
                                  kn_tensor **out, int *n_found) {
@@ -203,13 +196,8 @@ static kn_status *kn_read_values(const char *dir, const char *prefix, const kn_g
         snprintf(p, sizeof p, "%s/%s%d.pb", dir, prefix, k);
         struct stat st;
         if (stat(p, &st) != 0) break;
-        int kind = kn_value_kind_of(&g->values[ids[k]]);
-        /* optionals are stored as OptionalProto: the NONE marker asks for that reader */
-        int read_kind = kind == KN_KIND_TENSOR ? KN_KIND_TENSOR
-            : kind == KN_KIND_SEQUENCE         ? KN_KIND_SEQUENCE
-                                               : KN_KIND_NONE;
         char *name = NULL;
-        kn_status *s = kn_value_proto_read_file(p, read_kind, &out[k], &name);
+        kn_status *s = kn_value_proto_read_file(p, kn_value_file_kind(&g->values[ids[k]]), &out[k], &name);
         free(name);
         if (s) return kn_error_wrap(s, "%s: ", p);
         (*n_found)++;

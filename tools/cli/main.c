@@ -138,13 +138,6 @@ int kn_cmd_info(int argc, char **argv) {
     return 0;
 }
 
-/* The kind of test file a graph value is stored as (kn_value_proto_read_file's kind). */
-static int kn_exec_file_kind(const kn_value *v) {
-    if (v->kind == KN_VAL_SEQUENCE) return KN_KIND_SEQUENCE;
-    if (v->kind == KN_VAL_OPTIONAL) return KN_KIND_NONE; /* an OptionalProto, holding a tensor, a sequence or nothing */
-    return KN_KIND_TENSOR;
-}
-
 /* input_K.pb for each graph input K, read as the kind the input declares; files that name the
  * model's inputs may come in any order (strict: a name the model lacks is an error). */
 static kn_status *kn_exec_read_inputs(const kn_graph *g, const char *dir, kn_tensor **vals) {
@@ -163,7 +156,7 @@ static kn_status *kn_exec_read_inputs(const kn_graph *g, const char *dir, kn_ten
     for (int k = 0; !st && k < n_files; k++) {
         char p[4096];
         snprintf(p, sizeof p, "%s/input_%d.pb", dir, k);
-        st = kn_value_proto_read_file(p, kn_exec_file_kind(&g->values[g->inputs[k]]), &read[k], &names[k]);
+        st = kn_value_proto_read_file(p, kn_value_file_kind(&g->values[g->inputs[k]]), &read[k], &names[k]);
         if (st) st = kn_error_wrap(st, "%s: ", p);
     }
     /* by name when every file names a model input, else in order */
