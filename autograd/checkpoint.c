@@ -75,17 +75,14 @@ kn_status *kn_trainer_checkpoint_save(const kn_trainer *t, const char *path, con
     KN_CHECK(t && path, KN_ERR_INVALID_ARGUMENT, "kn_trainer_checkpoint_save: NULL argument");
     int kinds = t->o.optim.accumulate > 1 ? N_KINDS : K_ACC;
     uint64_t sum = FNV_INIT;
-    static const uint8_t zeros[64] = {0};
     sbuf b = {0};
     size_t off = 0;
-    /* the checksum covers the data as laid out, padding included */
+    /* tensors back to back, as safetensors requires (float32 keeps each 4-byte aligned) */
     sbuf tensors = {0};
     for (int k = 0; k < kinds; k++)
         for (int i = 0; i < t->n_params; i++) {
             const kn_param *p = &t->p[i];
-            size_t pad = (64 - off % 64) % 64, bytes = sizeof(float) * (size_t)p->n;
-            sum = fnv1a(sum, zeros, pad);
-            off += pad;
+            size_t bytes = sizeof(float) * (size_t)p->n;
             sum = fnv1a(sum, state_data(p, k), bytes);
             sb_str(&tensors, ",");
             char key[1100];
@@ -109,7 +106,7 @@ kn_status *kn_trainer_checkpoint_save(const kn_trainer *t, const char *path, con
     if (tensors.s) sb_str(&b, tensors.s);
     sb_str(&b, "}");
     free(tensors.s);
-    while (!b.oom && (8 + b.len) % 64) sb_str(&b, " "); /* data 64-byte aligned in the file too */
+    while (!b.oom && (8 + b.len) % 64) sb_str(&b, " "); /* the data starts 64-byte aligned */
     if (b.oom || tensors.oom) {
         free(b.s);
         return KN_OOM(b.len);
@@ -121,14 +118,10 @@ kn_status *kn_trainer_checkpoint_save(const kn_trainer *t, const char *path, con
     if (!st) st = kn_atomic_write(f, len8, 8);
     if (!st) st = kn_atomic_write(f, b.s, b.len);
     free(b.s);
-    off = 0;
     for (int k = 0; !st && k < kinds; k++)
         for (int i = 0; !st && i < t->n_params; i++) {
             const kn_param *p = &t->p[i];
-            size_t pad = (64 - off % 64) % 64, bytes = sizeof(float) * (size_t)p->n;
-            st = kn_atomic_write(f, zeros, pad);
-            if (!st) st = kn_atomic_write(f, state_data(p, k), bytes);
-            off += pad + bytes;
+            st = kn_atomic_write(f, state_data(p, k), sizeof(float) * (size_t)p->n);
         }
     if (st) {
         kn_atomic_abort(f);
@@ -171,7 +164,10 @@ static unsigned jp_hex4(jp *j) {
     unsigned v = 0;
     for (int i = 0; i < 4; i++, j->p++) {
         char c = j->p < j->end ? *j->p : 0;
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        int d = c >= '0' && c <= '9' ? c - '0'
+            : c >= 'a' && c <= 'f'   ? c - 'a' + 10
+            : c >= 'A' && c <= 'F'   ? c - 'A' + 10
+                                     : -1;
         if (d < 0) {
             j->bad = true;
             return 0;
@@ -347,8 +343,8 @@ static kn_status *ck_read(ck_file *c, const char *path) {
     KN_CHECK(fmt && !strcmp(fmt, "kiln-checkpoint"), KN_ERR_INVALID_MODEL, "%s: not a kiln checkpoint", path);
     KN_CHECK(sum, KN_ERR_INVALID_MODEL, "%s: no checksum", path);
     uint64_t got = fnv1a(FNV_INIT, c->data, c->data_len), want = strtoull(sum, NULL, 16);
-    KN_CHECK(got == want, KN_ERR_INVALID_MODEL, "%s: checksum mismatch (file says %s, data gives %016" PRIx64 ")",
-             path, sum, got);
+    KN_CHECK(got == want, KN_ERR_INVALID_MODEL, "%s: checksum mismatch (file says %s, data gives %016" PRIx64 ")", path,
+             sum, got);
     for (int i = 0; i < c->n; i++) {
         const ck_entry *e = &c->e[i];
         int64_t numel = 1;

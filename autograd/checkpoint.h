@@ -10,7 +10,8 @@
  * "__metadata__" holds strings: format "kiln-checkpoint", version "1", optimizer
  * (sgd|adam|adamw), step, micro (micro-batches accumulated since the last update), accumulate,
  * rng (16 hex digits), checksum (FNV-1a 64 of the data bytes, 16 hex digits) and extra (the
- * caller's JSON). Tensors are little-endian float32 in that order, 64-byte aligned. */
+ * caller's JSON). Tensors are little-endian float32 in that order, back to back from a 64-byte
+ * aligned start (the header is padded with spaces). */
 #ifndef KN_AUTOGRAD_CHECKPOINT_H
 #define KN_AUTOGRAD_CHECKPOINT_H
 #include "autograd/trainer.h"

@@ -5,6 +5,7 @@
 #include "autograd/trainer.h"
 #include "autograd/trainer_internal.h"
 #include "autograd/autograd.h"
+#include "graph/ops.h"
 #include "graph/passes.h"
 #include "runtime/fold.h"
 #include <stdio.h>
@@ -141,6 +142,41 @@ static int ext_value(kn_graph *ext, const kn_graph *g, int v, kn_status **st) {
     return e;
 }
 
+/* The added node's output types by its shape rule, from the types of its inputs (the file
+ * declares the encoder's outputs a head starts from), so that the export declares the new
+ * outputs' dtype and rank. A rule that fails leaves them unknown. */
+static void ext_infer(kn_graph *ext, const kn_node *n) {
+    kn_infer_fn fn = kn_op_infer(n->op);
+    const kn_tensor *in[64];
+    kn_tensor in_t[64], out_t[16], *out[16];
+    if (!fn || n->n_inputs > 64 || n->n_outputs > 16) return;
+    for (int k = 0; k < n->n_inputs; k++) {
+        in[k] = NULL;
+        if (n->inputs[k] < 0) continue;
+        const kn_value *v = &ext->values[n->inputs[k]];
+        in_t[k] = v->constant ? *v->constant : v->type;
+        if (in_t[k].ndim < 0 || in_t[k].dtype == KN_UNDEFINED) return;
+        in[k] = &in_t[k];
+    }
+    for (int k = 0; k < n->n_outputs; k++) {
+        memset(&out_t[k], 0, sizeof out_t[k]);
+        out_t[k].ndim = -1;
+        out[k] = n->outputs[k] >= 0 ? &out_t[k] : NULL;
+    }
+    kn_infer_ctx ic = {n, in, n->n_inputs, out, n->n_outputs};
+    kn_status *st = fn(&ic);
+    if (st) {
+        kn_status_free(st);
+        return;
+    }
+    for (int k = 0; k < n->n_outputs; k++) {
+        if (n->outputs[k] < 0) continue;
+        kn_value *v = &ext->values[n->outputs[k]];
+        if (out_t[k].dtype != KN_UNDEFINED) v->type.dtype = out_t[k].dtype;
+        if (out_t[k].ndim >= 0) kn_tensor_set_shape(&v->type, out_t[k].ndim, out_t[k].dims);
+    }
+}
+
 /* What the caller added to the file's graph and the inference outputs (the graph outputs other
  * than the loss) need: every node between them and the values the file defines, copied into
  * t->ext for kn_trainer_export_onnx before the loss, autograd and folding change the graph. */
@@ -207,12 +243,18 @@ static kn_status *trainer_snapshot(kn_trainer *t, kn_graph *g, int loss) {
             kn_attr *a = n->n_attrs ? calloc((size_t)n->n_attrs, sizeof *a) : NULL;
             if (n->n_attrs && !a) st = KN_OOM(0);
             for (int k = 0; !st && k < n->n_attrs; k++) st = kn_attr_copy(&a[k], &n->attrs[k]);
-            if (st ||
-                kn_graph_add_node(ext, n->name, n->op_type, n->domain, ins, n->n_inputs - n->n_implicit, os,
-                                  n->n_outputs, a, n->n_attrs) < 0) {
+            int id = st ? -1
+                        : kn_graph_add_node(ext, n->name, n->op_type, n->domain, ins, n->n_inputs - n->n_implicit, os,
+                                            n->n_outputs, a, n->n_attrs);
+            if (id < 0) {
                 for (int k = 0; a && k < n->n_attrs; k++) kn_attr_clear(&a[k]);
                 free(a);
                 if (!st) st = KN_OOM(sizeof(kn_node));
+            } else {
+                ext->nodes[id].op = n->op;
+                ext->nodes[id].opset = n->opset;
+                st = kn_node_decode_params(&ext->nodes[id]);
+                if (!st) ext_infer(ext, &ext->nodes[id]);
             }
         }
         for (int i = 0; !st && i < g->n_outputs; i++) {
@@ -462,6 +504,15 @@ kn_status *kn_trainer_export_onnx_ex(const kn_trainer *t, const char *src_path, 
         kn_tensor_set_shape(&vals[i], p->ndim, p->dims);
         vals[i].data = p->w; /* borrowed: not owned, never freed here */
         ptrs[i] = &vals[i];
+    }
+    /* the outputs' types as shape inference found them once the graph was built (the snapshot was
+     * taken before), so the file declares their rank */
+    for (int i = 0; t->ext && i < t->ext->n_outputs; i++) {
+        kn_value *ev = &t->ext->values[t->ext->outputs[i]];
+        int v = kn_graph_find_value(t->m->graph, ev->name);
+        if (ev->type.ndim >= 0 || v < 0 || t->m->graph->values[v].type.ndim < 0) continue;
+        ev->type.dtype = t->m->graph->values[v].type.dtype;
+        kn_tensor_set_shape(&ev->type, t->m->graph->values[v].type.ndim, t->m->graph->values[v].type.dims);
     }
     /* the additions were found against the file the model was loaded from */
     bool same = t->src_path && !strcmp(t->src_path, src_path);

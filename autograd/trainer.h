@@ -49,8 +49,9 @@ void kn_trainer_free(kn_trainer *t);
 kn_status *kn_trainer_step(kn_trainer *t, const kn_named_tensor *batch, int n_batch, double *loss, bool *updated);
 
 /* Runs the forward pass only (with the current weights; nothing is updated): outputs as for
- * kn_session_run, e.g. the logits of a head (autograd/head.h). The batch must hold every input
- * the requested outputs need. */
+ * kn_session_run, e.g. the logits of a head (autograd/head.h). The batch holds every graph input
+ * as for kn_trainer_step (the session asks for all of them, labels too, though outputs the loss
+ * does not feed do not depend on them). */
 kn_status *kn_trainer_forward(kn_trainer *t, const kn_named_tensor *batch, int n_batch, kn_named_tensor *outputs,
                               int n_outputs);
 
