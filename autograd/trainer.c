@@ -48,7 +48,6 @@ void kn_trainer_free(kn_trainer *t) {
     free(t->in);
     free(t->out);
     free(t->no_decay);
-    free(t->src_path);
     kn_graph_free(t->ext);
     if (t->m) kn_model_free(t->m);
     free(t);
@@ -182,7 +181,6 @@ static void ext_infer(kn_graph *ext, const kn_node *n) {
  * t->ext for kn_trainer_export_onnx before the loss, autograd and folding change the graph. */
 static kn_status *trainer_snapshot(kn_trainer *t, kn_graph *g, int loss) {
     if (!t->m->path) return NULL;
-    KN_CHECK(t->src_path = strdup(t->m->path), KN_ERR_OUT_OF_MEMORY, "out of memory");
     char **defined = NULL, **outs = NULL;
     int n_defined = 0, n_outs = 0;
     kn_status *st = kn_onnx_graph_names(t->m->path, &defined, &n_defined, &outs, &n_outs);
@@ -514,9 +512,7 @@ kn_status *kn_trainer_export_onnx_ex(const kn_trainer *t, const char *src_path, 
         ev->type.dtype = t->m->graph->values[v].type.dtype;
         kn_tensor_set_shape(&ev->type, t->m->graph->values[v].type.ndim, t->m->graph->values[v].type.dims);
     }
-    /* the additions were found against the file the model was loaded from */
-    bool same = t->src_path && !strcmp(t->src_path, src_path);
-    kn_onnx_write_options wo = {.names = names, .values = ptrs, .n = t->n_params, .ext = same ? t->ext : NULL};
+    kn_onnx_write_options wo = {.names = names, .values = ptrs, .n = t->n_params, .ext = t->ext};
     if (eo) wo.external_threshold = eo->external_threshold;
     if (!st) st = kn_onnx_write(src_path, dst_path, &wo);
     free(names);

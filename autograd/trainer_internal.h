@@ -36,7 +36,6 @@ struct kn_trainer {
      * pooling and classification head), copied before the loss and autograd were built on it.
      * NULL when the graph only had the file's nodes. */
     kn_graph *ext;
-    char *src_path; /* the file the model was loaded from, NULL when loaded from a buffer */
 };
 
 #endif

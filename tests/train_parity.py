@@ -470,22 +470,111 @@ def case_head(args):
     return ok and d <= 1e-5
 
 
+def case_bert(args):
+    """A random-init 2-layer BertForSequenceClassification (--task cls, 3 labels) or
+    BertForTokenClassification (--task tok, 5 labels, -100 on padding and one more position a
+    sequence), hidden 64, dropout 0, exported by torch.onnx.export (TorchScript exporter), trained
+    12 steps with AdamW (decay off for biases and LayerNorm, linear warm-up/decay, clipping at 1)
+    by torch and by kiln on the same batches."""
+    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
+    torch.manual_seed(0)
+    n_labels = 3 if args.task == "cls" else 5
+    cfg = BertConfig(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                     max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                     num_labels=n_labels)
+    cls = BertForSequenceClassification if args.task == "cls" else BertForTokenClassification
+    model = cls(cfg)
+    # BERT initialises every bias to 0 and every LayerNorm weight to 1, and the exporter shares
+    # equal initializers (one tensor for all zero biases), which would tie what torch trains apart
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    model.eval()
+    B, T = 4, 8
+    rng = np.random.default_rng(3)
+
+    def make_batch():
+        lens = rng.integers(3, T + 1, B)
+        lens[0] = T
+        ids = rng.integers(1, 100, (B, T)).astype(np.int64)
+        mask = (np.arange(T)[None, :] < lens[:, None]).astype(np.int64)
+        ids[mask == 0] = 0
+        tt = (np.arange(T)[None, :] >= (lens[:, None] // 2)).astype(np.int64) * mask
+        if args.task == "cls":
+            labels = rng.integers(0, n_labels, B).astype(np.int64)
+        else:
+            labels = rng.integers(0, n_labels, (B, T)).astype(np.int64)
+            labels[mask == 0] = -100
+            labels[np.arange(B), rng.integers(0, 3, B)] = -100
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt}, labels
+
+    src = os.path.join(args.work, f"bert_{args.task}.onnx")
+    feeds0, _ = make_batch()
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    torch.onnx.export(model, tuple(torch.from_numpy(feeds0[k]) for k in names), src, input_names=names,
+                      output_names=["logits"], dynamic_axes={k: {0: "batch", 1: "seq"} for k in names + ["logits"]},
+                      opset_version=17, dynamo=False, do_constant_folding=False)
+    onnx_names = {t.name for t in onnx.load(src).graph.initializer}
+    named = [(n, p) for n, p in model.named_parameters()]
+    missing = [n for n, _ in named if n not in onnx_names]
+    if missing:
+        sys.exit(f"FAIL: the export lacks the parameters {missing}")
+
+    opt = torch.optim.AdamW(adamw_groups(named, no_decay=("bias", "LayerNorm")), lr=1e-3)
+    sched = get_linear_schedule_with_warmup(opt, 2, STEPS)
+    torch_losses, batches = [], []
+    model.train()
+    for s in range(STEPS):
+        feeds, labels = make_batch()
+        batches.append((feeds, labels))
+        out = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}, labels=torch.from_numpy(labels))
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        torch_losses.append(out.loss.item())
+    model.eval()
+    torch_params = {n: p.detach().numpy().copy() for n, p in named}
+
+    exported = os.path.join(args.work, f"bert_{args.task}_trained.onnx")
+    rank = 1 if args.task == "cls" else 2
+    plan = (f"model {src}\ntrainable bert.*,classifier.*\nno_decay *bias,*LayerNorm*\noptim adamw 1e-3 0.01\n"
+            f"schedule linear 2 {STEPS}\nclip 1.0\nloss ce logits -100 {rank}\nout {args.work}\nexport {exported}\n")
+    for s, (feeds, labels) in enumerate(batches):
+        for k in names:
+            plan += batch_line(args.work, s, k, feeds[k])
+        plan += batch_line(args.work, s, "labels", labels) + "step\n"
+    kiln_losses, kiln_params = run_driver(args.driver, args.work, plan)
+    ok = compare(f"bert {args.task}", torch_losses, kiln_losses, torch_params, kiln_params)
+    if len(kiln_params) != len(torch_params):
+        print(f"  kiln trained {len(kiln_params)} tensors, torch {len(torch_params)}: "
+              f"{sorted(set(kiln_params) - set(torch_params))}")
+        ok = False
+    feeds, _ = make_batch()
+    with torch.no_grad():
+        want = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+    return check_export(exported, kiln_params, feeds, want, "logits") and ok
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--driver", required=True)
-    ap.add_argument("--case", choices=["mlp", "minilm", "resume", "export", "head"], required=True)
+    ap.add_argument("--case", choices=["mlp", "minilm", "resume", "export", "head", "bert"], required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--gen", help="tools/gen/gen_bert.py (minilm)")
     ap.add_argument("--optim", choices=["adamw", "sgd", "adam_accum"], default="adamw", help="mlp's optimiser")
     ap.add_argument("--loss", choices=["cosine", "cosent", "mnrl"], default="cosine", help="minilm's loss")
     ap.add_argument("--pool", choices=["mean", "cls"], default="mean", help="head's pooling")
+    ap.add_argument("--task", choices=["cls", "tok"], default="cls", help="bert: sequence or token classification")
     args = ap.parse_args()
-    sub = {"mlp": f"mlp_{args.optim}", "minilm": f"minilm_{args.loss}", "head": f"head_{args.pool}"}
+    sub = {"mlp": f"mlp_{args.optim}", "minilm": f"minilm_{args.loss}", "head": f"head_{args.pool}",
+           "bert": f"bert_{args.task}"}
     args.work = os.path.join(args.work, sub.get(args.case, args.case))
     os.makedirs(args.work, exist_ok=True)
     torch.set_num_threads(2)
     ok = {"mlp": case_mlp, "minilm": case_minilm, "resume": case_resume, "export": case_export,
-          "head": case_head}[args.case](args)
+          "head": case_head, "bert": case_bert}[args.case](args)
     print("PASS" if ok else "FAIL")
     sys.exit(0 if ok else 1)
 

@@ -5,7 +5,7 @@
  *
  * Plan lines:  model PATH | trainable PATTERNS | optim adamw|adam|sgd LR WD [MOMENTUM NESTEROV]
  *              | schedule constant|linear|cosine WARMUP TOTAL | clip MAXNORM | accumulate N
- *              | loss ce OUTPUT IGNORE | loss cosine|cosent|mnrl OUTPUT MASK_INPUT
+ *              | loss ce OUTPUT IGNORE [LABEL_RANK] | loss cosine|cosent|mnrl OUTPUT MASK_INPUT
  *              | batch NAME f32|i64 NDIM DIMS... FILE  (an input of the next step) | step
  *              | no_decay PATTERNS | out DIR | export PATH
  *              | head mean|cls TOKENS MASK IN_FEATURES CLASSES SEED (a linear head over pooled
@@ -66,6 +66,7 @@ int main(int argc, char **argv) {
     char head_pool[16] = "", head_tokens[256] = "", head_mask[256] = "";
     long long head_in = 0, head_classes = 0, export_threshold = 0, export_fsize = 0;
     unsigned long long head_seed = 0;
+    int label_rank = 1;
     kn_trainer_options o;
     kn_trainer_options_init(&o);
     o.num_threads = 2;
@@ -85,7 +86,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(kw, "no_decay") && sscanf(rest, "%1023s", no_decay) == 1) o.optim.no_decay = no_decay;
         else if (!strcmp(kw, "clip")) sscanf(rest, "%lf", &o.optim.max_grad_norm);
         else if (!strcmp(kw, "accumulate")) sscanf(rest, "%d", &o.optim.accumulate);
-        else if (!strcmp(kw, "loss")) sscanf(rest, "%15s %255s %255s", loss_kind, loss_out, loss_arg);
+        else if (!strcmp(kw, "loss")) sscanf(rest, "%15s %255s %255s %d", loss_kind, loss_out, loss_arg, &label_rank);
         else if (!strcmp(kw, "head"))
             sscanf(rest, "%15s %255s %255s %lld %lld %llu", head_pool, head_tokens, head_mask, &head_in, &head_classes,
                    &head_seed);
@@ -154,8 +155,8 @@ int main(int argc, char **argv) {
                 int out = kn_graph_find_value(m->graph, loss_out), loss = -1, v;
                 if (out < 0) return fail(NULL, "no such loss input value");
                 if (!strcmp(loss_kind, "ce")) {
-                    int64_t d[1] = {-1};
-                    st = kn_loss_add_input(m->graph, "labels", KN_I64, 1, d, &v);
+                    int64_t d[2] = {-1, -1};
+                    st = kn_loss_add_input(m->graph, "labels", KN_I64, label_rank, d, &v);
                     if (!st) st = kn_loss_cross_entropy(m->graph, out, v, atoll(loss_arg), &loss);
                 } else { /* cosine, cosent, mnrl: pairs over mean pooling */
                     int64_t d[1] = {-1};
