@@ -37,10 +37,9 @@ kn_status *kn_atomic_open(const char *path, kn_atomic_file **out) {
         free(f);
         return st;
     }
-    /* mkstemp makes 0600; a model or checkpoint is an ordinary file */
-    mode_t um = umask(0);
-    umask(um);
-    (void)fchmod(f->fd, 0666 & ~um);
+    /* mkstemp makes 0600; a model or checkpoint is an ordinary readable file (reading the umask
+     * would mean setting it, which is process-wide state other threads see) */
+    (void)fchmod(f->fd, 0644);
     *out = f;
     return NULL;
 }

@@ -9,7 +9,7 @@
 
 typedef struct kn_atomic_file kn_atomic_file;
 
-/* Creates the temporary (path + ".tmp.XXXXXX", mode 0644 less the umask). */
+/* Creates the temporary (path + ".tmp.XXXXXX", mode 0644). */
 kn_status *kn_atomic_open(const char *path, kn_atomic_file **out);
 /* Appends n bytes; errors (EFBIG, ENOSPC) name the target. */
 kn_status *kn_atomic_write(kn_atomic_file *f, const void *p, size_t n);
