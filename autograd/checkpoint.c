@@ -327,8 +327,9 @@ static kn_status *ck_read(ck_file *c, const char *path) {
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
-    c->buf = n >= 8 ? malloc((size_t)n) : NULL;
+    c->buf = n >= 8 ? malloc((size_t)n + 1) : NULL; /* NUL-ended: number parsing stops inside */
     bool ok = c->buf && fread(c->buf, 1, (size_t)n, f) == (size_t)n;
+    if (ok) c->buf[n] = 0;
     fclose(f);
     KN_CHECK(ok, KN_ERR_IO, "%s: cannot read (%ld bytes)", path, n);
     c->len = (size_t)n;

@@ -119,8 +119,9 @@ static bool in_names(char **names, int n, const char *s) {
     return false;
 }
 
-/* The ext value of g's value v (added with its type and, for a constant, a copy of it). */
-static int ext_value(kn_graph *ext, const kn_graph *g, int v, kn_status **st) {
+/* The ext value of g's value v (added with its type and, for a constant the file does not
+ * define, a copy of it: export adds those as initializers). */
+static int ext_value(kn_graph *ext, const kn_graph *g, int v, char **defined, int n_defined, kn_status **st) {
     const kn_value *src = &g->values[v];
     int e = kn_graph_find_value(ext, src->name);
     if (e >= 0) return e;
@@ -134,7 +135,7 @@ static int ext_value(kn_graph *ext, const kn_graph *g, int v, kn_status **st) {
     kn_tensor_set_shape(&dv->type, src->type.ndim, src->type.dims);
     for (int d = 0; d < src->type.ndim && d < KN_MAX_DIMS; d++)
         if (src->dim_names[d] && !(dv->dim_names[d] = strdup(src->dim_names[d]))) *st = KN_OOM(0);
-    if (src->constant) {
+    if (src->constant && !in_names(defined, n_defined, src->name)) {
         kn_status *s2 = kn_tensor_clone(src->constant, &dv->constant);
         if (s2) *st = s2;
     }
@@ -220,7 +221,7 @@ static kn_status *trainer_snapshot(kn_trainer *t, kn_graph *g, int loss) {
         for (int v = 0; !st && v < g->n_values; v++) {
             const kn_value *val = &g->values[v];
             if (!need[v] || in_names(defined, n_defined, val->name) || val->producer >= 0) continue;
-            int e = ext_value(ext, g, v, &st);
+            int e = ext_value(ext, g, v, defined, n_defined, &st);
             if (!st && !val->constant) {
                 int *ins = realloc(ext->inputs, sizeof(int) * (size_t)(ext->n_inputs + 1));
                 if (!ins) st = KN_OOM(0);
@@ -235,9 +236,10 @@ static kn_status *trainer_snapshot(kn_trainer *t, kn_graph *g, int loss) {
                 st = kn_error(KN_ERR_UNSUPPORTED, "trainer: the added node '%s' has too many inputs", n->name);
                 break;
             }
-            for (int k = 0; k < n->n_inputs; k++) ins[k] = n->inputs[k] < 0 ? -1 : ext_value(ext, g, n->inputs[k], &st);
+            for (int k = 0; k < n->n_inputs; k++)
+                ins[k] = n->inputs[k] < 0 ? -1 : ext_value(ext, g, n->inputs[k], defined, n_defined, &st);
             for (int k = 0; k < n->n_outputs; k++)
-                os[k] = n->outputs[k] < 0 ? -1 : ext_value(ext, g, n->outputs[k], &st);
+                os[k] = n->outputs[k] < 0 ? -1 : ext_value(ext, g, n->outputs[k], defined, n_defined, &st);
             kn_attr *a = n->n_attrs ? calloc((size_t)n->n_attrs, sizeof *a) : NULL;
             if (n->n_attrs && !a) st = KN_OOM(0);
             for (int k = 0; !st && k < n->n_attrs; k++) st = kn_attr_copy(&a[k], &n->attrs[k]);
@@ -258,7 +260,7 @@ static kn_status *trainer_snapshot(kn_trainer *t, kn_graph *g, int loss) {
         for (int i = 0; !st && i < g->n_outputs; i++) {
             int v = g->outputs[i];
             if (v == loss || in_names(outs, n_outs, g->values[v].name)) continue;
-            int e = ext_value(ext, g, v, &st);
+            int e = ext_value(ext, g, v, defined, n_defined, &st);
             int *o2 = st ? NULL : realloc(ext->outputs, sizeof(int) * (size_t)(ext->n_outputs + 1));
             if (!st && !o2) st = KN_OOM(0);
             if (!st) {
