@@ -3,39 +3,15 @@
  * kn_session_run's caller-buffer outputs, so the optimiser reads and writes the same memory the
  * next forward reads. */
 #include "autograd/trainer.h"
+#include "autograd/trainer_internal.h"
 #include "autograd/autograd.h"
+#include "graph/ops.h"
 #include "graph/passes.h"
 #include "runtime/fold.h"
 #include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct kn_param {
-    int value; /* the graph input it became */
-    const char *name;
-    int ndim;
-    int64_t dims[KN_MAX_DIMS];
-    int64_t n;
-    float *w, *g, *acc, *m, *v; /* acc == g without accumulation */
-    bool decay;
-} kn_param;
-
-struct kn_trainer {
-    kn_model *m;
-    kn_session *s;
-    kn_trainer_options o;
-    char *no_decay; /* copies of the option strings */
-    kn_param *p;
-    int n_params;
-    int loss;
-    kn_named_tensor *in, *out; /* n_params parameters after room for the batch, loss + grads */
-    int in_cap;
-    double loss_buf;
-    int micro;     /* micro-batches accumulated since the last update */
-    int64_t steps; /* updates done */
-    double grad_norm;
-};
 
 void kn_trainer_options_init(kn_trainer_options *o) {
     memset(o, 0, sizeof *o);
@@ -72,6 +48,7 @@ void kn_trainer_free(kn_trainer *t) {
     free(t->in);
     free(t->out);
     free(t->no_decay);
+    kn_graph_free(t->ext);
     if (t->m) kn_model_free(t->m);
     free(t);
 }
@@ -136,6 +113,172 @@ static kn_status *choose_params(kn_trainer *t, kn_graph *g) {
     return NULL;
 }
 
+static bool in_names(char **names, int n, const char *s) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(names[i], s)) return true;
+    return false;
+}
+
+/* The ext value of g's value v (added with its type and, for a constant the file does not
+ * define, a copy of it: export adds those as initializers). */
+static int ext_value(kn_graph *ext, const kn_graph *g, int v, char **defined, int n_defined, kn_status **st) {
+    const kn_value *src = &g->values[v];
+    int e = kn_graph_find_value(ext, src->name);
+    if (e >= 0) return e;
+    if ((e = kn_graph_add_value(ext, src->name)) < 0) {
+        *st = KN_OOM(sizeof(kn_value));
+        return -1;
+    }
+    kn_value *dv = &ext->values[e];
+    dv->kind = src->kind;
+    dv->type.dtype = src->type.dtype;
+    kn_tensor_set_shape(&dv->type, src->type.ndim, src->type.dims);
+    for (int d = 0; d < src->type.ndim && d < KN_MAX_DIMS; d++)
+        if (src->dim_names[d] && !(dv->dim_names[d] = strdup(src->dim_names[d]))) *st = KN_OOM(0);
+    if (src->constant && !in_names(defined, n_defined, src->name)) {
+        kn_status *s2 = kn_tensor_clone(src->constant, &dv->constant);
+        if (s2) *st = s2;
+    }
+    return e;
+}
+
+/* The added node's output types by its shape rule, from the types of its inputs (the file
+ * declares the encoder's outputs a head starts from), so that the export declares the new
+ * outputs' dtype and rank. A rule that fails leaves them unknown. */
+static void ext_infer(kn_graph *ext, const kn_node *n) {
+    kn_infer_fn fn = kn_op_infer(n->op);
+    const kn_tensor *in[64];
+    kn_tensor in_t[64], out_t[16], *out[16];
+    if (!fn || n->n_inputs > 64 || n->n_outputs > 16) return;
+    for (int k = 0; k < n->n_inputs; k++) {
+        in[k] = NULL;
+        if (n->inputs[k] < 0) continue;
+        const kn_value *v = &ext->values[n->inputs[k]];
+        in_t[k] = v->constant ? *v->constant : v->type;
+        if (in_t[k].ndim < 0 || in_t[k].dtype == KN_UNDEFINED) return;
+        in[k] = &in_t[k];
+    }
+    for (int k = 0; k < n->n_outputs; k++) {
+        memset(&out_t[k], 0, sizeof out_t[k]);
+        out_t[k].ndim = -1;
+        out[k] = n->outputs[k] >= 0 ? &out_t[k] : NULL;
+    }
+    kn_infer_ctx ic = {n, in, n->n_inputs, out, n->n_outputs};
+    kn_status *st = fn(&ic);
+    if (st) {
+        kn_status_free(st);
+        return;
+    }
+    for (int k = 0; k < n->n_outputs; k++) {
+        if (n->outputs[k] < 0) continue;
+        kn_value *v = &ext->values[n->outputs[k]];
+        if (out_t[k].dtype != KN_UNDEFINED) v->type.dtype = out_t[k].dtype;
+        if (out_t[k].ndim >= 0) kn_tensor_set_shape(&v->type, out_t[k].ndim, out_t[k].dims);
+    }
+}
+
+/* What the caller added to the file's graph and the inference outputs (the graph outputs other
+ * than the loss) need: every node between them and the values the file defines, copied into
+ * t->ext for kn_trainer_export_onnx before the loss, autograd and folding change the graph. */
+static kn_status *trainer_snapshot(kn_trainer *t, kn_graph *g, int loss) {
+    if (!t->m->path) return NULL;
+    char **defined = NULL, **outs = NULL;
+    int n_defined = 0, n_outs = 0;
+    kn_status *st = kn_onnx_graph_names(t->m->path, &defined, &n_defined, &outs, &n_outs);
+    uint8_t *need = st ? NULL : calloc((size_t)g->n_values + 1, 1);
+    uint8_t *take = st ? NULL : calloc((size_t)g->n_nodes + 1, 1);
+    int *stack = st ? NULL : malloc(sizeof(int) * ((size_t)g->n_values + 1));
+    if (!st && (!need || !take || !stack)) st = KN_OOM(g->n_values);
+    int sp = 0;
+    bool new_outputs = false;
+    for (int i = 0; !st && i < g->n_outputs; i++) {
+        int v = g->outputs[i];
+        if (v == loss) continue;
+        new_outputs |= !in_names(outs, n_outs, g->values[v].name);
+        need[v] = 1;
+        stack[sp++] = v;
+    }
+    while (!st && sp > 0) {
+        int v = stack[--sp];
+        const kn_value *val = &g->values[v];
+        if (in_names(defined, n_defined, val->name) || val->producer < 0) continue;
+        take[val->producer] = 1;
+        const kn_node *n = &g->nodes[val->producer];
+        for (int k = 0; k < n->n_inputs; k++) {
+            int u = n->inputs[k];
+            if (u >= 0 && !need[u]) {
+                need[u] = 1;
+                stack[sp++] = u;
+            }
+        }
+    }
+    int n_take = 0;
+    for (int i = 0; !st && i < g->n_nodes; i++) n_take += take[i];
+    if (!st && (n_take || new_outputs)) {
+        kn_graph *ext = t->ext = kn_graph_new("export_extension");
+        if (!ext) st = KN_OOM(0);
+        /* needed values the file lacks and no added node makes: new constants and inputs */
+        for (int v = 0; !st && v < g->n_values; v++) {
+            const kn_value *val = &g->values[v];
+            if (!need[v] || in_names(defined, n_defined, val->name) || val->producer >= 0) continue;
+            int e = ext_value(ext, g, v, defined, n_defined, &st);
+            if (!st && !val->constant) {
+                int *ins = realloc(ext->inputs, sizeof(int) * (size_t)(ext->n_inputs + 1));
+                if (!ins) st = KN_OOM(0);
+                else (ext->inputs = ins)[ext->n_inputs++] = e;
+            }
+        }
+        for (int i = 0; !st && i < g->n_nodes; i++) {
+            if (!take[i]) continue;
+            const kn_node *n = &g->nodes[i];
+            int ins[64], os[16];
+            if (n->n_inputs > 64 || n->n_outputs > 16) {
+                st = kn_error(KN_ERR_UNSUPPORTED, "trainer: the added node '%s' has too many inputs", n->name);
+                break;
+            }
+            for (int k = 0; k < n->n_inputs; k++)
+                ins[k] = n->inputs[k] < 0 ? -1 : ext_value(ext, g, n->inputs[k], defined, n_defined, &st);
+            for (int k = 0; k < n->n_outputs; k++)
+                os[k] = n->outputs[k] < 0 ? -1 : ext_value(ext, g, n->outputs[k], defined, n_defined, &st);
+            kn_attr *a = n->n_attrs ? calloc((size_t)n->n_attrs, sizeof *a) : NULL;
+            if (n->n_attrs && !a) st = KN_OOM(0);
+            for (int k = 0; !st && k < n->n_attrs; k++) st = kn_attr_copy(&a[k], &n->attrs[k]);
+            int id = st ? -1
+                        : kn_graph_add_node(ext, n->name, n->op_type, n->domain, ins, n->n_inputs - n->n_implicit, os,
+                                            n->n_outputs, a, n->n_attrs);
+            if (id < 0) {
+                for (int k = 0; a && k < n->n_attrs; k++) kn_attr_clear(&a[k]);
+                free(a);
+                if (!st) st = KN_OOM(sizeof(kn_node));
+            } else {
+                ext->nodes[id].op = n->op;
+                ext->nodes[id].opset = n->opset;
+                st = kn_node_decode_params(&ext->nodes[id]);
+                if (!st) ext_infer(ext, &ext->nodes[id]);
+            }
+        }
+        for (int i = 0; !st && i < g->n_outputs; i++) {
+            int v = g->outputs[i];
+            if (v == loss || in_names(outs, n_outs, g->values[v].name)) continue;
+            int e = ext_value(ext, g, v, defined, n_defined, &st);
+            int *o2 = st ? NULL : realloc(ext->outputs, sizeof(int) * (size_t)(ext->n_outputs + 1));
+            if (!st && !o2) st = KN_OOM(0);
+            if (!st) {
+                (ext->outputs = o2)[ext->n_outputs++] = e;
+                ext->values[e].is_output = true;
+            }
+        }
+    }
+    for (int i = 0; i < n_defined; i++) free(defined[i]);
+    for (int i = 0; i < n_outs; i++) free(outs[i]);
+    free(defined);
+    free(outs);
+    free(need);
+    free(take);
+    free(stack);
+    return st ? kn_error_wrap(st, "trainer: ") : NULL;
+}
+
 static kn_status *trainer_build(kn_trainer *t, int loss) {
     kn_graph *g = t->m->graph;
     KN_CHECK(loss >= 0 && loss < g->n_values, KN_ERR_INVALID_ARGUMENT, "trainer: loss value id %d is not in the graph",
@@ -143,6 +286,7 @@ static kn_status *trainer_build(kn_trainer *t, int loss) {
     KN_CHECK(t->o.optim.accumulate >= 1, KN_ERR_INVALID_ARGUMENT, "trainer: accumulate must be at least 1, not %d",
              t->o.optim.accumulate);
     KN_TRY(kn_graph_resolve_ops(g));
+    KN_TRY(trainer_snapshot(t, g, loss));
     KN_TRY(choose_params(t, g));
     /* the loss is an output so that pruning keeps its forward nodes; it is read every step */
     if (!g->values[loss].is_output) {
@@ -211,6 +355,7 @@ kn_status *kn_trainer_create(kn_model *m, int loss, const kn_trainer_options *o,
     t->m = m;
     if (o) t->o = *o;
     else kn_trainer_options_init(&t->o);
+    t->rng = t->o.seed;
     kn_status *st = NULL;
     if (t->o.optim.no_decay && !(t->no_decay = strdup(t->o.optim.no_decay))) st = KN_OOM(0);
     t->o.optim.no_decay = t->no_decay;
@@ -252,9 +397,8 @@ static void apply_update(kn_trainer *t) {
     }
 }
 
-kn_status *kn_trainer_step(kn_trainer *t, const kn_named_tensor *batch, int n_batch, double *loss, bool *updated) {
-    if (updated) *updated = false;
-    KN_CHECK(t, KN_ERR_INVALID_ARGUMENT, "kn_trainer_step: trainer is NULL");
+/* t->in: the batch, then the parameters bound to the trainer's buffers. */
+static kn_status *bind_inputs(kn_trainer *t, const kn_named_tensor *batch, int n_batch) {
     KN_CHECK(n_batch >= 0 && (batch || !n_batch), KN_ERR_INVALID_ARGUMENT, "kn_trainer_step: bad batch array");
     if (n_batch + t->n_params > t->in_cap) { /* the first step, or a batch with more inputs */
         kn_named_tensor *in = realloc(t->in, sizeof *in * (size_t)(n_batch + t->n_params));
@@ -278,15 +422,31 @@ kn_status *kn_trainer_step(kn_trainer *t, const kn_named_tensor *batch, int n_ba
         x->data = t->p[k].w;
         x->capacity = sizeof(float) * (size_t)t->p[k].n;
     }
+    return NULL;
+}
+
+kn_status *kn_trainer_step(kn_trainer *t, const kn_named_tensor *batch, int n_batch, double *loss, bool *updated) {
+    if (updated) *updated = false;
+    KN_CHECK(t, KN_ERR_INVALID_ARGUMENT, "kn_trainer_step: trainer is NULL");
+    KN_TRY(bind_inputs(t, batch, n_batch));
     for (int k = 0; k <= t->n_params; k++) t->out[k].ndim = 0;
     KN_TRY(kn_error_wrap(kn_session_run(t->s, t->in, n_batch + t->n_params, t->out, t->n_params + 1),
                          "kn_trainer_step: "));
-    if (loss) {
-        kn_dtype dt = t->out[0].dtype;
+    double l = NAN, sq = 0;
+    if (t->out[0].dtype == KN_F64) l = t->loss_buf;
+    else if (t->out[0].dtype == KN_F32) {
         float f;
         memcpy(&f, &t->loss_buf, sizeof f);
-        *loss = dt == KN_F64 ? t->loss_buf : dt == KN_F32 ? (double)f : NAN;
+        l = f;
     }
+    for (int i = 0; i < t->n_params; i++)
+        for (int64_t k = 0; k < t->p[i].n; k++) sq += (double)t->p[i].g[k] * (double)t->p[i].g[k];
+    if (loss) *loss = l;
+    /* refused before anything is accumulated or updated: the last good state stays */
+    KN_CHECK(isfinite(l) && isfinite(sq), KN_ERR_NON_FINITE,
+             "kn_trainer_step: non-finite %s at update step %lld (micro-batch %d of %d): loss %g, gradient norm %g; "
+             "the parameters and optimiser state are unchanged",
+             !isfinite(l) ? "loss" : "gradient", (long long)t->steps, t->micro + 1, t->o.optim.accumulate, l, sqrt(sq));
     for (int i = 0; i < t->n_params; i++) {
         kn_param *p = &t->p[i];
         if (p->acc != p->g)
@@ -297,6 +457,21 @@ kn_status *kn_trainer_step(kn_trainer *t, const kn_named_tensor *batch, int n_ba
     apply_update(t);
     if (updated) *updated = true;
     return NULL;
+}
+
+kn_status *kn_trainer_forward(kn_trainer *t, const kn_named_tensor *batch, int n_batch, kn_named_tensor *outputs,
+                              int n_outputs) {
+    KN_CHECK(t, KN_ERR_INVALID_ARGUMENT, "kn_trainer_forward: trainer is NULL");
+    KN_TRY(bind_inputs(t, batch, n_batch));
+    return kn_error_wrap(kn_session_run(t->s, t->in, n_batch + t->n_params, outputs, n_outputs),
+                         "kn_trainer_forward: ");
+}
+
+uint64_t kn_trainer_random(kn_trainer *t) {
+    uint64_t z = (t->rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
 }
 
 int64_t kn_trainer_steps(const kn_trainer *t) { return t->steps; }
@@ -312,6 +487,11 @@ const char *kn_trainer_param(const kn_trainer *t, int i, int *ndim, const int64_
 }
 
 kn_status *kn_trainer_export_onnx(const kn_trainer *t, const char *src_path, const char *dst_path) {
+    return kn_trainer_export_onnx_ex(t, src_path, dst_path, NULL);
+}
+
+kn_status *kn_trainer_export_onnx_ex(const kn_trainer *t, const char *src_path, const char *dst_path,
+                                     const kn_trainer_export_options *eo) {
     KN_CHECK(t && src_path && dst_path, KN_ERR_INVALID_ARGUMENT, "kn_trainer_export_onnx: NULL argument");
     const char **names = calloc((size_t)t->n_params, sizeof *names);
     kn_tensor *vals = calloc((size_t)t->n_params, sizeof *vals);
@@ -325,7 +505,18 @@ kn_status *kn_trainer_export_onnx(const kn_trainer *t, const char *src_path, con
         vals[i].data = p->w; /* borrowed: not owned, never freed here */
         ptrs[i] = &vals[i];
     }
-    if (!st) st = kn_onnx_write_with_initializers(src_path, dst_path, names, ptrs, t->n_params);
+    /* the outputs' types as shape inference found them once the graph was built (the snapshot was
+     * taken before), so the file declares their rank */
+    for (int i = 0; t->ext && i < t->ext->n_outputs; i++) {
+        kn_value *ev = &t->ext->values[t->ext->outputs[i]];
+        int v = kn_graph_find_value(t->m->graph, ev->name);
+        if (ev->type.ndim >= 0 || v < 0 || t->m->graph->values[v].type.ndim < 0) continue;
+        ev->type.dtype = t->m->graph->values[v].type.dtype;
+        kn_tensor_set_shape(&ev->type, t->m->graph->values[v].type.ndim, t->m->graph->values[v].type.dims);
+    }
+    kn_onnx_write_options wo = {.names = names, .values = ptrs, .n = t->n_params, .ext = t->ext};
+    if (eo) wo.external_threshold = eo->external_threshold;
+    if (!st) st = kn_onnx_write(src_path, dst_path, &wo);
     free(names);
     free(vals);
     free(ptrs);

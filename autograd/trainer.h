@@ -19,6 +19,8 @@ typedef struct kn_trainer_options {
     const char *trainable;
     kn_optim_options optim;
     int num_threads; /* 0: one per core */
+    /* Seeds kn_trainer_random (what a resumed run continues from a checkpoint); 0 is a seed. */
+    uint64_t seed;
 } kn_trainer_options;
 void kn_trainer_options_init(kn_trainer_options *o);
 
@@ -38,8 +40,24 @@ void kn_trainer_free(kn_trainer *t);
  * backward, adds the gradients to the accumulated ones, and after optim.accumulate
  * micro-batches clips them (max_grad_norm), averages them over the micro-batches and updates
  * the parameters. *loss (may be NULL) receives the micro-batch's loss; *updated (may be NULL)
- * whether the parameters changed. */
+ * whether the parameters changed.
+ * A micro-batch whose loss or gradient norm is NaN or infinite is refused with KN_ERR_NON_FINITE
+ * (the message names the update step, the micro-batch, the loss and the norm): its gradients are
+ * not accumulated and the parameters, moments, accumulated gradients and step count stay as the
+ * last good micro-batch left them, so the caller may skip the batch (or lower the rate and
+ * resume from a checkpoint). *loss still receives the bad loss. */
 kn_status *kn_trainer_step(kn_trainer *t, const kn_named_tensor *batch, int n_batch, double *loss, bool *updated);
+
+/* Runs the forward pass only (with the current weights; nothing is updated): outputs as for
+ * kn_session_run, e.g. the logits of a head (autograd/head.h). The batch holds every graph input
+ * as for kn_trainer_step (the session asks for all of them, labels too, though outputs the loss
+ * does not feed do not depend on them). */
+kn_status *kn_trainer_forward(kn_trainer *t, const kn_named_tensor *batch, int n_batch, kn_named_tensor *outputs,
+                              int n_outputs);
+
+/* The next number of the trainer's own random stream (splitmix64 from options.seed), saved
+ * and restored by checkpoints, for whatever the training loop draws (shuffling, dropout seeds). */
+uint64_t kn_trainer_random(kn_trainer *t);
 
 /* The optimiser steps taken so far. */
 int64_t kn_trainer_steps(const kn_trainer *t);
@@ -52,8 +70,21 @@ int kn_trainer_param_count(const kn_trainer *t);
 const char *kn_trainer_param(const kn_trainer *t, int i, int *ndim, const int64_t **dims, float **data);
 
 /* Writes the ONNX file at src_path (the file the model was loaded from) to dst_path with the
- * initializers of the trainable parameters replaced by their current values (stored as raw
- * data inside the file), everything else as it was. */
+ * initializers of the trainable parameters replaced by their current values, everything else as
+ * it was, plus what the caller added to the loaded graph before kn_trainer_create and the
+ * inference outputs need (the nodes, new initializers and new graph outputs of a head,
+ * autograd/head.h); the loss and the gradient graph are not written. The file is written under a
+ * temporary name in dst's directory, fsync'd and renamed over dst: on any failure dst is as it
+ * was and no temporary is left. Weights go to an external data file (dst + ".data") when the
+ * source kept its weights outside (model.onnx.data) or when they exceed the threshold (see
+ * kn_trainer_export_options), and inside the file otherwise. */
 kn_status *kn_trainer_export_onnx(const kn_trainer *t, const char *src_path, const char *dst_path);
+typedef struct kn_trainer_export_options {
+    /* Total initializer bytes above which the weights go to an external data file; 0: the
+     * default, just under protobuf's 2 GiB message limit (KN_ONNX_EXTERNAL_THRESHOLD). */
+    int64_t external_threshold;
+} kn_trainer_export_options;
+kn_status *kn_trainer_export_onnx_ex(const kn_trainer *t, const char *src_path, const char *dst_path,
+                                     const kn_trainer_export_options *o);
 
 #endif

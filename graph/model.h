@@ -41,11 +41,38 @@ kn_status *kn_onnx_load_buffer(const void *data, size_t size, const char *base_d
 void kn_model_release(struct kn_model *m);
 
 /* Writes the ONNX file src_path to dst_path with the main graph's initializers names[0..n)
- * replaced by values[k] (same element count and type; stored as raw data, no longer external),
- * the rest of the ModelProto unchanged (graph/onnx_save.c). Fails naming an initializer the
- * file lacks. Other initializers kept in external files still point there, relative to dst_path. */
+ * replaced by values[k] (same element count and type), the rest of the ModelProto unchanged
+ * (graph/onnx_save.c): kn_onnx_write with only those values. Fails naming an initializer the
+ * file lacks. */
 kn_status *kn_onnx_write_with_initializers(const char *src_path, const char *dst_path, const char *const *names,
                                            const kn_tensor *const *values, int n);
+
+/* Total initializer bytes above which kn_onnx_write moves the weights to an external data file:
+ * a little under protobuf's 2 GiB limit on one message. */
+#define KN_ONNX_EXTERNAL_THRESHOLD (((int64_t)1 << 31) - ((int64_t)64 << 20))
+typedef struct kn_onnx_write_options {
+    /* Initializer values: each replaces the main graph's initializer of that name, or, when the
+     * file has none, the constant of that name in `ext` (a trained head weight). */
+    const char *const *names;
+    const kn_tensor *const *values;
+    int n;
+    /* What to add to the main graph: ext's nodes (appended in ext's order), its constants as new
+     * initializers, its graph inputs and outputs as new inputs and outputs (those the file lacks);
+     * value names are ext's. NULL: nothing added. */
+    const struct kn_graph *ext;
+    /* 0: KN_ONNX_EXTERNAL_THRESHOLD. When the file kept any initializer in external data, or the
+     * initializers total more than this, every initializer of at least 1 KiB is written to
+     * dst_path + ".data" (64-byte aligned, external_data location/offset/length relative to
+     * dst_path's folder) and the rest stays inline. */
+    int64_t external_threshold;
+} kn_onnx_write_options;
+/* Writes src_path's ModelProto to dst_path with o's changes. Both files are written atomically
+ * (graph/atomic_file.h): on failure dst_path and its data file are as they were and no temporary
+ * is left. External data of src_path is read relative to src_path's folder. */
+kn_status *kn_onnx_write(const char *src_path, const char *dst_path, const kn_onnx_write_options *o);
+/* The names the main graph of an ONNX file defines (its inputs, initializers and node outputs)
+ * and its output names, each a malloc'd array of malloc'd strings. */
+kn_status *kn_onnx_graph_names(const char *path, char ***defined, int *n_defined, char ***outputs, int *n_outputs);
 
 /* A single TensorProto (the ONNX test layout's input_K.pb / output_K.pb). name may be NULL. */
 kn_status *kn_tensor_proto_read(const void *buf, size_t len, kn_tensor **out, char **name);

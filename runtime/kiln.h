@@ -57,6 +57,7 @@ typedef enum kn_status_code {
     KN_ERR_IO = 5,
     KN_ERR_RUNTIME = 6, /* a failure while running (index out of range, ...) */
     KN_ERR_NO_DEVICE = 7,
+    KN_ERR_NON_FINITE = 8, /* a training step met a NaN or infinite loss or gradient */
 } kn_status_code;
 
 typedef struct kn_status kn_status;

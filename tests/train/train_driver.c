@@ -5,18 +5,30 @@
  *
  * Plan lines:  model PATH | trainable PATTERNS | optim adamw|adam|sgd LR WD [MOMENTUM NESTEROV]
  *              | schedule constant|linear|cosine WARMUP TOTAL | clip MAXNORM | accumulate N
- *              | loss ce OUTPUT IGNORE | loss cosine|cosent|mnrl OUTPUT MASK_INPUT
+ *              | loss ce OUTPUT IGNORE [LABEL_RANK] | loss cosine|cosent|mnrl OUTPUT MASK_INPUT
  *              | batch NAME f32|i64 NDIM DIMS... FILE  (an input of the next step) | step
  *              | no_decay PATTERNS | out DIR | export PATH
+ *              | head mean|cls TOKENS MASK IN_FEATURES CLASSES SEED (a linear head over pooled
+ *                TOKENS, value and graph output "logits", before the loss)
+ *              | seed N | save CKPT (a checkpoint after the steps so far, extra {"step":K})
+ *              | resume CKPT (loaded before the next step; the losses file then holds only the
+ *                steps run here) | export_threshold BYTES (external data above it)
+ *              | export_fsize BYTES (RLIMIT_FSIZE while exporting: a full disk; a failed
+ *                export exits 3) | eval OUTPUT FILE (kn_trainer_forward on the batch lines
+ *                before it, OUTPUT written as raw float32)
  * The losses add inputs "labels" (ce: int64, any shape) and "scores" (cosine, cosent: float [B]);
  * the pair losses mean-pool OUTPUT [2B, T, D] over MASK_INPUT and split the batch in halves
  * (anchors, positives for mnrl, whose scale is 20 as sentence-transformers' default).
  * KN_TRAIN_VERBOSE=1 prints each step's loss and gradient norm to stderr. */
+#include "autograd/checkpoint.h"
+#include "autograd/head.h"
 #include "autograd/loss.h"
 #include "autograd/trainer.h"
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #define MAX_BATCH 8
 
@@ -51,6 +63,10 @@ int main(int argc, char **argv) {
     if (!plan) return fail(NULL, "cannot open the plan");
     char line[4096], model_path[1024] = "", out_dir[1024] = ".", export_path[1024] = "", trainable[1024] = "";
     char loss_kind[16] = "", loss_out[256] = "", loss_arg[256] = "", no_decay[1024] = "";
+    char head_pool[16] = "", head_tokens[256] = "", head_mask[256] = "";
+    long long head_in = 0, head_classes = 0, export_threshold = 0, export_fsize = 0;
+    unsigned long long head_seed = 0;
+    int label_rank = 1;
     kn_trainer_options o;
     kn_trainer_options_init(&o);
     o.num_threads = 2;
@@ -70,7 +86,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(kw, "no_decay") && sscanf(rest, "%1023s", no_decay) == 1) o.optim.no_decay = no_decay;
         else if (!strcmp(kw, "clip")) sscanf(rest, "%lf", &o.optim.max_grad_norm);
         else if (!strcmp(kw, "accumulate")) sscanf(rest, "%d", &o.optim.accumulate);
-        else if (!strcmp(kw, "loss")) sscanf(rest, "%15s %255s %255s", loss_kind, loss_out, loss_arg);
+        else if (!strcmp(kw, "loss")) sscanf(rest, "%15s %255s %255s %d", loss_kind, loss_out, loss_arg, &label_rank);
+        else if (!strcmp(kw, "head"))
+            sscanf(rest, "%15s %255s %255s %lld %lld %llu", head_pool, head_tokens, head_mask, &head_in, &head_classes,
+                   &head_seed);
+        else if (!strcmp(kw, "seed")) sscanf(rest, "%llu", (unsigned long long *)&o.seed);
+        else if (!strcmp(kw, "export_threshold")) sscanf(rest, "%lld", &export_threshold);
+        else if (!strcmp(kw, "export_fsize")) sscanf(rest, "%lld", &export_fsize);
         else if (!strcmp(kw, "optim")) {
             char k[16];
             int nest = 0;
@@ -108,16 +130,33 @@ int main(int argc, char **argv) {
             if (!x->data) return fail(NULL, file);
             x->capacity = len;
             n_batch++;
-        } else if (!strcmp(kw, "step")) {
+        } else if (!strcmp(kw, "save")) {
+            char ck[1024], extra[64];
+            sscanf(rest, "%1023s", ck);
+            snprintf(extra, sizeof extra, "{\"step\":%d}", step);
+            if (!t) return fail(NULL, "save before the first step");
+            kn_status *st = kn_trainer_checkpoint_save(t, ck, extra);
+            if (st) return fail(st, "save");
+        } else if (!strcmp(kw, "step") || !strcmp(kw, "resume") || !strcmp(kw, "eval")) {
             if (!t) {
                 kn_model *m;
                 kn_status *st = kn_train_load(model_path, &m);
                 if (st) return fail(st, "load");
+                if (head_pool[0]) {
+                    int tok = kn_graph_find_value(m->graph, head_tokens), pooled = -1, logits = -1;
+                    if (!strcmp(head_pool, "cls")) st = kn_head_cls_pool(m->graph, tok, &pooled);
+                    else st = kn_head_mean_pool(m->graph, tok, kn_graph_find_value(m->graph, head_mask), &pooled);
+                    if (!st)
+                        st = kn_head_linear(m->graph, pooled, head_in, head_classes, head_seed, "classifier", "logits",
+                                            &logits);
+                    if (!st) st = kn_head_output(m->graph, logits);
+                    if (st) return fail(st, "head");
+                }
                 int out = kn_graph_find_value(m->graph, loss_out), loss = -1, v;
                 if (out < 0) return fail(NULL, "no such loss input value");
                 if (!strcmp(loss_kind, "ce")) {
-                    int64_t d[1] = {-1};
-                    st = kn_loss_add_input(m->graph, "labels", KN_I64, 1, d, &v);
+                    int64_t d[2] = {-1, -1};
+                    st = kn_loss_add_input(m->graph, "labels", KN_I64, label_rank, d, &v);
                     if (!st) st = kn_loss_cross_entropy(m->graph, out, v, atoll(loss_arg), &loss);
                 } else { /* cosine, cosent, mnrl: pairs over mean pooling */
                     int64_t d[1] = {-1};
@@ -138,6 +177,35 @@ int main(int argc, char **argv) {
                 snprintf(path, sizeof path, "%s/losses.txt", out_dir);
                 losses = fopen(path, "w");
                 if (!losses) return fail(NULL, path);
+            }
+            if (!strcmp(kw, "resume")) {
+                char ck[1024], *extra = NULL;
+                sscanf(rest, "%1023s", ck);
+                kn_status *st = kn_trainer_checkpoint_load(t, ck, &extra);
+                if (st) return fail(st, "resume");
+                if (!extra || sscanf(extra, "{\"step\":%d}", &step) != 1) return fail(NULL, "resume: no step in extra");
+                free(extra);
+                continue;
+            }
+            if (!strcmp(kw, "eval")) {
+                char name[256], file[1024];
+                sscanf(rest, "%255s %1023s", name, file);
+                kn_named_tensor y = {.name = name};
+                kn_status *st = kn_trainer_forward(t, batch, n_batch, &y, 1);
+                if (st) return fail(st, "eval");
+                int64_t n = 1;
+                for (int d = 0; d < y.ndim; d++) n *= y.dims[d];
+                FILE *f = fopen(file, "wb");
+                if (!f || y.dtype != KN_F32 || fwrite(y.data, sizeof(float), (size_t)n, f) != (size_t)n)
+                    return fail(NULL, file);
+                fclose(f);
+                kn_free(y.data);
+                for (int i = 0; i < n_batch; i++) {
+                    free((void *)batch[i].name);
+                    free(bufs[i]);
+                }
+                n_batch = 0;
+                continue;
             }
             double l;
             kn_status *st = kn_trainer_step(t, batch, n_batch, &l, NULL);
@@ -175,8 +243,17 @@ int main(int argc, char **argv) {
     }
     fclose(idx);
     if (export_path[0]) {
-        kn_status *st = kn_trainer_export_onnx(t, model_path, export_path);
-        if (st) return fail(st, "export");
+        if (export_fsize > 0) { /* a disk that fills up: writes past the limit fail with EFBIG */
+            signal(SIGXFSZ, SIG_IGN);
+            struct rlimit rl = {(rlim_t)export_fsize, (rlim_t)export_fsize};
+            if (setrlimit(RLIMIT_FSIZE, &rl) != 0) return fail(NULL, "setrlimit");
+        }
+        kn_trainer_export_options eo = {.external_threshold = export_threshold};
+        kn_status *st = kn_trainer_export_onnx_ex(t, model_path, export_path, &eo);
+        if (st) {
+            fail(st, "export");
+            return 3;
+        }
     }
     kn_trainer_free(t);
     printf("trained %d steps\n", step);

@@ -5,10 +5,12 @@
  * the schedules against transformers' lambdas; the trainer on a small linear model: an SGD step
  * against the closed form, accumulation against one big batch, clipping, tied weights, the
  * errors for a pattern that matches nothing and a loss no parameter reaches, and a weight
- * behind a foldable Transpose that must not be folded. Export and parity with PyTorch are
- * train.parity_* (tests/train_parity.py). */
+ * behind a foldable Transpose that must not be folded, a non-finite micro-batch that must change
+ * nothing, and a linear head's initialisation, forward and training (autograd/head.h). Export,
+ * checkpoints and parity with PyTorch are train.* (tests/train_parity.py). */
 #include "tests/unit/harness.h"
 #include "autograd/autograd.h"
+#include "autograd/head.h"
 #include "autograd/loss.h"
 #include "autograd/optim.h"
 #include "autograd/trainer.h"
@@ -453,6 +455,120 @@ START_TEST(trainer_weight_not_folded) {
 }
 END_TEST
 
+/* A micro-batch with a NaN (then an infinite) input is refused with KN_ERR_NON_FINITE and
+ * changes nothing: with AdamW and 2 micro-batches per update, good / bad / bad / good gives the
+ * weights of good / good bit for bit, and the step count and moments are the same. */
+START_TEST(trainer_nonfinite_keeps_state) {
+    kn_optim_options o;
+    kn_optim_options_init(&o);
+    o.lr = 0.05;
+    o.accumulate = 2;
+    kn_trainer *ref = linear_trainer(2, false, &o, NULL), *t = linear_trainer(2, false, &o, NULL);
+    float bad[6];
+    memcpy(bad, X, sizeof bad);
+    for (int round = 0; round < 2; round++) {
+        bool upd;
+        OK(linear_step(ref, 0, 2, NULL, NULL));
+        OK(linear_step(ref, 2, 2, NULL, &upd));
+        ck_assert(upd);
+        OK(linear_step(t, 0, 2, NULL, NULL));
+        float before[8];
+        memcpy(before, param(t, "fc.weight"), 6 * sizeof(float));
+        memcpy(before + 6, param(t, "fc.bias"), 2 * sizeof(float));
+        for (int k = 0; k < 2; k++) {
+            bad[1] = k ? INFINITY : NAN;
+            kn_named_tensor b[2] = {{.name = "x", .dtype = KN_F32, .ndim = 2, .dims = {2, 3}, .data = bad},
+                                    {.name = "y", .dtype = KN_F32, .ndim = 2, .dims = {2, 2}, .data = (void *)Y}};
+            double loss = 0;
+            upd = true;
+            kn_status *st = kn_trainer_step(t, b, 2, &loss, &upd);
+            ck_assert_ptr_nonnull(st);
+            ck_assert_int_eq(kn_status_get_code(st), KN_ERR_NON_FINITE);
+            ck_assert_msg(strstr(kn_status_message(st), "non-finite loss at update step") != NULL, "%s",
+                          kn_status_message(st));
+            kn_status_free(st);
+            ck_assert(!upd && !isfinite(loss));
+            ck_assert_int_eq(kn_trainer_steps(t), round);
+            ck_assert(!memcmp(before, param(t, "fc.weight"), 6 * sizeof(float)));
+            ck_assert(!memcmp(before + 6, param(t, "fc.bias"), 2 * sizeof(float)));
+        }
+        OK(linear_step(t, 2, 2, NULL, &upd));
+        ck_assert(upd);
+        ck_assert(!memcmp(param(t, "fc.weight"), param(ref, "fc.weight"), 6 * sizeof(float)));
+        ck_assert(!memcmp(param(t, "fc.bias"), param(ref, "fc.bias"), 2 * sizeof(float)));
+    }
+    kn_trainer_free(ref);
+    kn_trainer_free(t);
+}
+END_TEST
+
+/* kn_head_linear: torch.nn.Linear's bounds (U(-1/sqrt(in), 1/sqrt(in)) for weight and bias), the
+ * same weights for the same seed and others for another, Gemm for a rank-2 input; CLS pooling
+ * takes token 0; the head trains (its output a graph output) like any weight. */
+START_TEST(head_linear_init_and_train) {
+    float w[2][64 * 3];
+    for (int run = 0; run < 3; run++) {
+        kn_graph *g = new_graph();
+        int64_t dx[3] = {2, 4, 64};
+        int x = input(g, "tokens", KN_F32, 3, dx), pooled, y;
+        OK(kn_head_cls_pool(g, x, &pooled));
+        OK(kn_head_linear(g, pooled, 64, 3, run == 2 ? 8 : 7, "cls", "logits", &y));
+        OK(kn_head_output(g, y));
+        ck_assert(g->values[y].is_output && !strcmp(g->values[y].name, "logits"));
+        const kn_tensor *wt = g->values[kn_graph_find_value(g, "cls.weight")].constant;
+        const kn_tensor *bt = g->values[kn_graph_find_value(g, "cls.bias")].constant;
+        ck_assert(wt->ndim == 2 && wt->dims[0] == 3 && wt->dims[1] == 64 && bt->dims[0] == 3);
+        double bound = 1.0 / 8.0, mx = 0;
+        for (int i = 0; i < 192; i++) {
+            float v = ((float *)wt->data)[i];
+            ck_assert(fabs(v) <= bound);
+            mx = fmax(mx, fabs(v));
+        }
+        for (int i = 0; i < 3; i++) ck_assert(fabs(((float *)bt->data)[i]) <= bound);
+        ck_assert_msg(mx > 0.9 * bound, "max |w| %g of bound %g", mx, bound);
+        memcpy(w[run], wt->data, sizeof w[run]);
+        if (run < 2) {
+            kn_graph_free(g);
+            continue;
+        }
+        /* the logits of token 0 by hand, then a step that moves the head */
+        int64_t dl[1] = {2};
+        int labels = input(g, "labels", KN_I64, 1, dl), loss;
+        OK(kn_loss_cross_entropy(g, y, labels, -100, &loss));
+        kn_trainer_options o;
+        kn_trainer_options_init(&o);
+        o.num_threads = 1;
+        kn_trainer *t;
+        OK(kn_trainer_create(wrap(g), loss, &o, &t));
+        ck_assert_int_eq(kn_trainer_param_count(t), 2);
+        float tok[2 * 4 * 64];
+        for (int i = 0; i < 2 * 4 * 64; i++) tok[i] = (float)sin(i * 0.37);
+        int64_t lab[2] = {0, 2};
+        kn_named_tensor b[2] = {{.name = "tokens", .dtype = KN_F32, .ndim = 3, .dims = {2, 4, 64}, .data = tok},
+                                {.name = "labels", .dtype = KN_I64, .ndim = 1, .dims = {2}, .data = lab}};
+        float logits[6];
+        kn_named_tensor out = {.name = "logits", .data = logits, .capacity = sizeof logits};
+        OK(kn_trainer_forward(t, b, 2, &out, 1));
+        ck_assert(out.ndim == 2 && out.dims[0] == 2 && out.dims[1] == 3);
+        float *wp = param(t, "cls.weight"), *bp = param(t, "cls.bias");
+        for (int r = 0; r < 2; r++)
+            for (int c = 0; c < 3; c++) {
+                double want = bp[c];
+                for (int i = 0; i < 64; i++) want += (double)tok[r * 256 + i] * wp[c * 64 + i];
+                ck_assert_msg(close_to(logits[r * 3 + c], want, 1e-5, 1e-6), "logit %g want %g", logits[r * 3 + c],
+                              want);
+            }
+        double l1, l2;
+        OK(kn_trainer_step(t, b, 2, &l1, NULL));
+        OK(kn_trainer_step(t, b, 2, &l2, NULL));
+        ck_assert_msg(l2 < l1, "loss %g then %g", l1, l2);
+        kn_trainer_free(t);
+    }
+    ck_assert(!memcmp(w[0], w[1], sizeof w[0]));
+    ck_assert(memcmp(w[0], w[2], sizeof w[0]));
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("train");
     TCase *tc = tcase_create("train");
@@ -463,6 +579,8 @@ int main(void) {
     tcase_add_test(tc, trainer_accumulate_and_clip);
     tcase_add_test(tc, trainer_patterns);
     tcase_add_test(tc, trainer_weight_not_folded);
+    tcase_add_test(tc, trainer_nonfinite_keeps_state);
+    tcase_add_test(tc, head_linear_init_and_train);
     suite_add_tcase(s, tc);
     return kn_test_run_suite(s);
 }
