@@ -676,3 +676,160 @@ kn_status *kn_cpu_DeformConv(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
         }
     return NULL;
 }
+
+/* ---------------------------------------------------------------- Conv backward (kiln ops) */
+
+/* The geometry of the Conv a ConvGradX / ConvGradW node differentiates, from X's and W's dims
+ * (one of them the node's output, the other an input), checked against dy. */
+static kn_status *conv_grad_geom(const kn_node *node, const char *op, const kn_tensor *dy, const int64_t *xd,
+                                 const int64_t *wd, int nd, int64_t *G, kn_conv_geom *g) {
+    char bd[KN_DESC_LEN];
+    int nsp = nd - 2;
+    if (nd < 3 || nd > KN_MAX_DIMS || dy->ndim != nd)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: dy %s must have the rank of X and W (>= 3)", op, DESC(dy, bd));
+    *G = KN_PARAMS(node, conv)->group;
+    if (*G < 1 || xd[1] != wd[1] * *G || wd[0] % *G)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: X channels %lld and W [%lld, %lld, ...] do not fit group %lld",
+                        op, (long long)xd[1], (long long)wd[0], (long long)wd[1], (long long)*G);
+    KN_TRY(kn_conv_geometry(node, op, nsp, xd + 2, wd + 2, false, g));
+    bool ok = dy->dims[0] == xd[0] && dy->dims[1] == wd[0];
+    for (int i = 0; ok && i < nsp; i++) ok = dy->dims[2 + i] == g->out[i];
+    if (!ok) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: dy %s does not fit the convolution", op, DESC(dy, bd));
+    return NULL;
+}
+
+/* dX = the adjoint of Conv in X: per (image, group) col = W_g^T dy_g, folded back by col2im (the
+ * ConvTranspose computation); float64 by the direct scatter of the same sum. */
+kn_status *kn_cpu_KnConvGradX(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                              kn_tensor *const *out, int n_out) {
+    const kn_tensor *dy = in[0], *w = in[1];
+    kn_tensor *dx = out[0];
+    if (!conv_float_dtype(dy->dtype)) return kn_err_dtype(node, dy);
+    if (w->dtype != dy->dtype) return kn_err_dtype(node, w);
+    if (w->ndim != dx->ndim)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvGradX: W has rank %d, X %d", w->ndim, dx->ndim);
+    int64_t G;
+    kn_conv_geom g;
+    KN_TRY(conv_grad_geom(node, "ConvGradX", dy, dx->dims, w->dims, dx->ndim, &G, &g));
+    int64_t N = dx->dims[0], C = dx->dims[1], M = w->dims[0], Cg = C / G, Mg = M / G, nx = kn_numel(dx);
+    win wn = win_from_conv(&g);
+    if (nx == 0) return NULL;
+    if (dy->dtype == KN_F64) {
+        const double *d = dy->data, *wt = w->data;
+        double *x = dx->data;
+        memset(x, 0, sizeof(double) * (size_t)nx);
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t m = 0; m < M; m++) {
+                int64_t grp = m / Mg;
+                for (int64_t o = 0; o < wn.col_n; o++) {
+                    double gv = d[(n * M + m) * wn.col_n + o];
+                    int64_t opos[KN_MAX_DIMS], rem = o;
+                    for (int dd = wn.nsp - 1; dd >= 0; dd--) {
+                        opos[dd] = rem % wn.cols[dd];
+                        rem /= wn.cols[dd];
+                    }
+                    for (int64_t kk = 0; kk < wn.k_n; kk++) {
+                        int64_t kpos[KN_MAX_DIMS], off = 0;
+                        kpos_of(&wn, kk, kpos);
+                        bool ok = true;
+                        for (int dd = 0; dd < wn.nsp && ok; dd++) {
+                            int64_t ip = opos[dd] * wn.s[dd] - wn.pb[dd] + kpos[dd] * wn.d[dd];
+                            ok = ip >= 0 && ip < wn.img[dd];
+                            off = off * wn.img[dd] + ip;
+                        }
+                        if (!ok) continue;
+                        for (int64_t c = 0; c < Cg; c++)
+                            x[(n * C + grp * Cg + c) * wn.img_n + off] += gv * wt[(m * Cg + c) * wn.k_n + kk];
+                    }
+                }
+            }
+        return NULL;
+    }
+    float *df = to_f32(ctx, dy), *wf = to_f32(ctx, w);
+    float *xf = dx->dtype == KN_F32 ? dx->data : kn_scratch_alloc(ctx, sizeof(float) * (size_t)nx);
+    int64_t K = Cg * wn.k_n;
+    float *col = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(K * wn.col_n + 1));
+    if (!df || !wf || !xf || !col) return KN_OOM(sizeof(float) * (size_t)(K * wn.col_n + 1));
+    memset(xf, 0, sizeof(float) * (size_t)nx);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t gi = 0; gi < G; gi++) {
+            const float *dg = df + (n * M + gi * Mg) * wn.col_n;
+            const float *wg = wf + gi * Mg * K;
+            float *xg = xf + (n * C + gi * Cg) * wn.img_n;
+            /* col (Cg*k x out) = W_g^T (Cg*k x Mg) * dy_g (Mg x out) */
+            kn_sgemm(ctx->pool, true, false, K, wn.col_n, Mg, 1.0f, wg, K, dg, wn.col_n, 0.0f, col, wn.col_n);
+            col2im(col, Cg, &wn, xg);
+        }
+    from_f32(dx, xf);
+    return NULL;
+}
+
+/* dW = sum over images of dy_g times the unfolded X_g (im2col; X itself for a 1x1 stride-1
+ * unpadded kernel), accumulated by the GEMM's beta; float64 by the direct sum. */
+kn_status *kn_cpu_KnConvGradW(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                              kn_tensor *const *out, int n_out) {
+    const kn_tensor *dy = in[0], *x = in[1];
+    kn_tensor *dw = out[0];
+    if (!conv_float_dtype(dy->dtype)) return kn_err_dtype(node, dy);
+    if (x->dtype != dy->dtype) return kn_err_dtype(node, x);
+    if (x->ndim != dw->ndim)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvGradW: X has rank %d, W %d", x->ndim, dw->ndim);
+    int64_t G;
+    kn_conv_geom g;
+    KN_TRY(conv_grad_geom(node, "ConvGradW", dy, x->dims, dw->dims, x->ndim, &G, &g));
+    int64_t N = x->dims[0], C = x->dims[1], M = dw->dims[0], Cg = C / G, Mg = M / G, nw = kn_numel(dw);
+    win wn = win_from_conv(&g);
+    int64_t K = Cg * wn.k_n;
+    if (nw == 0) return NULL;
+    if (dy->dtype == KN_F64) {
+        const double *d = dy->data, *xv = x->data;
+        double *wt = dw->data;
+        memset(wt, 0, sizeof(double) * (size_t)nw);
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t m = 0; m < M; m++) {
+                int64_t grp = m / Mg;
+                for (int64_t o = 0; o < wn.col_n; o++) {
+                    double gv = d[(n * M + m) * wn.col_n + o];
+                    int64_t opos[KN_MAX_DIMS], rem = o;
+                    for (int dd = wn.nsp - 1; dd >= 0; dd--) {
+                        opos[dd] = rem % wn.cols[dd];
+                        rem /= wn.cols[dd];
+                    }
+                    for (int64_t kk = 0; kk < wn.k_n; kk++) {
+                        int64_t kpos[KN_MAX_DIMS], off = 0;
+                        kpos_of(&wn, kk, kpos);
+                        bool ok = true;
+                        for (int dd = 0; dd < wn.nsp && ok; dd++) {
+                            int64_t ip = opos[dd] * wn.s[dd] - wn.pb[dd] + kpos[dd] * wn.d[dd];
+                            ok = ip >= 0 && ip < wn.img[dd];
+                            off = off * wn.img[dd] + ip;
+                        }
+                        if (!ok) continue;
+                        for (int64_t c = 0; c < Cg; c++)
+                            wt[(m * Cg + c) * wn.k_n + kk] += gv * xv[(n * C + grp * Cg + c) * wn.img_n + off];
+                    }
+                }
+            }
+        return NULL;
+    }
+    bool direct = true;
+    for (int i = 0; i < g.nsp; i++)
+        if (g.k[i] != 1 || g.stride[i] != 1 || g.pad_b[i] || g.pad_e[i]) direct = false;
+    float *df = to_f32(ctx, dy), *xf = to_f32(ctx, x);
+    float *wf = dw->dtype == KN_F32 ? dw->data : kn_scratch_alloc(ctx, sizeof(float) * (size_t)nw);
+    float *col = direct ? NULL : kn_scratch_alloc(ctx, sizeof(float) * (size_t)(K * wn.col_n + 1));
+    if (!df || !xf || !wf || (!direct && !col)) return KN_OOM(sizeof(float) * (size_t)(K * wn.col_n + 1));
+    memset(wf, 0, sizeof(float) * (size_t)nw);
+    int64_t wl = wn.cols[wn.nsp - 1], nouter = wl ? wn.col_n / wl : 0;
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t gi = 0; gi < G; gi++) {
+            const float *dg = df + (n * M + gi * Mg) * wn.col_n;
+            const float *xg = xf + (n * C + gi * Cg) * wn.img_n;
+            if (!direct) im2col(xg, Cg, &wn, 0, nouter, col);
+            /* dW_g (Mg x Cg*k) += dy_g (Mg x out) * col^T (out x Cg*k) */
+            kn_sgemm(ctx->pool, false, true, Mg, K, wn.col_n, 1.0f, dg, wn.col_n, direct ? xg : col, wn.col_n, 1.0f,
+                     wf + gi * Mg * K, K);
+        }
+    from_f32(dw, wf);
+    return NULL;
+}

@@ -594,6 +594,132 @@ static void b_block(kn_graph *g) {
     tg_output(g, "y");
 }
 
+/* ---- the convolution family ---- */
+#define INS(...) (int64_t[]){__VA_ARGS__}, sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)
+static void b_conv2d(kn_graph *g) { /* strides 2x1, asymmetric pads, bias */
+    IN(g, "x", 2, 3, 5, 6);
+    IN(g, "w", 4, 3, 3, 2);
+    IN(g, "b", 4);
+    NODE_A(g, "Conv", "x w b", "y", attr_ints("strides", INS(2, 1)), attr_ints("pads", INS(1, 0, 0, 1)));
+    tg_output(g, "y");
+}
+static void b_conv2d_group_dil(kn_graph *g) {
+    IN(g, "x", 1, 4, 6, 5);
+    IN(g, "w", 6, 2, 2, 3);
+    NODE_A(g, "Conv", "x w", "y", attr_i("group", 2), attr_ints("dilations", INS(2, 1)),
+           attr_ints("kernel_shape", INS(2, 3)));
+    tg_output(g, "y");
+}
+static void b_conv2d_depthwise(kn_graph *g) {
+    IN(g, "x", 2, 3, 5, 5);
+    IN(g, "w", 3, 1, 3, 3);
+    IN(g, "b", 3);
+    NODE_A(g, "Conv", "x w b", "y", attr_i("group", 3), attr_s("auto_pad", "SAME_UPPER"),
+           attr_ints("strides", INS(2, 2)));
+    tg_output(g, "y");
+}
+static void b_conv1d(kn_graph *g) {
+    IN(g, "x", 2, 3, 7);
+    IN(g, "w", 2, 3, 3);
+    NODE_A(g, "Conv", "x w", "y", attr_ints("pads", INS(2, 1)), attr_ints("strides", INS(2)));
+    tg_output(g, "y");
+}
+static void b_conv3d(kn_graph *g) {
+    IN(g, "x", 1, 2, 3, 4, 3);
+    IN(g, "w", 2, 2, 2, 2, 2);
+    IN(g, "b", 2);
+    NODE_A(g, "Conv", "x w b", "y", attr_s("auto_pad", "SAME_LOWER"));
+    tg_output(g, "y");
+}
+#define IN32(g, name, ...) tg_input(g, name, KN_F32, D(__VA_ARGS__))
+static void b_conv2d_f32(kn_graph *g) { /* the im2col + GEMM path */
+    IN32(g, "x", 2, 4, 6, 7);
+    IN32(g, "w", 6, 2, 3, 3);
+    IN32(g, "b", 6);
+    NODE_A(g, "Conv", "x w b", "y", attr_i("group", 2), attr_ints("pads", INS(1, 1, 1, 1)),
+           attr_ints("strides", INS(1, 2)), attr_ints("dilations", INS(1, 2)));
+    tg_output(g, "y");
+}
+static void b_conv1x1_f32(kn_graph *g) { /* the direct (no im2col) path */
+    IN32(g, "x", 2, 3, 4, 5);
+    IN32(g, "w", 5, 3, 1, 1);
+    NODE(g, "Conv", "x w", "y");
+    tg_output(g, "y");
+}
+static void b_maxpool(kn_graph *g) {
+    IN(g, "x", 2, 2, 5, 6);
+    NODE_A(g, "MaxPool", "x", "y", attr_ints("kernel_shape", INS(2, 3)), attr_ints("strides", INS(2, 2)),
+           attr_ints("pads", INS(1, 0, 0, 1)));
+    tg_output(g, "y");
+}
+static void b_maxpool_ceil_dil(kn_graph *g) { /* overlapping windows, Indices output unused */
+    IN(g, "x", 1, 3, 7, 6);
+    NODE_A(g, "MaxPool", "x", "y ind", attr_ints("kernel_shape", INS(3, 2)), attr_ints("strides", INS(2, 1)),
+           attr_ints("dilations", INS(1, 2)), attr_i("ceil_mode", 1));
+    tg_output(g, "y");
+}
+static void b_maxpool1d_f32(kn_graph *g) {
+    IN32(g, "x", 2, 3, 9);
+    NODE_A(g, "MaxPool", "x", "y", attr_ints("kernel_shape", INS(3)), attr_ints("strides", INS(2)),
+           attr_s("auto_pad", "SAME_UPPER"));
+    tg_output(g, "y");
+}
+static void b_avgpool(kn_graph *g) {
+    IN(g, "x", 2, 3, 5, 6);
+    NODE_A(g, "AveragePool", "x", "y", attr_ints("kernel_shape", INS(3, 2)), attr_ints("strides", INS(2, 2)),
+           attr_ints("pads", INS(1, 1, 1, 0)));
+    tg_output(g, "y");
+}
+static void b_avgpool_incl_ceil(kn_graph *g) {
+    IN(g, "x", 1, 2, 6, 7);
+    NODE_A(g, "AveragePool", "x", "y", attr_ints("kernel_shape", INS(3, 3)), attr_ints("strides", INS(2, 2)),
+           attr_ints("pads", INS(1, 1, 1, 1)), attr_i("count_include_pad", 1), attr_i("ceil_mode", 1));
+    tg_output(g, "y");
+}
+static void b_avgpool3d(kn_graph *g) {
+    IN(g, "x", 1, 2, 4, 3, 5);
+    NODE_A(g, "AveragePool", "x", "y", attr_ints("kernel_shape", INS(2, 2, 3)), attr_s("auto_pad", "SAME_LOWER"));
+    tg_output(g, "y");
+}
+static void b_global_avg(kn_graph *g) {
+    IN(g, "x", 2, 3, 4, 5);
+    NODE(g, "GlobalAveragePool", "x", "y");
+    tg_output(g, "y");
+}
+static void b_global_max(kn_graph *g) {
+    IN(g, "x", 2, 3, 7);
+    NODE(g, "GlobalMaxPool", "x", "y");
+    tg_output(g, "y");
+}
+static void b_bn_infer(kn_graph *g) {
+    IN(g, "x", 2, 3, 4, 2);
+    IN(g, "s", 3);
+    IN(g, "b", 3);
+    tg_f64(g, "m", 1, (int64_t[]){3}, (double[]){0.1, -0.2, 0.3});
+    tg_f64(g, "v", 1, (int64_t[]){3}, (double[]){0.5, 1.5, 0.8});
+    tg_node_v(g, "BatchNormalization", "", 15, "x s b m v", "y", (kn_attr[]){attr_f("epsilon", 1e-3f)}, 1);
+    tg_output(g, "y");
+}
+static void b_bn_train(kn_graph *g) { /* batch statistics; the running ones are outputs nobody differentiates */
+    IN(g, "x", 3, 2, 5);
+    IN(g, "s", 2);
+    IN(g, "b", 2);
+    tg_f64(g, "m", 1, (int64_t[]){2}, (double[]){0.1, -0.2});
+    tg_f64(g, "v", 1, (int64_t[]){2}, (double[]){0.5, 1.5});
+    tg_node_v(g, "BatchNormalization", "", 15, "x s b m v", "y rm rv",
+              (kn_attr[]){attr_i("training_mode", 1), attr_f("momentum", 0.8f)}, 2);
+    tg_output(g, "y");
+}
+static void b_bn_train_2d(kn_graph *g) { /* [N, C] input, as after a Gemm */
+    IN(g, "x", 6, 3);
+    IN(g, "s", 3);
+    IN(g, "b", 3);
+    tg_f64(g, "m", 1, (int64_t[]){3}, (double[]){0, 0, 0});
+    tg_f64(g, "v", 1, (int64_t[]){3}, (double[]){1, 1, 1});
+    tg_node_v(g, "BatchNormalization", "", 15, "x s b m v", "y", (kn_attr[]){attr_i("training_mode", 1)}, 1);
+    tg_output(g, "y");
+}
+
 static const gcase cases[] = {
     {"add [2,3,4]+[4]", b_add},
     {"mul [2,1,4]*[3,1]", b_mul},
@@ -656,6 +782,24 @@ static const gcase cases[] = {
     {"gather axis 1, negative index", b_gather_ax1},
     {"two-layer MLP", b_mlp},
     {"transformer block", b_block},
+    {"conv2d strides 2x1, pads, bias", b_conv2d},
+    {"conv2d group 2, dilations", b_conv2d_group_dil},
+    {"conv2d depthwise SAME_UPPER stride 2", b_conv2d_depthwise},
+    {"conv1d pads, stride 2", b_conv1d},
+    {"conv3d SAME_LOWER, bias", b_conv3d},
+    {"conv2d float32 group dilations (im2col)", b_conv2d_f32, 0, 0, 1e-2, 2e-3},
+    {"conv 1x1 float32 (direct)", b_conv1x1_f32, 0, 0, 1e-2, 2e-3},
+    {"maxpool 2x3 stride 2 pads", b_maxpool},
+    {"maxpool ceil_mode dilations, Indices", b_maxpool_ceil_dil},
+    {"maxpool1d float32 SAME_UPPER", b_maxpool1d_f32, 0, 0, 1e-3, 2e-3},
+    {"averagepool pads", b_avgpool},
+    {"averagepool count_include_pad ceil_mode", b_avgpool_incl_ceil},
+    {"averagepool3d SAME_LOWER", b_avgpool3d},
+    {"globalaveragepool", b_global_avg},
+    {"globalmaxpool", b_global_max},
+    {"batchnorm inference", b_bn_infer},
+    {"batchnorm training", b_bn_train},
+    {"batchnorm training [N,C]", b_bn_train_2d},
 };
 enum { N_CASES = sizeof cases / sizeof cases[0] };
 
