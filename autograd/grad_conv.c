@@ -55,9 +55,9 @@ kn_status *kn_grad_GlobalAveragePool(kn_grad_ctx *c) {
     const kn_tensor *t = ag_type(c, x);
     int64_t count = t && t->ndim >= 2 ? 1 : -1;
     for (int i = 2; count > 0 && i < t->ndim; i++) count = t->dims[i] < 0 ? -1 : count * t->dims[i];
-    int scale = count > 0 ? ag_scalar(c, 1.0 / (double)count, x)
-                          : ag_div(c, ag_op2(c, "CastLike", ag_op1(c, "Size", y), x),
-                                   ag_op2(c, "CastLike", ag_op1(c, "Size", x), x));
+    int scale = count > 0
+        ? ag_scalar(c, 1.0 / (double)count, x)
+        : ag_div(c, ag_op2(c, "CastLike", ag_op1(c, "Size", y), x), ag_op2(c, "CastLike", ag_op1(c, "Size", x), x));
     ag_set(c, 0, ag_mul(c, ag_op2(c, "Expand", c->dy[0], ag_shape(c, x)), scale));
     return c->err;
 }
@@ -89,8 +89,9 @@ kn_status *kn_grad_BatchNormalization(kn_grad_ctx *c) {
         if (c->dy[k] >= 0)
             return kn_error(KN_ERR_UNSUPPORTED, "BatchNormalization: gradients through output %d are not supported", k);
     if (!training && ((c->n_in > 3 && c->need[3]) || (c->n_in > 4 && c->need[4])))
-        return kn_error(KN_ERR_UNSUPPORTED,
-                        "BatchNormalization: the gradient of input_mean / input_var in inference mode is not supported");
+        return kn_error(
+            KN_ERR_UNSUPPORTED,
+            "BatchNormalization: the gradient of input_mean / input_var in inference mode is not supported");
     kn_attr at[2] = {ag_attr_float("epsilon", p->epsilon), ag_attr_int("training_mode", training)};
     int in[5] = {c->dy[0], c->in[0], c->in[1], c->in[3], c->in[4]}, out[3];
     if (ag_node(c, "BatchNormalizationGrad", "kiln", in, 5, out, 3, at, 2) < 0) return c->err;

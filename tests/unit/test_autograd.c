@@ -7,6 +7,7 @@
  * embedding + LayerNorm + attention-like block; then the error for an op without a rule. */
 #include "tests/unit/harness.h"
 #include "autograd/autograd.h"
+#include "autograd/dropout.h"
 #include "graph/model.h"
 #include "graph/passes.h"
 #include "runtime/kiln.h"
@@ -720,6 +721,23 @@ static void b_bn_train_2d(kn_graph *g) { /* [N, C] input, as after a Gemm */
     tg_output(g, "y");
 }
 
+/* Training mode with the ONNX seed attribute: the same mask at every run, so finite
+ * differences see one function. */
+static void b_dropout_train(kn_graph *g) {
+    IN(g, "x", 3, 7);
+    double r = 0.3;
+    tg_f64(g, "ratio", 0, NULL, &r);
+    tg_const(g, "train", mk(KN_BOOL, 0, NULL, (double[]){1}));
+    tg_node_v(g, "Dropout", "", 13, "x ratio train", "y", (kn_attr[]){attr_i("seed", 7)}, 1);
+    tg_output(g, "y");
+}
+static void b_dropout_train_mask(kn_graph *g) { /* the mask output already on, default ratio */
+    IN(g, "x", 2, 9);
+    tg_const(g, "train", mk(KN_BOOL, 0, NULL, (double[]){1}));
+    tg_node_v(g, "Dropout", "", 13, "x - train", "y mask", (kn_attr[]){attr_i("seed", 3)}, 1);
+    tg_output(g, "y");
+}
+
 static const gcase cases[] = {
     {"add [2,3,4]+[4]", b_add},
     {"mul [2,1,4]*[3,1]", b_mul},
@@ -800,6 +818,8 @@ static const gcase cases[] = {
     {"batchnorm inference", b_bn_infer},
     {"batchnorm training", b_bn_train},
     {"batchnorm training [N,C]", b_bn_train_2d},
+    {"dropout training ratio 0.3, seeded", b_dropout_train},
+    {"dropout training, mask output on", b_dropout_train_mask},
 };
 enum { N_CASES = sizeof cases / sizeof cases[0] };
 
@@ -882,6 +902,76 @@ START_TEST(unknown_dtype_refused) {
 }
 END_TEST
 
+/* kn_graph_set_dropout: a new mask per run (step), the same sequence from a fresh session with
+ * the same seed, another from another seed; y is x / (1 - ratio) or 0 with about `ratio` dropped,
+ * and the gradient is the mask the forward drew, scaled. Ratio 0 leaves y = x. */
+static kn_graph *dropout_graph(double ratio, uint64_t seed, int *n_changed, int *gx) {
+    kn_graph *g = tg_new();
+    tg_input(g, "x", KN_F32, D(40, 50));
+    int64_t d[2] = {40, 50};
+    kn_tensor *R = mk(KN_F32, 2, d, NULL);
+    for (int64_t e = 0; e < 2000; e++) kn_set_f64(R, e, 0.5 + (double)(e % 7));
+    tg_const(g, "R", R);
+    tg_node_v(g, "Dropout", "", 11, "x", "y", NULL, 0); /* opset 11: ratio an attribute, no training mode */
+    NODE(g, "Mul", "y R", "p");
+    NODE_A(g, "ReduceSum", "p", "loss", attr_i("keepdims", 0));
+    tg_output(g, "loss");
+    tg_output(g, "y");
+    ck_assert_ptr_null(kn_graph_resolve_ops(g));
+    kn_status *st = kn_graph_set_dropout(g, ratio, seed, n_changed);
+    ck_assert_msg(st == NULL, "set_dropout: %s", st ? kn_status_message(st) : "");
+    int x = kn_graph_find_value(g, "x");
+    st = kn_autograd(g, kn_graph_find_value(g, "loss"), &x, 1, gx);
+    ck_assert_msg(st == NULL, "autograd: %s", st ? kn_status_message(st) : "");
+    return g;
+}
+
+/* Runs the session `steps` times; masks[step * 2000 + e] = element kept. */
+static void dropout_runs(double ratio, uint64_t seed, int steps, uint8_t *masks) {
+    int n_changed = 0, gx = -1;
+    kn_graph *g = dropout_graph(ratio, seed, &n_changed, &gx);
+    ck_assert_int_eq(n_changed, 1);
+    kn_model *m;
+    kn_session *s = open_session(g, &m);
+    kn_tensor *x = mk(KN_F32, 2, (int64_t[]){40, 50}, NULL);
+    for (int64_t e = 0; e < 2000; e++) kn_set_f64(x, e, 1.0 + (double)(e % 13));
+    for (int step = 0; step < steps; step++) {
+        kn_tensor outs[3];
+        kn_status *st = kn_session_run_values(s, x, outs);
+        ck_assert_msg(st == NULL, "run: %s", st ? kn_status_message(st) : "");
+        int dropped = 0;
+        double scale = 1.0 / (1.0 - ratio);
+        for (int64_t e = 0; e < 2000; e++) {
+            double xv = kn_get_f64(x, e), yv = kn_get_f64(&outs[1], e), gv = kn_get_f64(&outs[2], e);
+            double rv = 0.5 + (double)(e % 7);
+            bool keep = yv != 0;
+            masks[step * 2000 + e] = keep;
+            dropped += !keep;
+            ck_assert_msg(fabs(yv - (keep ? xv * scale : 0)) <= 1e-5 * xv * scale, "y[%lld] = %g for x %g",
+                          (long long)e, yv, xv);
+            ck_assert_msg(fabs(gv - (keep ? rv * scale : 0)) <= 1e-5 * rv * scale, "grad[%lld] = %g", (long long)e, gv);
+        }
+        if (ratio == 0) ck_assert_int_eq(dropped, 0);
+        else ck_assert_msg(fabs(dropped / 2000.0 - ratio) < 0.05, "dropped %d of 2000 at ratio %g", dropped, ratio);
+        for (int k = 0; k < 3; k++) kn_tensor_release(&outs[k]);
+    }
+    kn_tensor_free(x);
+    kn_session_free(s);
+    kn_model_free(m);
+}
+
+START_TEST(set_dropout_training) {
+    uint8_t a[3 * 2000], b[3 * 2000], c[3 * 2000], z[2000];
+    dropout_runs(0.25, 42, 3, a);
+    dropout_runs(0.25, 42, 3, b);
+    dropout_runs(0.25, 43, 3, c);
+    ck_assert_msg(!memcmp(a, b, sizeof a), "the same seed drew other masks in a fresh session");
+    ck_assert_msg(memcmp(a, a + 2000, 2000) && memcmp(a + 2000, a + 4000, 2000), "a step repeated the last mask");
+    ck_assert_msg(memcmp(a, c, 2000), "another seed drew the same mask");
+    dropout_runs(0.0, 42, 1, z);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("autograd");
     TCase *tc = tcase_create("autograd");
@@ -890,6 +980,7 @@ int main(void) {
     tcase_add_test(tc, no_rule_names_path);
     tcase_add_test(tc, shape_paths_and_initializers);
     tcase_add_test(tc, unknown_dtype_refused);
+    tcase_add_test(tc, set_dropout_training);
     suite_add_tcase(s, tc);
     return kn_test_run_suite(s);
 }
