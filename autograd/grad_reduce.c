@@ -108,3 +108,61 @@ kn_status *kn_grad_LayerNormalization(kn_grad_ctx *c) {
     if (c->n_in > 2 && c->in[2] >= 0) ag_set(c, 2, out[2]);
     return c->err;
 }
+
+/* v shaped like the reduction's output, with the reduced axes back as 1s (Unsqueeze when
+ * keepdims is 0), so it broadcasts against x; *axes_out receives the axes (for the tie counts). */
+static int unreduce(kn_grad_ctx *c, int v, bool *noop, int *n_axes, int64_t *axes) {
+    *n_axes = reduce_axes(c, axes, noop);
+    if (*n_axes < 0 || *noop) return *noop ? v : -1;
+    return KN_GRAD_PARAMS(c, reduce)->keepdims ? v : ag_op2(c, "Unsqueeze", v, ag_ints(c, axes, *n_axes));
+}
+
+/* The reductions below as dx = f(x, y, dy) with y and dy broadcast back over the reduced axes;
+ * noop_with_empty_axes makes each an elementwise map, handled by its own derivative. */
+typedef enum { RD_MAX, RD_L1, RD_L2, RD_SUMSQ, RD_LOGSUM, RD_LOGSUMEXP, RD_PROD } rd_kind;
+
+static kn_status *reduce_grad(kn_grad_ctx *c, rd_kind kind) {
+    bool noop = false;
+    int64_t axes[KN_MAX_DIMS];
+    int na = 0, x = c->in[0];
+    int dy = unreduce(c, c->dy[0], &noop, &na, axes), y = unreduce(c, c->out[0], &noop, &na, axes);
+    if (c->err) return c->err;
+    int zero = ag_scalar(c, 0.0, x), g = -1;
+    switch (kind) {
+    case RD_MAX: { /* to every maximum, split evenly between ties (PyTorch's amax / amin) */
+        int eq = ag_op2(c, "Equal", x, y), cnt;
+        if (noop) cnt = ag_scalar(c, 1.0, x);
+        else {
+            kn_attr kd = ag_attr_int("keepdims", 1);
+            int in[2] = {ag_op2(c, "CastLike", eq, x), ag_ints(c, axes, na)};
+            cnt = ag_op(c, "ReduceSum", in, 2, &kd, 1);
+        }
+        int in[3] = {eq, ag_div(c, dy, cnt), zero};
+        g = ag_op(c, "Where", in, 3, NULL, 0);
+        break;
+    }
+    case RD_L1: g = ag_mul(c, dy, ag_op1(c, "Sign", x)); break;
+    case RD_L2: { /* dy * x / y, 0 where the norm is 0 (PyTorch's norm backward) */
+        int in[3] = {ag_op2(c, "Equal", y, zero), zero, ag_div(c, dy, y)};
+        g = ag_mul(c, x, ag_op(c, "Where", in, 3, NULL, 0));
+        break;
+    }
+    case RD_SUMSQ: g = ag_mul(c, ag_mul(c, dy, ag_scalar(c, 2.0, x)), x); break;
+    case RD_LOGSUM: g = ag_div(c, dy, ag_op1(c, "Exp", y)); break;
+    case RD_LOGSUMEXP: g = ag_mul(c, dy, ag_op1(c, "Exp", ag_sub(c, x, y))); break;
+    case RD_PROD: g = ag_div(c, ag_mul(c, dy, y), x); break; /* x without zeros */
+    }
+    /* every case above has x's shape but LogSum's dy / sum, shaped like y: expanded to x's */
+    if (kind == RD_LOGSUM) g = ag_op2(c, "Expand", g, ag_shape(c, x));
+    ag_set(c, 0, g);
+    return c->err;
+}
+
+kn_status *kn_grad_ReduceMax(kn_grad_ctx *c) { return reduce_grad(c, RD_MAX); }
+kn_status *kn_grad_ReduceMin(kn_grad_ctx *c) { return reduce_grad(c, RD_MAX); }
+kn_status *kn_grad_ReduceL1(kn_grad_ctx *c) { return reduce_grad(c, RD_L1); }
+kn_status *kn_grad_ReduceL2(kn_grad_ctx *c) { return reduce_grad(c, RD_L2); }
+kn_status *kn_grad_ReduceSumSquare(kn_grad_ctx *c) { return reduce_grad(c, RD_SUMSQ); }
+kn_status *kn_grad_ReduceLogSum(kn_grad_ctx *c) { return reduce_grad(c, RD_LOGSUM); }
+kn_status *kn_grad_ReduceLogSumExp(kn_grad_ctx *c) { return reduce_grad(c, RD_LOGSUMEXP); }
+kn_status *kn_grad_ReduceProd(kn_grad_ctx *c) { return reduce_grad(c, RD_PROD); }

@@ -4,7 +4,11 @@
  * gradient with central finite differences of the loss, as ggml's test-backend-ops does. The
  * cases cover broadcasting, odd sizes, reductions with keepdims 0/1 and negative axes, MatMul's
  * batch broadcasting and 1-D operands, Gather with repeated indices, a two-layer MLP and an
- * embedding + LayerNorm + attention-like block; then the error for an op without a rule. */
+ * embedding + LayerNorm + attention-like block, the convolution family (1-D to 3-D, strides,
+ * pads, auto_pad, dilations, groups, float32 GEMM paths), pools, BatchNormalization in both
+ * modes, Dropout in training mode, activations, reductions and data movement; then the error
+ * for an op without a rule, ties at maxima, kn_graph_set_dropout, and a check that every op with
+ * a RULE row appears in some case. */
 #include "tests/unit/harness.h"
 #include "autograd/autograd.h"
 #include "autograd/dropout.h"
@@ -738,6 +742,157 @@ static void b_dropout_train_mask(kn_graph *g) { /* the mask output already on, d
     tg_output(g, "y");
 }
 
+/* ---- more unary functions, activations, reductions and data movement ---- */
+UNARY_CASE(b_abs, "Abs")
+UNARY_CASE(b_reciprocal, "Reciprocal")
+UNARY_CASE(b_sin, "Sin")
+UNARY_CASE(b_cos, "Cos")
+UNARY_CASE(b_tan, "Tan")
+UNARY_CASE(b_sinh, "Sinh")
+UNARY_CASE(b_cosh, "Cosh")
+UNARY_CASE(b_asin, "Asin")
+UNARY_CASE(b_acos, "Acos")
+UNARY_CASE(b_atan, "Atan")
+UNARY_CASE(b_asinh, "Asinh")
+UNARY_CASE(b_acosh, "Acosh")
+UNARY_CASE(b_atanh, "Atanh")
+UNARY_CASE(b_floor, "Floor")
+UNARY_CASE(b_ceil, "Ceil")
+UNARY_CASE(b_round, "Round")
+UNARY_CASE(b_sign, "Sign")
+UNARY_CASE(b_selu, "Selu")
+UNARY_CASE(b_softplus, "Softplus")
+UNARY_CASE(b_softsign, "Softsign")
+UNARY_CASE(b_hardswish, "HardSwish")
+UNARY_CASE(b_mish, "Mish")
+#define ACT_CASE(fn, op, ...) \
+    static void fn(kn_graph *g) { \
+        IN(g, "x", 3, 5); \
+        NODE_A(g, op, "x", "y", __VA_ARGS__); \
+        tg_output(g, "y"); \
+    }
+ACT_CASE(b_leakyrelu, "LeakyRelu", attr_f("alpha", 0.2f))
+ACT_CASE(b_elu, "Elu", attr_f("alpha", 0.7f))
+ACT_CASE(b_celu, "Celu", attr_f("alpha", 1.3f))
+ACT_CASE(b_hardsigmoid, "HardSigmoid", attr_f("alpha", 0.3f), attr_f("beta", 0.4f))
+ACT_CASE(b_swish, "Swish", attr_f("alpha", 1.5f))
+ACT_CASE(b_thresholdedrelu, "ThresholdedRelu", attr_f("alpha", 0.3f))
+ACT_CASE(b_shrink, "Shrink", attr_f("lambd", 0.4f), attr_f("bias", 0.1f))
+static void b_clip(kn_graph *g) { /* tensor bounds, both differentiated */
+    IN(g, "x", 3, 5);
+    IN(g, "lo");
+    IN(g, "hi");
+    NODE(g, "Abs", "hi", "ahi"); /* keep max above min for any draw */
+    NODE(g, "Neg", "ahi", "nhi");
+    NODE(g, "Min", "lo nhi", "lo2");
+    NODE(g, "Clip", "x lo2 ahi", "y");
+    tg_output(g, "y");
+}
+static void b_clip_min_only(kn_graph *g) {
+    IN(g, "x", 4, 3);
+    double m = -0.25;
+    tg_f64(g, "lo", 0, NULL, &m);
+    NODE(g, "Clip", "x lo", "y");
+    tg_output(g, "y");
+}
+static void b_clip_attr(kn_graph *g) {
+    IN(g, "x", 11);
+    tg_node_v(g, "Clip", "", 6, "x", "y", (kn_attr[]){attr_f("min", -0.3f), attr_f("max", 0.6f)}, 2);
+    tg_output(g, "y");
+}
+static void b_prelu(kn_graph *g) {
+    IN(g, "x", 2, 3, 4);
+    IN(g, "s", 3, 1);
+    NODE(g, "PRelu", "x s", "y");
+    tg_output(g, "y");
+}
+static void b_mean(kn_graph *g) {
+    IN(g, "a", 2, 3);
+    IN(g, "b", 3);
+    IN(g, "c", 2, 1);
+    NODE(g, "Mean", "a b c", "y");
+    tg_output(g, "y");
+}
+static void b_sum3(kn_graph *g) {
+    IN(g, "a", 2, 3);
+    IN(g, "b", 3);
+    IN(g, "c", 1, 1);
+    NODE(g, "Sum", "a b c", "y");
+    tg_output(g, "y");
+}
+#define REDUCE_CASE(fn, op, keep, ...) \
+    static void fn(kn_graph *g) { \
+        IN(g, "x", 2, 3, 5); \
+        NODE_A(g, op, "x", "y", attr_i("keepdims", keep), ##__VA_ARGS__); \
+        tg_output(g, "y"); \
+    }
+REDUCE_CASE(b_rmax_k0, "ReduceMax", 0, attr_ints("axes", INS(1)))
+REDUCE_CASE(b_rmin_all, "ReduceMin", 1)
+REDUCE_CASE(b_rl1, "ReduceL1", 0, attr_ints("axes", INS(-1, 0)))
+REDUCE_CASE(b_rl2, "ReduceL2", 1, attr_ints("axes", INS(2)))
+REDUCE_CASE(b_rsumsq, "ReduceSumSquare", 0, attr_ints("axes", INS(0, 2)))
+REDUCE_CASE(b_rlogsum, "ReduceLogSum", 1, attr_ints("axes", INS(1)))
+REDUCE_CASE(b_rlogsumexp, "ReduceLogSumExp", 0, attr_ints("axes", INS(-1)))
+REDUCE_CASE(b_rprod, "ReduceProd", 0, attr_ints("axes", INS(1)))
+static void b_rmax_op18(kn_graph *g) { /* axes as an input */
+    IN(g, "x", 4, 3);
+    tg_ints(g, "ax", 1, (int64_t[]){0});
+    tg_node_v(g, "ReduceMax", "", 18, "x ax", "y", NULL, 0);
+    tg_output(g, "y");
+}
+static void b_pad(kn_graph *g) { /* added and cropped edges */
+    IN(g, "x", 3, 4, 5);
+    tg_ints(g, "p", 6, (int64_t[]){1, 0, -1, 0, 2, 1});
+    double v = 0.5;
+    tg_f64(g, "v", 0, NULL, &v);
+    NODE(g, "Pad", "x p v", "y");
+    tg_output(g, "y");
+}
+static void b_pad_value(kn_graph *g) { /* the constant value differentiated too */
+    IN(g, "x", 2, 3);
+    IN(g, "v");
+    tg_ints(g, "p", 4, (int64_t[]){0, 1, 2, 0});
+    NODE(g, "Pad", "x p v", "y");
+    tg_output(g, "y");
+}
+static void b_pad_axes(kn_graph *g) {
+    IN(g, "x", 2, 3, 4);
+    tg_ints(g, "p", 2, (int64_t[]){2, 1});
+    tg_ints(g, "ax", 1, (int64_t[]){-1});
+    tg_node_v(g, "Pad", "", 18, "x p - ax", "y", NULL, 0);
+    tg_output(g, "y");
+}
+static void b_pad_attr(kn_graph *g) {
+    IN(g, "x", 3, 2);
+    tg_node_v(g, "Pad", "", 2, "x", "y", (kn_attr[]){attr_ints("pads", INS(1, 0, 0, 2))}, 1);
+    tg_output(g, "y");
+}
+static void b_tile(kn_graph *g) {
+    IN(g, "x", 2, 3);
+    tg_ints(g, "r", 2, (int64_t[]){3, 2});
+    NODE(g, "Tile", "x r", "y");
+    tg_output(g, "y");
+}
+static void b_gather_elements(kn_graph *g) {
+    IN(g, "x", 3, 4);
+    int64_t d[2] = {2, 4};
+    tg_const(g, "i", mk(KN_I64, 2, d, (double[]){0, 2, 2, -1, 1, 2, 0, 0}));
+    NODE_A(g, "GatherElements", "x i", "y", attr_i("axis", 0));
+    tg_output(g, "y");
+}
+static void b_cumsum(kn_graph *g) {
+    IN(g, "x", 3, 5);
+    tg_ints(g, "ax", 1, (int64_t[]){1});
+    NODE(g, "CumSum", "x ax", "y");
+    tg_output(g, "y");
+}
+static void b_cumsum_excl_rev(kn_graph *g) {
+    IN(g, "x", 4, 3);
+    tg_ints(g, "ax", 1, (int64_t[]){0});
+    NODE_A(g, "CumSum", "x ax", "y", attr_i("exclusive", 1), attr_i("reverse", 1));
+    tg_output(g, "y");
+}
+
 static const gcase cases[] = {
     {"add [2,3,4]+[4]", b_add},
     {"mul [2,1,4]*[3,1]", b_mul},
@@ -820,6 +975,58 @@ static const gcase cases[] = {
     {"batchnorm training [N,C]", b_bn_train_2d},
     {"dropout training ratio 0.3, seeded", b_dropout_train},
     {"dropout training, mask output on", b_dropout_train_mask},
+    {"abs", b_abs},
+    {"reciprocal", b_reciprocal, 0.5, 1.5},
+    {"sin", b_sin},
+    {"cos", b_cos},
+    {"tan", b_tan},
+    {"sinh", b_sinh},
+    {"cosh", b_cosh},
+    {"asin", b_asin, -0.8, 0.8},
+    {"acos", b_acos, -0.8, 0.8},
+    {"atan", b_atan, -2, 2},
+    {"asinh", b_asinh, -2, 2},
+    {"acosh", b_acosh, 1.2, 2.5},
+    {"atanh", b_atanh, -0.8, 0.8},
+    {"floor (zero)", b_floor, -2.9, 2.9},
+    {"ceil (zero)", b_ceil, -2.9, 2.9},
+    {"round (zero)", b_round, -2.9, 2.9},
+    {"sign (zero)", b_sign},
+    {"selu", b_selu},
+    {"softplus", b_softplus, -3, 3},
+    {"softsign", b_softsign, -3, 3},
+    {"hardswish", b_hardswish, -5, 5},
+    {"mish", b_mish, -3, 3},
+    {"leakyrelu alpha 0.2", b_leakyrelu},
+    {"elu alpha 0.7", b_elu},
+    {"celu alpha 1.3", b_celu},
+    {"hardsigmoid alpha 0.3 beta 0.4", b_hardsigmoid, -4, 4},
+    {"swish alpha 1.5", b_swish, -3, 3},
+    {"thresholdedrelu alpha 0.3", b_thresholdedrelu},
+    {"shrink lambd 0.4 bias 0.1", b_shrink},
+    {"clip, tensor bounds differentiated", b_clip},
+    {"clip min only", b_clip_min_only},
+    {"clip opset 6 attributes", b_clip_attr},
+    {"prelu slope [3,1]", b_prelu},
+    {"mean of three, broadcast", b_mean},
+    {"sum of three, broadcast", b_sum3},
+    {"reducemax axes [1] keepdims 0", b_rmax_k0},
+    {"reducemin all keepdims 1", b_rmin_all},
+    {"reducel1 axes [-1,0]", b_rl1},
+    {"reducel2 axes [2]", b_rl2},
+    {"reducesumsquare axes [0,2]", b_rsumsq},
+    {"reducelogsum axes [1]", b_rlogsum, 0.5, 1.5},
+    {"reducelogsumexp axes [-1]", b_rlogsumexp},
+    {"reduceprod axes [1]", b_rprod, 0.5, 1.5},
+    {"reducemax opset 18 axes input", b_rmax_op18},
+    {"pad constant, negative pads", b_pad},
+    {"pad, value differentiated", b_pad_value},
+    {"pad opset 18 axes", b_pad_axes},
+    {"pad opset 2 attribute", b_pad_attr},
+    {"tile [3,2]", b_tile},
+    {"gatherelements repeated indices", b_gather_elements},
+    {"cumsum", b_cumsum},
+    {"cumsum exclusive reverse", b_cumsum_excl_rev},
 };
 enum { N_CASES = sizeof cases / sizeof cases[0] };
 
@@ -833,7 +1040,7 @@ START_TEST(no_rule_names_path) {
     kn_graph *g = tg_new();
     IN(g, "x", 3);
     NODE(g, "Tanh", "x", "t");
-    NODE(g, "Abs", "t", "u");
+    NODE(g, "Hardmax", "t", "u");
     NODE(g, "Exp", "u", "y");
     NODE_A(g, "ReduceSum", "y", "loss", attr_i("keepdims", 0));
     tg_output(g, "loss");
@@ -842,7 +1049,7 @@ START_TEST(no_rule_names_path) {
     kn_status *st = kn_autograd(g, kn_graph_find_value(g, "loss"), &x, 1, NULL);
     ck_assert_ptr_nonnull(st);
     const char *msg = kn_status_message(st);
-    ck_assert_msg(strstr(msg, "Abs") && strstr(msg, "'x' -> 't'") && strstr(msg, "n1_Abs"), "message: %s", msg);
+    ck_assert_msg(strstr(msg, "Hardmax") && strstr(msg, "'x' -> 't'") && strstr(msg, "n1_Hardmax"), "message: %s", msg);
     ck_assert_int_eq(kn_status_get_code(st), KN_ERR_UNSUPPORTED);
     kn_status_free(st);
     kn_graph_free(g);
@@ -972,6 +1179,73 @@ START_TEST(set_dropout_training) {
 }
 END_TEST
 
+/* Every op whose grad column is RULE appears in at least one finite-difference case (as the op
+ * under test or on the differentiated path of one): a rule added without a case fails here,
+ * naming the op. */
+START_TEST(every_rule_has_a_case) {
+    bool seen[KN_OP_COUNT] = {false};
+    for (int k = 0; k < N_CASES; k++) {
+        kn_graph *g = tg_new();
+        cases[k].build(g);
+        ck_assert_ptr_null(kn_graph_resolve_ops(g));
+        for (int i = 0; i < g->n_nodes; i++)
+            if (g->nodes[i].op >= 0) seen[g->nodes[i].op] = true;
+        kn_graph_free(g);
+    }
+    int n_rule = 0, missing = 0;
+    char names[2048] = "";
+    for (int op = 0; op < KN_OP_COUNT; op++) {
+        if (kn_op_table[op].grad != KN_GRAD_RULE) continue;
+        n_rule++;
+        if (seen[op]) continue;
+        missing++;
+        size_t len = strlen(names);
+        snprintf(names + len, sizeof names - len, " %s%s%s", kn_op_table[op].domain,
+                 kn_op_table[op].domain[0] ? ":" : "", kn_op_table[op].name);
+    }
+    fprintf(stderr, "autograd: %d ops with a gradient rule, checked by %d finite-difference cases\n", n_rule, N_CASES);
+    ck_assert_msg(missing == 0, "%d RULE ops without a finite-difference case:%s", missing, names);
+}
+END_TEST
+
+/* Ties at the maximum, as PyTorch: ReduceMax splits dy evenly between tied elements (amax),
+ * MaxPool sends it to the first maximum of each window, GlobalMaxPool splits it (amax again). */
+static void tie_case(const char *op, const kn_attr *attrs, int n_attrs, const int64_t *dims, int nd, const double *x,
+                     const double *want) {
+    kn_graph *g = tg_new();
+    tg_input(g, "x", KN_F64, dims, nd);
+    tg_node_v(g, op, "", 0, "x", "y", attrs, n_attrs);
+    NODE_A(g, "ReduceSum", "y", "loss", attr_i("keepdims", 0));
+    tg_output(g, "loss");
+    ck_assert_ptr_null(kn_graph_resolve_ops(g));
+    int wrt = kn_graph_find_value(g, "x");
+    kn_status *st = kn_autograd(g, kn_graph_find_value(g, "loss"), &wrt, 1, NULL);
+    ck_assert_msg(st == NULL, "autograd: %s", st ? kn_status_message(st) : "");
+    kn_model *m;
+    kn_session *s = open_session(g, &m);
+    kn_tensor *xt = mk(KN_F64, nd, dims, x);
+    kn_tensor outs[2];
+    st = kn_session_run_values(s, xt, outs);
+    ck_assert_msg(st == NULL, "run: %s", st ? kn_status_message(st) : "");
+    expect_close(&outs[1], want, kn_numel(xt), 0, 1e-15, op);
+    for (int k = 0; k < 2; k++) kn_tensor_release(&outs[k]);
+    kn_tensor_free(xt);
+    kn_session_free(s);
+    kn_model_free(m);
+}
+
+START_TEST(ties_as_pytorch) {
+    tie_case("ReduceMax", (kn_attr[]){attr_i("keepdims", 0)}, 1, (int64_t[]){2, 3}, 2, (double[]){1, 3, 3, 2, 3, 0},
+             (double[]){0, 1.0 / 3, 1.0 / 3, 0, 1.0 / 3, 0});
+    tie_case("ReduceMin", (kn_attr[]){attr_ints("axes", INS(1))}, 1, (int64_t[]){2, 3}, 2, (double[]){1, 1, 3, 2, 4, 2},
+             (double[]){0.5, 0.5, 0, 0.5, 0, 0.5});
+    tie_case("MaxPool", (kn_attr[]){attr_ints("kernel_shape", INS(2)), attr_ints("strides", INS(1))}, 2,
+             (int64_t[]){1, 1, 4}, 3, (double[]){3, 3, 1, 1}, (double[]){1, 1, 1, 0});
+    tie_case("GlobalMaxPool", NULL, 0, (int64_t[]){1, 2, 3}, 3, (double[]){5, 1, 5, 0, 0, -1},
+             (double[]){0.5, 0, 0.5, 0.5, 0.5, 0});
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("autograd");
     TCase *tc = tcase_create("autograd");
@@ -981,6 +1255,8 @@ int main(void) {
     tcase_add_test(tc, shape_paths_and_initializers);
     tcase_add_test(tc, unknown_dtype_refused);
     tcase_add_test(tc, set_dropout_training);
+    tcase_add_test(tc, every_rule_has_a_case);
+    tcase_add_test(tc, ties_as_pytorch);
     suite_add_tcase(s, tc);
     return kn_test_run_suite(s);
 }
