@@ -62,9 +62,7 @@ kn_status *kn_grad_Selu(kn_grad_ctx *c) {
     double a = ACT->alpha, gm = ACT->gamma;
     return two_sided(c, S(gm), ag_mul(c, S(a * gm), ag_op1(c, "Exp", X)));
 }
-kn_status *kn_grad_Celu(kn_grad_ctx *c) {
-    return two_sided(c, -1, ag_op1(c, "Exp", ag_div(c, X, S(ACT->alpha))));
-}
+kn_status *kn_grad_Celu(kn_grad_ctx *c) { return two_sided(c, -1, ag_op1(c, "Exp", ag_div(c, X, S(ACT->alpha)))); }
 
 kn_status *kn_grad_ThresholdedRelu(kn_grad_ctx *c) {
     ag_set(c, 0, where(c, ag_op2(c, "Greater", X, S(ACT->alpha)), c->dy[0], S(0)));
@@ -114,8 +112,7 @@ kn_status *kn_grad_Mish(kn_grad_ctx *c) {
 kn_status *kn_grad_Swish(kn_grad_ctx *c) {
     double a = ACT->alpha;
     int s = ag_op1(c, "Sigmoid", ag_mul(c, X, S(a)));
-    return chain(c, ag_add(c, s, ag_mul(c, ag_mul(c, ag_mul(c, X, S(a)), s), ag_sub(c, S(1), s))))
-        ;
+    return chain(c, ag_add(c, s, ag_mul(c, ag_mul(c, ag_mul(c, X, S(a)), s), ag_sub(c, S(1), s))));
 }
 
 /* dy where min <= x <= max (PyTorch's clamp_backward); a tensor bound gets dy where x lies beyond
