@@ -893,6 +893,40 @@ static void b_cumsum_excl_rev(kn_graph *g) {
     tg_output(g, "y");
 }
 
+static void b_rmsnorm(kn_graph *g) {
+    IN(g, "x", 2, 3, 6);
+    IN(g, "s", 6);
+    tg_node_v(g, "RMSNormalization", "", 23, "x s", "y", NULL, 0);
+    tg_output(g, "y");
+}
+static void b_rmsnorm_ax1(kn_graph *g) {
+    IN(g, "x", 2, 3, 4);
+    IN(g, "s", 3, 1);
+    tg_node_v(g, "RMSNormalization", "", 23, "x s", "y", (kn_attr[]){attr_i("axis", 1), attr_f("epsilon", 1e-3f)}, 2);
+    tg_output(g, "y");
+}
+static void b_instnorm(kn_graph *g) {
+    IN(g, "x", 2, 3, 4, 5);
+    IN(g, "s", 3);
+    IN(g, "b", 3);
+    NODE_A(g, "InstanceNormalization", "x s b", "y", attr_f("epsilon", 1e-3f));
+    tg_output(g, "y");
+}
+static void b_groupnorm21(kn_graph *g) { /* per-channel scale */
+    IN(g, "x", 2, 6, 5);
+    IN(g, "s", 6);
+    IN(g, "b", 6);
+    tg_node_v(g, "GroupNormalization", "", 21, "x s b", "y", (kn_attr[]){attr_i("num_groups", 3)}, 1);
+    tg_output(g, "y");
+}
+static void b_groupnorm18(kn_graph *g) { /* per-group scale */
+    IN(g, "x", 2, 4, 3, 2);
+    IN(g, "s", 2);
+    IN(g, "b", 2);
+    tg_node_v(g, "GroupNormalization", "", 18, "x s b", "y", (kn_attr[]){attr_i("num_groups", 2)}, 1);
+    tg_output(g, "y");
+}
+
 static const gcase cases[] = {
     {"add [2,3,4]+[4]", b_add},
     {"mul [2,1,4]*[3,1]", b_mul},
@@ -1027,6 +1061,11 @@ static const gcase cases[] = {
     {"gatherelements repeated indices", b_gather_elements},
     {"cumsum", b_cumsum},
     {"cumsum exclusive reverse", b_cumsum_excl_rev},
+    {"rmsnormalization", b_rmsnorm},
+    {"rmsnormalization axis 1, scale [3,1]", b_rmsnorm_ax1},
+    {"instancenormalization", b_instnorm},
+    {"groupnormalization opset 21 (per channel)", b_groupnorm21},
+    {"groupnormalization opset 18 (per group)", b_groupnorm18},
 };
 enum { N_CASES = sizeof cases / sizeof cases[0] };
 
