@@ -5,6 +5,7 @@
  * strides, pads, auto_pad, dilations, groups and ceil_mode are resolved by the same geometry code
  * (kn_conv_geometry) that the forward kernel used. */
 #include "autograd/grad.h"
+#include <string.h>
 
 /* A kiln backward op with the forward node's own attributes. */
 static int with_fwd_attrs(kn_grad_ctx *c, const char *op, const int *ins, int n_ins, int *outs, int n_outs) {
@@ -96,5 +97,43 @@ kn_status *kn_grad_BatchNormalization(kn_grad_ctx *c) {
     int in[5] = {c->dy[0], c->in[0], c->in[1], c->in[3], c->in[4]}, out[3];
     if (ag_node(c, "BatchNormalizationGrad", "kiln", in, 5, out, 3, at, 2) < 0) return c->err;
     for (int k = 0; k < 3; k++) ag_set(c, k, out[k]);
+    return c->err;
+}
+
+/* ConvTranspose is the adjoint of Conv in its input: dX = Conv(dy, W) with the same strides, pads,
+ * dilations and groups (W [C, M/group, k...] is exactly that Conv's weight), and dW is
+ * ConvGradW of that Conv with x as its output gradient. Exact when the pads are explicit (or
+ * VALID) and no output_shape is given (output_padding < stride only adds rows that Conv's floor
+ * drops); auto_pad SAME and output_shape choose pads from the output size and are refused. */
+kn_status *kn_grad_ConvTranspose(kn_grad_ctx *c) {
+    const kn_params_conv *p = KN_GRAD_PARAMS(c, conv);
+    if (p->win.auto_pad == KN_AUTO_PAD_SAME_UPPER || p->win.auto_pad == KN_AUTO_PAD_SAME_LOWER ||
+        p->n_output_shape >= 0)
+        return kn_error(KN_ERR_UNSUPPORTED, "ConvTranspose: auto_pad SAME_* or output_shape has no gradient rule");
+    const kn_node *n = &c->g->nodes[c->node];
+    kn_attr at[16];
+    int na = 0;
+    for (int i = 0; i < n->n_attrs && na < 16; i++)
+        if (strcmp(n->attrs[i].name, "output_padding") && strcmp(n->attrs[i].name, "output_shape"))
+            at[na++] = n->attrs[i];
+    int x = c->in[0], w = c->in[1], dy = c->dy[0], out = -1;
+    if (c->need[0]) {
+        int in[2] = {dy, w};
+        ag_set(c, 0, ag_op(c, "Conv", in, 2, at, na));
+    }
+    if (c->need[1]) {
+        int in[3] = {x, dy, ag_shape(c, w)};
+        if (ag_node(c, "ConvGradW", "kiln", in, 3, &out, 1, at, na) == 0) ag_set(c, 1, out);
+    }
+    if (c->n_in > 2 && c->in[2] >= 0 && c->need[2]) {
+        int r = ag_rank(c, x);
+        if (r < 3) return kn_error(KN_ERR_UNSUPPORTED, "ConvTranspose: the rank of X must be known statically");
+        int64_t axes[KN_MAX_DIMS];
+        axes[0] = 0;
+        for (int i = 2; i < r; i++) axes[i - 1] = i;
+        kn_attr kd = ag_attr_int("keepdims", 0);
+        int in[2] = {dy, ag_ints(c, axes, r - 1)};
+        ag_set(c, 2, ag_op(c, "ReduceSum", in, 2, &kd, 1));
+    }
     return c->err;
 }

@@ -927,6 +927,23 @@ static void b_groupnorm18(kn_graph *g) { /* per-group scale */
     tg_output(g, "y");
 }
 
+/* ConvTranspose's CPU kernel computes in float32 for every dtype: float32 tolerances. */
+static void b_convt(kn_graph *g) {
+    IN(g, "x", 2, 4, 3, 3);
+    IN(g, "w", 4, 3, 3, 2);
+    IN(g, "b", 3);
+    NODE_A(g, "ConvTranspose", "x w b", "y", attr_ints("strides", INS(2, 1)), attr_ints("pads", INS(1, 0, 0, 1)),
+           attr_ints("output_padding", INS(1, 0)));
+    tg_output(g, "y");
+}
+static void b_convt_group(kn_graph *g) {
+    IN(g, "x", 1, 4, 3, 4);
+    IN(g, "w", 4, 2, 2, 2);
+    NODE_A(g, "ConvTranspose", "x w", "y", attr_i("group", 2), attr_ints("dilations", INS(2, 1)),
+           attr_s("auto_pad", "VALID"));
+    tg_output(g, "y");
+}
+
 static const gcase cases[] = {
     {"add [2,3,4]+[4]", b_add},
     {"mul [2,1,4]*[3,1]", b_mul},
@@ -1066,6 +1083,8 @@ static const gcase cases[] = {
     {"instancenormalization", b_instnorm},
     {"groupnormalization opset 21 (per channel)", b_groupnorm21},
     {"groupnormalization opset 18 (per group)", b_groupnorm18},
+    {"convtranspose strides, pads, output_padding, bias", b_convt, 0, 0, 1e-2, 2e-3},
+    {"convtranspose group 2, dilations, VALID", b_convt_group, 0, 0, 1e-2, 2e-3},
 };
 enum { N_CASES = sizeof cases / sizeof cases[0] };
 
