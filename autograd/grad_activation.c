@@ -156,3 +156,6 @@ kn_status *kn_grad_Mean(kn_grad_ctx *c) {
         if (c->need[i]) ag_set(c, i, ag_sum_to(c, g, c->in[i], Y));
     return c->err;
 }
+
+/* A one-hot of the argmax: piecewise constant. */
+kn_status *kn_grad_Hardmax(kn_grad_ctx *c) { return zero_grad(c); }

@@ -103,3 +103,19 @@ kn_status *kn_grad_GroupNormalization(kn_grad_ctx *c) {
     }
     return c->err;
 }
+
+/* y = x / |x|_p along axis (p 1 or 2): dx = (dy - d|x|/dx * sum(dy * y)) / |x|_p with d|x|/dx =
+ * y for p = 2 and sign(x) for p = 1. */
+kn_status *kn_grad_LpNormalization(kn_grad_ctx *c) {
+    const kn_params_lpnorm *p = KN_GRAD_PARAMS(c, lpnorm);
+    if (p->p != 1 && p->p != 2) return kn_error(KN_ERR_UNSUPPORTED, "LpNormalization: p must be 1 or 2");
+    int x = c->in[0], y = c->out[0], dy = c->dy[0];
+    int64_t axis = ag_axis(c, p->axis, x);
+    if (axis < 0) return c->err;
+    kn_attr at[2] = {ag_attr_ints("axes", &axis, 1), ag_attr_int("keepdims", 1)};
+    int norm = ag_op(c, p->p == 2 ? "ReduceL2" : "ReduceL1", &x, 1, at, 2);
+    int s = ag_op(c, "ReduceSum", (int[]){ag_mul(c, dy, y), ag_ints(c, &axis, 1)}, 2, &at[1], 1);
+    int dn = p->p == 2 ? y : ag_op1(c, "Sign", x);
+    ag_set(c, 0, ag_div(c, ag_sub(c, dy, ag_mul(c, dn, s)), norm));
+    return c->err;
+}

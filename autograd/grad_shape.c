@@ -189,3 +189,58 @@ kn_status *kn_grad_CumSum(kn_grad_ctx *c) {
     ag_set(c, 0, ag_op(c, "CumSum", in, 2, at, 2));
     return c->err;
 }
+
+/* The same triangle of dy (the rest was zeroed by the forward). */
+kn_status *kn_grad_Trilu(kn_grad_ctx *c) {
+    kn_attr up = ag_attr_int("upper", KN_GRAD_PARAMS(c, trilu)->upper);
+    int in[2] = {c->dy[0], c->n_in > 1 ? c->in[1] : -1};
+    ag_set(c, 0, ag_op(c, "Trilu", in, c->n_in > 1 && c->in[1] >= 0 ? 2 : 1, &up, 1));
+    return c->err;
+}
+
+/* The values' gradient scattered back to where they were taken (Indices get none). */
+kn_status *kn_grad_TopK(kn_grad_ctx *c) {
+    if (c->dy[0] < 0) return c->err;
+    kn_attr at[2] = {ag_attr_int("axis", KN_GRAD_PARAMS(c, topk)->axis), ag_attr_str("reduction", "add")};
+    int in[3] = {ag_zeros_like(c, c->in[0]), c->out[1], c->dy[0]};
+    if (in[1] < 0) return kn_error(KN_ERR_UNSUPPORTED, "TopK: the gradient needs the Indices output");
+    ag_set(c, 0, ag_op(c, "ScatterElements", in, 3, at, 2));
+    return c->err;
+}
+
+/* dy scatter-added back where GatherND read (batch_dims 0: ScatterND has no batch axes). */
+kn_status *kn_grad_GatherND(kn_grad_ctx *c) {
+    if (KN_GRAD_PARAMS(c, gathernd)->batch_dims != 0)
+        return kn_error(KN_ERR_UNSUPPORTED, "GatherND: batch_dims > 0 has no gradient rule");
+    kn_attr red = ag_attr_str("reduction", "add");
+    int in[3] = {ag_zeros_like(c, c->in[0]), c->in[1], c->dy[0]};
+    ag_set(c, 0, ag_op(c, "ScatterND", in, 3, &red, 1));
+    return c->err;
+}
+
+/* Scatter with no reduction: data's gradient is dy with the overwritten positions zeroed, the
+ * updates' is dy read back at the indices; with reduction add, data keeps all of dy. Other
+ * reductions (mul, max, min) are refused. */
+static kn_status *scatter_grad(kn_grad_ctx *c, bool nd) {
+    const kn_params_scatter *p = KN_GRAD_PARAMS(c, scatter);
+    if (p->reduction != KN_SCATTER_NONE && p->reduction != KN_SCATTER_ADD)
+        return kn_error(KN_ERR_UNSUPPORTED, "%s: only reductions none and add have a gradient rule",
+                        nd ? "ScatterND" : "ScatterElements");
+    kn_attr ax = ag_attr_int("axis", p->axis);
+    int dy = c->dy[0], idx = c->in[1];
+    if (c->need[0]) {
+        if (p->reduction == KN_SCATTER_ADD) ag_set(c, 0, dy);
+        else {
+            int in[3] = {dy, idx, ag_zeros_like(c, c->in[2])};
+            ag_set(c, 0, ag_op(c, nd ? "ScatterND" : "ScatterElements", in, 3, nd ? NULL : &ax, nd ? 0 : 1));
+        }
+    }
+    if (c->n_in > 2 && c->need[2]) {
+        int in[2] = {dy, idx};
+        ag_set(c, 2, ag_op(c, nd ? "GatherND" : "GatherElements", in, 2, nd ? NULL : &ax, nd ? 0 : 1));
+    }
+    return c->err;
+}
+
+kn_status *kn_grad_ScatterElements(kn_grad_ctx *c) { return scatter_grad(c, false); }
+kn_status *kn_grad_ScatterND(kn_grad_ctx *c) { return scatter_grad(c, true); }
