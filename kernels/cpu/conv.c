@@ -698,6 +698,70 @@ static kn_status *conv_grad_geom(const kn_node *node, const char *op, const kn_t
     return NULL;
 }
 
+/* The float32 work of ConvGradX and ConvGradW: one GEMM (and col2im or im2col) per unit, a unit
+ * being an (image, group) for dX (disjoint slices of dX) and a group for dW (its slice of dW,
+ * summed over the images by the GEMM's beta). As in the forward, many small units (depthwise,
+ * small images) run one per thread; otherwise each GEMM is threaded inside. */
+typedef struct conv_grad_job {
+    const float *dy, *src; /* src: W for dX, X for dW */
+    float *dst;            /* dX or dW, zeroed */
+    int64_t N, G, Cg, Mg;
+    win wn;
+    bool direct; /* dW of a 1x1 stride-1 unpadded kernel: X is its own column matrix */
+    float *cols; /* Cg * k * positions floats per slot */
+    int64_t slots;
+    kn_threadpool *pool;
+} conv_grad_job;
+
+static void conv_grad_x_slot(void *ctx, int64_t begin, int64_t end) {
+    const conv_grad_job *j = ctx;
+    const win *w = &j->wn;
+    int64_t K = j->Cg * w->k_n, M = j->Mg * j->G, C = j->Cg * j->G;
+    for (int64_t s = begin; s < end; s++)
+        for (int64_t item = s; item < j->N * j->G; item += j->slots) {
+            int64_t n = item / j->G, gi = item % j->G;
+            float *col = j->cols + s * K * w->col_n;
+            /* col (Cg*k x out) = W_g^T (Cg*k x Mg) * dy_g (Mg x out) */
+            kn_sgemm(j->pool, true, false, K, w->col_n, j->Mg, 1.0f, j->src + gi * j->Mg * K, K,
+                     j->dy + (n * M + gi * j->Mg) * w->col_n, w->col_n, 0.0f, col, w->col_n);
+            col2im(col, j->Cg, w, j->dst + (n * C + gi * j->Cg) * w->img_n);
+        }
+}
+
+static void conv_grad_w_slot(void *ctx, int64_t begin, int64_t end) {
+    const conv_grad_job *j = ctx;
+    const win *w = &j->wn;
+    int64_t K = j->Cg * w->k_n, M = j->Mg * j->G, C = j->Cg * j->G;
+    int64_t wl = w->cols[w->nsp - 1], nouter = wl ? w->col_n / wl : 0;
+    for (int64_t s = begin; s < end; s++)
+        for (int64_t gi = s; gi < j->G; gi += j->slots)
+            for (int64_t n = 0; n < j->N; n++) {
+                const float *xg = j->src + (n * C + gi * j->Cg) * w->img_n;
+                float *col = j->direct ? NULL : j->cols + s * K * w->col_n;
+                if (col) im2col(xg, j->Cg, w, 0, nouter, col);
+                /* dW_g (Mg x Cg*k) += dy_g (Mg x out) * col^T (out x Cg*k) */
+                kn_sgemm(j->pool, false, true, j->Mg, K, w->col_n, 1.0f, j->dy + (n * M + gi * j->Mg) * w->col_n,
+                         w->col_n, col ? col : xg, w->col_n, 1.0f, j->dst + gi * j->Mg * K, K);
+            }
+}
+
+static kn_status *conv_grad_run(kn_exec_ctx *ctx, conv_grad_job *j, int64_t units, kn_range_fn fn) {
+    const win *w = &j->wn;
+    int64_t T = ctx->pool ? kn_threadpool_size(ctx->pool) : 1, K = j->Cg * w->k_n;
+    double unit_flops = 2.0 * (double)j->Mg * (double)w->col_n * (double)K * (units == j->G ? (double)j->N : 1.0);
+    bool per_unit = T > 1 && units >= 2 * T && unit_flops < 2e7;
+    j->slots = per_unit ? T : 1;
+    j->pool = per_unit ? NULL : ctx->pool;
+    if (!j->direct) {
+        size_t bytes = sizeof(float) * (size_t)(K * w->col_n) * (size_t)j->slots;
+        j->cols = kn_scratch_alloc(ctx, bytes ? bytes : 1);
+        if (!j->cols) return KN_OOM(bytes);
+    }
+    if (per_unit) kn_parallel_for(ctx->pool, j->slots, 1, fn, j);
+    else fn(j, 0, 1);
+    return NULL;
+}
+
 /* dX = the adjoint of Conv in X: per (image, group) col = W_g^T dy_g, folded back by col2im (the
  * ConvTranspose computation); float64 by the direct scatter of the same sum. */
 kn_status *kn_cpu_KnConvGradX(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
@@ -747,19 +811,10 @@ kn_status *kn_cpu_KnConvGradX(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     }
     float *df = to_f32(ctx, dy), *wf = to_f32(ctx, w);
     float *xf = dx->dtype == KN_F32 ? dx->data : kn_scratch_alloc(ctx, sizeof(float) * (size_t)nx);
-    int64_t K = Cg * wn.k_n;
-    float *col = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(K * wn.col_n + 1));
-    if (!df || !wf || !xf || !col) return KN_OOM(sizeof(float) * (size_t)(K * wn.col_n + 1));
+    if (!df || !wf || !xf) return KN_OOM(sizeof(float) * (size_t)nx);
     memset(xf, 0, sizeof(float) * (size_t)nx);
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t gi = 0; gi < G; gi++) {
-            const float *dg = df + (n * M + gi * Mg) * wn.col_n;
-            const float *wg = wf + gi * Mg * K;
-            float *xg = xf + (n * C + gi * Cg) * wn.img_n;
-            /* col (Cg*k x out) = W_g^T (Cg*k x Mg) * dy_g (Mg x out) */
-            kn_sgemm(ctx->pool, true, false, K, wn.col_n, Mg, 1.0f, wg, K, dg, wn.col_n, 0.0f, col, wn.col_n);
-            col2im(col, Cg, &wn, xg);
-        }
+    conv_grad_job j = {df, wf, xf, N, G, Cg, Mg, wn, false, NULL, 1, ctx->pool};
+    KN_TRY(conv_grad_run(ctx, &j, N * G, conv_grad_x_slot));
     from_f32(dx, xf);
     return NULL;
 }
@@ -779,7 +834,6 @@ kn_status *kn_cpu_KnConvGradW(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     KN_TRY(conv_grad_geom(node, "ConvGradW", dy, x->dims, dw->dims, x->ndim, &G, &g));
     int64_t N = x->dims[0], C = x->dims[1], M = dw->dims[0], Cg = C / G, Mg = M / G, nw = kn_numel(dw);
     win wn = win_from_conv(&g);
-    int64_t K = Cg * wn.k_n;
     if (nw == 0) return NULL;
     if (dy->dtype == KN_F64) {
         const double *d = dy->data, *xv = x->data;
@@ -812,24 +866,14 @@ kn_status *kn_cpu_KnConvGradW(kn_exec_ctx *ctx, const kn_node *node, const kn_te
             }
         return NULL;
     }
-    bool direct = true;
-    for (int i = 0; i < g.nsp; i++)
-        if (g.k[i] != 1 || g.stride[i] != 1 || g.pad_b[i] || g.pad_e[i]) direct = false;
     float *df = to_f32(ctx, dy), *xf = to_f32(ctx, x);
     float *wf = dw->dtype == KN_F32 ? dw->data : kn_scratch_alloc(ctx, sizeof(float) * (size_t)nw);
-    float *col = direct ? NULL : kn_scratch_alloc(ctx, sizeof(float) * (size_t)(K * wn.col_n + 1));
-    if (!df || !xf || !wf || (!direct && !col)) return KN_OOM(sizeof(float) * (size_t)(K * wn.col_n + 1));
+    if (!df || !xf || !wf) return KN_OOM(sizeof(float) * (size_t)nw);
     memset(wf, 0, sizeof(float) * (size_t)nw);
-    int64_t wl = wn.cols[wn.nsp - 1], nouter = wl ? wn.col_n / wl : 0;
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t gi = 0; gi < G; gi++) {
-            const float *dg = df + (n * M + gi * Mg) * wn.col_n;
-            const float *xg = xf + (n * C + gi * Cg) * wn.img_n;
-            if (!direct) im2col(xg, Cg, &wn, 0, nouter, col);
-            /* dW_g (Mg x Cg*k) += dy_g (Mg x out) * col^T (out x Cg*k) */
-            kn_sgemm(ctx->pool, false, true, Mg, K, wn.col_n, 1.0f, dg, wn.col_n, direct ? xg : col, wn.col_n, 1.0f,
-                     wf + gi * Mg * K, K);
-        }
+    conv_grad_job j = {df, xf, wf, N, G, Cg, Mg, wn, true, NULL, 1, ctx->pool};
+    for (int i = 0; i < g.nsp; i++)
+        if (g.k[i] != 1 || g.stride[i] != 1 || g.pad_b[i] || g.pad_e[i]) j.direct = false;
+    KN_TRY(conv_grad_run(ctx, &j, G, conv_grad_w_slot));
     from_f32(dw, wf);
     return NULL;
 }

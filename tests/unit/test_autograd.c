@@ -645,6 +645,12 @@ static void b_conv2d_f32(kn_graph *g) { /* the im2col + GEMM path */
            attr_ints("strides", INS(1, 2)), attr_ints("dilations", INS(1, 2)));
     tg_output(g, "y");
 }
+static void b_conv_dw_f32(kn_graph *g) { /* depthwise: many small GEMMs, one per thread */
+    IN32(g, "x", 3, 6, 5, 5);
+    IN32(g, "w", 6, 1, 3, 3);
+    NODE_A(g, "Conv", "x w", "y", attr_i("group", 6), attr_ints("pads", INS(1, 1, 1, 1)));
+    tg_output(g, "y");
+}
 static void b_conv1x1_f32(kn_graph *g) { /* the direct (no im2col) path */
     IN32(g, "x", 2, 3, 4, 5);
     IN32(g, "w", 5, 3, 1, 1);
@@ -1069,6 +1075,7 @@ static const gcase cases[] = {
     {"conv3d SAME_LOWER, bias", b_conv3d},
     {"conv2d float32 group dilations (im2col)", b_conv2d_f32, 0, 0, 1e-2, 2e-3},
     {"conv 1x1 float32 (direct)", b_conv1x1_f32, 0, 0, 1e-2, 2e-3},
+    {"conv depthwise float32, 6 groups", b_conv_dw_f32, 0, 0, 1e-2, 2e-3},
     {"maxpool 2x3 stride 2 pads", b_maxpool},
     {"maxpool ceil_mode dilations, Indices", b_maxpool_ceil_dil},
     {"maxpool1d float32 SAME_UPPER", b_maxpool1d_f32, 0, 0, 1e-3, 2e-3},
