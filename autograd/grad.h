@@ -79,6 +79,11 @@ int ag_zeros_like(kn_grad_ctx *c, int like);
  * or g itself when both shapes are statically known and equal. */
 int ag_sum_to(kn_grad_ctx *c, int g, int in, int out);
 
+/* Output k of the forward node, switched on (a new value named "<output 0>/<suffix>") when the
+ * model left it off, so a backward reads what the forward saved (LayerNormalization's Mean and
+ * InvStdDev, Dropout's mask) instead of recomputing it. */
+int ag_forward_output(kn_grad_ctx *c, int k, const char *suffix);
+
 /* Sets the gradient of input i when it is wanted. */
 static inline void ag_set(kn_grad_ctx *c, int i, int v) {
     if (i < c->n_in && c->need[i]) c->dx[i] = v;

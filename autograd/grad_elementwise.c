@@ -184,18 +184,42 @@ kn_status *kn_grad_Identity(kn_grad_ctx *c) {
     return c->err;
 }
 
-/* Inference mode only: the output is the input. Training mode would need the mask output kept
- * and scaled by 1 / (1 - ratio); until then it is refused rather than differentiated wrongly. */
+/* Inference mode: the output is the input. Training mode (a constant true training_mode input,
+ * or is_test = 0 before opset 7): dx = dy * mask / (1 - ratio) with the mask the forward drew (its
+ * output 1, switched on when the model left it off), so the backward never redraws it. A
+ * training_mode that is not a constant is refused: which of the two applies is not known. */
 kn_status *kn_grad_Dropout(kn_grad_ctx *c) {
-    bool training = KN_GRAD_PARAMS(c, dropout)->training_attr;
-    if (c->n_in > 2 && c->in[2] >= 0) {
+    const kn_params_dropout *p = KN_GRAD_PARAMS(c, dropout);
+    const kn_node *n = &c->g->nodes[c->node];
+    bool training = p->training_attr;
+    if (n->opset >= 12 && c->n_in > 2 && c->in[2] >= 0) {
         const kn_tensor *t = c->g->values[c->in[2]].constant;
-        training |= !t || kn_get_f64(t, 0) != 0;
+        if (!t)
+            return kn_error(KN_ERR_UNSUPPORTED,
+                            "Dropout: a training_mode input that is not a constant has no gradient rule");
+        training = kn_get_f64(t, 0) != 0;
     }
-    if (training)
-        return kn_error(KN_ERR_UNSUPPORTED,
-                        "Dropout in training mode (or with a training_mode input that is not a constant "
-                        "false) has no gradient rule yet");
-    ag_set(c, 0, c->dy[0]);
+    if (c->n_out > 1 && c->dy[1] >= 0)
+        return kn_error(KN_ERR_UNSUPPORTED, "Dropout: the mask output is not differentiable");
+    if (!training) {
+        ag_set(c, 0, c->dy[0]);
+        return c->err;
+    }
+    int x = c->in[0], scale;
+    const kn_tensor *rt = n->opset >= 12 && c->n_in > 1 && c->in[1] >= 0 ? c->g->values[c->in[1]].constant : NULL;
+    if (n->opset >= 12 && c->n_in > 1 && c->in[1] >= 0 && !rt) { /* a ratio computed at run time */
+        int one = ag_scalar(c, 1.0, x);
+        scale = ag_div(c, one, ag_sub(c, one, ag_op2(c, "CastLike", c->in[1], x)));
+    } else {
+        double ratio = n->opset >= 12 ? (rt ? kn_get_f64(rt, 0) : 0.5) : p->ratio;
+        scale = ag_scalar(c, 1.0 / (1.0 - ratio), x);
+    }
+    int mask = ag_forward_output(c, 1, "mask"), g = ag_mul(c, c->dy[0], scale);
+    if (n->opset < 10) { /* the mask is typed like the data */
+        ag_set(c, 0, ag_mul(c, g, mask));
+        return c->err;
+    }
+    int in[3] = {mask, g, ag_scalar(c, 0.0, x)};
+    ag_set(c, 0, ag_op(c, "Where", in, 3, NULL, 0));
     return c->err;
 }

@@ -114,3 +114,46 @@ kn_status *kn_infer_KnSliceGrad(kn_infer_ctx *c) {
     KN_CHECK(c->n_in > 3 && c->in[2] && c->in[3], KN_ERR_INVALID_MODEL, "SliceGrad: starts and ends are required");
     return ig_shape_from(c, 1, c->in[0]->dtype, c->out[0]);
 }
+
+/* ConvGradX(dy, W, x_shape) -> X's shape; ConvGradW(dy, X, w_shape) -> W's shape. */
+kn_status *kn_infer_KnConvGradX(kn_infer_ctx *c) {
+    KN_TRY(ig_need_float(c, 0));
+    KN_TRY(ig_need_float(c, 1));
+    return ig_shape_from(c, 2, c->in[0]->dtype, c->out[0]);
+}
+
+kn_status *kn_infer_KnConvGradW(kn_infer_ctx *c) {
+    KN_TRY(ig_need_float(c, 0));
+    KN_TRY(ig_need_float(c, 1));
+    return ig_shape_from(c, 2, c->in[0]->dtype, c->out[0]);
+}
+
+/* MaxPoolGrad(dy, X) -> X's shape; AveragePoolGrad(dy, x_shape) -> that shape. */
+kn_status *kn_infer_KnMaxPoolGrad(kn_infer_ctx *c) {
+    KN_TRY(ig_need_float(c, 0));
+    KN_TRY(ig_need_float(c, 1));
+    kn_tensor *o = c->out[0];
+    o->dtype = c->in[0]->dtype;
+    kn_tensor_set_shape(o, c->in[1]->ndim, c->in[1]->dims);
+    if (c->in[1]->ndim < 0) o->ndim = -1;
+    return NULL;
+}
+
+kn_status *kn_infer_KnAveragePoolGrad(kn_infer_ctx *c) {
+    KN_TRY(ig_need_float(c, 0));
+    return ig_shape_from(c, 1, c->in[0]->dtype, c->out[0]);
+}
+
+/* (dy, X, scale, mean, var) -> dX like X, dscale and dbias like scale. */
+kn_status *kn_infer_KnBatchNormalizationGrad(kn_infer_ctx *c) {
+    for (int k = 0; k < 5; k++) KN_TRY(ig_need_float(c, k));
+    const kn_tensor *x = c->in[1], *scale = c->in[2];
+    for (int k = 0; k < 3 && k < c->n_out; k++) {
+        if (!c->out[k]) continue;
+        const kn_tensor *src = k == 0 ? x : scale;
+        c->out[k]->dtype = src->dtype;
+        kn_tensor_set_shape(c->out[k], src->ndim, src->dims);
+        if (src->ndim < 0) c->out[k]->ndim = -1;
+    }
+    return NULL;
+}

@@ -104,7 +104,9 @@ static const kn_window_attrs *window_attrs(const struct kn_node *n) {
     case KN_OP_MaxPool:
     case KN_OP_LpPool:
     case KN_OP_GlobalLpPool:
-    case KN_OP_MaxUnpool: return &KN_PARAMS(n, pool)->win;
+    case KN_OP_MaxUnpool:
+    case KN_OP_KnMaxPoolGrad:
+    case KN_OP_KnAveragePoolGrad: return &KN_PARAMS(n, pool)->win;
     default: return &KN_PARAMS(n, conv)->win;
     }
 }

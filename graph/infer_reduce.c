@@ -82,7 +82,9 @@ kn_status *kn_params_decode_batchnorm(const kn_node *n, void *out) {
     kn_params_batchnorm *p = out;
     p->epsilon = kn_attr_float(n, "epsilon", 1e-5f);
     p->momentum = kn_attr_float(n, "momentum", 0.9f);
-    p->training_mode_attr = n->opset >= 14 && kn_attr_int(n, "training_mode", 0) != 0;
+    /* kiln's BatchNormalizationGrad (opset 1) takes the attribute as well */
+    bool kiln = n->domain && !strcmp(n->domain, "kiln");
+    p->training_mode_attr = (n->opset >= 14 || kiln) && kn_attr_int(n, "training_mode", 0) != 0;
     return NULL;
 }
 

@@ -159,6 +159,9 @@ kn_status *kn_params_decode_dropout(const kn_node *n, void *out) {
     const kn_attr *sa = kn_node_attr(n, "seed");
     p->has_seed = sa != NULL;
     p->seed = sa ? sa->i : 0;
+    const kn_attr *ss = kn_node_attr(n, "kiln_step_seed");
+    p->has_step_seed = ss != NULL;
+    p->step_seed = ss ? (uint64_t)ss->i : 0;
     return NULL;
 }
 

@@ -172,6 +172,11 @@ typedef struct kn_params_dropout {
     bool training_attr;
     bool has_seed;
     int64_t seed;
+    /* kiln_step_seed (set by kn_graph_set_dropout for training): the mask comes from this seed
+     * and the run's counter (kn_exec_ctx.seed), so each step draws a new mask that a fresh
+     * session with the same seed draws again */
+    bool has_step_seed;
+    uint64_t step_seed;
 } kn_params_dropout;
 
 /* Shape: start, end (has_end false: the rank). */

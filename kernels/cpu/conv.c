@@ -676,3 +676,204 @@ kn_status *kn_cpu_DeformConv(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
         }
     return NULL;
 }
+
+/* ---------------------------------------------------------------- Conv backward (kiln ops) */
+
+/* The geometry of the Conv a ConvGradX / ConvGradW node differentiates, from X's and W's dims
+ * (one of them the node's output, the other an input), checked against dy. */
+static kn_status *conv_grad_geom(const kn_node *node, const char *op, const kn_tensor *dy, const int64_t *xd,
+                                 const int64_t *wd, int nd, int64_t *G, kn_conv_geom *g) {
+    char bd[KN_DESC_LEN];
+    int nsp = nd - 2;
+    if (nd < 3 || nd > KN_MAX_DIMS || dy->ndim != nd)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: dy %s must have the rank of X and W (>= 3)", op, DESC(dy, bd));
+    *G = KN_PARAMS(node, conv)->group;
+    if (*G < 1 || xd[1] != wd[1] * *G || wd[0] % *G)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: X channels %lld and W [%lld, %lld, ...] do not fit group %lld",
+                        op, (long long)xd[1], (long long)wd[0], (long long)wd[1], (long long)*G);
+    KN_TRY(kn_conv_geometry(node, op, nsp, xd + 2, wd + 2, false, g));
+    bool ok = dy->dims[0] == xd[0] && dy->dims[1] == wd[0];
+    for (int i = 0; ok && i < nsp; i++) ok = dy->dims[2 + i] == g->out[i];
+    if (!ok) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: dy %s does not fit the convolution", op, DESC(dy, bd));
+    return NULL;
+}
+
+/* The float32 work of ConvGradX and ConvGradW: one GEMM (and col2im or im2col) per unit, a unit
+ * being an (image, group) for dX (disjoint slices of dX) and a group for dW (its slice of dW,
+ * summed over the images by the GEMM's beta). As in the forward, many small units (depthwise,
+ * small images) run one per thread; otherwise each GEMM is threaded inside. */
+typedef struct conv_grad_job {
+    const float *dy, *src; /* src: W for dX, X for dW */
+    float *dst;            /* dX or dW, zeroed */
+    int64_t N, G, Cg, Mg;
+    win wn;
+    bool direct; /* dW of a 1x1 stride-1 unpadded kernel: X is its own column matrix */
+    float *cols; /* Cg * k * positions floats per slot */
+    int64_t slots;
+    kn_threadpool *pool;
+} conv_grad_job;
+
+static void conv_grad_x_slot(void *ctx, int64_t begin, int64_t end) {
+    const conv_grad_job *j = ctx;
+    const win *w = &j->wn;
+    int64_t K = j->Cg * w->k_n, M = j->Mg * j->G, C = j->Cg * j->G;
+    for (int64_t s = begin; s < end; s++)
+        for (int64_t item = s; item < j->N * j->G; item += j->slots) {
+            int64_t n = item / j->G, gi = item % j->G;
+            float *col = j->cols + s * K * w->col_n;
+            /* col (Cg*k x out) = W_g^T (Cg*k x Mg) * dy_g (Mg x out) */
+            kn_sgemm(j->pool, true, false, K, w->col_n, j->Mg, 1.0f, j->src + gi * j->Mg * K, K,
+                     j->dy + (n * M + gi * j->Mg) * w->col_n, w->col_n, 0.0f, col, w->col_n);
+            col2im(col, j->Cg, w, j->dst + (n * C + gi * j->Cg) * w->img_n);
+        }
+}
+
+static void conv_grad_w_slot(void *ctx, int64_t begin, int64_t end) {
+    const conv_grad_job *j = ctx;
+    const win *w = &j->wn;
+    int64_t K = j->Cg * w->k_n, M = j->Mg * j->G, C = j->Cg * j->G;
+    int64_t wl = w->cols[w->nsp - 1], nouter = wl ? w->col_n / wl : 0;
+    for (int64_t s = begin; s < end; s++)
+        for (int64_t gi = s; gi < j->G; gi += j->slots)
+            for (int64_t n = 0; n < j->N; n++) {
+                const float *xg = j->src + (n * C + gi * j->Cg) * w->img_n;
+                float *col = j->direct ? NULL : j->cols + s * K * w->col_n;
+                if (col) im2col(xg, j->Cg, w, 0, nouter, col);
+                /* dW_g (Mg x Cg*k) += dy_g (Mg x out) * col^T (out x Cg*k) */
+                kn_sgemm(j->pool, false, true, j->Mg, K, w->col_n, 1.0f, j->dy + (n * M + gi * j->Mg) * w->col_n,
+                         w->col_n, col ? col : xg, w->col_n, 1.0f, j->dst + gi * j->Mg * K, K);
+            }
+}
+
+static kn_status *conv_grad_run(kn_exec_ctx *ctx, conv_grad_job *j, int64_t units, kn_range_fn fn) {
+    const win *w = &j->wn;
+    int64_t T = ctx->pool ? kn_threadpool_size(ctx->pool) : 1, K = j->Cg * w->k_n;
+    double unit_flops = 2.0 * (double)j->Mg * (double)w->col_n * (double)K * (units == j->G ? (double)j->N : 1.0);
+    bool per_unit = T > 1 && units >= 2 * T && unit_flops < 2e7;
+    j->slots = per_unit ? T : 1;
+    j->pool = per_unit ? NULL : ctx->pool;
+    if (!j->direct) {
+        size_t bytes = sizeof(float) * (size_t)(K * w->col_n) * (size_t)j->slots;
+        j->cols = kn_scratch_alloc(ctx, bytes ? bytes : 1);
+        if (!j->cols) return KN_OOM(bytes);
+    }
+    if (per_unit) kn_parallel_for(ctx->pool, j->slots, 1, fn, j);
+    else fn(j, 0, 1);
+    return NULL;
+}
+
+/* dX = the adjoint of Conv in X: per (image, group) col = W_g^T dy_g, folded back by col2im (the
+ * ConvTranspose computation); float64 by the direct scatter of the same sum. */
+kn_status *kn_cpu_KnConvGradX(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                              kn_tensor *const *out, int n_out) {
+    const kn_tensor *dy = in[0], *w = in[1];
+    kn_tensor *dx = out[0];
+    if (!conv_float_dtype(dy->dtype)) return kn_err_dtype(node, dy);
+    if (w->dtype != dy->dtype) return kn_err_dtype(node, w);
+    if (w->ndim != dx->ndim)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvGradX: W has rank %d, X %d", w->ndim, dx->ndim);
+    int64_t G;
+    kn_conv_geom g;
+    KN_TRY(conv_grad_geom(node, "ConvGradX", dy, dx->dims, w->dims, dx->ndim, &G, &g));
+    int64_t N = dx->dims[0], C = dx->dims[1], M = w->dims[0], Cg = C / G, Mg = M / G, nx = kn_numel(dx);
+    win wn = win_from_conv(&g);
+    if (nx == 0) return NULL;
+    if (dy->dtype == KN_F64) {
+        const double *d = dy->data, *wt = w->data;
+        double *x = dx->data;
+        memset(x, 0, sizeof(double) * (size_t)nx);
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t m = 0; m < M; m++) {
+                int64_t grp = m / Mg;
+                for (int64_t o = 0; o < wn.col_n; o++) {
+                    double gv = d[(n * M + m) * wn.col_n + o];
+                    int64_t opos[KN_MAX_DIMS], rem = o;
+                    for (int dd = wn.nsp - 1; dd >= 0; dd--) {
+                        opos[dd] = rem % wn.cols[dd];
+                        rem /= wn.cols[dd];
+                    }
+                    for (int64_t kk = 0; kk < wn.k_n; kk++) {
+                        int64_t kpos[KN_MAX_DIMS], off = 0;
+                        kpos_of(&wn, kk, kpos);
+                        bool ok = true;
+                        for (int dd = 0; dd < wn.nsp && ok; dd++) {
+                            int64_t ip = opos[dd] * wn.s[dd] - wn.pb[dd] + kpos[dd] * wn.d[dd];
+                            ok = ip >= 0 && ip < wn.img[dd];
+                            off = off * wn.img[dd] + ip;
+                        }
+                        if (!ok) continue;
+                        for (int64_t c = 0; c < Cg; c++)
+                            x[(n * C + grp * Cg + c) * wn.img_n + off] += gv * wt[(m * Cg + c) * wn.k_n + kk];
+                    }
+                }
+            }
+        return NULL;
+    }
+    float *df = to_f32(ctx, dy), *wf = to_f32(ctx, w);
+    float *xf = dx->dtype == KN_F32 ? dx->data : kn_scratch_alloc(ctx, sizeof(float) * (size_t)nx);
+    if (!df || !wf || !xf) return KN_OOM(sizeof(float) * (size_t)nx);
+    memset(xf, 0, sizeof(float) * (size_t)nx);
+    conv_grad_job j = {df, wf, xf, N, G, Cg, Mg, wn, false, NULL, 1, ctx->pool};
+    KN_TRY(conv_grad_run(ctx, &j, N * G, conv_grad_x_slot));
+    from_f32(dx, xf);
+    return NULL;
+}
+
+/* dW = sum over images of dy_g times the unfolded X_g (im2col; X itself for a 1x1 stride-1
+ * unpadded kernel), accumulated by the GEMM's beta; float64 by the direct sum. */
+kn_status *kn_cpu_KnConvGradW(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                              kn_tensor *const *out, int n_out) {
+    const kn_tensor *dy = in[0], *x = in[1];
+    kn_tensor *dw = out[0];
+    if (!conv_float_dtype(dy->dtype)) return kn_err_dtype(node, dy);
+    if (x->dtype != dy->dtype) return kn_err_dtype(node, x);
+    if (x->ndim != dw->ndim)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvGradW: X has rank %d, W %d", x->ndim, dw->ndim);
+    int64_t G;
+    kn_conv_geom g;
+    KN_TRY(conv_grad_geom(node, "ConvGradW", dy, x->dims, dw->dims, x->ndim, &G, &g));
+    int64_t N = x->dims[0], C = x->dims[1], M = dw->dims[0], Cg = C / G, Mg = M / G, nw = kn_numel(dw);
+    win wn = win_from_conv(&g);
+    if (nw == 0) return NULL;
+    if (dy->dtype == KN_F64) {
+        const double *d = dy->data, *xv = x->data;
+        double *wt = dw->data;
+        memset(wt, 0, sizeof(double) * (size_t)nw);
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t m = 0; m < M; m++) {
+                int64_t grp = m / Mg;
+                for (int64_t o = 0; o < wn.col_n; o++) {
+                    double gv = d[(n * M + m) * wn.col_n + o];
+                    int64_t opos[KN_MAX_DIMS], rem = o;
+                    for (int dd = wn.nsp - 1; dd >= 0; dd--) {
+                        opos[dd] = rem % wn.cols[dd];
+                        rem /= wn.cols[dd];
+                    }
+                    for (int64_t kk = 0; kk < wn.k_n; kk++) {
+                        int64_t kpos[KN_MAX_DIMS], off = 0;
+                        kpos_of(&wn, kk, kpos);
+                        bool ok = true;
+                        for (int dd = 0; dd < wn.nsp && ok; dd++) {
+                            int64_t ip = opos[dd] * wn.s[dd] - wn.pb[dd] + kpos[dd] * wn.d[dd];
+                            ok = ip >= 0 && ip < wn.img[dd];
+                            off = off * wn.img[dd] + ip;
+                        }
+                        if (!ok) continue;
+                        for (int64_t c = 0; c < Cg; c++)
+                            wt[(m * Cg + c) * wn.k_n + kk] += gv * xv[(n * C + grp * Cg + c) * wn.img_n + off];
+                    }
+                }
+            }
+        return NULL;
+    }
+    float *df = to_f32(ctx, dy), *xf = to_f32(ctx, x);
+    float *wf = dw->dtype == KN_F32 ? dw->data : kn_scratch_alloc(ctx, sizeof(float) * (size_t)nw);
+    if (!df || !xf || !wf) return KN_OOM(sizeof(float) * (size_t)nw);
+    memset(wf, 0, sizeof(float) * (size_t)nw);
+    conv_grad_job j = {df, xf, wf, N, G, Cg, Mg, wn, true, NULL, 1, ctx->pool};
+    for (int i = 0; i < g.nsp; i++)
+        if (g.k[i] != 1 || g.stride[i] != 1 || g.pad_b[i] || g.pad_e[i]) j.direct = false;
+    KN_TRY(conv_grad_run(ctx, &j, G, conv_grad_w_slot));
+    from_f32(dw, wf);
+    return NULL;
+}

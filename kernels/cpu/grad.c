@@ -236,3 +236,60 @@ kn_status *kn_cpu_KnSliceGrad(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     }
     return NULL;
 }
+
+/* BatchNormalizationGrad(dy, x, scale, mean, var) per channel c over its N x S values, with
+ * xhat = (x - mean) * inv, inv = 1 / sqrt(var + eps): dbias = sum dy, dscale = sum dy * xhat;
+ * inference mode: dx = dy * scale * inv (mean and var are the inputs); training mode (mean and
+ * var the batch's, var biased, recomputed here): dx = scale * inv * (dy - (dbias + xhat * dscale)
+ * / count), as PyTorch's batch_norm_backward. */
+kn_status *kn_cpu_KnBatchNormalizationGrad(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                           kn_tensor *const *out, int n_out) {
+    const kn_tensor *dy = in[0], *x = in[1], *scale = in[2], *mean = in[3], *var = in[4];
+    if (!kg_float(x->dtype)) return kn_err_dtype(node, x);
+    char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
+    KN_CHECK(x->ndim >= 2 && kn_same_shape(dy, x), KN_ERR_INVALID_ARGUMENT,
+             "BatchNormalizationGrad: dy %s and X %s differ (or rank < 2)", kn_tensor_desc(dy, b1, sizeof b1),
+             kn_tensor_desc(x, b2, sizeof b2));
+    int64_t N = x->dims[0], C = x->dims[1], S = 1;
+    for (int i = 2; i < x->ndim; i++) S *= x->dims[i];
+    KN_CHECK(kn_numel(scale) == C && kn_numel(mean) == C && kn_numel(var) == C, KN_ERR_INVALID_ARGUMENT,
+             "BatchNormalizationGrad: scale, mean and var must have %lld values", (long long)C);
+    const kn_params_batchnorm *p = KN_PARAMS(node, batchnorm);
+    bool training = p->training_mode_attr;
+    double eps = p->epsilon, cnt = (double)(N * S);
+    kn_tensor *dx = out[0], *dscale = n_out > 1 ? out[1] : NULL, *dbias = n_out > 2 ? out[2] : NULL;
+    for (int64_t c = 0; c < C; c++) {
+        double mu = kn_red_ld(mean->data, mean->dtype, c), v = kn_red_ld(var->data, var->dtype, c);
+        if (training) {
+            double s = 0, q = 0;
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t i = 0; i < S; i++) s += kn_red_ld(x->data, x->dtype, (n * C + c) * S + i);
+            mu = cnt > 0 ? s / cnt : 0;
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t i = 0; i < S; i++) {
+                    double d = kn_red_ld(x->data, x->dtype, (n * C + c) * S + i) - mu;
+                    q += d * d;
+                }
+            v = cnt > 0 ? q / cnt : 0;
+        }
+        double inv = 1.0 / sqrt(v + eps), sc = kn_red_ld(scale->data, scale->dtype, c), sdy = 0, sdyx = 0;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t i = 0; i < S; i++) {
+                int64_t k = (n * C + c) * S + i;
+                double d = kn_red_ld(dy->data, dy->dtype, k);
+                sdy += d;
+                sdyx += d * (kn_red_ld(x->data, x->dtype, k) - mu) * inv;
+            }
+        if (dscale) kn_red_st(dscale->data, dscale->dtype, c, sdyx);
+        if (dbias) kn_red_st(dbias->data, dbias->dtype, c, sdy);
+        if (!dx) continue;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t i = 0; i < S; i++) {
+                int64_t k = (n * C + c) * S + i;
+                double d = kn_red_ld(dy->data, dy->dtype, k), r = d;
+                if (training) r = d - (sdy + (kn_red_ld(x->data, x->dtype, k) - mu) * inv * sdyx) / cnt;
+                kn_red_st(dx->data, dx->dtype, k, sc * inv * r);
+            }
+    }
+    return NULL;
+}

@@ -281,3 +281,119 @@ kn_status *kn_cpu_MaxUnpool(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
     }
     return NULL;
 }
+
+/* ---------------------------------------------------------------- pool backward (kiln ops) */
+
+/* MaxPoolGrad(dy, X) and AveragePoolGrad(dy, x_shape): the forward's window walk again (same
+ * geometry, ceil_mode, pads and dilations), each dy element sent back to the first maximum of its
+ * window (the forward's and PyTorch's choice on ties) or spread over the window's in-image
+ * positions with the forward's divisor. Planes run in parallel; each sums in double. */
+typedef struct pool_grad_job {
+    bool max;
+    const kn_tensor *dy, *x; /* x: MaxPoolGrad only */
+    kn_tensor *dx;
+    kn_conv_geom g;
+    int64_t in_n, out_n, k_n;
+    bool include_pad;
+    double *acc; /* in_n per plane */
+} pool_grad_job;
+
+static void pool_grad_planes(void *ctx, int64_t begin, int64_t end) {
+    const pool_grad_job *j = ctx;
+    const kn_conv_geom *g = &j->g;
+    int nsp = g->nsp;
+    for (int64_t pl = begin; pl < end; pl++) {
+        double *acc = j->acc + pl * j->in_n;
+        memset(acc, 0, sizeof(double) * (size_t)j->in_n);
+        int64_t xb = pl * j->in_n, yb = pl * j->out_n;
+        for (int64_t o = 0; o < j->out_n; o++) {
+            int64_t opos[KN_MAX_DIMS], rem = o;
+            for (int d = nsp - 1; d >= 0; d--) {
+                opos[d] = rem % g->out[d];
+                rem /= g->out[d];
+            }
+            double gv = rd(j->dy, yb + o), best_v = -INFINITY;
+            int64_t best = -1, cnt_valid = 0, cnt_pad = 0;
+            /* two passes for the average: the divisor first, then the spread */
+            for (int pass = 0; pass < (j->max ? 1 : 2); pass++) {
+                double share = 0;
+                if (pass == 1) {
+                    int64_t div = j->include_pad ? cnt_pad : cnt_valid;
+                    if (!div) break;
+                    share = gv / (double)div;
+                }
+                for (int64_t kk = 0; kk < j->k_n; kk++) {
+                    int64_t r = kk, off = 0, ipos[KN_MAX_DIMS];
+                    bool inside = true, in_pad = true;
+                    for (int d = nsp - 1; d >= 0; d--) {
+                        int64_t q = r % g->k[d];
+                        r /= g->k[d];
+                        ipos[d] = opos[d] * g->stride[d] - g->pad_b[d] + q * g->dil[d];
+                        if (ipos[d] < 0 || ipos[d] >= g->in[d]) inside = false;
+                        if (ipos[d] < -g->pad_b[d] || ipos[d] >= g->in[d] + g->pad_e[d]) in_pad = false;
+                    }
+                    if (pass == 0 && in_pad) cnt_pad++;
+                    if (!inside) continue;
+                    for (int d = 0; d < nsp; d++) off = off * g->in[d] + ipos[d];
+                    if (pass == 1) acc[off] += share;
+                    else if (j->max) {
+                        double v = rd(j->x, xb + off);
+                        if (v > best_v || best < 0) {
+                            best_v = v;
+                            best = off;
+                        }
+                    } else cnt_valid++;
+                }
+            }
+            if (j->max && best >= 0) acc[best] += gv;
+        }
+        for (int64_t i = 0; i < j->in_n; i++) wr(j->dx, xb + i, acc[i]);
+    }
+}
+
+static kn_status *pool_grad(kn_exec_ctx *ctx, const kn_node *node, const char *op, bool max, const kn_tensor *dy,
+                            const kn_tensor *x, kn_tensor *dx) {
+    char bd[KN_DESC_LEN], bx[KN_DESC_LEN];
+    if (!float_dtype(dy->dtype)) return kn_err_dtype(node, dy);
+    if (x && x->dtype != dy->dtype) return kn_err_dtype(node, x);
+    int nd = dx->ndim, nsp = nd - 2;
+    const kn_params_pool *pp = KN_PARAMS(node, pool);
+    if (nd < 3 || nd > KN_MAX_DIMS || dy->ndim != nd || pp->win.n_kernel_shape != nsp)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: dy %s and X %s do not fit kernel_shape", op, DESC(dy, bd),
+                        DESC(dx, bx));
+    pool_grad_job j;
+    memset(&j, 0, sizeof j);
+    j.max = max;
+    j.dy = dy;
+    j.x = x;
+    j.dx = dx;
+    j.include_pad = pp->count_include_pad;
+    KN_TRY(kn_conv_geometry(node, op, nsp, dx->dims + 2, pp->win.kernel_shape, pp->ceil_mode, &j.g));
+    bool ok = dy->dims[0] == dx->dims[0] && dy->dims[1] == dx->dims[1];
+    j.in_n = j.out_n = j.k_n = 1;
+    for (int i = 0; i < nsp; i++) {
+        ok = ok && dy->dims[2 + i] == j.g.out[i];
+        j.in_n *= j.g.in[i];
+        j.out_n *= j.g.out[i];
+        j.k_n *= j.g.k[i];
+    }
+    if (!ok)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: dy %s does not fit the pooling of %s", op, DESC(dy, bd),
+                        DESC(dx, bx));
+    int64_t planes = dx->dims[0] * dx->dims[1];
+    if (planes == 0 || j.in_n == 0) return NULL;
+    j.acc = kn_scratch_alloc(ctx, sizeof(double) * (size_t)(planes * j.in_n));
+    if (!j.acc) return KN_OOM(sizeof(double) * (size_t)(planes * j.in_n));
+    kn_parallel_for(ctx->pool, planes, 1 + 16384 / (j.out_n * j.k_n + 1), pool_grad_planes, &j);
+    return NULL;
+}
+
+kn_status *kn_cpu_KnMaxPoolGrad(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                kn_tensor *const *out, int n_out) {
+    return pool_grad(ctx, node, "MaxPoolGrad", true, in[0], in[1], out[0]);
+}
+
+kn_status *kn_cpu_KnAveragePoolGrad(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                    kn_tensor *const *out, int n_out) {
+    return pool_grad(ctx, node, "AveragePoolGrad", false, in[0], NULL, out[0]);
+}

@@ -439,7 +439,14 @@ kn_status *kn_cpu_Dropout(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
     const kn_params_dropout *dp = KN_PARAMS(node, dropout);
     mt19937 *mt = kn_scratch_alloc(ctx, sizeof *mt);
     if (!mt) return KN_OOM(sizeof *mt);
-    mt_seed(mt, (uint32_t)(dp->has_seed ? (uint64_t)dp->seed : ctx->seed));
+    uint64_t seed = dp->has_seed ? (uint64_t)dp->seed : ctx->seed;
+    if (dp->has_step_seed) { /* splitmix64 of the node's seed and the run's counter */
+        uint64_t z = dp->step_seed + ctx->seed + 0x9e3779b97f4a7c15ull;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        seed = (z ^ (z >> 31)) ^ ((z ^ (z >> 31)) >> 32);
+    }
+    mt_seed(mt, (uint32_t)seed);
     double scale = 1.0 / (1.0 - ratio);
     for (int64_t i = 0; i < n; i++) {
         double u = mt_double(mt);

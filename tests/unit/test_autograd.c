@@ -4,9 +4,14 @@
  * gradient with central finite differences of the loss, as ggml's test-backend-ops does. The
  * cases cover broadcasting, odd sizes, reductions with keepdims 0/1 and negative axes, MatMul's
  * batch broadcasting and 1-D operands, Gather with repeated indices, a two-layer MLP and an
- * embedding + LayerNorm + attention-like block; then the error for an op without a rule. */
+ * embedding + LayerNorm + attention-like block, the convolution family (1-D to 3-D, strides,
+ * pads, auto_pad, dilations, groups, float32 GEMM paths), pools, BatchNormalization in both
+ * modes, Dropout in training mode, activations, reductions and data movement; then the error
+ * for an op without a rule, ties at maxima, kn_graph_set_dropout, and a check that every op with
+ * a RULE row appears in some case. */
 #include "tests/unit/harness.h"
 #include "autograd/autograd.h"
+#include "autograd/dropout.h"
 #include "graph/model.h"
 #include "graph/passes.h"
 #include "runtime/kiln.h"
@@ -594,6 +599,413 @@ static void b_block(kn_graph *g) {
     tg_output(g, "y");
 }
 
+/* ---- the convolution family ---- */
+#define INS(...) (int64_t[]){__VA_ARGS__}, sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)
+static void b_conv2d(kn_graph *g) { /* strides 2x1, asymmetric pads, bias */
+    IN(g, "x", 2, 3, 5, 6);
+    IN(g, "w", 4, 3, 3, 2);
+    IN(g, "b", 4);
+    NODE_A(g, "Conv", "x w b", "y", attr_ints("strides", INS(2, 1)), attr_ints("pads", INS(1, 0, 0, 1)));
+    tg_output(g, "y");
+}
+static void b_conv2d_group_dil(kn_graph *g) {
+    IN(g, "x", 1, 4, 6, 5);
+    IN(g, "w", 6, 2, 2, 3);
+    NODE_A(g, "Conv", "x w", "y", attr_i("group", 2), attr_ints("dilations", INS(2, 1)),
+           attr_ints("kernel_shape", INS(2, 3)));
+    tg_output(g, "y");
+}
+static void b_conv2d_depthwise(kn_graph *g) {
+    IN(g, "x", 2, 3, 5, 5);
+    IN(g, "w", 3, 1, 3, 3);
+    IN(g, "b", 3);
+    NODE_A(g, "Conv", "x w b", "y", attr_i("group", 3), attr_s("auto_pad", "SAME_UPPER"),
+           attr_ints("strides", INS(2, 2)));
+    tg_output(g, "y");
+}
+static void b_conv1d(kn_graph *g) {
+    IN(g, "x", 2, 3, 7);
+    IN(g, "w", 2, 3, 3);
+    NODE_A(g, "Conv", "x w", "y", attr_ints("pads", INS(2, 1)), attr_ints("strides", INS(2)));
+    tg_output(g, "y");
+}
+static void b_conv3d(kn_graph *g) {
+    IN(g, "x", 1, 2, 3, 4, 3);
+    IN(g, "w", 2, 2, 2, 2, 2);
+    IN(g, "b", 2);
+    NODE_A(g, "Conv", "x w b", "y", attr_s("auto_pad", "SAME_LOWER"));
+    tg_output(g, "y");
+}
+#define IN32(g, name, ...) tg_input(g, name, KN_F32, D(__VA_ARGS__))
+static void b_conv2d_f32(kn_graph *g) { /* the im2col + GEMM path */
+    IN32(g, "x", 2, 4, 6, 7);
+    IN32(g, "w", 6, 2, 3, 3);
+    IN32(g, "b", 6);
+    NODE_A(g, "Conv", "x w b", "y", attr_i("group", 2), attr_ints("pads", INS(1, 1, 1, 1)),
+           attr_ints("strides", INS(1, 2)), attr_ints("dilations", INS(1, 2)));
+    tg_output(g, "y");
+}
+static void b_conv_dw_f32(kn_graph *g) { /* depthwise: many small GEMMs, one per thread */
+    IN32(g, "x", 3, 6, 5, 5);
+    IN32(g, "w", 6, 1, 3, 3);
+    NODE_A(g, "Conv", "x w", "y", attr_i("group", 6), attr_ints("pads", INS(1, 1, 1, 1)));
+    tg_output(g, "y");
+}
+static void b_conv1x1_f32(kn_graph *g) { /* the direct (no im2col) path */
+    IN32(g, "x", 2, 3, 4, 5);
+    IN32(g, "w", 5, 3, 1, 1);
+    NODE(g, "Conv", "x w", "y");
+    tg_output(g, "y");
+}
+static void b_maxpool(kn_graph *g) {
+    IN(g, "x", 2, 2, 5, 6);
+    NODE_A(g, "MaxPool", "x", "y", attr_ints("kernel_shape", INS(2, 3)), attr_ints("strides", INS(2, 2)),
+           attr_ints("pads", INS(1, 0, 0, 1)));
+    tg_output(g, "y");
+}
+static void b_maxpool_ceil_dil(kn_graph *g) { /* overlapping windows, Indices output unused */
+    IN(g, "x", 1, 3, 7, 6);
+    NODE_A(g, "MaxPool", "x", "y ind", attr_ints("kernel_shape", INS(3, 2)), attr_ints("strides", INS(2, 1)),
+           attr_ints("dilations", INS(1, 2)), attr_i("ceil_mode", 1));
+    tg_output(g, "y");
+}
+static void b_maxpool1d_f32(kn_graph *g) {
+    IN32(g, "x", 2, 3, 9);
+    NODE_A(g, "MaxPool", "x", "y", attr_ints("kernel_shape", INS(3)), attr_ints("strides", INS(2)),
+           attr_s("auto_pad", "SAME_UPPER"));
+    tg_output(g, "y");
+}
+static void b_avgpool(kn_graph *g) {
+    IN(g, "x", 2, 3, 5, 6);
+    NODE_A(g, "AveragePool", "x", "y", attr_ints("kernel_shape", INS(3, 2)), attr_ints("strides", INS(2, 2)),
+           attr_ints("pads", INS(1, 1, 1, 0)));
+    tg_output(g, "y");
+}
+static void b_avgpool_incl_ceil(kn_graph *g) {
+    IN(g, "x", 1, 2, 6, 7);
+    NODE_A(g, "AveragePool", "x", "y", attr_ints("kernel_shape", INS(3, 3)), attr_ints("strides", INS(2, 2)),
+           attr_ints("pads", INS(1, 1, 1, 1)), attr_i("count_include_pad", 1), attr_i("ceil_mode", 1));
+    tg_output(g, "y");
+}
+static void b_avgpool3d(kn_graph *g) {
+    IN(g, "x", 1, 2, 4, 3, 5);
+    NODE_A(g, "AveragePool", "x", "y", attr_ints("kernel_shape", INS(2, 2, 3)), attr_s("auto_pad", "SAME_LOWER"));
+    tg_output(g, "y");
+}
+static void b_global_avg(kn_graph *g) {
+    IN(g, "x", 2, 3, 4, 5);
+    NODE(g, "GlobalAveragePool", "x", "y");
+    tg_output(g, "y");
+}
+static void b_global_max(kn_graph *g) {
+    IN(g, "x", 2, 3, 7);
+    NODE(g, "GlobalMaxPool", "x", "y");
+    tg_output(g, "y");
+}
+static void b_bn_infer(kn_graph *g) {
+    IN(g, "x", 2, 3, 4, 2);
+    IN(g, "s", 3);
+    IN(g, "b", 3);
+    tg_f64(g, "m", 1, (int64_t[]){3}, (double[]){0.1, -0.2, 0.3});
+    tg_f64(g, "v", 1, (int64_t[]){3}, (double[]){0.5, 1.5, 0.8});
+    tg_node_v(g, "BatchNormalization", "", 15, "x s b m v", "y", (kn_attr[]){attr_f("epsilon", 1e-3f)}, 1);
+    tg_output(g, "y");
+}
+static void b_bn_train(kn_graph *g) { /* batch statistics; the running ones are outputs nobody differentiates */
+    IN(g, "x", 3, 2, 5);
+    IN(g, "s", 2);
+    IN(g, "b", 2);
+    tg_f64(g, "m", 1, (int64_t[]){2}, (double[]){0.1, -0.2});
+    tg_f64(g, "v", 1, (int64_t[]){2}, (double[]){0.5, 1.5});
+    tg_node_v(g, "BatchNormalization", "", 15, "x s b m v", "y rm rv",
+              (kn_attr[]){attr_i("training_mode", 1), attr_f("momentum", 0.8f)}, 2);
+    tg_output(g, "y");
+}
+static void b_bn_train_2d(kn_graph *g) { /* [N, C] input, as after a Gemm */
+    IN(g, "x", 6, 3);
+    IN(g, "s", 3);
+    IN(g, "b", 3);
+    tg_f64(g, "m", 1, (int64_t[]){3}, (double[]){0, 0, 0});
+    tg_f64(g, "v", 1, (int64_t[]){3}, (double[]){1, 1, 1});
+    tg_node_v(g, "BatchNormalization", "", 15, "x s b m v", "y", (kn_attr[]){attr_i("training_mode", 1)}, 1);
+    tg_output(g, "y");
+}
+
+/* Training mode with the ONNX seed attribute: the same mask at every run, so finite
+ * differences see one function. */
+static void b_dropout_train(kn_graph *g) {
+    IN(g, "x", 3, 7);
+    double r = 0.3;
+    tg_f64(g, "ratio", 0, NULL, &r);
+    tg_const(g, "train", mk(KN_BOOL, 0, NULL, (double[]){1}));
+    tg_node_v(g, "Dropout", "", 13, "x ratio train", "y", (kn_attr[]){attr_i("seed", 7)}, 1);
+    tg_output(g, "y");
+}
+static void b_dropout_train_mask(kn_graph *g) { /* the mask output already on, default ratio */
+    IN(g, "x", 2, 9);
+    tg_const(g, "train", mk(KN_BOOL, 0, NULL, (double[]){1}));
+    tg_node_v(g, "Dropout", "", 13, "x - train", "y mask", (kn_attr[]){attr_i("seed", 3)}, 1);
+    tg_output(g, "y");
+}
+
+/* ---- more unary functions, activations, reductions and data movement ---- */
+UNARY_CASE(b_abs, "Abs")
+UNARY_CASE(b_reciprocal, "Reciprocal")
+UNARY_CASE(b_sin, "Sin")
+UNARY_CASE(b_cos, "Cos")
+UNARY_CASE(b_tan, "Tan")
+UNARY_CASE(b_sinh, "Sinh")
+UNARY_CASE(b_cosh, "Cosh")
+UNARY_CASE(b_asin, "Asin")
+UNARY_CASE(b_acos, "Acos")
+UNARY_CASE(b_atan, "Atan")
+UNARY_CASE(b_asinh, "Asinh")
+UNARY_CASE(b_acosh, "Acosh")
+UNARY_CASE(b_atanh, "Atanh")
+UNARY_CASE(b_floor, "Floor")
+UNARY_CASE(b_ceil, "Ceil")
+UNARY_CASE(b_round, "Round")
+UNARY_CASE(b_sign, "Sign")
+UNARY_CASE(b_selu, "Selu")
+UNARY_CASE(b_softplus, "Softplus")
+UNARY_CASE(b_softsign, "Softsign")
+UNARY_CASE(b_hardswish, "HardSwish")
+UNARY_CASE(b_mish, "Mish")
+#define ACT_CASE(fn, op, ...) \
+    static void fn(kn_graph *g) { \
+        IN(g, "x", 3, 5); \
+        NODE_A(g, op, "x", "y", __VA_ARGS__); \
+        tg_output(g, "y"); \
+    }
+ACT_CASE(b_leakyrelu, "LeakyRelu", attr_f("alpha", 0.2f))
+ACT_CASE(b_elu, "Elu", attr_f("alpha", 0.7f))
+ACT_CASE(b_celu, "Celu", attr_f("alpha", 1.3f))
+ACT_CASE(b_hardsigmoid, "HardSigmoid", attr_f("alpha", 0.3f), attr_f("beta", 0.4f))
+ACT_CASE(b_swish, "Swish", attr_f("alpha", 1.5f))
+ACT_CASE(b_thresholdedrelu, "ThresholdedRelu", attr_f("alpha", 0.3f))
+ACT_CASE(b_shrink, "Shrink", attr_f("lambd", 0.4f), attr_f("bias", 0.1f))
+static void b_clip(kn_graph *g) { /* tensor bounds, both differentiated */
+    IN(g, "x", 3, 5);
+    IN(g, "lo");
+    IN(g, "hi");
+    NODE(g, "Abs", "hi", "ahi"); /* keep max above min for any draw */
+    NODE(g, "Neg", "ahi", "nhi");
+    NODE(g, "Min", "lo nhi", "lo2");
+    NODE(g, "Clip", "x lo2 ahi", "y");
+    tg_output(g, "y");
+}
+static void b_clip_min_only(kn_graph *g) {
+    IN(g, "x", 4, 3);
+    double m = -0.25;
+    tg_f64(g, "lo", 0, NULL, &m);
+    NODE(g, "Clip", "x lo", "y");
+    tg_output(g, "y");
+}
+static void b_clip_attr(kn_graph *g) {
+    IN(g, "x", 11);
+    tg_node_v(g, "Clip", "", 6, "x", "y", (kn_attr[]){attr_f("min", -0.3f), attr_f("max", 0.6f)}, 2);
+    tg_output(g, "y");
+}
+static void b_prelu(kn_graph *g) {
+    IN(g, "x", 2, 3, 4);
+    IN(g, "s", 3, 1);
+    NODE(g, "PRelu", "x s", "y");
+    tg_output(g, "y");
+}
+static void b_mean(kn_graph *g) {
+    IN(g, "a", 2, 3);
+    IN(g, "b", 3);
+    IN(g, "c", 2, 1);
+    NODE(g, "Mean", "a b c", "y");
+    tg_output(g, "y");
+}
+static void b_sum3(kn_graph *g) {
+    IN(g, "a", 2, 3);
+    IN(g, "b", 3);
+    IN(g, "c", 1, 1);
+    NODE(g, "Sum", "a b c", "y");
+    tg_output(g, "y");
+}
+#define REDUCE_CASE(fn, op, keep, ...) \
+    static void fn(kn_graph *g) { \
+        IN(g, "x", 2, 3, 5); \
+        NODE_A(g, op, "x", "y", attr_i("keepdims", keep), ##__VA_ARGS__); \
+        tg_output(g, "y"); \
+    }
+REDUCE_CASE(b_rmax_k0, "ReduceMax", 0, attr_ints("axes", INS(1)))
+REDUCE_CASE(b_rmin_all, "ReduceMin", 1)
+REDUCE_CASE(b_rl1, "ReduceL1", 0, attr_ints("axes", INS(-1, 0)))
+REDUCE_CASE(b_rl2, "ReduceL2", 1, attr_ints("axes", INS(2)))
+REDUCE_CASE(b_rsumsq, "ReduceSumSquare", 0, attr_ints("axes", INS(0, 2)))
+REDUCE_CASE(b_rlogsum, "ReduceLogSum", 1, attr_ints("axes", INS(1)))
+REDUCE_CASE(b_rlogsumexp, "ReduceLogSumExp", 0, attr_ints("axes", INS(-1)))
+REDUCE_CASE(b_rprod, "ReduceProd", 0, attr_ints("axes", INS(1)))
+static void b_rmax_op18(kn_graph *g) { /* axes as an input */
+    IN(g, "x", 4, 3);
+    tg_ints(g, "ax", 1, (int64_t[]){0});
+    tg_node_v(g, "ReduceMax", "", 18, "x ax", "y", NULL, 0);
+    tg_output(g, "y");
+}
+static void b_pad(kn_graph *g) { /* added and cropped edges */
+    IN(g, "x", 3, 4, 5);
+    tg_ints(g, "p", 6, (int64_t[]){1, 0, -1, 0, 2, 1});
+    double v = 0.5;
+    tg_f64(g, "v", 0, NULL, &v);
+    NODE(g, "Pad", "x p v", "y");
+    tg_output(g, "y");
+}
+static void b_pad_value(kn_graph *g) { /* the constant value differentiated too */
+    IN(g, "x", 2, 3);
+    IN(g, "v");
+    tg_ints(g, "p", 4, (int64_t[]){0, 1, 2, 0});
+    NODE(g, "Pad", "x p v", "y");
+    tg_output(g, "y");
+}
+static void b_pad_axes(kn_graph *g) {
+    IN(g, "x", 2, 3, 4);
+    tg_ints(g, "p", 2, (int64_t[]){2, 1});
+    tg_ints(g, "ax", 1, (int64_t[]){-1});
+    tg_node_v(g, "Pad", "", 18, "x p - ax", "y", NULL, 0);
+    tg_output(g, "y");
+}
+static void b_pad_attr(kn_graph *g) {
+    IN(g, "x", 3, 2);
+    tg_node_v(g, "Pad", "", 2, "x", "y", (kn_attr[]){attr_ints("pads", INS(1, 0, 0, 2))}, 1);
+    tg_output(g, "y");
+}
+static void b_tile(kn_graph *g) {
+    IN(g, "x", 2, 3);
+    tg_ints(g, "r", 2, (int64_t[]){3, 2});
+    NODE(g, "Tile", "x r", "y");
+    tg_output(g, "y");
+}
+static void b_gather_elements(kn_graph *g) {
+    IN(g, "x", 3, 4);
+    int64_t d[2] = {2, 4};
+    tg_const(g, "i", mk(KN_I64, 2, d, (double[]){0, 2, 2, -1, 1, 2, 0, 0}));
+    NODE_A(g, "GatherElements", "x i", "y", attr_i("axis", 0));
+    tg_output(g, "y");
+}
+static void b_cumsum(kn_graph *g) {
+    IN(g, "x", 3, 5);
+    tg_ints(g, "ax", 1, (int64_t[]){1});
+    NODE(g, "CumSum", "x ax", "y");
+    tg_output(g, "y");
+}
+static void b_cumsum_excl_rev(kn_graph *g) {
+    IN(g, "x", 4, 3);
+    tg_ints(g, "ax", 1, (int64_t[]){0});
+    NODE_A(g, "CumSum", "x ax", "y", attr_i("exclusive", 1), attr_i("reverse", 1));
+    tg_output(g, "y");
+}
+
+static void b_rmsnorm(kn_graph *g) {
+    IN(g, "x", 2, 3, 6);
+    IN(g, "s", 6);
+    tg_node_v(g, "RMSNormalization", "", 23, "x s", "y", NULL, 0);
+    tg_output(g, "y");
+}
+static void b_rmsnorm_ax1(kn_graph *g) {
+    IN(g, "x", 2, 3, 4);
+    IN(g, "s", 3, 1);
+    tg_node_v(g, "RMSNormalization", "", 23, "x s", "y", (kn_attr[]){attr_i("axis", 1), attr_f("epsilon", 1e-3f)}, 2);
+    tg_output(g, "y");
+}
+static void b_instnorm(kn_graph *g) {
+    IN(g, "x", 2, 3, 4, 5);
+    IN(g, "s", 3);
+    IN(g, "b", 3);
+    NODE_A(g, "InstanceNormalization", "x s b", "y", attr_f("epsilon", 1e-3f));
+    tg_output(g, "y");
+}
+static void b_groupnorm21(kn_graph *g) { /* per-channel scale */
+    IN(g, "x", 2, 6, 5);
+    IN(g, "s", 6);
+    IN(g, "b", 6);
+    tg_node_v(g, "GroupNormalization", "", 21, "x s b", "y", (kn_attr[]){attr_i("num_groups", 3)}, 1);
+    tg_output(g, "y");
+}
+static void b_groupnorm18(kn_graph *g) { /* per-group scale */
+    IN(g, "x", 2, 4, 3, 2);
+    IN(g, "s", 2);
+    IN(g, "b", 2);
+    tg_node_v(g, "GroupNormalization", "", 18, "x s b", "y", (kn_attr[]){attr_i("num_groups", 2)}, 1);
+    tg_output(g, "y");
+}
+
+/* ConvTranspose's CPU kernel computes in float32 for every dtype: float32 tolerances. */
+static void b_convt(kn_graph *g) {
+    IN(g, "x", 2, 4, 3, 3);
+    IN(g, "w", 4, 3, 3, 2);
+    IN(g, "b", 3);
+    NODE_A(g, "ConvTranspose", "x w b", "y", attr_ints("strides", INS(2, 1)), attr_ints("pads", INS(1, 0, 0, 1)),
+           attr_ints("output_padding", INS(1, 0)));
+    tg_output(g, "y");
+}
+static void b_convt_group(kn_graph *g) {
+    IN(g, "x", 1, 4, 3, 4);
+    IN(g, "w", 4, 2, 2, 2);
+    NODE_A(g, "ConvTranspose", "x w", "y", attr_i("group", 2), attr_ints("dilations", INS(2, 1)),
+           attr_s("auto_pad", "VALID"));
+    tg_output(g, "y");
+}
+
+static void b_trilu(kn_graph *g) {
+    IN(g, "x", 2, 4, 5);
+    int64_t one = 1;
+    tg_const(g, "k1", mk_raw(KN_I64, 0, NULL, &one));
+    NODE_A(g, "Trilu", "x k1", "y", attr_i("upper", 0));
+    tg_output(g, "y");
+}
+static void b_topk(kn_graph *g) {
+    IN(g, "x", 3, 6);
+    tg_ints(g, "k", 1, (int64_t[]){2});
+    NODE_A(g, "TopK", "x k", "v i", attr_i("axis", 1));
+    tg_output(g, "v");
+}
+static void b_gathernd(kn_graph *g) {
+    IN(g, "x", 3, 4, 2);
+    int64_t d[2] = {3, 2};
+    tg_const(g, "i", mk(KN_I64, 2, d, (double[]){0, 1, 2, 3, 0, 1}));
+    NODE(g, "GatherND", "x i", "y");
+    tg_output(g, "y");
+}
+static void b_scatter_elements(kn_graph *g) {
+    IN(g, "x", 3, 4);
+    IN(g, "u", 2, 4);
+    int64_t d[2] = {2, 4};
+    tg_const(g, "i", mk(KN_I64, 2, d, (double[]){0, 2, 1, 0, 2, 0, 0, 1}));
+    NODE_A(g, "ScatterElements", "x i u", "y", attr_i("axis", 0));
+    tg_output(g, "y");
+}
+static void b_scatter_elements_add(kn_graph *g) {
+    IN(g, "x", 2, 5);
+    IN(g, "u", 2, 3);
+    int64_t d[2] = {2, 3};
+    tg_const(g, "i", mk(KN_I64, 2, d, (double[]){1, 1, 4, 0, -1, 0}));
+    NODE_A(g, "ScatterElements", "x i u", "y", attr_i("axis", 1), attr_s("reduction", "add"));
+    tg_output(g, "y");
+}
+static void b_scatter_nd(kn_graph *g) {
+    IN(g, "x", 4, 3);
+    IN(g, "u", 2, 3);
+    int64_t d[2] = {2, 1};
+    tg_const(g, "i", mk(KN_I64, 2, d, (double[]){1, 3}));
+    NODE(g, "ScatterND", "x i u", "y");
+    tg_output(g, "y");
+}
+UNARY_CASE(b_hardmax, "Hardmax")
+static void b_lpnorm2(kn_graph *g) {
+    IN(g, "x", 3, 4);
+    NODE(g, "LpNormalization", "x", "y");
+    tg_output(g, "y");
+}
+static void b_lpnorm1(kn_graph *g) {
+    IN(g, "x", 3, 4);
+    NODE_A(g, "LpNormalization", "x", "y", attr_i("axis", 0), attr_i("p", 1));
+    tg_output(g, "y");
+}
+
 static const gcase cases[] = {
     {"add [2,3,4]+[4]", b_add},
     {"mul [2,1,4]*[3,1]", b_mul},
@@ -656,6 +1068,95 @@ static const gcase cases[] = {
     {"gather axis 1, negative index", b_gather_ax1},
     {"two-layer MLP", b_mlp},
     {"transformer block", b_block},
+    {"conv2d strides 2x1, pads, bias", b_conv2d},
+    {"conv2d group 2, dilations", b_conv2d_group_dil},
+    {"conv2d depthwise SAME_UPPER stride 2", b_conv2d_depthwise},
+    {"conv1d pads, stride 2", b_conv1d},
+    {"conv3d SAME_LOWER, bias", b_conv3d},
+    {"conv2d float32 group dilations (im2col)", b_conv2d_f32, 0, 0, 1e-2, 2e-3},
+    {"conv 1x1 float32 (direct)", b_conv1x1_f32, 0, 0, 1e-2, 2e-3},
+    {"conv depthwise float32, 6 groups", b_conv_dw_f32, 0, 0, 1e-2, 2e-3},
+    {"maxpool 2x3 stride 2 pads", b_maxpool},
+    {"maxpool ceil_mode dilations, Indices", b_maxpool_ceil_dil},
+    {"maxpool1d float32 SAME_UPPER", b_maxpool1d_f32, 0, 0, 1e-3, 2e-3},
+    {"averagepool pads", b_avgpool},
+    {"averagepool count_include_pad ceil_mode", b_avgpool_incl_ceil},
+    {"averagepool3d SAME_LOWER", b_avgpool3d},
+    {"globalaveragepool", b_global_avg},
+    {"globalmaxpool", b_global_max},
+    {"batchnorm inference", b_bn_infer},
+    {"batchnorm training", b_bn_train},
+    {"batchnorm training [N,C]", b_bn_train_2d},
+    {"dropout training ratio 0.3, seeded", b_dropout_train},
+    {"dropout training, mask output on", b_dropout_train_mask},
+    {"abs", b_abs},
+    {"reciprocal", b_reciprocal, 0.5, 1.5},
+    {"sin", b_sin},
+    {"cos", b_cos},
+    {"tan", b_tan},
+    {"sinh", b_sinh},
+    {"cosh", b_cosh},
+    {"asin", b_asin, -0.8, 0.8},
+    {"acos", b_acos, -0.8, 0.8},
+    {"atan", b_atan, -2, 2},
+    {"asinh", b_asinh, -2, 2},
+    {"acosh", b_acosh, 1.2, 2.5},
+    {"atanh", b_atanh, -0.8, 0.8},
+    {"floor (zero)", b_floor, -2.9, 2.9},
+    {"ceil (zero)", b_ceil, -2.9, 2.9},
+    {"round (zero)", b_round, -2.9, 2.9},
+    {"sign (zero)", b_sign},
+    {"selu", b_selu},
+    {"softplus", b_softplus, -3, 3},
+    {"softsign", b_softsign, -3, 3},
+    {"hardswish", b_hardswish, -5, 5},
+    {"mish", b_mish, -3, 3},
+    {"leakyrelu alpha 0.2", b_leakyrelu},
+    {"elu alpha 0.7", b_elu},
+    {"celu alpha 1.3", b_celu},
+    {"hardsigmoid alpha 0.3 beta 0.4", b_hardsigmoid, -4, 4},
+    {"swish alpha 1.5", b_swish, -3, 3},
+    {"thresholdedrelu alpha 0.3", b_thresholdedrelu},
+    {"shrink lambd 0.4 bias 0.1", b_shrink},
+    {"clip, tensor bounds differentiated", b_clip},
+    {"clip min only", b_clip_min_only},
+    {"clip opset 6 attributes", b_clip_attr},
+    {"prelu slope [3,1]", b_prelu},
+    {"mean of three, broadcast", b_mean},
+    {"sum of three, broadcast", b_sum3},
+    {"reducemax axes [1] keepdims 0", b_rmax_k0},
+    {"reducemin all keepdims 1", b_rmin_all},
+    {"reducel1 axes [-1,0]", b_rl1},
+    {"reducel2 axes [2]", b_rl2},
+    {"reducesumsquare axes [0,2]", b_rsumsq},
+    {"reducelogsum axes [1]", b_rlogsum, 0.5, 1.5},
+    {"reducelogsumexp axes [-1]", b_rlogsumexp},
+    {"reduceprod axes [1]", b_rprod, 0.5, 1.5},
+    {"reducemax opset 18 axes input", b_rmax_op18},
+    {"pad constant, negative pads", b_pad},
+    {"pad, value differentiated", b_pad_value},
+    {"pad opset 18 axes", b_pad_axes},
+    {"pad opset 2 attribute", b_pad_attr},
+    {"tile [3,2]", b_tile},
+    {"gatherelements repeated indices", b_gather_elements},
+    {"cumsum", b_cumsum},
+    {"cumsum exclusive reverse", b_cumsum_excl_rev},
+    {"rmsnormalization", b_rmsnorm},
+    {"rmsnormalization axis 1, scale [3,1]", b_rmsnorm_ax1},
+    {"instancenormalization", b_instnorm},
+    {"groupnormalization opset 21 (per channel)", b_groupnorm21},
+    {"groupnormalization opset 18 (per group)", b_groupnorm18},
+    {"convtranspose strides, pads, output_padding, bias", b_convt, 0, 0, 1e-2, 2e-3},
+    {"convtranspose group 2, dilations, VALID", b_convt_group, 0, 0, 1e-2, 2e-3},
+    {"trilu lower k 1", b_trilu},
+    {"topk axis 1", b_topk},
+    {"gathernd repeated slices", b_gathernd},
+    {"scatterelements", b_scatter_elements},
+    {"scatterelements add, repeated indices", b_scatter_elements_add},
+    {"scatternd", b_scatter_nd},
+    {"hardmax (zero)", b_hardmax},
+    {"lpnormalization p 2", b_lpnorm2},
+    {"lpnormalization p 1 axis 0", b_lpnorm1},
 };
 enum { N_CASES = sizeof cases / sizeof cases[0] };
 
@@ -669,7 +1170,7 @@ START_TEST(no_rule_names_path) {
     kn_graph *g = tg_new();
     IN(g, "x", 3);
     NODE(g, "Tanh", "x", "t");
-    NODE(g, "Abs", "t", "u");
+    NODE(g, "MeanVarianceNormalization", "t", "u");
     NODE(g, "Exp", "u", "y");
     NODE_A(g, "ReduceSum", "y", "loss", attr_i("keepdims", 0));
     tg_output(g, "loss");
@@ -678,7 +1179,9 @@ START_TEST(no_rule_names_path) {
     kn_status *st = kn_autograd(g, kn_graph_find_value(g, "loss"), &x, 1, NULL);
     ck_assert_ptr_nonnull(st);
     const char *msg = kn_status_message(st);
-    ck_assert_msg(strstr(msg, "Abs") && strstr(msg, "'x' -> 't'") && strstr(msg, "n1_Abs"), "message: %s", msg);
+    ck_assert_msg(strstr(msg, "MeanVarianceNormalization") && strstr(msg, "'x' -> 't'") &&
+                      strstr(msg, "n1_MeanVarianceNormalization"),
+                  "message: %s", msg);
     ck_assert_int_eq(kn_status_get_code(st), KN_ERR_UNSUPPORTED);
     kn_status_free(st);
     kn_graph_free(g);
@@ -738,6 +1241,143 @@ START_TEST(unknown_dtype_refused) {
 }
 END_TEST
 
+/* kn_graph_set_dropout: a new mask per run (step), the same sequence from a fresh session with
+ * the same seed, another from another seed; y is x / (1 - ratio) or 0 with about `ratio` dropped,
+ * and the gradient is the mask the forward drew, scaled. Ratio 0 leaves y = x. */
+static kn_graph *dropout_graph(double ratio, uint64_t seed, int *n_changed, int *gx) {
+    kn_graph *g = tg_new();
+    tg_input(g, "x", KN_F32, D(40, 50));
+    int64_t d[2] = {40, 50};
+    kn_tensor *R = mk(KN_F32, 2, d, NULL);
+    for (int64_t e = 0; e < 2000; e++) kn_set_f64(R, e, 0.5 + (double)(e % 7));
+    tg_const(g, "R", R);
+    tg_node_v(g, "Dropout", "", 11, "x", "y", NULL, 0); /* opset 11: ratio an attribute, no training mode */
+    NODE(g, "Mul", "y R", "p");
+    NODE_A(g, "ReduceSum", "p", "loss", attr_i("keepdims", 0));
+    tg_output(g, "loss");
+    tg_output(g, "y");
+    ck_assert_ptr_null(kn_graph_resolve_ops(g));
+    kn_status *st = kn_graph_set_dropout(g, ratio, seed, n_changed);
+    ck_assert_msg(st == NULL, "set_dropout: %s", st ? kn_status_message(st) : "");
+    int x = kn_graph_find_value(g, "x");
+    st = kn_autograd(g, kn_graph_find_value(g, "loss"), &x, 1, gx);
+    ck_assert_msg(st == NULL, "autograd: %s", st ? kn_status_message(st) : "");
+    return g;
+}
+
+/* Runs the session `steps` times; masks[step * 2000 + e] = element kept. */
+static void dropout_runs(double ratio, uint64_t seed, int steps, uint8_t *masks) {
+    int n_changed = 0, gx = -1;
+    kn_graph *g = dropout_graph(ratio, seed, &n_changed, &gx);
+    ck_assert_int_eq(n_changed, 1);
+    kn_model *m;
+    kn_session *s = open_session(g, &m);
+    kn_tensor *x = mk(KN_F32, 2, (int64_t[]){40, 50}, NULL);
+    for (int64_t e = 0; e < 2000; e++) kn_set_f64(x, e, 1.0 + (double)(e % 13));
+    for (int step = 0; step < steps; step++) {
+        kn_tensor outs[3];
+        kn_status *st = kn_session_run_values(s, x, outs);
+        ck_assert_msg(st == NULL, "run: %s", st ? kn_status_message(st) : "");
+        int dropped = 0;
+        double scale = 1.0 / (1.0 - ratio);
+        for (int64_t e = 0; e < 2000; e++) {
+            double xv = kn_get_f64(x, e), yv = kn_get_f64(&outs[1], e), gv = kn_get_f64(&outs[2], e);
+            double rv = 0.5 + (double)(e % 7);
+            bool keep = yv != 0;
+            masks[step * 2000 + e] = keep;
+            dropped += !keep;
+            ck_assert_msg(fabs(yv - (keep ? xv * scale : 0)) <= 1e-5 * xv * scale, "y[%lld] = %g for x %g",
+                          (long long)e, yv, xv);
+            ck_assert_msg(fabs(gv - (keep ? rv * scale : 0)) <= 1e-5 * rv * scale, "grad[%lld] = %g", (long long)e, gv);
+        }
+        if (ratio == 0) ck_assert_int_eq(dropped, 0);
+        else ck_assert_msg(fabs(dropped / 2000.0 - ratio) < 0.05, "dropped %d of 2000 at ratio %g", dropped, ratio);
+        for (int k = 0; k < 3; k++) kn_tensor_release(&outs[k]);
+    }
+    kn_tensor_free(x);
+    kn_session_free(s);
+    kn_model_free(m);
+}
+
+START_TEST(set_dropout_training) {
+    uint8_t a[3 * 2000], b[3 * 2000], c[3 * 2000], z[2000];
+    dropout_runs(0.25, 42, 3, a);
+    dropout_runs(0.25, 42, 3, b);
+    dropout_runs(0.25, 43, 3, c);
+    ck_assert_msg(!memcmp(a, b, sizeof a), "the same seed drew other masks in a fresh session");
+    ck_assert_msg(memcmp(a, a + 2000, 2000) && memcmp(a + 2000, a + 4000, 2000), "a step repeated the last mask");
+    ck_assert_msg(memcmp(a, c, 2000), "another seed drew the same mask");
+    dropout_runs(0.0, 42, 1, z);
+}
+END_TEST
+
+/* Every op whose grad column is RULE appears in at least one finite-difference case (as the op
+ * under test or on the differentiated path of one): a rule added without a case fails here,
+ * naming the op. */
+START_TEST(every_rule_has_a_case) {
+    bool seen[KN_OP_COUNT] = {false};
+    for (int k = 0; k < N_CASES; k++) {
+        kn_graph *g = tg_new();
+        cases[k].build(g);
+        ck_assert_ptr_null(kn_graph_resolve_ops(g));
+        for (int i = 0; i < g->n_nodes; i++)
+            if (g->nodes[i].op >= 0) seen[g->nodes[i].op] = true;
+        kn_graph_free(g);
+    }
+    int n_rule = 0, missing = 0;
+    char names[2048] = "";
+    for (int op = 0; op < KN_OP_COUNT; op++) {
+        if (kn_op_table[op].grad != KN_GRAD_RULE) continue;
+        n_rule++;
+        if (seen[op]) continue;
+        missing++;
+        size_t len = strlen(names);
+        snprintf(names + len, sizeof names - len, " %s%s%s", kn_op_table[op].domain,
+                 kn_op_table[op].domain[0] ? ":" : "", kn_op_table[op].name);
+    }
+    fprintf(stderr, "autograd: %d ops with a gradient rule, checked by %d finite-difference cases\n", n_rule, N_CASES);
+    ck_assert_msg(missing == 0, "%d RULE ops without a finite-difference case:%s", missing, names);
+}
+END_TEST
+
+/* Ties at the maximum, as PyTorch: ReduceMax splits dy evenly between tied elements (amax),
+ * MaxPool sends it to the first maximum of each window, GlobalMaxPool splits it (amax again). */
+static void tie_case(const char *op, const kn_attr *attrs, int n_attrs, const int64_t *dims, int nd, const double *x,
+                     const double *want) {
+    kn_graph *g = tg_new();
+    tg_input(g, "x", KN_F64, dims, nd);
+    tg_node_v(g, op, "", 0, "x", "y", attrs, n_attrs);
+    NODE_A(g, "ReduceSum", "y", "loss", attr_i("keepdims", 0));
+    tg_output(g, "loss");
+    ck_assert_ptr_null(kn_graph_resolve_ops(g));
+    int wrt = kn_graph_find_value(g, "x");
+    kn_status *st = kn_autograd(g, kn_graph_find_value(g, "loss"), &wrt, 1, NULL);
+    ck_assert_msg(st == NULL, "autograd: %s", st ? kn_status_message(st) : "");
+    kn_model *m;
+    kn_session *s = open_session(g, &m);
+    kn_tensor *xt = mk(KN_F64, nd, dims, x);
+    kn_tensor outs[2];
+    st = kn_session_run_values(s, xt, outs);
+    ck_assert_msg(st == NULL, "run: %s", st ? kn_status_message(st) : "");
+    expect_close(&outs[1], want, kn_numel(xt), 0, 1e-15, op);
+    for (int k = 0; k < 2; k++) kn_tensor_release(&outs[k]);
+    kn_tensor_free(xt);
+    kn_session_free(s);
+    kn_model_free(m);
+}
+
+START_TEST(ties_as_pytorch) {
+    tie_case("ReduceMax", (kn_attr[]){attr_i("keepdims", 0)}, 1, (int64_t[]){2, 3}, 2, (double[]){1, 3, 3, 2, 3, 0},
+             (double[]){0, 1.0 / 3, 1.0 / 3, 0, 1.0 / 3, 0});
+    tie_case("ReduceMin", (kn_attr[]){attr_ints("axes", INS(1))}, 1, (int64_t[]){2, 3}, 2, (double[]){1, 1, 3, 2, 4, 2},
+             (double[]){0.5, 0.5, 0, 0.5, 0, 0.5});
+    tie_case("MaxPool", (kn_attr[]){attr_ints("kernel_shape", INS(2)), attr_ints("strides", INS(1))}, 2,
+             (int64_t[]){1, 1, 4}, 3, (double[]){3, 3, 1, 1}, (double[]){1, 1, 1, 0});
+    tie_case("GlobalMaxPool", NULL, 0, (int64_t[]){1, 2, 3}, 3, (double[]){5, 1, 5, 0, 0, -1},
+             (double[]){0.5, 0, 0.5, 0.5, 0.5, 0});
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("autograd");
     TCase *tc = tcase_create("autograd");
@@ -746,6 +1386,9 @@ int main(void) {
     tcase_add_test(tc, no_rule_names_path);
     tcase_add_test(tc, shape_paths_and_initializers);
     tcase_add_test(tc, unknown_dtype_refused);
+    tcase_add_test(tc, set_dropout_training);
+    tcase_add_test(tc, every_rule_has_a_case);
+    tcase_add_test(tc, ties_as_pytorch);
     suite_add_tcase(s, tc);
     return kn_test_run_suite(s);
 }
