@@ -1,8 +1,10 @@
 /* Training graphs through the CUDA backend: a model's forward graph plus its loss is
  * differentiated by kn_autograd (as the trainer does: the trainable weights are graph inputs),
  * then one device=cuda session and one device=cpu session run forward and backward on the same
- * inputs, and every gradient must agree: max |cuda - cpu| <= 1e-4 * max |cpu| per gradient (and
- * the loss within 1e-5 relative). Every node of the training graph must run on the device: a
+ * inputs, and every gradient must agree: max |cuda - cpu| <= 1e-4 * max |cpu| + 1e-8 per gradient
+ * (the absolute term for a gradient that is zero in exact arithmetic, such as the key bias's,
+ * which softmax ignores: both sides give rounding noise near 1e-10) and the loss within 1e-5
+ * relative. Every node of the training graph must run on the device: a
  * node the CUDA backend leaves to the CPU (reported through the session's log) fails the test.
  * Models: the MLP of train.parity_mlp (Gemm, Relu, Tanh, cross-entropy with an ignored label)
  * and a one-layer transformer encoder (embedding Gather, sliced position table, LayerNorm,
@@ -69,7 +71,8 @@ static kn_tensor *i64s(int nd, const int64_t *d, const int64_t *v) {
     memcpy(t->data, v, sizeof(int64_t) * (size_t)kn_numel(t));
     return t;
 }
-#define D(...) (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__}
+#define D(...) \
+    (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]) { __VA_ARGS__ }
 
 static void t_weight(tb *b, const char *name, int nd, const int64_t *d, double scale) {
     t_input(b, name, rnd_f32(nd, d, -scale, scale), true);
@@ -117,7 +120,8 @@ static void t_node(tb *b, const char *op, const char *ins, const char *outs, con
     for (int i = 0; i < n_attrs; i++) die(kn_attr_copy(&a[i], &attrs[i]), "attribute");
     char name[64];
     snprintf(name, sizeof name, "n%d_%s", b->g->n_nodes, op);
-    if (kn_graph_add_node(b->g, name, op, "", iv, ni, ov, no, a, n_attrs) < 0) die(kn_error(KN_ERR_RUNTIME, "node"), op);
+    if (kn_graph_add_node(b->g, name, op, "", iv, ni, ov, no, a, n_attrs) < 0)
+        die(kn_error(KN_ERR_RUNTIME, "node"), op);
 }
 #define N0(b, op, ins, outs) t_node(b, op, ins, outs, NULL, 0)
 #define NA(b, op, ins, outs, ...) \
@@ -295,8 +299,8 @@ static int check_model(const char *name, int (*build)(tb *)) {
             const char *on = g->values[g->outputs[o]].name;
             int64_t n = kn_numel(&rc[o]);
             if (n != kn_numel(&rg[o])) {
-                printf("FAIL %s: output %s has %lld elements on cuda, %lld on cpu\n", name, on, (long long)kn_numel(&rg[o]),
-                       (long long)n);
+                printf("FAIL %s: output %s has %lld elements on cuda, %lld on cpu\n", name, on,
+                       (long long)kn_numel(&rg[o]), (long long)n);
                 fail = 1;
                 continue;
             }
@@ -319,10 +323,10 @@ static int check_model(const char *name, int (*build)(tb *)) {
                     at = i;
                 }
             }
-            double rel = mx > 0 ? md / mx : md;
+            double rel = mx > 1e-6 ? md / mx : 0; /* a zero gradient's noise is not a relative error */
             if (rel > worst) worst = rel;
             n_grads++;
-            if (!(rel <= 1e-4) || (mx == 0 && md > 0)) {
+            if (!(md <= 1e-4 * mx + 1e-8)) {
                 printf("FAIL %s: %s: max |diff| %.3g at %lld (cpu %.9g, cuda %.9g), max |cpu| %.3g\n", name, on, md,
                        (long long)at, kn_get_f64(&rc[o], at), kn_get_f64(&rg[o], at), mx);
                 fail = 1;
@@ -332,7 +336,8 @@ static int check_model(const char *name, int (*build)(tb *)) {
             printf("FAIL %s: %d gradients, %d trainable weights\n", name, n_grads, b.n_wrt);
             fail = 1;
         }
-        printf("%s run %d: %d nodes, %d gradients, loss cpu %.9g cuda %.9g, worst gradient max|diff|/max|cpu| %.3g\n",
+        printf("%s run %d: %d nodes, %d gradients, loss cpu %.9g cuda %.9g, worst max|diff|/max|cpu| %.3g (gradients "
+               "above 1e-6)\n",
                name, rep + 1, g->n_nodes, n_grads, loss_c, loss_g, worst);
         for (int o = 0; o < n_out; o++) kn_tensor_release(&rg[o]);
     }
