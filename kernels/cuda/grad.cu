@@ -89,7 +89,8 @@ KN_CUDA_KERNEL(KnReduceSumTo) {
     int64_t ny = kn_numel(y);
     if (ny <= 0) return NULL;
     int r = x->ndim, lead = x->ndim - y->ndim;
-    if (lead < 0) return kn_error(KN_ERR_INVALID_ARGUMENT, "ReduceSumTo: output rank %d above input rank %d", y->ndim, r);
+    if (lead < 0)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "ReduceSumTo: output rank %d above input rank %d", y->ndim, r);
     kg_sumto_geom g;
     memset(&g, 0, sizeof g);
     g.n_red = 1;
@@ -120,7 +121,8 @@ KN_CUDA_KERNEL(KnReduceSumTo) {
 // ---- SoftmaxGrad / LogSoftmaxGrad(dy, y) ----
 // One block per row of n elements at stride inner: s = sum(dy * y) (log form: sum(dy)), then
 // dx = y * (dy - s) (log form: dy - exp(y) * s), in double.
-template <class T> __global__ void softmax_grad_kernel(T *dx, const T *dy, const T *y, int64_t n, int64_t inner, bool lg) {
+template <class T>
+__global__ void softmax_grad_kernel(T *dx, const T *dy, const T *y, int64_t n, int64_t inner, bool lg) {
     KN_SHARED(double, sh, 32);
     int64_t row = blockIdx.x, o = row / inner, p = row % inner, base = o * n * inner + p;
     double s = 0;
@@ -230,7 +232,8 @@ KN_CUDA_KERNEL(KnLayerNormalizationGrad) {
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN], b3[KN_DESC_LEN];
     KN_CHECK(kn_numel(scale) == n && kn_numel(mean) == rows && kn_numel(inv) == rows && kn_numel(in[0]) == rows * n,
              KN_ERR_INVALID_ARGUMENT, "LayerNormalizationGrad: scale %s or statistics %s do not match x %s",
-             kn_tensor_desc(scale, b1, sizeof b1), kn_tensor_desc(mean, b2, sizeof b2), kn_tensor_desc(x, b3, sizeof b3));
+             kn_tensor_desc(scale, b1, sizeof b1), kn_tensor_desc(mean, b2, sizeof b2),
+             kn_tensor_desc(x, b3, sizeof b3));
     if (rows > 0x7fffffffLL) return kn_error(KN_ERR_UNSUPPORTED, "LayerNormalizationGrad: %lld rows", (long long)rows);
     if (n <= 0) return NULL; // empty rows: dx is empty, and dscale/dbias too
     // with rows == 0 dscale and dbias are sums over nothing: the params kernel writes zeros
@@ -348,8 +351,9 @@ KN_CUDA_KERNEL(KnGatherGrad) {
     kn_cuda_stream *st = kn_cuda_st(ctx);
     size_t need = sizeof(int32_t) * (size_t)(dim + ni);
     if (need > st->ws_bytes || ni > 0x7fffffffLL)
-        return kn_error(KN_ERR_UNSUPPORTED, "GatherGrad: %lld indices into %lld rows need %zu bytes of workspace on cuda",
-                        (long long)ni, (long long)dim, need);
+        return kn_error(KN_ERR_UNSUPPORTED,
+                        "GatherGrad: %lld indices into %lld rows need %zu bytes of workspace on cuda", (long long)ni,
+                        (long long)dim, need);
     // the workspace is the stream's: the kernels below run in stream order with every other
     // user of it (cuBLASLt), so it is free here
     int32_t *ends = (int32_t *)st->ws, *list = ends + dim;
@@ -406,8 +410,12 @@ KN_CUDA_KERNEL(KnSliceGrad) {
     if (n <= 0) return NULL;
     unsigned gr = kn_cuda_blocks(n, 256);
     switch (kn_dtype_size(dy->dtype)) {
-    case 2: KN_LAUNCH(slice_grad_kernel<uint16_t>, gr, 256, 0, cs, (uint16_t *)y->data, (const uint16_t *)dy->data, n, g); break;
-    case 4: KN_LAUNCH(slice_grad_kernel<uint32_t>, gr, 256, 0, cs, (uint32_t *)y->data, (const uint32_t *)dy->data, n, g); break;
+    case 2:
+        KN_LAUNCH(slice_grad_kernel<uint16_t>, gr, 256, 0, cs, (uint16_t *)y->data, (const uint16_t *)dy->data, n, g);
+        break;
+    case 4:
+        KN_LAUNCH(slice_grad_kernel<uint32_t>, gr, 256, 0, cs, (uint32_t *)y->data, (const uint32_t *)dy->data, n, g);
+        break;
     default: return kn_err_dtype(node, dy);
     }
     KN_CUDA_LAUNCHED(node, "SliceGrad kernel");
