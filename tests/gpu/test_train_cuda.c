@@ -9,7 +9,8 @@
  * Models: the MLP of train.parity_mlp (Gemm, Relu, Tanh, cross-entropy with an ignored label)
  * and a one-layer transformer encoder (embedding Gather, sliced position table, LayerNorm,
  * two-head attention with a mask, erf GELU, mean pooling, a classifier and cross-entropy).
- * Each device session runs twice (the second run reuses its plan and arena). Exit 77 with
+ * Each device session runs twice (the second run reuses its plan and arena) and must give the same
+ * bits both times. Exit 77 with
  * "skipped: no CUDA device" where there is none. */
 #include "autograd/autograd.h"
 #include "autograd/loss.h"
@@ -293,7 +294,7 @@ static int check_model(const char *name, int (*build)(tb *)) {
     die(kn_session_create(m, &oc, &sc), "cpu session");
     die(kn_session_create(m, &og, &sg), "cuda session");
     int n_in = g->n_inputs, n_out = g->n_outputs, fail = 0;
-    static kn_tensor in[TB_MAX], rc[TB_MAX], rg[TB_MAX];
+    static kn_tensor in[TB_MAX], rc[TB_MAX], rg[TB_MAX], first[TB_MAX];
     for (int k = 0; k < n_in; k++) in[k] = *b.feed[k];
     int fb0 = fallbacks;
     die(kn_session_run_values(sc, in, rc), "cpu run");
@@ -345,7 +346,19 @@ static int check_model(const char *name, int (*build)(tb *)) {
         printf("%s run %d: %d nodes, %d gradients, loss cpu %.9g cuda %.9g, worst max|diff|/max|cpu| %.3g (gradients "
                "above 1e-6)\n",
                name, rep + 1, g->n_nodes, n_grads, loss_c, loss_g, worst);
-        for (int o = 0; o < n_out; o++) kn_tensor_release(&rg[o]);
+        /* the device's reductions have a fixed order (no float atomics): runs repeat bit for bit */
+        for (int o = 0; o < n_out; o++) {
+            if (rep == 0) {
+                first[o] = rg[o];
+                continue;
+            }
+            if (kn_nbytes(&rg[o]) != kn_nbytes(&first[o]) || memcmp(rg[o].data, first[o].data, kn_nbytes(&rg[o]))) {
+                printf("FAIL %s: %s differs between two cuda runs\n", name, g->values[g->outputs[o]].name);
+                fail = 1;
+            }
+            kn_tensor_release(&rg[o]);
+            kn_tensor_release(&first[o]);
+        }
     }
     if (fallbacks != fb0) {
         printf("FAIL %s: %d ops of the training graph ran on the CPU\n", name, fallbacks - fb0);
@@ -360,10 +373,11 @@ static int check_model(const char *name, int (*build)(tb *)) {
 }
 
 /* An ONNX sentence encoder (argv: model.onnx, its token output, its mask input), every float32
- * initializer of more than one element trainable (made a graph input, as the trainer does), with CosineSimilarityLoss over
- * mean pooling (train.parity_minilm's loss) on 2 pairs of 9 tokens: a manual check of a real
+ * initializer of more than one element trainable (made a graph input, as the trainer does), with
+ * CosineSimilarityLoss over mean pooling (train.parity_minilm's loss; argv[4] "cosent" or "mnrl":
+ * CoSENTLoss or MultipleNegativesRankingLoss) on 2 pairs of 9 tokens: a manual check of a real
  * model's training graph, e.g. the one tests/train_parity.py writes for train.parity_minilm. */
-static const char *onnx_path, *onnx_out, *onnx_mask;
+static const char *onnx_path, *onnx_out, *onnx_mask, *onnx_loss = "cosine";
 static int build_onnx(tb *b) {
     memset(b, 0, sizeof *b);
     die(kn_train_load(onnx_path, &b->m), onnx_path);
@@ -396,10 +410,15 @@ static int build_onnx(tb *b) {
     int pooled, u, w, sv, loss;
     die(kn_loss_mean_pool(g, kn_graph_find_value(g, onnx_out), kn_graph_find_value(g, onnx_mask), &pooled), "pool");
     die(kn_loss_split_halves(g, pooled, &u, &w), "halves");
+    if (!strcmp(onnx_loss, "mnrl")) {
+        die(kn_loss_multiple_negatives_ranking(g, u, w, 20.0, &loss), "loss");
+        return loss;
+    }
     die(kn_loss_add_input(g, "scores", KN_F32, 1, (int64_t[]){2}, &sv), "scores");
     kn_tensor *sc = rnd_f32(D(2), 0, 1);
     b->feed[n_feed++] = sc;
-    die(kn_loss_cosine_similarity(g, u, w, sv, &loss), "loss");
+    if (!strcmp(onnx_loss, "cosent")) die(kn_loss_cosent(g, u, w, sv, 20.0, &loss), "loss");
+    else die(kn_loss_cosine_similarity(g, u, w, sv, &loss), "loss");
     return loss;
 }
 
@@ -411,7 +430,8 @@ int main(int argc, char **argv) {
         kn_status_free(st);
         return 77;
     }
-    if (argc == 4) {
+    if (argc == 4 || argc == 5) {
+        if (argc == 5) onnx_loss = argv[4];
         onnx_path = argv[1];
         onnx_out = argv[2];
         onnx_mask = argv[3];
