@@ -54,3 +54,10 @@ add_executable(test_train_cuda_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_train_cu
 target_link_libraries(test_train_cuda_sim PRIVATE kiln_core_sim)
 add_test(NAME gpusim.train COMMAND test_train_cuda_sim)
 set_tests_properties(gpusim.train PROPERTIES TIMEOUT 600 ENVIRONMENT "KILN_SIM_RACECHECK=1")
+
+# the device optimiser and mixed-precision helpers (kernels/cuda/kn_train_cuda.h) against autograd/optim.c
+# bit for bit, the unscale pass, GradScaler's loss scale, weight copies and a whole mixed-precision loop
+add_executable(test_optim_cuda_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_optim_cuda.c)
+target_link_libraries(test_optim_cuda_sim PRIVATE kiln_core_sim)
+add_test(NAME gpusim.train_optim COMMAND test_optim_cuda_sim)
+set_tests_properties(gpusim.train_optim PROPERTIES TIMEOUT 600 ENVIRONMENT "KILN_SIM_RACECHECK=1")
