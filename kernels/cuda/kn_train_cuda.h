@@ -17,10 +17,15 @@
  *      kernels leave weights and moments untouched (the step is skipped, as GradScaler.step);
  *   5. kn_cuda_amp_update_scale (halve on overflow, grow after growth_interval good steps);
  *   6. kn_cuda_cast_weights master -> low-precision copies for the next forward.
- * In float32 only 4 applies. A step that was skipped still counts for the schedule on the host
- * only if the trainer wants it to (torch's scheduler.step() runs regardless). Device weights
- * that are graph constants (not inputs) live in the backend's weight cache, keyed by host
- * address: after updating the host copy, call b->forget(b, host) so the next run uploads it. */
+ * In float32 only 4 applies. torch's scheduler.step() runs after a skipped step too; whether the
+ * trainer's schedule counts it is the trainer's choice.
+ * Weights that are graph constants (not inputs) live in the backend's weight cache, keyed by
+ * their host address: b->weights(b, host, bytes, &dev) gives the device copy every session on the
+ * device reads, and kn_cuda_optim_update may update it in place, so the next run uses the new
+ * weights with no upload (the host copy is then stale; copy it back to export). A host copy
+ * updated on the host instead needs b->forget(b, host) before the next run, or the runs keep the
+ * old device copy. (The trainer today feeds its parameters as graph inputs, which are uploaded
+ * every run and not cached.) */
 #ifndef KN_TRAIN_CUDA_H
 #define KN_TRAIN_CUDA_H
 #include "graph/ops.h"

@@ -135,7 +135,8 @@ static kn_status *kt_begin(const kn_backend *b, void *stream, kt_stream *t) {
     t->b = b;
     t->own = !stream;
     t->s = (kn_cuda_stream *)stream;
-    if (!b || b->device != KN_DEVICE_CUDA) return kn_error(KN_ERR_INVALID_ARGUMENT, "kn_cuda_train: not a CUDA backend");
+    if (!b || b->device != KN_DEVICE_CUDA)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "kn_cuda_train: not a CUDA backend");
     if (t->own) {
         void *p = NULL;
         KN_TRY(b->stream_begin(b, &p));
@@ -187,7 +188,8 @@ extern "C" kn_status *kn_cuda_amp_found_inf_clear(const kn_backend *b, void *str
 extern "C" kn_status *kn_cuda_amp_unscale(const kn_backend *b, void *stream, kn_dtype dtype, const void *g, float *out,
                                           int64_t n, const float *inv_scale, int *found_inf) {
     if (dtype != KN_F32 && dtype != KN_F16 && dtype != KN_BF16)
-        return kn_error(KN_ERR_UNSUPPORTED, "kn_cuda_amp_unscale: gradients of dtype %d (float32, float16 or bfloat16 only)", (int)dtype);
+        return kn_error(KN_ERR_UNSUPPORTED,
+                        "kn_cuda_amp_unscale: gradients of dtype %d (float32, float16 or bfloat16 only)", (int)dtype);
     if (n <= 0) return NULL;
     kt_stream t;
     KN_TRY(kt_begin(b, stream, &t));

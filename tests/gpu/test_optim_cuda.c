@@ -6,12 +6,17 @@
  * inf/NaN flag; the loss scale against a transcription of torch's GradScaler.update; float16 /
  * bfloat16 weight copies against the CPU's conversions; the sum of squares against a double sum
  * and run to run; and a whole mixed-precision loop (float16 gradients of a scaled loss, one
- * overflowing step skipped, the scale halved and grown again) against the same loop on the host.
+ * overflowing step skipped, the scale halved and grown again) against the same loop on the host;
+ * and a constant weight of a cuda session updated in place in the device weight cache (the
+ * next run must see it without an upload).
  * Exit 77 with "skipped: no CUDA device" where there is none. */
 #include "autograd/optim.h"
+#include "graph/model.h"
+#include "graph/passes.h"
 #include "graph/ops.h"
 #include "kernels/cuda/kn_train_cuda.h"
 #include "runtime/core/dtype.h"
+#include "runtime/executor.h"
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
@@ -71,8 +76,8 @@ static void optim_case(const char *name, kn_optim_options *o, int64_t n) {
         for (int64_t i = 0; i < n; i++) g[i] = (float)urand(-2, 2) * (step == 3 ? 1e-3f : 1.0f);
         double lr = o->lr * (1.0 - 0.1 * (double)step);
         up(Dg, g, nb);
-        kn_cuda_optim co = {(int)o->kind, lr, o->momentum, o->dampening, o->nesterov, o->beta1, o->beta2, o->eps,
-                            o->weight_decay, step};
+        kn_cuda_optim co = {(int)o->kind, lr,       o->momentum, o->dampening,    o->nesterov,
+                            o->beta1,     o->beta2, o->eps,      o->weight_decay, step};
         void *s = NULL;
         ok(cu->stream_begin(cu, &s), "stream");
         ok(kn_cuda_optim_update(cu, s, &co, Dw, Dg, Dm, Dv, n, NULL), name);
@@ -94,8 +99,8 @@ static void optim_case(const char *name, kn_optim_options *o, int64_t n) {
     /* a found_inf word that is set: nothing changes */
     int one = 1, *Df = dev(sizeof(int));
     up(Df, &one, sizeof one);
-    kn_cuda_optim co = {(int)o->kind, o->lr, o->momentum, o->dampening, o->nesterov, o->beta1, o->beta2, o->eps,
-                        o->weight_decay, 7};
+    kn_cuda_optim co = {(int)o->kind, o->lr,    o->momentum, o->dampening,    o->nesterov,
+                        o->beta1,     o->beta2, o->eps,      o->weight_decay, 7};
     ok(kn_cuda_optim_update(cu, NULL, &co, Dw, Dg, Dm, Dv, n, Df), name);
     down(dw, Dw, nb);
     down(dm, Dm, nb);
@@ -117,12 +122,21 @@ static void test_optim(void) {
         const char *name = "";
         switch (k) {
         case 0: name = "sgd", o.kind = KN_OPTIM_SGD, o.lr = 0.1, o.weight_decay = 0; break;
-        case 1: name = "sgd_momentum_dampening", o.kind = KN_OPTIM_SGD, o.lr = 0.05, o.momentum = 0.9, o.dampening = 0.1, o.weight_decay = 0; break;
-        case 2: name = "sgd_nesterov_l2", o.kind = KN_OPTIM_SGD, o.lr = 0.05, o.momentum = 0.9, o.nesterov = true, o.weight_decay = 1e-2; break;
+        case 1:
+            name = "sgd_momentum_dampening", o.kind = KN_OPTIM_SGD, o.lr = 0.05, o.momentum = 0.9, o.dampening = 0.1,
+            o.weight_decay = 0;
+            break;
+        case 2:
+            name = "sgd_nesterov_l2", o.kind = KN_OPTIM_SGD, o.lr = 0.05, o.momentum = 0.9, o.nesterov = true,
+            o.weight_decay = 1e-2;
+            break;
         case 3: name = "adam_l2", o.kind = KN_OPTIM_ADAM, o.lr = 1e-3, o.weight_decay = 1e-2; break;
         case 4: name = "adam", o.kind = KN_OPTIM_ADAM, o.lr = 3e-3, o.weight_decay = 0; break;
         case 5: name = "adamw", o.kind = KN_OPTIM_ADAMW, o.lr = 5e-3, o.weight_decay = 0.01; break;
-        case 6: name = "adamw_no_decay_betas", o.kind = KN_OPTIM_ADAMW, o.lr = 1e-2, o.weight_decay = 0, o.beta1 = 0.8, o.beta2 = 0.95, o.eps = 1e-6; break;
+        case 6:
+            name = "adamw_no_decay_betas", o.kind = KN_OPTIM_ADAMW, o.lr = 1e-2, o.weight_decay = 0, o.beta1 = 0.8,
+            o.beta2 = 0.95, o.eps = 1e-6;
+            break;
         }
         for (int s = 0; s < 4; s++) optim_case(name, &o, sizes[s]);
     }
@@ -227,8 +241,8 @@ static void test_cast(void) {
             bool nan_both = isnan(w[i]) && isnan(b ? kn_bf16_to_f32(got[i]) : kn_f16_to_f32(got[i]));
             if (r != got[i] && !nan_both) bad = i;
         }
-        expect(bad < 0, "cast weights to %s: element %lld differs from the CPU's conversion", b ? "bfloat16" : "float16",
-               bad);
+        expect(bad < 0, "cast weights to %s: element %lld differs from the CPU's conversion",
+               b ? "bfloat16" : "float16", bad);
     }
     cu->free(cu, Dw), cu->free(cu, Dh);
     free(w), free(got);
@@ -327,6 +341,74 @@ static void test_amp_loop(void) {
     (void)g32;
 }
 
+/* ---- the weight cache: y = MatMul(x, W) with W a constant; an SGD step on the cached device copy
+ * (b->weights gives it) changes what the session's next run computes ---- */
+static void test_weight_cache(void) {
+    kn_graph *g = kn_graph_new("cache");
+    g->opsets[0] = 17;
+    g->opset_domains[0] = strdup("");
+    g->n_opsets = 1;
+    int x = kn_graph_add_value(g, "x"), wv = kn_graph_add_value(g, "W"), y = kn_graph_add_value(g, "y");
+    int64_t xd[2] = {2, 3}, wd[2] = {3, 4};
+    g->values[x].is_input = true;
+    g->values[x].type.dtype = KN_F32;
+    kn_tensor_set_shape(&g->values[x].type, 2, xd);
+    g->inputs = malloc(sizeof(int));
+    g->inputs[g->n_inputs++] = x;
+    g->values[y].is_output = true;
+    g->outputs = malloc(sizeof(int));
+    g->outputs[g->n_outputs++] = y;
+    kn_tensor *W = NULL, *X = NULL;
+    ok(kn_tensor_new(KN_F32, 2, wd, &W), "tensor");
+    ok(kn_tensor_new(KN_F32, 2, xd, &X), "tensor");
+    /* w: the expected weights; W's own host data is never changed, so only the device copy can
+     * carry the updates into the runs */
+    float *xs = X->data, gr[12], w[12];
+    for (int i = 0; i < 12; i++) w[i] = ((float *)W->data)[i] = (float)urand(-1, 1), gr[i] = (float)urand(-1, 1);
+    for (int i = 0; i < 6; i++) xs[i] = (float)urand(-1, 1);
+    g->values[wv].constant = W;
+    g->values[wv].type.dtype = KN_F32;
+    kn_tensor_set_shape(&g->values[wv].type, 2, wd);
+    if (kn_graph_add_node(g, "mm", "MatMul", "", (int[]){x, wv}, 2, &y, 1, NULL, 0) < 0)
+        ok(kn_error(KN_ERR_RUNTIME, "node"), "node");
+    ok(kn_graph_resolve_ops(g), "resolve");
+    kn_model *m = calloc(1, sizeof *m);
+    m->graph = g;
+    kn_session_options so;
+    kn_session_options_init(&so);
+    so.device = KN_DEVICE_CUDA;
+    kn_session *s = NULL;
+    ok(kn_session_create(m, &so, &s), "session");
+    int bad = 0;
+    for (int step = 0; step < 3; step++) {
+        kn_tensor out[1];
+        ok(kn_session_run_values(s, X, out), "run");
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 4; j++) {
+                double ref = 0;
+                for (int k = 0; k < 3; k++) ref += (double)xs[i * 3 + k] * w[k * 4 + j];
+                if (fabs(kn_get_f64(&out[0], i * 4 + j) - ref) > 1e-5) bad = 1;
+            }
+        kn_tensor_release(&out[0]);
+        /* an SGD step on the device copy the runs read, and the same on the host copy */
+        const void *d = NULL;
+        ok(cu->weights(cu, W->data, kn_nbytes(W), &d), "weights");
+        float *Dg = dev(sizeof gr);
+        up(Dg, gr, sizeof gr);
+        kn_cuda_optim co = {0, 0.5, 0, 0, false, 0, 0, 0, 0, step + 1};
+        ok(kn_cuda_optim_update(cu, NULL, &co, (float *)d, Dg, NULL, NULL, 12, NULL), "update");
+        cu->free(cu, Dg);
+        kn_optim_options o;
+        kn_optim_options_init(&o);
+        o.kind = KN_OPTIM_SGD;
+        o.weight_decay = 0;
+        kn_optim_update(&o, step + 1, 0.5, false, w, gr, NULL, NULL, 12);
+    }
+    expect(!bad, "weight cache: a run did not see the weights updated on the device%s (%lld)", "", 0);
+    kn_session_free(s);
+    kn_model_free(m);
+}
+
 int main(void) {
     kn_status *st = kn_backend_get(KN_DEVICE_CUDA, 0, &cu);
     if (st) {
@@ -344,6 +426,7 @@ int main(void) {
     test_cast();
     test_sumsq();
     test_amp_loop();
+    test_weight_cache();
     kn_status *e = kn_cuda_amp_unscale(cu, NULL, KN_I32, NULL, NULL, 4, NULL, NULL);
     expect(e != NULL, "unscale of int32 gradients was accepted%s%lld", "", 0);
     kn_status_free(e);
