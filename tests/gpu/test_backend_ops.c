@@ -761,6 +761,74 @@ static void test_grad_ops(void) {
         }
 }
 
+/* GatherGrad with an index outside the table: the run fails naming the node (the CPU refuses it
+ * too), int32 and int64 indices. */
+static void test_gather_grad_out_of_range(void) {
+    op_stats *S = &stats[KN_OP_KnGatherGrad];
+    for (int i64 = 0; i64 < 2; i64++) {
+        S->cases++;
+        int64_t dyd[2] = {3, 4}, idn = 3, shp2[2] = {10, 4};
+        kn_tensor *dy = rand_tensor(KN_F32, 2, dyd, R_ANY), *ix = NULL, *sh = ints_tensor(shp2, 2);
+        kn_tensor_new(i64 ? KN_I64 : KN_I32, 1, &idn, &ix);
+        kn_set_i64(ix, 0, 2);
+        kn_set_i64(ix, 1, i64 ? 10 : -11);
+        kn_set_i64(ix, 2, 1);
+        kn_attr at[1] = {ai("axis", 0)};
+        kn_node node = {0};
+        node.name = (char *)"gather_grad_oob";
+        node.op_type = (char *)"GatherGrad";
+        node.domain = (char *)"kiln";
+        node.op = KN_OP_KnGatherGrad;
+        node.opset = 1;
+        node.n_attrs = 1;
+        node.attrs = at;
+        node.n_inputs = 3;
+        kn_status_free(kn_node_decode_params(&node));
+        size_t db = kn_nbytes(dy), ib = kn_nbytes(ix), yb = 10 * 4 * sizeof(float);
+        void *ddy = cu->alloc(cu, db), *di = cu->alloc(cu, ib), *dout = cu->alloc(cu, yb);
+        kn_status *st = cu->copy(cu, ddy, KN_DEVICE_CUDA, dy->data, KN_DEVICE_CPU, db);
+        if (!st) st = cu->copy(cu, di, KN_DEVICE_CUDA, ix->data, KN_DEVICE_CPU, ib);
+        if (st) {
+            fprintf(stderr, "upload: %s\n", kn_status_message(st));
+            exit(1);
+        }
+        kn_tensor tdy = *dy, ti = *ix, ty = {0};
+        tdy.data = ddy, tdy.device = KN_DEVICE_CUDA, tdy.owns = false;
+        ti.data = di, ti.device = KN_DEVICE_CUDA, ti.owns = false;
+        ty.kind = KN_KIND_TENSOR, ty.dtype = KN_F32, ty.ndim = 2, ty.dims[0] = 10, ty.dims[1] = 4;
+        ty.data = dout, ty.device = KN_DEVICE_CUDA;
+        const kn_tensor *din[3] = {&tdy, &ti, sh};
+        kn_tensor *douts[1] = {&ty};
+        kn_scratch scratch = {0};
+        kn_exec_ctx ctx = {.backend = cu, .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch};
+        const char *fail = NULL;
+        st = cu->stream_begin(cu, &ctx.stream);
+        if (st) {
+            fail = "stream_begin failed";
+            kn_status_free(st);
+        } else {
+            st = cu->kernel(cu, KN_OP_KnGatherGrad)(&ctx, &node, din, 3, douts, 1);
+            kn_status *e = cu->stream_end(cu, ctx.stream);
+            if (!st && !e) fail = "an out-of-range index gave no error";
+            else if (!st && !strstr(kn_status_message(e), "gather_grad_oob")) fail = "the error does not name the node";
+            kn_status_free(st);
+            kn_status_free(e);
+        }
+        if (fail) {
+            S->failed++;
+            printf("FAIL GatherGrad out of range (%s indices): %s\n", i64 ? "int64" : "int32", fail);
+        } else S->passed++;
+        cu->free(cu, ddy);
+        cu->free(cu, di);
+        cu->free(cu, dout);
+        kn_scratch_release(&scratch);
+        kn_tensor_free(dy);
+        kn_tensor_free(ix);
+        kn_tensor_free(sh);
+        free(node.params);
+    }
+}
+
 static void test_shape_ops(void) {
     static const kn_dtype dts[] = {KN_F32, KN_F16, KN_I64, KN_BOOL, KN_I32, KN_U8};
     for (int t = 0; t < N_ARR(dts); t++) {
@@ -1273,6 +1341,7 @@ int main(int argc, char **argv) {
     test_embed_ln_out_of_range();
     test_weights();
     test_grad_ops();
+    test_gather_grad_out_of_range();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {
