@@ -12,7 +12,9 @@
  *      input) and its weights as inputs fed from the low-precision copies;
  *   2. kn_cuda_amp_unscale for every gradient with one found_inf word (zeroed by
  *      kn_cuda_amp_found_inf_clear), giving float32 gradients divided by the scale;
- *   3. (clipping) kn_cuda_sumsq per gradient, the global norm from their sum on the host;
+ *   3. kn_cuda_grad_accumulate over micro-batches, kn_cuda_grad_scale by 1 / accumulate, and for
+ *      clipping kn_cuda_sumsq per gradient (the global norm from their sum, on the host) and
+ *      kn_cuda_grad_scale by the coefficient, as autograd/trainer.c does on the host;
  *   4. kn_cuda_optim_update for every parameter with found_inf passed: after an overflow the
  *      kernels leave weights and moments untouched (the step is skipped, as GradScaler.step);
  *   5. kn_cuda_amp_update_scale (halve on overflow, grow after growth_interval good steps);
@@ -70,6 +72,12 @@ kn_status *kn_cuda_amp_update_scale(const kn_backend *b, void *stream, float *sc
 /* dst (float16 or bfloat16, round to nearest even) = master (float32), n elements. */
 kn_status *kn_cuda_cast_weights(const kn_backend *b, void *stream, kn_dtype dtype, void *dst, const float *master,
                                 int64_t n);
+/* The trainer's gradient bookkeeping (autograd/trainer.c) on the device: acc[i] += g[i] (micro-
+ * batch accumulation, float), and g[i] = (float)((double)g[i] * factor) (the 1 / accumulate
+ * average; the clipping coefficient, which the trainer rounds to float first, is passed as that
+ * float: the product of two floats is exact in double, so this is its float multiply). */
+kn_status *kn_cuda_grad_accumulate(const kn_backend *b, void *stream, float *acc, const float *g, int64_t n);
+kn_status *kn_cuda_grad_scale(const kn_backend *b, void *stream, float *g, int64_t n, double factor);
 /* *out (a device double) = sum of g[i]^2 in double, in a fixed order (blocks of 256, then the
  * block sums in order), for global-norm clipping. */
 kn_status *kn_cuda_sumsq(const kn_backend *b, void *stream, const float *g, int64_t n, double *out);

@@ -96,6 +96,11 @@ template <class T> __global__ void cast_weights_kernel(T *dst, const float *src,
     KN_GRID_STRIDE(i, n) dst[i] = kn_num<T>::st(src[i]);
 }
 
+__global__ void accumulate_kernel(float *acc, const float *g, int64_t n) { KN_GRID_STRIDE(i, n) acc[i] += g[i]; }
+__global__ void grad_scale_kernel(float *g, int64_t n, double factor) {
+    KN_GRID_STRIDE(i, n) g[i] = (float)((double)g[i] * factor);
+}
+
 // Stage 1: block b sums g[i]^2 for i = b * 256 + t + k * grid * 256 into part[b]; stage 2: one
 // thread adds the parts in order. The grid depends on n alone, so the order is fixed.
 __device__ static double kt_block_sum(double v, KN_SHARED_PTR(double) sh) {
@@ -240,4 +245,21 @@ extern "C" kn_status *kn_cuda_sumsq(const kn_backend *b, void *stream, const flo
     else cudaMemsetAsync(part, 0, sizeof(double), t.s->s);
     KN_LAUNCH(sumsq_total_kernel, 1, 1, 0, t.s->s, out, (const double *)part, parts);
     return kt_end(&t, "sum of squares");
+}
+
+extern "C" kn_status *kn_cuda_grad_accumulate(const kn_backend *b, void *stream, float *acc, const float *g,
+                                              int64_t n) {
+    if (n <= 0) return NULL;
+    kt_stream t;
+    KN_TRY(kt_begin(b, stream, &t));
+    KN_LAUNCH(accumulate_kernel, kn_cuda_blocks(n, KT_THREADS), KT_THREADS, 0, t.s->s, acc, g, n);
+    return kt_end(&t, "gradient accumulation");
+}
+
+extern "C" kn_status *kn_cuda_grad_scale(const kn_backend *b, void *stream, float *g, int64_t n, double factor) {
+    if (n <= 0) return NULL;
+    kt_stream t;
+    KN_TRY(kt_begin(b, stream, &t));
+    KN_LAUNCH(grad_scale_kernel, kn_cuda_blocks(n, KT_THREADS), KT_THREADS, 0, t.s->s, g, n, factor);
+    return kt_end(&t, "gradient scaling");
 }

@@ -7,8 +7,9 @@
  * bfloat16 weight copies against the CPU's conversions; the sum of squares against a double sum
  * and run to run; and a whole mixed-precision loop (float16 gradients of a scaled loss, one
  * overflowing step skipped, the scale halved and grown again) against the same loop on the host;
- * and a constant weight of a cuda session updated in place in the device weight cache (the
- * next run must see it without an upload).
+ * a constant weight of a cuda session updated in place in the device weight cache (the next run
+ * must see it without an upload); and the trainer's update (accumulation, averaging, clipping by
+ * the global norm, AdamW with and without decay) replayed on the device, bit for bit.
  * Exit 77 with "skipped: no CUDA device" where there is none. */
 #include "autograd/optim.h"
 #include "graph/model.h"
@@ -409,6 +410,78 @@ static void test_weight_cache(void) {
     kn_model_free(m);
 }
 
+/* ---- the trainer's update (autograd/trainer.c apply_update) replayed on the device: two
+ * parameters, 2 micro-batches accumulated, averaged, clipped to norm 0.5 by the sum of squares,
+ * AdamW; weights must match the host replay bit for bit over 3 updates ---- */
+static void test_trainer_replay(void) {
+    enum { NP = 2 };
+    static const int64_t sz[NP] = {300, 17};
+    kn_optim_options o;
+    kn_optim_options_init(&o);
+    o.lr = 1e-2;
+    o.max_grad_norm = 0.5;
+    float *w[NP], *m[NP], *v[NP], *acc[NP], *g[NP], *Dw[NP], *Dm[NP], *Dv[NP], *Dacc[NP], *Dg[NP];
+    for (int p = 0; p < NP; p++) {
+        size_t nb = sizeof(float) * (size_t)sz[p];
+        w[p] = malloc(nb), m[p] = calloc((size_t)sz[p], 4), v[p] = calloc((size_t)sz[p], 4);
+        acc[p] = calloc((size_t)sz[p], 4), g[p] = malloc(nb);
+        for (int64_t i = 0; i < sz[p]; i++) w[p][i] = (float)urand(-1, 1);
+        Dw[p] = dev(nb), Dm[p] = dev(nb), Dv[p] = dev(nb), Dacc[p] = dev(nb), Dg[p] = dev(nb);
+        up(Dw[p], w[p], nb), up(Dm[p], m[p], nb), up(Dv[p], v[p], nb), up(Dacc[p], acc[p], nb);
+    }
+    double *Dsq = dev(sizeof(double));
+    int bad = 0;
+    for (int step = 1; step <= 3; step++) {
+        for (int micro = 0; micro < 2; micro++)
+            for (int p = 0; p < NP; p++) {
+                for (int64_t i = 0; i < sz[p]; i++) g[p][i] = (float)urand(-1, 1);
+                up(Dg[p], g[p], sizeof(float) * (size_t)sz[p]);
+                ok(kn_cuda_grad_accumulate(cu, NULL, Dacc[p], Dg[p], sz[p]), "accumulate");
+                for (int64_t i = 0; i < sz[p]; i++) acc[p][i] += g[p][i];
+            }
+        /* host: as apply_update */
+        double sq = 0, dsq = 0;
+        for (int p = 0; p < NP; p++)
+            for (int64_t i = 0; i < sz[p]; i++) {
+                acc[p][i] = (float)((double)acc[p][i] * 0.5);
+                sq += (double)acc[p][i] * (double)acc[p][i];
+            }
+        double clip = o.max_grad_norm / (sqrt(sq) + 1e-6);
+        float c = (float)(clip > 1.0 ? 1.0 : clip);
+        /* device: the same with its own sum of squares */
+        for (int p = 0; p < NP; p++) {
+            ok(kn_cuda_grad_scale(cu, NULL, Dacc[p], sz[p], 0.5), "scale");
+            ok(kn_cuda_sumsq(cu, NULL, Dacc[p], sz[p], Dsq), "sumsq");
+            double part = 0;
+            down(&part, Dsq, sizeof part);
+            dsq += part;
+        }
+        double dclip = o.max_grad_norm / (sqrt(dsq) + 1e-6);
+        float dc = (float)(dclip > 1.0 ? 1.0 : dclip);
+        if (fabs(dsq - sq) > 1e-12 * sq) bad = 1;
+        for (int p = 0; p < NP; p++) {
+            for (int64_t i = 0; i < sz[p]; i++) acc[p][i] *= c;
+            ok(kn_cuda_grad_scale(cu, NULL, Dacc[p], sz[p], (double)dc), "clip");
+            kn_optim_update(&o, step, o.lr, p == 0, w[p], acc[p], m[p], v[p], sz[p]);
+            kn_cuda_optim co = {(int)o.kind, o.lr, 0, 0, false, o.beta1, o.beta2, o.eps, p == 0 ? o.weight_decay : 0,
+                                step};
+            ok(kn_cuda_optim_update(cu, NULL, &co, Dw[p], Dacc[p], Dm[p], Dv[p], sz[p], NULL), "update");
+            memset(acc[p], 0, sizeof(float) * (size_t)sz[p]);
+            up(Dacc[p], acc[p], sizeof(float) * (size_t)sz[p]);
+            float *hw = malloc(sizeof(float) * (size_t)sz[p]);
+            down(hw, Dw[p], sizeof(float) * (size_t)sz[p]);
+            if (memcmp(hw, w[p], sizeof(float) * (size_t)sz[p])) bad = 1;
+            free(hw);
+        }
+    }
+    expect(!bad, "trainer replay%s: device weights differ from the host's after an update (%lld)", "", 0);
+    for (int p = 0; p < NP; p++) {
+        cu->free(cu, Dw[p]), cu->free(cu, Dm[p]), cu->free(cu, Dv[p]), cu->free(cu, Dacc[p]), cu->free(cu, Dg[p]);
+        free(w[p]), free(m[p]), free(v[p]), free(acc[p]), free(g[p]);
+    }
+    cu->free(cu, Dsq);
+}
+
 int main(void) {
     kn_status *st = kn_backend_get(KN_DEVICE_CUDA, 0, &cu);
     if (st) {
@@ -427,6 +500,7 @@ int main(void) {
     test_sumsq();
     test_amp_loop();
     test_weight_cache();
+    test_trainer_replay();
     kn_status *e = kn_cuda_amp_unscale(cu, NULL, KN_I32, NULL, NULL, 4, NULL, NULL);
     expect(e != NULL, "unscale of int32 gradients was accepted%s%lld", "", 0);
     kn_status_free(e);
