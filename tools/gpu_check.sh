@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one script for a GPU host: builds kiln (Release, CUDA sm_90a), then runs every GPU check
 # and prints a summary table last:
-#   - ctest's gpu.* tests (smoke, every CUDA kernel against the CPU op by op, zoo sessions),
+#   - ctest's gpu.* tests (smoke, every CUDA kernel against the CPU op by op, zoo sessions,
+#     training graphs and the device optimisers),
 #   - the ONNX node conformance suite with --device cuda against the CPU's pass count,
 #   - the zoo models through `kiln exec --device cuda` against ONNX Runtime (rtol 1e-3, atol 1e-4),
 #   - compute-sanitizer memcheck and racecheck on the kernel harness and on one zoo model,
@@ -79,11 +80,11 @@ ctest_rows() {
 }
 
 echo "== ctest gpu.*"
-ctest_rows gpu 1 cuda_smoke backend_ops session interpreter_primitives
+ctest_rows gpu 1 cuda_smoke backend_ops session interpreter_primitives train train_optim
 "$BUILD/tests/test_backend_ops" >"$LOG/backend_ops.txt" 2>&1 || true
 
 echo "== the SIMT interpreter: ctest gpusim.*, and its answers against the device's"
-ctest_rows gpusim 0 interpreter backend_ops session conformance_node no_fused_fallback pipelines ort_optimizer
+ctest_rows gpusim 0 interpreter backend_ops session conformance_node no_fused_fallback pipelines ort_optimizer train train_optim
 # same cases, same seeds: the per-op case/pass/fail counts must agree (max |diff| may not)
 if [ -x "$BUILD/tests/test_backend_ops_sim" ]; then
   KILN_SIM_RACECHECK=1 "$BUILD/tests/test_backend_ops_sim" >"$LOG/backend_ops_sim.txt" 2>&1 || true

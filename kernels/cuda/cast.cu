@@ -110,6 +110,14 @@ KN_CUDA_KERNEL(Cast) {
     return NULL;
 }
 
+// CastLike(x, like): Cast to like's dtype (like's values are not read)
+KN_CUDA_KERNEL(CastLike) { return kn_cuda_Cast(ctx, node, in, 1, out, n_out); }
+
+bool kn_cuda_castlike_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
+    (void)n;
+    return n_in >= 2 && in[0] && in[1] && carrier(in[0]->dtype) >= 0 && carrier(in[1]->dtype) >= 0;
+}
+
 bool kn_cuda_cast_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
     if (n_in < 1 || !in[0] || carrier(in[0]->dtype) < 0) return false;
     const kn_params_cast *p = KN_PARAMS(n, cast);

@@ -147,7 +147,23 @@ KN_CUDA_KERNEL(IsNaN) {
 }
 
 // ---- binary ----
-enum kn_bin { BI_ADD, BI_SUB, BI_MUL, BI_DIV, BI_POW, BI_EQ, BI_LT, BI_GT, BI_LE, BI_GE, BI_AND, BI_OR, BI_XOR };
+enum kn_bin {
+    BI_ADD,
+    BI_SUB,
+    BI_MUL,
+    BI_DIV,
+    BI_POW,
+    BI_MAX,
+    BI_MIN,
+    BI_EQ,
+    BI_LT,
+    BI_GT,
+    BI_LE,
+    BI_GE,
+    BI_AND,
+    BI_OR,
+    BI_XOR
+};
 static bool bin_is_cmp(int op) { return op >= BI_EQ && op <= BI_GE; }
 static bool bin_is_logic(int op) { return op >= BI_AND; }
 
@@ -157,7 +173,9 @@ __device__ static inline float bin_float(int op, float a, float b) {
     case BI_SUB: return a - b;
     case BI_MUL: return a * b;
     case BI_DIV: return a / b;
-    case BI_POW: return (float)pow((double)a, (double)b); // the CPU reference computes pow in double
+    case BI_POW: return (float)pow((double)a, (double)b);       // the CPU reference computes pow in double
+    case BI_MAX: return a != a || b != b ? NAN : a > b ? a : b; // NaN wins, as on the CPU
+    case BI_MIN: return a != a || b != b ? NAN : a < b ? a : b;
     default: return 0;
     }
 }
@@ -180,6 +198,8 @@ template <class A> __device__ static inline A bin_int(int op, A a, A b) {
     case BI_MUL: return (A)((U)a * (U)b);
     case BI_DIV: return b == 0 ? 0 : b == -1 ? (A)(0 - (U)a) : a / b; // truncation, as the CPU
     case BI_POW: return ipow<A>(a, b);
+    case BI_MAX: return a > b ? a : b;
+    case BI_MIN: return a < b ? a : b;
     default: return 0;
     }
 }
@@ -315,6 +335,60 @@ KN_BINARY(And, BI_AND)
 KN_BINARY(Or, BI_OR)
 KN_BINARY(Xor, BI_XOR)
 
+// ---- variadic Max / Min: y = in[0] op in[1], then y = y op in[k] (y has the full shape, so
+// updating it in place reads each element before writing it), as the CPU does ----
+static kn_status *variadic_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                kn_tensor *y, int op) {
+    if (n_in < 1 || !y) return NULL;
+    if (n_in == 1) {
+        if (in[0]->data != y->data && kn_nbytes(y))
+            KN_CUDA_TRY(cudaMemcpyAsync(y->data, in[0]->data, kn_nbytes(y), cudaMemcpyDeviceToDevice, kn_cuda_s(ctx)),
+                        node, "Max/Min copy");
+        return NULL;
+    }
+    KN_TRY(binary_cuda(ctx, node, in, y, op));
+    for (int k = 2; k < n_in; k++) {
+        const kn_tensor *pair[2] = {y, in[k]};
+        KN_TRY(binary_cuda(ctx, node, pair, y, op));
+    }
+    return NULL;
+}
+KN_CUDA_KERNEL(Max) { return variadic_cuda(ctx, node, in, n_in, out[0], BI_MAX); }
+KN_CUDA_KERNEL(Min) { return variadic_cuda(ctx, node, in, n_in, out[0], BI_MIN); }
+
+// ---- Gelu (opset 20): exact (erf) or tanh form, computed in double as the CPU reference ----
+template <class T> __global__ void gelu_kernel(T *y, const T *x, int64_t n, bool tanh_form) {
+    KN_GRID_STRIDE(i, n) {
+        double v = (double)kn_num<T>::ld(x[i]);
+        double r = tanh_form ? 0.5 * v * (1.0 + tanh(0.79788456080286535588 * (v + 0.044715 * v * v * v)))
+                             : 0.5 * v * erfc(-v * 0.70710678118654752440);
+        y[i] = kn_num<T>::st((typename kn_num<T>::acc)(float)r);
+    }
+}
+KN_CUDA_KERNEL(Gelu) {
+    const kn_tensor *x = in[0];
+    int64_t n = kn_numel(x);
+    if (n <= 0) return NULL;
+    bool tf = KN_PARAMS(node, act)->gelu_tanh;
+    cudaStream_t s = kn_cuda_s(ctx);
+    unsigned g = kn_cuda_blocks(n, 256);
+    switch (x->dtype) {
+    case KN_F32:
+        KN_LAUNCH(gelu_kernel<float>, g, 256, 0, s, (float *)out[0]->data, (const float *)x->data, n, tf);
+        break;
+    case KN_F16:
+        KN_LAUNCH(gelu_kernel<__half>, g, 256, 0, s, (__half *)out[0]->data, (const __half *)x->data, n, tf);
+        break;
+    case KN_BF16:
+        KN_LAUNCH(gelu_kernel<__nv_bfloat16>, g, 256, 0, s, (__nv_bfloat16 *)out[0]->data,
+                  (const __nv_bfloat16 *)x->data, n, tf);
+        break;
+    default: return kn_err_dtype(node, x);
+    }
+    KN_CUDA_LAUNCHED(node, "Gelu kernel");
+    return NULL;
+}
+
 // ---- Where: y = cond ? x : z, three-way broadcast, any element size ----
 template <class E>
 __global__ void where_kernel(E *y, const uint8_t *c, const E *x, const E *z, int64_t n, kn_bcast bc) {
@@ -395,6 +469,15 @@ bool kn_cuda_elementwise_supports(const kn_node *n, const kn_tensor *const *in, 
         kn_dtype t = in[0]->dtype;
         return kn_cuda_float(t) || t == KN_I32 || t == KN_I64;
     }
+    case KN_OP_Max:
+    case KN_OP_Min: {
+        if (n_in < 1) return false;
+        for (int k = 0; k < n_in; k++)
+            if (!in[k] || in[k]->dtype != in[0]->dtype) return false;
+        kn_dtype t = in[0]->dtype;
+        return kn_cuda_float(t) || t == KN_I32 || t == KN_I64;
+    }
+    case KN_OP_Gelu: return n_in == 1 && kn_cuda_float(in[0]->dtype);
     case KN_OP_Where: {
         if (n_in != 3 || !in[0] || !in[1] || !in[2] || in[0]->dtype != KN_BOOL || in[1]->dtype != in[2]->dtype)
             return false;

@@ -47,3 +47,17 @@ add_test(NAME gpusim.pipelines
          COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/pipelines/check_parity.py --kiln $<TARGET_FILE:kiln_cli_sim>
                  --extra=--device --extra=cuda --timeout 600)
 set_tests_properties(gpusim.pipelines PROPERTIES TIMEOUT 1800)
+
+# training graphs (autograd's backward) through a device=cuda session against the CPU: every gradient
+# of the train.parity_mlp MLP and of a one-layer encoder, and no node of them left to the CPU
+add_executable(test_train_cuda_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_train_cuda.c)
+target_link_libraries(test_train_cuda_sim PRIVATE kiln_core_sim)
+add_test(NAME gpusim.train COMMAND test_train_cuda_sim)
+set_tests_properties(gpusim.train PROPERTIES TIMEOUT 600 ENVIRONMENT "KILN_SIM_RACECHECK=1")
+
+# the device optimiser and mixed-precision helpers (kernels/cuda/kn_train_cuda.h) against autograd/optim.c
+# bit for bit, the unscale pass, GradScaler's loss scale, weight copies and a whole mixed-precision loop
+add_executable(test_optim_cuda_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_optim_cuda.c)
+target_link_libraries(test_optim_cuda_sim PRIVATE kiln_core_sim)
+add_test(NAME gpusim.train_optim COMMAND test_optim_cuda_sim)
+set_tests_properties(gpusim.train_optim PROPERTIES TIMEOUT 600 ENVIRONMENT "KILN_SIM_RACECHECK=1")

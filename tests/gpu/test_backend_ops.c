@@ -68,7 +68,8 @@ static kn_tensor *ints_tensor(const int64_t *v, int n) {
 static void tol_of(kn_dtype t, int op, double *rtol, double *atol) {
     bool acc = op == KN_OP_MatMul || op == KN_OP_Gemm || op == KN_OP_ReduceSum || op == KN_OP_ReduceMean ||
         op == KN_OP_Softmax || op == KN_OP_LogSoftmax || op == KN_OP_LayerNormalization || op == KN_OP_Pow ||
-        op == KN_OP_MsEmbedLayerNormalization;
+        op == KN_OP_MsEmbedLayerNormalization || op == KN_OP_KnReduceSumTo || op == KN_OP_KnSoftmaxGrad ||
+        op == KN_OP_KnLogSoftmaxGrad || op == KN_OP_KnLayerNormalizationGrad || op == KN_OP_KnGatherGrad;
     switch (t) {
     case KN_F32:
         *rtol = acc ? 1e-4 : 2e-6;
@@ -317,6 +318,15 @@ static kn_attr aints(const char *n, const int64_t *v, int k) {
     return a;
 }
 
+static kn_attr astr(const char *n, const char *v) {
+    kn_attr a = {0};
+    a.name = (char *)n;
+    a.type = KN_ATTR_STRING;
+    a.s = (char *)v;
+    a.s_len = strlen(v);
+    return a;
+}
+
 static void run1(int op, int opset, kn_attr *at, int na, kn_tensor **in, int n_in, int n_out) {
     run_case(op, opset, at, na, in, n_in, n_out);
     for (int k = 0; k < n_in; k++) kn_tensor_free(in[k]);
@@ -533,6 +543,290 @@ static void test_reduce(void) {
     kn_attr at[1] = {aints("axes", ax, 1)};
     kn_tensor *in[1] = {rand_tensor(KN_F32, 3, d, R_ANY)};
     run1(KN_OP_ReduceMean, 13, at, 1, in, 1, 1);
+}
+
+/* The kiln backward ops autograd emits (graph/ops.def, kernels/cuda/grad.cu) and the forward ops
+ * added for training graphs (Gelu, variadic Max/Min, CastLike). */
+static kn_tensor *i32_or_i64(const int64_t *v, int n, bool i32) {
+    kn_tensor *t = ints_tensor(v, n);
+    if (!i32) return t;
+    int64_t d = n;
+    kn_tensor *u = NULL;
+    kn_tensor_new(KN_I32, 1, &d, &u);
+    for (int i = 0; i < n; i++) ((int32_t *)u->data)[i] = (int32_t)v[i];
+    kn_tensor_free(t);
+    return u;
+}
+
+static void test_grad_ops(void) {
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
+    /* ReduceSumTo: x summed down to every shape it could have been broadcast from */
+    static const shp sumto[][2] = {
+        {{2, {3, 5}}, {1, {5}}},
+        {{3, {2, 3, 4}}, {2, {3, 1}}},
+        {{2, {4, 5}}, {2, {1, 1}}},
+        {{1, {6}}, {0, {0}}},
+        {{3, {2, 0, 3}}, {1, {3}}},
+        {{3, {2, 1, 4}}, {3, {2, 1, 4}}},
+        {{3, {7, 129, 33}}, {2, {129, 1}}},
+        {{2, {64, 4096}}, {1, {4096}}},
+        {{4, {2, 3, 5, 7}}, {4, {2, 1, 5, 1}}},
+        {{2, {1000, 3}}, {2, {1, 3}}},
+    };
+    for (int p = 0; p < N_ARR(sumto); p++)
+        for (int t = 0; t < N_ARR(dts); t++) {
+            kn_tensor *in[2] = {rand_tensor(dts[t], sumto[p][0].nd, sumto[p][0].d, R_ANY),
+                                ints_tensor(sumto[p][1].d, sumto[p][1].nd)};
+            run1(KN_OP_KnReduceSumTo, 1, NULL, 0, in, 2, 1);
+        }
+    /* SoftmaxGrad / LogSoftmaxGrad on one axis (strided when not the last) or coerced 2-D */
+    static const shp rows[] = {{1, {1}},       {2, {3, 7}},    {3, {2, 5, 33}}, {4, {2, 3, 17, 17}},
+                               {2, {4, 1000}}, {2, {3, 4097}}, {2, {0, 5}},     {3, {2, 3, 0}}};
+    for (int s = 0; s < N_ARR(rows); s++)
+        for (int t = 0; t < N_ARR(dts); t++)
+            for (int ax = -1; ax >= -rows[s].nd && ax >= -2; ax--)
+                for (int c2 = 0; c2 < 2; c2++) {
+                    kn_attr at[2] = {ai("axis", ax), ai("coerce_2d", c2)};
+                    kn_tensor *in[2] = {rand_tensor(dts[t], rows[s].nd, rows[s].d, R_ANY),
+                                        rand_tensor(dts[t], rows[s].nd, rows[s].d, R_ANY)};
+                    run1(KN_OP_KnSoftmaxGrad, 1, at, 2, in, 2, 1);
+                    kn_tensor *in2[2] = {rand_tensor(dts[t], rows[s].nd, rows[s].d, R_ANY),
+                                         rand_tensor(dts[t], rows[s].nd, rows[s].d, R_ANY)};
+                    run1(KN_OP_KnLogSoftmaxGrad, 1, at, 2, in2, 2, 1);
+                }
+    /* LayerNormalizationGrad from statistics as LayerNormalization saves them (float32, or
+     * bfloat16 for bfloat16 x), every output, dx alone, and dscale/dbias omitted in turn */
+    for (int s = 0; s < N_ARR(rows); s++)
+        for (int t = 0; t < N_ARR(dts); t++)
+            for (int ax = -1; ax >= -rows[s].nd && ax >= -2; ax--)
+                for (int mode = 0; mode < 3; mode++) {
+                    int r = rows[s].nd, a = r + ax;
+                    int64_t sd[6], st[6];
+                    for (int d = 0; d < r; d++) {
+                        if (d >= a) sd[d - a] = rows[s].d[d];
+                        st[d] = d < a ? rows[s].d[d] : 1;
+                    }
+                    kn_dtype sdt = dts[t] == KN_BF16 && mode == 1 ? KN_BF16 : KN_F32;
+                    kn_attr la[1] = {ai("axis", ax)};
+                    kn_tensor *in[5] = {rand_tensor(dts[t], r, rows[s].d, R_ANY),
+                                        rand_tensor(dts[t], r, rows[s].d, R_ANY), rand_tensor(dts[t], r - a, sd, R_ANY),
+                                        rand_tensor(sdt, r, st, R_ANY), rand_tensor(sdt, r, st, R_POS)};
+                    case_omit = mode == 2 ? 2u : 0u;
+                    run1(KN_OP_KnLayerNormalizationGrad, 1, la, 1, in, 5, mode == 1 ? 1 : 3);
+                    case_omit = 0;
+                }
+    {
+        int64_t d[2] = {3, 6}, sd[1] = {6}, st[2] = {3, 1};
+        kn_attr la[1] = {ai("axis", -1)};
+        kn_tensor *in[5] = {rand_tensor(KN_F32, 2, d, R_ANY), rand_tensor(KN_F32, 2, d, R_ANY),
+                            rand_tensor(KN_F32, 1, sd, R_ANY), rand_tensor(KN_F32, 2, st, R_ANY),
+                            rand_tensor(KN_F32, 2, st, R_POS)};
+        case_omit = 4u; /* dbias omitted */
+        run1(KN_OP_KnLayerNormalizationGrad, 1, la, 1, in, 5, 3);
+        case_omit = 0;
+    }
+    /* Gelu and GeluGrad, exact and tanh forms */
+    for (int f = 0; f < 2; f++)
+        for (int t = 0; t < N_ARR(dts); t++)
+            for (int s = 0; s < N_ARR(unary_shapes); s++) {
+                kn_attr at[1] = {astr("approximate", f ? "tanh" : "none")};
+                kn_tensor *in[1] = {rand_tensor(dts[t], unary_shapes[s].nd, unary_shapes[s].d, R_ANY)};
+                run1(KN_OP_Gelu, 20, at, 1, in, 1, 1);
+                kn_tensor *in2[2] = {rand_tensor(dts[t], unary_shapes[s].nd, unary_shapes[s].d, R_ANY),
+                                     rand_tensor(dts[t], unary_shapes[s].nd, unary_shapes[s].d, R_ANY)};
+                run1(KN_OP_KnGeluGrad, 1, at, 1, in2, 2, 1);
+            }
+    /* GatherGrad: repeated and negative indices, int32 and int64, any axis, many repeats of few
+     * rows (an embedding's padding token), no indices at all */
+    typedef struct {
+        shp data;
+        int axis, ni;
+        int64_t idx[8];
+    } gcase;
+    static const gcase gc[] = {
+        {{2, {11, 8}}, 0, 6, {1, 4, 4, 9, -1, 4}},
+        {{3, {3, 7, 4}}, 1, 5, {6, 0, 0, -7, 2}},
+        {{3, {3, 7, 4}}, -1, 3, {3, 3, 3}},
+        {{1, {5}}, 0, 4, {0, 4, 0, 2}},
+        {{2, {11, 8}}, 0, 0, {0}},
+        {{2, {2, 3}}, 1, 8, {0, 1, 2, 0, 1, 2, 2, 2}},
+    };
+    for (int c = 0; c < N_ARR(gc); c++)
+        for (int t = 0; t < N_ARR(dts); t++)
+            for (int i32 = 0; i32 < 2; i32++) {
+                const gcase *g = &gc[c];
+                int r = g->data.nd, a = g->axis < 0 ? g->axis + r : g->axis;
+                int64_t dd[6];
+                int nd = 0;
+                for (int d = 0; d < r; d++) {
+                    if (d == a) dd[nd++] = g->ni;
+                    else dd[nd++] = g->data.d[d];
+                }
+                kn_attr at[1] = {ai("axis", g->axis)};
+                kn_tensor *in[3] = {rand_tensor(dts[t], nd, dd, R_ANY), i32_or_i64(g->idx, g->ni, i32 != 0),
+                                    ints_tensor(g->data.d, r)};
+                run1(KN_OP_KnGatherGrad, 1, at, 1, in, 3, 1);
+            }
+    for (int t = 0; t < N_ARR(dts); t++) { /* 640 tokens into a 1000 x 64 table, half of them row 0 */
+        int64_t ids[640], dd[2] = {640, 64}, sh[2] = {1000, 64};
+        for (int i = 0; i < 640; i++) ids[i] = i % 2 ? 0 : (int64_t)(rnd() % 1000);
+        kn_attr at[1] = {ai("axis", 0)};
+        kn_tensor *in[3] = {rand_tensor(dts[t], 2, dd, R_ANY), ints_tensor(ids, 640), ints_tensor(sh, 2)};
+        run1(KN_OP_KnGatherGrad, 1, at, 1, in, 3, 1);
+    }
+    /* SliceGrad: the Slice inputs of opset 10 on, negative starts and steps, clamped ends, empty */
+    typedef struct {
+        shp x;
+        int n;
+        int64_t st[3], en[3], ax[3], sp[3];
+        bool axes, steps;
+    } scase;
+    static const scase sc[] = {
+        {{2, {16, 8}}, 1, {0}, {5}, {0}, {1}, true, false},
+        {{3, {4, 6, 5}}, 2, {1, -1}, {3, -6}, {0, 2}, {1, -2}, true, true},
+        {{1, {10}}, 1, {2}, {100}, {0}, {1}, false, false},
+        {{2, {3, 4}}, 1, {2}, {2}, {1}, {1}, true, false},
+        {{3, {2, 9, 7}}, 3, {0, 1, -3}, {2, 9, 7}, {0, 1, 2}, {1, 3, 1}, true, true},
+        {{2, {300, 70}}, 1, {7}, {290}, {0}, {1}, true, false},
+    };
+    for (int c = 0; c < N_ARR(sc); c++)
+        for (int t = 0; t < N_ARR(dts); t++) {
+            const scase *k = &sc[c];
+            /* the slice's shape from Slice's own rule: run the CPU Slice on zeros */
+            kn_tensor *x = rand_tensor(dts[t], k->x.nd, k->x.d, R_ANY);
+            kn_tensor *sin[5] = {x, ints_tensor(k->st, k->n), ints_tensor(k->en, k->n),
+                                 k->axes ? ints_tensor(k->ax, k->n) : NULL, k->steps ? ints_tensor(k->sp, k->n) : NULL};
+            kn_node sl = {0};
+            sl.name = (char *)"s";
+            sl.op_type = (char *)"Slice";
+            sl.domain = (char *)"";
+            sl.op = KN_OP_Slice;
+            sl.opset = 13;
+            sl.n_inputs = k->steps ? 5 : k->axes ? 4 : 3;
+            kn_status *pst = kn_node_decode_params(&sl);
+            kn_tensor ys = {0}, *yo[1] = {&ys};
+            kn_scratch scratch = {0};
+            kn_exec_ctx cctx = {.backend = kn_cpu_backend(),
+                                .scratch_alloc = kn_scratch_alloc_impl,
+                                .scratch_state = &scratch,
+                                .seed = 1};
+            if (!pst) pst = kn_node_eval_host(&cctx, &sl, (const kn_tensor *const *)sin, sl.n_inputs, yo, 1);
+            if (pst) {
+                printf("FAIL SliceGrad case %d: Slice: %s\n", c, kn_status_message(pst));
+                kn_status_free(pst);
+                stats[KN_OP_KnSliceGrad].failed++;
+            } else {
+                kn_tensor *in[6] = {rand_tensor(dts[t], ys.ndim, ys.dims, R_ANY),
+                                    ints_tensor(k->x.d, k->x.nd),
+                                    sin[1],
+                                    sin[2],
+                                    sin[3],
+                                    sin[4]};
+                run1(KN_OP_KnSliceGrad, 1, NULL, 0, in, sl.n_inputs + 1, 1);
+                sin[1] = sin[2] = sin[3] = sin[4] = NULL;
+            }
+            kn_tensor_release(&ys);
+            kn_scratch_release(&scratch);
+            free(sl.params);
+            for (int i = 0; i < 5; i++) kn_tensor_free(sin[i]);
+        }
+    /* variadic Max / Min: one, two (every broadcast pair) and three inputs, NaN propagation */
+    static const kn_dtype mdt[] = {KN_F32, KN_F16, KN_BF16, KN_I32, KN_I64};
+    static const int mops[] = {KN_OP_Max, KN_OP_Min};
+    for (int o = 0; o < 2; o++)
+        for (int t = 0; t < N_ARR(mdt); t++) {
+            for (int p = 0; p < N_ARR(bin_pairs); p++) {
+                kn_tensor *in[2] = {rand_tensor(mdt[t], bin_pairs[p][0].nd, bin_pairs[p][0].d, R_ANY),
+                                    rand_tensor(mdt[t], bin_pairs[p][1].nd, bin_pairs[p][1].d, R_ANY)};
+                run1(mops[o], 13, NULL, 0, in, 2, 1);
+            }
+            int64_t a[2] = {4, 5}, b[1] = {5}, c[2] = {4, 1};
+            kn_tensor *in3[3] = {rand_tensor(mdt[t], 1, b, R_ANY), rand_tensor(mdt[t], 2, a, R_ANY),
+                                 rand_tensor(mdt[t], 2, c, R_ANY)};
+            if (kn_dtype_is_float(mdt[t])) {
+                kn_set_f64(in3[1], 3, NAN);
+                kn_set_f64(in3[2], 2, NAN);
+            }
+            run1(mops[o], 13, NULL, 0, in3, 3, 1);
+            kn_tensor *in1[1] = {rand_tensor(mdt[t], 2, a, R_ANY)};
+            run1(mops[o], 13, NULL, 0, in1, 1, 1);
+        }
+    /* CastLike: the second input gives the dtype only */
+    static const kn_dtype cdt[] = {KN_F32, KN_F16, KN_BF16, KN_I64, KN_I32, KN_BOOL};
+    for (int a = 0; a < N_ARR(cdt); a++)
+        for (int b = 0; b < N_ARR(cdt); b++) {
+            int64_t d[2] = {7, 9}, one = 1;
+            kn_tensor *in[2] = {rand_tensor(cdt[a], 2, d, R_ANY), rand_tensor(cdt[b], 1, &one, R_ANY)};
+            run1(KN_OP_CastLike, 19, NULL, 0, in, 2, 1);
+        }
+}
+
+/* GatherGrad with an index outside the table: the run fails naming the node (the CPU refuses it
+ * too), int32 and int64 indices. */
+static void test_gather_grad_out_of_range(void) {
+    op_stats *S = &stats[KN_OP_KnGatherGrad];
+    for (int i64 = 0; i64 < 2; i64++) {
+        S->cases++;
+        int64_t dyd[2] = {3, 4}, idn = 3, shp2[2] = {10, 4};
+        kn_tensor *dy = rand_tensor(KN_F32, 2, dyd, R_ANY), *ix = NULL, *sh = ints_tensor(shp2, 2);
+        kn_tensor_new(i64 ? KN_I64 : KN_I32, 1, &idn, &ix);
+        kn_set_i64(ix, 0, 2);
+        kn_set_i64(ix, 1, i64 ? 10 : -11);
+        kn_set_i64(ix, 2, 1);
+        kn_attr at[1] = {ai("axis", 0)};
+        kn_node node = {0};
+        node.name = (char *)"gather_grad_oob";
+        node.op_type = (char *)"GatherGrad";
+        node.domain = (char *)"kiln";
+        node.op = KN_OP_KnGatherGrad;
+        node.opset = 1;
+        node.n_attrs = 1;
+        node.attrs = at;
+        node.n_inputs = 3;
+        kn_status_free(kn_node_decode_params(&node));
+        size_t db = kn_nbytes(dy), ib = kn_nbytes(ix), yb = 10 * 4 * sizeof(float);
+        void *ddy = cu->alloc(cu, db), *di = cu->alloc(cu, ib), *dout = cu->alloc(cu, yb);
+        kn_status *st = cu->copy(cu, ddy, KN_DEVICE_CUDA, dy->data, KN_DEVICE_CPU, db);
+        if (!st) st = cu->copy(cu, di, KN_DEVICE_CUDA, ix->data, KN_DEVICE_CPU, ib);
+        if (st) {
+            fprintf(stderr, "upload: %s\n", kn_status_message(st));
+            exit(1);
+        }
+        kn_tensor tdy = *dy, ti = *ix, ty = {0};
+        tdy.data = ddy, tdy.device = KN_DEVICE_CUDA, tdy.owns = false;
+        ti.data = di, ti.device = KN_DEVICE_CUDA, ti.owns = false;
+        ty.kind = KN_KIND_TENSOR, ty.dtype = KN_F32, ty.ndim = 2, ty.dims[0] = 10, ty.dims[1] = 4;
+        ty.data = dout, ty.device = KN_DEVICE_CUDA;
+        const kn_tensor *din[3] = {&tdy, &ti, sh};
+        kn_tensor *douts[1] = {&ty};
+        kn_scratch scratch = {0};
+        kn_exec_ctx ctx = {.backend = cu, .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch};
+        const char *fail = NULL;
+        st = cu->stream_begin(cu, &ctx.stream);
+        if (st) {
+            fail = "stream_begin failed";
+            kn_status_free(st);
+        } else {
+            st = cu->kernel(cu, KN_OP_KnGatherGrad)(&ctx, &node, din, 3, douts, 1);
+            kn_status *e = cu->stream_end(cu, ctx.stream);
+            if (!st && !e) fail = "an out-of-range index gave no error";
+            else if (!st && !strstr(kn_status_message(e), "gather_grad_oob")) fail = "the error does not name the node";
+            kn_status_free(st);
+            kn_status_free(e);
+        }
+        if (fail) {
+            S->failed++;
+            printf("FAIL GatherGrad out of range (%s indices): %s\n", i64 ? "int64" : "int32", fail);
+        } else S->passed++;
+        cu->free(cu, ddy);
+        cu->free(cu, di);
+        cu->free(cu, dout);
+        kn_scratch_release(&scratch);
+        kn_tensor_free(dy);
+        kn_tensor_free(ix);
+        kn_tensor_free(sh);
+        free(node.params);
+    }
 }
 
 static void test_shape_ops(void) {
@@ -1046,6 +1340,8 @@ int main(int argc, char **argv) {
     test_embed_ln();
     test_embed_ln_out_of_range();
     test_weights();
+    test_grad_ops();
+    test_gather_grad_out_of_range();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {
