@@ -77,8 +77,7 @@ kn_status *kn_params_decode_ms_nbits(const kn_node *n, void *out) {
     p->accuracy_level = kn_attr_int(n, "accuracy_level", 0);
     p->weight_prepacked = kn_attr_int(n, "weight_prepacked", 0) != 0;
     if (p->K <= 0 || p->N <= 0)
-        return kn_error(KN_ERR_INVALID_MODEL, "MatMulNBits '%s': attributes K and N must be given and > 0",
-                        gi_name(n));
+        return kn_error(KN_ERR_INVALID_MODEL, "MatMulNBits '%s': attributes K and N must be given and > 0", gi_name(n));
     if (p->bits != 4 && p->bits != 8)
         return kn_error(KN_ERR_UNSUPPORTED, "MatMulNBits '%s': bits=%lld (kiln supports 4 and 8)", gi_name(n),
                         (long long)p->bits);
@@ -102,8 +101,8 @@ kn_status *kn_params_decode_ms_gbq(const kn_node *n, void *out) {
     p->quantize_axis = kn_attr_int(n, "quantize_axis", 1);
     p->gather_axis = kn_attr_int(n, "gather_axis", 0);
     if (p->bits != 4 && p->bits != 8)
-        return kn_error(KN_ERR_UNSUPPORTED, "GatherBlockQuantized '%s': bits=%lld (kiln supports 4 and 8)",
-                        gi_name(n), (long long)p->bits);
+        return kn_error(KN_ERR_UNSUPPORTED, "GatherBlockQuantized '%s': bits=%lld (kiln supports 4 and 8)", gi_name(n),
+                        (long long)p->bits);
     int64_t bs = p->block_size;
     if (bs < 16 || (bs & (bs - 1)))
         return kn_error(KN_ERR_INVALID_MODEL, "GatherBlockQuantized '%s': block_size=%lld must be a power of 2 >= 16",
@@ -155,8 +154,9 @@ kn_status *kn_infer_MsSkipSimplifiedLayerNormalization(kn_infer_ctx *c) {
         KN_TRY(gi_need_float(n, v, i == 2 ? "gamma" : "bias"));
         if (v->ndim >= 0 && x->ndim > 0 &&
             (v->ndim != 1 || (v->dims[0] >= 0 && x->dims[x->ndim - 1] >= 0 && v->dims[0] != x->dims[x->ndim - 1])))
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "SkipSimplifiedLayerNormalization '%s': %s %s must be [%lld] for %s",
-                            gi_name(n), i == 2 ? "gamma" : "bias", kn_tensor_desc(v, b0, sizeof b0),
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "SkipSimplifiedLayerNormalization '%s': %s %s must be [%lld] for %s", gi_name(n),
+                            i == 2 ? "gamma" : "bias", kn_tensor_desc(v, b0, sizeof b0),
                             (long long)x->dims[x->ndim - 1], kn_tensor_desc(x, b1, sizeof b1));
     }
     if (x->ndim < 0) {
@@ -216,8 +216,8 @@ kn_status *kn_infer_MsGroupQueryAttention(kn_infer_ctx *c) {
         return kn_error(KN_ERR_INVALID_MODEL, "GroupQueryAttention '%s': past_key and past_value go together",
                         gi_name(n));
     if (!sl || !tl)
-        return kn_error(KN_ERR_INVALID_MODEL, "GroupQueryAttention '%s': seqlens_k and total_sequence_length are required",
-                        gi_name(n));
+        return kn_error(KN_ERR_INVALID_MODEL,
+                        "GroupQueryAttention '%s': seqlens_k and total_sequence_length are required", gi_name(n));
     if (sl->dtype != KN_I32 || tl->dtype != KN_I32)
         return kn_error(KN_ERR_INVALID_ARGUMENT,
                         "GroupQueryAttention '%s': seqlens_k %s and total_sequence_length %s must be int32", gi_name(n),
@@ -228,8 +228,8 @@ kn_status *kn_infer_MsGroupQueryAttention(kn_infer_ctx *c) {
     }
     int64_t N = p->num_heads, KV = p->kv_num_heads;
     if (q->ndim >= 0 && q->ndim != 3)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "GroupQueryAttention '%s': query %s must be [B, S, hidden]", gi_name(n),
-                        kn_tensor_desc(q, b0, sizeof b0));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "GroupQueryAttention '%s': query %s must be [B, S, hidden]",
+                        gi_name(n), kn_tensor_desc(q, b0, sizeof b0));
     if (q->ndim < 0) {
         for (int i = 0; i < c->n_out; i++) gi_set(gi_out(c, i), q->dtype, -1, NULL);
         return NULL;
@@ -239,8 +239,9 @@ kn_status *kn_infer_MsGroupQueryAttention(kn_infer_ctx *c) {
         int64_t parts = k ? N : N + 2 * KV;
         if (D % parts)
             return kn_error(KN_ERR_INVALID_ARGUMENT,
-                            "GroupQueryAttention '%s': query %s hidden size is not divisible by %lld heads%s", gi_name(n),
-                            kn_tensor_desc(q, b0, sizeof b0), (long long)parts, k ? "" : " (packed Q, K, V)");
+                            "GroupQueryAttention '%s': query %s hidden size is not divisible by %lld heads%s",
+                            gi_name(n), kn_tensor_desc(q, b0, sizeof b0), (long long)parts,
+                            k ? "" : " (packed Q, K, V)");
         H = D / parts;
     }
     int64_t od[3] = {B, S, H >= 0 ? N * H : -1};
@@ -278,16 +279,17 @@ kn_status *kn_nbits_check(const kn_node *n, const kn_tensor *b, const kn_tensor 
         bool ok = false;
         if (b->ndim == 3)
             ok = (b->dims[0] < 0 || b->dims[0] == p->N) && (b->dims[1] < 0 || b->dims[1] == nb) &&
-                 (b->dims[2] < 0 || b->dims[2] == blob);
+                (b->dims[2] < 0 || b->dims[2] == blob);
         else if (b->ndim == 2) /* [N, blocks * blob] as some exporters flatten it */
             ok = (b->dims[0] < 0 || b->dims[0] == p->N) && (b->dims[1] < 0 || b->dims[1] == nb * blob);
         if (!ok)
-            return kn_error(KN_ERR_INVALID_MODEL,
-                            "MatMulNBits '%s': B %s does not match K=%lld N=%lld bits=%lld block_size=%lld (want [%lld, "
-                            "%lld, %lld]: %lld blocks of %lld bytes)",
-                            gi_name(n), kn_tensor_desc(b, b0, sizeof b0), (long long)p->K, (long long)p->N,
-                            (long long)p->bits, (long long)p->block_size, (long long)p->N, (long long)nb,
-                            (long long)blob, (long long)nb, (long long)blob);
+            return kn_error(
+                KN_ERR_INVALID_MODEL,
+                "MatMulNBits '%s': B %s does not match K=%lld N=%lld bits=%lld block_size=%lld (want [%lld, "
+                "%lld, %lld]: %lld blocks of %lld bytes)",
+                gi_name(n), kn_tensor_desc(b, b0, sizeof b0), (long long)p->K, (long long)p->N, (long long)p->bits,
+                (long long)p->block_size, (long long)p->N, (long long)nb, (long long)blob, (long long)nb,
+                (long long)blob);
     }
     if (!sc) return kn_error(KN_ERR_INVALID_MODEL, "MatMulNBits '%s': scales is required", gi_name(n));
     if (!gi_float(sc->dtype) || sc->dtype == KN_F64)

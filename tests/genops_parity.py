@@ -163,6 +163,68 @@ def cases(rng):
     one("rope_fp16", "RotaryEmbedding", [("input", f32(2, 3, 32).astype(np.float16)),
                                          ("position_ids", np.array([[0, 1, 2], [5, 6, 7]], np.int64)),
                                          ("cos_cache", cs), ("sin_cache", sn)], ["output"], num_heads=2, tol="f16")
+
+    # -- GroupQueryAttention: KV cache [B, kv_heads, capacity, H]; seqlens_k[b] + 1 valid positions
+    def gqa(name, B, S, N, KV, H, seqlens, total, P=None, packed=False, rotary=None, dt=np.float32, bias=None,
+            sink=False, **attrs):
+        """P: past capacity (None: no past); rotary: (rotary_dim, interleaved) or None."""
+        ins = []
+        if packed:
+            ins += [("query", f32(B, S, (N + 2 * KV) * H).astype(dt)), ("key", None), ("value", None)]
+        else:
+            ins += [("query", f32(B, S, N * H).astype(dt)), ("key", f32(B, S, KV * H).astype(dt)),
+                    ("value", f32(B, S, KV * H).astype(dt))]
+        ins += [("past_key", None if P is None else f32(B, KV, P, H).astype(dt)),
+                ("past_value", None if P is None else f32(B, KV, P, H).astype(dt)),
+                ("seqlens_k", np.array(seqlens, np.int32)), ("total_sequence_length", np.array([total], np.int32))]
+        if rotary:
+            rd, inter = rotary
+            cs, sn = caches(max(total, P or 0) + 4, rd // 2, dt)
+            ins += [("cos_cache", cs), ("sin_cache", sn)]
+            attrs.update(do_rotary=1, rotary_interleaved=inter)
+        else:
+            ins += [("cos_cache", None), ("sin_cache", None)]
+        ins += [("position_ids", None), ("attention_bias", bias), ("head_sink", f32(N).astype(dt) if sink else None)]
+        while ins[-1][1] is None:
+            ins.pop()
+        T = max(total, P or 0)
+        first = S > 1 and S == total
+        tot = np.array(seqlens) + 1
+        omask = np.ones((B, S, N * H), bool)
+        pmask = np.zeros((B, KV, T, H), bool)
+        for b in range(B):
+            if first:
+                omask[b, tot[b]:] = False  # padding rows of a first prompt
+            pmask[b, :, :tot[b]] = True
+        one(f"gqa_{name}", "GroupQueryAttention", ins, ["output", "present_key", "present_value"],
+            tol="f16" if dt == np.float16 else "f32", masks={0: omask, 1: pmask, 2: pmask}, num_heads=N,
+            kv_num_heads=KV, **attrs)
+
+    gqa("prompt", 2, 5, 4, 2, 16, [4, 4], 5)
+    gqa("prompt_padded", 2, 5, 4, 2, 16, [4, 2], 5)
+    gqa("prompt_shared_buffer", 2, 6, 4, 2, 16, [5, 3], 6, P=12)
+    gqa("decode_shared_buffer_lengths", 3, 1, 4, 2, 16, [3, 7, 5], 8, P=8)
+    gqa("decode_no_share", 2, 1, 8, 2, 32, [6, 6], 7, P=6)
+    gqa("decode_mqa", 2, 1, 8, 1, 16, [9, 4], 10, P=10)
+    gqa("decode_mha", 2, 1, 4, 4, 16, [2, 5], 6, P=6)
+    # ONNX Runtime takes a later chunk of a prompt (several new tokens after a past) for batch 1 only
+    gqa("chunked_prompt", 1, 3, 4, 2, 16, [7], 10, P=10)
+    gqa("prompt_rotary", 2, 5, 4, 2, 16, [4, 4], 5, rotary=(16, 0))
+    gqa("prompt_rotary_interleaved_packed", 2, 5, 4, 2, 16, [4, 4], 5, packed=True, rotary=(16, 1))
+    gqa("decode_rotary_partial", 3, 1, 4, 2, 32, [3, 7, 5], 8, P=8, rotary=(16, 0))
+    gqa("decode_rotary_interleaved_packed", 2, 1, 8, 2, 16, [4, 6], 7, P=7, packed=True, rotary=(16, 1))
+    gqa("chunked_rotary", 1, 4, 4, 2, 16, [9], 12, P=12, rotary=(16, 0))
+    gqa("prompt_local_window", 2, 9, 4, 2, 16, [8, 8], 9, local_window_size=3)
+    gqa("decode_local_window", 2, 1, 4, 2, 16, [7, 3], 8, P=8, local_window_size=4)
+    gqa("prompt_softcap", 2, 5, 4, 2, 16, [4, 4], 5, softcap=1.5)
+    gqa("decode_softcap_scale", 2, 1, 4, 2, 16, [5, 2], 6, P=6, softcap=2.0, scale=0.4)
+    gqa("prompt_smooth_softmax", 2, 5, 4, 2, 16, [4, 4], 5, smooth_softmax=1)
+    gqa("decode_head_sink", 2, 1, 4, 2, 16, [5, 2], 6, P=6, sink=True)
+    gqa("prompt_attention_bias", 2, 4, 4, 2, 16, [3, 3], 4, bias=f32(2, 1, 4, 4))
+    gqa("prompt_long", 1, 70, 8, 2, 64, [69], 70, rotary=(64, 0))
+    gqa("decode_batch4_long_cache", 4, 1, 14, 2, 64, [100, 37, 0, 127], 128, P=128, rotary=(64, 0))
+    gqa("prompt_fp16", 2, 5, 4, 2, 16, [4, 4], 5, dt=np.float16, rotary=(16, 0))
+    gqa("decode_fp16", 2, 1, 4, 2, 16, [5, 2], 6, P=6, dt=np.float16)
     return out
 
 
