@@ -225,6 +225,78 @@ def cases(rng):
     gqa("decode_batch4_long_cache", 4, 1, 14, 2, 64, [100, 37, 0, 127], 128, P=128, rotary=(64, 0))
     gqa("prompt_fp16", 2, 5, 4, 2, 16, [4, 4], 5, dt=np.float16, rotary=(16, 0))
     gqa("decode_fp16", 2, 1, 4, 2, 16, [5, 2], 6, P=6, dt=np.float16)
+
+    # -- MatMulNBits: B, scales, zero points and bias as initializers, as exports store them
+    for c in nbits_cases(rng):
+        out.append(c)
+    return out
+
+
+def nbits_weights(rng, N, K, bits, bs, zp_kind, dt=np.float32):
+    """Random quantised B [N, blocks, bs*bits/8], scales [N*blocks], zero points (None, packed
+    uint8 or float) as MatMulNBits takes them, and the float weights [N, K] they stand for."""
+    nb = (K + bs - 1) // bs
+    q = rng.integers(0, 2 ** bits, (N, nb, bs)).astype(np.uint8)
+    sc = rng.uniform(0.01, 0.1, (N, nb)).astype(dt)
+    if zp_kind is None:
+        z = np.full((N, nb), 2 ** (bits - 1), np.float32)
+        zp = None
+    elif zp_kind == "u8":
+        zq = rng.integers(0, 2 ** bits, (N, nb)).astype(np.uint8)
+        z = zq.astype(np.float32)
+        if bits == 4:
+            zpad = np.zeros((N, (nb + 1) // 2 * 2), np.uint8)
+            zpad[:, :nb] = zq
+            zp = (zpad[:, 0::2] | (zpad[:, 1::2] << 4)).reshape(-1)
+        else:
+            zp = zq.reshape(-1)
+    else:
+        zf = rng.uniform(0, 2 ** bits - 1, (N, nb)).astype(dt)
+        z, zp = zf.astype(np.float32), zf.reshape(-1)
+    w = ((q.astype(np.float32) - z[:, :, None]) * sc.astype(np.float32)[:, :, None]).reshape(N, nb * bs)[:, :K]
+    packed = (q[:, :, 0::2] | (q[:, :, 1::2] << 4)) if bits == 4 else q
+    return packed, sc.reshape(-1), zp, w
+
+
+def nbits_model(rng, M_shape, N, K, bits, bs, zp_kind, bias=False, dt=np.float32, **attrs):
+    packed, sc, zp, w = nbits_weights(rng, N, K, bits, bs, zp_kind, dt)
+    inits = [numpy_helper.from_array(packed, "B"), numpy_helper.from_array(sc, "scales")]
+    names = ["A", "B", "scales"]
+    if zp is not None:
+        inits.append(numpy_helper.from_array(zp, "zero_points"))
+        names.append("zero_points")
+    if bias:
+        names += [""] * (5 - len(names)) + ["bias"]
+        inits.append(numpy_helper.from_array((rng.standard_normal(N)).astype(dt), "bias"))
+    node = helper.make_node("MatMulNBits", names, ["Y"], domain="com.microsoft", K=K, N=N, bits=bits, block_size=bs,
+                            **attrs)
+    a = rng.standard_normal(M_shape + (K,)).astype(dt)
+    model = make_model([node], [("A", a)], [("Y", NP2ONNX[np.dtype(dt)])], inits)
+    return model, [("A", a)]
+
+
+def nbits_cases(rng):
+    out = []
+    combos = [(4, 32, None), (4, 32, "u8"), (4, 32, "float"), (4, 16, "u8"), (4, 64, None), (4, 128, "u8"),
+              (4, 256, "u8"), (8, 16, "u8"), (8, 32, None), (8, 64, "u8"), (8, 128, "u8"), (8, 256, None)]
+    # (ONNX Runtime's CPU refuses 8-bit weights with float zero points, which kiln takes)
+    shapes = [((1,), 64, 48), ((3,), 100, 40), ((8,), 256, 72), ((2, 17), 96, 130), ((1,), 896, 160), ((64,), 512, 96)]
+    for i, (bits, bs, zk) in enumerate(combos):
+        for j, (ms, K, N) in enumerate(shapes):
+            if (i + j) % 2:  # half the grid, every combination and shape seen more than once
+                continue
+            tag = f"b{bits}_bs{bs}_zp{zk}_M{'x'.join(map(str, ms))}_K{K}_N{N}"
+            m, feeds = nbits_model(rng, ms, N, K, bits, bs, zk, bias=(j % 3 == 0))
+            out.append(Case(f"nbits_{tag}", "MatMulNBits", m, feeds))
+    for lvl in (0, 1, 2, 3):
+        m, feeds = nbits_model(rng, (5,), 80, 128, 4, 32, "u8", accuracy_level=lvl)
+        out.append(Case(f"nbits_accuracy_level{lvl}", "MatMulNBits", m, feeds))
+    # level 4: ONNX Runtime quantises A to int8 per block; kiln keeps float32
+    for ms in [(1,), (16,)]:
+        m, feeds = nbits_model(rng, ms, 96, 256, 4, 32, "u8", bias=True, accuracy_level=4)
+        out.append(Case(f"nbits_accuracy_level4_M{ms[0]}", "MatMulNBits", m, feeds, tol="int8acc"))
+    m, feeds = nbits_model(rng, (3,), 64, 128, 4, 32, "u8", bias=True, dt=np.float16)
+    out.append(Case("nbits_fp16", "MatMulNBits", m, feeds, tol="f16"))
     return out
 
 
