@@ -355,8 +355,42 @@ def main():
     return 1 if failed else 0
 
 
-def bench(kiln, rng):
-    pass
+def bench(kiln, rng, threads=1, rounds=5):
+    """MatMulNBits (4-bit, block 32, uint8 zero points) at M=1 and M=64 for K=N in 896..4864: kiln
+    (`kiln bench`, in process) and ONNX Runtime (Python API, its per-call overhead included) take
+    turns, and the medians of all their rounds are compared."""
+    import json
+    import statistics
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    print(f"MatMulNBits 4-bit bs32, {threads} thread(s), medians in ms (ratio < 1: kiln faster)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for KN in (896, 2048, 3072, 4864):
+            for M in (1, 64):
+                model, feeds = nbits_model(rng, (M,), KN, KN, 4, 32, "u8")
+                path = os.path.join(tmp, "m.onnx")
+                onnx.save(model, path)
+                idir = os.path.join(tmp, "in")
+                os.makedirs(idir, exist_ok=True)
+                with open(os.path.join(idir, "input_0.pb"), "wb") as f:
+                    f.write(numpy_helper.from_array(feeds[0][1], "A").SerializeToString())
+                sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+                iters = 200 if M == 1 else 20
+                for _ in range(5):
+                    sess.run(None, dict(feeds))
+                tk, to = [], []
+                for _ in range(rounds):
+                    r = subprocess.run([kiln, "bench", path, "--inputs", idir, "--iters", str(iters), "--warmup", "3",
+                                        "--threads", str(threads), "--json"], check=True, capture_output=True, text=True)
+                    tk += json.loads(r.stdout.strip().splitlines()[-1])["times_ms"]
+                    for _ in range(iters):
+                        t0 = time.perf_counter()
+                        sess.run(None, dict(feeds))
+                        to.append((time.perf_counter() - t0) * 1e3)
+                mk, mo = statistics.median(tk), statistics.median(to)
+                print(f"  K=N={KN:5d} M={M:3d}  kiln {mk:8.3f}  ORT {mo:8.3f}  kiln/ORT {mk / mo:5.2f}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ static const char *nb_name(const kn_node *n) { return n->name ? n->name : ""; }
 
 /* ---- plain references of the inner loops (nbits_impl.h has the vector ones) ---- */
 
-static inline int nb_q(const uint8_t *p, int64_t i, int bits) { return bits == 4 ? (p[i / 2] >> ((i & 1) * 4)) & 15 : p[i]; }
+static inline int nb_q(const uint8_t *p, int64_t i, int bits) {
+    return bits == 4 ? (p[i / 2] >> ((i & 1) * 4)) & 15 : p[i];
+}
 
 void kn_nbits_dot_scalar(const float *a, int64_t lda, int M, const uint8_t *bq, const float *sc, const float *off,
                          int64_t K, int bits, int64_t bs, float *y, int64_t ldy) {
@@ -49,6 +51,10 @@ typedef void (*nb_dot_fn)(const float *, int64_t, int, const uint8_t *, const fl
                           int64_t, float *, int64_t);
 typedef void (*nb_deq_fn)(const uint8_t *, const float *, const float *, int64_t, int, int64_t, int64_t, int64_t,
                           float *);
+typedef void (*nb_dot4_fn)(const float *, const uint8_t *, int64_t, const float *, const float *, int64_t, int64_t, int,
+                           int64_t, float *);
+typedef void (*nb_tile_fn)(const float *, int64_t, const float *, int64_t, int64_t, float *, int64_t, bool);
+typedef void (*nb_edge_fn)(const float *, int64_t, int, const float *, int64_t, int, int64_t, float *, int64_t, bool);
 
 enum { NB_NC = 64, NB_KC = 1024 };
 
@@ -60,20 +66,59 @@ typedef struct nb_job {
     float *y;
     nb_dot_fn dot;
     nb_deq_fn deq;
+    nb_dot4_fn dot4; /* NULL without SIMD */
+    nb_tile_fn tile;
+    nb_edge_fn edge;
+    int tm, tn;
     bool failed;
+    /* the scale / zero-point decoding (nb_prep_task) */
+    const kn_tensor *sct, *zpt;
+    float *sc_w, *off_w;
 } nb_job;
+
+/* Per-block scales and offsets (-zero_point * scale) of columns [begin, end) as float32. */
+static void nb_prep_task(void *vctx, int64_t begin, int64_t end) {
+    nb_job *j = vctx;
+    int64_t nb = j->nb, zs = (nb * j->bits + 7) / 8;
+    float zdef = (float)(1 << (j->bits - 1));
+    const kn_tensor *sct = j->sct, *zpt = j->zpt;
+    for (int64_t n = begin; n < end; n++) {
+        float *sc = j->sc_w + n * nb, *off = j->off_w + n * nb;
+        if (sct->dtype == KN_F32) memcpy(sc, (const float *)sct->data + n * nb, (size_t)nb * sizeof(float));
+        else
+            for (int64_t b = 0; b < nb; b++) sc[b] = kn_load_f32(sct->data, sct->dtype, n * nb + b);
+        if (!zpt) {
+            for (int64_t b = 0; b < nb; b++) off[b] = -zdef * sc[b];
+        } else if (zpt->dtype == KN_U8) {
+            const uint8_t *zb = (const uint8_t *)zpt->data + n * zs;
+            if (j->bits == 4)
+                for (int64_t b = 0; b < nb; b++) off[b] = -(float)((zb[b / 2] >> ((b & 1) * 4)) & 15) * sc[b];
+            else
+                for (int64_t b = 0; b < nb; b++) off[b] = -(float)zb[b] * sc[b];
+        } else {
+            for (int64_t b = 0; b < nb; b++) off[b] = -kn_load_f32(zpt->data, zpt->dtype, n * nb + b) * sc[b];
+        }
+    }
+}
 
 static void nb_gemv_task(void *vctx, int64_t begin, int64_t end) {
     const nb_job *j = vctx;
-    for (int64_t n = begin; n < end; n++)
+    int64_t cs = j->nb * j->blob;
+    int64_t n = begin;
+    if (j->M == 1 && j->dot4)
+        for (; n + 4 <= end; n += 4)
+            j->dot4(j->a, j->b + n * cs, cs, j->sc + n * j->nb, j->off + n * j->nb, j->nb, j->K, j->bits, j->bs,
+                    j->y + n);
+    for (; n < end; n++)
         for (int64_t m0 = 0; m0 < j->M; m0 += 4) {
             int rows = j->M - m0 < 4 ? (int)(j->M - m0) : 4;
-            j->dot(j->a + m0 * j->K, j->K, rows, j->b + n * j->nb * j->blob, j->sc + n * j->nb, j->off + n * j->nb, j->K,
-                   j->bits, j->bs, j->y + m0 * j->N + n, j->N);
+            j->dot(j->a + m0 * j->K, j->K, rows, j->b + n * cs, j->sc + n * j->nb, j->off + n * j->nb, j->K, j->bits,
+                   j->bs, j->y + m0 * j->N + n, j->N);
         }
 }
 
-/* One stripe of NB_NC columns: panels of NB_KC values of K, each dequantised, then multiplied. */
+/* One stripe of NB_NC columns: panels of NB_KC values of K, each dequantised once, then
+ * multiplied by every row of A in tiles (or by kn_sgemm without SIMD tiles). */
 static void nb_gemm_task(void *vctx, int64_t begin, int64_t end) {
     nb_job *j = vctx;
     int64_t kc = NB_KC < j->K ? NB_KC : j->K;
@@ -89,10 +134,25 @@ static void nb_gemm_task(void *vctx, int64_t begin, int64_t end) {
             int64_t kl = j->K - k0 < kc ? j->K - k0 : kc, blk0 = k0 / j->bs, blk1 = (k0 + kl + j->bs - 1) / j->bs;
             for (int64_t c = 0; c < nc; c++) {
                 int64_t n = n0 + c;
-                j->deq(j->b + n * j->nb * j->blob, j->sc + n * j->nb, j->off + n * j->nb, j->K, j->bits, j->bs, blk0, blk1,
-                       panel + c * kl);
+                j->deq(j->b + n * j->nb * j->blob, j->sc + n * j->nb, j->off + n * j->nb, j->K, j->bits, j->bs, blk0,
+                       blk1, panel + c * kl);
             }
-            kn_sgemm(NULL, false, true, j->M, nc, kl, 1.0f, j->a + k0, j->K, panel, kl, k0 ? 1.0f : 0.0f, j->y + n0, j->N);
+            bool acc = k0 > 0;
+            if (!j->tile) {
+                kn_sgemm(NULL, false, true, j->M, nc, kl, 1.0f, j->a + k0, j->K, panel, kl, acc ? 1.0f : 0.0f,
+                         j->y + n0, j->N);
+                continue;
+            }
+            int64_t tm = j->tm, tn = j->tn, mf = j->M / tm * tm, nf = nc / tn * tn;
+            for (int64_t m0 = 0; m0 < mf; m0 += tm)
+                for (int64_t c0 = 0; c0 < nf; c0 += tn)
+                    j->tile(j->a + m0 * j->K + k0, j->K, panel + c0 * kl, kl, kl, j->y + m0 * j->N + n0 + c0, j->N,
+                            acc);
+            if (nf < nc)
+                j->edge(j->a + k0, j->K, (int)mf, panel + nf * kl, kl, (int)(nc - nf), kl, j->y + n0 + nf, j->N, acc);
+            if (mf < j->M)
+                j->edge(j->a + mf * j->K + k0, j->K, (int)(j->M - mf), panel, kl, (int)nc, kl, j->y + mf * j->N + n0,
+                        j->N, acc);
         }
     }
     free(panel);
@@ -122,26 +182,23 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
 
     /* per-block scales and offsets as float32 (N * blocks, small next to B) */
     size_t nsc = (size_t)(N * nb);
-    float *sc = kn_scratch_alloc(ctx, sizeof(float) * 2 * nsc), *off = sc + nsc;
+    float *sc = kn_scratch_alloc(ctx, sizeof(float) * 2 * nsc);
     if (!sc) return KN_OOM(sizeof(float) * 2 * nsc);
-    int64_t zs = (nb * bits + 7) / 8; /* packed zero-point bytes per column */
-    float zdef = (float)(1 << (bits - 1));
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t blk = 0; blk < nb; blk++) {
-            int64_t i = n * nb + blk;
-            float s = kn_load_f32(sct->data, sct->dtype, i), z = zdef;
-            if (zpt && zpt->dtype == KN_U8) {
-                const uint8_t *zb = (const uint8_t *)zpt->data + n * zs;
-                z = (float)(bits == 4 ? (zb[blk / 2] >> ((blk & 1) * 4)) & 15 : zb[blk]);
-            } else if (zpt) {
-                z = kn_load_f32(zpt->data, zpt->dtype, i);
-            }
-            sc[i] = s;
-            off[i] = -z * s;
-        }
-
-    nb_job j = {.sc = sc, .off = off, .b = b->data, .M = M, .N = N, .K = K, .nb = nb, .blob = bs * bits / 8, .bs = bs,
-                .bits = bits};
+    nb_job j = {.sc = sc,
+                .off = sc + nsc,
+                .b = b->data,
+                .M = M,
+                .N = N,
+                .K = K,
+                .nb = nb,
+                .blob = bs * bits / 8,
+                .bs = bs,
+                .bits = bits,
+                .sct = sct,
+                .zpt = zpt,
+                .sc_w = sc,
+                .off_w = sc + nsc};
+    kn_parallel_for(ctx->pool, N, 64, nb_prep_task, &j);
     if (a->dtype == KN_F32) j.a = a->data;
     else {
         float *af = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * K));
@@ -152,11 +209,30 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
     if (yt->dtype == KN_F32) j.y = yt->data;
     else if (!(j.y = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * N)))) return KN_OOM(sizeof(float) * M * N);
     int lvl = kn_red_simd_level();
-    j.dot = lvl == 2 ? kn_nbits_dot_avx512 : lvl == 1 ? kn_nbits_dot_avx2 : kn_nbits_dot_scalar;
-    j.deq = lvl == 2 ? kn_nbits_dequant_avx512 : lvl == 1 ? kn_nbits_dequant_avx2 : kn_nbits_dequant_scalar;
+    if (lvl == 2) {
+        j.dot = kn_nbits_dot_avx512;
+        j.deq = kn_nbits_dequant_avx512;
+        j.dot4 = kn_nbits_dot1x4_avx512;
+        j.tile = kn_nbits_tile_avx512;
+        j.edge = kn_nbits_edge_avx512;
+        j.tm = KN_NBITS_TM_AVX512;
+        j.tn = KN_NBITS_TN_AVX512;
+    } else if (lvl == 1) {
+        j.dot = kn_nbits_dot_avx2;
+        j.deq = kn_nbits_dequant_avx2;
+        j.dot4 = kn_nbits_dot1x4_avx2;
+        j.tile = kn_nbits_tile_avx2;
+        j.edge = kn_nbits_edge_avx2;
+        j.tm = KN_NBITS_TM_AVX2;
+        j.tn = KN_NBITS_TN_AVX2;
+    } else {
+        j.dot = kn_nbits_dot_scalar;
+        j.deq = kn_nbits_dequant_scalar;
+    }
     if (M < 8) {
         int64_t th = ctx->pool ? kn_threadpool_size(ctx->pool) : 1, grain = N / (4 * th);
-        kn_parallel_for(ctx->pool, N, grain < 8 ? 8 : grain, nb_gemv_task, &j);
+        grain = grain < 8 ? 8 : grain / 4 * 4;
+        kn_parallel_for(ctx->pool, N, grain, nb_gemv_task, &j);
     } else {
         kn_parallel_for(ctx->pool, (N + NB_NC - 1) / NB_NC, 1, nb_gemm_task, &j);
         if (j.failed) return KN_OOM(sizeof(float) * NB_NC * NB_KC);

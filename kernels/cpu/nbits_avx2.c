@@ -11,7 +11,9 @@ static inline V nb_load4(const uint8_t *p) {
     __m128i lo = _mm_and_si128(x, m), hi = _mm_and_si128(_mm_srli_epi16(x, 4), m);
     return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi)));
 }
-static inline V nb_load8(const uint8_t *p) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p))); }
+static inline V nb_load8(const uint8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
 static inline float nb_hsum(V v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -22,4 +24,6 @@ static inline float nb_hsum(V v) {
 #define NB_LOAD8 nb_load8
 #define NB_HSUM nb_hsum
 #define NB_FN(name) kn_nbits_##name##_avx2
+#define NB_TM 2
+#define NB_TN 4
 #include "kernels/cpu/nbits_impl.h"

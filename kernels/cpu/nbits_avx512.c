@@ -9,9 +9,13 @@ static inline V nb_load4(const uint8_t *p) {
     __m128i lo = _mm_and_si128(x, m), hi = _mm_and_si128(_mm_srli_epi16(x, 4), m);
     return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi)));
 }
-static inline V nb_load8(const uint8_t *p) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p))); }
+static inline V nb_load8(const uint8_t *p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)));
+}
 #define NB_LOAD4 nb_load4
 #define NB_LOAD8 nb_load8
 #define NB_HSUM _mm512_reduce_add_ps
 #define NB_FN(name) kn_nbits_##name##_avx512
+#define NB_TM 4
+#define NB_TN 4
 #include "kernels/cpu/nbits_impl.h"
