@@ -297,6 +297,51 @@ def nbits_cases(rng):
         out.append(Case(f"nbits_accuracy_level4_M{ms[0]}", "MatMulNBits", m, feeds, tol="int8acc"))
     m, feeds = nbits_model(rng, (3,), 64, 128, 4, 32, "u8", bias=True, dt=np.float16)
     out.append(Case("nbits_fp16", "MatMulNBits", m, feeds, tol="f16"))
+
+    # -- GatherBlockQuantized: the quantised table, scales and zero points as initializers
+    def gbq(name, shape, kind, bs, qa, ga, zp, idx, dt=np.float32, bits=4):
+        """shape: logical data shape; kind: 'u8' (bits 4: two values a byte along the last dim, or
+        bits 8), 'int4' or 'uint4'."""
+        hi = 2 ** bits
+        lo = -8 if kind == "int4" else 0
+        q = rng.integers(lo, lo + hi, shape)
+        sshape = list(shape)
+        sshape[qa] = (shape[qa] + bs - 1) // bs
+        sc = rng.uniform(0.01, 0.1, sshape).astype(dt)
+        zq = rng.integers(lo, lo + hi, sshape) if zp else None
+        def tensor(nm, v):
+            if kind == "u8" and bits == 4:
+                v = v.astype(np.uint8)
+                if v.shape[-1] % 2:
+                    v = np.concatenate([v, np.zeros(v.shape[:-1] + (1,), np.uint8)], -1)
+                return numpy_helper.from_array(v[..., 0::2] | (v[..., 1::2] << 4), nm)
+            if kind == "u8":
+                return numpy_helper.from_array(v.astype(np.uint8), nm)
+            t = TensorProto.INT4 if kind == "int4" else TensorProto.UINT4
+            return helper.make_tensor(nm, t, list(v.shape), v.ravel().tolist())
+        inits = [tensor("data", q), numpy_helper.from_array(sc, "scales")]
+        names = ["data", "indices", "scales"]
+        if zp:
+            inits.append(tensor("zero_points", zq))
+            names.append("zero_points")
+        node = helper.make_node("GatherBlockQuantized", names, ["y"], domain="com.microsoft", block_size=bs,
+                                quantize_axis=qa, gather_axis=ga, bits=bits)
+        model = make_model([node], [("indices", idx)], [("y", NP2ONNX[np.dtype(dt)])], inits)
+        out.append(Case(f"gbq_{name}", "GatherBlockQuantized", model, [("indices", idx)], "f16" if dt == np.float16 else "f32"))
+
+    ids = rng.integers(0, 50, (2, 3)).astype(np.int64)
+    gbq("u8_4bit_bs16_zp", (50, 64), "u8", 16, 1, 0, True, ids)
+    gbq("u8_4bit_bs32_nozp", (50, 64), "u8", 32, 1, 0, False, ids.astype(np.int32))
+    gbq("u8_4bit_bs64_zp_odd_blocks", (50, 192), "u8", 64, 1, 0, True, np.array([49, 0, -1, 7], np.int64))
+    gbq("u8_8bit_bs32_zp", (50, 64), "u8", 32, 1, 0, True, ids, bits=8)
+    gbq("u8_8bit_bs16_nozp", (50, 48), "u8", 16, -1, 0, False, ids, bits=8)
+    gbq("int4_bs16_zp", (50, 64), "int4", 16, 1, 0, True, ids)
+    gbq("int4_bs32_nozp", (50, 64), "int4", 32, 1, 0, False, ids)
+    gbq("uint4_bs16_zp", (50, 64), "uint4", 16, 1, 0, True, ids)
+    gbq("uint4_bs32_nozp", (50, 64), "uint4", 32, 1, 0, False, ids)
+    gbq("int4_3d_bs16", (4, 20, 32), "int4", 16, 2, 1, True, np.array([[3, 19], [0, 7]], np.int64))
+    gbq("int4_quantize_axis0", (64, 24), "int4", 16, 0, 0, True, np.array([5, 63, 16], np.int64))
+    gbq("u8_4bit_fp16_scales", (50, 64), "u8", 32, 1, 0, True, ids, dt=np.float16)
     return out
 
 

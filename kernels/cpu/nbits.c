@@ -244,3 +244,126 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
         for (int64_t i = 0; i < M * N; i++) kn_store_f32(yt->data, yt->dtype, i, j.y[i]);
     return NULL;
 }
+
+/* ---- GatherBlockQuantized ---- */
+
+typedef struct gbq_job {
+    const kn_tensor *data, *scales, *zp;
+    const int64_t *idx;
+    int64_t n_idx, gdim, inner, bs; /* gather dim of data, elements after it */
+    int64_t qstride, qdim, sqdim;   /* quantize axis: stride, data dim, scales dim */
+    int64_t slast;                  /* last dim of scales (zero points pack along it) */
+    bool packed;                    /* uint8 holding two 4-bit values */
+    int bits;
+    float *y;
+} gbq_job;
+
+/* Element f (logical, row-major) of a block-quantised tensor. */
+static inline int gbq_q(const kn_tensor *t, int64_t f, bool packed) {
+    const uint8_t *d = t->data;
+    if (packed) return (d[f / 2] >> ((f & 1) * 4)) & 15;
+    if (t->dtype == KN_I4) return ((const int8_t *)t->data)[f];
+    return d[f];
+}
+
+static void gbq_task(void *vctx, int64_t begin, int64_t end) {
+    const gbq_job *j = vctx;
+    /* without zero points: the middle of uint8's range, 0 for int4 and uint4 (as ONNX Runtime) */
+    float zdef = j->data->dtype == KN_U8 ? (float)(1 << (j->bits - 1)) : 0.0f;
+    for (int64_t r = begin; r < end; r++) {
+        int64_t o = r / j->n_idx, i = j->idx[r % j->n_idx];
+        int64_t base = (o * j->gdim + i) * j->inner;
+        float *y = j->y + r * j->inner;
+        for (int64_t e = 0; e < j->inner; e++) {
+            int64_t f = base + e, coord = (f / j->qstride) % j->qdim;
+            int64_t sf =
+                (f / (j->qstride * j->qdim)) * (j->sqdim * j->qstride) + (coord / j->bs) * j->qstride + f % j->qstride;
+            float s = kn_load_f32(j->scales->data, j->scales->dtype, sf), z = zdef;
+            if (j->zp) {
+                if (j->packed) {
+                    int64_t zr = sf / j->slast, zc = sf % j->slast;
+                    z = (float)((((const uint8_t *)j->zp->data)[zr * ((j->slast + 1) / 2) + zc / 2] >> ((zc & 1) * 4)) &
+                                15);
+                } else {
+                    z = (float)gbq_q(j->zp, sf, false);
+                }
+            }
+            y[e] = ((float)gbq_q(j->data, f, j->packed) - z) * s;
+        }
+    }
+}
+
+kn_status *kn_cpu_MsGatherBlockQuantized(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                         kn_tensor *const *out, int n_out) {
+    (void)n_out;
+    char b0[KN_DESC_LEN], b1[KN_DESC_LEN];
+    const kn_params_ms_gbq *p = KN_PARAMS(node, ms_gbq);
+    const kn_tensor *data = in[0], *idx = n_in > 1 ? in[1] : NULL, *sc = n_in > 2 ? in[2] : NULL;
+    const kn_tensor *zp = n_in > 3 ? in[3] : NULL;
+    if (!idx || !sc)
+        return kn_error(KN_ERR_INVALID_MODEL, "GatherBlockQuantized '%s': data, indices and scales are required",
+                        nb_name(node));
+    bool packed = data->dtype == KN_U8 && p->bits == 4;
+    int nd = data->ndim;
+    if (nd < 1)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "GatherBlockQuantized '%s': data must have rank >= 1", nb_name(node));
+    int64_t ld[KN_MAX_DIMS];
+    for (int i = 0; i < nd; i++) ld[i] = data->dims[i];
+    if (packed) ld[nd - 1] *= 2;
+    int ga, qa;
+    KN_TRY(kn_norm_axis(p->gather_axis, nd, node, &ga));
+    KN_TRY(kn_norm_axis(p->quantize_axis, nd, node, &qa));
+    bool ok = sc->ndim == nd;
+    for (int i = 0; ok && i < nd; i++)
+        ok = sc->dims[i] == (i == qa ? (ld[i] + p->block_size - 1) / p->block_size : ld[i]);
+    if (!ok)
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "GatherBlockQuantized '%s': scales %s do not fit data %s with block_size %lld along axis %d",
+                        nb_name(node), kn_tensor_desc(sc, b0, sizeof b0), kn_tensor_desc(data, b1, sizeof b1),
+                        (long long)p->block_size, qa);
+    if (zp) {
+        bool zok = zp->ndim == nd && zp->dtype == data->dtype;
+        for (int i = 0; zok && i < nd; i++)
+            zok = zp->dims[i] == (packed && i == nd - 1 ? (sc->dims[i] + 1) / 2 : sc->dims[i]);
+        if (!zok)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "GatherBlockQuantized '%s': zero_points %s do not fit scales %s",
+                            nb_name(node), kn_tensor_desc(zp, b0, sizeof b0), kn_tensor_desc(sc, b1, sizeof b1));
+    }
+    int64_t n_idx = kn_numel(idx), outer = 1, inner = 1, qstride = 1;
+    for (int i = 0; i < ga; i++) outer *= ld[i];
+    for (int i = ga + 1; i < nd; i++) inner *= ld[i];
+    for (int i = qa + 1; i < nd; i++) qstride *= ld[i];
+    int64_t *iv = kn_scratch_alloc(ctx, sizeof(int64_t) * (size_t)(n_idx > 0 ? n_idx : 1));
+    if (!iv) return KN_OOM(sizeof(int64_t) * n_idx);
+    for (int64_t i = 0; i < n_idx; i++) {
+        int64_t v = kn_get_i64(idx, i);
+        if (v < -ld[ga] || v >= ld[ga])
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "GatherBlockQuantized '%s': index %lld is outside data dim %d of %lld", nb_name(node),
+                            (long long)v, ga, (long long)ld[ga]);
+        iv[i] = v < 0 ? v + ld[ga] : v;
+    }
+    gbq_job j = {.data = data,
+                 .scales = sc,
+                 .zp = zp,
+                 .idx = iv,
+                 .n_idx = n_idx,
+                 .gdim = ld[ga],
+                 .inner = inner,
+                 .bs = p->block_size,
+                 .qstride = qstride,
+                 .qdim = ld[qa],
+                 .sqdim = sc->dims[qa],
+                 .slast = sc->dims[nd - 1],
+                 .packed = packed,
+                 .bits = (int)p->bits};
+    kn_tensor *yt = out[0];
+    int64_t n = outer * n_idx * inner;
+    if (n == 0) return NULL;
+    if (yt->dtype == KN_F32) j.y = yt->data;
+    else if (!(j.y = kn_scratch_alloc(ctx, sizeof(float) * (size_t)n))) return KN_OOM(sizeof(float) * n);
+    kn_parallel_for(ctx->pool, outer * n_idx, 16, gbq_task, &j);
+    if (yt->dtype != KN_F32)
+        for (int64_t i = 0; i < n; i++) kn_store_f32(yt->data, yt->dtype, i, j.y[i]);
+    return NULL;
+}
