@@ -342,7 +342,60 @@ def nbits_cases(rng):
     gbq("int4_3d_bs16", (4, 20, 32), "int4", 16, 2, 1, True, np.array([[3, 19], [0, 7]], np.int64))
     gbq("int4_quantize_axis0", (64, 24), "int4", 16, 0, 0, True, np.array([5, 63, 16], np.int64))
     gbq("u8_4bit_fp16_scales", (50, 64), "u8", 32, 1, 0, True, ids, dt=np.float16)
+
+    # -- a small decoder layer as GenAI int4 exports build it: quantised embedding, RMS norm, packed
+    # QKV projection, GroupQueryAttention with rotary and a KV cache, output projection, skip RMS norm
+    for name, B, S, P, seqlens, total in [("prompt", 2, 6, 16, [5, 5], 6), ("decode", 3, 1, 16, [9, 4, 15], 16)]:
+        out.append(decoder_layer_case(rng, name, B, S, P, seqlens, total))
     return out
+
+
+def decoder_layer_case(rng, name, B, S, P, seqlens, total, V=40, D=64, N=4, KV=2, H=16):
+    inits, nodes = [], []
+
+    def nbits(tag, src, dst, K, Nout):
+        packed, sc, zp, _ = nbits_weights(rng, Nout, K, 4, 32, "u8")
+        inits.extend([numpy_helper.from_array(packed, f"{tag}_B"), numpy_helper.from_array(sc, f"{tag}_s"),
+                      numpy_helper.from_array(zp, f"{tag}_z")])
+        nodes.append(helper.make_node("MatMulNBits", [src, f"{tag}_B", f"{tag}_s", f"{tag}_z"], [dst], domain="com.microsoft",
+                                      K=K, N=Nout, bits=4, block_size=32))
+
+    q = rng.integers(0, 16, (V, D)).astype(np.uint8)
+    inits += [numpy_helper.from_array(q[:, 0::2] | (q[:, 1::2] << 4), "emb_q"),
+              numpy_helper.from_array(rng.uniform(0.05, 0.2, (V, D // 32)).astype(np.float32), "emb_s"),
+              numpy_helper.from_array((1 + 0.1 * rng.standard_normal(D)).astype(np.float32), "g1"),
+              numpy_helper.from_array((1 + 0.1 * rng.standard_normal(D)).astype(np.float32), "g2")]
+    inv = 1.0 / (10000 ** (np.arange(H // 2) / (H // 2)))
+    ang = np.arange(64)[:, None] * inv[None, :]
+    inits += [numpy_helper.from_array(np.cos(ang).astype(np.float32), "cos"),
+              numpy_helper.from_array(np.sin(ang).astype(np.float32), "sin")]
+    nodes.append(helper.make_node("GatherBlockQuantized", ["emb_q", "ids", "emb_s"], ["x"], domain="com.microsoft",
+                                  block_size=32, quantize_axis=1, gather_axis=0, bits=4))
+    nodes.append(helper.make_node("SimplifiedLayerNormalization", ["x", "g1"], ["n1"], epsilon=1e-6))
+    nbits("qkv", "n1", "qkv", D, (N + 2 * KV) * H)
+    nodes.append(helper.make_node("GroupQueryAttention", ["qkv", "", "", "past_key", "past_value", "seqlens_k",
+                                                          "total_sequence_length", "cos", "sin"],
+                                  ["attn", "present_key", "present_value"], domain="com.microsoft", num_heads=N,
+                                  kv_num_heads=KV, do_rotary=1))
+    nbits("o", "attn", "o", N * H, D)
+    nodes.append(helper.make_node("SkipSimplifiedLayerNormalization", ["o", "x", "g2"], ["y", "", "", "resid"],
+                                  domain="com.microsoft", epsilon=1e-6))
+    feeds = [("ids", rng.integers(0, V, (B, S)).astype(np.int64)),
+             ("past_key", rng.standard_normal((B, KV, P, H)).astype(np.float32)),
+             ("past_value", rng.standard_normal((B, KV, P, H)).astype(np.float32)),
+             ("seqlens_k", np.array(seqlens, np.int32)), ("total_sequence_length", np.array([total], np.int32))]
+    F = TensorProto.FLOAT
+    model = make_model(nodes, feeds, [("y", F), ("resid", F), ("present_key", F), ("present_value", F)], inits)
+    T = max(total, P)
+    tot = np.array(seqlens) + 1
+    first = S > 1 and S == total
+    rmask = np.ones((B, S, D), bool)
+    pmask = np.zeros((B, KV, T, H), bool)
+    for b in range(B):
+        if first:
+            rmask[b, tot[b]:] = False
+        pmask[b, :, :tot[b]] = True
+    return Case(f"decoder_layer_{name}", "decoder layer graph", model, feeds, masks={0: rmask, 1: rmask, 2: pmask, 3: pmask})
 
 
 # ---------------------------------------------------------------- running
@@ -392,6 +445,31 @@ def main():
             passed += 1
             if args.v:
                 print(f"ok   {c.name} " + " ".join(f"[abs {a:.2g} rel {r:.2g}]" for a, r in stats))
+    # models kiln must refuse at load, naming the node: MatMulNBits weights that disagree with K/N/bits/block_size
+    for name, K, bshape, scount in [("blocks", 64, (8, 3, 16), 16), ("blob", 64, (8, 2, 8), 16), ("scales", 64, (8, 2, 16), 15)]:
+        if args.k not in "nbits_refused_" + name:
+            continue
+        inits = [numpy_helper.from_array(np.zeros(bshape, np.uint8), "B"),
+                 numpy_helper.from_array(np.ones(scount, np.float32), "scales")]
+        node = helper.make_node("MatMulNBits", ["A", "B", "scales"], ["Y"], name="proj_" + name, domain="com.microsoft",
+                                K=K, N=8, bits=4, block_size=32)
+        feeds = [("A", np.ones((2, K), np.float32))]
+        model = make_model([node], feeds, [("Y", TensorProto.FLOAT)], inits)
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                run_kiln(args.kiln, model, feeds, 1, tmp)
+                msg = "kiln ran it"
+            except RuntimeError as e:
+                # refused at load: no run-time context ("node ... with inputs (...)") in the message
+                ok = "proj_" + name in str(e) and "MatMulNBits" in str(e) and "with inputs" not in str(e)
+                msg = None if ok else f"not refused at load naming the node: {e}"
+        if msg:
+            failed += 1
+            print(f"FAIL nbits_refused_{name}: {msg}")
+        else:
+            passed += 1
+            if args.v:
+                print(f"ok   nbits_refused_{name}")
     for (op, tol), (a, r, n) in sorted(worst.items()):
         print(f"  {op:34s} {tol:8s} {n:3d} cases  max abs err {a:.3g}  max rel err (|ORT| >= 1e-3 max) {r:.3g}")
     if args.bench:

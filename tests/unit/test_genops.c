@@ -29,7 +29,8 @@ typedef struct nb_case {
 
 static void nb_run(const nb_case *c, kn_threadpool *pool) {
     int64_t nb = (c->K + c->bs - 1) / c->bs, blob = c->bs * c->bits / 8, zs = (nb * c->bits + 7) / 8;
-    int64_t da[2] = {c->M, c->K}, db[3] = {c->N, nb, blob}, dsc[1] = {c->N * nb}, dz[1] = {c->zp_kind == 1 ? c->N * zs : c->N * nb};
+    int64_t da[2] = {c->M, c->K}, db[3] = {c->N, nb, blob}, dsc[1] = {c->N * nb},
+            dz[1] = {c->zp_kind == 1 ? c->N * zs : c->N * nb};
     int64_t dbias[1] = {c->N};
     kn_tensor *a = mk(KN_F32, 2, da, NULL), *b = mk(KN_U8, 3, db, NULL), *sc = mk(KN_F32, 1, dsc, NULL);
     kn_tensor *zp = c->zp_kind ? mk(c->zp_kind == 1 ? KN_U8 : KN_F32, 1, dz, NULL) : NULL;
@@ -85,7 +86,7 @@ START_TEST(test_matmul_nbits) {
     for (int bits = 4; bits <= 8; bits += 4)
         for (int bi = 0; bi < 5; bi++)
             for (int mi = 0; mi < 6; mi++, idx++) {
-                nb_case c = {ms[mi], 3 * bss[bi] + (idx % 3 ? 0 : 5), 13 + 4 * (idx % 5), bss[bi], bits, idx % 3,
+                nb_case c = {ms[mi],      3 * bss[bi] + (idx % 3 ? 0 : 5), 13 + 4 * (idx % 5), bss[bi], bits, idx % 3,
                              idx % 2 == 0};
                 nb_run(&c, idx % 2 ? pool : NULL);
             }
@@ -120,14 +121,16 @@ START_TEST(test_nbits_inner_loops) {
             if (lvl == 2) kn_nbits_dot_avx512(a, K, 4, bq + n * cs, sc + n * NB, off + n * NB, K, bits, BS, y + n, NC);
             else kn_nbits_dot_avx2(a, K, 4, bq + n * cs, sc + n * NB, off + n * NB, K, bits, BS, y + n, NC);
         }
-        for (int i = 0; i < 4 * NC; i++) FAST_ASSERT(close_to(y[i], yr[i], 1e-5, 1e-5), "dot %d: %g vs %g", i, y[i], yr[i]);
+        for (int i = 0; i < 4 * NC; i++)
+            FAST_ASSERT(close_to(y[i], yr[i], 1e-5, 1e-5), "dot %d: %g vs %g", i, y[i], yr[i]);
         float y4[NC];
         if (lvl == 2) kn_nbits_dot1x4_avx512(a, bq, cs, sc, off, NB, K, bits, BS, y4);
         else kn_nbits_dot1x4_avx2(a, bq, cs, sc, off, NB, K, bits, BS, y4);
         for (int n = 0; n < NC; n++) FAST_ASSERT(close_to(y4[n], yr[n], 1e-5, 1e-5), "dot1x4 %d", n);
         /* tile and edge over the dequantised panel */
         float panel[NC * K], c[4 * NC], ce[4 * NC];
-        for (int n = 0; n < NC; n++) kn_nbits_dequant_scalar(bq + n * cs, sc + n * NB, off + n * NB, K, bits, BS, 0, NB, panel + n * K);
+        for (int n = 0; n < NC; n++)
+            kn_nbits_dequant_scalar(bq + n * cs, sc + n * NB, off + n * NB, K, bits, BS, 0, NB, panel + n * K);
         int tm = lvl == 2 ? KN_NBITS_TM_AVX512 : KN_NBITS_TM_AVX2;
         if (lvl == 2) {
             kn_nbits_tile_avx512(a, K, panel, K, K, c, NC, false);
@@ -177,8 +180,11 @@ static kn_status *gqa_shared(const kn_attr *at, int n_at, kn_tensor *const *in, 
     kn_status *st = kn_node_decode_params(&node);
     if (st) return st;
     kn_scratch scratch = {0};
-    kn_exec_ctx ctx = {.pool = pool, .backend = kn_cpu_backend(), .scratch_alloc = kn_scratch_alloc_impl,
-                       .scratch_state = &scratch, .seed = KN_TEST_SEED};
+    kn_exec_ctx ctx = {.pool = pool,
+                       .backend = kn_cpu_backend(),
+                       .scratch_alloc = kn_scratch_alloc_impl,
+                       .scratch_state = &scratch,
+                       .seed = KN_TEST_SEED};
     kn_tensor *out[3] = {y, in[3], in[4]};
     st = kn_cpu_MsGroupQueryAttention(&ctx, &node, (const kn_tensor *const *)in, 9, out, 3);
     free(node.params);
@@ -226,14 +232,17 @@ START_TEST(test_gqa_shared_buffer) {
             int valid_rows = step == 0 ? lens[b] : 1;
             for (int64_t i = 0; i < valid_rows * N * H; i++) {
                 int64_t o = b * S * N * H + i;
-                FAST_ASSERT(((float *)y->data)[o] == ((float *)out[0]->data)[o], "step %d output %lld", step, (long long)o);
+                FAST_ASSERT(((float *)y->data)[o] == ((float *)out[0]->data)[o], "step %d output %lld", step,
+                            (long long)o);
             }
             int tot = ((int32_t *)sl->data)[b] + 1;
             for (int h = 0; h < KV; h++)
                 for (int64_t i = 0; i < (int64_t)tot * H; i++) {
                     int64_t o = (b * KV + h) * CAP * H + i;
-                    FAST_ASSERT(((float *)cache_k->data)[o] == ((float *)out[1]->data)[o], "step %d key %lld", step, (long long)o);
-                    FAST_ASSERT(((float *)cache_v->data)[o] == ((float *)out[2]->data)[o], "step %d value %lld", step, (long long)o);
+                    FAST_ASSERT(((float *)cache_k->data)[o] == ((float *)out[1]->data)[o], "step %d key %lld", step,
+                                (long long)o);
+                    FAST_ASSERT(((float *)cache_v->data)[o] == ((float *)out[2]->data)[o], "step %d value %lld", step,
+                                (long long)o);
                 }
         }
         /* the separate run's present is the next step's past */
