@@ -101,6 +101,43 @@ static void nb_prep_task(void *vctx, int64_t begin, int64_t end) {
     }
 }
 
+/* The decoding's inputs checked as the kernel checks them: shapes matching N and the block count. */
+static bool nb_prep_fits(const kn_params_ms_nbits *p, const kn_tensor *sct, const kn_tensor *zpt) {
+    int64_t nb = (p->K + p->block_size - 1) / p->block_size;
+    if (!sct || kn_numel(sct) != p->N * nb || (sct->dtype != KN_F32 && sct->dtype != KN_F16 && sct->dtype != KN_BF16))
+        return false;
+    if (!zpt) return true;
+    if (zpt->dtype == KN_U8) return kn_numel(zpt) == p->N * ((nb * p->bits + 7) / 8);
+    return zpt->dtype == sct->dtype && kn_numel(zpt) == p->N * nb;
+}
+
+kn_status *kn_nbits_prepare(const kn_node *n, const kn_tensor *sc, const kn_tensor *zp, kn_nbits_prepared **out) {
+    const kn_params_ms_nbits *p = KN_PARAMS(n, ms_nbits);
+    *out = NULL;
+    if (!nb_prep_fits(p, sc, zp) || !sc->data || (zp && !zp->data)) return NULL;
+    int64_t nb = (p->K + p->block_size - 1) / p->block_size, cnt = p->N * nb;
+    kn_nbits_prepared *pr = calloc(1, sizeof *pr);
+    float *buf = malloc(sizeof(float) * (size_t)(2 * cnt));
+    if (!pr || !buf) {
+        free(pr);
+        free(buf);
+        return KN_OOM(sizeof(float) * (size_t)(2 * cnt));
+    }
+    pr->count = cnt;
+    pr->sc = buf;
+    pr->off = buf + cnt;
+    nb_job j = {.nb = nb, .bits = (int)p->bits, .sct = sc, .zpt = zp, .sc_w = pr->sc, .off_w = pr->off};
+    nb_prep_task(&j, 0, p->N);
+    *out = pr;
+    return NULL;
+}
+
+void kn_nbits_prepared_free(void *v) {
+    kn_nbits_prepared *p = v;
+    if (p) free(p->sc);
+    free(p);
+}
+
 static void nb_gemv_task(void *vctx, int64_t begin, int64_t end) {
     const nb_job *j = vctx;
     int64_t cs = j->nb * j->blob;
@@ -180,13 +217,9 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
     kn_tensor *yt = out[0];
     if (M == 0) return NULL;
 
-    /* per-block scales and offsets as float32 (N * blocks, small next to B) */
-    size_t nsc = (size_t)(N * nb);
-    float *sc = kn_scratch_alloc(ctx, sizeof(float) * 2 * nsc);
-    if (!sc) return KN_OOM(sizeof(float) * 2 * nsc);
-    nb_job j = {.sc = sc,
-                .off = sc + nsc,
-                .b = b->data,
+    /* per-block scales and offsets as float32 (N * blocks, small next to B): decoded at load for
+     * constant ones, else here */
+    nb_job j = {.b = b->data,
                 .M = M,
                 .N = N,
                 .K = K,
@@ -195,10 +228,19 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
                 .bs = bs,
                 .bits = bits,
                 .sct = sct,
-                .zpt = zpt,
-                .sc_w = sc,
-                .off_w = sc + nsc};
-    kn_parallel_for(ctx->pool, N, 64, nb_prep_task, &j);
+                .zpt = zpt};
+    const kn_nbits_prepared *pr = node->prepared;
+    if (pr && pr->count == N * nb) {
+        j.sc = pr->sc;
+        j.off = pr->off;
+    } else {
+        size_t nsc = (size_t)(N * nb);
+        float *sc = kn_scratch_alloc(ctx, sizeof(float) * 2 * nsc);
+        if (!sc) return KN_OOM(sizeof(float) * 2 * nsc);
+        j.sc = j.sc_w = sc;
+        j.off = j.off_w = sc + nsc;
+        kn_parallel_for(ctx->pool, N, 64, nb_prep_task, &j);
+    }
     if (a->dtype == KN_F32) j.a = a->data;
     else {
         float *af = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * K));

@@ -27,4 +27,19 @@ void kn_nbits_dequant_scalar(const uint8_t *bq, const float *sc, const float *of
 KN_NBITS_DECL(avx2)
 KN_NBITS_DECL(avx512)
 #undef KN_NBITS_DECL
+
+/* MatMulNBits' per-block scales and offsets (-zero_point * scale) as float32, decoded once per
+ * model when scales and zero points are constants (the CPU backend's graph_optimize hook keeps
+ * them in the node's prepared slot) instead of on every run. */
+struct kn_node;
+struct kn_tensor;
+typedef struct kn_nbits_prepared {
+    int64_t count; /* N * blocks */
+    float *sc, *off;
+} kn_nbits_prepared;
+/* NULL *out (and no error) when the node's attributes do not describe these tensors: the kernel
+ * then reports the mismatch on its run. */
+struct kn_status *kn_nbits_prepare(const struct kn_node *n, const struct kn_tensor *sc, const struct kn_tensor *zp,
+                                   kn_nbits_prepared **out);
+void kn_nbits_prepared_free(void *p);
 #endif
