@@ -405,6 +405,7 @@ def main():
     ap.add_argument("-k", default="", help="only cases whose name contains this")
     ap.add_argument("-v", action="store_true")
     ap.add_argument("--bench", action="store_true", help="MatMulNBits speed against ONNX Runtime")
+    ap.add_argument("--bench-threads", type=int, default=1, help="threads of both sides in --bench")
     ap.add_argument("--kiln", default=os.environ.get("KILN", os.path.join(os.path.dirname(__file__), "..", "build", "kiln")))
     args = ap.parse_args()
     if not os.access(args.kiln, os.X_OK):
@@ -473,7 +474,7 @@ def main():
     for (op, tol), (a, r, n) in sorted(worst.items()):
         print(f"  {op:34s} {tol:8s} {n:3d} cases  max abs err {a:.3g}  max rel err (|ORT| >= 1e-3 max) {r:.3g}")
     if args.bench:
-        bench(args.kiln, rng)
+        bench(args.kiln, rng, threads=args.bench_threads)
     print(f"{passed} passed, {failed} failed, 0 skipped")
     return 1 if failed else 0
 
