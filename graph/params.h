@@ -571,7 +571,8 @@ typedef struct kn_params_ms_attention {
  * SkipSimplifiedLayerNormalization into ms_sln. ---- */
 
 /* com.microsoft RotaryEmbedding (not ai.onnx's: position_ids comes second and is required, a [1]
- * offset or [B,S] ids). scale and is_packed_batching are kept so the kernel can refuse them. */
+ * offset or [B,S] ids). is_packed_batching is kept so the kernel can refuse it; scale is decoded
+ * and, as by ONNX Runtime's CPU kernel, not applied. */
 typedef struct kn_params_ms_rotary {
     int64_t num_heads;
     int64_t rotary_embedding_dim; /* 0: the head size */

@@ -159,6 +159,10 @@ def cases(rng):
         tag = f"{B}x{S}x{N}x{H}_rd{rd}_i{inter}_{'bnsh' if fourd else 'bsd'}_{pos_kind}"
         one(f"rope_{tag}", "RotaryEmbedding", [("input", x), ("position_ids", pos), ("cos_cache", cs),
                                                ("sin_cache", sn)], ["output"], **attrs)
+    cs, sn = caches(16, 8)
+    # ONNX Runtime's CPU kernel does not apply `scale`; neither does kiln
+    one("rope_scale_attr", "RotaryEmbedding", [("input", f32(1, 3, 32)), ("position_ids", np.array([2], np.int64)),
+                                               ("cos_cache", cs), ("sin_cache", sn)], ["output"], num_heads=2, scale=2.0)
     cs, sn = caches(32, 8, np.float16)
     one("rope_fp16", "RotaryEmbedding", [("input", f32(2, 3, 32).astype(np.float16)),
                                          ("position_ids", np.array([[0, 1, 2], [5, 6, 7]], np.int64)),

@@ -248,9 +248,7 @@ kn_status *kn_cpu_MsRotaryEmbedding(kn_exec_ctx *ctx, const kn_node *node, const
     const kn_tensor *x = in[0], *pos = in[1], *cs = in[2], *sn = in[3];
     if (p->is_packed_batching)
         return kn_error(KN_ERR_UNSUPPORTED, "RotaryEmbedding '%s': is_packed_batching is not supported", go_name(node));
-    if (p->scale != 1.0f)
-        return kn_error(KN_ERR_UNSUPPORTED, "RotaryEmbedding '%s': scale=%g is not supported (1 only)", go_name(node),
-                        (double)p->scale);
+    /* scale is accepted and not applied: ONNX Runtime's CPU kernel gives the same result for any scale */
     if (cs->ndim != 2)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding '%s': cos_cache %s must be 2-D", go_name(node),
                         kn_tensor_desc(cs, b0, sizeof b0));
