@@ -96,54 +96,58 @@ START_TEST(test_matmul_nbits) {
 }
 END_TEST
 
-/* the vector inner loops against the plain ones, bit for bit where the order of sums agrees */
+/* the vector inner loops of every level this CPU runs (AVX2 on an AVX-512 machine too) against the
+ * plain ones: dequantisation bit for bit, dot products and tiles to float32 rounding */
 START_TEST(test_nbits_inner_loops) {
     int lvl = kn_red_simd_level();
-    if (lvl == 0) return;
     enum { K = 300, BS = 32, NB = (K + BS - 1) / BS, NC = 4 };
-    for (int bits = 4; bits <= 8; bits += 4) {
-        int64_t blob = BS * bits / 8, cs = NB * blob;
-        uint8_t bq[NC * NB * 32];
-        float a[4 * K], sc[NC * NB], off[NC * NB], y[4 * NC], yr[4 * NC];
-        for (size_t i = 0; i < sizeof bq; i++) bq[i] = (uint8_t)urand();
-        for (int i = 0; i < 4 * K; i++) a[i] = (float)drand();
-        for (int i = 0; i < NC * NB; i++) {
-            sc[i] = (float)(0.02 + 0.01 * drand());
-            off[i] = -(float)(urand() % 16) * sc[i];
+    for (int lv = 1; lv <= lvl; lv++)
+        for (int bits = 4; bits <= 8; bits += 4) {
+            bool z = lv == 2;
+            int64_t blob = BS * bits / 8, cs = NB * blob;
+            uint8_t bq[NC * NB * 32];
+            float a[4 * K], sc[NC * NB], off[NC * NB], y[4 * NC], yr[4 * NC];
+            for (size_t i = 0; i < sizeof bq; i++) bq[i] = (uint8_t)urand();
+            for (int i = 0; i < 4 * K; i++) a[i] = (float)drand();
+            for (int i = 0; i < NC * NB; i++) {
+                sc[i] = (float)(0.02 + 0.01 * drand());
+                off[i] = -(float)(urand() % 16) * sc[i];
+            }
+            float dq[K], dqr[K], panel[NC * K];
+            for (int n = 0; n < NC; n++) {
+                const uint8_t *q = bq + n * cs;
+                const float *s = sc + n * NB, *o = off + n * NB;
+                kn_nbits_dequant_scalar(q, s, o, K, bits, BS, 0, NB, dqr);
+                memcpy(panel + n * K, dqr, sizeof dqr);
+                /* a middle range of blocks too, as the prefill panels take them */
+                (z ? kn_nbits_dequant_avx512 : kn_nbits_dequant_avx2)(q, s, o, K, bits, BS, 0, NB, dq);
+                for (int k = 0; k < K; k++)
+                    FAST_ASSERT(dq[k] == dqr[k], "level %d dequant bits %d n %d k %d", lv, bits, n, k);
+                (z ? kn_nbits_dequant_avx512 : kn_nbits_dequant_avx2)(q, s, o, K, bits, BS, 3, NB, dq);
+                for (int k = 3 * BS; k < K; k++)
+                    FAST_ASSERT(dq[k - 3 * BS] == dqr[k], "level %d dequant from block 3, k %d", lv, k);
+                kn_nbits_dot_scalar(a, K, 4, q, s, o, K, bits, BS, yr + n, NC);
+                (z ? kn_nbits_dot_avx512 : kn_nbits_dot_avx2)(a, K, 4, q, s, o, K, bits, BS, y + n, NC);
+            }
+            for (int i = 0; i < 4 * NC; i++)
+                FAST_ASSERT(close_to(y[i], yr[i], 1e-5, 1e-5), "level %d dot %d: %g vs %g", lv, i, y[i], yr[i]);
+            float y4[NC];
+            (z ? kn_nbits_dot1x4_avx512 : kn_nbits_dot1x4_avx2)(a, bq, cs, sc, off, NB, K, bits, BS, y4);
+            for (int n = 0; n < NC; n++) FAST_ASSERT(close_to(y4[n], yr[n], 1e-5, 1e-5), "level %d dot1x4 %d", lv, n);
+            /* tile and edge over the dequantised panel, written and then accumulated onto */
+            int tm = z ? KN_NBITS_TM_AVX512 : KN_NBITS_TM_AVX2;
+            float c[4 * NC], ce[4 * NC];
+            for (int acc = 0; acc < 2; acc++) {
+                (z ? kn_nbits_tile_avx512 : kn_nbits_tile_avx2)(a, K, panel, K, K, c, NC, acc);
+                (z ? kn_nbits_edge_avx512 : kn_nbits_edge_avx2)(a, K, tm, panel, K, NC, K, ce, NC, acc);
+            }
+            for (int i = 0; i < tm * NC; i++) {
+                FAST_ASSERT(close_to(c[i], 2 * yr[i], 1e-5, 2e-5), "level %d tile %d: %g vs %g", lv, i, c[i],
+                            2 * yr[i]);
+                FAST_ASSERT(close_to(ce[i], 2 * yr[i], 1e-5, 2e-5), "level %d edge %d: %g vs %g", lv, i, ce[i],
+                            2 * yr[i]);
+            }
         }
-        float dq[K], dqr[K];
-        for (int n = 0; n < NC; n++) {
-            kn_nbits_dequant_scalar(bq + n * cs, sc + n * NB, off + n * NB, K, bits, BS, 0, NB, dqr);
-            if (lvl == 2) kn_nbits_dequant_avx512(bq + n * cs, sc + n * NB, off + n * NB, K, bits, BS, 0, NB, dq);
-            else kn_nbits_dequant_avx2(bq + n * cs, sc + n * NB, off + n * NB, K, bits, BS, 0, NB, dq);
-            for (int k = 0; k < K; k++) FAST_ASSERT(dq[k] == dqr[k], "dequant bits %d n %d k %d", bits, n, k);
-            kn_nbits_dot_scalar(a, K, 4, bq + n * cs, sc + n * NB, off + n * NB, K, bits, BS, yr + n, NC);
-            if (lvl == 2) kn_nbits_dot_avx512(a, K, 4, bq + n * cs, sc + n * NB, off + n * NB, K, bits, BS, y + n, NC);
-            else kn_nbits_dot_avx2(a, K, 4, bq + n * cs, sc + n * NB, off + n * NB, K, bits, BS, y + n, NC);
-        }
-        for (int i = 0; i < 4 * NC; i++)
-            FAST_ASSERT(close_to(y[i], yr[i], 1e-5, 1e-5), "dot %d: %g vs %g", i, y[i], yr[i]);
-        float y4[NC];
-        if (lvl == 2) kn_nbits_dot1x4_avx512(a, bq, cs, sc, off, NB, K, bits, BS, y4);
-        else kn_nbits_dot1x4_avx2(a, bq, cs, sc, off, NB, K, bits, BS, y4);
-        for (int n = 0; n < NC; n++) FAST_ASSERT(close_to(y4[n], yr[n], 1e-5, 1e-5), "dot1x4 %d", n);
-        /* tile and edge over the dequantised panel */
-        float panel[NC * K], c[4 * NC], ce[4 * NC];
-        for (int n = 0; n < NC; n++)
-            kn_nbits_dequant_scalar(bq + n * cs, sc + n * NB, off + n * NB, K, bits, BS, 0, NB, panel + n * K);
-        int tm = lvl == 2 ? KN_NBITS_TM_AVX512 : KN_NBITS_TM_AVX2;
-        if (lvl == 2) {
-            kn_nbits_tile_avx512(a, K, panel, K, K, c, NC, false);
-            kn_nbits_edge_avx512(a, K, tm, panel, K, NC, K, ce, NC, false);
-        } else {
-            kn_nbits_tile_avx2(a, K, panel, K, K, c, NC, false);
-            kn_nbits_edge_avx2(a, K, tm, panel, K, NC, K, ce, NC, false);
-        }
-        for (int i = 0; i < tm * NC; i++) {
-            FAST_ASSERT(close_to(c[i], yr[i], 1e-5, 1e-5), "tile %d: %g vs %g", i, c[i], yr[i]);
-            FAST_ASSERT(close_to(ce[i], yr[i], 1e-5, 1e-5), "edge %d: %g vs %g", i, ce[i], yr[i]);
-        }
-    }
 }
 END_TEST
 
