@@ -2,8 +2,9 @@
  * (Y = A x dequant(B)^T + bias, B [N, blocks, block_size * bits / 8] with 4-bit values low nibble
  * first) and GatherBlockQuantized. MatMulNBits never makes the fp32 weight matrix: products of few
  * rows (decode) dequantise one vector of weights at a time in registers and take its dot products
- * with every row at once (nbits_impl.h); larger products dequantise a panel of 64 columns by at
- * most 1024 values of K at a time (256 KiB, cache-sized) per task and hand it to kn_sgemm.
+ * with every row at once (nbits_impl.h; one row of 4-bit weights against A deinterleaved, so a
+ * mask and a shift unpack them); larger products dequantise a panel of 64 columns by at most 1024
+ * values of K at a time (256 KiB, cache-sized) per task and multiply it in register tiles.
  * accuracy_level is accepted and the product computed in float32 (ONNX Runtime's level 4 quantises
  * A to int8 instead; kiln keeps the more accurate product). */
 #include "graph/op_helpers.h"
@@ -53,6 +54,8 @@ typedef void (*nb_deq_fn)(const uint8_t *, const float *, const float *, int64_t
                           float *);
 typedef void (*nb_dot4_fn)(const float *, const uint8_t *, int64_t, const float *, const float *, int64_t, int64_t, int,
                            int64_t, float *);
+typedef void (*nb_dot4p_fn)(const float *, const float *, const uint8_t *, int64_t, const float *, const float *,
+                            int64_t, int64_t, int64_t, float *);
 typedef void (*nb_tile_fn)(const float *, int64_t, const float *, int64_t, int64_t, float *, int64_t, bool);
 typedef void (*nb_edge_fn)(const float *, int64_t, int, const float *, int64_t, int, int64_t, float *, int64_t, bool);
 
@@ -67,6 +70,8 @@ typedef struct nb_job {
     nb_dot_fn dot;
     nb_deq_fn deq;
     nb_dot4_fn dot4; /* NULL without SIMD */
+    nb_dot4p_fn dot4p;
+    const float *ad; /* A's row deinterleaved for dot4p, or NULL */
     nb_tile_fn tile;
     nb_edge_fn edge;
     int tm, tn;
@@ -142,6 +147,10 @@ static void nb_gemv_task(void *vctx, int64_t begin, int64_t end) {
     const nb_job *j = vctx;
     int64_t cs = j->nb * j->blob;
     int64_t n = begin;
+    if (j->M == 1 && j->ad)
+        for (; n + 4 <= end; n += 4)
+            j->dot4p(j->a, j->ad, j->b + n * cs, cs, j->sc + n * j->nb, j->off + n * j->nb, j->nb, j->K, j->bs,
+                     j->y + n);
     if (j->M == 1 && j->dot4)
         for (; n + 4 <= end; n += 4)
             j->dot4(j->a, j->b + n * cs, cs, j->sc + n * j->nb, j->off + n * j->nb, j->nb, j->K, j->bits, j->bs,
@@ -255,6 +264,7 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
         j.dot = kn_nbits_dot_avx512;
         j.deq = kn_nbits_dequant_avx512;
         j.dot4 = kn_nbits_dot1x4_avx512;
+        j.dot4p = kn_nbits_dot1x4_4p_avx512;
         j.tile = kn_nbits_tile_avx512;
         j.edge = kn_nbits_edge_avx512;
         j.tm = KN_NBITS_TM_AVX512;
@@ -263,6 +273,7 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
         j.dot = kn_nbits_dot_avx2;
         j.deq = kn_nbits_dequant_avx2;
         j.dot4 = kn_nbits_dot1x4_avx2;
+        j.dot4p = kn_nbits_dot1x4_4p_avx2;
         j.tile = kn_nbits_tile_avx2;
         j.edge = kn_nbits_edge_avx2;
         j.tm = KN_NBITS_TM_AVX2;
@@ -270,6 +281,15 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
     } else {
         j.dot = kn_nbits_dot_scalar;
         j.deq = kn_nbits_dequant_scalar;
+    }
+    /* decode of 4-bit weights: A's row deinterleaved once, so W bytes of weights give two vectors
+     * by a mask and a shift (kn_nbits_dot1x4_4p) */
+    int64_t w2 = 2 * (lvl == 2 ? KN_NBITS_W_AVX512 : KN_NBITS_W_AVX2);
+    if (M == 1 && bits == 4 && j.dot4p && bs % w2 == 0) {
+        float *ad = kn_scratch_alloc(ctx, sizeof(float) * (size_t)K);
+        if (!ad) return KN_OOM(sizeof(float) * K);
+        (lvl == 2 ? kn_nbits_deint_avx512 : kn_nbits_deint_avx2)(j.a, K / bs * bs, ad);
+        j.ad = ad;
     }
     if (M < 8) {
         int64_t th = ctx->pool ? kn_threadpool_size(ctx->pool) : 1, grain = N / (4 * th);

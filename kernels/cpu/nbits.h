@@ -13,10 +13,15 @@
                                 int64_t blk0, int64_t blk1, float *dst); \
     void kn_nbits_dot1x4_##sfx(const float *a, const uint8_t *bq, int64_t bstride, const float *sc, const float *off, \
                                int64_t nb, int64_t K, int bits, int64_t bs, float *y); \
+    void kn_nbits_deint_##sfx(const float *a, int64_t n, float *dst); \
+    void kn_nbits_dot1x4_4p_##sfx(const float *a, const float *ad, const uint8_t *bq, int64_t bstride, \
+                                  const float *sc, const float *off, int64_t nb, int64_t K, int64_t bs, float *y); \
     void kn_nbits_tile_##sfx(const float *a, int64_t lda, const float *p, int64_t ldp, int64_t kl, float *c, \
                              int64_t ldc, bool accumulate); \
     void kn_nbits_edge_##sfx(const float *a, int64_t lda, int mi, const float *p, int64_t ldp, int nj, int64_t kl, \
                              float *c, int64_t ldc, bool accumulate);
+/* the vector widths (dot1x4_4p takes block sizes that are multiples of twice them) */
+enum { KN_NBITS_W_AVX2 = 8, KN_NBITS_W_AVX512 = 16 };
 /* the tile sizes of kn_nbits_tile_* (rows of A x columns of the panel) */
 enum { KN_NBITS_TM_AVX2 = 2, KN_NBITS_TN_AVX2 = 4, KN_NBITS_TM_AVX512 = 4, KN_NBITS_TN_AVX512 = 4 };
 /* the plain references (nbits.c) */

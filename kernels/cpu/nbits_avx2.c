@@ -20,6 +20,10 @@ static inline float nb_hsum(V v) {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
+/* 8 bytes widened to 8 int32 lanes; their low and high nibbles as floats */
+#define NB_LOADB(p) _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p)))
+#define NB_LO(v) _mm256_cvtepi32_ps(_mm256_and_si256((v), _mm256_set1_epi32(15)))
+#define NB_HI(v) _mm256_cvtepi32_ps(_mm256_srli_epi32((v), 4))
 #define NB_LOAD4 nb_load4
 #define NB_LOAD8 nb_load8
 #define NB_HSUM nb_hsum

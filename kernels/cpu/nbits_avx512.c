@@ -12,6 +12,10 @@ static inline V nb_load4(const uint8_t *p) {
 static inline V nb_load8(const uint8_t *p) {
     return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)));
 }
+/* 16 bytes widened to 16 int32 lanes; their low and high nibbles as floats */
+#define NB_LOADB(p) _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)))
+#define NB_LO(v) _mm512_cvtepi32_ps(_mm512_and_si512((v), _mm512_set1_epi32(15)))
+#define NB_HI(v) _mm512_cvtepi32_ps(_mm512_srli_epi32((v), 4))
 #define NB_LOAD4 nb_load4
 #define NB_LOAD8 nb_load8
 #define NB_HSUM _mm512_reduce_add_ps

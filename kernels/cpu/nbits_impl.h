@@ -159,3 +159,56 @@ void NB_FN(edge)(const float *a, int64_t lda, int mi, const float *p, int64_t ld
             c[i * ldc + j] = accumulate ? c[i * ldc + j] + s : s;
         }
 }
+
+/* A row of A with each group of 2W values reordered, even positions first and odd ones after: the
+ * order in which W bytes of 4-bit weights give their low and high nibbles without interleaving. */
+void NB_FN(deint)(const float *a, int64_t n, float *dst) {
+    for (int64_t g = 0; g + 2 * W <= n; g += 2 * W)
+        for (int j = 0; j < W; j++) {
+            dst[g + j] = a[g + 2 * j];
+            dst[g + W + j] = a[g + 2 * j + 1];
+        }
+}
+
+/* dot1x4 for 4-bit weights and block sizes a multiple of 2W, with A's full blocks given
+ * deinterleaved in ad (a keeps the original row for the last, partial block): W bytes are widened
+ * once and split into two vectors of weights by a mask and a shift. */
+void NB_FN(dot1x4_4p)(const float *a, const float *ad, const uint8_t *bq, int64_t bstride, const float *sc,
+                      const float *off, int64_t nb, int64_t K, int64_t bs, float *y) {
+    int64_t blob = bs / 2, nfull = K / bs;
+    V r0 = vset1(0.0f), r1 = r0, r2 = r0, r3 = r0;
+    const uint8_t *q0 = bq, *q1 = bq + bstride, *q2 = bq + 2 * bstride, *q3 = bq + 3 * bstride;
+    for (int64_t blk = 0; blk < nfull; blk++) {
+        V s0 = vset1(sc[blk]), s1 = vset1(sc[nb + blk]), s2 = vset1(sc[2 * nb + blk]), s3 = vset1(sc[3 * nb + blk]);
+        V o0 = vset1(off[blk]), o1 = vset1(off[nb + blk]), o2 = vset1(off[2 * nb + blk]), o3 = vset1(off[3 * nb + blk]);
+        const float *ak = ad + blk * bs;
+        int64_t bo = blk * blob;
+        for (int64_t i = 0; i < bs; i += 2 * W) {
+            V ae = vload(ak + i), ao = vload(ak + i + W);
+            VI v;
+            v = NB_LOADB(q0 + bo + i / 2);
+            r0 = vfmadd(ae, vfmadd(NB_LO(v), s0, o0), r0);
+            r0 = vfmadd(ao, vfmadd(NB_HI(v), s0, o0), r0);
+            v = NB_LOADB(q1 + bo + i / 2);
+            r1 = vfmadd(ae, vfmadd(NB_LO(v), s1, o1), r1);
+            r1 = vfmadd(ao, vfmadd(NB_HI(v), s1, o1), r1);
+            v = NB_LOADB(q2 + bo + i / 2);
+            r2 = vfmadd(ae, vfmadd(NB_LO(v), s2, o2), r2);
+            r2 = vfmadd(ao, vfmadd(NB_HI(v), s2, o2), r2);
+            v = NB_LOADB(q3 + bo + i / 2);
+            r3 = vfmadd(ae, vfmadd(NB_LO(v), s3, o3), r3);
+            r3 = vfmadd(ao, vfmadd(NB_HI(v), s3, o3), r3);
+        }
+    }
+    V acc[4] = {r0, r1, r2, r3};
+    for (int j = 0; j < 4; j++) {
+        float r = NB_HSUM(acc[j]);
+        if (nfull * bs < K) {
+            const uint8_t *p = bq + j * bstride + nfull * blob;
+            float s = sc[j * nb + nfull], o = off[j * nb + nfull];
+            for (int64_t k = 0; k < K - nfull * bs; k++)
+                r += a[nfull * bs + k] * fmaf((float)((p[k / 2] >> ((k & 1) * 4)) & 15), s, o);
+        }
+        y[j] = r;
+    }
+}

@@ -134,6 +134,14 @@ START_TEST(test_nbits_inner_loops) {
             float y4[NC];
             (z ? kn_nbits_dot1x4_avx512 : kn_nbits_dot1x4_avx2)(a, bq, cs, sc, off, NB, K, bits, BS, y4);
             for (int n = 0; n < NC; n++) FAST_ASSERT(close_to(y4[n], yr[n], 1e-5, 1e-5), "level %d dot1x4 %d", lv, n);
+            if (bits == 4) { /* the decode path on A deinterleaved (BS is a multiple of 2W at both levels) */
+                float ad[K];
+                (z ? kn_nbits_deint_avx512 : kn_nbits_deint_avx2)(a, K / BS * BS, ad);
+                (z ? kn_nbits_dot1x4_4p_avx512 : kn_nbits_dot1x4_4p_avx2)(a, ad, bq, cs, sc, off, NB, K, BS, y4);
+                for (int n = 0; n < NC; n++)
+                    FAST_ASSERT(close_to(y4[n], yr[n], 1e-5, 1e-5), "level %d dot1x4_4p %d: %g vs %g", lv, n, y4[n],
+                                yr[n]);
+            }
             /* tile and edge over the dequantised panel, written and then accumulated onto */
             int tm = z ? KN_NBITS_TM_AVX512 : KN_NBITS_TM_AVX2;
             float c[4 * NC], ce[4 * NC];
