@@ -81,6 +81,12 @@ typedef struct kn_einsum {
 struct kn_tensor;
 kn_status *kn_einsum_parse(const char *eq, int n_ops, const struct kn_tensor *const *ops, kn_einsum *e);
 
+/* ---- defined in graph/infer_genops.c ---- */
+/* MatMulNBits: B, scales and zero_points against the node's K, N, bits and block_size (shapes,
+ * block count, blob size), and g_idx refused; the shape rule and the kernel both run it. */
+kn_status *kn_nbits_check(const struct kn_node *n, const struct kn_tensor *b, const struct kn_tensor *sc,
+                          const struct kn_tensor *zp, const struct kn_tensor *gidx);
+
 #ifdef __cplusplus
 }
 #endif

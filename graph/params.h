@@ -571,4 +571,41 @@ typedef struct kn_params_ms_attention {
     int64_t qkv_hidden_sizes[3];
 } kn_params_ms_attention;
 
+/* ---- text-generation ops: ONNX Runtime GenAI folders and int4 exports (decoders in
+ * graph/infer_genops.c). SimplifiedLayerNormalization decodes into the layernorm family and
+ * SkipSimplifiedLayerNormalization into ms_sln. ---- */
+
+/* com.microsoft RotaryEmbedding (not ai.onnx's: position_ids comes second and is required, a [1]
+ * offset or [B,S] ids). is_packed_batching is kept so the kernel can refuse it; scale is decoded
+ * and, as by ONNX Runtime's CPU kernel, not applied. */
+typedef struct kn_params_ms_rotary {
+    int64_t num_heads;
+    int64_t rotary_embedding_dim; /* 0: the head size */
+    bool interleaved;
+    bool is_packed_batching;
+    float scale;
+} kn_params_ms_rotary;
+
+/* com.microsoft GroupQueryAttention. scale 0: 1/sqrt(head size); softcap 0: none; local_window_size
+ * -1: unbounded. quantized_kv: k_quant_type or v_quant_type other than NONE (refused). */
+typedef struct kn_params_ms_gqa {
+    int64_t num_heads, kv_num_heads;
+    int64_t local_window_size;
+    float scale, softcap;
+    bool do_rotary, rotary_interleaved, smooth_softmax;
+    int64_t qk_output;
+    bool quantized_kv;
+} kn_params_ms_gqa;
+
+/* com.microsoft MatMulNBits: B [N, ceil(K / block_size), block_size * bits / 8] uint8. */
+typedef struct kn_params_ms_nbits {
+    int64_t K, N, bits, block_size, accuracy_level;
+    bool weight_prepacked;
+} kn_params_ms_nbits;
+
+/* com.microsoft GatherBlockQuantized. */
+typedef struct kn_params_ms_gbq {
+    int64_t bits, block_size, quantize_axis, gather_axis;
+} kn_params_ms_gbq;
+
 #endif

@@ -1,6 +1,7 @@
 /* Graph passes: op resolution, topological order, dead-node elimination, and the graph each
  * backend runs (kn_model_graph_for). Constant folding evaluates nodes, so it lives with the
  * executor (runtime/fold.c). */
+#include "graph/op_helpers.h"
 #include "graph/passes.h"
 #include "graph/model.h"
 #include "graph/ops.h"
@@ -59,6 +60,18 @@ kn_status *kn_graph_check_supported(const kn_graph *g) {
                     (size_t)snprintf(list + off, sizeof list - off, "%s%s (domain '%s', opset %d)", missing ? ", " : "",
                                      n->op_type, n->domain[0] ? n->domain : "ai.onnx", n->opset);
             if (!seen) missing++;
+        }
+        /* block-quantised weights are initializers: their shapes are checked against the node's
+         * K, N, bits and block_size now rather than at the first run */
+        if (n->op == KN_OP_MsMatMulNBits) {
+            const kn_tensor *w[4] = {NULL, NULL, NULL, NULL};
+            bool typed = true;
+            for (int k = 1; k < 5 && k < n->n_inputs; k++)
+                if (n->inputs[k] >= 0) {
+                    w[k - 1] = &g->values[n->inputs[k]].type;
+                    typed = typed && w[k - 1]->dtype != KN_UNDEFINED;
+                }
+            if (typed) KN_TRY(kn_nbits_check(n, w[0], w[1], w[2], w[3]));
         }
         for (int a = 0; a < n->n_attrs; a++)
             if (n->attrs[a].g) KN_TRY(kn_graph_check_supported(n->attrs[a].g));

@@ -1,9 +1,11 @@
 /* The CPU backend's function table: kernels come from the op table (kn_cpu_<op>, one per row of
  * graph/ops.def), memory is host memory, and copies are memcpy. Its whole-graph hook packs the
  * constant weights of MatMul and Gemm once per model, as ONNX Runtime's kernels pre-pack them:
- * products with few rows otherwise spend much of their time repacking the same weights. */
+ * products with few rows otherwise spend much of their time repacking the same weights. MatMulNBits'
+ * constant scales and zero points are decoded to float32 once the same way. */
 #include "graph/ops.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/nbits.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,6 +43,20 @@ static void cpu_packed_free(void *p) {
 static kn_status *cpu_graph_optimize(const kn_backend *b, kn_graph *g) {
     for (int i = 0; i < g->n_nodes; i++) {
         kn_node *n = &g->nodes[i];
+        /* MatMulNBits: constant scales and zero points decoded to float32 once */
+        if (n->op == KN_OP_MsMatMulNBits && !n->prepared && n->n_inputs > 2 && n->inputs[2] >= 0) {
+            const kn_tensor *sc = g->values[n->inputs[2]].constant;
+            bool zp_given = n->n_inputs > 3 && n->inputs[3] >= 0;
+            const kn_tensor *zp = zp_given ? g->values[n->inputs[3]].constant : NULL;
+            if (!sc || (zp_given && !zp)) continue;
+            kn_nbits_prepared *pr = NULL;
+            KN_TRY(kn_nbits_prepare(n, sc, zp, &pr));
+            if (pr) {
+                n->prepared = pr;
+                n->prepared_free = kn_nbits_prepared_free;
+            }
+            continue;
+        }
         if ((n->op != KN_OP_MatMul && n->op != KN_OP_Gemm) || n->n_inputs < 2 || n->inputs[1] < 0 || n->prepared)
             continue;
         const kn_tensor *w = g->values[n->inputs[1]].constant;

@@ -1,0 +1,431 @@
+/* CPU kernels of the block-quantised weight ops of int4/int8 exports: com.microsoft MatMulNBits
+ * (Y = A x dequant(B)^T + bias, B [N, blocks, block_size * bits / 8] with 4-bit values low nibble
+ * first) and GatherBlockQuantized. MatMulNBits never makes the fp32 weight matrix: products of few
+ * rows (decode) dequantise one vector of weights at a time in registers and take its dot products
+ * with every row at once (nbits_impl.h; one row of 4-bit weights against A deinterleaved, so a
+ * mask and a shift unpack them); larger products dequantise a panel of 64 columns by at most 1024
+ * values of K at a time (256 KiB, cache-sized) per task and multiply it in register tiles.
+ * accuracy_level is accepted and the product computed in float32 (ONNX Runtime's level 4 quantises
+ * A to int8 instead; kiln keeps the more accurate product). */
+#include "graph/op_helpers.h"
+#include "graph/ops.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/nbits.h"
+#include "kernels/cpu/rows.h"
+#include "runtime/core/dtype.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *nb_name(const kn_node *n) { return n->name ? n->name : ""; }
+
+/* ---- plain references of the inner loops (nbits_impl.h has the vector ones) ---- */
+
+static inline int nb_q(const uint8_t *p, int64_t i, int bits) {
+    return bits == 4 ? (p[i / 2] >> ((i & 1) * 4)) & 15 : p[i];
+}
+
+void kn_nbits_dot_scalar(const float *a, int64_t lda, int M, const uint8_t *bq, const float *sc, const float *off,
+                         int64_t K, int bits, int64_t bs, float *y, int64_t ldy) {
+    int64_t blob = bs * bits / 8;
+    for (int m = 0; m < M; m++) {
+        float r = 0.0f;
+        for (int64_t k = 0; k < K; k++) {
+            int64_t blk = k / bs;
+            r += a[m * lda + k] * fmaf((float)nb_q(bq + blk * blob, k % bs, bits), sc[blk], off[blk]);
+        }
+        y[m * ldy] = r;
+    }
+}
+
+void kn_nbits_dequant_scalar(const uint8_t *bq, const float *sc, const float *off, int64_t K, int bits, int64_t bs,
+                             int64_t blk0, int64_t blk1, float *dst) {
+    int64_t blob = bs * bits / 8;
+    for (int64_t blk = blk0; blk < blk1; blk++)
+        for (int64_t i = 0; i < bs && blk * bs + i < K; i++)
+            dst[(blk - blk0) * bs + i] = fmaf((float)nb_q(bq + blk * blob, i, bits), sc[blk], off[blk]);
+}
+
+/* ---- MatMulNBits ---- */
+
+typedef void (*nb_dot_fn)(const float *, int64_t, int, const uint8_t *, const float *, const float *, int64_t, int,
+                          int64_t, float *, int64_t);
+typedef void (*nb_deq_fn)(const uint8_t *, const float *, const float *, int64_t, int, int64_t, int64_t, int64_t,
+                          float *);
+typedef void (*nb_dot4_fn)(const float *, const uint8_t *, int64_t, const float *, const float *, int64_t, int64_t, int,
+                           int64_t, float *);
+typedef void (*nb_dot4p_fn)(const float *, const float *, const uint8_t *, int64_t, const float *, const float *,
+                            int64_t, int64_t, int64_t, float *);
+typedef void (*nb_tile_fn)(const float *, int64_t, const float *, int64_t, int64_t, float *, int64_t, bool);
+typedef void (*nb_edge_fn)(const float *, int64_t, int, const float *, int64_t, int, int64_t, float *, int64_t, bool);
+
+enum { NB_NC = 64, NB_KC = 1024 };
+
+typedef struct nb_job {
+    const float *a, *sc, *off;
+    const uint8_t *b;
+    int64_t M, N, K, nb, blob, bs;
+    int bits;
+    float *y;
+    nb_dot_fn dot;
+    nb_deq_fn deq;
+    nb_dot4_fn dot4; /* NULL without SIMD */
+    nb_dot4p_fn dot4p;
+    const float *ad; /* A's row deinterleaved for dot4p, or NULL */
+    nb_tile_fn tile;
+    nb_edge_fn edge;
+    int tm, tn;
+    bool failed;
+    /* the scale / zero-point decoding (nb_prep_task) */
+    const kn_tensor *sct, *zpt;
+    float *sc_w, *off_w;
+} nb_job;
+
+/* Per-block scales and offsets (-zero_point * scale) of columns [begin, end) as float32. */
+static void nb_prep_task(void *vctx, int64_t begin, int64_t end) {
+    nb_job *j = vctx;
+    int64_t nb = j->nb, zs = (nb * j->bits + 7) / 8;
+    float zdef = (float)(1 << (j->bits - 1));
+    const kn_tensor *sct = j->sct, *zpt = j->zpt;
+    for (int64_t n = begin; n < end; n++) {
+        float *sc = j->sc_w + n * nb, *off = j->off_w + n * nb;
+        if (sct->dtype == KN_F32) memcpy(sc, (const float *)sct->data + n * nb, (size_t)nb * sizeof(float));
+        else
+            for (int64_t b = 0; b < nb; b++) sc[b] = kn_load_f32(sct->data, sct->dtype, n * nb + b);
+        if (!zpt) {
+            for (int64_t b = 0; b < nb; b++) off[b] = -zdef * sc[b];
+        } else if (zpt->dtype == KN_U8) {
+            const uint8_t *zb = (const uint8_t *)zpt->data + n * zs;
+            if (j->bits == 4)
+                for (int64_t b = 0; b < nb; b++) off[b] = -(float)((zb[b / 2] >> ((b & 1) * 4)) & 15) * sc[b];
+            else
+                for (int64_t b = 0; b < nb; b++) off[b] = -(float)zb[b] * sc[b];
+        } else {
+            for (int64_t b = 0; b < nb; b++) off[b] = -kn_load_f32(zpt->data, zpt->dtype, n * nb + b) * sc[b];
+        }
+    }
+}
+
+/* The decoding's inputs checked as the kernel checks them: shapes matching N and the block count. */
+static bool nb_prep_fits(const kn_params_ms_nbits *p, const kn_tensor *sct, const kn_tensor *zpt) {
+    int64_t nb = (p->K + p->block_size - 1) / p->block_size;
+    if (!sct || kn_numel(sct) != p->N * nb || (sct->dtype != KN_F32 && sct->dtype != KN_F16 && sct->dtype != KN_BF16))
+        return false;
+    if (!zpt) return true;
+    if (zpt->dtype == KN_U8) return kn_numel(zpt) == p->N * ((nb * p->bits + 7) / 8);
+    return zpt->dtype == sct->dtype && kn_numel(zpt) == p->N * nb;
+}
+
+kn_status *kn_nbits_prepare(const kn_node *n, const kn_tensor *sc, const kn_tensor *zp, kn_nbits_prepared **out) {
+    const kn_params_ms_nbits *p = KN_PARAMS(n, ms_nbits);
+    *out = NULL;
+    if (!nb_prep_fits(p, sc, zp) || !sc->data || (zp && !zp->data)) return NULL;
+    int64_t nb = (p->K + p->block_size - 1) / p->block_size, cnt = p->N * nb;
+    kn_nbits_prepared *pr = calloc(1, sizeof *pr);
+    float *buf = malloc(sizeof(float) * (size_t)(2 * cnt));
+    if (!pr || !buf) {
+        free(pr);
+        free(buf);
+        return KN_OOM(sizeof(float) * (size_t)(2 * cnt));
+    }
+    pr->count = cnt;
+    pr->sc = buf;
+    pr->off = buf + cnt;
+    nb_job j = {.nb = nb, .bits = (int)p->bits, .sct = sc, .zpt = zp, .sc_w = pr->sc, .off_w = pr->off};
+    nb_prep_task(&j, 0, p->N);
+    *out = pr;
+    return NULL;
+}
+
+void kn_nbits_prepared_free(void *v) {
+    kn_nbits_prepared *p = v;
+    if (p) free(p->sc);
+    free(p);
+}
+
+static void nb_gemv_task(void *vctx, int64_t begin, int64_t end) {
+    const nb_job *j = vctx;
+    int64_t cs = j->nb * j->blob;
+    int64_t n = begin;
+    if (j->M == 1 && j->ad)
+        for (; n + 4 <= end; n += 4)
+            j->dot4p(j->a, j->ad, j->b + n * cs, cs, j->sc + n * j->nb, j->off + n * j->nb, j->nb, j->K, j->bs,
+                     j->y + n);
+    if (j->M == 1 && j->dot4)
+        for (; n + 4 <= end; n += 4)
+            j->dot4(j->a, j->b + n * cs, cs, j->sc + n * j->nb, j->off + n * j->nb, j->nb, j->K, j->bits, j->bs,
+                    j->y + n);
+    for (; n < end; n++)
+        for (int64_t m0 = 0; m0 < j->M; m0 += 4) {
+            int rows = j->M - m0 < 4 ? (int)(j->M - m0) : 4;
+            j->dot(j->a + m0 * j->K, j->K, rows, j->b + n * cs, j->sc + n * j->nb, j->off + n * j->nb, j->K, j->bits,
+                   j->bs, j->y + m0 * j->N + n, j->N);
+        }
+}
+
+/* One stripe of NB_NC columns: panels of NB_KC values of K, each dequantised once, then
+ * multiplied by every row of A in tiles (or by kn_sgemm without SIMD tiles). */
+static void nb_gemm_task(void *vctx, int64_t begin, int64_t end) {
+    nb_job *j = vctx;
+    int64_t kc = NB_KC < j->K ? NB_KC : j->K;
+    kc = (kc + j->bs - 1) / j->bs * j->bs;
+    float *panel = malloc(sizeof(float) * (size_t)(NB_NC * kc));
+    if (!panel) {
+        j->failed = true;
+        return;
+    }
+    for (int64_t st = begin; st < end; st++) {
+        int64_t n0 = st * NB_NC, nc = j->N - n0 < NB_NC ? j->N - n0 : NB_NC;
+        for (int64_t k0 = 0; k0 < j->K; k0 += kc) {
+            int64_t kl = j->K - k0 < kc ? j->K - k0 : kc, blk0 = k0 / j->bs, blk1 = (k0 + kl + j->bs - 1) / j->bs;
+            for (int64_t c = 0; c < nc; c++) {
+                int64_t n = n0 + c;
+                j->deq(j->b + n * j->nb * j->blob, j->sc + n * j->nb, j->off + n * j->nb, j->K, j->bits, j->bs, blk0,
+                       blk1, panel + c * kl);
+            }
+            bool acc = k0 > 0;
+            if (!j->tile) {
+                kn_sgemm(NULL, false, true, j->M, nc, kl, 1.0f, j->a + k0, j->K, panel, kl, acc ? 1.0f : 0.0f,
+                         j->y + n0, j->N);
+                continue;
+            }
+            int64_t tm = j->tm, tn = j->tn, mf = j->M / tm * tm, nf = nc / tn * tn;
+            for (int64_t m0 = 0; m0 < mf; m0 += tm)
+                for (int64_t c0 = 0; c0 < nf; c0 += tn)
+                    j->tile(j->a + m0 * j->K + k0, j->K, panel + c0 * kl, kl, kl, j->y + m0 * j->N + n0 + c0, j->N,
+                            acc);
+            if (nf < nc)
+                j->edge(j->a + k0, j->K, (int)mf, panel + nf * kl, kl, (int)(nc - nf), kl, j->y + n0 + nf, j->N, acc);
+            if (mf < j->M)
+                j->edge(j->a + mf * j->K + k0, j->K, (int)(j->M - mf), panel, kl, (int)nc, kl, j->y + mf * j->N + n0,
+                        j->N, acc);
+        }
+    }
+    free(panel);
+}
+
+kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                kn_tensor *const *out, int n_out) {
+    (void)n_out;
+    char b0[KN_DESC_LEN];
+    const kn_params_ms_nbits *p = KN_PARAMS(node, ms_nbits);
+#define NB_IN(i) (n_in > (i) ? in[i] : NULL)
+    const kn_tensor *a = in[0], *b = NB_IN(1), *sct = NB_IN(2), *zpt = NB_IN(3), *bias = NB_IN(5);
+    KN_TRY(kn_nbits_check(node, b, sct, zpt, NB_IN(4)));
+#undef NB_IN
+    int64_t K = p->K, N = p->N, bs = p->block_size, nb = (K + bs - 1) / bs;
+    int bits = (int)p->bits;
+    if (a->ndim < 1 || a->dims[a->ndim - 1] != K)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "MatMulNBits '%s': A %s must end in K=%lld", nb_name(node),
+                        kn_tensor_desc(a, b0, sizeof b0), (long long)K);
+    if (a->dtype != KN_F32 && a->dtype != KN_F16 && a->dtype != KN_BF16) return kn_err_dtype(node, a);
+    if (bias && (kn_numel(bias) != N || (bias->dtype != KN_F32 && bias->dtype != KN_F16 && bias->dtype != KN_BF16)))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "MatMulNBits '%s': bias %s must be [N=%lld]", nb_name(node),
+                        kn_tensor_desc(bias, b0, sizeof b0), (long long)N);
+    int64_t M = kn_numel(a) / K;
+    kn_tensor *yt = out[0];
+    if (M == 0) return NULL;
+
+    /* per-block scales and offsets as float32 (N * blocks, small next to B): decoded at load for
+     * constant ones, else here */
+    nb_job j = {.b = b->data,
+                .M = M,
+                .N = N,
+                .K = K,
+                .nb = nb,
+                .blob = bs * bits / 8,
+                .bs = bs,
+                .bits = bits,
+                .sct = sct,
+                .zpt = zpt};
+    const kn_nbits_prepared *pr = node->prepared;
+    if (pr && pr->count == N * nb) {
+        j.sc = pr->sc;
+        j.off = pr->off;
+    } else {
+        size_t nsc = (size_t)(N * nb);
+        float *sc = kn_scratch_alloc(ctx, sizeof(float) * 2 * nsc);
+        if (!sc) return KN_OOM(sizeof(float) * 2 * nsc);
+        j.sc = j.sc_w = sc;
+        j.off = j.off_w = sc + nsc;
+        kn_parallel_for(ctx->pool, N, 64, nb_prep_task, &j);
+    }
+    if (a->dtype == KN_F32) j.a = a->data;
+    else {
+        float *af = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * K));
+        if (!af) return KN_OOM(sizeof(float) * M * K);
+        for (int64_t i = 0; i < M * K; i++) af[i] = kn_load_f32(a->data, a->dtype, i);
+        j.a = af;
+    }
+    if (yt->dtype == KN_F32) j.y = yt->data;
+    else if (!(j.y = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * N)))) return KN_OOM(sizeof(float) * M * N);
+    int lvl = kn_red_simd_level();
+    if (lvl == 2) {
+        j.dot = kn_nbits_dot_avx512;
+        j.deq = kn_nbits_dequant_avx512;
+        j.dot4 = kn_nbits_dot1x4_avx512;
+        j.dot4p = kn_nbits_dot1x4_4p_avx512;
+        j.tile = kn_nbits_tile_avx512;
+        j.edge = kn_nbits_edge_avx512;
+        j.tm = KN_NBITS_TM_AVX512;
+        j.tn = KN_NBITS_TN_AVX512;
+    } else if (lvl == 1) {
+        j.dot = kn_nbits_dot_avx2;
+        j.deq = kn_nbits_dequant_avx2;
+        j.dot4 = kn_nbits_dot1x4_avx2;
+        j.dot4p = kn_nbits_dot1x4_4p_avx2;
+        j.tile = kn_nbits_tile_avx2;
+        j.edge = kn_nbits_edge_avx2;
+        j.tm = KN_NBITS_TM_AVX2;
+        j.tn = KN_NBITS_TN_AVX2;
+    } else {
+        j.dot = kn_nbits_dot_scalar;
+        j.deq = kn_nbits_dequant_scalar;
+    }
+    /* decode of 4-bit weights: A's row deinterleaved once, so W bytes of weights give two vectors
+     * by a mask and a shift (kn_nbits_dot1x4_4p) */
+    int64_t w2 = 2 * (lvl == 2 ? KN_NBITS_W_AVX512 : KN_NBITS_W_AVX2);
+    if (M == 1 && bits == 4 && j.dot4p && bs % w2 == 0) {
+        float *ad = kn_scratch_alloc(ctx, sizeof(float) * (size_t)K);
+        if (!ad) return KN_OOM(sizeof(float) * K);
+        (lvl == 2 ? kn_nbits_deint_avx512 : kn_nbits_deint_avx2)(j.a, K / bs * bs, ad);
+        j.ad = ad;
+    }
+    if (M < 8) {
+        int64_t th = ctx->pool ? kn_threadpool_size(ctx->pool) : 1, grain = N / (4 * th);
+        grain = grain < 8 ? 8 : grain / 4 * 4;
+        kn_parallel_for(ctx->pool, N, grain, nb_gemv_task, &j);
+    } else {
+        kn_parallel_for(ctx->pool, (N + NB_NC - 1) / NB_NC, 1, nb_gemm_task, &j);
+        if (j.failed) return KN_OOM(sizeof(float) * NB_NC * NB_KC);
+    }
+    if (bias)
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t n = 0; n < N; n++) j.y[m * N + n] += kn_load_f32(bias->data, bias->dtype, n);
+    if (yt->dtype != KN_F32)
+        for (int64_t i = 0; i < M * N; i++) kn_store_f32(yt->data, yt->dtype, i, j.y[i]);
+    return NULL;
+}
+
+/* ---- GatherBlockQuantized ---- */
+
+typedef struct gbq_job {
+    const kn_tensor *data, *scales, *zp;
+    const int64_t *idx;
+    int64_t n_idx, gdim, inner, bs; /* gather dim of data, elements after it */
+    int64_t qstride, qdim, sqdim;   /* quantize axis: stride, data dim, scales dim */
+    int64_t slast;                  /* last dim of scales (zero points pack along it) */
+    bool packed;                    /* uint8 holding two 4-bit values */
+    int bits;
+    float *y;
+} gbq_job;
+
+/* Element f (logical, row-major) of a block-quantised tensor. */
+static inline int gbq_q(const kn_tensor *t, int64_t f, bool packed) {
+    const uint8_t *d = t->data;
+    if (packed) return (d[f / 2] >> ((f & 1) * 4)) & 15;
+    if (t->dtype == KN_I4) return ((const int8_t *)t->data)[f];
+    return d[f];
+}
+
+static void gbq_task(void *vctx, int64_t begin, int64_t end) {
+    const gbq_job *j = vctx;
+    /* without zero points: the middle of uint8's range, 0 for int4 and uint4 (as ONNX Runtime) */
+    float zdef = j->data->dtype == KN_U8 ? (float)(1 << (j->bits - 1)) : 0.0f;
+    for (int64_t r = begin; r < end; r++) {
+        int64_t o = r / j->n_idx, i = j->idx[r % j->n_idx];
+        int64_t base = (o * j->gdim + i) * j->inner;
+        float *y = j->y + r * j->inner;
+        for (int64_t e = 0; e < j->inner; e++) {
+            int64_t f = base + e, coord = (f / j->qstride) % j->qdim;
+            int64_t sf =
+                (f / (j->qstride * j->qdim)) * (j->sqdim * j->qstride) + (coord / j->bs) * j->qstride + f % j->qstride;
+            float s = kn_load_f32(j->scales->data, j->scales->dtype, sf), z = zdef;
+            if (j->zp) {
+                if (j->packed) {
+                    int64_t zr = sf / j->slast, zc = sf % j->slast;
+                    z = (float)((((const uint8_t *)j->zp->data)[zr * ((j->slast + 1) / 2) + zc / 2] >> ((zc & 1) * 4)) &
+                                15);
+                } else {
+                    z = (float)gbq_q(j->zp, sf, false);
+                }
+            }
+            y[e] = ((float)gbq_q(j->data, f, j->packed) - z) * s;
+        }
+    }
+}
+
+kn_status *kn_cpu_MsGatherBlockQuantized(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                         kn_tensor *const *out, int n_out) {
+    (void)n_out;
+    char b0[KN_DESC_LEN], b1[KN_DESC_LEN];
+    const kn_params_ms_gbq *p = KN_PARAMS(node, ms_gbq);
+    const kn_tensor *data = in[0], *idx = n_in > 1 ? in[1] : NULL, *sc = n_in > 2 ? in[2] : NULL;
+    const kn_tensor *zp = n_in > 3 ? in[3] : NULL;
+    if (!idx || !sc)
+        return kn_error(KN_ERR_INVALID_MODEL, "GatherBlockQuantized '%s': data, indices and scales are required",
+                        nb_name(node));
+    bool packed = data->dtype == KN_U8 && p->bits == 4;
+    int nd = data->ndim;
+    if (nd < 1)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "GatherBlockQuantized '%s': data must have rank >= 1", nb_name(node));
+    int64_t ld[KN_MAX_DIMS];
+    for (int i = 0; i < nd; i++) ld[i] = data->dims[i];
+    if (packed) ld[nd - 1] *= 2;
+    int ga, qa;
+    KN_TRY(kn_norm_axis(p->gather_axis, nd, node, &ga));
+    KN_TRY(kn_norm_axis(p->quantize_axis, nd, node, &qa));
+    bool ok = sc->ndim == nd;
+    for (int i = 0; ok && i < nd; i++)
+        ok = sc->dims[i] == (i == qa ? (ld[i] + p->block_size - 1) / p->block_size : ld[i]);
+    if (!ok)
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "GatherBlockQuantized '%s': scales %s do not fit data %s with block_size %lld along axis %d",
+                        nb_name(node), kn_tensor_desc(sc, b0, sizeof b0), kn_tensor_desc(data, b1, sizeof b1),
+                        (long long)p->block_size, qa);
+    if (zp) {
+        bool zok = zp->ndim == nd && zp->dtype == data->dtype;
+        for (int i = 0; zok && i < nd; i++)
+            zok = zp->dims[i] == (packed && i == nd - 1 ? (sc->dims[i] + 1) / 2 : sc->dims[i]);
+        if (!zok)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "GatherBlockQuantized '%s': zero_points %s do not fit scales %s",
+                            nb_name(node), kn_tensor_desc(zp, b0, sizeof b0), kn_tensor_desc(sc, b1, sizeof b1));
+    }
+    int64_t n_idx = kn_numel(idx), outer = 1, inner = 1, qstride = 1;
+    for (int i = 0; i < ga; i++) outer *= ld[i];
+    for (int i = ga + 1; i < nd; i++) inner *= ld[i];
+    for (int i = qa + 1; i < nd; i++) qstride *= ld[i];
+    int64_t *iv = kn_scratch_alloc(ctx, sizeof(int64_t) * (size_t)(n_idx > 0 ? n_idx : 1));
+    if (!iv) return KN_OOM(sizeof(int64_t) * n_idx);
+    for (int64_t i = 0; i < n_idx; i++) {
+        int64_t v = kn_get_i64(idx, i);
+        if (v < -ld[ga] || v >= ld[ga])
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "GatherBlockQuantized '%s': index %lld is outside data dim %d of %lld", nb_name(node),
+                            (long long)v, ga, (long long)ld[ga]);
+        iv[i] = v < 0 ? v + ld[ga] : v;
+    }
+    gbq_job j = {.data = data,
+                 .scales = sc,
+                 .zp = zp,
+                 .idx = iv,
+                 .n_idx = n_idx,
+                 .gdim = ld[ga],
+                 .inner = inner,
+                 .bs = p->block_size,
+                 .qstride = qstride,
+                 .qdim = ld[qa],
+                 .sqdim = sc->dims[qa],
+                 .slast = sc->dims[nd - 1],
+                 .packed = packed,
+                 .bits = (int)p->bits};
+    kn_tensor *yt = out[0];
+    int64_t n = outer * n_idx * inner;
+    if (n == 0) return NULL;
+    if (yt->dtype == KN_F32) j.y = yt->data;
+    else if (!(j.y = kn_scratch_alloc(ctx, sizeof(float) * (size_t)n))) return KN_OOM(sizeof(float) * n);
+    kn_parallel_for(ctx->pool, outer * n_idx, 16, gbq_task, &j);
+    if (yt->dtype != KN_F32)
+        for (int64_t i = 0; i < n; i++) kn_store_f32(yt->data, yt->dtype, i, j.y[i]);
+    return NULL;
+}

@@ -1,0 +1,50 @@
+/* The MatMulNBits inner loops per ISA (kernels/cpu/nbits_impl.h, nbits_avx2.c, nbits_avx512.c)
+ * and their plain reference (nbits.c), shared by the kernel and its unit test. bq, sc and off are
+ * one column's quantised blocks, scales and offsets (-zero_point * scale). */
+#ifndef KN_CPU_NBITS_H
+#define KN_CPU_NBITS_H
+#include <stdbool.h>
+#include <stdint.h>
+
+#define KN_NBITS_DECL(sfx) \
+    void kn_nbits_dot_##sfx(const float *a, int64_t lda, int M, const uint8_t *bq, const float *sc, const float *off, \
+                            int64_t K, int bits, int64_t bs, float *y, int64_t ldy); \
+    void kn_nbits_dequant_##sfx(const uint8_t *bq, const float *sc, const float *off, int64_t K, int bits, int64_t bs, \
+                                int64_t blk0, int64_t blk1, float *dst); \
+    void kn_nbits_dot1x4_##sfx(const float *a, const uint8_t *bq, int64_t bstride, const float *sc, const float *off, \
+                               int64_t nb, int64_t K, int bits, int64_t bs, float *y); \
+    void kn_nbits_deint_##sfx(const float *a, int64_t n, float *dst); \
+    void kn_nbits_dot1x4_4p_##sfx(const float *a, const float *ad, const uint8_t *bq, int64_t bstride, \
+                                  const float *sc, const float *off, int64_t nb, int64_t K, int64_t bs, float *y); \
+    void kn_nbits_tile_##sfx(const float *a, int64_t lda, const float *p, int64_t ldp, int64_t kl, float *c, \
+                             int64_t ldc, bool accumulate); \
+    void kn_nbits_edge_##sfx(const float *a, int64_t lda, int mi, const float *p, int64_t ldp, int nj, int64_t kl, \
+                             float *c, int64_t ldc, bool accumulate);
+/* the vector widths (dot1x4_4p takes block sizes that are multiples of twice them) */
+enum { KN_NBITS_W_AVX2 = 8, KN_NBITS_W_AVX512 = 16 };
+/* the tile sizes of kn_nbits_tile_* (rows of A x columns of the panel) */
+enum { KN_NBITS_TM_AVX2 = 2, KN_NBITS_TN_AVX2 = 4, KN_NBITS_TM_AVX512 = 4, KN_NBITS_TN_AVX512 = 4 };
+/* the plain references (nbits.c) */
+void kn_nbits_dot_scalar(const float *a, int64_t lda, int M, const uint8_t *bq, const float *sc, const float *off,
+                         int64_t K, int bits, int64_t bs, float *y, int64_t ldy);
+void kn_nbits_dequant_scalar(const uint8_t *bq, const float *sc, const float *off, int64_t K, int bits, int64_t bs,
+                             int64_t blk0, int64_t blk1, float *dst);
+KN_NBITS_DECL(avx2)
+KN_NBITS_DECL(avx512)
+#undef KN_NBITS_DECL
+
+/* MatMulNBits' per-block scales and offsets (-zero_point * scale) as float32, decoded once per
+ * model when scales and zero points are constants (the CPU backend's graph_optimize hook keeps
+ * them in the node's prepared slot) instead of on every run. */
+struct kn_node;
+struct kn_tensor;
+typedef struct kn_nbits_prepared {
+    int64_t count; /* N * blocks */
+    float *sc, *off;
+} kn_nbits_prepared;
+/* NULL *out (and no error) when the node's attributes do not describe these tensors: the kernel
+ * then reports the mismatch on its run. */
+struct kn_status *kn_nbits_prepare(const struct kn_node *n, const struct kn_tensor *sc, const struct kn_tensor *zp,
+                                   kn_nbits_prepared **out);
+void kn_nbits_prepared_free(void *p);
+#endif

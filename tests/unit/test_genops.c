@@ -1,0 +1,294 @@
+/* Unit tests for the text-generation ops (graph/infer_genops.c, kernels/cpu/genops.c, nbits.c):
+ * MatMulNBits through the executor's node path against a double-precision product of the
+ * dequantised weights (4 and 8 bits, every block size, K not a multiple of it, zero points absent,
+ * packed and float, 1..9 and 64 rows, threaded and not), its vector inner loops at every level
+ * this CPU has against the plain ones, GroupQueryAttention with present written into past's own
+ * buffer (GenAI's shared KV cache) against separate buffers over several decode steps, and the
+ * error paths (shapes that disagree with K, N, bits, block_size, sequence lengths that do not fit
+ * the cache), each naming the node. tests/genops_parity.py covers the ops against ONNX Runtime. */
+#include "tests/unit/harness.h"
+#include "kernels/cpu/nbits.h"
+#include "kernels/cpu/rows.h"
+#include "runtime/core/dtype.h"
+#include <stdio.h>
+
+static uint32_t rng_state = 777;
+static uint32_t urand(void) {
+    rng_state = rng_state * 1664525u + 1013904223u;
+    return rng_state >> 8;
+}
+static double drand(void) { return (double)(urand() & 0xFFFF) / 65536.0 * 2.0 - 1.0; }
+
+/* ---- MatMulNBits ---- */
+
+typedef struct nb_case {
+    int64_t M, K, N, bs;
+    int bits, zp_kind; /* 0 none, 1 packed uint8, 2 float */
+    bool bias;
+} nb_case;
+
+static void nb_run(const nb_case *c, kn_threadpool *pool) {
+    int64_t nb = (c->K + c->bs - 1) / c->bs, blob = c->bs * c->bits / 8, zs = (nb * c->bits + 7) / 8;
+    int64_t da[2] = {c->M, c->K}, db[3] = {c->N, nb, blob}, dsc[1] = {c->N * nb},
+            dz[1] = {c->zp_kind == 1 ? c->N * zs : c->N * nb};
+    int64_t dbias[1] = {c->N};
+    kn_tensor *a = mk(KN_F32, 2, da, NULL), *b = mk(KN_U8, 3, db, NULL), *sc = mk(KN_F32, 1, dsc, NULL);
+    kn_tensor *zp = c->zp_kind ? mk(c->zp_kind == 1 ? KN_U8 : KN_F32, 1, dz, NULL) : NULL;
+    kn_tensor *bias = c->bias ? mk(KN_F32, 1, dbias, NULL) : NULL;
+    for (int64_t i = 0; i < kn_numel(a); i++) ((float *)a->data)[i] = (float)drand();
+    for (int64_t i = 0; i < kn_numel(b); i++) ((uint8_t *)b->data)[i] = (uint8_t)urand();
+    for (int64_t i = 0; i < kn_numel(sc); i++) ((float *)sc->data)[i] = (float)(0.01 + 0.05 * (drand() + 1.0));
+    if (zp && zp->dtype == KN_U8)
+        for (int64_t i = 0; i < kn_numel(zp); i++) ((uint8_t *)zp->data)[i] = (uint8_t)urand();
+    if (zp && zp->dtype == KN_F32)
+        for (int64_t i = 0; i < kn_numel(zp); i++) ((float *)zp->data)[i] = (float)((drand() + 1.0) * 7.0);
+    for (int64_t i = 0; bias && i < c->N; i++) ((float *)bias->data)[i] = (float)drand();
+    /* the reference: every weight dequantised, the product in double */
+    double *ref = calloc((size_t)(c->M * c->N), sizeof(double));
+    const uint8_t *bq = b->data;
+    for (int64_t n = 0; n < c->N; n++)
+        for (int64_t k = 0; k < c->K; k++) {
+            int64_t blk = k / c->bs, i = k % c->bs;
+            const uint8_t *p = bq + (n * nb + blk) * blob;
+            int q = c->bits == 4 ? (p[i / 2] >> ((i & 1) * 4)) & 15 : p[i];
+            double z = c->bits == 4 ? 8.0 : 128.0;
+            if (c->zp_kind == 1) {
+                const uint8_t *zb = (const uint8_t *)zp->data + n * zs;
+                z = c->bits == 4 ? (zb[blk / 2] >> ((blk & 1) * 4)) & 15 : zb[blk];
+            } else if (c->zp_kind == 2) {
+                z = ((float *)zp->data)[n * nb + blk];
+            }
+            double w = ((double)q - z) * ((float *)sc->data)[n * nb + blk];
+            for (int64_t m = 0; m < c->M; m++) ref[m * c->N + n] += ((float *)a->data)[m * c->K + k] * w;
+        }
+    double mx = 0.0;
+    for (int64_t i = 0; i < c->M * c->N; i++) {
+        if (bias) ref[i] += ((float *)bias->data)[i % c->N];
+        mx = fabs(ref[i]) > mx ? fabs(ref[i]) : mx;
+    }
+    kn_attr at[4] = {attr_i("K", c->K), attr_i("N", c->N), attr_i("bits", c->bits), attr_i("block_size", c->bs)};
+    kn_tensor *in[6] = {a, b, sc, zp, NULL, bias}, *out[1];
+    expect_ok(kn_test_run_op(KN_OP_MsMatMulNBits, 1, at, 4, in, 6, out, NULL, 1, pool));
+    char what[96];
+    snprintf(what, sizeof what, "MatMulNBits M%lld K%lld N%lld bits%d bs%lld zp%d", (long long)c->M, (long long)c->K,
+             (long long)c->N, c->bits, (long long)c->bs, c->zp_kind);
+    expect_close(out[0], ref, c->M * c->N, 1e-5, 1e-5 * mx, what);
+    free_all(out, 1);
+    free(ref);
+    kn_tensor *ts[5] = {a, b, sc, zp, bias};
+    free_all(ts, 5);
+}
+
+START_TEST(test_matmul_nbits) {
+    kn_threadpool *pool = kn_threadpool_create(3);
+    static const int64_t bss[5] = {16, 32, 64, 128, 256}, ms[6] = {1, 2, 4, 5, 9, 64};
+    int idx = 0;
+    for (int bits = 4; bits <= 8; bits += 4)
+        for (int bi = 0; bi < 5; bi++)
+            for (int mi = 0; mi < 6; mi++, idx++) {
+                nb_case c = {ms[mi],      3 * bss[bi] + (idx % 3 ? 0 : 5), 13 + 4 * (idx % 5), bss[bi], bits, idx % 3,
+                             idx % 2 == 0};
+                nb_run(&c, idx % 2 ? pool : NULL);
+            }
+    nb_case big = {17, 1100, 150, 32, 4, 1, true}; /* several panels of K and N, tile edges both ways */
+    nb_run(&big, pool);
+    kn_threadpool_free(pool);
+}
+END_TEST
+
+/* the vector inner loops of every level this CPU runs (AVX2 on an AVX-512 machine too) against the
+ * plain ones: dequantisation bit for bit, dot products and tiles to float32 rounding */
+START_TEST(test_nbits_inner_loops) {
+    int lvl = kn_red_simd_level();
+    enum { K = 300, BS = 32, NB = (K + BS - 1) / BS, NC = 4 };
+    for (int lv = 1; lv <= lvl; lv++)
+        for (int bits = 4; bits <= 8; bits += 4) {
+            bool z = lv == 2;
+            int64_t blob = BS * bits / 8, cs = NB * blob;
+            uint8_t bq[NC * NB * 32];
+            float a[4 * K], sc[NC * NB], off[NC * NB], y[4 * NC], yr[4 * NC];
+            for (size_t i = 0; i < sizeof bq; i++) bq[i] = (uint8_t)urand();
+            for (int i = 0; i < 4 * K; i++) a[i] = (float)drand();
+            for (int i = 0; i < NC * NB; i++) {
+                sc[i] = (float)(0.02 + 0.01 * drand());
+                off[i] = -(float)(urand() % 16) * sc[i];
+            }
+            float dq[K], dqr[K], panel[NC * K];
+            for (int n = 0; n < NC; n++) {
+                const uint8_t *q = bq + n * cs;
+                const float *s = sc + n * NB, *o = off + n * NB;
+                kn_nbits_dequant_scalar(q, s, o, K, bits, BS, 0, NB, dqr);
+                memcpy(panel + n * K, dqr, sizeof dqr);
+                /* a middle range of blocks too, as the prefill panels take them */
+                (z ? kn_nbits_dequant_avx512 : kn_nbits_dequant_avx2)(q, s, o, K, bits, BS, 0, NB, dq);
+                for (int k = 0; k < K; k++)
+                    FAST_ASSERT(dq[k] == dqr[k], "level %d dequant bits %d n %d k %d", lv, bits, n, k);
+                (z ? kn_nbits_dequant_avx512 : kn_nbits_dequant_avx2)(q, s, o, K, bits, BS, 3, NB, dq);
+                for (int k = 3 * BS; k < K; k++)
+                    FAST_ASSERT(dq[k - 3 * BS] == dqr[k], "level %d dequant from block 3, k %d", lv, k);
+                kn_nbits_dot_scalar(a, K, 4, q, s, o, K, bits, BS, yr + n, NC);
+                (z ? kn_nbits_dot_avx512 : kn_nbits_dot_avx2)(a, K, 4, q, s, o, K, bits, BS, y + n, NC);
+            }
+            for (int i = 0; i < 4 * NC; i++)
+                FAST_ASSERT(close_to(y[i], yr[i], 1e-5, 1e-5), "level %d dot %d: %g vs %g", lv, i, y[i], yr[i]);
+            float y4[NC];
+            (z ? kn_nbits_dot1x4_avx512 : kn_nbits_dot1x4_avx2)(a, bq, cs, sc, off, NB, K, bits, BS, y4);
+            for (int n = 0; n < NC; n++) FAST_ASSERT(close_to(y4[n], yr[n], 1e-5, 1e-5), "level %d dot1x4 %d", lv, n);
+            if (bits == 4) { /* the decode path on A deinterleaved (BS is a multiple of 2W at both levels) */
+                float ad[K];
+                (z ? kn_nbits_deint_avx512 : kn_nbits_deint_avx2)(a, K / BS * BS, ad);
+                (z ? kn_nbits_dot1x4_4p_avx512 : kn_nbits_dot1x4_4p_avx2)(a, ad, bq, cs, sc, off, NB, K, BS, y4);
+                for (int n = 0; n < NC; n++)
+                    FAST_ASSERT(close_to(y4[n], yr[n], 1e-5, 1e-5), "level %d dot1x4_4p %d: %g vs %g", lv, n, y4[n],
+                                yr[n]);
+            }
+            /* tile and edge over the dequantised panel, written and then accumulated onto */
+            int tm = z ? KN_NBITS_TM_AVX512 : KN_NBITS_TM_AVX2;
+            float c[4 * NC], ce[4 * NC];
+            for (int acc = 0; acc < 2; acc++) {
+                (z ? kn_nbits_tile_avx512 : kn_nbits_tile_avx2)(a, K, panel, K, K, c, NC, acc);
+                (z ? kn_nbits_edge_avx512 : kn_nbits_edge_avx2)(a, K, tm, panel, K, NC, K, ce, NC, acc);
+            }
+            for (int i = 0; i < tm * NC; i++) {
+                FAST_ASSERT(close_to(c[i], 2 * yr[i], 1e-5, 2e-5), "level %d tile %d: %g vs %g", lv, i, c[i],
+                            2 * yr[i]);
+                FAST_ASSERT(close_to(ce[i], 2 * yr[i], 1e-5, 2e-5), "level %d edge %d: %g vs %g", lv, i, ce[i],
+                            2 * yr[i]);
+            }
+        }
+}
+END_TEST
+
+START_TEST(test_matmul_nbits_errors) {
+    int64_t da[2] = {2, 64}, db_bad[3] = {8, 3, 16}, db[3] = {8, 2, 16}, dsc[1] = {16}, dsc_bad[1] = {15};
+    kn_tensor *a = mk(KN_F32, 2, da, NULL), *bbad = mk(KN_U8, 3, db_bad, NULL), *b = mk(KN_U8, 3, db, NULL);
+    kn_tensor *sc = mk(KN_F32, 1, dsc, NULL), *scbad = mk(KN_F32, 1, dsc_bad, NULL), *out[1];
+    kn_attr at[4] = {attr_i("K", 64), attr_i("N", 8), attr_i("bits", 4), attr_i("block_size", 32)};
+    kn_tensor *in1[3] = {a, bbad, sc}, *in2[3] = {a, b, scbad}, *in3[3] = {a, b, sc};
+    kn_status *st = kn_test_run_op(KN_OP_MsMatMulNBits, 1, at, 4, in1, 3, out, NULL, 1, NULL);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_msg(strstr(kn_status_message(st), "MatMulNBits 't'") && strstr(kn_status_message(st), "blocks"), "%s",
+                  kn_status_message(st));
+    kn_status_free(st);
+    expect_err(kn_test_run_op(KN_OP_MsMatMulNBits, 1, at, 4, in2, 3, out, NULL, 1, NULL));
+    kn_attr at_bs[4] = {attr_i("K", 64), attr_i("N", 8), attr_i("bits", 4), attr_i("block_size", 24)};
+    expect_err(kn_test_run_op(KN_OP_MsMatMulNBits, 1, at_bs, 4, in3, 3, out, NULL, 1, NULL));
+    kn_attr at_bits[4] = {attr_i("K", 64), attr_i("N", 8), attr_i("bits", 3), attr_i("block_size", 32)};
+    expect_err(kn_test_run_op(KN_OP_MsMatMulNBits, 1, at_bits, 4, in3, 3, out, NULL, 1, NULL));
+    kn_attr at_k[4] = {attr_i("K", 48), attr_i("N", 8), attr_i("bits", 4), attr_i("block_size", 32)};
+    expect_err(kn_test_run_op(KN_OP_MsMatMulNBits, 1, at_k, 4, in3, 3, out, NULL, 1, NULL));
+    expect_ok(kn_test_run_op(KN_OP_MsMatMulNBits, 1, at, 4, in3, 3, out, NULL, 1, NULL));
+    free_all(out, 1);
+    kn_tensor *ts[5] = {a, bbad, b, sc, scbad};
+    free_all(ts, 5);
+}
+END_TEST
+
+/* ---- GroupQueryAttention with a shared KV cache ---- */
+
+/* Runs the node with present_key/value given as past_key/value themselves, as GenAI binds them. */
+static kn_status *gqa_shared(const kn_attr *at, int n_at, kn_tensor *const *in, kn_tensor *y, kn_threadpool *pool) {
+    kn_node node = kn_test_node(KN_OP_MsGroupQueryAttention, 1, at, n_at);
+    kn_status *st = kn_node_decode_params(&node);
+    if (st) return st;
+    kn_scratch scratch = {0};
+    kn_exec_ctx ctx = {.pool = pool,
+                       .backend = kn_cpu_backend(),
+                       .scratch_alloc = kn_scratch_alloc_impl,
+                       .scratch_state = &scratch,
+                       .seed = KN_TEST_SEED};
+    kn_tensor *out[3] = {y, in[3], in[4]};
+    st = kn_cpu_MsGroupQueryAttention(&ctx, &node, (const kn_tensor *const *)in, 9, out, 3);
+    free(node.params);
+    kn_scratch_release(&scratch);
+    return st;
+}
+
+START_TEST(test_gqa_shared_buffer) {
+    kn_threadpool *pool = kn_threadpool_create(3);
+    enum { B = 2, N = 4, KV = 2, H = 8, CAP = 12, HALF = 4 };
+    kn_attr at[4] = {attr_i("num_heads", N), attr_i("kv_num_heads", KV), attr_i("do_rotary", 1),
+                     attr_i("local_window_size", 5)};
+    int64_t dc[4] = {B, KV, CAP, H}, dcs[2] = {CAP + 4, HALF}, dsl[1] = {B}, dtl[1] = {1};
+    kn_tensor *cache_k = mk(KN_F32, 4, dc, NULL), *cache_v = mk(KN_F32, 4, dc, NULL);
+    kn_tensor *sep_k = mk(KN_F32, 4, dc, NULL), *sep_v = mk(KN_F32, 4, dc, NULL);
+    kn_tensor *cs = mk(KN_F32, 2, dcs, NULL), *sn = mk(KN_F32, 2, dcs, NULL);
+    for (int64_t p = 0; p < CAP + 4; p++)
+        for (int i = 0; i < HALF; i++) {
+            ((float *)cs->data)[p * HALF + i] = cosf((float)p / powf(100.0f, (float)i / HALF));
+            ((float *)sn->data)[p * HALF + i] = sinf((float)p / powf(100.0f, (float)i / HALF));
+        }
+    /* a prompt of 4 tokens (entry 1 padded to 3), then 3 steps of one token */
+    int lens[2] = {4, 3};
+    for (int step = 0; step < 4; step++) {
+        int64_t S = step == 0 ? 4 : 1, dq[3] = {B, S, N * H}, dk[3] = {B, S, KV * H};
+        kn_tensor *q = mk(KN_F32, 3, dq, NULL), *k = mk(KN_F32, 3, dk, NULL), *v = mk(KN_F32, 3, dk, NULL);
+        for (int64_t i = 0; i < kn_numel(q); i++) ((float *)q->data)[i] = (float)drand();
+        for (int64_t i = 0; i < kn_numel(k); i++) ((float *)k->data)[i] = (float)drand();
+        for (int64_t i = 0; i < kn_numel(v); i++) ((float *)v->data)[i] = (float)drand();
+        kn_tensor *sl = mk(KN_I32, 1, dsl, NULL), *tl = mk(KN_I32, 1, dtl, NULL);
+        int total = 0;
+        for (int b = 0; b < B; b++) {
+            int t = step == 0 ? lens[b] : lens[b] + step;
+            ((int32_t *)sl->data)[b] = t - 1;
+            total = t > total ? t : total;
+        }
+        ((int32_t *)tl->data)[0] = step == 0 ? 4 : total;
+        /* separate buffers through the executor's path, then the shared ones in place */
+        kn_tensor *in_sep[9] = {q, k, v, sep_k, sep_v, sl, tl, cs, sn}, *out[3];
+        expect_ok(kn_test_run_op(KN_OP_MsGroupQueryAttention, 1, at, 4, in_sep, 9, out, NULL, 3, pool));
+        ck_assert_int_eq(out[1]->dims[2], CAP);
+        kn_tensor *y = mk(KN_F32, 3, dq, NULL), *in_sh[9] = {q, k, v, cache_k, cache_v, sl, tl, cs, sn};
+        expect_ok(gqa_shared(at, 4, in_sh, y, step % 2 ? pool : NULL));
+        for (int b = 0; b < B; b++) {
+            int valid_rows = step == 0 ? lens[b] : 1;
+            for (int64_t i = 0; i < valid_rows * N * H; i++) {
+                int64_t o = b * S * N * H + i;
+                FAST_ASSERT(((float *)y->data)[o] == ((float *)out[0]->data)[o], "step %d output %lld", step,
+                            (long long)o);
+            }
+            int tot = ((int32_t *)sl->data)[b] + 1;
+            for (int h = 0; h < KV; h++)
+                for (int64_t i = 0; i < (int64_t)tot * H; i++) {
+                    int64_t o = (b * KV + h) * CAP * H + i;
+                    FAST_ASSERT(((float *)cache_k->data)[o] == ((float *)out[1]->data)[o], "step %d key %lld", step,
+                                (long long)o);
+                    FAST_ASSERT(((float *)cache_v->data)[o] == ((float *)out[2]->data)[o], "step %d value %lld", step,
+                                (long long)o);
+                }
+        }
+        /* the separate run's present is the next step's past */
+        memcpy(sep_k->data, out[1]->data, kn_nbytes(sep_k));
+        memcpy(sep_v->data, out[2]->data, kn_nbytes(sep_v));
+        free_all(out, 3);
+        kn_tensor *ts[6] = {q, k, v, sl, tl, y};
+        free_all(ts, 6);
+    }
+    /* seqlens beyond the cache's capacity: an error naming the node, not a write past its end */
+    int64_t dq[3] = {B, 1, N * H}, dk[3] = {B, 1, KV * H};
+    kn_tensor *q = mk(KN_F32, 3, dq, NULL), *k = mk(KN_F32, 3, dk, NULL), *v = mk(KN_F32, 3, dk, NULL);
+    kn_tensor *sl = mk(KN_I32, 1, dsl, NULL), *tl = mk(KN_I32, 1, dtl, NULL);
+    ((int32_t *)sl->data)[0] = CAP + 3;
+    ((int32_t *)tl->data)[0] = CAP;
+    kn_tensor *in_bad[9] = {q, k, v, cache_k, cache_v, sl, tl, cs, sn}, *out[3];
+    kn_status *st = kn_test_run_op(KN_OP_MsGroupQueryAttention, 1, at, 4, in_bad, 9, out, NULL, 3, NULL);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_msg(strstr(kn_status_message(st), "GroupQueryAttention 't'") != NULL, "%s", kn_status_message(st));
+    kn_status_free(st);
+    kn_tensor *ts[11] = {q, k, v, sl, tl, cache_k, cache_v, sep_k, sep_v, cs, sn};
+    free_all(ts, 11);
+    kn_threadpool_free(pool);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("genops");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_matmul_nbits);
+    tcase_add_test(tc, test_nbits_inner_loops);
+    tcase_add_test(tc, test_matmul_nbits_errors);
+    tcase_add_test(tc, test_gqa_shared_buffer);
+    suite_add_tcase(s, tc);
+    return kn_test_run_suite(s);
+}
