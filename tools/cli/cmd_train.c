@@ -97,7 +97,7 @@ static kn_status *copy_file(const char *src, const char *dst) {
 
 static bool is_weight_file(const char *name) {
     static const char *const ext[] = {".onnx", ".onnx_data", ".onnx.data", ".safetensors", ".bin",
-                                      ".h5",   ".msgpack",   ".ot",         ".tmp",         ".pt"};
+                                      ".h5",   ".msgpack",   ".ot",        ".tmp",         ".pt"};
     size_t l = strlen(name);
     for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++) {
         size_t e = strlen(ext[i]);
@@ -197,7 +197,8 @@ static kn_status *choose_trainable(const kn_graph *g, const char *freeze, char *
         const kn_tensor *c = val->constant;
         if (!c || val->is_input || c->dtype != KN_F32 || c->kind != KN_KIND_TENSOR || c->ndim < 1) continue;
         size_t ln = strlen(val->name);
-        bool named = (ln >= 6 && !strcmp(val->name + ln - 6, "weight")) || (ln >= 4 && !strcmp(val->name + ln - 4, "bias"));
+        bool named =
+            (ln >= 6 && !strcmp(val->name + ln - 6, "weight")) || (ln >= 4 && !strcmp(val->name + ln - 4, "bias"));
         if (kn_numel(c) < 2 && !named) continue;
         if (freeze && kn_name_matches(freeze, val->name)) continue;
         if (!append_literal(trainable, &tl, &tc, val->name)) return KN_OOM(tc);
@@ -290,8 +291,8 @@ static kn_status *build_loss(kn_model *m, const kn_pipeline *p, kn_td_loss loss,
         return kn_error(KN_ERR_INVALID_MODEL, "%s needs a logits output [batch, %slabels]",
                         task == KN_TD_TEXT_CLASS ? "textClassification" : "tokenClassification",
                         task == KN_TD_TEXT_CLASS ? "" : "tokens, ");
-    KN_TRY(kn_loss_add_input(g, "labels", KN_I64, task == KN_TD_TEXT_CLASS ? 1 : 2,
-                             task == KN_TD_TEXT_CLASS ? d1 : d2, &v));
+    KN_TRY(kn_loss_add_input(g, "labels", KN_I64, task == KN_TD_TEXT_CLASS ? 1 : 2, task == KN_TD_TEXT_CLASS ? d1 : d2,
+                             &v));
     return kn_loss_cross_entropy(g, logits, v, -100, out_loss);
 }
 
@@ -394,8 +395,8 @@ static kn_status *write_statistics(const char *out_dir, const train_args *a, con
     }
     fprintf(f, "\n  ],\n  \"best_epoch\": %d,\n  \"best_eval_value\": ", pos->best_epoch);
     json_num(f, pos->best_epoch ? pos->best : NAN);
-    fprintf(f, ",\n  \"early_stopped\": %s,\n  \"patience\": %d,\n  \"tolerance\": %g,\n", pos->stopped_early ? "true" : "false",
-            a->patience, a->tolerance);
+    fprintf(f, ",\n  \"early_stopped\": %s,\n  \"patience\": %d,\n  \"tolerance\": %g,\n",
+            pos->stopped_early ? "true" : "false", a->patience, a->tolerance);
     fprintf(f, "  \"skipped_train_lines\": %d,\n  \"skipped_eval_lines\": %d\n}\n", skipped_train, skipped_eval);
     bool ok = !ferror(f);
     ok &= fclose(f) == 0;
@@ -451,19 +452,19 @@ static int parse_args(int argc, char **argv, train_args *a) {
         const char *v = argv[++i];
         char *end = NULL;
         errno = 0;
-#define STR(flag, field)                                                                                               \
-    if (!strcmp(k, flag)) {                                                                                            \
-        a->field = v;                                                                                                  \
-        continue;                                                                                                      \
+#define STR(flag, field) \
+    if (!strcmp(k, flag)) { \
+        a->field = v; \
+        continue; \
     }
-#define NUM(flag, field, conv)                                                                                         \
-    if (!strcmp(k, flag)) {                                                                                            \
-        a->field = conv;                                                                                               \
-        if (!*v || *end || errno) {                                                                                    \
-            fprintf(stderr, "kiln train: %s: '%s' is not a number\n", k, v);                                           \
-            return -1;                                                                                                 \
-        }                                                                                                              \
-        continue;                                                                                                      \
+#define NUM(flag, field, conv) \
+    if (!strcmp(k, flag)) { \
+        a->field = conv; \
+        if (!*v || *end || errno) { \
+            fprintf(stderr, "kiln train: %s: '%s' is not a number\n", k, v); \
+            return -1; \
+        } \
+        continue; \
     }
         STR("--model", model)
         STR("--type", type)
@@ -501,8 +502,9 @@ static int parse_args(int argc, char **argv, train_args *a) {
     if (a->epochs < 1 || a->batch_size < 1 || a->lr < 0 || a->weight_decay < 0 || a->warmup_steps < 0 ||
         a->max_grad_norm < 0 || a->dropout < 0 || a->dropout >= 1 || a->patience < 1 || a->tolerance < 0 ||
         a->max_steps == 0 || a->threads < 0) {
-        fprintf(stderr, "kiln train: out-of-range option (epochs, batch size and patience >= 1; lr, weight decay, "
-                        "warm-up, clipping, tolerance >= 0; 0 <= dropout < 1; max steps >= 1)\n");
+        fprintf(stderr,
+                "kiln train: out-of-range option (epochs, batch size and patience >= 1; lr, weight decay, "
+                "warm-up, clipping, tolerance >= 0; 0 <= dropout < 1; max steps >= 1)\n");
         return -1;
     }
     return 0;
@@ -532,7 +534,8 @@ static kn_status *setup(train_run *r) {
                         "--type '%s': kiln train takes featureExtraction, textClassification or tokenClassification",
                         a->type);
     if (strcmp(a->device, "cpu") != 0)
-        return kn_error(KN_ERR_UNSUPPORTED, "--device %s: kiln train runs on the CPU for now (--device cpu)", a->device);
+        return kn_error(KN_ERR_UNSUPPORTED, "--device %s: kiln train runs on the CPU for now (--device cpu)",
+                        a->device);
     if (strcmp(a->precision, "fp32") != 0)
         return kn_error(KN_ERR_UNSUPPORTED, "--precision %s: kiln train trains in fp32 for now (--precision fp32)",
                         a->precision);
@@ -588,8 +591,7 @@ static kn_status *setup(train_run *r) {
                       "--dropout %g: the model has %d Dropout nodes, and training with dropout is not yet supported; "
                       "use --dropout 0",
                       a->dropout, dropouts);
-    else if (a->dropout != 0)
-        train_warn(NULL, "--dropout: the model has no Dropout nodes; the value has no effect");
+    else if (a->dropout != 0) train_warn(NULL, "--dropout: the model has no Dropout nodes; the value has no effect");
     int loss = -1, n_train = 0;
     char *trainable = NULL, *no_decay = NULL;
     if (!st) st = build_loss(m, r->p, r->loss, r->task, &loss);
@@ -634,42 +636,73 @@ static kn_status *setup(train_run *r) {
     return NULL;
 }
 
-/* Exports the current weights to the candidate file and evaluates them; *keep says whether
- * they are the best so far. */
+/* Opens a pipeline over the candidate file and evaluates d on it. */
+static kn_status *evaluate_candidate(train_run *r, const kn_train_data *d, kn_td_eval *ev) {
+    kn_pl_options po;
+    kn_pl_options_init(&po);
+    po.batch_size = r->a.batch_size;
+    po.onnx_file = r->cand;
+    po.session.num_threads = r->a.threads;
+    po.warn = train_warn;
+    kn_pipeline *ep = NULL;
+    kn_status *st = kn_pipeline_open(r->a.output, &po, &ep);
+    if (!st) st = kn_td_evaluate(ep, d, r->loss, r->a.batch_size, ev);
+    kn_pipeline_free(ep);
+    return st;
+}
+
+/* Exports the current weights to the candidate file, evaluates them (on --eval, else on the
+ * first batch of the training data, only to see that they still give a finite loss), and
+ * renames the candidate over model.onnx when it is the best so far. A model whose loss is no
+ * longer finite is never saved. */
 static kn_status *end_epoch(train_run *r, train_pos *pos, epoch_stats *es) {
+    for (int i = 0; i < kn_trainer_param_count(r->t); i++) {
+        int nd;
+        const int64_t *dims;
+        float *w;
+        const char *name = kn_trainer_param(r->t, i, &nd, &dims, &w);
+        int64_t n = 1;
+        for (int k = 0; k < nd; k++) n *= dims[k];
+        for (int64_t k = 0; k < n; k++)
+            if (!isfinite(w[k]))
+                return kn_error(
+                    KN_ERR_RUNTIME, "training diverged: after epoch %d the weight '%s' holds %s (try a lower --lr); %s",
+                    pos->epoch + 1, name, isnan(w[k]) ? "NaN" : "Inf",
+                    pos->best_epoch ? "the output folder keeps the last good model" : "no good model was written");
+    }
     KN_TRY(kn_trainer_export_onnx(r->t, r->model_path, r->cand));
+    kn_train_data sample = r->train;
+    if (sample.n > r->a.batch_size) sample.n = r->a.batch_size;
+    kn_td_eval ev;
+    kn_status *st = evaluate_candidate(r, r->a.eval ? &r->eval : &sample, &ev);
+    if (!st && !isfinite(ev.loss))
+        st = kn_error(KN_ERR_RUNTIME,
+                      "training diverged: after epoch %d the model's loss on the %s is %s (try a lower --lr); %s",
+                      pos->epoch + 1, r->a.eval ? "eval data" : "first training batch", isnan(ev.loss) ? "NaN" : "Inf",
+                      pos->best_epoch ? "the output folder keeps the last good model" : "no good model was written");
+    if (st) {
+        unlink(r->cand);
+        return kn_error_wrap(st, "epoch %d: ", pos->epoch + 1);
+    }
     bool keep = true;
     if (r->a.eval) {
-        kn_pl_options po;
-        kn_pl_options_init(&po);
-        po.batch_size = r->a.batch_size;
-        po.onnx_file = r->cand;
-        po.session.num_threads = r->a.threads;
-        po.warn = train_warn;
-        kn_pipeline *ep = NULL;
-        kn_status *st = kn_pipeline_open(r->a.output, &po, &ep);
-        if (!st) st = kn_td_evaluate(ep, &r->eval, r->loss, r->a.batch_size, &es->ev);
-        kn_pipeline_free(ep);
-        if (st) {
-            unlink(r->cand);
-            return kn_error_wrap(st, "evaluation after epoch %d: ", pos->epoch + 1);
-        }
+        es->ev = ev;
         es->evaluated = true;
-        double v = isfinite(es->ev.value) ? es->ev.value : -INFINITY;
+        double v = isfinite(ev.value) ? ev.value : -INFINITY;
         keep = !pos->best_epoch || v > pos->best;
         if (keep) {
             pos->best = v;
             pos->best_epoch = pos->epoch + 1;
         }
         /* early stopping on the eval loss, as Hugot: an improvement must exceed the tolerance */
-        if (es->ev.loss < pos->best_loss - r->a.tolerance) {
-            pos->best_loss = es->ev.loss;
+        if (ev.loss < pos->best_loss - r->a.tolerance) {
+            pos->best_loss = ev.loss;
             pos->bad_epochs = 0;
         } else if (++pos->bad_epochs >= r->a.patience) {
             pos->stopped_early = true;
         }
         fprintf(stderr, "kiln train: epoch %d: train loss %.6g, eval loss %.6g, %s %.6g%s\n", pos->epoch + 1,
-                es->train_loss, es->ev.loss, es->ev.metric, es->ev.value, keep ? " (best, saved)" : "");
+                es->train_loss, ev.loss, ev.metric, ev.value, keep ? " (best, saved)" : "");
     } else {
         pos->best_epoch = pos->epoch + 1;
         fprintf(stderr, "kiln train: epoch %d: train loss %.6g (saved)\n", pos->epoch + 1, es->train_loss);
@@ -710,7 +743,9 @@ static kn_status *train_loop(train_run *r, train_pos *pos, int *epochs_run) {
                 st = kn_error(KN_ERR_RUNTIME,
                               "the loss became %s at step %lld (epoch %d, batch %d, lines %d..): training diverged "
                               "(try a lower --lr or --max-grad-norm); %s",
-                              isnan(loss) ? "NaN" : isfinite(loss) ? "finite but the gradients not" : "infinite",
+                              isnan(loss)          ? "NaN"
+                                  : isfinite(loss) ? "finite but the gradients not"
+                                                   : "infinite",
                               (long long)pos->step, pos->epoch + 1, pos->batch + 1, r->train.ex[order[b0]].line,
                               pos->best_epoch ? "the output folder keeps the last good model"
                                               : "no epoch finished, so no model was written");
@@ -721,8 +756,9 @@ static kn_status *train_loop(train_run *r, train_pos *pos, int *epochs_run) {
             es->steps++;
             double el = now_s() - t0, sps = el > 0 ? (double)samples / el : 0;
             if (r->log) {
-                fprintf(r->log, "{\"step\": %lld, \"epoch\": %d, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
-                                "\"samples_per_s\": %.4g}\n",
+                fprintf(r->log,
+                        "{\"step\": %lld, \"epoch\": %d, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
+                        "\"samples_per_s\": %.4g}\n",
                         (long long)pos->step, pos->epoch + 1, loss, kn_optim_lr(&r->sched, pos->step - 1),
                         kn_trainer_grad_norm(r->t), sps);
                 fflush(r->log);
@@ -737,7 +773,8 @@ static kn_status *train_loop(train_run *r, train_pos *pos, int *epochs_run) {
         *epochs_run = pos->epoch + 1;
         if (st || pos->stopped_early || (a->max_steps > 0 && pos->step >= a->max_steps)) {
             if (!st && pos->stopped_early)
-                fprintf(stderr, "kiln train: early stopping: the eval loss did not improve by more than %g for %d epochs\n",
+                fprintf(stderr,
+                        "kiln train: early stopping: the eval loss did not improve by more than %g for %d epochs\n",
                         a->tolerance, a->patience);
             pos->epoch++;
             break;
@@ -762,7 +799,9 @@ int kn_cmd_train(int argc, char **argv) {
     if (r.es && r.t) {
         /* statistics.json records the epochs that ran, also when a later one failed */
         kn_status *s2 = write_statistics(r.a.output, &r.a, r.es, epochs_run, &pos, r.train.skipped, r.eval.skipped,
-                                         st ? "failed" : pos.stopped_early ? "early_stopped" : "completed");
+                                         st                      ? "failed"
+                                             : pos.stopped_early ? "early_stopped"
+                                                                 : "completed");
         if (s2 && !st) st = s2;
         else kn_status_free(s2);
     }
