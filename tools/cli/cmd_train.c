@@ -544,6 +544,8 @@ static kn_status *setup(train_run *r) {
     else if (!strcmp(a->scheduler, "linear")) sk = KN_SCHED_LINEAR;
     else if (!strcmp(a->scheduler, "cosine")) sk = KN_SCHED_COSINE;
     else return kn_error(KN_ERR_INVALID_ARGUMENT, "--scheduler '%s': constant, linear or cosine", a->scheduler);
+    if (sk == KN_SCHED_CONSTANT && a->warmup_steps > 0)
+        train_warn(NULL, "--warmup-steps: the constant scheduler has no warm-up (use linear or cosine)");
     struct stat sb;
     if (stat(a->model, &sb) != 0 || !S_ISDIR(sb.st_mode))
         return kn_error(KN_ERR_IO, "--model %s: not a model folder", a->model);
@@ -623,8 +625,8 @@ static kn_status *setup(train_run *r) {
     free(trainable);
     free(no_decay);
     KN_TRY(kn_error_wrap(st, "%s: ", r->model_path));
-    fprintf(stderr, "kiln train: %s, %d examples (%d skipped), %d parameters, %d steps a epoch\n", a->type, r->train.n,
-            r->train.skipped, kn_trainer_param_count(r->t), nb);
+    fprintf(stderr, "kiln train: %s, %d examples (%d skipped), %d parameters, %d steps per epoch\n", a->type,
+            r->train.n, r->train.skipped, kn_trainer_param_count(r->t), nb);
 
     if (mkdir(a->output, 0755) != 0 && errno != EEXIST)
         return kn_error(KN_ERR_IO, "%s: cannot create: %s", a->output, strerror(errno));
@@ -741,7 +743,8 @@ static kn_status *train_loop(train_run *r, train_pos *pos, int *epochs_run) {
             if (!isfinite(loss) || !isfinite(kn_trainer_grad_norm(r->t))) {
                 if (bar) fputs("\r\033[K", stderr);
                 st = kn_error(KN_ERR_RUNTIME,
-                              "the loss became %s at step %lld (epoch %d, batch %d, lines %d..): training diverged "
+                              "the loss became %s at step %lld (epoch %d, batch %d, first example from line %d): "
+                              "training diverged "
                               "(try a lower --lr or --max-grad-norm); %s",
                               isnan(loss)          ? "NaN"
                                   : isfinite(loss) ? "finite but the gradients not"
