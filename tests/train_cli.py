@@ -14,7 +14,8 @@
                    `kiln run --type textClassification` on the output.
   --case tokcls    the same for token classification ({"tokens", "labels"}, labels on the first
                    sub-token of each word as transformers' word_ids give them).
-  --case bad       bad input on the textcls model: a malformed line (its number in the message),
+  --case bad       pooling (CLS, mean: the loss against `kiln run`'s embeddings of the same folder), and
+                   bad input on the textcls model: a malformed line (its number in the message),
                    --skip-bad-lines (the count reported and in statistics.json), an unknown label
                    (named, with its line), a diverging run (lr 1e30: a clear message, no model
                    written, and an earlier good model kept), early stopping, --device/--precision.
@@ -437,6 +438,32 @@ def case_bad(args):
           f"--dropout 0.1 on a model with Dropout nodes: {r.stderr.strip()[-120:]}")
     r = run(base[:3] + [dfolder] + base[4:] + ["--train", os.path.join(args.work, "bad.jsonl"), "--max-steps", "1"])
     check(r.returncode == 0, "a model with Dropout nodes trains with --dropout 0 (inference Dropout is the identity)")
+    # pooling: with lr 0 the logged loss of a scored-pairs step is CosineSimilarityLoss over the
+    # embeddings `kiln run` gives for the base folder (CLS and mean pooling from 1_Pooling), and
+    # the eval loss on the same pairs is that value too
+    from tiny_models import corpus, make_bert
+    lines = corpus(16)
+    pairs = [{"sentence1": lines[2 * i], "sentence2": lines[2 * i + 1], "score": round(0.1 * (i % 10), 2)}
+             for i in range(4)]
+    pp = os.path.join(args.work, "bad_pairs.jsonl")
+    write_jsonl(pp, pairs)
+    for pool in ("cls", "mean"):
+        pf = make_bert(os.path.join(args.work, f"bad_st_{pool}"), args.gen, pooling=pool, normalize=pool == "cls")
+        po, pl = os.path.join(args.work, f"bad_st_{pool}_out"), os.path.join(args.work, f"bad_st_{pool}_log.jsonl")
+        shutil.rmtree(po, ignore_errors=True)
+        run([args.kiln, "train", "--model", pf, "--type", "featureExtraction", "--train", pp, "--eval", pp, "--output",
+             po, "--batch-size", "4", "--lr", "0", "--no-shuffle", "--log", pl, "--threads", "2"])
+        emb = {}
+        for res in kiln_run(args.kiln, pf, "featureExtraction",
+                            [{"input": t} for p in pairs for t in (p["sentence1"], p["sentence2"])]):
+            emb[res["input"]] = np.array(res["output"]["Embeddings"], dtype=np.float64)
+        cos = [float(emb[p["sentence1"]] @ emb[p["sentence2"]] / np.linalg.norm(emb[p["sentence1"]]) /
+                     np.linalg.norm(emb[p["sentence2"]])) for p in pairs]
+        want = float(np.mean([(c - p["score"]) ** 2 for c, p in zip(cos, pairs)]))
+        got = read_log(pl)[0]["loss"]
+        ev = json.load(open(os.path.join(po, "statistics.json")))["epochs"][0]["eval_loss"]
+        check(abs(got - want) <= 1e-5 * max(want, 1e-3) + 1e-7 and abs(ev - want) <= 1e-5 * max(want, 1e-3) + 1e-7,
+              f"{pool} pooling: train loss {got:.7f} and eval loss {ev:.7f} vs kiln run's embeddings {want:.7f}")
     for flag, val in (("--device", "cuda"), ("--precision", "fp16")):
         r = train(rows, flag, val, ok=False)
         check(r.returncode != 0 and val in r.stderr, f"{flag} {val} refused: {r.stderr.strip()[-100:]}")
