@@ -40,7 +40,7 @@ typedef struct train_args {
 
 static void train_usage(void) {
     fprintf(stderr,
-            "usage: kiln train --model DIR --type featureExtraction|textClassification|tokenClassification\n"
+            "usage: kiln train --model DIR|REPO --type featureExtraction|textClassification|tokenClassification\n"
             "                  --train FILE.jsonl [--eval FILE.jsonl] --output DIR [options]\n"
             "  --epochs N (1)  --max-steps N  --batch-size N (32)  --lr X (2e-5)  --weight-decay X (0.01)\n"
             "  --warmup-steps N (0)  --scheduler constant|linear|cosine (linear)  --max-grad-norm X (1; 0: off)\n"
@@ -546,20 +546,17 @@ static kn_status *setup(train_run *r) {
     else return kn_error(KN_ERR_INVALID_ARGUMENT, "--scheduler '%s': constant, linear or cosine", a->scheduler);
     if (sk == KN_SCHED_CONSTANT && a->warmup_steps > 0)
         train_warn(NULL, "--warmup-steps: the constant scheduler has no warm-up (use linear or cosine)");
-    struct stat sb;
-    if (stat(a->model, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return kn_error(KN_ERR_IO, "--model %s: not a model folder", a->model);
-    char rm[PATH_MAX], ro[PATH_MAX];
-    if (realpath(a->model, rm) && realpath(a->output, ro) && !strcmp(rm, ro))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "--output is the --model folder; write the trained model elsewhere");
-
     kn_pl_options po;
     kn_pl_options_init(&po);
     po.batch_size = a->batch_size;
     po.onnx_file = a->onnx_file;
     po.session.num_threads = a->threads;
     po.warn = train_warn;
+    /* a path, or a Hugging Face repo id resolved through the cache as `kiln run` does */
     KN_TRY(kn_pipeline_open(a->model, &po, &r->p));
+    char rm[PATH_MAX], ro[PATH_MAX];
+    if (realpath(kn_pipeline_dir(r->p), rm) && realpath(a->output, ro) && !strcmp(rm, ro))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "--output is the --model folder; write the trained model elsewhere");
     KN_TRY(kn_train_data_read(r->p, a->train, r->task, a->skip_bad, train_warn, NULL, &r->train));
     if (a->eval) KN_TRY(kn_train_data_read(r->p, a->eval, r->task, a->skip_bad, train_warn, NULL, &r->eval));
     if (a->eval && r->eval.format != r->train.format)
