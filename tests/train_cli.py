@@ -464,6 +464,20 @@ def case_bad(args):
         ev = json.load(open(os.path.join(po, "statistics.json")))["epochs"][0]["eval_loss"]
         check(abs(got - want) <= 1e-5 * max(want, 1e-3) + 1e-7 and abs(ev - want) <= 1e-5 * max(want, 1e-3) + 1e-7,
               f"{pool} pooling: train loss {got:.7f} and eval loss {ev:.7f} vs kiln run's embeddings {want:.7f}")
+    # --freeze: the classifier's weight and bias stay fixed, a pattern matching nothing is refused
+    fo = os.path.join(args.work, "bad_freeze_out")
+    r = run(base[:7] + [fo] + base[8:] + ["--train", os.path.join(args.work, "bad.jsonl"), "--freeze", "m.classifier.*",
+                                         "--lr", "1e-2", "--max-steps", "2"])
+    import onnx
+    from onnx import numpy_helper
+    w0 = {t.name: numpy_helper.to_array(t) for t in onnx.load(os.path.join(folder, "model.onnx")).graph.initializer}
+    w1 = {t.name: numpy_helper.to_array(t) for t in onnx.load(os.path.join(fo, "model.onnx")).graph.initializer}
+    same = sorted(n for n in w0 if np.array_equal(w0[n], w1[n]) and w0[n].dtype == np.float32 and w0[n].size > 1)
+    check(same == ["m.classifier.bias", "m.classifier.weight"] and "39 parameters" in r.stderr,
+          f"--freeze m.classifier.*: only those stay unchanged ({same})")
+    r = run(base[:7] + [fo] + base[8:] + ["--train", os.path.join(args.work, "bad.jsonl"), "--freeze", "nosuch*"],
+            expect_ok=False)
+    check(r.returncode != 0 and "'nosuch*' matches no initializer" in r.stderr, "--freeze with a typo is refused")
     for flag, val in (("--device", "cuda"), ("--precision", "fp16")):
         r = train(rows, flag, val, ok=False)
         check(r.returncode != 0 and val in r.stderr, f"{flag} {val} refused: {r.stderr.strip()[-100:]}")

@@ -192,6 +192,21 @@ static kn_status *choose_trainable(const kn_graph *g, const char *freeze, char *
     size_t tl = 0, tc = 0, nl = 0, nc = 0;
     *trainable = *no_decay = NULL;
     *n_train = 0;
+    /* a --freeze pattern that matches no initializer is a typo, not a choice */
+    for (const char *q = freeze; q && *q;) {
+        const char *e = strchr(q, ',');
+        size_t len = e ? (size_t)(e - q) : strlen(q);
+        char pat[256];
+        if (len > 0 && len < sizeof pat) {
+            memcpy(pat, q, len);
+            pat[len] = 0;
+            bool hit = false;
+            for (int v = 0; v < g->n_values && !hit; v++)
+                hit = g->values[v].constant && kn_name_matches(pat, g->values[v].name);
+            KN_CHECK(hit, KN_ERR_INVALID_ARGUMENT, "--freeze: the pattern '%s' matches no initializer", pat);
+        }
+        q = e ? e + 1 : q + len;
+    }
     for (int v = 0; v < g->n_values; v++) {
         const kn_value *val = &g->values[v];
         const kn_tensor *c = val->constant;
