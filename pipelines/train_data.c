@@ -235,9 +235,7 @@ kn_status *kn_train_data_read(const kn_pipeline *p, const char *path, kn_td_task
     return st;
 }
 
-int kn_td_max_length(const kn_pipeline *p) {
-    return p->st_max_seq_length > 0 ? p->st_max_seq_length : p->max_length;
-}
+int kn_td_max_length(const kn_pipeline *p) { return p->st_max_seq_length > 0 ? p->st_max_seq_length : p->max_length; }
 
 kn_pl_pooling kn_td_pooling(const kn_pipeline *p) { return p->pooling == KN_POOL_DEFAULT ? KN_POOL_MEAN : p->pooling; }
 bool kn_td_normalize(const kn_pipeline *p) { return p->normalize != 0; }
@@ -369,10 +367,10 @@ kn_status *kn_td_make_batch(const kn_pipeline *p, const kn_train_data *d, const 
             const kn_encoding *e = &enc[r];
             for (int64_t t = 0; t < seq; t++) {
                 bool real = t < e->n && (!e->attention_mask || e->attention_mask[t]);
-                int64_t v = pi->role == KN_ROLE_IDS     ? (t < e->n ? e->ids[t] : p->pad_id)
-                    : pi->role == KN_ROLE_MASK          ? (real ? 1 : 0)
-                    : pi->role == KN_ROLE_TYPES         ? (t < e->n && e->type_ids && !p->zero_type_ids ? e->type_ids[t] : 0)
-                                                        : t;
+                int64_t v = pi->role == KN_ROLE_IDS ? (t < e->n ? e->ids[t] : p->pad_id)
+                    : pi->role == KN_ROLE_MASK      ? (real ? 1 : 0)
+                    : pi->role == KN_ROLE_TYPES ? (t < e->n && e->type_ids && !p->zero_type_ids ? e->type_ids[t] : 0)
+                                                : t;
                 size_t c = (size_t)r * (size_t)seq + (size_t)t;
                 if (pi->dtype == KN_I32) ((int32_t *)mem)[c] = (int32_t)v;
                 else ((int64_t *)mem)[c] = v;
@@ -571,7 +569,8 @@ static kn_status *td_tok_batch(void *vctx, const kn_pl_batch *b) {
     const kn_named_tensor *t = pl_output(b, c->p, "logits");
     if (!t) t = pl_output(b, c->p, NULL);
     if (!t || t->dtype != KN_F32 || t->ndim != 3 || t->dims[0] != b->n || t->dims[1] != b->seq || t->dims[2] < 1)
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: tokenClassification needs logits [batch, tokens, labels]", c->p->dir);
+        return kn_error(KN_ERR_INVALID_MODEL, "%s: tokenClassification needs logits [batch, tokens, labels]",
+                        c->p->dir);
     c->k = (int)t->dims[2];
     for (int r = 0; r < b->n; r++) {
         const kn_encoding *e = b->enc[r];
@@ -650,8 +649,8 @@ static kn_status *td_eval_class(const kn_pipeline *p, const kn_train_data *d, kn
         for (int i = 0; !st && i < n; i++) {
             const float *lg = lc.logits + (size_t)i * (size_t)lc.k;
             if (d->ex[i].label >= lc.k) {
-                st = kn_error(KN_ERR_INVALID_MODEL, "line %d: label id %d but the model gives %d logits",
-                              d->ex[i].line, d->ex[i].label, lc.k);
+                st = kn_error(KN_ERR_INVALID_MODEL, "line %d: label id %d but the model gives %d logits", d->ex[i].line,
+                              d->ex[i].label, lc.k);
                 break;
             }
             gold[m] = d->ex[i].label;

@@ -735,7 +735,7 @@ static kn_status *train_loop(train_run *r, train_pos *pos, int *epochs_run) {
     if (!order) return KN_OOM(sizeof(int) * (size_t)n);
     bool bar = isatty(2);
     kn_status *st = NULL;
-    double t0 = now_s();
+    double busy = 0; /* seconds in batching and steps: throughput leaves evaluation out */
     int64_t samples = 0;
     for (; !st && pos->epoch < a->epochs; pos->epoch++, pos->batch = 0) {
         epoch_stats *es = &r->es[pos->epoch];
@@ -745,6 +745,7 @@ static kn_status *train_loop(train_run *r, train_pos *pos, int *epochs_run) {
             if (a->max_steps > 0 && pos->step >= a->max_steps) break;
             int b0 = pos->batch * a->batch_size, m = n - b0 < a->batch_size ? n - b0 : a->batch_size;
             kn_td_batch b;
+            double t0 = now_s();
             st = kn_td_make_batch(r->p, &r->train, order + b0, m, &b);
             if (st) break;
             double loss = 0;
@@ -769,7 +770,8 @@ static kn_status *train_loop(train_run *r, train_pos *pos, int *epochs_run) {
             samples += m;
             lsum += loss;
             es->steps++;
-            double el = now_s() - t0, sps = el > 0 ? (double)samples / el : 0;
+            busy += now_s() - t0;
+            double sps = busy > 0 ? (double)samples / busy : 0;
             if (r->log) {
                 fprintf(r->log,
                         "{\"step\": %lld, \"epoch\": %d, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
