@@ -751,9 +751,11 @@ static kn_status *train_loop(train_run *r, train_pos *pos, int *epochs_run) {
             double loss = 0;
             st = kn_trainer_step(r->t, b.in, b.n_in, &loss, NULL);
             kn_td_batch_free(&b);
-            if (st) break;
-            pos->step = kn_trainer_steps(r->t);
-            if (!isfinite(loss) || !isfinite(kn_trainer_grad_norm(r->t))) {
+            /* a trainer that refuses a non-finite step itself still reports the loss */
+            if (st && isfinite(loss)) break;
+            pos->step = kn_trainer_steps(r->t) + (st ? 1 : 0);
+            if (st || !isfinite(loss) || !isfinite(kn_trainer_grad_norm(r->t))) {
+                kn_status_free(st);
                 if (bar) fputs("\r\033[K", stderr);
                 st = kn_error(KN_ERR_RUNTIME,
                               "the loss became %s at step %lld (epoch %d, batch %d, first example from line %d): "
