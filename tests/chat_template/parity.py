@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Chat-template parity: kiln's Jinja subset (kiln_chat --batch) against Jinja2 configured exactly as
+transformers' apply_chat_template configures it (transformers.utils.chat_template_utils
+._compile_jinja_template: ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks, loopcontrols,
+its tojson / raise_exception / strftime_now / namespace), over
+
+  * the published templates of Llama-3.1, Llama-3.2, Qwen2.5, Phi-3.5 and Gemma-3 (templates/, see
+    templates/README.md for where each came from) and the conversations of conversations.py,
+    with add_generation_prompt false and true;
+  * the edge-case templates of edge_cases.py (every construct of the subset, whitespace control
+    around every tag kind, errors).
+
+A rendering must be byte-identical; where Jinja2 raises, kiln must fail too, with the same message
+for raise_exception. edge_cases.UNSUPPORTED lists templates kiln must refuse with a message naming
+the construct and its line:column. Prints the counts; exits 1 on any difference.
+  parity.py --driver build/kiln_chat [--verbose]"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+os.environ["TZ"] = "UTC"
+time.tzset()
+
+NOW = 1721995200 + 3600 * 13 + 61  # 2024-07-26 13:01:01 UTC: strftime_now is fixed on both sides
+
+
+def reference_env():
+    from datetime import datetime
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    def compile_(src):
+        t = _compile_jinja_template(src)
+        t.environment.globals["strftime_now"] = lambda fmt: datetime.fromtimestamp(NOW).strftime(fmt)
+        return t
+
+    return compile_
+
+
+def render_ref(compile_, src, ctx):
+    import jinja2
+
+    try:
+        t = compile_(src)
+    except Exception as e:  # noqa: BLE001 - any compile error is an expected failure
+        return ("error", type(e).__name__, str(e))
+    try:
+        return ("ok", t.render(**ctx))
+    except jinja2.exceptions.TemplateError as e:
+        # raise_exception raises TemplateError itself; the subclasses are Jinja's own errors
+        if type(e) is jinja2.exceptions.TemplateError:
+            return ("raise", e.message)
+        return ("error", type(e).__name__, str(e))
+    except Exception as e:  # noqa: BLE001
+        return ("error", type(e).__name__, str(e))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--driver", required=True)
+    ap.add_argument("--verbose", action="store_true")
+    args = ap.parse_args()
+    try:
+        compile_ = reference_env()
+    except ImportError as e:
+        if os.environ.get("KILN_REQUIRE_PARITY") == "1":
+            raise
+        print(f"skipped: {e}")
+        return 0
+    import conversations
+    import edge_cases
+
+    cases = []  # (group, label, template source, context)
+    for name, meta in conversations.TEMPLATES.items():
+        with open(os.path.join(HERE, "templates", name + ".jinja"), encoding="utf-8") as f:
+            src = f.read()
+        for label, ctx in conversations.contexts(name, meta):
+            cases.append(("model", f"{name}/{label}", src, ctx))
+    for i, (src, ctx) in enumerate(edge_cases.CASES):
+        cases.append(("edge", f"edge#{i}", src, ctx))
+    for i, (src, ctx, _) in enumerate(edge_cases.UNSUPPORTED):
+        cases.append(("unsupported", f"unsupported#{i}", src, ctx))
+
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8") as f:
+        for _, _, src, ctx in cases:
+            f.write(json.dumps({"template": src, "context": ctx, "now": NOW}, ensure_ascii=False) + "\n")
+        batch = f.name
+    try:
+        out = subprocess.run([args.driver, "--batch", batch], capture_output=True, timeout=600)
+    finally:
+        os.unlink(batch)
+    if out.returncode != 0:
+        print(out.stderr.decode(errors="replace"))
+        return 1
+    results = [json.loads(l) for l in out.stdout.decode("utf-8").splitlines() if l.strip()]
+    if len(results) != len(cases):
+        print(f"driver gave {len(results)} results for {len(cases)} cases")
+        return 1
+
+    stats = {}
+    bad = 0
+    unsupported_expect = {f"unsupported#{i}": want for i, (_, _, want) in enumerate(edge_cases.UNSUPPORTED)}
+    for (group, label, src, ctx), got in zip(cases, results):
+        st = stats.setdefault(group, {"identical": 0, "errors_matched": 0, "refused": 0, "bad": 0})
+        if group == "unsupported":
+            want = unsupported_expect[label]
+            msg = got.get("error", "")
+            if not got["ok"] and all(w in msg for w in want):
+                st["refused"] += 1
+                continue
+            st["bad"] += 1
+            bad += 1
+            print(f"FAIL {label}: expected an error naming {want}, got {got}")
+            continue
+        ref = render_ref(compile_, src, ctx)
+        if ref[0] == "ok":
+            if got["ok"] and got["text"] == ref[1]:
+                st["identical"] += 1
+                continue
+            why = f"jinja2: {ref[1]!r}\n  kiln:   {got.get('text', got.get('error'))!r}"
+        elif ref[0] == "raise":
+            if not got["ok"] and got["error"] == ref[1]:
+                st["errors_matched"] += 1
+                continue
+            why = f"jinja2 raise_exception({ref[1]!r})\n  kiln:   {got}"
+        else:
+            if not got["ok"]:
+                st["errors_matched"] += 1
+                if args.verbose:
+                    print(f"ok   {label}: both fail: jinja2 {ref[1]}: {ref[2]} | kiln: {got['error']}")
+                continue
+            why = f"jinja2 {ref[1]}: {ref[2]}\n  kiln:   {got['text']!r}"
+        st["bad"] += 1
+        bad += 1
+        print(f"FAIL {label}\n  template: {src[:300]!r}\n  context: {json.dumps(ctx, ensure_ascii=False)[:300]}\n  {why}")
+    for g, st in stats.items():
+        print(f"{g}: {st['identical']} byte-identical, {st['errors_matched']} failing on both sides"
+              + (f", {st['refused']} refused as unsupported" if g == "unsupported" else "") + f", {st['bad']} different")
+    total = sum(s["identical"] for s in stats.values())
+    print(f"total: {total} byte-identical renderings, {bad} differences")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
