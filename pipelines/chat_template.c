@@ -18,10 +18,10 @@
 #include <sys/stat.h>
 #include <utf8proc.h>
 
-#define CT_MAX_DEPTH 200            /* parser nesting and render recursion (Python's own limit is ~1000) */
-#define CT_MAX_STEPS 20000000LL     /* loop iterations + macro calls per render */
-#define CT_MAX_RANGE 100000         /* the sandbox's range() limit */
-#define CT_ARENA_LIMIT (1ull << 30) /* bytes a single render may allocate */
+#define CT_MAX_DEPTH 200              /* parser nesting and render recursion (Python's own limit is ~1000) */
+#define CT_MAX_STEPS 10000000LL       /* loop iterations + macro calls per render */
+#define CT_MAX_RANGE 100000           /* the sandbox's range() limit */
+#define CT_ARENA_LIMIT (256ull << 20) /* bytes a single parse or render may allocate */
 
 /* ------------------------------------------------------------------------------------------ */
 /* arena: parse and render allocate from one each, freed at once */
@@ -1966,6 +1966,7 @@ static node *parse_body(ct_parser *p, const char *const *ends) {
 typedef struct scope {
     struct scope *parent;
     int n, cap;
+    int captured; /* a macro defined here refers to it: it outlives its loop iteration */
     const char **names;
     jval *vals;
 } scope;
@@ -2091,7 +2092,7 @@ static int scope_set(rctx *r, scope *sc, const char *name, jval v) {
             return 0;
         }
     if (sc->n == sc->cap) {
-        int cap = sc->cap ? sc->cap * 2 : 8;
+        int cap = sc->cap ? sc->cap * 2 : 2;
         const char **nn = r_alloc(r, (size_t)cap * sizeof *nn);
         jval *nv = r_alloc(r, (size_t)cap * sizeof *nv);
         if (!nn || !nv) return -1;
@@ -4140,20 +4141,21 @@ static int exec_for(rctx *r, scope *sc, const node *s, ct_buf *out) {
         kept->n = m;
         items = kept;
     }
+    /* one loop object for the whole loop, as Jinja's LoopContext, and one scope per iteration that
+     * is reused unless a macro defined in it kept it */
     jloop *lp = r_alloc(r, sizeof *lp);
     if (!lp) return EX_ERR;
     lp->len = items->n;
     lp->items = items;
+    jval lv = {V_LOOP, 0, {0}};
+    lv.u.lp = lp;
+    scope *is = NULL;
     for (int64_t i = 0; i < items->n; i++) {
         if (step(r, s)) return EX_ERR;
-        scope *is = new_scope(r, sc);
+        if (!is || is->captured) is = new_scope(r, sc);
         if (!is) return EX_ERR;
-        jloop *cur_lp = r_alloc(r, sizeof *cur_lp);
-        if (!cur_lp) return EX_ERR;
-        *cur_lp = *lp;
-        cur_lp->i = i;
-        jval lv = {V_LOOP, 0, {0}};
-        lv.u.lp = cur_lp;
+        is->n = 0;
+        lp->i = i;
         if (scope_set(r, is, "loop", lv) || assign_target(r, is, tg, items->v[i])) return EX_ERR;
         int rc = exec_body(r, is, s->list[0], out);
         if (rc == EX_ERR) return EX_ERR;
@@ -4240,6 +4242,7 @@ static int exec_body(rctx *r, scope *sc, const node *b, ct_buf *out) {
             jval m = {V_MACRO, 0, {0}};
             m.u.mac.m = s;
             m.u.mac.sc = sc;
+            sc->captured = 1;
             if (scope_set(r, sc, s->name, m)) rc = EX_ERR;
             break;
         }
