@@ -184,6 +184,7 @@ typedef struct jval {
             struct scope *sc;
         } mac;
     } u;
+    int hint; /* V_UNDEF: 1 the name u.s[0:n] was not found, 2 a mapping lacked the key u.s[0:n] */
 } jval;
 typedef struct jlist {
     int64_t n;
@@ -2543,16 +2544,24 @@ static jval loop_attr(rctx *r, const node *at, const jloop *lp, const char *name
     return JUNDEF;
 }
 
-static void undefined_use(rctx *r, const node *at) {
-    /* name the variable when the undefined value came straight from one */
-    if (at && at->kind == N_NAME) r_fail(r, at, KN_ERR_INVALID_ARGUMENT, "'%s' is undefined", at->name);
+static void undefined_use(rctx *r, const node *at, const jval *v) {
+    if (v->hint == 1) r_fail(r, at, KN_ERR_INVALID_ARGUMENT, "'%.*s' is undefined", (int)v->n, v->u.s);
+    else if (v->hint == 2)
+        r_fail(r, at, KN_ERR_INVALID_ARGUMENT, "'dict object' has no attribute '%.*s'", (int)v->n, v->u.s);
     else r_fail(r, at, KN_ERR_INVALID_ARGUMENT, "an undefined value was used");
+}
+static jval undef_hint(int hint, const char *s, size_t n) {
+    jval v = JUNDEF;
+    v.hint = hint;
+    v.u.s = s;
+    v.n = n;
+    return v;
 }
 
 /* obj.name: Jinja's getattr (the attribute first, then obj['name']) */
 static jval get_attr(rctx *r, const node *at, const node *objn, jval obj, const char *name, size_t n) {
     switch (obj.t) {
-    case V_UNDEF: undefined_use(r, objn); return JUNDEF;
+    case V_UNDEF: undefined_use(r, objn ? objn : at, &obj); return JUNDEF;
     case V_DICT:
         if (is_dict_method(name)) {
             r_fail(r, at, KN_ERR_UNSUPPORTED, "'.%s' of a mapping names its method; only calls of it are supported",
@@ -2562,7 +2571,7 @@ static jval get_attr(rctx *r, const node *at, const node *objn, jval obj, const 
         /* fallthrough */
     case V_NS: {
         int i = dict_find_str(obj.u.d, name, n);
-        return i >= 0 ? obj.u.d->v[i] : JUNDEF;
+        return i >= 0 ? obj.u.d->v[i] : undef_hint(2, name, n);
     }
     case V_LOOP: return loop_attr(r, at, obj.u.lp, name);
     case V_STR:
@@ -2594,7 +2603,7 @@ static jval str_char(rctx *r, const jval *s, int64_t k) {
 /* obj[key]: Jinja's getitem (the item first, then the attribute of a string key) */
 static jval get_item(rctx *r, const node *at, const node *objn, jval obj, jval key) {
     switch (obj.t) {
-    case V_UNDEF: undefined_use(r, objn); return JUNDEF;
+    case V_UNDEF: undefined_use(r, objn ? objn : at, &obj); return JUNDEF;
     case V_DICT: {
         int i = dict_find(obj.u.d, &key);
         if (i >= 0) return obj.u.d->v[i];
@@ -2664,7 +2673,7 @@ static int64_t slice_indices(int64_t len, const jval *st, const jval *sp, const 
 static jval do_slice(rctx *r, const node *at, const node *objn, jval obj, const jval *st, const jval *sp,
                      const jval *sd) {
     if (obj.t == V_UNDEF) {
-        undefined_use(r, objn);
+        undefined_use(r, objn ? objn : at, &obj);
         return JUNDEF;
     }
     /* Jinja compiles slices to plain Python subscripts: every failure is an error */
@@ -2790,7 +2799,7 @@ static int64_t py_len(rctx *r, const node *at, jval v) {
 
 static jval arith(rctx *r, const node *at, int op, jval a, jval b) {
     if (a.t == V_UNDEF || b.t == V_UNDEF) {
-        undefined_use(r, a.t == V_UNDEF ? at->a : at->b);
+        undefined_use(r, a.t == V_UNDEF ? at->a : at->b, a.t == V_UNDEF ? &a : &b);
         return JUNDEF;
     }
     if (is_num(&a) && is_num(&b)) {
@@ -3393,7 +3402,7 @@ static jval eval_call(rctx *r, scope *sc, const node *e) {
     jval f = eval(r, sc, cn);
     if (r->err) return JUNDEF;
     if (f.t == V_UNDEF) {
-        undefined_use(r, cn);
+        undefined_use(r, cn, &f);
         return JUNDEF;
     }
     if (f.t != V_MACRO && f.t != V_FUNC) {
@@ -3484,7 +3493,7 @@ static jval lookup(rctx *r, scope *sc, const node *e) {
             g.u.fn = f;
             return g;
         }
-    return JUNDEF;
+    return undef_hint(1, e->name, e->name_n);
 }
 
 static jval eval(rctx *r, scope *sc, const node *e) {
@@ -3575,7 +3584,7 @@ static jval eval(rctx *r, scope *sc, const node *e) {
     case N_POS: {
         jval a = eval(r, sc, e->a);
         if (r->err) break;
-        if (a.t == V_UNDEF) undefined_use(r, e->a);
+        if (a.t == V_UNDEF) undefined_use(r, e->a, &a);
         else if (a.t == V_INT || a.t == V_BOOL) {
             if (e->kind == N_NEG && a.u.i == INT64_MIN)
                 r_fail(r, e, KN_ERR_UNSUPPORTED, "integer arithmetic beyond 64 bits");
