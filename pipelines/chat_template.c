@@ -825,7 +825,8 @@ typedef struct node {
     struct node **list2; /* keyword argument values, dict values, elif conditions, defaults */
     const char **names;  /* keyword argument names, parameter names */
     int n2;
-    int *ops; /* N_CMP operators */
+    int *ops;     /* N_CMP operators */
+    int constant; /* N_SLICE over literals only: Jinja may fold it at compile time */
 } node;
 
 static node *p_node(ct_parser *p, int kind, const ct_tok *at) {
@@ -1083,6 +1084,46 @@ static node *parse_filter(ct_parser *p, node *x) {
 static node *parse_primary(ct_parser *p);
 static node *parse_postfix(ct_parser *p, node *x);
 
+/* whether Jinja's optimizer can fold the expression (literals, operators and filters over them) */
+static int is_const(const node *x) {
+    if (!x) return 1;
+    switch (x->kind) {
+    case N_CONST: return 1;
+    case N_SLICE: return x->constant;
+    case N_LIST:
+    case N_TUPLE:
+    case N_CONCAT:
+        for (int i = 0; i < x->n; i++)
+            if (!is_const(x->list[i])) return 0;
+        return 1;
+    case N_DICT:
+        for (int i = 0; i < x->n; i++)
+            if (!is_const(x->list[i]) || !is_const(x->list2[i])) return 0;
+        return 1;
+    case N_FILTER:
+    case N_TEST:
+        for (int i = 0; i < x->n; i++)
+            if (!is_const(x->list[i])) return 0;
+        for (int i = 0; i < x->n2; i++)
+            if (!is_const(x->list2[i])) return 0;
+        return is_const(x->a);
+    case N_ITEM:
+    case N_BIN:
+    case N_AND:
+    case N_OR: return is_const(x->a) && is_const(x->b);
+    case N_ATTR:
+    case N_NEG:
+    case N_POS:
+    case N_NOT: return is_const(x->a);
+    case N_COND: return is_const(x->a) && is_const(x->b) && is_const(x->c);
+    case N_CMP:
+        for (int i = 0; i < x->n; i++)
+            if (!is_const(x->list[i])) return 0;
+        return is_const(x->a);
+    default: return 0;
+    }
+}
+
 static node *parse_test(ct_parser *p, node *x) {
     ct_tok *at = cur(p);
     p->pos++; /* 'is' */
@@ -1220,6 +1261,8 @@ static node *parse_postfix(ct_parser *p, node *x) {
                 }
                 g->list[0] = x; /* the sliced value; a/b/c are start/stop/step */
                 g->n = 1;
+                g->constant =
+                    is_const(x) && (!g->a || is_const(g->a)) && (!g->b || is_const(g->b)) && (!g->c || is_const(g->c));
             } else {
                 g->a = x;
                 g->b = idx;
@@ -2680,6 +2723,7 @@ static jval do_slice(rctx *r, const node *at, const node *objn, jval obj, const 
     const jval *ix[3] = {st, sp, sd};
     for (int i = 0; i < 3; i++)
         if (ix[i] && ix[i]->t != V_NONE && ix[i]->t != V_INT && ix[i]->t != V_BOOL) {
+            if (at->constant) goto folded;
             r_fail(r, at, KN_ERR_INVALID_ARGUMENT, "slice indices must be integers or None, not %s", type_name(ix[i]));
             return JUNDEF;
         }
@@ -2719,7 +2763,17 @@ static jval do_slice(rctx *r, const node *at, const node *objn, jval obj, const 
         }
         return buf_to_str(r, &b);
     }
+    if (at->constant) goto folded;
     r_fail(r, at, KN_ERR_INVALID_ARGUMENT, "'%s' object is not subscriptable by a slice", type_name(&obj));
+    return JUNDEF;
+folded:
+    /* Jinja's optimizer folds literal expressions with getitem's forgiving semantics, but only
+     * where an enclosing expression has a printable constant value: which one renders and which
+     * raises depends on the whole expression, so kiln refuses rather than guess */
+    r_fail(r, at, KN_ERR_UNSUPPORTED,
+           "a failing slice of literals ('%s' object) is outside the supported subset (Jinja's constant folding "
+           "decides its value)",
+           type_name(&obj));
     return JUNDEF;
 }
 
@@ -4021,6 +4075,7 @@ static jval run_filter(rctx *r, scope *sc, const node *at, const char *name, jva
             return JUNDEF;
         }
         int byattr = strstr(name, "attr") != NULL, want = name[0] == 's';
+        if (!truthy(&v)) return jlistv(new_list(r, 0, LV_GEN)); /* Jinja iterates only a truthy value */
         if (byattr && a->n < 1) {
             r_fail(r, at, KN_ERR_INVALID_ARGUMENT, "%s needs an attribute", name);
             return JUNDEF;
@@ -4057,6 +4112,7 @@ static jval run_filter(rctx *r, scope *sc, const node *at, const char *name, jva
         return jlistv(o);
     }
     if (!strcmp(name, "map")) {
+        if (!truthy(&v)) return jlistv(new_list(r, 0, LV_GEN)); /* Jinja iterates only a truthy value */
         jlist *l = iter_list(r, at, v);
         if (!l) return JUNDEF;
         jlist *o = new_list(r, l->n, LV_GEN);

@@ -229,3 +229,73 @@ UNSUPPORTED = [
     ("{{ 99999999999999999999 }}", C, ["line 1, column 4", "64 bits"]),
     ("{% set x | upper %}a{% endset %}", C, ["line 1, column 10", "filtered block"]),
 ]
+
+# ---- whitespace control around every tag kind: each left/right modifier, in several surroundings ----
+_TAGS = {
+    "var": ("{{%s n %s}}", ""),
+    "if": ("{%%%s if true %s%%}I{%%%s endif %s%%}", None),
+    "comment": ("{#%s c %s#}", ""),
+    "set": ("{%%%s set y = 1 %s%%}", ""),
+    "for": ("{%%%s for i in [1, 2] %s%%}<{{ i }}>{%%%s endfor %s%%}", None),
+    "raw": ("{%%%s raw %s%%} r {%%%s endraw %s%%}", None),
+    "macro": ("{%%%s macro mm() %s%%} m {%%%s endmacro %s%%}{{ mm() }}", None),
+    "generation": ("{%%%s generation %s%%}g{%%%s endgeneration %s%%}", None),
+}
+_BEFORE = ["a \n  ", "\n\t ", "x", "", " \u00a0"]
+_AFTER = [" \n b", "\n\n", "y", "\n  \n"]
+for _kind, (_fmt, _) in _TAGS.items():
+    for _l in ("", "-", "+"):
+        for _r in ("", "-", "+"):
+            if _kind == "var" and _r == "+":
+                continue  # "+}}" is an operator, not a modifier: a syntax error on both sides (covered once below)
+            _n = _fmt.count("%s")
+            _tag = _fmt % ((_l, _r) * (_n // 2))
+            for _b in _BEFORE:
+                for _a in _AFTER:
+                    case(_b + _tag + _a)
+            # the tag on its own line between lines, twice (the second sees the first's trimming)
+            case("line\n    " + _tag + "\n    " + _tag + "\nend")
+case("{{ n +}}")
+
+# ---- random expressions (seeded): values, operators, filters, tests and methods combined ----
+import random as _random
+
+_rng = _random.Random(20261203)
+_ATOMS = ["n", "f", "s", "e", "l", "d", "u8", "missing", "none", "true", "false", "0", "1", "-3", "2.5", "1e20", "0.1",
+          "'ab'", "'é日'", "''", "[1, 2, 3]", "['b', 'a']", "[]", "{'k': 1, 'j': [2]}", "(1, 'x')", "d.a", "d.f", "l[0]",
+          "l[-1]", "messages[0].content", "messages|length", "items[0]", "3.0", "-0.5", "7 // 2", "'  pad '"]
+_BIN = ["+", "-", "*", "/", "//", "%", "~", "==", "!=", "<", "<=", ">", ">=", "in", "not in", "and", "or", "**"]
+_FILTERS = ["trim", "length", "tojson", "list", "first", "last", "upper", "lower", "capitalize", "string", "int", "float",
+            "abs", "join(',')", "default('D')", "default('D', true)", "replace('a', 'X')", "tojson(indent=1)",
+            "select('odd')|list", "reject('none')|list", "map('string')|list", "title", "reverse|list", "e", "items|list",
+            "tojson(sort_keys=true)", "trim('a')", "count", "int(9)"]
+_TESTS = ["defined", "undefined", "none", "string", "number", "iterable", "mapping", "sequence", "true", "false",
+          "integer", "float", "boolean", "odd", "even", "divisibleby(2)", "equalto 1", "in [1, 'ab']", "gt 1", "callable"]
+_METHODS = ["strip()", "upper()", "lower()", "split()", "split('a')", "startswith('a')", "endswith('b')", "replace('a', 'b')",
+            "title()", "capitalize()", "lstrip('a')", "rstrip()", "find('b')", "items()|list", "get('k')", "get('z', 0)",
+            "keys()|list", "values()|list"]
+
+
+def _expr(depth):
+    r = _rng.random()
+    if depth <= 0 or r < 0.25:
+        return _rng.choice(_ATOMS)
+    if r < 0.45:
+        return f"({_expr(depth - 1)} {_rng.choice(_BIN)} {_expr(depth - 1)})"
+    if r < 0.6:
+        return f"({_expr(depth - 1)})|{_rng.choice(_FILTERS)}"
+    if r < 0.7:
+        return f"({_expr(depth - 1)} is {_rng.choice(['', 'not '])}{_rng.choice(_TESTS)})"
+    if r < 0.8:
+        return f"({_expr(depth - 1)}).{_rng.choice(_METHODS)}"
+    if r < 0.87:
+        return f"({_expr(depth - 1)} if {_expr(depth - 1)} else {_expr(depth - 1)})"
+    if r < 0.94:
+        a, b = _rng.choice(["", "1", "-1", "-2", "0"]), _rng.choice(["", "2", "-1", "10"])
+        st = _rng.choice(["", ":2", ":-1"])
+        return f"({_expr(depth - 1)})[{a}:{b}{st}]"
+    return f"not {_expr(depth - 1)}"
+
+
+for _i in range(600):
+    case("{{ " + _expr(3) + " }}")
