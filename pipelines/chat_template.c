@@ -4215,6 +4215,8 @@ static int exec_for(rctx *r, scope *sc, const node *s, ct_buf *out) {
     jval lv = {V_LOOP, 0, {0}};
     lv.u.lp = lp;
     scope *is = NULL;
+    int completed = 0; /* Jinja runs the else body unless an iteration reached the end of the body:
+                          a break or a continue in every iteration leaves it to run */
     for (int64_t i = 0; i < items->n; i++) {
         if (step(r, s)) return EX_ERR;
         if (!is || is->captured) is = new_scope(r, sc);
@@ -4225,8 +4227,9 @@ static int exec_for(rctx *r, scope *sc, const node *s, ct_buf *out) {
         int rc = exec_body(r, is, s->list[0], out);
         if (rc == EX_ERR) return EX_ERR;
         if (rc == EX_BREAK) break;
+        if (rc == EX_OK) completed = 1;
     }
-    if (!items->n && s->list[1]) return exec_body(r, sc, s->list[1], out);
+    if (!completed && s->list[1]) return exec_body(r, sc, s->list[1], out);
     return EX_OK;
 }
 

@@ -299,3 +299,56 @@ def _expr(depth):
 
 for _i in range(600):
     case("{{ " + _expr(3) + " }}")
+
+# ---- random templates (seeded): nested if/for/set/namespace/break/continue/comments with random
+# whitespace and -/+ modifiers, over the conversation ----
+_SEXPR = ["m.role", "m.content", "loop.index", "loop.first", "loop.last", "loop.length", "loop.revindex0", "x", "ns.k",
+          "v", "n", "messages|length", "m.content|trim", "m.role == 'user'", "x is defined", "v is undefined",
+          "ns.k > 1", "loop.index0 % 2", "m.content|tojson", "loop.previtem", "(x or 0) + 1", "'t' ~ x"]
+_LISTS = ["messages", "l", "range(3)", "messages[1:]", "d|list", "[]", "items"]
+
+
+def _ws():
+    return _rng.choice(["", " ", "\n", "\n  ", "  \n", "\t", "\n\n", " x "])
+
+
+def _mod():
+    return _rng.choice(["", "", "-", "+"])
+
+
+def _tag(body):
+    return "{%" + _mod() + " " + body + " " + _rng.choice(["", "", "-"]) + "%}"
+
+
+def _stmts(depth, in_loop):
+    out = []
+    for _ in range(_rng.randint(1, 3)):
+        r = _rng.random()
+        if depth <= 0 or r < 0.3:
+            out.append(_ws() + "{{" + _rng.choice(["", "-"]) + " " + _rng.choice(_SEXPR) + " " + _rng.choice(["", "-"]) + "}}" + _ws())
+        elif r < 0.45:
+            out.append(_tag(f"if {_rng.choice(_SEXPR)}") + _stmts(depth - 1, in_loop) +
+                       (_tag(f"elif {_rng.choice(_SEXPR)}") + _stmts(depth - 1, in_loop) if _rng.random() < 0.4 else "") +
+                       (_tag("else") + _stmts(depth - 1, in_loop) if _rng.random() < 0.5 else "") + _tag("endif"))
+        elif r < 0.62:
+            var = _rng.choice(["m", "x"])
+            flt = f" if {_rng.choice(_SEXPR)}" if _rng.random() < 0.2 else ""
+            out.append(_tag(f"for {var} in {_rng.choice(_LISTS)}{flt}") + _stmts(depth - 1, True) +
+                       (_tag("else") + _stmts(depth - 1, in_loop) if _rng.random() < 0.3 else "") + _tag("endfor"))
+        elif r < 0.72:
+            out.append(_tag(f"set {_rng.choice(['x', 'v'])} = {_rng.choice(_SEXPR)}"))
+        elif r < 0.8:
+            out.append(_tag(f"set ns.k = {_rng.choice(['ns.k + 1', 'loop.index', 'x', '0'])}"))
+        elif r < 0.86 and in_loop:
+            out.append(_tag(f"if {_rng.choice(_SEXPR)}") + _tag(_rng.choice(["break", "continue"])) + _tag("endif"))
+        elif r < 0.93:
+            out.append(_ws() + "{#" + _mod() + " note " + _rng.choice(["", "-"]) + "#}" + _ws())
+        else:
+            out.append(_ws() + "  text \t" + _ws())
+    return "".join(out)
+
+
+for _i in range(400):
+    case(_tag("set ns = namespace(k=0)") + _ws() + _stmts(3, False) + _ws() + "{{ ns.k }}")
+case("{% for x in [1, 2] %}{{ x }}{% break %}{% else %}E{% endfor %}|{% for x in [1, 2] %}{{ x }}{% continue %}{% else %}E{% endfor %}"
+     "|{% for x in [1, 2] %}{{ x }}{% if x == 1 %}{% continue %}{% endif %}{% else %}E{% endfor %}")
