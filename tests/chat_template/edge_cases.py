@@ -305,6 +305,7 @@ for _i in range(600):
 _SEXPR = ["m.role", "m.content", "loop.index", "loop.first", "loop.last", "loop.length", "loop.revindex0", "x", "ns.k",
           "v", "n", "messages|length", "m.content|trim", "m.role == 'user'", "x is defined", "v is undefined",
           "ns.k > 1", "loop.index0 % 2", "m.content|tojson", "loop.previtem", "(x or 0) + 1", "'t' ~ x"]
+_GEXPR = [e for e in _SEXPR if not e.startswith(("m.", "loop.", "(x")) and "loop" not in e]
 _LISTS = ["messages", "l", "range(3)", "messages[1:]", "d|list", "[]", "items"]
 
 
@@ -321,26 +322,27 @@ def _tag(body):
 
 
 def _stmts(depth, in_loop):
+    ex = _SEXPR if in_loop else _GEXPR
     out = []
     for _ in range(_rng.randint(1, 3)):
         r = _rng.random()
         if depth <= 0 or r < 0.3:
-            out.append(_ws() + "{{" + _rng.choice(["", "-"]) + " " + _rng.choice(_SEXPR) + " " + _rng.choice(["", "-"]) + "}}" + _ws())
+            out.append(_ws() + "{{" + _rng.choice(["", "-"]) + " " + _rng.choice(ex) + " " + _rng.choice(["", "-"]) + "}}" + _ws())
         elif r < 0.45:
-            out.append(_tag(f"if {_rng.choice(_SEXPR)}") + _stmts(depth - 1, in_loop) +
-                       (_tag(f"elif {_rng.choice(_SEXPR)}") + _stmts(depth - 1, in_loop) if _rng.random() < 0.4 else "") +
+            out.append(_tag(f"if {_rng.choice(ex)}") + _stmts(depth - 1, in_loop) +
+                       (_tag(f"elif {_rng.choice(ex)}") + _stmts(depth - 1, in_loop) if _rng.random() < 0.4 else "") +
                        (_tag("else") + _stmts(depth - 1, in_loop) if _rng.random() < 0.5 else "") + _tag("endif"))
         elif r < 0.62:
             var = _rng.choice(["m", "x"])
-            flt = f" if {_rng.choice(_SEXPR)}" if _rng.random() < 0.2 else ""
+            flt = f" if {_rng.choice(ex)}" if _rng.random() < 0.2 else ""
             out.append(_tag(f"for {var} in {_rng.choice(_LISTS)}{flt}") + _stmts(depth - 1, True) +
                        (_tag("else") + _stmts(depth - 1, in_loop) if _rng.random() < 0.3 else "") + _tag("endfor"))
         elif r < 0.72:
-            out.append(_tag(f"set {_rng.choice(['x', 'v'])} = {_rng.choice(_SEXPR)}"))
+            out.append(_tag(f"set {_rng.choice(['x', 'v'])} = {_rng.choice(ex)}"))
         elif r < 0.8:
             out.append(_tag(f"set ns.k = {_rng.choice(['ns.k + 1', 'loop.index', 'x', '0'])}"))
         elif r < 0.86 and in_loop:
-            out.append(_tag(f"if {_rng.choice(_SEXPR)}") + _tag(_rng.choice(["break", "continue"])) + _tag("endif"))
+            out.append(_tag(f"if {_rng.choice(ex)}") + _tag(_rng.choice(["break", "continue"])) + _tag("endif"))
         elif r < 0.93:
             out.append(_ws() + "{#" + _mod() + " note " + _rng.choice(["", "-"]) + "#}" + _ws())
         else:
