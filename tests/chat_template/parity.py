@@ -94,8 +94,9 @@ def main():
         out = subprocess.run([args.driver, "--batch", batch], capture_output=True, timeout=600)
     finally:
         os.unlink(batch)
-    if out.returncode != 0:
-        print(out.stderr.decode(errors="replace"))
+    if out.returncode != 0 or out.stderr:
+        # the driver writes nothing to stderr unless it fails (or a sanitizer reports)
+        print(out.stderr.decode(errors="replace")[-4000:])
         return 1
     results = [json.loads(l) for l in out.stdout.decode("utf-8").splitlines() if l.strip()]
     if len(results) != len(cases):
