@@ -3974,7 +3974,11 @@ static jval run_filter(rctx *r, scope *sc, const node *at, const char *name, jva
                 r_fail(r, at, KN_ERR_UNSUPPORTED, "tojson indent must be an integer here (got %s)", type_name(in));
                 return JUNDEF;
             }
-            o.indent = in->u.i < 0 ? 0 : in->u.i > 64 ? 64 : (int)in->u.i;
+            if (in->u.i > 256) {
+                r_fail(r, at, KN_ERR_UNSUPPORTED, "tojson indent beyond 256 is outside the supported subset");
+                return JUNDEF;
+            }
+            o.indent = in->u.i < 0 ? 0 : (int)in->u.i;
             o.item_sep = ",";
             o.item_sep_n = 1;
         }

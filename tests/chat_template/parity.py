@@ -60,6 +60,62 @@ def render_ref(compile_, src, ctx):
         return ("error", type(e).__name__, str(e))
 
 
+def cli_checks(args, compile_, stats):
+    """kiln chat-template --template --messages: the context it builds (tools, documents, special
+    tokens, reasoning aliases) against transformers' render_jinja_template, the body of
+    apply_chat_template(tokenize=False)."""
+    import conversations
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    st = stats.setdefault("cli", {"identical": 0, "errors_matched": 0, "refused": 0, "bad": 0})
+    bad = 0
+    picks = ["system_user", "multi_turn", "unicode", "whitespace", "tool_call_content"]
+    convs = dict(conversations.conversations())
+    convs["reasoning"] = [conversations.U, {"role": "assistant", "content": "Paris.", "reasoning": "The capital is Paris."},
+                          {"role": "user", "content": "Sure?", "thinking": "t", "reasoning_content": None}]
+    picks.append("reasoning")
+    with tempfile.TemporaryDirectory() as tmp:
+        # a template that prints the context itself: keys, their order, the reasoning aliases
+        dump = os.path.join(tmp, "dump.jinja")
+        with open(dump, "w", encoding="utf-8") as f:
+            f.write("{% for m in messages %}{{ m }}\n{% endfor %}{{ tools }} {{ documents }} {{ bos_token }} {{ eos_token }}"
+                    " {{ add_generation_prompt }} {{ unk_token }}")
+        models = dict(conversations.TEMPLATES, dump={"bos_token": "<s>", "eos_token": "</s>"})
+        for name, meta in models.items():
+            path = dump if name == "dump" else os.path.join(HERE, "templates", name + ".jinja")
+            with open(path, encoding="utf-8") as f:
+                src = f.read()
+            compile_(src)  # the cached environment now has the fixed strftime_now
+            for label in picks:
+                for gen in (False, True):
+                    mp = os.path.join(tmp, "m.json")
+                    with open(mp, "w", encoding="utf-8") as f:
+                        json.dump(convs[label], f, ensure_ascii=False)
+                    cmd = [args.driver, "--template", path, "--messages", mp, "--now", str(NOW)]
+                    kw = {}
+                    for tok in ("bos_token", "eos_token"):
+                        if meta[tok] is not None:
+                            cmd += ["--" + tok[:3], meta[tok]]
+                            kw[tok] = meta[tok]
+                    if gen:
+                        cmd.append("--add-generation-prompt")
+                    out = subprocess.run(cmd, capture_output=True, timeout=60)
+                    try:
+                        want = render_jinja_template([convs[label]], chat_template=src, add_generation_prompt=gen, **kw)[0][0]
+                    except Exception as e:  # noqa: BLE001
+                        want = e
+                    if isinstance(want, Exception):
+                        ok = out.returncode != 0
+                        st["errors_matched" if ok else "bad"] += 1
+                    else:
+                        ok = out.returncode == 0 and out.stdout.decode("utf-8") == want
+                        st["identical" if ok else "bad"] += 1
+                    if not ok:
+                        bad += 1
+                        print(f"FAIL cli {name}/{label}/gen={int(gen)}\n  transformers: {want!r}\n  kiln: {out.stdout!r} {out.stderr!r}")
+    return bad
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--driver", required=True)
@@ -105,6 +161,7 @@ def main():
 
     stats = {}
     bad = 0
+    bad += cli_checks(args, compile_, stats)
     unsupported_expect = {f"unsupported#{i}": want for i, (_, _, want) in enumerate(edge_cases.UNSUPPORTED)}
     for (group, label, src, ctx), got in zip(cases, results):
         st = stats.setdefault(group, {"identical": 0, "errors_matched": 0, "refused": 0, "bad": 0})

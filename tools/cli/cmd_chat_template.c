@@ -106,6 +106,30 @@ static int ct_batch(const char *path) {
     return rc;
 }
 
+/* transformers' _alias_reasoning_fields: a message's reasoning, under whichever of its names comes
+ * first, is also passed as "thinking" (first key) and "reasoning_content" */
+static struct json_object *ct_alias_reasoning(struct json_object *msgs) {
+    static const char *const fields[] = {"reasoning_content", "thinking", "reasoning"};
+    if (!json_object_is_type(msgs, json_type_array)) return msgs;
+    for (size_t i = 0; i < json_object_array_length(msgs); i++) {
+        struct json_object *m = json_object_array_get_idx(msgs, i), *r = NULL, *v;
+        if (!json_object_is_type(m, json_type_object)) continue;
+        for (int f = 0; f < 3 && !r; f++)
+            if (json_object_object_get_ex(m, fields[f], &v) && v) r = v;
+        if (!r) continue;
+        struct json_object *n = json_object_new_object(), *t;
+        json_object_object_add(n, "thinking", json_object_get(json_object_object_get_ex(m, "thinking", &t) ? t : r));
+        json_object_object_foreach(m, k, val) {
+            if (!strcmp(k, "thinking")) continue;
+            json_object_object_add(n, k, json_object_get(strcmp(k, "reasoning_content") ? val : r));
+        }
+        if (!json_object_object_get_ex(m, "reasoning_content", &t))
+            json_object_object_add(n, "reasoning_content", json_object_get(r));
+        json_object_array_put_idx(msgs, i, n);
+    }
+    return msgs;
+}
+
 int kn_cmd_chat_template(int argc, char **argv) {
     const char *model = NULL, *tmpl = NULL, *messages = NULL, *context = NULL, *tools = NULL, *bos = NULL, *eos = NULL;
     const char *batch = NULL;
@@ -160,7 +184,7 @@ int kn_cmd_chat_template(int argc, char **argv) {
         }
         if (messages) {
             struct json_object *c = json_object_new_object();
-            json_object_object_add(c, "messages", j);
+            json_object_object_add(c, "messages", ct_alias_reasoning(j));
             struct json_object *tj = NULL;
             if (tools) {
                 char *tb = ct_slurp(tools);
