@@ -4480,6 +4480,62 @@ kn_status *kn_chat_template_render(const kn_chat_template *t, const char *contex
     return kn_chat_template_render_ex(t, context_json, NULL, out);
 }
 
+/* transformers' _alias_reasoning_fields: a message's reasoning, under whichever of its names comes
+ * first, is also passed as "thinking" (first key) and "reasoning_content" */
+static struct json_object *alias_reasoning(struct json_object *msgs) {
+    static const char *const fields[] = {"reasoning_content", "thinking", "reasoning"};
+    if (!json_object_is_type(msgs, json_type_array)) return msgs;
+    for (size_t i = 0; i < json_object_array_length(msgs); i++) {
+        struct json_object *m = json_object_array_get_idx(msgs, i), *r = NULL, *v;
+        if (!json_object_is_type(m, json_type_object)) continue;
+        for (int f = 0; f < 3 && !r; f++)
+            if (json_object_object_get_ex(m, fields[f], &v) && v) r = v;
+        if (!r) continue;
+        struct json_object *n = json_object_new_object(), *t;
+        json_object_object_add(n, "thinking", json_object_get(json_object_object_get_ex(m, "thinking", &t) ? t : r));
+        json_object_object_foreach(m, k, val) {
+            if (!strcmp(k, "thinking")) continue;
+            json_object_object_add(n, k, json_object_get(strcmp(k, "reasoning_content") ? val : r));
+        }
+        if (!json_object_object_get_ex(m, "reasoning_content", &t))
+            json_object_object_add(n, "reasoning_content", json_object_get(r));
+        json_object_array_put_idx(msgs, i, n);
+    }
+    return msgs;
+}
+
+kn_status *kn_chat_template_context(const char *messages_json, const char *tools_json, int add_generation_prompt,
+                                    const char *bos_token, const char *eos_token, char **context_json) {
+    if (!messages_json || !context_json)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "kn_chat_template_context: NULL argument");
+    *context_json = NULL;
+    struct json_object *m = json_tokener_parse(messages_json);
+    if (!m || !json_object_is_type(m, json_type_array)) {
+        if (m) json_object_put(m);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "chat template: the messages must be a JSON list");
+    }
+    struct json_object *tj = NULL;
+    if (tools_json) {
+        tj = json_tokener_parse(tools_json);
+        if (!tj || !json_object_is_type(tj, json_type_array)) {
+            if (tj) json_object_put(tj);
+            json_object_put(m);
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "chat template: the tools must be a JSON list");
+        }
+    }
+    struct json_object *c = json_object_new_object();
+    json_object_object_add(c, "messages", alias_reasoning(m));
+    /* apply_chat_template passes tools and documents even when they are None */
+    json_object_object_add(c, "tools", tj);
+    json_object_object_add(c, "documents", NULL);
+    json_object_object_add(c, "add_generation_prompt", json_object_new_boolean(add_generation_prompt));
+    if (bos_token) json_object_object_add(c, "bos_token", json_object_new_string(bos_token));
+    if (eos_token) json_object_object_add(c, "eos_token", json_object_new_string(eos_token));
+    *context_json = strdup(json_object_to_json_string_ext(c, JSON_C_TO_STRING_PLAIN));
+    json_object_put(c);
+    return *context_json ? NULL : KN_OOM(1);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* model folders */
 

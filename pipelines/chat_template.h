@@ -34,6 +34,14 @@ kn_status *kn_chat_template_render(const kn_chat_template *t, const char *contex
 kn_status *kn_chat_template_render_ex(const kn_chat_template *t, const char *context_json,
                                       const kn_chat_template_options *opt, char **out);
 
+/* The variables apply_chat_template(tokenize=False) passes to a template: {messages, tools, documents,
+ * add_generation_prompt, bos_token, eos_token}. messages_json is a JSON list of messages, given the
+ * aliases transformers adds (a message's reasoning, under the first of reasoning_content /
+ * thinking / reasoning, also as "thinking", first, and "reasoning_content"); tools_json a JSON list
+ * or NULL (null); documents is null; a NULL token is left out. *context_json is malloc'd. */
+kn_status *kn_chat_template_context(const char *messages_json, const char *tools_json, int add_generation_prompt,
+                                    const char *bos_token, const char *eos_token, char **context_json);
+
 /* A model folder's template and special tokens, read as transformers reads them:
  * chat_template.jinja if present, else tokenizer_config.json "chat_template" (a string, or a list
  * of {name, template} of which "default" is taken), and its bos_token / eos_token (a string or

@@ -143,6 +143,33 @@ static void test_render(void) {
     kn_chat_template_free(t);
 }
 
+static void test_context(void) {
+    char *ctx = NULL;
+    kn_status *st = kn_chat_template_context("[{\"role\": \"user\", \"content\": \"hi\", \"reasoning\": \"r\"}]", NULL,
+                                             1, "<s>", NULL, &ctx);
+    CHECK(!st && ctx, "context: %s", kn_status_message(st));
+    if (ctx) {
+        char *out =
+            render("{{ messages[0] }}|{{ tools }}|{{ documents }}|{{ add_generation_prompt }}|{{ bos_token }}|{{ "
+                   "eos_token is defined }}",
+                   ctx, &st);
+        CHECK(!st && out &&
+                  !strcmp(out,
+                          "{'thinking': 'r', 'role': 'user', 'content': 'hi', 'reasoning': 'r', 'reasoning_content': "
+                          "'r'}|None|None|True|<s>|False"),
+              "context render: %s", out ? out : kn_status_message(st));
+        free(out);
+        kn_status_free(st);
+    }
+    free(ctx);
+    st = kn_chat_template_context("{\"role\": \"user\"}", NULL, 0, NULL, NULL, &ctx);
+    CHECK(st && !ctx && strstr(kn_status_message(st), "JSON list"), "messages not a list: %s", kn_status_message(st));
+    kn_status_free(st);
+    st = kn_chat_template_context("[]", "{}", 0, NULL, NULL, &ctx);
+    CHECK(st && !ctx && strstr(kn_status_message(st), "tools"), "tools not a list: %s", kn_status_message(st));
+    kn_status_free(st);
+}
+
 static void test_limits(void) {
     /* deep nesting of expressions, statements and context JSON fails cleanly */
     size_t n = 5000;
@@ -356,6 +383,7 @@ int main(int argc, char **argv) {
     }
     test_errors();
     test_render();
+    test_context();
     test_limits();
     test_load_dir();
     fuzz(argv[1]);

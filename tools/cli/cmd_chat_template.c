@@ -106,30 +106,6 @@ static int ct_batch(const char *path) {
     return rc;
 }
 
-/* transformers' _alias_reasoning_fields: a message's reasoning, under whichever of its names comes
- * first, is also passed as "thinking" (first key) and "reasoning_content" */
-static struct json_object *ct_alias_reasoning(struct json_object *msgs) {
-    static const char *const fields[] = {"reasoning_content", "thinking", "reasoning"};
-    if (!json_object_is_type(msgs, json_type_array)) return msgs;
-    for (size_t i = 0; i < json_object_array_length(msgs); i++) {
-        struct json_object *m = json_object_array_get_idx(msgs, i), *r = NULL, *v;
-        if (!json_object_is_type(m, json_type_object)) continue;
-        for (int f = 0; f < 3 && !r; f++)
-            if (json_object_object_get_ex(m, fields[f], &v) && v) r = v;
-        if (!r) continue;
-        struct json_object *n = json_object_new_object(), *t;
-        json_object_object_add(n, "thinking", json_object_get(json_object_object_get_ex(m, "thinking", &t) ? t : r));
-        json_object_object_foreach(m, k, val) {
-            if (!strcmp(k, "thinking")) continue;
-            json_object_object_add(n, k, json_object_get(strcmp(k, "reasoning_content") ? val : r));
-        }
-        if (!json_object_object_get_ex(m, "reasoning_content", &t))
-            json_object_object_add(n, "reasoning_content", json_object_get(r));
-        json_object_array_put_idx(msgs, i, n);
-    }
-    return msgs;
-}
-
 int kn_cmd_chat_template(int argc, char **argv) {
     const char *model = NULL, *tmpl = NULL, *messages = NULL, *context = NULL, *tools = NULL, *bos = NULL, *eos = NULL;
     const char *batch = NULL;
@@ -183,30 +159,19 @@ int kn_cmd_chat_template(int argc, char **argv) {
             return 1;
         }
         if (messages) {
-            struct json_object *c = json_object_new_object();
-            json_object_object_add(c, "messages", ct_alias_reasoning(j));
-            struct json_object *tj = NULL;
-            if (tools) {
-                char *tb = ct_slurp(tools);
-                tj = tb ? json_tokener_parse(tb) : NULL;
-                free(tb);
-                if (!tj) {
-                    fprintf(stderr, "kiln chat-template: %s: cannot read it as JSON\n", tools);
-                    json_object_put(c);
-                    kn_chat_template_source_free(&src);
-                    return 1;
-                }
+            char *tb = NULL;
+            if (tools && !(tb = ct_slurp(tools))) {
+                fprintf(stderr, "kiln chat-template: cannot read %s\n", tools);
+                json_object_put(j);
+                kn_chat_template_source_free(&src);
+                return 1;
             }
-            /* apply_chat_template passes tools and documents even when None */
-            json_object_object_add(c, "tools", tj);
-            json_object_object_add(c, "documents", NULL);
-            json_object_object_add(c, "add_generation_prompt", json_object_new_boolean(gen));
-            const char *b = bos ? bos : src.bos_token, *e = eos ? eos : src.eos_token;
-            if (b) json_object_object_add(c, "bos_token", json_object_new_string(b));
-            if (e) json_object_object_add(c, "eos_token", json_object_new_string(e));
-            j = c;
+            st = kn_chat_template_context(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN), tb, gen,
+                                          bos ? bos : src.bos_token, eos ? eos : src.eos_token, &ctx_text);
+            free(tb);
+        } else {
+            ctx_text = strdup(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
         }
-        ctx_text = strdup(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
         json_object_put(j);
     }
     kn_chat_template *t = NULL;
