@@ -966,10 +966,11 @@ static const char *const ct_filters[] = {
     "attr",      "forceescape", "groupby",   "random",     "wordwrap",   "boolean", NULL};
 /* filters Jinja has that this subset does not render: parse-time errors naming them */
 static int filter_supported(const char *f) {
-    static const char *const ok[] = {
-        "trim",   "length",     "count",   "tojson",  "items", "join",   "list",   "first", "last",       "upper",
-        "lower",  "capitalize", "replace", "default", "d",     "reject", "select", "map",   "selectattr", "rejectattr",
-        "string", "int",        "float",   "abs",     "safe",  "escape", "e",      "title", "reverse",    NULL};
+    static const char *const ok[] = {"trim",    "length", "count",  "tojson", "items",      "join",       "list",
+                                     "first",   "last",   "upper",  "lower",  "capitalize", "replace",    "default",
+                                     "d",       "reject", "select", "map",    "selectattr", "rejectattr", "string",
+                                     "int",     "float",  "abs",    "safe",   "escape",     "e",          "title",
+                                     "reverse", "indent", NULL};
     for (int i = 0; ok[i]; i++)
         if (!strcmp(ok[i], f)) return 1;
     return 0;
@@ -3958,6 +3959,75 @@ static jval run_filter(rctx *r, scope *sc, const node *at, const char *name, jva
             else if (c == '"') buf_puts(&b, "&#34;");
             else if (c == '\'') buf_puts(&b, "&#39;");
             else buf_put(&b, &c, 1);
+        }
+        return buf_to_str(r, &b);
+    }
+    if (!strcmp(name, "indent")) {
+        /* Jinja's do_indent: s + "\n" split by str.splitlines(), every line but the first (and
+         * blank ones unless blank=true) prefixed, the first too with first=true */
+        static const char *const kw[] = {"width", "first", "blank", NULL};
+        if (args_check(r, at, a, 3, kw, name)) return JUNDEF;
+        const jval *w = arg_get(r, at, a, 0, "width", name), *fi = arg_get(r, at, a, 1, "first", name),
+                   *bl = arg_get(r, at, a, 2, "blank", name);
+        if (r->err) return JUNDEF;
+        if (v.t == V_UNDEF) {
+            undefined_use(r, at->a, &v);
+            return JUNDEF;
+        }
+        if (v.t != V_STR) {
+            r_fail(r, at, KN_ERR_INVALID_ARGUMENT, "indent: unsupported operand type(s) for +=: '%s' and 'str'",
+                   type_name(&v));
+            return JUNDEF;
+        }
+        jval ind = jstr("    ", 4);
+        if (w && w->t == V_STR) ind = *w;
+        else if (w) {
+            if (need_int(r, at, w, "indent width")) return JUNDEF;
+            int64_t k = w->u.i < 0 ? 0 : w->u.i;
+            if (k > 4096) {
+                r_fail(r, at, KN_ERR_UNSUPPORTED, "indent width beyond 4096 is outside the supported subset");
+                return JUNDEF;
+            }
+            char *sp = r_alloc(r, (size_t)k + 1);
+            if (!sp) return JUNDEF;
+            memset(sp, ' ', (size_t)k);
+            ind = jstr(sp, (size_t)k);
+        }
+        int first = fi && truthy(fi), blank = bl && truthy(bl);
+        ct_buf b = {0};
+        b.max = r->max_out;
+        if (first) buf_put(&b, ind.u.s, ind.n);
+        /* the lines of s + "\n" */
+        char *t = r_alloc(r, v.n + 2);
+        if (!t) return JUNDEF;
+        memcpy(t, v.u.s, v.n);
+        t[v.n] = '\n';
+        size_t n = v.n + 1, i = 0, line = 0;
+        while (i < n) {
+            size_t st = i, end = i, next = i;
+            for (;;) {
+                if (next >= n) {
+                    end = next;
+                    break;
+                }
+                size_t j = next;
+                int32_t c = u8_next(t, n, &j);
+                if (c == '\n' || c == '\r' || c == 0x0b || c == 0x0c || (c >= 0x1c && c <= 0x1e) || c == 0x85 ||
+                    c == 0x2028 || c == 0x2029) {
+                    end = next;
+                    if (c == '\r' && j < n && t[j] == '\n') j++;
+                    next = j;
+                    break;
+                }
+                next = j;
+            }
+            if (line) {
+                buf_put(&b, "\n", 1);
+                if (blank || end > st) buf_put(&b, ind.u.s, ind.n);
+            }
+            buf_put(&b, t + st, end - st);
+            line++;
+            i = next;
         }
         return buf_to_str(r, &b);
     }

@@ -203,6 +203,11 @@ case("{{ x = 1 }}")
 case("{% for %}{% endfor %}")
 case("{{ }}")
 
+case("[{{ 'a\nb\n\nc'|indent }}][{{ 'a\nb'|indent(2, true) }}][{{ 'a\n\nb\n'|indent(width='> ', blank=true) }}][{{ ''|indent(first=true) }}]"
+     "[{{ 'x\r\ny\rz\x0bw\u2028v'|indent(1) }}][{{ d|tojson(indent=2)|indent(4) }}][{{ 'a\nb'|indent(-1) }}][{{ 'q'|indent(true) }}]")
+case("{{ n|indent }}")
+case("{{ missing|indent }}")
+
 UNSUPPORTED = [
     ("{% include 'other.jinja' %}", C, ["line 1, column 4", "include"]),
     ("x\n  {% extends 'base' %}", C, ["line 2, column 6", "extends"]),
