@@ -184,7 +184,8 @@ typedef struct jval {
             struct scope *sc;
         } mac;
     } u;
-    int hint; /* V_UNDEF: 1 the name u.s[0:n] was not found, 2 a mapping lacked the key u.s[0:n] */
+    int hint; /* V_UNDEF: 1 the name u.s[0:n] was not found, 2 a mapping lacked the key u.s[0:n];
+                 V_STR: 1 markupsafe's Markup (from |safe or |escape): what is added to it is escaped */
 } jval;
 typedef struct jlist {
     int64_t n;
@@ -222,6 +223,12 @@ static jval jstr(const char *s, size_t n) {
     v.u.s = s;
     return v;
 }
+
+static jval markup(jval v, int on) {
+    v.hint = on && v.t == V_STR;
+    return v;
+}
+static int is_markup(const jval *v) { return v->t == V_STR && v->hint == 1; }
 
 /* ------------------------------------------------------------------------------------------ */
 /* lexer */
@@ -970,7 +977,7 @@ static int filter_supported(const char *f) {
                                      "first",   "last",   "upper",  "lower",  "capitalize", "replace",    "default",
                                      "d",       "reject", "select", "map",    "selectattr", "rejectattr", "string",
                                      "int",     "float",  "abs",    "safe",   "escape",     "e",          "title",
-                                     "reverse", "indent", NULL};
+                                     "reverse", "indent", "unique", NULL};
     for (int i = 0; ok[i]; i++)
         if (!strcmp(ok[i], f)) return 1;
     return 0;
@@ -2362,8 +2369,10 @@ static int py_str(rctx *r, const node *at, ct_buf *b, const jval *v, int repr, i
     case V_INT: buf_printf(b, "%lld", (long long)v->u.i); return 0;
     case V_FLOAT: py_float(b, v->u.f); return 0;
     case V_STR:
+        if (repr && is_markup(v)) buf_puts(b, "Markup(");
         if (repr) py_repr_str(b, v->u.s, v->n);
         else buf_put(b, v->u.s, v->n);
+        if (repr && is_markup(v)) buf_puts(b, ")");
         return 0;
     case V_LIST: {
         const jlist *l = v->u.l;
@@ -2415,6 +2424,24 @@ static jval to_str(rctx *r, const node *at, const jval *v) {
         return JUNDEF;
     }
     return buf_to_str(r, &b);
+}
+
+/* markupsafe.escape: a Markup stays as it is, anything else is str()-ed and escaped */
+static jval html_escape(rctx *r, const node *at, jval v) {
+    if (is_markup(&v)) return v;
+    jval s = to_str(r, at, &v);
+    if (r->err) return JUNDEF;
+    ct_buf b = {0};
+    for (size_t i = 0; i < s.n; i++) {
+        char c = s.u.s[i];
+        if (c == '&') buf_puts(&b, "&amp;");
+        else if (c == '<') buf_puts(&b, "&lt;");
+        else if (c == '>') buf_puts(&b, "&gt;");
+        else if (c == '"') buf_puts(&b, "&#34;");
+        else if (c == '\'') buf_puts(&b, "&#39;");
+        else buf_put(&b, &c, 1);
+    }
+    return markup(buf_to_str(r, &b), 1);
 }
 
 /* json.dumps(x, ensure_ascii, indent, separators, sort_keys) as transformers' tojson */
@@ -2667,7 +2694,7 @@ static jval get_item(rctx *r, const node *at, const node *objn, jval obj, jval k
     case V_STR:
         if (key.t == V_INT || key.t == V_BOOL) {
             int64_t n = (int64_t)u8_len(obj.u.s, obj.n), i = py_index(key.u.i, n);
-            return i >= 0 && i < n ? str_char(r, &obj, i) : JUNDEF;
+            return i >= 0 && i < n ? markup(str_char(r, &obj, i), is_markup(&obj)) : JUNDEF;
         }
         if (key.t == V_STR) return get_attr(r, at, objn, obj, key.u.s, key.n);
         return JUNDEF;
@@ -2746,7 +2773,7 @@ static jval do_slice(rctx *r, const node *at, const node *objn, jval obj, const 
         int64_t m = slice_indices(n, st, sp, sd, &start, &step);
         if (step == 1) {
             size_t a = u8_off(obj.u.s, obj.n, (size_t)start), b = a + u8_off(obj.u.s + a, obj.n - a, (size_t)m);
-            return jstr(obj.u.s + a, b - a);
+            return markup(jstr(obj.u.s + a, b - a), is_markup(&obj));
         }
         /* general step: index every code point once */
         size_t *offs = r_alloc(r, (size_t)(n + 1) * sizeof *offs);
@@ -2762,7 +2789,7 @@ static jval do_slice(rctx *r, const node *at, const node *objn, jval obj, const 
             int64_t c = start + k * step;
             buf_put(&b, obj.u.s + offs[c], offs[c + 1] - offs[c]);
         }
-        return buf_to_str(r, &b);
+        return markup(buf_to_str(r, &b), is_markup(&obj));
     }
     if (at->constant) goto folded;
     r_fail(r, at, KN_ERR_INVALID_ARGUMENT, "'%s' object is not subscriptable by a slice", type_name(&obj));
@@ -2919,12 +2946,19 @@ static jval arith(rctx *r, const node *at, int op, jval a, jval b) {
         return JUNDEF;
     }
     if (op == OP_ADD && a.t == V_STR && b.t == V_STR) {
+        int mk = is_markup(&a) || is_markup(&b);
+        if (mk) {
+            /* Markup.__add__ / __radd__: the other side is escaped */
+            a = html_escape(r, at, a);
+            b = html_escape(r, at, b);
+            if (r->err) return JUNDEF;
+        }
         char *d = r_alloc(r, a.n + b.n + 1);
         if (!d) return JUNDEF;
         memcpy(d, a.u.s, a.n);
         memcpy(d + a.n, b.u.s, b.n);
         d[a.n + b.n] = 0;
-        return jstr(d, a.n + b.n);
+        return markup(jstr(d, a.n + b.n), mk);
     }
     if (op == OP_ADD && a.t == V_LIST && b.t == V_LIST && a.u.l->view == b.u.l->view &&
         (a.u.l->view == LV_LIST || a.u.l->view == LV_TUPLE)) {
@@ -2938,7 +2972,7 @@ static jval arith(rctx *r, const node *at, int op, jval a, jval b) {
         ((a.t == V_STR && (b.t == V_INT || b.t == V_BOOL)) || (b.t == V_STR && (a.t == V_INT || a.t == V_BOOL)))) {
         jval s = a.t == V_STR ? a : b;
         int64_t k = a.t == V_STR ? b.u.i : a.u.i;
-        if (k <= 0) return jstr("", 0);
+        if (k <= 0) return markup(jstr("", 0), is_markup(&s));
         if (s.n && (uint64_t)k > (uint64_t)(r->max_out / s.n)) {
             r_fail(r, at, KN_ERR_OUT_OF_MEMORY, "string repetition beyond the output limit");
             return JUNDEF;
@@ -2947,7 +2981,7 @@ static jval arith(rctx *r, const node *at, int op, jval a, jval b) {
         if (!d) return JUNDEF;
         for (int64_t i = 0; i < k; i++) memcpy(d + s.n * (size_t)i, s.u.s, s.n);
         d[s.n * (size_t)k] = 0;
-        return jstr(d, s.n * (size_t)k);
+        return markup(jstr(d, s.n * (size_t)k), is_markup(&s));
     }
     if (op == OP_MOD && a.t == V_STR) {
         r_fail(r, at, KN_ERR_UNSUPPORTED, "printf-style string formatting is outside the supported subset");
@@ -3289,6 +3323,34 @@ static jval str_method(rctx *r, const node *at, jval s, const char *name, const 
     return JUNDEF;
 }
 
+/* a Markup's methods return Markup and escape what they insert (markupsafe) */
+static jval str_method_markup(rctx *r, const node *at, jval s, const char *name, const args *a) {
+    if (!is_markup(&s)) return str_method(r, at, s, name, a);
+    args b = *a;
+    if ((!strcmp(name, "replace") && a->n >= 2) || (!strcmp(name, "join") && a->n >= 1)) {
+        b.v = r_alloc(r, (size_t)a->n * sizeof(jval));
+        if (!b.v) return JUNDEF;
+        memcpy(b.v, a->v, (size_t)a->n * sizeof(jval));
+        if (name[0] == 'r') b.v[1] = html_escape(r, at, a->v[1]);
+        else {
+            jlist *l = iter_list(r, at, a->v[0]);
+            jlist *e = l ? new_list(r, l->n, LV_LIST) : NULL;
+            if (!e) return JUNDEF;
+            for (int64_t i = 0; i < l->n && !r->err; i++) e->v[i] = html_escape(r, at, l->v[i]);
+            b.v[0] = jlistv(e);
+        }
+        if (r->err) return JUNDEF;
+    }
+    jval res = str_method(r, at, s, name, &b);
+    static const char *const keep[] = {"strip", "lstrip",     "rstrip",  "upper", "lower",
+                                       "title", "capitalize", "replace", "join",  NULL};
+    for (int i = 0; keep[i]; i++)
+        if (!strcmp(keep[i], name)) return markup(res, 1);
+    if (!strcmp(name, "split") && res.t == V_LIST)
+        for (int64_t i = 0; i < res.u.l->n; i++) res.u.l->v[i] = markup(res.u.l->v[i], 1);
+    return res;
+}
+
 static jval dict_method(rctx *r, const node *at, jval d, const char *name, const args *a) {
     static const char *const none[] = {NULL};
     if (!strcmp(name, "items") || !strcmp(name, "keys") || !strcmp(name, "values")) {
@@ -3430,7 +3492,7 @@ static jval eval_call(rctx *r, scope *sc, const node *e) {
             (obj.t == V_LOOP && (!strcmp(name, "cycle") || !strcmp(name, "changed")));
         if (method) {
             if (eval_args(r, sc, e, &a)) return JUNDEF;
-            if (obj.t == V_STR) return str_method(r, e, obj, name, &a);
+            if (obj.t == V_STR) return str_method_markup(r, e, obj, name, &a);
             if (obj.t == V_DICT) return dict_method(r, e, obj, name, &a);
             if (!strcmp(name, "cycle")) {
                 if (a.nk || !a.n) {
@@ -3866,7 +3928,7 @@ static jval run_filter(rctx *r, scope *sc, const node *at, const char *name, jva
     static const char *const none[] = {NULL};
     if (!strcmp(name, "safe")) {
         if (args_check(r, at, a, 0, none, name)) return JUNDEF;
-        return v;
+        return markup(to_str(r, at, &v), 1); /* Markup(value) */
     }
     if (!strcmp(name, "trim")) {
         static const char *const kw[] = {"chars", NULL};
@@ -3875,7 +3937,7 @@ static jval run_filter(rctx *r, scope *sc, const node *at, const char *name, jva
         if (c && c->t == V_NONE) c = NULL;
         if (r->err || (c && need_str(r, at, c, "trim chars"))) return JUNDEF;
         jval s = to_str(r, at, &v);
-        return r->err ? JUNDEF : py_strip(s, c, 3);
+        return r->err ? JUNDEF : markup(py_strip(s, c, 3), is_markup(&s));
     }
     if (!strcmp(name, "length") || !strcmp(name, "count")) {
         if (args_check(r, at, a, 0, none, name)) return JUNDEF;
@@ -3890,7 +3952,13 @@ static jval run_filter(rctx *r, scope *sc, const node *at, const char *name, jva
         if (args_check(r, at, a, 0, none, name)) return JUNDEF;
         jval s = to_str(r, at, &v);
         if (r->err) return JUNDEF;
-        return py_case(r, s, name[0] == 'l' ? 0 : name[0] == 'u' ? 1 : name[0] == 'c' ? 2 : 3);
+        /* soft_str(s).upper() keeps a Markup; the title filter joins plain pieces */
+        return markup(py_case(r, s,
+                              name[0] == 'l'       ? 0
+                                  : name[0] == 'u' ? 1
+                                  : name[0] == 'c' ? 2
+                                                   : 3),
+                      is_markup(&s) && name[0] != 't');
     }
     if (!strcmp(name, "replace")) {
         static const char *const kw[] = {"old", "new", "count", NULL};
@@ -3948,19 +4016,36 @@ static jval run_filter(rctx *r, scope *sc, const node *at, const char *name, jva
     }
     if (!strcmp(name, "escape") || !strcmp(name, "e")) {
         if (args_check(r, at, a, 0, none, name)) return JUNDEF;
-        jval s = to_str(r, at, &v);
+        return html_escape(r, at, v);
+    }
+    if (!strcmp(name, "unique")) {
+        /* Jinja's do_unique: first occurrences, keys lower-cased unless case_sensitive (a generator) */
+        static const char *const kw[] = {"case_sensitive", "attribute", NULL};
+        if (args_check(r, at, a, 2, kw, name)) return JUNDEF;
+        const jval *cs = arg_get(r, at, a, 0, "case_sensitive", name), *attr = arg_get(r, at, a, 1, "attribute", name);
         if (r->err) return JUNDEF;
-        ct_buf b = {0};
-        for (size_t i = 0; i < s.n; i++) {
-            char c = s.u.s[i];
-            if (c == '&') buf_puts(&b, "&amp;");
-            else if (c == '<') buf_puts(&b, "&lt;");
-            else if (c == '>') buf_puts(&b, "&gt;");
-            else if (c == '"') buf_puts(&b, "&#34;");
-            else if (c == '\'') buf_puts(&b, "&#39;");
-            else buf_put(&b, &c, 1);
+        jlist *l = iter_list(r, at, v);
+        jlist *o = l ? new_list(r, l->n, LV_GEN) : NULL;
+        jval *keys = l && l->n ? r_alloc(r, (size_t)l->n * sizeof(jval)) : NULL;
+        if (!o || (l->n && !keys)) return JUNDEF;
+        int64_t m = 0;
+        for (int64_t i = 0; i < l->n; i++) {
+            jval k = attr && attr->t != V_NONE ? attr_path(r, at, l->v[i], *attr) : l->v[i];
+            if (r->err) return JUNDEF;
+            if (k.t == V_STR && !(cs && truthy(cs))) k = py_case(r, k, 0);
+            if ((k.t == V_LIST && k.u.l->view != LV_TUPLE) || k.t == V_DICT || k.t == V_NS) {
+                r_fail(r, at, KN_ERR_INVALID_ARGUMENT, "unhashable type: '%s'", type_name(&k));
+                return JUNDEF;
+            }
+            int seen = 0;
+            for (int64_t j = 0; j < m && !seen; j++) seen = val_eq(&keys[j], &k);
+            if (!seen) {
+                keys[m] = k;
+                o->v[m++] = l->v[i];
+            }
         }
-        return buf_to_str(r, &b);
+        o->n = m;
+        return jlistv(o);
     }
     if (!strcmp(name, "indent")) {
         /* Jinja's do_indent: s + "\n" split by str.splitlines(), every line but the first (and
@@ -4029,7 +4114,7 @@ static jval run_filter(rctx *r, scope *sc, const node *at, const char *name, jva
             line++;
             i = next;
         }
-        return buf_to_str(r, &b);
+        return markup(buf_to_str(r, &b), is_markup(&v));
     }
     if (!strcmp(name, "tojson")) {
         /* transformers' tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False) */

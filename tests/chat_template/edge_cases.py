@@ -359,3 +359,12 @@ for _i in range(400):
     case(_tag("set ns = namespace(k=0)") + _ws() + _stmts(3, False) + _ws() + "{{ ns.k }}")
 case("{% for x in [1, 2] %}{{ x }}{% break %}{% else %}E{% endfor %}|{% for x in [1, 2] %}{{ x }}{% continue %}{% else %}E{% endfor %}"
      "|{% for x in [1, 2] %}{{ x }}{% if x == 1 %}{% continue %}{% endif %}{% else %}E{% endfor %}")
+case("{{ ['a', 'A', 'b', 'a']|unique|list }} {{ ['a', 'A']|unique(case_sensitive=true)|list }} {{ [1, 1.0, true, 2]|unique|list }}"
+     " {{ items|unique(attribute='ok')|map(attribute='name')|list }} {{ 'abAB'|unique|join }} {{ missing|unique|list }}")
+case("{{ [[1], [1]]|unique|list }}")
+# ---- Markup (|safe, |escape): what is added to it is escaped, as markupsafe does ----
+case("{{ 'a \"q\" '|safe + '<b> & \"c\"' }}|{{ '<x>' + 'y'|safe }}|{{ ('<i>'|e) + ('<j>'|safe) }}|{{ '<'|safe ~ '>' }}|{{ ('&'|safe) * 2 + '&' }}")
+case("{{ ('<p>'|safe).upper() + '<' }}|{{ ('  a '|safe)|trim + '<' }}|{{ ('<a>'|safe)[1:] + '&' }}|{{ ('ab'|safe)[0] + '\"' }}"
+     "|{{ ('x,y'|safe).split(',') }}|{{ ('-'|safe).join(['<', '>']) }}|{{ ('a'|safe).replace('a', '<') }}|{{ 5|safe + '<' }}")
+case("{{ ['a'|safe, 'b'] }}|{{ ('<q>'|e)|e }}|{{ ('a'|safe)|upper + '<' }}|{{ ('a b'|safe)|title + '<' }}|{{ ('a'|safe)|string + '<' }}|{{ ('a\\nb'|safe)|indent(2) + '<' }}")
+case("{% set x = 'p'|safe %}{% for t in ['<', '>'] %}{% set x = x + t %}{{ x }}{% endfor %}|{{ ('a'|safe) == 'a' }}|{{ 'a' in ('abc'|safe) }}")

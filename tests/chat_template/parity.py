@@ -6,7 +6,9 @@ its tojson / raise_exception / strftime_now / namespace), over
 
   * the published templates of Llama-3.1, Llama-3.2, Qwen2.5, Phi-3.5 and Gemma-3 (templates/, see
     templates/README.md for where each came from) and the conversations of conversations.py,
-    with add_generation_prompt false and true;
+    with add_generation_prompt false and true, and eleven more published templates (templates/extra);
+  * `kiln chat-template --messages` against transformers' render_jinja_template (the context
+    apply_chat_template builds);
   * the edge-case templates of edge_cases.py (every construct of the subset, whitespace control
     around every tag kind, errors).
 
@@ -137,6 +139,15 @@ def main():
             src = f.read()
         for label, ctx in conversations.contexts(name, meta):
             cases.append(("model", f"{name}/{label}", src, ctx))
+    # more published templates (llama.cpp's verbatim copies): macros, tool formats, other layouts
+    extra_dir = os.path.join(HERE, "templates", "extra")
+    for fn in sorted(os.listdir(extra_dir)):
+        if not fn.endswith(".jinja"):
+            continue
+        with open(os.path.join(extra_dir, fn), encoding="utf-8") as f:
+            src = f.read()
+        for label, ctx in conversations.contexts(fn[:-6], {"bos_token": "<s>", "eos_token": "</s>"}):
+            cases.append(("extra", f"{fn[:-6]}/{label}", src, ctx))
     for i, (src, ctx) in enumerate(edge_cases.CASES):
         cases.append(("edge", f"edge#{i}", src, ctx))
     for i, (src, ctx, _) in enumerate(edge_cases.UNSUPPORTED):
@@ -204,7 +215,7 @@ def main():
         print(f"FAIL {label}\n  template: {src[:300]!r}\n  context: {json.dumps(ctx, ensure_ascii=False)[:300]}\n  {why}")
     for g, st in stats.items():
         print(f"{g}: {st['identical']} byte-identical, {st['errors_matched']} failing on both sides"
-              + (f", {st['refused']} refused as outside the subset" if g != "model" else "") + f", {st['bad']} different")
+              + (f", {st['refused']} refused as outside the subset" if g not in ("model", "extra") else "") + f", {st['bad']} different")
     total = sum(s["identical"] for s in stats.values())
     print(f"total: {total} byte-identical renderings, {bad} differences")
     return 1 if bad else 0
