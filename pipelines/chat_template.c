@@ -799,7 +799,8 @@ enum {
     N_SET_BLOCK,
     N_MACRO,
     N_BREAK,
-    N_CONTINUE
+    N_CONTINUE,
+    N_FILTER_BLOCK
 };
 /* binary operators and comparisons */
 enum {
@@ -1069,7 +1070,7 @@ static const char *parse_dotted(ct_parser *p) {
 
 static node *parse_filter(ct_parser *p, node *x) {
     ct_tok *at = cur(p);
-    p->pos++; /* '|' */
+    if (tok_is_op(at, "|")) p->pos++; /* absent only before the first filter of a filter block */
     ct_tok *nk = cur(p);
     const char *name = parse_dotted(p);
     if (!name) return NULL;
@@ -1723,8 +1724,8 @@ static node *parse_target(ct_parser *p, int with_ns, int *is_attr) {
     return t;
 }
 
-static const char *const ct_unsupported_tags[] = {"call",   "filter", "with", "block",      "extends", "include",
-                                                  "import", "from",   "do",   "autoescape", "trans",   NULL};
+static const char *const ct_unsupported_tags[] = {"call", "with", "block",      "extends", "include", "import",
+                                                  "from", "do",   "autoescape", "trans",   NULL};
 
 static node *parse_statement(ct_parser *p) {
     ct_tok *bt = cur(p); /* '{%' */
@@ -1920,6 +1921,30 @@ static node *parse_statement(ct_parser *p) {
             node *x = p_node(p, tok_is_name(k, "break") ? N_BREAK : N_CONTINUE, k);
             if (x && !end_block(p)) res = x;
         }
+    } else if (tok_is_name(k, "filter")) {
+        /* {% filter f(args)|g %}body{% endfilter %}: the rendered body through the filters; the
+         * chain is built over a placeholder name no template can spell */
+        p->pos++;
+        node *ph = p_node(p, N_NAME, k);
+        if (ph) {
+            ph->name = " body";
+            ph->name_n = 5;
+        }
+        node *chain = ph ? parse_filter(p, ph) : NULL;
+        while (chain && tok_is_op(cur(p), "|")) chain = parse_filter(p, chain);
+        if (chain && !end_block(p)) {
+            static const char *const ends[] = {"endfilter", NULL};
+            node *body = parse_body(p, ends);
+            node *x = body ? p_node(p, N_FILTER_BLOCK, k) : NULL;
+            if (x) {
+                p->pos++;
+                if (!end_block(p)) {
+                    x->a = body;
+                    x->b = chain;
+                    res = x;
+                }
+            }
+        }
     } else if (tok_is_name(k, "generation")) {
         /* transformers' AssistantTracker: the body renders as it is */
         p->pos++;
@@ -1992,7 +2017,7 @@ static node *parse_body(ct_parser *p, const char *const *ends) {
             if (nm->t == TK_NAME &&
                 (tok_is_name(nm, "endif") || tok_is_name(nm, "endfor") || tok_is_name(nm, "else") ||
                  tok_is_name(nm, "elif") || tok_is_name(nm, "endset") || tok_is_name(nm, "endmacro") ||
-                 tok_is_name(nm, "endgeneration") || tok_is_name(nm, "endraw"))) {
+                 tok_is_name(nm, "endgeneration") || tok_is_name(nm, "endraw") || tok_is_name(nm, "endfilter"))) {
                 p_fail(p, KN_ERR_INVALID_ARGUMENT, nm->line, nm->col, "unexpected '%.*s'", (int)nm->n, nm->s);
                 break;
             }
@@ -4463,6 +4488,22 @@ static int exec_body(rctx *r, scope *sc, const node *b, ct_buf *out) {
             }
             jval v = buf_to_str(r, &b2);
             if (!r->err) rc = assign_target(r, sc, s->a->kind == N_TUPLE && s->a->n == 1 ? s->a->list[0] : s->a, v);
+            break;
+        }
+        case N_FILTER_BLOCK: {
+            ct_buf b2 = {0};
+            b2.max = r->max_out;
+            int k = exec_body(r, sc, s->a, &b2);
+            if (k != EX_OK || r->err) {
+                free(b2.p);
+                rc = k == EX_OK ? EX_ERR : k;
+                break;
+            }
+            scope *fs = new_scope(r, sc);
+            jval body = buf_to_str(r, &b2);
+            if (!fs || r->err || scope_set(r, fs, " body", body)) break;
+            jval v = eval(r, fs, s->b);
+            if (!r->err) py_str(r, s->b, out, &v, 0, 0);
             break;
         }
         case N_MACRO: {

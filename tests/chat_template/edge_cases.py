@@ -213,7 +213,6 @@ UNSUPPORTED = [
     ("x\n  {% extends 'base' %}", C, ["line 2, column 6", "extends"]),
     ("{% block content %}{% endblock %}", C, ["line 1, column 4", "block"]),
     ("{% call m() %}{% endcall %}", C, ["line 1, column 4", "call"]),
-    ("{% filter upper %}x{% endfilter %}", C, ["line 1, column 4", "filter"]),
     ("{{ s|wordwrap(5) }}", C, ["line 1, column 6", "wordwrap"]),
     ("{{ l|sort }}", C, ["line 1, column 6", "sort"]),
     ("\n\n{% for x in l recursive %}{% endfor %}", C, ["line 3, column 15", "recursive"]),
@@ -362,6 +361,10 @@ case("{% for x in [1, 2] %}{{ x }}{% break %}{% else %}E{% endfor %}|{% for x in
 case("{{ ['a', 'A', 'b', 'a']|unique|list }} {{ ['a', 'A']|unique(case_sensitive=true)|list }} {{ [1, 1.0, true, 2]|unique|list }}"
      " {{ items|unique(attribute='ok')|map(attribute='name')|list }} {{ 'abAB'|unique|join }} {{ missing|unique|list }}")
 case("{{ [[1], [1]]|unique|list }}")
+case("{% filter upper %}a{{ n }}b{% endfilter %}|{%- filter trim -%}\n  x  \n{%- endfilter %}|{% filter replace('a', 'b')|upper %}aa{% endfilter %}"
+     "|{% filter indent(2, true) %}l1\nl2{% endfilter %}|{% for i in [1, 2] %}{% filter trim %} {{ i }} {% if i == 1 %}{% continue %}{% endif %}{% endfilter %}{% endfor %}")
+case("{% filter nosuch %}x{% endfilter %}")
+case("{% filter upper %}x")
 # ---- Markup (|safe, |escape): what is added to it is escaped, as markupsafe does ----
 case("{{ 'a \"q\" '|safe + '<b> & \"c\"' }}|{{ '<x>' + 'y'|safe }}|{{ ('<i>'|e) + ('<j>'|safe) }}|{{ '<'|safe ~ '>' }}|{{ ('&'|safe) * 2 + '&' }}")
 case("{{ ('<p>'|safe).upper() + '<' }}|{{ ('  a '|safe)|trim + '<' }}|{{ ('<a>'|safe)[1:] + '&' }}|{{ ('ab'|safe)[0] + '\"' }}"

@@ -148,6 +148,11 @@ def main():
             src = f.read()
         for label, ctx in conversations.contexts(fn[:-6], {"bos_token": "<s>", "eos_token": "</s>"}):
             cases.append(("extra", f"{fn[:-6]}/{label}", src, ctx))
+            # the tool-use templates iterate tools (and FireFunction prints `functions` and `datetime`)
+            tools = [conversations.WEATHER, conversations.CALC]
+            cases.append(("extra", f"{fn[:-6]}/{label}+tools", src,
+                          dict(ctx, tools=ctx.get("tools") or tools, functions=json.dumps(tools, indent=2, ensure_ascii=False),
+                               datetime="2024-07-26 13:01")))
     for i, (src, ctx) in enumerate(edge_cases.CASES):
         cases.append(("edge", f"edge#{i}", src, ctx))
     for i, (src, ctx, _) in enumerate(edge_cases.UNSUPPORTED):
