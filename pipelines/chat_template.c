@@ -1074,16 +1074,18 @@ static node *parse_filter(ct_parser *p, node *x) {
     ct_tok *nk = cur(p);
     const char *name = parse_dotted(p);
     if (!name) return NULL;
-    if (!filter_known(name)) {
-        p_fail(p, KN_ERR_INVALID_ARGUMENT, nk->line, nk->col, "no filter named '%s'", name);
-        return NULL;
-    }
-    if (!filter_supported(name)) {
-        p_fail(p, KN_ERR_UNSUPPORTED, nk->line, nk->col, "filter '%s' is outside the supported subset", name);
-        return NULL;
-    }
+    /* an unknown name fails after parsing unless an if or inline if holds it (check_names), an
+     * unsupported one when it runs: Jinja too compiles those and fails only if they are reached */
     node *f = p_node(p, N_FILTER, at);
     if (!f) return NULL;
+    f->op = !filter_known(name) ? 2 : !filter_supported(name) ? 1 : 0;
+    f->ops = ar_alloc(p->ar, 2 * sizeof(int));
+    if (!f->ops) {
+        p->err = KN_OOM(8);
+        return NULL;
+    }
+    f->ops[0] = nk->line;
+    f->ops[1] = nk->col;
     f->name = name;
     f->a = x;
     if (tok_is_op(cur(p), "(") && parse_call_args(p, f)) return NULL;
@@ -1146,16 +1148,16 @@ static node *parse_test(ct_parser *p, node *x) {
     /* the operator aliases of tests (x is == 1) are names in Jinja's grammar only; keep names */
     name = parse_dotted(p);
     if (!name) return NULL;
-    if (!test_known(name)) {
-        p_fail(p, KN_ERR_INVALID_ARGUMENT, nk->line, nk->col, "no test named '%s'", name);
-        return NULL;
-    }
-    if (!test_supported(name)) {
-        p_fail(p, KN_ERR_UNSUPPORTED, nk->line, nk->col, "test '%s' is outside the supported subset", name);
-        return NULL;
-    }
     node *t = p_node(p, N_TEST, at);
     if (!t) return NULL;
+    t->op = !test_known(name) ? 2 : !test_supported(name) ? 1 : 0;
+    t->ops = ar_alloc(p->ar, 2 * sizeof(int));
+    if (!t->ops) {
+        p->err = KN_OOM(8);
+        return NULL;
+    }
+    t->ops[0] = nk->line;
+    t->ops[1] = nk->col;
     t->name = name;
     t->a = x;
     ct_tok *k = cur(p);
@@ -1665,6 +1667,11 @@ static node *parse_tuple(ct_parser *p, int with_cond, int explicit_parens) {
 static node *parse_body(ct_parser *p, const char *const *ends);
 
 static int end_block(ct_parser *p) { return expect_t(p, TK_BLOCK_END, "end of statement block '%}'"); }
+/* the end of a statement head before a body: Jinja's parse_statements skips an optional ':' */
+static int end_head(ct_parser *p) {
+    if (tok_is_op(cur(p), ":")) p->pos++;
+    return end_block(p);
+}
 
 /* an assignment target: name, ns.attr (when allowed) or a tuple of names */
 static node *parse_target(ct_parser *p, int with_ns, int *is_attr) {
@@ -1748,7 +1755,7 @@ static node *parse_statement(ct_parser *p) {
         static const char *const ends2[] = {"endif", NULL};
         for (;;) {
             node *c = parse_tuple(p, 0, 0);
-            if (!c || end_block(p)) break;
+            if (!c || end_head(p)) break;
             node *b = parse_body(p, ends);
             if (!b) break;
             nv_push(p, &conds, c, NULL);
@@ -1757,7 +1764,7 @@ static node *parse_statement(ct_parser *p) {
             p->pos++;
             if (tok_is_name(e, "elif")) continue;
             if (tok_is_name(e, "else")) {
-                if (end_block(p)) break;
+                if (end_head(p)) break;
                 node *eb = parse_body(p, ends2);
                 if (!eb) break;
                 if (x) x->c = eb;
@@ -1792,7 +1799,7 @@ static node *parse_statement(ct_parser *p) {
             if (it && tok_is_name(cur(p), "recursive"))
                 p_fail(p, KN_ERR_UNSUPPORTED, cur(p)->line, cur(p)->col,
                        "recursive for loops are outside the supported subset");
-            if (it && !p->err && !end_block(p)) {
+            if (it && !p->err && !end_head(p)) {
                 static const char *const ends[] = {"endfor", "else", NULL};
                 static const char *const ends2[] = {"endfor", NULL};
                 p->loop_depth++;
@@ -1812,7 +1819,7 @@ static node *parse_statement(ct_parser *p) {
                         p->pos++;
                         if (tok_is_name(e, "else")) {
                             /* else runs outside the loop: break there belongs to an outer loop */
-                            if (!end_block(p)) {
+                            if (!end_head(p)) {
                                 x->list[1] = parse_body(p, ends2);
                                 p->pos++;
                             }
@@ -1840,7 +1847,7 @@ static node *parse_statement(ct_parser *p) {
             if (tok_is_op(cur(p), "|")) {
                 p_fail(p, KN_ERR_UNSUPPORTED, cur(p)->line, cur(p)->col,
                        "filtered block assignments are outside the supported subset");
-            } else if (!end_block(p)) {
+            } else if (!end_head(p)) {
                 static const char *const ends[] = {"endset", NULL};
                 node *body = parse_body(p, ends);
                 node *x = body ? p_node(p, N_SET_BLOCK, k) : NULL;
@@ -1886,7 +1893,7 @@ static node *parse_statement(ct_parser *p) {
                 nv_push(p, &params, NULL, p_name(p, pk));
                 nv_push(p, &defs, d, NULL);
             }
-            if (!p->err && !expect_op(p, ")") && !end_block(p)) {
+            if (!p->err && !expect_op(p, ")") && !end_head(p)) {
                 static const char *const ends[] = {"endmacro", NULL};
                 p->macro_depth++;
                 int saved = p->loop_depth;
@@ -1932,7 +1939,7 @@ static node *parse_statement(ct_parser *p) {
         }
         node *chain = ph ? parse_filter(p, ph) : NULL;
         while (chain && tok_is_op(cur(p), "|")) chain = parse_filter(p, chain);
-        if (chain && !end_block(p)) {
+        if (chain && !end_head(p)) {
             static const char *const ends[] = {"endfilter", NULL};
             node *body = parse_body(p, ends);
             node *x = body ? p_node(p, N_FILTER_BLOCK, k) : NULL;
@@ -1948,7 +1955,7 @@ static node *parse_statement(ct_parser *p) {
     } else if (tok_is_name(k, "generation")) {
         /* transformers' AssistantTracker: the body renders as it is */
         p->pos++;
-        if (!end_block(p)) {
+        if (!end_head(p)) {
             static const char *const ends[] = {"endgeneration", NULL};
             node *body = parse_body(p, ends);
             if (body) {
@@ -3699,12 +3706,28 @@ static jval eval(rctx *r, scope *sc, const node *e) {
     }
     case N_CALL: out = eval_call(r, sc, e); break;
     case N_FILTER: {
+        if (e->op) {
+            r->err =
+                kn_error(e->op == 2 ? KN_ERR_INVALID_ARGUMENT : KN_ERR_UNSUPPORTED,
+                         e->op == 2 ? "chat template line %d, column %d: no filter named '%s'"
+                                    : "chat template line %d, column %d: filter '%s' is outside the supported subset",
+                         e->ops[0], e->ops[1], e->name);
+            break;
+        }
         jval v = eval(r, sc, e->a);
         args a;
         if (!r->err && !eval_args(r, sc, e, &a)) out = run_filter(r, sc, e, e->name, v, &a);
         break;
     }
     case N_TEST: {
+        if (e->op) {
+            r->err =
+                kn_error(e->op == 2 ? KN_ERR_INVALID_ARGUMENT : KN_ERR_UNSUPPORTED,
+                         e->op == 2 ? "chat template line %d, column %d: no test named '%s'"
+                                    : "chat template line %d, column %d: test '%s' is outside the supported subset",
+                         e->ops[0], e->ops[1], e->name);
+            break;
+        }
         jval v = eval(r, sc, e->a);
         args a;
         if (!r->err && !eval_args(r, sc, e, &a)) {
@@ -4530,6 +4553,74 @@ static int exec_body(rctx *r, scope *sc, const node *b, ct_buf *out) {
     return rc;
 }
 
+/* Jinja's compiler rejects an unknown filter or test unless it sits in an if (test and bodies) or
+ * an inline if, where it fails only when reached; loops, macros and blocks start a frame that is
+ * strict again. Reports the first in source order. */
+static void check_names(ct_parser *p, const node *x, int soft, int depth) {
+    if (!x || p->err) return;
+    if (depth > 4 * CT_MAX_DEPTH) {
+        p_fail(p, KN_ERR_INVALID_ARGUMENT, x->line, x->col, "template nested too deeply");
+        return;
+    }
+    int d = depth + 1;
+    switch (x->kind) {
+    case N_FILTER:
+    case N_TEST:
+        check_names(p, x->a, soft, d);
+        if (x->op == 2 && !soft)
+            p_fail(p, KN_ERR_INVALID_ARGUMENT, x->ops[0], x->ops[1], "no %s named '%s'",
+                   x->kind == N_FILTER ? "filter" : "test", x->name);
+        for (int i = 0; i < x->n; i++) check_names(p, x->list[i], soft, d);
+        for (int i = 0; i < x->n2; i++) check_names(p, x->list2[i], soft, d);
+        return;
+    case N_COND:
+        check_names(p, x->b, 1, d);
+        check_names(p, x->a, 1, d);
+        check_names(p, x->c, 1, d);
+        return;
+    case N_IF:
+        for (int i = 0; i < x->n; i++) {
+            check_names(p, x->list2[i], 1, d);
+            check_names(p, x->list[i], 1, d);
+        }
+        check_names(p, x->c, 1, d);
+        return;
+    case N_FOR:
+        check_names(p, x->b, soft, d);
+        check_names(p, x->c, 0, d);
+        check_names(p, x->list[0], 0, d);
+        check_names(p, x->list[1], 0, d);
+        return;
+    case N_MACRO:
+        for (int i = 0; i < x->n2; i++) check_names(p, x->list2 ? x->list2[i] : NULL, 0, d);
+        check_names(p, x->a, 0, d);
+        return;
+    case N_SET_BLOCK: check_names(p, x->b, 0, d); return;
+    case N_FILTER_BLOCK:
+        check_names(p, x->a, 0, d);
+        check_names(p, x->b, soft, d);
+        return;
+    case N_SLICE:
+        check_names(p, x->list[0], soft, d);
+        check_names(p, x->a, soft, d);
+        check_names(p, x->b, soft, d);
+        check_names(p, x->c, soft, d);
+        return;
+    case N_CMP:
+        check_names(p, x->a, soft, d);
+        for (int i = 0; i < x->n; i++) check_names(p, x->list[i], soft, d);
+        return;
+    default:
+        check_names(p, x->a, soft, d);
+        check_names(p, x->b, soft, d);
+        if (x->kind != N_SET && x->kind != N_SET_ATTR) check_names(p, x->c, soft, d);
+        for (int i = 0; i < x->n; i++) check_names(p, x->list[i], soft, d);
+        if (x->kind != N_IF)
+            for (int i = 0; i < x->n2 && x->list2; i++) check_names(p, x->list2[i], soft, d);
+        return;
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* public API */
 
@@ -4565,6 +4656,7 @@ kn_status *kn_chat_template_parse(const char *source, kn_chat_template **out) {
     lex(&p);
     if (!p.err) p_push(&p, TK_EOF, m);
     if (!p.err) t->body = parse_body(&p, NULL);
+    if (!p.err && t->body) check_names(&p, t->body, 0, 0);
     free(p.toks);
     if (p.err || !t->body) {
         kn_chat_template_free(t);

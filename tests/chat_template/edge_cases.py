@@ -365,9 +365,43 @@ case("{% filter upper %}a{{ n }}b{% endfilter %}|{%- filter trim -%}\n  x  \n{%-
      "|{% filter indent(2, true) %}l1\nl2{% endfilter %}|{% for i in [1, 2] %}{% filter trim %} {{ i }} {% if i == 1 %}{% continue %}{% endif %}{% endfilter %}{% endfor %}")
 case("{% filter nosuch %}x{% endfilter %}")
 case("{% filter upper %}x")
+# unknown filters and tests: compile errors, except inside an if or inline if (runtime errors when reached)
+case("{% if false %}{{ x|nosuch }}{{ x is nosuch }}{% endif %}ok{{ 1 if true else x|nosuch2 }}")
+case("{% if true %}{{ x|nosuch }}{% endif %}")
+case("{% if false %}{% for i in l %}{{ i|nosuch }}{% endfor %}{% endif %}")
+case("{% if false %}{% macro m() %}{{ 1|nosuch }}{% endmacro %}{% endif %}")
+case("{{ x|nosuch if false }}|{% if n is nosuch %}{% endif %}")
+case("{% if false %}{{ l|sort }}{% endif %}ok")
+# an optional ':' ends a statement head
+case("{% if n > 1: %}a{% elif n: %}b{% else: %}c{% endif %}{% for i in l: %}{{ i }}{% else: %}e{% endfor %}"
+     "{% macro m(): %}M{% endmacro %}{{ m() }}{% set x: %}X{% endset %}{{ x }}{% filter upper: %}f{% endfilter %}")
+case("{% endif: %}")
 # ---- Markup (|safe, |escape): what is added to it is escaped, as markupsafe does ----
 case("{{ 'a \"q\" '|safe + '<b> & \"c\"' }}|{{ '<x>' + 'y'|safe }}|{{ ('<i>'|e) + ('<j>'|safe) }}|{{ '<'|safe ~ '>' }}|{{ ('&'|safe) * 2 + '&' }}")
 case("{{ ('<p>'|safe).upper() + '<' }}|{{ ('  a '|safe)|trim + '<' }}|{{ ('<a>'|safe)[1:] + '&' }}|{{ ('ab'|safe)[0] + '\"' }}"
      "|{{ ('x,y'|safe).split(',') }}|{{ ('-'|safe).join(['<', '>']) }}|{{ ('a'|safe).replace('a', '<') }}|{{ 5|safe + '<' }}")
 case("{{ ['a'|safe, 'b'] }}|{{ ('<q>'|e)|e }}|{{ ('a'|safe)|upper + '<' }}|{{ ('a b'|safe)|title + '<' }}|{{ ('a'|safe)|string + '<' }}|{{ ('a\\nb'|safe)|indent(2) + '<' }}")
 case("{% set x = 'p'|safe %}{% for t in ['<', '>'] %}{% set x = x + t %}{{ x }}{% endfor %}|{{ ('a'|safe) == 'a' }}|{{ 'a' in ('abc'|safe) }}")
+
+# ---- mutants (seeded) of the model templates: whatever still renders must render identically ----
+import os as _os
+
+_PIECES = ["{{", "}}", "{%", "%}", "{#", "#}", "-", "+", "|", "(", ")", "[", "]", "'", '"', ".", ",", ":", " if ", " else ",
+           " in ", " not ", " and ", " or ", "~", "*", "0", "1", " is ", "loop.index", "messages", "|trim", "|length",
+           "|tojson", "\n", "  ", "\\n", "-1", "[1:]", "[::-1]", ".strip()", "ns", " true ", " none "]
+_here = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "templates")
+_MUT_CTX = dict(C, messages=[{"role": "system", "content": " sys "}, {"role": "user", "content": "q1"},
+                             {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"}])
+for _name in ["llama-3.1", "llama-3.2", "qwen-2.5", "phi-3.5", "gemma-3"]:
+    with open(_os.path.join(_here, _name + ".jinja"), encoding="utf-8") as _f:
+        _src = _f.read()
+    for _i in range(120):
+        _m = _src
+        for _e in range(_rng.randint(1, 3)):
+            _at = _rng.randrange(len(_m) + 1)
+            _k = _rng.random()
+            if _k < 0.4:
+                _m = _m[:_at] + _m[_at + _rng.randint(1, 6):]
+            else:
+                _m = _m[:_at] + _rng.choice(_PIECES) + _m[_at:]
+        case(_m, _MUT_CTX)
