@@ -1251,17 +1251,42 @@ static node *parse_postfix(ct_parser *p, node *x) {
             }
         } else if (tok_is_op(k, "[")) {
             p->pos++;
-            node *idx = parse_subscribed(p);
-            if (!idx) return NULL;
-            if (tok_is_op(cur(p), ",")) {
-                p_fail(p, KN_ERR_UNSUPPORTED, cur(p)->line, cur(p)->col,
-                       "tuple subscripts are outside the supported subset");
-                return NULL;
+            /* x[a], x[a:b:c], or a tuple key x[a, b] / x[] (Jinja's parse_subscript) */
+            node *idx = NULL;
+            nvec items = {0};
+            while (!p->err && !tok_is_op(cur(p), "]")) {
+                if (items.n && expect_op(p, ",")) break; /* no trailing comma, as Jinja */
+                node *e = parse_subscribed(p);
+                if (!e) break;
+                nv_push(p, &items, e, NULL);
             }
-            if (expect_op(p, "]")) return NULL;
-            node *g = p_node(p, idx->kind == N_SLICE ? N_SLICE : N_ITEM, k);
+            int single = items.n == 1;
+            if (!p->err && single) {
+                idx = items.v[0];
+                free(items.v);
+                free(items.names);
+            } else if (!p->err) {
+                for (int i = 0; i < items.n; i++)
+                    if (items.v[i]->kind == N_SLICE && items.v[i]->n == 0)
+                        p_fail(p, KN_ERR_UNSUPPORTED, items.v[i]->line, items.v[i]->col,
+                               "slices inside a tuple subscript are outside the supported subset");
+                idx = p_node(p, N_TUPLE, k);
+                int n = items.n;
+                node **l = nv_done(p, &items, NULL);
+                if (idx) {
+                    idx->n = n;
+                    idx->list = l;
+                }
+            } else {
+                free(items.v);
+                free(items.names);
+            }
+            if (p->err || !idx || expect_op(p, "]")) return NULL;
+            /* a slice spec has no operand yet; a slice expression used as the key has one */
+            int is_slice = idx->kind == N_SLICE && idx->n == 0;
+            node *g = p_node(p, is_slice ? N_SLICE : N_ITEM, k);
             if (!g) return NULL;
-            if (idx->kind == N_SLICE) {
+            if (is_slice) {
                 *g = *idx;
                 g->line = k->line;
                 g->col = k->col;
