@@ -1714,8 +1714,10 @@ static node *parse_target(ct_parser *p, int with_ns, int *is_attr) {
             p_unexpected(p, "a name to assign to");
             break;
         }
-        if (with_ns && !v.n && tok_is_op(peek_tok(p, 1), ".") && peek_tok(p, 2)->t == TK_NAME) {
-            node *x = p_node(p, N_ATTR, k);
+        node *x;
+        if (with_ns && tok_is_op(peek_tok(p, 1), ".") && peek_tok(p, 2)->t == TK_NAME) {
+            /* ns.attr (Jinja's NSRef), alone or inside a tuple target */
+            x = p_node(p, N_ATTR, k);
             if (!x) break;
             x->name = p_name(p, k);
             x->name_n = k->n;
@@ -1725,16 +1727,19 @@ static node *parse_target(ct_parser *p, int with_ns, int *is_attr) {
             an->val = jstr(p_name(p, a), a->n);
             x->a = an;
             p->pos += 3;
+        } else {
+            x = p_node(p, N_NAME, k);
+            if (!x) break;
+            x->name = p_name(p, k);
+            x->name_n = k->n;
+            p->pos++;
+        }
+        if (!v.n && x->kind == N_ATTR && !parens && !tok_is_op(cur(p), ",")) {
             *is_attr = 1;
             free(v.v);
             free(v.names);
             return x;
         }
-        node *x = p_node(p, N_NAME, k);
-        if (!x) break;
-        x->name = p_name(p, k);
-        x->name_n = k->n;
-        p->pos++;
         nv_push(p, &v, x, NULL);
         if (!tok_is_op(cur(p), ",")) break;
         p->pos++;
@@ -3478,6 +3483,10 @@ static jval call_builtin(rctx *r, const node *at, int fn, const args *a) {
         if (!d) return JUNDEF;
         if (a->n) {
             const jval *src = &a->v[0];
+            if (src->t == V_UNDEF) { /* dict(x) looks up x.keys first */
+                undefined_use(r, at, src);
+                return JUNDEF;
+            }
             if (src->t == V_DICT || src->t == V_NS) {
                 for (int64_t i = 0; i < src->u.d->n; i++)
                     if (dict_set(r, d, src->u.d->k[i], src->u.d->v[i])) return JUNDEF;
@@ -4397,6 +4406,27 @@ static jval run_filter(rctx *r, scope *sc, const node *at, const char *name, jva
 
 enum { EX_OK = 0, EX_BREAK = 1, EX_CONTINUE = 2, EX_ERR = -1 };
 
+/* ns.attr = v: the name must hold a namespace() */
+static int assign_ns(rctx *r, scope *sc, const node *tg, jval v, const node *at) {
+    int found;
+    jval ns = scope_get(sc, tg->name, &found);
+    if (!found) {
+        int k = dict_find_str(r->ctx, tg->name, tg->name_n);
+        if (k >= 0) ns = r->ctx->v[k];
+    }
+    if (ns.t != V_NS) {
+        r_fail(r, at, KN_ERR_INVALID_ARGUMENT, "cannot assign attribute on non-namespace object");
+        return EX_ERR;
+    }
+    const jval *an = &tg->a->val;
+    if (an->n && an->u.s[0] == '_') {
+        r_fail(r, at, KN_ERR_INVALID_ARGUMENT,
+               "chat templates cannot store underscore-prefixed attributes on a namespace, but got '%s'", an->u.s);
+        return EX_ERR;
+    }
+    return dict_set(r, ns.u.d, *an, v) ? EX_ERR : EX_OK;
+}
+
 static int assign_target(rctx *r, scope *sc, const node *tg, jval v) {
     if (tg->kind == N_NAME) return scope_set(r, sc, tg->name, v) ? EX_ERR : EX_OK;
     /* tuple target: unpack exactly */
@@ -4411,8 +4441,10 @@ static int assign_target(rctx *r, scope *sc, const node *tg, jval v) {
                l->n > tg->n ? "too many" : "not enough", tg->n, (long long)l->n);
         return EX_ERR;
     }
-    for (int i = 0; i < tg->n; i++)
-        if (scope_set(r, sc, tg->list[i]->name, l->v[i])) return EX_ERR;
+    for (int i = 0; i < tg->n; i++) {
+        const node *e = tg->list[i];
+        if (e->kind == N_ATTR ? assign_ns(r, sc, e, l->v[i], tg) : scope_set(r, sc, e->name, l->v[i])) return EX_ERR;
+    }
     return EX_OK;
 }
 
@@ -4503,26 +4535,9 @@ static int exec_body(rctx *r, scope *sc, const node *b, ct_buf *out) {
             break;
         }
         case N_SET_ATTR: {
-            int found;
-            jval ns = scope_get(sc, s->a->name, &found);
-            if (!found) {
-                int k = dict_find_str(r->ctx, s->a->name, s->a->name_n);
-                if (k >= 0) ns = r->ctx->v[k];
-            }
-            if (ns.t != V_NS) {
-                r_fail(r, s, KN_ERR_INVALID_ARGUMENT, "cannot assign attribute on non-namespace object");
-                break;
-            }
             jval v = eval(r, sc, s->b);
             if (r->err) break;
-            const jval *an = &s->a->a->val;
-            if (an->n && an->u.s[0] == '_') {
-                r_fail(r, s, KN_ERR_INVALID_ARGUMENT,
-                       "chat templates cannot store underscore-prefixed attributes on a namespace, but got '%s'",
-                       an->u.s);
-                break;
-            }
-            dict_set(r, ns.u.d, *an, v);
+            rc = assign_ns(r, sc, s->a, v, s);
             break;
         }
         case N_SET_BLOCK: {

@@ -376,6 +376,11 @@ case("{% if false %}{{ l|sort }}{% endif %}ok")
 case("{{ d[1, 2] }}|{{ l[] }}|{{ messages[0]['role'[1:]] }}|{{ messages[0]['xrole'[1:]] }}|{{ s[1:][::-1][0] }}|{{ d['a', 'b'] }}")
 case("{{ l[0,] }}")
 case("{{ missing[1, 2] }}")
+# namespace references inside tuple targets; namespace()/dict() of an undefined value
+case("{% set ns = namespace(a=0, b=0) %}{% set ns.a, ns.b = 1, 2 %}{% set ns.a, x = [3, 4] %}{{ ns.a }}{{ ns.b }}{{ x }}")
+case("{% set ns = namespace() %}{% if false %}{% set ns.a, b = false %}{% endif %}ok")
+case("{% set ns = namespace(nothing, a=1) %}")
+case("{{ dict(nothing) }}")
 # an optional ':' ends a statement head
 case("{% if n > 1: %}a{% elif n: %}b{% else: %}c{% endif %}{% for i in l: %}{{ i }}{% else: %}e{% endfor %}"
      "{% macro m(): %}M{% endmacro %}{{ m() }}{% set x: %}X{% endset %}{{ x }}{% filter upper: %}f{% endfilter %}")
