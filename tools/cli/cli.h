@@ -33,5 +33,6 @@ int kn_cmd_detokenize(int argc, char **argv) __attribute__((weak));
 int kn_cmd_run(int argc, char **argv) __attribute__((weak));
 int kn_cmd_download(int argc, char **argv) __attribute__((weak));
 int kn_cmd_train(int argc, char **argv) __attribute__((weak));
+int kn_cmd_chat_template(int argc, char **argv) __attribute__((weak));
 
 #endif

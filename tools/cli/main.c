@@ -288,7 +288,9 @@ static void kn_usage(void) {
         "  run --model PATH --type TYPE [--input FILE|DIR] [--output DIR] [...]   Hugging Face tasks (kiln run "
         "--help)\n"
         "  download REPO[@REV] [--onnx-file F] fetch a model folder into the Hugging Face cache\n"
-        "  train --model DIR --type TYPE --train FILE.jsonl --output DIR [...]   fine-tune (kiln train --help)\n",
+        "  train --model DIR --type TYPE --train FILE.jsonl --output DIR [...]   fine-tune (kiln train --help)\n"
+        "  chat-template (--model DIR | --template F) --messages F.json [--add-generation-prompt]  render a chat "
+        "template\n",
         kn_version());
 }
 
@@ -339,6 +341,13 @@ int main(int argc, char **argv) {
             return 2;
         }
         return kn_cmd_train(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "chat-template") == 0) {
+        if (!kn_cmd_chat_template) {
+            fprintf(stderr, "kiln: this build has no pipelines (pipelines/ was not built)\n");
+            return 2;
+        }
+        return kn_cmd_chat_template(argc - 1, argv + 1);
     }
     fprintf(stderr, "kiln: unknown command '%s'\n", cmd);
     kn_usage();
