@@ -32,5 +32,8 @@ int kn_cmd_embed(int argc, char **argv) __attribute__((weak));
 int kn_cmd_detokenize(int argc, char **argv) __attribute__((weak));
 int kn_cmd_run(int argc, char **argv) __attribute__((weak));
 int kn_cmd_download(int argc, char **argv) __attribute__((weak));
+/* text generation (cmd_generate.c) */
+int kn_cmd_generate(int argc, char **argv) __attribute__((weak));
+int kn_cmd_run_textgen(int argc, char **argv) __attribute__((weak));
 
 #endif

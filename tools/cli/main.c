@@ -287,7 +287,8 @@ static void kn_usage(void) {
         "  detokenize --tokenizer PATH\n"
         "  run --model PATH --type TYPE [--input FILE|DIR] [--output DIR] [...]   Hugging Face tasks (kiln run "
         "--help)\n"
-        "  download REPO[@REV] [--onnx-file F] fetch a model folder into the Hugging Face cache\n",
+        "  download REPO[@REV] [--onnx-file F] fetch a model folder into the Hugging Face cache\n"
+        "  generate --model DIR \"prompt\"     stream generated text (kiln generate --help)\n",
         kn_version());
 }
 
@@ -331,6 +332,13 @@ int main(int argc, char **argv) {
             return 2;
         }
         return fn(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "generate") == 0) {
+        if (!kn_cmd_generate) {
+            fprintf(stderr, "kiln: this build has no pipelines (pipelines/ was not built)\n");
+            return 2;
+        }
+        return kn_cmd_generate(argc - 1, argv + 1);
     }
     fprintf(stderr, "kiln: unknown command '%s'\n", cmd);
     kn_usage();

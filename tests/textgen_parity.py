@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""Text generation (`kiln run --type textGeneration`, `kiln generate`) against transformers' generate.
+
+Builds in a scratch folder: a byte-level BPE tokenizer trained with the `tokenizers` package on a
+generated corpus (with accented and CJK words, so byte tokens split characters), a tiny random
+GPT2LMHeadModel (2 layers, hidden 64, fixed seed) saved with save_pretrained, and its ONNX export
+with past by tools/gen/gen_gpt2.py in two Optimum layouts: A without position_ids in onnx/model.onnx
+(kiln then feeds the exact past, one prompt at a time), B with position_ids in model.onnx (kiln's
+fixed-size cache, left-padded batches). Checks:
+  greedy 24 tokens: kiln's ids == transformers' (do_sample=False) for 5 prompts, A and B at batch 1,
+  B at batch 4 (prompts of different lengths, left padding) == transformers' left-padded batch;
+  repetition penalty 1.3 greedy == transformers'; sampling with a seed reproducible run to run;
+  max-new-tokens, EOS (generation_config.json list), stop strings cut from the text; streamed deltas
+  are whole UTF-8 and concatenate to the non-streamed Response; {"messages"} == {"input"};
+  `kiln generate` prints the Response; a prompt over the context is an error naming it (or cut with
+  --truncate); a folder without tokenizer.json is an error naming that file.
+
+Usage: textgen_parity.py --kiln build/kiln [--gen tools/gen]
+Prints "N passed, N failed" last and exits non-zero on any failure; exits 0 saying why it skipped
+when torch / transformers / tokenizers are missing.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+HERE = os.path.dirname(os.path.abspath(__file__))
+N_NEW = 24
+PROMPTS = ["the quick brown fox", "a café in Zürich serves", "once upon a time there was a small model that",
+           "日本 numbers 1 2 3", "hello"]
+
+
+class Report:
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def check(self, name, ok, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"PASS {name} {detail}")
+        else:
+            self.failed += 1
+            print(f"FAIL {name} {detail}")
+
+
+def corpus():
+    words = ("the quick brown fox jumps over lazy dog café Zürich naïve 日本 語 model small time once upon there was "
+             "a an of to in on numbers 1 2 3 hello world serves coffee tea bread").split()
+    import random
+    r = random.Random(3)
+    return [" ".join(r.choice(words) for _ in range(r.randint(4, 14))) for _ in range(3000)]
+
+
+def build(d, torch, transformers):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tr = trainers.BpeTrainer(vocab_size=420, special_tokens=["<|endoftext|>"],
+                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus(), tr)
+    eos = tok.token_to_id("<|endoftext|>")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=128, n_embd=64, n_layer=2, n_head=4,
+                                  bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, initializer_range=0.2)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    hf = os.path.join(d, "hf")
+    model.save_pretrained(hf)
+    tok.save(os.path.join(hf, "tokenizer.json"))
+    return tok, model, eos
+
+
+def export(args, d, name, position_ids, sub):
+    hf = os.path.join(d, "hf")
+    out = os.path.join(d, name)
+    os.makedirs(os.path.join(out, sub), exist_ok=True)
+    for f in ("config.json", "generation_config.json", "tokenizer.json"):
+        shutil.copy(os.path.join(hf, f), out)
+    cmd = [sys.executable, os.path.join(args.gen, "gen_gpt2.py"), "--safetensors", os.path.join(hf, "model.safetensors"),
+           "--with-past", "--out", os.path.join(out, sub, "model.onnx")] + (["--position-ids"] if position_ids else [])
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def kiln_run(args, model, lines, *opts, stream=False):
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+        for line in lines:
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+        path = f.name
+    cmd = [args.kiln, "run", "--model", model, "--type", "textGeneration", "--input", path] + [str(o) for o in opts]
+    if stream:
+        cmd.append("--stream")
+    p = subprocess.run(cmd, capture_output=True)
+    os.unlink(path)
+    if p.returncode:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {p.returncode}: {p.stderr.decode(errors='replace')}")
+    return [ln for ln in p.stdout.split(b"\n") if ln]
+
+
+def results(raw):
+    return [json.loads(ln) for ln in raw if b'"delta"' not in ln]
+
+
+def hf_generate(torch, model, tok, eos, prompts, **kw):
+    """transformers' generate over a left-padded batch; returns each row's new ids, cut after EOS."""
+    enc = [tok.encode(p).ids for p in prompts]
+    P = max(len(e) for e in enc)
+    ids = torch.tensor([[eos] * (P - len(e)) + e for e in enc])
+    mask = torch.tensor([[0] * (P - len(e)) + [1] * len(e) for e in enc])
+    eos_ids = kw.pop("eos_ids", [eos])
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, pad_token_id=eos,
+                             eos_token_id=eos_ids, **kw)
+    rows = []
+    for r in out[:, P:].tolist():
+        cut = next((i + 1 for i, t in enumerate(r) if t in eos_ids), len(r))
+        rows.append(r[:cut])
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kiln", required=True)
+    ap.add_argument("--gen", default=os.path.join(HERE, "..", "tools", "gen"))
+    ap.add_argument("--keep", help="build in this folder and keep it")
+    args = ap.parse_args()
+    try:
+        import torch
+        import transformers
+        import tokenizers  # noqa: F401
+    except ImportError as e:
+        print(f"SKIP: {e} (torch, transformers and tokenizers are needed to build the reference)")
+        print("0 passed, 0 failed, 1 skipped")
+        return 0
+    torch.set_num_threads(1)
+    d = args.keep or tempfile.mkdtemp(prefix="kiln_textgen_")
+    os.makedirs(d, exist_ok=True)
+    rep = Report()
+    try:
+        tok, model, eos = build(d, torch, transformers)
+        A = export(args, d, "A", False, "onnx")
+        B = export(args, d, "B", True, ".")
+        inputs = [{"input": p} for p in PROMPTS]
+
+        # greedy, batch 1, both layouts
+        want1 = [hf_generate(torch, model, tok, eos, [p], max_new_tokens=N_NEW)[0] for p in PROMPTS]
+        for name, folder in (("A(exact past)", A), ("B(fixed cache)", B)):
+            got = results(kiln_run(args, folder, inputs, "--max-new-tokens", N_NEW))
+            for i, (g, w) in enumerate(zip(got, want1)):
+                ids = g["output"]["TokenIds"]
+                rep.check(f"greedy batch1 {name} prompt {i}", ids == w, f"{len(ids)} ids, finish {g['output']['FinishReason']}"
+                          + ("" if ids == w else f" kiln {ids} hf {w}"))
+        # greedy, batch 4, left padding
+        want4 = hf_generate(torch, model, tok, eos, PROMPTS[:4], max_new_tokens=N_NEW)
+        got4 = results(kiln_run(args, B, inputs[:4], "--max-new-tokens", N_NEW, "--batch-size", 4))
+        lens = [len(tok.encode(p).ids) for p in PROMPTS[:4]]
+        for i, (g, w) in enumerate(zip(got4, want4)):
+            ids = g["output"]["TokenIds"]
+            rep.check(f"greedy batch4 prompt {i} (len {lens[i]})", ids == w, "" if ids == w else f"kiln {ids} hf {w}")
+        # repetition penalty, greedy
+        wantr = hf_generate(torch, model, tok, eos, PROMPTS[:4], max_new_tokens=N_NEW, repetition_penalty=1.3)
+        gotr = results(kiln_run(args, B, inputs[:4], "--max-new-tokens", N_NEW, "--batch-size", 4,
+                                "--repetition-penalty", 1.3))
+        rep.check("repetition penalty 1.3 batch4", [g["output"]["TokenIds"] for g in gotr] == wantr)
+        # sampling with a seed
+        sam = ["--max-new-tokens", N_NEW, "--temperature", 0.9, "--top-k", 50, "--top-p", 0.95, "--min-p", 0.01,
+               "--seed", 7, "--batch-size", 2]
+        s1 = [g["output"]["TokenIds"] for g in results(kiln_run(args, B, inputs, *sam))]
+        s2 = [g["output"]["TokenIds"] for g in results(kiln_run(args, B, inputs, *sam))]
+        rep.check("sampling seed 7 reproducible", s1 == s2 and all(s1))
+        s3 = [g["output"]["TokenIds"] for g in results(kiln_run(args, B, inputs, *sam[:-4], "--seed", 8, "--batch-size", 2))]
+        rep.check("sampling seed 8 differs from seed 7", s3 != s1)
+        rep.check("sampling differs from greedy", s1 != want1)
+        # max new tokens
+        g5 = results(kiln_run(args, B, inputs, "--max-new-tokens", 5))
+        rep.check("max-new-tokens 5", all(len(g["output"]["TokenIds"]) == 5 and g["output"]["FinishReason"] == "length"
+                                          for g in g5 if g["output"]["TokenIds"][-1] != eos))
+        # EOS from generation_config.json (a list): the token greedy makes 6th for prompt 0
+        stop_tok = want1[0][5]
+        first = want1[0].index(stop_tok)
+        E = os.path.join(d, "E")
+        shutil.copytree(B, E)
+        gc = json.load(open(os.path.join(E, "generation_config.json")))
+        gc["eos_token_id"] = [eos, stop_tok]
+        json.dump(gc, open(os.path.join(E, "generation_config.json"), "w"))
+        ge = results(kiln_run(args, E, inputs[:1], "--max-new-tokens", N_NEW))[0]["output"]
+        rep.check("eos list", ge["TokenIds"] == want1[0][:first + 1] and ge["FinishReason"] == "eos",
+                  f"stopped after {len(ge['TokenIds'])} ids on id {stop_tok}")
+        # stop strings
+        full = results(kiln_run(args, B, inputs, "--max-new-tokens", N_NEW))
+        text0 = full[0]["output"]["Response"]
+        stop = text0[len(text0) // 2:len(text0) // 2 + 3]
+        gs = results(kiln_run(args, B, inputs[:1], "--max-new-tokens", N_NEW, "--stop", stop))[0]["output"]
+        rep.check("stop string", gs["Response"] == text0[:text0.find(stop)] and gs["FinishReason"] == "stop",
+                  f"stop {stop!r}: {gs['Response']!r}")
+        # streaming: whole UTF-8 pieces that add up to the Response, also with a stop string
+        for extra in ([], ["--stop", stop]):
+            raw = kiln_run(args, B, inputs, "--max-new-tokens", N_NEW, "--batch-size", 2, *extra, stream=True)
+            ok_utf8, pieces = True, {}
+            for ln in raw:
+                try:
+                    ln.decode("utf-8")
+                except UnicodeDecodeError:
+                    ok_utf8 = False
+                o = json.loads(ln)
+                if "delta" in o:
+                    pieces[o["index"]] = pieces.get(o["index"], "") + o["delta"]
+            fin = results(raw)
+            ref = full if not extra else results(kiln_run(args, B, inputs, "--max-new-tokens", N_NEW, *extra))
+            same = all(pieces.get(i, "") == f["output"]["Response"] == r["output"]["Response"]
+                       for i, (f, r) in enumerate(zip(fin, ref)))
+            n_delta = sum(1 for ln in raw if b'"delta"' in ln)
+            rep.check(f"stream{' with stop' if extra else ''}", ok_utf8 and same and len(fin) == len(PROMPTS),
+                      f"{n_delta} deltas")
+        # messages
+        gm = results(kiln_run(args, B, [{"messages": [{"role": "user", "content": p}]} for p in PROMPTS],
+                              "--max-new-tokens", N_NEW))
+        rep.check("messages == input", [g["output"] for g in gm] == [g["output"] for g in full])
+        # kiln generate
+        p = subprocess.run([args.kiln, "generate", "--model", B, "--max-new-tokens", str(N_NEW), PROMPTS[0]],
+                           capture_output=True)
+        rep.check("kiln generate", p.returncode == 0 and p.stdout.decode() == text0 + "\n", repr(p.stdout[:60]))
+        # bad input
+        long_prompt = " ".join(["the quick brown fox"] * 60)
+        gl = results(kiln_run(args, B, [{"input": long_prompt}], "--max-new-tokens", 8))[0]
+        rep.check("prompt over context is an error", "error" in gl and "context" in gl["error"], gl.get("error", "")[:120])
+        gt = results(kiln_run(args, B, [{"input": long_prompt}], "--max-new-tokens", 8, "--truncate"))[0]
+        rep.check("--truncate keeps the prompt's end", "output" in gt and len(gt["output"]["TokenIds"]) >= 1)
+        N = os.path.join(d, "N")
+        shutil.copytree(B, N)
+        os.unlink(os.path.join(N, "tokenizer.json"))
+        p = subprocess.run([args.kiln, "run", "--model", N, "--type", "textGeneration"], input=b'{"input": "x"}\n',
+                           capture_output=True)
+        rep.check("missing tokenizer.json named", p.returncode != 0 and b"tokenizer.json" in p.stderr,
+                  p.stderr.decode(errors="replace").strip()[:120])
+    except Exception as e:  # a crash of kiln or of the reference is a failure, with its message
+        rep.check("run", False, repr(e)[:2000])
+    finally:
+        if not args.keep:
+            shutil.rmtree(d, ignore_errors=True)
+    print(f"{rep.passed} passed, {rep.failed} failed")
+    return 1 if rep.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
