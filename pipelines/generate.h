@@ -69,8 +69,8 @@ kn_status *kn_generate_ids(kn_generator *g, int n, const int32_t *const *prompt_
 /* The one place a conversation becomes prompt text. For now the turns' contents are joined with
  * newlines (a system prompt first when given); the chat template interpreter replaces this.
  * roles/contents have n entries; *out is malloc'd. */
-kn_status *kn_generate_format_prompt(const kn_generator *g, const char *system_prompt, int n,
-                                     const char *const *roles, const char *const *contents, char **out);
+kn_status *kn_generate_format_prompt(const kn_generator *g, const char *system_prompt, int n, const char *const *roles,
+                                     const char *const *contents, char **out);
 
 #ifdef __cplusplus
 }

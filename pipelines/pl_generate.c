@@ -245,8 +245,7 @@ static kn_status *gen_open(kn_generator *g, const char *dir, const kn_session_op
                       path);
         goto done;
     }
-    if (!g->context)
-        g->context = (int)pl_json_int(cfg, "max_position_embeddings", pl_json_int(cfg, "n_positions", 0));
+    if (!g->context) g->context = (int)pl_json_int(cfg, "max_position_embeddings", pl_json_int(cfg, "n_positions", 0));
     g->n_eos = gen_read_ids(gcfg, "eos_token_id", g->eos, GEN_MAX_EOS);
     if (!g->n_eos) g->n_eos = gen_read_ids(model, "eos_token_id", g->eos, GEN_MAX_EOS);
     if (!g->n_eos) g->n_eos = gen_read_ids(cfg, "eos_token_id", g->eos, GEN_MAX_EOS);
@@ -254,8 +253,7 @@ static kn_status *gen_open(kn_generator *g, const char *dir, const kn_session_op
     if (gen_read_ids(gcfg, "pad_token_id", pad, GEN_MAX_EOS) || gen_read_ids(model, "pad_token_id", pad, GEN_MAX_EOS) ||
         gen_read_ids(cfg, "pad_token_id", pad, GEN_MAX_EOS))
         g->pad_id = pad[0];
-    else
-        g->pad_id = g->n_eos ? g->eos[0] : 0;
+    else g->pad_id = g->n_eos ? g->eos[0] : 0;
     g->vocab = (int)pl_json_int(cfg, "vocab_size", 0);
 done:
     json_object_put(genai);
@@ -278,8 +276,8 @@ kn_status *kn_generator_open(const char *dir, const kn_session_options *so, kn_g
     return NULL;
 }
 
-kn_status *kn_generate_format_prompt(const kn_generator *g, const char *system_prompt, int n,
-                                     const char *const *roles, const char *const *contents, char **out) {
+kn_status *kn_generate_format_prompt(const kn_generator *g, const char *system_prompt, int n, const char *const *roles,
+                                     const char *const *contents, char **out) {
     (void)g;
     (void)roles;
     size_t len = system_prompt ? strlen(system_prompt) + 1 : 0;
@@ -302,7 +300,9 @@ static uint64_t gen_rand_u64(uint64_t *state) {
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
 }
-static double gen_rand_unit(uint64_t *state) { return (double)(gen_rand_u64(state) >> 11) * (1.0 / 9007199254740992.0); }
+static double gen_rand_unit(uint64_t *state) {
+    return (double)(gen_rand_u64(state) >> 11) * (1.0 / 9007199254740992.0);
+}
 
 typedef struct gen_cand {
     float logit;
@@ -317,8 +317,8 @@ static int gen_cand_cmp(const void *a, const void *b) {
 
 /* Picks the next token from one row of logits (modified in place), in transformers' order:
  * repetition penalty, then (sampling) temperature, top-k, top-p, min-p. */
-static int32_t gen_pick(float *logits, int V, const int32_t *seen, int n_seen, const kn_gen_options *o,
-                        uint64_t *rng, gen_cand *cand) {
+static int32_t gen_pick(float *logits, int V, const int32_t *seen, int n_seen, const kn_gen_options *o, uint64_t *rng,
+                        gen_cand *cand) {
     if (o->repetition_penalty != 1.0f)
         for (int i = 0; i < n_seen; i++) {
             int32_t t = seen[i];
@@ -464,10 +464,8 @@ static kn_status *gen_update(const kn_generator *g, gen_seq *q, const kn_gen_opt
 /* ---- the decode loop ---- */
 
 static void gen_put_int(void *buf, kn_dtype dt, size_t i, int64_t v) {
-    if (dt == KN_I32)
-        ((int32_t *)buf)[i] = (int32_t)v;
-    else
-        ((int64_t *)buf)[i] = v;
+    if (dt == KN_I32) ((int32_t *)buf)[i] = (int32_t)v;
+    else ((int64_t *)buf)[i] = v;
 }
 
 static void gen_tensor(kn_named_tensor *t, const char *name, kn_dtype dt, int ndim, const int64_t *dims, void *data) {
@@ -563,17 +561,15 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         for (int r = 0; r < active; r++) {
             int q = map[r];
             for (int64_t j = 0; j < S; j++) {
-                gen_put_int(idbuf, g->ids_dtype, (size_t)(r * S + j), first ? ids[q * P + j] : rows[q]->ids[rows[q]->n_ids - 1]);
+                gen_put_int(idbuf, g->ids_dtype, (size_t)(r * S + j),
+                            first ? ids[q * P + j] : rows[q]->ids[rows[q]->n_ids - 1]);
                 gen_put_int(posbuf, g->pos_dtype, (size_t)(r * S + j), first ? pos[q * P + j] : npos[q] - 1);
             }
             for (int64_t j = 0; j < mlen; j++) {
                 int64_t m;
-                if (first)
-                    m = mask[q * P + j];
-                else if (fixed)
-                    m = j == past_len ? 1 : valid[q * (cap + 1) + j];
-                else
-                    m = 1;
+                if (first) m = mask[q * P + j];
+                else if (fixed) m = j == past_len ? 1 : valid[q * (cap + 1) + j];
+                else m = 1;
                 gen_put_int(maskbuf, g->mask_dtype, (size_t)(r * mlen + j), m);
             }
         }
@@ -597,8 +593,7 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         no++;
         for (int k = 0; k < 2 * L; k++) {
             const char *nm = k < L ? g->pres_k[k] : g->pres_v[k - L];
-            if (fixed)
-                gen_tensor(&out[no++], nm, KN_F32, 4, dq, pres[k]);
+            if (fixed) gen_tensor(&out[no++], nm, KN_F32, 4, dq, pres[k]);
             else {
                 memset(&out[no], 0, sizeof out[no]);
                 out[no++].name = nm;
@@ -609,7 +604,8 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         free(idbuf), free(posbuf), free(maskbuf);
         if (st) goto done;
         if (out[0].dtype != KN_F32 || out[0].ndim != 3 || out[0].dims[0] != active || out[0].dims[1] != S) {
-            st = kn_error(KN_ERR_INVALID_MODEL, "generate: output %s is not float32 [batch, sequence, vocab]", out[0].name);
+            st = kn_error(KN_ERR_INVALID_MODEL, "generate: output %s is not float32 [batch, sequence, vocab]",
+                          out[0].name);
             kn_free(out[0].data);
             goto done;
         }
@@ -630,10 +626,11 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
                 for (int r = 0; r < active; r++)
                     for (int64_t h = 0; h < H; h++)
                         for (int64_t j = 0; j < S; j++) {
-                            const float *src = pres[k] + (((size_t)r * (size_t)H + (size_t)h) * (size_t)T +
-                                                          (size_t)(past_len + j)) * (size_t)D;
-                            float *dst = cache[k] + (((size_t)r * (size_t)H + (size_t)h) * (size_t)cap +
-                                                     (size_t)(first ? j : cur)) * (size_t)D;
+                            const float *src = pres[k] +
+                                (((size_t)r * (size_t)H + (size_t)h) * (size_t)T + (size_t)(past_len + j)) * (size_t)D;
+                            float *dst = cache[k] +
+                                (((size_t)r * (size_t)H + (size_t)h) * (size_t)cap + (size_t)(first ? j : cur)) *
+                                    (size_t)D;
                             memcpy(dst, src, sizeof(float) * (size_t)D);
                         }
             if (!first) {
@@ -711,11 +708,10 @@ done:
 kn_status *kn_generate_ids(kn_generator *g, int n, const int32_t *const *prompt_ids, const int *prompt_lens,
                            const kn_gen_options *opt, kn_gen_stream_fn stream, void *user, kn_gen_result *results) {
     kn_gen_options o;
-    if (opt)
-        o = *opt;
-    else
-        kn_gen_options_init(&o);
-    if (o.max_new_tokens < 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "generate: max_new_tokens %d < 1", o.max_new_tokens);
+    if (opt) o = *opt;
+    else kn_gen_options_init(&o);
+    if (o.max_new_tokens < 1)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "generate: max_new_tokens %d < 1", o.max_new_tokens);
     if (o.batch_size < 1) o.batch_size = 1;
     if (!g->has_pos) o.batch_size = 1;
     memset(results, 0, sizeof *results * (size_t)n);
@@ -731,10 +727,11 @@ kn_status *kn_generate_ids(kn_generator *g, int n, const int32_t *const *prompt_
         }
         if (g->context > 0 && len + o.max_new_tokens > g->context) {
             if (!o.truncate || o.max_new_tokens >= g->context) {
-                st = kn_error(KN_ERR_INVALID_ARGUMENT,
-                              "generate: prompt %d has %d tokens; with max_new_tokens %d that exceeds the model's context "
-                              "of %d (truncate to keep the last %d)",
-                              i, len, o.max_new_tokens, g->context, g->context - o.max_new_tokens);
+                st = kn_error(
+                    KN_ERR_INVALID_ARGUMENT,
+                    "generate: prompt %d has %d tokens; with max_new_tokens %d that exceeds the model's context "
+                    "of %d (truncate to keep the last %d)",
+                    i, len, o.max_new_tokens, g->context, g->context - o.max_new_tokens);
                 break;
             }
             p += len - (g->context - o.max_new_tokens);

@@ -138,6 +138,8 @@ def main():
         return 0
     torch.set_num_threads(1)
     d = args.keep or tempfile.mkdtemp(prefix="kiln_textgen_")
+    if args.keep:
+        shutil.rmtree(d, ignore_errors=True)  # a fresh build every run
     os.makedirs(d, exist_ok=True)
     rep = Report()
     try:
@@ -224,6 +226,33 @@ def main():
         p = subprocess.run([args.kiln, "generate", "--model", B, "--max-new-tokens", str(N_NEW), PROMPTS[0]],
                            capture_output=True)
         rep.check("kiln generate", p.returncode == 0 and p.stdout.decode() == text0 + "\n", repr(p.stdout[:60]))
+        # ONNX Runtime GenAI layout: genai_config.json names the decoder file, its inputs/outputs and the EOS ids
+        G = os.path.join(d, "G")
+        os.makedirs(G, exist_ok=True)
+        shutil.copy(os.path.join(B, "model.onnx"), os.path.join(G, "decoder.onnx"))
+        shutil.copy(os.path.join(B, "tokenizer.json"), G)
+        genai = {"model": {"type": "gpt2", "context_length": 128, "eos_token_id": [eos, stop_tok], "pad_token_id": eos,
+                           "vocab_size": tok.get_vocab_size(),
+                           "decoder": {"filename": "decoder.onnx", "head_size": 16, "hidden_size": 64, "num_attention_heads": 4,
+                                       "num_key_value_heads": 4, "num_hidden_layers": 2,
+                                       "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
+                                                  "position_ids": "position_ids",
+                                                  "past_key_names": "past_key_values.%d.key",
+                                                  "past_value_names": "past_key_values.%d.value"},
+                                       "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
+                                                   "present_value_names": "present.%d.value"}}},
+                 "search": {"max_length": 128, "past_present_share_buffer": False}}
+        json.dump(genai, open(os.path.join(G, "genai_config.json"), "w"))
+        gg = results(kiln_run(args, G, inputs, "--max-new-tokens", N_NEW, "--batch-size", 2))
+        want_g = [w[:w.index(stop_tok) + 1] if stop_tok in w else w for w in want1]
+        rep.check("genai_config.json layout (standard-op decoder, eos list)",
+                  [g["output"]["TokenIds"] for g in gg] == want_g)
+        genai["model"]["decoder"]["filename"] = "missing.onnx"
+        json.dump(genai, open(os.path.join(G, "genai_config.json"), "w"))
+        p = subprocess.run([args.kiln, "run", "--model", G, "--type", "textGeneration"], input=b'{"input": "x"}\n',
+                           capture_output=True)
+        rep.check("genai_config.json decoder file missing named", p.returncode != 0 and b"missing.onnx" in p.stderr,
+                  p.stderr.decode(errors="replace").strip()[:120])
         # bad input
         long_prompt = " ".join(["the quick brown fox"] * 60)
         gl = results(kiln_run(args, B, [{"input": long_prompt}], "--max-new-tokens", 8))[0]

@@ -61,17 +61,14 @@ static int gen_cli_parse(int argc, char **argv, gen_cli *c, kn_session_options *
         }
         char *end = NULL;
         i++;
-        if (!strcmp(a, "--model"))
-            c->model = v;
+        if (!strcmp(a, "--model")) c->model = v;
         else if (!strcmp(a, "--type")) {
             if (strcmp(v, "textGeneration")) {
                 fprintf(stderr, "kiln %s: --type %s is not textGeneration\n", cmd, v);
                 return -1;
             }
-        } else if (!strcmp(a, "--input"))
-            c->input = v;
-        else if (!strcmp(a, "--system-prompt"))
-            c->system = v;
+        } else if (!strcmp(a, "--input")) c->input = v;
+        else if (!strcmp(a, "--system-prompt")) c->system = v;
         else if (!strcmp(a, "--stop")) {
             if (n_stop == GEN_MAX_STOP) {
                 fprintf(stderr, "kiln %s: at most %d --stop strings\n", cmd, GEN_MAX_STOP);
@@ -264,7 +261,8 @@ static int gen_flush(kn_generator *g, const gen_cli *c, gen_line *lines, int n, 
         json_object *o = json_object_new_object();
         if (lines[i].input) json_object_object_add(o, "input", json_object_get(lines[i].input));
         if (lines[i].error || st) {
-            json_object_object_add(o, "error", json_object_new_string(lines[i].error ? lines[i].error : kn_status_message(st)));
+            json_object_object_add(o, "error",
+                                   json_object_new_string(lines[i].error ? lines[i].error : kn_status_message(st)));
             if (!lines[i].error) j++;
         } else {
             kn_gen_result *r = &res[j++];
