@@ -86,6 +86,58 @@ def export(args, d, name, position_ids, sub):
     return out
 
 
+def export_llama(d, torch, transformers, tok, eos):
+    """A tiny random LlamaForCausalLM (2 layers, hidden 64, 4 heads over 2 key/value heads) exported by
+    torch.onnx.export (TorchScript, opset 17) of a wrapper that takes and returns the past as explicit
+    tensors, Optimum's names; traced with a past of 4 and 3 new tokens, every length dynamic."""
+    torch.manual_seed(1)
+    cfg = transformers.LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=128,
+                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                   max_position_embeddings=128, initializer_range=0.2, bos_token_id=eos,
+                                   eos_token_id=eos, pad_token_id=eos)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    L, KV, D = 2, 2, 16
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, position_ids, *past):
+            c = transformers.DynamicCache(config=cfg)
+            for l in range(L):
+                c.update(past[2 * l], past[2 * l + 1], l)
+            o = self.m(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=c,
+                       use_cache=True)
+            outs = [o.logits]
+            for l in range(L):
+                outs += [o.past_key_values.layers[l].keys, o.past_key_values.layers[l].values]
+            return tuple(outs)
+
+    out = os.path.join(d, "L")
+    model.save_pretrained(out)
+    os.unlink(os.path.join(out, "model.safetensors"))
+    tok.save(os.path.join(out, "tokenizer.json"))
+    B, S, P = 2, 3, 4
+    ids = torch.randint(0, cfg.vocab_size, (B, S))
+    am = torch.ones(B, P + S, dtype=torch.long)
+    pos = torch.arange(P, P + S).expand(B, S)
+    past = [torch.randn(B, KV, P, D) for _ in range(2 * L)]
+    names = [f"past_key_values.{l}.{t}" for l in range(L) for t in ("key", "value")]
+    onames = ["logits"] + [f"present.{l}.{t}" for l in range(L) for t in ("key", "value")]
+    dyn = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total"},
+           "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}}
+    dyn.update({n: {0: "batch", 2: "past"} for n in names})
+    dyn.update({n: {0: "batch", 2: "total"} for n in onames[1:]})
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Wrap(model), (ids, am, pos, *past), os.path.join(out, "model.onnx"),
+                          input_names=["input_ids", "attention_mask", "position_ids"] + names, output_names=onames,
+                          dynamic_axes=dyn, opset_version=17, dynamo=False)
+    return model, out
+
+
 def kiln_run(args, model, lines, *opts, stream=False):
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
         for line in lines:
@@ -253,6 +305,18 @@ def main():
                            capture_output=True)
         rep.check("genai_config.json decoder file missing named", p.returncode != 0 and b"missing.onnx" in p.stderr,
                   p.stderr.decode(errors="replace").strip()[:120])
+        # Llama (rotary positions, grouped key/value heads) exported by torch.onnx.export
+        lmodel, LL = export_llama(d, torch, transformers, tok, eos)
+        wl1 = [hf_generate(torch, lmodel, tok, eos, [p], max_new_tokens=N_NEW)[0] for p in PROMPTS]
+        gl1 = results(kiln_run(args, LL, inputs, "--max-new-tokens", N_NEW))
+        for i, (g, w) in enumerate(zip(gl1, wl1)):
+            ids = g["output"]["TokenIds"]
+            rep.check(f"llama greedy batch1 prompt {i}", ids == w, f"{len(ids)} ids" + ("" if ids == w else f" kiln {ids} hf {w}"))
+        wl4 = hf_generate(torch, lmodel, tok, eos, PROMPTS[:4], max_new_tokens=N_NEW)
+        gl4 = results(kiln_run(args, LL, inputs[:4], "--max-new-tokens", N_NEW, "--batch-size", 4))
+        for i, (g, w) in enumerate(zip(gl4, wl4)):
+            ids = g["output"]["TokenIds"]
+            rep.check(f"llama greedy batch4 prompt {i}", ids == w, "" if ids == w else f"kiln {ids} hf {w}")
         # bad input
         long_prompt = " ".join(["the quick brown fox"] * 60)
         gl = results(kiln_run(args, B, [{"input": long_prompt}], "--max-new-tokens", 8))[0]
