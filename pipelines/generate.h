@@ -26,6 +26,10 @@ const kn_tokenizer *kn_generator_tokenizer(const kn_generator *g);
  * n_positions), 0 when unknown. */
 int kn_generator_context(const kn_generator *g);
 
+/* Executor plans the generator's session has built so far (a new one per new input-shape
+ * signature): with a fixed-size cache a call builds one for the prefill and one for every step. */
+int64_t kn_generator_plans_built(const kn_generator *g);
+
 typedef struct kn_gen_options {
     int max_new_tokens;       /* generated tokens only (default 64) */
     int do_sample;            /* 0: greedy (default); set by kn_gen_options_init's callers */

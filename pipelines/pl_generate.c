@@ -12,6 +12,7 @@
  * and run one prompt at a time (left padding would shift their positions). */
 #include "pipelines/generate.h"
 #include "pipelines/pl_internal.h"
+#include "runtime/executor.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -64,6 +65,7 @@ void kn_gen_result_free(kn_gen_result *r) {
 
 const kn_tokenizer *kn_generator_tokenizer(const kn_generator *g) { return g->tok; }
 int kn_generator_context(const kn_generator *g) { return g->context; }
+int64_t kn_generator_plans_built(const kn_generator *g) { return kn_session_plans_built(g->sess); }
 
 static int gen_exists(const char *p) {
     struct stat s;

@@ -317,6 +317,12 @@ def main():
         for i, (g, w) in enumerate(zip(gl4, wl4)):
             ids = g["output"]["TokenIds"]
             rep.check(f"llama greedy batch4 prompt {i}", ids == w, "" if ids == w else f"kiln {ids} hf {w}")
+        # plans: the fixed-size cache keeps one input-shape signature for every decode step
+        for name, folder, want in (("gpt2 B", B, 2), ("llama", LL, 2), ("gpt2 A (exact past)", A, N_NEW)):
+            p = subprocess.run([args.kiln, "generate", "--model", folder, "--max-new-tokens", str(N_NEW), "--stats",
+                                PROMPTS[2]], capture_output=True)
+            line = p.stderr.decode(errors="replace").strip()
+            rep.check(f"plans built {name} == {want}", p.returncode == 0 and f"{N_NEW} tokens, {want} plans built" in line, line)
         # bad input
         long_prompt = " ".join(["the quick brown fox"] * 60)
         gl = results(kiln_run(args, B, [{"input": long_prompt}], "--max-new-tokens", 8))[0]

@@ -16,6 +16,7 @@ typedef struct gen_cli {
     kn_gen_options o;
     const char *stop[GEN_MAX_STOP];
     int stream;
+    int stats; /* --stats: plans built and tokens to stderr at the end */
 } gen_cli;
 
 static void gen_cli_usage(const char *cmd) {
@@ -23,7 +24,8 @@ static void gen_cli_usage(const char *cmd) {
             "usage: kiln %s --model DIR%s [options]\n"
             "  --max-new-tokens N  --temperature T (sampling when given and > 0)  --top-k K  --top-p P\n"
             "  --min-p P  --repetition-penalty R  --seed S  --stop STRING (repeatable)  --system-prompt TEXT\n"
-            "  --batch-size N  --truncate (keep a long prompt's last tokens)  --device cpu|cuda[:N]%s\n",
+            "  --batch-size N  --truncate (keep a long prompt's last tokens)  --device cpu|cuda[:N]\n"
+            "  --stats: executor plans built and tokens generated, to stderr%s\n",
             cmd, strcmp(cmd, "generate") ? " --type textGeneration [--input FILE]" : " \"prompt\"",
             strcmp(cmd, "generate") ? "\n  --stream: one JSON delta line per piece of text as it comes" : "");
 }
@@ -37,6 +39,10 @@ static int gen_cli_parse(int argc, char **argv, gen_cli *c, kn_session_options *
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--stream")) {
             c->stream = 1;
+            continue;
+        }
+        if (!strcmp(a, "--stats")) {
+            c->stats = 1;
             continue;
         }
         if (!strcmp(a, "--truncate")) {
@@ -166,6 +172,9 @@ int kn_cmd_generate(int argc, char **argv) {
         rc = 1;
     } else {
         printf("\n");
+        if (c.stats)
+            fprintf(stderr, "kiln generate: %d tokens, %lld plans built\n", res.n_ids,
+                    (long long)kn_generator_plans_built(g));
         kn_gen_result_free(&res);
     }
     kn_generator_free(g);
@@ -321,6 +330,7 @@ int kn_cmd_run_textgen(int argc, char **argv) {
     for (int i = 0; i < n; i++) json_object_put(lines[i].obj), free(lines[i].prompt), free(lines[i].error);
     free(lines), free(buf);
     if (in != stdin) fclose(in);
+    if (c.stats) fprintf(stderr, "kiln run: %lld plans built\n", (long long)kn_generator_plans_built(g));
     kn_generator_free(g);
     return 0;
 }
