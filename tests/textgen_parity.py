@@ -229,6 +229,10 @@ def main():
         s3 = [g["output"]["TokenIds"] for g in results(kiln_run(args, B, inputs, *sam[:-4], "--seed", 8, "--batch-size", 2))]
         rep.check("sampling seed 8 differs from seed 7", s3 != s1)
         rep.check("sampling differs from greedy", s1 != want1)
+        # each filter alone narrowed to one token is greedy, whatever the seed
+        for name, extra in (("top-k 1", ["--top-k", 1]), ("top-p 1e-6", ["--top-p", 1e-6]), ("min-p 1", ["--min-p", 1])):
+            gf = results(kiln_run(args, B, inputs, "--max-new-tokens", N_NEW, "--temperature", 1.5, "--seed", 3, *extra))
+            rep.check(f"sampling with {name} == greedy", [g["output"]["TokenIds"] for g in gf] == want1)
         # max new tokens
         g5 = results(kiln_run(args, B, inputs, "--max-new-tokens", 5))
         rep.check("max-new-tokens 5", all(len(g["output"]["TokenIds"]) == 5 and g["output"]["FinishReason"] == "length"
