@@ -3,11 +3,12 @@
  *
  * The cache: when the model takes position_ids, every sequence slot of a batch owns a cache of
  * `cap` positions per layer (the prompts' padded length plus max_new_tokens, rounded up to 64),
- * allocated once per call and fed as the past of every decode step whole; positions not yet
- * written are masked by attention_mask (and zero, so a masked score times a zero weight stays 0),
- * and the step's own key/value, which the graph appends at index cap of its present output, is
- * copied into the slot at the sequence's length. The past shape is then the same at every step,
- * so one executor plan serves all cache lengths. Models without position_ids derive positions
+ * allocated once per call. It is fed as the past of every decode step, its used positions rounded
+ * up to a bucket of 64 (gen_bucket); positions not yet written are masked by attention_mask (and
+ * zero, so a masked score times a zero weight stays 0), and the step's own key/value, which the
+ * graph appends after the past in its present output, is copied into the slot at the sequence's
+ * length. The past shape then changes once per 64 tokens, so one executor plan serves all the
+ * cache lengths of a bucket; the cache is widened in place when a bucket fills. Models without position_ids derive positions
  * from the past length, so they get the past at its exact length (the previous step's present)
  * and run one prompt at a time (left padding would shift their positions). */
 #include "pipelines/generate.h"
@@ -481,6 +482,25 @@ static void gen_tensor(kn_named_tensor *t, const char *name, kn_dtype dt, int nd
     t->capacity = n * kn_dtype_size(dt);
 }
 
+/* The past length fed while n positions are in use: n rounded up to GEN_CAP_ROUND, at most cap,
+ * so a run builds one plan per bucket rather than one per token, and attention reads at most
+ * GEN_CAP_ROUND - 1 masked positions. */
+static int64_t gen_bucket(int64_t n, int64_t cap) {
+    int64_t b = (n + GEN_CAP_ROUND - 1) / GEN_CAP_ROUND * GEN_CAP_ROUND;
+    return b < cap ? b : cap;
+}
+
+/* Widens a [rows, H, from, D] cache in place to [rows, H, to, D] (to > from; the buffer holds
+ * rows * H * to * D floats), last block first so nothing is overwritten before it moves; the new
+ * positions are zeroed (masked, but they must stay finite: a zero weight times NaN is NaN). */
+static void gen_relayout(float *base, int rows, int64_t H, int64_t from, int64_t to, int64_t D) {
+    for (int64_t blk = (int64_t)rows * H - 1; blk >= 0; blk--) {
+        float *dst = base + (size_t)(blk * to * D), *src = base + (size_t)(blk * from * D);
+        memmove(dst, src, sizeof(float) * (size_t)(from * D));
+        memset(dst + from * D, 0, sizeof(float) * (size_t)((to - from) * D));
+    }
+}
+
 /* Runs one batch of b sequences (all the same prompt length P after left padding). */
 static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen_options *o, kn_gen_stream_fn stream,
                             void *user, uint64_t *rng) {
@@ -495,8 +515,6 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
     int64_t cap = (need + GEN_CAP_ROUND - 1) / GEN_CAP_ROUND * GEN_CAP_ROUND;
     if (g->context > 0 && cap > g->context) cap = g->context;
     if (cap < need) cap = need;
-    size_t slot = (size_t)(H * D); /* floats per position per (batch row, head): D; per row: H*cap*D */
-    (void)slot;
     int n_in = 3 + 2 * L, n_out = 1 + 2 * L;
     kn_named_tensor *in = calloc((size_t)n_in, sizeof *in), *out = calloc((size_t)n_out, sizeof *out);
     float **cache = calloc((size_t)(2 * L), sizeof *cache), **pres = calloc((size_t)(2 * L), sizeof *pres);
@@ -539,6 +557,7 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
     }
     int64_t cur = P; /* slots written */
     int64_t past_len = 0;
+    int64_t stride = 0; /* positions per (row, head) in the cache's layout now: the past fed */
     int first = 1;
     int active = b;
     map = malloc(sizeof(int) * (size_t)b);
@@ -589,7 +608,6 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
             if (first || !fixed) in[ni - 1].capacity = past_len ? in[ni - 1].capacity : 0;
         }
         int no = 0;
-        int64_t dl[3] = {active, S, 0};
         memset(&out[no], 0, sizeof out[no]);
         out[no].name = g->name_logits;
         no++;
@@ -601,7 +619,6 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
                 out[no++].name = nm;
             }
         }
-        (void)dl;
         st = kn_session_run(g->sess, in, ni, out, no);
         free(idbuf), free(posbuf), free(maskbuf);
         if (st) goto done;
@@ -624,6 +641,10 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         /* keep the step's keys/values */
         if (fixed) {
             int64_t T = past_len + S;
+            int64_t want = gen_bucket(first ? P : cur + 1, cap);
+            if (want > stride)
+                for (int k = 0; k < 2 * L; k++) gen_relayout(cache[k], active, H, stride, want, D);
+            stride = want;
             for (int k = 0; k < 2 * L; k++)
                 for (int r = 0; r < active; r++)
                     for (int64_t h = 0; h < H; h++)
@@ -631,7 +652,7 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
                             const float *src = pres[k] +
                                 (((size_t)r * (size_t)H + (size_t)h) * (size_t)T + (size_t)(past_len + j)) * (size_t)D;
                             float *dst = cache[k] +
-                                (((size_t)r * (size_t)H + (size_t)h) * (size_t)cap + (size_t)(first ? j : cur)) *
+                                (((size_t)r * (size_t)H + (size_t)h) * (size_t)stride + (size_t)(first ? j : cur)) *
                                     (size_t)D;
                             memcpy(dst, src, sizeof(float) * (size_t)D);
                         }
@@ -639,7 +660,7 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
                 for (int r = 0; r < active; r++) valid[map[r] * (cap + 1) + cur] = 1;
                 cur++;
             }
-            past_len = cap;
+            past_len = stride;
         } else {
             for (int k = 0; k < 2 * L; k++) {
                 if (exact_past[k]) kn_free(exact_past[k]);
@@ -685,7 +706,7 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         for (int r = 0; r < active; r++) {
             if (rows[map[r]]->done) continue;
             if (w != r) {
-                size_t row = (size_t)H * (size_t)(fixed ? cap : past_len) * (size_t)D;
+                size_t row = (size_t)H * (size_t)(fixed ? stride : past_len) * (size_t)D;
                 for (int k = 0; k < 2 * L; k++) {
                     float *base = fixed ? cache[k] : exact_past[k];
                     memmove(base + (size_t)w * row, base + (size_t)r * row, row * sizeof(float));

@@ -465,6 +465,26 @@ def main():
                                 PROMPTS[2]], capture_output=True)
             line = p.stderr.decode(errors="replace").strip()
             rep.check(f"plans built {name} == {want}", p.returncode == 0 and f"{N_NEW} tokens, {want} plans built" in line, line)
+        # 100 tokens: the cache widens from a 64-position bucket to 128 in place; batch 4 with EOS ids
+        # that end some rows early (they drop out of the batch while the others go on)
+        for name, folder, mdl in (("gpt2", B, model), ("llama", LL, lmodel)):
+            wl = hf_generate(torch, mdl, tok, eos, [PROMPTS[2]], max_new_tokens=100)[0]
+            p = subprocess.run([args.kiln, "generate", "--model", folder, "--max-new-tokens", "100", "--stats", PROMPTS[2]],
+                               capture_output=True)
+            gl = results(kiln_run(args, folder, inputs[2:3], "--max-new-tokens", 100))[0]["output"]["TokenIds"]
+            rep.check(f"{name} up to 100 tokens == transformers, 3 plans (prefill, buckets 64 and 128)",
+                      gl == wl and len(wl) > 51 and f"{len(wl)} tokens, 3 plans built".encode() in p.stderr,
+                      p.stderr.decode(errors="replace").strip())
+        E2 = os.path.join(d, "E2")
+        shutil.copytree(B, E2)
+        w100 = hf_generate(torch, model, tok, eos, PROMPTS[:4], max_new_tokens=100)
+        early = [w100[0][30], w100[1][70]]
+        gc["eos_token_id"] = [eos] + early
+        json.dump(gc, open(os.path.join(E2, "generation_config.json"), "w"))
+        wd = hf_generate(torch, model, tok, eos, PROMPTS[:4], max_new_tokens=100, eos_ids=[eos] + early)
+        gd = results(kiln_run(args, E2, inputs[:4], "--max-new-tokens", 100, "--batch-size", 4))
+        rep.check("batch 4, rows finishing early drop out", [g["output"]["TokenIds"] for g in gd] == wd,
+                  f"lengths {[len(g['output']['TokenIds']) for g in gd]}, finish {[g['output']['FinishReason'] for g in gd]}")
         # bad input
         long_prompt = " ".join(["the quick brown fox"] * 60)
         gl = results(kiln_run(args, B, [{"input": long_prompt}], "--max-new-tokens", 8))[0]
