@@ -491,6 +491,12 @@ def main():
         rep.check("prompt over context is an error", "error" in gl and "context" in gl["error"], gl.get("error", "")[:120])
         gt = results(kiln_run(args, B, [{"input": long_prompt}], "--max-new-tokens", 8, "--truncate"))[0]
         rep.check("--truncate keeps the prompt's end", "output" in gt and len(gt["output"]["TokenIds"]) >= 1)
+        bad = [{"input": 5}, {"messages": [{"role": "user"}]}, ["not", "an", "object"], {"input": ""}, {"input": "ok"},
+               {"input": long_prompt}, {"input": "fine"}]
+        gb = results(kiln_run(args, B, bad, "--max-new-tokens", 4, "--batch-size", 3))
+        rep.check("bad lines get error lines, the rest goes on",
+                  len(gb) == 7 and all("error" in gb[i] for i in (0, 1, 2, 3, 5)) and "output" in gb[4] and "output" in gb[6],
+                  "; ".join(g.get("error", "ok")[:50] for g in gb))
         N = os.path.join(d, "N")
         shutil.copytree(B, N)
         os.unlink(os.path.join(N, "tokenizer.json"))

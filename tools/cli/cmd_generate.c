@@ -266,26 +266,38 @@ static int gen_flush(kn_generator *g, const gen_cli *c, gen_line *lines, int n, 
         if (!lines[i].error) which[m] = i, prompts[m++] = lines[i].prompt;
     gen_stream_ctx sc = {lines, base};
     if (m) st = kn_generate(g, m, prompts, &c->o, c->stream ? gen_json_piece : NULL, &sc, res);
+    if (st && m > 1 && !c->stream) {
+        /* one bad prompt (empty, over the context) must not cost the others their answers: run
+         * them one by one, each line then carrying its own error */
+        kn_status_free(st);
+        st = NULL;
+        for (int j = 0; j < m; j++) {
+            kn_status *one = kn_generate(g, 1, &prompts[j], &c->o, NULL, NULL, &res[j]);
+            if (one) {
+                lines[which[j]].error = strdup(kn_status_message(one));
+                kn_status_free(one);
+                memset(&res[j], 0, sizeof res[j]);
+            }
+        }
+    }
     for (int i = 0, j = 0; i < n; i++) {
         json_object *o = json_object_new_object();
+        kn_gen_result *r = j < m && which[j] == i ? &res[j++] : NULL; /* NULL: the line was not run */
         if (lines[i].input) json_object_object_add(o, "input", json_object_get(lines[i].input));
-        if (lines[i].error || st) {
-            json_object_object_add(o, "error",
-                                   json_object_new_string(lines[i].error ? lines[i].error : kn_status_message(st)));
-            if (!lines[i].error) j++;
+        if (lines[i].error || st || !r) {
+            const char *msg = lines[i].error ? lines[i].error : st ? kn_status_message(st) : "not run";
+            json_object_object_add(o, "error", json_object_new_string(msg));
         } else {
-            kn_gen_result *r = &res[j++];
             json_object *out = json_object_new_object(), *ids = json_object_new_array();
             json_object_object_add(out, "Response", json_object_new_string_len(r->text, (int)r->len));
             for (int k = 0; k < r->n_ids; k++) json_object_array_add(ids, json_object_new_int(r->ids[k]));
             json_object_object_add(out, "TokenIds", ids);
             json_object_object_add(out, "FinishReason", json_object_new_string(kn_gen_finish_name(r->finish)));
             json_object_object_add(o, "output", out);
-            kn_gen_result_free(r);
         }
+        if (r) kn_gen_result_free(r);
         gen_print(o);
     }
-    (void)which;
     kn_status_free(st);
     free(prompts), free(which), free(res);
     return 0;
