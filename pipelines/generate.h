@@ -46,6 +46,12 @@ typedef struct kn_gen_options {
 } kn_gen_options;
 void kn_gen_options_init(kn_gen_options *o);
 
+/* The options the folder asks for: kn_gen_options_init's, then genai_config.json's "search"
+ * (do_sample, temperature, top_k, top_p, min_p, repetition_penalty) and generation_config.json's
+ * (the same and max_new_tokens), with transformers' default top_k of 50. Callers then apply
+ * their own choices over these. */
+void kn_generator_default_options(const kn_generator *g, kn_gen_options *o);
+
 typedef enum kn_gen_finish { KN_GEN_EOS = 0, KN_GEN_STOP = 1, KN_GEN_LENGTH = 2 } kn_gen_finish;
 const char *kn_gen_finish_name(kn_gen_finish f); /* "eos", "stop", "length" */
 
@@ -63,7 +69,8 @@ void kn_gen_result_free(kn_gen_result *r);
  * its result text. Return non-zero to abort the call. */
 typedef int (*kn_gen_stream_fn)(void *user, int index, const char *piece, size_t len);
 
-/* Generates for n prompts (already formatted text); results has n entries. stream may be NULL. */
+/* Generates for n prompts (already formatted text); results has n entries. stream may be NULL;
+ * opt NULL: kn_generator_default_options. */
 kn_status *kn_generate(kn_generator *g, int n, const char *const *prompts, const kn_gen_options *opt,
                        kn_gen_stream_fn stream, void *user, kn_gen_result *results);
 /* The same from token ids (no tokenization), for callers that hold ids. */

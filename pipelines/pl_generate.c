@@ -42,6 +42,7 @@ struct kn_generator {
     int32_t eos[GEN_MAX_EOS];
     int n_eos;
     int32_t pad_id;
+    kn_gen_options defaults; /* generation_config.json / genai_config.json "search" */
 };
 
 void kn_gen_options_init(kn_gen_options *o) {
@@ -98,6 +99,31 @@ static int gen_read_ids(json_object *o, const char *key, int32_t *ids, int max) 
         }
     return n;
 }
+
+static double gen_json_num(json_object *o, const char *key, double dflt) {
+    json_object *v;
+    if (o && json_object_object_get_ex(o, key, &v) &&
+        (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)))
+        return json_object_get_double(v);
+    return dflt;
+}
+
+/* The sampling settings a folder asks for, as transformers' GenerationConfig reads them (its
+ * defaults where absent: greedy, temperature 1, top-k 50 when sampling, top-p 1). */
+static void gen_read_defaults(json_object *o, int genai, kn_gen_options *d) {
+    json_object *v;
+    if (!o) return;
+    if (json_object_object_get_ex(o, "do_sample", &v) && json_object_is_type(v, json_type_boolean))
+        d->do_sample = json_object_get_boolean(v);
+    d->temperature = (float)gen_json_num(o, "temperature", d->temperature);
+    d->top_k = (int)gen_json_num(o, "top_k", d->top_k);
+    d->top_p = (float)gen_json_num(o, "top_p", d->top_p);
+    d->min_p = (float)gen_json_num(o, "min_p", d->min_p);
+    d->repetition_penalty = (float)gen_json_num(o, "repetition_penalty", d->repetition_penalty);
+    if (!genai) d->max_new_tokens = (int)gen_json_num(o, "max_new_tokens", d->max_new_tokens);
+}
+
+void kn_generator_default_options(const kn_generator *g, kn_gen_options *o) { *o = g->defaults; }
 
 static json_object *gen_path(json_object *o, const char *a, const char *b) {
     json_object *v = NULL, *w = NULL;
@@ -258,6 +284,11 @@ static kn_status *gen_open(kn_generator *g, const char *dir, const kn_session_op
         g->pad_id = pad[0];
     else g->pad_id = g->n_eos ? g->eos[0] : 0;
     g->vocab = (int)pl_json_int(cfg, "vocab_size", 0);
+    kn_gen_options_init(&g->defaults);
+    g->defaults.top_k = 50;
+    gen_read_defaults(gen_path(genai, "search", NULL), 1, &g->defaults);
+    gen_read_defaults(gcfg, 0, &g->defaults);
+    if (g->defaults.max_new_tokens < 1) g->defaults.max_new_tokens = 64;
 done:
     json_object_put(genai);
     json_object_put(cfg);
@@ -730,9 +761,7 @@ done:
 
 kn_status *kn_generate_ids(kn_generator *g, int n, const int32_t *const *prompt_ids, const int *prompt_lens,
                            const kn_gen_options *opt, kn_gen_stream_fn stream, void *user, kn_gen_result *results) {
-    kn_gen_options o;
-    if (opt) o = *opt;
-    else kn_gen_options_init(&o);
+    kn_gen_options o = opt ? *opt : g->defaults;
     if (o.max_new_tokens < 1)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "generate: max_new_tokens %d < 1", o.max_new_tokens);
     if (o.batch_size < 1) o.batch_size = 1;

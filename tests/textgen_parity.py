@@ -371,6 +371,17 @@ def main():
         for name, extra in (("top-k 1", ["--top-k", 1]), ("top-p 1e-6", ["--top-p", 1e-6]), ("min-p 1", ["--min-p", 1])):
             gf = results(kiln_run(args, B, inputs, "--max-new-tokens", N_NEW, "--temperature", 1.5, "--seed", 3, *extra))
             rep.check(f"sampling with {name} == greedy", [g["output"]["TokenIds"] for g in gf] == want1)
+        # the folder's generation_config.json sets the defaults, the command line wins over them
+        S_ = os.path.join(d, "S")
+        shutil.copytree(B, S_)
+        gcs = json.load(open(os.path.join(S_, "generation_config.json")))
+        gcs.update(do_sample=True, temperature=1.2, top_k=40, max_new_tokens=7)
+        json.dump(gcs, open(os.path.join(S_, "generation_config.json"), "w"))
+        d1 = [g["output"]["TokenIds"] for g in results(kiln_run(args, S_, inputs, "--seed", 5))]
+        d2 = [g["output"]["TokenIds"] for g in results(kiln_run(args, S_, inputs, "--seed", 5))]
+        dg = [g["output"]["TokenIds"] for g in results(kiln_run(args, S_, inputs, "--temperature", 0))]
+        rep.check("generation_config.json defaults (sampling, 7 tokens); --temperature 0 is greedy",
+                  d1 == d2 and all(len(x) == 7 for x in d1) and d1 != [w[:7] for w in want1] and dg == [w[:7] for w in want1])
         # max new tokens
         g5 = results(kiln_run(args, B, inputs, "--max-new-tokens", 5))
         rep.check("max-new-tokens 5", all(len(g["output"]["TokenIds"]) == 5 and g["output"]["FinishReason"] == "length"

@@ -22,10 +22,11 @@ typedef struct gen_cli {
 static void gen_cli_usage(const char *cmd) {
     fprintf(stderr,
             "usage: kiln %s --model DIR%s [options]\n"
-            "  --max-new-tokens N  --temperature T (sampling when given and > 0)  --top-k K  --top-p P\n"
+            "  --max-new-tokens N  --temperature T (> 0 samples, 0 is greedy)  --top-k K  --top-p P\n"
             "  --min-p P  --repetition-penalty R  --seed S  --stop STRING (repeatable)  --system-prompt TEXT\n"
             "  --batch-size N  --truncate (keep a long prompt's last tokens)  --device cpu|cuda[:N]\n"
-            "  --stats: executor plans built and tokens generated, to stderr%s\n",
+            "  --stats: executor plans built and tokens generated, to stderr\n"
+            "  defaults: the folder's generation_config.json (genai_config.json search), else greedy, 64 tokens%s\n",
             cmd, strcmp(cmd, "generate") ? " --type textGeneration [--input FILE]" : " \"prompt\"",
             strcmp(cmd, "generate") ? "\n  --stream: one JSON delta line per piece of text as it comes" : "");
 }
@@ -158,6 +159,10 @@ int kn_cmd_generate(int argc, char **argv) {
     }
     kn_generator *g;
     if (gen_cli_open(&c, &so, &g, "generate")) return 1;
+    /* the folder's generation settings first, the command line's over them */
+    kn_generator_default_options(g, &c.o);
+    prompt = NULL;
+    gen_cli_parse(argc, argv, &c, &so, &prompt, "generate");
     const char *roles[1] = {"user"};
     char *text = NULL;
     kn_status *st = kn_generate_format_prompt(g, c.system, 1, roles, &prompt, &text);
@@ -321,6 +326,8 @@ int kn_cmd_run_textgen(int argc, char **argv) {
         if (in != stdin) fclose(in);
         return 1;
     }
+    kn_generator_default_options(g, &c.o);
+    gen_cli_parse(argc, argv, &c, &so, NULL, "run");
     int bs = c.o.batch_size, n = 0, base = 0;
     gen_line *lines = calloc((size_t)bs, sizeof *lines);
     char *buf = NULL;
