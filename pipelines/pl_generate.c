@@ -685,7 +685,13 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
                             float *dst = cache[k] +
                                 (((size_t)r * (size_t)H + (size_t)h) * (size_t)stride + (size_t)(first ? j : cur)) *
                                     (size_t)D;
-                            memcpy(dst, src, sizeof(float) * (size_t)D);
+                            /* a left-pad position keeps zeros: its keys came from a query row
+                             * that saw no key, which some exports turn into NaN, and a masked
+                             * NaN still poisons the weighted sum */
+                            if (first && !valid[map[r] * (cap + 1) + j])
+                                memset(dst, 0, sizeof(float) * (size_t)D);
+                            else
+                                memcpy(dst, src, sizeof(float) * (size_t)D);
                         }
             if (!first) {
                 for (int r = 0; r < active; r++) valid[map[r] * (cap + 1) + cur] = 1;
