@@ -452,15 +452,27 @@ static size_t gen_stop_prefix(const char *s, size_t len, const kn_gen_options *o
 /* Bytes at the end that are an incomplete UTF-8 character or U+FFFD standing for one (a byte
  * token of a multi-byte character decodes to U+FFFD until the rest arrives). */
 static size_t gen_utf8_tail(const char *s, size_t len) {
-    if (len >= 3 && (unsigned char)s[len - 3] == 0xEF && (unsigned char)s[len - 2] == 0xBF &&
-        (unsigned char)s[len - 1] == 0xBD)
-        return 3;
+    /* byte-fallback decoders turn a whole run of byte tokens into one U+FFFD per byte while any
+     * of it is not UTF-8, and into its characters once the run completes them: every U+FFFD at
+     * the end may still change, so all are held */
+    size_t held = 0;
+    while (len - held >= 3 && (unsigned char)s[len - held - 3] == 0xEF && (unsigned char)s[len - held - 2] == 0xBF &&
+           (unsigned char)s[len - held - 1] == 0xBD)
+        held += 3;
+    if (held) return held;
     size_t i = len, back = 0;
     while (i > 0 && back < 4 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--, back++;
     if (i == 0) return 0;
     unsigned char lead = (unsigned char)s[i - 1];
     size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
     return need > back + 1 ? back + 1 : 0;
+}
+
+/* A byte-fallback token, "<0xE3>". */
+static int gen_is_byte_token(const kn_tokenizer *tok, int32_t id) {
+    const char *s = kn_tokenizer_id_to_token(tok, id);
+    return s && strlen(s) == 6 && s[0] == '<' && s[1] == '0' && s[2] == 'x' && isxdigit((unsigned char)s[3]) &&
+        isxdigit((unsigned char)s[4]) && s[5] == '>';
 }
 
 /* After a new token: re-decodes, looks for stop strings, streams what is safe. */
@@ -487,6 +499,19 @@ static kn_status *gen_update(const kn_generator *g, gen_seq *q, const kn_gen_opt
     if (!q->done) {
         size_t h1 = gen_utf8_tail(t, safe), h2 = gen_stop_prefix(t, safe, o);
         safe -= h1 > h2 ? h1 : h2;
+        /* a ByteFallback decoder decodes a run of <0xXX> tokens as a whole, so a byte that is not
+         * UTF-8 yet turns the run's earlier bytes, ASCII included, into U+FFFD: the text of a
+         * trailing run of byte tokens is not settled until the run ends */
+        int k = q->n_ids;
+        while (k > 0 && gen_is_byte_token(g->tok, q->ids[k - 1])) k--;
+        if (k < q->n_ids) {
+            size_t slen = 0;
+            char *st = k ? kn_tokenizer_decode(g->tok, q->ids, k, 1, &slen, err, sizeof err) : NULL;
+            if (k && !st) return kn_error(KN_ERR_RUNTIME, "decoding generated ids: %s", err);
+            if (slen > q->len || (slen && memcmp(st, t, slen))) slen = q->emitted; /* not a prefix: wait */
+            free(st);
+            if (slen < safe) safe = slen;
+        }
     }
     if (stream && safe > q->emitted) {
         if (stream(user, q->index, t + q->emitted, safe - q->emitted)) *abort = 1;
@@ -688,10 +713,8 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
                             /* a left-pad position keeps zeros: its keys came from a query row
                              * that saw no key, which some exports turn into NaN, and a masked
                              * NaN still poisons the weighted sum */
-                            if (first && !valid[map[r] * (cap + 1) + j])
-                                memset(dst, 0, sizeof(float) * (size_t)D);
-                            else
-                                memcpy(dst, src, sizeof(float) * (size_t)D);
+                            if (first && !valid[map[r] * (cap + 1) + j]) memset(dst, 0, sizeof(float) * (size_t)D);
+                            else memcpy(dst, src, sizeof(float) * (size_t)D);
                         }
             if (!first) {
                 for (int r = 0; r < active; r++) valid[map[r] * (cap + 1) + cur] = 1;

@@ -86,6 +86,42 @@ def export(args, d, name, position_ids, sub):
     return out
 
 
+def byte_fallback_folder(args, d, torch, transformers):
+    """A SentencePiece-style tokenizer (Metaspace, BPE with byte_fallback: 256 <0xXX> tokens, few
+    merges) and a tiny GPT-2 over its vocab: most generated tokens are single bytes, so characters
+    arrive in pieces. Returns (tokenizer, model, eos, folder)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    vocab = {"<unk>": 0, "</s>": 1}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for ch in "\u2581abcdefghijklmnopqrstuvwxyz":
+        vocab.setdefault(ch, len(vocab))
+    merges = [("\u2581", "t"), ("h", "e"), ("\u2581t", "he"), ("a", "n"), ("\u2581", "a")]
+    for a_, b_ in merges:
+        vocab[a_ + b_] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    tok.add_special_tokens(["</s>"])
+    eos = 1
+    torch.manual_seed(2)
+    cfg = transformers.GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=128, n_embd=64, n_layer=2, n_head=4,
+                                  bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, initializer_range=0.2)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    hf = os.path.join(d, "hf_bf")
+    model.save_pretrained(hf)
+    tok.save(os.path.join(hf, "tokenizer.json"))
+    out = os.path.join(d, "BF")
+    os.makedirs(out)
+    for f in ("config.json", "generation_config.json", "tokenizer.json"):
+        shutil.copy(os.path.join(hf, f), out)
+    subprocess.run([sys.executable, os.path.join(args.gen, "gen_gpt2.py"), "--safetensors",
+                    os.path.join(hf, "model.safetensors"), "--with-past", "--position-ids", "--out",
+                    os.path.join(out, "model.onnx")], check=True)
+    return tok, model, eos, out
+
+
 def export_llama(d, torch, transformers, tok, eos):
     """A tiny random LlamaForCausalLM (2 layers, hidden 64, 4 heads over 2 key/value heads) exported by
     torch.onnx.export (TorchScript, opset 17) of a wrapper that takes and returns the past as explicit
@@ -423,6 +459,29 @@ def main():
             n_delta = sum(1 for ln in raw if b'"delta"' in ln)
             rep.check(f"stream{' with stop' if extra else ''}", ok_utf8 and same and len(fin) == len(PROMPTS),
                       f"{n_delta} deltas")
+        # byte-fallback tokens: characters in pieces; the stream never splits one, the text is the
+        # package's decode of the ids
+        btok, bmodel, beos, BF = byte_fallback_folder(args, d, torch, transformers)
+        bprompts = ["日本語 the cat", "é an", "the"]
+        wb = hf_generate(torch, bmodel, btok, beos, bprompts, max_new_tokens=40)
+        raw = kiln_run(args, BF, [{"input": p} for p in bprompts], "--max-new-tokens", 40, "--batch-size", 3, stream=True)
+        ok_utf8, pieces = True, {}
+        for ln in raw:
+            try:
+                ln.decode("utf-8")
+            except UnicodeDecodeError:
+                ok_utf8 = False
+            o = json.loads(ln)
+            if "delta" in o:
+                pieces[o["index"]] = pieces.get(o["index"], "") + o["delta"]
+        fb = results(raw)
+        n_bytes = sum(1 for g in fb for t in g["output"]["TokenIds"] if 2 <= t < 258)
+        rep.check("byte fallback: greedy ids == transformers", [g["output"]["TokenIds"] for g in fb] == wb,
+                  f"{n_bytes} of {sum(len(g['output']['TokenIds']) for g in fb)} generated ids are byte tokens")
+        rep.check("byte fallback: Response == tokenizers' decode, stream == Response, whole UTF-8 pieces",
+                  ok_utf8 and all(g["output"]["Response"] == btok.decode(g["output"]["TokenIds"], skip_special_tokens=True)
+                                  == pieces.get(i, "") for i, g in enumerate(fb)),
+                  f"{sum(1 for ln in raw if b'delta' in ln)} deltas")
         # messages
         gm = results(kiln_run(args, B, [{"messages": [{"role": "user", "content": p}]} for p in PROMPTS],
                               "--max-new-tokens", N_NEW))
