@@ -18,7 +18,9 @@ typedef struct kn_generator kn_generator;
 /* Opens a folder: the model is genai_config.json's model.decoder.filename when that file exists,
  * else model.onnx or onnx/model.onnx; the tokenizer is the folder's tokenizer.json. EOS ids come
  * from generation_config.json, else genai_config.json, else config.json (an int or a list).
- * so may be NULL (CPU defaults). A missing file is an error naming it. */
+ * so may be NULL (CPU defaults). A missing file is an error naming it. The generator does not
+ * change after opening: many threads may call kn_generate on one at once (each call owns its
+ * caches and its random generator). Float32 key/value caches only. */
 kn_status *kn_generator_open(const char *dir, const kn_session_options *so, kn_generator **out);
 void kn_generator_free(kn_generator *g);
 const kn_tokenizer *kn_generator_tokenizer(const kn_generator *g);
