@@ -68,6 +68,9 @@ void kn_body_cache_free(kn_body_cache *c);
 int64_t kn_body_cache_plans_built(kn_body_cache *c);
 /* The session's: */
 int64_t kn_session_body_plans_built(const kn_session *s);
+/* How many main-graph plans the session built so far (one per new input-shape signature): the
+ * decode loop's check that one plan serves every cache length. */
+int64_t kn_session_plans_built(const kn_session *s);
 
 /* One execution of a graph (the main graph or a subgraph). */
 typedef struct kn_run {

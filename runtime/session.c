@@ -46,6 +46,7 @@ struct kn_session {
     int64_t op_calls[KN_OP_COUNT];
     uint8_t fallback_logged[KN_OP_COUNT]; /* ops already reported as running on the CPU, under mu */
     kn_body_cache *bodies;                /* plans of control-flow bodies */
+    int64_t plans_built;                  /* main-graph plans built so far, under mu */
 };
 
 void kn_session_options_init(kn_session_options *opt) {
@@ -193,6 +194,13 @@ size_t kn_session_peak_bytes(const kn_session *s) {
 }
 
 int64_t kn_session_body_plans_built(const kn_session *s) { return kn_body_cache_plans_built(s->bodies); }
+
+int64_t kn_session_plans_built(const kn_session *s) {
+    pthread_mutex_lock((pthread_mutex_t *)&s->mu);
+    int64_t n = s->plans_built;
+    pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+    return n;
+}
 
 size_t kn_session_plan_bytes(const kn_session *s) {
     pthread_mutex_lock((pthread_mutex_t *)&s->mu);
@@ -363,6 +371,7 @@ static kn_status *kn_session_get_plan(kn_session *s, const kn_tensor *bound, con
     pthread_mutex_lock(&s->mu);
     p->refs = 1;
     p->last_used = ++s->tick;
+    s->plans_built++;
     if (s->n_plans == KN_PLAN_CACHE) {
         /* evict the least recently used plan nobody is running */
         int victim = -1;

@@ -34,5 +34,8 @@ int kn_cmd_run(int argc, char **argv) __attribute__((weak));
 int kn_cmd_download(int argc, char **argv) __attribute__((weak));
 int kn_cmd_train(int argc, char **argv) __attribute__((weak));
 int kn_cmd_chat_template(int argc, char **argv) __attribute__((weak));
+/* text generation (cmd_generate.c) */
+int kn_cmd_generate(int argc, char **argv) __attribute__((weak));
+int kn_cmd_run_textgen(int argc, char **argv) __attribute__((weak));
 
 #endif

@@ -1037,6 +1037,8 @@ static int run_pick(const char *s, const char *const *names, int n) {
 static int run_cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 int kn_cmd_run(int argc, char **argv) {
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--type") && !strcmp(argv[i + 1], "textGeneration")) return kn_cmd_run_textgen(argc, argv);
     const char *model = NULL, *type_s = NULL, *in_path = NULL, *out_dir = NULL, *labels_s = NULL, *template_s = NULL;
     const char *pool_s = NULL, *agg_s = NULL, *act_s = NULL, *prec_s = NULL;
     long top_k = -1, doc_stride = -1, max_ans = -1, v = 0;

@@ -290,7 +290,8 @@ static void kn_usage(void) {
         "  download REPO[@REV] [--onnx-file F] fetch a model folder into the Hugging Face cache\n"
         "  train --model DIR --type TYPE --train FILE.jsonl --output DIR [...]   fine-tune (kiln train --help)\n"
         "  chat-template (--model DIR | --template F) --messages F.json [--add-generation-prompt]  render a chat "
-        "template\n",
+        "template\n"
+        "  generate --model DIR \"prompt\"     stream generated text (kiln generate --help)\n",
         kn_version());
 }
 
@@ -348,6 +349,13 @@ int main(int argc, char **argv) {
             return 2;
         }
         return kn_cmd_chat_template(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "generate") == 0) {
+        if (!kn_cmd_generate) {
+            fprintf(stderr, "kiln: this build has no pipelines (pipelines/ was not built)\n");
+            return 2;
+        }
+        return kn_cmd_generate(argc - 1, argv + 1);
     }
     fprintf(stderr, "kiln: unknown command '%s'\n", cmd);
     kn_usage();

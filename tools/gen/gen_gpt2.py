@@ -12,7 +12,7 @@ covers past + new tokens and positions start at the past length.
   gen_gpt2.py --preset gpt2 --with-past --out decoder_with_past.onnx --inputs-dir data --seq 1 --past-len 127
   gen_gpt2.py --safetensors model.safetensors --out model.onnx          # config.json beside it
 
-Inputs input_ids, attention_mask; output logits [batch, sequence, vocab].
+Inputs input_ids, attention_mask (and position_ids with --position-ids); output logits [batch, sequence, vocab].
 """
 import os
 import sys
@@ -59,7 +59,8 @@ def build(cfg, p, args):
     batch, seq = b.dim(ids, 0), b.dim(ids, 1)
     past_len = b.dim("past_key_values.0.key", 2) if past else None
     e = b.op("Gather", [b.const(p["wte.weight"], "wte"), ids])
-    e = b.op("Add", [e, b.op("Gather", [b.const(p["wpe.weight"], "wpe"), genlib.positions(b, seq, past_len)])])
+    pos = "position_ids" if args.position_ids else genlib.positions(b, seq, past_len)
+    e = b.op("Add", [e, b.op("Gather", [b.const(p["wpe.weight"], "wpe"), pos])])
     # key j is visible from query i when j <= past + i and attention_mask[j] is set
     q_pos = b.op("Unsqueeze", [b.op("Range", [past_len or b.i64(0), b.op("Add", [past_len, seq]) if past else seq, b.i64(1)]), b.i64([1])])
     k_pos = b.op("Unsqueeze", [b.op("Range", [b.i64(0), b.dim(mask, 1), b.i64(1)]), b.i64([0])])
@@ -95,6 +96,8 @@ def build(cfg, p, args):
     h = b.layer_norm(h, p["ln_f.weight"], p["ln_f.bias"], eps)
     b.output(b.linear(h, p.get("lm_head.weight", p["wte.weight"])), "logits")
     inputs = genlib.text_io([ids]) + genlib.text_io([mask], ["batch", "past_sequence_length + sequence_length" if past else "sequence"])
+    if args.position_ids:
+        inputs += genlib.text_io(["position_ids"])
     outputs = [genlib.float_io("logits", ["batch", "sequence", cfg["vocab"]])]
     kv_dims = ["batch", heads, "past_sequence_length", D]
     for l in range(cfg["layers"] if past else 0):
@@ -109,6 +112,8 @@ def make_inputs(cfg, args):
     P = args.past_len if args.with_past else 0
     ids, mask = genlib.text_batch(cfg["vocab"], args.batch, args.seq, args.seed + 1)
     feeds = [("input_ids", ids), ("attention_mask", np.concatenate([np.ones((args.batch, P), np.int64), mask], axis=1))]
+    if args.position_ids:
+        feeds.append(("position_ids", np.broadcast_to(np.arange(P, P + args.seq, dtype=np.int64), ids.shape).copy()))
     rng = np.random.default_rng(args.seed + 2)
     D = cfg["hidden"] // cfg["heads"]
     for l in range(cfg["layers"] if args.with_past else 0):
@@ -120,6 +125,8 @@ def make_inputs(cfg, args):
 def extra(ap):
     ap.add_argument("--with-past", action="store_true", help="take past_key_values.N.* and return present.N.* (optimum's layout)")
     ap.add_argument("--past-len", type=int, default=4, help="past length of the --inputs-dir set with --with-past")
+    ap.add_argument("--position-ids", action="store_true",
+                    help="take position_ids [batch, sequence] as an input (optimum's layout; left-padded batches need it)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,91 @@
+/* kiln text generation: a decoder-only model folder (Optimum / onnx-community layout, or ONNX
+ * Runtime GenAI's genai_config.json) opened with its tokenizer and generation settings, and a
+ * decode loop over it: prefill, then one token per step with a key/value cache kiln owns,
+ * greedy or sampled (temperature, top-k, top-p, min-p, repetition penalty, a seeded generator
+ * owned by the call), EOS ids, stop strings and UTF-8-safe streaming. */
+#ifndef KN_GENERATE_H
+#define KN_GENERATE_H
+
+#include "kiln.h"
+#include "pipelines/tokenizer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kn_generator kn_generator;
+
+/* Opens a folder: the model is genai_config.json's model.decoder.filename when that file exists,
+ * else model.onnx or onnx/model.onnx; the tokenizer is the folder's tokenizer.json. EOS ids come
+ * from generation_config.json, else genai_config.json, else config.json (an int or a list).
+ * so may be NULL (CPU defaults). A missing file is an error naming it. The generator does not
+ * change after opening: many threads may call kn_generate on one at once (each call owns its
+ * caches and its random generator). Float32 key/value caches only. */
+kn_status *kn_generator_open(const char *dir, const kn_session_options *so, kn_generator **out);
+void kn_generator_free(kn_generator *g);
+const kn_tokenizer *kn_generator_tokenizer(const kn_generator *g);
+/* The model's context (genai_config context_length, else config.json max_position_embeddings /
+ * n_positions), 0 when unknown. */
+int kn_generator_context(const kn_generator *g);
+
+/* Executor plans the generator's session has built so far (a new one per new input-shape
+ * signature): with a fixed-size cache a call builds one for the prefill and one for every step. */
+int64_t kn_generator_plans_built(const kn_generator *g);
+
+typedef struct kn_gen_options {
+    int max_new_tokens;       /* generated tokens only (default 64) */
+    int do_sample;            /* 0: greedy (default); set by kn_gen_options_init's callers */
+    float temperature;        /* with do_sample (default 1) */
+    int top_k;                /* 0: off */
+    float top_p;              /* 1: off */
+    float min_p;              /* 0: off */
+    float repetition_penalty; /* 1: off; over prompt and generated ids, as transformers */
+    uint64_t seed;            /* sampling generator's seed; the same seed gives the same tokens */
+    const char *const *stop;  /* stop strings: generation ends at the first, which is cut off */
+    int n_stop;
+    int batch_size; /* prompts run together (default 1) */
+    int truncate;   /* 1: a prompt longer than the context keeps its last tokens; 0: error */
+} kn_gen_options;
+void kn_gen_options_init(kn_gen_options *o);
+
+/* The options the folder asks for: kn_gen_options_init's, then genai_config.json's "search"
+ * (do_sample, temperature, top_k, top_p, min_p, repetition_penalty) and generation_config.json's
+ * (the same and max_new_tokens), with transformers' default top_k of 50. Callers then apply
+ * their own choices over these. */
+void kn_generator_default_options(const kn_generator *g, kn_gen_options *o);
+
+typedef enum kn_gen_finish { KN_GEN_EOS = 0, KN_GEN_STOP = 1, KN_GEN_LENGTH = 2 } kn_gen_finish;
+const char *kn_gen_finish_name(kn_gen_finish f); /* "eos", "stop", "length" */
+
+typedef struct kn_gen_result {
+    char *text; /* the generated text (special tokens skipped, stop string cut), malloc'd */
+    size_t len;
+    int32_t *ids; /* generated ids, the EOS id included when it ended the sequence; malloc'd */
+    int n_ids;
+    kn_gen_finish finish;
+} kn_gen_result;
+void kn_gen_result_free(kn_gen_result *r);
+
+/* Called with each new piece of prompt `index`'s text as soon as it is whole (never half a UTF-8
+ * character nor a possible beginning of a stop string); the pieces of one prompt concatenate to
+ * its result text. Return non-zero to abort the call. */
+typedef int (*kn_gen_stream_fn)(void *user, int index, const char *piece, size_t len);
+
+/* Generates for n prompts (already formatted text); results has n entries. stream may be NULL;
+ * opt NULL: kn_generator_default_options. */
+kn_status *kn_generate(kn_generator *g, int n, const char *const *prompts, const kn_gen_options *opt,
+                       kn_gen_stream_fn stream, void *user, kn_gen_result *results);
+/* The same from token ids (no tokenization), for callers that hold ids. */
+kn_status *kn_generate_ids(kn_generator *g, int n, const int32_t *const *prompt_ids, const int *prompt_lens,
+                           const kn_gen_options *opt, kn_gen_stream_fn stream, void *user, kn_gen_result *results);
+
+/* The one place a conversation becomes prompt text. For now the turns' contents are joined with
+ * newlines (a system prompt first when given); the chat template interpreter replaces this.
+ * roles/contents have n entries; *out is malloc'd. */
+kn_status *kn_generate_format_prompt(const kn_generator *g, const char *system_prompt, int n, const char *const *roles,
+                                     const char *const *contents, char **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,882 @@
+/* The text-generation decode loop (generate.h): folder and config reading, the key/value cache,
+ * logits processing and sampling, EOS / stop strings / streaming.
+ *
+ * The cache: when the model takes position_ids, every sequence slot of a batch owns a cache of
+ * `cap` positions per layer (the prompts' padded length plus max_new_tokens, rounded up to 64),
+ * allocated once per call. It is fed as the past of every decode step, its used positions rounded
+ * up to a bucket of 64 (gen_bucket); positions not yet written are masked by attention_mask (and
+ * zero, so a masked score times a zero weight stays 0), and the step's own key/value, which the
+ * graph appends after the past in its present output, is copied into the slot at the sequence's
+ * length. The past shape then changes once per 64 tokens, so one executor plan serves all the
+ * cache lengths of a bucket; the cache is widened in place when a bucket fills. Models without position_ids derive positions
+ * from the past length, so they get the past at its exact length (the previous step's present)
+ * and run one prompt at a time (left padding would shift their positions). */
+#include "pipelines/generate.h"
+#include "pipelines/pl_internal.h"
+#include "runtime/executor.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define GEN_MAX_LAYERS 256
+#define GEN_MAX_EOS 16
+#define GEN_CAP_ROUND 64
+
+struct kn_generator {
+    char *dir;
+    kn_model *model;
+    kn_session *sess;
+    kn_tokenizer *tok;
+    char name_ids[128], name_mask[128], name_pos[128], name_logits[128];
+    int has_mask, has_pos;
+    kn_dtype ids_dtype, mask_dtype, pos_dtype;
+    int n_layers;
+    char *past_k[GEN_MAX_LAYERS], *past_v[GEN_MAX_LAYERS], *pres_k[GEN_MAX_LAYERS], *pres_v[GEN_MAX_LAYERS];
+    int64_t kv_heads, head_dim;
+    int vocab;
+    int context;
+    int32_t eos[GEN_MAX_EOS];
+    int n_eos;
+    int32_t pad_id;
+    kn_gen_options defaults; /* generation_config.json / genai_config.json "search" */
+};
+
+void kn_gen_options_init(kn_gen_options *o) {
+    memset(o, 0, sizeof *o);
+    o->max_new_tokens = 64;
+    o->temperature = 1.0f;
+    o->top_p = 1.0f;
+    o->repetition_penalty = 1.0f;
+    o->batch_size = 1;
+}
+
+const char *kn_gen_finish_name(kn_gen_finish f) {
+    return f == KN_GEN_EOS ? "eos" : f == KN_GEN_STOP ? "stop" : "length";
+}
+
+void kn_gen_result_free(kn_gen_result *r) {
+    if (!r) return;
+    free(r->text);
+    free(r->ids);
+    memset(r, 0, sizeof *r);
+}
+
+const kn_tokenizer *kn_generator_tokenizer(const kn_generator *g) { return g->tok; }
+int kn_generator_context(const kn_generator *g) { return g->context; }
+int64_t kn_generator_plans_built(const kn_generator *g) { return kn_session_plans_built(g->sess); }
+
+static int gen_exists(const char *p) {
+    struct stat s;
+    return stat(p, &s) == 0 && S_ISREG(s.st_mode);
+}
+
+static json_object *gen_read_json(const char *dir, const char *file, kn_status **st) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    if (!gen_exists(path)) return NULL;
+    json_object *o = json_object_from_file(path);
+    if (!o) *st = kn_error(KN_ERR_INVALID_MODEL, "%s: not valid JSON", path);
+    return o;
+}
+
+/* eos_token_id as an int or a list of ints; returns how many were read (0: absent). */
+static int gen_read_ids(json_object *o, const char *key, int32_t *ids, int max) {
+    json_object *v;
+    if (!o || !json_object_object_get_ex(o, key, &v) || !v) return 0;
+    if (json_object_is_type(v, json_type_int)) {
+        ids[0] = (int32_t)json_object_get_int64(v);
+        return 1;
+    }
+    int n = 0;
+    if (json_object_is_type(v, json_type_array))
+        for (size_t i = 0; i < json_object_array_length(v) && n < max; i++) {
+            json_object *e = json_object_array_get_idx(v, i);
+            if (json_object_is_type(e, json_type_int)) ids[n++] = (int32_t)json_object_get_int64(e);
+        }
+    return n;
+}
+
+static double gen_json_num(json_object *o, const char *key, double dflt) {
+    json_object *v;
+    if (o && json_object_object_get_ex(o, key, &v) &&
+        (json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)))
+        return json_object_get_double(v);
+    return dflt;
+}
+
+/* The sampling settings a folder asks for, as transformers' GenerationConfig reads them (its
+ * defaults where absent: greedy, temperature 1, top-k 50 when sampling, top-p 1). */
+static void gen_read_defaults(json_object *o, int genai, kn_gen_options *d) {
+    json_object *v;
+    if (!o) return;
+    if (json_object_object_get_ex(o, "do_sample", &v) && json_object_is_type(v, json_type_boolean))
+        d->do_sample = json_object_get_boolean(v);
+    d->temperature = (float)gen_json_num(o, "temperature", d->temperature);
+    d->top_k = (int)gen_json_num(o, "top_k", d->top_k);
+    d->top_p = (float)gen_json_num(o, "top_p", d->top_p);
+    d->min_p = (float)gen_json_num(o, "min_p", d->min_p);
+    d->repetition_penalty = (float)gen_json_num(o, "repetition_penalty", d->repetition_penalty);
+    if (!genai) d->max_new_tokens = (int)gen_json_num(o, "max_new_tokens", d->max_new_tokens);
+}
+
+void kn_generator_default_options(const kn_generator *g, kn_gen_options *o) { *o = g->defaults; }
+
+static json_object *gen_path(json_object *o, const char *a, const char *b) {
+    json_object *v = NULL, *w = NULL;
+    if (!o || !json_object_object_get_ex(o, a, &v)) return NULL;
+    if (!b) return v;
+    return json_object_object_get_ex(v, b, &w) ? w : NULL;
+}
+
+/* A genai_config name pattern such as "past_key_values.%d.key" for layer l. */
+static char *gen_layer_name(const char *pattern, int l) {
+    char buf[256];
+    snprintf(buf, sizeof buf, pattern, l);
+    return strdup(buf);
+}
+
+static int gen_find_input(const kn_session *s, const char *name, kn_value_info *info) {
+    for (int i = 0; i < kn_session_input_count(s); i++) {
+        kn_value_info vi;
+        kn_status *st = kn_session_input_info(s, i, &vi);
+        if (st) {
+            kn_status_free(st);
+            continue;
+        }
+        if (!strcmp(vi.name, name)) {
+            if (info) *info = vi;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void kn_generator_free(kn_generator *g) {
+    if (!g) return;
+    for (int l = 0; l < g->n_layers; l++) {
+        free(g->past_k[l]);
+        free(g->past_v[l]);
+        free(g->pres_k[l]);
+        free(g->pres_v[l]);
+    }
+    kn_session_free(g->sess);
+    kn_model_free(g->model);
+    kn_tokenizer_free(g->tok);
+    free(g->dir);
+    free(g);
+}
+
+static kn_status *gen_open(kn_generator *g, const char *dir, const kn_session_options *so) {
+    kn_status *st = NULL;
+    json_object *genai = gen_read_json(dir, "genai_config.json", &st);
+    json_object *cfg = st ? NULL : gen_read_json(dir, "config.json", &st);
+    json_object *gcfg = st ? NULL : gen_read_json(dir, "generation_config.json", &st);
+    char path[4096];
+    const char *pk = "past_key_values.%d.key", *pv = "past_key_values.%d.value";
+    const char *ok = "present.%d.key", *ov = "present.%d.value";
+    snprintf(g->name_ids, sizeof g->name_ids, "input_ids");
+    snprintf(g->name_mask, sizeof g->name_mask, "attention_mask");
+    snprintf(g->name_pos, sizeof g->name_pos, "position_ids");
+    snprintf(g->name_logits, sizeof g->name_logits, "logits");
+    if (st) goto done;
+    json_object *model = gen_path(genai, "model", NULL), *dec = gen_path(model, "decoder", NULL);
+    if (genai) {
+        const char *file = pl_json_str(dec, "filename", NULL);
+        if (!file) {
+            st = kn_error(KN_ERR_INVALID_MODEL, "%s/genai_config.json: model.decoder.filename missing", dir);
+            goto done;
+        }
+        snprintf(path, sizeof path, "%s/%s", dir, file);
+        if (!gen_exists(path)) {
+            st = kn_error(KN_ERR_IO, "%s: named by genai_config.json model.decoder.filename, not found", path);
+            goto done;
+        }
+        json_object *in = gen_path(dec, "inputs", NULL), *out = gen_path(dec, "outputs", NULL);
+        snprintf(g->name_ids, sizeof g->name_ids, "%s", pl_json_str(in, "input_ids", "input_ids"));
+        snprintf(g->name_mask, sizeof g->name_mask, "%s", pl_json_str(in, "attention_mask", "attention_mask"));
+        snprintf(g->name_pos, sizeof g->name_pos, "%s", pl_json_str(in, "position_ids", "position_ids"));
+        snprintf(g->name_logits, sizeof g->name_logits, "%s", pl_json_str(out, "logits", "logits"));
+        pk = pl_json_str(in, "past_key_names", pk);
+        pv = pl_json_str(in, "past_value_names", pv);
+        ok = pl_json_str(out, "present_key_names", ok);
+        ov = pl_json_str(out, "present_value_names", ov);
+        g->context = (int)pl_json_int(model, "context_length", 0);
+        g->kv_heads = pl_json_int(dec, "num_key_value_heads", 0);
+        g->head_dim = pl_json_int(dec, "head_size", 0);
+    } else {
+        snprintf(path, sizeof path, "%s/model.onnx", dir);
+        if (!gen_exists(path)) snprintf(path, sizeof path, "%s/onnx/model.onnx", dir);
+        if (!gen_exists(path)) {
+            st = kn_error(KN_ERR_IO, "%s: no genai_config.json, model.onnx nor onnx/model.onnx", dir);
+            goto done;
+        }
+    }
+    for (const char *p = pk; *p; p++)
+        if (*p == '%' && p[1] != 'd') {
+            st = kn_error(KN_ERR_INVALID_MODEL, "%s/genai_config.json: name pattern '%s' may only hold %%d", dir, pk);
+            goto done;
+        }
+    char tpath[4096], err[512];
+    snprintf(tpath, sizeof tpath, "%s/tokenizer.json", dir);
+    if (!gen_exists(tpath)) {
+        st = kn_error(KN_ERR_IO, "%s: the tokenizer file is missing", tpath);
+        goto done;
+    }
+    g->tok = kn_tokenizer_load(dir, err, sizeof err);
+    if (!g->tok) {
+        st = kn_error(KN_ERR_INVALID_MODEL, "%s", err);
+        goto done;
+    }
+    if ((st = kn_model_load(path, &g->model))) goto done;
+    kn_session_options dflt;
+    kn_session_options_init(&dflt);
+    if ((st = kn_session_create(g->model, so ? so : &dflt, &g->sess))) goto done;
+    kn_value_info vi;
+    if (!gen_find_input(g->sess, g->name_ids, &vi)) {
+        st = kn_error(KN_ERR_INVALID_MODEL, "%s: no input named %s", path, g->name_ids);
+        goto done;
+    }
+    g->ids_dtype = vi.dtype;
+    if ((g->has_mask = gen_find_input(g->sess, g->name_mask, &vi))) g->mask_dtype = vi.dtype;
+    if ((g->has_pos = gen_find_input(g->sess, g->name_pos, &vi))) g->pos_dtype = vi.dtype;
+    for (int l = 0; l < GEN_MAX_LAYERS; l++) {
+        char *name = gen_layer_name(pk, l);
+        int found = gen_find_input(g->sess, name, &vi);
+        free(name);
+        if (!found) break;
+        g->past_k[l] = gen_layer_name(pk, l);
+        g->past_v[l] = gen_layer_name(pv, l);
+        g->pres_k[l] = gen_layer_name(ok, l);
+        g->pres_v[l] = gen_layer_name(ov, l);
+        g->n_layers = l + 1;
+        if (vi.ndim == 4 && vi.dims[1] > 0) g->kv_heads = vi.dims[1];
+        if (vi.ndim == 4 && vi.dims[3] > 0) g->head_dim = vi.dims[3];
+    }
+    if (!g->n_layers) {
+        st = kn_error(KN_ERR_INVALID_MODEL, "%s: no past key/value inputs (%s): export the model with past", path, pk);
+        goto done;
+    }
+    if (g->kv_heads <= 0) {
+        int64_t heads = pl_json_int(cfg, "num_attention_heads", pl_json_int(cfg, "n_head", 0));
+        g->kv_heads = pl_json_int(cfg, "num_key_value_heads", heads);
+    }
+    if (g->head_dim <= 0) {
+        int64_t hidden = pl_json_int(cfg, "hidden_size", pl_json_int(cfg, "n_embd", 0));
+        int64_t heads = pl_json_int(cfg, "num_attention_heads", pl_json_int(cfg, "n_head", 0));
+        g->head_dim = pl_json_int(cfg, "head_dim", heads > 0 ? hidden / heads : 0);
+    }
+    if (g->kv_heads <= 0 || g->head_dim <= 0) {
+        st = kn_error(KN_ERR_INVALID_MODEL, "%s: key/value heads and head size unknown (no fixed dims, no config)",
+                      path);
+        goto done;
+    }
+    if (!g->context) g->context = (int)pl_json_int(cfg, "max_position_embeddings", pl_json_int(cfg, "n_positions", 0));
+    g->n_eos = gen_read_ids(gcfg, "eos_token_id", g->eos, GEN_MAX_EOS);
+    if (!g->n_eos) g->n_eos = gen_read_ids(model, "eos_token_id", g->eos, GEN_MAX_EOS);
+    if (!g->n_eos) g->n_eos = gen_read_ids(cfg, "eos_token_id", g->eos, GEN_MAX_EOS);
+    int32_t pad[GEN_MAX_EOS];
+    if (gen_read_ids(gcfg, "pad_token_id", pad, GEN_MAX_EOS) || gen_read_ids(model, "pad_token_id", pad, GEN_MAX_EOS) ||
+        gen_read_ids(cfg, "pad_token_id", pad, GEN_MAX_EOS))
+        g->pad_id = pad[0];
+    else g->pad_id = g->n_eos ? g->eos[0] : 0;
+    g->vocab = (int)pl_json_int(cfg, "vocab_size", 0);
+    kn_gen_options_init(&g->defaults);
+    g->defaults.top_k = 50;
+    gen_read_defaults(gen_path(genai, "search", NULL), 1, &g->defaults);
+    gen_read_defaults(gcfg, 0, &g->defaults);
+    if (g->defaults.max_new_tokens < 1) g->defaults.max_new_tokens = 64;
+done:
+    json_object_put(genai);
+    json_object_put(cfg);
+    json_object_put(gcfg);
+    return st;
+}
+
+kn_status *kn_generator_open(const char *dir, const kn_session_options *so, kn_generator **out) {
+    *out = NULL;
+    kn_generator *g = calloc(1, sizeof *g);
+    if (!g) return KN_OOM(sizeof *g);
+    g->dir = strdup(dir);
+    kn_status *st = gen_open(g, dir, so);
+    if (st) {
+        kn_generator_free(g);
+        return st;
+    }
+    *out = g;
+    return NULL;
+}
+
+kn_status *kn_generate_format_prompt(const kn_generator *g, const char *system_prompt, int n, const char *const *roles,
+                                     const char *const *contents, char **out) {
+    (void)g;
+    (void)roles;
+    size_t len = system_prompt ? strlen(system_prompt) + 1 : 0;
+    for (int i = 0; i < n; i++) len += strlen(contents[i]) + 1;
+    char *s = malloc(len + 1), *p = s;
+    if (!s) return KN_OOM(len + 1);
+    *p = 0;
+    if (system_prompt) p += sprintf(p, "%s", system_prompt);
+    for (int i = 0; i < n; i++) p += sprintf(p, "%s%s", p > s ? "\n" : "", contents[i]);
+    *out = s;
+    return NULL;
+}
+
+/* ---- sampling ---- */
+
+/* splitmix64: the call's own generator, so that a seed gives the same tokens everywhere. */
+static uint64_t gen_rand_u64(uint64_t *state) {
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static double gen_rand_unit(uint64_t *state) {
+    return (double)(gen_rand_u64(state) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+typedef struct gen_cand {
+    float logit;
+    int32_t id;
+} gen_cand;
+
+static int gen_cand_cmp(const void *a, const void *b) {
+    const gen_cand *x = a, *y = b;
+    if (x->logit != y->logit) return x->logit > y->logit ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Picks the next token from one row of logits (modified in place), in transformers' order:
+ * repetition penalty, then (sampling) temperature, top-k, top-p, min-p. */
+static int32_t gen_pick(float *logits, int V, const int32_t *seen, int n_seen, const kn_gen_options *o, uint64_t *rng,
+                        gen_cand *cand) {
+    if (o->repetition_penalty != 1.0f)
+        for (int i = 0; i < n_seen; i++) {
+            int32_t t = seen[i];
+            if (t < 0 || t >= V) continue;
+            float *x = &logits[t];
+            /* each id once: a second visit would penalise twice */
+            int dup = 0;
+            for (int j = 0; j < i && !dup; j++) dup = seen[j] == t;
+            if (!dup) *x = *x < 0 ? *x * o->repetition_penalty : *x / o->repetition_penalty;
+        }
+    if (!o->do_sample) {
+        int best = 0;
+        for (int i = 1; i < V; i++)
+            if (logits[i] > logits[best]) best = i;
+        return best;
+    }
+    float temp = o->temperature > 0 ? o->temperature : 1.0f;
+    for (int i = 0; i < V; i++) {
+        cand[i].logit = logits[i] / temp;
+        cand[i].id = i;
+    }
+    qsort(cand, (size_t)V, sizeof *cand, gen_cand_cmp);
+    int n = V;
+    if (o->top_k > 0 && o->top_k < n) n = o->top_k;
+    double mx = cand[0].logit, sum = 0;
+    double *pr = malloc(sizeof(double) * (size_t)n);
+    if (!pr) return cand[0].id;
+    for (int i = 0; i < n; i++) sum += pr[i] = exp(cand[i].logit - mx);
+    for (int i = 0; i < n; i++) pr[i] /= sum;
+    if (o->top_p < 1.0f) {
+        double c = 0;
+        int keep = n;
+        for (int i = 0; i < n; i++) {
+            c += pr[i];
+            if (c >= o->top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+        n = keep;
+    }
+    if (o->min_p > 0) {
+        double lim = pr[0] * o->min_p;
+        int keep = 1;
+        while (keep < n && pr[keep] >= lim) keep++;
+        n = keep;
+    }
+    sum = 0;
+    for (int i = 0; i < n; i++) sum += pr[i];
+    double u = gen_rand_unit(rng) * sum, c = 0;
+    int32_t pick = cand[n - 1].id;
+    for (int i = 0; i < n; i++) {
+        c += pr[i];
+        if (u < c) {
+            pick = cand[i].id;
+            break;
+        }
+    }
+    free(pr);
+    return pick;
+}
+
+/* ---- one sequence's output state ---- */
+
+typedef struct gen_seq {
+    int index; /* the caller's prompt index */
+    int32_t *prompt;
+    int n_prompt;
+    int32_t *ids; /* generated */
+    int n_ids;
+    char *text; /* decoded so far (stop string cut when finished) */
+    size_t len, emitted;
+    int done;
+    kn_gen_finish finish;
+} gen_seq;
+
+static int gen_is_eos(const kn_generator *g, int32_t t) {
+    for (int i = 0; i < g->n_eos; i++)
+        if (g->eos[i] == t) return 1;
+    return 0;
+}
+
+/* Bytes at the end of s that could begin a stop string, to hold back from the stream. */
+static size_t gen_stop_prefix(const char *s, size_t len, const kn_gen_options *o) {
+    size_t hold = 0;
+    for (int k = 0; k < o->n_stop; k++) {
+        size_t sl = strlen(o->stop[k]);
+        for (size_t m = sl > 1 ? sl - 1 : 0; m > hold; m--)
+            if (m <= len && !memcmp(s + len - m, o->stop[k], m)) {
+                hold = m;
+                break;
+            }
+    }
+    return hold;
+}
+
+/* Bytes at the end that are an incomplete UTF-8 character or U+FFFD standing for one (a byte
+ * token of a multi-byte character decodes to U+FFFD until the rest arrives). */
+static size_t gen_utf8_tail(const char *s, size_t len) {
+    /* byte-fallback decoders turn a whole run of byte tokens into one U+FFFD per byte while any
+     * of it is not UTF-8, and into its characters once the run completes them: every U+FFFD at
+     * the end may still change, so all are held */
+    size_t held = 0;
+    while (len - held >= 3 && (unsigned char)s[len - held - 3] == 0xEF && (unsigned char)s[len - held - 2] == 0xBF &&
+           (unsigned char)s[len - held - 1] == 0xBD)
+        held += 3;
+    if (held) return held;
+    size_t i = len, back = 0;
+    while (i > 0 && back < 4 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--, back++;
+    if (i == 0) return 0;
+    unsigned char lead = (unsigned char)s[i - 1];
+    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    return need > back + 1 ? back + 1 : 0;
+}
+
+/* A byte-fallback token, "<0xE3>". */
+static int gen_is_byte_token(const kn_tokenizer *tok, int32_t id) {
+    const char *s = kn_tokenizer_id_to_token(tok, id);
+    return s && strlen(s) == 6 && s[0] == '<' && s[1] == '0' && s[2] == 'x' && isxdigit((unsigned char)s[3]) &&
+        isxdigit((unsigned char)s[4]) && s[5] == '>';
+}
+
+/* After a new token: re-decodes, looks for stop strings, streams what is safe. */
+static kn_status *gen_update(const kn_generator *g, gen_seq *q, const kn_gen_options *o, kn_gen_stream_fn stream,
+                             void *user, int *abort) {
+    char err[256];
+    size_t len;
+    char *t = kn_tokenizer_decode(g->tok, q->ids, q->n_ids, 1, &len, err, sizeof err);
+    if (!t) return kn_error(KN_ERR_RUNTIME, "decoding generated ids: %s", err);
+    free(q->text);
+    q->text = t;
+    q->len = len;
+    for (int k = 0; k < o->n_stop; k++) {
+        if (!o->stop[k][0]) continue;
+        char *hit = memmem(t, len, o->stop[k], strlen(o->stop[k]));
+        if (hit) {
+            q->len = (size_t)(hit - t);
+            t[q->len] = 0;
+            q->done = 1;
+            q->finish = KN_GEN_STOP;
+        }
+    }
+    size_t safe = q->len;
+    if (!q->done) {
+        size_t h1 = gen_utf8_tail(t, safe), h2 = gen_stop_prefix(t, safe, o);
+        safe -= h1 > h2 ? h1 : h2;
+        /* a ByteFallback decoder decodes a run of <0xXX> tokens as a whole, so a byte that is not
+         * UTF-8 yet turns the run's earlier bytes, ASCII included, into U+FFFD: the text of a
+         * trailing run of byte tokens is not settled until the run ends */
+        int k = q->n_ids;
+        while (k > 0 && gen_is_byte_token(g->tok, q->ids[k - 1])) k--;
+        if (k < q->n_ids) {
+            size_t slen = 0;
+            char *st = k ? kn_tokenizer_decode(g->tok, q->ids, k, 1, &slen, err, sizeof err) : NULL;
+            if (k && !st) return kn_error(KN_ERR_RUNTIME, "decoding generated ids: %s", err);
+            if (slen > q->len || (slen && memcmp(st, t, slen))) slen = q->emitted; /* not a prefix: wait */
+            free(st);
+            if (slen < safe) safe = slen;
+        }
+    }
+    if (stream && safe > q->emitted) {
+        if (stream(user, q->index, t + q->emitted, safe - q->emitted)) *abort = 1;
+        q->emitted = safe;
+    }
+    return NULL;
+}
+
+/* ---- the decode loop ---- */
+
+static void gen_put_int(void *buf, kn_dtype dt, size_t i, int64_t v) {
+    if (dt == KN_I32) ((int32_t *)buf)[i] = (int32_t)v;
+    else ((int64_t *)buf)[i] = v;
+}
+
+static void gen_tensor(kn_named_tensor *t, const char *name, kn_dtype dt, int ndim, const int64_t *dims, void *data) {
+    memset(t, 0, sizeof *t);
+    t->name = name;
+    t->dtype = dt;
+    t->ndim = ndim;
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= (size_t)(t->dims[i] = dims[i]);
+    t->data = data;
+    t->capacity = n * kn_dtype_size(dt);
+}
+
+/* The past length fed while n positions are in use: n rounded up to GEN_CAP_ROUND, at most cap,
+ * so a run builds one plan per bucket rather than one per token, and attention reads at most
+ * GEN_CAP_ROUND - 1 masked positions. */
+static int64_t gen_bucket(int64_t n, int64_t cap) {
+    int64_t b = (n + GEN_CAP_ROUND - 1) / GEN_CAP_ROUND * GEN_CAP_ROUND;
+    return b < cap ? b : cap;
+}
+
+/* Widens a [rows, H, from, D] cache in place to [rows, H, to, D] (to > from; the buffer holds
+ * rows * H * to * D floats), last block first so nothing is overwritten before it moves; the new
+ * positions are zeroed (masked, but they must stay finite: a zero weight times NaN is NaN). */
+static void gen_relayout(float *base, int rows, int64_t H, int64_t from, int64_t to, int64_t D) {
+    for (int64_t blk = (int64_t)rows * H - 1; blk >= 0; blk--) {
+        float *dst = base + (size_t)(blk * to * D), *src = base + (size_t)(blk * from * D);
+        memmove(dst, src, sizeof(float) * (size_t)(from * D));
+        memset(dst + from * D, 0, sizeof(float) * (size_t)((to - from) * D));
+    }
+}
+
+/* Runs one batch of b sequences (all the same prompt length P after left padding). */
+static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen_options *o, kn_gen_stream_fn stream,
+                            void *user, uint64_t *rng) {
+    kn_status *st = NULL;
+    const int L = g->n_layers;
+    const int64_t H = g->kv_heads, D = g->head_dim;
+    int P = 0;
+    for (int i = 0; i < b; i++)
+        if (rows[i]->n_prompt > P) P = rows[i]->n_prompt;
+    const int fixed = g->has_pos; /* one cache of cap positions, see the file comment */
+    int64_t need = (int64_t)P + o->max_new_tokens;
+    int64_t cap = (need + GEN_CAP_ROUND - 1) / GEN_CAP_ROUND * GEN_CAP_ROUND;
+    if (g->context > 0 && cap > g->context) cap = g->context;
+    if (cap < need) cap = need;
+    int n_in = 3 + 2 * L, n_out = 1 + 2 * L;
+    kn_named_tensor *in = calloc((size_t)n_in, sizeof *in), *out = calloc((size_t)n_out, sizeof *out);
+    float **cache = calloc((size_t)(2 * L), sizeof *cache), **pres = calloc((size_t)(2 * L), sizeof *pres);
+    int64_t *ids = calloc((size_t)b * (size_t)(P > 1 ? P : 1), sizeof *ids);
+    int64_t *pos = calloc((size_t)b * (size_t)(P > 1 ? P : 1), sizeof *pos);
+    uint8_t *valid = calloc((size_t)b * (size_t)(cap + 1), 1); /* per slot: attended to */
+    int64_t *mask = calloc((size_t)b * (size_t)(cap + P + 1), sizeof *mask);
+    int64_t *npos = calloc((size_t)b, sizeof *npos);
+    int32_t *seen = NULL;
+    gen_cand *cand = NULL;
+    float *logits = NULL;
+    int vocab = 0;
+    float *exact_past[2 * GEN_MAX_LAYERS] = {0}; /* models without position_ids: last present */
+    int *map = NULL;                             /* batch row -> rows[] */
+    if (!in || !out || !cache || !pres || !ids || !pos || !valid || !mask || !npos) {
+        st = KN_OOM(0);
+        goto done;
+    }
+    size_t cache_floats = (size_t)b * (size_t)H * (size_t)cap * (size_t)D;
+    if (fixed)
+        for (int k = 0; k < 2 * L; k++) {
+            if (!(cache[k] = calloc(cache_floats, sizeof(float))) ||
+                !(pres[k] = calloc(cache_floats + (size_t)b * (size_t)H * (size_t)(P > 1 ? P : 1) * (size_t)D,
+                                   sizeof(float)))) {
+                st = KN_OOM(cache_floats * sizeof(float));
+                goto done;
+            }
+        }
+    /* prefill: left padded prompts, positions counting the real tokens only */
+    for (int r = 0; r < b; r++) {
+        int pad = P - rows[r]->n_prompt;
+        for (int j = 0; j < P; j++) {
+            int real = j >= pad;
+            ids[r * P + j] = real ? rows[r]->prompt[j - pad] : g->pad_id;
+            mask[r * P + j] = real;
+            pos[r * P + j] = real ? j - pad : 1;
+            valid[r * (cap + 1) + j] = (uint8_t)real;
+        }
+        npos[r] = rows[r]->n_prompt;
+    }
+    int64_t cur = P; /* slots written */
+    int64_t past_len = 0;
+    int64_t stride = 0; /* positions per (row, head) in the cache's layout now: the past fed */
+    int first = 1;
+    int active = b;
+    map = malloc(sizeof(int) * (size_t)b);
+    if (!map) {
+        st = KN_OOM(0);
+        goto done;
+    }
+    for (int r = 0; r < b; r++) map[r] = r;
+    int64_t step_in = P;
+    static const float zero_f = 0;
+    while (active > 0) {
+        int64_t S = first ? step_in : 1;
+        int64_t mlen = past_len + S;
+        /* build the step's inputs for the `active` rows */
+        void *idbuf = malloc((size_t)active * (size_t)S * 8), *posbuf = malloc((size_t)active * (size_t)S * 8);
+        void *maskbuf = malloc((size_t)active * (size_t)mlen * 8);
+        if (!idbuf || !posbuf || !maskbuf) {
+            free(idbuf), free(posbuf), free(maskbuf);
+            st = KN_OOM(0);
+            goto done;
+        }
+        for (int r = 0; r < active; r++) {
+            int q = map[r];
+            for (int64_t j = 0; j < S; j++) {
+                gen_put_int(idbuf, g->ids_dtype, (size_t)(r * S + j),
+                            first ? ids[q * P + j] : rows[q]->ids[rows[q]->n_ids - 1]);
+                gen_put_int(posbuf, g->pos_dtype, (size_t)(r * S + j), first ? pos[q * P + j] : npos[q] - 1);
+            }
+            for (int64_t j = 0; j < mlen; j++) {
+                int64_t m;
+                if (first) m = mask[q * P + j];
+                else if (fixed) m = j == past_len ? 1 : valid[q * (cap + 1) + j];
+                else m = 1;
+                gen_put_int(maskbuf, g->mask_dtype, (size_t)(r * mlen + j), m);
+            }
+        }
+        int ni = 0;
+        int64_t d2[2] = {active, S}, dm[2] = {active, mlen};
+        gen_tensor(&in[ni++], g->name_ids, g->ids_dtype, 2, d2, idbuf);
+        if (g->has_mask) gen_tensor(&in[ni++], g->name_mask, g->mask_dtype, 2, dm, maskbuf);
+        if (g->has_pos) gen_tensor(&in[ni++], g->name_pos, g->pos_dtype, 2, d2, posbuf);
+        int64_t dp[4] = {active, H, past_len, D}, dq[4] = {active, H, past_len + S, D};
+        for (int k = 0; k < 2 * L; k++) {
+            const char *nm = k < L ? g->past_k[k] : g->past_v[k - L];
+            void *data = fixed ? (void *)cache[k] : (exact_past[k] ? (void *)exact_past[k] : (void *)&zero_f);
+            if (first) data = (void *)&zero_f;
+            gen_tensor(&in[ni++], nm, KN_F32, 4, dp, data);
+            if (first || !fixed) in[ni - 1].capacity = past_len ? in[ni - 1].capacity : 0;
+        }
+        int no = 0;
+        memset(&out[no], 0, sizeof out[no]);
+        out[no].name = g->name_logits;
+        no++;
+        for (int k = 0; k < 2 * L; k++) {
+            const char *nm = k < L ? g->pres_k[k] : g->pres_v[k - L];
+            if (fixed) gen_tensor(&out[no++], nm, KN_F32, 4, dq, pres[k]);
+            else {
+                memset(&out[no], 0, sizeof out[no]);
+                out[no++].name = nm;
+            }
+        }
+        st = kn_session_run(g->sess, in, ni, out, no);
+        free(idbuf), free(posbuf), free(maskbuf);
+        if (st) goto done;
+        if (out[0].dtype != KN_F32 || out[0].ndim != 3 || out[0].dims[0] != active || out[0].dims[1] != S) {
+            st = kn_error(KN_ERR_INVALID_MODEL, "generate: output %s is not float32 [batch, sequence, vocab]",
+                          out[0].name);
+            kn_free(out[0].data);
+            goto done;
+        }
+        vocab = (int)out[0].dims[2];
+        if (!cand) {
+            cand = malloc(sizeof *cand * (size_t)vocab);
+            logits = malloc(sizeof(float) * (size_t)vocab);
+            if (!cand || !logits) {
+                kn_free(out[0].data);
+                st = KN_OOM(0);
+                goto done;
+            }
+        }
+        /* keep the step's keys/values */
+        if (fixed) {
+            int64_t T = past_len + S;
+            int64_t want = gen_bucket(first ? P : cur + 1, cap);
+            if (want > stride)
+                for (int k = 0; k < 2 * L; k++) gen_relayout(cache[k], active, H, stride, want, D);
+            stride = want;
+            for (int k = 0; k < 2 * L; k++)
+                for (int r = 0; r < active; r++)
+                    for (int64_t h = 0; h < H; h++)
+                        for (int64_t j = 0; j < S; j++) {
+                            const float *src = pres[k] +
+                                (((size_t)r * (size_t)H + (size_t)h) * (size_t)T + (size_t)(past_len + j)) * (size_t)D;
+                            float *dst = cache[k] +
+                                (((size_t)r * (size_t)H + (size_t)h) * (size_t)stride + (size_t)(first ? j : cur)) *
+                                    (size_t)D;
+                            /* a left-pad position keeps zeros: its keys came from a query row
+                             * that saw no key, which some exports turn into NaN, and a masked
+                             * NaN still poisons the weighted sum */
+                            if (first && !valid[map[r] * (cap + 1) + j]) memset(dst, 0, sizeof(float) * (size_t)D);
+                            else memcpy(dst, src, sizeof(float) * (size_t)D);
+                        }
+            if (!first) {
+                for (int r = 0; r < active; r++) valid[map[r] * (cap + 1) + cur] = 1;
+                cur++;
+            }
+            past_len = stride;
+        } else {
+            for (int k = 0; k < 2 * L; k++) {
+                if (exact_past[k]) kn_free(exact_past[k]);
+                exact_past[k] = out[1 + k].data;
+                out[1 + k].data = NULL;
+            }
+            past_len += S;
+        }
+        /* pick, record, finish */
+        int abort = 0;
+        for (int r = 0; r < active; r++) {
+            gen_seq *q = rows[map[r]];
+            memcpy(logits, (float *)out[0].data + ((size_t)r * (size_t)S + (size_t)(S - 1)) * (size_t)vocab,
+                   sizeof(float) * (size_t)vocab);
+            int n_seen = q->n_prompt + q->n_ids;
+            int32_t *sn = realloc(seen, sizeof(int32_t) * (size_t)(n_seen + 1));
+            if (!sn) {
+                kn_free(out[0].data);
+                st = KN_OOM(0);
+                goto done;
+            }
+            seen = sn;
+            memcpy(seen, q->prompt, sizeof(int32_t) * (size_t)q->n_prompt);
+            memcpy(seen + q->n_prompt, q->ids, sizeof(int32_t) * (size_t)q->n_ids);
+            int32_t t = gen_pick(logits, vocab, seen, n_seen, o, rng, cand);
+            q->ids[q->n_ids++] = t;
+            npos[map[r]]++;
+            if ((st = gen_update(g, q, o, stream, user, &abort))) {
+                kn_free(out[0].data);
+                goto done;
+            }
+            if (!q->done && gen_is_eos(g, t)) q->done = 1, q->finish = KN_GEN_EOS;
+            if (!q->done && q->n_ids >= o->max_new_tokens) q->done = 1, q->finish = KN_GEN_LENGTH;
+        }
+        kn_free(out[0].data);
+        out[0].data = NULL;
+        if (abort) {
+            st = kn_error(KN_ERR_RUNTIME, "generate: stopped by the stream callback");
+            goto done;
+        }
+        /* finished rows drop out: their cache rows are packed away */
+        int w = 0;
+        for (int r = 0; r < active; r++) {
+            if (rows[map[r]]->done) continue;
+            if (w != r) {
+                size_t row = (size_t)H * (size_t)(fixed ? stride : past_len) * (size_t)D;
+                for (int k = 0; k < 2 * L; k++) {
+                    float *base = fixed ? cache[k] : exact_past[k];
+                    memmove(base + (size_t)w * row, base + (size_t)r * row, row * sizeof(float));
+                }
+            }
+            map[w++] = map[r];
+        }
+        active = w;
+        first = 0;
+    }
+done:
+    for (int k = 0; k < 2 * GEN_MAX_LAYERS; k++)
+        if (exact_past[k]) kn_free(exact_past[k]);
+    if (cache)
+        for (int k = 0; k < 2 * L; k++) free(cache[k]), free(pres[k]);
+    free(map);
+    free(in), free(out), free(cache), free(pres), free(ids), free(pos), free(valid), free(mask), free(npos), free(seen);
+    free(cand), free(logits);
+    return st;
+}
+
+kn_status *kn_generate_ids(kn_generator *g, int n, const int32_t *const *prompt_ids, const int *prompt_lens,
+                           const kn_gen_options *opt, kn_gen_stream_fn stream, void *user, kn_gen_result *results) {
+    kn_gen_options o = opt ? *opt : g->defaults;
+    if (o.max_new_tokens < 1)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "generate: max_new_tokens %d < 1", o.max_new_tokens);
+    if (o.batch_size < 1) o.batch_size = 1;
+    if (!g->has_pos) o.batch_size = 1;
+    memset(results, 0, sizeof *results * (size_t)n);
+    gen_seq *seqs = calloc((size_t)(n ? n : 1), sizeof *seqs);
+    if (!seqs) return KN_OOM(0);
+    kn_status *st = NULL;
+    for (int i = 0; i < n && !st; i++) {
+        int len = prompt_lens[i];
+        const int32_t *p = prompt_ids[i];
+        if (len < 1) {
+            st = kn_error(KN_ERR_INVALID_ARGUMENT, "generate: prompt %d is empty", i);
+            break;
+        }
+        if (g->context > 0 && len + o.max_new_tokens > g->context) {
+            if (!o.truncate || o.max_new_tokens >= g->context) {
+                st = kn_error(
+                    KN_ERR_INVALID_ARGUMENT,
+                    "generate: prompt %d has %d tokens; with max_new_tokens %d that exceeds the model's context "
+                    "of %d (truncate to keep the last %d)",
+                    i, len, o.max_new_tokens, g->context, g->context - o.max_new_tokens);
+                break;
+            }
+            p += len - (g->context - o.max_new_tokens);
+            len = g->context - o.max_new_tokens;
+        }
+        seqs[i].index = i;
+        seqs[i].prompt = malloc(sizeof(int32_t) * (size_t)len);
+        seqs[i].ids = malloc(sizeof(int32_t) * (size_t)o.max_new_tokens);
+        if (!seqs[i].prompt || !seqs[i].ids) {
+            st = KN_OOM(0);
+            break;
+        }
+        memcpy(seqs[i].prompt, p, sizeof(int32_t) * (size_t)len);
+        seqs[i].n_prompt = len;
+    }
+    uint64_t rng = o.seed;
+    for (int s = 0; s < n && !st; s += o.batch_size) {
+        int b = n - s < o.batch_size ? n - s : o.batch_size;
+        gen_seq *rows[b];
+        for (int i = 0; i < b; i++) rows[i] = &seqs[s + i];
+        st = gen_batch(g, rows, b, &o, stream, user, &rng);
+        for (int i = 0; i < b && !st; i++) {
+            gen_seq *q = rows[i];
+            if (stream && q->len > q->emitted) stream(user, q->index, q->text + q->emitted, q->len - q->emitted);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (!st) {
+            results[i].text = seqs[i].text ? seqs[i].text : strdup("");
+            results[i].len = seqs[i].text ? seqs[i].len : 0;
+            results[i].ids = seqs[i].ids;
+            results[i].n_ids = seqs[i].n_ids;
+            results[i].finish = seqs[i].finish;
+        } else {
+            free(seqs[i].text);
+            free(seqs[i].ids);
+        }
+        free(seqs[i].prompt);
+    }
+    free(seqs);
+    return st;
+}
+
+kn_status *kn_generate(kn_generator *g, int n, const char *const *prompts, const kn_gen_options *opt,
+                       kn_gen_stream_fn stream, void *user, kn_gen_result *results) {
+    kn_encoding *enc = calloc((size_t)(n ? n : 1), sizeof *enc);
+    const int32_t **ids = calloc((size_t)(n ? n : 1), sizeof *ids);
+    int *lens = calloc((size_t)(n ? n : 1), sizeof *lens);
+    kn_status *st = NULL;
+    if (!enc || !ids || !lens) st = KN_OOM(0);
+    kn_encode_options eo;
+    kn_encode_options_init(&eo);
+    eo.per_call = 1;
+    char err[512];
+    for (int i = 0; i < n && !st; i++) {
+        if (kn_tokenizer_encode(g->tok, prompts[i], strlen(prompts[i]), NULL, 0, &eo, &enc[i], err, sizeof err))
+            st = kn_error(KN_ERR_INVALID_ARGUMENT, "generate: prompt %d: %s", i, err);
+        else {
+            ids[i] = enc[i].ids;
+            lens[i] = enc[i].n;
+        }
+    }
+    if (!st) st = kn_generate_ids(g, n, ids, lens, opt, stream, user, results);
+    for (int i = 0; enc && i < n; i++) kn_encoding_free(&enc[i]);
+    free(enc), free(ids), free(lens);
+    return st;
+}

@@ -1,0 +1,587 @@
+#!/usr/bin/env python3
+"""Text generation (`kiln run --type textGeneration`, `kiln generate`) against transformers' generate.
+
+Builds in a scratch folder: a byte-level BPE tokenizer trained with the `tokenizers` package on a
+generated corpus (with accented and CJK words, so byte tokens split characters), a tiny random
+GPT2LMHeadModel (2 layers, hidden 64, fixed seed) saved with save_pretrained, and its ONNX export
+with past by tools/gen/gen_gpt2.py in two Optimum layouts: A without position_ids in onnx/model.onnx
+(kiln then feeds the exact past, one prompt at a time), B with position_ids in model.onnx (kiln's
+fixed-size cache, left-padded batches). Checks:
+  greedy 24 tokens: kiln's ids == transformers' (do_sample=False) for 5 prompts, A and B at batch 1,
+  B at batch 4 (prompts of different lengths, left padding) == transformers' left-padded batch;
+  repetition penalty 1.3 greedy == transformers'; sampling with a seed reproducible run to run;
+  max-new-tokens, EOS (generation_config.json list), stop strings cut from the text; streamed deltas
+  are whole UTF-8 and concatenate to the non-streamed Response; {"messages"} == {"input"};
+  `kiln generate` prints the Response; a prompt over the context is an error naming it (or cut with
+  --truncate); a folder without tokenizer.json is an error naming that file.
+
+Usage: textgen_parity.py --kiln build/kiln [--gen tools/gen]
+Prints "N passed, N failed" last and exits non-zero on any failure; exits 0 saying why it skipped
+when torch / transformers / tokenizers are missing.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+HERE = os.path.dirname(os.path.abspath(__file__))
+N_NEW = 24
+PROMPTS = ["the quick brown fox", "a café in Zürich serves", "once upon a time there was a small model that",
+           "日本 numbers 1 2 3", "hello"]
+
+
+class Report:
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def check(self, name, ok, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"PASS {name} {detail}")
+        else:
+            self.failed += 1
+            print(f"FAIL {name} {detail}")
+
+
+def corpus():
+    words = ("the quick brown fox jumps over lazy dog café Zürich naïve 日本 語 model small time once upon there was "
+             "a an of to in on numbers 1 2 3 hello world serves coffee tea bread").split()
+    import random
+    r = random.Random(3)
+    return [" ".join(r.choice(words) for _ in range(r.randint(4, 14))) for _ in range(3000)]
+
+
+def build(d, torch, transformers):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tr = trainers.BpeTrainer(vocab_size=420, special_tokens=["<|endoftext|>"],
+                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus(), tr)
+    eos = tok.token_to_id("<|endoftext|>")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=128, n_embd=64, n_layer=2, n_head=4,
+                                  bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, initializer_range=0.2)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    hf = os.path.join(d, "hf")
+    model.save_pretrained(hf)
+    tok.save(os.path.join(hf, "tokenizer.json"))
+    return tok, model, eos
+
+
+def export(args, d, name, position_ids, sub):
+    hf = os.path.join(d, "hf")
+    out = os.path.join(d, name)
+    os.makedirs(os.path.join(out, sub), exist_ok=True)
+    for f in ("config.json", "generation_config.json", "tokenizer.json"):
+        shutil.copy(os.path.join(hf, f), out)
+    cmd = [sys.executable, os.path.join(args.gen, "gen_gpt2.py"), "--safetensors", os.path.join(hf, "model.safetensors"),
+           "--with-past", "--out", os.path.join(out, sub, "model.onnx")] + (["--position-ids"] if position_ids else [])
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def byte_fallback_folder(args, d, torch, transformers):
+    """A SentencePiece-style tokenizer (Metaspace, BPE with byte_fallback: 256 <0xXX> tokens, few
+    merges) and a tiny GPT-2 over its vocab: most generated tokens are single bytes, so characters
+    arrive in pieces. Returns (tokenizer, model, eos, folder)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    vocab = {"<unk>": 0, "</s>": 1}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for ch in "\u2581abcdefghijklmnopqrstuvwxyz":
+        vocab.setdefault(ch, len(vocab))
+    merges = [("\u2581", "t"), ("h", "e"), ("\u2581t", "he"), ("a", "n"), ("\u2581", "a")]
+    for a_, b_ in merges:
+        vocab[a_ + b_] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    tok.add_special_tokens(["</s>"])
+    eos = 1
+    torch.manual_seed(2)
+    cfg = transformers.GPT2Config(vocab_size=tok.get_vocab_size(), n_positions=128, n_embd=64, n_layer=2, n_head=4,
+                                  bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, initializer_range=0.2)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    hf = os.path.join(d, "hf_bf")
+    model.save_pretrained(hf)
+    tok.save(os.path.join(hf, "tokenizer.json"))
+    out = os.path.join(d, "BF")
+    os.makedirs(out)
+    for f in ("config.json", "generation_config.json", "tokenizer.json"):
+        shutil.copy(os.path.join(hf, f), out)
+    subprocess.run([sys.executable, os.path.join(args.gen, "gen_gpt2.py"), "--safetensors",
+                    os.path.join(hf, "model.safetensors"), "--with-past", "--position-ids", "--out",
+                    os.path.join(out, "model.onnx")], check=True)
+    return tok, model, eos, out
+
+
+def export_llama(d, torch, transformers, tok, eos):
+    """A tiny random LlamaForCausalLM (2 layers, hidden 64, 4 heads over 2 key/value heads) exported by
+    torch.onnx.export (TorchScript, opset 17) of a wrapper that takes and returns the past as explicit
+    tensors, Optimum's names; traced with a past of 4 and 3 new tokens, every length dynamic."""
+    torch.manual_seed(1)
+    cfg = transformers.LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=128,
+                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                   max_position_embeddings=128, initializer_range=0.2, bos_token_id=eos,
+                                   eos_token_id=eos, pad_token_id=eos)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    L, KV, D = 2, 2, 16
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, position_ids, *past):
+            c = transformers.DynamicCache(config=cfg)
+            for l in range(L):
+                c.update(past[2 * l], past[2 * l + 1], l)
+            o = self.m(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=c,
+                       use_cache=True)
+            outs = [o.logits]
+            for l in range(L):
+                outs += [o.past_key_values.layers[l].keys, o.past_key_values.layers[l].values]
+            return tuple(outs)
+
+    out = os.path.join(d, "L")
+    model.save_pretrained(out)
+    os.unlink(os.path.join(out, "model.safetensors"))
+    tok.save(os.path.join(out, "tokenizer.json"))
+    B, S, P = 2, 3, 4
+    ids = torch.randint(0, cfg.vocab_size, (B, S))
+    am = torch.ones(B, P + S, dtype=torch.long)
+    pos = torch.arange(P, P + S).expand(B, S)
+    past = [torch.randn(B, KV, P, D) for _ in range(2 * L)]
+    names = [f"past_key_values.{l}.{t}" for l in range(L) for t in ("key", "value")]
+    onames = ["logits"] + [f"present.{l}.{t}" for l in range(L) for t in ("key", "value")]
+    dyn = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total"},
+           "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}}
+    dyn.update({n: {0: "batch", 2: "past"} for n in names})
+    dyn.update({n: {0: "batch", 2: "total"} for n in onames[1:]})
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Wrap(model), (ids, am, pos, *past), os.path.join(out, "model.onnx"),
+                          input_names=["input_ids", "attention_mask", "position_ids"] + names, output_names=onames,
+                          dynamic_axes=dyn, opset_version=17, dynamo=False)
+    return model, out
+
+
+def genai_gqa(d, tok, eos):
+    """An ONNX Runtime GenAI folder whose decoder uses com.microsoft GroupQueryAttention (rotary
+    inside, past_present_share_buffer false): 2 layers, hidden 64, 4 heads over 2 key/value heads,
+    random weights. genai_config.json as the GenAI model builder writes it."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper, save
+    r = np.random.default_rng(5)
+    V, H, NH, KV, D, L, MAXS = tok.get_vocab_size(), 64, 4, 2, 16, 2, 128
+    inits, nodes = [], []
+
+    def w(name, *shape, std=0.3):
+        inits.append(numpy_helper.from_array((r.standard_normal(shape) * std).astype(np.float32), name))
+        return name
+
+    inv = 1.0 / (10000 ** (np.arange(0, D, 2) / D))
+    ang = np.outer(np.arange(MAXS), inv).astype(np.float32)
+    inits += [numpy_helper.from_array(np.cos(ang), "cos_cache"), numpy_helper.from_array(np.sin(ang), "sin_cache"),
+              numpy_helper.from_array(np.array([1], np.int64), "one"), numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    nodes += [helper.make_node("Gather", [w("emb", V, H, std=1.0), "input_ids"], ["h0"]),
+              helper.make_node("ReduceSum", ["attention_mask", "axis1"], ["msum"], keepdims=0),
+              helper.make_node("Sub", ["msum", "one"], ["msum1"]),
+              helper.make_node("Cast", ["msum1"], ["seqlens_k"], to=TensorProto.INT32),
+              helper.make_node("Shape", ["attention_mask"], ["mshape"], start=1, end=2),
+              helper.make_node("Squeeze", ["mshape"], ["mlen"]),
+              helper.make_node("Cast", ["mlen"], ["total_len"], to=TensorProto.INT32)]
+    ins = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
+           helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "total"])]
+    outs = []
+    h = "h0"
+    for l in range(L):
+        for t in ("key", "value"):
+            ins.append(helper.make_tensor_value_info(f"past_key_values.{l}.{t}", TensorProto.FLOAT, ["batch", KV, "past", D]))
+            outs.append(helper.make_tensor_value_info(f"present.{l}.{t}", TensorProto.FLOAT, ["batch", KV, "total", D]))
+        nodes += [helper.make_node("SimplifiedLayerNormalization", [h, w(f"ln{l}", H, std=0.1)], [f"x{l}"], axis=-1,
+                                   epsilon=1e-6),
+                  helper.make_node("MatMul", [f"x{l}", w(f"wq{l}", H, NH * D)], [f"q{l}"]),
+                  helper.make_node("MatMul", [f"x{l}", w(f"wk{l}", H, KV * D)], [f"k{l}"]),
+                  helper.make_node("MatMul", [f"x{l}", w(f"wv{l}", H, KV * D)], [f"v{l}"]),
+                  helper.make_node("GroupQueryAttention",
+                                   [f"q{l}", f"k{l}", f"v{l}", f"past_key_values.{l}.key", f"past_key_values.{l}.value",
+                                    "seqlens_k", "total_len", "cos_cache", "sin_cache"],
+                                   [f"a{l}", f"present.{l}.key", f"present.{l}.value"], domain="com.microsoft",
+                                   num_heads=NH, kv_num_heads=KV, do_rotary=1),
+                  helper.make_node("MatMul", [f"a{l}", w(f"wo{l}", NH * D, H, std=0.1)], [f"o{l}"]),
+                  helper.make_node("Add", [h, f"o{l}"], [f"h{l + 1}"])]
+        h = f"h{l + 1}"
+    nodes.append(helper.make_node("MatMul", [h, w("lm", H, V, std=0.2)], ["logits"]))
+    outs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence", V]))
+    g = helper.make_graph(nodes, "gqa_decoder", ins, outs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    out = os.path.join(d, "GQA")
+    os.makedirs(out, exist_ok=True)
+    save(m, os.path.join(out, "model.onnx"))
+    tok.save(os.path.join(out, "tokenizer.json"))
+    genai = {"model": {"type": "llama", "context_length": MAXS, "eos_token_id": eos, "pad_token_id": eos, "vocab_size": V,
+                       "decoder": {"filename": "model.onnx", "head_size": D, "hidden_size": H, "num_attention_heads": NH,
+                                   "num_key_value_heads": KV, "num_hidden_layers": L,
+                                   "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
+                                              "past_key_names": "past_key_values.%d.key",
+                                              "past_value_names": "past_key_values.%d.value"},
+                                   "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
+                                               "present_value_names": "present.%d.value"}}},
+             "search": {"max_length": MAXS, "past_present_share_buffer": False, "do_sample": False}}
+    json.dump(genai, open(os.path.join(out, "genai_config.json"), "w"))
+    return out, (L, KV, D)
+
+
+def ort_greedy(path, ids, n_new, dims, eos):
+    """Greedy decoding through ONNX Runtime with the exact past, as GenAI runs a share_buffer=false model."""
+    import numpy as np
+    import onnxruntime as ort
+    L, KV, D = dims
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    past = {f"past_key_values.{l}.{t}": np.zeros((1, KV, 0, D), np.float32) for l in range(L) for t in ("key", "value")}
+    cur, total, got = list(ids), 0, []
+    for _ in range(n_new):
+        feed = {"input_ids": np.array([cur], np.int64), "attention_mask": np.ones((1, total + len(cur)), np.int64), **past}
+        out = s.run(None, feed)
+        total += len(cur)
+        t = int(out[0][0, -1].argmax())
+        got.append(t)
+        names = [o.name for o in s.get_outputs()]
+        past = {n.replace("present.", "past_key_values."): v for n, v in zip(names[1:], out[1:])}
+        cur = [t]
+        if t == eos:
+            break
+    return got
+
+
+def run_genai(args):
+    """textgen.genai: the GenAI layout with GroupQueryAttention; exit 77 (skipped) when kiln lacks the op."""
+    try:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: F401
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        print(f"SKIP: {e}")
+        return 77
+    d = args.keep or tempfile.mkdtemp(prefix="kiln_textgen_genai_")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    rep = Report()
+    try:
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        tok.train_from_iterator(corpus(), trainers.BpeTrainer(vocab_size=420, special_tokens=["<|endoftext|>"],
+                                                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                              show_progress=False))
+        eos = tok.token_to_id("<|endoftext|>")
+        folder, dims = genai_gqa(d, tok, eos)
+        p = subprocess.run([args.kiln, "run", "--model", folder, "--type", "textGeneration", "--max-new-tokens", "1"],
+                           input=b'{"input": "x"}\n', capture_output=True)
+        err = (p.stderr + p.stdout).decode(errors="replace")
+        if p.returncode and "GroupQueryAttention" in err:
+            print(f"SKIP: kiln cannot run com.microsoft GroupQueryAttention yet: {err.strip()[:300]}")
+            return 77
+        for i, prompt in enumerate(PROMPTS):
+            want = ort_greedy(os.path.join(folder, "model.onnx"), tok.encode(prompt).ids, N_NEW, dims, eos)
+            got = results(kiln_run(args, folder, [{"input": prompt}], "--max-new-tokens", N_NEW))[0]
+            ids = got.get("output", {}).get("TokenIds")
+            rep.check(f"genai GQA greedy prompt {i} == ORT", ids == want,
+                      got.get("error", "") if ids is None else ("" if ids == want else f"kiln {ids} ort {want}"))
+    except Exception as e:
+        rep.check("run", False, repr(e)[:2000])
+    finally:
+        if not args.keep:
+            shutil.rmtree(d, ignore_errors=True)
+    print(f"{rep.passed} passed, {rep.failed} failed")
+    return 1 if rep.failed else 0
+
+
+def kiln_run(args, model, lines, *opts, stream=False):
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+        for line in lines:
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+        path = f.name
+    cmd = [args.kiln, "run", "--model", model, "--type", "textGeneration", "--input", path] + [str(o) for o in opts]
+    if stream:
+        cmd.append("--stream")
+    p = subprocess.run(cmd, capture_output=True)
+    os.unlink(path)
+    if p.returncode:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {p.returncode}: {p.stderr.decode(errors='replace')}")
+    return [ln for ln in p.stdout.split(b"\n") if ln]
+
+
+def results(raw):
+    return [json.loads(ln) for ln in raw if b'"delta"' not in ln]
+
+
+def hf_generate(torch, model, tok, eos, prompts, **kw):
+    """transformers' generate over a left-padded batch; returns each row's new ids, cut after EOS."""
+    enc = [tok.encode(p).ids for p in prompts]
+    P = max(len(e) for e in enc)
+    ids = torch.tensor([[eos] * (P - len(e)) + e for e in enc])
+    mask = torch.tensor([[0] * (P - len(e)) + [1] * len(e) for e in enc])
+    eos_ids = kw.pop("eos_ids", [eos])
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, pad_token_id=eos,
+                             eos_token_id=eos_ids, **kw)
+    rows = []
+    for r in out[:, P:].tolist():
+        cut = next((i + 1 for i, t in enumerate(r) if t in eos_ids), len(r))
+        rows.append(r[:cut])
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kiln", required=True)
+    ap.add_argument("--gen", default=os.path.join(HERE, "..", "tools", "gen"))
+    ap.add_argument("--keep", help="build in this folder and keep it")
+    ap.add_argument("--case", choices=("hf", "genai"), default="hf",
+                    help="hf: GPT-2 / Llama against transformers (default); genai: a GroupQueryAttention decoder in "
+                         "the GenAI layout against ONNX Runtime (exit 77 = skipped while kiln lacks the op)")
+    args = ap.parse_args()
+    if args.case == "genai":
+        return run_genai(args)
+    try:
+        import torch
+        import transformers
+        import tokenizers  # noqa: F401
+    except ImportError as e:
+        print(f"SKIP: {e} (torch, transformers and tokenizers are needed to build the reference)")
+        print("0 passed, 0 failed, 1 skipped")
+        return 0
+    torch.set_num_threads(1)
+    d = args.keep or tempfile.mkdtemp(prefix="kiln_textgen_")
+    if args.keep:
+        shutil.rmtree(d, ignore_errors=True)  # a fresh build every run
+    os.makedirs(d, exist_ok=True)
+    rep = Report()
+    try:
+        tok, model, eos = build(d, torch, transformers)
+        A = export(args, d, "A", False, "onnx")
+        B = export(args, d, "B", True, ".")
+        inputs = [{"input": p} for p in PROMPTS]
+
+        # greedy, batch 1, both layouts
+        want1 = [hf_generate(torch, model, tok, eos, [p], max_new_tokens=N_NEW)[0] for p in PROMPTS]
+        for name, folder in (("A(exact past)", A), ("B(fixed cache)", B)):
+            got = results(kiln_run(args, folder, inputs, "--max-new-tokens", N_NEW))
+            for i, (g, w) in enumerate(zip(got, want1)):
+                ids = g["output"]["TokenIds"]
+                rep.check(f"greedy batch1 {name} prompt {i}", ids == w, f"{len(ids)} ids, finish {g['output']['FinishReason']}"
+                          + ("" if ids == w else f" kiln {ids} hf {w}"))
+        # greedy, batch 4, left padding
+        want4 = hf_generate(torch, model, tok, eos, PROMPTS[:4], max_new_tokens=N_NEW)
+        got4 = results(kiln_run(args, B, inputs[:4], "--max-new-tokens", N_NEW, "--batch-size", 4))
+        lens = [len(tok.encode(p).ids) for p in PROMPTS[:4]]
+        for i, (g, w) in enumerate(zip(got4, want4)):
+            ids = g["output"]["TokenIds"]
+            rep.check(f"greedy batch4 prompt {i} (len {lens[i]})", ids == w, "" if ids == w else f"kiln {ids} hf {w}")
+        # repetition penalty, greedy
+        wantr = hf_generate(torch, model, tok, eos, PROMPTS[:4], max_new_tokens=N_NEW, repetition_penalty=1.3)
+        gotr = results(kiln_run(args, B, inputs[:4], "--max-new-tokens", N_NEW, "--batch-size", 4,
+                                "--repetition-penalty", 1.3))
+        rep.check("repetition penalty 1.3 batch4", [g["output"]["TokenIds"] for g in gotr] == wantr)
+        # sampling with a seed
+        sam = ["--max-new-tokens", N_NEW, "--temperature", 0.9, "--top-k", 50, "--top-p", 0.95, "--min-p", 0.01,
+               "--seed", 7, "--batch-size", 2]
+        s1 = [g["output"]["TokenIds"] for g in results(kiln_run(args, B, inputs, *sam))]
+        s2 = [g["output"]["TokenIds"] for g in results(kiln_run(args, B, inputs, *sam))]
+        rep.check("sampling seed 7 reproducible", s1 == s2 and all(s1))
+        s3 = [g["output"]["TokenIds"] for g in results(kiln_run(args, B, inputs, *sam[:-4], "--seed", 8, "--batch-size", 2))]
+        rep.check("sampling seed 8 differs from seed 7", s3 != s1)
+        rep.check("sampling differs from greedy", s1 != want1)
+        # each filter alone narrowed to one token is greedy, whatever the seed
+        for name, extra in (("top-k 1", ["--top-k", 1]), ("top-p 1e-6", ["--top-p", 1e-6]), ("min-p 1", ["--min-p", 1])):
+            gf = results(kiln_run(args, B, inputs, "--max-new-tokens", N_NEW, "--temperature", 1.5, "--seed", 3, *extra))
+            rep.check(f"sampling with {name} == greedy", [g["output"]["TokenIds"] for g in gf] == want1)
+        # the folder's generation_config.json sets the defaults, the command line wins over them
+        S_ = os.path.join(d, "S")
+        shutil.copytree(B, S_)
+        gcs = json.load(open(os.path.join(S_, "generation_config.json")))
+        gcs.update(do_sample=True, temperature=1.2, top_k=40, max_new_tokens=7)
+        json.dump(gcs, open(os.path.join(S_, "generation_config.json"), "w"))
+        d1 = [g["output"]["TokenIds"] for g in results(kiln_run(args, S_, inputs, "--seed", 5))]
+        d2 = [g["output"]["TokenIds"] for g in results(kiln_run(args, S_, inputs, "--seed", 5))]
+        dg = [g["output"]["TokenIds"] for g in results(kiln_run(args, S_, inputs, "--temperature", 0))]
+        rep.check("generation_config.json defaults (sampling, 7 tokens); --temperature 0 is greedy",
+                  d1 == d2 and all(len(x) == 7 for x in d1) and d1 != [w[:7] for w in want1] and dg == [w[:7] for w in want1])
+        # max new tokens
+        g5 = results(kiln_run(args, B, inputs, "--max-new-tokens", 5))
+        rep.check("max-new-tokens 5", all(len(g["output"]["TokenIds"]) == 5 and g["output"]["FinishReason"] == "length"
+                                          for g in g5 if g["output"]["TokenIds"][-1] != eos))
+        # EOS from generation_config.json (a list): the token greedy makes 6th for prompt 0
+        stop_tok = want1[0][5]
+        first = want1[0].index(stop_tok)
+        E = os.path.join(d, "E")
+        shutil.copytree(B, E)
+        gc = json.load(open(os.path.join(E, "generation_config.json")))
+        gc["eos_token_id"] = [eos, stop_tok]
+        json.dump(gc, open(os.path.join(E, "generation_config.json"), "w"))
+        ge = results(kiln_run(args, E, inputs[:1], "--max-new-tokens", N_NEW))[0]["output"]
+        rep.check("eos list", ge["TokenIds"] == want1[0][:first + 1] and ge["FinishReason"] == "eos",
+                  f"stopped after {len(ge['TokenIds'])} ids on id {stop_tok}")
+        # stop strings
+        full = results(kiln_run(args, B, inputs, "--max-new-tokens", N_NEW))
+        text0 = full[0]["output"]["Response"]
+        stop = text0[len(text0) // 2:len(text0) // 2 + 3]
+        gs = results(kiln_run(args, B, inputs[:1], "--max-new-tokens", N_NEW, "--stop", stop))[0]["output"]
+        rep.check("stop string", gs["Response"] == text0[:text0.find(stop)] and gs["FinishReason"] == "stop",
+                  f"stop {stop!r}: {gs['Response']!r}")
+        # streaming: whole UTF-8 pieces that add up to the Response, also with a stop string
+        for extra in ([], ["--stop", stop]):
+            raw = kiln_run(args, B, inputs, "--max-new-tokens", N_NEW, "--batch-size", 2, *extra, stream=True)
+            ok_utf8, pieces = True, {}
+            for ln in raw:
+                try:
+                    ln.decode("utf-8")
+                except UnicodeDecodeError:
+                    ok_utf8 = False
+                o = json.loads(ln)
+                if "delta" in o:
+                    pieces[o["index"]] = pieces.get(o["index"], "") + o["delta"]
+            fin = results(raw)
+            ref = full if not extra else results(kiln_run(args, B, inputs, "--max-new-tokens", N_NEW, *extra))
+            same = all(pieces.get(i, "") == f["output"]["Response"] == r["output"]["Response"]
+                       for i, (f, r) in enumerate(zip(fin, ref)))
+            n_delta = sum(1 for ln in raw if b'"delta"' in ln)
+            rep.check(f"stream{' with stop' if extra else ''}", ok_utf8 and same and len(fin) == len(PROMPTS),
+                      f"{n_delta} deltas")
+        # byte-fallback tokens: characters in pieces; the stream never splits one, the text is the
+        # package's decode of the ids
+        btok, bmodel, beos, BF = byte_fallback_folder(args, d, torch, transformers)
+        bprompts = ["日本語 the cat", "é an", "the"]
+        wb = hf_generate(torch, bmodel, btok, beos, bprompts, max_new_tokens=40)
+        raw = kiln_run(args, BF, [{"input": p} for p in bprompts], "--max-new-tokens", 40, "--batch-size", 3, stream=True)
+        ok_utf8, pieces = True, {}
+        for ln in raw:
+            try:
+                ln.decode("utf-8")
+            except UnicodeDecodeError:
+                ok_utf8 = False
+            o = json.loads(ln)
+            if "delta" in o:
+                pieces[o["index"]] = pieces.get(o["index"], "") + o["delta"]
+        fb = results(raw)
+        n_bytes = sum(1 for g in fb for t in g["output"]["TokenIds"] if 2 <= t < 258)
+        rep.check("byte fallback: greedy ids == transformers", [g["output"]["TokenIds"] for g in fb] == wb,
+                  f"{n_bytes} of {sum(len(g['output']['TokenIds']) for g in fb)} generated ids are byte tokens")
+        rep.check("byte fallback: Response == tokenizers' decode, stream == Response, whole UTF-8 pieces",
+                  ok_utf8 and all(g["output"]["Response"] == btok.decode(g["output"]["TokenIds"], skip_special_tokens=True)
+                                  == pieces.get(i, "") for i, g in enumerate(fb)),
+                  f"{sum(1 for ln in raw if b'delta' in ln)} deltas")
+        # messages
+        gm = results(kiln_run(args, B, [{"messages": [{"role": "user", "content": p}]} for p in PROMPTS],
+                              "--max-new-tokens", N_NEW))
+        rep.check("messages == input", [g["output"] for g in gm] == [g["output"] for g in full])
+        # kiln generate
+        p = subprocess.run([args.kiln, "generate", "--model", B, "--max-new-tokens", str(N_NEW), PROMPTS[0]],
+                           capture_output=True)
+        rep.check("kiln generate", p.returncode == 0 and p.stdout.decode() == text0 + "\n", repr(p.stdout[:60]))
+        # ONNX Runtime GenAI layout: genai_config.json names the decoder file, its inputs/outputs and the EOS ids
+        G = os.path.join(d, "G")
+        os.makedirs(G, exist_ok=True)
+        shutil.copy(os.path.join(B, "model.onnx"), os.path.join(G, "decoder.onnx"))
+        shutil.copy(os.path.join(B, "tokenizer.json"), G)
+        genai = {"model": {"type": "gpt2", "context_length": 128, "eos_token_id": [eos, stop_tok], "pad_token_id": eos,
+                           "vocab_size": tok.get_vocab_size(),
+                           "decoder": {"filename": "decoder.onnx", "head_size": 16, "hidden_size": 64, "num_attention_heads": 4,
+                                       "num_key_value_heads": 4, "num_hidden_layers": 2,
+                                       "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
+                                                  "position_ids": "position_ids",
+                                                  "past_key_names": "past_key_values.%d.key",
+                                                  "past_value_names": "past_key_values.%d.value"},
+                                       "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
+                                                   "present_value_names": "present.%d.value"}}},
+                 "search": {"max_length": 128, "past_present_share_buffer": False}}
+        json.dump(genai, open(os.path.join(G, "genai_config.json"), "w"))
+        gg = results(kiln_run(args, G, inputs, "--max-new-tokens", N_NEW, "--batch-size", 2))
+        want_g = [w[:w.index(stop_tok) + 1] if stop_tok in w else w for w in want1]
+        rep.check("genai_config.json layout (standard-op decoder, eos list)",
+                  [g["output"]["TokenIds"] for g in gg] == want_g)
+        genai["model"]["decoder"]["filename"] = "missing.onnx"
+        json.dump(genai, open(os.path.join(G, "genai_config.json"), "w"))
+        p = subprocess.run([args.kiln, "run", "--model", G, "--type", "textGeneration"], input=b'{"input": "x"}\n',
+                           capture_output=True)
+        rep.check("genai_config.json decoder file missing named", p.returncode != 0 and b"missing.onnx" in p.stderr,
+                  p.stderr.decode(errors="replace").strip()[:120])
+        # Llama (rotary positions, grouped key/value heads) exported by torch.onnx.export
+        lmodel, LL = export_llama(d, torch, transformers, tok, eos)
+        wl1 = [hf_generate(torch, lmodel, tok, eos, [p], max_new_tokens=N_NEW)[0] for p in PROMPTS]
+        gl1 = results(kiln_run(args, LL, inputs, "--max-new-tokens", N_NEW))
+        for i, (g, w) in enumerate(zip(gl1, wl1)):
+            ids = g["output"]["TokenIds"]
+            rep.check(f"llama greedy batch1 prompt {i}", ids == w, f"{len(ids)} ids" + ("" if ids == w else f" kiln {ids} hf {w}"))
+        wl4 = hf_generate(torch, lmodel, tok, eos, PROMPTS[:4], max_new_tokens=N_NEW)
+        gl4 = results(kiln_run(args, LL, inputs[:4], "--max-new-tokens", N_NEW, "--batch-size", 4))
+        for i, (g, w) in enumerate(zip(gl4, wl4)):
+            ids = g["output"]["TokenIds"]
+            rep.check(f"llama greedy batch4 prompt {i}", ids == w, "" if ids == w else f"kiln {ids} hf {w}")
+        # plans: the fixed-size cache keeps one input-shape signature for every decode step
+        for name, folder, want in (("gpt2 B", B, 2), ("llama", LL, 2), ("gpt2 A (exact past)", A, N_NEW)):
+            p = subprocess.run([args.kiln, "generate", "--model", folder, "--max-new-tokens", str(N_NEW), "--stats",
+                                PROMPTS[2]], capture_output=True)
+            line = p.stderr.decode(errors="replace").strip()
+            rep.check(f"plans built {name} == {want}", p.returncode == 0 and f"{N_NEW} tokens, {want} plans built" in line, line)
+        # 100 tokens: the cache widens from a 64-position bucket to 128 in place; batch 4 with EOS ids
+        # that end some rows early (they drop out of the batch while the others go on)
+        for name, folder, mdl in (("gpt2", B, model), ("llama", LL, lmodel)):
+            wl = hf_generate(torch, mdl, tok, eos, [PROMPTS[2]], max_new_tokens=100)[0]
+            p = subprocess.run([args.kiln, "generate", "--model", folder, "--max-new-tokens", "100", "--stats", PROMPTS[2]],
+                               capture_output=True)
+            gl = results(kiln_run(args, folder, inputs[2:3], "--max-new-tokens", 100))[0]["output"]["TokenIds"]
+            rep.check(f"{name} up to 100 tokens == transformers, 3 plans (prefill, buckets 64 and 128)",
+                      gl == wl and len(wl) > 51 and f"{len(wl)} tokens, 3 plans built".encode() in p.stderr,
+                      p.stderr.decode(errors="replace").strip())
+        E2 = os.path.join(d, "E2")
+        shutil.copytree(B, E2)
+        w100 = hf_generate(torch, model, tok, eos, PROMPTS[:4], max_new_tokens=100)
+        early = [w100[0][30], w100[1][70]]
+        gc["eos_token_id"] = [eos] + early
+        json.dump(gc, open(os.path.join(E2, "generation_config.json"), "w"))
+        wd = hf_generate(torch, model, tok, eos, PROMPTS[:4], max_new_tokens=100, eos_ids=[eos] + early)
+        gd = results(kiln_run(args, E2, inputs[:4], "--max-new-tokens", 100, "--batch-size", 4))
+        rep.check("batch 4, rows finishing early drop out", [g["output"]["TokenIds"] for g in gd] == wd,
+                  f"lengths {[len(g['output']['TokenIds']) for g in gd]}, finish {[g['output']['FinishReason'] for g in gd]}")
+        # bad input
+        long_prompt = " ".join(["the quick brown fox"] * 60)
+        gl = results(kiln_run(args, B, [{"input": long_prompt}], "--max-new-tokens", 8))[0]
+        rep.check("prompt over context is an error", "error" in gl and "context" in gl["error"], gl.get("error", "")[:120])
+        gt = results(kiln_run(args, B, [{"input": long_prompt}], "--max-new-tokens", 8, "--truncate"))[0]
+        rep.check("--truncate keeps the prompt's end", "output" in gt and len(gt["output"]["TokenIds"]) >= 1)
+        bad = [{"input": 5}, {"messages": [{"role": "user"}]}, ["not", "an", "object"], {"input": ""}, {"input": "ok"},
+               {"input": long_prompt}, {"input": "fine"}]
+        gb = results(kiln_run(args, B, bad, "--max-new-tokens", 4, "--batch-size", 3))
+        rep.check("bad lines get error lines, the rest goes on",
+                  len(gb) == 7 and all("error" in gb[i] for i in (0, 1, 2, 3, 5)) and "output" in gb[4] and "output" in gb[6],
+                  "; ".join(g.get("error", "ok")[:50] for g in gb))
+        N = os.path.join(d, "N")
+        shutil.copytree(B, N)
+        os.unlink(os.path.join(N, "tokenizer.json"))
+        p = subprocess.run([args.kiln, "run", "--model", N, "--type", "textGeneration"], input=b'{"input": "x"}\n',
+                           capture_output=True)
+        rep.check("missing tokenizer.json named", p.returncode != 0 and b"tokenizer.json" in p.stderr,
+                  p.stderr.decode(errors="replace").strip()[:120])
+    except Exception as e:  # a crash of kiln or of the reference is a failure, with its message
+        rep.check("run", False, repr(e)[:2000])
+    finally:
+        if not args.keep:
+            shutil.rmtree(d, ignore_errors=True)
+    print(f"{rep.passed} passed, {rep.failed} failed")
+    return 1 if rep.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
