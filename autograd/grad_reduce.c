@@ -96,36 +96,12 @@ static kn_status *softmax_like(kn_grad_ctx *c, const char *op) {
 kn_status *kn_grad_Softmax(kn_grad_ctx *c) { return softmax_like(c, "SoftmaxGrad"); }
 kn_status *kn_grad_LogSoftmax(kn_grad_ctx *c) { return softmax_like(c, "LogSoftmaxGrad"); }
 
-/* Switches on output k of the forward node (Mean, InvStdDev) when the model left it off, so the
- * backward reads the statistics instead of recomputing them. */
-static int forward_output(kn_grad_ctx *c, int k, const char *suffix) {
-    kn_node *n = &c->g->nodes[c->node];
-    if (k < n->n_outputs && n->outputs[k] >= 0) return n->outputs[k];
-    char name[512];
-    snprintf(name, sizeof name, "%s/%s", c->g->values[c->out[0]].name, suffix);
-    if (kn_graph_find_value(c->g, name) >= 0)
-        return ag_fail(c, kn_error(KN_ERR_INVALID_MODEL, "value '%s' exists", name));
-    int v = kn_graph_add_value(c->g, name);
-    if (v < 0) return ag_fail(c, KN_OOM(sizeof(kn_value)));
-    n = &c->g->nodes[c->node];
-    if (k >= n->n_outputs) {
-        int *o = realloc(n->outputs, sizeof(int) * (size_t)(k + 1));
-        if (!o) return ag_fail(c, KN_OOM(sizeof(int) * (size_t)(k + 1)));
-        for (int i = n->n_outputs; i <= k; i++) o[i] = -1;
-        n->outputs = o;
-        n->n_outputs = k + 1;
-    }
-    n->outputs[k] = v;
-    c->g->values[v].producer = c->node;
-    return v;
-}
-
 kn_status *kn_grad_LayerNormalization(kn_grad_ctx *c) {
     const kn_params_layernorm *p = KN_GRAD_PARAMS(c, layernorm);
     if ((c->n_out > 1 && c->dy[1] >= 0) || (c->n_out > 2 && c->dy[2] >= 0))
         return kn_error(KN_ERR_UNSUPPORTED, "LayerNormalization: gradients through Mean / InvStdDev are not supported");
-    int mean = forward_output(c, 1, "mean");
-    int inv = forward_output(c, 2, "inv_std_dev");
+    int mean = ag_forward_output(c, 1, "mean");
+    int inv = ag_forward_output(c, 2, "inv_std_dev");
     kn_attr at[2] = {ag_attr_int("axis", p->axis), ag_attr_float("epsilon", p->epsilon)};
     int in[5] = {c->dy[0], c->in[0], c->in[1], mean, inv}, out[3];
     if (ag_node(c, "LayerNormalizationGrad", "kiln", in, 5, out, 3, at, 2) < 0) return c->err;
