@@ -164,11 +164,11 @@ kn_status *kn_cpu_KnSdpaGrad(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
                         kn_tensor_desc(V, b3, sizeof b3));
     int64_t B = Q->dims[0], H = Q->dims[1], S = Q->dims[2], D = Q->dims[3], T = K->dims[2], Dv = V->dims[3];
     if (!sg_is4(K, B, H, T, D) || !sg_is4(V, B, H, T, -1) || !sg_is4(dY, B, H, S, Dv) || !sg_is4(Y, B, H, S, Dv))
-        return kn_error(KN_ERR_INVALID_ARGUMENT,
-                        "SdpaGrad: Q %s, K %s, V %s disagree with each other or with dY / Y (the backward needs as many "
-                        "key/value heads as query heads)",
-                        kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2),
-                        kn_tensor_desc(V, b3, sizeof b3));
+        return kn_error(
+            KN_ERR_INVALID_ARGUMENT,
+            "SdpaGrad: Q %s, K %s, V %s disagree with each other or with dY / Y (the backward needs as many "
+            "key/value heads as query heads)",
+            kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2), kn_tensor_desc(V, b3, sizeof b3));
     if (lse && (lse->ndim != 3 || lse->dims[0] != B || lse->dims[1] != H || lse->dims[2] != S))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "SdpaGrad: lse %s is not [%lld,%lld,%lld]",
                         kn_tensor_desc(lse, b1, sizeof b1), (long long)B, (long long)H, (long long)S);
@@ -184,15 +184,16 @@ kn_status *kn_cpu_KnSdpaGrad(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
     j.causal = ap->is_causal;
     if (bias) {
         int64_t full[4] = {B, H, S, T}, md[4] = {1, 1, 1, 1};
-        if (bias->ndim > 4) return kn_error(KN_ERR_INVALID_ARGUMENT, "SdpaGrad: bias %s has rank above 4",
-                                            kn_tensor_desc(bias, b1, sizeof b1));
+        if (bias->ndim > 4)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "SdpaGrad: bias %s has rank above 4",
+                            kn_tensor_desc(bias, b1, sizeof b1));
         for (int d = 0; d < bias->ndim; d++) md[4 - bias->ndim + d] = bias->dims[d];
         int64_t st = 1;
         for (int d = 3; d >= 0; d--) {
             if (md[d] != 1 && md[d] != full[d])
-                return kn_error(KN_ERR_INVALID_ARGUMENT, "SdpaGrad: bias %s does not broadcast to [%lld,%lld,%lld,%lld]",
-                                kn_tensor_desc(bias, b1, sizeof b1), (long long)B, (long long)H, (long long)S,
-                                (long long)T);
+                return kn_error(
+                    KN_ERR_INVALID_ARGUMENT, "SdpaGrad: bias %s does not broadcast to [%lld,%lld,%lld,%lld]",
+                    kn_tensor_desc(bias, b1, sizeof b1), (long long)B, (long long)H, (long long)S, (long long)T);
             j.bstride[d] = md[d] == 1 ? 0 : st;
             st *= md[d];
         }

@@ -8,11 +8,13 @@
  *              | loss ce OUTPUT IGNORE | loss cosine|cosent|mnrl OUTPUT MASK_INPUT
  *              | batch NAME f32|i64 NDIM DIMS... FILE  (an input of the next step) | step
  *              | no_decay PATTERNS | out DIR | export PATH
+ *              | fuse  (kn_train_fuse before the loss: fused attention and GELU; counts to stderr)
  * The losses add inputs "labels" (ce: int64, any shape) and "scores" (cosine, cosent: float [B]);
  * the pair losses mean-pool OUTPUT [2B, T, D] over MASK_INPUT and split the batch in halves
  * (anchors, positives for mnrl, whose scale is 20 as sentence-transformers' default).
  * KN_TRAIN_VERBOSE=1 prints each step's loss and gradient norm to stderr. */
 #include "autograd/loss.h"
+#include "autograd/train_fuse.h"
 #include "autograd/trainer.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +60,7 @@ int main(int argc, char **argv) {
     kn_named_tensor batch[MAX_BATCH];
     void *bufs[MAX_BATCH];
     int n_batch = 0, step = 0;
+    bool fuse = false;
     FILE *losses = NULL;
     while (fgets(line, sizeof line, plan)) {
         char kw[32] = "";
@@ -67,6 +70,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(kw, "trainable")) sscanf(rest, "%1023s", trainable);
         else if (!strcmp(kw, "out")) sscanf(rest, "%1023s", out_dir);
         else if (!strcmp(kw, "export")) sscanf(rest, "%1023s", export_path);
+        else if (!strcmp(kw, "fuse")) fuse = true;
         else if (!strcmp(kw, "no_decay") && sscanf(rest, "%1023s", no_decay) == 1) o.optim.no_decay = no_decay;
         else if (!strcmp(kw, "clip")) sscanf(rest, "%lf", &o.optim.max_grad_norm);
         else if (!strcmp(kw, "accumulate")) sscanf(rest, "%d", &o.optim.accumulate);
@@ -113,6 +117,13 @@ int main(int argc, char **argv) {
                 kn_model *m;
                 kn_status *st = kn_train_load(model_path, &m);
                 if (st) return fail(st, "load");
+                if (fuse) {
+                    kn_fuse_counts fc;
+                    st = kn_train_fuse(m->graph, trainable[0] && strcmp(trainable, "*") ? trainable : NULL, &fc);
+                    if (st) return fail(st, "fuse");
+                    fprintf(stderr, "train_driver: fused %d attention, %d GELU, %d skip-LayerNorm\n", fc.attention,
+                            fc.gelu, fc.skip_layernorm);
+                }
                 int out = kn_graph_find_value(m->graph, loss_out), loss = -1, v;
                 if (out < 0) return fail(NULL, "no such loss input value");
                 if (!strcmp(loss_kind, "ce")) {

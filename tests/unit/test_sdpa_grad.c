@@ -23,7 +23,7 @@ typedef struct scase {
     int64_t bias_dims[4]; /* right-aligned to [B,H,S,T] */
     int bias_kind;        /* 0: random trainable, 1: constant padding mask (-inf) with a fully masked row */
     bool causal;
-    float scale; /* 0: the default 1/sqrt(D) */
+    float scale;        /* 0: the default 1/sqrt(D) */
     bool explicit_grad; /* SdpaGrad built by hand without lse: the kernel recomputes it */
     int sample;         /* elements checked per tensor (0: all) */
 } scase;
@@ -56,7 +56,8 @@ static double ref_loss(const sref *r, double *y, double *lse) {
                 for (int64_t t = 0; t < k->T; t++) {
                     double acc = 0;
                     for (int64_t e = 0; e < k->D; e++)
-                        acc += r->q[((b * k->H + h) * k->S + i) * k->D + e] * r->kk[((b * k->H + h) * k->T + t) * k->D + e];
+                        acc += r->q[((b * k->H + h) * k->S + i) * k->D + e] *
+                            r->kk[((b * k->H + h) * k->T + t) * k->D + e];
                     acc *= sc;
                     if (r->bias)
                         acc += r->bias[b * r->bstride[0] + h * r->bstride[1] + i * r->bstride[2] + t * r->bstride[3]];
@@ -115,8 +116,8 @@ static void g_const(kn_graph *g, const char *name, kn_tensor *t) {
     kn_tensor_set_shape(&g->values[v].type, t->ndim, t->dims);
 }
 
-static void g_node(kn_graph *g, const char *op, const char *domain, const int *ins, int n_in, const int *outs, int n_out,
-                   const kn_attr *attrs, int n_attrs) {
+static void g_node(kn_graph *g, const char *op, const char *domain, const int *ins, int n_in, const int *outs,
+                   int n_out, const kn_attr *attrs, int n_attrs) {
     kn_attr *a = n_attrs ? calloc((size_t)n_attrs, sizeof *a) : NULL;
     for (int i = 0; i < n_attrs; i++) ck_assert_ptr_null(kn_attr_copy(&a[i], &attrs[i]));
     char name[64];
@@ -281,9 +282,11 @@ static void run_case(const scase *k) {
         const kn_tensor *lk = &outs[2 + nin_wrt];
         for (int64_t e = 0; e < k->B * k->H * k->S; e++) {
             double got = kn_get_f64(lk, e);
-            if (isinf(lref[e])) ck_assert_msg(isinf(got) && got < 0, "%s: lse[%lld] = %g, want -inf", k->name, (long long)e, got);
-            else ck_assert_msg(fabs(got - lref[e]) < 1e-5 * (1 + fabs(lref[e])), "%s: lse[%lld] = %g, want %g", k->name,
-                               (long long)e, got, lref[e]);
+            if (isinf(lref[e]))
+                ck_assert_msg(isinf(got) && got < 0, "%s: lse[%lld] = %g, want -inf", k->name, (long long)e, got);
+            else
+                ck_assert_msg(fabs(got - lref[e]) < 1e-5 * (1 + fabs(lref[e])), "%s: lse[%lld] = %g, want %g", k->name,
+                              (long long)e, got, lref[e]);
         }
     }
 
