@@ -10,8 +10,7 @@ static bool tf_has_rule(int op) { return kn_op_table[op].grad == KN_GRAD_RULE; }
 unsigned kn_train_fusions(void) {
     unsigned m = 0;
     if (tf_has_rule(KN_OP_KnSdpa)) m |= KN_FUSE_ATTENTION;
-    if (tf_has_rule(KN_OP_MsGelu) && tf_has_rule(KN_OP_MsBiasGelu) && tf_has_rule(KN_OP_MsFastGelu))
-        m |= KN_FUSE_GELU;
+    if (tf_has_rule(KN_OP_MsGelu) && tf_has_rule(KN_OP_MsBiasGelu) && tf_has_rule(KN_OP_MsFastGelu)) m |= KN_FUSE_GELU;
     if (tf_has_rule(KN_OP_MsSkipLayerNormalization)) m |= KN_FUSE_SKIP_LAYERNORM;
     return m;
 }
