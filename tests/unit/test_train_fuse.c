@@ -130,7 +130,7 @@ START_TEST(scale_absorbed_only_when_frozen) {
     ck_assert_int_eq(c.attention, 0);
     ck_assert_int_eq(count(g, "Softmax"), 1);
     ck_assert_ptr_nonnull(g->values[gv(g, "sc")].constant); /* restored after the passes */
-    ck_assert_int_eq(c.gelu, 0); /* its constants are trainable too */
+    ck_assert_int_eq(c.gelu, 0);                            /* its constants are trainable too */
     kn_graph_free(g);
 
     g = build();
@@ -140,7 +140,8 @@ START_TEST(scale_absorbed_only_when_frozen) {
     ck_assert_int_eq(count(g, "KnSdpa"), 1);
     ck_assert_int_eq(count(g, "Softmax"), 0);
     for (int i = 0; i < g->n_nodes; i++)
-        if (!strcmp(g->nodes[i].op_type, "KnSdpa")) ck_assert_float_eq_tol(kn_attr_float(&g->nodes[i], "scale", 0), 0.5f, 1e-7f);
+        if (!strcmp(g->nodes[i].op_type, "KnSdpa"))
+            ck_assert_float_eq_tol(kn_attr_float(&g->nodes[i], "scale", 0), 0.5f, 1e-7f);
     kn_graph_free(g);
 }
 END_TEST
