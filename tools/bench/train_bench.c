@@ -44,7 +44,8 @@ static double now_ms(void) {
 
 int main(int argc, char **argv) {
     if (argc != 13) {
-        fprintf(stderr, "usage: train_bench MODEL THREADS WARMUP STEPS FUSE TRAINABLE ROWS SEQ IDS MASK TYPES SCORES\n");
+        fprintf(stderr,
+                "usage: train_bench MODEL THREADS WARMUP STEPS FUSE TRAINABLE ROWS SEQ IDS MASK TYPES SCORES\n");
         return 2;
     }
     int threads = atoi(argv[2]), warmup = atoi(argv[3]), steps = atoi(argv[4]), fuse = atoi(argv[5]);
@@ -60,7 +61,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "train_bench: fused %d attention, %d GELU, %d skip-LayerNorm\n", fc.attention, fc.gelu,
                 fc.skip_layernorm);
     }
-    int out = kn_graph_find_value(m->graph, "last_hidden_state"), mask = kn_graph_find_value(m->graph, "attention_mask");
+    int out = kn_graph_find_value(m->graph, "last_hidden_state"),
+        mask = kn_graph_find_value(m->graph, "attention_mask");
     if (out < 0 || mask < 0) return fail(NULL, "the model has no last_hidden_state / attention_mask");
     int64_t d[1] = {-1};
     int scores, pooled, a, b, loss;
@@ -84,7 +86,11 @@ int main(int argc, char **argv) {
         {"input_ids", KN_I64, 2, {rows, seq}, read_raw(argv[9], ni), ni},
         {"attention_mask", KN_I64, 2, {rows, seq}, read_raw(argv[10], ni), ni},
         {"token_type_ids", KN_I64, 2, {rows, seq}, read_raw(argv[11], ni), ni},
-        {"scores", KN_F32, 1, {rows / 2}, read_raw(argv[12], sizeof(float) * (size_t)(rows / 2)),
+        {"scores",
+         KN_F32,
+         1,
+         {rows / 2},
+         read_raw(argv[12], sizeof(float) * (size_t)(rows / 2)),
          sizeof(float) * (size_t)(rows / 2)},
     };
     for (int i = 0; i < 4; i++)
