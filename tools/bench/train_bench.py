@@ -16,7 +16,11 @@ RSS (max over rounds), and kiln/PyTorch ratios (speed above 1: kiln faster; memo
 smaller).
 
   python3 tools/bench/train_bench.py --bench build/train_bench --seq 64,128 --pairs 16 --threads 2 \
-      [--kiln-variants fused,unfused] [--out DIR]
+      [--kiln-variants fused,unfused] [--baseline OLD_TRAIN_BENCH] [--no-torch] [--out DIR]
+
+--baseline adds an older build of train_bench (each kiln variant), interleaved the same way, for
+before/after ratios of a change; --no-torch leaves PyTorch out (ratios are then to the first
+kiln system).
 """
 import argparse
 import json
@@ -124,6 +128,8 @@ def main():
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--kiln-variants", default="fused", help="fused (kn_train_fuse) and/or unfused")
+    ap.add_argument("--baseline", help="an older train_bench binary to run beside --bench")
+    ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--out", help="directory for train_bench.json and train_bench.md")
     ap.add_argument("--work", help="scratch directory (default: a temporary one)")
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
@@ -145,16 +151,20 @@ def main():
     variants = args.kiln_variants.split(",")
     files = {s: make_batch(work, args.pairs, s) for s in seqs}
     res = {}  # (system, seq) -> dict(steps=[], rss=[], loss=[])
+    bins = [(args.bench, "")] + ([(args.baseline, " (baseline)")] if args.baseline else [])
+    systems = [f"kiln {v}{tag}" for _, tag in bins for v in variants] + ([] if args.no_torch else ["pytorch"])
+    ref = "pytorch" if not args.no_torch else systems[0]
     for r in range(args.rounds):
         for s in seqs:
             f = files[s]
-            runs = [(f"kiln {v}", [args.bench, onnx_path, str(args.threads), str(args.warmup), str(args.steps),
-                                   "1" if v == "fused" else "0", TRAINABLE, str(2 * args.pairs), str(s),
-                                   f["input_ids"], f["attention_mask"], f["token_type_ids"], f["scores"]])
-                    for v in variants]
-            runs.append(("pytorch", [sys.executable, os.path.abspath(__file__), "--torch-worker", "--seq", str(s),
-                                     "--pairs", str(args.pairs), "--threads", str(args.threads), "--warmup",
-                                     str(args.warmup), "--steps", str(args.steps), "--files", json.dumps(f)]))
+            runs = [(f"kiln {v}{tag}", [exe, onnx_path, str(args.threads), str(args.warmup), str(args.steps),
+                                        "1" if v == "fused" else "0", TRAINABLE, str(2 * args.pairs), str(s),
+                                        f["input_ids"], f["attention_mask"], f["token_type_ids"], f["scores"]])
+                    for exe, tag in bins for v in variants]
+            if not args.no_torch:
+                runs.append(("pytorch", [sys.executable, os.path.abspath(__file__), "--torch-worker", "--seq", str(s),
+                                         "--pairs", str(args.pairs), "--threads", str(args.threads), "--warmup",
+                                         str(args.warmup), "--steps", str(args.steps), "--files", json.dumps(f)]))
             for name, cmd in runs:
                 steps, loss, rss, _ = run_tracked(cmd)
                 e = res.setdefault((name, s), {"steps": [], "rss": [], "loss": []})
@@ -165,19 +175,20 @@ def main():
                       f"peak RSS {rss:7.1f} MiB  loss {loss:.6g}", flush=True)
     lines = [f"all-MiniLM-L6-v2, CosineSimilarityLoss, AdamW, batch {args.pairs} pairs, {args.threads} threads, "
              f"{args.rounds} rounds x {args.steps} steps (after {args.warmup} warm-up) per system",
-             "", "| seq | system | ms / step (median) | pairs / s | peak RSS MiB | speed vs PyTorch | memory vs PyTorch |",
+             "", f"| seq | system | ms / step (median) | pairs / s | peak RSS MiB | speed vs {ref} | memory vs {ref} |",
              "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     summary = []
     for s in seqs:
-        t = res[("pytorch", s)]
+        t = res[(ref, s)]
         t_ms, t_rss = statistics.median(t["steps"]), max(t["rss"])
-        for name in [f"kiln {v}" for v in variants] + ["pytorch"]:
+        for name in systems:
             e = res[(name, s)]
             ms, rss = statistics.median(e["steps"]), max(e["rss"])
             sp, mem = t_ms / ms, rss / t_rss
             lines.append(f"| {s} | {name} | {ms:.1f} | {1e3 * args.pairs / ms:.2f} | {rss:.0f} | {sp:.2f} | {mem:.2f} |")
             summary.append(dict(seq=s, system=name, ms_per_step=ms, pairs_per_s=1e3 * args.pairs / ms, peak_rss_mib=rss,
-                                speed_vs_torch=sp, memory_vs_torch=mem, steps_ms=e["steps"], losses=e["loss"]))
+                                reference=ref, speed_vs_ref=sp, memory_vs_ref=mem, steps_ms=e["steps"],
+                                losses=e["loss"]))
     print("\n".join(lines))
     if args.out:
         os.makedirs(args.out, exist_ok=True)
