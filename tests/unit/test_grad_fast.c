@@ -41,8 +41,8 @@ START_TEST(reduce_sum_to_fast) {
     check_sum_to(3, (int64_t[]){3, 5, 7}, 2, (int64_t[]){5, 7}, pool);
     check_sum_to(3, (int64_t[]){2, 33, 600}, 1, (int64_t[]){600}, pool); /* 3 column chunks */
     check_sum_to(3, (int64_t[]){2, 33, 600}, 3, (int64_t[]){1, 1, 600}, NULL);
-    check_sum_to(2, (int64_t[]){4, 5}, 2, (int64_t[]){1, 1}, pool);      /* everything */
-    check_sum_to(3, (int64_t[]){3, 5, 7}, 2, (int64_t[]){5, 1}, pool);   /* the general path */
+    check_sum_to(2, (int64_t[]){4, 5}, 2, (int64_t[]){1, 1}, pool);       /* everything */
+    check_sum_to(3, (int64_t[]){3, 5, 7}, 2, (int64_t[]){5, 1}, pool);    /* the general path */
     check_sum_to(3, (int64_t[]){3, 5, 7}, 3, (int64_t[]){3, 1, 7}, pool); /* the general path */
     kn_threadpool_free(pool);
 }
@@ -55,7 +55,8 @@ static void check_gelu_grad(bool tanh_form, kn_threadpool *pool) {
         x[i] = (float)(-9.0 + 18.0 * (double)i / (double)(n - 1));
         g[i] = (float)cos(0.3 * (double)i);
     }
-    kn_tensor *x32 = mk(KN_F32, 1, d, x), *x64 = mk(KN_F64, 1, d, x), *g32 = mk(KN_F32, 1, d, g), *g64 = mk(KN_F64, 1, d, g);
+    kn_tensor *x32 = mk(KN_F32, 1, d, x), *x64 = mk(KN_F64, 1, d, x), *g32 = mk(KN_F32, 1, d, g),
+              *g64 = mk(KN_F64, 1, d, g);
     kn_tensor *in32[2] = {g32, x32}, *in64[2] = {g64, x64}, *o32[1], *o64[1];
     kn_attr at = attr_s("approximate", tanh_form ? "tanh" : "none");
     expect_ok(kn_test_run_op(KN_OP_KnGeluGrad, 1, &at, 1, in32, 2, o32, NULL, 1, pool));

@@ -1,4 +1,7 @@
-/* Checks of kiln's fused attention backward (KnSdpa's gradient rule, the SdpaGrad kernel in
+/* Gradients of the fused ops kiln trains through, against finite differences of plain double
+ * references in this file.
+ *
+ * Attention: checks of kiln's fused attention backward (KnSdpa's gradient rule, the SdpaGrad kernel in
  * kernels/cpu/attention_grad.c) and of KnSdpa's logsumexp output: a float32 graph
  * loss = sum(R * KnSdpa(Q, K, V[, bias])) is differentiated by kn_autograd and run in a session;
  * every gradient element (or a sample, for the multi-tile case) is compared with central finite
@@ -6,7 +9,11 @@
  * the forward output and the logsumexp with that reference too. Cases: odd S / T / d / dv, several
  * heads, no bias, trainable biases broadcast from [1,H,S,T], [B,1,1,T] and [S,T], constant padding
  * masks with -inf (and a fully masked row), causal with S != T, several query and key tiles, and
- * the kernel's own logsumexp recomputation (SdpaGrad without its lse input). */
+ * the kernel's own logsumexp recomputation (SdpaGrad without its lse input).
+ *
+ * SkipLayerNormalization: loss = sum(R0 * output) (+ sum(R3 * input_skip_bias_sum) when that
+ * output is read too), differentiated with respect to input, skip (full or broadcast over the
+ * batch), gamma, beta and bias, in float32 against central differences in double. */
 #include "tests/unit/harness.h"
 #include "autograd/autograd.h"
 #include "graph/model.h"
@@ -352,11 +359,175 @@ static const scase cases[] = {
 START_TEST(sdpa_grad_case) { run_case(&cases[_i]); }
 END_TEST
 
+/* ---- SkipLayerNormalization ---- */
+
+typedef struct lcase {
+    const char *name;
+    int64_t B, S, H;
+    bool skip_bcast; /* skip [S,H] instead of [B,S,H] */
+    bool has_beta, has_bias, read_sum;
+} lcase;
+
+typedef struct lref {
+    const lcase *k;
+    double *x, *skip, *gamma, *beta, *bias, *r0, *r3;
+} lref;
+
+static double ln_ref_loss(const lref *r) {
+    const lcase *k = r->k;
+    double loss = 0, eps = 1e-5;
+    double *s = malloc(sizeof(double) * (size_t)k->H);
+    for (int64_t row = 0; row < k->B * k->S; row++) {
+        int64_t srow = k->skip_bcast ? row % k->S : row;
+        double mu = 0, var = 0;
+        for (int64_t h = 0; h < k->H; h++) {
+            s[h] = r->x[row * k->H + h] + r->skip[srow * k->H + h] + (r->bias ? r->bias[h] : 0);
+            mu += s[h];
+            if (r->r3) loss += r->r3[row * k->H + h] * s[h];
+        }
+        mu /= (double)k->H;
+        for (int64_t h = 0; h < k->H; h++) var += (s[h] - mu) * (s[h] - mu);
+        var /= (double)k->H;
+        double is = 1.0 / sqrt(var + eps);
+        for (int64_t h = 0; h < k->H; h++)
+            loss += r->r0[row * k->H + h] * ((s[h] - mu) * is * r->gamma[h] + (r->beta ? r->beta[h] : 0));
+    }
+    free(s);
+    return loss;
+}
+
+static void run_ln_case(const lcase *k) {
+    uint32_t seed = 4242;
+    int64_t xd[3] = {k->B, k->S, k->H}, sd[3] = {k->B, k->S, k->H}, hd[1] = {k->H};
+    int64_t nx = k->B * k->S * k->H, nsk = (k->skip_bcast ? 1 : k->B) * k->S * k->H;
+    double *buf[7];
+    int64_t cnt[7] = {nx, nsk, k->H, k->H, k->H, nx, nx};
+    for (int i = 0; i < 7; i++) {
+        buf[i] = malloc(sizeof(double) * (size_t)cnt[i]);
+        for (int64_t e = 0; e < cnt[i]; e++) buf[i][e] = (float)urand(&seed, -1.5, 1.5);
+    }
+    lref r = {k,
+              buf[0],
+              buf[1],
+              buf[2],
+              k->has_beta ? buf[3] : NULL,
+              k->has_bias ? buf[4] : NULL,
+              buf[5],
+              k->read_sum ? buf[6] : NULL};
+    kn_graph *g = g_new();
+    free(g->opset_domains[1]);
+    g->opset_domains[1] = strdup("com.microsoft");
+    g_input(g, "x", 3, xd);
+    g_input(g, "skip", k->skip_bcast ? 2 : 3, k->skip_bcast ? sd + 1 : sd);
+    g_input(g, "gamma", 1, hd);
+    if (k->has_beta) g_input(g, "beta", 1, hd);
+    if (k->has_bias) g_input(g, "bias", 1, hd);
+    g_const(g, "R0", f32_of(r.r0, 3, xd));
+    g_const(g, "R3", f32_of(buf[6], 3, xd));
+    kn_attr eps = attr_f("epsilon", 1e-5f);
+    int ins[5] = {gv(g, "x"), gv(g, "skip"), gv(g, "gamma"), k->has_beta ? gv(g, "beta") : -1,
+                  k->has_bias ? gv(g, "bias") : -1};
+    int outs[4] = {gv(g, "y"), -1, -1, gv(g, "s")};
+    g_node(g, "SkipLayerNormalization", "com.microsoft", ins,
+           k->has_bias       ? 5
+               : k->has_beta ? 4
+                             : 3,
+           outs, k->read_sum ? 4 : 1, &eps, 1);
+    int p0 = gv(g, "p0"), t0 = gv(g, "t0"), l = gv(g, "loss");
+    int m0[2] = {outs[0], gv(g, "R0")};
+    kn_attr kd0 = attr_i("keepdims", 0);
+    g_node(g, "Mul", "", m0, 2, &p0, 1, NULL, 0);
+    g_node(g, "ReduceSum", "", &p0, 1, k->read_sum ? &t0 : &l, 1, &kd0, 1);
+    if (k->read_sum) {
+        int p3 = gv(g, "p3"), t3 = gv(g, "t3");
+        int m3[2] = {outs[3], gv(g, "R3")}, a[2] = {t0, t3};
+        g_node(g, "Mul", "", m3, 2, &p3, 1, NULL, 0);
+        g_node(g, "ReduceSum", "", &p3, 1, &t3, 1, &kd0, 1);
+        g_node(g, "Add", "", a, 2, &l, 1, NULL, 0);
+    }
+    g_output(g, "loss");
+    ck_assert_ptr_null(kn_graph_resolve_ops(g));
+    int n_in = g->n_inputs, wrt[5];
+    for (int i = 0; i < n_in; i++) wrt[i] = g->inputs[i];
+    kn_status *st = kn_autograd(g, l, wrt, n_in, NULL);
+    ck_assert_msg(st == NULL, "%s: autograd: %s", k->name, st ? kn_status_message(st) : "");
+    kn_model *m = calloc(1, sizeof *m);
+    m->graph = g;
+    kn_session *s = NULL;
+    st = kn_session_create(m, NULL, &s);
+    ck_assert_msg(st == NULL, "%s: session: %s", k->name, st ? kn_status_message(st) : "");
+    double *tg[5] = {r.x, r.skip, r.gamma, r.beta, r.bias};
+    int64_t tn[5] = {nx, nsk, k->H, k->H, k->H};
+    const int64_t *tdims[5] = {xd, k->skip_bcast ? sd + 1 : sd, hd, hd, hd};
+    int tnd[5] = {3, k->skip_bcast ? 2 : 3, 1, 1, 1};
+    const char *names[5] = {"input", "skip", "gamma", "beta", "bias"};
+    int map[5], nm = 0; /* graph input i -> target */
+    for (int t = 0; t < 5; t++)
+        if (tg[t]) map[nm++] = t;
+    ck_assert_int_eq(nm, n_in);
+    kn_tensor inputs[5];
+    kn_tensor *it[5];
+    for (int i = 0; i < n_in; i++) {
+        it[i] = f32_of(tg[map[i]], tnd[map[i]], tdims[map[i]]);
+        inputs[i] = *it[i];
+    }
+    kn_tensor outv[8];
+    st = kn_session_run_values(s, inputs, outv);
+    ck_assert_msg(st == NULL, "%s: run: %s", k->name, st ? kn_status_message(st) : "");
+    double L = ln_ref_loss(&r);
+    ck_assert_msg(fabs(kn_get_f64(&outv[0], 0) - L) < 1e-4 * (1 + fabs(L)), "%s: loss %g vs %g", k->name,
+                  kn_get_f64(&outv[0], 0), L);
+    double h = 1e-4;
+    for (int i = 0; i < n_in; i++) {
+        int t = map[i];
+        const kn_tensor *gt = &outv[1 + i];
+        ck_assert_int_eq(kn_numel(gt), tn[t]);
+        double gmax = 0, w = 0, got_w = 0, want_w = 0;
+        int64_t at_e = -1;
+        for (int64_t e = 0; e < tn[t]; e++) gmax = fmax(gmax, fabs(kn_get_f64(gt, e)));
+        for (int64_t e = 0; e < tn[t]; e++) {
+            double x0 = tg[t][e];
+            tg[t][e] = x0 + h;
+            double lp = ln_ref_loss(&r);
+            tg[t][e] = x0 - h;
+            double lm = ln_ref_loss(&r);
+            tg[t][e] = x0;
+            double want = (lp - lm) / (2 * h), got = kn_get_f64(gt, e), err = fabs(got - want) / (1e-3 + gmax);
+            if (!(err <= w)) {
+                w = isnan(err) ? INFINITY : err;
+                at_e = e;
+                got_w = got;
+                want_w = want;
+            }
+        }
+        fprintf(stderr, "skip-LN grad %-30s d%-6s max error %.2e of max |grad| %.3g\n", k->name, names[t], w, gmax);
+        ck_assert_msg(w < 2e-5, "%s: d%s[%lld] = %.9g, finite differences %.9g", k->name, names[t], (long long)at_e,
+                      got_w, want_w);
+    }
+    for (int o = 0; o < g->n_outputs; o++) kn_tensor_release(&outv[o]);
+    for (int i = 0; i < n_in; i++) kn_tensor_free(it[i]);
+    for (int i = 0; i < 7; i++) free(buf[i]);
+    kn_session_free(s);
+    kn_model_free(m);
+}
+
+static const lcase ln_cases[] = {
+    {"full skip, beta, bias", 2, 3, 8, false, true, true, false},
+    {"skip [S,H], no beta, bias, sum read", 2, 3, 7, true, false, true, true},
+    {"full skip, beta, no bias, sum read", 3, 2, 5, false, true, false, true},
+    {"skip [S,H] only", 2, 4, 6, true, false, false, false},
+};
+#define N_LN_CASES (int)(sizeof ln_cases / sizeof ln_cases[0])
+
+START_TEST(skip_ln_grad_case) { run_ln_case(&ln_cases[_i]); }
+END_TEST
+
 int main(void) {
-    Suite *s = suite_create("sdpa_grad");
-    TCase *tc = tcase_create("sdpa_grad");
+    Suite *s = suite_create("fused_grad");
+    TCase *tc = tcase_create("fused_grad");
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, sdpa_grad_case, 0, N_CASES);
+    tcase_add_loop_test(tc, skip_ln_grad_case, 0, N_LN_CASES);
     suite_add_tcase(s, tc);
     return kn_test_run_suite(s);
 }
