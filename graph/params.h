@@ -566,4 +566,12 @@ typedef struct kn_params_ms_attention {
     int64_t qkv_hidden_sizes[3];
 } kn_params_ms_attention;
 
+
+/* ai.onnx.preview.training Adagrad, Momentum and Adam (each reads the attributes it has; the
+ * others keep their zero). Momentum's four attributes are required. */
+typedef struct kn_params_train_optim {
+    float alpha, beta, epsilon, norm_coefficient, norm_coefficient_post, decay_factor;
+    bool nesterov;
+} kn_params_train_optim;
+
 #endif
