@@ -25,8 +25,8 @@ static kn_status *to_check(const kn_node *node, const kn_tensor *const *in, int 
             if (!t) return kn_error(KN_ERR_INVALID_MODEL, "%s: input %d is required", node->op_type, 2 + g * n + i);
             if (!to_float(t->dtype)) return kn_err_dtype(node, t);
             if (kn_numel(t) != kn_numel(x))
-                return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s and %s of parameter %d differ in size",
-                                node->op_type, kn_tensor_desc(x, b1, sizeof b1), kn_tensor_desc(t, b2, sizeof b2), i);
+                return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s and %s of parameter %d differ in size", node->op_type,
+                                kn_tensor_desc(x, b1, sizeof b1), kn_tensor_desc(t, b2, sizeof b2), i);
         }
     *n_out_n = n;
     return NULL;
@@ -88,7 +88,8 @@ kn_status *kn_cpu_PtAdam(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
     if (t > 0) r = r * sqrt(1.0 - pow(b, t)) / (1.0 - pow(a, t));
     for (int i = 0; i < n; i++) {
         const kn_tensor *X = in[2 + i], *G = in[2 + n + i], *V = in[2 + 2 * n + i], *H = in[2 + 3 * n + i];
-        kn_tensor *Xo = to_out(out, n_out, n, 0, i), *Vo = to_out(out, n_out, n, 1, i), *Ho = to_out(out, n_out, n, 2, i);
+        kn_tensor *Xo = to_out(out, n_out, n, 0, i), *Vo = to_out(out, n_out, n, 1, i),
+                  *Ho = to_out(out, n_out, n, 2, i);
         for (int64_t e = 0; e < kn_numel(X); e++) {
             double x = kn_get_f64(X, e), gr = p->norm_coefficient * x + kn_get_f64(G, e);
             double v = a * kn_get_f64(V, e) + (1.0 - a) * gr, h = b * kn_get_f64(H, e) + (1.0 - b) * gr * gr;
