@@ -3,7 +3,9 @@
  * parallel) equals the general odometer path run on the same values in float64, for shapes with
  * one and several column chunks, leading 1s kept in the target, a full sum, and targets the fast
  * path must leave alone (a middle axis kept); GeluGrad (erf and tanh forms, SIMD erf / exp
- * in float) against the float64 kernel on the same values. */
+ * in float) against the float64 kernel on the same values; LayerNormalizationGrad (row blocks in
+ * parallel with per-block dscale / dbias partial sums) against the float64 kernel, with fewer and
+ * more rows than blocks. */
 #include "tests/unit/harness.h"
 #include "runtime/core/threadpool.h"
 #include <math.h>
@@ -82,11 +84,66 @@ START_TEST(gelu_grad_fast) {
 }
 END_TEST
 
+static void check_ln_grad(int64_t rows, int64_t n, kn_threadpool *pool) {
+    int64_t xd[2] = {rows, n}, sd[1] = {n}, md[2] = {rows, 1};
+    double *dy = malloc(sizeof(double) * (size_t)(rows * n)), *x = malloc(sizeof(double) * (size_t)(rows * n));
+    double *sc = malloc(sizeof(double) * (size_t)n), *mu = malloc(sizeof(double) * (size_t)rows);
+    double *iv = malloc(sizeof(double) * (size_t)rows);
+    for (int64_t i = 0; i < rows * n; i++) {
+        dy[i] = (float)sin(0.37 * (double)i);
+        x[i] = (float)(2.0 * cos(0.11 * (double)i) + 0.5);
+    }
+    for (int64_t i = 0; i < n; i++) sc[i] = (float)(1.0 + 0.1 * (double)i);
+    for (int64_t r = 0; r < rows; r++) {
+        double m = 0, v = 0;
+        for (int64_t i = 0; i < n; i++) m += x[r * n + i];
+        m /= (double)n;
+        for (int64_t i = 0; i < n; i++) v += (x[r * n + i] - m) * (x[r * n + i] - m);
+        mu[r] = (float)m;
+        iv[r] = (float)(1.0 / sqrt(v / (double)n + 1e-5));
+    }
+    kn_tensor *t32[5] = {mk(KN_F32, 2, xd, dy), mk(KN_F32, 2, xd, x), mk(KN_F32, 1, sd, sc), mk(KN_F32, 2, md, mu),
+                         mk(KN_F32, 2, md, iv)};
+    kn_tensor *t64[5] = {mk(KN_F64, 2, xd, dy), mk(KN_F64, 2, xd, x), mk(KN_F64, 1, sd, sc), mk(KN_F64, 2, md, mu),
+                         mk(KN_F64, 2, md, iv)};
+    kn_tensor *o32[3], *o64[3];
+    kn_attr at = attr_i("axis", -1);
+    expect_ok(kn_test_run_op(KN_OP_KnLayerNormalizationGrad, 1, &at, 1, t32, 5, o32, NULL, 3, pool));
+    expect_ok(kn_test_run_op(KN_OP_KnLayerNormalizationGrad, 1, &at, 1, t64, 5, o64, NULL, 3, pool));
+    const char *what[3] = {"LayerNormalizationGrad dx", "dscale", "dbias"};
+    for (int k = 0; k < 3; k++) {
+        int64_t m = kn_numel(o64[k]);
+        double *ref = malloc(sizeof(double) * (size_t)m);
+        for (int64_t i = 0; i < m; i++) ref[i] = kn_get_f64(o64[k], i);
+        expect_close(o32[k], ref, m, 2e-7, 1e-6, what[k]);
+        free(ref);
+    }
+    free_all(o32, 3);
+    free_all(o64, 3);
+    free_all(t32, 5);
+    free_all(t64, 5);
+    free(dy);
+    free(x);
+    free(sc);
+    free(mu);
+    free(iv);
+}
+
+START_TEST(ln_grad_fast) {
+    kn_threadpool *pool = kn_threadpool_create(3);
+    check_ln_grad(5, 7, pool);
+    check_ln_grad(150, 33, pool); /* more rows than the 64 blocks, uneven */
+    check_ln_grad(150, 33, NULL);
+    kn_threadpool_free(pool);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("grad_fast");
     TCase *tc = tcase_create("grad_fast");
     tcase_add_test(tc, reduce_sum_to_fast);
     tcase_add_test(tc, gelu_grad_fast);
+    tcase_add_test(tc, ln_grad_fast);
     suite_add_tcase(s, tc);
     return kn_test_run_suite(s);
 }
