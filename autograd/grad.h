@@ -64,6 +64,11 @@ int ag_reshape_to(kn_grad_ctx *c, int g, int in, int out);
 /* Transpose(a, perm). */
 int ag_transpose(kn_grad_ctx *c, int a, const int64_t *perm, int n);
 
+/* Output k of the forward node, switched on (a fresh value named "<output 0>/<suffix>") when the
+ * model left it off, so a backward reads statistics the forward computes anyway (LayerNormalization's
+ * Mean and InvStdDev, KnSdpa's logsumexp) instead of recomputing them. */
+int ag_forward_output(kn_grad_ctx *c, int k, const char *suffix);
+
 /* ---- constants ---- */
 /* A new constant value holding t (taken over). */
 int ag_const(kn_grad_ctx *c, kn_tensor *t);

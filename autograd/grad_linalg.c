@@ -24,6 +24,12 @@ static int batch_sum_to(kn_grad_ctx *c, int g, int in, int y) {
     return ag_kiln(c, "ReduceSumTo", ins, 2, NULL, 0);
 }
 
+static int gemm(kn_grad_ctx *c, int a, int b, bool ta, bool tb, float alpha) {
+    kn_attr at[3] = {ag_attr_int("transA", ta), ag_attr_int("transB", tb), ag_attr_float("alpha", alpha)};
+    int in[2] = {a, b};
+    return ag_op(c, "Gemm", in, 2, at, 3);
+}
+
 kn_status *kn_grad_MatMul(kn_grad_ctx *c) {
     int a = c->in[0], b = c->in[1], y = c->out[0], dy = c->dy[0];
     int ra = ag_rank(c, a), rb = ag_rank(c, b);
@@ -46,15 +52,21 @@ kn_status *kn_grad_MatMul(kn_grad_ctx *c) {
         if (c->need[1]) ag_set(c, 1, ag_sum_to(c, ag_mul(c, a, dy2), b, -1));
         return c->err;
     }
+    const kn_tensor *bt = ag_type(c, b);
+    if (ra >= 3 && rb == 2 && bt && bt->dims[0] > 0 && bt->dims[1] > 0) {
+        /* rows times a weight (every projection of a transformer): with the batch axes flattened
+         * into rows, dW = a2^T dy2 and da = dy2 W^T are single Gemms whose transposes the GEMM
+         * kernel reads in place, instead of a per-batch [.., K, N] product summed down by
+         * ReduceSumTo and materialised transposes of a and W */
+        int64_t ka[2] = {-1, bt->dims[0]}, kn[2] = {-1, bt->dims[1]};
+        int a2 = ag_op2(c, "Reshape", a, ag_ints(c, ka, 2)), dy2 = ag_op2(c, "Reshape", dy, ag_ints(c, kn, 2));
+        if (c->need[1]) ag_set(c, 1, gemm(c, a2, dy2, true, false, 1.0f));
+        if (c->need[0]) ag_set(c, 0, ag_op2(c, "Reshape", gemm(c, dy2, b, false, true, 1.0f), ag_shape(c, a)));
+        return c->err;
+    }
     if (c->need[0]) ag_set(c, 0, batch_sum_to(c, ag_op2(c, "MatMul", dy, swap_last(c, b, rb)), a, y));
     if (c->need[1]) ag_set(c, 1, batch_sum_to(c, ag_op2(c, "MatMul", swap_last(c, a, ra), dy), b, y));
     return c->err;
-}
-
-static int gemm(kn_grad_ctx *c, int a, int b, bool ta, bool tb, float alpha) {
-    kn_attr at[3] = {ag_attr_int("transA", ta), ag_attr_int("transB", tb), ag_attr_float("alpha", alpha)};
-    int in[2] = {a, b};
-    return ag_op(c, "Gemm", in, 2, at, 3);
 }
 
 /* y = alpha * A' B' + beta * C with A' = A or A^T, B' = B or B^T: dA' = alpha dy B'^T and

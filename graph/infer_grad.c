@@ -157,3 +157,29 @@ kn_status *kn_infer_KnBatchNormalizationGrad(kn_infer_ctx *c) {
     }
     return NULL;
 }
+
+/* SdpaGrad(dY, Q, K, V, bias?, Y, lse?) -> dQ like Q, dK like K, dV like V, dS [B,H,S,T]. */
+kn_status *kn_infer_KnSdpaGrad(kn_infer_ctx *c) {
+    KN_CHECK(c->n_in >= 6 && c->n_in <= 7 && c->n_out >= 3 && c->n_out <= 4, KN_ERR_INVALID_MODEL,
+             "SdpaGrad: needs 6 or 7 inputs and 3 or 4 outputs (got %d, %d)", c->n_in, c->n_out);
+    for (int k = 0; k < 4; k++) KN_TRY(ig_need_float(c, k));
+    KN_TRY(ig_need_float(c, 5));
+    for (int k = 0; k < 3; k++) {
+        const kn_tensor *x = c->in[1 + k];
+        kn_tensor *o = c->out[k];
+        if (!o) continue;
+        o->dtype = x->dtype;
+        kn_tensor_set_shape(o, x->ndim, x->dims);
+        if (x->ndim < 0) o->ndim = -1;
+    }
+    kn_tensor *ds = c->n_out > 3 ? c->out[3] : NULL;
+    if (ds) {
+        const kn_tensor *q = c->in[1], *k = c->in[2];
+        ds->dtype = q->dtype;
+        if (q->ndim == 4 && k->ndim == 4) {
+            int64_t d[4] = {q->dims[0], q->dims[1], q->dims[2], k->dims[2]};
+            kn_tensor_set_shape(ds, 4, d);
+        } else ds->ndim = -1;
+    }
+    return NULL;
+}

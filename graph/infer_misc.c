@@ -255,13 +255,21 @@ kn_status *kn_infer_Attention(kn_infer_ctx *c) {
     return NULL;
 }
 
-/* kiln's fused attention: ai.onnx Attention's 4-D shapes, one output, no past. */
+/* kiln's fused attention: ai.onnx Attention's 4-D shapes, no past; output 1 (optional) is the
+ * float32 logsumexp [B,H,S] of each score row. */
 kn_status *kn_infer_KnSdpa(kn_infer_ctx *c) {
-    if (c->n_in < 3 || c->n_in > 4 || c->n_out != 1)
-        return kn_error(KN_ERR_INVALID_MODEL, "KnSdpa: needs 3 or 4 inputs and 1 output (got %d, %d)", c->n_in,
+    if (c->n_in < 3 || c->n_in > 4 || c->n_out < 1 || c->n_out > 2)
+        return kn_error(KN_ERR_INVALID_MODEL, "KnSdpa: needs 3 or 4 inputs and 1 or 2 outputs (got %d, %d)", c->n_in,
                         c->n_out);
     for (int i = 0; i < 3; i++) KN_TRY(need_rank(c->node, infer_in(c, i), i == 0 ? "Q" : i == 1 ? "K" : "V", 4, 4));
-    return kn_infer_Attention(c);
+    kn_infer_ctx one = *c;
+    one.n_out = 1;
+    KN_TRY(kn_infer_Attention(&one));
+    kn_tensor *lse = infer_out(c, 1);
+    const kn_tensor *q = infer_in(c, 0);
+    if (lse && q->ndim == 4) set_shape(lse, KN_F32, 3, q->dims);
+    else if (lse) set_unknown_rank(lse, KN_F32);
+    return NULL;
 }
 
 kn_status *kn_infer_RotaryEmbedding(kn_infer_ctx *c) {

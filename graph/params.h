@@ -608,4 +608,11 @@ typedef struct kn_params_ms_gbq {
     int64_t bits, block_size, quantize_axis, gather_axis;
 } kn_params_ms_gbq;
 
+/* ai.onnx.preview.training Adagrad, Momentum and Adam (each reads the attributes it has; the
+ * others keep their zero). Momentum's four attributes are required. */
+typedef struct kn_params_train_optim {
+    float alpha, beta, epsilon, norm_coefficient, norm_coefficient_post, decay_factor;
+    bool nesterov;
+} kn_params_train_optim;
+
 #endif

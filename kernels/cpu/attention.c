@@ -47,6 +47,7 @@ typedef struct attn_job {
     bool plain;              /* float32 math, no window, padding, softcap or scores output */
     int ew_level, red_level; /* SIMD levels of the elementwise and row-reduction kernels */
     bool failed;             /* allocation failure inside a task */
+    float *lse;              /* [B,Hq,Sq] logsumexp of each score row (KnSdpa's output 1), or NULL */
 } attn_job;
 
 static int64_t attn_offset(const attn_job *j, int64_t b) {
@@ -78,6 +79,21 @@ static bool attn_bias_row(const attn_job *j, int64_t b, int64_t h, int64_t i, in
     return all_masked;
 }
 
+static float attn_row_max(const attn_job *j, const float *row, int64_t n) {
+    float mx = -INFINITY;
+    if (n <= 0) return mx;
+    if (j->red_level == 2) kn_reduce_rows_f32_avx512(row, &mx, 1, n, KN_ROWRED_MAX);
+    else if (j->red_level == 1) kn_reduce_rows_f32_avx2(row, &mx, 1, n, KN_ROWRED_MAX);
+    else kn_reduce_rows_f32_scalar(row, &mx, 1, n, KN_ROWRED_MAX);
+    return mx;
+}
+
+/* The logsumexp of a score row whose max was mx, from its softmax p: the largest probability is
+ * e^0 / sum, so lse = mx - log(max p) costs one max over the row instead of a second exp pass. */
+static float attn_lse(const attn_job *j, float mx, const float *p, int64_t n) {
+    return mx - logf(attn_row_max(j, p, n));
+}
+
 /* Softmax of query row i with the float mask, for float32 math without window, padding, softcap
  * or scores output (the common case, and every KnSdpa of a float32 model). The mask row is added
  * in place with the SIMD elementwise kernel (contiguous or one broadcast value); keys past the
@@ -86,7 +102,7 @@ static bool attn_bias_row(const attn_job *j, int64_t b, int64_t h, int64_t i, in
  * fully masked (a -inf bias makes its score -inf or NaN), so only rows whose max is -inf or NaN
  * look at the mask again: fully masked rows give zeros, a NaN score a NaN row, as attn_bias_row's
  * path does. */
-static void attn_masked_row(const attn_job *j, int64_t b, int64_t h, int64_t i, int64_t Tc, float *row) {
+static void attn_masked_row(const attn_job *j, int64_t b, int64_t h, int64_t i, int64_t Tc, float *row, float *lse) {
     int64_t n = Tc < j->mT ? Tc : j->mT;
     if (j->causal) {
         int64_t a = i + attn_offset(j, b) + 1;
@@ -97,12 +113,8 @@ static void attn_masked_row(const attn_job *j, int64_t b, int64_t h, int64_t i, 
     if (j->ew_level == KN_EW_AVX512) kn_ew_binary_f32_avx512(KN_EW_ADD, row, 1, mk, ms, row, n);
     else if (j->ew_level == KN_EW_AVX2) kn_ew_binary_f32_avx2(KN_EW_ADD, row, 1, mk, ms, row, n);
     else kn_ew_binary_f32_level(KN_EW_SCALAR, KN_EW_ADD, row, 1, mk, ms, row, n);
-    float mx = -INFINITY;
-    if (n > 0) {
-        if (j->red_level == 2) kn_reduce_rows_f32_avx512(row, &mx, 1, n, KN_ROWRED_MAX);
-        else if (j->red_level == 1) kn_reduce_rows_f32_avx2(row, &mx, 1, n, KN_ROWRED_MAX);
-        else kn_reduce_rows_f32_scalar(row, &mx, 1, n, KN_ROWRED_MAX);
-    }
+    float mx = attn_row_max(j, row, n);
+    if (lse) *lse = isnan(mx) ? NAN : -INFINITY;
     if (isnan(mx)) {
         bool all_masked = true;
         for (int64_t t = 0; t < n && all_masked; t++) all_masked = mk[t * ms] == -INFINITY;
@@ -115,6 +127,7 @@ static void attn_masked_row(const attn_job *j, int64_t b, int64_t h, int64_t i, 
         if (j->red_level == 2) kn_softmax_rows_f32_avx512(row, row, 1, n, 0);
         else if (j->red_level == 1) kn_softmax_rows_f32_avx2(row, row, 1, n, 0);
         else kn_softmax_rows_f32_scalar(row, row, 1, n, 0);
+        if (lse) *lse = attn_lse(j, mx, row, n);
         memset(row + n, 0, sizeof(float) * (size_t)(Tc - n));
     }
 }
@@ -149,7 +162,9 @@ static void attn_task(void *vctx, int64_t begin, int64_t end) {
         else memset(s, 0, sizeof(float) * (size_t)(m * T));
         bool fast = !j->mask && j->left < 0 && j->right < 0 && !j->nonpad && !j->rnd && !j->rnd_soft && !j->qk;
         if (j->mask && j->plain) {
-            for (int64_t r = 0; r < m; r++) attn_masked_row(j, b, h, i0 + r, Tc, s + r * T);
+            for (int64_t r = 0; r < m; r++)
+                attn_masked_row(j, b, h, i0 + r, Tc, s + r * T,
+                                j->lse ? j->lse + (b * j->Hq + h) * j->Sq + i0 + r : NULL);
             goto pv;
         }
         for (int64_t r = 0; r < m; r++) {
@@ -170,7 +185,9 @@ static void attn_task(void *vctx, int64_t begin, int64_t end) {
                     int64_t a = i + attn_offset(j, b) + 1;
                     seen = a < 0 ? 0 : a < Tc ? a : Tc;
                 }
+                float mx = j->lse ? attn_row_max(j, row, seen) : 0.0f;
                 if (seen > 0) kn_softmax_rows_f32(NULL, row, row, 1, seen, 0);
+                if (j->lse) j->lse[(b * j->Hq + h) * j->Sq + i] = seen > 0 ? attn_lse(j, mx, row, seen) : -INFINITY;
                 memset(row + seen, 0, sizeof(float) * (size_t)(Tc - seen));
                 continue;
             }
@@ -236,7 +253,7 @@ static void attn_load_heads(const kn_tensor *x, int64_t B, int64_t H, int64_t S,
 /* numpy_bias: the mask broadcasts like an Add onto the [B,Hq,Sq,T] scores (a last dim of 1 repeats)
  * as kiln's fused KnSdpa needs; otherwise ONNX Attention's rule pads a short last dim with -inf. */
 static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                           kn_tensor *const *out, int n_out, bool numpy_bias) {
+                           kn_tensor *const *out, int n_out, bool numpy_bias, kn_tensor *lse_out) {
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN], b3[KN_DESC_LEN];
     const kn_params_attention *ap = KN_PARAMS(node, attention);
     const kn_tensor *Q = in[0], *K = in[1], *V = in[2];
@@ -396,6 +413,12 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     int64_t sp = ap->softmax_precision;
     j.rnd_soft = sp == KN_F32 || sp == KN_F64 ? 0 : sp == KN_F16 ? 1 : sp == KN_BF16 ? 2 : j.rnd;
     j.plain = !j.rnd && !j.rnd_soft && !qkf && j.softcap <= 0.0f && j.left < 0 && j.right < 0 && !j.nonpad;
+    if (lse_out) {
+        if (!j.plain || Q->dtype != KN_F32 || lse_out->dtype != KN_F32)
+            return kn_error(KN_ERR_UNSUPPORTED, "%s: the logsumexp output needs float32 Q, K, V and output",
+                            node->op_type);
+        j.lse = lse_out->data;
+    }
     j.ew_level = kn_ew_best_level();
     j.red_level = kn_red_simd_level();
     if (!in_direct) {
@@ -454,7 +477,7 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
 
 kn_status *kn_cpu_Attention(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                             kn_tensor *const *out, int n_out) {
-    return attn_run(ctx, node, in, n_in, out, n_out, false);
+    return attn_run(ctx, node, in, n_in, out, n_out, false, NULL);
 }
 
 /* kiln's fused scaled dot-product attention: 4-D Q, K, V, an optional additive bias and `scale`. */
@@ -466,7 +489,8 @@ kn_status *kn_cpu_KnSdpa(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
     if (in[0]->ndim != 4)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "KnSdpa: Q %s must be 4-D", kn_tensor_desc(in[0], b1, sizeof b1));
     if (n_in == 4 && in[3] && in[3]->dtype == KN_BOOL) return kn_err_dtype(node, in[3]);
-    return attn_run(ctx, node, in, n_in, out, n_out > 1 ? 1 : n_out, true);
+    kn_tensor *lse = n_out > 1 && out[1] && out[1]->data ? out[1] : NULL;
+    return attn_run(ctx, node, in, n_in, out, 1, true, lse);
 }
 
 /* ---- RotaryEmbedding ---- */

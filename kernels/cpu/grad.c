@@ -5,8 +5,10 @@
  * gradient is rounded once, not at each accumulation. SIMD paths can come when training is
  * measured. */
 #include "graph/op_helpers.h"
+#include "kernels/cpu/elementwise_simd.h"
 #include "kernels/cpu/rows.h"
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static bool kg_float(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
@@ -22,6 +24,51 @@ static void kg_store(kn_tensor *t, const double *v) {
     for (int64_t i = 0; i < n; i++) kn_red_st(t->data, t->dtype, i, v[i]);
 }
 
+/* ReduceSumTo of float32 x down to its trailing axes (y, less leading 1s, is x's last axes: a bias
+ * gradient, x [rows, cols] summed over rows): column chunks in parallel, each summed over every
+ * row in double, the same rounding as the general path at a fraction of its per-element cost. */
+typedef struct kg_rows_job {
+    const float *x;
+    float *y;
+    int64_t rows, cols;
+} kg_rows_job;
+
+enum { KG_COLS = 256 };
+
+static void kg_sum_rows_task(void *vctx, int64_t begin, int64_t end) {
+    const kg_rows_job *j = vctx;
+    double acc[KG_COLS];
+    for (int64_t c = begin; c < end; c++) {
+        int64_t c0 = c * KG_COLS, w = j->cols - c0 < KG_COLS ? j->cols - c0 : KG_COLS;
+        for (int64_t k = 0; k < w; k++) acc[k] = 0;
+        int64_t r = 0;
+        for (; r + 4 <= j->rows; r += 4) { /* four rows per pass over acc: a quarter of its loads and stores */
+            const float *x0 = j->x + r * j->cols + c0, *x1 = x0 + j->cols, *x2 = x1 + j->cols, *x3 = x2 + j->cols;
+            for (int64_t k = 0; k < w; k++) acc[k] += ((double)x0[k] + (double)x1[k]) + ((double)x2[k] + (double)x3[k]);
+        }
+        for (; r < j->rows; r++) {
+            const float *xr = j->x + r * j->cols + c0;
+            for (int64_t k = 0; k < w; k++) acc[k] += xr[k];
+        }
+        for (int64_t k = 0; k < w; k++) j->y[c0 + k] = (float)acc[k];
+    }
+}
+
+static bool kg_sum_leading(kn_exec_ctx *ctx, const kn_tensor *x, kn_tensor *y) {
+    if (x->dtype != KN_F32 || y->dtype != KN_F32) return false;
+    int ly = 0;
+    while (ly < y->ndim && y->dims[ly] == 1) ly++;
+    int ry = y->ndim - ly;
+    if (ry > x->ndim) return false;
+    for (int k = 0; k < ry; k++)
+        if (x->dims[x->ndim - ry + k] != y->dims[ly + k]) return false;
+    kg_rows_job j = {x->data, y->data, 0, kn_numel(y)};
+    if (j.cols <= 0) return false;
+    j.rows = kn_numel(x) / j.cols;
+    kn_parallel_for(ctx->pool, (j.cols + KG_COLS - 1) / KG_COLS, 1, kg_sum_rows_task, &j);
+    return true;
+}
+
 /* ReduceSumTo: each x element added to the output element it was broadcast from; the output
  * offset follows x's odometer with stride 0 on broadcast axes. */
 kn_status *kn_cpu_KnReduceSumTo(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
@@ -29,6 +76,7 @@ kn_status *kn_cpu_KnReduceSumTo(kn_exec_ctx *ctx, const kn_node *node, const kn_
     const kn_tensor *x = in[0];
     kn_tensor *y = out[0];
     if (!kg_float(x->dtype)) return kn_err_dtype(node, x);
+    if (kg_sum_leading(ctx, x, y)) return NULL;
     int r = x->ndim, lead = x->ndim - y->ndim;
     int64_t ystr[KN_MAX_DIMS], idx[KN_MAX_DIMS] = {0}, s = 1;
     for (int i = r - 1; i >= 0; i--) {
@@ -105,6 +153,85 @@ kn_status *kn_cpu_KnLogSoftmaxGrad(kn_exec_ctx *ctx, const kn_node *node, const 
 /* Per row of n with xhat = (x - mean) * inv and g = dy * scale:
  * dx = inv * (g - mean(g) - xhat * mean(g * xhat)), dscale = sum over rows of dy * xhat,
  * dbias = sum over rows of dy. */
+/* LayerNormalizationGrad on float32: blocks of rows in parallel, each with its own double
+ * partial sums of dscale and dbias (added up in block order afterwards, so the result does not
+ * depend on the thread count), the same double arithmetic per element as the general path. */
+typedef struct kg_ln_job {
+    const float *dy, *x, *scale, *mean, *inv;
+    float *dx;
+    double *part; /* [blocks][2n]: dscale, dbias partial sums */
+    int64_t rows, n, blocks;
+    bool failed;
+} kg_ln_job;
+
+static void kg_ln_task(void *vctx, int64_t begin, int64_t end) {
+    kg_ln_job *j = vctx;
+    int64_t n = j->n;
+    double *gx = malloc(sizeof(double) * (size_t)(2 * n));
+    if (!gx) {
+        j->failed = true;
+        return;
+    }
+    for (int64_t b = begin; b < end; b++) {
+        double *ds = j->part + b * 2 * n, *db = ds + n;
+        for (int64_t i = 0; i < 2 * n; i++) ds[i] = 0;
+        for (int64_t r = b * j->rows / j->blocks; r < (b + 1) * j->rows / j->blocks; r++) {
+            double mu = j->mean[r], is = j->inv[r], mg = 0, mgx = 0;
+            const float *dy = j->dy + r * n, *x = j->x + r * n;
+            for (int64_t i = 0; i < n; i++) {
+                double d = dy[i], xh = ((double)x[i] - mu) * is, g = d * (double)j->scale[i];
+                gx[i] = g;
+                gx[n + i] = xh;
+                mg += g;
+                mgx += g * xh;
+                ds[i] += d * xh;
+                db[i] += d;
+            }
+            mg /= (double)n;
+            mgx /= (double)n;
+            if (j->dx)
+                for (int64_t i = 0; i < n; i++) j->dx[r * n + i] = (float)(is * (gx[i] - mg - gx[n + i] * mgx));
+        }
+    }
+    free(gx);
+}
+
+static bool kg_ln_f32(kn_exec_ctx *ctx, const kn_tensor *const *in, kn_tensor *const *out, int n_out, int64_t rows,
+                      int64_t n, kn_status **st) {
+    for (int k = 0; k < 5; k++)
+        if (in[k]->dtype != KN_F32) return false;
+    for (int k = 0; k < n_out && k < 3; k++)
+        if (out[k] && out[k]->dtype != KN_F32) return false;
+    kg_ln_job j = {in[0]->data, in[1]->data,
+                   in[2]->data, in[3]->data,
+                   in[4]->data, out[0] ? out[0]->data : NULL,
+                   NULL,        rows,
+                   n,           rows < 64 ? (rows > 0 ? rows : 1) : 64,
+                   false};
+    j.part = kn_scratch_alloc(ctx, sizeof(double) * (size_t)(j.blocks * 2 * n + 1));
+    if (!j.part) {
+        *st = KN_OOM(sizeof(double) * (size_t)(j.blocks * 2 * n));
+        return true;
+    }
+    kn_parallel_for(ctx->pool, j.blocks, 1, kg_ln_task, &j);
+    if (j.failed) {
+        *st = KN_OOM(sizeof(double) * (size_t)(2 * n));
+        return true;
+    }
+    kn_tensor *dscale = n_out > 1 ? out[1] : NULL, *dbias = n_out > 2 ? out[2] : NULL;
+    for (int64_t i = 0; i < n; i++) {
+        double s = 0, b = 0;
+        for (int64_t blk = 0; blk < j.blocks; blk++) {
+            s += j.part[blk * 2 * n + i];
+            b += j.part[blk * 2 * n + n + i];
+        }
+        if (dscale && dscale->data) ((float *)dscale->data)[i] = (float)s;
+        if (dbias && dbias->data) ((float *)dbias->data)[i] = (float)b;
+    }
+    *st = NULL;
+    return true;
+}
+
 kn_status *kn_cpu_KnLayerNormalizationGrad(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                                            kn_tensor *const *out, int n_out) {
     const kn_tensor *dy = in[0], *x = in[1], *scale = in[2], *mean = in[3], *inv = in[4];
@@ -118,6 +245,8 @@ kn_status *kn_cpu_KnLayerNormalizationGrad(kn_exec_ctx *ctx, const kn_node *node
              "LayerNormalizationGrad: scale %s or statistics %s do not match x %s (rows %lld of %lld)",
              kn_tensor_desc(scale, b1, sizeof b1), kn_tensor_desc(mean, b2, sizeof b2),
              kn_tensor_desc(x, b3, sizeof b3), (long long)rows, (long long)n);
+    kn_status *fst = NULL;
+    if (kg_ln_f32(ctx, in, out, n_out, rows, n, &fst)) return fst;
     double *ds = kg_zeros(ctx, n), *db = kg_zeros(ctx, n), *gx = kg_zeros(ctx, 2 * n);
     if (!ds || !db || !gx) return KN_OOM(sizeof(double) * (size_t)n);
     kn_tensor *dx = out[0], *dscale = n_out > 1 ? out[1] : NULL, *dbias = n_out > 2 ? out[2] : NULL;
@@ -154,6 +283,51 @@ static double kg_gelu_grad(double x, bool tanh_form) {
     return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * a * x * x);
 }
 
+/* GeluGrad on float32: chunks in parallel, erf / exp of a chunk by the SIMD elementwise kernels
+ * (about 1 ulp), the rest in float. */
+typedef struct kg_gelu_job {
+    const float *dy, *x;
+    float *y;
+    int64_t n;
+    bool tanh_form;
+    int level;
+} kg_gelu_job;
+
+enum { KG_GELU_CHUNK = 1024 };
+
+static void kg_gelu_task(void *vctx, int64_t begin, int64_t end) {
+    const kg_gelu_job *j = vctx;
+    float a[KG_GELU_CHUNK], b[KG_GELU_CHUNK];
+    const float k = 0.797884560802865f, c = 0.044715f;
+    for (int64_t ch = begin; ch < end; ch++) {
+        int64_t i0 = ch * KG_GELU_CHUNK, w = j->n - i0 < KG_GELU_CHUNK ? j->n - i0 : KG_GELU_CHUNK;
+        const float *x = j->x + i0;
+        if (!j->tanh_form) {
+            for (int64_t i = 0; i < w; i++) {
+                a[i] = x[i] * 0.707106781186548f;
+                b[i] = -0.5f * x[i] * x[i];
+            }
+            kn_ew_unary_f32_level(j->level, KN_EW_ERF, a, a, w);
+            kn_ew_unary_f32_level(j->level, KN_EW_EXP, b, b, w);
+            for (int64_t i = 0; i < w; i++)
+                j->y[i0 + i] = j->dy[i0 + i] * (0.5f * (1.0f + a[i]) + x[i] * b[i] * 0.398942280401433f);
+        } else {
+            /* tanh u and 1 - tanh^2 u from e = exp(-2|u|): (1 - e) / (1 + e) and 4e / (1 + e)^2, so
+             * the derivative of a saturated tanh is its tiny value, not a difference of two 1s */
+            for (int64_t i = 0; i < w; i++) {
+                b[i] = k * (x[i] + c * x[i] * x[i] * x[i]);
+                a[i] = -2.0f * fabsf(b[i]);
+            }
+            kn_ew_unary_f32_level(j->level, KN_EW_EXP, a, a, w);
+            for (int64_t i = 0; i < w; i++) {
+                float e = a[i], t = copysignf((1.0f - e) / (1.0f + e), b[i]), s2 = 4.0f * e / ((1.0f + e) * (1.0f + e));
+                j->y[i0 + i] =
+                    j->dy[i0 + i] * (0.5f * (1.0f + t) + 0.5f * x[i] * s2 * k * (1.0f + 3.0f * c * x[i] * x[i]));
+            }
+        }
+    }
+}
+
 kn_status *kn_cpu_KnGeluGrad(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                              kn_tensor *const *out, int n_out) {
     const kn_tensor *dy = in[0], *x = in[1];
@@ -161,6 +335,11 @@ kn_status *kn_cpu_KnGeluGrad(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
     bool tanh_form = KN_PARAMS(node, act)->gelu_tanh;
     int64_t n = kn_numel(dy);
     KN_CHECK(kn_numel(x) == n, KN_ERR_INVALID_ARGUMENT, "GeluGrad: dy and x differ in size");
+    if (x->dtype == KN_F32 && dy->dtype == KN_F32 && out[0]->dtype == KN_F32) {
+        kg_gelu_job j = {dy->data, x->data, out[0]->data, n, tanh_form, kn_ew_best_level()};
+        kn_parallel_for(ctx->pool, (n + KG_GELU_CHUNK - 1) / KG_GELU_CHUNK, 1, kg_gelu_task, &j);
+        return NULL;
+    }
     for (int64_t i = 0; i < n; i++)
         kn_red_st(out[0]->data, out[0]->dtype, i,
                   kn_red_ld(dy->data, dy->dtype, i) * kg_gelu_grad(kn_red_ld(x->data, x->dtype, i), tanh_form));

@@ -16,6 +16,7 @@
  *              | export_fsize BYTES (RLIMIT_FSIZE while exporting: a full disk; a failed
  *                export exits 3) | eval OUTPUT FILE (kn_trainer_forward on the batch lines
  *                before it, OUTPUT written as raw float32)
+ *              | fuse  (kn_train_fuse before the loss: fused attention and GELU; counts to stderr)
  * The losses add inputs "labels" (ce: int64, any shape) and "scores" (cosine, cosent: float [B]);
  * the pair losses mean-pool OUTPUT [2B, T, D] over MASK_INPUT and split the batch in halves
  * (anchors, positives for mnrl, whose scale is 20 as sentence-transformers' default).
@@ -23,6 +24,7 @@
 #include "autograd/checkpoint.h"
 #include "autograd/head.h"
 #include "autograd/loss.h"
+#include "autograd/train_fuse.h"
 #include "autograd/trainer.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +76,7 @@ int main(int argc, char **argv) {
     kn_named_tensor batch[MAX_BATCH];
     void *bufs[MAX_BATCH];
     int n_batch = 0, step = 0;
+    bool fuse = false;
     FILE *losses = NULL;
     while (fgets(line, sizeof line, plan)) {
         char kw[32] = "";
@@ -83,6 +86,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(kw, "trainable")) sscanf(rest, "%1023s", trainable);
         else if (!strcmp(kw, "out")) sscanf(rest, "%1023s", out_dir);
         else if (!strcmp(kw, "export")) sscanf(rest, "%1023s", export_path);
+        else if (!strcmp(kw, "fuse")) fuse = true;
         else if (!strcmp(kw, "no_decay") && sscanf(rest, "%1023s", no_decay) == 1) o.optim.no_decay = no_decay;
         else if (!strcmp(kw, "clip")) sscanf(rest, "%lf", &o.optim.max_grad_norm);
         else if (!strcmp(kw, "accumulate")) sscanf(rest, "%d", &o.optim.accumulate);
@@ -151,6 +155,13 @@ int main(int argc, char **argv) {
                                             &logits);
                     if (!st) st = kn_head_output(m->graph, logits);
                     if (st) return fail(st, "head");
+                }
+                if (fuse) {
+                    kn_fuse_counts fc;
+                    st = kn_train_fuse(m->graph, trainable[0] && strcmp(trainable, "*") ? trainable : NULL, &fc);
+                    if (st) return fail(st, "fuse");
+                    fprintf(stderr, "train_driver: fused %d attention, %d GELU, %d skip-LayerNorm\n", fc.attention,
+                            fc.gelu, fc.skip_layernorm);
                 }
                 int out = kn_graph_find_value(m->graph, loss_out), loss = -1, v;
                 if (out < 0) return fail(NULL, "no such loss input value");

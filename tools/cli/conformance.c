@@ -8,6 +8,7 @@
  * fewer pass; --baseline FILE (the cases that passed last time) fails it when one of them no
  * longer passes, naming each, so a regression shows its cause at once; --write-baseline FILE
  * records the cases that pass now. */
+#include "autograd/gradient_op.h"
 #include "tools/cli/cli.h"
 #include "runtime/core/dtype.h"
 #include "runtime/executor.h"
@@ -212,6 +213,7 @@ static int kn_run_case(const char *dir, const kn_session_options *o, char *msg, 
     kn_model *m = NULL;
     kn_session *s = NULL;
     kn_status *st = kn_model_load(p, &m);
+    if (!st) st = kn_expand_gradient_ops(m->graph, NULL); /* training-preview Gradient nodes */
     if (!st) st = kn_session_create(m, o, &s);
     if (st) {
         snprintf(msg, len, "%s", kn_status_message(st));
