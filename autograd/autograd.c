@@ -232,28 +232,6 @@ int ag_sum_to(kn_grad_ctx *c, int g, int in, int out) {
     return ag_kiln(c, "ReduceSumTo", ins, 2, NULL, 0);
 }
 
-int ag_forward_output(kn_grad_ctx *c, int k, const char *suffix) {
-    kn_node *n = &c->g->nodes[c->node];
-    if (k < n->n_outputs && n->outputs[k] >= 0) return n->outputs[k];
-    char name[512];
-    snprintf(name, sizeof name, "%s/%s", c->g->values[c->out[0]].name, suffix);
-    if (kn_graph_find_value(c->g, name) >= 0)
-        return ag_fail(c, kn_error(KN_ERR_INVALID_MODEL, "value '%s' exists", name));
-    int v = kn_graph_add_value(c->g, name);
-    if (v < 0) return ag_fail(c, KN_OOM(sizeof(kn_value)));
-    n = &c->g->nodes[c->node];
-    if (k >= n->n_outputs) {
-        int *o = realloc(n->outputs, sizeof(int) * (size_t)(k + 1));
-        if (!o) return ag_fail(c, KN_OOM(sizeof(int) * (size_t)(k + 1)));
-        for (int i = n->n_outputs; i <= k; i++) o[i] = -1;
-        n->outputs = o;
-        n->n_outputs = k + 1;
-    }
-    n->outputs[k] = v;
-    c->g->values[v].producer = c->node;
-    return v;
-}
-
 /* ---- the pass ---- */
 
 /* Static dtypes and shapes of every value, by the shape rules with the data of constants: the

@@ -66,7 +66,7 @@ int ag_transpose(kn_grad_ctx *c, int a, const int64_t *perm, int n);
 
 /* Output k of the forward node, switched on (a fresh value named "<output 0>/<suffix>") when the
  * model left it off, so a backward reads statistics the forward computes anyway (LayerNormalization's
- * Mean and InvStdDev, KnSdpa's logsumexp) instead of recomputing them. */
+ * Mean and InvStdDev, KnSdpa's logsumexp, Dropout's mask) instead of recomputing them. */
 int ag_forward_output(kn_grad_ctx *c, int k, const char *suffix);
 
 /* ---- constants ---- */
@@ -83,11 +83,6 @@ int ag_zeros_like(kn_grad_ctx *c, int like);
 /* g, shaped like forward value out, summed down to forward value in's shape (kiln ReduceSumTo),
  * or g itself when both shapes are statically known and equal. */
 int ag_sum_to(kn_grad_ctx *c, int g, int in, int out);
-
-/* Output k of the forward node, switched on (a new value named "<output 0>/<suffix>") when the
- * model left it off, so a backward reads what the forward saved (LayerNormalization's Mean and
- * InvStdDev, Dropout's mask) instead of recomputing it. */
-int ag_forward_output(kn_grad_ctx *c, int k, const char *suffix);
 
 /* Sets the gradient of input i when it is wanted. */
 static inline void ag_set(kn_grad_ctx *c, int i, int v) {
