@@ -6,9 +6,10 @@
  * run.
  *
  * The loop keeps its position in one struct (train_pos: epoch, batch within the epoch, the
- * shuffle seed, the early-stopping state), and a step is a function of that position alone, so
- * saving and resuming (--save-steps / --resume with the trainer's state) only needs to write
- * and read that struct beside the trainer state. */
+ * shuffle seed, the early-stopping state), and a step is a function of that position, the
+ * trainer's state and the session's run counter (Dropout masks) alone, so --save-steps writes
+ * those three into one checkpoint file (the trainer's, with the rest as its extra JSON) and
+ * --resume reads them back before the loop starts. */
 #include "autograd/checkpoint.h"
 #include "autograd/dropout.h"
 #include "autograd/loss.h"
