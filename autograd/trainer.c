@@ -475,6 +475,8 @@ uint64_t kn_trainer_random(kn_trainer *t) {
 }
 
 int64_t kn_trainer_steps(const kn_trainer *t) { return t->steps; }
+uint64_t kn_trainer_run_count(const kn_trainer *t) { return kn_session_run_count(t->s); }
+void kn_trainer_set_run_count(kn_trainer *t, uint64_t runs) { kn_session_set_run_count(t->s, runs); }
 double kn_trainer_grad_norm(const kn_trainer *t) { return t->grad_norm; }
 int kn_trainer_param_count(const kn_trainer *t) { return t->n_params; }
 

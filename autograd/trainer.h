@@ -59,6 +59,11 @@ kn_status *kn_trainer_forward(kn_trainer *t, const kn_named_tensor *batch, int n
  * and restored by checkpoints, for whatever the training loop draws (shuffling, dropout seeds). */
 uint64_t kn_trainer_random(kn_trainer *t);
 
+/* The session runs (forward+backward passes) so far and setting them (kn_session_run_count):
+ * what training-mode Dropout's masks follow, for a caller that resumes from a checkpoint. */
+uint64_t kn_trainer_run_count(const kn_trainer *t);
+void kn_trainer_set_run_count(kn_trainer *t, uint64_t runs);
+
 /* The optimiser steps taken so far. */
 int64_t kn_trainer_steps(const kn_trainer *t);
 /* The global L2 norm of the gradients of the last update, before clipping. */

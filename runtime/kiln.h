@@ -164,6 +164,11 @@ size_t kn_session_plan_bytes(const kn_session *s);
 /* With options.profile set: time spent per op type over all runs so far, most expensive first,
  * as text lines "op  calls  total_ms  share%" into buf (truncated to len). Returns buf. */
 const char *kn_session_profile(const kn_session *s, char *buf, size_t len);
+/* The session's run counter, which seeds what a run draws (training-mode Dropout masks): a
+ * resumed training run sets it to the count the interrupted one had reached, so it draws the
+ * same masks as a run that never stopped. */
+uint64_t kn_session_run_count(const kn_session *s);
+void kn_session_set_run_count(kn_session *s, uint64_t runs);
 void kn_free(void *p);
 
 /* Helpers for callers. */

@@ -751,3 +751,9 @@ kn_status *kn_session_run_values_named(kn_session *s, const kn_tensor *inputs, c
 }
 
 const char *kn_version(void) { return KN_VERSION_STRING; }
+
+uint64_t kn_session_run_count(const kn_session *s) { return s ? (uint64_t)atomic_load(&s->runs) : 0; }
+
+void kn_session_set_run_count(kn_session *s, uint64_t runs) {
+    if (s) atomic_store(&s->runs, runs);
+}

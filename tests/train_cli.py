@@ -19,6 +19,13 @@
                    --skip-bad-lines (the count reported and in statistics.json), an unknown label
                    (named, with its line), a diverging run (lr 1e30: a clear message, no model
                    written, and an earlier good model kept), early stopping, --device/--precision.
+  --case wire      --dropout (seeded masks: same seed same losses, another seed others, 0 the identity),
+                   --save-steps/--resume (a run stopped by --max-steps and one killed with SIGKILL after a
+                   checkpoint, resumed: the same per-step losses in --log and the same final weights as
+                   the uninterrupted run), a NaN loss (the last checkpoint and the best model kept, and
+                   resumable), a model with external data (model.onnx + model.onnx.data out, the same
+                   weights as the inline model gives), an --output holding an earlier run (refused
+                   without --overwrite; with it the old model is gone even when the run then fails).
 """
 import argparse
 import json
@@ -362,7 +369,7 @@ def case_bad(args):
     rows = text_rows(8, 1)
     out = os.path.join(args.work, "bad_out")
     base = [args.kiln, "train", "--model", folder, "--type", "textClassification", "--output", out, "--batch-size", "4",
-            "--threads", "2"]
+            "--threads", "2", "--overwrite"]
 
     def train(lines, *extra, ok=True):
         path = os.path.join(args.work, "bad.jsonl")
@@ -419,7 +426,7 @@ def case_bad(args):
         train(rows, "--seed", str(seed), "--lr", "1e-3", "--log", lp)
         logs.append([e["loss"] for e in read_log(lp)])
     check(logs[0] == logs[1] and logs[0] != logs[2], f"--seed: deterministic shuffling ({logs})")
-    # dropout: a model without Dropout nodes is warned about, one with them refused for now
+    # dropout: a model without Dropout nodes is warned about (case wire trains one with them)
     r = train(rows, "--dropout", "0.1", "--max-steps", "1")
     check("no Dropout nodes" in r.stderr, "--dropout on a model without Dropout nodes warns")
     import onnx
@@ -432,10 +439,9 @@ def case_bad(args):
         n.output[:] = ["logits_pre" if o == "logits" else o for o in n.output]
     m.graph.node.append(helper.make_node("Dropout", ["logits_pre"], ["logits"]))
     onnx.save(m, os.path.join(dfolder, "model.onnx"))
-    r = run(base[:3] + [dfolder] + base[4:] + ["--train", os.path.join(args.work, "bad.jsonl"), "--dropout", "0.1"],
-            expect_ok=False)
-    check(r.returncode != 0 and "Dropout" in r.stderr and "not yet supported" in r.stderr,
-          f"--dropout 0.1 on a model with Dropout nodes: {r.stderr.strip()[-120:]}")
+    r = run(base[:3] + [dfolder] + base[4:] + ["--train", os.path.join(args.work, "bad.jsonl"), "--dropout", "0.1",
+                                                 "--max-steps", "1"], expect_ok=False)
+    check(r.returncode == 0, f"--dropout 0.1 on a model with Dropout nodes trains: {r.stderr.strip()[-120:]}")
     r = run(base[:3] + [dfolder] + base[4:] + ["--train", os.path.join(args.work, "bad.jsonl"), "--max-steps", "1"])
     check(r.returncode == 0, "a model with Dropout nodes trains with --dropout 0 (inference Dropout is the identity)")
     # pooling: with lr 0 the logged loss of a scored-pairs step is CosineSimilarityLoss over the
@@ -485,10 +491,197 @@ def case_bad(args):
     check(r.returncode != 0 and "--loss mnrl" in r.stderr, "a loss that does not fit the data is refused")
 
 
+# ---- dropout, checkpoints and resume, NaN, external data, an earlier run's output ----
+
+def ckpt_meta(path):
+    """The __metadata__ of a kiln checkpoint (safetensors: 8-byte header length, JSON header)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        return json.loads(f.read(n))["__metadata__"]
+
+
+def weights(path):
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.load(path)  # external data resolved beside the file
+    return {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+
+
+def same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(wa[k].dtype == wb[k].dtype and wa[k].tobytes() == wb[k].tobytes()
+                                          for k in wa)
+
+
+def case_wire(args):
+    import signal
+    import onnx
+    from onnx import helper
+    folder = os.path.join(args.work, "wire_textcls_base")
+    make_classifier(folder, "textcls")
+    # the classifier with a Dropout node on its logits (torch's eval export has none)
+    dfolder = os.path.join(args.work, "wire_dropout_base")
+    shutil.rmtree(dfolder, ignore_errors=True)
+    shutil.copytree(folder, dfolder)
+    m = onnx.load(os.path.join(folder, "model.onnx"))
+    for n in m.graph.node:
+        n.output[:] = ["logits_pre" if o == "logits" else o for o in n.output]
+    m.graph.node.append(helper.make_node("Dropout", ["logits_pre"], ["logits"], name="logits_dropout"))
+    onnx.save(m, os.path.join(dfolder, "model.onnx"))
+    rows = text_rows(24, 1)
+    data, evp = os.path.join(args.work, "wire_train.jsonl"), os.path.join(args.work, "wire_eval.jsonl")
+    write_jsonl(data, rows)
+    write_jsonl(evp, text_rows(9, 2))
+
+    def train(model, out, log, *extra, ok=True, overwrite=True):
+        cmd = [args.kiln, "train", "--model", model, "--type", "textClassification", "--train", data, "--output", out,
+               "--batch-size", "8", "--threads", "2", "--lr", "1e-3", *(["--log", log] if log else []), *extra]
+        if overwrite and "--resume" not in extra:
+            cmd.append("--overwrite")
+        return run(cmd, expect_ok=ok)
+
+    def losses(log):
+        return [e["loss"] for e in read_log(log)]
+
+    # 1. --dropout: seeded masks
+    w = lambda name: os.path.join(args.work, "wire_" + name)
+    got = {}
+    for key, model, p, seed in (("plain", folder, "0", 5), ("a", dfolder, "0.3", 5), ("b", dfolder, "0.3", 5),
+                                ("c", dfolder, "0.3", 6), ("d0", dfolder, "0", 5), ("d1", dfolder, "0", 6)):
+        train(model, w("drop_out"), w(f"drop_{key}.jsonl"), "--dropout", p, "--seed", str(seed), "--no-shuffle",
+              "--epochs", "2")
+        got[key] = losses(w(f"drop_{key}.jsonl"))
+    check(len(got["a"]) == 6 and got["a"] == got["b"], "--dropout 0.3: the same --seed gives the same losses")
+    check(got["a"] != got["c"], "--dropout 0.3: another --seed gives other losses (other masks)")
+    check(got["d0"] == got["d1"] == got["plain"],
+          "--dropout 0: the same losses for any seed, and those of the model without its Dropout node")
+    check(got["a"][0] != got["d0"][0], f"--dropout 0.3 changes the loss ({got['a'][0]:.6f} vs {got['d0'][0]:.6f})")
+    dn = [n for n in onnx.load(os.path.join(w("drop_out"), "model.onnx")).graph.node if n.op_type == "Dropout"]
+    check(len(dn) == 1 and len(dn[0].input) == 1, "the exported model keeps the file's inference Dropout node")
+
+    # 2. --save-steps / --resume: 4 epochs of 3 steps with dropout 0.2
+    common = ["--dropout", "0.2", "--seed", "9", "--epochs", "4", "--save-steps", "2"]
+    # a) stopped by --max-steps 5 (mid-epoch 2), then resumed with the full count; a constant rate,
+    #    since --max-steps sets the schedule's length
+    ref_out, ref_log = w("ref_out"), w("ref.jsonl")
+    train(dfolder, ref_out, ref_log, *common, "--scheduler", "constant")
+    ck = os.path.join(ref_out, "checkpoint", "trainer_state.safetensors")
+    check(os.path.exists(ck) and ckpt_meta(ck)["step"] == "12", "--save-steps: OUTPUT/checkpoint holds the last step")
+    out, log = w("res_out"), w("res.jsonl")
+    train(dfolder, out, log, *common, "--scheduler", "constant", "--max-steps", "5")
+    check(ckpt_meta(os.path.join(out, "checkpoint", "trainer_state.safetensors"))["step"] == "5",
+          "--max-steps 5 leaves a checkpoint at step 5")
+    r = train(dfolder, out, log, *common, "--scheduler", "constant", "--resume")
+    check("resuming from" in r.stderr and "at step 5" in r.stderr, "--resume finds --output's checkpoint")
+    lr_, lu = losses(log), losses(ref_log)
+    check(len(lu) == 12 and lr_ == lu, f"--max-steps 5 + --resume: the 12 per-step losses equal the uninterrupted run's")
+    check(same_weights(os.path.join(out, "model.onnx"), os.path.join(ref_out, "model.onnx")),
+          "--max-steps 5 + --resume: the final model.onnx weights are the uninterrupted run's, byte for byte")
+    sa = json.load(open(os.path.join(out, "statistics.json")))
+    sb = json.load(open(os.path.join(ref_out, "statistics.json")))
+    check(sa["epoch_train_losses"] == sb["epoch_train_losses"] and sa["steps"] == 12,
+          "statistics.json after the resume: the same epoch train losses")
+    # b) killed with SIGKILL after the checkpoint of step 4, with --eval and a linear schedule
+    common2 = common + ["--eval", evp, "--scheduler", "linear", "--warmup-steps", "2", "--epochs", "6"]
+    ref2_out, ref2_log = w("ref2_out"), w("ref2.jsonl")
+    train(dfolder, ref2_out, ref2_log, *common2)
+    out2, fifo = w("kill_out"), w("kill.fifo")
+    shutil.rmtree(out2, ignore_errors=True)
+    if os.path.exists(fifo):
+        os.unlink(fifo)
+    os.mkfifo(fifo)
+    cmd = [args.kiln, "train", "--model", dfolder, "--type", "textClassification", "--train", data, "--output", out2,
+           "--batch-size", "8", "--threads", "2", "--lr", "1e-3", "--log", fifo, *common2]
+    p = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    seen = []
+    with open(fifo) as f:
+        for line in f:
+            seen.append(json.loads(line))
+            if seen[-1]["step"] == 5:  # written after step 4's checkpoint
+                p.send_signal(signal.SIGKILL)
+                break
+    rc = p.wait()
+    check(rc == -signal.SIGKILL, f"the run was killed mid-way (rc {rc}, {len(seen)} steps seen)")
+    step = int(ckpt_meta(os.path.join(out2, "checkpoint", "trainer_state.safetensors"))["step"])
+    log2 = w("kill_resumed.jsonl")
+    if os.path.exists(log2):
+        os.unlink(log2)
+    r = train(dfolder, out2, log2, *common2, "--resume", os.path.join(out2, "checkpoint"))
+    lk = [e["loss"] for e in seen if e["step"] <= step] + losses(log2)
+    lu = losses(ref2_log)
+    check(step >= 4 and len(lu) == 18 and lk == lu,
+          f"SIGKILL after step {step}'s checkpoint + --resume DIR: the 18 per-step losses equal the uninterrupted run's")
+    check(same_weights(os.path.join(out2, "model.onnx"), os.path.join(ref2_out, "model.onnx")),
+          "SIGKILL + --resume: the final (best by eval) model.onnx weights are the uninterrupted run's")
+    sa = json.load(open(os.path.join(out2, "statistics.json")))
+    sb = json.load(open(os.path.join(ref2_out, "statistics.json")))
+    check(all(sa[k] == sb[k] for k in ("epoch_train_losses", "epoch_eval_losses", "best_epoch", "steps")),
+          f"SIGKILL + --resume: statistics.json matches (best epoch {sa['best_epoch']})")
+    check(not os.path.exists(os.path.join(out2, ".candidate")), "no candidate left after the resumed run")
+    r = train(dfolder, out2, None, *common2, "--resume", w("nowhere"), ok=False)
+    check(r.returncode != 0 and "no checkpoint" in r.stderr, "--resume of a folder without a checkpoint is refused")
+    r = train(dfolder, out2, None, *common2, "--resume", "--batch-size", "4", ok=False)
+    check(r.returncode != 0 and "batches of 8" in r.stderr, "--resume with another batch size is refused")
+
+    # 3. a NaN loss: step 1 (warm-up, rate 0) saves epoch 1 and its checkpoint, step 2 (rate 1e30) diverges
+    nan_out = w("nan_out")
+    r = train(folder, nan_out, None, "--lr", "1e30", "--max-grad-norm", "0", "--warmup-steps", "1", "--epochs", "3",
+              "--batch-size", "24", "--save-steps", "1", ok=False)
+    msg = r.stderr.strip()
+    ckn = os.path.join(nan_out, "checkpoint", "trainer_state.safetensors")
+    check(r.returncode != 0 and "diverged" in msg and "keeps the last good model" in msg
+          and "checkpoint keeps step 1" in msg, f"NaN: a clear message: {msg[-260:]}")
+    check(ckpt_meta(ckn)["step"] == "1", "NaN: the last good checkpoint (step 1) is kept")
+    check(same_weights(os.path.join(nan_out, "model.onnx"), os.path.join(folder, "model.onnx")),
+          "NaN: model.onnx is epoch 1's (rate 0: the base weights)")
+    r = train(folder, nan_out, None, "--lr", "1e-3", "--epochs", "3", "--batch-size", "24", "--save-steps", "1",
+              "--resume")
+    st = json.load(open(os.path.join(nan_out, "statistics.json")))
+    check("at step 1" in r.stderr and st["status"] == "completed" and st["steps"] == 3 and st["epochs_run"] == 3,
+          "NaN: --resume from the kept checkpoint with a lower --lr completes")
+
+    # 4. external data: the same training on a model whose weights live in model.onnx.data
+    xfolder = w("ext_base")
+    shutil.rmtree(xfolder, ignore_errors=True)
+    shutil.copytree(folder, xfolder)
+    onnx.save_model(onnx.load(os.path.join(folder, "model.onnx")), os.path.join(xfolder, "model.onnx"),
+                    save_as_external_data=True, all_tensors_to_one_file=True, location="model.onnx.data",
+                    size_threshold=0)
+    check(os.path.getsize(os.path.join(xfolder, "model.onnx.data")) > 100000, "the external-data model's fixture")
+    xo, io_ = w("ext_out"), w("inline_out")
+    train(xfolder, xo, None, "--no-shuffle", "--epochs", "2", "--eval", evp)
+    train(folder, io_, None, "--no-shuffle", "--epochs", "2", "--eval", evp)
+    names = sorted(os.listdir(xo))
+    check("model.onnx" in names and "model.onnx.data" in names and not any("tmp" in n or n.startswith(".") for n in names),
+          f"external data: model.onnx and model.onnx.data, no temporaries ({names})")
+    check(same_weights(os.path.join(xo, "model.onnx"), os.path.join(io_, "model.onnx")),
+          "external data: the trained weights equal those of the same run on the inline model")
+    import onnxruntime as ort
+    sess = ort.InferenceSession(os.path.join(xo, "model.onnx"), providers=["CPUExecutionProvider"])
+    check(sess.get_outputs()[0].name == "logits", "external data: ONNX Runtime loads the output")
+    res = kiln_run(args.kiln, xo, "textClassification", [{"input": rows[0]["input"]}], ["--top-k", "0"])
+    check(sorted(x["Label"] for x in res[0]["output"]) == sorted(LABELS), "external data: kiln run on the output")
+
+    # 5. an --output holding an earlier run's model
+    stale = w("drop_out")
+    before = open(os.path.join(stale, "model.onnx"), "rb").read()
+    r = train(folder, stale, None, "--max-steps", "1", ok=False, overwrite=False)
+    check(r.returncode != 0 and "--overwrite" in r.stderr and
+          open(os.path.join(stale, "model.onnx"), "rb").read() == before,
+          f"an --output with an earlier model is refused, the model untouched: {r.stderr.strip()[-160:]}")
+    bad = w("bad.jsonl")
+    write_jsonl(bad, rows[:2] + ['{"input": "broken"'])
+    r = run([args.kiln, "train", "--model", folder, "--type", "textClassification", "--train", bad, "--output", stale,
+             "--overwrite"], expect_ok=False)
+    check(r.returncode != 0 and not os.path.exists(os.path.join(stale, "model.onnx"))
+          and not os.path.exists(os.path.join(stale, "statistics.json")),
+          "--overwrite and a run that fails early: no earlier model.onnx or statistics.json left")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kiln", required=True)
-    ap.add_argument("--case", choices=["minilm", "textcls", "tokcls", "bad"], required=True)
+    ap.add_argument("--case", choices=["minilm", "textcls", "tokcls", "bad", "wire"], required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--gen", help="tools/gen/gen_bert.py (minilm)")
     args = ap.parse_args()
@@ -499,6 +692,8 @@ def main():
         case_minilm(args)
     elif args.case == "bad":
         case_bad(args)
+    elif args.case == "wire":
+        case_wire(args)
     else:
         case_classifier(args, args.case)
     print("PASS" if not failures else f"FAIL: {len(failures)} check(s)")

@@ -6,9 +6,12 @@
  * run.
  *
  * The loop keeps its position in one struct (train_pos: epoch, batch within the epoch, the
- * shuffle seed, the early-stopping state), and a step is a function of that position alone, so
- * saving and resuming (--save-steps / --resume with the trainer's state) only needs to write
- * and read that struct beside the trainer state. */
+ * shuffle seed, the early-stopping state), and a step is a function of that position, the
+ * trainer's state and the session's run counter (Dropout masks) alone, so --save-steps writes
+ * those three into one checkpoint file (the trainer's, with the rest as its extra JSON) and
+ * --resume reads them back before the loop starts. */
+#include "autograd/checkpoint.h"
+#include "autograd/dropout.h"
 #include "autograd/loss.h"
 #include "autograd/trainer.h"
 #include "graph/ops.h"
@@ -36,6 +39,9 @@ typedef struct train_args {
     uint64_t seed;
     bool shuffle, skip_bad;
     int patience, threads;
+    int64_t save_steps; /* 0: no checkpoints */
+    const char *resume; /* a checkpoint file or folder, or an output folder; NULL: a fresh run */
+    bool overwrite;     /* replace the trained model of an earlier run in --output */
 } train_args;
 
 static void train_usage(void) {
@@ -48,6 +54,10 @@ static void train_usage(void) {
             "  --freeze PATTERNS (comma-separated fnmatch patterns of initializers kept fixed)\n"
             "  --log FILE (JSON lines per step)  --patience N (3)  --tolerance X (1e-4)  --skip-bad-lines\n"
             "  --device cpu  --precision fp32  --threads N  --onnx-file F\n"
+            "  --save-steps N (a checkpoint in OUTPUT/checkpoint/ every N steps and at the end)\n"
+            "  --resume [DIR] (continue from DIR's checkpoint; no DIR: --output's)\n"
+            "  --overwrite (an --output that holds an earlier run's model.onnx, statistics.json or checkpoint\n"
+            "               is refused without it; with it they are deleted before training starts)\n"
             "Data: featureExtraction {\"sentence1\", \"sentence2\", \"score\"} or {\"anchor\", \"positive\"};\n"
             "textClassification {\"input\": text or [text, pair], \"label\"}; tokenClassification {\"tokens\": [...],\n"
             "\"labels\": [...]}. The output folder holds model.onnx, the tokenizer and config files and\n"
@@ -160,6 +170,29 @@ static kn_status *find_model(const char *dir, const char *onnx_file, char *path,
     if (n == 1) return NULL;
     return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: %s", dir,
                     n ? "several .onnx files; choose one with --onnx-file" : "no .onnx model file");
+}
+
+/* The rolling checkpoint, OUTPUT/checkpoint/CKPT_FILE, replaced atomically at each save. */
+#define CKPT_FILE "trainer_state.safetensors"
+
+/* What an earlier run leaves in --output. Training into such a folder again would leave its
+ * model.onnx looking like this run's result until this run's first epoch is saved (and for good
+ * when it fails before), so a fresh run refuses the folder without --overwrite and with it
+ * deletes them first; --resume continues the run that wrote them. */
+static kn_status *prepare_output(const train_args *a) {
+    static const char *const old[] = {"model.onnx", "model.onnx.data", "statistics.json", "checkpoint/" CKPT_FILE};
+    if (a->resume) return NULL;
+    for (size_t i = 0; i < sizeof old / sizeof old[0]; i++) {
+        char p[4200];
+        if ((size_t)snprintf(p, sizeof p, "%s/%s", a->output, old[i]) >= sizeof p || !path_exists(p)) continue;
+        if (!a->overwrite)
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "--output %s already holds %s from an earlier run; pass --overwrite to replace that run's "
+                            "results or --resume to continue it",
+                            a->output, old[i]);
+        if (unlink(p) != 0) return kn_error(KN_ERR_IO, "%s: cannot delete: %s", p, strerror(errno));
+    }
+    return NULL;
 }
 
 /* ---- the loss graph ---- */
@@ -347,6 +380,7 @@ static void epoch_order(int *order, int n, uint64_t seed, int epoch, bool shuffl
 }
 
 typedef struct epoch_stats {
+    double lsum; /* the sum of the step losses so far (a checkpoint may fall mid-epoch) */
     double train_loss;
     int steps;
     bool evaluated;
@@ -460,6 +494,14 @@ static int parse_args(int argc, char **argv, train_args *a) {
             a->skip_bad = true;
             continue;
         }
+        if (!strcmp(k, "--overwrite")) {
+            a->overwrite = true;
+            continue;
+        }
+        if (!strcmp(k, "--resume")) { /* the folder is optional: none means --output's checkpoint */
+            a->resume = i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0 ? argv[++i] : "";
+            continue;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "kiln train: %s needs a value\n", k);
             return -1;
@@ -505,6 +547,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         NUM("--patience", patience, (int)strtol(v, &end, 10))
         NUM("--tolerance", tolerance, strtod(v, &end))
         NUM("--threads", threads, (int)strtol(v, &end, 10))
+        NUM("--save-steps", save_steps, strtoll(v, &end, 10))
 #undef STR
 #undef NUM
         fprintf(stderr, "kiln train: unknown option '%s'\n", k);
@@ -516,7 +559,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
     }
     if (a->epochs < 1 || a->batch_size < 1 || a->lr < 0 || a->weight_decay < 0 || a->warmup_steps < 0 ||
         a->max_grad_norm < 0 || a->dropout < 0 || a->dropout >= 1 || a->patience < 1 || a->tolerance < 0 ||
-        a->max_steps == 0 || a->threads < 0) {
+        a->max_steps == 0 || a->threads < 0 || a->save_steps < 0) {
         fprintf(stderr,
                 "kiln train: out-of-range option (epochs, batch size and patience >= 1; lr, weight decay, "
                 "warm-up, clipping, tolerance >= 0; 0 <= dropout < 1; max steps >= 1)\n");
@@ -537,6 +580,8 @@ typedef struct train_run {
     FILE *log;
     epoch_stats *es;
     kn_optim_options sched; /* the schedule, for the lr each step used */
+    int64_t ckpt_step;      /* the step of the checkpoint in OUTPUT/checkpoint (-1: none yet) */
+    char *loss_name;        /* the loss value, for the check before a checkpoint */
 } train_run;
 
 static kn_status *setup(train_run *r) {
@@ -572,6 +617,7 @@ static kn_status *setup(train_run *r) {
     char rm[PATH_MAX], ro[PATH_MAX];
     if (realpath(kn_pipeline_dir(r->p), rm) && realpath(a->output, ro) && !strcmp(rm, ro))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "--output is the --model folder; write the trained model elsewhere");
+    KN_TRY(prepare_output(a));
     KN_TRY(kn_train_data_read(r->p, a->train, r->task, a->skip_bad, train_warn, NULL, &r->train));
     if (a->eval) KN_TRY(kn_train_data_read(r->p, a->eval, r->task, a->skip_bad, train_warn, NULL, &r->eval));
     if (a->eval && r->eval.format != r->train.format)
@@ -600,15 +646,15 @@ static kn_status *setup(train_run *r) {
     int dropouts = 0;
     for (int i = 0; i < m->graph->n_nodes; i++) dropouts += !strcmp(m->graph->nodes[i].op_type, "Dropout");
     kn_status *st = NULL;
-    if (a->dropout != 0 && dropouts)
-        st = kn_error(KN_ERR_UNSUPPORTED,
-                      "--dropout %g: the model has %d Dropout nodes, and training with dropout is not yet supported; "
-                      "use --dropout 0",
-                      a->dropout, dropouts);
+    /* before the loss and its gradient are built: the gradient rule reads the mask the forward
+     * draws. The masks follow --seed and the session's run counter (restored on --resume); the
+     * exported model keeps the file's own (inference) Dropout nodes. */
+    if (dropouts) st = kn_graph_set_dropout(m->graph, a->dropout, a->seed, NULL);
     else if (a->dropout != 0) train_warn(NULL, "--dropout: the model has no Dropout nodes; the value has no effect");
     int loss = -1, n_train = 0;
     char *trainable = NULL, *no_decay = NULL;
     if (!st) st = build_loss(m, r->p, r->loss, r->task, &loss);
+    if (!st && !(r->loss_name = strdup(m->graph->values[loss].name))) st = KN_OOM(1);
     if (!st) st = choose_trainable(m->graph, a->freeze, &trainable, &no_decay, &n_train);
     if (st) {
         kn_model_free(m);
@@ -644,10 +690,221 @@ static kn_status *setup(train_run *r) {
         return kn_error(KN_ERR_IO, "%s: cannot create: %s", a->output, strerror(errno));
     KN_TRY(copy_side_files(kn_pipeline_dir(r->p), a->output, true));
     snprintf(r->final, sizeof r->final, "%s/model.onnx", a->output);
-    snprintf(r->cand, sizeof r->cand, "%s/.model.onnx.candidate.tmp", a->output);
-    if (a->log && !(r->log = fopen(a->log, "w")))
+    /* the candidate has its own folder so it carries the final file name: an export with external
+     * data names its data file after the model (model.onnx.data), and that name must hold once
+     * both are renamed into --output */
+    char cdir[4300];
+    snprintf(cdir, sizeof cdir, "%s/.candidate", a->output);
+    if (mkdir(cdir, 0755) != 0 && errno != EEXIST)
+        return kn_error(KN_ERR_IO, "%s: cannot create: %s", cdir, strerror(errno));
+    if ((size_t)snprintf(r->cand, sizeof r->cand, "%s/model.onnx", cdir) >= sizeof r->cand)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "--output: the path is too long");
+    r->ckpt_step = -1;
+    /* a resumed run rewrites the log once it knows the checkpoint's step (resume_run) */
+    if (a->log && !a->resume && !(r->log = fopen(a->log, "w")))
         return kn_error(KN_ERR_IO, "--log %s: cannot write: %s", a->log, strerror(errno));
     return NULL;
+}
+
+/* The candidate export and its external data file, if any, deleted. */
+static void drop_candidate(train_run *r) {
+    char d[4400];
+    unlink(r->cand);
+    snprintf(d, sizeof d, "%s.data", r->cand);
+    unlink(d);
+}
+
+/* The candidate becomes OUTPUT/model.onnx, its external data (model.onnx.data) renamed first:
+ * each rename is atomic, and the model file, renamed last, is what makes the new weights the
+ * output's. Only a crash between the two renames pairs the previous model.onnx with the new data
+ * file, which has the same layout (the same source and the same writer). A data file an earlier
+ * export left is deleted when this one has none. */
+static kn_status *promote_candidate(train_run *r) {
+    char cd[4400], fd[4400];
+    snprintf(cd, sizeof cd, "%s.data", r->cand);
+    snprintf(fd, sizeof fd, "%s.data", r->final);
+    bool ext = path_exists(cd);
+    if (ext && rename(cd, fd) != 0) return kn_error(KN_ERR_IO, "%s: cannot write: %s", fd, strerror(errno));
+    if (rename(r->cand, r->final) != 0) return kn_error(KN_ERR_IO, "%s: cannot write: %s", r->final, strerror(errno));
+    if (!ext) unlink(fd);
+    return NULL;
+}
+
+/* ---- checkpoints ---- */
+
+static void ckpt_num(FILE *f, const char *key, double x) {
+    fprintf(f, ",\"%s\":", key);
+    if (isfinite(x)) fprintf(f, "%.17g", x);
+    else fputs("null", f);
+}
+
+/* OUTPUT/checkpoint/CKPT_FILE: the trainer's state and, as its extra JSON, the loop's position,
+ * the early-stopping and best-model state, the session's run counter (Dropout masks) and the
+ * statistics of the epochs so far (the current one partly). One file, written atomically, so a
+ * checkpoint is either the previous one or the new one. */
+static kn_status *save_checkpoint(train_run *r, const train_pos *pos, int epochs_run) {
+    char dir[4300], path[4400];
+    snprintf(dir, sizeof dir, "%s/checkpoint", r->a.output);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return kn_error(KN_ERR_IO, "%s: cannot create: %s", dir, strerror(errno));
+    snprintf(path, sizeof path, "%s/" CKPT_FILE, dir);
+    char *extra = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&extra, &len);
+    if (!f) return KN_OOM(0);
+    fprintf(f,
+            "{\"kiln_train\":1,\"epoch\":%d,\"batch\":%d,\"step\":%lld,\"seed\":\"%llu\",\"runs\":\"%llu\","
+            "\"best_epoch\":%d,\"bad_epochs\":%d,\"stopped_early\":%s,\"epochs_run\":%d,\"n_train\":%d,"
+            "\"batch_size\":%d",
+            pos->epoch, pos->batch, (long long)pos->step, (unsigned long long)pos->seed,
+            (unsigned long long)kn_trainer_run_count(r->t), pos->best_epoch, pos->bad_epochs,
+            pos->stopped_early ? "true" : "false", epochs_run, r->train.n, r->a.batch_size);
+    ckpt_num(f, "best", pos->best);
+    ckpt_num(f, "best_loss", pos->best_loss);
+    fputs(",\"epochs\":[", f);
+    int ne = pos->epoch < r->a.epochs ? pos->epoch + 1 : r->a.epochs;
+    for (int e = 0; e < ne; e++) {
+        const epoch_stats *es = &r->es[e];
+        fprintf(f, "%s{\"steps\":%d,\"saved\":%s,\"evaluated\":%s,\"metric\":\"%s\"", e ? "," : "", es->steps,
+                es->saved ? "true" : "false", es->evaluated ? "true" : "false", es->ev.metric ? es->ev.metric : "");
+        ckpt_num(f, "lsum", es->lsum);
+        ckpt_num(f, "train_loss", es->train_loss);
+        ckpt_num(f, "eval_loss", es->ev.loss);
+        ckpt_num(f, "value", es->ev.value);
+        ckpt_num(f, "accuracy", es->ev.accuracy);
+        ckpt_num(f, "macro_f1", es->ev.macro_f1);
+        ckpt_num(f, "spearman", es->ev.spearman);
+        fprintf(f, ",\"n\":%d}", es->ev.n);
+    }
+    fputs("]}", f);
+    if (fclose(f) != 0) {
+        free(extra);
+        return KN_OOM(len);
+    }
+    kn_status *st = kn_trainer_checkpoint_save(r->t, path, extra);
+    free(extra);
+    if (!st) r->ckpt_step = pos->step;
+    return st;
+}
+
+static double ckpt_get_num(json_object *o, const char *key, double none) {
+    json_object *v = NULL;
+    if (!json_object_object_get_ex(o, key, &v) || !v || json_object_get_type(v) == json_type_null) return none;
+    return json_object_get_double(v);
+}
+
+static uint64_t ckpt_get_u64(json_object *o, const char *key) {
+    const char *v = pl_json_str(o, key, "0");
+    return strtoull(v, NULL, 10);
+}
+
+/* --resume: DIR may be the checkpoint file, its folder, or an output folder (its checkpoint/). */
+static kn_status *resume_path(const train_args *a, char *path, size_t len) {
+    const char *d = a->resume[0] ? a->resume : a->output;
+    struct stat sb;
+    if (stat(d, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        snprintf(path, len, "%s", d);
+        return NULL;
+    }
+    snprintf(path, len, "%s/" CKPT_FILE, d);
+    if (path_exists(path)) return NULL;
+    snprintf(path, len, "%s/checkpoint/" CKPT_FILE, d);
+    if (path_exists(path)) return NULL;
+    return kn_error(KN_ERR_IO, "--resume %s: no checkpoint there (%s/checkpoint/%s; write one with --save-steps)", d, d,
+                    CKPT_FILE);
+}
+
+/* Keeps the --log lines up to step (the checkpoint's), so the resumed run's lines follow them as
+ * an uninterrupted run's would, and opens the log for appending. */
+static kn_status *resume_log(train_run *r, int64_t step) {
+    const char *p = r->a.log;
+    FILE *in = fopen(p, "r");
+    char *kept = NULL;
+    size_t klen = 0;
+    FILE *out = open_memstream(&kept, &klen);
+    if (!out) {
+        if (in) fclose(in);
+        return KN_OOM(0);
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    while (in && getline(&line, &cap, in) > 0) {
+        json_object *o = json_tokener_parse(line);
+        if (o && pl_json_int(o, "step", INT64_MAX) <= step) fputs(line, out);
+        json_object_put(o);
+    }
+    free(line);
+    if (in) fclose(in);
+    fclose(out);
+    r->log = fopen(p, "w");
+    bool ok = r->log && fwrite(kept, 1, klen, r->log) == klen && fflush(r->log) == 0;
+    free(kept);
+    return ok ? NULL : kn_error(KN_ERR_IO, "--log %s: cannot write: %s", p, strerror(errno));
+}
+
+/* Restores the trainer and the loop from a checkpoint: the run then continues at the step after
+ * it as if it had never stopped (same batches, learning rates, Dropout masks and best-model
+ * state). */
+static kn_status *resume_run(train_run *r, train_pos *pos, int *epochs_run) {
+    char path[4400];
+    KN_TRY(resume_path(&r->a, path, sizeof path));
+    char *extra = NULL;
+    KN_TRY(kn_error_wrap(kn_trainer_checkpoint_load(r->t, path, &extra), "--resume %s: ", path));
+    json_object *o = extra ? json_tokener_parse(extra) : NULL;
+    free(extra);
+    kn_status *st = NULL;
+    if (!o || pl_json_int(o, "kiln_train", 0) != 1)
+        st = kn_error(KN_ERR_INVALID_ARGUMENT, "--resume %s: a trainer checkpoint, but not one kiln train wrote", path);
+    else if (pl_json_int(o, "n_train", -1) != r->train.n || pl_json_int(o, "batch_size", -1) != r->a.batch_size)
+        st = kn_error(KN_ERR_INVALID_ARGUMENT,
+                      "--resume %s: the checkpoint was written for %lld training examples in batches of %lld; this run "
+                      "has %d in batches of %d (the saved position would point at other examples)",
+                      path, (long long)pl_json_int(o, "n_train", -1), (long long)pl_json_int(o, "batch_size", -1),
+                      r->train.n, r->a.batch_size);
+    json_object *eps = NULL;
+    if (!st &&
+        (!json_object_object_get_ex(o, "epochs", &eps) || !json_object_is_type(eps, json_type_array) ||
+         (int)json_object_array_length(eps) > r->a.epochs))
+        st = kn_error(KN_ERR_INVALID_ARGUMENT, "--resume %s: the checkpoint is past --epochs %d", path, r->a.epochs);
+    if (!st) {
+        pos->epoch = (int)pl_json_int(o, "epoch", 0);
+        pos->batch = (int)pl_json_int(o, "batch", 0);
+        pos->step = pl_json_int(o, "step", 0);
+        pos->seed = ckpt_get_u64(o, "seed");
+        pos->best = ckpt_get_num(o, "best", -INFINITY);
+        pos->best_epoch = (int)pl_json_int(o, "best_epoch", 0);
+        pos->best_loss = ckpt_get_num(o, "best_loss", INFINITY);
+        pos->bad_epochs = (int)pl_json_int(o, "bad_epochs", 0);
+        json_object *se = NULL;
+        pos->stopped_early = json_object_object_get_ex(o, "stopped_early", &se) && json_object_get_boolean(se);
+        *epochs_run = (int)pl_json_int(o, "epochs_run", 0);
+        for (int e = 0; e < (int)json_object_array_length(eps); e++) {
+            json_object *x = json_object_array_get_idx(eps, (size_t)e), *b = NULL;
+            epoch_stats *es = &r->es[e];
+            es->steps = (int)pl_json_int(x, "steps", 0);
+            es->saved = json_object_object_get_ex(x, "saved", &b) && json_object_get_boolean(b);
+            es->evaluated = json_object_object_get_ex(x, "evaluated", &b) && json_object_get_boolean(b);
+            es->lsum = ckpt_get_num(x, "lsum", NAN);
+            es->train_loss = ckpt_get_num(x, "train_loss", NAN);
+            es->ev.n = (int)pl_json_int(x, "n", 0);
+            es->ev.loss = ckpt_get_num(x, "eval_loss", NAN);
+            es->ev.value = ckpt_get_num(x, "value", NAN);
+            es->ev.accuracy = ckpt_get_num(x, "accuracy", NAN);
+            es->ev.macro_f1 = ckpt_get_num(x, "macro_f1", NAN);
+            es->ev.spearman = ckpt_get_num(x, "spearman", NAN);
+            static const char *const metrics[] = {"spearman", "ranking_accuracy", "macro_f1"};
+            const char *m = pl_json_str(x, "metric", "");
+            for (int k = 0; k < 3; k++)
+                if (!strcmp(m, metrics[k])) es->ev.metric = metrics[k];
+        }
+        kn_trainer_set_run_count(r->t, ckpt_get_u64(o, "runs"));
+        r->ckpt_step = pos->step;
+        fprintf(stderr, "kiln train: resuming from %s at step %lld (epoch %d, batch %d)\n", path, (long long)pos->step,
+                pos->epoch + 1, pos->batch + 1);
+    }
+    json_object_put(o);
+    if (!st && r->a.log) st = resume_log(r, pos->step);
+    return st;
 }
 
 /* Opens a pipeline over the candidate file and evaluates d on it. */
@@ -669,7 +926,9 @@ static kn_status *evaluate_candidate(train_run *r, const kn_train_data *d, kn_td
  * first batch of the training data, only to see that they still give a finite loss), and
  * renames the candidate over model.onnx when it is the best so far. A model whose loss is no
  * longer finite is never saved. */
-static kn_status *end_epoch(train_run *r, train_pos *pos, epoch_stats *es) {
+/* A step can leave the weights infinite while its loss, computed before the update, was finite:
+ * checked before a weight is exported or checkpointed, so neither ever holds a diverged model. */
+static kn_status *check_weights(const train_run *r, const train_pos *pos, const char *when) {
     for (int i = 0; i < kn_trainer_param_count(r->t); i++) {
         int nd;
         const int64_t *dims;
@@ -678,12 +937,50 @@ static kn_status *end_epoch(train_run *r, train_pos *pos, epoch_stats *es) {
         int64_t n = 1;
         for (int k = 0; k < nd; k++) n *= dims[k];
         for (int64_t k = 0; k < n; k++)
-            if (!isfinite(w[k]))
+            if (!isfinite(w[k])) {
+                char ck[4400] = "";
+                if (r->ckpt_step >= 0)
+                    snprintf(ck, sizeof ck, "; %s/checkpoint keeps step %lld's state (--resume with a lower --lr)",
+                             r->a.output, (long long)r->ckpt_step);
                 return kn_error(
-                    KN_ERR_RUNTIME, "training diverged: after epoch %d the weight '%s' holds %s (try a lower --lr); %s",
-                    pos->epoch + 1, name, isnan(w[k]) ? "NaN" : "Inf",
-                    pos->best_epoch ? "the output folder keeps the last good model" : "no good model was written");
+                    KN_ERR_RUNTIME,
+                    "training diverged: %s %lld (epoch %d) the weight '%s' holds %s (try a lower --lr); "
+                    "%s%s",
+                    when, (long long)pos->step, pos->epoch + 1, name, isnan(w[k]) ? "NaN" : "Inf",
+                    pos->best_epoch ? "the output folder keeps the last good model" : "no good model was written", ck);
+            }
     }
+    return NULL;
+}
+
+/* A checkpoint must hold weights that still give a finite loss: one huge step can leave every
+ * weight finite and the next loss NaN. The batch just trained runs forward once more with the
+ * updated weights; that run does not count towards the Dropout masks' run counter. */
+static kn_status *check_loss(train_run *r, const train_pos *pos, const int *idx, int m) {
+    kn_td_batch b;
+    KN_TRY(kn_td_make_batch(r->p, &r->train, idx, m, &b));
+    uint64_t runs = kn_trainer_run_count(r->t);
+    kn_named_tensor out = {.name = r->loss_name};
+    kn_status *st = kn_trainer_forward(r->t, b.in, b.n_in, &out, 1);
+    kn_trainer_set_run_count(r->t, runs);
+    kn_td_batch_free(&b);
+    KN_TRY(st);
+    double l = out.dtype == KN_F32 && out.data ? ((const float *)out.data)[0] : NAN;
+    kn_free(out.data);
+    if (isfinite(l)) return NULL;
+    char ck[4400] = "";
+    if (r->ckpt_step >= 0)
+        snprintf(ck, sizeof ck, "; %s/checkpoint keeps step %lld's state (--resume with a lower --lr)", r->a.output,
+                 (long long)r->ckpt_step);
+    return kn_error(KN_ERR_RUNTIME,
+                    "training diverged: after step %lld (epoch %d) the loss on that step's batch is %s (try a lower "
+                    "--lr); %s%s",
+                    (long long)pos->step, pos->epoch + 1, isnan(l) ? "NaN" : "infinite",
+                    pos->best_epoch ? "the output folder keeps the last good model" : "no good model was written", ck);
+}
+
+static kn_status *end_epoch(train_run *r, train_pos *pos, epoch_stats *es) {
+    KN_TRY(check_weights(r, pos, "at the end of the epoch, after step"));
     KN_TRY(kn_trainer_export_onnx(r->t, r->model_path, r->cand));
     kn_train_data sample = r->train;
     if (sample.n > r->a.batch_size) sample.n = r->a.batch_size;
@@ -695,7 +992,7 @@ static kn_status *end_epoch(train_run *r, train_pos *pos, epoch_stats *es) {
                       pos->epoch + 1, r->a.eval ? "eval data" : "first training batch", isnan(ev.loss) ? "NaN" : "Inf",
                       pos->best_epoch ? "the output folder keeps the last good model" : "no good model was written");
     if (st) {
-        unlink(r->cand);
+        drop_candidate(r);
         return kn_error_wrap(st, "epoch %d: ", pos->epoch + 1);
     }
     bool keep = true;
@@ -721,9 +1018,8 @@ static kn_status *end_epoch(train_run *r, train_pos *pos, epoch_stats *es) {
         pos->best_epoch = pos->epoch + 1;
         fprintf(stderr, "kiln train: epoch %d: train loss %.6g (saved)\n", pos->epoch + 1, es->train_loss);
     }
-    if (keep && rename(r->cand, r->final) != 0)
-        return kn_error(KN_ERR_IO, "%s: cannot write: %s", r->final, strerror(errno));
-    if (!keep) unlink(r->cand);
+    if (keep) KN_TRY(promote_candidate(r));
+    else drop_candidate(r);
     es->saved = keep;
     return NULL;
 }
@@ -740,7 +1036,6 @@ static kn_status *train_loop(train_run *r, train_pos *pos, int *epochs_run) {
     for (; !st && pos->epoch < a->epochs; pos->epoch++, pos->batch = 0) {
         epoch_stats *es = &r->es[pos->epoch];
         epoch_order(order, n, pos->seed, pos->epoch, a->shuffle);
-        double lsum = 0;
         for (; pos->batch < nb; pos->batch++) {
             if (a->max_steps > 0 && pos->step >= a->max_steps) break;
             int b0 = pos->batch * a->batch_size, m = n - b0 < a->batch_size ? n - b0 : a->batch_size;
@@ -757,20 +1052,25 @@ static kn_status *train_loop(train_run *r, train_pos *pos, int *epochs_run) {
             if (st || !isfinite(loss) || !isfinite(kn_trainer_grad_norm(r->t))) {
                 kn_status_free(st);
                 if (bar) fputs("\r\033[K", stderr);
+                char ck[4400] = "";
+                if (r->ckpt_step >= 0)
+                    snprintf(ck, sizeof ck, "; %s/checkpoint keeps step %lld's state (--resume with a lower --lr)",
+                             a->output, (long long)r->ckpt_step);
                 st = kn_error(KN_ERR_RUNTIME,
                               "the loss became %s at step %lld (epoch %d, batch %d, first example from line %d): "
                               "training diverged "
-                              "(try a lower --lr or --max-grad-norm); %s",
+                              "(try a lower --lr or --max-grad-norm); %s%s",
                               isnan(loss)          ? "NaN"
                                   : isfinite(loss) ? "finite but the gradients not"
                                                    : "infinite",
                               (long long)pos->step, pos->epoch + 1, pos->batch + 1, r->train.ex[order[b0]].line,
                               pos->best_epoch ? "the output folder keeps the last good model"
-                                              : "no epoch finished, so no model was written");
+                                              : "no epoch finished, so no model was written",
+                              ck);
                 break;
             }
             samples += m;
-            lsum += loss;
+            es->lsum += loss;
             es->steps++;
             busy += now_s() - t0;
             double sps = busy > 0 ? (double)samples / busy : 0;
@@ -783,11 +1083,19 @@ static kn_status *train_loop(train_run *r, train_pos *pos, int *epochs_run) {
                 fflush(r->log);
             }
             progress(bar, pos->epoch, a->epochs, pos->batch + 1, nb, loss, sps);
+            if (a->save_steps > 0 && pos->step % a->save_steps == 0) {
+                pos->batch++; /* the position to continue from: the next batch */
+                st = check_weights(r, pos, "after step");
+                if (!st) st = check_loss(r, pos, order + b0, m);
+                if (!st) st = save_checkpoint(r, pos, *epochs_run);
+                pos->batch--;
+                if (st) break;
+            }
         }
         if (bar) fputs("\r\033[K", stderr);
         if (st) break;
         if (!es->steps) break; /* --max-steps reached at an epoch boundary */
-        es->train_loss = lsum / es->steps;
+        es->train_loss = es->lsum / es->steps;
         st = end_epoch(r, pos, es);
         *epochs_run = pos->epoch + 1;
         if (st || pos->stopped_early || (a->max_steps > 0 && pos->step >= a->max_steps)) {
@@ -795,7 +1103,12 @@ static kn_status *train_loop(train_run *r, train_pos *pos, int *epochs_run) {
                 fprintf(stderr,
                         "kiln train: early stopping: the eval loss did not improve by more than %g for %d epochs\n",
                         a->tolerance, a->patience);
-            pos->epoch++;
+            /* the position a final checkpoint records: after this epoch, or within it when
+             * --max-steps ended it early (a resume finishes it) */
+            if (pos->batch >= nb) {
+                pos->epoch++;
+                pos->batch = 0;
+            }
             break;
         }
     }
@@ -814,7 +1127,12 @@ int kn_cmd_train(int argc, char **argv) {
     train_pos pos = {.seed = r.a.seed, .best = -INFINITY, .best_loss = INFINITY};
     int epochs_run = 0;
     if (!st && !(r.es = calloc((size_t)r.a.epochs, sizeof *r.es))) st = KN_OOM(sizeof *r.es);
-    if (!st) st = train_loop(&r, &pos, &epochs_run);
+    if (!st && r.a.resume) st = resume_run(&r, &pos, &epochs_run);
+    if (!st && pos.stopped_early)
+        fprintf(stderr, "kiln train: the checkpoint's run had stopped early; nothing to do\n");
+    else if (!st) st = train_loop(&r, &pos, &epochs_run);
+    /* the end state, so a later --resume with more --epochs or --max-steps continues it */
+    if (!st && r.a.save_steps > 0) st = save_checkpoint(&r, &pos, epochs_run);
     if (r.es && r.t) {
         /* statistics.json records the epochs that ran, also when a later one failed */
         kn_status *s2 = write_statistics(r.a.output, &r.a, r.es, epochs_run, &pos, r.train.skipped, r.eval.skipped,
@@ -833,8 +1151,14 @@ int kn_cmd_train(int argc, char **argv) {
                     r.eval.skipped);
     }
     if (r.log) fclose(r.log);
-    if (r.cand[0]) unlink(r.cand);
+    if (r.cand[0]) {
+        drop_candidate(&r);
+        char cdir[4300];
+        snprintf(cdir, sizeof cdir, "%s/.candidate", r.a.output);
+        rmdir(cdir);
+    }
     kn_trainer_free(r.t);
+    free(r.loss_name);
     kn_pipeline_free(r.p);
     kn_train_data_free(&r.train);
     kn_train_data_free(&r.eval);
