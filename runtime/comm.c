@@ -11,6 +11,7 @@
 #include <time.h>
 #ifdef KILN_HAVE_MPI
 #include <mpi.h>
+#define HB_TAG 32700 /* the heartbeats' tag; the arrival notes use 100 .. 30099 */
 #endif
 
 struct kn_comm {
@@ -24,6 +25,13 @@ struct kn_comm {
     int req_cap;
     int *note_in;
     int note_out;
+    /* liveness: while a rank waits it sends a heartbeat to every peer now and then, and keeps a
+     * receive from each peer posted; a timeout with every arrival note in names the peers that
+     * stayed silent (stopped, or stuck inside the collective) */
+    MPI_Request *hb_req; /* size entries, MPI_REQUEST_NULL at the own rank */
+    int *hb_in, hb_out;
+    double *hb_seen; /* when each peer's last heartbeat came */
+    double hb_sent;
 #endif
 };
 
@@ -41,7 +49,7 @@ static const char *env(const char *k) {
 /* mpirun (Open MPI, MPICH/Hydra, PMIx) or srun set these in every process they start. */
 static bool launched_by_mpi(void) {
     return env("OMPI_COMM_WORLD_SIZE") || env("PMI_SIZE") || env("PMIX_RANK") || env("MPI_LOCALNRANKS") ||
-           (env("SLURM_PROCID") && env("SLURM_NTASKS") && atoi(env("SLURM_NTASKS")) > 1);
+        (env("SLURM_PROCID") && env("SLURM_NTASKS") && atoi(env("SLURM_NTASKS")) > 1);
 }
 
 kn_status *kn_comm_init(const kn_comm_options *o, kn_comm **out) {
@@ -82,9 +90,16 @@ kn_status *kn_comm_init(const kn_comm_options *o, kn_comm **out) {
     MPI_Comm_size(c->world, &c->size);
     c->mpi = true;
     c->note_in = calloc((size_t)c->size, sizeof *c->note_in);
-    if (!c->note_in) {
+    c->hb_in = calloc((size_t)c->size, sizeof *c->hb_in);
+    c->hb_seen = calloc((size_t)c->size, sizeof *c->hb_seen);
+    c->hb_req = calloc((size_t)c->size, sizeof *c->hb_req);
+    if (!c->note_in || !c->hb_in || !c->hb_seen || !c->hb_req) {
         kn_comm_free(c);
         return KN_OOM(sizeof(int) * (size_t)c->size);
+    }
+    for (int p = 0; p < c->size; p++) {
+        c->hb_req[p] = MPI_REQUEST_NULL;
+        if (p != c->rank) MPI_Irecv(&c->hb_in[p], 1, MPI_INT, p, HB_TAG, c->world, &c->hb_req[p]);
     }
     *out = c;
     return NULL;
@@ -101,6 +116,11 @@ void kn_comm_free(kn_comm *c) {
 #ifdef KILN_HAVE_MPI
     if (c->mpi) {
         if (c->failed) MPI_Abort(MPI_COMM_WORLD, 1); /* pending requests: MPI cannot finalise */
+        for (int p = 0; c->hb_req && p < c->size; p++)
+            if (c->hb_req[p] != MPI_REQUEST_NULL) {
+                MPI_Cancel(&c->hb_req[p]);
+                MPI_Wait(&c->hb_req[p], MPI_STATUS_IGNORE);
+            }
         MPI_Comm_free(&c->world);
         int fin = 0;
         MPI_Finalized(&fin);
@@ -108,6 +128,9 @@ void kn_comm_free(kn_comm *c) {
     }
     free(c->req);
     free(c->note_in);
+    free(c->hb_in);
+    free(c->hb_seen);
+    free(c->hb_req);
 #endif
     free(c);
 }
@@ -126,6 +149,28 @@ const char *kn_comm_backend(const kn_comm *c) { return c && c->mpi ? "mpi" : "si
 bool kn_comm_failed(const kn_comm *c) { return c && c->failed; }
 
 #ifdef KILN_HAVE_MPI
+
+/* Takes in the heartbeats that came (reposting the receives) and sends one to every peer when
+ * the last is older than the interval. */
+static void heartbeat(kn_comm *c, double now, double interval) {
+    for (int p = 0; p < c->size; p++) {
+        int got = 0;
+        while (p != c->rank && c->hb_req[p] != MPI_REQUEST_NULL &&
+               MPI_Test(&c->hb_req[p], &got, MPI_STATUS_IGNORE) == MPI_SUCCESS && got) {
+            c->hb_seen[p] = now;
+            MPI_Irecv(&c->hb_in[p], 1, MPI_INT, p, HB_TAG, c->world, &c->hb_req[p]);
+        }
+    }
+    if (now - c->hb_sent < interval) return;
+    c->hb_sent = now;
+    for (int p = 0; p < c->size; p++) {
+        if (p == c->rank) continue;
+        MPI_Request r;
+        /* small enough to go eagerly: the request is freed and completes on its own */
+        if (MPI_Isend(&c->hb_out, 1, MPI_INT, p, HB_TAG, c->world, &r) == MPI_SUCCESS) MPI_Request_free(&r);
+    }
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -163,9 +208,11 @@ static kn_status *notes_post(kn_comm *c) {
 /* Polls the notes and the k collective requests until all are done or the deadline passes. */
 static kn_status *wait_all(kn_comm *c, int k, const char *what) {
     int n = 2 * (c->size - 1) + k;
-    double t0 = now_s(), deadline = t0 + c->timeout_s;
+    double t0 = now_s(), deadline = t0 + c->timeout_s, interval = c->timeout_s / 8;
+    if (interval > 1) interval = 1;
     long sleep_ns = 1000;
     for (;;) {
+        heartbeat(c, now_s(), interval);
         int done = 0;
         if (MPI_Testall(n, c->req, &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS) {
             c->failed = true;
@@ -178,24 +225,39 @@ static kn_status *wait_all(kn_comm *c, int k, const char *what) {
             /* the peers whose arrival note never came did not reach this collective */
             char missing[256] = "";
             size_t len = 0;
-            int j = 0, n_missing = 0, first = -1;
+            int j = 0, n_missing = 0;
             for (int p = 0; p < c->size; p++) {
                 if (p == c->rank) continue;
                 int got = 0;
                 MPI_Test(&c->req[j++], &got, MPI_STATUS_IGNORE);
                 if (got) continue;
-                if (first < 0) first = p;
                 n_missing++;
-                if (len + 16 < sizeof missing) len += (size_t)snprintf(missing + len, sizeof missing - len, "%s%d", len ? ", " : "", p);
+                if (len + 16 < sizeof missing)
+                    len += (size_t)snprintf(missing + len, sizeof missing - len, "%s%d", len ? ", " : "", p);
             }
             if (n_missing)
                 return kn_error(KN_ERR_RUNTIME,
                                 "communicator: rank %d waited %.3g s (--comm-timeout) in %s #%lld for rank%s %s, "
                                 "which did not reach it (dead or hung)",
                                 c->rank, c->timeout_s, what, (long long)c->seq, n_missing > 1 ? "s" : "", missing);
+            /* every peer arrived: name those that went silent while this rank waited */
+            double now = now_s();
+            len = 0;
+            for (int p = 0; p < c->size; p++) {
+                if (p == c->rank || now - c->hb_seen[p] < c->timeout_s / 2) continue;
+                n_missing++;
+                if (len + 16 < sizeof missing)
+                    len += (size_t)snprintf(missing + len, sizeof missing - len, "%s%d", len ? ", " : "", p);
+            }
+            if (n_missing)
+                return kn_error(KN_ERR_RUNTIME,
+                                "communicator: rank %d waited %.3g s (--comm-timeout) in %s #%lld for rank%s %s, "
+                                "which reached it but gave no sign of life for %.3g s (hung)",
+                                c->rank, c->timeout_s, what, (long long)c->seq, n_missing > 1 ? "s" : "", missing,
+                                c->timeout_s / 2);
             return kn_error(KN_ERR_RUNTIME,
                             "communicator: rank %d waited %.3g s (--comm-timeout) in %s #%lld: every rank reached it "
-                            "but it did not complete",
+                            "and is alive, but it did not complete",
                             c->rank, c->timeout_s, what, (long long)c->seq);
         }
         /* a short back-off: the ranks may share cores with each other */
@@ -223,8 +285,7 @@ kn_status *kn_comm_allreduce_sum_f32(kn_comm *c, float *const *bufs, const int64
     for (int i = 0; i < k; i++) {
         KN_CHECK(n[i] >= 0 && n[i] <= 0x7fffffff, KN_ERR_INVALID_ARGUMENT,
                  "kn_comm_allreduce: buffer %d has %lld elements (at most 2^31 - 1 per bucket)", i, (long long)n[i]);
-        if (MPI_Iallreduce(MPI_IN_PLACE, bufs[i], (int)n[i], MPI_FLOAT, MPI_SUM, c->world, COLL(c, i)) !=
-            MPI_SUCCESS) {
+        if (MPI_Iallreduce(MPI_IN_PLACE, bufs[i], (int)n[i], MPI_FLOAT, MPI_SUM, c->world, COLL(c, i)) != MPI_SUCCESS) {
             c->failed = true;
             return kn_error(KN_ERR_RUNTIME, "communicator: rank %d: MPI_Iallreduce failed", c->rank);
         }
