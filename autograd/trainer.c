@@ -512,6 +512,8 @@ kn_status *kn_trainer_step_empty(kn_trainer *t, bool *updated) {
     return NULL;
 }
 
+int kn_trainer_buckets(const kn_trainer *t) { return t ? t->n_buckets : 0; }
+
 void kn_trainer_set_grad_weight(kn_trainer *t, double w) {
     if (t) t->grad_weight = w;
 }

@@ -98,6 +98,8 @@ kn_status *kn_trainer_export_onnx_ex(const kn_trainer *t, const char *src_path, 
  * flight together. c (not owned) must outlive the trainer; NULL goes back to one process. */
 typedef struct kn_comm kn_comm;
 kn_status *kn_trainer_set_comm(kn_trainer *t, kn_comm *c, size_t bucket_bytes);
+/* The number of all-reduce buckets (0 without a communicator of more than one rank). */
+int kn_trainer_buckets(const kn_trainer *t);
 /* The factor the following micro-batches' gradients are multiplied by before they are
  * accumulated (default 1). A rank whose shard of a global batch of m examples holds m_r passes
  * m_r * size / m, so the average over the ranks is the gradient of the whole batch's mean loss

@@ -74,7 +74,9 @@ def case_agree(args):
         shutil.rmtree(out, ignore_errors=True)
         if os.path.exists(log):
             os.unlink(log)
-        cmd = train_cmd(args, folder, data, out, log, 8 // max(n, 1), ["--epochs", "2", "--max-steps", "20"])
+        # 4 ranks: 16 KiB buckets (the 31k-parameter model's gradient in ~8 all-reduces in flight)
+        extra = ["--epochs", "2", "--max-steps", "20"] + (["--bucket-mb", "0.015625"] if n == 4 else [])
+        cmd = train_cmd(args, folder, data, out, log, 8 // max(n, 1), extra)
         if n:
             cmd = MPIRUN + ["-np", str(n)] + cmd
         t0 = time.time()
@@ -88,6 +90,8 @@ def case_agree(args):
         if n > 1:
             check(f"{n} ranks (mpi)" in r.stderr, f"{n} ranks: rank 0 reports the world size")
             check(r.stderr.count("steps per epoch") == 1, f"{n} ranks: only rank 0 prints")
+            nbk = int(r.stderr.split(" buckets")[0].rsplit(" ", 1)[1])
+            check(nbk > 4 if n == 4 else nbk == 1, f"{n} ranks: gradients in {nbk} bucket(s)")
     if 0 not in runs:
         return
     w0, l0 = runs[0]

@@ -37,7 +37,7 @@ typedef struct train_args {
     uint64_t seed;
     bool shuffle, skip_bad;
     int patience, threads;
-    double comm_timeout;
+    double comm_timeout, bucket_mb;
 } train_args;
 
 static void train_usage(void) {
@@ -51,6 +51,7 @@ static void train_usage(void) {
             "  --log FILE (JSON lines per step)  --patience N (3)  --tolerance X (1e-4)  --skip-bad-lines\n"
             "  --device cpu  --precision fp32  --threads N  --onnx-file F\n"
             "  --comm-timeout S (300: under mpirun, how long a rank waits for the others)\n"
+            "  --bucket-mb X (25: the gradient all-reduce's bucket size)\n"
             "Under mpirun -np N each rank trains on its share of every batch: the global batch is N x\n"
             "--batch-size, in the order one process would see; rank 0 logs, evaluates and writes.\n"
             "Data: featureExtraction {\"sentence1\", \"sentence2\", \"score\"} or {\"anchor\", \"positive\"};\n"
@@ -452,6 +453,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
     a->device = "cpu";
     a->precision = "fp32";
     a->comm_timeout = 300;
+    a->bucket_mb = 25;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i];
         if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
@@ -512,6 +514,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         NUM("--tolerance", tolerance, strtod(v, &end))
         NUM("--threads", threads, (int)strtol(v, &end, 10))
         NUM("--comm-timeout", comm_timeout, strtod(v, &end))
+        NUM("--bucket-mb", bucket_mb, strtod(v, &end))
 #undef STR
 #undef NUM
         fprintf(stderr, "kiln train: unknown option '%s'\n", k);
@@ -523,7 +526,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
     }
     if (a->epochs < 1 || a->batch_size < 1 || a->lr < 0 || a->weight_decay < 0 || a->warmup_steps < 0 ||
         a->max_grad_norm < 0 || a->dropout < 0 || a->dropout >= 1 || a->patience < 1 || a->tolerance < 0 ||
-        a->max_steps == 0 || a->threads < 0 || !(a->comm_timeout > 0)) {
+        a->max_steps == 0 || a->threads < 0 || !(a->comm_timeout > 0) || !(a->bucket_mb > 0)) {
         fprintf(stderr,
                 "kiln train: out-of-range option (epochs, batch size and patience >= 1; lr, weight decay, "
                 "warm-up, clipping, tolerance >= 0; 0 <= dropout < 1; max steps >= 1)\n");
@@ -648,15 +651,16 @@ static kn_status *setup(train_run *r) {
     free(trainable);
     free(no_decay);
     KN_TRY(kn_error_wrap(st, "%s: ", r->model_path));
-    KN_TRY(kn_trainer_set_comm(r->t, r->comm, 0));
+    size_t bucket = (size_t)(a->bucket_mb * 1048576.0);
+    KN_TRY(kn_trainer_set_comm(r->t, r->comm, bucket ? bucket : 1));
     snprintf(r->final, sizeof r->final, "%s/model.onnx", a->output);
     snprintf(r->cand, sizeof r->cand, "%s/.model.onnx.candidate.tmp", a->output);
     if (r->rank != 0) return NULL;
     fprintf(stderr, "kiln train: %s, %d examples (%d skipped), %d parameters, %d steps per epoch\n", a->type,
             r->train.n, r->train.skipped, kn_trainer_param_count(r->t), nb);
     if (r->size > 1) {
-        fprintf(stderr, "kiln train: %d ranks (%s), global batch %lld = %d x %d\n", r->size, kn_comm_backend(r->comm),
-                (long long)gb, r->size, a->batch_size);
+        fprintf(stderr, "kiln train: %d ranks (%s), global batch %lld = %d x %d, gradients all-reduced in %d buckets\n",
+                r->size, kn_comm_backend(r->comm), (long long)gb, r->size, a->batch_size, kn_trainer_buckets(r->t));
         if (r->loss == KN_TD_LOSS_MNRL || r->loss == KN_TD_LOSS_COSENT)
             train_warn(NULL,
                        "--loss mnrl/cosent compare the examples within a batch: under mpirun each rank "
