@@ -8,7 +8,11 @@
  * The loop keeps its position in one struct (train_pos: epoch, batch within the epoch, the
  * shuffle seed, the early-stopping state), and a step is a function of that position alone, so
  * saving and resuming (--save-steps / --resume with the trainer's state) only needs to write
- * and read that struct beside the trainer state. */
+ * and read that struct beside the trainer state.
+ *
+ * Under mpirun (runtime/comm.h) every rank runs this same loop on its share of each global batch
+ * (shard_step); rank 0 alone logs, evaluates and writes, and broadcasts the position after each
+ * epoch so that every rank stops at the same point. */
 #include "autograd/loss.h"
 #include "autograd/trainer.h"
 #include "graph/ops.h"
@@ -785,7 +789,7 @@ static kn_status *train_loop(train_run *r, train_pos *pos, int *epochs_run) {
     int n = r->train.n, gb = a->batch_size * r->size, nb = (n + gb - 1) / gb;
     int *order = malloc(sizeof(int) * (size_t)n);
     if (!order) return KN_OOM(sizeof(int) * (size_t)n);
-    bool bar = isatty(2);
+    bool bar = isatty(2) && r->rank == 0;
     kn_status *st = NULL;
     double busy = 0; /* seconds in batching and steps: throughput leaves evaluation out */
     int64_t samples = 0;
@@ -831,7 +835,7 @@ static kn_status *train_loop(train_run *r, train_pos *pos, int *epochs_run) {
                         kn_trainer_grad_norm(r->t), sps);
                 fflush(r->log);
             }
-            progress(bar && r->rank == 0, pos->epoch, a->epochs, pos->batch + 1, nb, loss, sps);
+            progress(bar, pos->epoch, a->epochs, pos->batch + 1, nb, loss, sps);
         }
         if (bar) fputs("\r\033[K", stderr);
         if (st) break;
