@@ -49,6 +49,10 @@ void kn_trainer_free(kn_trainer *t) {
     free(t->out);
     free(t->no_decay);
     kn_graph_free(t->ext);
+    for (int b = 0; t->bucket && b < t->n_buckets; b++) free(t->bucket[b]);
+    free(t->bucket);
+    free(t->bucket_n);
+    free(t->bucket_first);
     if (t->m) kn_model_free(t->m);
     free(t);
 }
@@ -356,6 +360,7 @@ kn_status *kn_trainer_create(kn_model *m, int loss, const kn_trainer_options *o,
     if (o) t->o = *o;
     else kn_trainer_options_init(&t->o);
     t->rng = t->o.seed;
+    t->grad_weight = 1.0;
     kn_status *st = NULL;
     if (t->o.optim.no_decay && !(t->no_decay = strdup(t->o.optim.no_decay))) st = KN_OOM(0);
     t->o.optim.no_decay = t->no_decay;
@@ -369,7 +374,31 @@ kn_status *kn_trainer_create(kn_model *m, int loss, const kn_trainer_options *o,
     return NULL;
 }
 
-static void apply_update(kn_trainer *t) {
+/* Sums the accumulated gradients over the ranks, bucket by bucket, and divides by the count. */
+static kn_status *reduce_grads(kn_trainer *t) {
+    int size = kn_comm_size(t->comm);
+    if (!t->comm || size == 1) return NULL;
+    for (int b = 0; b < t->n_buckets; b++) {
+        float *q = t->bucket[b];
+        for (int i = t->bucket_first[b]; i < t->bucket_first[b + 1]; i++) {
+            memcpy(q, t->p[i].acc, sizeof(float) * (size_t)t->p[i].n);
+            q += t->p[i].n;
+        }
+    }
+    KN_TRY(kn_error_wrap(kn_comm_allreduce_sum_f32(t->comm, t->bucket, t->bucket_n, t->n_buckets), "trainer: "));
+    float inv = 1.0f / (float)size;
+    for (int b = 0; b < t->n_buckets; b++) {
+        const float *q = t->bucket[b];
+        for (int i = t->bucket_first[b]; i < t->bucket_first[b + 1]; i++) {
+            for (int64_t k = 0; k < t->p[i].n; k++) t->p[i].acc[k] = q[k] * inv;
+            q += t->p[i].n;
+        }
+    }
+    return NULL;
+}
+
+static kn_status *apply_update(kn_trainer *t) {
+    KN_TRY(reduce_grads(t));
     double scale = 1.0 / (double)t->o.optim.accumulate, sq = 0;
     for (int i = 0; i < t->n_params; i++) {
         kn_param *p = &t->p[i];
@@ -395,6 +424,7 @@ static void apply_update(kn_trainer *t) {
         kn_optim_update(&t->o.optim, t->steps, lr, p->decay, p->w, p->acc, p->m, p->v, p->n);
         if (p->acc != p->g) memset(p->acc, 0, sizeof(float) * (size_t)p->n);
     }
+    return NULL;
 }
 
 /* t->in: the batch, then the parameters bound to the trainer's buffers. */
@@ -447,14 +477,17 @@ kn_status *kn_trainer_step(kn_trainer *t, const kn_named_tensor *batch, int n_ba
              "kn_trainer_step: non-finite %s at update step %lld (micro-batch %d of %d): loss %g, gradient norm %g; "
              "the parameters and optimiser state are unchanged",
              !isfinite(l) ? "loss" : "gradient", (long long)t->steps, t->micro + 1, t->o.optim.accumulate, l, sqrt(sq));
+    float w = (float)t->grad_weight;
     for (int i = 0; i < t->n_params; i++) {
         kn_param *p = &t->p[i];
         if (p->acc != p->g)
-            for (int64_t k = 0; k < p->n; k++) p->acc[k] += p->g[k];
+            for (int64_t k = 0; k < p->n; k++) p->acc[k] += w * p->g[k];
+        else if (w != 1.0f)
+            for (int64_t k = 0; k < p->n; k++) p->g[k] *= w;
     }
     if (++t->micro < t->o.optim.accumulate) return NULL;
     t->micro = 0;
-    apply_update(t);
+    KN_TRY(apply_update(t));
     if (updated) *updated = true;
     return NULL;
 }
@@ -465,6 +498,64 @@ kn_status *kn_trainer_forward(kn_trainer *t, const kn_named_tensor *batch, int n
     KN_TRY(bind_inputs(t, batch, n_batch));
     return kn_error_wrap(kn_session_run(t->s, t->in, n_batch + t->n_params, outputs, n_outputs),
                          "kn_trainer_forward: ");
+}
+
+kn_status *kn_trainer_step_empty(kn_trainer *t, bool *updated) {
+    if (updated) *updated = false;
+    KN_CHECK(t, KN_ERR_INVALID_ARGUMENT, "kn_trainer_step_empty: trainer is NULL");
+    for (int i = 0; i < t->n_params; i++)
+        if (t->p[i].acc == t->p[i].g) memset(t->p[i].g, 0, sizeof(float) * (size_t)t->p[i].n);
+    if (++t->micro < t->o.optim.accumulate) return NULL;
+    t->micro = 0;
+    KN_TRY(apply_update(t));
+    if (updated) *updated = true;
+    return NULL;
+}
+
+int kn_trainer_buckets(const kn_trainer *t) { return t ? t->n_buckets : 0; }
+
+void kn_trainer_set_grad_weight(kn_trainer *t, double w) {
+    if (t) t->grad_weight = w;
+}
+
+kn_status *kn_trainer_set_comm(kn_trainer *t, kn_comm *c, size_t bucket_bytes) {
+    KN_CHECK(t, KN_ERR_INVALID_ARGUMENT, "kn_trainer_set_comm: trainer is NULL");
+    for (int b = 0; t->bucket && b < t->n_buckets; b++) free(t->bucket[b]);
+    free(t->bucket);
+    free(t->bucket_n);
+    free(t->bucket_first);
+    t->bucket = NULL;
+    t->bucket_n = NULL;
+    t->bucket_first = NULL;
+    t->n_buckets = 0;
+    t->comm = c;
+    if (!c || kn_comm_size(c) == 1) return NULL;
+    /* rank 0's weights everywhere: the ranks loaded the same file, but a checkpoint may differ */
+    for (int i = 0; i < t->n_params; i++)
+        KN_TRY(kn_error_wrap(kn_comm_broadcast(c, t->p[i].w, sizeof(float) * (size_t)t->p[i].n, 0),
+                             "trainer: broadcasting '%s': ", t->p[i].name));
+    int64_t cap = (int64_t)((bucket_bytes ? bucket_bytes : (size_t)25 << 20) / sizeof(float));
+    if (cap < 1) cap = 1;
+    t->bucket_first = calloc((size_t)t->n_params + 1, sizeof *t->bucket_first);
+    t->bucket = calloc((size_t)t->n_params, sizeof *t->bucket);
+    t->bucket_n = calloc((size_t)t->n_params, sizeof *t->bucket_n);
+    if (!t->bucket_first || !t->bucket || !t->bucket_n) return KN_OOM(sizeof(float *) * (size_t)t->n_params);
+    /* consecutive parameters up to cap elements a bucket (a larger parameter is a bucket alone) */
+    int64_t fill = 0;
+    for (int i = 0; i < t->n_params; i++) {
+        if (t->n_buckets == 0 || fill + t->p[i].n > cap) {
+            if (t->n_buckets) t->bucket_n[t->n_buckets - 1] = fill;
+            t->bucket_first[t->n_buckets++] = i;
+            fill = 0;
+        }
+        fill += t->p[i].n;
+    }
+    t->bucket_n[t->n_buckets - 1] = fill;
+    t->bucket_first[t->n_buckets] = t->n_params;
+    for (int b = 0; b < t->n_buckets; b++)
+        if (!(t->bucket[b] = malloc(sizeof(float) * (size_t)(t->bucket_n[b] ? t->bucket_n[b] : 1))))
+            return KN_OOM(sizeof(float) * (size_t)t->bucket_n[b]);
+    return NULL;
 }
 
 uint64_t kn_trainer_random(kn_trainer *t) {

@@ -92,4 +92,26 @@ typedef struct kn_trainer_export_options {
 kn_status *kn_trainer_export_onnx_ex(const kn_trainer *t, const char *src_path, const char *dst_path,
                                      const kn_trainer_export_options *o);
 
+/* ---- data parallelism (runtime/comm.h) ----
+ * Each rank runs the same trainer on its shard of every batch. kn_trainer_set_comm broadcasts
+ * rank 0's parameters to every rank (so all start equal; call it again after loading a
+ * checkpoint on rank 0 alone) and from then on every update first sums the accumulated
+ * gradients over the ranks in buckets of about bucket_bytes (0: 25 MiB), divides them by the
+ * number of ranks, and only then clips on the global norm and updates: every rank applies the
+ * same update to the same weights. The all-reduce runs after the backward pass (kn_session_run
+ * returns every gradient at its end, so no bucket can start earlier); the buckets are in
+ * flight together. c (not owned) must outlive the trainer; NULL goes back to one process. */
+typedef struct kn_comm kn_comm;
+kn_status *kn_trainer_set_comm(kn_trainer *t, kn_comm *c, size_t bucket_bytes);
+/* The number of all-reduce buckets (0 without a communicator of more than one rank). */
+int kn_trainer_buckets(const kn_trainer *t);
+/* The factor the following micro-batches' gradients are multiplied by before they are
+ * accumulated (default 1). A rank whose shard of a global batch of m examples holds m_r passes
+ * m_r * size / m, so the average over the ranks is the gradient of the whole batch's mean loss
+ * when the shards are uneven. */
+void kn_trainer_set_grad_weight(kn_trainer *t, double w);
+/* A micro-batch with no examples on this rank (the last, short global batch): contributes a
+ * zero gradient and takes part in the update (and its all-reduce) as kn_trainer_step does. */
+kn_status *kn_trainer_step_empty(kn_trainer *t, bool *updated);
+
 #endif

@@ -5,6 +5,7 @@
 #ifndef KN_AUTOGRAD_TRAINER_INTERNAL_H
 #define KN_AUTOGRAD_TRAINER_INTERNAL_H
 #include "autograd/trainer.h"
+#include "runtime/comm.h"
 
 typedef struct kn_param {
     int value; /* the graph input it became */
@@ -36,6 +37,16 @@ struct kn_trainer {
      * pooling and classification head), copied before the loss and autograd were built on it.
      * NULL when the graph only had the file's nodes. */
     kn_graph *ext;
+    /* Data parallelism (kn_trainer_set_comm): the communicator (NULL: one process), the flat
+     * buckets the gradients are packed into for the all-reduce (bucket b holds the parameters
+     * bucket_first[b] .. bucket_first[b + 1] - 1), and the weight of the next micro-batch's
+     * gradient (kn_trainer_set_grad_weight). */
+    kn_comm *comm;
+    int n_buckets;
+    int *bucket_first;
+    float **bucket;
+    int64_t *bucket_n;
+    double grad_weight;
 };
 
 #endif

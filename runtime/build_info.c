@@ -25,7 +25,11 @@ const char *kn_build_info(void) {
 #undef KN_FEAT
     off += snprintf(buf + off, sizeof buf - off, ")");
 #ifdef KILN_HAVE_CUDA
-    snprintf(buf + off, sizeof buf - off, " %s", kn_cuda_build_info());
+    off += snprintf(buf + off, sizeof buf - off, " %s", kn_cuda_build_info());
+#endif
+#ifdef KILN_HAVE_MPI
+    /* the communicator of data-parallel training (runtime/comm.c) */
+    snprintf(buf + off, sizeof buf - off, " mpi");
 #endif
     return buf;
 }

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev check libsubunit-dev
       libutf8proc-dev libpcre2-dev libjson-c-dev libjpeg-dev libpng-dev libcurl4-openssl-dev libssl-dev
-      python3 python3-venv python3-pip clang-format-14)
+      python3 python3-venv python3-pip clang-format-14 libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -9,7 +9,11 @@
  * shuffle seed, the early-stopping state), and a step is a function of that position, the
  * trainer's state and the session's run counter (Dropout masks) alone, so --save-steps writes
  * those three into one checkpoint file (the trainer's, with the rest as its extra JSON) and
- * --resume reads them back before the loop starts. */
+ * --resume reads them back before the loop starts.
+ *
+ * Under mpirun (runtime/comm.h) every rank runs this same loop on its share of each global batch
+ * (shard_step); rank 0 alone logs, evaluates and writes, and broadcasts the position after each
+ * epoch so that every rank stops at the same point. */
 #include "autograd/checkpoint.h"
 #include "autograd/dropout.h"
 #include "autograd/loss.h"
@@ -17,6 +21,7 @@
 #include "graph/ops.h"
 #include "pipelines/pl_internal.h"
 #include "pipelines/train_data.h"
+#include "runtime/comm.h"
 #include "tools/cli/cli.h"
 #include <dirent.h>
 #include <errno.h>
@@ -42,6 +47,7 @@ typedef struct train_args {
     int64_t save_steps; /* 0: no checkpoints */
     const char *resume; /* a checkpoint file or folder, or an output folder; NULL: a fresh run */
     bool overwrite;     /* replace the trained model of an earlier run in --output */
+    double comm_timeout, bucket_mb;
 } train_args;
 
 static void train_usage(void) {
@@ -58,6 +64,10 @@ static void train_usage(void) {
             "  --resume [DIR] (continue from DIR's checkpoint; no DIR: --output's)\n"
             "  --overwrite (an --output that holds an earlier run's model.onnx, statistics.json or checkpoint\n"
             "               is refused without it; with it they are deleted before training starts)\n"
+            "  --comm-timeout S (300: under mpirun, how long a rank waits for the others)\n"
+            "  --bucket-mb X (25: the gradient all-reduce's bucket size)\n"
+            "Under mpirun -np N each rank trains on its share of every batch: the global batch is N x\n"
+            "--batch-size, in the order one process would see; rank 0 logs, evaluates and writes.\n"
             "Data: featureExtraction {\"sentence1\", \"sentence2\", \"score\"} or {\"anchor\", \"positive\"};\n"
             "textClassification {\"input\": text or [text, pair], \"label\"}; tokenClassification {\"tokens\": [...],\n"
             "\"labels\": [...]}. The output folder holds model.onnx, the tokenizer and config files and\n"
@@ -480,6 +490,8 @@ static int parse_args(int argc, char **argv, train_args *a) {
     a->tolerance = 1e-4;
     a->device = "cpu";
     a->precision = "fp32";
+    a->comm_timeout = 300;
+    a->bucket_mb = 25;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i];
         if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
@@ -548,6 +560,8 @@ static int parse_args(int argc, char **argv, train_args *a) {
         NUM("--tolerance", tolerance, strtod(v, &end))
         NUM("--threads", threads, (int)strtol(v, &end, 10))
         NUM("--save-steps", save_steps, strtoll(v, &end, 10))
+        NUM("--comm-timeout", comm_timeout, strtod(v, &end))
+        NUM("--bucket-mb", bucket_mb, strtod(v, &end))
 #undef STR
 #undef NUM
         fprintf(stderr, "kiln train: unknown option '%s'\n", k);
@@ -559,7 +573,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
     }
     if (a->epochs < 1 || a->batch_size < 1 || a->lr < 0 || a->weight_decay < 0 || a->warmup_steps < 0 ||
         a->max_grad_norm < 0 || a->dropout < 0 || a->dropout >= 1 || a->patience < 1 || a->tolerance < 0 ||
-        a->max_steps == 0 || a->threads < 0 || a->save_steps < 0) {
+        a->max_steps == 0 || a->threads < 0 || a->save_steps < 0 || !(a->comm_timeout > 0) || !(a->bucket_mb > 0)) {
         fprintf(stderr,
                 "kiln train: out-of-range option (epochs, batch size and patience >= 1; lr, weight decay, "
                 "warm-up, clipping, tolerance >= 0; 0 <= dropout < 1; max steps >= 1)\n");
@@ -582,6 +596,9 @@ typedef struct train_run {
     kn_optim_options sched; /* the schedule, for the lr each step used */
     int64_t ckpt_step;      /* the step of the checkpoint in OUTPUT/checkpoint (-1: none yet) */
     char *loss_name;        /* the loss value, for the check before a checkpoint */
+    kn_comm *comm;          /* data parallelism: rank 0 alone logs, evaluates and writes */
+    int rank, size;
+    double *rank_loss; /* size entries: each rank's share of the batch loss */
 } train_run;
 
 static kn_status *setup(train_run *r) {
@@ -662,7 +679,8 @@ static kn_status *setup(train_run *r) {
         free(no_decay);
         return kn_error_wrap(st, "%s: ", r->model_path);
     }
-    int nb = (r->train.n + a->batch_size - 1) / a->batch_size;
+    int64_t gb = (int64_t)a->batch_size * r->size; /* the global batch */
+    int nb = (int)((r->train.n + gb - 1) / gb);
     int64_t total = (int64_t)nb * a->epochs;
     if (a->max_steps > 0 && a->max_steps < total) total = a->max_steps;
     kn_trainer_options o;
@@ -683,8 +701,22 @@ static kn_status *setup(train_run *r) {
     free(trainable);
     free(no_decay);
     KN_TRY(kn_error_wrap(st, "%s: ", r->model_path));
+    size_t bucket = (size_t)(a->bucket_mb * 1048576.0);
+    KN_TRY(kn_trainer_set_comm(r->t, r->comm, bucket ? bucket : 1));
+    snprintf(r->final, sizeof r->final, "%s/model.onnx", a->output);
+    snprintf(r->cand, sizeof r->cand, "%s/.model.onnx.candidate.tmp", a->output);
+    if (r->rank != 0) return NULL;
     fprintf(stderr, "kiln train: %s, %d examples (%d skipped), %d parameters, %d steps per epoch\n", a->type,
             r->train.n, r->train.skipped, kn_trainer_param_count(r->t), nb);
+    if (r->size > 1) {
+        fprintf(stderr, "kiln train: %d ranks (%s), global batch %lld = %d x %d, gradients all-reduced in %d buckets\n",
+                r->size, kn_comm_backend(r->comm), (long long)gb, r->size, a->batch_size, kn_trainer_buckets(r->t));
+        if (r->loss == KN_TD_LOSS_MNRL || r->loss == KN_TD_LOSS_COSENT)
+            train_warn(NULL,
+                       "--loss mnrl/cosent compare the examples within a batch: under mpirun each rank "
+                       "compares only its own --batch-size examples, so the loss is not that of one process "
+                       "with the global batch");
+    }
 
     if (mkdir(a->output, 0755) != 0 && errno != EEXIST)
         return kn_error(KN_ERR_IO, "%s: cannot create: %s", a->output, strerror(errno));
@@ -701,7 +733,7 @@ static kn_status *setup(train_run *r) {
         return kn_error(KN_ERR_INVALID_ARGUMENT, "--output: the path is too long");
     r->ckpt_step = -1;
     /* a resumed run rewrites the log once it knows the checkpoint's step (resume_run) */
-    if (a->log && !a->resume && !(r->log = fopen(a->log, "w")))
+    if (a->log && !a->resume && r->rank == 0 && !(r->log = fopen(a->log, "w")))
         return kn_error(KN_ERR_IO, "--log %s: cannot write: %s", a->log, strerror(errno));
     return NULL;
 }
@@ -743,6 +775,7 @@ static void ckpt_num(FILE *f, const char *key, double x) {
  * statistics of the epochs so far (the current one partly). One file, written atomically, so a
  * checkpoint is either the previous one or the new one. */
 static kn_status *save_checkpoint(train_run *r, const train_pos *pos, int epochs_run) {
+    if (r->rank != 0) return NULL; /* every rank holds the same state; rank 0 writes it */
     char dir[4300], path[4400];
     snprintf(dir, sizeof dir, "%s/checkpoint", r->a.output);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
@@ -817,6 +850,7 @@ static kn_status *resume_path(const train_args *a, char *path, size_t len) {
 /* Keeps the --log lines up to step (the checkpoint's), so the resumed run's lines follow them as
  * an uninterrupted run's would, and opens the log for appending. */
 static kn_status *resume_log(train_run *r, int64_t step) {
+    if (r->rank != 0) return NULL; /* rank 0 alone logs */
     const char *p = r->a.log;
     FILE *in = fopen(p, "r");
     char *kept = NULL;
@@ -1024,12 +1058,38 @@ static kn_status *end_epoch(train_run *r, train_pos *pos, epoch_stats *es) {
     return NULL;
 }
 
+/* One global batch of m examples (idx): this rank's contiguous share of it (the shares in rank
+ * order are the batch one process would take), its gradient weighted by its share so that the
+ * average over the ranks is the whole batch's, and *loss the whole batch's loss (the shares'
+ * losses weighted likewise, gathered from every rank). */
+static kn_status *shard_step(train_run *r, const int *idx, int m, double *loss) {
+    int lo = (int)((int64_t)m * r->rank / r->size), hi = (int)((int64_t)m * (r->rank + 1) / r->size);
+    double l = 0;
+    kn_status *st = NULL;
+    if (hi > lo) {
+        kn_td_batch b;
+        KN_TRY(kn_td_make_batch(r->p, &r->train, idx + lo, hi - lo, &b));
+        kn_trainer_set_grad_weight(r->t, r->size == 1 ? 1.0 : (double)(hi - lo) * r->size / m);
+        st = kn_trainer_step(r->t, b.in, b.n_in, &l, NULL);
+        kn_td_batch_free(&b);
+    } else {
+        st = kn_trainer_step_empty(r->t, NULL);
+    }
+    *loss = l;
+    if (st || r->size == 1) return st;
+    double mine = hi > lo ? l * (double)(hi - lo) / m : 0;
+    KN_TRY(kn_comm_allgather(r->comm, &mine, sizeof mine, r->rank_loss));
+    *loss = 0;
+    for (int k = 0; k < r->size; k++) *loss += r->rank_loss[k];
+    return NULL;
+}
+
 static kn_status *train_loop(train_run *r, train_pos *pos, int *epochs_run) {
     train_args *a = &r->a;
-    int n = r->train.n, nb = (n + a->batch_size - 1) / a->batch_size;
+    int n = r->train.n, gb = a->batch_size * r->size, nb = (n + gb - 1) / gb;
     int *order = malloc(sizeof(int) * (size_t)n);
     if (!order) return KN_OOM(sizeof(int) * (size_t)n);
-    bool bar = isatty(2);
+    bool bar = isatty(2) && r->rank == 0;
     kn_status *st = NULL;
     double busy = 0; /* seconds in batching and steps: throughput leaves evaluation out */
     int64_t samples = 0;
@@ -1038,14 +1098,11 @@ static kn_status *train_loop(train_run *r, train_pos *pos, int *epochs_run) {
         epoch_order(order, n, pos->seed, pos->epoch, a->shuffle);
         for (; pos->batch < nb; pos->batch++) {
             if (a->max_steps > 0 && pos->step >= a->max_steps) break;
-            int b0 = pos->batch * a->batch_size, m = n - b0 < a->batch_size ? n - b0 : a->batch_size;
-            kn_td_batch b;
+            int b0 = pos->batch * gb, m = n - b0 < gb ? n - b0 : gb;
             double t0 = now_s();
-            st = kn_td_make_batch(r->p, &r->train, order + b0, m, &b);
-            if (st) break;
             double loss = 0;
-            st = kn_trainer_step(r->t, b.in, b.n_in, &loss, NULL);
-            kn_td_batch_free(&b);
+            st = shard_step(r, order + b0, m, &loss);
+            if (st && kn_comm_failed(r->comm)) break;
             /* a trainer that refuses a non-finite step itself still reports the loss */
             if (st && isfinite(loss)) break;
             pos->step = kn_trainer_steps(r->t) + (st ? 1 : 0);
@@ -1074,7 +1131,7 @@ static kn_status *train_loop(train_run *r, train_pos *pos, int *epochs_run) {
             es->steps++;
             busy += now_s() - t0;
             double sps = busy > 0 ? (double)samples / busy : 0;
-            if (r->log) {
+            if (r->log && r->rank == 0) {
                 fprintf(r->log,
                         "{\"step\": %lld, \"epoch\": %d, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
                         "\"samples_per_s\": %.4g}\n",
@@ -1096,7 +1153,9 @@ static kn_status *train_loop(train_run *r, train_pos *pos, int *epochs_run) {
         if (st) break;
         if (!es->steps) break; /* --max-steps reached at an epoch boundary */
         es->train_loss = es->lsum / es->steps;
-        st = end_epoch(r, pos, es);
+        st = r->rank == 0 ? end_epoch(r, pos, es) : NULL;
+        /* rank 0's verdict (best epoch, early stopping) everywhere, so every rank stops together */
+        if (!st && r->size > 1) st = kn_comm_broadcast(r->comm, pos, sizeof *pos, 0);
         *epochs_run = pos->epoch + 1;
         if (st || pos->stopped_early || (a->max_steps > 0 && pos->step >= a->max_steps)) {
             if (!st && pos->stopped_early)
@@ -1123,7 +1182,15 @@ int kn_cmd_train(int argc, char **argv) {
         train_usage();
         return 2;
     }
-    kn_status *st = setup(&r);
+    kn_comm_options co;
+    kn_comm_options_init(&co);
+    co.timeout_s = r.a.comm_timeout;
+    kn_status *st = kn_comm_init(&co, &r.comm);
+    if (st) return train_fail(st);
+    r.rank = kn_comm_rank(r.comm);
+    r.size = kn_comm_size(r.comm);
+    if (!(r.rank_loss = calloc((size_t)r.size, sizeof *r.rank_loss))) st = KN_OOM(sizeof(double) * (size_t)r.size);
+    if (!st) st = setup(&r);
     train_pos pos = {.seed = r.a.seed, .best = -INFINITY, .best_loss = INFINITY};
     int epochs_run = 0;
     if (!st && !(r.es = calloc((size_t)r.a.epochs, sizeof *r.es))) st = KN_OOM(sizeof *r.es);
@@ -1132,8 +1199,8 @@ int kn_cmd_train(int argc, char **argv) {
         fprintf(stderr, "kiln train: the checkpoint's run had stopped early; nothing to do\n");
     else if (!st) st = train_loop(&r, &pos, &epochs_run);
     /* the end state, so a later --resume with more --epochs or --max-steps continues it */
-    if (!st && r.a.save_steps > 0) st = save_checkpoint(&r, &pos, epochs_run);
-    if (r.es && r.t) {
+    if (!st && r.a.save_steps > 0 && r.rank == 0) st = save_checkpoint(&r, &pos, epochs_run);
+    if (r.es && r.t && r.rank == 0) {
         /* statistics.json records the epochs that ran, also when a later one failed */
         kn_status *s2 = write_statistics(r.a.output, &r.a, r.es, epochs_run, &pos, r.train.skipped, r.eval.skipped,
                                          st                      ? "failed"
@@ -1142,7 +1209,7 @@ int kn_cmd_train(int argc, char **argv) {
         if (s2 && !st) st = s2;
         else kn_status_free(s2);
     }
-    if (!st) {
+    if (!st && r.rank == 0) {
         fprintf(stderr, "kiln train: %lld steps; %s written (epoch %d%s)%s\n", (long long)pos.step, r.final,
                 pos.best_epoch, r.a.eval ? ", the best by the eval metric" : "",
                 r.train.skipped + r.eval.skipped ? "" : "");
@@ -1151,7 +1218,7 @@ int kn_cmd_train(int argc, char **argv) {
                     r.eval.skipped);
     }
     if (r.log) fclose(r.log);
-    if (r.cand[0]) {
+    if (r.cand[0] && r.rank == 0) {
         drop_candidate(&r);
         char cdir[4300];
         snprintf(cdir, sizeof cdir, "%s/.candidate", r.a.output);
@@ -1163,5 +1230,13 @@ int kn_cmd_train(int argc, char **argv) {
     kn_train_data_free(&r.train);
     kn_train_data_free(&r.eval);
     free(r.es);
+    free(r.rank_loss);
+    if (st && r.size > 1) {
+        /* the message first, then the whole job ends: the other ranks would wait for this one */
+        fprintf(stderr, "kiln train: rank %d of %d: error: %s\n", r.rank, r.size, kn_status_message(st));
+        fflush(stderr);
+        kn_comm_abort(r.comm, 1);
+    }
+    kn_comm_free(r.comm);
     return st ? train_fail(st) : 0;
 }

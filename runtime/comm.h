@@ -1,0 +1,58 @@
+/* The communicator of data-parallel training: rank, size and the few collectives a trainer
+ * needs (sum all-reduce of float32 buffers, broadcast, barrier, all-gather of small host
+ * values), over MPI when the process was launched by mpirun/srun and kiln was built with MPI,
+ * and a single-process implementation otherwise (every collective is then the identity).
+ *
+ * Every collective of the MPI implementation is non-blocking underneath and polled against a
+ * deadline (kn_comm_options.timeout_s): a peer that died or hangs makes the collective fail
+ * with a message naming the rank it waits for, instead of blocking forever. For that, each
+ * collective is preceded by an arrival note sent to every peer (a few bytes each), so a rank
+ * that times out knows which peers never reached the collective. After such a failure the
+ * communicator is unusable; kn_comm_abort ends the whole job (mpirun then stops every rank).
+ *
+ * NCCL (device buffers on the run's stream) is not implemented yet: the API takes host buffers. */
+#ifndef KN_RUNTIME_COMM_H
+#define KN_RUNTIME_COMM_H
+#include "runtime/kiln.h"
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct kn_comm kn_comm;
+
+typedef struct kn_comm_options {
+    /* Seconds a collective may wait for its peers; <= 0: 300. */
+    double timeout_s;
+    /* "auto" or NULL: MPI when the environment says mpirun/srun launched this process (and kiln
+     * was built with MPI), else a single process; "single"; "mpi" (fails without MPI). */
+    const char *backend;
+} kn_comm_options;
+void kn_comm_options_init(kn_comm_options *o);
+
+/* Fails when the environment shows a multi-process launch that this build cannot join (mpirun
+ * without MPI support, torchrun-style WORLD_SIZE > 1), so N copies never train on their own
+ * and race on the same output. MPI is initialised here and finalised by kn_comm_free. */
+kn_status *kn_comm_init(const kn_comm_options *o, kn_comm **out);
+/* Finalises MPI; after a failed collective it aborts the job instead (MPI cannot finalise with
+ * a collective still pending). */
+void kn_comm_free(kn_comm *c);
+/* Ends every rank of the job with code (MPI_Abort); a single process just exits. */
+void kn_comm_abort(kn_comm *c, int code);
+
+int kn_comm_rank(const kn_comm *c);
+int kn_comm_size(const kn_comm *c);
+const char *kn_comm_backend(const kn_comm *c); /* "single" or "mpi" */
+/* Whether a collective has failed (timeout, MPI error): the communicator is then unusable. */
+bool kn_comm_failed(const kn_comm *c);
+
+/* bufs[i] (n[i] floats each) replaced by their element-wise sum over the ranks. All k buffers
+ * are reduced at once (one non-blocking all-reduce each, all in flight together): a trainer
+ * passes its gradient buckets. */
+kn_status *kn_comm_allreduce_sum_f32(kn_comm *c, float *const *bufs, const int64_t *n, int k);
+/* buf (bytes) from root to every rank. */
+kn_status *kn_comm_broadcast(kn_comm *c, void *buf, size_t bytes, int root);
+kn_status *kn_comm_barrier(kn_comm *c);
+/* Each rank's send (bytes) into recv[rank * bytes ...]; recv holds size * bytes. */
+kn_status *kn_comm_allgather(kn_comm *c, const void *send, size_t bytes, void *recv);
+
+#endif
