@@ -36,6 +36,7 @@ struct kn_trainer {
      * pooling and classification head), copied before the loss and autograd were built on it.
      * NULL when the graph only had the file's nodes. */
     kn_graph *ext;
+    struct kn_trainer_dev *dev; /* device state (autograd/trainer_device.h); NULL on the CPU */
 };
 
 #endif
