@@ -268,9 +268,7 @@ kn_status *trainer_dev_step(kn_trainer *t, int n_batch, double *loss, bool *upda
     kn_trainer_dev *d = t->dev;
     int n_in = 0;
     KN_TRY(dev_bind(t, n_batch, &n_in));
-    if (!d->host_current) {
-        /* nothing to do: the device holds the newest state */
-    }
+    if (!d->host_current) { /* nothing to do: the device holds the newest state */ }
     for (int k = 0; k <= t->n_params; k++) t->out[k].ndim = 0;
     KN_TRY(kn_error_wrap(kn_session_run_device(t->s, t->in, n_in, d->in_dev, t->out, t->n_params + 1, d->out_dev),
                          "kn_trainer_step: "));
@@ -416,8 +414,8 @@ kn_status *trainer_lowp_graph(kn_trainer *t, kn_graph *g, int *loss, int *dloss)
         KN_TRY(kn_tensor_new(lp, c->ndim, c->dims, &h));
         int64_t n = kn_numel(c);
         for (int64_t k = 0; k < n; k++)
-            ((uint16_t *)h->data)[k] = lp == KN_F16 ? kn_f32_to_f16(((const float *)c->data)[k])
-                                                    : kn_f32_to_bf16(((const float *)c->data)[k]);
+            ((uint16_t *)h->data)[k] =
+                lp == KN_F16 ? kn_f32_to_f16(((const float *)c->data)[k]) : kn_f32_to_bf16(((const float *)c->data)[k]);
         kn_tensor_free(c);
         val->constant = h;
         val->type.dtype = lp;

@@ -24,13 +24,13 @@
 #include <unistd.h>
 
 static int fails;
-#define CHECK(c, ...)                  \
-    do {                               \
-        if (!(c)) {                    \
+#define CHECK(c, ...) \
+    do { \
+        if (!(c)) { \
             printf("FAIL: " __VA_ARGS__); \
-            printf("\n");              \
-            fails++;                   \
-        }                              \
+            printf("\n"); \
+            fails++; \
+        } \
     } while (0)
 
 static void die(kn_status *st, const char *what) {
@@ -104,10 +104,10 @@ static void mlp_feed(int k) {
     rs = 777u + 31u * (uint32_t)k;
     for (int i = 0; i < 6 * 16; i++) mlp_x[i] = (float)urand(-2, 2);
     for (int i = 0; i < 6; i++) mlp_lab[i] = i == 2 ? -100 : (int64_t)(urand(0, 5)) % 5;
-    mlp_batch[0] = (kn_named_tensor){.name = "x", .dtype = KN_F32, .ndim = 2, .dims = {6, 16}, .data = mlp_x,
-                                     .capacity = sizeof mlp_x};
-    mlp_batch[1] = (kn_named_tensor){.name = "labels", .dtype = KN_I64, .ndim = 1, .dims = {6}, .data = mlp_lab,
-                                     .capacity = sizeof mlp_lab};
+    mlp_batch[0] = (kn_named_tensor){
+        .name = "x", .dtype = KN_F32, .ndim = 2, .dims = {6, 16}, .data = mlp_x, .capacity = sizeof mlp_x};
+    mlp_batch[1] = (kn_named_tensor){
+        .name = "labels", .dtype = KN_I64, .ndim = 1, .dims = {6}, .data = mlp_lab, .capacity = sizeof mlp_lab};
 }
 
 static kn_trainer_options opts(kn_device_kind dev, kn_precision prec, int accumulate) {
@@ -227,8 +227,7 @@ static void test_mlp_fp32(const char *dir) {
     die(kn_trainer_step(tg, mlp_batch, 2, &la, NULL), "cuda step");
     die(kn_trainer_step(tr, mlp_batch, 2, &lb, NULL), "resumed step");
     CHECK(fabs(la - lb) <= 1e-5 * fabs(lb), "after a host write: loss cuda %.9g cpu %.9g", la, lb);
-    printf("mlp fp32 checkpoint: device state saved, loaded on the CPU bit for bit, next losses %.9g / %.9g\n", la,
-           lb);
+    printf("mlp fp32 checkpoint: device state saved, loaded on the CPU bit for bit, next losses %.9g / %.9g\n", la, lb);
     unlink(path);
     kn_trainer_free(tr);
     kn_trainer_free(tc);
@@ -299,7 +298,8 @@ static kn_trainer *minilm_trainer(const char *path, const char *out, const char 
 }
 
 static void test_minilm(const char *path, const char *out, const char *mask, const char *dir) {
-    kn_trainer *tc = minilm_trainer(path, out, mask, KN_DEVICE_CPU), *tg = minilm_trainer(path, out, mask, KN_DEVICE_CUDA);
+    kn_trainer *tc = minilm_trainer(path, out, mask, KN_DEVICE_CPU),
+               *tg = minilm_trainer(path, out, mask, KN_DEVICE_CUDA);
     /* the batch: every non-parameter input of the file, [4, 9] tokens, the last row half padding */
     kn_model *m = NULL;
     die(kn_onnx_load_file(path, &m), path);
@@ -311,14 +311,14 @@ static void test_minilm(const char *path, const char *out, const char *mask, con
         const kn_value *v = &m->graph->values[m->graph->inputs[k]];
         for (int i = 0; i < 36; i++)
             tok[n][i] = !strcmp(v->name, mask) ? (i >= 31 ? 0 : 1)
-                        : strstr(v->name, "type") ? 0
-                                                  : (i % 9 == 0 ? 101 : 1000 + (i * 7919) % 20000);
-        in[n] = (kn_named_tensor){.name = v->name, .dtype = KN_I64, .ndim = 2, .dims = {4, 9}, .data = tok[n],
-                                  .capacity = sizeof tok[n]};
+                : strstr(v->name, "type")      ? 0
+                                               : (i % 9 == 0 ? 101 : 1000 + (i * 7919) % 20000);
+        in[n] = (kn_named_tensor){
+            .name = v->name, .dtype = KN_I64, .ndim = 2, .dims = {4, 9}, .data = tok[n], .capacity = sizeof tok[n]};
         n++;
     }
-    in[n++] = (kn_named_tensor){.name = "scores", .dtype = KN_F32, .ndim = 1, .dims = {2}, .data = scores,
-                                .capacity = sizeof scores};
+    in[n++] = (kn_named_tensor){
+        .name = "scores", .dtype = KN_F32, .ndim = 1, .dims = {2}, .data = scores, .capacity = sizeof scores};
     double worst = 0;
     for (int k = 0; k < 3; k++) {
         scores[0] = 0.2f + 0.1f * (float)k;

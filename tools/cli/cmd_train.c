@@ -47,7 +47,7 @@ static void train_usage(void) {
             "  --loss cosine|cosent|mnrl|ce (from the data)  --seed N (42)  --no-shuffle  --dropout X (0)\n"
             "  --freeze PATTERNS (comma-separated fnmatch patterns of initializers kept fixed)\n"
             "  --log FILE (JSON lines per step)  --patience N (3)  --tolerance X (1e-4)  --skip-bad-lines\n"
-            "  --device cpu  --precision fp32  --threads N  --onnx-file F\n"
+            "  --device cpu|cuda[:N]  --precision fp32|fp16|bf16 (fp16/bf16 on cuda)  --threads N  --onnx-file F\n"
             "Data: featureExtraction {\"sentence1\", \"sentence2\", \"score\"} or {\"anchor\", \"positive\"};\n"
             "textClassification {\"input\": text or [text, pair], \"label\"}; tokenClassification {\"tokens\": [...],\n"
             "\"labels\": [...]}. The output folder holds model.onnx, the tokenizer and config files and\n"
@@ -548,12 +548,14 @@ static kn_status *setup(train_run *r) {
         return kn_error(KN_ERR_INVALID_ARGUMENT,
                         "--type '%s': kiln train takes featureExtraction, textClassification or tokenClassification",
                         a->type);
-    if (strcmp(a->device, "cpu") != 0)
-        return kn_error(KN_ERR_UNSUPPORTED, "--device %s: kiln train runs on the CPU for now (--device cpu)",
-                        a->device);
-    if (strcmp(a->precision, "fp32") != 0)
-        return kn_error(KN_ERR_UNSUPPORTED, "--precision %s: kiln train trains in fp32 for now (--precision fp32)",
-                        a->precision);
+    kn_session_options dev; /* --device cpu|cuda[:N], --precision fp32|fp16|bf16 (fp16/bf16: cuda only) */
+    kn_session_options_init(&dev);
+    if (kn_cli_parse_device(a->device, &dev) || kn_cli_parse_precision(a->precision, &dev, "kiln train") ||
+        dev.precision == KN_PRECISION_TF32)
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "--device %s --precision %s: kiln train takes cpu or cuda[:N], and "
+                        "fp32, or fp16/bf16 on cuda",
+                        a->device, a->precision);
     kn_sched_kind sk;
     if (!strcmp(a->scheduler, "constant")) sk = KN_SCHED_CONSTANT;
     else if (!strcmp(a->scheduler, "linear")) sk = KN_SCHED_LINEAR;
@@ -623,6 +625,9 @@ static kn_status *setup(train_run *r) {
     kn_trainer_options_init(&o);
     o.trainable = trainable;
     o.num_threads = a->threads;
+    o.device = dev.device;
+    o.device_index = dev.device_index;
+    o.precision = dev.precision;
     o.optim.kind = KN_OPTIM_ADAMW;
     o.optim.lr = a->lr;
     o.optim.weight_decay = a->weight_decay;
