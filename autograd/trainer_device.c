@@ -268,7 +268,6 @@ kn_status *trainer_dev_step(kn_trainer *t, int n_batch, double *loss, bool *upda
     kn_trainer_dev *d = t->dev;
     int n_in = 0;
     KN_TRY(dev_bind(t, n_batch, &n_in));
-    if (!d->host_current) { /* nothing to do: the device holds the newest state */ }
     for (int k = 0; k <= t->n_params; k++) t->out[k].ndim = 0;
     KN_TRY(kn_error_wrap(kn_session_run_device(t->s, t->in, n_in, d->in_dev, t->out, t->n_params + 1, d->out_dev),
                          "kn_trainer_step: "));

@@ -550,8 +550,9 @@ static kn_status *setup(train_run *r) {
                         a->type);
     kn_session_options dev; /* --device cpu|cuda[:N], --precision fp32|fp16|bf16 (fp16/bf16: cuda only) */
     kn_session_options_init(&dev);
-    if (kn_cli_parse_device(a->device, &dev) || kn_cli_parse_precision(a->precision, &dev, "kiln train") ||
-        dev.precision == KN_PRECISION_TF32)
+    if (kn_cli_parse_device(a->device, &dev) ||
+        (strcmp(a->precision, "fp32") && (dev.device == KN_DEVICE_CPU || !strcmp(a->precision, "tf32"))) ||
+        kn_cli_parse_precision(a->precision, &dev, "kiln train"))
         return kn_error(KN_ERR_INVALID_ARGUMENT,
                         "--device %s --precision %s: kiln train takes cpu or cuda[:N], and "
                         "fp32, or fp16/bf16 on cuda",
