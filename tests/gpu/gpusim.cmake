@@ -68,7 +68,7 @@ set_tests_properties(gpusim.train_optim PROPERTIES TIMEOUT 600 ENVIRONMENT "KILN
 add_executable(test_train_device_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_train_device.c)
 target_link_libraries(test_train_device_sim PRIVATE kiln_core_sim)
 add_test(NAME gpusim.train_device COMMAND test_train_device_sim)
-set_tests_properties(gpusim.train_device PROPERTIES TIMEOUT 600)
+set_tests_properties(gpusim.train_device PROPERTIES TIMEOUT 600 ENVIRONMENT "KILN_SIM_RACECHECK=1")
 # kiln-sim train --device cuda --precision fp32|fp16|bf16 against --device cpu (tests/gpu/train_device_cli.py)
 add_test(NAME gpusim.train_device_cli
          COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/train_device_cli.py --kiln $<TARGET_FILE:kiln_cli_sim>
