@@ -3,6 +3,7 @@
  * failed load leaves the trainer as it was. */
 #include "autograd/checkpoint.h"
 #include "autograd/trainer_internal.h"
+#include "autograd/trainer_device.h"
 #include "graph/atomic_file.h"
 #include <inttypes.h>
 #include <stdarg.h>
@@ -73,6 +74,7 @@ static const float *state_data(const kn_param *p, int kind) {
 
 kn_status *kn_trainer_checkpoint_save(const kn_trainer *t, const char *path, const char *extra_json) {
     KN_CHECK(t && path, KN_ERR_INVALID_ARGUMENT, "kn_trainer_checkpoint_save: NULL argument");
+    KN_TRY(kn_error_wrap(trainer_dev_download(t), "kn_trainer_checkpoint_save: ")); /* a device trainer's state */
     int kinds = t->o.optim.accumulate > 1 ? N_KINDS : K_ACC;
     uint64_t sum = FNV_INIT;
     sbuf b = {0};
@@ -442,7 +444,12 @@ kn_status *kn_trainer_checkpoint_load(kn_trainer *t, const char *path, char **ex
     t->steps = strtoll(step, NULL, 10);
     t->micro = saved_micro;
     t->rng = strtoull(rng, NULL, 16);
-    if (extra_json) *extra_json = x;
     ck_free(&c);
+    st = trainer_dev_upload(t); /* a device trainer continues from the loaded state */
+    if (st) {
+        free(x);
+        return kn_error_wrap(st, "kn_trainer_checkpoint_load: ");
+    }
+    if (extra_json) *extra_json = x;
     return NULL;
 }

@@ -4,6 +4,7 @@
  * next forward reads. */
 #include "autograd/trainer.h"
 #include "autograd/trainer_internal.h"
+#include "autograd/trainer_device.h"
 #include "autograd/autograd.h"
 #include "graph/ops.h"
 #include "graph/passes.h"
@@ -35,6 +36,7 @@ kn_status *kn_train_load(const char *path, kn_model **out) {
 
 void kn_trainer_free(kn_trainer *t) {
     if (!t) return;
+    trainer_dev_free(t);
     kn_session_free(t->s);
     for (int i = 0; t->p && i < t->n_params; i++) {
         kn_param *p = &t->p[i];
@@ -292,6 +294,8 @@ static kn_status *trainer_build(kn_trainer *t, int loss) {
     KN_TRY(kn_graph_resolve_ops(g));
     KN_TRY(trainer_snapshot(t, g, loss));
     KN_TRY(choose_params(t, g));
+    int dloss = loss; /* what autograd differentiates: the scaled loss in mixed precision */
+    KN_TRY(trainer_lowp_graph(t, g, &loss, &dloss));
     /* the loss is an output so that pruning keeps its forward nodes; it is read every step */
     if (!g->values[loss].is_output) {
         int *outs = realloc(g->outputs, sizeof(int) * (size_t)(g->n_outputs + 1));
@@ -313,14 +317,14 @@ static kn_status *trainer_build(kn_trainer *t, int loss) {
         for (int k = 0; any && k < n->n_outputs; k++)
             if (n->outputs[k] >= 0) reach[n->outputs[k]] = 1;
     }
-    bool reached = reach[loss];
+    bool reached = reach[dloss];
     free(reach);
     KN_CHECK(reached, KN_ERR_INVALID_ARGUMENT, "trainer: the loss '%s' depends on none of the %d trainable parameters",
              g->values[loss].name, t->n_params);
     int *wrt = malloc(sizeof(int) * (size_t)t->n_params);
     if (!wrt) return KN_OOM(sizeof(int) * (size_t)t->n_params);
     for (int i = 0; i < t->n_params; i++) wrt[i] = t->p[i].value;
-    kn_status *st = kn_autograd(g, loss, wrt, t->n_params, NULL);
+    kn_status *st = kn_autograd(g, dloss, wrt, t->n_params, NULL);
     free(wrt);
     KN_TRY(kn_error_wrap(st, "trainer: "));
     /* names and ids stay valid: the parameters are inputs, which folding and pruning keep */
@@ -329,6 +333,8 @@ static kn_status *trainer_build(kn_trainer *t, int loss) {
     kn_session_options so;
     kn_session_options_init(&so);
     so.num_threads = t->o.num_threads;
+    so.device = t->o.device;
+    so.device_index = t->o.device_index;
     KN_TRY(kn_session_create(t->m, &so, &t->s));
     t->out = calloc((size_t)(t->n_params + 1), sizeof *t->out);
     if (!t->out) return KN_OOM(sizeof *t->out);
@@ -345,6 +351,7 @@ static kn_status *trainer_build(kn_trainer *t, int loss) {
         t->out[1 + i].data = p->g;
         t->out[1 + i].capacity = sizeof(float) * (size_t)p->n;
     }
+    if (t->o.device != KN_DEVICE_CPU) KN_TRY(trainer_dev_create(t));
     return NULL;
 }
 
@@ -459,6 +466,7 @@ kn_status *kn_trainer_step(kn_trainer *t, const kn_named_tensor *batch, int n_ba
     if (updated) *updated = false;
     KN_CHECK(t, KN_ERR_INVALID_ARGUMENT, "kn_trainer_step: trainer is NULL");
     KN_TRY(bind_inputs(t, batch, n_batch));
+    if (t->dev) return trainer_dev_step(t, n_batch, loss, updated);
     for (int k = 0; k <= t->n_params; k++) t->out[k].ndim = 0;
     KN_TRY(kn_error_wrap(kn_session_run(t->s, t->in, n_batch + t->n_params, t->out, t->n_params + 1),
                          "kn_trainer_step: "));
@@ -496,6 +504,7 @@ kn_status *kn_trainer_forward(kn_trainer *t, const kn_named_tensor *batch, int n
                               int n_outputs) {
     KN_CHECK(t, KN_ERR_INVALID_ARGUMENT, "kn_trainer_forward: trainer is NULL");
     KN_TRY(bind_inputs(t, batch, n_batch));
+    if (t->dev) return trainer_dev_forward(t, n_batch, outputs, n_outputs);
     return kn_error_wrap(kn_session_run(t->s, t->in, n_batch + t->n_params, outputs, n_outputs),
                          "kn_trainer_forward: ");
 }
@@ -530,6 +539,11 @@ kn_status *kn_trainer_set_comm(kn_trainer *t, kn_comm *c, size_t bucket_bytes) {
     t->n_buckets = 0;
     t->comm = c;
     if (!c || kn_comm_size(c) == 1) return NULL;
+    /* the MPI communicator reduces host buffers; a device trainer keeps its gradients on the GPU
+     * and needs a device communicator (NCCL), which kiln does not have yet */
+    KN_CHECK(!t->dev, KN_ERR_UNSUPPORTED,
+             "data-parallel training on the cuda device needs NCCL, which kiln does not support yet; "
+             "run the ranks with --device cpu");
     /* rank 0's weights everywhere: the ranks loaded the same file, but a checkpoint may differ */
     for (int i = 0; i < t->n_params; i++)
         KN_TRY(kn_error_wrap(kn_comm_broadcast(c, t->p[i].w, sizeof(float) * (size_t)t->p[i].n, 0),
@@ -573,6 +587,13 @@ int kn_trainer_param_count(const kn_trainer *t) { return t->n_params; }
 
 const char *kn_trainer_param(const kn_trainer *t, int i, int *ndim, const int64_t **dims, float **data) {
     if (!t || i < 0 || i >= t->n_params) return NULL;
+    if (t->dev) { /* the host copy, current; written or not, it is uploaded before the next step */
+        kn_status *st = trainer_dev_expose(t);
+        if (st) {
+            kn_status_free(st);
+            return NULL;
+        }
+    }
     if (ndim) *ndim = t->p[i].ndim;
     if (dims) *dims = t->p[i].dims;
     if (data) *data = t->p[i].w;
@@ -586,6 +607,7 @@ kn_status *kn_trainer_export_onnx(const kn_trainer *t, const char *src_path, con
 kn_status *kn_trainer_export_onnx_ex(const kn_trainer *t, const char *src_path, const char *dst_path,
                                      const kn_trainer_export_options *eo) {
     KN_CHECK(t && src_path && dst_path, KN_ERR_INVALID_ARGUMENT, "kn_trainer_export_onnx: NULL argument");
+    KN_TRY(kn_error_wrap(trainer_dev_download(t), "kn_trainer_export_onnx: "));
     const char **names = calloc((size_t)t->n_params, sizeof *names);
     kn_tensor *vals = calloc((size_t)t->n_params, sizeof *vals);
     const kn_tensor **ptrs = calloc((size_t)t->n_params, sizeof *ptrs);

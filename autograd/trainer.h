@@ -21,6 +21,18 @@ typedef struct kn_trainer_options {
     int num_threads; /* 0: one per core */
     /* Seeds kn_trainer_random (what a resumed run continues from a checkpoint); 0 is a seed. */
     uint64_t seed;
+    /* KN_DEVICE_CUDA: the session runs on that device, and the parameters, gradients and moments
+     * stay there (the update runs on the device); the host copies behind kn_trainer_param, export
+     * and checkpoints are refreshed when those are called. */
+    kn_device_kind device;
+    int device_index;
+    /* FP16/BF16 (device only): the forward and backward run in that type on low-precision copies
+     * of float32 master weights, with a dynamic loss scale (GradScaler: init_scale, 0 -> 65536,
+     * halved on an overflow step, which is skipped, doubled after growth_interval good
+     * micro-batches, 0 -> 2000). */
+    kn_precision precision;
+    float init_scale;
+    int growth_interval;
 } kn_trainer_options;
 void kn_trainer_options_init(kn_trainer_options *o);
 
@@ -68,6 +80,11 @@ void kn_trainer_set_run_count(kn_trainer *t, uint64_t runs);
 int64_t kn_trainer_steps(const kn_trainer *t);
 /* The global L2 norm of the gradients of the last update, before clipping. */
 double kn_trainer_grad_norm(const kn_trainer *t);
+
+/* Mixed precision: the loss scale now (1 in float32), and the micro-batches skipped because
+ * their scaled gradients overflowed (not counted as micro-batches or steps). */
+double kn_trainer_loss_scale(const kn_trainer *t);
+int64_t kn_trainer_skipped_steps(const kn_trainer *t);
 
 int kn_trainer_param_count(const kn_trainer *t);
 /* Parameter i: its initializer name, shape and live float32 data (updated in place by each

@@ -47,6 +47,7 @@ struct kn_trainer {
     float **bucket;
     int64_t *bucket_n;
     double grad_weight;
+    struct kn_trainer_dev *dev; /* device state (autograd/trainer_device.h); NULL on the CPU */
 };
 
 #endif

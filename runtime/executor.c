@@ -589,17 +589,36 @@ kn_status *kn_run_planned(kn_run *run, const kn_plan *plan, const kn_tensor *inp
         run->state[v] = KN_VS_INPUT;
     }
     for (int k = 0; k < g->n_inputs; k++)
-        if (g->inputs[k] >= 0) run->vals[g->inputs[k]].device = KN_DEVICE_CPU;
+        if (g->inputs[k] >= 0 && !(run->inputs_placed && inputs[k].device == arena_dev))
+            run->vals[g->inputs[k]].device = KN_DEVICE_CPU;
     run->keep = plan->keep;
     return kn_run_nodes(run, plan->skip);
 }
 
 kn_status *kn_run_finish(kn_run *run) {
     kn_status *st = NULL;
+    if (run->xfer && run->dev_out) {
+        /* values the caller wants on the device: copied there on the run's queue, never to the host */
+        for (int v = 0; v < run->g->n_values && !st; v++) {
+            if (!run->dev_out[v] || run->state[v] == KN_VS_ABSENT) continue;
+            size_t bytes = kn_nbytes(&run->vals[v]);
+            if (!bytes) continue;
+            if (run->dev_out_cap && bytes > run->dev_out_cap[v]) {
+                st = kn_error(KN_ERR_INVALID_ARGUMENT, "output '%s' needs %zu bytes, the device buffer holds %zu",
+                              run->g->values[v].name, bytes, run->dev_out_cap[v]);
+                break;
+            }
+            st = run->be->copy_async ? run->be->copy_async(run->be, run->dev_out[v], run->be->device, run->vals[v].data,
+                                                           run->vals[v].device, bytes, run->ctx.stream)
+                                     : run->be->copy(run->be, run->dev_out[v], run->be->device, run->vals[v].data,
+                                                     run->vals[v].device, bytes);
+            if (st) st = kn_error_wrap(st, "copying '%s' to the caller's device buffer: ", run->g->values[v].name);
+        }
+    }
     if (run->xfer) {
         const kn_graph *g = run->g;
         for (int v = 0; v < g->n_values && !st; v++) {
-            if (!kn_value_kept(run->gi, run->keep, v)) continue;
+            if (!kn_value_kept(run->gi, run->keep, v) || (run->dev_out && run->dev_out[v])) continue;
             if (run->state[v] == KN_VS_ABSENT || run->vals[v].device == KN_DEVICE_CPU) continue;
             const kn_tensor *h = NULL;
             st = kn_value_on(run, v, KN_DEVICE_CPU, &h);

@@ -91,6 +91,12 @@ typedef struct kn_run {
     uint8_t *xfer_state;   /* 0 none, 1 made (owned), 2 borrowed (cached weights) */
     const uint8_t *keep;   /* the plan's keep set (NULL: graph outputs only) */
     kn_body_cache *bodies; /* where control-flow bodies find their plans (NULL: run them unplanned) */
+    /* kn_session_run_device: inputs whose tensor says they live on be's device stay there
+     * (otherwise every graph input is host memory), and dev_out[v] (per value; NULL: none) is a
+     * device buffer that receives value v at the end of the run instead of a host copy. */
+    bool inputs_placed;
+    void *const *dev_out;
+    const size_t *dev_out_cap; /* the bytes each dev_out buffer holds */
 } kn_run;
 
 /* Shape inference for one node (with data where inputs have it); an error names the op. */
@@ -148,6 +154,15 @@ kn_status *kn_session_run_values(kn_session *s, const kn_tensor *inputs, kn_tens
  * kn_session_run accepts); names NULL: the first n_names graph outputs. */
 kn_status *kn_session_run_values_named(kn_session *s, const kn_tensor *inputs, const char *const *names, int n_names,
                                        kn_tensor *outs);
+/* kn_session_run for a caller that keeps tensors on the session's device (the trainer's parameters
+ * and gradients): inputs[i] with in_dev[i] set hold a device pointer of the session's backend,
+ * outputs[i] with out_dev[i] set a device buffer of capacity bytes that receives the value (dtype
+ * and shape are set as for a host output; data == NULL is refused). in_dev/out_dev may be NULL
+ * (all host). On a CPU session both flags mean host memory. */
+kn_status *kn_session_run_device(kn_session *s, const kn_named_tensor *inputs, int n_inputs, const uint8_t *in_dev,
+                                 kn_named_tensor *outputs, int n_outputs, const uint8_t *out_dev);
+/* The backend a session runs on (the trainer allocates its device buffers there). */
+const kn_backend *kn_session_backend(const kn_session *s);
 /* Ops that must never run before the actual run (random numbers, control flow). */
 bool kn_op_is_volatile(int op);
 

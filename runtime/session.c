@@ -509,7 +509,7 @@ static kn_status *kn_copy_output(const kn_tensor *src, kn_named_tensor *dst) {
 typedef kn_status *(*kn_take_fn)(void *ctx, const kn_graph *g, kn_run *run);
 
 static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const int *keep, int n_keep, kn_take_fn take,
-                                  void *take_ctx) {
+                                  void *take_ctx, void *const *dev_out, const size_t *dev_cap) {
     const kn_graph *g = s->g;
     kn_plan *plan = NULL;
     KN_TRY(kn_session_get_plan(s, bound, keep, n_keep, &plan));
@@ -521,7 +521,13 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
                       s->be->name, plan->arena_bytes, s->be->free_bytes ? s->be->free_bytes(s->be) : (size_t)0);
     }
     kn_scratch scratch = {0};
-    kn_run run = {.g = g, .gi = &s->gi, .be = s->be, .bodies = s->bodies};
+    kn_run run = {.g = g,
+                  .gi = &s->gi,
+                  .be = s->be,
+                  .bodies = s->bodies,
+                  .inputs_placed = true,
+                  .dev_out = dev_out,
+                  .dev_out_cap = dev_cap};
     double op_seconds[KN_OP_COUNT];
     int64_t op_calls[KN_OP_COUNT];
     if (s->opt.profile) {
@@ -566,6 +572,7 @@ typedef struct {
     kn_named_tensor *outputs;
     int n_outputs;
     const int *vals;
+    const uint8_t *out_dev; /* NULL: all host */
 } kn_take_named;
 
 /* The value a run is asked for by name: a graph output, or any value of the session's graph (an
@@ -632,6 +639,13 @@ static kn_status *kn_take_named_outputs(void *ctx, const kn_graph *g, kn_run *ru
             return kn_error(KN_ERR_UNSUPPORTED,
                             "output '%s' is a sequence or optional, which kn_session_run cannot return",
                             g->values[v].name);
+        if (t->out_dev && t->out_dev[i]) { /* already copied into the caller's device buffer */
+            kn_named_tensor *o = &t->outputs[i];
+            o->dtype = run->vals[v].dtype;
+            o->ndim = run->vals[v].ndim;
+            for (int d = 0; d < o->ndim; d++) o->dims[d] = run->vals[v].dims[d];
+            continue;
+        }
         KN_TRY(kn_copy_output(&run->vals[v], &t->outputs[i]));
     }
     return NULL;
@@ -656,6 +670,13 @@ static void kn_release_owned_outputs(kn_named_tensor *outputs, int n_outputs, co
 
 kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_inputs, kn_named_tensor *outputs,
                           int n_outputs) {
+    return kn_session_run_device(s, inputs, n_inputs, NULL, outputs, n_outputs, NULL);
+}
+
+const kn_backend *kn_session_backend(const kn_session *s) { return s->be; }
+
+kn_status *kn_session_run_device(kn_session *s, const kn_named_tensor *inputs, int n_inputs, const uint8_t *in_dev,
+                                 kn_named_tensor *outputs, int n_outputs, const uint8_t *out_dev) {
     KN_CHECK(s, KN_ERR_INVALID_ARGUMENT, "kn_session_run: session is NULL");
     KN_CHECK(n_inputs >= 0 && (inputs || n_inputs == 0), KN_ERR_INVALID_ARGUMENT, "kn_session_run: bad inputs array");
     KN_CHECK(n_outputs >= 0 && (outputs || n_outputs == 0), KN_ERR_INVALID_ARGUMENT,
@@ -665,6 +686,20 @@ kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_in
     kn_tensor *bound = calloc((size_t)(g->n_inputs ? g->n_inputs : 1), sizeof(kn_tensor));
     if (!bound) return KN_OOM(0);
     kn_status *st = kn_bind_inputs(s, inputs, n_inputs, bound);
+    for (int i = 0; !st && in_dev && i < n_inputs; i++) {
+        if (!in_dev[i]) continue;
+        for (int k = 0; k < g->n_inputs; k++)
+            if (!strcmp(g->values[g->inputs[k]].name, inputs[i].name)) bound[k].device = s->be->device;
+    }
+    void **dev_out = NULL;
+    size_t *dev_cap = NULL;
+    bool any_dev_out = false;
+    for (int i = 0; out_dev && i < n_outputs; i++) any_dev_out |= out_dev[i] != 0;
+    if (!st && any_dev_out && s->be->device != KN_DEVICE_CPU) {
+        dev_out = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *dev_out);
+        dev_cap = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *dev_cap);
+        if (!dev_out || !dev_cap) st = KN_OOM(0);
+    }
     int *keep = NULL, n_keep = 0;
     const char **names = NULL;
     if (!st && n_outputs) {
@@ -681,8 +716,22 @@ kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_in
         if (!owned) st = KN_OOM(0);
         for (int i = 0; !st && i < n_outputs; i++) owned[i] = outputs[i].data == NULL;
     }
-    kn_take_named take = {outputs, n_outputs, out_vals};
-    if (!st) st = kn_session_exec(s, bound, keep, n_keep, kn_take_named_outputs, &take);
+    for (int i = 0; !st && any_dev_out && i < n_outputs; i++) {
+        if (!out_dev[i]) continue;
+        if (!outputs[i].data) {
+            st = kn_error(KN_ERR_INVALID_ARGUMENT, "output '%s': a device output needs a buffer", outputs[i].name);
+            break;
+        }
+        owned[i] = 0;
+        if (dev_out) {
+            dev_out[out_vals[i]] = outputs[i].data;
+            dev_cap[out_vals[i]] = outputs[i].capacity;
+        }
+    }
+    kn_take_named take = {outputs, n_outputs, out_vals, dev_out ? out_dev : NULL};
+    if (!st) st = kn_session_exec(s, bound, keep, n_keep, kn_take_named_outputs, &take, dev_out, dev_cap);
+    free(dev_out);
+    free(dev_cap);
     if (st && owned) kn_release_owned_outputs(outputs, n_outputs, owned);
     free(owned);
     free(bound);
@@ -742,7 +791,7 @@ kn_status *kn_session_run_values_named(kn_session *s, const kn_tensor *inputs, c
     else if (!st)
         for (int k = 0; k < n_names; k++) vals[k] = g->outputs[k];
     kn_take_values take = {outs, vals, n_names};
-    if (!st) st = kn_session_exec(s, inputs, keep, n_keep, kn_take_all_values, &take);
+    if (!st) st = kn_session_exec(s, inputs, keep, n_keep, kn_take_all_values, &take, NULL, NULL);
     if (st)
         for (int k = 0; k < n_names; k++) kn_tensor_release(&outs[k]);
     free(vals);

@@ -61,3 +61,16 @@ add_executable(test_optim_cuda_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_optim_cu
 target_link_libraries(test_optim_cuda_sim PRIVATE kiln_core_sim)
 add_test(NAME gpusim.train_optim COMMAND test_optim_cuda_sim)
 set_tests_properties(gpusim.train_optim PROPERTIES TIMEOUT 600 ENVIRONMENT "KILN_SIM_RACECHECK=1")
+
+# the trainer with device=cuda (autograd/trainer_device.c) against the CPU trainer step by step: the MLP
+# of train.parity_mlp in float32 (losses, weights, a device checkpoint resumed on the CPU) and in
+# float16/bfloat16 mixed precision (loss curve against float32, an overflow step skipped, the scale halved)
+add_executable(test_train_device_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_train_device.c)
+target_link_libraries(test_train_device_sim PRIVATE kiln_core_sim)
+add_test(NAME gpusim.train_device COMMAND test_train_device_sim)
+set_tests_properties(gpusim.train_device PROPERTIES TIMEOUT 600 ENVIRONMENT "KILN_SIM_RACECHECK=1")
+# kiln-sim train --device cuda --precision fp32|fp16|bf16 against --device cpu (tests/gpu/train_device_cli.py)
+add_test(NAME gpusim.train_device_cli
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/train_device_cli.py --kiln $<TARGET_FILE:kiln_cli_sim>
+                 --work ${CMAKE_BINARY_DIR}/gpusim-train-device-cli)
+set_tests_properties(gpusim.train_device_cli PROPERTIES TIMEOUT 900)

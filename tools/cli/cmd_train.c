@@ -59,6 +59,7 @@ static void train_usage(void) {
             "  --loss cosine|cosent|mnrl|ce (from the data)  --seed N (42)  --no-shuffle  --dropout X (0)\n"
             "  --freeze PATTERNS (comma-separated fnmatch patterns of initializers kept fixed)\n"
             "  --log FILE (JSON lines per step)  --patience N (3)  --tolerance X (1e-4)  --skip-bad-lines\n"
+            "  --device cpu|cuda[:N]  --precision fp32|fp16|bf16 (fp16/bf16 on cuda)  --threads N  --onnx-file F\n"
             "  --device cpu  --precision fp32  --threads N  --onnx-file F\n"
             "  --save-steps N (a checkpoint in OUTPUT/checkpoint/ every N steps and at the end)\n"
             "  --resume [DIR] (continue from DIR's checkpoint; no DIR: --output's)\n"
@@ -610,12 +611,15 @@ static kn_status *setup(train_run *r) {
         return kn_error(KN_ERR_INVALID_ARGUMENT,
                         "--type '%s': kiln train takes featureExtraction, textClassification or tokenClassification",
                         a->type);
-    if (strcmp(a->device, "cpu") != 0)
-        return kn_error(KN_ERR_UNSUPPORTED, "--device %s: kiln train runs on the CPU for now (--device cpu)",
-                        a->device);
-    if (strcmp(a->precision, "fp32") != 0)
-        return kn_error(KN_ERR_UNSUPPORTED, "--precision %s: kiln train trains in fp32 for now (--precision fp32)",
-                        a->precision);
+    kn_session_options dev; /* --device cpu|cuda[:N], --precision fp32|fp16|bf16 (fp16/bf16: cuda only) */
+    kn_session_options_init(&dev);
+    if (kn_cli_parse_device(a->device, &dev) ||
+        (strcmp(a->precision, "fp32") && (dev.device == KN_DEVICE_CPU || !strcmp(a->precision, "tf32"))) ||
+        kn_cli_parse_precision(a->precision, &dev, "kiln train"))
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "--device %s --precision %s: kiln train takes cpu or cuda[:N], and "
+                        "fp32, or fp16/bf16 on cuda",
+                        a->device, a->precision);
     kn_sched_kind sk;
     if (!strcmp(a->scheduler, "constant")) sk = KN_SCHED_CONSTANT;
     else if (!strcmp(a->scheduler, "linear")) sk = KN_SCHED_LINEAR;
@@ -687,6 +691,9 @@ static kn_status *setup(train_run *r) {
     kn_trainer_options_init(&o);
     o.trainable = trainable;
     o.num_threads = a->threads;
+    o.device = dev.device;
+    o.device_index = dev.device_index;
+    o.precision = dev.precision;
     o.optim.kind = KN_OPTIM_ADAMW;
     o.optim.lr = a->lr;
     o.optim.weight_decay = a->weight_decay;

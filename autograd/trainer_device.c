@@ -1,0 +1,468 @@
+/* The trainer's device path (autograd/trainer_device.h). One optimiser step: the session runs
+ * forward and backward reading the device parameters (or their float16/bfloat16 copies) and
+ * writing the gradients into device buffers; the gradient norm comes back as one double per
+ * parameter (kn_cuda_sumsq), the rest of the step (accumulation, averaging, clipping, the update)
+ * stays on the device, in the order and rounding of autograd/trainer.c's host path. */
+#include "autograd/trainer_device.h"
+#include "graph/passes.h"
+#include "runtime/core/dtype.h"
+#include "runtime/executor.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef KILN_HAVE_CUDA
+#include "kernels/cuda/kn_train_cuda.h"
+#endif
+
+typedef struct dev_param {
+    float *w, *g, *acc, *m, *v; /* device; acc == g without accumulation */
+    void *g_lp, *w_lp;          /* mixed precision: the gradient the graph gives, the weight copy */
+} dev_param;
+
+typedef struct kn_trainer_dev kn_trainer_dev;
+struct kn_trainer_dev {
+    const kn_backend *be;
+    dev_param *p;
+    double *sumsq; /* device, one per parameter */
+    double *sumsq_host;
+    uint8_t *in_dev, *out_dev;
+    int in_dev_cap;
+    bool host_current; /* the host copies equal the device state */
+    bool host_dirty;   /* the caller had writable host weights (kn_trainer_param): upload them first */
+    kn_dtype lp;       /* KN_F32, or the low precision of the forward/backward */
+    float *scale, *inv_scale;
+    int *tracker, *found_inf;
+    int64_t skipped;
+};
+
+static const char *dev_scale_name = "kiln.loss_scale";
+
+#ifdef KILN_HAVE_CUDA
+
+static kn_status *dev_alloc(const kn_backend *be, size_t bytes, void **out) {
+    *out = be->alloc(be, bytes ? bytes : 4);
+    if (!*out)
+        return kn_error(KN_ERR_OUT_OF_MEMORY, "trainer: out of %s memory: %zu bytes asked, %zu free", be->name, bytes,
+                        be->free_bytes ? be->free_bytes(be) : (size_t)0);
+    return NULL;
+}
+
+static kn_status *dev_put(const kn_backend *be, void *dst, const void *src, size_t bytes) {
+    return bytes ? be->copy(be, dst, be->device, src, KN_DEVICE_CPU, bytes) : NULL;
+}
+static kn_status *dev_get(const kn_backend *be, void *dst, const void *src, size_t bytes) {
+    return bytes ? be->copy(be, dst, KN_DEVICE_CPU, src, be->device, bytes) : NULL;
+}
+
+kn_status *trainer_dev_create(kn_trainer *t) {
+    kn_trainer_dev *d = t->dev = calloc(1, sizeof *d);
+    if (!d) return KN_OOM(sizeof *d);
+    d->be = kn_session_backend(t->s);
+    d->lp = t->o.precision == KN_PRECISION_FP16 ? KN_F16 : t->o.precision == KN_PRECISION_BF16 ? KN_BF16 : KN_F32;
+    KN_CHECK(d->be->device != KN_DEVICE_CPU, KN_ERR_INVALID_ARGUMENT, "trainer: the session runs on the CPU");
+    d->p = calloc((size_t)t->n_params, sizeof *d->p);
+    d->sumsq_host = calloc((size_t)t->n_params, sizeof(double));
+    d->out_dev = calloc((size_t)t->n_params + 1, 1);
+    if (!d->p || !d->sumsq_host || !d->out_dev) return KN_OOM(0);
+    KN_TRY(dev_alloc(d->be, sizeof(double) * (size_t)t->n_params, (void **)&d->sumsq));
+    for (int i = 0; i < t->n_params; i++) {
+        kn_param *p = &t->p[i];
+        dev_param *q = &d->p[i];
+        size_t bytes = sizeof(float) * (size_t)p->n;
+        KN_TRY(dev_alloc(d->be, bytes, (void **)&q->w));
+        KN_TRY(dev_alloc(d->be, bytes, (void **)&q->g));
+        KN_TRY(dev_alloc(d->be, bytes, (void **)&q->m));
+        KN_TRY(dev_alloc(d->be, bytes, (void **)&q->v));
+        if (p->acc != p->g) KN_TRY(dev_alloc(d->be, bytes, (void **)&q->acc));
+        else q->acc = q->g;
+        if (d->lp != KN_F32) {
+            KN_TRY(dev_alloc(d->be, 2 * (size_t)p->n, &q->g_lp));
+            KN_TRY(dev_alloc(d->be, 2 * (size_t)p->n, &q->w_lp));
+        }
+        /* the gradients come back into the device buffers */
+        t->out[1 + i].data = d->lp != KN_F32 ? q->g_lp : (void *)q->g;
+        t->out[1 + i].capacity = (d->lp != KN_F32 ? 2 : 4) * (size_t)p->n;
+        d->out_dev[1 + i] = 1;
+    }
+    if (d->lp != KN_F32) {
+        KN_TRY(dev_alloc(d->be, sizeof(float), (void **)&d->scale));
+        KN_TRY(dev_alloc(d->be, sizeof(float), (void **)&d->inv_scale));
+        KN_TRY(dev_alloc(d->be, sizeof(int), (void **)&d->tracker));
+        KN_TRY(dev_alloc(d->be, sizeof(int), (void **)&d->found_inf));
+        float s = t->o.init_scale > 0 ? t->o.init_scale : 65536.0f, inv = 1.0f / s;
+        int zero = 0;
+        KN_TRY(dev_put(d->be, d->scale, &s, sizeof s));
+        KN_TRY(dev_put(d->be, d->inv_scale, &inv, sizeof inv));
+        KN_TRY(dev_put(d->be, d->tracker, &zero, sizeof zero));
+    }
+    return trainer_dev_upload(t);
+}
+
+void trainer_dev_free(kn_trainer *t) {
+    kn_trainer_dev *d = t->dev;
+    if (!d) return;
+    const kn_backend *be = d->be;
+    for (int i = 0; d->p && i < t->n_params; i++) {
+        dev_param *q = &d->p[i];
+        if (q->acc != q->g) be->free(be, q->acc);
+        be->free(be, q->w);
+        be->free(be, q->g);
+        be->free(be, q->m);
+        be->free(be, q->v);
+        be->free(be, q->g_lp);
+        be->free(be, q->w_lp);
+    }
+    be->free(be, d->sumsq);
+    be->free(be, d->scale);
+    be->free(be, d->inv_scale);
+    be->free(be, d->tracker);
+    be->free(be, d->found_inf);
+    free(d->p);
+    free(d->sumsq_host);
+    free(d->in_dev);
+    free(d->out_dev);
+    free(d);
+    t->dev = NULL;
+}
+
+kn_status *trainer_dev_upload(kn_trainer *t) {
+    kn_trainer_dev *d = t->dev;
+    if (!d) return NULL;
+    for (int i = 0; i < t->n_params; i++) {
+        kn_param *p = &t->p[i];
+        dev_param *q = &d->p[i];
+        size_t bytes = sizeof(float) * (size_t)p->n;
+        KN_TRY(dev_put(d->be, q->w, p->w, bytes));
+        KN_TRY(dev_put(d->be, q->m, p->m, bytes));
+        KN_TRY(dev_put(d->be, q->v, p->v, bytes));
+        if (p->acc != p->g) KN_TRY(dev_put(d->be, q->acc, p->acc, bytes));
+        if (d->lp != KN_F32) KN_TRY(kn_cuda_cast_weights(d->be, NULL, d->lp, q->w_lp, q->w, p->n));
+    }
+    d->host_current = true;
+    return NULL;
+}
+
+kn_status *trainer_dev_download(const kn_trainer *t) {
+    kn_trainer_dev *d = t->dev;
+    if (!d || d->host_current) return NULL;
+    for (int i = 0; i < t->n_params; i++) {
+        kn_param *p = &t->p[i];
+        dev_param *q = &d->p[i];
+        size_t bytes = sizeof(float) * (size_t)p->n;
+        KN_TRY(dev_get(d->be, p->w, q->w, bytes));
+        KN_TRY(dev_get(d->be, p->m, q->m, bytes));
+        KN_TRY(dev_get(d->be, p->v, q->v, bytes));
+        if (p->acc != p->g) KN_TRY(dev_get(d->be, p->acc, q->acc, bytes));
+    }
+    d->host_current = true;
+    return NULL;
+}
+
+kn_status *trainer_dev_expose(const kn_trainer *t) {
+    if (!t->dev) return NULL;
+    KN_TRY(trainer_dev_download(t));
+    t->dev->host_dirty = true;
+    return NULL;
+}
+
+/* t->in's parameters (after the batch) point at the device copies; the loss scale is appended. */
+static kn_status *dev_bind(kn_trainer *t, int n_batch, int *n_in) {
+    kn_trainer_dev *d = t->dev;
+    int n = n_batch + t->n_params + (d->lp != KN_F32);
+    if (n > d->in_dev_cap) {
+        uint8_t *f = realloc(d->in_dev, (size_t)n);
+        if (!f) return KN_OOM((size_t)n);
+        d->in_dev = f;
+        d->in_dev_cap = n;
+    }
+    if (n > t->in_cap) {
+        kn_named_tensor *in = realloc(t->in, sizeof *in * (size_t)n);
+        if (!in) return KN_OOM(sizeof *in);
+        t->in = in;
+        t->in_cap = n;
+    }
+    memset(d->in_dev, 0, (size_t)n);
+    for (int k = 0; k < t->n_params; k++) {
+        kn_named_tensor *x = &t->in[n_batch + k];
+        x->data = d->lp != KN_F32 ? d->p[k].w_lp : (void *)d->p[k].w;
+        x->dtype = d->lp;
+        x->capacity = kn_dtype_size(d->lp) * (size_t)t->p[k].n;
+        d->in_dev[n_batch + k] = 1;
+    }
+    if (d->lp != KN_F32) {
+        kn_named_tensor *x = &t->in[n - 1];
+        memset(x, 0, sizeof *x);
+        x->name = dev_scale_name;
+        x->dtype = KN_F32;
+        x->data = d->scale;
+        x->capacity = sizeof(float);
+        d->in_dev[n - 1] = 1;
+    }
+    /* the caller may have written the host weights (kn_trainer_param): they win */
+    if (d->host_dirty) {
+        KN_TRY(trainer_dev_upload(t));
+        d->host_dirty = false;
+    }
+    *n_in = n;
+    return NULL;
+}
+
+/* The sum of squares of every parameter's buffer (g, or acc), in double. */
+static kn_status *dev_sumsq(kn_trainer *t, bool acc, double *out) {
+    kn_trainer_dev *d = t->dev;
+    for (int i = 0; i < t->n_params; i++)
+        KN_TRY(kn_cuda_sumsq(d->be, NULL, acc ? d->p[i].acc : d->p[i].g, t->p[i].n, &d->sumsq[i]));
+    KN_TRY(dev_get(d->be, d->sumsq_host, d->sumsq, sizeof(double) * (size_t)t->n_params));
+    double s = 0;
+    for (int i = 0; i < t->n_params; i++) s += d->sumsq_host[i];
+    *out = s;
+    return NULL;
+}
+
+static kn_status *dev_update(kn_trainer *t, double sq) {
+    kn_trainer_dev *d = t->dev;
+    double scale = 1.0 / (double)t->o.optim.accumulate;
+    if (scale != 1.0) {
+        for (int i = 0; i < t->n_params; i++) KN_TRY(kn_cuda_grad_scale(d->be, NULL, d->p[i].acc, t->p[i].n, scale));
+        KN_TRY(dev_sumsq(t, true, &sq));
+    }
+    t->grad_norm = sqrt(sq);
+    if (t->o.optim.max_grad_norm > 0) {
+        double clip = t->o.optim.max_grad_norm / (t->grad_norm + 1e-6);
+        if (clip > 1.0) clip = 1.0;
+        float c = (float)clip;
+        for (int i = 0; i < t->n_params; i++) KN_TRY(kn_cuda_grad_scale(d->be, NULL, d->p[i].acc, t->p[i].n, c));
+    }
+    const kn_optim_options *o = &t->o.optim;
+    double lr = kn_optim_lr(o, t->steps);
+    t->steps++;
+    for (int i = 0; i < t->n_params; i++) {
+        kn_param *p = &t->p[i];
+        dev_param *q = &d->p[i];
+        kn_cuda_optim co = {.kind = (int)o->kind,
+                            .lr = lr,
+                            .momentum = o->momentum,
+                            .dampening = o->dampening,
+                            .nesterov = o->nesterov,
+                            .beta1 = o->beta1,
+                            .beta2 = o->beta2,
+                            .eps = o->eps,
+                            .weight_decay = p->decay ? o->weight_decay : 0,
+                            .step = t->steps};
+        KN_TRY(kn_cuda_optim_update(d->be, NULL, &co, q->w, q->acc, q->m, q->v, p->n, NULL));
+        if (q->acc != q->g) KN_TRY(kn_cuda_grad_scale(d->be, NULL, q->acc, p->n, 0.0));
+        if (d->lp != KN_F32) KN_TRY(kn_cuda_cast_weights(d->be, NULL, d->lp, q->w_lp, q->w, p->n));
+    }
+    return NULL;
+}
+
+/* GradScaler.update after a micro-batch (found_inf as the unscale pass left it). */
+static kn_status *dev_update_scale(kn_trainer *t) {
+    kn_trainer_dev *d = t->dev;
+    return kn_cuda_amp_update_scale(d->be, NULL, d->scale, d->inv_scale, d->tracker, d->found_inf, 2.0, 0.5,
+                                    t->o.growth_interval > 0 ? t->o.growth_interval : 2000);
+}
+
+kn_status *trainer_dev_step(kn_trainer *t, int n_batch, double *loss, bool *updated) {
+    kn_trainer_dev *d = t->dev;
+    int n_in = 0;
+    KN_TRY(dev_bind(t, n_batch, &n_in));
+    for (int k = 0; k <= t->n_params; k++) t->out[k].ndim = 0;
+    KN_TRY(kn_error_wrap(kn_session_run_device(t->s, t->in, n_in, d->in_dev, t->out, t->n_params + 1, d->out_dev),
+                         "kn_trainer_step: "));
+    double l = NAN, sq = 0;
+    if (t->out[0].dtype == KN_F64) l = t->loss_buf;
+    else if (t->out[0].dtype == KN_F32) {
+        float f;
+        memcpy(&f, &t->loss_buf, sizeof f);
+        l = f;
+    }
+    if (loss) *loss = l;
+    if (d->lp != KN_F32) {
+        int found = 0;
+        KN_TRY(kn_cuda_amp_found_inf_clear(d->be, NULL, d->found_inf));
+        for (int i = 0; i < t->n_params; i++)
+            KN_TRY(kn_cuda_amp_unscale(d->be, NULL, d->lp, d->p[i].g_lp, d->p[i].g, t->p[i].n, d->inv_scale,
+                                       d->found_inf));
+        KN_TRY(dev_get(d->be, &found, d->found_inf, sizeof found));
+        if (found && isfinite(l)) {
+            /* an overflow of the scaled gradients: the micro-batch is skipped and the scale backs off,
+             * as GradScaler.step / update do; weights, moments and step count stay */
+            d->skipped++;
+            return dev_update_scale(t);
+        }
+    }
+    KN_TRY(dev_sumsq(t, false, &sq));
+    KN_CHECK(isfinite(l) && isfinite(sq), KN_ERR_NON_FINITE,
+             "kn_trainer_step: non-finite %s at update step %lld (micro-batch %d of %d): loss %g, gradient norm %g; "
+             "the parameters and optimiser state are unchanged",
+             !isfinite(l) ? "loss" : "gradient", (long long)t->steps, t->micro + 1, t->o.optim.accumulate, l, sqrt(sq));
+    for (int i = 0; i < t->n_params; i++)
+        if (d->p[i].acc != d->p[i].g) KN_TRY(kn_cuda_grad_accumulate(d->be, NULL, d->p[i].acc, d->p[i].g, t->p[i].n));
+    d->host_current = false;
+    if (d->lp != KN_F32) KN_TRY(dev_update_scale(t));
+    if (++t->micro < t->o.optim.accumulate) return NULL;
+    t->micro = 0;
+    KN_TRY(dev_update(t, sq));
+    if (updated) *updated = true;
+    return NULL;
+}
+
+kn_status *trainer_dev_forward(kn_trainer *t, int n_batch, kn_named_tensor *outputs, int n_outputs) {
+    kn_trainer_dev *d = t->dev;
+    int n_in = 0;
+    KN_TRY(dev_bind(t, n_batch, &n_in));
+    return kn_error_wrap(kn_session_run_device(t->s, t->in, n_in, d->in_dev, outputs, n_outputs, NULL),
+                         "kn_trainer_forward: ");
+}
+
+#else /* no CUDA in this build */
+
+kn_status *trainer_dev_create(kn_trainer *t) {
+    (void)t;
+    return kn_error(KN_ERR_NO_DEVICE, "trainer: this build has no CUDA backend");
+}
+void trainer_dev_free(kn_trainer *t) { (void)t; }
+kn_status *trainer_dev_step(kn_trainer *t, int n_batch, double *loss, bool *updated) {
+    (void)t, (void)n_batch, (void)loss, (void)updated;
+    return kn_error(KN_ERR_NO_DEVICE, "trainer: this build has no CUDA backend");
+}
+kn_status *trainer_dev_forward(kn_trainer *t, int n_batch, kn_named_tensor *outputs, int n_outputs) {
+    (void)t, (void)n_batch, (void)outputs, (void)n_outputs;
+    return kn_error(KN_ERR_NO_DEVICE, "trainer: this build has no CUDA backend");
+}
+kn_status *trainer_dev_download(const kn_trainer *t) {
+    (void)t;
+    return NULL;
+}
+kn_status *trainer_dev_upload(kn_trainer *t) {
+    (void)t;
+    return NULL;
+}
+kn_status *trainer_dev_expose(const kn_trainer *t) {
+    (void)t;
+    return NULL;
+}
+
+#endif
+
+double kn_trainer_loss_scale(const kn_trainer *t) {
+    if (!t || !t->dev || t->dev->lp == KN_F32) return 1.0;
+#ifdef KILN_HAVE_CUDA
+    float s = 0;
+    kn_status *st = dev_get(t->dev->be, &s, t->dev->scale, sizeof s);
+    if (st) {
+        kn_status_free(st);
+        return NAN;
+    }
+    return s;
+#else
+    return 1.0;
+#endif
+}
+
+int64_t kn_trainer_skipped_steps(const kn_trainer *t) { return t && t->dev ? t->dev->skipped : 0; }
+
+/* Value v's uses (node inputs) become w. */
+static void lowp_replace_uses(kn_graph *g, int v, int w, int skip_node) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (i == skip_node) continue;
+        kn_node *n = &g->nodes[i];
+        for (int k = 0; k < n->n_inputs; k++)
+            if (n->inputs[k] == v) n->inputs[k] = w;
+    }
+}
+
+static int lowp_cast(kn_graph *g, int from, const char *name, kn_dtype to, kn_status **st) {
+    int out = kn_graph_add_value(g, name);
+    kn_attr *a = calloc(1, sizeof *a);
+    if (out < 0 || !a || !(a->name = strdup("to"))) {
+        free(a);
+        *st = KN_OOM(0);
+        return -1;
+    }
+    a->type = KN_ATTR_INT;
+    a->i = to;
+    int id = kn_graph_add_node(g, name, "Cast", "", &from, 1, &out, 1, a, 1);
+    if (id < 0) {
+        *st = KN_OOM(0);
+        return -1;
+    }
+    g->values[out].type.dtype = to;
+    return out;
+}
+
+kn_status *trainer_lowp_graph(kn_trainer *t, kn_graph *g, int *loss, int *dloss) {
+    *dloss = *loss;
+    if (t->o.precision == KN_PRECISION_FP32) return NULL;
+    KN_CHECK(t->o.precision == KN_PRECISION_FP16 || t->o.precision == KN_PRECISION_BF16, KN_ERR_UNSUPPORTED,
+             "trainer: precision %d is not fp32, fp16 or bf16", (int)t->o.precision);
+    KN_CHECK(t->o.device != KN_DEVICE_CPU, KN_ERR_UNSUPPORTED,
+             "trainer: mixed precision (fp16/bf16) needs a GPU device; the CPU trains in fp32");
+    kn_dtype lp = t->o.precision == KN_PRECISION_FP16 ? KN_F16 : KN_BF16;
+    kn_status *st = NULL;
+    /* parameters: low-precision inputs (the float32 masters live in the trainer) */
+    for (int i = 0; i < t->n_params; i++) g->values[t->p[i].value].type.dtype = lp;
+    /* float32 constants: rounded once */
+    for (int v = 0; v < g->n_values; v++) {
+        kn_value *val = &g->values[v];
+        kn_tensor *c = val->constant;
+        if (!c || c->dtype != KN_F32 || c->kind != KN_KIND_TENSOR) continue;
+        kn_tensor *h = NULL;
+        KN_TRY(kn_tensor_new(lp, c->ndim, c->dims, &h));
+        int64_t n = kn_numel(c);
+        for (int64_t k = 0; k < n; k++)
+            ((uint16_t *)h->data)[k] =
+                lp == KN_F16 ? kn_f32_to_f16(((const float *)c->data)[k]) : kn_f32_to_bf16(((const float *)c->data)[k]);
+        kn_tensor_free(c);
+        val->constant = h;
+        val->type.dtype = lp;
+    }
+    /* casts to float32 inside the graph (masks, labels turned to float) cast to lp instead */
+    for (int i = 0; i < g->n_nodes; i++) {
+        kn_node *n = &g->nodes[i];
+        if (strcmp(n->op_type, "Cast") || n->domain[0]) continue;
+        for (int k = 0; k < n->n_attrs; k++)
+            if (!strcmp(n->attrs[k].name, "to") && n->attrs[k].i == KN_F32) n->attrs[k].i = lp;
+        KN_TRY(kn_node_decode_params(n));
+    }
+    /* float32 inputs of the batch: cast on entry */
+    int n_inputs = g->n_inputs;
+    for (int k = 0; k < n_inputs && !st; k++) {
+        int v = g->inputs[k];
+        if (g->values[v].type.dtype != KN_F32) continue;
+        bool param = false;
+        for (int i = 0; i < t->n_params && !param; i++) param = t->p[i].value == v;
+        if (param) continue;
+        char name[512];
+        snprintf(name, sizeof name, "%s:lowp", g->values[v].name);
+        int c = lowp_cast(g, v, name, lp, &st);
+        if (c >= 0) lowp_replace_uses(g, v, c, g->n_nodes - 1);
+    }
+    KN_TRY(st);
+    /* the loss in float32 (reported) and scaled by the dynamic loss scale (differentiated) */
+    char name[512];
+    snprintf(name, sizeof name, "%s:f32", g->values[*loss].name);
+    int l32 = lowp_cast(g, *loss, name, KN_F32, &st);
+    KN_TRY(st);
+    int sv = kn_graph_add_value(g, dev_scale_name);
+    int scaled = kn_graph_add_value(g, "kiln.scaled_loss");
+    if (sv < 0 || scaled < 0) return KN_OOM(0);
+    g->values[sv].is_input = true;
+    g->values[sv].type.dtype = KN_F32;
+    kn_tensor_set_shape(&g->values[sv].type, 0, NULL);
+    int *ins = realloc(g->inputs, sizeof(int) * (size_t)(g->n_inputs + 1));
+    if (!ins) return KN_OOM(0);
+    (g->inputs = ins)[g->n_inputs++] = sv;
+    int mi[2] = {l32, sv};
+    if (kn_graph_add_node(g, "kiln.scale_loss", "Mul", "", mi, 2, &scaled, 1, NULL, 0) < 0) return KN_OOM(0);
+    g->values[scaled].type.dtype = KN_F32;
+    /* the old loss stops being an output: the float32 copy is the one read */
+    for (int i = 0; i < g->n_outputs; i++)
+        if (g->outputs[i] == *loss) g->outputs[i] = l32;
+    g->values[*loss].is_output = false;
+    *loss = l32;
+    *dloss = scaled;
+    return kn_graph_resolve_ops(g);
+}

@@ -1,0 +1,31 @@
+/* The trainer on a device backend (kn_trainer_options.device = KN_DEVICE_CUDA), internal to
+ * autograd/trainer.c and autograd/checkpoint.c: parameters, gradients, accumulated gradients and
+ * moments live in device buffers, the session reads the parameters where they are
+ * (kn_session_run_device) and writes the gradients into device buffers, and the update runs on
+ * the device (kernels/cuda/kn_train_cuda.h). The host copies in kn_param (w, m, v, acc) are
+ * refreshed only when asked (export, checkpoint, kn_trainer_param). With precision FP16/BF16 the
+ * graph is rewritten before autograd (trainer_lowp_graph): the parameters become low-precision
+ * inputs fed from copies of the float32 masters, and the loss is multiplied by a dynamic loss
+ * scale, as torch.cuda.amp's GradScaler does. Compiled once per backend variant (like
+ * runtime/backends.c): without CUDA every function reports KN_ERR_NO_DEVICE. */
+#ifndef KN_AUTOGRAD_TRAINER_DEVICE_H
+#define KN_AUTOGRAD_TRAINER_DEVICE_H
+#include "autograd/trainer_internal.h"
+
+/* Allocates the device state from the host parameters (after the session exists). */
+kn_status *trainer_dev_create(kn_trainer *t);
+void trainer_dev_free(kn_trainer *t);
+/* kn_trainer_step and kn_trainer_forward once bind_inputs filled t->in (batch, then params). */
+kn_status *trainer_dev_step(kn_trainer *t, int n_batch, double *loss, bool *updated);
+kn_status *trainer_dev_forward(kn_trainer *t, int n_batch, kn_named_tensor *outputs, int n_outputs);
+/* Device state -> the host copies (no-op when they are current or there is no device state). */
+kn_status *trainer_dev_download(const kn_trainer *t);
+/* The host copies (changed by the caller, a loaded checkpoint) -> the device state. */
+kn_status *trainer_dev_upload(kn_trainer *t);
+/* Download, and upload again before the next step (the caller got writable host weights). */
+kn_status *trainer_dev_expose(const kn_trainer *t);
+/* Before autograd: for FP16/BF16, rewrites the graph in that precision; *loss becomes the float32
+ * loss the step reports and *dloss the scaled loss to differentiate. FP32: nothing. */
+kn_status *trainer_lowp_graph(kn_trainer *t, kn_graph *g, int *loss, int *dloss);
+
+#endif
