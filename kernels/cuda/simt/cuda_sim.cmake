@@ -48,6 +48,9 @@ if(KILN_CUDA_SIM)
   target_compile_definitions(kiln_core_sim INTERFACE _GNU_SOURCE KILN_HAVE_CUDA=1 KILN_CUDA_SIM=1)
   target_link_libraries(kiln_core_sim INTERFACE PkgConfig::PROTOBUFC PkgConfig::PCRE2 PkgConfig::IMAGES Threads::Threads m
                         ${CMAKE_DL_LIBS} stdc++)
+  if(MPI_C_FOUND)  # kiln_obj's runtime/comm.c calls MPI
+    target_link_libraries(kiln_core_sim INTERFACE MPI::MPI_C)
+  endif()
 
   add_executable(kiln_cli_sim ${KILN_CLI_SRC})
   set_target_properties(kiln_cli_sim PROPERTIES OUTPUT_NAME kiln-sim)
