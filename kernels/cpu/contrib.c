@@ -7,6 +7,7 @@
  * fully masked row gives ORT's near-uniform softmax rather than zeros. */
 #include "graph/ops.h"
 #include "kernels/cpu/elementwise_simd.h"
+#include "kernels/cpu/f32_stage.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/rows.h"
 #include "runtime/core/dtype.h"
@@ -14,45 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
-/* ---- float views ---- */
-
-static bool ms_float_dtype(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
-
-
-/* The tensor as float32: its own data when already float32, else a converted scratch copy. */
-static kn_status *ms_f32_view(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *t, const float **out) {
-    if (t->dtype == KN_F32) {
-        *out = (const float *)t->data;
-        return NULL;
-    }
-    if (!ms_float_dtype(t->dtype)) return kn_err_dtype(node, t);
-    int64_t n = kn_numel(t);
-    float *f = kn_scratch_alloc(ctx, (size_t)(n > 0 ? n : 1) * sizeof(float));
-    if (!f) return KN_OOM((size_t)n * sizeof(float));
-    for (int64_t i = 0; i < n; i++) f[i] = kn_load_f32(t->data, t->dtype, i);
-    *out = f;
-    return NULL;
-}
-
-/* Where float32 results go before ms_commit: the output itself when float32. */
-static kn_status *ms_f32_dest(kn_exec_ctx *ctx, const kn_tensor *t, float **out) {
-    if (t->dtype == KN_F32) {
-        *out = (float *)t->data;
-        return NULL;
-    }
-    int64_t n = kn_numel(t);
-    float *f = kn_scratch_alloc(ctx, (size_t)(n > 0 ? n : 1) * sizeof(float));
-    if (!f) return KN_OOM((size_t)n * sizeof(float));
-    *out = f;
-    return NULL;
-}
-
-static void ms_commit(kn_tensor *t, const float *f) {
-    if (t->dtype == KN_F32) return;
-    int64_t n = kn_numel(t);
-    for (int64_t i = 0; i < n; i++) kn_store_f32(t->data, t->dtype, i, f[i]);
-}
 
 /* ---- Gelu family ---- */
 
@@ -112,10 +74,10 @@ static void gelu_task(void *vctx, int64_t begin, int64_t end) {
 static kn_status *gelu_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *x, const kn_tensor *bias,
                            kn_tensor *y, int form) {
     char bx[KN_DESC_LEN], bb[KN_DESC_LEN];
-    if (!ms_float_dtype(x->dtype)) return kn_err_dtype(node, x);
+    if (!kn_cpu_f32_stageable(x->dtype)) return kn_err_dtype(node, x);
     gelu_job j = {x->data, NULL, y->data, x->dtype, x->dtype, 1, form, kn_ew_best_level()};
     if (bias) {
-        if (!ms_float_dtype(bias->dtype)) return kn_err_dtype(node, bias);
+        if (!kn_cpu_f32_stageable(bias->dtype)) return kn_err_dtype(node, bias);
         if (bias->ndim != 1 || x->ndim < 1 || bias->dims[0] != x->dims[x->ndim - 1] || bias->dims[0] <= 0)
             return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: bias %s must be 1-D matching the last dim of %s",
                             node->op_type, kn_tensor_desc(bias, bb, sizeof bb), kn_tensor_desc(x, bx, sizeof bx));
@@ -152,7 +114,7 @@ kn_status *kn_cpu_MsBiasGelu(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
 kn_status *kn_cpu_MsGemmFastGelu(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                                  kn_tensor *const *out, int n_out) {
     if (n_in < 2 || !in[1]) return kn_error(KN_ERR_INVALID_MODEL, "GemmFastGelu: missing input W");
-    if (!ms_float_dtype(in[0]->dtype) || in[0]->dtype == KN_F64) return kn_err_dtype(node, in[0]);
+    if (!kn_cpu_f32_stageable(in[0]->dtype) || in[0]->dtype == KN_F64) return kn_err_dtype(node, in[0]);
     KN_TRY(kn_cpu_MatMul(ctx, node, in, 2, out, n_out));
     return gelu_run(ctx, node, out[0], n_in > 2 ? in[2] : NULL, out[0], MS_GELU_TANH);
 }
@@ -228,22 +190,22 @@ kn_status *kn_cpu_MsSkipLayerNormalization(kn_exec_ctx *ctx, const kn_node *node
     j.eps = eps;
     j.ew_level = kn_ew_best_level();
     j.red_level = kn_red_simd_level();
-    KN_TRY(ms_f32_view(ctx, node, x, &j.x));
-    KN_TRY(ms_f32_view(ctx, node, skip, &j.skip));
-    KN_TRY(ms_f32_view(ctx, node, gamma, &j.gamma));
-    if (beta) KN_TRY(ms_f32_view(ctx, node, beta, &j.beta));
-    if (bias) KN_TRY(ms_f32_view(ctx, node, bias, &j.bias));
+    KN_TRY(kn_cpu_f32_view(ctx, node, x, &j.x));
+    KN_TRY(kn_cpu_f32_view(ctx, node, skip, &j.skip));
+    KN_TRY(kn_cpu_f32_view(ctx, node, gamma, &j.gamma));
+    if (beta) KN_TRY(kn_cpu_f32_view(ctx, node, beta, &j.beta));
+    if (bias) KN_TRY(kn_cpu_f32_view(ctx, node, bias, &j.bias));
     kn_tensor *y = out[0];
     kn_tensor *mo = n_out > 1 ? out[1] : NULL, *io = n_out > 2 ? out[2] : NULL, *so = n_out > 3 ? out[3] : NULL;
-    KN_TRY(ms_f32_dest(ctx, y, &j.y));
-    if (mo) KN_TRY(ms_f32_dest(ctx, mo, &j.mean));
-    if (io) KN_TRY(ms_f32_dest(ctx, io, &j.inv));
-    if (so) KN_TRY(ms_f32_dest(ctx, so, &j.sum));
+    KN_TRY(kn_cpu_f32_dest(ctx, y, &j.y));
+    if (mo) KN_TRY(kn_cpu_f32_dest(ctx, mo, &j.mean));
+    if (io) KN_TRY(kn_cpu_f32_dest(ctx, io, &j.inv));
+    if (so) KN_TRY(kn_cpu_f32_dest(ctx, so, &j.sum));
     kn_parallel_for(ctx->pool, rows, kn_red_grain(H), sln_task, &j);
-    ms_commit(y, j.y);
-    if (mo) ms_commit(mo, j.mean);
-    if (io) ms_commit(io, j.inv);
-    if (so) ms_commit(so, j.sum);
+    kn_cpu_f32_commit(y, j.y);
+    if (mo) kn_cpu_f32_commit(mo, j.mean);
+    if (io) kn_cpu_f32_commit(io, j.inv);
+    if (so) kn_cpu_f32_commit(so, j.sum);
     return NULL;
 }
 
@@ -378,20 +340,20 @@ kn_status *kn_cpu_MsEmbedLayerNormalization(kn_exec_ctx *ctx, const kn_node *nod
     j.pe = pe->data;
     j.se = se ? se->data : NULL;
     j.dt = we->dtype;
-    if (!ms_float_dtype(j.dt) || j.dt == KN_F64) return kn_err_dtype(node, we);
+    if (!kn_cpu_f32_stageable(j.dt) || j.dt == KN_F64) return kn_err_dtype(node, we);
     j.S = S;
     j.H = H;
     j.eps = KN_PARAMS(node, ms_embed_ln)->epsilon;
     j.ew_level = kn_ew_best_level();
     j.red_level = kn_red_simd_level();
-    KN_TRY(ms_f32_view(ctx, node, gamma, &j.gamma));
-    if (beta) KN_TRY(ms_f32_view(ctx, node, beta, &j.beta));
+    KN_TRY(kn_cpu_f32_view(ctx, node, gamma, &j.gamma));
+    if (beta) KN_TRY(kn_cpu_f32_view(ctx, node, beta, &j.beta));
     kn_tensor *y = out[0], *so = n_out > 2 ? out[2] : NULL;
-    KN_TRY(ms_f32_dest(ctx, y, &j.y));
-    if (so) KN_TRY(ms_f32_dest(ctx, so, &j.sum));
+    KN_TRY(kn_cpu_f32_dest(ctx, y, &j.y));
+    if (so) KN_TRY(kn_cpu_f32_dest(ctx, so, &j.sum));
     kn_parallel_for(ctx->pool, n, kn_red_grain(H), eln_task, &j);
-    ms_commit(y, j.y);
-    if (so) ms_commit(so, j.sum);
+    kn_cpu_f32_commit(y, j.y);
+    if (so) kn_cpu_f32_commit(so, j.sum);
     return NULL;
 }
 
@@ -505,7 +467,7 @@ static kn_status *ms_attn_bias(kn_exec_ctx *ctx, const kn_node *node, const kn_t
                         "%s: attention_bias %s must be [B|1, N|1, S, T] with B=%lld N=%lld S=%lld T=%lld",
                         node->op_type, kn_tensor_desc(ab, b0, sizeof b0), (long long)a->B, (long long)a->N,
                         (long long)a->S, (long long)a->T);
-    KN_TRY(ms_f32_view(ctx, node, ab, &a->abias));
+    KN_TRY(kn_cpu_f32_view(ctx, node, ab, &a->abias));
     a->ab_sn = ab->dims[1] == 1 ? 0 : a->S * a->T;
     a->ab_sb = ab->dims[0] == 1 ? 0 : ab->dims[1] * a->S * a->T;
     return NULL;
@@ -624,10 +586,10 @@ kn_status *kn_cpu_MsAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     int64_t T = P + S;
 
     const float *xf, *wf, *bf = NULL, *pf = NULL;
-    KN_TRY(ms_f32_view(ctx, node, x, &xf));
-    KN_TRY(ms_f32_view(ctx, node, w, &wf));
-    if (bias) KN_TRY(ms_f32_view(ctx, node, bias, &bf));
-    if (past) KN_TRY(ms_f32_view(ctx, node, past, &pf));
+    KN_TRY(kn_cpu_f32_view(ctx, node, x, &xf));
+    KN_TRY(kn_cpu_f32_view(ctx, node, w, &wf));
+    if (bias) KN_TRY(kn_cpu_f32_view(ctx, node, bias, &bf));
+    if (past) KN_TRY(kn_cpu_f32_view(ctx, node, past, &pf));
 
     int64_t rows = B * S;
     size_t need = (size_t)(rows * Dtot + B * N * (S * H + T * H + T * Hv)) + 4;
@@ -645,9 +607,9 @@ kn_status *kn_cpu_MsAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_te
 
     ms_attn a = {.B = B, .N = N, .S = S, .T = T, .H = H, .Hv = Hv, .q = q, .k = k, .v = v};
     KN_TRY(ms_attn_setup(ctx, node, mask, ab, P, &a));
-    KN_TRY(ms_f32_dest(ctx, out[0], &a.y));
+    KN_TRY(kn_cpu_f32_dest(ctx, out[0], &a.y));
     KN_TRY(ms_attn_run(ctx, &a));
-    ms_commit(out[0], a.y);
+    kn_cpu_f32_commit(out[0], a.y);
     if (present) {
         int64_t half = B * N * T * H;
         for (int64_t i = 0; i < half; i++) {
@@ -717,13 +679,13 @@ kn_status *kn_cpu_MsMultiHeadAttention(kn_exec_ctx *ctx, const kn_node *node, co
     int64_t T = P + L;
 
     const float *qf, *kf, *vf, *bf = NULL, *pkf = NULL, *pvf = NULL;
-    KN_TRY(ms_f32_view(ctx, node, qt, &qf));
-    KN_TRY(ms_f32_view(ctx, node, kt, &kf));
-    KN_TRY(ms_f32_view(ctx, node, vt, &vf));
-    if (bias) KN_TRY(ms_f32_view(ctx, node, bias, &bf));
+    KN_TRY(kn_cpu_f32_view(ctx, node, qt, &qf));
+    KN_TRY(kn_cpu_f32_view(ctx, node, kt, &kf));
+    KN_TRY(kn_cpu_f32_view(ctx, node, vt, &vf));
+    if (bias) KN_TRY(kn_cpu_f32_view(ctx, node, bias, &bf));
     if (pk) {
-        KN_TRY(ms_f32_view(ctx, node, pk, &pkf));
-        KN_TRY(ms_f32_view(ctx, node, pv, &pvf));
+        KN_TRY(kn_cpu_f32_view(ctx, node, pk, &pkf));
+        KN_TRY(kn_cpu_f32_view(ctx, node, pv, &pvf));
     }
     size_t need = (size_t)(B * N * (S * H + T * H + T * Hv) + B * S * D + B * L * (D + Dv)) + 4;
     float *buf = kn_scratch_alloc(ctx, need * sizeof(float));
@@ -754,11 +716,11 @@ kn_status *kn_cpu_MsMultiHeadAttention(kn_exec_ctx *ctx, const kn_node *node, co
     ms_attn a = {.B = B, .N = N, .S = S, .T = T, .H = H, .Hv = Hv, .q = q, .k = k, .v = v};
     KN_TRY(ms_attn_setup(ctx, node, mask, ab, P, &a));
     kn_tensor *oqk = n_out > 3 ? out[3] : NULL;
-    if (oqk) KN_TRY(ms_f32_dest(ctx, oqk, &a.qk));
-    KN_TRY(ms_f32_dest(ctx, out[0], &a.y));
+    if (oqk) KN_TRY(kn_cpu_f32_dest(ctx, oqk, &a.qk));
+    KN_TRY(kn_cpu_f32_dest(ctx, out[0], &a.y));
     KN_TRY(ms_attn_run(ctx, &a));
-    ms_commit(out[0], a.y);
-    if (oqk) ms_commit(oqk, a.qk);
+    kn_cpu_f32_commit(out[0], a.y);
+    if (oqk) kn_cpu_f32_commit(oqk, a.qk);
     kn_tensor *ok = n_out > 1 ? out[1] : NULL, *ov = n_out > 2 ? out[2] : NULL;
     if (ok)
         for (int64_t i = 0; i < B * N * T * H; i++) kn_store_f32(ok->data, ok->dtype, i, k[i]);

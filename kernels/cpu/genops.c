@@ -10,6 +10,7 @@
  * past_present_share_buffer): past rows are copied only when the buffers differ, and new rows
  * only go where no past row is still to be read. */
 #include "graph/ops.h"
+#include "kernels/cpu/f32_stage.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/rows.h"
 #include "runtime/core/dtype.h"
@@ -19,40 +20,6 @@
 
 static bool go_float(kn_dtype t) { return t == KN_F32 || t == KN_F16 || t == KN_BF16; }
 static const char *go_name(const kn_node *n) { return n->name ? n->name : ""; }
-
-/* The tensor as float32: its own data when float32, else a converted scratch copy. */
-static kn_status *go_f32_view(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *t, const float **out) {
-    if (t->dtype == KN_F32) {
-        *out = (const float *)t->data;
-        return NULL;
-    }
-    if (!go_float(t->dtype)) return kn_err_dtype(node, t);
-    int64_t n = kn_numel(t);
-    float *f = kn_scratch_alloc(ctx, (size_t)(n > 0 ? n : 1) * sizeof(float));
-    if (!f) return KN_OOM((size_t)n * sizeof(float));
-    for (int64_t i = 0; i < n; i++) f[i] = kn_load_f32(t->data, t->dtype, i);
-    *out = f;
-    return NULL;
-}
-
-/* Where float32 results go before go_commit: the output itself when float32. */
-static kn_status *go_f32_dest(kn_exec_ctx *ctx, const kn_tensor *t, float **out) {
-    if (t->dtype == KN_F32) {
-        *out = (float *)t->data;
-        return NULL;
-    }
-    int64_t n = kn_numel(t);
-    float *f = kn_scratch_alloc(ctx, (size_t)(n > 0 ? n : 1) * sizeof(float));
-    if (!f) return KN_OOM((size_t)n * sizeof(float));
-    *out = f;
-    return NULL;
-}
-
-static void go_commit(kn_tensor *t, const float *f) {
-    if (t->dtype == KN_F32) return;
-    int64_t n = kn_numel(t);
-    for (int64_t i = 0; i < n; i++) kn_store_f32(t->data, t->dtype, i, f[i]);
-}
 
 /* ---- RMS rows: y = x / sqrt(mean(x^2) + eps) * gamma ---- */
 
@@ -114,15 +81,15 @@ kn_status *kn_cpu_SimplifiedLayerNormalization(kn_exec_ctx *ctx, const kn_node *
     rms_job j = {0};
     j.n = n;
     j.eps = p->epsilon;
-    KN_TRY(go_f32_view(ctx, node, x, &j.x));
-    KN_TRY(go_f32_view(ctx, node, sc, &j.gamma));
-    KN_TRY(go_f32_dest(ctx, out[0], &j.y));
+    KN_TRY(kn_cpu_f32_view(ctx, node, x, &j.x));
+    KN_TRY(kn_cpu_f32_view(ctx, node, sc, &j.gamma));
+    KN_TRY(kn_cpu_f32_dest(ctx, out[0], &j.y));
     if (inv_t) {
         if (inv_t->dtype == KN_F32) j.inv = inv_t->data;
         else if (!(j.inv = kn_scratch_alloc(ctx, (size_t)rows * sizeof(float)))) return KN_OOM(rows * sizeof(float));
     }
     kn_parallel_for(ctx->pool, rows, kn_red_grain(n), rms_task, &j);
-    go_commit(out[0], j.y);
+    kn_cpu_f32_commit(out[0], j.y);
     if (inv_t && inv_t->dtype == KN_F64)
         for (int64_t r = 0; r < rows; r++) ((double *)inv_t->data)[r] = j.inv[r];
     return NULL;
@@ -165,20 +132,20 @@ kn_status *kn_cpu_MsSkipSimplifiedLayerNormalization(kn_exec_ctx *ctx, const kn_
     j.n = H;
     j.skip_rows = skip_rows;
     j.eps = KN_PARAMS(node, ms_sln)->epsilon;
-    KN_TRY(go_f32_view(ctx, node, x, &j.x));
-    KN_TRY(go_f32_view(ctx, node, skip, &j.skip));
-    KN_TRY(go_f32_view(ctx, node, gamma, &j.gamma));
-    if (bias) KN_TRY(go_f32_view(ctx, node, bias, &j.bias));
+    KN_TRY(kn_cpu_f32_view(ctx, node, x, &j.x));
+    KN_TRY(kn_cpu_f32_view(ctx, node, skip, &j.skip));
+    KN_TRY(kn_cpu_f32_view(ctx, node, gamma, &j.gamma));
+    if (bias) KN_TRY(kn_cpu_f32_view(ctx, node, bias, &j.bias));
     kn_tensor *mo = n_out > 1 ? out[1] : NULL, *io = n_out > 2 ? out[2] : NULL, *so = n_out > 3 ? out[3] : NULL;
-    KN_TRY(go_f32_dest(ctx, out[0], &j.y));
-    if (mo) KN_TRY(go_f32_dest(ctx, mo, &j.mean));
-    if (io) KN_TRY(go_f32_dest(ctx, io, &j.inv));
-    if (so) KN_TRY(go_f32_dest(ctx, so, &j.sum));
+    KN_TRY(kn_cpu_f32_dest(ctx, out[0], &j.y));
+    if (mo) KN_TRY(kn_cpu_f32_dest(ctx, mo, &j.mean));
+    if (io) KN_TRY(kn_cpu_f32_dest(ctx, io, &j.inv));
+    if (so) KN_TRY(kn_cpu_f32_dest(ctx, so, &j.sum));
     kn_parallel_for(ctx->pool, rows, kn_red_grain(H), rms_task, &j);
-    go_commit(out[0], j.y);
-    if (mo) go_commit(mo, j.mean);
-    if (io) go_commit(io, j.inv);
-    if (so) go_commit(so, j.sum);
+    kn_cpu_f32_commit(out[0], j.y);
+    if (mo) kn_cpu_f32_commit(mo, j.mean);
+    if (io) kn_cpu_f32_commit(io, j.inv);
+    if (so) kn_cpu_f32_commit(so, j.sum);
     return NULL;
 }
 
@@ -319,12 +286,12 @@ kn_status *kn_cpu_MsRotaryEmbedding(kn_exec_ctx *ctx, const kn_node *node, const
                   .ss = ss,
                   .sn = sn_,
                   .inter = p->interleaved};
-    KN_TRY(go_f32_view(ctx, node, x, &j.x));
-    KN_TRY(go_f32_view(ctx, node, cs, &j.cos));
-    KN_TRY(go_f32_view(ctx, node, sn, &j.sin));
-    KN_TRY(go_f32_dest(ctx, out[0], &j.y));
+    KN_TRY(kn_cpu_f32_view(ctx, node, x, &j.x));
+    KN_TRY(kn_cpu_f32_view(ctx, node, cs, &j.cos));
+    KN_TRY(kn_cpu_f32_view(ctx, node, sn, &j.sin));
+    KN_TRY(kn_cpu_f32_dest(ctx, out[0], &j.y));
     kn_parallel_for(ctx->pool, B * S * N, 64, rope_task, &j);
-    go_commit(out[0], j.y);
+    kn_cpu_f32_commit(out[0], j.y);
     return NULL;
 }
 
@@ -565,8 +532,8 @@ kn_status *kn_cpu_MsGroupQueryAttention(kn_exec_ctx *ctx, const kn_node *node, c
         for (int64_t b = 0; b < B; b++)
             for (int64_t s = 0; s < S; s++) pos[b * S + s] = pit ? kn_get_i64(pit, b * S + s) : plen[b] + s;
         KN_TRY(rope_check(node, cst, snt, rd / 2, pos, B * S));
-        KN_TRY(go_f32_view(ctx, node, cst, &cs));
-        KN_TRY(go_f32_view(ctx, node, snt, &sn));
+        KN_TRY(kn_cpu_f32_view(ctx, node, cst, &cs));
+        KN_TRY(kn_cpu_f32_view(ctx, node, snt, &sn));
     }
 
     gqa_job j = {.B = B,
@@ -589,7 +556,7 @@ kn_status *kn_cpu_MsGroupQueryAttention(kn_exec_ctx *ctx, const kn_node *node, c
                             "GroupQueryAttention '%s': attention_bias %s must be [%lld|1, %lld|1, %lld, %lld]",
                             go_name(node), kn_tensor_desc(abt, b0, sizeof b0), (long long)B, (long long)N, (long long)S,
                             (long long)total_len);
-        KN_TRY(go_f32_view(ctx, node, abt, &j.ab));
+        KN_TRY(kn_cpu_f32_view(ctx, node, abt, &j.ab));
         j.abT = abt->dims[3];
         j.ab_ss = j.abT;
         j.ab_sn = abt->dims[1] == 1 ? 0 : S * j.abT;
@@ -599,7 +566,7 @@ kn_status *kn_cpu_MsGroupQueryAttention(kn_exec_ctx *ctx, const kn_node *node, c
         if (kn_numel(hst) != N)
             return kn_error(KN_ERR_INVALID_ARGUMENT, "GroupQueryAttention '%s': head_sink must hold %lld values",
                             go_name(node), (long long)N);
-        KN_TRY(go_f32_view(ctx, node, hst, &j.sink));
+        KN_TRY(kn_cpu_f32_view(ctx, node, hst, &j.sink));
     }
 
     /* Q and the new K, V rows as float32, Q and K rotated */
@@ -623,7 +590,7 @@ kn_status *kn_cpu_MsGroupQueryAttention(kn_exec_ctx *ctx, const kn_node *node, c
     j.q = qf;
     j.k = kc;
     j.v = vc;
-    KN_TRY(go_f32_dest(ctx, yo, &j.y));
+    KN_TRY(kn_cpu_f32_dest(ctx, yo, &j.y));
 
     int nth = kn_threadpool_size(ctx->pool);
     j.sblk = B * KV >= 2 * (int64_t)(nth > 0 ? nth : 1) ? S : 32;
@@ -634,8 +601,8 @@ kn_status *kn_cpu_MsGroupQueryAttention(kn_exec_ctx *ctx, const kn_node *node, c
     j.nblk = S > 0 ? (S + j.sblk - 1) / j.sblk : 0;
     if (B * KV * j.nblk > 0) kn_parallel_for(ctx->pool, B * KV * j.nblk, 1, gqa_task, &j);
     if (j.failed) return KN_OOM(sizeof(float) * (size_t)(j.G * j.sblk * (2 * H + T)));
-    go_commit(yo, j.y);
-    if (pko) go_commit(pko, kc);
-    if (pvo) go_commit(pvo, vc);
+    kn_cpu_f32_commit(yo, j.y);
+    if (pko) kn_cpu_f32_commit(pko, kc);
+    if (pvo) kn_cpu_f32_commit(pvo, vc);
     return NULL;
 }
