@@ -1006,6 +1006,26 @@ static void b_lpnorm1(kn_graph *g) {
     tg_output(g, "y");
 }
 
+/* The fused ops, float32 only: their full checks (masks, causal, every output) are in
+ * unit.test_fused_grad; these cases put them under the same finite-difference sweep. */
+static void b_skip_layernorm_f32(kn_graph *g) {
+    IN32(g, "x", 2, 3, 8);
+    IN32(g, "skip", 2, 3, 8);
+    IN32(g, "gamma", 8);
+    IN32(g, "beta", 8);
+    IN32(g, "bias", 8);
+    kn_attr eps = attr_f("epsilon", 1e-5f);
+    tg_node_v(g, "SkipLayerNormalization", "com.microsoft", 0, "x skip gamma beta bias", "y", &eps, 1);
+    tg_output(g, "y");
+}
+static void b_sdpa_f32(kn_graph *g) {
+    IN32(g, "q", 1, 2, 4, 8);
+    IN32(g, "k", 1, 2, 5, 8);
+    IN32(g, "v", 1, 2, 5, 6);
+    tg_node_v(g, "KnSdpa", "kiln", 0, "q k v", "y", NULL, 0);
+    tg_output(g, "y");
+}
+
 static const gcase cases[] = {
     {"add [2,3,4]+[4]", b_add},
     {"mul [2,1,4]*[3,1]", b_mul},
@@ -1079,6 +1099,8 @@ static const gcase cases[] = {
     {"maxpool 2x3 stride 2 pads", b_maxpool},
     {"maxpool ceil_mode dilations, Indices", b_maxpool_ceil_dil},
     {"maxpool1d float32 SAME_UPPER", b_maxpool1d_f32, 0, 0, 1e-3, 2e-3},
+    {"SkipLayerNormalization float32", b_skip_layernorm_f32, 0, 0, 1e-2, 2e-3},
+    {"KnSdpa float32", b_sdpa_f32, 0, 0, 1e-2, 2e-3},
     {"averagepool pads", b_avgpool},
     {"averagepool count_include_pad ceil_mode", b_avgpool_incl_ceil},
     {"averagepool3d SAME_LOWER", b_avgpool3d},
