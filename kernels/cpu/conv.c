@@ -762,6 +762,42 @@ static kn_status *conv_grad_run(kn_exec_ctx *ctx, conv_grad_job *j, int64_t unit
     return NULL;
 }
 
+/* The float64 adjoints of Conv by the direct sum over every (image, output channel, output
+ * position, kernel tap) that lands inside the image: into dX (x += dy * w) or into dW
+ * (w += dy * x). dst is zeroed first. */
+static void conv_grad_f64(const win *wn, int64_t N, int64_t M, int64_t C, int64_t Cg, int64_t Mg, const double *d,
+                          const double *src, double *dst, int64_t n_dst, bool into_x) {
+    memset(dst, 0, sizeof(double) * (size_t)n_dst);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t m = 0; m < M; m++) {
+            int64_t grp = m / Mg;
+            for (int64_t o = 0; o < wn->col_n; o++) {
+                double gv = d[(n * M + m) * wn->col_n + o];
+                int64_t opos[KN_MAX_DIMS], rem = o;
+                for (int dd = wn->nsp - 1; dd >= 0; dd--) {
+                    opos[dd] = rem % wn->cols[dd];
+                    rem /= wn->cols[dd];
+                }
+                for (int64_t kk = 0; kk < wn->k_n; kk++) {
+                    int64_t kpos[KN_MAX_DIMS], off = 0;
+                    kpos_of(wn, kk, kpos);
+                    bool ok = true;
+                    for (int dd = 0; dd < wn->nsp && ok; dd++) {
+                        int64_t ip = opos[dd] * wn->s[dd] - wn->pb[dd] + kpos[dd] * wn->d[dd];
+                        ok = ip >= 0 && ip < wn->img[dd];
+                        off = off * wn->img[dd] + ip;
+                    }
+                    if (!ok) continue;
+                    for (int64_t c = 0; c < Cg; c++) {
+                        int64_t xi = (n * C + grp * Cg + c) * wn->img_n + off, wi = (m * Cg + c) * wn->k_n + kk;
+                        if (into_x) dst[xi] += gv * src[wi];
+                        else dst[wi] += gv * src[xi];
+                    }
+                }
+            }
+        }
+}
+
 /* dX = the adjoint of Conv in X: per (image, group) col = W_g^T dy_g, folded back by col2im (the
  * ConvTranspose computation); float64 by the direct scatter of the same sum. */
 kn_status *kn_cpu_KnConvGradX(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
@@ -779,34 +815,7 @@ kn_status *kn_cpu_KnConvGradX(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     win wn = win_from_conv(&g);
     if (nx == 0) return NULL;
     if (dy->dtype == KN_F64) {
-        const double *d = dy->data, *wt = w->data;
-        double *x = dx->data;
-        memset(x, 0, sizeof(double) * (size_t)nx);
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t m = 0; m < M; m++) {
-                int64_t grp = m / Mg;
-                for (int64_t o = 0; o < wn.col_n; o++) {
-                    double gv = d[(n * M + m) * wn.col_n + o];
-                    int64_t opos[KN_MAX_DIMS], rem = o;
-                    for (int dd = wn.nsp - 1; dd >= 0; dd--) {
-                        opos[dd] = rem % wn.cols[dd];
-                        rem /= wn.cols[dd];
-                    }
-                    for (int64_t kk = 0; kk < wn.k_n; kk++) {
-                        int64_t kpos[KN_MAX_DIMS], off = 0;
-                        kpos_of(&wn, kk, kpos);
-                        bool ok = true;
-                        for (int dd = 0; dd < wn.nsp && ok; dd++) {
-                            int64_t ip = opos[dd] * wn.s[dd] - wn.pb[dd] + kpos[dd] * wn.d[dd];
-                            ok = ip >= 0 && ip < wn.img[dd];
-                            off = off * wn.img[dd] + ip;
-                        }
-                        if (!ok) continue;
-                        for (int64_t c = 0; c < Cg; c++)
-                            x[(n * C + grp * Cg + c) * wn.img_n + off] += gv * wt[(m * Cg + c) * wn.k_n + kk];
-                    }
-                }
-            }
+        conv_grad_f64(&wn, N, M, C, Cg, Mg, dy->data, w->data, dx->data, nx, true);
         return NULL;
     }
     float *df = to_f32(ctx, dy), *wf = to_f32(ctx, w);
@@ -836,34 +845,7 @@ kn_status *kn_cpu_KnConvGradW(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     win wn = win_from_conv(&g);
     if (nw == 0) return NULL;
     if (dy->dtype == KN_F64) {
-        const double *d = dy->data, *xv = x->data;
-        double *wt = dw->data;
-        memset(wt, 0, sizeof(double) * (size_t)nw);
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t m = 0; m < M; m++) {
-                int64_t grp = m / Mg;
-                for (int64_t o = 0; o < wn.col_n; o++) {
-                    double gv = d[(n * M + m) * wn.col_n + o];
-                    int64_t opos[KN_MAX_DIMS], rem = o;
-                    for (int dd = wn.nsp - 1; dd >= 0; dd--) {
-                        opos[dd] = rem % wn.cols[dd];
-                        rem /= wn.cols[dd];
-                    }
-                    for (int64_t kk = 0; kk < wn.k_n; kk++) {
-                        int64_t kpos[KN_MAX_DIMS], off = 0;
-                        kpos_of(&wn, kk, kpos);
-                        bool ok = true;
-                        for (int dd = 0; dd < wn.nsp && ok; dd++) {
-                            int64_t ip = opos[dd] * wn.s[dd] - wn.pb[dd] + kpos[dd] * wn.d[dd];
-                            ok = ip >= 0 && ip < wn.img[dd];
-                            off = off * wn.img[dd] + ip;
-                        }
-                        if (!ok) continue;
-                        for (int64_t c = 0; c < Cg; c++)
-                            wt[(m * Cg + c) * wn.k_n + kk] += gv * xv[(n * C + grp * Cg + c) * wn.img_n + off];
-                    }
-                }
-            }
+        conv_grad_f64(&wn, N, M, C, Cg, Mg, dy->data, x->data, dw->data, nw, false);
         return NULL;
     }
     float *df = to_f32(ctx, dy), *xf = to_f32(ctx, x);
