@@ -49,16 +49,33 @@ static void single(void) {
     CHECK(st && kn_status_get_code(st) == KN_ERR_INVALID_ARGUMENT, "single: broadcast from rank 1 of 1 is refused");
     kn_status_free(st);
     kn_comm_free(c);
+    o.backend = "gloo";
+    st = kn_comm_init(&o, &c);
+    CHECK(st && strstr(kn_status_message(st), "'gloo'"), "an unknown backend is refused by name");
+    kn_status_free(st);
+    /* NCCL: refused by a build without it or on a machine without a GPU; a lone rank otherwise */
     o.backend = "nccl";
     st = kn_comm_init(&o, &c);
-    CHECK(st && strstr(kn_status_message(st), "'nccl'"), "an unknown backend is refused by name");
+    if (st)
+        CHECK(strstr(kn_status_message(st), "without NCCL") || strstr(kn_status_message(st), "CUDA device"),
+              "nccl: refused for the reason: %s", kn_status_message(st));
+    else {
+        CHECK(kn_comm_on_device(c) && !strcmp(kn_comm_backend(c), "nccl/single"), "nccl: a device communicator");
+        kn_comm_free(c);
+    }
     kn_status_free(st);
-    /* a torchrun-style launch is not joined silently as one process */
+    /* a torchrun-style launch is not joined silently as one process: without its rendezvous
+     * variables it is refused, naming the first one missing */
     setenv("WORLD_SIZE", "2", 1);
     o.backend = "auto";
     st = kn_comm_init(&o, &c);
-    CHECK(st && strstr(kn_status_message(st), "WORLD_SIZE=2"), "WORLD_SIZE=2 is refused");
+    CHECK(st && strstr(kn_status_message(st), "RANK is not set"), "WORLD_SIZE=2 without RANK is refused");
     kn_status_free(st);
+    setenv("RANK", "1", 1);
+    st = kn_comm_init(&o, &c);
+    CHECK(st && strstr(kn_status_message(st), "MASTER_ADDR is not set"), "WORLD_SIZE=2 without MASTER_ADDR is refused");
+    kn_status_free(st);
+    unsetenv("RANK");
     unsetenv("WORLD_SIZE");
 }
 
