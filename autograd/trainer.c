@@ -539,15 +539,13 @@ kn_status *kn_trainer_set_comm(kn_trainer *t, kn_comm *c, size_t bucket_bytes) {
     t->n_buckets = 0;
     t->comm = c;
     if (!c || kn_comm_size(c) == 1) return NULL;
-    /* the MPI communicator reduces host buffers; a device trainer keeps its gradients on the GPU
-     * and needs a device communicator (NCCL), which kiln does not have yet */
-    KN_CHECK(!t->dev, KN_ERR_UNSUPPORTED,
-             "data-parallel training on the cuda device needs NCCL, which kiln does not support yet; "
-             "run the ranks with --device cpu");
-    /* rank 0's weights everywhere: the ranks loaded the same file, but a checkpoint may differ */
+    /* rank 0's weights everywhere: the ranks loaded the same file, but a checkpoint may differ
+     * (a device trainer's through its host copies, once) */
+    KN_TRY(trainer_dev_download(t));
     for (int i = 0; i < t->n_params; i++)
         KN_TRY(kn_error_wrap(kn_comm_broadcast(c, t->p[i].w, sizeof(float) * (size_t)t->p[i].n, 0),
                              "trainer: broadcasting '%s': ", t->p[i].name));
+    KN_TRY(trainer_dev_upload(t));
     int64_t cap = (int64_t)((bucket_bytes ? bucket_bytes : (size_t)25 << 20) / sizeof(float));
     if (cap < 1) cap = 1;
     t->bucket_first = calloc((size_t)t->n_params + 1, sizeof *t->bucket_first);

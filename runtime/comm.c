@@ -165,6 +165,10 @@ kn_status *kn_comm_init(const kn_comm_options *o, kn_comm **out) {
              want_mpi       ? "mpi"
                  : want_tcp ? "tcp"
                             : "single");
+    if (!st && !nccl && o->device && !strcmp(b, "auto") && c->size > 1 && comm_nccl_built()) {
+        nccl = true;
+        snprintf(c->backend, sizeof c->backend, "nccl/%s", want_mpi ? "mpi" : "tcp");
+    }
     if (!st && nccl) st = nccl_init(c);
     if (st) {
         kn_comm_free(c);

@@ -36,6 +36,9 @@ typedef struct kn_comm_options {
      * "single"; "mpi" (fails without MPI); "tcp"; "nccl": NCCL for device buffers over the host
      * transport "auto" would choose (fails in a build without NCCL). */
     const char *backend;
+    /* A device run: with "auto", NCCL when there is more than one rank and this build has it
+     * (else the device trainer stages its gradients through the host collectives). */
+    bool device;
 } kn_comm_options;
 void kn_comm_options_init(kn_comm_options *o);
 

@@ -142,8 +142,8 @@ static kn_status *recv_hdr(comm_tcp *t, int fd, int peer, int kind, uint64_t wan
                  "communicator (tcp): rank %d is in %s #%llu (%llu bytes) but rank %d sent %s #%llu (%llu bytes): the "
                  "ranks are out of step (a different command line or data?)",
                  t->rank, kind_name[kind], (unsigned long long)t->seq, (unsigned long long)want_bytes, (int)h.rank,
-                 h.magic == TCP_MAGIC && h.kind <= K_ABORT ? kind_name[h.kind] : "garbage",
-                 (unsigned long long)h.seq, (unsigned long long)h.bytes);
+                 h.magic == TCP_MAGIC && h.kind <= K_ABORT ? kind_name[h.kind] : "garbage", (unsigned long long)h.seq,
+                 (unsigned long long)h.bytes);
         pass_on(t, peer, msg);
         return kn_error(KN_ERR_RUNTIME, "%s", msg);
     }
@@ -245,9 +245,9 @@ static kn_status *rendezvous_peer(comm_tcp *t, const char *addr, int port, doubl
                 int e = 0;
                 socklen_t el = sizeof e;
                 r = poll(&p, 1, left > 1 ? 1000 : (int)(left * 1000) + 1) == 1 &&
-                            getsockopt(s, SOL_SOCKET, SO_ERROR, &e, &el) == 0 && e == 0
-                        ? 0
-                        : -1;
+                        getsockopt(s, SOL_SOCKET, SO_ERROR, &e, &el) == 0 && e == 0
+                    ? 0
+                    : -1;
                 errno = e ? e : ETIMEDOUT;
             }
             if (r == 0) fd = s;
@@ -297,7 +297,8 @@ kn_status *comm_tcp_connect(const char *addr, int port, int rank, int size, doub
     }
     for (int p = 0; p < size; p++) t->fd[p] = -1;
     kn_status *st = NULL;
-    if (size > 1) st = rank == 0 ? rendezvous_root(t, port, t->timeout_s) : rendezvous_peer(t, addr, port, t->timeout_s);
+    if (size > 1)
+        st = rank == 0 ? rendezvous_root(t, port, t->timeout_s) : rendezvous_peer(t, addr, port, t->timeout_s);
     if (st) {
         comm_tcp_free(t);
         return st;

@@ -233,12 +233,11 @@ int main(void) {
                                   .want = {{"rank 2 closed its connection", "all-reduce", NULL},
                                            {"rank 0 stopped the job", "rank 2 closed", NULL}}};
     run("3 ranks, rank 2 dies before the all-reduce: named at once", 3, &dies);
-    static const scenario hangs = {.what = "rank 1 hangs",
-                                   .size = 3,
-                                   .mode = {0, 2, 3},
-                                   .want = {{"waited 1.5 s", "for rank 1", NULL},
-                                            {NULL},
-                                            {"rank 0 stopped the job", "for rank 1", NULL}}};
+    static const scenario hangs = {
+        .what = "rank 1 hangs",
+        .size = 3,
+        .mode = {0, 2, 3},
+        .want = {{"waited 1.5 s", "for rank 1", NULL}, {NULL}, {"rank 0 stopped the job", "for rank 1", NULL}}};
     run("3 ranks, rank 1 hangs in the all-reduce: rank 0 names it after the deadline", 3, &hangs);
     return fails ? 1 : 0;
 }

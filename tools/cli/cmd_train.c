@@ -693,6 +693,8 @@ static kn_status *setup(train_run *r) {
     o.num_threads = a->threads;
     o.device = dev.device;
     o.device_index = dev.device_index;
+    /* NCCL chose this process's GPU by LOCAL_RANK; the session takes the same one */
+    if (kn_comm_on_device(r->comm) && !strchr(a->device, ':')) o.device_index = kn_comm_local_rank(r->comm);
     o.precision = dev.precision;
     o.optim.kind = KN_OPTIM_ADAMW;
     o.optim.lr = a->lr;
@@ -795,10 +797,11 @@ static kn_status *save_checkpoint(train_run *r, const train_pos *pos, int epochs
     fprintf(f,
             "{\"kiln_train\":1,\"epoch\":%d,\"batch\":%d,\"step\":%lld,\"seed\":\"%llu\",\"runs\":\"%llu\","
             "\"best_epoch\":%d,\"bad_epochs\":%d,\"stopped_early\":%s,\"epochs_run\":%d,\"n_train\":%d,"
-            "\"batch_size\":%d",
+            "\"batch_size\":%d,\"global_batch\":%lld,\"world_size\":%d",
             pos->epoch, pos->batch, (long long)pos->step, (unsigned long long)pos->seed,
             (unsigned long long)kn_trainer_run_count(r->t), pos->best_epoch, pos->bad_epochs,
-            pos->stopped_early ? "true" : "false", epochs_run, r->train.n, r->a.batch_size);
+            pos->stopped_early ? "true" : "false", epochs_run, r->train.n, r->a.batch_size,
+            (long long)r->a.batch_size * r->size, r->size);
     ckpt_num(f, "best", pos->best);
     ckpt_num(f, "best_loss", pos->best_loss);
     fputs(",\"epochs\":[", f);
@@ -896,12 +899,17 @@ static kn_status *resume_run(train_run *r, train_pos *pos, int *epochs_run) {
     kn_status *st = NULL;
     if (!o || pl_json_int(o, "kiln_train", 0) != 1)
         st = kn_error(KN_ERR_INVALID_ARGUMENT, "--resume %s: a trainer checkpoint, but not one kiln train wrote", path);
-    else if (pl_json_int(o, "n_train", -1) != r->train.n || pl_json_int(o, "batch_size", -1) != r->a.batch_size)
+    /* the position counts global batches: any world size resumes it whose ranks x --batch-size is
+     * the checkpoint's global batch (older checkpoints: their batch_size, written by one process) */
+    else if (pl_json_int(o, "n_train", -1) != r->train.n ||
+             pl_json_int(o, "global_batch", pl_json_int(o, "batch_size", -1)) != (int64_t)r->a.batch_size * r->size)
         st = kn_error(KN_ERR_INVALID_ARGUMENT,
-                      "--resume %s: the checkpoint was written for %lld training examples in batches of %lld; this run "
-                      "has %d in batches of %d (the saved position would point at other examples)",
-                      path, (long long)pl_json_int(o, "n_train", -1), (long long)pl_json_int(o, "batch_size", -1),
-                      r->train.n, r->a.batch_size);
+                      "--resume %s: the checkpoint was written for %lld training examples in global batches of %lld; "
+                      "this run has %d in global batches of %lld (%d ranks x --batch-size %d; the saved position "
+                      "would point at other examples)",
+                      path, (long long)pl_json_int(o, "n_train", -1),
+                      (long long)pl_json_int(o, "global_batch", pl_json_int(o, "batch_size", -1)), r->train.n,
+                      (long long)r->a.batch_size * r->size, r->size, r->a.batch_size);
     json_object *eps = NULL;
     if (!st &&
         (!json_object_object_get_ex(o, "epochs", &eps) || !json_object_is_type(eps, json_type_array) ||
@@ -1192,6 +1200,7 @@ int kn_cmd_train(int argc, char **argv) {
     kn_comm_options co;
     kn_comm_options_init(&co);
     co.timeout_s = r.a.comm_timeout;
+    co.device = !strncmp(r.a.device, "cuda", 4); /* NCCL between the GPUs when built with it */
     kn_status *st = kn_comm_init(&co, &r.comm);
     if (st) return train_fail(st);
     r.rank = kn_comm_rank(r.comm);
