@@ -512,6 +512,7 @@ kn_status *kn_trainer_forward(kn_trainer *t, const kn_named_tensor *batch, int n
 kn_status *kn_trainer_step_empty(kn_trainer *t, bool *updated) {
     if (updated) *updated = false;
     KN_CHECK(t, KN_ERR_INVALID_ARGUMENT, "kn_trainer_step_empty: trainer is NULL");
+    if (t->dev) return trainer_dev_step_empty(t, updated);
     for (int i = 0; i < t->n_params; i++)
         if (t->p[i].acc == t->p[i].g) memset(t->p[i].g, 0, sizeof(float) * (size_t)t->p[i].n);
     if (++t->micro < t->o.optim.accumulate) return NULL;

@@ -362,6 +362,20 @@ kn_status *trainer_dev_step(kn_trainer *t, int n_batch, double *loss, bool *upda
     return NULL;
 }
 
+kn_status *trainer_dev_step_empty(kn_trainer *t, bool *updated) {
+    kn_trainer_dev *d = t->dev;
+    double sq = 0;
+    for (int i = 0; i < t->n_params; i++)
+        if (d->p[i].acc == d->p[i].g) KN_TRY(kn_cuda_grad_scale(d->be, NULL, d->p[i].g, t->p[i].n, 0.0));
+    d->host_current = false;
+    if (++t->micro < t->o.optim.accumulate) return NULL;
+    t->micro = 0;
+    if (t->o.optim.accumulate == 1) KN_TRY(dev_sumsq(t, false, &sq));
+    KN_TRY(dev_update(t, sq));
+    if (updated) *updated = true;
+    return NULL;
+}
+
 kn_status *trainer_dev_forward(kn_trainer *t, int n_batch, kn_named_tensor *outputs, int n_outputs) {
     kn_trainer_dev *d = t->dev;
     int n_in = 0;
@@ -383,6 +397,10 @@ kn_status *trainer_dev_step(kn_trainer *t, int n_batch, double *loss, bool *upda
 }
 kn_status *trainer_dev_forward(kn_trainer *t, int n_batch, kn_named_tensor *outputs, int n_outputs) {
     (void)t, (void)n_batch, (void)outputs, (void)n_outputs;
+    return kn_error(KN_ERR_NO_DEVICE, "trainer: this build has no CUDA backend");
+}
+kn_status *trainer_dev_step_empty(kn_trainer *t, bool *updated) {
+    (void)t, (void)updated;
     return kn_error(KN_ERR_NO_DEVICE, "trainer: this build has no CUDA backend");
 }
 kn_status *trainer_dev_download(const kn_trainer *t) {

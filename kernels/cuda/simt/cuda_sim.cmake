@@ -50,6 +50,8 @@ if(KILN_CUDA_SIM)
                         ${CMAKE_DL_LIBS} stdc++)
   if(MPI_C_FOUND)  # kiln_obj's runtime/comm.c calls MPI
     target_link_libraries(kiln_core_sim INTERFACE MPI::MPI_C)
+    # build_info.c, compiled again here, then says so (kiln-sim --version: "mpi")
+    target_compile_definitions(kiln_sim_obj PRIVATE KILN_HAVE_MPI=1)
   endif()
 
   add_executable(kiln_cli_sim ${KILN_CLI_SRC})
