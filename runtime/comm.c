@@ -22,9 +22,10 @@
 struct kn_comm {
     int rank, size, local_rank;
     bool mpi, failed;
-    comm_tcp *tcp;    /* the host transport of a torchrun-style launch */
-    comm_nccl *nccl;  /* device collectives (backend "nccl") */
-    char backend[16]; /* kn_comm_backend's answer */
+    comm_tcp *tcp;          /* the host transport of a torchrun-style launch */
+    comm_nccl *nccl;        /* device collectives (backend "nccl") */
+    char backend[16];       /* kn_comm_backend's answer */
+    int inc_k, inc_started; /* kn_comm_allreduce_begin's k, and how many were started */
     double timeout_s;
     int64_t seq; /* collectives started, for the arrival notes' tags and the messages */
 #ifdef KILN_HAVE_MPI
@@ -366,6 +367,61 @@ kn_status *kn_comm_allreduce_sum_f32(kn_comm *c, float *const *bufs, const int64
 #else
     return NULL;
 #endif
+}
+
+kn_status *kn_comm_allreduce_begin(kn_comm *c, int k) {
+    KN_CHECK(c && k >= 0 && !c->inc_k, KN_ERR_INVALID_ARGUMENT, "kn_comm_allreduce_begin: bad arguments");
+    c->inc_k = k;
+    c->inc_started = 0;
+#ifdef KILN_HAVE_MPI
+    if (c->mpi && c->size > 1 && k) {
+        kn_status *st = start(c, k);
+        if (st) c->inc_k = 0;
+        return st;
+    }
+#endif
+    return NULL;
+}
+
+kn_status *kn_comm_allreduce_start(kn_comm *c, int i, float *buf, int64_t n) {
+    KN_CHECK(c && c->inc_k && i == c->inc_started && i < c->inc_k && (buf || !n), KN_ERR_INVALID_ARGUMENT,
+             "kn_comm_allreduce_start: all-reduce %d of %d (the next is %d)", i, c ? c->inc_k : 0,
+             c ? c->inc_started : 0);
+    c->inc_started++;
+    if (c->tcp && c->size > 1) return comm_tcp_allreduce_sum_f32(c->tcp, &buf, &n, 1);
+#ifdef KILN_HAVE_MPI
+    if (c->mpi && c->size > 1) {
+        KN_CHECK(n >= 0 && n <= 0x7fffffff, KN_ERR_INVALID_ARGUMENT,
+                 "kn_comm_allreduce: buffer %d has %lld elements (at most 2^31 - 1 per bucket)", i, (long long)n);
+        if (MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, c->world, COLL(c, i)) != MPI_SUCCESS) {
+            c->failed = true;
+            return kn_error(KN_ERR_RUNTIME, "communicator: rank %d: MPI_Iallreduce failed", c->rank);
+        }
+    }
+#endif
+    return NULL;
+}
+
+void kn_comm_progress(kn_comm *c) {
+#ifdef KILN_HAVE_MPI
+    /* Open MPI moves non-blocking collectives along only inside MPI calls */
+    int flag = 0;
+    if (c && c->mpi && c->size > 1 && c->inc_started)
+        MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, c->world, &flag, MPI_STATUS_IGNORE);
+#else
+    (void)c;
+#endif
+}
+
+kn_status *kn_comm_allreduce_wait(kn_comm *c) {
+    KN_CHECK(c, KN_ERR_INVALID_ARGUMENT, "kn_comm_allreduce_wait: comm is NULL");
+    int k = c->inc_k, started = c->inc_started;
+    c->inc_k = c->inc_started = 0;
+    KN_CHECK(started == k, KN_ERR_INVALID_ARGUMENT, "kn_comm_allreduce_wait: %d of %d all-reduces started", started, k);
+#ifdef KILN_HAVE_MPI
+    if (c->mpi && c->size > 1 && k) return wait_all(c, k, "all-reduce");
+#endif
+    return NULL;
 }
 
 kn_status *kn_comm_broadcast(kn_comm *c, void *buf, size_t bytes, int root) {

@@ -70,6 +70,15 @@ bool kn_comm_failed(const kn_comm *c);
  * are reduced at once (one non-blocking all-reduce each, all in flight together): a trainer
  * passes its gradient buckets. */
 kn_status *kn_comm_allreduce_sum_f32(kn_comm *c, float *const *bufs, const int64_t *n, int k);
+/* The same k all-reduces started one by one, so that a trainer can start a bucket as soon as the
+ * backward has produced it: _begin(k), then _start for i = 0 .. k - 1 in this order on every
+ * rank (MPI's rule for non-blocking collectives), then _wait (the deadline applies there).
+ * _progress lets MPI move the started ones along meanwhile. Over TCP each start completes at
+ * once. */
+kn_status *kn_comm_allreduce_begin(kn_comm *c, int k);
+kn_status *kn_comm_allreduce_start(kn_comm *c, int i, float *buf, int64_t n);
+void kn_comm_progress(kn_comm *c);
+kn_status *kn_comm_allreduce_wait(kn_comm *c);
 /* buf (bytes) from root to every rank. */
 kn_status *kn_comm_broadcast(kn_comm *c, void *buf, size_t bytes, int root);
 kn_status *kn_comm_barrier(kn_comm *c);

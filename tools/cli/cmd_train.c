@@ -43,6 +43,7 @@ typedef struct train_args {
     const char *scheduler, *loss, *freeze, *log, *device, *precision;
     uint64_t seed;
     bool shuffle, skip_bad;
+    bool no_overlap; /* --no-overlap: all-reduce after the whole backward */
     int patience, threads;
     int64_t save_steps; /* 0: no checkpoints */
     const char *resume; /* a checkpoint file or folder, or an output folder; NULL: a fresh run */
@@ -67,7 +68,9 @@ static void train_usage(void) {
             "               is refused without it; with it they are deleted before training starts)\n"
             "  --comm-timeout S (300: under mpirun, how long a rank waits for the others)\n"
             "  --bucket-mb X (25: the gradient all-reduce's bucket size)\n"
-            "Under mpirun -np N each rank trains on its share of every batch: the global batch is N x\n"
+            "  --no-overlap (all-reduce the buckets after the backward, not as it produces them)\n"
+            "Under mpirun -np N (or torchrun-style: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK)\n"
+            "each rank trains on its share of every batch: the global batch is N x\n"
             "--batch-size, in the order one process would see; rank 0 logs, evaluates and writes.\n"
             "Data: featureExtraction {\"sentence1\", \"sentence2\", \"score\"} or {\"anchor\", \"positive\"};\n"
             "textClassification {\"input\": text or [text, pair], \"label\"}; tokenClassification {\"tokens\": [...],\n"
@@ -503,6 +506,10 @@ static int parse_args(int argc, char **argv, train_args *a) {
             a->shuffle = false;
             continue;
         }
+        if (!strcmp(k, "--no-overlap")) {
+            a->no_overlap = true;
+            continue;
+        }
         if (!strcmp(k, "--skip-bad-lines")) {
             a->skip_bad = true;
             continue;
@@ -712,6 +719,7 @@ static kn_status *setup(train_run *r) {
     KN_TRY(kn_error_wrap(st, "%s: ", r->model_path));
     size_t bucket = (size_t)(a->bucket_mb * 1048576.0);
     KN_TRY(kn_trainer_set_comm(r->t, r->comm, bucket ? bucket : 1));
+    kn_trainer_set_overlap(r->t, !a->no_overlap);
     snprintf(r->final, sizeof r->final, "%s/model.onnx", a->output);
     snprintf(r->cand, sizeof r->cand, "%s/.model.onnx.candidate.tmp", a->output);
     if (r->rank != 0) return NULL;
@@ -1225,6 +1233,9 @@ int kn_cmd_train(int argc, char **argv) {
         if (s2 && !st) st = s2;
         else kn_status_free(s2);
     }
+    if (!st && r.rank == 0 && r.size > 1)
+        fprintf(stderr, "kiln train: %lld bucket all-reduces started during the backward (overlap %s)\n",
+                (long long)kn_trainer_overlapped_buckets(r.t), r.a.no_overlap ? "off" : "on");
     if (!st && r.rank == 0) {
         fprintf(stderr, "kiln train: %lld steps; %s written (epoch %d%s)%s\n", (long long)pos.step, r.final,
                 pos.best_epoch, r.a.eval ? ", the best by the eval metric" : "",
