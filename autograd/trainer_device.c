@@ -225,10 +225,16 @@ static kn_status *dev_sumsq(kn_trainer *t, bool acc, double *out) {
  * (one group of all-reduces, the buckets' parameters each), and divided on the device; with a
  * host communicator (MPI, TCP) they go through the host buckets and the host division, so the
  * result is the CPU trainer's bit for bit. */
+/* Whether the update all-reduces: more than one rank, or NCCL asked for with one (a GPU check of
+ * the NCCL path: the all-reduce of one rank is the identity). */
+static bool dev_reduces(const kn_trainer *t) {
+    return t->comm && (kn_comm_size(t->comm) > 1 || kn_comm_on_device(t->comm));
+}
+
 static kn_status *dev_reduce(kn_trainer *t) {
     kn_trainer_dev *d = t->dev;
     int size = kn_comm_size(t->comm);
-    if (!t->comm || size == 1) return NULL;
+    if (!dev_reduces(t)) return NULL;
     float inv = 1.0f / (float)size;
     if (kn_comm_on_device(t->comm)) {
         float **bufs = malloc(sizeof *bufs * (size_t)t->n_params);
@@ -274,7 +280,7 @@ static kn_status *dev_update(kn_trainer *t, double sq) {
     if (scale != 1.0) {
         for (int i = 0; i < t->n_params; i++) KN_TRY(kn_cuda_grad_scale(d->be, NULL, d->p[i].acc, t->p[i].n, scale));
         KN_TRY(dev_sumsq(t, true, &sq));
-    } else if (t->comm && kn_comm_size(t->comm) > 1) KN_TRY(dev_sumsq(t, true, &sq));
+    } else if (dev_reduces(t)) KN_TRY(dev_sumsq(t, true, &sq));
     t->grad_norm = sqrt(sq);
     if (t->o.optim.max_grad_norm > 0) {
         double clip = t->o.optim.max_grad_norm / (t->grad_norm + 1e-6);

@@ -14,14 +14,14 @@ struct trainer_overlap {
     int *bucket_of, *left;
     int64_t *off; /* each parameter's place in its bucket */
     uint8_t *done;
-    int started; /* buckets started: n_buckets - 1, n_buckets - 2, ... */
+    int started;   /* buckets started: n_buckets - 1, n_buckets - 2, ... */
     int64_t early; /* buckets started by the hook, while the backward ran, since creation */
     kn_status *st;
 };
 
 bool overlap_active(const kn_trainer *t) {
     return t->ov && !t->dev && t->o.optim.accumulate == 1 && t->n_buckets > 0 && kn_comm_size(t->comm) > 1 &&
-           !t->no_overlap;
+        !t->no_overlap;
 }
 
 void overlap_free(kn_trainer *t) {

@@ -41,6 +41,7 @@ typedef struct train_args {
     double lr, weight_decay, max_grad_norm, dropout, tolerance;
     int64_t warmup_steps;
     const char *scheduler, *loss, *freeze, *log, *device, *precision;
+    const char *comm; /* --comm: kn_comm_options.backend */
     uint64_t seed;
     bool shuffle, skip_bad;
     bool no_overlap; /* --no-overlap: all-reduce after the whole backward */
@@ -69,6 +70,8 @@ static void train_usage(void) {
             "  --comm-timeout S (300: under mpirun, how long a rank waits for the others)\n"
             "  --bucket-mb X (25: the gradient all-reduce's bucket size)\n"
             "  --no-overlap (all-reduce the buckets after the backward, not as it produces them)\n"
+            "  --comm auto|single|mpi|tcp|nccl (auto: mpi under mpirun/srun, else tcp when WORLD_SIZE > 1;\n"
+            "               with --device cuda, NCCL over either when built with it)\n"
             "Under mpirun -np N (or torchrun-style: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK)\n"
             "each rank trains on its share of every batch: the global batch is N x\n"
             "--batch-size, in the order one process would see; rank 0 logs, evaluates and writes.\n"
@@ -493,6 +496,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
     a->patience = 3;
     a->tolerance = 1e-4;
     a->device = "cpu";
+    a->comm = "auto";
     a->precision = "fp32";
     a->comm_timeout = 300;
     a->bucket_mb = 25;
@@ -554,6 +558,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         STR("--freeze", freeze)
         STR("--log", log)
         STR("--device", device)
+        STR("--comm", comm)
         STR("--precision", precision)
         NUM("--epochs", epochs, (int)strtol(v, &end, 10))
         NUM("--max-steps", max_steps, strtoll(v, &end, 10))
@@ -1209,6 +1214,7 @@ int kn_cmd_train(int argc, char **argv) {
     kn_comm_options_init(&co);
     co.timeout_s = r.a.comm_timeout;
     co.device = !strncmp(r.a.device, "cuda", 4); /* NCCL between the GPUs when built with it */
+    co.backend = r.a.comm;
     kn_status *st = kn_comm_init(&co, &r.comm);
     if (st) return train_fail(st);
     r.rank = kn_comm_rank(r.comm);
