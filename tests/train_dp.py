@@ -15,7 +15,8 @@
                  resumes from that folder.
   --case tcp     the same training launched torchrun-style without mpirun (RANK, WORLD_SIZE, LOCAL_RANK,
                  MASTER_ADDR, MASTER_PORT; runtime/comm_tcp.c's rendezvous and star collectives) at 2 and 4
-                 processes: losses, grad norms and weights against one process as in --case agree.
+                 processes: losses, grad norms and weights against one process as in --case agree; then
+                 rank 1 of 2 killed (rank 0 names it at once) and stopped (named after --comm-timeout 4).
   --case resume  a checkpoint resumes at any world size: 2 ranks train 6 steps of global batch 8 and save
                  (--save-steps 6); resumed by 1 process (--batch-size 8), by 4 ranks (--batch-size 2) and by
                  2 ranks torchrun-style, each to the end of the epoch (11 steps): steps 7-11's losses and
@@ -302,6 +303,41 @@ def case_tcp(args):
         for n in (2, 4):
             if n in res:
                 agree_within(f"tcp {n} ranks vs one process", *res[n], *res[1])
+    # faults: rank 1 of 2 killed (its socket closes: named at once) or stopped (named after the timeout)
+    import socket
+    timeout = 4.0
+    for sig, what in ((signal.SIGKILL, "killed"), (signal.SIGSTOP, "stopped")):
+        out, log = os.path.join(args.work, f"tcp_fault_{what}"), os.path.join(args.work, f"tcp_fault_{what}.jsonl")
+        shutil.rmtree(out, ignore_errors=True)
+        if os.path.exists(log):
+            os.unlink(log)
+        with socket.socket() as so:
+            so.bind(("127.0.0.1", 0))
+            port = so.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
+        cmd = train_cmd(args, folder, data, out, log, 4, ["--epochs", "200", "--comm-timeout", str(timeout)])
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=dict(env, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
+                                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))) for r in range(2)]
+        t_end = time.time() + 300
+        while time.time() < t_end and procs[0].poll() is None:
+            if os.path.exists(log) and sum(1 for _ in open(log)) >= 14:
+                break
+            time.sleep(0.05)
+        t0 = time.time()
+        os.kill(procs[1].pid, sig)
+        try:
+            _, err = procs[0].communicate(timeout=timeout + 60)
+        except subprocess.TimeoutExpired:
+            procs[0].kill()
+            _, err = procs[0].communicate()
+        took = time.time() - t0
+        os.kill(procs[1].pid, signal.SIGKILL)
+        procs[1].communicate()
+        line = next((ln for ln in err.splitlines() if "error" in ln), err[-500:])
+        want = "rank 1 closed its connection" if sig == signal.SIGKILL else "for rank 1, which did not come"
+        check(procs[0].returncode != 0 and want in err and took < timeout + 30,
+              f"tcp, rank 1 {what}: rank 0 exits non-zero after {took:.1f} s naming rank 1: {line}")
 
 
 def case_resume(args):
