@@ -1,8 +1,8 @@
 /* runtime/comm.h on its own: `test_comm` (unit.test_comm) checks the single-process implementation (the
  * identity collectives, the refusals of a launch this build cannot join); `mpirun -np N test_comm
  * mpi` checks the MPI one: sum all-reduce of several buckets at once (exact: the summands are small
- * integers and halves), broadcast from the last rank, all-gather, barrier, and that rank and size
- * are MPI's. Exit status 0 when every check held on this rank. */
+ * integers and halves), the same started one by one (the trainer's overlap), broadcast from the
+ * last rank, all-gather, barrier, and that rank and size are MPI's. Exit status 0 when every check held on this rank. */
 #include "runtime/comm.h"
 #include "runtime/core/status.h"
 #include <stdio.h>
@@ -102,6 +102,27 @@ static void mpi(void) {
         int bad = 0;
         for (int64_t i = 0; i < n[k]; i++) bad += bufs[k][i] != (float)(tri * (double)(i % 7) + 0.5 * k * s);
         CHECK(!bad, "mpi: rank %d: bucket %d: %d of %lld sums wrong", r, k, bad, (long long)n[k]);
+        free(bufs[k]);
+    }
+    /* the same all-reduces started one by one (kn_comm_allreduce_begin/start/wait), as the
+     * trainer's overlap starts its buckets; out of turn is refused */
+    for (int k = 0; k < K; k++) {
+        bufs[k] = malloc(sizeof(float) * (size_t)n[k]);
+        for (int64_t i = 0; i < n[k]; i++) bufs[k][i] = (float)(r + 1) * (float)(i % 5) + 0.25f * (float)k;
+    }
+    ok(kn_comm_allreduce_begin(c, K));
+    kn_status *bad = kn_comm_allreduce_start(c, 1, bufs[1], n[1]);
+    CHECK(bad && kn_status_get_code(bad) == KN_ERR_INVALID_ARGUMENT, "mpi: a start out of turn is refused");
+    kn_status_free(bad);
+    for (int k = 0; k < K; k++) {
+        ok(kn_comm_allreduce_start(c, k, bufs[k], n[k]));
+        kn_comm_progress(c);
+    }
+    ok(kn_comm_allreduce_wait(c));
+    for (int k = 0; k < K; k++) {
+        int wrong = 0;
+        for (int64_t i = 0; i < n[k]; i++) wrong += bufs[k][i] != (float)(tri * (double)(i % 5) + 0.25 * k * s);
+        CHECK(!wrong, "mpi: rank %d: one-by-one bucket %d: %d of %lld sums wrong", r, k, wrong, (long long)n[k]);
         free(bufs[k]);
     }
     char msg[32];

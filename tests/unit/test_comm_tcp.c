@@ -126,6 +126,14 @@ static int healthy_rank(int rank, int size, int port) {
     CHECK(!memcmp(ref, bufs[3], sizeof ref), "rank %d: random floats: %.9g %.9g %.9g, rank order gives %.9g %.9g %.9g",
           rank, bufs[3][0], bufs[3][1], bufs[3][2], ref[0], ref[1], ref[2]);
     free(bufs[3]);
+    /* the buckets started one by one (the trainer's overlap): over TCP each completes at once */
+    float one[2] = {(float)rank, 1}, two[3] = {2, 2, (float)rank};
+    if ((st = kn_comm_allreduce_begin(c, 2)) || (st = kn_comm_allreduce_start(c, 0, one, 2)) ||
+        (st = kn_comm_allreduce_start(c, 1, two, 3)) || (st = kn_comm_allreduce_wait(c)))
+        goto out;
+    CHECK(one[0] == (float)(size * (size - 1) / 2) && one[1] == (float)size && two[0] == 2.0f * (float)size &&
+              two[2] == one[0],
+          "rank %d: one-by-one all-reduces: %g %g %g %g", rank, one[0], one[1], two[0], two[2]);
     char msg[32], wmsg[32];
     snprintf(msg, sizeof msg, "from rank %d", rank);
     snprintf(wmsg, sizeof wmsg, "from rank %d", size - 1);
