@@ -5,6 +5,7 @@
 #include "autograd/trainer.h"
 #include "autograd/trainer_internal.h"
 #include "autograd/trainer_device.h"
+#include "autograd/trainer_overlap.h"
 #include "autograd/autograd.h"
 #include "graph/ops.h"
 #include "graph/passes.h"
@@ -36,6 +37,7 @@ kn_status *kn_train_load(const char *path, kn_model **out) {
 
 void kn_trainer_free(kn_trainer *t) {
     if (!t) return;
+    overlap_free(t);
     trainer_dev_free(t);
     kn_session_free(t->s);
     for (int i = 0; t->p && i < t->n_params; i++) {
@@ -385,14 +387,21 @@ kn_status *kn_trainer_create(kn_model *m, int loss, const kn_trainer_options *o,
 static kn_status *reduce_grads(kn_trainer *t) {
     int size = kn_comm_size(t->comm);
     if (!t->comm || size == 1) return NULL;
-    for (int b = 0; b < t->n_buckets; b++) {
-        float *q = t->bucket[b];
-        for (int i = t->bucket_first[b]; i < t->bucket_first[b + 1]; i++) {
-            memcpy(q, t->p[i].acc, sizeof(float) * (size_t)t->p[i].n);
-            q += t->p[i].n;
+    if (overlap_active(t) && !overlap_take(t)) {
+        /* an update without a backward on this rank (an empty share): the peers' bucket order */
+        KN_TRY(overlap_begin(t));
+        KN_TRY(overlap_finish(t));
+        overlap_take(t);
+    } else if (!overlap_active(t)) {
+        for (int b = 0; b < t->n_buckets; b++) {
+            float *q = t->bucket[b];
+            for (int i = t->bucket_first[b]; i < t->bucket_first[b + 1]; i++) {
+                memcpy(q, t->p[i].acc, sizeof(float) * (size_t)t->p[i].n);
+                q += t->p[i].n;
+            }
         }
+        KN_TRY(kn_error_wrap(kn_comm_allreduce_sum_f32(t->comm, t->bucket, t->bucket_n, t->n_buckets), "trainer: "));
     }
-    KN_TRY(kn_error_wrap(kn_comm_allreduce_sum_f32(t->comm, t->bucket, t->bucket_n, t->n_buckets), "trainer: "));
     float inv = 1.0f / (float)size;
     for (int b = 0; b < t->n_buckets; b++) {
         const float *q = t->bucket[b];
@@ -468,8 +477,13 @@ kn_status *kn_trainer_step(kn_trainer *t, const kn_named_tensor *batch, int n_ba
     KN_TRY(bind_inputs(t, batch, n_batch));
     if (t->dev) return trainer_dev_step(t, n_batch, loss, updated);
     for (int k = 0; k <= t->n_params; k++) t->out[k].ndim = 0;
-    KN_TRY(kn_error_wrap(kn_session_run(t->s, t->in, n_batch + t->n_params, t->out, t->n_params + 1),
-                         "kn_trainer_step: "));
+    bool ov = overlap_active(t);
+    if (ov) KN_TRY(overlap_begin(t));
+    kn_status *run = kn_session_run(t->s, t->in, n_batch + t->n_params, t->out, t->n_params + 1);
+    kn_status *fin = ov ? overlap_finish(t) : NULL; /* also after a failed run: the peers wait for it */
+    if (run) kn_status_free(fin);
+    else run = fin;
+    KN_TRY(kn_error_wrap(run, "kn_trainer_step: "));
     double l = NAN, sq = 0;
     if (t->out[0].dtype == KN_F64) l = t->loss_buf;
     else if (t->out[0].dtype == KN_F32) {
@@ -512,6 +526,7 @@ kn_status *kn_trainer_forward(kn_trainer *t, const kn_named_tensor *batch, int n
 kn_status *kn_trainer_step_empty(kn_trainer *t, bool *updated) {
     if (updated) *updated = false;
     KN_CHECK(t, KN_ERR_INVALID_ARGUMENT, "kn_trainer_step_empty: trainer is NULL");
+    if (t->dev) return trainer_dev_step_empty(t, updated);
     for (int i = 0; i < t->n_params; i++)
         if (t->p[i].acc == t->p[i].g) memset(t->p[i].g, 0, sizeof(float) * (size_t)t->p[i].n);
     if (++t->micro < t->o.optim.accumulate) return NULL;
@@ -522,6 +537,10 @@ kn_status *kn_trainer_step_empty(kn_trainer *t, bool *updated) {
 }
 
 int kn_trainer_buckets(const kn_trainer *t) { return t ? t->n_buckets : 0; }
+
+void kn_trainer_set_overlap(kn_trainer *t, bool on) {
+    if (t) t->no_overlap = !on;
+}
 
 void kn_trainer_set_grad_weight(kn_trainer *t, double w) {
     if (t) t->grad_weight = w;
@@ -537,17 +556,16 @@ kn_status *kn_trainer_set_comm(kn_trainer *t, kn_comm *c, size_t bucket_bytes) {
     t->bucket_n = NULL;
     t->bucket_first = NULL;
     t->n_buckets = 0;
+    overlap_free(t);
     t->comm = c;
     if (!c || kn_comm_size(c) == 1) return NULL;
-    /* the MPI communicator reduces host buffers; a device trainer keeps its gradients on the GPU
-     * and needs a device communicator (NCCL), which kiln does not have yet */
-    KN_CHECK(!t->dev, KN_ERR_UNSUPPORTED,
-             "data-parallel training on the cuda device needs NCCL, which kiln does not support yet; "
-             "run the ranks with --device cpu");
-    /* rank 0's weights everywhere: the ranks loaded the same file, but a checkpoint may differ */
+    /* rank 0's weights everywhere: the ranks loaded the same file, but a checkpoint may differ
+     * (a device trainer's through its host copies, once) */
+    KN_TRY(trainer_dev_download(t));
     for (int i = 0; i < t->n_params; i++)
         KN_TRY(kn_error_wrap(kn_comm_broadcast(c, t->p[i].w, sizeof(float) * (size_t)t->p[i].n, 0),
                              "trainer: broadcasting '%s': ", t->p[i].name));
+    KN_TRY(trainer_dev_upload(t));
     int64_t cap = (int64_t)((bucket_bytes ? bucket_bytes : (size_t)25 << 20) / sizeof(float));
     if (cap < 1) cap = 1;
     t->bucket_first = calloc((size_t)t->n_params + 1, sizeof *t->bucket_first);
@@ -569,7 +587,7 @@ kn_status *kn_trainer_set_comm(kn_trainer *t, kn_comm *c, size_t bucket_bytes) {
     for (int b = 0; b < t->n_buckets; b++)
         if (!(t->bucket[b] = malloc(sizeof(float) * (size_t)(t->bucket_n[b] ? t->bucket_n[b] : 1))))
             return KN_OOM(sizeof(float) * (size_t)t->bucket_n[b]);
-    return NULL;
+    return t->dev ? NULL : overlap_create(t);
 }
 
 uint64_t kn_trainer_random(kn_trainer *t) {

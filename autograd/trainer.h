@@ -115,13 +115,20 @@ kn_status *kn_trainer_export_onnx_ex(const kn_trainer *t, const char *src_path, 
  * checkpoint on rank 0 alone) and from then on every update first sums the accumulated
  * gradients over the ranks in buckets of about bucket_bytes (0: 25 MiB), divides them by the
  * number of ranks, and only then clips on the global norm and updates: every rank applies the
- * same update to the same weights. The all-reduce runs after the backward pass (kn_session_run
- * returns every gradient at its end, so no bucket can start earlier); the buckets are in
- * flight together. c (not owned) must outlive the trainer; NULL goes back to one process. */
+ * same update to the same weights. On the CPU each bucket's all-reduce starts as soon as the
+ * backward has produced it (kn_trainer_set_overlap); a device trainer reduces after the
+ * backward, in device memory through NCCL when c has it (kn_comm_on_device), else through the
+ * host buckets. c (not owned) must outlive the trainer; NULL goes back to one process. */
 typedef struct kn_comm kn_comm;
 kn_status *kn_trainer_set_comm(kn_trainer *t, kn_comm *c, size_t bucket_bytes);
 /* The number of all-reduce buckets (0 without a communicator of more than one rank). */
 int kn_trainer_buckets(const kn_trainer *t);
+/* On by default: on the CPU, without gradient accumulation, each bucket's all-reduce starts as
+ * soon as the backward has produced its gradients (autograd/trainer_overlap.h); off: after the
+ * whole backward. The same results either way; every rank must choose the same. */
+void kn_trainer_set_overlap(kn_trainer *t, bool on);
+/* How many bucket all-reduces started while the backward still ran, so far. */
+int64_t kn_trainer_overlapped_buckets(const kn_trainer *t);
 /* The factor the following micro-batches' gradients are multiplied by before they are
  * accumulated (default 1). A rank whose shard of a global batch of m examples holds m_r passes
  * m_r * size / m, so the average over the ranks is the gradient of the whole batch's mean loss

@@ -220,13 +220,67 @@ static kn_status *dev_sumsq(kn_trainer *t, bool acc, double *out) {
     return NULL;
 }
 
+/* Data parallelism: the accumulated gradients summed over the ranks and divided by their count,
+ * as autograd/trainer.c's reduce_grads does. With NCCL the device buffers are reduced in place
+ * (one group of all-reduces, the buckets' parameters each), and divided on the device; with a
+ * host communicator (MPI, TCP) they go through the host buckets and the host division, so the
+ * result is the CPU trainer's bit for bit. */
+/* Whether the update all-reduces: more than one rank, or NCCL asked for with one (a GPU check of
+ * the NCCL path: the all-reduce of one rank is the identity). */
+static bool dev_reduces(const kn_trainer *t) {
+    return t->comm && (kn_comm_size(t->comm) > 1 || kn_comm_on_device(t->comm));
+}
+
+static kn_status *dev_reduce(kn_trainer *t) {
+    kn_trainer_dev *d = t->dev;
+    int size = kn_comm_size(t->comm);
+    if (!dev_reduces(t)) return NULL;
+    float inv = 1.0f / (float)size;
+    if (kn_comm_on_device(t->comm)) {
+        float **bufs = malloc(sizeof *bufs * (size_t)t->n_params);
+        if (!bufs) return KN_OOM(sizeof *bufs * (size_t)t->n_params);
+        int64_t *n = malloc(sizeof *n * (size_t)t->n_params);
+        kn_status *st = n ? NULL : KN_OOM(sizeof *n * (size_t)t->n_params);
+        for (int i = 0; !st && i < t->n_params; i++) {
+            bufs[i] = d->p[i].acc;
+            n[i] = t->p[i].n;
+        }
+        /* the update kernels ran to completion on their own streams: NCCL goes on the default one */
+        if (!st) st = kn_comm_device_allreduce_sum_f32(t->comm, bufs, n, t->n_params, NULL);
+        if (!st) st = kn_comm_device_wait(t->comm, NULL);
+        free(bufs);
+        free(n);
+        KN_TRY(kn_error_wrap(st, "trainer: "));
+        for (int i = 0; i < t->n_params; i++) KN_TRY(kn_cuda_grad_scale(d->be, NULL, d->p[i].acc, t->p[i].n, inv));
+        return NULL;
+    }
+    for (int b = 0; b < t->n_buckets; b++) {
+        float *q = t->bucket[b];
+        for (int i = t->bucket_first[b]; i < t->bucket_first[b + 1]; i++) {
+            KN_TRY(dev_get(d->be, q, d->p[i].acc, sizeof(float) * (size_t)t->p[i].n));
+            q += t->p[i].n;
+        }
+    }
+    KN_TRY(kn_error_wrap(kn_comm_allreduce_sum_f32(t->comm, t->bucket, t->bucket_n, t->n_buckets), "trainer: "));
+    for (int b = 0; b < t->n_buckets; b++) {
+        float *q = t->bucket[b];
+        for (int i = t->bucket_first[b]; i < t->bucket_first[b + 1]; i++) {
+            for (int64_t k = 0; k < t->p[i].n; k++) q[k] *= inv;
+            KN_TRY(dev_put(d->be, d->p[i].acc, q, sizeof(float) * (size_t)t->p[i].n));
+            q += t->p[i].n;
+        }
+    }
+    return NULL;
+}
+
 static kn_status *dev_update(kn_trainer *t, double sq) {
     kn_trainer_dev *d = t->dev;
     double scale = 1.0 / (double)t->o.optim.accumulate;
+    KN_TRY(dev_reduce(t));
     if (scale != 1.0) {
         for (int i = 0; i < t->n_params; i++) KN_TRY(kn_cuda_grad_scale(d->be, NULL, d->p[i].acc, t->p[i].n, scale));
         KN_TRY(dev_sumsq(t, true, &sq));
-    }
+    } else if (dev_reduces(t)) KN_TRY(dev_sumsq(t, true, &sq));
     t->grad_norm = sqrt(sq);
     if (t->o.optim.max_grad_norm > 0) {
         double clip = t->o.optim.max_grad_norm / (t->grad_norm + 1e-6);
@@ -298,12 +352,31 @@ kn_status *trainer_dev_step(kn_trainer *t, int n_batch, double *loss, bool *upda
              "kn_trainer_step: non-finite %s at update step %lld (micro-batch %d of %d): loss %g, gradient norm %g; "
              "the parameters and optimiser state are unchanged",
              !isfinite(l) ? "loss" : "gradient", (long long)t->steps, t->micro + 1, t->o.optim.accumulate, l, sqrt(sq));
+    /* a rank's share of an uneven global batch (kn_trainer_set_grad_weight), as on the CPU: the float
+     * product w * g, exact in double and rounded once */
+    if (t->grad_weight != 1.0)
+        for (int i = 0; i < t->n_params; i++)
+            KN_TRY(kn_cuda_grad_scale(d->be, NULL, d->p[i].g, t->p[i].n, (double)(float)t->grad_weight));
     for (int i = 0; i < t->n_params; i++)
         if (d->p[i].acc != d->p[i].g) KN_TRY(kn_cuda_grad_accumulate(d->be, NULL, d->p[i].acc, d->p[i].g, t->p[i].n));
     d->host_current = false;
     if (d->lp != KN_F32) KN_TRY(dev_update_scale(t));
     if (++t->micro < t->o.optim.accumulate) return NULL;
     t->micro = 0;
+    KN_TRY(dev_update(t, sq));
+    if (updated) *updated = true;
+    return NULL;
+}
+
+kn_status *trainer_dev_step_empty(kn_trainer *t, bool *updated) {
+    kn_trainer_dev *d = t->dev;
+    double sq = 0;
+    for (int i = 0; i < t->n_params; i++)
+        if (d->p[i].acc == d->p[i].g) KN_TRY(kn_cuda_grad_scale(d->be, NULL, d->p[i].g, t->p[i].n, 0.0));
+    d->host_current = false;
+    if (++t->micro < t->o.optim.accumulate) return NULL;
+    t->micro = 0;
+    if (t->o.optim.accumulate == 1) KN_TRY(dev_sumsq(t, false, &sq));
     KN_TRY(dev_update(t, sq));
     if (updated) *updated = true;
     return NULL;
@@ -330,6 +403,10 @@ kn_status *trainer_dev_step(kn_trainer *t, int n_batch, double *loss, bool *upda
 }
 kn_status *trainer_dev_forward(kn_trainer *t, int n_batch, kn_named_tensor *outputs, int n_outputs) {
     (void)t, (void)n_batch, (void)outputs, (void)n_outputs;
+    return kn_error(KN_ERR_NO_DEVICE, "trainer: this build has no CUDA backend");
+}
+kn_status *trainer_dev_step_empty(kn_trainer *t, bool *updated) {
+    (void)t, (void)updated;
     return kn_error(KN_ERR_NO_DEVICE, "trainer: this build has no CUDA backend");
 }
 kn_status *trainer_dev_download(const kn_trainer *t) {

@@ -18,6 +18,8 @@ void trainer_dev_free(kn_trainer *t);
 /* kn_trainer_step and kn_trainer_forward once bind_inputs filled t->in (batch, then params). */
 kn_status *trainer_dev_step(kn_trainer *t, int n_batch, double *loss, bool *updated);
 kn_status *trainer_dev_forward(kn_trainer *t, int n_batch, kn_named_tensor *outputs, int n_outputs);
+/* kn_trainer_step_empty: a rank without examples in this global batch joins the update. */
+kn_status *trainer_dev_step_empty(kn_trainer *t, bool *updated);
 /* Device state -> the host copies (no-op when they are current or there is no device state). */
 kn_status *trainer_dev_download(const kn_trainer *t);
 /* The host copies (changed by the caller, a loaded checkpoint) -> the device state. */

@@ -48,6 +48,10 @@ struct kn_trainer {
     int64_t *bucket_n;
     double grad_weight;
     struct kn_trainer_dev *dev; /* device state (autograd/trainer_device.h); NULL on the CPU */
+    /* the all-reduce overlapped with the backward (autograd/trainer_overlap.h; NULL: none), and
+     * kn_trainer_set_overlap(false) */
+    struct trainer_overlap *ov;
+    bool no_overlap;
 };
 
 #endif

@@ -531,6 +531,7 @@ static kn_status *kn_run_nodes(kn_run *run, const uint8_t *skip) {
             if (st) st = kn_node_error(st, n, inb, n->n_inputs);
         }
         if (st) break;
+        if (run->node_done) run->node_done(run->node_done_arg, g, i, run->vals);
         if (run->op_seconds && n->op >= 0) {
             struct timespec t1;
             clock_gettime(CLOCK_MONOTONIC, &t1);

@@ -73,6 +73,11 @@ int64_t kn_session_body_plans_built(const kn_session *s);
 int64_t kn_session_plans_built(const kn_session *s);
 
 /* One execution of a graph (the main graph or a subgraph). */
+/* Called after node `node` of graph g ran, its outputs in vals (per value of g). A trainer starts
+ * reducing a gradient bucket as soon as the backward has produced it. On a device run the
+ * kernels may still be in flight on the run's queue: the hook must not read device data. */
+typedef void (*kn_node_hook)(void *arg, const kn_graph *g, int node, const kn_tensor *vals);
+
 typedef struct kn_run {
     const kn_graph *g;
     const kn_graph_info *gi;
@@ -97,6 +102,8 @@ typedef struct kn_run {
     bool inputs_placed;
     void *const *dev_out;
     const size_t *dev_out_cap; /* the bytes each dev_out buffer holds */
+    kn_node_hook node_done;    /* kn_session_set_node_hook: the top-level run only */
+    void *node_done_arg;
 } kn_run;
 
 /* Shape inference for one node (with data where inputs have it); an error names the op. */
@@ -161,6 +168,8 @@ kn_status *kn_session_run_values_named(kn_session *s, const kn_tensor *inputs, c
  * (all host). On a CPU session both flags mean host memory. */
 kn_status *kn_session_run_device(kn_session *s, const kn_named_tensor *inputs, int n_inputs, const uint8_t *in_dev,
                                  kn_named_tensor *outputs, int n_outputs, const uint8_t *out_dev);
+/* hook (NULL: none) is called after each node of every later run of s, in the running thread. */
+void kn_session_set_node_hook(kn_session *s, kn_node_hook hook, void *arg);
 /* The backend a session runs on (the trainer allocates its device buffers there). */
 const kn_backend *kn_session_backend(const kn_session *s);
 /* Ops that must never run before the actual run (random numbers, control flow). */

@@ -47,6 +47,8 @@ struct kn_session {
     uint8_t fallback_logged[KN_OP_COUNT]; /* ops already reported as running on the CPU, under mu */
     kn_body_cache *bodies;                /* plans of control-flow bodies */
     int64_t plans_built;                  /* main-graph plans built so far, under mu */
+    kn_node_hook node_done;               /* kn_session_set_node_hook */
+    void *node_done_arg;
 };
 
 void kn_session_options_init(kn_session_options *opt) {
@@ -527,7 +529,9 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
                   .bodies = s->bodies,
                   .inputs_placed = true,
                   .dev_out = dev_out,
-                  .dev_out_cap = dev_cap};
+                  .dev_out_cap = dev_cap,
+                  .node_done = s->node_done,
+                  .node_done_arg = s->node_done_arg};
     double op_seconds[KN_OP_COUNT];
     int64_t op_calls[KN_OP_COUNT];
     if (s->opt.profile) {
@@ -805,4 +809,10 @@ uint64_t kn_session_run_count(const kn_session *s) { return s ? (uint64_t)atomic
 
 void kn_session_set_run_count(kn_session *s, uint64_t runs) {
     if (s) atomic_store(&s->runs, runs);
+}
+
+void kn_session_set_node_hook(kn_session *s, kn_node_hook hook, void *arg) {
+    if (!s) return;
+    s->node_done = hook;
+    s->node_done_arg = arg;
 }

@@ -74,3 +74,9 @@ add_test(NAME gpusim.train_device_cli
          COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/train_device_cli.py --kiln $<TARGET_FILE:kiln_cli_sim>
                  --work ${CMAKE_BINARY_DIR}/gpusim-train-device-cli)
 set_tests_properties(gpusim.train_device_cli PROPERTIES TIMEOUT 900)
+# data-parallel kiln-sim train --device cuda (gradients staged through the host collectives: the interpreter
+# has no NCCL) under mpirun -np 2 and torchrun-style over TCP against one process (tests/gpu/train_device_dp.py)
+add_test(NAME gpusim.train_device_dp
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/train_device_dp.py --kiln $<TARGET_FILE:kiln_cli_sim>
+                 --work ${CMAKE_BINARY_DIR}/gpusim-train-device-dp)
+set_tests_properties(gpusim.train_device_dp PROPERTIES TIMEOUT 900 RESOURCE_LOCK train_dp)

@@ -1,8 +1,8 @@
 /* runtime/comm.h on its own: `test_comm` (unit.test_comm) checks the single-process implementation (the
  * identity collectives, the refusals of a launch this build cannot join); `mpirun -np N test_comm
  * mpi` checks the MPI one: sum all-reduce of several buckets at once (exact: the summands are small
- * integers and halves), broadcast from the last rank, all-gather, barrier, and that rank and size
- * are MPI's. Exit status 0 when every check held on this rank. */
+ * integers and halves), the same started one by one (the trainer's overlap), broadcast from the
+ * last rank, all-gather, barrier, and that rank and size are MPI's. Exit status 0 when every check held on this rank. */
 #include "runtime/comm.h"
 #include "runtime/core/status.h"
 #include <stdio.h>
@@ -49,16 +49,33 @@ static void single(void) {
     CHECK(st && kn_status_get_code(st) == KN_ERR_INVALID_ARGUMENT, "single: broadcast from rank 1 of 1 is refused");
     kn_status_free(st);
     kn_comm_free(c);
+    o.backend = "gloo";
+    st = kn_comm_init(&o, &c);
+    CHECK(st && strstr(kn_status_message(st), "'gloo'"), "an unknown backend is refused by name");
+    kn_status_free(st);
+    /* NCCL: refused by a build without it or on a machine without a GPU; a lone rank otherwise */
     o.backend = "nccl";
     st = kn_comm_init(&o, &c);
-    CHECK(st && strstr(kn_status_message(st), "'nccl'"), "an unknown backend is refused by name");
+    if (st)
+        CHECK(strstr(kn_status_message(st), "without NCCL") || strstr(kn_status_message(st), "CUDA device"),
+              "nccl: refused for the reason: %s", kn_status_message(st));
+    else {
+        CHECK(kn_comm_on_device(c) && !strcmp(kn_comm_backend(c), "nccl/single"), "nccl: a device communicator");
+        kn_comm_free(c);
+    }
     kn_status_free(st);
-    /* a torchrun-style launch is not joined silently as one process */
+    /* a torchrun-style launch is not joined silently as one process: without its rendezvous
+     * variables it is refused, naming the first one missing */
     setenv("WORLD_SIZE", "2", 1);
     o.backend = "auto";
     st = kn_comm_init(&o, &c);
-    CHECK(st && strstr(kn_status_message(st), "WORLD_SIZE=2"), "WORLD_SIZE=2 is refused");
+    CHECK(st && strstr(kn_status_message(st), "RANK is not set"), "WORLD_SIZE=2 without RANK is refused");
     kn_status_free(st);
+    setenv("RANK", "1", 1);
+    st = kn_comm_init(&o, &c);
+    CHECK(st && strstr(kn_status_message(st), "MASTER_ADDR is not set"), "WORLD_SIZE=2 without MASTER_ADDR is refused");
+    kn_status_free(st);
+    unsetenv("RANK");
     unsetenv("WORLD_SIZE");
 }
 
@@ -85,6 +102,27 @@ static void mpi(void) {
         int bad = 0;
         for (int64_t i = 0; i < n[k]; i++) bad += bufs[k][i] != (float)(tri * (double)(i % 7) + 0.5 * k * s);
         CHECK(!bad, "mpi: rank %d: bucket %d: %d of %lld sums wrong", r, k, bad, (long long)n[k]);
+        free(bufs[k]);
+    }
+    /* the same all-reduces started one by one (kn_comm_allreduce_begin/start/wait), as the
+     * trainer's overlap starts its buckets; out of turn is refused */
+    for (int k = 0; k < K; k++) {
+        bufs[k] = malloc(sizeof(float) * (size_t)n[k]);
+        for (int64_t i = 0; i < n[k]; i++) bufs[k][i] = (float)(r + 1) * (float)(i % 5) + 0.25f * (float)k;
+    }
+    ok(kn_comm_allreduce_begin(c, K));
+    kn_status *bad = kn_comm_allreduce_start(c, 1, bufs[1], n[1]);
+    CHECK(bad && kn_status_get_code(bad) == KN_ERR_INVALID_ARGUMENT, "mpi: a start out of turn is refused");
+    kn_status_free(bad);
+    for (int k = 0; k < K; k++) {
+        ok(kn_comm_allreduce_start(c, k, bufs[k], n[k]));
+        kn_comm_progress(c);
+    }
+    ok(kn_comm_allreduce_wait(c));
+    for (int k = 0; k < K; k++) {
+        int wrong = 0;
+        for (int64_t i = 0; i < n[k]; i++) wrong += bufs[k][i] != (float)(tri * (double)(i % 5) + 0.25 * k * s);
+        CHECK(!wrong, "mpi: rank %d: one-by-one bucket %d: %d of %lld sums wrong", r, k, wrong, (long long)n[k]);
         free(bufs[k]);
     }
     char msg[32];

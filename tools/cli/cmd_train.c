@@ -41,8 +41,10 @@ typedef struct train_args {
     double lr, weight_decay, max_grad_norm, dropout, tolerance;
     int64_t warmup_steps;
     const char *scheduler, *loss, *freeze, *log, *device, *precision;
+    const char *comm; /* --comm: kn_comm_options.backend */
     uint64_t seed;
     bool shuffle, skip_bad;
+    bool no_overlap; /* --no-overlap: all-reduce after the whole backward */
     int patience, threads;
     int64_t save_steps; /* 0: no checkpoints */
     const char *resume; /* a checkpoint file or folder, or an output folder; NULL: a fresh run */
@@ -67,7 +69,11 @@ static void train_usage(void) {
             "               is refused without it; with it they are deleted before training starts)\n"
             "  --comm-timeout S (300: under mpirun, how long a rank waits for the others)\n"
             "  --bucket-mb X (25: the gradient all-reduce's bucket size)\n"
-            "Under mpirun -np N each rank trains on its share of every batch: the global batch is N x\n"
+            "  --no-overlap (all-reduce the buckets after the backward, not as it produces them)\n"
+            "  --comm auto|single|mpi|tcp|nccl (auto: mpi under mpirun/srun, else tcp when WORLD_SIZE > 1;\n"
+            "               with --device cuda, NCCL over either when built with it)\n"
+            "Under mpirun -np N (or torchrun-style: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK)\n"
+            "each rank trains on its share of every batch: the global batch is N x\n"
             "--batch-size, in the order one process would see; rank 0 logs, evaluates and writes.\n"
             "Data: featureExtraction {\"sentence1\", \"sentence2\", \"score\"} or {\"anchor\", \"positive\"};\n"
             "textClassification {\"input\": text or [text, pair], \"label\"}; tokenClassification {\"tokens\": [...],\n"
@@ -490,6 +496,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
     a->patience = 3;
     a->tolerance = 1e-4;
     a->device = "cpu";
+    a->comm = "auto";
     a->precision = "fp32";
     a->comm_timeout = 300;
     a->bucket_mb = 25;
@@ -501,6 +508,10 @@ static int parse_args(int argc, char **argv, train_args *a) {
         }
         if (!strcmp(k, "--no-shuffle")) {
             a->shuffle = false;
+            continue;
+        }
+        if (!strcmp(k, "--no-overlap")) {
+            a->no_overlap = true;
             continue;
         }
         if (!strcmp(k, "--skip-bad-lines")) {
@@ -547,6 +558,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         STR("--freeze", freeze)
         STR("--log", log)
         STR("--device", device)
+        STR("--comm", comm)
         STR("--precision", precision)
         NUM("--epochs", epochs, (int)strtol(v, &end, 10))
         NUM("--max-steps", max_steps, strtoll(v, &end, 10))
@@ -693,6 +705,8 @@ static kn_status *setup(train_run *r) {
     o.num_threads = a->threads;
     o.device = dev.device;
     o.device_index = dev.device_index;
+    /* NCCL chose this process's GPU by LOCAL_RANK; the session takes the same one */
+    if (kn_comm_on_device(r->comm) && !strchr(a->device, ':')) o.device_index = kn_comm_local_rank(r->comm);
     o.precision = dev.precision;
     o.optim.kind = KN_OPTIM_ADAMW;
     o.optim.lr = a->lr;
@@ -710,6 +724,7 @@ static kn_status *setup(train_run *r) {
     KN_TRY(kn_error_wrap(st, "%s: ", r->model_path));
     size_t bucket = (size_t)(a->bucket_mb * 1048576.0);
     KN_TRY(kn_trainer_set_comm(r->t, r->comm, bucket ? bucket : 1));
+    kn_trainer_set_overlap(r->t, !a->no_overlap);
     snprintf(r->final, sizeof r->final, "%s/model.onnx", a->output);
     snprintf(r->cand, sizeof r->cand, "%s/.model.onnx.candidate.tmp", a->output);
     if (r->rank != 0) return NULL;
@@ -795,10 +810,11 @@ static kn_status *save_checkpoint(train_run *r, const train_pos *pos, int epochs
     fprintf(f,
             "{\"kiln_train\":1,\"epoch\":%d,\"batch\":%d,\"step\":%lld,\"seed\":\"%llu\",\"runs\":\"%llu\","
             "\"best_epoch\":%d,\"bad_epochs\":%d,\"stopped_early\":%s,\"epochs_run\":%d,\"n_train\":%d,"
-            "\"batch_size\":%d",
+            "\"batch_size\":%d,\"global_batch\":%lld,\"world_size\":%d",
             pos->epoch, pos->batch, (long long)pos->step, (unsigned long long)pos->seed,
             (unsigned long long)kn_trainer_run_count(r->t), pos->best_epoch, pos->bad_epochs,
-            pos->stopped_early ? "true" : "false", epochs_run, r->train.n, r->a.batch_size);
+            pos->stopped_early ? "true" : "false", epochs_run, r->train.n, r->a.batch_size,
+            (long long)r->a.batch_size * r->size, r->size);
     ckpt_num(f, "best", pos->best);
     ckpt_num(f, "best_loss", pos->best_loss);
     fputs(",\"epochs\":[", f);
@@ -896,12 +912,17 @@ static kn_status *resume_run(train_run *r, train_pos *pos, int *epochs_run) {
     kn_status *st = NULL;
     if (!o || pl_json_int(o, "kiln_train", 0) != 1)
         st = kn_error(KN_ERR_INVALID_ARGUMENT, "--resume %s: a trainer checkpoint, but not one kiln train wrote", path);
-    else if (pl_json_int(o, "n_train", -1) != r->train.n || pl_json_int(o, "batch_size", -1) != r->a.batch_size)
+    /* the position counts global batches: any world size resumes it whose ranks x --batch-size is
+     * the checkpoint's global batch (older checkpoints: their batch_size, written by one process) */
+    else if (pl_json_int(o, "n_train", -1) != r->train.n ||
+             pl_json_int(o, "global_batch", pl_json_int(o, "batch_size", -1)) != (int64_t)r->a.batch_size * r->size)
         st = kn_error(KN_ERR_INVALID_ARGUMENT,
-                      "--resume %s: the checkpoint was written for %lld training examples in batches of %lld; this run "
-                      "has %d in batches of %d (the saved position would point at other examples)",
-                      path, (long long)pl_json_int(o, "n_train", -1), (long long)pl_json_int(o, "batch_size", -1),
-                      r->train.n, r->a.batch_size);
+                      "--resume %s: the checkpoint was written for %lld training examples in global batches of %lld; "
+                      "this run has %d in global batches of %lld (%d ranks x --batch-size %d; the saved position "
+                      "would point at other examples)",
+                      path, (long long)pl_json_int(o, "n_train", -1),
+                      (long long)pl_json_int(o, "global_batch", pl_json_int(o, "batch_size", -1)), r->train.n,
+                      (long long)r->a.batch_size * r->size, r->size, r->a.batch_size);
     json_object *eps = NULL;
     if (!st &&
         (!json_object_object_get_ex(o, "epochs", &eps) || !json_object_is_type(eps, json_type_array) ||
@@ -1192,6 +1213,8 @@ int kn_cmd_train(int argc, char **argv) {
     kn_comm_options co;
     kn_comm_options_init(&co);
     co.timeout_s = r.a.comm_timeout;
+    co.device = !strncmp(r.a.device, "cuda", 4); /* NCCL between the GPUs when built with it */
+    co.backend = r.a.comm;
     kn_status *st = kn_comm_init(&co, &r.comm);
     if (st) return train_fail(st);
     r.rank = kn_comm_rank(r.comm);
@@ -1216,6 +1239,9 @@ int kn_cmd_train(int argc, char **argv) {
         if (s2 && !st) st = s2;
         else kn_status_free(s2);
     }
+    if (!st && r.rank == 0 && r.size > 1)
+        fprintf(stderr, "kiln train: %lld bucket all-reduces started during the backward (overlap %s)\n",
+                (long long)kn_trainer_overlapped_buckets(r.t), r.a.no_overlap ? "off" : "on");
     if (!st && r.rank == 0) {
         fprintf(stderr, "kiln train: %lld steps; %s written (epoch %d%s)%s\n", (long long)pos.step, r.final,
                 pos.best_epoch, r.a.eval ? ", the best by the eval metric" : "",

@@ -1,8 +1,8 @@
 # The CUDA backend without a GPU: kernels/cuda/*.cu compiled by the host C++ compiler against the
 # SIMT interpreter (kernels/cuda/simt), which stands in for the device, the CUDA runtime and
 # cuBLASLt. It defines the same symbols as the nvcc-compiled backend, so it lives in its own
-# engine, kiln_core_sim: the CPU objects of kiln_obj (without backends.c, build_info.c and
-# autograd/trainer_device.c, which
+# engine, kiln_core_sim: the CPU objects of kiln_obj (without backends.c, build_info.c,
+# runtime/comm_nccl.c (here without NCCL) and autograd/trainer_device.c, which
 # are compiled again here with KILN_HAVE_CUDA) plus these. kiln-sim is the CLI on it; the tests in
 # tests/gpu are built on it too (tests/gpu/gpusim.cmake). Included from the top CMakeLists.txt.
 option(KILN_CUDA_SIM "Build the CUDA backend for the SIMT interpreter (kiln-sim, gpusim.* tests)" ON)
@@ -32,7 +32,7 @@ if(KILN_CUDA_SIM)
     list(APPEND KILN_SIM_WRAPPERS ${w})
   endforeach()
   add_library(kiln_sim_obj OBJECT ${KILN_SIM_WRAPPERS} ${CMAKE_SOURCE_DIR}/runtime/backends.c ${CMAKE_SOURCE_DIR}/runtime/build_info.c
-              ${CMAKE_SOURCE_DIR}/autograd/trainer_device.c)
+              ${CMAKE_SOURCE_DIR}/autograd/trainer_device.c ${CMAKE_SOURCE_DIR}/runtime/comm_nccl.c)
   target_include_directories(kiln_sim_obj PRIVATE ${CMAKE_SOURCE_DIR}/runtime ${CMAKE_SOURCE_DIR} ${KILN_GEN})
   target_compile_definitions(kiln_sim_obj PRIVATE _GNU_SOURCE KILN_VERSION="${PROJECT_VERSION}" KILN_HAVE_PCRE2=1 KILN_HAVE_CUDA=1)
   target_link_libraries(kiln_sim_obj PUBLIC kiln_simt)
@@ -41,7 +41,7 @@ if(KILN_CUDA_SIM)
 
   add_library(kiln_core_sim INTERFACE)
   target_sources(kiln_core_sim INTERFACE
-    "$<FILTER:$<TARGET_OBJECTS:kiln_obj>,EXCLUDE,(/runtime/backends\\.c|/runtime/build_info\\.c|/autograd/trainer_device\\.c|\\.cu)\\.o$>"
+    "$<FILTER:$<TARGET_OBJECTS:kiln_obj>,EXCLUDE,(/runtime/backends\\.c|/runtime/build_info\\.c|/autograd/trainer_device\\.c|/runtime/comm_nccl\\.c|\\.cu)\\.o$>"
     $<TARGET_OBJECTS:kiln_sim_obj> $<TARGET_OBJECTS:kiln_simt> $<TARGET_OBJECTS:kiln_onnxpb>)
   target_include_directories(kiln_core_sim INTERFACE ${CMAKE_SOURCE_DIR}/runtime ${CMAKE_SOURCE_DIR} ${KILN_GEN}
                              ${CMAKE_SOURCE_DIR}/kernels/cuda/simt/include)
@@ -50,6 +50,8 @@ if(KILN_CUDA_SIM)
                         ${CMAKE_DL_LIBS} stdc++)
   if(MPI_C_FOUND)  # kiln_obj's runtime/comm.c calls MPI
     target_link_libraries(kiln_core_sim INTERFACE MPI::MPI_C)
+    # build_info.c, compiled again here, then says so (kiln-sim --version: "mpi")
+    target_compile_definitions(kiln_sim_obj PRIVATE KILN_HAVE_MPI=1)
   endif()
 
   add_executable(kiln_cli_sim ${KILN_CLI_SRC})
