@@ -12,6 +12,7 @@
  * from the past length, so they get the past at its exact length (the previous step's present)
  * and run one prompt at a time (left padding would shift their positions). */
 #include "pipelines/generate.h"
+#include "pipelines/chat_template.h"
 #include "pipelines/pl_internal.h"
 #include "runtime/executor.h"
 
@@ -43,6 +44,8 @@ struct kn_generator {
     int n_eos;
     int32_t pad_id;
     kn_gen_options defaults; /* generation_config.json / genai_config.json "search" */
+    kn_chat_template *tmpl;  /* the folder's chat template, NULL when it has none */
+    char *bos_token, *eos_token;
 };
 
 void kn_gen_options_init(kn_gen_options *o) {
@@ -62,6 +65,7 @@ void kn_gen_result_free(kn_gen_result *r) {
     if (!r) return;
     free(r->text);
     free(r->ids);
+    free(r->prompt_ids);
     memset(r, 0, sizeof *r);
 }
 
@@ -166,8 +170,41 @@ void kn_generator_free(kn_generator *g) {
     kn_session_free(g->sess);
     kn_model_free(g->model);
     kn_tokenizer_free(g->tok);
+    kn_chat_template_free(g->tmpl);
+    free(g->bos_token), free(g->eos_token);
     free(g->dir);
     free(g);
+}
+
+/* The folder's chat template, when it has one: a template that is there but does not parse is an
+ * error (generation would otherwise quietly fall back to the plain join). */
+static kn_status *gen_open_template(kn_generator *g, const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
+    int has = gen_exists(path);
+    if (!has) {
+        kn_status *st = NULL;
+        json_object *tc = gen_read_json(dir, "tokenizer_config.json", &st);
+        if (st) return st;
+        json_object *v;
+        has = tc && json_object_object_get_ex(tc, "chat_template", &v) && v;
+        json_object_put(tc);
+    }
+    if (!has) return NULL;
+    kn_chat_template_source src;
+    kn_status *st = kn_chat_template_load_dir(dir, &src);
+    if (st) return st;
+    st = kn_chat_template_parse(src.source, &g->tmpl);
+    if (st) {
+        kn_status *e = kn_error(kn_status_get_code(st), "%s: chat template: %s", dir, kn_status_message(st));
+        kn_status_free(st);
+        kn_chat_template_source_free(&src);
+        return e;
+    }
+    g->bos_token = src.bos_token, g->eos_token = src.eos_token;
+    src.bos_token = src.eos_token = NULL;
+    kn_chat_template_source_free(&src);
+    return NULL;
 }
 
 static kn_status *gen_open(kn_generator *g, const char *dir, const kn_session_options *so) {
@@ -289,6 +326,7 @@ static kn_status *gen_open(kn_generator *g, const char *dir, const kn_session_op
     gen_read_defaults(gen_path(genai, "search", NULL), 1, &g->defaults);
     gen_read_defaults(gcfg, 0, &g->defaults);
     if (g->defaults.max_new_tokens < 1) g->defaults.max_new_tokens = 64;
+    st = gen_open_template(g, dir);
 done:
     json_object_put(genai);
     json_object_put(cfg);
@@ -310,19 +348,94 @@ kn_status *kn_generator_open(const char *dir, const kn_session_options *so, kn_g
     return NULL;
 }
 
-kn_status *kn_generate_format_prompt(const kn_generator *g, const char *system_prompt, int n, const char *const *roles,
-                                     const char *const *contents, char **out) {
-    (void)g;
-    (void)roles;
-    size_t len = system_prompt ? strlen(system_prompt) + 1 : 0;
-    for (int i = 0; i < n; i++) len += strlen(contents[i]) + 1;
-    char *s = malloc(len + 1), *p = s;
-    if (!s) return KN_OOM(len + 1);
+int kn_generator_has_chat_template(const kn_generator *g) { return g->tmpl != NULL; }
+
+kn_status *kn_generate_format_chat(const kn_generator *g, const char *system_prompt, const char *messages_json,
+                                   int use_template, char **out, int *templated) {
+    *out = NULL;
+    if (templated) *templated = 0;
+    json_object *m = json_tokener_parse(messages_json);
+    if (!m || !json_object_is_type(m, json_type_array)) {
+        json_object_put(m);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "generate: the messages are not a JSON list");
+    }
+    size_t n = json_object_array_length(m);
+    for (size_t i = 0; i < n; i++) {
+        json_object *e = json_object_array_get_idx(m, i), *r;
+        if (!json_object_is_type(e, json_type_object) || !json_object_object_get_ex(e, "role", &r) ||
+            !json_object_is_type(r, json_type_string)) {
+            json_object_put(m);
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "generate: message %zu has no string \"role\"", i);
+        }
+    }
+    /* the system prompt is the conversation's first message unless the conversation has its own */
+    json_object *first = n ? json_object_array_get_idx(m, 0) : NULL, *fr;
+    int own_system =
+        first && json_object_object_get_ex(first, "role", &fr) && !strcmp(json_object_get_string(fr), "system");
+    json_object *all = m;
+    if (system_prompt && !own_system) {
+        all = json_object_new_array();
+        json_object *sm = json_object_new_object();
+        json_object_object_add(sm, "role", json_object_new_string("system"));
+        json_object_object_add(sm, "content", json_object_new_string(system_prompt));
+        json_object_array_add(all, sm);
+        for (size_t i = 0; i < n; i++) json_object_array_add(all, json_object_get(json_object_array_get_idx(m, i)));
+        json_object_put(m);
+    }
+    kn_status *st = NULL;
+    if (g->tmpl && use_template) {
+        char *ctx = NULL;
+        st = kn_chat_template_context(json_object_to_json_string_ext(all, JSON_C_TO_STRING_PLAIN), NULL, 1,
+                                      g->bos_token, g->eos_token, &ctx);
+        if (!st) st = kn_chat_template_render(g->tmpl, ctx, out);
+        free(ctx);
+        if (st) {
+            kn_status *e = kn_error(kn_status_get_code(st), "generate: chat template: %s", kn_status_message(st));
+            kn_status_free(st);
+            st = e;
+        } else if (templated) *templated = 1;
+        json_object_put(all);
+        return st;
+    }
+    size_t na = json_object_array_length(all), len = 1;
+    for (size_t i = 0; i < na; i++) {
+        json_object *c;
+        if (!json_object_object_get_ex(json_object_array_get_idx(all, i), "content", &c) ||
+            !json_object_is_type(c, json_type_string)) {
+            json_object_put(all);
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "generate: message %zu needs a string \"content\"", i);
+        }
+        len += strlen(json_object_get_string(c)) + 1;
+    }
+    char *s = malloc(len), *p = s;
+    if (!s) {
+        json_object_put(all);
+        return KN_OOM(len);
+    }
     *p = 0;
-    if (system_prompt) p += sprintf(p, "%s", system_prompt);
-    for (int i = 0; i < n; i++) p += sprintf(p, "%s%s", p > s ? "\n" : "", contents[i]);
+    for (size_t i = 0; i < na; i++) {
+        json_object *c;
+        json_object_object_get_ex(json_object_array_get_idx(all, i), "content", &c);
+        p += sprintf(p, "%s%s", i ? "\n" : "", json_object_get_string(c));
+    }
+    json_object_put(all);
     *out = s;
     return NULL;
+}
+
+kn_status *kn_generate_format_prompt(const kn_generator *g, const char *system_prompt, int n, const char *const *roles,
+                                     const char *const *contents, char **out, int *templated) {
+    json_object *m = json_object_new_array();
+    for (int i = 0; i < n; i++) {
+        json_object *e = json_object_new_object();
+        json_object_object_add(e, "role", json_object_new_string(roles[i]));
+        json_object_object_add(e, "content", json_object_new_string(contents[i]));
+        json_object_array_add(m, e);
+    }
+    kn_status *st = kn_generate_format_chat(g, system_prompt, json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN),
+                                            1, out, templated);
+    json_object_put(m);
+    return st;
 }
 
 /* ---- sampling ---- */
@@ -846,6 +959,9 @@ kn_status *kn_generate_ids(kn_generator *g, int n, const int32_t *const *prompt_
             results[i].ids = seqs[i].ids;
             results[i].n_ids = seqs[i].n_ids;
             results[i].finish = seqs[i].finish;
+            results[i].prompt_ids = seqs[i].prompt;
+            results[i].n_prompt_ids = seqs[i].n_prompt;
+            seqs[i].prompt = NULL;
         } else {
             free(seqs[i].text);
             free(seqs[i].ids);
@@ -866,6 +982,7 @@ kn_status *kn_generate(kn_generator *g, int n, const char *const *prompts, const
     kn_encode_options eo;
     kn_encode_options_init(&eo);
     eo.per_call = 1;
+    if (opt ? opt->prompt_no_special : g->defaults.prompt_no_special) eo.add_special_tokens = 0;
     char err[512];
     for (int i = 0; i < n && !st; i++) {
         if (kn_tokenizer_encode(g->tok, prompts[i], strlen(prompts[i]), NULL, 0, &eo, &enc[i], err, sizeof err))
