@@ -48,6 +48,9 @@ typedef struct kn_gen_options {
     int prompt_no_special; /* 1: kn_generate encodes prompts without the tokenizer's special tokens, as
                             * apply_chat_template(tokenize=True) does: chat-templated text carries its
                             * own (kn_generate_format_prompt says when) */
+    int no_share_buffer;   /* 1: a GroupQueryAttention decoder gets its past copied into a new present
+                            * every step (as ONNX Runtime without past_present_share_buffer), instead
+                            * of appending in place to one buffer (for measurements) */
 } kn_gen_options;
 void kn_gen_options_init(kn_gen_options *o);
 
@@ -68,6 +71,8 @@ typedef struct kn_gen_result {
     kn_gen_finish finish;
     int32_t *prompt_ids; /* the prompt as fed (after truncation), malloc'd */
     int n_prompt_ids;
+    double first_token_s; /* seconds from its batch's start to its first token (prefill) */
+    double decode_s;      /* seconds from its first token to its last (n_ids - 1 decode steps) */
 } kn_gen_result;
 void kn_gen_result_free(kn_gen_result *r);
 

@@ -97,6 +97,11 @@ typedef struct kn_run {
     bool inputs_placed;
     void *const *dev_out;
     const size_t *dev_out_cap; /* the bytes each dev_out buffer holds */
+    /* Host sessions: host_out[v] (per value; NULL: none) is the caller's buffer for output v, of
+     * host_out_cap[v] bytes; an arena value that fits is computed there directly instead of being
+     * copied at the end (the decode loop binds GroupQueryAttention's present to its past buffer). */
+    void *const *host_out;
+    const size_t *host_out_cap;
 } kn_run;
 
 /* Shape inference for one node (with data where inputs have it); an error names the op. */

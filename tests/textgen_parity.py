@@ -265,7 +265,9 @@ def ort_greedy(path, ids, n_new, dims, eos):
 
 
 def run_genai(args):
-    """textgen.genai: the GenAI layout with GroupQueryAttention; exit 77 (skipped) when kiln lacks the op."""
+    """textgen.genai: the GenAI layout with GroupQueryAttention (kiln appends to one buffer per layer
+    bound as both past and present, or copies the past with --no-share-buffer); exit 77 (skipped)
+    when kiln lacks the op."""
     try:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: F401
         import onnx  # noqa: F401
@@ -298,6 +300,25 @@ def run_genai(args):
             ids = got.get("output", {}).get("TokenIds")
             rep.check(f"genai GQA greedy prompt {i} == ORT", ids == want,
                       got.get("error", "") if ids is None else ("" if ids == want else f"kiln {ids} ort {want}"))
+        # batch 4: rows right-padded, each with its own length (seqlens_k), == ORT one prompt at a time
+        wants = [ort_greedy(os.path.join(folder, "model.onnx"), tok.encode(p).ids, N_NEW, dims, eos) for p in PROMPTS[:4]]
+        got4 = results(kiln_run(args, folder, [{"input": p} for p in PROMPTS[:4]], "--max-new-tokens", N_NEW,
+                                "--batch-size", 4))
+        ids4 = [g.get("output", {}).get("TokenIds") for g in got4]
+        rep.check("genai GQA batch 4 (prompts of 4 lengths) == ORT", ids4 == wants,
+                  "" if ids4 == wants else f"kiln {ids4} ort {wants}")
+        # past_present_share_buffer: kiln binds each present to its past buffer, GroupQueryAttention
+        # appends the new positions in place; 100 tokens cross the mask's 64-position buckets (one plan
+        # each, plus the prefill's), and copying the past every step instead gives the same ids
+        want = ort_greedy(os.path.join(folder, "model.onnx"), tok.encode(PROMPTS[2]).ids, 100, dims, eos)
+        for extra, plans in (([], "3 plans built"), (["--no-share-buffer"], f"{len(want)} plans built")):
+            got = results(kiln_run(args, folder, [{"input": PROMPTS[2]}], "--max-new-tokens", 100, *extra))[0]
+            ids = got.get("output", {}).get("TokenIds")
+            p = subprocess.run([args.kiln, "generate", "--model", folder, "--max-new-tokens", "100", "--stats", *extra,
+                                PROMPTS[2]], capture_output=True)
+            line = p.stderr.decode(errors="replace").strip()
+            rep.check(f"genai GQA 100 tokens{' ' + extra[0] if extra else ' (shared buffer)'} == ORT, {plans}",
+                      ids == want and len(want) > 64 and plans in line, line if ids == want else f"kiln {ids} ort {want}")
     except Exception as e:
         rep.check("run", False, repr(e)[:2000])
     finally:

@@ -29,10 +29,12 @@ static void gen_cli_usage(const char *cmd) {
             "usage: kiln %s --model DIR%s [options]\n"
             "  --max-new-tokens N  --temperature T (> 0 samples, 0 is greedy)  --top-k K  --top-p P\n"
             "  --min-p P  --repetition-penalty R  --seed S  --stop STRING (repeatable)  --system-prompt TEXT\n"
-            "  --batch-size N  --truncate (keep a long prompt's last tokens)  --device cpu|cuda[:N]\n"
-            "  --stats: executor plans built and tokens generated, to stderr\n"
+            "  --batch-size N  --truncate (keep a long prompt's last tokens)  --device cpu|cuda[:N]  --threads N\n"
+            "  --stats: executor plans built and tokens generated, to stderr (kiln run: and per line FirstTokenMs,\n"
+            "           DecodeMsPerToken in the output)\n"
             "  --no-chat-template: the prompt text as it is (default: the folder's chat template renders it)\n"
             "  --prompt-ids: output lines carry PromptTokenIds, the prompt as fed to the model\n"
+            "  --no-share-buffer: a GroupQueryAttention decoder copies its past every step (measurements)\n"
             "  defaults: the folder's generation_config.json (genai_config.json search), else greedy, 64 tokens%s\n",
             cmd, strcmp(cmd, "generate") ? " --type textGeneration [--input FILE]" : " \"prompt\"",
             strcmp(cmd, "generate") ? "\n  --stream: one JSON delta line per piece of text as it comes" : "");
@@ -63,6 +65,10 @@ static int gen_cli_parse(int argc, char **argv, gen_cli *c, kn_session_options *
         }
         if (!strcmp(a, "--prompt-ids")) {
             c->prompt_ids = 1;
+            continue;
+        }
+        if (!strcmp(a, "--no-share-buffer")) {
+            c->o.no_share_buffer = 1;
             continue;
         }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -102,6 +108,13 @@ static int gen_cli_parse(int argc, char **argv, gen_cli *c, kn_session_options *
                 fprintf(stderr, "kiln %s: bad --device %s\n", cmd, v);
                 return -1;
             }
+        } else if (!strcmp(a, "--threads")) {
+            long long x = strtoll(v, &end, 10);
+            if (!*v || *end || x < 0) {
+                fprintf(stderr, "kiln %s: --threads wants a non-negative integer, not '%s'\n", cmd, v);
+                return -1;
+            }
+            so->num_threads = (int)x;
         } else if (!strcmp(a, "--max-new-tokens") || !strcmp(a, "--top-k") || !strcmp(a, "--batch-size") ||
                    !strcmp(a, "--seed")) {
             long long x = strtoll(v, &end, 10);
@@ -223,8 +236,11 @@ int kn_cmd_generate(int argc, char **argv) {
     } else {
         printf("\n");
         if (c.stats)
-            fprintf(stderr, "kiln generate: %d tokens, %lld plans built\n", res.n_ids,
-                    (long long)kn_generator_plans_built(g));
+            fprintf(stderr,
+                    "kiln generate: %d tokens, %lld plans built, prompt %d tokens, first token %.3f ms, decode %.3f "
+                    "ms/token\n",
+                    res.n_ids, (long long)kn_generator_plans_built(g), res.n_prompt_ids, 1e3 * res.first_token_s,
+                    res.n_ids > 1 ? 1e3 * res.decode_s / (res.n_ids - 1) : 0.0);
         kn_gen_result_free(&res);
     }
     kn_generator_free(g);
@@ -332,6 +348,11 @@ static int gen_flush(kn_generator *g, const gen_cli *c, gen_line *lines, int n, 
             for (int k = 0; k < r->n_ids; k++) json_object_array_add(ids, json_object_new_int(r->ids[k]));
             json_object_object_add(out, "TokenIds", ids);
             json_object_object_add(out, "FinishReason", json_object_new_string(kn_gen_finish_name(r->finish)));
+            if (c->stats) {
+                json_object_object_add(out, "FirstTokenMs", json_object_new_double(1e3 * r->first_token_s));
+                json_object_object_add(out, "DecodeMsPerToken",
+                                       json_object_new_double(r->n_ids > 1 ? 1e3 * r->decode_s / (r->n_ids - 1) : 0));
+            }
             if (c->prompt_ids) {
                 json_object *pids = json_object_new_array();
                 for (int k = 0; k < r->n_prompt_ids; k++)
