@@ -319,6 +319,27 @@ def run_genai(args):
             line = p.stderr.decode(errors="replace").strip()
             rep.check(f"genai GQA 100 tokens{' ' + extra[0] if extra else ' (shared buffer)'} == ORT, {plans}",
                       ids == want and len(want) > 64 and plans in line, line if ids == want else f"kiln {ids} ort {want}")
+        # int4: MatMulNBits projections (block 32) in the same layout, built as tools/bench/gen_bench.py
+        # builds its benchmark model (tiny here); greedy == ORT driven as GenAI drives it (one buffer
+        # per layer bound as past and present), batch 1 and batch 4
+        sys.path.insert(0, os.path.join(HERE, "..", "tools", "bench"))
+        import gen_bench
+        for quant in ("int4", "fp32"):
+            q = os.path.join(d, "Q" + quant)
+            info = gen_bench.build(q, L=2, H=64, NH=4, KV=2, FFN=128, V=512, ctx=128, quant=quant, seed=3)
+            bargs = argparse.Namespace(kiln=args.kiln, threads=2)
+            ps = gen_bench.prompts(4, 9, 512, seed=4)
+            ps[1], ps[3] = ps[1][:5], ps[3][:7]
+            for b, rows in ((1, [[p] for p in ps]), (4, [ps])):
+                want, got = [], []
+                for r in rows:
+                    if len({len(p) for p in r}) == 1:
+                        want += gen_bench.ort_gen(bargs, q, info, r, N_NEW, 128)["ids"]
+                    else:
+                        want += [gen_bench.ort_gen(bargs, q, info, [p], N_NEW, 128)["ids"][0] for p in r]
+                    got += gen_bench.kiln_gen(bargs, q, r, N_NEW)["ids"]
+                rep.check(f"genai {quant} (MatMulNBits)" if quant == "int4" else "genai fp32 (gen_bench model)",
+                          got == want, f"batch {b}: " + ("" if got == want else f"kiln {got} ort {want}"))
     except Exception as e:
         rep.check("run", False, repr(e)[:2000])
     finally:

@@ -180,10 +180,10 @@ def ort_gen(args, d, info, ps, n_new, ctx):
         io = s.io_binding()
         io.bind_cpu_input("input_ids", ids)
         io.bind_cpu_input("attention_mask", np.ones((B, total), np.int64))
+        io.bind_output("logits")  # first: get_outputs() lists the outputs in binding order
         for k, v in caches.items():
             io.bind_ortvalue_input(f"past_key_values.{k}", v)
             io.bind_ortvalue_output(f"present.{k}", v)
-        io.bind_output("logits")
         s.run_with_iobinding(io)
         logits = io.get_outputs()[0].numpy()
         nxt = logits[:, -1].argmax(-1)
