@@ -103,7 +103,8 @@ kn_status *kn_generate_format_prompt(const kn_generator *g, const char *system_p
  * template every message needs a string content. */
 kn_status *kn_generate_format_chat(const kn_generator *g, const char *system_prompt, const char *messages_json,
                                    int use_template, char **out, int *templated);
-/* 1 when the folder has a chat template (kn_generate_format_prompt renders it). */
+/* 1 when the folder has a chat template (kn_generate_format_prompt renders it, or fails saying why
+ * kiln cannot read it). */
 int kn_generator_has_chat_template(const kn_generator *g);
 
 #ifdef __cplusplus

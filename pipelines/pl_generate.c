@@ -54,6 +54,7 @@ struct kn_generator {
     int32_t pad_id;
     kn_gen_options defaults; /* generation_config.json / genai_config.json "search" */
     kn_chat_template *tmpl;  /* the folder's chat template, NULL when it has none */
+    char *tmpl_error;        /* the folder has a template kiln cannot read: why (formatting fails with it) */
     char *bos_token, *eos_token;
 };
 
@@ -180,13 +181,15 @@ void kn_generator_free(kn_generator *g) {
     kn_model_free(g->model);
     kn_tokenizer_free(g->tok);
     kn_chat_template_free(g->tmpl);
+    free(g->tmpl_error);
     free(g->bos_token), free(g->eos_token);
     free(g->dir);
     free(g);
 }
 
-/* The folder's chat template, when it has one: a template that is there but does not parse is an
- * error (generation would otherwise quietly fall back to the plain join). */
+/* The folder's chat template, when it has one. One that is there but does not load or parse is
+ * kept as its error, which formatting with the template reports (never a quiet fallback to the
+ * plain join); --no-chat-template use still works. */
 static kn_status *gen_open_template(kn_generator *g, const char *dir) {
     char path[4096];
     snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
@@ -202,13 +205,13 @@ static kn_status *gen_open_template(kn_generator *g, const char *dir) {
     if (!has) return NULL;
     kn_chat_template_source src;
     kn_status *st = kn_chat_template_load_dir(dir, &src);
-    if (st) return st;
-    st = kn_chat_template_parse(src.source, &g->tmpl);
+    if (!st && (st = kn_chat_template_parse(src.source, &g->tmpl))) kn_chat_template_source_free(&src);
     if (st) {
-        kn_status *e = kn_error(kn_status_get_code(st), "%s: chat template: %s", dir, kn_status_message(st));
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s: chat template: %s", dir, kn_status_message(st));
         kn_status_free(st);
-        kn_chat_template_source_free(&src);
-        return e;
+        g->tmpl_error = strdup(msg);
+        return g->tmpl_error ? NULL : KN_OOM(strlen(msg));
     }
     g->bos_token = src.bos_token, g->eos_token = src.eos_token;
     src.bos_token = src.eos_token = NULL;
@@ -384,7 +387,7 @@ kn_status *kn_generator_open(const char *dir, const kn_session_options *so, kn_g
     return NULL;
 }
 
-int kn_generator_has_chat_template(const kn_generator *g) { return g->tmpl != NULL; }
+int kn_generator_has_chat_template(const kn_generator *g) { return g->tmpl != NULL || g->tmpl_error != NULL; }
 
 kn_status *kn_generate_format_chat(const kn_generator *g, const char *system_prompt, const char *messages_json,
                                    int use_template, char **out, int *templated) {
@@ -419,6 +422,10 @@ kn_status *kn_generate_format_chat(const kn_generator *g, const char *system_pro
         json_object_put(m);
     }
     kn_status *st = NULL;
+    if (g->tmpl_error && use_template) {
+        json_object_put(all);
+        return kn_error(KN_ERR_UNSUPPORTED, "%s (--no-chat-template feeds the text as it is)", g->tmpl_error);
+    }
     if (g->tmpl && use_template) {
         char *ctx = NULL;
         st = kn_chat_template_context(json_object_to_json_string_ext(all, JSON_C_TO_STRING_PLAIN), NULL, 1,

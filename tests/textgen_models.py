@@ -18,7 +18,8 @@ included (kiln's fixed-size cache). Checks:
   greedy 24 tokens from templated prompts == transformers' generate (the family's EOS list), batch 1
   for 4 conversations and batch 4 left-padded;
   a copy without a template falls back to the plain join (system prompt, newline, turn), encoded with
-  special tokens, and says so on stderr.
+  special tokens, and says so on stderr; one whose template kiln cannot parse gets error lines
+  naming the construct (--no-chat-template still runs).
 
 Usage: textgen_models.py --kiln build/kiln [--family qwen2,phi3,gemma3] [--keep DIR]
 Prints "N passed, N failed" last; exits non-zero on any failure.
@@ -236,6 +237,16 @@ def check_family(args, rep, torch, transformers, d, family):
     ids = got[0].get("output", {}).get("PromptTokenIds")
     rep.check(f"{f} no template: plain join with special tokens, said on stderr",
               ids == want and "no chat template" in err, err.strip()[:160] if ids == want else f"kiln {ids} want {want}")
+    if family != "qwen2":
+        return
+    # a template kiln cannot read: each templated line is an error saying why, --no-chat-template still runs
+    with open(os.path.join(plain, "chat_template.jinja"), "w") as t:
+        t.write("{% for m in messages %}{{ m.content }}{% frobnicate %}{% endfor %}")
+    got, _ = kiln_run(args, plain, [{"messages": CONVS[0]}], "--max-new-tokens", 1)
+    raw, _ = kiln_run(args, plain, [{"messages": CONVS[0]}], "--max-new-tokens", 1, "--no-chat-template")
+    err = got[0].get("error", "")
+    rep.check(f"{f} unreadable template: an error line naming it; --no-chat-template runs",
+              "chat template" in err and "frobnicate" in err and "output" in raw[0], err[:200])
 
 
 def main():

@@ -15,7 +15,8 @@ head] OrtValue per layer bound (IOBinding) as both past and present, the mask at
 length. Reported per system and batch: time to first token (the prefill, argmax included) and
 decode tokens/s (tokens after the first, per sequence times batch, over the decode time); kiln
 times come from its own clock around its steps (FirstTokenMs, DecodeMsPerToken), ORT's from
-Python around each run.
+Python around each run. Both sides warm up first (kiln: the same batch once, untimed, in the same
+process; ORT: a prefill and a step on the same session) unless --no-warmup.
 
 --case kvcache measures the KV-cache change alone: kiln with the shared past/present buffer against
 kiln copying the past every step (--no-share-buffer), on a long context (--prompt 512).
@@ -138,9 +139,11 @@ def prompts(n, length, V, seed=1):
     return [r.integers(1, V - 1, length).tolist() for _ in range(n)]
 
 
-def kiln_gen(args, d, ps, n_new, extra=()):
+def kiln_gen(args, d, ps, n_new, extra=(), warmup=False):
+    """One `kiln run` of the prompts as one batch; warmup: the same batch runs first, untimed, so the
+    timed one finds its plans built and its weights prepared (as ORT's session creation does)."""
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
-        for p in ps:
+        for p in ps * (2 if warmup else 1):
             f.write(json.dumps({"input": " ".join(f"w{t}" for t in p)}) + "\n")
         path = f.name
     cmd = [args.kiln, "run", "--model", d, "--type", "textGeneration", "--input", path, "--max-new-tokens", str(n_new),
@@ -149,7 +152,7 @@ def kiln_gen(args, d, ps, n_new, extra=()):
     os.unlink(path)
     if p.returncode:
         sys.exit(f"{' '.join(cmd)}: {p.stderr.decode(errors='replace')}")
-    rows = [json.loads(ln)["output"] for ln in p.stdout.splitlines() if ln.strip()]
+    rows = [json.loads(ln)["output"] for ln in p.stdout.splitlines() if ln.strip()][-len(ps):]
     ttft = max(r["FirstTokenMs"] for r in rows)
     n_dec = min(len(r["TokenIds"]) for r in rows) - 1
     dec_ms = statistics.mean(r["DecodeMsPerToken"] for r in rows)
@@ -157,15 +160,18 @@ def kiln_gen(args, d, ps, n_new, extra=()):
                 ids=[r["TokenIds"] for r in rows], n_decode=n_dec)
 
 
-def ort_gen(args, d, info, ps, n_new, ctx):
+def ort_gen(args, d, info, ps, n_new, ctx, warmup=False):
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.intra_op_num_threads = args.threads
     so.inter_op_num_threads = 1
-    s = ort.InferenceSession(os.path.join(d, "model.onnx"), so, providers=["CPUExecutionProvider"])
+    s = getattr(args, "session", None) or ort.InferenceSession(os.path.join(d, "model.onnx"), so,
+                                                               providers=["CPUExecutionProvider"])
     B, P = len(ps), len(ps[0])
     L, KV, D = info["L"], info["KV"], info["D"]
     cap = min(ctx, (P + n_new + 63) // 64 * 64)
+    if warmup:  # a prefill and a decode step, untimed
+        ort_gen(argparse.Namespace(threads=args.threads, session=s), d, info, ps, 2, ctx)
     caches = {f"{l}.{t}": ort.OrtValue.ortvalue_from_numpy(np.zeros((B, KV, cap, D), np.float32))
               for l in range(L) for t in ("key", "value")}
     ids = np.array(ps, np.int64)
@@ -210,6 +216,8 @@ def main():
     ap.add_argument("--batch", default="1,4")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="time the first batch of each process (kiln then pays its plans and weight packing)")
     ap.add_argument("--model-dir", help="build the model here (kept; reused when it exists)")
     ap.add_argument("--out", help="write gen_bench.json here")
     args = ap.parse_args()
@@ -228,10 +236,12 @@ def main():
     res = []
     for b in [int(x) for x in args.batch.split(",")]:
         ps = prompts(b, args.prompt, sh["V"])
-        sides = ({"kiln shared": lambda: kiln_gen(args, d, ps, args.new),
-                  "kiln copy": lambda: kiln_gen(args, d, ps, args.new, ["--no-share-buffer"])}
+        w = not args.no_warmup
+        sides = ({"kiln shared": lambda: kiln_gen(args, d, ps, args.new, warmup=w),
+                  "kiln copy": lambda: kiln_gen(args, d, ps, args.new, ["--no-share-buffer"], warmup=w)}
                  if args.case == "kvcache" else
-                 {"kiln": lambda: kiln_gen(args, d, ps, args.new), "ort": lambda: ort_gen(args, d, info, ps, args.new, ctx)})
+                 {"kiln": lambda: kiln_gen(args, d, ps, args.new, warmup=w),
+                  "ort": lambda: ort_gen(args, d, info, ps, args.new, ctx, warmup=w)})
         runs = {k: [] for k in sides}
         for _ in range(args.rounds):
             for k, f in sides.items():
