@@ -736,7 +736,8 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
      * are always positions [0, length); else fixed: one cache of cap positions per slot, see the
      * file comment; else the exact past */
     const int shared = g->share_buffer && !o->no_share_buffer;
-    const int fixed = !shared && g->has_pos;
+    /* GroupQueryAttention reads seqlens_k, not the mask: its rows cannot carry kiln's masked gaps */
+    const int fixed = !shared && g->has_pos && !g->share_buffer;
     int64_t need = (int64_t)P + o->max_new_tokens;
     int64_t cap = (need + GEN_CAP_ROUND - 1) / GEN_CAP_ROUND * GEN_CAP_ROUND;
     if (g->context > 0 && cap > g->context) cap = g->context;
@@ -987,7 +988,7 @@ kn_status *kn_generate_ids(kn_generator *g, int n, const int32_t *const *prompt_
     if (o.max_new_tokens < 1)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "generate: max_new_tokens %d < 1", o.max_new_tokens);
     if (o.batch_size < 1) o.batch_size = 1;
-    if (!g->has_pos && !(g->share_buffer && !o.no_share_buffer)) o.batch_size = 1;
+    if (g->share_buffer ? o.no_share_buffer : !g->has_pos) o.batch_size = 1;
     memset(results, 0, sizeof *results * (size_t)n);
     gen_seq *seqs = calloc((size_t)(n ? n : 1), sizeof *seqs);
     if (!seqs) return KN_OOM(0);
