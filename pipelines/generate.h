@@ -43,8 +43,14 @@ typedef struct kn_gen_options {
     uint64_t seed;            /* sampling generator's seed; the same seed gives the same tokens */
     const char *const *stop;  /* stop strings: generation ends at the first, which is cut off */
     int n_stop;
-    int batch_size; /* prompts run together (default 1) */
-    int truncate;   /* 1: a prompt longer than the context keeps its last tokens; 0: error */
+    int batch_size;        /* prompts run together (default 1) */
+    int truncate;          /* 1: a prompt longer than the context keeps its last tokens; 0: error */
+    int prompt_no_special; /* 1: kn_generate encodes prompts without the tokenizer's special tokens, as
+                            * apply_chat_template(tokenize=True) does: chat-templated text carries its
+                            * own (kn_generate_format_prompt says when) */
+    int no_share_buffer;   /* 1: a GroupQueryAttention decoder gets its past copied into a new present
+                            * every step (as ONNX Runtime without past_present_share_buffer), instead
+                            * of appending in place to one buffer (for measurements) */
 } kn_gen_options;
 void kn_gen_options_init(kn_gen_options *o);
 
@@ -63,6 +69,10 @@ typedef struct kn_gen_result {
     int32_t *ids; /* generated ids, the EOS id included when it ended the sequence; malloc'd */
     int n_ids;
     kn_gen_finish finish;
+    int32_t *prompt_ids; /* the prompt as fed (after truncation), malloc'd */
+    int n_prompt_ids;
+    double first_token_s; /* seconds from its batch's start to its first token (prefill) */
+    double decode_s;      /* seconds from its first token to its last (n_ids - 1 decode steps) */
 } kn_gen_result;
 void kn_gen_result_free(kn_gen_result *r);
 
@@ -79,11 +89,23 @@ kn_status *kn_generate(kn_generator *g, int n, const char *const *prompts, const
 kn_status *kn_generate_ids(kn_generator *g, int n, const int32_t *const *prompt_ids, const int *prompt_lens,
                            const kn_gen_options *opt, kn_gen_stream_fn stream, void *user, kn_gen_result *results);
 
-/* The one place a conversation becomes prompt text. For now the turns' contents are joined with
- * newlines (a system prompt first when given); the chat template interpreter replaces this.
- * roles/contents have n entries; *out is malloc'd. */
+/* The one place a conversation becomes prompt text. With the folder's chat template
+ * (chat_template.jinja, else tokenizer_config.json "chat_template"), the turns are rendered as
+ * transformers' apply_chat_template(add_generation_prompt=True) renders them, the system prompt
+ * first as a "system" message when given, and *templated is set to 1: such text is to be encoded
+ * without special tokens (kn_gen_options.prompt_no_special), as apply_chat_template(tokenize=True)
+ * encodes it. Without a template the contents are joined with newlines (system prompt first) and
+ * *templated is 0. roles/contents have n entries; *out is malloc'd; templated may be NULL. */
 kn_status *kn_generate_format_prompt(const kn_generator *g, const char *system_prompt, int n, const char *const *roles,
-                                     const char *const *contents, char **out);
+                                     const char *const *contents, char **out, int *templated);
+/* The same from a JSON list of messages ({"role", "content", ...} objects passed to the template
+ * as they are); use_template 0 joins the contents even when the folder has a template. Without a
+ * template every message needs a string content. */
+kn_status *kn_generate_format_chat(const kn_generator *g, const char *system_prompt, const char *messages_json,
+                                   int use_template, char **out, int *templated);
+/* 1 when the folder has a chat template (kn_generate_format_prompt renders it, or fails saying why
+ * kiln cannot read it). */
+int kn_generator_has_chat_template(const kn_generator *g);
 
 #ifdef __cplusplus
 }

@@ -10,8 +10,16 @@
  * length. The past shape then changes once per 64 tokens, so one executor plan serves all the
  * cache lengths of a bucket; the cache is widened in place when a bucket fills. Models without position_ids derive positions
  * from the past length, so they get the past at its exact length (the previous step's present)
- * and run one prompt at a time (left padding would shift their positions). */
+ * and run one prompt at a time (left padding would shift their positions).
+ *
+ * A decoder whose pasts feed GroupQueryAttention alone (the GenAI layout) gets ONNX Runtime
+ * GenAI's past_present_share_buffer instead: one buffer of cap positions per layer, fed as the
+ * past and bound as the present output (a CPU session computes a caller-buffer output in that
+ * buffer), so the op writes only the new positions and nothing is copied per step. Rows are
+ * right-padded and carry their own lengths (the mask's sum, the op's seqlens_k), so a batch of
+ * prompts of different lengths runs together. */
 #include "pipelines/generate.h"
+#include "pipelines/chat_template.h"
 #include "pipelines/pl_internal.h"
 #include "runtime/executor.h"
 
@@ -21,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #define GEN_MAX_LAYERS 256
 #define GEN_MAX_EOS 16
@@ -33,6 +42,7 @@ struct kn_generator {
     kn_tokenizer *tok;
     char name_ids[128], name_mask[128], name_pos[128], name_logits[128];
     int has_mask, has_pos;
+    int share_buffer; /* every past feeds GroupQueryAttention, whose present may be the past's buffer */
     kn_dtype ids_dtype, mask_dtype, pos_dtype;
     int n_layers;
     char *past_k[GEN_MAX_LAYERS], *past_v[GEN_MAX_LAYERS], *pres_k[GEN_MAX_LAYERS], *pres_v[GEN_MAX_LAYERS];
@@ -43,6 +53,9 @@ struct kn_generator {
     int n_eos;
     int32_t pad_id;
     kn_gen_options defaults; /* generation_config.json / genai_config.json "search" */
+    kn_chat_template *tmpl;  /* the folder's chat template, NULL when it has none */
+    char *tmpl_error;        /* the folder has a template kiln cannot read: why (formatting fails with it) */
+    char *bos_token, *eos_token;
 };
 
 void kn_gen_options_init(kn_gen_options *o) {
@@ -62,6 +75,7 @@ void kn_gen_result_free(kn_gen_result *r) {
     if (!r) return;
     free(r->text);
     free(r->ids);
+    free(r->prompt_ids);
     memset(r, 0, sizeof *r);
 }
 
@@ -166,8 +180,69 @@ void kn_generator_free(kn_generator *g) {
     kn_session_free(g->sess);
     kn_model_free(g->model);
     kn_tokenizer_free(g->tok);
+    kn_chat_template_free(g->tmpl);
+    free(g->tmpl_error);
+    free(g->bos_token), free(g->eos_token);
     free(g->dir);
     free(g);
+}
+
+/* The folder's chat template, when it has one. One that is there but does not load or parse is
+ * kept as its error, which formatting with the template reports (never a quiet fallback to the
+ * plain join); --no-chat-template use still works. */
+static kn_status *gen_open_template(kn_generator *g, const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
+    int has = gen_exists(path);
+    if (!has) {
+        kn_status *st = NULL;
+        json_object *tc = gen_read_json(dir, "tokenizer_config.json", &st);
+        if (st) return st;
+        json_object *v;
+        has = tc && json_object_object_get_ex(tc, "chat_template", &v) && v;
+        json_object_put(tc);
+    }
+    if (!has) return NULL;
+    kn_chat_template_source src;
+    kn_status *st = kn_chat_template_load_dir(dir, &src);
+    if (!st && (st = kn_chat_template_parse(src.source, &g->tmpl))) kn_chat_template_source_free(&src);
+    if (st) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s: chat template: %s", dir, kn_status_message(st));
+        kn_status_free(st);
+        g->tmpl_error = strdup(msg);
+        return g->tmpl_error ? NULL : KN_OOM(strlen(msg));
+    }
+    g->bos_token = src.bos_token, g->eos_token = src.eos_token;
+    src.bos_token = src.eos_token = NULL;
+    kn_chat_template_source_free(&src);
+    return NULL;
+}
+
+/* Whether each layer's past key and value are read by one GroupQueryAttention node alone (as its
+ * past_key / past_value) whose present_key / present_value are the layer's present outputs: that
+ * node then appends the new positions to a past buffer bound as its present, and nothing else
+ * reads the past it overwrites. */
+static int gen_gqa_shares(const kn_generator *g) {
+    const kn_graph *gr = g->model->graph;
+    for (int l = 0; l < g->n_layers; l++) {
+        const char *names[2] = {g->past_k[l], g->past_v[l]}, *pres[2] = {g->pres_k[l], g->pres_v[l]};
+        for (int t = 0; t < 2; t++) {
+            int v = kn_graph_find_value(gr, names[t]), uses = 0, ok = 0;
+            if (v < 0) return 0;
+            for (int i = 0; i < gr->n_nodes; i++) {
+                const kn_node *n = &gr->nodes[i];
+                for (int k = 0; k < n->n_inputs; k++) {
+                    if (n->inputs[k] != v) continue;
+                    uses++;
+                    ok = n->op == KN_OP_MsGroupQueryAttention && k == 3 + t && n->n_outputs > 1 + t &&
+                        n->outputs[1 + t] >= 0 && !strcmp(gr->values[n->outputs[1 + t]].name, pres[t]);
+                }
+            }
+            if (uses != 1 || !ok) return 0;
+        }
+    }
+    return 1;
 }
 
 static kn_status *gen_open(kn_generator *g, const char *dir, const kn_session_options *so) {
@@ -260,6 +335,7 @@ static kn_status *gen_open(kn_generator *g, const char *dir, const kn_session_op
         st = kn_error(KN_ERR_INVALID_MODEL, "%s: no past key/value inputs (%s): export the model with past", path, pk);
         goto done;
     }
+    g->share_buffer = gen_gqa_shares(g);
     if (g->kv_heads <= 0) {
         int64_t heads = pl_json_int(cfg, "num_attention_heads", pl_json_int(cfg, "n_head", 0));
         g->kv_heads = pl_json_int(cfg, "num_key_value_heads", heads);
@@ -289,6 +365,7 @@ static kn_status *gen_open(kn_generator *g, const char *dir, const kn_session_op
     gen_read_defaults(gen_path(genai, "search", NULL), 1, &g->defaults);
     gen_read_defaults(gcfg, 0, &g->defaults);
     if (g->defaults.max_new_tokens < 1) g->defaults.max_new_tokens = 64;
+    st = gen_open_template(g, dir);
 done:
     json_object_put(genai);
     json_object_put(cfg);
@@ -310,19 +387,98 @@ kn_status *kn_generator_open(const char *dir, const kn_session_options *so, kn_g
     return NULL;
 }
 
-kn_status *kn_generate_format_prompt(const kn_generator *g, const char *system_prompt, int n, const char *const *roles,
-                                     const char *const *contents, char **out) {
-    (void)g;
-    (void)roles;
-    size_t len = system_prompt ? strlen(system_prompt) + 1 : 0;
-    for (int i = 0; i < n; i++) len += strlen(contents[i]) + 1;
-    char *s = malloc(len + 1), *p = s;
-    if (!s) return KN_OOM(len + 1);
+int kn_generator_has_chat_template(const kn_generator *g) { return g->tmpl != NULL || g->tmpl_error != NULL; }
+
+kn_status *kn_generate_format_chat(const kn_generator *g, const char *system_prompt, const char *messages_json,
+                                   int use_template, char **out, int *templated) {
+    *out = NULL;
+    if (templated) *templated = 0;
+    json_object *m = json_tokener_parse(messages_json);
+    if (!m || !json_object_is_type(m, json_type_array)) {
+        json_object_put(m);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "generate: the messages are not a JSON list");
+    }
+    size_t n = json_object_array_length(m);
+    for (size_t i = 0; i < n; i++) {
+        json_object *e = json_object_array_get_idx(m, i), *r;
+        if (!json_object_is_type(e, json_type_object) || !json_object_object_get_ex(e, "role", &r) ||
+            !json_object_is_type(r, json_type_string)) {
+            json_object_put(m);
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "generate: message %zu has no string \"role\"", i);
+        }
+    }
+    /* the system prompt is the conversation's first message unless the conversation has its own */
+    json_object *first = n ? json_object_array_get_idx(m, 0) : NULL, *fr;
+    int own_system =
+        first && json_object_object_get_ex(first, "role", &fr) && !strcmp(json_object_get_string(fr), "system");
+    json_object *all = m;
+    if (system_prompt && !own_system) {
+        all = json_object_new_array();
+        json_object *sm = json_object_new_object();
+        json_object_object_add(sm, "role", json_object_new_string("system"));
+        json_object_object_add(sm, "content", json_object_new_string(system_prompt));
+        json_object_array_add(all, sm);
+        for (size_t i = 0; i < n; i++) json_object_array_add(all, json_object_get(json_object_array_get_idx(m, i)));
+        json_object_put(m);
+    }
+    kn_status *st = NULL;
+    if (g->tmpl_error && use_template) {
+        json_object_put(all);
+        return kn_error(KN_ERR_UNSUPPORTED, "%s (--no-chat-template feeds the text as it is)", g->tmpl_error);
+    }
+    if (g->tmpl && use_template) {
+        char *ctx = NULL;
+        st = kn_chat_template_context(json_object_to_json_string_ext(all, JSON_C_TO_STRING_PLAIN), NULL, 1,
+                                      g->bos_token, g->eos_token, &ctx);
+        if (!st) st = kn_chat_template_render(g->tmpl, ctx, out);
+        free(ctx);
+        if (st) {
+            kn_status *e = kn_error(kn_status_get_code(st), "generate: chat template: %s", kn_status_message(st));
+            kn_status_free(st);
+            st = e;
+        } else if (templated) *templated = 1;
+        json_object_put(all);
+        return st;
+    }
+    size_t na = json_object_array_length(all), len = 1;
+    for (size_t i = 0; i < na; i++) {
+        json_object *c;
+        if (!json_object_object_get_ex(json_object_array_get_idx(all, i), "content", &c) ||
+            !json_object_is_type(c, json_type_string)) {
+            json_object_put(all);
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "generate: message %zu needs a string \"content\"", i);
+        }
+        len += strlen(json_object_get_string(c)) + 1;
+    }
+    char *s = malloc(len), *p = s;
+    if (!s) {
+        json_object_put(all);
+        return KN_OOM(len);
+    }
     *p = 0;
-    if (system_prompt) p += sprintf(p, "%s", system_prompt);
-    for (int i = 0; i < n; i++) p += sprintf(p, "%s%s", p > s ? "\n" : "", contents[i]);
+    for (size_t i = 0; i < na; i++) {
+        json_object *c;
+        json_object_object_get_ex(json_object_array_get_idx(all, i), "content", &c);
+        p += sprintf(p, "%s%s", i ? "\n" : "", json_object_get_string(c));
+    }
+    json_object_put(all);
     *out = s;
     return NULL;
+}
+
+kn_status *kn_generate_format_prompt(const kn_generator *g, const char *system_prompt, int n, const char *const *roles,
+                                     const char *const *contents, char **out, int *templated) {
+    json_object *m = json_object_new_array();
+    for (int i = 0; i < n; i++) {
+        json_object *e = json_object_new_object();
+        json_object_object_add(e, "role", json_object_new_string(roles[i]));
+        json_object_object_add(e, "content", json_object_new_string(contents[i]));
+        json_object_array_add(m, e);
+    }
+    kn_status *st = kn_generate_format_chat(g, system_prompt, json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN),
+                                            1, out, templated);
+    json_object_put(m);
+    return st;
 }
 
 /* ---- sampling ---- */
@@ -427,6 +583,7 @@ typedef struct gen_seq {
     size_t len, emitted;
     int done;
     kn_gen_finish finish;
+    double t_first, t_last; /* seconds since the batch began: first token, last token */
 } gen_seq;
 
 static int gen_is_eos(const kn_generator *g, int32_t t) {
@@ -557,16 +714,30 @@ static void gen_relayout(float *base, int rows, int64_t H, int64_t from, int64_t
     }
 }
 
+static double gen_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* Runs one batch of b sequences (all the same prompt length P after left padding). */
 static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen_options *o, kn_gen_stream_fn stream,
                             void *user, uint64_t *rng) {
     kn_status *st = NULL;
+    const double t0 = gen_now();
     const int L = g->n_layers;
     const int64_t H = g->kv_heads, D = g->head_dim;
     int P = 0;
     for (int i = 0; i < b; i++)
         if (rows[i]->n_prompt > P) P = rows[i]->n_prompt;
-    const int fixed = g->has_pos; /* one cache of cap positions, see the file comment */
+    /* shared: GroupQueryAttention reads and appends to one buffer of cap positions per layer, fed as
+     * past and bound as present (past_present_share_buffer); prompts are right-padded, each row's
+     * length is its own (the mask's sum, which the model turns into seqlens_k), so a row's keys
+     * are always positions [0, length); else fixed: one cache of cap positions per slot, see the
+     * file comment; else the exact past */
+    const int shared = g->share_buffer && !o->no_share_buffer;
+    /* GroupQueryAttention reads seqlens_k, not the mask: its rows cannot carry kiln's masked gaps */
+    const int fixed = !shared && g->has_pos && !g->share_buffer;
     int64_t need = (int64_t)P + o->max_new_tokens;
     int64_t cap = (need + GEN_CAP_ROUND - 1) / GEN_CAP_ROUND * GEN_CAP_ROUND;
     if (g->context > 0 && cap > g->context) cap = g->context;
@@ -590,20 +761,22 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         goto done;
     }
     size_t cache_floats = (size_t)b * (size_t)H * (size_t)cap * (size_t)D;
-    if (fixed)
+    if (fixed || shared)
         for (int k = 0; k < 2 * L; k++) {
             if (!(cache[k] = calloc(cache_floats, sizeof(float))) ||
-                !(pres[k] = calloc(cache_floats + (size_t)b * (size_t)H * (size_t)(P > 1 ? P : 1) * (size_t)D,
-                                   sizeof(float)))) {
+                (fixed &&
+                 !(pres[k] = calloc(cache_floats + (size_t)b * (size_t)H * (size_t)(P > 1 ? P : 1) * (size_t)D,
+                                    sizeof(float))))) {
                 st = KN_OOM(cache_floats * sizeof(float));
                 goto done;
             }
         }
-    /* prefill: left padded prompts, positions counting the real tokens only */
+    /* prefill: left padded prompts (right padded when shared), positions counting the real tokens
+     * only */
     for (int r = 0; r < b; r++) {
-        int pad = P - rows[r]->n_prompt;
+        int pad = shared ? 0 : P - rows[r]->n_prompt;
         for (int j = 0; j < P; j++) {
-            int real = j >= pad;
+            int real = shared ? j < rows[r]->n_prompt : j >= pad;
             ids[r * P + j] = real ? rows[r]->prompt[j - pad] : g->pad_id;
             mask[r * P + j] = real;
             pos[r * P + j] = real ? j - pad : 1;
@@ -626,7 +799,18 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
     static const float zero_f = 0;
     while (active > 0) {
         int64_t S = first ? step_in : 1;
+        /* shared: the mask says which positions each row uses; the prompt's is the prompt's length
+         * (GroupQueryAttention's rule for a first prompt: as many tokens as the total), later ones
+         * a bucket of 64 (one plan per bucket) */
         int64_t mlen = past_len + S;
+        if (shared && !first) {
+            int64_t longest = 0;
+            for (int r = 0; r < active; r++) {
+                const gen_seq *q = rows[map[r]];
+                if (q->n_prompt + q->n_ids > longest) longest = q->n_prompt + q->n_ids;
+            }
+            mlen = gen_bucket(longest, cap);
+        }
         /* build the step's inputs for the `active` rows */
         void *idbuf = malloc((size_t)active * (size_t)S * 8), *posbuf = malloc((size_t)active * (size_t)S * 8);
         void *maskbuf = malloc((size_t)active * (size_t)mlen * 8);
@@ -645,6 +829,7 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
             for (int64_t j = 0; j < mlen; j++) {
                 int64_t m;
                 if (first) m = mask[q * P + j];
+                else if (shared) m = j < rows[q]->n_prompt + rows[q]->n_ids;
                 else if (fixed) m = j == past_len ? 1 : valid[q * (cap + 1) + j];
                 else m = 1;
                 gen_put_int(maskbuf, g->mask_dtype, (size_t)(r * mlen + j), m);
@@ -656,7 +841,10 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         if (g->has_mask) gen_tensor(&in[ni++], g->name_mask, g->mask_dtype, 2, dm, maskbuf);
         if (g->has_pos) gen_tensor(&in[ni++], g->name_pos, g->pos_dtype, 2, d2, posbuf);
         int64_t dp[4] = {active, H, past_len, D}, dq[4] = {active, H, past_len + S, D};
-        for (int k = 0; k < 2 * L; k++) {
+        if (shared) dp[2] = dq[2] = cap;
+        for (int k = 0; k < 2 * L && shared; k++)
+            gen_tensor(&in[ni++], k < L ? g->past_k[k] : g->past_v[k - L], KN_F32, 4, dp, cache[k]);
+        for (int k = 0; k < 2 * L && !shared; k++) {
             const char *nm = k < L ? g->past_k[k] : g->past_v[k - L];
             void *data = fixed ? (void *)cache[k] : (exact_past[k] ? (void *)exact_past[k] : (void *)&zero_f);
             if (first) data = (void *)&zero_f;
@@ -670,6 +858,7 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         for (int k = 0; k < 2 * L; k++) {
             const char *nm = k < L ? g->pres_k[k] : g->pres_v[k - L];
             if (fixed) gen_tensor(&out[no++], nm, KN_F32, 4, dq, pres[k]);
+            else if (shared) gen_tensor(&out[no++], nm, KN_F32, 4, dq, cache[k]); /* the past's own buffer */
             else {
                 memset(&out[no], 0, sizeof out[no]);
                 out[no++].name = nm;
@@ -721,6 +910,8 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
                 cur++;
             }
             past_len = stride;
+        } else if (shared) {
+            past_len += S;
         } else {
             for (int k = 0; k < 2 * L; k++) {
                 if (exact_past[k]) kn_free(exact_past[k]);
@@ -733,7 +924,8 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         int abort = 0;
         for (int r = 0; r < active; r++) {
             gen_seq *q = rows[map[r]];
-            memcpy(logits, (float *)out[0].data + ((size_t)r * (size_t)S + (size_t)(S - 1)) * (size_t)vocab,
+            int64_t last = shared && first ? q->n_prompt - 1 : S - 1; /* right padding: the row's own end */
+            memcpy(logits, (float *)out[0].data + ((size_t)r * (size_t)S + (size_t)last) * (size_t)vocab,
                    sizeof(float) * (size_t)vocab);
             int n_seen = q->n_prompt + q->n_ids;
             int32_t *sn = realloc(seen, sizeof(int32_t) * (size_t)(n_seen + 1));
@@ -747,6 +939,8 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
             memcpy(seen + q->n_prompt, q->ids, sizeof(int32_t) * (size_t)q->n_ids);
             int32_t t = gen_pick(logits, vocab, seen, n_seen, o, rng, cand);
             q->ids[q->n_ids++] = t;
+            q->t_last = gen_now() - t0;
+            if (q->n_ids == 1) q->t_first = q->t_last;
             npos[map[r]]++;
             if ((st = gen_update(g, q, o, stream, user, &abort))) {
                 kn_free(out[0].data);
@@ -766,9 +960,9 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         for (int r = 0; r < active; r++) {
             if (rows[map[r]]->done) continue;
             if (w != r) {
-                size_t row = (size_t)H * (size_t)(fixed ? stride : past_len) * (size_t)D;
+                size_t row = (size_t)H * (size_t)(shared ? cap : fixed ? stride : past_len) * (size_t)D;
                 for (int k = 0; k < 2 * L; k++) {
-                    float *base = fixed ? cache[k] : exact_past[k];
+                    float *base = fixed || shared ? cache[k] : exact_past[k];
                     memmove(base + (size_t)w * row, base + (size_t)r * row, row * sizeof(float));
                 }
             }
@@ -794,7 +988,7 @@ kn_status *kn_generate_ids(kn_generator *g, int n, const int32_t *const *prompt_
     if (o.max_new_tokens < 1)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "generate: max_new_tokens %d < 1", o.max_new_tokens);
     if (o.batch_size < 1) o.batch_size = 1;
-    if (!g->has_pos) o.batch_size = 1;
+    if (g->share_buffer ? o.no_share_buffer : !g->has_pos) o.batch_size = 1;
     memset(results, 0, sizeof *results * (size_t)n);
     gen_seq *seqs = calloc((size_t)(n ? n : 1), sizeof *seqs);
     if (!seqs) return KN_OOM(0);
@@ -846,6 +1040,11 @@ kn_status *kn_generate_ids(kn_generator *g, int n, const int32_t *const *prompt_
             results[i].ids = seqs[i].ids;
             results[i].n_ids = seqs[i].n_ids;
             results[i].finish = seqs[i].finish;
+            results[i].first_token_s = seqs[i].t_first;
+            results[i].decode_s = seqs[i].t_last - seqs[i].t_first;
+            results[i].prompt_ids = seqs[i].prompt;
+            results[i].n_prompt_ids = seqs[i].n_prompt;
+            seqs[i].prompt = NULL;
         } else {
             free(seqs[i].text);
             free(seqs[i].ids);
@@ -866,6 +1065,7 @@ kn_status *kn_generate(kn_generator *g, int n, const char *const *prompts, const
     kn_encode_options eo;
     kn_encode_options_init(&eo);
     eo.per_call = 1;
+    if (opt ? opt->prompt_no_special : g->defaults.prompt_no_special) eo.add_special_tokens = 0;
     char err[512];
     for (int i = 0; i < n && !st; i++) {
         if (kn_tokenizer_encode(g->tok, prompts[i], strlen(prompts[i]), NULL, 0, &eo, &enc[i], err, sizeof err))

@@ -572,6 +572,9 @@ kn_status *kn_run_planned(kn_run *run, const kn_plan *plan, const kn_tensor *inp
         if (plan->state[v] == KN_VS_ARENA) {
             run->vals[v].data = (char *)arena + plan->offset[v];
             run->vals[v].device = arena_dev;
+            if (run->host_out && run->host_out[v] && arena_dev == KN_DEVICE_CPU &&
+                kn_nbytes(&run->vals[v]) <= run->host_out_cap[v])
+                run->vals[v].data = run->host_out[v];
         } else if (plan->state[v] == KN_VS_DYNAMIC) run->vals[v].data = NULL;
         else if (plan->state[v] == KN_VS_OUTER) {
             kn_tensor *t = run->parent ? kn_find_outer(run->parent, g->values[v].name) : NULL;

@@ -104,6 +104,11 @@ typedef struct kn_run {
     const size_t *dev_out_cap; /* the bytes each dev_out buffer holds */
     kn_node_hook node_done;    /* kn_session_set_node_hook: the top-level run only */
     void *node_done_arg;
+    /* Host sessions: host_out[v] (per value; NULL: none) is the caller's buffer for output v, of
+     * host_out_cap[v] bytes; an arena value that fits is computed there directly instead of being
+     * copied at the end (the decode loop binds GroupQueryAttention's present to its past buffer). */
+    void *const *host_out;
+    const size_t *host_out_cap;
 } kn_run;
 
 /* Shape inference for one node (with data where inputs have it); an error names the op. */

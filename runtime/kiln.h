@@ -134,7 +134,11 @@ kn_status *kn_session_output_info(const kn_session *s, int index, kn_value_info 
 
 /* A named host tensor for kn_session_run. For inputs, data points to caller memory (read only).
  * For outputs, data == NULL asks the library to allocate (free with kn_free); otherwise the caller's
- * buffer of capacity bytes is used, and its shape must match.
+ * buffer of capacity bytes is used, and its shape must match. A CPU session may compute the output
+ * in that buffer during the run, so it must not be an input's buffer, except where an op reads
+ * and writes one buffer by design: GroupQueryAttention's present_key/value may be the very buffer
+ * of its past_key/value (ONNX Runtime GenAI's past_present_share_buffer: only the new positions
+ * are written).
  * Ownership on failure: when kn_session_run returns a status, every output that came in with
  * data == NULL has data == NULL and capacity == 0 again (the library freed what it allocated), and
  * caller buffers stay the caller's, their contents unspecified. On success the caller owns each

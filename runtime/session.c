@@ -501,7 +501,7 @@ static kn_status *kn_copy_output(const kn_tensor *src, kn_named_tensor *dst) {
         char **from = src->data, **to = dst->data;
         for (int64_t i = 0; i < n; i++)
             if (!(to[i] = strdup(from[i] ? from[i] : ""))) return KN_OOM(strlen(from[i] ? from[i] : ""));
-    } else if (bytes) {
+    } else if (bytes && dst->data != src->data) { /* equal: computed in the caller's buffer (kn_run.host_out) */
         memcpy(dst->data, src->data, bytes);
     }
     return NULL;
@@ -511,7 +511,8 @@ static kn_status *kn_copy_output(const kn_tensor *src, kn_named_tensor *dst) {
 typedef kn_status *(*kn_take_fn)(void *ctx, const kn_graph *g, kn_run *run);
 
 static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const int *keep, int n_keep, kn_take_fn take,
-                                  void *take_ctx, void *const *dev_out, const size_t *dev_cap) {
+                                  void *take_ctx, void *const *dev_out, const size_t *dev_cap, void *const *host_out,
+                                  const size_t *host_cap) {
     const kn_graph *g = s->g;
     kn_plan *plan = NULL;
     KN_TRY(kn_session_get_plan(s, bound, keep, n_keep, &plan));
@@ -531,7 +532,9 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
                   .dev_out = dev_out,
                   .dev_out_cap = dev_cap,
                   .node_done = s->node_done,
-                  .node_done_arg = s->node_done_arg};
+                  .node_done_arg = s->node_done_arg,
+                  .host_out = host_out,
+                  .host_out_cap = host_cap};
     double op_seconds[KN_OP_COUNT];
     int64_t op_calls[KN_OP_COUNT];
     if (s->opt.profile) {
@@ -732,10 +735,27 @@ kn_status *kn_session_run_device(kn_session *s, const kn_named_tensor *inputs, i
             dev_cap[out_vals[i]] = outputs[i].capacity;
         }
     }
+    /* a host session computes caller-buffer outputs in place (kiln.h: such a buffer is written
+     * during the run) */
+    void **host_out = NULL;
+    size_t *host_cap = NULL;
+    for (int i = 0; !st && s->be->device == KN_DEVICE_CPU && i < n_outputs; i++) {
+        if (!outputs[i].data || owned[i]) continue;
+        if (!host_out) {
+            host_out = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *host_out);
+            host_cap = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *host_cap);
+            if (!host_out || !host_cap) st = KN_OOM(0);
+        }
+        if (!st) host_out[out_vals[i]] = outputs[i].data, host_cap[out_vals[i]] = outputs[i].capacity;
+    }
     kn_take_named take = {outputs, n_outputs, out_vals, dev_out ? out_dev : NULL};
-    if (!st) st = kn_session_exec(s, bound, keep, n_keep, kn_take_named_outputs, &take, dev_out, dev_cap);
+    if (!st)
+        st =
+            kn_session_exec(s, bound, keep, n_keep, kn_take_named_outputs, &take, dev_out, dev_cap, host_out, host_cap);
     free(dev_out);
     free(dev_cap);
+    free(host_out);
+    free(host_cap);
     if (st && owned) kn_release_owned_outputs(outputs, n_outputs, owned);
     free(owned);
     free(bound);
@@ -795,7 +815,7 @@ kn_status *kn_session_run_values_named(kn_session *s, const kn_tensor *inputs, c
     else if (!st)
         for (int k = 0; k < n_names; k++) vals[k] = g->outputs[k];
     kn_take_values take = {outs, vals, n_names};
-    if (!st) st = kn_session_exec(s, inputs, keep, n_keep, kn_take_all_values, &take, NULL, NULL);
+    if (!st) st = kn_session_exec(s, inputs, keep, n_keep, kn_take_all_values, &take, NULL, NULL, NULL, NULL);
     if (st)
         for (int k = 0; k < n_names; k++) kn_tensor_release(&outs[k]);
     free(vals);

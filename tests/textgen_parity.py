@@ -265,7 +265,9 @@ def ort_greedy(path, ids, n_new, dims, eos):
 
 
 def run_genai(args):
-    """textgen.genai: the GenAI layout with GroupQueryAttention; exit 77 (skipped) when kiln lacks the op."""
+    """textgen.genai: the GenAI layout with GroupQueryAttention (kiln appends to one buffer per layer
+    bound as both past and present, or copies the past with --no-share-buffer); exit 77 (skipped)
+    when kiln lacks the op."""
     try:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: F401
         import onnx  # noqa: F401
@@ -298,6 +300,46 @@ def run_genai(args):
             ids = got.get("output", {}).get("TokenIds")
             rep.check(f"genai GQA greedy prompt {i} == ORT", ids == want,
                       got.get("error", "") if ids is None else ("" if ids == want else f"kiln {ids} ort {want}"))
+        # batch 4: rows right-padded, each with its own length (seqlens_k), == ORT one prompt at a time
+        wants = [ort_greedy(os.path.join(folder, "model.onnx"), tok.encode(p).ids, N_NEW, dims, eos) for p in PROMPTS[:4]]
+        got4 = results(kiln_run(args, folder, [{"input": p} for p in PROMPTS[:4]], "--max-new-tokens", N_NEW,
+                                "--batch-size", 4))
+        ids4 = [g.get("output", {}).get("TokenIds") for g in got4]
+        rep.check("genai GQA batch 4 (prompts of 4 lengths) == ORT", ids4 == wants,
+                  "" if ids4 == wants else f"kiln {ids4} ort {wants}")
+        # past_present_share_buffer: kiln binds each present to its past buffer, GroupQueryAttention
+        # appends the new positions in place; 100 tokens cross the mask's 64-position buckets (one plan
+        # each, plus the prefill's), and copying the past every step instead gives the same ids
+        want = ort_greedy(os.path.join(folder, "model.onnx"), tok.encode(PROMPTS[2]).ids, 100, dims, eos)
+        for extra, plans in (([], "3 plans built"), (["--no-share-buffer"], f"{len(want)} plans built")):
+            got = results(kiln_run(args, folder, [{"input": PROMPTS[2]}], "--max-new-tokens", 100, *extra))[0]
+            ids = got.get("output", {}).get("TokenIds")
+            p = subprocess.run([args.kiln, "generate", "--model", folder, "--max-new-tokens", "100", "--stats", *extra,
+                                PROMPTS[2]], capture_output=True)
+            line = p.stderr.decode(errors="replace").strip()
+            rep.check(f"genai GQA 100 tokens{' ' + extra[0] if extra else ' (shared buffer)'} == ORT, {plans}",
+                      ids == want and len(want) > 64 and plans in line, line if ids == want else f"kiln {ids} ort {want}")
+        # int4: MatMulNBits projections (block 32) in the same layout, built as tools/bench/gen_bench.py
+        # builds its benchmark model (tiny here); greedy == ORT driven as GenAI drives it (one buffer
+        # per layer bound as past and present), batch 1 and batch 4
+        sys.path.insert(0, os.path.join(HERE, "..", "tools", "bench"))
+        import gen_bench
+        for quant in ("int4", "fp32"):
+            q = os.path.join(d, "Q" + quant)
+            info = gen_bench.build(q, L=2, H=64, NH=4, KV=2, FFN=128, V=512, ctx=128, quant=quant, seed=3)
+            bargs = argparse.Namespace(kiln=args.kiln, threads=2)
+            ps = gen_bench.prompts(4, 9, 512, seed=4)
+            ps[1], ps[3] = ps[1][:5], ps[3][:7]
+            for b, rows in ((1, [[p] for p in ps]), (4, [ps])):
+                want, got = [], []
+                for r in rows:
+                    if len({len(p) for p in r}) == 1:
+                        want += gen_bench.ort_gen(bargs, q, info, r, N_NEW, 128)["ids"]
+                    else:
+                        want += [gen_bench.ort_gen(bargs, q, info, [p], N_NEW, 128)["ids"][0] for p in r]
+                    got += gen_bench.kiln_gen(bargs, q, r, N_NEW)["ids"]
+                rep.check(f"genai {quant} (MatMulNBits)" if quant == "int4" else "genai fp32 (gen_bench model)",
+                          got == want, f"batch {b}: " + ("" if got == want else f"kiln {got} ort {want}"))
     except Exception as e:
         rep.check("run", False, repr(e)[:2000])
     finally:

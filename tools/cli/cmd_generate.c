@@ -1,6 +1,8 @@
 /* `kiln run --type textGeneration` (JSON lines in, JSON lines out, optionally one delta line per
  * piece of text as it comes) and `kiln generate --model DIR "prompt"` (text streamed to the
- * terminal), both over pipelines/generate.h. */
+ * terminal), both over pipelines/generate.h. A prompt is a user turn: with the folder's chat
+ * template it is rendered as apply_chat_template(add_generation_prompt=True) and encoded without
+ * special tokens, as transformers does; --no-chat-template feeds the text as it is. */
 #ifdef KILN_HAVE_PIPELINES
 #include "tools/cli/cli.h"
 #include "pipelines/generate.h"
@@ -16,7 +18,10 @@ typedef struct gen_cli {
     kn_gen_options o;
     const char *stop[GEN_MAX_STOP];
     int stream;
-    int stats; /* --stats: plans built and tokens to stderr at the end */
+    int stats;      /* --stats: plans built and tokens to stderr at the end */
+    int raw;        /* --no-chat-template */
+    int prompt_ids; /* --prompt-ids: each output line carries PromptTokenIds */
+    int noted;      /* the no-template note was printed */
 } gen_cli;
 
 static void gen_cli_usage(const char *cmd) {
@@ -24,8 +29,12 @@ static void gen_cli_usage(const char *cmd) {
             "usage: kiln %s --model DIR%s [options]\n"
             "  --max-new-tokens N  --temperature T (> 0 samples, 0 is greedy)  --top-k K  --top-p P\n"
             "  --min-p P  --repetition-penalty R  --seed S  --stop STRING (repeatable)  --system-prompt TEXT\n"
-            "  --batch-size N  --truncate (keep a long prompt's last tokens)  --device cpu|cuda[:N]\n"
-            "  --stats: executor plans built and tokens generated, to stderr\n"
+            "  --batch-size N  --truncate (keep a long prompt's last tokens)  --device cpu|cuda[:N]  --threads N\n"
+            "  --stats: executor plans built and tokens generated, to stderr (kiln run: and per line FirstTokenMs,\n"
+            "           DecodeMsPerToken in the output)\n"
+            "  --no-chat-template: the prompt text as it is (default: the folder's chat template renders it)\n"
+            "  --prompt-ids: output lines carry PromptTokenIds, the prompt as fed to the model\n"
+            "  --no-share-buffer: a GroupQueryAttention decoder copies its past every step (measurements)\n"
             "  defaults: the folder's generation_config.json (genai_config.json search), else greedy, 64 tokens%s\n",
             cmd, strcmp(cmd, "generate") ? " --type textGeneration [--input FILE]" : " \"prompt\"",
             strcmp(cmd, "generate") ? "\n  --stream: one JSON delta line per piece of text as it comes" : "");
@@ -48,6 +57,18 @@ static int gen_cli_parse(int argc, char **argv, gen_cli *c, kn_session_options *
         }
         if (!strcmp(a, "--truncate")) {
             c->o.truncate = 1;
+            continue;
+        }
+        if (!strcmp(a, "--no-chat-template")) {
+            c->raw = 1;
+            continue;
+        }
+        if (!strcmp(a, "--prompt-ids")) {
+            c->prompt_ids = 1;
+            continue;
+        }
+        if (!strcmp(a, "--no-share-buffer")) {
+            c->o.no_share_buffer = 1;
             continue;
         }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -87,6 +108,13 @@ static int gen_cli_parse(int argc, char **argv, gen_cli *c, kn_session_options *
                 fprintf(stderr, "kiln %s: bad --device %s\n", cmd, v);
                 return -1;
             }
+        } else if (!strcmp(a, "--threads")) {
+            long long x = strtoll(v, &end, 10);
+            if (!*v || *end || x < 0) {
+                fprintf(stderr, "kiln %s: --threads wants a non-negative integer, not '%s'\n", cmd, v);
+                return -1;
+            }
+            so->num_threads = (int)x;
         } else if (!strcmp(a, "--max-new-tokens") || !strcmp(a, "--top-k") || !strcmp(a, "--batch-size") ||
                    !strcmp(a, "--seed")) {
             long long x = strtoll(v, &end, 10);
@@ -137,6 +165,34 @@ static int gen_cli_open(const gen_cli *c, const kn_session_options *so, kn_gener
     return 0;
 }
 
+/* One conversation (a JSON list of messages) to prompt text; says once, on stderr, when turns are
+ * joined plainly because the folder has no chat template. */
+static kn_status *gen_cli_format(const kn_generator *g, gen_cli *c, const char *cmd, json_object *messages,
+                                 char **out) {
+    const char *system = c->system;
+    if (!kn_generator_has_chat_template(g) && !c->raw && !c->noted &&
+        (json_object_array_length(messages) > 1 || system)) {
+        fprintf(stderr, "kiln %s: %s has no chat template: the system prompt and turns are joined with newlines\n", cmd,
+                c->model);
+        c->noted = 1;
+    }
+    return kn_generate_format_chat(g, system, json_object_to_json_string_ext(messages, JSON_C_TO_STRING_PLAIN), !c->raw,
+                                   out, NULL);
+}
+
+static json_object *gen_user_turn(const char *text) {
+    json_object *m = json_object_new_array(), *e = json_object_new_object();
+    json_object_object_add(e, "role", json_object_new_string("user"));
+    json_object_object_add(e, "content", json_object_new_string(text));
+    json_object_array_add(m, e);
+    return m;
+}
+
+/* Chat-templated text carries its special tokens: the tokenizer must not add its own. */
+static void gen_cli_special(const kn_generator *g, gen_cli *c) {
+    c->o.prompt_no_special = !c->raw && kn_generator_has_chat_template(g);
+}
+
 static int gen_term_piece(void *user, int index, const char *piece, size_t len) {
     (void)user, (void)index;
     fwrite(piece, 1, len, stdout);
@@ -163,9 +219,11 @@ int kn_cmd_generate(int argc, char **argv) {
     kn_generator_default_options(g, &c.o);
     prompt = NULL;
     gen_cli_parse(argc, argv, &c, &so, &prompt, "generate");
-    const char *roles[1] = {"user"};
+    gen_cli_special(g, &c);
     char *text = NULL;
-    kn_status *st = kn_generate_format_prompt(g, c.system, 1, roles, &prompt, &text);
+    json_object *turn = gen_user_turn(prompt);
+    kn_status *st = gen_cli_format(g, &c, "generate", turn, &text);
+    json_object_put(turn);
     kn_gen_result res;
     const char *p = text;
     if (!st) st = kn_generate(g, 1, &p, &c.o, gen_term_piece, NULL, &res);
@@ -178,8 +236,11 @@ int kn_cmd_generate(int argc, char **argv) {
     } else {
         printf("\n");
         if (c.stats)
-            fprintf(stderr, "kiln generate: %d tokens, %lld plans built\n", res.n_ids,
-                    (long long)kn_generator_plans_built(g));
+            fprintf(stderr,
+                    "kiln generate: %d tokens, %lld plans built, prompt %d tokens, first token %.3f ms, decode %.3f "
+                    "ms/token\n",
+                    res.n_ids, (long long)kn_generator_plans_built(g), res.n_prompt_ids, 1e3 * res.first_token_s,
+                    res.n_ids > 1 ? 1e3 * res.decode_s / (res.n_ids - 1) : 0.0);
         kn_gen_result_free(&res);
     }
     kn_generator_free(g);
@@ -210,7 +271,7 @@ static int gen_json_piece(void *user, int index, const char *piece, size_t len) 
     return 0;
 }
 
-static void gen_line_prompt(const kn_generator *g, const gen_cli *c, gen_line *l, const char *text, size_t len) {
+static void gen_line_prompt(const kn_generator *g, gen_cli *c, gen_line *l, const char *text, size_t len) {
     l->obj = json_tokener_parse(text);
     (void)len;
     json_object *v;
@@ -219,38 +280,27 @@ static void gen_line_prompt(const kn_generator *g, const gen_cli *c, gen_line *l
         return;
     }
     if (json_object_object_get_ex(l->obj, "input", &v) && json_object_is_type(v, json_type_string)) {
-        const char *roles[1] = {"user"}, *content = json_object_get_string(v);
+        json_object *turn = gen_user_turn(json_object_get_string(v));
         l->input = v;
-        kn_status *st = kn_generate_format_prompt(g, c->system, 1, roles, &content, &l->prompt);
+        kn_status *st = gen_cli_format(g, c, "run", turn, &l->prompt);
+        json_object_put(turn);
         if (st) l->error = strdup(kn_status_message(st)), kn_status_free(st);
         return;
     }
     if (json_object_object_get_ex(l->obj, "messages", &v) && json_object_is_type(v, json_type_array)) {
         int n = (int)json_object_array_length(v);
-        const char **roles = calloc((size_t)n + 1, sizeof *roles), **contents = calloc((size_t)n + 1, sizeof *contents);
-        const char *system = c->system;
-        int k = 0;
         for (int i = 0; i < n && !l->error; i++) {
             json_object *m = json_object_array_get_idx(v, (size_t)i), *r, *t;
             if (!json_object_is_type(m, json_type_object) || !json_object_object_get_ex(m, "role", &r) ||
                 !json_object_object_get_ex(m, "content", &t) || !json_object_is_type(t, json_type_string) ||
-                !json_object_is_type(r, json_type_string)) {
+                !json_object_is_type(r, json_type_string))
                 l->error = strdup("each message needs string \"role\" and \"content\"");
-                break;
-            }
-            if (!strcmp(json_object_get_string(r), "system") && k == 0 && system == c->system) {
-                system = json_object_get_string(t);
-                continue;
-            }
-            roles[k] = json_object_get_string(r);
-            contents[k++] = json_object_get_string(t);
         }
         l->input = v;
         if (!l->error) {
-            kn_status *st = kn_generate_format_prompt(g, system, k, roles, contents, &l->prompt);
+            kn_status *st = gen_cli_format(g, c, "run", v, &l->prompt);
             if (st) l->error = strdup(kn_status_message(st)), kn_status_free(st);
         }
-        free(roles), free(contents);
         return;
     }
     l->error = strdup("textGeneration expects \"input\": \"text\" or \"messages\": [{\"role\", \"content\"}]");
@@ -298,6 +348,17 @@ static int gen_flush(kn_generator *g, const gen_cli *c, gen_line *lines, int n, 
             for (int k = 0; k < r->n_ids; k++) json_object_array_add(ids, json_object_new_int(r->ids[k]));
             json_object_object_add(out, "TokenIds", ids);
             json_object_object_add(out, "FinishReason", json_object_new_string(kn_gen_finish_name(r->finish)));
+            if (c->stats) {
+                json_object_object_add(out, "FirstTokenMs", json_object_new_double(1e3 * r->first_token_s));
+                json_object_object_add(out, "DecodeMsPerToken",
+                                       json_object_new_double(r->n_ids > 1 ? 1e3 * r->decode_s / (r->n_ids - 1) : 0));
+            }
+            if (c->prompt_ids) {
+                json_object *pids = json_object_new_array();
+                for (int k = 0; k < r->n_prompt_ids; k++)
+                    json_object_array_add(pids, json_object_new_int(r->prompt_ids[k]));
+                json_object_object_add(out, "PromptTokenIds", pids);
+            }
             json_object_object_add(o, "output", out);
         }
         if (r) kn_gen_result_free(r);
@@ -328,6 +389,7 @@ int kn_cmd_run_textgen(int argc, char **argv) {
     }
     kn_generator_default_options(g, &c.o);
     gen_cli_parse(argc, argv, &c, &so, NULL, "run");
+    gen_cli_special(g, &c);
     int bs = c.o.batch_size, n = 0, base = 0;
     gen_line *lines = calloc((size_t)bs, sizeof *lines);
     char *buf = NULL;
