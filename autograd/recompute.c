@@ -14,11 +14,10 @@
 
 typedef struct rc_state {
     kn_graph *g;
-    int nn;               /* nodes before the pass */
-    int *producer;        /* value -> node (original index), -1 */
-    uint8_t *drop;        /* value: recomputed for the backward */
-    int *copy;            /* value -> its recomputed value, -1 */
-    int *order, n_order;  /* the new node order */
+    int nn;        /* nodes before the pass */
+    int *producer; /* value -> node (original index), -1 */
+    uint8_t *drop; /* value: recomputed for the backward */
+    int *copy;     /* value -> its recomputed value, -1 */
     int copies;
     kn_status *err;
 } rc_state;
@@ -53,8 +52,8 @@ static bool rc_same_layer(const kn_node *a, const kn_node *b) {
 }
 
 static bool rc_random(const kn_node *n) {
-    static const char *const ops[] = {"Dropout",     "RandomNormal",      "RandomUniform", "RandomNormalLike",
-                                      "RandomUniformLike", "Bernoulli", "Multinomial"};
+    static const char *const ops[] = {"Dropout",           "RandomNormal", "RandomUniform", "RandomNormalLike",
+                                      "RandomUniformLike", "Bernoulli",    "Multinomial"};
     for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++)
         if (!strcmp(n->op_type, ops[k]) && !n->domain[0]) return true;
     return false;
@@ -74,6 +73,70 @@ static bool rc_chosen(const kn_node *n, const char *spec) {
 }
 
 static int rc_value(rc_state *s, int v);
+
+/* The new node order: the forward as the sort left it, then the backward and the copies as late
+ * as possible (Kahn's algorithm on the reversed backward with a stack: a node comes out, in
+ * reverse, right after the last of its readers, and lands just before the first). The sort
+ * hoists backward nodes that read only forward values (the Transpose of an activation for a
+ * weight gradient, a Shape) into the forward, and the copies they read would follow them there
+ * and live through the whole backward. */
+static kn_status *rc_place(const kn_graph *g, int nn_orig, int *order) {
+    int nn = g->n_nodes, nv = g->n_values;
+    int *pending = calloc((size_t)nn + 1, sizeof(int)), *stack = malloc(sizeof(int) * ((size_t)nn + 1));
+    int *producer = malloc(sizeof(int) * ((size_t)nv + 1));
+    uint8_t *late = calloc((size_t)nn + 1, 1); /* backward or copy */
+    kn_status *st = NULL;
+    if (!pending || !stack || !producer || !late) {
+        st = KN_OOM(0);
+        goto done;
+    }
+    for (int v = 0; v < nv; v++) producer[v] = -1;
+    int n = 0, n_late = 0;
+    for (int i = 0; i < nn; i++)
+        for (int k = 0; k < g->nodes[i].n_outputs; k++)
+            if (g->nodes[i].outputs[k] >= 0) producer[g->nodes[i].outputs[k]] = i;
+    /* late: a backward node, a copy, or what reads one (the Identity that names a gradient
+     * output); the originals are in topological order and the copies read only copies and
+     * forward values */
+    for (int i = 0; i < nn; i++) {
+        const kn_node *nd = &g->nodes[i];
+        bool reads_late = false;
+        for (int k = 0; k < nd->n_inputs; k++) {
+            int v = nd->inputs[k];
+            reads_late |= v >= 0 && producer[v] >= 0 && (producer[v] >= nn_orig || late[producer[v]]);
+        }
+        /* a Shape or Size of a forward value stays where the sort put it: moved late, it would
+         * keep the tensor it reads only the shape of alive into the backward */
+        bool shape_only = nd->op == KN_OP_Shape || nd->op == KN_OP_Size;
+        late[i] = reads_late || ((i >= nn_orig || rc_is_backward(nd)) && !shape_only);
+        n_late += late[i];
+        if (!late[i]) order[n++] = i;
+    }
+    for (int i = 0; i < nn; i++)
+        for (int k = 0; late[i] && k < g->nodes[i].n_inputs; k++) {
+            int v = g->nodes[i].inputs[k];
+            if (v >= 0 && producer[v] >= 0 && late[producer[v]]) pending[producer[v]]++;
+        }
+    int top = 0, m = 0;
+    for (int i = 0; i < nn; i++)
+        if (late[i] && !pending[i]) stack[top++] = i; /* the last sink comes out first */
+    while (top > 0) {
+        int i = stack[--top];
+        order[nn - 1 - m++] = i;
+        for (int k = g->nodes[i].n_inputs - 1; k >= 0; k--) {
+            int v = g->nodes[i].inputs[k], p = v >= 0 ? producer[v] : -1;
+            if (p >= 0 && late[p] && --pending[p] == 0) stack[top++] = p;
+        }
+    }
+    if (m != n_late || n + m != nn)
+        st = kn_error(KN_ERR_INVALID_MODEL, "the backward has a cycle (%d of %d nodes ordered)", m, n_late);
+done:
+    free(pending);
+    free(stack);
+    free(producer);
+    free(late);
+    return st;
+}
 
 /* Copies node p (original index) after copying what it reads that is recomputed too. */
 static void rc_copy_node(rc_state *s, int p) {
@@ -117,8 +180,8 @@ static void rc_copy_node(rc_state *s, int p) {
     int id = -1;
     if (!s->err) {
         snprintf(name, sizeof name, "%s/recompute", g->nodes[p].name);
-        id = kn_graph_add_node(g, name, g->nodes[p].op_type, g->nodes[p].domain, ins, n_in, outs, n_out, attrs,
-                               n_attrs);
+        id =
+            kn_graph_add_node(g, name, g->nodes[p].op_type, g->nodes[p].domain, ins, n_in, outs, n_out, attrs, n_attrs);
         if (id < 0) s->err = KN_OOM(sizeof(kn_node));
     }
     if (id < 0) {
@@ -129,7 +192,6 @@ static void rc_copy_node(rc_state *s, int p) {
         n->op = g->nodes[p].op;
         n->opset = g->nodes[p].opset;
         s->err = kn_node_decode_params(n);
-        s->order[s->n_order++] = id;
         s->copies++;
     }
     free(ins);
@@ -150,10 +212,9 @@ kn_status *kn_train_recompute(kn_graph *g, const char *spec, int *n_copies) {
     s.producer = malloc(sizeof(int) * (size_t)(nv + 1));
     s.drop = calloc((size_t)nv + 1, 1);
     s.copy = malloc(sizeof(int) * (size_t)(nv + 1));
-    s.order = malloc(sizeof(int) * (size_t)(2 * s.nn + 1));
     uint8_t *keep = calloc((size_t)nv + 1, 1);
     kn_node *sorted = NULL;
-    if (!chosen || !s.producer || !s.drop || !s.copy || !s.order || !keep) {
+    if (!chosen || !s.producer || !s.drop || !s.copy || !keep) {
         s.err = KN_OOM(0);
         goto done;
     }
@@ -184,27 +245,34 @@ kn_status *kn_train_recompute(kn_graph *g, const char *spec, int *n_copies) {
     }
     for (int v = 0; v < nv; v++)
         s.drop[v] = s.producer[v] >= 0 && chosen[s.producer[v]] && !keep[v] && !g->values[v].is_output;
-    /* the backward in order, each node preceded by the copies it is the first to need */
+    /* the backward reads the copies (made once, each after what it reads) ... */
     for (int i = 0; i < s.nn && !s.err; i++) {
-        if (rc_is_backward(&g->nodes[i]))
-            for (int k = 0; k < g->nodes[i].n_inputs && !s.err; k++) {
-                int v = g->nodes[i].inputs[k];
-                if (v >= 0 && v < nv && s.drop[v]) {
-                    int c = rc_value(&s, v);
-                    if (c >= 0) g->nodes[i].inputs[k] = c;
-                }
+        /* a Shape reads no data: it keeps the forward's value, and runs in the forward */
+        if (!rc_is_backward(&g->nodes[i]) || g->nodes[i].op == KN_OP_Shape || g->nodes[i].op == KN_OP_Size) continue;
+        for (int k = 0; k < g->nodes[i].n_inputs && !s.err; k++) {
+            int v = g->nodes[i].inputs[k];
+            if (v >= 0 && v < nv && s.drop[v]) {
+                int c = rc_value(&s, v);
+                if (c >= 0) g->nodes[i].inputs[k] = c;
             }
-        s.order[s.n_order++] = i;
+        }
     }
     if (s.err) goto done;
-    sorted = malloc(sizeof(kn_node) * (size_t)(s.n_order ? s.n_order : 1));
-    if (!sorted || s.n_order != g->n_nodes) {
-        s.err = sorted ? kn_error(KN_ERR_RUNTIME, "%d nodes ordered of %d", s.n_order, g->n_nodes)
-                       : KN_OOM(0);
+    /* ... placed just before their first reader */
+    int *order = malloc(sizeof(int) * ((size_t)g->n_nodes + 1));
+    sorted = malloc(sizeof(kn_node) * ((size_t)g->n_nodes + 1));
+    if (!order || !sorted) {
+        free(order);
+        s.err = KN_OOM(0);
         goto done;
     }
-    for (int j = 0; j < s.n_order; j++) sorted[j] = g->nodes[s.order[j]];
-    memcpy(g->nodes, sorted, sizeof(kn_node) * (size_t)s.n_order);
+    s.err = rc_place(g, s.nn, order);
+    if (!s.err) {
+        for (int j = 0; j < g->n_nodes; j++) sorted[j] = g->nodes[order[j]];
+        memcpy(g->nodes, sorted, sizeof(kn_node) * (size_t)g->n_nodes);
+    }
+    free(order);
+    if (s.err) goto done;
     for (int v = 0; v < g->n_values; v++) g->values[v].producer = -1;
     for (int j = 0; j < g->n_nodes; j++)
         for (int k = 0; k < g->nodes[j].n_outputs; k++)
@@ -217,6 +285,5 @@ done:
     free(s.producer);
     free(s.drop);
     free(s.copy);
-    free(s.order);
     return s.err ? kn_error_wrap(s.err, "recompute: ") : NULL;
 }
