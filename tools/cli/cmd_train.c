@@ -48,6 +48,8 @@ typedef struct train_args {
     const char *resume; /* a checkpoint file or folder, or an output folder; NULL: a fresh run */
     bool overwrite;     /* replace the trained model of an earlier run in --output */
     double comm_timeout, bucket_mb;
+    const char *recompute; /* kn_trainer_options.recompute; NULL: none */
+    bool autocast;         /* kn_trainer_options.autocast (with --precision fp16|bf16) */
 } train_args;
 
 static void train_usage(void) {
@@ -67,6 +69,9 @@ static void train_usage(void) {
             "               is refused without it; with it they are deleted before training starts)\n"
             "  --comm-timeout S (300: under mpirun, how long a rank waits for the others)\n"
             "  --bucket-mb X (25: the gradient all-reduce's bucket size)\n"
+            "  --recompute layers|PATTERNS (recompute activations in the backward: every numbered layer's, or\n"
+            "               those of the nodes the fnmatch patterns name; less memory, the same training)\n"
+            "  --autocast (with --precision fp16|bf16: only MatMul/Gemm/convolution/attention in it)\n"
             "Under mpirun -np N each rank trains on its share of every batch: the global batch is N x\n"
             "--batch-size, in the order one process would see; rank 0 logs, evaluates and writes.\n"
             "Data: featureExtraction {\"sentence1\", \"sentence2\", \"score\"} or {\"anchor\", \"positive\"};\n"
@@ -511,6 +516,10 @@ static int parse_args(int argc, char **argv, train_args *a) {
             a->overwrite = true;
             continue;
         }
+        if (!strcmp(k, "--autocast")) {
+            a->autocast = true;
+            continue;
+        }
         if (!strcmp(k, "--resume")) { /* the folder is optional: none means --output's checkpoint */
             a->resume = i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0 ? argv[++i] : "";
             continue;
@@ -548,6 +557,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         STR("--log", log)
         STR("--device", device)
         STR("--precision", precision)
+        STR("--recompute", recompute)
         NUM("--epochs", epochs, (int)strtol(v, &end, 10))
         NUM("--max-steps", max_steps, strtoll(v, &end, 10))
         NUM("--batch-size", batch_size, (int)strtol(v, &end, 10))
@@ -694,6 +704,8 @@ static kn_status *setup(train_run *r) {
     o.device = dev.device;
     o.device_index = dev.device_index;
     o.precision = dev.precision;
+    o.recompute = a->recompute;
+    o.autocast = a->autocast;
     o.optim.kind = KN_OPTIM_ADAMW;
     o.optim.lr = a->lr;
     o.optim.weight_decay = a->weight_decay;
