@@ -160,9 +160,11 @@ static void rc_copy_node(rc_state *s, int p) {
         outs[k] = -1;
         if (o < 0) continue;
         snprintf(name, sizeof name, "%s/recompute", g->values[o].name);
-        int c = kn_graph_find_value(g, name) < 0 ? kn_graph_add_value(g, name) : -1;
+        for (int serial = 2; kn_graph_find_value(g, name) >= 0; serial++) /* a model's own name */
+            snprintf(name, sizeof name, "%s/recompute%d", g->values[o].name, serial);
+        int c = kn_graph_add_value(g, name);
         if (c < 0) {
-            s->err = kn_error(KN_ERR_OUT_OF_MEMORY, "cannot add value '%s'", name);
+            s->err = KN_OOM(sizeof(kn_value));
             break;
         }
         g->values[c].type.dtype = g->values[o].type.dtype;

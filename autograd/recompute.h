@@ -16,9 +16,11 @@
  * that reads it is chosen and in the same layer (its layer's name prefix, or "" without one) and
  * it is no graph output: what crosses a layer boundary is kept, so a layer is recomputed from
  * its kept inputs, never the layers before it. Random ops (Dropout, Random*, Bernoulli,
- * Multinomial) are never recomputed. Reorders g->nodes (no later topological sort may run) and
- * reports the nodes copied in *n_copies (may be NULL). A spec that chooses no node is an error
- * naming it. */
+ * Multinomial) are never recomputed, and a Shape or Size keeps reading the forward's value.
+ * Reorders g->nodes: the forward as it was, then the backward as late as possible (each node just
+ * before its first reader, which also moves the backward nodes a topological sort hoisted into the
+ * forward); no later sort may run. Reports the nodes copied in *n_copies (may be NULL). A spec
+ * that chooses no node is an error naming it. */
 kn_status *kn_train_recompute(kn_graph *g, const char *spec, int *n_copies);
 
 #endif
