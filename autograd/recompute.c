@@ -22,7 +22,24 @@ typedef struct rc_state {
     kn_status *err;
 } rc_state;
 
-static bool rc_is_backward(const kn_node *n) { return !strncmp(n->name, "grad/", 5); }
+/* kn_autograd names its nodes grad/... and the Identity nodes of the gradient outputs grad:... */
+static bool rc_is_backward(const kn_node *n) { return !strncmp(n->name, "grad/", 5) || !strncmp(n->name, "grad:", 5); }
+
+/* Normalisations: their outputs bound the segments of a graph whose names mark no layers. */
+static bool rc_norm(const kn_node *n) {
+    switch (n->op) {
+    case KN_OP_LayerNormalization:
+    case KN_OP_RMSNormalization:
+    case KN_OP_SimplifiedLayerNormalization:
+    case KN_OP_MsSkipLayerNormalization:
+    case KN_OP_MsSkipSimplifiedLayerNormalization:
+    case KN_OP_MsEmbedLayerNormalization:
+    case KN_OP_BatchNormalization:
+    case KN_OP_GroupNormalization:
+    case KN_OP_InstanceNormalization: return true;
+    default: return false;
+    }
+}
 
 static bool rc_sep(char c) { return c == '/' || c == '.' || c == '_' || c == ':' || c == '-'; }
 
@@ -59,11 +76,13 @@ static bool rc_random(const kn_node *n) {
     return false;
 }
 
-static bool rc_chosen(const kn_node *n, const char *spec) {
+/* marked: some node name has a layer segment ("layers" then chooses the nodes inside layers;
+ * without one it chooses every forward node, and normalisation outputs bound the segments). */
+static bool rc_chosen(const kn_node *n, const char *spec, bool marked) {
     if (rc_is_backward(n) || rc_random(n) || n->n_implicit > 0) return false;
     for (int a = 0; a < n->n_attrs; a++)
         if (n->attrs[a].g) return false; /* control flow: its subgraphs stay */
-    if (!strcmp(spec, "layers")) return rc_layer_prefix(n->name) > 0;
+    if (!strcmp(spec, "layers")) return !marked || rc_layer_prefix(n->name) > 0;
     char buf[1024];
     snprintf(buf, sizeof buf, "%s", spec);
     char *save = NULL;
@@ -222,8 +241,12 @@ kn_status *kn_train_recompute(kn_graph *g, const char *spec, int *n_copies) {
     }
     int n_chosen = 0;
     for (int v = 0; v < nv; v++) s.producer[v] = s.copy[v] = -1;
+    bool marked = false, by_norm = !strcmp(spec, "layers");
+    for (int i = 0; i < s.nn && !marked; i++)
+        marked = !rc_is_backward(&g->nodes[i]) && rc_layer_prefix(g->nodes[i].name) > 0;
+    by_norm &= !marked;
     for (int i = 0; i < s.nn; i++) {
-        chosen[i] = rc_chosen(&g->nodes[i], spec);
+        chosen[i] = rc_chosen(&g->nodes[i], spec, marked);
         n_chosen += chosen[i];
         for (int k = 0; k < g->nodes[i].n_outputs; k++)
             if (g->nodes[i].outputs[k] >= 0) s.producer[g->nodes[i].outputs[k]] = i;
@@ -245,6 +268,10 @@ kn_status *kn_train_recompute(kn_graph *g, const char *spec, int *n_copies) {
             if (!chosen[i] || !rc_same_layer(n, &g->nodes[s.producer[v]])) keep[v] = 1;
         }
     }
+    if (by_norm)
+        for (int i = 0; i < s.nn; i++)
+            if (rc_norm(&g->nodes[i]) && g->nodes[i].n_outputs > 0 && g->nodes[i].outputs[0] >= 0)
+                keep[g->nodes[i].outputs[0]] = 1;
     for (int v = 0; v < nv; v++)
         s.drop[v] = s.producer[v] >= 0 && chosen[s.producer[v]] && !keep[v] && !g->values[v].is_output;
     /* the backward reads the copies (made once, each after what it reads) ... */

@@ -10,9 +10,11 @@
 #include "graph/ir.h"
 
 /* g: a forward graph and its backward as kn_autograd appended it (backward nodes are named
- * "grad/..."), in topological order. spec: "layers" (every forward node inside a numbered layer:
- * a name with a segment such as layer.3, layers_3, h.3, block.3 or blocks.3), or comma-separated
- * fnmatch patterns over node names. A chosen node's output is recomputed when every forward node
+ * "grad/..." and "grad:..."), in topological order. spec: "layers" (every forward node inside a
+ * numbered layer: a name with a segment such as layer.3, layers_3, h.3, block.3 or blocks.3; in a
+ * graph whose names mark no layer, every forward node, with the outputs of the normalisations
+ * (LayerNormalization, SkipLayerNormalization, RMS, batch and group norms) kept as the segment
+ * boundaries instead), or comma-separated fnmatch patterns over node names. A chosen node's output is recomputed when every forward node
  * that reads it is chosen and in the same layer (its layer's name prefix, or "" without one) and
  * it is no graph output: what crosses a layer boundary is kept, so a layer is recomputed from
  * its kept inputs, never the layers before it. Random ops (Dropout, Random*, Bernoulli,
