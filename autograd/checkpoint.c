@@ -6,6 +6,7 @@
 #include "autograd/trainer_device.h"
 #include "graph/atomic_file.h"
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +101,20 @@ kn_status *kn_trainer_checkpoint_save(const kn_trainer *t, const char *path, con
            "\"step\":\"%" PRId64 "\",\"micro\":\"%d\",\"accumulate\":\"%d\",\"rng\":\"%016" PRIx64
            "\",\"checksum\":\"%016" PRIx64 "\"",
            optim_name[t->o.optim.kind], t->steps, t->micro, t->o.optim.accumulate, t->rng, sum);
+    bool amp = false;
+    float scale = 0;
+    int tracker = 0;
+    int64_t skipped = 0;
+    kn_status *ast = trainer_dev_amp_state(t, &amp, &scale, &tracker, &skipped);
+    if (ast) {
+        free(b.s);
+        free(tensors.s);
+        return kn_error_wrap(ast, "kn_trainer_checkpoint_save: ");
+    }
+    /* %.9g gives a float32 back exactly */
+    if (amp)
+        sb_fmt(&b, ",\"loss_scale\":\"%.9g\",\"growth_tracker\":\"%d\",\"skipped\":\"%" PRId64 "\"", (double)scale,
+               tracker, skipped);
     if (extra_json) {
         sb_str(&b, ",\"extra\":");
         sb_json(&b, extra_json);
@@ -427,6 +442,12 @@ kn_status *kn_trainer_checkpoint_load(kn_trainer *t, const char *path, char **ex
                       t->o.optim.accumulate);
     int kinds = t->o.optim.accumulate > 1 && atoi(acc) > 1 ? N_KINDS : K_ACC;
     if (!st) st = ck_match(&c, t, kinds, path);
+    /* the dynamic loss scale of a mixed-precision run (absent in float32 and in older files) */
+    const char *ls = st ? NULL : ck_meta(&c, "loss_scale"), *gt = ls ? ck_meta(&c, "growth_tracker") : NULL;
+    const char *sk = ls ? ck_meta(&c, "skipped") : NULL;
+    float scale = ls ? strtof(ls, NULL) : 0;
+    if (ls && (!gt || !sk || !(scale > 0) || !isfinite(scale) || atoi(gt) < 0))
+        st = kn_error(KN_ERR_INVALID_MODEL, "%s: loss_scale '%s' without a valid growth_tracker and skipped", path, ls);
     char *x = NULL;
     if (!st && extra && extra_json && !(x = strdup(extra))) st = KN_OOM(strlen(extra));
     if (st) {
@@ -444,8 +465,11 @@ kn_status *kn_trainer_checkpoint_load(kn_trainer *t, const char *path, char **ex
     t->steps = strtoll(step, NULL, 10);
     t->micro = saved_micro;
     t->rng = strtoull(rng, NULL, 16);
+    int tracker = gt ? atoi(gt) : 0;
+    int64_t skipped = sk ? strtoll(sk, NULL, 10) : 0;
     ck_free(&c);
     st = trainer_dev_upload(t); /* a device trainer continues from the loaded state */
+    if (!st && ls) st = trainer_dev_set_amp_state(t, scale, tracker, skipped);
     if (st) {
         free(x);
         return kn_error_wrap(st, "kn_trainer_checkpoint_load: ");

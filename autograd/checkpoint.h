@@ -9,8 +9,11 @@
  * to {"dtype":"F32","shape":[...],"data_offsets":[begin,end]} (offsets into the data), and its
  * "__metadata__" holds strings: format "kiln-checkpoint", version "1", optimizer
  * (sgd|adam|adamw), step, micro (micro-batches accumulated since the last update), accumulate,
- * rng (16 hex digits), checksum (FNV-1a 64 of the data bytes, 16 hex digits) and extra (the
- * caller's JSON). Tensors are little-endian float32 in that order, back to back from a 64-byte
+ * rng (16 hex digits), checksum (FNV-1a 64 of the data bytes, 16 hex digits), extra (the
+ * caller's JSON) and, for a mixed-precision (fp16/bf16) device trainer, the dynamic loss scale:
+ * loss_scale (%.9g, exact for a float32), growth_tracker (good micro-batches since the last
+ * change) and skipped (overflowed micro-batches), restored on load so a resumed run takes the
+ * steps the uninterrupted one would (a file without them leaves the trainer's initial scale). Tensors are little-endian float32 in that order, back to back from a 64-byte
  * aligned start (the header is padded with spaces). */
 #ifndef KN_AUTOGRAD_CHECKPOINT_H
 #define KN_AUTOGRAD_CHECKPOINT_H

@@ -3,6 +3,7 @@
  * kn_session_run's caller-buffer outputs, so the optimiser reads and writes the same memory the
  * next forward reads. */
 #include "autograd/trainer.h"
+#include "autograd/recompute.h"
 #include "autograd/trainer_internal.h"
 #include "autograd/trainer_device.h"
 #include "autograd/trainer_overlap.h"
@@ -331,6 +332,8 @@ static kn_status *trainer_build(kn_trainer *t, int loss) {
     KN_TRY(kn_error_wrap(st, "trainer: "));
     /* names and ids stay valid: the parameters are inputs, which folding and pruning keep */
     KN_TRY(kn_graph_optimize(g, false));
+    if (t->o.recompute && *t->o.recompute) /* after the sort: the pass orders the copies itself */
+        KN_TRY(kn_error_wrap(kn_train_recompute(g, t->o.recompute, NULL), "trainer: "));
     for (int i = 0; i < t->n_params; i++) t->p[i].name = g->values[kn_graph_find_value(g, t->p[i].name)].name;
     kn_session_options so;
     kn_session_options_init(&so);
@@ -601,6 +604,8 @@ int64_t kn_trainer_steps(const kn_trainer *t) { return t->steps; }
 uint64_t kn_trainer_run_count(const kn_trainer *t) { return kn_session_run_count(t->s); }
 void kn_trainer_set_run_count(kn_trainer *t, uint64_t runs) { kn_session_set_run_count(t->s, runs); }
 double kn_trainer_grad_norm(const kn_trainer *t) { return t->grad_norm; }
+size_t kn_trainer_peak_bytes(const kn_trainer *t) { return t && t->s ? kn_session_peak_bytes(t->s) : 0; }
+
 int kn_trainer_param_count(const kn_trainer *t) { return t->n_params; }
 
 const char *kn_trainer_param(const kn_trainer *t, int i, int *ndim, const int64_t **dims, float **data) {

@@ -33,6 +33,17 @@ typedef struct kn_trainer_options {
     kn_precision precision;
     float init_scale;
     int growth_interval;
+    /* With FP16/BF16: per-op autocast, as torch.autocast, instead of the whole graph in that type.
+     * Only the ops of the low-precision list (trainer_device.h: MatMul, Gemm, convolutions,
+     * attention) run in it, on inputs cast on entry, their outputs cast back to float32; norms,
+     * softmax, reductions, activations and the loss stay float32, and the parameters are fed as
+     * the float32 masters (a cast per use, shared by the ops that read the same value). */
+    bool autocast;
+    /* Activation recomputation (autograd/recompute.h): "layers", or comma-separated fnmatch
+     * patterns over node names; NULL or "": none. The chosen forward nodes' activations are
+     * recomputed in the backward instead of kept, for a lower peak (kn_trainer_peak_bytes) and
+     * bitwise the same training. */
+    const char *recompute;
 } kn_trainer_options;
 void kn_trainer_options_init(kn_trainer_options *o);
 
@@ -85,6 +96,9 @@ double kn_trainer_grad_norm(const kn_trainer *t);
  * their scaled gradients overflowed (not counted as micro-batches or steps). */
 double kn_trainer_loss_scale(const kn_trainer *t);
 int64_t kn_trainer_skipped_steps(const kn_trainer *t);
+
+/* The planner's peak arena bytes of one forward+backward run (after the first step). */
+size_t kn_trainer_peak_bytes(const kn_trainer *t);
 
 int kn_trainer_param_count(const kn_trainer *t);
 /* Parameter i: its initializer name, shape and live float32 data (updated in place by each

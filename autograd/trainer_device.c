@@ -31,6 +31,7 @@ struct kn_trainer_dev {
     bool host_current; /* the host copies equal the device state */
     bool host_dirty;   /* the caller had writable host weights (kn_trainer_param): upload them first */
     kn_dtype lp;       /* KN_F32, or the low precision of the forward/backward */
+    bool lp_params;    /* the graph reads low-precision weight copies and gives lp gradients (not autocast) */
     float *scale, *inv_scale;
     int *tracker, *found_inf;
     int64_t skipped;
@@ -60,6 +61,7 @@ kn_status *trainer_dev_create(kn_trainer *t) {
     if (!d) return KN_OOM(sizeof *d);
     d->be = kn_session_backend(t->s);
     d->lp = t->o.precision == KN_PRECISION_FP16 ? KN_F16 : t->o.precision == KN_PRECISION_BF16 ? KN_BF16 : KN_F32;
+    d->lp_params = d->lp != KN_F32 && !t->o.autocast;
     KN_CHECK(d->be->device != KN_DEVICE_CPU, KN_ERR_INVALID_ARGUMENT, "trainer: the session runs on the CPU");
     d->p = calloc((size_t)t->n_params, sizeof *d->p);
     d->sumsq_host = calloc((size_t)t->n_params, sizeof(double));
@@ -76,13 +78,13 @@ kn_status *trainer_dev_create(kn_trainer *t) {
         KN_TRY(dev_alloc(d->be, bytes, (void **)&q->v));
         if (p->acc != p->g) KN_TRY(dev_alloc(d->be, bytes, (void **)&q->acc));
         else q->acc = q->g;
-        if (d->lp != KN_F32) {
+        if (d->lp_params) {
             KN_TRY(dev_alloc(d->be, 2 * (size_t)p->n, &q->g_lp));
             KN_TRY(dev_alloc(d->be, 2 * (size_t)p->n, &q->w_lp));
         }
         /* the gradients come back into the device buffers */
-        t->out[1 + i].data = d->lp != KN_F32 ? q->g_lp : (void *)q->g;
-        t->out[1 + i].capacity = (d->lp != KN_F32 ? 2 : 4) * (size_t)p->n;
+        t->out[1 + i].data = d->lp_params ? q->g_lp : (void *)q->g;
+        t->out[1 + i].capacity = (d->lp_params ? 2 : 4) * (size_t)p->n;
         d->out_dev[1 + i] = 1;
     }
     if (d->lp != KN_F32) {
@@ -137,7 +139,7 @@ kn_status *trainer_dev_upload(kn_trainer *t) {
         KN_TRY(dev_put(d->be, q->m, p->m, bytes));
         KN_TRY(dev_put(d->be, q->v, p->v, bytes));
         if (p->acc != p->g) KN_TRY(dev_put(d->be, q->acc, p->acc, bytes));
-        if (d->lp != KN_F32) KN_TRY(kn_cuda_cast_weights(d->be, NULL, d->lp, q->w_lp, q->w, p->n));
+        if (d->lp_params) KN_TRY(kn_cuda_cast_weights(d->be, NULL, d->lp, q->w_lp, q->w, p->n));
     }
     d->host_current = true;
     return NULL;
@@ -185,9 +187,10 @@ static kn_status *dev_bind(kn_trainer *t, int n_batch, int *n_in) {
     memset(d->in_dev, 0, (size_t)n);
     for (int k = 0; k < t->n_params; k++) {
         kn_named_tensor *x = &t->in[n_batch + k];
-        x->data = d->lp != KN_F32 ? d->p[k].w_lp : (void *)d->p[k].w;
-        x->dtype = d->lp;
-        x->capacity = kn_dtype_size(d->lp) * (size_t)t->p[k].n;
+        kn_dtype dt = d->lp_params ? d->lp : KN_F32;
+        x->data = d->lp_params ? d->p[k].w_lp : (void *)d->p[k].w;
+        x->dtype = dt;
+        x->capacity = kn_dtype_size(dt) * (size_t)t->p[k].n;
         d->in_dev[n_batch + k] = 1;
     }
     if (d->lp != KN_F32) {
@@ -306,7 +309,7 @@ static kn_status *dev_update(kn_trainer *t, double sq) {
                             .step = t->steps};
         KN_TRY(kn_cuda_optim_update(d->be, NULL, &co, q->w, q->acc, q->m, q->v, p->n, NULL));
         if (q->acc != q->g) KN_TRY(kn_cuda_grad_scale(d->be, NULL, q->acc, p->n, 0.0));
-        if (d->lp != KN_F32) KN_TRY(kn_cuda_cast_weights(d->be, NULL, d->lp, q->w_lp, q->w, p->n));
+        if (d->lp_params) KN_TRY(kn_cuda_cast_weights(d->be, NULL, d->lp, q->w_lp, q->w, p->n));
     }
     return NULL;
 }
@@ -337,8 +340,9 @@ kn_status *trainer_dev_step(kn_trainer *t, int n_batch, double *loss, bool *upda
         int found = 0;
         KN_TRY(kn_cuda_amp_found_inf_clear(d->be, NULL, d->found_inf));
         for (int i = 0; i < t->n_params; i++)
-            KN_TRY(kn_cuda_amp_unscale(d->be, NULL, d->lp, d->p[i].g_lp, d->p[i].g, t->p[i].n, d->inv_scale,
-                                       d->found_inf));
+            KN_TRY(kn_cuda_amp_unscale(d->be, NULL, d->lp_params ? d->lp : KN_F32,
+                                       d->lp_params ? d->p[i].g_lp : (const void *)d->p[i].g, d->p[i].g, t->p[i].n,
+                                       d->inv_scale, d->found_inf));
         KN_TRY(dev_get(d->be, &found, d->found_inf, sizeof found));
         if (found && isfinite(l)) {
             /* an overflow of the scaled gradients: the micro-batch is skipped and the scale backs off,
@@ -390,7 +394,38 @@ kn_status *trainer_dev_forward(kn_trainer *t, int n_batch, kn_named_tensor *outp
                          "kn_trainer_forward: ");
 }
 
+kn_status *trainer_dev_amp_state(const kn_trainer *t, bool *on, float *scale, int *tracker, int64_t *skipped) {
+    kn_trainer_dev *d = t->dev;
+    *on = d && d->lp != KN_F32;
+    if (!*on) return NULL;
+    *skipped = d->skipped;
+    KN_TRY(dev_get(d->be, scale, d->scale, sizeof *scale));
+    return dev_get(d->be, tracker, d->tracker, sizeof *tracker);
+}
+
+kn_status *trainer_dev_set_amp_state(kn_trainer *t, float scale, int tracker, int64_t skipped) {
+    kn_trainer_dev *d = t->dev;
+    if (!d || d->lp == KN_F32) return NULL;
+    KN_CHECK(isfinite(scale) && scale > 0 && tracker >= 0, KN_ERR_INVALID_ARGUMENT,
+             "trainer: loss scale %g / growth tracker %d out of range", (double)scale, tracker);
+    float inv = 1.0f / scale;
+    d->skipped = skipped;
+    KN_TRY(dev_put(d->be, d->scale, &scale, sizeof scale));
+    KN_TRY(dev_put(d->be, d->inv_scale, &inv, sizeof inv));
+    return dev_put(d->be, d->tracker, &tracker, sizeof tracker);
+}
+
 #else /* no CUDA in this build */
+
+kn_status *trainer_dev_amp_state(const kn_trainer *t, bool *on, float *scale, int *tracker, int64_t *skipped) {
+    (void)t, (void)scale, (void)tracker, (void)skipped;
+    *on = false;
+    return NULL;
+}
+kn_status *trainer_dev_set_amp_state(kn_trainer *t, float scale, int tracker, int64_t skipped) {
+    (void)t, (void)scale, (void)tracker, (void)skipped;
+    return NULL;
+}
 
 kn_status *trainer_dev_create(kn_trainer *t) {
     (void)t;
@@ -470,14 +505,89 @@ static int lowp_cast(kn_graph *g, int from, const char *name, kn_dtype to, kn_st
     return out;
 }
 
-kn_status *trainer_lowp_graph(kn_trainer *t, kn_graph *g, int *loss, int *dloss) {
-    *dloss = *loss;
-    if (t->o.precision == KN_PRECISION_FP32) return NULL;
-    KN_CHECK(t->o.precision == KN_PRECISION_FP16 || t->o.precision == KN_PRECISION_BF16, KN_ERR_UNSUPPORTED,
-             "trainer: precision %d is not fp32, fp16 or bf16", (int)t->o.precision);
-    KN_CHECK(t->o.device != KN_DEVICE_CPU, KN_ERR_UNSUPPORTED,
-             "trainer: mixed precision (fp16/bf16) needs a GPU device; the CPU trains in fp32");
-    kn_dtype lp = t->o.precision == KN_PRECISION_FP16 ? KN_F16 : KN_BF16;
+/* torch.autocast's CUDA lower-precision list (matmul, mm, bmm, addmm, linear, conv*,
+ * conv_transpose*, prelu, scaled_dot_product_attention) as kiln ops, with the positions of their
+ * float inputs (masks and indices stay as they are): everything else is on the float32 side, as
+ * torch's float32 list (softmax, log_softmax, layer_norm, group_norm, exp, log, pow, sum, the
+ * losses) and beyond it (elementwise ops that torch runs in their inputs' type run in float32
+ * here, as every autocast op's output is cast back). */
+static unsigned lowp_autocast_inputs(int op) {
+    switch (op) {
+    case KN_OP_MatMul:
+    case KN_OP_PRelu: return 0x3;
+    case KN_OP_Gemm:
+    case KN_OP_Conv:
+    case KN_OP_ConvTranspose: return 0x7;
+    case KN_OP_KnSdpa: return 0xf;                          /* Q, K, V, additive bias */
+    case KN_OP_MsAttention: return 0x7 | 1u << 4 | 1u << 5; /* x, weights, bias, past, attention_bias */
+    case KN_OP_MsMultiHeadAttention: return 0xf | 1u << 5 | 1u << 6 | 1u << 7;
+    default: return 0;
+    }
+}
+
+static kn_status *lowp_autocast(kn_graph *g, kn_dtype lp) {
+    kn_status *st = NULL;
+    int *cast_of = malloc(sizeof(int) * (size_t)(g->n_values ? g->n_values : 1)); /* value -> its lp cast */
+    if (!cast_of) return KN_OOM(0);
+    for (int v = 0; v < g->n_values; v++) cast_of[v] = -1;
+    int n_values = g->n_values, n_nodes = g->n_nodes;
+    for (int i = 0; i < n_nodes && !st; i++) {
+        unsigned mask = g->nodes[i].op >= 0 ? lowp_autocast_inputs(g->nodes[i].op) : 0;
+        if (!mask) continue;
+        char name[512];
+        for (int k = 0; k < g->nodes[i].n_inputs && k < 32 && !st; k++) {
+            int v = g->nodes[i].inputs[k];
+            if (!(mask >> k & 1) || v < 0) continue;
+            if (v < n_values && cast_of[v] >= 0) {
+                g->nodes[i].inputs[k] = cast_of[v];
+                continue;
+            }
+            snprintf(name, sizeof name, "%s:autocast", g->values[v].name);
+            int c = lowp_cast(g, v, name, lp, &st);
+            if (c < 0) break;
+            g->values[c].producer = g->n_nodes - 1;
+            if (v < n_values) cast_of[v] = c;
+            g->nodes[i].inputs[k] = c;
+        }
+        for (int k = 0; k < g->nodes[i].n_outputs && !st; k++) {
+            int o = g->nodes[i].outputs[k];
+            if (o < 0) continue;
+            snprintf(name, sizeof name, "%s:lowp", g->values[o].name);
+            int lo = kn_graph_add_value(g, name);
+            if (lo < 0) {
+                st = KN_OOM(0);
+                break;
+            }
+            g->values[lo].type.dtype = lp;
+            g->values[lo].producer = i;
+            g->nodes[i].outputs[k] = lo;
+            /* the float32 value the consumers and graph outputs already name */
+            kn_attr *a = calloc(1, sizeof *a);
+            if (!a || !(a->name = strdup("to"))) {
+                free(a);
+                st = KN_OOM(0);
+                break;
+            }
+            a->type = KN_ATTR_INT;
+            a->i = KN_F32;
+            snprintf(name, sizeof name, "%s:autocast_out", g->values[o].name);
+            int id = kn_graph_add_node(g, name, "Cast", "", &lo, 1, &o, 1, a, 1);
+            if (id < 0) {
+                st = KN_OOM(0);
+                break;
+            }
+            g->values[o].producer = id;
+        }
+    }
+    free(cast_of);
+    KN_TRY(st);
+    KN_TRY(kn_graph_resolve_ops(g));
+    return kn_graph_toposort(g);
+}
+
+/* The whole graph in lp: parameters, float32 constants, casts to float32 and float32 batch
+ * inputs. */
+static kn_status *lowp_whole_graph(kn_trainer *t, kn_graph *g, kn_dtype lp) {
     kn_status *st = NULL;
     /* parameters: low-precision inputs (the float32 masters live in the trainer) */
     for (int i = 0; i < t->n_params; i++) g->values[t->p[i].value].type.dtype = lp;
@@ -518,6 +628,19 @@ kn_status *trainer_lowp_graph(kn_trainer *t, kn_graph *g, int *loss, int *dloss)
         if (c >= 0) lowp_replace_uses(g, v, c, g->n_nodes - 1);
     }
     KN_TRY(st);
+    return NULL;
+}
+
+kn_status *trainer_lowp_graph(kn_trainer *t, kn_graph *g, int *loss, int *dloss) {
+    *dloss = *loss;
+    if (t->o.precision == KN_PRECISION_FP32) return NULL;
+    KN_CHECK(t->o.precision == KN_PRECISION_FP16 || t->o.precision == KN_PRECISION_BF16, KN_ERR_UNSUPPORTED,
+             "trainer: precision %d is not fp32, fp16 or bf16", (int)t->o.precision);
+    KN_CHECK(t->o.device != KN_DEVICE_CPU, KN_ERR_UNSUPPORTED,
+             "trainer: mixed precision (fp16/bf16) needs a GPU device; the CPU trains in fp32");
+    kn_dtype lp = t->o.precision == KN_PRECISION_FP16 ? KN_F16 : KN_BF16;
+    kn_status *st = NULL;
+    KN_TRY(t->o.autocast ? lowp_autocast(g, lp) : lowp_whole_graph(t, g, lp));
     /* the loss in float32 (reported) and scaled by the dynamic loss scale (differentiated) */
     char name[512];
     snprintf(name, sizeof name, "%s:f32", g->values[*loss].name);

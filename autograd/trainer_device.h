@@ -6,7 +6,9 @@
  * refreshed only when asked (export, checkpoint, kn_trainer_param). With precision FP16/BF16 the
  * graph is rewritten before autograd (trainer_lowp_graph): the parameters become low-precision
  * inputs fed from copies of the float32 masters, and the loss is multiplied by a dynamic loss
- * scale, as torch.cuda.amp's GradScaler does. Compiled once per backend variant (like
+ * scale, as torch.cuda.amp's GradScaler does; with options.autocast only the low-precision op
+ * list runs in that type (trainer_device.c, lowp_autocast) and parameters and gradients stay
+ * float32. Compiled once per backend variant (like
  * runtime/backends.c): without CUDA every function reports KN_ERR_NO_DEVICE. */
 #ifndef KN_AUTOGRAD_TRAINER_DEVICE_H
 #define KN_AUTOGRAD_TRAINER_DEVICE_H
@@ -26,6 +28,11 @@ kn_status *trainer_dev_download(const kn_trainer *t);
 kn_status *trainer_dev_upload(kn_trainer *t);
 /* Download, and upload again before the next step (the caller got writable host weights). */
 kn_status *trainer_dev_expose(const kn_trainer *t);
+/* The dynamic loss scale's state (GradScaler's scale and growth tracker) and the skipped
+ * micro-batches, for checkpoints: *on is false (and nothing else is written) without mixed
+ * precision. Setting it is a no-op then. */
+kn_status *trainer_dev_amp_state(const kn_trainer *t, bool *on, float *scale, int *tracker, int64_t *skipped);
+kn_status *trainer_dev_set_amp_state(kn_trainer *t, float scale, int tracker, int64_t skipped);
 /* Before autograd: for FP16/BF16, rewrites the graph in that precision; *loss becomes the float32
  * loss the step reports and *dloss the scaled loss to differentiate. FP32: nothing. */
 kn_status *trainer_lowp_graph(kn_trainer *t, kn_graph *g, int *loss, int *dloss);

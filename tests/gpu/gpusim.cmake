@@ -80,3 +80,7 @@ add_test(NAME gpusim.train_device_dp
          COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/train_device_dp.py --kiln $<TARGET_FILE:kiln_cli_sim>
                  --work ${CMAKE_BINARY_DIR}/gpusim-train-device-dp)
 set_tests_properties(gpusim.train_device_dp PROPERTIES TIMEOUT 900 RESOURCE_LOCK train_dp)
+# per-op autocast (options.autocast) against float32, and a mixed-precision run resumed from a
+# checkpoint holding the dynamic loss scale against the uninterrupted run, bit for bit
+add_test(NAME gpusim.train_device_amp COMMAND test_train_device_sim amp)
+set_tests_properties(gpusim.train_device_amp PROPERTIES TIMEOUT 600 ENVIRONMENT "KILN_SIM_RACECHECK=1")

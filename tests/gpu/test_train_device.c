@@ -11,6 +11,10 @@
  * does not fit), so it is skipped and the scale halved; the loss curves then stay within 2% (fp16)
  * and 5% (bf16) of float32's. With a fourth argument fp16|bf16, MiniLM in that precision: each
  * update's loss within 2% (fp16) / 5% (bf16) of the CPU float32 trainer's on the same batch.
+ * With argv[1] "amp": per-op autocast (options.autocast) in fp16 and bf16 against float32's loss
+ * curve, and a run checkpointed mid-way with its dynamic loss scale and resumed in a fresh trainer
+ * against the uninterrupted run (losses, skipped steps, scale and weights bit for bit), whole-graph
+ * fp16 and autocast.
  * Exit 77 where there is no CUDA device. */
 #include "autograd/checkpoint.h"
 #include "autograd/loss.h"
@@ -237,10 +241,12 @@ static void test_mlp_fp32(const char *dir) {
 }
 
 /* Losses at each of n updates (micro-batch k fed on update k), skipping overflowed steps. */
-static void mlp_curve(kn_precision prec, int n, double *losses, double *scale_after_first, int64_t *skipped) {
+static void mlp_curve(kn_precision prec, bool autocast, int n, double *losses, double *scale_after_first,
+                      int64_t *skipped) {
     int l;
     kn_trainer *t = NULL;
     kn_trainer_options o = opts(KN_DEVICE_CUDA, prec, 1);
+    o.autocast = autocast;
     kn_model *m_l = build_mlp(&l);
     die(kn_trainer_create(m_l, l, &o, &t), "trainer");
     int done = 0, calls = 0;
@@ -262,12 +268,12 @@ static void test_mlp_mixed(void) {
     enum { N = 12 };
     double ref[N], lo[N], s32, s;
     int64_t sk32, sk;
-    mlp_curve(KN_PRECISION_FP32, N, ref, &s32, &sk32);
+    mlp_curve(KN_PRECISION_FP32, false, N, ref, &s32, &sk32);
     static const kn_precision ps[2] = {KN_PRECISION_FP16, KN_PRECISION_BF16};
     static const char *names[2] = {"fp16", "bf16"};
     static const double tol[2] = {2e-2, 5e-2};
     for (int p = 0; p < 2; p++) {
-        mlp_curve(ps[p], N, lo, &s, &sk);
+        mlp_curve(ps[p], false, N, lo, &s, &sk);
         double worst = 0;
         for (int k = 0; k < N; k++) worst = fmax(worst, fabs(lo[k] - ref[k]) / fabs(ref[k]));
         CHECK(worst <= tol[p], "%s: loss curve %.3g relative from fp32's (tolerance %g)", names[p], worst, tol[p]);
@@ -280,6 +286,110 @@ static void test_mlp_mixed(void) {
                "%.6g (fp32 %.6g -> %.6g), max rel diff to fp32 %.3g\n",
                names[p], N, (long long)sk, s, lo[0], lo[N - 1], ref[0], ref[N - 1], worst);
     }
+}
+
+/* ---- per-op autocast and the loss scale across a checkpoint (argv[1] "amp") ---- */
+
+/* options.autocast: the Gemms in fp16/bf16, Relu, Tanh, the log-softmax and the loss in float32,
+ * parameters and gradients float32; the loss curve against float32's. */
+static void test_mlp_autocast(void) {
+    enum { N = 12 };
+    double ref[N], lo[N], whole[N], s32, s, sw;
+    int64_t sk32, sk, skw;
+    mlp_curve(KN_PRECISION_FP32, false, N, ref, &s32, &sk32);
+    static const kn_precision ps[2] = {KN_PRECISION_FP16, KN_PRECISION_BF16};
+    static const char *names[2] = {"fp16", "bf16"};
+    static const double tol[2] = {1e-2, 3e-2};
+    for (int p = 0; p < 2; p++) {
+        mlp_curve(ps[p], true, N, lo, &s, &sk);
+        mlp_curve(ps[p], false, N, whole, &sw, &skw);
+        double worst = 0, worst_whole = 0;
+        for (int k = 0; k < N; k++) {
+            worst = fmax(worst, fabs(lo[k] - ref[k]) / fabs(ref[k]));
+            worst_whole = fmax(worst_whole, fabs(whole[k] - ref[k]) / fabs(ref[k]));
+        }
+        CHECK(worst <= tol[p], "autocast %s: loss curve %.3g relative from fp32's (tolerance %g)", names[p], worst,
+              tol[p]);
+        CHECK(lo[N - 1] < lo[0], "autocast %s: the loss did not fall (%g -> %g)", names[p], lo[0], lo[N - 1]);
+        CHECK(worst != 0, "autocast %s: bitwise float32's losses: nothing ran in low precision", names[p]);
+        printf("mlp autocast %s: %d updates, %lld overflow steps skipped, loss %.6g -> %.6g, max rel diff to fp32 "
+               "%.3g (whole graph in %s: %.3g)\n",
+               names[p], N, (long long)sk, lo[0], lo[N - 1], worst, names[p], worst_whole);
+    }
+}
+
+/* Micro-batches of an fp16 MLP (whole graph or autocast) with growth_interval 2, so the scale
+ * keeps moving (the default 65536 overflows, 32768 grows back after two good micro-batches):
+ * `calls` micro-batches, feeding batch k = the updates done so far (a skipped one is fed again). */
+static void amp_run(kn_trainer *t, int calls, double *losses) {
+    for (int c = 0; c < calls; c++) {
+        mlp_feed((int)kn_trainer_steps(t));
+        double l = 0;
+        die(kn_trainer_step(t, mlp_batch, 2, &l, NULL), "amp step");
+        losses[c] = l;
+    }
+}
+
+static kn_trainer *amp_trainer(bool autocast) {
+    int l;
+    kn_trainer *t = NULL;
+    kn_trainer_options o = opts(KN_DEVICE_CUDA, KN_PRECISION_FP16, 1);
+    o.autocast = autocast;
+    o.growth_interval = 2;
+    kn_model *m = build_mlp(&l);
+    die(kn_trainer_create(m, l, &o, &t), "amp trainer");
+    return t;
+}
+
+/* A run stopped after `cut` micro-batches, checkpointed and resumed in a fresh trainer takes
+ * exactly the uninterrupted run's steps: the same losses, skipped micro-batches, loss scale and
+ * weights, bit for bit. */
+static void test_amp_resume(const char *dir, bool autocast) {
+    enum { CALLS = 10, CUT = 5 };
+    const char *what = autocast ? "fp16 autocast" : "fp16";
+    double full[CALLS], part[CALLS];
+    kn_trainer *a = amp_trainer(autocast);
+    amp_run(a, CALLS, full);
+    kn_trainer *b = amp_trainer(autocast);
+    amp_run(b, CUT, part);
+    double scale_cut = kn_trainer_loss_scale(b);
+    int64_t skipped_cut = kn_trainer_skipped_steps(b);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/mlp_amp_%d.ckpt", dir, (int)autocast);
+    die(kn_trainer_checkpoint_save(b, path, NULL), "amp save");
+    kn_trainer_free(b);
+    kn_trainer *r = amp_trainer(autocast);
+    die(kn_trainer_checkpoint_load(r, path, NULL), "amp load");
+    CHECK(kn_trainer_loss_scale(r) == scale_cut && kn_trainer_skipped_steps(r) == skipped_cut,
+          "%s resume: scale %g skipped %lld after load, %g %lld saved", what, kn_trainer_loss_scale(r),
+          (long long)kn_trainer_skipped_steps(r), scale_cut, (long long)skipped_cut);
+    amp_run(r, CALLS - CUT, part + CUT);
+    int diff = 0;
+    for (int c = 0; c < CALLS; c++) diff += full[c] != part[c];
+    CHECK(diff == 0, "%s resume: %d of %d micro-batch losses differ from the uninterrupted run", what, diff, CALLS);
+    CHECK(kn_trainer_loss_scale(r) == kn_trainer_loss_scale(a) &&
+              kn_trainer_skipped_steps(r) == kn_trainer_skipped_steps(a) && kn_trainer_steps(r) == kn_trainer_steps(a),
+          "%s resume: scale %g / %g, skipped %lld / %lld, steps %lld / %lld", what, kn_trainer_loss_scale(r),
+          kn_trainer_loss_scale(a), (long long)kn_trainer_skipped_steps(r), (long long)kn_trainer_skipped_steps(a),
+          (long long)kn_trainer_steps(r), (long long)kn_trainer_steps(a));
+    int wdiff = 0;
+    for (int i = 0; i < kn_trainer_param_count(a); i++) {
+        float *wa, *wb;
+        kn_trainer_param(a, i, NULL, NULL, &wa);
+        kn_trainer_param(r, i, NULL, NULL, &wb);
+        wdiff += memcmp(wa, wb, sizeof(float) * (size_t)param_numel(a, i)) != 0;
+    }
+    CHECK(wdiff == 0, "%s resume: %d weight tensors differ from the uninterrupted run", what, wdiff);
+    /* the state matters: the scale at the cut is not the initial one, or nothing was checked */
+    CHECK(scale_cut != 65536.0 && skipped_cut > 0, "%s: scale %g, %lld skipped at the cut: nothing to restore", what,
+          scale_cut, (long long)skipped_cut);
+    printf("%s resume: cut after %d of %d micro-batches at scale %g (%lld skipped); %d losses and %d weight tensors "
+           "differ from the uninterrupted run's; final scale %g, %lld skipped, %lld steps\n",
+           what, CUT, CALLS, scale_cut, (long long)skipped_cut, diff, wdiff, kn_trainer_loss_scale(a),
+           (long long)kn_trainer_skipped_steps(a), (long long)kn_trainer_steps(a));
+    unlink(path);
+    kn_trainer_free(r);
+    kn_trainer_free(a);
 }
 
 /* ---- MiniLM from the ONNX file train.parity_minilm writes ---- */
@@ -385,7 +495,11 @@ int main(int argc, char **argv) {
         return 77;
     }
     const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    if (argc == 4 || argc == 5) {
+    if (argc == 2 && !strcmp(argv[1], "amp")) {
+        test_mlp_autocast();
+        test_amp_resume(dir, false);
+        test_amp_resume(dir, true);
+    } else if (argc == 4 || argc == 5) {
         kn_precision prec = argc == 5 && !strcmp(argv[4], "fp16") ? KN_PRECISION_FP16
             : argc == 5 && !strcmp(argv[4], "bf16")               ? KN_PRECISION_BF16
                                                                   : KN_PRECISION_FP32;

@@ -17,6 +17,8 @@
  *                export exits 3) | eval OUTPUT FILE (kn_trainer_forward on the batch lines
  *                before it, OUTPUT written as raw float32)
  *              | fuse  (kn_train_fuse before the loss: fused attention and GELU; counts to stderr)
+ *              | recompute layers|PATTERNS  (activation recomputation, kn_trainer_options.recompute)
+ * The planner's peak bytes of a step go to stderr at the end ("train_driver: peak N bytes").
  * The losses add inputs "labels" (ce: int64, any shape) and "scores" (cosine, cosent: float [B]);
  * the pair losses mean-pool OUTPUT [2B, T, D] over MASK_INPUT and split the batch in halves
  * (anchors, positives for mnrl, whose scale is 20 as sentence-transformers' default).
@@ -65,7 +67,7 @@ int main(int argc, char **argv) {
     if (!plan) return fail(NULL, "cannot open the plan");
     char line[4096], model_path[1024] = "", out_dir[1024] = ".", export_path[1024] = "", trainable[1024] = "";
     char loss_kind[16] = "", loss_out[256] = "", loss_arg[256] = "", no_decay[1024] = "";
-    char head_pool[16] = "", head_tokens[256] = "", head_mask[256] = "";
+    char head_pool[16] = "", head_tokens[256] = "", head_mask[256] = "", recompute[1024] = "";
     long long head_in = 0, head_classes = 0, export_threshold = 0, export_fsize = 0;
     unsigned long long head_seed = 0;
     int label_rank = 1;
@@ -87,6 +89,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(kw, "out")) sscanf(rest, "%1023s", out_dir);
         else if (!strcmp(kw, "export")) sscanf(rest, "%1023s", export_path);
         else if (!strcmp(kw, "fuse")) fuse = true;
+        else if (!strcmp(kw, "recompute") && sscanf(rest, "%1023s", recompute) == 1) o.recompute = recompute;
         else if (!strcmp(kw, "no_decay") && sscanf(rest, "%1023s", no_decay) == 1) o.optim.no_decay = no_decay;
         else if (!strcmp(kw, "clip")) sscanf(rest, "%lf", &o.optim.max_grad_norm);
         else if (!strcmp(kw, "accumulate")) sscanf(rest, "%d", &o.optim.accumulate);
@@ -235,6 +238,7 @@ int main(int argc, char **argv) {
     fclose(plan);
     if (!t) return fail(NULL, "the plan has no step");
     fclose(losses);
+    fprintf(stderr, "train_driver: peak %zu bytes\n", kn_trainer_peak_bytes(t));
     char path[1100];
     snprintf(path, sizeof path, "%s/params.txt", out_dir);
     FILE *idx = fopen(path, "w");

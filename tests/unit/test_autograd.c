@@ -1026,6 +1026,75 @@ static void b_sdpa_f32(kn_graph *g) {
     tg_output(g, "y");
 }
 
+/* com.microsoft Attention / MultiHeadAttention (kn_grad_MsAttention / kn_grad_MsMultiHeadAttention):
+ * the mask_index forms the fused kernel takes ([B] key ends, [2B] ends and starts, [B,T], [B,S,T]),
+ * unidirectional, qkv_hidden_sizes, attention_bias as a differentiated input, MHA's cross
+ * attention (L != S) with its packed bias and its [B,N,L,H] key/value layout. Masks are int32
+ * constants (not differentiated). */
+static void ms_attn_node(kn_graph *g, const char *op, const char *ins, const kn_attr *extra, int n_extra) {
+    kn_attr at[4] = {attr_i("num_heads", 2)};
+    for (int i = 0; i < n_extra; i++) at[1 + i] = extra[i];
+    tg_node_v(g, op, "com.microsoft", 0, ins, "y", at, 1 + n_extra);
+    tg_output(g, "y");
+}
+static void tg_i32(kn_graph *g, const char *name, int nd, const int64_t *dims, const double *vals) {
+    tg_const(g, name, mk(KN_I32, nd, dims, vals));
+}
+static void b_ms_attention(kn_graph *g) {
+    IN32(g, "x", 2, 3, 8);
+    IN32(g, "w", 8, 24);
+    IN32(g, "b", 24);
+    ms_attn_node(g, "Attention", "x w b", NULL, 0);
+}
+static void b_ms_attention_keyend_causal(kn_graph *g) {
+    IN32(g, "x", 2, 4, 8);
+    IN32(g, "w", 8, 24);
+    IN32(g, "b", 24);
+    tg_i32(g, "m", 1, (int64_t[]){2}, (double[]){3, 2});
+    kn_attr u = attr_i("unidirectional", 1);
+    ms_attn_node(g, "Attention", "x w b m", &u, 1);
+}
+static void b_ms_attention_mask2d_qkv(kn_graph *g) {
+    IN32(g, "x", 2, 4, 6);
+    IN32(g, "w", 6, 20);
+    tg_i32(g, "m", 2, (int64_t[]){2, 4}, (double[]){1, 1, 0, 1, 1, 1, 1, 0});
+    int64_t qkv[3] = {8, 8, 4};
+    kn_attr a[2] = {attr_ints("qkv_hidden_sizes", qkv, 3), attr_f("scale", 0.3f)};
+    ms_attn_node(g, "Attention", "x w - m", a, 2);
+}
+static void b_ms_attention_startend_bias(kn_graph *g) {
+    IN32(g, "x", 2, 4, 8);
+    IN32(g, "w", 8, 24);
+    IN32(g, "b", 24);
+    tg_i32(g, "m", 1, (int64_t[]){4}, (double[]){4, 3, 1, 0});
+    IN32(g, "ab", 1, 2, 4, 4);
+    ms_attn_node(g, "Attention", "x w b m - ab", NULL, 0);
+}
+static void b_ms_attention_mask3d(kn_graph *g) {
+    IN32(g, "x", 1, 3, 8);
+    IN32(g, "w", 8, 24);
+    IN32(g, "b", 24);
+    tg_i32(g, "m", 3, (int64_t[]){1, 3, 3}, (double[]){1, 0, 1, 1, 1, 0, 0, 1, 1});
+    kn_attr f = attr_f("mask_filter_value", -1000.0f);
+    ms_attn_node(g, "Attention", "x w b m", &f, 1);
+}
+static void b_ms_mha_cross(kn_graph *g) {
+    IN32(g, "q", 2, 3, 8);
+    IN32(g, "k", 2, 5, 8);
+    IN32(g, "v", 2, 5, 6);
+    IN32(g, "b", 22);
+    tg_i32(g, "m", 2, (int64_t[]){2, 5}, (double[]){1, 1, 1, 0, 0, 1, 1, 1, 1, 1});
+    ms_attn_node(g, "MultiHeadAttention", "q k v b m", NULL, 0);
+}
+static void b_ms_mha_bnsh_causal_bias(kn_graph *g) {
+    IN32(g, "q", 1, 4, 8);
+    IN32(g, "k", 1, 2, 4, 4);
+    IN32(g, "v", 1, 2, 4, 3);
+    IN32(g, "ab", 1, 1, 4, 4);
+    kn_attr u = attr_i("unidirectional", 1);
+    ms_attn_node(g, "MultiHeadAttention", "q k v - - ab", &u, 1);
+}
+
 static const gcase cases[] = {
     {"add [2,3,4]+[4]", b_add},
     {"mul [2,1,4]*[3,1]", b_mul},
@@ -1179,6 +1248,14 @@ static const gcase cases[] = {
     {"hardmax (zero)", b_hardmax},
     {"lpnormalization p 2", b_lpnorm2},
     {"lpnormalization p 1 axis 0", b_lpnorm1},
+    {"com.microsoft Attention float32, bias", b_ms_attention, 0, 0, 1e-2, 2e-3},
+    {"com.microsoft Attention, [B] key ends, unidirectional", b_ms_attention_keyend_causal, 0, 0, 1e-2, 2e-3},
+    {"com.microsoft Attention, [B,T] mask, qkv_hidden_sizes, scale", b_ms_attention_mask2d_qkv, 0, 0, 1e-2, 2e-3},
+    {"com.microsoft Attention, [2B] ends+starts, attention_bias", b_ms_attention_startend_bias, 0, 0, 1e-2, 2e-3},
+    {"com.microsoft Attention, [B,S,T] mask, mask_filter_value", b_ms_attention_mask3d, 0, 0, 1e-2, 2e-3},
+    {"com.microsoft MultiHeadAttention cross, bias, [B,T] mask", b_ms_mha_cross, 0, 0, 1e-2, 2e-3},
+    {"com.microsoft MultiHeadAttention [B,N,L,H] k/v, causal, attention_bias", b_ms_mha_bnsh_causal_bias, 0, 0, 1e-2,
+     2e-3},
 };
 enum { N_CASES = sizeof cases / sizeof cases[0] };
 

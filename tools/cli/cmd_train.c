@@ -50,6 +50,8 @@ typedef struct train_args {
     const char *resume; /* a checkpoint file or folder, or an output folder; NULL: a fresh run */
     bool overwrite;     /* replace the trained model of an earlier run in --output */
     double comm_timeout, bucket_mb;
+    const char *recompute; /* kn_trainer_options.recompute; NULL: none */
+    bool autocast;         /* kn_trainer_options.autocast (with --precision fp16|bf16) */
 } train_args;
 
 static void train_usage(void) {
@@ -72,6 +74,9 @@ static void train_usage(void) {
             "  --no-overlap (all-reduce the buckets after the backward, not as it produces them)\n"
             "  --comm auto|single|mpi|tcp|nccl (auto: mpi under mpirun/srun, else tcp when WORLD_SIZE > 1;\n"
             "               with --device cuda, NCCL over either when built with it)\n"
+            "  --recompute layers|PATTERNS (recompute activations in the backward: every numbered layer's, or\n"
+            "               those of the nodes the fnmatch patterns name; less memory, the same training)\n"
+            "  --autocast (with --precision fp16|bf16: only MatMul/Gemm/convolution/attention in it)\n"
             "Under mpirun -np N (or torchrun-style: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK)\n"
             "each rank trains on its share of every batch: the global batch is N x\n"
             "--batch-size, in the order one process would see; rank 0 logs, evaluates and writes.\n"
@@ -522,6 +527,10 @@ static int parse_args(int argc, char **argv, train_args *a) {
             a->overwrite = true;
             continue;
         }
+        if (!strcmp(k, "--autocast")) {
+            a->autocast = true;
+            continue;
+        }
         if (!strcmp(k, "--resume")) { /* the folder is optional: none means --output's checkpoint */
             a->resume = i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0 ? argv[++i] : "";
             continue;
@@ -560,6 +569,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
         STR("--device", device)
         STR("--comm", comm)
         STR("--precision", precision)
+        STR("--recompute", recompute)
         NUM("--epochs", epochs, (int)strtol(v, &end, 10))
         NUM("--max-steps", max_steps, strtoll(v, &end, 10))
         NUM("--batch-size", batch_size, (int)strtol(v, &end, 10))
@@ -708,6 +718,8 @@ static kn_status *setup(train_run *r) {
     /* NCCL chose this process's GPU by LOCAL_RANK; the session takes the same one */
     if (kn_comm_on_device(r->comm) && !strchr(a->device, ':')) o.device_index = kn_comm_local_rank(r->comm);
     o.precision = dev.precision;
+    o.recompute = a->recompute;
+    o.autocast = a->autocast;
     o.optim.kind = KN_OPTIM_ADAMW;
     o.optim.lr = a->lr;
     o.optim.weight_decay = a->weight_decay;
