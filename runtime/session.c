@@ -44,10 +44,54 @@ struct kn_session {
     atomic_uint_fast64_t runs;
     double op_seconds[KN_OP_COUNT]; /* profiling totals, under mu */
     int64_t op_calls[KN_OP_COUNT];
-    uint8_t fallback_logged[KN_OP_COUNT]; /* ops already reported as running on the CPU, under mu */
-    kn_body_cache *bodies;                /* plans of control-flow bodies */
-    int64_t plans_built;                  /* main-graph plans built so far, under mu */
+    uint8_t fallback_logged[KN_OP_COUNT];  /* ops already reported as running on the CPU, under mu */
+    kn_body_cache *bodies;                 /* plans of control-flow bodies */
+    int64_t plans_built;                   /* main-graph plans built so far, under mu */
+    bool graphs;                           /* replay plans' runs as CUDA graphs (KILN_CUDA_GRAPHS=0: off) */
+    int64_t graph_captures, graph_replays; /* under mu */
 };
+
+/* A plan's run recorded as a device graph (kn_backend.graph_begin): the graph, the arena and the
+ * device copies its kernels point at (kept for as long as the graph), and the pinned addresses
+ * through which each replay reads the inputs and leaves the kept values. */
+typedef struct kn_graph_rec {
+    void *graph;
+    void *arena;
+    void **held;
+    int n_held;
+    void **in_pin; /* per graph input; NULL: nothing to copy (empty or unread) */
+    int n_out;
+    int *out_val;
+    void **out_pin; /* NULL: an empty value */
+    bool busy;
+} kn_graph_rec;
+
+static void kn_graph_rec_free(const kn_backend *be, kn_graph_rec *r) {
+    if (!r) return;
+    if (r->graph) be->graph_free(be, r->graph);
+    for (int i = 0; i < r->n_held; i++) be->free(be, r->held[i]);
+    if (r->arena) be->free(be, r->arena);
+    free(r->held);
+    free(r->in_pin);
+    free(r->out_val);
+    free(r->out_pin);
+    free(r);
+}
+
+static void kn_session_free_plan(kn_session *s, kn_plan *p) {
+    if (p && p->graph) kn_graph_rec_free(s->be, p->graph);
+    kn_plan_free(p, s->g->n_values);
+}
+
+const char *kn_precision_name(kn_precision p) {
+    switch (p) {
+    case KN_PRECISION_FP32: return "fp32";
+    case KN_PRECISION_TF32: return "tf32";
+    case KN_PRECISION_FP16: return "fp16";
+    case KN_PRECISION_BF16: return "bf16";
+    }
+    return "unknown";
+}
 
 void kn_session_options_init(kn_session_options *opt) {
     memset(opt, 0, sizeof *opt);
@@ -116,21 +160,30 @@ kn_status *kn_session_create(const kn_model *model, const kn_session_options *op
     kn_session_options o;
     if (opt) o = *opt;
     else kn_session_options_init(&o);
-    KN_CHECK(o.precision == KN_PRECISION_FP32, KN_ERR_UNSUPPORTED,
-             "kn_session_create: precision %d requested; only FP32 is implemented (the model's own types)",
-             (int)o.precision);
+    KN_CHECK(o.precision >= KN_PRECISION_FP32 && o.precision <= KN_PRECISION_BF16, KN_ERR_INVALID_ARGUMENT,
+             "kn_session_create: precision %d is not fp32, tf32, fp16 or bf16", (int)o.precision);
     const kn_backend *be = NULL;
     KN_TRY(kn_backend_get(o.device, o.device_index, &be));
+    KN_CHECK(o.precision == KN_PRECISION_FP32 || be->device != KN_DEVICE_CPU, KN_ERR_UNSUPPORTED,
+             "kn_session_create: precision %s needs a CUDA session; the CPU computes in the model's own types",
+             kn_precision_name(o.precision));
     KN_TRY(kn_graph_check_supported(model->graph));
-    /* the model's graph fused for this backend: never a fused op the backend has no kernel for */
+    /* the model's graph fused for this backend (never a fused op the backend has no kernel for),
+     * and for fp16/bf16 rewritten to compute in that type (graph/precision.h); tf32 changes only
+     * how the float32 GEMMs round (kn_exec_ctx.precision) */
     const kn_graph *g = NULL;
-    KN_TRY(kn_model_graph_for((kn_model *)model, be, &g));
+    kn_dtype lowp = o.precision == KN_PRECISION_FP16 ? KN_F16
+        : o.precision == KN_PRECISION_BF16           ? KN_BF16
+                                                     : KN_UNDEFINED;
+    KN_TRY(kn_model_graph_for_lowp((kn_model *)model, be, lowp, &g));
     kn_session *s = calloc(1, sizeof *s);
     if (!s) return KN_OOM(sizeof *s);
     s->model = model;
     s->g = g;
     s->opt = o;
     s->be = be;
+    const char *cg = getenv("KILN_CUDA_GRAPHS");
+    s->graphs = be->graph_begin && !(cg && !strcmp(cg, "0"));
     pthread_mutex_init(&s->mu, NULL);
     atomic_init(&s->runs, 0);
     kn_status *st = kn_graph_info_init(&s->gi, s->g);
@@ -149,7 +202,7 @@ kn_status *kn_session_create(const kn_model *model, const kn_session_options *op
 
 void kn_session_free(kn_session *s) {
     if (!s) return;
-    for (int i = 0; i < s->n_plans; i++) kn_plan_free(s->plans[i], s->g->n_values);
+    for (int i = 0; i < s->n_plans; i++) kn_session_free_plan(s, s->plans[i]);
     for (int i = 0; i < s->n_free; i++) s->be->free(s->be, s->free_arenas[i].p);
     kn_body_cache_free(s->bodies);
     kn_threadpool_free(s->pool);
@@ -199,6 +252,25 @@ int64_t kn_session_plans_built(const kn_session *s) {
     pthread_mutex_lock((pthread_mutex_t *)&s->mu);
     int64_t n = s->plans_built;
     pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+    return n;
+}
+
+void kn_session_graph_counts(const kn_session *s, int64_t *captured, int64_t *replayed) {
+    pthread_mutex_lock((pthread_mutex_t *)&s->mu);
+    if (captured) *captured = s->graph_captures;
+    if (replayed) *replayed = s->graph_replays;
+    pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+}
+
+int kn_session_lowp_nodes(const kn_session *s) {
+    kn_dtype lp = s->opt.precision == KN_PRECISION_FP16 ? KN_F16 : s->opt.precision == KN_PRECISION_BF16 ? KN_BF16 : 0;
+    int n = 0;
+    for (int i = 0; lp && i < s->g->n_nodes; i++) {
+        const kn_node *nd = &s->g->nodes[i];
+        if (nd->op != KN_OP_Cast && nd->n_outputs > 0 && nd->outputs[0] >= 0 &&
+            s->g->values[nd->outputs[0]].type.dtype == lp)
+            n++;
+    }
     return n;
 }
 
@@ -379,7 +451,7 @@ static kn_status *kn_session_get_plan(kn_session *s, const kn_tensor *bound, con
             if (s->plans[i]->refs == 0 && (victim < 0 || s->plans[i]->last_used < s->plans[victim]->last_used))
                 victim = i;
         if (victim >= 0) {
-            kn_plan_free(s->plans[victim], s->g->n_values);
+            kn_session_free_plan(s, s->plans[victim]);
             s->plans[victim] = s->plans[--s->n_plans];
         }
     }
@@ -408,7 +480,7 @@ static void kn_session_put_plan(kn_session *s, kn_plan *p) {
     p->refs--;
     bool orphan = p->refs < -100000;
     pthread_mutex_unlock(&s->mu);
-    if (orphan) kn_plan_free(p, s->g->n_values);
+    if (orphan) kn_session_free_plan(s, p);
 }
 
 /* Takes the smallest pooled arena that holds bytes, or allocates one; *size is its real size. */
@@ -508,14 +580,156 @@ static kn_status *kn_copy_output(const kn_tensor *src, kn_named_tensor *dst) {
 /* Plan, arena and run for bound inputs (graph order); take() reads outputs while the run lives. */
 typedef kn_status *(*kn_take_fn)(void *ctx, const kn_graph *g, kn_run *run);
 
+/* Whether plan's run can be recorded once and replayed: every node it runs is on the device with
+ * shapes known at plan time (no CPU fallback, which would read device results mid-run; no
+ * data-dependent shapes), nothing random (a replay would repeat the draws) and no subgraph. */
+static bool kn_plan_replayable(const kn_session *s, const kn_plan *p) {
+    const kn_graph *g = s->g;
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (p->skip[i]) continue;
+        const kn_node *n = &g->nodes[i];
+        if (!p->place[i] || n->op < 0 || kn_op_is_volatile(n->op)) return false;
+        for (int a = 0; a < n->n_attrs; a++)
+            if (n->attrs[a].g) return false;
+        for (int k = 0; k < n->n_outputs; k++)
+            if (n->outputs[k] >= 0 && p->state[n->outputs[k]] == KN_VS_DYNAMIC) return false;
+        /* an input read on the host must be known before the run: one the device computes would
+         * need a wait mid-run, and a graph input read there would be stale in a replay */
+        uint64_t host = s->be->host_inputs ? s->be->host_inputs(s->be, n) : 0;
+        for (int k = 0; k < n->n_inputs && k < 64; k++) {
+            int v = n->inputs[k];
+            if (v >= 0 && (host >> k & 1) && p->state[v] != KN_VS_CONST && p->state[v] != KN_VS_KNOWN) return false;
+        }
+    }
+    return true;
+}
+
+/* Pinned staging a recorded run needs: the inputs, the values planned ahead that the device
+ * reads, and the kept values, each rounded as the backend stages them. */
+static size_t kn_capture_staging(const kn_session *s, const kn_plan *p, const kn_tensor *bound) {
+    const kn_graph *g = s->g;
+    size_t n = 4096;
+    for (int k = 0; k < g->n_inputs; k++) n += kn_nbytes(&bound[k]) + 256;
+    for (int v = 0; v < g->n_values; v++)
+        if (p->state[v] == KN_VS_KNOWN || s->gi.is_output[v] || (p->keep && p->keep[v]))
+            n += kn_nbytes(&p->vals[v]) + 256;
+    return n;
+}
+
+/* After a recorded run: where each replay finds inputs and kept values, and the device memory
+ * the graph keeps. false: the recording cannot serve replays (an input read on the host, a kept
+ * value that never left the device). */
+static bool kn_graph_rec_fill(kn_session *s, const kn_plan *p, const kn_tensor *bound, kn_run *run, kn_graph_rec *r) {
+    const kn_graph *g = s->g;
+    const kn_backend *be = s->be;
+    r->in_pin = calloc((size_t)(g->n_inputs ? g->n_inputs : 1), sizeof(void *));
+    r->out_val = malloc(sizeof(int) * (size_t)(g->n_values ? g->n_values : 1));
+    r->out_pin = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(void *));
+    r->held = malloc(sizeof(void *) * (size_t)(g->n_values ? g->n_values : 1));
+    if (!r->in_pin || !r->out_val || !r->out_pin || !r->held) return false;
+    for (int k = 0; k < g->n_inputs; k++) {
+        size_t bytes = kn_nbytes(&bound[k]);
+        int v = g->inputs[k];
+        if (!bytes || v < 0 || s->gi.last_use[v] < 0) continue;
+        if (!(r->in_pin[k] = be->graph_pin(be, r->graph, bound[k].data, bytes, false))) return false;
+    }
+    for (int v = 0; v < g->n_values; v++) {
+        if (!(s->gi.is_output[v] || (p->keep && p->keep[v])) || run->state[v] == KN_VS_ABSENT) continue;
+        size_t bytes = kn_nbytes(&run->vals[v]);
+        r->out_val[r->n_out] = v;
+        if (p->state[v] == KN_VS_KNOWN || p->state[v] == KN_VS_CONST) {
+            r->out_pin[r->n_out++] = run->vals[v].data; /* computed ahead: the plan's (or model's) own bytes */
+            continue;
+        }
+        if (bytes && !(r->out_pin[r->n_out] = be->graph_pin(be, r->graph, run->vals[v].data, bytes, true)))
+            return false;
+        r->n_out++;
+    }
+    /* device copies the recorded kernels read (uploaded inputs, values planned ahead) */
+    for (int v = 0; v < g->n_values; v++)
+        if (run->xfer_state[v] == 1 && run->xfer[v].device != KN_DEVICE_CPU) {
+            r->held[r->n_held++] = run->xfer[v].data;
+            run->xfer_state[v] = 0;
+        }
+    return true;
+}
+
+/* A plan's recorded run again: inputs into the pinned staging, one launch, one wait; take() reads
+ * the kept values from the staging. */
+static kn_status *kn_session_replay(kn_session *s, const kn_plan *plan, kn_graph_rec *r, const kn_tensor *bound,
+                                    kn_take_fn take, void *take_ctx) {
+    const kn_graph *g = s->g;
+    for (int k = 0; k < g->n_inputs; k++)
+        if (r->in_pin[k]) memcpy(r->in_pin[k], bound[k].data, kn_nbytes(&bound[k]));
+    KN_TRY(s->be->graph_replay(s->be, r->graph));
+    kn_run run = {.g = g, .gi = &s->gi};
+    run.vals = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(kn_tensor));
+    run.state = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
+    kn_status *st = run.vals && run.state ? NULL : KN_OOM(0);
+    for (int j = 0; !st && j < r->n_out; j++) {
+        int v = r->out_val[j];
+        run.vals[v] = plan->vals[v];
+        run.vals[v].data = r->out_pin[j];
+        run.vals[v].owns = false;
+        run.vals[v].device = KN_DEVICE_CPU;
+        run.state[v] = KN_VS_DYNAMIC;
+    }
+    if (!st) st = take(take_ctx, g, &run);
+    free(run.vals);
+    free(run.state);
+    return st;
+}
+
 static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const int *keep, int n_keep, kn_take_fn take,
                                   void *take_ctx, void *const *dev_out, const size_t *dev_cap) {
     const kn_graph *g = s->g;
     kn_plan *plan = NULL;
     KN_TRY(kn_session_get_plan(s, bound, keep, n_keep, &plan));
     kn_status *st = NULL;
+    /* device sessions: the second run of a plan is recorded as a graph, later runs replay it */
+    enum { RUN_PLAIN, RUN_CAPTURE, RUN_REPLAY } mode = RUN_PLAIN;
+    kn_graph_rec *rec = NULL;
+    bool host_io = !dev_out;
+    for (int k = 0; k < g->n_inputs && host_io; k++) host_io = bound[k].device == KN_DEVICE_CPU;
+    if (s->graphs && host_io && !s->opt.profile) {
+        pthread_mutex_lock(&s->mu);
+        plan->runs++;
+        if (plan->graph_state == 1 && !((kn_graph_rec *)plan->graph)->busy) {
+            rec = plan->graph;
+            rec->busy = true;
+            mode = RUN_REPLAY;
+        } else if (plan->graph_state == 0 && plan->runs >= 2) {
+            plan->graph_state = kn_plan_replayable(s, plan) ? 2 : -1; /* 2: being recorded */
+            if (plan->graph_state == 2) mode = RUN_CAPTURE;
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (mode == RUN_REPLAY) {
+        st = kn_session_replay(s, plan, rec, bound, take, take_ctx);
+        pthread_mutex_lock(&s->mu);
+        rec->busy = false;
+        s->graph_replays++;
+        pthread_mutex_unlock(&s->mu);
+        atomic_fetch_add(&s->runs, 1);
+        kn_session_put_plan(s, plan);
+        return st;
+    }
+    void *graph = NULL;
     size_t arena_size = 0;
-    void *arena = kn_session_get_arena(s, plan->arena_bytes, &arena_size);
+    void *arena = NULL;
+    if (mode == RUN_CAPTURE) {
+        /* the graph's own arena: its kernels keep pointing into it */
+        if (!(rec = calloc(1, sizeof *rec)) ||
+            !(arena = s->be->alloc(s->be, plan->arena_bytes ? plan->arena_bytes : 64))) {
+            free(rec);
+            rec = NULL;
+            pthread_mutex_lock(&s->mu);
+            plan->graph_state = -1;
+            pthread_mutex_unlock(&s->mu);
+            mode = RUN_PLAIN;
+        }
+    }
+    if (mode == RUN_PLAIN) arena = kn_session_get_arena(s, plan->arena_bytes, &arena_size);
     if (!arena) {
         st = kn_error(KN_ERR_OUT_OF_MEMORY, "could not allocate the activation arena on %s: %zu bytes asked, %zu free",
                       s->be->name, plan->arena_bytes, s->be->free_bytes ? s->be->free_bytes(s->be) : (size_t)0);
@@ -528,6 +742,10 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
                   .inputs_placed = true,
                   .dev_out = dev_out,
                   .dev_out_cap = dev_cap};
+    if (mode == RUN_CAPTURE) {
+        run.capture = &graph;
+        run.capture_staging = kn_capture_staging(s, plan, bound);
+    }
     double op_seconds[KN_OP_COUNT];
     int64_t op_calls[KN_OP_COUNT];
     if (s->opt.profile) {
@@ -543,6 +761,7 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
                                 .run_subgraph = kn_run_subgraph,
                                 .scratch_alloc = kn_scratch_alloc_impl,
                                 .scratch_state = &scratch,
+                                .precision = (int)s->opt.precision,
                                 .seed = 0x9e3779b97f4a7c15ull * (atomic_fetch_add(&s->runs, 1) + 1)};
         run.vals = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(kn_tensor));
         run.state = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
@@ -550,6 +769,12 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
     }
     if (!st) st = kn_run_planned(&run, plan, bound, arena);
     if (!st) st = kn_run_finish(&run);
+    bool recorded = false;
+    if (mode == RUN_CAPTURE && !st && graph) {
+        rec->graph = graph;
+        rec->arena = arena;
+        recorded = kn_graph_rec_fill(s, plan, bound, &run, rec);
+    }
     if (!st) st = take(take_ctx, g, &run);
     if (s->opt.profile) {
         pthread_mutex_lock(&s->mu);
@@ -562,8 +787,32 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
     if (run.vals) kn_run_release(&run);
     else free(run.state);
     kn_scratch_release(&scratch);
-    /* the arena may be larger than this plan needs; it is pooled under the size it was allocated with */
-    kn_session_put_arena(s, arena, arena_size);
+    if (mode == RUN_CAPTURE) {
+        pthread_mutex_lock(&s->mu);
+        if (recorded) {
+            plan->graph = rec;
+            plan->graph_state = 1;
+            s->graph_captures++;
+        } else {
+            plan->graph_state = -1;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (!recorded) {
+            if (rec && rec->graph) kn_graph_rec_free(s->be, rec); /* frees the arena too */
+            else {
+                free(rec);
+                s->be->free(s->be, arena);
+            }
+            if (st && kn_status_get_code(st) != KN_ERR_INVALID_ARGUMENT) {
+                /* the recording failed (a call a capture forbids, staging too small): run it plainly */
+                kn_status_free(st);
+                st = kn_session_exec(s, bound, keep, n_keep, take, take_ctx, dev_out, dev_cap);
+            }
+        }
+    } else {
+        /* the arena may be larger than this plan needs; it is pooled under the size it was allocated with */
+        kn_session_put_arena(s, arena, arena_size);
+    }
     kn_session_put_plan(s, plan);
     return st;
 }

@@ -74,3 +74,10 @@ add_test(NAME gpusim.train_device_cli
          COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/train_device_cli.py --kiln $<TARGET_FILE:kiln_cli_sim>
                  --work ${CMAKE_BINARY_DIR}/gpusim-train-device-cli)
 set_tests_properties(gpusim.train_device_cli PROPERTIES TIMEOUT 900)
+
+# kn_session_options.precision fp16/bf16/tf32 on every zoo model against the CPU's float32
+# (relative L2 < 1e-2 each, issue 14), and on a real GPU build as gpu.precision
+add_executable(test_precision_cuda_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_precision_cuda.c)
+target_link_libraries(test_precision_cuda_sim PRIVATE kiln_core_sim)
+add_test(NAME gpusim.precision COMMAND test_precision_cuda_sim ${CMAKE_SOURCE_DIR}/../shared/zoo)
+set_tests_properties(gpusim.precision PROPERTIES TIMEOUT 1800)
