@@ -106,11 +106,11 @@ static kn_dtype out_dtype(const kn_graph *g, const kn_node *n, int k, const kn_d
     default: break;
     }
     /* type-preserving ops: the first input's type (elementwise, data movement, normalisations) */
-    if (lowp_op(n->op) || n->op == KN_OP_Pow || n->op == KN_OP_Exp || n->op == KN_OP_Log ||
-        n->op == KN_OP_ReduceSum || n->op == KN_OP_Reciprocal || n->op == KN_OP_Tile || n->op == KN_OP_Pad ||
-        n->op == KN_OP_Floor || n->op == KN_OP_Ceil || n->op == KN_OP_BatchNormalization ||
-        n->op == KN_OP_ConvTranspose || n->op == KN_OP_Resize || n->op == KN_OP_InstanceNormalization ||
-        n->op == KN_OP_ReduceSumSquare || n->op == KN_OP_CumSum)
+    if (lowp_op(n->op) || n->op == KN_OP_Pow || n->op == KN_OP_Exp || n->op == KN_OP_Log || n->op == KN_OP_ReduceSum ||
+        n->op == KN_OP_Reciprocal || n->op == KN_OP_Tile || n->op == KN_OP_Pad || n->op == KN_OP_Floor ||
+        n->op == KN_OP_Ceil || n->op == KN_OP_BatchNormalization || n->op == KN_OP_ConvTranspose ||
+        n->op == KN_OP_Resize || n->op == KN_OP_InstanceNormalization || n->op == KN_OP_ReduceSumSquare ||
+        n->op == KN_OP_CumSum)
         return n->n_inputs > 0 && n->inputs[0] >= 0 ? dt[n->inputs[0]] : KN_UNDEFINED;
     return KN_UNDEFINED;
 }
@@ -241,7 +241,7 @@ kn_status *kn_graph_lower_precision(kn_graph *g, kn_dtype lp, const kn_backend *
             unsure |= s.dt[v] == KN_UNDEFINED;
         }
         bool move = any_f32 && !unsure && n->op >= 0 && lowp_op(n->op) && b && b->kernel && b->kernel(b, n->op) &&
-                    n->n_implicit == 0;
+            n->n_implicit == 0;
         /* a node whose outputs are not all float32 (or unknown) is not type-preserving here */
         for (int k = 0; move && k < n->n_outputs; k++)
             if (n->outputs[k] >= 0 && out_dtype(g, n, k, s.dt) != KN_F32) move = false;

@@ -81,3 +81,10 @@ add_executable(test_precision_cuda_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_prec
 target_link_libraries(test_precision_cuda_sim PRIVATE kiln_core_sim)
 add_test(NAME gpusim.precision COMMAND test_precision_cuda_sim ${CMAKE_SOURCE_DIR}/../shared/zoo)
 set_tests_properties(gpusim.precision PROPERTIES TIMEOUT 1800)
+
+# CUDA graphs: the interpreter's stream capture rules, and sessions recording a plan's run once
+# and replaying it (results against the CPU with inputs changed every run, replay counts)
+add_executable(test_graph_cuda_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_graph_cuda.c)
+target_link_libraries(test_graph_cuda_sim PRIVATE kiln_core_sim)
+add_test(NAME gpusim.graphs COMMAND test_graph_cuda_sim ${CMAKE_SOURCE_DIR}/../shared/zoo)
+set_tests_properties(gpusim.graphs PROPERTIES TIMEOUT 900 ENVIRONMENT "KILN_SIM_RACECHECK=1")

@@ -145,8 +145,7 @@ static int run_model(const char *zoo, const char *name, double err[N_PREC], int 
             err[p] = rel_l2(ref, o1, n_out, name);
             lowp[p] = kn_session_lowp_nodes(sg);
             if (!(err[p] >= 0 && err[p] < 1e-2)) {
-                printf("FAIL %s %s: relative L2 error %.3g (limit 1e-2)\n", name, kn_precision_name(precs[p]),
-                       err[p]);
+                printf("FAIL %s %s: relative L2 error %.3g (limit 1e-2)\n", name, kn_precision_name(precs[p]), err[p]);
                 fail = 1;
             }
             if (precs[p] != KN_PRECISION_TF32 && lowp[p] == 0) {
@@ -190,7 +189,8 @@ int main(int argc, char **argv) {
     char names[64][256];
     int n = 0;
     while ((e = readdir(d)) && n < 64)
-        if (e->d_name[0] != '.' && (!only || strstr(e->d_name, only))) snprintf(names[n++], sizeof names[0], "%s", e->d_name);
+        if (e->d_name[0] != '.' && (!only || strstr(e->d_name, only)))
+            snprintf(names[n++], sizeof names[0], "%s", e->d_name);
     closedir(d);
     int passed = 0, failed = 0, refused = 0;
     /* the CPU computes in the model's own types: a reduced precision there is an error, not ignored */
