@@ -92,6 +92,14 @@ typedef struct kn_session_options {
     int profile;            /* 1: time every node; read with kn_session_profile */
     kn_log_fn log;          /* NULL: kn_log_stderr */
     void *log_user;
+    /* > 0: sequence-length buckets. A model with input_ids and attention_mask sharing a named
+     * sequence dimension runs each length L padded (ids, mask and the other inputs of that
+     * dimension with zeros) to the next multiple of seq_bucket, and outputs along that dimension
+     * are cut back to L: a sweep of lengths reuses one plan (and CUDA graph) per bucket, and the
+     * masked padding leaves the unpadded positions' results as they were (up to summation order).
+     * Ignored (every length planned as it is) for models where that is not known to be exact: no
+     * such inputs, or an output dimension without a size or a name. */
+    int seq_bucket;
 } kn_session_options;
 void kn_session_options_init(kn_session_options *opt);
 const char *kn_precision_name(kn_precision p); /* "fp32", "tf32", "fp16", "bf16" */

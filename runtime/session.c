@@ -48,6 +48,7 @@ struct kn_session {
     kn_body_cache *bodies;                 /* plans of control-flow bodies */
     int64_t plans_built;                   /* main-graph plans built so far, under mu */
     bool graphs;                           /* replay plans' runs as CUDA graphs (KILN_CUDA_GRAPHS=0: off) */
+    const char *seq_dim;                   /* opt.seq_bucket: the sequence dimension padded to buckets; NULL: off */
     int64_t graph_captures, graph_replays; /* under mu */
 };
 
@@ -154,6 +155,35 @@ void kn_model_free(kn_model *m) {
     if (m) kn_model_release(m);
 }
 
+/* The name of the sequence dimension that sequence buckets pad (kn_session_options.seq_bucket),
+ * or NULL when padding is not known to be exact: input_ids and attention_mask [batch, S] with the
+ * same named S, every input using S once and of a numeric type, every output dimension either
+ * fixed or named (so the padded axis is known). */
+static const char *kn_seq_dim(const kn_graph *g) {
+    const char *seq = NULL;
+    bool mask = false;
+    for (int k = 0; k < g->n_inputs; k++) {
+        const kn_value *v = &g->values[g->inputs[k]];
+        if (v->type.ndim == 2 && v->dim_names[1] && !strcmp(v->name, "input_ids")) seq = v->dim_names[1];
+    }
+    for (int k = 0; seq && k < g->n_inputs; k++) {
+        const kn_value *v = &g->values[g->inputs[k]];
+        if (v->kind != KN_VAL_TENSOR || v->type.dtype == KN_STRING || v->type.ndim < 0) return NULL;
+        int uses = 0;
+        for (int d = 0; d < v->type.ndim; d++) uses += v->dim_names[d] && !strcmp(v->dim_names[d], seq);
+        if (uses > 1) return NULL;
+        if (!strcmp(v->name, "attention_mask"))
+            mask = v->type.ndim == 2 && uses == 1 && v->dim_names[1] && !strcmp(v->dim_names[1], seq);
+    }
+    for (int k = 0; seq && k < g->n_outputs; k++) {
+        const kn_value *v = &g->values[g->outputs[k]];
+        if (v->kind != KN_VAL_TENSOR || v->type.dtype == KN_STRING || v->type.ndim < 0) return NULL;
+        for (int d = 0; d < v->type.ndim; d++)
+            if (v->type.dims[d] < 0 && !v->dim_names[d]) return NULL;
+    }
+    return mask ? seq : NULL;
+}
+
 kn_status *kn_session_create(const kn_model *model, const kn_session_options *opt, kn_session **out) {
     *out = NULL;
     KN_CHECK(model && model->graph, KN_ERR_INVALID_ARGUMENT, "kn_session_create: model is NULL");
@@ -196,6 +226,7 @@ kn_status *kn_session_create(const kn_model *model, const kn_session_options *op
         kn_session_free(s);
         return st;
     }
+    if (o.seq_bucket > 0) s->seq_dim = kn_seq_dim(g);
     *out = s;
     return NULL;
 }
@@ -924,9 +955,129 @@ kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_in
 
 const kn_backend *kn_session_backend(const kn_session *s) { return s->be; }
 
+/* Axis of value v's declared shape named s->seq_dim, or -1. */
+static int kn_seq_axis(const kn_session *s, const kn_value *v) {
+    for (int d = 0; d < v->type.ndim; d++)
+        if (v->dim_names[d] && !strcmp(v->dim_names[d], s->seq_dim)) return d;
+    return -1;
+}
+
+/* Rows of `rows` blocks: dst holds len_d of the axis, src len_s, each block `inner` bytes wide. */
+static void kn_copy_axis(char *dst, int64_t len_d, const char *src, int64_t len_s, int64_t outer, int64_t len,
+                         size_t inner) {
+    for (int64_t o = 0; o < outer; o++)
+        memcpy(dst + (size_t)(o * len_d) * inner, src + (size_t)(o * len_s) * inner, (size_t)len * inner);
+}
+
+/* kn_session_run with the sequence padded to its bucket; *done false when this run is not one to
+ * pad (no bucket, already a bucket length, a name that is not a graph output, ...). */
+static kn_status *kn_session_run_bucketed(kn_session *s, const kn_named_tensor *inputs, int n_inputs,
+                                          kn_named_tensor *outputs, int n_outputs, bool *done) {
+    const kn_graph *g = s->g;
+    *done = false;
+    int64_t len = -1;
+    for (int i = 0; i < n_inputs; i++)
+        if (inputs[i].name && !strcmp(inputs[i].name, "attention_mask") && inputs[i].ndim == 2) len = inputs[i].dims[1];
+    int64_t bucket = s->opt.seq_bucket, padded = len > 0 ? (len + bucket - 1) / bucket * bucket : len;
+    if (len <= 0 || padded == len) return NULL;
+    int *axis_out = malloc(sizeof(int) * (size_t)(n_outputs ? n_outputs : 1));
+    if (!axis_out) return KN_OOM(0);
+    for (int i = 0; i < n_outputs; i++) {
+        int k = 0;
+        while (k < g->n_outputs && (!outputs[i].name || strcmp(g->values[g->outputs[k]].name, outputs[i].name))) k++;
+        if (k == g->n_outputs) {
+            free(axis_out);
+            return NULL; /* an intermediate value: its axes are not declared */
+        }
+        axis_out[i] = kn_seq_axis(s, &g->values[g->outputs[k]]);
+    }
+    kn_named_tensor *pin = calloc((size_t)(n_inputs ? n_inputs : 1), sizeof *pin);
+    kn_named_tensor *pout = calloc((size_t)(n_outputs ? n_outputs : 1), sizeof *pout);
+    kn_status *st = pin && pout ? NULL : KN_OOM(0);
+    for (int i = 0; !st && i < n_inputs; i++) {
+        pin[i] = inputs[i];
+        int k = 0;
+        while (k < g->n_inputs && (!inputs[i].name || strcmp(g->values[g->inputs[k]].name, inputs[i].name))) k++;
+        int a = k < g->n_inputs ? kn_seq_axis(s, &g->values[g->inputs[k]]) : -1;
+        if (a < 0 || a >= inputs[i].ndim || inputs[i].dims[a] != len || inputs[i].dtype == KN_STRING) continue;
+        /* zeros past the real length: pad ids, a mask that hides them, type 0 */
+        int64_t outer = 1;
+        size_t inner = kn_dtype_size(inputs[i].dtype);
+        for (int d = 0; d < a; d++) outer *= inputs[i].dims[d];
+        for (int d = a + 1; d < inputs[i].ndim; d++) inner *= (size_t)inputs[i].dims[d];
+        pin[i].dims[a] = padded;
+        pin[i].data = calloc((size_t)(outer * padded) * inner + 1, 1);
+        if (!pin[i].data) {
+            st = KN_OOM((size_t)(outer * padded) * inner);
+            break;
+        }
+        kn_copy_axis(pin[i].data, padded, inputs[i].data, len, outer, len, inner);
+    }
+    unsigned char *owned = calloc((size_t)(n_outputs ? n_outputs : 1), 1);
+    if (!owned && !st) st = KN_OOM(0);
+    for (int i = 0; !st && i < n_outputs; i++) {
+        pout[i].name = outputs[i].name;
+        owned[i] = outputs[i].data == NULL;
+    }
+    if (!st) st = kn_session_run_device(s, pin, n_inputs, NULL, pout, n_outputs, NULL);
+    for (int i = 0; !st && i < n_outputs; i++) {
+        kn_named_tensor *o = &outputs[i], *p = &pout[i];
+        int a = axis_out[i];
+        int64_t outer = 1;
+        size_t inner = kn_dtype_size(p->dtype);
+        if (a >= 0 && (a >= p->ndim || p->dims[a] != padded)) {
+            st = kn_error(KN_ERR_RUNTIME, "output '%s': axis %d is %lld long after padding the sequence to %lld",
+                          p->name, a, a < p->ndim ? (long long)p->dims[a] : -1LL, (long long)padded);
+            break;
+        }
+        for (int d = 0; a >= 0 && d < a; d++) outer *= p->dims[d];
+        for (int d = a + 1; a >= 0 && d < p->ndim; d++) inner *= (size_t)p->dims[d];
+        if (a < 0) {
+            outer = 1;
+            inner = p->capacity;
+        }
+        size_t bytes = a >= 0 ? (size_t)(outer * len) * inner : p->capacity;
+        if (!o->data) {
+            if (!(o->data = malloc(bytes ? bytes : 1))) {
+                st = KN_OOM(bytes);
+                break;
+            }
+            o->capacity = bytes;
+        } else if (o->capacity < bytes) {
+            st = kn_error(KN_ERR_INVALID_ARGUMENT, "output '%s' needs %zu bytes, the buffer holds %zu", o->name, bytes,
+                          o->capacity);
+            break;
+        }
+        o->dtype = p->dtype;
+        o->ndim = p->ndim;
+        memcpy(o->dims, p->dims, sizeof o->dims);
+        if (a >= 0) {
+            o->dims[a] = len;
+            kn_copy_axis(o->data, len, p->data, padded, outer, len, inner);
+        } else if (bytes) {
+            memcpy(o->data, p->data, bytes);
+        }
+    }
+    if (st && owned) kn_release_owned_outputs(outputs, n_outputs, owned);
+    for (int i = 0; pin && i < n_inputs; i++)
+        if (pin[i].data != inputs[i].data) free(pin[i].data);
+    for (int i = 0; pout && i < n_outputs; i++) kn_free(pout[i].data);
+    free(owned);
+    free(pin);
+    free(pout);
+    free(axis_out);
+    *done = true;
+    return st;
+}
+
 kn_status *kn_session_run_device(kn_session *s, const kn_named_tensor *inputs, int n_inputs, const uint8_t *in_dev,
                                  kn_named_tensor *outputs, int n_outputs, const uint8_t *out_dev) {
     KN_CHECK(s, KN_ERR_INVALID_ARGUMENT, "kn_session_run: session is NULL");
+    if (s->seq_dim && !in_dev && !out_dev && inputs && n_inputs >= 0 && (outputs || n_outputs == 0)) {
+        bool done = false;
+        kn_status *st = kn_session_run_bucketed(s, inputs, n_inputs, outputs, n_outputs, &done);
+        if (done || st) return st;
+    }
     KN_CHECK(n_inputs >= 0 && (inputs || n_inputs == 0), KN_ERR_INVALID_ARGUMENT, "kn_session_run: bad inputs array");
     KN_CHECK(n_outputs >= 0 && (outputs || n_outputs == 0), KN_ERR_INVALID_ARGUMENT,
              "kn_session_run: bad outputs array");

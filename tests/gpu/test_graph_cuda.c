@@ -1,13 +1,12 @@
-/* CUDA graphs. The runtime's capture rules, through the CUDA runtime API (the interpreter's
+/* CUDA graphs and sequence buckets. The runtime's capture rules, through the CUDA runtime API (the interpreter's
  * stand-in in gpusim.graphs, the real one in gpu.graphs): work queued on a capturing stream runs
  * only when the graph is launched, and each launch runs it again; a synchronisation during a
  * capture fails and invalidates it. Then sessions: a zoo model run N times on a cuda session
  * (fp32 and fp16) with inputs changed every run records its plan once (second run) and replays it
  * for every later run, each result matching a CPU session on the same inputs (rtol 1e-3 / atol
  * 1e-4 in fp32, relative L2 < 1e-2 in fp16), and a replay of the same inputs is bit-identical to
- * the recorded run; KILN_CUDA_GRAPHS=0 behaviour (no recording) is checked by a session that
- * asks for profiling, which runs plainly. Usage: test_graph_cuda ZOO_DIR [MODEL]. Exit 77 where
- * there is no CUDA device. */
+ * the recorded run; a session that profiles never records (its per-op times would be void). Then a sweep of sequence lengths through one bucket
+ * (bucket_sweep). Usage: test_graph_cuda ZOO_DIR [MODEL]. Exit 77 where there is no CUDA device. */
 #include "graph/model.h"
 #include "graph/ops.h"
 #include "runtime/executor.h"
@@ -252,6 +251,74 @@ static void session_replays(const char *zoo, const char *name, kn_precision prec
     kn_model_free(m);
 }
 
+/* Sequence buckets (kn_session_options.seq_bucket = 16): lengths 3..8 of the test inputs (their
+ * first L tokens) all run padded to 16 through one plan on the cuda session, which records it once
+ * and replays it for the later lengths; each result, cut back to L, matches an unbucketed CPU
+ * session on the unpadded inputs. */
+static void bucket_sweep(const char *zoo, const char *name) {
+    char path[1024];
+    if (snprintf(path, sizeof path, "%s/%s/model.onnx", zoo, name) >= (int)sizeof path) return;
+    kn_model *m = NULL;
+    kn_status *st = kn_model_load(path, &m);
+    if (st) {
+        printf("FAIL %s: %s\n", path, kn_status_message(st));
+        kn_status_free(st);
+        fails++;
+        return;
+    }
+    kn_session_options oc, og;
+    kn_session_options_init(&oc);
+    kn_session_options_init(&og);
+    og.device = KN_DEVICE_CUDA;
+    og.seq_bucket = 16;
+    kn_session *sc = NULL, *sg = NULL;
+    if ((st = kn_session_create(m, &oc, &sc)) || (st = kn_session_create(m, &og, &sg))) {
+        printf("FAIL %s: %s\n", name, kn_status_message(st));
+        kn_status_free(st);
+        fails++;
+    }
+    io full = {0};
+    if (sc && sg && load_inputs(sc, zoo, name, &full) == 0) {
+        int64_t plans0 = kn_session_plans_built(sg);
+        for (int len = 3; len <= 8; len++) {
+            io x = full;
+            kn_tensor *cut[8] = {0};
+            for (int k = 0; k < x.n_in; k++) {
+                const kn_tensor *t = full.held[k];
+                if (t->ndim != 2 || t->dims[1] < len) continue;
+                int64_t dims[2] = {t->dims[0], len};
+                if (kn_tensor_new(t->dtype, 2, dims, &cut[k])) continue;
+                size_t es = kn_dtype_size(t->dtype);
+                for (int64_t b = 0; b < dims[0]; b++)
+                    memcpy((char *)cut[k]->data + (size_t)(b * len) * es,
+                           (const char *)t->data + (size_t)(b * t->dims[1]) * es, (size_t)len * es);
+                x.in[k].dims[1] = len;
+                x.in[k].data = cut[k]->data;
+            }
+            kn_named_tensor *oc_t = run(sc, &x), *og_t = run(sg, &x);
+            if (oc_t && og_t) {
+                double w = compare(oc_t, og_t, x.n_out, false);
+                CHECK(w <= 1, "%s length %d padded to 16: cuda differs from cpu (%.3g x tolerance)", name, len, w);
+            }
+            free_outs(oc_t, x.n_out);
+            free_outs(og_t, x.n_out);
+            for (int k = 0; k < x.n_in; k++) kn_tensor_free(cut[k]);
+        }
+        int64_t cap = -1, rep = -1, plans = kn_session_plans_built(sg) - plans0;
+        kn_session_graph_counts(sg, &cap, &rep);
+        printf("%-20s lengths 3..8 in buckets of 16: %lld plan(s), recorded %lld, replayed %lld\n", name,
+               (long long)plans, (long long)cap, (long long)rep);
+        CHECK(plans == 1 && cap == 1 && rep == 4,
+              "%s: %lld plans, %lld recordings, %lld replays for 6 lengths in one "
+              "bucket (expected 1, 1, 4)",
+              name, (long long)plans, (long long)cap, (long long)rep);
+    }
+    for (int k = 0; k < full.n_in; k++) kn_tensor_free(full.held[k]);
+    kn_session_free(sc);
+    kn_session_free(sg);
+    kn_model_free(m);
+}
+
 int main(int argc, char **argv) {
     const kn_backend *cu = NULL;
     kn_status *st = kn_backend_get(KN_DEVICE_CUDA, 0, &cu);
@@ -266,6 +333,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < (argc > 2 ? 1 : 2); i++) {
         session_replays(zoo, models[i], KN_PRECISION_FP32);
         session_replays(zoo, models[i], KN_PRECISION_FP16);
+        bucket_sweep(zoo, models[i]);
     }
     printf("%s\n", fails ? "FAILED" : "ok");
     return fails ? 1 : 0;
