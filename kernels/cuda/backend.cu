@@ -337,10 +337,11 @@ static kn_status *cuda_graph_begin(const kn_backend *b, void *stream, size_t sta
     cudaSetDevice(dev_of(b)->index);
     kn_cuda_graph *g = new kn_cuda_graph();
     g->pin_cap = staging_bytes < 256 ? 256 : staging_bytes;
-    // the stream's earlier work (none in a fresh run) must not be in the graph: drained first
+    // the stream's earlier work (none in a fresh run) must not be in the graph: drained first.
+    // Thread-local capture: other threads' sessions may keep allocating while this one records.
     cudaError_t e = cudaStreamSynchronize(s->s);
     if (e == cudaSuccess) e = cudaHostAlloc((void **)&g->pin, g->pin_cap, cudaHostAllocDefault);
-    if (e == cudaSuccess) e = cudaStreamBeginCapture(s->s, cudaStreamCaptureModeGlobal);
+    if (e == cudaSuccess) e = cudaStreamBeginCapture(s->s, cudaStreamCaptureModeThreadLocal);
     if (e != cudaSuccess) {
         cudaGetLastError();
         graph_destroy(g);
