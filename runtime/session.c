@@ -15,6 +15,9 @@
 /* A pooled arena not taken for this many runs is freed once the session is idle: a burst of
  * concurrent runs or one odd shape does not pin its memory for the session's lifetime. */
 #define KN_ARENA_IDLE_RUNS 32
+/* Recorded CUDA graphs a session keeps at most: each holds its arena, a stream with its cuBLASLt
+ * workspace and pinned staging; a plan used while the session is at the limit runs node by node. */
+#define KN_SESSION_GRAPHS 8
 
 /* size is what the arena was allocated with, never the size of the plan it last served: a large
  * arena labelled small would be passed over by larger plans and the pool would fill with copies. */
@@ -50,6 +53,7 @@ struct kn_session {
     bool graphs;                           /* replay plans' runs as CUDA graphs (KILN_CUDA_GRAPHS=0: off) */
     const char *seq_dim;                   /* opt.seq_bucket: the sequence dimension padded to buckets; NULL: off */
     int64_t graph_captures, graph_replays; /* under mu */
+    atomic_int n_graphs;                   /* plans holding a recorded graph now */
 };
 
 /* A plan's run recorded as a device graph (kn_backend.graph_begin): the graph, the arena and the
@@ -80,7 +84,10 @@ static void kn_graph_rec_free(const kn_backend *be, kn_graph_rec *r) {
 }
 
 static void kn_session_free_plan(kn_session *s, kn_plan *p) {
-    if (p && p->graph) kn_graph_rec_free(s->be, p->graph);
+    if (p && p->graph) {
+        kn_graph_rec_free(s->be, p->graph);
+        atomic_fetch_sub(&s->n_graphs, 1); /* the caller may hold mu (eviction) */
+    }
     kn_plan_free(p, s->g->n_values);
 }
 
@@ -216,6 +223,7 @@ kn_status *kn_session_create(const kn_model *model, const kn_session_options *op
     s->graphs = be->graph_begin && !(cg && !strcmp(cg, "0"));
     pthread_mutex_init(&s->mu, NULL);
     atomic_init(&s->runs, 0);
+    atomic_init(&s->n_graphs, 0);
     kn_status *st = kn_graph_info_init(&s->gi, s->g);
     if (!st) {
         s->pool = kn_threadpool_create(o.num_threads);
@@ -729,7 +737,7 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
             rec = plan->graph;
             rec->busy = true;
             mode = RUN_REPLAY;
-        } else if (plan->graph_state == 0 && plan->runs >= 2) {
+        } else if (plan->graph_state == 0 && plan->runs >= 2 && atomic_load(&s->n_graphs) < KN_SESSION_GRAPHS) {
             plan->graph_state = kn_plan_replayable(s, plan) ? 2 : -1; /* 2: being recorded */
             if (plan->graph_state == 2) mode = RUN_CAPTURE;
         }
@@ -824,6 +832,7 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
             plan->graph = rec;
             plan->graph_state = 1;
             s->graph_captures++;
+            atomic_fetch_add(&s->n_graphs, 1);
         } else {
             plan->graph_state = -1;
         }
