@@ -41,7 +41,7 @@ static void runtime_rules(void) {
     cudaGraph_t g = NULL;
     CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess, "begin capture");
     CHECK(cudaMemsetAsync(d, 7, 64, s) == cudaSuccess, "memset while capturing");
-    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
     CHECK(cudaStreamIsCapturing(s, &cs) == cudaSuccess && cs == cudaStreamCaptureStatusActive, "capturing");
     cudaError_t e = cudaStreamSynchronize(s);
     CHECK(e != cudaSuccess, "cudaStreamSynchronize during a capture succeeded");
