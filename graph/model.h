@@ -11,6 +11,7 @@ struct kn_backend;
 typedef struct kn_model_variant {
     const struct kn_backend *backend;
     kn_graph *graph;
+    kn_dtype lowp; /* KN_UNDEFINED, or the float16/bfloat16 the graph computes in (graph/precision.h) */
 } kn_model_variant;
 #define KN_MODEL_MAX_VARIANTS 8
 

@@ -77,6 +77,7 @@ typedef struct kn_exec_ctx {
     void *scratch_state;
     uint64_t seed; /* for random ops: seeded per run unless the node gives a seed */
     void *stream;  /* the device backend's queue for this run (NULL on the CPU) */
+    int precision; /* the session's kn_precision: KN_PRECISION_TF32 lets float32 GEMMs round to TF32 */
 } kn_exec_ctx;
 static inline void *kn_scratch_alloc(kn_exec_ctx *ctx, size_t bytes) { return ctx->scratch_alloc(ctx, bytes); }
 static inline kn_status *kn_exec_subgraph(kn_exec_ctx *ctx, const kn_graph *sub, const kn_tensor *const *inputs,
@@ -126,6 +127,19 @@ typedef struct kn_backend {
     /* The whole graph a session on this backend will run, after the fusions it has kernels for,
      * to rewrite as it likes (its own fusions, CUDA graph capture plans); NULL: nothing. */
     kn_status *(*graph_optimize)(const struct kn_backend *b, kn_graph *g);
+    /* ---- optional, device backends: replayable runs (CUDA graphs) ----
+     * graph_begin: the work queued on `stream` from now on is recorded, not run; copies from and
+     * to the host go through staging_bytes of pinned memory the recording owns, so a replay reads
+     * and writes the same host addresses. graph_end: stops recording, makes the replayable graph
+     * (which keeps the stream), runs it once (the recorded run's own work) and completes that run's
+     * copies to the host. graph_pin: the pinned address standing for host address `host` (n bytes)
+     * in the recorded run's copies, to the device (to_host false) or to the host, or NULL.
+     * graph_replay: runs the graph again and waits for it, reporting the first error. */
+    kn_status *(*graph_begin)(const struct kn_backend *b, void *stream, size_t staging_bytes);
+    kn_status *(*graph_end)(const struct kn_backend *b, void *stream, void **graph);
+    void *(*graph_pin)(const struct kn_backend *b, void *graph, const void *host, size_t n, bool to_host);
+    kn_status *(*graph_replay)(const struct kn_backend *b, void *graph);
+    void (*graph_free)(const struct kn_backend *b, void *graph);
 } kn_backend;
 
 const kn_backend *kn_cpu_backend(void);

@@ -3,6 +3,7 @@
  * executor (runtime/fold.c). */
 #include "graph/op_helpers.h"
 #include "graph/passes.h"
+#include "graph/precision.h"
 #include "graph/model.h"
 #include "graph/ops.h"
 #include <stdio.h>
@@ -190,18 +191,22 @@ int kn_graph_eliminate_dead(kn_graph *g) {
 }
 
 kn_status *kn_model_graph_for(kn_model *m, const kn_backend *b, const kn_graph **out) {
+    return kn_model_graph_for_lowp(m, b, KN_UNDEFINED, out);
+}
+
+kn_status *kn_model_graph_for_lowp(kn_model *m, const kn_backend *b, kn_dtype lowp, const kn_graph **out) {
     *out = m->graph;
     unsigned passes = m->fuse ? kn_fusions_for_backend(b) : 0;
-    if (!passes && !(b && b->graph_optimize)) return NULL;
+    if (!passes && !(b && b->graph_optimize) && lowp == KN_UNDEFINED) return NULL;
     pthread_mutex_lock(&m->variants_mu);
     kn_status *st = NULL;
     for (int k = 0; k < m->n_variants; k++)
-        if (m->variants[k].backend == b) {
+        if (m->variants[k].backend == b && m->variants[k].lowp == lowp) {
             *out = m->variants[k].graph;
             goto done;
         }
     if (m->n_variants == KN_MODEL_MAX_VARIANTS) {
-        st = kn_error(KN_ERR_UNSUPPORTED, "model used on more than %d backends", KN_MODEL_MAX_VARIANTS);
+        st = kn_error(KN_ERR_UNSUPPORTED, "model used on more than %d backends and precisions", KN_MODEL_MAX_VARIANTS);
         goto done;
     }
     kn_graph *g = NULL;
@@ -209,13 +214,14 @@ kn_status *kn_model_graph_for(kn_model *m, const kn_backend *b, const kn_graph *
     /* the copy's params are decoded anew: some point into its own attributes */
     if (!(st = kn_graph_resolve_ops(g)) && !(st = kn_graph_fuse_some(g, passes, NULL))) {
         kn_graph_eliminate_dead(g);
-        if (b && b->graph_optimize) st = b->graph_optimize(b, g);
+        if (lowp != KN_UNDEFINED) st = kn_graph_lower_precision(g, lowp, b, NULL);
+        if (!st && b && b->graph_optimize) st = b->graph_optimize(b, g);
     }
     if (st) {
         kn_graph_free(g);
         goto done;
     }
-    m->variants[m->n_variants++] = (kn_model_variant){b, g};
+    m->variants[m->n_variants++] = (kn_model_variant){b, g, lowp};
     *out = g;
 done:
     pthread_mutex_unlock(&m->variants_mu);

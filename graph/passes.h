@@ -48,5 +48,8 @@ struct kn_model;
  * b has no fused op and no whole-graph hook; else a copy fused for b (kn_fusions_for_backend)
  * and handed to b's graph_optimize hook, made once and kept in m (thread-safe). */
 kn_status *kn_model_graph_for(struct kn_model *m, const struct kn_backend *b, const kn_graph **out);
+/* The same for a session computing in lowp (KN_F16/KN_BF16; KN_UNDEFINED: the model's types):
+ * the fused graph rewritten by kn_graph_lower_precision, one variant per (backend, lowp). */
+kn_status *kn_model_graph_for_lowp(struct kn_model *m, const struct kn_backend *b, kn_dtype lowp, const kn_graph **out);
 
 #endif

@@ -563,6 +563,8 @@ kn_status *kn_run_planned(kn_run *run, const kn_plan *plan, const kn_tensor *inp
         run->xfer_state = calloc(nv, 1);
         if (!run->xfer || !run->xfer_state) return KN_OOM(nv * sizeof(kn_tensor));
         if (run->be->stream_begin) KN_TRY(run->be->stream_begin(run->be, &run->ctx.stream));
+        if (run->capture && run->be->graph_begin)
+            KN_TRY(run->be->graph_begin(run->be, run->ctx.stream, run->capture_staging));
     }
     for (int v = 0; v < g->n_values; v++) {
         run->vals[v] = plan->vals[v];
@@ -637,6 +639,9 @@ kn_status *kn_run_finish(kn_run *run) {
             run->state[v] = KN_VS_DYNAMIC;
         }
     }
+    /* a recorded run: its work runs now, as the graph's first launch */
+    if (!st && run->capture && run->ctx.stream && run->be->graph_end)
+        st = run->be->graph_end(run->be, run->ctx.stream, run->capture);
     if (run->ctx.stream && run->be && run->be->stream_end) {
         kn_status *e = run->be->stream_end(run->be, run->ctx.stream);
         run->ctx.stream = NULL;

@@ -34,6 +34,11 @@ typedef struct kn_plan {
                          * asked for by name); NULL when none */
     int refs;           /* runs using it (under the session lock) */
     uint64_t last_used;
+    /* The session's replayable recording of this plan's run (a CUDA graph, runtime/session.c),
+     * its state (0 not tried yet, 1 ready, -1 not replayable) and the runs seen so far. */
+    void *graph;
+    int graph_state;
+    int64_t runs;
 } kn_plan;
 
 /* Per-graph facts the executor needs, computed once. */
@@ -71,6 +76,12 @@ int64_t kn_session_body_plans_built(const kn_session *s);
 /* How many main-graph plans the session built so far (one per new input-shape signature): the
  * decode loop's check that one plan serves every cache length. */
 int64_t kn_session_plans_built(const kn_session *s);
+/* Nodes of the session's graph that compute in float16/bfloat16 because the session asked for
+ * that precision (graph/precision.h); 0 for fp32/tf32 sessions. */
+int kn_session_lowp_nodes(const kn_session *s);
+/* CUDA graphs of the session (device sessions): runs recorded into a graph, and runs served by
+ * replaying one instead of running the executor. */
+void kn_session_graph_counts(const kn_session *s, int64_t *captured, int64_t *replayed);
 
 /* One execution of a graph (the main graph or a subgraph). */
 /* Called after node `node` of graph g ran, its outputs in vals (per value of g). A trainer starts
@@ -109,6 +120,10 @@ typedef struct kn_run {
      * copied at the end (the decode loop binds GroupQueryAttention's present to its past buffer). */
     void *const *host_out;
     const size_t *host_out_cap;
+    /* Recording the run into a replayable graph (kn_backend.graph_begin) with that much pinned
+     * staging; kn_run_finish stores the graph in *capture (NULL: a normal run). */
+    void **capture;
+    size_t capture_staging;
 } kn_run;
 
 /* Shape inference for one node (with data where inputs have it); an error names the op. */

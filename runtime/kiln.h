@@ -84,14 +84,25 @@ typedef struct kn_session_options {
     kn_device_kind device;
     int device_index;       /* cuda:N */
     int num_threads;        /* 0: one per core */
-    kn_precision precision; /* FP32 only for now: every backend computes in the model's own types,
-                             * and kn_session_create refuses a reduced precision rather than
-                             * ignore it (fp16/bf16/tf32 arrive with the GPU inference work) */
+    kn_precision precision; /* CUDA sessions: FP16/BF16 run float32 compute in that type (GEMMs,
+                             * normalisations, softmax and reductions accumulate in float32;
+                             * weights converted once per precision; outputs in the model's declared
+                             * types), TF32 lets float32 GEMMs use TF32 tensor cores. CPU sessions
+                             * compute in the model's own types and refuse anything but FP32. */
     int profile;            /* 1: time every node; read with kn_session_profile */
     kn_log_fn log;          /* NULL: kn_log_stderr */
     void *log_user;
+    /* > 0: sequence-length buckets. A model with input_ids and attention_mask sharing a named
+     * sequence dimension runs each length L padded (ids, mask and the other inputs of that
+     * dimension with zeros) to the next multiple of seq_bucket, and outputs along that dimension
+     * are cut back to L: a sweep of lengths reuses one plan (and CUDA graph) per bucket, and the
+     * masked padding leaves the unpadded positions' results as they were (up to summation order).
+     * Ignored (every length planned as it is) for models where that is not known to be exact: no
+     * such inputs, or an output dimension without a size or a name. */
+    int seq_bucket;
 } kn_session_options;
 void kn_session_options_init(kn_session_options *opt);
+const char *kn_precision_name(kn_precision p); /* "fp32", "tf32", "fp16", "bf16" */
 
 /* A loaded model: immutable after load, shareable by many sessions. Loading always folds constants
  * and drops dead nodes; the options choose what else is done to the graph then. */

@@ -15,6 +15,9 @@
 /* A pooled arena not taken for this many runs is freed once the session is idle: a burst of
  * concurrent runs or one odd shape does not pin its memory for the session's lifetime. */
 #define KN_ARENA_IDLE_RUNS 32
+/* Recorded CUDA graphs a session keeps at most: each holds its arena, a stream with its cuBLASLt
+ * workspace and pinned staging; a plan used while the session is at the limit runs node by node. */
+#define KN_SESSION_GRAPHS 8
 
 /* size is what the arena was allocated with, never the size of the plan it last served: a large
  * arena labelled small would be passed over by larger plans and the pool would fill with copies. */
@@ -49,7 +52,59 @@ struct kn_session {
     int64_t plans_built;                  /* main-graph plans built so far, under mu */
     kn_node_hook node_done;               /* kn_session_set_node_hook */
     void *node_done_arg;
+    uint8_t fallback_logged[KN_OP_COUNT];  /* ops already reported as running on the CPU, under mu */
+    kn_body_cache *bodies;                 /* plans of control-flow bodies */
+    int64_t plans_built;                   /* main-graph plans built so far, under mu */
+    bool graphs;                           /* replay plans' runs as CUDA graphs (KILN_CUDA_GRAPHS=0: off) */
+    const char *seq_dim;                   /* opt.seq_bucket: the sequence dimension padded to buckets; NULL: off */
+    int64_t graph_captures, graph_replays; /* under mu */
+    atomic_int n_graphs;                   /* plans holding a recorded graph now */
 };
+
+/* A plan's run recorded as a device graph (kn_backend.graph_begin): the graph, the arena and the
+ * device copies its kernels point at (kept for as long as the graph), and the pinned addresses
+ * through which each replay reads the inputs and leaves the kept values. */
+typedef struct kn_graph_rec {
+    void *graph;
+    void *arena;
+    void **held;
+    int n_held;
+    void **in_pin; /* per graph input; NULL: nothing to copy (empty or unread) */
+    int n_out;
+    int *out_val;
+    void **out_pin; /* NULL: an empty value */
+    bool busy;
+} kn_graph_rec;
+
+static void kn_graph_rec_free(const kn_backend *be, kn_graph_rec *r) {
+    if (!r) return;
+    if (r->graph) be->graph_free(be, r->graph);
+    for (int i = 0; i < r->n_held; i++) be->free(be, r->held[i]);
+    if (r->arena) be->free(be, r->arena);
+    free(r->held);
+    free(r->in_pin);
+    free(r->out_val);
+    free(r->out_pin);
+    free(r);
+}
+
+static void kn_session_free_plan(kn_session *s, kn_plan *p) {
+    if (p && p->graph) {
+        kn_graph_rec_free(s->be, p->graph);
+        atomic_fetch_sub(&s->n_graphs, 1); /* the caller may hold mu (eviction) */
+    }
+    kn_plan_free(p, s->g->n_values);
+}
+
+const char *kn_precision_name(kn_precision p) {
+    switch (p) {
+    case KN_PRECISION_FP32: return "fp32";
+    case KN_PRECISION_TF32: return "tf32";
+    case KN_PRECISION_FP16: return "fp16";
+    case KN_PRECISION_BF16: return "bf16";
+    }
+    return "unknown";
+}
 
 void kn_session_options_init(kn_session_options *opt) {
     memset(opt, 0, sizeof *opt);
@@ -112,29 +167,68 @@ void kn_model_free(kn_model *m) {
     if (m) kn_model_release(m);
 }
 
+/* The name of the sequence dimension that sequence buckets pad (kn_session_options.seq_bucket),
+ * or NULL when padding is not known to be exact: input_ids and attention_mask [batch, S] with the
+ * same named S, every input using S once and of a numeric type, every output dimension either
+ * fixed or named (so the padded axis is known). */
+static const char *kn_seq_dim(const kn_graph *g) {
+    const char *seq = NULL;
+    bool mask = false;
+    for (int k = 0; k < g->n_inputs; k++) {
+        const kn_value *v = &g->values[g->inputs[k]];
+        if (v->type.ndim == 2 && v->dim_names[1] && !strcmp(v->name, "input_ids")) seq = v->dim_names[1];
+    }
+    for (int k = 0; seq && k < g->n_inputs; k++) {
+        const kn_value *v = &g->values[g->inputs[k]];
+        if (v->kind != KN_VAL_TENSOR || v->type.dtype == KN_STRING || v->type.ndim < 0) return NULL;
+        int uses = 0;
+        for (int d = 0; d < v->type.ndim; d++) uses += v->dim_names[d] && !strcmp(v->dim_names[d], seq);
+        if (uses > 1) return NULL;
+        if (!strcmp(v->name, "attention_mask"))
+            mask = v->type.ndim == 2 && uses == 1 && v->dim_names[1] && !strcmp(v->dim_names[1], seq);
+    }
+    for (int k = 0; seq && k < g->n_outputs; k++) {
+        const kn_value *v = &g->values[g->outputs[k]];
+        if (v->kind != KN_VAL_TENSOR || v->type.dtype == KN_STRING || v->type.ndim < 0) return NULL;
+        for (int d = 0; d < v->type.ndim; d++)
+            if (v->type.dims[d] < 0 && !v->dim_names[d]) return NULL;
+    }
+    return mask ? seq : NULL;
+}
+
 kn_status *kn_session_create(const kn_model *model, const kn_session_options *opt, kn_session **out) {
     *out = NULL;
     KN_CHECK(model && model->graph, KN_ERR_INVALID_ARGUMENT, "kn_session_create: model is NULL");
     kn_session_options o;
     if (opt) o = *opt;
     else kn_session_options_init(&o);
-    KN_CHECK(o.precision == KN_PRECISION_FP32, KN_ERR_UNSUPPORTED,
-             "kn_session_create: precision %d requested; only FP32 is implemented (the model's own types)",
-             (int)o.precision);
+    KN_CHECK(o.precision >= KN_PRECISION_FP32 && o.precision <= KN_PRECISION_BF16, KN_ERR_INVALID_ARGUMENT,
+             "kn_session_create: precision %d is not fp32, tf32, fp16 or bf16", (int)o.precision);
     const kn_backend *be = NULL;
     KN_TRY(kn_backend_get(o.device, o.device_index, &be));
+    KN_CHECK(o.precision == KN_PRECISION_FP32 || be->device != KN_DEVICE_CPU, KN_ERR_UNSUPPORTED,
+             "kn_session_create: precision %s needs a CUDA session; the CPU computes in the model's own types",
+             kn_precision_name(o.precision));
     KN_TRY(kn_graph_check_supported(model->graph));
-    /* the model's graph fused for this backend: never a fused op the backend has no kernel for */
+    /* the model's graph fused for this backend (never a fused op the backend has no kernel for),
+     * and for fp16/bf16 rewritten to compute in that type (graph/precision.h); tf32 changes only
+     * how the float32 GEMMs round (kn_exec_ctx.precision) */
     const kn_graph *g = NULL;
-    KN_TRY(kn_model_graph_for((kn_model *)model, be, &g));
+    kn_dtype lowp = o.precision == KN_PRECISION_FP16 ? KN_F16
+        : o.precision == KN_PRECISION_BF16           ? KN_BF16
+                                                     : KN_UNDEFINED;
+    KN_TRY(kn_model_graph_for_lowp((kn_model *)model, be, lowp, &g));
     kn_session *s = calloc(1, sizeof *s);
     if (!s) return KN_OOM(sizeof *s);
     s->model = model;
     s->g = g;
     s->opt = o;
     s->be = be;
+    const char *cg = getenv("KILN_CUDA_GRAPHS");
+    s->graphs = be->graph_begin && !(cg && !strcmp(cg, "0"));
     pthread_mutex_init(&s->mu, NULL);
     atomic_init(&s->runs, 0);
+    atomic_init(&s->n_graphs, 0);
     kn_status *st = kn_graph_info_init(&s->gi, s->g);
     if (!st) {
         s->pool = kn_threadpool_create(o.num_threads);
@@ -145,13 +239,14 @@ kn_status *kn_session_create(const kn_model *model, const kn_session_options *op
         kn_session_free(s);
         return st;
     }
+    if (o.seq_bucket > 0) s->seq_dim = kn_seq_dim(g);
     *out = s;
     return NULL;
 }
 
 void kn_session_free(kn_session *s) {
     if (!s) return;
-    for (int i = 0; i < s->n_plans; i++) kn_plan_free(s->plans[i], s->g->n_values);
+    for (int i = 0; i < s->n_plans; i++) kn_session_free_plan(s, s->plans[i]);
     for (int i = 0; i < s->n_free; i++) s->be->free(s->be, s->free_arenas[i].p);
     kn_body_cache_free(s->bodies);
     kn_threadpool_free(s->pool);
@@ -201,6 +296,25 @@ int64_t kn_session_plans_built(const kn_session *s) {
     pthread_mutex_lock((pthread_mutex_t *)&s->mu);
     int64_t n = s->plans_built;
     pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+    return n;
+}
+
+void kn_session_graph_counts(const kn_session *s, int64_t *captured, int64_t *replayed) {
+    pthread_mutex_lock((pthread_mutex_t *)&s->mu);
+    if (captured) *captured = s->graph_captures;
+    if (replayed) *replayed = s->graph_replays;
+    pthread_mutex_unlock((pthread_mutex_t *)&s->mu);
+}
+
+int kn_session_lowp_nodes(const kn_session *s) {
+    kn_dtype lp = s->opt.precision == KN_PRECISION_FP16 ? KN_F16 : s->opt.precision == KN_PRECISION_BF16 ? KN_BF16 : 0;
+    int n = 0;
+    for (int i = 0; lp && i < s->g->n_nodes; i++) {
+        const kn_node *nd = &s->g->nodes[i];
+        if (nd->op != KN_OP_Cast && nd->n_outputs > 0 && nd->outputs[0] >= 0 &&
+            s->g->values[nd->outputs[0]].type.dtype == lp)
+            n++;
+    }
     return n;
 }
 
@@ -381,7 +495,7 @@ static kn_status *kn_session_get_plan(kn_session *s, const kn_tensor *bound, con
             if (s->plans[i]->refs == 0 && (victim < 0 || s->plans[i]->last_used < s->plans[victim]->last_used))
                 victim = i;
         if (victim >= 0) {
-            kn_plan_free(s->plans[victim], s->g->n_values);
+            kn_session_free_plan(s, s->plans[victim]);
             s->plans[victim] = s->plans[--s->n_plans];
         }
     }
@@ -410,7 +524,7 @@ static void kn_session_put_plan(kn_session *s, kn_plan *p) {
     p->refs--;
     bool orphan = p->refs < -100000;
     pthread_mutex_unlock(&s->mu);
-    if (orphan) kn_plan_free(p, s->g->n_values);
+    if (orphan) kn_session_free_plan(s, p);
 }
 
 /* Takes the smallest pooled arena that holds bytes, or allocates one; *size is its real size. */
@@ -510,6 +624,106 @@ static kn_status *kn_copy_output(const kn_tensor *src, kn_named_tensor *dst) {
 /* Plan, arena and run for bound inputs (graph order); take() reads outputs while the run lives. */
 typedef kn_status *(*kn_take_fn)(void *ctx, const kn_graph *g, kn_run *run);
 
+/* Whether plan's run can be recorded once and replayed: every node it runs is on the device with
+ * shapes known at plan time (no CPU fallback, which would read device results mid-run; no
+ * data-dependent shapes), nothing random (a replay would repeat the draws) and no subgraph. */
+static bool kn_plan_replayable(const kn_session *s, const kn_plan *p) {
+    const kn_graph *g = s->g;
+    for (int i = 0; i < g->n_nodes; i++) {
+        if (p->skip[i]) continue;
+        const kn_node *n = &g->nodes[i];
+        if (!p->place[i] || n->op < 0 || kn_op_is_volatile(n->op)) return false;
+        for (int a = 0; a < n->n_attrs; a++)
+            if (n->attrs[a].g) return false;
+        for (int k = 0; k < n->n_outputs; k++)
+            if (n->outputs[k] >= 0 && p->state[n->outputs[k]] == KN_VS_DYNAMIC) return false;
+        /* an input read on the host must be known before the run: one the device computes would
+         * need a wait mid-run, and a graph input read there would be stale in a replay */
+        uint64_t host = s->be->host_inputs ? s->be->host_inputs(s->be, n) : 0;
+        for (int k = 0; k < n->n_inputs && k < 64; k++) {
+            int v = n->inputs[k];
+            if (v >= 0 && (host >> k & 1) && p->state[v] != KN_VS_CONST && p->state[v] != KN_VS_KNOWN) return false;
+        }
+    }
+    return true;
+}
+
+/* Pinned staging a recorded run needs: the inputs, the values planned ahead that the device
+ * reads, and the kept values, each rounded as the backend stages them. */
+static size_t kn_capture_staging(const kn_session *s, const kn_plan *p, const kn_tensor *bound) {
+    const kn_graph *g = s->g;
+    size_t n = 4096;
+    for (int k = 0; k < g->n_inputs; k++) n += kn_nbytes(&bound[k]) + 256;
+    for (int v = 0; v < g->n_values; v++)
+        if (p->state[v] == KN_VS_KNOWN || s->gi.is_output[v] || (p->keep && p->keep[v]))
+            n += kn_nbytes(&p->vals[v]) + 256;
+    return n;
+}
+
+/* After a recorded run: where each replay finds inputs and kept values, and the device memory
+ * the graph keeps. false: the recording cannot serve replays (an input read on the host, a kept
+ * value that never left the device). */
+static bool kn_graph_rec_fill(kn_session *s, const kn_plan *p, const kn_tensor *bound, kn_run *run, kn_graph_rec *r) {
+    const kn_graph *g = s->g;
+    const kn_backend *be = s->be;
+    r->in_pin = calloc((size_t)(g->n_inputs ? g->n_inputs : 1), sizeof(void *));
+    r->out_val = malloc(sizeof(int) * (size_t)(g->n_values ? g->n_values : 1));
+    r->out_pin = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(void *));
+    r->held = malloc(sizeof(void *) * (size_t)(g->n_values ? g->n_values : 1));
+    if (!r->in_pin || !r->out_val || !r->out_pin || !r->held) return false;
+    for (int k = 0; k < g->n_inputs; k++) {
+        size_t bytes = kn_nbytes(&bound[k]);
+        int v = g->inputs[k];
+        if (!bytes || v < 0 || s->gi.last_use[v] < 0) continue;
+        if (!(r->in_pin[k] = be->graph_pin(be, r->graph, bound[k].data, bytes, false))) return false;
+    }
+    for (int v = 0; v < g->n_values; v++) {
+        if (!(s->gi.is_output[v] || (p->keep && p->keep[v])) || run->state[v] == KN_VS_ABSENT) continue;
+        size_t bytes = kn_nbytes(&run->vals[v]);
+        r->out_val[r->n_out] = v;
+        if (p->state[v] == KN_VS_KNOWN || p->state[v] == KN_VS_CONST) {
+            r->out_pin[r->n_out++] = run->vals[v].data; /* computed ahead: the plan's (or model's) own bytes */
+            continue;
+        }
+        if (bytes && !(r->out_pin[r->n_out] = be->graph_pin(be, r->graph, run->vals[v].data, bytes, true)))
+            return false;
+        r->n_out++;
+    }
+    /* device copies the recorded kernels read (uploaded inputs, values planned ahead) */
+    for (int v = 0; v < g->n_values; v++)
+        if (run->xfer_state[v] == 1 && run->xfer[v].device != KN_DEVICE_CPU) {
+            r->held[r->n_held++] = run->xfer[v].data;
+            run->xfer_state[v] = 0;
+        }
+    return true;
+}
+
+/* A plan's recorded run again: inputs into the pinned staging, one launch, one wait; take() reads
+ * the kept values from the staging. */
+static kn_status *kn_session_replay(kn_session *s, const kn_plan *plan, kn_graph_rec *r, const kn_tensor *bound,
+                                    kn_take_fn take, void *take_ctx) {
+    const kn_graph *g = s->g;
+    for (int k = 0; k < g->n_inputs; k++)
+        if (r->in_pin[k]) memcpy(r->in_pin[k], bound[k].data, kn_nbytes(&bound[k]));
+    KN_TRY(s->be->graph_replay(s->be, r->graph));
+    kn_run run = {.g = g, .gi = &s->gi};
+    run.vals = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(kn_tensor));
+    run.state = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
+    kn_status *st = run.vals && run.state ? NULL : KN_OOM(0);
+    for (int j = 0; !st && j < r->n_out; j++) {
+        int v = r->out_val[j];
+        run.vals[v] = plan->vals[v];
+        run.vals[v].data = r->out_pin[j];
+        run.vals[v].owns = false;
+        run.vals[v].device = KN_DEVICE_CPU;
+        run.state[v] = KN_VS_DYNAMIC;
+    }
+    if (!st) st = take(take_ctx, g, &run);
+    free(run.vals);
+    free(run.state);
+    return st;
+}
+
 static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const int *keep, int n_keep, kn_take_fn take,
                                   void *take_ctx, void *const *dev_out, const size_t *dev_cap, void *const *host_out,
                                   const size_t *host_cap) {
@@ -517,8 +731,50 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
     kn_plan *plan = NULL;
     KN_TRY(kn_session_get_plan(s, bound, keep, n_keep, &plan));
     kn_status *st = NULL;
+    /* device sessions: the second run of a plan is recorded as a graph, later runs replay it */
+    enum { RUN_PLAIN, RUN_CAPTURE, RUN_REPLAY } mode = RUN_PLAIN;
+    kn_graph_rec *rec = NULL;
+    bool host_io = !dev_out;
+    for (int k = 0; k < g->n_inputs && host_io; k++) host_io = bound[k].device == KN_DEVICE_CPU;
+    if (s->graphs && host_io && !s->opt.profile && !s->node_done) {
+        pthread_mutex_lock(&s->mu);
+        plan->runs++;
+        if (plan->graph_state == 1 && !((kn_graph_rec *)plan->graph)->busy) {
+            rec = plan->graph;
+            rec->busy = true;
+            mode = RUN_REPLAY;
+        } else if (plan->graph_state == 0 && plan->runs >= 2 && atomic_load(&s->n_graphs) < KN_SESSION_GRAPHS) {
+            plan->graph_state = kn_plan_replayable(s, plan) ? 2 : -1; /* 2: being recorded */
+            if (plan->graph_state == 2) mode = RUN_CAPTURE;
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (mode == RUN_REPLAY) {
+        st = kn_session_replay(s, plan, rec, bound, take, take_ctx);
+        pthread_mutex_lock(&s->mu);
+        rec->busy = false;
+        s->graph_replays++;
+        pthread_mutex_unlock(&s->mu);
+        atomic_fetch_add(&s->runs, 1);
+        kn_session_put_plan(s, plan);
+        return st;
+    }
+    void *graph = NULL;
     size_t arena_size = 0;
-    void *arena = kn_session_get_arena(s, plan->arena_bytes, &arena_size);
+    void *arena = NULL;
+    if (mode == RUN_CAPTURE) {
+        /* the graph's own arena: its kernels keep pointing into it */
+        if (!(rec = calloc(1, sizeof *rec)) ||
+            !(arena = s->be->alloc(s->be, plan->arena_bytes ? plan->arena_bytes : 64))) {
+            free(rec);
+            rec = NULL;
+            pthread_mutex_lock(&s->mu);
+            plan->graph_state = -1;
+            pthread_mutex_unlock(&s->mu);
+            mode = RUN_PLAIN;
+        }
+    }
+    if (mode == RUN_PLAIN) arena = kn_session_get_arena(s, plan->arena_bytes, &arena_size);
     if (!arena) {
         st = kn_error(KN_ERR_OUT_OF_MEMORY, "could not allocate the activation arena on %s: %zu bytes asked, %zu free",
                       s->be->name, plan->arena_bytes, s->be->free_bytes ? s->be->free_bytes(s->be) : (size_t)0);
@@ -535,6 +791,11 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
                   .node_done_arg = s->node_done_arg,
                   .host_out = host_out,
                   .host_out_cap = host_cap};
+                  .dev_out_cap = dev_cap};
+    if (mode == RUN_CAPTURE) {
+        run.capture = &graph;
+        run.capture_staging = kn_capture_staging(s, plan, bound);
+    }
     double op_seconds[KN_OP_COUNT];
     int64_t op_calls[KN_OP_COUNT];
     if (s->opt.profile) {
@@ -550,6 +811,7 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
                                 .run_subgraph = kn_run_subgraph,
                                 .scratch_alloc = kn_scratch_alloc_impl,
                                 .scratch_state = &scratch,
+                                .precision = (int)s->opt.precision,
                                 .seed = 0x9e3779b97f4a7c15ull * (atomic_fetch_add(&s->runs, 1) + 1)};
         run.vals = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(kn_tensor));
         run.state = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
@@ -557,6 +819,12 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
     }
     if (!st) st = kn_run_planned(&run, plan, bound, arena);
     if (!st) st = kn_run_finish(&run);
+    bool recorded = false;
+    if (mode == RUN_CAPTURE && !st && graph) {
+        rec->graph = graph;
+        rec->arena = arena;
+        recorded = kn_graph_rec_fill(s, plan, bound, &run, rec);
+    }
     if (!st) st = take(take_ctx, g, &run);
     if (s->opt.profile) {
         pthread_mutex_lock(&s->mu);
@@ -569,8 +837,33 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
     if (run.vals) kn_run_release(&run);
     else free(run.state);
     kn_scratch_release(&scratch);
-    /* the arena may be larger than this plan needs; it is pooled under the size it was allocated with */
-    kn_session_put_arena(s, arena, arena_size);
+    if (mode == RUN_CAPTURE) {
+        pthread_mutex_lock(&s->mu);
+        if (recorded) {
+            plan->graph = rec;
+            plan->graph_state = 1;
+            s->graph_captures++;
+            atomic_fetch_add(&s->n_graphs, 1);
+        } else {
+            plan->graph_state = -1;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (!recorded) {
+            if (rec && rec->graph) kn_graph_rec_free(s->be, rec); /* frees the arena too */
+            else {
+                free(rec);
+                s->be->free(s->be, arena);
+            }
+            if (st && kn_status_get_code(st) != KN_ERR_INVALID_ARGUMENT) {
+                /* the recording failed (a call a capture forbids, staging too small): run it plainly */
+                kn_status_free(st);
+                st = kn_session_exec(s, bound, keep, n_keep, take, take_ctx, dev_out, dev_cap, host_out, host_cap);
+            }
+        }
+    } else {
+        /* the arena may be larger than this plan needs; it is pooled under the size it was allocated with */
+        kn_session_put_arena(s, arena, arena_size);
+    }
     kn_session_put_plan(s, plan);
     return st;
 }
@@ -682,9 +975,129 @@ kn_status *kn_session_run(kn_session *s, const kn_named_tensor *inputs, int n_in
 
 const kn_backend *kn_session_backend(const kn_session *s) { return s->be; }
 
+/* Axis of value v's declared shape named s->seq_dim, or -1. */
+static int kn_seq_axis(const kn_session *s, const kn_value *v) {
+    for (int d = 0; d < v->type.ndim; d++)
+        if (v->dim_names[d] && !strcmp(v->dim_names[d], s->seq_dim)) return d;
+    return -1;
+}
+
+/* Rows of `rows` blocks: dst holds len_d of the axis, src len_s, each block `inner` bytes wide. */
+static void kn_copy_axis(char *dst, int64_t len_d, const char *src, int64_t len_s, int64_t outer, int64_t len,
+                         size_t inner) {
+    for (int64_t o = 0; o < outer; o++)
+        memcpy(dst + (size_t)(o * len_d) * inner, src + (size_t)(o * len_s) * inner, (size_t)len * inner);
+}
+
+/* kn_session_run with the sequence padded to its bucket; *done false when this run is not one to
+ * pad (no bucket, already a bucket length, a name that is not a graph output, ...). */
+static kn_status *kn_session_run_bucketed(kn_session *s, const kn_named_tensor *inputs, int n_inputs,
+                                          kn_named_tensor *outputs, int n_outputs, bool *done) {
+    const kn_graph *g = s->g;
+    *done = false;
+    int64_t len = -1;
+    for (int i = 0; i < n_inputs; i++)
+        if (inputs[i].name && !strcmp(inputs[i].name, "attention_mask") && inputs[i].ndim == 2) len = inputs[i].dims[1];
+    int64_t bucket = s->opt.seq_bucket, padded = len > 0 ? (len + bucket - 1) / bucket * bucket : len;
+    if (len <= 0 || padded == len) return NULL;
+    int *axis_out = malloc(sizeof(int) * (size_t)(n_outputs ? n_outputs : 1));
+    if (!axis_out) return KN_OOM(0);
+    for (int i = 0; i < n_outputs; i++) {
+        int k = 0;
+        while (k < g->n_outputs && (!outputs[i].name || strcmp(g->values[g->outputs[k]].name, outputs[i].name))) k++;
+        if (k == g->n_outputs) {
+            free(axis_out);
+            return NULL; /* an intermediate value: its axes are not declared */
+        }
+        axis_out[i] = kn_seq_axis(s, &g->values[g->outputs[k]]);
+    }
+    kn_named_tensor *pin = calloc((size_t)(n_inputs ? n_inputs : 1), sizeof *pin);
+    kn_named_tensor *pout = calloc((size_t)(n_outputs ? n_outputs : 1), sizeof *pout);
+    kn_status *st = pin && pout ? NULL : KN_OOM(0);
+    for (int i = 0; !st && i < n_inputs; i++) {
+        pin[i] = inputs[i];
+        int k = 0;
+        while (k < g->n_inputs && (!inputs[i].name || strcmp(g->values[g->inputs[k]].name, inputs[i].name))) k++;
+        int a = k < g->n_inputs ? kn_seq_axis(s, &g->values[g->inputs[k]]) : -1;
+        if (a < 0 || a >= inputs[i].ndim || inputs[i].dims[a] != len || inputs[i].dtype == KN_STRING) continue;
+        /* zeros past the real length: pad ids, a mask that hides them, type 0 */
+        int64_t outer = 1;
+        size_t inner = kn_dtype_size(inputs[i].dtype);
+        for (int d = 0; d < a; d++) outer *= inputs[i].dims[d];
+        for (int d = a + 1; d < inputs[i].ndim; d++) inner *= (size_t)inputs[i].dims[d];
+        pin[i].dims[a] = padded;
+        pin[i].data = calloc((size_t)(outer * padded) * inner + 1, 1);
+        if (!pin[i].data) {
+            st = KN_OOM((size_t)(outer * padded) * inner);
+            break;
+        }
+        kn_copy_axis(pin[i].data, padded, inputs[i].data, len, outer, len, inner);
+    }
+    unsigned char *owned = calloc((size_t)(n_outputs ? n_outputs : 1), 1);
+    if (!owned && !st) st = KN_OOM(0);
+    for (int i = 0; !st && i < n_outputs; i++) {
+        pout[i].name = outputs[i].name;
+        owned[i] = outputs[i].data == NULL;
+    }
+    if (!st) st = kn_session_run_device(s, pin, n_inputs, NULL, pout, n_outputs, NULL);
+    for (int i = 0; !st && i < n_outputs; i++) {
+        kn_named_tensor *o = &outputs[i], *p = &pout[i];
+        int a = axis_out[i];
+        int64_t outer = 1;
+        size_t inner = kn_dtype_size(p->dtype);
+        if (a >= 0 && (a >= p->ndim || p->dims[a] != padded)) {
+            st = kn_error(KN_ERR_RUNTIME, "output '%s': axis %d is %lld long after padding the sequence to %lld",
+                          p->name, a, a < p->ndim ? (long long)p->dims[a] : -1LL, (long long)padded);
+            break;
+        }
+        for (int d = 0; a >= 0 && d < a; d++) outer *= p->dims[d];
+        for (int d = a + 1; a >= 0 && d < p->ndim; d++) inner *= (size_t)p->dims[d];
+        if (a < 0) {
+            outer = 1;
+            inner = p->capacity;
+        }
+        size_t bytes = a >= 0 ? (size_t)(outer * len) * inner : p->capacity;
+        if (!o->data) {
+            if (!(o->data = malloc(bytes ? bytes : 1))) {
+                st = KN_OOM(bytes);
+                break;
+            }
+            o->capacity = bytes;
+        } else if (o->capacity < bytes) {
+            st = kn_error(KN_ERR_INVALID_ARGUMENT, "output '%s' needs %zu bytes, the buffer holds %zu", o->name, bytes,
+                          o->capacity);
+            break;
+        }
+        o->dtype = p->dtype;
+        o->ndim = p->ndim;
+        memcpy(o->dims, p->dims, sizeof o->dims);
+        if (a >= 0) {
+            o->dims[a] = len;
+            kn_copy_axis(o->data, len, p->data, padded, outer, len, inner);
+        } else if (bytes) {
+            memcpy(o->data, p->data, bytes);
+        }
+    }
+    if (st && owned) kn_release_owned_outputs(outputs, n_outputs, owned);
+    for (int i = 0; pin && i < n_inputs; i++)
+        if (pin[i].data != inputs[i].data) free(pin[i].data);
+    for (int i = 0; pout && i < n_outputs; i++) kn_free(pout[i].data);
+    free(owned);
+    free(pin);
+    free(pout);
+    free(axis_out);
+    *done = true;
+    return st;
+}
+
 kn_status *kn_session_run_device(kn_session *s, const kn_named_tensor *inputs, int n_inputs, const uint8_t *in_dev,
                                  kn_named_tensor *outputs, int n_outputs, const uint8_t *out_dev) {
     KN_CHECK(s, KN_ERR_INVALID_ARGUMENT, "kn_session_run: session is NULL");
+    if (s->seq_dim && !in_dev && !out_dev && inputs && n_inputs >= 0 && (outputs || n_outputs == 0)) {
+        bool done = false;
+        kn_status *st = kn_session_run_bucketed(s, inputs, n_inputs, outputs, n_outputs, &done);
+        if (done || st) return st;
+    }
     KN_CHECK(n_inputs >= 0 && (inputs || n_inputs == 0), KN_ERR_INVALID_ARGUMENT, "kn_session_run: bad inputs array");
     KN_CHECK(n_outputs >= 0 && (outputs || n_outputs == 0), KN_ERR_INVALID_ARGUMENT,
              "kn_session_run: bad outputs array");

@@ -1,7 +1,9 @@
 // The CUDA backend's function table (graph/ops.h kn_backend): device selection, a caching pool
 // for device memory (arenas, copies), the per-device weight cache (initializers uploaded once and
 // shared by every session on the device), per-run streams each with a cuBLASLt handle,
-// workspace and pinned staging, copies, the kernel table and supports().
+// workspace and pinned staging, copies, CUDA graphs (a run recorded by stream capture and
+// replayed: sessions replay a plan's run instead of launching its kernels one by one), the
+// kernel table and supports().
 // Device indices are CUDA runtime ordinals, so CUDA_VISIBLE_DEVICES applies as usual.
 #include "kernels/cuda/cuda_common.h"
 #include <map>
@@ -10,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <utility>
+#include <vector>
 
 #define KN_CUDA_MAX_DEVICES 16
 
@@ -203,11 +206,14 @@ static kn_status *cuda_stream_begin(const kn_backend *b, void **out) {
     return NULL;
 }
 
+static void graph_abort(kn_cuda_stream *s);
+
 static kn_status *cuda_stream_end(const kn_backend *b, void *p) {
     kn_cuda_stream *s = (kn_cuda_stream *)p;
     if (!s) return NULL;
     kn_cuda_dev *d = dev_of(b);
     cudaSetDevice(d->index);
+    if (s->capture) graph_abort(s); // a recorded run that failed before graph_end
     cudaError_t e = cudaStreamSynchronize(s->s);
     s->pinned_used = 0;
     kn_status *st = e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "a kernel of this run failed");
@@ -232,6 +238,7 @@ static kn_status *cuda_stream_end(const kn_backend *b, void *p) {
         }
     }
     s->n_err_nodes = 0;
+    if (s->held) return st; // a graph's: it stays with the graph
     std::lock_guard<std::mutex> g(d->mu);
     s->next = d->streams;
     d->streams = s;
@@ -264,6 +271,158 @@ static kn_status *staging(kn_cuda_stream *s, size_t n, char **out) {
 static kn_status *cuda_copy(const kn_backend *b, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd,
                             size_t n);
 
+// ---- CUDA graphs: one run recorded by stream capture, replayed on the stream it was recorded on
+// (whose cuBLASLt workspace and error word the recorded kernels point at) ----
+struct kn_cuda_staged {
+    const void *host; // the run's host address
+    char *pin;        // its place in the graph's pinned buffer
+    size_t n;
+    bool to_host;
+};
+struct kn_cuda_graph {
+    kn_cuda_stream *s;
+    cudaGraphExec_t exec;
+    char *pin; // pinned staging, bump-allocated while recording, then fixed
+    size_t pin_cap, pin_used;
+    std::vector<kn_cuda_staged> staged;
+    const kn_node *err_nodes[KN_CUDA_ERR_NODES];
+    int n_err_nodes;
+};
+
+static void graph_destroy(kn_cuda_graph *g) {
+    if (!g) return;
+    if (g->exec) cudaGraphExecDestroy(g->exec);
+    if (g->pin) cudaFreeHost(g->pin);
+    delete g;
+}
+
+// Copies while recording: through the recording's pinned buffer, with no wait (a wait would end
+// the capture); copies to the host are completed by graph_end once the graph has run.
+static kn_status *graph_copy(kn_cuda_stream *s, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd,
+                             size_t n) {
+    kn_cuda_graph *g = s->capture;
+    cudaError_t e;
+    if (sd != KN_DEVICE_CPU && dd != KN_DEVICE_CPU) {
+        e = cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, s->s);
+    } else {
+        size_t room = (n + 255) & ~(size_t)255;
+        if (g->pin_used + room > g->pin_cap)
+            return kn_error(KN_ERR_UNSUPPORTED, "cuda graph: %zu bytes of pinned staging reserved, %zu more needed",
+                            g->pin_cap, g->pin_used + room - g->pin_cap);
+        char *pin = g->pin + g->pin_used;
+        g->pin_used += room;
+        bool to_host = dd == KN_DEVICE_CPU;
+        g->staged.push_back(kn_cuda_staged{to_host ? dst : src, pin, n, to_host});
+        if (to_host) {
+            e = cudaMemcpyAsync(pin, src, n, cudaMemcpyDeviceToHost, s->s);
+        } else {
+            memcpy(pin, src, n);
+            e = cudaMemcpyAsync(dst, pin, n, cudaMemcpyHostToDevice, s->s);
+        }
+    }
+    return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "recording a copy into a CUDA graph");
+}
+
+static void graph_abort(kn_cuda_stream *s) {
+    cudaGraph_t cg = NULL;
+    cudaStreamEndCapture(s->s, &cg);
+    cudaGetLastError();
+    if (cg) cudaGraphDestroy(cg);
+    graph_destroy(s->capture);
+    s->capture = NULL;
+}
+
+static kn_status *cuda_graph_begin(const kn_backend *b, void *stream, size_t staging_bytes) {
+    kn_cuda_stream *s = (kn_cuda_stream *)stream;
+    cudaSetDevice(dev_of(b)->index);
+    kn_cuda_graph *g = new kn_cuda_graph();
+    g->pin_cap = staging_bytes < 256 ? 256 : staging_bytes;
+    // the stream's earlier work (none in a fresh run) must not be in the graph: drained first.
+    // Thread-local capture: other threads' sessions may keep allocating while this one records.
+    cudaError_t e = cudaStreamSynchronize(s->s);
+    if (e == cudaSuccess) e = cudaHostAlloc((void **)&g->pin, g->pin_cap, cudaHostAllocDefault);
+    if (e == cudaSuccess) e = cudaStreamBeginCapture(s->s, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        graph_destroy(g);
+        return kn_cuda_err(e, NULL, "beginning a CUDA graph capture");
+    }
+    s->capture = g;
+    return NULL;
+}
+
+static kn_status *cuda_graph_end(const kn_backend *b, void *stream, void **out) {
+    kn_cuda_stream *s = (kn_cuda_stream *)stream;
+    kn_cuda_graph *g = s->capture;
+    *out = NULL;
+    if (!g) return kn_error(KN_ERR_RUNTIME, "cuda graph: the stream is not recording");
+    cudaSetDevice(dev_of(b)->index);
+    cudaGraph_t cg = NULL;
+    cudaError_t e = cudaStreamEndCapture(s->s, &cg);
+    s->capture = NULL;
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&g->exec, cg, 0);
+    if (cg) cudaGraphDestroy(cg);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        graph_destroy(g);
+        return kn_cuda_err(e, NULL, "ending a CUDA graph capture");
+    }
+    // the recording ran nothing: its first launch is the recorded run's work
+    e = cudaGraphLaunch(g->exec, s->s);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(s->s);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        graph_destroy(g);
+        return kn_cuda_err(e, NULL, "running a CUDA graph");
+    }
+    for (auto &c : g->staged)
+        if (c.to_host) memcpy((void *)c.host, c.pin, c.n);
+    g->s = s;
+    s->held = true;
+    g->n_err_nodes = s->n_err_nodes;
+    memcpy(g->err_nodes, s->err_nodes, sizeof g->err_nodes);
+    *out = g;
+    return NULL;
+}
+
+static void *cuda_graph_pin(const kn_backend *b, void *graph, const void *host, size_t n, bool to_host) {
+    kn_cuda_graph *g = (kn_cuda_graph *)graph;
+    for (auto &c : g->staged)
+        if (c.host == host && c.n == n && c.to_host == to_host) return c.pin;
+    return NULL;
+}
+
+static kn_status *cuda_graph_replay(const kn_backend *b, void *graph) {
+    kn_cuda_graph *g = (kn_cuda_graph *)graph;
+    kn_cuda_stream *s = g->s;
+    cudaSetDevice(dev_of(b)->index);
+    cudaError_t e = cudaGraphLaunch(g->exec, s->s);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return kn_cuda_err(e, NULL, "launching a CUDA graph");
+    }
+    // the recorded kernels' error word: checked by stream_end (which keeps a held stream)
+    s->n_err_nodes = g->n_err_nodes;
+    memcpy(s->err_nodes, g->err_nodes, sizeof g->err_nodes);
+    return cuda_stream_end(b, s);
+}
+
+static void cuda_graph_free(const kn_backend *b, void *graph) {
+    kn_cuda_graph *g = (kn_cuda_graph *)graph;
+    if (!g) return;
+    kn_cuda_dev *d = dev_of(b);
+    kn_cuda_stream *s = g->s;
+    cudaSetDevice(d->index);
+    if (s) cudaStreamSynchronize(s->s);
+    graph_destroy(g);
+    if (s) {
+        s->held = false;
+        std::lock_guard<std::mutex> lk(d->mu);
+        s->next = d->streams;
+        d->streams = s;
+    }
+}
+
 static kn_status *cuda_copy_async(const kn_backend *b, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd,
                                   size_t n, void *stream) {
     if (!n) return NULL;
@@ -274,6 +433,8 @@ static kn_status *cuda_copy_async(const kn_backend *b, void *dst, kn_device_kind
     if (sd == KN_DEVICE_CPU && dd == KN_DEVICE_CPU) {
         memmove(dst, src, n);
         return NULL;
+    } else if (s->capture) {
+        return graph_copy(s, dst, dd, src, sd, n);
     } else if (sd == KN_DEVICE_CPU) {
         // the source is copied out now: the caller may free or change it as soon as we return
         char *pin;
@@ -399,6 +560,11 @@ extern "C" kn_status *kn_cuda_backend_open(int index, const kn_backend **out) {
         t.weights = cuda_weights;
         t.forget = cuda_forget;
         t.free_bytes = cuda_free_bytes;
+        t.graph_begin = cuda_graph_begin;
+        t.graph_end = cuda_graph_end;
+        t.graph_pin = cuda_graph_pin;
+        t.graph_replay = cuda_graph_replay;
+        t.graph_free = cuda_graph_free;
         d->table = t;
         kn_cuda_devs[index] = d;
     }

@@ -34,6 +34,11 @@ struct kn_cuda_stream {
     int n_err_nodes;
     kn_cuda_dev *dev;
     kn_cuda_stream *next; // free list
+    // While recording a CUDA graph (backend.cu graph_begin): host copies are staged in the
+    // recording's own pinned buffer, never drained or reused, and listed for graph_pin. held: a
+    // graph owns the stream, so stream_end does not pool it.
+    struct kn_cuda_graph *capture;
+    bool held;
 };
 
 #define KN_CUDA_WS_BYTES ((size_t)32 << 20)

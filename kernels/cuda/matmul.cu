@@ -1,6 +1,7 @@
 // MatMul (batched, numpy-broadcast batch dims, 1-D operands) and Gemm through cuBLASLt on the
 // run's stream, with that stream's handle and workspace. float32 runs with CUBLAS_COMPUTE_32F
-// (no TF32), so results match the CPU's float32 GEMM up to summation order; float16/bfloat16
+// (no TF32), so results match the CPU's float32 GEMM up to summation order, unless the session
+// asked for TF32 (kn_exec_ctx.precision): then CUBLAS_COMPUTE_32F_FAST_TF32; float16/bfloat16
 // accumulate in float32.
 // Row-major C[M,N] = A[M,K] B[K,N] is computed as the column-major C^T = B^T A^T, which needs no
 // transposes: B is cuBLAS's first operand.
@@ -45,11 +46,12 @@ static kn_status *layout(cublasLtMatrixLayout_t *l, cudaDataType_t dt, int64_t r
 
 // Set up row-major D[M,N] = alpha op(A) op(B) + beta D for `batch` matrices at the given element
 // strides; align_* are the pointer alignments every call will respect.
-static kn_status *lt_setup(lt_gemm *g, kn_cuda_stream *s, const kn_node *n, cudaDataType_t dt, bool ta, bool tb,
-                           int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int batch,
+static kn_status *lt_setup(lt_gemm *g, kn_cuda_stream *s, const kn_node *n, cudaDataType_t dt, bool tf32, bool ta,
+                           bool tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int batch,
                            int64_t sa, int64_t sb, int64_t sc, size_t align_a, size_t align_b, size_t align_c) {
     memset(g, 0, sizeof *g);
-    if (cublasLtMatmulDescCreate(&g->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS)
+    cublasComputeType_t ct = tf32 && dt == CUDA_R_32F ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    if (cublasLtMatmulDescCreate(&g->desc, ct, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS)
         return lt_fail(g, n, "cublasLtMatmulDescCreate", 0);
     cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa);
@@ -105,6 +107,7 @@ KN_CUDA_KERNEL(MatMul) {
     const kn_tensor *A = in[0], *B = in[1];
     kn_tensor *Y = out[0];
     kn_cuda_stream *s = kn_cuda_st(ctx);
+    bool tf32 = ctx->precision == KN_PRECISION_TF32;
     cudaDataType_t dt;
     if (!dt_of(A->dtype, &dt) || B->dtype != A->dtype) return kn_err_dtype(node, A);
     size_t es = kn_dtype_size(A->dtype);
@@ -142,7 +145,7 @@ KN_CUDA_KERNEL(MatMul) {
     if (batch_b == 1) {
         // B is one matrix: A's batches fold into its rows
         int64_t Mf = M * batch_a;
-        st = lt_setup(&g, s, node, dt, false, false, Mf, N, K, K, N, N, 1, 0, 0, 0, align_of(A->data, 0),
+        st = lt_setup(&g, s, node, dt, tf32, false, false, Mf, N, K, K, N, N, 1, 0, 0, 0, align_of(A->data, 0),
                       align_of(B->data, 0), align_of(Y->data, 0));
         if (!st) st = lt_run(&g, s, node, A->data, B->data, Y->data, 1.0f, 0.0f);
     } else if (same_batch || batch_a == 1) {
@@ -151,7 +154,7 @@ KN_CUDA_KERNEL(MatMul) {
             // a shared A: loop below handles it without relying on zero batch strides
             same_batch = false;
         } else {
-            st = lt_setup(&g, s, node, dt, false, false, M, N, K, K, N, N, (int)count, stride_a, K * N, M * N,
+            st = lt_setup(&g, s, node, dt, tf32, false, false, M, N, K, K, N, N, (int)count, stride_a, K * N, M * N,
                           align_of(A->data, stride_a * (int64_t)es), align_of(B->data, K * N * (int64_t)es),
                           align_of(Y->data, M * N * (int64_t)es));
             if (!st) st = lt_run(&g, s, node, A->data, B->data, Y->data, 1.0f, 0.0f);
@@ -161,7 +164,7 @@ KN_CUDA_KERNEL(MatMul) {
     }
     if (batch_b != 1 && !same_batch) {
         // general broadcast: one GEMM per output matrix, sharing one algorithm choice
-        st = lt_setup(&g, s, node, dt, false, false, M, N, K, K, N, N, 1, 0, 0, 0,
+        st = lt_setup(&g, s, node, dt, tf32, false, false, M, N, K, K, N, N, 1, 0, 0, 0,
                       align_of(A->data, M * K * (int64_t)es), align_of(B->data, K * N * (int64_t)es),
                       align_of(Y->data, M * N * (int64_t)es));
         for (int64_t i = 0; !st && i < count; i++) {
@@ -185,6 +188,7 @@ KN_CUDA_KERNEL(Gemm) {
     const kn_tensor *A = in[0], *B = in[1], *C = n_in > 2 ? in[2] : NULL;
     kn_tensor *Y = out[0];
     kn_cuda_stream *s = kn_cuda_st(ctx);
+    bool tf32 = ctx->precision == KN_PRECISION_TF32;
     cudaDataType_t dt;
     if (!dt_of(A->dtype, &dt) || B->dtype != A->dtype) return kn_err_dtype(node, A);
     const kn_params_gemm *gp = KN_PARAMS(node, gemm);
@@ -202,7 +206,7 @@ KN_CUDA_KERNEL(Gemm) {
         beta = 0.0f;
     }
     lt_gemm g = {};
-    KN_TRY(lt_setup(&g, s, node, dt, ta, tb, M, N, K, ta ? M : K, tb ? K : N, N, 1, 0, 0, 0, align_of(A->data, 0),
+    KN_TRY(lt_setup(&g, s, node, dt, tf32, ta, tb, M, N, K, ta ? M : K, tb ? K : N, N, 1, 0, 0, 0, align_of(A->data, 0),
                     align_of(B->data, 0), align_of(Y->data, 0)));
     kn_status *st = lt_run(&g, s, node, A->data, B->data, Y->data, alpha, beta);
     lt_destroy(&g);

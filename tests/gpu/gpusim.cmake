@@ -84,3 +84,17 @@ set_tests_properties(gpusim.train_device_dp PROPERTIES TIMEOUT 900 RESOURCE_LOCK
 # checkpoint holding the dynamic loss scale against the uninterrupted run, bit for bit
 add_test(NAME gpusim.train_device_amp COMMAND test_train_device_sim amp)
 set_tests_properties(gpusim.train_device_amp PROPERTIES TIMEOUT 600 ENVIRONMENT "KILN_SIM_RACECHECK=1")
+
+# kn_session_options.precision fp16/bf16/tf32 on every zoo model against the CPU's float32
+# (relative L2 < 1e-2 each, issue 14), and on a real GPU build as gpu.precision
+add_executable(test_precision_cuda_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_precision_cuda.c)
+target_link_libraries(test_precision_cuda_sim PRIVATE kiln_core_sim)
+add_test(NAME gpusim.precision COMMAND test_precision_cuda_sim ${CMAKE_SOURCE_DIR}/../shared/zoo)
+set_tests_properties(gpusim.precision PROPERTIES TIMEOUT 1800)
+
+# CUDA graphs: the interpreter's stream capture rules, and sessions recording a plan's run once
+# and replaying it (results against the CPU with inputs changed every run, replay counts)
+add_executable(test_graph_cuda_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_graph_cuda.c)
+target_link_libraries(test_graph_cuda_sim PRIVATE kiln_core_sim)
+add_test(NAME gpusim.graphs COMMAND test_graph_cuda_sim ${CMAKE_SOURCE_DIR}/../shared/zoo)
+set_tests_properties(gpusim.graphs PROPERTIES TIMEOUT 900 ENVIRONMENT "KILN_SIM_RACECHECK=1")

@@ -1,9 +1,10 @@
 /* Public API tests on a real model of the shared zoo (skipped visibly when the zoo is absent):
  * load from a path and from a buffer, input/output info with symbolic dims, runs with
  * library-allocated and caller-owned outputs, input validation errors, and one session serving
- * concurrent runs of different shapes from many threads with results equal to serial runs, and the
- * fusion switch of kn_model_options. */
+ * concurrent runs of different shapes from many threads with results equal to serial runs, the
+ * fusion switch of kn_model_options, reduced precision refused on the CPU and sequence buckets. */
 #include "kiln.h"
+#include "runtime/executor.h"
 #include <check.h>
 #include <math.h>
 #include <pthread.h>
@@ -359,6 +360,62 @@ START_TEST(concurrent_runs_match_serial) {
 }
 END_TEST
 
+/* kn_session_options.precision on the CPU: refused, naming the precision. seq_bucket on the CPU:
+ * lengths 3, 5 and 7 padded to 8 run through one plan and give the unpadded session's results
+ * (up to summation order), cut back to each length, in library- and caller-allocated outputs. */
+START_TEST(precision_refused_and_seq_buckets) {
+    if (!have_zoo()) return;
+    kn_model *m = NULL;
+    ck_assert_ptr_null(kn_model_load(zoo_model, &m));
+    kn_session_options o;
+    kn_session_options_init(&o);
+    o.precision = KN_PRECISION_BF16;
+    kn_session *s = NULL, *plain = NULL;
+    kn_status *st = kn_session_create(m, &o, &s);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_int_eq(kn_status_get_code(st), KN_ERR_UNSUPPORTED);
+    ck_assert_msg(strstr(kn_status_message(st), "bf16") && strstr(kn_status_message(st), "CUDA"), "%s",
+                  kn_status_message(st));
+    kn_status_free(st);
+    ck_assert_ptr_null(s);
+    kn_session_options_init(&o);
+    ck_assert_ptr_null(kn_session_create(m, &o, &plain));
+    o.seq_bucket = 8;
+    ck_assert_ptr_null(kn_session_create(m, &o, &s));
+    int64_t plans0 = kn_session_plans_built(s);
+    for (int seq = 3; seq <= 7; seq += 2) {
+        job a, b;
+        job_init(&a, 2, seq, seq);
+        job_init(&b, 2, seq, seq);
+        ck_assert_ptr_null(job_run(plain, &a));
+        ck_assert_ptr_null(job_run(s, &b));
+        ck_assert_uint_eq(a.out_n, b.out_n);
+        for (size_t i = 0; i < a.out_n; i++)
+            ck_assert_msg(fabsf(a.out[i] - b.out[i]) <= 1e-4f + 1e-4f * fabsf(a.out[i]), "seq %d element %zu: %g vs %g",
+                          seq, i, a.out[i], b.out[i]);
+        /* a caller buffer of the unpadded size is enough */
+        float *buf = malloc(a.out_n * sizeof(float));
+        kn_named_tensor in[3] = {
+            {.name = "input_ids", .dtype = KN_I64, .ndim = 2, .dims = {2, seq}, .data = b.ids},
+            {.name = "attention_mask", .dtype = KN_I64, .ndim = 2, .dims = {2, seq}, .data = b.mask},
+            {.name = "token_type_ids", .dtype = KN_I64, .ndim = 2, .dims = {2, seq}, .data = b.types},
+        };
+        kn_named_tensor out = {.name = "last_hidden_state", .data = buf, .capacity = a.out_n * sizeof(float)};
+        ck_assert_ptr_null(kn_session_run(s, in, 3, &out, 1));
+        ck_assert_int_eq(out.ndim, 3);
+        ck_assert_int_eq(out.dims[1], seq);
+        ck_assert_int_eq(memcmp(buf, b.out, a.out_n * sizeof(float)), 0);
+        free(buf);
+        job_free(&a);
+        job_free(&b);
+    }
+    ck_assert_int_eq(kn_session_plans_built(s) - plans0, 1);
+    kn_session_free(s);
+    kn_session_free(plain);
+    kn_model_free(m);
+}
+END_TEST
+
 int main(void) {
     Suite *su = suite_create("session");
     TCase *tc = tcase_create("api");
@@ -368,6 +425,7 @@ int main(void) {
     tcase_add_test(tc, fuse_option);
     tcase_add_test(tc, intermediate_outputs);
     tcase_add_test(tc, concurrent_runs_match_serial);
+    tcase_add_test(tc, precision_refused_and_seq_buckets);
     suite_add_tcase(su, tc);
     SRunner *r = srunner_create(su);
     srunner_run_all(r, CK_NORMAL);

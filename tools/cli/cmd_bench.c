@@ -436,6 +436,9 @@ static void bench_report(const bench_args *a, const kn_session *s, const bench_p
                kn_session_peak_bytes(s), kn_session_plan_bytes(s), (long long)kn_session_body_plans_built(s), peak_rss);
         if (a->o.device == KN_DEVICE_CUDA) printf("\"peak_device_bytes\": %zu, ", peak_dev);
         else printf("\"peak_device_bytes\": null, ");
+        int64_t g_rec = 0, g_rep = 0;
+        kn_session_graph_counts(s, &g_rec, &g_rep);
+        printf("\"cuda_graphs_recorded\": %lld, \"cuda_graph_replays\": %lld, ", (long long)g_rec, (long long)g_rep);
         printf("\"times_ms\": [");
         for (int i = 0; i < n; i++) printf("%s%.4f", i ? ", " : "", times[i] * 1e3);
         printf("]}\n");
@@ -460,8 +463,13 @@ static void bench_report(const bench_args *a, const kn_session *s, const bench_p
     printf("plans:       %zu bytes of values computed ahead; %lld control-flow body plans built\n",
            kn_session_plan_bytes(s), (long long)kn_session_body_plans_built(s));
     printf("peak host:   %zu bytes resident\n", peak_rss);
-    if (a->o.device == KN_DEVICE_CUDA)
+    if (a->o.device == KN_DEVICE_CUDA) {
         printf("peak device: %zu bytes (device memory in use beyond what was in use before the session)\n", peak_dev);
+        int64_t g_rec = 0, g_rep = 0;
+        kn_session_graph_counts(s, &g_rec, &g_rep);
+        printf("cuda graphs: %lld recorded, %lld runs replayed (the rest ran node by node)\n", (long long)g_rec,
+               (long long)g_rep);
+    }
 }
 
 /* Device memory: the CUDA backend's pool caches blocks and never gives them back while it runs,

@@ -1006,7 +1006,7 @@ static void run_usage(void) {
             "        crossEncoder, imageClassification, questionAnswering\n"
             "  input: JSON lines {\"input\": ...} from FILE, every *.jsonl of DIR (sorted), or stdin;\n"
             "         output: result_K.jsonl per input file in --output DIR, else stdout\n"
-            "  --batch-size N  --device cpu|cuda[:N]  --precision fp32|fp16|bf16  --threads N\n"
+            "  --batch-size N  --device cpu|cuda[:N]  --precision fp32|tf32|fp16|bf16  --threads N\n"
             "  --onnx-file F  --max-length N  --max-line-bytes N (default 32 MiB)  --progress | --no-progress\n"
             "  featureExtraction: --pooling mean|cls|max|last|none  --normalize\n"
             "  textClassification / imageClassification: --top-k K (0 = all)  --activation softmax|sigmoid|none\n"
@@ -1146,15 +1146,18 @@ int kn_cmd_run(int argc, char **argv) {
     if (prec_s) {
         int k = run_pick(prec_s, precs, 4);
         if (k < 0) {
-            fprintf(stderr, "kiln run: unknown --precision '%s' (fp32, fp16, bf16)\n", prec_s);
+            fprintf(stderr, "kiln run: unknown --precision '%s' (fp32, tf32, fp16, bf16)\n", prec_s);
             return 2;
         }
         po.session.precision = precv[k];
-        /* the CPU backend computes in the model's own dtypes; reduced precision is a GPU feature */
-        if (k != 0 && po.session.device == KN_DEVICE_CPU)
+        /* the CPU backend computes in the model's own dtypes; reduced precision is a GPU feature
+         * (kn_session_create refuses it on the CPU, so the run goes on in fp32) */
+        if (k != 0 && po.session.device == KN_DEVICE_CPU) {
             fprintf(stderr,
                     "kiln run: warning: --precision %s applies to CUDA devices; the CPU runs the model in fp32\n",
                     prec_s);
+            po.session.precision = KN_PRECISION_FP32;
+        }
     }
     static const char *const pools[] = {"mean", "cls", "max", "last", "none"};
     static const kn_pl_pooling poolv[] = {KN_POOL_MEAN, KN_POOL_CLS, KN_POOL_MAX, KN_POOL_LAST, KN_POOL_NONE};

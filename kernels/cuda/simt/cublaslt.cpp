@@ -2,7 +2,9 @@
 // offers one "algorithm" that remembers the alignments it was promised, and cublasLtMatmul
 // computes D = alpha op(A) op(B) + beta C (column-major, strided batches) with host loops that
 // accumulate in float32 with fused multiply-adds, as CUBLAS_COMPUTE_32F does on the GPU (in its
-// own order), then round once to D's type. It validates what real cuBLASLt
+// own order), then round once to D's type. CUBLAS_COMPUTE_32F_FAST_TF32 (float32 operands only)
+// first rounds A and B to TF32 (10 explicit mantissa bits, to nearest with ties away from zero,
+// as the tensor cores' cvt.rna.tf32.f32 does), so a TF32 session's error is the GPU's. It validates what real cuBLASLt
 // rejects or mis-serves: layouts whose shapes disagree, leading dimensions below the row count,
 // non-device pointers, and pointers less aligned than the preference promised.
 #include <cublasLt.h>
@@ -158,9 +160,11 @@ static cublasStatus_t check_shapes(const kn_sim_lt_desc *d, const kn_sim_lt_layo
     if (a->batch != dl->batch || b->batch != dl->batch || c->batch != dl->batch)
         return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "batch counts differ (%d, %d, %d, %d)", a->batch, b->batch,
                        c->batch, dl->batch);
-    if (d->compute != CUBLAS_COMPUTE_32F || d->scale != CUDA_R_32F)
+    if ((d->compute != CUBLAS_COMPUTE_32F && d->compute != CUBLAS_COMPUTE_32F_FAST_TF32) || d->scale != CUDA_R_32F)
         return lt_fail(CUBLAS_STATUS_NOT_SUPPORTED, "compute type %d, scale type %d", (int)d->compute, (int)d->scale);
     if (a->t != b->t || c->t != dl->t) return lt_fail(CUBLAS_STATUS_NOT_SUPPORTED, "mixed A/B or C/D types");
+    if (d->compute == CUBLAS_COMPUTE_32F_FAST_TF32 && a->t != CUDA_R_32F)
+        return lt_fail(CUBLAS_STATUS_NOT_SUPPORTED, "TF32 compute with operands of type %d", (int)a->t);
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -181,11 +185,25 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     return CUBLAS_STATUS_SUCCESS;
 }
 
+// x rounded to TF32: 13 low mantissa bits dropped, to nearest with ties away from zero (finite
+// values; Inf and NaN pass through).
+static float to_tf32(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u) return x;
+    u = (u + 0x1000u) & ~0x1fffu;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static cublasStatus_t lt_compute(const kn_sim_lt_desc *d, float alpha, float beta, const void *A,
+                                 const kn_sim_lt_layout *la, const void *B, const kn_sim_lt_layout *lb, const void *C,
+                                 const kn_sim_lt_layout *lc, void *D, const kn_sim_lt_layout *ldl);
+
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const void *alpha_p, const void *A,
                               cublasLtMatrixLayout_t la, const void *B, cublasLtMatrixLayout_t lb, const void *beta_p,
                               const void *C, cublasLtMatrixLayout_t lc, void *D, cublasLtMatrixLayout_t ldl,
                               const cublasLtMatmulAlgo_t *algo, void *ws, size_t ws_bytes, cudaStream_t s) {
-    (void)s;
     if (!h) return lt_fail(CUBLAS_STATUS_NOT_INITIALIZED, "no handle");
     cublasStatus_t st = check_shapes(d, la, lb, lc, ldl);
     if (st) return st;
@@ -194,9 +212,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     float alpha, beta;
     memcpy(&alpha, alpha_p, 4); // host pointer mode
     memcpy(&beta, beta_p, 4);
-    const int64_t m = (int64_t)ldl->rows, n = (int64_t)ldl->cols,
-                  k = (int64_t)(d->ta == CUBLAS_OP_N ? la->cols : la->rows);
-    if (!m || !n) return CUBLAS_STATUS_SUCCESS;
+    if (!ldl->rows || !ldl->cols) return CUBLAS_STATUS_SUCCESS;
     if (!on_device(A, la) || !on_device(B, lb) || !on_device(D, ldl) || (beta != 0.0f && !on_device(C, lc)))
         return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "an operand (or its last batch) is not in device memory");
     const void *ptrs[4] = {A, B, C, D};
@@ -212,6 +228,38 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
                                (void *)p, (unsigned long long)al);
         }
     }
+    if (kn_sim_stream_capturing(s)) {
+        // recorded with copies of the descriptors (the caller may destroy them once the call
+        // returns, as cuBLASLt's captured kernels hold their parameters) and computed at replay
+        struct rec {
+            kn_sim_lt_desc d;
+            kn_sim_lt_layout la, lb, lc, ldl;
+            float alpha, beta;
+            const void *A, *B, *C;
+            void *D;
+        };
+        rec *r = new rec{*d, *la, *lb, *lc, *ldl, alpha, beta, A, B, C, D};
+        cudaError_t e = kn_sim_capture_record(
+            s,
+            [](void *p) -> cudaError_t {
+                rec *q = (rec *)p;
+                return lt_compute(&q->d, q->alpha, q->beta, q->A, &q->la, q->B, &q->lb, q->C, &q->lc, q->D, &q->ldl)
+                    ? cudaErrorLaunchFailure
+                    : cudaSuccess;
+            },
+            r, [](void *p) { delete (rec *)p; });
+        return e == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
+    }
+    return lt_compute(d, alpha, beta, A, la, B, lb, C, lc, D, ldl);
+}
+
+static cublasStatus_t lt_compute(const kn_sim_lt_desc *d, float alpha, float beta, const void *A,
+                                 const kn_sim_lt_layout *la, const void *B, const kn_sim_lt_layout *lb, const void *C,
+                                 const kn_sim_lt_layout *lc, void *D, const kn_sim_lt_layout *ldl) {
+    if (!on_device(A, la) || !on_device(B, lb) || !on_device(D, ldl) || (beta != 0.0f && !on_device(C, lc)))
+        return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "an operand (or its last batch) is not in device memory");
+    const int64_t m = (int64_t)ldl->rows, n = (int64_t)ldl->cols,
+                  k = (int64_t)(d->ta == CUBLAS_OP_N ? la->cols : la->rows);
     std::vector<float> a((size_t)(m * k)), b((size_t)(n * k)); // op(A) row-major [m][k], op(B)^T row-major [n][k]
     size_t es = dt_size(la->t);
     for (int32_t bi = 0; bi < ldl->batch; bi++) {
@@ -227,6 +275,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
             for (int64_t kk = 0; kk < k; kk++)
                 b[(size_t)(j * k + kk)] =
                     (float)ld_elem(pb, lb->t, d->tb == CUBLAS_OP_N ? kk + j * lb->ld : j + kk * lb->ld);
+        if (d->compute == CUBLAS_COMPUTE_32F_FAST_TF32) {
+            for (float &v : a) v = to_tf32(v);
+            for (float &v : b) v = to_tf32(v);
+        }
         for (int64_t j = 0; j < n; j++)
             for (int64_t i = 0; i < m; i++) {
                 const float *x = &a[(size_t)(i * k)], *y = &b[(size_t)(j * k)];

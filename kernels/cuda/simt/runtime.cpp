@@ -3,18 +3,24 @@
 // accesses), copies and memsets done at once, streams and events as handles whose work is always
 // complete (kernels run synchronously at launch), and CUDA's error model: the last error per
 // thread, with the interpreter's detailed message as the error string of a failed launch.
+// Stream capture records instead: a capturing stream's launches, async copies and memsets become
+// a list replayed in order by cudaGraphLaunch, and the calls CUDA forbids during a capture (a
+// synchronisation, work on the legacy stream) fail with CUDA's capture errors and invalidate it.
 //
 // State, as the CUDA runtime has it: the table of live allocations (device and pinned host) for
-// cudaMemGetInfo and the device-pointer checks, per-kernel dynamic shared memory limits, and per
-// OS thread the last error and current device.
+// cudaMemGetInfo and the device-pointer checks, per-kernel dynamic shared memory limits, the
+// captures in progress per stream, and per OS thread the last error and current device.
 #include <cuda_runtime.h>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <string>
+#include <thread>
 #include <time.h>
+#include <vector>
 
 namespace {
 const size_t kTotalMem = (size_t)80 << 30; // what cudaMemGetInfo reports as the device's size
@@ -27,6 +33,28 @@ std::mutex mu;
 std::map<uintptr_t, alloc_info> allocs; // base -> size
 size_t device_bytes;
 std::map<const void *, int> dyn_smem_max;
+
+// ---- stream capture: recorded work, owned by the capture, then by its graph and executables ----
+struct cap_op {
+    cudaError_t (*run)(void *);
+    void *ctx;
+    void (*del)(void *);
+};
+struct op_list {
+    std::vector<cap_op> v;
+    ~op_list() {
+        for (auto &o : v)
+            if (o.del) o.del(o.ctx);
+    }
+};
+struct capture {
+    std::shared_ptr<op_list> ops = std::make_shared<op_list>();
+    bool invalid = false;
+    cudaStreamCaptureMode mode;
+    std::thread::id owner;
+};
+std::map<cudaStream_t, capture *> captures; // under mu
+thread_local int strict_captures;           // global/thread-local mode captures begun on this thread
 
 thread_local cudaError_t last_error = cudaSuccess;
 thread_local std::string last_msg;
@@ -43,6 +71,49 @@ cudaError_t set_err(cudaError_t e, const char *msg = NULL) {
     }
     return e;
 }
+
+// A call that would synchronise with (or implicitly depend on) a capturing stream: CUDA fails it
+// and invalidates the capture. s: the stream the call names (NULL: the whole device).
+cudaError_t capture_violation(cudaStream_t s, const char *what) {
+    std::lock_guard<std::mutex> g(mu);
+    char msg[256];
+    auto it = s ? captures.find(s) : captures.end();
+    if (it != captures.end()) {
+        it->second->invalid = true;
+        snprintf(msg, sizeof msg, "%s on a stream that is being captured (a CUDA graph records work, it cannot wait)",
+                 what);
+        return set_err(cudaErrorStreamCaptureUnsupported, msg);
+    }
+    if (strict_captures > 0 && (!s || s == cudaStreamLegacy)) {
+        for (auto &c : captures)
+            if (c.second->owner == std::this_thread::get_id() && c.second->mode != cudaStreamCaptureModeRelaxed)
+                c.second->invalid = true;
+        snprintf(msg, sizeof msg, "%s while this thread captures a stream (an implicit synchronisation)", what);
+        return set_err(s ? cudaErrorStreamCaptureImplicit : cudaErrorStreamCaptureUnsupported, msg);
+    }
+    return cudaSuccess;
+}
+bool is_capturing(cudaStream_t s) {
+    std::lock_guard<std::mutex> g(mu);
+    return captures.count(s) != 0;
+}
+cudaError_t record(cudaStream_t s, cudaError_t (*run)(void *), void *ctx, void (*del)(void *)) {
+    std::lock_guard<std::mutex> g(mu);
+    auto it = captures.find(s);
+    if (it == captures.end()) {
+        del(ctx);
+        return set_err(cudaErrorStreamCaptureUnmatched, "recording work on a stream that is not capturing");
+    }
+    it->second->ops->v.push_back(cap_op{run, ctx, del});
+    return cudaSuccess;
+}
+struct copy_rec {
+    void *dst;
+    const void *src;
+    size_t n;
+    cudaMemcpyKind kind;
+    int value; // memset
+};
 
 struct kn_event_impl {
     double t;
@@ -129,6 +200,11 @@ const char *cudaGetErrorName(cudaError_t e) {
         KN_SIM_ERR_NAME(cudaErrorIllegalAddress)
         KN_SIM_ERR_NAME(cudaErrorLaunchOutOfResources)
         KN_SIM_ERR_NAME(cudaErrorLaunchFailure)
+        KN_SIM_ERR_NAME(cudaErrorStreamCaptureUnsupported)
+        KN_SIM_ERR_NAME(cudaErrorStreamCaptureInvalidated)
+        KN_SIM_ERR_NAME(cudaErrorStreamCaptureUnmatched)
+        KN_SIM_ERR_NAME(cudaErrorStreamCaptureImplicit)
+        KN_SIM_ERR_NAME(cudaErrorStreamCaptureWrongThread)
 #undef KN_SIM_ERR_NAME
     default: return "cudaErrorUnknown";
     }
@@ -147,6 +223,13 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureUnmatched: return "capture was not initiated in this stream";
+    case cudaErrorStreamCaptureImplicit:
+        return "operation would make the legacy stream depend on a capturing blocking stream";
+    case cudaErrorStreamCaptureWrongThread:
+        return "attempt to terminate a thread-local capture sequence from another thread";
     default: return "unknown error";
     }
 }
@@ -191,7 +274,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int d) {
     p->unifiedAddressing = 1;
     return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return capture_violation(NULL, "cudaDeviceSynchronize"); }
 cudaError_t cudaDeviceReset(void) { return cudaSuccess; }
 cudaError_t cudaMemGetInfo(size_t *fr, size_t *total) {
     std::lock_guard<std::mutex> g(mu);
@@ -249,10 +332,20 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind
     return cudaMemcpyAsync(dst, src, n, kind, cudaStreamLegacy);
 }
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
-    (void)s;
     if (!n) return cudaSuccess;
     cudaError_t e = check_copy(dst, src, n, kind, "cudaMemcpyAsync");
     if (e) return e;
+    if (is_capturing(s)) // the bytes are read when the graph runs, as a memcpy node does
+        return record(
+            s,
+            [](void *p) -> cudaError_t {
+                copy_rec *c = (copy_rec *)p;
+                cudaError_t e2 = check_copy(c->dst, c->src, c->n, c->kind, "cudaMemcpyAsync (graph)");
+                if (!e2) memmove(c->dst, c->src, c->n);
+                return e2;
+            },
+            new copy_rec{dst, src, n, kind, 0}, [](void *p) { delete (copy_rec *)p; });
+    if ((e = capture_violation(s, "cudaMemcpy on the legacy stream"))) return e;
     memmove(dst, src, n);
     return cudaSuccess;
 }
@@ -269,18 +362,47 @@ cudaError_t cudaMemcpy2DAsync(void *dst, size_t dp, const void *src, size_t sp, 
     cudaError_t e = check_copy(dst, src, w, kind, "cudaMemcpy2DAsync");
     if (!e) e = check_copy((char *)dst + dp * (h - 1), (const char *)src + sp * (h - 1), w, kind, "cudaMemcpy2DAsync");
     if (e) return e;
+    if (is_capturing(s)) {
+        struct rec2d {
+            void *dst;
+            size_t dp;
+            const void *src;
+            size_t sp, w, h;
+        };
+        return record(
+            s,
+            [](void *p) -> cudaError_t {
+                rec2d *c = (rec2d *)p;
+                for (size_t r = 0; r < c->h; r++)
+                    memmove((char *)c->dst + r * c->dp, (const char *)c->src + r * c->sp, c->w);
+                return cudaSuccess;
+            },
+            new rec2d{dst, dp, src, sp, w, h}, [](void *p) { delete (rec2d *)p; });
+    }
+    if ((e = capture_violation(s, "cudaMemcpy2D on the legacy stream"))) return e;
     for (size_t r = 0; r < h; r++) memmove((char *)dst + r * dp, (const char *)src + r * sp, w);
     return cudaSuccess;
 }
 cudaError_t cudaMemset(void *p, int v, size_t n) { return cudaMemsetAsync(p, v, n, cudaStreamLegacy); }
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
-    (void)s;
     if (!n) return cudaSuccess;
     if (!accessible(p)) {
         char msg[160];
         snprintf(msg, sizeof msg, "cudaMemsetAsync: %p is not device memory", p);
         return set_err(cudaErrorInvalidValue, msg);
     }
+    if (is_capturing(s))
+        return record(
+            s,
+            [](void *q) -> cudaError_t {
+                copy_rec *c = (copy_rec *)q;
+                if (!accessible(c->dst)) return set_err(cudaErrorInvalidValue, "cudaMemsetAsync (graph): freed memory");
+                memset(c->dst, c->value, c->n);
+                return cudaSuccess;
+            },
+            new copy_rec{p, NULL, n, cudaMemcpyHostToDevice, v}, [](void *q) { delete (copy_rec *)q; });
+    cudaError_t e = capture_violation(s, "cudaMemset on the legacy stream");
+    if (e) return e;
     memset(p, v, n);
     return cudaSuccess;
 }
@@ -297,14 +419,8 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
     free(s);
     return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-    (void)s;
-    return cudaSuccess;
-}
-cudaError_t cudaStreamQuery(cudaStream_t s) {
-    (void)s;
-    return cudaSuccess;
-}
+cudaError_t cudaStreamSynchronize(cudaStream_t s) { return capture_violation(s, "cudaStreamSynchronize"); }
+cudaError_t cudaStreamQuery(cudaStream_t s) { return capture_violation(s, "cudaStreamQuery"); }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned f) {
     (void)s;
     (void)e;
@@ -346,6 +462,90 @@ cudaError_t cudaFuncSetAttribute(const void *fn, cudaFuncAttribute attr, int val
         std::lock_guard<std::mutex> g(mu);
         dyn_smem_max[fn] = value;
     }
+    return cudaSuccess;
+}
+
+// ---- stream capture and graphs ----
+struct kn_sim_graph {
+    std::shared_ptr<op_list> ops;
+};
+struct kn_sim_graph_exec {
+    std::shared_ptr<op_list> ops;
+};
+
+int kn_sim_stream_capturing(cudaStream_t s) { return is_capturing(s) ? 1 : 0; }
+cudaError_t kn_sim_capture_record(cudaStream_t s, cudaError_t (*run)(void *), void *ctx, void (*del)(void *)) {
+    return record(s, run, ctx, del);
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
+    if (!s || s == cudaStreamLegacy || s == cudaStreamPerThread)
+        return set_err(cudaErrorStreamCaptureUnsupported,
+                       "cudaStreamBeginCapture: the legacy stream cannot be captured");
+    std::lock_guard<std::mutex> g(mu);
+    if (captures.count(s))
+        return set_err(cudaErrorInvalidValue, "cudaStreamBeginCapture: the stream is already capturing");
+    capture *c = new capture();
+    c->mode = mode;
+    c->owner = std::this_thread::get_id();
+    captures[s] = c;
+    if (mode != cudaStreamCaptureModeRelaxed) strict_captures++;
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph) {
+    *graph = NULL;
+    std::lock_guard<std::mutex> g(mu);
+    auto it = captures.find(s);
+    if (it == captures.end()) return set_err(cudaErrorStreamCaptureUnmatched, "cudaStreamEndCapture: not capturing");
+    capture *c = it->second;
+    if (c->mode != cudaStreamCaptureModeRelaxed && c->owner != std::this_thread::get_id())
+        return set_err(cudaErrorStreamCaptureWrongThread, "cudaStreamEndCapture: the capture began on another thread");
+    captures.erase(it);
+    if (c->mode != cudaStreamCaptureModeRelaxed) strict_captures--;
+    bool invalid = c->invalid;
+    if (!invalid) *graph = new kn_sim_graph{c->ops};
+    delete c;
+    if (invalid)
+        return set_err(cudaErrorStreamCaptureInvalidated,
+                       "cudaStreamEndCapture: the capture was invalidated by a forbidden call while capturing");
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus *status) {
+    std::lock_guard<std::mutex> g(mu);
+    auto it = captures.find(s);
+    *status = it == captures.end() ? cudaStreamCaptureStatusNone
+        : it->second->invalid      ? cudaStreamCaptureStatusInvalidated
+                                   : cudaStreamCaptureStatusActive;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long flags) {
+    (void)flags;
+    *exec = NULL;
+    if (!graph) return set_err(cudaErrorInvalidValue, "cudaGraphInstantiate: no graph");
+    *exec = new kn_sim_graph_exec{graph->ops};
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
+    if (!exec) return set_err(cudaErrorInvalidValue, "cudaGraphLaunch: no executable graph");
+    if (is_capturing(s))
+        return set_err(cudaErrorStreamCaptureUnsupported, "cudaGraphLaunch into a capturing stream (not emulated)");
+    cudaError_t e = capture_violation(s, "cudaGraphLaunch on the legacy stream");
+    if (e) return e;
+    for (auto &o : exec->ops->v)
+        if ((e = o.run(o.ctx)) != cudaSuccess) return set_err(e);
+    return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+    delete exec;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+    delete graph;
     return cudaSuccess;
 }
 

@@ -280,6 +280,34 @@ static inline void launch(const char *name, void (*kernel)(P...), dim3 grid, dim
         pack *q = (pack *)p;
         std::apply(q->k, q->args);
     };
+    if (kn_sim_stream_capturing(stream)) {
+        // a capturing stream records the launch with its arguments as given now (as a CUDA graph's
+        // kernel node copies them); the grid runs each time the graph is launched
+        struct rec {
+            const char *name;
+            dim3 grid, block;
+            size_t smem;
+            cudaStream_t stream;
+            pack pk;
+        };
+        rec *r = new rec{name, grid, block, smem, stream, pk};
+        kn_sim_capture_record(
+            stream,
+            [](void *p) -> cudaError_t {
+                rec *q = (rec *)p;
+                const void *qp[sizeof...(P) + 1];
+                int nq = 0;
+                std::apply([&](const auto &...x) { (collect_ptr(x, qp, nq), ...); }, q->pk.args);
+                thread_entry qe = [](void *a) {
+                    pack *w = (pack *)a;
+                    std::apply(w->k, w->args);
+                };
+                return run_grid(q->name, (const void *)q->pk.k, q->grid, q->block, q->smem, q->stream, qe, &q->pk, qp,
+                                nq);
+            },
+            r, [](void *p) { delete (rec *)p; });
+        return;
+    }
     run_grid(name, (const void *)kernel, grid, block, smem, stream, e, &pk, ptrs, np);
 }
 

@@ -31,11 +31,28 @@ typedef enum cudaError {
     cudaErrorIllegalAddress = 700,
     cudaErrorLaunchOutOfResources = 701,
     cudaErrorLaunchFailure = 719,
+    cudaErrorStreamCaptureUnsupported = 900,
+    cudaErrorStreamCaptureInvalidated = 901,
+    cudaErrorStreamCaptureUnmatched = 903,
+    cudaErrorStreamCaptureImplicit = 906,
+    cudaErrorStreamCaptureWrongThread = 908,
     cudaErrorUnknown = 999
 } cudaError_t;
 
 typedef struct kn_sim_stream *cudaStream_t;
 typedef struct kn_sim_event *cudaEvent_t;
+typedef struct kn_sim_graph *cudaGraph_t;
+typedef struct kn_sim_graph_exec *cudaGraphExec_t;
+typedef enum cudaStreamCaptureMode {
+    cudaStreamCaptureModeGlobal = 0,
+    cudaStreamCaptureModeThreadLocal = 1,
+    cudaStreamCaptureModeRelaxed = 2
+} cudaStreamCaptureMode;
+typedef enum cudaStreamCaptureStatus {
+    cudaStreamCaptureStatusNone = 0,
+    cudaStreamCaptureStatusActive = 1,
+    cudaStreamCaptureStatusInvalidated = 2
+} cudaStreamCaptureStatus;
 #define cudaStreamLegacy ((cudaStream_t)0x1)
 #define cudaStreamPerThread ((cudaStream_t)0x2)
 #define cudaStreamDefault 0x0
@@ -109,10 +126,28 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventQuery(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b);
 cudaError_t cudaFuncSetAttribute(const void *fn, cudaFuncAttribute attr, int value);
+/* Stream capture and CUDA graphs: work queued on a capturing stream (kernel launches, async
+ * copies and memsets, cuBLASLt matmuls) is recorded, not run, and replayed in order by
+ * cudaGraphLaunch. As on a GPU, a synchronising call while a capture is active (cudaStreamSynchronize
+ * or cudaStreamQuery of the capturing stream, cudaDeviceSynchronize, the synchronous cudaMemcpy and
+ * cudaMemset, work on the legacy stream) fails and invalidates the capture, whose end then returns
+ * cudaErrorStreamCaptureInvalidated. */
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus *status);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long flags);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
 
 /* Interpreter-only: whether p lies in memory a kernel may dereference (a cudaMalloc block or
  * pinned host memory), and the block's extent. */
 int kn_sim_device_accessible(const void *p, const void **base, size_t *bytes);
+/* Interpreter-only: 1 when s is capturing, so launches and library calls record instead of run;
+ * kn_sim_capture_record then appends the work (run(ctx) when replayed; del(ctx) when the graph
+ * goes) and returns 0, or an error when s is not capturing. */
+int kn_sim_stream_capturing(cudaStream_t s);
+cudaError_t kn_sim_capture_record(cudaStream_t s, cudaError_t (*run)(void *ctx), void *ctx, void (*del)(void *ctx));
 
 #ifdef __cplusplus
 }
