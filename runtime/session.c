@@ -52,9 +52,6 @@ struct kn_session {
     int64_t plans_built;                  /* main-graph plans built so far, under mu */
     kn_node_hook node_done;               /* kn_session_set_node_hook */
     void *node_done_arg;
-    uint8_t fallback_logged[KN_OP_COUNT];  /* ops already reported as running on the CPU, under mu */
-    kn_body_cache *bodies;                 /* plans of control-flow bodies */
-    int64_t plans_built;                   /* main-graph plans built so far, under mu */
     bool graphs;                           /* replay plans' runs as CUDA graphs (KILN_CUDA_GRAPHS=0: off) */
     const char *seq_dim;                   /* opt.seq_bucket: the sequence dimension padded to buckets; NULL: off */
     int64_t graph_captures, graph_replays; /* under mu */
@@ -791,7 +788,6 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
                   .node_done_arg = s->node_done_arg,
                   .host_out = host_out,
                   .host_out_cap = host_cap};
-                  .dev_out_cap = dev_cap};
     if (mode == RUN_CAPTURE) {
         run.capture = &graph;
         run.capture_staging = kn_capture_staging(s, plan, bound);
