@@ -74,3 +74,7 @@ add_test(NAME gpusim.train_device_cli
          COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/train_device_cli.py --kiln $<TARGET_FILE:kiln_cli_sim>
                  --work ${CMAKE_BINARY_DIR}/gpusim-train-device-cli)
 set_tests_properties(gpusim.train_device_cli PROPERTIES TIMEOUT 900)
+# train.parity_cnn's CNN (Conv, BatchNormalization training mode, pools, a grouped Conv) through a device=cuda
+# session against the CPU: every gradient within 1e-4 of the largest (float32), no node left to the CPU
+add_test(NAME gpusim.train_cnn COMMAND test_train_cuda_sim cnn)
+set_tests_properties(gpusim.train_cnn PROPERTIES TIMEOUT 600 ENVIRONMENT "KILN_SIM_RACECHECK=1")
