@@ -73,7 +73,8 @@ static kn_tensor *ints_tensor(const int64_t *v, int n) {
 static bool cuconv_acc(int op) {
     return op == KN_OP_Conv || op == KN_OP_ConvTranspose || op == KN_OP_KnConvGradX || op == KN_OP_KnConvGradW ||
         op == KN_OP_BatchNormalization || op == KN_OP_KnBatchNormalizationGrad || op == KN_OP_AveragePool ||
-        op == KN_OP_GlobalAveragePool || op == KN_OP_KnAveragePoolGrad || op == KN_OP_KnMaxPoolGrad;
+        op == KN_OP_GlobalAveragePool || op == KN_OP_KnAveragePoolGrad || op == KN_OP_KnMaxPoolGrad ||
+        op == KN_OP_Resize;
 }
 static void tol_of(kn_dtype t, int op, double *rtol, double *atol) {
     bool acc = op == KN_OP_MatMul || op == KN_OP_Gemm || op == KN_OP_ReduceSum || op == KN_OP_ReduceMean ||
@@ -1573,6 +1574,69 @@ static void test_cuconv_batchnorm(void) {
             }
 }
 
+static kn_tensor *f32_tensor(const double *v, int n) {
+    int64_t d = n;
+    kn_tensor *t = NULL;
+    kn_tensor_new(KN_F32, 1, &d, &t);
+    for (int i = 0; i < n; i++) ((float *)t->data)[i] = (float)v[i];
+    return t;
+}
+
+/* Resize: every mode against every coordinate transformation, the nearest rounding modes, cubic
+ * with exclude_outside, tf_crop_and_resize with roi and the extrapolation value, by scales and
+ * by sizes, up- and down-sampling, 3-D to 5-D inputs. */
+static void test_cuconv_resize(void) {
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
+    static const char *const coords[] = {"half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
+                                         "asymmetric"};
+    static const char *const nearest[] = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"};
+    static const shp xs[] = {{4, {1, 2, 5, 7}}, {3, {2, 3, 11}}, {5, {1, 1, 3, 4, 5}}, {4, {2, 1, 1, 6}}};
+    static const double sc4[][4] = {{1, 1, 2, 0.5}, {1, 1, 0.6, 1.7}, {1, 1, 1, 3}};
+    for (int k = 0; k < N_ARR(xs); k++)
+        for (int t = 0; t < N_ARR(dts); t++)
+            for (int m = 0; m < 3; m++)
+                for (int c = 0; c < N_ARR(coords); c++)
+                    for (int v = 0; v < (m == 0 ? N_ARR(nearest) : 2); v++) {
+                        int r = xs[k].nd;
+                        kn_attr at[5];
+                        int na = 0;
+                        at[na++] = astr("mode", m == 0 ? "nearest" : m == 1 ? "linear" : "cubic");
+                        at[na++] = astr("coordinate_transformation_mode", coords[c]);
+                        if (m == 0) at[na++] = astr("nearest_mode", nearest[v]);
+                        if (m == 2) {
+                            at[na++] = ai("exclude_outside", v);
+                            at[na++] = af("cubic_coeff_a", v ? -0.5f : -0.75f);
+                        }
+                        kn_tensor *in[4] = {rand_tensor(dts[t], r, xs[k].d, R_ANY), NULL, NULL, NULL};
+                        bool by_sizes = (c + v + k) % 2;
+                        if (by_sizes) {
+                            int64_t sz[5];
+                            for (int d = 0; d < r; d++)
+                                sz[d] = d < r - 2 ? xs[k].d[d] : xs[k].d[d] * (d + v + 2) / 3 + 1;
+                            in[3] = ints_tensor(sz, r);
+                        } else {
+                            double sc[5];
+                            for (int d = 0; d < r; d++) sc[d] = d < r - 2 ? 1 : sc4[(c + d) % 3][2 + (d + r) % 2];
+                            in[2] = f32_tensor(sc, r);
+                        }
+                        run1(KN_OP_Resize, 19, at, na, in, 4, 1);
+                    }
+    /* tf_crop_and_resize: a roi reaching outside the input, the extrapolation value */
+    for (int t = 0; t < N_ARR(dts); t++)
+        for (int m = 0; m < 3; m++) {
+            static const double roi[8] = {0, 0, -0.2, 0.1, 1, 1, 0.8, 1.3};
+            int64_t sz[4] = {1, 2, 6, 5};
+            kn_attr at[3] = {astr("mode",
+                                  m == 0       ? "nearest"
+                                      : m == 1 ? "linear"
+                                               : "cubic"),
+                             astr("coordinate_transformation_mode", "tf_crop_and_resize"),
+                             af("extrapolation_value", 2.5f)};
+            kn_tensor *in[4] = {rand_tensor(dts[t], 4, xs[0].d, R_ANY), f32_tensor(roi, 8), NULL, ints_tensor(sz, 4)};
+            run1(KN_OP_Resize, 19, at, 3, in, 4, 1);
+        }
+}
+
 int main(int argc, char **argv) {
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "-v") == 0) {
@@ -1611,6 +1675,7 @@ int main(int argc, char **argv) {
     test_cuconv_convt();
     test_cuconv_pool();
     test_cuconv_batchnorm();
+    test_cuconv_resize();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {
