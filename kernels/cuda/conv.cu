@@ -113,8 +113,8 @@ template <int MODE> __device__ static inline int64_t conv_c_off(const conv_geo &
 template <int MODE, class T>
 __global__ void conv_gemm_kernel(T *c, const T *a, const T *b, const T *bias, conv_geo g, int64_t R, int64_t Q,
                                  int64_t K, int64_t row_tiles) {
-    KN_SHARED(float, as, CONV_BK * CONV_BM);
-    KN_SHARED(float, bs, CONV_BK * CONV_BN);
+    KN_SHARED(float, as, CONV_BK *CONV_BM);
+    KN_SHARED(float, bs, CONV_BK *CONV_BN);
     int t = threadIdx.x, tx = t % 16, ty = t / 16;
     int64_t gi = blockIdx.y / row_tiles, r0 = (blockIdx.y % row_tiles) * CONV_BM, q0 = (int64_t)blockIdx.x * CONV_BN;
     float acc[4][4];
@@ -324,18 +324,21 @@ KN_CUDA_KERNEL(Conv) {
     if (cp->win.n_kernel_shape >= 0) {
         bool ok = cp->win.n_kernel_shape == nsp;
         for (int i = 0; ok && i < nsp; i++) ok = cp->win.kernel_shape[i] == w->dims[2 + i];
-        if (!ok) return kn_error(KN_ERR_INVALID_ARGUMENT, "Conv: kernel_shape differs from W %s", kn_tensor_desc(w, bw, sizeof bw));
+        if (!ok)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "Conv: kernel_shape differs from W %s",
+                            kn_tensor_desc(w, bw, sizeof bw));
     }
     kn_conv_geom cg;
     KN_TRY(kn_conv_geometry(node, "Conv", nsp, x->dims + 2, w->dims + 2, false, &cg));
     int64_t M = w->dims[0];
     bool ok = y->ndim == x->ndim && y->dims[0] == x->dims[0] && y->dims[1] == M;
     for (int i = 0; ok && i < nsp; i++) ok = y->dims[2 + i] == cg.out[i];
-    if (!ok) return kn_error(KN_ERR_RUNTIME, "Conv: output %s does not fit X %s", kn_tensor_desc(y, bw, sizeof bw),
-                             kn_tensor_desc(x, bx, sizeof bx));
+    if (!ok)
+        return kn_error(KN_ERR_RUNTIME, "Conv: output %s does not fit X %s", kn_tensor_desc(y, bw, sizeof bw),
+                        kn_tensor_desc(x, bx, sizeof bx));
     if (b && kn_numel(b) != M)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "Conv: bias %s must have %lld values", kn_tensor_desc(b, bw, sizeof bw),
-                        (long long)M);
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Conv: bias %s must have %lld values",
+                        kn_tensor_desc(b, bw, sizeof bw), (long long)M);
     conv_geo g;
     KN_TRY(conv_geo_make(node, "Conv", &cg, x->dims[0], G, w->dims[1], M / G, &g));
     return conv_dispatch(node, x->dtype, CONV_FWD, y->data, w->data, x->data, b ? b->data : NULL, g, kn_numel(y),
@@ -406,7 +409,8 @@ KN_CUDA_KERNEL(KnConvGradX) {
     const kn_tensor *dy = in[0], *w = in[1];
     kn_tensor *dx = out[0];
     KN_TRY(conv_dtypes(node, in, 2));
-    if (w->ndim != dx->ndim) return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvGradX: W has rank %d, X %d", w->ndim, dx->ndim);
+    if (w->ndim != dx->ndim)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvGradX: W has rank %d, X %d", w->ndim, dx->ndim);
     conv_geo g;
     KN_TRY(conv_grad_geo(node, "ConvGradX", dy, dx->dims, w->dims, dx->ndim, &g));
     return conv_dispatch(node, dy->dtype, CONV_DX, dx->data, w->data, dy->data, NULL, g, kn_numel(dx), kn_cuda_s(ctx));
@@ -416,7 +420,8 @@ KN_CUDA_KERNEL(KnConvGradW) {
     const kn_tensor *dy = in[0], *x = in[1];
     kn_tensor *dw = out[0];
     KN_TRY(conv_dtypes(node, in, 2));
-    if (x->ndim != dw->ndim) return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvGradW: X has rank %d, W %d", x->ndim, dw->ndim);
+    if (x->ndim != dw->ndim)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "ConvGradW: X has rank %d, W %d", x->ndim, dw->ndim);
     conv_geo g;
     KN_TRY(conv_grad_geo(node, "ConvGradW", dy, x->dims, dw->dims, x->ndim, &g));
     return conv_dispatch(node, dy->dtype, CONV_DW, dw->data, dy->data, x->data, NULL, g, kn_numel(dw), kn_cuda_s(ctx));

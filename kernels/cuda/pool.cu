@@ -143,8 +143,8 @@ __global__ void pool_grad_kernel(T *dx, const T *dy, const T *x, pool_geo g, int
             if (!ok) continue;
             double wacc;
             int64_t best, cv, cp;
-            pool_window(g, max ? x + pl * g.in_n : (const T *)NULL, oc, max, true, &wacc, &best, (int64_t *)NULL,
-                        &cv, &cp);
+            pool_window(g, max ? x + pl * g.in_n : (const T *)NULL, oc, max, true, &wacc, &best, (int64_t *)NULL, &cv,
+                        &cp);
             double gv = (double)kn_num<T>::ld(dy[pl * g.out_n + o]);
             if (max) {
                 if (best == ip) acc += gv;
@@ -168,7 +168,7 @@ __device__ static inline double bn_ld(const void *p, kn_dtype t, int64_t i) {
 __device__ static inline void bn_st(void *p, kn_dtype t, int64_t i, double v) {
     if (t == KN_F32) ((float *)p)[i] = (float)v;
     else if (t == KN_F16) ((__half *)p)[i] = __float2half_rn((float)v);
-    else((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn((float)v);
+    else ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn((float)v);
 }
 
 __device__ static double bn_block_sum(double v, KN_SHARED_PTR(double) sh) {
@@ -212,7 +212,8 @@ template <class T>
 __device__ static void bn_plane(T *yp, const T *xp, int64_t S, double a, double b, int64_t k0, int64_t step) {
     if (sizeof(T) == 4) {
         float fa = (float)a, fb = (float)b;
-        for (int64_t k = k0; k < S; k += step) yp[k] = kn_num<T>::st(__fadd_rn(__fmul_rn(kn_num<T>::ld(xp[k]), fa), fb));
+        for (int64_t k = k0; k < S; k += step)
+            yp[k] = kn_num<T>::st(__fadd_rn(__fmul_rn(kn_num<T>::ld(xp[k]), fa), fb));
     } else {
         for (int64_t k = k0; k < S; k += step) yp[k] = kn_num<T>::st((float)((double)kn_num<T>::ld(xp[k]) * a + b));
     }
@@ -244,7 +245,8 @@ template <class T> __global__ void bn_train_kernel(T *y, const T *x, bn_params p
         if (p.o[4]) bn_st(p.o[4], p.ot[4], c, bv);
     }
     double a = bn_ld(p.scale, p.pt, c) / sqrt(bv + p.eps), b = bn_ld(p.bias, p.pt, c) - bm * a;
-    for (int64_t n = 0; n < N; n++) bn_plane(y + (n * C + c) * S, x + (n * C + c) * S, S, a, b, threadIdx.x, blockDim.x);
+    for (int64_t n = 0; n < N; n++)
+        bn_plane(y + (n * C + c) * S, x + (n * C + c) * S, S, a, b, threadIdx.x, blockDim.x);
 }
 
 // BatchNormalizationGrad: one block per channel (statistics, the two sums, then dx).
@@ -348,8 +350,12 @@ static kn_status *pool_forward(kn_exec_ctx *ctx, const kn_node *node, const char
     int64_t *ip = ind ? (int64_t *)ind->data : NULL;
     cudaStream_t s = kn_cuda_s(ctx);
     switch (x->dtype) {
-    case KN_F32: pool_launch<float>(y, ip, x, g, total, max, pp->count_include_pad, pp->storage_order_col, nan_first, s); break;
-    case KN_F16: pool_launch<__half>(y, ip, x, g, total, max, pp->count_include_pad, pp->storage_order_col, nan_first, s); break;
+    case KN_F32:
+        pool_launch<float>(y, ip, x, g, total, max, pp->count_include_pad, pp->storage_order_col, nan_first, s);
+        break;
+    case KN_F16:
+        pool_launch<__half>(y, ip, x, g, total, max, pp->count_include_pad, pp->storage_order_col, nan_first, s);
+        break;
     default:
         pool_launch<__nv_bfloat16>(y, ip, x, g, total, max, pp->count_include_pad, pp->storage_order_col, nan_first, s);
     }
@@ -357,9 +363,7 @@ static kn_status *pool_forward(kn_exec_ctx *ctx, const kn_node *node, const char
     return NULL;
 }
 
-KN_CUDA_KERNEL(MaxPool) {
-    return pool_forward(ctx, node, "MaxPool", true, in[0], out[0], n_out > 1 ? out[1] : NULL);
-}
+KN_CUDA_KERNEL(MaxPool) { return pool_forward(ctx, node, "MaxPool", true, in[0], out[0], n_out > 1 ? out[1] : NULL); }
 
 KN_CUDA_KERNEL(AveragePool) { return pool_forward(ctx, node, "AveragePool", false, in[0], out[0], NULL); }
 
@@ -442,8 +446,8 @@ static void bn_launch(kn_tensor *y, const kn_tensor *x, const bn_params &p, int6
     if (training)
         KN_LAUNCH(bn_train_kernel<T>, (unsigned)C, POOL_THREADS, 0, s, (T *)y->data, (const T *)x->data, p, N, C, S);
     else if (N * C > 0)
-        KN_LAUNCH(bn_apply_kernel<T>, kn_cuda_blocks(N * C, 1), POOL_THREADS, 0, s, (T *)y->data, (const T *)x->data,
-                  p, N, C, S);
+        KN_LAUNCH(bn_apply_kernel<T>, kn_cuda_blocks(N * C, 1), POOL_THREADS, 0, s, (T *)y->data, (const T *)x->data, p,
+                  N, C, S);
 }
 
 KN_CUDA_KERNEL(BatchNormalization) {
@@ -504,8 +508,8 @@ KN_CUDA_KERNEL(KnBatchNormalizationGrad) {
     for (int i = 2; i < x->ndim; i++) S *= x->dims[i];
     for (int k = 2; k < 5; k++) {
         if (!in[k] || kn_numel(in[k]) != C)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "BatchNormalizationGrad: scale, mean and var must have %lld values",
-                            (long long)C);
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "BatchNormalizationGrad: scale, mean and var must have %lld values", (long long)C);
         if (in[k]->dtype != in[2]->dtype || !kn_cuda_float(in[k]->dtype)) return kn_err_dtype(node, in[k]);
     }
     kn_tensor *dx = out[0], *ds = n_out > 1 ? out[1] : NULL, *db = n_out > 2 ? out[2] : NULL;
@@ -533,10 +537,9 @@ KN_CUDA_KERNEL(KnBatchNormalizationGrad) {
         break;
     default:
         KN_LAUNCH(bn_grad_kernel<__nv_bfloat16>, (unsigned)C, POOL_THREADS, 0, s,
-                  dx ? (__nv_bfloat16 *)dx->data : (__nv_bfloat16 *)NULL, dsp, dbp, st,
-                  (const __nv_bfloat16 *)dy->data, (const __nv_bfloat16 *)x->data, (const void *)in[2]->data,
-                  (const void *)in[3]->data, (const void *)in[4]->data, in[2]->dtype, N, C, S, (double)pp->epsilon,
-                  pp->training_mode_attr);
+                  dx ? (__nv_bfloat16 *)dx->data : (__nv_bfloat16 *)NULL, dsp, dbp, st, (const __nv_bfloat16 *)dy->data,
+                  (const __nv_bfloat16 *)x->data, (const void *)in[2]->data, (const void *)in[3]->data,
+                  (const void *)in[4]->data, in[2]->dtype, N, C, S, (double)pp->epsilon, pp->training_mode_attr);
     }
     KN_CUDA_LAUNCHED(node, "BatchNormalizationGrad kernel");
     return NULL;

@@ -146,27 +146,29 @@ template <class T> __global__ void resize_kernel(T *y, const T *x, rs_geo g, int
     }
 }
 
-KN_CUDA_KERNEL(Resize) {
+static kn_status *resize_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                             kn_tensor *const *out) {
     const kn_tensor *x = in[0];
     kn_tensor *y = out[0];
     char bx[KN_DESC_LEN];
     if (!kn_cuda_float(x->dtype)) return kn_err_dtype(node, x);
     if (x->ndim < 1 || x->ndim > KN_MAX_DIMS)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "Resize: input %s has rank 0", kn_tensor_desc(x, bx, sizeof bx));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input %s has rank 0", node->op_type,
+                        kn_tensor_desc(x, bx, sizeof bx));
     const kn_params_resize *p = KN_PARAMS(node, resize);
-    if (p->antialias) return kn_error(KN_ERR_UNSUPPORTED, "Resize: antialias on cuda");
+    if (p->antialias) return kn_error(KN_ERR_UNSUPPORTED, "%s: antialias on cuda", node->op_type);
     double scales[KN_MAX_DIMS], roi[2 * KN_MAX_DIMS];
     int64_t od[KN_MAX_DIMS];
     KN_TRY(kn_shapeops_resize_params(node, in, n_in, scales, od, roi));
     int r = x->ndim;
     for (int k = 0; k < r; k++)
         if (od[k] != y->dims[k])
-            return kn_error(KN_ERR_RUNTIME, "Resize: output dim %d is %lld, expected %lld", k, (long long)y->dims[k],
-                            (long long)od[k]);
+            return kn_error(KN_ERR_RUNTIME, "%s: output dim %d is %lld, expected %lld", node->op_type, k,
+                            (long long)y->dims[k], (long long)od[k]);
     int64_t ny = kn_numel(y);
     if (ny == 0) return NULL;
     if (kn_numel(x) == 0)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "Resize: cannot resize empty %s to a non-empty output",
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: cannot resize empty %s to a non-empty output", node->op_type,
                         kn_tensor_desc(x, bx, sizeof bx));
     rs_geo g;
     memset(&g, 0, sizeof g);
@@ -197,12 +199,16 @@ KN_CUDA_KERNEL(Resize) {
         KN_LAUNCH(resize_kernel<__half>, nb, 256, 0, s, (__half *)y->data, (const __half *)x->data, g, ny);
         break;
     default:
-        KN_LAUNCH(resize_kernel<__nv_bfloat16>, nb, 256, 0, s, (__nv_bfloat16 *)y->data,
-                  (const __nv_bfloat16 *)x->data, g, ny);
+        KN_LAUNCH(resize_kernel<__nv_bfloat16>, nb, 256, 0, s, (__nv_bfloat16 *)y->data, (const __nv_bfloat16 *)x->data,
+                  g, ny);
     }
-    KN_CUDA_LAUNCHED(node, "Resize kernel");
+    KN_CUDA_LAUNCHED(node, "resize kernel");
     return NULL;
 }
+
+KN_CUDA_KERNEL(Resize) { return resize_run(ctx, node, in, n_in, out); }
+// Upsample (deprecated): Resize with the scales as its only input or attribute
+KN_CUDA_KERNEL(Upsample) { return resize_run(ctx, node, in, n_in, out); }
 
 // Float data; no antialiasing (its tap count depends on the scale). roi, scales, sizes on the host.
 bool kn_cuda_resize_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {

@@ -1635,6 +1635,14 @@ static void test_cuconv_resize(void) {
             kn_tensor *in[4] = {rand_tensor(dts[t], 4, xs[0].d, R_ANY), f32_tensor(roi, 8), NULL, ints_tensor(sz, 4)};
             run1(KN_OP_Resize, 19, at, 3, in, 4, 1);
         }
+    /* Upsample (opset 9): the scales input, nearest and linear */
+    for (int t = 0; t < N_ARR(dts); t++)
+        for (int m = 0; m < 2; m++) {
+            static const double sc[4] = {1, 1, 2, 3};
+            kn_attr at[1] = {astr("mode", m ? "linear" : "nearest")};
+            kn_tensor *in[2] = {rand_tensor(dts[t], 4, xs[0].d, R_ANY), f32_tensor(sc, 4)};
+            run1(KN_OP_Upsample, 9, at, 1, in, 2, 1);
+        }
 }
 
 int main(int argc, char **argv) {
