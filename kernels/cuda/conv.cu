@@ -72,34 +72,36 @@ __device__ static inline int64_t conv_out_off(const conv_geo &g, int64_t ip, int
     return off;
 }
 
-// A[g][r][kx] of the mode's GEMM, in float (0 outside).
+// A[g][r][kx] of the mode's GEMM as stored (callers bound r and kx).
 template <int MODE, class T>
-__device__ static inline float conv_a(const conv_geo &g, const T *a, int64_t gi, int64_t r, int64_t kx) {
-    if (MODE == CONV_FWD) return kn_num<T>::ld(a[(gi * g.Mg + r) * g.Cg * g.k_n + kx]);
+__device__ static inline T conv_a(const conv_geo &g, const T *a, int64_t gi, int64_t r, int64_t kx) {
+    if (MODE == CONV_FWD) return a[(gi * g.Mg + r) * g.Cg * g.k_n + kx];
     if (MODE == CONV_DX) {
         int64_t m = kx / g.k_n, kk = kx % g.k_n;
-        return kn_num<T>::ld(a[((gi * g.Mg + m) * g.Cg + r) * g.k_n + kk]);
+        return a[((gi * g.Mg + m) * g.Cg + r) * g.k_n + kk];
     }
     int64_t n = kx / g.out_n, o = kx % g.out_n; // CONV_DW: a = dy
-    return kn_num<T>::ld(a[((n * g.G + gi) * g.Mg + r) * g.out_n + o]);
+    return a[((n * g.G + gi) * g.Mg + r) * g.out_n + o];
 }
 
-// B[g][kx][q] of the mode's GEMM, in float (0 in the padding or off the stride).
+// B[g][kx][q] of the mode's GEMM as stored, zero in the padding or off the stride.
 template <int MODE, class T>
-__device__ static inline float conv_b(const conv_geo &g, const T *b, int64_t gi, int64_t kx, int64_t q) {
+__device__ static inline T conv_b(const conv_geo &g, const T *b, int64_t gi, int64_t kx, int64_t q) {
+    int64_t off, base;
     if (MODE == CONV_FWD) {
         int64_t c = kx / g.k_n, kk = kx % g.k_n, n = q / g.out_n, o = q % g.out_n;
-        int64_t off = conv_img_off(g, o, kk);
-        return off < 0 ? 0.0f : kn_num<T>::ld(b[((n * g.G + gi) * g.Cg + c) * g.img_n + off]);
-    }
-    if (MODE == CONV_DX) { // b = dy
+        off = conv_img_off(g, o, kk);
+        base = ((n * g.G + gi) * g.Cg + c) * g.img_n;
+    } else if (MODE == CONV_DX) { // b = dy
         int64_t m = kx / g.k_n, kk = kx % g.k_n, n = q / g.img_n, ip = q % g.img_n;
-        int64_t off = conv_out_off(g, ip, kk);
-        return off < 0 ? 0.0f : kn_num<T>::ld(b[((n * g.G + gi) * g.Mg + m) * g.out_n + off]);
+        off = conv_out_off(g, ip, kk);
+        base = ((n * g.G + gi) * g.Mg + m) * g.out_n;
+    } else { // CONV_DW: b = x
+        int64_t n = kx / g.out_n, o = kx % g.out_n, c = q / g.k_n, kk = q % g.k_n;
+        off = conv_img_off(g, o, kk);
+        base = ((n * g.G + gi) * g.Cg + c) * g.img_n;
     }
-    int64_t n = kx / g.out_n, o = kx % g.out_n, c = q / g.k_n, kk = q % g.k_n; // CONV_DW: b = x
-    int64_t off = conv_img_off(g, o, kk);
-    return off < 0 ? 0.0f : kn_num<T>::ld(b[((n * g.G + gi) * g.Cg + c) * g.img_n + off]);
+    return off < 0 ? kn_num<T>::st(0.0f) : b[base + off];
 }
 
 // Output offset of C[g][r][q], and its bias index (-1: none).
@@ -126,12 +128,12 @@ __global__ void conv_gemm_kernel(T *c, const T *a, const T *b, const T *bias, co
         for (int e = t; e < CONV_BK * CONV_BM; e += CONV_THREADS) {
             int kx = e % CONV_BK, r = e / CONV_BK;
             int64_t gr = r0 + r, gk = k0 + kx;
-            as[kx * CONV_BM + r] = gr < R && gk < K ? conv_a<MODE, T>(g, a, gi, gr, gk) : 0.0f;
+            as[kx * CONV_BM + r] = gr < R && gk < K ? kn_num<T>::ld(conv_a<MODE, T>(g, a, gi, gr, gk)) : 0.0f;
         }
         for (int e = t; e < CONV_BK * CONV_BN; e += CONV_THREADS) {
             int q = e % CONV_BN, kx = e / CONV_BN;
             int64_t gq = q0 + q, gk = k0 + kx;
-            bs[kx * CONV_BN + q] = gq < Q && gk < K ? conv_b<MODE, T>(g, b, gi, gk, gq) : 0.0f;
+            bs[kx * CONV_BN + q] = gq < Q && gk < K ? kn_num<T>::ld(conv_b<MODE, T>(g, b, gi, gk, gq)) : 0.0f;
         }
         __syncthreads();
         for (int kx = 0; kx < CONV_BK; kx++) {
@@ -153,6 +155,79 @@ __global__ void conv_gemm_kernel(T *c, const T *a, const T *b, const T *bias, co
             if (q < Q) c[conv_c_off<MODE>(g, gi, r, q)] = kn_num<T>::st(acc[i][j] + bv);
         }
     }
+}
+
+// The 16-bit GEMM on tensor cores: the same 64 x 64 tile and operand gathers, K in steps of 16
+// staged in shared memory as packed pairs (A row-major, B column-major, so each fragment register
+// is one 32-bit word; rows padded to 12 words against bank conflicts), and per warp (2 x 4 warps)
+// a 32 x 16 block of m16n8k16 MMAs with fp32 accumulators.
+#define CONV_KW 12 // words per staged row: 8 pairs of K + 4 padding
+__device__ static inline uint32_t conv_bits(__half h) { return __half_as_ushort(h); }
+__device__ static inline uint32_t conv_bits(__nv_bfloat16 h) { return __bfloat16_as_ushort(h); }
+__device__ static inline void conv_mma(float d[4], const uint32_t a[4], const uint32_t b[2], __half) {
+    kn_mma_m16n8k16_f16(d, a, b, d);
+}
+__device__ static inline void conv_mma(float d[4], const uint32_t a[4], const uint32_t b[2], __nv_bfloat16) {
+    kn_mma_m16n8k16_bf16(d, a, b, d);
+}
+
+template <int MODE, class T>
+__global__ void conv_mma_kernel(T *c, const T *a, const T *b, const T *bias, conv_geo g, int64_t R, int64_t Q,
+                                int64_t K, int64_t row_tiles) {
+    KN_SHARED(uint32_t, as, CONV_BM * CONV_KW);
+    KN_SHARED(uint32_t, bs, CONV_BN * CONV_KW);
+    int t = threadIdx.x, lane = t & 31, warp = t >> 5, wm = warp >> 2, wn = warp & 3, lg = lane >> 2, lt = lane & 3;
+    int64_t gi = blockIdx.y / row_tiles, r0 = (blockIdx.y % row_tiles) * CONV_BM, q0 = (int64_t)blockIdx.x * CONV_BN;
+    float acc[2][2][4];
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++)
+            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+    for (int64_t k0 = 0; k0 < K; k0 += CONV_BK) {
+        for (int e = t; e < CONV_BM * (CONV_BK / 2); e += CONV_THREADS) {
+            int kp = e % (CONV_BK / 2), r = e / (CONV_BK / 2);
+            int64_t gr = r0 + r, gk = k0 + 2 * kp;
+            uint32_t lo = 0, hi = 0;
+            if (gr < R && gk < K) lo = conv_bits(conv_a<MODE, T>(g, a, gi, gr, gk));
+            if (gr < R && gk + 1 < K) hi = conv_bits(conv_a<MODE, T>(g, a, gi, gr, gk + 1));
+            as[r * CONV_KW + kp] = lo | hi << 16;
+        }
+        for (int e = t; e < CONV_BN * (CONV_BK / 2); e += CONV_THREADS) {
+            int q = e % CONV_BN, kp = e / CONV_BN;
+            int64_t gq = q0 + q, gk = k0 + 2 * kp;
+            uint32_t lo = 0, hi = 0;
+            if (gq < Q && gk < K) lo = conv_bits(conv_b<MODE, T>(g, b, gi, gk, gq));
+            if (gq < Q && gk + 1 < K) hi = conv_bits(conv_b<MODE, T>(g, b, gi, gk + 1, gq));
+            bs[q * CONV_KW + kp] = lo | hi << 16;
+        }
+        __syncthreads();
+        uint32_t af[2][4], bf[2][2];
+        for (int i = 0; i < 2; i++) {
+            int row = wm * 32 + i * 16 + lg;
+            af[i][0] = as[row * CONV_KW + lt];
+            af[i][1] = as[(row + 8) * CONV_KW + lt];
+            af[i][2] = as[row * CONV_KW + lt + 4];
+            af[i][3] = as[(row + 8) * CONV_KW + lt + 4];
+        }
+        for (int j = 0; j < 2; j++) {
+            int col = wn * 16 + j * 8 + lg;
+            bf[j][0] = bs[col * CONV_KW + lt];
+            bf[j][1] = bs[col * CONV_KW + lt + 4];
+        }
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < 2; j++) conv_mma(acc[i][j], af[i], bf[j], T());
+        __syncthreads();
+    }
+    for (int i = 0; i < 2; i++)
+        for (int h = 0; h < 2; h++) {
+            int64_t r = r0 + wm * 32 + i * 16 + lg + 8 * h;
+            if (r >= R) continue;
+            float bv = bias ? kn_num<T>::ld(bias[gi * R + r]) : 0.0f;
+            for (int j = 0; j < 2; j++)
+                for (int e = 0; e < 2; e++) {
+                    int64_t q = q0 + wn * 16 + j * 8 + 2 * lt + e;
+                    if (q < Q) c[conv_c_off<MODE>(g, gi, r, q)] = kn_num<T>::st(acc[i][j][2 * h + e] + bv);
+                }
+        }
 }
 
 // Depthwise forward (Cg == 1): y[n][m][o] = bias[m] + sum_kk x[n][m / Mg][tap] * w[m][kk].
@@ -248,6 +323,18 @@ static kn_status *conv_geo_make(const kn_node *node, const char *op, const kn_co
     return NULL;
 }
 
+// float16 / bfloat16: tensor cores, fp32 accumulation; float32: the exact FMA path
+template <int MODE, class T>
+static void conv_gemm_go(dim3 grid, cudaStream_t s, T *c, const T *a, const T *b, const T *bias, const conv_geo &g,
+                         int64_t R, int64_t Q, int64_t K, int64_t row_tiles) {
+    KN_LAUNCH((conv_mma_kernel<MODE, T>), grid, CONV_THREADS, 0, s, c, a, b, bias, g, R, Q, K, row_tiles);
+}
+template <int MODE>
+static void conv_gemm_go(dim3 grid, cudaStream_t s, float *c, const float *a, const float *b, const float *bias,
+                         const conv_geo &g, int64_t R, int64_t Q, int64_t K, int64_t row_tiles) {
+    KN_LAUNCH((conv_gemm_kernel<MODE, float>), grid, CONV_THREADS, 0, s, c, a, b, bias, g, R, Q, K, row_tiles);
+}
+
 template <int MODE, class T>
 static kn_status *conv_gemm_launch(const kn_node *node, void *c, const void *a, const void *b, const void *bias,
                                    const conv_geo &g, cudaStream_t s) {
@@ -261,8 +348,7 @@ static kn_status *conv_gemm_launch(const kn_node *node, void *c, const void *a, 
         return kn_error(KN_ERR_UNSUPPORTED, "%s: %lld x %lld output tiles in %lld groups exceed the grid on cuda",
                         node->op_type, (long long)row_tiles, (long long)col_tiles, (long long)g.G);
     dim3 grid((unsigned)col_tiles, (unsigned)(row_tiles * g.G));
-    KN_LAUNCH((conv_gemm_kernel<MODE, T>), grid, CONV_THREADS, 0, s, (T *)c, (const T *)a, (const T *)b,
-              (const T *)bias, g, R, Q, K, row_tiles);
+    conv_gemm_go<MODE>(grid, s, (T *)c, (const T *)a, (const T *)b, (const T *)bias, g, R, Q, K, row_tiles);
     KN_CUDA_LAUNCHED(node, "convolution GEMM kernel");
     return NULL;
 }
