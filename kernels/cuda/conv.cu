@@ -84,24 +84,71 @@ __device__ static inline T conv_a(const conv_geo &g, const T *a, int64_t gi, int
     return a[((n * g.G + gi) * g.Mg + r) * g.out_n + o];
 }
 
+// A column q of B's tile, decoded once per thread: the column is fixed while K is walked (each
+// thread loads the same column of every K step), so only K's index is decoded per element.
+//   FWD: q = (image, output position); org = the window origin o*s - pad per dim
+//   DX:  q = (image, input position);  org = ip + pad per dim
+//   DW:  q = (input channel, tap);     org = tap*dilation - pad per dim
+struct conv_col {
+    int64_t base;
+    int org[CONV_MAX_SP];
+};
+
+template <int MODE> __device__ static inline conv_col conv_col_make(const conv_geo &g, int64_t gi, int64_t q) {
+    conv_col c;
+    int co[CONV_MAX_SP];
+    if (MODE == CONV_FWD) {
+        int64_t n = q / g.out_n;
+        conv_coords(g.out, g.nsp, q % g.out_n, co);
+        c.base = (n * g.G + gi) * g.Cg * g.img_n;
+        for (int d = 0; d < g.nsp; d++) c.org[d] = co[d] * g.s[d] - g.pb[d];
+    } else if (MODE == CONV_DX) {
+        int64_t n = q / g.img_n;
+        conv_coords(g.img, g.nsp, q % g.img_n, co);
+        c.base = (n * g.G + gi) * g.Mg * g.out_n;
+        for (int d = 0; d < g.nsp; d++) c.org[d] = co[d] + g.pb[d];
+    } else {
+        int64_t ch = q / g.k_n;
+        conv_coords(g.k, g.nsp, q % g.k_n, co);
+        c.base = (gi * g.Cg + ch) * g.img_n;
+        for (int d = 0; d < g.nsp; d++) c.org[d] = co[d] * g.d[d] - g.pb[d];
+    }
+    return c;
+}
+
 // B[g][kx][q] of the mode's GEMM as stored, zero in the padding or off the stride.
 template <int MODE, class T>
-__device__ static inline T conv_b(const conv_geo &g, const T *b, int64_t gi, int64_t kx, int64_t q) {
-    int64_t off, base;
-    if (MODE == CONV_FWD) {
-        int64_t c = kx / g.k_n, kk = kx % g.k_n, n = q / g.out_n, o = q % g.out_n;
-        off = conv_img_off(g, o, kk);
-        base = ((n * g.G + gi) * g.Cg + c) * g.img_n;
-    } else if (MODE == CONV_DX) { // b = dy
-        int64_t m = kx / g.k_n, kk = kx % g.k_n, n = q / g.img_n, ip = q % g.img_n;
-        off = conv_out_off(g, ip, kk);
-        base = ((n * g.G + gi) * g.Mg + m) * g.out_n;
-    } else { // CONV_DW: b = x
-        int64_t n = kx / g.out_n, o = kx % g.out_n, c = q / g.k_n, kk = q % g.k_n;
-        off = conv_img_off(g, o, kk);
-        base = ((n * g.G + gi) * g.Cg + c) * g.img_n;
+__device__ static inline T conv_b(const conv_geo &g, const T *b, const conv_col &c, int64_t kx) {
+    int kc[CONV_MAX_SP];
+    int64_t off = 0, base;
+    if (MODE == CONV_FWD) { // K = (input channel, tap)
+        conv_coords(g.k, g.nsp, kx % g.k_n, kc);
+        base = c.base + kx / g.k_n * g.img_n;
+        for (int d = 0; d < g.nsp; d++) {
+            int ip = c.org[d] + kc[d] * g.d[d];
+            if (ip < 0 || ip >= g.img[d]) return kn_num<T>::st(0.0f);
+            off = off * g.img[d] + ip;
+        }
+    } else if (MODE == CONV_DX) { // K = (output channel, tap); b = dy
+        conv_coords(g.k, g.nsp, kx % g.k_n, kc);
+        base = c.base + kx / g.k_n * g.out_n;
+        for (int d = 0; d < g.nsp; d++) {
+            int t = c.org[d] - kc[d] * g.d[d];
+            if (t < 0 || t % g.s[d]) return kn_num<T>::st(0.0f);
+            t /= g.s[d];
+            if (t >= g.out[d]) return kn_num<T>::st(0.0f);
+            off = off * g.out[d] + t;
+        }
+    } else { // CONV_DW: K = (image, output position); b = x
+        conv_coords(g.out, g.nsp, kx % g.out_n, kc);
+        base = c.base + kx / g.out_n * g.G * g.Cg * g.img_n;
+        for (int d = 0; d < g.nsp; d++) {
+            int ip = kc[d] * g.s[d] + c.org[d];
+            if (ip < 0 || ip >= g.img[d]) return kn_num<T>::st(0.0f);
+            off = off * g.img[d] + ip;
+        }
     }
-    return off < 0 ? kn_num<T>::st(0.0f) : b[base + off];
+    return b[base + off];
 }
 
 // Output offset of C[g][r][q], and its bias index (-1: none).
@@ -119,6 +166,10 @@ __global__ void conv_gemm_kernel(T *c, const T *a, const T *b, const T *bias, co
     KN_SHARED(float, bs, CONV_BK *CONV_BN);
     int t = threadIdx.x, tx = t % 16, ty = t / 16;
     int64_t gi = blockIdx.y / row_tiles, r0 = (blockIdx.y % row_tiles) * CONV_BM, q0 = (int64_t)blockIdx.x * CONV_BN;
+    // the B column this thread loads on every K step (CONV_THREADS is a multiple of CONV_BN)
+    int qc = t % CONV_BN;
+    bool qok = q0 + qc < Q;
+    conv_col col = conv_col_make<MODE>(g, gi, qok ? q0 + qc : 0);
     float acc[4][4];
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = 0.0f;
@@ -131,9 +182,9 @@ __global__ void conv_gemm_kernel(T *c, const T *a, const T *b, const T *bias, co
             as[kx * CONV_BM + r] = gr < R && gk < K ? kn_num<T>::ld(conv_a<MODE, T>(g, a, gi, gr, gk)) : 0.0f;
         }
         for (int e = t; e < CONV_BK * CONV_BN; e += CONV_THREADS) {
-            int q = e % CONV_BN, kx = e / CONV_BN;
-            int64_t gq = q0 + q, gk = k0 + kx;
-            bs[kx * CONV_BN + q] = gq < Q && gk < K ? kn_num<T>::ld(conv_b<MODE, T>(g, b, gi, gk, gq)) : 0.0f;
+            int kx = e / CONV_BN;
+            int64_t gk = k0 + kx;
+            bs[kx * CONV_BN + qc] = qok && gk < K ? kn_num<T>::ld(conv_b<MODE, T>(g, b, col, gk)) : 0.0f;
         }
         __syncthreads();
         for (int kx = 0; kx < CONV_BK; kx++) {
@@ -178,6 +229,9 @@ __global__ void conv_mma_kernel(T *c, const T *a, const T *b, const T *bias, con
     KN_SHARED(uint32_t, bs, CONV_BN * CONV_KW);
     int t = threadIdx.x, lane = t & 31, warp = t >> 5, wm = warp >> 2, wn = warp & 3, lg = lane >> 2, lt = lane & 3;
     int64_t gi = blockIdx.y / row_tiles, r0 = (blockIdx.y % row_tiles) * CONV_BM, q0 = (int64_t)blockIdx.x * CONV_BN;
+    int qc = t % CONV_BN;
+    bool qok = q0 + qc < Q;
+    conv_col col = conv_col_make<MODE>(g, gi, qok ? q0 + qc : 0);
     float acc[2][2][4];
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 2; j++)
@@ -192,12 +246,12 @@ __global__ void conv_mma_kernel(T *c, const T *a, const T *b, const T *bias, con
             as[r * CONV_KW + kp] = lo | hi << 16;
         }
         for (int e = t; e < CONV_BN * (CONV_BK / 2); e += CONV_THREADS) {
-            int q = e % CONV_BN, kp = e / CONV_BN;
-            int64_t gq = q0 + q, gk = k0 + 2 * kp;
+            int kp = e / CONV_BN;
+            int64_t gk = k0 + 2 * kp;
             uint32_t lo = 0, hi = 0;
-            if (gq < Q && gk < K) lo = conv_bits(conv_b<MODE, T>(g, b, gi, gk, gq));
-            if (gq < Q && gk + 1 < K) hi = conv_bits(conv_b<MODE, T>(g, b, gi, gk + 1, gq));
-            bs[q * CONV_KW + kp] = lo | hi << 16;
+            if (qok && gk < K) lo = conv_bits(conv_b<MODE, T>(g, b, col, gk));
+            if (qok && gk + 1 < K) hi = conv_bits(conv_b<MODE, T>(g, b, col, gk + 1));
+            bs[qc * CONV_KW + kp] = lo | hi << 16;
         }
         __syncthreads();
         uint32_t af[2][4], bf[2][2];
