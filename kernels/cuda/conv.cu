@@ -161,11 +161,12 @@ template <int MODE> __device__ static inline int64_t conv_c_off(const conv_geo &
 // grid: x over column tiles, y over (group, row tile). R, Q, K: the GEMM's sizes per group.
 template <int MODE, class T>
 __global__ void conv_gemm_kernel(T *c, const T *a, const T *b, const T *bias, conv_geo g, int64_t R, int64_t Q,
-                                 int64_t K, int64_t row_tiles) {
+                                 int64_t K, int64_t row_tiles, int64_t g0) {
     KN_SHARED(float, as, CONV_BK *CONV_BM);
     KN_SHARED(float, bs, CONV_BK *CONV_BN);
     int t = threadIdx.x, tx = t % 16, ty = t / 16;
-    int64_t gi = blockIdx.y / row_tiles, r0 = (blockIdx.y % row_tiles) * CONV_BM, q0 = (int64_t)blockIdx.x * CONV_BN;
+    int64_t gi = g0 + blockIdx.y / row_tiles, r0 = (blockIdx.y % row_tiles) * CONV_BM,
+            q0 = (int64_t)blockIdx.x * CONV_BN;
     // the B column this thread loads on every K step (CONV_THREADS is a multiple of CONV_BN)
     int qc = t % CONV_BN;
     bool qok = q0 + qc < Q;
@@ -224,11 +225,12 @@ __device__ static inline void conv_mma(float d[4], const uint32_t a[4], const ui
 
 template <int MODE, class T>
 __global__ void conv_mma_kernel(T *c, const T *a, const T *b, const T *bias, conv_geo g, int64_t R, int64_t Q,
-                                int64_t K, int64_t row_tiles) {
+                                int64_t K, int64_t row_tiles, int64_t g0) {
     KN_SHARED(uint32_t, as, CONV_BM * CONV_KW);
     KN_SHARED(uint32_t, bs, CONV_BN * CONV_KW);
     int t = threadIdx.x, lane = t & 31, warp = t >> 5, wm = warp >> 2, wn = warp & 3, lg = lane >> 2, lt = lane & 3;
-    int64_t gi = blockIdx.y / row_tiles, r0 = (blockIdx.y % row_tiles) * CONV_BM, q0 = (int64_t)blockIdx.x * CONV_BN;
+    int64_t gi = g0 + blockIdx.y / row_tiles, r0 = (blockIdx.y % row_tiles) * CONV_BM,
+            q0 = (int64_t)blockIdx.x * CONV_BN;
     int qc = t % CONV_BN;
     bool qok = q0 + qc < Q;
     conv_col col = conv_col_make<MODE>(g, gi, qok ? q0 + qc : 0);
@@ -380,13 +382,13 @@ static kn_status *conv_geo_make(const kn_node *node, const char *op, const kn_co
 // float16 / bfloat16: tensor cores, fp32 accumulation; float32: the exact FMA path
 template <int MODE, class T>
 static void conv_gemm_go(dim3 grid, cudaStream_t s, T *c, const T *a, const T *b, const T *bias, const conv_geo &g,
-                         int64_t R, int64_t Q, int64_t K, int64_t row_tiles) {
-    KN_LAUNCH((conv_mma_kernel<MODE, T>), grid, CONV_THREADS, 0, s, c, a, b, bias, g, R, Q, K, row_tiles);
+                         int64_t R, int64_t Q, int64_t K, int64_t row_tiles, int64_t g0) {
+    KN_LAUNCH((conv_mma_kernel<MODE, T>), grid, CONV_THREADS, 0, s, c, a, b, bias, g, R, Q, K, row_tiles, g0);
 }
 template <int MODE>
 static void conv_gemm_go(dim3 grid, cudaStream_t s, float *c, const float *a, const float *b, const float *bias,
-                         const conv_geo &g, int64_t R, int64_t Q, int64_t K, int64_t row_tiles) {
-    KN_LAUNCH((conv_gemm_kernel<MODE, float>), grid, CONV_THREADS, 0, s, c, a, b, bias, g, R, Q, K, row_tiles);
+                         const conv_geo &g, int64_t R, int64_t Q, int64_t K, int64_t row_tiles, int64_t g0) {
+    KN_LAUNCH((conv_gemm_kernel<MODE, float>), grid, CONV_THREADS, 0, s, c, a, b, bias, g, R, Q, K, row_tiles, g0);
 }
 
 template <int MODE, class T>
@@ -398,11 +400,16 @@ static kn_status *conv_gemm_launch(const kn_node *node, void *c, const void *a, 
     else R = g.Mg, Q = g.Cg * g.k_n, K = g.N * g.out_n;
     if (R <= 0 || Q <= 0 || g.G <= 0) return NULL;
     int64_t row_tiles = (R + CONV_BM - 1) / CONV_BM, col_tiles = (Q + CONV_BN - 1) / CONV_BN;
-    if (row_tiles * g.G > 65535 || col_tiles > 0x7fffffffLL)
-        return kn_error(KN_ERR_UNSUPPORTED, "%s: %lld x %lld output tiles in %lld groups exceed the grid on cuda",
-                        node->op_type, (long long)row_tiles, (long long)col_tiles, (long long)g.G);
-    dim3 grid((unsigned)col_tiles, (unsigned)(row_tiles * g.G));
-    conv_gemm_go<MODE>(grid, s, (T *)c, (const T *)a, (const T *)b, (const T *)bias, g, R, Q, K, row_tiles);
+    if (row_tiles > 65535 || col_tiles > 0x7fffffffLL)
+        return kn_error(KN_ERR_UNSUPPORTED, "%s: %lld x %lld output tiles per group exceed the grid on cuda",
+                        node->op_type, (long long)row_tiles, (long long)col_tiles);
+    // grid.y holds (group, row tile) pairs: launched in runs of groups that fit its 65535
+    int64_t per = 65535 / row_tiles;
+    for (int64_t g0 = 0; g0 < g.G; g0 += per) {
+        int64_t ng = g.G - g0 < per ? g.G - g0 : per;
+        dim3 grid((unsigned)col_tiles, (unsigned)(row_tiles * ng));
+        conv_gemm_go<MODE>(grid, s, (T *)c, (const T *)a, (const T *)b, (const T *)bias, g, R, Q, K, row_tiles, g0);
+    }
     KN_CUDA_LAUNCHED(node, "convolution GEMM kernel");
     return NULL;
 }
