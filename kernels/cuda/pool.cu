@@ -1,4 +1,4 @@
-// Pooling and batch normalisation on the device: MaxPool (with Indices), AveragePool, their
+// Pooling and batch normalisation on the device: MaxPool (with Indices), AveragePool, LpPool, their
 // Global forms, BatchNormalization (inference and training mode, its optional statistics outputs)
 // and the kiln backward ops MaxPoolGrad, AveragePoolGrad and BatchNormalizationGrad.
 // Windowed pools give each output to one thread (consecutive threads on consecutive positions, so
@@ -30,7 +30,7 @@ __device__ static inline void pool_coords(const int *n, int nsp, int64_t i, int 
 // The window of output position oc: its first maximum (PyTorch's and the CPU's choice on ties)
 // or its sum, the counts of in-image and in-padded-image taps, and the maximum's offsets.
 template <class T>
-__device__ static void pool_window(const pool_geo &g, const T *x, const int *oc, bool max, bool nan_first,
+__device__ static void pool_window(const pool_geo &g, const T *x, const int *oc, bool max, double p, bool nan_first,
                                    double *acc_out, int64_t *best_out, int64_t *best_cm, int64_t *cnt_valid,
                                    int64_t *cnt_pad) {
     double acc = max ? -INFINITY : 0.0;
@@ -60,7 +60,7 @@ __device__ static void pool_window(const pool_geo &g, const T *x, const int *oc,
                 bcm = cm;
             }
         } else {
-            acc += v;
+            acc += p > 0 ? pow(fabs(v), p) : v; // LpPool: the sum of |x|^p
         }
     }
     *acc_out = acc;
@@ -71,17 +71,18 @@ __device__ static void pool_window(const pool_geo &g, const T *x, const int *oc,
 }
 
 template <class T>
-__global__ void pool_kernel(T *y, int64_t *ind, const T *x, pool_geo g, int64_t total, bool max, bool include_pad,
-                            bool col_major, bool nan_first) {
+__global__ void pool_kernel(T *y, int64_t *ind, const T *x, pool_geo g, int64_t total, bool max, double p,
+                            bool include_pad, bool col_major, bool nan_first) {
     KN_GRID_STRIDE(i, total) {
         int64_t pl = i / g.out_n, o = i % g.out_n;
         int oc[POOL_MAX_SP];
         pool_coords(g.out, g.nsp, o, oc);
         double acc;
         int64_t best, bcm, cv, cp;
-        pool_window(g, x + pl * g.in_n, oc, max, nan_first, &acc, &best, &bcm, &cv, &cp);
+        pool_window(g, x + pl * g.in_n, oc, max, p, nan_first, &acc, &best, &bcm, &cv, &cp);
         double r;
         if (max) r = acc;
+        else if (p > 0) r = pow(acc, 1.0 / p);
         else {
             int64_t div = include_pad ? cp : cv;
             r = div ? acc / (double)div : 0.0;
@@ -92,14 +93,14 @@ __global__ void pool_kernel(T *y, int64_t *ind, const T *x, pool_geo g, int64_t 
 }
 
 // Global pools: one block per plane, a strided pass and a fixed tree.
-template <class T> __global__ void global_pool_kernel(T *y, const T *x, int64_t n, bool max) {
+template <class T> __global__ void global_pool_kernel(T *y, const T *x, int64_t n, bool max, double p) {
     KN_SHARED(double, sh, 32);
-    const T *p = x + (int64_t)blockIdx.x * n;
+    const T *xp = x + (int64_t)blockIdx.x * n;
     double acc = max ? -INFINITY : 0.0;
     for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
-        double v = (double)kn_num<T>::ld(p[k]);
+        double v = (double)kn_num<T>::ld(xp[k]);
         if (max) acc = v > acc ? v : acc;
-        else acc += v;
+        else acc += p > 0 ? pow(fabs(v), p) : v;
     }
     for (int o = 16; o > 0; o >>= 1) {
         double v = __shfl_xor_sync(0xffffffffu, acc, o);
@@ -115,7 +116,8 @@ template <class T> __global__ void global_pool_kernel(T *y, const T *x, int64_t 
             double v = __shfl_xor_sync(0xffffffffu, acc, o);
             acc = max ? (v > acc ? v : acc) : acc + v;
         }
-        if (lane == 0) y[blockIdx.x] = kn_num<T>::st((float)(max ? acc : (n ? acc / (double)n : 0.0)));
+        if (lane == 0)
+            y[blockIdx.x] = kn_num<T>::st((float)(max ? acc : p > 0 ? pow(acc, 1.0 / p) : n ? acc / (double)n : 0.0));
     }
 }
 
@@ -143,8 +145,8 @@ __global__ void pool_grad_kernel(T *dx, const T *dy, const T *x, pool_geo g, int
             if (!ok) continue;
             double wacc;
             int64_t best, cv, cp;
-            pool_window(g, max ? x + pl * g.in_n : (const T *)NULL, oc, max, true, &wacc, &best, (int64_t *)NULL, &cv,
-                        &cp);
+            pool_window(g, max ? x + pl * g.in_n : (const T *)NULL, oc, max, 0.0, true, &wacc, &best, (int64_t *)NULL,
+                        &cv, &cp);
             double gv = (double)kn_num<T>::ld(dy[pl * g.out_n + o]);
             if (max) {
                 if (best == ip) acc += gv;
@@ -331,18 +333,19 @@ static kn_status *pool_geometry(const kn_node *node, const char *op, const kn_te
 
 template <class T>
 static void pool_launch(kn_tensor *y, int64_t *ind, const kn_tensor *x, const pool_geo &g, int64_t total, bool max,
-                        bool include_pad, bool col_major, bool nan_first, cudaStream_t s) {
+                        double p, bool include_pad, bool col_major, bool nan_first, cudaStream_t s) {
     KN_LAUNCH(pool_kernel<T>, kn_cuda_blocks(total, POOL_THREADS), POOL_THREADS, 0, s, (T *)y->data, ind,
-              (const T *)x->data, g, total, max, include_pad, col_major, nan_first);
+              (const T *)x->data, g, total, max, p, include_pad, col_major, nan_first);
 }
 
-static kn_status *pool_forward(kn_exec_ctx *ctx, const kn_node *node, const char *op, bool max, const kn_tensor *x,
-                               kn_tensor *y, kn_tensor *ind) {
+static kn_status *pool_forward(kn_exec_ctx *ctx, const kn_node *node, const char *op, bool max, bool lp,
+                               const kn_tensor *x, kn_tensor *y, kn_tensor *ind) {
     if (!kn_cuda_float(x->dtype)) return kn_err_dtype(node, x);
     if (ind && ind->dtype != KN_I64) return kn_err_dtype(node, ind);
     pool_geo g;
     KN_TRY(pool_geometry(node, op, x, y, &g));
     const kn_params_pool *pp = KN_PARAMS(node, pool);
+    if (lp && pp->p <= 0) return kn_error(KN_ERR_INVALID_MODEL, "%s: p must be positive", op);
     int64_t total = kn_numel(y);
     if (total <= 0) return NULL;
     // the CPU's float32 2-D path skips a leading NaN; its generic walk keeps it
@@ -351,23 +354,30 @@ static kn_status *pool_forward(kn_exec_ctx *ctx, const kn_node *node, const char
     cudaStream_t s = kn_cuda_s(ctx);
     switch (x->dtype) {
     case KN_F32:
-        pool_launch<float>(y, ip, x, g, total, max, pp->count_include_pad, pp->storage_order_col, nan_first, s);
+        pool_launch<float>(y, ip, x, g, total, max, lp ? (double)pp->p : 0.0, pp->count_include_pad,
+                           pp->storage_order_col, nan_first, s);
         break;
     case KN_F16:
-        pool_launch<__half>(y, ip, x, g, total, max, pp->count_include_pad, pp->storage_order_col, nan_first, s);
+        pool_launch<__half>(y, ip, x, g, total, max, lp ? (double)pp->p : 0.0, pp->count_include_pad,
+                            pp->storage_order_col, nan_first, s);
         break;
     default:
-        pool_launch<__nv_bfloat16>(y, ip, x, g, total, max, pp->count_include_pad, pp->storage_order_col, nan_first, s);
+        pool_launch<__nv_bfloat16>(y, ip, x, g, total, max, lp ? (double)pp->p : 0.0, pp->count_include_pad,
+                                   pp->storage_order_col, nan_first, s);
     }
     KN_CUDA_LAUNCHED(node, "pool kernel");
     return NULL;
 }
 
-KN_CUDA_KERNEL(MaxPool) { return pool_forward(ctx, node, "MaxPool", true, in[0], out[0], n_out > 1 ? out[1] : NULL); }
+KN_CUDA_KERNEL(MaxPool) {
+    return pool_forward(ctx, node, "MaxPool", true, false, in[0], out[0], n_out > 1 ? out[1] : NULL);
+}
 
-KN_CUDA_KERNEL(AveragePool) { return pool_forward(ctx, node, "AveragePool", false, in[0], out[0], NULL); }
+KN_CUDA_KERNEL(AveragePool) { return pool_forward(ctx, node, "AveragePool", false, false, in[0], out[0], NULL); }
+KN_CUDA_KERNEL(LpPool) { return pool_forward(ctx, node, "LpPool", false, true, in[0], out[0], NULL); }
 
-static kn_status *global_pool(kn_exec_ctx *ctx, const kn_node *node, bool max, const kn_tensor *x, kn_tensor *y) {
+static kn_status *global_pool(kn_exec_ctx *ctx, const kn_node *node, bool max, double p, const kn_tensor *x,
+                              kn_tensor *y) {
     char bx[KN_DESC_LEN];
     if (!kn_cuda_float(x->dtype)) return kn_err_dtype(node, x);
     if (x->ndim < 2 || y->ndim != x->ndim || y->dims[0] != x->dims[0] || y->dims[1] != x->dims[1])
@@ -381,22 +391,27 @@ static kn_status *global_pool(kn_exec_ctx *ctx, const kn_node *node, bool max, c
     switch (x->dtype) {
     case KN_F32:
         KN_LAUNCH(global_pool_kernel<float>, (unsigned)planes, POOL_THREADS, 0, s, (float *)y->data,
-                  (const float *)x->data, n, max);
+                  (const float *)x->data, n, max, p);
         break;
     case KN_F16:
         KN_LAUNCH(global_pool_kernel<__half>, (unsigned)planes, POOL_THREADS, 0, s, (__half *)y->data,
-                  (const __half *)x->data, n, max);
+                  (const __half *)x->data, n, max, p);
         break;
     default:
         KN_LAUNCH(global_pool_kernel<__nv_bfloat16>, (unsigned)planes, POOL_THREADS, 0, s, (__nv_bfloat16 *)y->data,
-                  (const __nv_bfloat16 *)x->data, n, max);
+                  (const __nv_bfloat16 *)x->data, n, max, p);
     }
     KN_CUDA_LAUNCHED(node, "global pool kernel");
     return NULL;
 }
 
-KN_CUDA_KERNEL(GlobalAveragePool) { return global_pool(ctx, node, false, in[0], out[0]); }
-KN_CUDA_KERNEL(GlobalMaxPool) { return global_pool(ctx, node, true, in[0], out[0]); }
+KN_CUDA_KERNEL(GlobalAveragePool) { return global_pool(ctx, node, false, 0.0, in[0], out[0]); }
+KN_CUDA_KERNEL(GlobalMaxPool) { return global_pool(ctx, node, true, 0.0, in[0], out[0]); }
+KN_CUDA_KERNEL(GlobalLpPool) {
+    double p = node->params ? (double)KN_PARAMS(node, pool)->p : 2.0;
+    if (p <= 0) return kn_error(KN_ERR_INVALID_MODEL, "GlobalLpPool: p must be positive");
+    return global_pool(ctx, node, false, p, in[0], out[0]);
+}
 
 static kn_status *pool_backward(kn_exec_ctx *ctx, const kn_node *node, const char *op, bool max, const kn_tensor *dy,
                                 const kn_tensor *x, kn_tensor *dx) {
@@ -435,7 +450,8 @@ KN_CUDA_KERNEL(KnAveragePoolGrad) { return pool_backward(ctx, node, "AveragePool
 bool kn_cuda_pool_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
     if (n_in < 1 || !in[0] || !kn_cuda_float(in[0]->dtype)) return false;
     if (n->op == KN_OP_KnMaxPoolGrad && (n_in < 2 || !in[1] || in[1]->dtype != in[0]->dtype)) return false;
-    if (n->op == KN_OP_GlobalAveragePool || n->op == KN_OP_GlobalMaxPool) return in[0]->ndim >= 2;
+    if (n->op == KN_OP_GlobalAveragePool || n->op == KN_OP_GlobalMaxPool || n->op == KN_OP_GlobalLpPool)
+        return in[0]->ndim >= 2;
     if (n->op == KN_OP_KnAveragePoolGrad) return in[0]->ndim >= 3 && in[0]->ndim <= 2 + POOL_MAX_SP;
     return in[0]->ndim >= 3 && in[0]->ndim <= 2 + POOL_MAX_SP;
 }

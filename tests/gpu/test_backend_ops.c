@@ -74,7 +74,7 @@ static bool cuconv_acc(int op) {
     return op == KN_OP_Conv || op == KN_OP_ConvTranspose || op == KN_OP_KnConvGradX || op == KN_OP_KnConvGradW ||
         op == KN_OP_BatchNormalization || op == KN_OP_KnBatchNormalizationGrad || op == KN_OP_AveragePool ||
         op == KN_OP_GlobalAveragePool || op == KN_OP_KnAveragePoolGrad || op == KN_OP_KnMaxPoolGrad ||
-        op == KN_OP_Resize;
+        op == KN_OP_Resize || op == KN_OP_LpPool || op == KN_OP_GlobalLpPool;
 }
 static void tol_of(kn_dtype t, int op, double *rtol, double *atol) {
     bool acc = op == KN_OP_MatMul || op == KN_OP_Gemm || op == KN_OP_ReduceSum || op == KN_OP_ReduceMean ||
@@ -1483,6 +1483,12 @@ static void test_cuconv_pool(void) {
                 kn_tensor *in[1] = {rand_tensor(dts[t], c->nd, c->x, R_ANY)};
                 run1(KN_OP_MaxPool, 12, at, na + 1, in, 1, ind ? 2 : 1);
             }
+            /* LpPool, p 2 and 3 (dilations and ceil_mode from opset 18) */
+            for (int pv = 2; pv <= 3; pv++) {
+                at[na] = ai("p", pv);
+                kn_tensor *in[1] = {rand_tensor(dts[t], c->nd, c->x, R_ANY)};
+                run1(KN_OP_LpPool, 18, at, na + 1, in, 1, 1);
+            }
             /* AveragePool: the divisor with and without the padding (no dilations before opset 19) */
             for (int inc = 0; inc < 2; inc++) {
                 at[na] = ai("count_include_pad", inc);
@@ -1535,6 +1541,9 @@ static void test_cuconv_pool(void) {
             run1(KN_OP_GlobalAveragePool, 1, NULL, 0, a, 1, 1);
             kn_tensor *m[1] = {rand_tensor(dts[t], gshapes[k].nd, gshapes[k].d, R_ANY)};
             run1(KN_OP_GlobalMaxPool, 1, NULL, 0, m, 1, 1);
+            kn_attr lp[1] = {ai("p", 2 + k % 2)};
+            kn_tensor *l[1] = {rand_tensor(dts[t], gshapes[k].nd, gshapes[k].d, R_ANY)};
+            run1(KN_OP_GlobalLpPool, 2, lp, 1, l, 1, 1);
         }
 }
 
