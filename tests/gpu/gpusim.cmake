@@ -98,3 +98,12 @@ add_executable(test_graph_cuda_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_graph_cu
 target_link_libraries(test_graph_cuda_sim PRIVATE kiln_core_sim)
 add_test(NAME gpusim.graphs COMMAND test_graph_cuda_sim ${CMAKE_SOURCE_DIR}/../shared/zoo)
 set_tests_properties(gpusim.graphs PROPERTIES TIMEOUT 900 ENVIRONMENT "KILN_SIM_RACECHECK=1")
+# train.parity_cnn's CNN (Conv, BatchNormalization training mode, pools, a grouped Conv) through a device=cuda
+# session against the CPU: every gradient within 1e-4 of the largest (float32), no node left to the CPU
+add_test(NAME gpusim.train_cnn COMMAND test_train_cuda_sim cnn)
+set_tests_properties(gpusim.train_cnn PROPERTIES TIMEOUT 600 ENVIRONMENT "KILN_SIM_RACECHECK=1")
+# the same CNN on the device trainer (autograd/trainer_device.c) against the CPU trainer: 8 SGD-momentum steps,
+# losses within 1e-5, weights within 1e-4; a fallback notice on the session log fails it
+add_test(NAME gpusim.train_device_cnn COMMAND test_train_device_sim cnn)
+set_tests_properties(gpusim.train_device_cnn PROPERTIES TIMEOUT 600 ENVIRONMENT "KILN_SIM_RACECHECK=1"
+                     FAIL_REGULAR_EXPRESSION "runs on the CPU")

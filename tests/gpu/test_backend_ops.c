@@ -3,7 +3,8 @@
  * and every supported dtype. Device outputs sit between guard bytes that must come back intact
  * (stray writes), NaN/Inf must appear only where the CPU has them, and values must agree within
  * per-dtype tolerances. Ops without a CUDA kernel are listed as skipped. A table ends the run.
- * Exit 77 with "skipped: no CUDA device" where there is none. */
+ * Exit 77 with "skipped: no CUDA device" where there is none.
+ * Usage: test_backend_ops [-v] [Op,Op,...]: with op names, only those ops' cases run. */
 #include "graph/ops.h"
 #include "runtime/executor.h"
 #include "runtime/core/dtype.h"
@@ -33,6 +34,9 @@ typedef struct {
 } op_stats;
 static op_stats stats[KN_OP_COUNT];
 static int verbose;
+/* ops named on the command line (comma-separated): only their cases run and are tabled */
+static bool only[KN_OP_COUNT], only_some;
+static bool op_selected(int op) { return !only_some || only[op]; }
 
 /* ---- inputs ---- */
 enum { R_ANY, R_POS, R_SMALLINT, R_BOOL };
@@ -65,11 +69,19 @@ static kn_tensor *ints_tensor(const int64_t *v, int n) {
 }
 
 /* ---- comparing ---- */
+/* cuconv's ops that sum (convolutions, their adjoints, batch statistics): the accumulating tolerance */
+static bool cuconv_acc(int op) {
+    return op == KN_OP_Conv || op == KN_OP_ConvTranspose || op == KN_OP_KnConvGradX || op == KN_OP_KnConvGradW ||
+        op == KN_OP_BatchNormalization || op == KN_OP_KnBatchNormalizationGrad || op == KN_OP_AveragePool ||
+        op == KN_OP_GlobalAveragePool || op == KN_OP_KnAveragePoolGrad || op == KN_OP_KnMaxPoolGrad ||
+        op == KN_OP_Resize || op == KN_OP_LpPool || op == KN_OP_GlobalLpPool;
+}
 static void tol_of(kn_dtype t, int op, double *rtol, double *atol) {
     bool acc = op == KN_OP_MatMul || op == KN_OP_Gemm || op == KN_OP_ReduceSum || op == KN_OP_ReduceMean ||
         op == KN_OP_Softmax || op == KN_OP_LogSoftmax || op == KN_OP_LayerNormalization || op == KN_OP_Pow ||
         op == KN_OP_MsEmbedLayerNormalization || op == KN_OP_KnReduceSumTo || op == KN_OP_KnSoftmaxGrad ||
-        op == KN_OP_KnLogSoftmaxGrad || op == KN_OP_KnLayerNormalizationGrad || op == KN_OP_KnGatherGrad;
+        op == KN_OP_KnLogSoftmaxGrad || op == KN_OP_KnLayerNormalizationGrad || op == KN_OP_KnGatherGrad ||
+        cuconv_acc(op);
     switch (t) {
     case KN_F32:
         *rtol = acc ? 1e-4 : 2e-6;
@@ -141,6 +153,7 @@ static void run_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor *
     node.name = (char *)"t";
     node.op_type = (char *)kn_op_table[op].name;
     node.domain = (char *)kn_op_table[op].domain;
+    if (!op_selected(op)) return;
     node.op = op;
     node.opset = opset;
     node.n_attrs = n_attrs;
@@ -1318,8 +1331,341 @@ static void test_weights(void) {
     free(w);
 }
 
+/* ---- cuconv: the convolution family, pools and BatchNormalization, forward and backward ---- */
+
+/* Conv window configurations: X dims, W dims, group, strides, dilations, pads (begin..., end...),
+ * auto_pad (NULL: explicit pads). Odd sizes, groups, depthwise (with a channel multiplier),
+ * dilation, stride 2 and 3, asymmetric pads, 1x1, 7x7, 1-D and 3-D, a GEMM of several tiles in
+ * rows, columns and K, and an empty batch. */
+typedef struct {
+    int nd;
+    int64_t x[5], w[5];
+    int64_t group;
+    int64_t s[3], d[3], p[6];
+    const char *auto_pad;
+} conv_cfg;
+static const conv_cfg conv_cfgs[] = {
+    {4, {2, 3, 7, 9}, {4, 3, 3, 3}, 1, {1, 1}, {1, 1}, {1, 1, 1, 1}, NULL},
+    {4, {1, 4, 11, 10}, {6, 4, 3, 2}, 1, {2, 2}, {2, 1}, {0, 1, 1, 2}, NULL},
+    {4, {2, 4, 6, 6}, {6, 2, 3, 3}, 2, {1, 1}, {1, 1}, {0, 0, 0, 0}, NULL},
+    {4, {2, 5, 8, 7}, {5, 1, 3, 3}, 5, {1, 1}, {1, 1}, {1, 1, 1, 1}, NULL},
+    {4, {1, 5, 9, 9}, {10, 1, 3, 3}, 5, {2, 2}, {1, 1}, {1, 0, 1, 0}, NULL},
+    {4, {2, 8, 5, 5}, {16, 8, 1, 1}, 1, {1, 1}, {1, 1}, {0, 0, 0, 0}, NULL},
+    {4, {1, 3, 17, 17}, {8, 3, 7, 7}, 1, {2, 2}, {1, 1}, {3, 3, 3, 3}, NULL},
+    {3, {2, 3, 13}, {5, 3, 4}, 1, {3}, {1}, {2, 1}, NULL},
+    {5, {1, 2, 5, 6, 4}, {3, 2, 2, 3, 2}, 1, {1, 2, 1}, {1, 1, 2}, {1, 1, 0, 0, 1, 1}, NULL},
+    {4, {1, 3, 9, 8}, {4, 3, 3, 3}, 1, {2, 2}, {1, 1}, {0}, "SAME_UPPER"},
+    {4, {1, 3, 8, 7}, {4, 3, 2, 2}, 1, {2, 1}, {1, 1}, {0}, "SAME_LOWER"},
+    {4, {1, 20, 9, 9}, {70, 20, 3, 3}, 1, {1, 1}, {1, 1}, {1, 1, 1, 1}, NULL},
+    {4, {0, 3, 5, 5}, {4, 3, 3, 3}, 1, {1, 1}, {1, 1}, {1, 1, 1, 1}, NULL},
+};
+
+static int conv_attrs(const conv_cfg *c, kn_attr *at) {
+    int nsp = c->nd - 2, n = 0;
+    at[n++] = ai("group", c->group);
+    at[n++] = aints("strides", c->s, nsp);
+    at[n++] = aints("dilations", c->d, nsp);
+    if (c->auto_pad) at[n++] = astr("auto_pad", c->auto_pad);
+    else at[n++] = aints("pads", c->p, 2 * nsp);
+    return n;
+}
+
+/* The forward's output dims for explicit pads (the backward cases use those only). */
+static void conv_out_dims(const conv_cfg *c, int64_t *y) {
+    int nsp = c->nd - 2;
+    y[0] = c->x[0];
+    y[1] = c->w[0];
+    for (int i = 0; i < nsp; i++)
+        y[2 + i] = (c->x[2 + i] + c->p[i] + c->p[nsp + i] - ((c->w[2 + i] - 1) * c->d[i] + 1)) / c->s[i] + 1;
+}
+
+static void test_cuconv_conv(void) {
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
+    for (int k = 0; k < N_ARR(conv_cfgs); k++)
+        for (int t = 0; t < N_ARR(dts); t++) {
+            const conv_cfg *c = &conv_cfgs[k];
+            kn_attr at[4];
+            int na = conv_attrs(c, at);
+            for (int bias = 0; bias < 2; bias++) {
+                int64_t M = c->w[0];
+                kn_tensor *in[3] = {rand_tensor(dts[t], c->nd, c->x, R_ANY), rand_tensor(dts[t], c->nd, c->w, R_ANY),
+                                    bias ? rand_tensor(dts[t], 1, &M, R_ANY) : NULL};
+                run1(KN_OP_Conv, 11, at, na, in, bias ? 3 : 2, 1);
+            }
+            if (c->auto_pad) continue;
+            /* the backward ops of the same Conv */
+            int64_t yd[5];
+            conv_out_dims(c, yd);
+            kn_tensor *gx[3] = {rand_tensor(dts[t], c->nd, yd, R_ANY), rand_tensor(dts[t], c->nd, c->w, R_ANY),
+                                ints_tensor(c->x, c->nd)};
+            run1(KN_OP_KnConvGradX, 1, at, na, gx, 3, 1);
+            kn_tensor *gw[3] = {rand_tensor(dts[t], c->nd, yd, R_ANY), rand_tensor(dts[t], c->nd, c->x, R_ANY),
+                                ints_tensor(c->w, c->nd)};
+            run1(KN_OP_KnConvGradW, 1, at, na, gw, 3, 1);
+        }
+}
+
+/* ConvTranspose: X dims, W dims [C, M/group, k...], group, strides, dilations, pads,
+ * output_padding (or output_shape when os[0] > 0). */
+typedef struct {
+    int nd;
+    int64_t x[5], w[5];
+    int64_t group;
+    int64_t s[3], d[3], p[6], op[3], os[3];
+} convt_cfg;
+static const convt_cfg convt_cfgs[] = {
+    {4, {2, 4, 5, 5}, {4, 3, 3, 3}, 1, {2, 2}, {1, 1}, {1, 1, 1, 1}, {1, 1}, {0}},
+    {4, {1, 4, 4, 6}, {4, 2, 3, 3}, 2, {1, 1}, {1, 1}, {0, 0, 0, 0}, {0, 0}, {0}},
+    {3, {2, 3, 7}, {3, 2, 4}, 1, {3}, {1}, {0, 1}, {0}, {0}},
+    {4, {1, 2, 5, 5}, {2, 3, 3, 3}, 1, {1, 2}, {2, 1}, {1, 0, 0, 1}, {0, 1}, {0}},
+    {4, {1, 4, 5, 5}, {4, 1, 3, 3}, 4, {2, 2}, {1, 1}, {1, 1, 1, 1}, {0, 0}, {0}},
+    {4, {1, 3, 4, 4}, {3, 5, 3, 3}, 1, {2, 2}, {1, 1}, {0}, {0}, {10, 9}},
+    {5, {1, 2, 3, 4, 3}, {2, 2, 2, 2, 2}, 1, {2, 1, 2}, {1, 1, 1}, {0, 1, 0, 0, 0, 1}, {1, 0, 0}, {0}},
+};
+
+static void test_cuconv_convt(void) {
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
+    for (int k = 0; k < N_ARR(convt_cfgs); k++)
+        for (int t = 0; t < N_ARR(dts); t++) {
+            const convt_cfg *c = &convt_cfgs[k];
+            int nsp = c->nd - 2, na = 0;
+            kn_attr at[5];
+            at[na++] = ai("group", c->group);
+            at[na++] = aints("strides", c->s, nsp);
+            at[na++] = aints("dilations", c->d, nsp);
+            if (c->os[0] > 0) at[na++] = aints("output_shape", c->os, nsp);
+            else {
+                at[na++] = aints("pads", c->p, 2 * nsp);
+                at[na++] = aints("output_padding", c->op, nsp);
+            }
+            for (int bias = 0; bias < 2; bias++) {
+                int64_t M = c->w[1] * c->group;
+                kn_tensor *in[3] = {rand_tensor(dts[t], c->nd, c->x, R_ANY), rand_tensor(dts[t], c->nd, c->w, R_ANY),
+                                    bias ? rand_tensor(dts[t], 1, &M, R_ANY) : NULL};
+                run1(KN_OP_ConvTranspose, 11, at, na, in, bias ? 3 : 2, 1);
+            }
+        }
+}
+
+/* Pool window configurations: X dims, kernel, strides, dilations, pads, ceil_mode. */
+typedef struct {
+    int nd;
+    int64_t x[5], k[3], s[3], d[3], p[6];
+    int ceil;
+} pool_cfg;
+static const pool_cfg pool_cfgs[] = {
+    {4, {2, 3, 9, 11}, {3, 3}, {2, 2}, {1, 1}, {1, 1, 1, 1}, 0},
+    {4, {1, 2, 8, 8}, {2, 2}, {2, 2}, {1, 1}, {0, 0, 0, 0}, 0},
+    {4, {1, 2, 10, 7}, {3, 2}, {2, 3}, {1, 1}, {0, 1, 2, 0}, 1},
+    {4, {2, 2, 9, 9}, {3, 3}, {1, 1}, {2, 2}, {2, 2, 2, 2}, 0},
+    {3, {2, 3, 13}, {4}, {3}, {1}, {1, 2}, 1},
+    {5, {1, 2, 5, 6, 4}, {2, 3, 2}, {2, 1, 2}, {1, 1, 1}, {0, 1, 1, 1, 1, 0}, 0},
+    {4, {1, 3, 33, 31}, {3, 3}, {2, 2}, {1, 1}, {1, 1, 1, 1}, 1},
+    {4, {0, 3, 5, 5}, {2, 2}, {1, 1}, {1, 1}, {0, 0, 0, 0}, 0},
+};
+
+static void test_cuconv_pool(void) {
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
+    for (int k = 0; k < N_ARR(pool_cfgs); k++)
+        for (int t = 0; t < N_ARR(dts); t++) {
+            const pool_cfg *c = &pool_cfgs[k];
+            int nsp = c->nd - 2;
+            kn_attr at[7];
+            int na = 0;
+            at[na++] = aints("kernel_shape", c->k, nsp);
+            at[na++] = aints("strides", c->s, nsp);
+            at[na++] = aints("dilations", c->d, nsp);
+            at[na++] = aints("pads", c->p, 2 * nsp);
+            at[na++] = ai("ceil_mode", c->ceil);
+            /* MaxPool with and without Indices, row- and column-major */
+            for (int ind = 0; ind < 3; ind++) {
+                at[na] = ai("storage_order", ind == 2);
+                kn_tensor *in[1] = {rand_tensor(dts[t], c->nd, c->x, R_ANY)};
+                run1(KN_OP_MaxPool, 12, at, na + 1, in, 1, ind ? 2 : 1);
+            }
+            /* LpPool, p 2 and 3 (dilations and ceil_mode from opset 18) */
+            for (int pv = 2; pv <= 3; pv++) {
+                at[na] = ai("p", pv);
+                kn_tensor *in[1] = {rand_tensor(dts[t], c->nd, c->x, R_ANY)};
+                run1(KN_OP_LpPool, 18, at, na + 1, in, 1, 1);
+            }
+            /* AveragePool: the divisor with and without the padding (no dilations before opset 19) */
+            for (int inc = 0; inc < 2; inc++) {
+                at[na] = ai("count_include_pad", inc);
+                kn_tensor *in[1] = {rand_tensor(dts[t], c->nd, c->x, R_ANY)};
+                run1(KN_OP_AveragePool, 19, at, na + 1, in, 1, 1);
+                /* its backward, and MaxPool's */
+                kn_tensor *x = rand_tensor(dts[t], c->nd, c->x, R_ANY);
+                kn_tensor *pin[1] = {x};
+                kn_tensor ydt = {0}, *yp = &ydt;
+                kn_scratch scr = {0};
+                kn_node nd = {0};
+                nd.name = (char *)"shape";
+                nd.op_type = (char *)"AveragePool";
+                nd.domain = (char *)"";
+                nd.op = KN_OP_AveragePool;
+                nd.opset = 19;
+                nd.n_attrs = na + 1;
+                nd.attrs = at;
+                nd.n_inputs = 1;
+                kn_exec_ctx cctx = {.backend = kn_cpu_backend(),
+                                    .scratch_alloc = kn_scratch_alloc_impl,
+                                    .scratch_state = &scr,
+                                    .seed = 1};
+                kn_status *st = kn_node_decode_params(&nd);
+                if (!st) st = kn_node_eval_host(&cctx, &nd, (const kn_tensor *const *)pin, 1, &yp, 1);
+                if (st) { /* the CPU refuses the window: nothing to compare */
+                    kn_status_free(st);
+                    kn_tensor_free(x);
+                } else {
+                    kn_tensor *ga[2] = {rand_tensor(dts[t], ydt.ndim, ydt.dims, R_ANY), ints_tensor(c->x, c->nd)};
+                    run1(KN_OP_KnAveragePoolGrad, 1, at, na + 1, ga, 2, 1);
+                    if (inc == 0) {
+                        kn_tensor *gm[2] = {rand_tensor(dts[t], ydt.ndim, ydt.dims, R_ANY), x};
+                        run1(KN_OP_KnMaxPoolGrad, 1, at, na, gm, 2, 1);
+                    } else {
+                        kn_tensor_free(x);
+                    }
+                }
+                kn_tensor_release(&ydt);
+                kn_scratch_release(&scr);
+                free(nd.params);
+            }
+        }
+    /* Global pools: 4-D, 3-D, 5-D, a plane larger than a block, an empty plane */
+    static const shp gshapes[] = {{4, {2, 3, 7, 5}},   {3, {2, 3, 9}},    {5, {1, 2, 3, 4, 5}},
+                                  {4, {1, 2, 33, 33}}, {4, {2, 3, 0, 4}}, {4, {0, 3, 2, 2}}};
+    for (int k = 0; k < N_ARR(gshapes); k++)
+        for (int t = 0; t < N_ARR(dts); t++) {
+            kn_tensor *a[1] = {rand_tensor(dts[t], gshapes[k].nd, gshapes[k].d, R_ANY)};
+            run1(KN_OP_GlobalAveragePool, 1, NULL, 0, a, 1, 1);
+            kn_tensor *m[1] = {rand_tensor(dts[t], gshapes[k].nd, gshapes[k].d, R_ANY)};
+            run1(KN_OP_GlobalMaxPool, 1, NULL, 0, m, 1, 1);
+            kn_attr lp[1] = {ai("p", 2 + k % 2)};
+            kn_tensor *l[1] = {rand_tensor(dts[t], gshapes[k].nd, gshapes[k].d, R_ANY)};
+            run1(KN_OP_GlobalLpPool, 2, lp, 1, l, 1, 1);
+        }
+}
+
+static void test_cuconv_batchnorm(void) {
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
+    static const shp xs[] = {{4, {2, 3, 5, 4}},    {2, {4, 6}},         {3, {2, 5, 7}},
+                             {5, {1, 2, 3, 4, 2}}, {4, {3, 2, 17, 19}}, {4, {0, 3, 2, 2}}};
+    for (int k = 0; k < N_ARR(xs); k++)
+        for (int t = 0; t < N_ARR(dts); t++)
+            for (int mode = 0; mode < 4; mode++) {
+                /* 0: inference; 1: training_mode (opset 15) with running statistics; 2: opset 9
+                 * training signalled by the outputs (running and batch statistics); 3: float32
+                 * parameters for 16-bit X */
+                int64_t C = xs[k].d[1];
+                kn_dtype pt = mode == 3 ? KN_F32 : dts[t];
+                if (mode == 3 && dts[t] == KN_F32) continue;
+                if ((mode == 1 || mode == 2) && xs[k].d[0] == 0) continue;
+                kn_attr at[3] = {af("epsilon", 1e-3f), af("momentum", 0.8f), ai("training_mode", mode == 1)};
+                kn_tensor *in[5] = {rand_tensor(dts[t], xs[k].nd, xs[k].d, R_ANY), rand_tensor(pt, 1, &C, R_ANY),
+                                    rand_tensor(pt, 1, &C, R_ANY), rand_tensor(pt, 1, &C, R_ANY),
+                                    rand_tensor(pt, 1, &C, R_POS)};
+                int opset = mode == 2 ? 9 : 15;
+                run1(KN_OP_BatchNormalization, opset, at, mode == 2 ? 2 : 3, in, 5, mode == 1 ? 3 : mode == 2 ? 5 : 1);
+            }
+    /* BatchNormalizationGrad, inference and training mode, every output and dx alone */
+    for (int k = 0; k < N_ARR(xs); k++)
+        for (int t = 0; t < N_ARR(dts); t++)
+            for (int mode = 0; mode < 4; mode++) {
+                int64_t C = xs[k].d[1];
+                kn_attr at[2] = {af("epsilon", 1e-5f), ai("training_mode", mode & 1)};
+                kn_tensor *in[5] = {rand_tensor(dts[t], xs[k].nd, xs[k].d, R_ANY),
+                                    rand_tensor(dts[t], xs[k].nd, xs[k].d, R_ANY), rand_tensor(dts[t], 1, &C, R_ANY),
+                                    rand_tensor(dts[t], 1, &C, R_ANY), rand_tensor(dts[t], 1, &C, R_POS)};
+                if (mode >= 2) case_omit = mode == 2 ? 4u : 6u;
+                run1(KN_OP_KnBatchNormalizationGrad, 1, at, 2, in, 5, 3);
+                case_omit = 0;
+            }
+}
+
+static kn_tensor *f32_tensor(const double *v, int n) {
+    int64_t d = n;
+    kn_tensor *t = NULL;
+    kn_tensor_new(KN_F32, 1, &d, &t);
+    for (int i = 0; i < n; i++) ((float *)t->data)[i] = (float)v[i];
+    return t;
+}
+
+/* Resize: every mode against every coordinate transformation, the nearest rounding modes, cubic
+ * with exclude_outside, tf_crop_and_resize with roi and the extrapolation value, by scales and
+ * by sizes, up- and down-sampling, 3-D to 5-D inputs. */
+static void test_cuconv_resize(void) {
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
+    static const char *const coords[] = {"half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners",
+                                         "asymmetric"};
+    static const char *const nearest[] = {"round_prefer_floor", "round_prefer_ceil", "floor", "ceil"};
+    static const shp xs[] = {{4, {1, 2, 5, 7}}, {3, {2, 3, 11}}, {5, {1, 1, 3, 4, 5}}, {4, {2, 1, 1, 6}}};
+    static const double sc4[][4] = {{1, 1, 2, 0.5}, {1, 1, 0.6, 1.7}, {1, 1, 1, 3}};
+    for (int k = 0; k < N_ARR(xs); k++)
+        for (int t = 0; t < N_ARR(dts); t++)
+            for (int m = 0; m < 3; m++)
+                for (int c = 0; c < N_ARR(coords); c++)
+                    for (int v = 0; v < (m == 0 ? N_ARR(nearest) : 2); v++) {
+                        int r = xs[k].nd;
+                        kn_attr at[5];
+                        int na = 0;
+                        at[na++] = astr("mode", m == 0 ? "nearest" : m == 1 ? "linear" : "cubic");
+                        at[na++] = astr("coordinate_transformation_mode", coords[c]);
+                        if (m == 0) at[na++] = astr("nearest_mode", nearest[v]);
+                        if (m == 2) {
+                            at[na++] = ai("exclude_outside", v);
+                            at[na++] = af("cubic_coeff_a", v ? -0.5f : -0.75f);
+                        }
+                        kn_tensor *in[4] = {rand_tensor(dts[t], r, xs[k].d, R_ANY), NULL, NULL, NULL};
+                        bool by_sizes = (c + v + k) % 2;
+                        if (by_sizes) {
+                            int64_t sz[5];
+                            for (int d = 0; d < r; d++)
+                                sz[d] = d < r - 2 ? xs[k].d[d] : xs[k].d[d] * (d + v + 2) / 3 + 1;
+                            in[3] = ints_tensor(sz, r);
+                        } else {
+                            double sc[5];
+                            for (int d = 0; d < r; d++) sc[d] = d < r - 2 ? 1 : sc4[(c + d) % 3][2 + (d + r) % 2];
+                            in[2] = f32_tensor(sc, r);
+                        }
+                        run1(KN_OP_Resize, 19, at, na, in, 4, 1);
+                    }
+    /* tf_crop_and_resize: a roi reaching outside the input, the extrapolation value */
+    for (int t = 0; t < N_ARR(dts); t++)
+        for (int m = 0; m < 3; m++) {
+            static const double roi[8] = {0, 0, -0.2, 0.1, 1, 1, 0.8, 1.3};
+            int64_t sz[4] = {1, 2, 6, 5};
+            kn_attr at[3] = {astr("mode",
+                                  m == 0       ? "nearest"
+                                      : m == 1 ? "linear"
+                                               : "cubic"),
+                             astr("coordinate_transformation_mode", "tf_crop_and_resize"),
+                             af("extrapolation_value", 2.5f)};
+            kn_tensor *in[4] = {rand_tensor(dts[t], 4, xs[0].d, R_ANY), f32_tensor(roi, 8), NULL, ints_tensor(sz, 4)};
+            run1(KN_OP_Resize, 19, at, 3, in, 4, 1);
+        }
+    /* Upsample (opset 9): the scales input, nearest and linear */
+    for (int t = 0; t < N_ARR(dts); t++)
+        for (int m = 0; m < 2; m++) {
+            static const double sc[4] = {1, 1, 2, 3};
+            kn_attr at[1] = {astr("mode", m ? "linear" : "nearest")};
+            kn_tensor *in[2] = {rand_tensor(dts[t], 4, xs[0].d, R_ANY), f32_tensor(sc, 4)};
+            run1(KN_OP_Upsample, 9, at, 1, in, 2, 1);
+        }
+}
+
 int main(int argc, char **argv) {
-    verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
+    for (int a = 1; a < argc; a++) {
+        if (strcmp(argv[a], "-v") == 0) {
+            verbose = 1;
+            continue;
+        }
+        for (int op = 0; op < KN_OP_COUNT; op++) {
+            size_t l = strlen(kn_op_table[op].name);
+            for (const char *p = strstr(argv[a], kn_op_table[op].name); p; p = strstr(p + 1, kn_op_table[op].name))
+                if ((p == argv[a] || p[-1] == ',') && (p[l] == 0 || p[l] == ',')) only[op] = only_some = true;
+        }
+    }
     kn_status *st = kn_backend_get(KN_DEVICE_CUDA, 0, &cu);
     if (st) {
         printf("skipped: no CUDA device (%s)\n", kn_status_message(st));
@@ -1336,16 +1682,21 @@ int main(int argc, char **argv) {
     test_inplace();
     test_split_omitted();
     test_cast_big_ints();
-    test_gather_out_of_range();
+    if (op_selected(KN_OP_Gather)) test_gather_out_of_range();
     test_embed_ln();
-    test_embed_ln_out_of_range();
-    test_weights();
+    if (op_selected(KN_OP_MsEmbedLayerNormalization)) test_embed_ln_out_of_range();
+    if (op_selected(KN_OP_Add)) test_weights();
     test_grad_ops();
-    test_gather_grad_out_of_range();
+    if (op_selected(KN_OP_KnGatherGrad)) test_gather_grad_out_of_range();
+    test_cuconv_conv();
+    test_cuconv_convt();
+    test_cuconv_pool();
+    test_cuconv_batchnorm();
+    test_cuconv_resize();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {
-        if (!cu->kernel(cu, op)) continue;
+        if (!cu->kernel(cu, op) || !op_selected(op)) continue;
         op_stats *S = &stats[op];
         printf("%-22s %7d %7d %7d %12.3g%s\n", kn_op_table[op].name, S->cases, S->passed, S->failed, S->worst,
                S->cases ? "" : "  (no test cases: FAIL)");

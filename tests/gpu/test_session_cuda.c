@@ -1,7 +1,8 @@
 /* Whole models through a device=cuda session against a device=cpu session of the same model:
  * every zoo model's first test data set, outputs compared at rtol 1e-3 / atol 1e-4, each model
  * run twice on the device (the second run reuses the cached plan, arena, weights and stream).
- * Two sessions share one model so the weight cache is exercised across sessions. Exit 77 with
+ * Two sessions share one model so the weight cache is exercised across sessions. ResNet and ViT
+ * must run with no op left to the CPU (the fallback notices of the session log). Exit 77 with
  * "skipped: no CUDA device" where there is none. Usage: test_session_cuda ZOO_DIR */
 #include "graph/model.h"
 #include "graph/ops.h"
@@ -11,6 +12,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+/* Ops the cuda sessions leave to the CPU (the backend's "runs on the CPU" notices): the image
+ * models (ResNet, ViT) must have none, now that the convolution family has CUDA kernels. */
+static int fallbacks;
+static void on_log(void *user, kn_log_level level, const char *msg) {
+    (void)user;
+    (void)level;
+    if (strstr(msg, "runs on the CPU")) {
+        printf("  %s\n", msg);
+        fallbacks++;
+    }
+}
+static bool no_fallback_model(const char *name) {
+    return !strcmp(name, "resnet_imgcls") || !strcmp(name, "vit_imgcls");
+}
 
 static int run_model(const char *zoo, const char *name, double *worst_out) {
     char path[1024], ds[1024];
@@ -29,6 +45,8 @@ static int run_model(const char *zoo, const char *name, double *worst_out) {
     kn_session_options_init(&oc);
     kn_session_options_init(&og);
     og.device = KN_DEVICE_CUDA;
+    og.log = on_log;
+    int fb0 = fallbacks;
     kn_session *sc = NULL, *sg = NULL, *sg2 = NULL;
     if ((st = kn_session_create(m, &oc, &sc)) || (st = kn_session_create(m, &og, &sg)) ||
         (st = kn_session_create(m, &og, &sg2))) {
@@ -113,6 +131,10 @@ static int run_model(const char *zoo, const char *name, double *worst_out) {
         }
         free(oc_t);
         free(og_t);
+    }
+    if (no_fallback_model(name) && fallbacks != fb0) {
+        printf("FAIL %s: %d ops ran on the CPU in a cuda session\n", name, fallbacks - fb0);
+        fail = 1;
     }
     for (int k = 0; k < n_in; k++) kn_tensor_free(held[k]);
     free(held);

@@ -7,6 +7,9 @@
  * relative. Every node of the training graph must run on the device: a
  * node the CUDA backend leaves to the CPU (reported through the session's log) fails the test.
  * Models: the MLP of train.parity_mlp (Gemm, Relu, Tanh, cross-entropy with an ignored label)
+ * and, with the argument "cnn" alone, train.parity_cnn's SmallCnn (Conv, BatchNormalization in
+ * training mode, MaxPool, a grouped strided Conv, GlobalAveragePool: ConvGradX/W, the pool and
+ * BatchNormalization backward ops on the device),
  * and a one-layer transformer encoder (embedding Gather, sliced position table, LayerNorm,
  * two-head attention with a mask, erf GELU, mean pooling, a classifier and cross-entropy), each
  * in float32 and again entirely in float16 and in bfloat16 (against the CPU in the same type:
@@ -265,6 +268,41 @@ static int build_encoder(tb *b) {
     return loss;
 }
 
+/* The SmallCnn of train.parity_cnn: Conv 3->8 (3x3, pad 1) -> BatchNormalization in training mode ->
+ * Relu -> MaxPool 2 -> grouped Conv 8->8 (3x3, stride 2, pad 1, 4 groups) -> Relu ->
+ * GlobalAveragePool -> Flatten -> Linear 8->5, cross-entropy; batch 6 of 3x10x10. */
+static int build_cnn(tb *b) {
+    t_init(b, "cnn");
+    t_input(b, "x", rnd_f32(D(6, 3, 10, 10), -2, 2), false);
+    static const int64_t lab[6] = {0, 3, 4, 4, 1, 2};
+    t_input(b, "labels", i64s(D(6), lab), false);
+    t_weight(b, "conv1.weight", D(8, 3, 3, 3), 0.3);
+    t_weight(b, "conv1.bias", D(8), 0.2);
+    t_weight(b, "bn.weight", D(8), 1.0);
+    t_weight(b, "bn.bias", D(8), 0.3);
+    t_const(b, "bn.running_mean", rnd_f32(D(8), -0.1, 0.1));
+    t_const(b, "bn.running_var", rnd_f32(D(8), 0.9, 1.1));
+    t_weight(b, "conv2.weight", D(8, 2, 3, 3), 0.4);
+    t_weight(b, "conv2.bias", D(8), 0.2);
+    t_weight(b, "fc.weight", D(5, 8), 0.4);
+    t_weight(b, "fc.bias", D(5), 0.2);
+    static const int64_t k3[2] = {3, 3}, k2[2] = {2, 2}, p1[4] = {1, 1, 1, 1}, s2[2] = {2, 2};
+    NA(b, "Conv", "x conv1.weight conv1.bias", "c1", a_ints("kernel_shape", k3, 2), a_ints("pads", p1, 4));
+    NA(b, "BatchNormalization", "c1 bn.weight bn.bias bn.running_mean bn.running_var", "bn1", a_int("training_mode", 1),
+       a_float("epsilon", 1e-5f), a_float("momentum", 0.9f));
+    N0(b, "Relu", "bn1", "r1");
+    NA(b, "MaxPool", "r1", "p1", a_ints("kernel_shape", k2, 2), a_ints("strides", s2, 2));
+    NA(b, "Conv", "p1 conv2.weight conv2.bias", "c2", a_ints("kernel_shape", k3, 2), a_ints("pads", p1, 4),
+       a_ints("strides", s2, 2), a_int("group", 4));
+    N0(b, "Relu", "c2", "r2");
+    N0(b, "GlobalAveragePool", "r2", "gap");
+    N0(b, "Flatten", "gap", "flat");
+    NA(b, "Gemm", "flat fc.weight fc.bias", "logits", a_int("transB", 1));
+    int loss;
+    die(kn_loss_cross_entropy(b->g, tv(b, "logits"), tv(b, "labels"), -100, &loss), "cnn loss");
+    return loss;
+}
+
 /* ---- running ---- */
 static int fallbacks;
 static void on_log(void *user, kn_log_level level, const char *msg) {
@@ -447,6 +485,16 @@ int main(int argc, char **argv) {
     int fail = 0;
     static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16};
     static const char *const names[] = {"float32", "float16", "bfloat16"};
+    if (argc == 2 && !strcmp(argv[1], "cnn")) { /* gpusim.train_cnn: the CNN alone */
+        for (int t = 0; t < 3; t++) {
+            char nm[64];
+            fdt = dts[t];
+            snprintf(nm, sizeof nm, "cnn/%s", names[t]);
+            fail |= check_model(nm, build_cnn);
+        }
+        printf(fail ? "FAILED\n" : "all gradients match\n");
+        return fail;
+    }
     for (int t = 0; t < 3; t++) {
         char nm[64];
         fdt = dts[t];

@@ -15,6 +15,8 @@
  * curve, and a run checkpointed mid-way with its dynamic loss scale and resumed in a fresh trainer
  * against the uninterrupted run (losses, skipped steps, scale and weights bit for bit), whole-graph
  * fp16 and autocast.
+ * With the argument "cnn": train.parity_cnn's CNN (Conv, BatchNormalization in training mode,
+ * MaxPool, a grouped strided Conv, GlobalAveragePool) with SGD and momentum, step by step.
  * Exit 77 where there is no CUDA device. */
 #include "autograd/checkpoint.h"
 #include "autograd/loss.h"
@@ -486,6 +488,137 @@ static void test_minilm(const char *path, const char *out, const char *mask, con
     kn_trainer_free(tg);
 }
 
+/* ---- train.parity_cnn's SmallCnn on the device trainer (argument "cnn") ---- */
+static void add_node(kn_graph *g, const char *op, const char *ins, const char *out, kn_attr *at, int na) {
+    int iv[8], ni = 0;
+    char buf[256], *save = NULL;
+    snprintf(buf, sizeof buf, "%s", ins);
+    for (char *t = strtok_r(buf, " ", &save); t; t = strtok_r(NULL, " ", &save)) iv[ni++] = kn_graph_find_value(g, t);
+    int o = kn_graph_add_value(g, out);
+    kn_attr *a = na ? calloc((size_t)na, sizeof *a) : NULL;
+    for (int i = 0; i < na; i++) die(kn_attr_copy(&a[i], &at[i]), "attribute");
+    if (kn_graph_add_node(g, out, op, "", iv, ni, &o, 1, a, na) < 0) die(KN_OOM(0), "node");
+}
+static kn_attr ints_attr(const char *n, const int64_t *v, int k) {
+    kn_attr a = {0};
+    a.name = (char *)n;
+    a.type = KN_ATTR_INTS;
+    a.ints = (int64_t *)v;
+    a.n_ints = k;
+    return a;
+}
+static kn_attr int_attr(const char *n, int64_t v) {
+    kn_attr a = {0};
+    a.name = (char *)n;
+    a.type = KN_ATTR_INT;
+    a.i = v;
+    return a;
+}
+
+/* Conv 3->8 -> BatchNormalization (training mode) -> Relu -> MaxPool 2 -> grouped strided Conv ->
+ * Relu -> GlobalAveragePool -> Flatten -> Gemm, cross-entropy; batch 6 of 3x10x10. */
+static kn_model *build_cnn(int *loss) {
+    rs = 4242u;
+    kn_graph *g = kn_graph_new("cnn");
+    g->opsets[0] = 17;
+    g->opset_domains[0] = strdup("");
+    g->n_opsets = 1;
+    int x, lab;
+    die(kn_loss_add_input(g, "x", KN_F32, 4, (int64_t[]){6, 3, 10, 10}, &x), "x");
+    die(kn_loss_add_input(g, "labels", KN_I64, 1, (int64_t[]){6}, &lab), "labels");
+    add_const(g, "conv1.weight", 4, (int64_t[]){8, 3, 3, 3}, 0.3);
+    add_const(g, "conv1.bias", 1, (int64_t[]){8}, 0.2);
+    add_const(g, "bn.weight", 1, (int64_t[]){8}, 1.0);
+    add_const(g, "bn.bias", 1, (int64_t[]){8}, 0.3);
+    add_const(g, "bn.running_mean", 1, (int64_t[]){8}, 0.1);
+    add_const(g, "bn.running_var", 1, (int64_t[]){8}, 0.1);
+    float *rv = g->values[kn_graph_find_value(g, "bn.running_var")].constant->data;
+    for (int i = 0; i < 8; i++) rv[i] += 1.0f;
+    add_const(g, "conv2.weight", 4, (int64_t[]){8, 2, 3, 3}, 0.4);
+    add_const(g, "conv2.bias", 1, (int64_t[]){8}, 0.2);
+    add_const(g, "fc.weight", 2, (int64_t[]){5, 8}, 0.4);
+    add_const(g, "fc.bias", 1, (int64_t[]){5}, 0.2);
+    static const int64_t k3[2] = {3, 3}, k2[2] = {2, 2}, p1[4] = {1, 1, 1, 1}, s2[2] = {2, 2};
+    add_node(g, "Conv", "x conv1.weight conv1.bias", "c1",
+             (kn_attr[]){ints_attr("kernel_shape", k3, 2), ints_attr("pads", p1, 4)}, 2);
+    add_node(g, "BatchNormalization", "c1 bn.weight bn.bias bn.running_mean bn.running_var", "bn1",
+             (kn_attr[]){int_attr("training_mode", 1)}, 1);
+    add_unary(g, "Relu", "bn1", "r1");
+    add_node(g, "MaxPool", "r1", "p1", (kn_attr[]){ints_attr("kernel_shape", k2, 2), ints_attr("strides", s2, 2)}, 2);
+    add_node(g, "Conv", "p1 conv2.weight conv2.bias", "c2",
+             (kn_attr[]){ints_attr("kernel_shape", k3, 2), ints_attr("pads", p1, 4), ints_attr("strides", s2, 2),
+                         int_attr("group", 4)},
+             4);
+    add_unary(g, "Relu", "c2", "r2");
+    add_unary(g, "GlobalAveragePool", "r2", "gap");
+    add_unary(g, "Flatten", "gap", "flat");
+    add_gemm(g, "flat", "fc.weight", "fc.bias", "logits");
+    die(kn_graph_resolve_ops(g), "resolve");
+    die(kn_loss_cross_entropy(g, kn_graph_find_value(g, "logits"), lab, -100, loss), "loss");
+    kn_model *m = calloc(1, sizeof *m);
+    m->graph = g;
+    return m;
+}
+
+static float cnn_x[6 * 3 * 10 * 10];
+static int64_t cnn_lab[6];
+static kn_named_tensor cnn_batch[2];
+static void cnn_feed(int k) {
+    rs = 999u + 17u * (uint32_t)k;
+    for (int i = 0; i < 600; i++) cnn_x[i] = (float)urand(-2, 2);
+    for (int i = 0; i < 6; i++) cnn_lab[i] = (int64_t)(urand(0, 5)) % 5;
+    cnn_batch[0] = (kn_named_tensor){
+        .name = "x", .dtype = KN_F32, .ndim = 4, .dims = {6, 3, 10, 10}, .data = cnn_x, .capacity = sizeof cnn_x};
+    cnn_batch[1] = (kn_named_tensor){
+        .name = "labels", .dtype = KN_I64, .ndim = 1, .dims = {6}, .data = cnn_lab, .capacity = sizeof cnn_lab};
+}
+
+/* The device trainer against the CPU trainer on the CNN, SGD with momentum as train.parity_cnn
+ * (lr 0.05, momentum 0.9), 8 steps: every loss within 1e-5 relative, gradient norms within 1e-5,
+ * and the final weights within 1e-4 (SGD's step is linear in the gradient, so the gradients'
+ * ~1e-6 agreement carries over). */
+static void test_cnn(void) {
+    kn_trainer_options o[2];
+    kn_trainer *t[2] = {NULL, NULL};
+    for (int d = 0; d < 2; d++) {
+        kn_trainer_options_init(&o[d]);
+        o[d].optim.kind = KN_OPTIM_SGD;
+        o[d].optim.lr = 0.05;
+        o[d].optim.momentum = 0.9;
+        o[d].device = d ? KN_DEVICE_CUDA : KN_DEVICE_CPU;
+        o[d].seed = 5;
+        int l;
+        kn_model *m = build_cnn(&l);
+        die(kn_trainer_create(m, l, &o[d], &t[d]), d ? "cuda trainer" : "cpu trainer");
+    }
+    double worst = 0;
+    for (int k = 0; k < 8; k++) {
+        double l[2] = {0, 0};
+        cnn_feed(k);
+        for (int d = 0; d < 2; d++) die(kn_trainer_step(t[d], cnn_batch, 2, &l[d], NULL), "cnn step");
+        double rel = fabs(l[0] - l[1]) / fabs(l[0]);
+        worst = fmax(worst, rel);
+        CHECK(rel <= 1e-5, "cnn step %d: loss cpu %.9g cuda %.9g", k, l[0], l[1]);
+        CHECK(fabs(kn_trainer_grad_norm(t[0]) - kn_trainer_grad_norm(t[1])) <= 1e-5 * kn_trainer_grad_norm(t[0]),
+              "cnn step %d: gradient norm cpu %.9g cuda %.9g", k, kn_trainer_grad_norm(t[0]),
+              kn_trainer_grad_norm(t[1]));
+    }
+    double ww = 0;
+    for (int i = 0; i < kn_trainer_param_count(t[0]); i++) {
+        float *wa, *wb;
+        const char *n = kn_trainer_param(t[0], i, NULL, NULL, &wa);
+        kn_trainer_param(t[1], i, NULL, NULL, &wb);
+        double md = 0;
+        for (int64_t k = 0; k < param_numel(t[0], i); k++) md = fmax(md, fabs((double)wa[k] - (double)wb[k]));
+        CHECK(md <= 1e-4, "cnn: %s differs by %g", n, md);
+        ww = fmax(ww, md);
+    }
+    printf("cnn fp32 (device trainer): 8 SGD steps, %d parameters: max loss rel diff %.3g, max weight diff %.3g\n",
+           kn_trainer_param_count(t[0]), worst, ww);
+    kn_trainer_free(t[0]);
+    kn_trainer_free(t[1]);
+}
+
 int main(int argc, char **argv) {
     const kn_backend *cu = NULL;
     kn_status *st = kn_backend_get(KN_DEVICE_CUDA, 0, &cu);
@@ -499,6 +632,8 @@ int main(int argc, char **argv) {
         test_mlp_autocast();
         test_amp_resume(dir, false);
         test_amp_resume(dir, true);
+    } else if (argc == 2 && !strcmp(argv[1], "cnn")) {
+        test_cnn();
     } else if (argc == 4 || argc == 5) {
         kn_precision prec = argc == 5 && !strcmp(argv[4], "fp16") ? KN_PRECISION_FP16
             : argc == 5 && !strcmp(argv[4], "bf16")               ? KN_PRECISION_BF16
