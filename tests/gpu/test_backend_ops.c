@@ -1323,6 +1323,245 @@ static void test_weights(void) {
     free(w);
 }
 
+/* ---- KnSdpa (kernels/cuda/attention.cu): the fused attention against the CPU kernel ----
+ * The reference is the CPU's float32 KnSdpa on the device inputs' exact values (float16/bfloat16
+ * inputs widened), so the tolerances measure the device kernel alone: float32 is the exact path
+ * (fp32 FMA, only the summation order differs); float16/bfloat16 round P to the input type before
+ * the P.V product and the output once, with float accumulation. Bias kinds: 0 none, 1 key padding
+ * [B,1,1,T] with -inf past each row's length, 2 the same with float32-min (transformers' masks),
+ * 3 a random additive [1,Hq,S,T] bias, 4 a random [B,1,S,T] bias with -inf holes and a fully
+ * masked row, 5 key padding [B,1,1,T] as float16 (the bias's own dtype). */
+typedef struct {
+    int B, Hq, Hkv, S, T, Dk, Dv, bias, causal, lse;
+    float scale; /* 0: the default 1/sqrt(Dk) */
+} sdpa_case_t;
+
+static void sdpa_tol(kn_dtype dt, double *rtol, double *atol) {
+    *rtol = dt == KN_F32 ? 1e-5 : dt == KN_F16 ? 2e-3 : 1.5e-2;
+    *atol = dt == KN_F32 ? 5e-6 : dt == KN_F16 ? 2e-3 : 1.5e-2;
+}
+
+static kn_tensor *sdpa_rand(kn_dtype dt, int nd, const int64_t *dims, double amp) {
+    kn_tensor *t = NULL;
+    if (kn_tensor_new(dt, nd, dims, &t)) exit(1);
+    for (int64_t i = 0; i < kn_numel(t); i++) kn_set_f64(t, i, urand(-amp, amp));
+    return t;
+}
+static kn_tensor *sdpa_widen(const kn_tensor *x) { /* float32 copy of x's exact values */
+    kn_tensor *t = NULL;
+    if (kn_tensor_new(KN_F32, x->ndim, x->dims, &t)) exit(1);
+    for (int64_t i = 0; i < kn_numel(t); i++) kn_set_f64(t, i, kn_get_f64(x, i));
+    return t;
+}
+static void *sdpa_upload(const kn_tensor *t) {
+    size_t nb = kn_nbytes(t);
+    void *d = cu->alloc(cu, nb ? nb : 1);
+    kn_status *st = d ? cu->copy(cu, d, KN_DEVICE_CUDA, t->data, KN_DEVICE_CPU, nb) : NULL;
+    if (!d || st) {
+        fprintf(stderr, "upload failed\n");
+        exit(1);
+    }
+    return d;
+}
+
+static double sdpa_worst_y[3], sdpa_worst_lse[3]; /* by dtype: f32, f16, bf16 */
+
+static void sdpa_case(kn_dtype dt, sdpa_case_t c) {
+    op_stats *S = &stats[KN_OP_KnSdpa];
+    if (!op_selected(KN_OP_KnSdpa)) return;
+    int di = dt == KN_F32 ? 0 : dt == KN_F16 ? 1 : 2;
+    int64_t qd[4] = {c.B, c.Hq, c.S, c.Dk}, kd[4] = {c.B, c.Hkv, c.T, c.Dk}, vd[4] = {c.B, c.Hkv, c.T, c.Dv};
+    kn_tensor *q = sdpa_rand(dt, 4, qd, 1.5), *k = sdpa_rand(dt, 4, kd, 1.5), *v = sdpa_rand(dt, 4, vd, 2.0);
+    kn_tensor *bias = NULL;
+    int64_t bdims[4] = {1, 1, 1, 1};
+    if (c.bias == 1 || c.bias == 2 || c.bias == 5) {
+        bdims[0] = c.B;
+        bdims[3] = c.T;
+        if (kn_tensor_new(c.bias == 5 ? KN_F16 : KN_F32, 4, bdims, &bias)) exit(1);
+        for (int b = 0; b < c.B; b++) {
+            /* lengths: full, then shorter rows, one of a single key */
+            int len = b == 0 ? c.T : b == 1 ? (c.T + 1) / 2 : 1;
+            for (int t = 0; t < c.T; t++)
+                kn_set_f64(bias, (int64_t)b * c.T + t,
+                           t < len           ? 0.0
+                               : c.bias == 2 ? -3.4028234663852886e38
+                                             : -INFINITY);
+        }
+    } else if (c.bias == 3) {
+        bdims[1] = c.Hq;
+        bdims[2] = c.S;
+        bdims[3] = c.T;
+        bias = sdpa_rand(KN_F32, 4, bdims, 2.0);
+    } else if (c.bias == 4) {
+        bdims[0] = c.B;
+        bdims[2] = c.S;
+        bdims[3] = c.T;
+        bias = sdpa_rand(KN_F32, 4, bdims, 1.0);
+        for (int64_t i = 0; i < kn_numel(bias); i++)
+            if (rnd() % 4 == 0) kn_set_f64(bias, i, -INFINITY);
+        for (int t = 0; t < c.T; t++) kn_set_f64(bias, t, -INFINITY); /* row 0 of batch 0: fully masked */
+    }
+    kn_tensor *qf = sdpa_widen(q), *kf = sdpa_widen(k), *vf = sdpa_widen(v), *bf = bias ? sdpa_widen(bias) : NULL;
+    kn_attr at[2];
+    int na = 0;
+    if (c.causal) at[na++] = ai("is_causal", 1);
+    if (c.scale != 0.0f) at[na++] = af("scale", c.scale);
+    kn_node node = {0};
+    node.name = (char *)"sdpa";
+    node.op_type = (char *)"KnSdpa";
+    node.domain = (char *)"kiln";
+    node.op = KN_OP_KnSdpa;
+    node.opset = 1;
+    node.n_attrs = na;
+    node.attrs = at;
+    int n_in = bias ? 4 : 3, n_out = c.lse ? 2 : 1;
+    node.n_inputs = n_in;
+    node.n_outputs = n_out;
+    if (kn_node_decode_params(&node)) exit(1);
+    char desc[256];
+    snprintf(desc, sizeof desc, "%s B%d Hq%d Hkv%d S%d T%d Dk%d Dv%d bias%d%s%s",
+             dt == KN_F32       ? "float32"
+                 : dt == KN_F16 ? "float16"
+                                : "bfloat16",
+             c.B, c.Hq, c.Hkv, c.S, c.T, c.Dk, c.Dv, c.bias, c.causal ? " causal" : "", c.lse ? " lse" : "");
+    S->cases++;
+    const kn_tensor *rin[4] = {qf, kf, vf, bf};
+    kn_tensor ref_t[2] = {{0}}, *ref[2] = {&ref_t[0], &ref_t[1]};
+    kn_scratch scratch = {0};
+    kn_exec_ctx cctx = {
+        .backend = kn_cpu_backend(), .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch, .seed = 1};
+    char why[256] = "";
+    kn_status *st = kn_node_eval_host(&cctx, &node, rin, n_in, ref, n_out);
+    if (st) {
+        printf("FAIL KnSdpa(%s): cpu reference: %s\n", desc, kn_status_message(st));
+        kn_status_free(st);
+        S->failed++;
+        goto done;
+    }
+    const kn_tensor *hin[4] = {q, k, v, bias};
+    if (!cu->supports(cu, &node, hin, n_in)) {
+        printf("FAIL KnSdpa(%s): not supported\n", desc);
+        S->failed++;
+        goto done;
+    }
+    {
+        kn_tensor din_t[4], *din[4];
+        for (int i = 0; i < n_in; i++) {
+            din_t[i] = *hin[i];
+            din_t[i].data = sdpa_upload(hin[i]);
+            din_t[i].device = KN_DEVICE_CUDA;
+            din_t[i].owns = false;
+            din[i] = &din_t[i];
+        }
+        kn_tensor dout_t[2], *dout[2];
+        char *graw[2] = {0};
+        size_t onb[2];
+        for (int o = 0; o < n_out; o++) {
+            dout_t[o] = ref_t[o];
+            if (o == 0) dout_t[o].dtype = dt;
+            dout_t[o].owns = false;
+            dout_t[o].device = KN_DEVICE_CUDA;
+            onb[o] = kn_nbytes(&dout_t[o]);
+            cudaMalloc((void **)&graw[o], onb[o] + 2 * GUARD);
+            cudaMemset(graw[o], GUARD_BYTE, onb[o] + 2 * GUARD);
+            dout_t[o].data = graw[o] + GUARD;
+            dout[o] = &dout_t[o];
+        }
+        cudaDeviceSynchronize();
+        kn_exec_ctx dctx = cctx;
+        dctx.backend = cu;
+        st = cu->stream_begin(cu, &dctx.stream);
+        if (!st) {
+            st = cu->kernel(cu, KN_OP_KnSdpa)(&dctx, &node, (const kn_tensor *const *)din, n_in, dout, n_out);
+            kn_status *e = cu->stream_end(cu, dctx.stream);
+            if (!st) st = e;
+            else if (e) kn_status_free(e);
+        }
+        int bad = 0;
+        if (st) {
+            snprintf(why, sizeof why, "%s", kn_status_message(st));
+            kn_status_free(st);
+            bad = 1;
+        }
+        for (int o = 0; o < n_out && !bad; o++) {
+            unsigned char *h = malloc(onb[o] + 2 * GUARD);
+            cudaMemcpy(h, graw[o], onb[o] + 2 * GUARD, cudaMemcpyDeviceToHost);
+            for (size_t i = 0; i < GUARD && !bad; i++)
+                if (h[i] != GUARD_BYTE || h[GUARD + onb[o] + i] != GUARD_BYTE) {
+                    snprintf(why, sizeof why, "output %d: stray write (guard byte %zu)", o, i);
+                    bad = 1;
+                }
+            kn_tensor g = dout_t[o];
+            g.data = h + GUARD;
+            double rtol, atol;
+            sdpa_tol(dt, &rtol, &atol);
+            if (o == 1) rtol = 0, atol = dt == KN_F32 ? 1e-4 : 2e-3; /* logsumexp: from float scores either way */
+            double *worst = o == 0 ? &sdpa_worst_y[di] : &sdpa_worst_lse[di];
+            for (int64_t i = 0; i < kn_numel(&ref_t[o]) && !bad; i++) {
+                double a = kn_get_f64(&ref_t[o], i), b = kn_get_f64(&g, i);
+                if (isnan(a) || isnan(b) || isinf(a) || isinf(b)) {
+                    if (!(a == b || (isnan(a) && isnan(b)))) {
+                        snprintf(why, sizeof why, "output %d element %lld: cpu %g, cuda %g", o, (long long)i, a, b);
+                        bad = 1;
+                    }
+                    continue;
+                }
+                double d = fabs(a - b);
+                if (d > *worst) *worst = d;
+                if (d > S->worst) S->worst = d;
+                if (d > atol + rtol * fabs(a)) {
+                    snprintf(why, sizeof why, "output %d element %lld: cpu %.7g, cuda %.7g (|diff| %.3g > %.3g)", o,
+                             (long long)i, a, b, d, atol + rtol * fabs(a));
+                    bad = 1;
+                }
+            }
+            free(h);
+        }
+        if (bad) {
+            S->failed++;
+            printf("FAIL KnSdpa(%s): %s\n", desc, why);
+        } else {
+            S->passed++;
+            if (verbose) printf("  ok KnSdpa(%s)\n", desc);
+        }
+        for (int i = 0; i < n_in; i++) cu->free(cu, (void *)din_t[i].data);
+        for (int o = 0; o < n_out; o++) cudaFree(graw[o]);
+    }
+done:
+    for (int o = 0; o < n_out; o++) kn_tensor_release(&ref_t[o]);
+    kn_scratch_release(&scratch);
+    free(node.params);
+    kn_tensor_free(q);
+    kn_tensor_free(k);
+    kn_tensor_free(v);
+    kn_tensor_free(qf);
+    kn_tensor_free(kf);
+    kn_tensor_free(vf);
+    if (bias) kn_tensor_free(bias);
+    if (bf) kn_tensor_free(bf);
+}
+
+/* Head sizes 32/64/80/128 (and 16, 20, 256 padded), sequences off the tile sizes (1, 7, 64, 129),
+ * per-row key lengths, causal, biases, GQA, the logsumexp output, in all three dtypes. */
+static void test_sdpa(void) {
+    static const sdpa_case_t cases[] = {
+        /* B Hq Hkv  S    T   Dk   Dv bias causal lse scale */
+        {1, 2, 2, 1, 1, 32, 32, 0, 0, 0, 0},     {2, 2, 2, 7, 7, 64, 64, 1, 0, 1, 0},
+        {1, 4, 1, 64, 64, 80, 80, 0, 1, 1, 0},   {3, 2, 1, 129, 129, 128, 128, 2, 1, 0, 0},
+        {3, 2, 2, 129, 129, 32, 32, 1, 0, 1, 0}, {1, 2, 2, 7, 129, 32, 32, 3, 0, 0, 0.3f},
+        {2, 1, 1, 65, 64, 64, 64, 4, 0, 1, 0},   {2, 2, 1, 9, 9, 32, 64, 4, 1, 1, 0},
+        {3, 2, 2, 33, 70, 20, 20, 5, 0, 0, 0},   {1, 1, 1, 7, 7, 16, 16, 0, 1, 0, 0},
+        {1, 1, 1, 7, 40, 256, 256, 1, 0, 1, 0},
+    };
+    kn_dtype dts[3] = {KN_F32, KN_F16, KN_BF16};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int d = 0; d < 3; d++) sdpa_case(dts[d], cases[i]);
+    if (op_selected(KN_OP_KnSdpa))
+        printf("KnSdpa max |diff| output / logsumexp: float32 %.3g / %.3g, float16 %.3g / %.3g, bfloat16 %.3g / %.3g\n",
+               sdpa_worst_y[0], sdpa_worst_lse[0], sdpa_worst_y[1], sdpa_worst_lse[1], sdpa_worst_y[2],
+               sdpa_worst_lse[2]);
+}
+
 int main(int argc, char **argv) {
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "-v") == 0) verbose = 1;
@@ -1365,6 +1604,7 @@ int main(int argc, char **argv) {
     if (op_selected(KN_OP_Add)) test_weights();
     test_grad_ops();
     if (op_selected(KN_OP_KnGatherGrad)) test_gather_grad_out_of_range();
+    test_sdpa();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {

@@ -1,0 +1,512 @@
+// Fused scaled dot-product attention on the device (kiln:KnSdpa), FlashAttention-2 style: one
+// block per (query tile, head, batch) walks the key/value sequence in tiles held in shared memory,
+// keeps the softmax online (running row max and sum in float registers) and never writes the
+// S x T score matrix anywhere. float16/bfloat16: Q.K^T and P.V on the tensor cores (mma.m16n8k16
+// through ldmatrix fragments, kernels/cuda/kn_device.h), float accumulation. float32: the same
+// walk with float FMA tiles, so a float32 session stays exact (no TF32).
+//
+// Masks, as KnSdpa's CPU kernel (kernels/cpu/attention.c) applies them: an additive bias of any
+// float dtype broadcast numpy-style to [B,Hq,S,T]; is_causal (key t hidden from query i when
+// t > i); fully masked rows give zeros and a logsumexp of -inf. Key padding costs nothing: a
+// pre-pass finds, per bias row, the first and last key whose bias is above ATT_MASKED (-1e30; the
+// -inf and float32-min padding masks of exporters are below it), and a block visits only the key
+// tiles between its rows' bounds. Skipping is exact: a skipped key's weight exp(s + bias - max) is
+// 0 in float32 once the row has one key above the threshold; a row with none is walked in full.
+// GQA: kv head h / (Hq / Hkv) serves query head h.
+#include "kernels/cuda/cuda_common.h"
+#include <limits.h>
+#include <string.h>
+
+#define ATT_THREADS 128
+#define ATT_MASKED (-1e30f)
+
+// Everything a launch needs, passed by value. Element strides of the bias are 0 on broadcast dims.
+struct att_args {
+    const void *q, *k, *v, *bias;
+    float *lse;        // [B,Hq,S] or NULL
+    const int *ranges; // [nb_rows][2] key bounds per bias row, or NULL (no skipping)
+    int bias_dt;       // 0 float32, 1 float16, 2 bfloat16
+    int64_t bs[4];     // bias strides over b, h, i, t
+    int rng_h, rng_s;  // ranges indexing: rows (b?, h?, i?) with extents 1 on broadcast dims
+    int B, Hq, Hkv, S, T, Dk, Dv;
+    float scale;
+    bool causal;
+};
+
+__device__ static inline float att_bias(const att_args &a, int b, int h, int i, int t) {
+    int64_t off = b * a.bs[0] + h * a.bs[1] + i * a.bs[2] + t * a.bs[3];
+    if (a.bias_dt == 0) return ((const float *)a.bias)[off];
+    if (a.bias_dt == 1) return __half2float(((const __half *)a.bias)[off]);
+    return __bfloat162float(((const __nv_bfloat16 *)a.bias)[off]);
+}
+
+// Keys [lo, hi) query row i of (b, h) must visit: its bias row's unmasked span, clipped by the
+// causal frontier; the whole visible row when that leaves nothing (then no key is skipped).
+__device__ static inline void att_row_range(const att_args &a, int b, int h, int i, int *lo, int *hi) {
+    int l = 0, e = a.T;
+    if (a.ranges) {
+        int r = ((a.bs[0] ? b : 0) * a.rng_h + (a.bs[1] ? h : 0)) * a.rng_s + (a.bs[2] ? i : 0);
+        l = a.ranges[2 * r];
+        e = a.ranges[2 * r + 1];
+    }
+    if (a.causal) {
+        int vis = i + 1 < a.T ? i + 1 : a.T;
+        if (e > vis) e = vis;
+        if (l >= e) {
+            l = 0;
+            e = vis;
+        }
+    }
+    *lo = l;
+    *hi = e;
+}
+
+// The block's key span: union of its rows' spans (rows q0 .. q0+nrows-1), through shared memory.
+__device__ static void att_block_range(const att_args &a, int b, int h, int q0, int nrows, KN_SHARED_PTR(int) red,
+                                       int *lo, int *hi) {
+    int l = INT_MAX, e = 0;
+    int tid = threadIdx.x;
+    for (int r = tid; r < nrows; r += blockDim.x) {
+        int i = q0 + r, rl, re;
+        if (i >= a.S) break;
+        att_row_range(a, b, h, i, &rl, &re);
+        if (rl < l) l = rl;
+        if (re > e) e = re;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        l = min(l, __shfl_xor_sync(0xffffffffu, l, o));
+        e = max(e, __shfl_xor_sync(0xffffffffu, e, o));
+    }
+    int lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
+    if (lane == 0) {
+        red[2 * warp] = l;
+        red[2 * warp + 1] = e;
+    }
+    __syncthreads();
+    l = INT_MAX;
+    e = 0;
+    for (int w = 0; w < nw; w++) {
+        l = min(l, (int)red[2 * w]);
+        e = max(e, (int)red[2 * w + 1]);
+    }
+    *lo = l;
+    *hi = e;
+}
+
+// Score of query row i against key t after scale and masks (-inf when hidden).
+__device__ static inline float att_score(const att_args &a, float s, int b, int h, int i, int t) {
+    if (t >= a.T || i >= a.S || (a.causal && t > i)) return -INFINITY;
+    float x = s * a.scale;
+    if (a.bias) x += att_bias(a, b, h, i, t);
+    return x;
+}
+
+// ---- float16 / bfloat16: tensor cores ----
+
+__device__ static inline uint16_t att_bits(__half v) { return __half_as_ushort(v); }
+__device__ static inline uint16_t att_bits(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
+template <class T> __device__ static inline uint32_t att_pack(float lo, float hi) {
+    return (uint32_t)att_bits(kn_num<T>::st(lo)) | ((uint32_t)att_bits(kn_num<T>::st(hi)) << 16);
+}
+template <class T> __device__ static inline void att_mma(float d[4], const uint32_t a[4], const uint32_t b[2]);
+template <> __device__ inline void att_mma<__half>(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+    kn_mma_m16n8k16_f16(d, a, b, d);
+}
+template <> __device__ inline void att_mma<__nv_bfloat16>(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+    kn_mma_m16n8k16_bf16(d, a, b, d);
+}
+
+// 4 warps, 64 query rows (16 per warp, as one m16 fragment), BK keys per tile. HD: the head size
+// rounded up to a multiple of 16 (zero-padded in shared memory). Shared rows are HD + 8 elements
+// long, so the 8 row addresses of an ldmatrix fall in different banks. Q's tile is read into
+// registers once and its shared rows are then reused for K (rows 0..BK-1) and V (BK..2BK-1).
+template <class T, int HD, int BK> __global__ void __launch_bounds__(ATT_THREADS) att_mma_kernel(att_args a, void *y) {
+    constexpr int BQ = 64, LD = HD + 8, NT = BK / 8, ND = HD / 8, KQ = HD / 16;
+    constexpr int ROWS = BQ > 2 * BK ? BQ : 2 * BK;
+    KN_SHARED(T, sm, ROWS * LD);
+    KN_SHARED(int, red, 2 * (ATT_THREADS / 32));
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
+    int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * BQ, kvh = h / (a.Hq / a.Hkv);
+    const T *Q = (const T *)a.q + (int64_t)(b * a.Hq + h) * a.S * a.Dk;
+    const T *K = (const T *)a.k + (int64_t)(b * a.Hkv + kvh) * a.T * a.Dk;
+    const T *V = (const T *)a.v + (int64_t)(b * a.Hkv + kvh) * a.T * a.Dv;
+    T zero = kn_num<T>::st(0.0f);
+    int lo, hi;
+    att_block_range(a, b, h, q0, BQ, red, &lo, &hi);
+
+    for (int e = tid; e < BQ * HD; e += ATT_THREADS) {
+        int r = e / HD, c = e % HD, i = q0 + r;
+        sm[r * LD + c] = i < a.S && c < a.Dk ? Q[(int64_t)i * a.Dk + c] : zero;
+    }
+    __syncthreads();
+    uint32_t qf[KQ][4];
+    for (int kk = 0; kk < KQ; kk++)
+        kn_ldmatrix_x4(qf[kk], sm + (warp * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8);
+    __syncthreads(); // Q's rows are overwritten by K and V below
+
+    float o[ND][4];
+    for (int n = 0; n < ND; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+    int irow[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+
+    for (int k0 = lo / BK * BK; k0 < hi; k0 += BK) {
+        for (int e = tid; e < BK * HD; e += ATT_THREADS) {
+            int r = e / HD, c = e % HD, t = k0 + r;
+            sm[r * LD + c] = t < a.T && c < a.Dk ? K[(int64_t)t * a.Dk + c] : zero;
+            sm[(BK + r) * LD + c] = t < a.T && c < a.Dv ? V[(int64_t)t * a.Dv + c] : zero;
+        }
+        __syncthreads();
+        // S = Q.K^T for the warp's 16 rows and the tile's BK keys
+        float s[NT][4];
+        for (int n = 0; n < NT; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+        for (int kk = 0; kk < KQ; kk++) {
+            if (kk * 16 >= a.Dk) break; // zero padding: nothing to add
+            for (int n = 0; n < NT; n += 2) {
+                uint32_t kb[4];
+                kn_ldmatrix_x4(kb, sm + (n * 8 + (lane & 7) + (lane >> 4) * 8) * LD + kk * 16 + ((lane >> 3) & 1) * 8);
+                uint32_t b0[2] = {kb[0], kb[1]}, b1[2] = {kb[2], kb[3]};
+                att_mma<T>(s[n], qf[kk], b0);
+                att_mma<T>(s[n + 1], qf[kk], b1);
+            }
+        }
+        // online softmax: the rows g and g+8 of this lane, shared by the 4 lanes of a quad
+        float mx[2] = {-INFINITY, -INFINITY};
+        for (int n = 0; n < NT; n++)
+            for (int e = 0; e < 4; e++) {
+                int r = e >> 1;
+                float x = att_score(a, s[n][e], b, h, irow[r], k0 + n * 8 + 2 * t4 + (e & 1));
+                s[n][e] = x;
+                mx[r] = fmaxf(mx[r], x);
+            }
+        float muse[2], alpha[2];
+        for (int r = 0; r < 2; r++) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            float mn = fmaxf(mrow[r], mx[r]);
+            muse[r] = mn == -INFINITY ? 0.0f : mn; // a row masked so far: exp(-inf - 0) = 0, no NaN
+            alpha[r] = expf(mrow[r] - muse[r]);
+            mrow[r] = mn;
+        }
+        float ls[2] = {0.0f, 0.0f};
+        for (int n = 0; n < NT; n++)
+            for (int e = 0; e < 4; e++) {
+                float p = expf(s[n][e] - muse[e >> 1]);
+                s[n][e] = p;
+                ls[e >> 1] += p;
+            }
+        for (int r = 0; r < 2; r++) lrow[r] = lrow[r] * alpha[r] + ls[r];
+        for (int n = 0; n < ND; n++)
+            for (int e = 0; e < 4; e++) o[n][e] *= alpha[e >> 1];
+        // O += P.V: P's accumulator fragments are the A fragments of the next product
+        for (int ks = 0; ks < BK / 16; ks++) {
+            uint32_t pa[4] = {att_pack<T>(s[2 * ks][0], s[2 * ks][1]), att_pack<T>(s[2 * ks][2], s[2 * ks][3]),
+                              att_pack<T>(s[2 * ks + 1][0], s[2 * ks + 1][1]),
+                              att_pack<T>(s[2 * ks + 1][2], s[2 * ks + 1][3])};
+            for (int n = 0; n < ND; n += 2) {
+                if (n * 8 >= a.Dv) break;
+                uint32_t vb[4];
+                kn_ldmatrix_x4_trans(
+                    vb, sm + (BK + ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + (n + (lane >> 4)) * 8);
+                uint32_t b0[2] = {vb[0], vb[1]}, b1[2] = {vb[2], vb[3]};
+                att_mma<T>(o[n], pa, b0);
+                att_mma<T>(o[n + 1], pa, b1);
+            }
+        }
+        __syncthreads(); // the next tile overwrites K and V
+    }
+
+    T *Y = (T *)y + (int64_t)(b * a.Hq + h) * a.S * a.Dv;
+    for (int r = 0; r < 2; r++) {
+        float l = lrow[r];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        int i = irow[r];
+        if (i >= a.S) continue;
+        float inv = l == 0.0f ? 0.0f : 1.0f / l; // fully masked row: zeros
+        for (int n = 0; n < ND; n++)
+            for (int e = 0; e < 2; e++) {
+                int c = n * 8 + 2 * t4 + e;
+                if (c < a.Dv) Y[(int64_t)i * a.Dv + c] = kn_num<T>::st(o[n][2 * r + e] * inv);
+            }
+        if (a.lse && t4 == 0) a.lse[(int64_t)(b * a.Hq + h) * a.S + i] = l == 0.0f ? -INFINITY : mrow[r] + logf(l);
+    }
+}
+
+// ---- float32: FMA tiles ----
+
+// 128 threads over a 32 x 32 score tile: thread (ty, tx) = (tid / 8, tid % 8) owns rows 2ty, 2ty+1
+// and keys tx + 8j (so the 8 threads of a row sit in one warp and reduce by shuffles), then the
+// output columns tx + 8j. Shared: Q [32][HD+1], one K-then-V tile [32][HD+1], P [32][33]; the odd
+// row lengths keep the column walks free of bank conflicts.
+#define ATT_F32_BQ 32
+#define ATT_F32_BK 32
+template <int HD> static size_t att_f32_smem(void) {
+    return sizeof(float) * (size_t)(2 * 32 * (HD + 1) + 32 * (ATT_F32_BK + 1));
+}
+
+template <int HD> __global__ void __launch_bounds__(ATT_THREADS) att_f32_kernel(att_args a, float *y) {
+    constexpr int BQ = ATT_F32_BQ, BK = ATT_F32_BK, LD = HD + 1, LP = BK + 1, NJ = HD / 8;
+    KN_SHARED_DYN(float, dyn);
+    KN_SHARED(int, red, 2 * (ATT_THREADS / 32));
+    KN_SHARED_PTR(float) qs = dyn;
+    KN_SHARED_PTR(float) kv = dyn + BQ * LD;
+    KN_SHARED_PTR(float) ps = dyn + (BQ + BK) * LD;
+    int tid = threadIdx.x, ty = tid >> 3, tx = tid & 7;
+    int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * BQ, kvh = h / (a.Hq / a.Hkv);
+    const float *Q = (const float *)a.q + (int64_t)(b * a.Hq + h) * a.S * a.Dk;
+    const float *K = (const float *)a.k + (int64_t)(b * a.Hkv + kvh) * a.T * a.Dk;
+    const float *V = (const float *)a.v + (int64_t)(b * a.Hkv + kvh) * a.T * a.Dv;
+    int lo, hi;
+    att_block_range(a, b, h, q0, BQ, red, &lo, &hi);
+    for (int e = tid; e < BQ * HD; e += ATT_THREADS) {
+        int r = e / HD, c = e % HD, i = q0 + r;
+        qs[r * LD + c] = i < a.S && c < a.Dk ? Q[(int64_t)i * a.Dk + c] : 0.0f;
+    }
+    float o[2][NJ];
+    for (int r = 0; r < 2; r++)
+        for (int j = 0; j < NJ; j++) o[r][j] = 0.0f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+    int irow[2] = {q0 + 2 * ty, q0 + 2 * ty + 1};
+
+    for (int k0 = lo / BK * BK; k0 < hi; k0 += BK) {
+        __syncthreads(); // Q written (first tile); the previous tile's V and P read
+        for (int e = tid; e < BK * HD; e += ATT_THREADS) {
+            int r = e / HD, c = e % HD, t = k0 + r;
+            kv[r * LD + c] = t < a.T && c < a.Dk ? K[(int64_t)t * a.Dk + c] : 0.0f;
+        }
+        __syncthreads();
+        float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+        for (int d = 0; d < a.Dk; d++) {
+            float qa = qs[(2 * ty) * LD + d], qb = qs[(2 * ty + 1) * LD + d];
+            for (int j = 0; j < 4; j++) {
+                float kd = kv[(tx + 8 * j) * LD + d];
+                s[0][j] = fmaf(qa, kd, s[0][j]);
+                s[1][j] = fmaf(qb, kd, s[1][j]);
+            }
+        }
+        for (int r = 0; r < 2; r++) {
+            float mx = -INFINITY;
+            for (int j = 0; j < 4; j++) {
+                s[r][j] = att_score(a, s[r][j], b, h, irow[r], k0 + tx + 8 * j);
+                mx = fmaxf(mx, s[r][j]);
+            }
+            for (int m = 1; m < 8; m <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, m));
+            float mn = fmaxf(mrow[r], mx), mu = mn == -INFINITY ? 0.0f : mn;
+            float alpha = expf(mrow[r] - mu), ls = 0.0f;
+            mrow[r] = mn;
+            for (int j = 0; j < 4; j++) {
+                float p = expf(s[r][j] - mu);
+                ls += p;
+                ps[(2 * ty + r) * LP + tx + 8 * j] = p;
+            }
+            lrow[r] = lrow[r] * alpha + ls;
+            for (int j = 0; j < NJ; j++) o[r][j] *= alpha;
+        }
+        __syncthreads(); // K read by all; P written
+        for (int e = tid; e < BK * HD; e += ATT_THREADS) {
+            int r = e / HD, c = e % HD, t = k0 + r;
+            kv[r * LD + c] = t < a.T && c < a.Dv ? V[(int64_t)t * a.Dv + c] : 0.0f;
+        }
+        __syncthreads();
+        int kend = a.T - k0 < BK ? a.T - k0 : BK;
+        for (int k = 0; k < kend; k++) {
+            float pa = ps[(2 * ty) * LP + k], pb = ps[(2 * ty + 1) * LP + k];
+            for (int j = 0; j < NJ; j++) {
+                if (tx + 8 * j >= a.Dv) break;
+                float vd = kv[k * LD + tx + 8 * j];
+                o[0][j] = fmaf(pa, vd, o[0][j]);
+                o[1][j] = fmaf(pb, vd, o[1][j]);
+            }
+        }
+    }
+
+    float *Y = y + (int64_t)(b * a.Hq + h) * a.S * a.Dv;
+    for (int r = 0; r < 2; r++) {
+        float l = lrow[r];
+        for (int m = 1; m < 8; m <<= 1) l += __shfl_xor_sync(0xffffffffu, l, m);
+        int i = irow[r];
+        if (i >= a.S) continue;
+        float inv = l == 0.0f ? 0.0f : 1.0f / l;
+        for (int j = 0; j < NJ; j++) {
+            int c = tx + 8 * j;
+            if (c < a.Dv) Y[(int64_t)i * a.Dv + c] = o[r][j] * inv;
+        }
+        if (a.lse && tx == 0) a.lse[(int64_t)(b * a.Hq + h) * a.S + i] = l == 0.0f ? -INFINITY : mrow[r] + logf(l);
+    }
+}
+
+// ---- the key-span pre-pass: one warp per bias row ----
+
+__global__ void att_ranges_kernel(att_args a, int *ranges, int nrows) {
+    int row = (int)(blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)), lane = threadIdx.x & 31;
+    if (row >= nrows) return; // whole warps leave together
+    int i = row % a.rng_s, h = row / a.rng_s % a.rng_h, b = row / a.rng_s / a.rng_h;
+    int l = INT_MAX, e = -1;
+    for (int t = lane; t < a.T; t += 32) {
+        float v = att_bias(a, b, h, i, t);
+        if (!(v <= ATT_MASKED)) { // NaN counts as unmasked: it must reach the output
+            if (t < l) l = t;
+            e = t;
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        l = min(l, __shfl_xor_sync(0xffffffffu, l, o));
+        e = max(e, __shfl_xor_sync(0xffffffffu, e, o));
+    }
+    if (lane == 0) {
+        ranges[2 * row] = e < 0 ? 0 : l; // no unmasked key: the whole row
+        ranges[2 * row + 1] = e < 0 ? a.T : e + 1;
+    }
+}
+
+// ---- host side ----
+
+static int att_head_pad(int64_t d) {
+    if (d <= 32) return 32;
+    if (d <= 64) return 64;
+    if (d <= 80) return 80;
+    if (d <= 96) return 96;
+    if (d <= 128) return 128;
+    if (d <= 256) return 256;
+    return 0;
+}
+
+template <class T, int HD, int BK> static void att_launch_mma(const att_args &a, void *y, dim3 grid, cudaStream_t s) {
+    KN_LAUNCH((att_mma_kernel<T, HD, BK>), grid, ATT_THREADS, 0, s, a, y);
+}
+template <int HD> static cudaError_t att_launch_f32(const att_args &a, float *y, dim3 grid, cudaStream_t s) {
+    size_t smem = att_f32_smem<HD>();
+    if (smem > (48u << 10)) {
+        cudaError_t e = cudaFuncSetAttribute(reinterpret_cast<const void *>(att_f32_kernel<HD>),
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e != cudaSuccess) return e;
+    }
+    KN_LAUNCH(att_f32_kernel<HD>, grid, ATT_THREADS, smem, s, a, y);
+    return cudaSuccess;
+}
+
+template <class T> static void att_dispatch_mma(const att_args &a, void *y, int hd, dim3 grid, cudaStream_t s) {
+    switch (hd) {
+    case 32: att_launch_mma<T, 32, 64>(a, y, grid, s); break;
+    case 64: att_launch_mma<T, 64, 64>(a, y, grid, s); break;
+    case 80: att_launch_mma<T, 80, 64>(a, y, grid, s); break;
+    case 96: att_launch_mma<T, 96, 64>(a, y, grid, s); break;
+    case 128: att_launch_mma<T, 128, 64>(a, y, grid, s); break;
+    default: att_launch_mma<T, 256, 32>(a, y, grid, s); break;
+    }
+}
+
+static cudaError_t att_dispatch_f32(const att_args &a, float *y, int hd, dim3 grid, cudaStream_t s) {
+    switch (hd) {
+    case 32: return att_launch_f32<32>(a, y, grid, s);
+    case 64: return att_launch_f32<64>(a, y, grid, s);
+    case 80: return att_launch_f32<80>(a, y, grid, s);
+    case 96: return att_launch_f32<96>(a, y, grid, s);
+    case 128: return att_launch_f32<128>(a, y, grid, s);
+    default: return att_launch_f32<256>(a, y, grid, s);
+    }
+}
+
+static bool att_bias_dtype(kn_dtype t, int *code) {
+    *code = t == KN_F32 ? 0 : t == KN_F16 ? 1 : t == KN_BF16 ? 2 : -1;
+    return *code >= 0;
+}
+
+KN_CUDA_KERNEL(KnSdpa) {
+    char b1[KN_DESC_LEN], b2[KN_DESC_LEN], b3[KN_DESC_LEN];
+    const kn_params_attention *ap = KN_PARAMS(node, attention);
+    const kn_tensor *Q = in[0], *K = in[1], *V = in[2], *M = n_in > 3 ? in[3] : NULL;
+    kn_tensor *Y = out[0], *L = n_out > 1 ? out[1] : NULL;
+    if (L && !L->data) L = NULL;
+    if (Q->ndim != 4 || K->ndim != 4 || V->ndim != 4)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "KnSdpa: Q %s, K %s, V %s must be 4-D",
+                        kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2),
+                        kn_tensor_desc(V, b3, sizeof b3));
+    int64_t B = Q->dims[0], Hq = Q->dims[1], S = Q->dims[2], Dk = Q->dims[3];
+    int64_t Hkv = K->dims[1], T = K->dims[2], Dv = V->dims[3];
+    if (K->dtype != Q->dtype || V->dtype != Q->dtype || K->dims[0] != B || V->dims[0] != B || K->dims[3] != Dk ||
+        V->dims[1] != Hkv || V->dims[2] != T || Hkv <= 0 || Hq % Hkv)
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "KnSdpa: Q %s, K %s, V %s disagree (one dtype, batch, head size; q heads a multiple of kv "
+                        "heads)",
+                        kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2),
+                        kn_tensor_desc(V, b3, sizeof b3));
+    int hd = att_head_pad(Dk > Dv ? Dk : Dv);
+    if (!hd || B > 65535 || Hq > 65535 || S > INT_MAX - 64 || T > INT_MAX - 64)
+        return kn_error(KN_ERR_UNSUPPORTED, "KnSdpa: Q %s, V %s beyond the CUDA kernel (head size <= 256)",
+                        kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(V, b2, sizeof b2));
+    if (B * Hq * S == 0) return NULL;
+    att_args a;
+    memset(&a, 0, sizeof a);
+    a.q = Q->data;
+    a.k = K->data;
+    a.v = V->data;
+    a.lse = L ? (float *)L->data : NULL;
+    a.B = (int)B;
+    a.Hq = (int)Hq;
+    a.Hkv = (int)Hkv;
+    a.S = (int)S;
+    a.T = (int)T;
+    a.Dk = (int)Dk;
+    a.Dv = (int)Dv;
+    a.scale = ap->has_scale ? ap->scale : Dk > 0 ? 1.0f / sqrtf((float)Dk) : 1.0f;
+    a.causal = ap->is_causal;
+    cudaStream_t s = kn_cuda_s(ctx);
+    if (M && kn_numel(M) > 0) {
+        if (M->ndim > 4 || !att_bias_dtype(M->dtype, &a.bias_dt))
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "KnSdpa: bias %s must be float and of rank <= 4",
+                            kn_tensor_desc(M, b1, sizeof b1));
+        int64_t full[4] = {B, Hq, S, T}, md[4] = {1, 1, 1, 1};
+        for (int d = 0; d < M->ndim; d++) md[4 - M->ndim + d] = M->dims[d];
+        int64_t st = 1;
+        for (int d = 3; d >= 0; d--) {
+            if (md[d] != 1 && md[d] != full[d])
+                return kn_error(KN_ERR_INVALID_ARGUMENT, "KnSdpa: bias %s does not broadcast to [%lld,%lld,%lld,%lld]",
+                                kn_tensor_desc(M, b1, sizeof b1), (long long)B, (long long)Hq, (long long)S,
+                                (long long)T);
+            a.bs[d] = md[d] == 1 ? 0 : st;
+            st *= md[d];
+        }
+        a.bias = M->data;
+        // key spans per bias row, when the bias varies along the keys and the spans fit the
+        // stream's workspace (otherwise every key is visited: slower, same result)
+        a.rng_h = a.bs[1] ? (int)Hq : 1;
+        a.rng_s = a.bs[2] ? (int)S : 1;
+        int64_t nrows = (a.bs[0] ? B : 1) * a.rng_h * a.rng_s;
+        kn_cuda_stream *cs = kn_cuda_st(ctx);
+        if (a.bs[3] && (size_t)nrows * 2 * sizeof(int) <= cs->ws_bytes && nrows < INT_MAX / 2) {
+            int *ranges = (int *)cs->ws;
+            int per = ATT_THREADS / 32;
+            KN_LAUNCH(att_ranges_kernel, (unsigned)((nrows + per - 1) / per), ATT_THREADS, 0, s, a, ranges, (int)nrows);
+            KN_CUDA_LAUNCHED(node, "KnSdpa key spans");
+            a.ranges = ranges;
+        }
+    }
+    if (Q->dtype == KN_F32) {
+        dim3 grid((unsigned)((S + ATT_F32_BQ - 1) / ATT_F32_BQ), (unsigned)Hq, (unsigned)B);
+        KN_CUDA_TRY(att_dispatch_f32(a, (float *)Y->data, hd, grid, s), node, "KnSdpa shared memory");
+    } else {
+        dim3 grid((unsigned)((S + 63) / 64), (unsigned)Hq, (unsigned)B);
+        if (Q->dtype == KN_F16) att_dispatch_mma<__half>(a, Y->data, hd, grid, s);
+        else if (Q->dtype == KN_BF16) att_dispatch_mma<__nv_bfloat16>(a, Y->data, hd, grid, s);
+        else return kn_err_dtype(node, Q);
+    }
+    KN_CUDA_LAUNCHED(node, "KnSdpa kernel");
+    return NULL;
+}
+
+// KnSdpa nodes as the fusion pass and autograd make them: 4-D float Q, K, V of one dtype, a float
+// bias, head sizes up to 256, no softcap, window or scores output (ai.onnx Attention's extras).
+bool kn_cuda_sdpa_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
+    if (n_in < 3 || n_in > 4 || !in[0] || !in[1] || !in[2]) return false;
+    const kn_params_attention *ap = KN_PARAMS(n, attention);
+    if (ap->softcap > 0.0f || ap->left_window_size >= 0 || ap->right_window_size >= 0 || ap->qk_matmul_output_mode)
+        return false;
+    kn_dtype t = in[0]->dtype;
+    if (!kn_cuda_float(t) || in[1]->dtype != t || in[2]->dtype != t) return false;
+    if (in[0]->ndim != 4 || in[1]->ndim != 4 || in[2]->ndim != 4) return false;
+    int code;
+    if (n_in == 4 && in[3] && (!att_bias_dtype(in[3]->dtype, &code) || in[3]->ndim > 4)) return false;
+    int64_t dk = in[0]->dims[3], dv = in[2]->dims[3];
+    return (dk < 0 || dk <= 256) && (dv < 0 || dv <= 256);
+}
