@@ -20,17 +20,29 @@
 #define ATT_THREADS 128
 #define ATT_MASKED (-1e30f)
 
-// Everything a launch needs, passed by value. Element strides of the bias are 0 on broadcast dims.
+// Everything a launch needs, passed by value. Q, K, V and Y rows are found through element strides
+// over (batch, head, position), their last dim contiguous: KnSdpa's [B,H,S,D] and the contrib ops'
+// [B,S,H*D] (or a fused [B,S,3*hidden] projection) alike. Bias strides are 0 on broadcast dims.
 struct att_args {
     const void *q, *k, *v, *bias;
-    float *lse;        // [B,Hq,S] or NULL
-    const int *ranges; // [nb_rows][2] key bounds per bias row, or NULL (no skipping)
-    int bias_dt;       // 0 float32, 1 float16, 2 bfloat16
-    int64_t bs[4];     // bias strides over b, h, i, t
-    int rng_h, rng_s;  // ranges indexing: rows (b?, h?, i?) with extents 1 on broadcast dims
+    int64_t qst[3], kst[3], vst[3], yst[3];
+    const void *qb, *kb, *vb; // com.microsoft: per-column input biases [heads * D] added on load, or NULL
+    float *lse;               // [B,Hq,S] or NULL
+    const int *ranges;        // [rows][2] key bounds per range row, or NULL (no skipping)
+    int bias_dt;              // 0 float32, 1 float16, 2 bfloat16
+    int64_t bs[4];            // bias strides over b, h, i, t
+    int rng_b, rng_h, rng_s;  // range rows: extents over (b, h, i), 1 where the masks do not vary
+    // com.microsoft key mask: 0 none, 1 [B] key ends, 2 [2B] ends then starts, 3 [B,T] 0/1;
+    // dtype 0 int32, 1 int64, 2 bool. A masked key, and with causal_filter a future one, gets
+    // `filter` added (mask_filter_value) instead of being hidden.
+    const void *kmask;
+    int kmask_kind, kmask_dt;
+    float filter;
+    bool causal_filter;
+    float skip_below; // keys whose additive terms are at or below this may be skipped
     int B, Hq, Hkv, S, T, Dk, Dv;
     float scale;
-    bool causal;
+    bool causal; // KnSdpa: future keys hidden (-inf)
 };
 
 __device__ static inline float att_bias(const att_args &a, int b, int h, int i, int t) {
@@ -40,21 +52,49 @@ __device__ static inline float att_bias(const att_args &a, int b, int h, int i, 
     return __bfloat162float(((const __nv_bfloat16 *)a.bias)[off]);
 }
 
-// Keys [lo, hi) query row i of (b, h) must visit: its bias row's unmasked span, clipped by the
+__device__ static inline int64_t att_mask_int(const att_args &a, int64_t i) {
+    if (a.kmask_dt == 0) return ((const int32_t *)a.kmask)[i];
+    if (a.kmask_dt == 1) return ((const int64_t *)a.kmask)[i];
+    return ((const uint8_t *)a.kmask)[i];
+}
+
+// The contrib ops' filter terms of key t for query row i of batch b: mask_filter_value once for a
+// masked key and once more for a future one (unless !causal: the key spans leave the frontier to
+// att_row_range), summed first as the CPU's mask buffer does.
+__device__ static inline float att_filter(const att_args &a, int b, int i, int t, bool causal) {
+    float f = 0.0f;
+    if (a.kmask_kind) {
+        bool keep;
+        if (a.kmask_kind == 3) keep = att_mask_int(a, (int64_t)b * a.T + t) > 0;
+        else keep = t < att_mask_int(a, b) && (a.kmask_kind == 1 || t >= att_mask_int(a, a.B + b));
+        if (!keep) f = a.filter;
+    }
+    if (causal && a.causal_filter && t > i) f += a.filter;
+    return f;
+}
+
+// What the masks add to key t of query row i of (b, h), causal frontiers aside (the key spans'
+// view): the key mask's filter, then the bias.
+__device__ static inline float att_add(const att_args &a, int b, int h, int i, int t) {
+    float x = a.kmask_kind ? att_filter(a, b, i, t, false) : 0.0f;
+    return a.bias ? x + att_bias(a, b, h, i, t) : x;
+}
+
+// Keys [lo, hi) query row i of (b, h) must visit: its range row's unmasked span, clipped by the
 // causal frontier; the whole visible row when that leaves nothing (then no key is skipped).
 __device__ static inline void att_row_range(const att_args &a, int b, int h, int i, int *lo, int *hi) {
     int l = 0, e = a.T;
     if (a.ranges) {
-        int r = ((a.bs[0] ? b : 0) * a.rng_h + (a.bs[1] ? h : 0)) * a.rng_s + (a.bs[2] ? i : 0);
+        int r = ((a.rng_b > 1 ? b : 0) * a.rng_h + (a.rng_h > 1 ? h : 0)) * a.rng_s + (a.rng_s > 1 ? i : 0);
         l = a.ranges[2 * r];
         e = a.ranges[2 * r + 1];
     }
-    if (a.causal) {
+    if (a.causal || (a.causal_filter && a.filter <= a.skip_below)) {
         int vis = i + 1 < a.T ? i + 1 : a.T;
         if (e > vis) e = vis;
-        if (l >= e) {
+        if (l >= e) { // no unmasked visible key: the row as the CPU walks it
             l = 0;
-            e = vis;
+            e = a.causal ? vis : a.T;
         }
     }
     *lo = l;
@@ -97,8 +137,15 @@ __device__ static void att_block_range(const att_args &a, int b, int h, int q0, 
 __device__ static inline float att_score(const att_args &a, float s, int b, int h, int i, int t) {
     if (t >= a.T || i >= a.S || (a.causal && t > i)) return -INFINITY;
     float x = s * a.scale;
+    if (a.kmask_kind || a.causal_filter) x += att_filter(a, b, i, t, true);
     if (a.bias) x += att_bias(a, b, h, i, t);
     return x;
+}
+
+// One element of a Q/K/V row, plus its column's input bias when there is one (rounded back to T).
+template <class T> __device__ static inline T att_ld(const T *p, const T *bias, int c) {
+    if (!bias) return *p;
+    return kn_num<T>::st(kn_num<T>::ld(*p) + kn_num<T>::ld(bias[c]));
 }
 
 // ---- float16 / bfloat16: tensor cores ----
@@ -127,16 +174,18 @@ template <class T, int HD, int BK> __global__ void __launch_bounds__(ATT_THREADS
     KN_SHARED(int, red, 2 * (ATT_THREADS / 32));
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
     int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * BQ, kvh = h / (a.Hq / a.Hkv);
-    const T *Q = (const T *)a.q + (int64_t)(b * a.Hq + h) * a.S * a.Dk;
-    const T *K = (const T *)a.k + (int64_t)(b * a.Hkv + kvh) * a.T * a.Dk;
-    const T *V = (const T *)a.v + (int64_t)(b * a.Hkv + kvh) * a.T * a.Dv;
+    const T *Q = (const T *)a.q + b * a.qst[0] + h * a.qst[1];
+    const T *K = (const T *)a.k + b * a.kst[0] + kvh * a.kst[1];
+    const T *V = (const T *)a.v + b * a.vst[0] + kvh * a.vst[1];
+    const T *qb = a.qb ? (const T *)a.qb + h * a.Dk : NULL, *kb = a.kb ? (const T *)a.kb + kvh * a.Dk : NULL;
+    const T *vb = a.vb ? (const T *)a.vb + kvh * a.Dv : NULL;
     T zero = kn_num<T>::st(0.0f);
     int lo, hi;
     att_block_range(a, b, h, q0, BQ, red, &lo, &hi);
 
     for (int e = tid; e < BQ * HD; e += ATT_THREADS) {
         int r = e / HD, c = e % HD, i = q0 + r;
-        sm[r * LD + c] = i < a.S && c < a.Dk ? Q[(int64_t)i * a.Dk + c] : zero;
+        sm[r * LD + c] = i < a.S && c < a.Dk ? att_ld(Q + i * a.qst[2] + c, qb, c) : zero;
     }
     __syncthreads();
     uint32_t qf[KQ][4];
@@ -152,8 +201,8 @@ template <class T, int HD, int BK> __global__ void __launch_bounds__(ATT_THREADS
     for (int k0 = lo / BK * BK; k0 < hi; k0 += BK) {
         for (int e = tid; e < BK * HD; e += ATT_THREADS) {
             int r = e / HD, c = e % HD, t = k0 + r;
-            sm[r * LD + c] = t < a.T && c < a.Dk ? K[(int64_t)t * a.Dk + c] : zero;
-            sm[(BK + r) * LD + c] = t < a.T && c < a.Dv ? V[(int64_t)t * a.Dv + c] : zero;
+            sm[r * LD + c] = t < a.T && c < a.Dk ? att_ld(K + t * a.kst[2] + c, kb, c) : zero;
+            sm[(BK + r) * LD + c] = t < a.T && c < a.Dv ? att_ld(V + t * a.vst[2] + c, vb, c) : zero;
         }
         __syncthreads();
         // S = Q.K^T for the warp's 16 rows and the tile's BK keys
@@ -215,7 +264,7 @@ template <class T, int HD, int BK> __global__ void __launch_bounds__(ATT_THREADS
         __syncthreads(); // the next tile overwrites K and V
     }
 
-    T *Y = (T *)y + (int64_t)(b * a.Hq + h) * a.S * a.Dv;
+    T *Y = (T *)y + b * a.yst[0] + h * a.yst[1];
     for (int r = 0; r < 2; r++) {
         float l = lrow[r];
         l += __shfl_xor_sync(0xffffffffu, l, 1);
@@ -226,7 +275,7 @@ template <class T, int HD, int BK> __global__ void __launch_bounds__(ATT_THREADS
         for (int n = 0; n < ND; n++)
             for (int e = 0; e < 2; e++) {
                 int c = n * 8 + 2 * t4 + e;
-                if (c < a.Dv) Y[(int64_t)i * a.Dv + c] = kn_num<T>::st(o[n][2 * r + e] * inv);
+                if (c < a.Dv) Y[i * a.yst[2] + c] = kn_num<T>::st(o[n][2 * r + e] * inv);
             }
         if (a.lse && t4 == 0) a.lse[(int64_t)(b * a.Hq + h) * a.S + i] = l == 0.0f ? -INFINITY : mrow[r] + logf(l);
     }
@@ -253,14 +302,17 @@ template <int HD> __global__ void __launch_bounds__(ATT_THREADS) att_f32_kernel(
     KN_SHARED_PTR(float) ps = dyn + (BQ + BK) * LD;
     int tid = threadIdx.x, ty = tid >> 3, tx = tid & 7;
     int b = blockIdx.z, h = blockIdx.y, q0 = blockIdx.x * BQ, kvh = h / (a.Hq / a.Hkv);
-    const float *Q = (const float *)a.q + (int64_t)(b * a.Hq + h) * a.S * a.Dk;
-    const float *K = (const float *)a.k + (int64_t)(b * a.Hkv + kvh) * a.T * a.Dk;
-    const float *V = (const float *)a.v + (int64_t)(b * a.Hkv + kvh) * a.T * a.Dv;
+    const float *Q = (const float *)a.q + b * a.qst[0] + h * a.qst[1];
+    const float *K = (const float *)a.k + b * a.kst[0] + kvh * a.kst[1];
+    const float *V = (const float *)a.v + b * a.vst[0] + kvh * a.vst[1];
+    const float *qb = a.qb ? (const float *)a.qb + h * a.Dk : NULL;
+    const float *kb = a.kb ? (const float *)a.kb + kvh * a.Dk : NULL;
+    const float *vb = a.vb ? (const float *)a.vb + kvh * a.Dv : NULL;
     int lo, hi;
     att_block_range(a, b, h, q0, BQ, red, &lo, &hi);
     for (int e = tid; e < BQ * HD; e += ATT_THREADS) {
         int r = e / HD, c = e % HD, i = q0 + r;
-        qs[r * LD + c] = i < a.S && c < a.Dk ? Q[(int64_t)i * a.Dk + c] : 0.0f;
+        qs[r * LD + c] = i < a.S && c < a.Dk ? att_ld(Q + i * a.qst[2] + c, qb, c) : 0.0f;
     }
     float o[2][NJ];
     for (int r = 0; r < 2; r++)
@@ -272,7 +324,7 @@ template <int HD> __global__ void __launch_bounds__(ATT_THREADS) att_f32_kernel(
         __syncthreads(); // Q written (first tile); the previous tile's V and P read
         for (int e = tid; e < BK * HD; e += ATT_THREADS) {
             int r = e / HD, c = e % HD, t = k0 + r;
-            kv[r * LD + c] = t < a.T && c < a.Dk ? K[(int64_t)t * a.Dk + c] : 0.0f;
+            kv[r * LD + c] = t < a.T && c < a.Dk ? att_ld(K + t * a.kst[2] + c, kb, c) : 0.0f;
         }
         __syncthreads();
         float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
@@ -305,7 +357,7 @@ template <int HD> __global__ void __launch_bounds__(ATT_THREADS) att_f32_kernel(
         __syncthreads(); // K read by all; P written
         for (int e = tid; e < BK * HD; e += ATT_THREADS) {
             int r = e / HD, c = e % HD, t = k0 + r;
-            kv[r * LD + c] = t < a.T && c < a.Dv ? V[(int64_t)t * a.Dv + c] : 0.0f;
+            kv[r * LD + c] = t < a.T && c < a.Dv ? att_ld(V + t * a.vst[2] + c, vb, c) : 0.0f;
         }
         __syncthreads();
         int kend = a.T - k0 < BK ? a.T - k0 : BK;
@@ -320,7 +372,7 @@ template <int HD> __global__ void __launch_bounds__(ATT_THREADS) att_f32_kernel(
         }
     }
 
-    float *Y = y + (int64_t)(b * a.Hq + h) * a.S * a.Dv;
+    float *Y = y + b * a.yst[0] + h * a.yst[1];
     for (int r = 0; r < 2; r++) {
         float l = lrow[r];
         for (int m = 1; m < 8; m <<= 1) l += __shfl_xor_sync(0xffffffffu, l, m);
@@ -329,7 +381,7 @@ template <int HD> __global__ void __launch_bounds__(ATT_THREADS) att_f32_kernel(
         float inv = l == 0.0f ? 0.0f : 1.0f / l;
         for (int j = 0; j < NJ; j++) {
             int c = tx + 8 * j;
-            if (c < a.Dv) Y[(int64_t)i * a.Dv + c] = o[r][j] * inv;
+            if (c < a.Dv) Y[i * a.yst[2] + c] = o[r][j] * inv;
         }
         if (a.lse && tx == 0) a.lse[(int64_t)(b * a.Hq + h) * a.S + i] = l == 0.0f ? -INFINITY : mrow[r] + logf(l);
     }
@@ -343,8 +395,8 @@ __global__ void att_ranges_kernel(att_args a, int *ranges, int nrows) {
     int i = row % a.rng_s, h = row / a.rng_s % a.rng_h, b = row / a.rng_s / a.rng_h;
     int l = INT_MAX, e = -1;
     for (int t = lane; t < a.T; t += 32) {
-        float v = att_bias(a, b, h, i, t);
-        if (!(v <= ATT_MASKED)) { // NaN counts as unmasked: it must reach the output
+        float v = att_add(a, b, h, i, t);
+        if (!(v <= a.skip_below)) { // NaN counts as unmasked: it must reach the output
             if (t < l) l = t;
             e = t;
         }
@@ -412,6 +464,72 @@ static bool att_bias_dtype(kn_dtype t, int *code) {
     return *code >= 0;
 }
 
+// Fills a's bias from M, broadcast numpy-style to [B,Hq,S,T] (what KnSdpa allows; the contrib
+// ops' attention_bias [B|1,N|1,S,T] is a case of it).
+static kn_status *att_set_bias(const kn_node *node, const kn_tensor *M, att_args *a) {
+    char b1[KN_DESC_LEN];
+    if (!M || kn_numel(M) == 0) return NULL;
+    if (M->ndim > 4 || !att_bias_dtype(M->dtype, &a->bias_dt))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: bias %s must be float and of rank <= 4", node->op_type,
+                        kn_tensor_desc(M, b1, sizeof b1));
+    int64_t full[4] = {a->B, a->Hq, a->S, a->T}, md[4] = {1, 1, 1, 1};
+    for (int d = 0; d < M->ndim; d++) md[4 - M->ndim + d] = M->dims[d];
+    int64_t st = 1;
+    for (int d = 3; d >= 0; d--) {
+        if (md[d] != 1 && md[d] != full[d])
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: bias %s does not broadcast to [%lld,%lld,%lld,%lld]",
+                            node->op_type, kn_tensor_desc(M, b1, sizeof b1), (long long)a->B, (long long)a->Hq,
+                            (long long)a->S, (long long)a->T);
+        a->bs[d] = md[d] == 1 ? 0 : st;
+        st *= md[d];
+    }
+    a->bias = M->data;
+    return NULL;
+}
+
+// The shared launch: key spans per range row when the masks vary along the keys and the spans fit
+// the stream's workspace (otherwise every key is visited: slower, same result), then the kernel.
+static kn_status *att_run(kn_exec_ctx *ctx, const kn_node *node, att_args *a, kn_dtype dt, void *y) {
+    int hd = att_head_pad(a->Dk > a->Dv ? a->Dk : a->Dv);
+    if (!hd || a->B > 65535 || a->Hq > 65535)
+        return kn_error(KN_ERR_UNSUPPORTED, "%s: head sizes %d/%d or %d batches x %d heads beyond the CUDA kernel",
+                        node->op_type, a->Dk, a->Dv, a->B, a->Hq);
+    if ((int64_t)a->B * a->Hq * a->S == 0) return NULL;
+    cudaStream_t s = kn_cuda_s(ctx);
+    if ((a->bias && a->bs[3]) || a->kmask_kind) {
+        a->rng_b = a->bs[0] || a->kmask_kind ? a->B : 1;
+        a->rng_h = a->bias && a->bs[1] ? a->Hq : 1;
+        a->rng_s = a->bias && a->bs[2] ? a->S : 1;
+        int64_t nrows = (int64_t)a->rng_b * a->rng_h * a->rng_s;
+        kn_cuda_stream *cs = kn_cuda_st(ctx);
+        if ((size_t)nrows * 2 * sizeof(int) <= cs->ws_bytes && nrows < INT_MAX / 2) {
+            int *ranges = (int *)cs->ws;
+            int per = ATT_THREADS / 32;
+            KN_LAUNCH(att_ranges_kernel, (unsigned)((nrows + per - 1) / per), ATT_THREADS, 0, s, *a, ranges,
+                      (int)nrows);
+            KN_CUDA_LAUNCHED(node, "attention key spans");
+            a->ranges = ranges;
+        }
+    }
+    if (dt == KN_F32) {
+        dim3 grid((unsigned)((a->S + ATT_F32_BQ - 1) / ATT_F32_BQ), (unsigned)a->Hq, (unsigned)a->B);
+        KN_CUDA_TRY(att_dispatch_f32(*a, (float *)y, hd, grid, s), node, "attention shared memory");
+    } else {
+        dim3 grid((unsigned)((a->S + 63) / 64), (unsigned)a->Hq, (unsigned)a->B);
+        if (dt == KN_F16) att_dispatch_mma<__half>(*a, y, hd, grid, s);
+        else if (dt == KN_BF16) att_dispatch_mma<__nv_bfloat16>(*a, y, hd, grid, s);
+        else return kn_error(KN_ERR_UNSUPPORTED, "%s: dtype not float32/float16/bfloat16", node->op_type);
+    }
+    KN_CUDA_LAUNCHED(node, "attention kernel");
+    return NULL;
+}
+
+static void att_strides(int64_t st[3], int64_t sb, int64_t sh, int64_t ss) {
+    st[0] = sb;
+    st[1] = sh;
+    st[2] = ss;
+}
+
 KN_CUDA_KERNEL(KnSdpa) {
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN], b3[KN_DESC_LEN];
     const kn_params_attention *ap = KN_PARAMS(node, attention);
@@ -431,16 +549,18 @@ KN_CUDA_KERNEL(KnSdpa) {
                         "heads)",
                         kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2),
                         kn_tensor_desc(V, b3, sizeof b3));
-    int hd = att_head_pad(Dk > Dv ? Dk : Dv);
-    if (!hd || B > 65535 || Hq > 65535 || S > INT_MAX - 64 || T > INT_MAX - 64)
-        return kn_error(KN_ERR_UNSUPPORTED, "KnSdpa: Q %s, V %s beyond the CUDA kernel (head size <= 256)",
+    if (B > INT_MAX || Hq > INT_MAX || S > INT_MAX - 64 || T > INT_MAX - 64 || Dk > INT_MAX || Dv > INT_MAX)
+        return kn_error(KN_ERR_UNSUPPORTED, "KnSdpa: Q %s, V %s too large for the CUDA kernel",
                         kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(V, b2, sizeof b2));
-    if (B * Hq * S == 0) return NULL;
     att_args a;
     memset(&a, 0, sizeof a);
     a.q = Q->data;
     a.k = K->data;
     a.v = V->data;
+    att_strides(a.qst, Hq * S * Dk, S * Dk, Dk);
+    att_strides(a.kst, Hkv * T * Dk, T * Dk, Dk);
+    att_strides(a.vst, Hkv * T * Dv, T * Dv, Dv);
+    att_strides(a.yst, Hq * S * Dv, S * Dv, Dv);
     a.lse = L ? (float *)L->data : NULL;
     a.B = (int)B;
     a.Hq = (int)Hq;
@@ -451,48 +571,9 @@ KN_CUDA_KERNEL(KnSdpa) {
     a.Dv = (int)Dv;
     a.scale = ap->has_scale ? ap->scale : Dk > 0 ? 1.0f / sqrtf((float)Dk) : 1.0f;
     a.causal = ap->is_causal;
-    cudaStream_t s = kn_cuda_s(ctx);
-    if (M && kn_numel(M) > 0) {
-        if (M->ndim > 4 || !att_bias_dtype(M->dtype, &a.bias_dt))
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "KnSdpa: bias %s must be float and of rank <= 4",
-                            kn_tensor_desc(M, b1, sizeof b1));
-        int64_t full[4] = {B, Hq, S, T}, md[4] = {1, 1, 1, 1};
-        for (int d = 0; d < M->ndim; d++) md[4 - M->ndim + d] = M->dims[d];
-        int64_t st = 1;
-        for (int d = 3; d >= 0; d--) {
-            if (md[d] != 1 && md[d] != full[d])
-                return kn_error(KN_ERR_INVALID_ARGUMENT, "KnSdpa: bias %s does not broadcast to [%lld,%lld,%lld,%lld]",
-                                kn_tensor_desc(M, b1, sizeof b1), (long long)B, (long long)Hq, (long long)S,
-                                (long long)T);
-            a.bs[d] = md[d] == 1 ? 0 : st;
-            st *= md[d];
-        }
-        a.bias = M->data;
-        // key spans per bias row, when the bias varies along the keys and the spans fit the
-        // stream's workspace (otherwise every key is visited: slower, same result)
-        a.rng_h = a.bs[1] ? (int)Hq : 1;
-        a.rng_s = a.bs[2] ? (int)S : 1;
-        int64_t nrows = (a.bs[0] ? B : 1) * a.rng_h * a.rng_s;
-        kn_cuda_stream *cs = kn_cuda_st(ctx);
-        if (a.bs[3] && (size_t)nrows * 2 * sizeof(int) <= cs->ws_bytes && nrows < INT_MAX / 2) {
-            int *ranges = (int *)cs->ws;
-            int per = ATT_THREADS / 32;
-            KN_LAUNCH(att_ranges_kernel, (unsigned)((nrows + per - 1) / per), ATT_THREADS, 0, s, a, ranges, (int)nrows);
-            KN_CUDA_LAUNCHED(node, "KnSdpa key spans");
-            a.ranges = ranges;
-        }
-    }
-    if (Q->dtype == KN_F32) {
-        dim3 grid((unsigned)((S + ATT_F32_BQ - 1) / ATT_F32_BQ), (unsigned)Hq, (unsigned)B);
-        KN_CUDA_TRY(att_dispatch_f32(a, (float *)Y->data, hd, grid, s), node, "KnSdpa shared memory");
-    } else {
-        dim3 grid((unsigned)((S + 63) / 64), (unsigned)Hq, (unsigned)B);
-        if (Q->dtype == KN_F16) att_dispatch_mma<__half>(a, Y->data, hd, grid, s);
-        else if (Q->dtype == KN_BF16) att_dispatch_mma<__nv_bfloat16>(a, Y->data, hd, grid, s);
-        else return kn_err_dtype(node, Q);
-    }
-    KN_CUDA_LAUNCHED(node, "KnSdpa kernel");
-    return NULL;
+    a.skip_below = ATT_MASKED;
+    KN_TRY(att_set_bias(node, M, &a));
+    return att_run(ctx, node, &a, Q->dtype, Y->data);
 }
 
 // KnSdpa nodes as the fusion pass and autograd make them: 4-D float Q, K, V of one dtype, a float
@@ -509,4 +590,220 @@ bool kn_cuda_sdpa_supports(const kn_node *n, const kn_tensor *const *in, int n_i
     if (n_in == 4 && in[3] && (!att_bias_dtype(in[3]->dtype, &code) || in[3]->ndim > 4)) return false;
     int64_t dk = in[0]->dims[3], dv = in[2]->dims[3];
     return (dk < 0 || dk <= 256) && (dv < 0 || dv <= 256);
+}
+
+// ---- com.microsoft Attention and MultiHeadAttention: the same kernel on [B,S,N*H] rows ----
+
+// The key mask (mask_index [B] / [2B] or a 2-D [B,T] 0/1 mask), the filter value and causality
+// of the contrib ops, as ms_build_mask in kernels/cpu/contrib.c applies them.
+static kn_status *att_ms_mask(const kn_node *node, const kn_tensor *m, att_args *a) {
+    char b1[KN_DESC_LEN];
+    const kn_params_ms_attention *p = KN_PARAMS(node, ms_attention);
+    a->filter = p->mask_filter_value;
+    a->causal_filter = p->unidirectional;
+    // a masked key's weight exp(s + filter - max) is exactly 0 in float32 once the row has an
+    // unmasked key and |filter| exceeds the score spread by ~104: skip such keys for filters of
+    // -10000 (the default) and below; -inf biases are always skippable
+    a->skip_below = p->mask_filter_value <= -1e4f ? p->mask_filter_value * 0.5f : ATT_MASKED;
+    if (!m) return NULL;
+    a->kmask = m->data;
+    a->kmask_dt = m->dtype == KN_I32 ? 0 : m->dtype == KN_I64 ? 1 : m->dtype == KN_BOOL ? 2 : -1;
+    if (a->kmask_dt < 0) return kn_err_dtype(node, m);
+    if (m->ndim == 1 && m->dims[0] == a->B) a->kmask_kind = 1;
+    else if (m->ndim == 1 && m->dims[0] == 2 * a->B && a->B > 0) a->kmask_kind = 2;
+    else if (m->ndim == 2 && m->dims[0] == a->B && m->dims[1] == a->T) a->kmask_kind = 3;
+    else
+        return kn_error(KN_ERR_UNSUPPORTED, "%s: mask %s not supported on cuda (expected [B], [2B] or [B,T])",
+                        node->op_type, kn_tensor_desc(m, b1, sizeof b1));
+    return NULL;
+}
+
+static bool att_ms_mask_ok(const kn_tensor *m) {
+    return !m || ((m->dtype == KN_I32 || m->dtype == KN_I64 || m->dtype == KN_BOOL) && (m->ndim == 1 || m->ndim == 2));
+}
+
+static bool att_only_output0(const kn_node *n) {
+    for (int k = 1; k < n->n_outputs; k++)
+        if (n->outputs && n->outputs[k] >= 0) return false;
+    return true;
+}
+
+KN_CUDA_KERNEL(MsMultiHeadAttention) {
+    char b0[KN_DESC_LEN], b1[KN_DESC_LEN], b2[KN_DESC_LEN];
+    const kn_tensor *qt = in[0], *kt = n_in > 1 ? in[1] : NULL, *vt = n_in > 2 ? in[2] : NULL;
+    const kn_tensor *bias = n_in > 3 ? in[3] : NULL, *mask = n_in > 4 ? in[4] : NULL, *ab = n_in > 5 ? in[5] : NULL;
+    int64_t N = KN_PARAMS(node, ms_attention)->num_heads;
+    if (!kt || !vt || qt->ndim != 3 || N <= 0 || qt->dims[2] % N || kt->dtype != qt->dtype || vt->dtype != qt->dtype)
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "MultiHeadAttention: query %s must be [B,S,D] with D divisible by num_heads %lld, and key and "
+                        "value given in its dtype",
+                        kn_tensor_desc(qt, b0, sizeof b0), (long long)N);
+    int64_t B = qt->dims[0], S = qt->dims[1], D = qt->dims[2], H = D / N, L, Hv;
+    bool bnsh = kt->ndim == 4;
+    if (kt->ndim == 3 && vt->ndim == 3 && kt->dims[0] == B && vt->dims[0] == B && kt->dims[1] == vt->dims[1] &&
+        kt->dims[2] == D && vt->dims[2] % N == 0) {
+        L = kt->dims[1];
+        Hv = vt->dims[2] / N;
+    } else if (bnsh && vt->ndim == 4 && kt->dims[0] == B && vt->dims[0] == B && kt->dims[1] == N && vt->dims[1] == N &&
+               kt->dims[2] == vt->dims[2] && kt->dims[3] == H && !bias) {
+        L = kt->dims[2];
+        Hv = vt->dims[3];
+    } else {
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "MultiHeadAttention: key %s / value %s do not fit query %s (need [B,L,D]/[B,L,Dv], or "
+                        "[B,N,L,H]/[B,N,L,Hv] without bias)",
+                        kn_tensor_desc(kt, b1, sizeof b1), kn_tensor_desc(vt, b2, sizeof b2),
+                        kn_tensor_desc(qt, b0, sizeof b0));
+    }
+    int64_t Dv = N * Hv;
+    if (bias && (bias->ndim != 1 || bias->dims[0] != 2 * D + Dv || bias->dtype != qt->dtype))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "MultiHeadAttention: bias %s must be [%lld] of the query's dtype",
+                        kn_tensor_desc(bias, b1, sizeof b1), (long long)(2 * D + Dv));
+    att_args a;
+    memset(&a, 0, sizeof a);
+    a.B = (int)B;
+    a.Hq = a.Hkv = (int)N;
+    a.S = (int)S;
+    a.T = (int)L;
+    a.Dk = (int)H;
+    a.Dv = (int)Hv;
+    a.q = qt->data;
+    a.k = kt->data;
+    a.v = vt->data;
+    att_strides(a.qst, S * D, H, D);
+    if (bnsh) {
+        att_strides(a.kst, N * L * H, L * H, H);
+        att_strides(a.vst, N * L * Hv, L * Hv, Hv);
+    } else {
+        att_strides(a.kst, L * D, H, D);
+        att_strides(a.vst, L * Dv, Hv, Dv);
+    }
+    att_strides(a.yst, S * Dv, Hv, Dv);
+    if (bias) {
+        size_t es = kn_dtype_size(qt->dtype);
+        a.qb = bias->data;
+        a.kb = (const char *)bias->data + es * (size_t)D;
+        a.vb = (const char *)bias->data + es * (size_t)(2 * D);
+    }
+    float sc = KN_PARAMS(node, ms_attention)->scale;
+    a.scale = sc != 0.0f ? sc : (float)(1.0 / sqrt((double)H));
+    KN_TRY(att_ms_mask(node, mask, &a));
+    KN_TRY(att_set_bias(node, ab, &a));
+    return att_run(ctx, node, &a, qt->dtype, out[0]->data);
+}
+
+// Separate query/key/value [B,S,D] (or [B,N,L,H] key/value), no past, outputs beyond 0 not wired.
+bool kn_cuda_ms_mha_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
+    if (n_in < 3 || !in[0] || !in[1] || !in[2] || n_in > 6 || !att_only_output0(n)) return false;
+    kn_dtype t = in[0]->dtype;
+    if (!kn_cuda_float(t) || in[1]->dtype != t || in[2]->dtype != t || in[0]->ndim != 3) return false;
+    if (n_in > 3 && in[3] && in[3]->dtype != t) return false;
+    if (n_in > 4 && !att_ms_mask_ok(in[4])) return false;
+    int code;
+    if (n_in > 5 && in[5] && (!att_bias_dtype(in[5]->dtype, &code) || in[5]->ndim != 4)) return false;
+    int64_t N = KN_PARAMS(n, ms_attention)->num_heads;
+    return N > 0 && (in[0]->dims[2] < 0 || in[0]->dims[2] <= 256 * N);
+}
+
+KN_CUDA_KERNEL(MsAttention) {
+    char b0[KN_DESC_LEN], b1[KN_DESC_LEN];
+    const kn_tensor *x = in[0], *w = n_in > 1 ? in[1] : NULL, *bias = n_in > 2 ? in[2] : NULL;
+    const kn_tensor *mask = n_in > 3 ? in[3] : NULL, *ab = n_in > 5 ? in[5] : NULL;
+    const kn_params_ms_attention *p = KN_PARAMS(node, ms_attention);
+    int64_t N = p->num_heads;
+    if (!w || x->ndim != 3 || w->ndim != 2 || w->dims[0] != x->dims[2] || N <= 0 || w->dtype != x->dtype)
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "Attention: need input [B,S,D], weights [D, 3*hidden] of its dtype and num_heads > 0, got %s "
+                        "and %s",
+                        kn_tensor_desc(x, b0, sizeof b0), w ? kn_tensor_desc(w, b1, sizeof b1) : "none");
+    int64_t B = x->dims[0], S = x->dims[1], Din = x->dims[2], Dtot = w->dims[1], hq, hv;
+    if (p->n_qkv_hidden_sizes > 0) {
+        const int64_t *q = p->qkv_hidden_sizes;
+        if (p->n_qkv_hidden_sizes != 3 || q[0] != q[1] || q[0] <= 0 || q[2] <= 0 || q[0] + q[1] + q[2] != Dtot)
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "Attention: qkv_hidden_sizes must be [q, q, v] summing to weights dim 1 of %s",
+                            kn_tensor_desc(w, b1, sizeof b1));
+        hq = q[0];
+        hv = q[2];
+    } else {
+        if (Dtot % 3)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: weights %s dim 1 must be 3 * hidden",
+                            kn_tensor_desc(w, b1, sizeof b1));
+        hq = hv = Dtot / 3;
+    }
+    if (hq % N || hv % N)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: hidden sizes %lld/%lld not divisible by num_heads %lld",
+                        (long long)hq, (long long)hv, (long long)N);
+    if (bias && (bias->ndim != 1 || bias->dims[0] != Dtot || bias->dtype != x->dtype))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: bias %s must be [%lld] of the input's dtype",
+                        kn_tensor_desc(bias, b1, sizeof b1), (long long)Dtot);
+    int64_t H = hq / N, Hv = hv / N;
+    if (B * S == 0) return NULL;
+    // the projection [B*S, Dtot] = x . W through the MatMul kernel (cuBLASLt) into stream-ordered
+    // memory; the input bias is added as the attention kernel loads its tiles
+    cudaStream_t s = kn_cuda_s(ctx);
+    size_t es = kn_dtype_size(x->dtype), pb = (size_t)(B * S * Dtot) * es;
+    void *proj = NULL;
+    KN_CUDA_TRY(cudaMallocAsync(&proj, pb, s), node, "Attention projection buffer");
+    kn_tensor xa = *x, pr;
+    memset(&pr, 0, sizeof pr);
+    xa.ndim = 2;
+    xa.dims[0] = B * S;
+    xa.dims[1] = Din;
+    pr.kind = KN_KIND_TENSOR;
+    pr.dtype = x->dtype;
+    pr.ndim = 2;
+    pr.dims[0] = B * S;
+    pr.dims[1] = Dtot;
+    pr.data = proj;
+    pr.device = KN_DEVICE_CUDA;
+    const kn_tensor *mm_in[2] = {&xa, w};
+    kn_tensor *mm_out[1] = {&pr};
+    kn_status *st = kn_cuda_MatMul(ctx, node, mm_in, 2, mm_out, 1);
+    if (!st) {
+        att_args a;
+        memset(&a, 0, sizeof a);
+        a.B = (int)B;
+        a.Hq = a.Hkv = (int)N;
+        a.S = a.T = (int)S;
+        a.Dk = (int)H;
+        a.Dv = (int)Hv;
+        a.q = proj;
+        a.k = (const char *)proj + es * (size_t)hq;
+        a.v = (const char *)proj + es * (size_t)(2 * hq);
+        att_strides(a.qst, S * Dtot, H, Dtot);
+        att_strides(a.kst, S * Dtot, H, Dtot);
+        att_strides(a.vst, S * Dtot, Hv, Dtot);
+        att_strides(a.yst, S * hv, Hv, hv);
+        if (bias) {
+            a.qb = bias->data;
+            a.kb = (const char *)bias->data + es * (size_t)hq;
+            a.vb = (const char *)bias->data + es * (size_t)(2 * hq);
+        }
+        a.scale = p->scale != 0.0f ? p->scale : (float)(1.0 / sqrt((double)H));
+        st = att_ms_mask(node, mask, &a);
+        if (!st) st = att_set_bias(node, ab, &a);
+        if (!st) st = att_run(ctx, node, &a, x->dtype, out[0]->data);
+    }
+    cudaError_t fe = cudaFreeAsync(proj, s);
+    if (st) return st;
+    KN_CUDA_TRY(fe, node, "Attention projection buffer");
+    return NULL;
+}
+
+// Input [B,S,D] and weights of one dtype, no past (input 4) or past_sequence_length, no rotary or
+// shared buffer, outputs beyond 0 (present) not wired.
+bool kn_cuda_ms_attention_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
+    if (n_in < 2 || !in[0] || !in[1] || !att_only_output0(n)) return false;
+    const kn_params_ms_attention *p = KN_PARAMS(n, ms_attention);
+    if (p->do_rotary || p->past_present_share_buffer || p->num_heads <= 0) return false;
+    kn_dtype t = in[0]->dtype;
+    if (!kn_cuda_float(t) || in[1]->dtype != t || in[0]->ndim != 3 || in[1]->ndim != 2) return false;
+    if (n_in > 2 && in[2] && in[2]->dtype != t) return false;
+    if (n_in > 3 && !att_ms_mask_ok(in[3])) return false;
+    if ((n_in > 4 && in[4]) || (n_in > 6 && in[6])) return false;
+    int code;
+    if (n_in > 5 && in[5] && (!att_bias_dtype(in[5]->dtype, &code) || in[5]->ndim != 4)) return false;
+    int64_t dt = in[1]->dims[1];
+    return dt < 0 || dt <= 3 * 256 * p->num_heads;
 }

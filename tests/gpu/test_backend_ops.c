@@ -1366,10 +1366,124 @@ static void *sdpa_upload(const kn_tensor *t) {
 
 static double sdpa_worst_y[3], sdpa_worst_lse[3]; /* by dtype: f32, f16, bf16 */
 
-static void sdpa_case(kn_dtype dt, sdpa_case_t c) {
-    op_stats *S = &stats[KN_OP_KnSdpa];
-    if (!op_selected(KN_OP_KnSdpa)) return;
+/* node on the CPU over rin (float32) against node on the device over hin (dtype dt, the same
+ * values); output 0 in dt, further outputs (KnSdpa's logsumexp) float32. Tolerances: sdpa_tol. */
+static void att_check(kn_node *node, const kn_tensor *const *rin, const kn_tensor *const *hin, int n_in, int n_out,
+                      kn_dtype dt, const char *desc) {
+    int op = node->op;
+    op_stats *S = &stats[op];
     int di = dt == KN_F32 ? 0 : dt == KN_F16 ? 1 : 2;
+    S->cases++;
+    kn_tensor ref_t[2] = {{0}}, *ref[2] = {&ref_t[0], &ref_t[1]};
+    kn_scratch scratch = {0};
+    kn_exec_ctx cctx = {
+        .backend = kn_cpu_backend(), .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch, .seed = 1};
+    char why[256] = "";
+    kn_status *st = kn_node_eval_host(&cctx, node, rin, n_in, ref, n_out);
+    if (st) {
+        printf("FAIL %s(%s): cpu reference: %s\n", node->op_type, desc, kn_status_message(st));
+        kn_status_free(st);
+        S->failed++;
+        goto done;
+    }
+    if (!cu->supports(cu, node, hin, n_in)) {
+        printf("FAIL %s(%s): not supported\n", node->op_type, desc);
+        S->failed++;
+        goto done;
+    }
+    {
+        kn_tensor din_t[8], *din[8];
+        for (int i = 0; i < n_in; i++) {
+            din[i] = NULL;
+            if (!hin[i]) continue;
+            din_t[i] = *hin[i];
+            din_t[i].data = sdpa_upload(hin[i]);
+            din_t[i].device = KN_DEVICE_CUDA;
+            din_t[i].owns = false;
+            din[i] = &din_t[i];
+        }
+        kn_tensor dout_t[2], *dout[2];
+        char *graw[2] = {0};
+        size_t onb[2];
+        for (int o = 0; o < n_out; o++) {
+            dout_t[o] = ref_t[o];
+            if (o == 0) dout_t[o].dtype = dt;
+            dout_t[o].owns = false;
+            dout_t[o].device = KN_DEVICE_CUDA;
+            onb[o] = kn_nbytes(&dout_t[o]);
+            cudaMalloc((void **)&graw[o], onb[o] + 2 * GUARD);
+            cudaMemset(graw[o], GUARD_BYTE, onb[o] + 2 * GUARD);
+            dout_t[o].data = graw[o] + GUARD;
+            dout[o] = &dout_t[o];
+        }
+        cudaDeviceSynchronize();
+        kn_exec_ctx dctx = cctx;
+        dctx.backend = cu;
+        st = cu->stream_begin(cu, &dctx.stream);
+        if (!st) {
+            st = cu->kernel(cu, op)(&dctx, node, (const kn_tensor *const *)din, n_in, dout, n_out);
+            kn_status *e = cu->stream_end(cu, dctx.stream);
+            if (!st) st = e;
+            else if (e) kn_status_free(e);
+        }
+        int bad = 0;
+        if (st) {
+            snprintf(why, sizeof why, "%s", kn_status_message(st));
+            kn_status_free(st);
+            bad = 1;
+        }
+        for (int o = 0; o < n_out && !bad; o++) {
+            unsigned char *h = malloc(onb[o] + 2 * GUARD);
+            cudaMemcpy(h, graw[o], onb[o] + 2 * GUARD, cudaMemcpyDeviceToHost);
+            for (size_t i = 0; i < GUARD && !bad; i++)
+                if (h[i] != GUARD_BYTE || h[GUARD + onb[o] + i] != GUARD_BYTE) {
+                    snprintf(why, sizeof why, "output %d: stray write (guard byte %zu)", o, i);
+                    bad = 1;
+                }
+            kn_tensor g = dout_t[o];
+            g.data = h + GUARD;
+            double rtol, atol;
+            sdpa_tol(dt, &rtol, &atol);
+            if (o == 1) rtol = 0, atol = dt == KN_F32 ? 1e-4 : 2e-3; /* logsumexp: from float scores either way */
+            double *worst = o == 0 ? &sdpa_worst_y[di] : &sdpa_worst_lse[di];
+            for (int64_t i = 0; i < kn_numel(&ref_t[o]) && !bad; i++) {
+                double a = kn_get_f64(&ref_t[o], i), b = kn_get_f64(&g, i);
+                if (isnan(a) || isnan(b) || isinf(a) || isinf(b)) {
+                    if (!(a == b || (isnan(a) && isnan(b)))) {
+                        snprintf(why, sizeof why, "output %d element %lld: cpu %g, cuda %g", o, (long long)i, a, b);
+                        bad = 1;
+                    }
+                    continue;
+                }
+                double d = fabs(a - b);
+                if (op == KN_OP_KnSdpa && d > *worst) *worst = d;
+                if (d > S->worst) S->worst = d;
+                if (d > atol + rtol * fabs(a)) {
+                    snprintf(why, sizeof why, "output %d element %lld: cpu %.7g, cuda %.7g (|diff| %.3g > %.3g)", o,
+                             (long long)i, a, b, d, atol + rtol * fabs(a));
+                    bad = 1;
+                }
+            }
+            free(h);
+        }
+        if (bad) {
+            S->failed++;
+            printf("FAIL %s(%s): %s\n", node->op_type, desc, why);
+        } else {
+            S->passed++;
+            if (verbose) printf("  ok %s(%s)\n", node->op_type, desc);
+        }
+        for (int i = 0; i < n_in; i++)
+            if (din[i]) cu->free(cu, (void *)din_t[i].data);
+        for (int o = 0; o < n_out; o++) cudaFree(graw[o]);
+    }
+done:
+    for (int o = 0; o < n_out; o++) kn_tensor_release(&ref_t[o]);
+    kn_scratch_release(&scratch);
+}
+
+static void sdpa_case(kn_dtype dt, sdpa_case_t c) {
+    if (!op_selected(KN_OP_KnSdpa)) return;
     int64_t qd[4] = {c.B, c.Hq, c.S, c.Dk}, kd[4] = {c.B, c.Hkv, c.T, c.Dk}, vd[4] = {c.B, c.Hkv, c.T, c.Dv};
     kn_tensor *q = sdpa_rand(dt, 4, qd, 1.5), *k = sdpa_rand(dt, 4, kd, 1.5), *v = sdpa_rand(dt, 4, vd, 2.0);
     kn_tensor *bias = NULL;
@@ -1424,112 +1538,8 @@ static void sdpa_case(kn_dtype dt, sdpa_case_t c) {
                  : dt == KN_F16 ? "float16"
                                 : "bfloat16",
              c.B, c.Hq, c.Hkv, c.S, c.T, c.Dk, c.Dv, c.bias, c.causal ? " causal" : "", c.lse ? " lse" : "");
-    S->cases++;
-    const kn_tensor *rin[4] = {qf, kf, vf, bf};
-    kn_tensor ref_t[2] = {{0}}, *ref[2] = {&ref_t[0], &ref_t[1]};
-    kn_scratch scratch = {0};
-    kn_exec_ctx cctx = {
-        .backend = kn_cpu_backend(), .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch, .seed = 1};
-    char why[256] = "";
-    kn_status *st = kn_node_eval_host(&cctx, &node, rin, n_in, ref, n_out);
-    if (st) {
-        printf("FAIL KnSdpa(%s): cpu reference: %s\n", desc, kn_status_message(st));
-        kn_status_free(st);
-        S->failed++;
-        goto done;
-    }
-    const kn_tensor *hin[4] = {q, k, v, bias};
-    if (!cu->supports(cu, &node, hin, n_in)) {
-        printf("FAIL KnSdpa(%s): not supported\n", desc);
-        S->failed++;
-        goto done;
-    }
-    {
-        kn_tensor din_t[4], *din[4];
-        for (int i = 0; i < n_in; i++) {
-            din_t[i] = *hin[i];
-            din_t[i].data = sdpa_upload(hin[i]);
-            din_t[i].device = KN_DEVICE_CUDA;
-            din_t[i].owns = false;
-            din[i] = &din_t[i];
-        }
-        kn_tensor dout_t[2], *dout[2];
-        char *graw[2] = {0};
-        size_t onb[2];
-        for (int o = 0; o < n_out; o++) {
-            dout_t[o] = ref_t[o];
-            if (o == 0) dout_t[o].dtype = dt;
-            dout_t[o].owns = false;
-            dout_t[o].device = KN_DEVICE_CUDA;
-            onb[o] = kn_nbytes(&dout_t[o]);
-            cudaMalloc((void **)&graw[o], onb[o] + 2 * GUARD);
-            cudaMemset(graw[o], GUARD_BYTE, onb[o] + 2 * GUARD);
-            dout_t[o].data = graw[o] + GUARD;
-            dout[o] = &dout_t[o];
-        }
-        cudaDeviceSynchronize();
-        kn_exec_ctx dctx = cctx;
-        dctx.backend = cu;
-        st = cu->stream_begin(cu, &dctx.stream);
-        if (!st) {
-            st = cu->kernel(cu, KN_OP_KnSdpa)(&dctx, &node, (const kn_tensor *const *)din, n_in, dout, n_out);
-            kn_status *e = cu->stream_end(cu, dctx.stream);
-            if (!st) st = e;
-            else if (e) kn_status_free(e);
-        }
-        int bad = 0;
-        if (st) {
-            snprintf(why, sizeof why, "%s", kn_status_message(st));
-            kn_status_free(st);
-            bad = 1;
-        }
-        for (int o = 0; o < n_out && !bad; o++) {
-            unsigned char *h = malloc(onb[o] + 2 * GUARD);
-            cudaMemcpy(h, graw[o], onb[o] + 2 * GUARD, cudaMemcpyDeviceToHost);
-            for (size_t i = 0; i < GUARD && !bad; i++)
-                if (h[i] != GUARD_BYTE || h[GUARD + onb[o] + i] != GUARD_BYTE) {
-                    snprintf(why, sizeof why, "output %d: stray write (guard byte %zu)", o, i);
-                    bad = 1;
-                }
-            kn_tensor g = dout_t[o];
-            g.data = h + GUARD;
-            double rtol, atol;
-            sdpa_tol(dt, &rtol, &atol);
-            if (o == 1) rtol = 0, atol = dt == KN_F32 ? 1e-4 : 2e-3; /* logsumexp: from float scores either way */
-            double *worst = o == 0 ? &sdpa_worst_y[di] : &sdpa_worst_lse[di];
-            for (int64_t i = 0; i < kn_numel(&ref_t[o]) && !bad; i++) {
-                double a = kn_get_f64(&ref_t[o], i), b = kn_get_f64(&g, i);
-                if (isnan(a) || isnan(b) || isinf(a) || isinf(b)) {
-                    if (!(a == b || (isnan(a) && isnan(b)))) {
-                        snprintf(why, sizeof why, "output %d element %lld: cpu %g, cuda %g", o, (long long)i, a, b);
-                        bad = 1;
-                    }
-                    continue;
-                }
-                double d = fabs(a - b);
-                if (d > *worst) *worst = d;
-                if (d > S->worst) S->worst = d;
-                if (d > atol + rtol * fabs(a)) {
-                    snprintf(why, sizeof why, "output %d element %lld: cpu %.7g, cuda %.7g (|diff| %.3g > %.3g)", o,
-                             (long long)i, a, b, d, atol + rtol * fabs(a));
-                    bad = 1;
-                }
-            }
-            free(h);
-        }
-        if (bad) {
-            S->failed++;
-            printf("FAIL KnSdpa(%s): %s\n", desc, why);
-        } else {
-            S->passed++;
-            if (verbose) printf("  ok KnSdpa(%s)\n", desc);
-        }
-        for (int i = 0; i < n_in; i++) cu->free(cu, (void *)din_t[i].data);
-        for (int o = 0; o < n_out; o++) cudaFree(graw[o]);
-    }
-done:
-    for (int o = 0; o < n_out; o++) kn_tensor_release(&ref_t[o]);
-    kn_scratch_release(&scratch);
+    const kn_tensor *rin[4] = {qf, kf, vf, bf}, *hin[4] = {q, k, v, bias};
+    att_check(&node, rin, hin, n_in, n_out, dt, desc);
     free(node.params);
     kn_tensor_free(q);
     kn_tensor_free(k);
@@ -1560,6 +1570,114 @@ static void test_sdpa(void) {
         printf("KnSdpa max |diff| output / logsumexp: float32 %.3g / %.3g, float16 %.3g / %.3g, bfloat16 %.3g / %.3g\n",
                sdpa_worst_y[0], sdpa_worst_lse[0], sdpa_worst_y[1], sdpa_worst_lse[1], sdpa_worst_y[2],
                sdpa_worst_lse[2]);
+}
+
+/* com.microsoft MultiHeadAttention and Attention on the same kernel, against the CPU's float32
+ * kernels (kernels/cpu/contrib.c) on the same values. mask kinds: 0 none, 1 mask_index [B] (key
+ * ends; one batch row of length 0: all keys filtered), 2 [2B] ends then starts, 3 a 2-D [B,T]
+ * 0/1 mask (int64), 4 the same with mask_filter_value -1e9. Also the QKV bias, attention_bias
+ * [1,N,S,T], unidirectional, qkv_hidden_sizes with a different value head size, and for
+ * MultiHeadAttention a key/value sequence of its own length and key/value in [B,N,L,H]. */
+typedef struct {
+    int attn; /* 1: Attention (fused projection), 0: MultiHeadAttention */
+    int B, N, S, L, H, Hv, mask, qkv_bias, ab, causal, bnsh;
+} ms_case_t;
+
+static void ms_case(kn_dtype dt, ms_case_t c) {
+    int op = c.attn ? KN_OP_MsAttention : KN_OP_MsMultiHeadAttention;
+    if (!op_selected(op)) return;
+    if (c.attn) c.L = c.S;
+    int64_t D = (int64_t)c.N * c.H, Dv = (int64_t)c.N * c.Hv, Din = 24;
+    kn_tensor *hin[8] = {0};
+    int n_in;
+    if (c.attn) {
+        int64_t xd[3] = {c.B, c.S, Din}, wd[2] = {Din, 2 * D + Dv}, bd[1] = {2 * D + Dv};
+        hin[0] = sdpa_rand(dt, 3, xd, 1.0);
+        hin[1] = sdpa_rand(dt, 2, wd, 0.4);
+        if (c.qkv_bias) hin[2] = sdpa_rand(dt, 1, bd, 0.5);
+        n_in = 3;
+    } else {
+        int64_t qd[3] = {c.B, c.S, D}, kd[3] = {c.B, c.L, D}, vd[3] = {c.B, c.L, Dv}, bd[1] = {2 * D + Dv};
+        int64_t kd4[4] = {c.B, c.N, c.L, c.H}, vd4[4] = {c.B, c.N, c.L, c.Hv};
+        hin[0] = sdpa_rand(dt, 3, qd, 1.5);
+        hin[1] = c.bnsh ? sdpa_rand(dt, 4, kd4, 1.5) : sdpa_rand(dt, 3, kd, 1.5);
+        hin[2] = c.bnsh ? sdpa_rand(dt, 4, vd4, 2.0) : sdpa_rand(dt, 3, vd, 2.0);
+        if (c.qkv_bias) hin[3] = sdpa_rand(dt, 1, bd, 0.5);
+        n_in = 4;
+    }
+    int mi = c.attn ? 3 : 4, abi = 5;
+    if (c.mask) {
+        int64_t md1 = c.mask == 2 ? 2 * c.B : c.B, md2[2] = {c.B, c.L};
+        kn_tensor *m = NULL;
+        if (kn_tensor_new(c.mask >= 3 ? KN_I64 : KN_I32, c.mask >= 3 ? 2 : 1, c.mask >= 3 ? md2 : &md1, &m)) exit(1);
+        for (int b = 0; b < c.B; b++) {
+            int len = b == 0 ? c.L : b == 1 ? (c.L + 1) / 2 : 0, start = c.mask == 2 && b == 0 ? c.L / 3 : 0;
+            if (c.mask >= 3)
+                for (int t = 0; t < c.L; t++) kn_set_f64(m, (int64_t)b * c.L + t, t < len);
+            else {
+                kn_set_f64(m, b, len);
+                if (c.mask == 2) kn_set_f64(m, c.B + b, start);
+            }
+        }
+        hin[mi] = m;
+    }
+    if (c.ab) {
+        int64_t ad[4] = {1, c.N, c.S, c.L};
+        hin[abi] = sdpa_rand(KN_F32, 4, ad, 1.0);
+    }
+    for (int i = 0; i < 8; i++)
+        if (hin[i]) n_in = i + 1;
+    kn_tensor *rin[8] = {0};
+    for (int i = 0; i < n_in; i++)
+        if (hin[i]) rin[i] = kn_dtype_is_float(hin[i]->dtype) ? sdpa_widen(hin[i]) : hin[i];
+    kn_attr at[3];
+    int na = 0;
+    at[na++] = ai("num_heads", c.N);
+    if (c.causal) at[na++] = ai("unidirectional", 1);
+    if (c.mask == 4) at[na++] = af("mask_filter_value", -1e9f);
+    if (c.attn && c.Hv != c.H) {
+        static int64_t sizes[3];
+        sizes[0] = sizes[1] = D;
+        sizes[2] = Dv;
+        at[na++] = aints("qkv_hidden_sizes", sizes, 3);
+    }
+    kn_node node = {0};
+    node.name = (char *)"ms";
+    node.op_type = (char *)kn_op_table[op].name;
+    node.domain = (char *)"com.microsoft";
+    node.op = op;
+    node.opset = 1;
+    node.n_attrs = na;
+    node.attrs = at;
+    node.n_inputs = n_in;
+    node.n_outputs = 1;
+    if (kn_node_decode_params(&node)) exit(1);
+    char desc[256];
+    snprintf(desc, sizeof desc, "%s B%d N%d S%d L%d H%d Hv%d mask%d%s%s%s%s",
+             dt == KN_F32       ? "float32"
+                 : dt == KN_F16 ? "float16"
+                                : "bfloat16",
+             c.B, c.N, c.S, c.L, c.H, c.Hv, c.mask, c.qkv_bias ? " qkv_bias" : "", c.ab ? " attention_bias" : "",
+             c.causal ? " unidirectional" : "", c.bnsh ? " bnsh" : "");
+    att_check(&node, (const kn_tensor *const *)rin, (const kn_tensor *const *)hin, n_in, 1, dt, desc);
+    free(node.params);
+    for (int i = 0; i < n_in; i++) {
+        if (rin[i] && rin[i] != hin[i]) kn_tensor_free(rin[i]);
+        if (hin[i]) kn_tensor_free(hin[i]);
+    }
+}
+
+static void test_ms_attention(void) {
+    static const ms_case_t cases[] = {
+        /* attn B N  S   L   H  Hv mask qkvb ab causal bnsh */
+        {0, 2, 2, 7, 7, 32, 32, 0, 1, 0, 0, 0},   {0, 3, 2, 9, 70, 64, 64, 1, 1, 1, 0, 0},
+        {0, 2, 2, 33, 33, 16, 24, 3, 0, 0, 1, 0}, {0, 2, 2, 5, 40, 32, 32, 4, 0, 0, 0, 1},
+        {1, 3, 2, 9, 9, 32, 32, 1, 1, 0, 0, 0},   {1, 2, 2, 70, 70, 16, 16, 2, 1, 1, 1, 0},
+        {1, 2, 4, 17, 17, 8, 16, 3, 0, 0, 0, 0},
+    };
+    kn_dtype dts[3] = {KN_F32, KN_F16, KN_BF16};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int d = 0; d < 3; d++) ms_case(dts[d], cases[i]);
 }
 
 int main(int argc, char **argv) {
@@ -1605,6 +1723,7 @@ int main(int argc, char **argv) {
     test_grad_ops();
     if (op_selected(KN_OP_KnGatherGrad)) test_gather_grad_out_of_range();
     test_sdpa();
+    test_ms_attention();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {
