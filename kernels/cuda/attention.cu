@@ -40,10 +40,25 @@ struct att_args {
     float filter;
     bool causal_filter;
     float skip_below; // keys whose additive terms are at or below this may be skipped
+    // GroupQueryAttention: seqlens_k [B] (int32, on the device): entry b has seqlens[b] + 1 valid
+    // keys, its queries sit after a past of that minus S (0 on the first prompt)
+    const int *seqlens;
+    bool first;
     int B, Hq, Hkv, S, T, Dk, Dv;
     float scale;
-    bool causal; // KnSdpa: future keys hidden (-inf)
+    bool causal; // future keys hidden (-inf): t > i (+ the past length under seqlens)
 };
+
+// Entry b's key count and causal offset (the position of its query 0).
+__device__ static inline void att_entry(const att_args &a, int b, int *tot, int *off) {
+    *tot = a.T;
+    *off = 0;
+    if (a.seqlens) {
+        int sl = a.seqlens[b] + 1;
+        *tot = sl < 0 ? 0 : sl < a.T ? sl : a.T;
+        *off = a.first ? 0 : sl - a.S;
+    }
+}
 
 __device__ static inline float att_bias(const att_args &a, int b, int h, int i, int t) {
     int64_t off = b * a.bs[0] + h * a.bs[1] + i * a.bs[2] + t * a.bs[3];
@@ -89,12 +104,16 @@ __device__ static inline void att_row_range(const att_args &a, int b, int h, int
         l = a.ranges[2 * r];
         e = a.ranges[2 * r + 1];
     }
+    int tot, off;
+    att_entry(a, b, &tot, &off);
+    if (e > tot) e = tot;
     if (a.causal || (a.causal_filter && a.filter <= a.skip_below)) {
-        int vis = i + 1 < a.T ? i + 1 : a.T;
+        int vis = i + off + 1 < tot ? i + off + 1 : tot;
+        if (vis < 0) vis = 0;
         if (e > vis) e = vis;
         if (l >= e) { // no unmasked visible key: the row as the CPU walks it
             l = 0;
-            e = a.causal ? vis : a.T;
+            e = a.causal ? vis : tot;
         }
     }
     *lo = l;
@@ -135,7 +154,9 @@ __device__ static void att_block_range(const att_args &a, int b, int h, int q0, 
 
 // Score of query row i against key t after scale and masks (-inf when hidden).
 __device__ static inline float att_score(const att_args &a, float s, int b, int h, int i, int t) {
-    if (t >= a.T || i >= a.S || (a.causal && t > i)) return -INFINITY;
+    int tot, off;
+    att_entry(a, b, &tot, &off);
+    if (t >= tot || i >= a.S || (a.causal && t > i + off)) return -INFINITY;
     float x = s * a.scale;
     if (a.kmask_kind || a.causal_filter) x += att_filter(a, b, i, t, true);
     if (a.bias) x += att_bias(a, b, h, i, t);
@@ -806,4 +827,265 @@ bool kn_cuda_ms_attention_supports(const kn_node *n, const kn_tensor *const *in,
     if (n_in > 5 && in[5] && (!att_bias_dtype(in[5]->dtype, &code) || in[5]->ndim != 4)) return false;
     int64_t dt = in[1]->dims[1];
     return dt < 0 || dt <= 3 * 256 * p->num_heads;
+}
+
+// ---- com.microsoft GroupQueryAttention: the KV cache written in place, rotary, then the kernel ----
+
+// What the cache and rotary kernels share. Element dtypes: q/k/v/caches T, cos/sin cs_dt (0 f32,
+// 1 f16, 2 bf16), position_ids int64 or absent.
+struct gqa_args {
+    const void *q, *k, *v; // k, v NULL: packed in q's rows after the query heads
+    const void *past_k, *past_v, *cosc, *sinc;
+    const int64_t *pos;
+    const int *seqlens;
+    int cs_dt, maxpos;
+    int B, S, N, KV, H, P, T, rd;
+    bool first, inter;
+    int *err;
+    int code;
+};
+
+__device__ static inline float gqa_cs(const void *p, int dt, int64_t i) {
+    if (dt == 0) return ((const float *)p)[i];
+    if (dt == 1) return __half2float(((const __half *)p)[i]);
+    return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+}
+
+// Entry b's past length (where its new rows go), or -1 (and the error word set) when seqlens_k
+// does not fit the cache.
+__device__ static inline int gqa_past(const gqa_args &g, int b) {
+    int tot = g.seqlens[b] + 1, pl = g.first ? 0 : tot - g.S;
+    if (tot < 1 || tot > g.T || pl < 0 || pl + g.S > g.T || pl > g.P) {
+        atomicCAS(g.err, 0, g.code);
+        return -1;
+    }
+    return pl;
+}
+
+// Element c of a head row x (stride 1) rotated at position p (rd leading dims rotate).
+template <class T> __device__ static inline float gqa_rope(const gqa_args &g, const T *x, int c, int64_t p) {
+    float v = kn_num<T>::ld(x[c]);
+    if (c >= g.rd) return v;
+    int half = g.rd / 2;
+    if (g.inter) {
+        int k = c >> 1;
+        float cs = gqa_cs(g.cosc, g.cs_dt, p * half + k), sn = gqa_cs(g.sinc, g.cs_dt, p * half + k);
+        return c & 1 ? kn_num<T>::ld(x[c - 1]) * sn + v * cs : v * cs - kn_num<T>::ld(x[c + 1]) * sn;
+    }
+    int k = c < half ? c : c - half;
+    float cs = gqa_cs(g.cosc, g.cs_dt, p * half + k), sn = gqa_cs(g.sinc, g.cs_dt, p * half + k);
+    return c < half ? v * cs - kn_num<T>::ld(x[c + half]) * sn : kn_num<T>::ld(x[c - half]) * sn + v * cs;
+}
+
+template <class T> __device__ static inline int64_t gqa_position(const gqa_args &g, int b, int s, int pl) {
+    int64_t p = g.pos ? g.pos[(int64_t)b * g.S + s] : (int64_t)pl + s;
+    if (p < 0 || p >= g.maxpos) {
+        atomicCAS(g.err, 0, g.code);
+        return -1;
+    }
+    return p;
+}
+
+// The caches' old part: past's P rows (unless present is past's own buffer), zeros after.
+template <class T> __global__ void gqa_copy_past_kernel(gqa_args g, T *kc, T *vc, bool inplace) {
+    int64_t n = (int64_t)g.B * g.KV * g.T * g.H;
+    KN_GRID_STRIDE(e, n) {
+        int64_t c = e % g.H, t = e / g.H % g.T, bh = e / ((int64_t)g.H * g.T);
+        if (inplace && t < g.P) continue;
+        bool old = t < g.P && g.past_k;
+        int64_t src = (bh * g.P + t) * g.H + c;
+        kc[e] = old ? ((const T *)g.past_k)[src] : kn_num<T>::st(0.0f);
+        vc[e] = old ? ((const T *)g.past_v)[src] : kn_num<T>::st(0.0f);
+    }
+}
+
+// The new rows: K rotated into the caches at each entry's past length, V as is, and Q rotated
+// into qr [B,S,N,H] when do_rotary.
+template <class T> __global__ void gqa_new_rows_kernel(gqa_args g, T *kc, T *vc, T *qr) {
+    int64_t D = (int64_t)(g.k ? g.N : g.N + 2 * g.KV) * g.H, per = (int64_t)(g.N + 2 * g.KV) * g.H;
+    int64_t n = (int64_t)g.B * g.S * per;
+    KN_GRID_STRIDE(e, n) {
+        int64_t col = e % per, bs = e / per;
+        int b = (int)(bs / g.S), s = (int)(bs % g.S), hh = (int)(col / g.H), c = (int)(col % g.H);
+        int pl = gqa_past(g, b);
+        if (pl < 0) continue;
+        int64_t p = g.rd > 0 ? gqa_position<T>(g, b, s, pl) : 0;
+        if (p < 0) continue;
+        if (hh < g.N) { // query head
+            if (!qr) continue;
+            const T *x = (const T *)g.q + bs * D + (int64_t)hh * g.H;
+            qr[(bs * g.N + hh) * g.H + c] = kn_num<T>::st(gqa_rope<T>(g, x, c, p));
+            continue;
+        }
+        bool isk = hh < g.N + g.KV;
+        int kvh = isk ? hh - g.N : hh - g.N - g.KV;
+        const T *x = g.k ? (const T *)(isk ? g.k : g.v) + bs * (int64_t)g.KV * g.H + (int64_t)kvh * g.H
+                         : (const T *)g.q + bs * D + (int64_t)hh * g.H;
+        int64_t dst = (((int64_t)b * g.KV + kvh) * g.T + pl + s) * g.H + c;
+        if (isk) kc[dst] = g.rd > 0 ? kn_num<T>::st(gqa_rope<T>(g, x, c, p)) : x[c];
+        else vc[dst] = x[c];
+    }
+}
+
+template <class T> static void gqa_prep(const gqa_args &g, void *kc, void *vc, void *qr, bool inplace, cudaStream_t s) {
+    int64_t n1 = (int64_t)g.B * g.KV * g.T * g.H, n2 = (int64_t)g.B * g.S * (g.N + 2 * g.KV) * g.H;
+    if (n1 > 0) KN_LAUNCH(gqa_copy_past_kernel<T>, kn_cuda_blocks(n1, 256), 256, 0, s, g, (T *)kc, (T *)vc, inplace);
+    if (n2 > 0) KN_LAUNCH(gqa_new_rows_kernel<T>, kn_cuda_blocks(n2, 256), 256, 0, s, g, (T *)kc, (T *)vc, (T *)qr);
+}
+
+KN_CUDA_KERNEL(MsGroupQueryAttention) {
+    char b0[KN_DESC_LEN], b1[KN_DESC_LEN];
+    const kn_params_ms_gqa *p = KN_PARAMS(node, ms_gqa);
+#define GQ_IN(i) (n_in > (i) ? in[i] : NULL)
+    const kn_tensor *qt = in[0], *kt = GQ_IN(1), *vt = GQ_IN(2), *pk = GQ_IN(3), *pv = GQ_IN(4);
+    const kn_tensor *slt = GQ_IN(5), *tlt = GQ_IN(6), *cst = GQ_IN(7), *snt = GQ_IN(8), *pit = GQ_IN(9);
+#undef GQ_IN
+    kn_tensor *yo = out[0], *pko = n_out > 1 ? out[1] : NULL, *pvo = n_out > 2 ? out[2] : NULL;
+    if (pko && !pko->data) pko = NULL;
+    if (pvo && !pvo->data) pvo = NULL;
+    int64_t N = p->num_heads, KV = p->kv_num_heads;
+    if (!slt || !tlt || slt->dtype != KN_I32 || tlt->dtype != KN_I32 || kn_numel(tlt) != 1 || qt->ndim != 3 || N <= 0 ||
+        KV <= 0 || N % KV)
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "GroupQueryAttention: query %s [B,S,hidden], int32 seqlens_k and total_sequence_length, "
+                        "num_heads a multiple of kv_num_heads are required",
+                        kn_tensor_desc(qt, b0, sizeof b0));
+    int64_t B = qt->dims[0], S = qt->dims[1], D = qt->dims[2], parts = kt ? N : N + 2 * KV;
+    if (D % parts || D == 0 || (kt == NULL) != (vt == NULL) || (pk == NULL) != (pv == NULL))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "GroupQueryAttention: query %s does not split into %lld heads",
+                        kn_tensor_desc(qt, b0, sizeof b0), (long long)parts);
+    int64_t H = D / parts, P = pk ? pk->dims[2] : 0;
+    if (kt &&
+        (kt->ndim != 3 || vt->ndim != 3 || kt->dims[0] != B || kt->dims[1] != S || kt->dims[2] != KV * H ||
+         !kn_same_shape(kt, vt)))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "GroupQueryAttention: key %s / value %s must be [%lld, %lld, %lld]",
+                        kn_tensor_desc(kt, b0, sizeof b0), kn_tensor_desc(vt, b1, sizeof b1), (long long)B,
+                        (long long)S, (long long)(KV * H));
+    if (pk && (pk->ndim != 4 || !kn_same_shape(pk, pv) || pk->dims[0] != B || pk->dims[1] != KV || pk->dims[3] != H))
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "GroupQueryAttention: past_key %s must be [%lld, %lld, capacity, %lld]",
+                        kn_tensor_desc(pk, b0, sizeof b0), (long long)B, (long long)KV, (long long)H);
+    if (slt->ndim != 1 || slt->dims[0] != B)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "GroupQueryAttention: seqlens_k %s must be [%lld]",
+                        kn_tensor_desc(slt, b0, sizeof b0), (long long)B);
+    int64_t total_len = kn_get_i64(tlt, 0), T = total_len > P ? total_len : P;
+    const kn_tensor *po[2] = {pko, pvo};
+    for (int i = 0; i < 2; i++)
+        if (po[i] &&
+            (po[i]->ndim != 4 || po[i]->dims[0] != B || po[i]->dims[1] != KV || po[i]->dims[2] != T ||
+             po[i]->dims[3] != H))
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "GroupQueryAttention: present %s must be [%lld, %lld, %lld, %lld]",
+                            kn_tensor_desc(po[i], b0, sizeof b0), (long long)B, (long long)KV, (long long)T,
+                            (long long)H);
+    if (B * S == 0) return NULL;
+    if (B > 65535 || N > 65535 || S > INT_MAX / 2 || T > INT_MAX / 2 || D > INT_MAX)
+        return kn_error(KN_ERR_UNSUPPORTED, "GroupQueryAttention: query %s too large for the CUDA kernel",
+                        kn_tensor_desc(qt, b0, sizeof b0));
+    gqa_args g;
+    memset(&g, 0, sizeof g);
+    g.q = qt->data;
+    g.k = kt ? kt->data : NULL;
+    g.v = vt ? vt->data : NULL;
+    g.past_k = pk ? pk->data : NULL;
+    g.past_v = pv ? pv->data : NULL;
+    g.seqlens = (const int *)slt->data;
+    g.B = (int)B;
+    g.S = (int)S;
+    g.N = (int)N;
+    g.KV = (int)KV;
+    g.H = (int)H;
+    g.P = (int)P;
+    g.T = (int)T;
+    g.first = S > 1 && S == total_len;
+    g.inter = p->rotary_interleaved;
+    g.err = kn_cuda_st(ctx)->dev_err;
+    g.code = kn_cuda_err_code(ctx, node);
+    if (p->do_rotary) {
+        if (!cst || !snt || cst->ndim != 2 || !kn_same_shape(cst, snt) || 2 * cst->dims[1] > H || cst->dims[1] <= 0 ||
+            !att_bias_dtype(cst->dtype, &g.cs_dt) || snt->dtype != cst->dtype)
+            return kn_error(
+                KN_ERR_INVALID_ARGUMENT,
+                "GroupQueryAttention: do_rotary needs float cos_cache/sin_cache [max_position, rotary_dim/2] "
+                "within head size %lld, got %s",
+                (long long)H, cst ? kn_tensor_desc(cst, b0, sizeof b0) : "none");
+        if (pit && (pit->ndim != 2 || pit->dims[0] != B || pit->dims[1] != S || pit->dtype != KN_I64))
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "GroupQueryAttention: position_ids %s must be int64 [%lld, %lld]",
+                            kn_tensor_desc(pit, b0, sizeof b0), (long long)B, (long long)S);
+        g.cosc = cst->data;
+        g.sinc = snt->data;
+        g.maxpos = (int)cst->dims[0];
+        g.rd = (int)(2 * cst->dims[1]);
+        g.pos = pit ? (const int64_t *)pit->data : NULL;
+    }
+    cudaStream_t s = kn_cuda_s(ctx);
+    size_t es = kn_dtype_size(qt->dtype), cache_b = (size_t)(B * KV * T * H) * es, qr_b = (size_t)(B * S * N * H) * es;
+    // caches: the present outputs, or stream-ordered scratch when they are not wired
+    void *kc = pko ? pko->data : NULL, *vc = pvo ? pvo->data : NULL, *qr = NULL;
+    kn_status *st = NULL;
+    cudaError_t e = cudaSuccess;
+    if (!kc) e = cudaMallocAsync(&kc, cache_b ? cache_b : 1, s);
+    if (e == cudaSuccess && !vc) e = cudaMallocAsync(&vc, cache_b ? cache_b : 1, s);
+    if (e == cudaSuccess && g.rd > 0) e = cudaMallocAsync(&qr, qr_b, s);
+    if (e != cudaSuccess) st = kn_cuda_err(e, node, "GroupQueryAttention buffers");
+    if (!st) {
+        bool inplace = pk && kc == pk->data && vc == pv->data;
+        if (qt->dtype == KN_F32) gqa_prep<float>(g, kc, vc, qr, inplace, s);
+        else if (qt->dtype == KN_F16) gqa_prep<__half>(g, kc, vc, qr, inplace, s);
+        else gqa_prep<__nv_bfloat16>(g, kc, vc, qr, inplace, s);
+        e = cudaGetLastError();
+        if (e != cudaSuccess) st = kn_cuda_err(e, node, "GroupQueryAttention cache update");
+    }
+    if (!st) {
+        att_args a;
+        memset(&a, 0, sizeof a);
+        a.B = (int)B;
+        a.Hq = (int)N;
+        a.Hkv = (int)KV;
+        a.S = (int)S;
+        a.T = (int)T;
+        a.Dk = a.Dv = (int)H;
+        if (qr) {
+            a.q = qr;
+            att_strides(a.qst, S * N * H, H, N * H);
+        } else {
+            a.q = qt->data;
+            att_strides(a.qst, S * D, H, D);
+        }
+        a.k = kc;
+        a.v = vc;
+        att_strides(a.kst, KV * T * H, T * H, H);
+        att_strides(a.vst, KV * T * H, T * H, H);
+        att_strides(a.yst, S * N * H, H, N * H);
+        a.scale = p->scale != 0.0f ? p->scale : (float)(1.0 / sqrt((double)H));
+        a.causal = true;
+        a.seqlens = g.seqlens;
+        a.first = g.first;
+        a.skip_below = ATT_MASKED;
+        st = att_run(ctx, node, &a, qt->dtype, yo->data);
+    }
+    if (qr) cudaFreeAsync(qr, s);
+    if (!pko && kc) cudaFreeAsync(kc, s);
+    if (!pvo && vc) cudaFreeAsync(vc, s);
+    return st;
+}
+
+// No softcap, local window, smooth softmax or head sink, attention_bias, scores output or quantised
+// cache; caches in the query's dtype; total_sequence_length read on the host.
+bool kn_cuda_ms_gqa_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
+    const kn_params_ms_gqa *p = KN_PARAMS(n, ms_gqa);
+    if (p->softcap > 0.0f || p->local_window_size > 0 || p->smooth_softmax || p->qk_output || p->quantized_kv)
+        return false;
+    if (n_in < 7 || !in[0] || !in[5] || !in[6] || n_in > 12) return false;
+    for (int i = 10; i < n_in; i++)
+        if (in[i]) return false;
+    if (n->n_outputs > 3 && n->outputs && n->outputs[3] >= 0) return false;
+    kn_dtype t = in[0]->dtype;
+    if (!kn_cuda_float(t)) return false;
+    for (int i = 1; i <= 4; i++)
+        if (in[i] && in[i]->dtype != t) return false;
+    if (in[5]->dtype != KN_I32 || in[6]->dtype != KN_I32) return false;
+    if (n_in > 9 && in[9] && in[9]->dtype != KN_I64) return false;
+    int64_t N = p->num_heads, KV = p->kv_num_heads, D = in[0]->ndim == 3 ? in[0]->dims[2] : -1;
+    int64_t parts = in[1] ? N : N + 2 * KV;
+    return N > 0 && KV > 0 && (D < 0 || (parts > 0 && D / parts <= 256));
 }

@@ -75,7 +75,8 @@ add_test(NAME gpusim.train_device_cli
                  --work ${CMAKE_BINARY_DIR}/gpusim-train-device-cli)
 set_tests_properties(gpusim.train_device_cli PROPERTIES TIMEOUT 900)
 
-# the fused attention kernel alone (kernels/cuda/attention.cu: KnSdpa, com.microsoft Attention and
-# MultiHeadAttention), racecheck on: the same cases as gpusim.backend_ops, in seconds
-add_test(NAME gpusim.attention COMMAND test_backend_ops_sim --only KnSdpa,Attention,MultiHeadAttention)
+# the fused attention kernel alone (kernels/cuda/attention.cu: KnSdpa, com.microsoft Attention,
+# MultiHeadAttention and GroupQueryAttention), racecheck on: the same cases as gpusim.backend_ops,
+# in seconds
+add_test(NAME gpusim.attention COMMAND test_backend_ops_sim --only KnSdpa,Attention,MultiHeadAttention,GroupQueryAttention)
 set_tests_properties(gpusim.attention PROPERTIES TIMEOUT 300 ENVIRONMENT "KILN_SIM_RACECHECK=1")

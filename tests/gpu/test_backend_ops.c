@@ -1365,6 +1365,8 @@ static void *sdpa_upload(const kn_tensor *t) {
 }
 
 static double sdpa_worst_y[3], sdpa_worst_lse[3]; /* by dtype: f32, f16, bf16 */
+static bool att_expect_error;       /* att_check: the case is bad input, refused by the CPU and the device */
+static kn_tensor att_err_shapes[3]; /* ... and the outputs' types and shapes it would have */
 
 /* node on the CPU over rin (float32) against node on the device over hin (dtype dt, the same
  * values); output 0 in dt, further outputs (KnSdpa's logsumexp) float32. Tolerances: sdpa_tol. */
@@ -1374,15 +1376,25 @@ static void att_check(kn_node *node, const kn_tensor *const *rin, const kn_tenso
     op_stats *S = &stats[op];
     int di = dt == KN_F32 ? 0 : dt == KN_F16 ? 1 : 2;
     S->cases++;
-    kn_tensor ref_t[2] = {{0}}, *ref[2] = {&ref_t[0], &ref_t[1]};
+    kn_tensor ref_t[3] = {{0}}, *ref[3] = {&ref_t[0], &ref_t[1], &ref_t[2]};
     kn_scratch scratch = {0};
     kn_exec_ctx cctx = {
         .backend = kn_cpu_backend(), .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch, .seed = 1};
     char why[256] = "";
     kn_status *st = kn_node_eval_host(&cctx, node, rin, n_in, ref, n_out);
-    if (st) {
+    if (st && att_expect_error) { /* bad input: the CPU refuses it, and so must the device */
+        kn_status_free(st);
+        for (int o = 0; o < n_out; o++) {
+            kn_tensor_release(&ref_t[o]);
+            ref_t[o] = att_err_shapes[o];
+        }
+    } else if (st) {
         printf("FAIL %s(%s): cpu reference: %s\n", node->op_type, desc, kn_status_message(st));
         kn_status_free(st);
+        S->failed++;
+        goto done;
+    } else if (att_expect_error) {
+        printf("FAIL %s(%s): the CPU accepted a case meant to be refused\n", node->op_type, desc);
         S->failed++;
         goto done;
     }
@@ -1392,22 +1404,25 @@ static void att_check(kn_node *node, const kn_tensor *const *rin, const kn_tenso
         goto done;
     }
     {
-        kn_tensor din_t[8], *din[8];
+        kn_tensor din_t[12], *din[12];
+        uint64_t hm = cu->host_inputs ? cu->host_inputs(cu, node) : 0;
         for (int i = 0; i < n_in; i++) {
             din[i] = NULL;
             if (!hin[i]) continue;
             din_t[i] = *hin[i];
+            din[i] = &din_t[i];
+            if (hm >> i & 1) continue; /* read on the host */
             din_t[i].data = sdpa_upload(hin[i]);
             din_t[i].device = KN_DEVICE_CUDA;
             din_t[i].owns = false;
             din[i] = &din_t[i];
         }
-        kn_tensor dout_t[2], *dout[2];
-        char *graw[2] = {0};
-        size_t onb[2];
+        kn_tensor dout_t[3], *dout[3];
+        char *graw[3] = {0};
+        size_t onb[3];
         for (int o = 0; o < n_out; o++) {
             dout_t[o] = ref_t[o];
-            if (o == 0) dout_t[o].dtype = dt;
+            if (o == 0 || op != KN_OP_KnSdpa) dout_t[o].dtype = dt;
             dout_t[o].owns = false;
             dout_t[o].device = KN_DEVICE_CUDA;
             onb[o] = kn_nbytes(&dout_t[o]);
@@ -1427,7 +1442,15 @@ static void att_check(kn_node *node, const kn_tensor *const *rin, const kn_tenso
             else if (e) kn_status_free(e);
         }
         int bad = 0;
-        if (st) {
+        if (att_expect_error) {
+            if (!st) snprintf(why, sizeof why, "bad input gave no error");
+            else if (!strstr(kn_status_message(st), node->name))
+                snprintf(why, sizeof why, "the error does not name the node: %s", kn_status_message(st));
+            bad = !st || !strstr(kn_status_message(st), node->name);
+            if (st) kn_status_free(st);
+            st = NULL;
+            n_out = -n_out; /* nothing to compare; the buffers are still freed below */
+        } else if (st) {
             snprintf(why, sizeof why, "%s", kn_status_message(st));
             kn_status_free(st);
             bad = 1;
@@ -1444,7 +1467,8 @@ static void att_check(kn_node *node, const kn_tensor *const *rin, const kn_tenso
             g.data = h + GUARD;
             double rtol, atol;
             sdpa_tol(dt, &rtol, &atol);
-            if (o == 1) rtol = 0, atol = dt == KN_F32 ? 1e-4 : 2e-3; /* logsumexp: from float scores either way */
+            if (o == 1 && op == KN_OP_KnSdpa) /* logsumexp: from float scores either way */
+                rtol = 0, atol = dt == KN_F32 ? 1e-4 : 2e-3;
             double *worst = o == 0 ? &sdpa_worst_y[di] : &sdpa_worst_lse[di];
             for (int64_t i = 0; i < kn_numel(&ref_t[o]) && !bad; i++) {
                 double a = kn_get_f64(&ref_t[o], i), b = kn_get_f64(&g, i);
@@ -1474,7 +1498,8 @@ static void att_check(kn_node *node, const kn_tensor *const *rin, const kn_tenso
             if (verbose) printf("  ok %s(%s)\n", node->op_type, desc);
         }
         for (int i = 0; i < n_in; i++)
-            if (din[i]) cu->free(cu, (void *)din_t[i].data);
+            if (din[i] && !(hm >> i & 1)) cu->free(cu, (void *)din_t[i].data);
+        if (n_out < 0) n_out = -n_out;
         for (int o = 0; o < n_out; o++) cudaFree(graw[o]);
     }
 done:
@@ -1680,6 +1705,113 @@ static void test_ms_attention(void) {
         for (int d = 0; d < 3; d++) ms_case(dts[d], cases[i]);
 }
 
+/* com.microsoft GroupQueryAttention against the CPU kernel (kernels/cpu/genops.c) on the same
+ * values: output and both present caches. Prompts (right-padded entries through seqlens_k),
+ * decode steps and chunks after a past, packed QKV, rotary (half-split or interleaved, positions
+ * implied or given), kv heads shared by 2 or 4 query heads. */
+typedef struct {
+    int B, S, N, KV, H, P, total, packed, rotary, inter, posids;
+    int sl[2]; /* seqlens_k */
+} gqa_case_t;
+
+static void gqa_case(kn_dtype dt, gqa_case_t c) {
+    int op = KN_OP_MsGroupQueryAttention;
+    if (!op_selected(op)) return;
+    int64_t D = c.packed ? (int64_t)(c.N + 2 * c.KV) * c.H : (int64_t)c.N * c.H;
+    kn_tensor *hin[10] = {0};
+    int64_t qd[3] = {c.B, c.S, D}, kd[3] = {c.B, c.S, (int64_t)c.KV * c.H}, pd[4] = {c.B, c.KV, c.P, c.H};
+    hin[0] = sdpa_rand(dt, 3, qd, 1.5);
+    if (!c.packed) {
+        hin[1] = sdpa_rand(dt, 3, kd, 1.5);
+        hin[2] = sdpa_rand(dt, 3, kd, 2.0);
+    }
+    if (c.P > 0) {
+        hin[3] = sdpa_rand(dt, 4, pd, 1.5);
+        hin[4] = sdpa_rand(dt, 4, pd, 2.0);
+    }
+    int64_t bd = c.B, one = 1;
+    if (kn_tensor_new(KN_I32, 1, &bd, &hin[5]) || kn_tensor_new(KN_I32, 1, &one, &hin[6])) exit(1);
+    for (int b = 0; b < c.B; b++) kn_set_f64(hin[5], b, c.sl[b]);
+    kn_set_f64(hin[6], 0, c.total);
+    int n_in = 7;
+    if (c.rotary) {
+        int64_t cd[2] = {96, c.H / 4}; /* rotary over half the head */
+        hin[7] = sdpa_rand(dt, 2, cd, 1.0);
+        hin[8] = sdpa_rand(dt, 2, cd, 1.0);
+        n_in = 9;
+        if (c.posids) {
+            int64_t pdd[2] = {c.B, c.S};
+            if (kn_tensor_new(KN_I64, 2, pdd, &hin[9])) exit(1);
+            for (int64_t i = 0; i < c.B * c.S; i++) kn_set_f64(hin[9], i, (double)(3 + i % 20));
+            n_in = 10;
+        }
+    }
+    kn_tensor *rin[10] = {0};
+    for (int i = 0; i < n_in; i++)
+        if (hin[i]) rin[i] = kn_dtype_is_float(hin[i]->dtype) ? sdpa_widen(hin[i]) : hin[i];
+    kn_attr at[4];
+    int na = 0;
+    at[na++] = ai("num_heads", c.N);
+    at[na++] = ai("kv_num_heads", c.KV);
+    if (c.rotary) at[na++] = ai("do_rotary", 1);
+    if (c.inter) at[na++] = ai("rotary_interleaved", 1);
+    kn_node node = {0};
+    node.name = (char *)"gqa";
+    node.op_type = (char *)"GroupQueryAttention";
+    node.domain = (char *)"com.microsoft";
+    node.op = op;
+    node.opset = 1;
+    node.n_attrs = na;
+    node.attrs = at;
+    node.n_inputs = n_in;
+    node.n_outputs = 3;
+    if (kn_node_decode_params(&node)) exit(1);
+    char desc[256];
+    snprintf(desc, sizeof desc, "%s B%d S%d N%d KV%d H%d past%d total%d seqlens %d,%d%s%s%s%s",
+             dt == KN_F32       ? "float32"
+                 : dt == KN_F16 ? "float16"
+                                : "bfloat16",
+             c.B, c.S, c.N, c.KV, c.H, c.P, c.total, c.sl[0], c.B > 1 ? c.sl[1] : -1, c.packed ? " packed" : "",
+             c.rotary ? " rotary" : "", c.inter ? " interleaved" : "", c.posids ? " position_ids" : "");
+    int64_t T = c.total > c.P ? c.total : c.P, yd[3] = {c.B, c.S, (int64_t)c.N * c.H}, cd4[4] = {c.B, c.KV, T, c.H};
+    memset(att_err_shapes, 0, sizeof att_err_shapes);
+    for (int o = 0; o < 3; o++) {
+        att_err_shapes[o].kind = KN_KIND_TENSOR;
+        att_err_shapes[o].dtype = KN_F32;
+        kn_tensor_set_shape(&att_err_shapes[o], o ? 4 : 3, o ? cd4 : yd);
+    }
+    att_check(&node, (const kn_tensor *const *)rin, (const kn_tensor *const *)hin, n_in, 3, dt, desc);
+    free(node.params);
+    for (int i = 0; i < n_in; i++) {
+        if (rin[i] && rin[i] != hin[i]) kn_tensor_free(rin[i]);
+        if (hin[i]) kn_tensor_free(hin[i]);
+    }
+}
+
+static void test_gqa(void) {
+    static const gqa_case_t cases[] = {
+        /* B S  N KV  H   P total packed rotary inter posids seqlens */
+        {2, 7, 4, 2, 32, 0, 7, 0, 1, 0, 0, {6, 4}},    /* prompt, entry 1 right-padded */
+        {2, 1, 4, 1, 64, 9, 9, 0, 1, 0, 0, {8, 5}},    /* decode into a cache of 9 */
+        {2, 5, 2, 2, 16, 0, 5, 1, 0, 0, 0, {4, 4}},    /* packed QKV prompt, no rotary */
+        {2, 3, 4, 2, 32, 6, 9, 0, 1, 1, 1, {8, 7}},    /* a chunk after a past, interleaved, position_ids */
+        {1, 66, 2, 1, 80, 0, 66, 0, 1, 0, 0, {65, 0}}, /* a prompt over two query tiles */
+    };
+    kn_dtype dts[3] = {KN_F32, KN_F16, KN_BF16};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int d = 0; d < 3; d++) gqa_case(dts[d], cases[i]);
+    /* seqlens_k beyond the cache, a position past cos_cache: the run fails naming the node, and
+     * the stream comes back clean for the next case */
+    static const gqa_case_t bad[] = {
+        {2, 1, 4, 1, 64, 9, 9, 0, 1, 0, 0, {8, 11}},
+        {1, 3, 4, 2, 32, 6, 9, 0, 1, 1, 1, {200, 0}},
+    };
+    att_expect_error = true;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) gqa_case(KN_F32, bad[i]);
+    att_expect_error = false;
+    gqa_case(KN_F16, cases[1]);
+}
+
 int main(int argc, char **argv) {
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "-v") == 0) verbose = 1;
@@ -1724,6 +1856,7 @@ int main(int argc, char **argv) {
     if (op_selected(KN_OP_KnGatherGrad)) test_gather_grad_out_of_range();
     test_sdpa();
     test_ms_attention();
+    test_gqa();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {
