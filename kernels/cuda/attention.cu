@@ -1089,3 +1089,118 @@ bool kn_cuda_ms_gqa_supports(const kn_node *n, const kn_tensor *const *in, int n
     int64_t parts = in[1] ? N : N + 2 * KV;
     return N > 0 && KV > 0 && (D < 0 || (parts > 0 && D / parts <= 256));
 }
+
+// ---- com.microsoft RotaryEmbedding: the same rotation as GroupQueryAttention's, on its own ----
+
+// y = x rotated per (b, s, head) row at element strides sb, ss, sn; positions pos[b*S+s] (int64 or
+// int32), or one offset pos[0] + s when pos_one.
+template <class T>
+__global__ void rope_kernel(gqa_args g, const T *x, T *y, const void *pos, bool pos_i64, bool pos_one, int64_t sb,
+                            int64_t ss, int64_t sn) {
+    int64_t n = (int64_t)g.B * g.S * g.N * g.H;
+    KN_GRID_STRIDE(e, n) {
+        int c = (int)(e % g.H), h = (int)(e / g.H % g.N);
+        int64_t bs = e / ((int64_t)g.H * g.N);
+        int s = (int)(bs % g.S), b = (int)(bs / g.S);
+        int64_t pi = pos_one ? 0 : bs, p = pos_i64 ? ((const int64_t *)pos)[pi] : ((const int32_t *)pos)[pi];
+        if (pos_one) p += s;
+        if (p < 0 || p >= g.maxpos) {
+            atomicCAS(g.err, 0, g.code);
+            continue;
+        }
+        int64_t off = b * sb + s * ss + h * sn;
+        y[off + c] = kn_num<T>::st(gqa_rope<T>(g, x + off, c, p));
+    }
+}
+
+KN_CUDA_KERNEL(MsRotaryEmbedding) {
+    char b0[KN_DESC_LEN], b1[KN_DESC_LEN];
+    const kn_params_ms_rotary *p = KN_PARAMS(node, ms_rotary);
+    if (n_in < 4 || !in[1] || !in[2] || !in[3] || p->is_packed_batching)
+        return kn_error(KN_ERR_INVALID_MODEL,
+                        "RotaryEmbedding: input, position_ids, cos_cache and sin_cache are "
+                        "required (packed batching is not supported)");
+    const kn_tensor *x = in[0], *pos = in[1], *cs = in[2], *sn = in[3];
+    int64_t B = x->dims[0], S, N, H, sb, ss, snh;
+    if (x->ndim == 4) {
+        N = x->dims[1];
+        S = x->dims[2];
+        H = x->dims[3];
+        sb = N * S * H;
+        snh = S * H;
+        ss = H;
+    } else if (x->ndim == 3) {
+        S = x->dims[1];
+        int64_t D = x->dims[2];
+        if (p->num_heads > 0 && D % p->num_heads == 0) H = D / p->num_heads;
+        else if (p->num_heads <= 0 && p->rotary_embedding_dim == 0 && cs->ndim == 2 && cs->dims[1] > 0 &&
+                 D % (2 * cs->dims[1]) == 0)
+            H = 2 * cs->dims[1];
+        else
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: input %s does not split into heads",
+                            kn_tensor_desc(x, b0, sizeof b0));
+        N = D / H;
+        sb = S * D;
+        ss = D;
+        snh = H;
+    } else {
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: input %s must be 3-D or 4-D",
+                        kn_tensor_desc(x, b0, sizeof b0));
+    }
+    int64_t rd = p->rotary_embedding_dim ? p->rotary_embedding_dim : H;
+    gqa_args g;
+    memset(&g, 0, sizeof g);
+    if (rd <= 0 || rd > H || rd % 2 || cs->ndim != 2 || !kn_same_shape(cs, sn) || cs->dims[1] != rd / 2 ||
+        !att_bias_dtype(cs->dtype, &g.cs_dt) || sn->dtype != cs->dtype)
+        return kn_error(KN_ERR_INVALID_ARGUMENT,
+                        "RotaryEmbedding: rotary dim %lld of head size %lld needs float caches [max_position, %lld], "
+                        "got %s",
+                        (long long)rd, (long long)H, (long long)(rd / 2), kn_tensor_desc(cs, b1, sizeof b1));
+    bool one = kn_numel(pos) == 1 && pos->ndim <= 1;
+    if (!one && (pos->ndim != 2 || pos->dims[0] != B || pos->dims[1] != S))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "RotaryEmbedding: position_ids %s must be [1] or [%lld, %lld]",
+                        kn_tensor_desc(pos, b0, sizeof b0), (long long)B, (long long)S);
+    if (pos->dtype != KN_I64 && pos->dtype != KN_I32) return kn_err_dtype(node, pos);
+    int64_t n = kn_numel(x);
+    if (n == 0) return NULL;
+    if (B > INT_MAX || S > INT_MAX || N > INT_MAX || H > INT_MAX)
+        return kn_error(KN_ERR_UNSUPPORTED, "RotaryEmbedding: input %s too large", kn_tensor_desc(x, b0, sizeof b0));
+    g.B = (int)B;
+    g.S = (int)S;
+    g.N = (int)N;
+    g.H = (int)H;
+    g.rd = (int)rd;
+    g.inter = p->interleaved;
+    g.cosc = cs->data;
+    g.sinc = sn->data;
+    g.maxpos = (int)cs->dims[0];
+    g.err = kn_cuda_st(ctx)->dev_err;
+    g.code = kn_cuda_err_code(ctx, node);
+    cudaStream_t s = kn_cuda_s(ctx);
+    unsigned grid = kn_cuda_blocks(n, 256);
+    bool i64 = pos->dtype == KN_I64;
+    switch (x->dtype) {
+    case KN_F32:
+        KN_LAUNCH(rope_kernel<float>, grid, 256, 0, s, g, (const float *)x->data, (float *)out[0]->data, pos->data, i64,
+                  one, sb, ss, snh);
+        break;
+    case KN_F16:
+        KN_LAUNCH(rope_kernel<__half>, grid, 256, 0, s, g, (const __half *)x->data, (__half *)out[0]->data, pos->data,
+                  i64, one, sb, ss, snh);
+        break;
+    case KN_BF16:
+        KN_LAUNCH(rope_kernel<__nv_bfloat16>, grid, 256, 0, s, g, (const __nv_bfloat16 *)x->data,
+                  (__nv_bfloat16 *)out[0]->data, pos->data, i64, one, sb, ss, snh);
+        break;
+    default: return kn_err_dtype(node, x);
+    }
+    KN_CUDA_LAUNCHED(node, "RotaryEmbedding kernel");
+    return NULL;
+}
+
+bool kn_cuda_ms_rotary_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
+    if (n_in < 4 || !in[0] || !in[1] || !in[2] || !in[3] || KN_PARAMS(n, ms_rotary)->is_packed_batching) return false;
+    int code;
+    return kn_cuda_float(in[0]->dtype) && in[1]->dtype == KN_I64 && att_bias_dtype(in[2]->dtype, &code) &&
+        in[3]->dtype == in[2]->dtype;
+}

@@ -76,7 +76,7 @@ add_test(NAME gpusim.train_device_cli
 set_tests_properties(gpusim.train_device_cli PROPERTIES TIMEOUT 900)
 
 # the fused attention kernel alone (kernels/cuda/attention.cu: KnSdpa, com.microsoft Attention,
-# MultiHeadAttention and GroupQueryAttention), racecheck on: the same cases as gpusim.backend_ops,
-# in seconds
-add_test(NAME gpusim.attention COMMAND test_backend_ops_sim --only KnSdpa,Attention,MultiHeadAttention,GroupQueryAttention)
+# MultiHeadAttention, GroupQueryAttention and RotaryEmbedding), racecheck on: the same cases as
+# gpusim.backend_ops, in seconds
+add_test(NAME gpusim.attention COMMAND test_backend_ops_sim --only KnSdpa,Attention,MultiHeadAttention,GroupQueryAttention,RotaryEmbedding)
 set_tests_properties(gpusim.attention PROPERTIES TIMEOUT 300 ENVIRONMENT "KILN_SIM_RACECHECK=1")

@@ -1812,6 +1812,84 @@ static void test_gqa(void) {
     gqa_case(KN_F16, cases[1]);
 }
 
+/* com.microsoft RotaryEmbedding against the CPU kernel: [B,N,S,H] and [B,S,N*H] inputs (heads from
+ * num_heads or from the cache), full and partial rotary dims, half-split and interleaved, a
+ * position offset [1] or position_ids [B,S], and a position past the cache (refused). */
+typedef struct {
+    int rank4, B, S, N, H, rd, inter, nh_attr, pos_kind, maxpos; /* pos_kind 0: [1] offset, 1: [B,S] */
+    int bad;
+} rope_case_t;
+
+static void rope_case(kn_dtype dt, rope_case_t c) {
+    int op = KN_OP_MsRotaryEmbedding;
+    if (!op_selected(op)) return;
+    int rd = c.rd ? c.rd : c.H;
+    int64_t xd4[4] = {c.B, c.N, c.S, c.H}, xd3[3] = {c.B, c.S, (int64_t)c.N * c.H}, cd[2] = {c.maxpos, rd / 2};
+    kn_tensor *hin[4] = {0};
+    hin[0] = c.rank4 ? sdpa_rand(dt, 4, xd4, 2.0) : sdpa_rand(dt, 3, xd3, 2.0);
+    int64_t one = 1, pd[2] = {c.B, c.S};
+    if (kn_tensor_new(KN_I64, c.pos_kind ? 2 : 1, c.pos_kind ? pd : &one, &hin[1])) exit(1);
+    for (int64_t i = 0; i < kn_numel(hin[1]); i++)
+        kn_set_f64(hin[1], i, c.pos_kind ? (double)((i * 7) % (c.maxpos - 1)) : 3.0);
+    if (c.bad) kn_set_f64(hin[1], 0, c.maxpos + 2);
+    hin[2] = sdpa_rand(dt, 2, cd, 1.0);
+    hin[3] = sdpa_rand(dt, 2, cd, 1.0);
+    kn_tensor *rin[4];
+    for (int i = 0; i < 4; i++) rin[i] = kn_dtype_is_float(hin[i]->dtype) ? sdpa_widen(hin[i]) : hin[i];
+    kn_attr at[3];
+    int na = 0;
+    if (c.nh_attr) at[na++] = ai("num_heads", c.N);
+    if (c.rd) at[na++] = ai("rotary_embedding_dim", c.rd);
+    if (c.inter) at[na++] = ai("interleaved", 1);
+    kn_node node = {0};
+    node.name = (char *)"rope";
+    node.op_type = (char *)"RotaryEmbedding";
+    node.domain = (char *)"com.microsoft";
+    node.op = op;
+    node.opset = 1;
+    node.n_attrs = na;
+    node.attrs = at;
+    node.n_inputs = 4;
+    node.n_outputs = 1;
+    if (kn_node_decode_params(&node)) exit(1);
+    char desc[256];
+    snprintf(desc, sizeof desc, "%s %s B%d S%d N%d H%d rd%d%s%s pos%d%s",
+             dt == KN_F32       ? "float32"
+                 : dt == KN_F16 ? "float16"
+                                : "bfloat16",
+             c.rank4 ? "BNSH" : "BSD", c.B, c.S, c.N, c.H, rd, c.inter ? " interleaved" : "",
+             c.nh_attr ? " num_heads" : "", c.pos_kind, c.bad ? " position past the cache" : "");
+    memset(att_err_shapes, 0, sizeof att_err_shapes);
+    att_err_shapes[0] = *hin[0];
+    att_err_shapes[0].data = NULL;
+    att_err_shapes[0].owns = false;
+    att_err_shapes[0].dtype = KN_F32;
+    att_expect_error = c.bad;
+    att_check(&node, (const kn_tensor *const *)rin, (const kn_tensor *const *)hin, 4, 1, dt, desc);
+    att_expect_error = false;
+    free(node.params);
+    for (int i = 0; i < 4; i++) {
+        if (rin[i] != hin[i]) kn_tensor_free(rin[i]);
+        kn_tensor_free(hin[i]);
+    }
+}
+
+static void test_rope(void) {
+    static const rope_case_t cases[] = {
+        /* rank4 B S N  H  rd inter nh pos maxpos bad */
+        {1, 2, 5, 3, 32, 0, 0, 0, 1, 40, 0},
+        {0, 2, 5, 4, 16, 8, 1, 1, 0, 40, 0},
+        {0, 1, 7, 2, 64, 0, 0, 0, 1, 40, 0},
+        {0, 2, 3, 2, 20, 12, 0, 1, 1, 40, 0},
+    };
+    kn_dtype dts[3] = {KN_F32, KN_F16, KN_BF16};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int d = 0; d < 3; d++) rope_case(dts[d], cases[i]);
+    rope_case_t bad = cases[0];
+    bad.bad = 1;
+    rope_case(KN_F32, bad);
+}
+
 int main(int argc, char **argv) {
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "-v") == 0) verbose = 1;
@@ -1857,6 +1935,7 @@ int main(int argc, char **argv) {
     test_sdpa();
     test_ms_attention();
     test_gqa();
+    test_rope();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {
