@@ -80,3 +80,9 @@ set_tests_properties(gpusim.train_device_cli PROPERTIES TIMEOUT 900)
 # gpusim.backend_ops, in seconds
 add_test(NAME gpusim.attention COMMAND test_backend_ops_sim --only KnSdpa,Attention,MultiHeadAttention,GroupQueryAttention,RotaryEmbedding)
 set_tests_properties(gpusim.attention PROPERTIES TIMEOUT 300 ENVIRONMENT "KILN_SIM_RACECHECK=1")
+# the text-generation ops against ONNX Runtime through kiln-sim --device cuda: GroupQueryAttention
+# and RotaryEmbedding on the CUDA kernels (tests/genops_parity.py)
+add_test(NAME gpusim.genops_parity
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/genops_parity.py --kiln $<TARGET_FILE:kiln_cli_sim>
+                 --device cuda)
+set_tests_properties(gpusim.genops_parity PROPERTIES TIMEOUT 600)
