@@ -18,7 +18,11 @@ prompt are left unwritten or computed from unwritten memory by ONNX Runtime.
 --bench adds MatMulNBits timings against ONNX Runtime (M=1 and M=64, K=N in 896..4864), each
 side timed in turns within one process run, as ratios.
 
-Usage: python3 tests/genops_parity.py --kiln PATH [-k SUBSTRING] [-v] [--bench]
+With --device cuda (and kiln-sim as --kiln) the cases run through the CUDA backend: its
+GroupQueryAttention and RotaryEmbedding kernels (kernels/cuda/attention.cu) against ONNX Runtime
+(gpusim.genops_parity); the ops without a CUDA kernel fall back to the CPU.
+
+Usage: python3 tests/genops_parity.py --kiln PATH [--device cpu|cuda] [-k SUBSTRING] [-v] [--bench]
 Prints per-op maximum errors and "N passed, N failed, 0 skipped" last; exits non-zero on any failure.
 """
 import argparse
@@ -410,6 +414,7 @@ def main():
     ap.add_argument("-v", action="store_true")
     ap.add_argument("--bench", action="store_true", help="MatMulNBits speed against ONNX Runtime")
     ap.add_argument("--bench-threads", type=int, default=1, help="threads of both sides in --bench")
+    ap.add_argument("--device", default="cpu", help="kiln exec --device (cpu, or cuda with kiln-sim)")
     ap.add_argument("--kiln", default=os.environ.get("KILN", os.path.join(os.path.dirname(__file__), "..", "build", "kiln")))
     args = ap.parse_args()
     if not os.access(args.kiln, os.X_OK):
@@ -429,7 +434,7 @@ def main():
             sess = ort.InferenceSession(c.model.SerializeToString(), so, providers=["CPUExecutionProvider"])
             ref = sess.run(None, dict(c.feeds))
             with tempfile.TemporaryDirectory() as tmp:
-                got = run_kiln(args.kiln, c.model, c.feeds, len(ref), tmp)
+                got = run_kiln(args.kiln, c.model, c.feeds, len(ref), tmp, ("--device", args.device))
             errs, stats = [], []
             for i, (r, g) in enumerate(zip(ref, got)):
                 e, mabs, mrel = compare(r, g, c.tol, c.masks.get(i))
@@ -462,7 +467,7 @@ def main():
         model = make_model([node], feeds, [("Y", TensorProto.FLOAT)], inits)
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                run_kiln(args.kiln, model, feeds, 1, tmp)
+                run_kiln(args.kiln, model, feeds, 1, tmp, ("--device", args.device))
                 msg = "kiln ran it"
             except RuntimeError as e:
                 # refused at load: no run-time context ("node ... with inputs (...)") in the message

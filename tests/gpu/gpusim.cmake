@@ -107,3 +107,15 @@ set_tests_properties(gpusim.train_cnn PROPERTIES TIMEOUT 600 ENVIRONMENT "KILN_S
 add_test(NAME gpusim.train_device_cnn COMMAND test_train_device_sim cnn)
 set_tests_properties(gpusim.train_device_cnn PROPERTIES TIMEOUT 600 ENVIRONMENT "KILN_SIM_RACECHECK=1"
                      FAIL_REGULAR_EXPRESSION "runs on the CPU")
+
+# the fused attention kernel alone (kernels/cuda/attention.cu: KnSdpa, com.microsoft Attention,
+# MultiHeadAttention, GroupQueryAttention and RotaryEmbedding), racecheck on: the same cases as
+# gpusim.backend_ops, in seconds
+add_test(NAME gpusim.attention COMMAND test_backend_ops_sim KnSdpa,Attention,MultiHeadAttention,GroupQueryAttention,RotaryEmbedding)
+set_tests_properties(gpusim.attention PROPERTIES TIMEOUT 300 ENVIRONMENT "KILN_SIM_RACECHECK=1")
+# the text-generation ops against ONNX Runtime through kiln-sim --device cuda: GroupQueryAttention
+# and RotaryEmbedding on the CUDA kernels (tests/genops_parity.py)
+add_test(NAME gpusim.genops_parity
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/genops_parity.py --kiln $<TARGET_FILE:kiln_cli_sim>
+                 --device cuda)
+set_tests_properties(gpusim.genops_parity PROPERTIES TIMEOUT 600)

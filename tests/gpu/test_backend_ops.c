@@ -149,6 +149,7 @@ static int case_inplace;
 static unsigned case_omit;
 
 static void run_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor **in, int n_in, int n_out) {
+    if (!op_selected(op)) return;
     kn_node node = {0};
     node.name = (char *)"t";
     node.op_type = (char *)kn_op_table[op].name;
@@ -1654,6 +1655,573 @@ static void test_cuconv_resize(void) {
         }
 }
 
+/* ---- KnSdpa (kernels/cuda/attention.cu): the fused attention against the CPU kernel ----
+ * The reference is the CPU's float32 KnSdpa on the device inputs' exact values (float16/bfloat16
+ * inputs widened), so the tolerances measure the device kernel alone: float32 is the exact path
+ * (fp32 FMA, only the summation order differs); float16/bfloat16 round P to the input type before
+ * the P.V product and the output once, with float accumulation. Bias kinds: 0 none, 1 key padding
+ * [B,1,1,T] with -inf past each row's length, 2 the same with float32-min (transformers' masks),
+ * 3 a random additive [1,Hq,S,T] bias, 4 a random [B,1,S,T] bias with -inf holes and a fully
+ * masked row, 5 key padding [B,1,1,T] as float16 (the bias's own dtype). */
+typedef struct {
+    int B, Hq, Hkv, S, T, Dk, Dv, bias, causal, lse;
+    float scale; /* 0: the default 1/sqrt(Dk) */
+} sdpa_case_t;
+
+static void sdpa_tol(kn_dtype dt, double *rtol, double *atol) {
+    *rtol = dt == KN_F32 ? 1e-5 : dt == KN_F16 ? 2e-3 : 1.5e-2;
+    *atol = dt == KN_F32 ? 5e-6 : dt == KN_F16 ? 2e-3 : 1.5e-2;
+}
+
+static kn_tensor *sdpa_rand(kn_dtype dt, int nd, const int64_t *dims, double amp) {
+    kn_tensor *t = NULL;
+    if (kn_tensor_new(dt, nd, dims, &t)) exit(1);
+    for (int64_t i = 0; i < kn_numel(t); i++) kn_set_f64(t, i, urand(-amp, amp));
+    return t;
+}
+static kn_tensor *sdpa_widen(const kn_tensor *x) { /* float32 copy of x's exact values */
+    kn_tensor *t = NULL;
+    if (kn_tensor_new(KN_F32, x->ndim, x->dims, &t)) exit(1);
+    for (int64_t i = 0; i < kn_numel(t); i++) kn_set_f64(t, i, kn_get_f64(x, i));
+    return t;
+}
+static void *sdpa_upload(const kn_tensor *t) {
+    size_t nb = kn_nbytes(t);
+    void *d = cu->alloc(cu, nb ? nb : 1);
+    kn_status *st = d ? cu->copy(cu, d, KN_DEVICE_CUDA, t->data, KN_DEVICE_CPU, nb) : NULL;
+    if (!d || st) {
+        fprintf(stderr, "upload failed\n");
+        exit(1);
+    }
+    return d;
+}
+
+static double sdpa_worst_y[3], sdpa_worst_lse[3]; /* by dtype: f32, f16, bf16 */
+static bool att_expect_error;       /* att_check: the case is bad input, refused by the CPU and the device */
+static kn_tensor att_err_shapes[3]; /* ... and the outputs' types and shapes it would have */
+
+/* node on the CPU over rin (float32) against node on the device over hin (dtype dt, the same
+ * values); output 0 in dt, further outputs (KnSdpa's logsumexp) float32. Tolerances: sdpa_tol. */
+static void att_check(kn_node *node, const kn_tensor *const *rin, const kn_tensor *const *hin, int n_in, int n_out,
+                      kn_dtype dt, const char *desc) {
+    int op = node->op;
+    op_stats *S = &stats[op];
+    int di = dt == KN_F32 ? 0 : dt == KN_F16 ? 1 : 2;
+    S->cases++;
+    kn_tensor ref_t[3] = {{0}}, *ref[3] = {&ref_t[0], &ref_t[1], &ref_t[2]};
+    kn_scratch scratch = {0};
+    kn_exec_ctx cctx = {
+        .backend = kn_cpu_backend(), .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch, .seed = 1};
+    char why[256] = "";
+    kn_status *st = kn_node_eval_host(&cctx, node, rin, n_in, ref, n_out);
+    if (st && att_expect_error) { /* bad input: the CPU refuses it, and so must the device */
+        kn_status_free(st);
+        for (int o = 0; o < n_out; o++) {
+            kn_tensor_release(&ref_t[o]);
+            ref_t[o] = att_err_shapes[o];
+        }
+    } else if (st) {
+        printf("FAIL %s(%s): cpu reference: %s\n", node->op_type, desc, kn_status_message(st));
+        kn_status_free(st);
+        S->failed++;
+        goto done;
+    } else if (att_expect_error) {
+        printf("FAIL %s(%s): the CPU accepted a case meant to be refused\n", node->op_type, desc);
+        S->failed++;
+        goto done;
+    }
+    if (!cu->supports(cu, node, hin, n_in)) {
+        printf("FAIL %s(%s): not supported\n", node->op_type, desc);
+        S->failed++;
+        goto done;
+    }
+    {
+        kn_tensor din_t[12], *din[12];
+        uint64_t hm = cu->host_inputs ? cu->host_inputs(cu, node) : 0;
+        for (int i = 0; i < n_in; i++) {
+            din[i] = NULL;
+            if (!hin[i]) continue;
+            din_t[i] = *hin[i];
+            din[i] = &din_t[i];
+            if (hm >> i & 1) continue; /* read on the host */
+            din_t[i].data = sdpa_upload(hin[i]);
+            din_t[i].device = KN_DEVICE_CUDA;
+            din_t[i].owns = false;
+            din[i] = &din_t[i];
+        }
+        kn_tensor dout_t[3], *dout[3];
+        char *graw[3] = {0};
+        size_t onb[3];
+        for (int o = 0; o < n_out; o++) {
+            dout_t[o] = ref_t[o];
+            if (o == 0 || op != KN_OP_KnSdpa) dout_t[o].dtype = dt;
+            dout_t[o].owns = false;
+            dout_t[o].device = KN_DEVICE_CUDA;
+            onb[o] = kn_nbytes(&dout_t[o]);
+            cudaMalloc((void **)&graw[o], onb[o] + 2 * GUARD);
+            cudaMemset(graw[o], GUARD_BYTE, onb[o] + 2 * GUARD);
+            dout_t[o].data = graw[o] + GUARD;
+            dout[o] = &dout_t[o];
+        }
+        cudaDeviceSynchronize();
+        kn_exec_ctx dctx = cctx;
+        dctx.backend = cu;
+        st = cu->stream_begin(cu, &dctx.stream);
+        if (!st) {
+            st = cu->kernel(cu, op)(&dctx, node, (const kn_tensor *const *)din, n_in, dout, n_out);
+            kn_status *e = cu->stream_end(cu, dctx.stream);
+            if (!st) st = e;
+            else if (e) kn_status_free(e);
+        }
+        int bad = 0;
+        if (att_expect_error) {
+            if (!st) snprintf(why, sizeof why, "bad input gave no error");
+            else if (!strstr(kn_status_message(st), node->name))
+                snprintf(why, sizeof why, "the error does not name the node: %s", kn_status_message(st));
+            bad = !st || !strstr(kn_status_message(st), node->name);
+            if (st) kn_status_free(st);
+            st = NULL;
+            n_out = -n_out; /* nothing to compare; the buffers are still freed below */
+        } else if (st) {
+            snprintf(why, sizeof why, "%s", kn_status_message(st));
+            kn_status_free(st);
+            bad = 1;
+        }
+        for (int o = 0; o < n_out && !bad; o++) {
+            unsigned char *h = malloc(onb[o] + 2 * GUARD);
+            cudaMemcpy(h, graw[o], onb[o] + 2 * GUARD, cudaMemcpyDeviceToHost);
+            for (size_t i = 0; i < GUARD && !bad; i++)
+                if (h[i] != GUARD_BYTE || h[GUARD + onb[o] + i] != GUARD_BYTE) {
+                    snprintf(why, sizeof why, "output %d: stray write (guard byte %zu)", o, i);
+                    bad = 1;
+                }
+            kn_tensor g = dout_t[o];
+            g.data = h + GUARD;
+            double rtol, atol;
+            sdpa_tol(dt, &rtol, &atol);
+            if (o == 1 && op == KN_OP_KnSdpa) /* logsumexp: from float scores either way */
+                rtol = 0, atol = dt == KN_F32 ? 1e-4 : 2e-3;
+            double *worst = o == 0 ? &sdpa_worst_y[di] : &sdpa_worst_lse[di];
+            for (int64_t i = 0; i < kn_numel(&ref_t[o]) && !bad; i++) {
+                double a = kn_get_f64(&ref_t[o], i), b = kn_get_f64(&g, i);
+                if (isnan(a) || isnan(b) || isinf(a) || isinf(b)) {
+                    if (!(a == b || (isnan(a) && isnan(b)))) {
+                        snprintf(why, sizeof why, "output %d element %lld: cpu %g, cuda %g", o, (long long)i, a, b);
+                        bad = 1;
+                    }
+                    continue;
+                }
+                double d = fabs(a - b);
+                if (op == KN_OP_KnSdpa && d > *worst) *worst = d;
+                if (d > S->worst) S->worst = d;
+                if (d > atol + rtol * fabs(a)) {
+                    snprintf(why, sizeof why, "output %d element %lld: cpu %.7g, cuda %.7g (|diff| %.3g > %.3g)", o,
+                             (long long)i, a, b, d, atol + rtol * fabs(a));
+                    bad = 1;
+                }
+            }
+            free(h);
+        }
+        if (bad) {
+            S->failed++;
+            printf("FAIL %s(%s): %s\n", node->op_type, desc, why);
+        } else {
+            S->passed++;
+            if (verbose) printf("  ok %s(%s)\n", node->op_type, desc);
+        }
+        for (int i = 0; i < n_in; i++)
+            if (din[i] && !(hm >> i & 1)) cu->free(cu, (void *)din_t[i].data);
+        if (n_out < 0) n_out = -n_out;
+        for (int o = 0; o < n_out; o++) cudaFree(graw[o]);
+    }
+done:
+    for (int o = 0; o < n_out; o++) kn_tensor_release(&ref_t[o]);
+    kn_scratch_release(&scratch);
+}
+
+static void sdpa_case(kn_dtype dt, sdpa_case_t c) {
+    if (!op_selected(KN_OP_KnSdpa)) return;
+    int64_t qd[4] = {c.B, c.Hq, c.S, c.Dk}, kd[4] = {c.B, c.Hkv, c.T, c.Dk}, vd[4] = {c.B, c.Hkv, c.T, c.Dv};
+    kn_tensor *q = sdpa_rand(dt, 4, qd, 1.5), *k = sdpa_rand(dt, 4, kd, 1.5), *v = sdpa_rand(dt, 4, vd, 2.0);
+    kn_tensor *bias = NULL;
+    int64_t bdims[4] = {1, 1, 1, 1};
+    if (c.bias == 1 || c.bias == 2 || c.bias == 5) {
+        bdims[0] = c.B;
+        bdims[3] = c.T;
+        if (kn_tensor_new(c.bias == 5 ? KN_F16 : KN_F32, 4, bdims, &bias)) exit(1);
+        for (int b = 0; b < c.B; b++) {
+            /* lengths: full, then shorter rows, one of a single key */
+            int len = b == 0 ? c.T : b == 1 ? (c.T + 1) / 2 : 1;
+            for (int t = 0; t < c.T; t++)
+                kn_set_f64(bias, (int64_t)b * c.T + t,
+                           t < len           ? 0.0
+                               : c.bias == 2 ? -3.4028234663852886e38
+                                             : -INFINITY);
+        }
+    } else if (c.bias == 3) {
+        bdims[1] = c.Hq;
+        bdims[2] = c.S;
+        bdims[3] = c.T;
+        bias = sdpa_rand(KN_F32, 4, bdims, 2.0);
+    } else if (c.bias == 4) {
+        bdims[0] = c.B;
+        bdims[2] = c.S;
+        bdims[3] = c.T;
+        bias = sdpa_rand(KN_F32, 4, bdims, 1.0);
+        for (int64_t i = 0; i < kn_numel(bias); i++)
+            if (rnd() % 4 == 0) kn_set_f64(bias, i, -INFINITY);
+        for (int t = 0; t < c.T; t++) kn_set_f64(bias, t, -INFINITY); /* row 0 of batch 0: fully masked */
+    }
+    kn_tensor *qf = sdpa_widen(q), *kf = sdpa_widen(k), *vf = sdpa_widen(v), *bf = bias ? sdpa_widen(bias) : NULL;
+    kn_attr at[2];
+    int na = 0;
+    if (c.causal) at[na++] = ai("is_causal", 1);
+    if (c.scale != 0.0f) at[na++] = af("scale", c.scale);
+    kn_node node = {0};
+    node.name = (char *)"sdpa";
+    node.op_type = (char *)"KnSdpa";
+    node.domain = (char *)"kiln";
+    node.op = KN_OP_KnSdpa;
+    node.opset = 1;
+    node.n_attrs = na;
+    node.attrs = at;
+    int n_in = bias ? 4 : 3, n_out = c.lse ? 2 : 1;
+    node.n_inputs = n_in;
+    node.n_outputs = n_out;
+    if (kn_node_decode_params(&node)) exit(1);
+    char desc[256];
+    snprintf(desc, sizeof desc, "%s B%d Hq%d Hkv%d S%d T%d Dk%d Dv%d bias%d%s%s",
+             dt == KN_F32       ? "float32"
+                 : dt == KN_F16 ? "float16"
+                                : "bfloat16",
+             c.B, c.Hq, c.Hkv, c.S, c.T, c.Dk, c.Dv, c.bias, c.causal ? " causal" : "", c.lse ? " lse" : "");
+    const kn_tensor *rin[4] = {qf, kf, vf, bf}, *hin[4] = {q, k, v, bias};
+    att_check(&node, rin, hin, n_in, n_out, dt, desc);
+    free(node.params);
+    kn_tensor_free(q);
+    kn_tensor_free(k);
+    kn_tensor_free(v);
+    kn_tensor_free(qf);
+    kn_tensor_free(kf);
+    kn_tensor_free(vf);
+    if (bias) kn_tensor_free(bias);
+    if (bf) kn_tensor_free(bf);
+}
+
+/* Head sizes 32/64/80/128 (and 16, 20, 256 padded), sequences off the tile sizes (1, 7, 64, 129),
+ * per-row key lengths, causal, biases, GQA, the logsumexp output, in all three dtypes. */
+static void test_sdpa(void) {
+    static const sdpa_case_t cases[] = {
+        /* B Hq Hkv  S    T   Dk   Dv bias causal lse scale */
+        {1, 2, 2, 1, 1, 32, 32, 0, 0, 0, 0},     {2, 2, 2, 7, 7, 64, 64, 1, 0, 1, 0},
+        {1, 4, 1, 64, 64, 80, 80, 0, 1, 1, 0},   {3, 2, 1, 129, 129, 128, 128, 2, 1, 0, 0},
+        {3, 2, 2, 129, 129, 32, 32, 1, 0, 1, 0}, {1, 2, 2, 7, 129, 32, 32, 3, 0, 0, 0.3f},
+        {2, 1, 1, 65, 64, 64, 64, 4, 0, 1, 0},   {2, 2, 1, 9, 9, 32, 64, 4, 1, 1, 0},
+        {3, 2, 2, 33, 70, 20, 20, 5, 0, 0, 0},   {1, 1, 1, 7, 7, 16, 16, 0, 1, 0, 0},
+        {1, 1, 1, 7, 40, 256, 256, 1, 0, 1, 0},
+    };
+    kn_dtype dts[3] = {KN_F32, KN_F16, KN_BF16};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int d = 0; d < 3; d++) sdpa_case(dts[d], cases[i]);
+    if (op_selected(KN_OP_KnSdpa))
+        printf("KnSdpa max |diff| output / logsumexp: float32 %.3g / %.3g, float16 %.3g / %.3g, bfloat16 %.3g / %.3g\n",
+               sdpa_worst_y[0], sdpa_worst_lse[0], sdpa_worst_y[1], sdpa_worst_lse[1], sdpa_worst_y[2],
+               sdpa_worst_lse[2]);
+}
+
+/* com.microsoft MultiHeadAttention and Attention on the same kernel, against the CPU's float32
+ * kernels (kernels/cpu/contrib.c) on the same values. mask kinds: 0 none, 1 mask_index [B] (key
+ * ends; one batch row of length 0: all keys filtered), 2 [2B] ends then starts, 3 a 2-D [B,T]
+ * 0/1 mask (int64), 4 the same with mask_filter_value -1e9. Also the QKV bias, attention_bias
+ * [1,N,S,T], unidirectional, qkv_hidden_sizes with a different value head size, and for
+ * MultiHeadAttention a key/value sequence of its own length and key/value in [B,N,L,H]. */
+typedef struct {
+    int attn; /* 1: Attention (fused projection), 0: MultiHeadAttention */
+    int B, N, S, L, H, Hv, mask, qkv_bias, ab, causal, bnsh;
+} ms_case_t;
+
+static void ms_case(kn_dtype dt, ms_case_t c) {
+    int op = c.attn ? KN_OP_MsAttention : KN_OP_MsMultiHeadAttention;
+    if (!op_selected(op)) return;
+    if (c.attn) c.L = c.S;
+    int64_t D = (int64_t)c.N * c.H, Dv = (int64_t)c.N * c.Hv, Din = 24;
+    kn_tensor *hin[8] = {0};
+    int n_in;
+    if (c.attn) {
+        int64_t xd[3] = {c.B, c.S, Din}, wd[2] = {Din, 2 * D + Dv}, bd[1] = {2 * D + Dv};
+        hin[0] = sdpa_rand(dt, 3, xd, 1.0);
+        hin[1] = sdpa_rand(dt, 2, wd, 0.4);
+        if (c.qkv_bias) hin[2] = sdpa_rand(dt, 1, bd, 0.5);
+        n_in = 3;
+    } else {
+        int64_t qd[3] = {c.B, c.S, D}, kd[3] = {c.B, c.L, D}, vd[3] = {c.B, c.L, Dv}, bd[1] = {2 * D + Dv};
+        int64_t kd4[4] = {c.B, c.N, c.L, c.H}, vd4[4] = {c.B, c.N, c.L, c.Hv};
+        hin[0] = sdpa_rand(dt, 3, qd, 1.5);
+        hin[1] = c.bnsh ? sdpa_rand(dt, 4, kd4, 1.5) : sdpa_rand(dt, 3, kd, 1.5);
+        hin[2] = c.bnsh ? sdpa_rand(dt, 4, vd4, 2.0) : sdpa_rand(dt, 3, vd, 2.0);
+        if (c.qkv_bias) hin[3] = sdpa_rand(dt, 1, bd, 0.5);
+        n_in = 4;
+    }
+    int mi = c.attn ? 3 : 4, abi = 5;
+    if (c.mask) {
+        int64_t md1 = c.mask == 2 ? 2 * c.B : c.B, md2[2] = {c.B, c.L};
+        kn_tensor *m = NULL;
+        if (kn_tensor_new(c.mask >= 3 ? KN_I64 : KN_I32, c.mask >= 3 ? 2 : 1, c.mask >= 3 ? md2 : &md1, &m)) exit(1);
+        for (int b = 0; b < c.B; b++) {
+            int len = b == 0 ? c.L : b == 1 ? (c.L + 1) / 2 : 0, start = c.mask == 2 && b == 0 ? c.L / 3 : 0;
+            if (c.mask >= 3)
+                for (int t = 0; t < c.L; t++) kn_set_f64(m, (int64_t)b * c.L + t, t < len);
+            else {
+                kn_set_f64(m, b, len);
+                if (c.mask == 2) kn_set_f64(m, c.B + b, start);
+            }
+        }
+        hin[mi] = m;
+    }
+    if (c.ab) {
+        int64_t ad[4] = {1, c.N, c.S, c.L};
+        hin[abi] = sdpa_rand(KN_F32, 4, ad, 1.0);
+    }
+    for (int i = 0; i < 8; i++)
+        if (hin[i]) n_in = i + 1;
+    kn_tensor *rin[8] = {0};
+    for (int i = 0; i < n_in; i++)
+        if (hin[i]) rin[i] = kn_dtype_is_float(hin[i]->dtype) ? sdpa_widen(hin[i]) : hin[i];
+    kn_attr at[3];
+    int na = 0;
+    at[na++] = ai("num_heads", c.N);
+    if (c.causal) at[na++] = ai("unidirectional", 1);
+    if (c.mask == 4) at[na++] = af("mask_filter_value", -1e9f);
+    if (c.attn && c.Hv != c.H) {
+        static int64_t sizes[3];
+        sizes[0] = sizes[1] = D;
+        sizes[2] = Dv;
+        at[na++] = aints("qkv_hidden_sizes", sizes, 3);
+    }
+    kn_node node = {0};
+    node.name = (char *)"ms";
+    node.op_type = (char *)kn_op_table[op].name;
+    node.domain = (char *)"com.microsoft";
+    node.op = op;
+    node.opset = 1;
+    node.n_attrs = na;
+    node.attrs = at;
+    node.n_inputs = n_in;
+    node.n_outputs = 1;
+    if (kn_node_decode_params(&node)) exit(1);
+    char desc[256];
+    snprintf(desc, sizeof desc, "%s B%d N%d S%d L%d H%d Hv%d mask%d%s%s%s%s",
+             dt == KN_F32       ? "float32"
+                 : dt == KN_F16 ? "float16"
+                                : "bfloat16",
+             c.B, c.N, c.S, c.L, c.H, c.Hv, c.mask, c.qkv_bias ? " qkv_bias" : "", c.ab ? " attention_bias" : "",
+             c.causal ? " unidirectional" : "", c.bnsh ? " bnsh" : "");
+    att_check(&node, (const kn_tensor *const *)rin, (const kn_tensor *const *)hin, n_in, 1, dt, desc);
+    free(node.params);
+    for (int i = 0; i < n_in; i++) {
+        if (rin[i] && rin[i] != hin[i]) kn_tensor_free(rin[i]);
+        if (hin[i]) kn_tensor_free(hin[i]);
+    }
+}
+
+static void test_ms_attention(void) {
+    static const ms_case_t cases[] = {
+        /* attn B N  S   L   H  Hv mask qkvb ab causal bnsh */
+        {0, 2, 2, 7, 7, 32, 32, 0, 1, 0, 0, 0},   {0, 3, 2, 9, 70, 64, 64, 1, 1, 1, 0, 0},
+        {0, 2, 2, 33, 33, 16, 24, 3, 0, 0, 1, 0}, {0, 2, 2, 5, 40, 32, 32, 4, 0, 0, 0, 1},
+        {1, 3, 2, 9, 9, 32, 32, 1, 1, 0, 0, 0},   {1, 2, 2, 70, 70, 16, 16, 2, 1, 1, 1, 0},
+        {1, 2, 4, 17, 17, 8, 16, 3, 0, 0, 0, 0},
+    };
+    kn_dtype dts[3] = {KN_F32, KN_F16, KN_BF16};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int d = 0; d < 3; d++) ms_case(dts[d], cases[i]);
+}
+
+/* com.microsoft GroupQueryAttention against the CPU kernel (kernels/cpu/genops.c) on the same
+ * values: output and both present caches. Prompts (right-padded entries through seqlens_k),
+ * decode steps and chunks after a past, packed QKV, rotary (half-split or interleaved, positions
+ * implied or given), kv heads shared by 2 or 4 query heads. */
+typedef struct {
+    int B, S, N, KV, H, P, total, packed, rotary, inter, posids;
+    int sl[2]; /* seqlens_k */
+} gqa_case_t;
+
+static void gqa_case(kn_dtype dt, gqa_case_t c) {
+    int op = KN_OP_MsGroupQueryAttention;
+    if (!op_selected(op)) return;
+    int64_t D = c.packed ? (int64_t)(c.N + 2 * c.KV) * c.H : (int64_t)c.N * c.H;
+    kn_tensor *hin[10] = {0};
+    int64_t qd[3] = {c.B, c.S, D}, kd[3] = {c.B, c.S, (int64_t)c.KV * c.H}, pd[4] = {c.B, c.KV, c.P, c.H};
+    hin[0] = sdpa_rand(dt, 3, qd, 1.5);
+    if (!c.packed) {
+        hin[1] = sdpa_rand(dt, 3, kd, 1.5);
+        hin[2] = sdpa_rand(dt, 3, kd, 2.0);
+    }
+    if (c.P > 0) {
+        hin[3] = sdpa_rand(dt, 4, pd, 1.5);
+        hin[4] = sdpa_rand(dt, 4, pd, 2.0);
+    }
+    int64_t bd = c.B, one = 1;
+    if (kn_tensor_new(KN_I32, 1, &bd, &hin[5]) || kn_tensor_new(KN_I32, 1, &one, &hin[6])) exit(1);
+    for (int b = 0; b < c.B; b++) kn_set_f64(hin[5], b, c.sl[b]);
+    kn_set_f64(hin[6], 0, c.total);
+    int n_in = 7;
+    if (c.rotary) {
+        int64_t cd[2] = {96, c.H / 4}; /* rotary over half the head */
+        hin[7] = sdpa_rand(dt, 2, cd, 1.0);
+        hin[8] = sdpa_rand(dt, 2, cd, 1.0);
+        n_in = 9;
+        if (c.posids) {
+            int64_t pdd[2] = {c.B, c.S};
+            if (kn_tensor_new(KN_I64, 2, pdd, &hin[9])) exit(1);
+            for (int64_t i = 0; i < c.B * c.S; i++) kn_set_f64(hin[9], i, (double)(3 + i % 20));
+            n_in = 10;
+        }
+    }
+    kn_tensor *rin[10] = {0};
+    for (int i = 0; i < n_in; i++)
+        if (hin[i]) rin[i] = kn_dtype_is_float(hin[i]->dtype) ? sdpa_widen(hin[i]) : hin[i];
+    kn_attr at[4];
+    int na = 0;
+    at[na++] = ai("num_heads", c.N);
+    at[na++] = ai("kv_num_heads", c.KV);
+    if (c.rotary) at[na++] = ai("do_rotary", 1);
+    if (c.inter) at[na++] = ai("rotary_interleaved", 1);
+    kn_node node = {0};
+    node.name = (char *)"gqa";
+    node.op_type = (char *)"GroupQueryAttention";
+    node.domain = (char *)"com.microsoft";
+    node.op = op;
+    node.opset = 1;
+    node.n_attrs = na;
+    node.attrs = at;
+    node.n_inputs = n_in;
+    node.n_outputs = 3;
+    if (kn_node_decode_params(&node)) exit(1);
+    char desc[256];
+    snprintf(desc, sizeof desc, "%s B%d S%d N%d KV%d H%d past%d total%d seqlens %d,%d%s%s%s%s",
+             dt == KN_F32       ? "float32"
+                 : dt == KN_F16 ? "float16"
+                                : "bfloat16",
+             c.B, c.S, c.N, c.KV, c.H, c.P, c.total, c.sl[0], c.B > 1 ? c.sl[1] : -1, c.packed ? " packed" : "",
+             c.rotary ? " rotary" : "", c.inter ? " interleaved" : "", c.posids ? " position_ids" : "");
+    int64_t T = c.total > c.P ? c.total : c.P, yd[3] = {c.B, c.S, (int64_t)c.N * c.H}, cd4[4] = {c.B, c.KV, T, c.H};
+    memset(att_err_shapes, 0, sizeof att_err_shapes);
+    for (int o = 0; o < 3; o++) {
+        att_err_shapes[o].kind = KN_KIND_TENSOR;
+        att_err_shapes[o].dtype = KN_F32;
+        kn_tensor_set_shape(&att_err_shapes[o], o ? 4 : 3, o ? cd4 : yd);
+    }
+    att_check(&node, (const kn_tensor *const *)rin, (const kn_tensor *const *)hin, n_in, 3, dt, desc);
+    free(node.params);
+    for (int i = 0; i < n_in; i++) {
+        if (rin[i] && rin[i] != hin[i]) kn_tensor_free(rin[i]);
+        if (hin[i]) kn_tensor_free(hin[i]);
+    }
+}
+
+static void test_gqa(void) {
+    static const gqa_case_t cases[] = {
+        /* B S  N KV  H   P total packed rotary inter posids seqlens */
+        {2, 7, 4, 2, 32, 0, 7, 0, 1, 0, 0, {6, 4}},    /* prompt, entry 1 right-padded */
+        {2, 1, 4, 1, 64, 9, 9, 0, 1, 0, 0, {8, 5}},    /* decode into a cache of 9 */
+        {2, 5, 2, 2, 16, 0, 5, 1, 0, 0, 0, {4, 4}},    /* packed QKV prompt, no rotary */
+        {2, 3, 4, 2, 32, 6, 9, 0, 1, 1, 1, {8, 7}},    /* a chunk after a past, interleaved, position_ids */
+        {1, 66, 2, 1, 80, 0, 66, 0, 1, 0, 0, {65, 0}}, /* a prompt over two query tiles */
+    };
+    kn_dtype dts[3] = {KN_F32, KN_F16, KN_BF16};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int d = 0; d < 3; d++) gqa_case(dts[d], cases[i]);
+    /* seqlens_k beyond the cache, a position past cos_cache: the run fails naming the node, and
+     * the stream comes back clean for the next case */
+    static const gqa_case_t bad[] = {
+        {2, 1, 4, 1, 64, 9, 9, 0, 1, 0, 0, {8, 11}},
+        {1, 3, 4, 2, 32, 6, 9, 0, 1, 1, 1, {200, 0}},
+    };
+    att_expect_error = true;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) gqa_case(KN_F32, bad[i]);
+    att_expect_error = false;
+    gqa_case(KN_F16, cases[1]);
+}
+
+/* com.microsoft RotaryEmbedding against the CPU kernel: [B,N,S,H] and [B,S,N*H] inputs (heads from
+ * num_heads or from the cache), full and partial rotary dims, half-split and interleaved, a
+ * position offset [1] or position_ids [B,S], and a position past the cache (refused). */
+typedef struct {
+    int rank4, B, S, N, H, rd, inter, nh_attr, pos_kind, maxpos; /* pos_kind 0: [1] offset, 1: [B,S] */
+    int bad;
+} rope_case_t;
+
+static void rope_case(kn_dtype dt, rope_case_t c) {
+    int op = KN_OP_MsRotaryEmbedding;
+    if (!op_selected(op)) return;
+    int rd = c.rd ? c.rd : c.H;
+    int64_t xd4[4] = {c.B, c.N, c.S, c.H}, xd3[3] = {c.B, c.S, (int64_t)c.N * c.H}, cd[2] = {c.maxpos, rd / 2};
+    kn_tensor *hin[4] = {0};
+    hin[0] = c.rank4 ? sdpa_rand(dt, 4, xd4, 2.0) : sdpa_rand(dt, 3, xd3, 2.0);
+    int64_t one = 1, pd[2] = {c.B, c.S};
+    if (kn_tensor_new(KN_I64, c.pos_kind ? 2 : 1, c.pos_kind ? pd : &one, &hin[1])) exit(1);
+    for (int64_t i = 0; i < kn_numel(hin[1]); i++)
+        kn_set_f64(hin[1], i, c.pos_kind ? (double)((i * 7) % (c.maxpos - 1)) : 3.0);
+    if (c.bad) kn_set_f64(hin[1], 0, c.maxpos + 2);
+    hin[2] = sdpa_rand(dt, 2, cd, 1.0);
+    hin[3] = sdpa_rand(dt, 2, cd, 1.0);
+    kn_tensor *rin[4];
+    for (int i = 0; i < 4; i++) rin[i] = kn_dtype_is_float(hin[i]->dtype) ? sdpa_widen(hin[i]) : hin[i];
+    kn_attr at[3];
+    int na = 0;
+    if (c.nh_attr) at[na++] = ai("num_heads", c.N);
+    if (c.rd) at[na++] = ai("rotary_embedding_dim", c.rd);
+    if (c.inter) at[na++] = ai("interleaved", 1);
+    kn_node node = {0};
+    node.name = (char *)"rope";
+    node.op_type = (char *)"RotaryEmbedding";
+    node.domain = (char *)"com.microsoft";
+    node.op = op;
+    node.opset = 1;
+    node.n_attrs = na;
+    node.attrs = at;
+    node.n_inputs = 4;
+    node.n_outputs = 1;
+    if (kn_node_decode_params(&node)) exit(1);
+    char desc[256];
+    snprintf(desc, sizeof desc, "%s %s B%d S%d N%d H%d rd%d%s%s pos%d%s",
+             dt == KN_F32       ? "float32"
+                 : dt == KN_F16 ? "float16"
+                                : "bfloat16",
+             c.rank4 ? "BNSH" : "BSD", c.B, c.S, c.N, c.H, rd, c.inter ? " interleaved" : "",
+             c.nh_attr ? " num_heads" : "", c.pos_kind, c.bad ? " position past the cache" : "");
+    memset(att_err_shapes, 0, sizeof att_err_shapes);
+    att_err_shapes[0] = *hin[0];
+    att_err_shapes[0].data = NULL;
+    att_err_shapes[0].owns = false;
+    att_err_shapes[0].dtype = KN_F32;
+    att_expect_error = c.bad;
+    att_check(&node, (const kn_tensor *const *)rin, (const kn_tensor *const *)hin, 4, 1, dt, desc);
+    att_expect_error = false;
+    free(node.params);
+    for (int i = 0; i < 4; i++) {
+        if (rin[i] != hin[i]) kn_tensor_free(rin[i]);
+        kn_tensor_free(hin[i]);
+    }
+}
+
+static void test_rope(void) {
+    static const rope_case_t cases[] = {
+        /* rank4 B S N  H  rd inter nh pos maxpos bad */
+        {1, 2, 5, 3, 32, 0, 0, 0, 1, 40, 0},
+        {0, 2, 5, 4, 16, 8, 1, 1, 0, 40, 0},
+        {0, 1, 7, 2, 64, 0, 0, 0, 1, 40, 0},
+        {0, 2, 3, 2, 20, 12, 0, 1, 1, 40, 0},
+    };
+    kn_dtype dts[3] = {KN_F32, KN_F16, KN_BF16};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int d = 0; d < 3; d++) rope_case(dts[d], cases[i]);
+    rope_case_t bad = cases[0];
+    bad.bad = 1;
+    rope_case(KN_F32, bad);
+}
+
 int main(int argc, char **argv) {
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "-v") == 0) {
@@ -1693,6 +2261,10 @@ int main(int argc, char **argv) {
     test_cuconv_pool();
     test_cuconv_batchnorm();
     test_cuconv_resize();
+    test_sdpa();
+    test_ms_attention();
+    test_gqa();
+    test_rope();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {

@@ -6,6 +6,7 @@
  * "skipped: no CUDA device" where there is none. Usage: test_session_cuda ZOO_DIR */
 #include "graph/model.h"
 #include "graph/ops.h"
+#include "graph/passes.h"
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@ static void on_log(void *user, kn_log_level level, const char *msg) {
 static bool no_fallback_model(const char *name) {
     return !strcmp(name, "resnet_imgcls") || !strcmp(name, "vit_imgcls");
 }
+static int n_sdpa_total; /* KnSdpa nodes in the cuda graphs, over all models */
 
 static int run_model(const char *zoo, const char *name, double *worst_out) {
     char path[1024], ds[1024];
@@ -59,6 +61,25 @@ static int run_model(const char *zoo, const char *name, double *worst_out) {
         return 1;
     }
     int n_in = kn_session_input_count(sc), n_out = kn_session_output_count(sc), fail = 0;
+    /* a cuda session fuses attention as the CPU one does: every kiln:KnSdpa of the CPU's graph is
+     * in the device's graph too (kernels/cuda/attention.cu), not left as MatMul/Softmax */
+    const kn_backend *cub = NULL;
+    const kn_graph *gcpu = NULL, *gdev = NULL;
+    if ((st = kn_backend_get(KN_DEVICE_CUDA, 0, &cub)) || (st = kn_model_graph_for(m, kn_cpu_backend(), &gcpu)) ||
+        (st = kn_model_graph_for(m, cub, &gdev))) {
+        printf("FAIL %s: graphs: %s\n", name, kn_status_message(st));
+        kn_status_free(st);
+        fail = 1;
+    } else {
+        int nc = 0, nd = 0;
+        for (int i = 0; i < gcpu->n_nodes; i++) nc += gcpu->nodes[i].op == KN_OP_KnSdpa;
+        for (int i = 0; i < gdev->n_nodes; i++) nd += gdev->nodes[i].op == KN_OP_KnSdpa;
+        if (nc != nd) {
+            printf("FAIL %s: %d fused attention nodes on the CPU, %d on cuda\n", name, nc, nd);
+            fail = 1;
+        }
+        n_sdpa_total += nd;
+    }
     kn_named_tensor *in = calloc((size_t)n_in, sizeof *in);
     kn_tensor **held = calloc((size_t)n_in, sizeof *held);
     for (int k = 0; k < n_in && !fail; k++) {
@@ -177,6 +198,6 @@ int main(int argc, char **argv) {
         if (r) failed++;
         else passed++;
     }
-    printf("%d passed, %d failed\n", passed, failed);
+    printf("%d passed, %d failed; %d fused attention (kiln:KnSdpa) nodes ran on cuda\n", passed, failed, n_sdpa_total);
     return failed || !passed ? 1 : 0;
 }
