@@ -130,9 +130,9 @@ kn_status *kn_cpu_MlCastMap(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
     const kn_params_ml_castmap *p = KN_PARAMS(node, ml_castmap);
     KN_TRY(ml_need_map(node, n_in > 0 ? in[0] : NULL));
     const kn_map *m = in[0]->data;
-    KN_CHECK(m->keys.dtype == KN_I64 && (in[0]->dtype == KN_F32 || in[0]->dtype == KN_STRING),
-             KN_ERR_INVALID_ARGUMENT, "CastMap: the map must be map<int64, float|string>, got map<%s, %s>",
-             kn_dtype_name(m->keys.dtype), kn_dtype_name(in[0]->dtype));
+    KN_CHECK(m->keys.dtype == KN_I64 && (in[0]->dtype == KN_F32 || in[0]->dtype == KN_STRING), KN_ERR_INVALID_ARGUMENT,
+             "CastMap: the map must be map<int64, float|string>, got map<%s, %s>", kn_dtype_name(m->keys.dtype),
+             kn_dtype_name(in[0]->dtype));
     int64_t len = m->keys.dims[0], *ix = NULL;
     KN_TRY(ml_sorted(ctx, node, m, &ix));
     kn_tensor *y = out[0];
@@ -149,8 +149,11 @@ kn_status *kn_cpu_MlCastMap(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
     int64_t k = 0;
     for (int64_t i = 0; i < p->max_map; i++) {
         if (k < len && ((const int64_t *)m->keys.data)[ix[k]] == i) KN_TRY(ml_cast_one(&m->values, ix[k++], y, i));
-        else if (y->dtype == KN_STRING && !(((char **)y->data)[i] = strdup("0.f")))
-            return KN_OOM(0); /* ORT pads strings with "0.f", numbers with 0 (the buffer is zeroed) */
+        else if (y->dtype == KN_STRING) { /* ORT pads strings with "0.f", numbers with 0 */
+            if (!(((char **)y->data)[i] = strdup("0.f"))) return KN_OOM(0);
+        } else {
+            memset((char *)y->data + (size_t)i * kn_dtype_size(y->dtype), 0, kn_dtype_size(y->dtype));
+        }
     }
     return NULL;
 }
@@ -176,6 +179,8 @@ kn_status *kn_cpu_MlDictVectorizer(kn_exec_ctx *ctx, const kn_node *node, const 
             if (!(((char **)y->data)[i] = strdup(s ? s : ""))) return KN_OOM(0);
         } else if (j >= 0) {
             memcpy((char *)y->data + (size_t)i * es, (const char *)m->values.data + (size_t)j * es, es);
+        } else { /* the output may live in the run's arena: absent words are written, not assumed */
+            memset((char *)y->data + (size_t)i * es, 0, es);
         }
     }
     return NULL;
