@@ -14,6 +14,7 @@ message naming the file, never a crash.
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -247,6 +248,67 @@ def main():
             expect = [np.array([row], dtype=object if attrs["cast_to"] == "TO_STRING" else type(conv("1")))]
         case(kiln, tmp, tag, model, {"M": feed}, [make_map(d, TensorProto.INT64, npv)], ["tensor"], expect)
 
+    # `kiln conformance` compares expected maps by key: a ZipMap case in the test layout with ORT's
+    # outputs passes; the same case with one probability changed, or a label renamed, fails
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    model = os.path.join(tmp, "zipmap_string.onnx")
+    want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"X": x})
+    for tag, change in (("same", None), ("value", "value"), ("label", "label")):
+        probs = [dict(m) for m in want[1]]
+        if change == "value":
+            probs[1]["virginica"] += 0.5
+        elif change == "label":
+            probs[2]["other"] = probs[2].pop("setosa")
+        case_dir = os.path.join(tmp, "conf", "zipmap_" + tag)
+        ds = os.path.join(case_dir, "test_data_set_0")
+        os.makedirs(ds, exist_ok=True)
+        shutil.copy(model, os.path.join(case_dir, "model.onnx"))
+        sp = onnx.SequenceProto()
+        sp.name = "output_probability"
+        sp.elem_type = onnx.SequenceProto.MAP
+        for m in probs:
+            sp.map_values.add().CopyFrom(make_map(m, TensorProto.STRING, np.float32))
+        write_inputs(ds, [numpy_helper.from_array(x, "X")])
+        open(os.path.join(ds, "output_0.pb"), "wb").write(numpy_helper.from_array(want[0], "label").SerializeToString())
+        open(os.path.join(ds, "output_1.pb"), "wb").write(sp.SerializeToString())
+        r = subprocess.run([kiln, "conformance", case_dir], capture_output=True, text=True)
+        last = (r.stdout.strip().splitlines() or [""])[-1]
+        expect = "1 passed, 0 failed" if change is None else "0 passed, 1 failed"
+        why = [ln for ln in r.stdout.splitlines() if ln.startswith("FAIL")]
+        check(expect in last, "conformance zipmap (%s): %s %s" % (tag, last, why[0][:160] if why else ""))
+
+    # map values through kiln unchanged (graph inputs that are outputs), where ORT's Python binding
+    # feeds none of these types: seq(map) read from a SequenceProto of MapProtos, optional(map)
+    # holding a map and empty, each written back as declared and read back by onnx equal to the input
+    ms = [{"x": np.float32(1.5), "y": np.float32(-2.0)}, {"z": np.float32(0.25)}]
+    seq_t = helper.make_sequence_type_proto(map_type(TensorProto.STRING, TensorProto.FLOAT))
+    opt_t = helper.make_optional_type_proto(map_type(TensorProto.INT64, TensorProto.DOUBLE))
+    model = save_model(os.path.join(tmp, "passthrough.onnx"), [],
+                       [helper.make_value_info("S", seq_t), helper.make_value_info("O", opt_t)],
+                       [helper.make_value_info("S", seq_t), helper.make_value_info("O", opt_t)])
+    sp = onnx.SequenceProto()
+    sp.elem_type = onnx.SequenceProto.MAP
+    for m in ms:
+        sp.map_values.add().CopyFrom(make_map(m, TensorProto.STRING, np.float32))
+    for tag, o in (("held", {7: 0.5, -2: 3.0}), ("empty", None)):
+        op = onnx.OptionalProto()
+        if o is not None:
+            op.elem_type = onnx.OptionalProto.MAP
+            op.map_value.CopyFrom(make_map(o, TensorProto.INT64, np.float64))
+        d = os.path.join(tmp, "passthrough_" + tag)
+        write_inputs(os.path.join(d, "in"), [sp, op])
+        r = run_kiln(kiln, model, os.path.join(d, "in"), os.path.join(d, "out"))
+        if r.returncode != 0:
+            check(False, "passthrough %s: kiln exec failed: %s" % (tag, r.stderr.strip()))
+            continue
+        got = read_out(os.path.join(d, "out", "output_0.pb"), "seq")
+        check(same(got, [{k: float(v) for k, v in m.items()} for m in ms]), "passthrough %s: seq(map) %r" % (tag, got))
+        oo = onnx.OptionalProto()
+        oo.ParseFromString(open(os.path.join(d, "out", "output_1.pb"), "rb").read())
+        back = numpy_helper.to_optional(oo)
+        ok = back is None if o is None else same(back, o) and all(np.asarray(v).dtype == np.float64 for v in back.values())
+        check(ok, "passthrough %s: optional(map) %r" % (tag, back))
+
     # 4. malformed MapProto inputs: an error naming the file, exit status 1, no crash
     model = os.path.join(tmp, "dictvec_string.onnx")
     bad = {}
@@ -274,7 +336,11 @@ def main():
         check(ok, "malformed %s: rc %d, %s" % (tag, r.returncode, r.stderr.strip()))
 
     print("%d failures" % len(FAILS))
-    return 1 if FAILS else 0
+    if FAILS:
+        print("files kept in " + tmp)
+        return 1
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":

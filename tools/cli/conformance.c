@@ -200,7 +200,8 @@ static bool kn_compare_value(const kn_tensor *want, const kn_tensor *got, char *
                         : kn_get_i64(&x->keys, i) != kn_get_i64(&y->keys, j)))
                 j++;
             if (j == y->keys.dims[0]) {
-                snprintf(msg, len, "map key %lld of the expected map is missing", (long long)i);
+                if (str) snprintf(msg, len, "the expected map's key '%s' is missing", ks);
+                else snprintf(msg, len, "the expected map's key %lld is missing", (long long)kn_get_i64(&x->keys, i));
                 return false;
             }
             kn_tensor vw = {.dtype = want->dtype, .data = (char *)x->values.data + (size_t)i * ve};
