@@ -36,7 +36,11 @@ def check(cond, what):
 
 
 def make_map(d, key_type, value_dtype):
-    """MapProto of d: keys of key_type, values scalar tensors of value_dtype (strings: object)."""
+    """MapProto of d: keys of key_type, values scalar tensors of value_dtype (strings: object).
+    Integer keys with numeric values go through onnx's own writer, numpy_helper.from_dict (in onnx
+    1.23 it cannot write string keys or string values)."""
+    if key_type == TensorProto.INT64 and value_dtype is not object:
+        return numpy_helper.from_dict({np.int64(k): value_dtype(v) for k, v in d.items()})
     mp = onnx.MapProto()
     mp.key_type = key_type
     if key_type == TensorProto.STRING:
