@@ -169,6 +169,11 @@ def main():
         x = rng.standard_normal((5, 4)).astype(np.float32)
         case(kiln, tmp, tag, model, {"X": x}, [numpy_helper.from_array(x, "X")], ["tensor", "seq"])
 
+    # the loader's map types as `kiln info` prints them
+    r = subprocess.run([kiln, "info", os.path.join(tmp, "zipmap_string.onnx")], capture_output=True, text=True)
+    check(r.returncode == 0 and "sequence<map<string,float32" in r.stdout and "unsupported ops: none" in r.stdout,
+          "kiln info: seq(map(string, float)) output, ZipMap supported")
+
     # ZipMap of a 1-D score vector (one map)
     model = save_model(os.path.join(tmp, "zipmap_1d.onnx"),
                        [helper.make_node("ZipMap", ["S"], ["Z"], domain="ai.onnx.ml", classlabels_int64s=[0, 1, 2, 3])],
