@@ -45,23 +45,25 @@ typedef struct kn_attr {
 } kn_attr;
 
 /* Kind of value a name carries. Tensors are the common case; sequences and optionals appear in
- * control-flow models. */
+ * control-flow models, maps in ai.onnx.ml models (scikit-learn exports). */
 typedef enum kn_value_kind {
     KN_VAL_TENSOR = 0,
     KN_VAL_SEQUENCE = 1,
     KN_VAL_OPTIONAL = 2,
-    KN_VAL_UNKNOWN = 3
+    KN_VAL_UNKNOWN = 3,
+    KN_VAL_MAP = 4
 } kn_value_kind;
 
 typedef struct kn_value {
     char *name;
     kn_value_kind kind;
-    kn_value_kind elem_kind;            /* for optional: what it wraps */
+    kn_value_kind elem_kind;            /* for optional: what it wraps; for sequence: TENSOR or MAP */
     kn_tensor type;                     /* dtype + shape (dims -1 unknown); data NULL */
     char *dim_names[KN_MAX_DIMS];       /* symbolic names from the model, NULL if none */
     kn_tensor *constant;                /* initializer or folded constant (host), else NULL */
     int producer;                       /* node index, -1 for graph inputs, initializers, outer values */
     bool is_input, is_output, is_outer; /* is_outer: captured from an enclosing graph */
+    kn_dtype key_dtype; /* a map, or a sequence/optional of maps: the key type (type.dtype: the values') */
 } kn_value;
 
 typedef struct kn_node {

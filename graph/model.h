@@ -79,17 +79,18 @@ kn_status *kn_onnx_graph_names(const char *path, char ***defined, int *n_defined
 kn_status *kn_tensor_proto_read(const void *buf, size_t len, kn_tensor **out, char **name);
 kn_status *kn_tensor_proto_read_file(const char *path, kn_tensor **out, char **name);
 kn_status *kn_tensor_proto_write_file(const char *path, const kn_tensor *t, const char *name);
-/* A test-data value of the given kind (kn_tensor_kind): TensorProto, SequenceProto or
- * OptionalProto (an optional that holds nothing reads as kind NONE). graph/value_proto.c */
+/* A test-data value of the given kind (kn_tensor_kind): TensorProto, SequenceProto (of tensors or
+ * of maps), MapProto or OptionalProto (an optional that holds nothing reads as kind NONE).
+ * graph/value_proto.c */
 kn_status *kn_value_proto_read_file(const char *path, int kind, kn_tensor **out, char **name);
 /* The kind argument of kn_value_proto_read_file for a value as the graph declares it: a sequence is
- * a SequenceProto, an optional an OptionalProto (KN_KIND_NONE; it may hold a tensor, a sequence or
- * nothing), anything else a TensorProto. */
+ * a SequenceProto, a map a MapProto, an optional an OptionalProto (KN_KIND_NONE; it may hold a
+ * tensor, a sequence, a map or nothing), anything else a TensorProto. */
 struct kn_value;
 int kn_value_file_kind(const struct kn_value *v);
-/* Writes a value in the ONNX test layout: a tensor as TensorProto, a sequence as SequenceProto, and
- * with optional (the graph declares an optional) an OptionalProto holding either, or empty for an
- * empty optional (kind NONE). */
+/* Writes a value in the ONNX test layout: a tensor as TensorProto, a sequence as SequenceProto, a
+ * map as MapProto, and with optional (the graph declares an optional) an OptionalProto holding any
+ * of them, or empty for an empty optional (kind NONE). */
 kn_status *kn_value_proto_write_file(const char *path, const kn_tensor *t, bool optional, const char *name);
 
 #endif

@@ -278,6 +278,16 @@ static kn_status *kn_apply_tensor_type(kn_value *v, bool has_et, int et, const O
     return NULL;
 }
 
+/* A map's key type: ONNX allows the integer types and string. */
+static kn_status *kn_apply_map_key(kn_value *v, const Onnx__TypeProto__Map *mt, bool strict) {
+    int kt = mt->has_key_type ? mt->key_type : 0;
+    bool ok = kt == KN_STRING || kt == KN_I8 || kt == KN_I16 || kt == KN_I32 || kt == KN_I64 || kt == KN_U8 ||
+        kt == KN_U16 || kt == KN_U32 || kt == KN_U64;
+    if (!ok && strict) return kn_error(KN_ERR_UNSUPPORTED, "map value '%s' has key type %d", v->name, kt);
+    v->key_dtype = ok ? (kn_dtype)kt : KN_UNDEFINED;
+    return NULL;
+}
+
 /* strict: an input/output of a graph, whose type kiln must be able to represent. */
 static kn_status *kn_apply_type(kn_value *v, const Onnx__TypeProto *tp, bool strict) {
     if (!tp) return NULL;
@@ -295,6 +305,11 @@ static kn_status *kn_apply_type(kn_value *v, const Onnx__TypeProto *tp, bool str
         v->kind = KN_VAL_SEQUENCE;
         v->elem_kind = KN_VAL_TENSOR;
         inner = tp->sequence_type->elem_type;
+        if (inner && inner->value_case == ONNX__TYPE_PROTO__VALUE_MAP_TYPE) {
+            v->elem_kind = KN_VAL_MAP;
+            KN_TRY(kn_apply_map_key(v, inner->map_type, strict));
+            inner = inner->map_type->value_type;
+        }
         break;
     case ONNX__TYPE_PROTO__VALUE_OPTIONAL_TYPE:
         v->kind = KN_VAL_OPTIONAL;
@@ -304,9 +319,18 @@ static kn_status *kn_apply_type(kn_value *v, const Onnx__TypeProto *tp, bool str
         else if (inner && inner->value_case == ONNX__TYPE_PROTO__VALUE_SEQUENCE_TYPE) {
             v->elem_kind = KN_VAL_SEQUENCE;
             inner = inner->sequence_type->elem_type;
+        } else if (inner && inner->value_case == ONNX__TYPE_PROTO__VALUE_MAP_TYPE) {
+            v->elem_kind = KN_VAL_MAP;
+            KN_TRY(kn_apply_map_key(v, inner->map_type, strict));
+            inner = inner->map_type->value_type;
         }
         break;
     case ONNX__TYPE_PROTO__VALUE_MAP_TYPE:
+        v->kind = KN_VAL_MAP;
+        v->elem_kind = KN_VAL_TENSOR;
+        KN_TRY(kn_apply_map_key(v, tp->map_type, strict));
+        inner = tp->map_type->value_type;
+        break;
     case ONNX__TYPE_PROTO__VALUE_OPAQUE_TYPE: v->kind = KN_VAL_UNKNOWN; return NULL;
     default: return NULL;
     }
@@ -346,6 +370,7 @@ static kn_status *kn_scope_resolve(kn_scope *s, const char *name, int *id) {
     const kn_value *src = &s->parent->g->values[pid];
     dst->kind = src->kind;
     dst->elem_kind = src->elem_kind;
+    dst->key_dtype = src->key_dtype;
     dst->type = src->type;
     dst->type.data = NULL;
     dst->type.owns = false;

@@ -615,4 +615,27 @@ typedef struct kn_params_train_optim {
     bool nesterov;
 } kn_params_train_optim;
 
+/* ai.onnx.ml ZipMap: the class labels, strings or int64s (exactly one; pointing into the node's
+ * attribute). */
+typedef struct kn_params_ml_zipmap {
+    int64_t n_labels;
+    const char *const *labels_s; /* NULL: int64 labels */
+    const int64_t *labels_i;
+} kn_params_ml_zipmap;
+
+/* ai.onnx.ml CastMap: cast_to as the output dtype (float, string or int64); SPARSE packs values at
+ * their key's index in [0, max_map), DENSE in key order. */
+typedef struct kn_params_ml_castmap {
+    kn_dtype to;
+    bool sparse;
+    int64_t max_map;
+} kn_params_ml_castmap;
+
+/* ai.onnx.ml DictVectorizer: the vocabulary, strings or int64s (exactly one). */
+typedef struct kn_params_ml_dictvec {
+    int64_t n_vocab;
+    const char *const *vocab_s; /* NULL: int64 vocabulary */
+    const int64_t *vocab_i;
+} kn_params_ml_dictvec;
+
 #endif

@@ -1199,6 +1199,23 @@ kn_status *kn_session_run_values(kn_session *s, const kn_tensor *inputs, kn_tens
     return kn_session_run_values_named(s, inputs, NULL, s->g->n_outputs, outs);
 }
 
+/* A map input against its declaration: map for map, and the declared key and value types. */
+static kn_status *kn_check_map_input(const kn_value *decl, const kn_tensor *t) {
+    bool want_map = decl->kind == KN_VAL_MAP || (decl->kind == KN_VAL_OPTIONAL && decl->elem_kind == KN_VAL_MAP);
+    if ((t->kind == KN_KIND_MAP) != want_map && t->kind != KN_KIND_NONE && t->kind != KN_KIND_SEQUENCE)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s' is %s, the model expects %s", decl->name,
+                        t->kind == KN_KIND_MAP ? "a map" : "a tensor", want_map ? "a map" : "a tensor");
+    if (t->kind != KN_KIND_MAP) return NULL;
+    const kn_map *m = t->data;
+    if (m && decl->key_dtype != KN_UNDEFINED && m->keys.dtype != decl->key_dtype)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s': map keys are %s, the model expects %s", decl->name,
+                        kn_dtype_name(m->keys.dtype), kn_dtype_name(decl->key_dtype));
+    if (m && m->keys.dims[0] > 0 && decl->type.dtype != KN_UNDEFINED && t->dtype != decl->type.dtype)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s': map values are %s, the model expects %s", decl->name,
+                        kn_dtype_name(t->dtype), kn_dtype_name(decl->type.dtype));
+    return NULL;
+}
+
 kn_status *kn_session_run_values_named(kn_session *s, const kn_tensor *inputs, const char *const *names, int n_names,
                                        kn_tensor *outs) {
     const kn_graph *g = s->g;
@@ -1214,6 +1231,7 @@ kn_status *kn_session_run_values_named(kn_session *s, const kn_tensor *inputs, c
         if (t->kind == KN_KIND_NONE && decl->kind != KN_VAL_OPTIONAL)
             return kn_error(KN_ERR_INVALID_ARGUMENT, "input '%s' is an empty optional, the model expects a value",
                             decl->name);
+        KN_TRY(kn_check_map_input(decl, t));
     }
     KN_TRY(kn_check_inputs(g, inputs));
     int *vals = malloc(sizeof(int) * (size_t)(n_names ? n_names : 1));

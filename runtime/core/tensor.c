@@ -100,8 +100,41 @@ kn_status *kn_seq_insert(kn_tensor *seq, int64_t pos, kn_tensor *item) {
     return NULL;
 }
 
+kn_status *kn_map_init(kn_tensor *t, kn_dtype key_dtype, kn_dtype value_dtype, int64_t n) {
+    memset(t, 0, sizeof *t);
+    KN_CHECK(n >= 0 && n <= KN_MAX_NUMEL, KN_ERR_INVALID_ARGUMENT, "map of %lld entries", (long long)n);
+    kn_map *m = calloc(1, sizeof *m);
+    if (!m) return KN_OOM(sizeof *m);
+    m->keys.dtype = key_dtype;
+    m->values.dtype = value_dtype;
+    kn_tensor_set_shape(&m->keys, 1, &n);
+    kn_tensor_set_shape(&m->values, 1, &n);
+    /* an empty map read from a file may not name its value type */
+    kn_status *st = n || kn_dtype_size(key_dtype) ? kn_tensor_alloc_data(&m->keys) : NULL;
+    if (!st && (n || kn_dtype_size(value_dtype))) st = kn_tensor_alloc_data(&m->values);
+    if (st) {
+        kn_tensor_release(&m->keys);
+        free(m);
+        return st;
+    }
+    t->kind = KN_KIND_MAP;
+    t->dtype = value_dtype;
+    t->data = m;
+    t->owns = true;
+    return NULL;
+}
+
 void kn_tensor_release(kn_tensor *t) {
     if (!t || !t->owns || !t->data) return;
+    if (t->kind == KN_KIND_MAP) {
+        kn_map *m = t->data;
+        kn_tensor_release(&m->keys);
+        kn_tensor_release(&m->values);
+        free(m);
+        t->data = NULL;
+        t->owns = false;
+        return;
+    }
     if (t->kind == KN_KIND_SEQUENCE) {
         kn_seq *q = t->data;
         for (int64_t i = 0; i < q->n; i++) kn_tensor_free(q->items[i]);
@@ -147,6 +180,26 @@ kn_status *kn_tensor_clone(const kn_tensor *t, kn_tensor **out) {
                 kn_tensor_free(c);
                 return st;
             }
+        } else if (t->kind == KN_KIND_MAP && t->data) {
+            const kn_map *m = t->data;
+            kn_status *st = kn_map_init(c, m->keys.dtype, m->values.dtype, m->keys.dims[0]);
+            kn_map *cm = st ? NULL : c->data;
+            for (int pass = 0; !st && pass < 2; pass++) {
+                const kn_tensor *a = pass ? &m->values : &m->keys;
+                kn_tensor *b = pass ? &cm->values : &cm->keys;
+                if (a->dtype != KN_STRING) {
+                    if (a->data && b->data) memcpy(b->data, a->data, kn_nbytes(a));
+                    continue;
+                }
+                for (int64_t i = 0; !st && i < a->dims[0]; i++) {
+                    const char *x = ((char *const *)a->data)[i];
+                    if (!(((char **)b->data)[i] = strdup(x ? x : ""))) st = KN_OOM(0);
+                }
+            }
+            if (st) {
+                kn_tensor_free(c);
+                return st;
+            }
         }
         *out = c;
         return NULL;
@@ -177,6 +230,12 @@ const char *kn_tensor_desc(const kn_tensor *t, char *buf, size_t n) {
     }
     if (t->kind == KN_KIND_NONE) {
         snprintf(buf, n, "optional<%s>(empty)", kn_dtype_name(t->dtype));
+        return buf;
+    }
+    if (t->kind == KN_KIND_MAP) {
+        const kn_map *m = t->data;
+        snprintf(buf, n, "map<%s,%s>(%lld)", m ? kn_dtype_name(m->keys.dtype) : "?", kn_dtype_name(t->dtype),
+                 m ? (long long)m->keys.dims[0] : 0LL);
         return buf;
     }
     if (t->kind == KN_KIND_SEQUENCE) {

@@ -4,7 +4,8 @@
  * only in TensorProto files. String tensors hold char* elements, each malloc'd.
  * The same struct carries the two non-tensor values of ONNX: a sequence (kind SEQUENCE, data a
  * kn_seq, dtype its element type) and an empty optional (kind NONE, no data). An optional that
- * holds a value is simply that value. */
+ * holds a value is simply that value. A map (kind MAP, data a kn_map, dtype its value type) is the
+ * dictionary of the ai.onnx.ml ops: two 1-D tensors of one length, keys and values. */
 #ifndef KN_TENSOR_H
 #define KN_TENSOR_H
 #include "kiln.h"
@@ -13,7 +14,12 @@
 #include <stdint.h>
 #include <stddef.h>
 
-typedef enum kn_tensor_kind { KN_KIND_TENSOR = 0, KN_KIND_SEQUENCE = 1, KN_KIND_NONE = 2 } kn_tensor_kind;
+typedef enum kn_tensor_kind {
+    KN_KIND_TENSOR = 0,
+    KN_KIND_SEQUENCE = 1,
+    KN_KIND_NONE = 2,
+    KN_KIND_MAP = 3
+} kn_tensor_kind;
 
 typedef struct kn_tensor {
     kn_dtype dtype;
@@ -34,6 +40,14 @@ typedef struct kn_seq {
 kn_status *kn_seq_init(kn_tensor *t, kn_dtype dtype);
 /* Insert item (ownership taken) at position pos (pos == n appends). */
 kn_status *kn_seq_insert(kn_tensor *seq, int64_t pos, kn_tensor *item);
+
+/* A map value: entry i is keys[i] -> values[i]. keys hold an integer type or string and are
+ * unique; values are scalars of the map's value type. Both are owned, host, 1-D of length n. */
+typedef struct kn_map {
+    struct kn_tensor keys, values;
+} kn_map;
+/* Make t an owned map of n entries (keys and values allocated, zeroed; strings NULL). */
+kn_status *kn_map_init(kn_tensor *t, kn_dtype key_dtype, kn_dtype value_dtype, int64_t n);
 
 int64_t kn_numel(const kn_tensor *t); /* -1 if any dim unknown */
 size_t kn_nbytes(const kn_tensor *t); /* numel * element size */

@@ -183,6 +183,33 @@ static bool kn_compare_value(const kn_tensor *want, const kn_tensor *got, char *
             if (!kn_compare_value(x->items[i], y->items[i], msg, len)) return false;
         return true;
     }
+    if (want->kind == KN_KIND_MAP) { /* entries by key, in any order */
+        const kn_map *x = want->data, *y = got->data;
+        if (x->keys.dtype != y->keys.dtype || x->keys.dims[0] != y->keys.dims[0]) {
+            snprintf(msg, len, "expected %s, got %s", kn_tensor_desc(want, a, sizeof a),
+                     kn_tensor_desc(got, b, sizeof b));
+            return false;
+        }
+        bool str = x->keys.dtype == KN_STRING;
+        size_t ve = kn_dtype_size(want->dtype), vg = kn_dtype_size(got->dtype);
+        for (int64_t i = 0; i < x->keys.dims[0]; i++) {
+            int64_t j = 0;
+            const char *ks = str ? ((char *const *)x->keys.data)[i] : NULL;
+            while (j < y->keys.dims[0] &&
+                   (str ? strcmp(ks, ((char *const *)y->keys.data)[j]) != 0
+                        : kn_get_i64(&x->keys, i) != kn_get_i64(&y->keys, j)))
+                j++;
+            if (j == y->keys.dims[0]) {
+                if (str) snprintf(msg, len, "the expected map's key '%s' is missing", ks);
+                else snprintf(msg, len, "the expected map's key %lld is missing", (long long)kn_get_i64(&x->keys, i));
+                return false;
+            }
+            kn_tensor vw = {.dtype = want->dtype, .data = (char *)x->values.data + (size_t)i * ve};
+            kn_tensor vh = {.dtype = got->dtype, .data = (char *)y->values.data + (size_t)j * vg};
+            if (!kn_compare_value(&vw, &vh, msg, len)) return false;
+        }
+        return true;
+    }
     kn_named_tensor g = {.dtype = got->dtype, .ndim = got->ndim, .data = got->data};
     for (int d = 0; d < got->ndim; d++) g.dims[d] = got->dims[d];
     return kn_compare(want, &g, msg, len);

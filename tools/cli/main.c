@@ -21,6 +21,7 @@ static void kn_print_value(const kn_value *v) {
     printf("  %-24s ", v->name);
     if (v->kind == KN_VAL_SEQUENCE) printf("sequence<");
     if (v->kind == KN_VAL_OPTIONAL) printf("optional<");
+    if (v->kind == KN_VAL_MAP || v->elem_kind == KN_VAL_MAP) printf("map<%s,", kn_dtype_name(v->key_dtype));
     printf("%s", kn_dtype_name(v->type.dtype));
     if (v->type.ndim >= 0) {
         printf("[");
@@ -34,6 +35,7 @@ static void kn_print_value(const kn_value *v) {
         printf("[?]");
     }
     if (v->kind != KN_VAL_TENSOR) printf(">");
+    if (v->kind != KN_VAL_MAP && v->elem_kind == KN_VAL_MAP) printf(">");
     printf("\n");
 }
 
