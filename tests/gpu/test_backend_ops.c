@@ -33,6 +33,8 @@ typedef struct {
 } op_stats;
 static op_stats stats[KN_OP_COUNT];
 static int verbose;
+/* test_backend_ops [-v] [OP...]: only the cases of the ops named (all when none is) */
+static bool only[KN_OP_COUNT], filtered;
 
 /* ---- inputs ---- */
 enum { R_ANY, R_POS, R_SMALLINT, R_BOOL };
@@ -137,6 +139,7 @@ static int case_inplace;
 static unsigned case_omit;
 
 static void run_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor **in, int n_in, int n_out) {
+    if (filtered && !only[op]) return;
     kn_node node = {0};
     node.name = (char *)"t";
     node.op_type = (char *)kn_op_table[op].name;
@@ -1320,6 +1323,15 @@ static void test_weights(void) {
 
 int main(int argc, char **argv) {
     verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
+    for (int a = 1 + verbose; a < argc; a++) {
+        int op = 0;
+        while (op < KN_OP_COUNT && strcmp(kn_op_table[op].name, argv[a]) != 0) op++;
+        if (op == KN_OP_COUNT) {
+            fprintf(stderr, "unknown op '%s'\n", argv[a]);
+            return 2;
+        }
+        only[op] = filtered = true;
+    }
     kn_status *st = kn_backend_get(KN_DEVICE_CUDA, 0, &cu);
     if (st) {
         printf("skipped: no CUDA device (%s)\n", kn_status_message(st));
@@ -1345,7 +1357,7 @@ int main(int argc, char **argv) {
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {
-        if (!cu->kernel(cu, op)) continue;
+        if (!cu->kernel(cu, op) || (filtered && !only[op])) continue;
         op_stats *S = &stats[op];
         printf("%-22s %7d %7d %7d %12.3g%s\n", kn_op_table[op].name, S->cases, S->passed, S->failed, S->worst,
                S->cases ? "" : "  (no test cases: FAIL)");
