@@ -1321,6 +1321,104 @@ static void test_weights(void) {
     free(w);
 }
 
+/* ---- cuops: activations with attributes, trigonometry, Round, Mod, PRelu, Sum/Mean, Clip ---- */
+static void test_cuops_misc(void) {
+    static const kn_dtype fdt[] = {KN_F32, KN_F16, KN_BF16};
+    static const int plain[] = {KN_OP_Atan,  KN_OP_Asinh,     KN_OP_Cosh,     KN_OP_Sinh,     KN_OP_Tan,
+                                KN_OP_Round, KN_OP_HardSwish, KN_OP_Softplus, KN_OP_Softsign, KN_OP_Mish};
+    static const int unit[] = {KN_OP_Acos, KN_OP_Asin, KN_OP_Atanh}; /* defined on (-1, 1) */
+    for (int t = 0; t < N_ARR(fdt); t++)
+        for (int s = 0; s < N_ARR(unary_shapes); s++) {
+            const shp *sh = &unary_shapes[s];
+            for (int o = 0; o < N_ARR(plain); o++) {
+                kn_tensor *in[1] = {rand_tensor(fdt[t], sh->nd, sh->d, plain[o] == KN_OP_Round ? R_ANY : R_ANY)};
+                if (plain[o] == KN_OP_Round) /* exact halves: ties go to even */
+                    for (int64_t i = 0; i < kn_numel(in[0]); i += 3) kn_set_f64(in[0], i, (double)(i % 9) - 4.5);
+                run1(plain[o], 18, NULL, 0, in, 1, 1);
+            }
+            for (int o = 0; o < N_ARR(unit); o++) {
+                kn_tensor *in[1] = {rand_tensor(fdt[t], sh->nd, sh->d, R_ANY)};
+                for (int64_t i = 0; i < kn_numel(in[0]); i++) kn_set_f64(in[0], i, kn_get_f64(in[0], i) / 3.1);
+                run1(unit[o], 18, NULL, 0, in, 1, 1);
+            }
+            kn_tensor *ac[1] = {rand_tensor(fdt[t], sh->nd, sh->d, R_POS)};
+            for (int64_t i = 0; i < kn_numel(ac[0]); i++) kn_set_f64(ac[0], i, 1.0 + kn_get_f64(ac[0], i));
+            run1(KN_OP_Acosh, 18, NULL, 0, ac, 1, 1);
+            /* attributes other than the defaults */
+            kn_attr a1[1] = {af("alpha", 0.3f)};
+            kn_attr a2[2] = {af("alpha", 1.7f), af("gamma", 1.2f)};
+            kn_attr a3[2] = {af("alpha", 0.4f), af("beta", 0.3f)};
+            kn_attr sh2[2] = {af("lambd", 0.7f), af("bias", 0.2f)};
+            int ops1[] = {KN_OP_LeakyRelu, KN_OP_Elu, KN_OP_Celu, KN_OP_ThresholdedRelu, KN_OP_Swish};
+            for (int o = 0; o < N_ARR(ops1); o++) {
+                kn_tensor *in[1] = {rand_tensor(fdt[t], sh->nd, sh->d, R_ANY)};
+                run1(ops1[o], ops1[o] == KN_OP_Swish ? 24 : 18, a1, 1, in, 1, 1);
+                kn_tensor *in2[1] = {rand_tensor(fdt[t], sh->nd, sh->d, R_ANY)};
+                run1(ops1[o], ops1[o] == KN_OP_Swish ? 24 : 18, NULL, 0, in2, 1, 1); /* defaults */
+            }
+            kn_tensor *se[1] = {rand_tensor(fdt[t], sh->nd, sh->d, R_ANY)};
+            run1(KN_OP_Selu, 18, a2, 2, se, 1, 1);
+            kn_tensor *hs[1] = {rand_tensor(fdt[t], sh->nd, sh->d, R_ANY)};
+            run1(KN_OP_HardSigmoid, 18, a3, 2, hs, 1, 1);
+            kn_tensor *sk[1] = {rand_tensor(fdt[t], sh->nd, sh->d, R_ANY)};
+            run1(KN_OP_Shrink, 18, sh2, 2, sk, 1, 1);
+        }
+    /* binary with broadcasting: Mod (both fmod modes; integer and float), PRelu */
+    static const kn_dtype ndt[] = {KN_F32, KN_F16, KN_BF16, KN_I32, KN_I64};
+    for (int p = 0; p < N_ARR(bin_pairs); p++)
+        for (int t = 0; t < N_ARR(ndt); t++) {
+            bool fl = kn_dtype_is_float(ndt[t]);
+            for (int fm = fl ? 1 : 0; fm < 2; fm++) {
+                kn_attr at[1] = {ai("fmod", fm)};
+                kn_tensor *in[2] = {rand_tensor(ndt[t], bin_pairs[p][0].nd, bin_pairs[p][0].d, R_ANY),
+                                    rand_tensor(ndt[t], bin_pairs[p][1].nd, bin_pairs[p][1].d, R_SMALLINT)};
+                run1(KN_OP_Mod, 13, at, 1, in, 2, 1);
+            }
+            kn_tensor *pr[2] = {rand_tensor(ndt[t], bin_pairs[p][0].nd, bin_pairs[p][0].d, R_ANY),
+                                rand_tensor(ndt[t], bin_pairs[p][1].nd, bin_pairs[p][1].d, R_ANY)};
+            run1(KN_OP_PRelu, 16, NULL, 0, pr, 2, 1);
+        }
+    { /* PRelu-6: a 1-D slope along the channel axis */
+        int64_t xd[4] = {2, 3, 4, 5}, sd[1] = {3};
+        kn_tensor *pr[2] = {rand_tensor(KN_F32, 4, xd, R_ANY), rand_tensor(KN_F32, 1, sd, R_ANY)};
+        run1(KN_OP_PRelu, 6, NULL, 0, pr, 2, 1);
+    }
+    /* variadic Sum/Mean over 1 to 4 broadcast inputs */
+    static const shp vs[] = {{2, {3, 5}}, {1, {5}}, {0, {0}}, {2, {1, 5}}};
+    for (int t = 0; t < N_ARR(ndt); t++)
+        for (int k = 1; k <= 4; k++)
+            for (int o = 0; o < 2; o++) {
+                int op = o ? KN_OP_Mean : KN_OP_Sum;
+                if (op == KN_OP_Mean && !kn_dtype_is_float(ndt[t])) continue;
+                kn_tensor *in[4];
+                for (int j = 0; j < k; j++) in[j] = rand_tensor(ndt[t], vs[(j + k) % 4].nd, vs[(j + k) % 4].d, R_ANY);
+                run1(op, 13, NULL, 0, in, k, 1);
+            }
+    {
+        int64_t e[2] = {0, 4};
+        kn_tensor *in[2] = {rand_tensor(KN_F32, 2, e, R_ANY), rand_tensor(KN_F32, 1, e + 1, R_ANY)};
+        run1(KN_OP_Sum, 13, NULL, 0, in, 2, 1);
+    }
+    /* Clip: scalar inputs (either omitted), and Clip-6 attributes */
+    for (int t = 0; t < N_ARR(ndt); t++)
+        for (int s = 0; s < N_ARR(unary_shapes); s++) {
+            const shp *sh = &unary_shapes[s];
+            int64_t one = 1;
+            kn_tensor *lo = rand_tensor(ndt[t], 0, &one, R_SMALLINT), *hi = rand_tensor(ndt[t], 0, &one, R_SMALLINT);
+            kn_set_f64(lo, 0, -1);
+            kn_set_f64(hi, 0, 2);
+            kn_tensor *in[3] = {rand_tensor(ndt[t], sh->nd, sh->d, R_ANY), lo, s % 3 == 1 ? NULL : hi};
+            if (s % 3 == 1) kn_tensor_free(hi);
+            run1(KN_OP_Clip, 13, NULL, 0, in, s % 3 == 2 ? 2 : 3, 1);
+            if (s % 3 == 2) kn_tensor_free(hi);
+        }
+    {
+        kn_attr at[2] = {af("min", -0.5f), af("max", 0.25f)};
+        kn_tensor *in[1] = {rand_tensor(KN_F32, unary_shapes[3].nd, unary_shapes[3].d, R_ANY)};
+        run1(KN_OP_Clip, 6, at, 2, in, 1, 1);
+    }
+}
+
 int main(int argc, char **argv) {
     verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
     for (int a = 1 + verbose; a < argc; a++) {
@@ -1354,6 +1452,7 @@ int main(int argc, char **argv) {
     test_weights();
     test_grad_ops();
     test_gather_grad_out_of_range();
+    test_cuops_misc();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {
