@@ -37,8 +37,7 @@ __device__ static inline double act_f(int op, double x, double a, double b, doub
     }
 }
 
-template <class T>
-__global__ void act_kernel(T *y, const T *x, int64_t n, int op, double a, double b, double g) {
+template <class T> __global__ void act_kernel(T *y, const T *x, int64_t n, int op, double a, double b, double g) {
     KN_GRID_STRIDE(i, n) {
         double r = act_f(op, (double)kn_num<T>::ld(x[i]), a, b, g);
         y[i] = kn_num<T>::st((typename kn_num<T>::acc)(float)r);
@@ -78,8 +77,8 @@ static kn_status *act_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
         KN_LAUNCH(act_kernel<__half>, gr, 256, 0, s, (__half *)y->data, (const __half *)x->data, n, op, a, b, g);
         break;
     case KN_BF16:
-        KN_LAUNCH(act_kernel<__nv_bfloat16>, gr, 256, 0, s, (__nv_bfloat16 *)y->data, (const __nv_bfloat16 *)x->data,
-                  n, op, a, b, g);
+        KN_LAUNCH(act_kernel<__nv_bfloat16>, gr, 256, 0, s, (__nv_bfloat16 *)y->data, (const __nv_bfloat16 *)x->data, n,
+                  op, a, b, g);
         break;
     default: return kn_err_dtype(node, x);
     }
@@ -153,8 +152,8 @@ __global__ void mbin_int_kernel(T *y, const T *pa, const T *pb, int64_t n, kn_bc
     }
 }
 
-static kn_status *mbin_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *a, const kn_tensor *b,
-                            kn_tensor *y, int op, bool fmod_) {
+static kn_status *mbin_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *a, const kn_tensor *b, kn_tensor *y,
+                            int op, bool fmod_) {
     int64_t n = kn_numel(y);
     if (n <= 0) return NULL;
     const kn_tensor *ops[2] = {a, b};
