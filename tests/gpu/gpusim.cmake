@@ -74,3 +74,10 @@ add_test(NAME gpusim.train_device_cli
          COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/train_device_cli.py --kiln $<TARGET_FILE:kiln_cli_sim>
                  --work ${CMAKE_BINARY_DIR}/gpusim-train-device-cli)
 set_tests_properties(gpusim.train_device_cli PROPERTIES TIMEOUT 900)
+
+# kiln info --device cuda --json: the zoo lists only the conv/pool nodes left to other work, and
+# generated models show each fallback reason on the node that causes it
+add_test(NAME gpusim.info_fallbacks
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/info_fallbacks.py --kiln $<TARGET_FILE:kiln_cli_sim>
+                 --zoo ${CMAKE_SOURCE_DIR}/../shared/zoo)
+set_tests_properties(gpusim.info_fallbacks PROPERTIES TIMEOUT 300)
