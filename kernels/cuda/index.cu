@@ -201,8 +201,8 @@ __global__ void topk_kernel(T *vals, int64_t *idx, const T *x, int64_t n, int64_
                     bool up = (i & size) == 0; // this pair's half sorts best first
                     K ki = key[i], kj = key[j];
                     int ii = id[i], ij = id[j];
-                    bool swap = up ? topk_before<K, KT>(kj, ij, ki, ii, largest)
-                                   : topk_before<K, KT>(ki, ii, kj, ij, largest);
+                    bool swap =
+                        up ? topk_before<K, KT>(kj, ij, ki, ii, largest) : topk_before<K, KT>(ki, ii, kj, ij, largest);
                     if (swap) {
                         key[i] = kj;
                         key[j] = ki;
@@ -234,7 +234,8 @@ KN_CUDA_KERNEL(TopK) {
     if (k > n || k < 0)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "TopK: k=%lld exceeds axis size %lld", (long long)k, (long long)n);
     if (k == 0 || outer * inner == 0) return NULL;
-    if (n > TOPK_MAX) return kn_error(KN_ERR_UNSUPPORTED, "TopK: axis of %lld on cuda (at most %d)", (long long)n, TOPK_MAX);
+    if (n > TOPK_MAX)
+        return kn_error(KN_ERR_UNSUPPORTED, "TopK: axis of %lld on cuda (at most %d)", (long long)n, TOPK_MAX);
     int p2 = 1;
     while (p2 < n) p2 <<= 1;
     int threads = p2 < 256 ? (p2 < 32 ? 32 : p2) : 256;
@@ -260,46 +261,49 @@ KN_CUDA_KERNEL(TopK) {
     return NULL;
 }
 
-// ---- CumSum: a thread per line (neighbours on neighbouring elements), summing in double for the
-// floats and wrapping uint64 for the integers, in the CPU's order ----
+// ---- CumSum / CumProd: a thread per line (neighbours on neighbouring elements), in double for
+// the floats and wrapping uint64 for the integers, in the CPU's order ----
 template <class T>
-__global__ void cumsum_float_kernel(T *y, const T *x, int64_t outer, int64_t n, int64_t inner, bool excl, bool rev) {
+__global__ void cumsum_float_kernel(T *y, const T *x, int64_t outer, int64_t n, int64_t inner, bool excl, bool rev,
+                                    bool prod) {
     KN_GRID_STRIDE(l, outer * inner) {
         int64_t base = (l / inner) * n * inner + l % inner;
-        double a = 0;
+        double a = prod ? 1 : 0;
         for (int64_t s = 0; s < n; s++) {
             int64_t i = base + (rev ? n - 1 - s : s) * inner;
             double v = (double)kn_num<T>::ld(x[i]);
             if (excl) {
                 y[i] = kn_num<T>::st((typename kn_num<T>::acc)(float)a);
-                a += v;
+                a = prod ? a * v : a + v;
             } else {
-                a += v;
+                a = prod ? a * v : a + v;
                 y[i] = kn_num<T>::st((typename kn_num<T>::acc)(float)a);
             }
         }
     }
 }
 template <class T>
-__global__ void cumsum_int_kernel(T *y, const T *x, int64_t outer, int64_t n, int64_t inner, bool excl, bool rev) {
+__global__ void cumsum_int_kernel(T *y, const T *x, int64_t outer, int64_t n, int64_t inner, bool excl, bool rev,
+                                  bool prod) {
     KN_GRID_STRIDE(l, outer * inner) {
         int64_t base = (l / inner) * n * inner + l % inner;
-        uint64_t a = 0;
+        uint64_t a = prod ? 1 : 0;
         for (int64_t s = 0; s < n; s++) {
             int64_t i = base + (rev ? n - 1 - s : s) * inner;
             uint64_t v = (uint64_t)(int64_t)x[i];
             if (excl) {
                 y[i] = (T)(int64_t)a;
-                a += v;
+                a = prod ? a * v : a + v;
             } else {
-                a += v;
+                a = prod ? a * v : a + v;
                 y[i] = (T)(int64_t)a;
             }
         }
     }
 }
 
-KN_CUDA_KERNEL(CumSum) {
+static kn_status *cum_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                           kn_tensor *const *out, bool prod) {
     const kn_tensor *x = in[0];
     kn_tensor *y = out[0];
     char buf[KN_DESC_LEN];
@@ -320,7 +324,7 @@ KN_CUDA_KERNEL(CumSum) {
     unsigned g = kn_cuda_blocks(outer * inner, 128);
     switch (x->dtype) {
 #define CUM_CASE(DT, T, KER) \
-    case DT: KN_LAUNCH(KER<T>, g, 128, 0, s, (T *)y->data, (const T *)x->data, outer, n, inner, excl, rev); break;
+    case DT: KN_LAUNCH(KER<T>, g, 128, 0, s, (T *)y->data, (const T *)x->data, outer, n, inner, excl, rev, prod); break;
         CUM_CASE(KN_F32, float, cumsum_float_kernel)
         CUM_CASE(KN_F16, __half, cumsum_float_kernel)
         CUM_CASE(KN_BF16, __nv_bfloat16, cumsum_float_kernel)
@@ -329,9 +333,11 @@ KN_CUDA_KERNEL(CumSum) {
 #undef CUM_CASE
     default: return kn_err_dtype(node, x);
     }
-    KN_CUDA_LAUNCHED(node, "CumSum kernel");
+    KN_CUDA_LAUNCHED(node, "CumSum/CumProd kernel");
     return NULL;
 }
+KN_CUDA_KERNEL(CumSum) { return cum_cuda(ctx, node, in, n_in, out, false); }
+KN_CUDA_KERNEL(CumProd) { return cum_cuda(ctx, node, in, n_in, out, true); }
 
 // ---- GatherElements: y[c] = x[c with c[axis] = idx[c]] ----
 template <class E, class I>
@@ -394,7 +400,10 @@ template <class T> struct red_float {
     __device__ static T apply(T a, T b, int red) {
         if (red == KN_SCATTER_NONE) return b;
         double x = (double)kn_num<T>::ld(a), y = (double)kn_num<T>::ld(b);
-        double r = red == KN_SCATTER_ADD ? x + y : red == KN_SCATTER_MUL ? x * y : red == KN_SCATTER_MAX ? (x > y ? x : y) : (x < y ? x : y);
+        double r = red == KN_SCATTER_ADD ? x + y
+            : red == KN_SCATTER_MUL      ? x * y
+            : red == KN_SCATTER_MAX      ? (x > y ? x : y)
+                                         : (x < y ? x : y);
         return kn_num<T>::st((typename kn_num<T>::acc)(float)r);
     }
 };
@@ -875,7 +884,8 @@ bool kn_cuda_index_supports(const kn_node *n, const kn_tensor *const *in, int n_
     switch (n->op) {
     case KN_OP_ArgMax:
     case KN_OP_ArgMin:
-    case KN_OP_CumSum: return num;
+    case KN_OP_CumSum:
+    case KN_OP_CumProd: return num;
     case KN_OP_TopK: {
         if (!num || in[0]->ndim < 1) return false;
         int axis = (int)KN_PARAMS(n, topk)->axis;

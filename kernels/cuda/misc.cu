@@ -322,6 +322,104 @@ KN_CUDA_KERNEL(Clip) {
     return NULL;
 }
 
+// ---- bitwise ops on integers of any width (by element size), BitShift on the unsigned types, IsInf ----
+enum { BT_AND, BT_OR, BT_XOR, BT_SHL, BT_SHR };
+template <class U>
+__global__ void bits_kernel(U *y, const U *pa, const U *pb, int64_t n, kn_bcast bc, int op, int bits) {
+    KN_GRID_STRIDE(i, n) {
+        uint64_t a = (uint64_t)pa[kn_bcast_off(bc, 0, i)], b = (uint64_t)pb[kn_bcast_off(bc, 1, i)], r;
+        switch (op) {
+        case BT_AND: r = a & b; break;
+        case BT_OR: r = a | b; break;
+        case BT_XOR: r = a ^ b; break;
+        default: r = b >= (uint64_t)bits ? 0 : op == BT_SHL ? a << b : a >> b; break;
+        }
+        y[i] = (U)r;
+    }
+}
+template <class U> __global__ void bitnot_kernel(U *y, const U *x, int64_t n) { KN_GRID_STRIDE(i, n) y[i] = (U)~x[i]; }
+template <class T> __global__ void isinf_kernel(uint8_t *y, const T *x, int64_t n, bool neg, bool pos) {
+    KN_GRID_STRIDE(i, n) {
+        float v = kn_num<T>::ld(x[i]);
+        y[i] = isinf(v) && ((v > 0 && pos) || (v < 0 && neg));
+    }
+}
+
+static kn_status *bits_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, kn_tensor *y, int op) {
+    if (!y) return NULL;
+    int64_t n = kn_numel(y);
+    if (n <= 0) return NULL;
+    kn_bcast bc;
+    kn_cuda_bcast_init(&bc, y, in, 2);
+    cudaStream_t s = kn_cuda_s(ctx);
+    unsigned g = kn_cuda_blocks(n, 256);
+    int bits = (int)kn_dtype_size(y->dtype) * 8;
+    switch (kn_dtype_size(y->dtype)) {
+#define BT_CASE(ES, U) \
+    case ES: \
+        KN_LAUNCH(bits_kernel<U>, g, 256, 0, s, (U *)y->data, (const U *)in[0]->data, (const U *)in[1]->data, n, bc, \
+                  op, bits); \
+        break;
+        BT_CASE(1, uint8_t)
+        BT_CASE(2, uint16_t)
+        BT_CASE(4, uint32_t)
+        BT_CASE(8, uint64_t)
+#undef BT_CASE
+    default: return kn_err_dtype(node, y);
+    }
+    KN_CUDA_LAUNCHED(node, "bitwise kernel");
+    return NULL;
+}
+KN_CUDA_KERNEL(BitwiseAnd) { return bits_cuda(ctx, node, in, out[0], BT_AND); }
+KN_CUDA_KERNEL(BitwiseOr) { return bits_cuda(ctx, node, in, out[0], BT_OR); }
+KN_CUDA_KERNEL(BitwiseXor) { return bits_cuda(ctx, node, in, out[0], BT_XOR); }
+KN_CUDA_KERNEL(BitShift) {
+    return bits_cuda(ctx, node, in, out[0], KN_PARAMS(node, binary)->shift_left ? BT_SHL : BT_SHR);
+}
+
+KN_CUDA_KERNEL(BitwiseNot) {
+    const kn_tensor *x = in[0];
+    kn_tensor *y = out[0];
+    int64_t n = kn_numel(x);
+    if (!y || n <= 0) return NULL;
+    cudaStream_t s = kn_cuda_s(ctx);
+    unsigned g = kn_cuda_blocks(n, 256);
+    switch (kn_dtype_size(x->dtype)) {
+    case 1: KN_LAUNCH(bitnot_kernel<uint8_t>, g, 256, 0, s, (uint8_t *)y->data, (const uint8_t *)x->data, n); break;
+    case 2: KN_LAUNCH(bitnot_kernel<uint16_t>, g, 256, 0, s, (uint16_t *)y->data, (const uint16_t *)x->data, n); break;
+    case 4: KN_LAUNCH(bitnot_kernel<uint32_t>, g, 256, 0, s, (uint32_t *)y->data, (const uint32_t *)x->data, n); break;
+    case 8: KN_LAUNCH(bitnot_kernel<uint64_t>, g, 256, 0, s, (uint64_t *)y->data, (const uint64_t *)x->data, n); break;
+    default: return kn_err_dtype(node, x);
+    }
+    KN_CUDA_LAUNCHED(node, "BitwiseNot kernel");
+    return NULL;
+}
+
+KN_CUDA_KERNEL(IsInf) {
+    const kn_tensor *x = in[0];
+    int64_t n = kn_numel(x);
+    if (!out[0] || n <= 0) return NULL;
+    bool neg = KN_PARAMS(node, act)->detect_negative, pos = KN_PARAMS(node, act)->detect_positive;
+    cudaStream_t s = kn_cuda_s(ctx);
+    unsigned g = kn_cuda_blocks(n, 256);
+    uint8_t *y = (uint8_t *)out[0]->data;
+    switch (x->dtype) {
+    case KN_F32: KN_LAUNCH(isinf_kernel<float>, g, 256, 0, s, y, (const float *)x->data, n, neg, pos); break;
+    case KN_F16: KN_LAUNCH(isinf_kernel<__half>, g, 256, 0, s, y, (const __half *)x->data, n, neg, pos); break;
+    case KN_BF16:
+        KN_LAUNCH(isinf_kernel<__nv_bfloat16>, g, 256, 0, s, y, (const __nv_bfloat16 *)x->data, n, neg, pos);
+        break;
+    default: return kn_err_dtype(node, x);
+    }
+    KN_CUDA_LAUNCHED(node, "IsInf kernel");
+    return NULL;
+}
+
+static bool misc_int(kn_dtype t) {
+    return t == KN_I8 || t == KN_I16 || t == KN_I32 || t == KN_I64 || t == KN_U8 || t == KN_U16 || t == KN_U32 ||
+        t == KN_U64;
+}
+
 bool kn_cuda_misc_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
     if (n_in < 1 || !in[0]) return false;
     kn_dtype t = in[0]->dtype;
@@ -338,6 +436,13 @@ bool kn_cuda_misc_supports(const kn_node *n, const kn_tensor *const *in, int n_i
         for (int k = 1; k < n_in; k++)
             if (in[k] && in[k]->dtype != t) return false;
         return num;
+    case KN_OP_BitwiseAnd:
+    case KN_OP_BitwiseOr:
+    case KN_OP_BitwiseXor: return n_in == 2 && in[1] && in[1]->dtype == t && misc_int(t);
+    case KN_OP_BitShift:
+        return n_in == 2 && in[1] && in[1]->dtype == t && (t == KN_U8 || t == KN_U16 || t == KN_U32 || t == KN_U64);
+    case KN_OP_BitwiseNot: return n_in == 1 && misc_int(t);
+    case KN_OP_IsInf: return n_in == 1 && fl;
     default: return n_in == 1 && fl; // the activations
     }
 }

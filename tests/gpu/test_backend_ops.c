@@ -90,6 +90,11 @@ static void tol_of(kn_dtype t, int op, double *rtol, double *atol) {
         *atol = 0;
         break;
     }
+    /* cuops: recurrent ops: float32 products summed in another order and float activations */
+    if ((op == KN_OP_RNN || op == KN_OP_GRU || op == KN_OP_LSTM) && t == KN_F32) {
+        *rtol = 1e-4;
+        *atol = 1e-5;
+    }
     if (op == KN_OP_Erf || op == KN_OP_Tanh || op == KN_OP_Exp || op == KN_OP_Log || op == KN_OP_Sin ||
         op == KN_OP_Cos || op == KN_OP_Sigmoid) {
         if (t == KN_F32) {
@@ -1723,6 +1728,178 @@ static void test_cuops_index(void) {
     }
 }
 
+/* ---- cuops: the other reductions ---- */
+static void test_cuops_reduce(void) {
+    static const int ops[] = {KN_OP_ReduceProd,   KN_OP_ReduceL1,        KN_OP_ReduceL2,
+                              KN_OP_ReduceLogSum, KN_OP_ReduceLogSumExp, KN_OP_ReduceSumSquare};
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16, KN_I32, KN_I64};
+    static const shp shapes[] = {{1, {9}}, {2, {3, 7}}, {3, {4, 5, 6}}, {2, {2, 300}}, {3, {2, 0, 3}}};
+    static const int64_t axes_sets[][3] = {{-1}, {0}, {0, -1}, {1}};
+    static const int n_axes[] = {1, 1, 2, 1};
+    for (int o = 0; o < N_ARR(ops); o++)
+        for (int t = 0; t < N_ARR(dts); t++)
+            for (int s = 0; s < N_ARR(shapes); s++)
+                for (int a = 0; a < 5; a++)
+                    for (int kd = 0; kd < 2; kd++) {
+                        bool fl_only =
+                            ops[o] == KN_OP_ReduceL2 || ops[o] == KN_OP_ReduceLogSum || ops[o] == KN_OP_ReduceLogSumExp;
+                        if (fl_only && !kn_dtype_is_float(dts[t])) continue;
+                        if (a < 4 && axes_sets[a][0] >= shapes[s].nd) continue;
+                        int range = ops[o] == KN_OP_ReduceLogSum ? R_POS
+                            : ops[o] == KN_OP_ReduceProd         ? R_SMALLINT
+                                                                 : R_ANY;
+                        kn_attr at[1] = {ai("keepdims", kd)};
+                        kn_tensor *in[2] = {rand_tensor(dts[t], shapes[s].nd, shapes[s].d, range),
+                                            a < 4 ? ints_tensor(axes_sets[a], n_axes[a]) : NULL};
+                        run1(ops[o], 18, at, 1, in, a < 4 ? 2 : 1, 1);
+                    }
+    /* empty axes with noop_with_empty_axes: the input unchanged */
+    int64_t d[2] = {3, 4};
+    kn_attr at[1] = {ai("noop_with_empty_axes", 1)};
+    int64_t none[1] = {0};
+    kn_tensor *in[2] = {rand_tensor(KN_F32, 2, d, R_ANY), ints_tensor(none, 0)};
+    run1(KN_OP_ReduceSumSquare, 18, at, 1, in, 2, 1);
+}
+
+/* ---- cuops: RNN, GRU, LSTM ---- */
+static kn_attr astrs(const char *n, const char **v, int k) {
+    kn_attr a = {0};
+    a.name = (char *)n;
+    a.type = KN_ATTR_STRINGS;
+    a.strings = (char **)v;
+    a.n_strings = k;
+    return a;
+}
+static void test_cuops_rnn(void) {
+    static const int ops[] = {KN_OP_RNN, KN_OP_GRU, KN_OP_LSTM};
+    static const char *dirs_s[] = {"forward", "reverse", "bidirectional"};
+    for (int o = 0; o < 3; o++) {
+        int G = ops[o] == KN_OP_RNN ? 1 : ops[o] == KN_OP_GRU ? 3 : 4;
+        for (int dr = 0; dr < 3; dr++)
+            for (int layout = 0; layout < 2; layout++)
+                for (int v = 0; v < 4; v++) {
+                    /* v: 0 plain; 1 bias, initial states, sequence_lens with an empty and a short
+                     * sequence; 2 clip, GRU linear_before_reset, LSTM peepholes and input_forget;
+                     * 3 other activations */
+                    int dirs = dr == 2 ? 2 : 1;
+                    int64_t S = 5, B = 3, I = 4, H = v == 3 ? 6 : 8;
+                    int64_t xd[3] = {layout ? B : S, layout ? S : B, I}, wd[3] = {dirs, G * H, I},
+                            rd[3] = {dirs, G * H, H}, bd[2] = {dirs, 2 * G * H},
+                            hd[3] = {layout ? B : dirs, layout ? dirs : B, H}, pd[2] = {dirs, 3 * H};
+                    kn_tensor *in[8] = {rand_tensor(KN_F32, 3, xd, R_ANY),
+                                        rand_tensor(KN_F32, 3, wd, R_ANY),
+                                        rand_tensor(KN_F32, 3, rd, R_ANY),
+                                        NULL,
+                                        NULL,
+                                        NULL,
+                                        NULL,
+                                        NULL};
+                    for (int k = 1; k < 3; k++) /* weights small enough to keep the gates unsaturated */
+                        for (int64_t i = 0; i < kn_numel(in[k]); i++) kn_set_f64(in[k], i, kn_get_f64(in[k], i) / 6);
+                    int n_in = 3;
+                    if (v >= 1) {
+                        in[3] = rand_tensor(KN_F32, 2, bd, R_ANY);
+                        in[4] = idx_tensor(KN_I32, 1, &B, 0, S + 1);
+                        ((int32_t *)in[4]->data)[0] = 0;
+                        ((int32_t *)in[4]->data)[1] = (int32_t)S;
+                        in[5] = rand_tensor(KN_F32, 3, hd, R_ANY);
+                        n_in = 6;
+                        if (ops[o] == KN_OP_LSTM) {
+                            in[6] = rand_tensor(KN_F32, 3, hd, R_ANY);
+                            n_in = 7;
+                            if (v == 2) {
+                                in[7] = rand_tensor(KN_F32, 2, pd, R_ANY);
+                                n_in = 8;
+                            }
+                        }
+                    }
+                    kn_attr at[8];
+                    int na = 0;
+                    at[na++] = astr("direction", dirs_s[dr]);
+                    at[na++] = ai("hidden_size", H);
+                    at[na++] = ai("layout", layout);
+                    if (v == 2) {
+                        at[na++] = af("clip", 1.5f);
+                        if (ops[o] == KN_OP_GRU) at[na++] = ai("linear_before_reset", 1);
+                        if (ops[o] == KN_OP_LSTM) at[na++] = ai("input_forget", 1);
+                    }
+                    static const char *acts1[] = {"Relu", "Softsign"};
+                    static const char *acts2[] = {"HardSigmoid", "Elu", "Softplus", "LeakyRelu"};
+                    static const char *acts3[] = {"Sigmoid",     "ScaledTanh", "Affine",
+                                                  "HardSigmoid", "Tanh",       "ThresholdedRelu"};
+                    float alphas[4] = {0.3f, 0.8f, 0.5f, 0.1f}, betas[2] = {0.6f, 0.2f};
+                    if (v == 3) {
+                        int n = G == 1 ? dirs : G == 3 ? 2 * dirs : 3 * dirs;
+                        at[na++] = astrs("activations", G == 1 ? acts1 : G == 3 ? acts2 : acts3, n);
+                        kn_attr al = {0}, be = {0};
+                        al.name = (char *)"activation_alpha";
+                        al.type = KN_ATTR_FLOATS;
+                        al.floats = alphas;
+                        al.n_floats = G == 3 ? 3 : 2;
+                        be.name = (char *)"activation_beta";
+                        be.type = KN_ATTR_FLOATS;
+                        be.floats = betas;
+                        be.n_floats = G == 4 ? 2 : 0;
+                        if (G != 1) at[na++] = al;
+                        if (G == 4) at[na++] = be;
+                    }
+                    int n_out = ops[o] == KN_OP_LSTM ? 3 : 2;
+                    case_omit = v == 2 ? 1u : 0u; /* Y omitted once: Y_h (and Y_c) alone */
+                    run_case(ops[o], 14, at, na, in, n_in, n_out);
+                    case_omit = 0;
+                    for (int k = 0; k < 8; k++) kn_tensor_free(in[k]);
+                }
+    }
+}
+
+/* ---- cuops: bitwise ops, BitShift, IsInf, CumProd ---- */
+static void test_cuops_bits(void) {
+    static const kn_dtype idt[] = {KN_U8, KN_U16, KN_U32, KN_U64, KN_I8, KN_I32, KN_I64};
+    for (int p = 0; p < N_ARR(bin_pairs); p++)
+        for (int t = 0; t < N_ARR(idt); t++) {
+            static const int ops[] = {KN_OP_BitwiseAnd, KN_OP_BitwiseOr, KN_OP_BitwiseXor};
+            for (int o = 0; o < 3; o++) {
+                kn_tensor *in[2] = {rand_tensor(idt[t], bin_pairs[p][0].nd, bin_pairs[p][0].d, R_ANY),
+                                    rand_tensor(idt[t], bin_pairs[p][1].nd, bin_pairs[p][1].d, R_ANY)};
+                run1(ops[o], 18, NULL, 0, in, 2, 1);
+            }
+            if (idt[t] == KN_U8 || idt[t] == KN_U16 || idt[t] == KN_U32 || idt[t] == KN_U64)
+                for (int left = 0; left < 2; left++) {
+                    kn_attr at[1] = {astr("direction", left ? "LEFT" : "RIGHT")};
+                    kn_tensor *in[2] = {rand_tensor(idt[t], bin_pairs[p][0].nd, bin_pairs[p][0].d, R_ANY),
+                                        idx_tensor(idt[t], bin_pairs[p][1].nd, bin_pairs[p][1].d, 0, 70)};
+                    run1(KN_OP_BitShift, 11, at, 1, in, 2, 1);
+                }
+        }
+    for (int t = 0; t < N_ARR(idt); t++)
+        for (int s = 0; s < N_ARR(unary_shapes); s++) {
+            kn_tensor *in[1] = {rand_tensor(idt[t], unary_shapes[s].nd, unary_shapes[s].d, R_ANY)};
+            run1(KN_OP_BitwiseNot, 18, NULL, 0, in, 1, 1);
+        }
+    static const kn_dtype fdt[] = {KN_F32, KN_F16, KN_BF16};
+    for (int t = 0; t < N_ARR(fdt); t++)
+        for (int v = 0; v < 4; v++) {
+            int64_t d = 40;
+            kn_tensor *x = rand_tensor(fdt[t], 1, &d, R_ANY);
+            kn_set_f64(x, 3, INFINITY);
+            kn_set_f64(x, 9, -INFINITY);
+            kn_set_f64(x, 11, NAN);
+            kn_attr at[2] = {ai("detect_negative", v & 1), ai("detect_positive", v >> 1)};
+            kn_tensor *in[1] = {x};
+            run1(KN_OP_IsInf, 20, at, 2, in, 1, 1);
+        }
+    static const kn_dtype ndt[] = {KN_F32, KN_F16, KN_BF16, KN_I32, KN_I64};
+    static const shp cshp[] = {{1, {7}}, {2, {3, 5}}, {3, {4, 3, 5}}, {3, {2, 0, 3}}};
+    for (int t = 0; t < N_ARR(ndt); t++)
+        for (int s = 0; s < N_ARR(cshp); s++)
+            for (int ax = -cshp[s].nd; ax < cshp[s].nd; ax++)
+                for (int v = 0; v < 4; v++) {
+                    kn_attr at[2] = {ai("exclusive", v & 1), ai("reverse", v >> 1)};
+                    kn_tensor *in[2] = {rand_tensor(ndt[t], cshp[s].nd, cshp[s].d, R_SMALLINT), scalar_i64(ax)};
+                    run1(KN_OP_CumProd, 26, at, 2, in, 2, 1);
+                }
+}
+
 int main(int argc, char **argv) {
     verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
     for (int a = 1 + verbose; a < argc; a++) {
@@ -1758,6 +1935,9 @@ int main(int argc, char **argv) {
     test_gather_grad_out_of_range();
     test_cuops_misc();
     test_cuops_index();
+    test_cuops_reduce();
+    test_cuops_rnn();
+    test_cuops_bits();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {

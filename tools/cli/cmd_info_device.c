@@ -1,6 +1,6 @@
 /* kiln info --device D: which nodes of a model a session on device D would leave to the CPU, and
  * why, after that backend's fusions and for concrete input shapes (free dimensions are 4 unless
- * --dim NAME=N says otherwise). Text for people; --json prints one object for scripts. */
+ * --dim NAME=N says otherwise; a dimension written as a sum of names is their sum). Text for people; --json prints one object for scripts. */
 #include "tools/cli/cli.h"
 #include "runtime/executor.h"
 #include "runtime/core/dtype.h"
@@ -19,13 +19,27 @@ static void info_json_str(const char *s) {
     putchar('"');
 }
 
-/* The size of free dimension `name` (axis d of an input): --dim NAME=N, else 4. */
-static int64_t info_dim(const char *name, int n_dims, char **dims) {
-    for (int i = 0; name && i < n_dims; i++) {
-        size_t l = strlen(name);
+/* The size of one named dimension: --dim NAME=N, else 4. */
+static int64_t info_dim_term(const char *name, size_t l, int n_dims, char **dims) {
+    if (l && name[0] >= '0' && name[0] <= '9') return atoll(name);
+    for (int i = 0; i < n_dims; i++)
         if (strncmp(dims[i], name, l) == 0 && dims[i][l] == '=') return atoll(dims[i] + l + 1);
-    }
     return 4;
+}
+
+/* The size of a free dimension: a name, or a sum of names and numbers as exporters write a
+ * decoder's total length ("past_sequence_length + sequence_length"), so that inputs agree. */
+static int64_t info_dim(const char *name, int n_dims, char **dims) {
+    if (!name) return 4;
+    int64_t total = 0;
+    for (const char *p = name; *p;) {
+        while (*p == ' ' || *p == '+') p++;
+        size_t l = 0;
+        while (p[l] && p[l] != ' ' && p[l] != '+') l++;
+        if (l) total += info_dim_term(p, l, n_dims, dims);
+        p += l;
+    }
+    return total;
 }
 
 int kn_cmd_info_device(const char *path, const char *device, bool fuse, bool json, int n_dims, char **dims) {
