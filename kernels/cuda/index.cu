@@ -160,7 +160,8 @@ static kn_status *arg_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
 KN_CUDA_KERNEL(ArgMax) { return arg_cuda(ctx, node, in[0], out[0], true); }
 KN_CUDA_KERNEL(ArgMin) { return arg_cuda(ctx, node, in[0], out[0], false); }
 
-// ---- TopK: a block per line sorts (key, index) pairs in shared memory (bitonic), best first ----
+// ---- TopK: a block per line sorts (key, index) pairs in shared memory (bitonic), best first (lines
+// up to 2048); longer lines select k <= 256 in rounds ----
 #define TOPK_MAX 2048
 template <class K, class KT> __device__ static inline bool topk_before(K a, int ia, K b, int ib, bool largest) {
     // padding (index -1) sorts last; NaN is the largest value; ties keep the lower index first
@@ -221,6 +222,64 @@ __global__ void topk_kernel(T *vals, int64_t *idx, const T *x, int64_t n, int64_
     }
 }
 
+// Long lines (a vocabulary) with a small k: k rounds of a block-wide selection, round i taking
+// the best element that comes after round i-1's in the (value, index) order. O(k n) coalesced
+// reads, no sorting memory, the same total order and so the same result as the sort.
+#define TOPK_LONG_K 256
+template <class T>
+__global__ void topk_long_kernel(T *vals, int64_t *idx, const T *x, int64_t n, int64_t inner, int64_t k, bool largest) {
+    typedef key_of<T> KT;
+    typedef typename KT::K K;
+    KN_SHARED(K, wkey, 32);
+    KN_SHARED(int64_t, wid, 32);
+    int64_t line = blockIdx.x, o = line / inner, in = line % inner;
+    const T *p = x + o * n * inner + in;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = (blockDim.x + 31) >> 5;
+    K pk = K(0);
+    int64_t pid = -1; // the previous round's pick; -1: none yet
+    int64_t ob = o * k * inner + in;
+    for (int64_t r = 0; r < k; r++) {
+        K bk = K(0);
+        int64_t bi = -1;
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+            K v = KT::ld(p[i * inner]);
+            bool after = pid < 0 || topk_before<K, KT>(pk, (int)pid, v, (int)i, largest);
+            if (after && (bi < 0 || topk_before<K, KT>(v, (int)i, bk, (int)bi, largest))) {
+                bk = v;
+                bi = i;
+            }
+        }
+        for (int off = 16; off > 0; off >>= 1) {
+            K ok = __shfl_xor_sync(0xffffffffu, bk, off);
+            int64_t oi = __shfl_xor_sync(0xffffffffu, bi, off);
+            if (oi >= 0 && (bi < 0 || topk_before<K, KT>(ok, (int)oi, bk, (int)bi, largest))) {
+                bk = ok;
+                bi = oi;
+            }
+        }
+        if (lane == 0) {
+            wkey[warp] = bk;
+            wid[warp] = bi;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            for (int w = 1; w < nwarps; w++)
+                if (wid[w] >= 0 && (bi < 0 || topk_before<K, KT>(wkey[w], (int)wid[w], bk, (int)bi, largest))) {
+                    bk = wkey[w];
+                    bi = wid[w];
+                }
+            if (vals) vals[ob + r * inner] = p[bi * inner];
+            if (idx) idx[ob + r * inner] = bi;
+            wkey[0] = bk;
+            wid[0] = bi;
+        }
+        __syncthreads();
+        pk = wkey[0];
+        pid = wid[0];
+        __syncthreads();
+    }
+}
+
 KN_CUDA_KERNEL(TopK) {
     const kn_tensor *x = in[0];
     kn_tensor *vals = out[0], *ids = n_out > 1 ? out[1] : NULL;
@@ -234,10 +293,13 @@ KN_CUDA_KERNEL(TopK) {
     if (k > n || k < 0)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "TopK: k=%lld exceeds axis size %lld", (long long)k, (long long)n);
     if (k == 0 || outer * inner == 0) return NULL;
-    if (n > TOPK_MAX)
-        return kn_error(KN_ERR_UNSUPPORTED, "TopK: axis of %lld on cuda (at most %d)", (long long)n, TOPK_MAX);
+    if (n > TOPK_MAX && k > TOPK_LONG_K)
+        return kn_error(KN_ERR_UNSUPPORTED, "TopK: k=%lld of an axis of %lld on cuda (at most %d of more than %d)",
+                        (long long)k, (long long)n, TOPK_LONG_K, TOPK_MAX);
+    if (n > INT32_MAX) return kn_error(KN_ERR_UNSUPPORTED, "TopK: axis of %lld on cuda", (long long)n);
+    bool long_line = n > TOPK_MAX;
     int p2 = 1;
-    while (p2 < n) p2 <<= 1;
+    while (!long_line && p2 < n) p2 <<= 1;
     int threads = p2 < 256 ? (p2 < 32 ? 32 : p2) : 256;
     unsigned g = (unsigned)(outer * inner);
     cudaStream_t s = kn_cuda_s(ctx);
@@ -246,8 +308,12 @@ KN_CUDA_KERNEL(TopK) {
     switch (x->dtype) {
 #define TOPK_CASE(DT, T) \
     case DT: \
-        KN_LAUNCH(topk_kernel<T>, g, threads, 0, s, vals ? (T *)vals->data : (T *)NULL, pi, (const T *)x->data, n, \
-                  inner, k, p2, lg); \
+        if (long_line) \
+            KN_LAUNCH(topk_long_kernel<T>, g, 256, 0, s, vals ? (T *)vals->data : (T *)NULL, pi, (const T *)x->data, \
+                      n, inner, k, lg); \
+        else \
+            KN_LAUNCH(topk_kernel<T>, g, threads, 0, s, vals ? (T *)vals->data : (T *)NULL, pi, (const T *)x->data, n, \
+                      inner, k, p2, lg); \
         break;
         TOPK_CASE(KN_F32, float)
         TOPK_CASE(KN_F16, __half)
@@ -890,7 +956,12 @@ bool kn_cuda_index_supports(const kn_node *n, const kn_tensor *const *in, int n_
         if (!num || in[0]->ndim < 1) return false;
         int axis = (int)KN_PARAMS(n, topk)->axis;
         if (axis < 0) axis += in[0]->ndim;
-        return axis >= 0 && axis < in[0]->ndim && in[0]->dims[axis] <= TOPK_MAX;
+        // k (input 1, on the host when the planner knows it) decides for long lines
+        if (axis < 0 || axis >= in[0]->ndim) return false;
+        if (in[0]->dims[axis] <= TOPK_MAX) return true;
+        int64_t k = KN_PARAMS(n, topk)->k_attr;
+        if (k < 0 && n_in > 1 && in[1] && in[1]->data && in[1]->device == KN_DEVICE_CPU) k = kn_get_i64(in[1], 0);
+        return k >= 0 && k <= TOPK_LONG_K;
     }
     case KN_OP_GatherElements:
     case KN_OP_GatherND: return bytes && index_ok(1);

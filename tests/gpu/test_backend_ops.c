@@ -1588,6 +1588,22 @@ static void test_cuops_index(void) {
         }
         kn_tensor_free(x);
     }
+    { /* a line longer than the sorting block: k <= 256 selected in rounds, ties and NaN included */
+        static const kn_dtype ldt[] = {KN_F32, KN_I64, KN_F16};
+        int64_t d[2] = {2, 5000}, dT[2] = {3000, 2}, ks[2] = {7, 256};
+        for (int t = 0; t < 3; t++)
+            for (int ki = 0; ki < 2; ki++)
+                for (int lg = 0; lg < 2; lg++) {
+                    kn_attr at[2] = {ai("axis", -1), ai("largest", lg)};
+                    kn_tensor *x = rand_tensor(ldt[t], 2, d, R_SMALLINT);
+                    if (t == 0) kn_set_f64(x, 4321, NAN);
+                    kn_tensor *in[2] = {x, ints_tensor(&ks[ki], 1)};
+                    run1(KN_OP_TopK, 11, at, 2, in, 2, 2);
+                }
+        kn_attr a0[1] = {ai("axis", 0)};
+        kn_tensor *in[2] = {rand_tensor(KN_F32, 2, dT, R_ANY), ints_tensor(&ks[0], 1)};
+        run1(KN_OP_TopK, 11, a0, 1, in, 2, 2);
+    }
     /* CumSum: every axis (negative too), exclusive and reverse */
     static const shp cshp[] = {{1, {7}}, {2, {3, 5}}, {3, {4, 3, 5}}, {3, {2, 0, 3}}, {2, {2, 300}}};
     for (int t = 0; t < N_ARR(ndt); t++)
