@@ -322,17 +322,25 @@ KN_CUDA_KERNEL(Clip) {
     return NULL;
 }
 
-// ---- bitwise ops on integers of any width (by element size), BitShift on the unsigned types, IsInf ----
+// ---- bitwise ops and BitShift on integers of any width (by element size), IsInf ----
 enum { BT_AND, BT_OR, BT_XOR, BT_SHL, BT_SHR };
+// sgn: signed elements (BitShift right is arithmetic; a count < 0 or >= bits gives 0 or the sign)
 template <class U>
-__global__ void bits_kernel(U *y, const U *pa, const U *pb, int64_t n, kn_bcast bc, int op, int bits) {
+__global__ void bits_kernel(U *y, const U *pa, const U *pb, int64_t n, kn_bcast bc, int op, int bits, bool sgn) {
     KN_GRID_STRIDE(i, n) {
         uint64_t a = (uint64_t)pa[kn_bcast_off(bc, 0, i)], b = (uint64_t)pb[kn_bcast_off(bc, 1, i)], r;
+        int sh = 64 - bits;
+        int64_t sa = sgn ? (int64_t)(a << sh) >> sh : (int64_t)a, sb = sgn ? (int64_t)(b << sh) >> sh : 0;
+        bool out = sgn ? (sb < 0 || sb >= bits) : b >= (uint64_t)bits;
         switch (op) {
         case BT_AND: r = a & b; break;
         case BT_OR: r = a | b; break;
         case BT_XOR: r = a ^ b; break;
-        default: r = b >= (uint64_t)bits ? 0 : op == BT_SHL ? a << b : a >> b; break;
+        case BT_SHL: r = out ? 0 : a << b; break;
+        default:
+            if (out) r = sgn && sa < 0 ? ~(uint64_t)0 : 0;
+            else r = sgn ? (uint64_t)(sa >> b) : a >> b;
+            break;
         }
         y[i] = (U)r;
     }
@@ -354,11 +362,12 @@ static kn_status *bits_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
     cudaStream_t s = kn_cuda_s(ctx);
     unsigned g = kn_cuda_blocks(n, 256);
     int bits = (int)kn_dtype_size(y->dtype) * 8;
+    bool sgn = y->dtype == KN_I8 || y->dtype == KN_I16 || y->dtype == KN_I32 || y->dtype == KN_I64;
     switch (kn_dtype_size(y->dtype)) {
 #define BT_CASE(ES, U) \
     case ES: \
         KN_LAUNCH(bits_kernel<U>, g, 256, 0, s, (U *)y->data, (const U *)in[0]->data, (const U *)in[1]->data, n, bc, \
-                  op, bits); \
+                  op, bits, sgn); \
         break;
         BT_CASE(1, uint8_t)
         BT_CASE(2, uint16_t)
@@ -439,8 +448,7 @@ bool kn_cuda_misc_supports(const kn_node *n, const kn_tensor *const *in, int n_i
     case KN_OP_BitwiseAnd:
     case KN_OP_BitwiseOr:
     case KN_OP_BitwiseXor: return n_in == 2 && in[1] && in[1]->dtype == t && misc_int(t);
-    case KN_OP_BitShift:
-        return n_in == 2 && in[1] && in[1]->dtype == t && (t == KN_U8 || t == KN_U16 || t == KN_U32 || t == KN_U64);
+    case KN_OP_BitShift: return n_in == 2 && in[1] && in[1]->dtype == t && misc_int(t);
     case KN_OP_BitwiseNot: return n_in == 1 && misc_int(t);
     case KN_OP_IsInf: return n_in == 1 && fl;
     default: return n_in == 1 && fl; // the activations

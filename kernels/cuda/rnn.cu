@@ -94,7 +94,8 @@ __global__ void rnn_cell_kernel(float *h, float *c, float *y, const float *xw, c
             float hh;
             if (lbr) {
                 float rg = rnn_apply(fa, rnn_clip(x[H + k] + hrb[H + k] + wb[H + k] + rb[H + k], clip));
-                hh = rnn_apply(ga, rnn_clip(x[2 * H + k] + rg * (hrb[2 * H + k] + rb[2 * H + k]) + wb[2 * H + k], clip));
+                hh =
+                    rnn_apply(ga, rnn_clip(x[2 * H + k] + rg * (hrb[2 * H + k] + rb[2 * H + k]) + wb[2 * H + k], clip));
             } else {
                 hh = rnn_apply(ga, rnn_clip(x[2 * H + k] + rh[j] + rb[2 * H + k] + wb[2 * H + k], clip));
             }
@@ -103,9 +104,10 @@ __global__ void rnn_cell_kernel(float *h, float *c, float *y, const float *xw, c
             float cp = c[j];
             float ig = rnn_apply(fa, rnn_clip(x[k] + hrb[k] + wb[k] + rb[k] + peep[k] * cp, clip));
             float fg = input_forget ? 1.0f - ig
-                                    : rnn_apply(fa, rnn_clip(x[2 * H + k] + hrb[2 * H + k] + wb[2 * H + k] +
-                                                                 rb[2 * H + k] + peep[2 * H + k] * cp,
-                                                             clip));
+                                    : rnn_apply(fa,
+                                                rnn_clip(x[2 * H + k] + hrb[2 * H + k] + wb[2 * H + k] + rb[2 * H + k] +
+                                                             peep[2 * H + k] * cp,
+                                                         clip));
             float cg = rnn_apply(ga, rnn_clip(x[3 * H + k] + hrb[3 * H + k] + wb[3 * H + k] + rb[3 * H + k], clip));
             float cn = fg * cp + ig * cg;
             float og = rnn_apply(fa, rnn_clip(x[H + k] + hrb[H + k] + wb[H + k] + rb[H + k] + peep[H + k] * cn, clip));
@@ -117,8 +119,8 @@ __global__ void rnn_cell_kernel(float *h, float *c, float *y, const float *xw, c
     }
 }
 
-__global__ void rnn_final_kernel(float *yh, float *yc, const float *h, const float *c, int64_t Bn, int64_t H,
-                                 int dirs, int d, int layout) {
+__global__ void rnn_final_kernel(float *yh, float *yc, const float *h, const float *c, int64_t Bn, int64_t H, int dirs,
+                                 int d, int layout) {
     KN_GRID_STRIDE(j, Bn * H) {
         int64_t k = j % H, b = j / H;
         int64_t si = layout ? (b * dirs + d) * H + k : (d * Bn + b) * H + k;
@@ -145,8 +147,8 @@ static kn_status *rnn_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     int64_t S = layout ? X->dims[1] : X->dims[0], Bn = layout ? X->dims[0] : X->dims[1], I = X->dims[2];
     int64_t H = rp->has_hidden_size ? rp->hidden_size : R->dims[2];
     int64_t GH = G * H;
-    if (H <= 0 || W->dims[0] != dirs || W->dims[1] != GH || W->dims[2] != I || R->dims[0] != dirs ||
-        R->dims[1] != GH || R->dims[2] != H)
+    if (H <= 0 || W->dims[0] != dirs || W->dims[1] != GH || W->dims[2] != I || R->dims[0] != dirs || R->dims[1] != GH ||
+        R->dims[2] != H)
         return kn_error(KN_ERR_INVALID_ARGUMENT,
                         "%s: W %s / R %s do not match %d direction(s), hidden_size %lld, input %s", node->op_type,
                         kn_tensor_desc(W, b1, sizeof b1), kn_tensor_desc(R, b2, sizeof b2), dirs, (long long)H,

@@ -1879,13 +1879,13 @@ static void test_cuops_bits(void) {
                                     rand_tensor(idt[t], bin_pairs[p][1].nd, bin_pairs[p][1].d, R_ANY)};
                 run1(ops[o], 18, NULL, 0, in, 2, 1);
             }
-            if (idt[t] == KN_U8 || idt[t] == KN_U16 || idt[t] == KN_U32 || idt[t] == KN_U64)
-                for (int left = 0; left < 2; left++) {
-                    kn_attr at[1] = {astr("direction", left ? "LEFT" : "RIGHT")};
-                    kn_tensor *in[2] = {rand_tensor(idt[t], bin_pairs[p][0].nd, bin_pairs[p][0].d, R_ANY),
-                                        idx_tensor(idt[t], bin_pairs[p][1].nd, bin_pairs[p][1].d, 0, 70)};
-                    run1(KN_OP_BitShift, 11, at, 1, in, 2, 1);
-                }
+            for (int left = 0; left < 2; left++) { /* counts past the width, and negative for signed types */
+                bool sg = idt[t] == KN_I8 || idt[t] == KN_I32 || idt[t] == KN_I64;
+                kn_attr at[1] = {astr("direction", left ? "LEFT" : "RIGHT")};
+                kn_tensor *in[2] = {rand_tensor(idt[t], bin_pairs[p][0].nd, bin_pairs[p][0].d, R_ANY),
+                                    idx_tensor(idt[t], bin_pairs[p][1].nd, bin_pairs[p][1].d, sg ? -3 : 0, 70)};
+                run1(KN_OP_BitShift, 11, at, 1, in, 2, 1);
+            }
         }
     for (int t = 0; t < N_ARR(idt); t++)
         for (int s = 0; s < N_ARR(unary_shapes); s++) {
