@@ -1,4 +1,4 @@
-// Index and selection ops on the device: ArgMax/ArgMin, TopK, CumSum, GatherElements, GatherND,
+// Index and selection ops on the device: ArgMax/ArgMin, Hardmax, TopK, CumSum, GatherElements, GatherND,
 // ScatterElements, ScatterND, OneHot, Trilu, Tile, Pad and Range. Results equal the CPU
 // reference's, ties included: ArgMax/TopK order by (value, index) with NaN the largest, as the CPU
 // does; scatters apply their updates in index order (one thread owns every update that can reach
@@ -159,6 +159,70 @@ static kn_status *arg_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
 }
 KN_CUDA_KERNEL(ArgMax) { return arg_cuda(ctx, node, in[0], out[0], true); }
 KN_CUDA_KERNEL(ArgMin) { return arg_cuda(ctx, node, in[0], out[0], false); }
+
+// ---- Hardmax: 1 at each line's first largest element (the first NaN wins), 0 elsewhere; a warp
+// per line ----
+template <class T> __global__ void hardmax_kernel(T *y, const T *x, int64_t outer, int64_t n, int64_t inner) {
+    typedef key_of<T> KT;
+    typedef typename KT::K K;
+    int lane = threadIdx.x & 31;
+    int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5, nw = ((int64_t)gridDim.x * blockDim.x) >> 5;
+    for (int64_t l = warp; l < outer * inner; l += nw) {
+        int64_t base = (l / inner) * n * inner + l % inner;
+        K bv = KT::ld(x[base]);
+        int64_t bi = 0;
+        for (int64_t i = lane; i < n; i += 32) {
+            K v = KT::ld(x[base + i * inner]);
+            if (i == lane || arg_better<K, KT>(v, i, bv, bi, true, false)) {
+                bv = v;
+                bi = i;
+            }
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            K ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (arg_better<K, KT>(ov, oi, bv, bi, true, false)) {
+                bv = ov;
+                bi = oi;
+            }
+        }
+        for (int64_t i = lane; i < n; i += 32) y[base + i * inner] = kn_num<T>::st(i == bi ? 1.0f : 0.0f);
+    }
+}
+
+KN_CUDA_KERNEL(Hardmax) {
+    const kn_tensor *x = in[0];
+    kn_tensor *y = out[0];
+    if (!y) return NULL;
+    if (x->ndim < 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input must have rank >= 1", node->op_type);
+    int axis;
+    const kn_params_softmax *p = KN_PARAMS(node, softmax);
+    KN_TRY(kn_norm_axis(p->axis, x->ndim, node, &axis));
+    int64_t outer = 1, n = 1, inner = 1; // before opset 13 the axis and everything after it is one line
+    for (int i = 0; i < x->ndim; i++) {
+        if (i < axis) outer *= x->dims[i];
+        else if (i == axis || p->coerce_2d) n *= x->dims[i];
+        else inner *= x->dims[i];
+    }
+    if (outer * n * inner == 0) return NULL;
+    cudaStream_t s = kn_cuda_s(ctx);
+    unsigned g = kn_cuda_blocks(outer * inner * 32, 256);
+    switch (x->dtype) {
+    case KN_F32:
+        KN_LAUNCH(hardmax_kernel<float>, g, 256, 0, s, (float *)y->data, (const float *)x->data, outer, n, inner);
+        break;
+    case KN_F16:
+        KN_LAUNCH(hardmax_kernel<__half>, g, 256, 0, s, (__half *)y->data, (const __half *)x->data, outer, n, inner);
+        break;
+    case KN_BF16:
+        KN_LAUNCH(hardmax_kernel<__nv_bfloat16>, g, 256, 0, s, (__nv_bfloat16 *)y->data, (const __nv_bfloat16 *)x->data,
+                  outer, n, inner);
+        break;
+    default: return kn_err_dtype(node, x);
+    }
+    KN_CUDA_LAUNCHED(node, "Hardmax kernel");
+    return NULL;
+}
 
 // ---- TopK: a block per line sorts (key, index) pairs in shared memory (bitonic), best first (lines
 // up to 2048); longer lines select k <= 256 in rounds ----
@@ -948,6 +1012,7 @@ bool kn_cuda_index_supports(const kn_node *n, const kn_tensor *const *in, int n_
     bool bytes = t != KN_STRING && (es == 1 || es == 2 || es == 4 || es == 8);
     auto index_ok = [&](int k) { return n_in > k && in[k] && (in[k]->dtype == KN_I32 || in[k]->dtype == KN_I64); };
     switch (n->op) {
+    case KN_OP_Hardmax: return kn_cuda_float(t);
     case KN_OP_ArgMax:
     case KN_OP_ArgMin:
     case KN_OP_CumSum:

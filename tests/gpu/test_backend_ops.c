@@ -1555,6 +1555,17 @@ static void test_cuops_index(void) {
         }
         kn_tensor_free(x);
     }
+    /* Hardmax: ties and NaN, every axis, the 2-D coercion before opset 13 */
+    static const kn_dtype hdt[] = {KN_F32, KN_F16, KN_BF16};
+    for (int t = 0; t < N_ARR(hdt); t++)
+        for (int s = 0; s < N_ARR(ashp); s++)
+            for (int ax = -1; ax < ashp[s].nd; ax++)
+                for (int op13 = 0; op13 < 2; op13++) {
+                    kn_attr at[1] = {ai("axis", ax)};
+                    kn_tensor *in[1] = {rand_tensor(hdt[t], ashp[s].nd, ashp[s].d, R_SMALLINT)};
+                    if (kn_numel(in[0]) > 4) kn_set_f64(in[0], 3, NAN);
+                    run1(KN_OP_Hardmax, op13 ? 13 : 11, at, 1, in, 1, 1);
+                }
     /* TopK: ties (small integers), both orders, every axis, k from 0 to the whole axis */
     static const shp tshp[] = {{1, {7}}, {2, {3, 50}}, {2, {20, 3}}, {3, {2, 9, 4}}, {2, {2, 2048}}, {2, {0, 5}}};
     for (int t = 0; t < N_ARR(ndt); t++)
