@@ -195,4 +195,22 @@ const kn_backend *kn_session_backend(const kn_session *s);
 /* Ops that must never run before the actual run (random numbers, control flow). */
 bool kn_op_is_volatile(int op);
 
+/* A node a session on a device backend leaves to the CPU for given input shapes, and why:
+ * "no kernel" (the backend has none for the op), "dtype" (it has one, but not for these input
+ * types: a float32 copy of the node would be placed), "attribute or shape" (the kernel's
+ * predicate refuses these attributes or shapes) or "data-dependent shape" (an output's shape is
+ * known only from data at run time, which the device plan cannot hold). kiln info --device. */
+typedef struct kn_fallback {
+    int node;           /* index into kn_session_graph(s)->nodes */
+    const char *reason; /* one of the four strings above */
+    char types[160];    /* the node's input types and shapes as planned */
+} kn_fallback;
+/* Plans the session's graph for these input tensors (their dtype and shape only: data is not
+ * read) as a run would, and lists the nodes not placed on the session's backend, in graph order
+ * (*out owned by the caller, free()). Nodes computed on the host before the run (shape
+ * arithmetic) are not fallbacks and are not listed. A CPU session lists nothing. */
+kn_status *kn_session_fallbacks(kn_session *s, const kn_tensor *inputs, kn_fallback **out, int *n_out);
+/* The graph a session runs (the model's, fused for its backend). */
+const kn_graph *kn_session_graph(const kn_session *s);
+
 #endif

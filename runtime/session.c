@@ -1263,3 +1263,73 @@ void kn_session_set_node_hook(kn_session *s, kn_node_hook hook, void *arg) {
     s->node_done = hook;
     s->node_done_arg = arg;
 }
+
+const kn_graph *kn_session_graph(const kn_session *s) { return s->g; }
+
+/* Why plan p left node i to the CPU (see kn_fallback). */
+static const char *kn_fallback_reason(const kn_backend *be, const kn_node *n, const kn_plan *p) {
+    if (n->op < 0 || !be->kernel(be, n->op)) return "no kernel";
+    for (int k = 0; k < n->n_outputs; k++) {
+        const kn_tensor *t = n->outputs[k] >= 0 ? &p->vals[n->outputs[k]] : NULL;
+        if (t && (t->ndim < 0 || !kn_shape_known(t) || t->dtype == KN_STRING)) return "data-dependent shape";
+    }
+    if (n->n_inputs > KN_NODE_MAX_IO) return "attribute or shape";
+    /* the same node with its data as float32 (inputs of input 0's type, and other floats):
+     * placed means the dtype decided it */
+    kn_tensor tv[16];
+    const kn_tensor *in[16];
+    if (n->n_inputs > 16) return "attribute or shape";
+    bool changed = false;
+    kn_dtype t0 = n->n_inputs > 0 && n->inputs[0] >= 0 ? p->vals[n->inputs[0]].dtype : KN_F32;
+    for (int k = 0; k < n->n_inputs; k++) {
+        in[k] = NULL;
+        if (n->inputs[k] < 0) continue;
+        tv[k] = p->vals[n->inputs[k]];
+        kn_dtype t = tv[k].dtype;
+        if (t != KN_F32 && (t == t0 || t == KN_F64 || t == KN_F16 || t == KN_BF16)) {
+            tv[k].dtype = KN_F32;
+            changed = true;
+        }
+        in[k] = &tv[k];
+    }
+    if (changed && be->supports(be, n, in, n->n_inputs)) return "dtype";
+    for (int k = 0; k < n->n_inputs; k++) {
+        kn_dtype t = in[k] ? in[k]->dtype : KN_F32;
+        if (t != KN_F32 && t != KN_F16 && t != KN_BF16 && t != KN_I32 && t != KN_I64 && t != KN_BOOL) return "dtype";
+    }
+    return "attribute or shape";
+}
+
+kn_status *kn_session_fallbacks(kn_session *s, const kn_tensor *inputs, kn_fallback **out, int *n_out) {
+    *out = NULL;
+    *n_out = 0;
+    if (s->be->device == KN_DEVICE_CPU) return NULL;
+    KN_TRY(kn_check_inputs(s->g, inputs));
+    kn_plan *p = NULL;
+    KN_TRY(kn_plan_build(&s->gi, inputs, NULL, 0, s->be, s->pool, &p));
+    const kn_graph *g = s->g;
+    kn_fallback *f = calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof *f);
+    if (!f) {
+        kn_plan_free(p, g->n_values);
+        return KN_OOM(0);
+    }
+    int n = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *nd = &g->nodes[i];
+        if (p->skip[i] || p->place[i]) continue;
+        f[n].node = i;
+        f[n].reason = kn_fallback_reason(s->be, nd, p);
+        size_t off = 0;
+        f[n].types[0] = 0;
+        for (int k = 0; k < nd->n_inputs && off < sizeof f[n].types; k++) {
+            char b[KN_DESC_LEN];
+            off += (size_t)snprintf(f[n].types + off, sizeof f[n].types - off, "%s%s", k ? ", " : "",
+                                    nd->inputs[k] >= 0 ? kn_tensor_desc(&p->vals[nd->inputs[k]], b, sizeof b) : "-");
+        }
+        n++;
+    }
+    kn_plan_free(p, g->n_values);
+    *out = f;
+    *n_out = n;
+    return NULL;
+}

@@ -222,3 +222,22 @@ bool kn_cuda_matmul_supports(const kn_node *n, const kn_tensor *const *in, int n
     int64_t K = KN_PARAMS(n, gemm)->trans_a ? in[0]->dims[0] : in[0]->dims[1];
     return K > 0;
 }
+
+// cuops: row-major float32 C[M,N] = A[M,K] B[N,K]^T on the run's stream, for kernels that need a
+// product inside their own work (the recurrent ops' input and per-step recurrent projections).
+kn_status *kn_cuda_gemm_f32_nt(kn_exec_ctx *ctx, const kn_node *node, int64_t M, int64_t N, int64_t K, const float *A,
+                               int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return NULL;
+    kn_cuda_stream *s = kn_cuda_st(ctx);
+    if (K <= 0) {
+        // an empty sum (C's rows are whole: ldc == N in every use)
+        KN_CUDA_TRY(cudaMemsetAsync(C, 0, (size_t)(M * ldc) * sizeof(float), s->s), node, "GEMM zero");
+        return NULL;
+    }
+    lt_gemm g;
+    KN_TRY(lt_setup(&g, s, node, CUDA_R_32F, false, false, true, M, N, K, lda, ldb, ldc, 1, 0, 0, 0,
+                    align_of(A, lda * 4), align_of(B, ldb * 4), align_of(C, ldc * 4)));
+    kn_status *st = lt_run(&g, s, node, A, B, C, 1.0f, 0.0f);
+    lt_destroy(&g);
+    return st;
+}

@@ -119,3 +119,10 @@ add_test(NAME gpusim.genops_parity
          COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/genops_parity.py --kiln $<TARGET_FILE:kiln_cli_sim>
                  --device cuda)
 set_tests_properties(gpusim.genops_parity PROPERTIES TIMEOUT 600)
+
+# kiln info --device cuda --json: the zoo lists only the conv/pool nodes left to other work, and
+# generated models show each fallback reason on the node that causes it
+add_test(NAME gpusim.info_fallbacks
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/info_fallbacks.py --kiln $<TARGET_FILE:kiln_cli_sim>
+                 --zoo ${CMAKE_SOURCE_DIR}/../shared/zoo)
+set_tests_properties(gpusim.info_fallbacks PROPERTIES TIMEOUT 300)

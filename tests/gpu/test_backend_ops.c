@@ -100,6 +100,11 @@ static void tol_of(kn_dtype t, int op, double *rtol, double *atol) {
         *atol = 0;
         break;
     }
+    /* cuops: recurrent ops: float32 products summed in another order and float activations */
+    if ((op == KN_OP_RNN || op == KN_OP_GRU || op == KN_OP_LSTM) && t == KN_F32) {
+        *rtol = 1e-4;
+        *atol = 1e-5;
+    }
     if (op == KN_OP_Erf || op == KN_OP_Tanh || op == KN_OP_Exp || op == KN_OP_Log || op == KN_OP_Sin ||
         op == KN_OP_Cos || op == KN_OP_Sigmoid) {
         if (t == KN_F32) {
@@ -2222,6 +2227,608 @@ static void test_rope(void) {
     rope_case(KN_F32, bad);
 }
 
+/* ---- cuops: activations with attributes, trigonometry, Round, Mod, PRelu, Sum/Mean, Clip ---- */
+static void test_cuops_misc(void) {
+    static const kn_dtype fdt[] = {KN_F32, KN_F16, KN_BF16};
+    static const int plain[] = {KN_OP_Atan,  KN_OP_Asinh,     KN_OP_Cosh,     KN_OP_Sinh,     KN_OP_Tan,
+                                KN_OP_Round, KN_OP_HardSwish, KN_OP_Softplus, KN_OP_Softsign, KN_OP_Mish};
+    static const int unit[] = {KN_OP_Acos, KN_OP_Asin, KN_OP_Atanh}; /* defined on (-1, 1) */
+    for (int t = 0; t < N_ARR(fdt); t++)
+        for (int s = 0; s < N_ARR(unary_shapes); s++) {
+            const shp *sh = &unary_shapes[s];
+            for (int o = 0; o < N_ARR(plain); o++) {
+                kn_tensor *in[1] = {rand_tensor(fdt[t], sh->nd, sh->d, plain[o] == KN_OP_Round ? R_ANY : R_ANY)};
+                if (plain[o] == KN_OP_Round) /* exact halves: ties go to even */
+                    for (int64_t i = 0; i < kn_numel(in[0]); i += 3) kn_set_f64(in[0], i, (double)(i % 9) - 4.5);
+                run1(plain[o], 18, NULL, 0, in, 1, 1);
+            }
+            for (int o = 0; o < N_ARR(unit); o++) {
+                kn_tensor *in[1] = {rand_tensor(fdt[t], sh->nd, sh->d, R_ANY)};
+                for (int64_t i = 0; i < kn_numel(in[0]); i++) kn_set_f64(in[0], i, kn_get_f64(in[0], i) / 3.1);
+                run1(unit[o], 18, NULL, 0, in, 1, 1);
+            }
+            kn_tensor *ac[1] = {rand_tensor(fdt[t], sh->nd, sh->d, R_POS)};
+            for (int64_t i = 0; i < kn_numel(ac[0]); i++) kn_set_f64(ac[0], i, 1.0 + kn_get_f64(ac[0], i));
+            run1(KN_OP_Acosh, 18, NULL, 0, ac, 1, 1);
+            /* attributes other than the defaults */
+            kn_attr a1[1] = {af("alpha", 0.3f)};
+            kn_attr a2[2] = {af("alpha", 1.7f), af("gamma", 1.2f)};
+            kn_attr a3[2] = {af("alpha", 0.4f), af("beta", 0.3f)};
+            kn_attr sh2[2] = {af("lambd", 0.7f), af("bias", 0.2f)};
+            int ops1[] = {KN_OP_LeakyRelu, KN_OP_Elu, KN_OP_Celu, KN_OP_ThresholdedRelu, KN_OP_Swish};
+            for (int o = 0; o < N_ARR(ops1); o++) {
+                kn_tensor *in[1] = {rand_tensor(fdt[t], sh->nd, sh->d, R_ANY)};
+                run1(ops1[o], ops1[o] == KN_OP_Swish ? 24 : 18, a1, 1, in, 1, 1);
+                kn_tensor *in2[1] = {rand_tensor(fdt[t], sh->nd, sh->d, R_ANY)};
+                run1(ops1[o], ops1[o] == KN_OP_Swish ? 24 : 18, NULL, 0, in2, 1, 1); /* defaults */
+            }
+            kn_tensor *se[1] = {rand_tensor(fdt[t], sh->nd, sh->d, R_ANY)};
+            run1(KN_OP_Selu, 18, a2, 2, se, 1, 1);
+            kn_tensor *hs[1] = {rand_tensor(fdt[t], sh->nd, sh->d, R_ANY)};
+            run1(KN_OP_HardSigmoid, 18, a3, 2, hs, 1, 1);
+            kn_tensor *sk[1] = {rand_tensor(fdt[t], sh->nd, sh->d, R_ANY)};
+            run1(KN_OP_Shrink, 18, sh2, 2, sk, 1, 1);
+        }
+    /* binary with broadcasting: Mod (both fmod modes; integer and float), PRelu */
+    static const kn_dtype ndt[] = {KN_F32, KN_F16, KN_BF16, KN_I32, KN_I64};
+    for (int p = 0; p < N_ARR(bin_pairs); p++)
+        for (int t = 0; t < N_ARR(ndt); t++) {
+            bool fl = kn_dtype_is_float(ndt[t]);
+            for (int fm = fl ? 1 : 0; fm < 2; fm++) {
+                kn_attr at[1] = {ai("fmod", fm)};
+                kn_tensor *in[2] = {rand_tensor(ndt[t], bin_pairs[p][0].nd, bin_pairs[p][0].d, R_ANY),
+                                    rand_tensor(ndt[t], bin_pairs[p][1].nd, bin_pairs[p][1].d, R_SMALLINT)};
+                run1(KN_OP_Mod, 13, at, 1, in, 2, 1);
+            }
+            kn_tensor *pr[2] = {rand_tensor(ndt[t], bin_pairs[p][0].nd, bin_pairs[p][0].d, R_ANY),
+                                rand_tensor(ndt[t], bin_pairs[p][1].nd, bin_pairs[p][1].d, R_ANY)};
+            run1(KN_OP_PRelu, 16, NULL, 0, pr, 2, 1);
+        }
+    { /* PRelu-6: a 1-D slope along the channel axis */
+        int64_t xd[4] = {2, 3, 4, 5}, sd[1] = {3};
+        kn_tensor *pr[2] = {rand_tensor(KN_F32, 4, xd, R_ANY), rand_tensor(KN_F32, 1, sd, R_ANY)};
+        run1(KN_OP_PRelu, 6, NULL, 0, pr, 2, 1);
+    }
+    /* variadic Sum/Mean over 1 to 4 broadcast inputs */
+    static const shp vs[] = {{2, {3, 5}}, {1, {5}}, {0, {0}}, {2, {1, 5}}};
+    for (int t = 0; t < N_ARR(ndt); t++)
+        for (int k = 1; k <= 4; k++)
+            for (int o = 0; o < 2; o++) {
+                int op = o ? KN_OP_Mean : KN_OP_Sum;
+                if (op == KN_OP_Mean && !kn_dtype_is_float(ndt[t])) continue;
+                kn_tensor *in[4];
+                for (int j = 0; j < k; j++) in[j] = rand_tensor(ndt[t], vs[(j + k) % 4].nd, vs[(j + k) % 4].d, R_ANY);
+                run1(op, 13, NULL, 0, in, k, 1);
+            }
+    {
+        int64_t e[2] = {0, 4};
+        kn_tensor *in[2] = {rand_tensor(KN_F32, 2, e, R_ANY), rand_tensor(KN_F32, 1, e + 1, R_ANY)};
+        run1(KN_OP_Sum, 13, NULL, 0, in, 2, 1);
+    }
+    /* Clip: scalar inputs (either omitted), and Clip-6 attributes */
+    for (int t = 0; t < N_ARR(ndt); t++)
+        for (int s = 0; s < N_ARR(unary_shapes); s++) {
+            const shp *sh = &unary_shapes[s];
+            int64_t one = 1;
+            kn_tensor *lo = rand_tensor(ndt[t], 0, &one, R_SMALLINT), *hi = rand_tensor(ndt[t], 0, &one, R_SMALLINT);
+            kn_set_f64(lo, 0, -1);
+            kn_set_f64(hi, 0, 2);
+            kn_tensor *in[3] = {rand_tensor(ndt[t], sh->nd, sh->d, R_ANY), lo, s % 3 == 1 ? NULL : hi};
+            if (s % 3 == 1) kn_tensor_free(hi);
+            run1(KN_OP_Clip, 13, NULL, 0, in, s % 3 == 2 ? 2 : 3, 1);
+            if (s % 3 == 2) kn_tensor_free(hi);
+        }
+    {
+        kn_attr at[2] = {af("min", -0.5f), af("max", 0.25f)};
+        kn_tensor *in[1] = {rand_tensor(KN_F32, unary_shapes[3].nd, unary_shapes[3].d, R_ANY)};
+        run1(KN_OP_Clip, 6, at, 2, in, 1, 1);
+    }
+}
+
+/* ---- cuops: index and selection ops ---- */
+static kn_tensor *idx_tensor(kn_dtype dt, int nd, const int64_t *dims, int64_t lo, int64_t hi) {
+    kn_tensor *t = NULL;
+    kn_tensor_new(dt, nd, dims, &t);
+    for (int64_t i = 0; i < kn_numel(t); i++) kn_set_i64(t, i, lo + (int64_t)(rnd() % (uint64_t)(hi - lo)));
+    return t;
+}
+static kn_tensor *scalar_i64(int64_t v) {
+    kn_tensor *t = NULL;
+    kn_tensor_new(KN_I64, 0, NULL, &t);
+    ((int64_t *)t->data)[0] = v;
+    return t;
+}
+static kn_tensor *scalar_of(kn_dtype dt, double v) {
+    kn_tensor *t = NULL;
+    kn_tensor_new(dt, 0, NULL, &t);
+    kn_set_f64(t, 0, v);
+    return t;
+}
+
+/* An index out of range must fail the run at its end with an error naming the node, as Gather's
+ * does (the CPU refuses the case before moving anything). */
+static void oob_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor **in, int n_in, int n_out) {
+    op_stats *S = &stats[op];
+    if (!op_selected(op)) goto out;
+    S->cases++;
+    kn_node node = {0};
+    node.name = (char *)"index_oob";
+    node.op_type = (char *)kn_op_table[op].name;
+    node.domain = (char *)"";
+    node.op = op;
+    node.opset = opset;
+    node.n_attrs = n_attrs;
+    node.attrs = attrs;
+    node.n_inputs = n_in;
+    kn_status_free(kn_node_decode_params(&node));
+    const kn_tensor *cin[MAX_IN];
+    for (int k = 0; k < n_in; k++) cin[k] = in[k];
+    kn_tensor ot[MAX_IN] = {{0}}, *outs[MAX_IN];
+    for (int k = 0; k < n_out; k++) outs[k] = &ot[k];
+    kn_status *st = kn_infer_node(&node, cin, n_in, outs, n_out);
+    const char *fail = NULL;
+    char why[512] = "";
+    if (st) {
+        snprintf(why, sizeof why, "infer: %s", kn_status_message(st));
+        kn_status_free(st);
+        fail = why;
+    }
+    uint64_t hm = cu->host_inputs(cu, &node);
+    kn_tensor dt[MAX_IN];
+    const kn_tensor *din[MAX_IN];
+    kn_tensor *dout[MAX_IN];
+    void *dp[2 * MAX_IN] = {0};
+    for (int k = 0; !fail && k < n_in; k++) {
+        dt[k] = *in[k];
+        dt[k].owns = false;
+        din[k] = &dt[k];
+        if (hm >> k & 1) continue;
+        dp[k] = cu->alloc(cu, kn_nbytes(in[k]) + 1);
+        cu->copy(cu, dp[k], KN_DEVICE_CUDA, in[k]->data, KN_DEVICE_CPU, kn_nbytes(in[k]));
+        dt[k].data = dp[k];
+        dt[k].device = KN_DEVICE_CUDA;
+    }
+    for (int k = 0; !fail && k < n_out; k++) {
+        dp[MAX_IN + k] = cu->alloc(cu, kn_nbytes(&ot[k]) + 1);
+        ot[k].data = dp[MAX_IN + k];
+        ot[k].device = KN_DEVICE_CUDA;
+        dout[k] = &ot[k];
+    }
+    if (!fail) {
+        kn_scratch scratch = {0};
+        kn_exec_ctx ctx = {.backend = cu, .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch};
+        st = cu->stream_begin(cu, &ctx.stream);
+        if (!st) {
+            kn_status *k = cu->kernel(cu, op)(&ctx, &node, din, n_in, dout, n_out);
+            st = cu->stream_end(cu, ctx.stream);
+            if (k) { /* failing at the launch is fine too */
+                kn_status_free(k);
+                if (!st) st = kn_error(KN_ERR_RUNTIME, "index_oob: refused at launch");
+            }
+        }
+        if (!st) fail = "an out-of-range index gave no error";
+        else if (!strstr(kn_status_message(st), "index_oob")) {
+            snprintf(why, sizeof why, "the error does not name the node: %s", kn_status_message(st));
+            fail = why;
+        }
+        kn_status_free(st);
+        kn_scratch_release(&scratch);
+    }
+    for (int k = 0; k < 2 * MAX_IN; k++)
+        if (dp[k]) cu->free(cu, dp[k]);
+    free(node.params);
+    if (fail) {
+        S->failed++;
+        printf("FAIL %s out of range: %s\n", kn_op_table[op].name, fail);
+    } else {
+        S->passed++;
+    }
+out:
+    for (int k = 0; k < n_in; k++) kn_tensor_free(in[k]);
+}
+
+static void test_cuops_index(void) {
+    static const kn_dtype ndt[] = {KN_F32, KN_F16, KN_BF16, KN_I32, KN_I64};
+    static const shp ashp[] = {{1, {7}}, {2, {3, 5}}, {3, {4, 33, 5}}, {2, {3, 1000}}, {3, {2, 0, 3}}, {2, {1, 1}}};
+    /* ArgMax/ArgMin: small integers make ties; every axis, keepdims and select_last_index */
+    for (int t = 0; t < N_ARR(ndt); t++)
+        for (int s = 0; s < N_ARR(ashp); s++)
+            for (int ax = -1; ax < ashp[s].nd; ax++)
+                for (int v = 0; v < 4; v++) {
+                    kn_attr at[3] = {ai("axis", ax), ai("keepdims", v & 1), ai("select_last_index", v >> 1)};
+                    kn_tensor *in[1] = {rand_tensor(ndt[t], ashp[s].nd, ashp[s].d, R_SMALLINT)};
+                    run1(v & 1 ? KN_OP_ArgMax : KN_OP_ArgMin, 13, at, 3, in, 1, 1);
+                    kn_tensor *in2[1] = {rand_tensor(ndt[t], ashp[s].nd, ashp[s].d, R_SMALLINT)};
+                    run1(v & 1 ? KN_OP_ArgMin : KN_OP_ArgMax, 13, at, 3, in2, 1, 1);
+                }
+    { /* NaN wins, the first one */
+        int64_t d[2] = {2, 70};
+        kn_tensor *x = rand_tensor(KN_F32, 2, d, R_ANY);
+        ((float *)x->data)[5] = NAN;
+        ((float *)x->data)[40] = NAN;
+        ((float *)x->data)[70 + 69] = NAN;
+        for (int o = 0; o < 2; o++) {
+            kn_attr at[2] = {ai("axis", 1), ai("select_last_index", o)};
+            kn_tensor *c = NULL;
+            kn_tensor_clone(x, &c);
+            kn_tensor *in[1] = {c};
+            run1(o ? KN_OP_ArgMin : KN_OP_ArgMax, 13, at, 2, in, 1, 1);
+        }
+        kn_tensor_free(x);
+    }
+    /* Hardmax: ties and NaN, every axis, the 2-D coercion before opset 13 */
+    static const kn_dtype hdt[] = {KN_F32, KN_F16, KN_BF16};
+    for (int t = 0; t < N_ARR(hdt); t++)
+        for (int s = 0; s < N_ARR(ashp); s++)
+            for (int ax = -1; ax < ashp[s].nd; ax++)
+                for (int op13 = 0; op13 < 2; op13++) {
+                    kn_attr at[1] = {ai("axis", ax)};
+                    kn_tensor *in[1] = {rand_tensor(hdt[t], ashp[s].nd, ashp[s].d, R_SMALLINT)};
+                    if (kn_numel(in[0]) > 4) kn_set_f64(in[0], 3, NAN);
+                    run1(KN_OP_Hardmax, op13 ? 13 : 11, at, 1, in, 1, 1);
+                }
+    /* TopK: ties (small integers), both orders, every axis, k from 0 to the whole axis */
+    static const shp tshp[] = {{1, {7}}, {2, {3, 50}}, {2, {20, 3}}, {3, {2, 9, 4}}, {2, {2, 2048}}, {2, {0, 5}}};
+    for (int t = 0; t < N_ARR(ndt); t++)
+        for (int s = 0; s < N_ARR(tshp); s++)
+            for (int ax = -1; ax < tshp[s].nd; ax++) {
+                int a = ax < 0 ? tshp[s].nd - 1 : ax;
+                int64_t n = tshp[s].d[a];
+                int64_t ks[3] = {n < 3 ? n : 3, n, n / 2};
+                for (int ki = 0; ki < 3; ki++)
+                    for (int lg = 0; lg < 2; lg++) {
+                        if (tshp[s].d[1] == 2048 && (ki != 0 || t > 1)) continue; /* the big line: a few cases */
+                        kn_attr at[3] = {ai("axis", ax), ai("largest", lg), ai("sorted", 1)};
+                        int64_t one = 1;
+                        kn_tensor *in[2] = {rand_tensor(ndt[t], tshp[s].nd, tshp[s].d, R_SMALLINT),
+                                            ints_tensor(&ks[ki], 1)};
+                        (void)one;
+                        run1(KN_OP_TopK, 11, at, 3, in, 2, 2);
+                    }
+            }
+    { /* NaN is the largest value */
+        int64_t d[1] = {9}, k = 4;
+        kn_tensor *x = rand_tensor(KN_F32, 1, d, R_ANY);
+        ((float *)x->data)[2] = NAN;
+        ((float *)x->data)[7] = NAN;
+        for (int lg = 0; lg < 2; lg++) {
+            kn_attr at[1] = {ai("largest", lg)};
+            kn_tensor *c = NULL;
+            kn_tensor_clone(x, &c);
+            kn_tensor *in[2] = {c, ints_tensor(&k, 1)};
+            run1(KN_OP_TopK, 11, at, 1, in, 2, 2);
+        }
+        kn_tensor_free(x);
+    }
+    { /* a line longer than the sorting block: k <= 256 selected in rounds, ties and NaN included */
+        static const kn_dtype ldt[] = {KN_F32, KN_I64, KN_F16};
+        int64_t d[2] = {2, 5000}, dT[2] = {3000, 2}, ks[2] = {7, 256};
+        for (int t = 0; t < 3; t++)
+            for (int ki = 0; ki < 2; ki++)
+                for (int lg = 0; lg < 2; lg++) {
+                    kn_attr at[2] = {ai("axis", -1), ai("largest", lg)};
+                    kn_tensor *x = rand_tensor(ldt[t], 2, d, R_SMALLINT);
+                    if (t == 0) kn_set_f64(x, 4321, NAN);
+                    kn_tensor *in[2] = {x, ints_tensor(&ks[ki], 1)};
+                    run1(KN_OP_TopK, 11, at, 2, in, 2, 2);
+                }
+        kn_attr a0[1] = {ai("axis", 0)};
+        kn_tensor *in[2] = {rand_tensor(KN_F32, 2, dT, R_ANY), ints_tensor(&ks[0], 1)};
+        run1(KN_OP_TopK, 11, a0, 1, in, 2, 2);
+    }
+    /* CumSum: every axis (negative too), exclusive and reverse */
+    static const shp cshp[] = {{1, {7}}, {2, {3, 5}}, {3, {4, 3, 5}}, {3, {2, 0, 3}}, {2, {2, 300}}};
+    for (int t = 0; t < N_ARR(ndt); t++)
+        for (int s = 0; s < N_ARR(cshp); s++)
+            for (int ax = -cshp[s].nd; ax < cshp[s].nd; ax++)
+                for (int v = 0; v < 4; v++) {
+                    kn_attr at[2] = {ai("exclusive", v & 1), ai("reverse", v >> 1)};
+                    kn_tensor *in[2] = {rand_tensor(ndt[t], cshp[s].nd, cshp[s].d, R_ANY), scalar_i64(ax)};
+                    run1(KN_OP_CumSum, 14, at, 2, in, 2, 1);
+                }
+    /* GatherElements / GatherND: int32 and int64 indices, negative ones, 1- to 8-byte elements */
+    static const kn_dtype edt[] = {KN_F32, KN_F16, KN_I64, KN_BOOL};
+    for (int t = 0; t < N_ARR(edt); t++)
+        for (int i64 = 0; i64 < 2; i64++) {
+            kn_dtype it = i64 ? KN_I64 : KN_I32;
+            int64_t xd[3] = {3, 4, 5}, i0[3] = {2, 4, 5}, i1[3] = {3, 6, 2}, i2[3] = {3, 4, 0};
+            kn_attr a0[1] = {ai("axis", 0)}, a1[1] = {ai("axis", -2)}, a2[1] = {ai("axis", 2)};
+            kn_tensor *g0[2] = {rand_tensor(edt[t], 3, xd, R_ANY), idx_tensor(it, 3, i0, -3, 3)};
+            run1(KN_OP_GatherElements, 13, a0, 1, g0, 2, 1);
+            kn_tensor *g1[2] = {rand_tensor(edt[t], 3, xd, R_ANY), idx_tensor(it, 3, i1, -4, 4)};
+            run1(KN_OP_GatherElements, 13, a1, 1, g1, 2, 1);
+            kn_tensor *g2[2] = {rand_tensor(edt[t], 3, xd, R_ANY), idx_tensor(it, 3, i2, 0, 5)};
+            run1(KN_OP_GatherElements, 13, a2, 1, g2, 2, 1);
+            int64_t n0[2] = {6, 2}, n1[3] = {3, 2, 1}, n2[2] = {4, 3};
+            kn_tensor *q0[2] = {rand_tensor(edt[t], 3, xd, R_ANY), idx_tensor(it, 2, n0, -3, 3)};
+            run1(KN_OP_GatherND, 13, NULL, 0, q0, 2, 1);
+            kn_attr b1[1] = {ai("batch_dims", 1)};
+            kn_tensor *q1[2] = {rand_tensor(edt[t], 3, xd, R_ANY), idx_tensor(it, 3, n1, -4, 4)};
+            run1(KN_OP_GatherND, 13, b1, 1, q1, 2, 1);
+            kn_tensor *q2[2] = {rand_tensor(edt[t], 3, xd, R_ANY), idx_tensor(it, 2, n2, 0, 3)};
+            int64_t *q2d = (int64_t *)(i64 ? q2[1]->data : NULL);
+            if (q2d) q2d[2] = 2;
+            run1(KN_OP_GatherND, 13, NULL, 0, q2, 2, 1);
+        }
+    /* ScatterElements / ScatterND: duplicate indices, every reduction, applied in index order */
+    static const char *reds[] = {"none", "add", "mul", "max", "min"};
+    for (int t = 0; t < N_ARR(ndt); t++)
+        for (int r = 0; r < N_ARR(reds); r++)
+            for (int i64 = 0; i64 < 2; i64++) {
+                kn_dtype it = i64 ? KN_I64 : KN_I32;
+                int64_t xd[2] = {4, 5}, id[2] = {6, 5}, id1[2] = {4, 7};
+                kn_attr a0[2] = {ai("axis", 0), astr("reduction", reds[r])};
+                kn_attr a1[2] = {ai("axis", -1), astr("reduction", reds[r])};
+                kn_tensor *s0[3] = {rand_tensor(ndt[t], 2, xd, R_ANY), idx_tensor(it, 2, id, -4, 4),
+                                    rand_tensor(ndt[t], 2, id, R_ANY)};
+                run1(KN_OP_ScatterElements, 18, a0, 2, s0, 3, 1);
+                kn_tensor *s1[3] = {rand_tensor(ndt[t], 2, xd, R_ANY), idx_tensor(it, 2, id1, -5, 5),
+                                    rand_tensor(ndt[t], 2, id1, R_ANY)};
+                run1(KN_OP_ScatterElements, 18, a1, 2, s1, 3, 1);
+                kn_attr an[1] = {astr("reduction", reds[r])};
+                int64_t nd3[3] = {4, 5, 6}, ni[2] = {5, 1}, nu[3] = {5, 5, 6}, ni2[2] = {7, 2}, nu2[2] = {7, 6};
+                kn_tensor *n0[3] = {rand_tensor(ndt[t], 3, nd3, R_ANY), idx_tensor(it, 2, ni, -4, 4),
+                                    rand_tensor(ndt[t], 3, nu, R_ANY)};
+                run1(KN_OP_ScatterND, 18, an, 1, n0, 3, 1);
+                kn_tensor *n1[3] = {rand_tensor(ndt[t], 3, nd3, R_ANY), idx_tensor(it, 2, ni2, 0, 4),
+                                    rand_tensor(ndt[t], 2, nu2, R_ANY)};
+                run1(KN_OP_ScatterND, 18, an, 1, n1, 3, 1);
+            }
+    /* out-of-range indices fail the run like Gather's */
+    {
+        int64_t xd[2] = {3, 4}, id[2] = {2, 4};
+        kn_attr a0[1] = {ai("axis", 0)};
+        kn_tensor *g[2] = {rand_tensor(KN_F32, 2, xd, R_ANY), idx_tensor(KN_I64, 2, id, 3, 4)};
+        oob_case(KN_OP_GatherElements, 13, a0, 1, g, 2, 1);
+        int64_t nd_[2] = {2, 2};
+        kn_tensor *q[2] = {rand_tensor(KN_F32, 2, xd, R_ANY), idx_tensor(KN_I32, 2, nd_, -9, -8)};
+        oob_case(KN_OP_GatherND, 13, NULL, 0, q, 2, 1);
+        kn_attr a1[2] = {ai("axis", 1), astr("reduction", "add")};
+        kn_tensor *s0[3] = {rand_tensor(KN_F32, 2, xd, R_ANY), idx_tensor(KN_I64, 2, id, 4, 5),
+                            rand_tensor(KN_F32, 2, id, R_ANY)};
+        oob_case(KN_OP_ScatterElements, 18, a1, 2, s0, 3, 1);
+        int64_t ni[2] = {2, 1}, nu[2] = {2, 4};
+        kn_tensor *s1[3] = {rand_tensor(KN_F32, 2, xd, R_ANY), idx_tensor(KN_I64, 2, ni, -5, -4),
+                            rand_tensor(KN_F32, 2, nu, R_ANY)};
+        oob_case(KN_OP_ScatterND, 18, NULL, 0, s1, 3, 1);
+    }
+    /* OneHot: int and float indices, negative ones, out of range (all off), any axis */
+    static const kn_dtype vdt[] = {KN_F32, KN_I64, KN_F16, KN_BOOL};
+    for (int t = 0; t < N_ARR(vdt); t++)
+        for (int ax = -3; ax < 3; ax++) {
+            int64_t id[2] = {3, 4}, two = 2;
+            kn_attr at[1] = {ai("axis", ax)};
+            kn_tensor *vals = rand_tensor(vdt[t], 1, &two, R_ANY);
+            kn_tensor *in[3] = {idx_tensor(ax & 1 ? KN_I32 : KN_I64, 2, id, -6, 6), scalar_i64(5), vals};
+            run1(KN_OP_OneHot, 11, at, 1, in, 3, 1);
+            kn_tensor *fi = rand_tensor(KN_F32, 2, id, R_ANY);
+            kn_tensor *in2[3] = {fi, scalar_i64(4), rand_tensor(vdt[t], 1, &two, R_ANY)};
+            run1(KN_OP_OneHot, 11, at, 1, in2, 3, 1);
+        }
+    /* Trilu: both triangles, k from below to above the diagonal, or omitted */
+    static const shp trs[] = {{2, {4, 5}}, {3, {3, 4, 5}}, {2, {6, 2}}, {3, {2, 0, 3}}};
+    for (int t = 0; t < N_ARR(edt); t++)
+        for (int s = 0; s < N_ARR(trs); s++)
+            for (int up = 0; up < 2; up++)
+                for (int k = -3; k <= 3; k += 2) {
+                    kn_attr at[1] = {ai("upper", up)};
+                    kn_tensor *in[2] = {rand_tensor(edt[t], trs[s].nd, trs[s].d, R_ANY), scalar_i64(k)};
+                    run1(KN_OP_Trilu, 14, at, 1, in, k == 3 ? 1 : 2, 1);
+                    if (k == 3) kn_tensor_free(in[1]);
+                }
+    /* Tile */
+    static const int64_t reps[][3] = {{2, 1, 1}, {1, 3, 2}, {0, 2, 1}, {1, 1, 1}};
+    for (int t = 0; t < N_ARR(edt); t++)
+        for (int r = 0; r < 4; r++) {
+            int64_t xd[3] = {2, 3, 4};
+            kn_tensor *in[2] = {rand_tensor(edt[t], 3, xd, R_ANY), ints_tensor(reps[r], 3)};
+            run1(KN_OP_Tile, 13, NULL, 0, in, 2, 1);
+        }
+    /* Pad: every mode, negative pads (cropping), a constant value, axes (opset 18), Pad-2 attributes */
+    static const char *modes[] = {"constant", "reflect", "edge", "wrap"};
+    static const int64_t pads[][4] = {{1, 2, 0, 1}, {0, 0, 0, 0}, {2, 3, 2, 3}, {-1, 1, 1, -2}};
+    for (int t = 0; t < N_ARR(edt); t++)
+        for (int m = 0; m < 4; m++)
+            for (int p = 0; p < 4; p++) {
+                int64_t xd[2] = {3, 4};
+                kn_attr at[1] = {astr("mode", modes[m])};
+                kn_tensor *in[3] = {rand_tensor(edt[t], 2, xd, R_ANY), ints_tensor(pads[p], 4), scalar_of(edt[t], 1)};
+                run1(KN_OP_Pad, 13, at, 1, in, m == 0 ? 3 : 2, 1);
+                if (m != 0) kn_tensor_free(in[2]);
+            }
+    {
+        int64_t xd[3] = {2, 3, 4}, ax[2] = {-1, 0}, pd[4] = {1, 0, 2, 1};
+        kn_attr at[1] = {astr("mode", "reflect")};
+        kn_tensor *in[4] = {rand_tensor(KN_F32, 3, xd, R_ANY), ints_tensor(pd, 4), NULL, ints_tensor(ax, 2)};
+        run1(KN_OP_Pad, 18, at, 1, in, 4, 1);
+        int64_t p2[4] = {0, 1, 1, 0};
+        kn_attr a2[2] = {aints("pads", p2, 4), af("value", 2.5f)};
+        int64_t x2[2] = {3, 2};
+        kn_tensor *in2[1] = {rand_tensor(KN_F32, 2, x2, R_ANY)};
+        run1(KN_OP_Pad, 2, a2, 2, in2, 1, 1);
+    }
+    /* Range */
+    for (int t = 0; t < N_ARR(ndt); t++) {
+        kn_tensor *in[3] = {scalar_of(ndt[t], -3), scalar_of(ndt[t], 7), scalar_of(ndt[t], 2)};
+        run1(KN_OP_Range, 11, NULL, 0, in, 3, 1);
+        kn_tensor *in2[3] = {scalar_of(ndt[t], 5), scalar_of(ndt[t], -4), scalar_of(ndt[t], -3)};
+        run1(KN_OP_Range, 11, NULL, 0, in2, 3, 1);
+    }
+}
+
+/* ---- cuops: the other reductions ---- */
+static void test_cuops_reduce(void) {
+    static const int ops[] = {KN_OP_ReduceProd,   KN_OP_ReduceL1,        KN_OP_ReduceL2,
+                              KN_OP_ReduceLogSum, KN_OP_ReduceLogSumExp, KN_OP_ReduceSumSquare};
+    static const kn_dtype dts[] = {KN_F32, KN_F16, KN_BF16, KN_I32, KN_I64};
+    static const shp shapes[] = {{1, {9}}, {2, {3, 7}}, {3, {4, 5, 6}}, {2, {2, 300}}, {3, {2, 0, 3}}};
+    static const int64_t axes_sets[][3] = {{-1}, {0}, {0, -1}, {1}};
+    static const int n_axes[] = {1, 1, 2, 1};
+    for (int o = 0; o < N_ARR(ops); o++)
+        for (int t = 0; t < N_ARR(dts); t++)
+            for (int s = 0; s < N_ARR(shapes); s++)
+                for (int a = 0; a < 5; a++)
+                    for (int kd = 0; kd < 2; kd++) {
+                        bool fl_only =
+                            ops[o] == KN_OP_ReduceL2 || ops[o] == KN_OP_ReduceLogSum || ops[o] == KN_OP_ReduceLogSumExp;
+                        if (fl_only && !kn_dtype_is_float(dts[t])) continue;
+                        if (a < 4 && axes_sets[a][0] >= shapes[s].nd) continue;
+                        int range = ops[o] == KN_OP_ReduceLogSum ? R_POS
+                            : ops[o] == KN_OP_ReduceProd         ? R_SMALLINT
+                                                                 : R_ANY;
+                        kn_attr at[1] = {ai("keepdims", kd)};
+                        kn_tensor *in[2] = {rand_tensor(dts[t], shapes[s].nd, shapes[s].d, range),
+                                            a < 4 ? ints_tensor(axes_sets[a], n_axes[a]) : NULL};
+                        run1(ops[o], 18, at, 1, in, a < 4 ? 2 : 1, 1);
+                    }
+    /* empty axes with noop_with_empty_axes: the input unchanged */
+    int64_t d[2] = {3, 4};
+    kn_attr at[1] = {ai("noop_with_empty_axes", 1)};
+    int64_t none[1] = {0};
+    kn_tensor *in[2] = {rand_tensor(KN_F32, 2, d, R_ANY), ints_tensor(none, 0)};
+    run1(KN_OP_ReduceSumSquare, 18, at, 1, in, 2, 1);
+}
+
+/* ---- cuops: RNN, GRU, LSTM ---- */
+static kn_attr astrs(const char *n, const char **v, int k) {
+    kn_attr a = {0};
+    a.name = (char *)n;
+    a.type = KN_ATTR_STRINGS;
+    a.strings = (char **)v;
+    a.n_strings = k;
+    return a;
+}
+static void test_cuops_rnn(void) {
+    static const int ops[] = {KN_OP_RNN, KN_OP_GRU, KN_OP_LSTM};
+    static const char *dirs_s[] = {"forward", "reverse", "bidirectional"};
+    for (int o = 0; o < 3; o++) {
+        int G = ops[o] == KN_OP_RNN ? 1 : ops[o] == KN_OP_GRU ? 3 : 4;
+        for (int dr = 0; dr < 3; dr++)
+            for (int layout = 0; layout < 2; layout++)
+                for (int v = 0; v < 4; v++) {
+                    /* v: 0 plain; 1 bias, initial states, sequence_lens with an empty and a short
+                     * sequence; 2 clip, GRU linear_before_reset, LSTM peepholes and input_forget;
+                     * 3 other activations */
+                    int dirs = dr == 2 ? 2 : 1;
+                    int64_t S = 5, B = 3, I = 4, H = v == 3 ? 6 : 8;
+                    int64_t xd[3] = {layout ? B : S, layout ? S : B, I}, wd[3] = {dirs, G * H, I},
+                            rd[3] = {dirs, G * H, H}, bd[2] = {dirs, 2 * G * H},
+                            hd[3] = {layout ? B : dirs, layout ? dirs : B, H}, pd[2] = {dirs, 3 * H};
+                    kn_tensor *in[8] = {rand_tensor(KN_F32, 3, xd, R_ANY),
+                                        rand_tensor(KN_F32, 3, wd, R_ANY),
+                                        rand_tensor(KN_F32, 3, rd, R_ANY),
+                                        NULL,
+                                        NULL,
+                                        NULL,
+                                        NULL,
+                                        NULL};
+                    for (int k = 1; k < 3; k++) /* weights small enough to keep the gates unsaturated */
+                        for (int64_t i = 0; i < kn_numel(in[k]); i++) kn_set_f64(in[k], i, kn_get_f64(in[k], i) / 6);
+                    int n_in = 3;
+                    if (v >= 1) {
+                        in[3] = rand_tensor(KN_F32, 2, bd, R_ANY);
+                        in[4] = idx_tensor(KN_I32, 1, &B, 0, S + 1);
+                        ((int32_t *)in[4]->data)[0] = 0;
+                        ((int32_t *)in[4]->data)[1] = (int32_t)S;
+                        in[5] = rand_tensor(KN_F32, 3, hd, R_ANY);
+                        n_in = 6;
+                        if (ops[o] == KN_OP_LSTM) {
+                            in[6] = rand_tensor(KN_F32, 3, hd, R_ANY);
+                            n_in = 7;
+                            if (v == 2) {
+                                in[7] = rand_tensor(KN_F32, 2, pd, R_ANY);
+                                n_in = 8;
+                            }
+                        }
+                    }
+                    kn_attr at[8];
+                    int na = 0;
+                    at[na++] = astr("direction", dirs_s[dr]);
+                    at[na++] = ai("hidden_size", H);
+                    at[na++] = ai("layout", layout);
+                    if (v == 2) {
+                        at[na++] = af("clip", 1.5f);
+                        if (ops[o] == KN_OP_GRU) at[na++] = ai("linear_before_reset", 1);
+                        if (ops[o] == KN_OP_LSTM) at[na++] = ai("input_forget", 1);
+                    }
+                    static const char *acts1[] = {"Relu", "Softsign"};
+                    static const char *acts2[] = {"HardSigmoid", "Elu", "Softplus", "LeakyRelu"};
+                    static const char *acts3[] = {"Sigmoid",     "ScaledTanh", "Affine",
+                                                  "HardSigmoid", "Tanh",       "ThresholdedRelu"};
+                    float alphas[4] = {0.3f, 0.8f, 0.5f, 0.1f}, betas[2] = {0.6f, 0.2f};
+                    if (v == 3) {
+                        int n = G == 1 ? dirs : G == 3 ? 2 * dirs : 3 * dirs;
+                        at[na++] = astrs("activations", G == 1 ? acts1 : G == 3 ? acts2 : acts3, n);
+                        kn_attr al = {0}, be = {0};
+                        al.name = (char *)"activation_alpha";
+                        al.type = KN_ATTR_FLOATS;
+                        al.floats = alphas;
+                        al.n_floats = G == 3 ? 3 : 2;
+                        be.name = (char *)"activation_beta";
+                        be.type = KN_ATTR_FLOATS;
+                        be.floats = betas;
+                        be.n_floats = G == 4 ? 2 : 0;
+                        if (G != 1) at[na++] = al;
+                        if (G == 4) at[na++] = be;
+                    }
+                    int n_out = ops[o] == KN_OP_LSTM ? 3 : 2;
+                    case_omit = v == 2 ? 1u : 0u; /* Y omitted once: Y_h (and Y_c) alone */
+                    run_case(ops[o], 14, at, na, in, n_in, n_out);
+                    case_omit = 0;
+                    for (int k = 0; k < 8; k++) kn_tensor_free(in[k]);
+                }
+    }
+}
+
+/* ---- cuops: bitwise ops, BitShift, IsInf, CumProd ---- */
+static void test_cuops_bits(void) {
+    static const kn_dtype idt[] = {KN_U8, KN_U16, KN_U32, KN_U64, KN_I8, KN_I32, KN_I64};
+    for (int p = 0; p < N_ARR(bin_pairs); p++)
+        for (int t = 0; t < N_ARR(idt); t++) {
+            static const int ops[] = {KN_OP_BitwiseAnd, KN_OP_BitwiseOr, KN_OP_BitwiseXor};
+            for (int o = 0; o < 3; o++) {
+                kn_tensor *in[2] = {rand_tensor(idt[t], bin_pairs[p][0].nd, bin_pairs[p][0].d, R_ANY),
+                                    rand_tensor(idt[t], bin_pairs[p][1].nd, bin_pairs[p][1].d, R_ANY)};
+                run1(ops[o], 18, NULL, 0, in, 2, 1);
+            }
+            for (int left = 0; left < 2; left++) { /* counts past the width, and negative for signed types */
+                bool sg = idt[t] == KN_I8 || idt[t] == KN_I32 || idt[t] == KN_I64;
+                kn_attr at[1] = {astr("direction", left ? "LEFT" : "RIGHT")};
+                kn_tensor *in[2] = {rand_tensor(idt[t], bin_pairs[p][0].nd, bin_pairs[p][0].d, R_ANY),
+                                    idx_tensor(idt[t], bin_pairs[p][1].nd, bin_pairs[p][1].d, sg ? -3 : 0, 70)};
+                run1(KN_OP_BitShift, 11, at, 1, in, 2, 1);
+            }
+        }
+    for (int t = 0; t < N_ARR(idt); t++)
+        for (int s = 0; s < N_ARR(unary_shapes); s++) {
+            kn_tensor *in[1] = {rand_tensor(idt[t], unary_shapes[s].nd, unary_shapes[s].d, R_ANY)};
+            run1(KN_OP_BitwiseNot, 18, NULL, 0, in, 1, 1);
+        }
+    static const kn_dtype fdt[] = {KN_F32, KN_F16, KN_BF16};
+    for (int t = 0; t < N_ARR(fdt); t++)
+        for (int v = 0; v < 4; v++) {
+            int64_t d = 40;
+            kn_tensor *x = rand_tensor(fdt[t], 1, &d, R_ANY);
+            kn_set_f64(x, 3, INFINITY);
+            kn_set_f64(x, 9, -INFINITY);
+            kn_set_f64(x, 11, NAN);
+            kn_attr at[2] = {ai("detect_negative", v & 1), ai("detect_positive", v >> 1)};
+            kn_tensor *in[1] = {x};
+            run1(KN_OP_IsInf, 20, at, 2, in, 1, 1);
+        }
+    static const kn_dtype ndt[] = {KN_F32, KN_F16, KN_BF16, KN_I32, KN_I64};
+    static const shp cshp[] = {{1, {7}}, {2, {3, 5}}, {3, {4, 3, 5}}, {3, {2, 0, 3}}};
+    for (int t = 0; t < N_ARR(ndt); t++)
+        for (int s = 0; s < N_ARR(cshp); s++)
+            for (int ax = -cshp[s].nd; ax < cshp[s].nd; ax++)
+                for (int v = 0; v < 4; v++) {
+                    kn_attr at[2] = {ai("exclusive", v & 1), ai("reverse", v >> 1)};
+                    kn_tensor *in[2] = {rand_tensor(ndt[t], cshp[s].nd, cshp[s].d, R_SMALLINT), scalar_i64(ax)};
+                    run1(KN_OP_CumProd, 26, at, 2, in, 2, 1);
+                }
+}
+
+
 int main(int argc, char **argv) {
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "-v") == 0) {
@@ -2265,6 +2872,11 @@ int main(int argc, char **argv) {
     test_ms_attention();
     test_gqa();
     test_rope();
+    test_cuops_misc();
+    test_cuops_index();
+    test_cuops_reduce();
+    test_cuops_rnn();
+    test_cuops_bits();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {

@@ -26,6 +26,8 @@ int kn_cmd_info(int argc, char **argv);
 int kn_cmd_exec(int argc, char **argv);
 int kn_cmd_conformance(int argc, char **argv);
 int kn_cmd_bench(int argc, char **argv);
+/* kiln info --device D: the nodes a session on D leaves to the CPU (cmd_info_device.c) */
+int kn_cmd_info_device(const char *path, const char *device, bool fuse, bool json, int n_dims, char **dims);
 /* provided by pipelines when built */
 int kn_cmd_tokenize(int argc, char **argv) __attribute__((weak));
 int kn_cmd_embed(int argc, char **argv) __attribute__((weak));

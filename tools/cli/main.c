@@ -64,11 +64,22 @@ static void kn_count_ops(const kn_graph *g, kn_op_count *c, int *n, int cap) {
 }
 
 int kn_cmd_info(int argc, char **argv) {
-    const char *path = NULL;
-    bool optimized = false, fuse = true;
+    const char *path = NULL, *device = NULL;
+    bool optimized = false, fuse = true, json = false;
+    char **dims = calloc((size_t)argc + 1, sizeof(char *));
+    int n_dims = 0;
+    if (!dims) return kn_fail(KN_OOM(0));
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
-            i++;
+            device = argv[++i];
+            continue;
+        }
+        if (strcmp(argv[i], "--dim") == 0 && i + 1 < argc) {
+            dims[n_dims++] = argv[++i];
+            continue;
+        }
+        if (strcmp(argv[i], "--json") == 0) {
+            json = true;
             continue;
         }
         if (strcmp(argv[i], "--optimized") == 0) {
@@ -82,18 +93,30 @@ int kn_cmd_info(int argc, char **argv) {
         if (!path) path = argv[i];
     }
     if (!path) {
-        fprintf(stderr, "usage: kiln info MODEL.onnx [--device D] [--optimized [--no-fuse]]\n");
+        fprintf(stderr,
+                "usage: kiln info MODEL.onnx [--device D [--dim NAME=N]... [--json]] [--optimized [--no-fuse]]\n");
+        free(dims);
         return 2;
+    }
+    /* --device cuda: the nodes that would fall back to the CPU (cmd_info_device.c); --json: only that */
+    if (device && json) {
+        int rc = kn_cmd_info_device(path, device, fuse, true, n_dims, dims);
+        free(dims);
+        return rc;
     }
     kn_model *m = NULL;
     kn_status *st = kn_onnx_load_file(path, &m);
-    if (st) return kn_fail(st);
+    if (st) {
+        free(dims);
+        return kn_fail(st);
+    }
     kn_graph *g = m->graph;
     /* info describes even a graph whose attributes do not decode: that error shows when it runs */
     kn_status_free(kn_graph_resolve_ops(g));
     /* --optimized: the graph a session runs (folded, fused unless --no-fuse, pruned) instead of the file's */
     if (optimized && (st = kn_graph_optimize(g, fuse))) {
         kn_model_free(m);
+        free(dims);
         return kn_fail(st);
     }
     printf("model:     %s\n", path);
@@ -137,7 +160,9 @@ int kn_cmd_info(int argc, char **argv) {
         printf("unsupported ops: none\n");
     }
     kn_model_free(m);
-    return 0;
+    int rc = device && strcmp(device, "cpu") != 0 ? kn_cmd_info_device(path, device, fuse, false, n_dims, dims) : 0;
+    free(dims);
+    return rc;
 }
 
 /* input_K.pb for each graph input K, read as the kind the input declares; files that name the
@@ -278,6 +303,7 @@ static void kn_usage(void) {
         "kiln %s: a GPU-first runtime for ONNX models\n"
         "usage: kiln COMMAND [ARGS]\n"
         "  --version                          version and compiled backends\n"
+        "  info MODEL.onnx --device cuda [--dim NAME=N] [--json]  the nodes that would fall back to the CPU, and why\n"
         "  info MODEL.onnx [--optimized]      metadata, inputs/outputs, op histogram (--optimized: after folding and "
         "fusions), unsupported ops\n"
         "  exec MODEL.onnx --inputs DIR --outputs DIR [--output NAME]... [--device D]\n"
