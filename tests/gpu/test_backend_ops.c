@@ -33,6 +33,19 @@ typedef struct {
 } op_stats;
 static op_stats stats[KN_OP_COUNT];
 static int verbose;
+/* -o Op1,Op2: run only the cases of these ops (by op type; "Gelu" names both Gelu domains) */
+static const char *only_ops;
+static bool op_selected(int op) {
+    if (!only_ops) return true;
+    size_t n = strlen(kn_op_table[op].name);
+    for (const char *p = only_ops; *p;) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l == n && strncmp(p, kn_op_table[op].name, n) == 0) return true;
+        p += l + (e ? 1 : 0);
+    }
+    return false;
+}
 
 /* ---- inputs ---- */
 enum { R_ANY, R_POS, R_SMALLINT, R_BOOL };
@@ -137,6 +150,7 @@ static int case_inplace;
 static unsigned case_omit;
 
 static void run_case(int op, int opset, kn_attr *attrs, int n_attrs, kn_tensor **in, int n_in, int n_out) {
+    if (!op_selected(op)) return;
     kn_node node = {0};
     node.name = (char *)"t";
     node.op_type = (char *)kn_op_table[op].name;
@@ -1319,7 +1333,14 @@ static void test_weights(void) {
 }
 
 int main(int argc, char **argv) {
-    verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
+    for (int a = 1; a < argc; a++) {
+        if (strcmp(argv[a], "-v") == 0) verbose = 1;
+        else if (strcmp(argv[a], "-o") == 0 && a + 1 < argc) only_ops = argv[++a];
+        else {
+            fprintf(stderr, "usage: %s [-v] [-o Op1,Op2...]\n", argv[0]);
+            return 2;
+        }
+    }
     kn_status *st = kn_backend_get(KN_DEVICE_CUDA, 0, &cu);
     if (st) {
         printf("skipped: no CUDA device (%s)\n", kn_status_message(st));
@@ -1345,7 +1366,7 @@ int main(int argc, char **argv) {
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {
-        if (!cu->kernel(cu, op)) continue;
+        if (!cu->kernel(cu, op) || !op_selected(op)) continue;
         op_stats *S = &stats[op];
         printf("%-22s %7d %7d %7d %12.3g%s\n", kn_op_table[op].name, S->cases, S->passed, S->failed, S->worst,
                S->cases ? "" : "  (no test cases: FAIL)");
