@@ -83,6 +83,9 @@ static void tol_of(kn_dtype t, int op, double *rtol, double *atol) {
         op == KN_OP_Softmax || op == KN_OP_LogSoftmax || op == KN_OP_LayerNormalization || op == KN_OP_Pow ||
         op == KN_OP_MsEmbedLayerNormalization || op == KN_OP_KnReduceSumTo || op == KN_OP_KnSoftmaxGrad ||
         op == KN_OP_KnLogSoftmaxGrad || op == KN_OP_KnLayerNormalizationGrad || op == KN_OP_KnGatherGrad;
+    /* cucontrib: the row normalisations and the block-quantised GEMM sum in another order */
+    acc = acc || op == KN_OP_MsSkipLayerNormalization || op == KN_OP_MsSkipSimplifiedLayerNormalization ||
+        op == KN_OP_SimplifiedLayerNormalization || op == KN_OP_MsMatMulNBits;
     switch (t) {
     case KN_F32:
         *rtol = acc ? 1e-4 : 2e-6;
@@ -1332,6 +1335,203 @@ static void test_weights(void) {
     free(w);
 }
 
+/* ---- cucontrib: com.microsoft Gelu family, skip / RMS normalisations, MatMulNBits, GatherBlockQuantized ---- */
+
+static const kn_dtype contrib_dts[] = {KN_F32, KN_F16, KN_BF16};
+
+/* Gelu (erf), FastGelu with and without its bias, BiasGelu: odd sizes, a bias over the last dim. */
+static void test_contrib_gelu(void) {
+    static const shp shapes[] = {{1, {1}}, {2, {3, 5}}, {3, {2, 7, 33}}, {2, {4, 300}}, {2, {0, 8}}};
+    for (int sh = 0; sh < N_ARR(shapes); sh++)
+        for (int t = 0; t < N_ARR(contrib_dts); t++) {
+            const shp *S = &shapes[sh];
+            int64_t hd[1] = {S->d[S->nd - 1]};
+            kn_tensor *in1[1] = {rand_tensor(contrib_dts[t], S->nd, S->d, R_ANY)};
+            run1(KN_OP_MsGelu, 1, NULL, 0, in1, 1, 1);
+            kn_tensor *in2[1] = {rand_tensor(contrib_dts[t], S->nd, S->d, R_ANY)};
+            run1(KN_OP_MsFastGelu, 1, NULL, 0, in2, 1, 1);
+            if (hd[0] <= 0) continue;
+            kn_tensor *in3[2] = {rand_tensor(contrib_dts[t], S->nd, S->d, R_ANY),
+                                 rand_tensor(contrib_dts[t], 1, hd, R_ANY)};
+            run1(KN_OP_MsFastGelu, 1, NULL, 0, in3, 2, 1);
+            kn_tensor *in4[2] = {rand_tensor(contrib_dts[t], S->nd, S->d, R_ANY),
+                                 rand_tensor(contrib_dts[t], 1, hd, R_ANY)};
+            run1(KN_OP_MsBiasGelu, 1, NULL, 0, in4, 2, 1);
+        }
+}
+
+/* SkipLayerNormalization and SkipSimplifiedLayerNormalization: skip of the input's shape, [S,H]
+ * and [1,S,H] broadcast over the batch; with and without beta and bias; all four outputs, output 0
+ * alone, and mean/inv_std_var omitted; rows short and long (a row of 9000 is not staged in shared
+ * memory). */
+static void test_contrib_skipnorm(void) {
+    static const int64_t shapes[][3] = {{2, 5, 16}, {1, 1, 7}, {3, 9, 96}, {0, 4, 300}, {2, 3, 1000}, {1, 2, 9000}};
+    for (int sh = 0; sh < N_ARR(shapes); sh++)
+        for (int t = 0; t < N_ARR(contrib_dts); t++)
+            for (int form = 0; form < 4; form++)
+                for (int rms = 0; rms < 2; rms++) {
+                    kn_dtype dt = contrib_dts[t];
+                    int64_t B = shapes[sh][0], S = shapes[sh][1], H = shapes[sh][2];
+                    int64_t xd[3] = {B, S, H}, sd2[2] = {S, H}, sd3[3] = {1, S, H}, hd[1] = {H};
+                    bool two_d = form == 3; /* a [B*S, H] input */
+                    int64_t x2[2] = {B * S, H};
+                    kn_tensor *x = two_d ? rand_tensor(dt, 2, x2, R_ANY) : rand_tensor(dt, 3, xd, R_ANY);
+                    kn_tensor *skip = form == 1 ? rand_tensor(dt, 2, sd2, R_ANY)
+                        : form == 2             ? rand_tensor(dt, 3, sd3, R_ANY)
+                        : two_d                 ? rand_tensor(dt, 2, x2, R_ANY)
+                                                : rand_tensor(dt, 3, xd, R_ANY);
+                    kn_tensor *gamma = rand_tensor(dt, 1, hd, R_ANY);
+                    kn_tensor *beta = form != 1 ? rand_tensor(dt, 1, hd, R_ANY) : NULL;
+                    kn_tensor *bias = form != 2 ? rand_tensor(dt, 1, hd, R_ANY) : NULL;
+                    kn_attr at[1] = {af("epsilon", form == 0 ? 1e-5f : 1e-6f)};
+                    int n_out = form == 2 ? 1 : 4;
+                    case_omit = form == 1 ? 6u : 0u;
+                    if (rms) {
+                        kn_tensor *in[4] = {x, skip, gamma, bias};
+                        run_case(KN_OP_MsSkipSimplifiedLayerNormalization, 1, at, 1, in, bias ? 4 : 3, n_out);
+                    } else {
+                        kn_tensor *in[5] = {x, skip, gamma, beta, bias};
+                        run_case(KN_OP_MsSkipLayerNormalization, 1, at, 1, in, bias ? 5 : beta ? 4 : 3, n_out);
+                    }
+                    case_omit = 0;
+                    kn_tensor *all[5] = {x, skip, gamma, beta, bias};
+                    for (int k = 0; k < 5; k++) kn_tensor_free(all[k]);
+                }
+}
+
+/* SimplifiedLayerNormalization (RMS norm): axis -1 and 1, X and scale of the same or different
+ * float types, with and without inv_std_var. */
+static void test_contrib_rmsnorm(void) {
+    static const shp shapes[] = {{2, {3, 16}}, {3, {2, 5, 96}}, {3, {1, 3, 1000}}, {2, {1, 1}}, {3, {0, 2, 8}}};
+    for (int sh = 0; sh < N_ARR(shapes); sh++)
+        for (int t = 0; t < N_ARR(contrib_dts); t++)
+            for (int form = 0; form < 3; form++) {
+                const shp *S = &shapes[sh];
+                int axis = form == 2 && S->nd == 3 ? 1 : -1;
+                int a = axis < 0 ? S->nd - 1 : axis, nsd = S->nd - a;
+                int64_t sd[6];
+                for (int i = 0; i < nsd; i++) sd[i] = S->d[a + i];
+                kn_dtype xt = contrib_dts[t], st = form == 1 ? contrib_dts[(t + 1) % 3] : xt;
+                kn_tensor *in[2] = {rand_tensor(xt, S->nd, S->d, R_ANY), rand_tensor(st, nsd, sd, R_ANY)};
+                kn_attr at[2] = {ai("axis", axis), af("epsilon", 1e-6f)};
+                run1(KN_OP_SimplifiedLayerNormalization, 1, at, 2, in, 2, form == 0 ? 1 : 2);
+            }
+}
+
+/* MatMulNBits: 4- and 8-bit weights, block sizes 16..128 with K a multiple of the block or not,
+ * zero points absent, packed uint8 or of the scales' type, with and without bias; M of 1..4 (the
+ * decode path) and larger (the tiled path, partial tiles), A of rank 1..3. Weights near unit size
+ * so sums stay moderate. */
+static kn_tensor *bytes_tensor(int nd, const int64_t *dims) {
+    kn_tensor *t = NULL;
+    kn_tensor_new(KN_U8, nd, dims, &t);
+    for (int64_t i = 0; i < kn_numel(t); i++) ((uint8_t *)t->data)[i] = (uint8_t)rnd();
+    return t;
+}
+static kn_tensor *small_tensor(kn_dtype dt, int nd, const int64_t *dims, double lo, double hi) {
+    kn_tensor *t = rand_tensor(dt, nd, dims, R_ANY);
+    for (int64_t i = 0; i < kn_numel(t); i++) kn_set_f64(t, i, urand(lo, hi));
+    return t;
+}
+static void test_contrib_nbits(void) {
+    /* M rows (A [M,K]; M == 0 means A [2,3,K]; M < 0 means A [K]), K, N, bits, block_size */
+    static const int64_t cfg[][5] = {{1, 64, 7, 4, 32},    {3, 48, 70, 4, 32},  {4, 200, 9, 8, 16},
+                                     {-1, 32, 5, 4, 16},   {0, 128, 33, 4, 64}, {70, 100, 65, 4, 32},
+                                     {9, 256, 20, 8, 128}, {1, 40, 8, 8, 16}};
+    for (int c = 0; c < N_ARR(cfg); c++)
+        for (int t = 0; t < N_ARR(contrib_dts); t++)
+            for (int form = 0; form < 3; form++) {
+                kn_dtype dt = contrib_dts[t];
+                int64_t M = cfg[c][0], K = cfg[c][1], N = cfg[c][2], bits = cfg[c][3], bs = cfg[c][4];
+                int64_t nb = (K + bs - 1) / bs, blob = bs * bits / 8, zs = (nb * bits + 7) / 8;
+                int64_t ad[3], bd[3] = {N, nb, blob}, scd[1] = {N * nb}, zd8[1] = {N * zs}, nd1[1] = {N};
+                int and_ = 0;
+                if (M < 0) ad[and_++] = K;
+                else if (M == 0) {
+                    ad[and_++] = 2;
+                    ad[and_++] = 3;
+                    ad[and_++] = K;
+                } else {
+                    ad[and_++] = M;
+                    ad[and_++] = K;
+                }
+                /* form 0: no zero points, bias; 1: packed uint8 zero points; 2: zero points of the scales' type */
+                kn_tensor *in[6] = {small_tensor(dt, and_, ad, -2.0, 2.0),
+                                    bytes_tensor(3, bd),
+                                    small_tensor(dt, 1, scd, 0.005, 0.12),
+                                    NULL,
+                                    NULL,
+                                    form != 1 ? small_tensor(dt, 1, nd1, -1.0, 1.0) : NULL};
+                if (form == 1) in[3] = bytes_tensor(1, zd8);
+                if (form == 2) in[3] = small_tensor(dt, 1, scd, 0.0, (double)((1 << bits) - 1));
+                kn_attr at[5] = {ai("K", K), ai("N", N), ai("bits", bits), ai("block_size", bs),
+                                 ai("accuracy_level", form == 1 ? 4 : 0)};
+                run1(KN_OP_MsMatMulNBits, 1, at, 5, in, in[5] ? 6 : 4, 1);
+            }
+}
+
+/* GatherBlockQuantized: packed 4-bit uint8, 8-bit uint8, uint4 and int4 data; zero points or not;
+ * int32 and int64 indices (negative ones too); gather axis 0 with quantisation along the last
+ * axis, and a gather over axis 1 of 3-D data quantised along axis 0. */
+static kn_tensor *idx_tensor(kn_dtype dt, int nd, const int64_t *dims, int64_t hi) {
+    kn_tensor *t = NULL;
+    kn_tensor_new(dt, nd, dims, &t);
+    for (int64_t i = 0; i < kn_numel(t); i++) kn_set_f64(t, i, (double)((int64_t)(rnd() % (uint64_t)(2 * hi)) - hi));
+    return t;
+}
+static kn_tensor *q4_tensor(kn_dtype dt, int nd, const int64_t *dims) {
+    kn_tensor *t = NULL;
+    kn_tensor_new(dt, nd, dims, &t);
+    for (int64_t i = 0; i < kn_numel(t); i++)
+        kn_set_f64(t, i, dt == KN_I4 ? (double)((int)(rnd() % 16) - 8) : (double)(rnd() % 16));
+    return t;
+}
+static void test_contrib_gbq(void) {
+    for (int t = 0; t < N_ARR(contrib_dts); t++)
+        for (int form = 0; form < 6; form++)
+            for (int zp = 0; zp < 2; zp++) {
+                kn_dtype dt = contrib_dts[t];
+                int64_t V = 11, H = 96, bs = form == 1 ? 32 : 16;
+                int64_t bits = form == 1 ? 8 : 4, ga = 0, qa = 1;
+                kn_tensor *data, *sc, *z = NULL;
+                int64_t id[2] = {2, 3};
+                if (form == 0 || form == 3) { /* packed uint8 [V, H/2], scales [V, H/bs], zero points [V, nb/2] */
+                    int64_t dd[2] = {V, H / 2}, sd[2] = {V, (H + bs - 1) / bs}, zd[2] = {V, (sd[1] + 1) / 2};
+                    if (form == 3) { /* a block count that is odd: the last zero point byte is half used */
+                        H = 80;
+                        dd[1] = H / 2;
+                        sd[1] = H / bs;
+                        zd[1] = (sd[1] + 1) / 2;
+                    }
+                    data = bytes_tensor(2, dd);
+                    sc = small_tensor(dt, 2, sd, 0.01, 0.5);
+                    if (zp) z = bytes_tensor(2, zd);
+                } else if (form == 1) { /* 8-bit uint8 */
+                    int64_t dd[2] = {V, H}, sd[2] = {V, H / bs};
+                    data = bytes_tensor(2, dd);
+                    sc = small_tensor(dt, 2, sd, 0.01, 0.5);
+                    if (zp) z = bytes_tensor(2, sd);
+                } else if (form == 2 || form == 4) { /* uint4 / int4, one value a byte */
+                    kn_dtype q = form == 2 ? KN_U4 : KN_I4;
+                    int64_t dd[2] = {V, H}, sd[2] = {V, H / bs};
+                    data = q4_tensor(q, 2, dd);
+                    sc = small_tensor(dt, 2, sd, 0.01, 0.5);
+                    if (zp) z = q4_tensor(q, 2, sd);
+                } else { /* 3-D uint4 [4, V, 8], gathered along axis 1, quantised along axis 0 */
+                    int64_t dd[3] = {32, V, 8}, sd[3] = {2, V, 8};
+                    ga = 1;
+                    qa = 0;
+                    data = q4_tensor(KN_U4, 3, dd);
+                    sc = small_tensor(dt, 3, sd, 0.01, 0.5);
+                    if (zp) z = q4_tensor(KN_U4, 3, sd);
+                }
+                kn_tensor *in[4] = {data, idx_tensor(form & 1 ? KN_I32 : KN_I64, 2, id, V), sc, z};
+                kn_attr at[4] = {ai("bits", bits), ai("block_size", bs), ai("gather_axis", ga),
+                                 ai("quantize_axis", qa)};
+                run1(KN_OP_MsGatherBlockQuantized, 1, at, 4, in, z ? 4 : 3, 1);
+            }
+}
+
 int main(int argc, char **argv) {
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "-v") == 0) verbose = 1;
@@ -1363,6 +1563,11 @@ int main(int argc, char **argv) {
     test_weights();
     test_grad_ops();
     test_gather_grad_out_of_range();
+    test_contrib_gelu();
+    test_contrib_skipnorm();
+    test_contrib_rmsnorm();
+    test_contrib_nbits();
+    test_contrib_gbq();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {
