@@ -148,8 +148,8 @@ template <class TX, class TG, class TY, bool RMS> static void sn_launch(const sn
     // the row in shared memory when it fits the default 48 KiB with room to spare
     bool staged = a.H * (int64_t)sizeof(float) <= 32768;
     size_t smem = staged ? (size_t)a.H * sizeof(float) : 0;
-    KN_LAUNCH((skipnorm_kernel<TX, TG, TY, RMS>), (unsigned)a.rows, sn_threads(a.H), smem, s, (TY *)a.y, a.mean,
-              a.inv, (TY *)a.sum, (const TX *)a.x, (const TX *)a.skip, (const TG *)a.gamma, (const TG *)a.beta,
+    KN_LAUNCH((skipnorm_kernel<TX, TG, TY, RMS>), (unsigned)a.rows, sn_threads(a.H), smem, s, (TY *)a.y, a.mean, a.inv,
+              (TY *)a.sum, (const TX *)a.x, (const TX *)a.skip, (const TG *)a.gamma, (const TG *)a.beta,
               (const TG *)a.bias, a.H, a.skip_rows, a.eps, staged);
 }
 
@@ -166,8 +166,8 @@ static kn_status *sn_dispatch1(const kn_node *node, const kn_tensor *x, const sn
 
 // The skip's row period: skip is the input's shape or its trailing dims ([S,H] / [1,S,H]) broadcast
 // over the batch, as the CPU kernels accept it.
-static kn_status *sn_skip_rows(const kn_node *node, const kn_tensor *x, const kn_tensor *skip, int64_t H,
-                               int64_t rows, int64_t *skip_rows) {
+static kn_status *sn_skip_rows(const kn_node *node, const kn_tensor *x, const kn_tensor *skip, int64_t H, int64_t rows,
+                               int64_t *skip_rows) {
     char b0[KN_DESC_LEN], b1[KN_DESC_LEN];
     bool ok = skip->ndim >= 2 && skip->ndim <= x->ndim && skip->dims[skip->ndim - 1] == H;
     *skip_rows = rows;
@@ -187,15 +187,15 @@ static kn_status *sn_skip_rows(const kn_node *node, const kn_tensor *x, const kn
 
 // SkipLayerNormalization (x, skip, gamma, beta?, bias?) and SkipSimplifiedLayerNormalization (x,
 // skip, gamma, bias?): outputs y, mean, inv_std_var, input_skip_bias_sum, each but y optional.
-template <bool RMS> static kn_status *skip_norm(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in,
-                                               int n_in, kn_tensor *const *out, int n_out) {
+template <bool RMS>
+static kn_status *skip_norm(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                            kn_tensor *const *out, int n_out) {
     char b0[KN_DESC_LEN], b1[KN_DESC_LEN];
 #define SN_IN(i) (n_in > (i) ? in[i] : NULL)
     const kn_tensor *x = in[0], *skip = SN_IN(1), *gamma = SN_IN(2);
     const kn_tensor *beta = RMS ? NULL : SN_IN(3), *bias = RMS ? SN_IN(3) : SN_IN(4);
 #undef SN_IN
-    if (!skip || !gamma)
-        return kn_error(KN_ERR_INVALID_MODEL, "%s: input, skip and gamma are required", node->op_type);
+    if (!skip || !gamma) return kn_error(KN_ERR_INVALID_MODEL, "%s: input, skip and gamma are required", node->op_type);
     if (x->ndim < 2 || x->ndim > 3)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input must be 2-D or 3-D, got %s", node->op_type,
                         kn_tensor_desc(x, b0, sizeof b0));
@@ -267,8 +267,9 @@ KN_CUDA_KERNEL(SimplifiedLayerNormalization) {
     if (rows == 0 || H == 0) return NULL;
     if (rows > 0x7fffffffLL)
         return kn_error(KN_ERR_UNSUPPORTED, "SimplifiedLayerNormalization: %lld rows", (long long)rows);
-    sn_args a = {out[0]->data, NULL, NULL, io ? (float *)io->data : NULL, x->data, NULL, sc->data, NULL, NULL, rows, H,
-                 rows, p->epsilon};
+    sn_args a = {
+        out[0]->data, NULL,      NULL, io ? (float *)io->data : NULL, x->data, NULL, sc->data, NULL, NULL, rows, H,
+        rows,         p->epsilon};
     cudaStream_t s = kn_cuda_s(ctx);
     switch (x->dtype) {
     case KN_F32: rms_dispatch<float>(sc->dtype, a, s); break;

@@ -81,8 +81,8 @@ __global__ void nb_gemv_kernel(T *y, const T *a, const T *bias, nb_quant<T> q, i
 #define NB_PAD 4
 template <class T>
 __global__ void nb_gemm_kernel(T *y, const T *a, const T *bias, nb_quant<T> q, int64_t M, int64_t N, int64_t K) {
-    KN_SHARED(float, As, NB_BK * (NB_BM + NB_PAD)); // As[k][m]: A's tile, transposed
-    KN_SHARED(float, Bs, NB_BK * (NB_BN + NB_PAD)); // Bs[k][n]: the dequantised weights
+    KN_SHARED(float, As, NB_BK *(NB_BM + NB_PAD)); // As[k][m]: A's tile, transposed
+    KN_SHARED(float, Bs, NB_BK *(NB_BN + NB_PAD)); // Bs[k][n]: the dequantised weights
     int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
     int64_t m0 = (int64_t)blockIdx.y * NB_BM, n0 = (int64_t)blockIdx.x * NB_BN;
     float acc[4][4];

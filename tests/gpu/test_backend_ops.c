@@ -85,7 +85,7 @@ static void tol_of(kn_dtype t, int op, double *rtol, double *atol) {
         op == KN_OP_KnLogSoftmaxGrad || op == KN_OP_KnLayerNormalizationGrad || op == KN_OP_KnGatherGrad;
     /* cucontrib: the row normalisations and the block-quantised GEMM sum in another order */
     acc = acc || op == KN_OP_MsSkipLayerNormalization || op == KN_OP_MsSkipSimplifiedLayerNormalization ||
-        op == KN_OP_SimplifiedLayerNormalization || op == KN_OP_MsMatMulNBits;
+        op == KN_OP_SimplifiedLayerNormalization || op == KN_OP_MsMatMulNBits || op == KN_OP_MsGemmFastGelu;
     switch (t) {
     case KN_F32:
         *rtol = acc ? 1e-4 : 2e-6;
@@ -1532,6 +1532,33 @@ static void test_contrib_gbq(void) {
             }
 }
 
+/* GemmFastGelu (cuBLASLt's GELU_BIAS / GELU epilogue): X of rank 1..3 against one W, with and
+ * without bias; and Gemm with a bias row C ([N], [1, N]) and alpha != 1, which takes the BIAS
+ * epilogue instead of a copy of C. */
+static void test_contrib_gemm_epilogue(void) {
+    static const shp pairs[][2] = {{{2, {3, 4}}, {2, {4, 5}}},       {{3, {2, 7, 13}}, {2, {13, 9}}},
+                                   {{1, {6}}, {2, {6, 4}}},          {{2, {1, 1}}, {2, {1, 1}}},
+                                   {{2, {65, 129}}, {2, {129, 33}}}, {{3, {0, 2, 8}}, {2, {8, 3}}}};
+    for (int p = 0; p < N_ARR(pairs); p++)
+        for (int t = 0; t < N_ARR(contrib_dts); t++)
+            for (int b = 0; b < 2; b++) {
+                int64_t nd[1] = {pairs[p][1].d[1]};
+                kn_tensor *in[3] = {rand_tensor(contrib_dts[t], pairs[p][0].nd, pairs[p][0].d, R_ANY),
+                                    rand_tensor(contrib_dts[t], pairs[p][1].nd, pairs[p][1].d, R_ANY),
+                                    b ? rand_tensor(contrib_dts[t], 1, nd, R_ANY) : NULL};
+                run1(KN_OP_MsGemmFastGelu, 1, NULL, 0, in, b ? 3 : 2, 1);
+            }
+    for (int t = 0; t < N_ARR(contrib_dts); t++)
+        for (int c = 0; c < 2; c++) {
+            int64_t ad[2] = {9, 17}, bd[2] = {17, 6}, cd[2] = {1, 6};
+            kn_attr at[2] = {af("alpha", 0.5f), af("beta", 1.0f)};
+            kn_tensor *in[3] = {rand_tensor(contrib_dts[t], 2, ad, R_ANY), rand_tensor(contrib_dts[t], 2, bd, R_ANY),
+                                c ? rand_tensor(contrib_dts[t], 2, cd, R_ANY)
+                                  : rand_tensor(contrib_dts[t], 1, cd + 1, R_ANY)};
+            run1(KN_OP_Gemm, 13, at, 2, in, 3, 1);
+        }
+}
+
 int main(int argc, char **argv) {
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "-v") == 0) verbose = 1;
@@ -1568,6 +1595,7 @@ int main(int argc, char **argv) {
     test_contrib_rmsnorm();
     test_contrib_nbits();
     test_contrib_gbq();
+    test_contrib_gemm_epilogue();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {

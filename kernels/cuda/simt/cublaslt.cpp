@@ -2,7 +2,10 @@
 // offers one "algorithm" that remembers the alignments it was promised, and cublasLtMatmul
 // computes D = alpha op(A) op(B) + beta C (column-major, strided batches) with host loops that
 // accumulate in float32 with fused multiply-adds, as CUBLAS_COMPUTE_32F does on the GPU (in its
-// own order), then round once to D's type. It validates what real cuBLASLt
+// own order), then round once to D's type. Epilogues as cublasLt.h documents them: the bias vector
+// (D's rows long, D's type unless BIAS_DATA_TYPE says otherwise, broadcast over columns and
+// batches) added before the activation; RELU is x := max(x, 0) (a NaN becomes 0, as on the GPU),
+// GELU the tanh approximation, all in float32 before the one rounding. It validates what real cuBLASLt
 // rejects or mis-serves: layouts whose shapes disagree, leading dimensions below the row count,
 // non-device pointers, and pointers less aligned than the preference promised.
 #include <cublasLt.h>
@@ -22,6 +25,9 @@ struct kn_sim_lt_desc {
     cublasComputeType_t compute;
     cudaDataType_t scale;
     cublasOperation_t ta, tb;
+    uint32_t epilogue;
+    const void *bias;
+    int32_t bias_type; // -1: D's type
 };
 struct kn_sim_lt_layout {
     cudaDataType_t t;
@@ -84,7 +90,7 @@ cublasStatus_t cublasLtDestroy(cublasLtHandle_t h) {
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t c, cudaDataType_t s) {
-    *d = new kn_sim_lt_desc{c, s, CUBLAS_OP_N, CUBLAS_OP_N};
+    *d = new kn_sim_lt_desc{c, s, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, NULL, -1};
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
@@ -93,6 +99,11 @@ cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
 }
 cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const void *v,
                                               size_t n) {
+    if (a == CUBLASLT_MATMUL_DESC_BIAS_POINTER) {
+        if (n != sizeof(void *)) return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "bias pointer attribute: %zu bytes", n);
+        memcpy(&d->bias, v, sizeof(void *));
+        return CUBLAS_STATUS_SUCCESS;
+    }
     if (n != sizeof(int32_t))
         return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "matmul desc attribute %d: %zu bytes", (int)a, n);
     int32_t x;
@@ -102,6 +113,8 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
     case CUBLASLT_MATMUL_DESC_TRANSB: d->tb = (cublasOperation_t)x; break;
     case CUBLASLT_MATMUL_DESC_COMPUTE_TYPE: d->compute = (cublasComputeType_t)x; break;
     case CUBLASLT_MATMUL_DESC_SCALE_TYPE: d->scale = (cudaDataType_t)x; break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE: d->epilogue = (uint32_t)x; break;
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: d->bias_type = x; break;
     default: return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "matmul desc attribute %d", (int)a);
     }
     return CUBLAS_STATUS_SUCCESS;
@@ -161,6 +174,20 @@ static cublasStatus_t check_shapes(const kn_sim_lt_desc *d, const kn_sim_lt_layo
     if (d->compute != CUBLAS_COMPUTE_32F || d->scale != CUDA_R_32F)
         return lt_fail(CUBLAS_STATUS_NOT_SUPPORTED, "compute type %d, scale type %d", (int)d->compute, (int)d->scale);
     if (a->t != b->t || c->t != dl->t) return lt_fail(CUBLAS_STATUS_NOT_SUPPORTED, "mixed A/B or C/D types");
+    switch (d->epilogue) {
+    case CUBLASLT_EPILOGUE_DEFAULT:
+    case CUBLASLT_EPILOGUE_RELU:
+    case CUBLASLT_EPILOGUE_GELU: break;
+    case CUBLASLT_EPILOGUE_BIAS:
+    case CUBLASLT_EPILOGUE_RELU_BIAS:
+    case CUBLASLT_EPILOGUE_GELU_BIAS:
+        if (!d->bias) return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "epilogue %u without a bias pointer", d->epilogue);
+        if (d->bias_type != -1 && d->bias_type != CUDA_R_32F && d->bias_type != CUDA_R_16F &&
+            d->bias_type != CUDA_R_16BF)
+            return lt_fail(CUBLAS_STATUS_NOT_SUPPORTED, "bias data type %d", (int)d->bias_type);
+        break;
+    default: return lt_fail(CUBLAS_STATUS_NOT_SUPPORTED, "epilogue %u", d->epilogue);
+    }
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -199,6 +226,13 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     if (!m || !n) return CUBLAS_STATUS_SUCCESS;
     if (!on_device(A, la) || !on_device(B, lb) || !on_device(D, ldl) || (beta != 0.0f && !on_device(C, lc)))
         return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "an operand (or its last batch) is not in device memory");
+    bool has_bias = d->epilogue & CUBLASLT_EPILOGUE_BIAS;
+    cudaDataType_t bt = d->bias_type == -1 ? ldl->t : (cudaDataType_t)d->bias_type;
+    if (has_bias &&
+        (!kn_sim_device_accessible(d->bias, NULL, NULL) ||
+         !kn_sim_device_accessible((const char *)d->bias + m * (int64_t)dt_size(bt) - 1, NULL, NULL)))
+        return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "the bias vector (%lld elements) is not in device memory",
+                       (long long)m);
     const void *ptrs[4] = {A, B, C, D};
     const kn_sim_lt_layout *lays[4] = {la, lb, lc, ldl};
     for (int i = 0; i < 4; i++) {
@@ -234,6 +268,10 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
                 for (int64_t kk = 0; kk < k; kk++) acc = fmaf(x[kk], y[kk], acc);
                 float v = alpha * acc;
                 if (beta != 0.0f) v = fmaf(beta, (float)ld_elem(pc, lc->t, i + j * lc->ld), v);
+                if (has_bias) v += (float)ld_elem(d->bias, bt, i);
+                if (d->epilogue & CUBLASLT_EPILOGUE_RELU) v = fmaxf(v, 0.0f);
+                if (d->epilogue & CUBLASLT_EPILOGUE_GELU)
+                    v = 0.5f * v * (1.0f + tanhf(0.79788456080286535588f * (v + 0.044715f * v * v * v)));
                 st_elem(pd, ldl->t, i + j * ldl->ld, v);
             }
     }
