@@ -333,3 +333,423 @@ bool kn_cuda_gbq_supports(const kn_node *n, const kn_tensor *const *in, int n_in
     if (d != KN_U8 && d != KN_U4 && d != KN_I4) return false;
     return in[1]->dtype == KN_I32 || in[1]->dtype == KN_I64;
 }
+
+// ---- int8 quantisation: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger ----
+// Exact integer results as the CPU kernels (kernels/cpu/quant.c, linalg_misc.c): division and
+// multiplication by the scale in float32, rounding half to even (rintf), saturation to the target.
+
+// Where the scale / zero point of element i lives: per tensor (kind 0), per axis (1) or blocked (2).
+struct q_map {
+    int kind;
+    int64_t inner, axdim, sdim, block;
+};
+
+__device__ static inline int64_t q_index(const q_map &m, int64_t i) {
+    if (m.kind == 0) return 0;
+    int64_t inner_i = i % m.inner, a = (i / m.inner) % m.axdim;
+    if (m.kind == 1) return a;
+    int64_t outer = i / (m.inner * m.axdim);
+    return (outer * m.sdim + a / m.block) * m.inner + inner_i;
+}
+
+static kn_status *q_make_map(const kn_node *node, const kn_tensor *x, const kn_tensor *scale, const kn_tensor *zp,
+                             q_map *m) {
+    char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
+    memset(m, 0, sizeof *m);
+    int64_t axis = KN_PARAMS(node, quant)->axis, block = KN_PARAMS(node, quant)->block_size;
+    bool both_scalar = zp && kn_numel(zp) == 1 && kn_numel(scale) == 1 && zp->ndim <= 1 && scale->ndim <= 1;
+    if (zp && !both_scalar && !kn_same_shape(zp, scale))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: zero point %s and scale %s differ in shape", node->op_type,
+                        kn_tensor_desc(zp, b1, sizeof b1), kn_tensor_desc(scale, b2, sizeof b2));
+    if (scale->ndim == 0 || (scale->ndim == 1 && kn_numel(scale) == 1 && block <= 0)) {
+        if (kn_numel(scale) != 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: empty scale", node->op_type);
+        return NULL;
+    }
+    int ax;
+    KN_TRY(kn_norm_axis(axis, x->ndim, node, &ax));
+    m->inner = 1;
+    for (int d = ax + 1; d < x->ndim; d++) m->inner *= x->dims[d];
+    m->axdim = x->dims[ax];
+    if (block <= 0) {
+        if (scale->ndim != 1 || scale->dims[0] != m->axdim)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: per-axis scale %s does not match axis %d of %s",
+                            node->op_type, kn_tensor_desc(scale, b1, sizeof b1), ax, kn_tensor_desc(x, b2, sizeof b2));
+        m->kind = 1;
+        return NULL;
+    }
+    if (scale->ndim != x->ndim)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: blocked scale %s must have the rank of %s", node->op_type,
+                        kn_tensor_desc(scale, b1, sizeof b1), kn_tensor_desc(x, b2, sizeof b2));
+    for (int d = 0; d < x->ndim; d++) {
+        bool ok = d == ax ? scale->dims[d] == (x->dims[d] + block - 1) / block : scale->dims[d] == x->dims[d];
+        if (!ok)
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "%s: blocked scale %s does not fit %s with block_size %lld on axis %d", node->op_type,
+                            kn_tensor_desc(scale, b1, sizeof b1), kn_tensor_desc(x, b2, sizeof b2), (long long)block,
+                            ax);
+    }
+    m->kind = 2;
+    m->block = block;
+    m->sdim = scale->dims[ax];
+    return NULL;
+}
+
+// The integer targets (sub-byte ones one value a byte, as kiln stores them) and their ranges.
+static bool q_int_target(kn_dtype t, double *lo, double *hi) {
+    switch (t) {
+    case KN_U8: *lo = 0, *hi = 255; return true;
+    case KN_I8: *lo = -128, *hi = 127; return true;
+    case KN_U16: *lo = 0, *hi = 65535; return true;
+    case KN_I16: *lo = -32768, *hi = 32767; return true;
+    case KN_U4: *lo = 0, *hi = 15; return true;
+    case KN_I4: *lo = -8, *hi = 7; return true;
+    default: return false;
+    }
+}
+
+// y = saturate(rint(x / scale) + zero_point), NaN quantised to the zero point
+template <class T, class S, class Q>
+__global__ void quantize_kernel(Q *y, const T *x, const S *scale, const Q *zp, q_map m, int64_t n, double lo,
+                                double hi) {
+    KN_GRID_STRIDE(i, n) {
+        int64_t si = q_index(m, i);
+        float v = kn_num<T>::ld(x[i]) / kn_num<S>::ld(scale[si]);
+        double r = (isnan(v) ? 0.0 : (double)rintf(v)) + (zp ? (double)zp[si] : 0.0);
+        r = r < lo ? lo : r > hi ? hi : r;
+        y[i] = (Q)(int64_t)r;
+    }
+}
+
+// y = (x - zero_point) * scale: the difference in float (exactly, for these widths), one rounding
+template <class Q, class S, class T>
+__global__ void dequantize_kernel(T *y, const Q *x, const S *scale, const Q *zp, q_map m, int64_t n) {
+    KN_GRID_STRIDE(i, n) {
+        int64_t si = q_index(m, i);
+        float d = (float)x[i] - (zp ? (float)zp[si] : 0.0f);
+        y[i] = kn_num<T>::st(d * kn_num<S>::ld(scale[si]));
+    }
+}
+
+// The integer element type of a quantised tensor (sub-byte types held one per byte).
+#define Q_DISPATCH(dt, Q, ...) \
+    switch (dt) { \
+    case KN_U8: \
+    case KN_U4: { \
+        typedef uint8_t Q; \
+        __VA_ARGS__; \
+        break; \
+    } \
+    case KN_I8: \
+    case KN_I4: { \
+        typedef int8_t Q; \
+        __VA_ARGS__; \
+        break; \
+    } \
+    case KN_U16: { \
+        typedef uint16_t Q; \
+        __VA_ARGS__; \
+        break; \
+    } \
+    case KN_I16: { \
+        typedef int16_t Q; \
+        __VA_ARGS__; \
+        break; \
+    } \
+    default: break; \
+    }
+#define F_DISPATCH(dt, T, ...) \
+    switch (dt) { \
+    case KN_F32: { \
+        typedef float T; \
+        __VA_ARGS__; \
+        break; \
+    } \
+    case KN_F16: { \
+        typedef __half T; \
+        __VA_ARGS__; \
+        break; \
+    } \
+    default: { \
+        typedef __nv_bfloat16 T; \
+        __VA_ARGS__; \
+        break; \
+    } \
+    }
+
+KN_CUDA_KERNEL(QuantizeLinear) {
+    (void)n_out;
+    const kn_tensor *x = in[0], *scale = in[1], *zp = n_in > 2 ? in[2] : NULL;
+    kn_tensor *y = out[0];
+    double lo, hi;
+    if (!q_int_target(y->dtype, &lo, &hi)) return kn_err_dtype(node, y);
+    if (!kn_cuda_float(x->dtype)) return kn_err_dtype(node, x);
+    if (!kn_cuda_float(scale->dtype)) return kn_err_dtype(node, scale);
+    if (zp && zp->dtype != y->dtype) return kn_err_dtype(node, zp);
+    q_map m;
+    KN_TRY(q_make_map(node, x, scale, zp, &m));
+    int64_t n = kn_numel(x);
+    if (n <= 0) return NULL;
+    cudaStream_t s = kn_cuda_s(ctx);
+    unsigned g = kn_cuda_blocks(n, 256);
+    F_DISPATCH(x->dtype, T,
+               F_DISPATCH(scale->dtype, S,
+                          Q_DISPATCH(y->dtype, Q,
+                                     KN_LAUNCH((quantize_kernel<T, S, Q>), g, 256, 0, s, (Q *)y->data,
+                                               (const T *)x->data, (const S *)scale->data,
+                                               zp ? (const Q *)zp->data : (const Q *)NULL, m, n, lo, hi))));
+    KN_CUDA_LAUNCHED(node, "QuantizeLinear kernel");
+    return NULL;
+}
+
+KN_CUDA_KERNEL(DequantizeLinear) {
+    (void)n_out;
+    const kn_tensor *x = in[0], *scale = in[1], *zp = n_in > 2 ? in[2] : NULL;
+    kn_tensor *y = out[0];
+    double lo, hi;
+    if (!q_int_target(x->dtype, &lo, &hi)) return kn_err_dtype(node, x);
+    if (!kn_cuda_float(scale->dtype)) return kn_err_dtype(node, scale);
+    if (!kn_cuda_float(y->dtype)) return kn_err_dtype(node, y);
+    if (zp && zp->dtype != x->dtype) return kn_err_dtype(node, zp);
+    q_map m;
+    KN_TRY(q_make_map(node, x, scale, zp, &m));
+    int64_t n = kn_numel(x);
+    if (n <= 0) return NULL;
+    cudaStream_t s = kn_cuda_s(ctx);
+    unsigned g = kn_cuda_blocks(n, 256);
+    F_DISPATCH(
+        y->dtype, T,
+        F_DISPATCH(scale->dtype, S,
+                   Q_DISPATCH(x->dtype, Q,
+                              KN_LAUNCH((dequantize_kernel<Q, S, T>), g, 256, 0, s, (T *)y->data, (const Q *)x->data,
+                                        (const S *)scale->data, zp ? (const Q *)zp->data : (const Q *)NULL, m, n))));
+    KN_CUDA_LAUNCHED(node, "DequantizeLinear kernel");
+    return NULL;
+}
+
+// Integer targets and sources up to 16 bits; float inputs, scales and outputs (float64, int32 and
+// the float8/float4 formats stay on the CPU).
+bool kn_cuda_quant_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
+    (void)n;
+    double lo, hi;
+    if (n_in < 2 || !in[0] || !in[1] || !kn_cuda_float(in[1]->dtype)) return false;
+    const kn_tensor *zp = n_in > 2 ? in[2] : NULL;
+    if (n->op == KN_OP_QuantizeLinear) {
+        if (!kn_cuda_float(in[0]->dtype)) return false;
+        // the target, as the shape rule picks it: the zero point's type, else output_dtype, else uint8
+        int64_t od = KN_PARAMS(n, quant)->output_dtype;
+        kn_dtype t = zp ? zp->dtype : od ? (kn_dtype)od : KN_U8;
+        return q_int_target(t, &lo, &hi);
+    }
+    return q_int_target(in[0]->dtype, &lo, &hi) && (!zp || zp->dtype == in[0]->dtype);
+}
+
+// DynamicQuantizeLinear in one block: the range (widened to include 0) by a block reduction, then
+// scale = range / 255, the zero point and every element quantised by the same threads. The input
+// is an activation the block streams twice; a real GPU would want a grid reduction for large ones.
+#define DQL_THREADS 1024
+__global__ void dql_kernel(uint8_t *y, float *scale_out, uint8_t *zp_out, const float *x, int64_t n) {
+    KN_SHARED(float, smin, 32);
+    KN_SHARED(float, smax, 32);
+    float mn = 0.0f, mx = 0.0f;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = x[i];
+        if (v < mn) mn = v;
+        if (v > mx) mx = v;
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float a = __shfl_xor_sync(0xffffffffu, mn, o), b = __shfl_xor_sync(0xffffffffu, mx, o);
+        mn = a < mn ? a : mn;
+        mx = b > mx ? b : mx;
+    }
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    if (lane == 0) {
+        smin[warp] = mn;
+        smax[warp] = mx;
+    }
+    __syncthreads();
+    mn = 0.0f;
+    mx = 0.0f;
+    for (int w = 0; w < nw; w++) {
+        float a = smin[w], b = smax[w];
+        mn = a < mn ? a : mn;
+        mx = b > mx ? b : mx;
+    }
+    float scale = (mx == mn ? 1.0f : mx - mn) / 255.0f;
+    float zpf = 0.0f - mn / scale;
+    zpf = zpf < 0.0f ? 0.0f : zpf > 255.0f ? 255.0f : zpf;
+    float zp = rintf(zpf);
+    if (threadIdx.x == 0) {
+        if (scale_out) *scale_out = scale;
+        if (zp_out) *zp_out = (uint8_t)zp;
+    }
+    for (int64_t i = threadIdx.x; y && i < n; i += blockDim.x) {
+        float v = rintf(x[i] / scale) + zp;
+        if (isnan(v)) v = 0.0f;
+        y[i] = (uint8_t)(v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v);
+    }
+}
+
+KN_CUDA_KERNEL(DynamicQuantizeLinear) {
+    const kn_tensor *x = in[0];
+    (void)n_in;
+    if (x->dtype != KN_F32) return kn_err_dtype(node, x);
+    kn_tensor *y = n_out > 0 ? out[0] : NULL, *so = n_out > 1 ? out[1] : NULL, *zo = n_out > 2 ? out[2] : NULL;
+    KN_LAUNCH(dql_kernel, 1, DQL_THREADS, 0, kn_cuda_s(ctx), y ? (uint8_t *)y->data : (uint8_t *)NULL,
+              so ? (float *)so->data : (float *)NULL, zo ? (uint8_t *)zo->data : (uint8_t *)NULL,
+              (const float *)x->data, kn_numel(x));
+    KN_CUDA_LAUNCHED(node, "DynamicQuantizeLinear kernel");
+    return NULL;
+}
+
+bool kn_cuda_dql_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
+    (void)n;
+    return n_in >= 1 && in[0] && in[0]->dtype == KN_F32;
+}
+
+// MatMulInteger: C[b] = (A[b] - a_zp) (B[b] - b_zp) in int32 with wrap-around, numpy batch
+// broadcasting; 64 x 64 tiles, K in steps of 32, the operands less their zero points staged in
+// shared memory as int32 (exact: 8-bit values less 8-bit zero points fit 9 bits).
+struct mmi_geom {
+    int64_t M, N, K;
+    int nbd;
+    int64_t bdims[KN_MAX_DIMS], sa[KN_MAX_DIMS], sb[KN_MAX_DIMS];
+};
+
+template <class A, class B>
+__global__ void mmi_kernel(int32_t *c, const A *a, const B *b, const A *azp, bool azp_rows, const B *bzp, bool bzp_cols,
+                           mmi_geom g) {
+    KN_SHARED(int32_t, As, NB_BK * (NB_BM + NB_PAD));
+    KN_SHARED(int32_t, Bs, NB_BK * (NB_BN + NB_PAD));
+    int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    int64_t m0 = (int64_t)blockIdx.y * NB_BM, n0 = (int64_t)blockIdx.x * NB_BN, bi = blockIdx.z, r = bi, ia = 0, ib = 0;
+    for (int d = g.nbd - 1; d >= 0; d--) {
+        int64_t x = r % g.bdims[d];
+        r /= g.bdims[d];
+        ia += x * g.sa[d];
+        ib += x * g.sb[d];
+    }
+    const A *am = a + ia * g.M * g.K;
+    const B *bm = b + ib * g.K * g.N;
+    uint32_t acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = 0;
+    for (int64_t k0 = 0; k0 < g.K; k0 += NB_BK) {
+        for (int e = tid; e < NB_BM * NB_BK; e += blockDim.x) {
+            int rr = e / NB_BK, kk = e % NB_BK;
+            int64_t m = m0 + rr, k = k0 + kk;
+            int32_t v = 0;
+            if (m < g.M && k < g.K) v = (int32_t)am[m * g.K + k] - (azp ? (int32_t)azp[azp_rows ? m : 0] : 0);
+            As[kk * (NB_BM + NB_PAD) + rr] = v;
+        }
+        for (int e = tid; e < NB_BN * NB_BK; e += blockDim.x) {
+            int kk = e / NB_BN, cc = e % NB_BN; // consecutive threads along a row of B: coalesced
+            int64_t nn = n0 + cc, k = k0 + kk;
+            int32_t v = 0;
+            if (nn < g.N && k < g.K) v = (int32_t)bm[k * g.N + nn] - (bzp ? (int32_t)bzp[bzp_cols ? nn : 0] : 0);
+            Bs[kk * (NB_BN + NB_PAD) + cc] = v;
+        }
+        __syncthreads();
+        for (int kk = 0; kk < NB_BK; kk++) {
+            int32_t av[4], bv[4];
+            for (int i = 0; i < 4; i++) av[i] = As[kk * (NB_BM + NB_PAD) + ty * 4 + i];
+            for (int j = 0; j < 4; j++) bv[j] = Bs[kk * (NB_BN + NB_PAD) + tx * 4 + j];
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++) acc[i][j] += (uint32_t)av[i] * (uint32_t)bv[j];
+        }
+        __syncthreads();
+    }
+    int32_t *cm = c + bi * g.M * g.N;
+    for (int i = 0; i < 4; i++) {
+        int64_t m = m0 + ty * 4 + i;
+        if (m >= g.M) continue;
+        for (int j = 0; j < 4; j++) {
+            int64_t nn = n0 + tx * 4 + j;
+            if (nn < g.N) cm[m * g.N + nn] = (int32_t)acc[i][j];
+        }
+    }
+}
+
+// The batch geometry (numpy rules over the dims before the last two; 1-D operands promoted).
+static kn_status *mmi_geom_init(const kn_node *node, const kn_tensor *a, const kn_tensor *b, mmi_geom *g,
+                                int64_t *nbatch) {
+    char ba[KN_DESC_LEN], bb[KN_DESC_LEN];
+    memset(g, 0, sizeof *g);
+    if (a->ndim < 1 || b->ndim < 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: scalar operand", node->op_type);
+    g->M = a->ndim == 1 ? 1 : a->dims[a->ndim - 2];
+    g->K = a->dims[a->ndim - 1];
+    int64_t kb = b->ndim == 1 ? b->dims[0] : b->dims[b->ndim - 2];
+    g->N = b->ndim == 1 ? 1 : b->dims[b->ndim - 1];
+    if (kb != g->K)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: inner dims differ: %s x %s", node->op_type,
+                        kn_tensor_desc(a, ba, sizeof ba), kn_tensor_desc(b, bb, sizeof bb));
+    int nba = a->ndim >= 2 ? a->ndim - 2 : 0, nbb = b->ndim >= 2 ? b->ndim - 2 : 0;
+    g->nbd = nba > nbb ? nba : nbb;
+    *nbatch = 1;
+    int64_t st_a = 1, st_b = 1;
+    for (int i = g->nbd - 1; i >= 0; i--) {
+        int ia = i - (g->nbd - nba), ib = i - (g->nbd - nbb);
+        int64_t da = ia >= 0 ? a->dims[ia] : 1, db = ib >= 0 ? b->dims[ib] : 1;
+        if (da != db && da != 1 && db != 1)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: batch dims do not broadcast: %s x %s", node->op_type,
+                            kn_tensor_desc(a, ba, sizeof ba), kn_tensor_desc(b, bb, sizeof bb));
+        g->bdims[i] = da > db ? da : db;
+        if (da == 0 || db == 0) g->bdims[i] = 0;
+        g->sa[i] = da == 1 ? 0 : st_a;
+        g->sb[i] = db == 1 ? 0 : st_b;
+        st_a *= da;
+        st_b *= db;
+        *nbatch *= g->bdims[i];
+    }
+    return NULL;
+}
+
+template <class A, class B>
+static void mmi_launch(kn_tensor *c, const kn_tensor *a, const kn_tensor *b, const kn_tensor *azp, const kn_tensor *bzp,
+                       const mmi_geom &g, int64_t nbatch, cudaStream_t s) {
+    dim3 grid((unsigned)((g.N + NB_BN - 1) / NB_BN), (unsigned)((g.M + NB_BM - 1) / NB_BM), (unsigned)nbatch);
+    KN_LAUNCH((mmi_kernel<A, B>), grid, 256, 0, s, (int32_t *)c->data, (const A *)a->data, (const B *)b->data,
+              azp ? (const A *)azp->data : (const A *)NULL, azp && kn_numel(azp) > 1,
+              bzp ? (const B *)bzp->data : (const B *)NULL, bzp && kn_numel(bzp) > 1, g);
+}
+
+KN_CUDA_KERNEL(MatMulInteger) {
+    (void)n_out;
+    char bz[KN_DESC_LEN];
+    const kn_tensor *a = in[0], *b = in[1], *azp = n_in > 2 ? in[2] : NULL, *bzp = n_in > 3 ? in[3] : NULL;
+    mmi_geom g;
+    int64_t nbatch = 0;
+    KN_TRY(mmi_geom_init(node, a, b, &g, &nbatch));
+    if (azp && kn_numel(azp) != 1 && kn_numel(azp) != g.M)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "MatMulInteger: A zero point %s must be a scalar or [M] on cuda",
+                        kn_tensor_desc(azp, bz, sizeof bz));
+    if (bzp && kn_numel(bzp) != 1 && kn_numel(bzp) != g.N)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "MatMulInteger: B zero point %s must be a scalar or [N] on cuda",
+                        kn_tensor_desc(bzp, bz, sizeof bz));
+    if (nbatch * g.M * g.N == 0) return NULL;
+    if (nbatch > 65535 || (g.M + NB_BM - 1) / NB_BM > 65535)
+        return kn_error(KN_ERR_UNSUPPORTED, "MatMulInteger: %lld batches of %lld rows on cuda", (long long)nbatch,
+                        (long long)g.M);
+    cudaStream_t s = kn_cuda_s(ctx);
+    bool as = a->dtype == KN_I8, bs = b->dtype == KN_I8;
+    if (as && bs) mmi_launch<int8_t, int8_t>(out[0], a, b, azp, bzp, g, nbatch, s);
+    else if (as) mmi_launch<int8_t, uint8_t>(out[0], a, b, azp, bzp, g, nbatch, s);
+    else if (bs) mmi_launch<uint8_t, int8_t>(out[0], a, b, azp, bzp, g, nbatch, s);
+    else mmi_launch<uint8_t, uint8_t>(out[0], a, b, azp, bzp, g, nbatch, s);
+    KN_CUDA_LAUNCHED(node, "MatMulInteger kernel");
+    return NULL;
+}
+
+// 8-bit operands, zero points of their operand's type that are scalars or one per row of A / column
+// of B (per-matrix zero points stay on the CPU).
+bool kn_cuda_mmi_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
+    (void)n;
+    if (n_in < 2 || !in[0] || !in[1]) return false;
+    const kn_tensor *a = in[0], *b = in[1];
+    if ((a->dtype != KN_U8 && a->dtype != KN_I8) || (b->dtype != KN_U8 && b->dtype != KN_I8)) return false;
+    if (a->ndim < 1 || b->ndim < 1) return false;
+    int64_t M = a->ndim == 1 ? 1 : a->dims[a->ndim - 2], N = b->ndim == 1 ? 1 : b->dims[b->ndim - 1];
+    const kn_tensor *azp = n_in > 2 ? in[2] : NULL, *bzp = n_in > 3 ? in[3] : NULL;
+    if (azp && (azp->dtype != a->dtype || (kn_numel(azp) != 1 && kn_numel(azp) != M))) return false;
+    if (bzp && (bzp->dtype != b->dtype || (kn_numel(bzp) != 1 && kn_numel(bzp) != N))) return false;
+    return true;
+}

@@ -1559,6 +1559,81 @@ static void test_contrib_gemm_epilogue(void) {
         }
 }
 
+/* int8 quantisation (exact): QuantizeLinear and DequantizeLinear per tensor, per axis and blocked,
+ * 8-, 16- and 4-bit targets with and without zero points, float32/float16/bfloat16 sides;
+ * DynamicQuantizeLinear over ranges of both signs, one sign, constant and empty; MatMulInteger with
+ * unsigned and signed operands, no, scalar, per-row and per-column zero points, broadcast batches. */
+static kn_tensor *qint_tensor(kn_dtype dt, int nd, const int64_t *dims) {
+    kn_tensor *t = NULL;
+    kn_tensor_new(dt, nd, dims, &t);
+    int64_t lo = 0, span = 256;
+    switch (dt) {
+    case KN_I8: lo = -128; break;
+    case KN_U16: span = 65536; break;
+    case KN_I16: lo = -32768, span = 65536; break;
+    case KN_U4: span = 16; break;
+    case KN_I4: lo = -8, span = 16; break;
+    default: break;
+    }
+    for (int64_t i = 0; i < kn_numel(t); i++) kn_set_f64(t, i, (double)(lo + (int64_t)(rnd() % (uint64_t)span)));
+    return t;
+}
+static void test_contrib_quant(void) {
+    static const kn_dtype qts[] = {KN_U8, KN_I8, KN_U16, KN_I16, KN_U4, KN_I4};
+    int64_t xd[3] = {2, 6, 5}, sd1[1] = {6}, sdb[3] = {2, 2, 5}, s0[1] = {1};
+    for (int t = 0; t < N_ARR(contrib_dts); t++)
+        for (int q = 0; q < N_ARR(qts); q++)
+            for (int form = 0; form < 4;
+                 form++) { /* per tensor, per tensor without zp, per axis 1, blocked 4 on axis 1 */
+                kn_dtype ft = contrib_dts[t], st = contrib_dts[(t + q) % 3];
+                bool zp = form != 1;
+                const int64_t *sdims = form >= 2 ? (form == 2 ? sd1 : sdb) : s0;
+                int snd = form == 3 ? 3 : form == 2 ? 1 : 0;
+                kn_attr at[3] = {ai("axis", 1), ai("block_size", form == 3 ? 4 : 0),
+                                 ai("output_dtype", zp ? 0 : (int64_t)qts[q])};
+                kn_tensor *in[3] = {rand_tensor(ft, 3, xd, R_ANY), small_tensor(st, snd, sdims, 0.01, 0.05),
+                                    zp ? qint_tensor(qts[q], snd, sdims) : NULL};
+                run1(KN_OP_QuantizeLinear, 21, at, 3, in, zp ? 3 : 2, 1);
+                kn_tensor *dn[3] = {qint_tensor(qts[q], 3, xd), small_tensor(ft, snd, sdims, 0.01, 0.5),
+                                    zp ? qint_tensor(qts[q], snd, sdims) : NULL};
+                run1(KN_OP_DequantizeLinear, 21, at, 2, dn, zp ? 3 : 2, 1);
+            }
+    static const shp dq_shapes[] = {{2, {3, 5}}, {3, {2, 7, 300}}, {1, {1}}, {1, {0}}, {2, {40, 129}}};
+    for (int sh = 0; sh < N_ARR(dq_shapes); sh++)
+        for (int r = 0; r < 4; r++) { /* both signs, positive, negative, constant */
+            kn_tensor *x = rand_tensor(KN_F32, dq_shapes[sh].nd, dq_shapes[sh].d, R_ANY);
+            for (int64_t i = 0; i < kn_numel(x); i++) {
+                float *v = (float *)x->data + i;
+                if (r == 1) *v = fabsf(*v) + 0.5f;
+                if (r == 2) *v = -fabsf(*v) - 0.25f;
+                if (r == 3) *v = 1.75f;
+            }
+            kn_tensor *in[1] = {x};
+            run1(KN_OP_DynamicQuantizeLinear, 11, NULL, 0, in, 1, 3);
+        }
+    static const shp pairs[][2] = {{{2, {3, 4}}, {2, {4, 5}}},     {{3, {2, 7, 13}}, {2, {13, 9}}},
+                                   {{2, {70, 33}}, {2, {33, 66}}}, {{4, {2, 1, 3, 4}}, {3, {3, 4, 5}}},
+                                   {{1, {6}}, {2, {6, 4}}},        {{2, {0, 4}}, {2, {4, 3}}}};
+    static const kn_dtype i8s[2] = {KN_U8, KN_I8};
+    for (int p = 0; p < N_ARR(pairs); p++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int z = 0; z < 3; z++) { /* none, scalars, per row of A / column of B */
+                    const shp *A = &pairs[p][0], *B = &pairs[p][1];
+                    int64_t M[1] = {A->nd == 1 ? 1 : A->d[A->nd - 2]}, N[1] = {B->d[B->nd - 1]};
+                    kn_tensor *in[4] = {qint_tensor(i8s[ta], A->nd, A->d), qint_tensor(i8s[tb], B->nd, B->d), NULL,
+                                        NULL};
+                    if (z == 1) {
+                        in[2] = qint_tensor(i8s[ta], 0, M);
+                        in[3] = qint_tensor(i8s[tb], 0, N);
+                    } else if (z == 2) {
+                        in[2] = qint_tensor(i8s[ta], 1, M);
+                        in[3] = qint_tensor(i8s[tb], 1, N);
+                    }
+                    run1(KN_OP_MatMulInteger, 10, NULL, 0, in, z ? 4 : 2, 1);
+                }
+}
+
 int main(int argc, char **argv) {
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "-v") == 0) verbose = 1;
@@ -1596,6 +1671,7 @@ int main(int argc, char **argv) {
     test_contrib_nbits();
     test_contrib_gbq();
     test_contrib_gemm_epilogue();
+    test_contrib_quant();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {
