@@ -74,3 +74,24 @@ add_test(NAME gpusim.train_device_cli
          COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/train_device_cli.py --kiln $<TARGET_FILE:kiln_cli_sim>
                  --work ${CMAKE_BINARY_DIR}/gpusim-train-device-cli)
 set_tests_properties(gpusim.train_device_cli PROPERTIES TIMEOUT 900)
+
+# cucontrib: the contrib and text-generation ops against ONNX Runtime through kiln-sim --device cuda,
+# each case failing if one of the ops with a CUDA kernel ran on the CPU instead
+add_test(NAME gpusim.contrib_parity
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/contrib_parity.py --kiln $<TARGET_FILE:kiln_cli_sim>
+                 --device cuda --require-device Gelu,FastGelu,BiasGelu,GemmFastGelu,SkipLayerNormalization)
+set_tests_properties(gpusim.contrib_parity PROPERTIES TIMEOUT 900)
+add_test(NAME gpusim.genops_parity
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/genops_parity.py --kiln $<TARGET_FILE:kiln_cli_sim>
+                 --device cuda
+                 --require-device SimplifiedLayerNormalization,SkipSimplifiedLayerNormalization,MatMulNBits,GatherBlockQuantized)
+set_tests_properties(gpusim.genops_parity PROPERTIES TIMEOUT 900)
+# the GenAI-layout decoder (SimplifiedLayerNormalization, GroupQueryAttention) generating on cuda: the
+# same greedy tokens as ONNX Runtime and as kiln on the CPU
+if(TARGET kiln_pipelines)
+  add_test(NAME gpusim.textgen_genai
+           COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/textgen_parity.py --case genai
+                   --kiln $<TARGET_FILE:kiln_cli_sim> --extra=--device --extra=cuda
+                   --keep ${CMAKE_BINARY_DIR}/gpusim-textgen-genai)
+  set_tests_properties(gpusim.textgen_genai PROPERTIES TIMEOUT 600)
+endif()
