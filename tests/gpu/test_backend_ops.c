@@ -1634,6 +1634,80 @@ static void test_contrib_quant(void) {
                 }
 }
 
+/* GatherBlockQuantized with an index outside data's gather dim: the run fails naming the node (the
+ * kernel zeroes the element and sets the stream's error word), and a later in-range run on the
+ * recycled stream is clean. */
+static void test_contrib_gbq_out_of_range(void) {
+    op_stats *S = &stats[KN_OP_MsGatherBlockQuantized];
+    for (int bad = 1; bad >= 0; bad--) {
+        S->cases++;
+        int64_t dd[2] = {5, 16}, sd[2] = {5, 1}, idn = 2, yd[2] = {2, 32};
+        kn_tensor *data = bytes_tensor(2, dd), *sc = small_tensor(KN_F32, 2, sd, 0.1, 0.2), *ix = NULL;
+        kn_tensor_new(KN_I64, 1, &idn, &ix);
+        kn_set_i64(ix, 0, 1);
+        kn_set_i64(ix, 1, bad ? 5 : -5);
+        kn_attr at[4] = {ai("bits", 4), ai("block_size", 32), ai("gather_axis", 0), ai("quantize_axis", 1)};
+        kn_node node = {0};
+        node.name = (char *)"gbq_oob";
+        node.op_type = (char *)"GatherBlockQuantized";
+        node.domain = (char *)"com.microsoft";
+        node.op = KN_OP_MsGatherBlockQuantized;
+        node.opset = 1;
+        node.n_attrs = 4;
+        node.attrs = at;
+        node.n_inputs = 3;
+        kn_status_free(kn_node_decode_params(&node));
+        const kn_tensor *host[3] = {data, ix, sc};
+        kn_tensor dt[3], ty = {0};
+        const kn_tensor *din[3];
+        for (int k = 0; k < 3; k++) {
+            dt[k] = *host[k];
+            dt[k].data = cu->alloc(cu, kn_nbytes(host[k]));
+            dt[k].device = KN_DEVICE_CUDA;
+            dt[k].owns = false;
+            kn_status_free(cu->copy(cu, dt[k].data, KN_DEVICE_CUDA, host[k]->data, KN_DEVICE_CPU, kn_nbytes(host[k])));
+            din[k] = &dt[k];
+        }
+        ty.kind = KN_KIND_TENSOR;
+        ty.dtype = KN_F32;
+        ty.ndim = 2;
+        ty.dims[0] = yd[0];
+        ty.dims[1] = yd[1];
+        ty.data = cu->alloc(cu, 2 * 32 * sizeof(float));
+        ty.device = KN_DEVICE_CUDA;
+        kn_tensor *dout[1] = {&ty};
+        kn_scratch scratch = {0};
+        kn_exec_ctx ctx = {.backend = cu, .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch};
+        char why[512] = "";
+        kn_status *st = cu->stream_begin(cu, &ctx.stream);
+        if (st) snprintf(why, sizeof why, "stream_begin: %s", kn_status_message(st));
+        else {
+            kn_status *k = cu->kernel(cu, KN_OP_MsGatherBlockQuantized)(&ctx, &node, din, 3, dout, 1);
+            st = cu->stream_end(cu, ctx.stream);
+            if (k && !st) st = k;
+            else kn_status_free(k);
+            if (bad && !st) snprintf(why, sizeof why, "an out-of-range index gave no error");
+            else if (bad && !strstr(kn_status_message(st), "gbq_oob"))
+                snprintf(why, sizeof why, "the error does not name the node: %s", kn_status_message(st));
+            else if (!bad && st) snprintf(why, sizeof why, "in range after a failure: %s", kn_status_message(st));
+        }
+        kn_status_free(st);
+        if (why[0]) {
+            S->failed++;
+            printf("FAIL GatherBlockQuantized out of range (%s index): %s\n", bad ? "bad" : "good", why);
+        } else {
+            S->passed++;
+        }
+        for (int k = 0; k < 3; k++) cu->free(cu, dt[k].data);
+        cu->free(cu, ty.data);
+        kn_scratch_release(&scratch);
+        free(node.params);
+        kn_tensor_free(data);
+        kn_tensor_free(sc);
+        kn_tensor_free(ix);
+    }
+}
+
 int main(int argc, char **argv) {
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "-v") == 0) verbose = 1;
@@ -1672,6 +1746,7 @@ int main(int argc, char **argv) {
     test_contrib_gbq();
     test_contrib_gemm_epilogue();
     test_contrib_quant();
+    test_contrib_gbq_out_of_range();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {
