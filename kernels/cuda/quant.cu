@@ -615,8 +615,33 @@ struct mmi_geom {
     int64_t bdims[KN_MAX_DIMS], sa[KN_MAX_DIMS], sb[KN_MAX_DIMS];
 };
 
-template <class A, class B>
-__global__ void mmi_kernel(int32_t *c, const A *a, const B *b, const A *azp, bool azp_rows, const B *bzp, bool bzp_cols,
+// The epilogues: MatMulInteger's int32 product as it is; QLinearMatMul's requantised to 8 bits.
+struct mmi_store_i32 {
+    int32_t *c;
+    __device__ void operator()(int64_t o, int64_t m, int64_t n, uint32_t acc) const {
+        (void)m;
+        (void)n;
+        c[o] = (int32_t)acc;
+    }
+};
+// y = saturate(rint(acc * (a_scale[m] * b_scale[n] / y_scale)) + y_zero_point), the multiplier in
+// float32 and the product in double, as the CPU (and the ONNX reference) compute it.
+template <class Y> struct mmi_store_q {
+    Y *y;
+    const float *as, *bs;
+    bool as_rows, bs_cols;
+    float ys;
+    double yzp, lo, hi;
+    __device__ void operator()(int64_t o, int64_t m, int64_t n, uint32_t acc) const {
+        float mul = as[as_rows ? m : 0] * bs[bs_cols ? n : 0] / ys;
+        double v = rint((double)(int32_t)acc * (double)mul) + yzp;
+        v = v < lo ? lo : v > hi ? hi : v;
+        y[o] = (Y)(int64_t)v;
+    }
+};
+
+template <class A, class B, class E>
+__global__ void mmi_kernel(E store, const A *a, const B *b, const A *azp, bool azp_rows, const B *bzp, bool bzp_cols,
                            mmi_geom g) {
     KN_SHARED(int32_t, As, NB_BK * (NB_BM + NB_PAD));
     KN_SHARED(int32_t, Bs, NB_BK * (NB_BN + NB_PAD));
@@ -658,13 +683,12 @@ __global__ void mmi_kernel(int32_t *c, const A *a, const B *b, const A *azp, boo
         }
         __syncthreads();
     }
-    int32_t *cm = c + bi * g.M * g.N;
     for (int i = 0; i < 4; i++) {
         int64_t m = m0 + ty * 4 + i;
         if (m >= g.M) continue;
         for (int j = 0; j < 4; j++) {
             int64_t nn = n0 + tx * 4 + j;
-            if (nn < g.N) cm[m * g.N + nn] = (int32_t)acc[i][j];
+            if (nn < g.N) store((bi * g.M + m) * g.N + nn, m, nn, acc[i][j]);
         }
     }
 }
@@ -703,38 +727,52 @@ static kn_status *mmi_geom_init(const kn_node *node, const kn_tensor *a, const k
     return NULL;
 }
 
-template <class A, class B>
-static void mmi_launch(kn_tensor *c, const kn_tensor *a, const kn_tensor *b, const kn_tensor *azp, const kn_tensor *bzp,
-                       const mmi_geom &g, int64_t nbatch, cudaStream_t s) {
+template <class A, class B, class E>
+static void mmi_launch(const E &store, const kn_tensor *a, const kn_tensor *b, const kn_tensor *azp,
+                       const kn_tensor *bzp, const mmi_geom &g, int64_t nbatch, cudaStream_t s) {
     dim3 grid((unsigned)((g.N + NB_BN - 1) / NB_BN), (unsigned)((g.M + NB_BM - 1) / NB_BM), (unsigned)nbatch);
-    KN_LAUNCH((mmi_kernel<A, B>), grid, 256, 0, s, (int32_t *)c->data, (const A *)a->data, (const B *)b->data,
+    KN_LAUNCH((mmi_kernel<A, B, E>), grid, 256, 0, s, store, (const A *)a->data, (const B *)b->data,
               azp ? (const A *)azp->data : (const A *)NULL, azp && kn_numel(azp) > 1,
               bzp ? (const B *)bzp->data : (const B *)NULL, bzp && kn_numel(bzp) > 1, g);
 }
 
+// Both operands' signedness; E the epilogue.
+template <class E>
+static void mmi_dispatch(const E &store, const kn_tensor *a, const kn_tensor *b, const kn_tensor *azp,
+                         const kn_tensor *bzp, const mmi_geom &g, int64_t nbatch, cudaStream_t s) {
+    bool as = a->dtype == KN_I8, bs = b->dtype == KN_I8;
+    if (as && bs) mmi_launch<int8_t, int8_t>(store, a, b, azp, bzp, g, nbatch, s);
+    else if (as) mmi_launch<int8_t, uint8_t>(store, a, b, azp, bzp, g, nbatch, s);
+    else if (bs) mmi_launch<uint8_t, int8_t>(store, a, b, azp, bzp, g, nbatch, s);
+    else mmi_launch<uint8_t, uint8_t>(store, a, b, azp, bzp, g, nbatch, s);
+}
+
+// The zero points the tiled kernel takes (none, a scalar, one per row of A / column of B) and its grid.
+static kn_status *mmi_check(const kn_node *node, const kn_tensor *azp, const kn_tensor *bzp, const mmi_geom &g,
+                            int64_t nbatch) {
+    char bz[KN_DESC_LEN];
+    if (azp && kn_numel(azp) != 1 && kn_numel(azp) != g.M)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: A zero point %s must be a scalar or [M] on cuda", node->op_type,
+                        kn_tensor_desc(azp, bz, sizeof bz));
+    if (bzp && kn_numel(bzp) != 1 && kn_numel(bzp) != g.N)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: B zero point %s must be a scalar or [N] on cuda", node->op_type,
+                        kn_tensor_desc(bzp, bz, sizeof bz));
+    if (nbatch > 65535 || (g.M + NB_BM - 1) / NB_BM > 65535)
+        return kn_error(KN_ERR_UNSUPPORTED, "%s: %lld batches of %lld rows on cuda", node->op_type, (long long)nbatch,
+                        (long long)g.M);
+    return NULL;
+}
+
 KN_CUDA_KERNEL(MatMulInteger) {
     (void)n_out;
-    char bz[KN_DESC_LEN];
     const kn_tensor *a = in[0], *b = in[1], *azp = n_in > 2 ? in[2] : NULL, *bzp = n_in > 3 ? in[3] : NULL;
     mmi_geom g;
     int64_t nbatch = 0;
     KN_TRY(mmi_geom_init(node, a, b, &g, &nbatch));
-    if (azp && kn_numel(azp) != 1 && kn_numel(azp) != g.M)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "MatMulInteger: A zero point %s must be a scalar or [M] on cuda",
-                        kn_tensor_desc(azp, bz, sizeof bz));
-    if (bzp && kn_numel(bzp) != 1 && kn_numel(bzp) != g.N)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "MatMulInteger: B zero point %s must be a scalar or [N] on cuda",
-                        kn_tensor_desc(bzp, bz, sizeof bz));
+    KN_TRY(mmi_check(node, azp, bzp, g, nbatch));
     if (nbatch * g.M * g.N == 0) return NULL;
-    if (nbatch > 65535 || (g.M + NB_BM - 1) / NB_BM > 65535)
-        return kn_error(KN_ERR_UNSUPPORTED, "MatMulInteger: %lld batches of %lld rows on cuda", (long long)nbatch,
-                        (long long)g.M);
-    cudaStream_t s = kn_cuda_s(ctx);
-    bool as = a->dtype == KN_I8, bs = b->dtype == KN_I8;
-    if (as && bs) mmi_launch<int8_t, int8_t>(out[0], a, b, azp, bzp, g, nbatch, s);
-    else if (as) mmi_launch<int8_t, uint8_t>(out[0], a, b, azp, bzp, g, nbatch, s);
-    else if (bs) mmi_launch<uint8_t, int8_t>(out[0], a, b, azp, bzp, g, nbatch, s);
-    else mmi_launch<uint8_t, uint8_t>(out[0], a, b, azp, bzp, g, nbatch, s);
+    mmi_store_i32 st = {(int32_t *)out[0]->data};
+    mmi_dispatch(st, a, b, azp, bzp, g, nbatch, kn_cuda_s(ctx));
     KN_CUDA_LAUNCHED(node, "MatMulInteger kernel");
     return NULL;
 }
@@ -752,4 +790,69 @@ bool kn_cuda_mmi_supports(const kn_node *n, const kn_tensor *const *in, int n_in
     if (azp && (azp->dtype != a->dtype || (kn_numel(azp) != 1 && kn_numel(azp) != M))) return false;
     if (bzp && (bzp->dtype != b->dtype || (kn_numel(bzp) != 1 && kn_numel(bzp) != N))) return false;
     return true;
+}
+
+// QLinearMatMul (a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp): MatMulInteger's tiles with the
+// requantisation in the epilogue. Scales are float32 on the device (a_scale scalar or [M], b_scale
+// scalar or [N]); y_scale and y_zero_point are scalars read on the host.
+KN_CUDA_KERNEL(QLinearMatMul) {
+    (void)n_out;
+    char b0[KN_DESC_LEN];
+    const kn_tensor *a = in[0], *asc = in[1], *azp = in[2], *b = in[3], *bsc = in[4], *bzp = in[5], *ysc = in[6];
+    const kn_tensor *yzp = n_in > 7 ? in[7] : NULL;
+    kn_tensor *y = out[0];
+    if (y->dtype != KN_U8 && y->dtype != KN_I8) return kn_err_dtype(node, y);
+    mmi_geom g;
+    int64_t nbatch = 0;
+    KN_TRY(mmi_geom_init(node, a, b, &g, &nbatch));
+    KN_TRY(mmi_check(node, azp, bzp, g, nbatch));
+    if ((kn_numel(asc) != 1 && kn_numel(asc) != g.M) || (kn_numel(bsc) != 1 && kn_numel(bsc) != g.N) ||
+        kn_numel(ysc) != 1 || (yzp && kn_numel(yzp) != 1))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "QLinearMatMul: scales or zero points do not fit %s on cuda",
+                        kn_tensor_desc(a, b0, sizeof b0));
+    if (nbatch * g.M * g.N == 0) return NULL;
+    double lo = y->dtype == KN_U8 ? 0 : -128, hi = y->dtype == KN_U8 ? 255 : 127, zp = 0;
+    if (yzp) zp = y->dtype == KN_U8 ? (double)*(const uint8_t *)yzp->data : (double)*(const int8_t *)yzp->data;
+    float ys = *(const float *)ysc->data;
+    cudaStream_t s = kn_cuda_s(ctx);
+    if (y->dtype == KN_U8) {
+        mmi_store_q<uint8_t> st = {(uint8_t *)y->data,
+                                   (const float *)asc->data,
+                                   (const float *)bsc->data,
+                                   kn_numel(asc) > 1,
+                                   kn_numel(bsc) > 1,
+                                   ys,
+                                   zp,
+                                   lo,
+                                   hi};
+        mmi_dispatch(st, a, b, azp, bzp, g, nbatch, s);
+    } else {
+        mmi_store_q<int8_t> st = {(int8_t *)y->data,
+                                  (const float *)asc->data,
+                                  (const float *)bsc->data,
+                                  kn_numel(asc) > 1,
+                                  kn_numel(bsc) > 1,
+                                  ys,
+                                  zp,
+                                  lo,
+                                  hi};
+        mmi_dispatch(st, a, b, azp, bzp, g, nbatch, s);
+    }
+    KN_CUDA_LAUNCHED(node, "QLinearMatMul kernel");
+    return NULL;
+}
+
+// MatMulInteger's operands and zero points; float32 scales; y_scale and y_zero_point scalars.
+bool kn_cuda_qlmm_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
+    if (n_in < 7) return false;
+    for (int k = 0; k < 7; k++)
+        if (!in[k]) return false;
+    const kn_tensor *mi[4] = {in[0], in[3], in[2], in[5]};
+    if (!kn_cuda_mmi_supports(n, mi, 4)) return false;
+    if (in[1]->dtype != KN_F32 || in[4]->dtype != KN_F32 || in[6]->dtype != KN_F32 || kn_numel(in[6]) != 1)
+        return false;
+    int64_t M = in[0]->ndim == 1 ? 1 : in[0]->dims[in[0]->ndim - 2];
+    int64_t N = in[3]->ndim == 1 ? 1 : in[3]->dims[in[3]->ndim - 1];
+    if ((kn_numel(in[1]) != 1 && kn_numel(in[1]) != M) || (kn_numel(in[4]) != 1 && kn_numel(in[4]) != N)) return false;
+    return n_in < 8 || !in[7] || ((in[7]->dtype == KN_U8 || in[7]->dtype == KN_I8) && kn_numel(in[7]) == 1);
 }

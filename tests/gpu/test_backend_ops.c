@@ -1708,6 +1708,33 @@ static void test_contrib_gbq_out_of_range(void) {
     }
 }
 
+/* QLinearMatMul (exact): MatMulInteger's shapes and operand types with scalar or per-row/column
+ * scales and zero points, uint8 and int8 outputs (saturating). */
+static void test_contrib_qlinear_matmul(void) {
+    static const shp pairs[][2] = {{{2, {3, 4}}, {2, {4, 5}}},
+                                   {{3, {2, 7, 13}}, {2, {13, 9}}},
+                                   {{2, {70, 33}}, {2, {33, 66}}},
+                                   {{4, {2, 1, 3, 4}}, {3, {3, 4, 5}}}};
+    static const kn_dtype i8s[2] = {KN_U8, KN_I8};
+    for (int p = 0; p < N_ARR(pairs); p++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int form = 0; form < 2; form++) { /* scalars; per row of A / column of B */
+                    const shp *A = &pairs[p][0], *B = &pairs[p][1];
+                    int64_t M[1] = {A->d[A->nd - 2]}, N[1] = {B->d[B->nd - 1]}, one[1] = {1};
+                    kn_dtype yt = i8s[(ta + tb + form) & 1];
+                    kn_tensor *in[8] = {qint_tensor(i8s[ta], A->nd, A->d),
+                                        small_tensor(KN_F32, form, form ? M : one, 0.01, 0.05),
+                                        qint_tensor(i8s[ta], form, form ? M : one),
+                                        qint_tensor(i8s[tb], B->nd, B->d),
+                                        small_tensor(KN_F32, form, form ? N : one, 0.01, 0.05),
+                                        qint_tensor(i8s[tb], form, form ? N : one),
+                                        small_tensor(KN_F32, 0, one, 0.5, 2.0),
+                                        qint_tensor(yt, 0, one)};
+                    run1(KN_OP_QLinearMatMul, form ? 21 : 10, NULL, 0, in, 8, 1);
+                }
+}
+
 int main(int argc, char **argv) {
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "-v") == 0) verbose = 1;
@@ -1747,6 +1774,7 @@ int main(int argc, char **argv) {
     test_contrib_gemm_epilogue();
     test_contrib_quant();
     test_contrib_gbq_out_of_range();
+    test_contrib_qlinear_matmul();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {
