@@ -21,8 +21,8 @@ template <class T> __global__ void ms_gelu_kernel(T *y, const T *x, const T *bia
     }
 }
 
-static kn_status *ms_gelu_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *x, const kn_tensor *bias,
-                              kn_tensor *y, bool tf) {
+kn_status *kn_cuda_gelu_bias(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *x, const kn_tensor *bias,
+                             kn_tensor *y, bool tf) {
     char bx[KN_DESC_LEN], bb[KN_DESC_LEN];
     if (bias && (bias->ndim != 1 || x->ndim < 1 || bias->dims[0] != x->dims[x->ndim - 1] || bias->dims[0] <= 0))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: bias %s must be 1-D matching the last dim of %s", node->op_type,
@@ -48,18 +48,18 @@ static kn_status *ms_gelu_run(kn_exec_ctx *ctx, const kn_node *node, const kn_te
 KN_CUDA_KERNEL(MsGelu) {
     (void)n_in;
     (void)n_out;
-    return ms_gelu_run(ctx, node, in[0], NULL, out[0], false);
+    return kn_cuda_gelu_bias(ctx, node, in[0], NULL, out[0], false);
 }
 
 KN_CUDA_KERNEL(MsFastGelu) {
     (void)n_out;
-    return ms_gelu_run(ctx, node, in[0], n_in > 1 ? in[1] : NULL, out[0], true);
+    return kn_cuda_gelu_bias(ctx, node, in[0], n_in > 1 ? in[1] : NULL, out[0], true);
 }
 
 KN_CUDA_KERNEL(MsBiasGelu) {
     (void)n_out;
     if (n_in < 2 || !in[1]) return kn_error(KN_ERR_INVALID_MODEL, "BiasGelu: missing input B");
-    return ms_gelu_run(ctx, node, in[0], in[1], out[0], false);
+    return kn_cuda_gelu_bias(ctx, node, in[0], in[1], out[0], false);
 }
 
 // x (and bias when given) of one float type; the CPU's float64 path stays there.

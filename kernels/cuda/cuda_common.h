@@ -134,6 +134,11 @@ __device__ static inline int64_t kn_bcast_off(const kn_bcast &b, int k, int64_t 
 kn_status *kn_cuda_strided_copy(const kn_node *n, void *dst, const void *src, size_t es, int nd, const int64_t *dims,
                                 const int64_t *sst, cudaStream_t s);
 
+// y = gelu(x + bias[i % N]) (bias optional, 1-D over x's last dim; tf: the tanh form), y may be x:
+// the Gelu family's kernel (contrib.cu), also GemmFastGelu's when no cuBLASLt epilogue serves it.
+kn_status *kn_cuda_gelu_bias(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *x, const kn_tensor *bias,
+                             kn_tensor *y, bool tf);
+
 // Every kernel and supports predicate named by the op list (cuda_ops.def); strong references, so
 // a row whose kernel is missing does not link.
 #define KN_CUDA_OP(op, sup, host) \

@@ -225,8 +225,19 @@ KN_CUDA_KERNEL(Gemm) {
         beta = 0.0f;
     }
     lt_gemm g = {};
-    KN_TRY(lt_setup(&g, s, node, dt, ta, tb, M, N, K, ta ? M : K, tb ? K : N, N, 1, 0, 0, 0, align_of(A->data, 0),
-                    align_of(B->data, 0), align_of(Y->data, 0), bias_row ? &be : NULL));
+    kn_status *ls = lt_setup(&g, s, node, dt, ta, tb, M, N, K, ta ? M : K, tb ? K : N, N, 1, 0, 0, 0,
+                             align_of(A->data, 0), align_of(B->data, 0), align_of(Y->data, 0), bias_row ? &be : NULL);
+    if (ls && bias_row) {
+        // no algorithm takes this bias (its alignment, say): C copied into Y and accumulated, as above
+        kn_status_free(ls);
+        kn_bcast bc;
+        kn_cuda_bcast_init(&bc, Y, &C, 1);
+        KN_TRY(kn_cuda_strided_copy(node, Y->data, C->data, es, 2, Y->dims, bc.st[0], s->s));
+        beta = 1.0f;
+        ls = lt_setup(&g, s, node, dt, ta, tb, M, N, K, ta ? M : K, tb ? K : N, N, 1, 0, 0, 0, align_of(A->data, 0),
+                      align_of(B->data, 0), align_of(Y->data, 0));
+    }
+    KN_TRY(ls);
     kn_status *st = lt_run(&g, s, node, A->data, B->data, Y->data, alpha, beta);
     lt_destroy(&g);
     return st;
@@ -264,10 +275,18 @@ KN_CUDA_KERNEL(MsGemmFastGelu) {
     if (K == 0) return kn_error(KN_ERR_UNSUPPORTED, "GemmFastGelu: an empty product on cuda");
     lt_epilogue ep = {bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU, bias ? bias->data : NULL};
     lt_gemm g = {};
-    KN_TRY(lt_setup(&g, s, node, dt, false, false, M, N, K, K, N, N, 1, 0, 0, 0, align_of(X->data, 0),
-                    align_of(W->data, 0), align_of(Y->data, 0), &ep));
-    kn_status *st = lt_run(&g, s, node, X->data, W->data, Y->data, 1.0f, 0.0f);
+    kn_status *st = lt_setup(&g, s, node, dt, false, false, M, N, K, K, N, N, 1, 0, 0, 0, align_of(X->data, 0),
+                             align_of(W->data, 0), align_of(Y->data, 0), &ep);
+    bool epilogue = !st;
+    if (st) {
+        // no algorithm with this epilogue: the plain GEMM, then the bias and GELU over Y in place
+        kn_status_free(st);
+        KN_TRY(lt_setup(&g, s, node, dt, false, false, M, N, K, K, N, N, 1, 0, 0, 0, align_of(X->data, 0),
+                        align_of(W->data, 0), align_of(Y->data, 0)));
+    }
+    st = lt_run(&g, s, node, X->data, W->data, Y->data, 1.0f, 0.0f);
     lt_destroy(&g);
+    if (!st && !epilogue) st = kn_cuda_gelu_bias(ctx, node, Y, bias, Y, true);
     return st;
 }
 

@@ -199,6 +199,11 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     if (!h || requested < 1) return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "heuristic: no handle or no room");
     cublasStatus_t s = check_shapes(d, a, b, c, dl);
     if (s) return s;
+    // KILN_SIM_LT_NO_EPILOGUE=1: no algorithm takes an epilogue, as real cuBLASLt may answer for a
+    // type, layout or bias alignment it has none for (tests the backend's way around it)
+    if (d->epilogue != CUBLASLT_EPILOGUE_DEFAULT && getenv("KILN_SIM_LT_NO_EPILOGUE"))
+        return lt_fail(CUBLAS_STATUS_NOT_SUPPORTED, "heuristic: no algorithm for epilogue %u (KILN_SIM_LT_NO_EPILOGUE)",
+                       d->epilogue);
     memset(res, 0, sizeof *res);
     for (int i = 0; i < 4; i++) res->algo.data[i] = p->align[i];
     res->workspaceSize = 0;
