@@ -97,6 +97,6 @@ if(TARGET kiln_pipelines)
 endif()
 # GemmFastGelu and Gemm's bias row when cuBLASLt offers no algorithm with an epilogue: the plain GEMM
 # and the backend's own bias / GELU, against the CPU
-add_test(NAME gpusim.backend_ops_no_epilogue COMMAND test_backend_ops_sim -o Gemm,GemmFastGelu)
+add_test(NAME gpusim.backend_ops_no_epilogue COMMAND test_backend_ops_sim Gemm,GemmFastGelu)
 set_tests_properties(gpusim.backend_ops_no_epilogue PROPERTIES TIMEOUT 600
                      ENVIRONMENT "KILN_SIM_RACECHECK=1;KILN_SIM_LT_NO_EPILOGUE=1")
