@@ -81,11 +81,11 @@ add_test(NAME gpusim.contrib_parity
          COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/contrib_parity.py --kiln $<TARGET_FILE:kiln_cli_sim>
                  --device cuda --require-device Gelu,FastGelu,BiasGelu,GemmFastGelu,SkipLayerNormalization)
 set_tests_properties(gpusim.contrib_parity PROPERTIES TIMEOUT 900)
-add_test(NAME gpusim.genops_parity
+add_test(NAME gpusim.genops_on_device
          COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/genops_parity.py --kiln $<TARGET_FILE:kiln_cli_sim>
                  --device cuda
                  --require-device SimplifiedLayerNormalization,SkipSimplifiedLayerNormalization,MatMulNBits,GatherBlockQuantized)
-set_tests_properties(gpusim.genops_parity PROPERTIES TIMEOUT 900)
+set_tests_properties(gpusim.genops_on_device PROPERTIES TIMEOUT 900)
 # the GenAI-layout decoder (SimplifiedLayerNormalization, GroupQueryAttention) generating on cuda: the
 # same greedy tokens as ONNX Runtime and as kiln on the CPU
 if(TARGET kiln_pipelines)
