@@ -738,6 +738,38 @@ kn_status *kn_pass_fuse_skip_layernorm(kn_graph *g, int *n_fused) {
     return fuse_run(g, KN_OP_LayerNormalization, fuse_try_skip_ln, n_fused);
 }
 
+/* ---- GEMM + GELU epilogue ---- */
+
+/* FastGelu(MatMul(X, W[K,N]), b?) with constant 2-D W and the product read by the FastGelu alone ->
+ * com.microsoft GemmFastGelu(X, W, b?): one GEMM whose epilogue adds the bias and applies the GELU
+ * (cuBLASLt's GELU_BIAS on the CUDA backend) instead of a product written and read back. */
+static kn_status *fuse_try_gemm_gelu(fuse_ctx *c, int fi, bool *fired) {
+    kn_graph *g = c->g;
+    *fired = false;
+    const kn_node *fg = &g->nodes[fi];
+    if (fg->n_inputs < 1 || fg->n_inputs > 2 || fg->n_outputs != 1 || fg->inputs[0] < 0) return NULL;
+    int bias = fg->n_inputs > 1 ? fg->inputs[1] : -1;
+    const kn_node *mm = fuse_prod(c, fg->inputs[0], KN_OP_MatMul);
+    if (!mm || mm->n_inputs != 2 || !fuse_private(c, fg->inputs[0], 1) || mm->inputs[1] < 0) return NULL;
+    const kn_tensor *w = g->values[mm->inputs[1]].constant;
+    if (!w || w->ndim != 2 || (w->dtype != KN_F32 && w->dtype != KN_F16 && w->dtype != KN_BF16)) return NULL;
+    uint8_t *del = calloc((size_t)g->n_nodes + 1, 1);
+    if (!del) return KN_OOM((size_t)g->n_nodes);
+    del[fi] = 1;
+    del[fuse_node_index(g, mm)] = 1;
+    char name[256];
+    snprintf(name, sizeof name, "%s/kn_gemm_gelu", fg->name && fg->name[0] ? fg->name : "fastgelu");
+    int ins[3] = {mm->inputs[0], mm->inputs[1], bias};
+    KN_TRY(
+        fuse_replace(g, del, name, "GemmFastGelu", "com.microsoft", ins, bias >= 0 ? 3 : 2, fg->outputs[0], NULL, 0));
+    *fired = true;
+    return NULL;
+}
+
+kn_status *kn_pass_fuse_gemm_gelu(kn_graph *g, int *n_fused) {
+    return fuse_run(g, KN_OP_MsFastGelu, fuse_try_gemm_gelu, n_fused);
+}
+
 unsigned kn_fusions_for_backend(const kn_backend *b) {
     if (!b) return KN_FUSE_ALL;
     unsigned m = 0;
@@ -746,6 +778,8 @@ unsigned kn_fusions_for_backend(const kn_backend *b) {
     if (b->kernel(b, KN_OP_MsBiasGelu) && b->kernel(b, KN_OP_MsGelu) && b->kernel(b, KN_OP_MsFastGelu))
         m |= KN_FUSE_GELU;
     if (b->kernel(b, KN_OP_MsSkipLayerNormalization)) m |= KN_FUSE_SKIP_LAYERNORM;
+    /* it fuses the GELU pass's FastGelu */
+    if ((m & KN_FUSE_GELU) && b->kernel(b, KN_OP_MsGemmFastGelu)) m |= KN_FUSE_GEMM_GELU;
     return m;
 }
 
@@ -754,6 +788,7 @@ kn_status *kn_graph_fuse_some(kn_graph *g, unsigned passes, kn_fuse_counts *coun
     if (passes & KN_FUSE_ATTENTION) KN_TRY(kn_pass_fuse_attention(g, &c.attention));
     if (passes & KN_FUSE_GELU) KN_TRY(kn_pass_fuse_bias_gelu(g, &c.gelu));
     if (passes & KN_FUSE_SKIP_LAYERNORM) KN_TRY(kn_pass_fuse_skip_layernorm(g, &c.skip_layernorm));
+    if (passes & KN_FUSE_GEMM_GELU) KN_TRY(kn_pass_fuse_gemm_gelu(g, &c.gemm_gelu));
     if (counts) *counts = c;
     return NULL;
 }

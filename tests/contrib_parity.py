@@ -7,7 +7,7 @@ Each case is a one-node model built with onnx.helper; ORT runs it in-process and
 test-data folder). Every output is compared with rtol 1e-4, atol 1e-5. ONNX Runtime's CPU has no
 GemmFastGelu kernel, so its reference is the MatMul + FastGelu pair it fuses, run by ONNX Runtime.
 
-Usage: KILN=path/to/kiln python3 tests/contrib_parity.py [--kiln PATH] [-k SUBSTRING] [-v]
+Usage: KILN=path/to/kiln python3 tests/contrib_parity.py [--kiln PATH] [-k SUBSTRING] [-v] [--device cuda --require-device OPS]
 Prints "N passed, N failed, 0 skipped" last and exits non-zero on any failure.
 """
 import argparse
@@ -60,7 +60,9 @@ def ort_model(op, inputs, outputs, attrs):
     return model
 
 
-def run_kiln(kiln, model, feeds, n_out, tmp, extra_args=()):
+def run_kiln(kiln, model, feeds, n_out, tmp, extra_args=(), log=None):
+    """`kiln exec` on the model and feeds; its outputs as arrays. log: a list kiln's stderr is
+    appended to (the device backend's fallback notices)."""
     mpath = os.path.join(tmp, "model.onnx")
     onnx.save(model, mpath)
     idir, odir = os.path.join(tmp, "in"), os.path.join(tmp, "out")
@@ -73,6 +75,8 @@ def run_kiln(kiln, model, feeds, n_out, tmp, extra_args=()):
                        text=True, timeout=600)
     if r.returncode != 0:
         raise RuntimeError(f"kiln exec failed (rc {r.returncode}): {r.stderr.strip()[-800:]}")
+    if log is not None:
+        log.append(r.stderr)
     outs = []
     for i in range(n_out):
         t = TensorProto()
@@ -80,6 +84,11 @@ def run_kiln(kiln, model, feeds, n_out, tmp, extra_args=()):
             t.ParseFromString(f.read())
         outs.append(numpy_helper.to_array(t))
     return outs
+
+
+def device_fallback(logs, ops):
+    """The ops of `ops` that a device backend reported running on the CPU ("has no kernel for OP ")."""
+    return sorted({op for op in ops for text in logs if f"has no kernel for {op} " in text})
 
 
 def compare(ref, got):
@@ -324,7 +333,14 @@ def main():
     ap.add_argument("-v", action="store_true")
     ap.add_argument("--kiln", default=os.environ.get("KILN", os.path.join(os.path.dirname(__file__), "..", "build", "kiln")),
                     help="kiln binary (default: $KILN, else build/kiln)")
+    ap.add_argument("--device", default="cpu",
+                    help="kiln exec --device (cuda with kiln-sim: the CUDA kernels on the SIMT interpreter)")
+    ap.add_argument("--require-device", default="",
+                    help="comma-separated ops that must run on --device (a case whose kiln run reports one of "
+                         "them falling back to the CPU fails)")
     args = ap.parse_args()
+    extra = ("--device", args.device) if args.device != "cpu" else ()
+    required = [o for o in args.require_device.split(",") if o]
     kiln = args.kiln
     if not os.access(kiln, os.X_OK):
         print(f"kiln binary not found: {kiln} (set KILN)")
@@ -351,9 +367,11 @@ def main():
                                        so1 if op == "DynamicQuantizeLSTM" else so,
                                        providers=["CPUExecutionProvider"])
             ref = sess.run(None, dict(feeds))
+            logs = []
             with tempfile.TemporaryDirectory() as tmp:
-                got = run_kiln(kiln, model, feeds, len(ref), tmp)
+                got = run_kiln(kiln, model, feeds, len(ref), tmp, extra, logs)
             errs = [f"output {i}: {e}" for i, (r, g) in enumerate(zip(ref, got)) if (e := compare(r, g))]
+            errs += [f"{op} ran on the CPU, not on {args.device}" for op in device_fallback(logs, required)]
         except Exception as e:  # a kiln failure or a test-harness error both count as failures
             errs = [f"{type(e).__name__}: {e}"]
         if errs:

@@ -19,10 +19,12 @@ prompt are left unwritten or computed from unwritten memory by ONNX Runtime.
 side timed in turns within one process run, as ratios.
 
 With --device cuda (and kiln-sim as --kiln) the cases run through the CUDA backend: its
-GroupQueryAttention and RotaryEmbedding kernels (kernels/cuda/attention.cu) against ONNX Runtime
-(gpusim.genops_parity); the ops without a CUDA kernel fall back to the CPU.
+GroupQueryAttention, RotaryEmbedding (kernels/cuda/attention.cu), SimplifiedLayerNormalization,
+SkipSimplifiedLayerNormalization, MatMulNBits and GatherBlockQuantized kernels against ONNX Runtime
+(gpusim.genops_parity, gpusim.genops_on_device); --require-device OPS fails a case that reports one
+of those ops on the CPU.
 
-Usage: python3 tests/genops_parity.py --kiln PATH [--device cpu|cuda] [-k SUBSTRING] [-v] [--bench]
+Usage: python3 tests/genops_parity.py --kiln PATH [-k SUBSTRING] [-v] [--bench] [--device cpu|cuda [--require-device OPS]]
 Prints per-op maximum errors and "N passed, N failed, 0 skipped" last; exits non-zero on any failure.
 """
 import argparse
@@ -38,7 +40,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from contrib_parity import run_kiln  # noqa: E402
+from contrib_parity import device_fallback, run_kiln  # noqa: E402
 
 NP2ONNX = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): TensorProto.FLOAT16,
            np.dtype(np.int32): TensorProto.INT32, np.dtype(np.int64): TensorProto.INT64,
@@ -414,9 +416,14 @@ def main():
     ap.add_argument("-v", action="store_true")
     ap.add_argument("--bench", action="store_true", help="MatMulNBits speed against ONNX Runtime")
     ap.add_argument("--bench-threads", type=int, default=1, help="threads of both sides in --bench")
-    ap.add_argument("--device", default="cpu", help="kiln exec --device (cpu, or cuda with kiln-sim)")
     ap.add_argument("--kiln", default=os.environ.get("KILN", os.path.join(os.path.dirname(__file__), "..", "build", "kiln")))
+    ap.add_argument("--device", default="cpu",
+                    help="kiln exec --device (cuda with kiln-sim: the CUDA kernels on the SIMT interpreter)")
+    ap.add_argument("--require-device", default="",
+                    help="comma-separated ops that must run on --device (a case reporting one on the CPU fails)")
     args = ap.parse_args()
+    extra = ("--device", args.device) if args.device != "cpu" else ()
+    required = [o for o in args.require_device.split(",") if o]
     if not os.access(args.kiln, os.X_OK):
         print(f"kiln binary not found: {args.kiln}")
         print("0 passed, 1 failed, 0 skipped")
@@ -433,9 +440,10 @@ def main():
         try:
             sess = ort.InferenceSession(c.model.SerializeToString(), so, providers=["CPUExecutionProvider"])
             ref = sess.run(None, dict(c.feeds))
+            logs = []
             with tempfile.TemporaryDirectory() as tmp:
-                got = run_kiln(args.kiln, c.model, c.feeds, len(ref), tmp, ("--device", args.device))
-            errs, stats = [], []
+                got = run_kiln(args.kiln, c.model, c.feeds, len(ref), tmp, extra, logs)
+            errs, stats = [f"{op} ran on the CPU, not on {args.device}" for op in device_fallback(logs, required)], []
             for i, (r, g) in enumerate(zip(ref, got)):
                 e, mabs, mrel = compare(r, g, c.tol, c.masks.get(i))
                 stats.append((mabs, mrel))

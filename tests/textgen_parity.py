@@ -15,7 +15,11 @@ fixed-size cache, left-padded batches). Checks:
   `kiln generate` prints the Response; a prompt over the context is an error naming it (or cut with
   --truncate); a folder without tokenizer.json is an error naming that file.
 
-Usage: textgen_parity.py --kiln build/kiln [--gen tools/gen]
+With --extra FLAG (repeatable) every kiln run gets those flags (e.g. --extra=--device --extra=cuda
+with kiln-sim: gpusim.textgen_genai); the genai case then also checks the tokens equal kiln's own
+without them (the CPU).
+
+Usage: textgen_parity.py --kiln build/kiln [--gen tools/gen] [--case genai] [--extra FLAG ...]
 Prints "N passed, N failed" last and exits non-zero on any failure; exits 0 saying why it skipped
 when torch / transformers / tokenizers are missing.
 """
@@ -288,7 +292,8 @@ def run_genai(args):
                                                               show_progress=False))
         eos = tok.token_to_id("<|endoftext|>")
         folder, dims = genai_gqa(d, tok, eos)
-        p = subprocess.run([args.kiln, "run", "--model", folder, "--type", "textGeneration", "--max-new-tokens", "1"],
+        p = subprocess.run([args.kiln, "run", "--model", folder, "--type", "textGeneration", "--max-new-tokens", "1",
+                            *(args.extra or [])],
                            input=b'{"input": "x"}\n', capture_output=True)
         err = (p.stderr + p.stdout).decode(errors="replace")
         if p.returncode and "GroupQueryAttention" in err:
@@ -300,6 +305,11 @@ def run_genai(args):
             ids = got.get("output", {}).get("TokenIds")
             rep.check(f"genai GQA greedy prompt {i} == ORT", ids == want,
                       got.get("error", "") if ids is None else ("" if ids == want else f"kiln {ids} ort {want}"))
+            if args.extra:
+                cpu = results(kiln_run(args, folder, [{"input": prompt}], "--max-new-tokens", N_NEW, plain=True))[0]
+                cids = cpu.get("output", {}).get("TokenIds")
+                rep.check(f"genai GQA greedy prompt {i} with {' '.join(args.extra)} == kiln without", ids == cids,
+                          "" if ids == cids else f"with {ids} without {cids}")
         # batch 4: rows right-padded, each with its own length (seqlens_k), == ORT one prompt at a time
         wants = [ort_greedy(os.path.join(folder, "model.onnx"), tok.encode(p).ids, N_NEW, dims, eos) for p in PROMPTS[:4]]
         got4 = results(kiln_run(args, folder, [{"input": p} for p in PROMPTS[:4]], "--max-new-tokens", N_NEW,
@@ -349,12 +359,14 @@ def run_genai(args):
     return 1 if rep.failed else 0
 
 
-def kiln_run(args, model, lines, *opts, stream=False):
+def kiln_run(args, model, lines, *opts, stream=False, plain=False):
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
         for line in lines:
             f.write(json.dumps(line, ensure_ascii=False) + "\n")
         path = f.name
     cmd = [args.kiln, "run", "--model", model, "--type", "textGeneration", "--input", path] + [str(o) for o in opts]
+    if not plain:
+        cmd += list(getattr(args, "extra", None) or [])
     if stream:
         cmd.append("--stream")
     p = subprocess.run(cmd, capture_output=True)
@@ -393,6 +405,7 @@ def main():
     ap.add_argument("--case", choices=("hf", "genai"), default="hf",
                     help="hf: GPT-2 / Llama against transformers (default); genai: a GroupQueryAttention decoder in "
                          "the GenAI layout against ONNX Runtime (exit 77 = skipped while kiln lacks the op)")
+    ap.add_argument("--extra", action="append", default=[], help="a flag added to every kiln run (repeatable)")
     args = ap.parse_args()
     if args.case == "genai":
         return run_genai(args)

@@ -99,6 +99,23 @@ template <> struct kn_num<__nv_bfloat16> {
     __device__ static __nv_bfloat16 st(float v) { return __float2bfloat16_rn(v); }
 };
 
+// The sum of v over the block (every thread gets it), by warp shuffles then one warp over the
+// warps' sums; sh holds 32 floats of shared memory. Every thread of the block must call it.
+__device__ static inline float kn_cuda_block_sum(float v, KN_SHARED_PTR(float) sh) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    __syncthreads();
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    int nw = (blockDim.x + 31) >> 5;
+    v = threadIdx.x < nw ? sh[threadIdx.x] : 0.0f;
+    if (warp == 0)
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (threadIdx.x == 0) sh[0] = v;
+    __syncthreads();
+    return sh[0];
+}
+
 // Output dims plus, per operand, element strides with 0 on broadcast dimensions (numpy rules,
 // operands right-aligned). Passed by value to kernels.
 struct kn_bcast {
@@ -121,6 +138,11 @@ __device__ static inline int64_t kn_bcast_off(const kn_bcast &b, int k, int64_t 
 // dst (contiguous, dims) <- src at element strides sst, element size es: Transpose, Expand, Slice, Gemm's C.
 kn_status *kn_cuda_strided_copy(const kn_node *n, void *dst, const void *src, size_t es, int nd, const int64_t *dims,
                                 const int64_t *sst, cudaStream_t s);
+
+// y = gelu(x + bias[i % N]) (bias optional, 1-D over x's last dim; tf: the tanh form), y may be x:
+// the Gelu family's kernel (contrib.cu), also GemmFastGelu's when no cuBLASLt epilogue serves it.
+kn_status *kn_cuda_gelu_bias(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *x, const kn_tensor *bias,
+                             kn_tensor *y, bool tf);
 
 // Every kernel and supports predicate named by the op list (cuda_ops.def); strong references, so
 // a row whose kernel is missing does not link.

@@ -44,11 +44,19 @@ static kn_status *layout(cublasLtMatrixLayout_t *l, cudaDataType_t dt, int64_t r
     return NULL;
 }
 
+// A cuBLASLt epilogue: bias [N] (of D's type, one row broadcast over the rows of row-major D, which
+// are cuBLAS's columns) added, then the activation, in the GEMM's float32 before D is rounded.
+struct lt_epilogue {
+    cublasLtEpilogue_t epi;
+    const void *bias; // NULL for RELU/GELU alone
+};
+
 // Set up row-major D[M,N] = alpha op(A) op(B) + beta D for `batch` matrices at the given element
-// strides; align_* are the pointer alignments every call will respect.
+// strides; align_* are the pointer alignments every call will respect; epi: an epilogue, or none.
 static kn_status *lt_setup(lt_gemm *g, kn_cuda_stream *s, const kn_node *n, cudaDataType_t dt, bool tf32, bool ta,
                            bool tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc, int batch,
-                           int64_t sa, int64_t sb, int64_t sc, size_t align_a, size_t align_b, size_t align_c) {
+                           int64_t sa, int64_t sb, int64_t sc, size_t align_a, size_t align_b, size_t align_c,
+                           const lt_epilogue *epi = NULL) {
     memset(g, 0, sizeof *g);
     cublasComputeType_t ct = tf32 && dt == CUDA_R_32F ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     if (cublasLtMatmulDescCreate(&g->desc, ct, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS)
@@ -56,6 +64,16 @@ static kn_status *lt_setup(lt_gemm *g, kn_cuda_stream *s, const kn_node *n, cuda
     cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa);
     cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb);
+    if (epi) {
+        // set before the heuristic: the algorithm must support the epilogue and the bias alignment
+        uint32_t e = (uint32_t)epi->epi;
+        if (cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof e) !=
+                CUBLAS_STATUS_SUCCESS ||
+            (epi->bias &&
+             cublasLtMatmulDescSetAttribute(g->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &epi->bias, sizeof epi->bias) !=
+                 CUBLAS_STATUS_SUCCESS))
+            return lt_fail(g, n, "cuBLASLt epilogue attributes", 0);
+    }
     kn_status *st = layout(&g->la, dt, tb ? K : N, tb ? N : K, ldb, batch, sb);
     if (!st) st = layout(&g->lb, dt, ta ? M : K, ta ? K : M, lda, batch, sa);
     if (!st) st = layout(&g->lc, dt, N, M, ldc, batch, sc);
@@ -197,7 +215,12 @@ KN_CUDA_KERNEL(Gemm) {
     int64_t M = ta ? A->dims[1] : A->dims[0], K = ta ? A->dims[0] : A->dims[1], N = tb ? B->dims[0] : B->dims[1];
     if (M == 0 || N == 0) return NULL;
     size_t es = kn_dtype_size(A->dtype);
-    if (C && beta != 0.0f && kn_numel(C) > 0) {
+    // a bias row (C of [N] or [1, N], beta 1) goes in the GEMM's epilogue instead of a copy into Y
+    bool bias_row = C && beta == 1.0f && kn_numel(C) == N && N > 1 && (C->ndim == 1 || C->dims[0] == 1);
+    lt_epilogue be = {CUBLASLT_EPILOGUE_BIAS, bias_row ? C->data : NULL};
+    if (bias_row) {
+        beta = 0.0f;
+    } else if (C && beta != 0.0f && kn_numel(C) > 0) {
         // Y <- C broadcast to [M, N]; the GEMM then accumulates onto it with beta
         kn_bcast bc;
         kn_cuda_bcast_init(&bc, Y, &C, 1);
@@ -206,8 +229,19 @@ KN_CUDA_KERNEL(Gemm) {
         beta = 0.0f;
     }
     lt_gemm g = {};
-    KN_TRY(lt_setup(&g, s, node, dt, tf32, ta, tb, M, N, K, ta ? M : K, tb ? K : N, N, 1, 0, 0, 0, align_of(A->data, 0),
-                    align_of(B->data, 0), align_of(Y->data, 0)));
+    kn_status *ls = lt_setup(&g, s, node, dt, tf32, ta, tb, M, N, K, ta ? M : K, tb ? K : N, N, 1, 0, 0, 0,
+                             align_of(A->data, 0), align_of(B->data, 0), align_of(Y->data, 0), bias_row ? &be : NULL);
+    if (ls && bias_row) {
+        // no algorithm takes this bias (its alignment, say): C copied into Y and accumulated, as above
+        kn_status_free(ls);
+        kn_bcast bc;
+        kn_cuda_bcast_init(&bc, Y, &C, 1);
+        KN_TRY(kn_cuda_strided_copy(node, Y->data, C->data, es, 2, Y->dims, bc.st[0], s->s));
+        beta = 1.0f;
+        ls = lt_setup(&g, s, node, dt, tf32, ta, tb, M, N, K, ta ? M : K, tb ? K : N, N, 1, 0, 0, 0,
+                      align_of(A->data, 0), align_of(B->data, 0), align_of(Y->data, 0));
+    }
+    KN_TRY(ls);
     kn_status *st = lt_run(&g, s, node, A->data, B->data, Y->data, alpha, beta);
     lt_destroy(&g);
     return st;
@@ -240,4 +274,50 @@ kn_status *kn_cuda_gemm_f32_nt(kn_exec_ctx *ctx, const kn_node *node, int64_t M,
     kn_status *st = lt_run(&g, s, node, A, B, C, 1.0f, 0.0f);
     lt_destroy(&g);
     return st;
+}
+
+// com.microsoft GemmFastGelu: Y = FastGelu(X W + bias) with W one matrix [K, N], X's leading dims
+// folded into the rows; the bias and the (tanh) GELU are cuBLASLt's GELU_BIAS / GELU epilogue, so
+// the product is written once. Made by the GEMM + GELU fusion (graph/fuse.c) for the CUDA backend.
+KN_CUDA_KERNEL(MsGemmFastGelu) {
+    (void)n_out;
+    const kn_tensor *X = in[0], *W = in[1], *bias = n_in > 2 ? in[2] : NULL;
+    kn_tensor *Y = out[0];
+    kn_cuda_stream *s = kn_cuda_st(ctx);
+    cudaDataType_t dt;
+    if (!dt_of(X->dtype, &dt) || W->dtype != X->dtype) return kn_err_dtype(node, X);
+    char b0[KN_DESC_LEN], b1[KN_DESC_LEN];
+    if (X->ndim < 1 || W->ndim != 2 || X->dims[X->ndim - 1] != W->dims[0])
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "GemmFastGelu: X %s and W %s do not multiply on cuda",
+                        kn_tensor_desc(X, b0, sizeof b0), kn_tensor_desc(W, b1, sizeof b1));
+    int64_t K = W->dims[0], N = W->dims[1], M = K > 0 ? kn_numel(X) / K : 0;
+    if (bias && (kn_numel(bias) != N || bias->dtype != X->dtype))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "GemmFastGelu: bias %s must be [N=%lld] of X's type",
+                        kn_tensor_desc(bias, b0, sizeof b0), (long long)N);
+    if (M == 0 || N == 0) return NULL;
+    if (K == 0) return kn_error(KN_ERR_UNSUPPORTED, "GemmFastGelu: an empty product on cuda");
+    bool tf32 = ctx->precision == KN_PRECISION_TF32;
+    lt_epilogue ep = {bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU, bias ? bias->data : NULL};
+    lt_gemm g = {};
+    kn_status *st = lt_setup(&g, s, node, dt, tf32, false, false, M, N, K, K, N, N, 1, 0, 0, 0, align_of(X->data, 0),
+                             align_of(W->data, 0), align_of(Y->data, 0), &ep);
+    bool epilogue = !st;
+    if (st) {
+        // no algorithm with this epilogue: the plain GEMM, then the bias and GELU over Y in place
+        kn_status_free(st);
+        KN_TRY(lt_setup(&g, s, node, dt, tf32, false, false, M, N, K, K, N, N, 1, 0, 0, 0, align_of(X->data, 0),
+                        align_of(W->data, 0), align_of(Y->data, 0)));
+    }
+    st = lt_run(&g, s, node, X->data, W->data, Y->data, 1.0f, 0.0f);
+    lt_destroy(&g);
+    if (!st && !epilogue) st = kn_cuda_gelu_bias(ctx, node, Y, bias, Y, true);
+    return st;
+}
+
+// X, W and bias of one float type, W one matrix, K > 0 (the empty product stays on the CPU).
+bool kn_cuda_gemm_gelu_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
+    (void)n;
+    if (n_in < 2 || !in[0] || !in[1] || !kn_cuda_float(in[0]->dtype) || in[1]->dtype != in[0]->dtype) return false;
+    if (in[0]->ndim < 1 || in[1]->ndim != 2 || in[1]->dims[0] <= 0) return false;
+    return n_in < 3 || !in[2] || in[2]->dtype == in[0]->dtype;
 }

@@ -6,21 +6,6 @@
 
 #define LN_THREADS 256
 
-__device__ static float ln_block_sum(float v, KN_SHARED_PTR(float) sh) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    __syncthreads();
-    if (lane == 0) sh[warp] = v;
-    __syncthreads();
-    int nw = (blockDim.x + 31) >> 5;
-    v = threadIdx.x < nw ? sh[threadIdx.x] : 0.0f;
-    if (warp == 0)
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    if (threadIdx.x == 0) sh[0] = v;
-    __syncthreads();
-    return sh[0];
-}
-
 // y[rows, cols] = (x - mean) * invstd * scale[cols] + bias[cols]; mean/invstd[rows] when wanted
 template <class T, class U>
 __global__ void layernorm_kernel(T *y, U *mean_out, U *inv_out, const T *x, const T *scale, const T *bias, int64_t cols,
@@ -31,13 +16,13 @@ __global__ void layernorm_kernel(T *y, U *mean_out, U *inv_out, const T *x, cons
     T *yr = y + row * cols;
     float s = 0;
     for (int64_t k = threadIdx.x; k < cols; k += blockDim.x) s += kn_num<T>::ld(xr[k]);
-    float mean = ln_block_sum(s, sh) / (float)cols;
+    float mean = kn_cuda_block_sum(s, sh) / (float)cols;
     float v = 0;
     for (int64_t k = threadIdx.x; k < cols; k += blockDim.x) {
         float d = kn_num<T>::ld(xr[k]) - mean;
         v += d * d;
     }
-    float var = ln_block_sum(v, sh) / (float)cols;
+    float var = kn_cuda_block_sum(v, sh) / (float)cols;
     float inv = 1.0f / sqrtf(var + eps);
     for (int64_t k = threadIdx.x; k < cols; k += blockDim.x) {
         float o = (kn_num<T>::ld(xr[k]) - mean) * inv * kn_num<T>::ld(scale[k]);
@@ -126,13 +111,13 @@ __global__ void embed_ln_kernel(T *y, T *sum_out, const int32_t *ids, const int3
     const T *w = we + wi * H, *p = pe + pi * H, *g = se ? se + si * H : NULL;
     float s = 0;
     for (int64_t k = threadIdx.x; k < H; k += blockDim.x) s += eln_val(w, p, g, k);
-    float mean = ln_block_sum(s, sh) / (float)H;
+    float mean = kn_cuda_block_sum(s, sh) / (float)H;
     float v = 0;
     for (int64_t k = threadIdx.x; k < H; k += blockDim.x) {
         float d = eln_val(w, p, g, k) - mean;
         v += d * d;
     }
-    float inv = 1.0f / sqrtf(ln_block_sum(v, sh) / (float)H + eps);
+    float inv = 1.0f / sqrtf(kn_cuda_block_sum(v, sh) / (float)H + eps);
     for (int64_t k = threadIdx.x; k < H; k += blockDim.x) {
         float e = eln_val(w, p, g, k);
         float o = (e - mean) * inv * kn_num<T>::ld(gamma[k]);

@@ -126,3 +126,29 @@ add_test(NAME gpusim.info_fallbacks
          COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/info_fallbacks.py --kiln $<TARGET_FILE:kiln_cli_sim>
                  --zoo ${CMAKE_SOURCE_DIR}/../shared/zoo)
 set_tests_properties(gpusim.info_fallbacks PROPERTIES TIMEOUT 300)
+
+# cucontrib: the contrib and text-generation ops against ONNX Runtime through kiln-sim --device cuda,
+# each case failing if one of the ops with a CUDA kernel ran on the CPU instead
+add_test(NAME gpusim.contrib_parity
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/contrib_parity.py --kiln $<TARGET_FILE:kiln_cli_sim>
+                 --device cuda --require-device Gelu,FastGelu,BiasGelu,GemmFastGelu,SkipLayerNormalization)
+set_tests_properties(gpusim.contrib_parity PROPERTIES TIMEOUT 900)
+add_test(NAME gpusim.genops_on_device
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/genops_parity.py --kiln $<TARGET_FILE:kiln_cli_sim>
+                 --device cuda
+                 --require-device SimplifiedLayerNormalization,SkipSimplifiedLayerNormalization,MatMulNBits,GatherBlockQuantized)
+set_tests_properties(gpusim.genops_on_device PROPERTIES TIMEOUT 900)
+# the GenAI-layout decoder (SimplifiedLayerNormalization, GroupQueryAttention) generating on cuda: the
+# same greedy tokens as ONNX Runtime and as kiln on the CPU
+if(TARGET kiln_pipelines)
+  add_test(NAME gpusim.textgen_genai
+           COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/textgen_parity.py --case genai
+                   --kiln $<TARGET_FILE:kiln_cli_sim> --extra=--device --extra=cuda
+                   --keep ${CMAKE_BINARY_DIR}/gpusim-textgen-genai)
+  set_tests_properties(gpusim.textgen_genai PROPERTIES TIMEOUT 600)
+endif()
+# GemmFastGelu and Gemm's bias row when cuBLASLt offers no algorithm with an epilogue: the plain GEMM
+# and the backend's own bias / GELU, against the CPU
+add_test(NAME gpusim.backend_ops_no_epilogue COMMAND test_backend_ops_sim Gemm,GemmFastGelu)
+set_tests_properties(gpusim.backend_ops_no_epilogue PROPERTIES TIMEOUT 600
+                     ENVIRONMENT "KILN_SIM_RACECHECK=1;KILN_SIM_LT_NO_EPILOGUE=1")

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Fusion is chosen per backend: a --device cuda session of each zoo model must not place a fused
-# op (kiln:KnSdpa, com.microsoft Gelu/FastGelu/BiasGelu/SkipLayerNormalization) on the CPU for
-# want of a CUDA kernel; a fusion whose op has no CUDA kernel is not made, and the unfused ops run
-# instead. kiln:KnSdpa has one (kernels/cuda/attention.cu): cuda sessions fuse attention, and
-# gpusim.session checks that they hold as many KnSdpa nodes as the CPU's graph. Runs each model
+# op (kiln:KnSdpa, com.microsoft Gelu/FastGelu/BiasGelu/GemmFastGelu/SkipLayerNormalization) on the
+# CPU for want of a CUDA kernel; a fusion whose op has no CUDA kernel is not made, and the unfused
+# ops run instead. kiln:KnSdpa has one (kernels/cuda/attention.cu): cuda sessions fuse attention,
+# and gpusim.session checks that they hold as many KnSdpa nodes as the CPU's graph. Runs each model
 # through kiln-sim exec and reads the backend's fallback notices (neither KnSdpa nor the MatMul and
-# Softmax it replaces may appear); also checks a CPU session still gets the fusions.
+# Softmax it replaces may appear); also checks a CPU session still gets the fusions, and that a cuda
+# session does get the GELU and skip-LayerNorm fusions now that CUDA has their kernels (with those
+# kernels switched off by KILN_CUDA_DISABLE, the fused ops are reported as falling back, which they
+# can only be if the cuda session's graph holds them).
 #   no_fused_fallback.sh KILN_SIM ZOO_DIR
 set -euo pipefail
 KILN=$1 ZOO=$2
-fused='KnSdpa|Gelu|FastGelu|BiasGelu|SkipLayerNormalization'
+fused='KnSdpa|Gelu|FastGelu|BiasGelu|GemmFastGelu|SkipLayerNormalization'
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 pass=0 fail=0
@@ -33,5 +36,19 @@ if "$KILN" info --optimized "$ZOO/bert_feature/model.onnx" | grep -q KnSdpa; the
 else
   echo "FAIL bert_feature: the CPU graph lost its attention fusion"; fail=$((fail + 1))
 fi
+# the cuda session's graph has them: BERT's BiasGelu and SkipLayerNormalization, GPT-2's FastGelu
+for pair in "bert_feature:BiasGelu SkipLayerNormalization" "gpt2_lm:FastGelu SkipLayerNormalization"; do
+  name=${pair%%:*} ops=${pair#*:}
+  [ -f "$ZOO/$name/model.onnx" ] || continue
+  KILN_CUDA_DISABLE=$(echo "$ops" | tr ' ' ',') "$KILN" exec "$ZOO/$name/model.onnx" --inputs "$ZOO/$name/test_data_set_0" \
+    --outputs "$tmp/$name.dis" --device cuda 2>"$tmp/$name.dis.log" || true
+  for op in $ops; do
+    if grep -q "has no kernel for $op " "$tmp/$name.dis.log"; then
+      echo "ok   $name: the cuda session's graph has $op"; pass=$((pass + 1))
+    else
+      echo "FAIL $name: the cuda session's graph has no $op (fusion not chosen for cuda)"; fail=$((fail + 1))
+    fi
+  done
+done
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -82,6 +82,10 @@ static void tol_of(kn_dtype t, int op, double *rtol, double *atol) {
         op == KN_OP_MsEmbedLayerNormalization || op == KN_OP_KnReduceSumTo || op == KN_OP_KnSoftmaxGrad ||
         op == KN_OP_KnLogSoftmaxGrad || op == KN_OP_KnLayerNormalizationGrad || op == KN_OP_KnGatherGrad ||
         cuconv_acc(op);
+    /* cucontrib: the row normalisations and the block-quantised GEMM sum in another order */
+    acc = acc || op == KN_OP_MsSkipLayerNormalization || op == KN_OP_MsSkipSimplifiedLayerNormalization ||
+        op == KN_OP_SimplifiedLayerNormalization || op == KN_OP_MsMatMulNBits || op == KN_OP_MsGemmFastGelu;
+
     switch (t) {
     case KN_F32:
         *rtol = acc ? 1e-4 : 2e-6;
@@ -2829,6 +2833,406 @@ static void test_cuops_bits(void) {
 }
 
 
+/* ---- cucontrib: com.microsoft Gelu family, skip / RMS normalisations, MatMulNBits, GatherBlockQuantized ---- */
+
+static const kn_dtype contrib_dts[] = {KN_F32, KN_F16, KN_BF16};
+
+/* Gelu (erf), FastGelu with and without its bias, BiasGelu: odd sizes, a bias over the last dim. */
+static void test_contrib_gelu(void) {
+    static const shp shapes[] = {{1, {1}}, {2, {3, 5}}, {3, {2, 7, 33}}, {2, {4, 300}}, {2, {0, 8}}};
+    for (int sh = 0; sh < N_ARR(shapes); sh++)
+        for (int t = 0; t < N_ARR(contrib_dts); t++) {
+            const shp *S = &shapes[sh];
+            int64_t hd[1] = {S->d[S->nd - 1]};
+            kn_tensor *in1[1] = {rand_tensor(contrib_dts[t], S->nd, S->d, R_ANY)};
+            run1(KN_OP_MsGelu, 1, NULL, 0, in1, 1, 1);
+            kn_tensor *in2[1] = {rand_tensor(contrib_dts[t], S->nd, S->d, R_ANY)};
+            run1(KN_OP_MsFastGelu, 1, NULL, 0, in2, 1, 1);
+            if (hd[0] <= 0) continue;
+            kn_tensor *in3[2] = {rand_tensor(contrib_dts[t], S->nd, S->d, R_ANY),
+                                 rand_tensor(contrib_dts[t], 1, hd, R_ANY)};
+            run1(KN_OP_MsFastGelu, 1, NULL, 0, in3, 2, 1);
+            kn_tensor *in4[2] = {rand_tensor(contrib_dts[t], S->nd, S->d, R_ANY),
+                                 rand_tensor(contrib_dts[t], 1, hd, R_ANY)};
+            run1(KN_OP_MsBiasGelu, 1, NULL, 0, in4, 2, 1);
+        }
+}
+
+/* SkipLayerNormalization and SkipSimplifiedLayerNormalization: skip of the input's shape, [S,H]
+ * and [1,S,H] broadcast over the batch; with and without beta and bias; all four outputs, output 0
+ * alone, and mean/inv_std_var omitted; rows short and long (a row of 9000 is not staged in shared
+ * memory). */
+static void test_contrib_skipnorm(void) {
+    static const int64_t shapes[][3] = {{2, 5, 16}, {1, 1, 7}, {3, 9, 96}, {0, 4, 300}, {2, 3, 1000}, {1, 2, 9000}};
+    for (int sh = 0; sh < N_ARR(shapes); sh++)
+        for (int t = 0; t < N_ARR(contrib_dts); t++)
+            for (int form = 0; form < 4; form++)
+                for (int rms = 0; rms < 2; rms++) {
+                    kn_dtype dt = contrib_dts[t];
+                    int64_t B = shapes[sh][0], S = shapes[sh][1], H = shapes[sh][2];
+                    int64_t xd[3] = {B, S, H}, sd2[2] = {S, H}, sd3[3] = {1, S, H}, hd[1] = {H};
+                    bool two_d = form == 3; /* a [B*S, H] input */
+                    int64_t x2[2] = {B * S, H};
+                    kn_tensor *x = two_d ? rand_tensor(dt, 2, x2, R_ANY) : rand_tensor(dt, 3, xd, R_ANY);
+                    kn_tensor *skip = form == 1 ? rand_tensor(dt, 2, sd2, R_ANY)
+                        : form == 2             ? rand_tensor(dt, 3, sd3, R_ANY)
+                        : two_d                 ? rand_tensor(dt, 2, x2, R_ANY)
+                                                : rand_tensor(dt, 3, xd, R_ANY);
+                    kn_tensor *gamma = rand_tensor(dt, 1, hd, R_ANY);
+                    kn_tensor *beta = form != 1 ? rand_tensor(dt, 1, hd, R_ANY) : NULL;
+                    kn_tensor *bias = form != 2 ? rand_tensor(dt, 1, hd, R_ANY) : NULL;
+                    kn_attr at[1] = {af("epsilon", form == 0 ? 1e-5f : 1e-6f)};
+                    int n_out = form == 2 ? 1 : 4;
+                    case_omit = form == 1 ? 6u : 0u;
+                    if (rms) {
+                        kn_tensor *in[4] = {x, skip, gamma, bias};
+                        run_case(KN_OP_MsSkipSimplifiedLayerNormalization, 1, at, 1, in, bias ? 4 : 3, n_out);
+                    } else {
+                        kn_tensor *in[5] = {x, skip, gamma, beta, bias};
+                        run_case(KN_OP_MsSkipLayerNormalization, 1, at, 1, in, bias ? 5 : beta ? 4 : 3, n_out);
+                    }
+                    case_omit = 0;
+                    kn_tensor *all[5] = {x, skip, gamma, beta, bias};
+                    for (int k = 0; k < 5; k++) kn_tensor_free(all[k]);
+                }
+}
+
+/* SimplifiedLayerNormalization (RMS norm): axis -1 and 1, X and scale of the same or different
+ * float types, with and without inv_std_var. */
+static void test_contrib_rmsnorm(void) {
+    static const shp shapes[] = {{2, {3, 16}}, {3, {2, 5, 96}}, {3, {1, 3, 1000}}, {2, {1, 1}}, {3, {0, 2, 8}}};
+    for (int sh = 0; sh < N_ARR(shapes); sh++)
+        for (int t = 0; t < N_ARR(contrib_dts); t++)
+            for (int form = 0; form < 3; form++) {
+                const shp *S = &shapes[sh];
+                int axis = form == 2 && S->nd == 3 ? 1 : -1;
+                int a = axis < 0 ? S->nd - 1 : axis, nsd = S->nd - a;
+                int64_t sd[6];
+                for (int i = 0; i < nsd; i++) sd[i] = S->d[a + i];
+                kn_dtype xt = contrib_dts[t], st = form == 1 ? contrib_dts[(t + 1) % 3] : xt;
+                kn_tensor *in[2] = {rand_tensor(xt, S->nd, S->d, R_ANY), rand_tensor(st, nsd, sd, R_ANY)};
+                kn_attr at[2] = {ai("axis", axis), af("epsilon", 1e-6f)};
+                run1(KN_OP_SimplifiedLayerNormalization, 1, at, 2, in, 2, form == 0 ? 1 : 2);
+            }
+}
+
+/* MatMulNBits: 4- and 8-bit weights, block sizes 16..128 with K a multiple of the block or not,
+ * zero points absent, packed uint8 or of the scales' type, with and without bias; M of 1..4 (the
+ * decode path) and larger (the tiled path, partial tiles), A of rank 1..3. Weights near unit size
+ * so sums stay moderate. */
+static kn_tensor *bytes_tensor(int nd, const int64_t *dims) {
+    kn_tensor *t = NULL;
+    kn_tensor_new(KN_U8, nd, dims, &t);
+    for (int64_t i = 0; i < kn_numel(t); i++) ((uint8_t *)t->data)[i] = (uint8_t)rnd();
+    return t;
+}
+static kn_tensor *small_tensor(kn_dtype dt, int nd, const int64_t *dims, double lo, double hi) {
+    kn_tensor *t = rand_tensor(dt, nd, dims, R_ANY);
+    for (int64_t i = 0; i < kn_numel(t); i++) kn_set_f64(t, i, urand(lo, hi));
+    return t;
+}
+static void test_contrib_nbits(void) {
+    /* M rows (A [M,K]; M == 0 means A [2,3,K]; M < 0 means A [K]), K, N, bits, block_size */
+    static const int64_t cfg[][5] = {{1, 64, 7, 4, 32},    {3, 48, 70, 4, 32},  {4, 200, 9, 8, 16},
+                                     {-1, 32, 5, 4, 16},   {0, 128, 33, 4, 64}, {70, 100, 65, 4, 32},
+                                     {9, 256, 20, 8, 128}, {1, 40, 8, 8, 16}};
+    for (int c = 0; c < N_ARR(cfg); c++)
+        for (int t = 0; t < N_ARR(contrib_dts); t++)
+            for (int form = 0; form < 3; form++) {
+                kn_dtype dt = contrib_dts[t];
+                int64_t M = cfg[c][0], K = cfg[c][1], N = cfg[c][2], bits = cfg[c][3], bs = cfg[c][4];
+                int64_t nb = (K + bs - 1) / bs, blob = bs * bits / 8, zs = (nb * bits + 7) / 8;
+                int64_t ad[3], bd[3] = {N, nb, blob}, scd[1] = {N * nb}, zd8[1] = {N * zs}, nd1[1] = {N};
+                int and_ = 0;
+                if (M < 0) ad[and_++] = K;
+                else if (M == 0) {
+                    ad[and_++] = 2;
+                    ad[and_++] = 3;
+                    ad[and_++] = K;
+                } else {
+                    ad[and_++] = M;
+                    ad[and_++] = K;
+                }
+                /* form 0: no zero points, bias; 1: packed uint8 zero points; 2: zero points of the scales' type */
+                kn_tensor *in[6] = {small_tensor(dt, and_, ad, -2.0, 2.0),
+                                    bytes_tensor(3, bd),
+                                    small_tensor(dt, 1, scd, 0.005, 0.12),
+                                    NULL,
+                                    NULL,
+                                    form != 1 ? small_tensor(dt, 1, nd1, -1.0, 1.0) : NULL};
+                if (form == 1) in[3] = bytes_tensor(1, zd8);
+                if (form == 2) in[3] = small_tensor(dt, 1, scd, 0.0, (double)((1 << bits) - 1));
+                kn_attr at[5] = {ai("K", K), ai("N", N), ai("bits", bits), ai("block_size", bs),
+                                 ai("accuracy_level", form == 1 ? 4 : 0)};
+                run1(KN_OP_MsMatMulNBits, 1, at, 5, in, in[5] ? 6 : 4, 1);
+            }
+}
+
+/* GatherBlockQuantized: packed 4-bit uint8, 8-bit uint8, uint4 and int4 data; zero points or not;
+ * int32 and int64 indices (negative ones too); gather axis 0 with quantisation along the last
+ * axis, and a gather over axis 1 of 3-D data quantised along axis 0. */
+static kn_tensor *contrib_idx_tensor(kn_dtype dt, int nd, const int64_t *dims, int64_t hi) {
+    kn_tensor *t = NULL;
+    kn_tensor_new(dt, nd, dims, &t);
+    for (int64_t i = 0; i < kn_numel(t); i++) kn_set_f64(t, i, (double)((int64_t)(rnd() % (uint64_t)(2 * hi)) - hi));
+    return t;
+}
+static kn_tensor *q4_tensor(kn_dtype dt, int nd, const int64_t *dims) {
+    kn_tensor *t = NULL;
+    kn_tensor_new(dt, nd, dims, &t);
+    for (int64_t i = 0; i < kn_numel(t); i++)
+        kn_set_f64(t, i, dt == KN_I4 ? (double)((int)(rnd() % 16) - 8) : (double)(rnd() % 16));
+    return t;
+}
+static void test_contrib_gbq(void) {
+    for (int t = 0; t < N_ARR(contrib_dts); t++)
+        for (int form = 0; form < 6; form++)
+            for (int zp = 0; zp < 2; zp++) {
+                kn_dtype dt = contrib_dts[t];
+                int64_t V = 11, H = 96, bs = form == 1 ? 32 : 16;
+                int64_t bits = form == 1 ? 8 : 4, ga = 0, qa = 1;
+                kn_tensor *data, *sc, *z = NULL;
+                int64_t id[2] = {2, 3};
+                if (form == 0 || form == 3) { /* packed uint8 [V, H/2], scales [V, H/bs], zero points [V, nb/2] */
+                    int64_t dd[2] = {V, H / 2}, sd[2] = {V, (H + bs - 1) / bs}, zd[2] = {V, (sd[1] + 1) / 2};
+                    if (form == 3) { /* a block count that is odd: the last zero point byte is half used */
+                        H = 80;
+                        dd[1] = H / 2;
+                        sd[1] = H / bs;
+                        zd[1] = (sd[1] + 1) / 2;
+                    }
+                    data = bytes_tensor(2, dd);
+                    sc = small_tensor(dt, 2, sd, 0.01, 0.5);
+                    if (zp) z = bytes_tensor(2, zd);
+                } else if (form == 1) { /* 8-bit uint8 */
+                    int64_t dd[2] = {V, H}, sd[2] = {V, H / bs};
+                    data = bytes_tensor(2, dd);
+                    sc = small_tensor(dt, 2, sd, 0.01, 0.5);
+                    if (zp) z = bytes_tensor(2, sd);
+                } else if (form == 2 || form == 4) { /* uint4 / int4, one value a byte */
+                    kn_dtype q = form == 2 ? KN_U4 : KN_I4;
+                    int64_t dd[2] = {V, H}, sd[2] = {V, H / bs};
+                    data = q4_tensor(q, 2, dd);
+                    sc = small_tensor(dt, 2, sd, 0.01, 0.5);
+                    if (zp) z = q4_tensor(q, 2, sd);
+                } else { /* 3-D uint4 [4, V, 8], gathered along axis 1, quantised along axis 0 */
+                    int64_t dd[3] = {32, V, 8}, sd[3] = {2, V, 8};
+                    ga = 1;
+                    qa = 0;
+                    data = q4_tensor(KN_U4, 3, dd);
+                    sc = small_tensor(dt, 3, sd, 0.01, 0.5);
+                    if (zp) z = q4_tensor(KN_U4, 3, sd);
+                }
+                kn_tensor *in[4] = {data, contrib_idx_tensor(form & 1 ? KN_I32 : KN_I64, 2, id, V), sc, z};
+                kn_attr at[4] = {ai("bits", bits), ai("block_size", bs), ai("gather_axis", ga),
+                                 ai("quantize_axis", qa)};
+                run1(KN_OP_MsGatherBlockQuantized, 1, at, 4, in, z ? 4 : 3, 1);
+            }
+}
+
+/* GemmFastGelu (cuBLASLt's GELU_BIAS / GELU epilogue): X of rank 1..3 against one W, with and
+ * without bias; and Gemm with a bias row C ([N], [1, N]) and alpha != 1, which takes the BIAS
+ * epilogue instead of a copy of C. */
+static void test_contrib_gemm_epilogue(void) {
+    static const shp pairs[][2] = {{{2, {3, 4}}, {2, {4, 5}}},       {{3, {2, 7, 13}}, {2, {13, 9}}},
+                                   {{1, {6}}, {2, {6, 4}}},          {{2, {1, 1}}, {2, {1, 1}}},
+                                   {{2, {65, 129}}, {2, {129, 33}}}, {{3, {0, 2, 8}}, {2, {8, 3}}}};
+    for (int p = 0; p < N_ARR(pairs); p++)
+        for (int t = 0; t < N_ARR(contrib_dts); t++)
+            for (int b = 0; b < 2; b++) {
+                int64_t nd[1] = {pairs[p][1].d[1]};
+                kn_tensor *in[3] = {rand_tensor(contrib_dts[t], pairs[p][0].nd, pairs[p][0].d, R_ANY),
+                                    rand_tensor(contrib_dts[t], pairs[p][1].nd, pairs[p][1].d, R_ANY),
+                                    b ? rand_tensor(contrib_dts[t], 1, nd, R_ANY) : NULL};
+                run1(KN_OP_MsGemmFastGelu, 1, NULL, 0, in, b ? 3 : 2, 1);
+            }
+    for (int t = 0; t < N_ARR(contrib_dts); t++)
+        for (int c = 0; c < 2; c++) {
+            int64_t ad[2] = {9, 17}, bd[2] = {17, 6}, cd[2] = {1, 6};
+            kn_attr at[2] = {af("alpha", 0.5f), af("beta", 1.0f)};
+            kn_tensor *in[3] = {rand_tensor(contrib_dts[t], 2, ad, R_ANY), rand_tensor(contrib_dts[t], 2, bd, R_ANY),
+                                c ? rand_tensor(contrib_dts[t], 2, cd, R_ANY)
+                                  : rand_tensor(contrib_dts[t], 1, cd + 1, R_ANY)};
+            run1(KN_OP_Gemm, 13, at, 2, in, 3, 1);
+        }
+}
+
+/* int8 quantisation (exact): QuantizeLinear and DequantizeLinear per tensor, per axis and blocked,
+ * 8-, 16- and 4-bit targets with and without zero points, float32/float16/bfloat16 sides;
+ * DynamicQuantizeLinear over ranges of both signs, one sign, constant and empty; MatMulInteger with
+ * unsigned and signed operands, no, scalar, per-row and per-column zero points, broadcast batches. */
+static kn_tensor *qint_tensor(kn_dtype dt, int nd, const int64_t *dims) {
+    kn_tensor *t = NULL;
+    kn_tensor_new(dt, nd, dims, &t);
+    int64_t lo = 0, span = 256;
+    switch (dt) {
+    case KN_I8: lo = -128; break;
+    case KN_U16: span = 65536; break;
+    case KN_I16: lo = -32768, span = 65536; break;
+    case KN_U4: span = 16; break;
+    case KN_I4: lo = -8, span = 16; break;
+    default: break;
+    }
+    for (int64_t i = 0; i < kn_numel(t); i++) kn_set_f64(t, i, (double)(lo + (int64_t)(rnd() % (uint64_t)span)));
+    return t;
+}
+static void test_contrib_quant(void) {
+    static const kn_dtype qts[] = {KN_U8, KN_I8, KN_U16, KN_I16, KN_U4, KN_I4};
+    int64_t xd[3] = {2, 6, 5}, sd1[1] = {6}, sdb[3] = {2, 2, 5}, s0[1] = {1};
+    for (int t = 0; t < N_ARR(contrib_dts); t++)
+        for (int q = 0; q < N_ARR(qts); q++)
+            for (int form = 0; form < 4;
+                 form++) { /* per tensor, per tensor without zp, per axis 1, blocked 4 on axis 1 */
+                kn_dtype ft = contrib_dts[t], st = contrib_dts[(t + q) % 3];
+                bool zp = form != 1;
+                const int64_t *sdims = form >= 2 ? (form == 2 ? sd1 : sdb) : s0;
+                int snd = form == 3 ? 3 : form == 2 ? 1 : 0;
+                kn_attr at[3] = {ai("axis", 1), ai("block_size", form == 3 ? 4 : 0),
+                                 ai("output_dtype", zp ? 0 : (int64_t)qts[q])};
+                kn_tensor *in[3] = {rand_tensor(ft, 3, xd, R_ANY), small_tensor(st, snd, sdims, 0.01, 0.05),
+                                    zp ? qint_tensor(qts[q], snd, sdims) : NULL};
+                run1(KN_OP_QuantizeLinear, 21, at, 3, in, zp ? 3 : 2, 1);
+                kn_tensor *dn[3] = {qint_tensor(qts[q], 3, xd), small_tensor(ft, snd, sdims, 0.01, 0.5),
+                                    zp ? qint_tensor(qts[q], snd, sdims) : NULL};
+                run1(KN_OP_DequantizeLinear, 21, at, 2, dn, zp ? 3 : 2, 1);
+            }
+    static const shp dq_shapes[] = {{2, {3, 5}}, {3, {2, 7, 300}}, {1, {1}}, {1, {0}}, {2, {40, 129}}};
+    for (int sh = 0; sh < N_ARR(dq_shapes); sh++)
+        for (int r = 0; r < 4; r++) { /* both signs, positive, negative, constant */
+            kn_tensor *x = rand_tensor(KN_F32, dq_shapes[sh].nd, dq_shapes[sh].d, R_ANY);
+            for (int64_t i = 0; i < kn_numel(x); i++) {
+                float *v = (float *)x->data + i;
+                if (r == 1) *v = fabsf(*v) + 0.5f;
+                if (r == 2) *v = -fabsf(*v) - 0.25f;
+                if (r == 3) *v = 1.75f;
+            }
+            kn_tensor *in[1] = {x};
+            run1(KN_OP_DynamicQuantizeLinear, 11, NULL, 0, in, 1, 3);
+        }
+    static const shp pairs[][2] = {{{2, {3, 4}}, {2, {4, 5}}},     {{3, {2, 7, 13}}, {2, {13, 9}}},
+                                   {{2, {70, 33}}, {2, {33, 66}}}, {{4, {2, 1, 3, 4}}, {3, {3, 4, 5}}},
+                                   {{1, {6}}, {2, {6, 4}}},        {{2, {0, 4}}, {2, {4, 3}}}};
+    static const kn_dtype i8s[2] = {KN_U8, KN_I8};
+    for (int p = 0; p < N_ARR(pairs); p++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int z = 0; z < 3; z++) { /* none, scalars, per row of A / column of B */
+                    const shp *A = &pairs[p][0], *B = &pairs[p][1];
+                    int64_t M[1] = {A->nd == 1 ? 1 : A->d[A->nd - 2]}, N[1] = {B->d[B->nd - 1]};
+                    kn_tensor *in[4] = {qint_tensor(i8s[ta], A->nd, A->d), qint_tensor(i8s[tb], B->nd, B->d), NULL,
+                                        NULL};
+                    if (z == 1) {
+                        in[2] = qint_tensor(i8s[ta], 0, M);
+                        in[3] = qint_tensor(i8s[tb], 0, N);
+                    } else if (z == 2) {
+                        in[2] = qint_tensor(i8s[ta], 1, M);
+                        in[3] = qint_tensor(i8s[tb], 1, N);
+                    }
+                    run1(KN_OP_MatMulInteger, 10, NULL, 0, in, z ? 4 : 2, 1);
+                }
+}
+
+/* GatherBlockQuantized with an index outside data's gather dim: the run fails naming the node (the
+ * kernel zeroes the element and sets the stream's error word), and a later in-range run on the
+ * recycled stream is clean. */
+static void test_contrib_gbq_out_of_range(void) {
+    op_stats *S = &stats[KN_OP_MsGatherBlockQuantized];
+    for (int bad = 1; bad >= 0; bad--) {
+        S->cases++;
+        int64_t dd[2] = {5, 16}, sd[2] = {5, 1}, idn = 2, yd[2] = {2, 32};
+        kn_tensor *data = bytes_tensor(2, dd), *sc = small_tensor(KN_F32, 2, sd, 0.1, 0.2), *ix = NULL;
+        kn_tensor_new(KN_I64, 1, &idn, &ix);
+        kn_set_i64(ix, 0, 1);
+        kn_set_i64(ix, 1, bad ? 5 : -5);
+        kn_attr at[4] = {ai("bits", 4), ai("block_size", 32), ai("gather_axis", 0), ai("quantize_axis", 1)};
+        kn_node node = {0};
+        node.name = (char *)"gbq_oob";
+        node.op_type = (char *)"GatherBlockQuantized";
+        node.domain = (char *)"com.microsoft";
+        node.op = KN_OP_MsGatherBlockQuantized;
+        node.opset = 1;
+        node.n_attrs = 4;
+        node.attrs = at;
+        node.n_inputs = 3;
+        kn_status_free(kn_node_decode_params(&node));
+        const kn_tensor *host[3] = {data, ix, sc};
+        kn_tensor dt[3], ty = {0};
+        const kn_tensor *din[3];
+        for (int k = 0; k < 3; k++) {
+            dt[k] = *host[k];
+            dt[k].data = cu->alloc(cu, kn_nbytes(host[k]));
+            dt[k].device = KN_DEVICE_CUDA;
+            dt[k].owns = false;
+            kn_status_free(cu->copy(cu, dt[k].data, KN_DEVICE_CUDA, host[k]->data, KN_DEVICE_CPU, kn_nbytes(host[k])));
+            din[k] = &dt[k];
+        }
+        ty.kind = KN_KIND_TENSOR;
+        ty.dtype = KN_F32;
+        ty.ndim = 2;
+        ty.dims[0] = yd[0];
+        ty.dims[1] = yd[1];
+        ty.data = cu->alloc(cu, 2 * 32 * sizeof(float));
+        ty.device = KN_DEVICE_CUDA;
+        kn_tensor *dout[1] = {&ty};
+        kn_scratch scratch = {0};
+        kn_exec_ctx ctx = {.backend = cu, .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch};
+        char why[512] = "";
+        kn_status *st = cu->stream_begin(cu, &ctx.stream);
+        if (st) snprintf(why, sizeof why, "stream_begin: %s", kn_status_message(st));
+        else {
+            kn_status *k = cu->kernel(cu, KN_OP_MsGatherBlockQuantized)(&ctx, &node, din, 3, dout, 1);
+            st = cu->stream_end(cu, ctx.stream);
+            if (k && !st) st = k;
+            else kn_status_free(k);
+            if (bad && !st) snprintf(why, sizeof why, "an out-of-range index gave no error");
+            else if (bad && !strstr(kn_status_message(st), "gbq_oob"))
+                snprintf(why, sizeof why, "the error does not name the node: %s", kn_status_message(st));
+            else if (!bad && st) snprintf(why, sizeof why, "in range after a failure: %s", kn_status_message(st));
+        }
+        kn_status_free(st);
+        if (why[0]) {
+            S->failed++;
+            printf("FAIL GatherBlockQuantized out of range (%s index): %s\n", bad ? "bad" : "good", why);
+        } else {
+            S->passed++;
+        }
+        for (int k = 0; k < 3; k++) cu->free(cu, dt[k].data);
+        cu->free(cu, ty.data);
+        kn_scratch_release(&scratch);
+        free(node.params);
+        kn_tensor_free(data);
+        kn_tensor_free(sc);
+        kn_tensor_free(ix);
+    }
+}
+
+/* QLinearMatMul (exact): MatMulInteger's shapes and operand types with scalar or per-row/column
+ * scales and zero points, uint8 and int8 outputs (saturating). */
+static void test_contrib_qlinear_matmul(void) {
+    static const shp pairs[][2] = {{{2, {3, 4}}, {2, {4, 5}}},
+                                   {{3, {2, 7, 13}}, {2, {13, 9}}},
+                                   {{2, {70, 33}}, {2, {33, 66}}},
+                                   {{4, {2, 1, 3, 4}}, {3, {3, 4, 5}}}};
+    static const kn_dtype i8s[2] = {KN_U8, KN_I8};
+    for (int p = 0; p < N_ARR(pairs); p++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int form = 0; form < 2; form++) { /* scalars; per row of A / column of B */
+                    const shp *A = &pairs[p][0], *B = &pairs[p][1];
+                    int64_t M[1] = {A->d[A->nd - 2]}, N[1] = {B->d[B->nd - 1]}, one[1] = {1};
+                    kn_dtype yt = i8s[(ta + tb + form) & 1];
+                    kn_tensor *in[8] = {qint_tensor(i8s[ta], A->nd, A->d),
+                                        small_tensor(KN_F32, form, form ? M : one, 0.01, 0.05),
+                                        qint_tensor(i8s[ta], form, form ? M : one),
+                                        qint_tensor(i8s[tb], B->nd, B->d),
+                                        small_tensor(KN_F32, form, form ? N : one, 0.01, 0.05),
+                                        qint_tensor(i8s[tb], form, form ? N : one),
+                                        small_tensor(KN_F32, 0, one, 0.5, 2.0),
+                                        qint_tensor(yt, 0, one)};
+                    run1(KN_OP_QLinearMatMul, form ? 21 : 10, NULL, 0, in, 8, 1);
+                }
+}
+
 int main(int argc, char **argv) {
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "-v") == 0) {
@@ -2877,6 +3281,15 @@ int main(int argc, char **argv) {
     test_cuops_reduce();
     test_cuops_rnn();
     test_cuops_bits();
+    test_contrib_gelu();
+    test_contrib_skipnorm();
+    test_contrib_rmsnorm();
+    test_contrib_nbits();
+    test_contrib_gbq();
+    test_contrib_gemm_epilogue();
+    test_contrib_quant();
+    test_contrib_gbq_out_of_range();
+    test_contrib_qlinear_matmul();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {

@@ -447,6 +447,53 @@ START_TEST(test_fuse_skip_layernorm_near_misses) {
 }
 END_TEST
 
+/* ---- GEMM + GELU epilogue ---- */
+
+/* variant 0: FastGelu(MatMul(a, W), b) -> GemmFastGelu(a, W, b); 1: FastGelu without bias.
+ * near misses: 10 W is a graph input; 11 the product is also a graph output. */
+static kn_graph *build_gemm_gelu(int variant) {
+    kn_graph *g = tg_new();
+    int64_t da[3] = {2, 3, 8}, dw[2] = {8, 6}, db[1] = {6};
+    tg_input(g, "a", 3, da);
+    if (variant == 10) tg_input(g, "w", 2, dw);
+    else tg_const(g, "w", 2, dw, NULL);
+    tg_const(g, "b", 1, db, NULL);
+    NODE(g, "MatMul", "a w", "mm");
+    tg_node(g, "FastGelu", "com.microsoft", variant == 1 ? "mm" : "mm b", "y", NULL, 0);
+    tg_output(g, "y");
+    if (variant == 11) tg_output(g, "mm");
+    return g;
+}
+
+START_TEST(test_fuse_gemm_gelu) {
+    check_pass(build_gemm_gelu, 0, kn_pass_fuse_gemm_gelu, 1, "GemmFastGelu", 1, "FastGelu", NULL);
+    check_pass(build_gemm_gelu, 1, kn_pass_fuse_gemm_gelu, 1, "GemmFastGelu", 1, "FastGelu", NULL);
+    kn_graph *g = build_gemm_gelu(0);
+    kn_graph_resolve_ops(g);
+    int n = 0;
+    ck_assert_ptr_null(kn_pass_fuse_gemm_gelu(g, &n));
+    ck_assert_int_eq(g->n_nodes, 1);
+    const kn_node *f = find_op(g, "GemmFastGelu");
+    ck_assert_str_eq(f->domain, "com.microsoft");
+    ck_assert_int_eq(f->n_inputs, 3);
+    ck_assert_str_eq(g->values[f->inputs[0]].name, "a");
+    ck_assert_str_eq(g->values[f->inputs[1]].name, "w");
+    ck_assert_str_eq(g->values[f->inputs[2]].name, "b");
+    kn_graph_free(g);
+    /* the tanh GELU of a GPT-2 MLP: the GELU pass makes FastGelu(mm, b), this pass folds the MatMul in */
+    g = build_gelu(2);
+    kn_graph_resolve_ops(g);
+    ck_assert_ptr_null(kn_pass_fuse_bias_gelu(g, &n));
+    ck_assert_ptr_null(kn_pass_fuse_gemm_gelu(g, &n));
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(g->n_nodes, 1);
+    ck_assert_int_eq(count_op(g, "GemmFastGelu"), 1);
+    kn_graph_free(g);
+    check_pass(build_gemm_gelu, 10, kn_pass_fuse_gemm_gelu, 0, "GemmFastGelu", 0, NULL, NULL);
+    check_pass(build_gemm_gelu, 11, kn_pass_fuse_gemm_gelu, 0, "GemmFastGelu", 0, NULL, NULL);
+}
+END_TEST
+
 static Suite *fuse_suite(void) {
     Suite *s = suite_create("fuse");
     TCase *tc = tcase_create("core");
@@ -456,6 +503,7 @@ static Suite *fuse_suite(void) {
     tcase_add_test(tc, test_fuse_gelu_near_misses);
     tcase_add_test(tc, test_fuse_skip_layernorm);
     tcase_add_test(tc, test_fuse_skip_layernorm_near_misses);
+    tcase_add_test(tc, test_fuse_gemm_gelu);
     suite_add_tcase(s, tc);
     return s;
 }

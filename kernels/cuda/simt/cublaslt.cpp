@@ -4,7 +4,11 @@
 // accumulate in float32 with fused multiply-adds, as CUBLAS_COMPUTE_32F does on the GPU (in its
 // own order), then round once to D's type. CUBLAS_COMPUTE_32F_FAST_TF32 (float32 operands only)
 // first rounds A and B to TF32 (10 explicit mantissa bits, to nearest with ties away from zero,
-// as the tensor cores' cvt.rna.tf32.f32 does), so a TF32 session's error is the GPU's. It validates what real cuBLASLt
+// as the tensor cores' cvt.rna.tf32.f32 does), so a TF32 session's error is the GPU's. Epilogues
+// as cublasLt.h documents them: the bias vector (D's rows long, D's type unless BIAS_DATA_TYPE says
+// otherwise, broadcast over columns and batches) added before the activation; RELU is
+// x := max(x, 0) (a NaN becomes 0, as on the GPU), GELU the tanh approximation, all in float32
+// before the one rounding. It validates what real cuBLASLt
 // rejects or mis-serves: layouts whose shapes disagree, leading dimensions below the row count,
 // non-device pointers, and pointers less aligned than the preference promised.
 #include <cublasLt.h>
@@ -24,6 +28,9 @@ struct kn_sim_lt_desc {
     cublasComputeType_t compute;
     cudaDataType_t scale;
     cublasOperation_t ta, tb;
+    uint32_t epilogue;
+    const void *bias;
+    int32_t bias_type; // -1: D's type
 };
 struct kn_sim_lt_layout {
     cudaDataType_t t;
@@ -86,7 +93,7 @@ cublasStatus_t cublasLtDestroy(cublasLtHandle_t h) {
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t c, cudaDataType_t s) {
-    *d = new kn_sim_lt_desc{c, s, CUBLAS_OP_N, CUBLAS_OP_N};
+    *d = new kn_sim_lt_desc{c, s, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, NULL, -1};
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
@@ -95,6 +102,11 @@ cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
 }
 cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const void *v,
                                               size_t n) {
+    if (a == CUBLASLT_MATMUL_DESC_BIAS_POINTER) {
+        if (n != sizeof(void *)) return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "bias pointer attribute: %zu bytes", n);
+        memcpy(&d->bias, v, sizeof(void *));
+        return CUBLAS_STATUS_SUCCESS;
+    }
     if (n != sizeof(int32_t))
         return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "matmul desc attribute %d: %zu bytes", (int)a, n);
     int32_t x;
@@ -104,6 +116,8 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
     case CUBLASLT_MATMUL_DESC_TRANSB: d->tb = (cublasOperation_t)x; break;
     case CUBLASLT_MATMUL_DESC_COMPUTE_TYPE: d->compute = (cublasComputeType_t)x; break;
     case CUBLASLT_MATMUL_DESC_SCALE_TYPE: d->scale = (cudaDataType_t)x; break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE: d->epilogue = (uint32_t)x; break;
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: d->bias_type = x; break;
     default: return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "matmul desc attribute %d", (int)a);
     }
     return CUBLAS_STATUS_SUCCESS;
@@ -165,6 +179,20 @@ static cublasStatus_t check_shapes(const kn_sim_lt_desc *d, const kn_sim_lt_layo
     if (a->t != b->t || c->t != dl->t) return lt_fail(CUBLAS_STATUS_NOT_SUPPORTED, "mixed A/B or C/D types");
     if (d->compute == CUBLAS_COMPUTE_32F_FAST_TF32 && a->t != CUDA_R_32F)
         return lt_fail(CUBLAS_STATUS_NOT_SUPPORTED, "TF32 compute with operands of type %d", (int)a->t);
+    switch (d->epilogue) {
+    case CUBLASLT_EPILOGUE_DEFAULT:
+    case CUBLASLT_EPILOGUE_RELU:
+    case CUBLASLT_EPILOGUE_GELU: break;
+    case CUBLASLT_EPILOGUE_BIAS:
+    case CUBLASLT_EPILOGUE_RELU_BIAS:
+    case CUBLASLT_EPILOGUE_GELU_BIAS:
+        if (!d->bias) return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "epilogue %u without a bias pointer", d->epilogue);
+        if (d->bias_type != -1 && d->bias_type != CUDA_R_32F && d->bias_type != CUDA_R_16F &&
+            d->bias_type != CUDA_R_16BF)
+            return lt_fail(CUBLAS_STATUS_NOT_SUPPORTED, "bias data type %d", (int)d->bias_type);
+        break;
+    default: return lt_fail(CUBLAS_STATUS_NOT_SUPPORTED, "epilogue %u", d->epilogue);
+    }
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -176,6 +204,11 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     if (!h || requested < 1) return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "heuristic: no handle or no room");
     cublasStatus_t s = check_shapes(d, a, b, c, dl);
     if (s) return s;
+    // KILN_SIM_LT_NO_EPILOGUE=1: no algorithm takes an epilogue, as real cuBLASLt may answer for a
+    // type, layout or bias alignment it has none for (tests the backend's way around it)
+    if (d->epilogue != CUBLASLT_EPILOGUE_DEFAULT && getenv("KILN_SIM_LT_NO_EPILOGUE"))
+        return lt_fail(CUBLAS_STATUS_NOT_SUPPORTED, "heuristic: no algorithm for epilogue %u (KILN_SIM_LT_NO_EPILOGUE)",
+                       d->epilogue);
     memset(res, 0, sizeof *res);
     for (int i = 0; i < 4; i++) res->algo.data[i] = p->align[i];
     res->workspaceSize = 0;
@@ -215,6 +248,13 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     if (!ldl->rows || !ldl->cols) return CUBLAS_STATUS_SUCCESS;
     if (!on_device(A, la) || !on_device(B, lb) || !on_device(D, ldl) || (beta != 0.0f && !on_device(C, lc)))
         return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "an operand (or its last batch) is not in device memory");
+    bool has_bias = d->epilogue & CUBLASLT_EPILOGUE_BIAS;
+    cudaDataType_t bt = d->bias_type == -1 ? ldl->t : (cudaDataType_t)d->bias_type;
+    if (has_bias &&
+        (!kn_sim_device_accessible(d->bias, NULL, NULL) ||
+         !kn_sim_device_accessible((const char *)d->bias + (int64_t)ldl->rows * (int64_t)dt_size(bt) - 1, NULL, NULL)))
+        return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "the bias vector (%lld elements) is not in device memory",
+                       (long long)ldl->rows);
     const void *ptrs[4] = {A, B, C, D};
     const kn_sim_lt_layout *lays[4] = {la, lb, lc, ldl};
     for (int i = 0; i < 4; i++) {
@@ -260,6 +300,8 @@ static cublasStatus_t lt_compute(const kn_sim_lt_desc *d, float alpha, float bet
         return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "an operand (or its last batch) is not in device memory");
     const int64_t m = (int64_t)ldl->rows, n = (int64_t)ldl->cols,
                   k = (int64_t)(d->ta == CUBLAS_OP_N ? la->cols : la->rows);
+    bool has_bias = d->epilogue & CUBLASLT_EPILOGUE_BIAS;
+    cudaDataType_t bt = d->bias_type == -1 ? ldl->t : (cudaDataType_t)d->bias_type;
     std::vector<float> a((size_t)(m * k)), b((size_t)(n * k)); // op(A) row-major [m][k], op(B)^T row-major [n][k]
     size_t es = dt_size(la->t);
     for (int32_t bi = 0; bi < ldl->batch; bi++) {
@@ -286,6 +328,10 @@ static cublasStatus_t lt_compute(const kn_sim_lt_desc *d, float alpha, float bet
                 for (int64_t kk = 0; kk < k; kk++) acc = fmaf(x[kk], y[kk], acc);
                 float v = alpha * acc;
                 if (beta != 0.0f) v = fmaf(beta, (float)ld_elem(pc, lc->t, i + j * lc->ld), v);
+                if (has_bias) v += (float)ld_elem(d->bias, bt, i);
+                if (d->epilogue & CUBLASLT_EPILOGUE_RELU) v = fmaxf(v, 0.0f);
+                if (d->epilogue & CUBLASLT_EPILOGUE_GELU)
+                    v = 0.5f * v * (1.0f + tanhf(0.79788456080286535588f * (v + 0.044715f * v * v * v)));
                 st_elem(pd, ldl->t, i + j * ldl->ld, v);
             }
     }

@@ -32,8 +32,20 @@ typedef enum {
     CUBLASLT_MATMUL_DESC_COMPUTE_TYPE = 0,
     CUBLASLT_MATMUL_DESC_SCALE_TYPE = 1,
     CUBLASLT_MATMUL_DESC_TRANSA = 3,
-    CUBLASLT_MATMUL_DESC_TRANSB = 4
+    CUBLASLT_MATMUL_DESC_TRANSB = 4,
+    CUBLASLT_MATMUL_DESC_EPILOGUE = 7,       /* uint32_t cublasLtEpilogue_t */
+    CUBLASLT_MATMUL_DESC_BIAS_POINTER = 8,   /* const void *, D's rows long */
+    CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE = 26 /* int32_t cudaDataType_t, -1: D's type */
 } cublasLtMatmulDescAttributes_t;
+/* the epilogues the interpreter emulates (the bias added before the activation) */
+typedef enum {
+    CUBLASLT_EPILOGUE_DEFAULT = 1,
+    CUBLASLT_EPILOGUE_RELU = 2,
+    CUBLASLT_EPILOGUE_BIAS = 4,
+    CUBLASLT_EPILOGUE_RELU_BIAS = 6,
+    CUBLASLT_EPILOGUE_GELU = 32,
+    CUBLASLT_EPILOGUE_GELU_BIAS = 36
+} cublasLtEpilogue_t;
 typedef enum {
     CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT = 5,
     CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET = 6
