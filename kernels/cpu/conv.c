@@ -6,6 +6,7 @@
  * the integer fallback (no AVX2) use a plain direct convolution in double. */
 #include "graph/ops.h"
 #include "graph/op_helpers.h"
+#include "kernels/cpu/conv_dw.h"
 #include "kernels/cpu/gemm.h"
 #include "runtime/core/dtype.h"
 #include <math.h>
@@ -16,6 +17,9 @@
 #pragma GCC diagnostic ignored "-Wunused-parameter"
 
 #define DESC(t, buf) kn_tensor_desc((t), (buf), sizeof(buf))
+
+/* Most taps (Cg * kernel size) one output of the direct grouped convolution sums. */
+#define KN_DW_MAX_TAPS 64
 
 /* ---------------------------------------------------------------- shared pieces */
 
@@ -172,6 +176,140 @@ static win win_from_conv(const kn_conv_geom *g) {
     return w;
 }
 
+/* ---------------------------------------------------------------- direct grouped convolution */
+
+/* Depthwise and small-group 1-D/2-D convolutions: im2col + a GEMM of Mg rows by Cg*k_n depth
+ * wastes most of the work on packing. Here each (image, group) copies its Cg input planes once
+ * into zero-padded buffers split by stride phase (phase r of a row holds the padded columns
+ * r, r + sw, r + 2sw, ...), so output column ow of tap kw reads phase (kw*dw) % sw at
+ * ow + (kw*dw) / sw: every tap is a contiguous vector load with no bounds test, and one row
+ * kernel (conv_dw.h) serves all strides, dilations and pads. */
+typedef struct dw_job {
+    const float *x, *w, *b;
+    float *y;
+    int64_t N, G, Cg, Mg;
+    int64_t H, Wd, KH, KW, sh, sw, dh, dw, ph, pw, OH, OW;
+    int64_t rows; /* padded input rows needed: (OH-1)*sh + (KH-1)*dh + 1 */
+    int64_t wq;   /* columns per phase row, with slack for the vector tail */
+    int64_t owv;  /* OW rounded up to 16 */
+    int64_t slot_floats, slots;
+    float *buf;
+    int act;
+    float lo, hi;
+    kn_conv_dw_row_fn row;
+} dw_job;
+
+static void dw_item(const dw_job *j, int64_t item, float *buf) {
+    int64_t n = item / j->G, g = item % j->G, plane = j->rows * j->wq;
+    float *tmp = buf + j->Cg * j->sw * plane;
+    for (int64_t c = 0; c < j->Cg; c++) {
+        const float *src = j->x + ((n * j->G + g) * j->Cg + c) * j->H * j->Wd;
+        for (int64_t r = 0; r < j->sw; r++) {
+            float *dst = buf + (c * j->sw + r) * plane;
+            for (int64_t i = 0; i < j->rows; i++) {
+                float *d = dst + i * j->wq;
+                int64_t ih = i - j->ph;
+                if (ih < 0 || ih >= j->H) {
+                    memset(d, 0, sizeof(float) * (size_t)j->wq);
+                    continue;
+                }
+                const float *s = src + ih * j->Wd;
+                /* d[q] = s[q*sw + r - pw] where that lies in [0, Wd) */
+                int64_t off = r - j->pw, lo, hi;
+                valid_range(j->wq, j->sw, off, j->Wd, &lo, &hi);
+                for (int64_t q = 0; q < lo; q++) d[q] = 0;
+                if (j->sw == 1) memcpy(d + lo, s + lo + off, sizeof(float) * (size_t)(hi - lo));
+                else
+                    for (int64_t q = lo; q < hi; q++) d[q] = s[q * j->sw + off];
+                for (int64_t q = hi; q < j->wq; q++) d[q] = 0;
+            }
+        }
+    }
+    int64_t taps = j->Cg * j->KH * j->KW;
+    const float *srcs[KN_DW_MAX_TAPS];
+    for (int64_t m = 0; m < j->Mg; m++) {
+        int64_t oc = g * j->Mg + m;
+        const float *wt = j->w + oc * taps;
+        float bias = j->b ? j->b[oc] : 0.0f, *yp = j->y + (n * j->G * j->Mg + oc) * j->OH * j->OW;
+        for (int64_t oh = 0; oh < j->OH; oh++) {
+            int t = 0;
+            for (int64_t c = 0; c < j->Cg; c++)
+                for (int64_t kh = 0; kh < j->KH; kh++)
+                    for (int64_t kw = 0; kw < j->KW; kw++) {
+                        int64_t q = kw * j->dw;
+                        srcs[t++] =
+                            buf + (c * j->sw + q % j->sw) * plane + (oh * j->sh + kh * j->dh) * j->wq + q / j->sw;
+                    }
+            j->row(tmp, srcs, wt, (int)taps, j->owv, bias, j->act, j->lo, j->hi);
+            memcpy(yp + oh * j->OW, tmp, sizeof(float) * (size_t)j->OW);
+        }
+    }
+}
+
+static void dw_slot(void *ctx, int64_t begin, int64_t end) {
+    const dw_job *j = ctx;
+    for (int64_t s = begin; s < end; s++)
+        for (int64_t item = s; item < j->N * j->G; item += j->slots) dw_item(j, item, j->buf + s * j->slot_floats);
+}
+
+static kn_conv_dw_row_fn dw_row_fn(void) {
+    if (__builtin_cpu_supports("avx512f")) return kn_conv_dw_row_avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return kn_conv_dw_row_avx2;
+    return kn_conv_dw_row_scalar;
+}
+
+/* Whether the direct path takes this convolution: grouped, 1-D or 2-D, few taps per output. */
+static bool dw_eligible(int64_t G, int64_t Cg, const kn_conv_geom *g) {
+    if (G < 2 || (g->nsp != 1 && g->nsp != 2) || Cg > 4) return false;
+    int64_t taps = Cg;
+    for (int i = 0; i < g->nsp; i++) taps *= g->k[i];
+    return taps <= KN_DW_MAX_TAPS;
+}
+
+static kn_status *conv_dw_f32(kn_exec_ctx *ctx, const float *x, const float *w, const float *b, float *y, int64_t N,
+                              int64_t C, int64_t M, int64_t G, const kn_conv_geom *g, kn_conv_dw_row_fn row) {
+    dw_job j;
+    memset(&j, 0, sizeof j);
+    j.x = x;
+    j.w = w;
+    j.b = b;
+    j.y = y;
+    j.N = N;
+    j.G = G;
+    j.Cg = C / G;
+    j.Mg = M / G;
+    int L = g->nsp - 1;
+    j.H = g->nsp == 2 ? g->in[0] : 1;
+    j.KH = g->nsp == 2 ? g->k[0] : 1;
+    j.sh = g->nsp == 2 ? g->stride[0] : 1;
+    j.dh = g->nsp == 2 ? g->dil[0] : 1;
+    j.ph = g->nsp == 2 ? g->pad_b[0] : 0;
+    j.OH = g->nsp == 2 ? g->out[0] : 1;
+    j.Wd = g->in[L];
+    j.KW = g->k[L];
+    j.sw = g->stride[L];
+    j.dw = g->dil[L];
+    j.pw = g->pad_b[L];
+    j.OW = g->out[L];
+    if (N * G == 0 || j.OH == 0 || j.OW == 0 || j.Mg == 0) return NULL;
+    j.rows = (j.OH - 1) * j.sh + (j.KH - 1) * j.dh + 1;
+    j.owv = (j.OW + 15) / 16 * 16;
+    j.wq = j.owv + (j.KW - 1) * j.dw / j.sw + 1;
+    j.act = 0;
+    j.lo = -INFINITY;
+    j.hi = INFINITY;
+    j.row = row;
+    j.slot_floats = j.Cg * j.sw * j.rows * j.wq + j.owv;
+    int64_t T = ctx->pool ? kn_threadpool_size(ctx->pool) : 1;
+    j.slots = T < N * G ? T : N * G;
+    size_t bytes = sizeof(float) * (size_t)(j.slot_floats * j.slots);
+    j.buf = kn_scratch_alloc(ctx, bytes);
+    if (!j.buf) return KN_OOM(bytes);
+    if (j.slots > 1) kn_parallel_for(ctx->pool, j.slots, 1, dw_slot, &j);
+    else dw_slot(&j, 0, 1);
+    return NULL;
+}
+
 /* ---------------------------------------------------------------- float32 Conv */
 
 typedef struct conv_job {
@@ -236,6 +374,7 @@ static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, con
         if (g->k[i] != 1 || g->stride[i] != 1 || g->pad_b[i] || g->pad_e[i]) j.direct = false;
     int64_t items = N * G;
     if (items == 0 || j.wn.col_n == 0 || M == 0) return NULL;
+    if (dw_eligible(G, j.Cg, g)) return conv_dw_f32(ctx, x, w, b, y, N, C, M, G, g, dw_row_fn());
     int64_t T = ctx->pool ? kn_threadpool_size(ctx->pool) : 1;
     double item_flops = 2.0 * (double)j.Mg * (double)j.wn.col_n * (double)(j.Cg * j.wn.k_n);
     /* Many small products (depthwise, small images): one per thread at a time. Otherwise each
@@ -858,4 +997,16 @@ kn_status *kn_cpu_KnConvGradW(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     KN_TRY(conv_grad_run(ctx, &j, G, conv_grad_w_slot));
     from_f32(dw, wf);
     return NULL;
+}
+
+/* ---------------------------------------------------------------- direct convolution row, scalar */
+
+void kn_conv_dw_row_scalar(float *out, const float *const *src, const float *wt, int ntaps, int64_t n, float bias,
+                           int act, float lo, float hi) {
+    for (int64_t i = 0; i < n; i++) {
+        float s = bias;
+        for (int t = 0; t < ntaps; t++) s += wt[t] * src[t][i];
+        if (act) s = s < lo ? lo : s > hi ? hi : s;
+        out[i] = s;
+    }
 }

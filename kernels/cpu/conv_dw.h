@@ -1,0 +1,21 @@
+/* The row kernel of the direct grouped / depthwise convolution in conv.c: one output row is a
+ * weighted sum of a few input rows already padded and split by stride phase, so every tap is a
+ * contiguous, unconditional vector load. Built once per ISA (conv_dw_avx2.c, conv_dw_avx512.c,
+ * from conv_dw_impl.h); kn_conv_dw_row_scalar is the plain loop used without AVX2. */
+#ifndef KN_CONV_DW_H
+#define KN_CONV_DW_H
+#include <stdint.h>
+
+/* out[i] = clamp(bias + sum_t wt[t] * src[t][i]) for i < n; n is a multiple of 16 and every
+ * src[t] readable for n values. clamp (min lo, max hi) only when act is nonzero, so NaNs pass
+ * through otherwise. */
+typedef void (*kn_conv_dw_row_fn)(float *out, const float *const *src, const float *wt, int ntaps, int64_t n,
+                                  float bias, int act, float lo, float hi);
+void kn_conv_dw_row_scalar(float *out, const float *const *src, const float *wt, int ntaps, int64_t n, float bias,
+                           int act, float lo, float hi);
+void kn_conv_dw_row_avx2(float *out, const float *const *src, const float *wt, int ntaps, int64_t n, float bias,
+                         int act, float lo, float hi);
+void kn_conv_dw_row_avx512(float *out, const float *const *src, const float *wt, int ntaps, int64_t n, float bias,
+                           int act, float lo, float hi);
+
+#endif
