@@ -30,12 +30,14 @@ kn_status *kn_pass_fuse_bias_gelu(kn_graph *g, int *n_fused);
  * (2 or 3) -> com.microsoft SkipLayerNormalization, whose output 3 carries the sum when it is read
  * elsewhere (the residual stream of pre-LN models). */
 kn_status *kn_pass_fuse_skip_layernorm(kn_graph *g, int *n_fused);
+/* Conv (float32 constant W) + Relu / Clip with constant bounds -> com.microsoft FusedConv. */
+kn_status *kn_pass_fuse_conv_act(kn_graph *g, int *n_fused);
 typedef struct kn_fuse_counts {
-    int attention, gelu, skip_layernorm;
+    int attention, gelu, skip_layernorm, conv_act;
 } kn_fuse_counts;
 struct kn_backend;
 /* The passes, as bits: each is run only for a backend that has kernels for what it makes. */
-enum { KN_FUSE_ATTENTION = 1, KN_FUSE_GELU = 2, KN_FUSE_SKIP_LAYERNORM = 4, KN_FUSE_ALL = 7 };
+enum { KN_FUSE_ATTENTION = 1, KN_FUSE_GELU = 2, KN_FUSE_SKIP_LAYERNORM = 4, KN_FUSE_CONV_ACT = 8, KN_FUSE_ALL = 15 };
 /* The passes whose fused ops backend b has kernels for (every pass for b == NULL). */
 unsigned kn_fusions_for_backend(const struct kn_backend *b);
 /* The fusions selected by passes, in the order above; every fusion: kn_graph_fuse. counts may

@@ -267,7 +267,8 @@ static bool dw_eligible(int64_t G, int64_t Cg, const kn_conv_geom *g) {
 }
 
 static kn_status *conv_dw_f32(kn_exec_ctx *ctx, const float *x, const float *w, const float *b, float *y, int64_t N,
-                              int64_t C, int64_t M, int64_t G, const kn_conv_geom *g, kn_conv_dw_row_fn row) {
+                              int64_t C, int64_t M, int64_t G, const kn_conv_geom *g, kn_conv_dw_row_fn row, int act,
+                              float lo, float hi) {
     dw_job j;
     memset(&j, 0, sizeof j);
     j.x = x;
@@ -295,9 +296,9 @@ static kn_status *conv_dw_f32(kn_exec_ctx *ctx, const float *x, const float *w, 
     j.rows = (j.OH - 1) * j.sh + (j.KH - 1) * j.dh + 1;
     j.owv = (j.OW + 15) / 16 * 16;
     j.wq = j.owv + (j.KW - 1) * j.dw / j.sw + 1;
-    j.act = 0;
-    j.lo = -INFINITY;
-    j.hi = INFINITY;
+    j.act = act;
+    j.lo = lo;
+    j.hi = hi;
     j.row = row;
     j.slot_floats = j.Cg * j.sw * j.rows * j.wq + j.owv;
     int64_t T = ctx->pool ? kn_threadpool_size(ctx->pool) : 1;
@@ -322,6 +323,8 @@ typedef struct conv_job {
     float *cols;   /* one column buffer per slot */
     int64_t slots;
     kn_threadpool *pool; /* threads for the sgemm when items run one at a time */
+    int act;             /* clamp the output to [lo, hi] with the bias (FusedConv's Relu / Clip) */
+    float lo, hi;
 } conv_job;
 
 static void conv_item(const conv_job *j, int64_t item, float *col) {
@@ -341,7 +344,17 @@ static void conv_item(const conv_job *j, int64_t item, float *col) {
             kn_sgemm(j->pool, false, false, j->Mg, width, K, 1.0f, wt, K, col, width, 0.0f, y + o0 * wl, w->col_n);
         }
     }
-    if (j->b)
+    if (j->act)
+        for (int64_t m = 0; m < j->Mg; m++) {
+            float bv = j->b ? j->b[g * j->Mg + m] : 0.0f, lo = j->lo, hi = j->hi;
+            float *r = y + m * w->col_n;
+            for (int64_t p = 0; p < w->col_n; p++) {
+                float v = r[p] + bv;
+                v = v < lo ? lo : v;
+                r[p] = v > hi ? hi : v;
+            }
+        }
+    else if (j->b)
         for (int64_t m = 0; m < j->Mg; m++) {
             float bv = j->b[g * j->Mg + m];
             float *r = y + m * w->col_n;
@@ -357,7 +370,7 @@ static void conv_slot(void *ctx, int64_t begin, int64_t end) {
 }
 
 static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, const float *b, float *y, int64_t N,
-                           int64_t C, int64_t M, int64_t G, const kn_conv_geom *g) {
+                           int64_t C, int64_t M, int64_t G, const kn_conv_geom *g, int act, float lo, float hi) {
     conv_job j;
     memset(&j, 0, sizeof j);
     j.x = x;
@@ -368,13 +381,16 @@ static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, con
     j.G = G;
     j.Cg = C / G;
     j.Mg = M / G;
+    j.act = act;
+    j.lo = lo;
+    j.hi = hi;
     j.wn = win_from_conv(g);
     j.direct = true;
     for (int i = 0; i < g->nsp; i++)
         if (g->k[i] != 1 || g->stride[i] != 1 || g->pad_b[i] || g->pad_e[i]) j.direct = false;
     int64_t items = N * G;
     if (items == 0 || j.wn.col_n == 0 || M == 0) return NULL;
-    if (dw_eligible(G, j.Cg, g)) return conv_dw_f32(ctx, x, w, b, y, N, C, M, G, g, dw_row_fn());
+    if (dw_eligible(G, j.Cg, g)) return conv_dw_f32(ctx, x, w, b, y, N, C, M, G, g, dw_row_fn(), act, lo, hi);
     int64_t T = ctx->pool ? kn_threadpool_size(ctx->pool) : 1;
     double item_flops = 2.0 * (double)j.Mg * (double)j.wn.col_n * (double)(j.Cg * j.wn.k_n);
     /* Many small products (depthwise, small images): one per thread at a time. Otherwise each
@@ -495,8 +511,53 @@ kn_status *kn_cpu_Conv(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     float *xf = to_f32(ctx, x), *wf = to_f32(ctx, w), *bf = b ? to_f32(ctx, b) : NULL;
     float *yf = y->dtype == KN_F32 ? y->data : kn_scratch_alloc(ctx, sizeof(float) * (size_t)kn_numel(y));
     if (!xf || !wf || !yf || (b && !bf)) return KN_OOM(kn_nbytes(y));
-    KN_TRY(conv_f32(ctx, xf, wf, bf, yf, N, C, M, G, &g));
+    KN_TRY(conv_f32(ctx, xf, wf, bf, yf, N, C, M, G, &g, 0, -INFINITY, INFINITY));
     from_f32(y, yf);
+    return NULL;
+}
+
+/* com.microsoft FusedConv (float32): Y = act(Conv(X, W, B) + Z). Relu and Clip without Z are
+ * clamps folded into the convolution's bias pass (or its direct row kernel); Z and the other
+ * activations are one pass after it. */
+kn_status *kn_cpu_MsFusedConv(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                              kn_tensor *const *out, int n_out) {
+    const kn_tensor *x = in[0], *w = in[1], *b = n_in > 2 ? in[2] : NULL, *z = n_in > 3 ? in[3] : NULL;
+    kn_tensor *y = out[0];
+    if (x->dtype != KN_F32) return kn_err_dtype(node, x);
+    if (w->dtype != KN_F32) return kn_err_dtype(node, w);
+    if (b && b->dtype != KN_F32) return kn_err_dtype(node, b);
+    if (z && z->dtype != KN_F32) return kn_err_dtype(node, z);
+    int64_t G;
+    kn_conv_geom g;
+    KN_TRY(conv_shapes(node, "FusedConv", x, w, y, &G, &g));
+    int64_t N = x->dims[0], C = x->dims[1], M = w->dims[0], n = kn_numel(y);
+    KN_TRY(check_bias("FusedConv", b, M));
+    char bz[KN_DESC_LEN], by[KN_DESC_LEN];
+    if (z && kn_numel(z) != n)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "FusedConv: Z %s must have the output's shape %s", DESC(z, bz),
+                        DESC(y, by));
+    if (n == 0) return NULL;
+    const kn_params_conv *p = KN_PARAMS(node, conv);
+    bool clamp = !z && (p->act == KN_CONV_ACT_RELU || p->act == KN_CONV_ACT_CLIP);
+    float lo = p->act == KN_CONV_ACT_CLIP ? p->act_a : 0.0f, hi = p->act == KN_CONV_ACT_CLIP ? p->act_b : INFINITY;
+    float *yf = y->data;
+    KN_TRY(conv_f32(ctx, x->data, w->data, b ? b->data : NULL, yf, N, C, M, G, &g, clamp, lo, clamp ? hi : INFINITY));
+    if (clamp || (!z && p->act == KN_CONV_ACT_NONE)) return NULL;
+    const float *zf = z ? z->data : NULL;
+    float a = p->act_a, c = p->act_b;
+    for (int64_t i = 0; i < n; i++) {
+        float v = yf[i] + (zf ? zf[i] : 0.0f);
+        switch (p->act) {
+        case KN_CONV_ACT_RELU: v = v < 0.0f ? 0.0f : v; break;
+        case KN_CONV_ACT_CLIP: v = v < a ? a : v > c ? c : v; break;
+        case KN_CONV_ACT_LEAKY_RELU: v = v < 0.0f ? a * v : v; break;
+        case KN_CONV_ACT_SIGMOID: v = 1.0f / (1.0f + expf(-v)); break;
+        case KN_CONV_ACT_TANH: v = tanhf(v); break;
+        case KN_CONV_ACT_HARD_SIGMOID: v = fmaxf(0.0f, fminf(1.0f, a * v + c)); break;
+        default: break;
+        }
+        yf[i] = v;
+    }
     return NULL;
 }
 

@@ -468,6 +468,73 @@ START_TEST(test_conv_dw_row_isas) {
 }
 END_TEST
 
+/* com.microsoft FusedConv = act(Conv + Z) against the reference, for each activation, through the
+ * direct grouped path (clamp inside the row kernel) and the GEMM path (clamp in the bias pass),
+ * with and without Z; an unknown activation is refused at decode. */
+static void expect_fused(const cparams *p, const char *act, const float *ap, int nap, bool z) {
+    int64_t xd[4] = {p->N, p->C, p->in[0], p->in[1]}, wd[4] = {p->M, p->C / p->G, p->k[0], p->k[1]}, bd[1] = {p->M};
+    int64_t od[3];
+    conv_out_dims(p, od);
+    int64_t yd[4] = {p->N, p->M, od[0], od[1]};
+    kn_tensor *in[4] = {mk_rand(KN_F32, 4, xd), mk_rand(KN_F32, 4, wd), mk_rand(KN_F32, 1, bd),
+                        z ? mk_rand(KN_F32, 4, yd) : NULL},
+              *out[1];
+    int64_t pads[4] = {p->pb[0], p->pb[1], p->pe[0], p->pe[1]};
+    kn_attr at[6] = {attr_ints("strides", p->s, 2), attr_ints("dilations", p->d, 2),
+                     attr_i("group", p->G),         attr_ints("pads", pads, 4),
+                     attr_s("activation", act),     attr_floats("activation_params", ap, nap)};
+    kn_status *st = kn_test_run_op(KN_OP_MsFusedConv, 1, at, nap ? 6 : 5, in, z ? 4 : 3, out, NULL, 1, pool);
+    ck_assert_msg(!st, "FusedConv: %s", st ? kn_status_message(st) : "");
+    int64_t n = kn_numel(out[0]);
+    ck_assert_int_eq(n, p->N * p->M * od[0] * od[1]);
+    double *ref = malloc(sizeof(double) * (size_t)(n + 1));
+    conv_naive(p, in[0], in[1], in[2], ref);
+    for (int64_t i = 0; i < n; i++) {
+        double v = ref[i] + (z ? kn_get_f64(in[3], i) : 0.0);
+        if (!strcmp(act, "Relu")) v = v < 0 ? 0 : v;
+        else if (!strcmp(act, "Clip")) v = v < ap[0] ? ap[0] : v > ap[1] ? ap[1] : v;
+        else if (!strcmp(act, "LeakyRelu")) v = v < 0 ? ap[0] * v : v;
+        else if (!strcmp(act, "Sigmoid")) v = 1 / (1 + exp(-v));
+        else if (!strcmp(act, "Tanh")) v = tanh(v);
+        else if (!strcmp(act, "HardSigmoid")) v = fmax(0, fmin(1, ap[0] * v + ap[1]));
+        ck_assert_msg(fabs(kn_get_f64(out[0], i) - v) <= 1e-5 * (1 + fabs(v)),
+                      "FusedConv %s G=%lld z=%d [%lld]: %g vs %g", act, (long long)p->G, z, (long long)i,
+                      kn_get_f64(out[0], i), v);
+    }
+    free(ref);
+    for (int i = 0; i < 4; i++)
+        if (in[i]) kn_tensor_free(in[i]);
+    kn_tensor_free(out[0]);
+}
+
+START_TEST(test_fused_conv) {
+    cparams dw = {2, 2, 12, 12, 12, {9, 21}, {3, 3}, {2, 1}, {1, 1}, {1, 1}, {1, 1}};
+    cparams dense = {2, 2, 5, 7, 1, {8, 10}, {3, 3}, {1, 1}, {1, 1}, {1, 0}, {0, 1}};
+    cparams one = {2, 1, 16, 8, 1, {6, 7}, {1, 1}, {1, 1}, {1, 1}, {0, 0}, {0, 0}};
+    const cparams *ps[3] = {&dw, &dense, &one};
+    const float clip[2] = {-0.5f, 0.75f}, leaky[1] = {0.1f}, hs[2] = {0.3f, 0.4f};
+    for (int i = 0; i < 3; i++)
+        for (int z = 0; z < 2; z++) {
+            expect_fused(ps[i], "Relu", NULL, 0, z);
+            expect_fused(ps[i], "Clip", clip, 2, z);
+            expect_fused(ps[i], "LeakyRelu", leaky, 1, z);
+            expect_fused(ps[i], "Sigmoid", NULL, 0, z);
+            expect_fused(ps[i], "Tanh", NULL, 0, z);
+            expect_fused(ps[i], "HardSigmoid", hs, 2, z);
+        }
+    int64_t xd[4] = {1, 2, 4, 4}, wd[4] = {2, 2, 3, 3};
+    kn_tensor *in[2] = {mk_rand(KN_F32, 4, xd), mk_rand(KN_F32, 4, wd)}, *out[1] = {NULL};
+    kn_attr bad = attr_s("activation", "Swish");
+    kn_status *st = kn_test_run_op(KN_OP_MsFusedConv, 1, &bad, 1, in, 2, out, NULL, 1, pool);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_msg(strstr(kn_status_message(st), "Swish") != NULL, "%s", kn_status_message(st));
+    kn_status_free(st);
+    if (out[0]) kn_tensor_free(out[0]);
+    kn_tensor_free(in[0]);
+    kn_tensor_free(in[1]);
+}
+END_TEST
+
 static Suite *conv_suite(void) {
     Suite *s = suite_create("conv");
     TCase *tc = tcase_create("core");
@@ -482,6 +549,7 @@ static Suite *conv_suite(void) {
     tcase_add_test(tc, test_maxunpool_bad_index);
     tcase_add_test(tc, test_conv_grouped_direct);
     tcase_add_test(tc, test_conv_dw_row_isas);
+    tcase_add_test(tc, test_fused_conv);
     suite_add_tcase(s, tc);
     return s;
 }
