@@ -217,29 +217,36 @@ static void dw_item(const dw_job *j, int64_t item, float *buf) {
                 /* d[q] = s[q*sw + r - pw] where that lies in [0, Wd) */
                 int64_t off = r - j->pw, lo, hi;
                 valid_range(j->wq, j->sw, off, j->Wd, &lo, &hi);
-                for (int64_t q = 0; q < lo; q++) d[q] = 0;
+                memset(d, 0, sizeof(float) * (size_t)lo);
                 if (j->sw == 1) memcpy(d + lo, s + lo + off, sizeof(float) * (size_t)(hi - lo));
                 else
                     for (int64_t q = lo; q < hi; q++) d[q] = s[q * j->sw + off];
-                for (int64_t q = hi; q < j->wq; q++) d[q] = 0;
+                memset(d + hi, 0, sizeof(float) * (size_t)(j->wq - hi));
             }
         }
     }
-    int64_t taps = j->Cg * j->KH * j->KW;
+    int64_t taps = j->Cg * j->KH * j->KW, tap_off[KN_DW_MAX_TAPS];
     const float *srcs[KN_DW_MAX_TAPS];
+    int t = 0;
+    for (int64_t c = 0; c < j->Cg; c++)
+        for (int64_t kh = 0; kh < j->KH; kh++)
+            for (int64_t kw = 0; kw < j->KW; kw++) {
+                int64_t q = kw * j->dw;
+                tap_off[t++] = (c * j->sw + q % j->sw) * plane + kh * j->dh * j->wq + q / j->sw;
+            }
     for (int64_t m = 0; m < j->Mg; m++) {
         int64_t oc = g * j->Mg + m;
         const float *wt = j->w + oc * taps;
         float bias = j->b ? j->b[oc] : 0.0f, *yp = j->y + (n * j->G * j->Mg + oc) * j->OH * j->OW;
         for (int64_t oh = 0; oh < j->OH; oh++) {
-            int t = 0;
-            for (int64_t c = 0; c < j->Cg; c++)
-                for (int64_t kh = 0; kh < j->KH; kh++)
-                    for (int64_t kw = 0; kw < j->KW; kw++) {
-                        int64_t q = kw * j->dw;
-                        srcs[t++] =
-                            buf + (c * j->sw + q % j->sw) * plane + (oh * j->sh + kh * j->dh) * j->wq + q / j->sw;
-                    }
+            const float *row0 = buf + oh * j->sh * j->wq;
+            for (t = 0; t < taps; t++) srcs[t] = row0 + tap_off[t];
+            /* a row's vector tail spills into the next row, written after it; the plane's last
+             * row would spill into another plane (maybe another thread's), so it goes via tmp */
+            if (oh + 1 < j->OH && (j->owv - j->OW) <= (j->OH - 1 - oh) * j->OW) {
+                j->row(yp + oh * j->OW, srcs, wt, (int)taps, j->owv, bias, j->act, j->lo, j->hi);
+                continue;
+            }
             j->row(tmp, srcs, wt, (int)taps, j->owv, bias, j->act, j->lo, j->hi);
             memcpy(yp + oh * j->OW, tmp, sizeof(float) * (size_t)j->OW);
         }
@@ -325,6 +332,7 @@ typedef struct conv_job {
     kn_threadpool *pool; /* threads for the sgemm when items run one at a time */
     int act;             /* clamp the output to [lo, hi] with the bias (FusedConv's Relu / Clip) */
     float lo, hi;
+    kn_conv_bias_act_fn bias_act;
 } conv_job;
 
 static void conv_item(const conv_job *j, int64_t item, float *col) {
@@ -344,22 +352,9 @@ static void conv_item(const conv_job *j, int64_t item, float *col) {
             kn_sgemm(j->pool, false, false, j->Mg, width, K, 1.0f, wt, K, col, width, 0.0f, y + o0 * wl, w->col_n);
         }
     }
-    if (j->act)
-        for (int64_t m = 0; m < j->Mg; m++) {
-            float bv = j->b ? j->b[g * j->Mg + m] : 0.0f, lo = j->lo, hi = j->hi;
-            float *r = y + m * w->col_n;
-            for (int64_t p = 0; p < w->col_n; p++) {
-                float v = r[p] + bv;
-                v = v < lo ? lo : v;
-                r[p] = v > hi ? hi : v;
-            }
-        }
-    else if (j->b)
-        for (int64_t m = 0; m < j->Mg; m++) {
-            float bv = j->b[g * j->Mg + m];
-            float *r = y + m * w->col_n;
-            for (int64_t p = 0; p < w->col_n; p++) r[p] += bv;
-        }
+    if (j->act || j->b)
+        for (int64_t m = 0; m < j->Mg; m++)
+            j->bias_act(y + m * w->col_n, w->col_n, j->b ? j->b[g * j->Mg + m] : 0.0f, j->act, j->lo, j->hi);
 }
 
 static void conv_slot(void *ctx, int64_t begin, int64_t end) {
@@ -384,6 +379,9 @@ static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, con
     j.act = act;
     j.lo = lo;
     j.hi = hi;
+    j.bias_act = __builtin_cpu_supports("avx512f")                        ? kn_conv_bias_act_avx512
+        : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? kn_conv_bias_act_avx2
+                                                                          : kn_conv_bias_act_scalar;
     j.wn = win_from_conv(g);
     j.direct = true;
     for (int i = 0; i < g->nsp; i++)
@@ -1069,5 +1067,13 @@ void kn_conv_dw_row_scalar(float *out, const float *const *src, const float *wt,
         for (int t = 0; t < ntaps; t++) s += wt[t] * src[t][i];
         if (act) s = s < lo ? lo : s > hi ? hi : s;
         out[i] = s;
+    }
+}
+
+void kn_conv_bias_act_scalar(float *r, int64_t n, float bias, int act, float lo, float hi) {
+    for (int64_t i = 0; i < n; i++) {
+        float v = r[i] + bias;
+        if (act) v = v < lo ? lo : v > hi ? hi : v;
+        r[i] = v;
     }
 }

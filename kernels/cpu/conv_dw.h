@@ -18,4 +18,11 @@ void kn_conv_dw_row_avx2(float *out, const float *const *src, const float *wt, i
 void kn_conv_dw_row_avx512(float *out, const float *const *src, const float *wt, int ntaps, int64_t n, float bias,
                            int act, float lo, float hi);
 
+/* r[i] = clamp(r[i] + bias) for i < n (any n), the clamp only when act is nonzero: the bias (and
+ * FusedConv's Relu / Clip) pass after a convolution's GEMM. */
+typedef void (*kn_conv_bias_act_fn)(float *r, int64_t n, float bias, int act, float lo, float hi);
+void kn_conv_bias_act_scalar(float *r, int64_t n, float bias, int act, float lo, float hi);
+void kn_conv_bias_act_avx2(float *r, int64_t n, float bias, int act, float lo, float hi);
+void kn_conv_bias_act_avx512(float *r, int64_t n, float bias, int act, float lo, float hi);
+
 #endif

@@ -36,3 +36,13 @@ void KN_DW_NAME(float *out, const float *const *src, const float *wt, int ntaps,
         vstore(out + i, a0);
     }
 }
+
+void KN_BA_NAME(float *r, int64_t n, float bias, int act, float lo, float hi) {
+    V vb = vset1(bias), vlo = vset1(lo), vhi = vset1(hi);
+    int64_t i = 0;
+    if (act)
+        for (; i + W <= n; i += W) vstore(r + i, vmin(vmax(vadd(vload(r + i), vb), vlo), vhi));
+    else
+        for (; i + W <= n; i += W) vstore(r + i, vadd(vload(r + i), vb));
+    kn_conv_bias_act_scalar(r + i, n - i, bias, act, lo, hi);
+}

@@ -464,6 +464,19 @@ START_TEST(test_conv_dw_row_isas) {
                     if (act) ck_assert(got[i] >= 0.0f && got[i] <= 0.5f);
                 }
             }
+        /* the bias / clamp pass, over lengths that leave every tail size */
+        kn_conv_bias_act_fn bas[2] = {kn_conv_bias_act_avx2, kn_conv_bias_act_avx512};
+        for (int64_t n = 0; n <= 40; n++)
+            for (int act = 0; act < 2; act++) {
+                memcpy(ref, data[0], sizeof ref);
+                memcpy(got, data[0], sizeof got);
+                kn_conv_bias_act_scalar(ref, n, -0.125f, act, -0.25f, 0.5f);
+                bas[f](got, n, -0.125f, act, -0.25f, 0.5f);
+                for (int64_t i = 0; i < NMAX; i++)
+                    ck_assert_msg(got[i] == ref[i], "bias_act isa %d n %lld [%lld]", f, (long long)n, (long long)i);
+                for (int64_t i = 0; i < n && act; i++) ck_assert(got[i] >= -0.25f && got[i] <= 0.5f);
+                for (int64_t i = n; i < NMAX; i++) ck_assert(got[i] == data[0][i]);
+            }
     }
 }
 END_TEST
