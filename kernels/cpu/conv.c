@@ -325,9 +325,10 @@ typedef struct conv_job {
     float *y;
     int64_t N, G, Cg, Mg;
     win wn;
-    bool direct;   /* 1x1, stride 1, no pad: X is its own column matrix */
-    int64_t chunk; /* outer column rows unfolded at a time (bounds the column buffer) */
-    float *cols;   /* one column buffer per slot */
+    bool direct;     /* 1x1, stride 1, no pad: X is its own column matrix */
+    int64_t chunk;   /* outer column rows unfolded at a time (bounds the column buffer) */
+    int64_t nchunks; /* chunks per item (1 on the direct path) */
+    float *cols;     /* one column buffer per slot */
     int64_t slots;
     kn_threadpool *pool; /* threads for the sgemm when items run one at a time */
     int act;             /* clamp the output to [lo, hi] with the bias (FusedConv's Relu / Clip) */
@@ -335,33 +336,37 @@ typedef struct conv_job {
     kn_conv_bias_act_fn bias_act;
 } conv_job;
 
-static void conv_item(const conv_job *j, int64_t item, float *col) {
+/* Unit `unit` of the work: item (image, group) unit / nchunks, and of its column rows (blocks of
+ * the innermost output dim) chunk unit % nchunks; the whole item on the direct path. */
+static void conv_unit(const conv_job *j, int64_t unit, float *col) {
+    int64_t item = unit / j->nchunks, ci = unit % j->nchunks;
     int64_t n = item / j->G, g = item % j->G;
     const win *w = &j->wn;
     const float *x = j->x + (n * j->G + g) * j->Cg * w->img_n;
     float *y = j->y + (n * j->G + g) * j->Mg * w->col_n;
     const float *wt = j->w + g * j->Mg * j->Cg * w->k_n;
     int64_t K = j->Cg * w->k_n;
+    int64_t p0 = 0, width = w->col_n;
     if (j->direct) {
         kn_sgemm(j->pool, false, false, j->Mg, w->col_n, K, 1.0f, wt, K, x, w->col_n, 0.0f, y, w->col_n);
     } else {
         int64_t wl = w->cols[w->nsp - 1], nouter = wl ? w->col_n / wl : 0;
-        for (int64_t o0 = 0; o0 < nouter; o0 += j->chunk) {
-            int64_t o1 = o0 + j->chunk < nouter ? o0 + j->chunk : nouter, width = (o1 - o0) * wl;
-            im2col(x, j->Cg, w, o0, o1, col);
-            kn_sgemm(j->pool, false, false, j->Mg, width, K, 1.0f, wt, K, col, width, 0.0f, y + o0 * wl, w->col_n);
-        }
+        int64_t o0 = ci * j->chunk, o1 = o0 + j->chunk < nouter ? o0 + j->chunk : nouter;
+        p0 = o0 * wl;
+        width = (o1 - o0) * wl;
+        im2col(x, j->Cg, w, o0, o1, col);
+        kn_sgemm(j->pool, false, false, j->Mg, width, K, 1.0f, wt, K, col, width, 0.0f, y + p0, w->col_n);
     }
     if (j->act || j->b)
         for (int64_t m = 0; m < j->Mg; m++)
-            j->bias_act(y + m * w->col_n, w->col_n, j->b ? j->b[g * j->Mg + m] : 0.0f, j->act, j->lo, j->hi);
+            j->bias_act(y + m * w->col_n + p0, width, j->b ? j->b[g * j->Mg + m] : 0.0f, j->act, j->lo, j->hi);
 }
 
 static void conv_slot(void *ctx, int64_t begin, int64_t end) {
     const conv_job *j = ctx;
     int64_t colsz = j->direct ? 0 : j->Cg * j->wn.k_n * j->chunk * j->wn.cols[j->wn.nsp - 1];
     for (int64_t s = begin; s < end; s++)
-        for (int64_t item = s; item < j->N * j->G; item += j->slots) conv_item(j, item, j->cols + s * colsz);
+        for (int64_t u = s; u < j->N * j->G * j->nchunks; u += j->slots) conv_unit(j, u, j->cols + s * colsz);
 }
 
 static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, const float *b, float *y, int64_t N,
@@ -394,16 +399,23 @@ static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, con
     /* Many small products (depthwise, small images): one per thread at a time. Otherwise each
      * product is threaded inside sgemm. */
     bool per_item = T > 1 && items >= 2 * T && item_flops < 2e7;
+    j.nchunks = 1;
+    if (!j.direct) {
+        /* Unfold ~1 MiB of columns at a time, so the GEMM reads them from cache rather than
+         * memory, but at least 256 columns (the packed weights are reused across them) and at
+         * least one innermost row. The chunks of all items are then the units of work. */
+        int64_t wl = j.wn.cols[j.wn.nsp - 1], nouter = j.wn.col_n / wl;
+        int64_t row_bytes = (int64_t)sizeof(float) * j.Cg * j.wn.k_n * wl;
+        j.chunk = ((int64_t)1 << 20) / (row_bytes > 0 ? row_bytes : 1);
+        if (j.chunk < (256 + wl - 1) / wl) j.chunk = (256 + wl - 1) / wl;
+        if (j.chunk > nouter) j.chunk = nouter;
+        j.nchunks = (nouter + j.chunk - 1) / j.chunk;
+        per_item = T > 1 && items * j.nchunks >= 2 * T;
+    }
     j.slots = per_item ? T : 1;
     j.pool = per_item ? NULL : ctx->pool;
     if (!j.direct) {
-        /* Unfold at most ~32 MiB of columns at a time (at least one innermost row), so a large
-         * image with a large kernel cannot demand an absurd buffer. */
-        int64_t wl = j.wn.cols[j.wn.nsp - 1], nouter = j.wn.col_n / wl;
-        int64_t row_bytes = (int64_t)sizeof(float) * j.Cg * j.wn.k_n * wl;
-        j.chunk = ((int64_t)32 << 20) / (row_bytes > 0 ? row_bytes : 1);
-        if (j.chunk < 1) j.chunk = 1;
-        if (j.chunk > nouter) j.chunk = nouter;
+        int64_t row_bytes = (int64_t)sizeof(float) * j.Cg * j.wn.k_n * j.wn.cols[j.wn.nsp - 1];
         size_t bytes = (size_t)row_bytes * (size_t)j.chunk * (size_t)j.slots;
         j.cols = kn_scratch_alloc(ctx, bytes ? bytes : 1);
         if (!j.cols) return KN_OOM(bytes);
