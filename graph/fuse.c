@@ -740,9 +740,10 @@ kn_status *kn_pass_fuse_skip_layernorm(kn_graph *g, int *n_fused) {
 
 /* ---- Conv + Relu / Clip ---- */
 
-/* Relu(Conv(X, W[, B])) or Clip(Conv(...), min, max) with constant scalar bounds, W a float32
- * constant: FusedConv(X, W[, B]) with activation Relu / Clip, anchored at the activation. The
- * clamp then rides on the convolution's bias pass instead of a pass of its own over the output. */
+/* Relu(Conv(X, W[, B])), Clip(Conv(...), min, max) with constant scalar bounds, or the SiLU
+ * Mul(c, Sigmoid(c)) of c = Conv(...), W a float32 constant: FusedConv(X, W[, B]) with activation
+ * Relu / Clip / Silu (kiln's), anchored at the activation. The activation then rides on the
+ * convolution's bias pass instead of passes of its own over the output. */
 static kn_status *fuse_try_conv_act(fuse_ctx *c, int ai, bool *fired) {
     kn_graph *g = c->g;
     *fired = false;
@@ -750,13 +751,36 @@ static kn_status *fuse_try_conv_act(fuse_ctx *c, int ai, bool *fired) {
     int aop = fuse_op(a);
     if (a->n_inputs < 1 || a->n_outputs != 1 || a->outputs[0] < 0) return NULL;
     int cv = a->inputs[0];
-    const kn_node *conv = fuse_prod(c, cv, KN_OP_Conv);
-    if (!conv || !fuse_private(c, cv, 1) || conv->n_outputs != 1 || conv->n_inputs < 2 || conv->n_inputs > 3)
-        return NULL;
-    const kn_tensor *w = conv->inputs[1] >= 0 ? g->values[conv->inputs[1]].constant : NULL;
-    if (!w || w->dtype != KN_F32 || (conv->n_inputs == 3 && conv->inputs[2] < 0)) return NULL;
+    const kn_node *conv = NULL;
+    const kn_tensor *w = NULL;
+    if (aop != KN_OP_Mul) {
+        conv = fuse_prod(c, cv, KN_OP_Conv);
+        if (!conv || !fuse_private(c, cv, 1) || conv->n_outputs != 1 || conv->n_inputs < 2 || conv->n_inputs > 3)
+            return NULL;
+        w = conv->inputs[1] >= 0 ? g->values[conv->inputs[1]].constant : NULL;
+        if (!w || w->dtype != KN_F32 || (conv->n_inputs == 3 && conv->inputs[2] < 0)) return NULL;
+    }
     double lo = -INFINITY, hi = INFINITY;
-    if (aop == KN_OP_Clip) {
+    int del_extra = -1; /* the Sigmoid of the SiLU form */
+    if (aop == KN_OP_Mul) {
+        /* SiLU: Mul(c, Sigmoid(c)) in either order, c read by exactly those two */
+        if (a->n_inputs != 2) return NULL;
+        const kn_node *sg = NULL;
+        for (int k = 0; k < 2 && !sg; k++) {
+            const kn_node *s = fuse_prod(c, a->inputs[k], KN_OP_Sigmoid);
+            if (s && s->n_inputs == 1 && s->inputs[0] == a->inputs[1 - k] && fuse_private(c, a->inputs[k], 1)) {
+                sg = s;
+                cv = a->inputs[1 - k];
+            }
+        }
+        if (!sg) return NULL;
+        conv = fuse_prod(c, cv, KN_OP_Conv);
+        if (!conv || !fuse_private(c, cv, 2) || conv->n_outputs != 1 || conv->n_inputs < 2 || conv->n_inputs > 3)
+            return NULL;
+        w = conv->inputs[1] >= 0 ? g->values[conv->inputs[1]].constant : NULL;
+        if (!w || w->dtype != KN_F32 || (conv->n_inputs == 3 && conv->inputs[2] < 0)) return NULL;
+        del_extra = fuse_node_index(g, sg);
+    } else if (aop == KN_OP_Clip) {
         if (a->opset > 0 && a->opset < 11) {
             lo = kn_attr_float(a, "min", -INFINITY);
             hi = kn_attr_float(a, "max", INFINITY);
@@ -776,7 +800,10 @@ static kn_status *fuse_try_conv_act(fuse_ctx *c, int ai, bool *fired) {
     int na = conv->n_attrs + 2, k = 0;
     kn_attr *attrs = calloc((size_t)na, sizeof *attrs);
     float *fp = aop == KN_OP_Clip ? malloc(2 * sizeof(float)) : NULL;
-    char *an = strdup("activation"), *av = strdup(aop == KN_OP_Clip ? "Clip" : "Relu"),
+    char *an = strdup("activation"),
+         *av = strdup(aop == KN_OP_Clip      ? "Clip"
+                          : aop == KN_OP_Mul ? "Silu"
+                                             : "Relu"),
          *pn = aop == KN_OP_Clip ? strdup("activation_params") : NULL;
     kn_status *st = NULL;
     if (!del || !attrs || !an || !av || (aop == KN_OP_Clip && (!fp || !pn))) st = KN_OOM(sizeof(kn_attr) * (size_t)na);
@@ -809,16 +836,18 @@ static kn_status *fuse_try_conv_act(fuse_ctx *c, int ai, bool *fired) {
     int out = a->outputs[0], n_ins = conv->n_inputs;
     del[ai] = 1;
     del[fuse_node_index(g, conv)] = 1;
+    if (del_extra >= 0) del[del_extra] = 1;
     KN_TRY(fuse_replace(g, del, name, "FusedConv", "com.microsoft", ins, n_ins, out, attrs, k));
     *fired = true;
     return NULL;
 }
 
 kn_status *kn_pass_fuse_conv_act(kn_graph *g, int *n_fused) {
-    int a = 0, b = 0;
+    int a = 0, b = 0, d = 0;
     KN_TRY(fuse_run(g, KN_OP_Relu, fuse_try_conv_act, &a));
     KN_TRY(fuse_run(g, KN_OP_Clip, fuse_try_conv_act, &b));
-    *n_fused = a + b;
+    KN_TRY(fuse_run(g, KN_OP_Mul, fuse_try_conv_act, &d));
+    *n_fused = a + b + d;
     return NULL;
 }
 

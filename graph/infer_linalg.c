@@ -77,7 +77,8 @@ kn_status *kn_params_decode_conv(const kn_node *n, void *out) {
                 {"LeakyRelu", KN_CONV_ACT_LEAKY_RELU, 1, 0.01f, 0},
                 {"Sigmoid", KN_CONV_ACT_SIGMOID, 0, 0, 0},
                 {"Tanh", KN_CONV_ACT_TANH, 0, 0, 0},
-                {"HardSigmoid", KN_CONV_ACT_HARD_SIGMOID, 2, 0.2f, 0.5f}};
+                {"HardSigmoid", KN_CONV_ACT_HARD_SIGMOID, 2, 0.2f, 0.5f},
+                {"Silu", KN_CONV_ACT_SILU, 0, 0, 0}};
     if (act) {
         int k = 0, na = (int)(sizeof acts / sizeof acts[0]);
         while (k < na && strcmp(acts[k].name, act)) k++;

@@ -437,7 +437,8 @@ enum {
     KN_CONV_ACT_LEAKY_RELU,
     KN_CONV_ACT_SIGMOID,
     KN_CONV_ACT_TANH,
-    KN_CONV_ACT_HARD_SIGMOID
+    KN_CONV_ACT_HARD_SIGMOID,
+    KN_CONV_ACT_SILU /* x * sigmoid(x): kiln's own, made by the fusion of Conv + Sigmoid + Mul */
 };
 
 /* AveragePool, MaxPool, LpPool, MaxUnpool, GlobalLpPool (p only). */

@@ -30,7 +30,8 @@ kn_status *kn_pass_fuse_bias_gelu(kn_graph *g, int *n_fused);
  * (2 or 3) -> com.microsoft SkipLayerNormalization, whose output 3 carries the sum when it is read
  * elsewhere (the residual stream of pre-LN models). */
 kn_status *kn_pass_fuse_skip_layernorm(kn_graph *g, int *n_fused);
-/* Conv (float32 constant W) + Relu / Clip with constant bounds -> com.microsoft FusedConv. */
+/* Conv (float32 constant W) + Relu / Clip with constant bounds / SiLU (Mul(c, Sigmoid(c))) ->
+ * com.microsoft FusedConv. */
 kn_status *kn_pass_fuse_conv_act(kn_graph *g, int *n_fused);
 typedef struct kn_fuse_counts {
     int attention, gelu, skip_layernorm, conv_act;

@@ -526,9 +526,9 @@ kn_status *kn_cpu_Conv(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     return NULL;
 }
 
-/* com.microsoft FusedConv (float32): Y = act(Conv(X, W, B) + Z). Relu and Clip without Z are
- * clamps folded into the convolution's bias pass (or its direct row kernel); Z and the other
- * activations are one pass after it. */
+/* com.microsoft FusedConv (float32): Y = act(Conv(X, W, B) + Z). Without Z, Relu, Clip and
+ * kiln's Silu are applied in the convolution's bias pass (or its direct row kernel); Z and the
+ * other activations are one pass after it. */
 kn_status *kn_cpu_MsFusedConv(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                               kn_tensor *const *out, int n_out) {
     const kn_tensor *x = in[0], *w = in[1], *b = n_in > 2 ? in[2] : NULL, *z = n_in > 3 ? in[3] : NULL;
@@ -548,11 +548,13 @@ kn_status *kn_cpu_MsFusedConv(kn_exec_ctx *ctx, const kn_node *node, const kn_te
                         DESC(y, by));
     if (n == 0) return NULL;
     const kn_params_conv *p = KN_PARAMS(node, conv);
-    bool clamp = !z && (p->act == KN_CONV_ACT_RELU || p->act == KN_CONV_ACT_CLIP);
+    bool clamp = !z && (p->act == KN_CONV_ACT_RELU || p->act == KN_CONV_ACT_CLIP),
+         silu = !z && p->act == KN_CONV_ACT_SILU;
     float lo = p->act == KN_CONV_ACT_CLIP ? p->act_a : 0.0f, hi = p->act == KN_CONV_ACT_CLIP ? p->act_b : INFINITY;
     float *yf = y->data;
-    KN_TRY(conv_f32(ctx, x->data, w->data, b ? b->data : NULL, yf, N, C, M, G, &g, clamp, lo, clamp ? hi : INFINITY));
-    if (clamp || (!z && p->act == KN_CONV_ACT_NONE)) return NULL;
+    int inl = clamp ? KN_CONV_DW_CLAMP : silu ? KN_CONV_DW_SILU : KN_CONV_DW_NONE;
+    KN_TRY(conv_f32(ctx, x->data, w->data, b ? b->data : NULL, yf, N, C, M, G, &g, inl, lo, clamp ? hi : INFINITY));
+    if (inl || (!z && p->act == KN_CONV_ACT_NONE)) return NULL;
     const float *zf = z ? z->data : NULL;
     float a = p->act_a, c = p->act_b;
     for (int64_t i = 0; i < n; i++) {
@@ -564,6 +566,7 @@ kn_status *kn_cpu_MsFusedConv(kn_exec_ctx *ctx, const kn_node *node, const kn_te
         case KN_CONV_ACT_SIGMOID: v = 1.0f / (1.0f + expf(-v)); break;
         case KN_CONV_ACT_TANH: v = tanhf(v); break;
         case KN_CONV_ACT_HARD_SIGMOID: v = fmaxf(0.0f, fminf(1.0f, a * v + c)); break;
+        case KN_CONV_ACT_SILU: v = v / (1.0f + expf(-v)); break;
         default: break;
         }
         yf[i] = v;
@@ -1077,7 +1080,8 @@ void kn_conv_dw_row_scalar(float *out, const float *const *src, const float *wt,
     for (int64_t i = 0; i < n; i++) {
         float s = bias;
         for (int t = 0; t < ntaps; t++) s += wt[t] * src[t][i];
-        if (act) s = s < lo ? lo : s > hi ? hi : s;
+        if (act == KN_CONV_DW_CLAMP) s = s < lo ? lo : s > hi ? hi : s;
+        else if (act == KN_CONV_DW_SILU) s = s / (1.0f + expf(-s));
         out[i] = s;
     }
 }
@@ -1085,7 +1089,8 @@ void kn_conv_dw_row_scalar(float *out, const float *const *src, const float *wt,
 void kn_conv_bias_act_scalar(float *r, int64_t n, float bias, int act, float lo, float hi) {
     for (int64_t i = 0; i < n; i++) {
         float v = r[i] + bias;
-        if (act) v = v < lo ? lo : v > hi ? hi : v;
+        if (act == KN_CONV_DW_CLAMP) v = v < lo ? lo : v > hi ? hi : v;
+        else if (act == KN_CONV_DW_SILU) v = v / (1.0f + expf(-v));
         r[i] = v;
     }
 }

@@ -6,9 +6,12 @@
 #define KN_CONV_DW_H
 #include <stdint.h>
 
-/* out[i] = clamp(bias + sum_t wt[t] * src[t][i]) for i < n; n is a multiple of 16 and every
- * src[t] readable for n values. clamp (min lo, max hi) only when act is nonzero, so NaNs pass
- * through otherwise. */
+/* The activation a row kernel applies: none (NaNs pass through), clamp to [lo, hi] (Relu,
+ * Clip), or SiLU x * sigmoid(x). */
+enum { KN_CONV_DW_NONE = 0, KN_CONV_DW_CLAMP = 1, KN_CONV_DW_SILU = 2 };
+
+/* out[i] = act(bias + sum_t wt[t] * src[t][i]) for i < n; n is a multiple of 16 and every
+ * src[t] readable for n values. */
 typedef void (*kn_conv_dw_row_fn)(float *out, const float *const *src, const float *wt, int ntaps, int64_t n,
                                   float bias, int act, float lo, float hi);
 void kn_conv_dw_row_scalar(float *out, const float *const *src, const float *wt, int ntaps, int64_t n, float bias,
@@ -18,8 +21,8 @@ void kn_conv_dw_row_avx2(float *out, const float *const *src, const float *wt, i
 void kn_conv_dw_row_avx512(float *out, const float *const *src, const float *wt, int ntaps, int64_t n, float bias,
                            int act, float lo, float hi);
 
-/* r[i] = clamp(r[i] + bias) for i < n (any n), the clamp only when act is nonzero: the bias (and
- * FusedConv's Relu / Clip) pass after a convolution's GEMM. */
+/* r[i] = act(r[i] + bias) for i < n (any n): the bias (and FusedConv's Relu / Clip / SiLU) pass
+ * after a convolution's GEMM. */
 typedef void (*kn_conv_bias_act_fn)(float *r, int64_t n, float bias, int act, float lo, float hi);
 void kn_conv_bias_act_scalar(float *r, int64_t n, float bias, int act, float lo, float hi);
 void kn_conv_bias_act_avx2(float *r, int64_t n, float bias, int act, float lo, float hi);

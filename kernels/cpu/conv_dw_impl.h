@@ -3,6 +3,12 @@
  * defining KN_DW_NAME. Four vectors of outputs stay in registers while the taps stream past, so
  * each weight broadcast serves 4*W products. */
 #include "kernels/cpu/conv_dw.h"
+#include "kernels/cpu/vmath.h"
+
+static inline V kn_dw_act(V a, int act, V vlo, V vhi) {
+    if (act == KN_CONV_DW_CLAMP) return vmin(vmax(a, vlo), vhi);
+    return vdiv(a, vadd(vset1(1.0f), kn_vexp(vsub(vset1(0.0f), a)))); /* SiLU */
+}
 
 void KN_DW_NAME(float *out, const float *const *src, const float *wt, int ntaps, int64_t n, float bias, int act,
                 float lo, float hi) {
@@ -19,10 +25,10 @@ void KN_DW_NAME(float *out, const float *const *src, const float *wt, int ntaps,
             a3 = vfmadd(wv, vload(s + 3 * W), a3);
         }
         if (act) {
-            a0 = vmin(vmax(a0, vlo), vhi);
-            a1 = vmin(vmax(a1, vlo), vhi);
-            a2 = vmin(vmax(a2, vlo), vhi);
-            a3 = vmin(vmax(a3, vlo), vhi);
+            a0 = kn_dw_act(a0, act, vlo, vhi);
+            a1 = kn_dw_act(a1, act, vlo, vhi);
+            a2 = kn_dw_act(a2, act, vlo, vhi);
+            a3 = kn_dw_act(a3, act, vlo, vhi);
         }
         vstore(out + i, a0);
         vstore(out + i + W, a1);
@@ -32,7 +38,7 @@ void KN_DW_NAME(float *out, const float *const *src, const float *wt, int ntaps,
     for (; i < n; i += W) {
         V a0 = vb;
         for (int t = 0; t < ntaps; t++) a0 = vfmadd(vset1(wt[t]), vload(src[t] + i), a0);
-        if (act) a0 = vmin(vmax(a0, vlo), vhi);
+        if (act) a0 = kn_dw_act(a0, act, vlo, vhi);
         vstore(out + i, a0);
     }
 }
@@ -41,7 +47,7 @@ void KN_BA_NAME(float *r, int64_t n, float bias, int act, float lo, float hi) {
     V vb = vset1(bias), vlo = vset1(lo), vhi = vset1(hi);
     int64_t i = 0;
     if (act)
-        for (; i + W <= n; i += W) vstore(r + i, vmin(vmax(vadd(vload(r + i), vb), vlo), vhi));
+        for (; i + W <= n; i += W) vstore(r + i, kn_dw_act(vadd(vload(r + i), vb), act, vlo, vhi));
     else
         for (; i + W <= n; i += W) vstore(r + i, vadd(vload(r + i), vb));
     kn_conv_bias_act_scalar(r + i, n - i, bias, act, lo, hi);

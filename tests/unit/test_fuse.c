@@ -449,8 +449,8 @@ END_TEST
 
 /* Conv + Relu / Clip. Variants: 0 depthwise 3x3 + Clip(-0.2, 0.3); 1 dense 3x3 without bias +
  * Relu; 2 1x1 with bias + Clip with only a min; 3 grouped (G 2, Cg 3) stride 2 + Relu; 4 Clip-6
- * with attribute bounds. Near misses: 10 the Conv output is also a graph output; 11 Clip's max is
- * an input; 12 W is an input. */
+ * with attribute bounds; 5, 6 SiLU as Mul(c, Sigmoid(c)) and Mul(Sigmoid(c), c). Near misses: 10 the Conv output is also a graph output; 11 Clip's max is
+ * an input; 12 W is an input; 13 the Sigmoid is of another value. */
 static kn_graph *build_conv_act(int variant) {
     kn_graph *g = tg_new();
     if (variant == 4) g->opsets[0] = 6;
@@ -473,7 +473,10 @@ static kn_graph *build_conv_act(int variant) {
     tg_scalar(g, "lo", -0.2);
     tg_scalar(g, "hi", 0.3);
     if (variant == 11) tg_input(g, "hi_in", 0, NULL);
-    if (variant == 1 || variant == 3) NODE(g, "Relu", "c", "y");
+    if (variant == 5 || variant == 6 || variant == 13) {
+        NODE(g, "Sigmoid", variant == 13 ? "x" : "c", "sg");
+        NODE(g, "Mul", variant == 6 ? "sg c" : "c sg", "y");
+    } else if (variant == 1 || variant == 3) NODE(g, "Relu", "c", "y");
     else if (variant == 2) NODE(g, "Clip", "c lo", "y");
     else if (variant == 4) {
         kn_attr ca[2] = {attr_f("min", -0.1f), attr_f("max", 0.25f)};
@@ -485,7 +488,7 @@ static kn_graph *build_conv_act(int variant) {
 }
 
 START_TEST(test_fuse_conv_act) {
-    for (int v = 0; v <= 4; v++) check_pass(build_conv_act, v, kn_pass_fuse_conv_act, 1, "FusedConv", 1, "Conv", NULL);
+    for (int v = 0; v <= 6; v++) check_pass(build_conv_act, v, kn_pass_fuse_conv_act, 1, "FusedConv", 1, "Conv", NULL);
     kn_graph *g = build_conv_act(0);
     kn_graph_resolve_ops(g);
     int n = 0;
@@ -495,7 +498,7 @@ START_TEST(test_fuse_conv_act) {
     ck_assert_int_eq(kn_attr_int(f, "group", 0), 8);
     ck_assert_int_eq(count_op(g, "Clip"), 0);
     kn_graph_free(g);
-    for (int v = 10; v <= 12; v++) check_pass(build_conv_act, v, kn_pass_fuse_conv_act, 0, "FusedConv", 0, NULL, NULL);
+    for (int v = 10; v <= 13; v++) check_pass(build_conv_act, v, kn_pass_fuse_conv_act, 0, "FusedConv", 0, NULL, NULL);
 }
 END_TEST
 
