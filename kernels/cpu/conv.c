@@ -1,9 +1,11 @@
-/* CPU kernels for the convolution family: Conv, ConvInteger, QLinearConv, ConvTranspose,
- * DeformConv and Col2Im. Float convolutions lower to im2col + kn_sgemm per (image, group), with
- * the column matrix skipped for 1x1 stride-1 kernels and unfolded in chunks when it would be
- * huge; ConvTranspose is the mirror image (sgemm, then col2im). The integer convolutions run
- * im2col + the int16-pair integer GEMM on zero-point-shifted data; double Conv, DeformConv and
- * the integer fallback (no AVX2) use a plain direct convolution in double. */
+/* CPU kernels for the convolution family: Conv, com.microsoft FusedConv, ConvInteger,
+ * QLinearConv, ConvTranspose, DeformConv and Col2Im. Float convolutions lower to im2col + kn_sgemm
+ * per (image, group), with the column matrix skipped for 1x1 stride-1 kernels and unfolded ~1 MiB
+ * at a time (the chunks of all images run in parallel); depthwise and small-group 1-D/2-D ones
+ * take a direct SIMD path (conv_dw.h) instead. ConvTranspose is the mirror image (sgemm, then
+ * col2im). The integer convolutions run im2col + the int16-pair integer GEMM on zero-point-shifted
+ * data; double Conv, DeformConv and the integer fallback (no AVX2) use a plain direct convolution
+ * in double. */
 #include "graph/ops.h"
 #include "graph/op_helpers.h"
 #include "kernels/cpu/conv_dw.h"
