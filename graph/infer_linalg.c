@@ -64,7 +64,8 @@ kn_status *kn_params_decode_conv(const kn_node *n, void *out) {
     p->offset_group = kn_attr_int(n, "offset_group", 1);
     decode_ints(n, "output_padding", &p->n_output_padding, p->output_padding, KN_PARAMS_MAX_WIN);
     decode_ints(n, "output_shape", &p->n_output_shape, p->output_shape, KN_PARAMS_MAX_WIN);
-    const char *act = kn_attr_str(n, "activation", NULL);
+    /* only FusedConv's: a stray attribute on another conv-family op stays ignored */
+    const char *act = n->op_type && !strcmp(n->op_type, "FusedConv") ? kn_attr_str(n, "activation", NULL) : NULL;
     const kn_attr *apa = kn_node_attr(n, "activation_params");
     const float *ap = apa && apa->type == KN_ATTR_FLOATS ? apa->floats : NULL;
     int nap = ap ? apa->n_floats : 0;
