@@ -770,6 +770,119 @@ kn_status *kn_pass_fuse_gemm_gelu(kn_graph *g, int *n_fused) {
     return fuse_run(g, KN_OP_MsFastGelu, fuse_try_gemm_gelu, n_fused);
 }
 
+/* ---- Conv + Relu / Clip ---- */
+
+/* Relu(Conv(X, W[, B])), Clip(Conv(...), min, max) with constant scalar bounds, or the SiLU
+ * Mul(c, Sigmoid(c)) of c = Conv(...), W a float32 constant: FusedConv(X, W[, B]) with activation
+ * Relu / Clip / Silu (kiln's), anchored at the activation. The activation then rides on the
+ * convolution's bias pass instead of passes of its own over the output. */
+static kn_status *fuse_try_conv_act(fuse_ctx *c, int ai, bool *fired) {
+    kn_graph *g = c->g;
+    *fired = false;
+    const kn_node *a = &g->nodes[ai];
+    int aop = fuse_op(a);
+    if (a->n_inputs < 1 || a->n_outputs != 1 || a->outputs[0] < 0) return NULL;
+    int cv = a->inputs[0];
+    const kn_node *conv = NULL;
+    const kn_tensor *w = NULL;
+    if (aop != KN_OP_Mul) {
+        conv = fuse_prod(c, cv, KN_OP_Conv);
+        if (!conv || !fuse_private(c, cv, 1) || conv->n_outputs != 1 || conv->n_inputs < 2 || conv->n_inputs > 3)
+            return NULL;
+        w = conv->inputs[1] >= 0 ? g->values[conv->inputs[1]].constant : NULL;
+        if (!w || w->dtype != KN_F32 || (conv->n_inputs == 3 && conv->inputs[2] < 0)) return NULL;
+    }
+    double lo = -INFINITY, hi = INFINITY;
+    int del_extra = -1; /* the Sigmoid of the SiLU form */
+    if (aop == KN_OP_Mul) {
+        /* SiLU: Mul(c, Sigmoid(c)) in either order, c read by exactly those two */
+        if (a->n_inputs != 2) return NULL;
+        const kn_node *sg = NULL;
+        for (int k = 0; k < 2 && !sg; k++) {
+            const kn_node *s = fuse_prod(c, a->inputs[k], KN_OP_Sigmoid);
+            if (s && s->n_inputs == 1 && s->inputs[0] == a->inputs[1 - k] && fuse_private(c, a->inputs[k], 1)) {
+                sg = s;
+                cv = a->inputs[1 - k];
+            }
+        }
+        if (!sg) return NULL;
+        conv = fuse_prod(c, cv, KN_OP_Conv);
+        if (!conv || !fuse_private(c, cv, 2) || conv->n_outputs != 1 || conv->n_inputs < 2 || conv->n_inputs > 3)
+            return NULL;
+        w = conv->inputs[1] >= 0 ? g->values[conv->inputs[1]].constant : NULL;
+        if (!w || w->dtype != KN_F32 || (conv->n_inputs == 3 && conv->inputs[2] < 0)) return NULL;
+        del_extra = fuse_node_index(g, sg);
+    } else if (aop == KN_OP_Clip) {
+        if (a->opset > 0 && a->opset < 11) {
+            lo = kn_attr_float(a, "min", -INFINITY);
+            hi = kn_attr_float(a, "max", INFINITY);
+        } else {
+            if (a->n_inputs > 3) return NULL;
+            for (int k = 1; k < a->n_inputs; k++) {
+                double v;
+                if (a->inputs[k] < 0) continue;
+                if (!fuse_scalar(c, a->inputs[k], &v)) return NULL;
+                if (k == 1) lo = v;
+                else hi = v;
+            }
+        }
+        if (isnan(lo) || isnan(hi)) return NULL;
+    } else if (a->n_inputs != 1) return NULL;
+    uint8_t *del = calloc((size_t)g->n_nodes, 1);
+    int na = conv->n_attrs + 2, k = 0;
+    kn_attr *attrs = calloc((size_t)na, sizeof *attrs);
+    float *fp = aop == KN_OP_Clip ? malloc(2 * sizeof(float)) : NULL;
+    char *an = strdup("activation"),
+         *av = strdup(aop == KN_OP_Clip      ? "Clip"
+                          : aop == KN_OP_Mul ? "Silu"
+                                             : "Relu"),
+         *pn = aop == KN_OP_Clip ? strdup("activation_params") : NULL;
+    kn_status *st = NULL;
+    if (!del || !attrs || !an || !av || (aop == KN_OP_Clip && (!fp || !pn))) st = KN_OOM(sizeof(kn_attr) * (size_t)na);
+    for (int i = 0; i < conv->n_attrs && !st; i++, k++) st = kn_attr_copy(&attrs[k], &conv->attrs[i]);
+    if (st) {
+        for (int i = 0; i < k; i++) kn_attr_clear(&attrs[i]);
+        free(attrs);
+        free(del);
+        free(fp);
+        free(an);
+        free(av);
+        free(pn);
+        return st;
+    }
+    attrs[k].name = an;
+    attrs[k].type = KN_ATTR_STRING;
+    attrs[k].s = av;
+    attrs[k++].s_len = strlen(av);
+    if (aop == KN_OP_Clip) {
+        fp[0] = (float)lo;
+        fp[1] = (float)hi;
+        attrs[k].name = pn;
+        attrs[k].type = KN_ATTR_FLOATS;
+        attrs[k].floats = fp;
+        attrs[k++].n_floats = 2;
+    }
+    char name[256];
+    snprintf(name, sizeof name, "%s/kn_fused", conv->name && conv->name[0] ? conv->name : "conv");
+    int ins[3] = {conv->inputs[0], conv->inputs[1], conv->n_inputs == 3 ? conv->inputs[2] : -1};
+    int out = a->outputs[0], n_ins = conv->n_inputs;
+    del[ai] = 1;
+    del[fuse_node_index(g, conv)] = 1;
+    if (del_extra >= 0) del[del_extra] = 1;
+    KN_TRY(fuse_replace(g, del, name, "FusedConv", "com.microsoft", ins, n_ins, out, attrs, k));
+    *fired = true;
+    return NULL;
+}
+
+kn_status *kn_pass_fuse_conv_act(kn_graph *g, int *n_fused) {
+    int a = 0, b = 0, d = 0;
+    KN_TRY(fuse_run(g, KN_OP_Relu, fuse_try_conv_act, &a));
+    KN_TRY(fuse_run(g, KN_OP_Clip, fuse_try_conv_act, &b));
+    KN_TRY(fuse_run(g, KN_OP_Mul, fuse_try_conv_act, &d));
+    *n_fused = a + b + d;
+    return NULL;
+}
+
 unsigned kn_fusions_for_backend(const kn_backend *b) {
     if (!b) return KN_FUSE_ALL;
     unsigned m = 0;
@@ -780,6 +893,7 @@ unsigned kn_fusions_for_backend(const kn_backend *b) {
     if (b->kernel(b, KN_OP_MsSkipLayerNormalization)) m |= KN_FUSE_SKIP_LAYERNORM;
     /* it fuses the GELU pass's FastGelu */
     if ((m & KN_FUSE_GELU) && b->kernel(b, KN_OP_MsGemmFastGelu)) m |= KN_FUSE_GEMM_GELU;
+    if (b->kernel(b, KN_OP_MsFusedConv)) m |= KN_FUSE_CONV_ACT;
     return m;
 }
 
@@ -789,6 +903,7 @@ kn_status *kn_graph_fuse_some(kn_graph *g, unsigned passes, kn_fuse_counts *coun
     if (passes & KN_FUSE_GELU) KN_TRY(kn_pass_fuse_bias_gelu(g, &c.gelu));
     if (passes & KN_FUSE_SKIP_LAYERNORM) KN_TRY(kn_pass_fuse_skip_layernorm(g, &c.skip_layernorm));
     if (passes & KN_FUSE_GEMM_GELU) KN_TRY(kn_pass_fuse_gemm_gelu(g, &c.gemm_gelu));
+    if (passes & KN_FUSE_CONV_ACT) KN_TRY(kn_pass_fuse_conv_act(g, &c.conv_act));
     if (counts) *counts = c;
     return NULL;
 }

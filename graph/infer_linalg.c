@@ -64,6 +64,33 @@ kn_status *kn_params_decode_conv(const kn_node *n, void *out) {
     p->offset_group = kn_attr_int(n, "offset_group", 1);
     decode_ints(n, "output_padding", &p->n_output_padding, p->output_padding, KN_PARAMS_MAX_WIN);
     decode_ints(n, "output_shape", &p->n_output_shape, p->output_shape, KN_PARAMS_MAX_WIN);
+    /* only FusedConv's: a stray attribute on another conv-family op stays ignored */
+    const char *act = n->op_type && !strcmp(n->op_type, "FusedConv") ? kn_attr_str(n, "activation", NULL) : NULL;
+    const kn_attr *apa = kn_node_attr(n, "activation_params");
+    const float *ap = apa && apa->type == KN_ATTR_FLOATS ? apa->floats : NULL;
+    int nap = ap ? apa->n_floats : 0;
+    static const struct {
+        const char *name;
+        int act, nparams;
+        float a, b; /* defaults */
+    } acts[] = {{"Relu", KN_CONV_ACT_RELU, 0, 0, 0},
+                {"Clip", KN_CONV_ACT_CLIP, 2, -INFINITY, INFINITY},
+                {"LeakyRelu", KN_CONV_ACT_LEAKY_RELU, 1, 0.01f, 0},
+                {"Sigmoid", KN_CONV_ACT_SIGMOID, 0, 0, 0},
+                {"Tanh", KN_CONV_ACT_TANH, 0, 0, 0},
+                {"HardSigmoid", KN_CONV_ACT_HARD_SIGMOID, 2, 0.2f, 0.5f},
+                {"Silu", KN_CONV_ACT_SILU, 0, 0, 0}};
+    if (act) {
+        int k = 0, na = (int)(sizeof acts / sizeof acts[0]);
+        while (k < na && strcmp(acts[k].name, act)) k++;
+        if (k == na) return kn_error(KN_ERR_UNSUPPORTED, "FusedConv: activation '%s' is not supported", act);
+        if (nap > acts[k].nparams)
+            return kn_error(KN_ERR_INVALID_MODEL, "FusedConv: %s takes %d activation_params, got %d", act,
+                            acts[k].nparams, nap);
+        p->act = acts[k].act;
+        p->act_a = nap > 0 ? ap[0] : acts[k].a;
+        p->act_b = nap > 1 ? ap[1] : acts[k].b;
+    }
     return NULL;
 }
 
@@ -401,6 +428,11 @@ static kn_status *conv_like(kn_infer_ctx *c, const char *op, const kn_tensor *x,
 kn_status *kn_infer_Conv(kn_infer_ctx *c) {
     KN_TRY(need_inputs(c, 2));
     return conv_like(c, "Conv", c->in[0], c->in[1], c->in[0]->dtype);
+}
+
+kn_status *kn_infer_MsFusedConv(kn_infer_ctx *c) {
+    KN_TRY(need_inputs(c, 2));
+    return conv_like(c, "FusedConv", c->in[0], c->in[1], c->in[0]->dtype);
 }
 
 kn_status *kn_infer_ConvInteger(kn_infer_ctx *c) {

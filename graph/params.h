@@ -426,7 +426,20 @@ typedef struct kn_params_conv {
     int64_t offset_group;
     int n_output_padding, n_output_shape;
     int64_t output_padding[KN_PARAMS_MAX_WIN], output_shape[KN_PARAMS_MAX_WIN];
+    /* com.microsoft FusedConv: activation (KN_CONV_ACT_*) and its activation_params */
+    int act;
+    float act_a, act_b;
 } kn_params_conv;
+enum {
+    KN_CONV_ACT_NONE = 0,
+    KN_CONV_ACT_RELU,
+    KN_CONV_ACT_CLIP, /* act_a = min, act_b = max */
+    KN_CONV_ACT_LEAKY_RELU,
+    KN_CONV_ACT_SIGMOID,
+    KN_CONV_ACT_TANH,
+    KN_CONV_ACT_HARD_SIGMOID,
+    KN_CONV_ACT_SILU /* x * sigmoid(x): kiln's own, made by the fusion of Conv + Sigmoid + Mul */
+};
 
 /* AveragePool, MaxPool, LpPool, MaxUnpool, GlobalLpPool (p only). */
 typedef struct kn_params_pool {

@@ -1,11 +1,14 @@
-/* CPU kernels for the convolution family: Conv, ConvInteger, QLinearConv, ConvTranspose,
- * DeformConv and Col2Im. Float convolutions lower to im2col + kn_sgemm per (image, group), with
- * the column matrix skipped for 1x1 stride-1 kernels and unfolded in chunks when it would be
- * huge; ConvTranspose is the mirror image (sgemm, then col2im). The integer convolutions run
- * im2col + the int16-pair integer GEMM on zero-point-shifted data; double Conv, DeformConv and
- * the integer fallback (no AVX2) use a plain direct convolution in double. */
+/* CPU kernels for the convolution family: Conv, com.microsoft FusedConv, ConvInteger,
+ * QLinearConv, ConvTranspose, DeformConv and Col2Im. Float convolutions lower to im2col + kn_sgemm
+ * per (image, group), with the column matrix skipped for 1x1 stride-1 kernels and unfolded ~1 MiB
+ * at a time (the chunks of all images run in parallel); depthwise and small-group 1-D/2-D ones
+ * take a direct SIMD path (conv_dw.h) instead. ConvTranspose is the mirror image (sgemm, then
+ * col2im). The integer convolutions run im2col + the int16-pair integer GEMM on zero-point-shifted
+ * data; double Conv, DeformConv and the integer fallback (no AVX2) use a plain direct convolution
+ * in double. */
 #include "graph/ops.h"
 #include "graph/op_helpers.h"
+#include "kernels/cpu/conv_dw.h"
 #include "kernels/cpu/gemm.h"
 #include "runtime/core/dtype.h"
 #include <math.h>
@@ -16,6 +19,9 @@
 #pragma GCC diagnostic ignored "-Wunused-parameter"
 
 #define DESC(t, buf) kn_tensor_desc((t), (buf), sizeof(buf))
+
+/* Most taps (Cg * kernel size) one output of the direct grouped convolution sums. */
+#define KN_DW_MAX_TAPS 64
 
 /* ---------------------------------------------------------------- shared pieces */
 
@@ -172,6 +178,148 @@ static win win_from_conv(const kn_conv_geom *g) {
     return w;
 }
 
+/* ---------------------------------------------------------------- direct grouped convolution */
+
+/* Depthwise and small-group 1-D/2-D convolutions: im2col + a GEMM of Mg rows by Cg*k_n depth
+ * wastes most of the work on packing. Here each (image, group) copies its Cg input planes once
+ * into zero-padded buffers split by stride phase (phase r of a row holds the padded columns
+ * r, r + sw, r + 2sw, ...), so output column ow of tap kw reads phase (kw*dw) % sw at
+ * ow + (kw*dw) / sw: every tap is a contiguous vector load with no bounds test, and one row
+ * kernel (conv_dw.h) serves all strides, dilations and pads. */
+typedef struct dw_job {
+    const float *x, *w, *b;
+    float *y;
+    int64_t N, G, Cg, Mg;
+    int64_t H, Wd, KH, KW, sh, sw, dh, dw, ph, pw, OH, OW;
+    int64_t rows; /* padded input rows needed: (OH-1)*sh + (KH-1)*dh + 1 */
+    int64_t wq;   /* columns per phase row, with slack for the vector tail */
+    int64_t owv;  /* OW rounded up to 16 */
+    int64_t slot_floats, slots;
+    float *buf;
+    int act;
+    float lo, hi;
+    kn_conv_dw_row_fn row;
+} dw_job;
+
+static void dw_item(const dw_job *j, int64_t item, float *buf) {
+    int64_t n = item / j->G, g = item % j->G, plane = j->rows * j->wq;
+    float *tmp = buf + j->Cg * j->sw * plane;
+    for (int64_t c = 0; c < j->Cg; c++) {
+        const float *src = j->x + ((n * j->G + g) * j->Cg + c) * j->H * j->Wd;
+        for (int64_t r = 0; r < j->sw; r++) {
+            float *dst = buf + (c * j->sw + r) * plane;
+            for (int64_t i = 0; i < j->rows; i++) {
+                float *d = dst + i * j->wq;
+                int64_t ih = i - j->ph;
+                if (ih < 0 || ih >= j->H) {
+                    memset(d, 0, sizeof(float) * (size_t)j->wq);
+                    continue;
+                }
+                const float *s = src + ih * j->Wd;
+                /* d[q] = s[q*sw + r - pw] where that lies in [0, Wd) */
+                int64_t off = r - j->pw, lo, hi;
+                valid_range(j->wq, j->sw, off, j->Wd, &lo, &hi);
+                memset(d, 0, sizeof(float) * (size_t)lo);
+                if (j->sw == 1) memcpy(d + lo, s + lo + off, sizeof(float) * (size_t)(hi - lo));
+                else
+                    for (int64_t q = lo; q < hi; q++) d[q] = s[q * j->sw + off];
+                memset(d + hi, 0, sizeof(float) * (size_t)(j->wq - hi));
+            }
+        }
+    }
+    int64_t taps = j->Cg * j->KH * j->KW, tap_off[KN_DW_MAX_TAPS];
+    const float *srcs[KN_DW_MAX_TAPS];
+    int t = 0;
+    for (int64_t c = 0; c < j->Cg; c++)
+        for (int64_t kh = 0; kh < j->KH; kh++)
+            for (int64_t kw = 0; kw < j->KW; kw++) {
+                int64_t q = kw * j->dw;
+                tap_off[t++] = (c * j->sw + q % j->sw) * plane + kh * j->dh * j->wq + q / j->sw;
+            }
+    for (int64_t m = 0; m < j->Mg; m++) {
+        int64_t oc = g * j->Mg + m;
+        const float *wt = j->w + oc * taps;
+        float bias = j->b ? j->b[oc] : 0.0f, *yp = j->y + (n * j->G * j->Mg + oc) * j->OH * j->OW;
+        for (int64_t oh = 0; oh < j->OH; oh++) {
+            const float *row0 = buf + oh * j->sh * j->wq;
+            for (t = 0; t < taps; t++) srcs[t] = row0 + tap_off[t];
+            /* a row's vector tail spills into the next row, written after it; the plane's last
+             * row would spill into another plane (maybe another thread's), so it goes via tmp */
+            if (oh + 1 < j->OH && (j->owv - j->OW) <= (j->OH - 1 - oh) * j->OW) {
+                j->row(yp + oh * j->OW, srcs, wt, (int)taps, j->owv, bias, j->act, j->lo, j->hi);
+                continue;
+            }
+            j->row(tmp, srcs, wt, (int)taps, j->owv, bias, j->act, j->lo, j->hi);
+            memcpy(yp + oh * j->OW, tmp, sizeof(float) * (size_t)j->OW);
+        }
+    }
+}
+
+static void dw_slot(void *ctx, int64_t begin, int64_t end) {
+    const dw_job *j = ctx;
+    for (int64_t s = begin; s < end; s++)
+        for (int64_t item = s; item < j->N * j->G; item += j->slots) dw_item(j, item, j->buf + s * j->slot_floats);
+}
+
+static kn_conv_dw_row_fn dw_row_fn(void) {
+    if (__builtin_cpu_supports("avx512f")) return kn_conv_dw_row_avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return kn_conv_dw_row_avx2;
+    return kn_conv_dw_row_scalar;
+}
+
+/* Whether the direct path takes this convolution: grouped, 1-D or 2-D, few taps per output. */
+static bool dw_eligible(int64_t G, int64_t Cg, const kn_conv_geom *g) {
+    if (G < 2 || (g->nsp != 1 && g->nsp != 2) || Cg > 4) return false;
+    int64_t taps = Cg;
+    for (int i = 0; i < g->nsp; i++) taps *= g->k[i];
+    return taps <= KN_DW_MAX_TAPS;
+}
+
+static kn_status *conv_dw_f32(kn_exec_ctx *ctx, const float *x, const float *w, const float *b, float *y, int64_t N,
+                              int64_t C, int64_t M, int64_t G, const kn_conv_geom *g, kn_conv_dw_row_fn row, int act,
+                              float lo, float hi) {
+    dw_job j;
+    memset(&j, 0, sizeof j);
+    j.x = x;
+    j.w = w;
+    j.b = b;
+    j.y = y;
+    j.N = N;
+    j.G = G;
+    j.Cg = C / G;
+    j.Mg = M / G;
+    int L = g->nsp - 1;
+    j.H = g->nsp == 2 ? g->in[0] : 1;
+    j.KH = g->nsp == 2 ? g->k[0] : 1;
+    j.sh = g->nsp == 2 ? g->stride[0] : 1;
+    j.dh = g->nsp == 2 ? g->dil[0] : 1;
+    j.ph = g->nsp == 2 ? g->pad_b[0] : 0;
+    j.OH = g->nsp == 2 ? g->out[0] : 1;
+    j.Wd = g->in[L];
+    j.KW = g->k[L];
+    j.sw = g->stride[L];
+    j.dw = g->dil[L];
+    j.pw = g->pad_b[L];
+    j.OW = g->out[L];
+    if (N * G == 0 || j.OH == 0 || j.OW == 0 || j.Mg == 0) return NULL;
+    j.rows = (j.OH - 1) * j.sh + (j.KH - 1) * j.dh + 1;
+    j.owv = (j.OW + 15) / 16 * 16;
+    j.wq = j.owv + (j.KW - 1) * j.dw / j.sw + 1;
+    j.act = act;
+    j.lo = lo;
+    j.hi = hi;
+    j.row = row;
+    j.slot_floats = j.Cg * j.sw * j.rows * j.wq + j.owv;
+    int64_t T = ctx->pool ? kn_threadpool_size(ctx->pool) : 1;
+    j.slots = T < N * G ? T : N * G;
+    size_t bytes = sizeof(float) * (size_t)(j.slot_floats * j.slots);
+    j.buf = kn_scratch_alloc(ctx, bytes);
+    if (!j.buf) return KN_OOM(bytes);
+    if (j.slots > 1) kn_parallel_for(ctx->pool, j.slots, 1, dw_slot, &j);
+    else dw_slot(&j, 0, 1);
+    return NULL;
+}
+
 /* ---------------------------------------------------------------- float32 Conv */
 
 typedef struct conv_job {
@@ -179,47 +327,52 @@ typedef struct conv_job {
     float *y;
     int64_t N, G, Cg, Mg;
     win wn;
-    bool direct;   /* 1x1, stride 1, no pad: X is its own column matrix */
-    int64_t chunk; /* outer column rows unfolded at a time (bounds the column buffer) */
-    float *cols;   /* one column buffer per slot */
+    bool direct;     /* 1x1, stride 1, no pad: X is its own column matrix */
+    int64_t chunk;   /* outer column rows unfolded at a time (bounds the column buffer) */
+    int64_t nchunks; /* chunks per item (1 on the direct path) */
+    float *cols;     /* one column buffer per slot */
     int64_t slots;
     kn_threadpool *pool; /* threads for the sgemm when items run one at a time */
+    int act;             /* clamp the output to [lo, hi] with the bias (FusedConv's Relu / Clip) */
+    float lo, hi;
+    kn_conv_bias_act_fn bias_act;
 } conv_job;
 
-static void conv_item(const conv_job *j, int64_t item, float *col) {
+/* Unit `unit` of the work: item (image, group) unit / nchunks, and of its column rows (blocks of
+ * the innermost output dim) chunk unit % nchunks; the whole item on the direct path. */
+static void conv_unit(const conv_job *j, int64_t unit, float *col) {
+    int64_t item = unit / j->nchunks, ci = unit % j->nchunks;
     int64_t n = item / j->G, g = item % j->G;
     const win *w = &j->wn;
     const float *x = j->x + (n * j->G + g) * j->Cg * w->img_n;
     float *y = j->y + (n * j->G + g) * j->Mg * w->col_n;
     const float *wt = j->w + g * j->Mg * j->Cg * w->k_n;
     int64_t K = j->Cg * w->k_n;
+    int64_t p0 = 0, width = w->col_n;
     if (j->direct) {
         kn_sgemm(j->pool, false, false, j->Mg, w->col_n, K, 1.0f, wt, K, x, w->col_n, 0.0f, y, w->col_n);
     } else {
         int64_t wl = w->cols[w->nsp - 1], nouter = wl ? w->col_n / wl : 0;
-        for (int64_t o0 = 0; o0 < nouter; o0 += j->chunk) {
-            int64_t o1 = o0 + j->chunk < nouter ? o0 + j->chunk : nouter, width = (o1 - o0) * wl;
-            im2col(x, j->Cg, w, o0, o1, col);
-            kn_sgemm(j->pool, false, false, j->Mg, width, K, 1.0f, wt, K, col, width, 0.0f, y + o0 * wl, w->col_n);
-        }
+        int64_t o0 = ci * j->chunk, o1 = o0 + j->chunk < nouter ? o0 + j->chunk : nouter;
+        p0 = o0 * wl;
+        width = (o1 - o0) * wl;
+        im2col(x, j->Cg, w, o0, o1, col);
+        kn_sgemm(j->pool, false, false, j->Mg, width, K, 1.0f, wt, K, col, width, 0.0f, y + p0, w->col_n);
     }
-    if (j->b)
-        for (int64_t m = 0; m < j->Mg; m++) {
-            float bv = j->b[g * j->Mg + m];
-            float *r = y + m * w->col_n;
-            for (int64_t p = 0; p < w->col_n; p++) r[p] += bv;
-        }
+    if (j->act || j->b)
+        for (int64_t m = 0; m < j->Mg; m++)
+            j->bias_act(y + m * w->col_n + p0, width, j->b ? j->b[g * j->Mg + m] : 0.0f, j->act, j->lo, j->hi);
 }
 
 static void conv_slot(void *ctx, int64_t begin, int64_t end) {
     const conv_job *j = ctx;
     int64_t colsz = j->direct ? 0 : j->Cg * j->wn.k_n * j->chunk * j->wn.cols[j->wn.nsp - 1];
     for (int64_t s = begin; s < end; s++)
-        for (int64_t item = s; item < j->N * j->G; item += j->slots) conv_item(j, item, j->cols + s * colsz);
+        for (int64_t u = s; u < j->N * j->G * j->nchunks; u += j->slots) conv_unit(j, u, j->cols + s * colsz);
 }
 
 static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, const float *b, float *y, int64_t N,
-                           int64_t C, int64_t M, int64_t G, const kn_conv_geom *g) {
+                           int64_t C, int64_t M, int64_t G, const kn_conv_geom *g, int act, float lo, float hi) {
     conv_job j;
     memset(&j, 0, sizeof j);
     j.x = x;
@@ -230,27 +383,41 @@ static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, con
     j.G = G;
     j.Cg = C / G;
     j.Mg = M / G;
+    j.act = act;
+    j.lo = lo;
+    j.hi = hi;
+    j.bias_act = __builtin_cpu_supports("avx512f")                        ? kn_conv_bias_act_avx512
+        : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? kn_conv_bias_act_avx2
+                                                                          : kn_conv_bias_act_scalar;
     j.wn = win_from_conv(g);
     j.direct = true;
     for (int i = 0; i < g->nsp; i++)
         if (g->k[i] != 1 || g->stride[i] != 1 || g->pad_b[i] || g->pad_e[i]) j.direct = false;
     int64_t items = N * G;
     if (items == 0 || j.wn.col_n == 0 || M == 0) return NULL;
+    if (dw_eligible(G, j.Cg, g)) return conv_dw_f32(ctx, x, w, b, y, N, C, M, G, g, dw_row_fn(), act, lo, hi);
     int64_t T = ctx->pool ? kn_threadpool_size(ctx->pool) : 1;
     double item_flops = 2.0 * (double)j.Mg * (double)j.wn.col_n * (double)(j.Cg * j.wn.k_n);
     /* Many small products (depthwise, small images): one per thread at a time. Otherwise each
      * product is threaded inside sgemm. */
     bool per_item = T > 1 && items >= 2 * T && item_flops < 2e7;
+    j.nchunks = 1;
+    if (!j.direct) {
+        /* Unfold ~1 MiB of columns at a time, so the GEMM reads them from cache rather than
+         * memory, but at least 256 columns (the packed weights are reused across them) and at
+         * least one innermost row. The chunks of all items are then the units of work. */
+        int64_t wl = j.wn.cols[j.wn.nsp - 1], nouter = j.wn.col_n / wl;
+        int64_t row_bytes = (int64_t)sizeof(float) * j.Cg * j.wn.k_n * wl;
+        j.chunk = ((int64_t)1 << 20) / (row_bytes > 0 ? row_bytes : 1);
+        if (j.chunk < (256 + wl - 1) / wl) j.chunk = (256 + wl - 1) / wl;
+        if (j.chunk > nouter) j.chunk = nouter;
+        j.nchunks = (nouter + j.chunk - 1) / j.chunk;
+        per_item = T > 1 && items * j.nchunks >= 2 * T;
+    }
     j.slots = per_item ? T : 1;
     j.pool = per_item ? NULL : ctx->pool;
     if (!j.direct) {
-        /* Unfold at most ~32 MiB of columns at a time (at least one innermost row), so a large
-         * image with a large kernel cannot demand an absurd buffer. */
-        int64_t wl = j.wn.cols[j.wn.nsp - 1], nouter = j.wn.col_n / wl;
-        int64_t row_bytes = (int64_t)sizeof(float) * j.Cg * j.wn.k_n * wl;
-        j.chunk = ((int64_t)32 << 20) / (row_bytes > 0 ? row_bytes : 1);
-        if (j.chunk < 1) j.chunk = 1;
-        if (j.chunk > nouter) j.chunk = nouter;
+        int64_t row_bytes = (int64_t)sizeof(float) * j.Cg * j.wn.k_n * j.wn.cols[j.wn.nsp - 1];
         size_t bytes = (size_t)row_bytes * (size_t)j.chunk * (size_t)j.slots;
         j.cols = kn_scratch_alloc(ctx, bytes ? bytes : 1);
         if (!j.cols) return KN_OOM(bytes);
@@ -356,8 +523,56 @@ kn_status *kn_cpu_Conv(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     float *xf = to_f32(ctx, x), *wf = to_f32(ctx, w), *bf = b ? to_f32(ctx, b) : NULL;
     float *yf = y->dtype == KN_F32 ? y->data : kn_scratch_alloc(ctx, sizeof(float) * (size_t)kn_numel(y));
     if (!xf || !wf || !yf || (b && !bf)) return KN_OOM(kn_nbytes(y));
-    KN_TRY(conv_f32(ctx, xf, wf, bf, yf, N, C, M, G, &g));
+    KN_TRY(conv_f32(ctx, xf, wf, bf, yf, N, C, M, G, &g, 0, -INFINITY, INFINITY));
     from_f32(y, yf);
+    return NULL;
+}
+
+/* com.microsoft FusedConv (float32): Y = act(Conv(X, W, B) + Z). Without Z, Relu, Clip and
+ * kiln's Silu are applied in the convolution's bias pass (or its direct row kernel); Z and the
+ * other activations are one pass after it. */
+kn_status *kn_cpu_MsFusedConv(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                              kn_tensor *const *out, int n_out) {
+    const kn_tensor *x = in[0], *w = in[1], *b = n_in > 2 ? in[2] : NULL, *z = n_in > 3 ? in[3] : NULL;
+    kn_tensor *y = out[0];
+    if (x->dtype != KN_F32) return kn_err_dtype(node, x);
+    if (w->dtype != KN_F32) return kn_err_dtype(node, w);
+    if (b && b->dtype != KN_F32) return kn_err_dtype(node, b);
+    if (z && z->dtype != KN_F32) return kn_err_dtype(node, z);
+    int64_t G;
+    kn_conv_geom g;
+    KN_TRY(conv_shapes(node, "FusedConv", x, w, y, &G, &g));
+    int64_t N = x->dims[0], C = x->dims[1], M = w->dims[0], n = kn_numel(y);
+    KN_TRY(check_bias("FusedConv", b, M));
+    char bz[KN_DESC_LEN], by[KN_DESC_LEN];
+    if (z && kn_numel(z) != n)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "FusedConv: Z %s must have the output's shape %s", DESC(z, bz),
+                        DESC(y, by));
+    if (n == 0) return NULL;
+    const kn_params_conv *p = KN_PARAMS(node, conv);
+    bool clamp = !z && (p->act == KN_CONV_ACT_RELU || p->act == KN_CONV_ACT_CLIP),
+         silu = !z && p->act == KN_CONV_ACT_SILU;
+    float lo = p->act == KN_CONV_ACT_CLIP ? p->act_a : 0.0f, hi = p->act == KN_CONV_ACT_CLIP ? p->act_b : INFINITY;
+    float *yf = y->data;
+    int inl = clamp ? KN_CONV_DW_CLAMP : silu ? KN_CONV_DW_SILU : KN_CONV_DW_NONE;
+    KN_TRY(conv_f32(ctx, x->data, w->data, b ? b->data : NULL, yf, N, C, M, G, &g, inl, lo, clamp ? hi : INFINITY));
+    if (inl || (!z && p->act == KN_CONV_ACT_NONE)) return NULL;
+    const float *zf = z ? z->data : NULL;
+    float a = p->act_a, c = p->act_b;
+    for (int64_t i = 0; i < n; i++) {
+        float v = yf[i] + (zf ? zf[i] : 0.0f);
+        switch (p->act) {
+        case KN_CONV_ACT_RELU: v = v < 0.0f ? 0.0f : v; break;
+        case KN_CONV_ACT_CLIP: v = v < a ? a : v > c ? c : v; break;
+        case KN_CONV_ACT_LEAKY_RELU: v = v < 0.0f ? a * v : v; break;
+        case KN_CONV_ACT_SIGMOID: v = 1.0f / (1.0f + expf(-v)); break;
+        case KN_CONV_ACT_TANH: v = tanhf(v); break;
+        case KN_CONV_ACT_HARD_SIGMOID: v = fmaxf(0.0f, fminf(1.0f, a * v + c)); break;
+        case KN_CONV_ACT_SILU: v = v / (1.0f + expf(-v)); break;
+        default: break;
+        }
+        yf[i] = v;
+    }
     return NULL;
 }
 
@@ -858,4 +1073,26 @@ kn_status *kn_cpu_KnConvGradW(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     KN_TRY(conv_grad_run(ctx, &j, G, conv_grad_w_slot));
     from_f32(dw, wf);
     return NULL;
+}
+
+/* ---------------------------------------------------------------- direct convolution row, scalar */
+
+void kn_conv_dw_row_scalar(float *out, const float *const *src, const float *wt, int ntaps, int64_t n, float bias,
+                           int act, float lo, float hi) {
+    for (int64_t i = 0; i < n; i++) {
+        float s = bias;
+        for (int t = 0; t < ntaps; t++) s += wt[t] * src[t][i];
+        if (act == KN_CONV_DW_CLAMP) s = s < lo ? lo : s > hi ? hi : s;
+        else if (act == KN_CONV_DW_SILU) s = s / (1.0f + expf(-s));
+        out[i] = s;
+    }
+}
+
+void kn_conv_bias_act_scalar(float *r, int64_t n, float bias, int act, float lo, float hi) {
+    for (int64_t i = 0; i < n; i++) {
+        float v = r[i] + bias;
+        if (act == KN_CONV_DW_CLAMP) v = v < lo ? lo : v > hi ? hi : v;
+        else if (act == KN_CONV_DW_SILU) v = v / (1.0f + expf(-v));
+        r[i] = v;
+    }
 }

@@ -906,6 +906,16 @@ static void ew_clip_range(void *ctx, int64_t b, int64_t e) {
     kn_dtype t = j->x->dtype;
     switch (ew_class_of(t)) {
     case EW_FLOAT:
+        if (t == KN_F32) { /* the common case (ReLU6 after every conv of a mobile net): a loop that vectorises */
+            const float *x = (const float *)j->x->data;
+            float *y = (float *)j->y->data, lo = (float)j->lo, hi = (float)j->hi;
+            for (int64_t i = b; i < e; i++) {
+                float v = x[i];
+                v = v < lo ? lo : v;
+                y[i] = v > hi ? hi : v;
+            }
+            break;
+        }
         for (int64_t i = b; i < e; i++) {
             double v = ew_ld_f(j->x->data, t, i);
             if (v < j->lo) v = j->lo;

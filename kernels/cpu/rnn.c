@@ -5,6 +5,7 @@
  * and out). DynamicQuantizeLSTM swaps the two products for integer ones on 8-bit weights, each
  * operand quantised on the fly as ONNX Runtime does, so that its rounding is reproduced. */
 #include "graph/ops.h"
+#include "kernels/cpu/elementwise_simd.h"
 #include "kernels/cpu/gemm.h"
 #include "runtime/core/dtype.h"
 #include <math.h>
@@ -111,6 +112,30 @@ static kn_status *rnn_q_check(const kn_node *node, const rnn_quant *q, int dirs,
     return NULL;
 }
 
+/* One row of the LSTM cell with the default activations (sigmoid, tanh, tanh), no clip and no
+ * coupled input-forget gate: the gate sums as the scalar cell forms them, then each nonlinearity
+ * over a whole gate at once with the elementwise kernels' vector Sigmoid / Tanh. ONNX gate order
+ * i, o, f, c; g is 5H of scratch. */
+static void lstm_row_vec(int level, int64_t H, const float *x, const float *hrb, const float *wb, const float *rb,
+                         const float *peep, float *cb, float *hb, float *g) {
+    for (int64_t k = 0; k < 4 * H; k++) g[k] = x[k] + hrb[k] + wb[k] + rb[k];
+    for (int64_t k = 0; k < H; k++) {
+        g[k] += peep[k] * cb[k];
+        g[2 * H + k] += peep[2 * H + k] * cb[k];
+    }
+    kn_ew_unary_f32_level(level, KN_EW_SIGMOID, g, g, H);
+    kn_ew_unary_f32_level(level, KN_EW_SIGMOID, g + 2 * H, g + 2 * H, H);
+    kn_ew_unary_f32_level(level, KN_EW_TANH, g + 3 * H, g + 3 * H, H);
+    for (int64_t k = 0; k < H; k++) {
+        float cn = g[2 * H + k] * cb[k] + g[k] * g[3 * H + k];
+        cb[k] = cn;
+        g[H + k] += peep[H + k] * cn;
+    }
+    kn_ew_unary_f32_level(level, KN_EW_SIGMOID, g + H, g + H, H);
+    kn_ew_unary_f32_level(level, KN_EW_TANH, cb, g + 4 * H, H);
+    for (int64_t k = 0; k < H; k++) hb[k] = g[H + k] * g[4 * H + k];
+}
+
 static inline float rnn_clip(float x, float clip) {
     return clip > 0.0f ? (x < -clip ? -clip : x > clip ? clip : x) : x;
 }
@@ -179,6 +204,8 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
     float *h = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(Bn * H + 1));
     float *c = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(Bn * H + 1));
     float *tmp = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(2 * Bn * H + 1));
+    float *gbuf = cell == CELL_LSTM ? kn_scratch_alloc(ctx, sizeof(float) * (size_t)(5 * H + 1)) : NULL;
+    int ew_level = kn_ew_best_level();
     float *bias = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(2 * GH + 3 * H + 1));
     if (!lens || !xf || !w || !r || !xw || !hr || !h || !c || !tmp || !bias)
         return KN_OOM(sizeof(float) * (size_t)(S * Bn * (I + GH)));
@@ -225,6 +252,8 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
         bool rev = reverse_only || d == 1;
         const rnn_act *fa = &acts[d * n_act], *ga = &acts[d * n_act + (n_act > 1 ? 1 : 0)],
                       *ha = &acts[d * n_act + (n_act > 2 ? 2 : 0)];
+        bool vec_lstm = cell == CELL_LSTM && !q && !input_forget && !(clip > 0.0f) && gbuf &&
+            fa->kind == KN_RNN_ACT_SIGMOID && ga->kind == KN_RNN_ACT_TANH && ha->kind == KN_RNN_ACT_TANH;
         const float *wd = w, *rd = r;
         if (q) {
             rnn_q_load(q->W, q->ws, q->wz, d, dirs, I, GH, qb.bw, qb.wsc);
@@ -297,6 +326,10 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                 int64_t t = rev ? lens[b] - 1 - step : step;
                 const float *x = xw + (t * Bn + b) * GH, *hrb = hr + b * GH;
                 float *hb = h + b * H, *cb = c + b * H;
+                if (vec_lstm) {
+                    lstm_row_vec(ew_level, H, x, hrb, wb, rb, peep, cb, hb, gbuf);
+                    continue;
+                }
                 for (int64_t k = 0; k < H; k++) {
                     if (cell == CELL_RNN) {
                         hb[k] = rnn_apply(fa, rnn_clip(x[k] + hrb[k] + wb[k] + rb[k], clip));

@@ -8,6 +8,7 @@
  * paths (mismatched channels, out-of-range MaxUnpool indices). */
 #include "tests/unit/harness.h"
 #include "runtime/core/dtype.h"
+#include "kernels/cpu/conv_dw.h"
 
 static uint32_t rng_state = 88172645u;
 static float frand(void) {
@@ -390,6 +391,166 @@ START_TEST(test_conv_integer) {
 }
 END_TEST
 
+
+/* The direct grouped path (depthwise and Cg <= 4, 1-D and 2-D) over odd sizes, asymmetric pads,
+ * strides 1-3, dilations 1-2, channel multipliers and kernels from 1x1 to 7x7, with and without
+ * bias, against the double reference; also a 3x3 image smaller than its vector width. */
+START_TEST(test_conv_grouped_direct) {
+    static const int64_t ks[][2] = {{3, 3}, {5, 5}, {1, 1}, {3, 5}, {7, 7}, {2, 3}};
+    static const int64_t cgs[] = {1, 1, 2, 3, 4}, mgs[] = {1, 2, 3}, gs[] = {2, 3, 8};
+    int cases = 0;
+    for (int ki = 0; ki < 6; ki++)
+        for (int64_t s = 1; s <= 3; s++)
+            for (int64_t d = 1; d <= 2; d++) {
+                int v = ki * 6 + (int)(s - 1) * 2 + (int)(d - 1);
+                int64_t Cg = cgs[v % 5], Mg = mgs[v % 3], G = gs[v % 3], N = 1 + v % 2;
+                int64_t H = 5 + v % 13, Wd = 3 + (v * 7) % 29;
+                cparams p = {2,
+                             N,
+                             G * Cg,
+                             G * Mg,
+                             G,
+                             {H, Wd},
+                             {ks[ki][0], ks[ki][1]},
+                             {s, s == 3 ? 1 : s},
+                             {d, d},
+                             {v % 3, (v + 1) % 3},
+                             {(v + 2) % 3, v % 2}};
+                for (int i = 0; i < 2; i++) /* keep the output non-empty */
+                    while (p.in[i] + p.pb[i] + p.pe[i] < (p.k[i] - 1) * p.d[i] + 1) p.in[i]++;
+                expect_conv(&p, KN_F32, v % 4 != 0, NULL, 0, 1e-5);
+                cparams q = {1, N, G * Cg, G * Mg, G, {Wd + 2 * H}, {ks[ki][1]}, {s}, {d}, {v % 3}, {v % 2}};
+                while (q.in[0] + q.pb[0] + q.pe[0] < (q.k[0] - 1) * q.d[0] + 1) q.in[0]++;
+                expect_conv(&q, KN_F32, v % 3 != 0, NULL, 0, 1e-5);
+                cases += 2;
+            }
+    cparams tiny = {2, 1, 16, 16, 16, {3, 3}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}};
+    expect_conv(&tiny, KN_F32, true, NULL, 0, 1e-5);
+    cparams wide = {2, 2, 24, 24, 24, {9, 131}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}};
+    expect_conv(&wide, KN_F32, true, NULL, 0, 1e-5);
+    ck_assert_int_eq(cases, 72);
+}
+END_TEST
+
+
+/* Each ISA build of the direct convolution row kernel against the scalar one (this CPU runs only
+ * one of them through Conv), with and without the clamp; NaN passes through when unclamped. */
+START_TEST(test_conv_dw_row_isas) {
+    enum { NT = 11, NMAX = 96 };
+    float data[NT][NMAX], wt[NT], ref[NMAX], got[NMAX];
+    const float *src[NT];
+    for (int t = 0; t < NT; t++) {
+        for (int i = 0; i < NMAX; i++) data[t][i] = frand();
+        wt[t] = frand();
+        src[t] = data[t];
+    }
+    data[3][5] = NAN;
+    kn_conv_dw_row_fn fns[2] = {kn_conv_dw_row_avx2, kn_conv_dw_row_avx512};
+    bool have[2] = {__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"), __builtin_cpu_supports("avx512f")};
+    for (int f = 0; f < 2; f++) {
+        if (!have[f]) continue;
+        for (int64_t n = 16; n <= NMAX; n += 16)
+            for (int act = 0; act < 3; act++) {
+                kn_conv_dw_row_scalar(ref, src, wt, NT, n, 0.25f, act, 0.0f, 0.5f);
+                fns[f](got, src, wt, NT, n, 0.25f, act, 0.0f, 0.5f);
+                for (int64_t i = 0; i < n; i++) {
+                    if (i == 5 && act != 1) {
+                        ck_assert(isnan(got[i]) && isnan(ref[i]));
+                        continue;
+                    }
+                    if (i == 5) continue; /* min/max order on NaN differs by ISA */
+                    ck_assert_msg(fabsf(got[i] - ref[i]) <= 1e-5f * (1 + fabsf(ref[i])),
+                                  "isa %d n %lld [%lld]: %g vs %g", f, (long long)n, (long long)i, got[i], ref[i]);
+                    if (act == 1) ck_assert(got[i] >= 0.0f && got[i] <= 0.5f);
+                }
+            }
+        /* the bias / clamp pass, over lengths that leave every tail size */
+        kn_conv_bias_act_fn bas[2] = {kn_conv_bias_act_avx2, kn_conv_bias_act_avx512};
+        for (int64_t n = 0; n <= 40; n++)
+            for (int act = 0; act < 3; act++) {
+                memcpy(ref, data[0], sizeof ref);
+                memcpy(got, data[0], sizeof got);
+                kn_conv_bias_act_scalar(ref, n, -0.125f, act, -0.25f, 0.5f);
+                bas[f](got, n, -0.125f, act, -0.25f, 0.5f);
+                for (int64_t i = 0; i < NMAX; i++)
+                    ck_assert_msg(fabsf(got[i] - ref[i]) <= 1e-6f * (1 + fabsf(ref[i])),
+                                  "bias_act isa %d act %d n %lld [%lld]", f, act, (long long)n, (long long)i);
+                for (int64_t i = 0; i < n && act == 1; i++) ck_assert(got[i] >= -0.25f && got[i] <= 0.5f);
+                for (int64_t i = n; i < NMAX; i++) ck_assert(got[i] == data[0][i]);
+            }
+    }
+}
+END_TEST
+
+/* com.microsoft FusedConv = act(Conv + Z) against the reference, for each activation, through the
+ * direct grouped path (clamp inside the row kernel) and the GEMM path (clamp in the bias pass),
+ * with and without Z; an unknown activation is refused at decode. */
+static void expect_fused(const cparams *p, const char *act, const float *ap, int nap, bool z) {
+    int64_t xd[4] = {p->N, p->C, p->in[0], p->in[1]}, wd[4] = {p->M, p->C / p->G, p->k[0], p->k[1]}, bd[1] = {p->M};
+    int64_t od[3];
+    conv_out_dims(p, od);
+    int64_t yd[4] = {p->N, p->M, od[0], od[1]};
+    kn_tensor *in[4] = {mk_rand(KN_F32, 4, xd), mk_rand(KN_F32, 4, wd), mk_rand(KN_F32, 1, bd),
+                        z ? mk_rand(KN_F32, 4, yd) : NULL},
+              *out[1];
+    int64_t pads[4] = {p->pb[0], p->pb[1], p->pe[0], p->pe[1]};
+    kn_attr at[6] = {attr_ints("strides", p->s, 2), attr_ints("dilations", p->d, 2),
+                     attr_i("group", p->G),         attr_ints("pads", pads, 4),
+                     attr_s("activation", act),     attr_floats("activation_params", ap, nap)};
+    kn_status *st = kn_test_run_op(KN_OP_MsFusedConv, 1, at, nap ? 6 : 5, in, z ? 4 : 3, out, NULL, 1, pool);
+    ck_assert_msg(!st, "FusedConv: %s", st ? kn_status_message(st) : "");
+    int64_t n = kn_numel(out[0]);
+    ck_assert_int_eq(n, p->N * p->M * od[0] * od[1]);
+    double *ref = malloc(sizeof(double) * (size_t)(n + 1));
+    conv_naive(p, in[0], in[1], in[2], ref);
+    for (int64_t i = 0; i < n; i++) {
+        double v = ref[i] + (z ? kn_get_f64(in[3], i) : 0.0);
+        if (!strcmp(act, "Relu")) v = v < 0 ? 0 : v;
+        else if (!strcmp(act, "Clip")) v = v < ap[0] ? ap[0] : v > ap[1] ? ap[1] : v;
+        else if (!strcmp(act, "LeakyRelu")) v = v < 0 ? ap[0] * v : v;
+        else if (!strcmp(act, "Sigmoid")) v = 1 / (1 + exp(-v));
+        else if (!strcmp(act, "Tanh")) v = tanh(v);
+        else if (!strcmp(act, "HardSigmoid")) v = fmax(0, fmin(1, ap[0] * v + ap[1]));
+        else if (!strcmp(act, "Silu")) v = v / (1 + exp(-v));
+        ck_assert_msg(fabs(kn_get_f64(out[0], i) - v) <= 1e-5 * (1 + fabs(v)),
+                      "FusedConv %s G=%lld z=%d [%lld]: %g vs %g", act, (long long)p->G, z, (long long)i,
+                      kn_get_f64(out[0], i), v);
+    }
+    free(ref);
+    for (int i = 0; i < 4; i++)
+        if (in[i]) kn_tensor_free(in[i]);
+    kn_tensor_free(out[0]);
+}
+
+START_TEST(test_fused_conv) {
+    cparams dw = {2, 2, 12, 12, 12, {9, 21}, {3, 3}, {2, 1}, {1, 1}, {1, 1}, {1, 1}};
+    cparams dense = {2, 2, 5, 7, 1, {8, 10}, {3, 3}, {1, 1}, {1, 1}, {1, 0}, {0, 1}};
+    cparams one = {2, 1, 16, 8, 1, {6, 7}, {1, 1}, {1, 1}, {1, 1}, {0, 0}, {0, 0}};
+    const cparams *ps[3] = {&dw, &dense, &one};
+    const float clip[2] = {-0.5f, 0.75f}, leaky[1] = {0.1f}, hs[2] = {0.3f, 0.4f};
+    for (int i = 0; i < 3; i++)
+        for (int z = 0; z < 2; z++) {
+            expect_fused(ps[i], "Relu", NULL, 0, z);
+            expect_fused(ps[i], "Clip", clip, 2, z);
+            expect_fused(ps[i], "LeakyRelu", leaky, 1, z);
+            expect_fused(ps[i], "Sigmoid", NULL, 0, z);
+            expect_fused(ps[i], "Tanh", NULL, 0, z);
+            expect_fused(ps[i], "HardSigmoid", hs, 2, z);
+            expect_fused(ps[i], "Silu", NULL, 0, z);
+        }
+    int64_t xd[4] = {1, 2, 4, 4}, wd[4] = {2, 2, 3, 3};
+    kn_tensor *in[2] = {mk_rand(KN_F32, 4, xd), mk_rand(KN_F32, 4, wd)}, *out[1] = {NULL};
+    kn_attr bad = attr_s("activation", "Swish");
+    kn_status *st = kn_test_run_op(KN_OP_MsFusedConv, 1, &bad, 1, in, 2, out, NULL, 1, pool);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_msg(strstr(kn_status_message(st), "Swish") != NULL, "%s", kn_status_message(st));
+    kn_status_free(st);
+    if (out[0]) kn_tensor_free(out[0]);
+    kn_tensor_free(in[0]);
+    kn_tensor_free(in[1]);
+}
+END_TEST
+
 static Suite *conv_suite(void) {
     Suite *s = suite_create("conv");
     TCase *tc = tcase_create("core");
@@ -402,6 +563,9 @@ static Suite *conv_suite(void) {
     tcase_add_test(tc, test_conv_integer);
     tcase_add_test(tc, test_pools);
     tcase_add_test(tc, test_maxunpool_bad_index);
+    tcase_add_test(tc, test_conv_grouped_direct);
+    tcase_add_test(tc, test_conv_dw_row_isas);
+    tcase_add_test(tc, test_fused_conv);
     suite_add_tcase(s, tc);
     return s;
 }

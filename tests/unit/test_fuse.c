@@ -494,6 +494,61 @@ START_TEST(test_fuse_gemm_gelu) {
 }
 END_TEST
 
+/* Conv + Relu / Clip. Variants: 0 depthwise 3x3 + Clip(-0.2, 0.3); 1 dense 3x3 without bias +
+ * Relu; 2 1x1 with bias + Clip with only a min; 3 grouped (G 2, Cg 3) stride 2 + Relu; 4 Clip-6
+ * with attribute bounds; 5, 6 SiLU as Mul(c, Sigmoid(c)) and Mul(Sigmoid(c), c). Near misses: 10 the Conv output is also a graph output; 11 Clip's max is
+ * an input; 12 W is an input; 13 the Sigmoid is of another value. */
+static kn_graph *build_conv_act(int variant) {
+    kn_graph *g = tg_new();
+    if (variant == 4) g->opsets[0] = 6;
+    int64_t C = variant == 1 ? 4
+        : variant == 3       ? 6
+                             : 8,
+            M = variant == 3 ? 4 : 8,
+            G = variant == 0 ? 8
+        : variant == 3       ? 2
+                             : 1;
+    int64_t k = variant == 2 ? 1 : 3, s = variant == 3 ? 2 : 1;
+    int64_t dx[4] = {2, C, 9, 11}, dw[4] = {M, C / G, k, k}, db[1] = {M};
+    tg_input(g, "x", 4, dx);
+    if (variant == 12) tg_input(g, "w", 4, dw);
+    else tg_const(g, "w", 4, dw, NULL);
+    tg_const(g, "b", 1, db, NULL);
+    int64_t pads[4] = {k / 2, k / 2, k / 2, k / 2}, st[2] = {s, s};
+    kn_attr at[3] = {attr_ints("pads", pads, 4), attr_ints("strides", st, 2), attr_i("group", G)};
+    tg_node(g, "Conv", "", variant == 1 ? "x w" : "x w b", "c", at, 3);
+    tg_scalar(g, "lo", -0.2);
+    tg_scalar(g, "hi", 0.3);
+    if (variant == 11) tg_input(g, "hi_in", 0, NULL);
+    if (variant == 5 || variant == 6 || variant == 13) {
+        NODE(g, "Sigmoid", variant == 13 ? "x" : "c", "sg");
+        NODE(g, "Mul", variant == 6 ? "sg c" : "c sg", "y");
+    } else if (variant == 1 || variant == 3) NODE(g, "Relu", "c", "y");
+    else if (variant == 2) NODE(g, "Clip", "c lo", "y");
+    else if (variant == 4) {
+        kn_attr ca[2] = {attr_f("min", -0.1f), attr_f("max", 0.25f)};
+        tg_node(g, "Clip", "", "c", "y", ca, 2);
+    } else NODE(g, "Clip", variant == 11 ? "c lo hi_in" : "c lo hi", "y");
+    tg_output(g, "y");
+    if (variant == 10) tg_output(g, "c");
+    return g;
+}
+
+START_TEST(test_fuse_conv_act) {
+    for (int v = 0; v <= 6; v++) check_pass(build_conv_act, v, kn_pass_fuse_conv_act, 1, "FusedConv", 1, "Conv", NULL);
+    kn_graph *g = build_conv_act(0);
+    kn_graph_resolve_ops(g);
+    int n = 0;
+    ck_assert_ptr_null(kn_pass_fuse_conv_act(g, &n));
+    const kn_node *f = find_op(g, "FusedConv");
+    ck_assert_str_eq(kn_attr_str(f, "activation", ""), "Clip");
+    ck_assert_int_eq(kn_attr_int(f, "group", 0), 8);
+    ck_assert_int_eq(count_op(g, "Clip"), 0);
+    kn_graph_free(g);
+    for (int v = 10; v <= 13; v++) check_pass(build_conv_act, v, kn_pass_fuse_conv_act, 0, "FusedConv", 0, NULL, NULL);
+}
+END_TEST
+
 static Suite *fuse_suite(void) {
     Suite *s = suite_create("fuse");
     TCase *tc = tcase_create("core");
@@ -504,6 +559,7 @@ static Suite *fuse_suite(void) {
     tcase_add_test(tc, test_fuse_skip_layernorm);
     tcase_add_test(tc, test_fuse_skip_layernorm_near_misses);
     tcase_add_test(tc, test_fuse_gemm_gelu);
+    tcase_add_test(tc, test_fuse_conv_act);
     suite_add_tcase(s, tc);
     return s;
 }

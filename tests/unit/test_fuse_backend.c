@@ -43,8 +43,8 @@ static kn_kernel_fn lacking_kernel(const kn_backend *b, int op) {
     return kn_cpu_backend()->kernel(kn_cpu_backend(), op);
 }
 
-static const int fused_ops[] = {KN_OP_KnSdpa, KN_OP_MsBiasGelu, KN_OP_MsGelu, KN_OP_MsFastGelu,
-                                KN_OP_MsSkipLayerNormalization};
+static const int fused_ops[] = {
+    KN_OP_KnSdpa, KN_OP_MsBiasGelu, KN_OP_MsGelu, KN_OP_MsFastGelu, KN_OP_MsSkipLayerNormalization, KN_OP_MsFusedConv};
 
 START_TEST(test_fusion_per_backend) {
     if (!have_zoo()) return;
@@ -71,21 +71,22 @@ START_TEST(test_fusion_per_backend) {
     none.kernel = lacking_kernel;
     none.graph_optimize = NULL;
     lacks = fused_ops;
-    n_lacks = 5;
+    n_lacks = 6;
     const kn_graph *gn = NULL;
     ck_assert_ptr_null(kn_model_graph_for(m, &none, &gn));
     ck_assert_ptr_eq(gn, m->graph);
 
     /* one with attention only gets attention fused, nothing else */
-    static const int no_ln_gelu[] = {KN_OP_MsBiasGelu, KN_OP_MsGelu, KN_OP_MsFastGelu, KN_OP_MsSkipLayerNormalization};
+    static const int no_ln_gelu[] = {KN_OP_MsBiasGelu, KN_OP_MsGelu, KN_OP_MsFastGelu, KN_OP_MsSkipLayerNormalization,
+                                     KN_OP_MsFusedConv};
     kn_backend attn = *kn_cpu_backend();
     attn.kernel = lacking_kernel;
     lacks = no_ln_gelu;
-    n_lacks = 4;
+    n_lacks = 5;
     const kn_graph *ga = NULL;
     ck_assert_ptr_null(kn_model_graph_for(m, &attn, &ga));
     ck_assert_int_gt(count_op(ga, KN_OP_KnSdpa), 0);
-    for (int k = 0; k < 4; k++) ck_assert_int_eq(count_op(ga, no_ln_gelu[k]), 0);
+    for (int k = 0; k < 5; k++) ck_assert_int_eq(count_op(ga, no_ln_gelu[k]), 0);
     ck_assert_int_eq(kn_fusions_for_backend(&attn), KN_FUSE_ATTENTION);
     ck_assert_int_eq(kn_fusions_for_backend(kn_cpu_backend()), KN_FUSE_ALL);
 

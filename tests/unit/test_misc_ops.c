@@ -340,6 +340,48 @@ START_TEST(test_lstm_peepholes) {
 }
 END_TEST
 
+/* The LSTM cell's vector path (default activations, no clip) against its scalar path, which a
+ * clip too large to bind selects with the same math: bidirectional, peepholes, initial states
+ * and sequence lengths, over hidden sizes that leave every vector tail. */
+START_TEST(test_lstm_vector_cell) {
+    static const int Hs[] = {1, 7, 16, 33};
+    for (int hi = 0; hi < 4; hi++) {
+        int64_t H = Hs[hi], S = 5, Bn = 3, I = 4, D = 2;
+        int64_t dx[3] = {S, Bn, I}, dw[3] = {D, 4 * H, I}, dr[3] = {D, 4 * H, H}, db[2] = {D, 8 * H}, dsl[1] = {Bn},
+                dh[3] = {D, Bn, H}, dp[2] = {D, 3 * H};
+        kn_tensor *in[8] = {mk(KN_F32, 3, dx, NULL), mk(KN_F32, 3, dw, NULL),  mk(KN_F32, 3, dr, NULL),
+                            mk(KN_F32, 2, db, NULL), mk(KN_I32, 1, dsl, NULL), mk(KN_F32, 3, dh, NULL),
+                            mk(KN_F32, 3, dh, NULL), mk(KN_F32, 2, dp, NULL)};
+        uint32_t st = 12345u + (uint32_t)H;
+        for (int t = 0; t < 8; t++) {
+            if (t == 4) continue;
+            for (int64_t i = 0; i < kn_numel(in[t]); i++) {
+                st = st * 1664525u + 1013904223u;
+                kn_set_f64(in[t], i, ((double)(st >> 8) / 16777216.0 * 2.0 - 1.0) * (t == 0 ? 2.0 : 0.6));
+            }
+        }
+        const double sl[3] = {5, 2, 4};
+        for (int b = 0; b < 3; b++) kn_set_f64(in[4], b, sl[b]);
+        kn_attr at[3] = {attr_i("hidden_size", H), attr_s("direction", "bidirectional"), attr_f("clip", 1e30f)};
+        kn_tensor *vo[3], *so[3];
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_LSTM, 14, at, 2, in, 8, vo, NULL, 3, NULL));
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_LSTM, 14, at, 3, in, 8, so, NULL, 3, NULL));
+        for (int o = 0; o < 3; o++) {
+            ck_assert_int_eq(kn_numel(vo[o]), kn_numel(so[o]));
+            for (int64_t i = 0; i < kn_numel(vo[o]); i++) {
+                double a = kn_get_f64(vo[o], i), e = kn_get_f64(so[o], i);
+                FAST_ASSERT(fabs(a - e) <= 1e-5 * (1 + fabs(e)), "H %lld out %d [%lld]: %g vs %g", (long long)H, o,
+                            (long long)i, a, e);
+            }
+        }
+        ck_assert(fabs(kn_get_f64(so[1], 0)) > 1e-3); /* the state is not trivially zero */
+        free_all(vo, 3);
+        free_all(so, 3);
+        free_all(in, 8);
+    }
+}
+END_TEST
+
 START_TEST(test_gru_bidirectional_seqlens) {
     enum { H = 3 };
     double x[12], w4[24], r4[36], b4[24], p[9];
@@ -820,6 +862,7 @@ static Suite *misc_suite(void) {
     tcase_add_test(tc, test_attention_half_precision);
     tcase_add_test(tc, test_rotary_embedding);
     tcase_add_test(tc, test_lstm_peepholes);
+    tcase_add_test(tc, test_lstm_vector_cell);
     tcase_add_test(tc, test_gru_bidirectional_seqlens);
     tcase_add_test(tc, test_rnn_simple_and_layout);
     tcase_add_test(tc, test_quantize_rounding_and_saturation);

@@ -3,7 +3,8 @@
 run (kiln, ORT, kiln, ORT, ...; the times of all rounds pooled per system), for the cases where a
 fixed per-run cost or a convolution path decides: a one-node model, a ~1 ms MLP, an LSTM voice-
 activity cell inside an If, ResNet-50, MobileNetV2 (shapes as torchvision's, random weights,
-BatchNorm folded as exporters do), MiniLM-L6 and BERT-base, at batch 1 and 32 (the sequence models
+BatchNorm folded as exporters do), a YOLOv8n-shaped detector at 640x640 (C2f, SPPF, nearest
+upsampling, the three-scale head), MiniLM-L6 and BERT-base, at batch 1 and 32 (the sequence models
 at 128 tokens). Prints a table of p50 latencies and kiln/ORT ratios (below 1: kiln faster) and
 writes small_bench.json and small_bench.md into --out.
 
@@ -112,6 +113,91 @@ def mobilenet_v2(batch):
     return m, {"x": RNG.standard_normal((batch, 3, 224, 224)).astype(np.float32)}
 
 
+def yolov8n(batch, size=640):
+    """A YOLOv8n-shaped detector (width 0.25, depth 0.33, 640x640): Conv+BN folded + SiLU (Sigmoid,
+    Mul) blocks, C2f with Split/Concat, SPPF with MaxPool 5x5, nearest Resize upsampling, the
+    three-scale detect head (box 64 + class 80 channels), outputs concatenated to (b, 144, 8400)."""
+    inits, nodes = [], []
+    cnt = [0]
+
+    def name(tag):
+        cnt[0] += 1
+        return f"{tag}{cnt[0]}"
+
+    def conv(x, cin, cout, k=1, s=1, act=True):
+        n = name("c")
+        w = (RNG.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / (cin * k * k))).astype(np.float32)
+        inits.extend([numpy_helper.from_array(w, n + "_w"), numpy_helper.from_array((RNG.standard_normal(cout) * 0.1).astype(np.float32), n + "_b")])
+        nodes.append(helper.make_node("Conv", [x, n + "_w", n + "_b"], [n], kernel_shape=[k, k], strides=[s, s], pads=[k // 2] * 4))
+        if not act:
+            return n
+        nodes.extend([helper.make_node("Sigmoid", [n], [n + "_sg"]), helper.make_node("Mul", [n, n + "_sg"], [n + "_a"])])
+        return n + "_a"
+
+    def c2f(x, cin, cout, nb, shortcut):
+        c = cout // 2
+        h = conv(x, cin, 2 * c)
+        n = name("s")
+        nodes.append(helper.make_node("Split", [h, "split_cc" + str(c)], [n + "_0", n + "_1"], axis=1))
+        if "split_cc" + str(c) not in [i.name for i in inits]:
+            inits.append(numpy_helper.from_array(np.array([c, c], np.int64), "split_cc" + str(c)))
+        ys = [n + "_0", n + "_1"]
+        for _ in range(nb):
+            b = conv(conv(ys[-1], c, c, 3), c, c, 3)
+            if shortcut:
+                nodes.append(helper.make_node("Add", [ys[-1], b], [b + "_r"]))
+                b += "_r"
+            ys.append(b)
+        nodes.append(helper.make_node("Concat", ys, [n + "_cat"], axis=1))
+        return conv(n + "_cat", (2 + nb) * c, cout)
+
+    def sppf(x, cin, cout):
+        c = cin // 2
+        h, ys = conv(x, cin, c), []
+        ys.append(h)
+        for _ in range(3):
+            n = name("mp")
+            nodes.append(helper.make_node("MaxPool", [ys[-1]], [n], kernel_shape=[5, 5], strides=[1, 1], pads=[2] * 4))
+            ys.append(n)
+        n = name("sp")
+        nodes.append(helper.make_node("Concat", ys, [n], axis=1))
+        return conv(n, 4 * c, cout)
+
+    def up(x):
+        n = name("up")
+        nodes.append(helper.make_node("Resize", [x, "", "up_scales"], [n], mode="nearest"))
+        return n
+
+    def cat(xs):
+        n = name("cat")
+        nodes.append(helper.make_node("Concat", xs, [n], axis=1))
+        return n
+
+    inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "up_scales"))
+    x = conv(conv("x", 3, 16, 3, 2), 16, 32, 3, 2)
+    x = c2f(x, 32, 32, 1, True)
+    p3 = c2f(conv(x, 32, 64, 3, 2), 64, 64, 2, True)
+    p4 = c2f(conv(p3, 64, 128, 3, 2), 128, 128, 2, True)
+    p5 = sppf(c2f(conv(p4, 128, 256, 3, 2), 256, 256, 1, True), 256, 256)
+    h4 = c2f(cat([up(p5), p4]), 384, 128, 1, False)
+    o3 = c2f(cat([up(h4), p3]), 192, 64, 1, False)
+    o4 = c2f(cat([conv(o3, 64, 64, 3, 2), h4]), 192, 128, 1, False)
+    o5 = c2f(cat([conv(o4, 128, 128, 3, 2), p5]), 384, 256, 1, False)
+    inits.append(numpy_helper.from_array(np.array([0, 144, -1], np.int64), "det_shape"))
+    outs = []
+    for o, ch in [(o3, 64), (o4, 128), (o5, 256)]:
+        box = conv(conv(conv(o, ch, 64, 3), 64, 64, 3), 64, 64, 1, act=False)
+        cls = conv(conv(conv(o, ch, 80, 3), 80, 80, 3), 80, 80, 1, act=False)
+        n = name("det")
+        nodes.extend([helper.make_node("Concat", [box, cls], [n], axis=1), helper.make_node("Reshape", [n, "det_shape"], [n + "_r"])])
+        outs.append(n + "_r")
+    nodes.append(helper.make_node("Concat", outs, ["y"], axis=2))
+    m = model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3, size, size])],
+              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 144, (size // 8) ** 2 + (size // 16) ** 2 + (size // 32) ** 2])],
+              inits)
+    return m, {"x": RNG.standard_normal((batch, 3, size, size)).astype(np.float32)}
+
+
 def generated(gen, args, batch, work, name):
     """A model written by tools/gen (random weights), its inputs generated by kiln bench."""
     path = os.path.join(work, f"{name}.onnx")
@@ -162,7 +248,7 @@ def main():
     ap.add_argument("--kiln", default=os.path.join(ROOT, "build", "kiln"))
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--batch", default="1,32")
-    ap.add_argument("--only", default="", help="comma-separated subset of: one-node,mlp,vad,resnet-50,mobilenet-v2,minilm-l6,bert-base")
+    ap.add_argument("--only", default="", help="comma-separated subset of: one-node,mlp,vad,mobilenet-v2,yolov8n,resnet-50,minilm-l6,bert-base")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=os.path.join(ROOT, "tools", "bench", "results_small"))
     a = ap.parse_args()
@@ -178,6 +264,7 @@ def main():
     floor_us = statistics.median(time_ort(s, f, 2000)) * 1e3
     print(f"ONNX Runtime's Python call overhead (Identity model): {floor_us:.1f} us, included in its times below")
     cases = [("one-node", one_node, 2000), ("mlp", mlp, 200), ("vad", vad, 1000), ("mobilenet-v2", mobilenet_v2, 10),
+             ("yolov8n", yolov8n, 4),
              ("resnet-50", None, 6), ("minilm-l6", None, 10), ("bert-base", None, 4)]
     only = set(x for x in a.only.split(",") if x)
     rows = []
