@@ -115,9 +115,21 @@ struct copy_rec {
     int value; // memset
 };
 
+// An event: a live handle (a destroyed or foreign one fails as CUDA's invalid handle does), its
+// flags, and whether it was recorded (work is done at once, so a recorded event has completed:
+// cudaEventQuery and cudaStreamWaitEvent never wait, and an event never recorded counts as
+// complete, as in CUDA).
 struct kn_event_impl {
+    unsigned magic;
+    unsigned flags;
+    bool recorded;
     double t;
 };
+const unsigned kn_event_magic = 0x6b6e6576u;
+kn_event_impl *event_of(cudaEvent_t e) {
+    kn_event_impl *x = (kn_event_impl *)e;
+    return x && x->magic == kn_event_magic ? x : NULL;
+}
 double now_ms() {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -423,37 +435,49 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) { return capture_violation(s, 
 cudaError_t cudaStreamQuery(cudaStream_t s) { return capture_violation(s, "cudaStreamQuery"); }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned f) {
     (void)s;
-    (void)e;
-    (void)f;
+    if (!event_of(e)) return set_err(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: not a live event");
+    if (f != 0 && f != 0x1 /* cudaEventWaitExternal */)
+        return set_err(cudaErrorInvalidValue, "cudaStreamWaitEvent: unknown flags");
     return cudaSuccess;
 }
 
 cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned f) {
-    (void)f;
-    kn_event_impl *x = new kn_event_impl{now_ms()};
+    if (!e) return set_err(cudaErrorInvalidValue);
+    if (f & ~(unsigned)(0x1 | cudaEventDisableTiming | 0x4)) // blocking sync, disable timing, interprocess
+        return set_err(cudaErrorInvalidValue, "cudaEventCreateWithFlags: unknown flags");
+    kn_event_impl *x = new kn_event_impl{kn_event_magic, f, false, now_ms()};
     *e = (cudaEvent_t)x;
     return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
-    delete (kn_event_impl *)e;
+    kn_event_impl *x = event_of(e);
+    if (!x) return set_err(cudaErrorInvalidResourceHandle, "cudaEventDestroy: not a live event");
+    x->magic = 0;
+    delete x;
     return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     (void)s;
-    ((kn_event_impl *)e)->t = now_ms();
+    kn_event_impl *x = event_of(e);
+    if (!x) return set_err(cudaErrorInvalidResourceHandle, "cudaEventRecord: not a live event");
+    x->recorded = true;
+    x->t = now_ms();
     return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-    (void)e;
-    return cudaSuccess;
+    return event_of(e) ? cudaSuccess : set_err(cudaErrorInvalidResourceHandle, "cudaEventSynchronize: not a live event");
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {
-    (void)e;
-    return cudaSuccess;
+    return event_of(e) ? cudaSuccess : set_err(cudaErrorInvalidResourceHandle, "cudaEventQuery: not a live event");
 }
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
-    *ms = (float)(((kn_event_impl *)b)->t - ((kn_event_impl *)a)->t);
+    kn_event_impl *x = event_of(a), *y = event_of(b);
+    if (!x || !y) return set_err(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: not a live event");
+    if ((x->flags | y->flags) & cudaEventDisableTiming)
+        return set_err(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: an event created without timing");
+    if (!x->recorded || !y->recorded) return set_err(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: not recorded");
+    *ms = (float)(y->t - x->t);
     return cudaSuccess;
 }
 cudaError_t cudaFuncSetAttribute(const void *fn, cudaFuncAttribute attr, int value) {
