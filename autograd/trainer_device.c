@@ -276,8 +276,7 @@ static double dev_now(void) {
 
 /* Whether the update's all-reduce overlaps the backward (the same answer on every rank). */
 static bool dev_ov_active(const kn_trainer *t) {
-    return dev_reduces(t) && !t->no_overlap && t->dev->lp == KN_F32 && t->o.optim.accumulate == 1 &&
-        t->n_buckets > 0;
+    return dev_reduces(t) && !t->no_overlap && t->dev->lp == KN_F32 && t->o.optim.accumulate == 1 && t->n_buckets > 0;
 }
 
 static void dev_ov_free(kn_trainer *t) {
@@ -389,7 +388,8 @@ static kn_status *dev_ov_queue(kn_trainer *t, void *run_stream) {
             int64_t *cnt = malloc(sizeof *cnt * (size_t)n);
             if (!cnt) return KN_OOM(sizeof *cnt * (size_t)n);
             for (int k = 0; k < n; k++) cnt[k] = t->p[first + k].n;
-            kn_status *st = kn_comm_device_allreduce_sum_f32(t->comm, o->red + first, cnt, n, kn_cuda_side_stream(o->side));
+            kn_status *st =
+                kn_comm_device_allreduce_sum_f32(t->comm, o->red + first, cnt, n, kn_cuda_side_stream(o->side));
             free(cnt);
             KN_TRY(st);
             if (o->running) o->early++;

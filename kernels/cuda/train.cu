@@ -288,7 +288,8 @@ extern "C" kn_status *kn_cuda_side_create(const kn_backend *b, int n_events, kn_
     // timing is not needed: events without it are the cheapest to record and wait for
     cudaError_t e = cudaSuccess;
     if (!st) e = cudaEventCreateWithFlags(&c->dep, cudaEventDisableTiming);
-    for (int i = 0; !st && e == cudaSuccess && i < n_events; i++) e = cudaEventCreateWithFlags(&c->ev[i], cudaEventDisableTiming);
+    for (int i = 0; !st && e == cudaSuccess && i < n_events; i++)
+        e = cudaEventCreateWithFlags(&c->ev[i], cudaEventDisableTiming);
     if (!st && e != cudaSuccess) st = kn_cuda_err(e, NULL, "creating the communication stream's events");
     if (st) {
         kn_cuda_side_free(c);

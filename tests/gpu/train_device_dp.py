@@ -73,6 +73,8 @@ def main():
         cmd = [args.kiln, "train", "--model", folder, "--type", "textClassification", "--train", data, "--output",
                out, "--epochs", "1", "--batch-size", str(batch), "--lr", "1e-3", "--seed", "3", "--log", log,
                "--threads", "1", "--device", dev] + list(extra)
+        if n > 1:
+            cmd += ["--bucket-mb", "0.02"]  # several buckets, so that their order and overlap are exercised
         if launch == "mpi":
             r = subprocess.run(MPIRUN + ["-np", str(n)] + cmd, capture_output=True, text=True, env=MPI_ENV,
                                timeout=900)
@@ -91,6 +93,7 @@ def main():
             if m:
                 nbk, early, on = int(m.group(1)), int(m.group(2)), m.group(3) == "on"
                 print(f"{tag}: {early} bucket all-reduces of {nbk} buckets x 5 steps started during the backward")
+                check(nbk > 1, f"{tag}: {nbk} buckets")
                 if dev == "cuda" and on:
                     check(0 < early <= 5 * nbk, f"{tag}: {early} bucket all-reduces started during the backward")
                 elif not on:

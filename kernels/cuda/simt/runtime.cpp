@@ -466,7 +466,8 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-    return event_of(e) ? cudaSuccess : set_err(cudaErrorInvalidResourceHandle, "cudaEventSynchronize: not a live event");
+    return event_of(e) ? cudaSuccess
+                       : set_err(cudaErrorInvalidResourceHandle, "cudaEventSynchronize: not a live event");
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {
     return event_of(e) ? cudaSuccess : set_err(cudaErrorInvalidResourceHandle, "cudaEventQuery: not a live event");
@@ -476,7 +477,8 @@ cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
     if (!x || !y) return set_err(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: not a live event");
     if ((x->flags | y->flags) & cudaEventDisableTiming)
         return set_err(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: an event created without timing");
-    if (!x->recorded || !y->recorded) return set_err(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: not recorded");
+    if (!x->recorded || !y->recorded)
+        return set_err(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: not recorded");
     *ms = (float)(y->t - x->t);
     return cudaSuccess;
 }
