@@ -429,7 +429,15 @@ static void dev_hook(void *arg, const kn_graph *g, int node, const kn_tensor *va
 
 static kn_status *dev_ov_begin(kn_trainer *t) {
     kn_trainer_dev *d = t->dev;
-    if (!d->ov) KN_TRY(dev_ov_create(t));
+    /* a new communicator (kn_trainer_set_comm) may reduce elsewhere: device or host buffers */
+    int64_t early = d->ov ? d->ov->early : 0;
+    double wait_s = d->ov ? d->ov->wait_s : 0;
+    if (d->ov && kn_comm_on_device(t->comm) != (d->ov->red != NULL)) dev_ov_free(t);
+    if (!d->ov) {
+        KN_TRY(dev_ov_create(t));
+        d->ov->early = early;
+        d->ov->wait_s = wait_s;
+    }
     dev_overlap *o = d->ov;
     int *left = realloc(o->left, sizeof(int) * (size_t)t->n_buckets);
     if (!left) return KN_OOM(sizeof(int) * (size_t)t->n_buckets);

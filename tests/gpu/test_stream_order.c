@@ -15,15 +15,15 @@
 #include <string.h>
 
 static int failures, checks;
-#define CHECK(c, ...)                                                                                                  \
-    do {                                                                                                               \
-        checks++;                                                                                                      \
-        if (!(c)) {                                                                                                    \
-            failures++;                                                                                                \
-            printf("FAIL line %d: ", __LINE__);                                                                        \
-            printf(__VA_ARGS__);                                                                                       \
-            printf("\n");                                                                                              \
-        }                                                                                                              \
+#define CHECK(c, ...) \
+    do { \
+        checks++; \
+        if (!(c)) { \
+            failures++; \
+            printf("FAIL line %d: ", __LINE__); \
+            printf(__VA_ARGS__); \
+            printf("\n"); \
+        } \
     } while (0)
 
 static void raw_api(void) {
