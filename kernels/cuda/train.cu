@@ -273,6 +273,14 @@ struct kn_cuda_side {
     int n_ev;
 };
 
+// The error as a status, consumed: CUDA's last error would otherwise fail the run's next launch
+// check and name a node that has nothing to do with it.
+static kn_status *side_err(cudaError_t e, const char *what) {
+    kn_status *st = kn_cuda_err(e, NULL, what);
+    cudaGetLastError();
+    return st;
+}
+
 extern "C" kn_status *kn_cuda_side_create(const kn_backend *b, int n_events, kn_cuda_side **out) {
     *out = NULL;
     if (!b || b->device != KN_DEVICE_CUDA) return kn_error(KN_ERR_INVALID_ARGUMENT, "kn_cuda_side: not a CUDA backend");
@@ -290,7 +298,7 @@ extern "C" kn_status *kn_cuda_side_create(const kn_backend *b, int n_events, kn_
     if (!st) e = cudaEventCreateWithFlags(&c->dep, cudaEventDisableTiming);
     for (int i = 0; !st && e == cudaSuccess && i < n_events; i++)
         e = cudaEventCreateWithFlags(&c->ev[i], cudaEventDisableTiming);
-    if (!st && e != cudaSuccess) st = kn_cuda_err(e, NULL, "creating the communication stream's events");
+    if (!st && e != cudaSuccess) st = side_err(e, "creating the communication stream's events");
     if (st) {
         kn_cuda_side_free(c);
         return st;
@@ -320,7 +328,7 @@ extern "C" kn_status *kn_cuda_side_after(kn_cuda_side *c, void *run_stream) {
     if (!run_stream) return NULL;
     cudaError_t e = cudaEventRecord(c->dep, ((kn_cuda_stream *)run_stream)->s);
     if (e == cudaSuccess) e = cudaStreamWaitEvent(c->s->s, c->dep, 0);
-    return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "ordering the communication stream after the backward");
+    return e == cudaSuccess ? NULL : side_err(e, "ordering the communication stream after the backward");
 }
 
 extern "C" kn_status *kn_cuda_side_copy(kn_cuda_side *c, void *dst, kn_device_kind dd, const void *src,
@@ -330,13 +338,13 @@ extern "C" kn_status *kn_cuda_side_copy(kn_cuda_side *c, void *dst, kn_device_ki
         : dd == KN_DEVICE_CPU              ? cudaMemcpyDeviceToHost
                                            : cudaMemcpyDeviceToDevice;
     cudaError_t e = cudaMemcpyAsync(dst, src, bytes, k, c->s->s);
-    return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "a gradient copy on the communication stream");
+    return e == cudaSuccess ? NULL : side_err(e, "a gradient copy on the communication stream");
 }
 
 extern "C" kn_status *kn_cuda_side_record(kn_cuda_side *c, int i) {
     if (i < 0 || i >= c->n_ev) return kn_error(KN_ERR_INVALID_ARGUMENT, "kn_cuda_side: event %d of %d", i, c->n_ev);
     cudaError_t e = cudaEventRecord(c->ev[i], c->s->s);
-    return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "recording an event on the communication stream");
+    return e == cudaSuccess ? NULL : side_err(e, "recording an event on the communication stream");
 }
 
 extern "C" kn_status *kn_cuda_side_query(kn_cuda_side *c, int i, bool *done) {
@@ -344,12 +352,12 @@ extern "C" kn_status *kn_cuda_side_query(kn_cuda_side *c, int i, bool *done) {
     if (i < 0 || i >= c->n_ev) return kn_error(KN_ERR_INVALID_ARGUMENT, "kn_cuda_side: event %d of %d", i, c->n_ev);
     cudaError_t e = cudaEventQuery(c->ev[i]);
     if (e == cudaErrorNotReady) return NULL;
-    if (e != cudaSuccess) return kn_cuda_err(e, NULL, "polling the communication stream");
+    if (e != cudaSuccess) return side_err(e, "polling the communication stream");
     *done = true;
     return NULL;
 }
 
 extern "C" kn_status *kn_cuda_side_sync(kn_cuda_side *c) {
     cudaError_t e = cudaStreamSynchronize(c->s->s);
-    return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "waiting for the communication stream");
+    return e == cudaSuccess ? NULL : side_err(e, "waiting for the communication stream");
 }
