@@ -137,12 +137,17 @@ typedef struct kn_comm kn_comm;
 kn_status *kn_trainer_set_comm(kn_trainer *t, kn_comm *c, size_t bucket_bytes);
 /* The number of all-reduce buckets (0 without a communicator of more than one rank). */
 int kn_trainer_buckets(const kn_trainer *t);
-/* On by default: on the CPU, without gradient accumulation, each bucket's all-reduce starts as
- * soon as the backward has produced its gradients (autograd/trainer_overlap.h); off: after the
- * whole backward. The same results either way; every rank must choose the same. */
+/* On by default: without gradient accumulation, each bucket's all-reduce starts as soon as the
+ * backward has produced its gradients (on the CPU: autograd/trainer_overlap.h; on a device in
+ * float32: queued on a communication stream after the gradients' kernels, autograd/
+ * trainer_device.c); off: after the whole backward. The same results either way; every rank must
+ * choose the same. */
 void kn_trainer_set_overlap(kn_trainer *t, bool on);
 /* How many bucket all-reduces started while the backward still ran, so far. */
 int64_t kn_trainer_overlapped_buckets(const kn_trainer *t);
+/* Seconds the device trainer waited for the overlapped communication after the backward, so far
+ * (0 on the CPU trainer). */
+double kn_trainer_comm_wait_seconds(const kn_trainer *t);
 /* The factor the following micro-batches' gradients are multiplied by before they are
  * accumulated (default 1). A rank whose shard of a global batch of m examples holds m_r passes
  * m_r * size / m, so the average over the ranks is the gradient of the whole batch's mean loss

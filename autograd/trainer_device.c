@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #ifdef KILN_HAVE_CUDA
 #include "kernels/cuda/kn_train_cuda.h"
 #endif
@@ -35,7 +36,37 @@ struct kn_trainer_dev {
     float *scale, *inv_scale;
     int *tracker, *found_inf;
     int64_t skipped;
+    struct dev_overlap *ov; /* the all-reduce overlapped with the backward (NULL: not set up yet) */
 };
+
+/* Data parallelism overlapped with the backward: the session's stream hook sees each gradient as
+ * its producing kernel is queued on the run's stream; once a bucket's gradients are all queued, an
+ * event recorded on that stream orders the bucket's work on a communication stream after them.
+ * With NCCL that is a copy of each gradient into red (the arena value is the session's until the
+ * run ends) and the bucket's all-reduce, both on the communication stream. With a host
+ * communicator (MPI, TCP) it is an asynchronous copy into the host bucket and an event; the hook
+ * polls the events and starts a bucket's host all-reduce once its copy completed, never waiting
+ * for the run's stream. Buckets go in the CPU trainer's order (the last bucket first, a bucket
+ * complete out of turn waiting for those before it), the same on every rank. After the run the
+ * host waits for the rest, and the update reads the reduced sums; the summation and the division
+ * are the non-overlapped path's, so the bits are the same. */
+typedef struct dev_overlap {
+    struct kn_cuda_side *side;
+    bool running, reduced;
+    const kn_graph *g;
+    int n_values;
+    int *param_of; /* per value of g: the parameter whose gradient it is, + 1; 0: none */
+    int *bucket_of, *left, n_left;
+    int64_t *off;
+    const void **src; /* per parameter: where the run holds its gradient (device) */
+    uint8_t *done;
+    float **red; /* NCCL: per parameter, the device buffer reduced in place */
+    int queued;  /* buckets queued on the communication stream: n_buckets - 1, n_buckets - 2, ... */
+    int started; /* host communicator: buckets whose host all-reduce started */
+    int64_t early;
+    double wait_s; /* seconds the host waited for the communication after the backward */
+    kn_status *st;
+} dev_overlap;
 
 static const char *dev_scale_name = "kiln.loss_scale";
 
@@ -55,6 +86,8 @@ static kn_status *dev_put(const kn_backend *be, void *dst, const void *src, size
 static kn_status *dev_get(const kn_backend *be, void *dst, const void *src, size_t bytes) {
     return bytes ? be->copy(be, dst, KN_DEVICE_CPU, src, be->device, bytes) : NULL;
 }
+
+static void dev_ov_free(kn_trainer *t);
 
 kn_status *trainer_dev_create(kn_trainer *t) {
     kn_trainer_dev *d = t->dev = calloc(1, sizeof *d);
@@ -104,6 +137,7 @@ kn_status *trainer_dev_create(kn_trainer *t) {
 void trainer_dev_free(kn_trainer *t) {
     kn_trainer_dev *d = t->dev;
     if (!d) return;
+    dev_ov_free(t);
     const kn_backend *be = d->be;
     for (int i = 0; d->p && i < t->n_params; i++) {
         dev_param *q = &d->p[i];
@@ -234,10 +268,282 @@ static bool dev_reduces(const kn_trainer *t) {
     return t->comm && (kn_comm_size(t->comm) > 1 || kn_comm_on_device(t->comm));
 }
 
+static double dev_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Whether the update's all-reduce overlaps the backward (the same answer on every rank). */
+static bool dev_ov_active(const kn_trainer *t) {
+    return dev_reduces(t) && !t->no_overlap && t->dev->lp == KN_F32 && t->o.optim.accumulate == 1 && t->n_buckets > 0;
+}
+
+static void dev_ov_free(kn_trainer *t) {
+    dev_overlap *o = t->dev->ov;
+    if (!o) return;
+    kn_session_set_node_stream_hook(t->s, NULL, NULL);
+    kn_cuda_side_free(o->side);
+    for (int i = 0; o->red && i < t->n_params; i++) t->dev->be->free(t->dev->be, o->red[i]);
+    free(o->red);
+    free(o->param_of);
+    free(o->bucket_of);
+    free(o->left);
+    free(o->off);
+    free(o->src);
+    free(o->done);
+    kn_status_free(o->st);
+    free(o);
+    t->dev->ov = NULL;
+}
+
+static void dev_hook(void *arg, const kn_graph *g, int node, const kn_tensor *vals, void *stream);
+
+static kn_status *dev_ov_create(kn_trainer *t) {
+    kn_trainer_dev *d = t->dev;
+    dev_overlap *o = d->ov = calloc(1, sizeof *o);
+    if (!o) return KN_OOM(sizeof *o);
+    size_t np = (size_t)t->n_params;
+    o->bucket_of = malloc(sizeof(int) * np);
+    o->off = malloc(sizeof(int64_t) * np);
+    o->src = malloc(sizeof(void *) * np);
+    o->done = malloc(np);
+    if (!o->bucket_of || !o->off || !o->src || !o->done) return KN_OOM(sizeof(int64_t) * np);
+    KN_TRY(kn_cuda_side_create(d->be, t->n_params, &o->side));
+    if (kn_comm_on_device(t->comm)) {
+        if (!(o->red = calloc(np, sizeof *o->red))) return KN_OOM(sizeof *o->red * np);
+        for (int i = 0; i < t->n_params; i++)
+            KN_TRY(dev_alloc(d->be, sizeof(float) * (size_t)t->p[i].n, (void **)&o->red[i]));
+    }
+    kn_session_set_node_stream_hook(t->s, dev_hook, t);
+    return NULL;
+}
+
+/* The gradient values of the graph the session runs, by name (as trainer_overlap.c finds them). */
+static kn_status *dev_ov_map(kn_trainer *t, const kn_graph *g) {
+    dev_overlap *o = t->dev->ov;
+    free(o->param_of);
+    o->param_of = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *o->param_of);
+    if (!o->param_of) return KN_OOM(sizeof(int) * (size_t)g->n_values);
+    o->g = g;
+    o->n_values = g->n_values;
+    char name[1024];
+    for (int i = 0; i < t->n_params; i++) {
+        snprintf(name, sizeof name, "grad:%s", t->p[i].name);
+        int v = kn_graph_find_value(g, name);
+        if (v >= 0) o->param_of[v] = i + 1;
+    }
+    return NULL;
+}
+
+/* Host communicator: starts the host all-reduces of the queued buckets whose copies completed
+ * (polled: never waits for the device unless wait). */
+static kn_status *dev_ov_poll(kn_trainer *t, bool wait) {
+    dev_overlap *o = t->dev->ov;
+    if (kn_comm_on_device(t->comm)) return NULL;
+    while (o->started < o->queued) {
+        bool done = false;
+        KN_TRY(kn_cuda_side_query(o->side, o->started, &done));
+        if (!done && wait) {
+            KN_TRY(kn_cuda_side_sync(o->side));
+            done = true;
+        }
+        if (!done) break;
+        int b = t->n_buckets - 1 - o->started;
+        float w = (float)t->grad_weight, *q = t->bucket[b];
+        /* the rank's share of an uneven global batch: the float product w * g, as the device scales */
+        if (w != 1.0f)
+            for (int64_t k = 0; k < t->bucket_n[b]; k++) q[k] = w * q[k];
+        KN_TRY(kn_comm_allreduce_start(t->comm, o->started, q, t->bucket_n[b]));
+        o->started++;
+        if (o->running) o->early++;
+    }
+    return NULL;
+}
+
+/* Queues the buckets whose turn has come on the communication stream, after the work queued on
+ * the run's stream so far (NULL: the run is over). */
+static kn_status *dev_ov_queue(kn_trainer *t, void *run_stream) {
+    kn_trainer_dev *d = t->dev;
+    dev_overlap *o = d->ov;
+    bool ordered = false;
+    while (o->queued < t->n_buckets) {
+        int b = t->n_buckets - 1 - o->queued;
+        if (o->left[b] > 0) break;
+        if (!ordered) KN_TRY(kn_cuda_side_after(o->side, run_stream));
+        ordered = true;
+        int first = t->bucket_first[b], n = t->bucket_first[b + 1] - first;
+        for (int i = first; i < first + n; i++) {
+            size_t bytes = sizeof(float) * (size_t)t->p[i].n;
+            if (o->red) KN_TRY(kn_cuda_side_copy(o->side, o->red[i], d->be->device, o->src[i], d->be->device, bytes));
+            else
+                KN_TRY(kn_cuda_side_copy(o->side, t->bucket[b] + o->off[i], KN_DEVICE_CPU, o->src[i], d->be->device,
+                                         bytes));
+        }
+        if (o->red) {
+            if (t->grad_weight != 1.0)
+                for (int i = first; i < first + n; i++)
+                    KN_TRY(kn_cuda_grad_scale(d->be, kn_cuda_side_queue(o->side), o->red[i], t->p[i].n,
+                                              (double)(float)t->grad_weight));
+            int64_t *cnt = malloc(sizeof *cnt * (size_t)n);
+            if (!cnt) return KN_OOM(sizeof *cnt * (size_t)n);
+            for (int k = 0; k < n; k++) cnt[k] = t->p[first + k].n;
+            kn_status *st =
+                kn_comm_device_allreduce_sum_f32(t->comm, o->red + first, cnt, n, kn_cuda_side_stream(o->side));
+            free(cnt);
+            KN_TRY(st);
+            if (o->running) o->early++;
+        } else KN_TRY(kn_cuda_side_record(o->side, o->queued));
+        o->queued++;
+    }
+    return NULL;
+}
+
+static void dev_hook(void *arg, const kn_graph *g, int node, const kn_tensor *vals, void *stream) {
+    kn_trainer *t = arg;
+    kn_trainer_dev *d = t->dev;
+    dev_overlap *o = d ? d->ov : NULL;
+    if (!o || !o->running || o->st) return;
+    if (g != o->g || g->n_values != o->n_values) {
+        if ((o->st = dev_ov_map(t, g))) return;
+    }
+    const kn_node *n = &g->nodes[node];
+    bool any = false;
+    for (int k = 0; k < n->n_outputs; k++) {
+        int v = n->outputs[k];
+        if (v < 0 || v >= o->n_values || !o->param_of[v]) continue;
+        int i = o->param_of[v] - 1;
+        const kn_tensor *x = &vals[v];
+        /* anything else (a gradient left on the host) is taken after the run from the device buffer */
+        if (o->done[i] || x->dtype != KN_F32 || x->device != d->be->device || !x->data || kn_numel(x) != t->p[i].n)
+            continue;
+        o->src[i] = x->data;
+        o->done[i] = 1;
+        o->left[o->bucket_of[i]]--;
+        any = true;
+    }
+    if (any) o->st = dev_ov_queue(t, stream);
+    if (!o->st) o->st = dev_ov_poll(t, false);
+    kn_comm_progress(t->comm);
+}
+
+static kn_status *dev_ov_begin(kn_trainer *t) {
+    kn_trainer_dev *d = t->dev;
+    /* a new communicator (kn_trainer_set_comm) may reduce elsewhere: device or host buffers */
+    int64_t early = d->ov ? d->ov->early : 0;
+    double wait_s = d->ov ? d->ov->wait_s : 0;
+    if (d->ov && kn_comm_on_device(t->comm) != (d->ov->red != NULL)) dev_ov_free(t);
+    if (!d->ov) {
+        KN_TRY(dev_ov_create(t));
+        d->ov->early = early;
+        d->ov->wait_s = wait_s;
+    }
+    dev_overlap *o = d->ov;
+    int *left = realloc(o->left, sizeof(int) * (size_t)t->n_buckets);
+    if (!left) return KN_OOM(sizeof(int) * (size_t)t->n_buckets);
+    o->left = left;
+    for (int b = 0; b < t->n_buckets; b++) {
+        int64_t off = 0;
+        o->left[b] = t->bucket_first[b + 1] - t->bucket_first[b];
+        for (int i = t->bucket_first[b]; i < t->bucket_first[b + 1]; i++) {
+            o->bucket_of[i] = b;
+            o->off[i] = off;
+            off += t->p[i].n;
+        }
+    }
+    memset(o->done, 0, (size_t)t->n_params);
+    o->queued = o->started = 0;
+    o->reduced = false;
+    kn_status_free(o->st);
+    o->st = NULL;
+    if (!kn_comm_on_device(t->comm)) KN_TRY(kn_error_wrap(kn_comm_allreduce_begin(t->comm, t->n_buckets), "trainer: "));
+    o->running = true;
+    return NULL;
+}
+
+/* After the run (also a failed one: the peers wait for the collectives): the gradients no hook saw
+ * (from the device buffers the run filled), the buckets not queued yet, and the wait for all. */
+static kn_status *dev_ov_finish(kn_trainer *t) {
+    kn_trainer_dev *d = t->dev;
+    dev_overlap *o = d->ov;
+    if (!o || !o->running) return NULL;
+    o->running = false;
+    kn_status *st = o->st;
+    o->st = NULL;
+    for (int i = 0; i < t->n_params; i++)
+        if (!o->done[i]) {
+            o->src[i] = d->p[i].g;
+            o->done[i] = 1;
+            o->left[o->bucket_of[i]]--;
+        }
+    double t0 = dev_now();
+    kn_status *s2 = dev_ov_queue(t, NULL);
+    if (!s2) s2 = dev_ov_poll(t, true);
+    if (kn_comm_on_device(t->comm)) {
+        kn_status *w = kn_comm_device_wait(t->comm, kn_cuda_side_stream(o->side));
+        if (w && !s2) s2 = w;
+        else kn_status_free(w);
+    } else {
+        /* whatever failed, every bucket is started so that the peers' collectives match */
+        while (o->started < t->n_buckets) {
+            int b = t->n_buckets - 1 - o->started;
+            kn_status *s3 = kn_comm_allreduce_start(t->comm, o->started, t->bucket[b], t->bucket_n[b]);
+            o->started++;
+            if (s3 && !s2) s2 = s3;
+            else kn_status_free(s3);
+        }
+        kn_status *w = kn_comm_allreduce_wait(t->comm);
+        if (w && !s2) s2 = w;
+        else kn_status_free(w);
+    }
+    o->wait_s += dev_now() - t0;
+    if (s2 && !st) st = s2;
+    else kn_status_free(s2);
+    o->reduced = !st;
+    return kn_error_wrap(st, "trainer: ");
+}
+
+/* The reduced sums of an overlapped step, divided by the rank count, into the accumulators. */
+static kn_status *dev_ov_take(kn_trainer *t, bool *taken) {
+    kn_trainer_dev *d = t->dev;
+    dev_overlap *o = d->ov;
+    *taken = o && o->reduced;
+    if (!*taken) return NULL;
+    o->reduced = false;
+    float inv = 1.0f / (float)kn_comm_size(t->comm);
+    if (o->red) {
+        for (int i = 0; i < t->n_params; i++) {
+            KN_TRY(kn_cuda_grad_scale(d->be, NULL, o->red[i], t->p[i].n, inv));
+            KN_TRY(d->be->copy(d->be, d->p[i].acc, d->be->device, o->red[i], d->be->device,
+                               sizeof(float) * (size_t)t->p[i].n));
+        }
+        return NULL;
+    }
+    for (int b = 0; b < t->n_buckets; b++) {
+        float *q = t->bucket[b];
+        for (int i = t->bucket_first[b]; i < t->bucket_first[b + 1]; i++) {
+            for (int64_t k = 0; k < t->p[i].n; k++) q[k] *= inv;
+            KN_TRY(dev_put(d->be, d->p[i].acc, q, sizeof(float) * (size_t)t->p[i].n));
+            q += t->p[i].n;
+        }
+    }
+    return NULL;
+}
+
 static kn_status *dev_reduce(kn_trainer *t) {
     kn_trainer_dev *d = t->dev;
     int size = kn_comm_size(t->comm);
     if (!dev_reduces(t)) return NULL;
+    bool taken = false;
+    KN_TRY(dev_ov_take(t, &taken));
+    if (taken) return NULL;
+    if (dev_ov_active(t)) {
+        /* an update without a backward on this rank (an empty share): the peers' bucket order */
+        KN_TRY(dev_ov_begin(t));
+        KN_TRY(dev_ov_finish(t));
+        KN_TRY(dev_ov_take(t, &taken));
+        if (taken) return NULL;
+    }
     float inv = 1.0f / (float)size;
     if (kn_comm_on_device(t->comm)) {
         float **bufs = malloc(sizeof *bufs * (size_t)t->n_params);
@@ -326,8 +632,13 @@ kn_status *trainer_dev_step(kn_trainer *t, int n_batch, double *loss, bool *upda
     int n_in = 0;
     KN_TRY(dev_bind(t, n_batch, &n_in));
     for (int k = 0; k <= t->n_params; k++) t->out[k].ndim = 0;
-    KN_TRY(kn_error_wrap(kn_session_run_device(t->s, t->in, n_in, d->in_dev, t->out, t->n_params + 1, d->out_dev),
-                         "kn_trainer_step: "));
+    bool ov = dev_ov_active(t);
+    if (ov) KN_TRY(dev_ov_begin(t));
+    kn_status *run = kn_session_run_device(t->s, t->in, n_in, d->in_dev, t->out, t->n_params + 1, d->out_dev);
+    kn_status *fin = ov ? dev_ov_finish(t) : NULL; /* also after a failed run: the peers wait for it */
+    if (run) kn_status_free(fin);
+    else run = fin;
+    KN_TRY(kn_error_wrap(run, "kn_trainer_step: "));
     double l = NAN, sq = 0;
     if (t->out[0].dtype == KN_F64) l = t->loss_buf;
     else if (t->out[0].dtype == KN_F32) {
@@ -473,6 +784,9 @@ double kn_trainer_loss_scale(const kn_trainer *t) {
     return 1.0;
 #endif
 }
+
+int64_t trainer_dev_overlapped(const kn_trainer *t) { return t && t->dev && t->dev->ov ? t->dev->ov->early : 0; }
+double trainer_dev_comm_wait(const kn_trainer *t) { return t && t->dev && t->dev->ov ? t->dev->ov->wait_s : 0; }
 
 int64_t kn_trainer_skipped_steps(const kn_trainer *t) { return t && t->dev ? t->dev->skipped : 0; }
 

@@ -35,6 +35,12 @@ kn_status *trainer_dev_amp_state(const kn_trainer *t, bool *on, float *scale, in
 kn_status *trainer_dev_set_amp_state(kn_trainer *t, float scale, int tracker, int64_t skipped);
 /* Before autograd: for FP16/BF16, rewrites the graph in that precision; *loss becomes the float32
  * loss the step reports and *dloss the scaled loss to differentiate. FP32: nothing. */
+/* Data parallelism overlapped with the backward: the bucket all-reduces started while the
+ * backward ran (queued on the communication stream with NCCL, started on the host communicator
+ * otherwise) and the seconds the host waited for the communication after the backward, since the
+ * trainer was made (0 without a device trainer). */
+int64_t trainer_dev_overlapped(const kn_trainer *t);
+double trainer_dev_comm_wait(const kn_trainer *t);
 kn_status *trainer_lowp_graph(kn_trainer *t, kn_graph *g, int *loss, int *dloss);
 
 #endif

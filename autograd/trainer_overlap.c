@@ -1,5 +1,6 @@
 /* Gradient all-reduce overlapped with the backward (autograd/trainer_overlap.h). */
 #include "autograd/trainer_overlap.h"
+#include "autograd/trainer_device.h"
 #include "runtime/executor.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,4 +171,8 @@ bool overlap_take(kn_trainer *t) {
     return true;
 }
 
-int64_t kn_trainer_overlapped_buckets(const kn_trainer *t) { return t && t->ov ? t->ov->early : 0; }
+int64_t kn_trainer_overlapped_buckets(const kn_trainer *t) {
+    return t ? (t->ov ? t->ov->early : 0) + trainer_dev_overlapped(t) : 0;
+}
+
+double kn_trainer_comm_wait_seconds(const kn_trainer *t) { return trainer_dev_comm_wait(t); }

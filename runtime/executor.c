@@ -532,6 +532,7 @@ static kn_status *kn_run_nodes(kn_run *run, const uint8_t *skip) {
         }
         if (st) break;
         if (run->node_done) run->node_done(run->node_done_arg, g, i, run->vals);
+        if (run->node_stream) run->node_stream(run->node_stream_arg, g, i, run->vals, run->ctx.stream);
         if (run->op_seconds && n->op >= 0) {
             struct timespec t1;
             clock_gettime(CLOCK_MONOTONIC, &t1);

@@ -88,6 +88,10 @@ void kn_session_graph_counts(const kn_session *s, int64_t *captured, int64_t *re
  * reducing a gradient bucket as soon as the backward has produced it. On a device run the
  * kernels may still be in flight on the run's queue: the hook must not read device data. */
 typedef void (*kn_node_hook)(void *arg, const kn_graph *g, int node, const kn_tensor *vals);
+/* The same with the run's device queue (a kn_backend.stream_begin stream; NULL on a host run): a
+ * device trainer orders its own work after the node's kernels (an event recorded on that queue),
+ * so it never reads device data from the host while they may still run. */
+typedef void (*kn_node_stream_hook)(void *arg, const kn_graph *g, int node, const kn_tensor *vals, void *stream);
 
 typedef struct kn_run {
     const kn_graph *g;
@@ -115,6 +119,8 @@ typedef struct kn_run {
     const size_t *dev_out_cap; /* the bytes each dev_out buffer holds */
     kn_node_hook node_done;    /* kn_session_set_node_hook: the top-level run only */
     void *node_done_arg;
+    kn_node_stream_hook node_stream; /* kn_session_set_node_stream_hook: the top-level run only */
+    void *node_stream_arg;
     /* Host sessions: host_out[v] (per value; NULL: none) is the caller's buffer for output v, of
      * host_out_cap[v] bytes; an arena value that fits is computed there directly instead of being
      * copied at the end (the decode loop binds GroupQueryAttention's present to its past buffer). */
@@ -190,6 +196,9 @@ kn_status *kn_session_run_device(kn_session *s, const kn_named_tensor *inputs, i
                                  kn_named_tensor *outputs, int n_outputs, const uint8_t *out_dev);
 /* hook (NULL: none) is called after each node of every later run of s, in the running thread. */
 void kn_session_set_node_hook(kn_session *s, kn_node_hook hook, void *arg);
+/* hook (NULL: none) is called after each node of every later run of s with the run's device queue
+ * (kn_node_stream_hook), after the kn_node_hook if both are set. */
+void kn_session_set_node_stream_hook(kn_session *s, kn_node_stream_hook hook, void *arg);
 /* The backend a session runs on (the trainer allocates its device buffers there). */
 const kn_backend *kn_session_backend(const kn_session *s);
 /* Ops that must never run before the actual run (random numbers, control flow). */

@@ -52,6 +52,8 @@ struct kn_session {
     int64_t plans_built;                  /* main-graph plans built so far, under mu */
     kn_node_hook node_done;               /* kn_session_set_node_hook */
     void *node_done_arg;
+    kn_node_stream_hook node_stream; /* kn_session_set_node_stream_hook */
+    void *node_stream_arg;
     bool graphs;                           /* replay plans' runs as CUDA graphs (KILN_CUDA_GRAPHS=0: off) */
     const char *seq_dim;                   /* opt.seq_bucket: the sequence dimension padded to buckets; NULL: off */
     int64_t graph_captures, graph_replays; /* under mu */
@@ -733,7 +735,7 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
     kn_graph_rec *rec = NULL;
     bool host_io = !dev_out;
     for (int k = 0; k < g->n_inputs && host_io; k++) host_io = bound[k].device == KN_DEVICE_CPU;
-    if (s->graphs && host_io && !s->opt.profile && !s->node_done) {
+    if (s->graphs && host_io && !s->opt.profile && !s->node_done && !s->node_stream) {
         pthread_mutex_lock(&s->mu);
         plan->runs++;
         if (plan->graph_state == 1 && !((kn_graph_rec *)plan->graph)->busy) {
@@ -786,6 +788,8 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
                   .dev_out_cap = dev_cap,
                   .node_done = s->node_done,
                   .node_done_arg = s->node_done_arg,
+                  .node_stream = s->node_stream,
+                  .node_stream_arg = s->node_stream_arg,
                   .host_out = host_out,
                   .host_out_cap = host_cap};
     if (mode == RUN_CAPTURE) {
@@ -1262,6 +1266,12 @@ void kn_session_set_node_hook(kn_session *s, kn_node_hook hook, void *arg) {
     if (!s) return;
     s->node_done = hook;
     s->node_done_arg = arg;
+}
+
+void kn_session_set_node_stream_hook(kn_session *s, kn_node_stream_hook hook, void *arg) {
+    if (!s) return;
+    s->node_stream = hook;
+    s->node_stream_arg = arg;
 }
 
 const kn_graph *kn_session_graph(const kn_session *s) { return s->g; }

@@ -82,6 +82,27 @@ kn_status *kn_cuda_grad_scale(const kn_backend *b, void *stream, float *g, int64
  * block sums in order), for global-norm clipping. */
 kn_status *kn_cuda_sumsq(const kn_backend *b, void *stream, const float *g, int64_t n, double *out);
 
+/* A side stream for a data-parallel trainer's gradient communication, overlapped with the
+ * backward: kn_cuda_side_after records an event on a run's stream (b->stream_begin's) and makes
+ * the side stream wait for it, so what is queued next on the side stream (copies, NCCL) runs after
+ * every kernel queued on the run's stream so far and never blocks that stream. n_events events on
+ * the side stream are recorded (kn_cuda_side_record) and polled (kn_cuda_side_query) by the host;
+ * kn_cuda_side_sync waits for the whole side stream. kn_cuda_side_stream is its cudaStream_t (for
+ * kn_comm_device_*), kn_cuda_side_queue the `stream` the kn_cuda_* calls above take to queue there.
+ * A NULL run_stream (work that already completed) needs no wait. Copies are asynchronous: host
+ * memory must stay put until they completed. */
+typedef struct kn_cuda_side kn_cuda_side;
+kn_status *kn_cuda_side_create(const kn_backend *b, int n_events, kn_cuda_side **out);
+void kn_cuda_side_free(kn_cuda_side *c);
+void *kn_cuda_side_stream(const kn_cuda_side *c);
+void *kn_cuda_side_queue(const kn_cuda_side *c);
+kn_status *kn_cuda_side_after(kn_cuda_side *c, void *run_stream);
+kn_status *kn_cuda_side_copy(kn_cuda_side *c, void *dst, kn_device_kind dd, const void *src, kn_device_kind sd,
+                             size_t bytes);
+kn_status *kn_cuda_side_record(kn_cuda_side *c, int i);
+kn_status *kn_cuda_side_query(kn_cuda_side *c, int i, bool *done);
+kn_status *kn_cuda_side_sync(kn_cuda_side *c);
+
 #ifdef __cplusplus
 }
 #endif

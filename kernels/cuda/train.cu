@@ -263,3 +263,101 @@ extern "C" kn_status *kn_cuda_grad_scale(const kn_backend *b, void *stream, floa
     KN_LAUNCH(grad_scale_kernel, kn_cuda_blocks(n, KT_THREADS), KT_THREADS, 0, t.s->s, g, n, factor);
     return kt_end(&t, "gradient scaling");
 }
+
+// ---- a side stream for the gradient communication (kn_train_cuda.h kn_cuda_side_*) ----
+struct kn_cuda_side {
+    const kn_backend *b;
+    kn_cuda_stream *s; // one of the backend's pooled streams, held until kn_cuda_side_free
+    cudaEvent_t dep;   // recorded on a run's stream, waited for by the side stream
+    cudaEvent_t *ev;   // recorded on the side stream, polled by the host
+    int n_ev;
+};
+
+// The error as a status, consumed: CUDA's last error would otherwise fail the run's next launch
+// check and name a node that has nothing to do with it.
+static kn_status *side_err(cudaError_t e, const char *what) {
+    kn_status *st = kn_cuda_err(e, NULL, what);
+    cudaGetLastError();
+    return st;
+}
+
+extern "C" kn_status *kn_cuda_side_create(const kn_backend *b, int n_events, kn_cuda_side **out) {
+    *out = NULL;
+    if (!b || b->device != KN_DEVICE_CUDA) return kn_error(KN_ERR_INVALID_ARGUMENT, "kn_cuda_side: not a CUDA backend");
+    kn_cuda_side *c = (kn_cuda_side *)calloc(1, sizeof *c);
+    if (!c) return KN_OOM(sizeof *c);
+    c->b = b;
+    c->n_ev = n_events;
+    c->ev = (cudaEvent_t *)calloc((size_t)(n_events > 0 ? n_events : 1), sizeof(cudaEvent_t));
+    kn_status *st = c->ev ? NULL : KN_OOM(sizeof(cudaEvent_t) * (size_t)n_events);
+    void *p = NULL;
+    if (!st) st = b->stream_begin(b, &p);
+    c->s = (kn_cuda_stream *)p;
+    // timing is not needed: events without it are the cheapest to record and wait for
+    cudaError_t e = cudaSuccess;
+    if (!st) e = cudaEventCreateWithFlags(&c->dep, cudaEventDisableTiming);
+    for (int i = 0; !st && e == cudaSuccess && i < n_events; i++)
+        e = cudaEventCreateWithFlags(&c->ev[i], cudaEventDisableTiming);
+    if (!st && e != cudaSuccess) st = side_err(e, "creating the communication stream's events");
+    if (st) {
+        kn_cuda_side_free(c);
+        return st;
+    }
+    *out = c;
+    return NULL;
+}
+
+extern "C" void kn_cuda_side_free(kn_cuda_side *c) {
+    if (!c) return;
+    if (c->s) {
+        kn_status *st = c->b->stream_end(c->b, c->s); // waits for what is still queued
+        kn_status_free(st);
+    }
+    if (c->dep) cudaEventDestroy(c->dep);
+    for (int i = 0; c->ev && i < c->n_ev; i++)
+        if (c->ev[i]) cudaEventDestroy(c->ev[i]);
+    free(c->ev);
+    free(c);
+}
+
+extern "C" void *kn_cuda_side_stream(const kn_cuda_side *c) { return c ? (void *)c->s->s : NULL; }
+
+extern "C" void *kn_cuda_side_queue(const kn_cuda_side *c) { return c ? (void *)c->s : NULL; }
+
+extern "C" kn_status *kn_cuda_side_after(kn_cuda_side *c, void *run_stream) {
+    if (!run_stream) return NULL;
+    cudaError_t e = cudaEventRecord(c->dep, ((kn_cuda_stream *)run_stream)->s);
+    if (e == cudaSuccess) e = cudaStreamWaitEvent(c->s->s, c->dep, 0);
+    return e == cudaSuccess ? NULL : side_err(e, "ordering the communication stream after the backward");
+}
+
+extern "C" kn_status *kn_cuda_side_copy(kn_cuda_side *c, void *dst, kn_device_kind dd, const void *src,
+                                        kn_device_kind sd, size_t bytes) {
+    if (!bytes) return NULL;
+    cudaMemcpyKind k = sd == KN_DEVICE_CPU ? cudaMemcpyHostToDevice
+        : dd == KN_DEVICE_CPU              ? cudaMemcpyDeviceToHost
+                                           : cudaMemcpyDeviceToDevice;
+    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, k, c->s->s);
+    return e == cudaSuccess ? NULL : side_err(e, "a gradient copy on the communication stream");
+}
+
+extern "C" kn_status *kn_cuda_side_record(kn_cuda_side *c, int i) {
+    if (i < 0 || i >= c->n_ev) return kn_error(KN_ERR_INVALID_ARGUMENT, "kn_cuda_side: event %d of %d", i, c->n_ev);
+    cudaError_t e = cudaEventRecord(c->ev[i], c->s->s);
+    return e == cudaSuccess ? NULL : side_err(e, "recording an event on the communication stream");
+}
+
+extern "C" kn_status *kn_cuda_side_query(kn_cuda_side *c, int i, bool *done) {
+    *done = false;
+    if (i < 0 || i >= c->n_ev) return kn_error(KN_ERR_INVALID_ARGUMENT, "kn_cuda_side: event %d of %d", i, c->n_ev);
+    cudaError_t e = cudaEventQuery(c->ev[i]);
+    if (e == cudaErrorNotReady) return NULL;
+    if (e != cudaSuccess) return side_err(e, "polling the communication stream");
+    *done = true;
+    return NULL;
+}
+
+extern "C" kn_status *kn_cuda_side_sync(kn_cuda_side *c) {
+    cudaError_t e = cudaStreamSynchronize(c->s->s);
+    return e == cudaSuccess ? NULL : side_err(e, "waiting for the communication stream");
+}

@@ -79,7 +79,7 @@ set_tests_properties(gpusim.train_device_cli PROPERTIES TIMEOUT 900)
 add_test(NAME gpusim.train_device_dp
          COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/train_device_dp.py --kiln $<TARGET_FILE:kiln_cli_sim>
                  --work ${CMAKE_BINARY_DIR}/gpusim-train-device-dp)
-set_tests_properties(gpusim.train_device_dp PROPERTIES TIMEOUT 900 RESOURCE_LOCK train_dp)
+set_tests_properties(gpusim.train_device_dp PROPERTIES TIMEOUT 900 RESOURCE_LOCK train_dp ENVIRONMENT "KILN_SIM_STREAMCHECK=1")
 # per-op autocast (options.autocast) against float32, and a mixed-precision run resumed from a
 # checkpoint holding the dynamic loss scale against the uninterrupted run, bit for bit
 add_test(NAME gpusim.train_device_amp COMMAND test_train_device_sim amp)
@@ -152,3 +152,10 @@ endif()
 add_test(NAME gpusim.backend_ops_no_epilogue COMMAND test_backend_ops_sim Gemm,GemmFastGelu)
 set_tests_properties(gpusim.backend_ops_no_epilogue PROPERTIES TIMEOUT 600
                      ENVIRONMENT "KILN_SIM_RACECHECK=1;KILN_SIM_LT_NO_EPILOGUE=1")
+# stream order on the interpreter (KILN_SIM_STREAMCHECK=1: a cross-stream read or write without an
+# event wait or a synchronisation fails) and the device trainer's communication stream
+# (kn_cuda_side_*); gpusim.train_device_dp runs under the same check
+add_executable(test_stream_order_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_stream_order.c)
+target_link_libraries(test_stream_order_sim PRIVATE kiln_core_sim)
+add_test(NAME gpusim.stream_order COMMAND test_stream_order_sim)
+set_tests_properties(gpusim.stream_order PROPERTIES TIMEOUT 120)

@@ -7,9 +7,15 @@ kiln-sim train --device cuda --batch-size 2` and the same 2 ranks launched torch
 WORLD_SIZE, MASTER_ADDR, MASTER_PORT) against one process with --batch-size 4 on the device: every
 logged loss and grad norm within 1e-5 relative, the written weights within 1e-5 of the largest
 weight. Also against `mpirun -np 2 kiln-sim train --device cpu` (the CPU data-parallel path) within
-the same bounds. The mpirun runs are skipped (and reported) without mpirun or an MPI build."""
+the same bounds. The mpirun runs are skipped (and reported) without mpirun or an MPI build.
+Each 2-rank device run is made twice: with the all-reduce overlapped with the backward (the
+default: buckets queued on a communication stream after their gradients' kernels, autograd/
+trainer_device.c) and with --no-overlap (after the whole backward); the two agree bit for bit
+(every logged loss and grad norm, every written weight), the overlapped run reports more than 0
+bucket all-reduces started during the backward, and the --no-overlap run 0."""
 import argparse
 import json
+import re
 import os
 import shutil
 import socket
@@ -61,12 +67,14 @@ def main():
     mpi = shutil.which("mpirun") is not None and " mpi" in subprocess.run(
         [args.kiln, "--version"], capture_output=True, text=True).stdout
 
-    def train(tag, dev, batch, launch=None, n=1):
+    def train(tag, dev, batch, launch=None, n=1, extra=()):
         out, log = os.path.join(args.work, f"dp_{tag}"), os.path.join(args.work, f"dp_{tag}.jsonl")
         shutil.rmtree(out, ignore_errors=True)
         cmd = [args.kiln, "train", "--model", folder, "--type", "textClassification", "--train", data, "--output",
                out, "--epochs", "1", "--batch-size", str(batch), "--lr", "1e-3", "--seed", "3", "--log", log,
-               "--threads", "1", "--device", dev]
+               "--threads", "1", "--device", dev] + list(extra)
+        if n > 1:
+            cmd += ["--bucket-mb", "0.02"]  # several buckets, so that their order and overlap are exercised
         if launch == "mpi":
             r = subprocess.run(MPIRUN + ["-np", str(n)] + cmd, capture_output=True, text=True, env=MPI_ENV,
                                timeout=900)
@@ -79,7 +87,27 @@ def main():
             return None
         if n > 1:
             check(f"{n} ranks ({launch})" in r.stderr, f"{tag}: rank 0 reports {n} ranks over {launch}")
+            m = re.search(r"(\d+) buckets, (\d+) bucket all-reduces started during the backward \(overlap (on|off)\)",
+                          r.stderr)
+            check(m is not None, f"{tag}: rank 0 prints the data-parallel summary")
+            if m:
+                nbk, early, on = int(m.group(1)), int(m.group(2)), m.group(3) == "on"
+                print(f"{tag}: {early} bucket all-reduces of {nbk} buckets x 5 steps started during the backward")
+                check(nbk > 1, f"{tag}: {nbk} buckets")
+                if dev == "cuda" and on:
+                    check(0 < early <= 5 * nbk, f"{tag}: {early} bucket all-reduces started during the backward")
+                elif not on:
+                    check(early == 0, f"{tag}: none started during the backward with --no-overlap ({early})")
         return weights(os.path.join(out, "model.onnx")), [json.loads(x) for x in open(log)]
+
+    def same(tag, run, ref):
+        if not run or not ref:
+            return
+        (w, logs), (w0, l0) = run, ref
+        check([(a["loss"], a["grad_norm"]) for a in logs] == [(b["loss"], b["grad_norm"]) for b in l0],
+              f"{tag}: the same losses and grad norms bit for bit")
+        check(w.keys() == w0.keys() and all(np.array_equal(w[k], w0[k]) for k in w0),
+              f"{tag}: the same weights bit for bit")
 
     def agree(tag, run, ref, tol=1e-5):
         if not run or not ref:
@@ -100,10 +128,15 @@ def main():
               f"(max |diff| / max |w| {gd / gmax:.2e})")
 
     one = train("cuda_1", "cuda", 4)
-    agree("tcp 2 ranks cuda vs 1 process cuda", train("cuda_tcp2", "cuda", 2, "tcp", 2), one)
+    tcp = train("cuda_tcp2", "cuda", 2, "tcp", 2)
+    agree("tcp 2 ranks cuda vs 1 process cuda", tcp, one)
+    same("tcp 2 ranks cuda: overlap vs --no-overlap", tcp,
+         train("cuda_tcp2_noov", "cuda", 2, "tcp", 2, ["--no-overlap"]))
     if mpi:
         dp = train("cuda_mpi2", "cuda", 2, "mpi", 2)
         agree("mpirun -np 2 cuda vs 1 process cuda", dp, one)
+        same("mpirun -np 2 cuda: overlap vs --no-overlap", dp,
+             train("cuda_mpi2_noov", "cuda", 2, "mpi", 2, ["--no-overlap"]))
         agree("mpirun -np 2 cuda vs mpirun -np 2 cpu", dp, train("cpu_mpi2", "cpu", 2, "mpi", 2))
     else:
         print("SKIP the mpirun runs: no mpirun, or kiln-sim was built without MPI")

@@ -1251,9 +1251,14 @@ int kn_cmd_train(int argc, char **argv) {
         if (s2 && !st) st = s2;
         else kn_status_free(s2);
     }
+    /* the data-parallel summary: world size, buckets, the all-reduces the backward overlapped and
+     * the device trainer's wait for the communication after the backward */
     if (!st && r.rank == 0 && r.size > 1)
-        fprintf(stderr, "kiln train: %lld bucket all-reduces started during the backward (overlap %s)\n",
-                (long long)kn_trainer_overlapped_buckets(r.t), r.a.no_overlap ? "off" : "on");
+        fprintf(stderr,
+                "kiln train: data parallel: %d ranks (%s), %d buckets, %lld bucket all-reduces started during the "
+                "backward (overlap %s), %.3f s waiting on communication after the backward\n",
+                r.size, kn_comm_backend(r.comm), kn_trainer_buckets(r.t), (long long)kn_trainer_overlapped_buckets(r.t),
+                r.a.no_overlap ? "off" : "on", kn_trainer_comm_wait_seconds(r.t));
     if (!st && r.rank == 0) {
         fprintf(stderr, "kiln train: %lld steps; %s written (epoch %d%s)%s\n", (long long)pos.step, r.final,
                 pos.best_epoch, r.a.eval ? ", the best by the eval metric" : "",

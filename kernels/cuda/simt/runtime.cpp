@@ -115,9 +115,105 @@ struct copy_rec {
     int value; // memset
 };
 
+// An event: a live handle (a destroyed or foreign one fails as CUDA's invalid handle does), its
+// flags, and whether it was recorded (work is done at once, so a recorded event has completed:
+// cudaEventQuery and cudaStreamWaitEvent never wait, and an event never recorded counts as
+// complete, as in CUDA).
 struct kn_event_impl {
+    unsigned magic;
+    unsigned flags;
+    bool recorded;
     double t;
+    std::map<cudaStream_t, uint64_t> clock; // the work it follows, per stream (stream order)
 };
+const unsigned kn_event_magic = 0x6b6e6576u;
+kn_event_impl *event_of(cudaEvent_t e) {
+    kn_event_impl *x = (kn_event_impl *)e;
+    return x && x->magic == kn_event_magic ? x : NULL;
+}
+
+// ---- stream order (KILN_SIM_STREAMCHECK=1): work runs at once, so a missing wait between two
+// streams cannot corrupt data here; this checks instead that every launch, async copy and memset
+// is ordered after the last write, on another stream, to the bytes it touches, as a GPU running
+// streams concurrently needs. Each stream counts its work (seq) and knows how far it has waited
+// for the others (seen: cudaStreamWaitEvent merges the event's clock, taken by cudaEventRecord);
+// the host knows how far each stream completed (done: cudaStreamSynchronize, cudaEventSynchronize,
+// a successful query, cudaDeviceSynchronize, cudaFree, the legacy stream's synchronous work). A
+// write is remembered by its start address and extent: a copy's or memset's bytes, or a kernel's
+// pointer argument (1 byte: a kernel may write through any pointer it gets, at an extent the
+// runtime does not know, so the check is exact for the values a kernel writes at the pointers it
+// is passed). Launches, copies and memsets that break the order fail with cudaErrorIllegalState
+// and a message naming both streams. Captured work is not checked. ----
+typedef std::map<cudaStream_t, uint64_t> stream_clock;
+struct stream_state {
+    uint64_t seq = 0;
+    stream_clock seen;
+};
+struct write_rec {
+    cudaStream_t s;
+    uint64_t seq;
+    size_t n;
+    std::string what;
+};
+std::map<cudaStream_t, stream_state> streams_ord; // under mu
+stream_clock done_ord;                            // under mu
+std::map<uintptr_t, write_rec> writes_ord;        // under mu
+
+bool streamcheck_on() {
+    const char *v = getenv("KILN_SIM_STREAMCHECK");
+    return v && *v && strcmp(v, "0") != 0;
+}
+cudaStream_t stream_key(cudaStream_t s) { return s ? s : cudaStreamLegacy; }
+// mu held
+bool ordered_after(cudaStream_t s, const write_rec &w) {
+    if (w.s == s) return true;
+    auto d = done_ord.find(w.s);
+    if (d != done_ord.end() && d->second >= w.seq) return true;
+    stream_state &st = streams_ord[s];
+    auto it = st.seen.find(w.s);
+    return it != st.seen.end() && it->second >= w.seq;
+}
+void mark_done(cudaStream_t s) { // mu held: the host saw s's work so far complete
+    if (!streamcheck_on()) return;
+    s = stream_key(s);
+    uint64_t &d = done_ord[s];
+    if (streams_ord[s].seq > d) d = streams_ord[s].seq;
+}
+void mark_all_done() {
+    for (auto &x : streams_ord) mark_done(x.first);
+}
+struct access {
+    const void *p;
+    size_t n;
+    bool write;
+};
+cudaError_t stream_access(cudaStream_t s, const access *a, int na, const char *what) {
+    if (!streamcheck_on() || is_capturing(s)) return cudaSuccess;
+    std::lock_guard<std::mutex> g(mu);
+    s = stream_key(s);
+    for (int i = 0; i < na; i++) {
+        if (!a[i].p) continue;
+        uintptr_t lo = (uintptr_t)a[i].p, hi = lo + (a[i].n ? a[i].n : 1);
+        auto it = writes_ord.upper_bound(lo);
+        if (it != writes_ord.begin()) --it;
+        for (; it != writes_ord.end() && it->first < hi; ++it) {
+            if (it->first + (it->second.n ? it->second.n : 1) <= lo) continue;
+            if (ordered_after(s, it->second)) continue;
+            char msg[768];
+            snprintf(msg, sizeof msg,
+                     "%s on stream %p %s %p, written by %s on stream %p with no wait between them "
+                     "(cudaEventRecord + cudaStreamWaitEvent, or a synchronisation): a race on a GPU",
+                     what, (void *)s, a[i].write ? "touches" : "reads", a[i].p, it->second.what.c_str(),
+                     (void *)it->second.s);
+            return set_err(cudaErrorIllegalState, msg);
+        }
+    }
+    uint64_t seq = ++streams_ord[s].seq;
+    for (int i = 0; i < na; i++)
+        if (a[i].p && a[i].write) writes_ord[(uintptr_t)a[i].p] = write_rec{s, seq, a[i].n, what};
+    if (s == cudaStreamLegacy) mark_done(s); // synchronous with the host
+    return cudaSuccess;
+}
 double now_ms() {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -196,6 +292,7 @@ const char *cudaGetErrorName(cudaError_t e) {
         KN_SIM_ERR_NAME(cudaErrorNoDevice)
         KN_SIM_ERR_NAME(cudaErrorInvalidDevice)
         KN_SIM_ERR_NAME(cudaErrorInvalidResourceHandle)
+        KN_SIM_ERR_NAME(cudaErrorIllegalState)
         KN_SIM_ERR_NAME(cudaErrorNotReady)
         KN_SIM_ERR_NAME(cudaErrorIllegalAddress)
         KN_SIM_ERR_NAME(cudaErrorLaunchOutOfResources)
@@ -222,6 +319,7 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+    case cudaErrorIllegalState: return "the resource is not in a valid state to perform the operation";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
     case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
@@ -274,7 +372,14 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int d) {
     p->unifiedAddressing = 1;
     return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize(void) { return capture_violation(NULL, "cudaDeviceSynchronize"); }
+cudaError_t cudaDeviceSynchronize(void) {
+    cudaError_t e = capture_violation(NULL, "cudaDeviceSynchronize");
+    if (!e) {
+        std::lock_guard<std::mutex> g(mu);
+        mark_all_done();
+    }
+    return e;
+}
 cudaError_t cudaDeviceReset(void) { return cudaSuccess; }
 cudaError_t cudaMemGetInfo(size_t *fr, size_t *total) {
     std::lock_guard<std::mutex> g(mu);
@@ -312,7 +417,13 @@ static cudaError_t release(void *p, bool pinned) {
     return cudaSuccess;
 }
 cudaError_t cudaMalloc(void **p, size_t n) { return alloc(p, n, false); }
-cudaError_t cudaFree(void *p) { return release(p, false); }
+cudaError_t cudaFree(void *p) {
+    { // cudaFree synchronises the device (the freed addresses come back in later allocations)
+        std::lock_guard<std::mutex> g(mu);
+        mark_all_done();
+    }
+    return release(p, false);
+}
 cudaError_t cudaMallocHost(void **p, size_t n) { return alloc(p, n, true); }
 cudaError_t cudaHostAlloc(void **p, size_t n, unsigned flags) {
     (void)flags;
@@ -346,6 +457,8 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
             },
             new copy_rec{dst, src, n, kind, 0}, [](void *p) { delete (copy_rec *)p; });
     if ((e = capture_violation(s, "cudaMemcpy on the legacy stream"))) return e;
+    const access acc[2] = {{src, n, false}, {dst, n, true}};
+    if ((e = stream_access(s, acc, 2, "cudaMemcpyAsync"))) return e;
     memmove(dst, src, n);
     return cudaSuccess;
 }
@@ -403,6 +516,8 @@ cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
             new copy_rec{p, NULL, n, cudaMemcpyHostToDevice, v}, [](void *q) { delete (copy_rec *)q; });
     cudaError_t e = capture_violation(s, "cudaMemset on the legacy stream");
     if (e) return e;
+    const access acc = {p, n, true};
+    if ((e = stream_access(s, &acc, 1, "cudaMemsetAsync"))) return e;
     memset(p, v, n);
     return cudaSuccess;
 }
@@ -419,41 +534,81 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
     free(s);
     return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t s) { return capture_violation(s, "cudaStreamSynchronize"); }
-cudaError_t cudaStreamQuery(cudaStream_t s) { return capture_violation(s, "cudaStreamQuery"); }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    cudaError_t e = capture_violation(s, "cudaStreamSynchronize");
+    if (!e) {
+        std::lock_guard<std::mutex> g(mu);
+        mark_done(s);
+    }
+    return e;
+}
+cudaError_t cudaStreamQuery(cudaStream_t s) {
+    cudaError_t e = capture_violation(s, "cudaStreamQuery");
+    if (!e) {
+        std::lock_guard<std::mutex> g(mu);
+        mark_done(s);
+    }
+    return e;
+}
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned f) {
-    (void)s;
-    (void)e;
-    (void)f;
+    if (!event_of(e)) return set_err(cudaErrorInvalidResourceHandle, "cudaStreamWaitEvent: not a live event");
+    if (f != 0 && f != 0x1 /* cudaEventWaitExternal */)
+        return set_err(cudaErrorInvalidValue, "cudaStreamWaitEvent: unknown flags");
+    std::lock_guard<std::mutex> g(mu);
+    stream_state &st = streams_ord[stream_key(s)];
+    for (auto &c : event_of(e)->clock)
+        if (st.seen[c.first] < c.second) st.seen[c.first] = c.second;
     return cudaSuccess;
 }
 
 cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned f) {
-    (void)f;
-    kn_event_impl *x = new kn_event_impl{now_ms()};
+    if (!e) return set_err(cudaErrorInvalidValue);
+    if (f & ~(unsigned)(0x1 | cudaEventDisableTiming | 0x4)) // blocking sync, disable timing, interprocess
+        return set_err(cudaErrorInvalidValue, "cudaEventCreateWithFlags: unknown flags");
+    kn_event_impl *x = new kn_event_impl{kn_event_magic, f, false, now_ms()};
     *e = (cudaEvent_t)x;
     return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
-    delete (kn_event_impl *)e;
+    kn_event_impl *x = event_of(e);
+    if (!x) return set_err(cudaErrorInvalidResourceHandle, "cudaEventDestroy: not a live event");
+    x->magic = 0;
+    delete x;
     return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-    (void)s;
-    ((kn_event_impl *)e)->t = now_ms();
+    kn_event_impl *x = event_of(e);
+    if (!x) return set_err(cudaErrorInvalidResourceHandle, "cudaEventRecord: not a live event");
+    {
+        std::lock_guard<std::mutex> g(mu);
+        stream_state &st = streams_ord[stream_key(s)];
+        x->clock = st.seen;
+        x->clock[stream_key(s)] = st.seq;
+    }
+    x->recorded = true;
+    x->t = now_ms();
     return cudaSuccess;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-    (void)e;
+// the host has seen the event complete: so is the work it follows
+static cudaError_t event_done(cudaEvent_t e, const char *what) {
+    kn_event_impl *x = event_of(e);
+    if (!x) return set_err(cudaErrorInvalidResourceHandle, what);
+    std::lock_guard<std::mutex> g(mu);
+    for (auto &c : x->clock)
+        if (done_ord[c.first] < c.second) done_ord[c.first] = c.second;
     return cudaSuccess;
 }
-cudaError_t cudaEventQuery(cudaEvent_t e) {
-    (void)e;
-    return cudaSuccess;
-}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) { return event_done(e, "cudaEventSynchronize: not a live event"); }
+cudaError_t cudaEventQuery(cudaEvent_t e) { return event_done(e, "cudaEventQuery: not a live event"); }
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
-    *ms = (float)(((kn_event_impl *)b)->t - ((kn_event_impl *)a)->t);
+    kn_event_impl *x = event_of(a), *y = event_of(b);
+    if (!x || !y) return set_err(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: not a live event");
+    if ((x->flags | y->flags) & cudaEventDisableTiming)
+        return set_err(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: an event created without timing");
+    if (!x->recorded || !y->recorded)
+        return set_err(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime: not recorded");
+    *ms = (float)(y->t - x->t);
     return cudaSuccess;
 }
 cudaError_t cudaFuncSetAttribute(const void *fn, cudaFuncAttribute attr, int value) {
@@ -474,6 +629,12 @@ struct kn_sim_graph_exec {
 };
 
 int kn_sim_stream_capturing(cudaStream_t s) { return is_capturing(s) ? 1 : 0; }
+cudaError_t kn_sim_stream_launch(cudaStream_t s, const void *const *ptrs, int n, const char *name) {
+    std::vector<access> a((size_t)n);
+    for (int i = 0; i < n; i++) a[(size_t)i] = access{ptrs[i], 0, true};
+    std::string what = std::string("kernel ") + (name ? name : "?");
+    return stream_access(s, a.data(), n, what.c_str());
+}
 cudaError_t kn_sim_capture_record(cudaStream_t s, cudaError_t (*run)(void *), void *ctx, void (*del)(void *)) {
     return record(s, run, ctx, del);
 }

@@ -813,7 +813,9 @@ cudaError_t run_grid(const char *name, const void *fn, dim3 grid, dim3 bd, size_
             return cudaErrorIllegalAddress;
         }
     }
-    (void)stream;
+    // the launch's place in the stream order (KILN_SIM_STREAMCHECK); the message is already set
+    cudaError_t ord = kn_sim_stream_launch(stream, ptr_args, n_ptr_args, name);
+    if (ord != cudaSuccess) return ord;
     launch_state L;
     L.name = name;
     L.grid = grid;

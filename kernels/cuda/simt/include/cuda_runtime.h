@@ -27,6 +27,7 @@ typedef enum cudaError {
     cudaErrorNoDevice = 100,
     cudaErrorInvalidDevice = 101,
     cudaErrorInvalidResourceHandle = 400,
+    cudaErrorIllegalState = 401,
     cudaErrorNotReady = 600,
     cudaErrorIllegalAddress = 700,
     cudaErrorLaunchOutOfResources = 701,
@@ -147,6 +148,9 @@ int kn_sim_device_accessible(const void *p, const void **base, size_t *bytes);
  * kn_sim_capture_record then appends the work (run(ctx) when replayed; del(ctx) when the graph
  * goes) and returns 0, or an error when s is not capturing. */
 int kn_sim_stream_capturing(cudaStream_t s);
+/* Interpreter-only, with KILN_SIM_STREAMCHECK=1 (else a no-op): a launch of kernel name on s with
+ * these pointer arguments, checked against the stream order (runtime.cpp "stream order"). */
+cudaError_t kn_sim_stream_launch(cudaStream_t s, const void *const *ptrs, int n, const char *name);
 cudaError_t kn_sim_capture_record(cudaStream_t s, cudaError_t (*run)(void *ctx), void *ctx, void (*del)(void *ctx));
 
 #ifdef __cplusplus
