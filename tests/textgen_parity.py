@@ -26,6 +26,7 @@ when torch / transformers / tokenizers are missing.
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -329,6 +330,27 @@ def run_genai(args):
             line = p.stderr.decode(errors="replace").strip()
             rep.check(f"genai GQA 100 tokens{' ' + extra[0] if extra else ' (shared buffer)'} == ORT, {plans}",
                       ids == want and len(want) > 64 and plans in line, line if ids == want else f"kiln {ids} ort {want}")
+        if "cuda" in " ".join(args.extra or []):
+            # the cache in device memory at fixed addresses: a decode plan's first run is plain, its
+            # second recorded as a CUDA graph, every later step a replay (a replay is only taken
+            # when the run binds the same device buffers the recording did, so this also says the
+            # cache never moved nor went through the host); the ids equal kiln's on the CPU
+            p = subprocess.run([args.kiln, "generate", "--model", folder, "--max-new-tokens", "100", "--stats",
+                                *args.extra, PROMPTS[2]], capture_output=True)
+            line = p.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            m = re.search(r"(\d+) tokens, (\d+) plans built.*?(\d+) graphs recorded, (\d+) replays", line[0])
+            if m:
+                n, plans, rec, rep_n = map(int, m.groups())
+                ok = n == len(want) and rec == plans - 1 and rep_n == (n - 1) - 2 * rec and rep_n > 0
+                rep.check(f"genai cuda decode steps replayed: {rep_n} of {n - 1} ({rec} recorded, {plans} plans)", ok,
+                          line[0])
+            else:
+                rep.check("genai cuda generate --stats reports graph replays", False, line[0])
+            cpu = results(kiln_run(args, folder, [{"input": p} for p in PROMPTS[:4]], "--max-new-tokens", N_NEW,
+                                   "--batch-size", 4, plain=True))
+            cids4 = [g.get("output", {}).get("TokenIds") for g in cpu]
+            rep.check("genai GQA batch 4 on cuda == kiln on the CPU", ids4 == cids4,
+                      "" if ids4 == cids4 else f"cuda {ids4} cpu {cids4}")
         # int4: MatMulNBits projections (block 32) in the same layout, built as tools/bench/gen_bench.py
         # builds its benchmark model (tiny here); greedy == ORT driven as GenAI drives it (one buffer
         # per layer bound as past and present), batch 1 and batch 4
@@ -347,7 +369,7 @@ def run_genai(args):
                         want += gen_bench.ort_gen(bargs, q, info, r, N_NEW, 128)["ids"]
                     else:
                         want += [gen_bench.ort_gen(bargs, q, info, [p], N_NEW, 128)["ids"][0] for p in r]
-                    got += gen_bench.kiln_gen(bargs, q, r, N_NEW)["ids"]
+                    got += gen_bench.kiln_gen(bargs, q, r, N_NEW, extra=tuple(args.extra or ()))["ids"]
                 rep.check(f"genai {quant} (MatMulNBits)" if quant == "int4" else "genai fp32 (gen_bench model)",
                           got == want, f"batch {b}: " + ("" if got == want else f"kiln {got} ort {want}"))
     except Exception as e:
