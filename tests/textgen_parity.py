@@ -419,14 +419,65 @@ def hf_generate(torch, model, tok, eos, prompts, **kw):
     return rows
 
 
+def replay_stats(text):
+    """(tokens or None, plans, graphs recorded, replays) from a `kiln generate|run --stats` line."""
+    m = re.search(r"(?:(\d+) tokens, )?(\d+) plans built.*?(\d+) graphs recorded, (\d+) replays", text)
+    return tuple(None if v is None else int(v) for v in m.groups()) if m else None
+
+
+def run_device(args, torch, transformers):
+    """gpusim.textgen_device: the Optimum layout (GPT-2 with position_ids, the Llama export) generating
+    with args.extra (--device cuda): the fixed-size cache and the presents in device memory, the step's
+    positions copied device to device; greedy ids equal kiln's on the CPU for batch 1 and batch 4 of
+    prompts of different lengths, and after each decode plan's first two runs every step is a replay
+    of its recorded CUDA graph (taken only when the run binds the same device buffers)."""
+    d = args.keep or tempfile.mkdtemp(prefix="kiln_textgen_device_")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d, exist_ok=True)
+    rep = Report()
+    try:
+        tok, _, eos = build(d, torch, transformers)
+        B = export(args, d, "B", True, ".")
+        _, LL = export_llama(d, torch, transformers, tok, eos)
+        inputs = [{"input": p} for p in PROMPTS[:4]]
+        for name, folder in (("gpt2 (position_ids)", B), ("llama", LL)):
+            for bs in (1, 4):
+                got = [g.get("output", {}).get("TokenIds") for g in
+                       results(kiln_run(args, folder, inputs, "--max-new-tokens", N_NEW, "--batch-size", bs))]
+                cpu = [g.get("output", {}).get("TokenIds") for g in
+                       results(kiln_run(args, folder, inputs, "--max-new-tokens", N_NEW, "--batch-size", bs,
+                                        plain=True))]
+                rep.check(f"{name} batch {bs} with {' '.join(args.extra)} == kiln on the CPU", got == cpu and None not in got,
+                          "" if got == cpu else f"device {got} cpu {cpu}")
+            p = subprocess.run([args.kiln, "generate", "--model", folder, "--max-new-tokens", "100", "--stats",
+                                "--no-chat-template", *args.extra, PROMPTS[2]], capture_output=True)
+            c = subprocess.run([args.kiln, "generate", "--model", folder, "--max-new-tokens", "100",
+                                "--no-chat-template", PROMPTS[2]], capture_output=True)
+            line = (p.stderr.decode(errors="replace").strip().splitlines() or [""])[-1]
+            st = replay_stats(line)
+            ok = st is not None and p.returncode == 0 and p.stdout == c.stdout
+            if ok:
+                n, plans, rec, rp = st
+                ok = n > 64 and rec == plans - 1 and rp == (n - 1) - 2 * rec
+            rep.check(f"{name} 100 tokens == CPU, every decode step after a plan's first two replayed", ok, line)
+    except Exception as e:
+        rep.check("run", False, repr(e)[:2000])
+    finally:
+        if not args.keep:
+            shutil.rmtree(d, ignore_errors=True)
+    print(f"{rep.passed} passed, {rep.failed} failed")
+    return 1 if rep.failed else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kiln", required=True)
     ap.add_argument("--gen", default=os.path.join(HERE, "..", "tools", "gen"))
     ap.add_argument("--keep", help="build in this folder and keep it")
-    ap.add_argument("--case", choices=("hf", "genai"), default="hf",
+    ap.add_argument("--case", choices=("hf", "genai", "device"), default="hf",
                     help="hf: GPT-2 / Llama against transformers (default); genai: a GroupQueryAttention decoder in "
-                         "the GenAI layout against ONNX Runtime (exit 77 = skipped while kiln lacks the op)")
+                         "the GenAI layout against ONNX Runtime (exit 77 = skipped while kiln lacks the op); device: "
+                         "the Optimum layout with --extra flags (--device cuda) against kiln on the CPU")
     ap.add_argument("--extra", action="append", default=[], help="a flag added to every kiln run (repeatable)")
     args = ap.parse_args()
     if args.case == "genai":
@@ -439,6 +490,8 @@ def main():
         print(f"SKIP: {e} (torch, transformers and tokenizers are needed to build the reference)")
         print("0 passed, 0 failed, 1 skipped")
         return 0
+    if args.case == "device":
+        return run_device(args, torch, transformers)
     torch.set_num_threads(1)
     d = args.keep or tempfile.mkdtemp(prefix="kiln_textgen_")
     if args.keep:

@@ -152,3 +152,12 @@ endif()
 add_test(NAME gpusim.backend_ops_no_epilogue COMMAND test_backend_ops_sim Gemm,GemmFastGelu)
 set_tests_properties(gpusim.backend_ops_no_epilogue PROPERTIES TIMEOUT 600
                      ENVIRONMENT "KILN_SIM_RACECHECK=1;KILN_SIM_LT_NO_EPILOGUE=1")
+# the Optimum layout (GPT-2 with position_ids, a Llama export) generating on cuda with its cache and
+# presents in device memory: greedy ids == kiln on the CPU (batch 1 and 4), decode steps replayed
+if(TARGET kiln_pipelines)
+  add_test(NAME gpusim.textgen_device
+           COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/textgen_parity.py --case device
+                   --kiln $<TARGET_FILE:kiln_cli_sim> --extra=--device --extra=cuda
+                   --gen ${CMAKE_SOURCE_DIR}/tools/gen --keep ${CMAKE_BINARY_DIR}/gpusim-textgen-device)
+  set_tests_properties(gpusim.textgen_device PROPERTIES TIMEOUT 600)
+endif()
