@@ -31,6 +31,10 @@ int kn_generator_context(const kn_generator *g);
 /* Executor plans the generator's session has built so far (a new one per new input-shape
  * signature): with a fixed-size cache a call builds one for the prefill and one for every step. */
 int64_t kn_generator_plans_built(const kn_generator *g);
+/* CUDA graphs of the generator's session (device sessions): runs recorded, and runs served by
+ * replaying a recording. A GenAI-layout decoder on cuda keeps its cache at fixed device addresses,
+ * so every decode step of a plan after its first two is a replay. */
+void kn_generator_graph_counts(const kn_generator *g, int64_t *captured, int64_t *replayed);
 
 typedef struct kn_gen_options {
     int max_new_tokens;       /* generated tokens only (default 64) */

@@ -17,7 +17,14 @@
  * past and bound as the present output (a CPU session computes a caller-buffer output in that
  * buffer), so the op writes only the new positions and nothing is copied per step. Rows are
  * right-padded and carry their own lengths (the mask's sum, the op's seqlens_k), so a batch of
- * prompts of different lengths runs together. */
+ * prompts of different lengths runs together.
+ *
+ * On a device session (--device cuda) those buffers live in device memory, allocated once per
+ * call: each past is bound as a device input and each present as a device output at the same
+ * address (kn_session_run_device), which the executor computes in place, so the cache never
+ * crosses to the host; only the ids, mask and positions go up and the logits come back. The
+ * addresses stay fixed for the whole call, so a decode plan's runs after its second replay the
+ * recorded CUDA graph (kn_generator_graph_counts). */
 #include "pipelines/generate.h"
 #include "pipelines/chat_template.h"
 #include "pipelines/pl_internal.h"
@@ -82,6 +89,10 @@ void kn_gen_result_free(kn_gen_result *r) {
 const kn_tokenizer *kn_generator_tokenizer(const kn_generator *g) { return g->tok; }
 int kn_generator_context(const kn_generator *g) { return g->context; }
 int64_t kn_generator_plans_built(const kn_generator *g) { return kn_session_plans_built(g->sess); }
+
+void kn_generator_graph_counts(const kn_generator *g, int64_t *captured, int64_t *replayed) {
+    kn_session_graph_counts(g->sess, captured, replayed);
+}
 
 static int gen_exists(const char *p) {
     struct stat s;
@@ -714,6 +725,23 @@ static void gen_relayout(float *base, int rows, int64_t H, int64_t from, int64_t
     }
 }
 
+/* gen_relayout for a cache in device memory: through a scratch copy (device copies must not
+ * overlap), the new positions zeroed from the host's zeros (at least rows * H * to * D floats). */
+static kn_status *gen_relayout_dev(const kn_backend *be, float *base, float *tmp, const float *zeros, int rows,
+                                   int64_t H, int64_t from, int64_t to, int64_t D) {
+    size_t blocks = (size_t)rows * (size_t)H;
+    if (from > 0) KN_TRY(be->copy(be, tmp, be->device, base, be->device, sizeof(float) * blocks * (size_t)(from * D)));
+    for (size_t blk = 0; blk < blocks; blk++) {
+        float *dst = base + blk * (size_t)(to * D);
+        if (from > 0)
+            KN_TRY(be->copy(be, dst, be->device, tmp + blk * (size_t)(from * D), be->device,
+                            sizeof(float) * (size_t)(from * D)));
+        KN_TRY(
+            be->copy(be, dst + from * D, be->device, zeros, KN_DEVICE_CPU, sizeof(float) * (size_t)((to - from) * D)));
+    }
+    return NULL;
+}
+
 static double gen_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -745,6 +773,11 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
     int n_in = 3 + 2 * L, n_out = 1 + 2 * L;
     kn_named_tensor *in = calloc((size_t)n_in, sizeof *in), *out = calloc((size_t)n_out, sizeof *out);
     float **cache = calloc((size_t)(2 * L), sizeof *cache), **pres = calloc((size_t)(2 * L), sizeof *pres);
+    /* the shared buffers in the device session's memory (see the file comment) */
+    const kn_backend *be = kn_session_backend(g->sess);
+    const int on_dev = (shared || fixed) && be && be->device != KN_DEVICE_CPU && be->alloc && be->copy;
+    float *zeros = NULL, *dev_tmp = NULL; /* on_dev && fixed: for widening the cache (gen_relayout_dev) */
+    uint8_t *in_dev = calloc((size_t)n_in, 1), *out_dev = calloc((size_t)n_out, 1);
     int64_t *ids = calloc((size_t)b * (size_t)(P > 1 ? P : 1), sizeof *ids);
     int64_t *pos = calloc((size_t)b * (size_t)(P > 1 ? P : 1), sizeof *pos);
     uint8_t *valid = calloc((size_t)b * (size_t)(cap + 1), 1); /* per slot: attended to */
@@ -756,12 +789,32 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
     int vocab = 0;
     float *exact_past[2 * GEN_MAX_LAYERS] = {0}; /* models without position_ids: last present */
     int *map = NULL;                             /* batch row -> rows[] */
-    if (!in || !out || !cache || !pres || !ids || !pos || !valid || !mask || !npos) {
+    if (!in || !out || !cache || !pres || !ids || !pos || !valid || !mask || !npos || !in_dev || !out_dev) {
         st = KN_OOM(0);
         goto done;
     }
     size_t cache_floats = (size_t)b * (size_t)H * (size_t)cap * (size_t)D;
-    if (fixed || shared)
+    if (on_dev) {
+        /* zeroed once from the host: positions not yet written are masked but must stay finite;
+         * fixed: the presents too (the graph's output, at one address for the whole call), and a
+         * scratch copy of a cache for widening it */
+        size_t pres_floats = cache_floats + (size_t)b * (size_t)H * (size_t)(P > 1 ? P : 1) * (size_t)D;
+        if (!(zeros = calloc(cache_floats ? cache_floats : 1, sizeof(float)))) {
+            st = KN_OOM(cache_floats * sizeof(float));
+            goto done;
+        }
+        for (int k = 0; k < 2 * L && !st; k++) {
+            if (!(cache[k] = be->alloc(be, cache_floats * sizeof(float))) ||
+                (fixed && !(pres[k] = be->alloc(be, pres_floats * sizeof(float)))))
+                st = kn_error(KN_ERR_OUT_OF_MEMORY, "generate: the key/value cache on %s: %zu bytes per layer",
+                              be->name, cache_floats * sizeof(float));
+            else st = be->copy(be, cache[k], be->device, zeros, KN_DEVICE_CPU, cache_floats * sizeof(float));
+        }
+        if (!st && fixed && !(dev_tmp = be->alloc(be, cache_floats * sizeof(float))))
+            st = kn_error(KN_ERR_OUT_OF_MEMORY, "generate: scratch for the key/value cache on %s: %zu bytes", be->name,
+                          cache_floats * sizeof(float));
+        if (st) goto done;
+    } else if (fixed || shared)
         for (int k = 0; k < 2 * L; k++) {
             if (!(cache[k] = calloc(cache_floats, sizeof(float))) ||
                 (fixed &&
@@ -842,12 +895,15 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         if (g->has_pos) gen_tensor(&in[ni++], g->name_pos, g->pos_dtype, 2, d2, posbuf);
         int64_t dp[4] = {active, H, past_len, D}, dq[4] = {active, H, past_len + S, D};
         if (shared) dp[2] = dq[2] = cap;
-        for (int k = 0; k < 2 * L && shared; k++)
+        for (int k = 0; k < 2 * L && shared; k++) {
+            in_dev[ni] = (uint8_t)on_dev;
             gen_tensor(&in[ni++], k < L ? g->past_k[k] : g->past_v[k - L], KN_F32, 4, dp, cache[k]);
+        }
         for (int k = 0; k < 2 * L && !shared; k++) {
             const char *nm = k < L ? g->past_k[k] : g->past_v[k - L];
             void *data = fixed ? (void *)cache[k] : (exact_past[k] ? (void *)exact_past[k] : (void *)&zero_f);
             if (first) data = (void *)&zero_f;
+            in_dev[ni] = (uint8_t)(on_dev && !first); /* the prefill's past is empty */
             gen_tensor(&in[ni++], nm, KN_F32, 4, dp, data);
             if (first || !fixed) in[ni - 1].capacity = past_len ? in[ni - 1].capacity : 0;
         }
@@ -857,14 +913,19 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         no++;
         for (int k = 0; k < 2 * L; k++) {
             const char *nm = k < L ? g->pres_k[k] : g->pres_v[k - L];
-            if (fixed) gen_tensor(&out[no++], nm, KN_F32, 4, dq, pres[k]);
-            else if (shared) gen_tensor(&out[no++], nm, KN_F32, 4, dq, cache[k]); /* the past's own buffer */
-            else {
+            if (fixed) {
+                out_dev[no] = (uint8_t)on_dev;
+                gen_tensor(&out[no++], nm, KN_F32, 4, dq, pres[k]);
+            } else if (shared) {
+                out_dev[no] = (uint8_t)on_dev;
+                gen_tensor(&out[no++], nm, KN_F32, 4, dq, cache[k]); /* the past's own buffer */
+            } else {
                 memset(&out[no], 0, sizeof out[no]);
                 out[no++].name = nm;
             }
         }
-        st = kn_session_run(g->sess, in, ni, out, no);
+        st = on_dev ? kn_session_run_device(g->sess, in, ni, in_dev, out, no, out_dev)
+                    : kn_session_run(g->sess, in, ni, out, no);
         free(idbuf), free(posbuf), free(maskbuf);
         if (st) goto done;
         if (out[0].dtype != KN_F32 || out[0].ndim != 3 || out[0].dims[0] != active || out[0].dims[1] != S) {
@@ -888,9 +949,33 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
             int64_t T = past_len + S;
             int64_t want = gen_bucket(first ? P : cur + 1, cap);
             if (want > stride)
-                for (int k = 0; k < 2 * L; k++) gen_relayout(cache[k], active, H, stride, want, D);
+                for (int k = 0; k < 2 * L && !st; k++) {
+                    if (on_dev) st = gen_relayout_dev(be, cache[k], dev_tmp, zeros, active, H, stride, want, D);
+                    else gen_relayout(cache[k], active, H, stride, want, D);
+                }
             stride = want;
-            for (int k = 0; k < 2 * L; k++)
+            for (int k = 0; k < 2 * L && on_dev && !st; k++)
+                for (int r = 0; r < active && !st; r++) {
+                    /* the step's rows, device to device; a left-pad position keeps the zeros it
+                     * was allocated with (see below) */
+                    int64_t lo = 0;
+                    while (first && lo < S && !valid[map[r] * (cap + 1) + lo]) lo++;
+                    for (int64_t h = 0; h < H && !st && lo < S; h++)
+                        st = be->copy(
+                            be,
+                            cache[k] +
+                                (((size_t)r * (size_t)H + (size_t)h) * (size_t)stride + (size_t)(first ? lo : cur)) *
+                                    (size_t)D,
+                            be->device,
+                            pres[k] +
+                                (((size_t)r * (size_t)H + (size_t)h) * (size_t)T + (size_t)(past_len + lo)) * (size_t)D,
+                            be->device, sizeof(float) * (size_t)((S - lo) * D));
+                }
+            if (st) {
+                kn_free(out[0].data);
+                goto done;
+            }
+            for (int k = 0; k < 2 * L && !on_dev; k++)
                 for (int r = 0; r < active; r++)
                     for (int64_t h = 0; h < H; h++)
                         for (int64_t j = 0; j < S; j++) {
@@ -961,10 +1046,14 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
             if (rows[map[r]]->done) continue;
             if (w != r) {
                 size_t row = (size_t)H * (size_t)(shared ? cap : fixed ? stride : past_len) * (size_t)D;
-                for (int k = 0; k < 2 * L; k++) {
+                for (int k = 0; k < 2 * L && !st; k++) {
                     float *base = fixed || shared ? cache[k] : exact_past[k];
-                    memmove(base + (size_t)w * row, base + (size_t)r * row, row * sizeof(float));
+                    if (on_dev) /* w < r: whole rows, never overlapping */
+                        st = be->copy(be, base + (size_t)w * row, be->device, base + (size_t)r * row, be->device,
+                                      row * sizeof(float));
+                    else memmove(base + (size_t)w * row, base + (size_t)r * row, row * sizeof(float));
                 }
+                if (st) goto done;
             }
             map[w++] = map[r];
         }
@@ -975,7 +1064,15 @@ done:
     for (int k = 0; k < 2 * GEN_MAX_LAYERS; k++)
         if (exact_past[k]) kn_free(exact_past[k]);
     if (cache)
-        for (int k = 0; k < 2 * L; k++) free(cache[k]), free(pres[k]);
+        for (int k = 0; k < 2 * L; k++) {
+            if (on_dev) {
+                if (cache[k]) be->free(be, cache[k]);
+                if (pres[k]) be->free(be, pres[k]);
+            } else free(cache[k]), free(pres[k]);
+        }
+    if (dev_tmp) be->free(be, dev_tmp);
+    free(zeros);
+    free(in_dev), free(out_dev);
     free(map);
     free(in), free(out), free(cache), free(pres), free(ids), free(pos), free(valid), free(mask), free(npos), free(seen);
     free(cand), free(logits);

@@ -578,6 +578,12 @@ kn_status *kn_run_planned(kn_run *run, const kn_plan *plan, const kn_tensor *inp
             if (run->host_out && run->host_out[v] && arena_dev == KN_DEVICE_CPU &&
                 kn_nbytes(&run->vals[v]) <= run->host_out_cap[v])
                 run->vals[v].data = run->host_out[v];
+            /* a device output bound to a caller's device buffer is computed there: no copy at
+             * the end, and an op given that buffer as an input too (GroupQueryAttention's past
+             * and present, the decode loop's cache) updates it in place */
+            if (run->dev_out && run->dev_out[v] && arena_dev != KN_DEVICE_CPU && run->dev_out_cap &&
+                kn_nbytes(&run->vals[v]) <= run->dev_out_cap[v])
+                run->vals[v].data = run->dev_out[v];
         } else if (plan->state[v] == KN_VS_DYNAMIC) run->vals[v].data = NULL;
         else if (plan->state[v] == KN_VS_OUTER) {
             kn_tensor *t = run->parent ? kn_find_outer(run->parent, g->values[v].name) : NULL;
@@ -609,7 +615,7 @@ kn_status *kn_run_finish(kn_run *run) {
         for (int v = 0; v < run->g->n_values && !st; v++) {
             if (!run->dev_out[v] || run->state[v] == KN_VS_ABSENT) continue;
             size_t bytes = kn_nbytes(&run->vals[v]);
-            if (!bytes) continue;
+            if (!bytes || run->vals[v].data == run->dev_out[v]) continue; /* computed in place */
             if (run->dev_out_cap && bytes > run->dev_out_cap[v]) {
                 st = kn_error(KN_ERR_INVALID_ARGUMENT, "output '%s' needs %zu bytes, the device buffer holds %zu",
                               run->g->values[v].name, bytes, run->dev_out_cap[v]);

@@ -72,6 +72,10 @@ typedef struct kn_graph_rec {
     int n_out;
     int *out_val;
     void **out_pin; /* NULL: an empty value */
+    /* device-bound I/O (kn_session_run_device): the device address of each graph input (NULL:
+     * host) and of each value's caller buffer (NULL: none) the kernels were recorded with. A
+     * replay serves only a run binding the same addresses (the decode loop's cache buffers). */
+    void **dev_in, **dev_at;
     bool busy;
 } kn_graph_rec;
 
@@ -84,6 +88,8 @@ static void kn_graph_rec_free(const kn_backend *be, kn_graph_rec *r) {
     free(r->in_pin);
     free(r->out_val);
     free(r->out_pin);
+    free(r->dev_in);
+    free(r->dev_at);
     free(r);
 }
 
@@ -669,10 +675,17 @@ static bool kn_graph_rec_fill(kn_session *s, const kn_plan *p, const kn_tensor *
     r->out_val = malloc(sizeof(int) * (size_t)(g->n_values ? g->n_values : 1));
     r->out_pin = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(void *));
     r->held = malloc(sizeof(void *) * (size_t)(g->n_values ? g->n_values : 1));
-    if (!r->in_pin || !r->out_val || !r->out_pin || !r->held) return false;
+    r->dev_in = calloc((size_t)(g->n_inputs ? g->n_inputs : 1), sizeof(void *));
+    r->dev_at = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof(void *));
+    if (!r->in_pin || !r->out_val || !r->out_pin || !r->held || !r->dev_in || !r->dev_at) return false;
+    for (int v = 0; run->dev_out && v < g->n_values; v++) r->dev_at[v] = run->dev_out[v];
     for (int k = 0; k < g->n_inputs; k++) {
         size_t bytes = kn_nbytes(&bound[k]);
         int v = g->inputs[k];
+        if (bound[k].device != KN_DEVICE_CPU) { /* the kernels read it where it lies */
+            r->dev_in[k] = bound[k].data;
+            continue;
+        }
         if (!bytes || v < 0 || s->gi.last_use[v] < 0) continue;
         if (!(r->in_pin[k] = be->graph_pin(be, r->graph, bound[k].data, bytes, false))) return false;
     }
@@ -680,6 +693,10 @@ static bool kn_graph_rec_fill(kn_session *s, const kn_plan *p, const kn_tensor *
         if (!(s->gi.is_output[v] || (p->keep && p->keep[v])) || run->state[v] == KN_VS_ABSENT) continue;
         size_t bytes = kn_nbytes(&run->vals[v]);
         r->out_val[r->n_out] = v;
+        if (r->dev_at[v]) { /* the recorded kernels (or copy) write the caller's device buffer */
+            r->out_pin[r->n_out++] = r->dev_at[v];
+            continue;
+        }
         if (p->state[v] == KN_VS_KNOWN || p->state[v] == KN_VS_CONST) {
             r->out_pin[r->n_out++] = run->vals[v].data; /* computed ahead: the plan's (or model's) own bytes */
             continue;
@@ -694,6 +711,18 @@ static bool kn_graph_rec_fill(kn_session *s, const kn_plan *p, const kn_tensor *
             r->held[r->n_held++] = run->xfer[v].data;
             run->xfer_state[v] = 0;
         }
+    return true;
+}
+
+/* Whether a run binds the device addresses rec was recorded with: a run binding other device
+ * buffers (or host I/O where the recording had device I/O) runs plainly. */
+static bool kn_graph_rec_matches(const kn_session *s, const kn_graph_rec *r, const kn_tensor *bound,
+                                 void *const *dev_out) {
+    const kn_graph *g = s->g;
+    for (int k = 0; k < g->n_inputs; k++)
+        if ((bound[k].device != KN_DEVICE_CPU ? bound[k].data : NULL) != r->dev_in[k]) return false;
+    for (int v = 0; v < g->n_values; v++)
+        if ((dev_out ? dev_out[v] : NULL) != r->dev_at[v]) return false;
     return true;
 }
 
@@ -714,7 +743,7 @@ static kn_status *kn_session_replay(kn_session *s, const kn_plan *plan, kn_graph
         run.vals[v] = plan->vals[v];
         run.vals[v].data = r->out_pin[j];
         run.vals[v].owns = false;
-        run.vals[v].device = KN_DEVICE_CPU;
+        run.vals[v].device = r->dev_at[v] ? s->be->device : KN_DEVICE_CPU;
         run.state[v] = KN_VS_DYNAMIC;
     }
     if (!st) st = take(take_ctx, g, &run);
@@ -733,12 +762,11 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
     /* device sessions: the second run of a plan is recorded as a graph, later runs replay it */
     enum { RUN_PLAIN, RUN_CAPTURE, RUN_REPLAY } mode = RUN_PLAIN;
     kn_graph_rec *rec = NULL;
-    bool host_io = !dev_out;
-    for (int k = 0; k < g->n_inputs && host_io; k++) host_io = bound[k].device == KN_DEVICE_CPU;
-    if (s->graphs && host_io && !s->opt.profile && !s->node_done && !s->node_stream) {
+    if (s->graphs && !s->opt.profile && !s->node_done && !s->node_stream) {
         pthread_mutex_lock(&s->mu);
         plan->runs++;
-        if (plan->graph_state == 1 && !((kn_graph_rec *)plan->graph)->busy) {
+        if (plan->graph_state == 1 && !((kn_graph_rec *)plan->graph)->busy &&
+            kn_graph_rec_matches(s, plan->graph, bound, dev_out)) {
             rec = plan->graph;
             rec->busy = true;
             mode = RUN_REPLAY;

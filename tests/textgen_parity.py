@@ -26,6 +26,7 @@ when torch / transformers / tokenizers are missing.
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -329,6 +330,27 @@ def run_genai(args):
             line = p.stderr.decode(errors="replace").strip()
             rep.check(f"genai GQA 100 tokens{' ' + extra[0] if extra else ' (shared buffer)'} == ORT, {plans}",
                       ids == want and len(want) > 64 and plans in line, line if ids == want else f"kiln {ids} ort {want}")
+        if "cuda" in " ".join(args.extra or []):
+            # the cache in device memory at fixed addresses: a decode plan's first run is plain, its
+            # second recorded as a CUDA graph, every later step a replay (a replay is only taken
+            # when the run binds the same device buffers the recording did, so this also says the
+            # cache never moved nor went through the host); the ids equal kiln's on the CPU
+            p = subprocess.run([args.kiln, "generate", "--model", folder, "--max-new-tokens", "100", "--stats",
+                                *args.extra, PROMPTS[2]], capture_output=True)
+            line = p.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            m = re.search(r"(\d+) tokens, (\d+) plans built.*?(\d+) graphs recorded, (\d+) replays", line[0])
+            if m:
+                n, plans, rec, rep_n = map(int, m.groups())
+                ok = n == len(want) and rec == plans - 1 and rep_n == (n - 1) - 2 * rec and rep_n > 0
+                rep.check(f"genai cuda decode steps replayed: {rep_n} of {n - 1} ({rec} recorded, {plans} plans)", ok,
+                          line[0])
+            else:
+                rep.check("genai cuda generate --stats reports graph replays", False, line[0])
+            cpu = results(kiln_run(args, folder, [{"input": p} for p in PROMPTS[:4]], "--max-new-tokens", N_NEW,
+                                   "--batch-size", 4, plain=True))
+            cids4 = [g.get("output", {}).get("TokenIds") for g in cpu]
+            rep.check("genai GQA batch 4 on cuda == kiln on the CPU", ids4 == cids4,
+                      "" if ids4 == cids4 else f"cuda {ids4} cpu {cids4}")
         # int4: MatMulNBits projections (block 32) in the same layout, built as tools/bench/gen_bench.py
         # builds its benchmark model (tiny here); greedy == ORT driven as GenAI drives it (one buffer
         # per layer bound as past and present), batch 1 and batch 4
@@ -347,7 +369,7 @@ def run_genai(args):
                         want += gen_bench.ort_gen(bargs, q, info, r, N_NEW, 128)["ids"]
                     else:
                         want += [gen_bench.ort_gen(bargs, q, info, [p], N_NEW, 128)["ids"][0] for p in r]
-                    got += gen_bench.kiln_gen(bargs, q, r, N_NEW)["ids"]
+                    got += gen_bench.kiln_gen(bargs, q, r, N_NEW, extra=tuple(args.extra or ()))["ids"]
                 rep.check(f"genai {quant} (MatMulNBits)" if quant == "int4" else "genai fp32 (gen_bench model)",
                           got == want, f"batch {b}: " + ("" if got == want else f"kiln {got} ort {want}"))
     except Exception as e:
@@ -397,14 +419,65 @@ def hf_generate(torch, model, tok, eos, prompts, **kw):
     return rows
 
 
+def replay_stats(text):
+    """(tokens or None, plans, graphs recorded, replays) from a `kiln generate|run --stats` line."""
+    m = re.search(r"(?:(\d+) tokens, )?(\d+) plans built.*?(\d+) graphs recorded, (\d+) replays", text)
+    return tuple(None if v is None else int(v) for v in m.groups()) if m else None
+
+
+def run_device(args, torch, transformers):
+    """gpusim.textgen_device: the Optimum layout (GPT-2 with position_ids, the Llama export) generating
+    with args.extra (--device cuda): the fixed-size cache and the presents in device memory, the step's
+    positions copied device to device; greedy ids equal kiln's on the CPU for batch 1 and batch 4 of
+    prompts of different lengths, and after each decode plan's first two runs every step is a replay
+    of its recorded CUDA graph (taken only when the run binds the same device buffers)."""
+    d = args.keep or tempfile.mkdtemp(prefix="kiln_textgen_device_")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d, exist_ok=True)
+    rep = Report()
+    try:
+        tok, _, eos = build(d, torch, transformers)
+        B = export(args, d, "B", True, ".")
+        _, LL = export_llama(d, torch, transformers, tok, eos)
+        inputs = [{"input": p} for p in PROMPTS[:4]]
+        for name, folder in (("gpt2 (position_ids)", B), ("llama", LL)):
+            for bs in (1, 4):
+                got = [g.get("output", {}).get("TokenIds") for g in
+                       results(kiln_run(args, folder, inputs, "--max-new-tokens", N_NEW, "--batch-size", bs))]
+                cpu = [g.get("output", {}).get("TokenIds") for g in
+                       results(kiln_run(args, folder, inputs, "--max-new-tokens", N_NEW, "--batch-size", bs,
+                                        plain=True))]
+                rep.check(f"{name} batch {bs} with {' '.join(args.extra)} == kiln on the CPU", got == cpu and None not in got,
+                          "" if got == cpu else f"device {got} cpu {cpu}")
+            p = subprocess.run([args.kiln, "generate", "--model", folder, "--max-new-tokens", "100", "--stats",
+                                "--no-chat-template", *args.extra, PROMPTS[2]], capture_output=True)
+            c = subprocess.run([args.kiln, "generate", "--model", folder, "--max-new-tokens", "100",
+                                "--no-chat-template", PROMPTS[2]], capture_output=True)
+            line = (p.stderr.decode(errors="replace").strip().splitlines() or [""])[-1]
+            st = replay_stats(line)
+            ok = st is not None and p.returncode == 0 and p.stdout == c.stdout
+            if ok:
+                n, plans, rec, rp = st
+                ok = n > 64 and rec == plans - 1 and rp == (n - 1) - 2 * rec
+            rep.check(f"{name} 100 tokens == CPU, every decode step after a plan's first two replayed", ok, line)
+    except Exception as e:
+        rep.check("run", False, repr(e)[:2000])
+    finally:
+        if not args.keep:
+            shutil.rmtree(d, ignore_errors=True)
+    print(f"{rep.passed} passed, {rep.failed} failed")
+    return 1 if rep.failed else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kiln", required=True)
     ap.add_argument("--gen", default=os.path.join(HERE, "..", "tools", "gen"))
     ap.add_argument("--keep", help="build in this folder and keep it")
-    ap.add_argument("--case", choices=("hf", "genai"), default="hf",
+    ap.add_argument("--case", choices=("hf", "genai", "device"), default="hf",
                     help="hf: GPT-2 / Llama against transformers (default); genai: a GroupQueryAttention decoder in "
-                         "the GenAI layout against ONNX Runtime (exit 77 = skipped while kiln lacks the op)")
+                         "the GenAI layout against ONNX Runtime (exit 77 = skipped while kiln lacks the op); device: "
+                         "the Optimum layout with --extra flags (--device cuda) against kiln on the CPU")
     ap.add_argument("--extra", action="append", default=[], help="a flag added to every kiln run (repeatable)")
     args = ap.parse_args()
     if args.case == "genai":
@@ -417,6 +490,8 @@ def main():
         print(f"SKIP: {e} (torch, transformers and tokenizers are needed to build the reference)")
         print("0 passed, 0 failed, 1 skipped")
         return 0
+    if args.case == "device":
+        return run_device(args, torch, transformers)
     torch.set_num_threads(1)
     d = args.keep or tempfile.mkdtemp(prefix="kiln_textgen_")
     if args.keep:

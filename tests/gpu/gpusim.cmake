@@ -159,3 +159,12 @@ add_executable(test_stream_order_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_stream
 target_link_libraries(test_stream_order_sim PRIVATE kiln_core_sim)
 add_test(NAME gpusim.stream_order COMMAND test_stream_order_sim)
 set_tests_properties(gpusim.stream_order PROPERTIES TIMEOUT 120)
+# the Optimum layout (GPT-2 with position_ids, a Llama export) generating on cuda with its cache and
+# presents in device memory: greedy ids == kiln on the CPU (batch 1 and 4), decode steps replayed
+if(TARGET kiln_pipelines)
+  add_test(NAME gpusim.textgen_device
+           COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/textgen_parity.py --case device
+                   --kiln $<TARGET_FILE:kiln_cli_sim> --extra=--device --extra=cuda
+                   --gen ${CMAKE_SOURCE_DIR}/tools/gen --keep ${CMAKE_BINARY_DIR}/gpusim-textgen-device)
+  set_tests_properties(gpusim.textgen_device PROPERTIES TIMEOUT 600)
+endif()

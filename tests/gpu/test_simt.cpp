@@ -558,6 +558,41 @@ static bool t_catch_warp_vs_barrier() {
 
 #endif // KILN_CUDA_SIM
 
+// ---- stream-ordered allocations inside a CUDA graph ----
+__global__ void twice_kernel(const float *in, float *tmp) { tmp[threadIdx.x] = 2.0f * in[threadIdx.x]; }
+__global__ void plus_one_kernel(const float *tmp, float *out) { out[threadIdx.x] = tmp[threadIdx.x] + 1.0f; }
+// A scratch buffer cudaMallocAsync'ed and cudaFreeAsync'ed while a stream is captured is the
+// graph's memory (a GroupQueryAttention step's rotated queries): every launch of the graph finds it.
+static bool t_graph_async_alloc() {
+    float *in = dev<float>(32), *out = dev<float>(32);
+    cudaStream_t s;
+    EXPECT(cudaStreamCreate(&s) == cudaSuccess, "stream");
+    EXPECT(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess, "begin capture");
+    float *tmp = NULL;
+    EXPECT(cudaMallocAsync((void **)&tmp, 32 * sizeof(float), s) == cudaSuccess, "cudaMallocAsync while capturing");
+    KN_LAUNCH(twice_kernel, 1, 32, 0, s, in, tmp);
+    KN_LAUNCH(plus_one_kernel, 1, 32, 0, s, tmp, out);
+    EXPECT(cudaFreeAsync(tmp, s) == cudaSuccess, "cudaFreeAsync while capturing");
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    EXPECT(cudaStreamEndCapture(s, &graph) == cudaSuccess && graph, "end capture");
+    EXPECT(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess, "instantiate");
+    for (int launch = 0; launch < 3; launch++) {
+        std::vector<float> h(32);
+        for (int i = 0; i < 32; i++) h[i] = (float)(i + 100 * launch);
+        EXPECT(cudaMemcpy(in, h.data(), sizeof(float) * 32, cudaMemcpyHostToDevice) == cudaSuccess, "upload");
+        EXPECT(cudaGraphLaunch(exec, s) == cudaSuccess && cudaStreamSynchronize(s) == cudaSuccess, "launch %d: %s",
+               launch, cudaGetErrorString(cudaGetLastError()));
+        std::vector<float> r = back(out, 32);
+        for (int i = 0; i < 32; i++)
+            EXPECT(r[i] == 2.0f * h[i] + 1.0f, "launch %d: out[%d] = %g, want %g", launch, i, r[i], 2.0f * h[i] + 1.0f);
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    cudaStreamDestroy(s);
+    return true;
+}
+
 int main() {
 #ifndef KILN_CUDA_SIM
     int n_dev = 0;
@@ -579,6 +614,7 @@ int main() {
         {"mma.m16n8k16 f16 and bf16 vs a plain matrix product", t_mma},
         {"ldmatrix x1/x2/x4 and .trans vs the PTX layout", t_ldmatrix},
         {"half and bfloat16 rounding bits, all 65536 round trips", t_fp16_bits},
+        {"cudaMallocAsync scratch of a captured stream lives with its graph", t_graph_async_alloc},
 #ifdef KILN_CUDA_SIM
         {"blocks run in a shuffled order", t_block_order},
         {"runtime: host pointers, bad configurations, errors cleared", t_runtime_checks},

@@ -235,12 +235,16 @@ int kn_cmd_generate(int argc, char **argv) {
         rc = 1;
     } else {
         printf("\n");
-        if (c.stats)
+        if (c.stats) {
+            int64_t captured = 0, replayed = 0;
+            kn_generator_graph_counts(g, &captured, &replayed);
             fprintf(stderr,
                     "kiln generate: %d tokens, %lld plans built, prompt %d tokens, first token %.3f ms, decode %.3f "
-                    "ms/token\n",
+                    "ms/token, %lld graphs recorded, %lld replays\n",
                     res.n_ids, (long long)kn_generator_plans_built(g), res.n_prompt_ids, 1e3 * res.first_token_s,
-                    res.n_ids > 1 ? 1e3 * res.decode_s / (res.n_ids - 1) : 0.0);
+                    res.n_ids > 1 ? 1e3 * res.decode_s / (res.n_ids - 1) : 0.0, (long long)captured,
+                    (long long)replayed);
+        }
         kn_gen_result_free(&res);
     }
     kn_generator_free(g);
@@ -411,7 +415,12 @@ int kn_cmd_run_textgen(int argc, char **argv) {
     for (int i = 0; i < n; i++) json_object_put(lines[i].obj), free(lines[i].prompt), free(lines[i].error);
     free(lines), free(buf);
     if (in != stdin) fclose(in);
-    if (c.stats) fprintf(stderr, "kiln run: %lld plans built\n", (long long)kn_generator_plans_built(g));
+    if (c.stats) {
+        int64_t captured = 0, replayed = 0;
+        kn_generator_graph_counts(g, &captured, &replayed);
+        fprintf(stderr, "kiln run: %lld plans built, %lld graphs recorded, %lld replays\n",
+                (long long)kn_generator_plans_built(g), (long long)captured, (long long)replayed);
+    }
     kn_generator_free(g);
     return 0;
 }

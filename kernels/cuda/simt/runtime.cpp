@@ -42,10 +42,10 @@ struct cap_op {
 };
 struct op_list {
     std::vector<cap_op> v;
-    ~op_list() {
-        for (auto &o : v)
-            if (o.del) o.del(o.ctx);
-    }
+    // stream-ordered allocations made while capturing: a graph's memory nodes, whose addresses
+    // the recorded kernels keep for the graph's lifetime (freed with it, never under mu)
+    std::vector<void *> mem;
+    ~op_list();
 };
 struct capture {
     std::shared_ptr<op_list> ops = std::make_shared<op_list>();
@@ -416,6 +416,11 @@ static cudaError_t release(void *p, bool pinned) {
     free(p);
     return cudaSuccess;
 }
+op_list::~op_list() {
+    for (auto &o : v)
+        if (o.del) o.del(o.ctx);
+    for (void *p : mem) release(p, false);
+}
 cudaError_t cudaMalloc(void **p, size_t n) { return alloc(p, n, false); }
 cudaError_t cudaFree(void *p) {
     { // cudaFree synchronises the device (the freed addresses come back in later allocations)
@@ -430,12 +435,27 @@ cudaError_t cudaHostAlloc(void **p, size_t n, unsigned flags) {
     return alloc(p, n, true);
 }
 cudaError_t cudaFreeHost(void *p) { return release(p, true); }
+// While s is captured, the allocation belongs to the graph being recorded (a memory node): it
+// stays at its address for every launch and a cudaFreeAsync of it in the same capture is the
+// graph's free node, so the memory goes with the graph.
 cudaError_t cudaMallocAsync(void **p, size_t n, cudaStream_t s) {
-    (void)s;
-    return alloc(p, n, false);
+    cudaError_t e = alloc(p, n, false);
+    if (e) return e;
+    std::lock_guard<std::mutex> g(mu);
+    auto it = captures.find(s);
+    if (it != captures.end()) it->second->ops->mem.push_back(*p);
+    return cudaSuccess;
 }
 cudaError_t cudaFreeAsync(void *p, cudaStream_t s) {
-    (void)s;
+    {
+        std::lock_guard<std::mutex> g(mu);
+        auto it = captures.find(s);
+        if (it != captures.end()) {
+            auto &m = it->second->ops->mem;
+            for (void *q : m)
+                if (q == p) return cudaSuccess;
+        }
+    }
     return release(p, false);
 }
 
@@ -656,10 +676,12 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
 
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph) {
     *graph = NULL;
+    std::shared_ptr<op_list> ops; // an invalid capture's list (and memory) goes after mu is released
     std::lock_guard<std::mutex> g(mu);
     auto it = captures.find(s);
     if (it == captures.end()) return set_err(cudaErrorStreamCaptureUnmatched, "cudaStreamEndCapture: not capturing");
     capture *c = it->second;
+    ops = c->ops;
     if (c->mode != cudaStreamCaptureModeRelaxed && c->owner != std::this_thread::get_id())
         return set_err(cudaErrorStreamCaptureWrongThread, "cudaStreamEndCapture: the capture began on another thread");
     captures.erase(it);
