@@ -152,3 +152,16 @@ endif()
 add_test(NAME gpusim.backend_ops_no_epilogue COMMAND test_backend_ops_sim Gemm,GemmFastGelu)
 set_tests_properties(gpusim.backend_ops_no_epilogue PROPERTIES TIMEOUT 600
                      ENVIRONMENT "KILN_SIM_RACECHECK=1;KILN_SIM_LT_NO_EPILOGUE=1")
+
+# cucover: issue 14 on the model families (tiny random-weight transformers, hand-written vision nets,
+# ORT-optimizer fused and int8 forms): kiln info --device cuda lists no fallback and cuda matches the
+# CPU. Generated models are cached under the build dir.
+add_test(NAME gpusim.family_coverage
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/family_coverage.py --kiln $<TARGET_FILE:kiln_cli_sim>
+                 --cache ${CMAKE_BINARY_DIR}/family_models)
+set_tests_properties(gpusim.family_coverage PROPERTIES TIMEOUT 900)
+# cucover: --seq-bucket N of kiln bench/exec/run: a sweep of lengths builds one plan per bucket
+add_test(NAME gpusim.seq_bucket_cli
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/seq_bucket_cli.py --kiln $<TARGET_FILE:kiln_cli_sim>
+                 --device cuda)
+set_tests_properties(gpusim.seq_bucket_cli PROPERTIES TIMEOUT 300)
