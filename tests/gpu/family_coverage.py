@@ -416,9 +416,10 @@ def build(cache, name):
         feeds = decoder_past(name[:-5], path)
     elif name.endswith("-sdpa"):
         feeds = text_model(name[:-5], path, "sdpa")
-    elif name in ("bert-ort-fused", "gpt2-ort-fused"):
-        base, feeds = build(cache, name.split("-")[0])
-        ort_optimized(name.split("-")[0], base, path)
+    elif name.endswith("-ort-fused"):
+        base, feeds = build(cache, name[:-10])
+        kind = name.split("-")[0]
+        ort_optimized({"distilbert": "bert", "roberta": "bert"}.get(kind, kind), base, path)
     elif name == "bert-ort-fused2":
         base, feeds = build(cache, "bert")
         ort_optimized("bert", base, path, 2)
@@ -443,6 +444,9 @@ ALL += ["bert-sdpa", "llama-sdpa", "gpt2-sdpa", "gemma3-sdpa", "bert-ort-fused2"
         "resnet-fp16", "llama-int4"]
 # decoders with past keys and values in, presents out (the form text generation runs)
 ALL += [d + "-past" for d in ("gpt2", "llama", "qwen2", "phi3", "gemma3")]
+# more of the optimizer's model types and float16 forms of the other families
+ALL += ["vit-ort-fused", "distilbert-ort-fused", "roberta-ort-fused", "whisper-fp16", "gemma3-fp16", "vit-fp16",
+        "mobilenet-fp16", "deberta-v2-fp16", "gpt2-past-fp16", "bert-sdpa-ort-fused"]
 # the ops that make each special form what it is: a converter or optimizer that stopped writing them
 # would leave the test checking plain models
 FORM_OPS = {"bert-ort-fused": {"EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu"},
@@ -545,9 +549,9 @@ def main():
             bad += 1
         fb_ops = sorted({fb["op"] for fb in falls})
         rows.append((name, j["nodes"], j["nodes"] - len(falls), ",".join(fb_ops) or "-", diff))
-    print(f"{'model':<16} {'nodes':>6} {'on cuda':>8} {'fallbacks':<30} max diff")
+    print(f"{'model':<20} {'nodes':>6} {'on cuda':>8} {'fallbacks':<30} max diff")
     for r in rows:
-        print(f"{r[0]:<16} {r[1]:>6} {r[2]:>8} {r[3]:<30} {r[4]:.3g}")
+        print(f"{r[0]:<20} {r[1]:>6} {r[2]:>8} {r[3]:<30} {r[4]:.3g}")
     print("FAILED" if bad else "ok")
     return 1 if bad else 0
 
