@@ -391,6 +391,49 @@ def nbits(src, dst, block=16):
     onnx.save(m, dst)
 
 
+def rms23(src, dst):
+    """The decoder with each exported RMSNorm (Pow, ReduceMean, Add eps, Sqrt, Div, Mul, Cast, Mul by
+    the weight) as one ONNX RMSNormalization node (opset 23), the form the torch exporter writes at
+    that opset."""
+    from onnx import helper
+    m = onnx.load(src)
+    nodes = list(m.graph.node)
+    consumers = {}
+    for n in nodes:
+        for x in n.input:
+            consumers.setdefault(x, []).append(n)
+    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in nodes if n.op_type == "Constant"}
+    drop, add = set(), {}
+    for n in nodes:
+        if n.op_type != "Pow":
+            continue
+        chain, cur = [n], n
+        for want in ("ReduceMean", "Add", "Sqrt", "Div", "Mul", "Cast", "Mul"):
+            nxt = [c for c in consumers.get(cur.output[0], []) if c.op_type == want]
+            if len(nxt) != 1:
+                break
+            cur = nxt[0]
+            chain.append(cur)
+        if len(chain) != 8:
+            continue
+        x, last = n.input[0], chain[-1]
+        weight = [i for i in last.input if i != chain[-2].output[0]][0]
+        eps = float(np.asarray(consts[[i for i in chain[2].input if i in consts][0]]).reshape(-1)[0])
+        drop.update(id(c) for c in chain)
+        add[id(last)] = helper.make_node("RMSNormalization", [x, weight], [last.output[0]], axis=-1, epsilon=eps,
+                                         name=(last.name or "rms") + "_rms")
+    out = [add.get(id(n), n) for n in nodes if id(n) not in drop or id(n) in add]
+    del m.graph.node[:]
+    m.graph.node.extend(out)
+    for o in m.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = 23
+    m.ir_version = max(m.ir_version, 10)
+    if not add:
+        raise RuntimeError("no RMSNorm pattern found")
+    onnx.save(m, dst)
+
+
 def quantized(src, dst):
     from onnxruntime.quantization import quantize_dynamic
     with contextlib.redirect_stdout(io.StringIO()):
@@ -426,6 +469,9 @@ def build(cache, name):
     elif name.endswith("-fp16"):
         base, feeds = build(cache, name[:-5])
         fp16(base, path)
+    elif name.endswith("-rms23"):
+        base, feeds = build(cache, name[:-6])
+        rms23(base, path)
     elif name.endswith("-int4"):
         base, feeds = build(cache, name[:-5])
         nbits(base, path)
@@ -447,12 +493,15 @@ ALL += [d + "-past" for d in ("gpt2", "llama", "qwen2", "phi3", "gemma3")]
 # more of the optimizer's model types and float16 forms of the other families
 ALL += ["vit-ort-fused", "distilbert-ort-fused", "roberta-ort-fused", "whisper-fp16", "gemma3-fp16", "vit-fp16",
         "mobilenet-fp16", "deberta-v2-fp16", "gpt2-past-fp16", "bert-sdpa-ort-fused"]
+# the RMS-norm decoders with ONNX RMSNormalization (opset 23)
+ALL += ["llama-rms23", "qwen2-rms23", "llama-past-rms23"]
 # the ops that make each special form what it is: a converter or optimizer that stopped writing them
 # would leave the test checking plain models
 FORM_OPS = {"bert-ort-fused": {"EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu"},
             "bert-ort-fused2": {"EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu"},
             "gpt2-ort-fused": {"SkipLayerNormalization", "FastGelu"},
             "bert-int8": {"DynamicQuantizeLinear", "MatMulInteger"}, "llama-int4": {"MatMulNBits"}}
+FORM_OPS.update({k: {"RMSNormalization"} for k in ("llama-rms23", "qwen2-rms23", "llama-past-rms23")})
 # float16 models: CPU and CUDA round differently
 TOL = {"-fp16": (1e-2, 1e-2)}
 
