@@ -291,3 +291,19 @@ bool kn_cuda_skipnorm_supports(const kn_node *n, const kn_tensor *const *in, int
         if (in[k] && in[k]->dtype != in[0]->dtype) return false;
     return true;
 }
+
+// cucover: ONNX RMSNormalization (opset 23: X, scale; axis, epsilon, stash_type; Y only), which the
+// torch exporter writes for RMSNorm at opset 23, is SimplifiedLayerNormalization's math with the
+// same decoded params (layernorm family); taken on the device where its output type is X's, i.e.
+// X and scale of one float type, and scale holds the normalised values (no broadcast scale).
+KN_CUDA_KERNEL(RMSNormalization) { return kn_cuda_SimplifiedLayerNormalization(ctx, node, in, n_in, out, n_out); }
+
+bool kn_cuda_rmsnorm_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
+    if (n_in < 2 || !in[0] || !in[1] || !kn_cuda_float(in[0]->dtype) || in[1]->dtype != in[0]->dtype) return false;
+    const kn_params_layernorm *p = KN_PARAMS(n, layernorm);
+    int axis = p->axis < 0 ? p->axis + in[0]->ndim : p->axis;
+    if (axis < 0 || axis >= in[0]->ndim || p->stash_type == KN_F64) return false;
+    int64_t H = 1;
+    for (int i = axis; i < in[0]->ndim; i++) H *= in[0]->dims[i];
+    return kn_numel(in[1]) == H;
+}

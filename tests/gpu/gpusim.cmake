@@ -168,3 +168,16 @@ if(TARGET kiln_pipelines)
                    --gen ${CMAKE_SOURCE_DIR}/tools/gen --keep ${CMAKE_BINARY_DIR}/gpusim-textgen-device)
   set_tests_properties(gpusim.textgen_device PROPERTIES TIMEOUT 600)
 endif()
+
+# cucover: issue 14 on the model families (tiny random-weight transformers, hand-written vision nets,
+# ORT-optimizer fused and int8 forms): kiln info --device cuda lists no fallback and cuda matches the
+# CPU. Generated models are cached under the build dir.
+add_test(NAME gpusim.family_coverage
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/family_coverage.py --kiln $<TARGET_FILE:kiln_cli_sim>
+                 --cache ${CMAKE_BINARY_DIR}/family_models)
+set_tests_properties(gpusim.family_coverage PROPERTIES TIMEOUT 900)
+# cucover: --seq-bucket N of kiln bench/exec/run: a sweep of lengths builds one plan per bucket
+add_test(NAME gpusim.seq_bucket_cli
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/seq_bucket_cli.py --kiln $<TARGET_FILE:kiln_cli_sim>
+                 --device cuda)
+set_tests_properties(gpusim.seq_bucket_cli PROPERTIES TIMEOUT 300)

@@ -85,6 +85,7 @@ static void tol_of(kn_dtype t, int op, double *rtol, double *atol) {
     /* cucontrib: the row normalisations and the block-quantised GEMM sum in another order */
     acc = acc || op == KN_OP_MsSkipLayerNormalization || op == KN_OP_MsSkipSimplifiedLayerNormalization ||
         op == KN_OP_SimplifiedLayerNormalization || op == KN_OP_MsMatMulNBits || op == KN_OP_MsGemmFastGelu;
+    acc = acc || op == KN_OP_RMSNormalization; /* cucover: a row sum of squares */
 
     switch (t) {
     case KN_F32:
@@ -3233,6 +3234,25 @@ static void test_contrib_qlinear_matmul(void) {
                 }
 }
 
+/* cucover: ONNX RMSNormalization (opset 23): axis -1 and 1 (and -2 on rank 3), X and scale of one
+ * float type, default and small epsilon. */
+static void test_cucover_rmsnorm(void) {
+    static const shp shapes[] = {{2, {3, 16}}, {3, {2, 5, 96}}, {3, {1, 3, 1000}}, {2, {1, 1}}, {3, {0, 2, 8}}};
+    for (int sh = 0; sh < N_ARR(shapes); sh++)
+        for (int t = 0; t < N_ARR(contrib_dts); t++)
+            for (int form = 0; form < 3; form++) {
+                const shp *S = &shapes[sh];
+                int axis = form == 1 && S->nd == 3 ? 1 : form == 2 ? -2 : -1;
+                int a = axis < 0 ? S->nd + axis : axis, nsd = S->nd - a;
+                int64_t sd[6];
+                for (int i = 0; i < nsd; i++) sd[i] = S->d[a + i];
+                kn_dtype xt = contrib_dts[t];
+                kn_tensor *in[2] = {rand_tensor(xt, S->nd, S->d, R_ANY), rand_tensor(xt, nsd, sd, R_ANY)};
+                kn_attr at[2] = {ai("axis", axis), af("epsilon", form == 0 ? 1e-5f : 1e-6f)};
+                run1(KN_OP_RMSNormalization, 23, at, 2, in, 2, 1);
+            }
+}
+
 int main(int argc, char **argv) {
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "-v") == 0) {
@@ -3290,6 +3310,7 @@ int main(int argc, char **argv) {
     test_contrib_quant();
     test_contrib_gbq_out_of_range();
     test_contrib_qlinear_matmul();
+    test_cucover_rmsnorm();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {

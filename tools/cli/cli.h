@@ -21,6 +21,9 @@ int kn_cli_parse_device(const char *s, kn_session_options *o);
  * precision there is set back to fp32 with a warning naming cmd. Returns -1 on an unknown name. */
 int kn_cli_parse_precision(const char *s, kn_session_options *o, const char *cmd);
 const char *kn_cli_precision_name(kn_precision p);
+/* --seq-bucket N into o->seq_bucket (kn_session_options: lengths padded to multiples of N, one plan
+ * per bucket); -1 with a message naming cmd unless N is a whole number >= 1. */
+int kn_cli_parse_seq_bucket(const char *s, kn_session_options *o, const char *cmd);
 
 int kn_cmd_info(int argc, char **argv);
 int kn_cmd_exec(int argc, char **argv);

@@ -434,6 +434,9 @@ static void bench_report(const bench_args *a, const kn_session *s, const bench_p
         printf("\"peak_arena_bytes\": %zu, \"plan_bytes\": %zu, \"body_plans_built\": %lld, "
                "\"peak_host_rss_bytes\": %zu, ",
                kn_session_peak_bytes(s), kn_session_plan_bytes(s), (long long)kn_session_body_plans_built(s), peak_rss);
+        /* plans of the whole graph built so far by this session (all points): with --seq-bucket, a
+         * sweep of lengths adds one per bucket */
+        printf("\"seq_bucket\": %d, \"plans_built\": %lld, ", a->o.seq_bucket, (long long)kn_session_plans_built(s));
         if (a->o.device == KN_DEVICE_CUDA) printf("\"peak_device_bytes\": %zu, ", peak_dev);
         else printf("\"peak_device_bytes\": null, ");
         int64_t g_rec = 0, g_rep = 0;
@@ -549,7 +552,9 @@ int kn_cmd_bench(int argc, char **argv) {
         else if (!strcmp(f, "--device")) {
             if (kn_cli_parse_device(argv[++i], &a.o)) return 2;
         } else if (!strcmp(f, "--precision")) a.prec_s = argv[++i];
-        else if (!strcmp(f, "--batch")) {
+        else if (!strcmp(f, "--seq-bucket")) {
+            if (kn_cli_parse_seq_bucket(argv[++i], &a.o, "kiln bench")) return 2;
+        } else if (!strcmp(f, "--batch")) {
             if ((a.n_batch = bench_parse_list(argv[++i], a.batch, BENCH_MAX_SWEEP, 1, f)) < 0) return 2;
             a.batch_given = true;
         } else if (!strcmp(f, "--seq")) {

@@ -1007,6 +1007,7 @@ static void run_usage(void) {
             "  input: JSON lines {\"input\": ...} from FILE, every *.jsonl of DIR (sorted), or stdin;\n"
             "         output: result_K.jsonl per input file in --output DIR, else stdout\n"
             "  --batch-size N  --device cpu|cuda[:N]  --precision fp32|tf32|fp16|bf16  --threads N\n"
+            "  --seq-bucket N (pad each batch's length to a multiple of N: one plan per bucket)\n"
             "  --onnx-file F  --max-length N  --max-line-bytes N (default 32 MiB)  --progress | --no-progress\n"
             "  featureExtraction: --pooling mean|cls|max|last|none  --normalize\n"
             "  textClassification / imageClassification: --top-k K (0 = all)  --activation softmax|sigmoid|none\n"
@@ -1115,6 +1116,7 @@ int kn_cmd_run(int argc, char **argv) {
                 dst = &doc_stride;
                 lo = 0;
             } else if (!strcmp(a, "--max-answer-len")) dst = &max_ans;
+            else if (!strcmp(a, "--seq-bucket")) dst = &v;
             else {
                 fprintf(stderr, "kiln run: unknown option %s\n", a);
                 run_usage();
@@ -1127,6 +1129,7 @@ int kn_cmd_run(int argc, char **argv) {
             if (!strcmp(a, "--batch-size")) po.batch_size = (int)v;
             else if (!strcmp(a, "--threads")) po.session.num_threads = (int)v;
             else if (!strcmp(a, "--max-length")) po.max_length = (int)v;
+            else if (!strcmp(a, "--seq-bucket")) po.session.seq_bucket = (int)v;
         }
         if (takes) i++;
     }

@@ -128,3 +128,14 @@ int kn_cli_parse_precision(const char *s, kn_session_options *o, const char *cmd
     }
     return 0;
 }
+
+int kn_cli_parse_seq_bucket(const char *s, kn_session_options *o, const char *cmd) {
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (!end || end == s || *end || v < 1 || v > (1 << 20)) {
+        fprintf(stderr, "%s: --seq-bucket wants a whole number in [1, %d], got '%s'\n", cmd, 1 << 20, s);
+        return -1;
+    }
+    o->seq_bucket = (int)v;
+    return 0;
+}

@@ -234,7 +234,9 @@ int kn_cmd_exec(int argc, char **argv) {
             if (kn_cli_parse_device(argv[++i], &o)) return free(want), 2;
         } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) o.num_threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--precision") == 0 && i + 1 < argc) prec = argv[++i];
-        else if (!path) path = argv[i];
+        else if (strcmp(argv[i], "--seq-bucket") == 0 && i + 1 < argc) {
+            if (kn_cli_parse_seq_bucket(argv[++i], &o, "kiln exec")) return free(want), 2;
+        } else if (!path) path = argv[i];
         else {
             fprintf(stderr, "kiln exec: unexpected argument '%s'\n", argv[i]);
             free(want);
@@ -244,7 +246,7 @@ int kn_cmd_exec(int argc, char **argv) {
     if (!path || !in_dir || !out_dir) {
         fprintf(stderr,
                 "usage: kiln exec MODEL.onnx --inputs DIR --outputs DIR [--output NAME]... [--device cpu|cuda[:N]] "
-                "[--threads T] [--precision fp32|tf32|fp16|bf16] [--no-fuse]\n"
+                "[--threads T] [--precision fp32|tf32|fp16|bf16] [--seq-bucket N] [--no-fuse]\n"
                 "Inputs and outputs are TensorProto, SequenceProto or OptionalProto files as each value is "
                 "declared.\n--output NAME (repeatable) writes those values instead of the graph outputs, "
                 "output_K.pb for the K-th; any value of the file's graph may be named (fusion is then off).\n");
