@@ -32,7 +32,7 @@ if command -v ccache >/dev/null; then
   LAUNCH=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 fi
 GPU_TARGETS=(kiln_cli cuda_smoke test_backend_ops test_session_cuda test_simt_gpu test_train_cuda test_optim_cuda
-  test_train_device)
+  test_train_device test_precision_cuda test_graph_cuda)
 echo "== build $BUILD (Release, CUDA sm_90a + PTX)"
 SIMFLAG=()
 # a build folder made before keeps its own choice; a new one builds the interpreter only if asked
@@ -50,7 +50,8 @@ cmake --build "$BUILD" -j"$JOBS" --target "${TARGETS[@]}"
 rm -rf "$CARRY"
 mkdir -p "$CARRY/bin" "$CARRY/debs" "$CARRY/sim"
 cp "$BUILD/kiln" "$CARRY/bin/"
-for t in cuda_smoke test_backend_ops test_session_cuda test_simt_gpu test_train_cuda test_optim_cuda test_train_device; do
+for t in cuda_smoke test_backend_ops test_session_cuda test_simt_gpu test_train_cuda test_optim_cuda test_train_device \
+  test_precision_cuda test_graph_cuda; do
   [ -x "$BUILD/tests/$t" ] && cp "$BUILD/tests/$t" "$CARRY/bin/"
 done
 strip --strip-unneeded "$CARRY"/bin/* 2>/dev/null || true
