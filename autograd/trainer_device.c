@@ -319,21 +319,12 @@ static kn_status *dev_ov_create(kn_trainer *t) {
     return NULL;
 }
 
-/* The gradient values of the graph the session runs, by name (as trainer_overlap.c finds them). */
+/* The gradient values of the graph the session runs (trainer_grad_values). */
 static kn_status *dev_ov_map(kn_trainer *t, const kn_graph *g) {
     dev_overlap *o = t->dev->ov;
-    free(o->param_of);
-    o->param_of = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *o->param_of);
-    if (!o->param_of) return KN_OOM(sizeof(int) * (size_t)g->n_values);
     o->g = g;
     o->n_values = g->n_values;
-    char name[1024];
-    for (int i = 0; i < t->n_params; i++) {
-        snprintf(name, sizeof name, "grad:%s", t->p[i].name);
-        int v = kn_graph_find_value(g, name);
-        if (v >= 0) o->param_of[v] = i + 1;
-    }
-    return NULL;
+    return trainer_grad_values(t, g, &o->param_of);
 }
 
 /* Host communicator: starts the host all-reduces of the queued buckets whose copies completed

@@ -54,4 +54,8 @@ struct kn_trainer {
     bool no_overlap;
 };
 
+/* Which parameter each value of g is the gradient of, by the "grad:<name>" outputs: (*param_of)[v] =
+ * parameter index + 1, 0 for none (replaces *param_of). autograd/trainer_overlap.c */
+kn_status *trainer_grad_values(const kn_trainer *t, const kn_graph *g, int **param_of);
+
 #endif

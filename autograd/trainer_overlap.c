@@ -62,22 +62,27 @@ kn_status *overlap_create(kn_trainer *t) {
     return NULL;
 }
 
-/* The gradient values of the graph the session runs, by name (the session may have rewritten the
- * trainer's graph; the names of the outputs stay). */
-static kn_status *map_graph(kn_trainer *t, const kn_graph *g) {
-    trainer_overlap *o = t->ov;
-    free(o->param_of);
-    o->param_of = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof *o->param_of);
-    if (!o->param_of) return KN_OOM(sizeof(int) * (size_t)g->n_values);
-    o->g = g;
-    o->n_values = g->n_values;
+/* Which parameter each value of g is the gradient of (param_of[v] = parameter index + 1; 0: none),
+ * found by the gradients' output names, which stay when a session rewrites the trainer's graph.
+ * Shared by the host and the device overlap hooks. */
+kn_status *trainer_grad_values(const kn_trainer *t, const kn_graph *g, int **param_of) {
+    free(*param_of);
+    *param_of = calloc((size_t)(g->n_values ? g->n_values : 1), sizeof **param_of);
+    if (!*param_of) return KN_OOM(sizeof(int) * (size_t)g->n_values);
     char name[1024];
     for (int i = 0; i < t->n_params; i++) {
         snprintf(name, sizeof name, "grad:%s", t->p[i].name);
         int v = kn_graph_find_value(g, name);
-        if (v >= 0) o->param_of[v] = i + 1;
+        if (v >= 0) (*param_of)[v] = i + 1;
     }
     return NULL;
+}
+
+static kn_status *map_graph(kn_trainer *t, const kn_graph *g) {
+    trainer_overlap *o = t->ov;
+    o->g = g;
+    o->n_values = g->n_values;
+    return trainer_grad_values(t, g, &o->param_of);
 }
 
 /* Gradient i (times the grad weight, as the non-overlapped step scales it) into its bucket. */
