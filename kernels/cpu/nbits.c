@@ -355,9 +355,7 @@ static void gbq_task(void *vctx, int64_t begin, int64_t end) {
     }
 }
 
-kn_status *kn_cpu_MsGatherBlockQuantized(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                         kn_tensor *const *out, int n_out) {
-    (void)n_out;
+kn_status *kn_gbq_geometry(const kn_node *node, const kn_tensor *const *in, int n_in, kn_gbq_geom *g) {
     char b0[KN_DESC_LEN], b1[KN_DESC_LEN];
     const kn_params_ms_gbq *p = KN_PARAMS(node, ms_gbq);
     const kn_tensor *data = in[0], *idx = n_in > 1 ? in[1] : NULL, *sc = n_in > 2 ? in[2] : NULL;
@@ -391,40 +389,60 @@ kn_status *kn_cpu_MsGatherBlockQuantized(kn_exec_ctx *ctx, const kn_node *node, 
             return kn_error(KN_ERR_INVALID_ARGUMENT, "GatherBlockQuantized '%s': zero_points %s do not fit scales %s",
                             nb_name(node), kn_tensor_desc(zp, b0, sizeof b0), kn_tensor_desc(sc, b1, sizeof b1));
     }
-    int64_t n_idx = kn_numel(idx), outer = 1, inner = 1, qstride = 1;
-    for (int i = 0; i < ga; i++) outer *= ld[i];
-    for (int i = ga + 1; i < nd; i++) inner *= ld[i];
-    for (int i = qa + 1; i < nd; i++) qstride *= ld[i];
+    g->n_idx = kn_numel(idx);
+    g->outer = g->inner = g->qstride = 1;
+    for (int i = 0; i < ga; i++) g->outer *= ld[i];
+    for (int i = ga + 1; i < nd; i++) g->inner *= ld[i];
+    for (int i = qa + 1; i < nd; i++) g->qstride *= ld[i];
+    g->gdim = ld[ga];
+    g->bs = p->block_size;
+    g->qdim = ld[qa];
+    g->sqdim = sc->dims[qa];
+    g->slast = sc->dims[nd - 1];
+    g->ga = ga;
+    g->qa = qa;
+    g->packed = packed;
+    return NULL;
+}
+
+kn_status *kn_cpu_MsGatherBlockQuantized(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                         kn_tensor *const *out, int n_out) {
+    (void)n_out;
+    kn_gbq_geom g;
+    KN_TRY(kn_gbq_geometry(node, in, n_in, &g));
+    const kn_params_ms_gbq *p = KN_PARAMS(node, ms_gbq);
+    const kn_tensor *data = in[0], *idx = in[1], *sc = in[2], *zp = n_in > 3 ? in[3] : NULL;
+    int64_t n_idx = g.n_idx;
     int64_t *iv = kn_scratch_alloc(ctx, sizeof(int64_t) * (size_t)(n_idx > 0 ? n_idx : 1));
     if (!iv) return KN_OOM(sizeof(int64_t) * n_idx);
     for (int64_t i = 0; i < n_idx; i++) {
         int64_t v = kn_get_i64(idx, i);
-        if (v < -ld[ga] || v >= ld[ga])
+        if (v < -g.gdim || v >= g.gdim)
             return kn_error(KN_ERR_INVALID_ARGUMENT,
                             "GatherBlockQuantized '%s': index %lld is outside data dim %d of %lld", nb_name(node),
-                            (long long)v, ga, (long long)ld[ga]);
-        iv[i] = v < 0 ? v + ld[ga] : v;
+                            (long long)v, g.ga, (long long)g.gdim);
+        iv[i] = v < 0 ? v + g.gdim : v;
     }
     gbq_job j = {.data = data,
                  .scales = sc,
                  .zp = zp,
                  .idx = iv,
                  .n_idx = n_idx,
-                 .gdim = ld[ga],
-                 .inner = inner,
-                 .bs = p->block_size,
-                 .qstride = qstride,
-                 .qdim = ld[qa],
-                 .sqdim = sc->dims[qa],
-                 .slast = sc->dims[nd - 1],
-                 .packed = packed,
+                 .gdim = g.gdim,
+                 .inner = g.inner,
+                 .bs = g.bs,
+                 .qstride = g.qstride,
+                 .qdim = g.qdim,
+                 .sqdim = g.sqdim,
+                 .slast = g.slast,
+                 .packed = g.packed,
                  .bits = (int)p->bits};
     kn_tensor *yt = out[0];
-    int64_t n = outer * n_idx * inner;
+    int64_t n = g.outer * n_idx * g.inner;
     if (n == 0) return NULL;
     if (yt->dtype == KN_F32) j.y = yt->data;
     else if (!(j.y = kn_scratch_alloc(ctx, sizeof(float) * (size_t)n))) return KN_OOM(sizeof(float) * n);
-    kn_parallel_for(ctx->pool, outer * n_idx, 16, gbq_task, &j);
+    kn_parallel_for(ctx->pool, g.outer * n_idx, 16, gbq_task, &j);
     if (yt->dtype != KN_F32)
         for (int64_t i = 0; i < n; i++) kn_store_f32(yt->data, yt->dtype, i, j.y[i]);
     return NULL;

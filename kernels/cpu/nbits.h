@@ -47,4 +47,14 @@ typedef struct kn_nbits_prepared {
 struct kn_status *kn_nbits_prepare(const struct kn_node *n, const struct kn_tensor *sc, const struct kn_tensor *zp,
                                    kn_nbits_prepared **out);
 void kn_nbits_prepared_free(void *p);
+/* GatherBlockQuantized's operands checked against each other and the node's attributes, and the
+ * geometry both backends index with (kernels/cpu/nbits.c, kernels/cuda/quant.cu): dims as
+ * logical values (a packed 4-bit last dim counts twice its bytes). */
+typedef struct kn_gbq_geom {
+    int64_t n_idx, outer, gdim, inner, bs, qstride, qdim, sqdim, slast;
+    int ga, qa; /* the gather and quantize axes, normalised */
+    bool packed;
+} kn_gbq_geom;
+struct kn_status *kn_gbq_geometry(const struct kn_node *node, const struct kn_tensor *const *in, int n_in,
+                                  kn_gbq_geom *g);
 #endif

@@ -4,6 +4,7 @@
  * as the ONNX reference does, then saturates to the target range. */
 #include "graph/ops.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/quant_map.h"
 #include "runtime/core/dtype.h"
 #include <fenv.h>
 #include <math.h>
@@ -87,22 +88,8 @@ static int64_t q_load_int(const kn_tensor *t, int64_t i) {
     return (int64_t)q_load(t, i);
 }
 
-/* Where the scale / zero point of element i lives: per-tensor, per-axis or blocked. */
-typedef struct q_map {
-    int kind; /* 0 per-tensor, 1 per-axis, 2 blocked */
-    int64_t inner, axdim, sdim, block;
-} q_map;
-
-static inline int64_t q_index(const q_map *m, int64_t i) {
-    if (m->kind == 0) return 0;
-    int64_t inner_i = i % m->inner, a = (i / m->inner) % m->axdim;
-    if (m->kind == 1) return a;
-    int64_t outer = i / (m->inner * m->axdim);
-    return (outer * m->sdim + a / m->block) * m->inner + inner_i;
-}
-
-static kn_status *q_make_map(const kn_node *node, const kn_tensor *x, const kn_tensor *scale, const kn_tensor *zp,
-                             q_map *m) {
+kn_status *kn_qmap_make(const kn_node *node, const kn_tensor *x, const kn_tensor *scale, const kn_tensor *zp,
+                        kn_qmap *m) {
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
     memset(m, 0, sizeof *m);
     int64_t axis = KN_PARAMS(node, quant)->axis, block = KN_PARAMS(node, quant)->block_size;
@@ -168,8 +155,8 @@ kn_status *kn_cpu_QuantizeLinear(kn_exec_ctx *ctx, const kn_node *node, const kn
     kn_tensor *y = out[0];
     if (!q_scale_dtype_ok(x->dtype) && x->dtype != KN_I32) return kn_err_dtype(node, x);
     if (!q_scale_dtype_ok(scale->dtype)) return kn_err_dtype(node, scale);
-    q_map m;
-    KN_TRY(q_make_map(node, x, scale, zp, &m));
+    kn_qmap m;
+    KN_TRY(kn_qmap_make(node, x, scale, zp, &m));
     bool saturate = KN_PARAMS(node, quant)->saturate;
     int64_t n = kn_numel(x);
     double lo, hi;
@@ -177,7 +164,7 @@ kn_status *kn_cpu_QuantizeLinear(kn_exec_ctx *ctx, const kn_node *node, const kn
         int old = fegetround();
         fesetround(FE_TONEAREST);
         for (int64_t i = 0; i < n; i++) {
-            int64_t si = q_index(&m, i);
+            int64_t si = kn_qmap_index(&m, i);
             float s = q_load(scale, si);
             float v = q_load(x, i) / s;
             double r = (isnan(v) ? 0.0 : nearbyint((double)v)) + (zp ? (double)q_load_int(zp, si) : 0.0);
@@ -190,7 +177,7 @@ kn_status *kn_cpu_QuantizeLinear(kn_exec_ctx *ctx, const kn_node *node, const kn
     }
     if (q_is_f8(y->dtype) || y->dtype == KN_F4E2M1) {
         for (int64_t i = 0; i < n; i++) {
-            int64_t si = q_index(&m, i);
+            int64_t si = kn_qmap_index(&m, i);
             float v = q_load(x, i) / q_load(scale, si) + (zp ? q_load(zp, si) : 0.0f);
             ((uint8_t *)y->data)[i] = y->dtype == KN_F4E2M1 ? kn_f32_to_f4e2m1(v) : kn_f32_to_f8(v, y->dtype, saturate);
         }
@@ -208,12 +195,12 @@ kn_status *kn_cpu_DequantizeLinear(kn_exec_ctx *ctx, const kn_node *node, const 
     if (!q_scale_dtype_ok(scale->dtype)) return kn_err_dtype(node, scale);
     if (!q_scale_dtype_ok(y->dtype)) return kn_err_dtype(node, y);
     if (zp && zp->dtype != x->dtype) return kn_err_dtype(node, zp);
-    q_map m;
-    KN_TRY(q_make_map(node, x, scale, zp, &m));
+    kn_qmap m;
+    KN_TRY(kn_qmap_make(node, x, scale, zp, &m));
     int64_t n = kn_numel(x);
     bool is_int = x->dtype == KN_I32;
     for (int64_t i = 0; i < n; i++) {
-        int64_t si = q_index(&m, i);
+        int64_t si = kn_qmap_index(&m, i);
         float d = is_int ? (float)(q_load_int(x, i) - (zp ? q_load_int(zp, si) : 0))
                          : q_load(x, i) - (zp ? q_load(zp, si) : 0.0f);
         float v = d * q_load(scale, si);

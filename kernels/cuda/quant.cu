@@ -9,6 +9,8 @@
 #include "kernels/cuda/cuda_common.h"
 extern "C" {
 #include "graph/op_helpers.h"
+#include "kernels/cpu/nbits.h"
+#include "kernels/cpu/quant_map.h"
 }
 
 // Block blk of column n: its scale and offset (-zero_point * scale). Zero points are packed uint8
@@ -262,55 +264,25 @@ static void gbq_launch(kn_tensor *y, const kn_tensor *data, const kn_tensor *idx
 
 KN_CUDA_KERNEL(MsGatherBlockQuantized) {
     (void)n_out;
-    char b0[KN_DESC_LEN], b1[KN_DESC_LEN];
+    kn_gbq_geom gg;
+    KN_TRY(kn_gbq_geometry(node, in, n_in, &gg));
     const kn_params_ms_gbq *p = KN_PARAMS(node, ms_gbq);
-    const kn_tensor *data = in[0], *idx = n_in > 1 ? in[1] : NULL, *sc = n_in > 2 ? in[2] : NULL;
-    const kn_tensor *zp = n_in > 3 ? in[3] : NULL;
-    if (!idx || !sc)
-        return kn_error(KN_ERR_INVALID_MODEL, "GatherBlockQuantized: data, indices and scales are required");
-    bool packed = data->dtype == KN_U8 && p->bits == 4;
-    int nd = data->ndim;
-    if (nd < 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "GatherBlockQuantized: data must have rank >= 1");
-    int64_t ld[KN_MAX_DIMS];
-    for (int i = 0; i < nd; i++) ld[i] = data->dims[i];
-    if (packed) ld[nd - 1] *= 2;
-    int ga, qa;
-    KN_TRY(kn_norm_axis(p->gather_axis, nd, node, &ga));
-    KN_TRY(kn_norm_axis(p->quantize_axis, nd, node, &qa));
-    bool ok = sc->ndim == nd;
-    for (int i = 0; ok && i < nd; i++)
-        ok = sc->dims[i] == (i == qa ? (ld[i] + p->block_size - 1) / p->block_size : ld[i]);
-    if (!ok)
-        return kn_error(KN_ERR_INVALID_ARGUMENT,
-                        "GatherBlockQuantized: scales %s do not fit data %s with block_size %lld along axis %d",
-                        kn_tensor_desc(sc, b0, sizeof b0), kn_tensor_desc(data, b1, sizeof b1),
-                        (long long)p->block_size, qa);
-    if (zp) {
-        bool zok = zp->ndim == nd && zp->dtype == data->dtype;
-        for (int i = 0; zok && i < nd; i++)
-            zok = zp->dims[i] == (packed && i == nd - 1 ? (sc->dims[i] + 1) / 2 : sc->dims[i]);
-        if (!zok)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "GatherBlockQuantized: zero_points %s do not fit scales %s",
-                            kn_tensor_desc(zp, b0, sizeof b0), kn_tensor_desc(sc, b1, sizeof b1));
-    }
+    const kn_tensor *data = in[0], *idx = in[1], *sc = in[2], *zp = n_in > 3 ? in[3] : NULL;
     gbq_geom g;
-    g.n_idx = kn_numel(idx);
-    int64_t outer = 1;
-    g.inner = 1;
-    g.qstride = 1;
-    for (int i = 0; i < ga; i++) outer *= ld[i];
-    for (int i = ga + 1; i < nd; i++) g.inner *= ld[i];
-    for (int i = qa + 1; i < nd; i++) g.qstride *= ld[i];
-    g.gdim = ld[ga];
-    g.bs = p->block_size;
-    g.qdim = ld[qa];
-    g.sqdim = sc->dims[qa];
-    g.slast = sc->dims[nd - 1];
-    g.packed = packed;
+    g.n_idx = gg.n_idx;
+    g.gdim = gg.gdim;
+    g.inner = gg.inner;
+    g.bs = gg.bs;
+    g.qstride = gg.qstride;
+    g.qdim = gg.qdim;
+    g.sqdim = gg.sqdim;
+    g.slast = gg.slast;
+    g.packed = gg.packed;
     g.data_i4 = data->dtype == KN_I4;
     g.zp_i4 = zp && zp->dtype == KN_I4;
     // without zero points: the middle of uint8's range, 0 for int4 and uint4 (as ONNX Runtime)
     g.zdef = data->dtype == KN_U8 ? (float)(1 << (p->bits - 1)) : 0.0f;
+    int64_t outer = gg.outer;
     int64_t total = outer * g.n_idx * g.inner;
     if (total <= 0) return NULL;
     cudaStream_t s = kn_cuda_s(ctx);
@@ -338,62 +310,6 @@ bool kn_cuda_gbq_supports(const kn_node *n, const kn_tensor *const *in, int n_in
 // Exact integer results as the CPU kernels (kernels/cpu/quant.c, linalg_misc.c): division and
 // multiplication by the scale in float32, rounding half to even (rintf), saturation to the target.
 
-// Where the scale / zero point of element i lives: per tensor (kind 0), per axis (1) or blocked (2).
-struct q_map {
-    int kind;
-    int64_t inner, axdim, sdim, block;
-};
-
-__device__ static inline int64_t q_index(const q_map &m, int64_t i) {
-    if (m.kind == 0) return 0;
-    int64_t inner_i = i % m.inner, a = (i / m.inner) % m.axdim;
-    if (m.kind == 1) return a;
-    int64_t outer = i / (m.inner * m.axdim);
-    return (outer * m.sdim + a / m.block) * m.inner + inner_i;
-}
-
-static kn_status *q_make_map(const kn_node *node, const kn_tensor *x, const kn_tensor *scale, const kn_tensor *zp,
-                             q_map *m) {
-    char b1[KN_DESC_LEN], b2[KN_DESC_LEN];
-    memset(m, 0, sizeof *m);
-    int64_t axis = KN_PARAMS(node, quant)->axis, block = KN_PARAMS(node, quant)->block_size;
-    bool both_scalar = zp && kn_numel(zp) == 1 && kn_numel(scale) == 1 && zp->ndim <= 1 && scale->ndim <= 1;
-    if (zp && !both_scalar && !kn_same_shape(zp, scale))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: zero point %s and scale %s differ in shape", node->op_type,
-                        kn_tensor_desc(zp, b1, sizeof b1), kn_tensor_desc(scale, b2, sizeof b2));
-    if (scale->ndim == 0 || (scale->ndim == 1 && kn_numel(scale) == 1 && block <= 0)) {
-        if (kn_numel(scale) != 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: empty scale", node->op_type);
-        return NULL;
-    }
-    int ax;
-    KN_TRY(kn_norm_axis(axis, x->ndim, node, &ax));
-    m->inner = 1;
-    for (int d = ax + 1; d < x->ndim; d++) m->inner *= x->dims[d];
-    m->axdim = x->dims[ax];
-    if (block <= 0) {
-        if (scale->ndim != 1 || scale->dims[0] != m->axdim)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: per-axis scale %s does not match axis %d of %s",
-                            node->op_type, kn_tensor_desc(scale, b1, sizeof b1), ax, kn_tensor_desc(x, b2, sizeof b2));
-        m->kind = 1;
-        return NULL;
-    }
-    if (scale->ndim != x->ndim)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: blocked scale %s must have the rank of %s", node->op_type,
-                        kn_tensor_desc(scale, b1, sizeof b1), kn_tensor_desc(x, b2, sizeof b2));
-    for (int d = 0; d < x->ndim; d++) {
-        bool ok = d == ax ? scale->dims[d] == (x->dims[d] + block - 1) / block : scale->dims[d] == x->dims[d];
-        if (!ok)
-            return kn_error(KN_ERR_INVALID_ARGUMENT,
-                            "%s: blocked scale %s does not fit %s with block_size %lld on axis %d", node->op_type,
-                            kn_tensor_desc(scale, b1, sizeof b1), kn_tensor_desc(x, b2, sizeof b2), (long long)block,
-                            ax);
-    }
-    m->kind = 2;
-    m->block = block;
-    m->sdim = scale->dims[ax];
-    return NULL;
-}
-
 // The integer targets (sub-byte ones one value a byte, as kiln stores them) and their ranges.
 static bool q_int_target(kn_dtype t, double *lo, double *hi) {
     switch (t) {
@@ -409,10 +325,10 @@ static bool q_int_target(kn_dtype t, double *lo, double *hi) {
 
 // y = saturate(rint(x / scale) + zero_point), NaN quantised to the zero point
 template <class T, class S, class Q>
-__global__ void quantize_kernel(Q *y, const T *x, const S *scale, const Q *zp, q_map m, int64_t n, double lo,
+__global__ void quantize_kernel(Q *y, const T *x, const S *scale, const Q *zp, kn_qmap m, int64_t n, double lo,
                                 double hi) {
     KN_GRID_STRIDE(i, n) {
-        int64_t si = q_index(m, i);
+        int64_t si = kn_qmap_index(&m, i);
         float v = kn_num<T>::ld(x[i]) / kn_num<S>::ld(scale[si]);
         double r = (isnan(v) ? 0.0 : (double)rintf(v)) + (zp ? (double)zp[si] : 0.0);
         r = r < lo ? lo : r > hi ? hi : r;
@@ -422,9 +338,9 @@ __global__ void quantize_kernel(Q *y, const T *x, const S *scale, const Q *zp, q
 
 // y = (x - zero_point) * scale: the difference in float (exactly, for these widths), one rounding
 template <class Q, class S, class T>
-__global__ void dequantize_kernel(T *y, const Q *x, const S *scale, const Q *zp, q_map m, int64_t n) {
+__global__ void dequantize_kernel(T *y, const Q *x, const S *scale, const Q *zp, kn_qmap m, int64_t n) {
     KN_GRID_STRIDE(i, n) {
-        int64_t si = q_index(m, i);
+        int64_t si = kn_qmap_index(&m, i);
         float d = (float)x[i] - (zp ? (float)zp[si] : 0.0f);
         y[i] = kn_num<T>::st(d * kn_num<S>::ld(scale[si]));
     }
@@ -485,8 +401,8 @@ KN_CUDA_KERNEL(QuantizeLinear) {
     if (!kn_cuda_float(x->dtype)) return kn_err_dtype(node, x);
     if (!kn_cuda_float(scale->dtype)) return kn_err_dtype(node, scale);
     if (zp && zp->dtype != y->dtype) return kn_err_dtype(node, zp);
-    q_map m;
-    KN_TRY(q_make_map(node, x, scale, zp, &m));
+    kn_qmap m;
+    KN_TRY(kn_qmap_make(node, x, scale, zp, &m));
     int64_t n = kn_numel(x);
     if (n <= 0) return NULL;
     cudaStream_t s = kn_cuda_s(ctx);
@@ -510,8 +426,8 @@ KN_CUDA_KERNEL(DequantizeLinear) {
     if (!kn_cuda_float(scale->dtype)) return kn_err_dtype(node, scale);
     if (!kn_cuda_float(y->dtype)) return kn_err_dtype(node, y);
     if (zp && zp->dtype != x->dtype) return kn_err_dtype(node, zp);
-    q_map m;
-    KN_TRY(q_make_map(node, x, scale, zp, &m));
+    kn_qmap m;
+    KN_TRY(kn_qmap_make(node, x, scale, zp, &m));
     int64_t n = kn_numel(x);
     if (n <= 0) return NULL;
     cudaStream_t s = kn_cuda_s(ctx);
