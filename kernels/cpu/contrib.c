@@ -9,6 +9,7 @@
 #include "kernels/cpu/elementwise_simd.h"
 #include "kernels/cpu/f32_stage.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/op_checks.h"
 #include "kernels/cpu/rows.h"
 #include "runtime/core/dtype.h"
 #include <math.h>
@@ -529,26 +530,16 @@ static kn_status *ms_attn_setup(kn_exec_ctx *ctx, const kn_node *node, const kn_
 
 /* ---- Attention (fused QKV projection) ---- */
 
-kn_status *kn_cpu_MsAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                              kn_tensor *const *out, int n_out) {
+kn_status *kn_check_ms_attention(const kn_node *node, const kn_tensor *x, const kn_tensor *w, const kn_tensor *bias,
+                                 kn_msatt_dims *d) {
     char b0[KN_DESC_LEN], b1[KN_DESC_LEN];
-    const kn_tensor *x = in[0], *w = n_in > 1 ? in[1] : NULL, *bias = n_in > 2 ? in[2] : NULL;
-    const kn_tensor *mask = n_in > 3 ? in[3] : NULL, *past = n_in > 4 ? in[4] : NULL;
-    const kn_tensor *ab = n_in > 5 ? in[5] : NULL;
-    kn_tensor *present = n_out > 1 ? out[1] : NULL;
-    if (!w) return kn_error(KN_ERR_INVALID_MODEL, "Attention: weights input is required");
-    if (n_in > 6 && in[6])
-        return kn_error(KN_ERR_UNSUPPORTED, "Attention: past_sequence_length input is not supported");
     const kn_params_ms_attention *p = KN_PARAMS(node, ms_attention);
-    if (p->do_rotary) return kn_error(KN_ERR_UNSUPPORTED, "Attention: do_rotary is not supported");
-    if (p->past_present_share_buffer)
-        return kn_error(KN_ERR_UNSUPPORTED, "Attention: past_present_share_buffer is not supported");
     int64_t N = p->num_heads;
-    if (x->ndim != 3 || w->ndim != 2 || w->dims[0] != x->dims[2] || N <= 0)
+    if (!w || x->ndim != 3 || w->ndim != 2 || w->dims[0] != x->dims[2] || N <= 0)
         return kn_error(KN_ERR_INVALID_ARGUMENT,
                         "Attention: need input [B,S,D], weights [D, 3*hidden] and num_heads > 0, got %s and %s",
-                        kn_tensor_desc(x, b0, sizeof b0), kn_tensor_desc(w, b1, sizeof b1));
-    int64_t B = x->dims[0], S = x->dims[1], Din = x->dims[2], Dtot = w->dims[1];
+                        kn_tensor_desc(x, b0, sizeof b0), w ? kn_tensor_desc(w, b1, sizeof b1) : "none");
+    int64_t Dtot = w->dims[1];
     const int64_t *qkv = p->qkv_hidden_sizes;
     int nq = p->n_qkv_hidden_sizes;
     int64_t hq, hv;
@@ -568,10 +559,31 @@ kn_status *kn_cpu_MsAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     if (hq % N || hv % N)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: hidden sizes %lld/%lld not divisible by num_heads %lld",
                         (long long)hq, (long long)hv, (long long)N);
-    int64_t H = hq / N, Hv = hv / N;
     if (bias && (bias->ndim != 1 || bias->dims[0] != Dtot))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: bias %s must be [%lld]",
                         kn_tensor_desc(bias, b1, sizeof b1), (long long)Dtot);
+    *d = (kn_msatt_dims){
+        .B = x->dims[0], .S = x->dims[1], .Din = x->dims[2], .Dtot = Dtot, .N = N, .H = hq / N, .Hv = hv / N};
+    return NULL;
+}
+
+kn_status *kn_cpu_MsAttention(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                              kn_tensor *const *out, int n_out) {
+    char b1[KN_DESC_LEN];
+    const kn_tensor *x = in[0], *w = n_in > 1 ? in[1] : NULL, *bias = n_in > 2 ? in[2] : NULL;
+    const kn_tensor *mask = n_in > 3 ? in[3] : NULL, *past = n_in > 4 ? in[4] : NULL;
+    const kn_tensor *ab = n_in > 5 ? in[5] : NULL;
+    kn_tensor *present = n_out > 1 ? out[1] : NULL;
+    if (!w) return kn_error(KN_ERR_INVALID_MODEL, "Attention: weights input is required");
+    if (n_in > 6 && in[6])
+        return kn_error(KN_ERR_UNSUPPORTED, "Attention: past_sequence_length input is not supported");
+    const kn_params_ms_attention *p = KN_PARAMS(node, ms_attention);
+    if (p->do_rotary) return kn_error(KN_ERR_UNSUPPORTED, "Attention: do_rotary is not supported");
+    if (p->past_present_share_buffer)
+        return kn_error(KN_ERR_UNSUPPORTED, "Attention: past_present_share_buffer is not supported");
+    kn_msatt_dims d;
+    KN_TRY(kn_check_ms_attention(node, x, w, bias, &d));
+    int64_t B = d.B, S = d.S, Din = d.Din, Dtot = d.Dtot, N = d.N, H = d.H, Hv = d.Hv, hq = N * H;
     int64_t P = 0;
     if (past) {
         if (past->ndim != 5 || past->dims[0] != 2 || past->dims[1] != B || past->dims[2] != N || past->dims[4] != H ||

@@ -4,6 +4,7 @@
  * checked before any element moves. Elements move by byte size (strings are strdup'd). */
 #include "graph/ops.h"
 #include "graph/op_helpers.h"
+#include "kernels/cpu/op_checks.h"
 #include "runtime/core/dtype.h"
 #include <math.h>
 #include <stdlib.h>
@@ -257,14 +258,10 @@ kn_status *kn_cpu_ScatterElements(kn_exec_ctx *ctx, const kn_node *node, const k
     return scatter_elements(node, in, out[0], true);
 }
 
-kn_status *kn_cpu_ScatterND(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                            kn_tensor *const *out, int n_out) {
-    const kn_tensor *x = in[0], *ind = in[1], *u = in[2];
-    kn_tensor *y = out[0];
-    KN_TRY(check_index_dtype(node, ind));
-    reduction red;
-    KN_TRY(get_reduction(node, &red));
+kn_status *kn_check_scatternd(const kn_node *node, const kn_tensor *x, const kn_tensor *ind, const kn_tensor *u,
+                              int64_t *k_out, int64_t *slice, int64_t *tuples) {
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN], b3[KN_DESC_LEN];
+    (void)node;
     KN_CHECK(ind->ndim >= 1, KN_ERR_INVALID_ARGUMENT, "ScatterND: indices must have rank >= 1");
     int64_t k = ind->dims[ind->ndim - 1];
     KN_CHECK(k >= 1 && k <= x->ndim, KN_ERR_INVALID_ARGUMENT, "ScatterND: indices %s index too many dims of %s",
@@ -275,9 +272,23 @@ kn_status *kn_cpu_ScatterND(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
     for (int i = (int)k; ok && i < x->ndim; i++) ok = u->dims[ind->ndim - 1 + i - (int)k] == x->dims[i];
     KN_CHECK(ok, KN_ERR_INVALID_ARGUMENT, "ScatterND: updates %s do not match indices %s and data %s",
              kn_tensor_desc(u, b3, sizeof b3), kn_tensor_desc(ind, b1, sizeof b1), kn_tensor_desc(x, b2, sizeof b2));
-    int64_t xs[MAXR], slice = 1, tuples = kn_numel(ind) / k;
+    *k_out = k;
+    *slice = 1;
+    for (int i = (int)k; i < x->ndim; i++) *slice *= x->dims[i];
+    *tuples = kn_numel(ind) / k;
+    return NULL;
+}
+
+kn_status *kn_cpu_ScatterND(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                            kn_tensor *const *out, int n_out) {
+    const kn_tensor *x = in[0], *ind = in[1], *u = in[2];
+    kn_tensor *y = out[0];
+    KN_TRY(check_index_dtype(node, ind));
+    reduction red;
+    KN_TRY(get_reduction(node, &red));
+    int64_t k, slice, tuples, xs[MAXR];
+    KN_TRY(kn_check_scatternd(node, x, ind, u, &k, &slice, &tuples));
     row_strides(x->ndim, x->dims, xs);
-    for (int i = (int)k; i < x->ndim; i++) slice *= x->dims[i];
     for (int64_t t = 0; t < tuples * k; t++) {
         int64_t v;
         KN_TRY(norm_index(node, x, idx_at(ind, t), x->dims[t % k], (int)(t % k), &v));

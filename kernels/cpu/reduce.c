@@ -5,6 +5,7 @@
  * row kernels (scalar here, AVX2/AVX-512 in reduce_avx2.c / reduce_avx512.c). */
 #include "graph/ops.h"
 #include "graph/op_helpers.h"
+#include "kernels/cpu/op_checks.h"
 #include "kernels/cpu/rows.h"
 #include "runtime/core/dtype.h"
 #include <math.h>
@@ -477,19 +478,24 @@ kn_status *kn_cpu_ArgMin(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
 }
 
 /* ---- CumSum / CumProd ---- */
-static kn_status *cum_common(const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *y, bool prod) {
+kn_status *kn_check_cum_axis(const kn_node *node, const kn_tensor *const *in, int n_in, int *axis) {
     const kn_tensor *x = in[0];
     char buf[KN_DESC_LEN];
-    kn_dtype t = x->dtype;
-    if (!is_float_dtype(t) && !is_int_dtype(t)) return kn_err_dtype(node, x);
     if (n_in < 2 || !in[1] || !in[1]->data)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: the axis input is required", node->op_type);
     if (kn_numel(in[1]) != 1 || (in[1]->dtype != KN_I32 && in[1]->dtype != KN_I64))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: axis must be an int32/int64 scalar, got %s", node->op_type,
                         kn_tensor_desc(in[1], buf, sizeof buf));
     if (x->ndim < 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input must have rank >= 1", node->op_type);
+    return kn_norm_axis(kn_get_i64(in[1], 0), x->ndim, node, axis);
+}
+
+static kn_status *cum_common(const kn_node *node, const kn_tensor *const *in, int n_in, kn_tensor *y, bool prod) {
+    const kn_tensor *x = in[0];
+    kn_dtype t = x->dtype;
+    if (!is_float_dtype(t) && !is_int_dtype(t)) return kn_err_dtype(node, x);
     int axis;
-    KN_TRY(kn_norm_axis(kn_get_i64(in[1], 0), x->ndim, node, &axis));
+    KN_TRY(kn_check_cum_axis(node, in, n_in, &axis));
     bool excl = KN_PARAMS(node, cum)->exclusive, rev = KN_PARAMS(node, cum)->reverse;
     int64_t outer, n, inner;
     kn_red_split(x, axis, &outer, &n, &inner);

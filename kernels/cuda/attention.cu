@@ -14,6 +14,7 @@
 // 0 in float32 once the row has one key above the threshold; a row with none is walked in full.
 // GQA: kv head h / (Hq / Hkv) serves query head h.
 #include "kernels/cuda/cuda_common.h"
+#include "kernels/cpu/op_checks.h"
 #include <limits.h>
 #include <string.h>
 
@@ -731,34 +732,12 @@ KN_CUDA_KERNEL(MsAttention) {
     const kn_tensor *x = in[0], *w = n_in > 1 ? in[1] : NULL, *bias = n_in > 2 ? in[2] : NULL;
     const kn_tensor *mask = n_in > 3 ? in[3] : NULL, *ab = n_in > 5 ? in[5] : NULL;
     const kn_params_ms_attention *p = KN_PARAMS(node, ms_attention);
-    int64_t N = p->num_heads;
-    if (!w || x->ndim != 3 || w->ndim != 2 || w->dims[0] != x->dims[2] || N <= 0 || w->dtype != x->dtype)
-        return kn_error(KN_ERR_INVALID_ARGUMENT,
-                        "Attention: need input [B,S,D], weights [D, 3*hidden] of its dtype and num_heads > 0, got %s "
-                        "and %s",
-                        kn_tensor_desc(x, b0, sizeof b0), w ? kn_tensor_desc(w, b1, sizeof b1) : "none");
-    int64_t B = x->dims[0], S = x->dims[1], Din = x->dims[2], Dtot = w->dims[1], hq, hv;
-    if (p->n_qkv_hidden_sizes > 0) {
-        const int64_t *q = p->qkv_hidden_sizes;
-        if (p->n_qkv_hidden_sizes != 3 || q[0] != q[1] || q[0] <= 0 || q[2] <= 0 || q[0] + q[1] + q[2] != Dtot)
-            return kn_error(KN_ERR_INVALID_ARGUMENT,
-                            "Attention: qkv_hidden_sizes must be [q, q, v] summing to weights dim 1 of %s",
-                            kn_tensor_desc(w, b1, sizeof b1));
-        hq = q[0];
-        hv = q[2];
-    } else {
-        if (Dtot % 3)
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: weights %s dim 1 must be 3 * hidden",
-                            kn_tensor_desc(w, b1, sizeof b1));
-        hq = hv = Dtot / 3;
-    }
-    if (hq % N || hv % N)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: hidden sizes %lld/%lld not divisible by num_heads %lld",
-                        (long long)hq, (long long)hv, (long long)N);
-    if (bias && (bias->ndim != 1 || bias->dims[0] != Dtot || bias->dtype != x->dtype))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: bias %s must be [%lld] of the input's dtype",
-                        kn_tensor_desc(bias, b1, sizeof b1), (long long)Dtot);
-    int64_t H = hq / N, Hv = hv / N;
+    kn_msatt_dims d;
+    KN_TRY(kn_check_ms_attention(node, x, w, bias, &d));
+    if (w->dtype != x->dtype || (bias && bias->dtype != x->dtype))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "Attention: weights %s and bias must have the input's dtype %s",
+                        kn_tensor_desc(w, b1, sizeof b1), kn_tensor_desc(x, b0, sizeof b0));
+    int64_t B = d.B, S = d.S, Din = d.Din, Dtot = d.Dtot, N = d.N, H = d.H, Hv = d.Hv, hq = N * H, hv = N * Hv;
     if (B * S == 0) return NULL;
     // the projection [B*S, Dtot] = x . W through the MatMul kernel (cuBLASLt) into stream-ordered
     // memory; the input bias is added as the attention kernel loads its tiles

@@ -10,6 +10,7 @@
 #include <string.h>
 extern "C" {
 #include "graph/op_helpers.h"
+#include "kernels/cpu/op_checks.h"
 }
 
 // Row-major dims and strides by value.
@@ -436,16 +437,9 @@ static kn_status *cum_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
                            kn_tensor *const *out, bool prod) {
     const kn_tensor *x = in[0];
     kn_tensor *y = out[0];
-    char buf[KN_DESC_LEN];
     if (!y) return NULL;
-    if (n_in < 2 || !in[1] || !in[1]->data)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: the axis input is required", node->op_type);
-    if (kn_numel(in[1]) != 1 || (in[1]->dtype != KN_I32 && in[1]->dtype != KN_I64))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: axis must be an int32/int64 scalar, got %s", node->op_type,
-                        kn_tensor_desc(in[1], buf, sizeof buf));
-    if (x->ndim < 1) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: input must have rank >= 1", node->op_type);
     int axis;
-    KN_TRY(kn_norm_axis(kn_get_i64(in[1], 0), x->ndim, node, &axis));
+    KN_TRY(kn_check_cum_axis(node, in, n_in, &axis));
     bool excl = KN_PARAMS(node, cum)->exclusive, rev = KN_PARAMS(node, cum)->reverse;
     int64_t outer, n, inner;
     split_axis(x, axis, &outer, &n, &inner);
@@ -732,19 +726,9 @@ KN_CUDA_KERNEL(ScatterND) {
     kn_tensor *y = out[0];
     if (!y) return NULL;
     int red = (int)KN_PARAMS(node, scatter)->reduction;
-    char b1[KN_DESC_LEN], b2[KN_DESC_LEN], b3[KN_DESC_LEN];
-    KN_CHECK(ind->ndim >= 1, KN_ERR_INVALID_ARGUMENT, "ScatterND: indices must have rank >= 1");
-    int64_t k = ind->dims[ind->ndim - 1];
-    KN_CHECK(k >= 1 && k <= x->ndim, KN_ERR_INVALID_ARGUMENT, "ScatterND: indices %s index too many dims of %s",
-             kn_tensor_desc(ind, b1, sizeof b1), kn_tensor_desc(x, b2, sizeof b2));
-    bool ok = u->ndim == ind->ndim - 1 + x->ndim - (int)k;
-    for (int i = 0; ok && i < ind->ndim - 1; i++) ok = u->dims[i] == ind->dims[i];
-    for (int i = (int)k; ok && i < x->ndim; i++) ok = u->dims[ind->ndim - 1 + i - (int)k] == x->dims[i];
-    KN_CHECK(ok, KN_ERR_INVALID_ARGUMENT, "ScatterND: updates %s do not match indices %s and data %s",
-             kn_tensor_desc(u, b3, sizeof b3), kn_tensor_desc(ind, b1, sizeof b1), kn_tensor_desc(x, b2, sizeof b2));
+    int64_t k, slice, tuples;
+    KN_TRY(kn_check_scatternd(node, x, ind, u, &k, &slice, &tuples));
     KN_TRY(copy_input(ctx, node, x, y));
-    int64_t slice = 1, tuples = kn_numel(ind) / k;
-    for (int i = (int)k; i < x->ndim; i++) slice *= x->dims[i];
     if (tuples * slice <= 0) return NULL;
     kn_shp xs = shp_of(x);
     bool i64 = ind->dtype == KN_I64;
