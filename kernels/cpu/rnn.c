@@ -7,6 +7,7 @@
 #include "graph/ops.h"
 #include "kernels/cpu/elementwise_simd.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/rnn.h"
 #include "runtime/core/dtype.h"
 #include <math.h>
 #include <stdlib.h>
@@ -14,6 +15,37 @@
 #include <strings.h>
 
 static bool rnn_dtype_ok(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
+
+void kn_rnn_prepared_free(void *v) {
+    kn_rnn_packed *p = v;
+    if (!p) return;
+    for (int d = 0; d < 2; d++) {
+        kn_sgemm_packed_release(&p->w[d]);
+        kn_sgemm_packed_release(&p->r[d]);
+    }
+    free(p);
+}
+
+kn_status *kn_rnn_prepare(const kn_tensor *W, const kn_tensor *R, kn_rnn_packed **out) {
+    *out = NULL;
+    if (!W || !R || W->dtype != KN_F32 || R->dtype != KN_F32 || W->ndim != 3 || R->ndim != 3 || !W->data || !R->data)
+        return NULL;
+    int64_t dirs = W->dims[0], GH = W->dims[1], I = W->dims[2], H = R->dims[2];
+    if (dirs < 1 || dirs > 2 || R->dims[0] != dirs || R->dims[1] != GH || GH <= 0 || I <= 0 || H <= 0) return NULL;
+    kn_rnn_packed *p = calloc(1, sizeof *p);
+    if (!p) return KN_OOM(sizeof *p);
+    p->dirs = (int)dirs;
+    p->w_src = W->data;
+    p->r_src = R->data;
+    for (int64_t d = 0; d < dirs; d++)
+        if (!kn_sgemm_pack_b(true, I, GH, (const float *)W->data + d * GH * I, I, &p->w[d]) ||
+            !kn_sgemm_pack_b(true, H, GH, (const float *)R->data + d * GH * H, H, &p->r[d])) {
+            kn_rnn_prepared_free(p);
+            return KN_OOM((size_t)(GH * (I + H)) * sizeof(float));
+        }
+    *out = p;
+    return NULL;
+}
 
 
 /* ---- activation functions named by the activations attribute ---- */
@@ -225,6 +257,12 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
         qb.rsc = qb.wsc + GH;
     }
     float *peep = bias + 2 * GH;
+    /* W and R packed at load (the CPU backend's hook), when they are the ones given here */
+    const kn_rnn_packed *pk = q ? NULL : node->prepared;
+    if (pk &&
+        (pk->w_src != W->data || pk->r_src != R->data || pk->dirs != dirs || pk->w[0].K != I || pk->w[0].N != GH ||
+         pk->r[0].K != H || pk->r[0].N != GH))
+        pk = NULL;
     int64_t maxlen = 0;
     for (int64_t b = 0; b < Bn; b++) {
         lens[b] = SL ? kn_get_i64(SL, b) : S;
@@ -278,9 +316,11 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
             }
         /* the quantised input product covers only the steps some sequence reaches, as its
          * quantisation range does in ONNX Runtime */
-        memset(xw, 0, sizeof(float) * (size_t)(S * Bn * GH));
+        if (q || I <= 0) memset(xw, 0, sizeof(float) * (size_t)(S * Bn * GH));
         if (q && maxlen * Bn > 0 && I > 0)
             rnn_qproj(ctx->pool, &qb, xs, maxlen * Bn, I, qb.bw, qb.bpw, false, qb.wsc, GH, xw);
+        else if (!q && pk && S * Bn > 0 && I > 0)
+            kn_sgemm_packed_run(ctx->pool, S * Bn, 1.0f, xs, I, &pk->w[d], 0.0f, xw, GH);
         else if (!q && S * Bn > 0 && I > 0)
             kn_sgemm(ctx->pool, false, true, S * Bn, GH, I, 1.0f, xs, I, wd, I, 0.0f, xw, GH);
         if (Y) /* steps past a sequence's end are zero */
@@ -305,6 +345,8 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                     ha = hz;
                 }
                 rnn_qproj(ctx->pool, &qb, ha, Bn, H, qb.br, qb.bpr, true, qb.rsc, GH, hr);
+            } else if (pk) {
+                kn_sgemm_packed_run(ctx->pool, Bn, 1.0f, h, H, &pk->r[d], 0.0f, hr, GH);
             } else {
                 kn_sgemm(ctx->pool, false, true, Bn, GH, H, 1.0f, h, H, rd, H, 0.0f, hr, GH);
             }

@@ -5,9 +5,13 @@
  * here is of a different matrix B' than the input B (same address recorded): the product must be
  * A * B' when the kernel takes the packed path, over skinny (M <= 4) and blocked row counts,
  * one and four threads, both Gemm layouts; and A * B when the packing does not describe the
- * input (another address or shape), which the kernel must then ignore. */
+ * input (another address or shape), which the kernel must then ignore. RNN, GRU and LSTM the same
+ * way with W and R packed (kn_rnn_prepare): outputs equal to the unpacked run's, and a packing of
+ * other weights used when it claims the given ones. */
 #include "tests/unit/harness.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/rnn.h"
+#include <stdio.h>
 
 static uint32_t rng_state = 7u;
 static float frand(void) {
@@ -45,8 +49,8 @@ static kn_tensor *run_prepared(int op, bool trans_b, const kn_tensor *a, const k
 }
 
 /* max |y - (A * op(B) + bias)| over the M x N result, the reference in double */
-static double max_err(const kn_tensor *y, const kn_tensor *a, const float *B, bool tb, const kn_tensor *bias,
-                      int64_t M, int64_t N, int64_t K) {
+static double max_err(const kn_tensor *y, const kn_tensor *a, const float *B, bool tb, const kn_tensor *bias, int64_t M,
+                      int64_t N, int64_t K) {
     double worst = 0;
     for (int64_t i = 0; i < M; i++)
         for (int64_t j = 0; j < N; j++) {
@@ -71,7 +75,8 @@ static void check_case(int op, bool tb, int64_t M, int64_t N, int64_t K, kn_thre
     ck_assert(kn_sgemm_pack_b(tb, K, N, other->data, tb ? K : N, &pk));
     pk.B = b->data; /* the packing claims to be of the input B */
     kn_tensor *y = run_prepared(op, tb, a, b, bias, &pk, pool);
-    double e_packed = max_err(y, a, other->data, tb, bias, M, N, K), e_plain = max_err(y, a, b->data, tb, bias, M, N, K);
+    double e_packed = max_err(y, a, other->data, tb, bias, M, N, K),
+           e_plain = max_err(y, a, b->data, tb, bias, M, N, K);
     ck_assert_msg(e_packed < 1e-4 && e_plain > 1e-2, "%s M=%lld N=%lld K=%lld tb=%d: |y - A*B'| %.3g, |y - A*B| %.3g",
                   kn_op_table[op].name, (long long)M, (long long)N, (long long)K, tb, e_packed, e_plain);
     kn_tensor_free(y);
@@ -109,11 +114,111 @@ START_TEST(test_matmul_gemm_use_packed_weights) {
 }
 END_TEST
 
+/* Runs a recurrent op with node.prepared = pk; returns its outputs (Y, Y_h[, Y_c]). */
+static void run_rnn(int op, const kn_attr *at, int n_at, kn_tensor *const *in, int n_in, kn_rnn_packed *pk,
+                    kn_threadpool *pool, kn_tensor **out, int n_out) {
+    kn_node node = kn_test_node(op, 14, at, n_at);
+    ck_assert_ptr_null(kn_node_decode_params(&node));
+    node.prepared = pk;
+    for (int i = 0; i < n_out; i++) out[i] = calloc(1, sizeof(kn_tensor));
+    kn_scratch scratch = {0};
+    kn_exec_ctx ctx = {.pool = pool,
+                       .backend = kn_cpu_backend(),
+                       .scratch_alloc = kn_scratch_alloc_impl,
+                       .scratch_state = &scratch,
+                       .seed = KN_TEST_SEED};
+    kn_status *st = kn_node_eval_host(&ctx, &node, KN_TEST_IN(in), n_in, out, n_out);
+    ck_assert_msg(!st, "%s", st ? kn_status_message(st) : "");
+    free(node.params);
+    kn_scratch_release(&scratch);
+}
+
+static double max_diff(const kn_tensor *a, const kn_tensor *b) {
+    ck_assert_int_eq(kn_numel(a), kn_numel(b));
+    double worst = 0;
+    for (int64_t i = 0; i < kn_numel(a); i++) {
+        double d = fabs((double)((const float *)a->data)[i] - ((const float *)b->data)[i]);
+        if (d > worst) worst = d;
+    }
+    return worst;
+}
+
+START_TEST(test_rnn_use_packed_weights) {
+    kn_threadpool *pool = kn_threadpool_create(4);
+    static const int ops[3] = {KN_OP_RNN, KN_OP_GRU, KN_OP_LSTM};
+    static const int gates[3] = {1, 3, 4};
+    static const char *dirs_s[3] = {"forward", "reverse", "bidirectional"};
+    /* {seq, batch, input, hidden}: a VAD-sized cell at batch 1 and 32, odd sizes, long input */
+    static const int64_t shapes[][4] = {{4, 1, 64, 64}, {4, 32, 64, 64}, {3, 5, 7, 9}, {6, 3, 130, 20}};
+    int cases = 0;
+    for (int o = 0; o < 3; o++)
+        for (int dv = 0; dv < 3; dv++)
+            for (size_t sh = 0; sh < sizeof shapes / sizeof *shapes; sh++)
+                for (int lbr = 0; lbr < (ops[o] == KN_OP_GRU ? 2 : 1); lbr++) {
+                    int64_t S = shapes[sh][0], Bn = shapes[sh][1], I = shapes[sh][2], H = shapes[sh][3];
+                    int64_t dirs = dv == 2 ? 2 : 1, GH = gates[o] * H;
+                    int64_t dx[3] = {S, Bn, I}, dw[3] = {dirs, GH, I}, dr[3] = {dirs, GH, H}, db[2] = {dirs, 2 * GH};
+                    int64_t ds[1] = {Bn}, dh[3] = {dirs, Bn, H};
+                    kn_tensor *in[7] = {mk(KN_F32, 3, dx, NULL), mk(KN_F32, 3, dw, NULL), mk(KN_F32, 3, dr, NULL),
+                                        mk(KN_F32, 2, db, NULL), mk(KN_I32, 1, ds, NULL), mk(KN_F32, 3, dh, NULL),
+                                        mk(KN_F32, 3, dh, NULL)};
+                    for (int t = 0; t < 7; t++)
+                        for (int64_t i = 0; i < kn_numel(in[t]); i++)
+                            if (t == 4) ((int32_t *)in[t]->data)[i] = (int32_t)(S - i % S); /* lengths S..1 */
+                            else ((float *)in[t]->data)[i] = frand() * (t == 1 || t == 2 ? 0.5f : 1.0f);
+                    kn_tensor *other_w = mk(KN_F32, 3, dw, NULL), *other_r = mk(KN_F32, 3, dr, NULL);
+                    for (int64_t i = 0; i < kn_numel(other_w); i++) ((float *)other_w->data)[i] = frand() * 0.5f;
+                    for (int64_t i = 0; i < kn_numel(other_r); i++) ((float *)other_r->data)[i] = frand() * 0.5f;
+                    kn_attr at[3] = {attr_i("hidden_size", H), attr_s("direction", dirs_s[dv]),
+                                     attr_i("linear_before_reset", lbr)};
+                    int n_at = ops[o] == KN_OP_GRU ? 3 : 2, n_in = ops[o] == KN_OP_LSTM ? 7 : 6;
+                    int n_out = ops[o] == KN_OP_LSTM ? 3 : 2;
+                    kn_tensor *plain[3], *packed[3], *wrong[3];
+                    run_rnn(ops[o], at, n_at, in, n_in, NULL, pool, plain, n_out);
+
+                    kn_rnn_packed *pk = NULL;
+                    ck_assert_ptr_null(kn_rnn_prepare(in[1], in[2], &pk));
+                    ck_assert_ptr_nonnull(pk);
+                    run_rnn(ops[o], at, n_at, in, n_in, pk, pool, packed, n_out);
+                    for (int k = 0; k < n_out; k++)
+                        ck_assert_msg(max_diff(plain[k], packed[k]) < 1e-5,
+                                      "%s %s S=%lld B=%lld I=%lld H=%lld: output %d %.3g", kn_op_table[ops[o]].name,
+                                      dirs_s[dv], (long long)S, (long long)Bn, (long long)I, (long long)H, k,
+                                      max_diff(plain[k], packed[k]));
+                    kn_rnn_prepared_free(pk);
+
+                    /* a packing of other weights that claims to be of these is what the kernel multiplies by */
+                    ck_assert_ptr_null(kn_rnn_prepare(other_w, other_r, &pk));
+                    pk->w_src = in[1]->data;
+                    pk->r_src = in[2]->data;
+                    run_rnn(ops[o], at, n_at, in, n_in, pk, pool, wrong, n_out);
+                    ck_assert(max_diff(plain[1], wrong[1]) > 1e-3);
+                    free_all(wrong, n_out);
+                    /* and one of other weights as they are is ignored */
+                    pk->w_src = other_w->data;
+                    pk->r_src = other_r->data;
+                    run_rnn(ops[o], at, n_at, in, n_in, pk, pool, wrong, n_out);
+                    for (int k = 0; k < n_out; k++) ck_assert(max_diff(plain[k], wrong[k]) < 1e-5);
+                    kn_rnn_prepared_free(pk);
+                    free_all(wrong, n_out);
+                    free_all(plain, n_out);
+                    free_all(packed, n_out);
+                    free_all(in, 7);
+                    kn_tensor_free(other_w);
+                    kn_tensor_free(other_r);
+                    cases++;
+                }
+    printf("recurrent ops, packed W/R == unpacked: %d cases\n", cases);
+    kn_threadpool_free(pool);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("prepacked");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_matmul_gemm_use_packed_weights);
+    tcase_add_test(tc, test_rnn_use_packed_weights);
     suite_add_tcase(s, tc);
     return kn_test_run_suite(s);
 }
