@@ -168,6 +168,31 @@ static void lstm_row_vec(int level, int64_t H, const float *x, const float *hrb,
     for (int64_t k = 0; k < H; k++) hb[k] = g[H + k] * g[4 * H + k];
 }
 
+/* lstm_row_vec for a row whose gate pre-activations g (4H, overwritten) already hold x + h R + the
+ * biases (the recurrent product accumulated onto the input projection): no sums to form, the
+ * three sigmoid gates in one call when there are no peepholes. tc is H of scratch. */
+static void lstm_row_fused(int level, int64_t H, float *g, const float *peep, bool has_peep, float *cb, float *hb,
+                           float *tc) {
+    if (has_peep) {
+        for (int64_t k = 0; k < H; k++) {
+            g[k] += peep[k] * cb[k];
+            g[2 * H + k] += peep[2 * H + k] * cb[k];
+        }
+        kn_ew_unary_f32_level(level, KN_EW_SIGMOID, g, g, H);
+        kn_ew_unary_f32_level(level, KN_EW_SIGMOID, g + 2 * H, g + 2 * H, H);
+    } else {
+        kn_ew_unary_f32_level(level, KN_EW_SIGMOID, g, g, 3 * H);
+    }
+    kn_ew_unary_f32_level(level, KN_EW_TANH, g + 3 * H, g + 3 * H, H);
+    for (int64_t k = 0; k < H; k++) cb[k] = g[2 * H + k] * cb[k] + g[k] * g[3 * H + k];
+    if (has_peep) {
+        for (int64_t k = 0; k < H; k++) g[H + k] += peep[H + k] * cb[k];
+        kn_ew_unary_f32_level(level, KN_EW_SIGMOID, g + H, g + H, H);
+    }
+    kn_ew_unary_f32_level(level, KN_EW_TANH, cb, tc, H);
+    for (int64_t k = 0; k < H; k++) hb[k] = g[H + k] * tc[k];
+}
+
 static inline float rnn_clip(float x, float clip) {
     return clip > 0.0f ? (x < -clip ? -clip : x > clip ? clip : x) : x;
 }
@@ -308,6 +333,13 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
         for (int64_t i = 0; i < 2 * GH; i++) bias[i] = Bt ? kn_load_f32(Bt->data, Bt->dtype, d * 2 * GH + i) : 0.0f;
         for (int64_t i = 0; i < 3 * H; i++) peep[i] = P ? kn_load_f32(P->data, P->dtype, d * 3 * H + i) : 0.0f;
         const float *wb = bias, *rb = bias + GH;
+        /* Every sequence full length: the rows of a step are one time step's, contiguous in xw,
+         * so the LSTM's recurrent product accumulates onto them (beta 1) and the cell reads
+         * finished pre-activations (the biases added to xw once) instead of summing four terms */
+        bool fused = vec_lstm && maxlen == S;
+        for (int64_t b = 0; fused && b < Bn; b++) fused = lens[b] == S;
+        bool has_peep = false;
+        for (int64_t i = 0; i < 3 * H; i++) has_peep |= peep[i] != 0.0f;
         for (int64_t b = 0; b < Bn; b++)
             for (int64_t k = 0; k < H; k++) {
                 int64_t si = layout ? (b * dirs + d) * H + k : (d * Bn + b) * H + k;
@@ -323,6 +355,9 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
             kn_sgemm_packed_run(ctx->pool, S * Bn, 1.0f, xs, I, &pk->w[d], 0.0f, xw, GH);
         else if (!q && S * Bn > 0 && I > 0)
             kn_sgemm(ctx->pool, false, true, S * Bn, GH, I, 1.0f, xs, I, wd, I, 0.0f, xw, GH);
+        if (fused)
+            for (int64_t row = 0; row < S * Bn; row++)
+                for (int64_t k = 0; k < GH; k++) xw[row * GH + k] += wb[k] + rb[k];
         if (Y) /* steps past a sequence's end are zero */
             for (int64_t b = 0; b < Bn; b++)
                 for (int64_t t = lens[b]; t < S; t++)
@@ -345,6 +380,12 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                     ha = hz;
                 }
                 rnn_qproj(ctx->pool, &qb, ha, Bn, H, qb.br, qb.bpr, true, qb.rsc, GH, hr);
+            } else if (fused) {
+                float *xt = xw + (rev ? S - 1 - step : step) * Bn * GH;
+                if (pk) kn_sgemm_packed_run(ctx->pool, Bn, 1.0f, h, H, &pk->r[d], 1.0f, xt, GH);
+                else kn_sgemm(ctx->pool, false, true, Bn, GH, H, 1.0f, h, H, rd, H, 1.0f, xt, GH);
+                for (int64_t b = 0; b < Bn; b++)
+                    lstm_row_fused(ew_level, H, xt + b * GH, peep, has_peep, c + b * H, h + b * H, gbuf);
             } else if (pk) {
                 kn_sgemm_packed_run(ctx->pool, Bn, 1.0f, h, H, &pk->r[d], 0.0f, hr, GH);
             } else {
@@ -363,7 +404,7 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                 }
                 kn_sgemm(ctx->pool, false, true, Bn, H, H, 1.0f, tmp, H, rd + 2 * H * H, H, 0.0f, tmp + Bn * H, H);
             }
-            for (int64_t b = 0; b < Bn; b++) {
+            for (int64_t b = 0; b < Bn && !fused; b++) {
                 if (step >= lens[b]) continue;
                 int64_t t = rev ? lens[b] - 1 - step : step;
                 const float *x = xw + (t * Bn + b) * GH, *hrb = hr + b * GH;

@@ -10,8 +10,8 @@
 
 typedef struct kn_rnn_packed {
     int dirs;
-    const void *w_src, *r_src; /* the data of the W and R they were packed from */
-    kn_sgemm_packed w[2], r[2];  /* per direction: op(B) = W_d^T (I x GH) and R_d^T (H x GH) */
+    const void *w_src, *r_src;  /* the data of the W and R they were packed from */
+    kn_sgemm_packed w[2], r[2]; /* per direction: op(B) = W_d^T (I x GH) and R_d^T (H x GH) */
 } kn_rnn_packed;
 
 struct kn_tensor;

@@ -7,7 +7,9 @@
  * one and four threads, both Gemm layouts; and A * B when the packing does not describe the
  * input (another address or shape), which the kernel must then ignore. RNN, GRU and LSTM the same
  * way with W and R packed (kn_rnn_prepare): outputs equal to the unpacked run's, and a packing of
- * other weights used when it claims the given ones. */
+ * other weights used when it claims the given ones. And the LSTM step that accumulates the
+ * recurrent product onto the input projection when every sequence is full length (its vector
+ * cell then reading finished pre-activations) against the scalar cell. */
 #include "tests/unit/harness.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/rnn.h"
@@ -213,12 +215,70 @@ START_TEST(test_rnn_use_packed_weights) {
 }
 END_TEST
 
+/* Full-length sequences (no sequence_lens, or all equal to the length) take the fused step; a
+ * clip too large to bind selects the scalar cell with the same math. Peepholes or not, every
+ * direction, W/R packed or not, hidden sizes with vector tails. */
+START_TEST(test_lstm_fused_step) {
+    kn_threadpool *pool = kn_threadpool_create(4);
+    static const char *dirs_s[3] = {"forward", "reverse", "bidirectional"};
+    static const int64_t Hs[3] = {1, 7, 64}, Bs[2] = {1, 5};
+    int cases = 0;
+    for (int dv = 0; dv < 3; dv++)
+        for (int hi = 0; hi < 3; hi++)
+            for (int bi = 0; bi < 2; bi++)
+                for (int peep = 0; peep < 2; peep++)
+                    for (int lens_given = 0; lens_given < 2; lens_given++) {
+                        int64_t S = 4, Bn = Bs[bi], I = 6, H = Hs[hi], D = dv == 2 ? 2 : 1;
+                        int64_t dx[3] = {S, Bn, I}, dw[3] = {D, 4 * H, I}, dr[3] = {D, 4 * H, H}, db[2] = {D, 8 * H},
+                                ds[1] = {Bn}, dh[3] = {D, Bn, H}, dp[2] = {D, 3 * H};
+                        kn_tensor *in[8] = {mk(KN_F32, 3, dx, NULL), mk(KN_F32, 3, dw, NULL),
+                                            mk(KN_F32, 3, dr, NULL), mk(KN_F32, 2, db, NULL),
+                                            mk(KN_I32, 1, ds, NULL), mk(KN_F32, 3, dh, NULL),
+                                            mk(KN_F32, 3, dh, NULL), peep ? mk(KN_F32, 2, dp, NULL) : NULL};
+                        for (int t = 0; t < 8; t++)
+                            for (int64_t i = 0; in[t] && i < kn_numel(in[t]); i++)
+                                if (t == 4) ((int32_t *)in[t]->data)[i] = (int32_t)S;
+                                else ((float *)in[t]->data)[i] = frand() * (t == 0 ? 2.0f : 0.6f);
+                        if (!lens_given) {
+                            kn_tensor_free(in[4]);
+                            in[4] = NULL;
+                        }
+                        kn_attr at[3] = {attr_i("hidden_size", H), attr_s("direction", dirs_s[dv]),
+                                         attr_f("clip", 1e30f)};
+                        kn_tensor *ref[3], *got[3];
+                        run_rnn(KN_OP_LSTM, at, 3, in, 8, NULL, pool, ref, 3);
+                        for (int packed = 0; packed < 2; packed++) {
+                            kn_rnn_packed *pk = NULL;
+                            if (packed) ck_assert_ptr_null(kn_rnn_prepare(in[1], in[2], &pk));
+                            run_rnn(KN_OP_LSTM, at, 2, in, 8, pk, pool, got, 3);
+                            for (int o = 0; o < 3; o++)
+                                for (int64_t i = 0; i < kn_numel(ref[o]); i++) {
+                                    double a = ((float *)got[o]->data)[i], e = ((float *)ref[o]->data)[i];
+                                    FAST_ASSERT(fabs(a - e) <= 1e-5 * (1 + fabs(e)),
+                                                "%s H %lld B %lld peep %d packed %d out %d [%lld]: %g vs %g",
+                                                dirs_s[dv], (long long)H, (long long)Bn, peep, packed, o, (long long)i,
+                                                a, e);
+                                }
+                            free_all(got, 3);
+                            kn_rnn_prepared_free(pk);
+                        }
+                        ck_assert(fabs(((float *)ref[1]->data)[0]) > 1e-4); /* the state is not trivially zero */
+                        free_all(ref, 3);
+                        free_all(in, 8);
+                        cases++;
+                    }
+    printf("LSTM fused step == scalar cell: %d cases\n", cases);
+    kn_threadpool_free(pool);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("prepacked");
     TCase *tc = tcase_create("core");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_matmul_gemm_use_packed_weights);
     tcase_add_test(tc, test_rnn_use_packed_weights);
+    tcase_add_test(tc, test_lstm_fused_step);
     suite_add_tcase(s, tc);
     return kn_test_run_suite(s);
 }
