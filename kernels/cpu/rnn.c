@@ -171,8 +171,8 @@ static void lstm_row_vec(int level, int64_t H, const float *x, const float *hrb,
 /* lstm_row_vec for a row whose gate pre-activations g (4H, overwritten) already hold x + h R + the
  * biases (the recurrent product accumulated onto the input projection): no sums to form, the
  * three sigmoid gates in one call when there are no peepholes. tc is H of scratch. */
-static void lstm_row_fused(int level, int64_t H, float *g, const float *peep, bool has_peep, float *cb, float *hb,
-                           float *tc) {
+static void lstm_row_fused(int level, int64_t H, float *restrict g, const float *restrict peep, bool has_peep,
+                           float *restrict cb, float *restrict hb, float *restrict tc) {
     if (has_peep) {
         for (int64_t k = 0; k < H; k++) {
             g[k] += peep[k] * cb[k];
@@ -340,24 +340,33 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
         for (int64_t b = 0; fused && b < Bn; b++) fused = lens[b] == S;
         bool has_peep = false;
         for (int64_t i = 0; i < 3 * H; i++) has_peep |= peep[i] != 0.0f;
-        for (int64_t b = 0; b < Bn; b++)
-            for (int64_t k = 0; k < H; k++) {
-                int64_t si = layout ? (b * dirs + d) * H + k : (d * Bn + b) * H + k;
-                h[b * H + k] = H0 ? kn_load_f32(H0->data, H0->dtype, si) : 0.0f;
-                c[b * H + k] = C0 ? kn_load_f32(C0->data, C0->dtype, si) : 0.0f;
-            }
+        for (int k = 0; k < 2; k++) { /* the initial states; float32 ones in the default layout are one block */
+            const kn_tensor *s0 = states[k];
+            float *dst = k ? c : h;
+            if (s0 && s0->dtype == KN_F32 && !layout)
+                memcpy(dst, (const float *)s0->data + d * Bn * H, sizeof(float) * (size_t)(Bn * H));
+            else
+                for (int64_t b = 0; b < Bn; b++)
+                    for (int64_t j = 0; j < H; j++) {
+                        int64_t si = layout ? (b * dirs + d) * H + j : (d * Bn + b) * H + j;
+                        dst[b * H + j] = s0 ? kn_load_f32(s0->data, s0->dtype, si) : 0.0f;
+                    }
+        }
         /* the quantised input product covers only the steps some sequence reaches, as its
          * quantisation range does in ONNX Runtime */
-        if (q || I <= 0) memset(xw, 0, sizeof(float) * (size_t)(S * Bn * GH));
+        if (fused) { /* the rows start as the summed biases; the input product accumulates onto them */
+            for (int64_t k = 0; k < GH; k++) hr[k] = wb[k] + rb[k];
+            for (int64_t row = 0; row < S * Bn; row++) memcpy(xw + row * GH, hr, sizeof(float) * (size_t)GH);
+        } else if (q || I <= 0) {
+            memset(xw, 0, sizeof(float) * (size_t)(S * Bn * GH));
+        }
+        float xbeta = fused ? 1.0f : 0.0f;
         if (q && maxlen * Bn > 0 && I > 0)
             rnn_qproj(ctx->pool, &qb, xs, maxlen * Bn, I, qb.bw, qb.bpw, false, qb.wsc, GH, xw);
         else if (!q && pk && S * Bn > 0 && I > 0)
-            kn_sgemm_packed_run(ctx->pool, S * Bn, 1.0f, xs, I, &pk->w[d], 0.0f, xw, GH);
+            kn_sgemm_packed_run(ctx->pool, S * Bn, 1.0f, xs, I, &pk->w[d], xbeta, xw, GH);
         else if (!q && S * Bn > 0 && I > 0)
-            kn_sgemm(ctx->pool, false, true, S * Bn, GH, I, 1.0f, xs, I, wd, I, 0.0f, xw, GH);
-        if (fused)
-            for (int64_t row = 0; row < S * Bn; row++)
-                for (int64_t k = 0; k < GH; k++) xw[row * GH + k] += wb[k] + rb[k];
+            kn_sgemm(ctx->pool, false, true, S * Bn, GH, I, 1.0f, xs, I, wd, I, xbeta, xw, GH);
         if (Y) /* steps past a sequence's end are zero */
             for (int64_t b = 0; b < Bn; b++)
                 for (int64_t t = lens[b]; t < S; t++)
@@ -459,12 +468,20 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                     }
                 }
         }
-        for (int64_t b = 0; b < Bn; b++)
-            for (int64_t k = 0; k < H; k++) {
-                int64_t si = layout ? (b * dirs + d) * H + k : (d * Bn + b) * H + k;
-                if (Yh) kn_store_f32(Yh->data, Yh->dtype, si, h[b * H + k]);
-                if (Yc) kn_store_f32(Yc->data, Yc->dtype, si, c[b * H + k]);
-            }
+        kn_tensor *finals[2] = {Yh, Yc};
+        for (int k = 0; k < 2; k++) { /* the final states, float32 ones in the default layout as one block */
+            kn_tensor *yt = finals[k];
+            const float *src = k ? c : h;
+            if (!yt) continue;
+            if (yt->dtype == KN_F32 && !layout)
+                memcpy((float *)yt->data + d * Bn * H, src, sizeof(float) * (size_t)(Bn * H));
+            else
+                for (int64_t b = 0; b < Bn; b++)
+                    for (int64_t j = 0; j < H; j++) {
+                        int64_t si = layout ? (b * dirs + d) * H + j : (d * Bn + b) * H + j;
+                        kn_store_f32(yt->data, yt->dtype, si, src[b * H + j]);
+                    }
+        }
     }
     return NULL;
 }
