@@ -193,6 +193,51 @@ static void lstm_row_fused(int level, int64_t H, float *restrict g, const float 
     for (int64_t k = 0; k < H; k++) hb[k] = g[H + k] * tc[k];
 }
 
+/* The fused LSTM with its batch rows split among threads: rows are independent, so each task
+ * runs the whole sequence for its rows (bias, input and recurrent products on those rows, cells)
+ * with no synchronisation per step, and the cells run in parallel too. */
+typedef struct lstm_rows_job {
+    int64_t S, Bn, I, H, GH, rows;
+    bool rev, has_peep;
+    int level, d, dirs, layout;
+    const float *xs, *bsum, *peep, *wd, *rd;
+    const kn_sgemm_packed *pw, *pr; /* NULL: wd / rd unpacked */
+    float *xw, *h, *c, *tcs;
+    kn_tensor *Y;
+} lstm_rows_job;
+
+static void lstm_rows_task(void *ctx, int64_t begin, int64_t end) {
+    const lstm_rows_job *j = ctx;
+    int64_t H = j->H, GH = j->GH, Bn = j->Bn;
+    for (int64_t ch = begin; ch < end; ch++) {
+        int64_t b0 = ch * j->rows, nb = Bn - b0 < j->rows ? Bn - b0 : j->rows;
+        float *tc = j->tcs + ch * H, *h = j->h + b0 * H, *c = j->c + b0 * H;
+        for (int64_t step = 0; step < j->S && nb > 0; step++) {
+            int64_t t = j->rev ? j->S - 1 - step : step;
+            float *xt = j->xw + (t * Bn + b0) * GH;
+            for (int64_t r = 0; r < nb; r++) memcpy(xt + r * GH, j->bsum, sizeof(float) * (size_t)GH);
+            const float *xr = j->xs + (t * Bn + b0) * j->I;
+            if (j->I > 0 && j->pw) kn_sgemm_packed_run(NULL, nb, 1.0f, xr, j->I, j->pw, 1.0f, xt, GH);
+            else if (j->I > 0) kn_sgemm(NULL, false, true, nb, GH, j->I, 1.0f, xr, j->I, j->wd, j->I, 1.0f, xt, GH);
+            if (j->pr) kn_sgemm_packed_run(NULL, nb, 1.0f, h, H, j->pr, 1.0f, xt, GH);
+            else kn_sgemm(NULL, false, true, nb, GH, H, 1.0f, h, H, j->rd, H, 1.0f, xt, GH);
+            for (int64_t r = 0; r < nb; r++)
+                lstm_row_fused(j->level, H, xt + r * GH, j->peep, j->has_peep, c + r * H, h + r * H, tc);
+            if (j->Y)
+                for (int64_t r = 0; r < nb; r++)
+                    for (int64_t k = 0; k < H; k++) {
+                        int64_t b = b0 + r;
+                        int64_t yi = j->layout ? ((b * j->S + t) * j->dirs + j->d) * H + k
+                                               : ((t * j->dirs + j->d) * Bn + b) * H + k;
+                        kn_store_f32(j->Y->data, j->Y->dtype, yi, h[r * H + k]);
+                    }
+        }
+    }
+}
+
+/* rows per task of the row-parallel LSTM at least (a full register tile of the GEMM) */
+#define LSTM_MIN_ROWS 8
+
 static inline float rnn_clip(float x, float clip) {
     return clip > 0.0f ? (x < -clip ? -clip : x > clip ? clip : x) : x;
 }
@@ -261,7 +306,8 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
     float *h = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(Bn * H + 1));
     float *c = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(Bn * H + 1));
     float *tmp = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(2 * Bn * H + 1));
-    float *gbuf = cell == CELL_LSTM ? kn_scratch_alloc(ctx, sizeof(float) * (size_t)(5 * H + 1)) : NULL;
+    int64_t n_threads = ctx->pool ? kn_threadpool_size(ctx->pool) : 1;
+    float *gbuf = cell == CELL_LSTM ? kn_scratch_alloc(ctx, sizeof(float) * (size_t)((5 + n_threads) * H + 1)) : NULL;
     int ew_level = kn_ew_best_level();
     float *bias = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(2 * GH + 3 * H + 1));
     if (!lens || !xf || !w || !r || !xw || !hr || !h || !c || !tmp || !bias)
@@ -352,21 +398,46 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                         dst[b * H + j] = s0 ? kn_load_f32(s0->data, s0->dtype, si) : 0.0f;
                     }
         }
-        /* the quantised input product covers only the steps some sequence reaches, as its
-         * quantisation range does in ONNX Runtime */
-        if (fused) { /* the rows start as the summed biases; the input product accumulates onto them */
+        if (fused)
             for (int64_t k = 0; k < GH; k++) hr[k] = wb[k] + rb[k];
-            for (int64_t row = 0; row < S * Bn; row++) memcpy(xw + row * GH, hr, sizeof(float) * (size_t)GH);
-        } else if (q || I <= 0) {
-            memset(xw, 0, sizeof(float) * (size_t)(S * Bn * GH));
+        /* with enough full-length rows, each thread runs the whole sequence for its share of them */
+        int64_t chunks = fused ? (Bn / LSTM_MIN_ROWS < n_threads ? Bn / LSTM_MIN_ROWS : n_threads) : 0;
+        bool rows_parallel = chunks >= 2;
+        if (rows_parallel) {
+            lstm_rows_job job = {.S = S, .Bn = Bn, .I = I, .H = H, .GH = GH, .rows = (Bn + chunks - 1) / chunks};
+            job.rev = rev;
+            job.has_peep = has_peep;
+            job.level = ew_level;
+            job.d = d;
+            job.dirs = dirs;
+            job.layout = layout;
+            job.xs = xs;
+            job.bsum = hr;
+            job.peep = peep;
+            job.wd = wd;
+            job.rd = rd;
+            job.pw = pk ? &pk->w[d] : NULL;
+            job.pr = pk ? &pk->r[d] : NULL;
+            job.xw = xw;
+            job.h = h;
+            job.c = c;
+            job.tcs = gbuf + 5 * H;
+            job.Y = Y;
+            kn_parallel_for(ctx->pool, chunks, 1, lstm_rows_task, &job);
+        } else {
+            if (fused) /* the rows start as the summed biases; the input product accumulates onto them */
+                for (int64_t row = 0; row < S * Bn; row++) memcpy(xw + row * GH, hr, sizeof(float) * (size_t)GH);
+            else if (q || I <= 0) memset(xw, 0, sizeof(float) * (size_t)(S * Bn * GH));
+            float xbeta = fused ? 1.0f : 0.0f;
+            /* the quantised input product covers only the steps some sequence reaches, as its
+             * quantisation range does in ONNX Runtime */
+            if (q && maxlen * Bn > 0 && I > 0)
+                rnn_qproj(ctx->pool, &qb, xs, maxlen * Bn, I, qb.bw, qb.bpw, false, qb.wsc, GH, xw);
+            else if (!q && pk && S * Bn > 0 && I > 0)
+                kn_sgemm_packed_run(ctx->pool, S * Bn, 1.0f, xs, I, &pk->w[d], xbeta, xw, GH);
+            else if (!q && S * Bn > 0 && I > 0)
+                kn_sgemm(ctx->pool, false, true, S * Bn, GH, I, 1.0f, xs, I, wd, I, xbeta, xw, GH);
         }
-        float xbeta = fused ? 1.0f : 0.0f;
-        if (q && maxlen * Bn > 0 && I > 0)
-            rnn_qproj(ctx->pool, &qb, xs, maxlen * Bn, I, qb.bw, qb.bpw, false, qb.wsc, GH, xw);
-        else if (!q && pk && S * Bn > 0 && I > 0)
-            kn_sgemm_packed_run(ctx->pool, S * Bn, 1.0f, xs, I, &pk->w[d], xbeta, xw, GH);
-        else if (!q && S * Bn > 0 && I > 0)
-            kn_sgemm(ctx->pool, false, true, S * Bn, GH, I, 1.0f, xs, I, wd, I, xbeta, xw, GH);
         if (Y) /* steps past a sequence's end are zero */
             for (int64_t b = 0; b < Bn; b++)
                 for (int64_t t = lens[b]; t < S; t++)
@@ -376,7 +447,7 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                                      0.0f);
         /* Step `step` of sequence b is time step `step` forwards and lens[b] - 1 - step in reverse:
          * each sequence is reversed within its own length. */
-        for (int64_t step = 0; step < maxlen; step++) {
+        for (int64_t step = 0; step < (rows_parallel ? 0 : maxlen); step++) {
             if (q) {
                 /* ONNX Runtime's recurrent operand is the previous step's output rows, zero for
                  * sequences that have ended when the Y output is written (their frozen state

@@ -9,7 +9,8 @@
  * way with W and R packed (kn_rnn_prepare): outputs equal to the unpacked run's, and a packing of
  * other weights used when it claims the given ones. And the LSTM step that accumulates the
  * recurrent product onto the input projection when every sequence is full length (its vector
- * cell then reading finished pre-activations) against the scalar cell. */
+ * cell then reading finished pre-activations), serial and with the batch rows split among
+ * threads, against the scalar cell. */
 #include "tests/unit/harness.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/rnn.h"
@@ -221,11 +222,11 @@ END_TEST
 START_TEST(test_lstm_fused_step) {
     kn_threadpool *pool = kn_threadpool_create(4);
     static const char *dirs_s[3] = {"forward", "reverse", "bidirectional"};
-    static const int64_t Hs[3] = {1, 7, 64}, Bs[2] = {1, 5};
+    static const int64_t Hs[3] = {1, 7, 64}, Bs[3] = {1, 5, 37}; /* 37 rows: 4 tasks of the row-parallel step */
     int cases = 0;
     for (int dv = 0; dv < 3; dv++)
         for (int hi = 0; hi < 3; hi++)
-            for (int bi = 0; bi < 2; bi++)
+            for (int bi = 0; bi < 3; bi++)
                 for (int peep = 0; peep < 2; peep++)
                     for (int lens_given = 0; lens_given < 2; lens_given++) {
                         int64_t S = 4, Bn = Bs[bi], I = 6, H = Hs[hi], D = dv == 2 ? 2 : 1;
