@@ -694,6 +694,9 @@ void kn_run_release(kn_run *run) {
 typedef struct kn_body_slot {
     kn_plan *plan;
     void *arena;
+    /* the kernels' scratch, kept from call to call (grown to what the body needs, then reused):
+     * a fresh one per call made every call of a small body pay its kernels' allocations again */
+    kn_scratch scratch;
     bool busy;
 } kn_body_slot;
 
@@ -734,6 +737,7 @@ void kn_body_cache_free(kn_body_cache *c) {
         for (int k = 0; k < e->n_slots; k++) {
             kn_plan_free(e->slots[k].plan, e->sub->n_values);
             kn_cpu_backend()->free(kn_cpu_backend(), e->slots[k].arena);
+            kn_scratch_release(&e->slots[k].scratch);
         }
         kn_graph_info_release(&e->gi);
         free(e);
@@ -822,11 +826,11 @@ static kn_status *kn_run_body_planned(kn_exec_ctx *ctx, const kn_graph *sub, con
         pthread_mutex_unlock(&c->mu);
         if (!slot) slot = &own;
     }
-    kn_scratch scratch = {0};
+    kn_scratch_reset(&slot->scratch);
     kn_run run = {.g = sub, .gi = &e->gi, .parent = ctx->run, .bodies = c};
     run.ctx = *ctx;
     run.ctx.run = &run;
-    run.ctx.scratch_state = &scratch;
+    run.ctx.scratch_state = &slot->scratch;
     run.ctx.scratch_alloc = kn_scratch_alloc_impl;
     size_t nv = (size_t)(sub->n_values ? sub->n_values : 1);
     run.vals = calloc(nv, sizeof(kn_tensor));
@@ -848,11 +852,11 @@ static kn_status *kn_run_body_planned(kn_exec_ctx *ctx, const kn_graph *sub, con
     if (st)
         for (int k = 0; k < sub->n_outputs; k++) kn_tensor_release(&outs[k]);
     kn_run_release(&run);
-    kn_scratch_release(&scratch);
     free(bound);
     if (slot == &own) {
         kn_plan_free(own.plan, sub->n_values);
         kn_cpu_backend()->free(kn_cpu_backend(), own.arena);
+        kn_scratch_release(&own.scratch);
     } else {
         pthread_mutex_lock(&c->mu);
         slot->busy = false;

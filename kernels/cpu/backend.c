@@ -2,10 +2,12 @@
  * graph/ops.def), memory is host memory, and copies are memcpy. Its whole-graph hook packs the
  * constant weights of MatMul and Gemm once per model, as ONNX Runtime's kernels pre-pack them:
  * products with few rows otherwise spend much of their time repacking the same weights. MatMulNBits'
- * constant scales and zero points are decoded to float32 once the same way. */
+ * constant scales and zero points are decoded to float32 once the same way, and the recurrent ops'
+ * W and R packed; control-flow bodies get the same treatment. */
 #include "graph/ops.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/nbits.h"
+#include "kernels/cpu/rnn.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,10 +41,36 @@ static void cpu_packed_free(void *p) {
     free(p);
 }
 
+/* RNN / GRU / LSTM with constant float32 W and R: both packed once (kernels/cpu/rnn.h). */
+static kn_status *cpu_prepare_rnn(kn_graph *g, kn_node *n) {
+    if ((n->op != KN_OP_RNN && n->op != KN_OP_GRU && n->op != KN_OP_LSTM) || n->prepared || n->n_inputs < 3 ||
+        n->inputs[1] < 0 || n->inputs[2] < 0)
+        return NULL;
+    kn_rnn_packed *pk = NULL;
+    KN_TRY(kn_rnn_prepare(g->values[n->inputs[1]].constant, g->values[n->inputs[2]].constant, &pk));
+    if (pk) {
+        n->prepared = pk;
+        n->prepared_free = kn_rnn_prepared_free;
+    }
+    return NULL;
+}
+
+static kn_status *cpu_graph_optimize(const kn_backend *b, kn_graph *g);
+
+/* The bodies of If, Loop and Scan (graph attributes) run the same kernels, once per run or per
+ * iteration: their constant weights are prepared the same way. */
+static kn_status *cpu_prepare_bodies(const kn_backend *b, kn_node *n) {
+    for (int a = 0; a < n->n_attrs; a++)
+        if (n->attrs[a].type == KN_ATTR_GRAPH && n->attrs[a].g) KN_TRY(cpu_graph_optimize(b, n->attrs[a].g));
+    return NULL;
+}
+
 /* A 2-D float32 constant weight B of MatMul(A, B) or Gemm(A, B, C) (not transA): packed once. */
 static kn_status *cpu_graph_optimize(const kn_backend *b, kn_graph *g) {
     for (int i = 0; i < g->n_nodes; i++) {
         kn_node *n = &g->nodes[i];
+        KN_TRY(cpu_prepare_bodies(b, n));
+        KN_TRY(cpu_prepare_rnn(g, n));
         /* MatMulNBits: constant scales and zero points decoded to float32 once */
         if (n->op == KN_OP_MsMatMulNBits && !n->prepared && n->n_inputs > 2 && n->inputs[2] >= 0) {
             const kn_tensor *sc = g->values[n->inputs[2]].constant;

@@ -216,16 +216,30 @@ void kn_igemm_s16_avx2(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_
 }
 
 /* Skinny rows on packed B, as kn_sgemm_rows_packed_avx512 with 16-wide panels. */
-void kn_sgemm_rows_packed_avx2(int64_t m, int64_t j0, int64_t n, int64_t K, int64_t kc_max, float alpha, const float *A,
-                               int64_t lda, const float *Bp, int64_t slice_stride, float beta, float *C, int64_t ldc) {
+/* The body for a constant m (1..4, each call site below passes a literal), so that the m x 2 sums
+ * stay in registers (with a run-time m they lived in a stack array, every FMA a load-add-store
+ * round trip); one row splits K into even and odd steps for four FMA chains rather than two. */
+static inline __attribute__((always_inline)) void rows_packed_m(const int m, int64_t j0, int64_t n, int64_t K,
+                                                                int64_t kc_max, float alpha, const float *A,
+                                                                int64_t lda, const float *Bp, int64_t slice_stride,
+                                                                float beta, float *C, int64_t ldc) {
     const int nr = KN_SGEMM_AVX2_NR;
     for (int64_t j = 0; j < n; j += nr) {
-        __m256 acc[4][2];
+        __m256 acc[4][2], odd[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
         for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
         for (int64_t pc = 0; pc < K; pc += kc_max) {
             int64_t kc = K - pc < kc_max ? K - pc : kc_max;
             const float *b = Bp + (pc / kc_max) * slice_stride + (j0 + j) * kc;
-            for (int64_t k = 0; k < kc; k++, b += nr) {
+            int64_t k = 0;
+            if (m == 1)
+                for (; k + 2 <= kc; k += 2, b += 2 * nr) {
+                    __m256 a0 = _mm256_set1_ps(A[pc + k]), a1 = _mm256_set1_ps(A[pc + k + 1]);
+                    acc[0][0] = _mm256_fmadd_ps(a0, _mm256_loadu_ps(b), acc[0][0]);
+                    acc[0][1] = _mm256_fmadd_ps(a0, _mm256_loadu_ps(b + 8), acc[0][1]);
+                    odd[0] = _mm256_fmadd_ps(a1, _mm256_loadu_ps(b + nr), odd[0]);
+                    odd[1] = _mm256_fmadd_ps(a1, _mm256_loadu_ps(b + nr + 8), odd[1]);
+                }
+            for (; k < kc; k++, b += nr) {
                 __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
                 for (int i = 0; i < m; i++) {
                     __m256 a = _mm256_set1_ps(A[i * lda + pc + k]);
@@ -233,6 +247,10 @@ void kn_sgemm_rows_packed_avx2(int64_t m, int64_t j0, int64_t n, int64_t K, int6
                     acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
                 }
             }
+        }
+        if (m == 1) {
+            acc[0][0] = _mm256_add_ps(acc[0][0], odd[0]);
+            acc[0][1] = _mm256_add_ps(acc[0][1], odd[1]);
         }
         int64_t w = n - j < nr ? n - j : nr;
         for (int i = 0; i < m; i++) {
@@ -242,5 +260,15 @@ void kn_sgemm_rows_packed_avx2(int64_t m, int64_t j0, int64_t n, int64_t K, int6
             float *c = C + i * ldc + j;
             for (int64_t q = 0; q < w; q++) c[q] = beta == 0.0f ? alpha * out[q] : alpha * out[q] + beta * c[q];
         }
+    }
+}
+
+void kn_sgemm_rows_packed_avx2(int64_t m, int64_t j0, int64_t n, int64_t K, int64_t kc_max, float alpha, const float *A,
+                               int64_t lda, const float *Bp, int64_t slice_stride, float beta, float *C, int64_t ldc) {
+    switch (m) {
+    case 1: rows_packed_m(1, j0, n, K, kc_max, alpha, A, lda, Bp, slice_stride, beta, C, ldc); break;
+    case 2: rows_packed_m(2, j0, n, K, kc_max, alpha, A, lda, Bp, slice_stride, beta, C, ldc); break;
+    case 3: rows_packed_m(3, j0, n, K, kc_max, alpha, A, lda, Bp, slice_stride, beta, C, ldc); break;
+    default: rows_packed_m(4, j0, n, K, kc_max, alpha, A, lda, Bp, slice_stride, beta, C, ldc); break;
     }
 }

@@ -144,16 +144,30 @@ void kn_sgemm_rows_bt_avx512(int64_t m, int64_t N, int64_t K, float alpha, const
  * once from contiguous panels and C is touched once. Columns [j0, j0 + n) of the product (j0 a
  * multiple of the panel width), C pointing at column j0; Bp the packed data, slice_stride the
  * floats between its KC slices. */
-void kn_sgemm_rows_packed_avx512(int64_t m, int64_t j0, int64_t n, int64_t K, int64_t kc_max, float alpha,
-                                 const float *A, int64_t lda, const float *Bp, int64_t slice_stride, float beta,
-                                 float *C, int64_t ldc) {
+/* The body for a constant m (1..4, each call site below passes a literal): the compiler then
+ * keeps the m x 2 sums in registers, where with a run-time m they lived in a stack array and
+ * every FMA was a load-add-store round trip. One row (a GEMV) splits K into even and odd steps,
+ * two sums per column half, so that four FMA chains rather than two hide the FMA latency. */
+static inline __attribute__((always_inline)) void rows_packed_m(const int m, int64_t j0, int64_t n, int64_t K,
+                                                                int64_t kc_max, float alpha, const float *A,
+                                                                int64_t lda, const float *Bp, int64_t slice_stride,
+                                                                float beta, float *C, int64_t ldc) {
     for (int64_t j = 0; j < n; j += NR) {
-        __m512 acc[4][2];
+        __m512 acc[4][2], odd[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
         for (int i = 0; i < 4; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
         for (int64_t pc = 0; pc < K; pc += kc_max) {
             int64_t kc = K - pc < kc_max ? K - pc : kc_max;
             const float *b = Bp + (pc / kc_max) * slice_stride + (j0 + j) * kc;
-            for (int64_t k = 0; k < kc; k++, b += NR) {
+            int64_t k = 0;
+            if (m == 1)
+                for (; k + 2 <= kc; k += 2, b += 2 * NR) {
+                    __m512 a0 = _mm512_set1_ps(A[pc + k]), a1 = _mm512_set1_ps(A[pc + k + 1]);
+                    acc[0][0] = _mm512_fmadd_ps(a0, _mm512_loadu_ps(b), acc[0][0]);
+                    acc[0][1] = _mm512_fmadd_ps(a0, _mm512_loadu_ps(b + 16), acc[0][1]);
+                    odd[0] = _mm512_fmadd_ps(a1, _mm512_loadu_ps(b + NR), odd[0]);
+                    odd[1] = _mm512_fmadd_ps(a1, _mm512_loadu_ps(b + NR + 16), odd[1]);
+                }
+            for (; k < kc; k++, b += NR) {
                 __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
                 for (int i = 0; i < m; i++) {
                     __m512 a = _mm512_set1_ps(A[i * lda + pc + k]);
@@ -161,6 +175,10 @@ void kn_sgemm_rows_packed_avx512(int64_t m, int64_t j0, int64_t n, int64_t K, in
                     acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);
                 }
             }
+        }
+        if (m == 1) {
+            acc[0][0] = _mm512_add_ps(acc[0][0], odd[0]);
+            acc[0][1] = _mm512_add_ps(acc[0][1], odd[1]);
         }
         int64_t w = n - j < NR ? n - j : NR;
         __mmask16 k0 = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1u);
@@ -176,5 +194,16 @@ void kn_sgemm_rows_packed_avx512(int64_t m, int64_t j0, int64_t n, int64_t K, in
             _mm512_mask_storeu_ps(c, k0, r0);
             _mm512_mask_storeu_ps(c + 16, k1, r1);
         }
+    }
+}
+
+void kn_sgemm_rows_packed_avx512(int64_t m, int64_t j0, int64_t n, int64_t K, int64_t kc_max, float alpha,
+                                 const float *A, int64_t lda, const float *Bp, int64_t slice_stride, float beta,
+                                 float *C, int64_t ldc) {
+    switch (m) {
+    case 1: rows_packed_m(1, j0, n, K, kc_max, alpha, A, lda, Bp, slice_stride, beta, C, ldc); break;
+    case 2: rows_packed_m(2, j0, n, K, kc_max, alpha, A, lda, Bp, slice_stride, beta, C, ldc); break;
+    case 3: rows_packed_m(3, j0, n, K, kc_max, alpha, A, lda, Bp, slice_stride, beta, C, ldc); break;
+    default: rows_packed_m(4, j0, n, K, kc_max, alpha, A, lda, Bp, slice_stride, beta, C, ldc); break;
     }
 }

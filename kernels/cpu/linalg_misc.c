@@ -106,12 +106,15 @@ static void mm_offsets(const mm_geom *g, int64_t bi, int64_t *ia, int64_t *ib) {
 
 /* C[batch] = A[batch] * B[batch] in float32, using one big or one batched sgemm when the batch
  * layout allows it. */
-static void matmul_f32(kn_threadpool *pool, const mm_geom *g, const float *A, const float *B, float *C) {
+static void matmul_f32(kn_threadpool *pool, const mm_geom *g, const float *A, const float *B, float *C,
+                       const kn_sgemm_packed *packed) {
     int64_t M = g->M, N = g->N, K = g->K;
     if (g->nbatch == 0 || M == 0 || N == 0) return;
     if (g->b_mats == 1 && g->a_mats == g->nbatch) {
         /* Activations times weights: the batch folds into M. */
-        kn_sgemm(pool, false, false, g->nbatch * M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+        if (packed && packed->B == B && packed->K == K && packed->N == N && !packed->trans_b)
+            kn_sgemm_packed_run(pool, g->nbatch * M, 1.0f, A, K, packed, 0.0f, C, N);
+        else kn_sgemm(pool, false, false, g->nbatch * M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
     } else if (g->a_mats == g->nbatch && g->b_mats == g->nbatch) {
         kn_sgemm_batched(pool, false, false, g->nbatch, M, N, K, 1.0f, A, K, M * K, B, N, K * N, 0.0f, C, N, M * N);
     } else if (g->a_mats == 1 && g->b_mats == g->nbatch) {
@@ -136,13 +139,13 @@ kn_status *kn_cpu_MatMul(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
     if (a->dtype != b->dtype) return kn_err_dtype(node, b);
     int64_t M = g.M, N = g.N, K = g.K;
     switch (a->dtype) {
-    case KN_F32: matmul_f32(ctx->pool, &g, a->data, b->data, y->data); return NULL;
+    case KN_F32: matmul_f32(ctx->pool, &g, a->data, b->data, y->data, node->prepared); return NULL;
     case KN_F16:
     case KN_BF16: {
         float *fa = as_f32(ctx, a), *fb = as_f32(ctx, b);
         float *fc = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(kn_numel(y) > 0 ? kn_numel(y) : 1));
         if (!fa || !fb || !fc) return KN_OOM(kn_nbytes(y));
-        matmul_f32(ctx->pool, &g, fa, fb, fc);
+        matmul_f32(ctx->pool, &g, fa, fb, fc, NULL);
         store_from_f32(y, fc);
         return NULL;
     }
@@ -221,7 +224,10 @@ kn_status *kn_cpu_Gemm(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
                 for (int64_t j = 0; j < N; j++) fy[i * N + j] = fc[i * csr + j * csc];
             bet = beta;
         }
-        kn_sgemm(ctx->pool, ta, tb, M, N, K, alpha, fa, ta ? M : K, fb, tb ? K : N, bet, fy, N);
+        const kn_sgemm_packed *pk = node->prepared;
+        if (pk && !ta && pk->B == fb && pk->trans_b == tb && pk->K == K && pk->N == N)
+            kn_sgemm_packed_run(ctx->pool, M, alpha, fa, K, pk, bet, fy, N);
+        else kn_sgemm(ctx->pool, ta, tb, M, N, K, alpha, fa, ta ? M : K, fb, tb ? K : N, bet, fy, N);
         if (a->dtype != KN_F32) store_from_f32(y, fy);
         return NULL;
     }

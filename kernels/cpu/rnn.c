@@ -7,6 +7,7 @@
 #include "graph/ops.h"
 #include "kernels/cpu/elementwise_simd.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/rnn.h"
 #include "runtime/core/dtype.h"
 #include <math.h>
 #include <stdlib.h>
@@ -14,6 +15,37 @@
 #include <strings.h>
 
 static bool rnn_dtype_ok(kn_dtype t) { return t == KN_F32 || t == KN_F64 || t == KN_F16 || t == KN_BF16; }
+
+void kn_rnn_prepared_free(void *v) {
+    kn_rnn_packed *p = v;
+    if (!p) return;
+    for (int d = 0; d < 2; d++) {
+        kn_sgemm_packed_release(&p->w[d]);
+        kn_sgemm_packed_release(&p->r[d]);
+    }
+    free(p);
+}
+
+kn_status *kn_rnn_prepare(const kn_tensor *W, const kn_tensor *R, kn_rnn_packed **out) {
+    *out = NULL;
+    if (!W || !R || W->dtype != KN_F32 || R->dtype != KN_F32 || W->ndim != 3 || R->ndim != 3 || !W->data || !R->data)
+        return NULL;
+    int64_t dirs = W->dims[0], GH = W->dims[1], I = W->dims[2], H = R->dims[2];
+    if (dirs < 1 || dirs > 2 || R->dims[0] != dirs || R->dims[1] != GH || GH <= 0 || I <= 0 || H <= 0) return NULL;
+    kn_rnn_packed *p = calloc(1, sizeof *p);
+    if (!p) return KN_OOM(sizeof *p);
+    p->dirs = (int)dirs;
+    p->w_src = W->data;
+    p->r_src = R->data;
+    for (int64_t d = 0; d < dirs; d++)
+        if (!kn_sgemm_pack_b(true, I, GH, (const float *)W->data + d * GH * I, I, &p->w[d]) ||
+            !kn_sgemm_pack_b(true, H, GH, (const float *)R->data + d * GH * H, H, &p->r[d])) {
+            kn_rnn_prepared_free(p);
+            return KN_OOM((size_t)(GH * (I + H)) * sizeof(float));
+        }
+    *out = p;
+    return NULL;
+}
 
 
 /* ---- activation functions named by the activations attribute ---- */
@@ -136,6 +168,76 @@ static void lstm_row_vec(int level, int64_t H, const float *x, const float *hrb,
     for (int64_t k = 0; k < H; k++) hb[k] = g[H + k] * g[4 * H + k];
 }
 
+/* lstm_row_vec for a row whose gate pre-activations g (4H, overwritten) already hold x + h R + the
+ * biases (the recurrent product accumulated onto the input projection): no sums to form, the
+ * three sigmoid gates in one call when there are no peepholes. tc is H of scratch. */
+static void lstm_row_fused(int level, int64_t H, float *restrict g, const float *restrict peep, bool has_peep,
+                           float *restrict cb, float *restrict hb, float *restrict tc) {
+    if (has_peep) {
+        for (int64_t k = 0; k < H; k++) {
+            g[k] += peep[k] * cb[k];
+            g[2 * H + k] += peep[2 * H + k] * cb[k];
+        }
+        kn_ew_unary_f32_level(level, KN_EW_SIGMOID, g, g, H);
+        kn_ew_unary_f32_level(level, KN_EW_SIGMOID, g + 2 * H, g + 2 * H, H);
+    } else {
+        kn_ew_unary_f32_level(level, KN_EW_SIGMOID, g, g, 3 * H);
+    }
+    kn_ew_unary_f32_level(level, KN_EW_TANH, g + 3 * H, g + 3 * H, H);
+    for (int64_t k = 0; k < H; k++) cb[k] = g[2 * H + k] * cb[k] + g[k] * g[3 * H + k];
+    if (has_peep) {
+        for (int64_t k = 0; k < H; k++) g[H + k] += peep[H + k] * cb[k];
+        kn_ew_unary_f32_level(level, KN_EW_SIGMOID, g + H, g + H, H);
+    }
+    kn_ew_unary_f32_level(level, KN_EW_TANH, cb, tc, H);
+    for (int64_t k = 0; k < H; k++) hb[k] = g[H + k] * tc[k];
+}
+
+/* The fused LSTM with its batch rows split among threads: rows are independent, so each task
+ * runs the whole sequence for its rows (bias, input and recurrent products on those rows, cells)
+ * with no synchronisation per step, and the cells run in parallel too. */
+typedef struct lstm_rows_job {
+    int64_t S, Bn, I, H, GH, rows;
+    bool rev, has_peep;
+    int level, d, dirs, layout;
+    const float *xs, *bsum, *peep, *wd, *rd;
+    const kn_sgemm_packed *pw, *pr; /* NULL: wd / rd unpacked */
+    float *xw, *h, *c, *tcs;
+    kn_tensor *Y;
+} lstm_rows_job;
+
+static void lstm_rows_task(void *ctx, int64_t begin, int64_t end) {
+    const lstm_rows_job *j = ctx;
+    int64_t H = j->H, GH = j->GH, Bn = j->Bn;
+    for (int64_t ch = begin; ch < end; ch++) {
+        int64_t b0 = ch * j->rows, nb = Bn - b0 < j->rows ? Bn - b0 : j->rows;
+        float *tc = j->tcs + ch * H, *h = j->h + b0 * H, *c = j->c + b0 * H;
+        for (int64_t step = 0; step < j->S && nb > 0; step++) {
+            int64_t t = j->rev ? j->S - 1 - step : step;
+            float *xt = j->xw + (t * Bn + b0) * GH;
+            for (int64_t r = 0; r < nb; r++) memcpy(xt + r * GH, j->bsum, sizeof(float) * (size_t)GH);
+            const float *xr = j->xs + (t * Bn + b0) * j->I;
+            if (j->I > 0 && j->pw) kn_sgemm_packed_run(NULL, nb, 1.0f, xr, j->I, j->pw, 1.0f, xt, GH);
+            else if (j->I > 0) kn_sgemm(NULL, false, true, nb, GH, j->I, 1.0f, xr, j->I, j->wd, j->I, 1.0f, xt, GH);
+            if (j->pr) kn_sgemm_packed_run(NULL, nb, 1.0f, h, H, j->pr, 1.0f, xt, GH);
+            else kn_sgemm(NULL, false, true, nb, GH, H, 1.0f, h, H, j->rd, H, 1.0f, xt, GH);
+            for (int64_t r = 0; r < nb; r++)
+                lstm_row_fused(j->level, H, xt + r * GH, j->peep, j->has_peep, c + r * H, h + r * H, tc);
+            if (j->Y)
+                for (int64_t r = 0; r < nb; r++)
+                    for (int64_t k = 0; k < H; k++) {
+                        int64_t b = b0 + r;
+                        int64_t yi = j->layout ? ((b * j->S + t) * j->dirs + j->d) * H + k
+                                               : ((t * j->dirs + j->d) * Bn + b) * H + k;
+                        kn_store_f32(j->Y->data, j->Y->dtype, yi, h[r * H + k]);
+                    }
+        }
+    }
+}
+
+/* rows per task of the row-parallel LSTM at least (a full register tile of the GEMM) */
+#define LSTM_MIN_ROWS 8
+
 static inline float rnn_clip(float x, float clip) {
     return clip > 0.0f ? (x < -clip ? -clip : x > clip ? clip : x) : x;
 }
@@ -204,7 +306,8 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
     float *h = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(Bn * H + 1));
     float *c = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(Bn * H + 1));
     float *tmp = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(2 * Bn * H + 1));
-    float *gbuf = cell == CELL_LSTM ? kn_scratch_alloc(ctx, sizeof(float) * (size_t)(5 * H + 1)) : NULL;
+    int64_t n_threads = ctx->pool ? kn_threadpool_size(ctx->pool) : 1;
+    float *gbuf = cell == CELL_LSTM ? kn_scratch_alloc(ctx, sizeof(float) * (size_t)((5 + n_threads) * H + 1)) : NULL;
     int ew_level = kn_ew_best_level();
     float *bias = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(2 * GH + 3 * H + 1));
     if (!lens || !xf || !w || !r || !xw || !hr || !h || !c || !tmp || !bias)
@@ -225,6 +328,12 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
         qb.rsc = qb.wsc + GH;
     }
     float *peep = bias + 2 * GH;
+    /* W and R packed at load (the CPU backend's hook), when they are the ones given here */
+    const kn_rnn_packed *pk = q ? NULL : node->prepared;
+    if (pk &&
+        (pk->w_src != W->data || pk->r_src != R->data || pk->dirs != dirs || pk->w[0].K != I || pk->w[0].N != GH ||
+         pk->r[0].K != H || pk->r[0].N != GH))
+        pk = NULL;
     int64_t maxlen = 0;
     for (int64_t b = 0; b < Bn; b++) {
         lens[b] = SL ? kn_get_i64(SL, b) : S;
@@ -270,19 +379,65 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
         for (int64_t i = 0; i < 2 * GH; i++) bias[i] = Bt ? kn_load_f32(Bt->data, Bt->dtype, d * 2 * GH + i) : 0.0f;
         for (int64_t i = 0; i < 3 * H; i++) peep[i] = P ? kn_load_f32(P->data, P->dtype, d * 3 * H + i) : 0.0f;
         const float *wb = bias, *rb = bias + GH;
-        for (int64_t b = 0; b < Bn; b++)
-            for (int64_t k = 0; k < H; k++) {
-                int64_t si = layout ? (b * dirs + d) * H + k : (d * Bn + b) * H + k;
-                h[b * H + k] = H0 ? kn_load_f32(H0->data, H0->dtype, si) : 0.0f;
-                c[b * H + k] = C0 ? kn_load_f32(C0->data, C0->dtype, si) : 0.0f;
-            }
-        /* the quantised input product covers only the steps some sequence reaches, as its
-         * quantisation range does in ONNX Runtime */
-        memset(xw, 0, sizeof(float) * (size_t)(S * Bn * GH));
-        if (q && maxlen * Bn > 0 && I > 0)
-            rnn_qproj(ctx->pool, &qb, xs, maxlen * Bn, I, qb.bw, qb.bpw, false, qb.wsc, GH, xw);
-        else if (!q && S * Bn > 0 && I > 0)
-            kn_sgemm(ctx->pool, false, true, S * Bn, GH, I, 1.0f, xs, I, wd, I, 0.0f, xw, GH);
+        /* Every sequence full length: the rows of a step are one time step's, contiguous in xw,
+         * so the LSTM's recurrent product accumulates onto them (beta 1) and the cell reads
+         * finished pre-activations (the biases added to xw once) instead of summing four terms */
+        bool fused = vec_lstm && maxlen == S;
+        for (int64_t b = 0; fused && b < Bn; b++) fused = lens[b] == S;
+        bool has_peep = false;
+        for (int64_t i = 0; i < 3 * H; i++) has_peep |= peep[i] != 0.0f;
+        for (int k = 0; k < 2; k++) { /* the initial states; float32 ones in the default layout are one block */
+            const kn_tensor *s0 = states[k];
+            float *dst = k ? c : h;
+            if (s0 && s0->dtype == KN_F32 && !layout)
+                memcpy(dst, (const float *)s0->data + d * Bn * H, sizeof(float) * (size_t)(Bn * H));
+            else
+                for (int64_t b = 0; b < Bn; b++)
+                    for (int64_t j = 0; j < H; j++) {
+                        int64_t si = layout ? (b * dirs + d) * H + j : (d * Bn + b) * H + j;
+                        dst[b * H + j] = s0 ? kn_load_f32(s0->data, s0->dtype, si) : 0.0f;
+                    }
+        }
+        if (fused)
+            for (int64_t k = 0; k < GH; k++) hr[k] = wb[k] + rb[k];
+        /* with enough full-length rows, each thread runs the whole sequence for its share of them */
+        int64_t chunks = fused ? (Bn / LSTM_MIN_ROWS < n_threads ? Bn / LSTM_MIN_ROWS : n_threads) : 0;
+        bool rows_parallel = chunks >= 2;
+        if (rows_parallel) {
+            lstm_rows_job job = {.S = S, .Bn = Bn, .I = I, .H = H, .GH = GH, .rows = (Bn + chunks - 1) / chunks};
+            job.rev = rev;
+            job.has_peep = has_peep;
+            job.level = ew_level;
+            job.d = d;
+            job.dirs = dirs;
+            job.layout = layout;
+            job.xs = xs;
+            job.bsum = hr;
+            job.peep = peep;
+            job.wd = wd;
+            job.rd = rd;
+            job.pw = pk ? &pk->w[d] : NULL;
+            job.pr = pk ? &pk->r[d] : NULL;
+            job.xw = xw;
+            job.h = h;
+            job.c = c;
+            job.tcs = gbuf + 5 * H;
+            job.Y = Y;
+            kn_parallel_for(ctx->pool, chunks, 1, lstm_rows_task, &job);
+        } else {
+            if (fused) /* the rows start as the summed biases; the input product accumulates onto them */
+                for (int64_t row = 0; row < S * Bn; row++) memcpy(xw + row * GH, hr, sizeof(float) * (size_t)GH);
+            else if (q || I <= 0) memset(xw, 0, sizeof(float) * (size_t)(S * Bn * GH));
+            float xbeta = fused ? 1.0f : 0.0f;
+            /* the quantised input product covers only the steps some sequence reaches, as its
+             * quantisation range does in ONNX Runtime */
+            if (q && maxlen * Bn > 0 && I > 0)
+                rnn_qproj(ctx->pool, &qb, xs, maxlen * Bn, I, qb.bw, qb.bpw, false, qb.wsc, GH, xw);
+            else if (!q && pk && S * Bn > 0 && I > 0)
+                kn_sgemm_packed_run(ctx->pool, S * Bn, 1.0f, xs, I, &pk->w[d], xbeta, xw, GH);
+            else if (!q && S * Bn > 0 && I > 0)
+                kn_sgemm(ctx->pool, false, true, S * Bn, GH, I, 1.0f, xs, I, wd, I, xbeta, xw, GH);
+        }
         if (Y) /* steps past a sequence's end are zero */
             for (int64_t b = 0; b < Bn; b++)
                 for (int64_t t = lens[b]; t < S; t++)
@@ -292,7 +447,7 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                                      0.0f);
         /* Step `step` of sequence b is time step `step` forwards and lens[b] - 1 - step in reverse:
          * each sequence is reversed within its own length. */
-        for (int64_t step = 0; step < maxlen; step++) {
+        for (int64_t step = 0; step < (rows_parallel ? 0 : maxlen); step++) {
             if (q) {
                 /* ONNX Runtime's recurrent operand is the previous step's output rows, zero for
                  * sequences that have ended when the Y output is written (their frozen state
@@ -305,6 +460,14 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                     ha = hz;
                 }
                 rnn_qproj(ctx->pool, &qb, ha, Bn, H, qb.br, qb.bpr, true, qb.rsc, GH, hr);
+            } else if (fused) {
+                float *xt = xw + (rev ? S - 1 - step : step) * Bn * GH;
+                if (pk) kn_sgemm_packed_run(ctx->pool, Bn, 1.0f, h, H, &pk->r[d], 1.0f, xt, GH);
+                else kn_sgemm(ctx->pool, false, true, Bn, GH, H, 1.0f, h, H, rd, H, 1.0f, xt, GH);
+                for (int64_t b = 0; b < Bn; b++)
+                    lstm_row_fused(ew_level, H, xt + b * GH, peep, has_peep, c + b * H, h + b * H, gbuf);
+            } else if (pk) {
+                kn_sgemm_packed_run(ctx->pool, Bn, 1.0f, h, H, &pk->r[d], 0.0f, hr, GH);
             } else {
                 kn_sgemm(ctx->pool, false, true, Bn, GH, H, 1.0f, h, H, rd, H, 0.0f, hr, GH);
             }
@@ -321,7 +484,7 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                 }
                 kn_sgemm(ctx->pool, false, true, Bn, H, H, 1.0f, tmp, H, rd + 2 * H * H, H, 0.0f, tmp + Bn * H, H);
             }
-            for (int64_t b = 0; b < Bn; b++) {
+            for (int64_t b = 0; b < Bn && !fused; b++) {
                 if (step >= lens[b]) continue;
                 int64_t t = rev ? lens[b] - 1 - step : step;
                 const float *x = xw + (t * Bn + b) * GH, *hrb = hr + b * GH;
@@ -376,12 +539,20 @@ static kn_status *rnn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor
                     }
                 }
         }
-        for (int64_t b = 0; b < Bn; b++)
-            for (int64_t k = 0; k < H; k++) {
-                int64_t si = layout ? (b * dirs + d) * H + k : (d * Bn + b) * H + k;
-                if (Yh) kn_store_f32(Yh->data, Yh->dtype, si, h[b * H + k]);
-                if (Yc) kn_store_f32(Yc->data, Yc->dtype, si, c[b * H + k]);
-            }
+        kn_tensor *finals[2] = {Yh, Yc};
+        for (int k = 0; k < 2; k++) { /* the final states, float32 ones in the default layout as one block */
+            kn_tensor *yt = finals[k];
+            const float *src = k ? c : h;
+            if (!yt) continue;
+            if (yt->dtype == KN_F32 && !layout)
+                memcpy((float *)yt->data + d * Bn * H, src, sizeof(float) * (size_t)(Bn * H));
+            else
+                for (int64_t b = 0; b < Bn; b++)
+                    for (int64_t j = 0; j < H; j++) {
+                        int64_t si = layout ? (b * dirs + d) * H + j : (d * Bn + b) * H + j;
+                        kn_store_f32(yt->data, yt->dtype, si, src[b * H + j]);
+                    }
+        }
     }
     return NULL;
 }
