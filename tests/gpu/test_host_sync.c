@@ -151,8 +151,8 @@ static void counter_rules(void) {
     COUNT(cudaStreamWaitEvent(s, ev, 0), 0);
     COUNT(cudaMemcpyAsync(host, d, 64, cudaMemcpyDeviceToHost, s), 1); /* pageable: returns once done */
     COUNT(cudaMemcpyAsync(d, host, 64, cudaMemcpyHostToDevice, s), 1);
-    COUNT(cudaMemcpy(pin, d, 64, cudaMemcpyDeviceToHost), 1);
     COUNT(cudaStreamSynchronize(s), 1);
+    COUNT(cudaMemcpy(pin, d, 64, cudaMemcpyDeviceToHost), 1); /* after the wait: stream order holds */
     COUNT(cudaEventSynchronize(ev), 1);
     COUNT(cudaDeviceSynchronize(), 1);
 #undef COUNT
@@ -166,6 +166,7 @@ static void counter_rules(void) {
     CHECK(kn_sim_host_syncs() - b0 == 2, "cudaFreeHost + cudaFree counted %lld, expected 2", kn_sim_host_syncs() - b0);
     cudaEventDestroy(ev);
     cudaStreamDestroy(s);
+    cudaGetLastError(); /* a failure above must not fail the sessions' first launch */
     printf("counter: %d calls checked\n", n + 2);
 }
 
