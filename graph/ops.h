@@ -140,6 +140,12 @@ typedef struct kn_backend {
     void *(*graph_pin)(const struct kn_backend *b, void *graph, const void *host, size_t n, bool to_host);
     kn_status *(*graph_replay)(const struct kn_backend *b, void *graph);
     void (*graph_free)(const struct kn_backend *b, void *graph);
+    /* ---- optional, device backends: a run's results to the host with one wait per run ----
+     * copy_async to the host (dst on the host, src in this backend's memory) that completes when
+     * stream_end returns without error: dst must stay valid until then, and nothing may read it
+     * before. NULL: copy_async. */
+    kn_status *(*copy_to_host_later)(const struct kn_backend *b, void *dst, const void *src, size_t bytes,
+                                     void *stream);
 } kn_backend;
 
 const kn_backend *kn_cpu_backend(void);

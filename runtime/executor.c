@@ -407,8 +407,10 @@ static kn_tensor *kn_find_outer(kn_run *run, const char *name) {
 }
 
 /* Value v on device `want`: itself, or its copy there (made once per run). Model initializers
- * come from the backend's weight cache; everything else is copied on the run's queue. */
-static kn_status *kn_value_on(kn_run *run, int v, kn_device_kind want, const kn_tensor **out) {
+ * come from the backend's weight cache; everything else is copied on the run's queue. at_end: a
+ * copy to the host that only the run's end reads (its results), completed by the backend's
+ * stream_end (copy_to_host_later), so the run waits once for all of them. */
+static kn_status *kn_value_on_ex(kn_run *run, int v, kn_device_kind want, bool at_end, const kn_tensor **out) {
     kn_tensor *t = &run->vals[v];
     *out = t;
     if (t->device == want) return NULL;
@@ -444,9 +446,10 @@ static kn_status *kn_value_on(kn_run *run, int v, kn_device_kind want, const kn_
         }
         run->xfer_state[v] = 1;
         if (bytes) {
-            kn_status *st = be->copy_async
-                ? be->copy_async(be, x->data, want, t->data, t->device, bytes, run->ctx.stream)
-                : be->copy(be, x->data, want, t->data, t->device, bytes);
+            kn_status *st = at_end && want == KN_DEVICE_CPU && be->copy_to_host_later && run->ctx.stream
+                ? be->copy_to_host_later(be, x->data, t->data, bytes, run->ctx.stream)
+                : be->copy_async ? be->copy_async(be, x->data, want, t->data, t->device, bytes, run->ctx.stream)
+                                 : be->copy(be, x->data, want, t->data, t->device, bytes);
             if (st)
                 return kn_error_wrap(st, "copying '%s' (%s): ", run->g->values[v].name,
                                      kn_tensor_desc(t, buf, sizeof buf));
@@ -454,6 +457,9 @@ static kn_status *kn_value_on(kn_run *run, int v, kn_device_kind want, const kn_
     }
     *out = x;
     return NULL;
+}
+static kn_status *kn_value_on(kn_run *run, int v, kn_device_kind want, const kn_tensor **out) {
+    return kn_value_on_ex(run, v, want, false, out);
 }
 
 /* Make node n's inputs readable by backend tb: on its device, except those it reads on the host. */
@@ -634,7 +640,7 @@ kn_status *kn_run_finish(kn_run *run) {
             if (!kn_value_kept(run->gi, run->keep, v) || (run->dev_out && run->dev_out[v])) continue;
             if (run->state[v] == KN_VS_ABSENT || run->vals[v].device == KN_DEVICE_CPU) continue;
             const kn_tensor *h = NULL;
-            st = kn_value_on(run, v, KN_DEVICE_CPU, &h);
+            st = kn_value_on_ex(run, v, KN_DEVICE_CPU, true, &h);
             if (st) break;
             /* the host copy becomes the value; the device bytes stay in the arena */
             kn_tensor t = *h;

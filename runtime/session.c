@@ -201,6 +201,30 @@ static const char *kn_seq_dim(const kn_graph *g) {
     return mask ? seq : NULL;
 }
 
+/* Device sessions: the initializers the device's kernels read are uploaded now (the backend's
+ * weight cache, shared by the model's sessions on that device), so that no run waits for an
+ * upload; one a placement still wants later (an input CPU-bound here) is uploaded then. */
+static kn_status *kn_session_upload_weights(const kn_session *s) {
+    const kn_backend *be = s->be;
+    const kn_graph *g = s->g;
+    if (be->device == KN_DEVICE_CPU || !be->weights || !be->kernel) return NULL;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const kn_node *n = &g->nodes[i];
+        if (n->op < 0 || !be->kernel(be, n->op)) continue;
+        uint64_t host = be->host_inputs ? be->host_inputs(be, n) : 0;
+        for (int k = 0; k < n->n_inputs - n->n_implicit; k++) {
+            int v = n->inputs[k];
+            const kn_tensor *t = v >= 0 ? g->values[v].constant : NULL;
+            if (!t || (k < 64 && (host >> k & 1)) || t->kind != KN_KIND_TENSOR || t->dtype == KN_STRING ||
+                !kn_nbytes(t))
+                continue;
+            const void *dev = NULL;
+            KN_TRY(be->weights(be, t->data, kn_nbytes(t), &dev));
+        }
+    }
+    return NULL;
+}
+
 kn_status *kn_session_create(const kn_model *model, const kn_session_options *opt, kn_session **out) {
     *out = NULL;
     KN_CHECK(model && model->graph, KN_ERR_INVALID_ARGUMENT, "kn_session_create: model is NULL");
@@ -240,6 +264,7 @@ kn_status *kn_session_create(const kn_model *model, const kn_session_options *op
         if (!s->pool) st = kn_error(KN_ERR_RUNTIME, "could not start %d threads", o.num_threads);
     }
     if (!st) st = kn_body_cache_new(&s->bodies);
+    if (!st) st = kn_session_upload_weights(s);
     if (st) {
         kn_session_free(s);
         return st;
@@ -848,10 +873,12 @@ static kn_status *kn_session_exec(kn_session *s, const kn_tensor *bound, const i
     if (!st) st = kn_run_planned(&run, plan, bound, arena);
     if (!st) st = kn_run_finish(&run);
     bool recorded = false;
-    if (mode == RUN_CAPTURE && !st && graph) {
+    if (mode == RUN_CAPTURE && graph) {
+        /* made even when the run's end then failed (its one wait reports a kernel's error after
+         * graph_end): freed with rec below */
         rec->graph = graph;
         rec->arena = arena;
-        recorded = kn_graph_rec_fill(s, plan, bound, &run, rec);
+        if (!st) recorded = kn_graph_rec_fill(s, plan, bound, &run, rec);
     }
     if (!st) st = take(take_ctx, g, &run);
     if (s->opt.profile) {

@@ -191,10 +191,12 @@ static kn_status *cuda_stream_begin(const kn_backend *b, void **out) {
     s->ws_bytes = KN_CUDA_WS_BYTES;
     if (cudaMalloc(&s->ws, s->ws_bytes) != cudaSuccess ||
         cudaMalloc((void **)&s->dev_err, sizeof(int)) != cudaSuccess ||
+        cudaHostAlloc((void **)&s->err_pin, sizeof(int), cudaHostAllocDefault) != cudaSuccess ||
         cudaMemsetAsync(s->dev_err, 0, sizeof(int), s->s) != cudaSuccess) {
         cudaGetLastError();
         if (s->ws) cudaFree(s->ws);
         if (s->dev_err) cudaFree(s->dev_err);
+        if (s->err_pin) cudaFreeHost(s->err_pin);
         cublasLtDestroy(s->lt);
         cudaStreamDestroy(s->s);
         delete s;
@@ -208,28 +210,37 @@ static kn_status *cuda_stream_begin(const kn_backend *b, void **out) {
 
 static void graph_abort(kn_cuda_stream *s);
 
+// The run's one wait: the error word of its checking kernels (if any ran) is queued to pinned
+// memory first, so one stream synchronisation brings it with the outputs queued by
+// copy_to_host_later, which are then copied on to the caller's memory.
 static kn_status *cuda_stream_end(const kn_backend *b, void *p) {
     kn_cuda_stream *s = (kn_cuda_stream *)p;
     if (!s) return NULL;
     kn_cuda_dev *d = dev_of(b);
     cudaSetDevice(d->index);
     if (s->capture) graph_abort(s); // a recorded run that failed before graph_end
-    cudaError_t e = cudaStreamSynchronize(s->s);
-    s->pinned_used = 0;
-    kn_status *st = e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "a kernel of this run failed");
-    if (!st && s->n_err_nodes) {
-        // a checking kernel ran: read its verdict, and clear it for the stream's next run
-        int code = 0;
-        e = cudaMemcpyAsync(&code, s->dev_err, sizeof code, cudaMemcpyDeviceToHost, s->s);
+    cudaError_t e = cudaSuccess;
+    if (s->n_err_nodes) {
+        // read the verdict, and clear it for the stream's next run
+        *s->err_pin = 0;
+        e = cudaMemcpyAsync(s->err_pin, s->dev_err, sizeof(int), cudaMemcpyDeviceToHost, s->s);
         if (e == cudaSuccess) e = cudaMemsetAsync(s->dev_err, 0, sizeof(int), s->s);
-        if (e == cudaSuccess) e = cudaStreamSynchronize(s->s);
-        if (e != cudaSuccess) {
-            st = kn_cuda_err(e, NULL, "reading the kernels' error word");
-        } else if (code > 0) {
+        if (e != cudaSuccess) cudaGetLastError();
+    }
+    kn_status *st = e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "reading the kernels' error word");
+    e = cudaStreamSynchronize(s->s);
+    if (!st && e != cudaSuccess) st = kn_cuda_err(e, NULL, "a kernel of this run failed");
+    if (!st)
+        for (int i = 0; i < s->n_later; i++) memcpy(s->later[i].dst, s->later[i].pin, s->later[i].n);
+    s->n_later = 0;
+    s->pinned_used = 0;
+    if (!st && s->n_err_nodes) {
+        int code = *s->err_pin;
+        if (code > 0) {
             char nd[256];
             if (code <= s->n_err_nodes)
                 st = kn_error(KN_ERR_RUNTIME,
-                              "%s: an index is out of range (found on cuda:%d; the run's results are void)",
+                              "%s: an index or a length is out of range (found on cuda:%d; the run's results are void)",
                               kn_node_desc(s->err_nodes[code - 1], nd, sizeof nd), d->index);
             else
                 st = kn_error(KN_ERR_RUNTIME,
@@ -245,23 +256,42 @@ static kn_status *cuda_stream_end(const kn_backend *b, void *p) {
     return st;
 }
 
-// Room for n bytes in the stream's pinned staging. Staging already handed out may still be read
-// by queued copies, so when full the stream is drained before the buffer is reused or regrown.
+// Remember a copy from pinned staging to dst for stream_end to make after its wait.
+static kn_status *later_push(kn_cuda_stream *s, void *dst, const char *pin, size_t n) {
+    if (s->n_later == s->cap_later) {
+        int cap = s->cap_later ? 2 * s->cap_later : 16;
+        kn_cuda_later *l = (kn_cuda_later *)realloc(s->later, sizeof(kn_cuda_later) * (size_t)cap);
+        if (!l) return KN_OOM(sizeof(kn_cuda_later) * (size_t)cap);
+        s->later = l;
+        s->cap_later = cap;
+    }
+    s->later[s->n_later++] = kn_cuda_later{dst, pin, n};
+    return NULL;
+}
+
+// Room for n bytes in the stream's pinned staging, reused from the start by each run (stream_end
+// waited for the last one's copies). Staging handed out may still be read or written by queued
+// copies, so when full a larger buffer replaces it without a wait, and the old one is retired.
 static kn_status *staging(kn_cuda_stream *s, size_t n, char **out) {
     if (s->pinned_used + n > s->pinned_cap) {
-        cudaError_t e = cudaStreamSynchronize(s->s);
-        if (e != cudaSuccess) return kn_cuda_err(e, NULL, "waiting for the stream");
-        s->pinned_used = 0;
-        if (n > s->pinned_cap) {
-            size_t cap = s->pinned_cap * 2 > n ? s->pinned_cap * 2 : n;
-            if (cap < ((size_t)1 << 20)) cap = (size_t)1 << 20;
-            if (s->pinned) cudaFreeHost(s->pinned);
-            s->pinned = NULL;
-            s->pinned_cap = 0;
-            e = cudaHostAlloc((void **)&s->pinned, cap, cudaHostAllocDefault);
-            if (e != cudaSuccess) return kn_cuda_err(e, NULL, "allocating pinned staging");
-            s->pinned_cap = cap;
+        size_t need = s->pinned_used + n, cap = s->pinned_cap * 2 > need ? s->pinned_cap * 2 : need;
+        if (cap < ((size_t)1 << 20)) cap = (size_t)1 << 20;
+        char **r = s->pinned ? (char **)realloc(s->retired, sizeof(char *) * (size_t)(s->n_retired + 1)) : NULL;
+        if (s->pinned && !r) return KN_OOM(sizeof(char *) * (size_t)(s->n_retired + 1));
+        char *fresh = NULL;
+        cudaError_t e = cudaHostAlloc((void **)&fresh, cap, cudaHostAllocDefault);
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            if (r) s->retired = r;
+            return kn_cuda_err(e, NULL, "allocating pinned staging");
         }
+        if (s->pinned) {
+            s->retired = r;
+            s->retired[s->n_retired++] = s->pinned;
+        }
+        s->pinned = fresh;
+        s->pinned_cap = cap;
+        s->pinned_used = 0;
     }
     *out = s->pinned + s->pinned_used;
     s->pinned_used += (n + 255) & ~(size_t)255;
@@ -337,10 +367,10 @@ static kn_status *cuda_graph_begin(const kn_backend *b, void *stream, size_t sta
     cudaSetDevice(dev_of(b)->index);
     kn_cuda_graph *g = new kn_cuda_graph();
     g->pin_cap = staging_bytes < 256 ? 256 : staging_bytes;
-    // the stream's earlier work (none in a fresh run) must not be in the graph: drained first.
-    // Thread-local capture: other threads' sessions may keep allocating while this one records.
-    cudaError_t e = cudaStreamSynchronize(s->s);
-    if (e == cudaSuccess) e = cudaHostAlloc((void **)&g->pin, g->pin_cap, cudaHostAllocDefault);
+    // No wait first: work queued before the capture begins is not recorded (and a fresh run's
+    // stream has none but its creation's memset). Thread-local capture: other threads' sessions
+    // may keep allocating while this one records.
+    cudaError_t e = cudaHostAlloc((void **)&g->pin, g->pin_cap, cudaHostAllocDefault);
     if (e == cudaSuccess) e = cudaStreamBeginCapture(s->s, cudaStreamCaptureModeThreadLocal);
     if (e != cudaSuccess) {
         cudaGetLastError();
@@ -367,16 +397,23 @@ static kn_status *cuda_graph_end(const kn_backend *b, void *stream, void **out) 
         graph_destroy(g);
         return kn_cuda_err(e, NULL, "ending a CUDA graph capture");
     }
-    // the recording ran nothing: its first launch is the recorded run's work
+    // the recording ran nothing: its first launch is the recorded run's work, whose copies to the
+    // host stream_end completes after the run's one wait (the graph outlives it: the caller keeps it)
     e = cudaGraphLaunch(g->exec, s->s);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(s->s);
     if (e != cudaSuccess) {
         cudaGetLastError();
         graph_destroy(g);
         return kn_cuda_err(e, NULL, "running a CUDA graph");
     }
-    for (auto &c : g->staged)
-        if (c.to_host) memcpy((void *)c.host, c.pin, c.n);
+    for (auto &c : g->staged) {
+        kn_status *st = c.to_host ? later_push(s, (void *)c.host, c.pin, c.n) : NULL;
+        if (st) {
+            cudaStreamSynchronize(s->s); // the launch reads the graph's staging: let it finish
+            s->n_later = 0;
+            graph_destroy(g);
+            return st;
+        }
+    }
     g->s = s;
     s->held = true;
     g->n_err_nodes = s->n_err_nodes;
@@ -444,6 +481,8 @@ static kn_status *cuda_copy_async(const kn_backend *b, void *dst, kn_device_kind
     } else if (dd == KN_DEVICE_CPU) {
         char *pin;
         KN_TRY(staging(s, n, &pin));
+        // a wait mid-run: the host reads a device result now (a node on the CPU, a shape that
+        // depends on data); a run's outputs come back by copy_to_host_later instead
         e = cudaMemcpyAsync(pin, src, n, cudaMemcpyDeviceToHost, s->s);
         if (e == cudaSuccess) e = cudaStreamSynchronize(s->s);
         if (e == cudaSuccess) memcpy(dst, pin, n);
@@ -451,6 +490,21 @@ static kn_status *cuda_copy_async(const kn_backend *b, void *dst, kn_device_kind
         e = cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, s->s);
     }
     return e == cudaSuccess ? NULL : kn_cuda_err(e, NULL, "copying between the host and the device");
+}
+
+// A run's result to the host, completed by stream_end: into the pinned staging now, on to dst
+// after the run's one wait (a recording stages it in the graph's own buffer, as graph_copy does).
+static kn_status *cuda_copy_to_host_later(const kn_backend *b, void *dst, const void *src, size_t n, void *stream) {
+    if (!n) return NULL;
+    kn_cuda_stream *s = (kn_cuda_stream *)stream;
+    if (!s) return cuda_copy(b, dst, KN_DEVICE_CPU, src, b->device, n);
+    cudaSetDevice(dev_of(b)->index);
+    if (s->capture) return graph_copy(s, dst, KN_DEVICE_CPU, src, b->device, n);
+    char *pin;
+    KN_TRY(staging(s, n, &pin));
+    cudaError_t e = cudaMemcpyAsync(pin, src, n, cudaMemcpyDeviceToHost, s->s);
+    if (e != cudaSuccess) return kn_cuda_err(e, NULL, "copying a result to the host");
+    return later_push(s, dst, pin, n);
 }
 
 // Synchronous: the bytes are in place on return, whichever direction (a pageable host-to-device
@@ -557,6 +611,7 @@ extern "C" kn_status *kn_cuda_backend_open(int index, const kn_backend **out) {
         t.stream_begin = cuda_stream_begin;
         t.stream_end = cuda_stream_end;
         t.copy_async = cuda_copy_async;
+        t.copy_to_host_later = cuda_copy_to_host_later;
         t.weights = cuda_weights;
         t.forget = cuda_forget;
         t.free_bytes = cuda_free_bytes;

@@ -39,6 +39,21 @@ struct kn_cuda_stream {
     // graph owns the stream, so stream_end does not pool it.
     struct kn_cuda_graph *capture;
     bool held;
+    // Copies to the host a run's end completes (kn_backend.copy_to_host_later): queued into the
+    // pinned staging, copied on to their host addresses after stream_end's one wait, so a run
+    // waits once, not once per output. err_pin: where that wait brings the error word.
+    struct kn_cuda_later *later;
+    int n_later, cap_later;
+    int *err_pin;
+    // Staging outgrown while copies may still read it: kept (the stream's lifetime; each
+    // at most half the next) instead of freed, as cudaFreeHost would wait for the device.
+    char **retired;
+    int n_retired;
+};
+struct kn_cuda_later {
+    void *dst;
+    const char *pin;
+    size_t n;
 };
 
 #define KN_CUDA_WS_BYTES ((size_t)32 << 20)

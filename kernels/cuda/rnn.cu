@@ -2,8 +2,11 @@
 // the input projections of every time step are one cuBLASLt GEMM per direction, the recurrent
 // projection one GEMM per step (GRU without linear_before_reset: a second one for (r * h) Rh),
 // and one fused kernel per step combines the gates, updates h (and c) and writes Y. Every
-// direction, layout, sequence_lens (read on the host: it sets the step count), initial states,
-// peepholes, clip, input_forget and the activations the CPU supports.
+// direction, layout, sequence_lens, initial states, peepholes, clip, input_forget and the
+// activations the CPU supports. sequence_lens stays on the device (reading it on the host would
+// make the run wait for it): every run takes S steps, each row's masked past its own length, so
+// its h, c stop there and its Y rows beyond stay zero, as ONNX says; a length outside [0, S] is
+// reported through the run's error word (stream_end), clamped meanwhile.
 #include "kernels/cuda/cuda_common.h"
 
 kn_status *kn_cuda_gemm_f32_nt(kn_exec_ctx *ctx, const kn_node *node, int64_t M, int64_t N, int64_t K, const float *A,
@@ -35,6 +38,18 @@ __device__ static inline float rnn_apply(const kn_rnn_act &a, float x) {
     }
     return x;
 }
+// lens[b] <- sequence_lens[b] (int32 or int64; none: S), clamped to [0, S] after flagging one outside
+__global__ void rnn_lens_kernel(int64_t *lens, const void *sl, bool sl64, int64_t Bn, int64_t S, int *err, int code) {
+    KN_GRID_STRIDE(b, Bn) {
+        int64_t l = !sl ? S : sl64 ? ((const int64_t *)sl)[b] : (int64_t)((const int32_t *)sl)[b];
+        if (l < 0 || l > S) {
+            atomicCAS(err, 0, code);
+            l = l < 0 ? 0 : S;
+        }
+        lens[b] = l;
+    }
+}
+
 __device__ static inline float rnn_clip(float x, float clip) {
     return clip > 0.0f ? (x < -clip ? -clip : x > clip ? clip : x) : x;
 }
@@ -173,20 +188,6 @@ static kn_status *rnn_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     if (P && (P->ndim != 2 || P->dims[0] != dirs || P->dims[1] != 3 * H))
         return kn_error(KN_ERR_INVALID_ARGUMENT, "LSTM: P %s must be [%d, %lld]", kn_tensor_desc(P, b1, sizeof b1),
                         dirs, (long long)(3 * H));
-    // sequence lengths on the host: they set how many steps run
-    int64_t *lens = (int64_t *)malloc(sizeof(int64_t) * (size_t)(Bn + 1));
-    if (!lens) return KN_OOM(sizeof(int64_t) * (size_t)(Bn + 1));
-    int64_t maxlen = 0;
-    for (int64_t b = 0; b < Bn; b++) {
-        lens[b] = SL ? kn_get_i64(SL, b) : S;
-        if (lens[b] > maxlen) maxlen = lens[b];
-        if (lens[b] < 0 || lens[b] > S) {
-            kn_status *e = kn_error(KN_ERR_INVALID_ARGUMENT, "%s: sequence length %lld outside [0, %lld]",
-                                    node->op_type, (long long)lens[b], (long long)S);
-            free(lens);
-            return e;
-        }
-    }
     kn_tensor *Y = n_out > 0 ? out[0] : NULL, *Yh = n_out > 1 ? out[1] : NULL,
               *Yc = cell == CELL_LSTM && n_out > 2 ? out[2] : NULL;
     cudaStream_t s = kn_cuda_s(ctx);
@@ -198,10 +199,7 @@ static kn_status *rnn_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     size_t bytes = floats * sizeof(float) + sizeof(int64_t) * (size_t)(Bn + 1);
     char *buf = NULL;
     cudaError_t ce = cudaMallocAsync((void **)&buf, bytes, s);
-    if (ce != cudaSuccess) {
-        free(lens);
-        return kn_cuda_err(ce, node, "recurrent scratch");
-    }
+    if (ce != cudaSuccess) return kn_cuda_err(ce, node, "recurrent scratch");
     float *xs = (float *)buf, *xw = xs + n_xs, *hr = xw + n_xw, *h = hr + n_hr, *c = h + n_h, *tmp = c + n_h,
           *zero = tmp + 2 * n_h;
     int64_t *dlens = (int64_t *)(zero + n_zero);
@@ -209,10 +207,10 @@ static kn_status *rnn_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
     // zeroed whole: the zero bias and peepholes, and tmp's rows of ended sequences, which the
     // GRU product reads (and nobody uses) are then defined
     ce = cudaMemsetAsync(buf, 0, floats * sizeof(float), s);
-    if (ce == cudaSuccess) ce = cudaMemcpyAsync(dlens, lens, sizeof(int64_t) * (size_t)Bn, cudaMemcpyHostToDevice, s);
-    if (ce == cudaSuccess) ce = cudaStreamSynchronize(s); // lens is freed below
     if (ce != cudaSuccess) st = kn_cuda_err(ce, node, "recurrent setup");
-    free(lens);
+    if (!st)
+        KN_LAUNCH(rnn_lens_kernel, kn_cuda_blocks(Bn, 256), 256, 0, s, dlens, SL ? SL->data : (const void *)NULL,
+                  SL && SL->dtype == KN_I64, Bn, S, kn_cuda_st(ctx)->dev_err, kn_cuda_err_code(ctx, node));
     const float *xin = (const float *)X->data;
     if (!st && layout && n_xs) {
         KN_LAUNCH(rnn_xs_kernel, kn_cuda_blocks((int64_t)n_xs, 256), 256, 0, s, xs, xin, S, Bn, I);
@@ -231,7 +229,7 @@ static kn_status *rnn_cuda(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
                   C0 ? (const float *)C0->data : (const float *)NULL, Y ? (float *)Y->data : (float *)NULL, dlens, S,
                   Bn, H, dirs, d, layout);
         st = kn_cuda_gemm_f32_nt(ctx, node, S * Bn, GH, I, xin, I, wd, I, xw, GH);
-        for (int64_t step = 0; !st && step < maxlen; step++) {
+        for (int64_t step = 0; !st && step < S; step++) {
             st = kn_cuda_gemm_f32_nt(ctx, node, Bn, GH, H, h, H, rd, H, hr, GH);
             if (!st && cell == CELL_GRU && !rp->linear_before_reset) {
                 KN_LAUNCH(gru_reset_kernel, g, 256, 0, s, tmp, xw, hr, h, wb, rb, dlens, step, Bn, H, rev, rp->clip,

@@ -181,3 +181,11 @@ add_test(NAME gpusim.seq_bucket_cli
          COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/seq_bucket_cli.py --kiln $<TARGET_FILE:kiln_cli_sim>
                  --device cuda)
 set_tests_properties(gpusim.seq_bucket_cli PROPERTIES TIMEOUT 300)
+# hostsync: no host synchronisation inside a run. The interpreter counts the host's waits for the device
+# (kn_sim_host_syncs); every zoo model (plain, recorded and replayed runs, and with KILN_CUDA_GRAPHS=0)
+# and a bidirectional LSTM with ragged sequence_lens make exactly one per run, results == the CPU; racecheck
+# and the stream order check on (a missing wait would show there)
+add_executable(test_host_sync_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_host_sync.c)
+target_link_libraries(test_host_sync_sim PRIVATE kiln_core_sim)
+add_test(NAME gpusim.host_sync COMMAND test_host_sync_sim ${CMAKE_SOURCE_DIR}/../shared/zoo)
+set_tests_properties(gpusim.host_sync PROPERTIES TIMEOUT 900 ENVIRONMENT "KILN_SIM_RACECHECK=1;KILN_SIM_STREAMCHECK=1")

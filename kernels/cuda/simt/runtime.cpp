@@ -10,6 +10,11 @@
 // State, as the CUDA runtime has it: the table of live allocations (device and pinned host) for
 // cudaMemGetInfo and the device-pointer checks, per-kernel dynamic shared memory limits, the
 // captures in progress per stream, and per OS thread the last error and current device.
+// Per OS thread too: the count of host synchronisations (kn_sim_host_syncs), for tests asserting
+// that a run waits for the device once: every call that makes the host wait for the device on a
+// GPU counts, though here the work is already done (stream, event and device synchronisations,
+// cudaFree and cudaFreeHost, which synchronise the device, cudaMemcpy, and an async copy between
+// the device and pageable host memory, which CUDA completes or stages before returning).
 #include <cuda_runtime.h>
 #include <map>
 #include <memory>
@@ -60,6 +65,7 @@ thread_local cudaError_t last_error = cudaSuccess;
 thread_local std::string last_msg;
 thread_local cudaError_t last_msg_code = cudaSuccess;
 thread_local int cur_device;
+thread_local long long host_syncs;
 
 cudaError_t set_err(cudaError_t e, const char *msg = NULL) {
     if (e != cudaSuccess) {
@@ -233,6 +239,8 @@ bool accessible(const void *p) {
     std::lock_guard<std::mutex> g(mu);
     return find(p) != NULL;
 }
+// host memory CUDA did not allocate (malloc'd, a model's mapping): a copy to or from it blocks
+bool pageable(const void *p) { return !accessible(p); }
 
 cudaError_t check_copy(void *dst, const void *src, size_t n, cudaMemcpyKind kind, const char *what) {
     if (kind < cudaMemcpyHostToHost || kind > cudaMemcpyDefault) return set_err(cudaErrorInvalidMemcpyDirection);
@@ -253,6 +261,8 @@ cudaError_t check_copy(void *dst, const void *src, size_t n, cudaMemcpyKind kind
 } // namespace
 
 extern "C" void kn_sim_set_launch_error(cudaError_t e, const char *msg) { set_err(e, msg); }
+// Test-only: the host synchronisations this thread made so far (see the header comment).
+extern "C" long long kn_sim_host_syncs(void) { return host_syncs; }
 extern "C" int kn_sim_max_dynamic_smem(const void *fn) {
     std::lock_guard<std::mutex> g(mu);
     auto it = dyn_smem_max.find(fn);
@@ -375,6 +385,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int d) {
 cudaError_t cudaDeviceSynchronize(void) {
     cudaError_t e = capture_violation(NULL, "cudaDeviceSynchronize");
     if (!e) {
+        host_syncs++;
         std::lock_guard<std::mutex> g(mu);
         mark_all_done();
     }
@@ -425,6 +436,7 @@ cudaError_t cudaMalloc(void **p, size_t n) { return alloc(p, n, false); }
 cudaError_t cudaFree(void *p) {
     { // cudaFree synchronises the device (the freed addresses come back in later allocations)
         std::lock_guard<std::mutex> g(mu);
+        if (p) host_syncs++;
         mark_all_done();
     }
     return release(p, false);
@@ -434,7 +446,10 @@ cudaError_t cudaHostAlloc(void **p, size_t n, unsigned flags) {
     (void)flags;
     return alloc(p, n, true);
 }
-cudaError_t cudaFreeHost(void *p) { return release(p, true); }
+cudaError_t cudaFreeHost(void *p) {
+    if (p) host_syncs++; // as cudaFree: the device is synchronised first
+    return release(p, true);
+}
 // While s is captured, the allocation belongs to the graph being recorded (a memory node): it
 // stays at its address for every launch and a cudaFreeAsync of it in the same capture is the
 // graph's free node, so the memory goes with the graph.
@@ -460,7 +475,10 @@ cudaError_t cudaFreeAsync(void *p, cudaStream_t s) {
 }
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind) {
-    return cudaMemcpyAsync(dst, src, n, kind, cudaStreamLegacy);
+    long long before = host_syncs;
+    cudaError_t e = cudaMemcpyAsync(dst, src, n, kind, cudaStreamLegacy);
+    if (!e && n) host_syncs = before + 1; // blocking, whatever memory it touches: counted once
+    return e;
 }
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
     if (!n) return cudaSuccess;
@@ -479,11 +497,14 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
     if ((e = capture_violation(s, "cudaMemcpy on the legacy stream"))) return e;
     const access acc[2] = {{src, n, false}, {dst, n, true}};
     if ((e = stream_access(s, acc, 2, "cudaMemcpyAsync"))) return e;
+    if (kind != cudaMemcpyDeviceToDevice && (pageable(dst) || pageable(src))) host_syncs++;
     memmove(dst, src, n);
     return cudaSuccess;
 }
 cudaError_t cudaMemcpy2D(void *dst, size_t dp, const void *src, size_t sp, size_t w, size_t h, cudaMemcpyKind kind) {
-    return cudaMemcpy2DAsync(dst, dp, src, sp, w, h, kind, cudaStreamLegacy);
+    cudaError_t e = cudaMemcpy2DAsync(dst, dp, src, sp, w, h, kind, cudaStreamLegacy);
+    if (!e && w && h) host_syncs++;
+    return e;
 }
 cudaError_t cudaMemcpy2DAsync(void *dst, size_t dp, const void *src, size_t sp, size_t w, size_t h, cudaMemcpyKind kind,
                               cudaStream_t s) {
@@ -557,6 +578,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
     cudaError_t e = capture_violation(s, "cudaStreamSynchronize");
     if (!e) {
+        host_syncs++;
         std::lock_guard<std::mutex> g(mu);
         mark_done(s);
     }
@@ -619,7 +641,11 @@ static cudaError_t event_done(cudaEvent_t e, const char *what) {
         if (done_ord[c.first] < c.second) done_ord[c.first] = c.second;
     return cudaSuccess;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t e) { return event_done(e, "cudaEventSynchronize: not a live event"); }
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    cudaError_t r = event_done(e, "cudaEventSynchronize: not a live event");
+    if (!r) host_syncs++;
+    return r;
+}
 cudaError_t cudaEventQuery(cudaEvent_t e) { return event_done(e, "cudaEventQuery: not a live event"); }
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
     kn_event_impl *x = event_of(a), *y = event_of(b);
