@@ -152,13 +152,22 @@ static void fuse_ranks(const kn_graph *g, int *rank) {
         case KN_OP_Concat:
         case KN_OP_GatherElements:
         case KN_OP_Conv:
-        case KN_OP_BatchNormalization: r = r0; break;
+        case KN_OP_BatchNormalization:
+        case KN_OP_LeakyRelu:
+        case KN_OP_HardSigmoid:
+        case KN_OP_Elu:
+        case KN_OP_Selu:
+        case KN_OP_Celu:
+        case KN_OP_Softplus:
+        case KN_OP_Softsign:
+        case KN_OP_ThresholdedRelu: r = r0; break;
         case KN_OP_MatMul:
             if (r0 >= 2 && r1 >= 2) r = r0 > r1 ? r0 : r1;
             else if (r0 == 1 && r1 >= 2) r = r1 - 1;
             else if (r1 == 1 && r0 >= 2) r = r0 - 1;
             break;
-        case KN_OP_Gemm: r = 2; break;
+        case KN_OP_Gemm:
+        case KN_OP_MsFusedGemm: r = 2; break;
         case KN_OP_Range: r = 1; break;
         case KN_OP_Flatten: r = 2; break;
         case KN_OP_Shape: r = 1; break;

@@ -102,12 +102,12 @@ def main():
             return d
 
         rc, ref = run(kiln, model, idir, out("cpu"), None, {})
-        check(rc.returncode == 0, f"kiln exec on the CPU (rc {rc.returncode}) {rc.stderr[-300:]}")
+        check(rc.returncode == 0, f"kiln exec on the CPU (rc {rc.returncode})" + (rc.stderr[-300:] if rc.returncode else ""))
         if rc.returncode:
             print(f"{passed} passed, {failed} failed")
             return 1
         r, got = run(kiln, model, idir, out("cuda"), "cuda", {"KILN_SIM_LT_TRACE": "1"})
-        check(r.returncode == 0, f"kiln-sim exec --device cuda (rc {r.returncode}) {r.stderr[-300:]}")
+        check(r.returncode == 0, f"kiln-sim exec --device cuda (rc {r.returncode})" + (r.stderr[-300:] if r.returncode else ""))
         if r.returncode == 0:
             lines = r.stderr.splitlines()
             relu_bias = sum("matmul epilogue RELU_BIAS" in ln for ln in lines)

@@ -639,7 +639,35 @@ static kn_graph *build_gemm_act(int variant) {
     return g;
 }
 
+/* Two layers: Relu(Gemm(a, W0, b0)) then LeakyRelu(MatMul(h, W1) + b1), whose MatMul input has the
+ * rank the Gemm (then the FusedGemm) proves; variant 1: the input a is of unknown rank, which the
+ * Gemm still makes 2-D. */
+static kn_graph *build_mlp2(int variant) {
+    kn_graph *g = tg_new();
+    int64_t da[2] = {3, 8}, dw0[2] = {8, 6}, db0[1] = {6}, dw1[2] = {6, 4}, db1[1] = {4};
+    if (variant == 1) {
+        tg_input(g, "a", -1, NULL);
+        fb_ndim = 2;
+        fb_dims[0] = 3;
+        fb_dims[1] = 8;
+    } else tg_input(g, "a", 2, da);
+    tg_const(g, "w0", 2, dw0, NULL);
+    tg_const(g, "b0", 1, db0, NULL);
+    tg_const(g, "w1", 2, dw1, NULL);
+    tg_const(g, "b1", 1, db1, NULL);
+    NODE(g, "Gemm", "a w0 b0", "p0");
+    NODE(g, "Relu", "p0", "h0");
+    NODE(g, "MatMul", "h0 w1", "m1");
+    NODE(g, "Add", "m1 b1", "p1");
+    kn_attr lr = attr_f("alpha", 0.05f);
+    tg_node(g, "LeakyRelu", "", "p1", "y", &lr, 1);
+    tg_output(g, "y");
+    return g;
+}
+
 START_TEST(test_fuse_gemm_act) {
+    check_pass(build_mlp2, 0, kn_pass_fuse_gemm_act, 2, "FusedGemm", 2, "Relu", NULL);
+    check_pass(build_mlp2, 1, kn_pass_fuse_gemm_act, 2, "FusedGemm", 2, "Relu", NULL);
     static const int fuses[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14, 15};
     for (size_t k = 0; k < sizeof fuses / sizeof fuses[0]; k++)
         check_pass(build_gemm_act, fuses[k], kn_pass_fuse_gemm_act, 1, "FusedGemm", 1, NULL, NULL);

@@ -27,11 +27,20 @@ typedef struct act_case {
 } act_case;
 
 static const act_case acts[] = {
-    {"Relu", 0, 0, 0, 0},          {"LeakyRelu", 1, 0.2f, 0, 0},     {"Sigmoid", 0, 0, 0, 0},
-    {"Tanh", 0, 0, 0, 0},          {"HardSigmoid", 2, 0.3f, 0.4f, 0}, {"Elu", 1, 0.7f, 0, 0},
-    {"Selu", 3, 1.5f, 0, 2.0f},    {"Celu", 1, 0.6f, 0, 0},          {"Softplus", 0, 0, 0, 0},
-    {"Softsign", 0, 0, 0, 0},      {"ThresholdedRelu", 1, 0.4f, 0, 0}, {"ParametricSoftplus", 2, 0.5f, 1.5f, 0},
-    {"ScaledTanh", 2, 0.8f, 1.3f, 0}, {"Clip", 2, -0.5f, 0.75f, 0},
+    {"Relu", 0, 0, 0, 0},
+    {"LeakyRelu", 1, 0.2f, 0, 0},
+    {"Sigmoid", 0, 0, 0, 0},
+    {"Tanh", 0, 0, 0, 0},
+    {"HardSigmoid", 2, 0.3f, 0.4f, 0},
+    {"Elu", 1, 0.7f, 0, 0},
+    {"Selu", 3, 1.5f, 0, 2.0f},
+    {"Celu", 1, 0.6f, 0, 0},
+    {"Softplus", 0, 0, 0, 0},
+    {"Softsign", 0, 0, 0, 0},
+    {"ThresholdedRelu", 1, 0.4f, 0, 0},
+    {"ParametricSoftplus", 2, 0.5f, 1.5f, 0},
+    {"ScaledTanh", 2, 0.8f, 1.3f, 0},
+    {"Clip", 2, -0.5f, 0.75f, 0},
 };
 enum { N_ACTS = sizeof acts / sizeof acts[0] };
 
@@ -119,8 +128,8 @@ static void check_one(kn_threadpool *pool, kn_dtype dt, const act_case *ac, int6
      * rounding of the float32 result (2^-8 relative for bfloat16, 2^-11 for float16) */
     double tol = dt == KN_F32 ? 1e-5 : dt == KN_F16 ? 1e-3 : 8e-3;
     char what[96];
-    snprintf(what, sizeof what, "FusedGemm %s dtype %d M%lld K%lld N%lld t%d%d C%d", ac->name, (int)dt,
-             (long long)M, (long long)K, (long long)N, ta, tb, cform);
+    snprintf(what, sizeof what, "FusedGemm %s dtype %d M%lld K%lld N%lld t%d%d C%d", ac->name, (int)dt, (long long)M,
+             (long long)K, (long long)N, ta, tb, cform);
     expect_close(out[0], ref, M * N, tol, tol, what);
     free_all(out, 1);
     free(ref);
