@@ -2,7 +2,9 @@
 // run's stream, with that stream's handle and workspace. float32 runs with CUBLAS_COMPUTE_32F
 // (no TF32), so results match the CPU's float32 GEMM up to summation order, unless the session
 // asked for TF32 (kn_exec_ctx.precision): then CUBLAS_COMPUTE_32F_FAST_TF32; float16/bfloat16
-// accumulate in float32.
+// accumulate in float32. The com.microsoft GEMMs with an activation ride on cuBLASLt's epilogues:
+// GemmFastGelu on GELU_BIAS / GELU, FusedGemm's ReLU on RELU_BIAS / RELU (its other activations
+// are one pass over the output).
 // Row-major C[M,N] = A[M,K] B[K,N] is computed as the column-major C^T = B^T A^T, which needs no
 // transposes: B is cuBLAS's first operand.
 #include "kernels/cuda/cuda_common.h"
