@@ -152,13 +152,22 @@ static void fuse_ranks(const kn_graph *g, int *rank) {
         case KN_OP_Concat:
         case KN_OP_GatherElements:
         case KN_OP_Conv:
-        case KN_OP_BatchNormalization: r = r0; break;
+        case KN_OP_BatchNormalization:
+        case KN_OP_LeakyRelu:
+        case KN_OP_HardSigmoid:
+        case KN_OP_Elu:
+        case KN_OP_Selu:
+        case KN_OP_Celu:
+        case KN_OP_Softplus:
+        case KN_OP_Softsign:
+        case KN_OP_ThresholdedRelu: r = r0; break;
         case KN_OP_MatMul:
             if (r0 >= 2 && r1 >= 2) r = r0 > r1 ? r0 : r1;
             else if (r0 == 1 && r1 >= 2) r = r1 - 1;
             else if (r1 == 1 && r0 >= 2) r = r0 - 1;
             break;
-        case KN_OP_Gemm: r = 2; break;
+        case KN_OP_Gemm:
+        case KN_OP_MsFusedGemm: r = 2; break;
         case KN_OP_Range: r = 1; break;
         case KN_OP_Flatten: r = 2; break;
         case KN_OP_Shape: r = 1; break;
@@ -883,6 +892,153 @@ kn_status *kn_pass_fuse_conv_act(kn_graph *g, int *n_fused) {
     return NULL;
 }
 
+/* ---- GEMM + activation ---- */
+
+/* The FusedGemm activation an activation node stands for, with its parameters (ONNX attribute
+ * defaults; Clip's bounds from constant scalars or its pre-11 attributes); NULL when it is none
+ * the op takes or its parameters are not constant. */
+static const char *fuse_gemm_act(const fuse_ctx *c, const kn_node *a, float *pa, float *pb, float *pg) {
+    *pa = *pb = *pg = 0.0f;
+    switch (fuse_op(a)) {
+    case KN_OP_Relu: return "Relu";
+    case KN_OP_Sigmoid: return "Sigmoid";
+    case KN_OP_Tanh: return "Tanh";
+    case KN_OP_Softplus: return "Softplus";
+    case KN_OP_Softsign: return "Softsign";
+    case KN_OP_LeakyRelu: *pa = kn_attr_float(a, "alpha", 0.01f); return "LeakyRelu";
+    case KN_OP_Elu: *pa = kn_attr_float(a, "alpha", 1.0f); return "Elu";
+    case KN_OP_Celu: *pa = kn_attr_float(a, "alpha", 1.0f); return *pa != 0.0f ? "Celu" : NULL;
+    case KN_OP_ThresholdedRelu: *pa = kn_attr_float(a, "alpha", 1.0f); return "ThresholdedRelu";
+    case KN_OP_HardSigmoid:
+        *pa = kn_attr_float(a, "alpha", 0.2f);
+        *pb = kn_attr_float(a, "beta", 0.5f);
+        return "HardSigmoid";
+    case KN_OP_Selu:
+        *pa = kn_attr_float(a, "alpha", 1.67326319217681884765625f);
+        *pg = kn_attr_float(a, "gamma", 1.05070102214813232421875f);
+        return "Selu";
+    case KN_OP_Clip: {
+        double lo = -INFINITY, hi = INFINITY;
+        if (a->opset > 0 && a->opset < 11) {
+            lo = kn_attr_float(a, "min", -INFINITY);
+            hi = kn_attr_float(a, "max", INFINITY);
+        } else {
+            if (a->n_inputs > 3) return NULL;
+            for (int k = 1; k < a->n_inputs; k++) {
+                double v;
+                if (a->inputs[k] < 0) continue;
+                if (!fuse_scalar(c, a->inputs[k], &v)) return NULL;
+                if (k == 1) lo = v;
+                else hi = v;
+            }
+        }
+        if (isnan(lo) || isnan(hi)) return NULL;
+        *pa = (float)lo;
+        *pb = (float)hi;
+        return "Clip";
+    }
+    default: return NULL;
+    }
+}
+
+static bool fuse_float_const(const kn_tensor *t) {
+    return t && (t->dtype == KN_F32 || t->dtype == KN_F16 || t->dtype == KN_BF16);
+}
+
+/* act(Gemm(A, B[, C])) with B a float constant, or act(Add(MatMul(X, W), b)) with X of proven rank
+ * 2, W a 2-D float constant and b a constant [N] or [1, N] of W's type: com.microsoft FusedGemm,
+ * anchored at the activation, every intermediate read by the pattern alone. On CUDA the bias and
+ * ReLU are then cuBLASLt's RELU_BIAS epilogue, and the other activations one pass over the output
+ * instead of an elementwise op's own. */
+static kn_status *fuse_try_gemm_act(fuse_ctx *c, int ai, bool *fired) {
+    kn_graph *g = c->g;
+    *fired = false;
+    const kn_node *a = &g->nodes[ai];
+    if (a->n_inputs < 1 || a->n_outputs != 1 || a->outputs[0] < 0 || a->inputs[0] < 0) return NULL;
+    if (fuse_op(a) != KN_OP_Clip && a->n_inputs != 1) return NULL;
+    float pa, pb, pg;
+    const char *act = fuse_gemm_act(c, a, &pa, &pb, &pg);
+    if (!act) return NULL;
+    int pre = a->inputs[0], ins[3] = {-1, -1, -1}, n_ins = 0;
+    const kn_node *gemm = fuse_prod(c, pre, KN_OP_Gemm), *mm = NULL, *add = NULL;
+    if (gemm) {
+        if (!fuse_private(c, pre, 1) || gemm->n_outputs != 1 || gemm->n_inputs < 2 || gemm->n_inputs > 3 ||
+            (gemm->opset > 0 && gemm->opset < 7) || gemm->inputs[0] < 0 || gemm->inputs[1] < 0 ||
+            !fuse_float_const(g->values[gemm->inputs[1]].constant))
+            return NULL;
+        n_ins = gemm->n_inputs == 3 && gemm->inputs[2] >= 0 ? 3 : 2;
+        for (int k = 0; k < n_ins; k++) ins[k] = gemm->inputs[k];
+    } else {
+        add = fuse_prod(c, pre, KN_OP_Add);
+        if (!add || !fuse_private(c, pre, 1) || add->n_inputs != 2 || add->n_outputs != 1) return NULL;
+        for (int side = 0; side < 2 && !mm; side++) {
+            const kn_node *m = fuse_prod(c, add->inputs[side], KN_OP_MatMul);
+            if (!m || !fuse_private(c, add->inputs[side], 1) || m->n_inputs != 2 || m->n_outputs != 1 ||
+                m->inputs[0] < 0 || m->inputs[1] < 0 || c->rank[m->inputs[0]] != 2)
+                continue;
+            const kn_tensor *w = g->values[m->inputs[1]].constant;
+            const kn_tensor *b = add->inputs[1 - side] >= 0 ? g->values[add->inputs[1 - side]].constant : NULL;
+            if (!fuse_float_const(w) || w->ndim != 2 || !b || b->dtype != w->dtype || kn_numel(b) != w->dims[1] ||
+                b->ndim < 1 || b->ndim > 2 || (b->ndim == 2 && b->dims[0] != 1))
+                continue;
+            mm = m;
+            ins[0] = m->inputs[0];
+            ins[1] = m->inputs[1];
+            ins[2] = add->inputs[1 - side];
+            n_ins = 3;
+        }
+        if (!mm) return NULL;
+    }
+    int n_copy = gemm ? gemm->n_attrs : 0, k = 0, na = n_copy + 4;
+    uint8_t *del = calloc((size_t)g->n_nodes, 1);
+    kn_attr *attrs = calloc((size_t)na, sizeof *attrs);
+    kn_status *st = !del || !attrs ? KN_OOM(sizeof(kn_attr) * (size_t)na) : NULL;
+    for (int i = 0; i < n_copy && !st; i++, k++) st = kn_attr_copy(&attrs[k], &gemm->attrs[i]);
+    static const char *const names[4] = {"activation", "activation_alpha", "activation_beta", "activation_gamma"};
+    float vals[4] = {0.0f, pa, pb, pg};
+    for (int i = 0; i < 4 && !st; i++, k++) {
+        attrs[k].name = strdup(names[i]);
+        if (i == 0) {
+            attrs[k].type = KN_ATTR_STRING;
+            attrs[k].s = strdup(act);
+            attrs[k].s_len = strlen(act);
+        } else {
+            attrs[k].type = KN_ATTR_FLOAT;
+            attrs[k].f = vals[i];
+        }
+        if (!attrs[k].name || (i == 0 && !attrs[k].s)) st = KN_OOM(strlen(act) + 32);
+    }
+    if (st) {
+        for (int i = 0; i < na && attrs; i++) kn_attr_clear(&attrs[i]);
+        free(attrs);
+        free(del);
+        return st;
+    }
+    const kn_node *base = gemm ? gemm : mm;
+    char name[256];
+    snprintf(name, sizeof name, "%s/kn_gemm_act", base->name && base->name[0] ? base->name : "gemm");
+    int out = a->outputs[0];
+    del[ai] = 1;
+    del[fuse_node_index(g, base)] = 1;
+    if (add) del[fuse_node_index(g, add)] = 1;
+    KN_TRY(fuse_replace(g, del, name, "FusedGemm", "com.microsoft", ins, n_ins, out, attrs, k));
+    *fired = true;
+    return NULL;
+}
+
+kn_status *kn_pass_fuse_gemm_act(kn_graph *g, int *n_fused) {
+    static const int anchors[] = {
+        KN_OP_Relu, KN_OP_LeakyRelu, KN_OP_Sigmoid,  KN_OP_Tanh,     KN_OP_HardSigmoid,     KN_OP_Elu,
+        KN_OP_Selu, KN_OP_Celu,      KN_OP_Softplus, KN_OP_Softsign, KN_OP_ThresholdedRelu, KN_OP_Clip};
+    *n_fused = 0;
+    for (size_t i = 0; i < sizeof anchors / sizeof anchors[0]; i++) {
+        int n = 0;
+        KN_TRY(fuse_run(g, anchors[i], fuse_try_gemm_act, &n));
+        *n_fused += n;
+    }
+    return NULL;
+}
+
 unsigned kn_fusions_for_backend(const kn_backend *b) {
     if (!b) return KN_FUSE_ALL;
     unsigned m = 0;
@@ -894,6 +1050,9 @@ unsigned kn_fusions_for_backend(const kn_backend *b) {
     /* it fuses the GELU pass's FastGelu */
     if ((m & KN_FUSE_GELU) && b->kernel(b, KN_OP_MsGemmFastGelu)) m |= KN_FUSE_GEMM_GELU;
     if (b->kernel(b, KN_OP_MsFusedConv)) m |= KN_FUSE_CONV_ACT;
+    /* device backends only: on the CPU the activation is a pass of its own either way (the
+     * measurement: README, fused epilogues) */
+    if (b->device != KN_DEVICE_CPU && b->kernel(b, KN_OP_MsFusedGemm)) m |= KN_FUSE_GEMM_ACT;
     return m;
 }
 
@@ -904,6 +1063,7 @@ kn_status *kn_graph_fuse_some(kn_graph *g, unsigned passes, kn_fuse_counts *coun
     if (passes & KN_FUSE_SKIP_LAYERNORM) KN_TRY(kn_pass_fuse_skip_layernorm(g, &c.skip_layernorm));
     if (passes & KN_FUSE_GEMM_GELU) KN_TRY(kn_pass_fuse_gemm_gelu(g, &c.gemm_gelu));
     if (passes & KN_FUSE_CONV_ACT) KN_TRY(kn_pass_fuse_conv_act(g, &c.conv_act));
+    if (passes & KN_FUSE_GEMM_ACT) KN_TRY(kn_pass_fuse_gemm_act(g, &c.gemm_act));
     if (counts) *counts = c;
     return NULL;
 }

@@ -54,6 +54,44 @@ kn_status *kn_params_decode_gemm(const kn_node *n, void *out) {
     p->trans_b = kn_attr_int(n, "transB", 0) != 0;
     p->alpha = kn_attr_float(n, "alpha", 1.0f);
     p->beta = kn_attr_float(n, "beta", 1.0f);
+    /* only FusedGemm's: a stray attribute on Gemm stays ignored */
+    if (!n->op_type || strcmp(n->op_type, "FusedGemm")) return NULL;
+    const char *act = kn_attr_str(n, "activation", NULL);
+    if (!act || !act[0]) return NULL;
+    /* the activations ONNX Runtime's FusedGemm kernel takes (its ElementWiseRangedTransform set),
+     * with the ONNX op's defaults; required: parameters without one (as ONNX Runtime requires) */
+    static const struct {
+        const char *name;
+        int act;
+        float a, b, g;
+        bool need_ab;
+    } acts[] = {{"Relu", KN_GEMM_ACT_RELU, 0, 0, 0, false},
+                {"LeakyRelu", KN_GEMM_ACT_LEAKY_RELU, 0.01f, 0, 0, false},
+                {"Sigmoid", KN_GEMM_ACT_SIGMOID, 0, 0, 0, false},
+                {"Tanh", KN_GEMM_ACT_TANH, 0, 0, 0, false},
+                {"HardSigmoid", KN_GEMM_ACT_HARD_SIGMOID, 0.2f, 0.5f, 0, false},
+                {"Elu", KN_GEMM_ACT_ELU, 1.0f, 0, 0, false},
+                {"Selu", KN_GEMM_ACT_SELU, 1.67326319217681884765625f, 0, 1.05070102214813232421875f, false},
+                {"Celu", KN_GEMM_ACT_CELU, 1.0f, 0, 0, false},
+                {"Softplus", KN_GEMM_ACT_SOFTPLUS, 0, 0, 0, false},
+                {"Softsign", KN_GEMM_ACT_SOFTSIGN, 0, 0, 0, false},
+                {"ThresholdedRelu", KN_GEMM_ACT_THRESHOLDED_RELU, 1.0f, 0, 0, false},
+                {"ParametricSoftplus", KN_GEMM_ACT_PARAMETRIC_SOFTPLUS, 0, 0, 0, true},
+                {"ScaledTanh", KN_GEMM_ACT_SCALED_TANH, 0, 0, 0, true},
+                {"Clip", KN_GEMM_ACT_CLIP, -INFINITY, INFINITY, 0, false}};
+    int k = 0, na = (int)(sizeof acts / sizeof acts[0]);
+    while (k < na && strcmp(acts[k].name, act)) k++;
+    if (k == na) return kn_error(KN_ERR_UNSUPPORTED, "FusedGemm: activation '%s' is not supported", act);
+    if (acts[k].need_ab && (!kn_node_attr(n, "activation_alpha") || !kn_node_attr(n, "activation_beta")))
+        return kn_error(KN_ERR_INVALID_MODEL, "FusedGemm: activation %s needs activation_alpha and activation_beta",
+                        act);
+    p->act = acts[k].act;
+    p->act_alpha = kn_attr_float(n, "activation_alpha", acts[k].a);
+    p->act_beta = kn_attr_float(n, "activation_beta", acts[k].b);
+    p->act_gamma = kn_attr_float(n, "activation_gamma", acts[k].g);
+    if ((p->act == KN_GEMM_ACT_CELU && p->act_alpha == 0.0f) ||
+        (p->act == KN_GEMM_ACT_CLIP && (isnan(p->act_alpha) || isnan(p->act_beta))))
+        return kn_error(KN_ERR_INVALID_MODEL, "FusedGemm: invalid activation parameters for %s", act);
     return NULL;
 }
 
@@ -380,6 +418,9 @@ kn_status *kn_infer_Gemm(kn_infer_ctx *c) {
     kn_tensor_set_shape(c->out[0], 2, dims);
     return NULL;
 }
+
+/* com.microsoft FusedGemm: Gemm's shapes (the activation keeps them). */
+kn_status *kn_infer_MsFusedGemm(kn_infer_ctx *c) { return kn_infer_Gemm(c); }
 
 /* ---------------------------------------------------------------- convolutions */
 

@@ -395,11 +395,31 @@ typedef struct kn_params_subgraph {
 /* ---- linear algebra, convolution, pooling, sequence models, attention, signal, strings, images,
  * com.microsoft (decoders in graph/infer_linalg.c, infer_misc.c and infer_contrib.c) ---- */
 
-/* Gemm. */
+/* Gemm, and com.microsoft FusedGemm: Gemm's attributes plus its activation (KN_GEMM_ACT_*) and
+ * activation_alpha/beta/gamma, defaulted as the ONNX op of that name defaults them. */
 typedef struct kn_params_gemm {
     bool trans_a, trans_b;
     float alpha, beta;
+    int act;
+    float act_alpha, act_beta, act_gamma;
 } kn_params_gemm;
+enum {
+    KN_GEMM_ACT_NONE = 0,
+    KN_GEMM_ACT_RELU,
+    KN_GEMM_ACT_LEAKY_RELU, /* alpha */
+    KN_GEMM_ACT_SIGMOID,
+    KN_GEMM_ACT_TANH,
+    KN_GEMM_ACT_HARD_SIGMOID, /* max(0, min(1, alpha x + beta)) */
+    KN_GEMM_ACT_ELU,          /* alpha */
+    KN_GEMM_ACT_SELU,         /* alpha, gamma */
+    KN_GEMM_ACT_CELU,         /* alpha */
+    KN_GEMM_ACT_SOFTPLUS,
+    KN_GEMM_ACT_SOFTSIGN,
+    KN_GEMM_ACT_THRESHOLDED_RELU,    /* alpha */
+    KN_GEMM_ACT_PARAMETRIC_SOFTPLUS, /* alpha log(1 + exp(beta x)) */
+    KN_GEMM_ACT_SCALED_TANH,         /* alpha tanh(beta x) */
+    KN_GEMM_ACT_CLIP                 /* kiln's: min alpha, max beta (ONNX Runtime's kernel lacks it) */
+};
 
 /* The window attributes of the convolutions and pools, as written: each n_ is the attribute's
  * length (-1 when absent), checked against the input's spatial rank per shape by

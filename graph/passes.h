@@ -36,14 +36,20 @@ kn_status *kn_pass_fuse_gemm_gelu(kn_graph *g, int *n_fused);
 /* Conv (float32 constant W) + Relu / Clip with constant bounds / SiLU (Mul(c, Sigmoid(c))) ->
  * com.microsoft FusedConv. */
 kn_status *kn_pass_fuse_conv_act(kn_graph *g, int *n_fused);
+/* act(Gemm(A, B const[, C])) or act(Add(MatMul(X rank 2, W const 2-D), b const [N])) with act one of
+ * Relu, LeakyRelu, Sigmoid, Tanh, HardSigmoid, Elu, Selu, Celu, Softplus, Softsign,
+ * ThresholdedRelu, Clip (constant bounds) -> com.microsoft FusedGemm. */
+kn_status *kn_pass_fuse_gemm_act(kn_graph *g, int *n_fused);
 typedef struct kn_fuse_counts {
     int attention, gelu, skip_layernorm;
     int gemm_gelu, conv_act;
+    int gemm_act;
 } kn_fuse_counts;
 struct kn_backend;
 /* The passes, as bits: each is run only for a backend that has kernels for what it makes. */
-enum { KN_FUSE_ATTENTION = 1, KN_FUSE_GELU = 2, KN_FUSE_SKIP_LAYERNORM = 4, KN_FUSE_ALL = 31 };
+enum { KN_FUSE_ATTENTION = 1, KN_FUSE_GELU = 2, KN_FUSE_SKIP_LAYERNORM = 4, KN_FUSE_ALL = 63 };
 enum { KN_FUSE_GEMM_GELU = 8, KN_FUSE_CONV_ACT = 16 }; /* in KN_FUSE_ALL */
+enum { KN_FUSE_GEMM_ACT = 32 };                        /* in KN_FUSE_ALL; device backends only */
 /* The passes whose fused ops backend b has kernels for (every pass for b == NULL). */
 unsigned kn_fusions_for_backend(const struct kn_backend *b);
 /* The fusions selected by passes, in the order above; every fusion: kn_graph_fuse. counts may

@@ -71,7 +71,8 @@ static bool lowp_op(int op) {
     case KN_OP_MaxPool:
     case KN_OP_AveragePool:
     case KN_OP_GlobalAveragePool:
-    case KN_OP_GlobalMaxPool: return true;
+    case KN_OP_GlobalMaxPool:
+    case KN_OP_MsFusedGemm: return true;
     default: return false;
     }
 }

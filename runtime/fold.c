@@ -85,7 +85,8 @@ kn_status *kn_graph_optimize(kn_graph *g, bool fuse) {
     KN_TRY(kn_graph_toposort(g));
     int folded = 0;
     KN_TRY(kn_graph_fold_constants(g, &folded));
-    if (fuse) KN_TRY(kn_graph_fuse(g, NULL)); /* the passes decode the params of what they make */
+    /* the CPU's fusions (a CPU session's graph); the passes decode the params of what they make */
+    if (fuse) KN_TRY(kn_graph_fuse_some(g, kn_fusions_for_backend(kn_cpu_backend()), NULL));
     kn_graph_eliminate_dead(g);
     return NULL;
 }

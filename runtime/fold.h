@@ -10,7 +10,7 @@
 kn_status *kn_graph_fold_constants(kn_graph *g, int *folded);
 
 /* Op resolution with params, toposort, constant folding and dead-node elimination, as a model
- * load does; with every fusion in between when fuse (kiln info --optimized shows the CPU's
+ * load does; with the CPU backend's fusions in between when fuse (kiln info --optimized shows the CPU's
  * graph this way). Loading itself does not fuse: sessions do, per backend (kn_model_graph_for). */
 kn_status *kn_graph_optimize(kn_graph *g, bool fuse);
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Parity of kiln's com.microsoft contrib ops (Gelu, FastGelu, BiasGelu, GemmFastGelu, SkipLayerNormalization,
+"""Parity of kiln's com.microsoft contrib ops (Gelu, FastGelu, BiasGelu, GemmFastGelu, FusedGemm, SkipLayerNormalization,
 EmbedLayerNormalization, DynamicQuantizeLSTM, Attention, MultiHeadAttention) against ONNX Runtime's CPU implementation.
 
 Each case is a one-node model built with onnx.helper; ORT runs it in-process and kiln runs it via
@@ -138,6 +138,30 @@ def cases():
         add(f"gemmfastgelu_bias_{tag}", "GemmFastGelu", [("X", f32(*xs)), ("W", f32(K, N, s=0.5)), ("bias", f32(N))],
             ["Y"])
         add(f"gemmfastgelu_{tag}", "GemmFastGelu", [("X", f32(*xs)), ("W", f32(K, N, s=0.5))], ["Y"])
+
+    # FusedGemm: act(alpha op(A) op(B) + beta C), every activation ONNX Runtime's CPU kernel takes,
+    # transA/transB, alpha/beta, and C as [N], [1, N], [M, 1], [M, N], a scalar, or absent
+    fg_acts = [("Relu", {}), ("LeakyRelu", {"activation_alpha": 0.2}), ("Sigmoid", {}), ("Tanh", {}),
+               ("HardSigmoid", {"activation_alpha": 0.3, "activation_beta": 0.4}), ("Elu", {"activation_alpha": 0.7}),
+               ("Selu", {"activation_alpha": 1.5, "activation_gamma": 2.0}), ("Celu", {"activation_alpha": 0.6}),
+               ("Softplus", {}), ("Softsign", {}), ("ThresholdedRelu", {"activation_alpha": 0.3}),
+               ("ParametricSoftplus", {"activation_alpha": 0.5, "activation_beta": 1.5}),
+               ("ScaledTanh", {"activation_alpha": 0.8, "activation_beta": 1.3})]
+    c_forms = [("row", lambda M, N: (N,)), ("row2", lambda M, N: (1, N)), ("col", lambda M, N: (M, 1)),
+               ("full", lambda M, N: (M, N)), ("scalar", lambda M, N: ()), ("none", None)]
+    for i, (act, extra) in enumerate(fg_acts):
+        M, K, N = [(4, 8, 6), (7, 16, 3), (1, 5, 9), (12, 33, 17)][i % 4]
+        ta, tb = i % 2, (i // 2) % 2
+        cname, cshape = c_forms[i % len(c_forms)]
+        ins = [("A", f32(*((K, M) if ta else (M, K)))), ("B", f32(*((N, K) if tb else (K, N)), s=0.5))]
+        if cshape:
+            ins.append(("C", np.asarray(f32(*cshape(M, N)), dtype=np.float32)))
+        attrs = dict(activation=act, transA=ta, transB=tb, **extra)
+        if i % 3 == 1:
+            attrs.update(alpha=0.5, beta=2.0)
+        add(f"fusedgemm_{act.lower()}_t{ta}{tb}_{cname}", "FusedGemm", ins, ["Y"], **attrs)
+    add("fusedgemm_relu_big", "FusedGemm", [("A", f32(64, 96)), ("B", f32(96, 130, s=0.2)), ("C", f32(130))], ["Y"],
+        activation="Relu")
 
     # -- SkipLayerNormalization
     for (B, S, H) in [(2, 3, 8), (1, 5, 32), (3, 1, 7)]:

@@ -53,6 +53,11 @@ void kn_sgemm_packed_release(kn_sgemm_packed *p);
 void kn_sgemm_packed_run(kn_threadpool *pool, int64_t M, float alpha, const float *A, int64_t lda,
                          const kn_sgemm_packed *B, float beta, float *C, int64_t ldc);
 
+/* com.microsoft FusedGemm's activation (p->act, graph/params.h) over n float32 values in place;
+ * kernels/cpu/linalg_misc.c. */
+struct kn_params_gemm;
+void kn_gemm_activation_f32(const struct kn_params_gemm *p, float *y, int64_t n);
+
 /* Plain row-major products C = A(MxK) * B(KxN) for the other MatMul dtypes (no alpha/beta). */
 void kn_dgemm_plain(int64_t M, int64_t N, int64_t K, const double *A, const double *B, double *C);
 /* Integer product of operands widened to int64 by the caller; wraps on overflow (no UB). */

@@ -5,6 +5,7 @@
  * plain loop over the label space. */
 #include "graph/ops.h"
 #include "graph/op_helpers.h"
+#include "kernels/cpu/elementwise_simd.h"
 #include "kernels/cpu/gemm.h"
 #include "runtime/core/dtype.h"
 #include <math.h>
@@ -185,28 +186,77 @@ kn_status *kn_cpu_MatMul(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor 
 
 /* ---------------------------------------------------------------- Gemm */
 
-kn_status *kn_cpu_Gemm(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                       kn_tensor *const *out, int n_out) {
+/* FusedGemm's activation over n float32 values in place: Relu, Sigmoid and Tanh on the elementwise
+ * ops' SIMD rows (so the fused op rounds as Gemm followed by that op does), the rest in plain loops
+ * the compiler vectorises where it can. */
+void kn_gemm_activation_f32(const kn_params_gemm *p, float *y, int64_t n) {
+    float a = p->act_alpha, b = p->act_beta, g = p->act_gamma;
+    switch (p->act) {
+    case KN_GEMM_ACT_NONE: return;
+    case KN_GEMM_ACT_RELU: kn_ew_unary_f32_level(kn_ew_best_level(), KN_EW_RELU, y, y, n); return;
+    case KN_GEMM_ACT_SIGMOID: kn_ew_unary_f32_level(kn_ew_best_level(), KN_EW_SIGMOID, y, y, n); return;
+    case KN_GEMM_ACT_TANH: kn_ew_unary_f32_level(kn_ew_best_level(), KN_EW_TANH, y, y, n); return;
+    case KN_GEMM_ACT_LEAKY_RELU:
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] < 0.0f ? a * y[i] : y[i];
+        return;
+    case KN_GEMM_ACT_HARD_SIGMOID:
+        for (int64_t i = 0; i < n; i++) y[i] = fmaxf(0.0f, fminf(1.0f, a * y[i] + b));
+        return;
+    case KN_GEMM_ACT_CLIP:
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] < a ? a : y[i] > b ? b : y[i];
+        return;
+    case KN_GEMM_ACT_THRESHOLDED_RELU:
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] > a ? y[i] : 0.0f;
+        return;
+    case KN_GEMM_ACT_SOFTSIGN:
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] / (1.0f + fabsf(y[i]));
+        return;
+    default: break;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        float v = y[i];
+        switch (p->act) {
+        case KN_GEMM_ACT_ELU: v = v < 0.0f ? a * expm1f(v) : v; break;
+        case KN_GEMM_ACT_SELU: v = v > 0.0f ? g * v : g * a * expm1f(v); break;
+        case KN_GEMM_ACT_CELU: v = fmaxf(0.0f, v) + fminf(0.0f, a * expm1f(v / a)); break;
+        case KN_GEMM_ACT_SOFTPLUS: v = v > 0.0f ? v + log1pf(expf(-v)) : log1pf(expf(v)); break;
+        case KN_GEMM_ACT_PARAMETRIC_SOFTPLUS: {
+            float x = b * v;
+            v = a * (x > 0.0f ? x + log1pf(expf(-x)) : log1pf(expf(x)));
+            break;
+        }
+        case KN_GEMM_ACT_SCALED_TANH: v = a * tanhf(b * v); break;
+        default: break;
+        }
+        y[i] = v;
+    }
+}
+
+/* Gemm and FusedGemm: Y = act(alpha op(A) op(B) + beta C), the activation (none for Gemm) applied
+ * to the float32 result before a 16-bit output is rounded. */
+static kn_status *gemm_run(kn_exec_ctx *ctx, const kn_node *node, const char *op, const kn_tensor *const *in, int n_in,
+                           kn_tensor *const *out) {
     const kn_tensor *a = in[0], *b = in[1], *c = n_in > 2 ? in[2] : NULL;
     kn_tensor *y = out[0];
     char ba[KN_DESC_LEN], bb[KN_DESC_LEN];
     if (a->ndim != 2 || b->ndim != 2)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: operands must be 2-D, got %s and %s", DESC(a, ba), DESC(b, bb));
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: operands must be 2-D, got %s and %s", op, DESC(a, ba),
+                        DESC(b, bb));
     const kn_params_gemm *gp = KN_PARAMS(node, gemm);
     bool ta = gp->trans_a, tb = gp->trans_b;
     float alpha = gp->alpha, beta = gp->beta;
     int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
     int64_t K2 = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
     if (K != K2 || y->ndim != 2 || y->dims[0] != M || y->dims[1] != N)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: shapes %s x %s do not give %s", DESC(a, ba), DESC(b, bb),
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: shapes %s x %s do not give %s", op, DESC(a, ba), DESC(b, bb),
                         DESC(y, ba));
     /* C broadcast to (M, N): per-dim stride 0 where C has size 1 or lacks the dim. */
     int64_t csr = 0, csc = 0;
     if (c) {
-        if (c->ndim > 2) return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: C %s has rank > 2", DESC(c, ba));
+        if (c->ndim > 2) return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: C %s has rank > 2", op, DESC(c, ba));
         int64_t cr = c->ndim == 2 ? c->dims[0] : 1, cc = c->ndim >= 1 ? c->dims[c->ndim - 1] : 1;
         if ((cr != 1 && cr != M) || (cc != 1 && cc != N))
-            return kn_error(KN_ERR_INVALID_ARGUMENT, "Gemm: C %s does not broadcast to [%lld,%lld]", DESC(c, ba),
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "%s: C %s does not broadcast to [%lld,%lld]", op, DESC(c, ba),
                             (long long)M, (long long)N);
         csr = cr == 1 ? 0 : cc;
         csc = cc == 1 ? 0 : 1;
@@ -228,9 +278,11 @@ kn_status *kn_cpu_Gemm(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
         if (pk && !ta && pk->B == fb && pk->trans_b == tb && pk->K == K && pk->N == N)
             kn_sgemm_packed_run(ctx->pool, M, alpha, fa, K, pk, bet, fy, N);
         else kn_sgemm(ctx->pool, ta, tb, M, N, K, alpha, fa, ta ? M : K, fb, tb ? K : N, bet, fy, N);
+        kn_gemm_activation_f32(gp, fy, M * N);
         if (a->dtype != KN_F32) store_from_f32(y, fy);
         return NULL;
     }
+    if (gp->act != KN_GEMM_ACT_NONE) return kn_err_dtype(node, a);
     bool is_f64 = a->dtype == KN_F64;
     if (!is_f64 && !kn_dtype_is_int(a->dtype)) return kn_err_dtype(node, a);
     for (int64_t i = 0; i < M; i++)
@@ -249,6 +301,17 @@ kn_status *kn_cpu_Gemm(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
             else kn_set_i64(y, i * N + j, (int64_t)llround(v));
         }
     return NULL;
+}
+
+kn_status *kn_cpu_Gemm(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                       kn_tensor *const *out, int n_out) {
+    return gemm_run(ctx, node, "Gemm", in, n_in, out);
+}
+
+/* com.microsoft FusedGemm (float32, float16, bfloat16). */
+kn_status *kn_cpu_MsFusedGemm(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                              kn_tensor *const *out, int n_out) {
+    return gemm_run(ctx, node, "FusedGemm", in, n_in, out);
 }
 
 /* ---------------------------------------------------------------- integer products */

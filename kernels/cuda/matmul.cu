@@ -2,7 +2,9 @@
 // run's stream, with that stream's handle and workspace. float32 runs with CUBLAS_COMPUTE_32F
 // (no TF32), so results match the CPU's float32 GEMM up to summation order, unless the session
 // asked for TF32 (kn_exec_ctx.precision): then CUBLAS_COMPUTE_32F_FAST_TF32; float16/bfloat16
-// accumulate in float32.
+// accumulate in float32. The com.microsoft GEMMs with an activation ride on cuBLASLt's epilogues:
+// GemmFastGelu on GELU_BIAS / GELU, FusedGemm's ReLU on RELU_BIAS / RELU (its other activations
+// are one pass over the output).
 // Row-major C[M,N] = A[M,K] B[K,N] is computed as the column-major C^T = B^T A^T, which needs no
 // transposes: B is cuBLAS's first operand.
 #include "kernels/cuda/cuda_common.h"
@@ -202,22 +204,32 @@ KN_CUDA_KERNEL(MatMul) {
     return st;
 }
 
-KN_CUDA_KERNEL(Gemm) {
+// Gemm and FusedGemm: Y = alpha op(A) op(B) + beta C, then ReLU when `relu` asks for it. A bias
+// row (C of [N] or [1, N], beta 1) goes in the GEMM's epilogue (BIAS, or RELU_BIAS) instead of a
+// copy into Y; other C are copied into Y and accumulated with beta, ReLU then being the RELU
+// epilogue. When no cuBLASLt algorithm takes the epilogue, the plain GEMM runs on Y holding C and
+// *relu_done says the ReLU is still to do.
+static kn_status *gemm_epilogue(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                kn_tensor *Y, bool relu, bool *relu_done) {
     const kn_tensor *A = in[0], *B = in[1], *C = n_in > 2 ? in[2] : NULL;
-    kn_tensor *Y = out[0];
     kn_cuda_stream *s = kn_cuda_st(ctx);
     bool tf32 = ctx->precision == KN_PRECISION_TF32;
+    *relu_done = false;
     cudaDataType_t dt;
     if (!dt_of(A->dtype, &dt) || B->dtype != A->dtype) return kn_err_dtype(node, A);
     const kn_params_gemm *gp = KN_PARAMS(node, gemm);
     bool ta = gp->trans_a, tb = gp->trans_b;
     float alpha = gp->alpha, beta = gp->beta;
     int64_t M = ta ? A->dims[1] : A->dims[0], K = ta ? A->dims[0] : A->dims[1], N = tb ? B->dims[0] : B->dims[1];
-    if (M == 0 || N == 0) return NULL;
+    if (M == 0 || N == 0) {
+        *relu_done = true;
+        return NULL;
+    }
     size_t es = kn_dtype_size(A->dtype);
-    // a bias row (C of [N] or [1, N], beta 1) goes in the GEMM's epilogue instead of a copy into Y
     bool bias_row = C && beta == 1.0f && kn_numel(C) == N && N > 1 && (C->ndim == 1 || C->dims[0] == 1);
-    lt_epilogue be = {CUBLASLT_EPILOGUE_BIAS, bias_row ? C->data : NULL};
+    lt_epilogue be = {bias_row ? (relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS) : CUBLASLT_EPILOGUE_RELU,
+                      bias_row ? C->data : NULL};
+    bool epi = bias_row || relu;
     if (bias_row) {
         beta = 0.0f;
     } else if (C && beta != 0.0f && kn_numel(C) > 0) {
@@ -230,21 +242,88 @@ KN_CUDA_KERNEL(Gemm) {
     }
     lt_gemm g = {};
     kn_status *ls = lt_setup(&g, s, node, dt, tf32, ta, tb, M, N, K, ta ? M : K, tb ? K : N, N, 1, 0, 0, 0,
-                             align_of(A->data, 0), align_of(B->data, 0), align_of(Y->data, 0), bias_row ? &be : NULL);
-    if (ls && bias_row) {
-        // no algorithm takes this bias (its alignment, say): C copied into Y and accumulated, as above
+                             align_of(A->data, 0), align_of(B->data, 0), align_of(Y->data, 0), epi ? &be : NULL);
+    if (ls && epi) {
+        // no algorithm takes this epilogue (the bias's alignment, say): C copied into Y and
+        // accumulated, as above, and the ReLU left to the caller
         kn_status_free(ls);
-        kn_bcast bc;
-        kn_cuda_bcast_init(&bc, Y, &C, 1);
-        KN_TRY(kn_cuda_strided_copy(node, Y->data, C->data, es, 2, Y->dims, bc.st[0], s->s));
-        beta = 1.0f;
+        if (bias_row) {
+            kn_bcast bc;
+            kn_cuda_bcast_init(&bc, Y, &C, 1);
+            KN_TRY(kn_cuda_strided_copy(node, Y->data, C->data, es, 2, Y->dims, bc.st[0], s->s));
+            beta = 1.0f;
+        }
+        epi = false;
         ls = lt_setup(&g, s, node, dt, tf32, ta, tb, M, N, K, ta ? M : K, tb ? K : N, N, 1, 0, 0, 0,
                       align_of(A->data, 0), align_of(B->data, 0), align_of(Y->data, 0));
     }
     KN_TRY(ls);
     kn_status *st = lt_run(&g, s, node, A->data, B->data, Y->data, alpha, beta);
     lt_destroy(&g);
+    *relu_done = epi && relu;
     return st;
+}
+
+KN_CUDA_KERNEL(Gemm) {
+    (void)n_out;
+    bool relu_done;
+    return gemm_epilogue(ctx, node, in, n_in, out[0], false, &relu_done);
+}
+
+// FusedGemm's activation over Y in place, in float32 between the loads and the one rounding.
+template <class T> __global__ void gemm_act_kernel(T *y, int64_t n, int act, float a, float b, float g) {
+    KN_GRID_STRIDE(i, n) {
+        float v = kn_num<T>::ld(y[i]);
+        switch (act) {
+        case KN_GEMM_ACT_RELU: v = fmaxf(v, 0.0f); break;
+        case KN_GEMM_ACT_LEAKY_RELU: v = v < 0.0f ? a * v : v; break;
+        case KN_GEMM_ACT_SIGMOID: v = 1.0f / (1.0f + expf(-v)); break;
+        case KN_GEMM_ACT_TANH: v = tanhf(v); break;
+        case KN_GEMM_ACT_HARD_SIGMOID: v = fmaxf(0.0f, fminf(1.0f, a * v + b)); break;
+        case KN_GEMM_ACT_ELU: v = v < 0.0f ? a * expm1f(v) : v; break;
+        case KN_GEMM_ACT_SELU: v = v > 0.0f ? g * v : g * a * expm1f(v); break;
+        case KN_GEMM_ACT_CELU: v = fmaxf(0.0f, v) + fminf(0.0f, a * expm1f(v / a)); break;
+        case KN_GEMM_ACT_SOFTPLUS: v = v > 0.0f ? v + log1pf(expf(-v)) : log1pf(expf(v)); break;
+        case KN_GEMM_ACT_SOFTSIGN: v = v / (1.0f + fabsf(v)); break;
+        case KN_GEMM_ACT_THRESHOLDED_RELU: v = v > a ? v : 0.0f; break;
+        case KN_GEMM_ACT_PARAMETRIC_SOFTPLUS: {
+            float x = b * v;
+            v = a * (x > 0.0f ? x + log1pf(expf(-x)) : log1pf(expf(x)));
+            break;
+        }
+        case KN_GEMM_ACT_SCALED_TANH: v = a * tanhf(b * v); break;
+        case KN_GEMM_ACT_CLIP: v = v < a ? a : v > b ? b : v; break;
+        default: break;
+        }
+        y[i] = kn_num<T>::st(v);
+    }
+}
+
+// com.microsoft FusedGemm: Gemm's product with ReLU in cuBLASLt's RELU_BIAS / RELU epilogue, the
+// other activations one elementwise pass over Y after the GEMM (as is ReLU when cuBLASLt has no
+// algorithm with the epilogue).
+KN_CUDA_KERNEL(MsFusedGemm) {
+    (void)n_out;
+    kn_tensor *Y = out[0];
+    const kn_params_gemm *gp = KN_PARAMS(node, gemm);
+    bool relu_done = false;
+    KN_TRY(gemm_epilogue(ctx, node, in, n_in, Y, gp->act == KN_GEMM_ACT_RELU, &relu_done));
+    int64_t n = kn_numel(Y);
+    if (gp->act == KN_GEMM_ACT_NONE || relu_done || n == 0) return NULL;
+    cudaStream_t s = kn_cuda_s(ctx);
+    unsigned blocks = kn_cuda_blocks(n, 256);
+#define ACT_LAUNCH(T) \
+    KN_LAUNCH(gemm_act_kernel<T>, blocks, 256, 0, s, (T *)Y->data, n, gp->act, gp->act_alpha, gp->act_beta, \
+              gp->act_gamma)
+    switch (Y->dtype) {
+    case KN_F32: ACT_LAUNCH(float); break;
+    case KN_F16: ACT_LAUNCH(__half); break;
+    case KN_BF16: ACT_LAUNCH(__nv_bfloat16); break;
+    default: return kn_err_dtype(node, Y);
+    }
+#undef ACT_LAUNCH
+    KN_CUDA_LAUNCHED(node, "FusedGemm activation");
+    return NULL;
 }
 
 bool kn_cuda_matmul_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {

@@ -189,3 +189,18 @@ add_executable(test_host_sync_sim ${CMAKE_CURRENT_SOURCE_DIR}/gpu/test_host_sync
 target_link_libraries(test_host_sync_sim PRIVATE kiln_core_sim)
 add_test(NAME gpusim.host_sync COMMAND test_host_sync_sim ${CMAKE_SOURCE_DIR}/../shared/zoo)
 set_tests_properties(gpusim.host_sync PROPERTIES TIMEOUT 900 ENVIRONMENT "KILN_SIM_RACECHECK=1;KILN_SIM_STREAMCHECK=1")
+# fusedgemm: com.microsoft FusedGemm on cuda: the kernel against the CPU (also with no epilogue
+# offered by cuBLASLt), the op against ONNX Runtime, and the Gemm/MatMul + activation fusion of an
+# MLP taking the RELU_BIAS epilogue
+add_test(NAME gpusim.fused_gemm COMMAND test_backend_ops_sim FusedGemm)
+set_tests_properties(gpusim.fused_gemm PROPERTIES TIMEOUT 600 ENVIRONMENT "KILN_SIM_RACECHECK=1")
+add_test(NAME gpusim.fused_gemm_no_epilogue COMMAND test_backend_ops_sim FusedGemm)
+set_tests_properties(gpusim.fused_gemm_no_epilogue PROPERTIES TIMEOUT 600
+                     ENVIRONMENT "KILN_SIM_RACECHECK=1;KILN_SIM_LT_NO_EPILOGUE=1")
+add_test(NAME gpusim.fused_gemm_parity
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/contrib_parity.py --kiln $<TARGET_FILE:kiln_cli_sim>
+                 --device cuda --require-device FusedGemm -k fusedgemm)
+set_tests_properties(gpusim.fused_gemm_parity PROPERTIES TIMEOUT 600)
+add_test(NAME gpusim.fused_gemm_mlp
+         COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/fused_gemm_mlp.py $<TARGET_FILE:kiln_cli_sim>)
+set_tests_properties(gpusim.fused_gemm_mlp PROPERTIES TIMEOUT 600)

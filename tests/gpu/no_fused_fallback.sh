@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fusion is chosen per backend: a --device cuda session of each zoo model must not place a fused
-# op (kiln:KnSdpa, com.microsoft Gelu/FastGelu/BiasGelu/GemmFastGelu/SkipLayerNormalization) on the
+# op (kiln:KnSdpa, com.microsoft Gelu/FastGelu/BiasGelu/GemmFastGelu/SkipLayerNormalization/FusedGemm) on the
 # CPU for want of a CUDA kernel; a fusion whose op has no CUDA kernel is not made, and the unfused
 # ops run instead. kiln:KnSdpa has one (kernels/cuda/attention.cu): cuda sessions fuse attention,
 # and gpusim.session checks that they hold as many KnSdpa nodes as the CPU's graph. Runs each model
@@ -12,7 +12,7 @@
 #   no_fused_fallback.sh KILN_SIM ZOO_DIR
 set -euo pipefail
 KILN=$1 ZOO=$2
-fused='KnSdpa|Gelu|FastGelu|BiasGelu|GemmFastGelu|SkipLayerNormalization'
+fused='KnSdpa|Gelu|FastGelu|BiasGelu|GemmFastGelu|SkipLayerNormalization|FusedGemm'
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 pass=0 fail=0
@@ -50,5 +50,21 @@ for pair in "bert_feature:BiasGelu SkipLayerNormalization" "gpt2_lm:FastGelu Ski
     fi
   done
 done
+# fusedgemm: BERT's pooler (Tanh of the first token's MatMul + bias) is a FusedGemm in the cuda
+# session's graph, and on the CPU it is not (that fusion is for device backends only)
+if [ -f "$ZOO/bert_seqcls/model.onnx" ]; then
+  KILN_CUDA_DISABLE=FusedGemm "$KILN" exec "$ZOO/bert_seqcls/model.onnx" --inputs "$ZOO/bert_seqcls/test_data_set_0" \
+    --outputs "$tmp/bert_seqcls.fg" --device cuda 2>"$tmp/bert_seqcls.fg.log" || true
+  if grep -q "has no kernel for FusedGemm " "$tmp/bert_seqcls.fg.log"; then
+    echo "ok   bert_seqcls: the cuda session's graph has FusedGemm"; pass=$((pass + 1))
+  else
+    echo "FAIL bert_seqcls: the cuda session's graph has no FusedGemm"; fail=$((fail + 1))
+  fi
+  if "$KILN" info --optimized "$ZOO/bert_seqcls/model.onnx" | grep -q FusedGemm; then
+    echo "FAIL bert_seqcls: the CPU graph has FusedGemm"; fail=$((fail + 1))
+  else
+    echo "ok   bert_seqcls: the CPU graph keeps MatMul + Add + Tanh"; pass=$((pass + 1))
+  fi
+fi
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

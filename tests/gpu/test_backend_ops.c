@@ -86,6 +86,7 @@ static void tol_of(kn_dtype t, int op, double *rtol, double *atol) {
     acc = acc || op == KN_OP_MsSkipLayerNormalization || op == KN_OP_MsSkipSimplifiedLayerNormalization ||
         op == KN_OP_SimplifiedLayerNormalization || op == KN_OP_MsMatMulNBits || op == KN_OP_MsGemmFastGelu;
     acc = acc || op == KN_OP_RMSNormalization; /* cucover: a row sum of squares */
+    acc = acc || op == KN_OP_MsFusedGemm;      /* fusedgemm: a GEMM, then (16-bit) a second rounding */
 
     switch (t) {
     case KN_F32:
@@ -3253,6 +3254,74 @@ static void test_cucover_rmsnorm(void) {
             }
 }
 
+/* fusedgemm: com.microsoft FusedGemm. ReLU rides in cuBLASLt's RELU_BIAS (C a bias row, beta 1) or
+ * RELU epilogue (C of another form, copied into Y and accumulated; or no C); the other activations
+ * are a pass over Y after the GEMM. Every activation over two shapes, and ReLU over every C form
+ * and transposition, in float32, float16 and bfloat16 (tolerance: the accumulating ops'; a 16-bit
+ * output of the other activations is rounded twice, after the GEMM and after the activation). */
+static void test_fusedgemm(void) {
+    static const struct {
+        const char *name;
+        float a, b, g;
+    } acts[] = {{"Relu", 0, 0, 0},
+                {"LeakyRelu", 0.2f, 0, 0},
+                {"Sigmoid", 0, 0, 0},
+                {"Tanh", 0, 0, 0},
+                {"HardSigmoid", 0.3f, 0.4f, 0},
+                {"Elu", 0.7f, 0, 0},
+                {"Selu", 1.5f, 0, 2.0f},
+                {"Celu", 0.6f, 0, 0},
+                {"Softplus", 0, 0, 0},
+                {"Softsign", 0, 0, 0},
+                {"ThresholdedRelu", 0.3f, 0, 0},
+                {"ParametricSoftplus", 0.5f, 1.5f, 0},
+                {"ScaledTanh", 0.8f, 1.3f, 0},
+                {"Clip", -0.5f, 0.75f, 0}};
+    static const int64_t mkn[][3] = {{3, 4, 5}, {33, 65, 17}};
+    /* C: 0 none, 1 [N], 2 [1, N], 3 [M, 1], 4 [M, N], 5 scalar */
+    for (int ac = 0; ac < N_ARR(acts); ac++)
+        for (int sh = 0; sh < 2; sh++)
+            for (int t = 0; t < N_ARR(contrib_dts); t++) {
+                int64_t M = mkn[sh][0], K = mkn[sh][1], N = mkn[sh][2];
+                bool ta = (ac + sh) & 1, tb = ((ac + sh) >> 1) & 1;
+                int cf = (ac + sh + t) % 6;
+                int64_t ad[2] = {ta ? K : M, ta ? M : K}, bd[2] = {tb ? N : K, tb ? K : N};
+                int64_t cd[2] = {cf == 3 || cf == 4 ? M : 1, cf == 3 ? 1 : N};
+                kn_tensor *c = cf == 0 ? NULL
+                    : cf == 1          ? rand_tensor(contrib_dts[t], 1, cd + 1, R_ANY)
+                    : cf == 5          ? rand_tensor(contrib_dts[t], 0, cd, R_ANY)
+                                       : rand_tensor(contrib_dts[t], 2, cd, R_ANY);
+                kn_tensor *in[3] = {rand_tensor(contrib_dts[t], 2, ad, R_ANY),
+                                    rand_tensor(contrib_dts[t], 2, bd, R_ANY), c};
+                kn_attr at[9] = {astr("activation", acts[ac].name),
+                                 af("activation_alpha", acts[ac].a),
+                                 af("activation_beta", acts[ac].b),
+                                 af("activation_gamma", acts[ac].g),
+                                 ai("transA", ta),
+                                 ai("transB", tb),
+                                 af("alpha", sh ? 0.5f : 1.0f),
+                                 af("beta", sh && cf != 1 ? 2.0f : 1.0f)};
+                run1(KN_OP_MsFusedGemm, 1, at, 8, in, c ? 3 : 2, 1);
+            }
+    for (int cf = 0; cf < 6; cf++)
+        for (int tr = 0; tr < 4; tr++)
+            for (int t = 0; t < N_ARR(contrib_dts); t++) {
+                int64_t M = 9, K = 17, N = 6;
+                bool ta = tr & 1, tb = tr >> 1;
+                int64_t ad[2] = {ta ? K : M, ta ? M : K}, bd[2] = {tb ? N : K, tb ? K : N};
+                int64_t cd[2] = {cf == 3 || cf == 4 ? M : 1, cf == 3 ? 1 : N};
+                kn_tensor *c = cf == 0 ? NULL
+                    : cf == 1          ? rand_tensor(contrib_dts[t], 1, cd + 1, R_ANY)
+                    : cf == 5          ? rand_tensor(contrib_dts[t], 0, cd, R_ANY)
+                                       : rand_tensor(contrib_dts[t], 2, cd, R_ANY);
+                kn_tensor *in[3] = {rand_tensor(contrib_dts[t], 2, ad, R_ANY),
+                                    rand_tensor(contrib_dts[t], 2, bd, R_ANY), c};
+                kn_attr at[4] = {astr("activation", "Relu"), ai("transA", ta), ai("transB", tb),
+                                 af("alpha", tr == 3 ? -0.75f : 1.0f)};
+                run1(KN_OP_MsFusedGemm, 1, at, 4, in, c ? 3 : 2, 1);
+            }
+}
+
 int main(int argc, char **argv) {
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "-v") == 0) {
@@ -3311,6 +3380,7 @@ int main(int argc, char **argv) {
     test_contrib_gbq_out_of_range();
     test_contrib_qlinear_matmul();
     test_cucover_rmsnorm();
+    test_fusedgemm();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {

@@ -549,6 +549,176 @@ START_TEST(test_fuse_conv_act) {
 }
 END_TEST
 
+/* ---- GEMM + activation ---- */
+
+/* variant 0: Relu(Gemm(a, W, b[N])); 1: LeakyRelu(0.2) of Gemm transB, alpha 0.5, beta 2, C [M, N];
+ * 2: Sigmoid(Add(b, MatMul(a, W))) (bias first); 3: Clip(Gemm(a, W), -0.2, 0.3) without C; 4:
+ * HardSigmoid(0.3, 0.4) of MatMul + Add(mm, b[1, N]); 5: Tanh of Gemm transA; 6: Selu(1.5, 2) of
+ * Gemm; 7: Softplus; 8: ThresholdedRelu(0.1); 9: Elu(0.7) of MatMul + Add; 14: Celu(0.5); 15:
+ * Softsign. Near misses: 10 the Gemm output is also a graph output; 11 it also feeds another node;
+ * 12 the MatMul's a has rank 3; 13 W is a graph input; 16 the bias is a graph input; 17 Clip's max
+ * is an input; 18 the Add's other operand is [M, N]. */
+static kn_graph *build_gemm_act(int variant) {
+    kn_graph *g = tg_new();
+    int64_t M = 5, K = 8, N = 6;
+    bool mm = variant == 2 || variant == 4 || variant == 9 || variant == 12 || variant == 16 || variant == 18;
+    bool ta = variant == 5, tb = variant == 1;
+    int64_t da[3] = {ta ? K : M, ta ? M : K, 0}, da3[3] = {2, M, K}, dw[2] = {tb ? N : K, tb ? K : N};
+    int64_t db[1] = {N}, db2[2] = {1, N}, dc[2] = {M, N};
+    if (variant == 12) tg_input(g, "a", 3, da3);
+    else tg_input(g, "a", 2, da);
+    if (variant == 13) tg_input(g, "w", 2, dw);
+    else tg_const(g, "w", 2, dw, NULL);
+    if (variant == 16) tg_input(g, "b", 1, db);
+    else if (variant == 4) tg_const(g, "b", 2, db2, NULL);
+    else if (variant == 1 || variant == 18) tg_const(g, "b", 2, dc, NULL);
+    else tg_const(g, "b", 1, db, NULL);
+    if (mm) {
+        NODE(g, "MatMul", "a w", "pre0");
+        NODE(g, "Add", variant == 2 ? "b pre0" : "pre0 b", "pre");
+    } else {
+        kn_attr at[4] = {attr_i("transA", ta), attr_i("transB", tb), attr_f("alpha", variant == 1 ? 0.5f : 1.0f),
+                         attr_f("beta", variant == 1 ? 2.0f : 1.0f)};
+        tg_node(g, "Gemm", "", variant == 3 ? "a w" : "a w b", "pre", at, 4);
+    }
+    tg_scalar(g, "lo", -0.2);
+    tg_scalar(g, "hi", 0.3);
+    if (variant == 17) tg_input(g, "hi_in", 0, NULL);
+    kn_attr aa = attr_f("alpha", 0.0f), ab = attr_f("beta", 0.0f), ag = attr_f("gamma", 0.0f);
+    switch (variant) {
+    case 0:
+    case 10:
+    case 11:
+    case 12:
+    case 13:
+    case 16:
+    case 18: NODE(g, "Relu", "pre", "y"); break;
+    case 1:
+        aa = attr_f("alpha", 0.2f);
+        tg_node(g, "LeakyRelu", "", "pre", "y", &aa, 1);
+        break;
+    case 2: NODE(g, "Sigmoid", "pre", "y"); break;
+    case 3: NODE(g, "Clip", "pre lo hi", "y"); break;
+    case 17: NODE(g, "Clip", "pre lo hi_in", "y"); break;
+    case 4: {
+        kn_attr hs[2] = {attr_f("alpha", 0.3f), attr_f("beta", 0.4f)};
+        tg_node(g, "HardSigmoid", "", "pre", "y", hs, 2);
+        break;
+    }
+    case 5: NODE(g, "Tanh", "pre", "y"); break;
+    case 6: {
+        aa = attr_f("alpha", 1.5f);
+        ag = attr_f("gamma", 2.0f);
+        kn_attr se[2] = {aa, ag};
+        tg_node(g, "Selu", "", "pre", "y", se, 2);
+        break;
+    }
+    case 7: NODE(g, "Softplus", "pre", "y"); break;
+    case 8:
+        aa = attr_f("alpha", 0.1f);
+        tg_node(g, "ThresholdedRelu", "", "pre", "y", &aa, 1);
+        break;
+    case 9:
+        aa = attr_f("alpha", 0.7f);
+        tg_node(g, "Elu", "", "pre", "y", &aa, 1);
+        break;
+    case 14:
+        aa = attr_f("alpha", 0.5f);
+        tg_node(g, "Celu", "", "pre", "y", &aa, 1);
+        break;
+    case 15: NODE(g, "Softsign", "pre", "y"); break;
+    default: ck_abort_msg("variant %d", variant);
+    }
+    (void)ab;
+    tg_output(g, "y");
+    if (variant == 10) tg_output(g, "pre");
+    if (variant == 11) {
+        NODE(g, "Neg", "pre", "z");
+        tg_output(g, "z");
+    }
+    return g;
+}
+
+/* Two layers: Relu(Gemm(a, W0, b0)) then LeakyRelu(MatMul(h, W1) + b1), whose MatMul input has the
+ * rank the Gemm (then the FusedGemm) proves; variant 1: the input a is of unknown rank, which the
+ * Gemm still makes 2-D. */
+static kn_graph *build_mlp2(int variant) {
+    kn_graph *g = tg_new();
+    int64_t da[2] = {3, 8}, dw0[2] = {8, 6}, db0[1] = {6}, dw1[2] = {6, 4}, db1[1] = {4};
+    if (variant == 1) {
+        tg_input(g, "a", -1, NULL);
+        fb_ndim = 2;
+        fb_dims[0] = 3;
+        fb_dims[1] = 8;
+    } else tg_input(g, "a", 2, da);
+    tg_const(g, "w0", 2, dw0, NULL);
+    tg_const(g, "b0", 1, db0, NULL);
+    tg_const(g, "w1", 2, dw1, NULL);
+    tg_const(g, "b1", 1, db1, NULL);
+    NODE(g, "Gemm", "a w0 b0", "p0");
+    NODE(g, "Relu", "p0", "h0");
+    NODE(g, "MatMul", "h0 w1", "m1");
+    NODE(g, "Add", "m1 b1", "p1");
+    kn_attr lr = attr_f("alpha", 0.05f);
+    tg_node(g, "LeakyRelu", "", "p1", "y", &lr, 1);
+    tg_output(g, "y");
+    return g;
+}
+
+START_TEST(test_fuse_gemm_act) {
+    check_pass(build_mlp2, 0, kn_pass_fuse_gemm_act, 2, "FusedGemm", 2, "Relu", NULL);
+    check_pass(build_mlp2, 1, kn_pass_fuse_gemm_act, 2, "FusedGemm", 2, "Relu", NULL);
+    static const int fuses[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14, 15};
+    for (size_t k = 0; k < sizeof fuses / sizeof fuses[0]; k++)
+        check_pass(build_gemm_act, fuses[k], kn_pass_fuse_gemm_act, 1, "FusedGemm", 1, NULL, NULL);
+    /* the fused node: Gemm's attributes kept, the activation and its parameters added */
+    kn_graph *g = build_gemm_act(1);
+    kn_graph_resolve_ops(g);
+    int n = 0;
+    ck_assert_ptr_null(kn_pass_fuse_gemm_act(g, &n));
+    ck_assert_int_eq(g->n_nodes, 1);
+    const kn_node *f = find_op(g, "FusedGemm");
+    ck_assert_str_eq(f->domain, "com.microsoft");
+    ck_assert_str_eq(kn_attr_str(f, "activation", ""), "LeakyRelu");
+    ck_assert_float_eq(kn_attr_float(f, "activation_alpha", 0), 0.2f);
+    ck_assert_int_eq(kn_attr_int(f, "transB", 0), 1);
+    ck_assert_float_eq(kn_attr_float(f, "alpha", 0), 0.5f);
+    ck_assert_float_eq(kn_attr_float(f, "beta", 0), 2.0f);
+    ck_assert_int_eq(f->n_inputs, 3);
+    kn_graph_free(g);
+    /* MatMul + Add: the bias becomes C, the Add and MatMul are gone */
+    g = build_gemm_act(2);
+    kn_graph_resolve_ops(g);
+    ck_assert_ptr_null(kn_pass_fuse_gemm_act(g, &n));
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(g->n_nodes, 1);
+    f = find_op(g, "FusedGemm");
+    ck_assert_str_eq(g->values[f->inputs[0]].name, "a");
+    ck_assert_str_eq(g->values[f->inputs[1]].name, "w");
+    ck_assert_str_eq(g->values[f->inputs[2]].name, "b");
+    ck_assert_int_eq(count_op(g, "MatMul") + count_op(g, "Add") + count_op(g, "Sigmoid"), 0);
+    kn_graph_free(g);
+    /* Clip's constant bounds become activation_alpha / _beta */
+    g = build_gemm_act(3);
+    kn_graph_resolve_ops(g);
+    ck_assert_ptr_null(kn_pass_fuse_gemm_act(g, &n));
+    f = find_op(g, "FusedGemm");
+    ck_assert_str_eq(kn_attr_str(f, "activation", ""), "Clip");
+    ck_assert_float_eq_tol(kn_attr_float(f, "activation_alpha", 0), -0.2f, 1e-7f);
+    ck_assert_float_eq_tol(kn_attr_float(f, "activation_beta", 0), 0.3f, 1e-7f);
+    ck_assert_int_eq(f->n_inputs, 2);
+    kn_graph_free(g);
+    static const int misses[] = {10, 11, 12, 13, 16, 17, 18};
+    for (size_t k = 0; k < sizeof misses / sizeof misses[0]; k++)
+        check_pass(build_gemm_act, misses[k], kn_pass_fuse_gemm_act, 0, "FusedGemm", 0, NULL, NULL);
+    /* the CPU does not run this pass (no gain measured there); a device backend with the kernel does */
+    ck_assert_int_eq(kn_fusions_for_backend(kn_cpu_backend()) & KN_FUSE_GEMM_ACT, 0);
+    kn_backend dev = *kn_cpu_backend();
+    dev.device = KN_DEVICE_CUDA;
+    ck_assert_int_ne(kn_fusions_for_backend(&dev) & KN_FUSE_GEMM_ACT, 0);
+}
+END_TEST
+
 static Suite *fuse_suite(void) {
     Suite *s = suite_create("fuse");
     TCase *tc = tcase_create("core");
@@ -560,6 +730,7 @@ static Suite *fuse_suite(void) {
     tcase_add_test(tc, test_fuse_skip_layernorm_near_misses);
     tcase_add_test(tc, test_fuse_gemm_gelu);
     tcase_add_test(tc, test_fuse_conv_act);
+    tcase_add_test(tc, test_fuse_gemm_act);
     suite_add_tcase(s, tc);
     return s;
 }

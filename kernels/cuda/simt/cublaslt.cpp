@@ -240,6 +240,18 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
     if (!h) return lt_fail(CUBLAS_STATUS_NOT_INITIALIZED, "no handle");
     cublasStatus_t st = check_shapes(d, la, lb, lc, ldl);
     if (st) return st;
+    // KILN_SIM_LT_TRACE=1: one stderr line per product that has an epilogue, naming it, so tests
+    // can tell a fused epilogue ran from its fallback (the plain GEMM plus a kernel of kiln's)
+    if (d->epilogue != CUBLASLT_EPILOGUE_DEFAULT && getenv("KILN_SIM_LT_TRACE")) {
+        const char *en = d->epilogue == CUBLASLT_EPILOGUE_RELU ? "RELU"
+            : d->epilogue == CUBLASLT_EPILOGUE_BIAS            ? "BIAS"
+            : d->epilogue == CUBLASLT_EPILOGUE_RELU_BIAS       ? "RELU_BIAS"
+            : d->epilogue == CUBLASLT_EPILOGUE_GELU            ? "GELU"
+            : d->epilogue == CUBLASLT_EPILOGUE_GELU_BIAS       ? "GELU_BIAS"
+                                                               : "other";
+        fprintf(stderr, "kiln SIMT cuBLASLt: matmul epilogue %s (%llu x %llu)\n", en, (unsigned long long)ldl->cols,
+                (unsigned long long)ldl->rows);
+    }
     if (ws_bytes && !kn_sim_device_accessible(ws, NULL, NULL))
         return lt_fail(CUBLAS_STATUS_INVALID_VALUE, "workspace is not device memory");
     float alpha, beta;
