@@ -8,7 +8,10 @@
  * zero, so a masked score times a zero weight stays 0), and the step's own key/value, which the
  * graph appends after the past in its present output, is copied into the slot at the sequence's
  * length. The past shape then changes once per 64 tokens, so one executor plan serves all the
- * cache lengths of a bucket; the cache is widened in place when a bucket fills. Models without position_ids derive positions
+ * cache lengths of a bucket; the cache is widened in place when a bucket fills. On a CPU session
+ * whose presents are Concat(past, new rows) (the Optimum exports), the model returns the new rows
+ * instead of the presents (gen_split_presents) and its fused attention reads the cache and those
+ * rows apart, so a step copies no past at all. Models without position_ids derive positions
  * from the past length, so they get the past at its exact length (the previous step's present)
  * and run one prompt at a time (left padding would shift their positions).
  *
@@ -389,7 +392,8 @@ static kn_status *gen_open(kn_generator *g, const char *dir, const kn_session_op
         goto done;
     }
     if ((st = kn_model_load(path, &g->model))) goto done;
-    if ((!so || so->device == KN_DEVICE_CPU) && kn_graph_find_value(g->model->graph, g->name_pos) >= 0 &&
+    int pos_v = kn_graph_find_value(g->model->graph, g->name_pos);
+    if ((!so || so->device == KN_DEVICE_CPU) && pos_v >= 0 && g->model->graph->values[pos_v].is_input &&
         (st = gen_split_presents(g, pk, pv, ok, ov)))
         goto done;
     kn_session_options dflt;
