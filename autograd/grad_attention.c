@@ -12,6 +12,8 @@ kn_status *kn_grad_KnSdpa(kn_grad_ctx *c) {
     const kn_params_attention *p = KN_GRAD_PARAMS(c, attention);
     if (c->n_out > 1 && c->dy[1] >= 0)
         return kn_error(KN_ERR_UNSUPPORTED, "KnSdpa: gradients through the logsumexp output are not supported");
+    if (c->n_in > 4) /* only decoder sessions split the past off (kn_pass_split_past_kv) */
+        return kn_error(KN_ERR_UNSUPPORTED, "KnSdpa: gradients with a separate past key/value are not supported");
     bool has_bias = c->n_in > 3 && c->in[3] >= 0;
     /* the kernel writes the logsumexp for float32 only; other dtypes recompute it */
     int lse = ag_dtype(c, c->in[0]) == KN_F32 ? ag_forward_output(c, 1, "lse") : -1;

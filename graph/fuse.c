@@ -141,6 +141,8 @@ static void fuse_ranks(const kn_graph *g, int *rank) {
         case KN_OP_KnSdpa:
         case KN_OP_Exp:
         case KN_OP_Log:
+        case KN_OP_Cos: /* rotary embeddings' tables */
+        case KN_OP_Sin:
         case KN_OP_Reciprocal:
         case KN_OP_Abs:
         case KN_OP_Clip:
@@ -521,6 +523,113 @@ static kn_status *fuse_run(kn_graph *g, int anchor, fuse_try_fn fn, int *n_fused
 
 kn_status *kn_pass_fuse_attention(kn_graph *g, int *n_fused) {
     return fuse_run(g, KN_OP_Softmax, fuse_try_attention, n_fused);
+}
+
+/* ---- a decoder's past keys/values read in place ---- */
+
+/* The axis list of an Unsqueeze: its constant input (opset 13) or attribute; 0 when unknown. */
+static int fuse_unsqueeze_axes(const kn_graph *g, const kn_node *n, int64_t *axes, int max) {
+    if (n->n_inputs >= 2 && n->inputs[1] >= 0) {
+        const kn_tensor *t = g->values[n->inputs[1]].constant;
+        if (!t || (t->dtype != KN_I64 && t->dtype != KN_I32) || kn_numel(t) > max) return 0;
+        for (int64_t i = 0; i < kn_numel(t); i++) axes[i] = kn_get_i64(t, i);
+        return (int)kn_numel(t);
+    }
+    const int64_t *a = NULL;
+    int na = kn_attr_ints(n, "axes", &a);
+    if (na <= 0 || na > max) return 0;
+    memcpy(axes, a, sizeof(int64_t) * (size_t)na);
+    return na;
+}
+
+/* Nodes reading v other than Shape/Size of it (a plan computes those ahead); a graph output
+ * counts as one more. */
+static int fuse_data_readers(const fuse_ctx *c, int v) {
+    const kn_graph *g = c->g;
+    int readers = g->values[v].is_output ? 1 : 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_inputs; k++) {
+            if (g->nodes[i].inputs[k] != v) continue;
+            int op = fuse_op(&g->nodes[i]);
+            if (!((op == KN_OP_Shape || op == KN_OP_Size) && k == 0)) readers++;
+        }
+    return readers;
+}
+
+/* One of KnSdpa's key/value inputs v when it is Concat(past, new) along the sequence axis of a
+ * proven 4-D value, maybe behind repeat_kv (Unsqueeze at axis 2, Expand, Reshape back to 4-D:
+ * each query head group reading one key/value head, which the kernel does by itself). Each value
+ * on the way may be read elsewhere only by Shape/Size and be no graph output: those nodes are
+ * then left in place for the Shapes, and a plan, which computes the Shapes ahead, never runs them
+ * (kn_plan_build skips nodes nothing reads at run time). *past / *fresh: the parts; *rep: whether
+ * repeat_kv was seen. A past made by a one-input Concat (a copy) is read at its source. */
+static bool fuse_concat_parts(const fuse_ctx *c, int v, int *past, int *fresh, bool *rep) {
+    const kn_graph *g = c->g;
+    *rep = false;
+    const kn_node *rs = fuse_prod(c, v, KN_OP_Reshape);
+    if (rs && rs->n_inputs == 2 && c->rank[v] == 4) {
+        const kn_node *ex = fuse_prod(c, rs->inputs[0], KN_OP_Expand);
+        const kn_node *un = ex ? fuse_prod(c, ex->inputs[0], KN_OP_Unsqueeze) : NULL;
+        int64_t ax[2];
+        int na = un ? fuse_unsqueeze_axes(g, un, ax, 2) : 0;
+        if (!un || fuse_data_readers(c, v) != 1 || fuse_data_readers(c, rs->inputs[0]) != 1 ||
+            fuse_data_readers(c, ex->inputs[0]) != 1 || na != 1 || !(ax[0] == 2 || ax[0] == -3) || un->inputs[0] < 0 ||
+            c->rank[un->inputs[0]] != 4 || c->rank[ex->inputs[0]] != 5 || fuse_len1d(g, c->rank, ex->inputs[1], 0) != 5)
+            return false;
+        v = un->inputs[0];
+        *rep = true;
+    }
+    const kn_node *cc = fuse_prod(c, v, KN_OP_Concat);
+    if (!cc || cc->n_inputs != 2 || cc->n_outputs != 1 || c->rank[v] != 4 || fuse_data_readers(c, v) != 1) return false;
+    int64_t axis = kn_attr_int(cc, "axis", 0);
+    if (axis != 2 && axis != -2) return false;
+    *past = cc->inputs[0];
+    *fresh = cc->inputs[1];
+    const kn_node *one = fuse_prod(c, *past, KN_OP_Concat);
+    if (one && one->n_inputs == 1 && one->inputs[0] >= 0 && c->rank[one->inputs[0]] == 4) *past = one->inputs[0];
+    return *past >= 0 && *fresh >= 0;
+}
+
+static kn_status *fuse_try_split_kv(fuse_ctx *c, int si, bool *fired) {
+    kn_graph *g = c->g;
+    *fired = false;
+    const kn_node *n = &g->nodes[si];
+    if (n->n_inputs < 3 || n->n_inputs > 4 || n->n_outputs != 1) return NULL;
+    uint8_t *del = calloc((size_t)g->n_nodes + 1, 1);
+    if (!del) return KN_OOM((size_t)g->n_nodes);
+    int pk, nk, pv, nv;
+    bool rk, rv;
+    if (!fuse_concat_parts(c, n->inputs[1], &pk, &nk, &rk) || !fuse_concat_parts(c, n->inputs[2], &pv, &nv, &rv) ||
+        rk != rv) {
+        free(del);
+        return NULL;
+    }
+    kn_attr *at = n->n_attrs ? calloc((size_t)n->n_attrs, sizeof *at) : NULL;
+    if (n->n_attrs && !at) {
+        free(del);
+        return KN_OOM(0);
+    }
+    for (int a = 0; a < n->n_attrs; a++) {
+        kn_status *st = kn_attr_copy(&at[a], &n->attrs[a]);
+        if (st) {
+            for (int b = 0; b < a; b++) kn_attr_clear(&at[b]);
+            free(at);
+            free(del);
+            return st;
+        }
+    }
+    int ins[6] = {n->inputs[0], nk, nv, n->n_inputs > 3 ? n->inputs[3] : -1, pk, pv};
+    char name[300];
+    snprintf(name, sizeof name, "%s/past_in_place", n->name ? n->name : "kn_sdpa");
+    int out = n->outputs[0];
+    del[si] = 1;
+    kn_status *st = fuse_replace(g, del, name, "KnSdpa", "kiln", ins, 6, out, at, n->n_attrs);
+    if (!st) *fired = true;
+    return st;
+}
+
+kn_status *kn_pass_split_past_kv(kn_graph *g, int *n_split) {
+    return fuse_run(g, KN_OP_KnSdpa, fuse_try_split_kv, n_split);
 }
 
 /* ---- bias + GELU ---- */
@@ -1053,6 +1162,8 @@ unsigned kn_fusions_for_backend(const kn_backend *b) {
     /* device backends only: on the CPU the activation is a pass of its own either way (the
      * measurement: README, fused epilogues) */
     if (b->device != KN_DEVICE_CPU && b->kernel(b, KN_OP_MsFusedGemm)) m |= KN_FUSE_GEMM_ACT;
+    /* the CPU kernel alone reads a past beside the new keys */
+    if ((m & KN_FUSE_ATTENTION) && b->device == KN_DEVICE_CPU) m |= KN_FUSE_SPLIT_PAST_KV;
     return m;
 }
 
@@ -1064,6 +1175,7 @@ kn_status *kn_graph_fuse_some(kn_graph *g, unsigned passes, kn_fuse_counts *coun
     if (passes & KN_FUSE_GEMM_GELU) KN_TRY(kn_pass_fuse_gemm_gelu(g, &c.gemm_gelu));
     if (passes & KN_FUSE_CONV_ACT) KN_TRY(kn_pass_fuse_conv_act(g, &c.conv_act));
     if (passes & KN_FUSE_GEMM_ACT) KN_TRY(kn_pass_fuse_gemm_act(g, &c.gemm_act));
+    if (passes & KN_FUSE_SPLIT_PAST_KV) KN_TRY(kn_pass_split_past_kv(g, &c.split_past_kv));
     if (counts) *counts = c;
     return NULL;
 }

@@ -255,11 +255,12 @@ kn_status *kn_infer_Attention(kn_infer_ctx *c) {
     return NULL;
 }
 
-/* kiln's fused attention: ai.onnx Attention's 4-D shapes, no past; output 1 (optional) is the
- * float32 logsumexp [B,H,S] of each score row. */
+/* kiln's fused attention: ai.onnx Attention's 4-D shapes, inputs 4 and 5 its past key and value
+ * (made by the decoder key/value split, kn_pass_split_past_kv); output 1 (optional) is the float32
+ * logsumexp [B,H,S] of each score row. */
 kn_status *kn_infer_KnSdpa(kn_infer_ctx *c) {
-    if (c->n_in < 3 || c->n_in > 4 || c->n_out < 1 || c->n_out > 2)
-        return kn_error(KN_ERR_INVALID_MODEL, "KnSdpa: needs 3 or 4 inputs and 1 or 2 outputs (got %d, %d)", c->n_in,
+    if (c->n_in < 3 || c->n_in > 6 || c->n_in == 5 || c->n_out < 1 || c->n_out > 2)
+        return kn_error(KN_ERR_INVALID_MODEL, "KnSdpa: needs 3, 4 or 6 inputs and 1 or 2 outputs (got %d, %d)", c->n_in,
                         c->n_out);
     for (int i = 0; i < 3; i++) KN_TRY(need_rank(c->node, infer_in(c, i), i == 0 ? "Q" : i == 1 ? "K" : "V", 4, 4));
     kn_infer_ctx one = *c;

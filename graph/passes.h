@@ -40,16 +40,23 @@ kn_status *kn_pass_fuse_conv_act(kn_graph *g, int *n_fused);
  * Relu, LeakyRelu, Sigmoid, Tanh, HardSigmoid, Elu, Selu, Celu, Softplus, Softsign,
  * ThresholdedRelu, Clip (constant bounds) -> com.microsoft FusedGemm. */
 kn_status *kn_pass_fuse_gemm_act(kn_graph *g, int *n_fused);
+/* KnSdpa(Q, Concat(past_k, k), Concat(past_v, v), bias?) with sequence-axis Concats (maybe behind
+ * repeat_kv: Unsqueeze(2), Expand, Reshape) read by nothing else but Shape/Size and no graph
+ * output -> KnSdpa(Q, k, v, bias, past_k, past_v): a decoder whose presents the caller does not
+ * want back (the text generator keeps its own cache) then copies no past per step. CPU only. */
+kn_status *kn_pass_split_past_kv(kn_graph *g, int *n_split);
 typedef struct kn_fuse_counts {
     int attention, gelu, skip_layernorm;
     int gemm_gelu, conv_act;
     int gemm_act;
+    int split_past_kv;
 } kn_fuse_counts;
 struct kn_backend;
 /* The passes, as bits: each is run only for a backend that has kernels for what it makes. */
 enum { KN_FUSE_ATTENTION = 1, KN_FUSE_GELU = 2, KN_FUSE_SKIP_LAYERNORM = 4, KN_FUSE_ALL = 63 };
 enum { KN_FUSE_GEMM_GELU = 8, KN_FUSE_CONV_ACT = 16 }; /* in KN_FUSE_ALL */
 enum { KN_FUSE_GEMM_ACT = 32 };                        /* in KN_FUSE_ALL; device backends only */
+enum { KN_FUSE_SPLIT_PAST_KV = 1 << 10 }; /* not in KN_FUSE_ALL: CPU sessions only (kn_fusions_for_backend) */
 /* The passes whose fused ops backend b has kernels for (every pass for b == NULL). */
 unsigned kn_fusions_for_backend(const struct kn_backend *b);
 /* The fusions selected by passes, in the order above; every fusion: kn_graph_fuse. counts may

@@ -35,6 +35,13 @@ int64_t kn_generator_plans_built(const kn_generator *g);
  * replaying a recording. A GenAI-layout decoder on cuda keeps its cache at fixed device addresses,
  * so every decode step of a plan after its first two is a replay. */
 void kn_generator_graph_counts(const kn_generator *g, int64_t *captured, int64_t *replayed);
+/* Layers whose past keys/values a CPU decode step reads where they lie (the Optimum layout's
+ * present = Concat(past, new) taken off the model: the step returns the new rows alone, which the
+ * generator writes into its cache, and the attention reads the cache and the new rows as two
+ * parts); 0 when every step copies its past (device sessions, models where that does not apply). */
+int kn_generator_past_in_place(const kn_generator *g);
+/* The session's per-op profile (kn_session_profile) when it was opened with options.profile. */
+const char *kn_generator_profile(const kn_generator *g, char *buf, size_t len);
 
 typedef struct kn_gen_options {
     int max_new_tokens;       /* generated tokens only (default 64) */

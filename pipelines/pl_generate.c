@@ -8,7 +8,10 @@
  * zero, so a masked score times a zero weight stays 0), and the step's own key/value, which the
  * graph appends after the past in its present output, is copied into the slot at the sequence's
  * length. The past shape then changes once per 64 tokens, so one executor plan serves all the
- * cache lengths of a bucket; the cache is widened in place when a bucket fills. Models without position_ids derive positions
+ * cache lengths of a bucket; the cache is widened in place when a bucket fills. On a CPU session
+ * whose presents are Concat(past, new rows) (the Optimum exports), the model returns the new rows
+ * instead of the presents (gen_split_presents) and its fused attention reads the cache and those
+ * rows apart, so a step copies no past at all. Models without position_ids derive positions
  * from the past length, so they get the past at its exact length (the previous step's present)
  * and run one prompt at a time (left padding would shift their positions).
  *
@@ -29,6 +32,7 @@
 #include "pipelines/chat_template.h"
 #include "pipelines/pl_internal.h"
 #include "runtime/executor.h"
+#include "graph/passes.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -53,6 +57,9 @@ struct kn_generator {
     kn_dtype ids_dtype, mask_dtype, pos_dtype;
     int n_layers;
     char *past_k[GEN_MAX_LAYERS], *past_v[GEN_MAX_LAYERS], *pres_k[GEN_MAX_LAYERS], *pres_v[GEN_MAX_LAYERS];
+    /* past_in_place: the values the step returns instead of each present (its new rows only) */
+    char *new_k[GEN_MAX_LAYERS], *new_v[GEN_MAX_LAYERS];
+    int past_in_place;
     int64_t kv_heads, head_dim;
     int vocab;
     int context;
@@ -89,6 +96,10 @@ void kn_gen_result_free(kn_gen_result *r) {
 const kn_tokenizer *kn_generator_tokenizer(const kn_generator *g) { return g->tok; }
 int kn_generator_context(const kn_generator *g) { return g->context; }
 int64_t kn_generator_plans_built(const kn_generator *g) { return kn_session_plans_built(g->sess); }
+int kn_generator_past_in_place(const kn_generator *g) { return g->past_in_place; }
+const char *kn_generator_profile(const kn_generator *g, char *buf, size_t len) {
+    return kn_session_profile(g->sess, buf, len);
+}
 
 void kn_generator_graph_counts(const kn_generator *g, int64_t *captured, int64_t *replayed) {
     kn_session_graph_counts(g->sess, captured, replayed);
@@ -187,6 +198,8 @@ void kn_generator_free(kn_generator *g) {
         free(g->past_v[l]);
         free(g->pres_k[l]);
         free(g->pres_v[l]);
+        free(g->new_k[l]);
+        free(g->new_v[l]);
     }
     kn_session_free(g->sess);
     kn_model_free(g->model);
@@ -256,6 +269,67 @@ static int gen_gqa_shares(const kn_generator *g) {
     return 1;
 }
 
+/* The value v when it is Concat(past, new) along the sequence axis (-2 or 2 of 4-D caches) of the
+ * graph input `past`, maybe behind Identity nodes, and past through a one-input Concat: the new
+ * rows' value, else -1. */
+static int gen_present_rows(const kn_graph *gr, int v, int past) {
+    for (int hops = 0; v >= 0 && gr->values[v].producer >= 0 && hops < 8; hops++) {
+        const kn_node *n = &gr->nodes[gr->values[v].producer];
+        if (n->op == KN_OP_Identity && n->n_inputs == 1) {
+            v = n->inputs[0];
+            continue;
+        }
+        if (n->op != KN_OP_Concat || n->n_inputs != 2 || n->n_outputs != 1) return -1;
+        int64_t axis = kn_attr_int(n, "axis", 0);
+        int a = n->inputs[0];
+        if (a >= 0 && gr->values[a].producer >= 0) {
+            const kn_node *one = &gr->nodes[gr->values[a].producer];
+            if (one->op == KN_OP_Concat && one->n_inputs == 1) a = one->inputs[0];
+        }
+        return (axis == 2 || axis == -2) && a == past && n->inputs[1] >= 0 ? n->inputs[1] : -1;
+    }
+    return -1;
+}
+
+/* Optimum layout on the CPU: each present output is Concat(past, new rows), the copy of the whole
+ * past that the generator, keeping its own cache, does not need. The model's graph then returns
+ * the new rows instead (output names new_k / new_v), so the Concat feeds only the attention, and a
+ * fused attention reads the past and the new rows apart (kn_pass_split_past_kv); an attention that
+ * does not fuse keeps its Concat (a copy, the same result). Runs before the session is made, as
+ * the session's graph is derived from the model's once. Models whose presents are anything else
+ * (GroupQueryAttention, a past that is not an input) stay as they are. */
+static kn_status *gen_split_presents(kn_generator *g, const char *pk, const char *pv, const char *ok, const char *ov) {
+    kn_graph *gr = g->model->graph;
+    int n = 0, rows[2 * GEN_MAX_LAYERS], pres[2 * GEN_MAX_LAYERS];
+    for (int l = 0; l < GEN_MAX_LAYERS; l++) {
+        char *names[4] = {gen_layer_name(pk, l), gen_layer_name(pv, l), gen_layer_name(ok, l), gen_layer_name(ov, l)};
+        int past[2] = {kn_graph_find_value(gr, names[0]), kn_graph_find_value(gr, names[1])};
+        int out[2] = {kn_graph_find_value(gr, names[2]), kn_graph_find_value(gr, names[3])};
+        for (int i = 0; i < 4; i++) free(names[i]);
+        if (past[0] < 0 || !gr->values[past[0]].is_input) break;
+        for (int t = 0; t < 2; t++) {
+            int r = out[t] >= 0 && gr->values[out[t]].is_output && past[t] >= 0 ? gen_present_rows(gr, out[t], past[t])
+                                                                                : -1;
+            if (r < 0 || gr->values[r].is_output || gr->values[r].is_input) return NULL;
+            for (int i = 0; i < n; i++)
+                if (rows[i] == r) return NULL;
+            rows[n] = r, pres[n] = out[t], n++;
+        }
+    }
+    if (!n) return NULL;
+    for (int i = 0; i < n; i++) {
+        for (int k = 0; k < gr->n_outputs; k++)
+            if (gr->outputs[k] == pres[i]) gr->outputs[k] = rows[i];
+        gr->values[pres[i]].is_output = false;
+        gr->values[rows[i]].is_output = true;
+        char **slot = i % 2 ? &g->new_v[i / 2] : &g->new_k[i / 2];
+        if (!(*slot = strdup(gr->values[rows[i]].name))) return KN_OOM(0);
+    }
+    kn_graph_eliminate_dead(gr); /* the presents' Identity nodes */
+    g->past_in_place = n / 2;
+    return NULL;
+}
+
 static kn_status *gen_open(kn_generator *g, const char *dir, const kn_session_options *so) {
     kn_status *st = NULL;
     json_object *genai = gen_read_json(dir, "genai_config.json", &st);
@@ -318,6 +392,10 @@ static kn_status *gen_open(kn_generator *g, const char *dir, const kn_session_op
         goto done;
     }
     if ((st = kn_model_load(path, &g->model))) goto done;
+    int pos_v = kn_graph_find_value(g->model->graph, g->name_pos);
+    if ((!so || so->device == KN_DEVICE_CPU) && pos_v >= 0 && g->model->graph->values[pos_v].is_input &&
+        (st = gen_split_presents(g, pk, pv, ok, ov)))
+        goto done;
     kn_session_options dflt;
     kn_session_options_init(&dflt);
     if ((st = kn_session_create(g->model, so ? so : &dflt, &g->sess))) goto done;
@@ -817,7 +895,7 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
     } else if (fixed || shared)
         for (int k = 0; k < 2 * L; k++) {
             if (!(cache[k] = calloc(cache_floats, sizeof(float))) ||
-                (fixed &&
+                (fixed && !g->past_in_place &&
                  !(pres[k] = calloc(cache_floats + (size_t)b * (size_t)H * (size_t)(P > 1 ? P : 1) * (size_t)D,
                                     sizeof(float))))) {
                 st = KN_OOM(cache_floats * sizeof(float));
@@ -913,7 +991,10 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         no++;
         for (int k = 0; k < 2 * L; k++) {
             const char *nm = k < L ? g->pres_k[k] : g->pres_v[k - L];
-            if (fixed) {
+            if (fixed && g->past_in_place) { /* the step's new rows [active, H, S, D] */
+                memset(&out[no], 0, sizeof out[no]);
+                out[no++].name = k < L ? g->new_k[k] : g->new_v[k - L];
+            } else if (fixed) {
                 out_dev[no] = (uint8_t)on_dev;
                 gen_tensor(&out[no++], nm, KN_F32, 4, dq, pres[k]);
             } else if (shared) {
@@ -975,12 +1056,29 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
                 kn_free(out[0].data);
                 goto done;
             }
-            for (int k = 0; k < 2 * L && !on_dev; k++)
+            for (int k = 0; k < 2 * L && !on_dev; k++) {
+                const float *rows_k = g->past_in_place ? (const float *)out[1 + k].data : NULL;
+                if (rows_k &&
+                    (out[1 + k].dtype != KN_F32 || out[1 + k].ndim != 4 || out[1 + k].dims[0] != active ||
+                     out[1 + k].dims[1] != H || out[1 + k].dims[2] != S || out[1 + k].dims[3] != D)) {
+                    char b1[KN_DESC_LEN];
+                    kn_tensor t = {.dtype = out[1 + k].dtype, .ndim = out[1 + k].ndim};
+                    memcpy(t.dims, out[1 + k].dims, sizeof t.dims);
+                    st = kn_error(
+                        KN_ERR_INVALID_MODEL,
+                        "generate: %s, the new keys/values of a present, is %s, not float32 [%d,%lld,%lld,%lld]",
+                        out[1 + k].name, kn_tensor_desc(&t, b1, sizeof b1), active, (long long)H, (long long)S,
+                        (long long)D);
+                    break;
+                }
                 for (int r = 0; r < active; r++)
                     for (int64_t h = 0; h < H; h++)
                         for (int64_t j = 0; j < S; j++) {
-                            const float *src = pres[k] +
-                                (((size_t)r * (size_t)H + (size_t)h) * (size_t)T + (size_t)(past_len + j)) * (size_t)D;
+                            const float *src = rows_k
+                                ? rows_k + (((size_t)r * (size_t)H + (size_t)h) * (size_t)S + (size_t)j) * (size_t)D
+                                : pres[k] +
+                                    (((size_t)r * (size_t)H + (size_t)h) * (size_t)T + (size_t)(past_len + j)) *
+                                        (size_t)D;
                             float *dst = cache[k] +
                                 (((size_t)r * (size_t)H + (size_t)h) * (size_t)stride + (size_t)(first ? j : cur)) *
                                     (size_t)D;
@@ -990,6 +1088,15 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
                             if (first && !valid[map[r] * (cap + 1) + j]) memset(dst, 0, sizeof(float) * (size_t)D);
                             else memcpy(dst, src, sizeof(float) * (size_t)D);
                         }
+            }
+            for (int k = 0; k < 2 * L && g->past_in_place; k++) {
+                kn_free(out[1 + k].data);
+                out[1 + k].data = NULL;
+            }
+            if (st) {
+                kn_free(out[0].data);
+                goto done;
+            }
             if (!first) {
                 for (int r = 0; r < active; r++) valid[map[r] * (cap + 1) + cur] = 1;
                 cur++;
@@ -1063,6 +1170,7 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
 done:
     for (int k = 0; k < 2 * GEN_MAX_LAYERS; k++)
         if (exact_past[k]) kn_free(exact_past[k]);
+    for (int k = 0; out && fixed && g->past_in_place && !on_dev && k < 2 * L; k++) kn_free(out[1 + k].data);
     if (cache)
         for (int k = 0; k < 2 * L; k++) {
             if (on_dev) {

@@ -217,6 +217,33 @@ static kn_tensor *kn_find_outer(kn_run *run, const char *name);
 static kn_status *kn_plan_build_in(const kn_graph_info *gi, const kn_tensor *inputs, const int *keep, int n_keep,
                                    const kn_backend *be, kn_threadpool *pool, kn_run *parent, kn_plan **out);
 
+/* Skips the nodes whose results no run reads: read only by nodes computed ahead (Shape and Size
+ * of them), or by other such nodes, and neither an output nor kept. A decoder whose presents the
+ * caller does not want (kn_pass_split_past_kv) so never runs the Concat that copies its past. Nodes
+ * with subgraphs, random ops and unknown ops always run. */
+static kn_status *kn_plan_skip_unread(const kn_graph_info *gi, kn_plan *p) {
+    const kn_graph *g = gi->g;
+    uint8_t *read = calloc((size_t)(g->n_values ? g->n_values : 1), 1);
+    if (!read) return KN_OOM((size_t)g->n_values);
+    for (int v = 0; v < g->n_values; v++) read[v] = gi->is_output[v] || kn_value_kept(gi, p->keep, v);
+    for (int i = g->n_nodes - 1; i >= 0; i--) {
+        if (p->skip[i]) continue;
+        const kn_node *n = &g->nodes[i];
+        bool live = n->op < 0 || kn_op_is_volatile(n->op) || n->n_implicit > 0 || n->n_outputs == 0;
+        for (int a = 0; a < n->n_attrs && !live; a++)
+            live = n->attrs[a].type == KN_ATTR_GRAPH || n->attrs[a].type == KN_ATTR_GRAPHS;
+        for (int k = 0; k < n->n_outputs && !live; k++) live = n->outputs[k] >= 0 && read[n->outputs[k]];
+        if (!live) {
+            p->skip[i] = 1;
+            continue;
+        }
+        for (int k = 0; k < n->n_inputs; k++)
+            if (n->inputs[k] >= 0) read[n->inputs[k]] = 1;
+    }
+    free(read);
+    return NULL;
+}
+
 kn_status *kn_plan_build(const kn_graph_info *gi, const kn_tensor *inputs, const int *keep, int n_keep,
                          const kn_backend *be, kn_threadpool *pool, kn_plan **out) {
     return kn_plan_build_in(gi, inputs, keep, n_keep, be, pool, NULL, out);
@@ -372,6 +399,7 @@ static kn_status *kn_plan_build_in(const kn_graph_info *gi, const kn_tensor *inp
             n_req++;
         }
     }
+    if (!st) st = kn_plan_skip_unread(gi, p);
     if (!st) st = kn_plan_memory(reqs, n_req, KN_ARENA_ALIGN, offs, &p->arena_bytes);
     if (!st) {
         for (int r = 0; r < n_req; r++) p->offset[req_val[r]] = offs[r];

@@ -31,9 +31,13 @@ static inline float attn_round(int rnd, float v) {
 typedef struct attn_job {
     int64_t B, Hq, Hkv, Sq, T, Dk, Dv, past, qblk, nblk;
     const float *q;     /* [B,Hq,Sq,Dk] */
-    const float *k, *v; /* [B,Hkv,T,Dk], [B,Hkv,T,Dv] */
-    float *y;           /* [B,Hq,Sq,Dv] */
-    float *qk;          /* [B,Hq,Sq,T] or NULL */
+    const float *k, *v; /* [B,Hkv,T,Dk], [B,Hkv,T,Dv]; with k2: the first T1 keys, [B,Hkv,T1,D] */
+    /* KnSdpa with a past (inputs 4, 5): the new keys/values [B,Hkv,T-T1,D] read where they are,
+     * so a decode step never copies the past to put one new row after it */
+    const float *k2, *v2;
+    int64_t T1;
+    float *y;  /* [B,Hq,Sq,Dv] */
+    float *qk; /* [B,Hq,Sq,T] or NULL */
     int qk_mode;
     int rnd;      /* 0: float32 math; 1 / 2: round every step to float16 / bfloat16 */
     int rnd_soft; /* the same for the softmax steps (softmax_precision) */
@@ -146,8 +150,11 @@ static void attn_task(void *vctx, int64_t begin, int64_t end) {
         int64_t b = bh / j->Hq, h = bh % j->Hq, kvh = h / (j->Hq / j->Hkv);
         int64_t i0 = blk * j->qblk, m = j->Sq - i0 < j->qblk ? j->Sq - i0 : j->qblk;
         const float *q = j->q + ((b * j->Hq + h) * j->Sq + i0) * j->Dk;
-        const float *k = j->k + (b * j->Hkv + kvh) * T * j->Dk;
-        const float *v = j->v + (b * j->Hkv + kvh) * T * j->Dv;
+        int64_t T1 = j->k2 ? j->T1 : T; /* keys in the first part */
+        const float *k = j->k + (b * j->Hkv + kvh) * T1 * j->Dk;
+        const float *v = j->v + (b * j->Hkv + kvh) * T1 * j->Dv;
+        const float *k2 = j->k2 ? j->k2 + (b * j->Hkv + kvh) * (T - T1) * j->Dk : NULL;
+        const float *v2 = j->v2 ? j->v2 + (b * j->Hkv + kvh) * (T - T1) * j->Dv : NULL;
         float *y = j->y + ((b * j->Hq + h) * j->Sq + i0) * j->Dv;
         /* Under a causal mask no row of this block sees keys at or past `lim`: those columns are
          * skipped (their probabilities are exactly 0). Kept whole when the scores are an output.
@@ -157,9 +164,12 @@ static void attn_task(void *vctx, int64_t begin, int64_t end) {
             int64_t lim = i0 + m + attn_offset(j, b);
             Tc = lim < 0 ? 0 : lim < T ? lim : T;
         }
-        if (Tc > 0 && j->Dk > 0)
-            kn_sgemm(NULL, false, true, m, Tc, j->Dk, j->rnd ? 1.0f : j->scale, q, j->Dk, k, j->Dk, 0.0f, s, T);
-        else memset(s, 0, sizeof(float) * (size_t)(m * T));
+        int64_t Ta = Tc < T1 ? Tc : T1, Tb = Tc - Ta; /* score columns from each part */
+        if (Tc > 0 && j->Dk > 0) {
+            float alpha = j->rnd ? 1.0f : j->scale;
+            if (Ta > 0) kn_sgemm(NULL, false, true, m, Ta, j->Dk, alpha, q, j->Dk, k, j->Dk, 0.0f, s, T);
+            if (Tb > 0) kn_sgemm(NULL, false, true, m, Tb, j->Dk, alpha, q, j->Dk, k2, j->Dk, 0.0f, s + Ta, T);
+        } else memset(s, 0, sizeof(float) * (size_t)(m * T));
         bool fast = !j->mask && j->left < 0 && j->right < 0 && !j->nonpad && !j->rnd && !j->rnd_soft && !j->qk;
         if (j->mask && j->plain) {
             for (int64_t r = 0; r < m; r++)
@@ -226,8 +236,11 @@ static void attn_task(void *vctx, int64_t begin, int64_t end) {
             if (qk && j->qk_mode == 3) memcpy(qk, row, sizeof(float) * (size_t)T);
         }
     pv:
-        if (Tc > 0 && j->Dv > 0) kn_sgemm(NULL, false, false, m, j->Dv, Tc, 1.0f, s, T, v, j->Dv, 0.0f, y, j->Dv);
-        else memset(y, 0, sizeof(float) * (size_t)(m * j->Dv));
+        if (Tc > 0 && j->Dv > 0) {
+            if (Ta > 0) kn_sgemm(NULL, false, false, m, j->Dv, Ta, 1.0f, s, T, v, j->Dv, 0.0f, y, j->Dv);
+            if (Tb > 0)
+                kn_sgemm(NULL, false, false, m, j->Dv, Tb, 1.0f, s + Ta, T, v2, j->Dv, Ta > 0 ? 1.0f : 0.0f, y, j->Dv);
+        } else memset(y, 0, sizeof(float) * (size_t)(m * j->Dv));
     }
     free(s);
 }
@@ -394,12 +407,21 @@ static kn_status *attn_run(kn_exec_ctx *ctx, const kn_node *node, const kn_tenso
      * a past already are exactly that */
     size_t nq = (size_t)(B * Hq * Sq * Dk), nk = (size_t)(B * Hkv * T * Dk), nv = (size_t)(B * Hkv * T * Dv);
     size_t ny = (size_t)(B * Hq * Sq * Dv), nqk = (size_t)(B * Hq * Sq * T);
-    bool in_direct = Q->ndim == 4 && !pk && Q->dtype == KN_F32 && K->dtype == KN_F32 && V->dtype == KN_F32;
-    float *qf = in_direct ? (float *)Q->data : kn_scratch_alloc(ctx, sizeof(float) * (nq + 1));
-    float *kf = in_direct ? (float *)K->data : kn_scratch_alloc(ctx, sizeof(float) * (nk + 1));
-    float *vf = in_direct ? (float *)V->data : kn_scratch_alloc(ctx, sizeof(float) * (nv + 1));
     kn_tensor *Y = out[0];
     kn_tensor *PK = n_out > 1 ? out[1] : NULL, *PV = n_out > 2 ? out[2] : NULL, *QK = n_out > 3 ? out[3] : NULL;
+    bool in_direct = Q->ndim == 4 && Q->dtype == KN_F32 && K->dtype == KN_F32 && V->dtype == KN_F32;
+    /* a float32 past not wanted back as present is read in place, beside the new keys */
+    bool split = in_direct && pk && past > 0 && pk->dtype == KN_F32 && pv->dtype == KN_F32 && !(PK && PK->data) &&
+        !(PV && PV->data);
+    if (pk && !split) in_direct = false;
+    float *qf = in_direct ? (float *)Q->data : kn_scratch_alloc(ctx, sizeof(float) * (nq + 1));
+    float *kf = in_direct ? (float *)(split ? pk->data : K->data) : kn_scratch_alloc(ctx, sizeof(float) * (nk + 1));
+    float *vf = in_direct ? (float *)(split ? pv->data : V->data) : kn_scratch_alloc(ctx, sizeof(float) * (nv + 1));
+    if (split) {
+        j.k2 = K->data;
+        j.v2 = V->data;
+        j.T1 = past;
+    }
     bool y_direct = Y && Y->data && Y->dtype == KN_F32 && Q->ndim == 4;
     float *yf = y_direct ? (float *)Y->data : kn_scratch_alloc(ctx, sizeof(float) * (ny + 1));
     float *qkf = NULL;
@@ -480,12 +502,16 @@ kn_status *kn_cpu_Attention(kn_exec_ctx *ctx, const kn_node *node, const kn_tens
     return attn_run(ctx, node, in, n_in, out, n_out, false, NULL);
 }
 
-/* kiln's fused scaled dot-product attention: 4-D Q, K, V, an optional additive bias and `scale`. */
+/* kiln's fused scaled dot-product attention: 4-D Q, K, V, an optional additive bias and `scale`;
+ * inputs 4 and 5, when given, are a past key and value [B,Hkv,P,D] whose positions come before
+ * K's and V's (as ai.onnx Attention's past_key / past_value), read without concatenating them. */
 kn_status *kn_cpu_KnSdpa(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                          kn_tensor *const *out, int n_out) {
     char b1[KN_DESC_LEN];
-    if (n_in < 3 || n_in > 4 || !in[0] || !in[1] || !in[2])
-        return kn_error(KN_ERR_INVALID_MODEL, "KnSdpa: needs Q, K, V and an optional bias, got %d inputs", n_in);
+    if (n_in < 3 || n_in > 6 || n_in == 5 || !in[0] || !in[1] || !in[2])
+        return kn_error(KN_ERR_INVALID_MODEL,
+                        "KnSdpa: needs Q, K, V, an optional bias and an optional past key and value, got %d inputs",
+                        n_in);
     if (in[0]->ndim != 4)
         return kn_error(KN_ERR_INVALID_ARGUMENT, "KnSdpa: Q %s must be 4-D", kn_tensor_desc(in[0], b1, sizeof b1));
     if (n_in == 4 && in[3] && in[3]->dtype == KN_BOOL) return kn_err_dtype(node, in[3]);

@@ -22,8 +22,8 @@ kn_status *kn_check_cum_axis(const kn_node *node, const kn_tensor *const *in, in
 typedef struct kn_msatt_dims {
     int64_t B, S, Din, Dtot, N, H, Hv; /* H, Hv: the query/key and value head sizes */
 } kn_msatt_dims;
-kn_status *kn_check_ms_attention(const kn_node *node, const kn_tensor *x, const kn_tensor *w,
-                                 const kn_tensor *bias, kn_msatt_dims *d);
+kn_status *kn_check_ms_attention(const kn_node *node, const kn_tensor *x, const kn_tensor *w, const kn_tensor *bias,
+                                 kn_msatt_dims *d);
 
 #ifdef __cplusplus
 }

@@ -719,6 +719,112 @@ START_TEST(test_fuse_gemm_act) {
 }
 END_TEST
 
+/* ---- a decoder's past read in place (kn_pass_split_past_kv, after the attention fusion) ---- */
+
+enum { KV_P = 7, KV_S = 2 }; /* past positions, new positions */
+
+/* present = Concat(past, new) along the sequence axis as attention's K and V, scores scaled by a
+ * Mul and masked by a [B,1,S,P+S] bias, Shape(present key) as a second output (read ahead by a
+ * plan, so the key's Concat stays in the graph but is never run).
+ * variant 0: H heads for K and V, K^T by a Transpose, the value Concat on axis -2.
+ * variant 1: one key/value head behind repeat_kv (Unsqueeze axis 2, Expand to [B,1,H,T,D],
+ *            Reshape to [B,H,T,D]), as the torch exporter writes Llama's attention.
+ * near misses: 10 the key present is also a graph output; 11 another node reads the key present;
+ *              12 repeat_kv's Unsqueeze at axis 1 (the same numbers with one key/value head, but no
+ *              proof of the head grouping). */
+static kn_graph *build_split_kv(int variant) {
+    kn_graph *g = tg_new();
+    int64_t kvh = variant == 1 || variant == 12 ? 1 : H;
+    int64_t dq[4] = {B, H, KV_S, D}, dp[4] = {B, kvh, KV_P, D}, dn[4] = {B, kvh, KV_S, D},
+            dm[4] = {B, 1, KV_S, KV_P + KV_S};
+    int64_t p0132[4] = {0, 1, 3, 2};
+    kn_attr tkt = attr_ints("perm", p0132, 4), sm = attr_i("axis", -1), a2 = attr_i("axis", 2),
+            am2 = attr_i("axis", -2);
+    tg_input(g, "q", 4, dq);
+    tg_input(g, "past_k", 4, dp);
+    tg_input(g, "k_new", 4, dn);
+    tg_input(g, "past_v", 4, dp);
+    tg_input(g, "v_new", 4, dn);
+    tg_input(g, "bias", 4, dm);
+    tg_scalar(g, "c", 1.0 / sqrt((double)D));
+    tg_node(g, "Concat", "", "past_k k_new", "present_k", &a2, 1);
+    tg_node(g, "Concat", "", "past_v v_new", "present_v", &am2, 1);
+    const char *k = "present_k", *v = "present_v";
+    if (variant == 1 || variant == 12) {
+        int64_t ax[1] = {variant == 12 ? 1 : 2}, e[5] = {B, 1, H, KV_P + KV_S, D}, r[4] = {B, H, KV_P + KV_S, D};
+        tg_const_i64(g, "ax", 1, ax);
+        tg_const_i64(g, "ex", 5, e);
+        tg_const_i64(g, "rs", 4, r);
+        NODE(g, "Unsqueeze", "present_k ax", "k_u");
+        NODE(g, "Expand", "k_u ex", "k_e");
+        NODE(g, "Reshape", "k_e rs", "k_rep");
+        NODE(g, "Unsqueeze", "present_v ax", "v_u");
+        NODE(g, "Expand", "v_u ex", "v_e");
+        NODE(g, "Reshape", "v_e rs", "v_rep");
+        k = "k_rep", v = "v_rep";
+    }
+    char ins[64];
+    snprintf(ins, sizeof ins, "%s", k);
+    tg_node(g, "Transpose", "", ins, "kt", &tkt, 1);
+    NODE(g, "MatMul", "q kt", "scores");
+    NODE(g, "Mul", "scores c", "scaled");
+    NODE(g, "Add", "scaled bias", "masked");
+    tg_node(g, "Softmax", "", "masked", "p", &sm, 1);
+    snprintf(ins, sizeof ins, "p %s", v);
+    NODE(g, "MatMul", ins, "y");
+    tg_output(g, "y");
+    NODE(g, "Shape", "present_k", "k_shape");
+    tg_output(g, "k_shape");
+    if (variant == 10) tg_output(g, "present_k");
+    if (variant == 11) {
+        NODE(g, "Neg", "present_k", "k_neg");
+        tg_output(g, "k_neg");
+    }
+    return g;
+}
+
+/* The plain graph against the attention-fused one with the past split off (want_split of them),
+ * on the same inputs: the KnSdpa kernel reading the past and the new rows apart == MatMul,
+ * Softmax, MatMul over the concatenation (1e-5 relative). */
+static void check_split(int variant, int want_split) {
+    kn_graph *ref = build_split_kv(variant), *g = build_split_kv(variant);
+    kn_graph_resolve_ops(ref);
+    kn_graph_resolve_ops(g);
+    int n = -1;
+    ck_assert_ptr_null(kn_pass_fuse_attention(g, &n));
+    ck_assert_msg(n == 1, "variant %d: attention not fused", variant);
+    ck_assert_ptr_null(kn_pass_split_past_kv(g, &n));
+    ck_assert_msg(n == want_split, "variant %d: %d split, want %d", variant, n, want_split);
+    kn_graph_eliminate_dead(g);
+    const kn_node *f = find_op(g, "KnSdpa");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(f->n_inputs, want_split ? 6 : 4);
+    if (want_split) {
+        ck_assert_str_eq(g->values[f->inputs[1]].name, "k_new");
+        ck_assert_str_eq(g->values[f->inputs[2]].name, "v_new");
+        ck_assert_str_eq(g->values[f->inputs[4]].name, "past_k");
+        ck_assert_str_eq(g->values[f->inputs[5]].name, "past_v");
+        ck_assert_int_eq(count_op(g, "Concat"), 1); /* the key's, for Shape alone; the value's is gone */
+        ck_assert_int_eq(count_op(g, "Expand") + count_op(g, "Unsqueeze"), 0); /* repeat_kv read by no one */
+    }
+    int64_t na, nb;
+    float *a = run_graph(ref, 7u + (unsigned)variant, &na), *b = run_graph(g, 7u + (unsigned)variant, &nb);
+    ck_assert_int_eq(na, nb);
+    ck_assert_int_eq(na, (int64_t)B * H * KV_S * D);
+    for (int64_t i = 0; i < na; i++)
+        FAST_ASSERT(fabsf(a[i] - b[i]) <= 1e-5f * fmaxf(1.0f, fabsf(a[i])), "variant %d: out[%lld] %g vs split %g",
+                    variant, (long long)i, a[i], b[i]);
+    free(a);
+    free(b);
+}
+
+START_TEST(test_split_past_kv) {
+    check_split(0, 1);
+    check_split(1, 1);
+    for (int v = 10; v <= 12; v++) check_split(v, 0);
+}
+END_TEST
+
 static Suite *fuse_suite(void) {
     Suite *s = suite_create("fuse");
     TCase *tc = tcase_create("core");
@@ -730,6 +836,7 @@ static Suite *fuse_suite(void) {
     tcase_add_test(tc, test_fuse_skip_layernorm_near_misses);
     tcase_add_test(tc, test_fuse_gemm_gelu);
     tcase_add_test(tc, test_fuse_conv_act);
+    tcase_add_test(tc, test_split_past_kv);
     tcase_add_test(tc, test_fuse_gemm_act);
     suite_add_tcase(s, tc);
     return s;

@@ -19,6 +19,7 @@ typedef struct gen_cli {
     const char *stop[GEN_MAX_STOP];
     int stream;
     int stats;      /* --stats: plans built and tokens to stderr at the end */
+    int profile;    /* --profile: the session's time per op type to stderr at the end */
     int raw;        /* --no-chat-template */
     int prompt_ids; /* --prompt-ids: each output line carries PromptTokenIds */
     int noted;      /* the no-template note was printed */
@@ -35,6 +36,7 @@ static void gen_cli_usage(const char *cmd) {
             "  --no-chat-template: the prompt text as it is (default: the folder's chat template renders it)\n"
             "  --prompt-ids: output lines carry PromptTokenIds, the prompt as fed to the model\n"
             "  --no-share-buffer: a GroupQueryAttention decoder copies its past every step (measurements)\n"
+            "  --profile: time and calls per op type over the whole call, to stderr\n"
             "  defaults: the folder's generation_config.json (genai_config.json search), else greedy, 64 tokens%s\n",
             cmd, strcmp(cmd, "generate") ? " --type textGeneration [--input FILE]" : " \"prompt\"",
             strcmp(cmd, "generate") ? "\n  --stream: one JSON delta line per piece of text as it comes" : "");
@@ -53,6 +55,10 @@ static int gen_cli_parse(int argc, char **argv, gen_cli *c, kn_session_options *
         }
         if (!strcmp(a, "--stats")) {
             c->stats = 1;
+            continue;
+        }
+        if (!strcmp(a, "--profile")) {
+            c->profile = so->profile = 1;
             continue;
         }
         if (!strcmp(a, "--truncate")) {
@@ -200,6 +206,12 @@ static int gen_term_piece(void *user, int index, const char *piece, size_t len) 
     return 0;
 }
 
+static void gen_cli_profile(const kn_generator *g) {
+    char *buf = malloc(1 << 16);
+    if (buf) fprintf(stderr, "%s", kn_generator_profile(g, buf, 1 << 16));
+    free(buf);
+}
+
 int kn_cmd_generate(int argc, char **argv) {
     gen_cli c;
     memset(&c, 0, sizeof c);
@@ -240,11 +252,12 @@ int kn_cmd_generate(int argc, char **argv) {
             kn_generator_graph_counts(g, &captured, &replayed);
             fprintf(stderr,
                     "kiln generate: %d tokens, %lld plans built, prompt %d tokens, first token %.3f ms, decode %.3f "
-                    "ms/token, %lld graphs recorded, %lld replays\n",
+                    "ms/token, %lld graphs recorded, %lld replays, past read in place in %d layers\n",
                     res.n_ids, (long long)kn_generator_plans_built(g), res.n_prompt_ids, 1e3 * res.first_token_s,
                     res.n_ids > 1 ? 1e3 * res.decode_s / (res.n_ids - 1) : 0.0, (long long)captured,
-                    (long long)replayed);
+                    (long long)replayed, kn_generator_past_in_place(g));
         }
+        if (c.profile) gen_cli_profile(g);
         kn_gen_result_free(&res);
     }
     kn_generator_free(g);
@@ -418,9 +431,12 @@ int kn_cmd_run_textgen(int argc, char **argv) {
     if (c.stats) {
         int64_t captured = 0, replayed = 0;
         kn_generator_graph_counts(g, &captured, &replayed);
-        fprintf(stderr, "kiln run: %lld plans built, %lld graphs recorded, %lld replays\n",
-                (long long)kn_generator_plans_built(g), (long long)captured, (long long)replayed);
+        fprintf(stderr,
+                "kiln run: %lld plans built, %lld graphs recorded, %lld replays, past read in place in %d layers\n",
+                (long long)kn_generator_plans_built(g), (long long)captured, (long long)replayed,
+                kn_generator_past_in_place(g));
     }
+    if (c.profile) gen_cli_profile(g);
     kn_generator_free(g);
     return 0;
 }
