@@ -140,6 +140,15 @@ typedef struct kn_backend {
     void *(*graph_pin)(const struct kn_backend *b, void *graph, const void *host, size_t n, bool to_host);
     kn_status *(*graph_replay)(const struct kn_backend *b, void *graph);
     void (*graph_free)(const struct kn_backend *b, void *graph);
+    /* ---- optional, device backends: text generation's token choice (devgreedy) ----
+     * greedy: for each of `rows` rows of `vocab` float32 logits in device memory (row r starts at
+     * logits + row_off[r], row_off on the host), the id the CPU generator's scan picks (best = 0,
+     * then i wherever x[i] > x[best]: the lowest id of the largest logit, NaNs never chosen unless
+     * at id 0), written to ids on the host, so only rows * 4 bytes come back. pen_off (host, NULL:
+     * no penalty) holds rows + 1 offsets into pen_ids (host): row r's distinct earlier ids, whose
+     * logits get the repetition penalty (x < 0 ? x * penalty : x / penalty) in place first. */
+    kn_status *(*greedy)(const struct kn_backend *b, float *logits, int rows, const int64_t *row_off, int64_t vocab,
+                         const int32_t *pen_ids, const int32_t *pen_off, float penalty, int32_t *ids);
 } kn_backend;
 
 const kn_backend *kn_cpu_backend(void);

@@ -748,6 +748,54 @@ static double gen_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* The logits' vocabulary size as the session's output declares it (0: not a fixed dim). */
+static int64_t gen_logits_vocab(const kn_generator *g) {
+    for (int i = 0; i < kn_session_output_count(g->sess); i++) {
+        kn_value_info vi;
+        kn_status *st = kn_session_output_info(g->sess, i, &vi);
+        if (st) {
+            kn_status_free(st);
+            continue;
+        }
+        if (!strcmp(vi.name, g->name_logits)) return vi.ndim == 3 && vi.dims[2] > 0 ? vi.dims[2] : 0;
+    }
+    return 0;
+}
+
+/* Greedy choice on the device (kn_backend.greedy) for the step's `active` rows, whose logits
+ * [active, S, V] stay in device memory: row r's last position (own_end: the row's own end, a
+ * right-padded prefill), the repetition penalty over the row's distinct prompt and generated ids
+ * as gen_pick applies it. Only the ids come back. */
+static kn_status *gen_pick_dev(const kn_backend *be, float *dev_logits, gen_seq **rows, const int *map, int active,
+                               int64_t S, int own_end, int64_t V, const kn_gen_options *o, int32_t *picked) {
+    const int pen = o->repetition_penalty != 1.0f;
+    int64_t *off = malloc(sizeof *off * (size_t)active);
+    int32_t *poff = pen ? malloc(sizeof *poff * (size_t)(active + 1)) : NULL, *pids = NULL;
+    uint8_t *mark = pen ? calloc((size_t)V, 1) : NULL;
+    size_t total = 0;
+    for (int r = 0; r < active; r++) total += (size_t)(rows[map[r]]->n_prompt + rows[map[r]]->n_ids);
+    if (pen) pids = malloc(sizeof *pids * (total ? total : 1));
+    kn_status *st = NULL;
+    if (!off || (pen && (!poff || !pids || !mark))) st = KN_OOM(total * sizeof *pids);
+    for (int r = 0; r < active && !st; r++) {
+        const gen_seq *q = rows[map[r]];
+        int64_t last = own_end ? q->n_prompt - 1 : S - 1;
+        off[r] = ((int64_t)r * S + last) * V;
+        if (!pen) continue;
+        if (r == 0) poff[0] = 0;
+        int32_t n = poff[r];
+        for (int i = 0; i < q->n_prompt + q->n_ids; i++) {
+            int32_t t = i < q->n_prompt ? q->prompt[i] : q->ids[i - q->n_prompt];
+            if (t >= 0 && t < V && !mark[t]) mark[t] = 1, pids[n++] = t;
+        }
+        for (int32_t k = poff[r]; k < n; k++) mark[pids[k]] = 0;
+        poff[r + 1] = n;
+    }
+    if (!st) st = be->greedy(be, dev_logits, active, off, V, pids, poff, o->repetition_penalty, picked);
+    free(off), free(poff), free(pids), free(mark);
+    return st;
+}
+
 /* Runs one batch of b sequences (all the same prompt length P after left padding). */
 static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen_options *o, kn_gen_stream_fn stream,
                             void *user, uint64_t *rng) {
@@ -777,6 +825,11 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
     const kn_backend *be = kn_session_backend(g->sess);
     const int on_dev = (shared || fixed) && be && be->device != KN_DEVICE_CPU && be->alloc && be->copy;
     float *zeros = NULL, *dev_tmp = NULL; /* on_dev && fixed: for widening the cache (gen_relayout_dev) */
+    /* greedy on the device (gen_pick_dev): the logits are a device output, only ids come back;
+     * sampling keeps the host path (its sort and seeded draw are the CPU's) */
+    const int64_t dev_vocab = on_dev && be->greedy && !o->do_sample ? gen_logits_vocab(g) : 0;
+    float *dev_logits = NULL;
+    int32_t *picked = NULL;
     uint8_t *in_dev = calloc((size_t)n_in, 1), *out_dev = calloc((size_t)n_out, 1);
     int64_t *ids = calloc((size_t)b * (size_t)(P > 1 ? P : 1), sizeof *ids);
     int64_t *pos = calloc((size_t)b * (size_t)(P > 1 ? P : 1), sizeof *pos);
@@ -813,6 +866,10 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         if (!st && fixed && !(dev_tmp = be->alloc(be, cache_floats * sizeof(float))))
             st = kn_error(KN_ERR_OUT_OF_MEMORY, "generate: scratch for the key/value cache on %s: %zu bytes", be->name,
                           cache_floats * sizeof(float));
+        size_t logit_bytes = sizeof(float) * (size_t)b * (size_t)(P > 1 ? P : 1) * (size_t)dev_vocab;
+        if (!st && dev_vocab &&
+            (!(dev_logits = be->alloc(be, logit_bytes)) || !(picked = malloc(sizeof(int32_t) * (size_t)b))))
+            st = kn_error(KN_ERR_OUT_OF_MEMORY, "generate: the logits on %s: %zu bytes", be->name, logit_bytes);
         if (st) goto done;
     } else if (fixed || shared)
         for (int k = 0; k < 2 * L; k++) {
@@ -910,6 +967,12 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         int no = 0;
         memset(&out[no], 0, sizeof out[no]);
         out[no].name = g->name_logits;
+        if (dev_logits) {
+            int64_t dl[3] = {active, S, dev_vocab};
+            out_dev[no] = 1;
+            gen_tensor(&out[no], g->name_logits, KN_F32, 3, dl, dev_logits);
+            out[no].capacity = sizeof(float) * (size_t)b * (size_t)(P > 1 ? P : 1) * (size_t)dev_vocab;
+        }
         no++;
         for (int k = 0; k < 2 * L; k++) {
             const char *nm = k < L ? g->pres_k[k] : g->pres_v[k - L];
@@ -928,6 +991,7 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
                     : kn_session_run(g->sess, in, ni, out, no);
         free(idbuf), free(posbuf), free(maskbuf);
         if (st) goto done;
+        if (dev_logits) out[0].data = NULL; /* device memory: never kn_free'd, read by gen_pick_dev */
         if (out[0].dtype != KN_F32 || out[0].ndim != 3 || out[0].dims[0] != active || out[0].dims[1] != S) {
             st = kn_error(KN_ERR_INVALID_MODEL, "generate: output %s is not float32 [batch, sequence, vocab]",
                           out[0].name);
@@ -1007,22 +1071,33 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         }
         /* pick, record, finish */
         int abort = 0;
+        if (dev_logits && vocab != dev_vocab) {
+            st = kn_error(KN_ERR_INVALID_MODEL, "generate: output %s has %d logits per position, declared %lld",
+                          out[0].name, vocab, (long long)dev_vocab);
+            goto done;
+        }
+        if (dev_logits &&
+            (st = gen_pick_dev(be, dev_logits, rows, map, active, S, shared && first, dev_vocab, o, picked)))
+            goto done;
         for (int r = 0; r < active; r++) {
             gen_seq *q = rows[map[r]];
-            int64_t last = shared && first ? q->n_prompt - 1 : S - 1; /* right padding: the row's own end */
-            memcpy(logits, (float *)out[0].data + ((size_t)r * (size_t)S + (size_t)last) * (size_t)vocab,
-                   sizeof(float) * (size_t)vocab);
-            int n_seen = q->n_prompt + q->n_ids;
-            int32_t *sn = realloc(seen, sizeof(int32_t) * (size_t)(n_seen + 1));
-            if (!sn) {
-                kn_free(out[0].data);
-                st = KN_OOM(0);
-                goto done;
+            int32_t t = dev_logits ? picked[r] : 0;
+            if (!dev_logits) {
+                int64_t last = shared && first ? q->n_prompt - 1 : S - 1; /* right padding: the row's own end */
+                memcpy(logits, (float *)out[0].data + ((size_t)r * (size_t)S + (size_t)last) * (size_t)vocab,
+                       sizeof(float) * (size_t)vocab);
+                int n_seen = q->n_prompt + q->n_ids;
+                int32_t *sn = realloc(seen, sizeof(int32_t) * (size_t)(n_seen + 1));
+                if (!sn) {
+                    kn_free(out[0].data);
+                    st = KN_OOM(0);
+                    goto done;
+                }
+                seen = sn;
+                memcpy(seen, q->prompt, sizeof(int32_t) * (size_t)q->n_prompt);
+                memcpy(seen + q->n_prompt, q->ids, sizeof(int32_t) * (size_t)q->n_ids);
+                t = gen_pick(logits, vocab, seen, n_seen, o, rng, cand);
             }
-            seen = sn;
-            memcpy(seen, q->prompt, sizeof(int32_t) * (size_t)q->n_prompt);
-            memcpy(seen + q->n_prompt, q->ids, sizeof(int32_t) * (size_t)q->n_ids);
-            int32_t t = gen_pick(logits, vocab, seen, n_seen, o, rng, cand);
             q->ids[q->n_ids++] = t;
             q->t_last = gen_now() - t0;
             if (q->n_ids == 1) q->t_first = q->t_last;
@@ -1071,6 +1146,8 @@ done:
             } else free(cache[k]), free(pres[k]);
         }
     if (dev_tmp) be->free(be, dev_tmp);
+    if (dev_logits) be->free(be, dev_logits);
+    free(picked);
     free(zeros);
     free(in_dev), free(out_dev);
     free(map);

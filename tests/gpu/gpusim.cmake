@@ -181,3 +181,7 @@ add_test(NAME gpusim.seq_bucket_cli
          COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/seq_bucket_cli.py --kiln $<TARGET_FILE:kiln_cli_sim>
                  --device cuda)
 set_tests_properties(gpusim.seq_bucket_cli PROPERTIES TIMEOUT 300)
+# devgreedy: text generation's greedy argmax on the device (kn_backend.greedy) against the CPU
+# generator's scan: vocabularies up to 151936, ties, NaN/-inf rows, the repetition penalty
+add_test(NAME gpusim.backend_ops_greedy COMMAND test_backend_ops_sim greedy)
+set_tests_properties(gpusim.backend_ops_greedy PROPERTIES TIMEOUT 600 ENVIRONMENT "KILN_SIM_RACECHECK=1")
