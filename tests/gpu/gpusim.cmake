@@ -160,7 +160,9 @@ target_link_libraries(test_stream_order_sim PRIVATE kiln_core_sim)
 add_test(NAME gpusim.stream_order COMMAND test_stream_order_sim)
 set_tests_properties(gpusim.stream_order PROPERTIES TIMEOUT 120)
 # the Optimum layout (GPT-2 with position_ids, a Llama export) generating on cuda with its cache and
-# presents in device memory: greedy ids == kiln on the CPU (batch 1 and 4), decode steps replayed
+# presents in device memory: greedy ids == kiln on the CPU (batch 1 and 4), decode steps replayed;
+# devgreedy: a GenAI fixture too, the greedy choice on the device (a decode step copies B * 4 bytes
+# device to host, + 64 at most, counted by the interpreter), the repetition penalty there == CPU
 if(TARGET kiln_pipelines)
   add_test(NAME gpusim.textgen_device
            COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/textgen_parity.py --case device
