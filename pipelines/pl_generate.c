@@ -24,7 +24,10 @@
  * address (kn_session_run_device), which the executor computes in place, so the cache never
  * crosses to the host; only the ids, mask and positions go up and the logits come back. The
  * addresses stay fixed for the whole call, so a decode plan's runs after its second replay the
- * recorded CUDA graph (kn_generator_graph_counts). */
+ * recorded CUDA graph (kn_generator_graph_counts).
+ *
+ * When the backend picks tokens (kn_backend.greedy / topk, gen_pick_dev) the logits stay in device
+ * memory too: greedy ids, or top-k sampling's candidates for the CPU's seeded draw, come back. */
 #include "pipelines/generate.h"
 #include "pipelines/chat_template.h"
 #include "pipelines/pl_internal.h"
@@ -516,6 +519,8 @@ static int gen_cand_cmp(const void *a, const void *b) {
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
+static int32_t gen_draw(const gen_cand *cand, int n, const kn_gen_options *o, uint64_t *rng);
+
 /* Picks the next token from one row of logits (modified in place), in transformers' order:
  * repetition penalty, then (sampling) temperature, top-k, top-p, min-p. */
 static int32_t gen_pick(float *logits, int V, const int32_t *seen, int n_seen, const kn_gen_options *o, uint64_t *rng,
@@ -542,7 +547,12 @@ static int32_t gen_pick(float *logits, int V, const int32_t *seen, int n_seen, c
         cand[i].id = i;
     }
     qsort(cand, (size_t)V, sizeof *cand, gen_cand_cmp);
-    int n = V;
+    return gen_draw(cand, V, o, rng);
+}
+
+/* The sampling draw over n candidates sorted by gen_cand_cmp (temperature applied): top-k, top-p,
+ * min-p, then the seeded draw. */
+static int32_t gen_draw(const gen_cand *cand, int n, const kn_gen_options *o, uint64_t *rng) {
     if (o->top_k > 0 && o->top_k < n) n = o->top_k;
     double mx = cand[0].logit, sum = 0;
     double *pr = malloc(sizeof(double) * (size_t)n);
@@ -767,7 +777,8 @@ static int64_t gen_logits_vocab(const kn_generator *g) {
  * right-padded prefill), the repetition penalty over the row's distinct prompt and generated ids
  * as gen_pick applies it. Only the ids come back. */
 static kn_status *gen_pick_dev(const kn_backend *be, float *dev_logits, gen_seq **rows, const int *map, int active,
-                               int64_t S, int own_end, int64_t V, const kn_gen_options *o, int32_t *picked) {
+                               int64_t S, int own_end, int64_t V, const kn_gen_options *o, int32_t *picked,
+                               uint64_t *rng, gen_cand *cand, float *logits) {
     const int pen = o->repetition_penalty != 1.0f;
     int64_t *off = malloc(sizeof *off * (size_t)active);
     int32_t *poff = pen ? malloc(sizeof *poff * (size_t)(active + 1)) : NULL, *pids = NULL;
@@ -791,7 +802,38 @@ static kn_status *gen_pick_dev(const kn_backend *be, float *dev_logits, gen_seq 
         for (int32_t k = poff[r]; k < n; k++) mark[pids[k]] = 0;
         poff[r + 1] = n;
     }
-    if (!st) st = be->greedy(be, dev_logits, active, off, V, pids, poff, o->repetition_penalty, picked);
+    if (!st && !o->do_sample)
+        st = be->greedy(be, dev_logits, active, off, V, pids, poff, o->repetition_penalty, picked);
+    else if (!st) {
+        /* sampling: the top k + 32 by logit come back; re-sorted by logit / temperature they hold
+         * the CPU's top k unless the division ties the k-th with the last (then, or with a NaN in
+         * the row, which the CPU's sort cannot place either, the row itself comes back) */
+        int K = o->top_k + 32 < V ? o->top_k + 32 : (int)V;
+        float temp = o->temperature > 0 ? o->temperature : 1.0f;
+        float *vals = malloc(sizeof(float) * (size_t)active * (size_t)K);
+        int32_t *ids = malloc(sizeof(int32_t) * (size_t)active * (size_t)K);
+        uint8_t *nan = malloc((size_t)active);
+        if (!vals || !ids || !nan) st = KN_OOM(sizeof(float) * (size_t)active * (size_t)K);
+        if (!st) st = be->topk(be, dev_logits, active, off, V, pids, poff, o->repetition_penalty, K, vals, ids, nan);
+        kn_gen_options plain = *o;
+        plain.repetition_penalty = 1.0f; /* applied on the device already */
+        for (int r = 0; r < active && !st; r++) {
+            const float *v = vals + (size_t)r * (size_t)K;
+            int k1 = o->top_k < K ? o->top_k : K;
+            if (nan[r] || (K < V && v[K - 1] / temp == v[k1 - 1] / temp)) {
+                st = be->copy(be, logits, KN_DEVICE_CPU, dev_logits + off[r], be->device, sizeof(float) * (size_t)V);
+                if (!st) picked[r] = gen_pick(logits, (int)V, NULL, 0, &plain, rng, cand);
+                continue;
+            }
+            for (int i = 0; i < K; i++) {
+                cand[i].logit = v[i] / temp;
+                cand[i].id = ids[(size_t)r * (size_t)K + (size_t)i];
+            }
+            qsort(cand, (size_t)K, sizeof *cand, gen_cand_cmp);
+            picked[r] = gen_draw(cand, K, o, rng);
+        }
+        free(vals), free(ids), free(nan);
+    }
     free(off), free(poff), free(pids), free(mark);
     return st;
 }
@@ -826,8 +868,10 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
     const int on_dev = (shared || fixed) && be && be->device != KN_DEVICE_CPU && be->alloc && be->copy;
     float *zeros = NULL, *dev_tmp = NULL; /* on_dev && fixed: for widening the cache (gen_relayout_dev) */
     /* greedy on the device (gen_pick_dev): the logits are a device output, only ids come back;
-     * sampling keeps the host path (its sort and seeded draw are the CPU's) */
-    const int64_t dev_vocab = on_dev && be->greedy && !o->do_sample ? gen_logits_vocab(g) : 0;
+     * top-k sampling (k + 32 <= KN_TOPK_MAX): the candidates come back, the sort and the seeded
+     * draw are the CPU's; other sampling keeps the host path */
+    const int dev_sample = o->do_sample && be && be->topk && o->top_k > 0 && o->top_k + 32 <= KN_TOPK_MAX;
+    const int64_t dev_vocab = on_dev && be->greedy && (!o->do_sample || dev_sample) ? gen_logits_vocab(g) : 0;
     float *dev_logits = NULL;
     int32_t *picked = NULL;
     uint8_t *in_dev = calloc((size_t)n_in, 1), *out_dev = calloc((size_t)n_out, 1);
@@ -1077,7 +1121,8 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
             goto done;
         }
         if (dev_logits &&
-            (st = gen_pick_dev(be, dev_logits, rows, map, active, S, shared && first, dev_vocab, o, picked)))
+            (st = gen_pick_dev(be, dev_logits, rows, map, active, S, shared && first, dev_vocab, o, picked, rng, cand,
+                               logits)))
             goto done;
         for (int r = 0; r < active; r++) {
             gen_seq *q = rows[map[r]];

@@ -456,9 +456,10 @@ def run_device(args, torch, transformers):
     prompts of different lengths, and after each decode plan's first two runs every step is a replay
     of its recorded CUDA graph (taken only when the run binds the same device buffers). A GenAI
     fixture (GroupQueryAttention, shared buffer) too. On cuda the greedy token is picked on the
-    device: a decode step copies B int32 ids device to host (+ 64 bytes at most), never the logits
-    (sampling, on the host, copies at least a logits row: the counter's contrast), and the
-    repetition penalty applied there gives kiln's CPU ids."""
+    device: a decode step copies B int32 ids device to host (+ 64 bytes at most), never the logits,
+    and the repetition penalty applied there gives kiln's CPU ids; top-k sampling brings back the
+    k + 32 best per row and draws the CPU's seeded tokens; sampling without top-k stays on the host
+    and copies at least a logits row (the counter's contrast)."""
     d = args.keep or tempfile.mkdtemp(prefix="kiln_textgen_device_")
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d, exist_ok=True)
@@ -499,9 +500,24 @@ def run_device(args, torch, transformers):
                     per = d2h_per_step(args, folder, PROMPTS[:bs], bs)
                     rep.check(f"{name} batch {bs}: bytes device to host per decode step <= {4 * bs} + 64",
                               per is not None and per <= 4 * bs + 64, f"{per} (the logits: {4 * bs * V})")
-            per = d2h_per_step(args, B, PROMPTS[:1], 1, "--temperature", "0.8", "--seed", "3")
-            rep.check("sampling (host path): bytes device to host per decode step >= the logits row",
+            # top-k sampling: the k + 32 best (value, id) per row come back, the draw is the CPU's;
+            # without top-k (--top-k 0) the host path, whose steps copy at least a logits row
+            samp = ("--temperature", "0.8", "--seed", "3", "--top-k", "20")
+            per = d2h_per_step(args, B, PROMPTS[:4], 4, *samp)
+            rep.check(f"top-k 20 sampling batch 4: bytes device to host per decode step <= 4 * 52 * 8 + 16 + 64",
+                      per is not None and per <= 4 * 52 * 8 + 16 + 64, f"{per} (the logits: {16 * V})")
+            per = d2h_per_step(args, B, PROMPTS[:1], 1, "--temperature", "0.8", "--seed", "3", "--top-k", "0")
+            rep.check("sampling without top-k (host path): bytes device to host per decode step >= the logits row",
                       per is not None and per >= 4 * V, f"{per} (the logits: {4 * V})")
+            for name, folder in (("gpt2 (position_ids)", B), ("genai GQA", G)):
+                got = [g.get("output", {}).get("TokenIds") for g in
+                       results(kiln_run(args, folder, inputs, "--max-new-tokens", N_NEW, "--batch-size", 4, *samp,
+                                        "--repetition-penalty", "1.2"))]
+                cpu = [g.get("output", {}).get("TokenIds") for g in
+                       results(kiln_run(args, folder, inputs, "--max-new-tokens", N_NEW, "--batch-size", 4, *samp,
+                                        "--repetition-penalty", "1.2", plain=True))]
+                rep.check(f"{name} batch 4 top-k 20 sampling (seeded, penalty 1.2) on the device == kiln on the CPU",
+                          got == cpu and None not in got, "" if got == cpu else f"device {got} cpu {cpu}")
             for name, folder in (("gpt2 (position_ids)", B), ("genai GQA", G)):
                 got = [g.get("output", {}).get("TokenIds") for g in
                        results(kiln_run(args, folder, inputs, "--max-new-tokens", N_NEW, "--batch-size", 4,

@@ -3364,6 +3364,109 @@ static void test_devgreedy(void) {
     cu->free(cu, d);
 }
 
+/* kn_backend.topk (device sampling's candidates): each row's k best in the CPU sampler's order
+ * (value descending, id ascending; ties across chunks), the NaN flag of rows holding one, the
+ * penalty in place as for greedy. */
+static int topk_ref_cmp(const void *a, const void *b) {
+    const float *x = a, *y = b; /* pairs (value, id as float bits) */
+    if (x[0] != y[0]) return x[0] > y[0] ? -1 : 1;
+    int32_t i, j;
+    memcpy(&i, &x[1], 4), memcpy(&j, &y[1], 4);
+    return i < j ? -1 : i > j;
+}
+static void topk_case(int64_t V, int rows, int k, int kind, float penalty) {
+    greedy_stats.cases++;
+    int64_t slack = 2 * V + 5, n = (int64_t)rows * slack;
+    float *h = malloc(sizeof(float) * (size_t)n), *pairs = malloc(sizeof(float) * 2 * (size_t)V);
+    float *vals = malloc(sizeof(float) * (size_t)rows * (size_t)k);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)rows * (size_t)k);
+    int64_t off[8];
+    uint8_t nan[8] = {0};
+    int32_t pen_off[9] = {0}, pen_ids[8 * 4] = {0};
+    int np = 0;
+    for (int64_t i = 0; i < n; i++) h[i] = (float)(int)urand(-6.0, 6.0) * 0.5f; /* many ties */
+    for (int r = 0; r < rows; r++) {
+        off[r] = (int64_t)r * slack + (int64_t)(rnd() % (uint64_t)(V + 6));
+        float *x = h + off[r];
+        if ((kind + r) % 3 == 1) x[rnd() % (uint64_t)V] = NAN;
+        if ((kind + r) % 3 == 2) x[V - 1] = INFINITY, x[0] = -INFINITY;
+        if (penalty != 1.0f) {
+            int32_t c[4] = {0, (int32_t)(V / 2), (int32_t)(V - 1), -1};
+            for (int q = 0; q < 4; q++) {
+                bool dup = false;
+                for (int j = pen_off[r]; j < np; j++) dup |= pen_ids[j] == c[q];
+                if (!dup) pen_ids[np++] = c[q];
+            }
+        }
+        pen_off[r + 1] = np;
+    }
+    void *d = cu->alloc(cu, sizeof(float) * (size_t)n);
+    kn_status *st = d ? cu->copy(cu, d, KN_DEVICE_CUDA, h, KN_DEVICE_CPU, sizeof(float) * (size_t)n)
+                      : kn_error(KN_ERR_OUT_OF_MEMORY, "alloc");
+    if (!st)
+        st = cu->topk(cu, d, rows, off, V, penalty != 1.0f ? pen_ids : NULL, penalty != 1.0f ? pen_off : NULL, penalty,
+                      k, vals, ids, nan);
+    bool ok = !st;
+    for (int r = 0; r < rows && ok; r++) {
+        float *x = h + off[r];
+        for (int j = pen_off[r]; j < pen_off[r + 1]; j++)
+            if (pen_ids[j] >= 0 && pen_ids[j] < V)
+                x[pen_ids[j]] = x[pen_ids[j]] < 0 ? x[pen_ids[j]] * penalty : x[pen_ids[j]] / penalty;
+        int m = 0, has_nan = 0;
+        for (int64_t i = 0; i < V; i++) {
+            if (isnan(x[i])) {
+                has_nan = 1;
+                continue;
+            }
+            int32_t id = (int32_t)i;
+            pairs[2 * m] = x[i];
+            memcpy(&pairs[2 * m + 1], &id, 4);
+            m++;
+        }
+        ok = nan[r] == has_nan;
+        if (has_nan || !ok) continue;
+        qsort(pairs, (size_t)m, 2 * sizeof(float), topk_ref_cmp);
+        for (int j = 0; j < k && ok; j++) {
+            int32_t id;
+            memcpy(&id, &pairs[2 * j + 1], 4);
+            ok = ids[(size_t)r * (size_t)k + (size_t)j] == id &&
+                !memcmp(&vals[(size_t)r * (size_t)k + (size_t)j], &pairs[2 * j], 4);
+        }
+    }
+    if (ok) greedy_stats.passed++;
+    else {
+        greedy_stats.failed++;
+        printf("FAIL topk V=%lld rows=%d k=%d kind=%d penalty=%g %s\n", (long long)V, rows, k, kind, (double)penalty,
+               st ? kn_status_message(st) : "");
+    }
+    kn_status_free(st);
+    if (d) cu->free(cu, d);
+    free(h), free(pairs), free(vals), free(ids);
+}
+static void test_devgreedy_topk(void) {
+    if ((only_some && !greedy_only) || !cu->topk) return;
+    static const int64_t vs[] = {1, 40, 257, 4097, 9000};
+    static const int ks[] = {1, 7, 40, 82, 256};
+    for (size_t a = 0; a < sizeof vs / sizeof vs[0]; a++)
+        for (size_t b = 0; b < sizeof ks / sizeof ks[0]; b++) {
+            if (ks[b] > vs[a]) continue;
+            topk_case(vs[a], 1 + (int)(b % 3), ks[b], (int)(a + b), b == 2 ? 1.3f : 1.0f);
+        }
+    topk_case(151936, 1, 82, 0, 1.0f);
+    /* bad input: k above KN_TOPK_MAX or the vocabulary is refused */
+    float v;
+    int32_t id;
+    uint8_t nf;
+    int64_t off0 = 0;
+    void *d = cu->alloc(cu, 64);
+    kn_status *st = cu->topk(cu, d, 1, &off0, 4, NULL, NULL, 1.0f, 5, &v, &id, &nf);
+    greedy_stats.cases++;
+    if (st) greedy_stats.passed++;
+    else greedy_stats.failed++, printf("FAIL topk: k 5 over a vocabulary of 4 was not refused\n");
+    kn_status_free(st);
+    cu->free(cu, d);
+}
+
 int main(int argc, char **argv) {
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "-v") == 0) {
@@ -3424,6 +3527,7 @@ int main(int argc, char **argv) {
     test_contrib_qlinear_matmul();
     test_cucover_rmsnorm();
     test_devgreedy();
+    test_devgreedy_topk();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {
