@@ -286,12 +286,17 @@ def torch_gen(model, ps, n_new, warmup=False):
                 n_decode=n_new - 1)
 
 
-def genai_ref():
-    """ONNX Runtime GenAI with its CUDA provider, or (None, why)."""
+def genai_ref(d):
+    """ONNX Runtime GenAI with its CUDA provider, or (None, why): a one-token trial run on the folder
+    decides (an older API or a build without CUDA falls back to the next reference)."""
     try:
-        import onnxruntime_genai as og  # noqa: F401
+        import onnxruntime_genai as og
     except ImportError as e:
         return None, f"no onnxruntime_genai ({e})"
+    try:
+        genai_gen(og, d, [[1, 2, 3]], 2)
+    except Exception as e:  # noqa: BLE001 - any failure means no usable GenAI reference
+        return None, f"onnxruntime_genai on cuda failed: {repr(e)[:200]}"
     return og, "onnxruntime-genai cuda"
 
 
@@ -374,13 +379,16 @@ def main():
                 args.precision = "fp32"
             else:
                 kx = kx + ("--precision", args.precision)
-        ref, why = genai_ref()
+        ref, why = genai_ref(d)
         ref_kind, refs = "genai", {}
         if ref is None:
             # the reference at kiln's precision first (the ratio's), then in fp16 if that differs
             why0 = why
             for dt in dict.fromkeys(({"fp32": "float32", "bf16": "bfloat16"}.get(args.precision, "float16"), "float16")):
-                m, why = torch_ref(d, sh, ctx, dtype=dt)
+                try:
+                    m, why = torch_ref(d, sh, ctx, dtype=dt)
+                except Exception as e:  # noqa: BLE001 - kiln's rows still come, with the reason
+                    m, why = None, f"transformers reference failed: {repr(e)[:200]}"
                 if m is None:
                     break
                 refs[dt] = m
