@@ -146,8 +146,25 @@ typedef struct kn_backend {
      * before. NULL: copy_async. */
     kn_status *(*copy_to_host_later)(const struct kn_backend *b, void *dst, const void *src, size_t bytes,
                                      void *stream);
+    /* ---- optional, device backends: text generation's token choice (devgreedy) ----
+     * greedy: for each of `rows` rows of `vocab` float32 logits in device memory (row r starts at
+     * logits + row_off[r], row_off on the host), the id the CPU generator's scan picks (best = 0,
+     * then i wherever x[i] > x[best]: the lowest id of the largest logit, NaNs never chosen unless
+     * at id 0), written to ids on the host, so only rows * 4 bytes come back. pen_off (host, NULL:
+     * no penalty) holds rows + 1 offsets into pen_ids (host): row r's distinct earlier ids, whose
+     * logits get the repetition penalty (x < 0 ? x * penalty : x / penalty) in place first. */
+    kn_status *(*greedy)(const struct kn_backend *b, float *logits, int rows, const int64_t *row_off, int64_t vocab,
+                         const int32_t *pen_ids, const int32_t *pen_off, float penalty, int32_t *ids);
+    /* topk: as greedy, but each row's k best (value, id) (1 <= k <= KN_TOPK_MAX, k <= vocab) in the CPU
+     * sampler's sort order, value descending then id ascending, into vals/ids[r * k + j] (host);
+     * nan[r] set where the row holds a NaN, which that order cannot place (the caller then reads
+     * the row itself). The penalty, when asked, is applied in place first. */
+    kn_status *(*topk)(const struct kn_backend *b, float *logits, int rows, const int64_t *row_off, int64_t vocab,
+                       const int32_t *pen_ids, const int32_t *pen_off, float penalty, int k, float *vals, int32_t *ids,
+                       uint8_t *nan);
 } kn_backend;
 
+#define KN_TOPK_MAX 256 /* kn_backend.topk's largest k */
 const kn_backend *kn_cpu_backend(void);
 /* The backend for a session's device (runtime/backends.c): the CPU, or the CUDA backend for
  * device index `index` (KN_ERR_NO_DEVICE when there is no such device or no CUDA in this build). */

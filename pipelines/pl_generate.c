@@ -27,7 +27,10 @@
  * address (kn_session_run_device), which the executor computes in place, so the cache never
  * crosses to the host; only the ids, mask and positions go up and the logits come back. The
  * addresses stay fixed for the whole call, so a decode plan's runs after its second replay the
- * recorded CUDA graph (kn_generator_graph_counts). */
+ * recorded CUDA graph (kn_generator_graph_counts).
+ *
+ * When the backend picks tokens (kn_backend.greedy / topk, gen_pick_dev) the logits stay in device
+ * memory too: greedy ids, or top-k sampling's candidates for the CPU's seeded draw, come back. */
 #include "pipelines/generate.h"
 #include "pipelines/chat_template.h"
 #include "pipelines/pl_internal.h"
@@ -594,6 +597,8 @@ static int gen_cand_cmp(const void *a, const void *b) {
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
+static int32_t gen_draw(const gen_cand *cand, int n, const kn_gen_options *o, uint64_t *rng);
+
 /* Picks the next token from one row of logits (modified in place), in transformers' order:
  * repetition penalty, then (sampling) temperature, top-k, top-p, min-p. */
 static int32_t gen_pick(float *logits, int V, const int32_t *seen, int n_seen, const kn_gen_options *o, uint64_t *rng,
@@ -620,7 +625,12 @@ static int32_t gen_pick(float *logits, int V, const int32_t *seen, int n_seen, c
         cand[i].id = i;
     }
     qsort(cand, (size_t)V, sizeof *cand, gen_cand_cmp);
-    int n = V;
+    return gen_draw(cand, V, o, rng);
+}
+
+/* The sampling draw over n candidates sorted by gen_cand_cmp (temperature applied): top-k, top-p,
+ * min-p, then the seeded draw. */
+static int32_t gen_draw(const gen_cand *cand, int n, const kn_gen_options *o, uint64_t *rng) {
     if (o->top_k > 0 && o->top_k < n) n = o->top_k;
     double mx = cand[0].logit, sum = 0;
     double *pr = malloc(sizeof(double) * (size_t)n);
@@ -826,6 +836,86 @@ static double gen_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* The logits' vocabulary size as the session's output declares it (0: not a fixed dim). */
+static int64_t gen_logits_vocab(const kn_generator *g) {
+    for (int i = 0; i < kn_session_output_count(g->sess); i++) {
+        kn_value_info vi;
+        kn_status *st = kn_session_output_info(g->sess, i, &vi);
+        if (st) {
+            kn_status_free(st);
+            continue;
+        }
+        if (!strcmp(vi.name, g->name_logits)) return vi.ndim == 3 && vi.dims[2] > 0 ? vi.dims[2] : 0;
+    }
+    return 0;
+}
+
+/* Greedy choice on the device (kn_backend.greedy) for the step's `active` rows, whose logits
+ * [active, S, V] stay in device memory: row r's last position (own_end: the row's own end, a
+ * right-padded prefill), the repetition penalty over the row's distinct prompt and generated ids
+ * as gen_pick applies it. Only the ids come back. */
+static kn_status *gen_pick_dev(const kn_backend *be, float *dev_logits, gen_seq **rows, const int *map, int active,
+                               int64_t S, int own_end, int64_t V, const kn_gen_options *o, int32_t *picked,
+                               uint64_t *rng, gen_cand *cand, float *logits) {
+    const int pen = o->repetition_penalty != 1.0f;
+    int64_t *off = malloc(sizeof *off * (size_t)active);
+    int32_t *poff = pen ? malloc(sizeof *poff * (size_t)(active + 1)) : NULL, *pids = NULL;
+    uint8_t *mark = pen ? calloc((size_t)V, 1) : NULL;
+    size_t total = 0;
+    for (int r = 0; r < active; r++) total += (size_t)(rows[map[r]]->n_prompt + rows[map[r]]->n_ids);
+    if (pen) pids = malloc(sizeof *pids * (total ? total : 1));
+    kn_status *st = NULL;
+    if (!off || (pen && (!poff || !pids || !mark))) st = KN_OOM(total * sizeof *pids);
+    for (int r = 0; r < active && !st; r++) {
+        const gen_seq *q = rows[map[r]];
+        int64_t last = own_end ? q->n_prompt - 1 : S - 1;
+        off[r] = ((int64_t)r * S + last) * V;
+        if (!pen) continue;
+        if (r == 0) poff[0] = 0;
+        int32_t n = poff[r];
+        for (int i = 0; i < q->n_prompt + q->n_ids; i++) {
+            int32_t t = i < q->n_prompt ? q->prompt[i] : q->ids[i - q->n_prompt];
+            if (t >= 0 && t < V && !mark[t]) mark[t] = 1, pids[n++] = t;
+        }
+        for (int32_t k = poff[r]; k < n; k++) mark[pids[k]] = 0;
+        poff[r + 1] = n;
+    }
+    if (!st && !o->do_sample)
+        st = be->greedy(be, dev_logits, active, off, V, pids, poff, o->repetition_penalty, picked);
+    else if (!st) {
+        /* sampling: the top k + 32 by logit come back; re-sorted by logit / temperature they hold
+         * the CPU's top k unless the division ties the k-th with the last (then, or with a NaN in
+         * the row, which the CPU's sort cannot place either, the row itself comes back) */
+        int K = o->top_k + 32 < V ? o->top_k + 32 : (int)V;
+        float temp = o->temperature > 0 ? o->temperature : 1.0f;
+        float *vals = malloc(sizeof(float) * (size_t)active * (size_t)K);
+        int32_t *ids = malloc(sizeof(int32_t) * (size_t)active * (size_t)K);
+        uint8_t *nan = malloc((size_t)active);
+        if (!vals || !ids || !nan) st = KN_OOM(sizeof(float) * (size_t)active * (size_t)K);
+        if (!st) st = be->topk(be, dev_logits, active, off, V, pids, poff, o->repetition_penalty, K, vals, ids, nan);
+        kn_gen_options plain = *o;
+        plain.repetition_penalty = 1.0f; /* applied on the device already */
+        for (int r = 0; r < active && !st; r++) {
+            const float *v = vals + (size_t)r * (size_t)K;
+            int k1 = o->top_k < K ? o->top_k : K;
+            if (nan[r] || (K < V && v[K - 1] / temp == v[k1 - 1] / temp)) {
+                st = be->copy(be, logits, KN_DEVICE_CPU, dev_logits + off[r], be->device, sizeof(float) * (size_t)V);
+                if (!st) picked[r] = gen_pick(logits, (int)V, NULL, 0, &plain, rng, cand);
+                continue;
+            }
+            for (int i = 0; i < K; i++) {
+                cand[i].logit = v[i] / temp;
+                cand[i].id = ids[(size_t)r * (size_t)K + (size_t)i];
+            }
+            qsort(cand, (size_t)K, sizeof *cand, gen_cand_cmp);
+            picked[r] = gen_draw(cand, K, o, rng);
+        }
+        free(vals), free(ids), free(nan);
+    }
+    free(off), free(poff), free(pids), free(mark);
+    return st;
+}
+
 /* Runs one batch of b sequences (all the same prompt length P after left padding). */
 static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen_options *o, kn_gen_stream_fn stream,
                             void *user, uint64_t *rng) {
@@ -855,6 +945,13 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
     const kn_backend *be = kn_session_backend(g->sess);
     const int on_dev = (shared || fixed) && be && be->device != KN_DEVICE_CPU && be->alloc && be->copy;
     float *zeros = NULL, *dev_tmp = NULL; /* on_dev && fixed: for widening the cache (gen_relayout_dev) */
+    /* greedy on the device (gen_pick_dev): the logits are a device output, only ids come back;
+     * top-k sampling (k + 32 <= KN_TOPK_MAX): the candidates come back, the sort and the seeded
+     * draw are the CPU's; other sampling keeps the host path */
+    const int dev_sample = o->do_sample && be && be->topk && o->top_k > 0 && o->top_k + 32 <= KN_TOPK_MAX;
+    const int64_t dev_vocab = on_dev && be->greedy && (!o->do_sample || dev_sample) ? gen_logits_vocab(g) : 0;
+    float *dev_logits = NULL;
+    int32_t *picked = NULL;
     uint8_t *in_dev = calloc((size_t)n_in, 1), *out_dev = calloc((size_t)n_out, 1);
     int64_t *ids = calloc((size_t)b * (size_t)(P > 1 ? P : 1), sizeof *ids);
     int64_t *pos = calloc((size_t)b * (size_t)(P > 1 ? P : 1), sizeof *pos);
@@ -891,6 +988,10 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         if (!st && fixed && !(dev_tmp = be->alloc(be, cache_floats * sizeof(float))))
             st = kn_error(KN_ERR_OUT_OF_MEMORY, "generate: scratch for the key/value cache on %s: %zu bytes", be->name,
                           cache_floats * sizeof(float));
+        size_t logit_bytes = sizeof(float) * (size_t)b * (size_t)(P > 1 ? P : 1) * (size_t)dev_vocab;
+        if (!st && dev_vocab &&
+            (!(dev_logits = be->alloc(be, logit_bytes)) || !(picked = malloc(sizeof(int32_t) * (size_t)b))))
+            st = kn_error(KN_ERR_OUT_OF_MEMORY, "generate: the logits on %s: %zu bytes", be->name, logit_bytes);
         if (st) goto done;
     } else if (fixed || shared)
         for (int k = 0; k < 2 * L; k++) {
@@ -988,6 +1089,12 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         int no = 0;
         memset(&out[no], 0, sizeof out[no]);
         out[no].name = g->name_logits;
+        if (dev_logits) {
+            int64_t dl[3] = {active, S, dev_vocab};
+            out_dev[no] = 1;
+            gen_tensor(&out[no], g->name_logits, KN_F32, 3, dl, dev_logits);
+            out[no].capacity = sizeof(float) * (size_t)b * (size_t)(P > 1 ? P : 1) * (size_t)dev_vocab;
+        }
         no++;
         for (int k = 0; k < 2 * L; k++) {
             const char *nm = k < L ? g->pres_k[k] : g->pres_v[k - L];
@@ -1009,6 +1116,7 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
                     : kn_session_run(g->sess, in, ni, out, no);
         free(idbuf), free(posbuf), free(maskbuf);
         if (st) goto done;
+        if (dev_logits) out[0].data = NULL; /* device memory: never kn_free'd, read by gen_pick_dev */
         if (out[0].dtype != KN_F32 || out[0].ndim != 3 || out[0].dims[0] != active || out[0].dims[1] != S) {
             st = kn_error(KN_ERR_INVALID_MODEL, "generate: output %s is not float32 [batch, sequence, vocab]",
                           out[0].name);
@@ -1114,22 +1222,34 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         }
         /* pick, record, finish */
         int abort = 0;
+        if (dev_logits && vocab != dev_vocab) {
+            st = kn_error(KN_ERR_INVALID_MODEL, "generate: output %s has %d logits per position, declared %lld",
+                          out[0].name, vocab, (long long)dev_vocab);
+            goto done;
+        }
+        if (dev_logits &&
+            (st = gen_pick_dev(be, dev_logits, rows, map, active, S, shared && first, dev_vocab, o, picked, rng, cand,
+                               logits)))
+            goto done;
         for (int r = 0; r < active; r++) {
             gen_seq *q = rows[map[r]];
-            int64_t last = shared && first ? q->n_prompt - 1 : S - 1; /* right padding: the row's own end */
-            memcpy(logits, (float *)out[0].data + ((size_t)r * (size_t)S + (size_t)last) * (size_t)vocab,
-                   sizeof(float) * (size_t)vocab);
-            int n_seen = q->n_prompt + q->n_ids;
-            int32_t *sn = realloc(seen, sizeof(int32_t) * (size_t)(n_seen + 1));
-            if (!sn) {
-                kn_free(out[0].data);
-                st = KN_OOM(0);
-                goto done;
+            int32_t t = dev_logits ? picked[r] : 0;
+            if (!dev_logits) {
+                int64_t last = shared && first ? q->n_prompt - 1 : S - 1; /* right padding: the row's own end */
+                memcpy(logits, (float *)out[0].data + ((size_t)r * (size_t)S + (size_t)last) * (size_t)vocab,
+                       sizeof(float) * (size_t)vocab);
+                int n_seen = q->n_prompt + q->n_ids;
+                int32_t *sn = realloc(seen, sizeof(int32_t) * (size_t)(n_seen + 1));
+                if (!sn) {
+                    kn_free(out[0].data);
+                    st = KN_OOM(0);
+                    goto done;
+                }
+                seen = sn;
+                memcpy(seen, q->prompt, sizeof(int32_t) * (size_t)q->n_prompt);
+                memcpy(seen + q->n_prompt, q->ids, sizeof(int32_t) * (size_t)q->n_ids);
+                t = gen_pick(logits, vocab, seen, n_seen, o, rng, cand);
             }
-            seen = sn;
-            memcpy(seen, q->prompt, sizeof(int32_t) * (size_t)q->n_prompt);
-            memcpy(seen + q->n_prompt, q->ids, sizeof(int32_t) * (size_t)q->n_ids);
-            int32_t t = gen_pick(logits, vocab, seen, n_seen, o, rng, cand);
             q->ids[q->n_ids++] = t;
             q->t_last = gen_now() - t0;
             if (q->n_ids == 1) q->t_first = q->t_last;
@@ -1179,6 +1299,8 @@ done:
             } else free(cache[k]), free(pres[k]);
         }
     if (dev_tmp) be->free(be, dev_tmp);
+    if (dev_logits) be->free(be, dev_logits);
+    free(picked);
     free(zeros);
     free(in_dev), free(out_dev);
     free(map);

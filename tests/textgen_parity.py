@@ -425,12 +425,41 @@ def replay_stats(text):
     return tuple(None if v is None else int(v) for v in m.groups()) if m else None
 
 
+def d2h_per_step(args, folder, prompts, bs, *opts):
+    """Bytes copied device to host per decode step by kiln-sim (KILN_SIM_COPYSTATS=1 counts every
+    copy of the process): the difference between a run of 24 new tokens and one of 12 over the
+    difference in decode steps, so the prefill, plan builds and recordings cancel out; None when
+    the two runs took as many steps (EOS before 12)."""
+    got = []
+    for n in (12, 24):
+        with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+            for p in prompts:
+                f.write(json.dumps({"input": p}, ensure_ascii=False) + "\n")
+        p = subprocess.run([args.kiln, "run", "--model", folder, "--type", "textGeneration", "--input", f.name,
+                            "--max-new-tokens", str(n), "--batch-size", str(bs), *map(str, opts), *args.extra],
+                           capture_output=True, env={**os.environ, "KILN_SIM_COPYSTATS": "1"})
+        os.unlink(f.name)
+        err = p.stderr.decode(errors="replace")
+        m = re.search(r"kiln SIMT: (\d+) bytes in (\d+) copies device to host", err)
+        if p.returncode or not m:
+            raise RuntimeError(f"kiln run {folder} ({n} tokens): exit {p.returncode}: {err[-800:]}")
+        ids = [g.get("output", {}).get("TokenIds") or [] for g in results([ln for ln in p.stdout.split(b"\n") if ln])]
+        got.append((int(m.group(1)), max(len(i) for i in ids) - 1))
+    (b1, s1), (b2, s2) = got
+    return (b2 - b1) / (s2 - s1) if s2 > s1 else None
+
+
 def run_device(args, torch, transformers):
     """gpusim.textgen_device: the Optimum layout (GPT-2 with position_ids, the Llama export) generating
     with args.extra (--device cuda): the fixed-size cache and the presents in device memory, the step's
     positions copied device to device; greedy ids equal kiln's on the CPU for batch 1 and batch 4 of
     prompts of different lengths, and after each decode plan's first two runs every step is a replay
-    of its recorded CUDA graph (taken only when the run binds the same device buffers)."""
+    of its recorded CUDA graph (taken only when the run binds the same device buffers). A GenAI
+    fixture (GroupQueryAttention, shared buffer) too. On cuda the greedy token is picked on the
+    device: a decode step copies B int32 ids device to host (+ 64 bytes at most), never the logits,
+    and the repetition penalty applied there gives kiln's CPU ids; top-k sampling brings back the
+    k + 32 best per row and draws the CPU's seeded tokens; sampling without top-k stays on the host
+    and copies at least a logits row (the counter's contrast)."""
     d = args.keep or tempfile.mkdtemp(prefix="kiln_textgen_device_")
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d, exist_ok=True)
@@ -439,8 +468,9 @@ def run_device(args, torch, transformers):
         tok, _, eos = build(d, torch, transformers)
         B = export(args, d, "B", True, ".")
         _, LL = export_llama(d, torch, transformers, tok, eos)
+        G, _ = genai_gqa(os.path.join(d, "genai"), tok, eos)
         inputs = [{"input": p} for p in PROMPTS[:4]]
-        for name, folder in (("gpt2 (position_ids)", B), ("llama", LL)):
+        for name, folder in (("gpt2 (position_ids)", B), ("llama", LL), ("genai GQA", G)):
             for bs in (1, 4):
                 got = [g.get("output", {}).get("TokenIds") for g in
                        results(kiln_run(args, folder, inputs, "--max-new-tokens", N_NEW, "--batch-size", bs))]
@@ -460,6 +490,43 @@ def run_device(args, torch, transformers):
                 n, plans, rec, rp = st
                 ok = n > 64 and rec == plans - 1 and rp == (n - 1) - 2 * rec
             rep.check(f"{name} 100 tokens == CPU, every decode step after a plan's first two replayed", ok, line)
+        if "cuda" in " ".join(args.extra):
+            # devgreedy: the greedy choice on the device, so a decode step brings back B int32 ids (and
+            # at most a few bytes more), never the [B, vocab] logits; the repetition penalty is applied
+            # there too; sampling keeps the host path, whose steps bring the logits back
+            V = tok.get_vocab_size()
+            for name, folder in (("gpt2 (position_ids)", B), ("llama", LL), ("genai GQA", G)):
+                for bs in (1, 4):
+                    per = d2h_per_step(args, folder, PROMPTS[:bs], bs)
+                    rep.check(f"{name} batch {bs}: bytes device to host per decode step <= {4 * bs} + 64",
+                              per is not None and per <= 4 * bs + 64, f"{per} (the logits: {4 * bs * V})")
+            # top-k sampling: the k + 32 best (value, id) per row come back, the draw is the CPU's;
+            # without top-k (--top-k 0) the host path, whose steps copy at least a logits row
+            samp = ("--temperature", "0.8", "--seed", "3", "--top-k", "20")
+            per = d2h_per_step(args, B, PROMPTS[:4], 4, *samp)
+            rep.check(f"top-k 20 sampling batch 4: bytes device to host per decode step <= 4 * 52 * 8 + 16 + 64",
+                      per is not None and per <= 4 * 52 * 8 + 16 + 64, f"{per} (the logits: {16 * V})")
+            per = d2h_per_step(args, B, PROMPTS[:1], 1, "--temperature", "0.8", "--seed", "3", "--top-k", "0")
+            rep.check("sampling without top-k (host path): bytes device to host per decode step >= the logits row",
+                      per is not None and per >= 4 * V, f"{per} (the logits: {4 * V})")
+            for name, folder in (("gpt2 (position_ids)", B), ("genai GQA", G)):
+                got = [g.get("output", {}).get("TokenIds") for g in
+                       results(kiln_run(args, folder, inputs, "--max-new-tokens", N_NEW, "--batch-size", 4, *samp,
+                                        "--repetition-penalty", "1.2"))]
+                cpu = [g.get("output", {}).get("TokenIds") for g in
+                       results(kiln_run(args, folder, inputs, "--max-new-tokens", N_NEW, "--batch-size", 4, *samp,
+                                        "--repetition-penalty", "1.2", plain=True))]
+                rep.check(f"{name} batch 4 top-k 20 sampling (seeded, penalty 1.2) on the device == kiln on the CPU",
+                          got == cpu and None not in got, "" if got == cpu else f"device {got} cpu {cpu}")
+            for name, folder in (("gpt2 (position_ids)", B), ("genai GQA", G)):
+                got = [g.get("output", {}).get("TokenIds") for g in
+                       results(kiln_run(args, folder, inputs, "--max-new-tokens", N_NEW, "--batch-size", 4,
+                                        "--repetition-penalty", "1.3"))]
+                cpu = [g.get("output", {}).get("TokenIds") for g in
+                       results(kiln_run(args, folder, inputs, "--max-new-tokens", N_NEW, "--batch-size", 4,
+                                        "--repetition-penalty", "1.3", plain=True))]
+                rep.check(f"{name} batch 4 repetition penalty 1.3 on the device == kiln on the CPU",
+                          got == cpu and None not in got, "" if got == cpu else f"device {got} cpu {cpu}")
     except Exception as e:
         rep.check("run", False, repr(e)[:2000])
     finally:

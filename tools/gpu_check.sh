@@ -14,6 +14,8 @@
 #   - the zoo models through `kiln exec --device cuda` against ONNX Runtime, in fp32 and in fp16/bf16
 #     (relative L2 error against the fp32 CPU result, the issue's bound 1e-2),
 #   - compute-sanitizer memcheck and racecheck on the kernel harness and on one zoo model,
+#   - the decode benchmark (tools/bench/gen_bench.py --device cuda): kiln generating on cuda against
+#     ONNX Runtime GenAI cuda or transformers fp16, a Qwen2.5-0.5B-shaped model, batch 1 and 4,
 #   - the inference benchmark against PyTorch eager / torch.compile (tools/bench/gpu_bench.py).
 # Environment: KILN_GPU_BUDGET_S (default 470: the whole run stays within 8 minutes), KILN_DEPS_PREFIX
 # (build mode: libraries unpacked from .deb files), OUT (where the device tool collects files).
@@ -223,6 +225,30 @@ else
   row "compute-sanitizer" SKIP "not found on this host"
 fi
 
+# ---- text generation on cuda (tools/bench/gen_bench.py --device cuda): kiln's decode loop (cache on
+# the device, replayed steps, the greedy choice on the device) against ONNX Runtime GenAI cuda or
+# transformers' generate in fp16 with the same random Qwen2.5-0.5B-shaped weights; decode tokens/s
+# and time to first token at batch 1 and 4, one row each. Capped (KILN_GEN_BENCH_CAP_S, default
+# 120 s, the model built on the host included) so the PyTorch benchmark keeps its share. kiln runs
+# fp32 (its generator keeps float32 caches), so the ratio is against transformers in fp32; the fp16
+# reference is reported beside it.
+echo "== generation benchmark (tools/bench/gen_bench.py --device cuda)"
+GEN_CAP=${KILN_GEN_BENCH_CAP_S:-120}
+if [ "$(left)" -gt $((GEN_CAP + 120)) ]; then
+  capped "$GEN_CAP" python3 tools/bench/gen_bench.py --kiln "$KILN" --device cuda --quant fp32 --precision fp32 --batch 1,4 \
+    --prompt 64 --new 64 --rounds 1 --model-dir "$LOG/gen_model" --out "$LOG/gen" >"$LOG/gen_bench.txt" 2>&1
+  r=$?
+  if [ $r -eq 0 ] && [ -s "$LOG/gen/gen_bench.json" ]; then
+    # gen_bench.py writes one "check<TAB>detail" line per batch
+    while IFS=$'\t' read -r c d; do row "$c" PASS "$d"; done <"$LOG/gen/gen_rows.tsv"
+  elif [ $r -eq 124 ] || [ $r -eq 137 ]; then
+    row "generate cuda (gen_bench)" SKIP "time cap reached: partial, $(grep -c '^batch' "$LOG/gen_bench.txt") batches ($LOG/gen_bench.txt)"
+  else row "generate cuda (gen_bench)" FAIL "exit $r: $(tail -1 "$LOG/gen_bench.txt" | cut -c1-80)"; fi
+  rm -rf "$LOG/gen_model"
+else
+  row "generate cuda (gen_bench)" SKIP "no time left in the budget"
+fi
+
 # ---- the benchmark against PyTorch (its own budget inside what is left)
 echo "== benchmark (tools/bench/gpu_bench.py)"
 BL=$(($(left) - 60))
@@ -266,6 +292,7 @@ json.dump({"rows": rows, "gpu": sys.argv[1], "seconds": int(sys.argv[2])}, open(
 if [ -n "$RESULTS" ] && [ -d "$RESULTS" ]; then
   cp "$LOG/gpu_check.json" "$RESULTS/" 2>/dev/null
   [ -d "$LOG/bench" ] && cp "$LOG"/bench/gpu_bench.* "$RESULTS/" 2>/dev/null
+  [ -s "$LOG/gen/gen_bench.json" ] && cp "$LOG/gen/gen_bench.json" "$RESULTS/" 2>/dev/null
   tar czf "$RESULTS/gpu_check_logs.tgz" -C "$LOG" --exclude conformance . 2>/dev/null
 fi
 printf '%-48s %-6s %s\n' "check" "result" "detail"

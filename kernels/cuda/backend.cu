@@ -620,6 +620,8 @@ extern "C" kn_status *kn_cuda_backend_open(int index, const kn_backend **out) {
         t.graph_pin = cuda_graph_pin;
         t.graph_replay = cuda_graph_replay;
         t.graph_free = cuda_graph_free;
+        t.greedy = kn_cuda_greedy;
+        t.topk = kn_cuda_topk;
         d->table = t;
         kn_cuda_devs[index] = d;
     }

@@ -169,4 +169,11 @@ kn_status *kn_cuda_gelu_bias(kn_exec_ctx *ctx, const kn_node *node, const kn_ten
 
 static inline bool kn_cuda_float(kn_dtype t) { return t == KN_F32 || t == KN_F16 || t == KN_BF16; }
 
+// kn_backend.greedy (greedy.cu): text generation's argmax per row on the device, ids to the host.
+kn_status *kn_cuda_greedy(const kn_backend *b, float *logits, int rows, const int64_t *row_off, int64_t vocab,
+                          const int32_t *pen_ids, const int32_t *pen_off, float penalty, int32_t *ids);
+kn_status *kn_cuda_topk(const kn_backend *b, float *logits, int rows, const int64_t *row_off, int64_t vocab,
+                        const int32_t *pen_ids, const int32_t *pen_off, float penalty, int k, float *vals, int32_t *ids,
+                        uint8_t *nan);
+
 #endif

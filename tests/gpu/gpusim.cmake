@@ -160,7 +160,10 @@ target_link_libraries(test_stream_order_sim PRIVATE kiln_core_sim)
 add_test(NAME gpusim.stream_order COMMAND test_stream_order_sim)
 set_tests_properties(gpusim.stream_order PROPERTIES TIMEOUT 120)
 # the Optimum layout (GPT-2 with position_ids, a Llama export) generating on cuda with its cache and
-# presents in device memory: greedy ids == kiln on the CPU (batch 1 and 4), decode steps replayed
+# presents in device memory: greedy ids == kiln on the CPU (batch 1 and 4), decode steps replayed;
+# devgreedy: a GenAI fixture too, the greedy choice on the device (a decode step copies B * 4 bytes
+# device to host, + 64 at most, counted by the interpreter), the repetition penalty there == CPU,
+# seeded top-k sampling from the device's candidates == CPU
 if(TARGET kiln_pipelines)
   add_test(NAME gpusim.textgen_device
            COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/textgen_parity.py --case device
@@ -204,3 +207,8 @@ set_tests_properties(gpusim.fused_gemm_parity PROPERTIES TIMEOUT 600)
 add_test(NAME gpusim.fused_gemm_mlp
          COMMAND ${Python3_EXECUTABLE} ${CMAKE_CURRENT_SOURCE_DIR}/gpu/fused_gemm_mlp.py $<TARGET_FILE:kiln_cli_sim>)
 set_tests_properties(gpusim.fused_gemm_mlp PROPERTIES TIMEOUT 600)
+# devgreedy: text generation's greedy argmax on the device (kn_backend.greedy) against the CPU
+# generator's scan: vocabularies up to 151936, ties, NaN/-inf rows, the repetition penalty; and
+# kn_backend.topk (top-k sampling's candidates) against the CPU sampler's sort order
+add_test(NAME gpusim.backend_ops_greedy COMMAND test_backend_ops_sim greedy)
+set_tests_properties(gpusim.backend_ops_greedy PROPERTIES TIMEOUT 600 ENVIRONMENT "KILN_SIM_RACECHECK=1")

@@ -3322,12 +3322,227 @@ static void test_fusedgemm(void) {
             }
 }
 
+/* devgreedy: kn_backend.greedy, text generation's argmax on the device, against the CPU
+ * generator's scan (best = 0, then i wherever x[i] > x[best]) over vocabularies around the
+ * kernel's chunk (4096) and block (256) sizes up to Qwen2's 151936, rows at scattered offsets,
+ * ties (the lowest id wins, across chunks too), NaN (never chosen; at id 0 it wins), -inf and +inf
+ * rows, and the repetition penalty (distinct ids, some out of range) applied in place on the
+ * device bit for bit as the CPU applies it. Selected by "greedy" on the command line. */
+static bool greedy_only;
+static op_stats greedy_stats;
+static int32_t greedy_ref(const float *x, int64_t V) {
+    int64_t best = 0;
+    for (int64_t i = 1; i < V; i++)
+        if (x[i] > x[best]) best = i;
+    return (int32_t)best;
+}
+static void greedy_case(int64_t V, int rows, int kind, float penalty) {
+    greedy_stats.cases++;
+    int64_t slack = 3 * V + 17, n = (int64_t)rows * slack;
+    float *h = malloc(sizeof(float) * (size_t)n), *back = malloc(sizeof(float) * (size_t)n);
+    int64_t off[8];
+    int32_t ids[8] = {0}, want[8] = {0}, pen_off[9] = {0}, pen_ids[8 * 12] = {0};
+    int np = 0;
+    for (int64_t i = 0; i < n; i++) h[i] = (float)urand(-4.0, 4.0);
+    pen_off[0] = 0;
+    for (int r = 0; r < rows; r++) {
+        off[r] = (int64_t)r * slack + (int64_t)(rnd() % (uint64_t)(2 * V + 18));
+        float *x = h + off[r];
+        int64_t a = (int64_t)(rnd() % (uint64_t)V), b2 = (int64_t)(rnd() % (uint64_t)V);
+        switch ((kind + r) % 6) {
+        case 1: x[a] = x[b2] = 9.0f; break; /* a tie: the lower id */
+        case 2:                             /* NaNs around a maximum, never chosen */
+            x[a] = 9.0f;
+            for (int k = 0; k < 9; k++) x[rnd() % (uint64_t)V] = NAN;
+            if (!isnan(x[a]) && V > 1) x[V - 1] = NAN;
+            break;
+        case 3: x[0] = NAN; break; /* the scan's best stays id 0 */
+        case 4:
+            for (int64_t i = 0; i < V; i++) x[i] = -INFINITY; /* all -inf: id 0 */
+            break;
+        case 5: x[a] = INFINITY, x[V - 1] = INFINITY; break;
+        default: break;
+        }
+        if (penalty != 1.0f) {
+            int64_t cand[12] = {a, b2, 0, V - 1, -1, V, V / 2, V / 3, (V * 2) / 3, 1, 5, V + 3};
+            for (int k = 0; k < 12; k++) {
+                bool dup = false;
+                for (int j = pen_off[r]; j < np; j++) dup |= pen_ids[j] == cand[k];
+                if (!dup) pen_ids[np++] = (int32_t)cand[k];
+            }
+        }
+        pen_off[r + 1] = np;
+    }
+    void *d = cu->alloc(cu, sizeof(float) * (size_t)n);
+    kn_status *st = d ? cu->copy(cu, d, KN_DEVICE_CUDA, h, KN_DEVICE_CPU, sizeof(float) * (size_t)n)
+                      : kn_error(KN_ERR_OUT_OF_MEMORY, "alloc");
+    if (!st)
+        st = cu->greedy(cu, d, rows, off, V, penalty != 1.0f ? pen_ids : NULL, penalty != 1.0f ? pen_off : NULL,
+                        penalty, ids);
+    if (!st) st = cu->copy(cu, back, KN_DEVICE_CPU, d, KN_DEVICE_CUDA, sizeof(float) * (size_t)n);
+    bool ok = !st;
+    for (int r = 0; r < rows && ok; r++) {
+        float *x = h + off[r];
+        for (int j = pen_off[r]; j < pen_off[r + 1]; j++) /* gen_pick's penalty */
+            if (pen_ids[j] >= 0 && pen_ids[j] < V) {
+                float *v = &x[pen_ids[j]];
+                *v = *v < 0 ? *v * penalty : *v / penalty;
+            }
+        want[r] = greedy_ref(x, V);
+        ok = ids[r] == want[r];
+    }
+    /* the penalised logits in place, the rest untouched: bit for bit */
+    for (int64_t i = 0; i < n && ok; i++) ok = !memcmp(&h[i], &back[i], sizeof(float));
+    if (ok) greedy_stats.passed++;
+    else {
+        greedy_stats.failed++;
+        printf("FAIL greedy V=%lld rows=%d kind=%d penalty=%g: %s", (long long)V, rows, kind, (double)penalty,
+               st ? kn_status_message(st) : "");
+        for (int r = 0; r < rows && !st; r++) printf(" [row %d: %d want %d]", r, ids[r], want[r]);
+        printf("\n");
+    }
+    if (verbose && ok)
+        printf("ok greedy V=%lld rows=%d kind=%d penalty=%g\n", (long long)V, rows, kind, (double)penalty);
+    kn_status_free(st);
+    if (d) cu->free(cu, d);
+    free(h), free(back);
+}
+static void test_devgreedy(void) {
+    if (only_some && !greedy_only) return;
+    if (!cu->greedy) {
+        printf("FAIL greedy: the CUDA backend has no greedy entry point\n");
+        greedy_stats.cases++, greedy_stats.failed++;
+        return;
+    }
+    static const int64_t vs[] = {1, 2, 31, 255, 256, 257, 4095, 4096, 4097, 8193, 50257, 151936};
+    for (size_t k = 0; k < sizeof vs / sizeof vs[0]; k++) {
+        int big = vs[k] > 10000;
+        for (int kind = 0; kind < 6; kind++) greedy_case(vs[k], big ? (kind % 2 ? 1 : 4) : 1 + kind % 4, kind, 1.0f);
+        greedy_case(vs[k], big ? 2 : 5, 2, 1.3f);
+        greedy_case(vs[k], 3, 4, 0.7f);
+    }
+    /* bad input: a vocabulary of 0 is an error, not a crash */
+    int32_t id = -1;
+    int64_t off0 = 0;
+    void *d = cu->alloc(cu, 16);
+    kn_status *st = cu->greedy(cu, d, 1, &off0, 0, NULL, NULL, 1.0f, &id);
+    greedy_stats.cases++;
+    if (st && id == -1) greedy_stats.passed++;
+    else greedy_stats.failed++, printf("FAIL greedy: vocab 0 was not refused\n");
+    kn_status_free(st);
+    cu->free(cu, d);
+}
+
+/* kn_backend.topk (device sampling's candidates): each row's k best in the CPU sampler's order
+ * (value descending, id ascending; ties across chunks), the NaN flag of rows holding one, the
+ * penalty in place as for greedy. */
+static int topk_ref_cmp(const void *a, const void *b) {
+    const float *x = a, *y = b; /* pairs (value, id as float bits) */
+    if (x[0] != y[0]) return x[0] > y[0] ? -1 : 1;
+    int32_t i, j;
+    memcpy(&i, &x[1], 4), memcpy(&j, &y[1], 4);
+    return i < j ? -1 : i > j;
+}
+static void topk_case(int64_t V, int rows, int k, int kind, float penalty) {
+    greedy_stats.cases++;
+    int64_t slack = 2 * V + 5, n = (int64_t)rows * slack;
+    float *h = malloc(sizeof(float) * (size_t)n), *pairs = malloc(sizeof(float) * 2 * (size_t)V);
+    float *vals = malloc(sizeof(float) * (size_t)rows * (size_t)k);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)rows * (size_t)k);
+    int64_t off[8];
+    uint8_t nan[8] = {0};
+    int32_t pen_off[9] = {0}, pen_ids[8 * 4] = {0};
+    int np = 0;
+    for (int64_t i = 0; i < n; i++) h[i] = (float)(int)urand(-6.0, 6.0) * 0.5f; /* many ties */
+    for (int r = 0; r < rows; r++) {
+        off[r] = (int64_t)r * slack + (int64_t)(rnd() % (uint64_t)(V + 6));
+        float *x = h + off[r];
+        if ((kind + r) % 3 == 1) x[rnd() % (uint64_t)V] = NAN;
+        if ((kind + r) % 3 == 2) x[V - 1] = INFINITY, x[0] = -INFINITY;
+        if (penalty != 1.0f) {
+            int32_t c[4] = {0, (int32_t)(V / 2), (int32_t)(V - 1), -1};
+            for (int q = 0; q < 4; q++) {
+                bool dup = false;
+                for (int j = pen_off[r]; j < np; j++) dup |= pen_ids[j] == c[q];
+                if (!dup) pen_ids[np++] = c[q];
+            }
+        }
+        pen_off[r + 1] = np;
+    }
+    void *d = cu->alloc(cu, sizeof(float) * (size_t)n);
+    kn_status *st = d ? cu->copy(cu, d, KN_DEVICE_CUDA, h, KN_DEVICE_CPU, sizeof(float) * (size_t)n)
+                      : kn_error(KN_ERR_OUT_OF_MEMORY, "alloc");
+    if (!st)
+        st = cu->topk(cu, d, rows, off, V, penalty != 1.0f ? pen_ids : NULL, penalty != 1.0f ? pen_off : NULL, penalty,
+                      k, vals, ids, nan);
+    bool ok = !st;
+    for (int r = 0; r < rows && ok; r++) {
+        float *x = h + off[r];
+        for (int j = pen_off[r]; j < pen_off[r + 1]; j++)
+            if (pen_ids[j] >= 0 && pen_ids[j] < V)
+                x[pen_ids[j]] = x[pen_ids[j]] < 0 ? x[pen_ids[j]] * penalty : x[pen_ids[j]] / penalty;
+        int m = 0, has_nan = 0;
+        for (int64_t i = 0; i < V; i++) {
+            if (isnan(x[i])) {
+                has_nan = 1;
+                continue;
+            }
+            int32_t id = (int32_t)i;
+            pairs[2 * m] = x[i];
+            memcpy(&pairs[2 * m + 1], &id, 4);
+            m++;
+        }
+        ok = nan[r] == has_nan;
+        if (has_nan || !ok) continue;
+        qsort(pairs, (size_t)m, 2 * sizeof(float), topk_ref_cmp);
+        for (int j = 0; j < k && ok; j++) {
+            int32_t id;
+            memcpy(&id, &pairs[2 * j + 1], 4);
+            ok = ids[(size_t)r * (size_t)k + (size_t)j] == id &&
+                !memcmp(&vals[(size_t)r * (size_t)k + (size_t)j], &pairs[2 * j], 4);
+        }
+    }
+    if (ok) greedy_stats.passed++;
+    else {
+        greedy_stats.failed++;
+        printf("FAIL topk V=%lld rows=%d k=%d kind=%d penalty=%g %s\n", (long long)V, rows, k, kind, (double)penalty,
+               st ? kn_status_message(st) : "");
+    }
+    kn_status_free(st);
+    if (d) cu->free(cu, d);
+    free(h), free(pairs), free(vals), free(ids);
+}
+static void test_devgreedy_topk(void) {
+    if ((only_some && !greedy_only) || !cu->topk) return;
+    static const int64_t vs[] = {1, 40, 257, 4097, 9000};
+    static const int ks[] = {1, 7, 40, 82, 256};
+    for (size_t a = 0; a < sizeof vs / sizeof vs[0]; a++)
+        for (size_t b = 0; b < sizeof ks / sizeof ks[0]; b++) {
+            if (ks[b] > vs[a]) continue;
+            topk_case(vs[a], 1 + (int)(b % 3), ks[b], (int)(a + b), b == 2 ? 1.3f : 1.0f);
+        }
+    topk_case(151936, 1, 82, 0, 1.0f);
+    /* bad input: k above KN_TOPK_MAX or the vocabulary is refused */
+    float v;
+    int32_t id;
+    uint8_t nf;
+    int64_t off0 = 0;
+    void *d = cu->alloc(cu, 64);
+    kn_status *st = cu->topk(cu, d, 1, &off0, 4, NULL, NULL, 1.0f, 5, &v, &id, &nf);
+    greedy_stats.cases++;
+    if (st) greedy_stats.passed++;
+    else greedy_stats.failed++, printf("FAIL topk: k 5 over a vocabulary of 4 was not refused\n");
+    kn_status_free(st);
+    cu->free(cu, d);
+}
+
 int main(int argc, char **argv) {
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "-v") == 0) {
             verbose = 1;
             continue;
         }
+        if (strstr(argv[a], "greedy")) greedy_only = only_some = true; /* test_devgreedy */
         for (int op = 0; op < KN_OP_COUNT; op++) {
             size_t l = strlen(kn_op_table[op].name);
             for (const char *p = strstr(argv[a], kn_op_table[op].name); p; p = strstr(p + 1, kn_op_table[op].name))
@@ -3381,6 +3596,8 @@ int main(int argc, char **argv) {
     test_contrib_qlinear_matmul();
     test_cucover_rmsnorm();
     test_fusedgemm();
+    test_devgreedy();
+    test_devgreedy_topk();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {
@@ -3391,6 +3608,11 @@ int main(int argc, char **argv) {
         total += S->cases;
         total_fail += S->failed;
         if (!S->cases) untested++;
+    }
+    if (greedy_stats.cases) { /* kn_backend.greedy, not an op */
+        printf("%-22s %7d %7d %7d\n", "(greedy)", greedy_stats.cases, greedy_stats.passed, greedy_stats.failed);
+        total += greedy_stats.cases;
+        total_fail += greedy_stats.failed;
     }
     printf("\nskipped (no CUDA kernel; these run on the CPU):");
     int col = 0;

@@ -18,10 +18,23 @@ times come from its own clock around its steps (FirstTokenMs, DecodeMsPerToken),
 Python around each run. Both sides warm up first (kiln: the same batch once, untimed, in the same
 process; ORT: a prefill and a step on the same session) unless --no-warmup.
 
+--device cuda (the GPU decode benchmark, a capped step of tools/gpu_check.sh): kiln generating on
+cuda (the KV cache on the device, decode steps replayed as CUDA graphs, the greedy choice on the
+device so only the ids come back; --precision is tried and kiln runs fp32 where its generator
+refuses it, as it does today: its caches are float32) against ONNX Runtime GenAI's CUDA provider
+when onnxruntime_genai imports, else transformers' generate on cuda with the same weights loaded
+into a Qwen2ForCausalLM (zero q/k/v biases, rope_theta 10000 as the ONNX cos/sin caches, untied
+head), at kiln's precision (the ratio's side) and in fp16; time to first token and decode
+tokens/s, batch 1 and 4. Without
+a reference (no CUDA torch, e.g. kiln-sim on a machine without a GPU) kiln's rows alone, and the
+reason. --smoke: a tiny shape and few tokens, to check the script itself (`--device cpu --smoke`
+here, `--device cuda --smoke --kiln build/kiln-sim` against the interpreter).
+
 --case kvcache measures the KV-cache change alone: kiln with the shared past/present buffer against
 kiln copying the past every step (--no-share-buffer), on a long context (--prompt 512).
 
   python3 tools/bench/gen_bench.py --kiln build/kiln --shape small --quant int4 --batch 1,4 --out DIR
+  python3 tools/bench/gen_bench.py --kiln build/kiln --device cuda --quant fp32 --batch 1,4 --out DIR
   python3 tools/bench/gen_bench.py --kiln build/kiln --case kvcache --shape small --quant fp32 --prompt 512 --new 32
 """
 import argparse
@@ -38,6 +51,7 @@ import numpy as np
 SHAPES = {
     "qwen05": dict(L=24, H=896, NH=14, KV=2, FFN=4864, V=151936),
     "small": dict(L=4, H=256, NH=8, KV=2, FFN=1024, V=8192),
+    "tiny": dict(L=2, H=64, NH=4, KV=2, FFN=128, V=512),
 }
 
 
@@ -205,6 +219,118 @@ def ort_gen(args, d, info, ps, n_new, ctx, warmup=False):
                 n_decode=len(step_times))
 
 
+def torch_ref(d, sh, ctx, device="cuda", dtype="float16"):
+    """transformers' Qwen2ForCausalLM on cuda in fp16 holding the ONNX model's own weights (MatMul
+    [K, N] is Linear's weight transposed), or (None, why)."""
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        return None, f"no torch/transformers ({e})"
+    if device == "cuda" and not torch.cuda.is_available():
+        return None, "torch sees no CUDA device"
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.load(os.path.join(d, "model.onnx"))
+    w = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    if "lm" not in w:
+        return None, "the model is not the fp32 (MatMul) build: --quant fp32"
+    cfg = transformers.Qwen2Config(vocab_size=sh["V"], hidden_size=sh["H"], intermediate_size=sh["FFN"],
+                                   num_hidden_layers=sh["L"], num_attention_heads=sh["NH"],
+                                   num_key_value_heads=sh["KV"], max_position_embeddings=ctx, rms_norm_eps=1e-6,
+                                   rope_theta=10000.0, tie_word_embeddings=False, use_cache=True)
+    with torch.device(device):  # random init on the device is quick; the weights are replaced below
+        model = transformers.Qwen2ForCausalLM(cfg).to(getattr(torch, dtype)).eval()
+    sd = {"model.embed_tokens.weight": w["emb"], "model.norm.weight": w["lnf"], "lm_head.weight": w["lm"].T}
+    for l in range(sh["L"]):
+        p = f"model.layers.{l}."
+        sd[p + "input_layernorm.weight"] = w[f"ln1_{l}"]
+        sd[p + "post_attention_layernorm.weight"] = w[f"ln2_{l}"]
+        for a, b in (("q", "wq"), ("k", "wk"), ("v", "wv"), ("o", "wo")):
+            sd[p + f"self_attn.{a}_proj.weight"] = w[f"{b}{l}"].T
+            if a != "o":
+                sd[p + f"self_attn.{a}_proj.bias"] = np.zeros(w[f"{b}{l}"].shape[1], np.float32)
+        for a, b in (("gate", "wg"), ("up", "wu"), ("down", "wd")):
+            sd[p + f"mlp.{a}_proj.weight"] = w[f"{b}{l}"].T
+    missing, unexpected = model.load_state_dict({k: torch.from_numpy(np.require(v, requirements=["C", "W"]))
+                                                 for k, v in sd.items()},
+                                                strict=False)
+    if [k for k in missing if "rotary" not in k] or unexpected:
+        return None, f"weights do not map onto Qwen2: missing {missing[:3]}, unexpected {unexpected[:3]}"
+    return model, f"transformers generate, {device} {dtype}"
+
+
+def torch_gen(model, ps, n_new, warmup=False):
+    """Greedy generate on cuda: time to first token from a 1-token run, decode per step from the full
+    run's remaining time (EOS suppressed: min_new_tokens)."""
+    import torch
+    ids = torch.tensor(ps, dtype=torch.long, device=model.device)
+    mask = torch.ones_like(ids)
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+
+    def run(n):
+        sync()
+        t = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=n,
+                                 min_new_tokens=n, pad_token_id=0)
+        sync()
+        return time.perf_counter() - t, out[:, ids.shape[1]:].tolist()
+
+    if warmup:
+        run(2)
+    t1, _ = run(1)
+    tn, got = run(n_new)
+    dec_ms = 1e3 * max(tn - t1, 0.0) / max(n_new - 1, 1)
+    return dict(ttft_ms=1e3 * t1, decode_ms_per_step=dec_ms, tok_s=len(ps) * 1e3 / dec_ms if dec_ms else 0.0, ids=got,
+                n_decode=n_new - 1)
+
+
+def genai_ref(d):
+    """ONNX Runtime GenAI with its CUDA provider, or (None, why): a one-token trial run on the folder
+    decides (an older API or a build without CUDA falls back to the next reference)."""
+    try:
+        import onnxruntime_genai as og
+    except ImportError as e:
+        return None, f"no onnxruntime_genai ({e})"
+    try:
+        genai_gen(og, d, [[1, 2, 3]], 2)
+    except Exception as e:  # noqa: BLE001 - any failure means no usable GenAI reference
+        return None, f"onnxruntime_genai on cuda failed: {repr(e)[:200]}"
+    return og, "onnxruntime-genai cuda"
+
+
+def genai_gen(og, d, ps, n_new, warmup=False):
+    """onnxruntime-genai's greedy loop on cuda over the same folder (genai_config.json)."""
+    cfg = og.Config(d)
+    cfg.clear_providers()
+    cfg.append_provider("cuda")
+    model = og.Model(cfg)
+
+    def run(n):
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=len(ps[0]) + n, min_length=len(ps[0]) + n, do_sample=False,
+                                  batch_size=len(ps))
+        gen = og.Generator(model, params)
+        t = time.perf_counter()
+        gen.append_tokens(np.array(ps, np.int32))
+        ttft, k = None, 0
+        while not gen.is_done() and k < n:
+            gen.generate_next_token()
+            k += 1
+            if ttft is None:
+                ttft = time.perf_counter() - t
+        total = time.perf_counter() - t
+        return ttft, total, [list(gen.get_sequence(b))[len(ps[0]):] for b in range(len(ps))], k
+
+    if warmup:
+        run(2)
+    ttft, total, got, k = run(n_new)
+    dec_ms = 1e3 * (total - ttft) / max(k - 1, 1)
+    return dict(ttft_ms=1e3 * ttft, decode_ms_per_step=dec_ms, tok_s=len(ps) * 1e3 / dec_ms if dec_ms else 0.0,
+                ids=got, n_decode=k - 1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kiln", required=True)
@@ -220,7 +346,13 @@ def main():
                     help="time the first batch of each process (kiln then pays its plans and weight packing)")
     ap.add_argument("--model-dir", help="build the model here (kept; reused when it exists)")
     ap.add_argument("--out", help="write gen_bench.json here")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cuda: kiln --device cuda --precision fp16 against ORT GenAI cuda, else transformers fp16")
+    ap.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "bf16"), help="kiln's, with --device cuda")
+    ap.add_argument("--smoke", action="store_true", help="tiny shape, 8 new tokens, 1 round: checks the script")
     args = ap.parse_args()
+    if args.smoke:
+        args.shape, args.prompt, args.new, args.rounds = "tiny", 9, 8, 1
     sh = SHAPES[args.shape]
     ctx = (args.prompt + args.new + 63) // 64 * 64
     d = args.model_dir or tempfile.mkdtemp(prefix="kiln_gen_bench_")
@@ -234,10 +366,48 @@ def main():
     print(f"model: {label}, context {ctx}, built/loaded in {time.perf_counter() - t:.1f} s; prompt {args.prompt}, "
           f"{args.new} new tokens, {args.threads} threads, {args.rounds} rounds interleaved")
     res = []
+    ref, why = None, None
+    kx = ("--device", "cuda") if args.device == "cuda" else ()
+    if args.device == "cuda":
+        if args.precision != "fp32":
+            probe = subprocess.run([args.kiln, "run", "--model", d, "--type", "textGeneration", "--max-new-tokens", "1",
+                                    "--no-chat-template", *kx, "--precision", args.precision],
+                                   input=b'{"input": "w1 w2"}\n', capture_output=True)
+            if probe.returncode:
+                print(f"kiln --precision {args.precision} refused ({probe.stderr.decode(errors='replace').strip()[:200]}); "
+                      "kiln runs fp32", flush=True)
+                args.precision = "fp32"
+            else:
+                kx = kx + ("--precision", args.precision)
+        ref, why = genai_ref(d)
+        ref_kind, refs = "genai", {}
+        if ref is None:
+            # the reference at kiln's precision first (the ratio's), then in fp16 if that differs
+            why0 = why
+            for dt in dict.fromkeys(({"fp32": "float32", "bf16": "bfloat16"}.get(args.precision, "float16"), "float16")):
+                try:
+                    m, why = torch_ref(d, sh, ctx, dtype=dt)
+                except Exception as e:  # noqa: BLE001 - kiln's rows still come, with the reason
+                    m, why = None, f"transformers reference failed: {repr(e)[:200]}"
+                if m is None:
+                    break
+                refs[dt] = m
+            ref_kind, ref = "torch", refs or None
+            why = ", ".join(f"transformers generate, cuda {dt}" for dt in refs) if refs else f"{why0}; {why}"
+        print(f"reference: {why}" if ref is not None else f"no reference on cuda: {why}", flush=True)
     for b in [int(x) for x in args.batch.split(",")]:
         ps = prompts(b, args.prompt, sh["V"])
         w = not args.no_warmup
-        sides = ({"kiln shared": lambda: kiln_gen(args, d, ps, args.new, warmup=w),
+        if args.device == "cuda":
+            sides = {f"kiln cuda {args.precision}": lambda: kiln_gen(args, d, ps, args.new, kx, warmup=w)}
+            if ref is not None and ref_kind == "genai":
+                sides["ort-genai cuda"] = lambda: genai_gen(ref, d, ps, args.new, warmup=w)
+            elif ref is not None:
+                for dt, m in ref.items():
+                    sides[f"torch cuda {dt}"] = lambda m=m: torch_gen(m, ps, args.new, warmup=w)
+        else:
+            sides = None
+        sides = sides or ({"kiln shared": lambda: kiln_gen(args, d, ps, args.new, warmup=w),
                   "kiln copy": lambda: kiln_gen(args, d, ps, args.new, ["--no-share-buffer"], warmup=w)}
                  if args.case == "kvcache" else
                  {"kiln": lambda: kiln_gen(args, d, ps, args.new, warmup=w),
@@ -250,6 +420,13 @@ def main():
         row = {"batch": b}
         for k in names:
             row[k] = {m: statistics.median(r[m] for r in runs[k]) for m in ("ttft_ms", "decode_ms_per_step", "tok_s")}
+        if len(names) < 2:  # no reference here: kiln's row alone
+            row["reference"] = why
+            res.append(row)
+            k = names[0]
+            print(f"batch {b}: {k}: first token {row[k]['ttft_ms']:.1f} ms, decode {row[k]['decode_ms_per_step']:.2f} "
+                  f"ms/step = {row[k]['tok_s']:.1f} tok/s; no reference ({why})", flush=True)
+            continue
         a, c = runs[names[0]][0]["ids"], runs[names[1]][0]["ids"]
         same = sum(x == y for ra, rc in zip(a, c) for x, y in zip(ra, rc))
         row["same_tokens"] = f"{same}/{sum(min(len(ra), len(rc)) for ra, rc in zip(a, c))}"
@@ -264,7 +441,15 @@ def main():
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         json.dump({"model": label, "context": ctx, "prompt": args.prompt, "new": args.new, "threads": args.threads,
-                   "case": args.case, "results": res}, open(os.path.join(args.out, "gen_bench.json"), "w"), indent=1)
+                   "case": args.case, "device": args.device, "reference": why, "results": res}, open(os.path.join(args.out, "gen_bench.json"), "w"), indent=1)
+        # the rows tools/gpu_check.sh puts in its table: "check<TAB>detail" per batch
+        with open(os.path.join(args.out, "gen_rows.tsv"), "w") as f:
+            for r in res:
+                sides = [k for k in r if isinstance(r[k], dict)]
+                det = "; ".join(f"{k}: {r[k]['tok_s']:.1f} tok/s, first token {r[k]['ttft_ms']:.1f} ms" for k in sides)
+                det += (f"; decode time ratio {r['decode_ratio']:.2f}, first token {r['ttft_ratio']:.2f}"
+                        if len(sides) > 1 else f"; no reference: {r.get('reference')}")
+                f.write(f"generate {args.device} batch {r['batch']} ({args.shape} {args.quant})\t{det}\n")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@
 // GPU counts, though here the work is already done (stream, event and device synchronisations,
 // cudaFree and cudaFreeHost, which synchronise the device, cudaMemcpy, and an async copy between
 // the device and pageable host memory, which CUDA completes or stages before returning).
+// Also the bytes copied device to host (KILN_SIM_COPYSTATS=1 prints them at exit).
+#include <atomic>
 #include <cuda_runtime.h>
 #include <map>
 #include <memory>
@@ -258,6 +260,23 @@ cudaError_t check_copy(void *dst, const void *src, size_t n, cudaMemcpyKind kind
     (void)n;
     return cudaSuccess;
 }
+
+// KILN_SIM_COPYSTATS=1: the bytes copied device to host over the process (direct copies and those a
+// graph replays), printed at exit, so a test can tell how much a loop brings back per step.
+std::atomic<unsigned long long> d2h_bytes{0}, d2h_copies{0};
+void count_copy(void *dst, const void *src, size_t n, cudaMemcpyKind kind) {
+    if (kind == cudaMemcpyDeviceToHost || (kind == cudaMemcpyDefault && accessible(src) && !accessible(dst))) {
+        d2h_bytes += n;
+        d2h_copies++;
+    }
+}
+struct copy_stats_report {
+    ~copy_stats_report() {
+        if (getenv("KILN_SIM_COPYSTATS"))
+            fprintf(stderr, "kiln SIMT: %llu bytes in %llu copies device to host\n", d2h_bytes.load(),
+                    d2h_copies.load());
+    }
+} copy_stats_at_exit;
 } // namespace
 
 extern "C" void kn_sim_set_launch_error(cudaError_t e, const char *msg) { set_err(e, msg); }
@@ -490,6 +509,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
             [](void *p) -> cudaError_t {
                 copy_rec *c = (copy_rec *)p;
                 cudaError_t e2 = check_copy(c->dst, c->src, c->n, c->kind, "cudaMemcpyAsync (graph)");
+                if (!e2) count_copy(c->dst, c->src, c->n, c->kind);
                 if (!e2) memmove(c->dst, c->src, c->n);
                 return e2;
             },
@@ -498,6 +518,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
     const access acc[2] = {{src, n, false}, {dst, n, true}};
     if ((e = stream_access(s, acc, 2, "cudaMemcpyAsync"))) return e;
     if (kind != cudaMemcpyDeviceToDevice && (pageable(dst) || pageable(src))) host_syncs++;
+    count_copy(dst, src, n, kind);
     memmove(dst, src, n);
     return cudaSuccess;
 }
@@ -522,18 +543,21 @@ cudaError_t cudaMemcpy2DAsync(void *dst, size_t dp, const void *src, size_t sp, 
             size_t dp;
             const void *src;
             size_t sp, w, h;
+            cudaMemcpyKind kind;
         };
         return record(
             s,
             [](void *p) -> cudaError_t {
                 rec2d *c = (rec2d *)p;
+                count_copy(c->dst, c->src, c->w * c->h, c->kind);
                 for (size_t r = 0; r < c->h; r++)
                     memmove((char *)c->dst + r * c->dp, (const char *)c->src + r * c->sp, c->w);
                 return cudaSuccess;
             },
-            new rec2d{dst, dp, src, sp, w, h}, [](void *p) { delete (rec2d *)p; });
+            new rec2d{dst, dp, src, sp, w, h, kind}, [](void *p) { delete (rec2d *)p; });
     }
     if ((e = capture_violation(s, "cudaMemcpy2D on the legacy stream"))) return e;
+    count_copy(dst, src, w * h, kind);
     for (size_t r = 0; r < h; r++) memmove((char *)dst + r * dp, (const char *)src + r * sp, w);
     return cudaSuccess;
 }
