@@ -8,16 +8,23 @@ tokens and published chat template, built as tests/textgen_models.py builds them
             second venv, build/venv-optimum, since it needs transformers 4);
   opt_q4    that model through onnxruntime's MatMulNBitsQuantizer (4 bits, block 32, symmetric),
             as onnx-community makes its model_q4.onnx;
-  og_fp32   `python -m onnxruntime_genai.models.builder -p fp32 -e cpu` (the GenAI layout:
-  og_int4   GroupQueryAttention, genai_config.json) and `-p int4`.
+  og_fp32   `python -m onnxruntime_genai.models.builder -e cpu -p fp32` (the GenAI layout:
+  og_int4   GroupQueryAttention, genai_config.json) and `-p int4 --extra_options accuracy_level=1`
+            (float32 products in ONNX Runtime too; og_int4_acc4 is the same file with the builder's
+            default CPU level 4, where ONNX Runtime quantises activations to int8 and kiln does not).
 The exports are cached under --cache in a folder named after the tool versions (and FIXTURE_REV),
 so a second run only generates; older folders are removed.
 Checks, greedy 24 new tokens from the chat-templated prompts of 4 conversations, batch 1 each and
 batch 4 (left-padded, prompts of 4 lengths):
   kiln's prompt ids == apply_chat_template on every folder;
   opt_fp32 and og_fp32: kiln's ids == transformers' generate (the family's EOS list);
-  og_fp32 and og_int4: kiln's ids == onnxruntime-genai's og.Generator;
-  opt_q4: kiln's ids == onnxruntime driving the same file (exact past, left padding, position ids).
+  og_fp32 (batch 1) and og_int4: kiln's ids == onnxruntime-genai's og.Generator, which runs each
+  prompt alone (its left-padded batch is not transformers' batch: counted on an INFO line);
+  opt_q4: kiln's ids == onnxruntime driving the same file (exact past, left padding, position ids);
+  og_int4_acc4: kiln's ids == its own on og_int4 (INFO: how many og.Generator shares).
+Workarounds for the tools, each where it is needed: gemma3_builder (the builder and a transformers-5
+Gemma-3 config), the tokenizer class written for transformers 4 (Optimum saves no tokenizer
+otherwise), Phi-3 with its original context equal to its context, Gemma-3 with a 1024 context.
 
 Usage: textgen_tools.py --kiln build/kiln --optimum-python build/venv-optimum/bin/python
          [--cache build/textgen-tools] [--family llama,qwen2,phi3,gemma3]
@@ -367,6 +374,11 @@ def check_family(args, rep, root, family, og):
                               if pids != prompts[i] else f"{len(pids)} ids")
                 rep.check(f"{family} {form} batch {batch} conversation {i} (prompt {len(prompts[i])}): kiln == {who}",
                           same(ids, w, eos_ids), err if ids is None else f"{len(ids)} ids" + ("" if same(ids, w, eos_ids) else f" kiln {ids} {who} {w}"))
+    # the fp32 GenAI file against its own runtime too, prompt by prompt (og's padded batch is its own)
+    k1 = kiln.get(("og_fp32", 1), [None] * len(prompts))
+    for i, (k, g) in enumerate(zip(k1, g1)):
+        rep.check(f"{family} og_fp32 batch 1 conversation {i}: kiln == og.Generator", same(k, g, eos_ids),
+                  "" if same(k, g, eos_ids) else f"kiln {k} og.Generator {g}")
     # the builder's default int4 (accuracy_level 4): kiln computes it in float32 as level 1, ONNX
     # Runtime quantises the activations to int8, so only kiln's own tokens are checked
     acc = os.path.join(d, "og_int4_acc4")
