@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Holds a Python environment to tests/requirements.lock, before any test runs.
+"""Holds a Python environment to its lock (by default tests/requirements.lock), before any test runs.
 
 Four checks, each naming the package at fault:
   0. the lock is as tools/lock_python.sh wrote it (its body matches the digest in its header), so
@@ -11,12 +11,17 @@ Four checks, each naming the package at fault:
      locked version;
   3. nothing else is installed (pip itself, the installer, excepted).
 Run with the environment's own interpreter: build/venv/bin/python tools/check_python_env.py.
+With --all BUILD it runs itself in each project venv against that venv's lock: BUILD/venv with
+tests/requirements.lock and BUILD/venv-optimum with tests/requirements-optimum.lock (the second
+environment, for Optimum's exporter, which needs transformers 4); a missing venv is a failure.
 Standard library only (packaging's marker parser is taken from the environment or from pip).
 """
 import argparse
 import hashlib
 import importlib.metadata as md
+import os
 import re
+import subprocess
 import sys
 
 try:
@@ -57,12 +62,34 @@ def lock_edited(path):
     return None
 
 
+# the project venvs: folder under the build dir, lock, direct pins
+VENVS = [("venv", "tests/requirements.lock", "tests/requirements.in"),
+         ("venv-optimum", "tests/requirements-optimum.lock", "tests/requirements-optimum.in")]
+
+
+def check_all(build):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    bad = 0
+    for folder, lock, direct in VENVS:
+        py = os.path.join(build, folder, "bin", "python")
+        if not os.path.exists(py):
+            print(f"{py}: missing (tools/install_deps.sh makes it from {lock})", file=sys.stderr)
+            bad += 1
+            continue
+        bad += subprocess.run([py, os.path.abspath(__file__), "--lock", os.path.join(root, lock), "--direct",
+                               os.path.join(root, direct)]).returncode != 0
+    return 1 if bad else 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lock", default="tests/requirements.lock")
     ap.add_argument("--direct", default="tests/requirements.in")
     ap.add_argument("--lock-only", action="store_true", help="only check the lock file itself")
+    ap.add_argument("--all", metavar="BUILD", help="check every project venv under BUILD against its own lock")
     a = ap.parse_args()
+    if a.all:
+        return check_all(a.all)
     lock, direct = read_pins(a.lock), read_pins(a.direct)
     problems = []
     edited = lock_edited(a.lock)

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs what kiln needs to build and test on a fresh Debian/Ubuntu machine: compilers and
-# libraries from apt, and the Python test packages into a project venv ($KILN_BUILD_DIR/venv,
-# default build/venv) made from tests/requirements.lock alone (exact versions, sha256-checked,
-# no resolving). The venv is rebuilt only when the lock changes, so a second run installs
-# nothing; either way it is then held to the lock by tools/check_python_env.py, which stops with
-# the package's name when anything differs. Prints the venv's python last.
+# libraries from apt, and the Python test packages into two project venvs made from their locks
+# alone (exact versions, sha256-checked, no resolving): $KILN_BUILD_DIR/venv (default build/venv)
+# from tests/requirements.lock, and $KILN_BUILD_DIR/venv-optimum from
+# tests/requirements-optimum.lock (Optimum's exporter, which needs transformers 4 while the main
+# lock has 5; only tests/textgen_tools.py uses it; KILN_NO_OPTIMUM_VENV=1 skips it). Both share
+# pip's download cache, so the wheels they have in common (torch and its CUDA libraries) are
+# downloaded once. A venv is rebuilt only when its lock changes, so a second run installs
+# nothing; either way each is then held to its lock by tools/check_python_env.py, which stops with
+# the package's name when anything differs (its last line names the venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs=(build-essential cmake pkg-config protobuf-c-compiler libprotobuf-c-dev check libsubunit-dev
@@ -20,22 +24,32 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 BUILD=${KILN_BUILD_DIR:-build}
-VENV="$BUILD/venv"
-LOCK=tests/requirements.lock
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
   { echo "kiln's Python tests need Python >= 3.11 (the lock is resolved for it); python3 is $(python3 -V)" >&2; exit 1; }
-# a lock edited by hand is refused before the venv is touched
-checker_py=python3; [ -x "$VENV/bin/python" ] && checker_py="$VENV/bin/python"
-"$checker_py" tools/check_python_env.py --lock "$LOCK" --lock-only
-want=$(sha256sum "$LOCK" | cut -d' ' -f1)
-have=$(cat "$VENV/.lock-sha256" 2>/dev/null || true)
-if [ ! -x "$VENV/bin/python" ] || [ "$have" != "$want" ]; then
-  [ -n "$have" ] && echo "$LOCK changed: making $VENV anew" >&2
-  rm -rf "$VENV"
-  mkdir -p "$BUILD"
-  python3 -m venv "$VENV"
-  echo "installing $(grep -cE '^[a-zA-Z0-9]' "$LOCK") locked Python packages into $VENV" >&2
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --require-hashes -r "$LOCK" >&2
-  echo "$want" > "$VENV/.lock-sha256"
-fi
-"$VENV/bin/python" tools/check_python_env.py --lock "$LOCK" --direct tests/requirements.in >&2
+export PIP_CACHE_DIR=${PIP_CACHE_DIR:-$HOME/.cache/pip}
+
+# install_venv VENV LOCK IN: VENV made from LOCK (unless it already was from this very lock), then
+# held to LOCK and to IN's direct pins
+install_venv() {
+  local venv=$1 lock=$2 in=$3
+  # a lock edited by hand is refused before the venv is touched
+  local checker_py=python3; [ -x "$venv/bin/python" ] && checker_py="$venv/bin/python"
+  "$checker_py" tools/check_python_env.py --lock "$lock" --lock-only
+  local want have
+  want=$(sha256sum "$lock" | cut -d' ' -f1)
+  have=$(cat "$venv/.lock-sha256" 2>/dev/null || true)
+  if [ ! -x "$venv/bin/python" ] || [ "$have" != "$want" ]; then
+    [ -n "$have" ] && echo "$lock changed: making $venv anew" >&2
+    rm -rf "$venv"
+    mkdir -p "$(dirname "$venv")"
+    python3 -m venv "$venv"
+    echo "installing $(grep -cE '^[a-zA-Z0-9]' "$lock") locked Python packages into $venv" >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --require-hashes -r "$lock" >&2
+    echo "$want" > "$venv/.lock-sha256"
+  fi
+  "$venv/bin/python" tools/check_python_env.py --lock "$lock" --direct "$in" >&2
+}
+
+install_venv "$BUILD/venv" tests/requirements.lock tests/requirements.in
+[ "${KILN_NO_OPTIMUM_VENV:-0}" = 1 ] ||
+  install_venv "$BUILD/venv-optimum" tests/requirements-optimum.lock tests/requirements-optimum.in
