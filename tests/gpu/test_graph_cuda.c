@@ -10,6 +10,7 @@
 #include "graph/model.h"
 #include "graph/ops.h"
 #include "runtime/executor.h"
+#include "tests/gpu/zoo_io.h"
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdio.h>
@@ -86,60 +87,8 @@ static void runtime_rules(void) {
     cudaStreamDestroy(s);
 }
 
-typedef struct {
-    kn_named_tensor in[8];
-    kn_tensor *held[8];
-    int n_in, n_out;
-} io;
-
-static int load_inputs(kn_session *sc, const char *zoo, const char *name, io *x) {
-    x->n_in = kn_session_input_count(sc);
-    x->n_out = kn_session_output_count(sc);
-    for (int k = 0; k < x->n_in && k < 8; k++) {
-        char f[1200];
-        snprintf(f, sizeof f, "%s/%s/test_data_set_0/input_%d.pb", zoo, name, k);
-        char *nm = NULL;
-        kn_status *st = kn_tensor_proto_read_file(f, &x->held[k], &nm);
-        free(nm);
-        if (st) {
-            printf("FAIL %s: %s\n", f, kn_status_message(st));
-            kn_status_free(st);
-            return -1;
-        }
-        kn_value_info vi;
-        kn_session_input_info(sc, k, &vi);
-        x->in[k].name = vi.name;
-        x->in[k].dtype = x->held[k]->dtype;
-        x->in[k].ndim = x->held[k]->ndim;
-        memcpy(x->in[k].dims, x->held[k]->dims, sizeof(int64_t) * (size_t)x->held[k]->ndim);
-        x->in[k].data = x->held[k]->data;
-    }
-    return 0;
-}
-
-/* A different input for run r, same shapes: token ids moved within [5, 900) (inside every
- * vocabulary of the zoo), float inputs (pixels) scaled; masks and token types kept. */
-static void vary(io *x, int r) {
-    for (int k = 0; k < x->n_in; k++) {
-        kn_tensor *t = x->held[k];
-        int64_t n = kn_numel(t);
-        if (t->dtype == KN_I64 && strstr(x->in[k].name, "input_ids")) {
-            int64_t *p = t->data;
-            for (int64_t i = 1; i + 1 < n; i++) p[i] = 5 + (p[i] + 37 * r + i) % 895;
-        } else if (t->dtype == KN_F32) {
-            float *p = t->data;
-            for (int64_t i = 0; i < n; i++) p[i] = p[i] * 0.9f + 0.01f * (float)((i + r) % 7);
-        }
-    }
-}
-
-static kn_named_tensor *run(kn_session *s, io *x) {
-    kn_named_tensor *o = calloc((size_t)x->n_out, sizeof *o);
-    for (int k = 0; k < x->n_out; k++) {
-        kn_value_info vi;
-        kn_session_output_info(s, k, &vi);
-        o[k].name = vi.name;
-    }
+static kn_named_tensor *run(kn_session *s, zoo_io *x) {
+    kn_named_tensor *o = zoo_io_outputs(s, x->n_out);
     kn_status *st = kn_session_run(s, x->in, x->n_in, o, x->n_out);
     if (st) {
         printf("FAIL run: %s\n", kn_status_message(st));
@@ -149,11 +98,6 @@ static kn_named_tensor *run(kn_session *s, io *x) {
         return NULL;
     }
     return o;
-}
-
-static void free_outs(kn_named_tensor *o, int n) {
-    for (int k = 0; o && k < n; k++) kn_free(o[k].data);
-    free(o);
 }
 
 /* worst |a-b| beyond rtol/atol (fp32) or relative L2 (fp16) over the outputs */
@@ -213,11 +157,11 @@ static void session_replays(const char *zoo, const char *name, kn_precision prec
         kn_status_free(st);
         fails++;
     }
-    io x = {0};
-    if (sc && sg && sp && load_inputs(sc, zoo, name, &x) == 0) {
+    zoo_io x = {0};
+    if (sc && sg && sp && zoo_io_load(sc, zoo, name, &x) == 0) {
         kn_named_tensor *prev = NULL;
         for (int r = 0; r < N; r++) {
-            if (r != 2) vary(&x, r); /* run 2 (the first replay) repeats run 1's inputs */
+            if (r != 2) zoo_io_vary(&x, r); /* run 2 (the first replay) repeats run 1's inputs */
             kn_named_tensor *oc_t = run(sc, &x), *og_t = run(sg, &x);
             if (oc_t && og_t) {
                 double w = compare(oc_t, og_t, x.n_out, prec != KN_PRECISION_FP32);
@@ -229,12 +173,12 @@ static void session_replays(const char *zoo, const char *name, kn_precision prec
                     CHECK(prev[k].capacity == og_t[k].capacity && !memcmp(prev[k].data, og_t[k].data, prev[k].capacity),
                           "%s %s: the replay of run 1's inputs differs from run 1 (output %d)", name,
                           kn_precision_name(prec), k);
-            free_outs(prev, x.n_out);
+            zoo_io_free_outs(prev, x.n_out);
             prev = og_t;
-            free_outs(oc_t, x.n_out);
-            free_outs(run(sp, &x), x.n_out);
+            zoo_io_free_outs(oc_t, x.n_out);
+            zoo_io_free_outs(run(sp, &x), x.n_out);
         }
-        free_outs(prev, x.n_out);
+        zoo_io_free_outs(prev, x.n_out);
         int64_t cap = -1, rep = -1, pcap = -1, prep = -1;
         kn_session_graph_counts(sg, &cap, &rep);
         kn_session_graph_counts(sp, &pcap, &prep);
@@ -244,7 +188,7 @@ static void session_replays(const char *zoo, const char *name, kn_precision prec
               kn_precision_name(prec), (long long)cap, (long long)rep, N, N - 2);
         CHECK(pcap == 0 && prep == 0, "a profiling session replayed a graph (its per-op times would be void)");
     }
-    for (int k = 0; k < x.n_in; k++) kn_tensor_free(x.held[k]);
+    zoo_io_free(&x);
     kn_session_free(sc);
     kn_session_free(sg);
     kn_session_free(sp);
@@ -277,11 +221,11 @@ static void bucket_sweep(const char *zoo, const char *name) {
         kn_status_free(st);
         fails++;
     }
-    io full = {0};
-    if (sc && sg && load_inputs(sc, zoo, name, &full) == 0) {
+    zoo_io full = {0};
+    if (sc && sg && zoo_io_load(sc, zoo, name, &full) == 0) {
         int64_t plans0 = kn_session_plans_built(sg);
         for (int len = 3; len <= 8; len++) {
-            io x = full;
+            zoo_io x = full;
             kn_tensor *cut[8] = {0};
             for (int k = 0; k < x.n_in; k++) {
                 const kn_tensor *t = full.held[k];
@@ -300,8 +244,8 @@ static void bucket_sweep(const char *zoo, const char *name) {
                 double w = compare(oc_t, og_t, x.n_out, false);
                 CHECK(w <= 1, "%s length %d padded to 16: cuda differs from cpu (%.3g x tolerance)", name, len, w);
             }
-            free_outs(oc_t, x.n_out);
-            free_outs(og_t, x.n_out);
+            zoo_io_free_outs(oc_t, x.n_out);
+            zoo_io_free_outs(og_t, x.n_out);
             for (int k = 0; k < x.n_in; k++) kn_tensor_free(cut[k]);
         }
         int64_t cap = -1, rep = -1, plans = kn_session_plans_built(sg) - plans0;
@@ -313,7 +257,7 @@ static void bucket_sweep(const char *zoo, const char *name) {
               "bucket (expected 1, 1, 4)",
               name, (long long)plans, (long long)cap, (long long)rep);
     }
-    for (int k = 0; k < full.n_in; k++) kn_tensor_free(full.held[k]);
+    zoo_io_free(&full);
     kn_session_free(sc);
     kn_session_free(sg);
     kn_model_free(m);

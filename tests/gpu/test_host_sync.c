@@ -15,6 +15,7 @@
 #include "graph/model.h"
 #include "graph/ops.h"
 #include "runtime/executor.h"
+#include "tests/gpu/zoo_io.h"
 #include <cuda_runtime.h>
 #include <dirent.h>
 #include <math.h>
@@ -36,20 +37,8 @@ static int fails;
         } \
     } while (0)
 
-typedef struct {
-    kn_named_tensor in[8];
-    kn_tensor *held[8];
-    int n_in, n_out;
-} io;
-
-/* outputs of s on x, and the host synchronisations the run made */
-static kn_named_tensor *run(kn_session *s, const io *x, long long *syncs) {
-    kn_named_tensor *o = calloc((size_t)x->n_out, sizeof *o);
-    for (int k = 0; k < x->n_out; k++) {
-        kn_value_info vi;
-        kn_session_output_info(s, k, &vi);
-        o[k].name = vi.name;
-    }
+static kn_named_tensor *run(kn_session *s, const zoo_io *x, long long *syncs) {
+    kn_named_tensor *o = zoo_io_outputs(s, x->n_out);
     long long before = kn_sim_host_syncs();
     kn_status *st = kn_session_run(s, x->in, x->n_in, o, x->n_out);
     if (syncs) *syncs = kn_sim_host_syncs() - before;
@@ -61,11 +50,6 @@ static kn_named_tensor *run(kn_session *s, const io *x, long long *syncs) {
         return NULL;
     }
     return o;
-}
-
-static void free_outs(kn_named_tensor *o, int n) {
-    for (int k = 0; o && k < n; k++) kn_free(o[k].data);
-    free(o);
 }
 
 /* worst |a-b| / (atol + rtol |a|) over the outputs: <= 1 is within tolerance */
@@ -172,47 +156,6 @@ static void counter_rules(void) {
 
 /* ---- the zoo ---- */
 
-static int load_inputs(kn_session *sc, const char *zoo, const char *name, io *x) {
-    x->n_in = kn_session_input_count(sc);
-    x->n_out = kn_session_output_count(sc);
-    for (int k = 0; k < x->n_in && k < 8; k++) {
-        char f[1200];
-        snprintf(f, sizeof f, "%s/%s/test_data_set_0/input_%d.pb", zoo, name, k);
-        char *nm = NULL;
-        kn_status *st = kn_tensor_proto_read_file(f, &x->held[k], &nm);
-        free(nm);
-        if (st) {
-            printf("FAIL %s: %s\n", f, kn_status_message(st));
-            kn_status_free(st);
-            fails++;
-            return -1;
-        }
-        kn_value_info vi;
-        kn_session_input_info(sc, k, &vi);
-        x->in[k].name = vi.name;
-        x->in[k].dtype = x->held[k]->dtype;
-        x->in[k].ndim = x->held[k]->ndim;
-        memcpy(x->in[k].dims, x->held[k]->dims, sizeof(int64_t) * (size_t)x->held[k]->ndim);
-        x->in[k].data = x->held[k]->data;
-    }
-    return 0;
-}
-
-/* new inputs for run r, same shapes: token ids within [5, 900), pixels scaled; masks kept */
-static void vary(io *x, int r) {
-    for (int k = 0; k < x->n_in; k++) {
-        kn_tensor *t = x->held[k];
-        int64_t n = kn_numel(t);
-        if (t->dtype == KN_I64 && strstr(x->in[k].name, "input_ids")) {
-            int64_t *p = t->data;
-            for (int64_t i = 1; i + 1 < n; i++) p[i] = 5 + (p[i] + 37 * r + i) % 895;
-        } else if (t->dtype == KN_F32) {
-            float *p = t->data;
-            for (int64_t i = 0; i < n; i++) p[i] = p[i] * 0.9f + 0.01f * (float)((i + r) % 7);
-        }
-    }
-}
-
 static void zoo_model(const char *zoo, const char *name, bool graphs) {
     const int N = graphs ? 4 : 2;
     char path[1024];
@@ -221,11 +164,11 @@ static void zoo_model(const char *zoo, const char *name, bool graphs) {
     if (!m) return;
     kn_session *sc, *sg;
     sessions(m, graphs, &sc, &sg);
-    io x = {0};
+    zoo_io x = {0};
     long long per_run[8] = {0};
-    if (sc && sg && load_inputs(sc, zoo, name, &x) == 0) {
+    if (sc && sg && zoo_io_load(sc, zoo, name, &x) == 0) {
         for (int r = 0; r < N; r++) {
-            vary(&x, r);
+            zoo_io_vary(&x, r);
             kn_named_tensor *oc = run(sc, &x, NULL), *og = run(sg, &x, &per_run[r]);
             if (oc && og) {
                 double w = compare(oc, og, x.n_out, 1e-3, 1e-4);
@@ -233,8 +176,8 @@ static void zoo_model(const char *zoo, const char *name, bool graphs) {
             }
             CHECK(per_run[r] == 1, "%s%s run %d: %lld host synchronisations, expected 1", name,
                   graphs ? "" : " (no graphs)", r + 1, per_run[r]);
-            free_outs(oc, x.n_out);
-            free_outs(og, x.n_out);
+            zoo_io_free_outs(oc, x.n_out);
+            zoo_io_free_outs(og, x.n_out);
         }
         int64_t cap = -1, rep = -1;
         kn_session_graph_counts(sg, &cap, &rep);
@@ -243,8 +186,10 @@ static void zoo_model(const char *zoo, const char *name, bool graphs) {
         printf("  (recorded %lld, replayed %lld)\n", (long long)cap, (long long)rep);
         if (graphs)
             CHECK(cap == 1 && rep == N - 2, "%s: %lld recordings, %lld replays", name, (long long)cap, (long long)rep);
+    } else {
+        fails++;
     }
-    for (int k = 0; k < x.n_in; k++) kn_tensor_free(x.held[k]);
+    zoo_io_free(&x);
     kn_session_free(sc);
     kn_session_free(sg);
     kn_model_free(m);
@@ -381,7 +326,7 @@ static void lstm_ragged(bool graphs) {
     sessions(m, graphs, &sc, &sg);
     float xv[L_S * L_B * L_I];
     int32_t lens[L_B];
-    io x = {.n_in = 2, .n_out = 3};
+    zoo_io x = {.n_in = 2, .n_out = 3};
     x.in[0] = (kn_named_tensor){.name = "X", .dtype = KN_F32, .ndim = 3, .dims = {L_S, L_B, L_I}, .data = xv};
     x.in[1] = (kn_named_tensor){.name = "sequence_lens", .dtype = KN_I32, .ndim = 1, .dims = {L_B}, .data = lens};
     static const int32_t patterns[5][L_B] = {{6, 3, 0, 1}, {2, 6, 5, 0}, {0, 1, 6, 4}, {3, 3, 3, 3}, {6, 6, 2, 5}};
@@ -410,8 +355,8 @@ static void lstm_ragged(bool graphs) {
             for (int i = 0; i < L_S * 2 * L_B * L_H; i++) live += y[i] != 0.0f;
             CHECK(live > 0, "LSTM run %d: Y is all zero", r + 1);
         }
-        free_outs(oc, 3);
-        free_outs(og, 3);
+        zoo_io_free_outs(oc, 3);
+        zoo_io_free_outs(og, 3);
     }
     int64_t cap = -1, rep = -1;
     kn_session_graph_counts(sg, &cap, &rep);
