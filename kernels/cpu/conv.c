@@ -9,6 +9,7 @@
 #include "graph/ops.h"
 #include "graph/op_helpers.h"
 #include "kernels/cpu/conv_dw.h"
+#include "kernels/cpu/conv_prep.h"
 #include "kernels/cpu/gemm.h"
 #include "runtime/core/dtype.h"
 #include <math.h>
@@ -336,6 +337,7 @@ typedef struct conv_job {
     int act;             /* clamp the output to [lo, hi] with the bias (FusedConv's Relu / Clip) */
     float lo, hi;
     kn_conv_bias_act_fn bias_act;
+    const kn_sgemm_packed_a *pa; /* the weights packed once per model, one per group (NULL: packed per call) */
 } conv_job;
 
 /* Unit `unit` of the work: item (image, group) unit / nchunks, and of its column rows (blocks of
@@ -349,15 +351,18 @@ static void conv_unit(const conv_job *j, int64_t unit, float *col) {
     const float *wt = j->w + g * j->Mg * j->Cg * w->k_n;
     int64_t K = j->Cg * w->k_n;
     int64_t p0 = 0, width = w->col_n;
+    const kn_sgemm_packed_a *pa = j->pa ? &j->pa[g] : NULL;
     if (j->direct) {
-        kn_sgemm(j->pool, false, false, j->Mg, w->col_n, K, 1.0f, wt, K, x, w->col_n, 0.0f, y, w->col_n);
+        if (pa) kn_sgemm_packed_a_run(j->pool, pa, w->col_n, x, w->col_n, 0.0f, y, w->col_n);
+        else kn_sgemm(j->pool, false, false, j->Mg, w->col_n, K, 1.0f, wt, K, x, w->col_n, 0.0f, y, w->col_n);
     } else {
         int64_t wl = w->cols[w->nsp - 1], nouter = wl ? w->col_n / wl : 0;
         int64_t o0 = ci * j->chunk, o1 = o0 + j->chunk < nouter ? o0 + j->chunk : nouter;
         p0 = o0 * wl;
         width = (o1 - o0) * wl;
         im2col(x, j->Cg, w, o0, o1, col);
-        kn_sgemm(j->pool, false, false, j->Mg, width, K, 1.0f, wt, K, col, width, 0.0f, y + p0, w->col_n);
+        if (pa) kn_sgemm_packed_a_run(j->pool, pa, width, col, width, 0.0f, y + p0, w->col_n);
+        else kn_sgemm(j->pool, false, false, j->Mg, width, K, 1.0f, wt, K, col, width, 0.0f, y + p0, w->col_n);
     }
     if (j->act || j->b)
         for (int64_t m = 0; m < j->Mg; m++)
@@ -371,10 +376,67 @@ static void conv_slot(void *ctx, int64_t begin, int64_t end) {
         for (int64_t u = s; u < j->N * j->G * j->nchunks; u += j->slots) conv_unit(j, u, j->cols + s * colsz);
 }
 
+/* What kn_conv_prepare keeps on a node: the weight it packed (a run uses the packing only for
+ * that very tensor) and its G per-group A matrices. */
+typedef struct conv_prep {
+    const float *w;
+    int64_t G, Mg, K;
+    kn_sgemm_packed_a *pa;
+} conv_prep;
+
+static void conv_prep_free(void *p) {
+    conv_prep *cp = p;
+    for (int64_t i = 0; cp->pa && i < cp->G; i++) kn_sgemm_packed_a_release(&cp->pa[i]);
+    free(cp->pa);
+    free(cp);
+}
+
+kn_status *kn_conv_prepare(const kn_graph *gr, kn_node *n) {
+    if ((n->op != KN_OP_Conv && n->op != KN_OP_MsFusedConv) || n->n_inputs < 2 || n->inputs[1] < 0) return NULL;
+    return kn_conv_prepare_weights(n, gr->values[n->inputs[1]].constant);
+}
+
+kn_status *kn_conv_prepare_weights(kn_node *n, const kn_tensor *w) {
+    if ((n->op != KN_OP_Conv && n->op != KN_OP_MsFusedConv) || n->prepared) return NULL;
+    if (!w || w->dtype != KN_F32 || w->ndim < 3 || !w->data) return NULL;
+    int64_t G = KN_PARAMS(n, conv)->group, M = w->dims[0], K = kn_numel(w) / (M ? M : 1);
+    /* the direct grouped path (dw_eligible) reads the weights as they are */
+    if (G < 1 || M <= 0 || K <= 0 || M % G || (G >= 2 && w->dims[1] <= 4 && w->ndim <= 4)) return NULL;
+    conv_prep *cp = calloc(1, sizeof *cp);
+    if (!cp) return KN_OOM(sizeof *cp);
+    cp->w = w->data;
+    cp->G = G;
+    cp->Mg = M / G;
+    cp->K = K;
+    cp->pa = calloc((size_t)G, sizeof *cp->pa);
+    if (!cp->pa) {
+        free(cp);
+        return KN_OOM(sizeof *cp->pa * (size_t)G);
+    }
+    const float *wd = w->data;
+    for (int64_t i = 0; i < G; i++)
+        if (!kn_sgemm_pack_a(cp->Mg, K, wd + i * cp->Mg * K, K, &cp->pa[i])) {
+            conv_prep_free(cp);
+            return KN_OOM((size_t)(M * K) * sizeof(float));
+        }
+    n->prepared = cp;
+    n->prepared_free = conv_prep_free;
+    return NULL;
+}
+
+/* The node's packed weights when they are those of w for this geometry, else NULL. */
+static const kn_sgemm_packed_a *conv_packed(const kn_node *node, const float *w, int64_t M, int64_t G, int64_t K) {
+    const conv_prep *cp = node->prepared;
+    if (!cp || cp->w != w || cp->G != G || cp->Mg * G != M || cp->K != K) return NULL;
+    return cp->pa;
+}
+
 static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, const float *b, float *y, int64_t N,
-                           int64_t C, int64_t M, int64_t G, const kn_conv_geom *g, int act, float lo, float hi) {
+                           int64_t C, int64_t M, int64_t G, const kn_conv_geom *g, int act, float lo, float hi,
+                           const kn_sgemm_packed_a *pa) {
     conv_job j;
     memset(&j, 0, sizeof j);
+    j.pa = pa;
     j.x = x;
     j.w = w;
     j.b = b;
@@ -523,7 +585,8 @@ kn_status *kn_cpu_Conv(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     float *xf = to_f32(ctx, x), *wf = to_f32(ctx, w), *bf = b ? to_f32(ctx, b) : NULL;
     float *yf = y->dtype == KN_F32 ? y->data : kn_scratch_alloc(ctx, sizeof(float) * (size_t)kn_numel(y));
     if (!xf || !wf || !yf || (b && !bf)) return KN_OOM(kn_nbytes(y));
-    KN_TRY(conv_f32(ctx, xf, wf, bf, yf, N, C, M, G, &g, 0, -INFINITY, INFINITY));
+    KN_TRY(conv_f32(ctx, xf, wf, bf, yf, N, C, M, G, &g, 0, -INFINITY, INFINITY,
+                    conv_packed(node, wf, M, G, kn_numel(w) / M)));
     from_f32(y, yf);
     return NULL;
 }
@@ -555,7 +618,8 @@ kn_status *kn_cpu_MsFusedConv(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     float lo = p->act == KN_CONV_ACT_CLIP ? p->act_a : 0.0f, hi = p->act == KN_CONV_ACT_CLIP ? p->act_b : INFINITY;
     float *yf = y->data;
     int inl = clamp ? KN_CONV_DW_CLAMP : silu ? KN_CONV_DW_SILU : KN_CONV_DW_NONE;
-    KN_TRY(conv_f32(ctx, x->data, w->data, b ? b->data : NULL, yf, N, C, M, G, &g, inl, lo, clamp ? hi : INFINITY));
+    KN_TRY(conv_f32(ctx, x->data, w->data, b ? b->data : NULL, yf, N, C, M, G, &g, inl, lo, clamp ? hi : INFINITY,
+                    conv_packed(node, w->data, M, G, kn_numel(w) / M)));
     if (inl || (!z && p->act == KN_CONV_ACT_NONE)) return NULL;
     const float *zf = z ? z->data : NULL;
     float a = p->act_a, c = p->act_b;

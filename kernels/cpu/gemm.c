@@ -470,3 +470,122 @@ bool kn_igemm_s16(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda
     kn_igemm_s16_avx2(M, N, K, A, lda, Bp, C, ldc);
     return true;
 }
+
+/* ---------------------------------------------------------------- packed A (constant weights) */
+
+bool kn_sgemm_pack_a(int64_t M, int64_t K, const float *A, int64_t lda, kn_sgemm_packed_a *out) {
+    memset(out, 0, sizeof *out);
+    isa_desc d = get_isa(KN_SGEMM_ISA_AUTO);
+    int64_t mpad = round_up(M, d.mr);
+    size_t bytes = sizeof(float) * (size_t)(K * mpad);
+    out->data = aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+    if (!out->data) return false;
+    out->isa = d.isa;
+    out->M = M;
+    out->K = K;
+    out->A = A;
+    out->lda = lda;
+    out->bytes = bytes;
+    /* slice-major as kn_sgemm_pack_b: the panel of rows [ir, ir + MR) in the slice starting at
+     * depth pc lies at pc * mpad + ir * kc, for any split of the rows among threads */
+    for (int64_t pc = 0; pc < K; pc += KC_MAX) {
+        int64_t kc = K - pc < KC_MAX ? K - pc : KC_MAX;
+        pack_a(&d, false, A, lda, 0, pc, M, kc, d.mr, 1.0f, out->data + pc * mpad);
+    }
+    return true;
+}
+
+void kn_sgemm_packed_a_release(kn_sgemm_packed_a *p) {
+    free(p->data);
+    memset(p, 0, sizeof *p);
+}
+
+/* Rows [i0, i0 + M) (i0 a multiple of MR) by an N-column region of B and C: only B is packed. */
+static void sgemm_region_pa(const isa_desc *d, const kn_sgemm_packed_a *P, int64_t i0, int64_t M, int64_t N,
+                            const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    const int MR = d->mr, NR = d->nr;
+    int64_t K = P->K, mpad = round_up(P->M, MR);
+    int64_t kc_max = K < KC_MAX ? K : KC_MAX;
+    int64_t nc_max = round_up(N < NC_MAX ? N : NC_MAX, NR);
+    size_t bytes = sizeof(float) * (size_t)(nc_max * kc_max + MR * NR) + 128;
+    float *ws = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!ws) {
+        kn_sgemm_ref(false, false, M, N, K, 1.0f, P->A + i0 * P->lda, P->lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    float *Bp = ws, *tile = Bp + round_up(nc_max * kc_max, 16);
+    for (int64_t jc = 0; jc < N; jc += NC_MAX) {
+        int64_t nc = N - jc < NC_MAX ? N - jc : NC_MAX;
+        for (int64_t pc = 0; pc < K; pc += KC_MAX) {
+            int64_t kc = K - pc < KC_MAX ? K - pc : KC_MAX;
+            float bet = pc == 0 ? beta : 1.0f;
+            pack_b(false, B, ldb, pc, jc, kc, nc, NR, Bp);
+            const float *slice = P->data + pc * mpad + i0 * kc;
+            for (int64_t ic = 0; ic < M; ic += MC_MAX) {
+                int64_t mc = M - ic < MC_MAX ? M - ic : MC_MAX;
+                for (int64_t jr = 0; jr < nc; jr += NR) {
+                    int nr = nc - jr < NR ? (int)(nc - jr) : NR;
+                    const float *bp = Bp + jr * kc;
+                    for (int64_t ir = 0; ir < mc; ir += MR) {
+                        int mr = mc - ir < MR ? (int)(mc - ir) : MR;
+                        const float *ap = slice + (ic + ir) * kc;
+                        float *c = C + (ic + ir) * ldc + jc + jr;
+                        if (mr == MR && nr == NR) {
+                            d->micro(kc, ap, bp, c, ldc, bet);
+                        } else {
+                            d->micro(kc, ap, bp, tile, NR, 0.0f);
+                            for (int r = 0; r < mr; r++)
+                                for (int j = 0; j < nr; j++) {
+                                    float *q = c + r * ldc + j;
+                                    *q = bet == 0.0f ? tile[r * NR + j] : bet * *q + tile[r * NR + j];
+                                }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    free(ws);
+}
+
+typedef struct pa_job {
+    const isa_desc *d;
+    const kn_sgemm_packed_a *P;
+    int64_t N, ldb, ldc, tn, rows, cols;
+    const float *B;
+    float beta;
+    float *C;
+} pa_job;
+
+static void pa_task(void *ctx, int64_t begin, int64_t end) {
+    const pa_job *j = ctx;
+    for (int64_t t = begin; t < end; t++) {
+        int64_t i0 = (t / j->tn) * j->rows, j0 = (t % j->tn) * j->cols;
+        if (i0 >= j->P->M || j0 >= j->N) continue;
+        int64_t m = j->P->M - i0 < j->rows ? j->P->M - i0 : j->rows;
+        int64_t n = j->N - j0 < j->cols ? j->N - j0 : j->cols;
+        sgemm_region_pa(j->d, j->P, i0, m, n, j->B + j0, j->ldb, j->beta, j->C + i0 * j->ldc + j0, j->ldc);
+    }
+}
+
+void kn_sgemm_packed_a_run(kn_threadpool *pool, const kn_sgemm_packed_a *A, int64_t N, const float *B, int64_t ldb,
+                           float beta, float *C, int64_t ldc) {
+    int64_t M = A->M;
+    if (M <= 0 || N <= 0) return;
+    if (A->K <= 0) {
+        scale_c(M, N, beta, C, ldc);
+        return;
+    }
+    isa_desc d = get_isa(A->isa);
+    pa_job j = {&d, A, N, ldb, ldc, 1, M, N, B, beta, C};
+    int64_t T = pool ? kn_threadpool_size(pool) : 1, tm = 1;
+    if (T > 1 && 2.0 * (double)M * (double)N * (double)A->K >= 1e6) {
+        /* columns when each thread gets two panels or more: no work is repeated then */
+        if (N >= T * 2 * d.nr) j.tn = T;
+        else tm = T;
+        j.rows = round_up((M + tm - 1) / tm, d.mr);
+        j.cols = round_up((N + j.tn - 1) / j.tn, d.nr);
+    }
+    if (tm * j.tn == 1) pa_task(&j, 0, 1);
+    else kn_parallel_for(pool, tm * j.tn, 1, pa_task, &j);
+}

@@ -110,4 +110,22 @@ void kn_sgemm_rows_packed_avx512(int64_t m, int64_t j0, int64_t n, int64_t K, in
 void kn_sgemm_rows_packed_avx2(int64_t m, int64_t j0, int64_t n, int64_t K, int64_t kc_max, float alpha, const float *A,
                                int64_t lda, const float *Bp, int64_t slice_stride, float beta, float *C, int64_t ldc);
 
+/* op(A) packed once for many products with different B (a convolution's constant weights, one
+ * matrix per group): the MR-row panels kn_sgemm packs on every call, slice-major by KC, zero-padded,
+ * for the micro-kernel this CPU uses. A itself must stay valid (the fallback when out of memory
+ * reads it). Returns false when out of memory. */
+typedef struct kn_sgemm_packed_a {
+    int isa;
+    int64_t M, K, lda;
+    const float *A;
+    float *data;
+    size_t bytes;
+} kn_sgemm_packed_a;
+bool kn_sgemm_pack_a(int64_t M, int64_t K, const float *A, int64_t lda, kn_sgemm_packed_a *out);
+void kn_sgemm_packed_a_release(kn_sgemm_packed_a *p);
+/* C (M x N) = A * B (K x N, row stride ldb) + beta * C, as kn_sgemm with alpha 1. Threads split the
+ * columns (each packs only its own B panels, A is shared read-only), or the rows when N is small. */
+void kn_sgemm_packed_a_run(kn_threadpool *pool, const kn_sgemm_packed_a *A, int64_t N, const float *B, int64_t ldb,
+                           float beta, float *C, int64_t ldc);
+
 #endif

@@ -17,7 +17,8 @@ static float frand(void) {
 
 static kn_threadpool *pool4;
 
-#define ISA_PACKED (-1) /* check_gemm: kn_sgemm_pack_b + kn_sgemm_packed_run (ta must be false) */
+#define ISA_PACKED (-1)   /* check_gemm: kn_sgemm_pack_b + kn_sgemm_packed_run (ta must be false) */
+#define ISA_PACKED_A (-2) /* check_gemm: kn_sgemm_pack_a + kn_sgemm_packed_a_run (no transposes, alpha 1) */
 
 /* |got - ref| within a bound that scales with sum |alpha a b| + |beta c| per element. */
 static void check_gemm(int isa, kn_threadpool *pool, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
@@ -49,6 +50,12 @@ static void check_gemm(int isa, kn_threadpool *pool, bool ta, bool tb, int64_t M
         ck_assert(kn_sgemm_pack_b(tb, K, N, B, ldb, &P));
         kn_sgemm_packed_run(pool, M, alpha, A, lda, &P, beta, C, ldc);
         kn_sgemm_packed_release(&P);
+    } else if (isa == ISA_PACKED_A) { /* A packed ahead, as a convolution's constant weights are */
+        ck_assert(!ta && !tb && alpha == 1.0f);
+        kn_sgemm_packed_a P;
+        ck_assert(kn_sgemm_pack_a(M, K, A, lda, &P));
+        kn_sgemm_packed_a_run(pool, &P, N, B, ldb, beta, C, ldc);
+        kn_sgemm_packed_a_release(&P);
     } else {
         kn_sgemm_isa(pool, isa, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     }
@@ -127,6 +134,21 @@ START_TEST(test_sgemm_packed_b) {
     check_gemm(ISA_PACKED, pool4, false, false, 128, 768, 3072, 1.0f, 0.0f, 0);
     check_gemm(ISA_PACKED, pool4, false, true, 8, 1024, 1024, 1.0f, 0.0f, 0);
     check_gemm(ISA_PACKED, pool4, false, false, 1, 3000, 700, 1.0f, 0.0f, 0);
+}
+END_TEST
+
+/* A packed once (a convolution's constant weights) and multiplied by many B: every shape, with and
+ * without threads (columns split, or rows when N is small), beta and padded leading dimensions
+ * whose columns past N must stay untouched. */
+START_TEST(test_sgemm_packed_a) {
+    for (int s = 0; s < NSHAPES; s++) {
+        check_gemm(ISA_PACKED_A, NULL, false, false, shapes[s][0], shapes[s][1], shapes[s][2], 1.0f, 0.0f, 0);
+        check_gemm(ISA_PACKED_A, pool4, false, false, shapes[s][0], shapes[s][1], shapes[s][2], 1.0f, 0.5f, 2);
+        check_gemm(ISA_PACKED_A, pool4, false, false, shapes[s][0], shapes[s][1], shapes[s][2], 1.0f, 0.0f, 3);
+    }
+    check_gemm(ISA_PACKED_A, pool4, false, false, 128, 3136, 576, 1.0f, 0.0f, 0);
+    check_gemm(ISA_PACKED_A, pool4, false, false, 512, 49, 1200, 1.0f, 0.0f, 1);
+    check_gemm(ISA_PACKED_A, pool4, false, false, 101, 2000, 130, 1.0f, 1.0f, 0);
 }
 END_TEST
 
@@ -447,6 +469,7 @@ static Suite *gemm_suite(void) {
     tcase_add_test(tc, test_sgemm_alpha_beta_ld);
     tcase_add_test(tc, test_sgemm_threaded);
     tcase_add_test(tc, test_sgemm_packed_b);
+    tcase_add_test(tc, test_sgemm_packed_a);
     tcase_add_test(tc, test_sgemm_batched);
     tcase_add_test(tc, test_matmul_op_broadcast_dtypes);
     tcase_add_test(tc, test_gemm_op_trans_bias);
