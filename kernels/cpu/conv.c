@@ -338,11 +338,13 @@ typedef struct conv_job {
     float lo, hi;
     kn_conv_bias_act_fn bias_act;
     const kn_sgemm_packed_a *pa; /* the weights packed once per model, one per group (NULL: packed per call) */
+    float *ws;                   /* with pa: each slot's B panels (ws_floats) */
+    int64_t ws_floats;
 } conv_job;
 
 /* Unit `unit` of the work: item (image, group) unit / nchunks, and of its column rows (blocks of
  * the innermost output dim) chunk unit % nchunks; the whole item on the direct path. */
-static void conv_unit(const conv_job *j, int64_t unit, float *col) {
+static void conv_unit(const conv_job *j, int64_t unit, float *col, float *ws) {
     int64_t item = unit / j->nchunks, ci = unit % j->nchunks;
     int64_t n = item / j->G, g = item % j->G;
     const win *w = &j->wn;
@@ -353,7 +355,7 @@ static void conv_unit(const conv_job *j, int64_t unit, float *col) {
     int64_t p0 = 0, width = w->col_n;
     const kn_sgemm_packed_a *pa = j->pa ? &j->pa[g] : NULL;
     if (j->direct) {
-        if (pa) kn_sgemm_packed_a_run(j->pool, pa, w->col_n, x, w->col_n, 0.0f, y, w->col_n);
+        if (pa) kn_sgemm_packed_a_run(j->pool, pa, w->col_n, x, w->col_n, 0.0f, y, w->col_n, ws);
         else kn_sgemm(j->pool, false, false, j->Mg, w->col_n, K, 1.0f, wt, K, x, w->col_n, 0.0f, y, w->col_n);
     } else {
         int64_t wl = w->cols[w->nsp - 1], nouter = wl ? w->col_n / wl : 0;
@@ -361,7 +363,7 @@ static void conv_unit(const conv_job *j, int64_t unit, float *col) {
         p0 = o0 * wl;
         width = (o1 - o0) * wl;
         im2col(x, j->Cg, w, o0, o1, col);
-        if (pa) kn_sgemm_packed_a_run(j->pool, pa, width, col, width, 0.0f, y + p0, w->col_n);
+        if (pa) kn_sgemm_packed_a_run(j->pool, pa, width, col, width, 0.0f, y + p0, w->col_n, ws);
         else kn_sgemm(j->pool, false, false, j->Mg, width, K, 1.0f, wt, K, col, width, 0.0f, y + p0, w->col_n);
     }
     if (j->act || j->b)
@@ -373,7 +375,8 @@ static void conv_slot(void *ctx, int64_t begin, int64_t end) {
     const conv_job *j = ctx;
     int64_t colsz = j->direct ? 0 : j->Cg * j->wn.k_n * j->chunk * j->wn.cols[j->wn.nsp - 1];
     for (int64_t s = begin; s < end; s++)
-        for (int64_t u = s; u < j->N * j->G * j->nchunks; u += j->slots) conv_unit(j, u, j->cols + s * colsz);
+        for (int64_t u = s; u < j->N * j->G * j->nchunks; u += j->slots)
+            conv_unit(j, u, j->cols + s * colsz, j->ws ? j->ws + s * j->ws_floats : NULL);
 }
 
 /* What kn_conv_prepare keeps on a node: the weight it packed (a run uses the packing only for
@@ -483,6 +486,13 @@ static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, con
         size_t bytes = (size_t)row_bytes * (size_t)j.chunk * (size_t)j.slots;
         j.cols = kn_scratch_alloc(ctx, bytes ? bytes : 1);
         if (!j.cols) return KN_OOM(bytes);
+    }
+    if (pa) {
+        int64_t wl = j.wn.cols[j.wn.nsp - 1];
+        j.ws_floats = kn_sgemm_packed_a_ws(pa, j.direct ? j.wn.col_n : j.chunk * wl, j.pool);
+        size_t bytes = sizeof(float) * (size_t)(j.ws_floats * j.slots);
+        j.ws = kn_scratch_alloc(ctx, bytes);
+        if (!j.ws) return KN_OOM(bytes);
     }
     if (per_item) kn_parallel_for(ctx->pool, j.slots, 1, conv_slot, &j);
     else conv_slot(&j, 0, 1);

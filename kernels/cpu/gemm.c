@@ -148,7 +148,13 @@ static void pack_b(bool tb, const float *B, int64_t ldb, int64_t pc, int64_t jc,
             for (int64_t k = 0; k < kc; k++) {
                 const float *src = B + (pc + k) * ldb + jc + jr;
                 float *d = dst + k * nr_full;
-                if (nr == nr_full) {
+                /* constant sizes, so the copy is inlined: a libc call per 64-128 bytes cost ~10% of a
+                 * convolution whose B is its input */
+                if (nr == nr_full && nr_full == 32) {
+                    memcpy(d, src, sizeof(float) * 32);
+                } else if (nr == nr_full && nr_full == 16) {
+                    memcpy(d, src, sizeof(float) * 16);
+                } else if (nr == nr_full) {
                     memcpy(d, src, sizeof(float) * (size_t)nr_full);
                 } else {
                     int j = 0;
@@ -500,15 +506,22 @@ void kn_sgemm_packed_a_release(kn_sgemm_packed_a *p) {
     memset(p, 0, sizeof *p);
 }
 
-/* Rows [i0, i0 + M) (i0 a multiple of MR) by an N-column region of B and C: only B is packed. */
+/* Floats of one task's B panels and edge tile for a region of up to N columns. */
+static int64_t pa_task_floats(const isa_desc *d, int64_t K, int64_t N) {
+    int64_t kc_max = K < KC_MAX ? K : KC_MAX, nc_max = round_up(N < NC_MAX ? N : NC_MAX, d->nr);
+    return round_up(nc_max * kc_max, 16) + d->mr * d->nr + 16;
+}
+
+/* Rows [i0, i0 + M) (i0 a multiple of MR) by an N-column region of B and C: only B is packed, into
+ * ws (64-byte aligned, pa_task_floats) or, when NULL, a buffer of its own. */
 static void sgemm_region_pa(const isa_desc *d, const kn_sgemm_packed_a *P, int64_t i0, int64_t M, int64_t N,
-                            const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+                            const float *B, int64_t ldb, float beta, float *C, int64_t ldc, float *given) {
     const int MR = d->mr, NR = d->nr;
     int64_t K = P->K, mpad = round_up(P->M, MR);
     int64_t kc_max = K < KC_MAX ? K : KC_MAX;
     int64_t nc_max = round_up(N < NC_MAX ? N : NC_MAX, NR);
-    size_t bytes = sizeof(float) * (size_t)(nc_max * kc_max + MR * NR) + 128;
-    float *ws = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    size_t bytes = sizeof(float) * (size_t)pa_task_floats(d, K, N);
+    float *ws = given ? given : aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!ws) {
         kn_sgemm_ref(false, false, M, N, K, 1.0f, P->A + i0 * P->lda, P->lda, B, ldb, beta, C, ldc);
         return;
@@ -545,7 +558,7 @@ static void sgemm_region_pa(const isa_desc *d, const kn_sgemm_packed_a *P, int64
             }
         }
     }
-    free(ws);
+    if (!given) free(ws);
 }
 
 typedef struct pa_job {
@@ -555,6 +568,7 @@ typedef struct pa_job {
     const float *B;
     float beta;
     float *C;
+    float *ws; /* NULL or one pa_task_floats(K, cols) block per task */
 } pa_job;
 
 static void pa_task(void *ctx, int64_t begin, int64_t end) {
@@ -564,12 +578,19 @@ static void pa_task(void *ctx, int64_t begin, int64_t end) {
         if (i0 >= j->P->M || j0 >= j->N) continue;
         int64_t m = j->P->M - i0 < j->rows ? j->P->M - i0 : j->rows;
         int64_t n = j->N - j0 < j->cols ? j->N - j0 : j->cols;
-        sgemm_region_pa(j->d, j->P, i0, m, n, j->B + j0, j->ldb, j->beta, j->C + i0 * j->ldc + j0, j->ldc);
+        sgemm_region_pa(j->d, j->P, i0, m, n, j->B + j0, j->ldb, j->beta, j->C + i0 * j->ldc + j0, j->ldc,
+                        j->ws ? j->ws + t * pa_task_floats(j->d, j->P->K, j->cols) : NULL);
     }
 }
 
+int64_t kn_sgemm_packed_a_ws(const kn_sgemm_packed_a *A, int64_t N, kn_threadpool *pool) {
+    isa_desc d = get_isa(A->isa);
+    int64_t T = pool ? kn_threadpool_size(pool) : 1;
+    return T * pa_task_floats(&d, A->K, N);
+}
+
 void kn_sgemm_packed_a_run(kn_threadpool *pool, const kn_sgemm_packed_a *A, int64_t N, const float *B, int64_t ldb,
-                           float beta, float *C, int64_t ldc) {
+                           float beta, float *C, int64_t ldc, float *ws) {
     int64_t M = A->M;
     if (M <= 0 || N <= 0) return;
     if (A->K <= 0) {
@@ -577,7 +598,7 @@ void kn_sgemm_packed_a_run(kn_threadpool *pool, const kn_sgemm_packed_a *A, int6
         return;
     }
     isa_desc d = get_isa(A->isa);
-    pa_job j = {&d, A, N, ldb, ldc, 1, M, N, B, beta, C};
+    pa_job j = {&d, A, N, ldb, ldc, 1, M, N, B, beta, C, ws};
     int64_t T = pool ? kn_threadpool_size(pool) : 1, tm = 1;
     if (T > 1 && 2.0 * (double)M * (double)N * (double)A->K >= 1e6) {
         /* columns when each thread gets two panels or more: no work is repeated then */

@@ -125,7 +125,10 @@ bool kn_sgemm_pack_a(int64_t M, int64_t K, const float *A, int64_t lda, kn_sgemm
 void kn_sgemm_packed_a_release(kn_sgemm_packed_a *p);
 /* C (M x N) = A * B (K x N, row stride ldb) + beta * C, as kn_sgemm with alpha 1. Threads split the
  * columns (each packs only its own B panels, A is shared read-only), or the rows when N is small. */
+/* ws: NULL (each task allocates its B panels) or kn_sgemm_packed_a_ws(A, N, pool) floats, 64-byte
+ * aligned, so that products run often (a convolution per image) do not map fresh pages each time. */
 void kn_sgemm_packed_a_run(kn_threadpool *pool, const kn_sgemm_packed_a *A, int64_t N, const float *B, int64_t ldb,
-                           float beta, float *C, int64_t ldc);
+                           float beta, float *C, int64_t ldc, float *ws);
+int64_t kn_sgemm_packed_a_ws(const kn_sgemm_packed_a *A, int64_t N, kn_threadpool *pool);
 
 #endif

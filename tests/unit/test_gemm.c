@@ -54,7 +54,10 @@ static void check_gemm(int isa, kn_threadpool *pool, bool ta, bool tb, int64_t M
         ck_assert(!ta && !tb && alpha == 1.0f);
         kn_sgemm_packed_a P;
         ck_assert(kn_sgemm_pack_a(M, K, A, lda, &P));
-        kn_sgemm_packed_a_run(pool, &P, N, B, ldb, beta, C, ldc);
+        /* with threads, the caller's workspace (as Conv gives it); without, each task's own */
+        float *ws = pool ? aligned_alloc(64, sizeof(float) * (size_t)kn_sgemm_packed_a_ws(&P, N, pool)) : NULL;
+        kn_sgemm_packed_a_run(pool, &P, N, B, ldb, beta, C, ldc, ws);
+        free(ws);
         kn_sgemm_packed_a_release(&P);
     } else {
         kn_sgemm_isa(pool, isa, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
