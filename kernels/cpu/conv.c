@@ -76,13 +76,14 @@ static void kpos_of(const win *w, int64_t kk, int64_t *kpos) {
     }
 }
 
-/* Column rows o0..o1 (blocks of the innermost dim): col[(c*k_n + kk) * width + p] =
- * img[c][coord] (0 in the padding), width = (o1 - o0) * cols[last]. One body for the float and
- * the int16 (integer convolution) element types. */
+/* Column rows o0..o1 (blocks of the innermost dim): col[(c*k_n + kk) * ld + p] =
+ * img[c][coord] (0 in the padding), ld = width = (o1 - o0) * cols[last] unless given (> 0: the
+ * columns of several images side by side). One body for the float and the int16 (integer
+ * convolution) element types. */
 #define KN_DEFINE_IM2COL(name, T) \
-    static void name(const T *img, int64_t C, const win *w, int64_t o0, int64_t o1, T *col) { \
+    static void name(const T *img, int64_t C, const win *w, int64_t o0, int64_t o1, T *col, int64_t ld) { \
         int L = w->nsp - 1; \
-        int64_t wl = w->cols[L], width = (o1 - o0) * wl; \
+        int64_t wl = w->cols[L], width = ld > 0 ? ld : (o1 - o0) * wl; \
         for (int64_t c = 0; c < C; c++) \
             for (int64_t kk = 0; kk < w->k_n; kk++) { \
                 int64_t kpos[KN_MAX_DIMS]; \
@@ -340,11 +341,36 @@ typedef struct conv_job {
     const kn_sgemm_packed_a *pa; /* the weights packed once per model, one per group (NULL: packed per call) */
     float *ws;                   /* with pa: each slot's B panels (ws_floats) */
     int64_t ws_floats;
+    int64_t ipu; /* with pa: images per item (> 1: small images side by side in one product) */
 } conv_job;
 
 /* Unit `unit` of the work: item (image, group) unit / nchunks, and of its column rows (blocks of
  * the innermost output dim) chunk unit % nchunks; the whole item on the direct path. */
+/* Item `item` when images go ipu at a time: images [n0, n0 + cnt) of group g in one product. */
+static void conv_unit_images(const conv_job *j, int64_t item, float *col, float *ws) {
+    int64_t n0 = item / j->G * j->ipu, g = item % j->G, cnt = j->N - n0 < j->ipu ? j->N - n0 : j->ipu;
+    const win *w = &j->wn;
+    int64_t cn = w->col_n, xs = j->G * j->Cg * w->img_n, ys = j->G * j->Mg * cn;
+    const float *x = j->x + (n0 * j->G + g) * j->Cg * w->img_n;
+    float *y = j->y + (n0 * j->G + g) * j->Mg * cn;
+    if (j->direct) {
+        kn_sgemm_packed_a_run_images(j->pool, &j->pa[g], cnt, cn, x, cn, xs, 0.0f, y, cn, ys, ws);
+    } else {
+        int64_t nouter = cn / w->cols[w->nsp - 1];
+        for (int64_t i = 0; i < cnt; i++) im2col(x + i * xs, j->Cg, w, 0, nouter, col + i * cn, cnt * cn);
+        kn_sgemm_packed_a_run_images(j->pool, &j->pa[g], cnt, cn, col, cnt * cn, cn, 0.0f, y, cn, ys, ws);
+    }
+    if (j->act || j->b)
+        for (int64_t i = 0; i < cnt; i++)
+            for (int64_t m = 0; m < j->Mg; m++)
+                j->bias_act(y + i * ys + m * cn, cn, j->b ? j->b[g * j->Mg + m] : 0.0f, j->act, j->lo, j->hi);
+}
+
 static void conv_unit(const conv_job *j, int64_t unit, float *col, float *ws) {
+    if (j->ipu > 1) {
+        conv_unit_images(j, unit, col, ws);
+        return;
+    }
     int64_t item = unit / j->nchunks, ci = unit % j->nchunks;
     int64_t n = item / j->G, g = item % j->G;
     const win *w = &j->wn;
@@ -362,7 +388,7 @@ static void conv_unit(const conv_job *j, int64_t unit, float *col, float *ws) {
         int64_t o0 = ci * j->chunk, o1 = o0 + j->chunk < nouter ? o0 + j->chunk : nouter;
         p0 = o0 * wl;
         width = (o1 - o0) * wl;
-        im2col(x, j->Cg, w, o0, o1, col);
+        im2col(x, j->Cg, w, o0, o1, col, 0);
         if (pa) kn_sgemm_packed_a_run(j->pool, pa, width, col, width, 0.0f, y + p0, w->col_n, ws);
         else kn_sgemm(j->pool, false, false, j->Mg, width, K, 1.0f, wt, K, col, width, 0.0f, y + p0, w->col_n);
     }
@@ -374,8 +400,9 @@ static void conv_unit(const conv_job *j, int64_t unit, float *col, float *ws) {
 static void conv_slot(void *ctx, int64_t begin, int64_t end) {
     const conv_job *j = ctx;
     int64_t colsz = j->direct ? 0 : j->Cg * j->wn.k_n * j->chunk * j->wn.cols[j->wn.nsp - 1];
+    int64_t units = (j->N + j->ipu - 1) / j->ipu * j->G * j->nchunks;
     for (int64_t s = begin; s < end; s++)
-        for (int64_t u = s; u < j->N * j->G * j->nchunks; u += j->slots)
+        for (int64_t u = s; u < units; u += j->slots)
             conv_unit(j, u, j->cols + s * colsz, j->ws ? j->ws + s * j->ws_floats : NULL);
 }
 
@@ -479,6 +506,22 @@ static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, con
         j.nchunks = (nouter + j.chunk - 1) / j.chunk;
         per_item = T > 1 && items * j.nchunks >= 2 * T;
     }
+    j.ipu = 1;
+    if (pa && N > 1 && j.nchunks == 1) {
+        /* Small images (ResNet's 14x14 and 7x7 stages) fill few panels, the last one partly:
+         * 49 columns take 64. Side by side, ipu images make one product of >= 256 (unfolded) or
+         * 512 (1x1) columns, the units balanced (8 images of 49: 2 units of 4). */
+        int64_t target = j.direct ? 512 : 256, cn = j.wn.col_n;
+        int64_t ipu = (target + cn - 1) / cn;
+        if (ipu > N) ipu = N;
+        if (ipu > 1) {
+            int64_t units = (N + ipu - 1) / ipu;
+            j.ipu = (N + units - 1) / units;
+            j.chunk = j.wn.col_n / j.wn.cols[j.wn.nsp - 1] * j.ipu; /* column buffer rows for ipu images */
+            items = units * G;
+            per_item = T > 1 && items >= 2 * T;
+        }
+    }
     j.slots = per_item ? T : 1;
     j.pool = per_item ? NULL : ctx->pool;
     if (!j.direct) {
@@ -489,7 +532,11 @@ static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, con
     }
     if (pa) {
         int64_t wl = j.wn.cols[j.wn.nsp - 1];
-        j.ws_floats = kn_sgemm_packed_a_ws(pa, j.direct ? j.wn.col_n : j.chunk * wl, j.pool);
+        j.ws_floats = kn_sgemm_packed_a_ws(pa,
+                                           j.ipu > 1      ? j.ipu * j.wn.col_n
+                                               : j.direct ? j.wn.col_n
+                                                          : j.chunk * wl,
+                                           j.pool);
         size_t bytes = sizeof(float) * (size_t)(j.ws_floats * j.slots);
         j.ws = kn_scratch_alloc(ctx, bytes);
         if (!j.ws) return KN_OOM(bytes);
@@ -713,7 +760,7 @@ static kn_status *int_conv(kn_exec_ctx *ctx, const kn_node *node, const char *op
     int64_t wl = wn.cols[wn.nsp - 1];
     for (int64_t n = 0; n < N; n++)
         for (int64_t gi = 0; gi < G; gi++) {
-            im2col_i16(x16 + (n * C + gi * Cg) * wn.img_n, Cg, &wn, 0, wl ? wn.col_n / wl : 0, col);
+            im2col_i16(x16 + (n * C + gi * Cg) * wn.img_n, Cg, &wn, 0, wl ? wn.col_n / wl : 0, col, 0);
             kn_igemm_pack_b16(Kc, wn.col_n, col, bp);
             kn_igemm_s16(Mg, wn.col_n, Kc, w16 + gi * Mg * Kc, Kc, bp, c32, wn.col_n);
             for (int64_t m = 0; m < Mg; m++) {
@@ -1027,7 +1074,7 @@ static void conv_grad_w_slot(void *ctx, int64_t begin, int64_t end) {
             for (int64_t n = 0; n < j->N; n++) {
                 const float *xg = j->src + (n * C + gi * j->Cg) * w->img_n;
                 float *col = j->direct ? NULL : j->cols + s * K * w->col_n;
-                if (col) im2col(xg, j->Cg, w, 0, nouter, col);
+                if (col) im2col(xg, j->Cg, w, 0, nouter, col, 0);
                 /* dW_g (Mg x Cg*k) += dy_g (Mg x out) * col^T (out x Cg*k) */
                 kn_sgemm(j->pool, false, true, j->Mg, K, w->col_n, 1.0f, j->dy + (n * M + gi * j->Mg) * w->col_n,
                          w->col_n, col ? col : xg, w->col_n, 1.0f, j->dst + gi * j->Mg * K, K);

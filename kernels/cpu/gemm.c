@@ -512,46 +512,78 @@ static int64_t pa_task_floats(const isa_desc *d, int64_t K, int64_t N) {
     return round_up(nc_max * kc_max, 16) + d->mr * d->nr + 16;
 }
 
-/* Rows [i0, i0 + M) (i0 a multiple of MR) by an N-column region of B and C: only B is packed, into
+/* The columns of B and C of a packed-A product: ncol per image, images bstride / cstride apart
+ * (one image: the whole matrix), so that small images share panels. */
+typedef struct pa_cols {
+    const float *B;
+    float *C;
+    int64_t ldb, ldc, ncol, bstride, cstride;
+} pa_cols;
+
+/* pack_b of virtual columns [jc, jc + nc): a panel within one image is copied as pack_b does, one
+ * across two images column by column. */
+static void pack_b_cols(const pa_cols *x, int64_t pc, int64_t jc, int64_t kc, int64_t nc, int nr_full, float *dst) {
+    for (int64_t jr = 0; jr < nc; jr += nr_full, dst += nr_full * kc) {
+        int nr = nc - jr < nr_full ? (int)(nc - jr) : nr_full;
+        int64_t v0 = jc + jr, img = v0 / x->ncol;
+        if ((v0 + nr - 1) / x->ncol == img) {
+            pack_b(false, x->B + img * x->bstride, x->ldb, pc, v0 % x->ncol, kc, nr, nr_full, dst);
+            continue;
+        }
+        for (int j = 0; j < nr_full; j++) {
+            int64_t v = v0 + j;
+            const float *src = j < nr ? x->B + (v / x->ncol) * x->bstride + pc * x->ldb + v % x->ncol : NULL;
+            for (int64_t k = 0; k < kc; k++) dst[k * nr_full + j] = src ? src[k * x->ldb] : 0.0f;
+        }
+    }
+}
+
+/* Rows [i0, i0 + M) (i0 a multiple of MR) by virtual columns [j0, j0 + N): only B is packed, into
  * ws (64-byte aligned, pa_task_floats) or, when NULL, a buffer of its own. */
-static void sgemm_region_pa(const isa_desc *d, const kn_sgemm_packed_a *P, int64_t i0, int64_t M, int64_t N,
-                            const float *B, int64_t ldb, float beta, float *C, int64_t ldc, float *given) {
+static void sgemm_region_pa(const isa_desc *d, const kn_sgemm_packed_a *P, int64_t i0, int64_t M, int64_t j0, int64_t N,
+                            const pa_cols *x, float beta, float *given) {
     const int MR = d->mr, NR = d->nr;
-    int64_t K = P->K, mpad = round_up(P->M, MR);
-    int64_t kc_max = K < KC_MAX ? K : KC_MAX;
-    int64_t nc_max = round_up(N < NC_MAX ? N : NC_MAX, NR);
+    int64_t K = P->K, mpad = round_up(P->M, MR), ldc = x->ldc;
     size_t bytes = sizeof(float) * (size_t)pa_task_floats(d, K, N);
     float *ws = given ? given : aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!ws) {
-        kn_sgemm_ref(false, false, M, N, K, 1.0f, P->A + i0 * P->lda, P->lda, B, ldb, beta, C, ldc);
+        for (int64_t v = j0; v < j0 + N; v++) { /* one column at a time: any image layout */
+            int64_t img = v / x->ncol, p = v % x->ncol;
+            kn_sgemm_ref(false, false, M, 1, K, 1.0f, P->A + i0 * P->lda, P->lda, x->B + img * x->bstride + p, x->ldb,
+                         beta, x->C + img * x->cstride + i0 * ldc + p, ldc);
+        }
         return;
     }
-    float *Bp = ws, *tile = Bp + round_up(nc_max * kc_max, 16);
+    int64_t kc_max = K < KC_MAX ? K : KC_MAX;
+    float *Bp = ws, *tile = Bp + round_up(round_up(N < NC_MAX ? N : NC_MAX, NR) * kc_max, 16);
     for (int64_t jc = 0; jc < N; jc += NC_MAX) {
         int64_t nc = N - jc < NC_MAX ? N - jc : NC_MAX;
         for (int64_t pc = 0; pc < K; pc += KC_MAX) {
             int64_t kc = K - pc < KC_MAX ? K - pc : KC_MAX;
             float bet = pc == 0 ? beta : 1.0f;
-            pack_b(false, B, ldb, pc, jc, kc, nc, NR, Bp);
+            pack_b_cols(x, pc, j0 + jc, kc, nc, NR, Bp);
             const float *slice = P->data + pc * mpad + i0 * kc;
             for (int64_t ic = 0; ic < M; ic += MC_MAX) {
                 int64_t mc = M - ic < MC_MAX ? M - ic : MC_MAX;
                 for (int64_t jr = 0; jr < nc; jr += NR) {
                     int nr = nc - jr < NR ? (int)(nc - jr) : NR;
                     const float *bp = Bp + jr * kc;
+                    int64_t v0 = j0 + jc + jr, img = v0 / x->ncol;
+                    bool one_img = (v0 + nr - 1) / x->ncol == img;
+                    float *cb = x->C + img * x->cstride + (i0 + ic) * ldc + v0 % x->ncol;
                     for (int64_t ir = 0; ir < mc; ir += MR) {
                         int mr = mc - ir < MR ? (int)(mc - ir) : MR;
                         const float *ap = slice + (ic + ir) * kc;
-                        float *c = C + (ic + ir) * ldc + jc + jr;
-                        if (mr == MR && nr == NR) {
-                            d->micro(kc, ap, bp, c, ldc, bet);
-                        } else {
-                            d->micro(kc, ap, bp, tile, NR, 0.0f);
-                            for (int r = 0; r < mr; r++)
-                                for (int j = 0; j < nr; j++) {
-                                    float *q = c + r * ldc + j;
-                                    *q = bet == 0.0f ? tile[r * NR + j] : bet * *q + tile[r * NR + j];
-                                }
+                        if (mr == MR && nr == NR && one_img) {
+                            d->micro(kc, ap, bp, cb + ir * ldc, ldc, bet);
+                            continue;
+                        }
+                        d->micro(kc, ap, bp, tile, NR, 0.0f);
+                        for (int j = 0; j < nr; j++) {
+                            int64_t v = v0 + j;
+                            float *q = x->C + (v / x->ncol) * x->cstride + (i0 + ic + ir) * ldc + v % x->ncol;
+                            for (int r = 0; r < mr; r++, q += ldc)
+                                *q = bet == 0.0f ? tile[r * NR + j] : bet * *q + tile[r * NR + j];
                         }
                     }
                 }
@@ -564,10 +596,9 @@ static void sgemm_region_pa(const isa_desc *d, const kn_sgemm_packed_a *P, int64
 typedef struct pa_job {
     const isa_desc *d;
     const kn_sgemm_packed_a *P;
-    int64_t N, ldb, ldc, tn, rows, cols;
-    const float *B;
+    const pa_cols *x;
+    int64_t N, tn, rows, cols;
     float beta;
-    float *C;
     float *ws; /* NULL or one pa_task_floats(K, cols) block per task */
 } pa_job;
 
@@ -578,7 +609,7 @@ static void pa_task(void *ctx, int64_t begin, int64_t end) {
         if (i0 >= j->P->M || j0 >= j->N) continue;
         int64_t m = j->P->M - i0 < j->rows ? j->P->M - i0 : j->rows;
         int64_t n = j->N - j0 < j->cols ? j->N - j0 : j->cols;
-        sgemm_region_pa(j->d, j->P, i0, m, n, j->B + j0, j->ldb, j->beta, j->C + i0 * j->ldc + j0, j->ldc,
+        sgemm_region_pa(j->d, j->P, i0, m, j0, n, j->x, j->beta,
                         j->ws ? j->ws + t * pa_task_floats(j->d, j->P->K, j->cols) : NULL);
     }
 }
@@ -589,24 +620,34 @@ int64_t kn_sgemm_packed_a_ws(const kn_sgemm_packed_a *A, int64_t N, kn_threadpoo
     return T * pa_task_floats(&d, A->K, N);
 }
 
-void kn_sgemm_packed_a_run(kn_threadpool *pool, const kn_sgemm_packed_a *A, int64_t N, const float *B, int64_t ldb,
-                           float beta, float *C, int64_t ldc, float *ws) {
-    int64_t M = A->M;
+void kn_sgemm_packed_a_run_images(kn_threadpool *pool, const kn_sgemm_packed_a *A, int64_t images, int64_t ncol,
+                                  const float *B, int64_t ldb, int64_t bstride, float beta, float *C, int64_t ldc,
+                                  int64_t cstride, float *ws) {
+    int64_t M = A->M, N = images * ncol;
     if (M <= 0 || N <= 0) return;
     if (A->K <= 0) {
-        scale_c(M, N, beta, C, ldc);
+        for (int64_t i = 0; i < images; i++) scale_c(M, ncol, beta, C + i * cstride, ldc);
         return;
     }
     isa_desc d = get_isa(A->isa);
-    pa_job j = {&d, A, N, ldb, ldc, 1, M, N, B, beta, C, ws};
+    pa_cols x = {B, C, ldb, ldc, ncol, bstride, cstride};
+    pa_job j = {&d, A, &x, N, 1, M, N, beta, ws};
     int64_t T = pool ? kn_threadpool_size(pool) : 1, tm = 1;
     if (T > 1 && 2.0 * (double)M * (double)N * (double)A->K >= 1e6) {
-        /* columns when each thread gets two panels or more: no work is repeated then */
-        if (N >= T * 2 * d.nr) j.tn = T;
+        /* the split whose largest task, in padded tiles, is smallest; splitting the rows makes
+         * every thread pack all of B, hence its small handicap */
+        double by_rows = (double)round_up((M + T - 1) / T, d.mr) * (double)round_up(N, d.nr) * 1.1;
+        double by_cols = (double)round_up(M, d.mr) * (double)round_up((N + T - 1) / T, d.nr);
+        if (by_cols <= by_rows) j.tn = T;
         else tm = T;
         j.rows = round_up((M + tm - 1) / tm, d.mr);
         j.cols = round_up((N + j.tn - 1) / j.tn, d.nr);
     }
     if (tm * j.tn == 1) pa_task(&j, 0, 1);
     else kn_parallel_for(pool, tm * j.tn, 1, pa_task, &j);
+}
+
+void kn_sgemm_packed_a_run(kn_threadpool *pool, const kn_sgemm_packed_a *A, int64_t N, const float *B, int64_t ldb,
+                           float beta, float *C, int64_t ldc, float *ws) {
+    kn_sgemm_packed_a_run_images(pool, A, 1, N, B, ldb, 0, beta, C, ldc, 0, ws);
 }

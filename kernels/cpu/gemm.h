@@ -130,5 +130,11 @@ void kn_sgemm_packed_a_release(kn_sgemm_packed_a *p);
 void kn_sgemm_packed_a_run(kn_threadpool *pool, const kn_sgemm_packed_a *A, int64_t N, const float *B, int64_t ldb,
                            float beta, float *C, int64_t ldc, float *ws);
 int64_t kn_sgemm_packed_a_ws(const kn_sgemm_packed_a *A, int64_t N, kn_threadpool *pool);
+/* The same over images columns side by side: B and C of image i start bstride and cstride floats
+ * after those of image i - 1 (each ncol columns, row strides ldb and ldc), so that images of few
+ * columns fill whole panels together; ws for N = images * ncol. */
+void kn_sgemm_packed_a_run_images(kn_threadpool *pool, const kn_sgemm_packed_a *A, int64_t images, int64_t ncol,
+                                  const float *B, int64_t ldb, int64_t bstride, float beta, float *C, int64_t ldc,
+                                  int64_t cstride, float *ws);
 
 #endif
