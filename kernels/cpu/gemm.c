@@ -556,11 +556,41 @@ static void sgemm_region_pa(const isa_desc *d, const kn_sgemm_packed_a *P, int64
     }
     int64_t kc_max = K < KC_MAX ? K : KC_MAX;
     float *Bp = ws, *tile = Bp + round_up(round_up(N < NC_MAX ? N : NC_MAX, NR) * kc_max, 16);
+    /* Few rows (<= 64): whole B panels are read in place by the AVX-512 kernel, since packing
+     * them would cost about as much as using them; only edge panels are packed, one at a time. */
+    bool in_place = d->isa == KN_SGEMM_ISA_AVX512 && P->M <= 64;
     for (int64_t jc = 0; jc < N; jc += NC_MAX) {
         int64_t nc = N - jc < NC_MAX ? N - jc : NC_MAX;
         for (int64_t pc = 0; pc < K; pc += KC_MAX) {
             int64_t kc = K - pc < KC_MAX ? K - pc : KC_MAX;
             float bet = pc == 0 ? beta : 1.0f;
+            if (in_place) {
+                for (int64_t jr = 0; jr < nc; jr += NR) {
+                    int nr = nc - jr < NR ? (int)(nc - jr) : NR;
+                    int64_t v0 = j0 + jc + jr, img = v0 / x->ncol;
+                    bool whole = nr == NR && (v0 + nr - 1) / x->ncol == img;
+                    const float *bsrc = x->B + img * x->bstride + pc * x->ldb + v0 % x->ncol;
+                    float *cb = x->C + img * x->cstride + i0 * ldc + v0 % x->ncol;
+                    if (!whole) pack_b_cols(x, pc, v0, kc, nr, NR, Bp);
+                    for (int64_t ir = 0; ir < M; ir += MR) {
+                        int mr = M - ir < MR ? (int)(M - ir) : MR;
+                        const float *ap = P->data + pc * mpad + (i0 + ir) * kc;
+                        if (whole && mr == MR) {
+                            kn_sgemm_micro_ldb_avx512(kc, ap, bsrc, x->ldb, cb + ir * ldc, ldc, bet);
+                            continue;
+                        }
+                        if (whole) kn_sgemm_micro_ldb_avx512(kc, ap, bsrc, x->ldb, tile, NR, 0.0f);
+                        else d->micro(kc, ap, Bp, tile, NR, 0.0f);
+                        for (int j = 0; j < nr; j++) {
+                            int64_t v = v0 + j;
+                            float *q = x->C + (v / x->ncol) * x->cstride + (i0 + ir) * ldc + v % x->ncol;
+                            for (int r = 0; r < mr; r++, q += ldc)
+                                *q = bet == 0.0f ? tile[r * NR + j] : bet * *q + tile[r * NR + j];
+                        }
+                    }
+                }
+                continue;
+            }
             pack_b_cols(x, pc, j0 + jc, kc, nc, NR, Bp);
             const float *slice = P->data + pc * mpad + i0 * kc;
             for (int64_t ic = 0; ic < M; ic += MC_MAX) {

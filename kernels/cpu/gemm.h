@@ -130,6 +130,9 @@ void kn_sgemm_packed_a_release(kn_sgemm_packed_a *p);
 void kn_sgemm_packed_a_run(kn_threadpool *pool, const kn_sgemm_packed_a *A, int64_t N, const float *B, int64_t ldb,
                            float beta, float *C, int64_t ldc, float *ws);
 int64_t kn_sgemm_packed_a_ws(const kn_sgemm_packed_a *A, int64_t N, kn_threadpool *pool);
+/* The AVX-512 micro-kernel on B in place (row stride ldb) rather than packed panels. */
+void kn_sgemm_micro_ldb_avx512(int64_t kc, const float *Ap, const float *B, int64_t ldb, float *C, int64_t ldc,
+                               float beta);
 /* The same over images columns side by side: B and C of image i start bstride and cstride floats
  * after those of image i - 1 (each ncol columns, row strides ldb and ldc), so that images of few
  * columns fill whole panels together; ws for N = images * ncol. */
