@@ -316,6 +316,35 @@ START_TEST(test_pools) {
             kn_tensor_free(o32[0]);
             kn_tensor_free(o64[0]);
         }
+    /* 2-D float32 MaxPool (two 1-D passes) against the generic walk over more windows: YOLO's
+     * SPPF (5x5, stride 1, pad 2), ResNet's stem (3x3, stride 2, pad 1), ceil_mode, dilations,
+     * asymmetric pads and a window wider than the row */
+    static const int64_t mp[][11] = {
+        /* H, W, kh, kw, sh, sw, dh, dw, pb_h, pb_w, ceil (pads end = begin) */
+        {20, 20, 5, 5, 1, 1, 1, 1, 2, 2, 0}, {17, 23, 3, 3, 2, 2, 1, 1, 1, 1, 0}, {9, 14, 3, 3, 2, 2, 1, 1, 1, 1, 1},
+        {11, 7, 2, 3, 1, 2, 2, 1, 0, 1, 0},  {6, 5, 3, 7, 2, 1, 1, 1, 1, 3, 1},   {1, 33, 1, 4, 1, 3, 1, 2, 0, 2, 0},
+    };
+    for (int c = 0; c < 6; c++) {
+        const int64_t *q = mp[c];
+        int64_t d4[4] = {2, 3, q[0], q[1]}, kk[2] = {q[2], q[3]}, ss[2] = {q[4], q[5]}, dd[2] = {q[6], q[7]},
+                pp[4] = {q[8], q[9], q[8], q[9] > 0 ? q[9] - 1 : 0};
+        kn_tensor *x32 = mk_rand(KN_F32, 4, d4), *x64, *o32[1], *o64[1];
+        ck_assert_ptr_null(kn_tensor_new(KN_F64, 4, d4, &x64));
+        for (int64_t i = 0; i < kn_numel(x32); i++) kn_set_f64(x64, i, kn_get_f64(x32, i));
+        kn_attr at[5] = {attr_ints("kernel_shape", kk, 2), attr_ints("strides", ss, 2), attr_ints("dilations", dd, 2),
+                         attr_ints("pads", pp, 4), attr_i("ceil_mode", q[10])};
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_MaxPool, 21, at, 5, &x32, 1, o32, NULL, 1, pool));
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_MaxPool, 21, at, 5, &x64, 1, o64, NULL, 1, pool));
+        ck_assert_int_eq(kn_numel(o32[0]), kn_numel(o64[0]));
+        for (int64_t i = 0; i < kn_numel(o32[0]); i++) {
+            double a = kn_get_f64(o32[0], i), b = kn_get_f64(o64[0], i);
+            ck_assert_msg(a == b, "MaxPool case %d [%lld]: %g vs %g", c, (long long)i, a, b);
+        }
+        kn_tensor_free(x32);
+        kn_tensor_free(x64);
+        kn_tensor_free(o32[0]);
+        kn_tensor_free(o64[0]);
+    }
     /* GlobalAveragePool on an empty batch: no work, right shape */
     int64_t xe[4] = {0, 3, 4, 4};
     kn_tensor *x = mk_rand(KN_F32, 4, xe), *out[1];
