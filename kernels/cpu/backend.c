@@ -2,9 +2,11 @@
  * graph/ops.def), memory is host memory, and copies are memcpy. Its whole-graph hook packs the
  * constant weights of MatMul and Gemm once per model, as ONNX Runtime's kernels pre-pack them:
  * products with few rows otherwise spend much of their time repacking the same weights. MatMulNBits'
- * constant scales and zero points are decoded to float32 once the same way, and the recurrent ops'
- * W and R packed; control-flow bodies get the same treatment. */
+ * constant scales and zero points are decoded to float32 once the same way, the recurrent ops'
+ * W and R packed, and Conv's constant weights packed into the GEMM's A panels (conv_prep.h);
+ * control-flow bodies get the same treatment. */
 #include "graph/ops.h"
+#include "kernels/cpu/conv_prep.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/nbits.h"
 #include "kernels/cpu/rnn.h"
@@ -83,6 +85,10 @@ static kn_status *cpu_graph_optimize(const kn_backend *b, kn_graph *g) {
                 n->prepared = pr;
                 n->prepared_free = kn_nbits_prepared_free;
             }
+            continue;
+        }
+        if ((n->op == KN_OP_Conv || n->op == KN_OP_MsFusedConv) && !n->prepared) {
+            KN_TRY(kn_conv_prepare(g, n));
             continue;
         }
         if ((n->op != KN_OP_MatMul && n->op != KN_OP_Gemm) || n->n_inputs < 2 || n->inputs[1] < 0 || n->prepared)

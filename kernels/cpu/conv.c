@@ -9,6 +9,7 @@
 #include "graph/ops.h"
 #include "graph/op_helpers.h"
 #include "kernels/cpu/conv_dw.h"
+#include "kernels/cpu/conv_prep.h"
 #include "kernels/cpu/gemm.h"
 #include "runtime/core/dtype.h"
 #include <math.h>
@@ -75,13 +76,14 @@ static void kpos_of(const win *w, int64_t kk, int64_t *kpos) {
     }
 }
 
-/* Column rows o0..o1 (blocks of the innermost dim): col[(c*k_n + kk) * width + p] =
- * img[c][coord] (0 in the padding), width = (o1 - o0) * cols[last]. One body for the float and
- * the int16 (integer convolution) element types. */
+/* Column rows o0..o1 (blocks of the innermost dim): col[(c*k_n + kk) * ld + p] =
+ * img[c][coord] (0 in the padding), ld = width = (o1 - o0) * cols[last] unless given (> 0: the
+ * columns of several images side by side). One body for the float and the int16 (integer
+ * convolution) element types. */
 #define KN_DEFINE_IM2COL(name, T) \
-    static void name(const T *img, int64_t C, const win *w, int64_t o0, int64_t o1, T *col) { \
+    static void name(const T *img, int64_t C, const win *w, int64_t o0, int64_t o1, T *col, int64_t ld) { \
         int L = w->nsp - 1; \
-        int64_t wl = w->cols[L], width = (o1 - o0) * wl; \
+        int64_t wl = w->cols[L], width = ld > 0 ? ld : (o1 - o0) * wl; \
         for (int64_t c = 0; c < C; c++) \
             for (int64_t kk = 0; kk < w->k_n; kk++) { \
                 int64_t kpos[KN_MAX_DIMS]; \
@@ -106,8 +108,40 @@ static void kpos_of(const win *w, int64_t kk, int64_t *kpos) {
                 } \
             } \
     }
-KN_DEFINE_IM2COL(im2col, float)
+KN_DEFINE_IM2COL(im2col_nd, float)
 KN_DEFINE_IM2COL(im2col_i16, int16_t)
+
+/* im2col for 2-D windows, the CNN case: the input row of each output row is found directly
+ * (row_base's divisions per row and tap were ~3% of YOLOv8n). */
+static void im2col(const float *img, int64_t C, const win *w, int64_t o0, int64_t o1, float *col, int64_t ld) {
+    if (w->nsp != 2) {
+        im2col_nd(img, C, w, o0, o1, col, ld);
+        return;
+    }
+    int64_t H = w->img[0], W = w->img[1], OW = w->cols[1], KH = w->k[0], KW = w->k[1];
+    int64_t width = ld > 0 ? ld : (o1 - o0) * OW, sw = w->s[1];
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t kh = 0; kh < KH; kh++)
+            for (int64_t kw = 0; kw < KW; kw++) {
+                float *row = col + ((c * KH + kh) * KW + kw) * width;
+                int64_t off = kw * w->d[1] - w->pb[1], lo, hi;
+                valid_range(OW, sw, off, W, &lo, &hi);
+                for (int64_t oh = o0; oh < o1; oh++) {
+                    float *r = row + (oh - o0) * OW;
+                    int64_t ih = oh * w->s[0] - w->pb[0] + kh * w->d[0];
+                    if (ih < 0 || ih >= H) {
+                        memset(r, 0, sizeof(float) * (size_t)OW);
+                        continue;
+                    }
+                    const float *sp = img + (c * H + ih) * W + off;
+                    for (int64_t p = 0; p < lo; p++) r[p] = 0.0f;
+                    if (sw == 1) memcpy(r + lo, sp + lo, sizeof(float) * (size_t)(hi - lo));
+                    else
+                        for (int64_t p = lo; p < hi; p++) r[p] = sp[p * sw];
+                    for (int64_t p = hi; p < OW; p++) r[p] = 0.0f;
+                }
+            }
+}
 
 /* img[c][coord] += col[(c*k_n + kk) * col_n + p], the adjoint of im2col. */
 static void col2im(const float *col, int64_t C, const win *w, float *img) {
@@ -336,11 +370,39 @@ typedef struct conv_job {
     int act;             /* clamp the output to [lo, hi] with the bias (FusedConv's Relu / Clip) */
     float lo, hi;
     kn_conv_bias_act_fn bias_act;
+    const kn_sgemm_packed_a *pa; /* the weights packed once per model, one per group (NULL: packed per call) */
+    float *ws;                   /* with pa: each slot's B panels (ws_floats) */
+    int64_t ws_floats;
+    int64_t ipu; /* with pa: images per item (> 1: small images side by side in one product) */
 } conv_job;
 
 /* Unit `unit` of the work: item (image, group) unit / nchunks, and of its column rows (blocks of
  * the innermost output dim) chunk unit % nchunks; the whole item on the direct path. */
-static void conv_unit(const conv_job *j, int64_t unit, float *col) {
+/* Item `item` when images go ipu at a time: images [n0, n0 + cnt) of group g in one product. */
+static void conv_unit_images(const conv_job *j, int64_t item, float *col, float *ws) {
+    int64_t n0 = item / j->G * j->ipu, g = item % j->G, cnt = j->N - n0 < j->ipu ? j->N - n0 : j->ipu;
+    const win *w = &j->wn;
+    int64_t cn = w->col_n, xs = j->G * j->Cg * w->img_n, ys = j->G * j->Mg * cn;
+    const float *x = j->x + (n0 * j->G + g) * j->Cg * w->img_n;
+    float *y = j->y + (n0 * j->G + g) * j->Mg * cn;
+    if (j->direct) {
+        kn_sgemm_packed_a_run_images(j->pool, &j->pa[g], cnt, cn, x, cn, xs, 0.0f, y, cn, ys, ws);
+    } else {
+        int64_t nouter = cn / w->cols[w->nsp - 1];
+        for (int64_t i = 0; i < cnt; i++) im2col(x + i * xs, j->Cg, w, 0, nouter, col + i * cn, cnt * cn);
+        kn_sgemm_packed_a_run_images(j->pool, &j->pa[g], cnt, cn, col, cnt * cn, cn, 0.0f, y, cn, ys, ws);
+    }
+    if (j->act || j->b)
+        for (int64_t i = 0; i < cnt; i++)
+            for (int64_t m = 0; m < j->Mg; m++)
+                j->bias_act(y + i * ys + m * cn, cn, j->b ? j->b[g * j->Mg + m] : 0.0f, j->act, j->lo, j->hi);
+}
+
+static void conv_unit(const conv_job *j, int64_t unit, float *col, float *ws) {
+    if (j->ipu > 1) {
+        conv_unit_images(j, unit, col, ws);
+        return;
+    }
     int64_t item = unit / j->nchunks, ci = unit % j->nchunks;
     int64_t n = item / j->G, g = item % j->G;
     const win *w = &j->wn;
@@ -349,15 +411,18 @@ static void conv_unit(const conv_job *j, int64_t unit, float *col) {
     const float *wt = j->w + g * j->Mg * j->Cg * w->k_n;
     int64_t K = j->Cg * w->k_n;
     int64_t p0 = 0, width = w->col_n;
+    const kn_sgemm_packed_a *pa = j->pa ? &j->pa[g] : NULL;
     if (j->direct) {
-        kn_sgemm(j->pool, false, false, j->Mg, w->col_n, K, 1.0f, wt, K, x, w->col_n, 0.0f, y, w->col_n);
+        if (pa) kn_sgemm_packed_a_run(j->pool, pa, w->col_n, x, w->col_n, 0.0f, y, w->col_n, ws);
+        else kn_sgemm(j->pool, false, false, j->Mg, w->col_n, K, 1.0f, wt, K, x, w->col_n, 0.0f, y, w->col_n);
     } else {
         int64_t wl = w->cols[w->nsp - 1], nouter = wl ? w->col_n / wl : 0;
         int64_t o0 = ci * j->chunk, o1 = o0 + j->chunk < nouter ? o0 + j->chunk : nouter;
         p0 = o0 * wl;
         width = (o1 - o0) * wl;
-        im2col(x, j->Cg, w, o0, o1, col);
-        kn_sgemm(j->pool, false, false, j->Mg, width, K, 1.0f, wt, K, col, width, 0.0f, y + p0, w->col_n);
+        im2col(x, j->Cg, w, o0, o1, col, 0);
+        if (pa) kn_sgemm_packed_a_run(j->pool, pa, width, col, width, 0.0f, y + p0, w->col_n, ws);
+        else kn_sgemm(j->pool, false, false, j->Mg, width, K, 1.0f, wt, K, col, width, 0.0f, y + p0, w->col_n);
     }
     if (j->act || j->b)
         for (int64_t m = 0; m < j->Mg; m++)
@@ -367,14 +432,73 @@ static void conv_unit(const conv_job *j, int64_t unit, float *col) {
 static void conv_slot(void *ctx, int64_t begin, int64_t end) {
     const conv_job *j = ctx;
     int64_t colsz = j->direct ? 0 : j->Cg * j->wn.k_n * j->chunk * j->wn.cols[j->wn.nsp - 1];
+    int64_t units = (j->N + j->ipu - 1) / j->ipu * j->G * j->nchunks;
     for (int64_t s = begin; s < end; s++)
-        for (int64_t u = s; u < j->N * j->G * j->nchunks; u += j->slots) conv_unit(j, u, j->cols + s * colsz);
+        for (int64_t u = s; u < units; u += j->slots)
+            conv_unit(j, u, j->cols + s * colsz, j->ws ? j->ws + s * j->ws_floats : NULL);
+}
+
+/* What kn_conv_prepare keeps on a node: the weight it packed (a run uses the packing only for
+ * that very tensor) and its G per-group A matrices. */
+typedef struct conv_prep {
+    const float *w;
+    int64_t G, Mg, K;
+    kn_sgemm_packed_a *pa;
+} conv_prep;
+
+static void conv_prep_free(void *p) {
+    conv_prep *cp = p;
+    for (int64_t i = 0; cp->pa && i < cp->G; i++) kn_sgemm_packed_a_release(&cp->pa[i]);
+    free(cp->pa);
+    free(cp);
+}
+
+kn_status *kn_conv_prepare(const kn_graph *gr, kn_node *n) {
+    if ((n->op != KN_OP_Conv && n->op != KN_OP_MsFusedConv) || n->n_inputs < 2 || n->inputs[1] < 0) return NULL;
+    return kn_conv_prepare_weights(n, gr->values[n->inputs[1]].constant);
+}
+
+kn_status *kn_conv_prepare_weights(kn_node *n, const kn_tensor *w) {
+    if ((n->op != KN_OP_Conv && n->op != KN_OP_MsFusedConv) || n->prepared) return NULL;
+    if (!w || w->dtype != KN_F32 || w->ndim < 3 || !w->data) return NULL;
+    int64_t G = KN_PARAMS(n, conv)->group, M = w->dims[0], K = kn_numel(w) / (M ? M : 1);
+    /* the direct grouped path (dw_eligible) reads the weights as they are */
+    if (G < 1 || M <= 0 || K <= 0 || M % G || (G >= 2 && w->dims[1] <= 4 && w->ndim <= 4)) return NULL;
+    conv_prep *cp = calloc(1, sizeof *cp);
+    if (!cp) return KN_OOM(sizeof *cp);
+    cp->w = w->data;
+    cp->G = G;
+    cp->Mg = M / G;
+    cp->K = K;
+    cp->pa = calloc((size_t)G, sizeof *cp->pa);
+    if (!cp->pa) {
+        free(cp);
+        return KN_OOM(sizeof *cp->pa * (size_t)G);
+    }
+    const float *wd = w->data;
+    for (int64_t i = 0; i < G; i++)
+        if (!kn_sgemm_pack_a(cp->Mg, K, wd + i * cp->Mg * K, K, &cp->pa[i])) {
+            conv_prep_free(cp);
+            return KN_OOM((size_t)(M * K) * sizeof(float));
+        }
+    n->prepared = cp;
+    n->prepared_free = conv_prep_free;
+    return NULL;
+}
+
+/* The node's packed weights when they are those of w for this geometry, else NULL. */
+static const kn_sgemm_packed_a *conv_packed(const kn_node *node, const float *w, int64_t M, int64_t G, int64_t K) {
+    const conv_prep *cp = node->prepared;
+    if (!cp || cp->w != w || cp->G != G || cp->Mg * G != M || cp->K != K) return NULL;
+    return cp->pa;
 }
 
 static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, const float *b, float *y, int64_t N,
-                           int64_t C, int64_t M, int64_t G, const kn_conv_geom *g, int act, float lo, float hi) {
+                           int64_t C, int64_t M, int64_t G, const kn_conv_geom *g, int act, float lo, float hi,
+                           const kn_sgemm_packed_a *pa) {
     conv_job j;
     memset(&j, 0, sizeof j);
+    j.pa = pa;
     j.x = x;
     j.w = w;
     j.b = b;
@@ -414,6 +538,22 @@ static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, con
         j.nchunks = (nouter + j.chunk - 1) / j.chunk;
         per_item = T > 1 && items * j.nchunks >= 2 * T;
     }
+    j.ipu = 1;
+    if (pa && N > 1 && j.nchunks == 1) {
+        /* Small images (ResNet's 14x14 and 7x7 stages) fill few panels, the last one partly:
+         * 49 columns take 64. Side by side, ipu images make one product of >= 256 (unfolded) or
+         * 512 (1x1) columns, the units balanced (8 images of 49: 2 units of 4). */
+        int64_t target = j.direct ? 512 : 256, cn = j.wn.col_n;
+        int64_t ipu = (target + cn - 1) / cn;
+        if (ipu > N) ipu = N;
+        if (ipu > 1) {
+            int64_t units = (N + ipu - 1) / ipu;
+            j.ipu = (N + units - 1) / units;
+            j.chunk = j.wn.col_n / j.wn.cols[j.wn.nsp - 1] * j.ipu; /* column buffer rows for ipu images */
+            items = units * G;
+            per_item = T > 1 && items >= 2 * T;
+        }
+    }
     j.slots = per_item ? T : 1;
     j.pool = per_item ? NULL : ctx->pool;
     if (!j.direct) {
@@ -421,6 +561,17 @@ static kn_status *conv_f32(kn_exec_ctx *ctx, const float *x, const float *w, con
         size_t bytes = (size_t)row_bytes * (size_t)j.chunk * (size_t)j.slots;
         j.cols = kn_scratch_alloc(ctx, bytes ? bytes : 1);
         if (!j.cols) return KN_OOM(bytes);
+    }
+    if (pa) {
+        int64_t wl = j.wn.cols[j.wn.nsp - 1];
+        j.ws_floats = kn_sgemm_packed_a_ws(pa,
+                                           j.ipu > 1      ? j.ipu * j.wn.col_n
+                                               : j.direct ? j.wn.col_n
+                                                          : j.chunk * wl,
+                                           j.pool);
+        size_t bytes = sizeof(float) * (size_t)(j.ws_floats * j.slots);
+        j.ws = kn_scratch_alloc(ctx, bytes);
+        if (!j.ws) return KN_OOM(bytes);
     }
     if (per_item) kn_parallel_for(ctx->pool, j.slots, 1, conv_slot, &j);
     else conv_slot(&j, 0, 1);
@@ -523,7 +674,8 @@ kn_status *kn_cpu_Conv(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *c
     float *xf = to_f32(ctx, x), *wf = to_f32(ctx, w), *bf = b ? to_f32(ctx, b) : NULL;
     float *yf = y->dtype == KN_F32 ? y->data : kn_scratch_alloc(ctx, sizeof(float) * (size_t)kn_numel(y));
     if (!xf || !wf || !yf || (b && !bf)) return KN_OOM(kn_nbytes(y));
-    KN_TRY(conv_f32(ctx, xf, wf, bf, yf, N, C, M, G, &g, 0, -INFINITY, INFINITY));
+    KN_TRY(conv_f32(ctx, xf, wf, bf, yf, N, C, M, G, &g, 0, -INFINITY, INFINITY,
+                    conv_packed(node, wf, M, G, kn_numel(w) / M)));
     from_f32(y, yf);
     return NULL;
 }
@@ -555,7 +707,8 @@ kn_status *kn_cpu_MsFusedConv(kn_exec_ctx *ctx, const kn_node *node, const kn_te
     float lo = p->act == KN_CONV_ACT_CLIP ? p->act_a : 0.0f, hi = p->act == KN_CONV_ACT_CLIP ? p->act_b : INFINITY;
     float *yf = y->data;
     int inl = clamp ? KN_CONV_DW_CLAMP : silu ? KN_CONV_DW_SILU : KN_CONV_DW_NONE;
-    KN_TRY(conv_f32(ctx, x->data, w->data, b ? b->data : NULL, yf, N, C, M, G, &g, inl, lo, clamp ? hi : INFINITY));
+    KN_TRY(conv_f32(ctx, x->data, w->data, b ? b->data : NULL, yf, N, C, M, G, &g, inl, lo, clamp ? hi : INFINITY,
+                    conv_packed(node, w->data, M, G, kn_numel(w) / M)));
     if (inl || (!z && p->act == KN_CONV_ACT_NONE)) return NULL;
     const float *zf = z ? z->data : NULL;
     float a = p->act_a, c = p->act_b;
@@ -639,7 +792,7 @@ static kn_status *int_conv(kn_exec_ctx *ctx, const kn_node *node, const char *op
     int64_t wl = wn.cols[wn.nsp - 1];
     for (int64_t n = 0; n < N; n++)
         for (int64_t gi = 0; gi < G; gi++) {
-            im2col_i16(x16 + (n * C + gi * Cg) * wn.img_n, Cg, &wn, 0, wl ? wn.col_n / wl : 0, col);
+            im2col_i16(x16 + (n * C + gi * Cg) * wn.img_n, Cg, &wn, 0, wl ? wn.col_n / wl : 0, col, 0);
             kn_igemm_pack_b16(Kc, wn.col_n, col, bp);
             kn_igemm_s16(Mg, wn.col_n, Kc, w16 + gi * Mg * Kc, Kc, bp, c32, wn.col_n);
             for (int64_t m = 0; m < Mg; m++) {
@@ -953,7 +1106,7 @@ static void conv_grad_w_slot(void *ctx, int64_t begin, int64_t end) {
             for (int64_t n = 0; n < j->N; n++) {
                 const float *xg = j->src + (n * C + gi * j->Cg) * w->img_n;
                 float *col = j->direct ? NULL : j->cols + s * K * w->col_n;
-                if (col) im2col(xg, j->Cg, w, 0, nouter, col);
+                if (col) im2col(xg, j->Cg, w, 0, nouter, col, 0);
                 /* dW_g (Mg x Cg*k) += dy_g (Mg x out) * col^T (out x Cg*k) */
                 kn_sgemm(j->pool, false, true, j->Mg, K, w->col_n, 1.0f, j->dy + (n * M + gi * j->Mg) * w->col_n,
                          w->col_n, col ? col : xg, w->col_n, 1.0f, j->dst + gi * j->Mg * K, K);

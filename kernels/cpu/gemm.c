@@ -148,7 +148,13 @@ static void pack_b(bool tb, const float *B, int64_t ldb, int64_t pc, int64_t jc,
             for (int64_t k = 0; k < kc; k++) {
                 const float *src = B + (pc + k) * ldb + jc + jr;
                 float *d = dst + k * nr_full;
-                if (nr == nr_full) {
+                /* constant sizes, so the copy is inlined: a libc call per 64-128 bytes cost ~10% of a
+                 * convolution whose B is its input */
+                if (nr == nr_full && nr_full == 32) {
+                    memcpy(d, src, sizeof(float) * 32);
+                } else if (nr == nr_full && nr_full == 16) {
+                    memcpy(d, src, sizeof(float) * 16);
+                } else if (nr == nr_full) {
                     memcpy(d, src, sizeof(float) * (size_t)nr_full);
                 } else {
                     int j = 0;
@@ -469,4 +475,209 @@ bool kn_igemm_s16(int64_t M, int64_t N, int64_t K, const int16_t *A, int64_t lda
     if (!__builtin_cpu_supports("avx2")) return false;
     kn_igemm_s16_avx2(M, N, K, A, lda, Bp, C, ldc);
     return true;
+}
+
+/* ---------------------------------------------------------------- packed A (constant weights) */
+
+bool kn_sgemm_pack_a(int64_t M, int64_t K, const float *A, int64_t lda, kn_sgemm_packed_a *out) {
+    memset(out, 0, sizeof *out);
+    isa_desc d = get_isa(KN_SGEMM_ISA_AUTO);
+    int64_t mpad = round_up(M, d.mr);
+    size_t bytes = sizeof(float) * (size_t)(K * mpad);
+    out->data = aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+    if (!out->data) return false;
+    out->isa = d.isa;
+    out->M = M;
+    out->K = K;
+    out->A = A;
+    out->lda = lda;
+    out->bytes = bytes;
+    /* slice-major as kn_sgemm_pack_b: the panel of rows [ir, ir + MR) in the slice starting at
+     * depth pc lies at pc * mpad + ir * kc, for any split of the rows among threads */
+    for (int64_t pc = 0; pc < K; pc += KC_MAX) {
+        int64_t kc = K - pc < KC_MAX ? K - pc : KC_MAX;
+        pack_a(&d, false, A, lda, 0, pc, M, kc, d.mr, 1.0f, out->data + pc * mpad);
+    }
+    return true;
+}
+
+void kn_sgemm_packed_a_release(kn_sgemm_packed_a *p) {
+    free(p->data);
+    memset(p, 0, sizeof *p);
+}
+
+/* Floats of one task's B panels and edge tile for a region of up to N columns. */
+static int64_t pa_task_floats(const isa_desc *d, int64_t K, int64_t N) {
+    int64_t kc_max = K < KC_MAX ? K : KC_MAX, nc_max = round_up(N < NC_MAX ? N : NC_MAX, d->nr);
+    return round_up(nc_max * kc_max, 16) + d->mr * d->nr + 16;
+}
+
+/* The columns of B and C of a packed-A product: ncol per image, images bstride / cstride apart
+ * (one image: the whole matrix), so that small images share panels. */
+typedef struct pa_cols {
+    const float *B;
+    float *C;
+    int64_t ldb, ldc, ncol, bstride, cstride;
+} pa_cols;
+
+/* pack_b of virtual columns [jc, jc + nc): a panel within one image is copied as pack_b does, one
+ * across two images column by column. */
+static void pack_b_cols(const pa_cols *x, int64_t pc, int64_t jc, int64_t kc, int64_t nc, int nr_full, float *dst) {
+    for (int64_t jr = 0; jr < nc; jr += nr_full, dst += nr_full * kc) {
+        int nr = nc - jr < nr_full ? (int)(nc - jr) : nr_full;
+        int64_t v0 = jc + jr, img = v0 / x->ncol;
+        if ((v0 + nr - 1) / x->ncol == img) {
+            pack_b(false, x->B + img * x->bstride, x->ldb, pc, v0 % x->ncol, kc, nr, nr_full, dst);
+            continue;
+        }
+        for (int j = 0; j < nr_full; j++) {
+            int64_t v = v0 + j;
+            const float *src = j < nr ? x->B + (v / x->ncol) * x->bstride + pc * x->ldb + v % x->ncol : NULL;
+            for (int64_t k = 0; k < kc; k++) dst[k * nr_full + j] = src ? src[k * x->ldb] : 0.0f;
+        }
+    }
+}
+
+/* Rows [i0, i0 + M) (i0 a multiple of MR) by virtual columns [j0, j0 + N): only B is packed, into
+ * ws (64-byte aligned, pa_task_floats) or, when NULL, a buffer of its own. */
+static void sgemm_region_pa(const isa_desc *d, const kn_sgemm_packed_a *P, int64_t i0, int64_t M, int64_t j0, int64_t N,
+                            const pa_cols *x, float beta, float *given) {
+    const int MR = d->mr, NR = d->nr;
+    int64_t K = P->K, mpad = round_up(P->M, MR), ldc = x->ldc;
+    size_t bytes = sizeof(float) * (size_t)pa_task_floats(d, K, N);
+    float *ws = given ? given : aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!ws) {
+        for (int64_t v = j0; v < j0 + N; v++) { /* one column at a time: any image layout */
+            int64_t img = v / x->ncol, p = v % x->ncol;
+            kn_sgemm_ref(false, false, M, 1, K, 1.0f, P->A + i0 * P->lda, P->lda, x->B + img * x->bstride + p, x->ldb,
+                         beta, x->C + img * x->cstride + i0 * ldc + p, ldc);
+        }
+        return;
+    }
+    int64_t kc_max = K < KC_MAX ? K : KC_MAX;
+    float *Bp = ws, *tile = Bp + round_up(round_up(N < NC_MAX ? N : NC_MAX, NR) * kc_max, 16);
+    /* Few rows (<= 64): whole B panels are read in place by the AVX-512 kernel, since packing
+     * them would cost about as much as using them; only edge panels are packed, one at a time. */
+    bool in_place = d->isa == KN_SGEMM_ISA_AVX512 && P->M <= 64;
+    for (int64_t jc = 0; jc < N; jc += NC_MAX) {
+        int64_t nc = N - jc < NC_MAX ? N - jc : NC_MAX;
+        for (int64_t pc = 0; pc < K; pc += KC_MAX) {
+            int64_t kc = K - pc < KC_MAX ? K - pc : KC_MAX;
+            float bet = pc == 0 ? beta : 1.0f;
+            if (in_place) {
+                for (int64_t jr = 0; jr < nc; jr += NR) {
+                    int nr = nc - jr < NR ? (int)(nc - jr) : NR;
+                    int64_t v0 = j0 + jc + jr, img = v0 / x->ncol;
+                    bool whole = nr == NR && (v0 + nr - 1) / x->ncol == img;
+                    const float *bsrc = x->B + img * x->bstride + pc * x->ldb + v0 % x->ncol;
+                    float *cb = x->C + img * x->cstride + i0 * ldc + v0 % x->ncol;
+                    if (!whole) pack_b_cols(x, pc, v0, kc, nr, NR, Bp);
+                    for (int64_t ir = 0; ir < M; ir += MR) {
+                        int mr = M - ir < MR ? (int)(M - ir) : MR;
+                        const float *ap = P->data + pc * mpad + (i0 + ir) * kc;
+                        if (whole && mr == MR) {
+                            kn_sgemm_micro_ldb_avx512(kc, ap, bsrc, x->ldb, cb + ir * ldc, ldc, bet);
+                            continue;
+                        }
+                        if (whole) kn_sgemm_micro_ldb_avx512(kc, ap, bsrc, x->ldb, tile, NR, 0.0f);
+                        else d->micro(kc, ap, Bp, tile, NR, 0.0f);
+                        for (int j = 0; j < nr; j++) {
+                            int64_t v = v0 + j;
+                            float *q = x->C + (v / x->ncol) * x->cstride + (i0 + ir) * ldc + v % x->ncol;
+                            for (int r = 0; r < mr; r++, q += ldc)
+                                *q = bet == 0.0f ? tile[r * NR + j] : bet * *q + tile[r * NR + j];
+                        }
+                    }
+                }
+                continue;
+            }
+            pack_b_cols(x, pc, j0 + jc, kc, nc, NR, Bp);
+            const float *slice = P->data + pc * mpad + i0 * kc;
+            for (int64_t ic = 0; ic < M; ic += MC_MAX) {
+                int64_t mc = M - ic < MC_MAX ? M - ic : MC_MAX;
+                for (int64_t jr = 0; jr < nc; jr += NR) {
+                    int nr = nc - jr < NR ? (int)(nc - jr) : NR;
+                    const float *bp = Bp + jr * kc;
+                    int64_t v0 = j0 + jc + jr, img = v0 / x->ncol;
+                    bool one_img = (v0 + nr - 1) / x->ncol == img;
+                    float *cb = x->C + img * x->cstride + (i0 + ic) * ldc + v0 % x->ncol;
+                    for (int64_t ir = 0; ir < mc; ir += MR) {
+                        int mr = mc - ir < MR ? (int)(mc - ir) : MR;
+                        const float *ap = slice + (ic + ir) * kc;
+                        if (mr == MR && nr == NR && one_img) {
+                            d->micro(kc, ap, bp, cb + ir * ldc, ldc, bet);
+                            continue;
+                        }
+                        d->micro(kc, ap, bp, tile, NR, 0.0f);
+                        for (int j = 0; j < nr; j++) {
+                            int64_t v = v0 + j;
+                            float *q = x->C + (v / x->ncol) * x->cstride + (i0 + ic + ir) * ldc + v % x->ncol;
+                            for (int r = 0; r < mr; r++, q += ldc)
+                                *q = bet == 0.0f ? tile[r * NR + j] : bet * *q + tile[r * NR + j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if (!given) free(ws);
+}
+
+typedef struct pa_job {
+    const isa_desc *d;
+    const kn_sgemm_packed_a *P;
+    const pa_cols *x;
+    int64_t N, tn, rows, cols;
+    float beta;
+    float *ws; /* NULL or one pa_task_floats(K, cols) block per task */
+} pa_job;
+
+static void pa_task(void *ctx, int64_t begin, int64_t end) {
+    const pa_job *j = ctx;
+    for (int64_t t = begin; t < end; t++) {
+        int64_t i0 = (t / j->tn) * j->rows, j0 = (t % j->tn) * j->cols;
+        if (i0 >= j->P->M || j0 >= j->N) continue;
+        int64_t m = j->P->M - i0 < j->rows ? j->P->M - i0 : j->rows;
+        int64_t n = j->N - j0 < j->cols ? j->N - j0 : j->cols;
+        sgemm_region_pa(j->d, j->P, i0, m, j0, n, j->x, j->beta,
+                        j->ws ? j->ws + t * pa_task_floats(j->d, j->P->K, j->cols) : NULL);
+    }
+}
+
+int64_t kn_sgemm_packed_a_ws(const kn_sgemm_packed_a *A, int64_t N, kn_threadpool *pool) {
+    isa_desc d = get_isa(A->isa);
+    int64_t T = pool ? kn_threadpool_size(pool) : 1;
+    return T * pa_task_floats(&d, A->K, N);
+}
+
+void kn_sgemm_packed_a_run_images(kn_threadpool *pool, const kn_sgemm_packed_a *A, int64_t images, int64_t ncol,
+                                  const float *B, int64_t ldb, int64_t bstride, float beta, float *C, int64_t ldc,
+                                  int64_t cstride, float *ws) {
+    int64_t M = A->M, N = images * ncol;
+    if (M <= 0 || N <= 0) return;
+    if (A->K <= 0) {
+        for (int64_t i = 0; i < images; i++) scale_c(M, ncol, beta, C + i * cstride, ldc);
+        return;
+    }
+    isa_desc d = get_isa(A->isa);
+    pa_cols x = {B, C, ldb, ldc, ncol, bstride, cstride};
+    pa_job j = {&d, A, &x, N, 1, M, N, beta, ws};
+    int64_t T = pool ? kn_threadpool_size(pool) : 1, tm = 1;
+    if (T > 1 && 2.0 * (double)M * (double)N * (double)A->K >= 1e6) {
+        /* the split whose largest task, in padded tiles, is smallest; splitting the rows makes
+         * every thread pack all of B, hence its small handicap */
+        double by_rows = (double)round_up((M + T - 1) / T, d.mr) * (double)round_up(N, d.nr) * 1.1;
+        double by_cols = (double)round_up(M, d.mr) * (double)round_up((N + T - 1) / T, d.nr);
+        if (by_cols <= by_rows) j.tn = T;
+        else tm = T;
+        j.rows = round_up((M + tm - 1) / tm, d.mr);
+        j.cols = round_up((N + j.tn - 1) / j.tn, d.nr);
+    }
+    if (tm * j.tn == 1) pa_task(&j, 0, 1);
+    else kn_parallel_for(pool, tm * j.tn, 1, pa_task, &j);
+}
+
+void kn_sgemm_packed_a_run(kn_threadpool *pool, const kn_sgemm_packed_a *A, int64_t N, const float *B, int64_t ldb,
+                           float beta, float *C, int64_t ldc, float *ws) {
+    kn_sgemm_packed_a_run_images(pool, A, 1, N, B, ldb, 0, beta, C, ldc, 0, ws);
 }

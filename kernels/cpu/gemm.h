@@ -115,4 +115,34 @@ void kn_sgemm_rows_packed_avx512(int64_t m, int64_t j0, int64_t n, int64_t K, in
 void kn_sgemm_rows_packed_avx2(int64_t m, int64_t j0, int64_t n, int64_t K, int64_t kc_max, float alpha, const float *A,
                                int64_t lda, const float *Bp, int64_t slice_stride, float beta, float *C, int64_t ldc);
 
+/* op(A) packed once for many products with different B (a convolution's constant weights, one
+ * matrix per group): the MR-row panels kn_sgemm packs on every call, slice-major by KC, zero-padded,
+ * for the micro-kernel this CPU uses. A itself must stay valid (the fallback when out of memory
+ * reads it). Returns false when out of memory. */
+typedef struct kn_sgemm_packed_a {
+    int isa;
+    int64_t M, K, lda;
+    const float *A;
+    float *data;
+    size_t bytes;
+} kn_sgemm_packed_a;
+bool kn_sgemm_pack_a(int64_t M, int64_t K, const float *A, int64_t lda, kn_sgemm_packed_a *out);
+void kn_sgemm_packed_a_release(kn_sgemm_packed_a *p);
+/* C (M x N) = A * B (K x N, row stride ldb) + beta * C, as kn_sgemm with alpha 1. Threads split the
+ * columns (each packs only its own B panels, A is shared read-only), or the rows when N is small. */
+/* ws: NULL (each task allocates its B panels) or kn_sgemm_packed_a_ws(A, N, pool) floats, 64-byte
+ * aligned, so that products run often (a convolution per image) do not map fresh pages each time. */
+void kn_sgemm_packed_a_run(kn_threadpool *pool, const kn_sgemm_packed_a *A, int64_t N, const float *B, int64_t ldb,
+                           float beta, float *C, int64_t ldc, float *ws);
+int64_t kn_sgemm_packed_a_ws(const kn_sgemm_packed_a *A, int64_t N, kn_threadpool *pool);
+/* The AVX-512 micro-kernel on B in place (row stride ldb) rather than packed panels. */
+void kn_sgemm_micro_ldb_avx512(int64_t kc, const float *Ap, const float *B, int64_t ldb, float *C, int64_t ldc,
+                               float beta);
+/* The same over images columns side by side: B and C of image i start bstride and cstride floats
+ * after those of image i - 1 (each ncol columns, row strides ldb and ldc), so that images of few
+ * columns fill whole panels together; ws for N = images * ncol. */
+void kn_sgemm_packed_a_run_images(kn_threadpool *pool, const kn_sgemm_packed_a *A, int64_t images, int64_t ncol,
+                                  const float *B, int64_t ldb, int64_t bstride, float beta, float *C, int64_t ldc,
+                                  int64_t cstride, float *ws);
+
 #endif

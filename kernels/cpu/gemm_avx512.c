@@ -207,3 +207,45 @@ void kn_sgemm_rows_packed_avx512(int64_t m, int64_t j0, int64_t n, int64_t K, in
     default: rows_packed_m(4, j0, n, K, kc_max, alpha, A, lda, Bp, slice_stride, beta, C, ldc); break;
     }
 }
+
+/* kn_sgemm_micro_avx512 reading B in place (row k at B + k*ldb, 32 columns) instead of packed: for
+ * products of few rows (a convolution of 16..64 channels), where packing B costs as much as
+ * half the multiply. */
+void kn_sgemm_micro_ldb_avx512(int64_t kc, const float *Ap, const float *B, int64_t ldb, float *C, int64_t ldc,
+                               float beta) {
+    for (int r = 0; r < MR; r++) {
+        _mm_prefetch((const char *)(C + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(C + r * ldc + 16), _MM_HINT_T0);
+    }
+    __m512 c00 = _mm512_setzero_ps(), c01 = _mm512_setzero_ps();
+    __m512 c10 = _mm512_setzero_ps(), c11 = _mm512_setzero_ps();
+    __m512 c20 = _mm512_setzero_ps(), c21 = _mm512_setzero_ps();
+    __m512 c30 = _mm512_setzero_ps(), c31 = _mm512_setzero_ps();
+    __m512 c40 = _mm512_setzero_ps(), c41 = _mm512_setzero_ps();
+    __m512 c50 = _mm512_setzero_ps(), c51 = _mm512_setzero_ps();
+    __m512 c60 = _mm512_setzero_ps(), c61 = _mm512_setzero_ps();
+    __m512 c70 = _mm512_setzero_ps(), c71 = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_loadu_ps(B), b1 = _mm512_loadu_ps(B + 16);
+        _mm_prefetch((const char *)(B + 4 * ldb), _MM_HINT_T0);
+        _mm_prefetch((const char *)(B + 4 * ldb + 16), _MM_HINT_T0);
+        ROW_FMA(0, c00, c01);
+        ROW_FMA(1, c10, c11);
+        ROW_FMA(2, c20, c21);
+        ROW_FMA(3, c30, c31);
+        ROW_FMA(4, c40, c41);
+        ROW_FMA(5, c50, c51);
+        ROW_FMA(6, c60, c61);
+        ROW_FMA(7, c70, c71);
+        Ap += MR;
+        B += ldb;
+    }
+    ROW_STORE(0, c00, c01);
+    ROW_STORE(1, c10, c11);
+    ROW_STORE(2, c20, c21);
+    ROW_STORE(3, c30, c31);
+    ROW_STORE(4, c40, c41);
+    ROW_STORE(5, c50, c51);
+    ROW_STORE(6, c60, c61);
+    ROW_STORE(7, c70, c71);
+}

@@ -1,13 +1,15 @@
 /* CPU kernels for pooling: AveragePool, MaxPool (with Indices), LpPool, their Global forms and
  * MaxUnpool. One generic N-D window walk serves every pool; work is split over the N*C planes.
  * Values are read and accumulated in double, which covers every dtype the specs allow with one
- * code path; float32 planes are read directly to keep the common case quick. */
+ * code path; float32 planes are read directly to keep the common case quick, and 2-D float32
+ * MaxPool runs as two 1-D passes (rows, then columns) of vector maxima. */
 #include "graph/ops.h"
 #include "graph/op_helpers.h"
 #include "kernels/cpu/gemm.h"
 #include "runtime/core/dtype.h"
 #include <float.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Every kernel has the one signature the op table wants; not all use every argument. */
@@ -74,10 +76,59 @@ static void pool_plane_2d_f32(const pool_job *j, int64_t pl) {
         }
 }
 
+/* out[o] = max(out[o], row[o*s + off]) over the o whose input lies in [0, n): one tap of a 1-D max
+ * window. The comparison keeps out on a NaN input, as pool_plane_2d_f32 did. */
+static void max_tap(float *out, int64_t nout, const float *row, int64_t n, int64_t s, int64_t off) {
+    int64_t lo = off >= 0 ? 0 : (-off + s - 1) / s, hi = n - off <= 0 ? 0 : (n - off + s - 1) / s;
+    if (hi > nout) hi = nout;
+    if (s == 1)
+        for (int64_t o = lo; o < hi; o++) {
+            float v = row[o + off];
+            out[o] = v > out[o] ? v : out[o];
+        }
+    else
+        for (int64_t o = lo; o < hi; o++) {
+            float v = row[o * s + off];
+            out[o] = v > out[o] ? v : out[o];
+        }
+}
+
+/* 2-D float32 MaxPool of plane pl: the maximum over a window is the maximum of its rows' maxima,
+ * so tmp (H x OW) takes each input row's window maxima, then each output row the maximum of its
+ * window's rows of tmp. Both passes run along contiguous outputs (vectorised); a window with no
+ * input in it gives -inf, as the walk does. */
+static void pool_plane_max_sep(const pool_job *j, int64_t pl, float *tmp) {
+    const kn_conv_geom *g = &j->g;
+    const float *x = (const float *)j->x->data + pl * j->in_n;
+    float *y = (float *)j->y->data + pl * j->out_n;
+    int64_t H = g->in[0], W = g->in[1], OH = g->out[0], OW = g->out[1];
+    for (int64_t h = 0; h < H; h++) {
+        float *t = tmp + h * OW;
+        for (int64_t o = 0; o < OW; o++) t[o] = -INFINITY;
+        for (int64_t b = 0; b < g->k[1]; b++) max_tap(t, OW, x + h * W, W, g->stride[1], b * g->dil[1] - g->pad_b[1]);
+    }
+    for (int64_t oh = 0; oh < OH; oh++) {
+        float *yr = y + oh * OW;
+        for (int64_t o = 0; o < OW; o++) yr[o] = -INFINITY;
+        for (int64_t a = 0; a < g->k[0]; a++) {
+            int64_t h = oh * g->stride[0] - g->pad_b[0] + a * g->dil[0];
+            if (h >= 0 && h < H) max_tap(yr, OW, tmp + h * OW, OW, 1, 0);
+        }
+    }
+}
+
 static void pool_planes(void *ctx, int64_t begin, int64_t end) {
     const pool_job *j = ctx;
     const kn_conv_geom *g = &j->g;
     int nsp = g->nsp;
+    if (nsp == 2 && j->x->dtype == KN_F32 && !j->ind && j->kind == POOL_MAX) {
+        float *tmp = malloc(sizeof(float) * (size_t)(g->in[0] * g->out[1] + 1));
+        if (tmp) {
+            for (int64_t pl = begin; pl < end; pl++) pool_plane_max_sep(j, pl, tmp);
+            free(tmp);
+            return;
+        }
+    }
     if (nsp == 2 && j->x->dtype == KN_F32 && !j->ind) {
         for (int64_t pl = begin; pl < end; pl++) pool_plane_2d_f32(j, pl);
         return;

@@ -5,10 +5,13 @@
  * ConvInteger with zero points (per-channel for W); ConvTranspose with groups, strides and
  * output_padding; MaxPool (values and Indices, ceil_mode, dilations), AveragePool
  * (count_include_pad), the 2-D float32 pool fast path against the generic walk, and the error
- * paths (mismatched channels, out-of-range MaxUnpool indices). */
+ * paths (mismatched channels, out-of-range MaxUnpool indices); Conv and FusedConv with the
+ * weights packed once ahead (kn_conv_prepare_weights) over batches, groups, strides, pads,
+ * dilations, odd sizes and K slices, and a run on other weights than those packed. */
 #include "tests/unit/harness.h"
 #include "runtime/core/dtype.h"
 #include "kernels/cpu/conv_dw.h"
+#include "kernels/cpu/conv_prep.h"
 
 static uint32_t rng_state = 88172645u;
 static float frand(void) {
@@ -313,6 +316,35 @@ START_TEST(test_pools) {
             kn_tensor_free(o32[0]);
             kn_tensor_free(o64[0]);
         }
+    /* 2-D float32 MaxPool (two 1-D passes) against the generic walk over more windows: YOLO's
+     * SPPF (5x5, stride 1, pad 2), ResNet's stem (3x3, stride 2, pad 1), ceil_mode, dilations,
+     * asymmetric pads and a window wider than the row */
+    static const int64_t mp[][11] = {
+        /* H, W, kh, kw, sh, sw, dh, dw, pb_h, pb_w, ceil (pads end = begin) */
+        {20, 20, 5, 5, 1, 1, 1, 1, 2, 2, 0}, {17, 23, 3, 3, 2, 2, 1, 1, 1, 1, 0}, {9, 14, 3, 3, 2, 2, 1, 1, 1, 1, 1},
+        {11, 7, 2, 3, 1, 2, 2, 1, 0, 1, 0},  {6, 5, 3, 7, 2, 1, 1, 1, 1, 3, 1},   {1, 33, 1, 4, 1, 3, 1, 2, 0, 2, 0},
+    };
+    for (int c = 0; c < 6; c++) {
+        const int64_t *q = mp[c];
+        int64_t d4[4] = {2, 3, q[0], q[1]}, kk[2] = {q[2], q[3]}, ss[2] = {q[4], q[5]}, dd[2] = {q[6], q[7]},
+                pp[4] = {q[8], q[9], q[8], q[9] > 0 ? q[9] - 1 : 0};
+        kn_tensor *x32 = mk_rand(KN_F32, 4, d4), *x64, *o32[1], *o64[1];
+        ck_assert_ptr_null(kn_tensor_new(KN_F64, 4, d4, &x64));
+        for (int64_t i = 0; i < kn_numel(x32); i++) kn_set_f64(x64, i, kn_get_f64(x32, i));
+        kn_attr at[5] = {attr_ints("kernel_shape", kk, 2), attr_ints("strides", ss, 2), attr_ints("dilations", dd, 2),
+                         attr_ints("pads", pp, 4), attr_i("ceil_mode", q[10])};
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_MaxPool, 21, at, 5, &x32, 1, o32, NULL, 1, pool));
+        ck_assert_ptr_null(kn_test_run_op(KN_OP_MaxPool, 21, at, 5, &x64, 1, o64, NULL, 1, pool));
+        ck_assert_int_eq(kn_numel(o32[0]), kn_numel(o64[0]));
+        for (int64_t i = 0; i < kn_numel(o32[0]); i++) {
+            double a = kn_get_f64(o32[0], i), b = kn_get_f64(o64[0], i);
+            ck_assert_msg(a == b, "MaxPool case %d [%lld]: %g vs %g", c, (long long)i, a, b);
+        }
+        kn_tensor_free(x32);
+        kn_tensor_free(x64);
+        kn_tensor_free(o32[0]);
+        kn_tensor_free(o64[0]);
+    }
     /* GlobalAveragePool on an empty batch: no work, right shape */
     int64_t xe[4] = {0, 3, 4, 4};
     kn_tensor *x = mk_rand(KN_F32, 4, xe), *out[1];
@@ -551,6 +583,145 @@ START_TEST(test_fused_conv) {
 }
 END_TEST
 
+/* Conv (FusedConv with Relu when fused) of p on in, run as the executor runs it, with the weights
+ * packed ahead as the CPU backend's graph hook packs a constant's when packed_w is given (NULL: no
+ * packing). Returns the output; *prepared says whether the node was given packed weights. */
+static kn_tensor *run_conv_prepared(const cparams *p, bool fused, const kn_tensor *packed_w, const kn_tensor *const *in,
+                                    int n_in, kn_threadpool *tp, bool *prepared) {
+    int64_t pads[6];
+    for (int i = 0; i < p->nsp; i++) {
+        pads[i] = p->pb[i];
+        pads[p->nsp + i] = p->pe[i];
+    }
+    kn_attr at[5] = {attr_ints("strides", p->s, p->nsp), attr_ints("dilations", p->d, p->nsp), attr_i("group", p->G),
+                     attr_ints("pads", pads, 2 * p->nsp), attr_s("activation", "Relu")};
+    kn_node node = kn_test_node(fused ? KN_OP_MsFusedConv : KN_OP_Conv, fused ? 1 : 21, at, fused ? 5 : 4);
+    kn_status *st = kn_node_decode_params(&node);
+    ck_assert_msg(!st, "params: %s", st ? kn_status_message(st) : "");
+    if (packed_w) {
+        st = kn_conv_prepare_weights(&node, packed_w);
+        ck_assert_msg(!st, "prepare: %s", st ? kn_status_message(st) : "");
+    }
+    *prepared = node.prepared != NULL;
+    kn_tensor *out = calloc(1, sizeof *out);
+    ck_assert_ptr_nonnull(out);
+    kn_scratch scratch = {0};
+    kn_exec_ctx ctx = {.pool = tp,
+                       .backend = kn_cpu_backend(),
+                       .scratch_alloc = kn_scratch_alloc_impl,
+                       .scratch_state = &scratch,
+                       .seed = KN_TEST_SEED};
+    st = kn_node_eval_host(&ctx, &node, in, n_in, &out, 1);
+    ck_assert_msg(!st, "Conv: %s", st ? kn_status_message(st) : "");
+    if (node.prepared) node.prepared_free(node.prepared);
+    free(node.params);
+    kn_scratch_release(&scratch);
+    return out;
+}
+
+static void check_against_naive(const cparams *p, bool relu, const kn_tensor *const *in, const kn_tensor *out,
+                                const char *what) {
+    int64_t od[3], n = kn_numel(out);
+    conv_out_dims(p, od);
+    ck_assert_int_eq(n, p->N * p->M * prod(od, p->nsp));
+    double *ref = malloc(sizeof(double) * (size_t)(n + 1));
+    conv_naive(p, in[0], in[1], in[2], ref);
+    /* float32 sums of K = Cg * kernel-size terms in [-1, 1): the rounding error grows as sqrt(K) */
+    double tol = 1e-6 * (1 + sqrt((double)(p->C / p->G * prod(p->k, p->nsp))));
+    for (int64_t i = 0; i < n; i++) {
+        double v = relu && ref[i] < 0 ? 0 : ref[i];
+        ck_assert_msg(fabs(kn_get_f64(out, i) - v) <= tol * (1 + fabs(v)),
+                      "%s nsp=%d N=%lld C=%lld M=%lld G=%lld k=%lld s=%lld d=%lld [%lld]: %g vs %g", what, p->nsp,
+                      (long long)p->N, (long long)p->C, (long long)p->M, (long long)p->G, (long long)p->k[0],
+                      (long long)p->s[0], (long long)p->d[0], (long long)i, kn_get_f64(out, i), v);
+    }
+    free(ref);
+}
+
+/* Weights packed once into the GEMM's A panels (one matrix per group): 1x1 direct (batch-wide
+ * columns), strided and dilated windows, pads, groups with Cg > 4 (the GEMM path), M across the
+ * MR/MC remainders, K across a 512-deep slice, batches 1, 3 and 8, with and without threads. */
+START_TEST(test_conv_prepacked) {
+    static const int64_t Ms[] = {1, 7, 16, 13, 100, 40}, Cs[] = {3, 8, 64, 5, 12, 70}, Ns[] = {1, 3, 8};
+    static const int64_t ks[][2] = {{1, 1}, {3, 3}, {1, 1}, {3, 3}, {5, 5}, {2, 3}, {3, 1}};
+    int cases = 0;
+    for (int ki = 0; ki < 7; ki++)
+        for (int v = 0; v < 6; v++) {
+            int64_t s = ki == 2 || ki == 3 ? 2 : 1, d = ki == 6 || (ki == 1 && v % 2) ? 2 : 1;
+            int64_t G = v % 3 == 2 ? 2 : 1, C = Cs[v] * G, M = Ms[(v + ki) % 6] * G, N = Ns[(v + ki) % 3];
+            int64_t pad = ks[ki][0] == 1 && s == 1 ? 0 : (v + ki) % 3;
+            cparams p = {2,
+                         N,
+                         C,
+                         M,
+                         G,
+                         {5 + (v * 3 + ki) % 11, 4 + (v * 5 + ki * 3) % 13},
+                         {ks[ki][0], ks[ki][1]},
+                         {s, s},
+                         {d, d},
+                         {pad, pad % 2},
+                         {pad, (pad + 1) % 2}};
+            if (ki == 0 && v == 4) p.in[0] = p.in[1] = 40; /* columns split among threads */
+            for (int i = 0; i < 2; i++)
+                while (p.in[i] + p.pb[i] + p.pe[i] < (p.k[i] - 1) * p.d[i] + 1) p.in[i]++;
+            int64_t xd[4] = {p.N, p.C, p.in[0], p.in[1]}, wd[4] = {p.M, p.C / p.G, p.k[0], p.k[1]}, bd[1] = {p.M};
+            kn_tensor *in[3] = {mk_rand(KN_F32, 4, xd), mk_rand(KN_F32, 4, wd), mk_rand(KN_F32, 1, bd)};
+            for (int fused = 0; fused < 2; fused++)
+                for (int t = 0; t < 2; t++) {
+                    bool prepared = false;
+                    kn_tensor *out = run_conv_prepared(&p, fused, in[1], (const kn_tensor *const *)in,
+                                                       (v + t) % 2 ? 3 : 2, t ? pool : NULL, &prepared);
+                    ck_assert_msg(prepared, "weights of case %d/%d not packed", ki, v);
+                    const kn_tensor *ref_in[3] = {in[0], in[1], (v + t) % 2 ? in[2] : NULL};
+                    check_against_naive(&p, fused, ref_in, out, fused ? "FusedConv packed" : "Conv packed");
+                    kn_tensor_free(out);
+                    cases++;
+                }
+            /* packed for other weights of the same shape: the run must use the ones it is given */
+            kn_tensor *other = mk_rand(KN_F32, 4, wd);
+            bool prepared = false;
+            kn_tensor *out = run_conv_prepared(&p, false, other, (const kn_tensor *const *)in, 3, pool, &prepared);
+            ck_assert(prepared);
+            check_against_naive(&p, false, (const kn_tensor *const *)in, out, "Conv packed for other weights");
+            kn_tensor_free(out);
+            kn_tensor_free(other);
+            for (int i = 0; i < 3; i++) kn_tensor_free(in[i]);
+        }
+    /* 1-D and 3-D windows, and a K of 2 slices (C 130 x 3 x 3 = 1170) */
+    cparams one = {1, 3, 20, 9, 1, {31}, {3}, {2}, {1}, {1}, {0}};
+    cparams three = {3, 2, 6, 10, 2, {5, 4, 6}, {3, 2, 3}, {1, 2, 1}, {1, 1, 2}, {1, 0, 1}, {1, 1, 2}};
+    cparams deep = {2, 2, 130, 24, 1, {9, 7}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}};
+    const cparams *more[3] = {&one, &three, &deep};
+    for (int i = 0; i < 3; i++) {
+        const cparams *p = more[i];
+        int64_t xd[5] = {p->N, p->C}, wd[5] = {p->M, p->C / p->G}, bd[1] = {p->M};
+        for (int k = 0; k < p->nsp; k++) {
+            xd[2 + k] = p->in[k];
+            wd[2 + k] = p->k[k];
+        }
+        kn_tensor *in[3] = {mk_rand(KN_F32, p->nsp + 2, xd), mk_rand(KN_F32, p->nsp + 2, wd), mk_rand(KN_F32, 1, bd)};
+        bool prepared = false;
+        kn_tensor *out = run_conv_prepared(p, false, in[1], (const kn_tensor *const *)in, 3, pool, &prepared);
+        ck_assert(prepared);
+        check_against_naive(p, false, (const kn_tensor *const *)in, out, "Conv packed");
+        kn_tensor_free(out);
+        for (int k = 0; k < 3; k++) kn_tensor_free(in[k]);
+        cases++;
+    }
+    /* the direct grouped path keeps its own weight layout: nothing is packed for it */
+    int64_t dwd[4] = {8, 1, 3, 3};
+    kn_tensor *dw = mk_rand(KN_F32, 4, dwd);
+    kn_attr g8 = attr_i("group", 8);
+    kn_node node = kn_test_node(KN_OP_Conv, 21, &g8, 1);
+    ck_assert(!kn_node_decode_params(&node));
+    ck_assert(!kn_conv_prepare_weights(&node, dw));
+    ck_assert_ptr_null(node.prepared);
+    free(node.params);
+    kn_tensor_free(dw);
+    ck_assert_int_eq(cases, 171);
+}
+END_TEST
+
 static Suite *conv_suite(void) {
     Suite *s = suite_create("conv");
     TCase *tc = tcase_create("core");
@@ -566,6 +737,7 @@ static Suite *conv_suite(void) {
     tcase_add_test(tc, test_conv_grouped_direct);
     tcase_add_test(tc, test_conv_dw_row_isas);
     tcase_add_test(tc, test_fused_conv);
+    tcase_add_test(tc, test_conv_prepacked);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -2,7 +2,8 @@
  * them) and the threaded split against the plain reference over many shapes (1x1x1, odd sizes,
  * partial tiles, K slices, skinny M, a BERT-sized slice), transposes, alpha/beta (including
  * beta = 0 over NaN garbage) and padded leading dimensions; the batched variant with broadcast
- * strides; and the MatMul / Gemm / Einsum / Det op kernels end to end through infer + kernel,
+ * strides; A packed ahead (convolution weights), also over several images' columns side by side;
+ * and the MatMul / Gemm / Einsum / Det op kernels end to end through infer + kernel,
  * including Einsum's lowering to batched sgemm against its plain loop, and MatMulInteger's SIMD
  * path against a plain integer sum. */
 #include "tests/unit/harness.h"
@@ -17,7 +18,8 @@ static float frand(void) {
 
 static kn_threadpool *pool4;
 
-#define ISA_PACKED (-1) /* check_gemm: kn_sgemm_pack_b + kn_sgemm_packed_run (ta must be false) */
+#define ISA_PACKED (-1)   /* check_gemm: kn_sgemm_pack_b + kn_sgemm_packed_run (ta must be false) */
+#define ISA_PACKED_A (-2) /* check_gemm: kn_sgemm_pack_a + kn_sgemm_packed_a_run (no transposes, alpha 1) */
 
 /* |got - ref| within a bound that scales with sum |alpha a b| + |beta c| per element. */
 static void check_gemm(int isa, kn_threadpool *pool, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
@@ -49,6 +51,15 @@ static void check_gemm(int isa, kn_threadpool *pool, bool ta, bool tb, int64_t M
         ck_assert(kn_sgemm_pack_b(tb, K, N, B, ldb, &P));
         kn_sgemm_packed_run(pool, M, alpha, A, lda, &P, beta, C, ldc);
         kn_sgemm_packed_release(&P);
+    } else if (isa == ISA_PACKED_A) { /* A packed ahead, as a convolution's constant weights are */
+        ck_assert(!ta && !tb && alpha == 1.0f);
+        kn_sgemm_packed_a P;
+        ck_assert(kn_sgemm_pack_a(M, K, A, lda, &P));
+        /* with threads, the caller's workspace (as Conv gives it); without, each task's own */
+        float *ws = pool ? aligned_alloc(64, sizeof(float) * (size_t)kn_sgemm_packed_a_ws(&P, N, pool)) : NULL;
+        kn_sgemm_packed_a_run(pool, &P, N, B, ldb, beta, C, ldc, ws);
+        free(ws);
+        kn_sgemm_packed_a_release(&P);
     } else {
         kn_sgemm_isa(pool, isa, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     }
@@ -127,6 +138,62 @@ START_TEST(test_sgemm_packed_b) {
     check_gemm(ISA_PACKED, pool4, false, false, 128, 768, 3072, 1.0f, 0.0f, 0);
     check_gemm(ISA_PACKED, pool4, false, true, 8, 1024, 1024, 1.0f, 0.0f, 0);
     check_gemm(ISA_PACKED, pool4, false, false, 1, 3000, 700, 1.0f, 0.0f, 0);
+}
+END_TEST
+
+/* A packed once (a convolution's constant weights) and multiplied by many B: every shape, with and
+ * without threads (columns split, or rows when N is small), beta and padded leading dimensions
+ * whose columns past N must stay untouched. */
+START_TEST(test_sgemm_packed_a) {
+    for (int s = 0; s < NSHAPES; s++) {
+        check_gemm(ISA_PACKED_A, NULL, false, false, shapes[s][0], shapes[s][1], shapes[s][2], 1.0f, 0.0f, 0);
+        check_gemm(ISA_PACKED_A, pool4, false, false, shapes[s][0], shapes[s][1], shapes[s][2], 1.0f, 0.5f, 2);
+        check_gemm(ISA_PACKED_A, pool4, false, false, shapes[s][0], shapes[s][1], shapes[s][2], 1.0f, 0.0f, 3);
+    }
+    check_gemm(ISA_PACKED_A, pool4, false, false, 128, 3136, 576, 1.0f, 0.0f, 0);
+    check_gemm(ISA_PACKED_A, pool4, false, false, 512, 49, 1200, 1.0f, 0.0f, 1);
+    check_gemm(ISA_PACKED_A, pool4, false, false, 101, 2000, 130, 1.0f, 1.0f, 0);
+}
+END_TEST
+
+/* Packed A times several images' columns side by side (kn_sgemm_packed_a_run_images): images of
+ * fewer columns than a panel, panels straddling two images, gaps between images that must stay
+ * untouched, beta, with and without threads, rows above and below the in-place B limit (64). */
+START_TEST(test_sgemm_packed_a_images) {
+    static const int64_t cases[][4] = {/* M, K, ncol, images */
+                                       {16, 9, 7, 5},   {40, 130, 49, 8}, {8, 600, 33, 3}, {100, 64, 49, 8},
+                                       {3, 17, 100, 4}, {70, 20, 196, 3}, {64, 31, 13, 11}};
+    for (int c = 0; c < 7; c++)
+        for (int t = 0; t < 2; t++) {
+            int64_t M = cases[c][0], K = cases[c][1], ncol = cases[c][2], imgs = cases[c][3];
+            int64_t bstride = K * ncol + 5, cstride = M * ncol + 3;
+            float beta = t ? 0.5f : 0.0f;
+            float *A = malloc(sizeof(float) * (size_t)(M * K)), *B = malloc(sizeof(float) * (size_t)(imgs * bstride));
+            float *C = malloc(sizeof(float) * (size_t)(imgs * cstride)),
+                  *R = malloc(sizeof(float) * (size_t)(imgs * cstride));
+            for (int64_t i = 0; i < M * K; i++) A[i] = frand();
+            for (int64_t i = 0; i < imgs * bstride; i++) B[i] = frand();
+            for (int64_t i = 0; i < imgs * cstride; i++) C[i] = R[i] = frand();
+            kn_sgemm_packed_a P;
+            ck_assert(kn_sgemm_pack_a(M, K, A, K, &P));
+            kn_threadpool *tp = t ? pool4 : NULL;
+            float *ws = aligned_alloc(64, sizeof(float) * (size_t)kn_sgemm_packed_a_ws(&P, imgs * ncol, tp));
+            kn_sgemm_packed_a_run_images(tp, &P, imgs, ncol, B, ncol, bstride, beta, C, ncol, cstride, ws);
+            for (int64_t i = 0; i < imgs; i++)
+                kn_sgemm_ref(false, false, M, ncol, K, 1.0f, A, K, B + i * bstride, ncol, beta, R + i * cstride, ncol);
+            for (int64_t i = 0; i < imgs * cstride; i++) {
+                float tol = 2e-6f * (1.0f + sqrtf((float)K)) * (1.0f + fabsf(R[i]));
+                ck_assert_msg(fabsf(C[i] - R[i]) <= tol,
+                              "images M=%lld K=%lld ncol=%lld x%lld beta=%g [%lld]: %g vs %g", (long long)M,
+                              (long long)K, (long long)ncol, (long long)imgs, beta, (long long)i, C[i], R[i]);
+            }
+            free(ws);
+            kn_sgemm_packed_a_release(&P);
+            free(A);
+            free(B);
+            free(C);
+            free(R);
+        }
 }
 END_TEST
 
@@ -447,6 +514,8 @@ static Suite *gemm_suite(void) {
     tcase_add_test(tc, test_sgemm_alpha_beta_ld);
     tcase_add_test(tc, test_sgemm_threaded);
     tcase_add_test(tc, test_sgemm_packed_b);
+    tcase_add_test(tc, test_sgemm_packed_a);
+    tcase_add_test(tc, test_sgemm_packed_a_images);
     tcase_add_test(tc, test_sgemm_batched);
     tcase_add_test(tc, test_matmul_op_broadcast_dtypes);
     tcase_add_test(tc, test_gemm_op_trans_bias);
