@@ -9,7 +9,11 @@ Four checks, each naming the package at fault:
      file and not the other, or a lock not regenerated after an upgrade);
   2. every package the lock lists for this Python and platform is installed at exactly the
      locked version;
-  3. nothing else is installed (pip itself, the installer, excepted).
+  3. nothing else is installed (pip itself, the installer, excepted), but for what a venv reads
+     from a shared base venv (a .pth file naming that venv's site-packages, as tools/install_deps.sh
+     gives build/venv-optimum): the base's packages the lock does not list are not this venv's.
+With --not-in BASE_LOCK --write-subset FILE it writes the entries of the lock (pins and hashes)
+that BASE_LOCK does not pin at the same version, the ones a venv on that base must install itself.
 Run with the environment's own interpreter: build/venv/bin/python tools/check_python_env.py.
 With --all BUILD it runs itself in each project venv against that venv's lock: BUILD/venv with
 tests/requirements.lock and BUILD/venv-optimum with tests/requirements-optimum.lock (the second
@@ -67,6 +71,43 @@ VENVS = [("venv", "tests/requirements.lock", "tests/requirements.in"),
          ("venv-optimum", "tests/requirements-optimum.lock", "tests/requirements-optimum.in")]
 
 
+def lock_entries(path):
+    """[(name, version, text)] of a lock: each entry's pin line with its hash and comment lines."""
+    entries, cur = [], None
+    for line in open(path):
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", line)
+        if m:
+            cur = [norm(m.group(1)), m.group(2), line]
+            entries.append(cur)
+        elif cur and line.startswith((" ", "\t")):
+            cur[2] += line
+        else:
+            cur = None
+    return entries
+
+
+def write_subset(lock, base_lock, out):
+    base = {(n, v) for n, v, _ in lock_entries(base_lock)}
+    own = [t for n, v, t in lock_entries(lock) if (n, v) not in base]
+    with open(out, "w") as f:
+        f.write(f"# the entries of {lock} that {base_lock} does not pin at the same version\n")
+        f.write("".join(own))
+    return 0
+
+
+def shared_bases():
+    """The site-packages folders this environment reads through a .pth file (a shared base venv)."""
+    import site
+    dirs = []
+    for sp in site.getsitepackages():
+        if not os.path.isdir(sp):
+            continue
+        for f in sorted(os.listdir(sp)):
+            if f.endswith(".pth") and f.startswith("zz_kiln_shared"):
+                dirs += [os.path.realpath(line.strip()) for line in open(os.path.join(sp, f)) if line.strip()]
+    return dirs
+
+
 def check_all(build):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     bad = 0
@@ -87,9 +128,13 @@ def main():
     ap.add_argument("--direct", default="tests/requirements.in")
     ap.add_argument("--lock-only", action="store_true", help="only check the lock file itself")
     ap.add_argument("--all", metavar="BUILD", help="check every project venv under BUILD against its own lock")
+    ap.add_argument("--not-in", metavar="BASE_LOCK", help="with --write-subset: the lock of the shared base")
+    ap.add_argument("--write-subset", metavar="FILE", help="write the lock's entries BASE_LOCK lacks to FILE")
     a = ap.parse_args()
     if a.all:
         return check_all(a.all)
+    if a.write_subset:
+        return write_subset(a.lock, a.not_in, a.write_subset)
     lock, direct = read_pins(a.lock), read_pins(a.direct)
     problems = []
     edited = lock_edited(a.lock)
@@ -115,15 +160,23 @@ def main():
         for v, marker in vs:
             if marker is None or Marker(marker).evaluate():
                 want[name] = v
-    have = {}
+    # the first of a name on sys.path is the one imported (a venv's own before its shared base's)
+    have, from_base = {}, set()
+    bases = shared_bases()
     for d in md.distributions():
-        have[norm(d.metadata["Name"])] = d.version
+        name = norm(d.metadata["Name"])
+        if name in have:
+            continue
+        have[name] = d.version
+        where = os.path.realpath(str(d.locate_file("")))
+        if any(where == b or where.startswith(b + os.sep) for b in bases):
+            from_base.add(name)
     for name, v in sorted(want.items()):
         if name not in have:
             problems.append(f"{name}: {a.lock} pins {v}, not installed")
         elif have[name] != v:
             problems.append(f"{name}: installed {have[name]}, {a.lock} pins {v}")
-    for name in sorted(set(have) - set(want) - {"pip"}):
+    for name in sorted(set(have) - set(want) - {"pip"} - from_base):
         problems.append(f"{name}: installed {have[name]}, not in {a.lock}")
     if problems:
         print(f"Python packages of {sys.prefix} differ from {a.lock}:", file=sys.stderr)
