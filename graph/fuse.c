@@ -1162,8 +1162,9 @@ unsigned kn_fusions_for_backend(const kn_backend *b) {
     /* device backends only: on the CPU the activation is a pass of its own either way (the
      * measurement: README, fused epilogues) */
     if (b->device != KN_DEVICE_CPU && b->kernel(b, KN_OP_MsFusedGemm)) m |= KN_FUSE_GEMM_ACT;
-    /* the CPU kernel alone reads a past beside the new keys */
-    if ((m & KN_FUSE_ATTENTION) && b->device == KN_DEVICE_CPU) m |= KN_FUSE_SPLIT_PAST_KV;
+    /* the CPU and CUDA kernels read a past beside the new keys (KnSdpa inputs 4, 5) */
+    if ((m & KN_FUSE_ATTENTION) && (b->device == KN_DEVICE_CPU || b->device == KN_DEVICE_CUDA))
+        m |= KN_FUSE_SPLIT_PAST_KV;
     return m;
 }
 

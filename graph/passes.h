@@ -56,7 +56,7 @@ struct kn_backend;
 enum { KN_FUSE_ATTENTION = 1, KN_FUSE_GELU = 2, KN_FUSE_SKIP_LAYERNORM = 4, KN_FUSE_ALL = 63 };
 enum { KN_FUSE_GEMM_GELU = 8, KN_FUSE_CONV_ACT = 16 }; /* in KN_FUSE_ALL */
 enum { KN_FUSE_GEMM_ACT = 32 };                        /* in KN_FUSE_ALL; device backends only */
-enum { KN_FUSE_SPLIT_PAST_KV = 1 << 10 }; /* not in KN_FUSE_ALL: CPU sessions only (kn_fusions_for_backend) */
+enum { KN_FUSE_SPLIT_PAST_KV = 1 << 10 }; /* not in KN_FUSE_ALL: CPU and CUDA sessions (kn_fusions_for_backend) */
 /* The passes whose fused ops backend b has kernels for (every pass for b == NULL). */
 unsigned kn_fusions_for_backend(const struct kn_backend *b);
 /* The fusions selected by passes, in the order above; every fusion: kn_graph_fuse. counts may

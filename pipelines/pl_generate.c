@@ -8,10 +8,12 @@
  * zero, so a masked score times a zero weight stays 0), and the step's own key/value, which the
  * graph appends after the past in its present output, is copied into the slot at the sequence's
  * length. The past shape then changes once per 64 tokens, so one executor plan serves all the
- * cache lengths of a bucket; the cache is widened in place when a bucket fills. On a CPU session
- * whose presents are Concat(past, new rows) (the Optimum exports), the model returns the new rows
- * instead of the presents (gen_split_presents) and its fused attention reads the cache and those
- * rows apart, so a step copies no past at all. Models without position_ids derive positions
+ * cache lengths of a bucket; the cache is widened in place when a bucket fills. On a CPU or CUDA
+ * session whose presents are Concat(past, new rows) (the Optimum exports), the model returns the
+ * new rows instead of the presents (gen_split_presents) and its fused attention reads the cache
+ * and those rows apart, so a step copies no past at all; on the device the new rows are bound as
+ * outputs at fixed addresses and copied device to device into the cache, which keeps the decode
+ * steps' CUDA graphs replayable. Models without position_ids derive positions
  * from the past length, so they get the past at its exact length (the previous step's present)
  * and run one prompt at a time (left padding would shift their positions).
  *
@@ -396,8 +398,8 @@ static kn_status *gen_open(kn_generator *g, const char *dir, const kn_session_op
     }
     if ((st = kn_model_load(path, &g->model))) goto done;
     int pos_v = kn_graph_find_value(g->model->graph, g->name_pos);
-    if ((!so || so->device == KN_DEVICE_CPU) && pos_v >= 0 && g->model->graph->values[pos_v].is_input &&
-        (st = gen_split_presents(g, pk, pv, ok, ov)))
+    if ((!so || so->device == KN_DEVICE_CPU || so->device == KN_DEVICE_CUDA) && pos_v >= 0 &&
+        g->model->graph->values[pos_v].is_input && (st = gen_split_presents(g, pk, pv, ok, ov)))
         goto done;
     kn_session_options dflt;
     kn_session_options_init(&dflt);
@@ -973,7 +975,8 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         /* zeroed once from the host: positions not yet written are masked but must stay finite;
          * fixed: the presents too (the graph's output, at one address for the whole call), and a
          * scratch copy of a cache for widening it */
-        size_t pres_floats = cache_floats + (size_t)b * (size_t)H * (size_t)(P > 1 ? P : 1) * (size_t)D;
+        size_t pres_floats = (size_t)b * (size_t)H * (size_t)(P > 1 ? P : 1) * (size_t)D;
+        if (!g->past_in_place) pres_floats += cache_floats; /* else only a step's new rows */
         if (!(zeros = calloc(cache_floats ? cache_floats : 1, sizeof(float)))) {
             st = KN_OOM(cache_floats * sizeof(float));
             goto done;
@@ -1098,7 +1101,11 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         no++;
         for (int k = 0; k < 2 * L; k++) {
             const char *nm = k < L ? g->pres_k[k] : g->pres_v[k - L];
-            if (fixed && g->past_in_place) { /* the step's new rows [active, H, S, D] */
+            if (fixed && g->past_in_place && on_dev) { /* the new rows, at one device address */
+                int64_t dn[4] = {active, H, S, D};
+                out_dev[no] = 1;
+                gen_tensor(&out[no++], k < L ? g->new_k[k] : g->new_v[k - L], KN_F32, 4, dn, pres[k]);
+            } else if (fixed && g->past_in_place) { /* the step's new rows [active, H, S, D] */
                 memset(&out[no], 0, sizeof out[no]);
                 out[no++].name = k < L ? g->new_k[k] : g->new_v[k - L];
             } else if (fixed) {
@@ -1143,6 +1150,20 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
                     else gen_relayout(cache[k], active, H, stride, want, D);
                 }
             stride = want;
+            /* past read in place: the outputs are the new rows alone, [active, H, S, D] */
+            const int64_t src_T = g->past_in_place ? S : T, src_0 = g->past_in_place ? 0 : past_len;
+            for (int k = 0; k < 2 * L && g->past_in_place && !st; k++)
+                if (out[1 + k].dtype != KN_F32 || out[1 + k].ndim != 4 || out[1 + k].dims[0] != active ||
+                    out[1 + k].dims[1] != H || out[1 + k].dims[2] != S || out[1 + k].dims[3] != D) {
+                    char b1[KN_DESC_LEN];
+                    kn_tensor t = {.dtype = out[1 + k].dtype, .ndim = out[1 + k].ndim};
+                    memcpy(t.dims, out[1 + k].dims, sizeof t.dims);
+                    st = kn_error(
+                        KN_ERR_INVALID_MODEL,
+                        "generate: %s, the new keys/values of a present, is %s, not float32 [%d,%lld,%lld,%lld]",
+                        out[1 + k].name, kn_tensor_desc(&t, b1, sizeof b1), active, (long long)H, (long long)S,
+                        (long long)D);
+                }
             for (int k = 0; k < 2 * L && on_dev && !st; k++)
                 for (int r = 0; r < active && !st; r++) {
                     /* the step's rows, device to device; a left-pad position keeps the zeros it
@@ -1157,28 +1178,12 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
                                     (size_t)D,
                             be->device,
                             pres[k] +
-                                (((size_t)r * (size_t)H + (size_t)h) * (size_t)T + (size_t)(past_len + lo)) * (size_t)D,
+                                (((size_t)r * (size_t)H + (size_t)h) * (size_t)src_T + (size_t)(src_0 + lo)) *
+                                    (size_t)D,
                             be->device, sizeof(float) * (size_t)((S - lo) * D));
                 }
-            if (st) {
-                kn_free(out[0].data);
-                goto done;
-            }
-            for (int k = 0; k < 2 * L && !on_dev; k++) {
+            for (int k = 0; k < 2 * L && !on_dev && !st; k++) {
                 const float *rows_k = g->past_in_place ? (const float *)out[1 + k].data : NULL;
-                if (rows_k &&
-                    (out[1 + k].dtype != KN_F32 || out[1 + k].ndim != 4 || out[1 + k].dims[0] != active ||
-                     out[1 + k].dims[1] != H || out[1 + k].dims[2] != S || out[1 + k].dims[3] != D)) {
-                    char b1[KN_DESC_LEN];
-                    kn_tensor t = {.dtype = out[1 + k].dtype, .ndim = out[1 + k].ndim};
-                    memcpy(t.dims, out[1 + k].dims, sizeof t.dims);
-                    st = kn_error(
-                        KN_ERR_INVALID_MODEL,
-                        "generate: %s, the new keys/values of a present, is %s, not float32 [%d,%lld,%lld,%lld]",
-                        out[1 + k].name, kn_tensor_desc(&t, b1, sizeof b1), active, (long long)H, (long long)S,
-                        (long long)D);
-                    break;
-                }
                 for (int r = 0; r < active; r++)
                     for (int64_t h = 0; h < H; h++)
                         for (int64_t j = 0; j < S; j++) {
@@ -1197,7 +1202,7 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
                             else memcpy(dst, src, sizeof(float) * (size_t)D);
                         }
             }
-            for (int k = 0; k < 2 * L && g->past_in_place; k++) {
+            for (int k = 0; k < 2 * L && g->past_in_place && !on_dev; k++) {
                 kn_free(out[1 + k].data);
                 out[1 + k].data = NULL;
             }

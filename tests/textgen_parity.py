@@ -490,6 +490,25 @@ def run_device(args, torch, transformers):
                 n, plans, rec, rp = st
                 ok = n > 64 and rec == plans - 1 and rp == (n - 1) - 2 * rec
             rep.check(f"{name} 100 tokens == CPU, every decode step after a plan's first two replayed", ok, line)
+            if "cuda" in " ".join(args.extra) and folder != G:
+                # cudasplit: the Optimum layout's presents swapped for their new rows on cuda too, the
+                # CUDA KnSdpa reading the device cache in place; --profile (no graphs) counts the
+                # Concat calls: only those off the sequence axis, none over the past
+                import textgen_kvsplit as kv
+                m = re.search(r"past read in place in (\d+) layers", line)
+                rep.check(f"{name} on cuda: past read in place in all {kv.LAYERS} layers",
+                          m is not None and int(m.group(1)) == kv.LAYERS, line)
+                q = subprocess.run([args.kiln, "generate", "--model", folder, "--max-new-tokens", "40", "--stats",
+                                    "--profile", "--no-chat-template", *args.extra, PROMPTS[2]], capture_output=True)
+                err = q.stderr.decode(errors="replace")
+                m = re.search(r"(\d+) tokens, ", err)
+                runs = int(m.group(1)) if m and q.returncode == 0 else 0
+                sdpa, concat = kv.profile_calls(err, "KnSdpa"), kv.profile_calls(err, "Concat")
+                want_concat = runs * kv.concat_nodes_off_sequence(os.path.join(folder, "model.onnx"))
+                rep.check(f"{name} on cuda: one KnSdpa per layer and step, no Concat over the past",
+                          runs > 8 and sdpa == runs * kv.LAYERS and concat == want_concat,
+                          f"{runs} runs, {sdpa} KnSdpa, {concat} Concat calls, {want_concat} off the sequence axis "
+                          f"(copying the past would add {2 * kv.LAYERS * runs})" + ("" if runs else err[-600:]))
         if "cuda" in " ".join(args.extra):
             # devgreedy: the greedy choice on the device, so a decode step brings back B int32 ids (and
             # at most a few bytes more), never the [B, vocab] logits; the repetition penalty is applied

@@ -13,6 +13,11 @@
 // tiles between its rows' bounds. Skipping is exact: a skipped key's weight exp(s + bias - max) is
 // 0 in float32 once the row has one key above the threshold; a row with none is walked in full.
 // GQA: kv head h / (Hq / Hkv) serves query head h.
+//
+// A decoder's past (KnSdpa inputs 4 and 5, made by kn_pass_split_past_kv): key/value rows t < P are
+// read from the past tensors where the generator's cache keeps them and rows t >= P from the new
+// keys/values, the tile loaders picking the source per row, so a decode step never copies the
+// past into a present. Under is_causal the queries then sit after the P past positions.
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cpu/op_checks.h"
 #include <limits.h>
@@ -27,6 +32,10 @@
 struct att_args {
     const void *q, *k, *v, *bias;
     int64_t qst[3], kst[3], vst[3], yst[3];
+    // KnSdpa's past key/value [B,Hkv,P,D] (key rows 0..P-1; k and v then hold rows P..T-1), or NULL
+    const void *pk, *pv;
+    int64_t pkst[3], pvst[3];
+    int P;
     const void *qb, *kb, *vb; // com.microsoft: per-column input biases [heads * D] added on load, or NULL
     float *lse;               // [B,Hq,S] or NULL
     const int *ranges;        // [rows][2] key bounds per range row, or NULL (no skipping)
@@ -53,7 +62,7 @@ struct att_args {
 // Entry b's key count and causal offset (the position of its query 0).
 __device__ static inline void att_entry(const att_args &a, int b, int *tot, int *off) {
     *tot = a.T;
-    *off = 0;
+    *off = a.P;
     if (a.seqlens) {
         int sl = a.seqlens[b] + 1;
         *tot = sl < 0 ? 0 : sl < a.T ? sl : a.T;
@@ -164,6 +173,12 @@ __device__ static inline float att_score(const att_args &a, float s, int b, int 
     return x;
 }
 
+// Key or value row t of one (batch, kv head): from the past below P, else from the new rows.
+template <class T>
+__device__ static inline const T *att_row(const T *past, int64_t pst, const T *cur, int64_t cst, int P, int t) {
+    return t < P ? past + (int64_t)t * pst : cur + (int64_t)(t - P) * cst;
+}
+
 // One element of a Q/K/V row, plus its column's input bias when there is one (rounded back to T).
 template <class T> __device__ static inline T att_ld(const T *p, const T *bias, int c) {
     if (!bias) return *p;
@@ -199,6 +214,8 @@ template <class T, int HD, int BK> __global__ void __launch_bounds__(ATT_THREADS
     const T *Q = (const T *)a.q + b * a.qst[0] + h * a.qst[1];
     const T *K = (const T *)a.k + b * a.kst[0] + kvh * a.kst[1];
     const T *V = (const T *)a.v + b * a.vst[0] + kvh * a.vst[1];
+    const T *PK = a.pk ? (const T *)a.pk + b * a.pkst[0] + kvh * a.pkst[1] : NULL;
+    const T *PV = a.pv ? (const T *)a.pv + b * a.pvst[0] + kvh * a.pvst[1] : NULL;
     const T *qb = a.qb ? (const T *)a.qb + h * a.Dk : NULL, *kb = a.kb ? (const T *)a.kb + kvh * a.Dk : NULL;
     const T *vb = a.vb ? (const T *)a.vb + kvh * a.Dv : NULL;
     T zero = kn_num<T>::st(0.0f);
@@ -223,8 +240,10 @@ template <class T, int HD, int BK> __global__ void __launch_bounds__(ATT_THREADS
     for (int k0 = lo / BK * BK; k0 < hi; k0 += BK) {
         for (int e = tid; e < BK * HD; e += ATT_THREADS) {
             int r = e / HD, c = e % HD, t = k0 + r;
-            sm[r * LD + c] = t < a.T && c < a.Dk ? att_ld(K + t * a.kst[2] + c, kb, c) : zero;
-            sm[(BK + r) * LD + c] = t < a.T && c < a.Dv ? att_ld(V + t * a.vst[2] + c, vb, c) : zero;
+            sm[r * LD + c] =
+                t < a.T && c < a.Dk ? att_ld(att_row(PK, a.pkst[2], K, a.kst[2], a.P, t) + c, kb, c) : zero;
+            sm[(BK + r) * LD + c] =
+                t < a.T && c < a.Dv ? att_ld(att_row(PV, a.pvst[2], V, a.vst[2], a.P, t) + c, vb, c) : zero;
         }
         __syncthreads();
         // S = Q.K^T for the warp's 16 rows and the tile's BK keys
@@ -327,6 +346,8 @@ template <int HD> __global__ void __launch_bounds__(ATT_THREADS) att_f32_kernel(
     const float *Q = (const float *)a.q + b * a.qst[0] + h * a.qst[1];
     const float *K = (const float *)a.k + b * a.kst[0] + kvh * a.kst[1];
     const float *V = (const float *)a.v + b * a.vst[0] + kvh * a.vst[1];
+    const float *PK = a.pk ? (const float *)a.pk + b * a.pkst[0] + kvh * a.pkst[1] : NULL;
+    const float *PV = a.pv ? (const float *)a.pv + b * a.pvst[0] + kvh * a.pvst[1] : NULL;
     const float *qb = a.qb ? (const float *)a.qb + h * a.Dk : NULL;
     const float *kb = a.kb ? (const float *)a.kb + kvh * a.Dk : NULL;
     const float *vb = a.vb ? (const float *)a.vb + kvh * a.Dv : NULL;
@@ -346,7 +367,8 @@ template <int HD> __global__ void __launch_bounds__(ATT_THREADS) att_f32_kernel(
         __syncthreads(); // Q written (first tile); the previous tile's V and P read
         for (int e = tid; e < BK * HD; e += ATT_THREADS) {
             int r = e / HD, c = e % HD, t = k0 + r;
-            kv[r * LD + c] = t < a.T && c < a.Dk ? att_ld(K + t * a.kst[2] + c, kb, c) : 0.0f;
+            kv[r * LD + c] =
+                t < a.T && c < a.Dk ? att_ld(att_row(PK, a.pkst[2], K, a.kst[2], a.P, t) + c, kb, c) : 0.0f;
         }
         __syncthreads();
         float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
@@ -379,7 +401,8 @@ template <int HD> __global__ void __launch_bounds__(ATT_THREADS) att_f32_kernel(
         __syncthreads(); // K read by all; P written
         for (int e = tid; e < BK * HD; e += ATT_THREADS) {
             int r = e / HD, c = e % HD, t = k0 + r;
-            kv[r * LD + c] = t < a.T && c < a.Dv ? att_ld(V + t * a.vst[2] + c, vb, c) : 0.0f;
+            kv[r * LD + c] =
+                t < a.T && c < a.Dv ? att_ld(att_row(PV, a.pvst[2], V, a.vst[2], a.P, t) + c, vb, c) : 0.0f;
         }
         __syncthreads();
         int kend = a.T - k0 < BK ? a.T - k0 : BK;
@@ -556,6 +579,7 @@ KN_CUDA_KERNEL(KnSdpa) {
     char b1[KN_DESC_LEN], b2[KN_DESC_LEN], b3[KN_DESC_LEN];
     const kn_params_attention *ap = KN_PARAMS(node, attention);
     const kn_tensor *Q = in[0], *K = in[1], *V = in[2], *M = n_in > 3 ? in[3] : NULL;
+    const kn_tensor *PK = n_in > 5 ? in[4] : NULL, *PV = n_in > 5 ? in[5] : NULL;
     kn_tensor *Y = out[0], *L = n_out > 1 ? out[1] : NULL;
     if (L && !L->data) L = NULL;
     if (Q->ndim != 4 || K->ndim != 4 || V->ndim != 4)
@@ -563,7 +587,18 @@ KN_CUDA_KERNEL(KnSdpa) {
                         kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2),
                         kn_tensor_desc(V, b3, sizeof b3));
     int64_t B = Q->dims[0], Hq = Q->dims[1], S = Q->dims[2], Dk = Q->dims[3];
-    int64_t Hkv = K->dims[1], T = K->dims[2], Dv = V->dims[3];
+    int64_t Hkv = K->dims[1], T = K->dims[2], Dv = V->dims[3], P = 0;
+    if ((PK == NULL) != (PV == NULL))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "KnSdpa: a past key needs a past value and back");
+    if (PK) {
+        if (PK->ndim != 4 || PV->ndim != 4 || PK->dtype != Q->dtype || PV->dtype != Q->dtype || PK->dims[0] != B ||
+            PK->dims[1] != Hkv || PK->dims[3] != Dk || PV->dims[0] != B || PV->dims[1] != Hkv ||
+            PV->dims[2] != PK->dims[2] || PV->dims[3] != Dv)
+            return kn_error(KN_ERR_INVALID_ARGUMENT, "KnSdpa: past key %s / past value %s do not match K %s",
+                            kn_tensor_desc(PK, b1, sizeof b1), kn_tensor_desc(PV, b2, sizeof b2),
+                            kn_tensor_desc(K, b3, sizeof b3));
+        P = PK->dims[2];
+    }
     if (K->dtype != Q->dtype || V->dtype != Q->dtype || K->dims[0] != B || V->dims[0] != B || K->dims[3] != Dk ||
         V->dims[1] != Hkv || V->dims[2] != T || Hkv <= 0 || Hq % Hkv)
         return kn_error(KN_ERR_INVALID_ARGUMENT,
@@ -571,7 +606,8 @@ KN_CUDA_KERNEL(KnSdpa) {
                         "heads)",
                         kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(K, b2, sizeof b2),
                         kn_tensor_desc(V, b3, sizeof b3));
-    if (B > INT_MAX || Hq > INT_MAX || S > INT_MAX - 64 || T > INT_MAX - 64 || Dk > INT_MAX || Dv > INT_MAX)
+    if (B > INT_MAX || Hq > INT_MAX || S > INT_MAX - 64 || T > INT_MAX / 2 - 64 || P > INT_MAX / 2 || Dk > INT_MAX ||
+        Dv > INT_MAX)
         return kn_error(KN_ERR_UNSUPPORTED, "KnSdpa: Q %s, V %s too large for the CUDA kernel",
                         kn_tensor_desc(Q, b1, sizeof b1), kn_tensor_desc(V, b2, sizeof b2));
     att_args a;
@@ -583,12 +619,19 @@ KN_CUDA_KERNEL(KnSdpa) {
     att_strides(a.kst, Hkv * T * Dk, T * Dk, Dk);
     att_strides(a.vst, Hkv * T * Dv, T * Dv, Dv);
     att_strides(a.yst, Hq * S * Dv, S * Dv, Dv);
+    if (PK) {
+        a.pk = PK->data;
+        a.pv = PV->data;
+        att_strides(a.pkst, Hkv * P * Dk, P * Dk, Dk);
+        att_strides(a.pvst, Hkv * P * Dv, P * Dv, Dv);
+        a.P = (int)P;
+    }
     a.lse = L ? (float *)L->data : NULL;
     a.B = (int)B;
     a.Hq = (int)Hq;
     a.Hkv = (int)Hkv;
     a.S = (int)S;
-    a.T = (int)T;
+    a.T = (int)(P + T);
     a.Dk = (int)Dk;
     a.Dv = (int)Dv;
     a.scale = ap->has_scale ? ap->scale : Dk > 0 ? 1.0f / sqrtf((float)Dk) : 1.0f;
@@ -598,10 +641,15 @@ KN_CUDA_KERNEL(KnSdpa) {
     return att_run(ctx, node, &a, Q->dtype, Y->data);
 }
 
-// KnSdpa nodes as the fusion pass and autograd make them: 4-D float Q, K, V of one dtype, a float
-// bias, head sizes up to 256, no softcap, window or scores output (ai.onnx Attention's extras).
+// KnSdpa nodes as the fusion passes and autograd make them: 4-D float Q, K, V of one dtype, a float
+// bias, a past key and value of Q's dtype (inputs 4, 5), head sizes up to 256, no softcap, window
+// or scores output (ai.onnx Attention's extras).
 bool kn_cuda_sdpa_supports(const kn_node *n, const kn_tensor *const *in, int n_in) {
-    if (n_in < 3 || n_in > 4 || !in[0] || !in[1] || !in[2]) return false;
+    if (n_in < 3 || n_in > 6 || n_in == 5 || !in[0] || !in[1] || !in[2]) return false;
+    if (n_in == 6 &&
+        (!in[4] || !in[5] || in[4]->dtype != in[0]->dtype || in[5]->dtype != in[0]->dtype || in[4]->ndim != 4 ||
+         in[5]->ndim != 4))
+        return false;
     const kn_params_attention *ap = KN_PARAMS(n, attention);
     if (ap->softcap > 0.0f || ap->left_window_size >= 0 || ap->right_window_size >= 0 || ap->qk_matmul_output_mode)
         return false;
@@ -609,7 +657,7 @@ bool kn_cuda_sdpa_supports(const kn_node *n, const kn_tensor *const *in, int n_i
     if (!kn_cuda_float(t) || in[1]->dtype != t || in[2]->dtype != t) return false;
     if (in[0]->ndim != 4 || in[1]->ndim != 4 || in[2]->ndim != 4) return false;
     int code;
-    if (n_in == 4 && in[3] && (!att_bias_dtype(in[3]->dtype, &code) || in[3]->ndim > 4)) return false;
+    if (n_in >= 4 && in[3] && (!att_bias_dtype(in[3]->dtype, &code) || in[3]->ndim > 4)) return false;
     int64_t dk = in[0]->dims[3], dv = in[2]->dims[3];
     return (dk < 0 || dk <= 256) && (dv < 0 || dv <= 256);
 }

@@ -1677,6 +1677,9 @@ static void test_cuconv_resize(void) {
 typedef struct {
     int B, Hq, Hkv, S, T, Dk, Dv, bias, causal, lse;
     float scale; /* 0: the default 1/sqrt(Dk) */
+    /* past: a past key and value of P rows as inputs 4 and 5 (kn_pass_split_past_kv's form; T
+     * counts the new rows after them, the bias covers P + T keys) */
+    int past, P;
 } sdpa_case_t;
 
 static void sdpa_tol(kn_dtype dt, double *rtol, double *atol) {
@@ -1854,6 +1857,10 @@ static void sdpa_case(kn_dtype dt, sdpa_case_t c) {
     if (!op_selected(KN_OP_KnSdpa)) return;
     int64_t qd[4] = {c.B, c.Hq, c.S, c.Dk}, kd[4] = {c.B, c.Hkv, c.T, c.Dk}, vd[4] = {c.B, c.Hkv, c.T, c.Dv};
     kn_tensor *q = sdpa_rand(dt, 4, qd, 1.5), *k = sdpa_rand(dt, 4, kd, 1.5), *v = sdpa_rand(dt, 4, vd, 2.0);
+    int64_t pkd[4] = {c.B, c.Hkv, c.P, c.Dk}, pvd[4] = {c.B, c.Hkv, c.P, c.Dv};
+    kn_tensor *pk = c.past ? sdpa_rand(dt, 4, pkd, 1.5) : NULL, *pv = c.past ? sdpa_rand(dt, 4, pvd, 2.0) : NULL;
+    kn_tensor *pkf = pk ? sdpa_widen(pk) : NULL, *pvf = pv ? sdpa_widen(pv) : NULL;
+    c.T += c.P; /* the keys the bias and masks see */
     kn_tensor *bias = NULL;
     int64_t bdims[4] = {1, 1, 1, 1};
     if (c.bias == 1 || c.bias == 2 || c.bias == 5) {
@@ -1896,17 +1903,18 @@ static void sdpa_case(kn_dtype dt, sdpa_case_t c) {
     node.opset = 1;
     node.n_attrs = na;
     node.attrs = at;
-    int n_in = bias ? 4 : 3, n_out = c.lse ? 2 : 1;
+    int n_in = c.past ? 6 : bias ? 4 : 3, n_out = c.lse ? 2 : 1;
     node.n_inputs = n_in;
     node.n_outputs = n_out;
     if (kn_node_decode_params(&node)) exit(1);
     char desc[256];
-    snprintf(desc, sizeof desc, "%s B%d Hq%d Hkv%d S%d T%d Dk%d Dv%d bias%d%s%s",
+    snprintf(desc, sizeof desc, "%s B%d Hq%d Hkv%d S%d T%d Dk%d Dv%d bias%d%s%s%s%d",
              dt == KN_F32       ? "float32"
                  : dt == KN_F16 ? "float16"
                                 : "bfloat16",
-             c.B, c.Hq, c.Hkv, c.S, c.T, c.Dk, c.Dv, c.bias, c.causal ? " causal" : "", c.lse ? " lse" : "");
-    const kn_tensor *rin[4] = {qf, kf, vf, bf}, *hin[4] = {q, k, v, bias};
+             c.B, c.Hq, c.Hkv, c.S, c.T, c.Dk, c.Dv, c.bias, c.causal ? " causal" : "", c.lse ? " lse" : "",
+             c.past ? " past P" : "", c.past ? c.P : 0);
+    const kn_tensor *rin[6] = {qf, kf, vf, bf, pkf, pvf}, *hin[6] = {q, k, v, bias, pk, pv};
     att_check(&node, rin, hin, n_in, n_out, dt, desc);
     free(node.params);
     kn_tensor_free(q);
@@ -1917,6 +1925,10 @@ static void sdpa_case(kn_dtype dt, sdpa_case_t c) {
     kn_tensor_free(vf);
     if (bias) kn_tensor_free(bias);
     if (bf) kn_tensor_free(bf);
+    if (pk) kn_tensor_free(pk);
+    if (pv) kn_tensor_free(pv);
+    if (pkf) kn_tensor_free(pkf);
+    if (pvf) kn_tensor_free(pvf);
 }
 
 /* Head sizes 32/64/80/128 (and 16, 20, 256 padded), sequences off the tile sizes (1, 7, 64, 129),
@@ -3536,6 +3548,29 @@ static void test_devgreedy_topk(void) {
     cu->free(cu, d);
 }
 
+/* KnSdpa with a past read in place (inputs 4 and 5, kernels/cuda/attention.cu's two-source tile
+ * loads): decode steps (S = T = 1) and prompts after a past, P = 0, P and P + T off the key tiles
+ * (32 for float32, 64 / 32 for the mma path), GQA, causal (queries after the P past positions),
+ * key padding and random biases over P + T keys, the logsumexp output; all three dtypes, against
+ * the CPU kernel's own two-part read (its concatenating path when P = 0). */
+static void test_sdpa_past(void) {
+    static const sdpa_case_t cases[] = {
+        /* B Hq Hkv  S  T  Dk   Dv bias causal lse scale past P */
+        {1, 2, 2, 1, 1, 64, 64, 0, 0, 0, 0, 1, 7},    {4, 4, 1, 1, 1, 64, 64, 1, 1, 1, 0, 1, 64},
+        {2, 4, 2, 1, 1, 32, 32, 2, 1, 0, 0, 1, 129},  {2, 2, 2, 5, 5, 64, 64, 0, 1, 1, 0, 1, 0},
+        {3, 6, 2, 7, 7, 80, 80, 4, 1, 1, 0, 1, 33},   {1, 2, 1, 3, 3, 20, 20, 3, 0, 0, 0.3f, 1, 31},
+        {2, 2, 2, 1, 1, 128, 128, 5, 0, 0, 0, 1, 65}, {1, 4, 2, 9, 9, 32, 64, 1, 1, 1, 0, 1, 70},
+    };
+    kn_dtype dts[3] = {KN_F32, KN_F16, KN_BF16};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int d = 0; d < 3; d++) sdpa_case(dts[d], cases[i]);
+    if (op_selected(KN_OP_KnSdpa))
+        printf("KnSdpa (with past) max |diff| output / logsumexp, all cases so far: float32 %.3g / %.3g, float16 "
+               "%.3g / %.3g, bfloat16 %.3g / %.3g\n",
+               sdpa_worst_y[0], sdpa_worst_lse[0], sdpa_worst_y[1], sdpa_worst_lse[1], sdpa_worst_y[2],
+               sdpa_worst_lse[2]);
+}
+
 int main(int argc, char **argv) {
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "-v") == 0) {
@@ -3598,6 +3633,7 @@ int main(int argc, char **argv) {
     test_fusedgemm();
     test_devgreedy();
     test_devgreedy_topk();
+    test_sdpa_past();
     int total_fail = 0, total = 0, untested = 0;
     printf("\n%-22s %7s %7s %7s %12s\n", "op", "cases", "passed", "failed", "max |diff|");
     for (int op = 0; op < KN_OP_COUNT; op++) {

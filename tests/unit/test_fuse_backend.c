@@ -91,6 +91,15 @@ START_TEST(test_fusion_per_backend) {
     ck_assert_int_eq(kn_fusions_for_backend(&attn), KN_FUSE_ATTENTION | KN_FUSE_SPLIT_PAST_KV);
     ck_assert_int_eq(kn_fusions_for_backend(kn_cpu_backend()),
                      (KN_FUSE_ALL & ~KN_FUSE_GEMM_ACT) | KN_FUSE_SPLIT_PAST_KV); /* FusedGemm: device only */
+    /* the CUDA KnSdpa reads a past in place too (kernels/cuda/attention.cu); no KnSdpa, no split */
+    kn_backend dev_attn = attn;
+    dev_attn.device = KN_DEVICE_CUDA;
+    ck_assert_int_eq(kn_fusions_for_backend(&dev_attn) & KN_FUSE_SPLIT_PAST_KV, KN_FUSE_SPLIT_PAST_KV);
+    lacks = fused_ops; /* none's kernels again: KnSdpa among those lacking */
+    n_lacks = 6;
+    ck_assert_int_eq(kn_fusions_for_backend(&none) & KN_FUSE_SPLIT_PAST_KV, 0);
+    lacks = no_ln_gelu;
+    n_lacks = 5;
 
     /* the same answers from the fused and the unfused graph */
     kn_session_options so;
