@@ -5,8 +5,12 @@
  * with every row at once (nbits_impl.h; one row of 4-bit weights against A deinterleaved, so a
  * mask and a shift unpack them); larger products dequantise a panel of 64 columns by at most 1024
  * values of K at a time (256 KiB, cache-sized) per task and multiply it in register tiles.
- * accuracy_level is accepted and the product computed in float32 (ONNX Runtime's level 4 quantises
- * A to int8 instead; kiln keeps the more accurate product). */
+ * accuracy_level 4 (what onnxruntime_genai's int4 builder writes) is computed as ONNX Runtime's CPU
+ * computes it, A quantised to int8 per block (kn_nbits_quant_a, kn_nbits_i8_dot_*), whenever ONNX
+ * Runtime 1.32 would: float32 A, 4 or 8 bits, block sizes 16..256, zero points absent or uint8;
+ * levels 0-3 (float32, and fp16/bf16 compute that ONNX Runtime's x64 CPU also runs in float32) and
+ * the other level 4 nodes keep the float32 product. The CUDA kernel is float for every level, as
+ * ONNX Runtime's CUDA provider ignores accuracy_level. */
 #include "graph/op_helpers.h"
 #include "graph/ops.h"
 #include "kernels/cpu/gemm.h"
@@ -46,6 +50,55 @@ void kn_nbits_dequant_scalar(const uint8_t *bq, const float *sc, const float *of
             dst[(blk - blk0) * bs + i] = fmaf((float)nb_q(bq + blk * blob, i, bits), sc[blk], off[blk]);
 }
 
+/* ---- accuracy_level 4: A quantised to int8 per block (nbits.h has the formula) ---- */
+
+/* rint (ties to even) and the truncation to 8 bits of the vector conversion; values the int32
+ * conversion cannot hold (NaN) become its 0x80000000, whose low byte is 0 */
+static inline int8_t nb_q8(float x) {
+    float r = rintf(x);
+    return r >= -2147483648.0f && r < 2147483648.0f ? (int8_t)(int32_t)r : 0;
+}
+
+void kn_nbits_quant_a(const float *a, int64_t K, int64_t bs, int8_t *qa, float *sa, float *asum) {
+    int64_t nb = (K + bs - 1) / bs;
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t k0 = b * bs, n = K - k0 < bs ? K - k0 : bs;
+        float amax = 0.0f;
+        for (int64_t i = 0; i < n; i++) {
+            float v = fabsf(a[k0 + i]);
+            amax = amax > v ? amax : v;
+        }
+        float scale = amax / 127.0f, inv = amax != 0.0f ? 127.0f / amax : 0.0f;
+        int32_t sum = 0;
+        for (int64_t i = 0; i < n; i++) {
+            qa[k0 + i] = nb_q8(a[k0 + i] * inv);
+            sum += qa[k0 + i];
+        }
+        for (int64_t i = n; i < bs; i++) qa[k0 + i] = 0;
+        sa[b] = scale;
+        asum[b] = scale * (float)sum;
+    }
+}
+
+void kn_nbits_i8_dot_scalar(const int8_t *qa, const float *sa, const float *asum, const uint8_t *bq, int64_t bstride,
+                            const float *sc, const float *off, int64_t nb, int bits, int64_t bs, const float *bias,
+                            int nc, float *y) {
+    int64_t blob = bs * bits / 8;
+    for (int j = 0; j < nc; j++) {
+        const uint8_t *q = bq + j * bstride;
+        const float *s = sc + j * nb, *o = off + j * nb;
+        float acc = 0.0f, zs = 0.0f;
+        for (int64_t b = 0; b < nb; b++) {
+            int32_t d = 0;
+            for (int64_t i = 0; i < bs; i++) d += qa[b * bs + i] * nb_q(q + b * blob, i, bits);
+            acc = fmaf((float)d, sa[b] * s[b], acc);
+        }
+        if (bias) acc += bias[j];
+        for (int64_t b = 0; b < nb; b++) zs = fmaf(asum[b], o[b], zs);
+        y[j] = acc + zs;
+    }
+}
+
 /* ---- MatMulNBits ---- */
 
 typedef void (*nb_dot_fn)(const float *, int64_t, int, const uint8_t *, const float *, const float *, int64_t, int,
@@ -76,6 +129,10 @@ typedef struct nb_job {
     nb_edge_fn edge;
     int tm, tn;
     bool failed;
+    /* accuracy_level 4: A's rows quantised (kn_nbits_quant_a), the bias as float32 or NULL */
+    int8_t *qa;
+    float *sa, *asum, *biasf;
+    bool vec8;
     /* the scale / zero-point decoding (nb_prep_task) */
     const kn_tensor *sct, *zpt;
     float *sc_w, *off_w;
@@ -143,6 +200,61 @@ void kn_nbits_prepared_free(void *v) {
     free(p);
 }
 
+/* Whether ONNX Runtime 1.32's CPU kernel takes its int8 path (CompInt8) for this node: level 4,
+ * float32 A, 4- or 8-bit weights, a power-of-two block size 16..256, no zero points or uint8 ones
+ * (float zero points make it fall back to float32). */
+static bool nb_int8_path(const kn_params_ms_nbits *p, const kn_tensor *a, const kn_tensor *zpt) {
+    int64_t bs = p->block_size;
+    return p->accuracy_level == 4 && a->dtype == KN_F32 && (p->bits == 4 || p->bits == 8) && bs >= 16 && bs <= 256 &&
+        (bs & (bs - 1)) == 0 && (!zpt || zpt->dtype == KN_U8);
+}
+
+static void nb_quant_task(void *vctx, int64_t begin, int64_t end) {
+    const nb_job *j = vctx;
+    int64_t nb = j->nb;
+    for (int64_t m = begin; m < end; m++)
+        kn_nbits_quant_a(j->a + m * j->K, j->K, j->bs, j->qa + m * nb * j->bs, j->sa + m * nb, j->asum + m * nb);
+}
+
+/* columns [begin, end) for every row: groups of 8 by AVX2, the rest by the plain loop */
+static void nb_int8_task(void *vctx, int64_t begin, int64_t end) {
+    const nb_job *j = vctx;
+    int64_t nb = j->nb, cs = nb * j->blob;
+    for (int64_t m = 0; m < j->M; m++) {
+        const int8_t *qa = j->qa + m * nb * j->bs;
+        const float *sa = j->sa + m * nb, *as = j->asum + m * nb;
+        float *y = j->y + m * j->N;
+        int64_t n = begin;
+        if (j->vec8)
+            for (; n + KN_NBITS_I8_NC <= end; n += KN_NBITS_I8_NC)
+                kn_nbits_i8_dot8_avx2(qa, sa, as, j->b + n * cs, cs, j->sc + n * nb, j->off + n * nb, nb, j->bits,
+                                      j->bs, j->biasf ? j->biasf + n : NULL, y + n);
+        if (n < end)
+            kn_nbits_i8_dot_scalar(qa, sa, as, j->b + n * cs, cs, j->sc + n * nb, j->off + n * nb, nb, j->bits, j->bs,
+                                   j->biasf ? j->biasf + n : NULL, (int)(end - n), y + n);
+    }
+}
+
+/* accuracy_level 4: A quantised row by row, then the columns in parallel (the bias added inside,
+ * in ONNX Runtime's order) */
+static kn_status *nb_run_int8(kn_exec_ctx *ctx, nb_job *j, const kn_tensor *bias) {
+    size_t nq = (size_t)(j->M * j->nb * j->bs), nf = (size_t)(j->M * j->nb);
+    j->qa = kn_scratch_alloc(ctx, nq);
+    j->sa = kn_scratch_alloc(ctx, sizeof(float) * 2 * nf);
+    if (!j->qa || !j->sa) return KN_OOM(nq + sizeof(float) * 2 * nf);
+    j->asum = j->sa + nf;
+    if (bias) {
+        if (!(j->biasf = kn_scratch_alloc(ctx, sizeof(float) * (size_t)j->N))) return KN_OOM(sizeof(float) * j->N);
+        for (int64_t n = 0; n < j->N; n++) j->biasf[n] = kn_load_f32(bias->data, bias->dtype, n);
+    }
+    j->vec8 = kn_red_simd_level() >= 1;
+    kn_parallel_for(ctx->pool, j->M, 1, nb_quant_task, j);
+    int64_t th = ctx->pool ? kn_threadpool_size(ctx->pool) : 1, grain = j->N / (4 * th);
+    grain = grain < KN_NBITS_I8_NC ? KN_NBITS_I8_NC : grain / KN_NBITS_I8_NC * KN_NBITS_I8_NC;
+    kn_parallel_for(ctx->pool, j->N, grain, nb_int8_task, j);
+    return NULL;
+}
+
 static void nb_gemv_task(void *vctx, int64_t begin, int64_t end) {
     const nb_job *j = vctx;
     int64_t cs = j->nb * j->blob;
@@ -204,6 +316,54 @@ static void nb_gemm_task(void *vctx, int64_t begin, int64_t end) {
     free(panel);
 }
 
+/* the float32 product: per-row dot products for few rows, dequantised panels in tiles for more */
+static kn_status *nb_run_float(kn_exec_ctx *ctx, nb_job *jp, int64_t M) {
+    nb_job j = *jp; /* (the tasks read it; the caller's copy keeps y) */
+    int64_t K = j.K, N = j.N, bs = j.bs;
+    int bits = j.bits;
+    int lvl = kn_red_simd_level();
+    if (lvl == 2) {
+        j.dot = kn_nbits_dot_avx512;
+        j.deq = kn_nbits_dequant_avx512;
+        j.dot4 = kn_nbits_dot1x4_avx512;
+        j.dot4p = kn_nbits_dot1x4_4p_avx512;
+        j.tile = kn_nbits_tile_avx512;
+        j.edge = kn_nbits_edge_avx512;
+        j.tm = KN_NBITS_TM_AVX512;
+        j.tn = KN_NBITS_TN_AVX512;
+    } else if (lvl == 1) {
+        j.dot = kn_nbits_dot_avx2;
+        j.deq = kn_nbits_dequant_avx2;
+        j.dot4 = kn_nbits_dot1x4_avx2;
+        j.dot4p = kn_nbits_dot1x4_4p_avx2;
+        j.tile = kn_nbits_tile_avx2;
+        j.edge = kn_nbits_edge_avx2;
+        j.tm = KN_NBITS_TM_AVX2;
+        j.tn = KN_NBITS_TN_AVX2;
+    } else {
+        j.dot = kn_nbits_dot_scalar;
+        j.deq = kn_nbits_dequant_scalar;
+    }
+    /* decode of 4-bit weights: A's row deinterleaved once, so W bytes of weights give two vectors
+     * by a mask and a shift (kn_nbits_dot1x4_4p) */
+    int64_t w2 = 2 * (lvl == 2 ? KN_NBITS_W_AVX512 : KN_NBITS_W_AVX2);
+    if (M == 1 && bits == 4 && j.dot4p && bs % w2 == 0) {
+        float *ad = kn_scratch_alloc(ctx, sizeof(float) * (size_t)K);
+        if (!ad) return KN_OOM(sizeof(float) * K);
+        (lvl == 2 ? kn_nbits_deint_avx512 : kn_nbits_deint_avx2)(j.a, K / bs * bs, ad);
+        j.ad = ad;
+    }
+    if (M < 8) {
+        int64_t th = ctx->pool ? kn_threadpool_size(ctx->pool) : 1, grain = N / (4 * th);
+        grain = grain < 8 ? 8 : grain / 4 * 4;
+        kn_parallel_for(ctx->pool, N, grain, nb_gemv_task, &j);
+    } else {
+        kn_parallel_for(ctx->pool, (N + NB_NC - 1) / NB_NC, 1, nb_gemm_task, &j);
+        if (j.failed) return KN_OOM(sizeof(float) * NB_NC * NB_KC);
+    }
+    return NULL;
+}
+
 kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
                                 kn_tensor *const *out, int n_out) {
     (void)n_out;
@@ -259,45 +419,11 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
     }
     if (yt->dtype == KN_F32) j.y = yt->data;
     else if (!(j.y = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * N)))) return KN_OOM(sizeof(float) * M * N);
-    int lvl = kn_red_simd_level();
-    if (lvl == 2) {
-        j.dot = kn_nbits_dot_avx512;
-        j.deq = kn_nbits_dequant_avx512;
-        j.dot4 = kn_nbits_dot1x4_avx512;
-        j.dot4p = kn_nbits_dot1x4_4p_avx512;
-        j.tile = kn_nbits_tile_avx512;
-        j.edge = kn_nbits_edge_avx512;
-        j.tm = KN_NBITS_TM_AVX512;
-        j.tn = KN_NBITS_TN_AVX512;
-    } else if (lvl == 1) {
-        j.dot = kn_nbits_dot_avx2;
-        j.deq = kn_nbits_dequant_avx2;
-        j.dot4 = kn_nbits_dot1x4_avx2;
-        j.dot4p = kn_nbits_dot1x4_4p_avx2;
-        j.tile = kn_nbits_tile_avx2;
-        j.edge = kn_nbits_edge_avx2;
-        j.tm = KN_NBITS_TM_AVX2;
-        j.tn = KN_NBITS_TN_AVX2;
+    if (nb_int8_path(p, a, zpt)) {
+        KN_TRY(nb_run_int8(ctx, &j, bias));
+        bias = NULL; /* added inside */
     } else {
-        j.dot = kn_nbits_dot_scalar;
-        j.deq = kn_nbits_dequant_scalar;
-    }
-    /* decode of 4-bit weights: A's row deinterleaved once, so W bytes of weights give two vectors
-     * by a mask and a shift (kn_nbits_dot1x4_4p) */
-    int64_t w2 = 2 * (lvl == 2 ? KN_NBITS_W_AVX512 : KN_NBITS_W_AVX2);
-    if (M == 1 && bits == 4 && j.dot4p && bs % w2 == 0) {
-        float *ad = kn_scratch_alloc(ctx, sizeof(float) * (size_t)K);
-        if (!ad) return KN_OOM(sizeof(float) * K);
-        (lvl == 2 ? kn_nbits_deint_avx512 : kn_nbits_deint_avx2)(j.a, K / bs * bs, ad);
-        j.ad = ad;
-    }
-    if (M < 8) {
-        int64_t th = ctx->pool ? kn_threadpool_size(ctx->pool) : 1, grain = N / (4 * th);
-        grain = grain < 8 ? 8 : grain / 4 * 4;
-        kn_parallel_for(ctx->pool, N, grain, nb_gemv_task, &j);
-    } else {
-        kn_parallel_for(ctx->pool, (N + NB_NC - 1) / NB_NC, 1, nb_gemm_task, &j);
-        if (j.failed) return KN_OOM(sizeof(float) * NB_NC * NB_KC);
+        KN_TRY(nb_run_float(ctx, &j, M));
     }
     if (bias)
         for (int64_t m = 0; m < M; m++)

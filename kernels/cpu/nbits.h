@@ -33,6 +33,25 @@ KN_NBITS_DECL(avx2)
 KN_NBITS_DECL(avx512)
 #undef KN_NBITS_DECL
 
+/* accuracy_level 4 as ONNX Runtime's CPU computes it (MLAS "CompInt8"): each block of A quantised
+ * to int8 (scale sa = max|a| / 127, values rint(a * (127 / max|a|))), integer dot products with the
+ * unsigned quantised weights per block, and the zero point brought in through per-block sums:
+ *   y = sum_b (float)dot_b * (sa_b * sb_b)  [+ bias]  + sum_b (sa_b * sum(qa_b)) * (-zp_b * sb_b)
+ * each sum a float32 fma chain over the blocks in order, so every ISA gives the same bits.
+ * kn_nbits_quant_a quantises one row of K values: qa gets blocks * bs bytes (the last block padded
+ * with zeros), sa and asum (sa * sum(qa)) one float per block. */
+void kn_nbits_quant_a(const float *a, int64_t K, int64_t bs, int8_t *qa, float *sa, float *asum);
+/* y[j] for nc columns (column j's blocks at bq + j * bstride, its scales and offsets (-zp * scale)
+ * at sc / off + j * nb, bias[j] when bias is not NULL) against one quantised row of A. */
+void kn_nbits_i8_dot_scalar(const int8_t *qa, const float *sa, const float *asum, const uint8_t *bq, int64_t bstride,
+                            const float *sc, const float *off, int64_t nb, int bits, int64_t bs, const float *bias,
+                            int nc, float *y);
+/* the same for exactly KN_NBITS_I8_NC columns (AVX2; block sizes a multiple of 16), bit for bit */
+enum { KN_NBITS_I8_NC = 8 };
+void kn_nbits_i8_dot8_avx2(const int8_t *qa, const float *sa, const float *asum, const uint8_t *bq, int64_t bstride,
+                           const float *sc, const float *off, int64_t nb, int bits, int64_t bs, const float *bias,
+                           float *y);
+
 /* MatMulNBits' per-block scales and offsets (-zero_point * scale) as float32, decoded once per
  * model when scales and zero points are constants (the CPU backend's graph_optimize hook keeps
  * them in the node's prepared slot) instead of on every run. */
