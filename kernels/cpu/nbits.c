@@ -7,7 +7,7 @@
  * values of K at a time (256 KiB, cache-sized) per task and multiply it in register tiles.
  * accuracy_level 4 (what onnxruntime_genai's int4 builder writes) is computed as ONNX Runtime's CPU
  * computes it, A quantised to int8 per block (kn_nbits_quant_a, kn_nbits_i8_dot_*), whenever ONNX
- * Runtime 1.32 would: float32 A, 4 or 8 bits, block sizes 16..256, zero points absent or uint8;
+ * Runtime 1.32 would: float32 or float16 A, 4 or 8 bits, block sizes 16..256, zero points absent or uint8;
  * levels 0-3 (float32, and fp16/bf16 compute that ONNX Runtime's x64 CPU also runs in float32) and
  * the other level 4 nodes keep the float32 product. The CUDA kernel is float for every level, as
  * ONNX Runtime's CUDA provider ignores accuracy_level. */
@@ -201,12 +201,12 @@ void kn_nbits_prepared_free(void *v) {
 }
 
 /* Whether ONNX Runtime 1.32's CPU kernel takes its int8 path (CompInt8) for this node: level 4,
- * float32 A, 4- or 8-bit weights, a power-of-two block size 16..256, no zero points or uint8 ones
- * (float zero points make it fall back to float32). */
+ * float32 or float16 A (float16 is widened first), 4- or 8-bit weights, a power-of-two block size
+ * 16..256, no zero points or uint8 ones (float zero points make it fall back to float32). */
 static bool nb_int8_path(const kn_params_ms_nbits *p, const kn_tensor *a, const kn_tensor *zpt) {
     int64_t bs = p->block_size;
-    return p->accuracy_level == 4 && a->dtype == KN_F32 && (p->bits == 4 || p->bits == 8) && bs >= 16 && bs <= 256 &&
-        (bs & (bs - 1)) == 0 && (!zpt || zpt->dtype == KN_U8);
+    return p->accuracy_level == 4 && (a->dtype == KN_F32 || a->dtype == KN_F16) && (p->bits == 4 || p->bits == 8) &&
+        bs >= 16 && bs <= 256 && (bs & (bs - 1)) == 0 && (!zpt || zpt->dtype == KN_U8);
 }
 
 static void nb_quant_task(void *vctx, int64_t begin, int64_t end) {
