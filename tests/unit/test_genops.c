@@ -2,7 +2,9 @@
  * MatMulNBits through the executor's node path against a double-precision product of the
  * dequantised weights (4 and 8 bits, every block size, K not a multiple of it, zero points absent,
  * packed and float, 1..9 and 64 rows, threaded and not), its vector inner loops at every level
- * this CPU has against the plain ones, GroupQueryAttention with present written into past's own
+ * this CPU has against the plain ones, accuracy_level 4's int8 path (A quantised per block, as ONNX
+ * Runtime's CPU) bit for bit against the same algorithm written out here and its AVX2 loop against
+ * the plain one, GroupQueryAttention with present written into past's own
  * buffer (GenAI's shared KV cache) against separate buffers over several decode steps, and the
  * error paths (shapes that disagree with K, N, bits, block_size, sequence lengths that do not fit
  * the cache), each naming the node. tests/genops_parity.py covers the ops against ONNX Runtime. */
