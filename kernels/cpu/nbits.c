@@ -81,22 +81,40 @@ void kn_nbits_quant_a(const float *a, int64_t K, int64_t bs, int8_t *qa, float *
 }
 
 void kn_nbits_i8_dot_scalar(const int8_t *qa, const float *sa, const float *asum, const uint8_t *bq, int64_t bstride,
-                            const float *sc, const float *off, int64_t nb, int bits, int64_t bs, const float *bias,
-                            int nc, float *y) {
+                            const float *sc, const float *off, int64_t cst, int64_t bst, int64_t nb, int bits,
+                            int64_t bs, const float *bias, int nc, float *y) {
     int64_t blob = bs * bits / 8;
     for (int j = 0; j < nc; j++) {
         const uint8_t *q = bq + j * bstride;
-        const float *s = sc + j * nb, *o = off + j * nb;
+        const float *s = sc + j * cst, *o = off + j * cst;
         float acc = 0.0f, zs = 0.0f;
         for (int64_t b = 0; b < nb; b++) {
             int32_t d = 0;
             for (int64_t i = 0; i < bs; i++) d += qa[b * bs + i] * nb_q(q + b * blob, i, bits);
-            acc = fmaf((float)d, sa[b] * s[b], acc);
+            acc = fmaf((float)d, sa[b] * s[b * bst], acc);
         }
         if (bias) acc += bias[j];
-        for (int64_t b = 0; b < nb; b++) zs = fmaf(asum[b], o[b], zs);
+        for (int64_t b = 0; b < nb; b++) zs = fmaf(asum[b], o[b * bst], zs);
         y[j] = acc + zs;
     }
+}
+
+void kn_nbits_group8(const float *src, int64_t N, int64_t nb, float *dst) {
+    for (int64_t g = 0; g < (N + 7) / 8; g++)
+        for (int64_t b = 0; b < nb; b++)
+            for (int64_t j = 0; j < 8; j++) {
+                int64_t n = g * 8 + j;
+                dst[(g * nb + b) * 8 + j] = n < N ? src[n * nb + b] : 0.0f;
+            }
+}
+
+void kn_nbits_i8_deint(const int8_t *qa, int64_t n, int64_t bs, int8_t *dst) {
+    int64_t w = bs < 32 ? bs : 32, h = w / 2;
+    for (int64_t g = 0; g + w <= n; g += w)
+        for (int64_t i = 0; i < h; i++) {
+            dst[g + i] = qa[g + 2 * i];
+            dst[g + h + i] = qa[g + 2 * i + 1];
+        }
 }
 
 /* ---- MatMulNBits ---- */
@@ -130,7 +148,7 @@ typedef struct nb_job {
     int tm, tn;
     bool failed;
     /* accuracy_level 4: A's rows quantised (kn_nbits_quant_a), the bias as float32 or NULL */
-    int8_t *qa;
+    int8_t *qa, *qd; /* qd: qa reordered for the vector loop (4 bits), or NULL */
     float *sa, *asum, *biasf;
     bool vec8;
     /* the scale / zero-point decoding (nb_prep_task) */
@@ -173,23 +191,49 @@ static bool nb_prep_fits(const kn_params_ms_nbits *p, const kn_tensor *sct, cons
     return zpt->dtype == sct->dtype && kn_numel(zpt) == p->N * nb;
 }
 
+/* Whether ONNX Runtime 1.32's CPU kernel takes its int8 path (CompInt8) for this node, but for A's
+ * dtype (float32 or float16, which is widened first): level 4, 4- or 8-bit weights, a power-of-two
+ * block size 16..256, no zero points or uint8 ones (float zero points make it fall back to
+ * float32). */
+static bool nb_int8_params(const kn_params_ms_nbits *p, const kn_tensor *zpt) {
+    int64_t bs = p->block_size;
+    return p->accuracy_level == 4 && (p->bits == 4 || p->bits == 8) && bs >= 16 && bs <= 256 && (bs & (bs - 1)) == 0 &&
+        (!zpt || zpt->dtype == KN_U8);
+}
+
 kn_status *kn_nbits_prepare(const kn_node *n, const kn_tensor *sc, const kn_tensor *zp, kn_nbits_prepared **out) {
     const kn_params_ms_nbits *p = KN_PARAMS(n, ms_nbits);
     *out = NULL;
     if (!nb_prep_fits(p, sc, zp) || !sc->data || (zp && !zp->data)) return NULL;
     int64_t nb = (p->K + p->block_size - 1) / p->block_size, cnt = p->N * nb;
+    /* level 4 nodes keep only the int8 path's grouped layout (a bfloat16 A, which takes the float32
+     * product, decodes the plain one on its run) */
+    bool grouped = nb_int8_params(p, zp);
+    int64_t keep = grouped ? (p->N + 7) / 8 * 8 * nb : cnt;
     kn_nbits_prepared *pr = calloc(1, sizeof *pr);
-    float *buf = malloc(sizeof(float) * (size_t)(2 * cnt));
-    if (!pr || !buf) {
+    float *buf = malloc(sizeof(float) * (size_t)(2 * keep)), *tmp = grouped ? malloc(sizeof(float) * 2 * cnt) : NULL;
+    if (!pr || !buf || (grouped && !tmp)) {
         free(pr);
         free(buf);
-        return KN_OOM(sizeof(float) * (size_t)(2 * cnt));
+        free(tmp);
+        return KN_OOM(sizeof(float) * (size_t)(2 * (keep + cnt)));
     }
     pr->count = cnt;
+    pr->grouped = grouped;
     pr->sc = buf;
-    pr->off = buf + cnt;
-    nb_job j = {.nb = nb, .bits = (int)p->bits, .sct = sc, .zpt = zp, .sc_w = pr->sc, .off_w = pr->off};
+    pr->off = buf + keep;
+    nb_job j = {.nb = nb,
+                .bits = (int)p->bits,
+                .sct = sc,
+                .zpt = zp,
+                .sc_w = grouped ? tmp : pr->sc,
+                .off_w = grouped ? tmp + cnt : pr->off};
     nb_prep_task(&j, 0, p->N);
+    if (grouped) {
+        kn_nbits_group8(tmp, p->N, nb, pr->sc);
+        kn_nbits_group8(tmp + cnt, p->N, nb, pr->off);
+        free(tmp);
+    }
     *out = pr;
     return NULL;
 }
@@ -200,58 +244,56 @@ void kn_nbits_prepared_free(void *v) {
     free(p);
 }
 
-/* Whether ONNX Runtime 1.32's CPU kernel takes its int8 path (CompInt8) for this node: level 4,
- * float32 or float16 A (float16 is widened first), 4- or 8-bit weights, a power-of-two block size
- * 16..256, no zero points or uint8 ones (float zero points make it fall back to float32). */
-static bool nb_int8_path(const kn_params_ms_nbits *p, const kn_tensor *a, const kn_tensor *zpt) {
-    int64_t bs = p->block_size;
-    return p->accuracy_level == 4 && (a->dtype == KN_F32 || a->dtype == KN_F16) && (p->bits == 4 || p->bits == 8) &&
-        bs >= 16 && bs <= 256 && (bs & (bs - 1)) == 0 && (!zpt || zpt->dtype == KN_U8);
-}
-
 static void nb_quant_task(void *vctx, int64_t begin, int64_t end) {
     const nb_job *j = vctx;
-    int64_t nb = j->nb;
-    for (int64_t m = begin; m < end; m++)
-        kn_nbits_quant_a(j->a + m * j->K, j->K, j->bs, j->qa + m * nb * j->bs, j->sa + m * nb, j->asum + m * nb);
-}
-
-/* columns [begin, end) for every row: groups of 8 by AVX2, the rest by the plain loop */
-static void nb_int8_task(void *vctx, int64_t begin, int64_t end) {
-    const nb_job *j = vctx;
-    int64_t nb = j->nb, cs = nb * j->blob;
-    for (int64_t m = 0; m < j->M; m++) {
-        const int8_t *qa = j->qa + m * nb * j->bs;
-        const float *sa = j->sa + m * nb, *as = j->asum + m * nb;
-        float *y = j->y + m * j->N;
-        int64_t n = begin;
-        if (j->vec8)
-            for (; n + KN_NBITS_I8_NC <= end; n += KN_NBITS_I8_NC)
-                kn_nbits_i8_dot8_avx2(qa, sa, as, j->b + n * cs, cs, j->sc + n * nb, j->off + n * nb, nb, j->bits,
-                                      j->bs, j->biasf ? j->biasf + n : NULL, y + n);
-        if (n < end)
-            kn_nbits_i8_dot_scalar(qa, sa, as, j->b + n * cs, cs, j->sc + n * nb, j->off + n * nb, nb, j->bits, j->bs,
-                                   j->biasf ? j->biasf + n : NULL, (int)(end - n), y + n);
+    int64_t nb = j->nb, lq = nb * j->bs;
+    for (int64_t m = begin; m < end; m++) {
+        kn_nbits_quant_a(j->a + m * j->K, j->K, j->bs, j->qa + m * lq, j->sa + m * nb, j->asum + m * nb);
+        if (j->qd) kn_nbits_i8_deint(j->qa + m * lq, lq, j->bs, j->qd + m * lq);
     }
 }
 
-/* accuracy_level 4: A quantised row by row, then the columns in parallel (the bias added inside,
- * in ONNX Runtime's order) */
+/* groups of 8 columns [begin, end) for every row, up to 4 rows at a time: AVX2 for full groups, the
+ * plain loop for the last, partial one (or without AVX2) */
+static void nb_int8_task(void *vctx, int64_t begin, int64_t end) {
+    const nb_job *j = vctx;
+    int64_t nb = j->nb, cs = nb * j->blob, lq = nb * j->bs;
+    for (int64_t g = begin; g < end; g++) {
+        int64_t n = g * 8, nc = j->N - n < 8 ? j->N - n : 8;
+        const float *sc8 = j->sc + g * nb * 8, *off8 = j->off + g * nb * 8, *bias = j->biasf ? j->biasf + n : NULL;
+        for (int64_t m = 0; m < j->M; m += KN_NBITS_I8_NR) {
+            int nr = j->M - m < KN_NBITS_I8_NR ? (int)(j->M - m) : KN_NBITS_I8_NR;
+            if (j->vec8 && nc == 8) {
+                kn_nbits_i8_dot8_avx2(j->qd ? j->qd + m * lq : j->qa + m * lq, lq, j->sa + m * nb, j->asum + m * nb, nb,
+                                      nr, j->b + n * cs, cs, sc8, off8, nb, j->bits, j->bs, bias, j->y + m * j->N + n,
+                                      j->N);
+                continue;
+            }
+            for (int r = 0; r < nr; r++)
+                kn_nbits_i8_dot_scalar(j->qa + (m + r) * lq, j->sa + (m + r) * nb, j->asum + (m + r) * nb,
+                                       j->b + n * cs, cs, sc8, off8, 1, 8, nb, j->bits, j->bs, bias, (int)nc,
+                                       j->y + (m + r) * j->N + n);
+        }
+    }
+}
+
+/* accuracy_level 4: A quantised row by row, then groups of columns in parallel (the bias added
+ * inside, in ONNX Runtime's order); j->sc and j->off in kn_nbits_group8's layout */
 static kn_status *nb_run_int8(kn_exec_ctx *ctx, nb_job *j, const kn_tensor *bias) {
     size_t nq = (size_t)(j->M * j->nb * j->bs), nf = (size_t)(j->M * j->nb);
+    j->vec8 = kn_red_simd_level() >= 1;
     j->qa = kn_scratch_alloc(ctx, nq);
+    j->qd = j->vec8 && j->bits == 4 ? kn_scratch_alloc(ctx, nq) : NULL;
     j->sa = kn_scratch_alloc(ctx, sizeof(float) * 2 * nf);
-    if (!j->qa || !j->sa) return KN_OOM(nq + sizeof(float) * 2 * nf);
+    if (!j->qa || !j->sa || (j->vec8 && j->bits == 4 && !j->qd)) return KN_OOM(2 * nq + sizeof(float) * 2 * nf);
     j->asum = j->sa + nf;
     if (bias) {
         if (!(j->biasf = kn_scratch_alloc(ctx, sizeof(float) * (size_t)j->N))) return KN_OOM(sizeof(float) * j->N);
         for (int64_t n = 0; n < j->N; n++) j->biasf[n] = kn_load_f32(bias->data, bias->dtype, n);
     }
-    j->vec8 = kn_red_simd_level() >= 1;
     kn_parallel_for(ctx->pool, j->M, 1, nb_quant_task, j);
-    int64_t th = ctx->pool ? kn_threadpool_size(ctx->pool) : 1, grain = j->N / (4 * th);
-    grain = grain < KN_NBITS_I8_NC ? KN_NBITS_I8_NC : grain / KN_NBITS_I8_NC * KN_NBITS_I8_NC;
-    kn_parallel_for(ctx->pool, j->N, grain, nb_int8_task, j);
+    int64_t groups = (j->N + 7) / 8, th = ctx->pool ? kn_threadpool_size(ctx->pool) : 1, grain = groups / (4 * th);
+    kn_parallel_for(ctx->pool, groups, grain < 1 ? 1 : grain, nb_int8_task, j);
     return NULL;
 }
 
@@ -399,7 +441,8 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
                 .sct = sct,
                 .zpt = zpt};
     const kn_nbits_prepared *pr = node->prepared;
-    if (pr && pr->count == N * nb) {
+    bool int8 = nb_int8_params(p, zpt) && (a->dtype == KN_F32 || a->dtype == KN_F16);
+    if (pr && pr->count == N * nb && pr->grouped == int8) {
         j.sc = pr->sc;
         j.off = pr->off;
     } else {
@@ -409,6 +452,15 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
         j.sc = j.sc_w = sc;
         j.off = j.off_w = sc + nsc;
         kn_parallel_for(ctx->pool, N, 64, nb_prep_task, &j);
+        if (int8) {
+            size_t ng = (size_t)((N + 7) / 8 * 8 * nb);
+            float *g = kn_scratch_alloc(ctx, sizeof(float) * 2 * ng);
+            if (!g) return KN_OOM(sizeof(float) * 2 * ng);
+            kn_nbits_group8(j.sc, N, nb, g);
+            kn_nbits_group8(j.off, N, nb, g + ng);
+            j.sc = g;
+            j.off = g + ng;
+        }
     }
     if (a->dtype == KN_F32) j.a = a->data;
     else {
@@ -419,7 +471,7 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
     }
     if (yt->dtype == KN_F32) j.y = yt->data;
     else if (!(j.y = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * N)))) return KN_OOM(sizeof(float) * M * N);
-    if (nb_int8_path(p, a, zpt)) {
+    if (int8) {
         KN_TRY(nb_run_int8(ctx, &j, bias));
         bias = NULL; /* added inside */
     } else {

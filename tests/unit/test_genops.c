@@ -207,29 +207,49 @@ START_TEST(test_nbits_int8_inner) {
         ck_assert_float_eq(sa[b], amax / 127.0f);
         ck_assert_float_eq(as[b], sa[b] * (float)sum);
     }
-    if (kn_red_simd_level() < 1) return;
+    /* the plain loop over grouped scales equals it over plain ones; the AVX2 loop (A reordered,
+     * scales grouped, 1..4 rows) equals the plain one bit for bit */
     static const int64_t bss[5] = {16, 32, 64, 128, 256};
     for (int bits = 4; bits <= 8; bits += 4)
         for (int bi = 0; bi < 5; bi++) {
-            int64_t bs = bss[bi], k2 = 3 * bs - 5, nb = 3, blob = bs * bits / 8, cs = nb * blob;
-            float a2[3 * 256], sc[8 * 3], off[8 * 3], bias[8], y[8], yr[8], s2[3], as2[3];
-            int8_t q2[3 * 256];
-            uint8_t bq[8 * 3 * 256];
-            for (int k = 0; k < k2; k++) a2[k] = (float)drand() * 3.0f;
+            enum { NBK = 3, NR = KN_NBITS_I8_NR };
+            int64_t bs = bss[bi], k2 = NBK * bs - 5, blob = bs * bits / 8, cs = NBK * blob, lq = NBK * bs;
+            float a2[NR * NBK * 256], sc[8 * NBK], off[8 * NBK], sc8[8 * NBK], off8[8 * NBK], bias[8];
+            float y[NR * 8], yr[NR * 8], yg[8], s2[NR * NBK], as2[NR * NBK];
+            int8_t q2[NR * NBK * 256], qd[NR * NBK * 256];
+            uint8_t bq[8 * NBK * 256];
+            for (int i = 0; i < NR * k2; i++) a2[i] = (float)drand() * 3.0f;
             for (size_t i = 0; i < (size_t)(8 * cs); i++) bq[i] = (uint8_t)urand();
-            for (int i = 0; i < 8 * 3; i++) {
+            for (int i = 0; i < 8 * NBK; i++) {
                 sc[i] = (float)(0.02 + 0.01 * drand());
                 off[i] = -(float)(urand() % (1u << bits)) * sc[i];
             }
+            kn_nbits_group8(sc, 8, NBK, sc8);
+            kn_nbits_group8(off, 8, NBK, off8);
             for (int j = 0; j < 8; j++) bias[j] = (float)drand();
-            kn_nbits_quant_a(a2, k2, bs, q2, s2, as2);
-            for (int wb = 0; wb < 2; wb++) {
-                kn_nbits_i8_dot_scalar(q2, s2, as2, bq, cs, sc, off, nb, bits, bs, wb ? bias : NULL, 8, yr);
-                kn_nbits_i8_dot8_avx2(q2, s2, as2, bq, cs, sc, off, nb, bits, bs, wb ? bias : NULL, y);
-                for (int j = 0; j < 8; j++)
-                    FAST_ASSERT(memcmp(&y[j], &yr[j], sizeof y[j]) == 0, "bits %d bs %lld col %d: %.9g vs %.9g", bits,
-                                (long long)bs, j, y[j], yr[j]);
+            for (int r = 0; r < NR; r++) {
+                kn_nbits_quant_a(a2 + r * k2, k2, bs, q2 + r * lq, s2 + r * NBK, as2 + r * NBK);
+                if (bits == 4) kn_nbits_i8_deint(q2 + r * lq, lq, bs, qd + r * lq);
             }
+            for (int wb = 0; wb < 2; wb++)
+                for (int nr = 1; nr <= NR; nr++) {
+                    const float *bi2 = wb ? bias : NULL;
+                    for (int r = 0; r < nr; r++) {
+                        kn_nbits_i8_dot_scalar(q2 + r * lq, s2 + r * NBK, as2 + r * NBK, bq, cs, sc, off, NBK, 1, NBK,
+                                               bits, bs, bi2, 8, yr + r * 8);
+                        kn_nbits_i8_dot_scalar(q2 + r * lq, s2 + r * NBK, as2 + r * NBK, bq, cs, sc8, off8, 1, 8, NBK,
+                                               bits, bs, bi2, 8, yg);
+                        FAST_ASSERT(memcmp(yg, yr + r * 8, sizeof yg) == 0, "grouped scales bits %d bs %lld", bits,
+                                    (long long)bs);
+                    }
+                    if (kn_red_simd_level() < 1) continue;
+                    kn_nbits_i8_dot8_avx2(bits == 4 ? qd : q2, lq, s2, as2, NBK, nr, bq, cs, sc8, off8, NBK, bits, bs,
+                                          bi2, y, 8);
+                    for (int i = 0; i < nr * 8; i++)
+                        FAST_ASSERT(memcmp(&y[i], &yr[i], sizeof y[i]) == 0,
+                                    "bits %d bs %lld rows %d value %d: %.9g vs %.9g", bits, (long long)bs, nr, i, y[i],
+                                    yr[i]);
+                }
         }
 }
 END_TEST
