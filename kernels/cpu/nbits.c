@@ -99,6 +99,10 @@ void kn_nbits_i8_dot_scalar(const int8_t *qa, const float *sa, const float *asum
     }
 }
 
+bool kn_nbits_have_vnni(void) {
+    return kn_red_simd_level() == 2 && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+}
+
 void kn_nbits_group8(const float *src, int64_t N, int64_t nb, float *dst) {
     for (int64_t g = 0; g < (N + 7) / 8; g++)
         for (int64_t b = 0; b < nb; b++)
@@ -150,7 +154,7 @@ typedef struct nb_job {
     /* accuracy_level 4: A's rows quantised (kn_nbits_quant_a), the bias as float32 or NULL */
     int8_t *qa, *qd; /* qd: qa reordered for the vector loop (4 bits), or NULL */
     float *sa, *asum, *biasf;
-    bool vec8;
+    bool vec8, vnni;
     /* the scale / zero-point decoding (nb_prep_task) */
     const kn_tensor *sct, *zpt;
     float *sc_w, *off_w;
@@ -264,9 +268,9 @@ static void nb_int8_task(void *vctx, int64_t begin, int64_t end) {
         for (int64_t m = 0; m < j->M; m += KN_NBITS_I8_NR) {
             int nr = j->M - m < KN_NBITS_I8_NR ? (int)(j->M - m) : KN_NBITS_I8_NR;
             if (j->vec8 && nc == 8) {
-                kn_nbits_i8_dot8_avx2(j->qd ? j->qd + m * lq : j->qa + m * lq, lq, j->sa + m * nb, j->asum + m * nb, nb,
-                                      nr, j->b + n * cs, cs, sc8, off8, nb, j->bits, j->bs, bias, j->y + m * j->N + n,
-                                      j->N);
+                (j->vnni ? kn_nbits_i8_dot8_vnni : kn_nbits_i8_dot8_avx2)(
+                    j->qd ? j->qd + m * lq : j->qa + m * lq, lq, j->sa + m * nb, j->asum + m * nb, nb, nr,
+                    j->b + n * cs, cs, sc8, off8, nb, j->bits, j->bs, bias, j->y + m * j->N + n, j->N);
                 continue;
             }
             for (int r = 0; r < nr; r++)
@@ -282,6 +286,7 @@ static void nb_int8_task(void *vctx, int64_t begin, int64_t end) {
 static kn_status *nb_run_int8(kn_exec_ctx *ctx, nb_job *j, const kn_tensor *bias) {
     size_t nq = (size_t)(j->M * j->nb * j->bs), nf = (size_t)(j->M * j->nb);
     j->vec8 = kn_red_simd_level() >= 1;
+    j->vnni = kn_nbits_have_vnni();
     j->qa = kn_scratch_alloc(ctx, nq);
     j->qd = j->vec8 && j->bits == 4 ? kn_scratch_alloc(ctx, nq) : NULL;
     j->sa = kn_scratch_alloc(ctx, sizeof(float) * 2 * nf);

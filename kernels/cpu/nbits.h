@@ -60,6 +60,11 @@ void kn_nbits_i8_deint(const int8_t *qa, int64_t n, int64_t bs, int8_t *dst);
 void kn_nbits_i8_dot8_avx2(const int8_t *qa, int64_t ldq, const float *sa, const float *asum, int64_t lds, int nr,
                            const uint8_t *bq, int64_t bstride, const float *sc8, const float *off8, int64_t nb,
                            int bits, int64_t bs, const float *bias, float *y, int64_t ldy);
+/* the same with AVX-512 VNNI (nbits_vnni_avx512.c), where kn_nbits_have_vnni() */
+void kn_nbits_i8_dot8_vnni(const int8_t *qa, int64_t ldq, const float *sa, const float *asum, int64_t lds, int nr,
+                           const uint8_t *bq, int64_t bstride, const float *sc8, const float *off8, int64_t nb,
+                           int bits, int64_t bs, const float *bias, float *y, int64_t ldy);
+bool kn_nbits_have_vnni(void);
 
 /* MatMulNBits' per-block scales and offsets (-zero_point * scale) as float32, decoded once per
  * model when scales and zero points are constants (the CPU backend's graph_optimize hook keeps

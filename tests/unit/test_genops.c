@@ -249,6 +249,13 @@ START_TEST(test_nbits_int8_inner) {
                         FAST_ASSERT(memcmp(&y[i], &yr[i], sizeof y[i]) == 0,
                                     "bits %d bs %lld rows %d value %d: %.9g vs %.9g", bits, (long long)bs, nr, i, y[i],
                                     yr[i]);
+                    if (!kn_nbits_have_vnni()) continue;
+                    memset(y, 0, sizeof y);
+                    kn_nbits_i8_dot8_vnni(bits == 4 ? qd : q2, lq, s2, as2, NBK, nr, bq, cs, sc8, off8, NBK, bits, bs,
+                                          bi2, y, 8);
+                    for (int i = 0; i < nr * 8; i++)
+                        FAST_ASSERT(memcmp(&y[i], &yr[i], sizeof y[i]) == 0, "VNNI bits %d bs %lld rows %d value %d",
+                                    bits, (long long)bs, nr, i);
                 }
         }
 }
