@@ -152,8 +152,8 @@ typedef struct nb_job {
     int tm, tn;
     bool failed;
     /* accuracy_level 4: A's rows quantised (kn_nbits_quant_a), the bias as float32 or NULL */
-    int8_t *qa, *qd; /* qd: qa reordered for the vector loop (4 bits), or NULL */
-    float *sa, *asum, *biasf;
+    int8_t *qa, *qd;               /* qd: qa reordered for the vector loop (4 bits), or NULL */
+    float *sa, *asum, *biasf, *fq; /* fq: A quantised and scaled back (prefill) */
     bool vec8, vnni;
     /* the scale / zero-point decoding (nb_prep_task) */
     const kn_tensor *sct, *zpt;
@@ -246,6 +246,18 @@ void kn_nbits_prepared_free(void *v) {
     kn_nbits_prepared *p = v;
     if (p) free(p->sc);
     free(p);
+}
+
+/* rows [begin, end) of A quantised and scaled back: qa * sa, into j->fq */
+static void nb_fq_task(void *vctx, int64_t begin, int64_t end) {
+    const nb_job *j = vctx;
+    int64_t nb = j->nb, lq = nb * j->bs;
+    for (int64_t m = begin; m < end; m++) {
+        const int8_t *q = j->qa + m * lq;
+        const float *sa = j->sa + m * nb;
+        kn_nbits_quant_a(j->a + m * j->K, j->K, j->bs, j->qa + m * lq, j->sa + m * nb, j->asum + m * nb);
+        for (int64_t k = 0; k < j->K; k++) j->fq[m * j->K + k] = (float)q[k] * sa[k / j->bs];
+    }
 }
 
 static void nb_quant_task(void *vctx, int64_t begin, int64_t end) {
@@ -447,6 +459,10 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
                 .zpt = zpt};
     const kn_nbits_prepared *pr = node->prepared;
     bool int8 = nb_int8_params(p, zpt) && (a->dtype == KN_F32 || a->dtype == KN_F16);
+    /* prefill at level 4: A's int8 values scaled back to float (the same quantity) through the
+     * float32 tiles, which reuse each dequantised panel for every row */
+    bool fq = int8 && M >= KN_NBITS_I8_FQ_M;
+    if (fq) int8 = false;
     if (pr && pr->count == N * nb && pr->grouped == int8) {
         j.sc = pr->sc;
         j.off = pr->off;
@@ -472,6 +488,16 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
         float *af = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * K));
         if (!af) return KN_OOM(sizeof(float) * M * K);
         for (int64_t i = 0; i < M * K; i++) af[i] = kn_load_f32(a->data, a->dtype, i);
+        j.a = af;
+    }
+    if (fq) {
+        float *af = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * K));
+        j.qa = kn_scratch_alloc(ctx, (size_t)(M * nb * bs));
+        j.sa = kn_scratch_alloc(ctx, sizeof(float) * 2 * (size_t)(M * nb));
+        if (!af || !j.qa || !j.sa) return KN_OOM(sizeof(float) * M * (K + 2 * nb) + M * nb * bs);
+        j.asum = j.sa + M * nb;
+        j.fq = af;
+        kn_parallel_for(ctx->pool, M, 1, nb_fq_task, &j);
         j.a = af;
     }
     if (yt->dtype == KN_F32) j.y = yt->data;

@@ -82,9 +82,9 @@ static inline __attribute__((always_inline)) void nb_i8_dot8(const int8_t *qa, i
     }
 }
 
-void NB_I8_FN(const int8_t *qa, int64_t ldq, const float *sa, const float *asum, int64_t lds, int nr,
-                           const uint8_t *bq, int64_t bstride, const float *sc8, const float *off8, int64_t nb,
-                           int bits, int64_t bs, const float *bias, float *y, int64_t ldy) {
+void NB_I8_FN(const int8_t *qa, int64_t ldq, const float *sa, const float *asum, int64_t lds, int nr, const uint8_t *bq,
+              int64_t bstride, const float *sc8, const float *off8, int64_t nb, int bits, int64_t bs, const float *bias,
+              float *y, int64_t ldy) {
 #define NB_I8_ROWS(n) nb_i8_dot8(qa, ldq, sa, asum, lds, n, bq, bstride, sc8, off8, nb, bits, bs, bias, y, ldy)
     if (nr == 1) NB_I8_ROWS(1);
     else if (nr == 2) NB_I8_ROWS(2);
