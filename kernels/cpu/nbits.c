@@ -5,8 +5,14 @@
  * with every row at once (nbits_impl.h; one row of 4-bit weights against A deinterleaved, so a
  * mask and a shift unpack them); larger products dequantise a panel of 64 columns by at most 1024
  * values of K at a time (256 KiB, cache-sized) per task and multiply it in register tiles.
- * accuracy_level is accepted and the product computed in float32 (ONNX Runtime's level 4 quantises
- * A to int8 instead; kiln keeps the more accurate product). */
+ * accuracy_level 4 (what onnxruntime_genai's int4 builder writes) is computed as ONNX Runtime's CPU
+ * computes it whenever ONNX Runtime 1.32 would (float32 or float16 A, 4 or 8 bits, block sizes
+ * 16..256, zero points absent or uint8): A quantised to int8 per block (kn_nbits_quant_a), integer
+ * block products in groups of 8 columns (kn_nbits_i8_dot_*) for few rows, the int8 values scaled
+ * back through the float32 tiles for 8 rows and more. Levels 0-3 (float32, and fp16/bf16 compute
+ * that ONNX Runtime's x64 CPU also runs in float32) and the other level 4 nodes keep the float32
+ * product. The CUDA kernel is float for every level, as ONNX Runtime's CUDA provider ignores
+ * accuracy_level. */
 #include "graph/op_helpers.h"
 #include "graph/ops.h"
 #include "kernels/cpu/gemm.h"
@@ -46,6 +52,77 @@ void kn_nbits_dequant_scalar(const uint8_t *bq, const float *sc, const float *of
             dst[(blk - blk0) * bs + i] = fmaf((float)nb_q(bq + blk * blob, i, bits), sc[blk], off[blk]);
 }
 
+/* ---- accuracy_level 4: A quantised to int8 per block (nbits.h has the formula) ---- */
+
+/* rint (ties to even) and the truncation to 8 bits of the vector conversion; values the int32
+ * conversion cannot hold (NaN) become its 0x80000000, whose low byte is 0 */
+static inline int8_t nb_q8(float x) {
+    float r = rintf(x);
+    return r >= -2147483648.0f && r < 2147483648.0f ? (int8_t)(int32_t)r : 0;
+}
+
+void kn_nbits_quant_a(const float *a, int64_t K, int64_t bs, int8_t *qa, float *sa, float *asum) {
+    int64_t nb = (K + bs - 1) / bs;
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t k0 = b * bs, n = K - k0 < bs ? K - k0 : bs;
+        float amax = 0.0f;
+        for (int64_t i = 0; i < n; i++) {
+            float v = fabsf(a[k0 + i]);
+            amax = amax > v ? amax : v;
+        }
+        float scale = amax / 127.0f, inv = amax != 0.0f ? 127.0f / amax : 0.0f;
+        int32_t sum = 0;
+        for (int64_t i = 0; i < n; i++) {
+            qa[k0 + i] = nb_q8(a[k0 + i] * inv);
+            sum += qa[k0 + i];
+        }
+        for (int64_t i = n; i < bs; i++) qa[k0 + i] = 0;
+        sa[b] = scale;
+        asum[b] = scale * (float)sum;
+    }
+}
+
+void kn_nbits_i8_dot_scalar(const int8_t *qa, const float *sa, const float *asum, const uint8_t *bq, int64_t bstride,
+                            const float *sc, const float *off, int64_t cst, int64_t bst, int64_t nb, int bits,
+                            int64_t bs, const float *bias, int nc, float *y) {
+    int64_t blob = bs * bits / 8;
+    for (int j = 0; j < nc; j++) {
+        const uint8_t *q = bq + j * bstride;
+        const float *s = sc + j * cst, *o = off + j * cst;
+        float acc = 0.0f, zs = 0.0f;
+        for (int64_t b = 0; b < nb; b++) {
+            int32_t d = 0;
+            for (int64_t i = 0; i < bs; i++) d += qa[b * bs + i] * nb_q(q + b * blob, i, bits);
+            acc = fmaf((float)d, sa[b] * s[b * bst], acc);
+        }
+        if (bias) acc += bias[j];
+        for (int64_t b = 0; b < nb; b++) zs = fmaf(asum[b], o[b * bst], zs);
+        y[j] = acc + zs;
+    }
+}
+
+bool kn_nbits_have_vnni(void) {
+    return kn_red_simd_level() == 2 && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+}
+
+void kn_nbits_group8(const float *src, int64_t N, int64_t nb, float *dst) {
+    for (int64_t g = 0; g < (N + 7) / 8; g++)
+        for (int64_t b = 0; b < nb; b++)
+            for (int64_t j = 0; j < 8; j++) {
+                int64_t n = g * 8 + j;
+                dst[(g * nb + b) * 8 + j] = n < N ? src[n * nb + b] : 0.0f;
+            }
+}
+
+void kn_nbits_i8_deint(const int8_t *qa, int64_t n, int64_t bs, int8_t *dst) {
+    int64_t w = bs < 32 ? bs : 32, h = w / 2;
+    for (int64_t g = 0; g + w <= n; g += w)
+        for (int64_t i = 0; i < h; i++) {
+            dst[g + i] = qa[g + 2 * i];
+            dst[g + h + i] = qa[g + 2 * i + 1];
+        }
+}
+
 /* ---- MatMulNBits ---- */
 
 typedef void (*nb_dot_fn)(const float *, int64_t, int, const uint8_t *, const float *, const float *, int64_t, int,
@@ -76,6 +153,10 @@ typedef struct nb_job {
     nb_edge_fn edge;
     int tm, tn;
     bool failed;
+    /* accuracy_level 4: A's rows quantised (kn_nbits_quant_a), the bias as float32 or NULL */
+    int8_t *qa, *qd;               /* qd: qa reordered for the vector loop (4 bits), or NULL */
+    float *sa, *asum, *biasf, *fq; /* fq: A quantised and scaled back (prefill) */
+    bool vec8, vnni;
     /* the scale / zero-point decoding (nb_prep_task) */
     const kn_tensor *sct, *zpt;
     float *sc_w, *off_w;
@@ -116,23 +197,49 @@ static bool nb_prep_fits(const kn_params_ms_nbits *p, const kn_tensor *sct, cons
     return zpt->dtype == sct->dtype && kn_numel(zpt) == p->N * nb;
 }
 
+/* Whether ONNX Runtime 1.32's CPU kernel takes its int8 path (CompInt8) for this node, but for A's
+ * dtype (float32 or float16, which is widened first): level 4, 4- or 8-bit weights, a power-of-two
+ * block size 16..256, no zero points or uint8 ones (float zero points make it fall back to
+ * float32). */
+static bool nb_int8_params(const kn_params_ms_nbits *p, const kn_tensor *zpt) {
+    int64_t bs = p->block_size;
+    return p->accuracy_level == 4 && (p->bits == 4 || p->bits == 8) && bs >= 16 && bs <= 256 && (bs & (bs - 1)) == 0 &&
+        (!zpt || zpt->dtype == KN_U8);
+}
+
 kn_status *kn_nbits_prepare(const kn_node *n, const kn_tensor *sc, const kn_tensor *zp, kn_nbits_prepared **out) {
     const kn_params_ms_nbits *p = KN_PARAMS(n, ms_nbits);
     *out = NULL;
     if (!nb_prep_fits(p, sc, zp) || !sc->data || (zp && !zp->data)) return NULL;
     int64_t nb = (p->K + p->block_size - 1) / p->block_size, cnt = p->N * nb;
+    /* level 4 nodes keep only the int8 path's grouped layout (a bfloat16 A, which takes the float32
+     * product, decodes the plain one on its run) */
+    bool grouped = nb_int8_params(p, zp);
+    int64_t keep = grouped ? (p->N + 7) / 8 * 8 * nb : cnt;
     kn_nbits_prepared *pr = calloc(1, sizeof *pr);
-    float *buf = malloc(sizeof(float) * (size_t)(2 * cnt));
-    if (!pr || !buf) {
+    float *buf = malloc(sizeof(float) * (size_t)(2 * keep)), *tmp = grouped ? malloc(sizeof(float) * 2 * cnt) : NULL;
+    if (!pr || !buf || (grouped && !tmp)) {
         free(pr);
         free(buf);
-        return KN_OOM(sizeof(float) * (size_t)(2 * cnt));
+        free(tmp);
+        return KN_OOM(sizeof(float) * (size_t)(2 * (keep + cnt)));
     }
     pr->count = cnt;
+    pr->grouped = grouped;
     pr->sc = buf;
-    pr->off = buf + cnt;
-    nb_job j = {.nb = nb, .bits = (int)p->bits, .sct = sc, .zpt = zp, .sc_w = pr->sc, .off_w = pr->off};
+    pr->off = buf + keep;
+    nb_job j = {.nb = nb,
+                .bits = (int)p->bits,
+                .sct = sc,
+                .zpt = zp,
+                .sc_w = grouped ? tmp : pr->sc,
+                .off_w = grouped ? tmp + cnt : pr->off};
     nb_prep_task(&j, 0, p->N);
+    if (grouped) {
+        kn_nbits_group8(tmp, p->N, nb, pr->sc);
+        kn_nbits_group8(tmp + cnt, p->N, nb, pr->off);
+        free(tmp);
+    }
     *out = pr;
     return NULL;
 }
@@ -141,6 +248,72 @@ void kn_nbits_prepared_free(void *v) {
     kn_nbits_prepared *p = v;
     if (p) free(p->sc);
     free(p);
+}
+
+/* rows [begin, end) of A quantised and scaled back: qa * sa, into j->fq */
+static void nb_fq_task(void *vctx, int64_t begin, int64_t end) {
+    const nb_job *j = vctx;
+    int64_t nb = j->nb, lq = nb * j->bs;
+    for (int64_t m = begin; m < end; m++) {
+        const int8_t *q = j->qa + m * lq;
+        const float *sa = j->sa + m * nb;
+        kn_nbits_quant_a(j->a + m * j->K, j->K, j->bs, j->qa + m * lq, j->sa + m * nb, j->asum + m * nb);
+        for (int64_t k = 0; k < j->K; k++) j->fq[m * j->K + k] = (float)q[k] * sa[k / j->bs];
+    }
+}
+
+static void nb_quant_task(void *vctx, int64_t begin, int64_t end) {
+    const nb_job *j = vctx;
+    int64_t nb = j->nb, lq = nb * j->bs;
+    for (int64_t m = begin; m < end; m++) {
+        kn_nbits_quant_a(j->a + m * j->K, j->K, j->bs, j->qa + m * lq, j->sa + m * nb, j->asum + m * nb);
+        if (j->qd) kn_nbits_i8_deint(j->qa + m * lq, lq, j->bs, j->qd + m * lq);
+    }
+}
+
+/* groups of 8 columns [begin, end) for every row, up to 4 rows at a time: AVX2 for full groups, the
+ * plain loop for the last, partial one (or without AVX2) */
+static void nb_int8_task(void *vctx, int64_t begin, int64_t end) {
+    const nb_job *j = vctx;
+    int64_t nb = j->nb, cs = nb * j->blob, lq = nb * j->bs;
+    for (int64_t g = begin; g < end; g++) {
+        int64_t n = g * 8, nc = j->N - n < 8 ? j->N - n : 8;
+        const float *sc8 = j->sc + g * nb * 8, *off8 = j->off + g * nb * 8, *bias = j->biasf ? j->biasf + n : NULL;
+        for (int64_t m = 0; m < j->M; m += KN_NBITS_I8_NR) {
+            int nr = j->M - m < KN_NBITS_I8_NR ? (int)(j->M - m) : KN_NBITS_I8_NR;
+            if (j->vec8 && nc == 8) {
+                (j->vnni ? kn_nbits_i8_dot8_vnni : kn_nbits_i8_dot8_avx2)(
+                    j->qd ? j->qd + m * lq : j->qa + m * lq, lq, j->sa + m * nb, j->asum + m * nb, nb, nr,
+                    j->b + n * cs, cs, sc8, off8, nb, j->bits, j->bs, bias, j->y + m * j->N + n, j->N);
+                continue;
+            }
+            for (int r = 0; r < nr; r++)
+                kn_nbits_i8_dot_scalar(j->qa + (m + r) * lq, j->sa + (m + r) * nb, j->asum + (m + r) * nb,
+                                       j->b + n * cs, cs, sc8, off8, 1, 8, nb, j->bits, j->bs, bias, (int)nc,
+                                       j->y + (m + r) * j->N + n);
+        }
+    }
+}
+
+/* accuracy_level 4: A quantised row by row, then groups of columns in parallel (the bias added
+ * inside, in ONNX Runtime's order); j->sc and j->off in kn_nbits_group8's layout */
+static kn_status *nb_run_int8(kn_exec_ctx *ctx, nb_job *j, const kn_tensor *bias) {
+    size_t nq = (size_t)(j->M * j->nb * j->bs), nf = (size_t)(j->M * j->nb);
+    j->vec8 = kn_red_simd_level() >= 1;
+    j->vnni = kn_nbits_have_vnni();
+    j->qa = kn_scratch_alloc(ctx, nq);
+    j->qd = j->vec8 && j->bits == 4 ? kn_scratch_alloc(ctx, nq) : NULL;
+    j->sa = kn_scratch_alloc(ctx, sizeof(float) * 2 * nf);
+    if (!j->qa || !j->sa || (j->vec8 && j->bits == 4 && !j->qd)) return KN_OOM(2 * nq + sizeof(float) * 2 * nf);
+    j->asum = j->sa + nf;
+    if (bias) {
+        if (!(j->biasf = kn_scratch_alloc(ctx, sizeof(float) * (size_t)j->N))) return KN_OOM(sizeof(float) * j->N);
+        for (int64_t n = 0; n < j->N; n++) j->biasf[n] = kn_load_f32(bias->data, bias->dtype, n);
+    }
+    kn_parallel_for(ctx->pool, j->M, 1, nb_quant_task, j);
+    int64_t groups = (j->N + 7) / 8, th = ctx->pool ? kn_threadpool_size(ctx->pool) : 1, grain = groups / (4 * th);
+    kn_parallel_for(ctx->pool, groups, grain < 1 ? 1 : grain, nb_int8_task, j);
+    return NULL;
 }
 
 static void nb_gemv_task(void *vctx, int64_t begin, int64_t end) {
@@ -204,61 +377,11 @@ static void nb_gemm_task(void *vctx, int64_t begin, int64_t end) {
     free(panel);
 }
 
-kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
-                                kn_tensor *const *out, int n_out) {
-    (void)n_out;
-    char b0[KN_DESC_LEN];
-    const kn_params_ms_nbits *p = KN_PARAMS(node, ms_nbits);
-#define NB_IN(i) (n_in > (i) ? in[i] : NULL)
-    const kn_tensor *a = in[0], *b = NB_IN(1), *sct = NB_IN(2), *zpt = NB_IN(3), *bias = NB_IN(5);
-    KN_TRY(kn_nbits_check(node, b, sct, zpt, NB_IN(4)));
-#undef NB_IN
-    int64_t K = p->K, N = p->N, bs = p->block_size, nb = (K + bs - 1) / bs;
-    int bits = (int)p->bits;
-    if (a->ndim < 1 || a->dims[a->ndim - 1] != K)
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "MatMulNBits '%s': A %s must end in K=%lld", nb_name(node),
-                        kn_tensor_desc(a, b0, sizeof b0), (long long)K);
-    if (a->dtype != KN_F32 && a->dtype != KN_F16 && a->dtype != KN_BF16) return kn_err_dtype(node, a);
-    if (bias && (kn_numel(bias) != N || (bias->dtype != KN_F32 && bias->dtype != KN_F16 && bias->dtype != KN_BF16)))
-        return kn_error(KN_ERR_INVALID_ARGUMENT, "MatMulNBits '%s': bias %s must be [N=%lld]", nb_name(node),
-                        kn_tensor_desc(bias, b0, sizeof b0), (long long)N);
-    int64_t M = kn_numel(a) / K;
-    kn_tensor *yt = out[0];
-    if (M == 0) return NULL;
-
-    /* per-block scales and offsets as float32 (N * blocks, small next to B): decoded at load for
-     * constant ones, else here */
-    nb_job j = {.b = b->data,
-                .M = M,
-                .N = N,
-                .K = K,
-                .nb = nb,
-                .blob = bs * bits / 8,
-                .bs = bs,
-                .bits = bits,
-                .sct = sct,
-                .zpt = zpt};
-    const kn_nbits_prepared *pr = node->prepared;
-    if (pr && pr->count == N * nb) {
-        j.sc = pr->sc;
-        j.off = pr->off;
-    } else {
-        size_t nsc = (size_t)(N * nb);
-        float *sc = kn_scratch_alloc(ctx, sizeof(float) * 2 * nsc);
-        if (!sc) return KN_OOM(sizeof(float) * 2 * nsc);
-        j.sc = j.sc_w = sc;
-        j.off = j.off_w = sc + nsc;
-        kn_parallel_for(ctx->pool, N, 64, nb_prep_task, &j);
-    }
-    if (a->dtype == KN_F32) j.a = a->data;
-    else {
-        float *af = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * K));
-        if (!af) return KN_OOM(sizeof(float) * M * K);
-        for (int64_t i = 0; i < M * K; i++) af[i] = kn_load_f32(a->data, a->dtype, i);
-        j.a = af;
-    }
-    if (yt->dtype == KN_F32) j.y = yt->data;
-    else if (!(j.y = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * N)))) return KN_OOM(sizeof(float) * M * N);
+/* the float32 product: per-row dot products for few rows, dequantised panels in tiles for more */
+static kn_status *nb_run_float(kn_exec_ctx *ctx, nb_job *jp, int64_t M) {
+    nb_job j = *jp; /* (the tasks read it; the caller's copy keeps y) */
+    int64_t K = j.K, N = j.N, bs = j.bs;
+    int bits = j.bits;
     int lvl = kn_red_simd_level();
     if (lvl == 2) {
         j.dot = kn_nbits_dot_avx512;
@@ -298,6 +421,94 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
     } else {
         kn_parallel_for(ctx->pool, (N + NB_NC - 1) / NB_NC, 1, nb_gemm_task, &j);
         if (j.failed) return KN_OOM(sizeof(float) * NB_NC * NB_KC);
+    }
+    return NULL;
+}
+
+kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                                kn_tensor *const *out, int n_out) {
+    (void)n_out;
+    char b0[KN_DESC_LEN];
+    const kn_params_ms_nbits *p = KN_PARAMS(node, ms_nbits);
+#define NB_IN(i) (n_in > (i) ? in[i] : NULL)
+    const kn_tensor *a = in[0], *b = NB_IN(1), *sct = NB_IN(2), *zpt = NB_IN(3), *bias = NB_IN(5);
+    KN_TRY(kn_nbits_check(node, b, sct, zpt, NB_IN(4)));
+#undef NB_IN
+    int64_t K = p->K, N = p->N, bs = p->block_size, nb = (K + bs - 1) / bs;
+    int bits = (int)p->bits;
+    if (a->ndim < 1 || a->dims[a->ndim - 1] != K)
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "MatMulNBits '%s': A %s must end in K=%lld", nb_name(node),
+                        kn_tensor_desc(a, b0, sizeof b0), (long long)K);
+    if (a->dtype != KN_F32 && a->dtype != KN_F16 && a->dtype != KN_BF16) return kn_err_dtype(node, a);
+    if (bias && (kn_numel(bias) != N || (bias->dtype != KN_F32 && bias->dtype != KN_F16 && bias->dtype != KN_BF16)))
+        return kn_error(KN_ERR_INVALID_ARGUMENT, "MatMulNBits '%s': bias %s must be [N=%lld]", nb_name(node),
+                        kn_tensor_desc(bias, b0, sizeof b0), (long long)N);
+    int64_t M = kn_numel(a) / K;
+    kn_tensor *yt = out[0];
+    if (M == 0) return NULL;
+
+    /* per-block scales and offsets as float32 (N * blocks, small next to B): decoded at load for
+     * constant ones, else here */
+    nb_job j = {.b = b->data,
+                .M = M,
+                .N = N,
+                .K = K,
+                .nb = nb,
+                .blob = bs * bits / 8,
+                .bs = bs,
+                .bits = bits,
+                .sct = sct,
+                .zpt = zpt};
+    const kn_nbits_prepared *pr = node->prepared;
+    bool int8 = nb_int8_params(p, zpt) && (a->dtype == KN_F32 || a->dtype == KN_F16);
+    /* prefill at level 4: A's int8 values scaled back to float (the same quantity) through the
+     * float32 tiles, which reuse each dequantised panel for every row */
+    bool fq = int8 && M >= KN_NBITS_I8_FQ_M;
+    if (fq) int8 = false;
+    if (pr && pr->count == N * nb && pr->grouped == int8) {
+        j.sc = pr->sc;
+        j.off = pr->off;
+    } else {
+        size_t nsc = (size_t)(N * nb);
+        float *sc = kn_scratch_alloc(ctx, sizeof(float) * 2 * nsc);
+        if (!sc) return KN_OOM(sizeof(float) * 2 * nsc);
+        j.sc = j.sc_w = sc;
+        j.off = j.off_w = sc + nsc;
+        kn_parallel_for(ctx->pool, N, 64, nb_prep_task, &j);
+        if (int8) {
+            size_t ng = (size_t)((N + 7) / 8 * 8 * nb);
+            float *g = kn_scratch_alloc(ctx, sizeof(float) * 2 * ng);
+            if (!g) return KN_OOM(sizeof(float) * 2 * ng);
+            kn_nbits_group8(j.sc, N, nb, g);
+            kn_nbits_group8(j.off, N, nb, g + ng);
+            j.sc = g;
+            j.off = g + ng;
+        }
+    }
+    if (a->dtype == KN_F32) j.a = a->data;
+    else {
+        float *af = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * K));
+        if (!af) return KN_OOM(sizeof(float) * M * K);
+        for (int64_t i = 0; i < M * K; i++) af[i] = kn_load_f32(a->data, a->dtype, i);
+        j.a = af;
+    }
+    if (fq) {
+        float *af = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * K));
+        j.qa = kn_scratch_alloc(ctx, (size_t)(M * nb * bs));
+        j.sa = kn_scratch_alloc(ctx, sizeof(float) * 2 * (size_t)(M * nb));
+        if (!af || !j.qa || !j.sa) return KN_OOM(sizeof(float) * M * (K + 2 * nb) + M * nb * bs);
+        j.asum = j.sa + M * nb;
+        j.fq = af;
+        kn_parallel_for(ctx->pool, M, 1, nb_fq_task, &j);
+        j.a = af;
+    }
+    if (yt->dtype == KN_F32) j.y = yt->data;
+    else if (!(j.y = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * N)))) return KN_OOM(sizeof(float) * M * N);
+    if (int8) {
+        KN_TRY(nb_run_int8(ctx, &j, bias));
+        bias = NULL; /* added inside */
+    } else {
+        KN_TRY(nb_run_float(ctx, &j, M));
     }
     if (bias)
         for (int64_t m = 0; m < M; m++)

@@ -33,6 +33,43 @@ KN_NBITS_DECL(avx2)
 KN_NBITS_DECL(avx512)
 #undef KN_NBITS_DECL
 
+/* accuracy_level 4 as ONNX Runtime's CPU computes it (MLAS "CompInt8"): each block of A quantised
+ * to int8 (scale sa = max|a| / 127, values rint(a * (127 / max|a|))), integer dot products with the
+ * unsigned quantised weights per block, and the zero point brought in through per-block sums:
+ *   y = sum_b (float)dot_b * (sa_b * sb_b)  [+ bias]  + sum_b (sa_b * sum(qa_b)) * (-zp_b * sb_b)
+ * each sum a float32 fma chain over the blocks in order, so every ISA gives the same bits.
+ * kn_nbits_quant_a quantises one row of K values: qa gets blocks * bs bytes (the last block padded
+ * with zeros), sa and asum (sa * sum(qa)) one float per block. */
+void kn_nbits_quant_a(const float *a, int64_t K, int64_t bs, int8_t *qa, float *sa, float *asum);
+/* From KN_NBITS_I8_FQ_M rows on (prefill) the kernel multiplies A's int8 values scaled back to
+ * float (qa * sa) by the float32 path's tiles instead: the same quantity as the integer products,
+ * float32 rounding apart, at the tiles' speed. */
+enum { KN_NBITS_I8_FQ_M = 8 };
+/* y[j] for nc columns against one quantised row of A: column j's blocks at bq + j * bstride, its
+ * scale and offset (-zp * scale) of block b at sc / off[j * cst + b * bst], bias[j] when bias is
+ * not NULL. */
+void kn_nbits_i8_dot_scalar(const int8_t *qa, const float *sa, const float *asum, const uint8_t *bq, int64_t bstride,
+                            const float *sc, const float *off, int64_t cst, int64_t bst, int64_t nb, int bits,
+                            int64_t bs, const float *bias, int nc, float *y);
+/* The vector loops take 8 columns at a time, their scales and offsets grouped ([block][8 columns],
+ * kn_nbits_group8), and for 4-bit weights A's quantised row reordered per 32 values (per 16 for
+ * block size 16): the even positions first, then the odd ones, the order of the low and high
+ * nibbles (kn_nbits_i8_deint). Integer sums do not depend on the order, so the result is bit for
+ * bit the plain loop's. */
+enum { KN_NBITS_I8_NC = 8, KN_NBITS_I8_NR = 4 };
+void kn_nbits_group8(const float *src, int64_t N, int64_t nb, float *dst);
+void kn_nbits_i8_deint(const int8_t *qa, int64_t n, int64_t bs, int8_t *dst);
+/* nr <= KN_NBITS_I8_NR rows (row r: qa + r * ldq, sa / asum + r * lds, y + r * ldy) against 8
+ * columns (AVX2; block sizes 16..256) */
+void kn_nbits_i8_dot8_avx2(const int8_t *qa, int64_t ldq, const float *sa, const float *asum, int64_t lds, int nr,
+                           const uint8_t *bq, int64_t bstride, const float *sc8, const float *off8, int64_t nb,
+                           int bits, int64_t bs, const float *bias, float *y, int64_t ldy);
+/* the same with AVX-512 VNNI (nbits_vnni_avx512.c), where kn_nbits_have_vnni() */
+void kn_nbits_i8_dot8_vnni(const int8_t *qa, int64_t ldq, const float *sa, const float *asum, int64_t lds, int nr,
+                           const uint8_t *bq, int64_t bstride, const float *sc8, const float *off8, int64_t nb,
+                           int bits, int64_t bs, const float *bias, float *y, int64_t ldy);
+bool kn_nbits_have_vnni(void);
+
 /* MatMulNBits' per-block scales and offsets (-zero_point * scale) as float32, decoded once per
  * model when scales and zero points are constants (the CPU backend's graph_optimize hook keeps
  * them in the node's prepared slot) instead of on every run. */
@@ -41,6 +78,7 @@ struct kn_tensor;
 typedef struct kn_nbits_prepared {
     int64_t count; /* N * blocks */
     float *sc, *off;
+    bool grouped; /* accuracy_level 4's int8 path: kn_nbits_group8's layout over N rounded up to 8 */
 } kn_nbits_prepared;
 /* NULL *out (and no error) when the node's attributes do not describe these tensors: the kernel
  * then reports the mismatch on its run. */

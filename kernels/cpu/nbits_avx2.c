@@ -31,3 +31,9 @@ static inline float nb_hsum(V v) {
 #define NB_TM 2
 #define NB_TN 4
 #include "kernels/cpu/nbits_impl.h"
+
+/* accuracy_level 4's 8-column loop (kernels/cpu/nbits_i8_impl.h): 32 products of unsigned 4-bit
+ * weights and signed int8 values summed as pairs in 16 bits, then in 32 */
+#define NB_I8_DOT(acc, w, a) _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16((w), (a)), ones))
+#define NB_I8_FN kn_nbits_i8_dot8_avx2
+#include "kernels/cpu/nbits_i8_impl.h"

@@ -5,7 +5,8 @@
 // tiled GEMM whose B tile is dequantised into shared memory as it is loaded. A weight is
 // fmaf(q, scale, -zero_point * scale) as on the CPU (kernels/cpu/nbits.c), so dequantised values
 // agree bit for bit and only the summation order differs. accuracy_level is accepted and the
-// product computed in float32, as the CPU does.
+// product computed in float32 at every level, as ONNX Runtime's CUDA provider ignores it (the CPU
+// kernel follows ONNX Runtime's CPU at level 4: A quantised to int8 per block, kernels/cpu/nbits.h).
 #include "kernels/cuda/cuda_common.h"
 extern "C" {
 #include "graph/op_helpers.h"

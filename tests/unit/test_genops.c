@@ -2,7 +2,9 @@
  * MatMulNBits through the executor's node path against a double-precision product of the
  * dequantised weights (4 and 8 bits, every block size, K not a multiple of it, zero points absent,
  * packed and float, 1..9 and 64 rows, threaded and not), its vector inner loops at every level
- * this CPU has against the plain ones, GroupQueryAttention with present written into past's own
+ * this CPU has against the plain ones, accuracy_level 4's int8 path (A quantised per block, as ONNX
+ * Runtime's CPU) bit for bit against the same algorithm written out here and its AVX2 loop against
+ * the plain one, GroupQueryAttention with present written into past's own
  * buffer (GenAI's shared KV cache) against separate buffers over several decode steps, and the
  * error paths (shapes that disagree with K, N, bits, block_size, sequence lengths that do not fit
  * the cache), each naming the node. tests/genops_parity.py covers the ops against ONNX Runtime. */
@@ -25,7 +27,34 @@ typedef struct nb_case {
     int64_t M, K, N, bs;
     int bits, zp_kind; /* 0 none, 1 packed uint8, 2 float */
     bool bias;
+    int level; /* accuracy_level */
 } nb_case;
+
+/* accuracy_level 4's int8 algorithm (kernels/cpu/nbits.h) written out on its own for one row of A
+ * and one column: A's blocks quantised, integer dot products with the unsigned weights, then the
+ * float32 chains in the kernel's order; the kernel must give these bits exactly. */
+static float i8_ref(const float *a, int64_t K, int64_t bs, const uint8_t *col, const float *sc, const double *zero,
+                    int bits, const float *bias) {
+    int64_t nb = (K + bs - 1) / bs, blob = bs * bits / 8;
+    float acc = 0.0f, zs = 0.0f, asum[64];
+    for (int64_t b = 0; b < nb; b++) {
+        float amax = 0.0f;
+        for (int64_t k = b * bs; k < K && k < (b + 1) * bs; k++) amax = fabsf(a[k]) > amax ? fabsf(a[k]) : amax;
+        float scale = amax / 127.0f, inv = amax != 0.0f ? 127.0f / amax : 0.0f;
+        int32_t dot = 0, qs = 0;
+        for (int64_t k = b * bs; k < K && k < (b + 1) * bs; k++) {
+            int qa = (int)rintf(a[k] * inv), i = (int)(k - b * bs);
+            const uint8_t *p = col + b * blob;
+            dot += qa * (bits == 4 ? (p[i / 2] >> ((i & 1) * 4)) & 15 : p[i]);
+            qs += qa;
+        }
+        acc = fmaf((float)dot, scale * sc[b], acc);
+        asum[b] = scale * (float)qs;
+    }
+    if (bias) acc += *bias;
+    for (int64_t b = 0; b < nb; b++) zs = fmaf(asum[b], -(float)zero[b] * sc[b], zs);
+    return acc + zs;
+}
 
 static void nb_run(const nb_case *c, kn_threadpool *pool) {
     int64_t nb = (c->K + c->bs - 1) / c->bs, blob = c->bs * c->bits / 8, zs = (nb * c->bits + 7) / 8;
@@ -66,13 +95,45 @@ static void nb_run(const nb_case *c, kn_threadpool *pool) {
         if (bias) ref[i] += ((float *)bias->data)[i % c->N];
         mx = fabs(ref[i]) > mx ? fabs(ref[i]) : mx;
     }
-    kn_attr at[4] = {attr_i("K", c->K), attr_i("N", c->N), attr_i("bits", c->bits), attr_i("block_size", c->bs)};
+    kn_attr at[5] = {attr_i("K", c->K), attr_i("N", c->N), attr_i("bits", c->bits), attr_i("block_size", c->bs),
+                     attr_i("accuracy_level", c->level)};
     kn_tensor *in[6] = {a, b, sc, zp, NULL, bias}, *out[1];
-    expect_ok(kn_test_run_op(KN_OP_MsMatMulNBits, 1, at, 4, in, 6, out, NULL, 1, pool));
-    char what[96];
-    snprintf(what, sizeof what, "MatMulNBits M%lld K%lld N%lld bits%d bs%lld zp%d", (long long)c->M, (long long)c->K,
-             (long long)c->N, c->bits, (long long)c->bs, c->zp_kind);
-    expect_close(out[0], ref, c->M * c->N, 1e-5, 1e-5 * mx, what);
+    expect_ok(kn_test_run_op(KN_OP_MsMatMulNBits, 1, at, 5, in, 6, out, NULL, 1, pool));
+    char what[112];
+    snprintf(what, sizeof what, "MatMulNBits M%lld K%lld N%lld bits%d bs%lld zp%d level%d", (long long)c->M,
+             (long long)c->K, (long long)c->N, c->bits, (long long)c->bs, c->zp_kind, c->level);
+    /* level 4 with float zero points stays on the float32 product, as in ONNX Runtime */
+    if (c->level == 4 && c->zp_kind != 2) {
+        /* the int8 algorithm (bit for bit for few rows); within its quantisation error (1/254 of
+         * each block's largest |a| per value) of the exact product */
+        const float *y = out[0]->data;
+        double *zero = calloc((size_t)nb, sizeof(double));
+        int64_t bad = 0;
+        double worst = 0.0;
+        for (int64_t n = 0; n < c->N; n++) {
+            for (int64_t blk = 0; blk < nb; blk++) {
+                zero[blk] = c->bits == 4 ? 8.0 : 128.0;
+                if (c->zp_kind == 1) {
+                    const uint8_t *zb = (const uint8_t *)zp->data + n * zs;
+                    zero[blk] = c->bits == 4 ? (zb[blk / 2] >> ((blk & 1) * 4)) & 15 : zb[blk];
+                }
+            }
+            for (int64_t m = 0; m < c->M; m++) {
+                float r = i8_ref((float *)a->data + m * c->K, c->K, c->bs, bq + n * nb * blob,
+                                 (float *)sc->data + n * nb, zero, c->bits, bias ? (float *)bias->data + n : NULL);
+                /* bit for bit below KN_NBITS_I8_FQ_M rows, float32 rounding apart from there */
+                if (c->M < KN_NBITS_I8_FQ_M) bad += memcmp(&r, &y[m * c->N + n], sizeof r) != 0;
+                else bad += !close_to(y[m * c->N + n], r, 1e-5, 1e-5 * mx);
+                double e = fabs(y[m * c->N + n] - ref[m * c->N + n]);
+                worst = e > worst ? e : worst;
+            }
+        }
+        free(zero);
+        FAST_ASSERT(bad == 0, "%s: %lld values differ from the int8 algorithm", what, (long long)bad);
+        FAST_ASSERT(worst <= 3e-2 * mx && worst > 0.0, "%s: int8 error %g of max %g", what, worst, mx);
+    } else {
+        expect_close(out[0], ref, c->M * c->N, 1e-5, 1e-5 * mx, what);
+    }
     free_all(out, 1);
     free(ref);
     kn_tensor *ts[5] = {a, b, sc, zp, bias};
@@ -86,13 +147,119 @@ START_TEST(test_matmul_nbits) {
     for (int bits = 4; bits <= 8; bits += 4)
         for (int bi = 0; bi < 5; bi++)
             for (int mi = 0; mi < 6; mi++, idx++) {
-                nb_case c = {ms[mi],      3 * bss[bi] + (idx % 3 ? 0 : 5), 13 + 4 * (idx % 5), bss[bi], bits, idx % 3,
-                             idx % 2 == 0};
+                nb_case c = {
+                    ms[mi], 3 * bss[bi] + (idx % 3 ? 0 : 5), 13 + 4 * (idx % 5), bss[bi], bits, idx % 3, idx % 2 == 0,
+                    idx % 4};
                 nb_run(&c, idx % 2 ? pool : NULL);
             }
-    nb_case big = {17, 1100, 150, 32, 4, 1, true}; /* several panels of K and N, tile edges both ways */
+    nb_case big = {17, 1100, 150, 32, 4, 1, true, 0}; /* several panels of K and N, tile edges both ways */
     nb_run(&big, pool);
     kn_threadpool_free(pool);
+}
+END_TEST
+
+/* accuracy_level 4: A quantised to int8 per block (every block size, 4 and 8 bits, K not a multiple
+ * of the block, zero points absent and packed, and float ones that keep the float32 product; 1..64
+ * rows; N not a multiple of the 8 columns the vector loop takes; threaded and not) */
+START_TEST(test_matmul_nbits_int8) {
+    kn_threadpool *pool = kn_threadpool_create(3);
+    static const int64_t bss[5] = {16, 32, 64, 128, 256}, ms[4] = {1, 2, 5, 64};
+    int idx = 0;
+    for (int bits = 4; bits <= 8; bits += 4)
+        for (int bi = 0; bi < 5; bi++)
+            for (int mi = 0; mi < 4; mi++, idx++) {
+                nb_case c = {
+                    ms[mi], 2 * bss[bi] + (idx % 3 ? 0 : 7), 9 + 8 * (idx % 4), bss[bi], bits, idx % 3, idx % 2 == 0,
+                    4};
+                nb_run(&c, idx % 2 ? pool : NULL);
+            }
+    kn_threadpool_free(pool);
+}
+END_TEST
+
+/* the int8 path's pieces: a row's quantisation against its definition (zeros, a block of zeros,
+ * ties rounded to even), and the AVX2 8-column loop against the plain one bit for bit */
+START_TEST(test_nbits_int8_inner) {
+    enum { K = 100, BS = 32, NB = (K + BS - 1) / BS };
+    float a[K];
+    for (int k = 0; k < K; k++) a[k] = (float)drand();
+    for (int k = 32; k < 64; k++) a[k] = 0.0f; /* block 1 all zero: scale 0, values 0 */
+    a[0] = 1.0f;                               /* block 0's max is 1: a * 127 exactly, 0.5 / 127 ties */
+    a[1] = 0.5f / 127.0f * 5.0f;               /* 2.5 rounds to 2 */
+    a[2] = -0.5f / 127.0f * 7.0f;              /* -3.5 rounds to -4 */
+    int8_t qa[NB * BS];
+    float sa[NB], as[NB];
+    memset(qa, 0x55, sizeof qa);
+    kn_nbits_quant_a(a, K, BS, qa, sa, as);
+    ck_assert_float_eq(sa[0], 1.0f / 127.0f);
+    ck_assert_int_eq(qa[0], 127);
+    ck_assert_int_eq(qa[1], 2);
+    ck_assert_int_eq(qa[2], -4);
+    ck_assert_float_eq(sa[1], 0.0f);
+    ck_assert_float_eq(as[1], 0.0f);
+    for (int b = 0; b < NB; b++) {
+        float amax = 0.0f;
+        int sum = 0;
+        for (int k = b * BS; k < K && k < (b + 1) * BS; k++) amax = fmaxf(amax, fabsf(a[k]));
+        for (int k = b * BS; k < (b + 1) * BS; k++) {
+            int want = k < K ? (int)rintf(a[k] * (amax != 0.0f ? 127.0f / amax : 0.0f)) : 0;
+            FAST_ASSERT(qa[k] == want, "quant k %d: %d vs %d", k, qa[k], want);
+            sum += want;
+        }
+        ck_assert_float_eq(sa[b], amax / 127.0f);
+        ck_assert_float_eq(as[b], sa[b] * (float)sum);
+    }
+    /* the plain loop over grouped scales equals it over plain ones; the AVX2 loop (A reordered,
+     * scales grouped, 1..4 rows) equals the plain one bit for bit */
+    static const int64_t bss[5] = {16, 32, 64, 128, 256};
+    for (int bits = 4; bits <= 8; bits += 4)
+        for (int bi = 0; bi < 5; bi++) {
+            enum { NBK = 3, NR = KN_NBITS_I8_NR };
+            int64_t bs = bss[bi], k2 = NBK * bs - 5, blob = bs * bits / 8, cs = NBK * blob, lq = NBK * bs;
+            float a2[NR * NBK * 256], sc[8 * NBK], off[8 * NBK], sc8[8 * NBK], off8[8 * NBK], bias[8];
+            float y[NR * 8], yr[NR * 8], yg[8], s2[NR * NBK], as2[NR * NBK];
+            int8_t q2[NR * NBK * 256], qd[NR * NBK * 256];
+            uint8_t bq[8 * NBK * 256];
+            for (int i = 0; i < NR * k2; i++) a2[i] = (float)drand() * 3.0f;
+            for (size_t i = 0; i < (size_t)(8 * cs); i++) bq[i] = (uint8_t)urand();
+            for (int i = 0; i < 8 * NBK; i++) {
+                sc[i] = (float)(0.02 + 0.01 * drand());
+                off[i] = -(float)(urand() % (1u << bits)) * sc[i];
+            }
+            kn_nbits_group8(sc, 8, NBK, sc8);
+            kn_nbits_group8(off, 8, NBK, off8);
+            for (int j = 0; j < 8; j++) bias[j] = (float)drand();
+            for (int r = 0; r < NR; r++) {
+                kn_nbits_quant_a(a2 + r * k2, k2, bs, q2 + r * lq, s2 + r * NBK, as2 + r * NBK);
+                if (bits == 4) kn_nbits_i8_deint(q2 + r * lq, lq, bs, qd + r * lq);
+            }
+            for (int wb = 0; wb < 2; wb++)
+                for (int nr = 1; nr <= NR; nr++) {
+                    const float *bi2 = wb ? bias : NULL;
+                    for (int r = 0; r < nr; r++) {
+                        kn_nbits_i8_dot_scalar(q2 + r * lq, s2 + r * NBK, as2 + r * NBK, bq, cs, sc, off, NBK, 1, NBK,
+                                               bits, bs, bi2, 8, yr + r * 8);
+                        kn_nbits_i8_dot_scalar(q2 + r * lq, s2 + r * NBK, as2 + r * NBK, bq, cs, sc8, off8, 1, 8, NBK,
+                                               bits, bs, bi2, 8, yg);
+                        FAST_ASSERT(memcmp(yg, yr + r * 8, sizeof yg) == 0, "grouped scales bits %d bs %lld", bits,
+                                    (long long)bs);
+                    }
+                    if (kn_red_simd_level() < 1) continue;
+                    kn_nbits_i8_dot8_avx2(bits == 4 ? qd : q2, lq, s2, as2, NBK, nr, bq, cs, sc8, off8, NBK, bits, bs,
+                                          bi2, y, 8);
+                    for (int i = 0; i < nr * 8; i++)
+                        FAST_ASSERT(memcmp(&y[i], &yr[i], sizeof y[i]) == 0,
+                                    "bits %d bs %lld rows %d value %d: %.9g vs %.9g", bits, (long long)bs, nr, i, y[i],
+                                    yr[i]);
+                    if (!kn_nbits_have_vnni()) continue;
+                    memset(y, 0, sizeof y);
+                    kn_nbits_i8_dot8_vnni(bits == 4 ? qd : q2, lq, s2, as2, NBK, nr, bq, cs, sc8, off8, NBK, bits, bs,
+                                          bi2, y, 8);
+                    for (int i = 0; i < nr * 8; i++)
+                        FAST_ASSERT(memcmp(&y[i], &yr[i], sizeof y[i]) == 0, "VNNI bits %d bs %lld rows %d value %d",
+                                    bits, (long long)bs, nr, i);
+                }
+        }
 }
 END_TEST
 
@@ -288,6 +455,8 @@ int main(void) {
     tcase_add_test(tc, test_matmul_nbits);
     tcase_add_test(tc, test_nbits_inner_loops);
     tcase_add_test(tc, test_matmul_nbits_errors);
+    tcase_add_test(tc, test_matmul_nbits_int8);
+    tcase_add_test(tc, test_nbits_int8_inner);
     tcase_add_test(tc, test_gqa_shared_buffer);
     suite_add_tcase(s, tc);
     return kn_test_run_suite(s);

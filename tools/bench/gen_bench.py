@@ -4,7 +4,8 @@ ONNX Runtime on the CPU, same threads, interleaved in one run (kiln, ORT, kiln, 
 
 The model is built here with random weights in ONNX Runtime GenAI's layout (genai_config.json, a
 decoder of SimplifiedLayerNormalization, GroupQueryAttention with rotary inside, SiLU-gated MLP),
-its projections MatMulNBits (int4, block 32, as GenAI's builder quantises) or MatMul (fp32), the
+its projections MatMulNBits (int4, block 32, as GenAI's builder quantises; accuracy_level 0, float32
+products, unless --accuracy-level 4, the builder's CPU default: int8 activations) or MatMul (fp32), the
 embedding a float32 Gather. --shape qwen05 is Qwen2.5-0.5B's (24 layers, hidden 896, 14 heads over
 2 key/value heads, ffn 4864, vocab 151936); --shape small is a labelled smaller one. The tokenizer
 is a WordLevel one whose token "wN" is id N, so prompts are exact id lists.
@@ -55,7 +56,7 @@ SHAPES = {
 }
 
 
-def build(d, L, H, NH, KV, FFN, V, ctx, quant, seed=0):
+def build(d, L, H, NH, KV, FFN, V, ctx, quant, seed=0, accuracy_level=0):
     from onnx import TensorProto, helper, numpy_helper, save
     r = np.random.default_rng(seed)
     D = H // NH
@@ -75,7 +76,8 @@ def build(d, L, H, NH, KV, FFN, V, ctx, quant, seed=0):
         packed = q[:, :, 0::2] | (q[:, :, 1::2] << 4)
         sc = (r.uniform(0.8, 1.2, (N * nb,)) / (4.6 * np.sqrt(K))).astype(np.float32)
         nodes.append(helper.make_node("MatMulNBits", [x, arr(name + "_q", packed), arr(name + "_s", sc)], [out],
-                                      domain="com.microsoft", K=K, N=N, bits=4, block_size=bs))
+                                      domain="com.microsoft", K=K, N=N, bits=4, block_size=bs,
+                                      accuracy_level=accuracy_level))
 
     inv = 1.0 / (10000 ** (np.arange(0, D, 2) / D))
     ang = np.outer(np.arange(ctx), inv).astype(np.float32)
@@ -337,6 +339,9 @@ def main():
     ap.add_argument("--case", choices=("decode", "kvcache"), default="decode")
     ap.add_argument("--shape", choices=sorted(SHAPES), default="qwen05")
     ap.add_argument("--quant", choices=("int4", "fp32"), default="int4")
+    ap.add_argument("--accuracy-level", type=int, default=0, choices=(0, 1, 4),
+                    help="the MatMulNBits nodes' accuracy_level (4: the GenAI builder's CPU default, int8 "
+                         "activations in both kiln and ONNX Runtime; 0: float32 products)")
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--batch", default="1,4")
@@ -360,9 +365,10 @@ def main():
     if os.path.exists(os.path.join(d, "info.json")):
         info = json.load(open(os.path.join(d, "info.json")))
     else:
-        info = build(d, ctx=ctx, quant=args.quant, **sh)
+        info = build(d, ctx=ctx, quant=args.quant, accuracy_level=args.accuracy_level, **sh)
         json.dump(info, open(os.path.join(d, "info.json"), "w"))
-    label = f"{args.shape} ({', '.join(f'{k}={v}' for k, v in sh.items())}) {args.quant}"
+    label = f"{args.shape} ({', '.join(f'{k}={v}' for k, v in sh.items())}) {args.quant}" + \
+        (f" accuracy_level {args.accuracy_level}" if args.quant == "int4" else "")
     print(f"model: {label}, context {ctx}, built/loaded in {time.perf_counter() - t:.1f} s; prompt {args.prompt}, "
           f"{args.new} new tokens, {args.threads} threads, {args.rounds} rounds interleaved")
     res = []
