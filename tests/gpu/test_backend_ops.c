@@ -2976,8 +2976,13 @@ static void test_contrib_nbits(void) {
                                     form != 1 ? small_tensor(dt, 1, nd1, -1.0, 1.0) : NULL};
                 if (form == 1) in[3] = bytes_tensor(1, zd8);
                 if (form == 2) in[3] = small_tensor(dt, 1, scd, 0.0, (double)((1 << bits) - 1));
+                /* accuracy_level 1 (accepted, float products on both sides): at level 4 the CPU
+                 * quantises A to int8 per block as ONNX Runtime's CPU kernel does, while the CUDA
+                 * kernel computes in float at every level, as ONNX Runtime's CUDA provider does, so
+                 * the two are not the same function there (contrib.genops_parity holds the CPU's
+                 * level 4 to ONNX Runtime) */
                 kn_attr at[5] = {ai("K", K), ai("N", N), ai("bits", bits), ai("block_size", bs),
-                                 ai("accuracy_level", form == 1 ? 4 : 0)};
+                                 ai("accuracy_level", form == 1 ? 1 : 0)};
                 run1(KN_OP_MsMatMulNBits, 1, at, 5, in, in[5] ? 6 : 4, 1);
             }
 }

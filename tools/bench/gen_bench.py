@@ -10,8 +10,9 @@ embedding a float32 Gather. --shape qwen05 is Qwen2.5-0.5B's (24 layers, hidden 
 2 key/value heads, ffn 4864, vocab 151936); --shape small is a labelled smaller one. The tokenizer
 is a WordLevel one whose token "wN" is id N, so prompts are exact id lists.
 
-onnxruntime-genai is not in tests/requirements.lock, so ONNX Runtime runs a hand-written greedy
-loop the way GenAI drives such a model with past_present_share_buffer: one [B, kv_heads, capacity,
+The reference (--reference): onnxruntime-genai's own og.Generator on the CPU provider (genai; the
+threads set in the folder's genai_config.json), and/or ONNX Runtime running a hand-written greedy
+loop the way GenAI drives such a model with past_present_share_buffer (ort, the default): one [B, kv_heads, capacity,
 head] OrtValue per layer bound (IOBinding) as both past and present, the mask at the current
 length. Reported per system and batch: time to first token (the prefill, argmax included) and
 decode tokens/s (tokens after the first, per sequence times batch, over the decode time); kiln
@@ -302,11 +303,13 @@ def genai_ref(d):
     return og, "onnxruntime-genai cuda"
 
 
-def genai_gen(og, d, ps, n_new, warmup=False):
-    """onnxruntime-genai's greedy loop on cuda over the same folder (genai_config.json)."""
+def genai_gen(og, d, ps, n_new, warmup=False, device="cuda"):
+    """onnxruntime-genai's greedy loop over the same folder (genai_config.json), on cuda or on the CPU
+    (the threads are the config's session_options: set_genai_threads)."""
     cfg = og.Config(d)
     cfg.clear_providers()
-    cfg.append_provider("cuda")
+    if device == "cuda":
+        cfg.append_provider("cuda")
     model = og.Model(cfg)
 
     def run(n):
@@ -333,6 +336,26 @@ def genai_gen(og, d, ps, n_new, warmup=False):
                 ids=got, n_decode=k - 1)
 
 
+def cpu_sides(args, d, info, ps, ctx, w):
+    """kiln and the CPU reference(s) of --reference, in the order their ratio reads."""
+    sides = {"kiln": lambda: kiln_gen(args, d, ps, args.new, warmup=w)}
+    if args.reference in ("genai", "both"):
+        import onnxruntime_genai as og
+        set_genai_threads(d, args.threads)
+        sides["ort-genai"] = lambda: genai_gen(og, d, ps, args.new, warmup=w, device="cpu")
+    if args.reference in ("ort", "both"):
+        sides["ort"] = lambda: ort_gen(args, d, info, ps, args.new, ctx, warmup=w)
+    return sides
+
+
+def set_genai_threads(d, threads):
+    """ONNX Runtime GenAI's CPU threads, as its builder writes them: the decoder's session options."""
+    p = os.path.join(d, "genai_config.json")
+    cfg = json.load(open(p))
+    cfg["model"]["decoder"]["session_options"] = {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
+    json.dump(cfg, open(p, "w"))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kiln", required=True)
@@ -354,6 +377,9 @@ def main():
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="cuda: kiln --device cuda --precision fp16 against ORT GenAI cuda, else transformers fp16")
     ap.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "bf16"), help="kiln's, with --device cuda")
+    ap.add_argument("--reference", choices=("ort", "genai", "both"), default="ort",
+                    help="on the CPU: ONNX Runtime driven by this script (ort), onnxruntime-genai's own "
+                         "og.Generator (genai), or both; kiln/first reference is the ratio")
     ap.add_argument("--smoke", action="store_true", help="tiny shape, 8 new tokens, 1 round: checks the script")
     args = ap.parse_args()
     if args.smoke:
@@ -416,8 +442,7 @@ def main():
         sides = sides or ({"kiln shared": lambda: kiln_gen(args, d, ps, args.new, warmup=w),
                   "kiln copy": lambda: kiln_gen(args, d, ps, args.new, ["--no-share-buffer"], warmup=w)}
                  if args.case == "kvcache" else
-                 {"kiln": lambda: kiln_gen(args, d, ps, args.new, warmup=w),
-                  "ort": lambda: ort_gen(args, d, info, ps, args.new, ctx, warmup=w)})
+                 cpu_sides(args, d, info, ps, ctx, w))
         runs = {k: [] for k in sides}
         for _ in range(args.rounds):
             for k, f in sides.items():
