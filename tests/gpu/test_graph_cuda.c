@@ -264,13 +264,7 @@ static void bucket_sweep(const char *zoo, const char *name) {
 }
 
 int main(int argc, char **argv) {
-    const kn_backend *cu = NULL;
-    kn_status *st = kn_backend_get(KN_DEVICE_CUDA, 0, &cu);
-    if (st) {
-        printf("skipped: no CUDA device (%s)\n", kn_status_message(st));
-        kn_status_free(st);
-        return 77;
-    }
+    if (zoo_io_no_cuda()) return 77;
     const char *zoo = argc > 1 ? argv[1] : "../shared/zoo";
     runtime_rules();
     const char *models[] = {argc > 2 ? argv[2] : "bert_feature", "gpt2_lm"};

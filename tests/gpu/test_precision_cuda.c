@@ -8,6 +8,7 @@
 #include "graph/model.h"
 #include "graph/ops.h"
 #include "runtime/executor.h"
+#include "tests/gpu/zoo_io.h"
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -171,13 +172,8 @@ static int run_model(const char *zoo, const char *name, double err[N_PREC], int 
 }
 
 int main(int argc, char **argv) {
-    const kn_backend *cu = NULL;
-    kn_status *st = kn_backend_get(KN_DEVICE_CUDA, 0, &cu);
-    if (st) {
-        printf("skipped: no CUDA device (%s)\n", kn_status_message(st));
-        kn_status_free(st);
-        return 77;
-    }
+    if (zoo_io_no_cuda()) return 77;
+    kn_status *st = NULL;
     const char *zoo = argc > 1 ? argv[1] : "../shared/zoo";
     const char *only = argc > 2 ? argv[2] : NULL;
     DIR *d = opendir(zoo);

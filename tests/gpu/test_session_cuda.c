@@ -7,6 +7,7 @@
 #include "graph/model.h"
 #include "graph/ops.h"
 #include "graph/passes.h"
+#include "tests/gpu/zoo_io.h"
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -169,13 +170,7 @@ static int run_model(const char *zoo, const char *name, double *worst_out) {
 }
 
 int main(int argc, char **argv) {
-    const kn_backend *cu = NULL;
-    kn_status *st = kn_backend_get(KN_DEVICE_CUDA, 0, &cu);
-    if (st) {
-        printf("skipped: no CUDA device (%s)\n", kn_status_message(st));
-        kn_status_free(st);
-        return 77;
-    }
+    if (zoo_io_no_cuda()) return 77;
     const char *zoo = argc > 1 ? argv[1] : "../shared/zoo";
     DIR *d = opendir(zoo);
     if (!d) {

@@ -1,11 +1,14 @@
-/* The zoo-model plumbing the whole-model CUDA tests share (test_graph_cuda.c, test_host_sync.c):
+/* The zoo-model plumbing the whole-model CUDA tests share (test_graph_cuda.c, test_host_sync.c,
+ * test_precision_cuda.c, test_session_cuda.c): the skip without a device,
  * a model's test_data_set_0 inputs read into named tensors, varied run to run with the same shapes,
  * and a session's outputs fetched by name. Header-only: each test is one program. */
 #pragma once
 
 #include "graph/model.h"
+#include "graph/ops.h"
 #include "runtime/core/tensor.h"
 #include "runtime/kiln.h"
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +18,17 @@ typedef struct zoo_io {
     kn_tensor *held[8];
     int n_in, n_out;
 } zoo_io;
+
+/* True (after printing the skip line ctest's SKIP_RETURN_CODE 77 goes with) when this build has no
+ * usable CUDA device: the real build on a machine without a GPU. */
+static inline bool zoo_io_no_cuda(void) {
+    const kn_backend *cu = NULL;
+    kn_status *st = kn_backend_get(KN_DEVICE_CUDA, 0, &cu);
+    if (!st) return false;
+    printf("skipped: no CUDA device (%s)\n", kn_status_message(st));
+    kn_status_free(st);
+    return true;
+}
 
 /* The inputs of ZOO/NAME/test_data_set_0 for session sc; -1 (after printing FAIL) when one is
  * unreadable. */
