@@ -256,6 +256,8 @@ int kn_cmd_generate(int argc, char **argv) {
                     res.n_ids, (long long)kn_generator_plans_built(g), res.n_prompt_ids, 1e3 * res.first_token_s,
                     res.n_ids > 1 ? 1e3 * res.decode_s / (res.n_ids - 1) : 0.0, (long long)captured,
                     (long long)replayed, kn_generator_past_in_place(g));
+            if (kn_generator_past_note(g))
+                fprintf(stderr, "kiln generate: past copied: %s\n", kn_generator_past_note(g));
         }
         if (c.profile) gen_cli_profile(g);
         kn_gen_result_free(&res);
@@ -435,6 +437,7 @@ int kn_cmd_run_textgen(int argc, char **argv) {
                 "kiln run: %lld plans built, %lld graphs recorded, %lld replays, past read in place in %d layers\n",
                 (long long)kn_generator_plans_built(g), (long long)captured, (long long)replayed,
                 kn_generator_past_in_place(g));
+        if (kn_generator_past_note(g)) fprintf(stderr, "kiln run: past copied: %s\n", kn_generator_past_note(g));
     }
     if (c.profile) gen_cli_profile(g);
     kn_generator_free(g);
