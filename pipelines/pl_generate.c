@@ -405,10 +405,10 @@ static void gen_count_in_place(kn_generator *g, int has_pos) {
     g->past_read = split;
     g->past_note = NULL;
     if (g->past_in_place && split < g->past_in_place)
-        g->past_note = "an attention did not fuse (kiln info --optimized shows it): its Concat copies the past";
+        g->past_note = "an attention did not fuse, its Concat copies the past; kiln info --optimized shows it";
     else if (!g->past_in_place && !has_pos)
         g->past_note = "the model has no position_ids input: its positions come from the past's length, so each "
-                       "step is fed the last present at its exact length (a copy of the past)";
+                       "step is fed the last present, a copy of the past at its exact length";
     else if (!g->past_in_place)
         g->past_note = "the presents are not Concat(past, new rows) of the pasts, or the session is not CPU/CUDA";
 }
