@@ -171,6 +171,14 @@ static void fuse_ranks(const kn_graph *g, int *rank) {
         case KN_OP_Gemm:
         case KN_OP_MsFusedGemm: r = 2; break;
         case KN_OP_Range: r = 1; break;
+        case KN_OP_ReduceMean: /* RMS norms left as ops (Gemma-3's per-head q/k norms before rotary) */
+        case KN_OP_ReduceSum:
+        case KN_OP_ReduceSumSquare:
+        case KN_OP_ReduceMax:
+        case KN_OP_ReduceMin:
+        case KN_OP_ReduceL2:
+            if (kn_attr_int(n, "keepdims", 1)) r = r0;
+            break;
         case KN_OP_Flatten: r = 2; break;
         case KN_OP_Shape: r = 1; break;
         case KN_OP_Transpose: {

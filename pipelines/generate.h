@@ -40,6 +40,9 @@ void kn_generator_graph_counts(const kn_generator *g, int64_t *captured, int64_t
  * generator writes into its cache, and the attention reads the cache and the new rows as two
  * parts); 0 when every step copies its past (device sessions, models where that does not apply). */
 int kn_generator_past_in_place(const kn_generator *g);
+/* Why some layer's past is copied every step (the model has no position_ids, an attention did not
+ * fuse, ...), NULL when every layer reads it in place. */
+const char *kn_generator_past_note(const kn_generator *g);
 /* The session's per-op profile (kn_session_profile) when it was opened with options.profile. */
 const char *kn_generator_profile(const kn_generator *g, char *buf, size_t len);
 

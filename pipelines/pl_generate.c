@@ -65,6 +65,11 @@ struct kn_generator {
     /* past_in_place: the values the step returns instead of each present (its new rows only) */
     char *new_k[GEN_MAX_LAYERS], *new_v[GEN_MAX_LAYERS];
     int past_in_place;
+    /* a sliding-window cache's length (gen_present_rows) when the split dropped its Slices: the
+     * generator's cache then stays shorter than it, 0 when none */
+    int64_t past_window;
+    int past_read;         /* fused attentions reading a past in place (gen_count_in_place) */
+    const char *past_note; /* why a past is copied each step, NULL when none is */
     int64_t kv_heads, head_dim;
     int vocab;
     int context;
@@ -101,7 +106,9 @@ void kn_gen_result_free(kn_gen_result *r) {
 const kn_tokenizer *kn_generator_tokenizer(const kn_generator *g) { return g->tok; }
 int kn_generator_context(const kn_generator *g) { return g->context; }
 int64_t kn_generator_plans_built(const kn_generator *g) { return kn_session_plans_built(g->sess); }
-int kn_generator_past_in_place(const kn_generator *g) { return g->past_in_place; }
+int kn_generator_past_in_place(const kn_generator *g) { return g->past_read; }
+/* the GenAI layout shares one buffer as past and present instead: nothing is copied there */
+const char *kn_generator_past_note(const kn_generator *g) { return g->share_buffer ? NULL : g->past_note; }
 const char *kn_generator_profile(const kn_generator *g, char *buf, size_t len) {
     return kn_session_profile(g->sess, buf, len);
 }
@@ -274,24 +281,67 @@ static int gen_gqa_shares(const kn_generator *g) {
     return 1;
 }
 
+/* Whether slice node n keeps the last rows of its input along the sequence axis (2 or -2 of 4-D
+ * caches): starts a constant -W, ends past any length, step 1. Returns W, else 0. This is a
+ * sliding-window layer's cache as transformers' DynamicSlidingWindowLayer traces it (Gemma-3 by
+ * torch.onnx.export): the window's past is the last W rows. */
+static int64_t gen_window_slice(const kn_graph *gr, const kn_node *n) {
+    if (n->op != KN_OP_Slice || n->n_inputs < 4 || n->n_outputs != 1) return 0;
+    int64_t c[4] = {0, 0, 0, 1};
+    for (int i = 1; i < 5; i++) {
+        if (i >= n->n_inputs || n->inputs[i] < 0) {
+            if (i < 4) return 0; /* starts, ends and axes must be given */
+            continue;
+        }
+        const kn_tensor *t = gr->values[n->inputs[i]].constant;
+        if (!t || (t->dtype != KN_I64 && t->dtype != KN_I32) || kn_numel(t) != 1) return 0;
+        c[i - 1] = kn_get_i64(t, 0);
+    }
+    if (!(c[2] == 2 || c[2] == -2) || c[3] != 1 || c[0] >= 0 || c[1] < INT32_MAX) return 0;
+    return -c[0];
+}
+
 /* The value v when it is Concat(past, new) along the sequence axis (-2 or 2 of 4-D caches) of the
  * graph input `past`, maybe behind Identity nodes, and past through a one-input Concat: the new
- * rows' value, else -1. */
-static int gen_present_rows(const kn_graph *gr, int v, int past) {
+ * rows' value, else -1. A sliding-window layer's present, the last W rows of that Concat whose
+ * past is itself the last W' rows of the past (gen_window_slice), is accepted too: *window is
+ * then min(W, W') and *cut the Concat, whose past-side input the caller points at the past
+ * itself: both Slices keep everything while the past and the new rows together fit in the
+ * window, which the generator's cache then always does (gen_batch bounds its length). */
+static int gen_present_rows(const kn_graph *gr, int v, int past, int64_t *window, int *cut) {
+    int64_t w_out = 0;
+    *cut = -1;
     for (int hops = 0; v >= 0 && gr->values[v].producer >= 0 && hops < 8; hops++) {
         const kn_node *n = &gr->nodes[gr->values[v].producer];
         if (n->op == KN_OP_Identity && n->n_inputs == 1) {
             v = n->inputs[0];
             continue;
         }
+        int64_t w = w_out ? 0 : gen_window_slice(gr, n);
+        if (w > 0) {
+            w_out = w;
+            v = n->inputs[0];
+            continue;
+        }
         if (n->op != KN_OP_Concat || n->n_inputs != 2 || n->n_outputs != 1) return -1;
         int64_t axis = kn_attr_int(n, "axis", 0);
         int a = n->inputs[0];
+        int64_t w_in = 0;
+        if (w_out && a >= 0 && gr->values[a].producer >= 0) {
+            const kn_node *sl = &gr->nodes[gr->values[a].producer];
+            if ((w_in = gen_window_slice(gr, sl)) > 0) a = sl->inputs[0];
+        }
+        if (w_out && !w_in) return -1; /* a window on one side only: not the traced cache */
         if (a >= 0 && gr->values[a].producer >= 0) {
             const kn_node *one = &gr->nodes[gr->values[a].producer];
             if (one->op == KN_OP_Concat && one->n_inputs == 1) a = one->inputs[0];
         }
-        return (axis == 2 || axis == -2) && a == past && n->inputs[1] >= 0 ? n->inputs[1] : -1;
+        if (!((axis == 2 || axis == -2) && a == past && n->inputs[1] >= 0)) return -1;
+        if (w_out) {
+            *window = w_in < w_out ? w_in : w_out;
+            *cut = gr->values[v].producer;
+        }
+        return n->inputs[1];
     }
     return -1;
 }
@@ -305,7 +355,8 @@ static int gen_present_rows(const kn_graph *gr, int v, int past) {
  * (GroupQueryAttention, a past that is not an input) stay as they are. */
 static kn_status *gen_split_presents(kn_generator *g, const char *pk, const char *pv, const char *ok, const char *ov) {
     kn_graph *gr = g->model->graph;
-    int n = 0, rows[2 * GEN_MAX_LAYERS], pres[2 * GEN_MAX_LAYERS];
+    int n = 0, rows[2 * GEN_MAX_LAYERS], pres[2 * GEN_MAX_LAYERS], cut[2 * GEN_MAX_LAYERS], srcs[2 * GEN_MAX_LAYERS];
+    int64_t window = 0;
     for (int l = 0; l < GEN_MAX_LAYERS; l++) {
         char *names[4] = {gen_layer_name(pk, l), gen_layer_name(pv, l), gen_layer_name(ok, l), gen_layer_name(ov, l)};
         int past[2] = {kn_graph_find_value(gr, names[0]), kn_graph_find_value(gr, names[1])};
@@ -313,16 +364,20 @@ static kn_status *gen_split_presents(kn_generator *g, const char *pk, const char
         for (int i = 0; i < 4; i++) free(names[i]);
         if (past[0] < 0 || !gr->values[past[0]].is_input) break;
         for (int t = 0; t < 2; t++) {
-            int r = out[t] >= 0 && gr->values[out[t]].is_output && past[t] >= 0 ? gen_present_rows(gr, out[t], past[t])
-                                                                                : -1;
+            int64_t w = 0;
+            int r = out[t] >= 0 && gr->values[out[t]].is_output && past[t] >= 0
+                ? gen_present_rows(gr, out[t], past[t], &w, &cut[n])
+                : -1;
             if (r < 0 || gr->values[r].is_output || gr->values[r].is_input) return NULL;
             for (int i = 0; i < n; i++)
                 if (rows[i] == r) return NULL;
-            rows[n] = r, pres[n] = out[t], n++;
+            if (w > 0 && (!window || w < window)) window = w;
+            rows[n] = r, pres[n] = out[t], srcs[n] = past[t], n++;
         }
     }
     if (!n) return NULL;
     for (int i = 0; i < n; i++) {
+        if (cut[i] >= 0) gr->nodes[cut[i]].inputs[0] = srcs[i]; /* the window's Slices, dead below */
         for (int k = 0; k < gr->n_outputs; k++)
             if (gr->outputs[k] == pres[i]) gr->outputs[k] = rows[i];
         gr->values[pres[i]].is_output = false;
@@ -330,9 +385,32 @@ static kn_status *gen_split_presents(kn_generator *g, const char *pk, const char
         char **slot = i % 2 ? &g->new_v[i / 2] : &g->new_k[i / 2];
         if (!(*slot = strdup(gr->values[rows[i]].name))) return KN_OOM(0);
     }
-    kn_graph_eliminate_dead(gr); /* the presents' Identity nodes */
+    kn_graph_eliminate_dead(gr); /* the presents' Identity nodes, the windows' Slices */
     g->past_in_place = n / 2;
+    g->past_window = window;
     return NULL;
+}
+
+/* What the stats report (kn_generator_past_in_place, _past_note): the layers whose fused attention
+ * reads a past input where it lies (KnSdpa's inputs 4 and 5, kn_pass_split_past_kv) in the
+ * session's optimised graph, and why the others copy their past each step. */
+static void gen_count_in_place(kn_generator *g, int has_pos) {
+    const kn_graph *sg = kn_session_graph(g->sess);
+    int split = 0;
+    for (int i = 0; sg && i < sg->n_nodes; i++) {
+        const kn_node *n = &sg->nodes[i];
+        if (n->op == KN_OP_KnSdpa && n->n_inputs == 6 && n->inputs[4] >= 0 && sg->values[n->inputs[4]].is_input)
+            split++;
+    }
+    g->past_read = split;
+    g->past_note = NULL;
+    if (g->past_in_place && split < g->past_in_place)
+        g->past_note = "an attention did not fuse, its Concat copies the past; kiln info --optimized shows it";
+    else if (!g->past_in_place && !has_pos)
+        g->past_note = "the model has no position_ids input: its positions come from the past's length, so each "
+                       "step is fed the last present, a copy of the past at its exact length";
+    else if (!g->past_in_place)
+        g->past_note = "the presents are not Concat(past, new rows) of the pasts, or the session is not CPU/CUDA";
 }
 
 static kn_status *gen_open(kn_generator *g, const char *dir, const kn_session_options *so) {
@@ -404,6 +482,7 @@ static kn_status *gen_open(kn_generator *g, const char *dir, const kn_session_op
     kn_session_options dflt;
     kn_session_options_init(&dflt);
     if ((st = kn_session_create(g->model, so ? so : &dflt, &g->sess))) goto done;
+    gen_count_in_place(g, pos_v >= 0 && g->model->graph->values[pos_v].is_input);
     kn_value_info vi;
     if (!gen_find_input(g->sess, g->name_ids, &vi)) {
         st = kn_error(KN_ERR_INVALID_MODEL, "%s: no input named %s", path, g->name_ids);
@@ -940,6 +1019,16 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
     int64_t cap = (need + GEN_CAP_ROUND - 1) / GEN_CAP_ROUND * GEN_CAP_ROUND;
     if (g->context > 0 && cap > g->context) cap = g->context;
     if (cap < need) cap = need;
+    /* the split dropped the window's Slices (gen_split_presents): a step's past and new rows, at
+     * most cap + 1 positions, must fit in the window, where those Slices keep every row */
+    if (fixed && g->past_in_place && g->past_window > 0 && cap + 1 > g->past_window) {
+        if (need + 1 > g->past_window)
+            return kn_error(KN_ERR_INVALID_ARGUMENT,
+                            "generate: %lld positions (prompt + max_new_tokens) do not fit the model's sliding-window "
+                            "cache of %lld, which kiln's fixed cache does not roll over",
+                            (long long)need, (long long)g->past_window);
+        cap = g->past_window - 1;
+    }
     int n_in = 3 + 2 * L, n_out = 1 + 2 * L;
     kn_named_tensor *in = calloc((size_t)n_in, sizeof *in), *out = calloc((size_t)n_out, sizeof *out);
     float **cache = calloc((size_t)(2 * L), sizeof *cache), **pres = calloc((size_t)(2 * L), sizeof *pres);

@@ -73,7 +73,7 @@ def make_tokenizer(specials, bos):
     return tok
 
 
-def make_model(torch, transformers, family, vocab, ids):
+def make_model(torch, transformers, family, vocab, ids, window=512, tie=True):
     torch.manual_seed(11)
     common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.2, **ids)
@@ -84,7 +84,10 @@ def make_model(torch, transformers, family, vocab, ids):
         cfg = transformers.Phi3Config(**common)
         model = transformers.Phi3ForCausalLM(cfg)
     else:  # the sliding window over the whole context: Gemma-3's local layers see every position here
-        cfg = transformers.Gemma3TextConfig(**common, head_dim=16, sliding_window=512)
+        # (unless a caller asks for a short one, textgen_kvsplit.py's window check). Tied embeddings,
+        # scaled by sqrt(hidden) on the way in, make this random model repeat the prompt's last token
+        # whatever attention does: textgen_kvsplit.py asks for untied ones (tie=False)
+        cfg = transformers.Gemma3TextConfig(**common, head_dim=16, sliding_window=window, tie_word_embeddings=tie)
         model = transformers.Gemma3ForCausalLM(cfg)
     return cfg, model.eval()
 
@@ -127,7 +130,7 @@ def export(torch, transformers, cfg, model, path):
                           dynamic_axes=dyn, opset_version=17, dynamo=False)
 
 
-def build(torch, transformers, d, family):
+def build(torch, transformers, d, family, window=512, tie=True):
     tmpl, specials, bos, eos, eos_list = FAMILIES[family]
     tok = make_tokenizer(specials, bos)
     out = os.path.join(d, family)
@@ -135,7 +138,7 @@ def build(torch, transformers, d, family):
     eos_ids = [tok.token_to_id(t) for t in eos_list]
     ids = dict(pad_token_id=tok.token_to_id(specials[0]), eos_token_id=eos_ids,
                bos_token_id=tok.token_to_id(bos) if bos else None)
-    cfg, model = make_model(torch, transformers, family, tok.get_vocab_size(), ids)
+    cfg, model = make_model(torch, transformers, family, tok.get_vocab_size(), ids, window, tie)
     model.save_pretrained(out)
     for f in os.listdir(out):
         if f.endswith(".safetensors"):

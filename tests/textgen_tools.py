@@ -23,7 +23,9 @@ batch 4 (left-padded, prompts of 4 lengths):
   prompt alone (its left-padded batch is not transformers' batch: counted on an INFO line);
   opt_q4: kiln's ids == onnxruntime driving the same file (exact past, left padding, position ids);
   og_int4_acc4: kiln's ids == onnxruntime-genai's og.Generator, prompt by prompt (INFO: how many
-  of them kiln shares with its own ids on og_int4, the float32 level).
+  of them kiln shares with its own ids on og_int4, the float32 level);
+  opt_fp32 and opt_q4: `kiln generate --stats` reads the past in place in both layers, except
+  Gemma-3's export (no position_ids: positions from the past's length), where it says why not.
 Workarounds for the tools, each where it is needed: gemma3_builder (the builder and a transformers-5
 Gemma-3 config), the tokenizer class written for transformers 4 (Optimum saves no tokenizer
 otherwise), Phi-3 with its original context equal to its context, Gemma-3 with a 1024 context.
@@ -36,6 +38,7 @@ or onnxruntime-genai is missing, saying which.
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -376,6 +379,20 @@ def check_family(args, rep, root, family, og):
                               if pids != prompts[i] else f"{len(pids)} ids")
                 rep.check(f"{family} {form} batch {batch} conversation {i} (prompt {len(prompts[i])}): kiln == {who}",
                           same(ids, w, eos_ids), err if ids is None else f"{len(ids)} ids" + ("" if same(ids, w, eos_ids) else f" kiln {ids} {who} {w}"))
+    # the Optimum files' decode reads its past in place (textgen_kvsplit.py's counter, `--stats`), except
+    # Gemma-3's, which has no position_ids (positions from the past's length): --stats says so
+    for form in ("opt_fp32", "opt_q4"):
+        p = subprocess.run([args.kiln, "generate", "--model", os.path.join(d, form), "--max-new-tokens", "8", "--stats",
+                            "--no-chat-template", "hello world"], capture_output=True)
+        line = (p.stderr.decode(errors="replace").strip().splitlines() or [""])[-1]
+        m = re.search(r"past read in place in (\d+) layers(.*)", line)
+        if family == "gemma3":
+            ok = m is not None and int(m.group(1)) == 0 and "no position_ids input" in m.group(2)
+            what = "the past copied, --stats naming the missing position_ids"
+        else:
+            ok = m is not None and int(m.group(1)) == 2 and not m.group(2)
+            what = "past read in place in both layers"
+        rep.check(f"{family} {form}: {what}", p.returncode == 0 and ok, line)
     # the fp32 GenAI file against its own runtime too, prompt by prompt (og's padded batch is its own)
     k1 = kiln.get(("og_fp32", 1), [None] * len(prompts))
     for i, (k, g) in enumerate(zip(k1, g1)):

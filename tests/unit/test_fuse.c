@@ -194,8 +194,12 @@ enum { B = 2, H = 3, S = 5, T = 6, D = 4 };
  * variant 1: Q, K, V given as [B,H,S,D]; K^T by perm 0,1,3,2; Div of the scores by sqrt(D); a
  *            [1,1,S,1] bias (last dim broadcast) as Add's first operand; no guard.
  * variant 2: Mul of the scores by 1/sqrt(D), no mask.
+ * variant 3: as 2 with Q through a per-head RMS norm (Pow, ReduceMean keepdims over the last axis,
+ *            Add eps, Sqrt, Div, Mul, Mul by a weight), as Gemma-3 exports its q_norm: its rank is
+ *            proven through the ReduceMean.
  * near misses: 10 Softmax axis 2; 11 the scores are also a graph output; 12 Q of unknown rank;
- *            13 the softmax probabilities also feed another node. */
+ *            13 the softmax probabilities also feed another node; 14 variant 3 with keepdims 0
+ *            (the norm's rank, one less, is not followed: Q's rank unproven). */
 static kn_graph *build_attention(int variant) {
     kn_graph *g = tg_new();
     int64_t d3q[3] = {B, S, H * D}, d3k[3] = {B, T, H * D}, d4q[4] = {B, H, S, D}, d4k[4] = {B, H, T, D};
@@ -238,9 +242,37 @@ static kn_graph *build_attention(int variant) {
     tg_input(g, "k4", 4, d4k);
     tg_input(g, "v4", 4, d4k);
     tg_node(g, "Transpose", "", "k4", "kt", &tkt, 1);
-    NODE(g, "MatMul", "q4 kt", "scores");
+    const char *qv = "q4";
+    if (variant == 3 || variant == 14) {
+        int64_t last = -1, dw[1] = {D};
+        double w[D];
+        for (int i = 0; i < D; i++) w[i] = 0.5 + 0.25 * i;
+        kn_attr rm[2] = {attr_ints("axes", &last, 1), attr_i("keepdims", variant == 3)};
+        tg_scalar(g, "two", 2.0);
+        tg_scalar(g, "eps", 1e-6);
+        tg_scalar(g, "one", 1.0);
+        tg_const(g, "qw", 1, dw, w);
+        NODE(g, "Pow", "q4 two", "q2");
+        tg_node(g, "ReduceMean", "", "q2", "ms", rm, 2);
+        NODE(g, "Add", "ms eps", "mse");
+        NODE(g, "Sqrt", "mse", "rms");
+        NODE(g, "Div", "one rms", "inv");
+        if (variant == 14) {
+            int64_t ax[1] = {-1};
+            tg_const_i64(g, "ax", 1, ax);
+            NODE(g, "Unsqueeze", "inv ax", "inv4");
+            NODE(g, "Mul", "q4 inv4", "qn");
+        } else {
+            NODE(g, "Mul", "q4 inv", "qn");
+        }
+        NODE(g, "Mul", "qn qw", "qnw");
+        qv = "qnw";
+    }
+    char qk[32];
+    snprintf(qk, sizeof qk, "%s kt", qv);
+    NODE(g, "MatMul", qk, "scores");
     const char *pre = "scores";
-    if (variant == 2) {
+    if (variant == 2 || variant == 3 || variant == 14) {
         tg_scalar(g, "c", 1.0 / sqrt((double)D));
         NODE(g, "Mul", "c scores", "scaled");
         pre = "scaled";
@@ -271,6 +303,8 @@ START_TEST(test_fuse_attention) {
     ck_assert(fabsf(scale - 0.5f) < 1e-6f);
     check_pass(build_attention, 2, kn_pass_fuse_attention, 1, "KnSdpa", 1, "Softmax", &scale);
     ck_assert(fabsf(scale - 0.5f) < 1e-6f);
+    check_pass(build_attention, 3, kn_pass_fuse_attention, 1, "KnSdpa", 1, "Softmax", &scale);
+    ck_assert(fabsf(scale - 0.5f) < 1e-6f);
     /* variant 0 drops Softmax, IsNaN, Where, both MatMuls, both Muls, Add and K's Transpose for one
      * KnSdpa and a Transpose of K to [B,H,T,D] */
     kn_graph *g = build_attention(0);
@@ -294,7 +328,7 @@ START_TEST(test_fuse_attention_near_misses) {
     fb_dims[1] = H;
     fb_dims[2] = S;
     fb_dims[3] = D;
-    for (int v = 10; v <= 13; v++) check_pass(build_attention, v, kn_pass_fuse_attention, 0, "KnSdpa", 0, NULL, NULL);
+    for (int v = 10; v <= 14; v++) check_pass(build_attention, v, kn_pass_fuse_attention, 0, "KnSdpa", 0, NULL, NULL);
 }
 END_TEST
 

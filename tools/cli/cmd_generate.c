@@ -250,12 +250,14 @@ int kn_cmd_generate(int argc, char **argv) {
         if (c.stats) {
             int64_t captured = 0, replayed = 0;
             kn_generator_graph_counts(g, &captured, &replayed);
+            const char *note = kn_generator_past_note(g); /* on the line itself: tests read the last line */
             fprintf(stderr,
                     "kiln generate: %d tokens, %lld plans built, prompt %d tokens, first token %.3f ms, decode %.3f "
-                    "ms/token, %lld graphs recorded, %lld replays, past read in place in %d layers\n",
+                    "ms/token, %lld graphs recorded, %lld replays, past read in place in %d layers%s%s%s\n",
                     res.n_ids, (long long)kn_generator_plans_built(g), res.n_prompt_ids, 1e3 * res.first_token_s,
                     res.n_ids > 1 ? 1e3 * res.decode_s / (res.n_ids - 1) : 0.0, (long long)captured,
-                    (long long)replayed, kn_generator_past_in_place(g));
+                    (long long)replayed, kn_generator_past_in_place(g), note ? " (past copied: " : "", note ? note : "",
+                    note ? ")" : "");
         }
         if (c.profile) gen_cli_profile(g);
         kn_gen_result_free(&res);
@@ -431,10 +433,12 @@ int kn_cmd_run_textgen(int argc, char **argv) {
     if (c.stats) {
         int64_t captured = 0, replayed = 0;
         kn_generator_graph_counts(g, &captured, &replayed);
-        fprintf(stderr,
-                "kiln run: %lld plans built, %lld graphs recorded, %lld replays, past read in place in %d layers\n",
-                (long long)kn_generator_plans_built(g), (long long)captured, (long long)replayed,
-                kn_generator_past_in_place(g));
+        const char *note = kn_generator_past_note(g);
+        fprintf(
+            stderr,
+            "kiln run: %lld plans built, %lld graphs recorded, %lld replays, past read in place in %d layers%s%s%s\n",
+            (long long)kn_generator_plans_built(g), (long long)captured, (long long)replayed,
+            kn_generator_past_in_place(g), note ? " (past copied: " : "", note ? note : "", note ? ")" : "");
     }
     if (c.profile) gen_cli_profile(g);
     kn_generator_free(g);
