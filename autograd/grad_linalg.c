@@ -1,5 +1,6 @@
-/* Gradient rules of MatMul (numpy semantics: batch broadcasting, 1-D operands) and Gemm. The
- * products are ordinary MatMul / Gemm nodes, so the backward runs on the same GEMM kernels. */
+/* Gradient rules of MatMul (numpy semantics: batch broadcasting, 1-D operands), Gemm and
+ * com.microsoft FusedGemm (Gemm's rule after the activation's). The products are ordinary MatMul /
+ * Gemm nodes, so the backward runs on the same GEMM kernels. */
 #include "autograd/grad.h"
 
 /* x with its last two axes swapped (rank r >= 2). */
@@ -82,4 +83,94 @@ kn_status *kn_grad_Gemm(kn_grad_ctx *c) {
         ag_set(c, 2, ag_sum_to(c, g, c->in[2], c->out[0]));
     }
     return c->err;
+}
+
+/* dx of a one-input activation rule (kn_grad_<Act>, autograd/grad_activation.c and
+ * grad_elementwise.c) run on x -> y with params, the gradient dy flowing into y: the rule an
+ * activation node gets, so FusedGemm's derivatives are those and not a second copy. x or y may be
+ * -1 for the rules that do not read it. */
+static int act_grad(kn_grad_ctx *c, kn_grad_fn rule, int op, const void *params, int x, int y, int dy) {
+    if (c->err) return -1;
+    int in[1] = {x}, out[1] = {y}, dys[1] = {dy}, dx[1] = {-1};
+    bool need[1] = {true};
+    kn_grad_ctx a = *c;
+    a.op = op;
+    a.params = params;
+    a.n_in = a.n_out = 1;
+    a.in = in;
+    a.out = out;
+    a.dy = dys;
+    a.need = need;
+    a.dx = dx;
+    kn_status *st = rule(&a);
+    if (!st) st = a.err;
+    return st ? ag_fail(c, st) : dx[0];
+}
+
+/* FusedGemm's pre-activation z = alpha A' B' + beta C, recomputed by a plain Gemm. */
+static int fused_gemm_z(kn_grad_ctx *c, const kn_params_gemm *p) {
+    kn_attr at[4] = {ag_attr_int("transA", p->trans_a), ag_attr_int("transB", p->trans_b),
+                     ag_attr_float("alpha", p->alpha), ag_attr_float("beta", p->beta)};
+    bool has_c = c->n_in > 2 && c->in[2] >= 0;
+    int in[3] = {c->in[0], c->in[1], has_c ? c->in[2] : -1};
+    return ag_op(c, "Gemm", in, has_c ? 3 : 2, at, 4);
+}
+
+/* y = act(z), z = Gemm(A, B, C): dz = dy act'(z) by the activation's own rule, then the Gemm rule
+ * on dz. Sigmoid and Tanh differentiate through their output, which is y, so z is recomputed only
+ * for the others. ParametricSoftplus and ScaledTanh, alpha f(beta z) with f Softplus and Tanh (no
+ * ops of their own), run f's rule on u = beta z with alpha dy flowing in and scale du by beta.
+ * Clip's bounds are activation_alpha / _beta: the Clip rule reads them from clip params, as it
+ * does for an opset < 11 Clip (FusedGemm's com.microsoft opset is 1). */
+kn_status *kn_grad_MsFusedGemm(kn_grad_ctx *c) {
+    const kn_params_gemm *p = KN_GRAD_PARAMS(c, gemm);
+    kn_params_act ap = {.alpha = p->act_alpha, .beta = p->act_beta, .gamma = p->act_gamma};
+    kn_params_clip cp = {.has_min_max_attr = true, .min = p->act_alpha, .max = p->act_beta};
+    int y = c->out[0], dy = c->dy[0], dz = -1;
+    switch (p->act) {
+    case KN_GEMM_ACT_NONE: dz = dy; break;
+    case KN_GEMM_ACT_SIGMOID: dz = act_grad(c, kn_grad_Sigmoid, KN_OP_Sigmoid, NULL, -1, y, dy); break;
+    case KN_GEMM_ACT_TANH: dz = act_grad(c, kn_grad_Tanh, KN_OP_Tanh, NULL, -1, y, dy); break;
+    case KN_GEMM_ACT_RELU: dz = act_grad(c, kn_grad_Relu, KN_OP_Relu, NULL, fused_gemm_z(c, p), y, dy); break;
+    case KN_GEMM_ACT_LEAKY_RELU:
+        dz = act_grad(c, kn_grad_LeakyRelu, KN_OP_LeakyRelu, &ap, fused_gemm_z(c, p), y, dy);
+        break;
+    case KN_GEMM_ACT_HARD_SIGMOID:
+        dz = act_grad(c, kn_grad_HardSigmoid, KN_OP_HardSigmoid, &ap, fused_gemm_z(c, p), y, dy);
+        break;
+    case KN_GEMM_ACT_ELU: dz = act_grad(c, kn_grad_Elu, KN_OP_Elu, &ap, fused_gemm_z(c, p), y, dy); break;
+    case KN_GEMM_ACT_SELU: dz = act_grad(c, kn_grad_Selu, KN_OP_Selu, &ap, fused_gemm_z(c, p), y, dy); break;
+    case KN_GEMM_ACT_CELU: dz = act_grad(c, kn_grad_Celu, KN_OP_Celu, &ap, fused_gemm_z(c, p), y, dy); break;
+    case KN_GEMM_ACT_SOFTPLUS:
+        dz = act_grad(c, kn_grad_Softplus, KN_OP_Softplus, NULL, fused_gemm_z(c, p), y, dy);
+        break;
+    case KN_GEMM_ACT_SOFTSIGN:
+        dz = act_grad(c, kn_grad_Softsign, KN_OP_Softsign, NULL, fused_gemm_z(c, p), y, dy);
+        break;
+    case KN_GEMM_ACT_THRESHOLDED_RELU:
+        dz = act_grad(c, kn_grad_ThresholdedRelu, KN_OP_ThresholdedRelu, &ap, fused_gemm_z(c, p), y, dy);
+        break;
+    case KN_GEMM_ACT_CLIP: dz = act_grad(c, kn_grad_Clip, KN_OP_Clip, &cp, fused_gemm_z(c, p), y, dy); break;
+    case KN_GEMM_ACT_PARAMETRIC_SOFTPLUS:
+    case KN_GEMM_ACT_SCALED_TANH: {
+        int beta = ag_scalar(c, p->act_beta, y), u = ag_mul(c, fused_gemm_z(c, p), beta);
+        int du_in = ag_mul(c, dy, ag_scalar(c, p->act_alpha, y)), du;
+        if (p->act == KN_GEMM_ACT_SCALED_TANH)
+            du = act_grad(c, kn_grad_Tanh, KN_OP_Tanh, NULL, u, ag_op1(c, "Tanh", u), du_in);
+        else du = act_grad(c, kn_grad_Softplus, KN_OP_Softplus, NULL, u, -1, du_in);
+        dz = ag_mul(c, du, beta);
+        break;
+    }
+    default:
+        /* an activation the decoder accepts without a derivative here: refuse by name rather
+         * than differentiate it as the identity */
+        return kn_error(KN_ERR_UNSUPPORTED, "FusedGemm: no gradient for activation '%s'",
+                        kn_attr_str(&c->g->nodes[c->node], "activation", "?"));
+    }
+    if (dz < 0) return c->err;
+    int dys[1] = {dz};
+    kn_grad_ctx gc = *c;
+    gc.dy = dys;
+    kn_status *st = kn_grad_Gemm(&gc);
+    return st ? st : gc.err;
 }

@@ -54,3 +54,13 @@ kn_status *kn_node_decode_params(kn_node *n) {
     n->params = p;
     return NULL;
 }
+
+kn_status *kn_node_check_params(const kn_node *n) {
+    if (n->op < 0 || n->op >= KN_OP_COUNT || n->params || kn_op_table[n->op].params == kn_params_decode_none)
+        return NULL;
+    char nd[256];
+    return kn_error(KN_ERR_INVALID_ARGUMENT,
+                    "%s: attributes not decoded (a graph straight from the loader: load it with kn_model_load / "
+                    "kn_model_load_buffer, or call kn_graph_resolve_ops first)",
+                    kn_node_desc(n, nd, sizeof nd));
+}

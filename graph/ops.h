@@ -199,6 +199,10 @@ kn_infer_fn kn_op_infer(int op);
  * by hand (tests) calls it before its kernel runs, and frees n->params after (kn_node_clear
  * does). Errors name the node. */
 kn_status *kn_node_decode_params(kn_node *n);
+/* An error naming the node when its op has params but they were never decoded: a graph from the
+ * loader alone (kn_onnx_load_file / _buffer) before kn_graph_resolve_ops, whose shape rules and
+ * kernels would otherwise read NULL params. NULL when the node is ready. */
+kn_status *kn_node_check_params(const kn_node *n);
 /* A node's params as the family's struct type: KN_PARAMS(node, softmax) ->
  * const kn_params_softmax *. */
 #define KN_PARAMS(node, family) ((const kn_params_##family *)(node)->params)

@@ -50,6 +50,8 @@ kn_status *kn_graph_check_supported(const kn_graph *g) {
     list[0] = 0;
     for (int i = 0; i < g->n_nodes; i++) {
         const kn_node *n = &g->nodes[i];
+        /* before anything here, the fusion passes or a shape rule reads them */
+        KN_TRY(kn_node_check_params(n));
         bool ok = n->op >= 0 && kn_op_infer(n->op) && kn_cpu_backend()->kernel(kn_cpu_backend(), n->op);
         if (!ok) {
             /* list each (domain, op) once */

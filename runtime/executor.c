@@ -120,6 +120,7 @@ kn_status *kn_infer_node(const kn_node *n, const kn_tensor *const *in, int n_in,
     if (!fn)
         return kn_error(KN_ERR_UNSUPPORTED, "op %s (domain '%s', opset %d) has no shape inference in kiln", n->op_type,
                         n->domain, n->opset);
+    KN_TRY(kn_node_check_params(n)); /* shape rules read the params unchecked */
     kn_infer_ctx c = {.node = n, .in = in, .n_in = n_in, .out = out, .n_out = n_out};
     return fn(&c);
 }

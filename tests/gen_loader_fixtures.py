@@ -283,6 +283,17 @@ def bad_models(ext):
     save(model_of(g), "bad_undefined_output.onnx")
 
 
+def lstm_model():
+    """An LSTM (attributes its shape rule reads: hidden_size, direction) for the raw-load test."""
+    x = helper.make_tensor_value_info("X", T.FLOAT, [5, 2, 3])
+    y = helper.make_tensor_value_info("Y", T.FLOAT, None)
+    rng = np.random.default_rng(7)
+    w = numpy_helper.from_array(rng.standard_normal((1, 16, 3)).astype(np.float32), "W")
+    r = numpy_helper.from_array(rng.standard_normal((1, 16, 4)).astype(np.float32), "R")
+    node = helper.make_node("LSTM", ["X", "W", "R"], ["Y"], name="lstm0", hidden_size=4)
+    save(model_of(helper.make_graph([node], "lstm", [x], [y], initializer=[w, r])), "lstm.onnx")
+
+
 def tensor_files():
     t = numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(2, 3), "input_x")
     open(os.path.join(OUT, "tensor_f32.pb"), "wb").write(t.SerializeToString())
@@ -300,6 +311,7 @@ def main():
     if_model()
     symbolic_model()
     bad_models(ext)
+    lstm_model()
     tensor_files()
 
 

@@ -32,7 +32,13 @@
         } \
     } while (0)
 
-void kn_sgemm_micro_avx512(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta) {
+/* The 8 x 32 tile over kc steps of A (packed MR-wide) and B, row k of B at B + k*ldb. Both micro
+ * kernels below are this body with a constant ldb and in_place flag (always inlined, so each keeps
+ * its own register allocation and loop). Packed B (ldb = NR) is one contiguous stream: one line
+ * prefetched 8 rows ahead. B read in place has rows ldb apart, so both 64-byte halves of the row
+ * 4 ahead are prefetched. */
+static inline __attribute__((always_inline)) void micro_tile(int64_t kc, const float *Ap, const float *B, int64_t ldb,
+                                                             const bool in_place, float *C, int64_t ldc, float beta) {
     /* C is only touched after the k loop; start pulling its rows in now. */
     for (int r = 0; r < MR; r++) {
         _mm_prefetch((const char *)(C + r * ldc), _MM_HINT_T0);
@@ -47,8 +53,13 @@ void kn_sgemm_micro_avx512(int64_t kc, const float *Ap, const float *Bp, float *
     __m512 c60 = _mm512_setzero_ps(), c61 = _mm512_setzero_ps();
     __m512 c70 = _mm512_setzero_ps(), c71 = _mm512_setzero_ps();
     for (int64_t k = 0; k < kc; k++) {
-        __m512 b0 = _mm512_loadu_ps(Bp), b1 = _mm512_loadu_ps(Bp + 16);
-        _mm_prefetch((const char *)(Bp + 8 * NR), _MM_HINT_T0);
+        __m512 b0 = _mm512_loadu_ps(B), b1 = _mm512_loadu_ps(B + 16);
+        if (in_place) {
+            _mm_prefetch((const char *)(B + 4 * ldb), _MM_HINT_T0);
+            _mm_prefetch((const char *)(B + 4 * ldb + 16), _MM_HINT_T0);
+        } else {
+            _mm_prefetch((const char *)(B + 8 * NR), _MM_HINT_T0);
+        }
         ROW_FMA(0, c00, c01);
         ROW_FMA(1, c10, c11);
         ROW_FMA(2, c20, c21);
@@ -58,7 +69,7 @@ void kn_sgemm_micro_avx512(int64_t kc, const float *Ap, const float *Bp, float *
         ROW_FMA(6, c60, c61);
         ROW_FMA(7, c70, c71);
         Ap += MR;
-        Bp += NR;
+        B += ldb;
     }
     ROW_STORE(0, c00, c01);
     ROW_STORE(1, c10, c11);
@@ -68,6 +79,10 @@ void kn_sgemm_micro_avx512(int64_t kc, const float *Ap, const float *Bp, float *
     ROW_STORE(5, c50, c51);
     ROW_STORE(6, c60, c61);
     ROW_STORE(7, c70, c71);
+}
+
+void kn_sgemm_micro_avx512(int64_t kc, const float *Ap, const float *Bp, float *C, int64_t ldc, float beta) {
+    micro_tile(kc, Ap, Bp, NR, false, C, ldc, beta);
 }
 
 /* Skinny products (m <= 4 rows): B is read once, row by row in address order (four rows of K at a
@@ -213,39 +228,5 @@ void kn_sgemm_rows_packed_avx512(int64_t m, int64_t j0, int64_t n, int64_t K, in
  * half the multiply. */
 void kn_sgemm_micro_ldb_avx512(int64_t kc, const float *Ap, const float *B, int64_t ldb, float *C, int64_t ldc,
                                float beta) {
-    for (int r = 0; r < MR; r++) {
-        _mm_prefetch((const char *)(C + r * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(C + r * ldc + 16), _MM_HINT_T0);
-    }
-    __m512 c00 = _mm512_setzero_ps(), c01 = _mm512_setzero_ps();
-    __m512 c10 = _mm512_setzero_ps(), c11 = _mm512_setzero_ps();
-    __m512 c20 = _mm512_setzero_ps(), c21 = _mm512_setzero_ps();
-    __m512 c30 = _mm512_setzero_ps(), c31 = _mm512_setzero_ps();
-    __m512 c40 = _mm512_setzero_ps(), c41 = _mm512_setzero_ps();
-    __m512 c50 = _mm512_setzero_ps(), c51 = _mm512_setzero_ps();
-    __m512 c60 = _mm512_setzero_ps(), c61 = _mm512_setzero_ps();
-    __m512 c70 = _mm512_setzero_ps(), c71 = _mm512_setzero_ps();
-    for (int64_t k = 0; k < kc; k++) {
-        __m512 b0 = _mm512_loadu_ps(B), b1 = _mm512_loadu_ps(B + 16);
-        _mm_prefetch((const char *)(B + 4 * ldb), _MM_HINT_T0);
-        _mm_prefetch((const char *)(B + 4 * ldb + 16), _MM_HINT_T0);
-        ROW_FMA(0, c00, c01);
-        ROW_FMA(1, c10, c11);
-        ROW_FMA(2, c20, c21);
-        ROW_FMA(3, c30, c31);
-        ROW_FMA(4, c40, c41);
-        ROW_FMA(5, c50, c51);
-        ROW_FMA(6, c60, c61);
-        ROW_FMA(7, c70, c71);
-        Ap += MR;
-        B += ldb;
-    }
-    ROW_STORE(0, c00, c01);
-    ROW_STORE(1, c10, c11);
-    ROW_STORE(2, c20, c21);
-    ROW_STORE(3, c30, c31);
-    ROW_STORE(4, c40, c41);
-    ROW_STORE(5, c50, c51);
-    ROW_STORE(6, c60, c61);
-    ROW_STORE(7, c70, c71);
+    micro_tile(kc, Ap, B, ldb, true, C, ldc, beta);
 }

@@ -324,14 +324,23 @@ static bool q_int_target(kn_dtype t, double *lo, double *hi) {
     }
 }
 
+// Element i's scale and zero point (0 without one): the per-tensor, per-axis or blocked lookup both
+// directions share. Every zero point here fits a float exactly (at most 16 bits).
+template <class S, class Q>
+__device__ static inline float q_scale_zp(const kn_qmap &m, int64_t i, const S *scale, const Q *zp, float *z) {
+    int64_t si = kn_qmap_index(&m, i);
+    *z = zp ? (float)zp[si] : 0.0f;
+    return kn_num<S>::ld(scale[si]);
+}
+
 // y = saturate(rint(x / scale) + zero_point), NaN quantised to the zero point
 template <class T, class S, class Q>
 __global__ void quantize_kernel(Q *y, const T *x, const S *scale, const Q *zp, kn_qmap m, int64_t n, double lo,
                                 double hi) {
     KN_GRID_STRIDE(i, n) {
-        int64_t si = kn_qmap_index(&m, i);
-        float v = kn_num<T>::ld(x[i]) / kn_num<S>::ld(scale[si]);
-        double r = (isnan(v) ? 0.0 : (double)rintf(v)) + (zp ? (double)zp[si] : 0.0);
+        float z, s = q_scale_zp(m, i, scale, zp, &z);
+        float v = kn_num<T>::ld(x[i]) / s;
+        double r = (isnan(v) ? 0.0 : (double)rintf(v)) + (double)z;
         r = r < lo ? lo : r > hi ? hi : r;
         y[i] = (Q)(int64_t)r;
     }
@@ -341,9 +350,8 @@ __global__ void quantize_kernel(Q *y, const T *x, const S *scale, const Q *zp, k
 template <class Q, class S, class T>
 __global__ void dequantize_kernel(T *y, const Q *x, const S *scale, const Q *zp, kn_qmap m, int64_t n) {
     KN_GRID_STRIDE(i, n) {
-        int64_t si = kn_qmap_index(&m, i);
-        float d = (float)x[i] - (zp ? (float)zp[si] : 0.0f);
-        y[i] = kn_num<T>::st(d * kn_num<S>::ld(scale[si]));
+        float z, s = q_scale_zp(m, i, scale, zp, &z);
+        y[i] = kn_num<T>::st(((float)x[i] - z) * s);
     }
 }
 
@@ -393,54 +401,53 @@ __global__ void dequantize_kernel(T *y, const Q *x, const S *scale, const Q *zp,
     } \
     }
 
-KN_CUDA_KERNEL(QuantizeLinear) {
-    (void)n_out;
+// QuantizeLinear (quantize) and DequantizeLinear: one body, the directions differing only in which
+// of x and y is the integer tensor and in the kernel launched. The float tensors' dtype errors
+// come in input order (x then scale; scale then y), as each op reported them.
+static kn_status *q_linear(kn_exec_ctx *ctx, const kn_node *node, const kn_tensor *const *in, int n_in,
+                           kn_tensor *const *out, bool quantize) {
     const kn_tensor *x = in[0], *scale = in[1], *zp = n_in > 2 ? in[2] : NULL;
     kn_tensor *y = out[0];
+    const kn_tensor *q = quantize ? y : x, *f0 = quantize ? x : scale, *f1 = quantize ? scale : y;
     double lo, hi;
-    if (!q_int_target(y->dtype, &lo, &hi)) return kn_err_dtype(node, y);
-    if (!kn_cuda_float(x->dtype)) return kn_err_dtype(node, x);
-    if (!kn_cuda_float(scale->dtype)) return kn_err_dtype(node, scale);
-    if (zp && zp->dtype != y->dtype) return kn_err_dtype(node, zp);
+    if (!q_int_target(q->dtype, &lo, &hi)) return kn_err_dtype(node, q);
+    if (!kn_cuda_float(f0->dtype)) return kn_err_dtype(node, f0);
+    if (!kn_cuda_float(f1->dtype)) return kn_err_dtype(node, f1);
+    if (zp && zp->dtype != q->dtype) return kn_err_dtype(node, zp);
     kn_qmap m;
     KN_TRY(kn_qmap_make(node, x, scale, zp, &m));
     int64_t n = kn_numel(x);
     if (n <= 0) return NULL;
     cudaStream_t s = kn_cuda_s(ctx);
     unsigned g = kn_cuda_blocks(n, 256);
-    F_DISPATCH(x->dtype, T,
-               F_DISPATCH(scale->dtype, S,
-                          Q_DISPATCH(y->dtype, Q,
-                                     KN_LAUNCH((quantize_kernel<T, S, Q>), g, 256, 0, s, (Q *)y->data,
-                                               (const T *)x->data, (const S *)scale->data,
-                                               zp ? (const Q *)zp->data : (const Q *)NULL, m, n, lo, hi))));
-    KN_CUDA_LAUNCHED(node, "QuantizeLinear kernel");
+    if (quantize) {
+        F_DISPATCH(x->dtype, T,
+                   F_DISPATCH(scale->dtype, S,
+                              Q_DISPATCH(y->dtype, Q,
+                                         KN_LAUNCH((quantize_kernel<T, S, Q>), g, 256, 0, s, (Q *)y->data,
+                                                   (const T *)x->data, (const S *)scale->data,
+                                                   zp ? (const Q *)zp->data : (const Q *)NULL, m, n, lo, hi))));
+        KN_CUDA_LAUNCHED(node, "QuantizeLinear kernel");
+    } else {
+        F_DISPATCH(y->dtype, T,
+                   F_DISPATCH(scale->dtype, S,
+                              Q_DISPATCH(x->dtype, Q,
+                                         KN_LAUNCH((dequantize_kernel<Q, S, T>), g, 256, 0, s, (T *)y->data,
+                                                   (const Q *)x->data, (const S *)scale->data,
+                                                   zp ? (const Q *)zp->data : (const Q *)NULL, m, n))));
+        KN_CUDA_LAUNCHED(node, "DequantizeLinear kernel");
+    }
     return NULL;
+}
+
+KN_CUDA_KERNEL(QuantizeLinear) {
+    (void)n_out;
+    return q_linear(ctx, node, in, n_in, out, true);
 }
 
 KN_CUDA_KERNEL(DequantizeLinear) {
     (void)n_out;
-    const kn_tensor *x = in[0], *scale = in[1], *zp = n_in > 2 ? in[2] : NULL;
-    kn_tensor *y = out[0];
-    double lo, hi;
-    if (!q_int_target(x->dtype, &lo, &hi)) return kn_err_dtype(node, x);
-    if (!kn_cuda_float(scale->dtype)) return kn_err_dtype(node, scale);
-    if (!kn_cuda_float(y->dtype)) return kn_err_dtype(node, y);
-    if (zp && zp->dtype != x->dtype) return kn_err_dtype(node, zp);
-    kn_qmap m;
-    KN_TRY(kn_qmap_make(node, x, scale, zp, &m));
-    int64_t n = kn_numel(x);
-    if (n <= 0) return NULL;
-    cudaStream_t s = kn_cuda_s(ctx);
-    unsigned g = kn_cuda_blocks(n, 256);
-    F_DISPATCH(
-        y->dtype, T,
-        F_DISPATCH(scale->dtype, S,
-                   Q_DISPATCH(x->dtype, Q,
-                              KN_LAUNCH((dequantize_kernel<Q, S, T>), g, 256, 0, s, (T *)y->data, (const Q *)x->data,
-                                        (const S *)scale->data, zp ? (const Q *)zp->data : (const Q *)NULL, m, n))));
-    KN_CUDA_LAUNCHED(node, "DequantizeLinear kernel");
-    return NULL;
+    return q_linear(ctx, node, in, n_in, out, false);
 }
 
 // Integer targets and sources up to 16 bits; float inputs, scales and outputs (float64, int32 and

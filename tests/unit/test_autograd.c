@@ -1026,6 +1026,52 @@ static void b_sdpa_f32(kn_graph *g) {
     tg_output(g, "y");
 }
 
+/* com.microsoft FusedGemm (kn_grad_MsFusedGemm: the activation's rule, then Gemm's), float32 as the
+ * op is: every activation the decoder takes, with its parameters (tests/unit/test_fused_gemm.c's
+ * values; Clip's narrower, so that 6 of the 15 pre-activations here lie outside its bounds), across
+ * the transposes and C forms ([N], [M, N], [M, 1], none), alpha and beta. Each case fails when the
+ * rule drops the activation's derivative (dz = dy), so every one has pre-activations on both sides
+ * of its kinks, none within the step of one. */
+static void fused_gemm_case(kn_graph *g, const char *act, int n_params, float a, float b, float gm, bool ta, bool tb,
+                            int cf) {
+    int64_t M = 3, K = 4, N = 5;
+    /* cf, the C form: 0 none, 1 [N], 2 [M, N], 3 [M, 1] */
+    tg_input(g, "a", KN_F32, ta ? (int64_t[]){K, M} : (int64_t[]){M, K}, 2);
+    tg_input(g, "b", KN_F32, tb ? (int64_t[]){N, K} : (int64_t[]){K, N}, 2);
+    if (cf == 1) IN32(g, "c", N);
+    if (cf == 2) IN32(g, "c", M, N);
+    if (cf == 3) IN32(g, "c", M, 1);
+    kn_attr at[8];
+    int na = 0;
+    if (act) at[na++] = attr_s("activation", act);
+    if (n_params > 0) at[na++] = attr_f("activation_alpha", a);
+    if (n_params > 1 && act && strcmp(act, "Selu")) at[na++] = attr_f("activation_beta", b);
+    if (n_params > 2) at[na++] = attr_f("activation_gamma", gm);
+    at[na++] = attr_i("transA", ta);
+    at[na++] = attr_i("transB", tb);
+    at[na++] = attr_f("alpha", 0.8f);
+    at[na++] = attr_f("beta", 1.3f);
+    tg_node_v(g, "FusedGemm", "com.microsoft", 0, cf ? "a b c" : "a b", "y", at, na);
+    tg_output(g, "y");
+}
+#define FUSED_GEMM_CASE(fn, act, np, a, b, gm, ta, tb, cf) \
+    static void fn(kn_graph *g) { fused_gemm_case(g, act, np, a, b, gm, ta, tb, cf); }
+FUSED_GEMM_CASE(b_fgemm_none, NULL, 0, 0, 0, 0, false, false, 1)
+FUSED_GEMM_CASE(b_fgemm_relu, "Relu", 0, 0, 0, 0, false, false, 1)
+FUSED_GEMM_CASE(b_fgemm_leakyrelu, "LeakyRelu", 1, 0.2f, 0, 0, true, false, 2)
+FUSED_GEMM_CASE(b_fgemm_sigmoid, "Sigmoid", 0, 0, 0, 0, true, true, 3)
+FUSED_GEMM_CASE(b_fgemm_tanh, "Tanh", 0, 0, 0, 0, false, false, 0)
+FUSED_GEMM_CASE(b_fgemm_hardsigmoid, "HardSigmoid", 2, 0.3f, 0.4f, 0, true, false, 1)
+FUSED_GEMM_CASE(b_fgemm_elu, "Elu", 1, 0.7f, 0, 0, false, true, 2)
+FUSED_GEMM_CASE(b_fgemm_selu, "Selu", 3, 1.5f, 0, 2.0f, true, true, 1)
+FUSED_GEMM_CASE(b_fgemm_celu, "Celu", 1, 0.6f, 0, 0, false, false, 0)
+FUSED_GEMM_CASE(b_fgemm_softplus, "Softplus", 0, 0, 0, 0, false, true, 3)
+FUSED_GEMM_CASE(b_fgemm_softsign, "Softsign", 0, 0, 0, 0, false, false, 2)
+FUSED_GEMM_CASE(b_fgemm_thresholdedrelu, "ThresholdedRelu", 1, 0.4f, 0, 0, true, false, 3)
+FUSED_GEMM_CASE(b_fgemm_psoftplus, "ParametricSoftplus", 2, 0.5f, 1.5f, 0, false, true, 1)
+FUSED_GEMM_CASE(b_fgemm_scaledtanh, "ScaledTanh", 2, 0.8f, 1.3f, 0, true, false, 2)
+FUSED_GEMM_CASE(b_fgemm_clip, "Clip", 2, -0.25f, 0.45f, 0, true, true, 0)
+
 /* com.microsoft Attention / MultiHeadAttention (kn_grad_MsAttention / kn_grad_MsMultiHeadAttention):
  * the mask_index forms the fused kernel takes ([B] key ends, [2B] ends and starts, [B,T], [B,S,T]),
  * unidirectional, qkv_hidden_sizes, attention_bias as a differentiated input, MHA's cross
@@ -1256,6 +1302,21 @@ static const gcase cases[] = {
     {"com.microsoft MultiHeadAttention cross, bias, [B,T] mask", b_ms_mha_cross, 0, 0, 1e-2, 2e-3},
     {"com.microsoft MultiHeadAttention [B,N,L,H] k/v, causal, attention_bias", b_ms_mha_bnsh_causal_bias, 0, 0, 1e-2,
      2e-3},
+    {"com.microsoft FusedGemm no activation, C [N]", b_fgemm_none, 0, 0, 2e-3, 2e-3},
+    {"com.microsoft FusedGemm Relu, C [N]", b_fgemm_relu, 0, 0, 2e-3, 2e-3},
+    {"com.microsoft FusedGemm LeakyRelu 0.2, transA, C [M,N]", b_fgemm_leakyrelu, 0, 0, 2e-3, 2e-3},
+    {"com.microsoft FusedGemm Sigmoid, transA transB, C [M,1]", b_fgemm_sigmoid, 0, 0, 2e-3, 2e-3},
+    {"com.microsoft FusedGemm Tanh, no C", b_fgemm_tanh, 0, 0, 2e-3, 2e-3},
+    {"com.microsoft FusedGemm HardSigmoid 0.3 0.4, transA, C [N]", b_fgemm_hardsigmoid, 0, 0, 2e-3, 2e-3},
+    {"com.microsoft FusedGemm Elu 0.7, transB, C [M,N]", b_fgemm_elu, 0, 0, 2e-3, 2e-3},
+    {"com.microsoft FusedGemm Selu 1.5 gamma 2, transA transB, C [N]", b_fgemm_selu, 0, 0, 2e-3, 2e-3},
+    {"com.microsoft FusedGemm Celu 0.6, no C", b_fgemm_celu, 0, 0, 2e-3, 2e-3},
+    {"com.microsoft FusedGemm Softplus, transB, C [M,1]", b_fgemm_softplus, 0, 0, 2e-3, 2e-3},
+    {"com.microsoft FusedGemm Softsign, C [M,N]", b_fgemm_softsign, 0, 0, 2e-3, 2e-3},
+    {"com.microsoft FusedGemm ThresholdedRelu 0.4, transA, C [M,1]", b_fgemm_thresholdedrelu, 0, 0, 2e-3, 2e-3},
+    {"com.microsoft FusedGemm ParametricSoftplus 0.5 1.5, transB, C [N]", b_fgemm_psoftplus, 0, 0, 2e-3, 2e-3},
+    {"com.microsoft FusedGemm ScaledTanh 0.8 1.3, transA, C [M,N]", b_fgemm_scaledtanh, 0, 0, 2e-3, 2e-3},
+    {"com.microsoft FusedGemm Clip [-0.25, 0.45], transA transB, no C", b_fgemm_clip, 0, 0, 2e-3, 2e-3},
 };
 enum { N_CASES = sizeof cases / sizeof cases[0] };
 

@@ -7,19 +7,11 @@
  * threaded and unthreaded, plus the error paths for malformed shapes and attributes.
  * tests/contrib_parity.py covers the same ops end to end against ONNX Runtime. */
 #include "tests/unit/harness.h"
+#include "tests/unit/rng.h"
 #include "runtime/core/dtype.h"
 
-static uint32_t rng_state = 4242;
-static double drand(void) {
-    rng_state = rng_state * 1664525u + 1013904223u;
-    return (double)((rng_state >> 8) & 0xFFFF) / 65536.0 * 4.0 - 2.0;
-}
-
-static kn_tensor *mk_rand(kn_dtype t, int nd, const int64_t *dims, double s) {
-    kn_tensor *x = mk(t, nd, dims, NULL);
-    for (int64_t i = 0; i < kn_numel(x); i++) kn_set_f64(x, i, drand() * s);
-    return x;
-}
+/* the generator behind every random input here (tests/unit/rng.h) */
+static test_rng rng = {4242};
 
 /* ---- Gelu family ---- */
 
@@ -35,7 +27,7 @@ START_TEST(test_gelu_family) {
         kn_dtype dt = dts[di];
         double tol = dt == KN_F16 ? 2e-3 : dt == KN_F64 ? 1e-12 : 2e-6;
         int64_t d[2] = {37, 129}, db[1] = {129};
-        kn_tensor *x = mk(dt, 2, d, NULL), *b = mk_rand(dt, 1, db, 1.0);
+        kn_tensor *x = mk(dt, 2, d, NULL), *b = rng_tensor(&rng, dt, 1, db, 1.0);
         for (int64_t i = 0; i < kn_numel(x); i++) kn_set_f64(x, i, -8.0 + 16.0 * (double)i / (double)kn_numel(x));
         double *ref = malloc(sizeof(double) * (size_t)kn_numel(x));
         for (int form = 0; form < 3; form++) {
@@ -59,7 +51,7 @@ START_TEST(test_gelu_family) {
         free_all(out, 1);
         /* a bias that does not match the last dim is an error */
         int64_t dbad[1] = {7};
-        kn_tensor *bad = mk_rand(dt, 1, dbad, 1.0), *in2[2] = {x, bad};
+        kn_tensor *bad = rng_tensor(&rng, dt, 1, dbad, 1.0), *in2[2] = {x, bad};
         expect_err(kn_test_run_op(KN_OP_MsBiasGelu, 17, NULL, 0, in2, 2, out, NULL, 1, NULL));
         free_all(out, 1);
         free(ref);
@@ -79,7 +71,8 @@ END_TEST
 /* GemmFastGelu: FastGelu(X W + bias) over a broadcast batch, with and without the bias */
 START_TEST(test_gemm_fast_gelu) {
     int64_t dx[3] = {2, 3, 5}, dw[2] = {5, 7}, db[1] = {7};
-    kn_tensor *x = mk_rand(KN_F32, 3, dx, 1.0), *w = mk_rand(KN_F32, 2, dw, 0.5), *b = mk_rand(KN_F32, 1, db, 1.0);
+    kn_tensor *x = rng_tensor(&rng, KN_F32, 3, dx, 1.0), *w = rng_tensor(&rng, KN_F32, 2, dw, 0.5),
+              *b = rng_tensor(&rng, KN_F32, 1, db, 1.0);
     double ref[42];
     for (int bias = 0; bias < 2; bias++) {
         for (int64_t r = 0; r < 6; r++)
@@ -109,11 +102,12 @@ START_TEST(test_skip_layer_norm) {
     kn_threadpool *pool = kn_threadpool_create(3);
     int64_t B = 3, S = 5, H = 24;
     int64_t dx[3] = {B, S, H}, dskip_b[3] = {1, S, H}, dskip_2[2] = {S, H}, dh[1] = {H};
-    kn_tensor *x = mk_rand(KN_F32, 3, dx, 3.0), *g = mk_rand(KN_F32, 1, dh, 1.0), *be = mk_rand(KN_F32, 1, dh, 1.0);
-    kn_tensor *bi = mk_rand(KN_F32, 1, dh, 1.0);
+    kn_tensor *x = rng_tensor(&rng, KN_F32, 3, dx, 3.0), *g = rng_tensor(&rng, KN_F32, 1, dh, 1.0),
+              *be = rng_tensor(&rng, KN_F32, 1, dh, 1.0);
+    kn_tensor *bi = rng_tensor(&rng, KN_F32, 1, dh, 1.0);
     for (int64_t i = 0; i < kn_numel(x); i++) kn_set_f64(x, i, kn_get_f64(x, i) + 7.0); /* offset mean */
-    kn_tensor *skips[3] = {mk_rand(KN_F32, 3, dx, 1.0), mk_rand(KN_F32, 3, dskip_b, 1.0),
-                           mk_rand(KN_F32, 2, dskip_2, 1.0)};
+    kn_tensor *skips[3] = {rng_tensor(&rng, KN_F32, 3, dx, 1.0), rng_tensor(&rng, KN_F32, 3, dskip_b, 1.0),
+                           rng_tensor(&rng, KN_F32, 2, dskip_2, 1.0)};
     float eps = 1e-5f;
     kn_attr at[1] = {attr_f("epsilon", eps)};
     double *ry = malloc(sizeof(double) * (size_t)(B * S * H)), *rs = malloc(sizeof(double) * (size_t)(B * S * H));
@@ -170,7 +164,7 @@ START_TEST(test_skip_layer_norm) {
     free_all(out16, 4);
     /* errors: gamma of the wrong length, skip that does not broadcast, 1-D input */
     int64_t dbad[1] = {H - 1}, dsbad[3] = {B, S + 1, H};
-    kn_tensor *gbad = mk_rand(KN_F32, 1, dbad, 1.0), *sbad = mk_rand(KN_F32, 3, dsbad, 1.0), *out[4];
+    kn_tensor *gbad = rng_tensor(&rng, KN_F32, 1, dbad, 1.0), *sbad = rng_tensor(&rng, KN_F32, 3, dsbad, 1.0), *out[4];
     kn_tensor *e1[3] = {x, skips[0], gbad}, *e2[3] = {x, sbad, g}, *e3[3] = {g, g, g};
     expect_err(kn_test_run_op(KN_OP_MsSkipLayerNormalization, 17, NULL, 0, e1, 3, out, NULL, 1, NULL));
     free_all(out, 1);
@@ -219,8 +213,9 @@ START_TEST(test_embed_layer_norm) {
     kn_threadpool *pool = kn_threadpool_create(3);
     enum { B = 2, S = 4, H = 20, V = 11, P = 6, G = 2 };
     int64_t dw[2] = {V, H}, dp[2] = {P, H}, dg[2] = {G, H}, dh[1] = {H};
-    kn_tensor *we = mk_rand(KN_F32, 2, dw, 1.0), *pe = mk_rand(KN_F32, 2, dp, 1.0), *se = mk_rand(KN_F32, 2, dg, 1.0);
-    kn_tensor *g = mk_rand(KN_F32, 1, dh, 1.0), *be = mk_rand(KN_F32, 1, dh, 1.0);
+    kn_tensor *we = rng_tensor(&rng, KN_F32, 2, dw, 1.0), *pe = rng_tensor(&rng, KN_F32, 2, dp, 1.0),
+              *se = rng_tensor(&rng, KN_F32, 2, dg, 1.0);
+    kn_tensor *g = rng_tensor(&rng, KN_F32, 1, dh, 1.0), *be = rng_tensor(&rng, KN_F32, 1, dh, 1.0);
     static const int32_t idv[B * S] = {3, 10, 0, 7, 1, 1, 5, 9}, segv[B * S] = {0, 0, 1, 1, 0, 1, 1, 1};
     static const int32_t maskv[B * S] = {1, 1, 1, 0, 1, 2, 0, 1}, posv[B * S] = {5, 4, 3, 2, 0, 0, 1, 1};
     static const int32_t pos1v[S] = {2, 3, 4, 5};
@@ -275,7 +270,7 @@ START_TEST(test_dynamic_quantize_lstm) {
     enum { S = 5, B = 3, I = 6, H = 4, D = 2, G = 16 };
     int64_t dx[3] = {S, B, I}, dw[3] = {D, I, G}, dr[3] = {D, H, G}, dwf[3] = {D, G, I}, drf[3] = {D, G, H};
     int64_t db[2] = {D, 2 * G}, dsc[2] = {D, G}, dl[1] = {B}, dd[1] = {D};
-    kn_tensor *x = mk_rand(KN_F32, 3, dx, 1.0), *bias = mk_rand(KN_F32, 2, db, 0.2);
+    kn_tensor *x = rng_tensor(&rng, KN_F32, 3, dx, 1.0), *bias = rng_tensor(&rng, KN_F32, 2, db, 0.2);
     kn_tensor *wq = mk(KN_I8, 3, dw, NULL), *rq = mk(KN_U8, 3, dr, NULL), *wf = mk(KN_F32, 3, dwf, NULL),
               *rf = mk(KN_F32, 3, drf, NULL);
     /* W per column ([D, 4H]), R per tensor ([D]) */
@@ -289,14 +284,14 @@ START_TEST(test_dynamic_quantize_lstm) {
     for (int d = 0; d < D; d++)
         for (int64_t k = 0; k < I; k++)
             for (int64_t n = 0; n < G; n++) {
-                int q = (int)(drand() * 60.0);
+                int q = (int)(rng_uniform(&rng) * 60.0);
                 kn_set_f64(wq, (d * I + k) * G + n, q);
                 kn_set_f64(wf, (d * G + n) * I + k, q * kn_get_f64(ws, d * G + n));
             }
     for (int d = 0; d < D; d++)
         for (int64_t k = 0; k < H; k++)
             for (int64_t n = 0; n < G; n++) {
-                int q = 128 + (int)(drand() * 60.0);
+                int q = 128 + (int)(rng_uniform(&rng) * 60.0);
                 kn_set_f64(rq, (d * H + k) * G + n, q);
                 kn_set_f64(rf, (d * G + n) * H + k, (q - 128) * kn_get_f64(rs, d));
             }
@@ -365,7 +360,8 @@ START_TEST(test_attention_fused) {
     kn_threadpool *pool = kn_threadpool_create(3);
     enum { B = 2, S = 3, D = 10, N = 2, HQ = 8, HV = 12, P = 2, T = P + S, DT = 2 * HQ + HV, H = HQ / N, Hv = HV / N };
     int64_t dx[3] = {B, S, D}, dw[2] = {D, DT}, db[1] = {DT}, dm[2] = {B, T};
-    kn_tensor *x = mk_rand(KN_F32, 3, dx, 1.0), *w = mk_rand(KN_F32, 2, dw, 0.5), *bias = mk_rand(KN_F32, 1, db, 0.2);
+    kn_tensor *x = rng_tensor(&rng, KN_F32, 3, dx, 1.0), *w = rng_tensor(&rng, KN_F32, 2, dw, 0.5),
+              *bias = rng_tensor(&rng, KN_F32, 1, db, 0.2);
     double mvals[B * T] = {1, 1, 1, 0, 1, 0, 1, 1, 1, 1};
     kn_tensor *mask = mk(KN_I32, 2, dm, mvals);
     int64_t qkv[3] = {HQ, HQ, HV};
@@ -383,9 +379,9 @@ START_TEST(test_attention_fused) {
         /* present needs equal head sizes, so the past variant uses square q/k/v */
         int64_t hq = HQ, hv = with_past ? HQ : HV, dt = 2 * hq + hv, h = hq / N, hvh = hv / N;
         int64_t dw2[2] = {D, dt}, db2[1] = {dt}, dp[5] = {2, B, N, P, h}, dm2[2] = {B, Tc};
-        kn_tensor *w2 = with_past ? mk_rand(KN_F32, 2, dw2, 0.5) : w,
-                  *b2 = with_past ? mk_rand(KN_F32, 1, db2, 0.2) : bias;
-        kn_tensor *past = with_past ? mk_rand(KN_F32, 5, dp, 1.0) : NULL;
+        kn_tensor *w2 = with_past ? rng_tensor(&rng, KN_F32, 2, dw2, 0.5) : w,
+                  *b2 = with_past ? rng_tensor(&rng, KN_F32, 1, db2, 0.2) : bias;
+        kn_tensor *past = with_past ? rng_tensor(&rng, KN_F32, 5, dp, 1.0) : NULL;
         kn_tensor *m2 = with_past ? mask : mk(KN_I32, 2, dm2, (double[]){1, 1, 0, 0, 1, 1});
         if (with_past)
             for (int64_t r = 0; r < B * S; r++)
@@ -456,7 +452,7 @@ START_TEST(test_attention_fused) {
     /* errors: weights not 3*hidden, num_heads missing, unsupported mask shape */
     kn_attr at1[1] = {attr_i("num_heads", N)};
     int64_t dwb[2] = {D, 13}, dmb[2] = {B, 9};
-    kn_tensor *wb = mk_rand(KN_F32, 2, dwb, 1.0), *mb = mk(KN_I32, 2, dmb, NULL), *out[2];
+    kn_tensor *wb = rng_tensor(&rng, KN_F32, 2, dwb, 1.0), *mb = mk(KN_I32, 2, dmb, NULL), *out[2];
     kn_tensor *e1[2] = {x, wb}, *e3[4] = {x, w, bias, mb};
     int64_t sq[3] = {HQ, HQ, HV};
     kn_attr at3[2] = {attr_i("num_heads", N), attr_ints("qkv_hidden_sizes", sq, 3)};
@@ -477,8 +473,9 @@ START_TEST(test_multi_head_attention) {
     enum { B = 2, S = 3, L = 5, N = 2, D = 8, DV = 6, H = D / N, Hv = DV / N };
     int64_t dq[3] = {B, S, D}, dk[3] = {B, L, D}, dv[3] = {B, L, DV}, db[1] = {2 * D + DV}, dm[2] = {B, L};
     int64_t dab[4] = {1, N, S, L};
-    kn_tensor *qt = mk_rand(KN_F32, 3, dq, 1.0), *kt = mk_rand(KN_F32, 3, dk, 1.0), *vt = mk_rand(KN_F32, 3, dv, 1.0);
-    kn_tensor *bias = mk_rand(KN_F32, 1, db, 0.3), *ab = mk_rand(KN_F32, 4, dab, 1.0);
+    kn_tensor *qt = rng_tensor(&rng, KN_F32, 3, dq, 1.0), *kt = rng_tensor(&rng, KN_F32, 3, dk, 1.0),
+              *vt = rng_tensor(&rng, KN_F32, 3, dv, 1.0);
+    kn_tensor *bias = rng_tensor(&rng, KN_F32, 1, db, 0.3), *ab = rng_tensor(&rng, KN_F32, 4, dab, 1.0);
     kn_tensor *kpm = mk(KN_I32, 2, dm, (double[]){1, 1, 1, 0, 0, 1, 1, 1, 1, 1});
     double q[B * N * S * H], k[B * N * L * H], v[B * N * L * Hv], am[B * S * L], abb[B * N * S * L];
     double y[B * S * DV], qk[B * N * S * L];
@@ -516,8 +513,8 @@ START_TEST(test_multi_head_attention) {
     }
     /* errors: key width differs from query, value/key length mismatch, bias length, packed QKV */
     int64_t dkb[3] = {B, L, D + 2}, dvb[3] = {B, L + 1, DV}, dbb[1] = {7};
-    kn_tensor *kb = mk_rand(KN_F32, 3, dkb, 1.0), *vb = mk_rand(KN_F32, 3, dvb, 1.0),
-              *bb = mk_rand(KN_F32, 1, dbb, 1.0);
+    kn_tensor *kb = rng_tensor(&rng, KN_F32, 3, dkb, 1.0), *vb = rng_tensor(&rng, KN_F32, 3, dvb, 1.0),
+              *bb = rng_tensor(&rng, KN_F32, 1, dbb, 1.0);
     kn_tensor *e1[3] = {qt, kb, vt}, *e2[3] = {qt, kt, vb}, *e3[4] = {qt, kt, vt, bb}, *e4[3] = {qt, NULL, NULL};
     expect_err(kn_test_run_op(KN_OP_MsMultiHeadAttention, 17, at, 2, e1, 3, out, NULL, 1, NULL));
     free_all(out, 1);

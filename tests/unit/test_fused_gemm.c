@@ -5,20 +5,12 @@
  * defaults; and the load errors (an unknown activation, missing required parameters).
  * tests/contrib_parity.py checks the op end to end against ONNX Runtime. */
 #include "tests/unit/harness.h"
+#include "tests/unit/rng.h"
 #include "runtime/core/dtype.h"
 #include <stdio.h>
 
-static uint32_t rng_state = 777;
-static double drand(void) {
-    rng_state = rng_state * 1664525u + 1013904223u;
-    return (double)((rng_state >> 8) & 0xFFFF) / 65536.0 * 4.0 - 2.0;
-}
-
-static kn_tensor *mk_rand(kn_dtype t, int nd, const int64_t *dims, double s) {
-    kn_tensor *x = mk(t, nd, dims, NULL);
-    for (int64_t i = 0; i < kn_numel(x); i++) kn_set_f64(x, i, drand() * s);
-    return x;
-}
+/* the generator behind every random input here (tests/unit/rng.h) */
+static test_rng rng = {777};
 
 typedef struct act_case {
     const char *name;
@@ -94,9 +86,9 @@ static double c_at(const kn_tensor *c, int form, int64_t i, int64_t j) {
 static void check_one(kn_threadpool *pool, kn_dtype dt, const act_case *ac, int64_t M, int64_t K, int64_t N, bool ta,
                       bool tb, float alpha, float beta, int cform) {
     int64_t da[2] = {ta ? K : M, ta ? M : K}, db[2] = {tb ? N : K, tb ? K : N}, dc[2];
-    kn_tensor *a = mk_rand(dt, 2, da, 1.0), *b = mk_rand(dt, 2, db, 0.5);
+    kn_tensor *a = rng_tensor(&rng, dt, 2, da, 1.0), *b = rng_tensor(&rng, dt, 2, db, 0.5);
     int nc = c_dims(cform, M, N, dc);
-    kn_tensor *c = cform == C_NONE ? NULL : mk_rand(dt, nc, dc, 1.0);
+    kn_tensor *c = cform == C_NONE ? NULL : rng_tensor(&rng, dt, nc, dc, 1.0);
     double *ref = malloc(sizeof(double) * (size_t)(M * N));
     for (int64_t i = 0; i < M; i++)
         for (int64_t j = 0; j < N; j++) {
@@ -198,7 +190,8 @@ END_TEST
  * type (the op is float-only) */
 START_TEST(test_fused_gemm_errors) {
     int64_t d[2] = {2, 3}, d2[2] = {3, 4}, dbad[2] = {4, 4};
-    kn_tensor *a = mk_rand(KN_F32, 2, d, 1.0), *b = mk_rand(KN_F32, 2, d2, 1.0), *bb = mk_rand(KN_F32, 2, dbad, 1.0);
+    kn_tensor *a = rng_tensor(&rng, KN_F32, 2, d, 1.0), *b = rng_tensor(&rng, KN_F32, 2, d2, 1.0),
+              *bb = rng_tensor(&rng, KN_F32, 2, dbad, 1.0);
     kn_tensor *out[1];
     kn_attr bogus[1] = {attr_s("activation", "Bogus")};
     kn_tensor *in[3] = {a, b, NULL};
@@ -213,7 +206,7 @@ START_TEST(test_fused_gemm_errors) {
     kn_attr relu[1] = {attr_s("activation", "Relu")};
     kn_tensor *in_bad[2] = {a, bb};
     expect_err(kn_test_run_op(KN_OP_MsFusedGemm, 1, relu, 1, in_bad, 2, out, NULL, 1, NULL));
-    kn_tensor *cbad = mk_rand(KN_F32, 1, d, 1.0), *in_c[3] = {a, b, cbad};
+    kn_tensor *cbad = rng_tensor(&rng, KN_F32, 1, d, 1.0), *in_c[3] = {a, b, cbad};
     expect_err(kn_test_run_op(KN_OP_MsFusedGemm, 1, relu, 1, in_c, 3, out, NULL, 1, NULL));
     kn_tensor *ai = mk(KN_I32, 2, d, NULL), *bi = mk(KN_I32, 2, d2, NULL), *in_i[2] = {ai, bi};
     expect_err(kn_test_run_op(KN_OP_MsFusedGemm, 1, relu, 1, in_i, 2, out, NULL, 1, NULL));

@@ -7,6 +7,8 @@
 #endif
 #include "graph/model.h"
 #include "graph/ops.h"
+#include "graph/passes.h"
+#include "runtime/kiln.h"
 #include "tests/unit/harness.h"
 #include <check.h>
 #include <dirent.h>
@@ -622,6 +624,47 @@ END_TEST
 
 /* ---- model zoo ---- */
 
+/* The loader alone (kn_onnx_load_buffer / _file, without kn_model_load*'s optimisation) leaves
+ * the nodes' attributes undecoded. Shape inference (LSTM's reads hidden_size and direction) and a
+ * session on such a model must fail with a status naming the node, not dereference the missing
+ * params; once kn_graph_resolve_ops has decoded them the same inference works. */
+START_TEST(raw_load_undecoded_params_are_an_error) {
+    size_t n = 0;
+    unsigned char *b = slurp(fx("lstm.onnx"), &n);
+    ck_assert(b && n > 0);
+    kn_model *m = NULL;
+    ck_assert_ptr_null(kn_onnx_load_buffer(b, n, NULL, &m));
+    free(b);
+    kn_graph *g = m->graph;
+    ck_assert_int_eq(g->n_nodes, 1);
+    const kn_node *lstm = &g->nodes[0];
+    ck_assert_int_eq(lstm->op, KN_OP_LSTM);
+    const kn_tensor *in[3];
+    for (int k = 0; k < 3; k++) {
+        const kn_value *v = &g->values[lstm->inputs[k]];
+        in[k] = v->constant ? v->constant : &v->type;
+    }
+    kn_tensor y = {0}, *out[1] = {&y};
+    y.ndim = -1;
+    kn_status *st = kn_infer_node(lstm, in, 3, out, 1);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_msg(strstr(kn_status_message(st), "lstm0") != NULL, "%s", kn_status_message(st));
+    kn_status_free(st);
+    kn_session *s = NULL;
+    st = kn_session_create(m, NULL, &s);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_ptr_null(s);
+    ck_assert_msg(strstr(kn_status_message(st), "lstm0") != NULL, "%s", kn_status_message(st));
+    kn_status_free(st);
+    /* decoded: Y [seq 5, directions 1, batch 2, hidden 4] */
+    ck_assert_ptr_null(kn_graph_resolve_ops(g));
+    ck_assert_ptr_null(kn_infer_node(&g->nodes[0], in, 3, out, 1));
+    ck_assert_int_eq(y.ndim, 4);
+    ck_assert(y.dims[0] == 5 && y.dims[1] == 1 && y.dims[2] == 2 && y.dims[3] == 4);
+    kn_model_release(m);
+}
+END_TEST
+
 static int zoo_models(char paths[][1536], int max) {
     const char *dirs[3] = {NULL, "/work/shared/zoo", NULL};
     char d0[1024];
@@ -749,6 +792,7 @@ int main(void) {
     tcase_add_test(tc, bad_models_are_errors);
     tcase_add_test(tc, truncated_empty_random);
     tcase_add_test(tc, deep_nesting_refused);
+    tcase_add_test(tc, raw_load_undecoded_params_are_an_error);
     tcase_add_test(tc, zoo_models_load_and_survive_bit_flips);
     suite_add_tcase(s, tc);
     int rc = kn_test_run_suite(s);
