@@ -22,7 +22,7 @@
 #define DESC(t, buf) kn_tensor_desc((t), (buf), sizeof(buf))
 
 /* Most taps (Cg * kernel size) one output of the direct grouped convolution sums. */
-#define KN_DW_MAX_TAPS KN_DW_MAX_SPAN_TAPS
+#define KN_DW_MAX_TAPS KN_DW_MAX_PLANE_TAPS
 
 /* ---------------------------------------------------------------- shared pieces */
 

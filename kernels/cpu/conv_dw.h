@@ -1,7 +1,9 @@
-/* The row kernel of the direct grouped / depthwise convolution in conv.c: one output row is a
- * weighted sum of a few input rows already padded and split by stride phase, so every tap is a
- * contiguous, unconditional vector load. Built once per ISA (conv_dw_avx2.c, conv_dw_avx512.c,
- * from conv_dw_impl.h); kn_conv_dw_row_scalar is the plain loop used without AVX2. */
+/* The kernels of the direct grouped / depthwise convolution in conv.c. The row kernel sums a few
+ * input rows already padded and split by stride phase, so every tap is a contiguous,
+ * unconditional vector load (any stride); the plane kernel does a whole output plane straight
+ * from the input for horizontal strides 1 and 2, masking the padding instead of copying. Built
+ * once per ISA (conv_dw_avx2.c, conv_dw_avx512.c, from conv_dw_impl.h); the *_scalar forms are
+ * the plain loops used without AVX2 and as the tests' reference. */
 #ifndef KN_CONV_DW_H
 #define KN_CONV_DW_H
 #include <stdint.h>
@@ -22,7 +24,7 @@ void kn_conv_dw_row_avx512(float *out, const float *const *src, const float *wt,
                            int act, float lo, float hi);
 
 /* Most taps (Cg * KH * KW) a plane kernel takes. */
-#define KN_DW_MAX_SPAN_TAPS 64
+#define KN_DW_MAX_PLANE_TAPS 64
 /* Most (edge block, kw) masks a plane kernel keeps for its row-order walk. */
 #define KN_DW_EDGE_MASKS 64
 

@@ -1,7 +1,7 @@
-/* Body of the direct convolution row kernels (see conv_dw.h), written once in the V vocabulary
- * of simd_avx2.h / simd_avx512.h and instantiated per ISA by the file that includes it after
- * defining KN_DW_NAME. Four vectors of outputs stay in registers while the taps stream past, so
- * each weight broadcast serves 4*W products. */
+/* Body of the direct convolution row and plane kernels (see conv_dw.h), written once in the V
+ * vocabulary of simd_avx2.h / simd_avx512.h and instantiated per ISA by the file that includes
+ * it after defining KN_DW_NAME, KN_BA_NAME and KN_PLANE_NAME. Four vectors of outputs stay in
+ * registers while the taps stream past, so each weight broadcast serves 4*W products. */
 #include "kernels/cpu/conv_dw.h"
 #include "kernels/cpu/vmath.h"
 
@@ -71,8 +71,8 @@ static void kn_dw_edge_blocks(float *out, const kn_conv_dw_plane *p, const float
                               V vhi) {
     int s = (int)p->sw;
     int64_t k = p->OW - i < W ? p->OW - i : W, last = (k - 1) * s + 1;
-    VM m0[KN_DW_MAX_SPAN_TAPS], m1[KN_DW_MAX_SPAN_TAPS];
-    int64_t off[KN_DW_MAX_SPAN_TAPS];
+    VM m0[KN_DW_MAX_PLANE_TAPS], m1[KN_DW_MAX_PLANE_TAPS];
+    int64_t off[KN_DW_MAX_PLANE_TAPS];
     for (int64_t kw = 0; kw < p->KW; kw++) {
         int64_t base = i * s + kw * p->dw - p->pw, a = base < 0 ? -base : 0, b = p->Wd - base;
         if (b > last) b = last;
@@ -132,9 +132,9 @@ void KN_PLANE_NAME(float *out, const kn_conv_dw_plane *p, const float *wt, float
     /* every tap's input offset from its output row's first input row (kh*dh rows down, plane c),
      * its kw and weight; a row whose kernel rows all lie in the image (most) uses them as they
      * are, a border row a compacted copy */
-    int64_t tro[KN_DW_MAX_SPAN_TAPS], ctro[KN_DW_MAX_SPAN_TAPS];
-    float wts[KN_DW_MAX_SPAN_TAPS], cwts[KN_DW_MAX_SPAN_TAPS];
-    int kwi[KN_DW_MAX_SPAN_TAPS], ckwi[KN_DW_MAX_SPAN_TAPS], khi[KN_DW_MAX_SPAN_TAPS];
+    int64_t tro[KN_DW_MAX_PLANE_TAPS], ctro[KN_DW_MAX_PLANE_TAPS];
+    float wts[KN_DW_MAX_PLANE_TAPS], cwts[KN_DW_MAX_PLANE_TAPS];
+    int kwi[KN_DW_MAX_PLANE_TAPS], ckwi[KN_DW_MAX_PLANE_TAPS], khi[KN_DW_MAX_PLANE_TAPS];
     int ntf = 0;
     for (int64_t c = 0; c < p->Cg; c++)
         for (int64_t kh = 0; kh < p->KH; kh++)
