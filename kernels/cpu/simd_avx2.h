@@ -34,5 +34,21 @@ typedef __m256i VI;
 #define vcmp_gt(a, b) _mm256_cmp_ps(a, b, _CMP_GT_OQ)
 #define vcmp_unord(a, b) _mm256_cmp_ps(a, b, _CMP_UNORD_Q)
 #define vsel(m, t, f) _mm256_blendv_ps(f, t, m)
+/* the first k lanes (0 <= k <= W) of p, the rest 0; lanes past k are neither read nor written */
+#define vmask_n(k) _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(k)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define vload_n(p, k) _mm256_maskload_ps((p), vmask_n(k))
+#define vstore_n(p, v, k) _mm256_maskstore_ps((p), vmask_n(k), (v))
+/* the lanes a <= l < b (any a, b; clamped to [0, W)) as a load mask */
+typedef __m256i VM;
+static inline VM vmask_range(int64_t a, int64_t b) {
+    a = a < -1 ? -1 : a > W ? W : a;
+    b = b < 0 ? 0 : b > W ? W : b;
+    __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_and_si256(_mm256_cmpgt_epi32(iota, _mm256_set1_epi32((int)a - 1)),
+                            _mm256_cmpgt_epi32(_mm256_set1_epi32((int)b), iota));
+}
+#define vload_mask(p, m) _mm256_maskload_ps((p), (m))
+/* the even lanes of a then b: a0 a2 a4 a6 b0 b2 b4 b6 */
+#define veven(a, b) _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xd8))
 
 #endif

@@ -37,5 +37,19 @@ typedef __m512i VI;
 #define vcmp_gt(a, b) _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ)
 #define vcmp_unord(a, b) _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q)
 #define vsel(m, t, f) _mm512_mask_blend_ps(m, f, t)
+/* the first k lanes (0 <= k <= W) of p, the rest 0; lanes past k are neither read nor written */
+#define vload_n(p, k) _mm512_maskz_loadu_ps((__mmask16)((1u << (k)) - 1u), p)
+#define vstore_n(p, v, k) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (k)) - 1u), (v))
+/* the lanes a <= l < b (any a, b; clamped to [0, W)) as a load mask */
+typedef __mmask16 VM;
+static inline VM vmask_range(int64_t a, int64_t b) {
+    a = a < 0 ? 0 : a;
+    b = b > W ? W : b;
+    return b <= a ? (VM)0 : (VM)(((1u << b) - 1u) & ~((1u << a) - 1u));
+}
+#define vload_mask(p, m) _mm512_maskz_loadu_ps((m), (p))
+/* the even lanes of a then b: a0 a2 ... a14 b0 b2 ... b14 */
+#define veven(a, b) \
+    _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), b)
 
 #endif

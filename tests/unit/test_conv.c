@@ -12,6 +12,8 @@
 #include "runtime/core/dtype.h"
 #include "kernels/cpu/conv_dw.h"
 #include "kernels/cpu/conv_prep.h"
+#include <sys/mman.h>
+#include <unistd.h>
 
 static uint32_t rng_state = 88172645u;
 static float frand(void) {
@@ -514,6 +516,170 @@ START_TEST(test_conv_dw_row_isas) {
 }
 END_TEST
 
+/* Each ISA's plane kernel against the scalar one on plane p (weights wt): equal values, NaN
+ * where it has NaN (unclamped), nothing written past OH*OW. Returns the ISAs checked. */
+static int plane_check(const kn_conv_dw_plane *p, const float *wt, int act, int v) {
+    enum { OMAX = 9 * 80 };
+    static float ref[OMAX + 32], got[OMAX + 32];
+    kn_conv_dw_plane_fn fns[2] = {kn_conv_dw_plane_avx2, kn_conv_dw_plane_avx512};
+    bool have[2] = {__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"), __builtin_cpu_supports("avx512f")};
+    int64_t no = p->OH * p->OW;
+    ck_assert(no <= OMAX);
+    int checked = 0;
+    for (int f = 0; f < 2; f++) {
+        if (!have[f]) continue;
+        for (int i = 0; i < OMAX + 32; i++) got[i] = ref[i] = 12345.0f;
+        kn_conv_dw_plane_scalar(ref, p, wt, 0.25f, act, -0.5f, 0.5f);
+        fns[f](got, p, wt, 0.25f, act, -0.5f, 0.5f);
+        for (int64_t i = 0; i < no; i++) {
+            if (isnan(ref[i]) && act != 1) {
+                ck_assert_msg(isnan(got[i]), "isa %d case %d [%lld]", f, v, (long long)i);
+                continue;
+            }
+            if (isnan(ref[i]) || isnan(got[i])) continue; /* min/max order on NaN differs by ISA */
+            if (isinf(ref[i])) {
+                ck_assert(got[i] == ref[i]);
+                continue;
+            }
+            ck_assert_msg(fabsf(got[i] - ref[i]) <= 1e-5f * (1 + fabsf(ref[i])),
+                          "isa %d case %d act %d [%lld]: %g vs %g", f, v, act, (long long)i, got[i], ref[i]);
+            if (act == 1) ck_assert(got[i] >= -0.5f && got[i] <= 0.5f);
+        }
+        for (int64_t i = no; i < OMAX + 32; i++) ck_assert(got[i] == 12345.0f);
+        checked++;
+    }
+    return checked;
+}
+
+/* The in-place plane kernels of each ISA against the scalar one over 400 geometries: 1-2 input
+ * channels, kernels 1x1 to 5x5, horizontal strides 1 and 2, vertical 1-3, dilations 1-2, pads
+ * 0-4 on either side (asymmetric), widths 1-80 (every vector tail), with the planes starting
+ * right after an unreadable page or ending flush against one and the output followed by
+ * sentinels: nothing outside the input planes is read, nothing past OH*OW written. NaN and Inf
+ * in the input pass through unclamped. Then wide dilated 1x9 kernels with pads of 70, whose
+ * many edge blocks take the column-order path. */
+START_TEST(test_conv_dw_plane_isas) {
+    enum { XMAX = 2 * 9 * 80 };
+    long page = sysconf(_SC_PAGESIZE);
+    size_t body = ((sizeof(float) * XMAX + (size_t)page - 1) / (size_t)page) * (size_t)page;
+    char *map = mmap(NULL, body + 2 * (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ck_assert(map != MAP_FAILED);
+    ck_assert(!mprotect(map, (size_t)page, PROT_NONE));
+    ck_assert(!mprotect(map + (size_t)page + body, (size_t)page, PROT_NONE));
+    float *lo_edge = (float *)(map + (size_t)page), *hi_edge = (float *)(map + (size_t)page + body);
+    float wt[2 * 25];
+    bool any = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    int checked = 0;
+    for (int v = 0; v < 404; v++) {
+        kn_conv_dw_plane p;
+        int64_t pe_h, pe_w;
+        if (v < 400) {
+            p.Cg = 1 + v % 2;
+            p.KH = 1 + v % 5;
+            p.KW = 1 + (v / 5) % 5;
+            p.sw = 1 + (v / 3) % 2;
+            p.sh = 1 + v % 3;
+            p.dh = 1 + (v / 7) % 2;
+            p.dw = 1 + (v / 11) % 2;
+            p.ph = v % 4;
+            p.pw = (v / 2) % 5;
+            pe_h = (v / 4) % 3;
+            pe_w = (v / 13) % 5;
+            p.Wd = 1 + (v * 37) % 80;
+            p.H = 1 + (v * 7) % 9;
+        } else { /* 1x9, dilation 10, pads 70: 11 edge blocks of 9 masks each at stride 1 */
+            p.Cg = 1 + v % 2;
+            p.KH = 1;
+            p.KW = 9;
+            p.sw = 1 + (v - 400) / 2;
+            p.sh = 1;
+            p.dh = 1;
+            p.dw = 10;
+            p.ph = pe_h = 0;
+            p.pw = 70;
+            pe_w = 70 - v % 3;
+            p.Wd = 200;
+            p.H = 2;
+        }
+        while (p.Wd + p.pw + pe_w < (p.KW - 1) * p.dw + 1) p.Wd++;
+        while (p.H + p.ph + pe_h < (p.KH - 1) * p.dh + 1) p.H++;
+        p.OH = (p.H + p.ph + pe_h - (p.KH - 1) * p.dh - 1) / p.sh + 1;
+        p.OW = (p.Wd + p.pw + pe_w - (p.KW - 1) * p.dw - 1) / p.sw + 1;
+        int64_t nx = p.Cg * p.H * p.Wd;
+        ck_assert(nx <= XMAX);
+        float *x = v % 2 ? lo_edge : hi_edge - nx;
+        for (int64_t i = 0; i < nx; i++) x[i] = frand();
+        if (nx > 6) {
+            x[v % nx] = NAN;
+            x[(v * 5 + 3) % nx] = v % 3 ? INFINITY : -INFINITY;
+        }
+        p.x = x;
+        for (int i = 0; i < 2 * 25; i++) wt[i] = frand();
+        checked += plane_check(&p, wt, v % 3, v);
+    }
+    munmap(map, body + 2 * (size_t)page);
+    ck_assert_int_ge(checked, any ? 404 : 0);
+}
+END_TEST
+
+/* A depthwise 3x3 (the in-place plane path) over a batch of wide images with NaN and Inf inside
+ * and on the borders: each output agrees with the reference, NaN exactly where it has NaN, Inf
+ * where it has Inf. Strides 1 and 2, asymmetric pads, dilation 2, channels not a multiple of the vector. */
+START_TEST(test_conv_dw_plane_nonfinite) {
+    static const int64_t geo[][6] = {/* s, d, pb_h, pb_w, pe_h, pe_w */
+                                     {1, 1, 1, 1, 1, 1},
+                                     {2, 1, 1, 1, 1, 1},
+                                     {2, 1, 0, 0, 1, 1},
+                                     {1, 2, 2, 1, 0, 2},
+                                     {2, 2, 1, 2, 2, 0}};
+    for (int gi = 0; gi < 5; gi++) {
+        int64_t N = 3, C = 19, H = 11, Wd = 70;
+        cparams p = {2,
+                     N,
+                     C,
+                     C,
+                     C,
+                     {H, Wd},
+                     {3, 3},
+                     {geo[gi][0], geo[gi][0]},
+                     {geo[gi][1], geo[gi][1]},
+                     {geo[gi][2], geo[gi][3]},
+                     {geo[gi][4], geo[gi][5]}};
+        int64_t xd[4] = {N, C, H, Wd}, wd[4] = {C, 1, 3, 3}, bd[1] = {C};
+        kn_tensor *in[3] = {mk_rand(KN_F32, 4, xd), mk_rand(KN_F32, 4, wd), mk_rand(KN_F32, 1, bd)}, *out[1];
+        float *x = in[0]->data;
+        x[(1 * C + 3) * H * Wd + 5 * Wd + 0] = NAN;           /* left border */
+        x[(2 * C + 7) * H * Wd + 0 * Wd + Wd - 1] = INFINITY; /* top right corner */
+        x[(0 * C + 18) * H * Wd + 6 * Wd + 33] = -INFINITY;   /* interior */
+        x[(2 * C + 18) * H * Wd + (H - 1) * Wd + 40] = NAN;   /* bottom row */
+        int64_t pads[4] = {p.pb[0], p.pb[1], p.pe[0], p.pe[1]};
+        kn_attr at[4] = {attr_ints("strides", p.s, 2), attr_ints("dilations", p.d, 2), attr_i("group", C),
+                         attr_ints("pads", pads, 4)};
+        kn_status *st = kn_test_run_op(KN_OP_Conv, 21, at, 4, in, 3, out, NULL, 1, pool);
+        ck_assert_msg(!st, "Conv: %s", st ? kn_status_message(st) : "");
+        int64_t n = kn_numel(out[0]);
+        double *ref = malloc(sizeof(double) * (size_t)n);
+        conv_naive(&p, in[0], in[1], in[2], ref);
+        int nonfinite = 0;
+        for (int64_t i = 0; i < n; i++) {
+            double g = kn_get_f64(out[0], i);
+            if (isnan(ref[i]) || isinf(ref[i])) {
+                nonfinite++;
+                ck_assert_msg(isnan(ref[i]) ? isnan(g) : g == ref[i], "geo %d [%lld]: %g vs %g", gi, (long long)i, g,
+                              ref[i]);
+                continue;
+            }
+            ck_assert_msg(fabs(g - ref[i]) <= 1e-5 * (1 + fabs(ref[i])), "geo %d [%lld]: %g vs %g", gi, (long long)i, g,
+                          ref[i]);
+        }
+        ck_assert_int_gt(nonfinite, 0);
+        free(ref);
+        for (int i = 0; i < 3; i++) kn_tensor_free(in[i]);
+        kn_tensor_free(out[0]);
+    }
+}
+END_TEST
+
 /* com.microsoft FusedConv = act(Conv + Z) against the reference, for each activation, through the
  * direct grouped path (clamp inside the row kernel) and the GEMM path (clamp in the bias pass),
  * with and without Z; an unknown activation is refused at decode. */
@@ -736,6 +902,8 @@ static Suite *conv_suite(void) {
     tcase_add_test(tc, test_maxunpool_bad_index);
     tcase_add_test(tc, test_conv_grouped_direct);
     tcase_add_test(tc, test_conv_dw_row_isas);
+    tcase_add_test(tc, test_conv_dw_plane_isas);
+    tcase_add_test(tc, test_conv_dw_plane_nonfinite);
     tcase_add_test(tc, test_fused_conv);
     tcase_add_test(tc, test_conv_prepacked);
     suite_add_tcase(s, tc);
