@@ -118,11 +118,11 @@ void kn_nbits_group8(const float *src, int64_t N, int64_t nb, float *dst) { kn_n
 
 /* 4 bits: the 4 source bytes of 8 values (k0..k7, nibble i = value i) become byte i = value i |
  * value i+4 << 4 (nbits.h) */
-static inline uint32_t nb_pack4(uint32_t w) {
-    uint32_t r = 0;
-    for (int i = 0; i < 4; i++) r |= (((w >> (4 * i)) & 15u) | (((w >> (4 * i + 16)) & 15u) << 4)) << (8 * i);
-    return r;
+static inline uint32_t nb_spread4(uint32_t x) { /* nibble i of 16 bits to the low half of byte i */
+    x = (x | (x << 8)) & 0x00ff00ffu;
+    return (x | (x << 4)) & 0x0f0f0f0fu;
 }
+static inline uint32_t nb_pack4(uint32_t w) { return nb_spread4(w & 0xffffu) | nb_spread4(w >> 16) << 4; }
 
 void kn_nbits_i8_pack16(const uint8_t *b, int64_t N, int64_t nb, int bits, int64_t bs, uint8_t *dst) {
     int64_t blob = bs * bits / 8, cs = nb * blob, tiles = (N + KN_NBITS_I8_PC - 1) / KN_NBITS_I8_PC;
