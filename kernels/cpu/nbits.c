@@ -377,7 +377,10 @@ static kn_status *nb_run_int8(kn_exec_ctx *ctx, nb_job *j, const kn_tensor *bias
     }
     kn_parallel_for(ctx->pool, j->M, 1, nb_quant_task, j);
     if (j->bp) {
-        kn_parallel_for(ctx->pool, (j->N + KN_NBITS_I8_PC - 1) / KN_NBITS_I8_PC, 1, nb_i8p_task, j);
+        /* chunks of at least 64 KiB of weights: a smaller product (a key or value projection at
+         * decode) costs less on one thread than waking another */
+        int64_t ts = KN_NBITS_I8_PC * j->nb * j->blob;
+        kn_parallel_for(ctx->pool, (j->N + KN_NBITS_I8_PC - 1) / KN_NBITS_I8_PC, (65536 + ts - 1) / ts, nb_i8p_task, j);
         return NULL;
     }
     int64_t groups = (j->N + 7) / 8, th = ctx->pool ? kn_threadpool_size(ctx->pool) : 1, grain = groups / (4 * th);

@@ -31,15 +31,19 @@ static inline __attribute__((always_inline)) void nb_dot16p(const int8_t *qa, in
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m512 nz = _mm512_set1_ps(-zdef);
     __m512 acc[KN_NBITS_I8_NR], zs[KN_NBITS_I8_NR];
+    /* every row loop unrolled: GCC then keeps the arrays in registers, not on the stack */
+#pragma GCC unroll 4
     for (int r = 0; r < KN_NBITS_I8_NR; r++) acc[r] = zs[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         __m512i s0[KN_NBITS_I8_NR], s1[KN_NBITS_I8_NR];
+#pragma GCC unroll 4
         for (int r = 0; r < KN_NBITS_I8_NR; r++) s0[r] = s1[r] = _mm512_setzero_si512();
         const int8_t *ab = qa + b * bs;
         if (bits == 4) {
             for (int64_t i = 0; i < bs; i += 8, bp += 64) {
                 __m512i x = _mm512_loadu_si512((const void *)bp);
                 __m512i lo = _mm512_and_si512(x, m4), hi = _mm512_and_si512(_mm512_srli_epi16(x, 4), m4);
+#pragma GCC unroll 4
                 for (int r = 0; r < nr; r++) {
                     s0[r] = _mm512_dpbusd_epi32(s0[r], lo, nb_bcast4(ab + r * ldq + i));
                     s1[r] = _mm512_dpbusd_epi32(s1[r], hi, nb_bcast4(ab + r * ldq + i + 4));
@@ -48,6 +52,7 @@ static inline __attribute__((always_inline)) void nb_dot16p(const int8_t *qa, in
         } else {
             for (int64_t i = 0; i < bs; i += 8, bp += 128) {
                 __m512i x0 = _mm512_loadu_si512((const void *)bp), x1 = _mm512_loadu_si512((const void *)(bp + 64));
+#pragma GCC unroll 4
                 for (int r = 0; r < nr; r++) {
                     s0[r] = _mm512_dpbusd_epi32(s0[r], x0, nb_bcast4(ab + r * ldq + i));
                     s1[r] = _mm512_dpbusd_epi32(s1[r], x1, nb_bcast4(ab + r * ldq + i + 4));
@@ -56,6 +61,7 @@ static inline __attribute__((always_inline)) void nb_dot16p(const int8_t *qa, in
         }
         __m512 s = _mm512_loadu_ps(sc16 + b * 16);
         __m512 o = off16 ? _mm512_loadu_ps(off16 + b * 16) : _mm512_mul_ps(nz, s);
+#pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
             __m512 d = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[r], s1[r]));
             acc[r] = _mm512_fmadd_ps(d, _mm512_mul_ps(_mm512_set1_ps(sa[r * lds + b]), s), acc[r]);
@@ -63,6 +69,7 @@ static inline __attribute__((always_inline)) void nb_dot16p(const int8_t *qa, in
         }
     }
     __mmask16 mk = (__mmask16)(nc >= 16 ? 0xffff : (1u << nc) - 1);
+#pragma GCC unroll 4
     for (int r = 0; r < nr; r++) {
         if (bias) acc[r] = _mm512_add_ps(acc[r], _mm512_maskz_loadu_ps(mk, bias));
         _mm512_mask_storeu_ps(y + r * ldy, mk, _mm512_add_ps(acc[r], zs[r]));
