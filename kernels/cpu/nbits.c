@@ -8,8 +8,9 @@
  * accuracy_level 4 (what onnxruntime_genai's int4 builder writes) is computed as ONNX Runtime's CPU
  * computes it whenever ONNX Runtime 1.32 would (float32 or float16 A, 4 or 8 bits, block sizes
  * 16..256, zero points absent or uint8): A quantised to int8 per block (kn_nbits_quant_a), integer
- * block products in groups of 8 columns (kn_nbits_i8_dot_*) for few rows, the int8 values scaled
- * back through the float32 tiles for 8 rows and more. Levels 0-3 (float32, and fp16/bf16 compute
+ * block products for few rows (with VNNI and a constant B, over B packed at load per 16 columns,
+ * kn_nbits_i8_dot16p_vnni; else in groups of 8 columns, kn_nbits_i8_dot8_*), the int8 values
+ * scaled back through the float32 tiles for 8 rows and more. Levels 0-3 (float32, and fp16/bf16 compute
  * that ONNX Runtime's x64 CPU also runs in float32) and the other level 4 nodes keep the float32
  * product. The CUDA kernel is float for every level, as ONNX Runtime's CUDA provider ignores
  * accuracy_level. */
