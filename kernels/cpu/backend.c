@@ -73,14 +73,16 @@ static kn_status *cpu_graph_optimize(const kn_backend *b, kn_graph *g) {
         kn_node *n = &g->nodes[i];
         KN_TRY(cpu_prepare_bodies(b, n));
         KN_TRY(cpu_prepare_rnn(g, n));
-        /* MatMulNBits: constant scales and zero points decoded to float32 once */
+        /* MatMulNBits: constant scales and zero points decoded to float32 once (and a constant B
+         * packed for the level 4 decode loop) */
         if (n->op == KN_OP_MsMatMulNBits && !n->prepared && n->n_inputs > 2 && n->inputs[2] >= 0) {
             const kn_tensor *sc = g->values[n->inputs[2]].constant;
+            const kn_tensor *bq = n->inputs[1] >= 0 ? g->values[n->inputs[1]].constant : NULL;
             bool zp_given = n->n_inputs > 3 && n->inputs[3] >= 0;
             const kn_tensor *zp = zp_given ? g->values[n->inputs[3]].constant : NULL;
             if (!sc || (zp_given && !zp)) continue;
             kn_nbits_prepared *pr = NULL;
-            KN_TRY(kn_nbits_prepare(n, sc, zp, &pr));
+            KN_TRY(kn_nbits_prepare(n, bq, sc, zp, &pr));
             if (pr) {
                 n->prepared = pr;
                 n->prepared_free = kn_nbits_prepared_free;

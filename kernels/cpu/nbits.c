@@ -8,8 +8,9 @@
  * accuracy_level 4 (what onnxruntime_genai's int4 builder writes) is computed as ONNX Runtime's CPU
  * computes it whenever ONNX Runtime 1.32 would (float32 or float16 A, 4 or 8 bits, block sizes
  * 16..256, zero points absent or uint8): A quantised to int8 per block (kn_nbits_quant_a), integer
- * block products in groups of 8 columns (kn_nbits_i8_dot_*) for few rows, the int8 values scaled
- * back through the float32 tiles for 8 rows and more. Levels 0-3 (float32, and fp16/bf16 compute
+ * block products for few rows (with VNNI and a constant B, over B packed at load per 16 columns,
+ * kn_nbits_i8_dot16p_vnni; else in groups of 8 columns, kn_nbits_i8_dot8_*), the int8 values
+ * scaled back through the float32 tiles for 8 rows and more. Levels 0-3 (float32, and fp16/bf16 compute
  * that ONNX Runtime's x64 CPU also runs in float32) and the other level 4 nodes keep the float32
  * product. The CUDA kernel is float for every level, as ONNX Runtime's CUDA provider ignores
  * accuracy_level. */
@@ -105,13 +106,40 @@ bool kn_nbits_have_vnni(void) {
     return kn_red_simd_level() == 2 && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
 }
 
-void kn_nbits_group8(const float *src, int64_t N, int64_t nb, float *dst) {
-    for (int64_t g = 0; g < (N + 7) / 8; g++)
+void kn_nbits_group(const float *src, int64_t N, int64_t nb, int64_t w, float *dst) {
+    for (int64_t g = 0; g < (N + w - 1) / w; g++)
         for (int64_t b = 0; b < nb; b++)
-            for (int64_t j = 0; j < 8; j++) {
-                int64_t n = g * 8 + j;
-                dst[(g * nb + b) * 8 + j] = n < N ? src[n * nb + b] : 0.0f;
+            for (int64_t j = 0; j < w; j++) {
+                int64_t n = g * w + j;
+                dst[(g * nb + b) * w + j] = n < N ? src[n * nb + b] : 0.0f;
             }
+}
+
+void kn_nbits_group8(const float *src, int64_t N, int64_t nb, float *dst) { kn_nbits_group(src, N, nb, 8, dst); }
+
+/* 4 bits: the 4 source bytes of 8 values (k0..k7, nibble i = value i) become byte i = value i |
+ * value i+4 << 4 (nbits.h) */
+static inline uint32_t nb_spread4(uint32_t x) { /* nibble i of 16 bits to the low half of byte i */
+    x = (x | (x << 8)) & 0x00ff00ffu;
+    return (x | (x << 4)) & 0x0f0f0f0fu;
+}
+static inline uint32_t nb_pack4(uint32_t w) { return nb_spread4(w & 0xffffu) | nb_spread4(w >> 16) << 4; }
+
+void kn_nbits_i8_pack16(const uint8_t *b, int64_t N, int64_t nb, int bits, int64_t bs, uint8_t *dst) {
+    int64_t blob = bs * bits / 8, cs = nb * blob, tiles = (N + KN_NBITS_I8_PC - 1) / KN_NBITS_I8_PC;
+    /* 4 source bytes per lane and load: 8 values of 4 bits or 4 of 8 */
+    int64_t loads = cs / 4;
+    for (int64_t t = 0; t < tiles; t++) {
+        uint8_t *d = dst + t * KN_NBITS_I8_PC * cs;
+        for (int64_t l = 0; l < loads; l++)
+            for (int64_t j = 0; j < KN_NBITS_I8_PC; j++) {
+                int64_t n = t * KN_NBITS_I8_PC + j;
+                uint32_t w = 0;
+                if (n < N) memcpy(&w, b + n * cs + l * 4, 4);
+                if (bits == 4) w = nb_pack4(w);
+                memcpy(d + (l * KN_NBITS_I8_PC + j) * 4, &w, 4);
+            }
+    }
 }
 
 void kn_nbits_i8_deint(const int8_t *qa, int64_t n, int64_t bs, int8_t *dst) {
@@ -157,6 +185,9 @@ typedef struct nb_job {
     int8_t *qa, *qd;               /* qd: qa reordered for the vector loop (4 bits), or NULL */
     float *sa, *asum, *biasf, *fq; /* fq: A quantised and scaled back (prefill) */
     bool vec8, vnni;
+    const uint8_t *bp; /* B packed (kn_nbits_i8_pack16), or NULL */
+    const float *offp; /* the packed path's offsets, NULL without zero points */
+    float zdef;
     /* the scale / zero-point decoding (nb_prep_task) */
     const kn_tensor *sct, *zpt;
     float *sc_w, *off_w;
@@ -207,27 +238,39 @@ static bool nb_int8_params(const kn_params_ms_nbits *p, const kn_tensor *zpt) {
         (!zpt || zpt->dtype == KN_U8);
 }
 
-kn_status *kn_nbits_prepare(const kn_node *n, const kn_tensor *sc, const kn_tensor *zp, kn_nbits_prepared **out) {
+kn_status *kn_nbits_prepare(const kn_node *n, const kn_tensor *b, const kn_tensor *sc, const kn_tensor *zp,
+                            kn_nbits_prepared **out) {
     const kn_params_ms_nbits *p = KN_PARAMS(n, ms_nbits);
     *out = NULL;
     if (!nb_prep_fits(p, sc, zp) || !sc->data || (zp && !zp->data)) return NULL;
-    int64_t nb = (p->K + p->block_size - 1) / p->block_size, cnt = p->N * nb;
+    int64_t nb = (p->K + p->block_size - 1) / p->block_size, cnt = p->N * nb, blob = p->block_size * p->bits / 8;
     /* level 4 nodes keep only the int8 path's grouped layout (a bfloat16 A, which takes the float32
-     * product, decodes the plain one on its run) */
+     * product, decodes the plain one on its run); a constant B is packed for the VNNI loop, which
+     * then takes every run of few rows */
     bool grouped = nb_int8_params(p, zp);
-    int64_t keep = grouped ? (p->N + 7) / 8 * 8 * nb : cnt;
+    bool pack = grouped && b && b->data && b->dtype == KN_U8 && kn_numel(b) == p->N * nb * blob && kn_nbits_have_vnni();
+    int64_t w = pack ? KN_NBITS_I8_PC : 8, keep = grouped ? (p->N + w - 1) / w * w * nb : cnt;
     kn_nbits_prepared *pr = calloc(1, sizeof *pr);
     float *buf = malloc(sizeof(float) * (size_t)(2 * keep)), *tmp = grouped ? malloc(sizeof(float) * 2 * cnt) : NULL;
-    if (!pr || !buf || (grouped && !tmp)) {
+    size_t npack = pack ? (size_t)((p->N + w - 1) / w * w * nb * blob) : 0;
+    uint8_t *bp = pack ? malloc(npack) : NULL;
+    if (!pr || !buf || (grouped && !tmp) || (pack && !bp)) {
         free(pr);
         free(buf);
         free(tmp);
-        return KN_OOM(sizeof(float) * (size_t)(2 * (keep + cnt)));
+        free(bp);
+        return KN_OOM(sizeof(float) * (size_t)(2 * (keep + cnt)) + npack);
     }
     pr->count = cnt;
-    pr->grouped = grouped;
+    pr->group = grouped ? (int)w : 0;
     pr->sc = buf;
     pr->off = buf + keep;
+    pr->zp = zp != NULL;
+    if (pack) {
+        kn_nbits_i8_pack16(b->data, p->N, nb, (int)p->bits, p->block_size, bp);
+        pr->bp = bp;
+        pr->b_src = b->data;
+    }
     nb_job j = {.nb = nb,
                 .bits = (int)p->bits,
                 .sct = sc,
@@ -236,8 +279,8 @@ kn_status *kn_nbits_prepare(const kn_node *n, const kn_tensor *sc, const kn_tens
                 .off_w = grouped ? tmp + cnt : pr->off};
     nb_prep_task(&j, 0, p->N);
     if (grouped) {
-        kn_nbits_group8(tmp, p->N, nb, pr->sc);
-        kn_nbits_group8(tmp + cnt, p->N, nb, pr->off);
+        kn_nbits_group(tmp, p->N, nb, w, pr->sc);
+        kn_nbits_group(tmp + cnt, p->N, nb, w, pr->off);
         free(tmp);
     }
     *out = pr;
@@ -246,7 +289,10 @@ kn_status *kn_nbits_prepare(const kn_node *n, const kn_tensor *sc, const kn_tens
 
 void kn_nbits_prepared_free(void *v) {
     kn_nbits_prepared *p = v;
-    if (p) free(p->sc);
+    if (p) {
+        free(p->sc);
+        free(p->bp);
+    }
     free(p);
 }
 
@@ -265,8 +311,10 @@ static void nb_fq_task(void *vctx, int64_t begin, int64_t end) {
 static void nb_quant_task(void *vctx, int64_t begin, int64_t end) {
     const nb_job *j = vctx;
     int64_t nb = j->nb, lq = nb * j->bs;
+    bool v512 = kn_red_simd_level() == 2;
     for (int64_t m = begin; m < end; m++) {
-        kn_nbits_quant_a(j->a + m * j->K, j->K, j->bs, j->qa + m * lq, j->sa + m * nb, j->asum + m * nb);
+        (v512 ? kn_nbits_quant_a_avx512 : kn_nbits_quant_a)(j->a + m * j->K, j->K, j->bs, j->qa + m * lq,
+                                                            j->sa + m * nb, j->asum + m * nb);
         if (j->qd) kn_nbits_i8_deint(j->qa + m * lq, lq, j->bs, j->qd + m * lq);
     }
 }
@@ -295,22 +343,47 @@ static void nb_int8_task(void *vctx, int64_t begin, int64_t end) {
     }
 }
 
+/* tiles of 16 packed columns [begin, end) for every row, up to 4 rows at a time */
+static void nb_i8p_task(void *vctx, int64_t begin, int64_t end) {
+    const nb_job *j = vctx;
+    int64_t nb = j->nb, ts = KN_NBITS_I8_PC * nb * j->blob, lq = nb * j->bs;
+    for (int64_t t = begin; t < end; t++) {
+        int64_t n = t * KN_NBITS_I8_PC, nc = j->N - n < KN_NBITS_I8_PC ? j->N - n : KN_NBITS_I8_PC;
+        const float *sc = j->sc + t * nb * KN_NBITS_I8_PC, *off = j->offp ? j->offp + t * nb * KN_NBITS_I8_PC : NULL;
+        for (int64_t m = 0; m < j->M; m += KN_NBITS_I8_NR) {
+            int nr = j->M - m < KN_NBITS_I8_NR ? (int)(j->M - m) : KN_NBITS_I8_NR;
+            kn_nbits_i8_dot16p_vnni(j->qa + m * lq, lq, j->sa + m * nb, j->asum + m * nb, nb, nr, j->bp + t * ts, sc,
+                                    off, j->zdef, nb, j->bits, j->bs, j->biasf ? j->biasf + n : NULL, (int)nc,
+                                    j->y + m * j->N + n, j->N);
+        }
+    }
+}
+
 /* accuracy_level 4: A quantised row by row, then groups of columns in parallel (the bias added
- * inside, in ONNX Runtime's order); j->sc and j->off in kn_nbits_group8's layout */
+ * inside, in ONNX Runtime's order); j->sc and j->off in kn_nbits_group's layout (16 columns with
+ * packed B, else 8) */
 static kn_status *nb_run_int8(kn_exec_ctx *ctx, nb_job *j, const kn_tensor *bias) {
     size_t nq = (size_t)(j->M * j->nb * j->bs), nf = (size_t)(j->M * j->nb);
     j->vec8 = kn_red_simd_level() >= 1;
     j->vnni = kn_nbits_have_vnni();
+    bool deint = j->vec8 && j->bits == 4 && !j->bp;
     j->qa = kn_scratch_alloc(ctx, nq);
-    j->qd = j->vec8 && j->bits == 4 ? kn_scratch_alloc(ctx, nq) : NULL;
+    j->qd = deint ? kn_scratch_alloc(ctx, nq) : NULL;
     j->sa = kn_scratch_alloc(ctx, sizeof(float) * 2 * nf);
-    if (!j->qa || !j->sa || (j->vec8 && j->bits == 4 && !j->qd)) return KN_OOM(2 * nq + sizeof(float) * 2 * nf);
+    if (!j->qa || !j->sa || (deint && !j->qd)) return KN_OOM(2 * nq + sizeof(float) * 2 * nf);
     j->asum = j->sa + nf;
     if (bias) {
         if (!(j->biasf = kn_scratch_alloc(ctx, sizeof(float) * (size_t)j->N))) return KN_OOM(sizeof(float) * j->N);
         for (int64_t n = 0; n < j->N; n++) j->biasf[n] = kn_load_f32(bias->data, bias->dtype, n);
     }
     kn_parallel_for(ctx->pool, j->M, 1, nb_quant_task, j);
+    if (j->bp) {
+        /* chunks of at least 64 KiB of weights: a smaller product (a key or value projection at
+         * decode) costs less on one thread than waking another */
+        int64_t ts = KN_NBITS_I8_PC * j->nb * j->blob;
+        kn_parallel_for(ctx->pool, (j->N + KN_NBITS_I8_PC - 1) / KN_NBITS_I8_PC, (65536 + ts - 1) / ts, nb_i8p_task, j);
+        return NULL;
+    }
     int64_t groups = (j->N + 7) / 8, th = ctx->pool ? kn_threadpool_size(ctx->pool) : 1, grain = groups / (4 * th);
     kn_parallel_for(ctx->pool, groups, grain < 1 ? 1 : grain, nb_int8_task, j);
     return NULL;
@@ -465,9 +538,16 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
      * float32 tiles, which reuse each dequantised panel for every row */
     bool fq = int8 && M >= KN_NBITS_I8_FQ_M;
     if (fq) int8 = false;
-    if (pr && pr->count == N * nb && pr->grouped == int8) {
+    /* the packed B only where it was packed from this very B */
+    bool packed = int8 && pr && pr->count == N * nb && pr->bp && pr->b_src == b->data;
+    if (pr && pr->count == N * nb && (packed || pr->group == (int8 ? 8 : 0))) {
         j.sc = pr->sc;
         j.off = pr->off;
+        if (packed) {
+            j.bp = pr->bp;
+            j.offp = pr->zp ? pr->off : NULL;
+            j.zdef = (float)(1 << (bits - 1));
+        }
     } else {
         size_t nsc = (size_t)(N * nb);
         float *sc = kn_scratch_alloc(ctx, sizeof(float) * 2 * nsc);

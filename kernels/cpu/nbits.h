@@ -41,6 +41,8 @@ KN_NBITS_DECL(avx512)
  * kn_nbits_quant_a quantises one row of K values: qa gets blocks * bs bytes (the last block padded
  * with zeros), sa and asum (sa * sum(qa)) one float per block. */
 void kn_nbits_quant_a(const float *a, int64_t K, int64_t bs, int8_t *qa, float *sa, float *asum);
+/* the same with AVX-512 (nbits_avx512.c), bit for bit; block sizes multiples of 16 */
+void kn_nbits_quant_a_avx512(const float *a, int64_t K, int64_t bs, int8_t *qa, float *sa, float *asum);
 /* From KN_NBITS_I8_FQ_M rows on (prefill) the kernel multiplies A's int8 values scaled back to
  * float (qa * sa) by the float32 path's tiles instead: the same quantity as the integer products,
  * float32 rounding apart, at the tiles' speed. */
@@ -69,6 +71,23 @@ void kn_nbits_i8_dot8_vnni(const int8_t *qa, int64_t ldq, const float *sa, const
                            const uint8_t *bq, int64_t bstride, const float *sc8, const float *off8, int64_t nb,
                            int bits, int64_t bs, const float *bias, float *y, int64_t ldy);
 bool kn_nbits_have_vnni(void);
+/* Decode with AVX-512 VNNI on constant weights: B repacked at load (kn_nbits_i8_pack16) so that
+ * one 64-byte load holds 16 columns' weights for 8 values of K (4 bits: byte 4j+i of column j has
+ * k0+i in its low nibble and k0+4+i in its high one; 8 bits: 4 values of K a load, byte 4j+i is
+ * k0+i), each column in its own int32 lane: vpdpbusd against A's 4 bytes broadcast sums them
+ * without any horizontal add, and each block's sum is scaled in its column's float lane. A tile of
+ * 16 columns (the last padded with zero columns) takes 16 * K_blocks * blob bytes, streamed in
+ * order. Scales and offsets grouped per 16 columns (kn_nbits_group, w 16); off16 NULL: offsets
+ * -zdef * scale (no zero points), computed in the loop as the plain layout's decoding does. */
+enum { KN_NBITS_I8_PC = 16 };
+void kn_nbits_group(const float *src, int64_t N, int64_t nb, int64_t w, float *dst);
+void kn_nbits_i8_pack16(const uint8_t *b, int64_t N, int64_t nb, int bits, int64_t bs, uint8_t *dst);
+/* nr <= KN_NBITS_I8_NR rows in natural order (not kn_nbits_i8_deint's) against one packed tile of
+ * 16 columns, nc <= 16 of them written (y + r * ldy); bias NULL or nc values. Bit for bit
+ * kn_nbits_i8_dot_scalar's results. */
+void kn_nbits_i8_dot16p_vnni(const int8_t *qa, int64_t ldq, const float *sa, const float *asum, int64_t lds, int nr,
+                             const uint8_t *bp, const float *sc16, const float *off16, float zdef, int64_t nb, int bits,
+                             int64_t bs, const float *bias, int nc, float *y, int64_t ldy);
 
 /* MatMulNBits' per-block scales and offsets (-zero_point * scale) as float32, decoded once per
  * model when scales and zero points are constants (the CPU backend's graph_optimize hook keeps
@@ -78,12 +97,18 @@ struct kn_tensor;
 typedef struct kn_nbits_prepared {
     int64_t count; /* N * blocks */
     float *sc, *off;
-    bool grouped; /* accuracy_level 4's int8 path: kn_nbits_group8's layout over N rounded up to 8 */
+    /* accuracy_level 4's int8 path: kn_nbits_group's layout over N rounded up to 8 (the 8-column
+     * loops), or to 16 where B was packed (bp) */
+    int group;
+    uint8_t *bp;       /* constant B packed by kn_nbits_i8_pack16 (with VNNI), or NULL */
+    const void *b_src; /* the data bp was packed from: bp serves only runs on that B */
+    bool zp;           /* zero points given (else offsets follow from the scales) */
 } kn_nbits_prepared;
 /* NULL *out (and no error) when the node's attributes do not describe these tensors: the kernel
- * then reports the mismatch on its run. */
-struct kn_status *kn_nbits_prepare(const struct kn_node *n, const struct kn_tensor *sc, const struct kn_tensor *zp,
-                                   kn_nbits_prepared **out);
+ * then reports the mismatch on its run. b (NULL when B is not a constant) is packed for the VNNI
+ * decode loop where that loop would take the node. */
+struct kn_status *kn_nbits_prepare(const struct kn_node *n, const struct kn_tensor *b, const struct kn_tensor *sc,
+                                   const struct kn_tensor *zp, kn_nbits_prepared **out);
 void kn_nbits_prepared_free(void *p);
 /* GatherBlockQuantized's operands checked against each other and the node's attributes, and the
  * geometry both backends index with (kernels/cpu/nbits.c, kernels/cuda/quant.cu): dims as

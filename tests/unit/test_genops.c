@@ -28,6 +28,10 @@ typedef struct nb_case {
     int bits, zp_kind; /* 0 none, 1 packed uint8, 2 float */
     bool bias;
     int level; /* accuracy_level */
+    /* 0: run as an op alone; else with the node prepared as loading does (kn_nbits_prepare) from
+     * 1: B itself (packed where the VNNI loop takes it), 2: a copy of B (the packing must then be
+     * ignored: another B), 3: no constant B */
+    int prep;
 } nb_case;
 
 /* accuracy_level 4's int8 algorithm (kernels/cpu/nbits.h) written out on its own for one row of A
@@ -54,6 +58,35 @@ static float i8_ref(const float *a, int64_t K, int64_t bs, const uint8_t *col, c
     if (bias) acc += *bias;
     for (int64_t b = 0; b < nb; b++) zs = fmaf(asum[b], -(float)zero[b] * sc[b], zs);
     return acc + zs;
+}
+
+/* MatMulNBits run as the executor runs a loaded node: its constant operands prepared first, from
+ * bprep as B */
+static kn_status *nb_eval_prepared(const kn_attr *at, int n_at, kn_tensor *const *in, const kn_tensor *bprep,
+                                   kn_tensor **out, kn_threadpool *pool) {
+    kn_node node = kn_test_node(KN_OP_MsMatMulNBits, 1, at, n_at);
+    kn_status *st = kn_node_decode_params(&node);
+    if (st) return st;
+    kn_nbits_prepared *pr = NULL;
+    if ((st = kn_nbits_prepare(&node, bprep, in[2], in[3], &pr))) {
+        free(node.params);
+        return st;
+    }
+    ck_assert_ptr_nonnull(pr);
+    node.prepared = pr;
+    out[0] = calloc(1, sizeof(kn_tensor));
+    kn_scratch scratch = {0};
+    kn_exec_ctx ctx = {.pool = pool,
+                       .backend = kn_cpu_backend(),
+                       .scratch_alloc = kn_scratch_alloc_impl,
+                       .scratch_state = &scratch,
+                       .seed = KN_TEST_SEED};
+    st = kn_node_eval_host(&ctx, &node, (const kn_tensor *const *)in, 6, out, 1);
+    kn_nbits_prepared_free(pr);
+    free(node.params);
+    kn_scratch_release(&scratch);
+    if (st) free_all(out, 1);
+    return st;
 }
 
 static void nb_run(const nb_case *c, kn_threadpool *pool) {
@@ -97,11 +130,17 @@ static void nb_run(const nb_case *c, kn_threadpool *pool) {
     }
     kn_attr at[5] = {attr_i("K", c->K), attr_i("N", c->N), attr_i("bits", c->bits), attr_i("block_size", c->bs),
                      attr_i("accuracy_level", c->level)};
-    kn_tensor *in[6] = {a, b, sc, zp, NULL, bias}, *out[1];
-    expect_ok(kn_test_run_op(KN_OP_MsMatMulNBits, 1, at, 5, in, 6, out, NULL, 1, pool));
-    char what[112];
-    snprintf(what, sizeof what, "MatMulNBits M%lld K%lld N%lld bits%d bs%lld zp%d level%d", (long long)c->M,
-             (long long)c->K, (long long)c->N, c->bits, (long long)c->bs, c->zp_kind, c->level);
+    kn_tensor *in[6] = {a, b, sc, zp, NULL, bias}, *out[1], *bcopy = NULL;
+    if (c->prep == 2) {
+        bcopy = mk(KN_U8, 3, db, NULL);
+        memcpy(bcopy->data, b->data, (size_t)kn_numel(b));
+        in[1] = bcopy;
+    }
+    if (c->prep) expect_ok(nb_eval_prepared(at, 5, in, c->prep == 3 ? NULL : b, out, pool));
+    else expect_ok(kn_test_run_op(KN_OP_MsMatMulNBits, 1, at, 5, in, 6, out, NULL, 1, pool));
+    char what[128];
+    snprintf(what, sizeof what, "MatMulNBits M%lld K%lld N%lld bits%d bs%lld zp%d level%d prep%d", (long long)c->M,
+             (long long)c->K, (long long)c->N, c->bits, (long long)c->bs, c->zp_kind, c->level, c->prep);
     /* level 4 with float zero points stays on the float32 product, as in ONNX Runtime */
     if (c->level == 4 && c->zp_kind != 2) {
         /* the int8 algorithm (bit for bit for few rows); within its quantisation error (1/254 of
@@ -136,8 +175,8 @@ static void nb_run(const nb_case *c, kn_threadpool *pool) {
     }
     free_all(out, 1);
     free(ref);
-    kn_tensor *ts[5] = {a, b, sc, zp, bias};
-    free_all(ts, 5);
+    kn_tensor *ts[6] = {a, b, sc, zp, bias, bcopy};
+    free_all(ts, 6);
 }
 
 START_TEST(test_matmul_nbits) {
@@ -177,6 +216,133 @@ START_TEST(test_matmul_nbits_int8) {
 }
 END_TEST
 
+/* accuracy_level 4 on prepared nodes (scales decoded at load, B packed for the VNNI decode loop
+ * where this CPU has it): 1..7 rows and 64, every block size, 4 and 8 bits, N below, at and past
+ * the 16-column tile, K not a multiple of the block, zero points absent, packed and float, bias or
+ * not, the packing taken, ignored for another B, and absent; bit for bit the int8 algorithm */
+START_TEST(test_matmul_nbits_int8_prepared) {
+    kn_threadpool *pool = kn_threadpool_create(3);
+    static const int64_t bss[5] = {16, 32, 64, 128, 256}, ns[5] = {5, 16, 33, 70, 128};
+    int idx = 0;
+    for (int bits = 4; bits <= 8; bits += 4)
+        for (int bi = 0; bi < 5; bi++)
+            for (int64_t m = 1; m <= 8; m++, idx++) {
+                nb_case c = {m == 8 ? 64 : m,
+                             2 * bss[bi] + (idx % 3 ? 0 : 9),
+                             ns[idx % 5],
+                             bss[bi],
+                             bits,
+                             idx % 4 == 3 ? 2 : idx % 2,
+                             idx % 3 == 1,
+                             4,
+                             1 + idx % 3};
+                nb_run(&c, idx % 2 ? pool : NULL);
+            }
+    kn_threadpool_free(pool);
+}
+END_TEST
+
+/* B packed per 16 columns (kn_nbits_i8_pack16) against the layout nbits.h describes, and the VNNI
+ * decode loop over it against the plain loop bit for bit: every block size, 4 and 8 bits, N not a
+ * multiple of the tile, K not a multiple of the block, 1..4 rows, zero points or not, bias or not,
+ * NaN and infinities in A (whose rows then give NaN in both) */
+START_TEST(test_nbits_int8_packed_inner) {
+    static const int64_t bss[5] = {16, 32, 64, 128, 256}, ns[3] = {16, 7, 29};
+    for (int bits = 4; bits <= 8; bits += 4)
+        for (int bi = 0; bi < 5; bi++)
+            for (int ni = 0; ni < 3; ni++) {
+                enum { NBK = 3, NR = KN_NBITS_I8_NR, NMAX = 32 };
+                int64_t bs = bss[bi], N = ns[ni], k2 = NBK * bs - 3, blob = bs * bits / 8, cs = NBK * blob;
+                int64_t lq = NBK * bs, tiles = (N + 15) / 16;
+                float a2[NR * NBK * 256], sc[NMAX * NBK], off[NMAX * NBK], offz[NMAX * NBK], bias[NMAX];
+                float sc16[NMAX * NBK], off16[NMAX * NBK], y[NR * 16], yr[16], s2[NR * NBK], as2[NR * NBK];
+                int8_t q2[NR * NBK * 256];
+                uint8_t bq[NMAX * NBK * 256], bp[NMAX * NBK * 256];
+                float zdef = (float)(1 << (bits - 1));
+                for (int i = 0; i < NR * k2; i++) a2[i] = (float)drand() * 3.0f;
+                /* row 2's block 1 ends in NaN (its largest |a| is then NaN: kn_nbits_quant_a's max keeps
+                 * the last NaN), row 3's block 0 holds an infinity */
+                if (ni == 1) a2[2 * k2 + 2 * bs - 1] = NAN;
+                if (ni == 0) a2[k2 + 2 * bs + 5] = NAN; /* mid-block: a finite (wrapped) row */
+                if (ni == 2) a2[3 * k2 + 1] = bi % 2 ? INFINITY : -INFINITY;
+                for (int64_t i = 0; i < N * cs; i++) bq[i] = (uint8_t)urand();
+                for (int64_t i = 0; i < N * NBK; i++) {
+                    sc[i] = (float)(0.02 + 0.01 * drand());
+                    off[i] = -(float)(urand() % (1u << bits)) * sc[i];
+                    offz[i] = -zdef * sc[i];
+                }
+                for (int64_t j = 0; j < N; j++) bias[j] = (float)drand();
+                for (int r = 0; r < NR; r++)
+                    kn_nbits_quant_a(a2 + r * k2, k2, bs, q2 + r * lq, s2 + r * NBK, as2 + r * NBK);
+                if (kn_red_simd_level() == 2) /* the vector quantisation: the same bytes and floats */
+                    for (int r = 0; r < NR; r++) {
+                        int8_t qv[NBK * 256];
+                        float sv[NBK], av[NBK];
+                        memset(qv, 0x55, sizeof qv);
+                        kn_nbits_quant_a_avx512(a2 + r * k2, k2, bs, qv, sv, av);
+                        FAST_ASSERT(memcmp(qv, q2 + r * lq, (size_t)lq) == 0 &&
+                                        memcmp(sv, s2 + r * NBK, sizeof sv) == 0 &&
+                                        memcmp(av, as2 + r * NBK, sizeof av) == 0,
+                                    "quant_a_avx512 bs %lld row %d", (long long)bs, r);
+                    }
+                kn_nbits_i8_pack16(bq, N, NBK, bits, bs, bp);
+                /* the layout: the value of column n at k sits where nbits.h says */
+                for (int64_t n = 0; n < tiles * 16; n++)
+                    for (int64_t k = 0; k < NBK * bs; k++) {
+                        int64_t t = n / 16, j = n % 16, kb = k / bs, i = k % bs;
+                        int want = 0;
+                        if (n < N) {
+                            const uint8_t *p = bq + n * cs + kb * blob;
+                            want = bits == 4 ? (p[i / 2] >> ((i & 1) * 4)) & 15 : p[i];
+                        }
+                        const uint8_t *tb = bp + t * 16 * cs;
+                        int got = bits == 4 ? (tb[(k / 8 * 16 + j) * 4 + k % 4] >> (k % 8 / 4 * 4)) & 15
+                                            : tb[(k / 4 * 16 + j) * 4 + k % 4];
+                        FAST_ASSERT(got == want, "pack bits %d bs %lld n %lld k %lld: %d vs %d", bits, (long long)bs,
+                                    (long long)n, (long long)k, got, want);
+                    }
+                if (!kn_nbits_have_vnni()) continue;
+                for (int v = 0; v < 4; v++) {
+                    bool zp = v & 1;
+                    const float *bi2 = v & 2 ? bias : NULL, *o = zp ? off : offz;
+                    kn_nbits_group(sc, N, NBK, 16, sc16);
+                    kn_nbits_group(o, N, NBK, 16, off16);
+                    for (int nr = 1; nr <= NR; nr++)
+                        for (int64_t t = 0; t < tiles; t++) {
+                            int nc = N - t * 16 < 16 ? (int)(N - t * 16) : 16;
+                            memset(y, 0x7f, sizeof y);
+                            kn_nbits_i8_dot16p_vnni(q2, lq, s2, as2, NBK, nr, bp + t * 16 * cs, sc16 + t * NBK * 16,
+                                                    zp ? off16 + t * NBK * 16 : NULL, zdef, NBK, bits, bs,
+                                                    bi2 ? bi2 + t * 16 : NULL, nc, y, 16);
+                            for (int r = 0; r < nr; r++) {
+                                kn_nbits_i8_dot_scalar(q2 + r * lq, s2 + r * NBK, as2 + r * NBK, bq + t * 16 * cs, cs,
+                                                       sc + t * 16 * NBK, o + t * 16 * NBK, NBK, 1, NBK, bits, bs,
+                                                       bi2 ? bi2 + t * 16 : NULL, nc, yr);
+                                for (int i = 0; i < 16; i++) {
+                                    float g = y[r * 16 + i];
+                                    uint32_t gb;
+                                    memcpy(&gb, &g, sizeof gb);
+                                    /* columns past nc are left alone */
+                                    bool same = i < nc ? memcmp(&g, &yr[i], sizeof g) == 0 || (isnan(g) && isnan(yr[i]))
+                                                       : gb == 0x7f7f7f7fu;
+                                    FAST_ASSERT(same,
+                                                "VNNI packed bits %d bs %lld N %lld v %d rows %d tile %lld row %d col "
+                                                "%d: %.9g vs %.9g",
+                                                bits, (long long)bs, (long long)N, v, nr, (long long)t, r, i, g,
+                                                i < nc ? yr[i] : 0.0f);
+                                }
+                                /* the rows with NaN or an infinity come out NaN, the others finite */
+                                bool bad_row = (ni == 1 && r == 2) || (ni == 2 && r == 3);
+                                for (int i = 0; i < nc; i++)
+                                    FAST_ASSERT(bad_row ? isnan(y[r * 16 + i]) : isfinite(y[r * 16 + i]),
+                                                "row %d col %d: %g", r, i, y[r * 16 + i]);
+                            }
+                        }
+                }
+            }
+}
+END_TEST
+
 /* the int8 path's pieces: a row's quantisation against its definition (zeros, a block of zeros,
  * ties rounded to even), and the AVX2 8-column loop against the plain one bit for bit */
 START_TEST(test_nbits_int8_inner) {
@@ -191,6 +357,12 @@ START_TEST(test_nbits_int8_inner) {
     float sa[NB], as[NB];
     memset(qa, 0x55, sizeof qa);
     kn_nbits_quant_a(a, K, BS, qa, sa, as);
+    if (kn_red_simd_level() == 2) {
+        int8_t qv[NB * BS];
+        float sv[NB], av[NB];
+        kn_nbits_quant_a_avx512(a, K, BS, qv, sv, av);
+        ck_assert(memcmp(qv, qa, sizeof qv) == 0 && memcmp(sv, sa, sizeof sv) == 0 && memcmp(av, as, sizeof av) == 0);
+    }
     ck_assert_float_eq(sa[0], 1.0f / 127.0f);
     ck_assert_int_eq(qa[0], 127);
     ck_assert_int_eq(qa[1], 2);
@@ -457,6 +629,8 @@ int main(void) {
     tcase_add_test(tc, test_matmul_nbits_errors);
     tcase_add_test(tc, test_matmul_nbits_int8);
     tcase_add_test(tc, test_nbits_int8_inner);
+    tcase_add_test(tc, test_matmul_nbits_int8_prepared);
+    tcase_add_test(tc, test_nbits_int8_packed_inner);
     tcase_add_test(tc, test_gqa_shared_buffer);
     suite_add_tcase(s, tc);
     return kn_test_run_suite(s);
