@@ -1,9 +1,8 @@
 /* MatMulNBits accuracy_level 4 for many rows (kernels/cpu/nbits_i8gemm.h): A's rows quantised to
  * int8 per block once, then panels of 32 columns of B in parallel, each copied into the tiles'
  * layout by the thread that multiplies it (78 KiB for K = 4864 at 4 bits, so a panel stays in L2
- * while every row of A passes over it; each panel has its own scratch, B's size in all, so threads
- * claim panels freely) and multiplied in register tiles; the plain loop (kn_nbits_i8_dot_scalar)
- * without AVX2. */
+ * while every row of A passes over it) and multiplied in register tiles; the plain loop
+ * (kn_nbits_i8_dot_scalar) without AVX2. */
 #include "kernels/cpu/nbits_i8gemm.h"
 #include "graph/ops.h"
 #include "kernels/cpu/nbits.h"
@@ -13,17 +12,18 @@
 enum { PW = KN_NBITS_I8G_PW };
 
 void kn_nbits_i8g_pack(const uint8_t *b, int64_t cs, int64_t n0, int nc, const float *sc, const float *off, int64_t nb,
-                       const float *bias, uint32_t *panel, float *sbp, float *offp, float *biasp) {
+                       const float *bias, uint32_t *panel, float *sbp, float *offp, float *biasp, int isa) {
     int64_t nw = cs / 4;
+    if (isa == 2) kn_nbits_i8g_words_avx512(b, cs, n0, nc, panel);
     for (int c = 0; c < PW; c++) {
         if (c >= nc) {
-            for (int64_t w = 0; w < nw; w++) panel[w * PW + c] = 0;
+            for (int64_t w = 0; isa != 2 && w < nw; w++) panel[w * PW + c] = 0;
             for (int64_t k = 0; k < nb; k++) sbp[k * PW + c] = offp[k * PW + c] = 0.0f;
             biasp[c] = 0.0f;
             continue;
         }
         const uint8_t *src = b + (n0 + c) * cs;
-        for (int64_t w = 0; w < nw; w++) memcpy(&panel[w * PW + c], src + 4 * w, 4);
+        for (int64_t w = 0; isa != 2 && w < nw; w++) memcpy(&panel[w * PW + c], src + 4 * w, 4);
         for (int64_t k = 0; k < nb; k++) {
             sbp[k * PW + c] = sc[(n0 + c) * nb + k];
             offp[k * PW + c] = off[(n0 + c) * nb + k];
@@ -47,8 +47,9 @@ typedef struct i8g_job {
     int bits, isa;
     int8_t *qa, *qd; /* qd: the tiles' order (4 bits), else qa */
     float *sa, *asum, *y;
-    char *wbuf; /* per panel: B's words, scales, offsets, bias */
+    char *wbuf; /* per slot: B's words, scales, offsets, bias */
     size_t wsize;
+    int64_t grain; /* panels a task call at least: call [begin, end) takes slot begin / grain */
 } i8g_job;
 
 static void i8g_quant_task(void *vctx, int64_t begin, int64_t end) {
@@ -72,12 +73,12 @@ static void i8g_panel_task(void *vctx, int64_t begin, int64_t end) {
     int64_t nb = j->nb, nw = j->cs / 4;
     int mr = j->isa == 2 ? KN_NBITS_I8G_MR_VNNI : KN_NBITS_I8G_MR_AVX2;
     int width = j->isa == 2 ? PW : KN_NBITS_I8G_NW_AVX2;
+    uint32_t *panel = (uint32_t *)(j->wbuf + (size_t)(begin / j->grain) * j->wsize);
     for (int64_t pi = begin; pi < end; pi++) {
-        uint32_t *panel = (uint32_t *)(j->wbuf + (size_t)pi * j->wsize);
         float *sbp = (float *)(panel + nw * PW), *offp = sbp + nb * PW, *biasp = offp + nb * PW;
         int64_t n0 = pi * PW;
         int nc = j->N - n0 < PW ? (int)(j->N - n0) : PW;
-        kn_nbits_i8g_pack(j->b, j->cs, n0, nc, j->sc, j->off, nb, j->bias, panel, sbp, offp, biasp);
+        kn_nbits_i8g_pack(j->b, j->cs, n0, nc, j->sc, j->off, nb, j->bias, panel, sbp, offp, biasp, j->isa);
         for (int64_t m = 0; m < j->M; m += mr) {
             int nr = j->M - m < mr ? (int)(j->M - m) : mr;
             for (int c0 = 0; c0 < nc; c0 += width) {
@@ -123,7 +124,12 @@ kn_status *kn_nbits_i8gemm(kn_exec_ctx *ctx, const float *a, int64_t M, int64_t 
     int64_t np = (N + PW - 1) / PW;
     j.wsize = (sizeof(uint32_t) * (size_t)(j.cs / 4) + sizeof(float) * (size_t)(2 * nb + 1)) * PW;
     j.wsize = (j.wsize + 63) / 64 * 64;
-    if (!(j.wbuf = kn_scratch_alloc(ctx, j.wsize * (size_t)np))) return KN_OOM(j.wsize * np);
-    kn_parallel_for(ctx->pool, np, 1, i8g_panel_task, &j);
+    /* about 4 task calls a thread, each with its own panel (kept in cache from one to the next):
+     * calls cover disjoint ranges of at least grain panels, so begin / grain tells them apart */
+    int64_t th = ctx->pool ? kn_threadpool_size(ctx->pool) : 1, slots;
+    j.grain = (np + 4 * th - 1) / (4 * th);
+    slots = (np + j.grain - 1) / j.grain;
+    if (!(j.wbuf = kn_scratch_alloc(ctx, j.wsize * (size_t)slots))) return KN_OOM(j.wsize * slots);
+    kn_parallel_for(ctx->pool, np, j.grain, i8g_panel_task, &j);
     return NULL;
 }

@@ -21,9 +21,11 @@ enum { KN_NBITS_I8G_PW = 32, KN_NBITS_I8G_MR_VNNI = 4, KN_NBITS_I8G_MR_AVX2 = 4,
 
 /* the panel of columns [n0, n0 + nc) (nc <= PW; the rest zero): cs = blocks * blob bytes a column
  * (a multiple of 4), words (cs / 4) x PW; scales and offsets (plain [N][blocks] layout) as
- * [blocks][PW]; the bias (float32 or NULL) as PW floats, zero where absent */
+ * [blocks][PW]; the bias (float32 or NULL) as PW floats, zero where absent. isa 2: the words
+ * transposed 16 x 16 in AVX-512 registers (kn_nbits_i8g_words_avx512), else one by one. */
 void kn_nbits_i8g_pack(const uint8_t *b, int64_t cs, int64_t n0, int nc, const float *sc, const float *off, int64_t nb,
-                       const float *bias, uint32_t *panel, float *sbp, float *offp, float *biasp);
+                       const float *bias, uint32_t *panel, float *sbp, float *offp, float *biasp, int isa);
+void kn_nbits_i8g_words_avx512(const uint8_t *b, int64_t cs, int64_t n0, int nc, uint32_t *panel);
 /* n values (a multiple of 8) reordered: per 8, positions 0 2 4 6 then 1 3 5 7 */
 void kn_nbits_i8g_deint8(const int8_t *qa, int64_t n, int8_t *dst);
 

@@ -94,3 +94,45 @@ void kn_nbits_i8g_tile_vnni(const int8_t *qa, int64_t ldq, const float *sa, cons
     else I8G_ROWS(4);
 #undef I8G_ROWS
 }
+
+/* 16 x 16 words transposed in registers: r[c] holds 16 words of column c, r[e] gets word e of the
+ * 16 columns (unpacks of 32 then 64 bits within 128-bit lanes, then two rounds of lane shuffles) */
+static inline void i8g_transpose16(__m512i r[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        u[i / 4] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        u[i / 4 + 4] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        u[i / 4 + 8] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i / 4 + 12] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    /* u[4k + g]: word 4L + k of columns 4g..4g+3 in lane L */
+    for (int k = 0; k < 4; k++) {
+        __m512i xl = _mm512_shuffle_i32x4(u[4 * k], u[4 * k + 1], 0x44),
+                xh = _mm512_shuffle_i32x4(u[4 * k], u[4 * k + 1], 0xee);
+        __m512i yl = _mm512_shuffle_i32x4(u[4 * k + 2], u[4 * k + 3], 0x44),
+                yh = _mm512_shuffle_i32x4(u[4 * k + 2], u[4 * k + 3], 0xee);
+        r[k] = _mm512_shuffle_i32x4(xl, yl, 0x88);
+        r[4 + k] = _mm512_shuffle_i32x4(xl, yl, 0xdd);
+        r[8 + k] = _mm512_shuffle_i32x4(xh, yh, 0x88);
+        r[12 + k] = _mm512_shuffle_i32x4(xh, yh, 0xdd);
+    }
+}
+
+void kn_nbits_i8g_words_avx512(const uint8_t *b, int64_t cs, int64_t n0, int nc, uint32_t *panel) {
+    int64_t nw = cs / 4;
+    for (int g = 0; g < PW; g += 16)
+        for (int64_t w0 = 0; w0 < nw; w0 += 16) {
+            int nv = nw - w0 < 16 ? (int)(nw - w0) : 16;
+            __mmask16 m = (__mmask16)((1u << nv) - 1);
+            __m512i r[16];
+            for (int c = 0; c < 16; c++)
+                r[c] =
+                    g + c < nc ? _mm512_maskz_loadu_epi32(m, b + (n0 + g + c) * cs + 4 * w0) : _mm512_setzero_si512();
+            i8g_transpose16(r);
+            for (int e = 0; e < nv; e++) _mm512_storeu_si512(panel + (w0 + e) * PW + g, r[e]);
+        }
+}

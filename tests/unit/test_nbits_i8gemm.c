@@ -152,7 +152,7 @@ END_TEST
 /* the panel copy (words of each column transposed, scales by block, the rest zero) and A's
  * reordering per 8 values */
 START_TEST(test_i8gemm_pieces) {
-    enum { NB = 3, BS = 32, NC = 5, N = 40 };
+    enum { NB = 7, BS = 32, N = 40 }; /* 28 words a column: a full 16 and a partial 12 */
     int64_t cs = NB * BS / 2, nw = cs / 4;
     uint8_t b[N * NB * BS / 2];
     float sc[N * NB], off[N * NB], bias[N];
@@ -161,20 +161,24 @@ START_TEST(test_i8gemm_pieces) {
     for (int i = 0; i < N; i++) bias[i] = frand();
     uint32_t panel[NB * BS / 8 * KN_NBITS_I8G_PW];
     float sbp[NB * KN_NBITS_I8G_PW], offp[NB * KN_NBITS_I8G_PW], biasp[KN_NBITS_I8G_PW];
-    memset(panel, 0x5a, sizeof panel);
-    kn_nbits_i8g_pack(b, cs, 33, NC, sc, off, NB, bias, panel, sbp, offp, biasp);
-    for (int c = 0; c < KN_NBITS_I8G_PW; c++) {
-        for (int64_t w = 0; w < nw; w++) {
-            uint32_t want = 0;
-            if (c < NC) memcpy(&want, b + (33 + c) * cs + 4 * w, 4);
-            FAST_ASSERT(panel[w * KN_NBITS_I8G_PW + c] == want, "panel word %lld column %d", (long long)w, c);
+    for (int isa = 0; isa <= max_isa(); isa += 2) /* the plain copy and the AVX-512 transpose */
+        for (int nc = 1; nc <= KN_NBITS_I8G_PW; nc += nc < 16 ? 4 : 7) {
+            memset(panel, 0x5a, sizeof panel);
+            kn_nbits_i8g_pack(b, cs, 7, nc, sc, off, NB, bias, panel, sbp, offp, biasp, isa);
+            for (int c = 0; c < KN_NBITS_I8G_PW; c++) {
+                for (int64_t w = 0; w < nw; w++) {
+                    uint32_t want = 0;
+                    if (c < nc) memcpy(&want, b + (7 + c) * cs + 4 * w, 4);
+                    FAST_ASSERT(panel[w * KN_NBITS_I8G_PW + c] == want, "isa %d nc %d: panel word %lld column %d", isa,
+                                nc, (long long)w, c);
+                }
+                for (int k = 0; k < NB; k++) {
+                    ck_assert_float_eq(sbp[k * KN_NBITS_I8G_PW + c], c < nc ? sc[(7 + c) * NB + k] : 0.0f);
+                    ck_assert_float_eq(offp[k * KN_NBITS_I8G_PW + c], c < nc ? off[(7 + c) * NB + k] : 0.0f);
+                }
+                ck_assert_float_eq(biasp[c], c < nc ? bias[7 + c] : 0.0f);
+            }
         }
-        for (int k = 0; k < NB; k++) {
-            ck_assert_float_eq(sbp[k * KN_NBITS_I8G_PW + c], c < NC ? sc[(33 + c) * NB + k] : 0.0f);
-            ck_assert_float_eq(offp[k * KN_NBITS_I8G_PW + c], c < NC ? off[(33 + c) * NB + k] : 0.0f);
-        }
-        ck_assert_float_eq(biasp[c], c < NC ? bias[33 + c] : 0.0f);
-    }
     int8_t q[24], d[24];
     for (int i = 0; i < 24; i++) q[i] = (int8_t)(i * 3 - 30);
     kn_nbits_i8g_deint8(q, 24, d);
