@@ -14,16 +14,23 @@ enum { PW = KN_NBITS_I8G_PW };
 void kn_nbits_i8g_pack(const uint8_t *b, int64_t cs, int64_t n0, int nc, const float *sc, const float *off, int64_t nb,
                        const float *bias, uint32_t *panel, float *sbp, float *offp, float *biasp, int isa) {
     int64_t nw = cs / 4;
-    if (isa == 2) kn_nbits_i8g_words_avx512(b, cs, n0, nc, panel);
+    if (isa == 2) {
+        /* the scales' [N][blocks] floats are words too */
+        kn_nbits_i8g_words_avx512(b, cs, n0, nc, panel);
+        kn_nbits_i8g_words_avx512((const uint8_t *)sc, nb * 4, n0, nc, (uint32_t *)sbp);
+        kn_nbits_i8g_words_avx512((const uint8_t *)off, nb * 4, n0, nc, (uint32_t *)offp);
+        for (int c = 0; c < PW; c++) biasp[c] = bias && c < nc ? bias[n0 + c] : 0.0f;
+        return;
+    }
     for (int c = 0; c < PW; c++) {
         if (c >= nc) {
-            for (int64_t w = 0; isa != 2 && w < nw; w++) panel[w * PW + c] = 0;
+            for (int64_t w = 0; w < nw; w++) panel[w * PW + c] = 0;
             for (int64_t k = 0; k < nb; k++) sbp[k * PW + c] = offp[k * PW + c] = 0.0f;
             biasp[c] = 0.0f;
             continue;
         }
         const uint8_t *src = b + (n0 + c) * cs;
-        for (int64_t w = 0; isa != 2 && w < nw; w++) memcpy(&panel[w * PW + c], src + 4 * w, 4);
+        for (int64_t w = 0; w < nw; w++) memcpy(&panel[w * PW + c], src + 4 * w, 4);
         for (int64_t k = 0; k < nb; k++) {
             sbp[k * PW + c] = sc[(n0 + c) * nb + k];
             offp[k * PW + c] = off[(n0 + c) * nb + k];
@@ -55,6 +62,11 @@ typedef struct i8g_job {
 static void i8g_quant_task(void *vctx, int64_t begin, int64_t end) {
     const i8g_job *j = vctx;
     for (int64_t m = begin; m < end; m++) {
+        if (j->isa == 2) {
+            kn_nbits_i8g_quant_avx512(j->a + m * j->K, j->K, j->bs, j->bits == 4, j->qd + m * j->lq, j->sa + m * j->nb,
+                                      j->asum + m * j->nb);
+            continue;
+        }
         kn_nbits_quant_a(j->a + m * j->K, j->K, j->bs, j->qa + m * j->lq, j->sa + m * j->nb, j->asum + m * j->nb);
         if (j->qd != j->qa) kn_nbits_i8g_deint8(j->qa + m * j->lq, j->lq, j->qd + m * j->lq);
     }
@@ -112,7 +124,7 @@ kn_status *kn_nbits_i8gemm(kn_exec_ctx *ctx, const float *a, int64_t M, int64_t 
                  .y = y};
     size_t nq = (size_t)(M * j.lq), nf = (size_t)(M * nb);
     j.qa = kn_scratch_alloc(ctx, nq);
-    j.qd = isa && bits == 4 ? kn_scratch_alloc(ctx, nq) : j.qa;
+    j.qd = isa == 1 && bits == 4 ? kn_scratch_alloc(ctx, nq) : j.qa; /* VNNI quantises in order */
     j.sa = kn_scratch_alloc(ctx, sizeof(float) * 2 * nf);
     if (!j.qa || !j.qd || !j.sa) return KN_OOM(2 * nq + sizeof(float) * 2 * nf);
     j.asum = j.sa + nf;

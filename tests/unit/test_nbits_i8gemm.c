@@ -5,7 +5,8 @@
  * blocks), over 8..200 rows, N not a multiple of the 32-column panel or the 8-column AVX2 tile, K
  * not a multiple of the block, block sizes 16..256, 4 and 8 bits, zero points absent and present,
  * bias absent and present, rows holding NaN and infinities, threaded and not; and the pieces:
- * the panel copy and A's reordering against their definitions. */
+ * the panel copy and A's reordering against their definitions, the AVX-512 quantisation of A
+ * against kn_nbits_quant_a. */
 #include "tests/unit/harness.h"
 #include "kernels/cpu/nbits.h"
 #include "kernels/cpu/nbits_i8gemm.h"
@@ -186,6 +187,32 @@ START_TEST(test_i8gemm_pieces) {
         for (int i = 0; i < 4; i++) {
             ck_assert_int_eq(d[g + i], q[g + 2 * i]);
             ck_assert_int_eq(d[g + 4 + i], q[g + 2 * i + 1]);
+        }
+    /* the AVX-512 quantisation against kn_nbits_quant_a (then deint8 for 4 bits): every block size,
+     * partial last blocks, NaN first, mid and last in a block, infinities, zero blocks, ties */
+    if (max_isa() < 2) return;
+    static const int64_t bss[5] = {16, 32, 64, 128, 256};
+    for (int bi = 0; bi < 5; bi++)
+        for (int t = 0; t < 6; t++) {
+            int64_t bs = bss[bi], K = 3 * bs - (t % 3 ? 0 : 5 + t), nb = 3, lq = nb * bs;
+            float x[3 * 256], sa[3], as[3], sv[3], av[3];
+            int8_t qr[3 * 256], qv[3 * 256], qrd[3 * 256];
+            for (int64_t k = 0; k < K; k++) x[k] = frand() * (t + 1);
+            if (t == 1) x[0] = NAN, x[bs + bs / 2] = NAN, x[2 * bs - 1] = NAN;
+            if (t == 2) x[3] = INFINITY, x[bs + 1] = -INFINITY;
+            if (t == 3)
+                for (int64_t k = bs; k < 2 * bs; k++) x[k] = 0.0f;
+            if (t == 4) x[0] = 1.0f, x[1] = 2.5f / 127.0f, x[2] = -3.5f / 127.0f, x[3] = 0.5f / 127.0f;
+            kn_nbits_quant_a(x, K, bs, qr, sa, as);
+            kn_nbits_i8g_deint8(qr, lq, qrd);
+            for (int deint = 0; deint < 2; deint++) {
+                memset(qv, 0x55, sizeof qv);
+                kn_nbits_i8g_quant_avx512(x, K, bs, deint, qv, sv, av);
+                FAST_ASSERT(memcmp(qv, deint ? qrd : qr, (size_t)lq) == 0, "quant bs %lld case %d deint %d",
+                            (long long)bs, t, deint);
+                FAST_ASSERT(memcmp(sv, sa, sizeof sv) == 0 && memcmp(av, as, sizeof av) == 0,
+                            "quant scales bs %lld case %d", (long long)bs, t);
+            }
         }
 }
 END_TEST
