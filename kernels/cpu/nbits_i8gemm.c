@@ -56,8 +56,7 @@ typedef struct i8g_job {
     float *sa, *asum, *y;
     char *wbuf; /* per slot: B's words, scales, offsets, bias */
     size_t wsize;
-    int64_t grain;       /* tasks a call at least: call [begin, end) takes slot begin / grain */
-    int64_t slabs, slab; /* rows split in slabs of slab rows (a multiple of the tile's) */
+    int64_t grain; /* panels a task call at least: call [begin, end) takes slot begin / grain */
 } i8g_job;
 
 static void i8g_quant_task(void *vctx, int64_t begin, int64_t end) {
@@ -81,22 +80,18 @@ static void i8g_plain_task(void *vctx, int64_t begin, int64_t end) {
                                j->nb, 1, j->nb, j->bits, j->bs, j->bias, (int)j->N, j->y + m * j->N);
 }
 
-/* Tasks t = panel * slabs + slab: the panel's columns against one slab of rows. A call's tasks are
- * consecutive, so a panel is packed once for both its slabs but where a call starts or ends. */
 static void i8g_panel_task(void *vctx, int64_t begin, int64_t end) {
     const i8g_job *j = vctx;
-    int64_t nb = j->nb, nw = j->cs / 4, packed = -1;
+    int64_t nb = j->nb, nw = j->cs / 4;
     int mr = j->isa == 2 ? KN_NBITS_I8G_MR_VNNI : KN_NBITS_I8G_MR_AVX2;
     int width = j->isa == 2 ? PW : KN_NBITS_I8G_NW_AVX2;
     uint32_t *panel = (uint32_t *)(j->wbuf + (size_t)(begin / j->grain) * j->wsize);
-    float *sbp = (float *)(panel + nw * PW), *offp = sbp + nb * PW, *biasp = offp + nb * PW;
-    for (int64_t t = begin; t < end; t++) {
-        int64_t pi = t / j->slabs, n0 = pi * PW, m1 = (t % j->slabs + 1) * j->slab;
+    for (int64_t pi = begin; pi < end; pi++) {
+        float *sbp = (float *)(panel + nw * PW), *offp = sbp + nb * PW, *biasp = offp + nb * PW;
+        int64_t n0 = pi * PW;
         int nc = j->N - n0 < PW ? (int)(j->N - n0) : PW;
-        if (pi != packed)
-            kn_nbits_i8g_pack(j->b, j->cs, n0, nc, j->sc, j->off, nb, j->bias, panel, sbp, offp, biasp, j->isa);
-        packed = pi;
-        for (int64_t m = m1 - j->slab; m < m1 && m < j->M; m += mr) {
+        kn_nbits_i8g_pack(j->b, j->cs, n0, nc, j->sc, j->off, nb, j->bias, panel, sbp, offp, biasp, j->isa);
+        for (int64_t m = 0; m < j->M; m += mr) {
             int nr = j->M - m < mr ? (int)(j->M - m) : mr;
             for (int c0 = 0; c0 < nc; c0 += width) {
                 int ncw = nc - c0 < width ? nc - c0 : width;
@@ -129,7 +124,7 @@ kn_status *kn_nbits_i8gemm(kn_exec_ctx *ctx, const float *a, int64_t M, int64_t 
                  .y = y};
     size_t nq = (size_t)(M * j.lq), nf = (size_t)(M * nb);
     j.qa = kn_scratch_alloc(ctx, nq);
-    j.qd = isa == 1 && bits == 4 ? kn_scratch_alloc(ctx, nq) : j.qa; /* VNNI quantises into the tiles' order */
+    j.qd = isa == 1 && bits == 4 ? kn_scratch_alloc(ctx, nq) : j.qa; /* VNNI quantises in order */
     j.sa = kn_scratch_alloc(ctx, sizeof(float) * 2 * nf);
     if (!j.qa || !j.qd || !j.sa) return KN_OOM(2 * nq + sizeof(float) * 2 * nf);
     j.asum = j.sa + nf;
@@ -141,19 +136,12 @@ kn_status *kn_nbits_i8gemm(kn_exec_ctx *ctx, const float *a, int64_t M, int64_t 
     int64_t np = (N + PW - 1) / PW;
     j.wsize = (sizeof(uint32_t) * (size_t)(j.cs / 4) + sizeof(float) * (size_t)(2 * nb + 1)) * PW;
     j.wsize = (j.wsize + 63) / 64 * 64;
-    /* kn_parallel_for hands out about 4 calls a thread: with only tens of panels (N = 896: 28, in
-     * 7 calls of 4 on 2 threads) whole panels balance badly, so with 16 rows or more each panel is
-     * two tasks, half the rows each. Each call has its own panel buffer, kept in cache from one
-     * panel to the next: calls cover disjoint ranges of at least grain tasks, so begin / grain
-     * tells them apart. */
-    int64_t th = ctx->pool ? kn_threadpool_size(ctx->pool) : 1,
-            mr = isa == 2 ? KN_NBITS_I8G_MR_VNNI : KN_NBITS_I8G_MR_AVX2;
-    j.slabs = M >= 16 ? 2 : 1;
-    j.slab = ((M + j.slabs - 1) / j.slabs + mr - 1) / mr * mr;
-    int64_t nt = np * j.slabs, slots;
-    j.grain = (nt + 4 * th - 1) / (4 * th);
-    slots = (nt + j.grain - 1) / j.grain;
+    /* about 4 task calls a thread, each with its own panel (kept in cache from one to the next):
+     * calls cover disjoint ranges of at least grain panels, so begin / grain tells them apart */
+    int64_t th = ctx->pool ? kn_threadpool_size(ctx->pool) : 1, slots;
+    j.grain = (np + 4 * th - 1) / (4 * th);
+    slots = (np + j.grain - 1) / j.grain;
     if (!(j.wbuf = kn_scratch_alloc(ctx, j.wsize * (size_t)slots))) return KN_OOM(j.wsize * slots);
-    kn_parallel_for(ctx->pool, nt, j.grain, i8g_panel_task, &j);
+    kn_parallel_for(ctx->pool, np, j.grain, i8g_panel_task, &j);
     return NULL;
 }
