@@ -9,8 +9,8 @@
  * computes it whenever ONNX Runtime 1.32 would (float32 or float16 A, 4 or 8 bits, block sizes
  * 16..256, zero points absent or uint8): A quantised to int8 per block (kn_nbits_quant_a), integer
  * block products for few rows (with VNNI and a constant B, over B packed at load per 16 columns,
- * kn_nbits_i8_dot16p_vnni; else in groups of 8 columns, kn_nbits_i8_dot8_*), the int8 values
- * scaled back through the float32 tiles for 8 rows and more. Levels 0-3 (float32, and fp16/bf16 compute
+ * kn_nbits_i8_dot16p_vnni; else in groups of 8 columns, kn_nbits_i8_dot8_*), an int8 GEMM
+ * (nbits_i8gemm.c) for 8 rows and more. Levels 0-3 (float32, and fp16/bf16 compute
  * that ONNX Runtime's x64 CPU also runs in float32) and the other level 4 nodes keep the float32
  * product. The CUDA kernel is float for every level, as ONNX Runtime's CUDA provider ignores
  * accuracy_level. */
@@ -18,6 +18,7 @@
 #include "graph/ops.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/nbits.h"
+#include "kernels/cpu/nbits_i8gemm.h"
 #include "kernels/cpu/rows.h"
 #include "runtime/core/dtype.h"
 #include <math.h>
@@ -182,8 +183,8 @@ typedef struct nb_job {
     int tm, tn;
     bool failed;
     /* accuracy_level 4: A's rows quantised (kn_nbits_quant_a), the bias as float32 or NULL */
-    int8_t *qa, *qd;               /* qd: qa reordered for the vector loop (4 bits), or NULL */
-    float *sa, *asum, *biasf, *fq; /* fq: A quantised and scaled back (prefill) */
+    int8_t *qa, *qd; /* qd: qa reordered for the vector loop (4 bits), or NULL */
+    float *sa, *asum, *biasf;
     bool vec8, vnni;
     const uint8_t *bp; /* B packed (kn_nbits_i8_pack16), or NULL */
     const float *offp; /* the packed path's offsets, NULL without zero points */
@@ -294,18 +295,6 @@ void kn_nbits_prepared_free(void *v) {
         free(p->bp);
     }
     free(p);
-}
-
-/* rows [begin, end) of A quantised and scaled back: qa * sa, into j->fq */
-static void nb_fq_task(void *vctx, int64_t begin, int64_t end) {
-    const nb_job *j = vctx;
-    int64_t nb = j->nb, lq = nb * j->bs;
-    for (int64_t m = begin; m < end; m++) {
-        const int8_t *q = j->qa + m * lq;
-        const float *sa = j->sa + m * nb;
-        kn_nbits_quant_a(j->a + m * j->K, j->K, j->bs, j->qa + m * lq, j->sa + m * nb, j->asum + m * nb);
-        for (int64_t k = 0; k < j->K; k++) j->fq[m * j->K + k] = (float)q[k] * sa[k / j->bs];
-    }
 }
 
 static void nb_quant_task(void *vctx, int64_t begin, int64_t end) {
@@ -534,10 +523,9 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
                 .zpt = zpt};
     const kn_nbits_prepared *pr = node->prepared;
     bool int8 = nb_int8_params(p, zpt) && (a->dtype == KN_F32 || a->dtype == KN_F16);
-    /* prefill at level 4: A's int8 values scaled back to float (the same quantity) through the
-     * float32 tiles, which reuse each dequantised panel for every row */
-    bool fq = int8 && M >= KN_NBITS_I8_FQ_M;
-    if (fq) int8 = false;
+    /* prefill at level 4: the int8 GEMM (nbits_i8gemm.c), which reads the plain scale layout */
+    bool gemm8 = int8 && M >= KN_NBITS_I8_FQ_M;
+    if (gemm8) int8 = false;
     /* the packed B only where it was packed from this very B */
     bool packed = int8 && pr && pr->count == N * nb && pr->bp && pr->b_src == b->data;
     if (pr && pr->count == N * nb && (packed || pr->group == (int8 ? 8 : 0))) {
@@ -572,19 +560,15 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
         for (int64_t i = 0; i < M * K; i++) af[i] = kn_load_f32(a->data, a->dtype, i);
         j.a = af;
     }
-    if (fq) {
-        float *af = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * K));
-        j.qa = kn_scratch_alloc(ctx, (size_t)(M * nb * bs));
-        j.sa = kn_scratch_alloc(ctx, sizeof(float) * 2 * (size_t)(M * nb));
-        if (!af || !j.qa || !j.sa) return KN_OOM(sizeof(float) * M * (K + 2 * nb) + M * nb * bs);
-        j.asum = j.sa + M * nb;
-        j.fq = af;
-        kn_parallel_for(ctx->pool, M, 1, nb_fq_task, &j);
-        j.a = af;
-    }
     if (yt->dtype == KN_F32) j.y = yt->data;
     else if (!(j.y = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(M * N)))) return KN_OOM(sizeof(float) * M * N);
-    if (int8) {
+    if (gemm8) {
+        float *bf = bias ? kn_scratch_alloc(ctx, sizeof(float) * (size_t)N) : NULL;
+        if (bias && !bf) return KN_OOM(sizeof(float) * N);
+        for (int64_t n = 0; bias && n < N; n++) bf[n] = kn_load_f32(bias->data, bias->dtype, n);
+        KN_TRY(kn_nbits_i8gemm(ctx, j.a, M, N, K, bs, bits, j.b, j.sc, j.off, bf, j.y, -1));
+        bias = NULL; /* added inside */
+    } else if (int8) {
         KN_TRY(nb_run_int8(ctx, &j, bias));
         bias = NULL; /* added inside */
     } else {

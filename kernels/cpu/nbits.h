@@ -43,9 +43,8 @@ KN_NBITS_DECL(avx512)
 void kn_nbits_quant_a(const float *a, int64_t K, int64_t bs, int8_t *qa, float *sa, float *asum);
 /* the same with AVX-512 (nbits_avx512.c), bit for bit; block sizes multiples of 16 */
 void kn_nbits_quant_a_avx512(const float *a, int64_t K, int64_t bs, int8_t *qa, float *sa, float *asum);
-/* From KN_NBITS_I8_FQ_M rows on (prefill) the kernel multiplies A's int8 values scaled back to
- * float (qa * sa) by the float32 path's tiles instead: the same quantity as the integer products,
- * float32 rounding apart, at the tiles' speed. */
+/* From KN_NBITS_I8_FQ_M rows on (prefill) the kernel runs the int8 GEMM of nbits_i8gemm.h instead,
+ * which packs panels of B once for all rows (the same bits as the few-row loops). */
 enum { KN_NBITS_I8_FQ_M = 8 };
 /* y[j] for nc columns against one quantised row of A: column j's blocks at bq + j * bstride, its
  * scale and offset (-zp * scale) of block b at sc / off[j * cst + b * bst], bias[j] when bias is
