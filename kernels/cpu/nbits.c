@@ -302,8 +302,10 @@ static void nb_quant_task(void *vctx, int64_t begin, int64_t end) {
     int64_t nb = j->nb, lq = nb * j->bs;
     bool v512 = kn_red_simd_level() == 2;
     for (int64_t m = begin; m < end; m++) {
-        (v512 ? kn_nbits_quant_a_avx512 : kn_nbits_quant_a)(j->a + m * j->K, j->K, j->bs, j->qa + m * lq,
-                                                            j->sa + m * nb, j->asum + m * nb);
+        if (v512)
+            kn_nbits_quant_a_avx512(j->a + m * j->K, j->K, j->bs, false, j->qa + m * lq, j->sa + m * nb,
+                                    j->asum + m * nb);
+        else kn_nbits_quant_a(j->a + m * j->K, j->K, j->bs, j->qa + m * lq, j->sa + m * nb, j->asum + m * nb);
         if (j->qd) kn_nbits_i8_deint(j->qa + m * lq, lq, j->bs, j->qd + m * lq);
     }
 }

@@ -41,8 +41,9 @@ KN_NBITS_DECL(avx512)
  * kn_nbits_quant_a quantises one row of K values: qa gets blocks * bs bytes (the last block padded
  * with zeros), sa and asum (sa * sum(qa)) one float per block. */
 void kn_nbits_quant_a(const float *a, int64_t K, int64_t bs, int8_t *qa, float *sa, float *asum);
-/* the same with AVX-512 (nbits_avx512.c), bit for bit; block sizes multiples of 16 */
-void kn_nbits_quant_a_avx512(const float *a, int64_t K, int64_t bs, int8_t *qa, float *sa, float *asum);
+/* the same with AVX-512 (nbits_avx512.c), bit for bit; block sizes multiples of 16; deint: qa in the
+ * int8 GEMM's order for 4 bits (kn_nbits_i8g_deint8, nbits_i8gemm.h) */
+void kn_nbits_quant_a_avx512(const float *a, int64_t K, int64_t bs, bool deint, int8_t *qa, float *sa, float *asum);
 /* From KN_NBITS_I8_FQ_M rows on (prefill) the kernel runs the int8 GEMM of nbits_i8gemm.h instead,
  * which packs panels of B once for all rows (the same bits as the few-row loops). */
 enum { KN_NBITS_I8_FQ_M = 8 };

@@ -1,7 +1,9 @@
 /* MatMulNBits inner loops for AVX-512 (kernels/cpu/nbits_impl.h): 16 weights a vector. */
 #include "kernels/cpu/nbits.h"
+#include "kernels/cpu/nbits_i8gemm.h"
 #include "kernels/cpu/simd_avx512.h"
 #include <math.h>
+#include <string.h>
 
 /* 16 4-bit values (8 bytes, low nibble first) as floats */
 static inline V nb_load4(const uint8_t *p) {
@@ -24,36 +26,41 @@ static inline V nb_load8(const uint8_t *p) {
 #define NB_TN 4
 #include "kernels/cpu/nbits_impl.h"
 
-/* accuracy_level 4's quantisation of A (kn_nbits_quant_a, nbits.h) 16 values a vector: the same
- * bits, as the maximum, the products and the conversion (round to nearest even, 0x80000000 out of
- * range, truncated to 8 bits) are those of the plain loop; a block holding a NaN goes to the plain
- * loop, whose running maximum treats NaN by its order. */
-void kn_nbits_quant_a_avx512(const float *a, int64_t K, int64_t bs, int8_t *qa, float *sa, float *asum) {
+/* accuracy_level 4's quantisation of A (kn_nbits_quant_a, nbits.h), one row 16 values a vector, for
+ * the few-row loops and the int8 GEMM (nbits_i8gemm.c) alike: the block's largest |a| by vector max (the
+ * scalar fold's result where the block holds no NaN; blocks with a NaN, whose result depends on
+ * where it sits, go through kn_nbits_quant_a itself), rint by the conversion's rounding, the
+ * truncation to 8 bits of vpmovdb, the sum exact in int32. deint: the tiles' order for 4 bits. */
+void kn_nbits_quant_a_avx512(const float *a, int64_t K, int64_t bs, bool deint, int8_t *q, float *sa, float *asum) {
+    const __m128i perm = _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
     int64_t nb = (K + bs - 1) / bs;
     for (int64_t b = 0; b < nb; b++) {
         int64_t k0 = b * bs, n = K - k0 < bs ? K - k0 : bs;
         __m512 mx = _mm512_setzero_ps();
         __mmask16 nan = 0;
         for (int64_t i = 0; i < n; i += 16) {
-            __mmask16 m = (__mmask16)(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
+            __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
             __m512 v = _mm512_abs_ps(_mm512_maskz_loadu_ps(m, a + k0 + i));
             nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
             mx = _mm512_max_ps(mx, v);
         }
         if (nan) {
-            kn_nbits_quant_a(a + k0, n, bs, qa + k0, sa + b, asum + b);
+            int8_t t[256];
+            kn_nbits_quant_a(a + k0, n, bs, t, sa + b, asum + b);
+            if (deint) kn_nbits_i8g_deint8(t, bs, q + k0);
+            else memcpy(q + k0, t, (size_t)bs);
             continue;
         }
-        float amax = _mm512_reduce_max_ps(mx);
-        float scale = amax / 127.0f, inv = amax != 0.0f ? 127.0f / amax : 0.0f;
+        float amax = _mm512_reduce_max_ps(mx), scale = amax / 127.0f, inv = amax != 0.0f ? 127.0f / amax : 0.0f;
         __m512 vi = _mm512_set1_ps(inv);
         __m512i sum = _mm512_setzero_si512();
         for (int64_t i = 0; i < bs; i += 16) {
-            __mmask16 m = (__mmask16)(n - i >= 16 ? 0xffff : n > i ? (1u << (n - i)) - 1 : 0);
-            __m128i q =
-                _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, a + k0 + i), vi)));
-            _mm_storeu_si128((__m128i *)(qa + k0 + i), q);
-            sum = _mm512_add_epi32(sum, _mm512_cvtepi8_epi32(q));
+            __mmask16 m = n - i >= 16 ? 0xffff : n <= i ? 0 : (__mmask16)((1u << (n - i)) - 1);
+            __m512i x = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, a + k0 + i), vi));
+            __m128i x8 = _mm512_cvtepi32_epi8(x);
+            sum = _mm512_add_epi32(sum, _mm512_cvtepi8_epi32(x8));
+            if (deint) x8 = _mm_shuffle_epi8(x8, perm);
+            _mm_storeu_si128((__m128i *)(q + k0 + i), x8);
         }
         sa[b] = scale;
         asum[b] = scale * (float)_mm512_reduce_add_epi32(sum);

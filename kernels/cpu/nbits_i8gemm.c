@@ -63,8 +63,8 @@ static void i8g_quant_task(void *vctx, int64_t begin, int64_t end) {
     const i8g_job *j = vctx;
     for (int64_t m = begin; m < end; m++) {
         if (j->isa == 2) {
-            kn_nbits_i8g_quant_avx512(j->a + m * j->K, j->K, j->bs, j->bits == 4, j->qd + m * j->lq, j->sa + m * j->nb,
-                                      j->asum + m * j->nb);
+            kn_nbits_quant_a_avx512(j->a + m * j->K, j->K, j->bs, j->bits == 4, j->qd + m * j->lq, j->sa + m * j->nb,
+                                    j->asum + m * j->nb);
             continue;
         }
         kn_nbits_quant_a(j->a + m * j->K, j->K, j->bs, j->qa + m * j->lq, j->sa + m * j->nb, j->asum + m * j->nb);

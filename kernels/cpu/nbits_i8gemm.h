@@ -26,8 +26,6 @@ enum { KN_NBITS_I8G_PW = 32, KN_NBITS_I8G_MR_VNNI = 4, KN_NBITS_I8G_MR_AVX2 = 4,
 void kn_nbits_i8g_pack(const uint8_t *b, int64_t cs, int64_t n0, int nc, const float *sc, const float *off, int64_t nb,
                        const float *bias, uint32_t *panel, float *sbp, float *offp, float *biasp, int isa);
 void kn_nbits_i8g_words_avx512(const uint8_t *b, int64_t cs, int64_t n0, int nc, uint32_t *panel);
-/* kn_nbits_quant_a with AVX-512, the same values; deint: q in kn_nbits_i8g_deint8's order */
-void kn_nbits_i8g_quant_avx512(const float *a, int64_t K, int64_t bs, bool deint, int8_t *q, float *sa, float *asum);
 /* n values (a multiple of 8) reordered: per 8, positions 0 2 4 6 then 1 3 5 7 */
 void kn_nbits_i8g_deint8(const int8_t *qa, int64_t n, int8_t *dst);
 

@@ -278,7 +278,7 @@ START_TEST(test_nbits_int8_packed_inner) {
                         int8_t qv[NBK * 256];
                         float sv[NBK], av[NBK];
                         memset(qv, 0x55, sizeof qv);
-                        kn_nbits_quant_a_avx512(a2 + r * k2, k2, bs, qv, sv, av);
+                        kn_nbits_quant_a_avx512(a2 + r * k2, k2, bs, false, qv, sv, av);
                         FAST_ASSERT(memcmp(qv, q2 + r * lq, (size_t)lq) == 0 &&
                                         memcmp(sv, s2 + r * NBK, sizeof sv) == 0 &&
                                         memcmp(av, as2 + r * NBK, sizeof av) == 0,
@@ -359,7 +359,7 @@ START_TEST(test_nbits_int8_inner) {
     if (kn_red_simd_level() == 2) {
         int8_t qv[NB * BS];
         float sv[NB], av[NB];
-        kn_nbits_quant_a_avx512(a, K, BS, qv, sv, av);
+        kn_nbits_quant_a_avx512(a, K, BS, false, qv, sv, av);
         ck_assert(memcmp(qv, qa, sizeof qv) == 0 && memcmp(sv, sa, sizeof sv) == 0 && memcmp(av, as, sizeof av) == 0);
     }
     ck_assert_float_eq(sa[0], 1.0f / 127.0f);

@@ -207,7 +207,7 @@ START_TEST(test_i8gemm_pieces) {
             kn_nbits_i8g_deint8(qr, lq, qrd);
             for (int deint = 0; deint < 2; deint++) {
                 memset(qv, 0x55, sizeof qv);
-                kn_nbits_i8g_quant_avx512(x, K, bs, deint, qv, sv, av);
+                kn_nbits_quant_a_avx512(x, K, bs, deint, qv, sv, av);
                 FAST_ASSERT(memcmp(qv, deint ? qrd : qr, (size_t)lq) == 0, "quant bs %lld case %d deint %d",
                             (long long)bs, t, deint);
                 FAST_ASSERT(memcmp(sv, sa, sizeof sv) == 0 && memcmp(av, as, sizeof av) == 0,
