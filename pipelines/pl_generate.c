@@ -412,8 +412,8 @@ static void gen_count_in_place(kn_generator *g, int has_pos) {
     const kn_graph *mg = g->model->graph;
     int pk = g->past_in_place ? kn_graph_find_value(mg, g->past_k[0]) : -1;
     if (g->past_in_place && split < g->past_in_place && pk >= 0 && mg->values[pk].type.dtype != KN_F32)
-        g->past_note = "the cache is not float32: the attention fusion that reads a past in place takes float32 only, "
-                       "so each layer's Concat copies the past";
+        g->past_note = "the cache is not float32 and the session is not CPU: the attention fusion that reads a past "
+                       "in place takes float16/bfloat16 models on the CPU only, so each layer's Concat copies the past";
     else if (g->past_in_place && split < g->past_in_place)
         g->past_note = "an attention did not fuse, its Concat copies the past; kiln info --optimized shows it";
     else if (!g->past_in_place && !has_pos)
