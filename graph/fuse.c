@@ -6,6 +6,7 @@
  * pattern's final value, so graph outputs keep their names and dtypes. */
 #include "graph/passes.h"
 #include "graph/ops.h"
+#include "runtime/core/dtype.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,9 @@ typedef struct fuse_ctx {
     kn_graph *g;
     int *uses; /* per value: number of node input slots reading it (+1 if a graph output) */
     int *rank; /* per value: proven rank, -1 unknown */
+    /* scalars may be float16/bfloat16 constants: set while matching attention for a CPU session
+     * (KN_FUSE_ATTENTION_LOWP), whose scale and NaN guard an fp16 export holds in float16 */
+    bool lowp_scalars;
 } fuse_ctx;
 
 static void fuse_ctx_free(fuse_ctx *c) {
@@ -220,6 +224,7 @@ static void fuse_ranks(const kn_graph *g, int *rank) {
 
 static kn_status *fuse_ctx_init(fuse_ctx *c, kn_graph *g) {
     c->g = g;
+    c->lowp_scalars = false;
     size_t nv = (size_t)(g->n_values ? g->n_values : 1);
     c->uses = calloc(nv, sizeof(int));
     c->rank = malloc(nv * sizeof(int));
@@ -248,12 +253,13 @@ static bool fuse_private(const fuse_ctx *c, int v, int n) {
     return v >= 0 && !c->g->values[v].is_output && !c->g->values[v].constant && c->uses[v] == n;
 }
 
-/* A float32 constant with one element; its value in *x. */
+/* A float32 constant with one element (or float16/bfloat16: lowp_scalars); its value in *x. */
 static bool fuse_scalar(const fuse_ctx *c, int v, double *x) {
     if (v < 0 || !c->g->values[v].constant) return false;
     const kn_tensor *t = c->g->values[v].constant;
-    if (t->dtype != KN_F32 || kn_numel(t) != 1 || !t->data) return false;
-    *x = ((const float *)t->data)[0];
+    bool lowp = c->lowp_scalars && (t->dtype == KN_F16 || t->dtype == KN_BF16);
+    if ((t->dtype != KN_F32 && !lowp) || kn_numel(t) != 1 || !t->data) return false;
+    *x = kn_load_f32(t->data, t->dtype, 0);
     return true;
 }
 
@@ -353,7 +359,7 @@ static int fuse_peel_scale(const fuse_ctx *c, int v, double *scale, uint8_t *del
     return o;
 }
 
-static kn_status *fuse_try_attention(fuse_ctx *c, int si, bool *fired) {
+static kn_status *fuse_try_attention_at(fuse_ctx *c, int si, bool *fired) {
     kn_graph *g = c->g;
     *fired = false;
     const kn_node *sm = &g->nodes[si];
@@ -511,6 +517,15 @@ no:
  * each rewrite since indices move. */
 typedef kn_status *(*fuse_try_fn)(fuse_ctx *c, int node, bool *fired);
 
+static kn_status *fuse_try_attention(fuse_ctx *c, int si, bool *fired) { return fuse_try_attention_at(c, si, fired); }
+
+static kn_status *fuse_try_attention_lowp(fuse_ctx *c, int si, bool *fired) {
+    c->lowp_scalars = true;
+    kn_status *st = fuse_try_attention_at(c, si, fired);
+    c->lowp_scalars = false;
+    return st;
+}
+
 static kn_status *fuse_run(kn_graph *g, int anchor, fuse_try_fn fn, int *n_fused) {
     *n_fused = 0;
     for (;;) {
@@ -531,6 +546,10 @@ static kn_status *fuse_run(kn_graph *g, int anchor, fuse_try_fn fn, int *n_fused
 
 kn_status *kn_pass_fuse_attention(kn_graph *g, int *n_fused) {
     return fuse_run(g, KN_OP_Softmax, fuse_try_attention, n_fused);
+}
+
+kn_status *kn_pass_fuse_attention_lowp(kn_graph *g, int *n_fused) {
+    return fuse_run(g, KN_OP_Softmax, fuse_try_attention_lowp, n_fused);
 }
 
 /* ---- a decoder's past keys/values read in place ---- */
@@ -1173,12 +1192,18 @@ unsigned kn_fusions_for_backend(const kn_backend *b) {
     /* the CPU and CUDA kernels read a past beside the new keys (KnSdpa inputs 4, 5) */
     if ((m & KN_FUSE_ATTENTION) && (b->device == KN_DEVICE_CPU || b->device == KN_DEVICE_CUDA))
         m |= KN_FUSE_SPLIT_PAST_KV;
+    /* the CPU kernel computes a float16/bfloat16 attention in float32 inside (textgen.fp16 checks
+     * an fp16 export's tokens against ONNX Runtime's); the CUDA kernel's lowp path is not checked
+     * against a reference for a model that is float16 in its file */
+    if ((m & KN_FUSE_ATTENTION) && b->device == KN_DEVICE_CPU) m |= KN_FUSE_ATTENTION_LOWP;
     return m;
 }
 
 kn_status *kn_graph_fuse_some(kn_graph *g, unsigned passes, kn_fuse_counts *counts) {
     kn_fuse_counts c = {0};
-    if (passes & KN_FUSE_ATTENTION) KN_TRY(kn_pass_fuse_attention(g, &c.attention));
+    if (passes & KN_FUSE_ATTENTION)
+        KN_TRY((passes & KN_FUSE_ATTENTION_LOWP) ? kn_pass_fuse_attention_lowp(g, &c.attention)
+                                                 : kn_pass_fuse_attention(g, &c.attention));
     if (passes & KN_FUSE_GELU) KN_TRY(kn_pass_fuse_bias_gelu(g, &c.gelu));
     if (passes & KN_FUSE_SKIP_LAYERNORM) KN_TRY(kn_pass_fuse_skip_layernorm(g, &c.skip_layernorm));
     if (passes & KN_FUSE_GEMM_GELU) KN_TRY(kn_pass_fuse_gemm_gelu(g, &c.gemm_gelu));

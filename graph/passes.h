@@ -22,6 +22,7 @@ kn_status *kn_graph_check_supported(const kn_graph *g);
  * scores, optional additive mask, Softmax(-1), optional Where(IsNaN) guard, MatMul with V) ->
  * kiln:KnSdpa(Q, K, V[, bias]) with `scale`. */
 kn_status *kn_pass_fuse_attention(kn_graph *g, int *n_fused);
+kn_status *kn_pass_fuse_attention_lowp(kn_graph *g, int *n_fused); /* also float16/bfloat16 scale constants */
 /* GELU, Erf form (0.5 * x * (1 + Erf(x / sqrt2))) or Tanh form: com.microsoft BiasGelu(MatMul, b)
  * when x = MatMul(.., W) + b with constant W and 1-D b, else com.microsoft Gelu(x); the Tanh form
  * gives com.microsoft FastGelu(x[, b]). */
@@ -57,6 +58,9 @@ enum { KN_FUSE_ATTENTION = 1, KN_FUSE_GELU = 2, KN_FUSE_SKIP_LAYERNORM = 4, KN_F
 enum { KN_FUSE_GEMM_GELU = 8, KN_FUSE_CONV_ACT = 16 }; /* in KN_FUSE_ALL */
 enum { KN_FUSE_GEMM_ACT = 32 };                        /* in KN_FUSE_ALL; device backends only */
 enum { KN_FUSE_SPLIT_PAST_KV = 1 << 10 }; /* not in KN_FUSE_ALL: CPU and CUDA sessions (kn_fusions_for_backend) */
+/* not in KN_FUSE_ALL, with KN_FUSE_ATTENTION: attention whose scale / NaN-guard constants are
+ * float16 or bfloat16 (a model converted to fp16) fuses too; CPU sessions */
+enum { KN_FUSE_ATTENTION_LOWP = 1 << 11 };
 /* The passes whose fused ops backend b has kernels for (every pass for b == NULL). */
 unsigned kn_fusions_for_backend(const struct kn_backend *b);
 /* The fusions selected by passes, in the order above; every fusion: kn_graph_fuse. counts may

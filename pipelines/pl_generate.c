@@ -36,6 +36,7 @@
 #include "pipelines/generate.h"
 #include "pipelines/chat_template.h"
 #include "pipelines/pl_internal.h"
+#include "runtime/core/dtype.h"
 #include "runtime/executor.h"
 #include "graph/passes.h"
 
@@ -60,6 +61,10 @@ struct kn_generator {
     int has_mask, has_pos;
     int share_buffer; /* every past feeds GroupQueryAttention, whose present may be the past's buffer */
     kn_dtype ids_dtype, mask_dtype, pos_dtype;
+    /* the caches' element type (the past inputs' declared one: float32, float16 or bfloat16) and the
+     * logits', which are read as float32 (converted once per row and step) */
+    kn_dtype kv_dtype, logits_dtype;
+    size_t kv_es;
     int n_layers;
     char *past_k[GEN_MAX_LAYERS], *past_v[GEN_MAX_LAYERS], *pres_k[GEN_MAX_LAYERS], *pres_v[GEN_MAX_LAYERS];
     /* past_in_place: the values the step returns instead of each present (its new rows only) */
@@ -404,7 +409,12 @@ static void gen_count_in_place(kn_generator *g, int has_pos) {
     }
     g->past_read = split;
     g->past_note = NULL;
-    if (g->past_in_place && split < g->past_in_place)
+    const kn_graph *mg = g->model->graph;
+    int pk = g->past_in_place ? kn_graph_find_value(mg, g->past_k[0]) : -1;
+    if (g->past_in_place && split < g->past_in_place && pk >= 0 && mg->values[pk].type.dtype != KN_F32)
+        g->past_note = "the cache is not float32 and the session is not CPU: the attention fusion that reads a past "
+                       "in place takes float16/bfloat16 models on the CPU only, so each layer's Concat copies the past";
+    else if (g->past_in_place && split < g->past_in_place)
         g->past_note = "an attention did not fuse, its Concat copies the past; kiln info --optimized shows it";
     else if (!g->past_in_place && !has_pos)
         g->past_note = "the model has no position_ids input: its positions come from the past's length, so each "
@@ -482,7 +492,6 @@ static kn_status *gen_open(kn_generator *g, const char *dir, const kn_session_op
     kn_session_options dflt;
     kn_session_options_init(&dflt);
     if ((st = kn_session_create(g->model, so ? so : &dflt, &g->sess))) goto done;
-    gen_count_in_place(g, pos_v >= 0 && g->model->graph->values[pos_v].is_input);
     kn_value_info vi;
     if (!gen_find_input(g->sess, g->name_ids, &vi)) {
         st = kn_error(KN_ERR_INVALID_MODEL, "%s: no input named %s", path, g->name_ids);
@@ -501,6 +510,12 @@ static kn_status *gen_open(kn_generator *g, const char *dir, const kn_session_op
         g->pres_k[l] = gen_layer_name(ok, l);
         g->pres_v[l] = gen_layer_name(ov, l);
         g->n_layers = l + 1;
+        if (l == 0) g->kv_dtype = vi.dtype;
+        else if (vi.dtype != g->kv_dtype) {
+            st = kn_error(KN_ERR_INVALID_MODEL, "%s: past inputs of types %s and %s: one cache type is needed", path,
+                          kn_dtype_name(g->kv_dtype), kn_dtype_name(vi.dtype));
+            goto done;
+        }
         if (vi.ndim == 4 && vi.dims[1] > 0) g->kv_heads = vi.dims[1];
         if (vi.ndim == 4 && vi.dims[3] > 0) g->head_dim = vi.dims[3];
     }
@@ -508,7 +523,21 @@ static kn_status *gen_open(kn_generator *g, const char *dir, const kn_session_op
         st = kn_error(KN_ERR_INVALID_MODEL, "%s: no past key/value inputs (%s): export the model with past", path, pk);
         goto done;
     }
+    if (g->kv_dtype != KN_F32 && g->kv_dtype != KN_F16 && g->kv_dtype != KN_BF16) {
+        st = kn_error(KN_ERR_INVALID_MODEL,
+                      "%s: past inputs of type %s: kiln's cache holds float32, float16 or bfloat16", path,
+                      kn_dtype_name(g->kv_dtype));
+        goto done;
+    }
+    g->kv_es = kn_dtype_size(g->kv_dtype);
+    g->logits_dtype = KN_F32;
+    for (int i = 0; i < kn_session_output_count(g->sess); i++) {
+        kn_status *e = kn_session_output_info(g->sess, i, &vi);
+        if (e) kn_status_free(e);
+        else if (!strcmp(vi.name, g->name_logits)) g->logits_dtype = vi.dtype;
+    }
     g->share_buffer = gen_gqa_shares(g);
+    gen_count_in_place(g, pos_v >= 0 && g->model->graph->values[pos_v].is_input);
     if (g->kv_heads <= 0) {
         int64_t heads = pl_json_int(cfg, "num_attention_heads", pl_json_int(cfg, "n_head", 0));
         g->kv_heads = pl_json_int(cfg, "num_key_value_heads", heads);
@@ -886,27 +915,28 @@ static int64_t gen_bucket(int64_t n, int64_t cap) {
 /* Widens a [rows, H, from, D] cache in place to [rows, H, to, D] (to > from; the buffer holds
  * rows * H * to * D floats), last block first so nothing is overwritten before it moves; the new
  * positions are zeroed (masked, but they must stay finite: a zero weight times NaN is NaN). */
-static void gen_relayout(float *base, int rows, int64_t H, int64_t from, int64_t to, int64_t D) {
+static void gen_relayout(unsigned char *base, size_t es, int rows, int64_t H, int64_t from, int64_t to, int64_t D) {
     for (int64_t blk = (int64_t)rows * H - 1; blk >= 0; blk--) {
-        float *dst = base + (size_t)(blk * to * D), *src = base + (size_t)(blk * from * D);
-        memmove(dst, src, sizeof(float) * (size_t)(from * D));
-        memset(dst + from * D, 0, sizeof(float) * (size_t)((to - from) * D));
+        unsigned char *dst = base + (size_t)(blk * to * D) * es, *src = base + (size_t)(blk * from * D) * es;
+        memmove(dst, src, es * (size_t)(from * D));
+        memset(dst + (size_t)(from * D) * es, 0, es * (size_t)((to - from) * D));
     }
 }
 
 /* gen_relayout for a cache in device memory: through a scratch copy (device copies must not
  * overlap), the new positions zeroed from the host's zeros (at least rows * H * to * D floats). */
-static kn_status *gen_relayout_dev(const kn_backend *be, float *base, float *tmp, const float *zeros, int rows,
-                                   int64_t H, int64_t from, int64_t to, int64_t D) {
+static kn_status *gen_relayout_dev(const kn_backend *be, unsigned char *base, unsigned char *tmp,
+                                   const unsigned char *zeros, size_t es, int rows, int64_t H, int64_t from, int64_t to,
+                                   int64_t D) {
     size_t blocks = (size_t)rows * (size_t)H;
-    if (from > 0) KN_TRY(be->copy(be, tmp, be->device, base, be->device, sizeof(float) * blocks * (size_t)(from * D)));
+    if (from > 0) KN_TRY(be->copy(be, tmp, be->device, base, be->device, es * blocks * (size_t)(from * D)));
     for (size_t blk = 0; blk < blocks; blk++) {
-        float *dst = base + blk * (size_t)(to * D);
+        unsigned char *dst = base + blk * (size_t)(to * D) * es;
         if (from > 0)
-            KN_TRY(be->copy(be, dst, be->device, tmp + blk * (size_t)(from * D), be->device,
-                            sizeof(float) * (size_t)(from * D)));
-        KN_TRY(
-            be->copy(be, dst + from * D, be->device, zeros, KN_DEVICE_CPU, sizeof(float) * (size_t)((to - from) * D)));
+            KN_TRY(be->copy(be, dst, be->device, tmp + blk * (size_t)(from * D) * es, be->device,
+                            es * (size_t)(from * D)));
+        KN_TRY(be->copy(be, dst + (size_t)(from * D) * es, be->device, zeros, KN_DEVICE_CPU,
+                        es * (size_t)((to - from) * D)));
     }
     return NULL;
 }
@@ -1031,16 +1061,18 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
     }
     int n_in = 3 + 2 * L, n_out = 1 + 2 * L;
     kn_named_tensor *in = calloc((size_t)n_in, sizeof *in), *out = calloc((size_t)n_out, sizeof *out);
-    float **cache = calloc((size_t)(2 * L), sizeof *cache), **pres = calloc((size_t)(2 * L), sizeof *pres);
+    unsigned char **cache = calloc((size_t)(2 * L), sizeof *cache), **pres = calloc((size_t)(2 * L), sizeof *pres);
+    const size_t es = g->kv_es;
     /* the shared buffers in the device session's memory (see the file comment) */
     const kn_backend *be = kn_session_backend(g->sess);
     const int on_dev = (shared || fixed) && be && be->device != KN_DEVICE_CPU && be->alloc && be->copy;
-    float *zeros = NULL, *dev_tmp = NULL; /* on_dev && fixed: for widening the cache (gen_relayout_dev) */
+    unsigned char *zeros = NULL, *dev_tmp = NULL; /* on_dev && fixed: for widening the cache (gen_relayout_dev) */
     /* greedy on the device (gen_pick_dev): the logits are a device output, only ids come back;
      * top-k sampling (k + 32 <= KN_TOPK_MAX): the candidates come back, the sort and the seeded
      * draw are the CPU's; other sampling keeps the host path */
     const int dev_sample = o->do_sample && be && be->topk && o->top_k > 0 && o->top_k + 32 <= KN_TOPK_MAX;
-    const int64_t dev_vocab = on_dev && be->greedy && (!o->do_sample || dev_sample) ? gen_logits_vocab(g) : 0;
+    const int64_t dev_vocab =
+        on_dev && be->greedy && g->logits_dtype == KN_F32 && (!o->do_sample || dev_sample) ? gen_logits_vocab(g) : 0;
     float *dev_logits = NULL;
     int32_t *picked = NULL;
     uint8_t *in_dev = calloc((size_t)n_in, 1), *out_dev = calloc((size_t)n_out, 1);
@@ -1053,8 +1085,8 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
     gen_cand *cand = NULL;
     float *logits = NULL;
     int vocab = 0;
-    float *exact_past[2 * GEN_MAX_LAYERS] = {0}; /* models without position_ids: last present */
-    int *map = NULL;                             /* batch row -> rows[] */
+    unsigned char *exact_past[2 * GEN_MAX_LAYERS] = {0}; /* models without position_ids: last present */
+    int *map = NULL;                                     /* batch row -> rows[] */
     if (!in || !out || !cache || !pres || !ids || !pos || !valid || !mask || !npos || !in_dev || !out_dev) {
         st = KN_OOM(0);
         goto done;
@@ -1066,20 +1098,20 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
          * scratch copy of a cache for widening it */
         size_t pres_floats = (size_t)b * (size_t)H * (size_t)(P > 1 ? P : 1) * (size_t)D;
         if (!g->past_in_place) pres_floats += cache_floats; /* else only a step's new rows */
-        if (!(zeros = calloc(cache_floats ? cache_floats : 1, sizeof(float)))) {
-            st = KN_OOM(cache_floats * sizeof(float));
+        if (!(zeros = calloc(cache_floats ? cache_floats : 1, es))) {
+            st = KN_OOM(cache_floats * es);
             goto done;
         }
         for (int k = 0; k < 2 * L && !st; k++) {
-            if (!(cache[k] = be->alloc(be, cache_floats * sizeof(float))) ||
-                (fixed && !(pres[k] = be->alloc(be, pres_floats * sizeof(float)))))
+            if (!(cache[k] = be->alloc(be, cache_floats * es)) ||
+                (fixed && !(pres[k] = be->alloc(be, pres_floats * es))))
                 st = kn_error(KN_ERR_OUT_OF_MEMORY, "generate: the key/value cache on %s: %zu bytes per layer",
-                              be->name, cache_floats * sizeof(float));
-            else st = be->copy(be, cache[k], be->device, zeros, KN_DEVICE_CPU, cache_floats * sizeof(float));
+                              be->name, cache_floats * es);
+            else st = be->copy(be, cache[k], be->device, zeros, KN_DEVICE_CPU, cache_floats * es);
         }
-        if (!st && fixed && !(dev_tmp = be->alloc(be, cache_floats * sizeof(float))))
+        if (!st && fixed && !(dev_tmp = be->alloc(be, cache_floats * es)))
             st = kn_error(KN_ERR_OUT_OF_MEMORY, "generate: scratch for the key/value cache on %s: %zu bytes", be->name,
-                          cache_floats * sizeof(float));
+                          cache_floats * es);
         size_t logit_bytes = sizeof(float) * (size_t)b * (size_t)(P > 1 ? P : 1) * (size_t)dev_vocab;
         if (!st && dev_vocab &&
             (!(dev_logits = be->alloc(be, logit_bytes)) || !(picked = malloc(sizeof(int32_t) * (size_t)b))))
@@ -1087,11 +1119,10 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         if (st) goto done;
     } else if (fixed || shared)
         for (int k = 0; k < 2 * L; k++) {
-            if (!(cache[k] = calloc(cache_floats, sizeof(float))) ||
+            if (!(cache[k] = calloc(cache_floats, es)) ||
                 (fixed && !g->past_in_place &&
-                 !(pres[k] = calloc(cache_floats + (size_t)b * (size_t)H * (size_t)(P > 1 ? P : 1) * (size_t)D,
-                                    sizeof(float))))) {
-                st = KN_OOM(cache_floats * sizeof(float));
+                 !(pres[k] = calloc(cache_floats + (size_t)b * (size_t)H * (size_t)(P > 1 ? P : 1) * (size_t)D, es)))) {
+                st = KN_OOM(cache_floats * es);
                 goto done;
             }
         }
@@ -1120,7 +1151,7 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
     }
     for (int r = 0; r < b; r++) map[r] = r;
     int64_t step_in = P;
-    static const float zero_f = 0;
+    static const double zero_f = 0; /* an empty past's data, whatever its type */
     while (active > 0) {
         int64_t S = first ? step_in : 1;
         /* shared: the mask says which positions each row uses; the prompt's is the prompt's length
@@ -1168,14 +1199,14 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         if (shared) dp[2] = dq[2] = cap;
         for (int k = 0; k < 2 * L && shared; k++) {
             in_dev[ni] = (uint8_t)on_dev;
-            gen_tensor(&in[ni++], k < L ? g->past_k[k] : g->past_v[k - L], KN_F32, 4, dp, cache[k]);
+            gen_tensor(&in[ni++], k < L ? g->past_k[k] : g->past_v[k - L], g->kv_dtype, 4, dp, cache[k]);
         }
         for (int k = 0; k < 2 * L && !shared; k++) {
             const char *nm = k < L ? g->past_k[k] : g->past_v[k - L];
             void *data = fixed ? (void *)cache[k] : (exact_past[k] ? (void *)exact_past[k] : (void *)&zero_f);
             if (first) data = (void *)&zero_f;
             in_dev[ni] = (uint8_t)(on_dev && !first); /* the prefill's past is empty */
-            gen_tensor(&in[ni++], nm, KN_F32, 4, dp, data);
+            gen_tensor(&in[ni++], nm, g->kv_dtype, 4, dp, data);
             if (first || !fixed) in[ni - 1].capacity = past_len ? in[ni - 1].capacity : 0;
         }
         int no = 0;
@@ -1193,16 +1224,16 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
             if (fixed && g->past_in_place && on_dev) { /* the new rows, at one device address */
                 int64_t dn[4] = {active, H, S, D};
                 out_dev[no] = 1;
-                gen_tensor(&out[no++], k < L ? g->new_k[k] : g->new_v[k - L], KN_F32, 4, dn, pres[k]);
+                gen_tensor(&out[no++], k < L ? g->new_k[k] : g->new_v[k - L], g->kv_dtype, 4, dn, pres[k]);
             } else if (fixed && g->past_in_place) { /* the step's new rows [active, H, S, D] */
                 memset(&out[no], 0, sizeof out[no]);
                 out[no++].name = k < L ? g->new_k[k] : g->new_v[k - L];
             } else if (fixed) {
                 out_dev[no] = (uint8_t)on_dev;
-                gen_tensor(&out[no++], nm, KN_F32, 4, dq, pres[k]);
+                gen_tensor(&out[no++], nm, g->kv_dtype, 4, dq, pres[k]);
             } else if (shared) {
                 out_dev[no] = (uint8_t)on_dev;
-                gen_tensor(&out[no++], nm, KN_F32, 4, dq, cache[k]); /* the past's own buffer */
+                gen_tensor(&out[no++], nm, g->kv_dtype, 4, dq, cache[k]); /* the past's own buffer */
             } else {
                 memset(&out[no], 0, sizeof out[no]);
                 out[no++].name = nm;
@@ -1213,9 +1244,10 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
         free(idbuf), free(posbuf), free(maskbuf);
         if (st) goto done;
         if (dev_logits) out[0].data = NULL; /* device memory: never kn_free'd, read by gen_pick_dev */
-        if (out[0].dtype != KN_F32 || out[0].ndim != 3 || out[0].dims[0] != active || out[0].dims[1] != S) {
-            st = kn_error(KN_ERR_INVALID_MODEL, "generate: output %s is not float32 [batch, sequence, vocab]",
-                          out[0].name);
+        if ((out[0].dtype != KN_F32 && out[0].dtype != KN_F16 && out[0].dtype != KN_BF16) || out[0].ndim != 3 ||
+            out[0].dims[0] != active || out[0].dims[1] != S) {
+            st = kn_error(KN_ERR_INVALID_MODEL,
+                          "generate: output %s is not float32/float16/bfloat16 [batch, sequence, vocab]", out[0].name);
             kn_free(out[0].data);
             goto done;
         }
@@ -1235,23 +1267,22 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
             int64_t want = gen_bucket(first ? P : cur + 1, cap);
             if (want > stride)
                 for (int k = 0; k < 2 * L && !st; k++) {
-                    if (on_dev) st = gen_relayout_dev(be, cache[k], dev_tmp, zeros, active, H, stride, want, D);
-                    else gen_relayout(cache[k], active, H, stride, want, D);
+                    if (on_dev) st = gen_relayout_dev(be, cache[k], dev_tmp, zeros, es, active, H, stride, want, D);
+                    else gen_relayout(cache[k], es, active, H, stride, want, D);
                 }
             stride = want;
             /* past read in place: the outputs are the new rows alone, [active, H, S, D] */
             const int64_t src_T = g->past_in_place ? S : T, src_0 = g->past_in_place ? 0 : past_len;
             for (int k = 0; k < 2 * L && g->past_in_place && !st; k++)
-                if (out[1 + k].dtype != KN_F32 || out[1 + k].ndim != 4 || out[1 + k].dims[0] != active ||
+                if (out[1 + k].dtype != g->kv_dtype || out[1 + k].ndim != 4 || out[1 + k].dims[0] != active ||
                     out[1 + k].dims[1] != H || out[1 + k].dims[2] != S || out[1 + k].dims[3] != D) {
                     char b1[KN_DESC_LEN];
                     kn_tensor t = {.dtype = out[1 + k].dtype, .ndim = out[1 + k].ndim};
                     memcpy(t.dims, out[1 + k].dims, sizeof t.dims);
-                    st = kn_error(
-                        KN_ERR_INVALID_MODEL,
-                        "generate: %s, the new keys/values of a present, is %s, not float32 [%d,%lld,%lld,%lld]",
-                        out[1 + k].name, kn_tensor_desc(&t, b1, sizeof b1), active, (long long)H, (long long)S,
-                        (long long)D);
+                    st = kn_error(KN_ERR_INVALID_MODEL,
+                                  "generate: %s, the new keys/values of a present, is %s, not %s [%d,%lld,%lld,%lld]",
+                                  out[1 + k].name, kn_tensor_desc(&t, b1, sizeof b1), kn_dtype_name(g->kv_dtype),
+                                  active, (long long)H, (long long)S, (long long)D);
                 }
             for (int k = 0; k < 2 * L && on_dev && !st; k++)
                 for (int r = 0; r < active && !st; r++) {
@@ -1264,31 +1295,31 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
                             be,
                             cache[k] +
                                 (((size_t)r * (size_t)H + (size_t)h) * (size_t)stride + (size_t)(first ? lo : cur)) *
-                                    (size_t)D,
+                                    (size_t)D * es,
                             be->device,
                             pres[k] +
                                 (((size_t)r * (size_t)H + (size_t)h) * (size_t)src_T + (size_t)(src_0 + lo)) *
-                                    (size_t)D,
-                            be->device, sizeof(float) * (size_t)((S - lo) * D));
+                                    (size_t)D * es,
+                            be->device, es * (size_t)((S - lo) * D));
                 }
             for (int k = 0; k < 2 * L && !on_dev && !st; k++) {
-                const float *rows_k = g->past_in_place ? (const float *)out[1 + k].data : NULL;
+                const unsigned char *rows_k = g->past_in_place ? (const unsigned char *)out[1 + k].data : NULL;
                 for (int r = 0; r < active; r++)
                     for (int64_t h = 0; h < H; h++)
                         for (int64_t j = 0; j < S; j++) {
-                            const float *src = rows_k
-                                ? rows_k + (((size_t)r * (size_t)H + (size_t)h) * (size_t)S + (size_t)j) * (size_t)D
-                                : pres[k] +
+                            const unsigned char *src = rows_k ? rows_k +
+                                    (((size_t)r * (size_t)H + (size_t)h) * (size_t)S + (size_t)j) * (size_t)D * es
+                                                              : pres[k] +
                                     (((size_t)r * (size_t)H + (size_t)h) * (size_t)T + (size_t)(past_len + j)) *
-                                        (size_t)D;
-                            float *dst = cache[k] +
+                                        (size_t)D * es;
+                            unsigned char *dst = cache[k] +
                                 (((size_t)r * (size_t)H + (size_t)h) * (size_t)stride + (size_t)(first ? j : cur)) *
-                                    (size_t)D;
+                                    (size_t)D * es;
                             /* a left-pad position keeps zeros: its keys came from a query row
                              * that saw no key, which some exports turn into NaN, and a masked
                              * NaN still poisons the weighted sum */
-                            if (first && !valid[map[r] * (cap + 1) + j]) memset(dst, 0, sizeof(float) * (size_t)D);
-                            else memcpy(dst, src, sizeof(float) * (size_t)D);
+                            if (first && !valid[map[r] * (cap + 1) + j]) memset(dst, 0, es * (size_t)D);
+                            else memcpy(dst, src, es * (size_t)D);
                         }
             }
             for (int k = 0; k < 2 * L && g->past_in_place && !on_dev; k++) {
@@ -1330,8 +1361,11 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
             int32_t t = dev_logits ? picked[r] : 0;
             if (!dev_logits) {
                 int64_t last = shared && first ? q->n_prompt - 1 : S - 1; /* right padding: the row's own end */
-                memcpy(logits, (float *)out[0].data + ((size_t)r * (size_t)S + (size_t)last) * (size_t)vocab,
-                       sizeof(float) * (size_t)vocab);
+                size_t at = ((size_t)r * (size_t)S + (size_t)last) * (size_t)vocab;
+                if (out[0].dtype == KN_F32) memcpy(logits, (float *)out[0].data + at, sizeof(float) * (size_t)vocab);
+                else /* float16 / bfloat16 logits: sampling and greedy read float32 */
+                    for (int v = 0; v < vocab; v++)
+                        logits[v] = kn_load_f32(out[0].data, out[0].dtype, (int64_t)(at + (size_t)v));
                 int n_seen = q->n_prompt + q->n_ids;
                 int32_t *sn = realloc(seen, sizeof(int32_t) * (size_t)(n_seen + 1));
                 if (!sn) {
@@ -1368,11 +1402,11 @@ static kn_status *gen_batch(kn_generator *g, gen_seq **rows, int b, const kn_gen
             if (w != r) {
                 size_t row = (size_t)H * (size_t)(shared ? cap : fixed ? stride : past_len) * (size_t)D;
                 for (int k = 0; k < 2 * L && !st; k++) {
-                    float *base = fixed || shared ? cache[k] : exact_past[k];
+                    unsigned char *base = fixed || shared ? cache[k] : exact_past[k];
                     if (on_dev) /* w < r: whole rows, never overlapping */
-                        st = be->copy(be, base + (size_t)w * row, be->device, base + (size_t)r * row, be->device,
-                                      row * sizeof(float));
-                    else memmove(base + (size_t)w * row, base + (size_t)r * row, row * sizeof(float));
+                        st = be->copy(be, base + (size_t)w * row * es, be->device, base + (size_t)r * row * es,
+                                      be->device, row * es);
+                    else memmove(base + (size_t)w * row * es, base + (size_t)r * row * es, row * es);
                 }
                 if (st) goto done;
             }

@@ -322,6 +322,47 @@ START_TEST(test_fuse_attention) {
 }
 END_TEST
 
+/* A model converted to float16 holds the attention's scale and NaN guard as float16 constants:
+ * kn_pass_fuse_attention leaves it (its kernels' other users take float32), the CPU's
+ * kn_pass_fuse_attention_lowp fuses it with the float16 value as the scale. Structure only: the
+ * graph mixes types here; textgen.fp16 runs a float16 model fused against ONNX Runtime. */
+static kn_graph *build_attention_f16_consts(void) {
+    kn_graph *g = build_attention(0);
+    const char *names[2] = {"c", "zero"};
+    for (int i = 0; i < 2; i++) {
+        int v = kn_graph_find_value(g, names[i]);
+        ck_assert_int_ge(v, 0);
+        double x = kn_get_f64(g->values[v].constant, 0);
+        kn_tensor_free(g->values[v].constant);
+        g->values[v].constant = mk(KN_F16, 0, NULL, &x);
+        g->values[v].type.dtype = KN_F16;
+    }
+    kn_graph_resolve_ops(g);
+    return g;
+}
+
+START_TEST(test_fuse_attention_f16_consts) {
+    kn_graph *g = build_attention_f16_consts();
+    int n = -1;
+    ck_assert_ptr_null(kn_pass_fuse_attention(g, &n));
+    ck_assert_int_eq(n, 0);
+    ck_assert_int_eq(count_op(g, "KnSdpa"), 0);
+    kn_graph_free(g);
+    g = build_attention_f16_consts();
+    ck_assert_ptr_null(kn_pass_fuse_attention_lowp(g, &n));
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(count_op(g, "Softmax") + count_op(g, "IsNaN") + count_op(g, "Where"), 0);
+    const kn_node *f = find_op(g, "KnSdpa");
+    ck_assert_ptr_nonnull(f);
+    /* 1/sqrt(sqrt(4)) rounds to 0.70703125 in float16: the scale is its square, not 0.5 */
+    ck_assert(fabsf(kn_attr_float(f, "scale", NAN) - 0.70703125f * 0.70703125f) < 1e-6f);
+    /* the CPU backend asks for it, with the plain attention pass */
+    unsigned m = kn_fusions_for_backend(kn_cpu_backend());
+    ck_assert((m & KN_FUSE_ATTENTION) && (m & KN_FUSE_ATTENTION_LOWP));
+    kn_graph_free(g);
+}
+END_TEST
+
 START_TEST(test_fuse_attention_near_misses) {
     fb_ndim = 4;
     fb_dims[0] = B;
@@ -863,6 +904,7 @@ static Suite *fuse_suite(void) {
     Suite *s = suite_create("fuse");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_fuse_attention);
+    tcase_add_test(tc, test_fuse_attention_f16_consts);
     tcase_add_test(tc, test_fuse_attention_near_misses);
     tcase_add_test(tc, test_fuse_gelu);
     tcase_add_test(tc, test_fuse_gelu_near_misses);
