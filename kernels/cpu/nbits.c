@@ -525,12 +525,14 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
                 .zpt = zpt};
     const kn_nbits_prepared *pr = node->prepared;
     bool int8 = nb_int8_params(p, zpt) && (a->dtype == KN_F32 || a->dtype == KN_F16);
-    /* prefill at level 4: the int8 GEMM (nbits_i8gemm.c), which reads the plain scale layout */
+    /* prefill at level 4: the int8 GEMM (nbits_i8gemm.c) */
     bool gemm8 = int8 && M >= KN_NBITS_I8_FQ_M;
     if (gemm8) int8 = false;
     /* the packed B only where it was packed from this very B */
     bool packed = int8 && pr && pr->count == N * nb && pr->bp && pr->b_src == b->data;
-    if (pr && pr->count == N * nb && (packed || pr->group == (int8 ? 8 : 0))) {
+    /* the int8 GEMM also reads the prepared grouped scales, as they are (no decoding per run) */
+    int64_t ggroup = gemm8 && pr && pr->count == N * nb ? pr->group : 0;
+    if (pr && pr->count == N * nb && (packed || ggroup > 0 || pr->group == (int8 ? 8 : 0))) {
         j.sc = pr->sc;
         j.off = pr->off;
         if (packed) {
@@ -568,7 +570,7 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
         float *bf = bias ? kn_scratch_alloc(ctx, sizeof(float) * (size_t)N) : NULL;
         if (bias && !bf) return KN_OOM(sizeof(float) * N);
         for (int64_t n = 0; bias && n < N; n++) bf[n] = kn_load_f32(bias->data, bias->dtype, n);
-        KN_TRY(kn_nbits_i8gemm(ctx, j.a, M, N, K, bs, bits, j.b, j.sc, j.off, bf, j.y, -1));
+        KN_TRY(kn_nbits_i8gemm(ctx, j.a, M, N, K, bs, bits, j.b, j.sc, j.off, ggroup, bf, j.y, -1));
         bias = NULL; /* added inside */
     } else if (int8) {
         KN_TRY(nb_run_int8(ctx, &j, bias));

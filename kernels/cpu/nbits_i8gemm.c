@@ -11,9 +11,34 @@
 
 enum { PW = KN_NBITS_I8G_PW };
 
+/* scales or offsets of the panel's columns from kn_nbits_group's layout of width w (a divisor of PW,
+ * n0 a multiple of PW): each group's row of w floats per block is already the panel's order */
+static void i8g_scales_grouped(const float *g, int64_t n0, int nc, int64_t nb, int64_t w, float *dst) {
+    for (int64_t c = 0; c < PW; c += w)
+        for (int64_t k = 0; k < nb; k++) {
+            if (c < nc) memcpy(dst + k * PW + c, g + ((n0 + c) / w * nb + k) * w, sizeof(float) * (size_t)w);
+            else memset(dst + k * PW + c, 0, sizeof(float) * (size_t)w);
+        }
+}
+
 void kn_nbits_i8g_pack(const uint8_t *b, int64_t cs, int64_t n0, int nc, const float *sc, const float *off, int64_t nb,
-                       const float *bias, uint32_t *panel, float *sbp, float *offp, float *biasp, int isa) {
+                       int64_t group, const float *bias, uint32_t *panel, float *sbp, float *offp, float *biasp,
+                       int isa) {
     int64_t nw = cs / 4;
+    if (group > 0) {
+        /* the grouped layout pads columns past N with zeros, as the panel wants */
+        i8g_scales_grouped(sc, n0, nc, nb, group, sbp);
+        i8g_scales_grouped(off, n0, nc, nb, group, offp);
+        if (isa == 2) kn_nbits_i8g_words_avx512(b, cs, n0, nc, panel);
+        for (int c = 0; c < PW; c++) {
+            biasp[c] = bias && c < nc ? bias[n0 + c] : 0.0f;
+            if (isa == 2) continue;
+            for (int64_t w = 0; w < nw; w++)
+                if (c < nc) memcpy(&panel[w * PW + c], b + (n0 + c) * cs + 4 * w, 4);
+                else panel[w * PW + c] = 0;
+        }
+        return;
+    }
     if (isa == 2) {
         /* the scales' [N][blocks] floats are words too */
         kn_nbits_i8g_words_avx512(b, cs, n0, nc, panel);
@@ -51,6 +76,7 @@ typedef struct i8g_job {
     const float *a, *sc, *off, *bias;
     const uint8_t *b;
     int64_t M, N, K, bs, nb, cs, lq;
+    int64_t group; /* sc / off in kn_nbits_group's layout of this width, or 0: plain [N][blocks] */
     int bits, isa;
     int8_t *qa, *qd; /* qd: the tiles' order (4 bits), else qa */
     float *sa, *asum, *y;
@@ -75,9 +101,19 @@ static void i8g_quant_task(void *vctx, int64_t begin, int64_t end) {
 /* without AVX2: the plain loop, row by row */
 static void i8g_plain_task(void *vctx, int64_t begin, int64_t end) {
     const i8g_job *j = vctx;
-    for (int64_t m = begin; m < end; m++)
-        kn_nbits_i8_dot_scalar(j->qa + m * j->lq, j->sa + m * j->nb, j->asum + m * j->nb, j->b, j->cs, j->sc, j->off,
-                               j->nb, 1, j->nb, j->bits, j->bs, j->bias, (int)j->N, j->y + m * j->N);
+    int64_t w = j->group;
+    for (int64_t m = begin; m < end; m++) {
+        if (!w) {
+            kn_nbits_i8_dot_scalar(j->qa + m * j->lq, j->sa + m * j->nb, j->asum + m * j->nb, j->b, j->cs, j->sc,
+                                   j->off, j->nb, 1, j->nb, j->bits, j->bs, j->bias, (int)j->N, j->y + m * j->N);
+            continue;
+        }
+        for (int64_t n = 0; n < j->N; n += w)
+            kn_nbits_i8_dot_scalar(j->qa + m * j->lq, j->sa + m * j->nb, j->asum + m * j->nb, j->b + n * j->cs, j->cs,
+                                   j->sc + n * j->nb, j->off + n * j->nb, 1, w, j->nb, j->bits, j->bs,
+                                   j->bias ? j->bias + n : NULL, (int)(j->N - n < w ? j->N - n : w),
+                                   j->y + m * j->N + n);
+    }
 }
 
 static void i8g_panel_task(void *vctx, int64_t begin, int64_t end) {
@@ -90,7 +126,7 @@ static void i8g_panel_task(void *vctx, int64_t begin, int64_t end) {
         float *sbp = (float *)(panel + nw * PW), *offp = sbp + nb * PW, *biasp = offp + nb * PW;
         int64_t n0 = pi * PW;
         int nc = j->N - n0 < PW ? (int)(j->N - n0) : PW;
-        kn_nbits_i8g_pack(j->b, j->cs, n0, nc, j->sc, j->off, nb, j->bias, panel, sbp, offp, biasp, j->isa);
+        kn_nbits_i8g_pack(j->b, j->cs, n0, nc, j->sc, j->off, nb, j->group, j->bias, panel, sbp, offp, biasp, j->isa);
         for (int64_t m = 0; m < j->M; m += mr) {
             int nr = j->M - m < mr ? (int)(j->M - m) : mr;
             for (int c0 = 0; c0 < nc; c0 += width) {
@@ -104,12 +140,14 @@ static void i8g_panel_task(void *vctx, int64_t begin, int64_t end) {
 }
 
 kn_status *kn_nbits_i8gemm(kn_exec_ctx *ctx, const float *a, int64_t M, int64_t N, int64_t K, int64_t bs, int bits,
-                           const uint8_t *b, const float *sc, const float *off, const float *bias, float *y, int isa) {
+                           const uint8_t *b, const float *sc, const float *off, int64_t group, const float *bias,
+                           float *y, int isa) {
     if (isa < 0) isa = kn_nbits_have_vnni() ? 2 : kn_red_simd_level() >= 1 ? 1 : 0;
     int64_t nb = (K + bs - 1) / bs;
     i8g_job j = {.a = a,
                  .sc = sc,
                  .off = off,
+                 .group = group,
                  .bias = bias,
                  .b = b,
                  .M = M,

@@ -21,10 +21,12 @@ enum { KN_NBITS_I8G_PW = 32, KN_NBITS_I8G_MR_VNNI = 4, KN_NBITS_I8G_MR_AVX2 = 4,
 
 /* the panel of columns [n0, n0 + nc) (nc <= PW; the rest zero): cs = blocks * blob bytes a column
  * (a multiple of 4), words (cs / 4) x PW; scales and offsets (plain [N][blocks] layout) as
- * [blocks][PW]; the bias (float32 or NULL) as PW floats, zero where absent. isa 2: the words
+ * [blocks][PW] (group > 0: sc and off in kn_nbits_group's layout of that width, a divisor of PW,
+ * as a prepared node keeps them); the bias (float32 or NULL) as PW floats, zero where absent. isa 2: the words
  * transposed 16 x 16 in AVX-512 registers (kn_nbits_i8g_words_avx512), else one by one. */
 void kn_nbits_i8g_pack(const uint8_t *b, int64_t cs, int64_t n0, int nc, const float *sc, const float *off, int64_t nb,
-                       const float *bias, uint32_t *panel, float *sbp, float *offp, float *biasp, int isa);
+                       int64_t group, const float *bias, uint32_t *panel, float *sbp, float *offp, float *biasp,
+                       int isa);
 void kn_nbits_i8g_words_avx512(const uint8_t *b, int64_t cs, int64_t n0, int nc, uint32_t *panel);
 /* n values (a multiple of 8) reordered: per 8, positions 0 2 4 6 then 1 3 5 7 */
 void kn_nbits_i8g_deint8(const int8_t *qa, int64_t n, int8_t *dst);
@@ -41,11 +43,12 @@ KN_NBITS_I8G_DECL(avx2)
 #undef KN_NBITS_I8G_DECL
 
 /* y [M, N] = the level 4 product of A [M, K] (float32) with B [N, blocks, blob], sc / off the plain
- * per-column scales and offsets (-zero_point * scale), bias float32 [N] or NULL. isa: 2 VNNI, 1
+ * per-column scales and offsets (-zero_point * scale), or grouped as kn_nbits_group lays them out
+ * (group: the width, else 0), bias float32 [N] or NULL. isa: 2 VNNI, 1
  * AVX2, 0 the plain loop (kn_nbits_i8_dot_scalar), -1 the best this CPU has. */
 struct kn_exec_ctx;
 struct kn_status;
 struct kn_status *kn_nbits_i8gemm(struct kn_exec_ctx *ctx, const float *a, int64_t M, int64_t N, int64_t K, int64_t bs,
-                                  int bits, const uint8_t *b, const float *sc, const float *off, const float *bias,
-                                  float *y, int isa);
+                                  int bits, const uint8_t *b, const float *sc, const float *off, int64_t group,
+                                  const float *bias, float *y, int isa);
 #endif

@@ -58,6 +58,8 @@ typedef struct i8g_case {
     bool zp, bias, special;
 } i8g_case;
 
+static void check_case(const i8g_case *c, int isa, int64_t group, const float *y, const float *yr);
+
 static void run_case(const i8g_case *c, kn_threadpool *pool, int isa) {
     int64_t nb = (c->K + c->bs - 1) / c->bs, cs = nb * c->bs * c->bits / 8;
     float *a = malloc(sizeof(float) * (size_t)(c->M * c->K));
@@ -88,30 +90,27 @@ static void run_case(const i8g_case *c, kn_threadpool *pool, int isa) {
     for (int64_t n = 0; n < c->N; n++) bias[n] = frand();
     memset(y, 0xff, sizeof(float) * (size_t)(c->M * c->N));
     ref_gemm(a, c->M, c->N, c->K, c->bs, c->bits, b, sc, off, c->bias ? bias : NULL, yr);
-    kn_scratch scratch = {0};
-    kn_exec_ctx ctx = {.pool = pool, .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch};
-    kn_status *st =
-        kn_nbits_i8gemm(&ctx, a, c->M, c->N, c->K, c->bs, c->bits, b, sc, off, c->bias ? bias : NULL, y, isa);
-    kn_scratch_release(&scratch);
-    ck_assert_ptr_null(st);
-    int64_t bad = 0, first = -1, finite = 0;
-    for (int64_t i = 0; i < c->M * c->N; i++) {
-        if (!same(y[i], yr[i]) && bad++ == 0) first = i;
-        finite += isfinite(yr[i]) && yr[i] != 0.0f;
+    /* the plain [N][blocks] scales, and the grouped layouts a prepared node keeps (8 and 16 wide) */
+    int64_t ng = (c->N + 15) / 16 * 16 * nb;
+    float *gsc = malloc(sizeof(float) * (size_t)ng), *goff = malloc(sizeof(float) * (size_t)ng);
+    ck_assert_ptr_nonnull(gsc);
+    ck_assert_ptr_nonnull(goff);
+    for (int64_t group = 0; group <= 16; group += 8) {
+        if (group) {
+            kn_nbits_group(sc, c->N, nb, group, gsc);
+            kn_nbits_group(off, c->N, nb, group, goff);
+        }
+        memset(y, 0xff, sizeof(float) * (size_t)(c->M * c->N));
+        kn_scratch scratch = {0};
+        kn_exec_ctx ctx = {.pool = pool, .scratch_alloc = kn_scratch_alloc_impl, .scratch_state = &scratch};
+        kn_status *st = kn_nbits_i8gemm(&ctx, a, c->M, c->N, c->K, c->bs, c->bits, b, group ? gsc : sc,
+                                        group ? goff : off, group, c->bias ? bias : NULL, y, isa);
+        kn_scratch_release(&scratch);
+        ck_assert_ptr_null(st);
+        check_case(c, isa, group, y, yr);
     }
-    FAST_ASSERT(bad == 0,
-                "isa %d M%lld N%lld K%lld bs%lld bits%d zp%d bias%d special%d: %lld values differ, first [%lld] "
-                "%.9g vs %.9g",
-                isa, (long long)c->M, (long long)c->N, (long long)c->K, (long long)c->bs, c->bits, c->zp, c->bias,
-                c->special, (long long)bad, (long long)first, first >= 0 ? y[first] : 0.0f,
-                first >= 0 ? yr[first] : 0.0f);
-    /* the reference is not trivially zero or NaN: most values are ordinary numbers */
-    FAST_ASSERT(finite > c->M * c->N / 4, "M%lld N%lld: only %lld finite nonzero values", (long long)c->M,
-                (long long)c->N, (long long)finite);
-    if (c->special) {
-        FAST_ASSERT(isnan(yr[1 * c->N]) && isnan(y[1 * c->N]), "a NaN row gives NaN");
-        FAST_ASSERT(!isfinite(y[3 * c->N]), "an infinite row is not finite");
-    }
+    free(gsc);
+    free(goff);
     free(a);
     free(b);
     free(sc);
@@ -119,6 +118,28 @@ static void run_case(const i8g_case *c, kn_threadpool *pool, int isa) {
     free(bias);
     free(y);
     free(yr);
+}
+
+static void check_case(const i8g_case *c, int isa, int64_t group, const float *y, const float *yr) {
+    int64_t bad = 0, first = -1, finite = 0;
+    for (int64_t i = 0; i < c->M * c->N; i++) {
+        if (!same(y[i], yr[i]) && bad++ == 0) first = i;
+        finite += isfinite(yr[i]) && yr[i] != 0.0f;
+    }
+    FAST_ASSERT(
+        bad == 0,
+        "isa %d group %lld M%lld N%lld K%lld bs%lld bits%d zp%d bias%d special%d: %lld values differ, first [%lld] "
+        "%.9g vs %.9g",
+        isa, (long long)group, (long long)c->M, (long long)c->N, (long long)c->K, (long long)c->bs, c->bits, c->zp,
+        c->bias, c->special, (long long)bad, (long long)first, first >= 0 ? y[first] : 0.0f,
+        first >= 0 ? yr[first] : 0.0f);
+    /* the reference is not trivially zero or NaN: most values are ordinary numbers */
+    FAST_ASSERT(finite > c->M * c->N / 4, "M%lld N%lld: only %lld finite nonzero values", (long long)c->M,
+                (long long)c->N, (long long)finite);
+    if (c->special) {
+        FAST_ASSERT(isnan(yr[1 * c->N]) && isnan(y[1 * c->N]), "a NaN row gives NaN");
+        FAST_ASSERT(!isfinite(y[3 * c->N]), "an infinite row is not finite");
+    }
 }
 
 static int max_isa(void) { return kn_nbits_have_vnni() ? 2 : kn_red_simd_level() >= 1 ? 1 : 0; }
@@ -165,7 +186,7 @@ START_TEST(test_i8gemm_pieces) {
     for (int isa = 0; isa <= max_isa(); isa += 2) /* the plain copy and the AVX-512 transpose */
         for (int nc = 1; nc <= KN_NBITS_I8G_PW; nc += nc < 16 ? 4 : 7) {
             memset(panel, 0x5a, sizeof panel);
-            kn_nbits_i8g_pack(b, cs, 7, nc, sc, off, NB, bias, panel, sbp, offp, biasp, isa);
+            kn_nbits_i8g_pack(b, cs, 7, nc, sc, off, NB, 0, bias, panel, sbp, offp, biasp, isa);
             for (int c = 0; c < KN_NBITS_I8G_PW; c++) {
                 for (int64_t w = 0; w < nw; w++) {
                     uint32_t want = 0;
