@@ -322,8 +322,8 @@ static void nb_gemv_task(void *vctx, int64_t begin, int64_t end) {
     int64_t n = begin;
     if (j->M == 1 && j->ad)
         for (; n + 4 <= end; n += 4)
-            j->dot4p(j->a, j->ad, j->b + n * cs, cs, j->sc + n * j->nb, j->off + n * j->nb, j->nb, j->K, j->bs,
-                     j->y + n);
+            j->dot4p(j->a, j->ad, j->b + n * cs, cs, j->sc + n * j->nb, j->zpt ? j->off + n * j->nb : NULL, j->nb, j->K,
+                     j->bs, j->y + n);
     if (j->M == 1 && j->dot4)
         for (; n + 4 <= end; n += 4)
             j->dot4(j->a, j->b + n * cs, cs, j->sc + n * j->nb, j->off + n * j->nb, j->nb, j->K, j->bits, j->bs,

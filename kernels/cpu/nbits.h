@@ -20,6 +20,7 @@
                              int64_t ldc, bool accumulate); \
     void kn_nbits_edge_##sfx(const float *a, int64_t lda, int mi, const float *p, int64_t ldp, int nj, int64_t kl, \
                              float *c, int64_t ldc, bool accumulate);
+/* dot1x4_4p's off may be NULL: no zero points, a block's offset -8 * its scale (not loaded) */
 /* the vector widths (dot1x4_4p takes block sizes that are multiples of twice them) */
 enum { KN_NBITS_W_AVX2 = 8, KN_NBITS_W_AVX512 = 16 };
 /* the tile sizes of kn_nbits_tile_* (rows of A x columns of the panel) */

@@ -16,6 +16,11 @@ static inline V nb_load8(const uint8_t *p) {
 #define NB_LOADB(p) _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)))
 #define NB_LO(v) _mm512_cvtepi32_ps(_mm512_and_si512((v), _mm512_set1_epi32(15)))
 #define NB_HI(v) _mm512_cvtepi32_ps(_mm512_srli_epi32((v), 4))
+/* the decode's table of a block's 16 weights, indexed by the low 4 bits of each lane */
+#define NB_LUT 1
+#define NB_LUT_IOTA _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+#define NB_LUT_LO(v, t) _mm512_permutexvar_ps((v), (t))
+#define NB_LUT_HI(v, t) _mm512_permutexvar_ps(_mm512_srli_epi32((v), 4), (t))
 #define NB_LOAD4 nb_load4
 #define NB_LOAD8 nb_load8
 #define NB_HSUM _mm512_reduce_add_ps

@@ -308,6 +308,18 @@ START_TEST(test_nbits_inner_loops) {
                 for (int n = 0; n < NC; n++)
                     FAST_ASSERT(close_to(y4[n], yr[n], 1e-5, 1e-5), "level %d dot1x4_4p %d: %g vs %g", lv, n, y4[n],
                                 yr[n]);
+                /* without zero points (off NULL: -8 * scale): the same sums as the offsets given */
+                float off8[NC * NB], y8[NC], yn[NC], yr8[NC];
+                for (int i = 0; i < NC * NB; i++) off8[i] = -8.0f * sc[i];
+                for (int n = 0; n < NC; n++)
+                    kn_nbits_dot_scalar(a, K, 1, bq + n * cs, sc + n * NB, off8 + n * NB, K, bits, BS, yr8 + n, 1);
+                (z ? kn_nbits_dot1x4_4p_avx512 : kn_nbits_dot1x4_4p_avx2)(a, ad, bq, cs, sc, off8, NB, K, BS, y8);
+                (z ? kn_nbits_dot1x4_4p_avx512 : kn_nbits_dot1x4_4p_avx2)(a, ad, bq, cs, sc, NULL, NB, K, BS, yn);
+                for (int n = 0; n < NC; n++) {
+                    FAST_ASSERT(close_to(y8[n], yr8[n], 1e-5, 1e-5), "level %d dot1x4_4p zp 8 %d: %g vs %g", lv, n,
+                                y8[n], yr8[n]);
+                    FAST_ASSERT(yn[n] == y8[n], "level %d dot1x4_4p off NULL %d: %g vs %g", lv, n, yn[n], y8[n]);
+                }
             }
             /* tile and edge over the dequantised panel, written and then accumulated onto */
             int tm = z ? KN_NBITS_TM_AVX512 : KN_NBITS_TM_AVX2;
