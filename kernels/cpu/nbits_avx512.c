@@ -28,3 +28,51 @@ static inline V nb_load8(const uint8_t *p) {
 #define NB_TM 4
 #define NB_TN 4
 #include "kernels/cpu/nbits_impl.h"
+
+/* The prefill's register tile in outer-product form: A transposed (at[k * ldt + m], 16 rows a
+ * vector) against a dequantised panel (column j's kl values at p + j * ldp), each weight broadcast
+ * once for mv vectors of rows, so the mv x nt accumulators need no horizontal sums and every
+ * k costs mv + nt loads for mv * nt fmas. The result is transposed too: ct[j * ldc + m]. Written
+ * once and instantiated per (mv, nt) so the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void nb_op(const float *at, int64_t ldt, const float *p, int64_t ldp,
+                                                        int64_t kl, float *ct, int64_t ldc, bool accumulate,
+                                                        const int mv, const int nt) {
+    V c[KN_NBITS_OP_MV][KN_NBITS_OP_NT];
+#pragma GCC unroll 4
+    for (int i = 0; i < mv; i++)
+#pragma GCC unroll 6
+        for (int j = 0; j < nt; j++) c[i][j] = accumulate ? vload(ct + j * ldc + i * W) : vset1(0.0f);
+    for (int64_t k = 0; k < kl; k++) {
+        V a[KN_NBITS_OP_MV];
+#pragma GCC unroll 4
+        for (int i = 0; i < mv; i++) a[i] = vload(at + k * ldt + i * W);
+#pragma GCC unroll 6
+        for (int j = 0; j < nt; j++) {
+            V b = vset1(p[j * ldp + k]);
+#pragma GCC unroll 4
+            for (int i = 0; i < mv; i++) c[i][j] = vfmadd(a[i], b, c[i][j]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < mv; i++)
+#pragma GCC unroll 6
+        for (int j = 0; j < nt; j++) vstore(ct + j * ldc + i * W, c[i][j]);
+}
+
+#define NB_OP_CASE(mv, nt) \
+    case (mv)*8 + (nt): \
+        nb_op(at, ldt, p, ldp, kl, ct, ldc, accumulate, mv, nt); \
+        break;
+#define NB_OP_ROW(mv) \
+    NB_OP_CASE(mv, 1) NB_OP_CASE(mv, 2) NB_OP_CASE(mv, 3) NB_OP_CASE(mv, 4) NB_OP_CASE(mv, 5) NB_OP_CASE(mv, 6)
+
+void kn_nbits_optile_avx512(const float *at, int64_t ldt, int mv, const float *p, int64_t ldp, int nt, int64_t kl,
+                            float *ct, int64_t ldc, bool accumulate) {
+    switch (mv * 8 + nt) {
+        NB_OP_ROW(1)
+        NB_OP_ROW(2)
+        NB_OP_ROW(3)
+        NB_OP_ROW(4)
+    default: break;
+    }
+}

@@ -154,6 +154,8 @@ START_TEST(test_matmul_nbits) {
             }
     nb_case big = {17, 1100, 150, 32, 4, 1, true, 0}; /* several panels of K and N, tile edges both ways */
     nb_run(&big, pool);
+    nb_case tall = {83, 1100, 70, 32, 4, 1, true, 0}; /* rows over two blocks of the outer-product tiles */
+    nb_run(&tall, pool);
     kn_threadpool_free(pool);
 }
 END_TEST
@@ -338,6 +340,33 @@ START_TEST(test_nbits_inner_loops) {
 }
 END_TEST
 
+/* The prefill's outer-product tile (AVX-512) against plain sums, at every (mv, nt) it takes, odd
+ * K lengths, written and then accumulated onto; strides wider than the tile. */
+START_TEST(test_nbits_optile) {
+    if (kn_red_simd_level() < 2) return;
+    enum { MP = 80, NT = 8, KL = 37 };
+    static float at[KL * MP], p[NT * KL], ct[NT * MP], ref[NT * MP];
+    for (int i = 0; i < KL * MP; i++) at[i] = (float)(drand() - 0.5);
+    for (int i = 0; i < NT * KL; i++) p[i] = (float)(drand() - 0.5);
+    for (int mv = 1; mv <= KN_NBITS_OP_MV; mv++)
+        for (int nt = 1; nt <= KN_NBITS_OP_NT; nt++)
+            for (int kl = 1; kl <= KL; kl += 9) {
+                for (int i = 0; i < NT * MP; i++) ct[i] = ref[i] = (float)i;
+                for (int acc = 0; acc < 2; acc++)
+                    kn_nbits_optile_avx512(at + 3, MP, mv, p + 1, KL, nt, kl, ct + 2, MP, acc);
+                for (int j = 0; j < nt; j++)
+                    for (int m = 0; m < 16 * mv; m++) {
+                        double s = 0;
+                        for (int k = 0; k < kl; k++) s += (double)at[3 + k * MP + m] * p[1 + j * KL + k];
+                        ref[2 + j * MP + m] = (float)(2 * s);
+                    }
+                for (int i = 0; i < NT * MP; i++)
+                    FAST_ASSERT(close_to(ct[i], ref[i], 1e-5, 1e-5), "optile mv %d nt %d kl %d at %d: %g vs %g", mv, nt,
+                                kl, i, ct[i], ref[i]);
+            }
+}
+END_TEST
+
 START_TEST(test_matmul_nbits_errors) {
     int64_t da[2] = {2, 64}, db_bad[3] = {8, 3, 16}, db[3] = {8, 2, 16}, dsc[1] = {16}, dsc_bad[1] = {15};
     kn_tensor *a = mk(KN_F32, 2, da, NULL), *bbad = mk(KN_U8, 3, db_bad, NULL), *b = mk(KN_U8, 3, db, NULL);
@@ -466,6 +495,7 @@ int main(void) {
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_matmul_nbits);
     tcase_add_test(tc, test_nbits_inner_loops);
+    tcase_add_test(tc, test_nbits_optile);
     tcase_add_test(tc, test_matmul_nbits_errors);
     tcase_add_test(tc, test_matmul_nbits_int8);
     tcase_add_test(tc, test_nbits_int8_inner);
