@@ -3,8 +3,10 @@
  * first) and GatherBlockQuantized. MatMulNBits never makes the fp32 weight matrix: products of few
  * rows (decode) dequantise one vector of weights at a time in registers and take its dot products
  * with every row at once (nbits_impl.h; one row of 4-bit weights against A deinterleaved, so a
- * mask and a shift unpack them); larger products dequantise a panel of 64 columns by at most 1024
- * values of K at a time (256 KiB, cache-sized) per task and multiply it in register tiles.
+ * mask and a shift unpack them, and with AVX-512 a block's 16 possible weights are a vector table the
+ * nibbles index); larger products dequantise a panel of 64 columns by at most 1024 values of K at a
+ * time (256 KiB, cache-sized) per task and multiply it in register tiles (with AVX-512 outer-product
+ * ones over A transposed once, which need no horizontal sums).
  * accuracy_level 4 (what onnxruntime_genai's int4 builder writes) is computed as ONNX Runtime's CPU
  * computes it whenever ONNX Runtime 1.32 would (float32 or float16 A, 4 or 8 bits, block sizes
  * 16..256, zero points absent or uint8): A quantised to int8 per block (kn_nbits_quant_a), integer
