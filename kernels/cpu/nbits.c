@@ -3,8 +3,10 @@
  * first) and GatherBlockQuantized. MatMulNBits never makes the fp32 weight matrix: products of few
  * rows (decode) dequantise one vector of weights at a time in registers and take its dot products
  * with every row at once (nbits_impl.h; one row of 4-bit weights against A deinterleaved, so a
- * mask and a shift unpack them); larger products dequantise a panel of 64 columns by at most 1024
- * values of K at a time (256 KiB, cache-sized) per task and multiply it in register tiles.
+ * mask and a shift unpack them, and with AVX-512 a block's 16 possible weights are a vector table the
+ * nibbles index); larger products dequantise a panel of 64 columns by at most 1024 values of K at a
+ * time (256 KiB, cache-sized) per task and multiply it in register tiles (with AVX-512 outer-product
+ * ones over A transposed once, which need no horizontal sums).
  * accuracy_level 4 (what onnxruntime_genai's int4 builder writes) is computed as ONNX Runtime's CPU
  * computes it whenever ONNX Runtime 1.32 would (float32 or float16 A, 4 or 8 bits, block sizes
  * 16..256, zero points absent or uint8): A quantised to int8 per block (kn_nbits_quant_a), integer
@@ -164,6 +166,7 @@ typedef void (*nb_dot4p_fn)(const float *, const float *, const uint8_t *, int64
                             int64_t, int64_t, int64_t, float *);
 typedef void (*nb_tile_fn)(const float *, int64_t, const float *, int64_t, int64_t, float *, int64_t, bool);
 typedef void (*nb_edge_fn)(const float *, int64_t, int, const float *, int64_t, int, int64_t, float *, int64_t, bool);
+typedef void (*nb_op_fn)(const float *, int64_t, int, const float *, int64_t, int, int64_t, float *, int64_t, bool);
 
 enum { NB_NC = 64, NB_KC = 1024 };
 
@@ -181,6 +184,9 @@ typedef struct nb_job {
     nb_tile_fn tile;
     nb_edge_fn edge;
     int tm, tn;
+    nb_op_fn op;     /* the outer-product tile (kn_nbits_optile_*), or NULL */
+    const float *at; /* with op: A transposed, at[k * mp + m], rows zero up to mp */
+    int64_t mp;      /* M rounded up to a vector of rows */
     bool failed;
     /* accuracy_level 4: A's rows quantised (kn_nbits_quant_a), the bias as float32 or NULL */
     int8_t *qa, *qd; /* qd: qa reordered for the vector loop (4 bits), or NULL */
@@ -386,8 +392,8 @@ static void nb_gemv_task(void *vctx, int64_t begin, int64_t end) {
     int64_t n = begin;
     if (j->M == 1 && j->ad)
         for (; n + 4 <= end; n += 4)
-            j->dot4p(j->a, j->ad, j->b + n * cs, cs, j->sc + n * j->nb, j->off + n * j->nb, j->nb, j->K, j->bs,
-                     j->y + n);
+            j->dot4p(j->a, j->ad, j->b + n * cs, cs, j->sc + n * j->nb, j->zpt ? j->off + n * j->nb : NULL, j->nb, j->K,
+                     j->bs, j->y + n);
     if (j->M == 1 && j->dot4)
         for (; n + 4 <= end; n += 4)
             j->dot4(j->a, j->b + n * cs, cs, j->sc + n * j->nb, j->off + n * j->nb, j->nb, j->K, j->bits, j->bs,
@@ -441,6 +447,56 @@ static void nb_gemm_task(void *vctx, int64_t begin, int64_t end) {
     free(panel);
 }
 
+/* A transposed for the outer-product tiles: values [begin, end) of K, 16 at a time so that each
+ * row of A is read a cache line at a time */
+static void nb_at_task(void *vctx, int64_t begin, int64_t end) {
+    const nb_job *j = vctx;
+    float *at = (float *)j->at;
+    for (int64_t k0 = begin * 16; k0 < end * 16 && k0 < j->K; k0 += 16) {
+        int64_t kn = j->K - k0 < 16 ? j->K - k0 : 16;
+        for (int64_t m = 0; m < j->M; m++)
+            for (int64_t k = 0; k < kn; k++) at[(k0 + k) * j->mp + m] = j->a[m * j->K + k0 + k];
+        for (int64_t k = 0; k < kn; k++)
+            for (int64_t m = j->M; m < j->mp; m++) at[(k0 + k) * j->mp + m] = 0.0f;
+    }
+}
+
+/* nb_gemm_task with the outer-product tiles: each stripe's product is made transposed in a
+ * stripe-sized buffer (C^T, [NB_NC][mp]) over the panels of K, then written to y once. */
+static void nb_gemm_op_task(void *vctx, int64_t begin, int64_t end) {
+    nb_job *j = vctx;
+    int64_t kc = NB_KC < j->K ? NB_KC : j->K, mp = j->mp;
+    kc = (kc + j->bs - 1) / j->bs * j->bs;
+    float *panel = malloc(sizeof(float) * (size_t)(NB_NC * kc + NB_NC * mp));
+    if (!panel) {
+        j->failed = true;
+        return;
+    }
+    float *ct = panel + NB_NC * kc;
+    for (int64_t st = begin; st < end; st++) {
+        int64_t n0 = st * NB_NC, nc = j->N - n0 < NB_NC ? j->N - n0 : NB_NC;
+        for (int64_t k0 = 0; k0 < j->K; k0 += kc) {
+            int64_t kl = j->K - k0 < kc ? j->K - k0 : kc, blk0 = k0 / j->bs, blk1 = (k0 + kl + j->bs - 1) / j->bs;
+            for (int64_t c = 0; c < nc; c++) {
+                int64_t n = n0 + c;
+                j->deq(j->b + n * j->nb * j->blob, j->sc + n * j->nb, j->off + n * j->nb, j->K, j->bits, j->bs, blk0,
+                       blk1, panel + c * kl);
+            }
+            /* rows outer: a block of A's panel stays in cache for every column of the stripe */
+            for (int64_t m0 = 0; m0 < mp; m0 += 16 * KN_NBITS_OP_MV) {
+                int mv = (int)((mp - m0) / 16 < KN_NBITS_OP_MV ? (mp - m0) / 16 : KN_NBITS_OP_MV);
+                for (int64_t c0 = 0; c0 < nc; c0 += KN_NBITS_OP_NT) {
+                    int nt = (int)(nc - c0 < KN_NBITS_OP_NT ? nc - c0 : KN_NBITS_OP_NT);
+                    j->op(j->at + k0 * mp + m0, mp, mv, panel + c0 * kl, kl, nt, kl, ct + c0 * mp + m0, mp, k0 > 0);
+                }
+            }
+        }
+        for (int64_t m = 0; m < j->M; m++)
+            for (int64_t c = 0; c < nc; c++) j->y[m * j->N + n0 + c] = ct[c * mp + m];
+    }
+    free(panel);
+}
+
 /* the float32 product: per-row dot products for few rows, dequantised panels in tiles for more */
 static kn_status *nb_run_float(kn_exec_ctx *ctx, nb_job *jp, int64_t M) {
     nb_job j = *jp; /* (the tasks read it; the caller's copy keeps y) */
@@ -482,6 +538,15 @@ static kn_status *nb_run_float(kn_exec_ctx *ctx, nb_job *jp, int64_t M) {
         int64_t th = ctx->pool ? kn_threadpool_size(ctx->pool) : 1, grain = N / (4 * th);
         grain = grain < 8 ? 8 : grain / 4 * 4;
         kn_parallel_for(ctx->pool, N, grain, nb_gemv_task, &j);
+    } else if (lvl == 2) { /* A transposed once, then outer-product tiles */
+        j.op = kn_nbits_optile_avx512;
+        j.mp = (M + 15) / 16 * 16;
+        float *at = kn_scratch_alloc(ctx, sizeof(float) * (size_t)(j.mp * K));
+        if (!at) return KN_OOM(sizeof(float) * j.mp * K);
+        j.at = at;
+        kn_parallel_for(ctx->pool, (K + 15) / 16, 8, nb_at_task, &j);
+        kn_parallel_for(ctx->pool, (N + NB_NC - 1) / NB_NC, 1, nb_gemm_op_task, &j);
+        if (j.failed) return KN_OOM(sizeof(float) * NB_NC * (NB_KC + j.mp));
     } else {
         kn_parallel_for(ctx->pool, (N + NB_NC - 1) / NB_NC, 1, nb_gemm_task, &j);
         if (j.failed) return KN_OOM(sizeof(float) * NB_NC * NB_KC);

@@ -20,10 +20,17 @@
                              int64_t ldc, bool accumulate); \
     void kn_nbits_edge_##sfx(const float *a, int64_t lda, int mi, const float *p, int64_t ldp, int nj, int64_t kl, \
                              float *c, int64_t ldc, bool accumulate);
+/* dot1x4_4p's off may be NULL: no zero points, a block's offset -8 * its scale (not loaded) */
 /* the vector widths (dot1x4_4p takes block sizes that are multiples of twice them) */
 enum { KN_NBITS_W_AVX2 = 8, KN_NBITS_W_AVX512 = 16 };
 /* the tile sizes of kn_nbits_tile_* (rows of A x columns of the panel) */
 enum { KN_NBITS_TM_AVX2 = 2, KN_NBITS_TN_AVX2 = 4, KN_NBITS_TM_AVX512 = 4, KN_NBITS_TN_AVX512 = 4 };
+/* The prefill's outer-product tile (AVX-512, nbits_avx512.c): mv <= KN_NBITS_OP_MV vectors of 16
+ * rows of A transposed (at[k * ldt + m]) by nt <= KN_NBITS_OP_NT columns of a dequantised panel
+ * (column j at p + j * ldp), over kl values of K, into C transposed: ct[j * ldc + m] (+)= ... */
+enum { KN_NBITS_OP_MV = 4, KN_NBITS_OP_NT = 6 };
+void kn_nbits_optile_avx512(const float *at, int64_t ldt, int mv, const float *p, int64_t ldp, int nt, int64_t kl,
+                            float *ct, int64_t ldc, bool accumulate);
 /* the plain references (nbits.c) */
 void kn_nbits_dot_scalar(const float *a, int64_t lda, int M, const uint8_t *bq, const float *sc, const float *off,
                          int64_t K, int bits, int64_t bs, float *y, int64_t ldy);

@@ -18,6 +18,11 @@ static inline V nb_load8(const uint8_t *p) {
 #define NB_LOADB(p) _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p)))
 #define NB_LO(v) _mm512_cvtepi32_ps(_mm512_and_si512((v), _mm512_set1_epi32(15)))
 #define NB_HI(v) _mm512_cvtepi32_ps(_mm512_srli_epi32((v), 4))
+/* the decode's table of a block's 16 weights, indexed by the low 4 bits of each lane */
+#define NB_LUT 1
+#define NB_LUT_IOTA _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+#define NB_LUT_LO(v, t) _mm512_permutexvar_ps((v), (t))
+#define NB_LUT_HI(v, t) _mm512_permutexvar_ps(_mm512_srli_epi32((v), 4), (t))
 #define NB_LOAD4 nb_load4
 #define NB_LOAD8 nb_load8
 #define NB_HSUM _mm512_reduce_add_ps
@@ -64,5 +69,53 @@ void kn_nbits_quant_a_avx512(const float *a, int64_t K, int64_t bs, bool deint, 
         }
         sa[b] = scale;
         asum[b] = scale * (float)_mm512_reduce_add_epi32(sum);
+    }
+}
+
+/* The prefill's register tile in outer-product form: A transposed (at[k * ldt + m], 16 rows a
+ * vector) against a dequantised panel (column j's kl values at p + j * ldp), each weight broadcast
+ * once for mv vectors of rows, so the mv x nt accumulators need no horizontal sums and every
+ * k costs mv + nt loads for mv * nt fmas. The result is transposed too: ct[j * ldc + m]. Written
+ * once and instantiated per (mv, nt) so the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void nb_op(const float *at, int64_t ldt, const float *p, int64_t ldp,
+                                                        int64_t kl, float *ct, int64_t ldc, bool accumulate,
+                                                        const int mv, const int nt) {
+    V c[KN_NBITS_OP_MV][KN_NBITS_OP_NT];
+#pragma GCC unroll 4
+    for (int i = 0; i < mv; i++)
+#pragma GCC unroll 6
+        for (int j = 0; j < nt; j++) c[i][j] = accumulate ? vload(ct + j * ldc + i * W) : vset1(0.0f);
+    for (int64_t k = 0; k < kl; k++) {
+        V a[KN_NBITS_OP_MV];
+#pragma GCC unroll 4
+        for (int i = 0; i < mv; i++) a[i] = vload(at + k * ldt + i * W);
+#pragma GCC unroll 6
+        for (int j = 0; j < nt; j++) {
+            V b = vset1(p[j * ldp + k]);
+#pragma GCC unroll 4
+            for (int i = 0; i < mv; i++) c[i][j] = vfmadd(a[i], b, c[i][j]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < mv; i++)
+#pragma GCC unroll 6
+        for (int j = 0; j < nt; j++) vstore(ct + j * ldc + i * W, c[i][j]);
+}
+
+#define NB_OP_CASE(mv, nt) \
+    case (mv)*8 + (nt): \
+        nb_op(at, ldt, p, ldp, kl, ct, ldc, accumulate, mv, nt); \
+        break;
+#define NB_OP_ROW(mv) \
+    NB_OP_CASE(mv, 1) NB_OP_CASE(mv, 2) NB_OP_CASE(mv, 3) NB_OP_CASE(mv, 4) NB_OP_CASE(mv, 5) NB_OP_CASE(mv, 6)
+
+void kn_nbits_optile_avx512(const float *at, int64_t ldt, int mv, const float *p, int64_t ldp, int nt, int64_t kl,
+                            float *ct, int64_t ldc, bool accumulate) {
+    switch (mv * 8 + nt) {
+        NB_OP_ROW(1)
+        NB_OP_ROW(2)
+        NB_OP_ROW(3)
+        NB_OP_ROW(4)
+    default: break;
     }
 }

@@ -172,32 +172,71 @@ void NB_FN(deint)(const float *a, int64_t n, float *dst) {
 
 /* dot1x4 for 4-bit weights and block sizes a multiple of 2W, with A's full blocks given
  * deinterleaved in ad (a keeps the original row for the last, partial block): W bytes are widened
- * once and split into two vectors of weights by a mask and a shift. */
+ * once and split into two vectors of weights. off NULL: no zero points, so a block's offset is
+ * -8 * scale. With NB_LUT (AVX-512: a 16-entry table fills a vector) a block's 16 possible weights
+ * are made once, q * scale + offset rounded once as the fma makes it ((q - 8) * scale when off is
+ * NULL: the same exact value), and the nibbles index them (NB_LUT_LO / NB_LUT_HI), so each weight
+ * costs a permute instead of a conversion and an fma; the weights, and so the sums, are the same.
+ * The decode reads every weight once, so not loading the offsets cuts its memory traffic too. */
 void NB_FN(dot1x4_4p)(const float *a, const float *ad, const uint8_t *bq, int64_t bstride, const float *sc,
                       const float *off, int64_t nb, int64_t K, int64_t bs, float *y) {
     int64_t blob = bs / 2, nfull = K / bs;
     V r0 = vset1(0.0f), r1 = r0, r2 = r0, r3 = r0;
     const uint8_t *q0 = bq, *q1 = bq + bstride, *q2 = bq + 2 * bstride, *q3 = bq + 3 * bstride;
+#ifdef NB_LUT
+    const V iota = NB_LUT_IOTA, iota8 = vsub(iota, vset1(8.0f));
+#else
+    const V m8 = vset1(-8.0f);
+#endif
     for (int64_t blk = 0; blk < nfull; blk++) {
         V s0 = vset1(sc[blk]), s1 = vset1(sc[nb + blk]), s2 = vset1(sc[2 * nb + blk]), s3 = vset1(sc[3 * nb + blk]);
-        V o0 = vset1(off[blk]), o1 = vset1(off[nb + blk]), o2 = vset1(off[2 * nb + blk]), o3 = vset1(off[3 * nb + blk]);
+#ifdef NB_LUT
+        V t0, t1, t2, t3;
+        if (off) {
+            t0 = vfmadd(iota, s0, vset1(off[blk]));
+            t1 = vfmadd(iota, s1, vset1(off[nb + blk]));
+            t2 = vfmadd(iota, s2, vset1(off[2 * nb + blk]));
+            t3 = vfmadd(iota, s3, vset1(off[3 * nb + blk]));
+        } else {
+            t0 = vmul(iota8, s0);
+            t1 = vmul(iota8, s1);
+            t2 = vmul(iota8, s2);
+            t3 = vmul(iota8, s3);
+        }
+#else
+        V o0, o1, o2, o3;
+        if (off) {
+            o0 = vset1(off[blk]), o1 = vset1(off[nb + blk]), o2 = vset1(off[2 * nb + blk]);
+            o3 = vset1(off[3 * nb + blk]);
+        } else {
+            o0 = vmul(s0, m8), o1 = vmul(s1, m8), o2 = vmul(s2, m8), o3 = vmul(s3, m8);
+        }
+#endif
         const float *ak = ad + blk * bs;
         int64_t bo = blk * blob;
         for (int64_t i = 0; i < bs; i += 2 * W) {
             V ae = vload(ak + i), ao = vload(ak + i + W);
             VI v;
-            v = NB_LOADB(q0 + bo + i / 2);
-            r0 = vfmadd(ae, vfmadd(NB_LO(v), s0, o0), r0);
-            r0 = vfmadd(ao, vfmadd(NB_HI(v), s0, o0), r0);
-            v = NB_LOADB(q1 + bo + i / 2);
-            r1 = vfmadd(ae, vfmadd(NB_LO(v), s1, o1), r1);
-            r1 = vfmadd(ao, vfmadd(NB_HI(v), s1, o1), r1);
-            v = NB_LOADB(q2 + bo + i / 2);
-            r2 = vfmadd(ae, vfmadd(NB_LO(v), s2, o2), r2);
-            r2 = vfmadd(ao, vfmadd(NB_HI(v), s2, o2), r2);
-            v = NB_LOADB(q3 + bo + i / 2);
-            r3 = vfmadd(ae, vfmadd(NB_LO(v), s3, o3), r3);
-            r3 = vfmadd(ao, vfmadd(NB_HI(v), s3, o3), r3);
+#ifdef NB_LUT
+#define NB_STEP(q, t, r) \
+    v = NB_LOADB(q + bo + i / 2); \
+    r = vfmadd(ae, NB_LUT_LO(v, t), r); \
+    r = vfmadd(ao, NB_LUT_HI(v, t), r);
+            NB_STEP(q0, t0, r0)
+            NB_STEP(q1, t1, r1)
+            NB_STEP(q2, t2, r2)
+            NB_STEP(q3, t3, r3)
+#else
+#define NB_STEP(q, s, o, r) \
+    v = NB_LOADB(q + bo + i / 2); \
+    r = vfmadd(ae, vfmadd(NB_LO(v), s, o), r); \
+    r = vfmadd(ao, vfmadd(NB_HI(v), s, o), r);
+            NB_STEP(q0, s0, o0, r0)
+            NB_STEP(q1, s1, o1, r1)
+            NB_STEP(q2, s2, o2, r2)
+            NB_STEP(q3, s3, o3, r3)
+#endif
+#undef NB_STEP
         }
     }
     V acc[4] = {r0, r1, r2, r3};
@@ -205,7 +244,7 @@ void NB_FN(dot1x4_4p)(const float *a, const float *ad, const uint8_t *bq, int64_
         float r = NB_HSUM(acc[j]);
         if (nfull * bs < K) {
             const uint8_t *p = bq + j * bstride + nfull * blob;
-            float s = sc[j * nb + nfull], o = off[j * nb + nfull];
+            float s = sc[j * nb + nfull], o = off ? off[j * nb + nfull] : -8.0f * s;
             for (int64_t k = 0; k < K - nfull * bs; k++)
                 r += a[nfull * bs + k] * fmaf((float)((p[k / 2] >> ((k & 1) * 4)) & 15), s, o);
         }

@@ -192,6 +192,8 @@ START_TEST(test_matmul_nbits) {
             }
     nb_case big = {17, 1100, 150, 32, 4, 1, true, 0}; /* several panels of K and N, tile edges both ways */
     nb_run(&big, pool);
+    nb_case tall = {83, 1100, 70, 32, 4, 1, true, 0}; /* rows over two blocks of the outer-product tiles */
+    nb_run(&tall, pool);
     kn_threadpool_free(pool);
 }
 END_TEST
@@ -479,6 +481,18 @@ START_TEST(test_nbits_inner_loops) {
                 for (int n = 0; n < NC; n++)
                     FAST_ASSERT(close_to(y4[n], yr[n], 1e-5, 1e-5), "level %d dot1x4_4p %d: %g vs %g", lv, n, y4[n],
                                 yr[n]);
+                /* without zero points (off NULL: -8 * scale): the same sums as the offsets given */
+                float off8[NC * NB], y8[NC], yn[NC], yr8[NC];
+                for (int i = 0; i < NC * NB; i++) off8[i] = -8.0f * sc[i];
+                for (int n = 0; n < NC; n++)
+                    kn_nbits_dot_scalar(a, K, 1, bq + n * cs, sc + n * NB, off8 + n * NB, K, bits, BS, yr8 + n, 1);
+                (z ? kn_nbits_dot1x4_4p_avx512 : kn_nbits_dot1x4_4p_avx2)(a, ad, bq, cs, sc, off8, NB, K, BS, y8);
+                (z ? kn_nbits_dot1x4_4p_avx512 : kn_nbits_dot1x4_4p_avx2)(a, ad, bq, cs, sc, NULL, NB, K, BS, yn);
+                for (int n = 0; n < NC; n++) {
+                    FAST_ASSERT(close_to(y8[n], yr8[n], 1e-5, 1e-5), "level %d dot1x4_4p zp 8 %d: %g vs %g", lv, n,
+                                y8[n], yr8[n]);
+                    FAST_ASSERT(yn[n] == y8[n], "level %d dot1x4_4p off NULL %d: %g vs %g", lv, n, yn[n], y8[n]);
+                }
             }
             /* tile and edge over the dequantised panel, written and then accumulated onto */
             int tm = z ? KN_NBITS_TM_AVX512 : KN_NBITS_TM_AVX2;
@@ -494,6 +508,33 @@ START_TEST(test_nbits_inner_loops) {
                             2 * yr[i]);
             }
         }
+}
+END_TEST
+
+/* The prefill's outer-product tile (AVX-512) against plain sums, at every (mv, nt) it takes, odd
+ * K lengths, written and then accumulated onto; strides wider than the tile. */
+START_TEST(test_nbits_optile) {
+    if (kn_red_simd_level() < 2) return;
+    enum { MP = 80, NT = 8, KL = 37 };
+    static float at[KL * MP], p[NT * KL], ct[NT * MP], ref[NT * MP];
+    for (int i = 0; i < KL * MP; i++) at[i] = (float)(drand() - 0.5);
+    for (int i = 0; i < NT * KL; i++) p[i] = (float)(drand() - 0.5);
+    for (int mv = 1; mv <= KN_NBITS_OP_MV; mv++)
+        for (int nt = 1; nt <= KN_NBITS_OP_NT; nt++)
+            for (int kl = 1; kl <= KL; kl += 9) {
+                for (int i = 0; i < NT * MP; i++) ct[i] = ref[i] = (float)i;
+                for (int acc = 0; acc < 2; acc++)
+                    kn_nbits_optile_avx512(at + 3, MP, mv, p + 1, KL, nt, kl, ct + 2, MP, acc);
+                for (int j = 0; j < nt; j++)
+                    for (int m = 0; m < 16 * mv; m++) {
+                        double s = 0;
+                        for (int k = 0; k < kl; k++) s += (double)at[3 + k * MP + m] * p[1 + j * KL + k];
+                        ref[2 + j * MP + m] = (float)(2 * s);
+                    }
+                for (int i = 0; i < NT * MP; i++)
+                    FAST_ASSERT(close_to(ct[i], ref[i], 1e-5, 1e-5), "optile mv %d nt %d kl %d at %d: %g vs %g", mv, nt,
+                                kl, i, ct[i], ref[i]);
+            }
 }
 END_TEST
 
@@ -625,6 +666,7 @@ int main(void) {
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_matmul_nbits);
     tcase_add_test(tc, test_nbits_inner_loops);
+    tcase_add_test(tc, test_nbits_optile);
     tcase_add_test(tc, test_matmul_nbits_errors);
     tcase_add_test(tc, test_matmul_nbits_int8);
     tcase_add_test(tc, test_nbits_int8_inner);
