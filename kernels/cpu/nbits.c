@@ -187,7 +187,9 @@ typedef struct nb_job {
     nb_op_fn op;     /* the outer-product tile (kn_nbits_optile_*), or NULL */
     const float *at; /* with op: A transposed, at[k * mp + m], rows zero up to mp */
     int64_t mp;      /* M rounded up to a vector of rows */
-    bool failed;
+    char *wbuf;      /* the stripe tasks' panels, wsize bytes a slot (nb_stripe_slots) */
+    size_t wsize;
+    int64_t wgrain;
     /* accuracy_level 4: A's rows quantised (kn_nbits_quant_a), the bias as float32 or NULL */
     int8_t *qa, *qd; /* qd: qa reordered for the vector loop (4 bits), or NULL */
     float *sa, *asum, *biasf;
@@ -406,17 +408,29 @@ static void nb_gemv_task(void *vctx, int64_t begin, int64_t end) {
         }
 }
 
+/* the values of K a dequantised panel holds: NB_KC at most, whole blocks */
+static int64_t nb_kc(const nb_job *j) {
+    int64_t kc = NB_KC < j->K ? NB_KC : j->K;
+    return (kc + j->bs - 1) / j->bs * j->bs;
+}
+
+/* the stripe tasks' panels from the run's scratch, one per task call (no allocation in the tasks):
+ * about 4 calls a thread, each over at least wgrain stripes, so begin / wgrain names a call's slot */
+static kn_status *nb_stripe_slots(kn_exec_ctx *ctx, nb_job *j, size_t bytes) {
+    int64_t ns = (j->N + NB_NC - 1) / NB_NC, th = ctx->pool ? kn_threadpool_size(ctx->pool) : 1;
+    j->wgrain = (ns + 4 * th - 1) / (4 * th);
+    j->wsize = (bytes + 63) / 64 * 64;
+    size_t total = j->wsize * (size_t)((ns + j->wgrain - 1) / j->wgrain);
+    if (!(j->wbuf = kn_scratch_alloc(ctx, total))) return KN_OOM(total);
+    return NULL;
+}
+
 /* One stripe of NB_NC columns: panels of NB_KC values of K, each dequantised once, then
  * multiplied by every row of A in tiles (or by kn_sgemm without SIMD tiles). */
 static void nb_gemm_task(void *vctx, int64_t begin, int64_t end) {
     nb_job *j = vctx;
-    int64_t kc = NB_KC < j->K ? NB_KC : j->K;
-    kc = (kc + j->bs - 1) / j->bs * j->bs;
-    float *panel = malloc(sizeof(float) * (size_t)(NB_NC * kc));
-    if (!panel) {
-        j->failed = true;
-        return;
-    }
+    int64_t kc = nb_kc(j);
+    float *panel = (float *)(j->wbuf + (size_t)(begin / j->wgrain) * j->wsize);
     for (int64_t st = begin; st < end; st++) {
         int64_t n0 = st * NB_NC, nc = j->N - n0 < NB_NC ? j->N - n0 : NB_NC;
         for (int64_t k0 = 0; k0 < j->K; k0 += kc) {
@@ -444,7 +458,6 @@ static void nb_gemm_task(void *vctx, int64_t begin, int64_t end) {
                         j->N, acc);
         }
     }
-    free(panel);
 }
 
 /* A transposed for the outer-product tiles: values [begin, end) of K, 16 at a time so that each
@@ -465,13 +478,8 @@ static void nb_at_task(void *vctx, int64_t begin, int64_t end) {
  * stripe-sized buffer (C^T, [NB_NC][mp]) over the panels of K, then written to y once. */
 static void nb_gemm_op_task(void *vctx, int64_t begin, int64_t end) {
     nb_job *j = vctx;
-    int64_t kc = NB_KC < j->K ? NB_KC : j->K, mp = j->mp;
-    kc = (kc + j->bs - 1) / j->bs * j->bs;
-    float *panel = malloc(sizeof(float) * (size_t)(NB_NC * kc + NB_NC * mp));
-    if (!panel) {
-        j->failed = true;
-        return;
-    }
+    int64_t kc = nb_kc(j), mp = j->mp;
+    float *panel = (float *)(j->wbuf + (size_t)(begin / j->wgrain) * j->wsize);
     float *ct = panel + NB_NC * kc;
     for (int64_t st = begin; st < end; st++) {
         int64_t n0 = st * NB_NC, nc = j->N - n0 < NB_NC ? j->N - n0 : NB_NC;
@@ -494,7 +502,6 @@ static void nb_gemm_op_task(void *vctx, int64_t begin, int64_t end) {
         for (int64_t m = 0; m < j->M; m++)
             for (int64_t c = 0; c < nc; c++) j->y[m * j->N + n0 + c] = ct[c * mp + m];
     }
-    free(panel);
 }
 
 /* the float32 product: per-row dot products for few rows, dequantised panels in tiles for more */
@@ -545,11 +552,11 @@ static kn_status *nb_run_float(kn_exec_ctx *ctx, nb_job *jp, int64_t M) {
         if (!at) return KN_OOM(sizeof(float) * j.mp * K);
         j.at = at;
         kn_parallel_for(ctx->pool, (K + 15) / 16, 8, nb_at_task, &j);
-        kn_parallel_for(ctx->pool, (N + NB_NC - 1) / NB_NC, 1, nb_gemm_op_task, &j);
-        if (j.failed) return KN_OOM(sizeof(float) * NB_NC * (NB_KC + j.mp));
+        KN_TRY(nb_stripe_slots(ctx, &j, sizeof(float) * (size_t)(NB_NC * (nb_kc(&j) + j.mp))));
+        kn_parallel_for(ctx->pool, (N + NB_NC - 1) / NB_NC, j.wgrain, nb_gemm_op_task, &j);
     } else {
-        kn_parallel_for(ctx->pool, (N + NB_NC - 1) / NB_NC, 1, nb_gemm_task, &j);
-        if (j.failed) return KN_OOM(sizeof(float) * NB_NC * NB_KC);
+        KN_TRY(nb_stripe_slots(ctx, &j, sizeof(float) * (size_t)(NB_NC * nb_kc(&j))));
+        kn_parallel_for(ctx->pool, (N + NB_NC - 1) / NB_NC, j.wgrain, nb_gemm_task, &j);
     }
     return NULL;
 }
