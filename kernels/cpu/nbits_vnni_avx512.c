@@ -13,6 +13,11 @@
 
 /* ---- the decode loop over B packed per 16 columns (kn_nbits_i8_pack16, nbits.h) ---- */
 
+/* software prefetch distance (bytes) in the packed stream: the loop does too little per line for
+ * the hardware prefetcher alone to keep it fed (the load stalled in ~70% of its samples; Qwen2.5-0.5B
+ * shape, batch 1: 31.6 -> 24.6 ms a decode step) */
+#define NB_P16_AHEAD 1024
+
 static inline __m512i nb_bcast4(const int8_t *p) {
     int32_t v;
     __builtin_memcpy(&v, p, 4);
@@ -41,6 +46,7 @@ static inline __attribute__((always_inline)) void nb_dot16p(const int8_t *qa, in
         const int8_t *ab = qa + b * bs;
         if (bits == 4) {
             for (int64_t i = 0; i < bs; i += 8, bp += 64) {
+                _mm_prefetch((const char *)bp + NB_P16_AHEAD, _MM_HINT_T0);
                 __m512i x = _mm512_loadu_si512((const void *)bp);
                 __m512i lo = _mm512_and_si512(x, m4), hi = _mm512_and_si512(_mm512_srli_epi16(x, 4), m4);
 #pragma GCC unroll 4
@@ -51,6 +57,8 @@ static inline __attribute__((always_inline)) void nb_dot16p(const int8_t *qa, in
             }
         } else {
             for (int64_t i = 0; i < bs; i += 8, bp += 128) {
+                _mm_prefetch((const char *)bp + NB_P16_AHEAD, _MM_HINT_T0);
+                _mm_prefetch((const char *)bp + NB_P16_AHEAD + 64, _MM_HINT_T0);
                 __m512i x0 = _mm512_loadu_si512((const void *)bp), x1 = _mm512_loadu_si512((const void *)(bp + 64));
 #pragma GCC unroll 4
                 for (int r = 0; r < nr; r++) {
