@@ -214,6 +214,14 @@ void NB_FN(dot1x4_4p)(const float *a, const float *ad, const uint8_t *bq, int64_
 #endif
         const float *ak = ad + blk * bs;
         int64_t bo = blk * blob;
+        /* the four column streams prefetched a few lines ahead: the loop does too little per byte
+         * for the hardware prefetcher alone (past a column's end this reaches the next columns) */
+        if ((bo & 63) < blob) {
+            _mm_prefetch((const char *)(q0 + bo + 256), _MM_HINT_T0);
+            _mm_prefetch((const char *)(q1 + bo + 256), _MM_HINT_T0);
+            _mm_prefetch((const char *)(q2 + bo + 256), _MM_HINT_T0);
+            _mm_prefetch((const char *)(q3 + bo + 256), _MM_HINT_T0);
+        }
         for (int64_t i = 0; i < bs; i += 2 * W) {
             V ae = vload(ak + i), ao = vload(ak + i + W);
             VI v;
