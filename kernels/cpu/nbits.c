@@ -438,6 +438,17 @@ static kn_status *nb_stripe_slots(kn_exec_ctx *ctx, nb_job *j, size_t bytes) {
     return NULL;
 }
 
+/* columns [n0, n0 + nc) dequantised over K values [k0, k0 + kl) (whole blocks): column c at
+ * panel + c * kl */
+static void nb_deq_panel(const nb_job *j, int64_t n0, int64_t nc, int64_t k0, int64_t kl, float *panel) {
+    int64_t blk0 = k0 / j->bs, blk1 = (k0 + kl + j->bs - 1) / j->bs;
+    for (int64_t c = 0; c < nc; c++) {
+        int64_t n = n0 + c;
+        j->deq(j->b + n * j->nb * j->blob, j->sc + n * j->nb, j->off + n * j->nb, j->K, j->bits, j->bs, blk0, blk1,
+               panel + c * kl);
+    }
+}
+
 /* One stripe of NB_NC columns: panels of NB_KC values of K, each dequantised once, then
  * multiplied by every row of A in tiles (or by kn_sgemm without SIMD tiles). */
 static void nb_gemm_task(void *vctx, int64_t begin, int64_t end) {
@@ -447,12 +458,8 @@ static void nb_gemm_task(void *vctx, int64_t begin, int64_t end) {
     for (int64_t st = begin; st < end; st++) {
         int64_t n0 = st * NB_NC, nc = j->N - n0 < NB_NC ? j->N - n0 : NB_NC;
         for (int64_t k0 = 0; k0 < j->K; k0 += kc) {
-            int64_t kl = j->K - k0 < kc ? j->K - k0 : kc, blk0 = k0 / j->bs, blk1 = (k0 + kl + j->bs - 1) / j->bs;
-            for (int64_t c = 0; c < nc; c++) {
-                int64_t n = n0 + c;
-                j->deq(j->b + n * j->nb * j->blob, j->sc + n * j->nb, j->off + n * j->nb, j->K, j->bits, j->bs, blk0,
-                       blk1, panel + c * kl);
-            }
+            int64_t kl = j->K - k0 < kc ? j->K - k0 : kc;
+            nb_deq_panel(j, n0, nc, k0, kl, panel);
             bool acc = k0 > 0;
             if (!j->tile) {
                 kn_sgemm(NULL, false, true, j->M, nc, kl, 1.0f, j->a + k0, j->K, panel, kl, acc ? 1.0f : 0.0f,
@@ -497,12 +504,8 @@ static void nb_gemm_op_task(void *vctx, int64_t begin, int64_t end) {
     for (int64_t st = begin; st < end; st++) {
         int64_t n0 = st * NB_NC, nc = j->N - n0 < NB_NC ? j->N - n0 : NB_NC;
         for (int64_t k0 = 0; k0 < j->K; k0 += kc) {
-            int64_t kl = j->K - k0 < kc ? j->K - k0 : kc, blk0 = k0 / j->bs, blk1 = (k0 + kl + j->bs - 1) / j->bs;
-            for (int64_t c = 0; c < nc; c++) {
-                int64_t n = n0 + c;
-                j->deq(j->b + n * j->nb * j->blob, j->sc + n * j->nb, j->off + n * j->nb, j->K, j->bits, j->bs, blk0,
-                       blk1, panel + c * kl);
-            }
+            int64_t kl = j->K - k0 < kc ? j->K - k0 : kc;
+            nb_deq_panel(j, n0, nc, k0, kl, panel);
             /* rows outer: a block of A's panel stays in cache for every column of the stripe */
             for (int64_t m0 = 0; m0 < mp; m0 += 16 * KN_NBITS_OP_MV) {
                 int mv = (int)((mp - m0) / 16 < KN_NBITS_OP_MV ? (mp - m0) / 16 : KN_NBITS_OP_MV);
