@@ -87,14 +87,18 @@ START_TEST(test_fusion_per_backend) {
     ck_assert_ptr_null(kn_model_graph_for(m, &attn, &ga));
     ck_assert_int_gt(count_op(ga, KN_OP_KnSdpa), 0);
     for (int k = 0; k < 5; k++) ck_assert_int_eq(count_op(ga, no_ln_gelu[k]), 0);
-    /* on the CPU the past of a decoder is split off the attention too (KnSdpa's CPU kernel alone reads it apart) */
-    ck_assert_int_eq(kn_fusions_for_backend(&attn), KN_FUSE_ATTENTION | KN_FUSE_SPLIT_PAST_KV);
+    /* on the CPU the past of a decoder is split off the attention too (KnSdpa's CPU kernel alone reads it apart),
+     * and attention with float16 / bfloat16 constants fuses there (KN_FUSE_ATTENTION_LOWP) */
+    ck_assert_int_eq(kn_fusions_for_backend(&attn), KN_FUSE_ATTENTION | KN_FUSE_SPLIT_PAST_KV | KN_FUSE_ATTENTION_LOWP);
     ck_assert_int_eq(kn_fusions_for_backend(kn_cpu_backend()),
-                     (KN_FUSE_ALL & ~KN_FUSE_GEMM_ACT) | KN_FUSE_SPLIT_PAST_KV); /* FusedGemm: device only */
+                     (KN_FUSE_ALL & ~KN_FUSE_GEMM_ACT) | KN_FUSE_SPLIT_PAST_KV |
+                         KN_FUSE_ATTENTION_LOWP); /* FusedGemm: device only */
     /* the CUDA KnSdpa reads a past in place too (kernels/cuda/attention.cu); no KnSdpa, no split */
     kn_backend dev_attn = attn;
     dev_attn.device = KN_DEVICE_CUDA;
     ck_assert_int_eq(kn_fusions_for_backend(&dev_attn) & KN_FUSE_SPLIT_PAST_KV, KN_FUSE_SPLIT_PAST_KV);
+    /* the low-precision attention fusion is the CPU's only: CUDA's fp16 path is not checked against it */
+    ck_assert_int_eq(kn_fusions_for_backend(&dev_attn) & KN_FUSE_ATTENTION_LOWP, 0);
     lacks = fused_ops; /* none's kernels again: KnSdpa among those lacking */
     n_lacks = 6;
     ck_assert_int_eq(kn_fusions_for_backend(&none) & KN_FUSE_SPLIT_PAST_KV, 0);
