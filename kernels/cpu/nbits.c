@@ -119,7 +119,6 @@ void kn_nbits_group(const float *src, int64_t N, int64_t nb, int64_t w, float *d
             }
 }
 
-void kn_nbits_group8(const float *src, int64_t N, int64_t nb, float *dst) { kn_nbits_group(src, N, nb, 8, dst); }
 
 /* 4 bits: the 4 source bytes of 8 values (k0..k7, nibble i = value i) become byte i = value i |
  * value i+4 << 4 (nbits.h) */
@@ -614,7 +613,7 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
     const kn_nbits_prepared *pr = node->prepared;
     bool int8 = nb_int8_params(p, zpt) && (a->dtype == KN_F32 || a->dtype == KN_F16);
     /* prefill at level 4: the int8 GEMM (nbits_i8gemm.c) */
-    bool gemm8 = int8 && M >= KN_NBITS_I8_FQ_M;
+    bool gemm8 = int8 && M >= KN_NBITS_I8_GEMM_M;
     if (gemm8) int8 = false;
     /* the packed B only where it was packed from this very B */
     bool packed = int8 && pr && pr->count == N * nb && pr->bp && pr->b_src == b->data;
@@ -639,8 +638,8 @@ kn_status *kn_cpu_MsMatMulNBits(kn_exec_ctx *ctx, const kn_node *node, const kn_
             size_t ng = (size_t)((N + 7) / 8 * 8 * nb);
             float *g = kn_scratch_alloc(ctx, sizeof(float) * 2 * ng);
             if (!g) return KN_OOM(sizeof(float) * 2 * ng);
-            kn_nbits_group8(j.sc, N, nb, g);
-            kn_nbits_group8(j.off, N, nb, g + ng);
+            kn_nbits_group(j.sc, N, nb, 8, g);
+            kn_nbits_group(j.off, N, nb, 8, g + ng);
             j.sc = g;
             j.off = g + ng;
         }

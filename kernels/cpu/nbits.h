@@ -51,9 +51,9 @@ void kn_nbits_quant_a(const float *a, int64_t K, int64_t bs, int8_t *qa, float *
 /* the same with AVX-512 (nbits_avx512.c), bit for bit; block sizes multiples of 16; deint: qa in the
  * int8 GEMM's order for 4 bits (kn_nbits_i8g_deint8, nbits_i8gemm.h) */
 void kn_nbits_quant_a_avx512(const float *a, int64_t K, int64_t bs, bool deint, int8_t *qa, float *sa, float *asum);
-/* From KN_NBITS_I8_FQ_M rows on (prefill) the kernel runs the int8 GEMM of nbits_i8gemm.h instead,
+/* From KN_NBITS_I8_GEMM_M rows on (prefill) the kernel runs the int8 GEMM of nbits_i8gemm.h instead,
  * which packs panels of B once for all rows (the same bits as the few-row loops). */
-enum { KN_NBITS_I8_FQ_M = 8 };
+enum { KN_NBITS_I8_GEMM_M = 8 };
 /* y[j] for nc columns against one quantised row of A: column j's blocks at bq + j * bstride, its
  * scale and offset (-zp * scale) of block b at sc / off[j * cst + b * bst], bias[j] when bias is
  * not NULL. */
@@ -61,12 +61,11 @@ void kn_nbits_i8_dot_scalar(const int8_t *qa, const float *sa, const float *asum
                             const float *sc, const float *off, int64_t cst, int64_t bst, int64_t nb, int bits,
                             int64_t bs, const float *bias, int nc, float *y);
 /* The vector loops take 8 columns at a time, their scales and offsets grouped ([block][8 columns],
- * kn_nbits_group8), and for 4-bit weights A's quantised row reordered per 32 values (per 16 for
+ * kn_nbits_group of width 8), and for 4-bit weights A's quantised row reordered per 32 values (per 16 for
  * block size 16): the even positions first, then the odd ones, the order of the low and high
  * nibbles (kn_nbits_i8_deint). Integer sums do not depend on the order, so the result is bit for
  * bit the plain loop's. */
 enum { KN_NBITS_I8_NC = 8, KN_NBITS_I8_NR = 4 };
-void kn_nbits_group8(const float *src, int64_t N, int64_t nb, float *dst);
 void kn_nbits_i8_deint(const int8_t *qa, int64_t n, int64_t bs, int8_t *dst);
 /* nr <= KN_NBITS_I8_NR rows (row r: qa + r * ldq, sa / asum + r * lds, y + r * ldy) against 8
  * columns (AVX2; block sizes 16..256) */

@@ -2,7 +2,7 @@
  * products of A's int8 rows (kn_nbits_quant_a) with the unsigned weights, in register tiles
  * (nbits_i8gemm_avx512.c with VNNI, nbits_i8gemm_avx2.c), combined in float32 in the order of
  * kn_nbits_i8_dot_scalar, so every row gives the bits the few-row path gives. Used by
- * kn_cpu_MsMatMulNBits from KN_NBITS_I8_FQ_M rows on; the unit tests call the pieces.
+ * kn_cpu_MsMatMulNBits from KN_NBITS_I8_GEMM_M rows on; the unit tests call the pieces.
  *
  * Per task a panel of KN_NBITS_I8G_PW columns of B is copied once into the tiles' layout: column
  * c's bytes (its blocks one after the other, B's [N, blocks, blob] row) cut into 4-byte words,

@@ -399,8 +399,8 @@ START_TEST(test_nbits_int8_inner) {
                 sc[i] = (float)(0.02 + 0.01 * drand());
                 off[i] = -(float)(urand() % (1u << bits)) * sc[i];
             }
-            kn_nbits_group8(sc, 8, NBK, sc8);
-            kn_nbits_group8(off, 8, NBK, off8);
+            kn_nbits_group(sc, 8, NBK, 8, sc8);
+            kn_nbits_group(off, 8, NBK, 8, off8);
             for (int j = 0; j < 8; j++) bias[j] = (float)drand();
             for (int r = 0; r < NR; r++) {
                 kn_nbits_quant_a(a2 + r * k2, k2, bs, q2 + r * lq, s2 + r * NBK, as2 + r * NBK);
